@@ -1,0 +1,57 @@
+import { hostname } from "node:os";
+import { readFileSync } from "node:fs";
+import { ValidationError } from "@fast-sandbox/api";
+
+/** Everything an agent process needs, read from its environment (set by the pool that starts it). */
+export interface AgentConfig {
+  /** FSB_AGENT_NAME (required): unique agent name; labels its containers. */
+  name: string;
+  /** FSB_AGENT_NAMESPACE, default `default`: namespace of the agent's pool. */
+  namespace: string;
+  /** FSB_AGENT_POOL (required). */
+  pool: string;
+  /** FSB_NODE_NAME, default the host name. */
+  nodeName: string;
+  /** FSB_AGENT_LISTEN, default `127.0.0.1:0`. */
+  listenHost: string;
+  listenPort: number;
+  /** FSB_AGENT_TOKEN or the file named by FSB_AGENT_TOKEN_FILE (required): bearer token of the agent API. */
+  token: string;
+  /** FSB_AGENT_STATE_DIR (required): logs and exec FIFOs. */
+  stateDir: string;
+  /** FSB_CONTAINERD_SOCKET, default `/run/containerd/containerd.sock`. */
+  containerdSocket: string;
+  /** FSB_CONTAINERD_NAMESPACE, default `fast-sandbox`. */
+  containerdNamespace: string;
+  /** FSB_CGROUP_PARENT: cgroup of this agent (e.g. `/fast-sandbox/default-0`); empty: no cgroup management. */
+  cgroupParent: string;
+}
+
+export function agentConfigFromEnv(env: NodeJS.ProcessEnv = process.env): AgentConfig {
+  const required = (key: string): string => {
+    const value = env[key];
+    if (!value) throw new ValidationError(key, "environment variable is required");
+    return value;
+  };
+  const listen = env.FSB_AGENT_LISTEN ?? "127.0.0.1:0";
+  const colon = listen.lastIndexOf(":");
+  const listenPort = Number(listen.slice(colon + 1));
+  if (colon < 0 || !Number.isInteger(listenPort) || listenPort < 0 || listenPort > 65535) {
+    throw new ValidationError("FSB_AGENT_LISTEN", `${JSON.stringify(listen)} is not host:port`);
+  }
+  const token = env.FSB_AGENT_TOKEN ?? (env.FSB_AGENT_TOKEN_FILE ? readFileSync(env.FSB_AGENT_TOKEN_FILE, "utf8").trim() : "");
+  if (!token) throw new ValidationError("FSB_AGENT_TOKEN", "set FSB_AGENT_TOKEN or FSB_AGENT_TOKEN_FILE: the agent API is always authenticated");
+  return {
+    name: required("FSB_AGENT_NAME"),
+    namespace: env.FSB_AGENT_NAMESPACE ?? "default",
+    pool: required("FSB_AGENT_POOL"),
+    nodeName: env.FSB_NODE_NAME ?? hostname(),
+    listenHost: listen.slice(0, colon),
+    listenPort,
+    token,
+    stateDir: required("FSB_AGENT_STATE_DIR"),
+    containerdSocket: env.FSB_CONTAINERD_SOCKET ?? "/run/containerd/containerd.sock",
+    containerdNamespace: env.FSB_CONTAINERD_NAMESPACE ?? "fast-sandbox",
+    cgroupParent: env.FSB_CGROUP_PARENT ?? "",
+  };
+}

@@ -1,0 +1,53 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+export type CgroupVersion = 1 | 2;
+
+export interface CgroupLayout {
+  version: CgroupVersion;
+  /** Mount point of the hierarchy (`/sys/fs/cgroup`). */
+  root: string;
+  /** v1: the controllers the agent places itself under. */
+  controllers: string[];
+}
+
+const V1_CONTROLLERS = ["cpu", "memory", "pids"];
+
+/** cgroup v2 is a single `cgroup2` mount at the root; v1/hybrid has one directory per controller. */
+export function detectCgroupLayout(root = "/sys/fs/cgroup"): CgroupLayout {
+  if (existsSync(join(root, "cgroup.controllers"))) return { version: 2, root, controllers: [] };
+  return { version: 1, root, controllers: V1_CONTROLLERS.filter((c) => existsSync(join(root, c))) };
+}
+
+/**
+ * Moves a process into `path` (e.g. `/fast-sandbox/default-0/agent`) in every hierarchy, creating it.
+ * On v2 the agent's own process lives in a leaf (`.../agent`) because a cgroup that holds processes
+ * cannot also delegate controllers to the sandboxes' cgroups beside it.
+ */
+export function joinCgroup(layout: CgroupLayout, path: string, pid: number): void {
+  const directories =
+    layout.version === 2 ? [join(layout.root, path)] : layout.controllers.map((controller) => join(layout.root, controller, path));
+  for (const directory of directories) {
+    mkdirSync(directory, { recursive: true });
+    writeFileSync(join(directory, "cgroup.procs"), String(pid));
+  }
+  if (layout.version === 2) enableV2Controllers(layout.root, path);
+}
+
+/** Enables cpu, memory and pids for the children of every ancestor of `path`'s parent (v2). */
+function enableV2Controllers(root: string, path: string): void {
+  const parts = path.split("/").filter(Boolean);
+  let current = root;
+  for (const part of parts.slice(0, -1)) {
+    const available = readFileSync(join(current, "cgroup.controllers"), "utf8").split(/\s+/);
+    const wanted = ["cpu", "memory", "pids"].filter((c) => available.includes(c));
+    if (wanted.length > 0) {
+      try {
+        writeFileSync(join(current, "cgroup.subtree_control"), wanted.map((c) => `+${c}`).join(" "));
+      } catch {
+        // A cgroup with processes of its own refuses; the sandboxes then run without those limits there.
+      }
+    }
+    current = join(current, part);
+  }
+}

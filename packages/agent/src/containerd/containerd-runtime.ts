@@ -1,0 +1,593 @@
+/**
+ * The agent's Runtime on containerd: sandboxes are containerd containers + runc (or runsc) tasks,
+ * created through containerd's gRPC services directly (no `ctr`, no containerd Go client).
+ *
+ * Create path: resolve image (cached) -> Snapshots.Prepare -> Containers.Create -> Tasks.Create
+ * -> Tasks.Start; every step is undone in reverse order when a later one fails.
+ */
+import { mkdirSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { performance } from "node:perf_hooks";
+import { create, toBinary } from "@bufbuild/protobuf";
+import type { Logger } from "pino";
+import {
+  AlreadyExistsError,
+  FsbError,
+  NotFoundError,
+  UnavailableError,
+} from "@fast-sandbox/api";
+import {
+  LABEL_AGENT,
+  LABEL_MANAGED,
+  LABEL_NAME,
+  LABEL_NAMESPACE,
+  LABEL_POOL,
+  LABEL_SANDBOX_ID,
+  type DeleteOptions,
+  type ExecIo,
+  type ExecRequest,
+  type Runtime,
+  type RuntimeSandbox,
+  type RuntimeSandboxSpec,
+  type RuntimeSandboxState,
+} from "../runtime/runtime.js";
+import { ContainerdClient } from "./containerd-client.js";
+import { ExecFifos } from "./exec-fifos.js";
+import { writeRunscWrapper } from "./gvisor-binary.js";
+import { Status as TaskStatus } from "./gen/github.com/containerd/containerd/api/types/task/task_pb.js";
+import { OptionsSchema as RuncOptionsSchema } from "./gen/github.com/containerd/containerd/runtime/v2/runc/options/oci_pb.js";
+import { isNotFound } from "./grpc-errors.js";
+import { ImageResolver } from "./image-resolver.js";
+import {
+  buildOciSpec,
+  mergeEnv,
+  sandboxCgroupsPath,
+  type OciProcess,
+  type OciSpec,
+} from "./oci-spec.js";
+
+/** Label carrying the image reference of a sandbox. */
+export const LABEL_IMAGE = "fast-sandbox.io/image";
+/** Label carrying the runtime type of a sandbox. */
+export const LABEL_RUNTIME_TYPE = "fast-sandbox.io/runtime-type";
+
+const RUNC_V2 = "io.containerd.runc.v2";
+const SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+const PROCESS_TYPE_URL =
+  "types.containerd.io/opencontainers/runtime-spec/1/Process";
+/** containerd resolves Any type URLs through typeurl, which registers the runc options under their proto name. */
+const RUNC_OPTIONS_TYPE_URL = "containerd.runc.v1.Options";
+/** Keeps a snapshot alive across containerd's garbage collection until we remove it ourselves. */
+const GC_ROOT_LABEL = "containerd.io/gc.root";
+
+const SIGTERM = 15;
+const SIGKILL = 9;
+
+export interface ContainerdRuntimeOptions {
+  /** containerd's gRPC socket. @default "/run/containerd/containerd.sock" (env FSB_CONTAINERD_ADDRESS) */
+  socketPath?: string;
+  /** containerd namespace of the sandboxes. @default "fast-sandbox" (env FSB_CONTAINERD_NAMESPACE) */
+  namespace?: string;
+  /** Name of this agent: label `fast-sandbox.io/agent`, shim group; `list()` returns only its sandboxes. */
+  agentName: string;
+  /** containerd snapshotter the images are unpacked for. @default "overlayfs" */
+  snapshotter?: string;
+  /** Directory for the exec FIFOs (created if missing). @default "/run/fast-sandbox/<agentName>" */
+  stateDir?: string;
+  /** Parent cgroup: a sandbox's `linux.cgroupsPath` becomes `<cgroupParent>/<sandboxId>` (cgroupfs driver, v1 and v2). @default "/<namespace>" */
+  cgroupParent?: string;
+  /** runsc binary for runtimeType "gvisor" (run by the runc v2 shim through a wrapper, see gvisor-binary.ts). @default "/usr/bin/runsc" */
+  runscPath?: string;
+  /** Host files bind-mounted read-only into sandboxes that share the host network. @default ["/etc/resolv.conf", "/etc/hosts"] */
+  hostNetworkFiles?: string[];
+  /** Deadline of each containerd call. @default 10_000 */
+  requestTimeoutMs?: number;
+  /** Called after every successful create with the duration of each step (metrics, benchmarks). */
+  onCreateTimings?: (timings: CreateTimings) => void;
+  logger: Logger;
+}
+
+export interface CreateTimings {
+  imageMs: number;
+  snapshotMs: number;
+  containerMs: number;
+  taskMs: number;
+  startMs: number;
+  totalMs: number;
+}
+
+export function createContainerdRuntime(
+  options: ContainerdRuntimeOptions,
+): ContainerdRuntime {
+  return new ContainerdRuntime(options);
+}
+
+export class ContainerdRuntime implements Runtime {
+  readonly namespace: string;
+  private readonly agentName: string;
+  private readonly snapshotter: string;
+  private readonly stateDir: string;
+  private readonly cgroupParent: string;
+  private readonly gvisorBinary: string;
+  private readonly hostNetworkFiles: readonly string[];
+  private readonly onCreateTimings:
+    ((timings: CreateTimings) => void) | undefined;
+  private readonly logger: Logger;
+  private readonly client: ContainerdClient;
+  private readonly images: ImageResolver;
+
+  constructor(options: ContainerdRuntimeOptions) {
+    this.namespace =
+      options.namespace ??
+      process.env.FSB_CONTAINERD_NAMESPACE ??
+      "fast-sandbox";
+    this.agentName = options.agentName;
+    this.snapshotter = options.snapshotter ?? "overlayfs";
+    this.stateDir =
+      options.stateDir ?? `/run/fast-sandbox/${options.agentName}`;
+    this.cgroupParent = options.cgroupParent ?? `/${this.namespace}`;
+    mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
+    this.gvisorBinary = writeRunscWrapper(
+      this.stateDir,
+      options.runscPath ?? "/usr/bin/runsc",
+    );
+    this.hostNetworkFiles = options.hostNetworkFiles ?? [
+      "/etc/resolv.conf",
+      "/etc/hosts",
+    ];
+    this.onCreateTimings = options.onCreateTimings;
+    this.logger = options.logger.child({
+      component: "containerd-runtime",
+      containerdNamespace: this.namespace,
+    });
+    this.client = new ContainerdClient({
+      socketPath:
+        options.socketPath ??
+        process.env.FSB_CONTAINERD_ADDRESS ??
+        "/run/containerd/containerd.sock",
+      namespace: this.namespace,
+      defaultTimeoutMs: options.requestTimeoutMs ?? 10_000,
+    });
+    this.images = new ImageResolver(
+      this.client,
+      `import it with \`FSB_CONTAINERD_NAMESPACE=${this.namespace} scripts/build-base-image.sh\` (base image) ` +
+        `or \`ctr -n ${this.namespace} images import <oci-archive.tar>\``,
+    );
+  }
+
+  async listImages(): Promise<string[]> {
+    const { images } = await this.client.images.list({});
+    return images.map((image) => image.name).sort();
+  }
+
+  async create(spec: RuntimeSandboxSpec): Promise<RuntimeSandbox> {
+    const id = spec.sandboxId;
+    const started = performance.now();
+    let mark = started;
+    const lap = () => {
+      const now = performance.now();
+      const elapsed = now - mark;
+      mark = now;
+      return elapsed;
+    };
+
+    const image = await this.images.resolve(spec.image);
+    const imageMs = lap();
+
+    const labels: Record<string, string> = {
+      [LABEL_MANAGED]: "true",
+      [LABEL_AGENT]: this.agentName,
+      [LABEL_SANDBOX_ID]: id,
+      [LABEL_NAMESPACE]: spec.namespace,
+      [LABEL_NAME]: spec.name,
+      [LABEL_POOL]: spec.pool,
+      [LABEL_IMAGE]: spec.image,
+      [LABEL_RUNTIME_TYPE]: spec.runtimeType,
+    };
+    const gvisor = spec.runtimeType === "gvisor";
+    const ociSpec = buildOciSpec(spec, image.config, {
+      // runc and runsc sandboxes get separate shims: a shim's options come from its first container.
+      shimGroup: gvisor ? `${this.agentName}.gvisor` : this.agentName,
+      cgroupsPath: sandboxCgroupsPath(this.cgroupParent, id),
+      hostNetworkFiles: this.hostNetworkFiles,
+    });
+    const runtimeOptions = gvisor
+      ? {
+          typeUrl: RUNC_OPTIONS_TYPE_URL,
+          value: toBinary(
+            RuncOptionsSchema,
+            create(RuncOptionsSchema, { binaryName: this.gvisorBinary }),
+          ),
+        }
+      : undefined;
+
+    const undo: { step: string; run: () => Promise<unknown> }[] = [];
+    try {
+      let mounts;
+      try {
+        ({ mounts } = await this.client.snapshots.prepare({
+          snapshotter: this.snapshotter,
+          key: id,
+          parent: image.chainId,
+          labels: { ...labels, [GC_ROOT_LABEL]: new Date().toISOString() },
+        }));
+      } catch (error) {
+        throw this.prepareError(error, spec, image.chainId);
+      }
+      undo.push({
+        step: "snapshot",
+        run: () =>
+          this.client.snapshots.remove({
+            snapshotter: this.snapshotter,
+            key: id,
+          }),
+      });
+      const snapshotMs = lap();
+
+      try {
+        await this.client.containers.create({
+          container: {
+            id,
+            labels,
+            image: spec.image,
+            runtime: { name: RUNC_V2, options: runtimeOptions },
+            spec: {
+              typeUrl: SPEC_TYPE_URL,
+              value: Buffer.from(JSON.stringify(ociSpec)),
+            },
+            snapshotter: this.snapshotter,
+            snapshotKey: id,
+          },
+        });
+      } catch (error) {
+        if (error instanceof AlreadyExistsError)
+          throw new AlreadyExistsError(
+            `sandbox ${id} already exists in containerd`,
+          );
+        throw error;
+      }
+      undo.push({
+        step: "container",
+        run: () => this.client.containers.delete({ id }),
+      });
+      const containerMs = lap();
+
+      const { pid } = await this.client.tasks.create({
+        containerId: id,
+        rootfs: mounts,
+        stdout: `file://${spec.logPath}`,
+        stderr: `file://${spec.logPath}`,
+        options: runtimeOptions,
+      });
+      undo.push({
+        step: "task",
+        run: async () => {
+          await this.client.tasks
+            .kill({ containerId: id, signal: SIGKILL, all: true })
+            .catch(() => undefined);
+          await this.client.tasks.delete({ containerId: id });
+        },
+      });
+      const taskMs = lap();
+
+      await this.client.tasks.start({ containerId: id });
+      const startMs = lap();
+
+      const timings = {
+        imageMs,
+        snapshotMs,
+        containerMs,
+        taskMs,
+        startMs,
+        totalMs: performance.now() - started,
+      };
+      this.logger.debug({ sandboxId: id, pid, timings }, "sandbox created");
+      this.onCreateTimings?.(timings);
+      return {
+        sandboxId: id,
+        namespace: spec.namespace,
+        name: spec.name,
+        pool: spec.pool,
+        image: spec.image,
+        state: "running",
+        pid,
+        labels,
+      };
+    } catch (error) {
+      for (const { step, run } of undo.reverse()) {
+        try {
+          await run();
+        } catch (undoError) {
+          if (!isNotFound(undoError)) {
+            this.logger.warn(
+              { sandboxId: id, step, err: undoError },
+              "could not undo a create step; the janitor must remove it",
+            );
+          }
+        }
+      }
+      throw FsbError.from(error);
+    }
+  }
+
+  async delete(sandboxId: string, options: DeleteOptions): Promise<void> {
+    let snapshotter = this.snapshotter;
+    let snapshotKey = sandboxId;
+    try {
+      const { container } = await this.client.containers.get({ id: sandboxId });
+      snapshotter = container?.snapshotter || snapshotter;
+      snapshotKey = container?.snapshotKey || snapshotKey;
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+
+    await this.stopTask(sandboxId, options.gracePeriodMs);
+    await ignoreNotFound(this.client.tasks.delete({ containerId: sandboxId }));
+    await ignoreNotFound(this.client.containers.delete({ id: sandboxId }));
+    await ignoreNotFound(
+      this.client.snapshots.remove({ snapshotter, key: snapshotKey }),
+    );
+    this.logger.debug({ sandboxId }, "sandbox deleted");
+  }
+
+  async list(): Promise<RuntimeSandbox[]> {
+    const [{ containers }, { tasks }] = await Promise.all([
+      this.client.containers.list({
+        filters: [
+          `labels."${LABEL_AGENT}"==${quoteFilterValue(this.agentName)}`,
+        ],
+      }),
+      this.client.tasks.list({}),
+    ]);
+    const tasksById = new Map(tasks.map((task) => [task.id, task]));
+    return containers
+      .map((container): RuntimeSandbox => {
+        const labels = { ...container.labels };
+        const task = tasksById.get(container.id);
+        const sandbox: RuntimeSandbox = {
+          sandboxId: labels[LABEL_SANDBOX_ID] ?? container.id,
+          namespace: labels[LABEL_NAMESPACE] ?? "",
+          name: labels[LABEL_NAME] ?? "",
+          pool: labels[LABEL_POOL] ?? "",
+          image: labels[LABEL_IMAGE] ?? container.image,
+          // A container without a task is not running (its task failed to start or containerd lost it).
+          state: task ? taskState(task.status) : "stopped",
+          labels,
+        };
+        if (task && task.pid > 0) sandbox.pid = task.pid;
+        if (task?.status === TaskStatus.STOPPED)
+          sandbox.exitCode = task.exitStatus;
+        return sandbox;
+      })
+      .sort((a, b) => a.sandboxId.localeCompare(b.sandboxId));
+  }
+
+  async exec(
+    sandboxId: string,
+    request: ExecRequest,
+    io: ExecIo,
+  ): Promise<number> {
+    if (request.command.length === 0)
+      throw new FsbError("invalid_argument", "exec: command must not be empty");
+    io.signal?.throwIfAborted();
+    const process = await this.execProcess(sandboxId, request);
+    const execId = `exec-${randomBytes(6).toString("hex")}`;
+    const fifos = await ExecFifos.create(
+      this.stateDir,
+      `${sandboxId}.${execId}`,
+      io.onStdout,
+      io.onStderr,
+    );
+    let registered = false;
+    const kill = () => {
+      this.client.tasks
+        .kill({ containerId: sandboxId, execId, signal: SIGKILL })
+        .catch((error: unknown) =>
+          this.logger.debug(
+            { sandboxId, execId, err: error },
+            "exec kill failed",
+          ),
+        );
+    };
+    try {
+      try {
+        await this.client.tasks.exec({
+          containerId: sandboxId,
+          execId,
+          stdout: fifos.stdoutPath,
+          stderr: fifos.stderrPath,
+          terminal: false,
+          spec: {
+            typeUrl: PROCESS_TYPE_URL,
+            value: Buffer.from(JSON.stringify(process)),
+          },
+        });
+      } catch (error) {
+        if (isNotFound(error))
+          throw new NotFoundError(
+            `sandbox ${sandboxId} has no running task to exec in`,
+            { cause: error },
+          );
+        throw error;
+      }
+      registered = true;
+      io.signal?.addEventListener("abort", kill, { once: true });
+      await this.client.tasks.start({ containerId: sandboxId, execId });
+      if (io.signal?.aborted) kill();
+      const exitCode = await this.waitProcess(sandboxId, execId);
+      fifos.releaseWriters();
+      await fifos.drained(5_000);
+      return exitCode;
+    } finally {
+      io.signal?.removeEventListener("abort", kill);
+      if (registered) {
+        await this.client.tasks
+          .deleteProcess({ containerId: sandboxId, execId })
+          .catch((error: unknown) => {
+            if (!isNotFound(error))
+              this.logger.warn(
+                { sandboxId, execId, err: error },
+                "could not delete exec process",
+              );
+          });
+      }
+      await fifos.dispose();
+    }
+  }
+
+  async wait(sandboxId: string): Promise<number> {
+    try {
+      return await this.waitProcess(sandboxId, "");
+    } catch (error) {
+      if (isNotFound(error))
+        throw new NotFoundError(`sandbox ${sandboxId} has no task`, {
+          cause: error,
+        });
+      throw error;
+    }
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  /** The exec'd process: the sandbox's own process settings (user, capabilities, limits) with the request's command, env and cwd. */
+  private async execProcess(
+    sandboxId: string,
+    request: ExecRequest,
+  ): Promise<OciProcess> {
+    let spec: OciSpec;
+    try {
+      const { container } = await this.client.containers.get({ id: sandboxId });
+      spec = JSON.parse(
+        Buffer.from(container?.spec?.value ?? []).toString("utf8"),
+      ) as OciSpec;
+    } catch (error) {
+      if (isNotFound(error))
+        throw new NotFoundError(`sandbox ${sandboxId} not found`, {
+          cause: error,
+        });
+      throw error;
+    }
+    return {
+      ...spec.process,
+      terminal: false,
+      args: [...request.command],
+      env: mergeEnv(spec.process.env, request.env ?? []),
+      cwd: request.workingDir || spec.process.cwd || "/",
+    };
+  }
+
+  /** Waits for a process (the task's init when execId is "") to exit; long waits are re-armed so every call keeps a deadline. */
+  private async waitProcess(
+    containerId: string,
+    execId: string,
+  ): Promise<number> {
+    for (;;) {
+      try {
+        const { exitStatus } = await this.client.tasks.wait(
+          { containerId, execId },
+          { timeoutMs: 60_000 },
+        );
+        return exitStatus;
+      } catch (error) {
+        if (error instanceof FsbError && error.code === "deadline_exceeded")
+          continue;
+        throw error;
+      }
+    }
+  }
+
+  /** SIGTERM, up to gracePeriodMs for the exit, then SIGKILL to every process. Returns when no process runs. */
+  private async stopTask(
+    containerId: string,
+    gracePeriodMs: number,
+  ): Promise<void> {
+    if (gracePeriodMs > 0) {
+      try {
+        await this.client.tasks.kill({ containerId, signal: SIGTERM });
+      } catch (error) {
+        if (isNotFound(error)) return; // no task, or its process already exited
+        throw error;
+      }
+      if (await this.exitedWithin(containerId, gracePeriodMs)) return;
+    }
+    try {
+      await this.client.tasks.kill({ containerId, signal: SIGKILL, all: true });
+    } catch (error) {
+      if (isNotFound(error)) return;
+      throw error;
+    }
+    if (!(await this.exitedWithin(containerId, 10_000))) {
+      throw new UnavailableError(
+        `sandbox ${containerId} did not exit after SIGKILL`,
+      );
+    }
+  }
+
+  private async exitedWithin(
+    containerId: string,
+    timeoutMs: number,
+  ): Promise<boolean> {
+    try {
+      await this.client.tasks.wait({ containerId }, { timeoutMs });
+      return true;
+    } catch (error) {
+      if (isNotFound(error)) return true;
+      if (error instanceof FsbError && error.code === "deadline_exceeded")
+        return false;
+      throw error;
+    }
+  }
+
+  private prepareError(
+    error: unknown,
+    spec: RuntimeSandboxSpec,
+    parent: string,
+  ): unknown {
+    if (error instanceof AlreadyExistsError) {
+      return new AlreadyExistsError(
+        `sandbox ${spec.sandboxId} already exists (snapshot ${spec.sandboxId} is present)`,
+      );
+    }
+    if (isNotFound(error)) {
+      // The image record exists but its layers are not unpacked for our snapshotter (or it changed).
+      this.images.forget(spec.image);
+      return new NotFoundError(
+        `image "${spec.image}" is not unpacked for snapshotter "${this.snapshotter}" (no snapshot ${parent}); ` +
+          `re-import it with \`ctr -n ${this.namespace} images import\` or unpack it with ` +
+          `\`ctr -n ${this.namespace} images unpack --snapshotter ${this.snapshotter} ${spec.image}\``,
+        { cause: error },
+      );
+    }
+    return error;
+  }
+}
+
+function taskState(status: TaskStatus): RuntimeSandboxState {
+  switch (status) {
+    case TaskStatus.CREATED:
+      return "created";
+    case TaskStatus.RUNNING:
+    case TaskStatus.PAUSED:
+    case TaskStatus.PAUSING:
+      return "running";
+    case TaskStatus.STOPPED:
+      return "stopped";
+    default:
+      return "unknown";
+  }
+}
+
+/** A containerd filter value: a quoted string with `"` and `\` escaped. */
+function quoteFilterValue(value: string): string {
+  return `"${value.replace(/[\\"]/g, (character) => `\\${character}`)}"`;
+}
+
+async function ignoreNotFound(call: Promise<unknown>): Promise<void> {
+  try {
+    await call;
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+  }
+}

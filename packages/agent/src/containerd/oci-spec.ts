@@ -1,0 +1,302 @@
+/**
+ * Builds the OCI runtime spec of a sandbox: a pure function of the sandbox spec, the image's
+ * config and a few agent settings, so every rule here is unit-tested without containerd.
+ */
+import type { RuntimeSandboxSpec } from "../runtime/runtime.js";
+import type { ImageConfig } from "./image-resolver.js";
+import {
+  defaultSeccompProfile,
+  type SeccompProfile,
+} from "./seccomp-profile.js";
+
+/** The annotation that makes the runc v2 shim serve every container of one group from one process. */
+export const SHIM_GROUP_ANNOTATION = "io.containerd.runc.v2.group";
+
+export const DEFAULT_PATH =
+  "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** CFS period for CPU limits: quota = cpuMillis * period / 1000. */
+export const CPU_PERIOD_US = 100_000;
+
+/** Capabilities a sandbox keeps (bounding, effective, permitted); everything else is dropped. */
+export const DEFAULT_CAPABILITIES: readonly string[] = [
+  "CAP_CHOWN",
+  "CAP_DAC_OVERRIDE",
+  "CAP_FSETID",
+  "CAP_FOWNER",
+  "CAP_MKNOD",
+  "CAP_NET_RAW",
+  "CAP_SETGID",
+  "CAP_SETUID",
+  "CAP_SETFCAP",
+  "CAP_SETPCAP",
+  "CAP_NET_BIND_SERVICE",
+  "CAP_SYS_CHROOT",
+  "CAP_KILL",
+  "CAP_AUDIT_WRITE",
+];
+
+export const MASKED_PATHS: readonly string[] = [
+  "/proc/acpi",
+  "/proc/asound",
+  "/proc/kcore",
+  "/proc/keys",
+  "/proc/latency_stats",
+  "/proc/timer_list",
+  "/proc/timer_stats",
+  "/proc/sched_debug",
+  "/proc/scsi",
+  "/sys/firmware",
+  "/sys/devices/virtual/powercap",
+];
+
+export const READONLY_PATHS: readonly string[] = [
+  "/proc/bus",
+  "/proc/fs",
+  "/proc/irq",
+  "/proc/sys",
+  "/proc/sysrq-trigger",
+];
+
+export interface OciMount {
+  destination: string;
+  type: string;
+  source: string;
+  options: string[];
+}
+
+export interface OciUser {
+  uid: number;
+  gid: number;
+  additionalGids?: number[];
+}
+
+export interface OciProcess {
+  terminal: boolean;
+  user: OciUser;
+  args: string[];
+  env: string[];
+  cwd: string;
+  capabilities: {
+    bounding: string[];
+    effective: string[];
+    permitted: string[];
+    inheritable: string[];
+    ambient: string[];
+  };
+  rlimits: { type: string; hard: number; soft: number }[];
+  noNewPrivileges: boolean;
+}
+
+export interface OciSpec {
+  ociVersion: string;
+  process: OciProcess;
+  root: { path: string; readonly: boolean };
+  hostname: string;
+  mounts: OciMount[];
+  annotations: Record<string, string>;
+  linux: {
+    cgroupsPath?: string;
+    resources: {
+      devices: {
+        allow: boolean;
+        access: string;
+        type?: string;
+        major?: number;
+        minor?: number;
+      }[];
+      cpu?: { quota: number; period: number };
+      memory?: { limit: number };
+      pids?: { limit: number };
+    };
+    namespaces: { type: string; path?: string }[];
+    maskedPaths: string[];
+    readonlyPaths: string[];
+    seccomp?: SeccompProfile;
+  };
+}
+
+export interface OciSpecOptions {
+  /** Value of the shim group annotation: sandboxes with the same group share one shim process. */
+  shimGroup: string;
+  /** Full cgroups path of the sandbox (`<cgroupParent>/<sandboxId>`); absent lets the runtime choose. */
+  cgroupsPath?: string;
+  /** Host files bind-mounted read-only when the sandbox shares the host network (DNS and hosts). */
+  hostNetworkFiles?: readonly string[];
+}
+
+/** The OCI `linux.cgroupsPath` of a sandbox: `<cgroupParent>/<sandboxId>`, absolute, for cgroupfs on v1 and v2. */
+export function sandboxCgroupsPath(
+  cgroupParent: string,
+  sandboxId: string,
+): string {
+  const parent = cgroupParent
+    .split("/")
+    .filter((part) => part !== "")
+    .join("/");
+  return parent === "" ? `/${sandboxId}` : `/${parent}/${sandboxId}`;
+}
+
+/** `args` of the sandbox's process: Kubernetes semantics for command/args against Entrypoint/Cmd. */
+export function processArgs(
+  spec: Pick<RuntimeSandboxSpec, "command" | "args">,
+  image: ImageConfig,
+): string[] {
+  if (spec.command.length > 0) return [...spec.command, ...spec.args];
+  const args = spec.args.length > 0 ? spec.args : image.cmd;
+  return [...image.entrypoint, ...args];
+}
+
+/** Image env overridden by the spec's env (the spec wins); keeps the image's order, appends new names. */
+export function mergeEnv(
+  base: readonly string[],
+  overrides: readonly { name: string; value: string }[],
+): string[] {
+  const merged = new Map<string, string>();
+  for (const entry of base) {
+    const separator = entry.indexOf("=");
+    if (separator <= 0) continue;
+    merged.set(entry.slice(0, separator), entry.slice(separator + 1));
+  }
+  for (const { name, value } of overrides) merged.set(name, value);
+  if (!merged.has("PATH")) merged.set("PATH", DEFAULT_PATH);
+  return [...merged].map(([name, value]) => `${name}=${value}`);
+}
+
+/**
+ * The image's `User` as numeric ids. Only numeric `uid` or `uid:gid` is understood; a user or
+ * group *name* would need the image's /etc/passwd, which the create path does not read (it would
+ * cost a mount of the snapshot), so names fall back to root (0) — our base images run as root.
+ */
+export function imageUser(user: string): OciUser {
+  const [uidPart = "", gidPart = ""] = user.split(":");
+  const uid = /^\d+$/.test(uidPart) ? Number(uidPart) : 0;
+  const gid = /^\d+$/.test(gidPart) ? Number(gidPart) : 0;
+  return { uid, gid };
+}
+
+export function buildOciSpec(
+  spec: RuntimeSandboxSpec,
+  image: ImageConfig,
+  options: OciSpecOptions,
+): OciSpec {
+  const capabilities = [...DEFAULT_CAPABILITIES];
+  // gVisor refuses to run in the host's network namespace; a runc sandbox shares the agent's
+  // network (its IP and ports), like a Kubernetes hostNetwork pod.
+  const ownNetwork = spec.runtimeType === "gvisor";
+  const namespaces = [
+    { type: "pid" },
+    { type: "ipc" },
+    { type: "uts" },
+    { type: "mount" },
+  ];
+  if (ownNetwork) namespaces.push({ type: "network" });
+
+  const mounts: OciMount[] = [
+    {
+      destination: "/proc",
+      type: "proc",
+      source: "proc",
+      options: ["nosuid", "noexec", "nodev"],
+    },
+    {
+      destination: "/dev",
+      type: "tmpfs",
+      source: "tmpfs",
+      options: ["nosuid", "strictatime", "mode=755", "size=65536k"],
+    },
+    {
+      destination: "/dev/pts",
+      type: "devpts",
+      source: "devpts",
+      options: [
+        "nosuid",
+        "noexec",
+        "newinstance",
+        "ptmxmode=0666",
+        "mode=0620",
+        "gid=5",
+      ],
+    },
+    {
+      destination: "/dev/shm",
+      type: "tmpfs",
+      source: "shm",
+      options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+    },
+    {
+      destination: "/dev/mqueue",
+      type: "mqueue",
+      source: "mqueue",
+      options: ["nosuid", "noexec", "nodev"],
+    },
+    {
+      destination: "/sys",
+      type: "sysfs",
+      source: "sysfs",
+      options: ["nosuid", "noexec", "nodev", "ro"],
+    },
+  ];
+  if (!ownNetwork) {
+    for (const file of options.hostNetworkFiles ?? []) {
+      mounts.push({
+        destination: file,
+        type: "bind",
+        source: file,
+        options: ["rbind", "ro", "nosuid", "nodev", "noexec"],
+      });
+    }
+  }
+
+  const resources: OciSpec["linux"]["resources"] = {
+    devices: [{ allow: false, access: "rwm" }],
+  };
+  const limits = spec.resources;
+  if (limits?.cpuMillis !== undefined && limits.cpuMillis > 0) {
+    resources.cpu = {
+      quota: Math.round((limits.cpuMillis * CPU_PERIOD_US) / 1000),
+      period: CPU_PERIOD_US,
+    };
+  }
+  if (limits?.memoryBytes !== undefined && limits.memoryBytes > 0)
+    resources.memory = { limit: limits.memoryBytes };
+  if (limits?.pids !== undefined && limits.pids > 0)
+    resources.pids = { limit: limits.pids };
+
+  const linux: OciSpec["linux"] = {
+    resources,
+    namespaces,
+    maskedPaths: [...MASKED_PATHS],
+    readonlyPaths: [...READONLY_PATHS],
+    seccomp: defaultSeccompProfile(),
+  };
+  if (options.cgroupsPath !== undefined)
+    linux.cgroupsPath = options.cgroupsPath;
+
+  return {
+    ociVersion: "1.0.2",
+    process: {
+      terminal: false,
+      user: imageUser(image.user),
+      args: processArgs(spec, image),
+      env: mergeEnv(image.env, spec.env),
+      cwd: spec.workingDir || image.workingDir || "/",
+      capabilities: {
+        bounding: capabilities,
+        effective: [...capabilities],
+        permitted: [...capabilities],
+        inheritable: [],
+        ambient: [],
+      },
+      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
+      noNewPrivileges: true,
+    },
+    // containerd's shim mounts the snapshot at <bundle>/rootfs.
+    root: { path: "rootfs", readonly: false },
+    // A hostname is at most 63 characters.
+    hostname: spec.name.slice(0, 63),
+    mounts,
+    annotations: { [SHIM_GROUP_ANNOTATION]: options.shimGroup },
+    linux,
+  };
+}

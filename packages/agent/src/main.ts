@@ -1,0 +1,61 @@
+/**
+ * Entry point of an agent process. Prints one JSON line `{"event":"listening","endpoint":...}` on
+ * stdout when it serves; exits when its stdin closes (its pool manager is gone) or on SIGTERM.
+ * Sandboxes keep running when the agent exits; the next agent of the same name adopts them.
+ */
+import { join } from "node:path";
+import { destination, pino } from "pino";
+import { agentConfigFromEnv } from "./agent-config.js";
+import { detectCgroupLayout, joinCgroup } from "./cgroup.js";
+import { createContainerdRuntime } from "./containerd/containerd-runtime.js";
+import { startAgentServer } from "./server/agent-server.js";
+
+const logger = pino({ name: "fsb-agent" }, destination(2));
+
+async function main(): Promise<void> {
+  const config = agentConfigFromEnv();
+  const log = logger.child({ agent: config.name, pool: `${config.namespace}/${config.pool}` });
+  if (config.cgroupParent) joinCgroup(detectCgroupLayout(), `${config.cgroupParent}/agent`, process.pid);
+  const runtime = createContainerdRuntime({
+    socketPath: config.containerdSocket,
+    namespace: config.containerdNamespace,
+    agentName: config.name,
+    stateDir: config.stateDir,
+    ...(config.cgroupParent ? { cgroupParent: `${config.cgroupParent}/sandboxes` } : {}),
+    logger: log,
+  });
+  const recovered = await runtime.list();
+  log.info({ sandboxes: recovered.length }, "adopted the sandboxes containerd holds for this agent");
+  const server = await startAgentServer({
+    identity: { name: config.name, namespace: config.namespace, pool: config.pool, nodeName: config.nodeName },
+    runtime,
+    token: config.token,
+    stateDir: config.stateDir,
+    host: config.listenHost,
+    port: config.listenPort,
+  });
+  process.stdout.write(`${JSON.stringify({ event: "listening", endpoint: server.endpoint, pid: process.pid })}\n`);
+  log.info({ endpoint: server.endpoint, logs: join(config.stateDir, "logs") }, "agent serving");
+
+  let stopping = false;
+  const stop = (reason: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ reason }, "agent stopping; sandboxes keep running");
+    void server.close().finally(() => {
+      runtime.close();
+      process.exit(0);
+    });
+    setTimeout(() => process.exit(0), 2000).unref();
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  if (process.env.FSB_AGENT_EXIT_ON_STDIN_CLOSE === "1") {
+    process.stdin.on("end", () => stop("parent closed stdin")).resume();
+  }
+}
+
+main().catch((error: unknown) => {
+  logger.fatal({ err: error }, "agent failed to start");
+  process.exit(1);
+});

@@ -1,0 +1,157 @@
+import { join } from "node:path";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import { AsyncQueue, NotFoundError, ValidationError, pb, toConnectError } from "@fast-sandbox/api";
+import type { Runtime, RuntimeSandbox, RuntimeType } from "../runtime/runtime.js";
+import { readLog } from "../log-follower.js";
+
+export interface AgentIdentity {
+  name: string;
+  namespace: string;
+  pool: string;
+  nodeName: string;
+}
+
+export interface AgentServiceOptions {
+  identity: AgentIdentity;
+  runtime: Runtime;
+  /** Directory of the sandboxes' log files. */
+  logDir: string;
+}
+
+function toAgentSandbox(sandbox: RuntimeSandbox): pb.AgentSandbox {
+  return create(pb.AgentSandboxSchema, {
+    sandboxId: sandbox.sandboxId,
+    namespace: sandbox.namespace,
+    name: sandbox.name,
+    image: sandbox.image,
+    state: sandbox.state,
+    pid: sandbox.pid ?? 0,
+    ...(sandbox.exitCode !== undefined ? { exitCode: sandbox.exitCode } : {}),
+  });
+}
+
+const SANDBOX_ID = /^[a-z0-9][a-z0-9._-]{0,127}$/;
+
+function checkSandboxId(id: string): void {
+  if (!SANDBOX_ID.test(id)) throw new ValidationError("sandboxId", `${JSON.stringify(id)} is not a valid sandbox id`);
+}
+
+/** Runs `fn` and translates anything it throws into a ConnectError (the agent's API edge). */
+async function edge<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    throw toConnectError(error);
+  }
+}
+
+/** The agent's API: a thin layer over the Runtime that adds log files and streaming. */
+export function createAgentService(options: AgentServiceOptions): ServiceImpl<typeof pb.AgentService> {
+  const { identity, runtime, logDir } = options;
+  const logPath = (sandboxId: string) => join(logDir, `${sandboxId}.log`);
+
+  async function requireSandbox(sandboxId: string): Promise<RuntimeSandbox> {
+    checkSandboxId(sandboxId);
+    const sandbox = (await runtime.list()).find((s) => s.sandboxId === sandboxId);
+    if (!sandbox) throw new NotFoundError(`sandbox ${sandboxId} does not exist on agent ${identity.name}`);
+    return sandbox;
+  }
+
+  return {
+    async status() {
+      return edge(async () => {
+        const [images, sandboxes] = await Promise.all([runtime.listImages(), runtime.list()]);
+        return create(pb.AgentStatusSchema, {
+          ...identity,
+          images,
+          sandboxes: sandboxes.map(toAgentSandbox),
+          pid: process.pid,
+        });
+      });
+    },
+
+    async createSandbox(request) {
+      return edge(async () => {
+        checkSandboxId(request.sandboxId);
+        const runtimeType: RuntimeType = request.runtimeType === "gvisor" ? "gvisor" : "container";
+        const sandbox = await runtime.create({
+          sandboxId: request.sandboxId,
+          namespace: request.namespace,
+          name: request.name,
+          pool: identity.pool,
+          image: request.image,
+          command: request.command,
+          args: request.args,
+          env: request.envs.map((e) => ({ name: e.name, value: e.value })),
+          ...(request.workingDir ? { workingDir: request.workingDir } : {}),
+          resources: {
+            ...(request.cpuMillis > 0 ? { cpuMillis: request.cpuMillis } : {}),
+            ...(request.memoryBytes > 0n ? { memoryBytes: Number(request.memoryBytes) } : {}),
+            ...(request.pids > 0 ? { pids: request.pids } : {}),
+          },
+          runtimeType,
+          logPath: logPath(request.sandboxId),
+        });
+        return toAgentSandbox(sandbox);
+      });
+    },
+
+    async deleteSandbox(request) {
+      return edge(async () => {
+        checkSandboxId(request.sandboxId);
+        await runtime.delete(request.sandboxId, { gracePeriodMs: request.gracePeriodMs > 0 ? request.gracePeriodMs : 2000 });
+        return create(pb.AgentDeleteSandboxResponseSchema, {});
+      });
+    },
+
+    async listSandboxes() {
+      return edge(async () => create(pb.AgentListSandboxesResponseSchema, { sandboxes: (await runtime.list()).map(toAgentSandbox) }));
+    },
+
+    async *logs(request, context) {
+      try {
+        const sandbox = await requireSandbox(request.sandboxId);
+        const finished = sandbox.state === "running" || sandbox.state === "created" ? runtime.wait(sandbox.sandboxId) : Promise.resolve(0);
+        for await (const data of readLog(logPath(sandbox.sandboxId), { follow: request.follow, finished, signal: context.signal })) {
+          yield create(pb.LogsResponseSchema, { data });
+        }
+      } catch (error) {
+        throw toConnectError(error);
+      }
+    },
+
+    async *exec(request, context) {
+      const queue = new AsyncQueue<pb.ExecResponse>();
+      try {
+        await requireSandbox(request.sandboxId);
+        if (request.command.length === 0) throw new ValidationError("command", "must name the program to run");
+        const exitCode = runtime
+          .exec(
+            request.sandboxId,
+            {
+              command: request.command,
+              env: request.envs.map((e) => ({ name: e.name, value: e.value })),
+              ...(request.workingDir ? { workingDir: request.workingDir } : {}),
+            },
+            {
+              onStdout: (chunk) => queue.push(create(pb.ExecResponseSchema, { event: { case: "stdout", value: chunk } })),
+              onStderr: (chunk) => queue.push(create(pb.ExecResponseSchema, { event: { case: "stderr", value: chunk } })),
+              signal: context.signal,
+            },
+          )
+          .then(
+            (code) => {
+              queue.push(create(pb.ExecResponseSchema, { event: { case: "exitCode", value: code } }));
+              queue.end();
+            },
+            (error: unknown) => queue.end(error),
+          );
+        yield* queue;
+        await exitCode;
+      } catch (error) {
+        throw toConnectError(error);
+      }
+    },
+  };
+}

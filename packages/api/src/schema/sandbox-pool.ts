@@ -1,0 +1,76 @@
+import { Type, type Static } from "@sinclair/typebox";
+import { API_VERSION, Condition, ObjectMeta } from "./object-meta.js";
+
+export const PoolCapacity = Type.Object(
+  {
+    poolMin: Type.Integer({ minimum: 0, description: "Fewest agents the pool keeps." }),
+    poolMax: Type.Integer({ minimum: 0, description: "Most agents the pool may run." }),
+    bufferMin: Type.Optional(Type.Integer({ minimum: 0, description: "Fewest free sandbox slots kept warm." })),
+    bufferMax: Type.Optional(Type.Integer({ minimum: 0, description: "Most free sandbox slots kept warm." })),
+  },
+  { additionalProperties: false },
+);
+export type PoolCapacity = Static<typeof PoolCapacity>;
+
+export const RuntimeType = Type.Union([Type.Literal("container"), Type.Literal("gvisor")], {
+  description: "container: runc; gvisor: runsc (for untrusted code).",
+});
+export type RuntimeType = Static<typeof RuntimeType>;
+
+export const SandboxResources = Type.Object(
+  {
+    cpu: Type.Optional(Type.String({ pattern: "^([0-9]+m|[0-9]+(\\.[0-9]+)?)$", description: "CPU per sandbox, e.g. 500m or 2." })),
+    memory: Type.Optional(
+      Type.String({ pattern: "^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$", description: "Memory per sandbox, e.g. 256Mi." }),
+    ),
+    pids: Type.Optional(Type.Integer({ minimum: 1, description: "Most processes per sandbox." })),
+  },
+  { additionalProperties: false },
+);
+export type SandboxResources = Static<typeof SandboxResources>;
+
+export const SandboxPoolSpec = Type.Object(
+  {
+    capacity: PoolCapacity,
+    maxSandboxesPerPod: Type.Integer({ minimum: 1, maximum: 1024, description: "Sandbox slots per agent." }),
+    runtimeType: Type.Optional(RuntimeType),
+    image: Type.Optional(Type.String({ minLength: 1, description: "Default image of sandboxes that name none." })),
+    sandboxResources: Type.Optional(SandboxResources),
+    agentTemplate: Type.Optional(
+      Type.Object(
+        {},
+        {
+          additionalProperties: true,
+          description: "Pod template of the agents (Kubernetes mode).",
+          "x-kubernetes-preserve-unknown-fields": true,
+        },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type SandboxPoolSpec = Static<typeof SandboxPoolSpec>;
+
+export const SandboxPoolStatus = Type.Object(
+  {
+    agents: Type.Optional(Type.Integer({ minimum: 0 })),
+    readyAgents: Type.Optional(Type.Integer({ minimum: 0 })),
+    sandboxes: Type.Optional(Type.Integer({ minimum: 0 })),
+    freeSlots: Type.Optional(Type.Integer({ minimum: 0 })),
+    conditions: Type.Optional(Type.Array(Condition)),
+  },
+  { additionalProperties: false },
+);
+export type SandboxPoolStatus = Static<typeof SandboxPoolStatus>;
+
+export const SandboxPool = Type.Object(
+  {
+    apiVersion: Type.Literal(API_VERSION),
+    kind: Type.Literal("SandboxPool"),
+    metadata: ObjectMeta,
+    spec: SandboxPoolSpec,
+    status: Type.Optional(SandboxPoolStatus),
+  },
+  { additionalProperties: false },
+);
+export type SandboxPool = Static<typeof SandboxPool>;

@@ -1,0 +1,82 @@
+import { Type, type Static } from "@sinclair/typebox";
+import { API_VERSION, Condition, NAME_MAX_LENGTH, NAME_PATTERN, ObjectMeta } from "./object-meta.js";
+
+export const EnvVar = Type.Object(
+  {
+    name: Type.String({ minLength: 1, pattern: "^[^=\\x00]+$", description: "Variable name; must not contain '='." }),
+    value: Type.String({ description: "Variable value (may be empty)." }),
+  },
+  { additionalProperties: false },
+);
+export type EnvVar = Static<typeof EnvVar>;
+
+export const FailurePolicy = Type.Union([Type.Literal("Manual"), Type.Literal("AutoRecreate")], {
+  description: "What happens when the sandbox's agent is lost: Manual leaves it Lost, AutoRecreate recreates it elsewhere.",
+});
+export type FailurePolicy = Static<typeof FailurePolicy>;
+
+export const ConsistencyMode = Type.Union([Type.Literal("fast"), Type.Literal("strong")], {
+  description: "fast: answer as soon as the sandbox runs and write its status afterwards; strong: answer after the status is stored.",
+});
+export type ConsistencyMode = Static<typeof ConsistencyMode>;
+
+export const SandboxSpec = Type.Object(
+  {
+    image: Type.String({ minLength: 1, description: "Image reference in the agent's image store." }),
+    command: Type.Optional(Type.Array(Type.String(), { description: "Replaces the image's entrypoint." })),
+    args: Type.Optional(Type.Array(Type.String(), { description: "Replaces the image's cmd." })),
+    envs: Type.Optional(Type.Array(EnvVar)),
+    workingDir: Type.Optional(Type.String({ pattern: "^/", description: "Absolute path." })),
+    exposedPorts: Type.Optional(
+      Type.Array(Type.Integer({ minimum: 1, maximum: 65535 }), {
+        uniqueItems: true,
+        description: "Ports the sandbox listens on; exclusive on its agent.",
+      }),
+    ),
+    poolRef: Type.String({ pattern: NAME_PATTERN, minLength: 1, maxLength: NAME_MAX_LENGTH, description: "Name of the SandboxPool in the same namespace." }),
+    expireTime: Type.Optional(Type.String({ format: "date-time", description: "RFC 3339 time after which the sandbox is deleted." })),
+    failurePolicy: Type.Optional(FailurePolicy),
+    recoveryTimeoutSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 86400 })),
+    resetRevision: Type.Optional(Type.String({ description: "Changing it evicts and recreates the sandbox." })),
+    consistencyMode: Type.Optional(ConsistencyMode),
+  },
+  { additionalProperties: false },
+);
+export type SandboxSpec = Static<typeof SandboxSpec>;
+
+export const SandboxPhase = Type.Union([
+  Type.Literal("Pending"),
+  Type.Literal("Bound"),
+  Type.Literal("Running"),
+  Type.Literal("Terminating"),
+  Type.Literal("Expired"),
+  Type.Literal("Failed"),
+  Type.Literal("Lost"),
+]);
+export type SandboxPhase = Static<typeof SandboxPhase>;
+
+export const SandboxStatus = Type.Object(
+  {
+    phase: Type.Optional(SandboxPhase),
+    assignedPod: Type.Optional(Type.String({ description: "The agent that runs the sandbox." })),
+    nodeName: Type.Optional(Type.String()),
+    sandboxID: Type.Optional(Type.String({ description: "The runtime's id of the sandbox (containerd container id)." })),
+    endpoints: Type.Optional(Type.Array(Type.String(), { description: "host:port for each exposed port." })),
+    conditions: Type.Optional(Type.Array(Condition)),
+    acceptedResetRevision: Type.Optional(Type.String()),
+  },
+  { additionalProperties: false },
+);
+export type SandboxStatus = Static<typeof SandboxStatus>;
+
+export const Sandbox = Type.Object(
+  {
+    apiVersion: Type.Literal(API_VERSION),
+    kind: Type.Literal("Sandbox"),
+    metadata: ObjectMeta,
+    spec: SandboxSpec,
+    status: Type.Optional(SandboxStatus),
+  },
+  { additionalProperties: false },
+);
+export type Sandbox = Static<typeof Sandbox>;

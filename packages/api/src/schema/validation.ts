@@ -1,0 +1,101 @@
+import { FormatRegistry, type TSchema } from "@sinclair/typebox";
+import { TypeCompiler, type TypeCheck } from "@sinclair/typebox/compiler";
+import { ValueErrorType, type ValueError } from "@sinclair/typebox/value";
+import { ValidationError } from "../errors.js";
+import { Sandbox } from "./sandbox.js";
+import { SandboxPool } from "./sandbox-pool.js";
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
+if (!FormatRegistry.Has("date-time")) {
+  FormatRegistry.Set("date-time", (value) => RFC3339.test(value) && !Number.isNaN(Date.parse(value)));
+}
+
+/** `/spec/exposedPorts/0` → `spec.exposedPorts[0]`. */
+export function fieldPath(pointer: string): string {
+  let path = "";
+  for (const part of pointer.split("/").slice(1)) {
+    const key = part.replace(/~1/g, "/").replace(/~0/g, "~");
+    path += /^\d+$/.test(key) ? `[${key}]` : path ? `.${key}` : key;
+  }
+  return path;
+}
+
+function describe(error: ValueError): { field: string; message: string } {
+  const schema = error.schema as TSchema & Record<string, unknown>;
+  let field = fieldPath(error.path);
+  switch (error.type) {
+    case ValueErrorType.ObjectAdditionalProperties: {
+      // TypeBox 0.34 points at the unknown property itself; its schema is the parent object's.
+      const known = Object.keys((schema.properties as object | undefined) ?? {});
+      return { field, message: `unknown field; allowed fields: ${known.join(", ")}` };
+    }
+    case ValueErrorType.ObjectRequiredProperty:
+      return { field, message: "is required" };
+    case ValueErrorType.StringPattern:
+      if (schema.pattern && String(schema.pattern).startsWith("^[a-z0-9]([-a-z0-9]*")) {
+        return {
+          field,
+          message: `invalid name ${JSON.stringify(error.value)}: use lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters`,
+        };
+      }
+      return { field, message: `${JSON.stringify(error.value)} is not valid${schema.description ? ` (${String(schema.description)})` : ""}` };
+    case ValueErrorType.StringFormat:
+      return { field, message: `${JSON.stringify(error.value)} is not a valid ${String(schema.format)} (use RFC 3339, e.g. 2026-01-02T15:04:05Z)` };
+    case ValueErrorType.StringMinLength:
+      return { field, message: schema.minLength === 1 ? "must not be empty" : `must have at least ${String(schema.minLength)} characters` };
+    case ValueErrorType.StringMaxLength:
+      return { field, message: `must have at most ${String(schema.maxLength)} characters` };
+    case ValueErrorType.NumberMinimum:
+    case ValueErrorType.IntegerMinimum:
+    case ValueErrorType.NumberMaximum:
+    case ValueErrorType.IntegerMaximum:
+      return {
+        field,
+        message: `${String(error.value)} is out of range; allowed: ${String(schema.minimum ?? "-∞")}..${String(schema.maximum ?? "∞")}`,
+      };
+    case ValueErrorType.Union:
+    case ValueErrorType.Literal: {
+      const options = ((schema.anyOf as TSchema[] | undefined) ?? [schema])
+        .map((s) => (s as { const?: unknown }).const)
+        .filter((v) => v !== undefined);
+      if (options.length > 0) {
+        return { field, message: `${JSON.stringify(error.value)} is not allowed; allowed: ${options.map((o) => String(o)).join(", ")}` };
+      }
+      return { field, message: error.message };
+    }
+    case ValueErrorType.ArrayUniqueItems:
+      return { field, message: "must not contain duplicates" };
+    default:
+      return { field, message: error.message.replace(/^Expected/, "expected") };
+  }
+}
+
+/** Checks `value` against a compiled schema and throws a ValidationError naming the first bad field. */
+export function assertValid<T extends TSchema>(check: TypeCheck<T>, value: unknown): void {
+  if (check.Check(value)) return;
+  const errors = [...check.Errors(value)];
+  // Prefer the most specific error (deepest path), which is what a user can act on.
+  errors.sort((a, b) => b.path.length - a.path.length);
+  const first = errors[0];
+  if (!first) throw new ValidationError("", "invalid object");
+  const { field, message } = describe(first);
+  throw new ValidationError(field, message);
+}
+
+const sandboxCheck = TypeCompiler.Compile(Sandbox);
+const sandboxPoolCheck = TypeCompiler.Compile(SandboxPool);
+
+export function validateSandbox(value: unknown): asserts value is Sandbox {
+  assertValid(sandboxCheck, value);
+}
+
+export function validateSandboxPool(value: unknown): asserts value is SandboxPool {
+  assertValid(sandboxPoolCheck, value);
+  const { capacity } = (value as SandboxPool).spec;
+  if (capacity.poolMin > capacity.poolMax) {
+    throw new ValidationError("spec.capacity.poolMin", `${capacity.poolMin} is greater than poolMax ${capacity.poolMax}`);
+  }
+  if (capacity.bufferMin !== undefined && capacity.bufferMax !== undefined && capacity.bufferMin > capacity.bufferMax) {
+    throw new ValidationError("spec.capacity.bufferMin", `${capacity.bufferMin} is greater than bufferMax ${capacity.bufferMax}`);
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * The API edge: FsbError ⇄ ConnectError. Servers translate on the way out, clients on the way in,
+ * so code on both sides only ever sees FsbError subclasses.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  AlreadyExistsError,
+  ConflictError,
+  FailedPreconditionError,
+  FsbError,
+  NoCapacityError,
+  NotFoundError,
+  UnauthenticatedError,
+  UnavailableError,
+  ValidationError,
+  type ErrorCode,
+} from "../errors.js";
+
+const CODE_TO_CONNECT: Record<ErrorCode, Code> = {
+  invalid_argument: Code.InvalidArgument,
+  not_found: Code.NotFound,
+  already_exists: Code.AlreadyExists,
+  conflict: Code.Aborted,
+  no_capacity: Code.ResourceExhausted,
+  unauthenticated: Code.Unauthenticated,
+  permission_denied: Code.PermissionDenied,
+  failed_precondition: Code.FailedPrecondition,
+  unavailable: Code.Unavailable,
+  deadline_exceeded: Code.DeadlineExceeded,
+  internal: Code.Internal,
+};
+
+/** Header carrying the stable Fast Sandbox error code (and the field of a validation error). */
+const ERROR_CODE_KEY = "fsb-error-code";
+const ERROR_FIELD_KEY = "fsb-error-field";
+
+export function toConnectError(error: unknown): ConnectError {
+  if (error instanceof ConnectError) return error;
+  const fsb = FsbError.from(error);
+  const metadata = new Headers({ [ERROR_CODE_KEY]: fsb.code });
+  if (fsb instanceof ValidationError) metadata.set(ERROR_FIELD_KEY, fsb.field);
+  return new ConnectError(fsb.message, CODE_TO_CONNECT[fsb.code], metadata, undefined, fsb);
+}
+
+export function fromConnectError(error: unknown): FsbError {
+  if (error instanceof FsbError) return error;
+  const connect = ConnectError.from(error);
+  const message = connect.rawMessage;
+  const code = (connect.metadata.get(ERROR_CODE_KEY) ?? "") as ErrorCode | "";
+  switch (code || connectCodeToErrorCode(connect.code)) {
+    case "invalid_argument":
+      return new ValidationError(connect.metadata.get(ERROR_FIELD_KEY) ?? "", message.replace(/^[^:]+: /, (m) => (connect.metadata.get(ERROR_FIELD_KEY) ? "" : m)));
+    case "not_found":
+      return new NotFoundError(message);
+    case "already_exists":
+      return new AlreadyExistsError(message);
+    case "conflict":
+      return new ConflictError(message);
+    case "no_capacity":
+      return new NoCapacityError(message);
+    case "unauthenticated":
+      return new UnauthenticatedError(message);
+    case "failed_precondition":
+      return new FailedPreconditionError(message);
+    case "unavailable":
+      return new UnavailableError(message, { cause: connect });
+    default:
+      return new FsbError(code || connectCodeToErrorCode(connect.code), message, { cause: connect });
+  }
+}
+
+function connectCodeToErrorCode(code: Code): ErrorCode {
+  for (const [key, value] of Object.entries(CODE_TO_CONNECT)) if (value === code) return key as ErrorCode;
+  return "internal";
+}

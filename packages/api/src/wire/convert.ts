@@ -1,0 +1,69 @@
+/**
+ * Conversions between the wire messages (protobuf, generated) and the resource objects (TypeBox).
+ * The messages' JSON names equal the resources' field names, so conversion goes through protobuf's
+ * canonical JSON mapping and only patches the few fields whose shapes differ.
+ */
+import { create, fromJson, toJson, type JsonObject } from "@bufbuild/protobuf";
+import { API_VERSION } from "../schema/object-meta.js";
+import type { Sandbox, SandboxSpec } from "../schema/sandbox.js";
+import type { SandboxPool } from "../schema/sandbox-pool.js";
+import {
+  SandboxSchema,
+  SandboxSpecSchema,
+  SandboxPoolSchema,
+  type Sandbox as SandboxMessage,
+  type SandboxSpec as SandboxSpecMessage,
+  type SandboxPool as SandboxPoolMessage,
+} from "../gen/fastsandbox/v1alpha1/resources_pb.js";
+
+function fixMetadata(json: JsonObject): void {
+  const metadata = json.metadata as JsonObject | undefined;
+  if (metadata && typeof metadata.generation === "string") metadata.generation = Number(metadata.generation);
+}
+
+export function sandboxToMessage(sandbox: Sandbox): SandboxMessage {
+  return fromJson(SandboxSchema, sandbox as unknown as JsonObject);
+}
+
+export function sandboxFromMessage(message: SandboxMessage): Sandbox {
+  const json = toJson(SandboxSchema, message) as JsonObject;
+  json.apiVersion ??= API_VERSION;
+  json.kind ??= "Sandbox";
+  json.metadata ??= { name: "" };
+  json.spec ??= { image: "", poolRef: "" };
+  fixMetadata(json);
+  return json as unknown as Sandbox;
+}
+
+export function sandboxSpecToMessage(spec: SandboxSpec): SandboxSpecMessage {
+  return fromJson(SandboxSpecSchema, spec as unknown as JsonObject);
+}
+
+/** An absent message becomes an empty spec, so validation reports the missing fields by name. */
+export function sandboxSpecFromMessage(message: SandboxSpecMessage | undefined): SandboxSpec {
+  if (!message) return {} as SandboxSpec;
+  return toJson(SandboxSpecSchema, message) as unknown as SandboxSpec;
+}
+
+export function sandboxPoolToMessage(pool: SandboxPool): SandboxPoolMessage {
+  const { agentTemplate, ...spec } = pool.spec;
+  const json = { ...pool, spec: { ...spec, ...(agentTemplate ? { agentTemplateJson: JSON.stringify(agentTemplate) } : {}) } };
+  return fromJson(SandboxPoolSchema, json as unknown as JsonObject);
+}
+
+export function sandboxPoolFromMessage(message: SandboxPoolMessage): SandboxPool {
+  const json = toJson(SandboxPoolSchema, message) as JsonObject;
+  json.apiVersion ??= API_VERSION;
+  json.kind ??= "SandboxPool";
+  json.metadata ??= { name: "" };
+  fixMetadata(json);
+  const spec = (json.spec ?? {}) as JsonObject;
+  if (typeof spec.agentTemplateJson === "string") {
+    spec.agentTemplate = JSON.parse(spec.agentTemplateJson) as JsonObject;
+    delete spec.agentTemplateJson;
+  }
+  json.spec = spec;
+  return json as unknown as SandboxPool;
+}
+
+export { create };

@@ -1,0 +1,100 @@
+import { readFileSync } from "node:fs";
+import { parseAllDocuments } from "yaml";
+import {
+  API_VERSION,
+  FsbError,
+  NotFoundError,
+  ValidationError,
+  validateSandbox,
+  validateSandboxPool,
+  type Sandbox,
+  type SandboxPool,
+} from "@fast-sandbox/api";
+import { connect, type GlobalOptions } from "../connection.js";
+
+/** Parses a multi-document YAML (or JSON) manifest file; `-` reads stdin. */
+export function readManifests(file: string): unknown[] {
+  const text = readFileSync(file === "-" ? 0 : file, "utf8");
+  const documents = parseAllDocuments(text);
+  const list = Array.isArray(documents) ? documents : [documents];
+  const objects: unknown[] = [];
+  list.forEach((document, index) => {
+    if (document.errors.length > 0) throw new ValidationError(`${file} document ${index + 1}`, document.errors[0]?.message ?? "invalid YAML");
+    const value: unknown = document.toJS();
+    if (value !== null && value !== undefined) objects.push(value);
+  });
+  return objects;
+}
+
+/** Validates one manifest and names the document and field on error. */
+export function checkManifest(object: unknown, where: string): Sandbox | SandboxPool {
+  const record = object as { apiVersion?: unknown; kind?: unknown };
+  if (typeof record !== "object" || record === null || Array.isArray(record)) throw new ValidationError(where, "is not an object");
+  if (record.apiVersion !== API_VERSION) {
+    throw new ValidationError(`${where}: apiVersion`, `${JSON.stringify(record.apiVersion)} is not supported; use ${API_VERSION}`);
+  }
+  const prefixed = (error: unknown): never => {
+    if (error instanceof ValidationError) throw new ValidationError(`${where}: ${error.field}`, error.message.replace(`${error.field}: `, ""));
+    throw error;
+  };
+  switch (record.kind) {
+    case "Sandbox":
+      try {
+        validateSandbox(object);
+      } catch (error) {
+        prefixed(error);
+      }
+      return object as Sandbox;
+    case "SandboxPool":
+      try {
+        validateSandboxPool(object);
+      } catch (error) {
+        prefixed(error);
+      }
+      return object as SandboxPool;
+    default:
+      throw new ValidationError(`${where}: kind`, `${JSON.stringify(record.kind)} is not a kind fsb knows; allowed: Sandbox, SandboxPool`);
+  }
+}
+
+export async function apply(options: GlobalOptions & { file: string; namespace?: string }): Promise<void> {
+  const objects = readManifests(options.file).map((object, index) => checkManifest(object, `${options.file} document ${index + 1}`));
+  const client = connect(options);
+  // Pools first, so sandboxes in the same file find their pool.
+  const ordered = [...objects.filter((o) => o.kind === "SandboxPool"), ...objects.filter((o) => o.kind === "Sandbox")];
+  for (const object of ordered) {
+    const namespace = object.metadata.namespace ?? options.namespace ?? "default";
+    if (object.kind === "SandboxPool") {
+      await client.pools.apply({ ...object, metadata: { ...object.metadata, namespace } });
+      process.stdout.write(`sandboxpool/${object.metadata.name} configured\n`);
+      continue;
+    }
+    const existing = await client.sandboxes.get(object.metadata.name, { namespace }).catch((error: unknown) => {
+      if (error instanceof NotFoundError) return undefined;
+      throw error;
+    });
+    if (existing) {
+      await client.sandboxes.update(object.metadata.name, object.spec, { namespace, ...(object.metadata.labels ? { labels: object.metadata.labels } : {}) });
+      process.stdout.write(`sandbox/${object.metadata.name} configured\n`);
+    } else {
+      const spec = object.spec;
+      await client.sandboxes.create({
+        name: object.metadata.name,
+        namespace,
+        pool: spec.poolRef,
+        image: spec.image,
+        ...(spec.command ? { command: spec.command } : {}),
+        ...(spec.args ? { args: spec.args } : {}),
+        ...(spec.envs ? { envs: spec.envs } : {}),
+        ...(spec.workingDir ? { workingDir: spec.workingDir } : {}),
+        ...(spec.exposedPorts ? { exposedPorts: spec.exposedPorts } : {}),
+        ...(spec.expireTime ? { expireTime: spec.expireTime } : {}),
+        ...(spec.failurePolicy ? { failurePolicy: spec.failurePolicy } : {}),
+        ...(spec.consistencyMode ? { consistencyMode: spec.consistencyMode } : {}),
+        ...(object.metadata.labels ? { labels: object.metadata.labels } : {}),
+      });
+      process.stdout.write(`sandbox/${object.metadata.name} created\n`);
+    }
+  }
+  if (ordered.length === 0) throw new FsbError("invalid_argument", `${options.file} holds no objects`);
+}

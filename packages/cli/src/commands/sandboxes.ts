@@ -1,0 +1,120 @@
+import { ValidationError, parseDurationMs, type Sandbox } from "@fast-sandbox/api";
+import { connect, type GlobalOptions } from "../connection.js";
+import { age, printObjects, printTable, type OutputFormat } from "../output.js";
+
+export interface RunOptions extends GlobalOptions {
+  name?: string;
+  namespace?: string;
+  pool: string;
+  image?: string;
+  port: string[];
+  env: string[];
+  workdir?: string;
+  expire?: string;
+}
+
+export function parsePorts(values: string[]): number[] {
+  return values.map((value) => {
+    const port = Number(value);
+    if (!/^\d+$/.test(value) || port < 1 || port > 65535) throw new ValidationError("--port", `${JSON.stringify(value)} is not a port; allowed: 1..65535`);
+    return port;
+  });
+}
+
+export function parseEnvs(values: string[]): { name: string; value: string }[] {
+  return values.map((entry) => {
+    const index = entry.indexOf("=");
+    if (index <= 0) throw new ValidationError("--env", `${JSON.stringify(entry)} is not NAME=VALUE`);
+    return { name: entry.slice(0, index), value: entry.slice(index + 1) };
+  });
+}
+
+export async function run(command: string[], options: RunOptions): Promise<void> {
+  const client = connect(options);
+  const namespace = options.namespace ?? "default";
+  let image = options.image;
+  if (!image) {
+    const pool = await client.pools.get(options.pool, { namespace });
+    image = pool.spec.image;
+    if (!image) throw new ValidationError("--image", `pool ${namespace}/${options.pool} has no default image; pass --image`);
+  }
+  const sandbox = await client.sandboxes.create({
+    namespace,
+    pool: options.pool,
+    image,
+    ...(options.name ? { name: options.name } : {}),
+    ...(command.length > 0 ? { command } : {}),
+    envs: parseEnvs(options.env),
+    exposedPorts: parsePorts(options.port),
+    ...(options.workdir ? { workingDir: options.workdir } : {}),
+    ...(options.expire ? { ttlMs: parseDurationMs(options.expire, "--expire") } : {}),
+  });
+  const endpoints = sandbox.status?.endpoints?.length ? ` (endpoints: ${sandbox.status.endpoints.join(", ")})` : "";
+  process.stdout.write(`sandbox running on agent ${sandbox.status?.assignedPod ?? "?"}${endpoints}: ${sandbox.metadata.name}\n`);
+}
+
+function sandboxRow(s: Sandbox): string[] {
+  return [
+    s.metadata.name,
+    s.status?.phase ?? "Pending",
+    s.spec.poolRef,
+    s.status?.assignedPod ?? "",
+    s.spec.image,
+    (s.status?.endpoints ?? []).join(",") || "-",
+    age(s.metadata.creationTimestamp),
+  ];
+}
+
+const SANDBOX_HEADERS = ["NAME", "PHASE", "POOL", "AGENT", "IMAGE", "ENDPOINTS", "AGE"];
+
+export async function list(options: GlobalOptions & { namespace?: string; allNamespaces?: boolean; pool?: string; output: OutputFormat }): Promise<void> {
+  const sandboxes = await connect(options).sandboxes.list({
+    namespace: options.allNamespaces ? "*" : (options.namespace ?? ""),
+    ...(options.pool ? { pool: options.pool } : {}),
+  });
+  printObjects(options.output, { apiVersion: "v1", kind: "List", items: sandboxes }, () => {
+    if (sandboxes.length === 0) {
+      process.stdout.write("No sandboxes. Create one with: npx fsb run -- sh -c 'echo hello'\n");
+      return;
+    }
+    const withNamespace = options.allNamespaces === true;
+    printTable(
+      withNamespace ? ["NAMESPACE", ...SANDBOX_HEADERS] : SANDBOX_HEADERS,
+      sandboxes.map((s) => (withNamespace ? [s.metadata.namespace ?? "", ...sandboxRow(s)] : sandboxRow(s))),
+    );
+  });
+}
+
+export async function get(name: string, options: GlobalOptions & { namespace?: string; output: OutputFormat }): Promise<void> {
+  const sandbox = await connect(options).sandboxes.get(name, { namespace: options.namespace ?? "" });
+  printObjects(options.output, sandbox, () => printTable(SANDBOX_HEADERS, [sandboxRow(sandbox)]));
+}
+
+export async function logs(name: string, options: GlobalOptions & { namespace?: string; follow?: boolean }): Promise<void> {
+  const controller = new AbortController();
+  process.once("SIGINT", () => controller.abort());
+  for await (const chunk of connect(options).sandboxes.logs(name, { namespace: options.namespace ?? "", follow: options.follow ?? false, signal: controller.signal })) {
+    process.stdout.write(chunk);
+  }
+}
+
+/** Runs the command in the sandbox and returns its exit code (the CLI exits with it). */
+export async function exec(name: string, command: string[], options: GlobalOptions & { namespace?: string; env: string[]; workdir?: string }): Promise<number> {
+  if (command.length === 0) throw new ValidationError("COMMAND", "name the command after '--', e.g. fsb exec NAME -- sh -c 'ls /'");
+  const result = await connect(options).sandboxes.exec(name, command, {
+    namespace: options.namespace ?? "",
+    envs: parseEnvs(options.env),
+    ...(options.workdir ? { workingDir: options.workdir } : {}),
+    onStdout: (chunk) => process.stdout.write(chunk),
+    onStderr: (chunk) => process.stderr.write(chunk),
+  });
+  return result.exitCode;
+}
+
+export async function remove(names: string[], options: GlobalOptions & { namespace?: string }): Promise<void> {
+  const client = connect(options);
+  for (const name of names) {
+    await client.sandboxes.delete(name, { namespace: options.namespace ?? "" });
+    process.stdout.write(`sandbox ${name} deleted\n`);
+  }
+}

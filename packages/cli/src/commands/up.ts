@@ -1,0 +1,93 @@
+import { spawn } from "node:child_process";
+import { openSync, writeFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import { startEmbeddedControlPlane, defaultPool } from "@fast-sandbox/controlplane";
+import { FsbError } from "@fast-sandbox/sdk";
+import { clearRunFiles, ensureToken, files, readIfExists, resolveDataDir, runningPid } from "../data-dir.js";
+
+export interface UpOptions {
+  dataDir?: string;
+  detach?: boolean;
+  host: string;
+  port: string;
+  image: string;
+  containerdNamespace: string;
+  containerdSocket: string;
+}
+
+export async function up(options: UpOptions): Promise<void> {
+  const dataDir = resolveDataDir(options.dataDir);
+  const pid = runningPid(dataDir);
+  if (pid) {
+    throw new FsbError("failed_precondition", `Fast Sandbox already runs for ${dataDir} (pid ${pid}) at ${readIfExists(files.url(dataDir)) ?? "?"}; stop it with 'fsb down' first`);
+  }
+  const token = ensureToken(dataDir);
+  if (options.detach) return detach(options, dataDir);
+
+  const port = Number(options.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new FsbError("invalid_argument", `--port ${options.port} is not a port number (0..65535)`);
+  const controlPlane = await startEmbeddedControlPlane({
+    dataDir,
+    token,
+    host: options.host,
+    port,
+    containerdNamespace: options.containerdNamespace,
+    containerdSocket: options.containerdSocket,
+    defaultPool: defaultPool(options.image),
+  });
+  writeFileSync(files.url(dataDir), `${controlPlane.url}\n`);
+  writeFileSync(files.pid(dataDir), `${process.pid}\n`);
+  const agents = controlPlane.registry.listAgents();
+  process.stdout.write(
+    [
+      `Fast Sandbox is listening on ${controlPlane.url}`,
+      `  data directory: ${dataDir} (API token in ${files.token(dataDir)}, mode 0600)`,
+      `  containerd namespace: ${options.containerdNamespace}; default image: ${options.image}`,
+      `  agents: ${agents.map((a) => `${a.name} (${a.endpoint}, pid ${a.pid ?? "?"})`).join(", ") || "starting"}`,
+      `Try: npx fsb run -- sh -c 'echo hello'   (Ctrl-C stops; sandboxes keep running and are adopted at the next 'fsb up')`,
+      "",
+    ].join("\n"),
+  );
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  });
+  process.stdout.write("stopping Fast Sandbox…\n");
+  await controlPlane.close();
+  clearRunFiles(dataDir);
+}
+
+async function detach(options: UpOptions, dataDir: string): Promise<void> {
+  const log = openSync(files.log(dataDir), "a");
+  const args = [
+    fileURLToPath(new URL("../../bin/fsb.js", import.meta.url)),
+    "up",
+    "--data-dir",
+    dataDir,
+    "--host",
+    options.host,
+    "--port",
+    options.port,
+    "--image",
+    options.image,
+    "--containerd-namespace",
+    options.containerdNamespace,
+    "--containerd-socket",
+    options.containerdSocket,
+  ];
+  const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", log, log] });
+  child.unref();
+  clearRunFiles(dataDir);
+  for (let waited = 0; waited < 60_000; waited += 100) {
+    const url = readIfExists(files.url(dataDir));
+    if (url && runningPid(dataDir)) {
+      process.stdout.write(`Fast Sandbox is listening on ${url} (pid ${child.pid ?? "?"}; log ${files.log(dataDir)})\n`);
+      return;
+    }
+    if (child.exitCode !== null) break;
+    await sleep(100);
+  }
+  throw new FsbError("unavailable", `Fast Sandbox did not start; see ${files.log(dataDir)}`);
+}

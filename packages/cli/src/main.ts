@@ -1,0 +1,138 @@
+import { Command, CommanderError, Option } from "@commander-js/extra-typings";
+import { FsbError, ValidationError } from "@fast-sandbox/api";
+import { up } from "./commands/up.js";
+import { down } from "./commands/down.js";
+import { exec, get, list, logs, remove, run } from "./commands/sandboxes.js";
+import { apply } from "./commands/apply.js";
+import { agents } from "./commands/agents.js";
+import { OUTPUT_FORMATS } from "./output.js";
+
+/** Exit codes: 0 ok, 1 error, 2 bad usage; `exec` exits with the command's own code. */
+const EXIT_ERROR = 1;
+const EXIT_USAGE = 2;
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+const outputOption = () => new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS).default("table" as const);
+const namespaceOption = () => new Option("-n, --namespace <namespace>", "namespace (default: default)");
+
+function program(): Command {
+  const fsb = new Command("fsb")
+    .description("Fast Sandbox: isolated sandboxes for AI agents in milliseconds")
+    .option("--data-dir <dir>", "state directory of 'fsb up' (env FSB_DATA_DIR; default /var/lib/fast-sandbox as root)")
+    .option("--url <url>", "control plane URL (env FSB_URL; default: the one 'fsb up' runs)")
+    .showHelpAfterError()
+    .exitOverride();
+  const globals = () => fsb.opts();
+
+  fsb
+    .command("up")
+    .description("start the embedded Fast Sandbox (control plane + agents on this host's containerd)")
+    .option("-d, --detach", "run in the background")
+    .option("--host <host>", "address to listen on", "127.0.0.1")
+    .option("--port <port>", "port to listen on (env FSB_PORT)", process.env.FSB_PORT ?? "7070")
+    .option("--image <image>", "default image of the default pool (env FSB_BASE_IMAGE)", process.env.FSB_BASE_IMAGE ?? "fast-sandbox.io/base:latest")
+    .option("--containerd-namespace <ns>", "containerd namespace (env FSB_CONTAINERD_NAMESPACE)", process.env.FSB_CONTAINERD_NAMESPACE ?? "fast-sandbox")
+    .option("--containerd-socket <path>", "containerd socket (env FSB_CONTAINERD_SOCKET)", process.env.FSB_CONTAINERD_SOCKET ?? "/run/containerd/containerd.sock")
+    .action((options) => up({ ...options, ...(globals().dataDir ? { dataDir: globals().dataDir } : {}) }));
+
+  fsb
+    .command("down")
+    .description("stop the embedded Fast Sandbox (sandboxes keep running unless --delete-sandboxes)")
+    .option("--delete-sandboxes", "delete every sandbox first")
+    .action((options) => down({ ...globals(), ...options }));
+
+  fsb
+    .command("run")
+    .description("create a sandbox running COMMAND (default: the image's command); prints its name last")
+    .argument("[command...]", "command and arguments, after --")
+    .option("--name <name>", "sandbox name (default: generated)")
+    .addOption(namespaceOption())
+    .option("--pool <pool>", "pool to place it in", "default")
+    .option("--image <image>", "image (default: the pool's image)")
+    .option("-p, --port <port>", "port the sandbox listens on (repeatable)", collect, [] as string[])
+    .option("-e, --env <NAME=VALUE>", "environment variable (repeatable)", collect, [] as string[])
+    .option("-w, --workdir <dir>", "working directory")
+    .option("--expire <duration>", "delete it after this long, e.g. 30s, 10m, 2h")
+    .action((command, options) => run(command, { ...globals(), ...options }));
+
+  fsb
+    .command("ls")
+    .alias("list")
+    .description("list sandboxes")
+    .addOption(namespaceOption())
+    .option("-A, --all-namespaces", "list every namespace")
+    .option("--pool <pool>", "only this pool")
+    .addOption(outputOption())
+    .action((options) => list({ ...globals(), ...options }));
+
+  fsb
+    .command("get")
+    .description("show one sandbox")
+    .argument("<name>")
+    .addOption(namespaceOption())
+    .addOption(outputOption())
+    .action((name, options) => get(name, { ...globals(), ...options }));
+
+  fsb
+    .command("logs")
+    .description("print a sandbox's output")
+    .argument("<name>")
+    .addOption(namespaceOption())
+    .option("-f, --follow", "keep streaming until the sandbox exits")
+    .action((name, options) => logs(name, { ...globals(), ...options }));
+
+  fsb
+    .command("exec")
+    .description("run a command in a sandbox; exits with its exit code")
+    .argument("<name>")
+    .argument("[command...]", "command and arguments, after --")
+    .addOption(namespaceOption())
+    .option("-e, --env <NAME=VALUE>", "environment variable (repeatable)", collect, [] as string[])
+    .option("-w, --workdir <dir>", "working directory")
+    .action(async (name, command, options) => {
+      process.exitCode = await exec(name, command, { ...globals(), ...options });
+    });
+
+  fsb
+    .command("rm")
+    .alias("delete")
+    .description("delete sandboxes (waits until container, task and snapshot are gone)")
+    .argument("<names...>")
+    .addOption(namespaceOption())
+    .action((names, options) => remove(names, { ...globals(), ...options }));
+
+  fsb
+    .command("apply")
+    .description("create or update Sandbox and SandboxPool objects from a YAML file (multi-document; - for stdin)")
+    .requiredOption("-f, --file <file>", "manifest file")
+    .addOption(namespaceOption())
+    .action((options) => apply({ ...globals(), ...options }));
+
+  fsb
+    .command("agents")
+    .description("list the pools' agents")
+    .addOption(namespaceOption())
+    .option("--pool <pool>", "only this pool")
+    .addOption(outputOption())
+    .action((options) => agents({ ...globals(), ...options }));
+
+  return fsb;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await program().parseAsync(argv);
+    return typeof process.exitCode === "number" ? process.exitCode : 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help and version are not errors; everything else commander throws is bad usage.
+      return error.exitCode === 0 ? 0 : EXIT_USAGE;
+    }
+    const fsbError = FsbError.from(error);
+    process.stderr.write(`error: ${fsbError.message}\n`);
+    if (fsbError.code === "internal" && process.env.FSB_DEBUG) process.stderr.write(`${String((error as Error).stack)}\n`);
+    return fsbError instanceof ValidationError && fsbError.field.startsWith("--") ? EXIT_USAGE : EXIT_ERROR;
+  }
+}
+
+process.exitCode = await main(process.argv);

@@ -1,0 +1,38 @@
+import { stringify } from "yaml";
+
+export type OutputFormat = "table" | "json" | "yaml";
+
+export const OUTPUT_FORMATS: OutputFormat[] = ["table", "json", "yaml"];
+
+export function printTable(headers: string[], rows: string[][]): void {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .join("   ")
+      .trimEnd();
+  process.stdout.write(`${[line(headers), ...rows.map(line)].join("\n")}\n`);
+}
+
+export function printObjects(format: OutputFormat, value: unknown, table: () => void): void {
+  switch (format) {
+    case "json":
+      process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+      return;
+    case "yaml":
+      process.stdout.write(stringify(value));
+      return;
+    default:
+      table();
+  }
+}
+
+/** `5s`, `3m`, `2h`, `4d` since an RFC 3339 time, like kubectl's AGE column. */
+export function age(timestamp: string | undefined, now = Date.now()): string {
+  if (!timestamp) return "<unknown>";
+  const seconds = Math.max(0, Math.floor((now - Date.parse(timestamp)) / 1000));
+  if (seconds < 120) return `${seconds}s`;
+  if (seconds < 7200) return `${Math.floor(seconds / 60)}m`;
+  if (seconds < 172800) return `${Math.floor(seconds / 3600)}h`;
+  return `${Math.floor(seconds / 86400)}d`;
+}

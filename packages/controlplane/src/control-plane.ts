@@ -1,0 +1,162 @@
+/**
+ * The embedded control plane: SQLite store, registry, fast-path API, reconcilers and a pool of local
+ * agent processes, in one process. Start-up is crash recovery: writes wait until every agent has
+ * reported what it runs and the registry holds the true allocations.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { destination, pino, type Logger } from "pino";
+import { API_VERSION, type SandboxPool, type pb } from "@fast-sandbox/api";
+import { AgentRegistry } from "./registry/agent-registry.js";
+import type { AgentClient } from "./agent-client/agent-client.js";
+import { openSqliteResourceStore } from "./store/sqlite-resource-store.js";
+import type { ResourceStore } from "./store/resource-store.js";
+import { DEFAULT_NAMESPACE, REQUEST_ID_ANNOTATION, SandboxManager, sandboxKey, setCondition } from "./fastpath/sandbox-manager.js";
+import { startApiServer, type ApiServer } from "./fastpath/api-server.js";
+import { applySandboxPool } from "./fastpath/pool-service.js";
+import { SandboxReconciler } from "./reconcile/sandbox-reconciler.js";
+import { LocalPoolReconciler } from "./embedded/local-pool-reconciler.js";
+
+export interface EmbeddedControlPlaneOptions {
+  /** Holds state.db and the agents' state. */
+  dataDir: string;
+  /** Bearer token of the fast-path API. */
+  token: string;
+  /** @default "127.0.0.1" */
+  host?: string;
+  /** @default 0 (any free port) */
+  port?: number;
+  /** @default "/run/containerd/containerd.sock" */
+  containerdSocket?: string;
+  /** @default "fast-sandbox" */
+  containerdNamespace?: string;
+  /** cgroup under which each agent gets its own; empty string disables. @default "fast-sandbox" */
+  cgroupRoot?: string;
+  /** Created when no pool of that name exists. */
+  defaultPool?: SandboxPool;
+  /** @default 2000 */
+  heartbeatIntervalMs?: number;
+  /** How long start-up waits for agents before serving writes anyway. @default 30000 */
+  recoveryTimeoutMs?: number;
+  logger?: Logger;
+}
+
+export interface EmbeddedControlPlane {
+  url: string;
+  store: ResourceStore;
+  registry: AgentRegistry;
+  manager: SandboxManager;
+  pools: LocalPoolReconciler;
+  sandboxes: SandboxReconciler;
+  /** Stops API, reconcilers and agents; sandboxes keep running and are adopted at the next start. */
+  close(): Promise<void>;
+}
+
+export function defaultPool(image: string): SandboxPool {
+  return {
+    apiVersion: API_VERSION,
+    kind: "SandboxPool",
+    metadata: { name: "default", namespace: DEFAULT_NAMESPACE },
+    spec: {
+      capacity: { poolMin: 1, poolMax: 4, bufferMin: 2, bufferMax: 8 },
+      maxSandboxesPerPod: 16,
+      runtimeType: "container",
+      image,
+    },
+  };
+}
+
+export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOptions): Promise<EmbeddedControlPlane> {
+  const logger = options.logger ?? pino({ name: "fsb-controlplane" }, destination(2));
+  mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+  const store = openSqliteResourceStore({ path: join(options.dataDir, "state.db") });
+  const registry = new AgentRegistry();
+  const clients = { get: (name: string): AgentClient | undefined => pools.getAgentProcess(name)?.client };
+  const manager = new SandboxManager({ store, registry, agents: clients, logger });
+  let releaseWrites: () => void = () => undefined;
+  manager.holdWritesUntil(new Promise<void>((resolve) => (releaseWrites = resolve)));
+
+  /** Adopts what a (re)started agent runs: restores its slots, flags records whose container vanished, removes containers nobody owns. */
+  async function adopt(agentName: string, status: pb.AgentStatus): Promise<void> {
+    const { items } = await store.list("Sandbox");
+    const mine = items.filter((s) => s.status?.assignedPod === agentName);
+    const running = new Map(status.sandboxes.map((s) => [s.sandboxId, s]));
+    const known = new Set(items.map((s) => s.status?.sandboxID).filter(Boolean));
+    for (const sandbox of mine) {
+      const key = sandboxKey(sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, sandbox.metadata.name);
+      const requestId = sandbox.metadata.annotations?.[REQUEST_ID_ANNOTATION];
+      if (requestId) manager.rememberRequest(requestId, sandbox);
+      const id = sandbox.status?.sandboxID ?? "";
+      if (running.has(id)) {
+        registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
+      } else if (!sandbox.metadata.deletionTimestamp && sandbox.status?.phase !== "Lost") {
+        logger.warn({ sandbox: key, agent: agentName }, "the agent no longer runs this sandbox; marking it Lost");
+        await store.updateStatus("Sandbox", {
+          ...sandbox,
+          metadata: { ...sandbox.metadata, resourceVersion: "" },
+          status: {
+            ...sandbox.status,
+            phase: "Lost",
+            conditions: setCondition(sandbox.status?.conditions, { type: "Ready", status: "False", reason: "SandboxMissing", message: `agent ${agentName} does not run it` }, new Date()),
+          },
+        });
+      }
+    }
+    const client = pools.getAgentProcess(agentName)?.client;
+    for (const orphan of status.sandboxes) {
+      if (known.has(orphan.sandboxId)) continue;
+      logger.warn({ agent: agentName, sandboxId: orphan.sandboxId }, "removing a container no sandbox record owns");
+      await client?.deleteSandbox(orphan.sandboxId, 0);
+    }
+  }
+
+  const pools: LocalPoolReconciler = new LocalPoolReconciler({
+    store,
+    registry,
+    manager,
+    logger,
+    dataDir: options.dataDir,
+    agentToken: randomBytes(24).toString("base64url"),
+    containerdSocket: options.containerdSocket ?? "/run/containerd/containerd.sock",
+    containerdNamespace: options.containerdNamespace ?? "fast-sandbox",
+    cgroupRoot: options.cgroupRoot ?? "fast-sandbox",
+    heartbeatIntervalMs: options.heartbeatIntervalMs ?? 2000,
+    onAgentReady: adopt,
+  });
+  const sandboxes = new SandboxReconciler({ store, manager, registry, logger });
+
+  let api: ApiServer | undefined;
+  try {
+    if (options.defaultPool) {
+      const { namespace = DEFAULT_NAMESPACE, name } = options.defaultPool.metadata;
+      if (!(await store.get("SandboxPool", { namespace, name }))) await applySandboxPool(store, options.defaultPool);
+    }
+    await pools.start();
+    api = await startApiServer({ manager, store, registry, token: options.token, host: options.host ?? "127.0.0.1", port: options.port ?? 0 });
+    const allReady = await pools.waitForAgents(options.recoveryTimeoutMs ?? 30_000);
+    if (!allReady) logger.warn("not every pool reached poolMin ready agents in time; serving anyway");
+    releaseWrites();
+    await sandboxes.start();
+  } catch (error) {
+    await api?.close();
+    await pools.stop();
+    await store.close();
+    throw error;
+  }
+  const server = api;
+  return {
+    url: server.url,
+    store,
+    registry,
+    manager,
+    pools,
+    sandboxes,
+    async close() {
+      await server.close();
+      await sandboxes.stop();
+      await pools.stop();
+      await store.close();
+    },
+  };
+}

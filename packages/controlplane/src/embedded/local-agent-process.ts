@@ -1,0 +1,184 @@
+/**
+ * One agent of the embedded mode: a child process on this host, supervised. It is restarted with
+ * back-off when it dies or stops answering its heartbeat; the restarted process has the same name
+ * and so adopts the sandboxes its predecessor left running in containerd.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import type { Logger } from "pino";
+import type { pb } from "@fast-sandbox/api";
+import { createAgentClient, type AgentClient } from "../agent-client/agent-client.js";
+
+export interface LocalAgentSettings {
+  name: string;
+  namespace: string;
+  pool: string;
+  /** Directory of this agent: its log, state (sandbox logs, FIFOs). */
+  stateDir: string;
+  agentToken: string;
+  containerdSocket: string;
+  containerdNamespace: string;
+  /** cgroup of the agent, e.g. `/fast-sandbox/default-default-0`; empty: none. */
+  cgroupParent: string;
+  heartbeatIntervalMs: number;
+  logger: Logger;
+}
+
+export interface LocalAgentEvents {
+  /** The agent answered (after start or restart): its endpoint and status. */
+  onReady(agent: LocalAgentProcess, status: pb.AgentStatus): void;
+  /** Heartbeat with a fresh status. */
+  onHeartbeat(agent: LocalAgentProcess, status: pb.AgentStatus): void;
+  /** The agent died or stopped answering; a restart follows unless stopped. */
+  onLost(agent: LocalAgentProcess, reason: string): void;
+}
+
+/** The agent entry point, as a path; `.ts` under the development condition (tests), `.js` when built. */
+function agentEntryPoint(): string {
+  return fileURLToPath(import.meta.resolve("@fast-sandbox/agent/main"));
+}
+
+export class LocalAgentProcess {
+  readonly settings: LocalAgentSettings;
+  private readonly events: LocalAgentEvents;
+  private child: ChildProcess | undefined;
+  private logStream: WriteStream | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private failures = 0;
+  private restarts = 0;
+  private stopping = false;
+  client: AgentClient | undefined;
+  endpoint = "";
+  pid: number | undefined;
+
+  constructor(settings: LocalAgentSettings, events: LocalAgentEvents) {
+    this.settings = settings;
+    this.events = events;
+  }
+
+  get name(): string {
+    return this.settings.name;
+  }
+
+  start(): void {
+    const s = this.settings;
+    mkdirSync(s.stateDir, { recursive: true });
+    this.logStream ??= createWriteStream(join(s.stateDir, "agent.log"), { flags: "a" });
+    const entry = agentEntryPoint();
+    const execArgv = entry.endsWith(".ts") ? ["--conditions=development", "--import", "tsx"] : [];
+    const child = spawn(process.execPath, [...execArgv, entry], {
+      stdio: ["pipe", "pipe", "pipe"],
+      env: {
+        ...process.env,
+        FSB_AGENT_NAME: s.name,
+        FSB_AGENT_NAMESPACE: s.namespace,
+        FSB_AGENT_POOL: s.pool,
+        FSB_AGENT_LISTEN: "127.0.0.1:0",
+        FSB_AGENT_TOKEN: s.agentToken,
+        FSB_AGENT_STATE_DIR: s.stateDir,
+        FSB_CONTAINERD_SOCKET: s.containerdSocket,
+        FSB_CONTAINERD_NAMESPACE: s.containerdNamespace,
+        FSB_CGROUP_PARENT: s.cgroupParent,
+        FSB_AGENT_EXIT_ON_STDIN_CLOSE: "1",
+      },
+    });
+    this.child = child;
+    this.pid = child.pid;
+    child.stderr?.pipe(this.logStream, { end: false });
+    const lines = createInterface({ input: child.stdout! });
+    lines.on("line", (line) => {
+      try {
+        const event = JSON.parse(line) as { event?: string; endpoint?: string };
+        if (event.event === "listening" && event.endpoint) void this.connect(event.endpoint);
+      } catch {
+        this.logStream?.write(`${line}\n`);
+      }
+    });
+    child.once("exit", (code, signal) => {
+      this.child = undefined;
+      this.stopHeartbeat();
+      if (this.stopping) return;
+      this.lost(`agent process exited (${signal ?? `code ${String(code)}`})`);
+    });
+  }
+
+  private async connect(endpoint: string): Promise<void> {
+    this.endpoint = endpoint;
+    this.client = createAgentClient(endpoint, this.settings.agentToken);
+    try {
+      const status = await this.client.status();
+      this.failures = 0;
+      this.events.onReady(this, status);
+      this.startHeartbeat();
+    } catch (error) {
+      this.settings.logger.warn({ err: error, agent: this.name }, "agent does not answer after start");
+      this.child?.kill("SIGKILL");
+    }
+  }
+
+  private startHeartbeat(): void {
+    this.stopHeartbeat();
+    this.heartbeat = setInterval(() => {
+      const client = this.client;
+      if (!client) return;
+      client.status(this.settings.heartbeatIntervalMs).then(
+        (status) => {
+          this.failures = 0;
+          this.events.onHeartbeat(this, status);
+        },
+        (error: unknown) => {
+          this.failures += 1;
+          this.settings.logger.warn({ err: error, agent: this.name, failures: this.failures }, "agent heartbeat failed");
+          // Three missed heartbeats: the agent hangs; replace it.
+          if (this.failures >= 3) this.child?.kill("SIGKILL");
+        },
+      );
+    }, this.settings.heartbeatIntervalMs);
+    this.heartbeat.unref();
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+  }
+
+  private lost(reason: string): void {
+    this.client?.close();
+    this.client = undefined;
+    this.events.onLost(this, reason);
+    const delayMs = Math.min(5000, 200 * 2 ** Math.min(this.restarts, 5));
+    this.restarts += 1;
+    this.settings.logger.warn({ agent: this.name, reason, restartInMs: delayMs }, "agent lost; restarting it");
+    this.restartTimer = setTimeout(() => {
+      if (!this.stopping) this.start();
+    }, delayMs);
+  }
+
+  /** Kills the process without restarting it (tests use it to simulate a crash with `restart: true`). */
+  kill(signal: NodeJS.Signals = "SIGKILL"): void {
+    this.child?.kill(signal);
+  }
+
+  /** Stops the agent (its sandboxes keep running in containerd). */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.stopHeartbeat();
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    const child = this.child;
+    this.client?.close();
+    if (child) {
+      const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+      child.stdin?.end();
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
+      await exited;
+      clearTimeout(timer);
+    }
+    await new Promise<void>((resolve) => (this.logStream ? this.logStream.end(() => resolve()) : resolve()));
+    this.logStream = undefined;
+  }
+}

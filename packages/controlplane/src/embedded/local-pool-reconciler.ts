@@ -1,0 +1,204 @@
+/**
+ * Embedded mode's pool controller: for every SandboxPool it keeps between poolMin and poolMax local
+ * agent processes (enough for bufferMin free slots), registers them with the registry as they come
+ * and go, and writes the pool's status.
+ */
+import { join } from "node:path";
+import type { Logger } from "pino";
+import type { SandboxPool, pb } from "@fast-sandbox/api";
+import type { AgentRegistry } from "../registry/agent-registry.js";
+import type { ResourceStore, Watch } from "../store/resource-store.js";
+import { DEFAULT_NAMESPACE, sandboxKey, type SandboxManager } from "../fastpath/sandbox-manager.js";
+import { LocalAgentProcess, type LocalAgentEvents } from "./local-agent-process.js";
+
+export interface LocalPoolReconcilerOptions {
+  store: ResourceStore;
+  registry: AgentRegistry;
+  manager: SandboxManager;
+  logger: Logger;
+  dataDir: string;
+  agentToken: string;
+  containerdSocket: string;
+  containerdNamespace: string;
+  /** Root cgroup of the agents (`fast-sandbox`); empty: no cgroups. */
+  cgroupRoot: string;
+  heartbeatIntervalMs: number;
+  /** Called when an agent answers after a (re)start, to adopt what it runs. */
+  onAgentReady(agentName: string, status: pb.AgentStatus): Promise<void>;
+}
+
+/** Agent names are unique on the host: `<pool>-<n>`, or `<namespace>.<pool>-<n>` outside the default namespace. */
+export function agentName(namespace: string, pool: string, ordinal: number): string {
+  return namespace === DEFAULT_NAMESPACE ? `${pool}-${ordinal}` : `${namespace}.${pool}-${ordinal}`;
+}
+
+export function desiredAgents(pool: SandboxPool, allocated: number): number {
+  const { poolMin, poolMax, bufferMin = 0 } = pool.spec.capacity;
+  const needed = Math.ceil((allocated + bufferMin) / pool.spec.maxSandboxesPerPod);
+  return Math.max(poolMin, Math.min(poolMax, needed));
+}
+
+export class LocalPoolReconciler {
+  private readonly options: LocalPoolReconcilerOptions;
+  private readonly pools = new Map<string, SandboxPool>();
+  private readonly agents = new Map<string, LocalAgentProcess>();
+  private watch: Watch | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(options: LocalPoolReconcilerOptions) {
+    this.options = options;
+  }
+
+  getAgentProcess(name: string): LocalAgentProcess | undefined {
+    return this.agents.get(name);
+  }
+
+  listAgentProcesses(): LocalAgentProcess[] {
+    return [...this.agents.values()];
+  }
+
+  async start(): Promise<void> {
+    const { items, resourceVersion } = await this.options.store.list("SandboxPool");
+    for (const pool of items) this.observe(pool);
+    this.watch = this.options.store.watch("SandboxPool", { resourceVersion }, (event) => {
+      if (event.type === "DELETED") this.forget(event.object);
+      else this.observe(event.object);
+    });
+    this.timer = setInterval(() => void this.writeStatuses(), 2000);
+    this.timer.unref();
+  }
+
+  private observe(pool: SandboxPool): void {
+    const namespace = pool.metadata.namespace ?? DEFAULT_NAMESPACE;
+    this.pools.set(sandboxKey(namespace, pool.metadata.name), pool);
+    this.options.manager.setPool(pool);
+    this.scale(pool);
+  }
+
+  private forget(pool: SandboxPool): void {
+    const namespace = pool.metadata.namespace ?? DEFAULT_NAMESPACE;
+    this.pools.delete(sandboxKey(namespace, pool.metadata.name));
+    this.options.manager.deletePool(namespace, pool.metadata.name);
+    for (const agent of [...this.agents.values()]) {
+      if (agent.settings.namespace === namespace && agent.settings.pool === pool.metadata.name) void this.remove(agent);
+    }
+  }
+
+  /** Brings the pool's agent count to the desired size (grows at once; shrinks only idle agents). */
+  scale(pool: SandboxPool): void {
+    if (this.stopped) return;
+    const namespace = pool.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const name = pool.metadata.name;
+    const usage = this.options.registry.poolUsage(namespace, name);
+    const wanted = desiredAgents(pool, usage.allocated);
+    const mine = [...this.agents.values()].filter((a) => a.settings.namespace === namespace && a.settings.pool === name);
+    for (let ordinal = 0; mine.length < wanted; ordinal++) {
+      const agent = agentName(namespace, name, ordinal);
+      if (this.agents.has(agent)) continue;
+      mine.push(this.add(namespace, name, agent));
+    }
+    const surplus = mine.length - wanted;
+    if (surplus > 0) {
+      const idle = mine
+        .filter((a) => (this.options.registry.listAgents({ namespace, pool: name }).find((x) => x.name === a.name)?.allocated ?? 0) === 0)
+        .sort((a, b) => b.name.localeCompare(a.name, undefined, { numeric: true }))
+        .slice(0, surplus);
+      for (const agent of idle) void this.remove(agent);
+    }
+  }
+
+  private add(namespace: string, pool: string, name: string): LocalAgentProcess {
+    const { options } = this;
+    const events: LocalAgentEvents = {
+      onReady: (agent, status) => {
+        const current = this.pools.get(sandboxKey(namespace, pool));
+        options.registry.upsertAgent({
+          name,
+          namespace,
+          pool,
+          endpoint: agent.endpoint,
+          capacity: current?.spec.maxSandboxesPerPod ?? 1,
+          hostIP: "127.0.0.1",
+          nodeName: status.nodeName,
+          ...(agent.pid ? { pid: agent.pid } : {}),
+          images: status.images,
+        });
+        options.onAgentReady(name, status).then(
+          () => options.registry.setAgentReady(name, true),
+          (error: unknown) => options.logger.error({ err: error, agent: name }, "could not adopt the agent's sandboxes"),
+        );
+      },
+      onHeartbeat: (_agent, status) => options.registry.setImages(name, status.images),
+      onLost: (_agent, reason) => {
+        if (options.registry.getAgent(name)) options.registry.setAgentReady(name, false);
+        options.logger.warn({ agent: name, reason }, "agent lost");
+      },
+    };
+    const agent = new LocalAgentProcess(
+      {
+        name,
+        namespace,
+        pool,
+        stateDir: join(options.dataDir, "agents", name),
+        agentToken: options.agentToken,
+        containerdSocket: options.containerdSocket,
+        containerdNamespace: options.containerdNamespace,
+        cgroupParent: options.cgroupRoot ? `/${options.cgroupRoot}/${name}` : "",
+        heartbeatIntervalMs: options.heartbeatIntervalMs,
+        logger: options.logger,
+      },
+      events,
+    );
+    this.agents.set(name, agent);
+    agent.start();
+    return agent;
+  }
+
+  private async remove(agent: LocalAgentProcess): Promise<void> {
+    this.agents.delete(agent.name);
+    this.options.registry.removeAgent(agent.name);
+    await agent.stop();
+  }
+
+  private async writeStatuses(): Promise<void> {
+    for (const pool of this.pools.values()) {
+      const namespace = pool.metadata.namespace ?? DEFAULT_NAMESPACE;
+      this.scale(pool);
+      const usage = this.options.registry.poolUsage(namespace, pool.metadata.name);
+      const status = { agents: usage.agents, readyAgents: usage.readyAgents, sandboxes: usage.allocated, freeSlots: usage.free };
+      const previous = pool.status ?? {};
+      if (status.agents === previous.agents && status.readyAgents === previous.readyAgents && status.sandboxes === previous.sandboxes && status.freeSlots === previous.freeSlots) continue;
+      try {
+        const current = await this.options.store.get("SandboxPool", { namespace, name: pool.metadata.name });
+        if (!current) continue;
+        const written = await this.options.store.updateStatus("SandboxPool", { ...current, status: { ...current.status, ...status } });
+        this.pools.set(sandboxKey(namespace, pool.metadata.name), written);
+      } catch (error) {
+        this.options.logger.warn({ err: error, pool: pool.metadata.name }, "could not write pool status");
+      }
+    }
+  }
+
+  /** Resolves when every pool has as many ready agents as poolMin asks for (or the timeout passes). */
+  async waitForAgents(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const ready = [...this.pools.values()].every((pool) => {
+        const usage = this.options.registry.poolUsage(pool.metadata.namespace ?? DEFAULT_NAMESPACE, pool.metadata.name);
+        return usage.readyAgents >= pool.spec.capacity.poolMin;
+      });
+      if (ready) return true;
+      if (Date.now() > deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.watch?.stop();
+    if (this.timer) clearInterval(this.timer);
+    await Promise.all([...this.agents.values()].map((agent) => agent.stop()));
+    this.agents.clear();
+  }
+}

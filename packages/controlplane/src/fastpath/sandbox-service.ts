@@ -1,0 +1,81 @@
+import { create } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { pb, sandboxSpecFromMessage, sandboxToMessage, toConnectError } from "@fast-sandbox/api";
+import type { SandboxManager } from "./sandbox-manager.js";
+
+/** Runs `fn`, translating anything thrown into a ConnectError: the fast-path API's one error edge. */
+export async function edge<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    throw toConnectError(error);
+  }
+}
+
+export async function* edgeStream<T>(fn: () => AsyncIterable<T>): AsyncGenerator<T> {
+  try {
+    yield* fn();
+  } catch (error) {
+    throw toConnectError(error);
+  }
+}
+
+export function createSandboxService(manager: SandboxManager): ServiceImpl<typeof pb.SandboxService> {
+  return {
+    createSandbox: (request) =>
+      edge(async () =>
+        sandboxToMessage(
+          await manager.create({
+            namespace: request.namespace,
+            name: request.name,
+            spec: sandboxSpecFromMessage(request.spec),
+            labels: request.labels,
+            requestId: request.requestId,
+          }),
+        ),
+      ),
+    getSandbox: (request) => edge(async () => sandboxToMessage(await manager.get(request.namespace, request.name))),
+    listSandboxes: (request) =>
+      edge(async () =>
+        create(pb.ListSandboxesResponseSchema, {
+          sandboxes: (await manager.list(request.namespace, request.pool || undefined)).map(sandboxToMessage),
+        }),
+      ),
+    updateSandbox: (request) =>
+      edge(async () =>
+        sandboxToMessage(
+          await manager.update({
+            namespace: request.namespace,
+            name: request.name,
+            spec: sandboxSpecFromMessage(request.spec),
+            ...(Object.keys(request.labels).length > 0 ? { labels: request.labels } : {}),
+            ...(request.resourceVersion ? { resourceVersion: request.resourceVersion } : {}),
+          }),
+        ),
+      ),
+    deleteSandbox: (request) =>
+      edge(async () => {
+        await manager.delete(request.namespace, request.name, request.gracePeriodMs);
+        return create(pb.DeleteSandboxResponseSchema, {});
+      }),
+    logs: (request, context) =>
+      edgeStream(async function* () {
+        for await (const data of manager.logs(request.namespace, request.name, request.follow, context.signal)) {
+          yield create(pb.LogsResponseSchema, { data });
+        }
+      }),
+    exec: (request, context) =>
+      edgeStream(() =>
+        manager.exec(
+          {
+            namespace: request.namespace,
+            name: request.name,
+            command: request.command,
+            envs: request.envs.map((e) => ({ name: e.name, value: e.value })),
+            workingDir: request.workingDir,
+          },
+          context.signal,
+        ),
+      ),
+  };
+}

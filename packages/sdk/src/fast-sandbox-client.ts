@@ -1,0 +1,285 @@
+import { create } from "@bufbuild/protobuf";
+import { createClient, type Client, type Transport } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import {
+  API_VERSION,
+  FsbError,
+  ValidationError,
+  fromConnectError,
+  pb,
+  sandboxFromMessage,
+  sandboxPoolFromMessage,
+  sandboxPoolToMessage,
+  sandboxSpecToMessage,
+  sendBearerToken,
+  type EnvVar,
+  type Sandbox,
+  type SandboxPool,
+  type SandboxSpec,
+} from "@fast-sandbox/api";
+
+export interface FastSandboxClientOptions {
+  /** Base URL of the control plane, e.g. `http://127.0.0.1:7070`. Falls back to `FSB_URL`. */
+  url?: string;
+  /** Bearer token. Falls back to `FSB_TOKEN`. */
+  token?: string;
+  /** Deadline of unary calls. @default 60000 */
+  requestTimeoutMs?: number;
+  /** HTTP version of the connection. @default "2" */
+  httpVersion?: "1.1" | "2";
+}
+
+export interface CreateSandboxOptions {
+  name?: string;
+  /** @default "default" */
+  namespace?: string;
+  pool: string;
+  image: string;
+  command?: string[];
+  args?: string[];
+  envs?: EnvVar[] | Record<string, string>;
+  workingDir?: string;
+  exposedPorts?: number[];
+  /** Absolute time or a time-to-live in milliseconds from now. */
+  expireTime?: Date | string;
+  ttlMs?: number;
+  failurePolicy?: SandboxSpec["failurePolicy"];
+  consistencyMode?: SandboxSpec["consistencyMode"];
+  labels?: Record<string, string>;
+  /** Makes retries idempotent: the same id returns the sandbox the first attempt created. */
+  requestId?: string;
+  signal?: AbortSignal;
+}
+
+export interface ExecOptions {
+  namespace?: string;
+  envs?: EnvVar[];
+  workingDir?: string;
+  onStdout?: (chunk: Uint8Array) => void;
+  onStderr?: (chunk: Uint8Array) => void;
+  signal?: AbortSignal;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface AgentSummary {
+  name: string;
+  namespace: string;
+  pool: string;
+  endpoint: string;
+  capacity: number;
+  allocated: number;
+  images: string[];
+  pid?: number;
+  ready: boolean;
+  usedPorts: number[];
+  nodeName?: string;
+}
+
+function envList(envs: CreateSandboxOptions["envs"]): EnvVar[] | undefined {
+  if (!envs) return undefined;
+  return Array.isArray(envs) ? envs : Object.entries(envs).map(([name, value]) => ({ name, value }));
+}
+
+async function translate<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    throw fromConnectError(error);
+  }
+}
+
+/** Sandboxes: create, inspect, run commands in, delete. */
+export class Sandboxes {
+  constructor(
+    private readonly client: Client<typeof pb.SandboxService>,
+    private readonly timeoutMs: number,
+  ) {}
+
+  async create(options: CreateSandboxOptions): Promise<Sandbox> {
+    const expireTime =
+      options.ttlMs !== undefined
+        ? new Date(Date.now() + options.ttlMs).toISOString()
+        : options.expireTime instanceof Date
+          ? options.expireTime.toISOString()
+          : options.expireTime;
+    const envs = envList(options.envs);
+    const spec: SandboxSpec = {
+      image: options.image,
+      poolRef: options.pool,
+      ...(options.command ? { command: options.command } : {}),
+      ...(options.args ? { args: options.args } : {}),
+      ...(envs ? { envs } : {}),
+      ...(options.workingDir ? { workingDir: options.workingDir } : {}),
+      ...(options.exposedPorts ? { exposedPorts: options.exposedPorts } : {}),
+      ...(expireTime ? { expireTime } : {}),
+      ...(options.failurePolicy ? { failurePolicy: options.failurePolicy } : {}),
+      ...(options.consistencyMode ? { consistencyMode: options.consistencyMode } : {}),
+    };
+    for (const port of spec.exposedPorts ?? []) {
+      // int32 on the wire: catch what would otherwise be mangled before it is sent.
+      if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ValidationError("spec.exposedPorts", `${port} is out of range; allowed: 1..65535`);
+    }
+    const message = await translate(() =>
+      this.client.createSandbox(
+        {
+          namespace: options.namespace ?? "",
+          name: options.name ?? "",
+          spec: sandboxSpecToMessage(spec),
+          labels: options.labels ?? {},
+          requestId: options.requestId ?? "",
+        },
+        { timeoutMs: this.timeoutMs, ...(options.signal ? { signal: options.signal } : {}) },
+      ),
+    );
+    return sandboxFromMessage(message);
+  }
+
+  async get(name: string, options: { namespace?: string } = {}): Promise<Sandbox> {
+    return sandboxFromMessage(await translate(() => this.client.getSandbox({ name, namespace: options.namespace ?? "" }, { timeoutMs: this.timeoutMs })));
+  }
+
+  /** `namespace: "*"` lists every namespace. */
+  async list(options: { namespace?: string; pool?: string } = {}): Promise<Sandbox[]> {
+    const response = await translate(() => this.client.listSandboxes({ namespace: options.namespace ?? "", pool: options.pool ?? "" }, { timeoutMs: this.timeoutMs }));
+    return response.sandboxes.map(sandboxFromMessage);
+  }
+
+  async update(name: string, spec: SandboxSpec, options: { namespace?: string; labels?: Record<string, string>; resourceVersion?: string } = {}): Promise<Sandbox> {
+    const message = await translate(() =>
+      this.client.updateSandbox(
+        { name, namespace: options.namespace ?? "", spec: sandboxSpecToMessage(spec), labels: options.labels ?? {}, resourceVersion: options.resourceVersion ?? "" },
+        { timeoutMs: this.timeoutMs },
+      ),
+    );
+    return sandboxFromMessage(message);
+  }
+
+  /** Resolves when the sandbox's container, task and snapshot are gone. */
+  async delete(name: string, options: { namespace?: string; gracePeriodMs?: number } = {}): Promise<void> {
+    await translate(() =>
+      this.client.deleteSandbox(
+        { name, namespace: options.namespace ?? "", ...(options.gracePeriodMs !== undefined ? { gracePeriodMs: options.gracePeriodMs } : {}) },
+        { timeoutMs: this.timeoutMs },
+      ),
+    );
+  }
+
+  async *logs(name: string, options: { namespace?: string; follow?: boolean; signal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {
+    try {
+      for await (const chunk of this.client.logs(
+        { name, namespace: options.namespace ?? "", follow: options.follow ?? false },
+        options.signal ? { signal: options.signal } : {},
+      )) {
+        yield chunk.data;
+      }
+    } catch (error) {
+      throw fromConnectError(error);
+    }
+  }
+
+  /** Runs a command in the sandbox; resolves with its exit code and collected output. */
+  async exec(name: string, command: string[], options: ExecOptions = {}): Promise<ExecResult> {
+    const stdout: Uint8Array[] = [];
+    const stderr: Uint8Array[] = [];
+    let exitCode: number | undefined;
+    try {
+      for await (const event of this.client.exec(
+        { name, namespace: options.namespace ?? "", command, envs: options.envs ?? [], workingDir: options.workingDir ?? "" },
+        options.signal ? { signal: options.signal } : {},
+      )) {
+        switch (event.event.case) {
+          case "stdout":
+            stdout.push(event.event.value);
+            options.onStdout?.(event.event.value);
+            break;
+          case "stderr":
+            stderr.push(event.event.value);
+            options.onStderr?.(event.event.value);
+            break;
+          case "exitCode":
+            exitCode = event.event.value;
+            break;
+          default:
+            break;
+        }
+      }
+    } catch (error) {
+      throw fromConnectError(error);
+    }
+    if (exitCode === undefined) throw new FsbError("internal", "the exec stream ended without an exit code");
+    return { exitCode, stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString() };
+  }
+}
+
+/** Pools and their agents. */
+export class Pools {
+  constructor(
+    private readonly client: Client<typeof pb.PoolService>,
+    private readonly timeoutMs: number,
+  ) {}
+
+  async apply(pool: SandboxPool): Promise<SandboxPool> {
+    const message = await translate(() =>
+      this.client.applySandboxPool({ pool: sandboxPoolToMessage({ ...pool, apiVersion: pool.apiVersion || API_VERSION }) }, { timeoutMs: this.timeoutMs }),
+    );
+    return sandboxPoolFromMessage(message);
+  }
+
+  async get(name: string, options: { namespace?: string } = {}): Promise<SandboxPool> {
+    return sandboxPoolFromMessage(await translate(() => this.client.getSandboxPool({ name, namespace: options.namespace ?? "" }, { timeoutMs: this.timeoutMs })));
+  }
+
+  async list(options: { namespace?: string } = {}): Promise<SandboxPool[]> {
+    const response = await translate(() => this.client.listSandboxPools({ namespace: options.namespace ?? "" }, { timeoutMs: this.timeoutMs }));
+    return response.pools.map(sandboxPoolFromMessage);
+  }
+
+  async delete(name: string, options: { namespace?: string } = {}): Promise<void> {
+    await translate(() => this.client.deleteSandboxPool({ name, namespace: options.namespace ?? "" }, { timeoutMs: this.timeoutMs }));
+  }
+
+  async agents(options: { namespace?: string; pool?: string } = {}): Promise<AgentSummary[]> {
+    const response = await translate(() => this.client.listAgents({ namespace: options.namespace ?? "", pool: options.pool ?? "" }, { timeoutMs: this.timeoutMs }));
+    return response.agents.map((a) => ({
+      name: a.name,
+      namespace: a.namespace,
+      pool: a.pool,
+      endpoint: a.endpoint,
+      capacity: a.capacity,
+      allocated: a.allocated,
+      images: a.images,
+      ...(a.pid ? { pid: a.pid } : {}),
+      ready: a.ready,
+      usedPorts: a.usedPorts,
+      ...(a.nodeName ? { nodeName: a.nodeName } : {}),
+    }));
+  }
+}
+
+/** One connection to a Fast Sandbox control plane, with sub-clients `sandboxes` and `pools`. */
+export class FastSandboxClient {
+  readonly sandboxes: Sandboxes;
+  readonly pools: Pools;
+  readonly url: string;
+
+  constructor(options: FastSandboxClientOptions = {}) {
+    const url = options.url ?? process.env.FSB_URL;
+    const token = options.token ?? process.env.FSB_TOKEN;
+    if (!url) throw new ValidationError("url", "no control plane address: pass `url` or set FSB_URL (fsb up prints it)");
+    if (!token) throw new ValidationError("token", "no token: pass `token` or set FSB_TOKEN (fsb up stores it in its data directory)");
+    this.url = url;
+    const transport: Transport = createConnectTransport({
+      baseUrl: url,
+      httpVersion: options.httpVersion ?? "2",
+      interceptors: [sendBearerToken(token)],
+    });
+    const timeoutMs = options.requestTimeoutMs ?? 60_000;
+    this.sandboxes = new Sandboxes(createClient(pb.SandboxService, transport), timeoutMs);
+    this.pools = new Pools(createClient(pb.PoolService, transport), timeoutMs);
+  }
+}

@@ -1,0 +1,26 @@
+export {
+  FastSandboxClient,
+  Sandboxes,
+  Pools,
+  type FastSandboxClientOptions,
+  type CreateSandboxOptions,
+  type ExecOptions,
+  type ExecResult,
+  type AgentSummary,
+} from "./fast-sandbox-client.js";
+export {
+  FsbError,
+  ValidationError,
+  NotFoundError,
+  AlreadyExistsError,
+  ConflictError,
+  NoCapacityError,
+  UnauthenticatedError,
+  UnavailableError,
+  FailedPreconditionError,
+  type ErrorCode,
+  type Sandbox,
+  type SandboxPool,
+  type SandboxSpec,
+  type SandboxStatus,
+} from "@fast-sandbox/api";

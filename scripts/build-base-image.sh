@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Builds the small local base image (busybox-static in an OCI layout, made with umoci) and
+# imports it into containerd, unpacked for the default snapshotter (overlayfs).
+#
+# Idempotent: the OCI archive is cached and rebuilt only when missing; the import is skipped
+# when containerd's namespace already has the image.
+#
+# Usage: scripts/build-base-image.sh [IMAGE] [CONTAINERD_NAMESPACE]
+#   IMAGE                 env FSB_BASE_IMAGE,            default fast-sandbox.io/base:latest
+#   CONTAINERD_NAMESPACE  env FSB_CONTAINERD_NAMESPACE,  default fast-sandbox
+#   cache directory       env FSB_IMAGE_CACHE_DIR,       default ${XDG_CACHE_HOME:-$HOME/.cache}/fast-sandbox/images
+#   containerd socket     env FSB_CONTAINERD_ADDRESS,    default /run/containerd/containerd.sock
+# Needs root (ctr talks to containerd's socket) and the Debian packages busybox-static, umoci
+# and containerd.
+set -euo pipefail
+
+IMAGE="${1:-${FSB_BASE_IMAGE:-fast-sandbox.io/base:latest}}"
+NAMESPACE="${2:-${FSB_CONTAINERD_NAMESPACE:-fast-sandbox}}"
+CACHE_DIR="${FSB_IMAGE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fast-sandbox/images}"
+ADDRESS="${FSB_CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}"
+BUSYBOX="${FSB_BUSYBOX:-/bin/busybox}"
+
+log() { echo "build-base-image: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+for tool in umoci ctr sha256sum; do
+  command -v "$tool" >/dev/null || die "$tool is missing; apt-get install -y umoci containerd"
+done
+[[ -x "$BUSYBOX" ]] || die "$BUSYBOX is missing; apt-get install -y busybox-static"
+file_type="$(LC_ALL=C "$BUSYBOX" 2>&1 | head -n1 || true)"
+[[ "$file_type" == BusyBox* ]] || die "$BUSYBOX is not busybox"
+
+# Split IMAGE into repository and tag (a ':' after the last '/' starts the tag).
+if [[ "${IMAGE##*/}" == *:* ]]; then
+  REPOSITORY="${IMAGE%:*}"
+  TAG="${IMAGE##*:}"
+else
+  REPOSITORY="$IMAGE"
+  TAG="latest"
+  IMAGE="$REPOSITORY:$TAG"
+fi
+
+ctr_ns() { ctr --address "$ADDRESS" -n "$NAMESPACE" "$@"; }
+
+if ctr_ns images ls -q | grep -Fxq "$IMAGE"; then
+  log "$IMAGE already present in containerd namespace $NAMESPACE"
+  exit 0
+fi
+
+# The archive name carries the busybox binary's digest and the tag so a busybox upgrade rebuilds it.
+busybox_digest="$(sha256sum "$BUSYBOX" | cut -c1-16)"
+ARCHIVE="$CACHE_DIR/base-${busybox_digest}-${TAG}.oci.tar"
+
+if [[ ! -s "$ARCHIVE" ]]; then
+  log "building $ARCHIVE"
+  mkdir -p "$CACHE_DIR"
+  work="$(mktemp -d "$CACHE_DIR/.build.XXXXXX")"
+  trap 'rm -rf "$work"' EXIT
+  layout="$work/layout"
+  bundle="$work/bundle"
+
+  umoci init --layout "$layout"
+  umoci new --image "$layout:$TAG"
+  umoci unpack --image "$layout:$TAG" "$bundle"
+
+  rootfs="$bundle/rootfs"
+  mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,etc,root,tmp,proc,sys,dev,run,var/tmp}
+  chmod 1777 "$rootfs/tmp" "$rootfs/var/tmp"
+  chmod 0700 "$rootfs/root"
+  cp "$BUSYBOX" "$rootfs/bin/busybox"
+  # busybox-static runs inside the chroot without any library; --install -s adds a symlink
+  # per applet (sh, echo, cat, sleep, ls, env, ...).
+  chroot "$rootfs" /bin/busybox --install -s
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+  printf 'hosts: files dns\n' >"$rootfs/etc/nsswitch.conf"
+
+  umoci repack --image "$layout:$TAG" "$bundle"
+  umoci config --image "$layout:$TAG" \
+    --config.cmd sh \
+    --config.env "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    --config.workingdir / \
+    --config.user 0:0
+  umoci gc --layout "$layout"
+
+  tar -C "$layout" -cf "$work/image.tar" .
+  mv "$work/image.tar" "$ARCHIVE"
+  rm -rf "$work"
+  trap - EXIT
+else
+  log "using cached $ARCHIVE"
+fi
+
+# ctr unpacks into the default snapshotter (overlayfs) on import.
+log "importing $IMAGE into containerd namespace $NAMESPACE"
+ctr_ns images import --base-name "$REPOSITORY" "$ARCHIVE" >&2
+ctr_ns images ls -q | grep -Fxq "$IMAGE" || die "import finished but $IMAGE is not listed"
+log "imported $IMAGE"

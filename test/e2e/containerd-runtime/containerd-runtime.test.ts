@@ -1,0 +1,477 @@
+/**
+ * The containerd Runtime against the real containerd (and runc, runsc) of this machine.
+ * Everything runs in its own containerd namespace, removed at the end.
+ */
+import assert from "node:assert/strict";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, it } from "node:test";
+import pino from "pino";
+import { AlreadyExistsError, NotFoundError } from "@fast-sandbox/api";
+import { ContainerdClient } from "../../../packages/agent/src/containerd/containerd-client.js";
+import {
+  createContainerdRuntime,
+  type ContainerdRuntime,
+} from "../../../packages/agent/src/containerd/containerd-runtime.js";
+import type { OciSpec } from "../../../packages/agent/src/containerd/oci-spec.js";
+import type { RuntimeSandboxSpec } from "../../../packages/agent/src/runtime/runtime.js";
+import {
+  BASE_IMAGE,
+  ctr,
+  importBaseImage,
+  removeCgroupParent,
+  removeNamespace,
+} from "./harness.js";
+
+const NAMESPACE = "fsb-test-runtime";
+const AGENT = "test-agent";
+const CGROUP_PARENT = "/fsb-test-runtime";
+
+let workDir: string;
+let runtime: ContainerdRuntime;
+let client: ContainerdClient;
+let counter = 0;
+
+function newRuntime(agentName = AGENT): ContainerdRuntime {
+  return createContainerdRuntime({
+    namespace: NAMESPACE,
+    agentName,
+    stateDir: join(workDir, "state"),
+    cgroupParent: CGROUP_PARENT,
+    logger: pino({ level: "warn" }),
+  });
+}
+
+function sandboxSpec(
+  overrides: Partial<RuntimeSandboxSpec> = {},
+): RuntimeSandboxSpec {
+  counter += 1;
+  const sandboxId = `sb-${process.pid}-${counter}`;
+  return {
+    sandboxId,
+    namespace: "team-a",
+    name: `box-${counter}`,
+    pool: "default",
+    image: BASE_IMAGE,
+    command: ["sh", "-c", "sleep 1000"],
+    args: [],
+    env: [],
+    runtimeType: "container",
+    logPath: join(workDir, `${sandboxId}.log`),
+    ...overrides,
+  };
+}
+
+/** Polls until `read()` returns something truthy; fails after `attempts` tries (no timing assertion). */
+async function eventually<T>(
+  read: () => T | undefined | false,
+  what: string,
+  attempts = 200,
+): Promise<T> {
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    const value = read();
+    if (value) return value;
+    await sleep(25);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function execCollect(
+  id: string,
+  command: string[],
+  options: {
+    env?: { name: string; value: string }[];
+    workingDir?: string;
+    signal?: AbortSignal;
+  } = {},
+) {
+  let stdout = "";
+  let stderr = "";
+  const request = {
+    command,
+    ...(options.env ? { env: options.env } : {}),
+    ...(options.workingDir ? { workingDir: options.workingDir } : {}),
+  };
+  const exitCode = await runtime.exec(id, request, {
+    onStdout: (chunk) => (stdout += Buffer.from(chunk).toString()),
+    onStderr: (chunk) => (stderr += Buffer.from(chunk).toString()),
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  return { exitCode, stdout, stderr };
+}
+
+function leftovers(id: string): string[] {
+  const found: string[] = [];
+  if (ctr(NAMESPACE, "containers", "ls", "-q").split("\n").includes(id))
+    found.push("container");
+  if (ctr(NAMESPACE, "tasks", "ls").includes(id)) found.push("task");
+  if (
+    ctr(NAMESPACE, "snapshots", "ls")
+      .split("\n")
+      .some((line) => line.startsWith(`${id} `))
+  )
+    found.push("snapshot");
+  return found;
+}
+
+async function containerSpec(id: string): Promise<OciSpec> {
+  const { container } = await client.containers.get({ id });
+  return JSON.parse(
+    Buffer.from(container?.spec?.value ?? []).toString(),
+  ) as OciSpec;
+}
+
+function shimPid(taskPid: number): number {
+  const status = readFileSync(`/proc/${taskPid}/status`, "utf8");
+  return Number(/^PPid:\s+(\d+)/m.exec(status)?.[1]);
+}
+
+describe("containerd runtime", () => {
+  before(() => {
+    workDir = mkdtempSync(join(tmpdir(), "fsb-containerd-runtime-"));
+    importBaseImage(NAMESPACE);
+    runtime = newRuntime();
+    client = new ContainerdClient({ namespace: NAMESPACE });
+  });
+
+  after(async () => {
+    for (const sandbox of await runtime.list())
+      await runtime.delete(sandbox.sandboxId, { gracePeriodMs: 0 });
+    runtime.close();
+    client.close();
+    removeNamespace(NAMESPACE);
+    removeCgroupParent(CGROUP_PARENT);
+    rmSync(workDir, { recursive: true, force: true });
+  });
+
+  it("lists the imported base image", async () => {
+    assert.ok((await runtime.listImages()).includes(BASE_IMAGE));
+  });
+
+  it("creates a running sandbox whose output goes to the log file", async () => {
+    const spec = sandboxSpec({
+      command: ["sh", "-c", "echo hello; sleep 1000"],
+    });
+    const created = await runtime.create(spec);
+    assert.equal(created.state, "running");
+    assert.ok(created.pid && created.pid > 0);
+    await eventually(
+      () =>
+        existsSync(spec.logPath) &&
+        readFileSync(spec.logPath, "utf8").includes("hello"),
+      "hello in the log file",
+    );
+    const listed = (await runtime.list()).find(
+      (sandbox) => sandbox.sandboxId === spec.sandboxId,
+    );
+    assert.equal(listed?.state, "running");
+    assert.equal(listed?.name, spec.name);
+    assert.equal(listed?.namespace, "team-a");
+    assert.equal(listed?.labels["fast-sandbox.io/managed"], "true");
+    await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
+  });
+
+  it("execs with separate stdout and stderr and returns the exit code", async () => {
+    const spec = sandboxSpec();
+    await runtime.create(spec);
+    const result = await execCollect(spec.sandboxId, [
+      "sh",
+      "-c",
+      "echo out; echo err >&2; exit 3",
+    ]);
+    assert.deepEqual(result, { exitCode: 3, stdout: "out\n", stderr: "err\n" });
+
+    const withEnv = await execCollect(
+      spec.sandboxId,
+      ["sh", "-c", 'echo "$GREETING"; pwd'],
+      {
+        env: [{ name: "GREETING", value: "hi there" }],
+        workingDir: "/tmp",
+      },
+    );
+    assert.deepEqual(withEnv, {
+      exitCode: 0,
+      stdout: "hi there\n/tmp\n",
+      stderr: "",
+    });
+
+    const big = await execCollect(spec.sandboxId, [
+      "sh",
+      "-c",
+      "i=0; while [ $i -lt 20000 ]; do echo line-$i; i=$((i+1)); done",
+    ]);
+    assert.equal(
+      big.stdout.split("\n").filter((line) => line !== "").length,
+      20000,
+    );
+    assert.ok(big.stdout.endsWith("line-19999\n"));
+    // Each exec removed its FIFOs: only the runsc wrapper stays in the state directory.
+    assert.deepEqual(readdirSync(join(workDir, "state")), [
+      "runsc-network-none",
+    ]);
+    await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
+  });
+
+  it("runs sandboxes without new privileges, under seccomp, with reduced capabilities", async () => {
+    const spec = sandboxSpec();
+    await runtime.create(spec);
+    const status = await execCollect(spec.sandboxId, [
+      "cat",
+      "/proc/self/status",
+    ]);
+    assert.match(status.stdout, /^NoNewPrivs:\s+1$/m);
+    assert.match(status.stdout, /^Seccomp:\s+2$/m);
+    const bounding = BigInt(
+      `0x${/^CapBnd:\s+([0-9a-f]+)$/m.exec(status.stdout)?.[1]}`,
+    );
+    const CAP_SYS_ADMIN = 21n;
+    assert.equal((bounding >> CAP_SYS_ADMIN) & 1n, 0n);
+    const unshare = await execCollect(spec.sandboxId, [
+      "unshare",
+      "-n",
+      "true",
+    ]);
+    assert.notEqual(unshare.exitCode, 0);
+    await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
+  });
+
+  it("kills an exec'd process when its signal aborts", async () => {
+    const spec = sandboxSpec();
+    await runtime.create(spec);
+    const controller = new AbortController();
+    let stdout = "";
+    const exitCode = await runtime.exec(
+      spec.sandboxId,
+      { command: ["sh", "-c", "echo ready; exec sleep 1000"] },
+      {
+        onStdout: (chunk) => {
+          stdout += Buffer.from(chunk).toString();
+          if (stdout.includes("ready")) controller.abort();
+        },
+        onStderr: () => undefined,
+        signal: controller.signal,
+      },
+    );
+    assert.equal(exitCode, 128 + 9);
+    await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
+  });
+
+  it("deletes task, container and snapshot, and deleting again is fine", async () => {
+    const spec = sandboxSpec({
+      command: [
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+      ],
+    });
+    await runtime.create(spec);
+    assert.deepEqual(leftovers(spec.sandboxId), [
+      "container",
+      "task",
+      "snapshot",
+    ]);
+    await runtime.delete(spec.sandboxId, { gracePeriodMs: 5_000 });
+    assert.deepEqual(leftovers(spec.sandboxId), []);
+    await assert.rejects(
+      client.containers.get({ id: spec.sandboxId }),
+      NotFoundError,
+    );
+    await runtime.delete(spec.sandboxId, { gracePeriodMs: 5_000 });
+    await runtime.delete("never-existed", { gracePeriodMs: 0 });
+  });
+
+  it("kills a sandbox that ignores SIGTERM after the grace period", async () => {
+    const spec = sandboxSpec({
+      command: ["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"],
+    });
+    await runtime.create(spec);
+    await runtime.delete(spec.sandboxId, { gracePeriodMs: 200 });
+    assert.deepEqual(leftovers(spec.sandboxId), []);
+  });
+
+  it("serves the agent's sandboxes from one shim and deletes them one by one", async () => {
+    const first = sandboxSpec();
+    const second = sandboxSpec();
+    const a = await runtime.create(first);
+    const b = await runtime.create(second);
+    assert.ok(a.pid && b.pid);
+    assert.equal(shimPid(a.pid), shimPid(b.pid));
+    await runtime.delete(first.sandboxId, { gracePeriodMs: 0 });
+    assert.deepEqual(leftovers(first.sandboxId), []);
+    assert.equal(
+      (await execCollect(second.sandboxId, ["echo", "still here"])).stdout,
+      "still here\n",
+    );
+    await runtime.delete(second.sandboxId, { gracePeriodMs: 0 });
+    assert.deepEqual(leftovers(second.sandboxId), []);
+    // The group's shim is gone with its last sandbox; a new sandbox starts a new one.
+    const third = sandboxSpec();
+    await runtime.create(third);
+    assert.equal(
+      (await execCollect(third.sandboxId, ["echo", "ok"])).exitCode,
+      0,
+    );
+    await runtime.delete(third.sandboxId, { gracePeriodMs: 0 });
+  });
+
+  it("lets a restarted agent see its sandboxes, exec in them and delete them", async () => {
+    const specs = [sandboxSpec(), sandboxSpec()];
+    for (const spec of specs) await runtime.create(spec);
+    const restarted = newRuntime();
+    const otherAgent = newRuntime("other-agent");
+    try {
+      const listed = await restarted.list();
+      const ids = specs.map((spec) => spec.sandboxId);
+      assert.deepEqual(
+        listed
+          .filter((sandbox) => ids.includes(sandbox.sandboxId))
+          .map((sandbox) => sandbox.state),
+        ["running", "running"],
+      );
+      assert.ok(
+        listed.every(
+          (sandbox) => sandbox.labels["fast-sandbox.io/agent"] === AGENT,
+        ),
+      );
+      assert.deepEqual(await otherAgent.list(), []);
+      let stdout = "";
+      const exitCode = await restarted.exec(
+        specs[0]!.sandboxId,
+        { command: ["hostname"] },
+        {
+          onStdout: (chunk) => (stdout += Buffer.from(chunk).toString()),
+          onStderr: () => undefined,
+        },
+      );
+      assert.equal(exitCode, 0);
+      assert.equal(stdout, `${specs[0]!.name}\n`);
+      for (const spec of specs)
+        await restarted.delete(spec.sandboxId, { gracePeriodMs: 0 });
+      for (const spec of specs) assert.deepEqual(leftovers(spec.sandboxId), []);
+      assert.deepEqual(
+        (await runtime.list()).filter((sandbox) =>
+          ids.includes(sandbox.sandboxId),
+        ),
+        [],
+      );
+    } finally {
+      restarted.close();
+      otherAgent.close();
+    }
+  });
+
+  it("resolves wait() with the exit code and lists the sandbox as stopped", async () => {
+    const spec = sandboxSpec({ command: ["sh", "-c", "exit 7"] });
+    await runtime.create(spec);
+    assert.equal(await runtime.wait(spec.sandboxId), 7);
+    const listed = (await runtime.list()).find(
+      (sandbox) => sandbox.sandboxId === spec.sandboxId,
+    );
+    assert.equal(listed?.state, "stopped");
+    assert.equal(listed?.exitCode, 7);
+    await runtime.delete(spec.sandboxId, { gracePeriodMs: 1_000 });
+    assert.deepEqual(leftovers(spec.sandboxId), []);
+  });
+
+  it("rejects a missing image with NotFoundError and leaves nothing behind", async () => {
+    const spec = sandboxSpec({ image: "example.com/does-not-exist:1" });
+    await assert.rejects(runtime.create(spec), (error: unknown) => {
+      assert.ok(error instanceof NotFoundError);
+      assert.match(error.message, /example\.com\/does-not-exist:1/);
+      assert.match(error.message, /import/);
+      return true;
+    });
+    assert.deepEqual(leftovers(spec.sandboxId), []);
+    assert.ok(
+      !(await runtime.list()).some(
+        (sandbox) => sandbox.sandboxId === spec.sandboxId,
+      ),
+    );
+  });
+
+  it("refuses a second sandbox with the same id and keeps the first one", async () => {
+    const spec = sandboxSpec();
+    await runtime.create(spec);
+    await assert.rejects(
+      runtime.create({ ...spec, name: "duplicate" }),
+      AlreadyExistsError,
+    );
+    assert.deepEqual(leftovers(spec.sandboxId), [
+      "container",
+      "task",
+      "snapshot",
+    ]);
+    assert.equal((await execCollect(spec.sandboxId, ["true"])).exitCode, 0);
+    await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
+  });
+
+  it("rejects exec and wait in a missing sandbox with NotFoundError", async () => {
+    await assert.rejects(
+      execCollect("no-such-sandbox", ["true"]),
+      NotFoundError,
+    );
+    await assert.rejects(runtime.wait("no-such-sandbox"), NotFoundError);
+  });
+
+  it("undoes snapshot and container when the task cannot start", async () => {
+    const spec = sandboxSpec({ command: ["/no/such/binary"] });
+    await assert.rejects(runtime.create(spec));
+    assert.deepEqual(leftovers(spec.sandboxId), []);
+  });
+
+  it("puts resource limits into the spec and the sandbox's cgroup", async () => {
+    const memoryBytes = 96 * 1024 * 1024;
+    const spec = sandboxSpec({
+      resources: { cpuMillis: 500, memoryBytes, pids: 64 },
+    });
+    await runtime.create(spec);
+    const oci = await containerSpec(spec.sandboxId);
+    assert.deepEqual(oci.linux.resources.cpu, {
+      quota: 50_000,
+      period: 100_000,
+    });
+    assert.deepEqual(oci.linux.resources.memory, { limit: memoryBytes });
+    assert.deepEqual(oci.linux.resources.pids, { limit: 64 });
+    assert.equal(oci.linux.cgroupsPath, `${CGROUP_PARENT}/${spec.sandboxId}`);
+    // The limits reached the kernel: cgroup v1 (this machine) or v2 (unified hierarchy).
+    const v1Memory = `/sys/fs/cgroup/memory${CGROUP_PARENT}/${spec.sandboxId}/memory.limit_in_bytes`;
+    const v2Memory = `/sys/fs/cgroup${CGROUP_PARENT}/${spec.sandboxId}/memory.max`;
+    const memoryFile = existsSync(v1Memory) ? v1Memory : v2Memory;
+    assert.equal(readFileSync(memoryFile, "utf8").trim(), String(memoryBytes));
+    await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
+  });
+
+  it("runs a gVisor sandbox through runsc", async () => {
+    const spec = sandboxSpec({
+      runtimeType: "gvisor",
+      command: ["sh", "-c", "echo hi; sleep 1000"],
+    });
+    const created = await runtime.create(spec);
+    assert.equal(created.state, "running");
+    await eventually(
+      () =>
+        existsSync(spec.logPath) &&
+        readFileSync(spec.logPath, "utf8").includes("hi"),
+      "hi in the log file",
+    );
+    // The kernel answering is gVisor's: its dmesg is unmistakable and runc's sandboxes cannot read the host's.
+    const dmesg = await execCollect(spec.sandboxId, ["dmesg"]);
+    assert.match(dmesg.stdout, /gVisor/);
+    const result = await execCollect(spec.sandboxId, [
+      "sh",
+      "-c",
+      "echo out; echo err >&2; exit 3",
+    ]);
+    assert.deepEqual(result, { exitCode: 3, stdout: "out\n", stderr: "err\n" });
+    await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
+    assert.deepEqual(leftovers(spec.sandboxId), []);
+  });
+});

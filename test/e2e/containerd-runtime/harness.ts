@@ -1,0 +1,72 @@
+/** Shared setup of the containerd runtime e2e tests and the create benchmark. */
+import { execFileSync } from "node:child_process";
+import { readdirSync, rmdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { dirname, resolve } from "node:path";
+
+export const REPO_ROOT = resolve(
+  dirname(fileURLToPath(import.meta.url)),
+  "../../..",
+);
+export const BASE_IMAGE = "fast-sandbox.io/base:latest";
+
+export function ctr(namespace: string, ...args: string[]): string {
+  return execFileSync("ctr", ["-n", namespace, ...args], { encoding: "utf8" });
+}
+
+/** Imports the base image into `namespace` (idempotent, cached build). */
+export function importBaseImage(namespace: string): void {
+  execFileSync(
+    "bash",
+    [resolve(REPO_ROOT, "scripts/build-base-image.sh"), BASE_IMAGE, namespace],
+    {
+      stdio: ["ignore", "inherit", "inherit"],
+    },
+  );
+}
+
+/** Removes everything from a test namespace and then the namespace itself. */
+export function removeNamespace(namespace: string): void {
+  const lines = (text: string) =>
+    text
+      .split("\n")
+      .map((line) => line.trim())
+      .filter((line) => line !== "");
+  for (const task of lines(ctr(namespace, "tasks", "ls", "-q"))) {
+    execFileSync(
+      "ctr",
+      ["-n", namespace, "tasks", "kill", "-a", "-s", "SIGKILL", task],
+      { stdio: "ignore" },
+    );
+    execFileSync("ctr", ["-n", namespace, "tasks", "rm", "-f", task], {
+      stdio: "ignore",
+    });
+  }
+  const containers = lines(ctr(namespace, "containers", "ls", "-q"));
+  if (containers.length > 0) ctr(namespace, "containers", "rm", ...containers);
+  const images = lines(ctr(namespace, "images", "ls", "-q"));
+  if (images.length > 0) ctr(namespace, "images", "rm", "--sync", ...images);
+  for (const line of lines(ctr(namespace, "snapshots", "ls")).slice(1)) {
+    const key = line.split(/\s+/)[0];
+    if (key)
+      execFileSync("ctr", ["-n", namespace, "snapshots", "rm", key], {
+        stdio: "ignore",
+      });
+  }
+  execFileSync("ctr", ["namespaces", "rm", namespace], { stdio: "ignore" });
+}
+
+/** Removes a (now empty) parent cgroup the sandboxes were created under: every v1 controller, or the v2 tree. */
+export function removeCgroupParent(cgroupParent: string): void {
+  const candidates = [`/sys/fs/cgroup${cgroupParent}`];
+  for (const controller of readdirSync("/sys/fs/cgroup")) {
+    candidates.push(`/sys/fs/cgroup/${controller}${cgroupParent}`);
+  }
+  for (const path of candidates) {
+    try {
+      rmdirSync(path);
+    } catch {
+      // not there (other hierarchy) or not a directory
+    }
+  }
+}
