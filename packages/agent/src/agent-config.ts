@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { ValidationError } from "@fast-sandbox/api";
 
 /** Everything an agent process needs, read from its environment (set by the pool that starts it). */
@@ -25,7 +26,12 @@ export interface AgentConfig {
   containerdNamespace: string;
   /** FSB_CGROUP_PARENT: cgroup of this agent (e.g. `/fast-sandbox/default-0`); empty: no cgroup management. */
   cgroupParent: string;
+  /** FSB_HELPER_PATH, default the helper built beside this package (`helper/build/fsb-helper`). */
+  helperPath: string;
 }
+
+/** The helper `scripts/build-helper.sh` builds, found relative to this file in src/ and dist/ alike. */
+export const DEFAULT_HELPER_PATH = fileURLToPath(new URL("../helper/build/fsb-helper", import.meta.url));
 
 export function agentConfigFromEnv(env: NodeJS.ProcessEnv = process.env): AgentConfig {
   const required = (key: string): string => {
@@ -53,5 +59,6 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv = process.env): AgentC
     containerdSocket: env.FSB_CONTAINERD_SOCKET ?? "/run/containerd/containerd.sock",
     containerdNamespace: env.FSB_CONTAINERD_NAMESPACE ?? "fast-sandbox",
     cgroupParent: env.FSB_CGROUP_PARENT ?? "",
+    helperPath: env.FSB_HELPER_PATH || DEFAULT_HELPER_PATH,
   };
 }

@@ -1,6 +1,16 @@
 export * from "./runtime/runtime.js";
-export { agentConfigFromEnv, type AgentConfig } from "./agent-config.js";
+export { agentConfigFromEnv, DEFAULT_HELPER_PATH, type AgentConfig } from "./agent-config.js";
 export { detectCgroupLayout, joinCgroup, type CgroupLayout, type CgroupVersion } from "./cgroup.js";
 export { readLog, type FollowOptions } from "./log-follower.js";
 export { createAgentService, type AgentIdentity, type AgentServiceOptions } from "./server/agent-service.js";
 export { startAgentServer, type AgentServer, type AgentServerOptions } from "./server/agent-server.js";
+export {
+  createContainerdRuntime,
+  ContainerdRuntime,
+  LABEL_HELPER,
+  LABEL_IMAGE,
+  LABEL_RUNTIME_TYPE,
+  type ContainerdRuntimeOptions,
+  type CreateTimings,
+} from "./containerd/containerd-runtime.js";
+export { ContainerdClient } from "./containerd/containerd-client.js";

@@ -3,7 +3,9 @@
  * stdout when it serves; exits when its stdin closes (its pool manager is gone) or on SIGTERM.
  * Sandboxes keep running when the agent exits; the next agent of the same name adopts them.
  */
+import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { FsbError } from "@fast-sandbox/api";
 import { destination, pino } from "pino";
 import { agentConfigFromEnv } from "./agent-config.js";
 import { detectCgroupLayout, joinCgroup } from "./cgroup.js";
@@ -15,6 +17,9 @@ const logger = pino({ name: "fsb-agent" }, destination(2));
 async function main(): Promise<void> {
   const config = agentConfigFromEnv();
   const log = logger.child({ agent: config.name, pool: `${config.namespace}/${config.pool}` });
+  if (!existsSync(config.helperPath)) {
+    throw new FsbError("failed_precondition", `the in-sandbox helper is missing at ${config.helperPath}: run 'npm run build' (scripts/build-helper.sh) or set FSB_HELPER_PATH`);
+  }
   if (config.cgroupParent) joinCgroup(detectCgroupLayout(), `${config.cgroupParent}/agent`, process.pid);
   const runtime = createContainerdRuntime({
     socketPath: config.containerdSocket,
@@ -22,6 +27,7 @@ async function main(): Promise<void> {
     agentName: config.name,
     stateDir: config.stateDir,
     ...(config.cgroupParent ? { cgroupParent: `${config.cgroupParent}/sandboxes` } : {}),
+    helperPath: config.helperPath,
     logger: log,
   });
   const recovered = await runtime.list();

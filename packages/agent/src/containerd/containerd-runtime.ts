@@ -5,7 +5,10 @@
  * Create path: resolve image (cached) -> Snapshots.Prepare -> Containers.Create -> Tasks.Create
  * -> Tasks.Start; every step is undone in reverse order when a later one fails.
  */
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -50,6 +53,8 @@ import {
 export const LABEL_IMAGE = "fast-sandbox.io/image";
 /** Label carrying the runtime type of a sandbox. */
 export const LABEL_RUNTIME_TYPE = "fast-sandbox.io/runtime-type";
+/** Set on sandboxes whose process 1 is the injected helper. */
+export const LABEL_HELPER = "fast-sandbox.io/helper";
 
 const RUNC_V2 = "io.containerd.runc.v2";
 const SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -80,6 +85,11 @@ export interface ContainerdRuntimeOptions {
   runscPath?: string;
   /** Host files bind-mounted read-only into sandboxes that share the host network. @default ["/etc/resolv.conf", "/etc/hosts"] */
   hostNetworkFiles?: string[];
+  /**
+   * Host path of the static in-sandbox helper (process 1 of every sandbox: reaps orphans, records the
+   * command's exit code, keeps the sandbox alive for exec). Absent: the user's command is process 1.
+   */
+  helperPath?: string;
   /** Deadline of each containerd call. @default 10_000 */
   requestTimeoutMs?: number;
   /** Called after every successful create with the duration of each step (metrics, benchmarks). */
@@ -110,6 +120,7 @@ export class ContainerdRuntime implements Runtime {
   private readonly cgroupParent: string;
   private readonly gvisorBinary: string;
   private readonly hostNetworkFiles: readonly string[];
+  private readonly helperPath: string | undefined;
   private readonly onCreateTimings:
     ((timings: CreateTimings) => void) | undefined;
   private readonly logger: Logger;
@@ -136,6 +147,7 @@ export class ContainerdRuntime implements Runtime {
       "/etc/hosts",
     ];
     this.onCreateTimings = options.onCreateTimings;
+    this.helperPath = options.helperPath;
     this.logger = options.logger.child({
       component: "containerd-runtime",
       containerdNamespace: this.namespace,
@@ -185,7 +197,14 @@ export class ContainerdRuntime implements Runtime {
       [LABEL_RUNTIME_TYPE]: spec.runtimeType,
     };
     const gvisor = spec.runtimeType === "gvisor";
+    const runDir = this.runDir(id);
+    if (this.helperPath) {
+      labels[LABEL_HELPER] = "true";
+      rmSync(runDir, { recursive: true, force: true });
+      mkdirSync(runDir, { recursive: true, mode: 0o755 });
+    }
     const ociSpec = buildOciSpec(spec, image.config, {
+      ...(this.helperPath ? { helper: { binaryPath: this.helperPath, runDir } } : {}),
       // runc and runsc sandboxes get separate shims: a shim's options come from its first container.
       shimGroup: gvisor ? `${this.agentName}.gvisor` : this.agentName,
       cgroupsPath: sandboxCgroupsPath(this.cgroupParent, id),
@@ -202,6 +221,7 @@ export class ContainerdRuntime implements Runtime {
       : undefined;
 
     const undo: { step: string; run: () => Promise<unknown> }[] = [];
+    if (this.helperPath) undo.push({ step: "run directory", run: () => rm(runDir, { recursive: true, force: true }) });
     try {
       let mounts;
       try {
@@ -265,6 +285,8 @@ export class ContainerdRuntime implements Runtime {
           await this.client.tasks
             .kill({ containerId: id, signal: SIGKILL, all: true })
             .catch(() => undefined);
+          // Tasks.Delete refuses a process that has not exited yet.
+          await this.exitedWithin(id, 5_000);
           await this.client.tasks.delete({ containerId: id });
         },
       });
@@ -327,6 +349,7 @@ export class ContainerdRuntime implements Runtime {
     await ignoreNotFound(
       this.client.snapshots.remove({ snapshotter, key: snapshotKey }),
     );
+    await rm(this.runDir(sandboxId), { recursive: true, force: true });
     this.logger.debug({ sandboxId }, "sandbox deleted");
   }
 
@@ -357,6 +380,10 @@ export class ContainerdRuntime implements Runtime {
         if (task && task.pid > 0) sandbox.pid = task.pid;
         if (task?.status === TaskStatus.STOPPED)
           sandbox.exitCode = task.exitStatus;
+        else if (labels[LABEL_HELPER] === "true") {
+          const recorded = this.recordedExitCode(sandbox.sandboxId);
+          if (recorded !== undefined) sandbox.exitCode = recorded;
+        }
         return sandbox;
       })
       .sort((a, b) => a.sandboxId.localeCompare(b.sandboxId));
@@ -435,8 +462,43 @@ export class ContainerdRuntime implements Runtime {
     }
   }
 
+  /** Directory of a sandbox the helper writes to (mounted at /.fast-sandbox/run). */
+  private runDir(sandboxId: string): string {
+    return join(this.stateDir, "run", sandboxId);
+  }
+
+  /** The exit code the helper recorded for the user's command, once it exited. */
+  private recordedExitCode(sandboxId: string): number | undefined {
+    try {
+      const text = readFileSync(join(this.runDir(sandboxId), "exit-code"), "utf8").trim();
+      return /^\d{1,3}$/.test(text) ? Number(text) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Resolves with the exit code of the sandbox's command. With the helper the task outlives the
+   * command, so the helper's record counts (polled), and the task's exit if that comes first.
+   */
   async wait(sandboxId: string): Promise<number> {
     try {
+      if (this.helperPath) {
+        const controller = new AbortController();
+        const recorded = (async () => {
+          for (;;) {
+            const code = this.recordedExitCode(sandboxId);
+            if (code !== undefined) return code;
+            await sleep(100, undefined, { signal: controller.signal });
+          }
+        })();
+        try {
+          return await Promise.race([recorded, this.waitProcess(sandboxId, "")]);
+        } finally {
+          controller.abort();
+          recorded.catch(() => undefined);
+        }
+      }
       return await this.waitProcess(sandboxId, "");
     } catch (error) {
       if (isNotFound(error))

@@ -2,7 +2,8 @@
  * Resolves an image reference in containerd's image store into what the create path needs:
  * the image's process defaults (Entrypoint, Cmd, Env, WorkingDir, User) and the chain ID of
  * its layers, i.e. the parent of the sandbox's snapshot. Results are cached per reference, so
- * the hot path pays for it once per image.
+ * the hot path pays for it once per image. A reference re-imported with other content keeps its
+ * cached resolution until `forget()` (called when its snapshot is missing) or an agent restart.
  */
 import { NotFoundError, FsbError } from "@fast-sandbox/api";
 import type { ContainerdClient } from "./containerd-client.js";

@@ -123,6 +123,20 @@ export interface OciSpecOptions {
   cgroupsPath?: string;
   /** Host files bind-mounted read-only when the sandbox shares the host network (DNS and hosts). */
   hostNetworkFiles?: readonly string[];
+  /** The in-sandbox helper: becomes process 1 and wraps the user's command (see helper/fsb-helper.c). */
+  helper?: HelperInjection;
+}
+
+/** Where the helper lives inside every sandbox; not part of the Sandbox API. */
+export const HELPER_DIR = "/.fast-sandbox";
+export const HELPER_BINARY = `${HELPER_DIR}/helper`;
+export const HELPER_RUN_DIR = `${HELPER_DIR}/run`;
+
+export interface HelperInjection {
+  /** Host path of the static helper binary, bind-mounted read-only. */
+  binaryPath: string;
+  /** Host directory of this sandbox, bind-mounted writable: the helper records the exit code there. */
+  runDir: string;
 }
 
 /** The OCI `linux.cgroupsPath` of a sandbox: `<cgroupParent>/<sandboxId>`, absolute, for cgroupfs on v1 and v2. */
@@ -248,6 +262,14 @@ export function buildOciSpec(
     }
   }
 
+  if (options.helper) {
+    mounts.push(
+      { destination: HELPER_BINARY, type: "bind", source: options.helper.binaryPath, options: ["rbind", "ro", "nosuid", "nodev"] },
+      { destination: HELPER_RUN_DIR, type: "bind", source: options.helper.runDir, options: ["rbind", "rw", "nosuid", "nodev", "noexec"] },
+    );
+  }
+  const userArgs = processArgs(spec, image);
+
   const resources: OciSpec["linux"]["resources"] = {
     devices: [{ allow: false, access: "rwm" }],
   };
@@ -278,7 +300,7 @@ export function buildOciSpec(
     process: {
       terminal: false,
       user: imageUser(image.user),
-      args: processArgs(spec, image),
+      args: options.helper ? [HELPER_BINARY, ...userArgs] : userArgs,
       env: mergeEnv(image.env, spec.env),
       cwd: spec.workingDir || image.workingDir || "/",
       capabilities: {

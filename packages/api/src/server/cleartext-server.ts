@@ -1,6 +1,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net, { type AddressInfo } from "node:net";
+import { Duplex } from "node:stream";
 
 type Handler = (
   request: http.IncomingMessage | http2.Http2ServerRequest,
@@ -11,6 +12,31 @@ export interface CleartextServer {
   /** The bound port (useful with port 0). */
   port: number;
   close(): Promise<void>;
+}
+
+function replayingStream(socket: net.Socket, head: Buffer): Duplex {
+  const duplex = new Duplex({
+    read() {
+      socket.resume();
+    },
+    write(chunk: Buffer, _encoding, callback) {
+      socket.write(chunk, callback);
+    },
+    final(callback) {
+      socket.end(callback);
+    },
+    destroy(error, callback) {
+      socket.destroy(error ?? undefined);
+      callback(error);
+    },
+  });
+  duplex.push(head);
+  socket.on("data", (chunk: Buffer) => {
+    if (!duplex.push(chunk)) socket.pause();
+  });
+  socket.once("end", () => duplex.push(null));
+  socket.once("close", () => duplex.destroy());
+  return duplex;
 }
 
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -37,8 +63,14 @@ export async function listenCleartext(handler: Handler, host: string, port: numb
       if (isHttp2 && received.length < HTTP2_PREFACE.length) return;
       socket.off("data", onData);
       socket.pause();
-      socket.unshift(received);
-      (isHttp2 ? h2 : h1).emit("connection", socket);
+      if (isHttp2) {
+        // Node's HTTP/2 session reads the socket's native handle, bypassing unshift(): give it a
+        // stream that replays the bytes already read, then forwards the socket both ways.
+        h2.emit("connection", replayingStream(socket, received));
+      } else {
+        socket.unshift(received);
+        h1.emit("connection", socket);
+      }
       socket.resume();
     };
     socket.on("data", onData);

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what Fast Sandbox needs on a Debian host (idempotent) and makes sure containerd runs.
+# Needs root. Set FSB_SKIP_APT=1 to skip package installation (e.g. on a prepared host).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Runtime: containerd + runc (default) + runsc (gVisor); base image: busybox-static + umoci;
+# code generation: protoc and containerd's API protos; registry tests: skopeo.
+PACKAGES=(containerd runc runsc busybox-static umoci skopeo protobuf-compiler
+  golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev
+  iproute2 openssl etcd-server)
+
+if [ "${FSB_SKIP_APT:-}" != 1 ]; then
+  missing=()
+  for package in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "install-deps: missing packages (${missing[*]}); run as root or install them: apt-get install -y ${missing[*]}" >&2
+      exit 1
+    fi
+    echo "install-deps: installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+
+bash scripts/start-containerd.sh

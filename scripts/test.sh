@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# `npm test`: every test — unit tests of the logic, then end-to-end tests against the real
+# containerd, runc, runsc, SQLite and a real Kubernetes API server. Needs root (containerd).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/start-containerd.sh
+npm run --silent build
+
+# Node 20's --test does not expand globs itself; the shell does.
+shopt -s globstar nullglob
+unit=(packages/*/src/**/*.spec.ts)
+e2e=(test/e2e/**/*.test.ts)
+if [ -n "${FSB_TEST_FILTER:-}" ]; then
+  unit=($(printf '%s\n' "${unit[@]}" | grep -E "$FSB_TEST_FILTER" || true))
+  e2e=($(printf '%s\n' "${e2e[@]}" | grep -E "$FSB_TEST_FILTER" || true))
+fi
+node --conditions=development --import tsx --test --test-concurrency=1 "${unit[@]}" "${e2e[@]}"
