@@ -8,6 +8,9 @@
  *  - keeps the sandbox alive after the command exits, so `exec` still works, until it is told
  *    to stop (SIGTERM/SIGINT), and then exits with the command's status.
  * It writes nothing to stdout and only its own failures to stderr: the sandbox's log is the user's.
+ *
+ * `fsb-helper --pause` runs no command: it only waits for SIGTERM/SIGINT (and reaps). The agent
+ * runs it as a tiny "anchor" container that keeps its sandboxes' shared shim process alive.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -53,6 +56,15 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) sigaddset(&handled, forwarded[i]);
   sigaddset(&handled, SIGCHLD);
   sigprocmask(SIG_BLOCK, &handled, &original);
+
+  if (strcmp(argv[1], "--pause") == 0) {
+    for (;;) {
+      siginfo_t info;
+      int sig = sigwaitinfo(&handled, &info);
+      if (sig == SIGTERM || sig == SIGINT) return 0;
+      if (sig == SIGCHLD) while (waitpid(-1, NULL, WNOHANG) > 0) {}
+    }
+  }
 
   pid_t child = fork();
   if (child < 0) {

@@ -30,6 +30,7 @@ async function main(): Promise<void> {
     helperPath: config.helperPath,
     logger: log,
   });
+  await runtime.prepare();
   const recovered = await runtime.list();
   log.info({ sandboxes: recovered.length }, "adopted the sandboxes containerd holds for this agent");
   const server = await startAgentServer({

@@ -15,5 +15,14 @@ export function connect(options: GlobalOptions): FastSandboxClient {
   }
   const token = process.env.FSB_TOKEN ?? readIfExists(files.token(dataDir));
   if (!token) throw new ValidationError("", `no API token in ${files.token(dataDir)}; set FSB_TOKEN or run 'fsb up' once to create it`);
-  return new FastSandboxClient({ url, token });
+  const client = new FastSandboxClient({ url, token });
+  open.push(client);
+  return client;
+}
+
+const open: FastSandboxClient[] = [];
+
+/** Closes every connection the command opened, so the process exits as soon as it is done. */
+export function closeConnections(): void {
+  for (const client of open.splice(0)) client.close();
 }

@@ -6,6 +6,7 @@ import { exec, get, list, logs, remove, run } from "./commands/sandboxes.js";
 import { apply } from "./commands/apply.js";
 import { agents } from "./commands/agents.js";
 import { OUTPUT_FORMATS } from "./output.js";
+import { closeConnections } from "./connection.js";
 
 /** Exit codes: 0 ok, 1 error, 2 bad usage; `exec` exits with the command's own code. */
 const EXIT_ERROR = 1;
@@ -132,6 +133,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`error: ${fsbError.message}\n`);
     if (fsbError.code === "internal" && process.env.FSB_DEBUG) process.stderr.write(`${String((error as Error).stack)}\n`);
     return fsbError instanceof ValidationError && fsbError.field.startsWith("--") ? EXIT_USAGE : EXIT_ERROR;
+  } finally {
+    closeConnections();
   }
 }
 

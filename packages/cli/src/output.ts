@@ -29,8 +29,9 @@ export function printObjects(format: OutputFormat, value: unknown, table: () => 
 
 /** `5s`, `3m`, `2h`, `4d` since an RFC 3339 time, like kubectl's AGE column. */
 export function age(timestamp: string | undefined, now = Date.now()): string {
-  if (!timestamp) return "<unknown>";
-  const seconds = Math.max(0, Math.floor((now - Date.parse(timestamp)) / 1000));
+  const time = timestamp ? Date.parse(timestamp) : Number.NaN;
+  if (Number.isNaN(time)) return "<unknown>";
+  const seconds = Math.max(0, Math.floor((now - time) / 1000));
   if (seconds < 120) return `${seconds}s`;
   if (seconds < 7200) return `${Math.floor(seconds / 60)}m`;
   if (seconds < 172800) return `${Math.floor(seconds / 3600)}h`;

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
 import {
   API_VERSION,
   FsbError,
@@ -120,9 +120,9 @@ export class Sandboxes {
       ...(options.failurePolicy ? { failurePolicy: options.failurePolicy } : {}),
       ...(options.consistencyMode ? { consistencyMode: options.consistencyMode } : {}),
     };
-    for (const port of spec.exposedPorts ?? []) {
-      // int32 on the wire: catch what would otherwise be mangled before it is sent.
-      if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ValidationError("spec.exposedPorts", `${port} is out of range; allowed: 1..65535`);
+    for (const [index, port] of (spec.exposedPorts ?? []).entries()) {
+      // int32 on the wire: catch what would otherwise be mangled before it is sent. Same field path as the server's check.
+      if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ValidationError(`spec.exposedPorts[${index}]`, `${port} is out of range; allowed: 1..65535`);
     }
     const message = await translate(() =>
       this.client.createSandbox(
@@ -266,6 +266,7 @@ export class FastSandboxClient {
   readonly sandboxes: Sandboxes;
   readonly pools: Pools;
   readonly url: string;
+  private readonly sessions: Http2SessionManager | undefined;
 
   constructor(options: FastSandboxClientOptions = {}) {
     const url = options.url ?? process.env.FSB_URL;
@@ -273,13 +274,21 @@ export class FastSandboxClient {
     if (!url) throw new ValidationError("url", "no control plane address: pass `url` or set FSB_URL (fsb up prints it)");
     if (!token) throw new ValidationError("token", "no token: pass `token` or set FSB_TOKEN (fsb up stores it in its data directory)");
     this.url = url;
-    const transport: Transport = createConnectTransport({
-      baseUrl: url,
-      httpVersion: options.httpVersion ?? "2",
-      interceptors: [sendBearerToken(token)],
-    });
+    const interceptors = [sendBearerToken(token)];
+    let transport: Transport;
+    if ((options.httpVersion ?? "2") === "2") {
+      this.sessions = new Http2SessionManager(url, { idleConnectionTimeoutMs: 30_000 });
+      transport = createConnectTransport({ baseUrl: url, httpVersion: "2", interceptors, sessionManager: this.sessions });
+    } else {
+      transport = createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors });
+    }
     const timeoutMs = options.requestTimeoutMs ?? 60_000;
     this.sandboxes = new Sandboxes(createClient(pb.SandboxService, transport), timeoutMs);
     this.pools = new Pools(createClient(pb.PoolService, transport), timeoutMs);
+  }
+
+  /** Closes the connection (calls in flight fail); the process may then exit. */
+  close(): void {
+    this.sessions?.abort();
   }
 }

@@ -29,7 +29,7 @@ import {
   importBaseImage,
   removeCgroupParent,
   removeNamespace,
-} from "./harness.js";
+} from "../../support/containerd.js";
 
 const NAMESPACE = "fsb-test-runtime";
 const AGENT = "test-agent";

@@ -20,7 +20,7 @@ import {
   importBaseImage,
   removeCgroupParent,
   removeNamespace,
-} from "./harness.js";
+} from "../../support/containerd.js";
 
 const NAMESPACE = "fsb-measure-create";
 const count = Number(process.argv[2] ?? 20);

@@ -25,6 +25,8 @@ STATE="${FSB_CLUSTER_DIR:-/tmp/fsb-cluster}"
 NODES="${FSB_CLUSTER_NODES:-fsb-node-0}"
 IMAGE_MAP="${FSB_IMAGE_MAP:-$HERE/programs/images.json}"
 SERVICE_CIDR="${FSB_SERVICE_CIDR:-10.96.0.0/16}"
+# Pod IPs (127.0.0.N) are allocated machine-wide so that two clusters never share one.
+export FSB_IP_POOL_DIR="${FSB_IP_POOL_DIR:-${TMPDIR:-/tmp}/fsb-loopback-ips}"
 ISSUER="https://kubernetes.default.svc.cluster.local"
 
 log() { echo "[cluster] $*" >&2; }
@@ -193,7 +195,11 @@ cmd_up() {
     [ -x "$BIN/$b" ] || die "missing $BIN/$b"
   done
   command -v kubectl >/dev/null || die "kubectl not found on PATH"
+  if [ -d "$STATE" ] && [ -n "$(ls -A "$STATE")" ] && [ ! -f "$STATE/.fsb-cluster" ]; then
+    die "$STATE exists and is not a cluster state dir; refusing to use it (set FSB_CLUSTER_DIR)"
+  fi
   mkdir -p "$STATE"/{pids,logs,pki,etcd,kubelet}
+  touch "$STATE/.fsb-cluster"
   exec 8>"$STATE/.lock"
   flock 8
 
@@ -272,7 +278,8 @@ cmd_up() {
     (cd "$REPO" && start_proc "kubelet-$n" node --import tsx "$HERE/fake-kubelet.ts" \
       --state-dir "$STATE" --node "$n" --server "https://127.0.0.1:$APISERVER_PORT" \
       --ca "$p/ca.crt" --cert "$p/node-$n.crt" --key "$p/node-$n.key" \
-      --image-map "$IMAGE_MAP" --apiserver-port "$APISERVER_PORT")
+      --image-map "$IMAGE_MAP" --apiserver-port "$APISERVER_PORT" \
+      --kubelet-version "$(sed -n 's/^version=//p' "$BIN/../.complete")-fsb-fake")
   done
 
   local kc="$STATE/admin.kubeconfig"
@@ -313,15 +320,28 @@ stop_group() {
 # Pod processes run in their own process groups; the fake kubelet records them.
 stop_pod_processes() {
   local f pgid
-  for f in "$STATE"/kubelet/*/pods/*/pgid; do
+  for f in "$STATE"/kubelet/*/pods/*/*.pgid; do
     [ -f "$f" ] || continue
     pgid="$(cat "$f")"
     [ -n "$pgid" ] && kill -KILL -- "-$pgid" 2>/dev/null || true
   done
 }
 
+# Loopback IPs still recorded as owned by this state dir (a kubelet that was killed).
+release_ips() {
+  local d
+  for d in "$FSB_IP_POOL_DIR"/*/; do
+    [ -f "$d/owner" ] || continue
+    grep -qF "\"stateDir\":\"$STATE\"" "$d/owner" && rm -rf "$d"
+  done
+  return 0
+}
+
 cmd_down() {
   [ -d "$STATE" ] || { log "nothing to stop ($STATE does not exist)"; return 0; }
+  [ -f "$STATE/.fsb-cluster" ] || die "$STATE is not a cluster state dir (no .fsb-cluster marker); not touching it"
+  exec 8>"$STATE/.lock"
+  flock 8
   local n f
   # Kubelets first (they stop their pods on SIGTERM), then the control plane.
   for f in "$STATE"/pids/kubelet-*.pid; do
@@ -330,6 +350,7 @@ cmd_down() {
     stop_group "$n" 20
   done
   stop_pod_processes
+  release_ips
   stop_group kube-scheduler 10
   stop_group kube-controller-manager 10
   stop_group kube-apiserver 20
@@ -403,7 +424,7 @@ case "${1:-}" in
   env) cmd_env ;;
   kubeconfig-for) shift; cmd_kubeconfig_for "$@" ;;
   *)
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

@@ -43,6 +43,7 @@ import { isNotFound } from "./grpc-errors.js";
 import { ImageResolver } from "./image-resolver.js";
 import {
   buildOciSpec,
+  buildAnchorSpec,
   mergeEnv,
   sandboxCgroupsPath,
   type OciProcess,
@@ -55,6 +56,8 @@ export const LABEL_IMAGE = "fast-sandbox.io/image";
 export const LABEL_RUNTIME_TYPE = "fast-sandbox.io/runtime-type";
 /** Set on sandboxes whose process 1 is the injected helper. */
 export const LABEL_HELPER = "fast-sandbox.io/helper";
+/** Marks infrastructure containers of an agent (value `shim-anchor`); they are not sandboxes. */
+export const LABEL_ROLE = "fast-sandbox.io/role";
 
 const RUNC_V2 = "io.containerd.runc.v2";
 const SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -206,7 +209,9 @@ export class ContainerdRuntime implements Runtime {
     const ociSpec = buildOciSpec(spec, image.config, {
       ...(this.helperPath ? { helper: { binaryPath: this.helperPath, runDir } } : {}),
       // runc and runsc sandboxes get separate shims: a shim's options come from its first container.
-      shimGroup: gvisor ? `${this.agentName}.gvisor` : this.agentName,
+      // runc sandboxes share the agent's shim, kept alive by its anchor (prepare()). gVisor
+      // sandboxes get a shim each: without an anchor a group's shim may exit under a new create.
+      ...(gvisor || !this.helperPath ? {} : { shimGroup: this.agentName }),
       cgroupsPath: sandboxCgroupsPath(this.cgroupParent, id),
       hostNetworkFiles: this.hostNetworkFiles,
     });
@@ -344,13 +349,67 @@ export class ContainerdRuntime implements Runtime {
     }
 
     await this.stopTask(sandboxId, options.gracePeriodMs);
-    await ignoreNotFound(this.client.tasks.delete({ containerId: sandboxId }));
+    await this.deleteTask(sandboxId);
     await ignoreNotFound(this.client.containers.delete({ id: sandboxId }));
     await ignoreNotFound(
       this.client.snapshots.remove({ snapshotter, key: snapshotKey }),
     );
     await rm(this.runDir(sandboxId), { recursive: true, force: true });
     this.logger.debug({ sandboxId }, "sandbox deleted");
+  }
+
+  /**
+   * Tasks.Delete, tolerant of a known containerd 1.6 race: when a grouped shim reports a task's
+   * exit, containerd may close that task's ttrpc connection while our Delete is in flight
+   * ("ttrpc: closed") and clean the task up itself. Retrying then finds it deleted or deletes it.
+   */
+  private async deleteTask(containerId: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await ignoreNotFound(this.client.tasks.delete({ containerId }));
+        return;
+      } catch (error) {
+        const closed = error instanceof Error && /ttrpc: closed|shim disconnected/.test(error.message);
+        if (!closed || attempt >= 5) throw error;
+        this.logger.debug({ sandboxId: containerId, attempt }, "task delete raced the shim's cleanup; retrying");
+        await sleep(50 * attempt);
+      }
+    }
+  }
+
+  /** Id of the agent's shim anchor container. */
+  get anchorId(): string {
+    return `fsb-anchor.${this.agentName}`;
+  }
+
+  /**
+   * Starts the agent's shim anchor unless it already runs (idempotent; an agent restart adopts it).
+   * Without the helper there is no anchor and no shim sharing.
+   */
+  async prepare(): Promise<void> {
+    if (!this.helperPath) return;
+    const id = this.anchorId;
+    try {
+      const { process } = await this.client.tasks.get({ containerId: id });
+      if (process?.status === TaskStatus.RUNNING) return;
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+    await this.delete(id, { gracePeriodMs: 0 });
+    const spec = buildAnchorSpec(this.helperPath, this.agentName, sandboxCgroupsPath(this.cgroupParent, "fsb-anchor"));
+    await this.client.containers.create({
+      container: {
+        id,
+        labels: { [LABEL_MANAGED]: "true", [LABEL_AGENT]: this.agentName, [LABEL_ROLE]: "shim-anchor" },
+        runtime: { name: RUNC_V2 },
+        spec: { typeUrl: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(spec)) },
+      },
+    });
+    // A tmpfs root: runc creates the helper's mount point in it, and unmounting it leaves the
+    // bundle's rootfs directory empty so containerd can remove the bundle.
+    await this.client.tasks.create({ containerId: id, rootfs: [{ type: "tmpfs", source: "tmpfs", target: "", options: ["size=64k", "mode=755"] }] });
+    await this.client.tasks.start({ containerId: id });
+    this.logger.debug({ anchor: id }, "shim anchor started");
   }
 
   async list(): Promise<RuntimeSandbox[]> {
@@ -364,6 +423,7 @@ export class ContainerdRuntime implements Runtime {
     ]);
     const tasksById = new Map(tasks.map((task) => [task.id, task]));
     return containers
+      .filter((container) => !container.labels[LABEL_ROLE])
       .map((container): RuntimeSandbox => {
         const labels = { ...container.labels };
         const task = tasksById.get(container.id);

@@ -118,7 +118,7 @@ export interface OciSpec {
 
 export interface OciSpecOptions {
   /** Value of the shim group annotation: sandboxes with the same group share one shim process. */
-  shimGroup: string;
+  shimGroup?: string;
   /** Full cgroups path of the sandbox (`<cgroupParent>/<sandboxId>`); absent lets the runtime choose. */
   cgroupsPath?: string;
   /** Host files bind-mounted read-only when the sandbox shares the host network (DNS and hosts). */
@@ -318,7 +318,44 @@ export function buildOciSpec(
     // A hostname is at most 63 characters.
     hostname: spec.name.slice(0, 63),
     mounts,
-    annotations: { [SHIM_GROUP_ANNOTATION]: options.shimGroup },
+    annotations: options.shimGroup ? { [SHIM_GROUP_ANNOTATION]: options.shimGroup } : {},
     linux,
+  };
+}
+
+/**
+ * The spec of an agent's shim anchor: the helper in `--pause` mode in an empty root file system.
+ * It holds the agent's runc shim group open, so the shim never exits (and never races a create)
+ * when the agent's last sandbox is deleted.
+ */
+export function buildAnchorSpec(helperPath: string, shimGroup: string, cgroupsPath: string): OciSpec {
+  return {
+    ociVersion: "1.0.2",
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      args: [HELPER_BINARY, "--pause"],
+      env: [],
+      cwd: "/",
+      capabilities: { bounding: [], effective: [], permitted: [], inheritable: [], ambient: [] },
+      rlimits: [{ type: "RLIMIT_NOFILE", hard: 64, soft: 64 }],
+      noNewPrivileges: true,
+    },
+    root: { path: "rootfs", readonly: false },
+    hostname: "fsb-anchor",
+    mounts: [
+      // runc itself needs /proc in the container to start the process.
+      { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
+      { destination: HELPER_BINARY, type: "bind", source: helperPath, options: ["rbind", "ro", "nosuid", "nodev"] },
+    ],
+    annotations: { [SHIM_GROUP_ANNOTATION]: shimGroup },
+    linux: {
+      cgroupsPath,
+      resources: { devices: [{ allow: false, access: "rwm" }], pids: { limit: 4 } },
+      namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "network" }],
+      maskedPaths: [],
+      readonlyPaths: [],
+      seccomp: defaultSeccompProfile(),
+    },
   };
 }

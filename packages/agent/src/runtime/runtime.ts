@@ -79,6 +79,8 @@ export interface DeleteOptions {
 }
 
 export interface Runtime {
+  /** Readies shared resources before the first create (e.g. the shim anchor); idempotent. */
+  prepare(): Promise<void>;
   /** Image references present in the runtime's image store (and unpacked). */
   listImages(): Promise<string[]>;
   /** Creates and starts the sandbox; on any failure undoes every step it took. Throws NotFoundError for a missing image. */

@@ -6,6 +6,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import {
   AlreadyExistsError,
   ConflictError,
+  ExpiredError,
   FailedPreconditionError,
   FsbError,
   NoCapacityError,
@@ -32,13 +33,18 @@ const CODE_TO_CONNECT: Record<ErrorCode, Code> = {
 
 /** Header carrying the stable Fast Sandbox error code (and the field of a validation error). */
 const ERROR_CODE_KEY = "fsb-error-code";
+/** URI-encoded: a field path may contain any character of a label key, and header values are bytes. */
 const ERROR_FIELD_KEY = "fsb-error-field";
+/** Distinguishes subclasses that share a code (ExpiredError is a failed_precondition a watcher must answer by relisting). */
+const ERROR_REASON_KEY = "fsb-error-reason";
+const EXPIRED_REASON = "expired";
 
 export function toConnectError(error: unknown): ConnectError {
   if (error instanceof ConnectError) return error;
   const fsb = FsbError.from(error);
   const metadata = new Headers({ [ERROR_CODE_KEY]: fsb.code });
-  if (fsb instanceof ValidationError) metadata.set(ERROR_FIELD_KEY, fsb.field);
+  if (fsb instanceof ValidationError) metadata.set(ERROR_FIELD_KEY, encodeURIComponent(fsb.field));
+  if (fsb instanceof ExpiredError) metadata.set(ERROR_REASON_KEY, EXPIRED_REASON);
   return new ConnectError(fsb.message, CODE_TO_CONNECT[fsb.code], metadata, undefined, fsb);
 }
 
@@ -48,8 +54,11 @@ export function fromConnectError(error: unknown): FsbError {
   const message = connect.rawMessage;
   const code = (connect.metadata.get(ERROR_CODE_KEY) ?? "") as ErrorCode | "";
   switch (code || connectCodeToErrorCode(connect.code)) {
-    case "invalid_argument":
-      return new ValidationError(connect.metadata.get(ERROR_FIELD_KEY) ?? "", message.replace(/^[^:]+: /, (m) => (connect.metadata.get(ERROR_FIELD_KEY) ? "" : m)));
+    case "invalid_argument": {
+      const field = decodeField(connect.metadata.get(ERROR_FIELD_KEY));
+      // ValidationError prefixes its message with the field; strip exactly that prefix so it is not doubled.
+      return new ValidationError(field, field && message.startsWith(`${field}: `) ? message.slice(field.length + 2) : message);
+    }
     case "not_found":
       return new NotFoundError(message);
     case "already_exists":
@@ -61,11 +70,21 @@ export function fromConnectError(error: unknown): FsbError {
     case "unauthenticated":
       return new UnauthenticatedError(message);
     case "failed_precondition":
+      if (connect.metadata.get(ERROR_REASON_KEY) === EXPIRED_REASON) return new ExpiredError(message);
       return new FailedPreconditionError(message);
     case "unavailable":
       return new UnavailableError(message, { cause: connect });
     default:
       return new FsbError(code || connectCodeToErrorCode(connect.code), message, { cause: connect });
+  }
+}
+
+function decodeField(header: string | null): string {
+  if (!header) return "";
+  try {
+    return decodeURIComponent(header);
+  } catch {
+    return header;
   }
 }
 

@@ -21,6 +21,12 @@ function fixMetadata(json: JsonObject): void {
   if (metadata && typeof metadata.generation === "string") metadata.generation = Number(metadata.generation);
 }
 
+/** proto3 omits empty strings from JSON, but an env var's value is required and may be empty. */
+function fixEnvs(spec: JsonObject | undefined): void {
+  const envs = spec?.envs;
+  if (Array.isArray(envs)) for (const env of envs as JsonObject[]) env.value ??= "";
+}
+
 export function sandboxToMessage(sandbox: Sandbox): SandboxMessage {
   return fromJson(SandboxSchema, sandbox as unknown as JsonObject);
 }
@@ -32,6 +38,7 @@ export function sandboxFromMessage(message: SandboxMessage): Sandbox {
   json.metadata ??= { name: "" };
   json.spec ??= { image: "", poolRef: "" };
   fixMetadata(json);
+  fixEnvs(json.spec as JsonObject);
   return json as unknown as Sandbox;
 }
 
@@ -42,7 +49,9 @@ export function sandboxSpecToMessage(spec: SandboxSpec): SandboxSpecMessage {
 /** An absent message becomes an empty spec, so validation reports the missing fields by name. */
 export function sandboxSpecFromMessage(message: SandboxSpecMessage | undefined): SandboxSpec {
   if (!message) return {} as SandboxSpec;
-  return toJson(SandboxSpecSchema, message) as unknown as SandboxSpec;
+  const json = toJson(SandboxSpecSchema, message) as JsonObject;
+  fixEnvs(json);
+  return json as unknown as SandboxSpec;
 }
 
 export function sandboxPoolToMessage(pool: SandboxPool): SandboxPoolMessage {
@@ -58,6 +67,13 @@ export function sandboxPoolFromMessage(message: SandboxPoolMessage): SandboxPool
   json.metadata ??= { name: "" };
   fixMetadata(json);
   const spec = (json.spec ?? {}) as JsonObject;
+  // proto3 omits zero integers from JSON, but poolMin and poolMax are required and 0 is a meaningful
+  // value (scale to zero); without this a pool with poolMin 0 would fail validation after the wire.
+  const capacity = spec.capacity as JsonObject | undefined;
+  if (capacity) {
+    capacity.poolMin ??= 0;
+    capacity.poolMax ??= 0;
+  }
   if (typeof spec.agentTemplateJson === "string") {
     spec.agentTemplate = JSON.parse(spec.agentTemplateJson) as JsonObject;
     delete spec.agentTemplateJson;

@@ -12,18 +12,25 @@ import {
 } from "@fast-sandbox/api";
 import { connect, type GlobalOptions } from "../connection.js";
 
-/** Parses a multi-document YAML (or JSON) manifest file; `-` reads stdin. */
-export function readManifests(file: string): unknown[] {
+/** One object of a manifest file and where it came from (`file document N`, counting empty documents too). */
+export interface Manifest {
+  where: string;
+  object: unknown;
+}
+
+/** Parses a multi-document YAML (or JSON) manifest file, skipping empty documents; `-` reads stdin. */
+export function readManifests(file: string): Manifest[] {
   const text = readFileSync(file === "-" ? 0 : file, "utf8");
   const documents = parseAllDocuments(text);
   const list = Array.isArray(documents) ? documents : [documents];
-  const objects: unknown[] = [];
+  const manifests: Manifest[] = [];
   list.forEach((document, index) => {
-    if (document.errors.length > 0) throw new ValidationError(`${file} document ${index + 1}`, document.errors[0]?.message ?? "invalid YAML");
+    const where = `${file} document ${index + 1}`;
+    if (document.errors.length > 0) throw new ValidationError(where, document.errors[0]?.message ?? "invalid YAML");
     const value: unknown = document.toJS();
-    if (value !== null && value !== undefined) objects.push(value);
+    if (value !== null && value !== undefined) manifests.push({ where, object: value });
   });
-  return objects;
+  return manifests;
 }
 
 /** Validates one manifest and names the document and field on error. */
@@ -58,7 +65,8 @@ export function checkManifest(object: unknown, where: string): Sandbox | Sandbox
 }
 
 export async function apply(options: GlobalOptions & { file: string; namespace?: string }): Promise<void> {
-  const objects = readManifests(options.file).map((object, index) => checkManifest(object, `${options.file} document ${index + 1}`));
+  // Number documents as they are in the file: skipped empty documents must not shift the numbers.
+  const objects = readManifests(options.file).map(({ where, object }) => checkManifest(object, where));
   const client = connect(options);
   // Pools first, so sandboxes in the same file find their pool.
   const ordered = [...objects.filter((o) => o.kind === "SandboxPool"), ...objects.filter((o) => o.kind === "Sandbox")];

@@ -1,5 +1,5 @@
 import { createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
 import { create } from "@bufbuild/protobuf";
 import { fromConnectError, pb, sendBearerToken } from "@fast-sandbox/api";
 
@@ -16,12 +16,9 @@ export interface AgentClient {
 
 /** Calls the agent over gRPC on a kept-alive HTTP/2 connection; errors arrive as FsbError. */
 export function createAgentClient(endpoint: string, token: string): AgentClient {
-  const transport = createGrpcTransport({
-    baseUrl: `http://${endpoint}`,
-    interceptors: [sendBearerToken(token)],
-    pingIntervalMs: 10_000,
-    idleConnectionTimeoutMs: 60_000,
-  });
+  const baseUrl = `http://${endpoint}`;
+  const sessions = new Http2SessionManager(baseUrl, { pingIntervalMs: 10_000, idleConnectionTimeoutMs: 60_000 });
+  const transport = createGrpcTransport({ baseUrl, interceptors: [sendBearerToken(token)], sessionManager: sessions });
   const client: Client<typeof pb.AgentService> = createClient(pb.AgentService, transport);
   const call = async <T>(fn: () => Promise<T>): Promise<T> => {
     try {
@@ -51,6 +48,6 @@ export function createAgentClient(endpoint: string, token: string): AgentClient 
         throw fromConnectError(error);
       }
     },
-    close: () => undefined,
+    close: () => sessions.abort(),
   };
 }

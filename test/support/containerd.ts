@@ -1,4 +1,4 @@
-/** Shared setup of the containerd runtime e2e tests and the create benchmark. */
+/** Test support shared by the e2e cases and benchmarks: containerd namespaces, base image, cgroups. */
 import { execFileSync } from "node:child_process";
 import { readdirSync, rmdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -6,7 +6,7 @@ import { dirname, resolve } from "node:path";
 
 export const REPO_ROOT = resolve(
   dirname(fileURLToPath(import.meta.url)),
-  "../../..",
+  "../..",
 );
 export const BASE_IMAGE = "fast-sandbox.io/base:latest";
 
@@ -69,4 +69,24 @@ export function removeCgroupParent(cgroupParent: string): void {
       // not there (other hierarchy) or not a directory
     }
   }
+}
+
+/** Removes a cgroup subtree bottom-up in every hierarchy (cgroup directories hold only virtual files). */
+export function removeCgroupTree(cgroupPath: string): void {
+  const roots = ["/sys/fs/cgroup", ...readdirSync("/sys/fs/cgroup").map((c) => `/sys/fs/cgroup/${c}`)];
+  const removeTree = (path: string): void => {
+    let entries: import("node:fs").Dirent[];
+    try {
+      entries = readdirSync(path, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const entry of entries) if (entry.isDirectory()) removeTree(`${path}/${entry.name}`);
+    try {
+      rmdirSync(path);
+    } catch {
+      // busy (a process still lives there) or already gone
+    }
+  };
+  for (const root of roots) removeTree(`${root}${cgroupPath}`);
 }

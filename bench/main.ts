@@ -1,0 +1,113 @@
+/**
+ * Benchmarks. `npm run bench -- create [--count N] [--warmup W] [--concurrency C] [--json]`
+ *
+ * Needs root and a running containerd. Tables go to stdout, progress to stderr; the last line of
+ * stdout is `RESULT create_p50_ms=X baseline_ctr_p50_ms=Y ratio=Z`.
+ */
+import { parseArgs } from "node:util";
+import { runCreateBench } from "./create.js";
+import { formatTable } from "./stats.js";
+
+const USAGE = `usage: npm run bench -- create [options]
+
+  Sandbox create latency (SDK call -> user process running) vs 'ctr run -d' of the same image,
+  measured in the same run, interleaved by rounds.
+
+  --count N         measured creates per side (default 30)
+  --warmup W        unrecorded creates per side first (default 3)
+  --concurrency C   creates in flight at once per side (default 1: one after another)
+  --image REF       image (default fast-sandbox.io/base:latest, imported by scripts/build-base-image.sh)
+  --namespace NS    dedicated containerd namespace (default fsb-bench); its containers are removed
+  --breakdown       also time the agent's CreateSandbox called directly (a third interleaved side)
+                    and SDK get round trips, to split a create between control plane and agent
+  --json            print the results as one JSON line before the RESULT line
+  -h, --help`;
+
+function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+async function main(): Promise<void> {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      count: { type: "string" },
+      warmup: { type: "string" },
+      concurrency: { type: "string" },
+      image: { type: "string" },
+      namespace: { type: "string" },
+      json: { type: "boolean", default: false },
+      breakdown: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  const [command, ...rest] = positionals;
+  if (command !== "create" || rest.length > 0) {
+    console.error(USAGE);
+    process.exitCode = 2;
+    return;
+  }
+  const count = positiveInt("count", values.count, 30);
+  const warmup = positiveInt("warmup", values.warmup, 3, 0);
+  const concurrency = positiveInt("concurrency", values.concurrency, 1);
+  const namespace = values.namespace ?? "fsb-bench";
+  if (!/^[a-z0-9][a-z0-9.-]*$/.test(namespace)) throw new Error(`--namespace ${namespace} is not a valid containerd namespace`);
+  if (count + warmup + concurrency > 1024) throw new Error("count + warmup + concurrency must stay within one agent's 1024 slots");
+
+  const result = await runCreateBench({
+    count,
+    warmup,
+    concurrency,
+    image: values.image ?? "fast-sandbox.io/base:latest",
+    namespace,
+    cgroupRoot: namespace,
+    command: ["sleep", "3600"],
+    breakdown: values.breakdown,
+    log: (message) => process.stderr.write(`bench: ${message}\n`),
+  });
+
+  const m = result.machine;
+  console.log(
+    `create: ${count} measured (+${warmup} warm-up) per side, concurrency ${concurrency}, image ${result.image}, ` +
+      `command '${result.command.join(" ")}', ${m.cpus} CPUs, ${m.memoryGiB} GiB, kernel ${m.kernel}, node ${m.node}`,
+  );
+  console.log(`order: ${result.order}`);
+  console.log(
+    formatTable([
+      { label: "fast-sandbox create (SDK)", summary: result.fastSandbox.create },
+      { label: "ctr run -d (baseline)", summary: result.ctrBaseline.create },
+      ...(result.breakdown
+        ? [
+            { label: "agent CreateSandbox direct", summary: result.breakdown.agentDirectCreate },
+            { label: "SDK get round trip", summary: result.breakdown.sdkGetRoundTrip },
+          ]
+        : []),
+      ...(result.fastSandbox.delete ? [{ label: "fast-sandbox delete (SDK)", summary: result.fastSandbox.delete }] : []),
+    ]),
+  );
+  console.log(
+    `throughput (creates/s over the measured bursts): fast-sandbox ${result.throughputPerSecond.fastSandbox.toFixed(1)}, ctr ${result.throughputPerSecond.ctr.toFixed(1)}`,
+  );
+  console.log(
+    `DELETE fsb_delete_p50_ms=${result.fastSandbox.delete?.p50.toFixed(2) ?? "n/a"} delete_errors=${result.fastSandbox.deleteErrors.length} leftover_containers=${result.cleanup.leftoverContainers.length} leftover_tasks=${result.cleanup.leftoverTasks.length}`,
+  );
+  if (values.json) console.log(JSON.stringify(result));
+  console.log(
+    `RESULT create_p50_ms=${result.fastSandbox.create.p50.toFixed(2)} baseline_ctr_p50_ms=${result.ctrBaseline.create.p50.toFixed(2)} ratio=${result.ratioP50.toFixed(3)}`,
+  );
+}
+
+main().then(
+  () => process.exit(process.exitCode ?? 0),
+  (error: unknown) => {
+    console.error(`bench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,236 @@
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { Type, type TSchema } from "@sinclair/typebox";
+import { parse } from "yaml";
+import { renderCrds, toStructuralSchema } from "./crd.js";
+import { GROUP, VERSION } from "./object-meta.js";
+import { SandboxSpec, SandboxStatus } from "./sandbox.js";
+import { SandboxPoolSpec, SandboxPoolStatus } from "./sandbox-pool.js";
+
+type Json = Record<string, unknown>;
+
+/** packages/api/src/schema → repository root. */
+const REPO_ROOT = join(import.meta.dirname, "..", "..", "..", "..");
+
+interface Crd {
+  kind: string;
+  metadata: { name: string };
+  spec: {
+    group: string;
+    names: { kind: string; plural: string };
+    versions: { name: string; schema: { openAPIV3Schema: Json } }[];
+  };
+}
+
+function parsedCrds(): Map<string, Crd> {
+  return new Map(
+    Object.entries(renderCrds()).map(([file, text]) => [
+      file,
+      parse(text) as Crd,
+    ]),
+  );
+}
+
+function crdOfKind(kind: string): Crd {
+  const crd = [...parsedCrds().values()].find(
+    (c) => c.spec.names.kind === kind,
+  );
+  assert.ok(crd, `a CRD for ${kind}`);
+  return crd;
+}
+
+function openApiSchema(kind: string): Json {
+  const version = crdOfKind(kind).spec.versions[0];
+  assert.ok(version);
+  return version.schema.openAPIV3Schema;
+}
+
+/** Every schema node with its path, depth first. */
+function* nodes(schema: unknown, path = "$"): Generator<[string, Json]> {
+  if (typeof schema !== "object" || schema === null) return;
+  const node = schema as Json;
+  yield [path, node];
+  for (const [name, child] of Object.entries(
+    (node.properties as Json | undefined) ?? {},
+  ))
+    yield* nodes(child, `${path}.${name}`);
+  if (node.items) yield* nodes(node.items, `${path}[]`);
+  if (typeof node.additionalProperties === "object")
+    yield* nodes(node.additionalProperties, `${path}{}`);
+}
+
+describe("renderCrds", () => {
+  it("yields one CRD per kind, named <plural>.<group>", () => {
+    const crds = parsedCrds();
+    assert.deepEqual([...crds.keys()].sort(), [
+      `${GROUP}_sandboxes.yaml`,
+      `${GROUP}_sandboxpools.yaml`,
+    ]);
+    assert.deepEqual(
+      [...crds.values()]
+        .map((c) => [
+          c.kind,
+          c.metadata.name,
+          c.spec.group,
+          c.spec.names.kind,
+          c.spec.versions[0]?.name,
+        ])
+        .sort(),
+      [
+        [
+          "CustomResourceDefinition",
+          `sandboxes.${GROUP}`,
+          GROUP,
+          "Sandbox",
+          VERSION,
+        ],
+        [
+          "CustomResourceDefinition",
+          `sandboxpools.${GROUP}`,
+          GROUP,
+          "SandboxPool",
+          VERSION,
+        ],
+      ],
+    );
+  });
+
+  for (const kind of ["Sandbox", "SandboxPool"]) {
+    describe(`the ${kind} openAPIV3Schema is structural`, () => {
+      it("has no anyOf, no additionalProperties: false and no uniqueItems anywhere", () => {
+        for (const [path, node] of nodes(openApiSchema(kind))) {
+          assert.equal(node.anyOf, undefined, `${path} has anyOf`);
+          assert.equal(node.oneOf, undefined, `${path} has oneOf`);
+          assert.notEqual(
+            node.additionalProperties,
+            false,
+            `${path} has additionalProperties: false`,
+          );
+          assert.equal(node.uniqueItems, undefined, `${path} has uniqueItems`);
+          assert.equal(node.const, undefined, `${path} has const`);
+        }
+      });
+
+      it("gives every node a type, and every node with properties type: object", () => {
+        for (const [path, node] of nodes(openApiSchema(kind))) {
+          assert.equal(typeof node.type, "string", `${path} has no type`);
+          if (node.properties)
+            assert.equal(
+              node.type,
+              "object",
+              `${path} has properties but type ${String(node.type)}`,
+            );
+        }
+      });
+    });
+  }
+
+  it("turns unions of literals into string enums", () => {
+    const sandbox = openApiSchema("Sandbox") as {
+      properties: { spec: Json; status: Json };
+    };
+    const spec = sandbox.properties.spec.properties as Record<string, Json>;
+    const status = sandbox.properties.status.properties as Record<string, Json>;
+    assert.deepEqual(spec.failurePolicy?.enum, ["Manual", "AutoRecreate"]);
+    assert.equal(spec.failurePolicy?.type, "string");
+    assert.deepEqual(spec.consistencyMode?.enum, ["fast", "strong"]);
+    assert.deepEqual(status.phase?.enum, [
+      "Pending",
+      "Bound",
+      "Running",
+      "Terminating",
+      "Expired",
+      "Failed",
+      "Lost",
+    ]);
+    const pool = openApiSchema("SandboxPool") as {
+      properties: { spec: { properties: Record<string, Json> } };
+    };
+    assert.deepEqual(pool.properties.spec.properties.runtimeType?.enum, [
+      "container",
+      "gvisor",
+    ]);
+  });
+
+  it("marks unique port lists as sets and keeps agentTemplate open", () => {
+    const sandbox = openApiSchema("Sandbox") as {
+      properties: { spec: { properties: Record<string, Json> } };
+    };
+    assert.equal(
+      sandbox.properties.spec.properties.exposedPorts?.[
+        "x-kubernetes-list-type"
+      ],
+      "set",
+    );
+    const pool = openApiSchema("SandboxPool") as {
+      properties: { spec: { properties: Record<string, Json> } };
+    };
+    const agentTemplate = pool.properties.spec.properties.agentTemplate;
+    assert.equal(agentTemplate?.["x-kubernetes-preserve-unknown-fields"], true);
+    assert.equal(agentTemplate?.type, "object");
+  });
+
+  it("has exactly the TypeBox schemas' field names in spec and status", () => {
+    const cases: [string, TSchema, TSchema][] = [
+      ["Sandbox", SandboxSpec, SandboxStatus],
+      ["SandboxPool", SandboxPoolSpec, SandboxPoolStatus],
+    ];
+    for (const [kind, spec, status] of cases) {
+      const root = openApiSchema(kind) as {
+        properties: { spec: Json; status: Json };
+      };
+      assert.deepEqual(
+        Object.keys(root.properties.spec.properties as Json),
+        Object.keys(spec.properties as Json),
+        `${kind} spec`,
+      );
+      assert.deepEqual(
+        Object.keys(root.properties.status.properties as Json),
+        Object.keys(status.properties as Json),
+        `${kind} status`,
+      );
+      assert.deepEqual(
+        root.properties.spec.required,
+        spec.required,
+        `${kind} spec required`,
+      );
+    }
+  });
+
+  it("matches the checked-in config/crd/*.yaml exactly (run `npm run generate` when this fails)", () => {
+    const directory = join(REPO_ROOT, "config", "crd");
+    const rendered = renderCrds();
+    assert.deepEqual(
+      readdirSync(directory)
+        .filter((f) => f.endsWith(".yaml"))
+        .sort(),
+      Object.keys(rendered).sort(),
+    );
+    for (const [file, text] of Object.entries(rendered)) {
+      assert.equal(
+        readFileSync(join(directory, file), "utf8"),
+        text,
+        `config/crd/${file} is out of date`,
+      );
+    }
+  });
+});
+
+describe("toStructuralSchema", () => {
+  it("refuses unions that are not all string literals", () => {
+    assert.throws(
+      () => toStructuralSchema(Type.Union([Type.String(), Type.Integer()])),
+      /only unions of string literals/,
+    );
+  });
+
+  it("maps records to additionalProperties of the value schema", () => {
+    assert.deepEqual(
+      toStructuralSchema(Type.Record(Type.String(), Type.String()))
+        .additionalProperties,
+      { type: "string" },
+    );
+  });
+});

@@ -1,0 +1,212 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { API_VERSION, ValidationError } from "@fast-sandbox/api";
+import { checkManifest, readManifests } from "./apply.js";
+
+const directory = mkdtempSync(join(tmpdir(), "fsb-apply-spec-"));
+after(() => rmSync(directory, { recursive: true, force: true }));
+
+let files = 0;
+function manifestFile(text: string): string {
+  const path = join(directory, `manifest-${++files}.yaml`);
+  writeFileSync(path, text);
+  return path;
+}
+
+const sandboxYaml = (name: string, extra = "") => `apiVersion: ${API_VERSION}
+kind: Sandbox
+metadata:
+  name: ${name}
+spec:
+  image: python:3.12
+  poolRef: default
+${extra}`;
+
+const poolYaml = `apiVersion: ${API_VERSION}
+kind: SandboxPool
+metadata:
+  name: default
+spec:
+  capacity: { poolMin: 0, poolMax: 2 }
+  maxSandboxesPerPod: 8
+`;
+
+function validationError(fn: () => unknown): ValidationError {
+  try {
+    fn();
+  } catch (error) {
+    assert.ok(error instanceof ValidationError, String(error));
+    return error;
+  }
+  assert.fail("expected a ValidationError");
+}
+
+describe("readManifests", () => {
+  it("reads every document of a multi-document file in order", () => {
+    const file = manifestFile(
+      `${poolYaml}---\n${sandboxYaml("a")}---\n${sandboxYaml("b")}`,
+    );
+    const manifests = readManifests(file);
+    assert.deepEqual(
+      manifests.map((m) => [
+        (m.object as { kind: string }).kind,
+        (m.object as { metadata: { name: string } }).metadata.name,
+      ]),
+      [
+        ["SandboxPool", "default"],
+        ["Sandbox", "a"],
+        ["Sandbox", "b"],
+      ],
+    );
+    assert.deepEqual(
+      manifests.map((m) => m.where),
+      [1, 2, 3].map((n) => `${file} document ${n}`),
+    );
+  });
+
+  it("skips empty documents but keeps the documents' own numbers", () => {
+    const file = manifestFile(
+      `---\n${sandboxYaml("a")}---\n---\n# only a comment\n---\n${sandboxYaml("b")}`,
+    );
+    const manifests = readManifests(file);
+    assert.deepEqual(
+      manifests.map(
+        (m) => (m.object as { metadata: { name: string } }).metadata.name,
+      ),
+      ["a", "b"],
+    );
+    assert.equal(manifests[0]?.where, `${file} document 1`);
+    assert.equal(manifests[1]?.where, `${file} document 4`);
+  });
+
+  it("returns nothing for an empty file", () => {
+    assert.deepEqual(readManifests(manifestFile("")), []);
+  });
+
+  it("reads JSON", () => {
+    const file = manifestFile(
+      JSON.stringify({
+        apiVersion: API_VERSION,
+        kind: "Sandbox",
+        metadata: { name: "j" },
+        spec: { image: "x", poolRef: "p" },
+      }),
+    );
+    assert.equal(
+      (readManifests(file)[0]?.object as { metadata: { name: string } })
+        .metadata.name,
+      "j",
+    );
+  });
+
+  it("names the document with a YAML syntax error", () => {
+    const file = manifestFile(
+      `${sandboxYaml("a")}---\nkind: Sandbox\nmetadata: { name: [unclosed\n`,
+    );
+    const error = validationError(() => readManifests(file));
+    assert.equal(error.field, `${file} document 2`);
+    assert.ok(
+      error.message.length > error.field.length + 2,
+      "the message explains the syntax error",
+    );
+  });
+});
+
+describe("checkManifest", () => {
+  it("returns valid Sandbox and SandboxPool objects", () => {
+    const [pool, sandbox] = readManifests(
+      manifestFile(`${poolYaml}---\n${sandboxYaml("a")}`),
+    );
+    assert.equal(
+      checkManifest(pool?.object, "f document 1").kind,
+      "SandboxPool",
+    );
+    assert.equal(
+      checkManifest(sandbox?.object, "f document 2").kind,
+      "Sandbox",
+    );
+  });
+
+  it("refuses an unknown kind, naming `kind` and listing the allowed kinds", () => {
+    const error = validationError(() =>
+      checkManifest(
+        { apiVersion: API_VERSION, kind: "Pod", metadata: { name: "a" } },
+        "f.yaml document 3",
+      ),
+    );
+    assert.equal(error.field, "f.yaml document 3: kind");
+    assert.match(
+      error.message,
+      /"Pod" is not a kind fsb knows; allowed: Sandbox, SandboxPool/,
+    );
+  });
+
+  it("refuses a wrong or missing apiVersion and names the supported one", () => {
+    for (const apiVersion of ["v1", undefined]) {
+      const error = validationError(() =>
+        checkManifest({ apiVersion, kind: "Sandbox" }, "f.yaml document 1"),
+      );
+      assert.equal(error.field, "f.yaml document 1: apiVersion");
+      assert.match(
+        error.message,
+        new RegExp(`use ${API_VERSION.replace(/\./g, "\\.")}`),
+      );
+    }
+  });
+
+  it("refuses documents that are not objects", () => {
+    for (const value of ["text", 42, [1, 2]]) {
+      assert.equal(
+        validationError(() => checkManifest(value, "f.yaml document 1")).field,
+        "f.yaml document 1",
+      );
+    }
+  });
+
+  it("names the document and the field of an invalid object", () => {
+    const file = manifestFile(
+      `${poolYaml}---\n${sandboxYaml("a", "  exposedPorts: [0]\n")}`,
+    );
+    const manifests = readManifests(file);
+    const error = validationError(() =>
+      manifests.map(({ where, object }) => checkManifest(object, where)),
+    );
+    assert.equal(error.field, `${file} document 2: spec.exposedPorts[0]`);
+    assert.equal(
+      error.message,
+      `${file} document 2: spec.exposedPorts[0]: 0 is out of range; allowed: 1..65535`,
+    );
+  });
+
+  it("names the right document when an empty document comes before it", () => {
+    const file = manifestFile(
+      `${sandboxYaml("ok")}---\n---\n${sandboxYaml("a", "  surprise: true\n")}`,
+    );
+    const error = validationError(() =>
+      readManifests(file).map(({ where, object }) =>
+        checkManifest(object, where),
+      ),
+    );
+    assert.equal(error.field, `${file} document 3: spec.surprise`);
+    assert.match(error.message, /unknown field/);
+  });
+
+  it("reports pool capacity errors with the document", () => {
+    const error = validationError(() =>
+      checkManifest(
+        {
+          apiVersion: API_VERSION,
+          kind: "SandboxPool",
+          metadata: { name: "p" },
+          spec: { capacity: { poolMin: 3, poolMax: 1 }, maxSandboxesPerPod: 1 },
+        },
+        "f.yaml document 1",
+      ),
+    );
+    assert.equal(error.field, "f.yaml document 1: spec.capacity.poolMin");
+    assert.match(error.message, /3 is greater than poolMax 1/);
+  });
+});

@@ -1,0 +1,279 @@
+import assert from "node:assert/strict";
+import { after, afterEach, before, beforeEach, describe, it } from "node:test";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import {
+  API_VERSION,
+  NotFoundError,
+  UnauthenticatedError,
+  UnavailableError,
+  ValidationError,
+  listenCleartext,
+  pb,
+  requireBearerToken,
+  sandboxSpecFromMessage,
+  sandboxToMessage,
+  toConnectError,
+  validateSandbox,
+  type CleartextServer,
+} from "@fast-sandbox/api";
+import { FastSandboxClient } from "./fast-sandbox-client.js";
+
+const TOKEN = "sdk-spec-token-0123456789";
+/** Nothing listens on port 1: a call that reached the network would fail with UnavailableError. */
+const UNREACHABLE = "http://127.0.0.1:1";
+
+/** Closes the client's connection where the client supports it. */
+function closeClient(client: FastSandboxClient): void {
+  (client as unknown as { close?: () => void }).close?.();
+}
+
+describe("FastSandboxClient options", () => {
+  const saved = {
+    FSB_URL: process.env.FSB_URL,
+    FSB_TOKEN: process.env.FSB_TOKEN,
+  };
+  beforeEach(() => {
+    delete process.env.FSB_URL;
+    delete process.env.FSB_TOKEN;
+  });
+  afterEach(() => {
+    for (const [name, value] of Object.entries(saved)) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  });
+
+  it("refuses to start without a url, naming the option and FSB_URL", () => {
+    assert.throws(
+      () => new FastSandboxClient({ token: TOKEN }),
+      (error: unknown) =>
+        error instanceof ValidationError &&
+        error.field === "url" &&
+        /set FSB_URL/.test(error.message),
+    );
+  });
+
+  it("refuses to start without a token, naming the option and FSB_TOKEN", () => {
+    assert.throws(
+      () => new FastSandboxClient({ url: UNREACHABLE }),
+      (error: unknown) =>
+        error instanceof ValidationError &&
+        error.field === "token" &&
+        /set FSB_TOKEN/.test(error.message),
+    );
+  });
+
+  it("falls back to FSB_URL and FSB_TOKEN", () => {
+    process.env.FSB_URL = UNREACHABLE;
+    process.env.FSB_TOKEN = TOKEN;
+    const client = new FastSandboxClient();
+    assert.equal(client.url, UNREACHABLE);
+    closeClient(client);
+  });
+
+  it("prefers explicit options over the environment", () => {
+    process.env.FSB_URL = "http://127.0.0.1:2";
+    process.env.FSB_TOKEN = TOKEN;
+    const client = new FastSandboxClient({ url: UNREACHABLE });
+    assert.equal(client.url, UNREACHABLE);
+    closeClient(client);
+  });
+});
+
+describe("sandboxes.create checks ports before sending", () => {
+  for (const [ports, index] of [
+    [[70000], 0],
+    [[80, 0], 1],
+    [[80, 443, 8080.5], 2],
+  ] as const) {
+    it(`rejects ${JSON.stringify(ports)} with a ValidationError naming spec.exposedPorts[${index}]`, async () => {
+      const client = new FastSandboxClient({ url: UNREACHABLE, token: TOKEN });
+      try {
+        await assert.rejects(
+          client.sandboxes.create({
+            pool: "default",
+            image: "x",
+            exposedPorts: [...ports],
+          }),
+          (error: unknown) => {
+            assert.ok(error instanceof ValidationError, String(error));
+            assert.equal(error.field, `spec.exposedPorts[${index}]`);
+            assert.match(error.message, /is out of range; allowed: 1\.\.65535/);
+            return true;
+          },
+        );
+      } finally {
+        closeClient(client);
+      }
+    });
+  }
+
+  it("does send valid ports (and so fails with unavailable against a closed port)", async () => {
+    const client = new FastSandboxClient({
+      url: UNREACHABLE,
+      token: TOKEN,
+      httpVersion: "1.1",
+    });
+    try {
+      await assert.rejects(
+        client.sandboxes.create({
+          pool: "default",
+          image: "x",
+          exposedPorts: [1, 65535],
+        }),
+        UnavailableError,
+      );
+    } finally {
+      closeClient(client);
+    }
+  });
+});
+
+describe("FastSandboxClient against an in-process control plane", () => {
+  let server: CleartextServer;
+  let lastCreate: pb.CreateSandboxRequest | undefined;
+
+  before(async () => {
+    const handler = connectNodeAdapter({
+      interceptors: [requireBearerToken(TOKEN)],
+      routes: ({ service }) => {
+        service(pb.SandboxService, {
+          createSandbox(request) {
+            lastCreate = request;
+            return sandboxToMessage({
+              apiVersion: API_VERSION,
+              kind: "Sandbox",
+              metadata: {
+                name: request.name || "generated",
+                namespace: request.namespace || "default",
+                labels: request.labels,
+              },
+              spec: sandboxSpecFromMessage(request.spec),
+              status: { phase: "Running", assignedPod: "agent-0" },
+            });
+          },
+          getSandbox(request) {
+            throw toConnectError(
+              new NotFoundError(
+                `sandbox ${request.namespace}/${request.name} not found`,
+              ),
+            );
+          },
+        });
+      },
+    });
+    server = await listenCleartext(handler, "127.0.0.1", 0);
+  });
+
+  after(async () => {
+    await server.close();
+  });
+
+  for (const httpVersion of ["1.1", "2"] as const) {
+    it(`creates a sandbox over HTTP/${httpVersion}, sending every option in the spec`, async () => {
+      const client = new FastSandboxClient({
+        url: `http://127.0.0.1:${server.port}`,
+        token: TOKEN,
+        httpVersion,
+      });
+      try {
+        const sandbox = await client.sandboxes.create({
+          name: "web",
+          namespace: "team-a",
+          pool: "default",
+          image: "python:3.12",
+          command: ["python"],
+          args: ["-m", "http.server"],
+          envs: { A: "1", EMPTY: "" },
+          workingDir: "/srv",
+          exposedPorts: [8080],
+          expireTime: new Date("2026-01-02T15:04:05Z"),
+          failurePolicy: "AutoRecreate",
+          consistencyMode: "strong",
+          labels: { app: "web" },
+          requestId: "req-1",
+        });
+        assert.equal(lastCreate?.requestId, "req-1");
+        assert.deepEqual(sandbox.metadata, {
+          name: "web",
+          namespace: "team-a",
+          labels: { app: "web" },
+        });
+        assert.deepEqual(sandbox.spec, {
+          image: "python:3.12",
+          poolRef: "default",
+          command: ["python"],
+          args: ["-m", "http.server"],
+          envs: [
+            { name: "A", value: "1" },
+            { name: "EMPTY", value: "" },
+          ],
+          workingDir: "/srv",
+          exposedPorts: [8080],
+          expireTime: "2026-01-02T15:04:05.000Z",
+          failurePolicy: "AutoRecreate",
+          consistencyMode: "strong",
+        });
+        assert.doesNotThrow(() => validateSandbox(sandbox));
+      } finally {
+        closeClient(client);
+      }
+    });
+  }
+
+  it("turns ttlMs into an absolute expireTime in the future", async () => {
+    const client = new FastSandboxClient({
+      url: `http://127.0.0.1:${server.port}`,
+      token: TOKEN,
+      httpVersion: "1.1",
+    });
+    try {
+      const before = Date.now();
+      const sandbox = await client.sandboxes.create({
+        pool: "default",
+        image: "x",
+        ttlMs: 3_600_000,
+      });
+      const expires = Date.parse(sandbox.spec.expireTime ?? "");
+      assert.ok(
+        expires >= before + 3_600_000,
+        `${sandbox.spec.expireTime} is an hour or more from the call`,
+      );
+    } finally {
+      closeClient(client);
+    }
+  });
+
+  it("translates server errors into Fast Sandbox errors", async () => {
+    const client = new FastSandboxClient({
+      url: `http://127.0.0.1:${server.port}`,
+      token: TOKEN,
+      httpVersion: "1.1",
+    });
+    try {
+      await assert.rejects(
+        client.sandboxes.get("missing", { namespace: "team-a" }),
+        (error: unknown) => {
+          assert.ok(error instanceof NotFoundError, String(error));
+          assert.equal(error.message, "sandbox team-a/missing not found");
+          return true;
+        },
+      );
+    } finally {
+      closeClient(client);
+    }
+  });
+
+  it("fails with UnauthenticatedError for a wrong token", async () => {
+    const client = new FastSandboxClient({
+      url: `http://127.0.0.1:${server.port}`,
+      token: "wrong-token-0123456789",
+      httpVersion: "1.1",
+    });
+    try {
+      await assert.rejects(client.sandboxes.get("x"), UnauthenticatedError);
+    } finally {
+      closeClient(client);
+    }
+  });
+});

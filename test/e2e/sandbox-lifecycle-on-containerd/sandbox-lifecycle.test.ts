@@ -1,0 +1,128 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { FastSandboxClient, NotFoundError } from "@fast-sandbox/sdk";
+import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
+
+const decoder = new TextDecoder();
+
+async function readLogs(client: FastSandboxClient, name: string, follow = false): Promise<string> {
+  let text = "";
+  for await (const chunk of client.sandboxes.logs(name, { follow })) text += decoder.decode(chunk);
+  return text;
+}
+
+describe("a sandbox's life on the real containerd", () => {
+  let embedded: EmbeddedCase;
+
+  before(async () => {
+    embedded = await startEmbedded({ name: "lifecycle", pools: [pool("default", { maxSandboxesPerPod: 4 })] });
+  });
+
+  after(async () => {
+    await embedded?.stop();
+  });
+
+  it("creates a running sandbox whose output reaches its log, runs exec with the exit code, and deletes it without leftovers", async () => {
+    const { client, containerdNamespace } = embedded;
+    const sandbox = await client.sandboxes.create({ pool: "default", image: BASE_IMAGE, command: ["sh", "-c", "echo hello; echo to-stderr >&2"], consistencyMode: "strong" });
+    assert.equal(sandbox.status?.phase, "Running");
+    assert.equal(sandbox.status?.assignedPod, "default-0");
+    const name = sandbox.metadata.name;
+    const sandboxId = sandbox.status?.sandboxID ?? "";
+    assert.match(sandboxId, /^default\./);
+    assert.deepEqual(containerdLeftovers(containerdNamespace).containers, [sandboxId]);
+
+    // Following ends when the command exits, and returns everything it wrote.
+    const logs = await readLogs(client, name, true);
+    assert.match(logs, /hello/);
+    assert.match(logs, /to-stderr/);
+
+    // The sandbox outlives its command (the helper is process 1), so exec still works.
+    const result = await client.sandboxes.exec(name, ["sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert.deepEqual(result, { exitCode: 3, stdout: "out\n", stderr: "err\n" });
+
+    const stored = await client.sandboxes.get(name);
+    assert.equal(stored.metadata.finalizers?.includes("sandbox.fast.io/agent-cleanup"), true);
+
+    await client.sandboxes.delete(name);
+    await assert.rejects(client.sandboxes.get(name), NotFoundError);
+    assert.deepEqual(containerdLeftovers(containerdNamespace), { containers: [], tasks: [], snapshots: [] });
+    assert.equal(embedded.controlPlane.registry.poolUsage("default", "default").allocated, 0);
+  });
+
+  it("runs the user's command with its args, env and working directory", async () => {
+    const { client } = embedded;
+    const sandbox = await client.sandboxes.create({
+      pool: "default",
+      image: BASE_IMAGE,
+      command: ["sh", "-c"],
+      args: ['echo "$GREETING from $(pwd)"'],
+      envs: { GREETING: "hi there" },
+      workingDir: "/tmp",
+    });
+    await waitFor(async () => (await readLogs(client, sandbox.metadata.name)).includes("hi there from /tmp"), 10_000, "the command's output");
+    const exec = await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", "echo $GREETING; pwd"], { workingDir: "/", envs: [{ name: "GREETING", value: "override" }] });
+    assert.equal(exec.stdout, "override\n/\n");
+    await client.sandboxes.delete(sandbox.metadata.name);
+  });
+
+  it("isolates the sandbox: own PID namespace, no new privileges, reduced capabilities, seccomp on", async () => {
+    const { client } = embedded;
+    const sandbox = await client.sandboxes.create({ pool: "default", image: BASE_IMAGE, command: ["sleep", "3600"] });
+    const status = await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", "grep -E '^(NoNewPrivs|Seccomp|CapEff):' /proc/self/status; ps -o pid,comm"]);
+    assert.equal(status.exitCode, 0);
+    assert.match(status.stdout, /NoNewPrivs:\s+1/);
+    assert.match(status.stdout, /Seccomp:\s+2/);
+    const capEff = BigInt(`0x${/CapEff:\s+([0-9a-f]+)/.exec(status.stdout)?.[1] ?? "0"}`);
+    const CAP_SYS_ADMIN = 21n;
+    assert.equal((capEff >> CAP_SYS_ADMIN) & 1n, 0n, "CAP_SYS_ADMIN must be dropped");
+    // Process 1 is the helper, then the user's command: the host's processes are invisible.
+    assert.match(status.stdout, /^\s*1 helper/m);
+    assert.doesNotMatch(status.stdout, /containerd|node/);
+    await client.sandboxes.delete(sandbox.metadata.name);
+  });
+
+  it("retries with the same request id return the first sandbox instead of creating another", async () => {
+    const { client } = embedded;
+    const requestId = `retry-${Date.now()}`;
+    const [first, second] = await Promise.all([
+      client.sandboxes.create({ pool: "default", image: BASE_IMAGE, command: ["sleep", "3600"], requestId }),
+      client.sandboxes.create({ pool: "default", image: BASE_IMAGE, command: ["sleep", "3600"], requestId }),
+    ]);
+    const third = await client.sandboxes.create({ pool: "default", image: BASE_IMAGE, command: ["sleep", "3600"], requestId });
+    assert.equal(second.metadata.name, first.metadata.name);
+    assert.equal(third.metadata.name, first.metadata.name);
+    const all = await client.sandboxes.list();
+    assert.equal(all.filter((s) => s.metadata.name === first.metadata.name).length, 1);
+    assert.equal(all.length, 1);
+    await client.sandboxes.delete(first.metadata.name);
+  });
+
+  it("reports declared ports as endpoints on the agent's address", async () => {
+    const { client } = embedded;
+    const sandbox = await client.sandboxes.create({ pool: "default", image: BASE_IMAGE, command: ["sleep", "3600"], exposedPorts: [18081, 18082] });
+    assert.deepEqual(sandbox.status?.endpoints, ["127.0.0.1:18081", "127.0.0.1:18082"]);
+    await client.sandboxes.delete(sandbox.metadata.name);
+  });
+
+  it("expires a sandbox after its expireTime and removes its container", async () => {
+    const { client, containerdNamespace } = embedded;
+    const sandbox = await client.sandboxes.create({ pool: "default", image: BASE_IMAGE, command: ["sleep", "3600"], ttlMs: 1500 });
+    assert.ok(sandbox.spec.expireTime);
+    await waitFor(async () => (await client.sandboxes.list()).every((s) => s.metadata.name !== sandbox.metadata.name), 20_000, "the expired sandbox to go");
+    await waitFor(() => containerdLeftovers(containerdNamespace).containers.length === 0, 10_000, "its container to go");
+    assert.equal(embedded.controlPlane.registry.poolUsage("default", "default").allocated, 0);
+  });
+
+  it("updates mutable fields and refuses to change immutable ones", async () => {
+    const { client } = embedded;
+    const sandbox = await client.sandboxes.create({ pool: "default", image: BASE_IMAGE, command: ["sleep", "3600"] });
+    const updated = await client.sandboxes.update(sandbox.metadata.name, { ...sandbox.spec, failurePolicy: "AutoRecreate" });
+    assert.equal(updated.spec.failurePolicy, "AutoRecreate");
+    await assert.rejects(client.sandboxes.update(sandbox.metadata.name, { ...sandbox.spec, image: "other:latest" }), (error: Error) => {
+      assert.match(error.message, /spec\.image.*immutable/);
+      return true;
+    });
+    await client.sandboxes.delete(sandbox.metadata.name);
+  });
+});

@@ -1,0 +1,149 @@
+/**
+ * Starts a real embedded Fast Sandbox for one e2e case: its own data directory, containerd
+ * namespace and cgroup root, real agent processes, the real HTTP API on loopback. `stop()` removes
+ * everything the case created.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { destination, pino } from "pino";
+import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
+import { startEmbeddedControlPlane, type EmbeddedControlPlane } from "@fast-sandbox/controlplane";
+import { FastSandboxClient } from "@fast-sandbox/sdk";
+import { BASE_IMAGE, ctr, importBaseImage, removeCgroupTree, removeNamespace } from "./containerd.js";
+
+export { BASE_IMAGE, ctr } from "./containerd.js";
+
+export interface EmbeddedCase {
+  controlPlane: EmbeddedControlPlane;
+  client: FastSandboxClient;
+  token: string;
+  dataDir: string;
+  containerdNamespace: string;
+  cgroupRoot: string;
+  /** Restarts the control plane on the same data directory (crash recovery). */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface EmbeddedCaseOptions {
+  /** Short name: used for the containerd namespace and cgroup root. */
+  name: string;
+  pools?: SandboxPool[];
+  heartbeatIntervalMs?: number;
+}
+
+export function pool(name: string, spec: Partial<SandboxPool["spec"]> & { maxSandboxesPerPod: number }, namespace = "default"): SandboxPool {
+  return {
+    apiVersion: API_VERSION,
+    kind: "SandboxPool",
+    metadata: { name, namespace },
+    spec: { capacity: { poolMin: 1, poolMax: 1 }, runtimeType: "container", image: BASE_IMAGE, ...spec },
+  };
+}
+
+export async function startEmbedded(options: EmbeddedCaseOptions): Promise<EmbeddedCase> {
+  const suffix = randomBytes(3).toString("hex");
+  const containerdNamespace = `fsb-e2e-${options.name}-${suffix}`;
+  const cgroupRoot = containerdNamespace;
+  importBaseImage(containerdNamespace);
+  const dataDir = mkdtempSync(join(tmpdir(), `fsb-e2e-${options.name}-`));
+  const token = randomBytes(24).toString("base64url");
+  const logger = pino({ level: process.env.FSB_TEST_LOG_LEVEL ?? "warn" }, destination(2));
+
+  const start = async () => {
+    const controlPlane = await startEmbeddedControlPlane({
+      dataDir,
+      token,
+      containerdNamespace,
+      cgroupRoot,
+      heartbeatIntervalMs: options.heartbeatIntervalMs ?? 500,
+      logger,
+    });
+    for (const p of options.pools ?? []) {
+      const { namespace = "default", name } = p.metadata;
+      if (!(await controlPlane.store.get("SandboxPool", { namespace, name }))) {
+        const client = new FastSandboxClient({ url: controlPlane.url, token });
+        await client.pools.apply(p);
+        client.close();
+      }
+    }
+    if ((options.pools ?? []).length > 0) {
+      // Wait until the pools' agents serve.
+      await waitFor(async () => {
+        for (const p of options.pools ?? []) {
+          const usage = controlPlane.registry.poolUsage(p.metadata.namespace ?? "default", p.metadata.name);
+          if (usage.readyAgents < p.spec.capacity.poolMin) return false;
+        }
+        return true;
+      }, 30_000, "pool agents ready");
+    }
+    return controlPlane;
+  };
+
+  const first = await start();
+  const state = { controlPlane: first, client: new FastSandboxClient({ url: first.url, token }) };
+  const embedded: EmbeddedCase = {
+    get controlPlane() {
+      return state.controlPlane;
+    },
+    get client() {
+      return state.client;
+    },
+    token,
+    dataDir,
+    containerdNamespace,
+    cgroupRoot,
+    async restart() {
+      state.client.close();
+      await state.controlPlane.close();
+      state.controlPlane = await start();
+      state.client = new FastSandboxClient({ url: state.controlPlane.url, token });
+    },
+    async stop() {
+      try {
+        const client = state.client;
+        for (const sandbox of await client.sandboxes.list({ namespace: "*" })) {
+          await client.sandboxes.delete(sandbox.metadata.name, { namespace: sandbox.metadata.namespace ?? "default", gracePeriodMs: 0 }).catch(() => undefined);
+        }
+      } finally {
+        state.client.close();
+        await state.controlPlane.close();
+        removeNamespace(containerdNamespace);
+        removeCgroupTree(`/${cgroupRoot}`);
+        rmSync(dataDir, { recursive: true, force: true });
+      }
+    },
+  };
+  return embedded;
+}
+
+/** Polls `check` until it holds; fails with `what` after `timeoutMs` (a convergence bound, not a speed assertion). */
+export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Container ids, task ids and snapshot keys (other than image layers) of a containerd namespace. */
+export function containerdLeftovers(namespace: string): { containers: string[]; tasks: string[]; snapshots: string[] } {
+  const lines = (text: string) =>
+    text
+      .split("\n")
+      .map((l) => l.trim())
+      .filter(Boolean);
+  const snapshots = lines(ctr(namespace, "snapshots", "ls"))
+    .slice(1)
+    .map((l) => l.split(/\s+/)[0] ?? "")
+    .filter((key) => !key.startsWith("sha256:"));
+  return {
+    // The agents' shim anchors are infrastructure, not sandboxes.
+    containers: lines(ctr(namespace, "containers", "ls", "-q")).filter((id) => !id.startsWith("fsb-anchor.")),
+    tasks: lines(ctr(namespace, "tasks", "ls", "-q")).filter((id) => !id.startsWith("fsb-anchor.")),
+    snapshots,
+  };
+}
