@@ -18,7 +18,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { cpus, totalmem, tmpdir, release } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -50,6 +50,11 @@ export interface CreateBenchOptions {
    * times SDK `get` round trips; the differences locate the control plane's share of a create.
    */
   breakdown: boolean;
+  /**
+   * Agents in the pool (default 1). Each agent's runc sandboxes share one shim, and the runc v2
+   * shim serializes Tasks.Create and Tasks.Start; more agents mean more shims working in parallel.
+   */
+  agents: number;
   /** Progress and diagnostics (stderr). */
   log: (message: string) => void;
 }
@@ -59,6 +64,7 @@ export interface CreateBenchResult {
   count: number;
   warmup: number;
   concurrency: number;
+  agents: number;
   image: string;
   containerdNamespace: string;
   command: string[];
@@ -67,11 +73,29 @@ export interface CreateBenchResult {
   ctrBaseline: { create: Summary; samplesMs: number[] };
   /** Wall time of the measured rounds of each side (sum of its bursts), and creates per second. */
   wallMs: { fastSandbox: number; ctr: number };
-  breakdown?: { agentDirectCreate: Summary; sdkGetRoundTrip: Summary };
+  breakdown?: {
+    agentDirectCreate: Summary;
+    sdkGetRoundTrip: Summary;
+    /** CPU ms per measured fast-sandbox create: this process (SDK + control plane) and the agent processes. */
+    cpuMsPerCreate: { sdkAndControlPlane: number; agents: number };
+  };
   throughputPerSecond: { fastSandbox: number; ctr: number };
   ratioP50: number;
   machine: { cpus: number; memoryGiB: number; kernel: string; node: string };
   cleanup: { leftoverTasks: string[]; leftoverContainers: string[]; cgroupDirsLeft: number };
+}
+
+/** CPU time (user + system, ms) a process has used so far, from /proc/PID/stat; 0 if unknown. */
+function processCpuMs(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // fields[11], fields[12]: utime, stime (fields 14 and 15 of proc(5)), in clock ticks (100 Hz).
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return 0;
+  }
 }
 
 /** Runs `task` for every item, at most `limit` at once. */
@@ -86,11 +110,11 @@ async function forEachLimited<T>(items: readonly T[], limit: number, task: (item
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
-async function waitForReadyAgent(client: FastSandboxClient, image: string, timeoutMs: number): Promise<void> {
+async function waitForReadyAgents(client: FastSandboxClient, image: string, wanted: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const agents = await client.pools.agents({ pool: POOL });
-    if (agents.some((agent) => agent.ready && agent.images.includes(image))) return;
+    if (agents.filter((agent) => agent.ready && agent.images.includes(image)).length >= wanted) return;
     if (Date.now() > deadline) throw new Error(`no ready agent of pool ${POOL} with ${image} after ${timeoutMs} ms: ${JSON.stringify(agents)}`);
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -122,6 +146,7 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
   const agentSamples: number[] = [];
   const agentIds: string[] = [];
   const getSamples: number[] = [];
+  const cpu = { self: 0, agents: 0 };
   let cleanupResult: CreateBenchResult["cleanup"] = { leftoverTasks: [], leftoverContainers: [], cgroupDirsLeft: 0 };
 
   try {
@@ -142,22 +167,26 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
       kind: "SandboxPool",
       metadata: { name: POOL, namespace: "default" },
       spec: {
-        // One agent holds every sandbox of the run: no agent start-up inside the measured region.
-        capacity: { poolMin: 1, poolMax: 1, bufferMin: 0 },
-        maxSandboxesPerPod: Math.min(1024, total + concurrency),
+        // A fixed number of agents (1 by default) holds every sandbox of the run: no agent start-up
+        // inside the measured region. Placement prefers the agent with the most free slots.
+        capacity: { poolMin: options.agents, poolMax: options.agents, bufferMin: 0 },
+        maxSandboxesPerPod: Math.min(1024, Math.ceil(total / options.agents) + concurrency),
         runtimeType: "container",
         image,
       },
     };
     await client.pools.apply(pool);
     const readyStarted = performance.now();
-    await waitForReadyAgent(client, image, 60_000);
-    log(`agent ready after ${(performance.now() - readyStarted).toFixed(0)} ms`);
+    await waitForReadyAgents(client, image, options.agents, 60_000);
+    log(`${options.agents} agent(s) ready after ${(performance.now() - readyStarted).toFixed(0)} ms`);
 
     const fsbClient = client;
     let index = 0;
     const fsbBurst = async (n: number, record: boolean): Promise<void> => {
       const names = Array.from({ length: n }, () => `b${runId}-${index++}`);
+      const agentPids = controlPlane?.pools.listAgentProcesses().map((a) => a.pid) ?? [];
+      const selfCpu = process.cpuUsage();
+      const agentCpu = agentPids.reduce((sum, pid) => sum + processCpuMs(pid), 0);
       const started = performance.now();
       await Promise.all(
         names.map(async (name) => {
@@ -169,7 +198,12 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
           if (record) fsbSamples.push(elapsed);
         }),
       );
-      if (record) wall.fastSandbox += performance.now() - started;
+      if (record) {
+        wall.fastSandbox += performance.now() - started;
+        const used = process.cpuUsage(selfCpu);
+        cpu.self += (used.user + used.system) / 1000;
+        cpu.agents += agentPids.reduce((sum, pid) => sum + processCpuMs(pid), 0) - agentCpu;
+      }
     };
     const ctrBurst = async (n: number, record: boolean): Promise<void> => {
       const ids = Array.from({ length: n }, () => `ctr-${runId}-${index++}`);
@@ -275,14 +309,19 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
     count,
     warmup,
     concurrency,
+    agents: options.agents,
     image,
     containerdNamespace: namespace,
     command,
-    order: "rounds of `concurrency` creates per side, sides alternating first (ABBA...), warm-up rounds unrecorded",
+    order: `rounds of ${concurrency} concurrent create(s) per side; the side going first rotates every round (${options.breakdown ? "fsb ctr agent, ctr agent fsb, agent fsb ctr" : "fsb ctr, ctr fsb"}, ...); warm-up rounds unrecorded`,
     fastSandbox: { create: fsbCreate, delete: deleteSamples.length > 0 ? summarize(deleteSamples) : null, deleteErrors, samplesMs: fsbSamples },
     ctrBaseline: { create: ctrCreate, samplesMs: ctrSamples },
     wallMs: wall,
-    ...(options.breakdown ? { breakdown: { agentDirectCreate: summarize(agentSamples), sdkGetRoundTrip: summarize(getSamples) } } : {}),
+    ...(options.breakdown ? { breakdown: {
+            agentDirectCreate: summarize(agentSamples),
+            sdkGetRoundTrip: summarize(getSamples),
+            cpuMsPerCreate: { sdkAndControlPlane: cpu.self / count, agents: cpu.agents / count },
+          } } : {}),
     throughputPerSecond: { fastSandbox: (count / wall.fastSandbox) * 1000, ctr: (count / wall.ctr) * 1000 },
     ratioP50: ratio(fsbCreate.p50, ctrCreate.p50),
     machine: { cpus: cpus().length, memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10, kernel: release(), node: process.version },

@@ -18,6 +18,7 @@ const USAGE = `usage: npm run bench -- create [options]
   --concurrency C   creates in flight at once per side (default 1: one after another)
   --image REF       image (default fast-sandbox.io/base:latest, imported by scripts/build-base-image.sh)
   --namespace NS    dedicated containerd namespace (default fsb-bench); its containers are removed
+  --agents N        agents in the pool (default 1; each agent's sandboxes share one shim)
   --breakdown       also time the agent's CreateSandbox called directly (a third interleaved side)
                     and SDK get round trips, to split a create between control plane and agent
   --json            print the results as one JSON line before the RESULT line
@@ -41,6 +42,7 @@ async function main(): Promise<void> {
       namespace: { type: "string" },
       json: { type: "boolean", default: false },
       breakdown: { type: "boolean", default: false },
+      agents: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -70,12 +72,13 @@ async function main(): Promise<void> {
     cgroupRoot: namespace,
     command: ["sleep", "3600"],
     breakdown: values.breakdown,
+    agents: positiveInt("agents", values.agents, 1),
     log: (message) => process.stderr.write(`bench: ${message}\n`),
   });
 
   const m = result.machine;
   console.log(
-    `create: ${count} measured (+${warmup} warm-up) per side, concurrency ${concurrency}, image ${result.image}, ` +
+    `create: ${count} measured (+${warmup} warm-up) per side, concurrency ${concurrency}, ${result.agents} agent(s), image ${result.image}, ` +
       `command '${result.command.join(" ")}', ${m.cpus} CPUs, ${m.memoryGiB} GiB, kernel ${m.kernel}, node ${m.node}`,
   );
   console.log(`order: ${result.order}`);
@@ -98,6 +101,10 @@ async function main(): Promise<void> {
   console.log(
     `DELETE fsb_delete_p50_ms=${result.fastSandbox.delete?.p50.toFixed(2) ?? "n/a"} delete_errors=${result.fastSandbox.deleteErrors.length} leftover_containers=${result.cleanup.leftoverContainers.length} leftover_tasks=${result.cleanup.leftoverTasks.length}`,
   );
+  if (result.breakdown) {
+    const c = result.breakdown.cpuMsPerCreate;
+    console.log(`CPU per fast-sandbox create: SDK + control plane ${c.sdkAndControlPlane.toFixed(1)} ms, agent ${c.agents.toFixed(1)} ms (10 ms resolution)`);
+  }
   if (values.json) console.log(JSON.stringify(result));
   console.log(
     `RESULT create_p50_ms=${result.fastSandbox.create.p50.toFixed(2)} baseline_ctr_p50_ms=${result.ctrBaseline.create.p50.toFixed(2)} ratio=${result.ratioP50.toFixed(3)}`,

@@ -22,6 +22,8 @@ export interface EmbeddedCase {
   dataDir: string;
   containerdNamespace: string;
   cgroupRoot: string;
+  /** Stops the control plane (sandboxes keep running); `restart()` starts it again. */
+  shutdown(): Promise<void>;
   /** Restarts the control plane on the same data directory (crash recovery). */
   restart(): Promise<void>;
   stop(): Promise<void>;
@@ -83,7 +85,13 @@ export async function startEmbedded(options: EmbeddedCaseOptions): Promise<Embed
   };
 
   const first = await start();
-  const state = { controlPlane: first, client: new FastSandboxClient({ url: first.url, token }) };
+  const state = { controlPlane: first, client: new FastSandboxClient({ url: first.url, token }), running: true };
+  const shutdown = async () => {
+    if (!state.running) return;
+    state.running = false;
+    state.client.close();
+    await state.controlPlane.close();
+  };
   const embedded: EmbeddedCase = {
     get controlPlane() {
       return state.controlPlane;
@@ -95,21 +103,23 @@ export async function startEmbedded(options: EmbeddedCaseOptions): Promise<Embed
     dataDir,
     containerdNamespace,
     cgroupRoot,
+    shutdown,
     async restart() {
-      state.client.close();
-      await state.controlPlane.close();
+      await shutdown();
       state.controlPlane = await start();
+      state.running = true;
       state.client = new FastSandboxClient({ url: state.controlPlane.url, token });
     },
     async stop() {
       try {
-        const client = state.client;
-        for (const sandbox of await client.sandboxes.list({ namespace: "*" })) {
-          await client.sandboxes.delete(sandbox.metadata.name, { namespace: sandbox.metadata.namespace ?? "default", gracePeriodMs: 0 }).catch(() => undefined);
+        if (state.running) {
+          const client = state.client;
+          for (const sandbox of await client.sandboxes.list({ namespace: "*" })) {
+            await client.sandboxes.delete(sandbox.metadata.name, { namespace: sandbox.metadata.namespace ?? "default", gracePeriodMs: 0 }).catch(() => undefined);
+          }
         }
       } finally {
-        state.client.close();
-        await state.controlPlane.close();
+        await shutdown();
         removeNamespace(containerdNamespace);
         removeCgroupTree(`/${cgroupRoot}`);
         rmSync(dataDir, { recursive: true, force: true });

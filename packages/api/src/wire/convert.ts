@@ -51,7 +51,8 @@ export function sandboxSpecFromMessage(message: SandboxSpecMessage | undefined):
   if (!message) return {} as SandboxSpec;
   const json = toJson(SandboxSpecSchema, message) as JsonObject;
   fixEnvs(json);
-  return json as unknown as SandboxSpec;
+  // Required strings the wire cannot tell from absent: an empty value must fail as "empty", by name.
+  return { image: "", poolRef: "", ...json } as unknown as SandboxSpec;
 }
 
 export function sandboxPoolToMessage(pool: SandboxPool): SandboxPoolMessage {

@@ -1,0 +1,99 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { NoCapacityError } from "@fast-sandbox/sdk";
+import { BASE_IMAGE, containerdLeftovers, ctr, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
+
+describe("crashes and restarts converge to the truth", () => {
+  let embedded: EmbeddedCase;
+
+  before(async () => {
+    embedded = await startEmbedded({ name: "restart", pools: [pool("default", { maxSandboxesPerPod: 4 })], heartbeatIntervalMs: 300 });
+  });
+
+  after(async () => {
+    await embedded?.stop();
+  });
+
+  const sleeper = { pool: "default", image: BASE_IMAGE, command: ["sleep", "3600"] };
+
+  it("replaces a killed agent with one that adopts its running sandboxes", async () => {
+    const { client } = embedded;
+    const a = await client.sandboxes.create({ ...sleeper, name: "survivor-a", exposedPorts: [18500] });
+    const b = await client.sandboxes.create({ ...sleeper, name: "survivor-b" });
+    const agent = embedded.controlPlane.pools.getAgentProcess("default-0");
+    assert.ok(agent?.pid);
+    const oldPid = agent.pid;
+
+    agent.kill("SIGKILL");
+    await waitFor(() => {
+      const snapshot = embedded.controlPlane.registry.getAgent("default-0");
+      return agent.pid !== oldPid && snapshot?.ready === true;
+    }, 30_000, "the replacement agent");
+
+    // The sandboxes kept running through the crash and the new agent serves them.
+    for (const sandbox of [a, b]) {
+      const result = await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", "echo alive"]);
+      assert.equal(result.stdout, "alive\n");
+    }
+    assert.equal(embedded.controlPlane.registry.poolUsage("default", "default").allocated, 2);
+    await assert.rejects(client.sandboxes.create({ ...sleeper, exposedPorts: [18500] }), NoCapacityError);
+    assert.equal((await client.sandboxes.get("survivor-a")).status?.phase, "Running");
+  });
+
+  it("rebuilds slots and ports from the store and the agents after a control plane restart", async () => {
+    await embedded.restart();
+    const { client, controlPlane } = embedded;
+    assert.deepEqual((await client.sandboxes.list()).map((s) => s.metadata.name).sort(), ["survivor-a", "survivor-b"]);
+    assert.equal(controlPlane.registry.poolUsage("default", "default").allocated, 2);
+    const ports = controlPlane.registry.listAgents().flatMap((a) => a.usedPorts);
+    assert.deepEqual(ports, [18500]);
+    await assert.rejects(client.sandboxes.create({ ...sleeper, exposedPorts: [18500] }), NoCapacityError);
+    const result = await client.sandboxes.exec("survivor-b", ["sh", "-c", "exit 7"]);
+    assert.equal(result.exitCode, 7);
+  });
+
+  it("marks a sandbox whose container vanished while the control plane was down as Lost, and removes containers nobody owns", async () => {
+    const { containerdNamespace } = embedded;
+    const lost = await embedded.client.sandboxes.get("survivor-b");
+    const lostId = lost.status?.sandboxID ?? "";
+    await embedded.shutdown();
+    // While it is down: survivor-b's container disappears, and an unknown container appears.
+    execFileSync("ctr", ["-n", containerdNamespace, "tasks", "kill", "-s", "SIGKILL", lostId]);
+    await waitFor(() => !ctr(containerdNamespace, "tasks", "ls").includes(`${lostId} `) || ctr(containerdNamespace, "tasks", "ls").includes("STOPPED"), 10_000, "the task to stop");
+    execFileSync("ctr", ["-n", containerdNamespace, "tasks", "rm", "-f", lostId], { stdio: "ignore" });
+    execFileSync("ctr", ["-n", containerdNamespace, "containers", "rm", lostId]);
+    // (removing the container removes its snapshot too)
+    execFileSync("ctr", [
+      "-n",
+      containerdNamespace,
+      "run",
+      "-d",
+      "--label",
+      "fast-sandbox.io/managed=true",
+      "--label",
+      "fast-sandbox.io/agent=default-0",
+      "--label",
+      "fast-sandbox.io/sandbox-id=orphan",
+      BASE_IMAGE,
+      "orphan",
+      "sleep",
+      "3600",
+    ]);
+
+    await embedded.restart();
+    const { client, controlPlane } = embedded;
+    const after = await client.sandboxes.get("survivor-b");
+    assert.equal(after.status?.phase, "Lost");
+    assert.equal(after.status?.conditions?.find((c) => c.type === "Ready")?.reason, "SandboxMissing");
+    assert.equal(controlPlane.registry.poolUsage("default", "default").allocated, 1);
+    await waitFor(() => !containerdLeftovers(containerdNamespace).containers.includes("orphan"), 15_000, "the orphan container to be removed");
+    assert.equal((await client.sandboxes.get("survivor-a")).status?.phase, "Running");
+
+    // A Lost sandbox can still be deleted; nothing of it remains.
+    await client.sandboxes.delete("survivor-b");
+    await client.sandboxes.delete("survivor-a");
+    assert.deepEqual(containerdLeftovers(containerdNamespace), { containers: [], tasks: [], snapshots: [] });
+    assert.equal(controlPlane.registry.poolUsage("default", "default").allocated, 0);
+  });
+});

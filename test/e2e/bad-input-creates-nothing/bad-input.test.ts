@@ -1,0 +1,90 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { AlreadyExistsError, FastSandboxClient, NotFoundError, UnauthenticatedError, ValidationError } from "@fast-sandbox/sdk";
+import type { CreateSandboxOptions } from "@fast-sandbox/sdk";
+import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, type EmbeddedCase } from "../../support/embedded.js";
+
+describe("bad input gets a clear error and creates nothing", () => {
+  let embedded: EmbeddedCase;
+
+  before(async () => {
+    embedded = await startEmbedded({ name: "bad-input", pools: [pool("default", { maxSandboxesPerPod: 4 })] });
+  });
+
+  after(async () => {
+    await embedded?.stop();
+  });
+
+  async function assertNothingCreated(): Promise<void> {
+    assert.deepEqual(await embedded.client.sandboxes.list({ namespace: "*" }), []);
+    assert.equal(embedded.controlPlane.registry.poolUsage("default", "default").allocated, 0);
+    assert.deepEqual(containerdLeftovers(embedded.containerdNamespace), { containers: [], tasks: [], snapshots: [] });
+  }
+
+  const base: CreateSandboxOptions = { pool: "default", image: BASE_IMAGE, command: ["sleep", "3600"] };
+  const cases: { what: string; options: CreateSandboxOptions; error: new (...args: never[]) => Error; message: RegExp }[] = [
+    { what: "an empty image", options: { ...base, image: "" }, error: ValidationError, message: /spec\.image: must not be empty/ },
+    { what: "port 0", options: { ...base, exposedPorts: [0] }, error: ValidationError, message: /spec\.exposedPorts\[0\]: 0 is out of range; allowed: 1\.\.65535/ },
+    { what: "port 65536", options: { ...base, exposedPorts: [80, 65536] }, error: ValidationError, message: /spec\.exposedPorts\[1\]: 65536 is out of range; allowed: 1\.\.65535/ },
+    { what: "an unknown pool", options: { ...base, pool: "nope" }, error: NotFoundError, message: /pool default\/nope does not exist \(pools in default: default\)/ },
+    { what: "an invalid name", options: { ...base, name: "Not_Valid" }, error: ValidationError, message: /metadata\.name: invalid name "Not_Valid": use lower-case letters/ },
+    { what: "an invalid pool name", options: { ...base, pool: "UPPER" }, error: ValidationError, message: /spec\.poolRef: invalid name/ },
+    { what: "an image containerd does not have", options: { ...base, image: "example.org/missing:1" }, error: NotFoundError, message: /example\.org\/missing:1.*import it/ },
+    { what: "an unknown failure policy", options: { ...base, failurePolicy: "Sometimes" as never }, error: ValidationError, message: /spec\.failurePolicy: "Sometimes" is not allowed; allowed: Manual, AutoRecreate/ },
+    { what: "an invalid expire time", options: { ...base, expireTime: "tomorrow" }, error: ValidationError, message: /spec\.expireTime: "tomorrow" is not a valid date-time/ },
+    { what: "a relative working directory", options: { ...base, workingDir: "tmp" }, error: ValidationError, message: /spec\.workingDir/ },
+  ];
+
+  for (const { what, options, error, message } of cases) {
+    it(`refuses ${what}`, async () => {
+      await assert.rejects(embedded.client.sandboxes.create(options), (thrown: Error) => {
+        assert.ok(thrown instanceof error, `expected ${error.name}, got ${thrown.constructor.name}: ${thrown.message}`);
+        assert.match(thrown.message, message);
+        return true;
+      });
+      await assertNothingCreated();
+    });
+  }
+
+  it("refuses a name that is already taken and keeps the first sandbox", async () => {
+    const first = await embedded.client.sandboxes.create({ ...base, name: "taken" });
+    await assert.rejects(embedded.client.sandboxes.create({ ...base, name: "taken" }), AlreadyExistsError);
+    const still = await embedded.client.sandboxes.get("taken");
+    assert.equal(still.status?.sandboxID, first.status?.sandboxID);
+    await embedded.client.sandboxes.delete("taken");
+    await assertNothingCreated();
+  });
+
+  it("refuses requests without a token or with a wrong one", async () => {
+    const url = embedded.controlPlane.url;
+    const wrong = new FastSandboxClient({ url, token: "x".repeat(32) });
+    await assert.rejects(wrong.sandboxes.create(base), (thrown: Error) => {
+      assert.ok(thrown instanceof UnauthenticatedError);
+      assert.match(thrown.message, /invalid bearer token/);
+      return true;
+    });
+    wrong.close();
+    // Without any token, over plain HTTP/1.1 JSON as curl would send it.
+    const response = await fetch(`${url}/fastsandbox.v1alpha1.SandboxService/ListSandboxes`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
+    assert.equal(response.status, 401);
+    assert.match(await response.text(), /missing bearer token/);
+    await assertNothingCreated();
+  });
+
+  it("serves the JSON API over HTTP/1.1 for a client with the token (curl-able)", async () => {
+    const response = await fetch(`${embedded.controlPlane.url}/fastsandbox.v1alpha1.SandboxService/CreateSandbox`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${embedded.token}` },
+      body: JSON.stringify({ name: "via-json", spec: { image: BASE_IMAGE, poolRef: "default", command: ["sleep", "3600"], exposedPorts: [0] } }),
+    });
+    assert.equal(response.status, 400);
+    const body = (await response.json()) as { code: string; message: string };
+    assert.equal(body.code, "invalid_argument");
+    assert.match(body.message, /spec\.exposedPorts\[0\]/);
+    await assertNothingCreated();
+  });
+});
