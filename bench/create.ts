@@ -186,7 +186,7 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
       const names = Array.from({ length: n }, () => `b${runId}-${index++}`);
       const agentPids = controlPlane?.pools.listAgentProcesses().map((a) => a.pid) ?? [];
       const selfCpu = process.cpuUsage();
-      const agentCpu = agentPids.reduce((sum, pid) => sum + processCpuMs(pid), 0);
+      const agentCpu = agentPids.reduce<number>((sum, pid) => sum + processCpuMs(pid), 0);
       const started = performance.now();
       await Promise.all(
         names.map(async (name) => {
@@ -202,7 +202,7 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
         wall.fastSandbox += performance.now() - started;
         const used = process.cpuUsage(selfCpu);
         cpu.self += (used.user + used.system) / 1000;
-        cpu.agents += agentPids.reduce((sum, pid) => sum + processCpuMs(pid), 0) - agentCpu;
+        cpu.agents += agentPids.reduce<number>((sum, pid) => sum + processCpuMs(pid), 0) - agentCpu;
       }
     };
     const ctrBurst = async (n: number, record: boolean): Promise<void> => {

@@ -14,7 +14,7 @@ const USAGE = `usage: npm run bench -- create [options]
   measured in the same run, interleaved by rounds.
 
   --count N         measured creates per side (default 30)
-  --warmup W        unrecorded creates per side first (default 3)
+  --warmup W        unrecorded creates per side first (default max(3, C))
   --concurrency C   creates in flight at once per side (default 1: one after another)
   --image REF       image (default fast-sandbox.io/base:latest, imported by scripts/build-base-image.sh)
   --namespace NS    dedicated containerd namespace (default fsb-bench); its containers are removed
@@ -57,8 +57,8 @@ async function main(): Promise<void> {
     return;
   }
   const count = positiveInt("count", values.count, 30);
-  const warmup = positiveInt("warmup", values.warmup, 3, 0);
   const concurrency = positiveInt("concurrency", values.concurrency, 1);
+  const warmup = positiveInt("warmup", values.warmup, Math.max(3, concurrency), 0);
   const namespace = values.namespace ?? "fsb-bench";
   if (!/^[a-z0-9][a-z0-9.-]*$/.test(namespace)) throw new Error(`--namespace ${namespace} is not a valid containerd namespace`);
   if (count + warmup + concurrency > 1024) throw new Error("count + warmup + concurrency must stay within one agent's 1024 slots");

@@ -44,6 +44,9 @@ export interface CreateSandboxOptions {
   expireTime?: Date | string;
   ttlMs?: number;
   failurePolicy?: SandboxSpec["failurePolicy"];
+  /** How long the agent may be unreachable before the failure policy acts. */
+  recoveryTimeoutSeconds?: number;
+  resetRevision?: string;
   consistencyMode?: SandboxSpec["consistencyMode"];
   labels?: Record<string, string>;
   /** Makes retries idempotent: the same id returns the sandbox the first attempt created. */
@@ -118,6 +121,8 @@ export class Sandboxes {
       ...(options.exposedPorts ? { exposedPorts: options.exposedPorts } : {}),
       ...(expireTime ? { expireTime } : {}),
       ...(options.failurePolicy ? { failurePolicy: options.failurePolicy } : {}),
+      ...(options.recoveryTimeoutSeconds !== undefined ? { recoveryTimeoutSeconds: options.recoveryTimeoutSeconds } : {}),
+      ...(options.resetRevision ? { resetRevision: options.resetRevision } : {}),
       ...(options.consistencyMode ? { consistencyMode: options.consistencyMode } : {}),
     };
     for (const [index, port] of (spec.exposedPorts ?? []).entries()) {

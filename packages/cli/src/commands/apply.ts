@@ -98,6 +98,8 @@ export async function apply(options: GlobalOptions & { file: string; namespace?:
         ...(spec.exposedPorts ? { exposedPorts: spec.exposedPorts } : {}),
         ...(spec.expireTime ? { expireTime: spec.expireTime } : {}),
         ...(spec.failurePolicy ? { failurePolicy: spec.failurePolicy } : {}),
+        ...(spec.recoveryTimeoutSeconds !== undefined ? { recoveryTimeoutSeconds: spec.recoveryTimeoutSeconds } : {}),
+        ...(spec.resetRevision ? { resetRevision: spec.resetRevision } : {}),
         ...(spec.consistencyMode ? { consistencyMode: spec.consistencyMode } : {}),
         ...(object.metadata.labels ? { labels: object.metadata.labels } : {}),
       });

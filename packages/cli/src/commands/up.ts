@@ -14,6 +14,7 @@ export interface UpOptions {
   image: string;
   containerdNamespace: string;
   containerdSocket: string;
+  cgroupRoot: string;
 }
 
 export async function up(options: UpOptions): Promise<void> {
@@ -34,6 +35,7 @@ export async function up(options: UpOptions): Promise<void> {
     port,
     containerdNamespace: options.containerdNamespace,
     containerdSocket: options.containerdSocket,
+    cgroupRoot: options.cgroupRoot,
     defaultPool: defaultPool(options.image),
   });
   writeFileSync(files.url(dataDir), `${controlPlane.url}\n`);
@@ -76,6 +78,8 @@ async function detach(options: UpOptions, dataDir: string): Promise<void> {
     options.containerdNamespace,
     "--containerd-socket",
     options.containerdSocket,
+    "--cgroup-root",
+    options.cgroupRoot,
   ];
   const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", log, log] });
   child.unref();

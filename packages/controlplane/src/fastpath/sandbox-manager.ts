@@ -45,6 +45,8 @@ export interface SandboxManagerOptions {
   agents: AgentClients;
   logger: Logger;
   clock?: () => Date;
+  /** How long a create waits for the first agent of a pool that has none ready. @default 15000 */
+  agentStartWaitMs?: number;
 }
 
 export interface CreateSandboxInput {
@@ -91,6 +93,7 @@ export class SandboxManager {
   private readonly agents: AgentClients;
   private readonly logger: Logger;
   private readonly clock: () => Date;
+  private readonly agentStartWaitMs: number;
   /** Keys being created right now: a second create of the same name fails fast instead of racing. */
   private readonly creating = new Set<string>();
   /** requestId → the create it started (in flight or done), for idempotent retries. */
@@ -106,6 +109,7 @@ export class SandboxManager {
     this.agents = options.agents;
     this.logger = options.logger;
     this.clock = options.clock ?? (() => new Date());
+    this.agentStartWaitMs = options.agentStartWaitMs ?? 15_000;
   }
 
   /** Writes wait for this (crash recovery), so decisions rest on the true state. */
@@ -180,10 +184,22 @@ export class SandboxManager {
     }
   }
 
+  /**
+   * A pool that has just been created (or is scaling from zero) has no ready agent yet: the first
+   * request waits for one, up to `agentStartWaitMs`, instead of failing. A full pool fails at once.
+   */
+  private async waitForReadyAgent(namespace: string, pool: string): Promise<void> {
+    const deadline = Date.now() + this.agentStartWaitMs;
+    while (this.registry.poolUsage(namespace, pool).readyAgents === 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  }
+
   private async place(candidate: Sandbox, pool: SandboxPool): Promise<Sandbox> {
     const namespace = candidate.metadata.namespace ?? DEFAULT_NAMESPACE;
     const key = sandboxKey(namespace, candidate.metadata.name);
     const spec = candidate.spec;
+    if (this.registry.poolUsage(namespace, spec.poolRef).readyAgents === 0) await this.waitForReadyAgent(namespace, spec.poolRef);
     const placement = this.registry.place({
       sandboxKey: key,
       namespace,

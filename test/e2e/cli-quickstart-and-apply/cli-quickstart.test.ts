@@ -1,0 +1,136 @@
+/**
+ * The README's quick start, through the real `fsb` binary: `fsb up --detach`, run, logs, exec, rm,
+ * apply, agents, ls, down — against the real containerd.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BASE_IMAGE, REPO_ROOT, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
+import { containerdLeftovers, waitFor } from "../../support/embedded.js";
+
+const here = import.meta.dirname;
+const FSB = join(REPO_ROOT, "packages/cli/bin/fsb.js");
+
+describe("fsb on the command line", () => {
+  const suffix = Math.random().toString(16).slice(2, 8);
+  const namespace = `fsb-e2e-cli-${suffix}`;
+  const dataDir = mkdtempSync(join(tmpdir(), "fsb-e2e-cli-"));
+
+  function fsb(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+    const result = spawnSync(process.execPath, [FSB, "--data-dir", dataDir, ...args], { encoding: "utf8", timeout: 120_000 });
+    return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+  }
+
+  before(() => {
+    importBaseImage(namespace);
+    const up = fsb("up", "--detach", "--port", "0", "--containerd-namespace", namespace, "--cgroup-root", namespace);
+    assert.equal(up.status, 0, up.stderr);
+    assert.match(up.stdout, /Fast Sandbox is listening on http:\/\/127\.0\.0\.1:\d+/);
+  });
+
+  after(() => {
+    fsb("down", "--delete-sandboxes");
+    removeNamespace(namespace);
+    removeCgroupTree(`/${namespace}`);
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it("stores the API token with mode 0600", () => {
+    assert.equal(statSync(join(dataDir, "token")).mode & 0o777, 0o600);
+  });
+
+  it("runs echo hello, shows its log, propagates exec's exit code and removes everything", async () => {
+    const run = fsb("run", "--", "sh", "-c", "echo hello");
+    assert.equal(run.status, 0, run.stderr);
+    const name = run.stdout.trim().split(/\s+/).at(-1) ?? "";
+    assert.match(name, /^sb-[0-9a-f]{10}$/);
+
+    await waitFor(() => fsb("logs", name).stdout.includes("hello"), 10_000, "hello in the logs");
+    assert.equal(fsb("logs", name).stdout, "hello\n");
+
+    const exec = fsb("exec", name, "--", "sh", "-c", "echo out; echo err >&2; exit 3");
+    assert.equal(exec.status, 3);
+    assert.equal(exec.stdout, "out\n");
+    assert.equal(exec.stderr, "err\n");
+
+    const get = fsb("get", name, "-o", "json");
+    assert.equal(get.status, 0);
+    const sandbox = JSON.parse(get.stdout) as { status: { phase: string; sandboxID: string } };
+    assert.equal(sandbox.status.phase, "Running");
+    assert.ok(containerdLeftovers(namespace).containers.includes(sandbox.status.sandboxID));
+
+    const rm = fsb("rm", name);
+    assert.equal(rm.status, 0, rm.stderr);
+    assert.deepEqual(containerdLeftovers(namespace), { containers: [], tasks: [], snapshots: [] });
+    const gone = fsb("get", name);
+    assert.equal(gone.status, 1);
+    assert.match(gone.stderr, /error: sandbox default\/.+ not found/);
+  });
+
+  it("applies a multi-document manifest of a pool and a sandbox", async () => {
+    const apply = fsb("apply", "-f", join(here, "pool-and-sandbox.yaml"));
+    assert.equal(apply.status, 0, apply.stderr);
+    assert.equal(apply.stdout, "sandboxpool/workers configured\nsandbox/web created\n");
+    const web = JSON.parse(fsb("get", "web", "-o", "json").stdout) as { spec: Record<string, unknown>; status: { endpoints: string[]; assignedPod: string; sandboxID: string } };
+    assert.deepEqual(web.status.endpoints, ["127.0.0.1:18080"]);
+    assert.equal(web.status.assignedPod, "workers-0");
+    assert.equal(web.spec.recoveryTimeoutSeconds, 30);
+    await waitFor(() => fsb("logs", "web").stdout.includes("serving on 8080"), 10_000, "the web sandbox's output");
+    // The pool's resources land in the sandbox's cgroup, under its agent's cgroup (v1 here, v2 elsewhere).
+    const cgroup = `${namespace}/workers-0/sandboxes/${web.status.sandboxID}`;
+    const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
+    const memory = readFileSync(v2 ? `/sys/fs/cgroup/${cgroup}/memory.max` : `/sys/fs/cgroup/memory/${cgroup}/memory.limit_in_bytes`, "utf8").trim();
+    assert.equal(memory, String(64 * 1024 * 1024));
+    const cpu = readFileSync(v2 ? `/sys/fs/cgroup/${cgroup}/cpu.max` : `/sys/fs/cgroup/cpu/${cgroup}/cpu.cfs_quota_us`, "utf8").trim();
+    assert.equal(cpu.split(" ")[0], "50000");
+
+    const agents = JSON.parse(fsb("agents", "-o", "json").stdout) as { name: string; pool: string; allocated: number; capacity: number; pid: number; images: string[] }[];
+    const worker = agents.find((a) => a.name === "workers-0");
+    assert.ok(worker);
+    assert.equal(worker.allocated, 1);
+    assert.equal(worker.capacity, 4);
+    assert.ok(worker.pid > 0);
+    assert.ok(worker.images.includes(BASE_IMAGE));
+
+    // Applying again updates instead of failing.
+    const again = fsb("apply", "-f", join(here, "pool-and-sandbox.yaml"));
+    assert.equal(again.status, 0, again.stderr);
+    assert.equal(again.stdout, "sandboxpool/workers configured\nsandbox/web configured\n");
+
+    const ls = fsb("ls", "-o", "yaml");
+    assert.match(ls.stdout, /name: web/);
+    assert.equal(fsb("rm", "web").status, 0);
+  });
+
+  it("rejects unknown kinds and invalid fields, naming the document and the field, and applies nothing", () => {
+    const unknownKind = fsb("apply", "-f", join(here, "unknown-kind.yaml"));
+    assert.equal(unknownKind.status, 1);
+    assert.match(unknownKind.stderr, /document 2: kind: "Sandbag" is not a kind fsb knows; allowed: Sandbox, SandboxPool/);
+
+    const invalid = fsb("apply", "-f", join(here, "invalid-field.yaml"));
+    assert.equal(invalid.status, 1);
+    assert.match(invalid.stderr, /document 1: spec\.exposedPorts\[1\]: 70000 is out of range; allowed: 1\.\.65535/);
+    const pools = JSON.parse(fsb("agents", "-o", "json").stdout) as { pool: string }[];
+    assert.ok(!pools.some((p) => p.pool === "fine"), "the valid pool of a rejected file must not be applied");
+    assert.equal(fsb("get", "bad-port").status, 1);
+  });
+
+  it("exits 2 on bad usage and explains", () => {
+    const bad = fsb("run", "--port", "0", "--", "true");
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /--port: "0" is not a port; allowed: 1\.\.65535/);
+    assert.equal(fsb("frobnicate").status, 2);
+  });
+
+  it("stops with fsb down", () => {
+    const down = fsb("down", "--delete-sandboxes");
+    assert.equal(down.status, 0, down.stderr);
+    assert.match(down.stdout, /Fast Sandbox stopped/);
+    const ls = fsb("ls");
+    assert.equal(ls.status, 1);
+    assert.match(ls.stderr, /Fast Sandbox is not running .* start it with 'npx fsb up'/);
+  });
+});
