@@ -289,7 +289,9 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
     if (client && created.length > 0 && deleteSamples.length + deleteErrors.length === 0) {
       // The run failed before its deletes: best effort through the API, then the namespace clean-up.
       const fsb = client;
-      await forEachLimited([...created], 4, (name) => fsb.sandboxes.delete(name, { gracePeriodMs: 0 }).catch((e: unknown) => log(`delete ${name}: ${String(e)}`)));
+      await forEachLimited([...created], 4, (name) =>
+        fsb.sandboxes.delete(name, { gracePeriodMs: 0 }).catch((e: unknown) => log(`delete ${name}: ${String(e)}`)),
+      );
     }
     (client as unknown as { close?: () => void } | undefined)?.close?.();
     await controlPlane?.close();
@@ -317,11 +319,15 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
     fastSandbox: { create: fsbCreate, delete: deleteSamples.length > 0 ? summarize(deleteSamples) : null, deleteErrors, samplesMs: fsbSamples },
     ctrBaseline: { create: ctrCreate, samplesMs: ctrSamples },
     wallMs: wall,
-    ...(options.breakdown ? { breakdown: {
+    ...(options.breakdown
+      ? {
+          breakdown: {
             agentDirectCreate: summarize(agentSamples),
             sdkGetRoundTrip: summarize(getSamples),
             cpuMsPerCreate: { sdkAndControlPlane: cpu.self / count, agents: cpu.agents / count },
-          } } : {}),
+          },
+        }
+      : {}),
     throughputPerSecond: { fastSandbox: (count / wall.fastSandbox) * 1000, ctr: (count / wall.ctr) * 1000 },
     ratioP50: ratio(fsbCreate.p50, ctrCreate.p50),
     machine: { cpus: cpus().length, memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10, kernel: release(), node: process.version },

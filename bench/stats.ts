@@ -65,8 +65,7 @@ export function formatTable(rows: readonly { label: string; summary: Summary }[]
   const cell = (text: string) => text.padStart(9);
   const header = `${"ms".padEnd(labelWidth)}${COLUMNS.map((c) => cell(c)).join("")}`;
   const lines = rows.map(
-    ({ label, summary }) =>
-      `${label.padEnd(labelWidth)}${COLUMNS.map((c) => cell(c === "count" ? String(summary.count) : summary[c].toFixed(1))).join("")}`,
+    ({ label, summary }) => `${label.padEnd(labelWidth)}${COLUMNS.map((c) => cell(c === "count" ? String(summary.count) : summary[c].toFixed(1))).join("")}`,
   );
   return [header, ...lines].join("\n");
 }

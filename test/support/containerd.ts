@@ -1,13 +1,10 @@
 /** Test support shared by the e2e cases and benchmarks: containerd namespaces, base image, cgroups. */
 import { execFileSync } from "node:child_process";
-import { readdirSync, rmdirSync } from "node:fs";
+import { readdirSync, rmdirSync, type Dirent } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, resolve } from "node:path";
 
-export const REPO_ROOT = resolve(
-  dirname(fileURLToPath(import.meta.url)),
-  "../..",
-);
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const BASE_IMAGE = "fast-sandbox.io/base:latest";
 
 export function ctr(namespace: string, ...args: string[]): string {
@@ -16,13 +13,9 @@ export function ctr(namespace: string, ...args: string[]): string {
 
 /** Imports the base image into `namespace` (idempotent, cached build). */
 export function importBaseImage(namespace: string): void {
-  execFileSync(
-    "bash",
-    [resolve(REPO_ROOT, "scripts/build-base-image.sh"), BASE_IMAGE, namespace],
-    {
-      stdio: ["ignore", "inherit", "inherit"],
-    },
-  );
+  execFileSync("bash", [resolve(REPO_ROOT, "scripts/build-base-image.sh"), BASE_IMAGE, namespace], {
+    stdio: ["ignore", "inherit", "inherit"],
+  });
 }
 
 /** Removes everything from a test namespace and then the namespace itself. */
@@ -33,11 +26,7 @@ export function removeNamespace(namespace: string): void {
       .map((line) => line.trim())
       .filter((line) => line !== "");
   for (const task of lines(ctr(namespace, "tasks", "ls", "-q"))) {
-    execFileSync(
-      "ctr",
-      ["-n", namespace, "tasks", "kill", "-a", "-s", "SIGKILL", task],
-      { stdio: "ignore" },
-    );
+    execFileSync("ctr", ["-n", namespace, "tasks", "kill", "-a", "-s", "SIGKILL", task], { stdio: "ignore" });
     execFileSync("ctr", ["-n", namespace, "tasks", "rm", "-f", task], {
       stdio: "ignore",
     });
@@ -75,7 +64,7 @@ export function removeCgroupParent(cgroupParent: string): void {
 export function removeCgroupTree(cgroupPath: string): void {
   const roots = ["/sys/fs/cgroup", ...readdirSync("/sys/fs/cgroup").map((c) => `/sys/fs/cgroup/${c}`)];
   const removeTree = (path: string): void => {
-    let entries: import("node:fs").Dirent[];
+    let entries: Dirent[];
     try {
       entries = readdirSync(path, { withFileTypes: true });
     } catch {

@@ -73,13 +73,17 @@ export async function startEmbedded(options: EmbeddedCaseOptions): Promise<Embed
     }
     if ((options.pools ?? []).length > 0) {
       // Wait until the pools' agents serve.
-      await waitFor(async () => {
-        for (const p of options.pools ?? []) {
-          const usage = controlPlane.registry.poolUsage(p.metadata.namespace ?? "default", p.metadata.name);
-          if (usage.readyAgents < p.spec.capacity.poolMin) return false;
-        }
-        return true;
-      }, 30_000, "pool agents ready");
+      await waitFor(
+        async () => {
+          for (const p of options.pools ?? []) {
+            const usage = controlPlane.registry.poolUsage(p.metadata.namespace ?? "default", p.metadata.name);
+            if (usage.readyAgents < p.spec.capacity.poolMin) return false;
+          }
+          return true;
+        },
+        30_000,
+        "pool agents ready",
+      );
     }
     return controlPlane;
   };
@@ -115,7 +119,9 @@ export async function startEmbedded(options: EmbeddedCaseOptions): Promise<Embed
         if (state.running) {
           const client = state.client;
           for (const sandbox of await client.sandboxes.list({ namespace: "*" })) {
-            await client.sandboxes.delete(sandbox.metadata.name, { namespace: sandbox.metadata.namespace ?? "default", gracePeriodMs: 0 }).catch(() => undefined);
+            await client.sandboxes
+              .delete(sandbox.metadata.name, { namespace: sandbox.metadata.namespace ?? "default", gracePeriodMs: 0 })
+              .catch(() => undefined);
           }
         }
       } finally {

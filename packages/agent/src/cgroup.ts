@@ -25,8 +25,7 @@ export function detectCgroupLayout(root = "/sys/fs/cgroup"): CgroupLayout {
  * cannot also delegate controllers to the sandboxes' cgroups beside it.
  */
 export function joinCgroup(layout: CgroupLayout, path: string, pid: number): void {
-  const directories =
-    layout.version === 2 ? [join(layout.root, path)] : layout.controllers.map((controller) => join(layout.root, controller, path));
+  const directories = layout.version === 2 ? [join(layout.root, path)] : layout.controllers.map((controller) => join(layout.root, controller, path));
   for (const directory of directories) {
     mkdirSync(directory, { recursive: true });
     writeFileSync(join(directory, "cgroup.procs"), String(pid));

@@ -18,7 +18,10 @@ async function main(): Promise<void> {
   const config = agentConfigFromEnv();
   const log = logger.child({ agent: config.name, pool: `${config.namespace}/${config.pool}` });
   if (!existsSync(config.helperPath)) {
-    throw new FsbError("failed_precondition", `the in-sandbox helper is missing at ${config.helperPath}: run 'npm run build' (scripts/build-helper.sh) or set FSB_HELPER_PATH`);
+    throw new FsbError(
+      "failed_precondition",
+      `the in-sandbox helper is missing at ${config.helperPath}: run 'npm run build' (scripts/build-helper.sh) or set FSB_HELPER_PATH`,
+    );
   }
   if (config.cgroupParent) joinCgroup(detectCgroupLayout(), `${config.cgroupParent}/agent`, process.pid);
   const runtime = createContainerdRuntime({

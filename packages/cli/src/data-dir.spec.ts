@@ -1,20 +1,9 @@
 import assert from "node:assert/strict";
-import {
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, beforeEach, describe, it } from "node:test";
-import {
-  ensureToken,
-  files,
-  readIfExists,
-  resolveDataDir,
-} from "./data-dir.js";
+import { ensureToken, files, readIfExists, resolveDataDir } from "./data-dir.js";
 
 const directory = mkdtempSync(join(tmpdir(), "fsb-data-dir-spec-"));
 after(() => rmSync(directory, { recursive: true, force: true }));
@@ -40,10 +29,7 @@ describe("ensureToken", () => {
   });
 
   it("gives different data directories different tokens", () => {
-    assert.notEqual(
-      ensureToken(join(directory, "one")),
-      ensureToken(join(directory, "two")),
-    );
+    assert.notEqual(ensureToken(join(directory, "one")), ensureToken(join(directory, "two")));
   });
 });
 
@@ -91,10 +77,7 @@ describe("resolveDataDir", () => {
     } else {
       assert.equal(resolveDataDir(), "/xdg/fast-sandbox");
       delete process.env.XDG_DATA_HOME;
-      assert.equal(
-        resolveDataDir(),
-        join(homedir(), ".local", "share", "fast-sandbox"),
-      );
+      assert.equal(resolveDataDir(), join(homedir(), ".local", "share", "fast-sandbox"));
     }
   });
 });

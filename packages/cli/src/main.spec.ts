@@ -20,24 +20,15 @@ writeFileSync(join(dataDir, "token"), "test-token-0123456789abcdef\n", {
 });
 after(() => rmSync(dataDir, { recursive: true, force: true }));
 
-function fsb(
-  ...args: string[]
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function fsb(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env };
-    for (const name of [
-      "FSB_URL",
-      "FSB_TOKEN",
-      "FSB_DATA_DIR",
-      "FSB_DEBUG",
-      "NODE_TEST_CONTEXT",
-    ])
-      delete env[name];
-    const child = spawn(
-      process.execPath,
-      ["--conditions=development", "--import", "tsx", MAIN, ...args],
-      { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] },
-    );
+    for (const name of ["FSB_URL", "FSB_TOKEN", "FSB_DATA_DIR", "FSB_DEBUG", "NODE_TEST_CONTEXT"]) delete env[name];
+    const child = spawn(process.execPath, ["--conditions=development", "--import", "tsx", MAIN, ...args], {
+      cwd: REPO_ROOT,
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
@@ -61,22 +52,9 @@ describe("fsb exit codes", () => {
   });
 
   it("exits 2 for a port out of range, naming --port", async () => {
-    const result = await fsb(
-      "run",
-      "--image",
-      "x",
-      "--port",
-      "70000",
-      "--url",
-      UNREACHABLE,
-      "--data-dir",
-      dataDir,
-    );
+    const result = await fsb("run", "--image", "x", "--port", "70000", "--url", UNREACHABLE, "--data-dir", dataDir);
     assert.equal(result.code, 2, result.stderr);
-    assert.match(
-      result.stderr,
-      /^error: --port: "70000" is not a port; allowed: 1\.\.65535$/m,
-    );
+    assert.match(result.stderr, /^error: --port: "70000" is not a port; allowed: 1\.\.65535$/m);
   });
 
   it("exits 0 for --help", async () => {
@@ -86,14 +64,7 @@ describe("fsb exit codes", () => {
   });
 
   it("exits 1 with 'error:' on stderr when the control plane is unreachable", async () => {
-    const result = await fsb(
-      "get",
-      "x",
-      "--url",
-      UNREACHABLE,
-      "--data-dir",
-      dataDir,
-    );
+    const result = await fsb("get", "x", "--url", UNREACHABLE, "--data-dir", dataDir);
     assert.equal(result.code, 1, result.stderr);
     assert.match(result.stderr, /^error: /m);
     assert.equal(result.stdout, "");
@@ -102,9 +73,6 @@ describe("fsb exit codes", () => {
   it("exits 1 and says how to start Fast Sandbox when no URL is known", async () => {
     const result = await fsb("ls", "--data-dir", dataDir);
     assert.equal(result.code, 1, result.stderr);
-    assert.match(
-      result.stderr,
-      /^error: Fast Sandbox is not running for data directory .*fsb up/m,
-    );
+    assert.match(result.stderr, /^error: Fast Sandbox is not running for data directory .*fsb up/m);
   });
 });

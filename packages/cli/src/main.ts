@@ -33,8 +33,16 @@ function program(): Command {
     .option("--port <port>", "port to listen on (env FSB_PORT)", process.env.FSB_PORT ?? "7070")
     .option("--image <image>", "default image of the default pool (env FSB_BASE_IMAGE)", process.env.FSB_BASE_IMAGE ?? "fast-sandbox.io/base:latest")
     .option("--containerd-namespace <ns>", "containerd namespace (env FSB_CONTAINERD_NAMESPACE)", process.env.FSB_CONTAINERD_NAMESPACE ?? "fast-sandbox")
-    .option("--containerd-socket <path>", "containerd socket (env FSB_CONTAINERD_SOCKET)", process.env.FSB_CONTAINERD_SOCKET ?? "/run/containerd/containerd.sock")
-    .option("--cgroup-root <name>", "cgroup the agents and sandboxes live under; empty disables (env FSB_CGROUP_ROOT)", process.env.FSB_CGROUP_ROOT ?? "fast-sandbox")
+    .option(
+      "--containerd-socket <path>",
+      "containerd socket (env FSB_CONTAINERD_SOCKET)",
+      process.env.FSB_CONTAINERD_SOCKET ?? "/run/containerd/containerd.sock",
+    )
+    .option(
+      "--cgroup-root <name>",
+      "cgroup the agents and sandboxes live under; empty disables (env FSB_CGROUP_ROOT)",
+      process.env.FSB_CGROUP_ROOT ?? "fast-sandbox",
+    )
     .action((options) => up({ ...options, ...(globals().dataDir ? { dataDir: globals().dataDir } : {}) }));
 
   fsb

@@ -7,12 +7,10 @@ import { age, printObjects, printTable } from "./output.js";
 function captureStdout(fn: () => void): string {
   const chunks: string[] = [];
   const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = ((chunk: string | Uint8Array) => {
-    chunks.push(
-      typeof chunk === "string" ? chunk : Buffer.from(chunk).toString(),
-    );
+  process.stdout.write = (chunk: string | Uint8Array) => {
+    chunks.push(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString());
     return true;
-  }) as typeof process.stdout.write;
+  };
   try {
     fn();
   } finally {
@@ -23,8 +21,7 @@ function captureStdout(fn: () => void): string {
 
 describe("age", () => {
   const now = Date.parse("2026-01-10T12:00:00Z");
-  const before = (seconds: number) =>
-    new Date(now - seconds * 1000).toISOString();
+  const before = (seconds: number) => new Date(now - seconds * 1000).toISOString();
 
   it("shows seconds below 2 minutes, minutes below 2 hours, hours below 2 days, then days", () => {
     assert.equal(age(before(0), now), "0s");
@@ -59,15 +56,7 @@ describe("printTable", () => {
         ],
       ),
     );
-    assert.equal(
-      output,
-      [
-        "NAME          PHASE     IMAGE",
-        "a             Running   python:3.12",
-        "longer-name   Pending   x",
-        "",
-      ].join("\n"),
-    );
+    assert.equal(output, ["NAME          PHASE     IMAGE", "a             Running   python:3.12", "longer-name   Pending   x", ""].join("\n"));
   });
 
   it("prints only the headers for no rows and trims trailing spaces of empty last cells", () => {
@@ -86,29 +75,13 @@ describe("printObjects", () => {
   const value = { kind: "List", items: [{ name: "a" }] };
 
   it("prints JSON and YAML that parse back to the value", () => {
-    assert.deepEqual(
-      JSON.parse(
-        captureStdout(() =>
-          printObjects("json", value, () => assert.fail("no table")),
-        ),
-      ),
-      value,
-    );
-    assert.deepEqual(
-      parse(
-        captureStdout(() =>
-          printObjects("yaml", value, () => assert.fail("no table")),
-        ),
-      ),
-      value,
-    );
+    assert.deepEqual(JSON.parse(captureStdout(() => printObjects("json", value, () => assert.fail("no table")))), value);
+    assert.deepEqual(parse(captureStdout(() => printObjects("yaml", value, () => assert.fail("no table")))), value);
   });
 
   it("calls the table printer for the table format", () => {
     assert.equal(
-      captureStdout(() =>
-        printObjects("table", value, () => process.stdout.write("table!\n")),
-      ),
+      captureStdout(() => printObjects("table", value, () => process.stdout.write("table!\n"))),
       "table!\n",
     );
   });

@@ -98,7 +98,11 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
           status: {
             ...sandbox.status,
             phase: "Lost",
-            conditions: setCondition(sandbox.status?.conditions, { type: "Ready", status: "False", reason: "SandboxMissing", message: `agent ${agentName} does not run it` }, new Date()),
+            conditions: setCondition(
+              sandbox.status?.conditions,
+              { type: "Ready", status: "False", reason: "SandboxMissing", message: `agent ${agentName} does not run it` },
+              new Date(),
+            ),
           },
         });
       }

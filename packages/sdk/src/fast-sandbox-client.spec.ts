@@ -46,20 +46,14 @@ describe("FastSandboxClient options", () => {
   it("refuses to start without a url, naming the option and FSB_URL", () => {
     assert.throws(
       () => new FastSandboxClient({ token: TOKEN }),
-      (error: unknown) =>
-        error instanceof ValidationError &&
-        error.field === "url" &&
-        /set FSB_URL/.test(error.message),
+      (error: unknown) => error instanceof ValidationError && error.field === "url" && /set FSB_URL/.test(error.message),
     );
   });
 
   it("refuses to start without a token, naming the option and FSB_TOKEN", () => {
     assert.throws(
       () => new FastSandboxClient({ url: UNREACHABLE }),
-      (error: unknown) =>
-        error instanceof ValidationError &&
-        error.field === "token" &&
-        /set FSB_TOKEN/.test(error.message),
+      (error: unknown) => error instanceof ValidationError && error.field === "token" && /set FSB_TOKEN/.test(error.message),
     );
   });
 
@@ -153,11 +147,7 @@ describe("FastSandboxClient against an in-process control plane", () => {
             });
           },
           getSandbox(request) {
-            throw toConnectError(
-              new NotFoundError(
-                `sandbox ${request.namespace}/${request.name} not found`,
-              ),
-            );
+            throw toConnectError(new NotFoundError(`sandbox ${request.namespace}/${request.name} not found`));
           },
         });
       },
@@ -235,10 +225,7 @@ describe("FastSandboxClient against an in-process control plane", () => {
         ttlMs: 3_600_000,
       });
       const expires = Date.parse(sandbox.spec.expireTime ?? "");
-      assert.ok(
-        expires >= before + 3_600_000,
-        `${sandbox.spec.expireTime} is an hour or more from the call`,
-      );
+      assert.ok(expires >= before + 3_600_000, `${sandbox.spec.expireTime} is an hour or more from the call`);
     } finally {
       closeClient(client);
     }
@@ -251,14 +238,11 @@ describe("FastSandboxClient against an in-process control plane", () => {
       httpVersion: "1.1",
     });
     try {
-      await assert.rejects(
-        client.sandboxes.get("missing", { namespace: "team-a" }),
-        (error: unknown) => {
-          assert.ok(error instanceof NotFoundError, String(error));
-          assert.equal(error.message, "sandbox team-a/missing not found");
-          return true;
-        },
-      );
+      await assert.rejects(client.sandboxes.get("missing", { namespace: "team-a" }), (error: unknown) => {
+        assert.ok(error instanceof NotFoundError, String(error));
+        assert.equal(error.message, "sandbox team-a/missing not found");
+        return true;
+      });
     } finally {
       closeClient(client);
     }

@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
 import {
@@ -127,7 +126,8 @@ export class Sandboxes {
     };
     for (const [index, port] of (spec.exposedPorts ?? []).entries()) {
       // int32 on the wire: catch what would otherwise be mangled before it is sent. Same field path as the server's check.
-      if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ValidationError(`spec.exposedPorts[${index}]`, `${port} is out of range; allowed: 1..65535`);
+      if (!Number.isInteger(port) || port < 1 || port > 65535)
+        throw new ValidationError(`spec.exposedPorts[${index}]`, `${port} is out of range; allowed: 1..65535`);
     }
     const message = await translate(() =>
       this.client.createSandbox(
@@ -150,14 +150,26 @@ export class Sandboxes {
 
   /** `namespace: "*"` lists every namespace. */
   async list(options: { namespace?: string; pool?: string } = {}): Promise<Sandbox[]> {
-    const response = await translate(() => this.client.listSandboxes({ namespace: options.namespace ?? "", pool: options.pool ?? "" }, { timeoutMs: this.timeoutMs }));
+    const response = await translate(() =>
+      this.client.listSandboxes({ namespace: options.namespace ?? "", pool: options.pool ?? "" }, { timeoutMs: this.timeoutMs }),
+    );
     return response.sandboxes.map(sandboxFromMessage);
   }
 
-  async update(name: string, spec: SandboxSpec, options: { namespace?: string; labels?: Record<string, string>; resourceVersion?: string } = {}): Promise<Sandbox> {
+  async update(
+    name: string,
+    spec: SandboxSpec,
+    options: { namespace?: string; labels?: Record<string, string>; resourceVersion?: string } = {},
+  ): Promise<Sandbox> {
     const message = await translate(() =>
       this.client.updateSandbox(
-        { name, namespace: options.namespace ?? "", spec: sandboxSpecToMessage(spec), labels: options.labels ?? {}, resourceVersion: options.resourceVersion ?? "" },
+        {
+          name,
+          namespace: options.namespace ?? "",
+          spec: sandboxSpecToMessage(spec),
+          labels: options.labels ?? {},
+          resourceVersion: options.resourceVersion ?? "",
+        },
         { timeoutMs: this.timeoutMs },
       ),
     );
@@ -236,7 +248,9 @@ export class Pools {
   }
 
   async get(name: string, options: { namespace?: string } = {}): Promise<SandboxPool> {
-    return sandboxPoolFromMessage(await translate(() => this.client.getSandboxPool({ name, namespace: options.namespace ?? "" }, { timeoutMs: this.timeoutMs })));
+    return sandboxPoolFromMessage(
+      await translate(() => this.client.getSandboxPool({ name, namespace: options.namespace ?? "" }, { timeoutMs: this.timeoutMs })),
+    );
   }
 
   async list(options: { namespace?: string } = {}): Promise<SandboxPool[]> {
@@ -249,7 +263,9 @@ export class Pools {
   }
 
   async agents(options: { namespace?: string; pool?: string } = {}): Promise<AgentSummary[]> {
-    const response = await translate(() => this.client.listAgents({ namespace: options.namespace ?? "", pool: options.pool ?? "" }, { timeoutMs: this.timeoutMs }));
+    const response = await translate(() =>
+      this.client.listAgents({ namespace: options.namespace ?? "", pool: options.pool ?? "" }, { timeoutMs: this.timeoutMs }),
+    );
     return response.agents.map((a) => ({
       name: a.name,
       namespace: a.namespace,

@@ -26,10 +26,14 @@ describe("crashes and restarts converge to the truth", () => {
     const oldPid = agent.pid;
 
     agent.kill("SIGKILL");
-    await waitFor(() => {
-      const snapshot = embedded.controlPlane.registry.getAgent("default-0");
-      return agent.pid !== oldPid && snapshot?.ready === true;
-    }, 30_000, "the replacement agent");
+    await waitFor(
+      () => {
+        const snapshot = embedded.controlPlane.registry.getAgent("default-0");
+        return agent.pid !== oldPid && snapshot?.ready === true;
+      },
+      30_000,
+      "the replacement agent",
+    );
 
     // The sandboxes kept running through the crash and the new agent serves them.
     for (const sandbox of [a, b]) {
@@ -60,7 +64,11 @@ describe("crashes and restarts converge to the truth", () => {
     await embedded.shutdown();
     // While it is down: survivor-b's container disappears, and an unknown container appears.
     execFileSync("ctr", ["-n", containerdNamespace, "tasks", "kill", "-s", "SIGKILL", lostId]);
-    await waitFor(() => !ctr(containerdNamespace, "tasks", "ls").includes(`${lostId} `) || ctr(containerdNamespace, "tasks", "ls").includes("STOPPED"), 10_000, "the task to stop");
+    await waitFor(
+      () => !ctr(containerdNamespace, "tasks", "ls").includes(`${lostId} `) || ctr(containerdNamespace, "tasks", "ls").includes("STOPPED"),
+      10_000,
+      "the task to stop",
+    );
     execFileSync("ctr", ["-n", containerdNamespace, "tasks", "rm", "-f", lostId], { stdio: "ignore" });
     execFileSync("ctr", ["-n", containerdNamespace, "containers", "rm", lostId]);
     // (removing the container removes its snapshot too)

@@ -24,14 +24,49 @@ describe("bad input gets a clear error and creates nothing", () => {
   const base: CreateSandboxOptions = { pool: "default", image: BASE_IMAGE, command: ["sleep", "3600"] };
   const cases: { what: string; options: CreateSandboxOptions; error: new (...args: never[]) => Error; message: RegExp }[] = [
     { what: "an empty image", options: { ...base, image: "" }, error: ValidationError, message: /spec\.image: must not be empty/ },
-    { what: "port 0", options: { ...base, exposedPorts: [0] }, error: ValidationError, message: /spec\.exposedPorts\[0\]: 0 is out of range; allowed: 1\.\.65535/ },
-    { what: "port 65536", options: { ...base, exposedPorts: [80, 65536] }, error: ValidationError, message: /spec\.exposedPorts\[1\]: 65536 is out of range; allowed: 1\.\.65535/ },
-    { what: "an unknown pool", options: { ...base, pool: "nope" }, error: NotFoundError, message: /pool default\/nope does not exist \(pools in default: default\)/ },
-    { what: "an invalid name", options: { ...base, name: "Not_Valid" }, error: ValidationError, message: /metadata\.name: invalid name "Not_Valid": use lower-case letters/ },
+    {
+      what: "port 0",
+      options: { ...base, exposedPorts: [0] },
+      error: ValidationError,
+      message: /spec\.exposedPorts\[0\]: 0 is out of range; allowed: 1\.\.65535/,
+    },
+    {
+      what: "port 65536",
+      options: { ...base, exposedPorts: [80, 65536] },
+      error: ValidationError,
+      message: /spec\.exposedPorts\[1\]: 65536 is out of range; allowed: 1\.\.65535/,
+    },
+    {
+      what: "an unknown pool",
+      options: { ...base, pool: "nope" },
+      error: NotFoundError,
+      message: /pool default\/nope does not exist \(pools in default: default\)/,
+    },
+    {
+      what: "an invalid name",
+      options: { ...base, name: "Not_Valid" },
+      error: ValidationError,
+      message: /metadata\.name: invalid name "Not_Valid": use lower-case letters/,
+    },
     { what: "an invalid pool name", options: { ...base, pool: "UPPER" }, error: ValidationError, message: /spec\.poolRef: invalid name/ },
-    { what: "an image containerd does not have", options: { ...base, image: "example.org/missing:1" }, error: NotFoundError, message: /example\.org\/missing:1.*import it/ },
-    { what: "an unknown failure policy", options: { ...base, failurePolicy: "Sometimes" as never }, error: ValidationError, message: /spec\.failurePolicy: "Sometimes" is not allowed; allowed: Manual, AutoRecreate/ },
-    { what: "an invalid expire time", options: { ...base, expireTime: "tomorrow" }, error: ValidationError, message: /spec\.expireTime: "tomorrow" is not a valid date-time/ },
+    {
+      what: "an image containerd does not have",
+      options: { ...base, image: "example.org/missing:1" },
+      error: NotFoundError,
+      message: /example\.org\/missing:1.*import it/,
+    },
+    {
+      what: "an unknown failure policy",
+      options: { ...base, failurePolicy: "Sometimes" as never },
+      error: ValidationError,
+      message: /spec\.failurePolicy: "Sometimes" is not allowed; allowed: Manual, AutoRecreate/,
+    },
+    {
+      what: "an invalid expire time",
+      options: { ...base, expireTime: "tomorrow" },
+      error: ValidationError,
+      message: /spec\.expireTime: "tomorrow" is not a valid date-time/,
+    },
     { what: "a relative working directory", options: { ...base, workingDir: "tmp" }, error: ValidationError, message: /spec\.workingDir/ },
   ];
 

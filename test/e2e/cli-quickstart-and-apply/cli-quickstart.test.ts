@@ -74,7 +74,10 @@ describe("fsb on the command line", () => {
     const apply = fsb("apply", "-f", join(here, "pool-and-sandbox.yaml"));
     assert.equal(apply.status, 0, apply.stderr);
     assert.equal(apply.stdout, "sandboxpool/workers configured\nsandbox/web created\n");
-    const web = JSON.parse(fsb("get", "web", "-o", "json").stdout) as { spec: Record<string, unknown>; status: { endpoints: string[]; assignedPod: string; sandboxID: string } };
+    const web = JSON.parse(fsb("get", "web", "-o", "json").stdout) as {
+      spec: Record<string, unknown>;
+      status: { endpoints: string[]; assignedPod: string; sandboxID: string };
+    };
     assert.deepEqual(web.status.endpoints, ["127.0.0.1:18080"]);
     assert.equal(web.status.assignedPod, "workers-0");
     assert.equal(web.spec.recoveryTimeoutSeconds, 30);
@@ -87,7 +90,14 @@ describe("fsb on the command line", () => {
     const cpu = readFileSync(v2 ? `/sys/fs/cgroup/${cgroup}/cpu.max` : `/sys/fs/cgroup/cpu/${cgroup}/cpu.cfs_quota_us`, "utf8").trim();
     assert.equal(cpu.split(" ")[0], "50000");
 
-    const agents = JSON.parse(fsb("agents", "-o", "json").stdout) as { name: string; pool: string; allocated: number; capacity: number; pid: number; images: string[] }[];
+    const agents = JSON.parse(fsb("agents", "-o", "json").stdout) as {
+      name: string;
+      pool: string;
+      allocated: number;
+      capacity: number;
+      pid: number;
+      images: string[];
+    }[];
     const worker = agents.find((a) => a.name === "workers-0");
     assert.ok(worker);
     assert.equal(worker.allocated, 1);

@@ -3,13 +3,7 @@
  * Everything runs in its own containerd namespace, removed at the end.
  */
 import assert from "node:assert/strict";
-import {
-  existsSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-} from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -17,19 +11,10 @@ import { after, before, describe, it } from "node:test";
 import pino from "pino";
 import { AlreadyExistsError, NotFoundError } from "@fast-sandbox/api";
 import { ContainerdClient } from "../../../packages/agent/src/containerd/containerd-client.js";
-import {
-  createContainerdRuntime,
-  type ContainerdRuntime,
-} from "../../../packages/agent/src/containerd/containerd-runtime.js";
+import { createContainerdRuntime, type ContainerdRuntime } from "../../../packages/agent/src/containerd/containerd-runtime.js";
 import type { OciSpec } from "../../../packages/agent/src/containerd/oci-spec.js";
 import type { RuntimeSandboxSpec } from "../../../packages/agent/src/runtime/runtime.js";
-import {
-  BASE_IMAGE,
-  ctr,
-  importBaseImage,
-  removeCgroupParent,
-  removeNamespace,
-} from "../../support/containerd.js";
+import { BASE_IMAGE, ctr, importBaseImage, removeCgroupParent, removeNamespace } from "../../support/containerd.js";
 
 const NAMESPACE = "fsb-test-runtime";
 const AGENT = "test-agent";
@@ -50,9 +35,7 @@ function newRuntime(agentName = AGENT): ContainerdRuntime {
   });
 }
 
-function sandboxSpec(
-  overrides: Partial<RuntimeSandboxSpec> = {},
-): RuntimeSandboxSpec {
+function sandboxSpec(overrides: Partial<RuntimeSandboxSpec> = {}): RuntimeSandboxSpec {
   counter += 1;
   const sandboxId = `sb-${process.pid}-${counter}`;
   return {
@@ -71,11 +54,7 @@ function sandboxSpec(
 }
 
 /** Polls until `read()` returns something truthy; fails after `attempts` tries (no timing assertion). */
-async function eventually<T>(
-  read: () => T | undefined | false,
-  what: string,
-  attempts = 200,
-): Promise<T> {
+async function eventually<T>(read: () => T | undefined | false, what: string, attempts = 200): Promise<T> {
   for (let attempt = 0; attempt < attempts; attempt++) {
     const value = read();
     if (value) return value;
@@ -110,8 +89,7 @@ async function execCollect(
 
 function leftovers(id: string): string[] {
   const found: string[] = [];
-  if (ctr(NAMESPACE, "containers", "ls", "-q").split("\n").includes(id))
-    found.push("container");
+  if (ctr(NAMESPACE, "containers", "ls", "-q").split("\n").includes(id)) found.push("container");
   if (ctr(NAMESPACE, "tasks", "ls").includes(id)) found.push("task");
   if (
     ctr(NAMESPACE, "snapshots", "ls")
@@ -124,9 +102,7 @@ function leftovers(id: string): string[] {
 
 async function containerSpec(id: string): Promise<OciSpec> {
   const { container } = await client.containers.get({ id });
-  return JSON.parse(
-    Buffer.from(container?.spec?.value ?? []).toString(),
-  ) as OciSpec;
+  return JSON.parse(Buffer.from(container?.spec?.value ?? []).toString()) as OciSpec;
 }
 
 function shimPid(taskPid: number): number {
@@ -143,8 +119,7 @@ describe("containerd runtime", () => {
   });
 
   after(async () => {
-    for (const sandbox of await runtime.list())
-      await runtime.delete(sandbox.sandboxId, { gracePeriodMs: 0 });
+    for (const sandbox of await runtime.list()) await runtime.delete(sandbox.sandboxId, { gracePeriodMs: 0 });
     runtime.close();
     client.close();
     removeNamespace(NAMESPACE);
@@ -163,15 +138,8 @@ describe("containerd runtime", () => {
     const created = await runtime.create(spec);
     assert.equal(created.state, "running");
     assert.ok(created.pid && created.pid > 0);
-    await eventually(
-      () =>
-        existsSync(spec.logPath) &&
-        readFileSync(spec.logPath, "utf8").includes("hello"),
-      "hello in the log file",
-    );
-    const listed = (await runtime.list()).find(
-      (sandbox) => sandbox.sandboxId === spec.sandboxId,
-    );
+    await eventually(() => existsSync(spec.logPath) && readFileSync(spec.logPath, "utf8").includes("hello"), "hello in the log file");
+    const listed = (await runtime.list()).find((sandbox) => sandbox.sandboxId === spec.sandboxId);
     assert.equal(listed?.state, "running");
     assert.equal(listed?.name, spec.name);
     assert.equal(listed?.namespace, "team-a");
@@ -182,63 +150,37 @@ describe("containerd runtime", () => {
   it("execs with separate stdout and stderr and returns the exit code", async () => {
     const spec = sandboxSpec();
     await runtime.create(spec);
-    const result = await execCollect(spec.sandboxId, [
-      "sh",
-      "-c",
-      "echo out; echo err >&2; exit 3",
-    ]);
+    const result = await execCollect(spec.sandboxId, ["sh", "-c", "echo out; echo err >&2; exit 3"]);
     assert.deepEqual(result, { exitCode: 3, stdout: "out\n", stderr: "err\n" });
 
-    const withEnv = await execCollect(
-      spec.sandboxId,
-      ["sh", "-c", 'echo "$GREETING"; pwd'],
-      {
-        env: [{ name: "GREETING", value: "hi there" }],
-        workingDir: "/tmp",
-      },
-    );
+    const withEnv = await execCollect(spec.sandboxId, ["sh", "-c", 'echo "$GREETING"; pwd'], {
+      env: [{ name: "GREETING", value: "hi there" }],
+      workingDir: "/tmp",
+    });
     assert.deepEqual(withEnv, {
       exitCode: 0,
       stdout: "hi there\n/tmp\n",
       stderr: "",
     });
 
-    const big = await execCollect(spec.sandboxId, [
-      "sh",
-      "-c",
-      "i=0; while [ $i -lt 20000 ]; do echo line-$i; i=$((i+1)); done",
-    ]);
-    assert.equal(
-      big.stdout.split("\n").filter((line) => line !== "").length,
-      20000,
-    );
+    const big = await execCollect(spec.sandboxId, ["sh", "-c", "i=0; while [ $i -lt 20000 ]; do echo line-$i; i=$((i+1)); done"]);
+    assert.equal(big.stdout.split("\n").filter((line) => line !== "").length, 20000);
     assert.ok(big.stdout.endsWith("line-19999\n"));
     // Each exec removed its FIFOs: only the runsc wrapper stays in the state directory.
-    assert.deepEqual(readdirSync(join(workDir, "state")), [
-      "runsc-network-none",
-    ]);
+    assert.deepEqual(readdirSync(join(workDir, "state")), ["runsc-network-none"]);
     await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
   });
 
   it("runs sandboxes without new privileges, under seccomp, with reduced capabilities", async () => {
     const spec = sandboxSpec();
     await runtime.create(spec);
-    const status = await execCollect(spec.sandboxId, [
-      "cat",
-      "/proc/self/status",
-    ]);
+    const status = await execCollect(spec.sandboxId, ["cat", "/proc/self/status"]);
     assert.match(status.stdout, /^NoNewPrivs:\s+1$/m);
     assert.match(status.stdout, /^Seccomp:\s+2$/m);
-    const bounding = BigInt(
-      `0x${/^CapBnd:\s+([0-9a-f]+)$/m.exec(status.stdout)?.[1]}`,
-    );
+    const bounding = BigInt(`0x${/^CapBnd:\s+([0-9a-f]+)$/m.exec(status.stdout)?.[1]}`);
     const CAP_SYS_ADMIN = 21n;
     assert.equal((bounding >> CAP_SYS_ADMIN) & 1n, 0n);
-    const unshare = await execCollect(spec.sandboxId, [
-      "unshare",
-      "-n",
-      "true",
-    ]);
+    const unshare = await execCollect(spec.sandboxId, ["unshare", "-n", "true"]);
     assert.notEqual(unshare.exitCode, 0);
     await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
   });
@@ -266,24 +208,13 @@ describe("containerd runtime", () => {
 
   it("deletes task, container and snapshot, and deleting again is fine", async () => {
     const spec = sandboxSpec({
-      command: [
-        "sh",
-        "-c",
-        "trap 'exit 0' TERM; while true; do sleep 0.1; done",
-      ],
+      command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"],
     });
     await runtime.create(spec);
-    assert.deepEqual(leftovers(spec.sandboxId), [
-      "container",
-      "task",
-      "snapshot",
-    ]);
+    assert.deepEqual(leftovers(spec.sandboxId), ["container", "task", "snapshot"]);
     await runtime.delete(spec.sandboxId, { gracePeriodMs: 5_000 });
     assert.deepEqual(leftovers(spec.sandboxId), []);
-    await assert.rejects(
-      client.containers.get({ id: spec.sandboxId }),
-      NotFoundError,
-    );
+    await assert.rejects(client.containers.get({ id: spec.sandboxId }), NotFoundError);
     await runtime.delete(spec.sandboxId, { gracePeriodMs: 5_000 });
     await runtime.delete("never-existed", { gracePeriodMs: 0 });
   });
@@ -306,19 +237,13 @@ describe("containerd runtime", () => {
     assert.equal(shimPid(a.pid), shimPid(b.pid));
     await runtime.delete(first.sandboxId, { gracePeriodMs: 0 });
     assert.deepEqual(leftovers(first.sandboxId), []);
-    assert.equal(
-      (await execCollect(second.sandboxId, ["echo", "still here"])).stdout,
-      "still here\n",
-    );
+    assert.equal((await execCollect(second.sandboxId, ["echo", "still here"])).stdout, "still here\n");
     await runtime.delete(second.sandboxId, { gracePeriodMs: 0 });
     assert.deepEqual(leftovers(second.sandboxId), []);
     // The group's shim is gone with its last sandbox; a new sandbox starts a new one.
     const third = sandboxSpec();
     await runtime.create(third);
-    assert.equal(
-      (await execCollect(third.sandboxId, ["echo", "ok"])).exitCode,
-      0,
-    );
+    assert.equal((await execCollect(third.sandboxId, ["echo", "ok"])).exitCode, 0);
     await runtime.delete(third.sandboxId, { gracePeriodMs: 0 });
   });
 
@@ -331,16 +256,10 @@ describe("containerd runtime", () => {
       const listed = await restarted.list();
       const ids = specs.map((spec) => spec.sandboxId);
       assert.deepEqual(
-        listed
-          .filter((sandbox) => ids.includes(sandbox.sandboxId))
-          .map((sandbox) => sandbox.state),
+        listed.filter((sandbox) => ids.includes(sandbox.sandboxId)).map((sandbox) => sandbox.state),
         ["running", "running"],
       );
-      assert.ok(
-        listed.every(
-          (sandbox) => sandbox.labels["fast-sandbox.io/agent"] === AGENT,
-        ),
-      );
+      assert.ok(listed.every((sandbox) => sandbox.labels["fast-sandbox.io/agent"] === AGENT));
       assert.deepEqual(await otherAgent.list(), []);
       let stdout = "";
       const exitCode = await restarted.exec(
@@ -353,13 +272,10 @@ describe("containerd runtime", () => {
       );
       assert.equal(exitCode, 0);
       assert.equal(stdout, `${specs[0]!.name}\n`);
-      for (const spec of specs)
-        await restarted.delete(spec.sandboxId, { gracePeriodMs: 0 });
+      for (const spec of specs) await restarted.delete(spec.sandboxId, { gracePeriodMs: 0 });
       for (const spec of specs) assert.deepEqual(leftovers(spec.sandboxId), []);
       assert.deepEqual(
-        (await runtime.list()).filter((sandbox) =>
-          ids.includes(sandbox.sandboxId),
-        ),
+        (await runtime.list()).filter((sandbox) => ids.includes(sandbox.sandboxId)),
         [],
       );
     } finally {
@@ -372,9 +288,7 @@ describe("containerd runtime", () => {
     const spec = sandboxSpec({ command: ["sh", "-c", "exit 7"] });
     await runtime.create(spec);
     assert.equal(await runtime.wait(spec.sandboxId), 7);
-    const listed = (await runtime.list()).find(
-      (sandbox) => sandbox.sandboxId === spec.sandboxId,
-    );
+    const listed = (await runtime.list()).find((sandbox) => sandbox.sandboxId === spec.sandboxId);
     assert.equal(listed?.state, "stopped");
     assert.equal(listed?.exitCode, 7);
     await runtime.delete(spec.sandboxId, { gracePeriodMs: 1_000 });
@@ -390,34 +304,20 @@ describe("containerd runtime", () => {
       return true;
     });
     assert.deepEqual(leftovers(spec.sandboxId), []);
-    assert.ok(
-      !(await runtime.list()).some(
-        (sandbox) => sandbox.sandboxId === spec.sandboxId,
-      ),
-    );
+    assert.ok(!(await runtime.list()).some((sandbox) => sandbox.sandboxId === spec.sandboxId));
   });
 
   it("refuses a second sandbox with the same id and keeps the first one", async () => {
     const spec = sandboxSpec();
     await runtime.create(spec);
-    await assert.rejects(
-      runtime.create({ ...spec, name: "duplicate" }),
-      AlreadyExistsError,
-    );
-    assert.deepEqual(leftovers(spec.sandboxId), [
-      "container",
-      "task",
-      "snapshot",
-    ]);
+    await assert.rejects(runtime.create({ ...spec, name: "duplicate" }), AlreadyExistsError);
+    assert.deepEqual(leftovers(spec.sandboxId), ["container", "task", "snapshot"]);
     assert.equal((await execCollect(spec.sandboxId, ["true"])).exitCode, 0);
     await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
   });
 
   it("rejects exec and wait in a missing sandbox with NotFoundError", async () => {
-    await assert.rejects(
-      execCollect("no-such-sandbox", ["true"]),
-      NotFoundError,
-    );
+    await assert.rejects(execCollect("no-such-sandbox", ["true"]), NotFoundError);
     await assert.rejects(runtime.wait("no-such-sandbox"), NotFoundError);
   });
 
@@ -456,20 +356,11 @@ describe("containerd runtime", () => {
     });
     const created = await runtime.create(spec);
     assert.equal(created.state, "running");
-    await eventually(
-      () =>
-        existsSync(spec.logPath) &&
-        readFileSync(spec.logPath, "utf8").includes("hi"),
-      "hi in the log file",
-    );
+    await eventually(() => existsSync(spec.logPath) && readFileSync(spec.logPath, "utf8").includes("hi"), "hi in the log file");
     // The kernel answering is gVisor's: its dmesg is unmistakable and runc's sandboxes cannot read the host's.
     const dmesg = await execCollect(spec.sandboxId, ["dmesg"]);
     assert.match(dmesg.stdout, /gVisor/);
-    const result = await execCollect(spec.sandboxId, [
-      "sh",
-      "-c",
-      "echo out; echo err >&2; exit 3",
-    ]);
+    const result = await execCollect(spec.sandboxId, ["sh", "-c", "echo out; echo err >&2; exit 3"]);
     assert.deepEqual(result, { exitCode: 3, stdout: "out\n", stderr: "err\n" });
     await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
     assert.deepEqual(leftovers(spec.sandboxId), []);

@@ -11,16 +11,8 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
 import pino from "pino";
-import {
-  createContainerdRuntime,
-  type CreateTimings,
-} from "../../../packages/agent/src/containerd/containerd-runtime.js";
-import {
-  BASE_IMAGE,
-  importBaseImage,
-  removeCgroupParent,
-  removeNamespace,
-} from "../../support/containerd.js";
+import { createContainerdRuntime, type CreateTimings } from "../../../packages/agent/src/containerd/containerd-runtime.js";
+import { BASE_IMAGE, importBaseImage, removeCgroupParent, removeNamespace } from "../../support/containerd.js";
 
 const NAMESPACE = "fsb-measure-create";
 const count = Number(process.argv[2] ?? 20);
@@ -29,9 +21,7 @@ const execFileAsync = promisify(execFile);
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2
-    ? sorted[middle]!
-    : (sorted[middle - 1]! + sorted[middle]!) / 2;
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 const workDir = mkdtempSync(join(tmpdir(), "fsb-measure-"));
@@ -61,26 +51,18 @@ try {
   // Warm-up: fills the image cache and starts the group's shim, as on a running agent.
   await runtime.create(spec(0));
   timings.length = 0;
-  for (let index = 1; index <= count; index++)
-    await runtime.create(spec(index));
+  for (let index = 1; index <= count; index++) await runtime.create(spec(index));
 
   const exec: number[] = [];
   for (let index = 0; index < 10; index++) {
     const started = performance.now();
-    await runtime.exec(
-      "measure-1",
-      { command: ["true"] },
-      { onStdout: () => undefined, onStderr: () => undefined },
-    );
+    await runtime.exec("measure-1", { command: ["true"] }, { onStdout: () => undefined, onStderr: () => undefined });
     exec.push(performance.now() - started);
   }
   const mkfifo: number[] = [];
   for (let index = 0; index < 10; index++) {
     const started = performance.now();
-    await execFileAsync("mkfifo", [
-      join(workDir, `f${index}a`),
-      join(workDir, `f${index}b`),
-    ]);
+    await execFileAsync("mkfifo", [join(workDir, `f${index}a`), join(workDir, `f${index}b`)]);
     mkfifo.push(performance.now() - started);
   }
   const deletes: number[] = [];
@@ -93,45 +75,16 @@ try {
   const ctrRuns: number[] = [];
   for (let index = 0; index < count; index++) {
     const started = performance.now();
-    execFileSync(
-      "ctr",
-      [
-        "-n",
-        NAMESPACE,
-        "run",
-        "-d",
-        BASE_IMAGE,
-        `ctr-${index}`,
-        "sleep",
-        "1000",
-      ],
-      { stdio: "ignore" },
-    );
+    execFileSync("ctr", ["-n", NAMESPACE, "run", "-d", BASE_IMAGE, `ctr-${index}`, "sleep", "1000"], { stdio: "ignore" });
     ctrRuns.push(performance.now() - started);
   }
   for (let index = 0; index < count; index++) {
-    execFileSync(
-      "ctr",
-      ["-n", NAMESPACE, "tasks", "kill", "-s", "SIGKILL", `ctr-${index}`],
-      { stdio: "ignore" },
-    );
+    execFileSync("ctr", ["-n", NAMESPACE, "tasks", "kill", "-s", "SIGKILL", `ctr-${index}`], { stdio: "ignore" });
   }
 
-  const row = (name: string, values: number[]) =>
-    console.log(
-      `${name.padEnd(28)} ${median(values).toFixed(1).padStart(7)} ms`,
-    );
-  console.log(
-    `containerd API create path, ${count} sequential creates (median):`,
-  );
-  for (const key of [
-    "imageMs",
-    "snapshotMs",
-    "containerMs",
-    "taskMs",
-    "startMs",
-    "totalMs",
-  ] as const) {
+  const row = (name: string, values: number[]) => console.log(`${name.padEnd(28)} ${median(values).toFixed(1).padStart(7)} ms`);
+  console.log(`containerd API create path, ${count} sequential creates (median):`);
+  for (const key of ["imageMs", "snapshotMs", "containerMs", "taskMs", "startMs", "totalMs"] as const) {
     row(
       `  ${key}`,
       timings.map((timing) => timing[key]),

@@ -10,22 +10,12 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import {
-  KubeClient,
-  KubeError,
-  readClusterInfo,
-  type ClusterInfo,
-  type KObj,
-  type WatchEvent,
-} from "../../harness/cluster/kube-client.js";
+import { KubeClient, KubeError, readClusterInfo, type ClusterInfo, type KObj, type WatchEvent } from "../../harness/cluster/kube-client.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../../..");
 const CLUSTER_SH = path.join(REPO, "test/harness/cluster/cluster.sh");
-const STATE = path.join(
-  os.tmpdir(),
-  `fsb-cluster-smoke-${process.pid}-${Date.now()}`,
-);
+const STATE = path.join(os.tmpdir(), `fsb-cluster-smoke-${process.pid}-${Date.now()}`);
 const NS = "fsb-smoke";
 
 // A cluster of this run only: own state dir, free ports, the default single node.
@@ -53,11 +43,7 @@ function run(
         timeout: opts.timeoutMs ?? 120_000,
       },
       (err, stdout, stderr) => {
-        const code = err
-          ? typeof (err as { code?: unknown }).code === "number"
-            ? (err as { code: number }).code
-            : 1
-          : 0;
+        const code = err ? (typeof (err as { code?: unknown }).code === "number" ? (err as { code: number }).code : 1) : 0;
         resolve({ code, stdout: String(stdout), stderr: String(stderr) });
       },
     );
@@ -69,11 +55,7 @@ async function cluster(...args: string[]): Promise<string> {
   const r = await run("bash", [CLUSTER_SH, ...args], {
     timeoutMs: 60 * 60_000,
   });
-  assert.equal(
-    r.code,
-    0,
-    `cluster.sh ${args.join(" ")} failed (${r.code}):\n${r.stderr}\n${r.stdout}`,
-  );
+  assert.equal(r.code, 0, `cluster.sh ${args.join(" ")} failed (${r.code}):\n${r.stderr}\n${r.stdout}`);
   return r.stdout;
 }
 
@@ -88,11 +70,7 @@ async function kubectlJson(...args: string[]): Promise<KObj> {
 }
 
 /** Polls fn until it returns a truthy value; generous timeout, no timing assertion. */
-async function eventually<T>(
-  what: string,
-  fn: () => Promise<T | undefined | false>,
-  timeoutMs = 120_000,
-): Promise<T> {
+async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 120_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -102,10 +80,7 @@ async function eventually<T>(
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`,
-      );
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
     await new Promise((r) => setTimeout(r, 500));
   }
 }
@@ -169,9 +144,7 @@ describe("kubernetes test harness", { timeout: 90 * 60_000 }, () => {
     const nodes = await kubectlJson("get", "nodes");
     const names = (nodes.items as KObj[]).map((n) => n.metadata.name);
     assert.deepEqual(names, ["fsb-node-0"]);
-    const ready = (nodes.items[0].status.conditions as KObj[]).find(
-      (c) => c.type === "Ready",
-    );
+    const ready = (nodes.items[0].status.conditions as KObj[]).find((c) => c.type === "Ready");
     assert.equal(ready?.status, "True");
   });
 
@@ -186,9 +159,7 @@ describe("kubernetes test harness", { timeout: 90 * 60_000 }, () => {
           (p) =>
             p.status?.phase === "Running" &&
             /^127\.\d+\.\d+\.\d+$/.test(p.status.podIP ?? "") &&
-            (p.status.conditions as KObj[] | undefined)?.some(
-              (c) => c.type === "Ready" && c.status === "True",
-            ),
+            (p.status.conditions as KObj[] | undefined)?.some((c) => c.type === "Ready" && c.status === "True"),
         );
       return ok ? items : undefined;
     });
@@ -198,10 +169,7 @@ describe("kubernetes test harness", { timeout: 90 * 60_000 }, () => {
       assert.equal(p.spec.nodeName, "fsb-node-0");
       assert.deepEqual(p.status.podIPs, [{ ip: p.status.podIP }]);
       const cs = p.status.containerStatuses[0];
-      assert.ok(
-        cs.state.running,
-        `container not running: ${JSON.stringify(cs.state)}`,
-      );
+      assert.ok(cs.state.running, `container not running: ${JSON.stringify(cs.state)}`);
       assert.equal(cs.ready, true);
       const reply = await httpJson(`http://${p.status.podIP}:8080/`);
       assert.equal(reply.pod, p.metadata.name);
@@ -213,8 +181,7 @@ describe("kubernetes test harness", { timeout: 90 * 60_000 }, () => {
       podPids.push(reply.pid as number);
     }
     const wide = await kubectl("-n", NS, "get", "pods", "-o", "wide");
-    for (const ip of ips)
-      assert.match(wide, new RegExp(ip.replace(/\./g, "\\.")));
+    for (const ip of ips) assert.match(wide, new RegExp(ip.replace(/\./g, "\\.")));
   });
 
   it("deleting the Deployment removes its Pods (GC) and stops their processes", async () => {
@@ -224,9 +191,7 @@ describe("kubernetes test harness", { timeout: 90 * 60_000 }, () => {
       const list = await kubectlJson("-n", NS, "get", "pods", "-l", "app=echo");
       return (list.items as KObj[]).length === 0;
     });
-    await eventually("echo processes gone", async () =>
-      podPids.every((pid) => !pidAlive(pid)),
-    );
+    await eventually("echo processes gone", async () => podPids.every((pid) => !pidAlive(pid)));
     const rs = await kubectlJson("-n", NS, "get", "replicasets");
     assert.equal((rs.items as KObj[]).length, 0, "replicaset left behind");
   });
@@ -239,15 +204,7 @@ describe("kubernetes test harness", { timeout: 90 * 60_000 }, () => {
       return w?.reason === "ErrImageNeverPull" ? w : undefined;
     });
     assert.match(waiting.message as string, /not mapped/);
-    await kubectl(
-      "-n",
-      NS,
-      "delete",
-      "pod",
-      "unmapped",
-      "--wait=true",
-      "--timeout=120s",
-    );
+    await kubectl("-n", NS, "delete", "pod", "unmapped", "--wait=true", "--timeout=120s");
   });
 
   it("takes and renews a Lease (coordination.k8s.io/v1) with optimistic concurrency", async () => {
@@ -272,10 +229,7 @@ describe("kubernetes test harness", { timeout: 90 * 60_000 }, () => {
       spec: { ...created.spec, renewTime: t1 },
     });
     assert.equal(renewed.spec.renewTime, t1);
-    assert.notEqual(
-      renewed.metadata.resourceVersion,
-      created.metadata.resourceVersion,
-    );
+    assert.notEqual(renewed.metadata.resourceVersion, created.metadata.resourceVersion);
     // A writer with the stale resourceVersion loses.
     await assert.rejects(
       admin.put(`${base}/smoke-leader`, {
@@ -287,9 +241,7 @@ describe("kubernetes test harness", { timeout: 90 * 60_000 }, () => {
     const got = await admin.get(`${base}/smoke-leader`);
     assert.equal(got.spec.holderIdentity, "holder-a");
     // The fake kubelet renews its node Lease too.
-    const nodeLease = await admin.get(
-      "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/fsb-node-0",
-    );
+    const nodeLease = await admin.get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/fsb-node-0");
     assert.equal(nodeLease.spec.holderIdentity, "fsb-node-0");
   });
 
@@ -302,14 +254,8 @@ describe("kubernetes test harness", { timeout: 90 * 60_000 }, () => {
     try {
       const cm = await sa.get(`/api/v1/namespaces/${NS}/configmaps/visible`);
       assert.equal(cm.data.greeting, "hello");
-      await assert.rejects(
-        sa.get(`/api/v1/namespaces/${NS}/secrets/hidden`),
-        (err: unknown) => err instanceof KubeError && err.status === 403,
-      );
-      await assert.rejects(
-        sa.get("/api/v1/namespaces/default/configmaps"),
-        (err: unknown) => err instanceof KubeError && err.status === 403,
-      );
+      await assert.rejects(sa.get(`/api/v1/namespaces/${NS}/secrets/hidden`), (err: unknown) => err instanceof KubeError && err.status === 403);
+      await assert.rejects(sa.get("/api/v1/namespaces/default/configmaps"), (err: unknown) => err instanceof KubeError && err.status === 403);
       await assert.rejects(
         sa.post(`/api/v1/namespaces/${NS}/configmaps`, {
           apiVersion: "v1",
@@ -318,63 +264,32 @@ describe("kubernetes test harness", { timeout: 90 * 60_000 }, () => {
         }),
         (err: unknown) => err instanceof KubeError && err.status === 403,
       );
-      const who = await sa.post(
-        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-        {
-          apiVersion: "authentication.k8s.io/v1",
-          kind: "SelfSubjectReview",
-        },
-      );
-      assert.equal(
-        who.status.userInfo.username,
-        `system:serviceaccount:${NS}:reader`,
-      );
+      const who = await sa.post("/apis/authentication.k8s.io/v1/selfsubjectreviews", {
+        apiVersion: "authentication.k8s.io/v1",
+        kind: "SelfSubjectReview",
+      });
+      assert.equal(who.status.userInfo.username, `system:serviceaccount:${NS}:reader`);
     } finally {
       sa.close();
     }
     // The same through kubectl with the minted kubeconfig file.
     const file = path.join(STATE, "reader.kubeconfig");
     writeFileSync(file, kc);
-    const okRun = await run("kubectl", [
-      "--kubeconfig",
-      file,
-      "get",
-      "configmap",
-      "visible",
-      "-o",
-      "name",
-    ]);
+    const okRun = await run("kubectl", ["--kubeconfig", file, "get", "configmap", "visible", "-o", "name"]);
     assert.equal(okRun.code, 0, okRun.stderr);
-    const denied = await run("kubectl", [
-      "--kubeconfig",
-      file,
-      "get",
-      "secret",
-      "hidden",
-    ]);
+    const denied = await run("kubectl", ["--kubeconfig", file, "get", "secret", "hidden"]);
     assert.notEqual(denied.code, 0);
     assert.match(denied.stderr, /forbidden/i);
   });
 
   it("installs a CRD and watches its objects (ADDED, MODIFIED, DELETED)", async () => {
     await kubectl("apply", "-f", path.join(HERE, "crd.yaml"));
-    await kubectl(
-      "wait",
-      "--for=condition=Established",
-      "--timeout=120s",
-      "crd/widgets.test.fast-sandbox.io",
-    );
+    await kubectl("wait", "--for=condition=Established", "--timeout=120s", "crd/widgets.test.fast-sandbox.io");
     const base = `/apis/test.fast-sandbox.io/v1/namespaces/${NS}/widgets`;
-    const list = await eventually<KObj>("widgets served", () =>
-      admin.get(base),
-    );
+    const list = await eventually<KObj>("widgets served", () => admin.get(base));
     const events: WatchEvent[] = [];
     const ac = new AbortController();
-    const watching = admin.watch(
-      `${base}?watch=1&resourceVersion=${list.metadata.resourceVersion}`,
-      (e) => events.push(e),
-      ac.signal,
-    );
+    const watching = admin.watch(`${base}?watch=1&resourceVersion=${list.metadata.resourceVersion}`, (e) => events.push(e), ac.signal);
     try {
       await admin.post(base, {
         apiVersion: "test.fast-sandbox.io/v1",
@@ -399,36 +314,19 @@ describe("kubernetes test harness", { timeout: 90 * 60_000 }, () => {
 
   it("after down, no process, port or file of the run is left", async () => {
     // A pod that ignores SIGTERM is still running when `down` starts.
-    await kubectl(
-      "-n",
-      NS,
-      "run",
-      "stubborn",
-      "--image=fast-sandbox.io/test/sleep:dev",
-      "--env=IGNORE_SIGTERM=1",
-      "--restart=Never",
-    );
+    await kubectl("-n", NS, "run", "stubborn", "--image=fast-sandbox.io/test/sleep:dev", "--env=IGNORE_SIGTERM=1", "--restart=Never");
     const podIP = await eventually("stubborn running", async () => {
       const p = await kubectlJson("-n", NS, "get", "pod", "stubborn");
-      return p.status?.phase === "Running"
-        ? (p.status.podIP as string)
-        : undefined;
+      return p.status?.phase === "Running" ? (p.status.podIP as string) : undefined;
     });
     assert.ok(podIP);
     const pids: number[] = [];
-    for (const f of readdirSync(path.join(STATE, "pids")))
-      pids.push(Number(readFileSync(path.join(STATE, "pids", f), "utf8")));
+    for (const f of readdirSync(path.join(STATE, "pids"))) pids.push(Number(readFileSync(path.join(STATE, "pids", f), "utf8")));
     const podDir = path.join(STATE, "kubelet", "fsb-node-0", "pods");
     for (const d of readdirSync(podDir)) {
-      for (const f of readdirSync(path.join(podDir, d)))
-        if (f.endsWith(".pgid"))
-          pids.push(Number(readFileSync(path.join(podDir, d, f), "utf8")));
+      for (const f of readdirSync(path.join(podDir, d))) if (f.endsWith(".pgid")) pids.push(Number(readFileSync(path.join(podDir, d, f), "utf8")));
     }
-    assert.equal(
-      pids.length,
-      6,
-      `expected etcd, apiserver, kcm, scheduler, kubelet and one pod: ${pids.join(",")}`,
-    );
+    assert.equal(pids.length, 6, `expected etcd, apiserver, kcm, scheduler, kubelet and one pod: ${pids.join(",")}`);
     assert.ok(pids.every(pidAlive));
     assert.ok(await portAccepts("127.0.0.1", info.apiserverPort));
 
@@ -437,16 +335,8 @@ describe("kubernetes test harness", { timeout: 90 * 60_000 }, () => {
 
     const alive = pids.filter(pidAlive);
     assert.deepEqual(alive, [], `processes left: ${alive.join(",")}`);
-    assert.equal(
-      await portAccepts("127.0.0.1", info.apiserverPort),
-      false,
-      "apiserver port still accepts connections",
-    );
-    assert.equal(
-      await portAccepts("127.0.0.1", info.etcdPort),
-      false,
-      "etcd port still accepts connections",
-    );
+    assert.equal(await portAccepts("127.0.0.1", info.apiserverPort), false, "apiserver port still accepts connections");
+    assert.equal(await portAccepts("127.0.0.1", info.etcdPort), false, "etcd port still accepts connections");
     assert.equal(existsSync(STATE), false, "state dir still exists");
     const status = await run("bash", [CLUSTER_SH, "status"]);
     assert.equal(status.code, 3, status.stdout);

@@ -1,6 +1,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { FastSandboxClient, NotFoundError } from "@fast-sandbox/sdk";
+import type { FastSandboxClient } from "@fast-sandbox/sdk";
+import { NotFoundError } from "@fast-sandbox/sdk";
 import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
 const decoder = new TextDecoder();
@@ -24,7 +25,12 @@ describe("a sandbox's life on the real containerd", () => {
 
   it("creates a running sandbox whose output reaches its log, runs exec with the exit code, and deletes it without leftovers", async () => {
     const { client, containerdNamespace } = embedded;
-    const sandbox = await client.sandboxes.create({ pool: "default", image: BASE_IMAGE, command: ["sh", "-c", "echo hello; echo to-stderr >&2"], consistencyMode: "strong" });
+    const sandbox = await client.sandboxes.create({
+      pool: "default",
+      image: BASE_IMAGE,
+      command: ["sh", "-c", "echo hello; echo to-stderr >&2"],
+      consistencyMode: "strong",
+    });
     assert.equal(sandbox.status?.phase, "Running");
     assert.equal(sandbox.status?.assignedPod, "default-0");
     const name = sandbox.metadata.name;
@@ -61,7 +67,10 @@ describe("a sandbox's life on the real containerd", () => {
       workingDir: "/tmp",
     });
     await waitFor(async () => (await readLogs(client, sandbox.metadata.name)).includes("hi there from /tmp"), 10_000, "the command's output");
-    const exec = await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", "echo $GREETING; pwd"], { workingDir: "/", envs: [{ name: "GREETING", value: "override" }] });
+    const exec = await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", "echo $GREETING; pwd"], {
+      workingDir: "/",
+      envs: [{ name: "GREETING", value: "override" }],
+    });
     assert.equal(exec.stdout, "override\n/\n");
     await client.sandboxes.delete(sandbox.metadata.name);
   });
@@ -69,7 +78,11 @@ describe("a sandbox's life on the real containerd", () => {
   it("isolates the sandbox: own PID namespace, no new privileges, reduced capabilities, seccomp on", async () => {
     const { client } = embedded;
     const sandbox = await client.sandboxes.create({ pool: "default", image: BASE_IMAGE, command: ["sleep", "3600"] });
-    const status = await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", "grep -E '^(NoNewPrivs|Seccomp|CapEff):' /proc/self/status; ps -o pid,comm"]);
+    const status = await client.sandboxes.exec(sandbox.metadata.name, [
+      "sh",
+      "-c",
+      "grep -E '^(NoNewPrivs|Seccomp|CapEff):' /proc/self/status; ps -o pid,comm",
+    ]);
     assert.equal(status.exitCode, 0);
     assert.match(status.stdout, /NoNewPrivs:\s+1/);
     assert.match(status.stdout, /Seccomp:\s+2/);

@@ -114,26 +114,29 @@ current-context: fsb
 EOF
 }
 
-client_cert() { # NAME CN [O]
-  local name="$1" cn="$2" o="${3:-}" subj
+client_cert() { # NAME CN [O [CA]]
+  local name="$1" cn="$2" o="${3:-}" ca="${4:-ca}" subj
   subj="/CN=$cn"; [ -n "$o" ] && subj="/O=$o/CN=$cn"
   [ -f "$STATE/pki/$name.crt" ] && return 0
   openssl genrsa -out "$STATE/pki/$name.key" 2048 2>/dev/null
   openssl req -new -key "$STATE/pki/$name.key" -subj "$subj" -out "$STATE/pki/$name.csr" 2>/dev/null
   printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >"$STATE/pki/$name.ext"
-  openssl x509 -req -in "$STATE/pki/$name.csr" -CA "$STATE/pki/ca.crt" -CAkey "$STATE/pki/ca.key" \
+  openssl x509 -req -in "$STATE/pki/$name.csr" -CA "$STATE/pki/$ca.crt" -CAkey "$STATE/pki/$ca.key" \
     -CAcreateserial -days 30 -sha256 -extfile "$STATE/pki/$name.ext" -out "$STATE/pki/$name.crt" 2>/dev/null
 }
 
 gen_pki() {
   local p="$STATE/pki"
   mkdir -p "$p"
-  if [ ! -f "$p/ca.crt" ]; then
-    openssl genrsa -out "$p/ca.key" 2048 2>/dev/null
-    openssl req -x509 -new -key "$p/ca.key" -subj "/CN=fsb-test-ca" -days 30 -sha256 \
+  local ca
+  # ca: cluster CA; front-proxy-ca: the aggregation layer's request-header CA.
+  for ca in ca front-proxy-ca; do
+    [ -f "$p/$ca.crt" ] && continue
+    openssl genrsa -out "$p/$ca.key" 2048 2>/dev/null
+    openssl req -x509 -new -key "$p/$ca.key" -subj "/CN=fsb-test-$ca" -days 30 -sha256 \
       -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
-      -out "$p/ca.crt" 2>/dev/null
-  fi
+      -out "$p/$ca.crt" 2>/dev/null
+  done
   if [ ! -f "$p/apiserver.crt" ]; then
     openssl genrsa -out "$p/apiserver.key" 2048 2>/dev/null
     openssl req -new -key "$p/apiserver.key" -subj "/CN=kube-apiserver" -out "$p/apiserver.csr" 2>/dev/null
@@ -155,6 +158,7 @@ EOF
   client_cert controller-manager system:kube-controller-manager
   client_cert scheduler system:kube-scheduler
   client_cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
+  client_cert front-proxy-client front-proxy-client "" front-proxy-ca
   local n
   for n in ${NODES//,/ }; do client_cert "node-$n" "system:node:$n" system:nodes; done
   chmod 600 "$p"/*.key
@@ -239,6 +243,10 @@ cmd_up() {
     --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" \
     --client-ca-file="$p/ca.crt" \
     --kubelet-client-certificate="$p/apiserver-kubelet-client.crt" --kubelet-client-key="$p/apiserver-kubelet-client.key" \
+    --requestheader-client-ca-file="$p/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$p/front-proxy-client.crt" --proxy-client-key-file="$p/front-proxy-client.key" \
     --authorization-mode=Node,RBAC \
     --enable-admission-plugins=NodeRestriction \
     --service-account-issuer="$ISSUER" \

@@ -7,27 +7,14 @@
 //     --ca CA --cert CERT --key KEY --image-map images.json [--apiserver-port N]
 //     [--cpu 8] [--memory 32Gi] [--max-pods 110]
 import { spawn, type ChildProcess } from "node:child_process";
-import {
-  createWriteStream,
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import http from "node:http";
 import https from "node:https";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import {
-  KubeClient,
-  KubeError,
-  type KObj,
-  type WatchEvent,
-} from "./kube-client.js";
+import { KubeClient, KubeError, type KObj, type WatchEvent } from "./kube-client.js";
 
 const { values: opts } = parseArgs({
   options: {
@@ -49,8 +36,7 @@ const { values: opts } = parseArgs({
 
 function required(name: keyof typeof opts): string {
   const v = opts[name];
-  if (typeof v !== "string" || !v)
-    throw new Error(`fake-kubelet: --${name} is required`);
+  if (typeof v !== "string" || !v) throw new Error(`fake-kubelet: --${name} is required`);
   return v;
 }
 
@@ -63,8 +49,7 @@ const KUBELET_DIR = path.join(STATE, "kubelet", NODE);
 const PODS_DIR = path.join(KUBELET_DIR, "pods");
 // Pod IPs are allocated machine-wide (two clusters on one machine must not hand out the
 // same 127.0.0.N): one dir per IP, naming the state dir that owns it.
-const IPS_DIR =
-  process.env.FSB_IP_POOL_DIR ?? path.join(os.tmpdir(), "fsb-loopback-ips");
+const IPS_DIR = process.env.FSB_IP_POOL_DIR ?? path.join(os.tmpdir(), "fsb-loopback-ips");
 const VERSION = opts["kubelet-version"] ?? "v0.0.0-fsb-fake-kubelet";
 
 const client = new KubeClient({
@@ -75,10 +60,8 @@ const client = new KubeClient({
   token: opts.token,
 });
 
-const log = (...a: unknown[]): void =>
-  console.log(new Date().toISOString(), `[${NODE}]`, ...a);
-const sleep = (ms: number): Promise<void> =>
-  new Promise((r) => setTimeout(r, ms));
+const log = (...a: unknown[]): void => console.log(new Date().toISOString(), `[${NODE}]`, ...a);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const now = (): string => new Date().toISOString().replace(/\.\d+Z$/, "Z");
 const nowMicro = (): string => new Date().toISOString().replace(/Z$/, "000Z");
 
@@ -110,9 +93,7 @@ function loadImageMap(): {
   };
 }
 
-function lookupImage(
-  image: string,
-): { baseDir: string; entry: ImageEntry } | undefined {
+function lookupImage(image: string): { baseDir: string; entry: ImageEntry } | undefined {
   const map = loadImageMap(); // re-read on each use: tests may edit it
   const entry = map.images[image] ?? map.images[image.replace(/:[^/:]+$/, "")];
   return entry ? { baseDir: map.baseDir, entry } : undefined;
@@ -129,23 +110,17 @@ function allocateIP(uid: string): string {
       for (let attempt = 0; attempt < 2; attempt++) {
         try {
           mkdirSync(dir);
-          writeFileSync(
-            path.join(dir, "owner"),
-            JSON.stringify({ stateDir: STATE, node: NODE, uid }),
-          );
+          writeFileSync(path.join(dir, "owner"), JSON.stringify({ stateDir: STATE, node: NODE, uid }));
           return ip;
         } catch {
           // Taken. Reclaim it when its owner's state dir is gone (a run that crashed).
           let owner: { stateDir?: string } = {};
           try {
-            owner = JSON.parse(
-              readFileSync(path.join(dir, "owner"), "utf8"),
-            ) as { stateDir?: string };
+            owner = JSON.parse(readFileSync(path.join(dir, "owner"), "utf8")) as { stateDir?: string };
           } catch {
             /* being written, or a stale empty dir */
           }
-          if (owner.stateDir && !existsSync(owner.stateDir))
-            rmSync(dir, { recursive: true, force: true });
+          if (owner.stateDir && !existsSync(owner.stateDir)) rmSync(dir, { recursive: true, force: true });
           else break;
         }
       }
@@ -208,12 +183,7 @@ async function registerNode(): Promise<void> {
 
 function nodeStatus(): KObj {
   const t = now();
-  const cond = (
-    type: string,
-    status: string,
-    reason: string,
-    message: string,
-  ): KObj => ({
+  const cond = (type: string, status: string, reason: string, message: string): KObj => ({
     type,
     status,
     reason,
@@ -231,20 +201,10 @@ function nodeStatus(): KObj {
     capacity,
     allocatable: capacity,
     conditions: [
-      cond(
-        "MemoryPressure",
-        "False",
-        "KubeletHasSufficientMemory",
-        "fake kubelet",
-      ),
+      cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "fake kubelet"),
       cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "fake kubelet"),
       cond("PIDPressure", "False", "KubeletHasSufficientPID", "fake kubelet"),
-      cond(
-        "Ready",
-        "True",
-        "KubeletReady",
-        "fake kubelet is posting ready status",
-      ),
+      cond("Ready", "True", "KubeletReady", "fake kubelet is posting ready status"),
     ],
     addresses: [
       { type: "InternalIP", address: "127.0.0.1" },
@@ -280,26 +240,23 @@ async function renewLease(): Promise<void> {
   } catch (err) {
     if (err instanceof KubeError && err.status === 404) {
       const nodeObj = await client.get(`/api/v1/nodes/${NODE}`);
-      await client.post(
-        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
-        {
-          apiVersion: "coordination.k8s.io/v1",
-          kind: "Lease",
-          metadata: {
-            name: NODE,
-            namespace: "kube-node-lease",
-            ownerReferences: [
-              {
-                apiVersion: "v1",
-                kind: "Node",
-                name: NODE,
-                uid: nodeObj.metadata.uid,
-              },
-            ],
-          },
-          spec,
+      await client.post("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", {
+        apiVersion: "coordination.k8s.io/v1",
+        kind: "Lease",
+        metadata: {
+          name: NODE,
+          namespace: "kube-node-lease",
+          ownerReferences: [
+            {
+              apiVersion: "v1",
+              kind: "Node",
+              name: NODE,
+              uid: nodeObj.metadata.uid,
+            },
+          ],
         },
-      );
+        spec,
+      });
     } else throw err;
   }
 }
@@ -314,11 +271,7 @@ async function heartbeatLoop(signal: AbortSignal): Promise<void> {
           status: nodeStatus(),
         });
     } catch (err) {
-      if (
-        err instanceof KubeError &&
-        err.status === 404 &&
-        (err.message.includes("nodes") || err.message.includes("node"))
-      ) {
+      if (err instanceof KubeError && err.status === 404 && (err.message.includes("nodes") || err.message.includes("node"))) {
         await registerNode().catch(() => undefined);
       }
       log("heartbeat failed:", (err as Error).message);
@@ -328,13 +281,7 @@ async function heartbeatLoop(signal: AbortSignal): Promise<void> {
   }
 }
 
-async function event(
-  pod: KObj,
-  type: "Normal" | "Warning",
-  reason: string,
-  message: string,
-  fieldPath?: string,
-): Promise<void> {
+async function event(pod: KObj, type: "Normal" | "Warning", reason: string, message: string, fieldPath?: string): Promise<void> {
   const ns = pod.metadata.namespace;
   try {
     await client.post(`/api/v1/namespaces/${ns}/events`, {
@@ -440,8 +387,7 @@ class Container {
   }
 
   clearProbes(): void {
-    for (const p of Object.values(this.probes))
-      if (p?.timer) clearTimeout(p.timer);
+    for (const p of Object.values(this.probes)) if (p?.timer) clearTimeout(p.timer);
     this.probes = {};
   }
 }
@@ -468,12 +414,8 @@ class PodRunner {
     this.pod = pod;
     const m = pod.metadata;
     this.dir = path.join(PODS_DIR, `${m.namespace}_${m.name}_${m.uid}`);
-    this.initContainers = (pod.spec.initContainers ?? []).map(
-      (c: KObj) => new Container(this, c, true),
-    );
-    this.containers = (pod.spec.containers ?? []).map(
-      (c: KObj) => new Container(this, c, false),
-    );
+    this.initContainers = (pod.spec.initContainers ?? []).map((c: KObj) => new Container(this, c, true));
+    this.containers = (pod.spec.containers ?? []).map((c: KObj) => new Container(this, c, false));
   }
 
   get key(): string {
@@ -482,9 +424,7 @@ class PodRunner {
 
   async start(): Promise<void> {
     mkdirSync(this.dir, { recursive: true });
-    this.ip = this.pod.spec.hostNetwork
-      ? "127.0.0.1"
-      : allocateIP(this.pod.metadata.uid);
+    this.ip = this.pod.spec.hostNetwork ? "127.0.0.1" : allocateIP(this.pod.metadata.uid);
     writeFileSync(
       path.join(this.dir, "pod.json"),
       JSON.stringify({
@@ -500,8 +440,7 @@ class PodRunner {
     } catch (err) {
       const msg = `volume setup failed: ${(err as Error).message}`;
       log(`pod ${this.key}: ${msg}`);
-      for (const c of [...this.initContainers, ...this.containers])
-        c.state = { waiting: { reason: "ContainerCreating", message: msg } };
+      for (const c of [...this.initContainers, ...this.containers]) c.state = { waiting: { reason: "ContainerCreating", message: msg } };
       void event(this.pod, "Warning", "FailedMount", msg);
       this.updateStatus();
       // Retry later unless the pod is going away.
@@ -570,15 +509,12 @@ class PodRunner {
       mkdirSync(dir, { recursive: true });
       if (v.emptyDir) continue;
       const files: Record<string, string | Buffer> = {};
-      if (v.configMap)
-        Object.assign(files, await this.configMapFiles(ns, v.configMap));
+      if (v.configMap) Object.assign(files, await this.configMapFiles(ns, v.configMap));
       if (v.secret) Object.assign(files, await this.secretFiles(ns, v.secret));
-      if (v.downwardAPI)
-        Object.assign(files, this.downwardFiles(v.downwardAPI.items ?? []));
+      if (v.downwardAPI) Object.assign(files, this.downwardFiles(v.downwardAPI.items ?? []));
       if (v.projected) {
         for (const s of (v.projected.sources ?? []) as KObj[]) {
-          if (s.configMap)
-            Object.assign(files, await this.configMapFiles(ns, s.configMap));
+          if (s.configMap) Object.assign(files, await this.configMapFiles(ns, s.configMap));
           if (s.secret)
             Object.assign(
               files,
@@ -587,12 +523,8 @@ class PodRunner {
                 secretName: s.secret.name,
               }),
             );
-          if (s.downwardAPI)
-            Object.assign(files, this.downwardFiles(s.downwardAPI.items ?? []));
-          if (s.serviceAccountToken)
-            files[s.serviceAccountToken.path] = await this.token(
-              s.serviceAccountToken,
-            );
+          if (s.downwardAPI) Object.assign(files, this.downwardFiles(s.downwardAPI.items ?? []));
+          if (s.serviceAccountToken) files[s.serviceAccountToken.path] = await this.token(s.serviceAccountToken);
         }
       }
       for (const [rel, content] of Object.entries(files)) {
@@ -603,45 +535,29 @@ class PodRunner {
     }
   }
 
-  private async configMapFiles(
-    ns: string,
-    ref: KObj,
-  ): Promise<Record<string, string | Buffer>> {
+  private async configMapFiles(ns: string, ref: KObj): Promise<Record<string, string | Buffer>> {
     let cm: KObj;
     try {
       cm = await client.get(`/api/v1/namespaces/${ns}/configmaps/${ref.name}`);
     } catch (err) {
-      if (ref.optional && err instanceof KubeError && err.status === 404)
-        return {};
+      if (ref.optional && err instanceof KubeError && err.status === 404) return {};
       throw err;
     }
     const all: Record<string, string | Buffer> = { ...(cm.data ?? {}) };
-    for (const [k, v] of Object.entries(
-      (cm.binaryData ?? {}) as Record<string, string>,
-    ))
-      all[k] = Buffer.from(v, "base64");
+    for (const [k, v] of Object.entries((cm.binaryData ?? {}) as Record<string, string>)) all[k] = Buffer.from(v, "base64");
     return pickItems(all, ref.items);
   }
 
-  private async secretFiles(
-    ns: string,
-    ref: KObj,
-  ): Promise<Record<string, string | Buffer>> {
+  private async secretFiles(ns: string, ref: KObj): Promise<Record<string, string | Buffer>> {
     let s: KObj;
     try {
-      s = await client.get(
-        `/api/v1/namespaces/${ns}/secrets/${ref.secretName}`,
-      );
+      s = await client.get(`/api/v1/namespaces/${ns}/secrets/${ref.secretName}`);
     } catch (err) {
-      if (ref.optional && err instanceof KubeError && err.status === 404)
-        return {};
+      if (ref.optional && err instanceof KubeError && err.status === 404) return {};
       throw err;
     }
     const all: Record<string, string | Buffer> = {};
-    for (const [k, v] of Object.entries(
-      (s.data ?? {}) as Record<string, string>,
-    ))
-      all[k] = Buffer.from(v, "base64");
+    for (const [k, v] of Object.entries((s.data ?? {}) as Record<string, string>)) all[k] = Buffer.from(v, "base64");
     return pickItems(all, ref.items);
   }
 
@@ -649,8 +565,7 @@ class PodRunner {
     const out: Record<string, string> = {};
     for (const it of items) {
       if (it.fieldRef) out[it.path] = this.fieldRef(it.fieldRef.fieldPath);
-      else if (it.resourceFieldRef)
-        out[it.path] = this.resourceFieldRef(it.resourceFieldRef);
+      else if (it.resourceFieldRef) out[it.path] = this.resourceFieldRef(it.resourceFieldRef);
     }
     return out;
   }
@@ -658,23 +573,20 @@ class PodRunner {
   private async token(spec: KObj): Promise<string> {
     const m = this.pod.metadata;
     const sa = this.pod.spec.serviceAccountName ?? "default";
-    const res = await client.post(
-      `/api/v1/namespaces/${m.namespace}/serviceaccounts/${sa}/token`,
-      {
-        apiVersion: "authentication.k8s.io/v1",
-        kind: "TokenRequest",
-        spec: {
-          audiences: spec.audience ? [spec.audience] : null,
-          expirationSeconds: spec.expirationSeconds ?? 3607,
-          boundObjectRef: {
-            apiVersion: "v1",
-            kind: "Pod",
-            name: m.name,
-            uid: m.uid,
-          },
+    const res = await client.post(`/api/v1/namespaces/${m.namespace}/serviceaccounts/${sa}/token`, {
+      apiVersion: "authentication.k8s.io/v1",
+      kind: "TokenRequest",
+      spec: {
+        audiences: spec.audience ? [spec.audience] : null,
+        expirationSeconds: spec.expirationSeconds ?? 3607,
+        boundObjectRef: {
+          apiVersion: "v1",
+          kind: "Pod",
+          name: m.name,
+          uid: m.uid,
         },
       },
-    );
+    });
     return res.status.token as string;
   }
 
@@ -693,12 +605,7 @@ class PodRunner {
         return p.metadata.uid;
       case "metadata.labels":
       case "metadata.annotations":
-        return Object.entries(
-          (p.metadata[fieldPath.split(".")[1]!] ?? {}) as Record<
-            string,
-            string
-          >,
-        )
+        return Object.entries((p.metadata[fieldPath.split(".")[1]!] ?? {}) as Record<string, string>)
           .map(([k, v]) => `${k}="${v}"`)
           .join("\n");
       case "spec.nodeName":
@@ -717,23 +624,13 @@ class PodRunner {
   }
 
   resourceFieldRef(ref: KObj, container?: KObj): string {
-    const c =
-      container && !ref.containerName
-        ? container
-        : ((this.pod.spec.containers as KObj[]).find(
-            (x) => x.name === ref.containerName,
-          ) ??
-          container ??
-          {});
+    const c = container && !ref.containerName ? container : ((this.pod.spec.containers as KObj[]).find((x) => x.name === ref.containerName) ?? container ?? {});
     const [kind, res] = (ref.resource as string).split(".") as [string, string];
-    const raw: string | undefined =
-      c.resources?.[kind]?.[res] ??
-      (kind === "requests" ? c.resources?.limits?.[res] : undefined);
+    const raw: string | undefined = c.resources?.[kind]?.[res] ?? (kind === "requests" ? c.resources?.limits?.[res] : undefined);
     const divisor = parseQuantity(ref.divisor ?? "1");
     if (raw === undefined) {
       // Without a limit, the node's allocatable is used, like the real kubelet.
-      const alloc =
-        res === "cpu" ? opts.cpu! : res === "memory" ? opts.memory! : "0";
+      const alloc = res === "cpu" ? opts.cpu : res === "memory" ? opts.memory : "0";
       return String(Math.ceil(parseQuantity(alloc) / divisor));
     }
     return String(Math.ceil(parseQuantity(raw) / divisor));
@@ -747,24 +644,20 @@ class PodRunner {
       const prefix = from.prefix ?? "";
       if (from.configMapRef) {
         const files = await this.configMapFiles(ns, from.configMapRef);
-        for (const [k, v] of Object.entries(files))
-          env[prefix + k] = v.toString();
+        for (const [k, v] of Object.entries(files)) env[prefix + k] = v.toString();
       }
       if (from.secretRef) {
         const files = await this.secretFiles(ns, {
           ...from.secretRef,
           secretName: from.secretRef.name,
         });
-        for (const [k, v] of Object.entries(files))
-          env[prefix + k] = v.toString();
+        for (const [k, v] of Object.entries(files)) env[prefix + k] = v.toString();
       }
     }
     for (const e of (c.env ?? []) as KObj[]) {
       if (e.value !== undefined) env[e.name] = expand(e.value);
-      else if (e.valueFrom?.fieldRef)
-        env[e.name] = this.fieldRef(e.valueFrom.fieldRef.fieldPath);
-      else if (e.valueFrom?.resourceFieldRef)
-        env[e.name] = this.resourceFieldRef(e.valueFrom.resourceFieldRef, c);
+      else if (e.valueFrom?.fieldRef) env[e.name] = this.fieldRef(e.valueFrom.fieldRef.fieldPath);
+      else if (e.valueFrom?.resourceFieldRef) env[e.name] = this.resourceFieldRef(e.valueFrom.resourceFieldRef, c);
       else if (e.valueFrom?.configMapKeyRef) {
         const r = e.valueFrom.configMapKeyRef;
         const files = await this.configMapFiles(ns, {
@@ -772,8 +665,7 @@ class PodRunner {
           optional: r.optional,
         });
         if (files[r.key] !== undefined) env[e.name] = files[r.key]!.toString();
-        else if (!r.optional)
-          throw new Error(`configmap ${r.name} has no key ${r.key}`);
+        else if (!r.optional) throw new Error(`configmap ${r.name} has no key ${r.key}`);
       } else if (e.valueFrom?.secretKeyRef) {
         const r = e.valueFrom.secretKeyRef;
         const files = await this.secretFiles(ns, {
@@ -781,8 +673,7 @@ class PodRunner {
           optional: r.optional,
         });
         if (files[r.key] !== undefined) env[e.name] = files[r.key]!.toString();
-        else if (!r.optional)
-          throw new Error(`secret ${r.name} has no key ${r.key}`);
+        else if (!r.optional) throw new Error(`secret ${r.name} has no key ${r.key}`);
       } else env[e.name] = "";
     }
     return env;
@@ -804,13 +695,7 @@ class PodRunner {
             message: err.message,
           },
         };
-        void event(
-          this.pod,
-          "Warning",
-          "Failed",
-          `Error: ${err.message}`,
-          `spec.containers{${c.name}}`,
-        );
+        void event(this.pod, "Warning", "Failed", `Error: ${err.message}`, `spec.containers{${c.name}}`);
         this.updateStatus();
         c.finish();
         // Like the kubelet, try again later (the missing ConfigMap/Secret may appear).
@@ -833,13 +718,7 @@ class PodRunner {
       const message = `image "${image}" is not mapped to a local command in ${IMAGE_MAP_FILE} (fake kubelet runs only mapped images)`;
       c.state = { waiting: { reason: "ErrImageNeverPull", message } };
       log(`pod ${this.key}: ${message}`);
-      void event(
-        this.pod,
-        "Warning",
-        "ErrImageNeverPull",
-        message,
-        `spec.containers{${c.name}}`,
-      );
+      void event(this.pod, "Warning", "ErrImageNeverPull", message, `spec.containers{${c.name}}`);
       this.updateStatus();
       return false; // stays waiting; the pod never becomes ready
     }
@@ -863,22 +742,11 @@ class PodRunner {
     };
     const expand = (s: string): string => expandVars(s, env);
     // Relative file paths in the mapping resolve against its baseDir.
-    const fromMap = (a: string): string =>
-      !path.isAbsolute(a) && existsSync(path.join(baseDir, a))
-        ? path.join(baseDir, a)
-        : a;
+    const fromMap = (a: string): string => (!path.isAbsolute(a) && existsSync(path.join(baseDir, a)) ? path.join(baseDir, a) : a);
     const entrypoint = entry.command.map(fromMap);
     const argv: string[] = c.spec.command
-      ? [
-          ...(c.spec.command as string[]).map(expand),
-          ...((c.spec.args ?? []) as string[]).map(expand),
-        ]
-      : [
-          ...entrypoint,
-          ...(c.spec.args
-            ? (c.spec.args as string[]).map(expand)
-            : (entry.args ?? []).map(fromMap)),
-        ];
+      ? [...(c.spec.command as string[]).map(expand), ...((c.spec.args ?? []) as string[]).map(expand)]
+      : [...entrypoint, ...(c.spec.args ? (c.spec.args as string[]).map(expand) : (entry.args ?? []).map(fromMap))];
     let cwd = baseDir;
     if (c.spec.workingDir) {
       cwd = this.translatePath(c.spec, c.spec.workingDir);
@@ -907,21 +775,12 @@ class PodRunner {
     c.id = `fsb-local://${proc.pid ?? 0}`;
     const startedAt = now();
     c.startedAtMs = Date.now();
-    if (proc.pid)
-      writeFileSync(path.join(this.dir, `${c.name}.pgid`), String(proc.pid));
+    if (proc.pid) writeFileSync(path.join(this.dir, `${c.name}.pgid`), String(proc.pid));
     c.state = { running: { startedAt } };
     c.started = !c.spec.startupProbe;
     c.ready = !c.init && !c.spec.readinessProbe && c.started;
-    log(
-      `pod ${this.key} container ${c.name} started pid ${proc.pid}: ${argv.join(" ")}`,
-    );
-    void event(
-      this.pod,
-      "Normal",
-      "Started",
-      `Started container ${c.name} (pid ${proc.pid})`,
-      `spec.containers{${c.name}}`,
-    );
+    log(`pod ${this.key} container ${c.name} started pid ${proc.pid}: ${argv.join(" ")}`);
+    void event(this.pod, "Normal", "Started", `Started container ${c.name} (pid ${proc.pid})`, `spec.containers{${c.name}}`);
     this.updateStatus();
     if (!c.init) this.startProbes(c);
 
@@ -948,19 +807,13 @@ class PodRunner {
         terminated: {
           exitCode: spawnError ? 128 : exitCode,
           ...(signal ? { signal: signalNumber(signal) ?? 0 } : {}),
-          reason: spawnError
-            ? "StartError"
-            : exitCode === 0
-              ? "Completed"
-              : "Error",
+          reason: spawnError ? "StartError" : exitCode === 0 ? "Completed" : "Error",
           ...(spawnError ? { message: spawnError.message } : {}),
           startedAt,
           finishedAt: now(),
         },
       };
-      log(
-        `pod ${this.key} container ${c.name} exited code=${code} signal=${signal}`,
-      );
+      log(`pod ${this.key} container ${c.name} exited code=${code} signal=${signal}`);
       if (!c.init) this.afterExit(c, exitCode);
       this.updateStatus();
       c.finish();
@@ -980,9 +833,7 @@ class PodRunner {
   mountsFor(cspec: KObj): Record<string, string> {
     const out: Record<string, string> = {};
     for (const m of (cspec.volumeMounts ?? []) as KObj[]) {
-      const v = ((this.pod.spec.volumes ?? []) as KObj[]).find(
-        (x) => x.name === m.name,
-      );
+      const v = ((this.pod.spec.volumes ?? []) as KObj[]).find((x) => x.name === m.name);
       if (!v) continue;
       const base = v.hostPath ? v.hostPath.path : this.volumeDir(v.name);
       out[m.mountPath] = m.subPath ? path.join(base, m.subPath) : base;
@@ -993,8 +844,7 @@ class PodRunner {
   private afterExit(c: Container, exitCode: number): void {
     if (this.terminating || c.stopping) return;
     const policy = this.pod.spec.restartPolicy ?? "Always";
-    const restart =
-      policy === "Always" || (policy === "OnFailure" && exitCode !== 0);
+    const restart = policy === "Always" || (policy === "OnFailure" && exitCode !== 0);
     if (restart) {
       c.lastState = c.state;
       c.restartCount++;
@@ -1005,14 +855,7 @@ class PodRunner {
           message: `back-off ${delay / 1000}s restarting failed container=${c.name} pod=${this.pod.metadata.name}`,
         },
       };
-      if (exitCode !== 0)
-        void event(
-          this.pod,
-          "Warning",
-          "BackOff",
-          `Back-off restarting failed container ${c.name}`,
-          `spec.containers{${c.name}}`,
-        );
+      if (exitCode !== 0) void event(this.pod, "Warning", "BackOff", `Back-off restarting failed container ${c.name}`, `spec.containers{${c.name}}`);
       c.backoffTimer = setTimeout(() => {
         c.backoffTimer = undefined;
         if (!this.terminating) this.runContainer(c);
@@ -1023,11 +866,7 @@ class PodRunner {
     const states = this.containers.map((x) => x.state);
     if (states.every((s) => "terminated" in s)) {
       this.finished = true;
-      this.phase = states.every(
-        (s) => "terminated" in s && s.terminated.exitCode === 0,
-      )
-        ? "Succeeded"
-        : "Failed";
+      this.phase = states.every((s) => "terminated" in s && s.terminated.exitCode === 0) ? "Succeeded" : "Failed";
       releaseIP(this.ip, this.pod.metadata.uid);
     }
   }
@@ -1053,23 +892,12 @@ class PodRunner {
         if (ok) {
           probe.failures = 0;
           probe.successes++;
-          if (
-            probe.successes >=
-            (kind === "readiness" ? (spec.successThreshold ?? 1) : 1)
-          )
-            probe.result = true;
+          if (probe.successes >= (kind === "readiness" ? (spec.successThreshold ?? 1) : 1)) probe.result = true;
         } else {
           probe.successes = 0;
           probe.failures++;
-          if (probe.failures >= (spec.failureThreshold ?? 3))
-            probe.result = false;
-          void event(
-            this.pod,
-            "Warning",
-            "Unhealthy",
-            `${kind[0]!.toUpperCase()}${kind.slice(1)} probe failed: ${message}`,
-            `spec.containers{${c.name}}`,
-          );
+          if (probe.failures >= (spec.failureThreshold ?? 3)) probe.result = false;
+          void event(this.pod, "Warning", "Unhealthy", `${kind[0]!.toUpperCase()}${kind.slice(1)} probe failed: ${message}`, `spec.containers{${c.name}}`);
         }
         if (kind === "startup") {
           if (probe.result) {
@@ -1088,33 +916,18 @@ class PodRunner {
             c.ready = probe.result;
             this.updateStatus();
           }
-        } else if (
-          kind === "liveness" &&
-          probe.failures >= (spec.failureThreshold ?? 3)
-        ) {
-          void event(
-            this.pod,
-            "Normal",
-            "Killing",
-            `Container ${c.name} failed liveness probe, will be restarted`,
-            `spec.containers{${c.name}}`,
-          );
+        } else if (kind === "liveness" && probe.failures >= (spec.failureThreshold ?? 3)) {
+          void event(this.pod, "Normal", "Killing", `Container ${c.name} failed liveness probe, will be restarted`, `spec.containers{${c.name}}`);
           await this.killContainer(c, "liveness probe failed", false);
           return;
         }
         probe.timer = setTimeout(() => void tick(), period);
       };
-      probe.timer = setTimeout(
-        () => void tick(),
-        (spec.initialDelaySeconds ?? 0) * 1000,
-      );
+      probe.timer = setTimeout(() => void tick(), (spec.initialDelaySeconds ?? 0) * 1000);
     }
   }
 
-  private async probeOnce(
-    c: Container,
-    spec: KObj,
-  ): Promise<{ ok: boolean; message: string }> {
+  private async probeOnce(c: Container, spec: KObj): Promise<{ ok: boolean; message: string }> {
     const timeout = (spec.timeoutSeconds ?? 1) * 1000;
     const port = (p: number | string): number => {
       if (typeof p === "number") return p;
@@ -1128,8 +941,7 @@ class PodRunner {
         const headers: Record<string, string> = {
           "user-agent": "kube-probe/fsb",
         };
-        for (const h of (g.httpHeaders ?? []) as KObj[])
-          headers[h.name] = h.value;
+        for (const h of (g.httpHeaders ?? []) as KObj[]) headers[h.name] = h.value;
         const status = await new Promise<number>((resolve, reject) => {
           const req = mod.get(
             {
@@ -1191,8 +1003,7 @@ class PodRunner {
       }
       return {
         ok: false,
-        message:
-          "unsupported probe type (fake kubelet supports httpGet, tcpSocket, exec)",
+        message: "unsupported probe type (fake kubelet supports httpGet, tcpSocket, exec)",
       };
     } catch (err) {
       return { ok: false, message: (err as Error).message };
@@ -1202,12 +1013,7 @@ class PodRunner {
   // ---------------------------------------------------------------- stopping
 
   /** SIGTERM the container's process group; SIGKILL after the grace period. */
-  async killContainer(
-    c: Container,
-    why: string,
-    final: boolean,
-    graceSeconds?: number,
-  ): Promise<void> {
+  async killContainer(c: Container, why: string, final: boolean, graceSeconds?: number): Promise<void> {
     if (c.backoffTimer) {
       clearTimeout(c.backoffTimer);
       c.backoffTimer = undefined;
@@ -1216,11 +1022,8 @@ class PodRunner {
     if (!proc?.pid) return;
     c.stopping = final;
     c.clearProbes();
-    const grace =
-      graceSeconds ?? this.pod.spec.terminationGracePeriodSeconds ?? 30;
-    log(
-      `pod ${this.key} container ${c.name}: stopping (${why}), grace ${grace}s`,
-    );
+    const grace = graceSeconds ?? this.pod.spec.terminationGracePeriodSeconds ?? 30;
+    log(`pod ${this.key} container ${c.name}: stopping (${why}), grace ${grace}s`);
     const exited = c.exited();
     try {
       process.kill(-proc.pid, "SIGTERM");
@@ -1239,40 +1042,25 @@ class PodRunner {
   }
 
   /** Graceful deletion: stop every container, then remove the Pod object. */
-  async terminate(
-    graceSeconds: number | undefined,
-    deleteFromApi: boolean,
-  ): Promise<void> {
+  async terminate(graceSeconds: number | undefined, deleteFromApi: boolean): Promise<void> {
     if (this.terminating) return;
     this.terminating = true;
     this.updateStatus(); // Ready=False while terminating
-    await Promise.all(
-      [...this.initContainers, ...this.containers].map((c) =>
-        this.killContainer(c, "pod deletion", true, graceSeconds),
-      ),
-    );
-    for (const c of [...this.initContainers, ...this.containers])
-      if (c.backoffTimer) clearTimeout(c.backoffTimer);
+    await Promise.all([...this.initContainers, ...this.containers].map((c) => this.killContainer(c, "pod deletion", true, graceSeconds)));
+    for (const c of [...this.initContainers, ...this.containers]) if (c.backoffTimer) clearTimeout(c.backoffTimer);
     releaseIP(this.ip, this.pod.metadata.uid);
     if (deleteFromApi) {
       const m = this.pod.metadata;
       try {
-        await client.delete(
-          `/api/v1/namespaces/${m.namespace}/pods/${m.name}`,
-          {
-            apiVersion: "v1",
-            kind: "DeleteOptions",
-            gracePeriodSeconds: 0,
-            preconditions: { uid: m.uid },
-          },
-        );
+        await client.delete(`/api/v1/namespaces/${m.namespace}/pods/${m.name}`, {
+          apiVersion: "v1",
+          kind: "DeleteOptions",
+          gracePeriodSeconds: 0,
+          preconditions: { uid: m.uid },
+        });
         log(`pod ${this.key} deleted`);
       } catch (err) {
-        if (!(
-          err instanceof KubeError &&
-          (err.status === 404 || err.status === 409)
-        ))
-          log(`pod ${this.key} delete failed: ${(err as Error).message}`);
+        if (!(err instanceof KubeError && (err.status === 404 || err.status === 409))) log(`pod ${this.key} delete failed: ${(err as Error).message}`);
       }
     }
     rmSync(this.dir, { recursive: true, force: true });
@@ -1295,22 +1083,13 @@ class PodRunner {
         const m = this.pod.metadata;
         if (!pods.has(m.uid) && this.terminating) break;
         try {
-          await client.mergePatch(
-            `/api/v1/namespaces/${m.namespace}/pods/${m.name}/status`,
-            {
-              metadata: { uid: m.uid },
-              status: this.status(),
-            },
-          );
+          await client.mergePatch(`/api/v1/namespaces/${m.namespace}/pods/${m.name}/status`, {
+            metadata: { uid: m.uid },
+            status: this.status(),
+          });
         } catch (err) {
-          if (
-            err instanceof KubeError &&
-            (err.status === 404 || err.status === 409)
-          )
-            break;
-          log(
-            `pod ${this.key} status update failed: ${(err as Error).message}`,
-          );
+          if (err instanceof KubeError && (err.status === 404 || err.status === 409)) break;
+          log(`pod ${this.key} status update failed: ${(err as Error).message}`);
           await sleep(1000);
           this.statusDirty = true;
         }
@@ -1326,17 +1105,11 @@ class PodRunner {
     const anyRunning = all.some((c) => "running" in c.state);
     let phase = this.phase;
     if (!this.finished) {
-      if (
-        anyRunning ||
-        (this.initialized && all.some((c) => c.restartCount > 0))
-      )
-        phase = "Running";
+      if (anyRunning || (this.initialized && all.some((c) => c.restartCount > 0))) phase = "Running";
       else phase = "Pending";
     }
     const t = now();
-    const prev = new Map<string, KObj>(
-      ((this.pod.status?.conditions ?? []) as KObj[]).map((c) => [c.type, c]),
-    );
+    const prev = new Map<string, KObj>(((this.pod.status?.conditions ?? []) as KObj[]).map((c) => [c.type, c]));
     const cond = (type: string, ok: boolean, reason?: string): KObj => {
       const status = ok ? "True" : "False";
       const old = prev.get(type);
@@ -1344,8 +1117,7 @@ class PodRunner {
         type,
         status,
         lastProbeTime: null,
-        lastTransitionTime:
-          old && old.status === status ? old.lastTransitionTime : t,
+        lastTransitionTime: old && old.status === status ? old.lastTransitionTime : t,
       };
       if (!ok && reason) c.reason = reason;
       prev.set(type, c);
@@ -1369,8 +1141,7 @@ class PodRunner {
       startTime: this.startTime,
       containerStatuses: this.containers.map((c) => c.status()),
     };
-    if (this.initContainers.length)
-      s.initContainerStatuses = this.initContainers.map((c) => c.status());
+    if (this.initContainers.length) s.initContainerStatuses = this.initContainers.map((c) => c.status());
     return s;
   }
 }
@@ -1381,26 +1152,16 @@ function backoff(restarts: number): number {
   return Math.min(1000 * 2 ** Math.max(0, restarts - 1), 30_000);
 }
 
-function pickItems(
-  all: Record<string, string | Buffer>,
-  items?: KObj[],
-): Record<string, string | Buffer> {
+function pickItems(all: Record<string, string | Buffer>, items?: KObj[]): Record<string, string | Buffer> {
   if (!items) return all;
   const out: Record<string, string | Buffer> = {};
-  for (const it of items)
-    if (all[it.key] !== undefined) out[it.path] = all[it.key]!;
+  for (const it of items) if (all[it.key] !== undefined) out[it.path] = all[it.key]!;
   return out;
 }
 
 function expandVars(s: string, env: Record<string, string>): string {
-  return s.replace(
-    /\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)/g,
-    (m, name: string | undefined) =>
-      m === "$$"
-        ? "$"
-        : name !== undefined && env[name] !== undefined
-          ? env[name]!
-          : m,
+  return s.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)/g, (m, name: string | undefined) =>
+    m === "$$" ? "$" : name !== undefined && env[name] !== undefined ? env[name] : m,
   );
 }
 
@@ -1453,23 +1214,15 @@ function onPod(type: string, pod: KObj): void {
       void tmp.terminate(0, true);
       return;
     }
-    if (pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed")
-      return; // finished earlier
+    if (pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed") return; // finished earlier
     r = new PodRunner(pod);
     pods.set(uid, r);
-    void r
-      .start()
-      .catch((err: Error) => log(`pod ${r!.key} start failed: ${err.message}`));
+    void r.start().catch((err: Error) => log(`pod ${r!.key} start failed: ${err.message}`));
     return;
   }
   r.pod = pod;
   if (pod.metadata.deletionTimestamp && !r.terminating) {
-    void r.terminate(
-      pod.metadata.deletionGracePeriodSeconds ??
-        pod.spec.terminationGracePeriodSeconds ??
-        30,
-      true,
-    );
+    void r.terminate(pod.metadata.deletionGracePeriodSeconds ?? pod.spec.terminationGracePeriodSeconds ?? 30, true);
   }
 }
 
@@ -1483,8 +1236,7 @@ async function podLoop(signal: AbortSignal): Promise<void> {
         seen.add(p.metadata.uid);
         onPod("ADDED", p);
       }
-      for (const [uid, r] of pods)
-        if (!seen.has(uid)) void r.terminate(0, false);
+      for (const [uid, r] of pods) if (!seen.has(uid)) void r.terminate(0, false);
       let rv = list.metadata.resourceVersion as string;
       for (;;) {
         let gone = false;
@@ -1495,8 +1247,7 @@ async function podLoop(signal: AbortSignal): Promise<void> {
               gone = true;
               return;
             }
-            if (e.object?.metadata?.resourceVersion)
-              rv = e.object.metadata.resourceVersion;
+            if (e.object?.metadata?.resourceVersion) rv = e.object.metadata.resourceVersion;
             if (e.type === "BOOKMARK") return;
             onPod(e.type, e.object);
           },
@@ -1522,12 +1273,7 @@ async function shutdown(ac: AbortController): Promise<void> {
       r.terminating = true;
       await Promise.all(
         [...r.initContainers, ...r.containers].map((c) =>
-          r.killContainer(
-            c,
-            "kubelet shutdown",
-            true,
-            Math.min(5, r.pod.spec.terminationGracePeriodSeconds ?? 5),
-          ),
+          r.killContainer(c, "kubelet shutdown", true, Math.min(5, r.pod.spec.terminationGracePeriodSeconds ?? 5)),
         ),
       );
       releaseIP(r.ip, r.pod.metadata.uid);
@@ -1539,8 +1285,7 @@ async function shutdown(ac: AbortController): Promise<void> {
 
 async function main(): Promise<void> {
   mkdirSync(PODS_DIR, { recursive: true });
-  if (!existsSync(IMAGE_MAP_FILE))
-    throw new Error(`image map ${IMAGE_MAP_FILE} not found`);
+  if (!existsSync(IMAGE_MAP_FILE)) throw new Error(`image map ${IMAGE_MAP_FILE} not found`);
   // Leftovers of an earlier run of this kubelet (crash): kill their processes.
   try {
     for (const d of readdirSync(PODS_DIR)) {
@@ -1548,18 +1293,13 @@ async function main(): Promise<void> {
       for (const f of readdirSync(dir)) {
         if (!f.endsWith(".pgid")) continue;
         try {
-          process.kill(
-            -Number(readFileSync(path.join(dir, f), "utf8")),
-            "SIGKILL",
-          );
+          process.kill(-Number(readFileSync(path.join(dir, f), "utf8")), "SIGKILL");
         } catch {
           /* gone */
         }
       }
       try {
-        const { ip, uid } = JSON.parse(
-          readFileSync(path.join(dir, "pod.json"), "utf8"),
-        ) as { ip: string; uid: string };
+        const { ip, uid } = JSON.parse(readFileSync(path.join(dir, "pod.json"), "utf8")) as { ip: string; uid: string };
         releaseIP(ip, uid);
       } catch {
         /* none */

@@ -4,7 +4,6 @@ import { readFileSync } from "node:fs";
 import https from "node:https";
 import path from "node:path";
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
 export type KObj = Record<string, any>;
 
 export interface KubeCredentials {
@@ -34,9 +33,7 @@ export class KubeError extends Error {
     readonly body: KObj | string,
     what: string,
   ) {
-    super(
-      `${what}: HTTP ${status}: ${typeof body === "string" ? body : (body.message ?? JSON.stringify(body))}`,
-    );
+    super(`${what}: HTTP ${status}: ${typeof body === "string" ? body : (body.message ?? JSON.stringify(body))}`);
   }
 }
 
@@ -45,12 +42,8 @@ export interface WatchEvent {
   object: KObj;
 }
 
-export function readClusterInfo(
-  stateDir = process.env.FSB_CLUSTER_DIR ?? "/tmp/fsb-cluster",
-): ClusterInfo {
-  return JSON.parse(
-    readFileSync(path.join(stateDir, "cluster.json"), "utf8"),
-  ) as ClusterInfo;
+export function readClusterInfo(stateDir = process.env.FSB_CLUSTER_DIR ?? "/tmp/fsb-cluster"): ClusterInfo {
+  return JSON.parse(readFileSync(path.join(stateDir, "cluster.json"), "utf8")) as ClusterInfo;
 }
 
 export class KubeClient {
@@ -80,11 +73,7 @@ export class KubeClient {
     this.agent.destroy();
   }
 
-  private options(
-    method: string,
-    p: string,
-    headers: Record<string, string>,
-  ): https.RequestOptions {
+  private options(method: string, p: string, headers: Record<string, string>): https.RequestOptions {
     const h: Record<string, string> = {
       accept: "application/json",
       ...headers,
@@ -101,15 +90,9 @@ export class KubeClient {
   }
 
   /** JSON request. Returns the parsed body; throws KubeError on non-2xx. */
-  request<T = KObj>(
-    method: string,
-    p: string,
-    body?: unknown,
-    contentType = "application/json",
-  ): Promise<T> {
+  request<T = KObj>(method: string, p: string, body?: unknown, contentType = "application/json"): Promise<T> {
     return new Promise((resolve, reject) => {
-      const data =
-        body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+      const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
       const headers: Record<string, string> = {};
       if (data) {
         headers["content-type"] = contentType;
@@ -132,9 +115,7 @@ export class KubeClient {
           else reject(new KubeError(status, parsed, `${method} ${p}`));
         });
       });
-      req.setTimeout(60_000, () =>
-        req.destroy(new Error(`${method} ${p}: timed out`)),
-      );
+      req.setTimeout(60_000, () => req.destroy(new Error(`${method} ${p}: timed out`)));
       req.on("error", reject);
       if (data) req.write(data);
       req.end();
@@ -161,29 +142,15 @@ export class KubeClient {
    * Streams a watch (p must already carry `watch=1` or be a list path; this adds it).
    * Calls onEvent for each event; resolves when the server closes the stream or signal aborts.
    */
-  watch(
-    p: string,
-    onEvent: (e: WatchEvent) => void,
-    signal?: AbortSignal,
-  ): Promise<void> {
-    const full = p.includes("watch=")
-      ? p
-      : `${p}${p.includes("?") ? "&" : "?"}watch=1`;
+  watch(p: string, onEvent: (e: WatchEvent) => void, signal?: AbortSignal): Promise<void> {
+    const full = p.includes("watch=") ? p : `${p}${p.includes("?") ? "&" : "?"}watch=1`;
     return new Promise((resolve, reject) => {
       if (signal?.aborted) return resolve();
       const req = https.request(this.options("GET", full, {}), (res) => {
         if ((res.statusCode ?? 0) >= 300) {
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => chunks.push(c));
-          res.on("end", () =>
-            reject(
-              new KubeError(
-                res.statusCode ?? 0,
-                Buffer.concat(chunks).toString(),
-                `WATCH ${full}`,
-              ),
-            ),
-          );
+          res.on("end", () => reject(new KubeError(res.statusCode ?? 0, Buffer.concat(chunks).toString(), `WATCH ${full}`)));
           return;
         }
         let buf = "";

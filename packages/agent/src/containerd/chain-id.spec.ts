@@ -3,8 +3,7 @@ import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
 import { chainId } from "./chain-id.js";
 
-const sha = (text: string) =>
-  `sha256:${createHash("sha256").update(text).digest("hex")}`;
+const sha = (text: string) => `sha256:${createHash("sha256").update(text).digest("hex")}`;
 
 describe("chainId", () => {
   it("is the diff ID itself for a single layer", () => {

@@ -9,8 +9,7 @@ import { createHash } from "node:crypto";
  */
 export function chainId(diffIds: readonly string[]): string {
   const [first, ...rest] = diffIds;
-  if (first === undefined)
-    throw new Error("an image without layers has no chain ID");
+  if (first === undefined) throw new Error("an image without layers has no chain ID");
   let chain = first;
   for (const diffId of rest) {
     chain = `sha256:${createHash("sha256").update(`${chain} ${diffId}`).digest("hex")}`;

@@ -7,19 +7,8 @@
  * and a deadline; errors are translated into FsbErrors in `grpc-errors.ts`.
  */
 import * as grpc from "@grpc/grpc-js";
-import {
-  create,
-  fromBinary,
-  toBinary,
-  type DescMessage,
-  type DescMethod,
-  type MessageInitShape,
-  type MessageShape,
-} from "@bufbuild/protobuf";
-import type {
-  GenService,
-  GenServiceMethods,
-} from "@bufbuild/protobuf/codegenv2";
+import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import { Containers } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
 import { Content } from "./gen/github.com/containerd/containerd/api/services/content/v1/content_pb.js";
 import { Images } from "./gen/github.com/containerd/containerd/api/services/images/v1/images_pb.js";
@@ -33,10 +22,7 @@ export interface CallOptions {
   timeoutMs?: number;
 }
 
-type UnaryMethod<I extends DescMessage, O extends DescMessage> = (
-  request: MessageInitShape<I>,
-  options?: CallOptions,
-) => Promise<MessageShape<O>>;
+type UnaryMethod<I extends DescMessage, O extends DescMessage> = (request: MessageInitShape<I>, options?: CallOptions) => Promise<MessageShape<O>>;
 
 type ServerStreamingMethod<I extends DescMessage, O extends DescMessage> = (
   request: MessageInitShape<I>,
@@ -102,15 +88,11 @@ export class ContainerdClient {
           next(metadata, listener);
         },
       });
-    this.grpcClient = new grpc.Client(
-      `unix://${socketPath}`,
-      grpc.credentials.createInsecure(),
-      {
-        interceptors: [namespaceInterceptor],
-        // containerd serves its own messages only; the default 4 MiB receive limit fits them.
-        "grpc.max_receive_message_length": 16 * 1024 * 1024,
-      },
-    );
+    this.grpcClient = new grpc.Client(`unix://${socketPath}`, grpc.credentials.createInsecure(), {
+      interceptors: [namespaceInterceptor],
+      // containerd serves its own messages only; the default 4 MiB receive limit fits them.
+      "grpc.max_receive_message_length": 16 * 1024 * 1024,
+    });
     this.containers = this.service(Containers);
     this.content = this.service(Content);
     this.images = this.service(Images);
@@ -124,9 +106,7 @@ export class ContainerdClient {
   }
 
   /** Builds a typed client for a generated service; client- and bidi-streaming methods are not supported. */
-  service<M extends GenServiceMethods>(
-    service: GenService<M>,
-  ): ServiceClient<M> {
+  service<M extends GenServiceMethods>(service: GenService<M>): ServiceClient<M> {
     const client: Record<string, unknown> = {};
     for (const method of service.methods) {
       if (method.methodKind === "unary") {
@@ -170,20 +150,9 @@ export class ContainerdClient {
     const serialize = serializer(method.input);
     const deserialize = deserializer(method.output);
     const client = this.grpcClient;
-    const deadline = (options: CallOptions | undefined) =>
-      this.deadline(options);
-    return async function* (
-      request: MessageInitShape<DescMessage>,
-      options?: CallOptions,
-    ) {
-      const stream = client.makeServerStreamRequest(
-        path,
-        serialize,
-        deserialize,
-        create(method.input, request),
-        new grpc.Metadata(),
-        deadline(options),
-      );
+    const deadline = (options: CallOptions | undefined) => this.deadline(options);
+    return async function* (request: MessageInitShape<DescMessage>, options?: CallOptions) {
+      const stream = client.makeServerStreamRequest(path, serialize, deserialize, create(method.input, request), new grpc.Metadata(), deadline(options));
       try {
         for await (const message of stream) yield message as unknown;
       } catch (error) {
@@ -205,6 +174,5 @@ function serializer(schema: DescMessage) {
 }
 
 function deserializer(schema: DescMessage) {
-  return (bytes: Buffer): MessageShape<DescMessage> =>
-    fromBinary(schema, bytes);
+  return (bytes: Buffer): MessageShape<DescMessage> => fromBinary(schema, bytes);
 }

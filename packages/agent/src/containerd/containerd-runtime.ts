@@ -13,12 +13,7 @@ import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { create, toBinary } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
-import {
-  AlreadyExistsError,
-  FsbError,
-  NotFoundError,
-  UnavailableError,
-} from "@fast-sandbox/api";
+import { AlreadyExistsError, FsbError, NotFoundError, UnavailableError } from "@fast-sandbox/api";
 import {
   LABEL_AGENT,
   LABEL_MANAGED,
@@ -41,14 +36,7 @@ import { Status as TaskStatus } from "./gen/github.com/containerd/containerd/api
 import { OptionsSchema as RuncOptionsSchema } from "./gen/github.com/containerd/containerd/runtime/v2/runc/options/oci_pb.js";
 import { isNotFound } from "./grpc-errors.js";
 import { ImageResolver } from "./image-resolver.js";
-import {
-  buildOciSpec,
-  buildAnchorSpec,
-  mergeEnv,
-  sandboxCgroupsPath,
-  type OciProcess,
-  type OciSpec,
-} from "./oci-spec.js";
+import { buildOciSpec, buildAnchorSpec, mergeEnv, sandboxCgroupsPath, type OciProcess, type OciSpec } from "./oci-spec.js";
 
 /** Label carrying the image reference of a sandbox. */
 export const LABEL_IMAGE = "fast-sandbox.io/image";
@@ -61,8 +49,7 @@ export const LABEL_ROLE = "fast-sandbox.io/role";
 
 const RUNC_V2 = "io.containerd.runc.v2";
 const SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
-const PROCESS_TYPE_URL =
-  "types.containerd.io/opencontainers/runtime-spec/1/Process";
+const PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 /** containerd resolves Any type URLs through typeurl, which registers the runc options under their proto name. */
 const RUNC_OPTIONS_TYPE_URL = "containerd.runc.v1.Options";
 /** Keeps a snapshot alive across containerd's garbage collection until we remove it ourselves. */
@@ -109,9 +96,7 @@ export interface CreateTimings {
   totalMs: number;
 }
 
-export function createContainerdRuntime(
-  options: ContainerdRuntimeOptions,
-): ContainerdRuntime {
+export function createContainerdRuntime(options: ContainerdRuntimeOptions): ContainerdRuntime {
   return new ContainerdRuntime(options);
 }
 
@@ -124,31 +109,20 @@ export class ContainerdRuntime implements Runtime {
   private readonly gvisorBinary: string;
   private readonly hostNetworkFiles: readonly string[];
   private readonly helperPath: string | undefined;
-  private readonly onCreateTimings:
-    ((timings: CreateTimings) => void) | undefined;
+  private readonly onCreateTimings: ((timings: CreateTimings) => void) | undefined;
   private readonly logger: Logger;
   private readonly client: ContainerdClient;
   private readonly images: ImageResolver;
 
   constructor(options: ContainerdRuntimeOptions) {
-    this.namespace =
-      options.namespace ??
-      process.env.FSB_CONTAINERD_NAMESPACE ??
-      "fast-sandbox";
+    this.namespace = options.namespace ?? process.env.FSB_CONTAINERD_NAMESPACE ?? "fast-sandbox";
     this.agentName = options.agentName;
     this.snapshotter = options.snapshotter ?? "overlayfs";
-    this.stateDir =
-      options.stateDir ?? `/run/fast-sandbox/${options.agentName}`;
+    this.stateDir = options.stateDir ?? `/run/fast-sandbox/${options.agentName}`;
     this.cgroupParent = options.cgroupParent ?? `/${this.namespace}`;
     mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
-    this.gvisorBinary = writeRunscWrapper(
-      this.stateDir,
-      options.runscPath ?? "/usr/bin/runsc",
-    );
-    this.hostNetworkFiles = options.hostNetworkFiles ?? [
-      "/etc/resolv.conf",
-      "/etc/hosts",
-    ];
+    this.gvisorBinary = writeRunscWrapper(this.stateDir, options.runscPath ?? "/usr/bin/runsc");
+    this.hostNetworkFiles = options.hostNetworkFiles ?? ["/etc/resolv.conf", "/etc/hosts"];
     this.onCreateTimings = options.onCreateTimings;
     this.helperPath = options.helperPath;
     this.logger = options.logger.child({
@@ -156,10 +130,7 @@ export class ContainerdRuntime implements Runtime {
       containerdNamespace: this.namespace,
     });
     this.client = new ContainerdClient({
-      socketPath:
-        options.socketPath ??
-        process.env.FSB_CONTAINERD_ADDRESS ??
-        "/run/containerd/containerd.sock",
+      socketPath: options.socketPath ?? process.env.FSB_CONTAINERD_ADDRESS ?? "/run/containerd/containerd.sock",
       namespace: this.namespace,
       defaultTimeoutMs: options.requestTimeoutMs ?? 10_000,
     });
@@ -218,10 +189,7 @@ export class ContainerdRuntime implements Runtime {
     const runtimeOptions = gvisor
       ? {
           typeUrl: RUNC_OPTIONS_TYPE_URL,
-          value: toBinary(
-            RuncOptionsSchema,
-            create(RuncOptionsSchema, { binaryName: this.gvisorBinary }),
-          ),
+          value: toBinary(RuncOptionsSchema, create(RuncOptionsSchema, { binaryName: this.gvisorBinary })),
         }
       : undefined;
 
@@ -265,10 +233,7 @@ export class ContainerdRuntime implements Runtime {
           },
         });
       } catch (error) {
-        if (error instanceof AlreadyExistsError)
-          throw new AlreadyExistsError(
-            `sandbox ${id} already exists in containerd`,
-          );
+        if (error instanceof AlreadyExistsError) throw new AlreadyExistsError(`sandbox ${id} already exists in containerd`);
         throw error;
       }
       undo.push({
@@ -287,9 +252,7 @@ export class ContainerdRuntime implements Runtime {
       undo.push({
         step: "task",
         run: async () => {
-          await this.client.tasks
-            .kill({ containerId: id, signal: SIGKILL, all: true })
-            .catch(() => undefined);
+          await this.client.tasks.kill({ containerId: id, signal: SIGKILL, all: true }).catch(() => undefined);
           // Tasks.Delete refuses a process that has not exited yet.
           await this.exitedWithin(id, 5_000);
           await this.client.tasks.delete({ containerId: id });
@@ -326,10 +289,7 @@ export class ContainerdRuntime implements Runtime {
           await run();
         } catch (undoError) {
           if (!isNotFound(undoError)) {
-            this.logger.warn(
-              { sandboxId: id, step, err: undoError },
-              "could not undo a create step; the janitor must remove it",
-            );
+            this.logger.warn({ sandboxId: id, step, err: undoError }, "could not undo a create step; the janitor must remove it");
           }
         }
       }
@@ -351,9 +311,7 @@ export class ContainerdRuntime implements Runtime {
     await this.stopTask(sandboxId, options.gracePeriodMs);
     await this.deleteTask(sandboxId);
     await ignoreNotFound(this.client.containers.delete({ id: sandboxId }));
-    await ignoreNotFound(
-      this.client.snapshots.remove({ snapshotter, key: snapshotKey }),
-    );
+    await ignoreNotFound(this.client.snapshots.remove({ snapshotter, key: snapshotKey }));
     await rm(this.runDir(sandboxId), { recursive: true, force: true });
     this.logger.debug({ sandboxId }, "sandbox deleted");
   }
@@ -415,9 +373,7 @@ export class ContainerdRuntime implements Runtime {
   async list(): Promise<RuntimeSandbox[]> {
     const [{ containers }, { tasks }] = await Promise.all([
       this.client.containers.list({
-        filters: [
-          `labels."${LABEL_AGENT}"==${quoteFilterValue(this.agentName)}`,
-        ],
+        filters: [`labels."${LABEL_AGENT}"==${quoteFilterValue(this.agentName)}`],
       }),
       this.client.tasks.list({}),
     ]);
@@ -438,8 +394,7 @@ export class ContainerdRuntime implements Runtime {
           labels,
         };
         if (task && task.pid > 0) sandbox.pid = task.pid;
-        if (task?.status === TaskStatus.STOPPED)
-          sandbox.exitCode = task.exitStatus;
+        if (task?.status === TaskStatus.STOPPED) sandbox.exitCode = task.exitStatus;
         else if (labels[LABEL_HELPER] === "true") {
           const recorded = this.recordedExitCode(sandbox.sandboxId);
           if (recorded !== undefined) sandbox.exitCode = recorded;
@@ -449,32 +404,17 @@ export class ContainerdRuntime implements Runtime {
       .sort((a, b) => a.sandboxId.localeCompare(b.sandboxId));
   }
 
-  async exec(
-    sandboxId: string,
-    request: ExecRequest,
-    io: ExecIo,
-  ): Promise<number> {
-    if (request.command.length === 0)
-      throw new FsbError("invalid_argument", "exec: command must not be empty");
+  async exec(sandboxId: string, request: ExecRequest, io: ExecIo): Promise<number> {
+    if (request.command.length === 0) throw new FsbError("invalid_argument", "exec: command must not be empty");
     io.signal?.throwIfAborted();
     const process = await this.execProcess(sandboxId, request);
     const execId = `exec-${randomBytes(6).toString("hex")}`;
-    const fifos = await ExecFifos.create(
-      this.stateDir,
-      `${sandboxId}.${execId}`,
-      io.onStdout,
-      io.onStderr,
-    );
+    const fifos = await ExecFifos.create(this.stateDir, `${sandboxId}.${execId}`, io.onStdout, io.onStderr);
     let registered = false;
     const kill = () => {
       this.client.tasks
         .kill({ containerId: sandboxId, execId, signal: SIGKILL })
-        .catch((error: unknown) =>
-          this.logger.debug(
-            { sandboxId, execId, err: error },
-            "exec kill failed",
-          ),
-        );
+        .catch((error: unknown) => this.logger.debug({ sandboxId, execId, err: error }, "exec kill failed"));
     };
     try {
       try {
@@ -490,11 +430,7 @@ export class ContainerdRuntime implements Runtime {
           },
         });
       } catch (error) {
-        if (isNotFound(error))
-          throw new NotFoundError(
-            `sandbox ${sandboxId} has no running task to exec in`,
-            { cause: error },
-          );
+        if (isNotFound(error)) throw new NotFoundError(`sandbox ${sandboxId} has no running task to exec in`, { cause: error });
         throw error;
       }
       registered = true;
@@ -508,15 +444,9 @@ export class ContainerdRuntime implements Runtime {
     } finally {
       io.signal?.removeEventListener("abort", kill);
       if (registered) {
-        await this.client.tasks
-          .deleteProcess({ containerId: sandboxId, execId })
-          .catch((error: unknown) => {
-            if (!isNotFound(error))
-              this.logger.warn(
-                { sandboxId, execId, err: error },
-                "could not delete exec process",
-              );
-          });
+        await this.client.tasks.deleteProcess({ containerId: sandboxId, execId }).catch((error: unknown) => {
+          if (!isNotFound(error)) this.logger.warn({ sandboxId, execId, err: error }, "could not delete exec process");
+        });
       }
       await fifos.dispose();
     }
@@ -574,16 +504,11 @@ export class ContainerdRuntime implements Runtime {
   }
 
   /** The exec'd process: the sandbox's own process settings (user, capabilities, limits) with the request's command, env and cwd. */
-  private async execProcess(
-    sandboxId: string,
-    request: ExecRequest,
-  ): Promise<OciProcess> {
+  private async execProcess(sandboxId: string, request: ExecRequest): Promise<OciProcess> {
     let spec: OciSpec;
     try {
       const { container } = await this.client.containers.get({ id: sandboxId });
-      spec = JSON.parse(
-        Buffer.from(container?.spec?.value ?? []).toString("utf8"),
-      ) as OciSpec;
+      spec = JSON.parse(Buffer.from(container?.spec?.value ?? []).toString("utf8")) as OciSpec;
     } catch (error) {
       if (isNotFound(error))
         throw new NotFoundError(`sandbox ${sandboxId} not found`, {
@@ -601,30 +526,20 @@ export class ContainerdRuntime implements Runtime {
   }
 
   /** Waits for a process (the task's init when execId is "") to exit; long waits are re-armed so every call keeps a deadline. */
-  private async waitProcess(
-    containerId: string,
-    execId: string,
-  ): Promise<number> {
+  private async waitProcess(containerId: string, execId: string): Promise<number> {
     for (;;) {
       try {
-        const { exitStatus } = await this.client.tasks.wait(
-          { containerId, execId },
-          { timeoutMs: 60_000 },
-        );
+        const { exitStatus } = await this.client.tasks.wait({ containerId, execId }, { timeoutMs: 60_000 });
         return exitStatus;
       } catch (error) {
-        if (error instanceof FsbError && error.code === "deadline_exceeded")
-          continue;
+        if (error instanceof FsbError && error.code === "deadline_exceeded") continue;
         throw error;
       }
     }
   }
 
   /** SIGTERM, up to gracePeriodMs for the exit, then SIGKILL to every process. Returns when no process runs. */
-  private async stopTask(
-    containerId: string,
-    gracePeriodMs: number,
-  ): Promise<void> {
+  private async stopTask(containerId: string, gracePeriodMs: number): Promise<void> {
     if (gracePeriodMs > 0) {
       try {
         await this.client.tasks.kill({ containerId, signal: SIGTERM });
@@ -641,36 +556,24 @@ export class ContainerdRuntime implements Runtime {
       throw error;
     }
     if (!(await this.exitedWithin(containerId, 10_000))) {
-      throw new UnavailableError(
-        `sandbox ${containerId} did not exit after SIGKILL`,
-      );
+      throw new UnavailableError(`sandbox ${containerId} did not exit after SIGKILL`);
     }
   }
 
-  private async exitedWithin(
-    containerId: string,
-    timeoutMs: number,
-  ): Promise<boolean> {
+  private async exitedWithin(containerId: string, timeoutMs: number): Promise<boolean> {
     try {
       await this.client.tasks.wait({ containerId }, { timeoutMs });
       return true;
     } catch (error) {
       if (isNotFound(error)) return true;
-      if (error instanceof FsbError && error.code === "deadline_exceeded")
-        return false;
+      if (error instanceof FsbError && error.code === "deadline_exceeded") return false;
       throw error;
     }
   }
 
-  private prepareError(
-    error: unknown,
-    spec: RuntimeSandboxSpec,
-    parent: string,
-  ): unknown {
+  private prepareError(error: unknown, spec: RuntimeSandboxSpec, parent: string): unknown {
     if (error instanceof AlreadyExistsError) {
-      return new AlreadyExistsError(
-        `sandbox ${spec.sandboxId} already exists (snapshot ${spec.sandboxId} is present)`,
-      );
+      return new AlreadyExistsError(`sandbox ${spec.sandboxId} already exists (snapshot ${spec.sandboxId} is present)`);
     }
     if (isNotFound(error)) {
       // The image record exists but its layers are not unpacked for our snapshotter (or it changed).

@@ -42,12 +42,7 @@ export class ExecFifos {
     return this.pipes[1].path;
   }
 
-  static async create(
-    directory: string,
-    name: string,
-    onStdout: (chunk: Uint8Array) => void,
-    onStderr: (chunk: Uint8Array) => void,
-  ): Promise<ExecFifos> {
+  static async create(directory: string, name: string, onStdout: (chunk: Uint8Array) => void, onStderr: (chunk: Uint8Array) => void): Promise<ExecFifos> {
     const stdoutPath = join(directory, `${name}.stdout`);
     const stderrPath = join(directory, `${name}.stderr`);
     await execFileAsync("mkfifo", ["-m", "0600", stdoutPath, stderrPath]);
@@ -57,10 +52,7 @@ export class ExecFifos {
       opened.push(openPipe(stderrPath, onStderr));
     } catch (error) {
       for (const pipe of opened) closePipe(pipe);
-      await Promise.all([
-        rm(stdoutPath, { force: true }),
-        rm(stderrPath, { force: true }),
-      ]);
+      await Promise.all([rm(stdoutPath, { force: true }), rm(stderrPath, { force: true })]);
       throw error;
     }
     return new ExecFifos(opened as [Pipe, Pipe]);
@@ -86,10 +78,7 @@ export class ExecFifos {
       timer = setTimeout(resolve, timeoutMs);
       timer.unref();
     });
-    await Promise.race([
-      Promise.all(this.pipes.map((pipe) => pipe.ended)),
-      timeout,
-    ]);
+    await Promise.race([Promise.all(this.pipes.map((pipe) => pipe.ended)), timeout]);
     clearTimeout(timer);
   }
 

@@ -3,30 +3,17 @@
  * Everything above the client sees only FsbError subclasses.
  */
 import { status as GrpcStatus, type ServiceError } from "@grpc/grpc-js";
-import {
-  AlreadyExistsError,
-  FailedPreconditionError,
-  FsbError,
-  NotFoundError,
-  UnavailableError,
-} from "@fast-sandbox/api";
+import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, UnavailableError } from "@fast-sandbox/api";
 
 function isServiceError(error: unknown): error is ServiceError {
-  return (
-    error instanceof Error &&
-    typeof (error as Partial<ServiceError>).code === "number" &&
-    "metadata" in error
-  );
+  return error instanceof Error && typeof (error as Partial<ServiceError>).code === "number" && "metadata" in error;
 }
 
 /**
  * Translates a grpc-js error from a containerd call into an FsbError.
  * @param operation the containerd method, e.g. `containerd.services.tasks.v1.Tasks/Create`, for the message.
  */
-export function translateGrpcError(
-  error: unknown,
-  operation: string,
-): FsbError {
+export function translateGrpcError(error: unknown, operation: string): FsbError {
   if (error instanceof FsbError) return error;
   if (!isServiceError(error)) return FsbError.from(error);
   const message = `containerd ${operation}: ${error.details || error.message}`;
@@ -42,10 +29,7 @@ export function translateGrpcError(
       return Object.assign(translated, { cause: error });
     }
     case GrpcStatus.UNAVAILABLE:
-      return new UnavailableError(
-        `${message} (is containerd running and is its socket reachable?)`,
-        { cause: error },
-      );
+      return new UnavailableError(`${message} (is containerd running and is its socket reachable?)`, { cause: error });
     case GrpcStatus.DEADLINE_EXCEEDED:
       return new FsbError("deadline_exceeded", message, { cause: error });
     case GrpcStatus.INVALID_ARGUMENT:

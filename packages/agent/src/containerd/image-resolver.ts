@@ -27,10 +27,7 @@ export interface ResolvedImage {
   chainId: string;
 }
 
-const INDEX_MEDIA_TYPES = new Set([
-  "application/vnd.oci.image.index.v1+json",
-  "application/vnd.docker.distribution.manifest.list.v2+json",
-]);
+const INDEX_MEDIA_TYPES = new Set(["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"]);
 
 const GO_ARCH: Record<string, string> = {
   x64: "amd64",
@@ -75,50 +72,34 @@ export class ImageResolver {
     let target: Descriptor;
     try {
       const { image } = await this.client.images.get({ name: reference });
-      if (!image?.target)
-        throw new NotFoundError(`image "${reference}" has no target`);
+      if (!image?.target) throw new NotFoundError(`image "${reference}" has no target`);
       target = {
         mediaType: image.target.mediaType,
         digest: image.target.digest,
       };
     } catch (error) {
       if (error instanceof NotFoundError) {
-        throw new NotFoundError(
-          `image "${reference}" is not in containerd namespace "${this.client.namespace}"; ${this.importHint}`,
-          { cause: error },
-        );
+        throw new NotFoundError(`image "${reference}" is not in containerd namespace "${this.client.namespace}"; ${this.importHint}`, { cause: error });
       }
       throw error;
     }
 
     let manifestDescriptor = target;
     let document = await this.readJson(target.digest);
-    if (
-      INDEX_MEDIA_TYPES.has(target.mediaType ?? "") ||
-      Array.isArray(document.manifests)
-    ) {
-      manifestDescriptor = this.pickPlatform(
-        reference,
-        document.manifests as Descriptor[],
-      );
+    if (INDEX_MEDIA_TYPES.has(target.mediaType ?? "") || Array.isArray(document.manifests)) {
+      manifestDescriptor = this.pickPlatform(reference, document.manifests as Descriptor[]);
       document = await this.readJson(manifestDescriptor.digest);
     }
     const configDescriptor = document.config as Descriptor | undefined;
     if (!configDescriptor?.digest) {
-      throw new FsbError(
-        "invalid_argument",
-        `image "${reference}": manifest ${manifestDescriptor.digest} has no config`,
-      );
+      throw new FsbError("invalid_argument", `image "${reference}": manifest ${manifestDescriptor.digest} has no config`);
     }
     const imageConfig = await this.readJson(configDescriptor.digest);
     const config = (imageConfig.config ?? {}) as Record<string, unknown>;
     const rootfs = (imageConfig.rootfs ?? {}) as { diff_ids?: string[] };
     const diffIds = rootfs.diff_ids ?? [];
     if (diffIds.length === 0) {
-      throw new FsbError(
-        "invalid_argument",
-        `image "${reference}" has no layers`,
-      );
+      throw new FsbError("invalid_argument", `image "${reference}" has no layers`);
     }
     return {
       reference,
@@ -128,43 +109,27 @@ export class ImageResolver {
         entrypoint: stringArray(config.Entrypoint),
         cmd: stringArray(config.Cmd),
         env: stringArray(config.Env),
-        workingDir:
-          typeof config.WorkingDir === "string" ? config.WorkingDir : "",
+        workingDir: typeof config.WorkingDir === "string" ? config.WorkingDir : "",
         user: typeof config.User === "string" ? config.User : "",
       },
     };
   }
 
-  private pickPlatform(
-    reference: string,
-    manifests: Descriptor[] | undefined,
-  ): Descriptor {
-    const match = (manifests ?? []).find(
-      (manifest) =>
-        manifest.platform?.os === "linux" &&
-        manifest.platform.architecture === this.architecture,
-    );
+  private pickPlatform(reference: string, manifests: Descriptor[] | undefined): Descriptor {
+    const match = (manifests ?? []).find((manifest) => manifest.platform?.os === "linux" && manifest.platform.architecture === this.architecture);
     if (!match) {
-      throw new NotFoundError(
-        `image "${reference}" has no manifest for linux/${this.architecture}`,
-      );
+      throw new NotFoundError(`image "${reference}" has no manifest for linux/${this.architecture}`);
     }
     return match;
   }
 
   private async readJson(digest: string): Promise<Record<string, unknown>> {
     const chunks: Uint8Array[] = [];
-    for await (const response of this.client.content.read({ digest }))
-      chunks.push(response.data);
-    return JSON.parse(Buffer.concat(chunks).toString("utf8")) as Record<
-      string,
-      unknown
-    >;
+    for await (const response of this.client.content.read({ digest })) chunks.push(response.data);
+    return JSON.parse(Buffer.concat(chunks).toString("utf8")) as Record<string, unknown>;
   }
 }
 
 function stringArray(value: unknown): string[] {
-  return Array.isArray(value)
-    ? value.filter((item): item is string => typeof item === "string")
-    : [];
+  return Array.isArray(value) ? value.filter((item): item is string => typeof item === "string") : [];
 }

@@ -2,16 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { RuntimeSandboxSpec } from "../runtime/runtime.js";
 import type { ImageConfig } from "./image-resolver.js";
-import {
-  DEFAULT_CAPABILITIES,
-  DEFAULT_PATH,
-  SHIM_GROUP_ANNOTATION,
-  buildOciSpec,
-  imageUser,
-  mergeEnv,
-  processArgs,
-  sandboxCgroupsPath,
-} from "./oci-spec.js";
+import { DEFAULT_CAPABILITIES, DEFAULT_PATH, SHIM_GROUP_ANNOTATION, buildOciSpec, imageUser, mergeEnv, processArgs, sandboxCgroupsPath } from "./oci-spec.js";
 import { DENIED_SYSCALLS } from "./seccomp-profile.js";
 
 const image: ImageConfig = {
@@ -22,9 +13,7 @@ const image: ImageConfig = {
   user: "101:102",
 };
 
-function sandbox(
-  overrides: Partial<RuntimeSandboxSpec> = {},
-): RuntimeSandboxSpec {
+function sandbox(overrides: Partial<RuntimeSandboxSpec> = {}): RuntimeSandboxSpec {
   return {
     sandboxId: "sb-1",
     namespace: "team-a",
@@ -48,33 +37,19 @@ const options = {
 
 describe("processArgs", () => {
   it("runs the image's entrypoint with its cmd when neither command nor args is set", () => {
-    assert.deepEqual(processArgs(sandbox(), image), [
-      "/docker-entrypoint.sh",
-      "nginx",
-      "-g",
-      "daemon off;",
-    ]);
+    assert.deepEqual(processArgs(sandbox(), image), ["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"]);
   });
 
   it("replaces only the image's cmd when args is set", () => {
-    assert.deepEqual(processArgs(sandbox({ args: ["nginx", "-T"] }), image), [
-      "/docker-entrypoint.sh",
-      "nginx",
-      "-T",
-    ]);
+    assert.deepEqual(processArgs(sandbox({ args: ["nginx", "-T"] }), image), ["/docker-entrypoint.sh", "nginx", "-T"]);
   });
 
   it("drops the image's cmd when command is set without args, like Kubernetes", () => {
-    assert.deepEqual(processArgs(sandbox({ command: ["sleep"] }), image), [
-      "sleep",
-    ]);
+    assert.deepEqual(processArgs(sandbox({ command: ["sleep"] }), image), ["sleep"]);
   });
 
   it("uses command and args together when both are set", () => {
-    assert.deepEqual(
-      processArgs(sandbox({ command: ["sh", "-c"], args: ["echo hi"] }), image),
-      ["sh", "-c", "echo hi"],
-    );
+    assert.deepEqual(processArgs(sandbox({ command: ["sh", "-c"], args: ["echo hi"] }), image), ["sh", "-c", "echo hi"]);
   });
 });
 
@@ -108,39 +83,21 @@ describe("imageUser", () => {
 
 describe("sandboxCgroupsPath", () => {
   it("puts the sandbox under the parent as an absolute path", () => {
-    assert.equal(
-      sandboxCgroupsPath("/kubepods/fast-sandbox", "sb-1"),
-      "/kubepods/fast-sandbox/sb-1",
-    );
-    assert.equal(
-      sandboxCgroupsPath("fast-sandbox/", "sb-1"),
-      "/fast-sandbox/sb-1",
-    );
+    assert.equal(sandboxCgroupsPath("/kubepods/fast-sandbox", "sb-1"), "/kubepods/fast-sandbox/sb-1");
+    assert.equal(sandboxCgroupsPath("fast-sandbox/", "sb-1"), "/fast-sandbox/sb-1");
     assert.equal(sandboxCgroupsPath("/", "sb-1"), "/sb-1");
   });
 });
 
 describe("buildOciSpec", () => {
   it("takes cwd, user, env and hostname from the sandbox and the image", () => {
-    const spec = buildOciSpec(
-      sandbox({ env: [{ name: "A", value: "1" }] }),
-      image,
-      options,
-    );
+    const spec = buildOciSpec(sandbox({ env: [{ name: "A", value: "1" }] }), image, options);
     assert.equal(spec.process.cwd, "/srv");
     assert.deepEqual(spec.process.user, { uid: 101, gid: 102 });
     assert.ok(spec.process.env.includes("A=1"));
     assert.equal(spec.hostname, "web");
-    assert.equal(
-      buildOciSpec(sandbox({ workingDir: "/work" }), image, options).process
-        .cwd,
-      "/work",
-    );
-    assert.equal(
-      buildOciSpec(sandbox(), { ...image, workingDir: "" }, options).process
-        .cwd,
-      "/",
-    );
+    assert.equal(buildOciSpec(sandbox({ workingDir: "/work" }), image, options).process.cwd, "/work");
+    assert.equal(buildOciSpec(sandbox(), { ...image, workingDir: "" }, options).process.cwd, "/");
   });
 
   it("drops privileges: no new privileges, a small capability set, nothing inheritable", () => {
@@ -152,38 +109,19 @@ describe("buildOciSpec", () => {
     assert.deepEqual(process.capabilities.inheritable, []);
     assert.deepEqual(process.capabilities.ambient, []);
     assert.ok(!process.capabilities.bounding.includes("CAP_SYS_ADMIN"));
-    assert.deepEqual(process.rlimits, [
-      { type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 },
-    ]);
+    assert.deepEqual(process.rlimits, [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }]);
   });
 
   it("shares the host network for runc sandboxes and bind-mounts the host's DNS files", () => {
     const spec = buildOciSpec(sandbox(), image, options);
-    assert.deepEqual(
-      spec.linux.namespaces.map((namespace) => namespace.type).sort(),
-      ["ipc", "mount", "pid", "uts"],
-    );
-    assert.ok(
-      spec.mounts.some(
-        (mount) =>
-          mount.destination === "/etc/resolv.conf" &&
-          mount.options.includes("ro"),
-      ),
-    );
+    assert.deepEqual(spec.linux.namespaces.map((namespace) => namespace.type).sort(), ["ipc", "mount", "pid", "uts"]);
+    assert.ok(spec.mounts.some((mount) => mount.destination === "/etc/resolv.conf" && mount.options.includes("ro")));
   });
 
   it("gives gVisor sandboxes their own network namespace and no host files", () => {
-    const spec = buildOciSpec(
-      sandbox({ runtimeType: "gvisor" }),
-      image,
-      options,
-    );
-    assert.ok(
-      spec.linux.namespaces.some((namespace) => namespace.type === "network"),
-    );
-    assert.ok(
-      !spec.mounts.some((mount) => mount.destination === "/etc/resolv.conf"),
-    );
+    const spec = buildOciSpec(sandbox({ runtimeType: "gvisor" }), image, options);
+    assert.ok(spec.linux.namespaces.some((namespace) => namespace.type === "network"));
+    assert.ok(!spec.mounts.some((mount) => mount.destination === "/etc/resolv.conf"));
   });
 
   it("turns resources into cgroup limits under the given cgroups path", () => {
@@ -201,9 +139,7 @@ describe("buildOciSpec", () => {
     assert.deepEqual(spec.linux.resources.memory, { limit: 64 * 1024 * 1024 });
     assert.deepEqual(spec.linux.resources.pids, { limit: 100 });
     assert.equal(spec.linux.cgroupsPath, "/fast-sandbox/sb-1");
-    assert.deepEqual(spec.linux.resources.devices, [
-      { allow: false, access: "rwm" },
-    ]);
+    assert.deepEqual(spec.linux.resources.devices, [{ allow: false, access: "rwm" }]);
   });
 
   it("sets no limits when resources are absent", () => {
@@ -215,83 +151,35 @@ describe("buildOciSpec", () => {
 
   it("masks kernel interfaces, makes /proc/sys read-only and mounts the standard filesystems", () => {
     const spec = buildOciSpec(sandbox(), image, options);
-    for (const path of [
-      "/proc/kcore",
-      "/proc/keys",
-      "/proc/timer_list",
-      "/proc/sched_debug",
-      "/sys/firmware",
-      "/proc/scsi",
-      "/proc/acpi",
-    ]) {
+    for (const path of ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/sys/firmware", "/proc/scsi", "/proc/acpi"]) {
       assert.ok(spec.linux.maskedPaths.includes(path), path);
     }
-    for (const path of [
-      "/proc/bus",
-      "/proc/fs",
-      "/proc/irq",
-      "/proc/sys",
-      "/proc/sysrq-trigger",
-    ]) {
+    for (const path of ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]) {
       assert.ok(spec.linux.readonlyPaths.includes(path), path);
     }
     const destinations = spec.mounts.map((mount) => mount.destination);
-    for (const destination of [
-      "/proc",
-      "/dev",
-      "/dev/pts",
-      "/dev/shm",
-      "/dev/mqueue",
-      "/sys",
-    ]) {
+    for (const destination of ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"]) {
       assert.ok(destinations.includes(destination), destination);
     }
-    assert.ok(
-      spec.mounts
-        .find((mount) => mount.destination === "/sys")
-        ?.options.includes("ro"),
-    );
+    assert.ok(spec.mounts.find((mount) => mount.destination === "/sys")?.options.includes("ro"));
   });
 
   it("installs the default seccomp profile that denies dangerous syscalls", () => {
     const seccomp = buildOciSpec(sandbox(), image, options).linux.seccomp;
     assert.ok(seccomp);
     assert.ok(seccomp.architectures.includes("SCMP_ARCH_X86_64"));
-    const denied = new Set(
-      seccomp.syscalls
-        .filter((rule) => rule.action === "SCMP_ACT_ERRNO" && !rule.args)
-        .flatMap((rule) => rule.names),
-    );
-    for (const name of [
-      "kexec_load",
-      "init_module",
-      "mount",
-      "ptrace",
-      "bpf",
-      "unshare",
-      "setns",
-      "open_by_handle_at",
-      "keyctl",
-    ]) {
+    const denied = new Set(seccomp.syscalls.filter((rule) => rule.action === "SCMP_ACT_ERRNO" && !rule.args).flatMap((rule) => rule.names));
+    for (const name of ["kexec_load", "init_module", "mount", "ptrace", "bpf", "unshare", "setns", "open_by_handle_at", "keyctl"]) {
       assert.ok(denied.has(name), name);
     }
     assert.equal(new Set(DENIED_SYSCALLS).size, DENIED_SYSCALLS.length);
   });
 
   it("puts the sandbox into the agent's shim group", () => {
-    assert.equal(
-      buildOciSpec(sandbox(), image, options).annotations[
-        SHIM_GROUP_ANNOTATION
-      ],
-      "agent-1",
-    );
+    assert.equal(buildOciSpec(sandbox(), image, options).annotations[SHIM_GROUP_ANNOTATION], "agent-1");
   });
 
   it("cuts the hostname to 63 characters", () => {
-    assert.equal(
-      buildOciSpec(sandbox({ name: "x".repeat(80) }), image, options).hostname
-        .length,
-      63,
-    );
+    assert.equal(buildOciSpec(sandbox({ name: "x".repeat(80) }), image, options).hostname.length, 63);
   });
 });

@@ -4,16 +4,12 @@
  */
 import type { RuntimeSandboxSpec } from "../runtime/runtime.js";
 import type { ImageConfig } from "./image-resolver.js";
-import {
-  defaultSeccompProfile,
-  type SeccompProfile,
-} from "./seccomp-profile.js";
+import { defaultSeccompProfile, type SeccompProfile } from "./seccomp-profile.js";
 
 /** The annotation that makes the runc v2 shim serve every container of one group from one process. */
 export const SHIM_GROUP_ANNOTATION = "io.containerd.runc.v2.group";
 
-export const DEFAULT_PATH =
-  "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /** CFS period for CPU limits: quota = cpuMillis * period / 1000. */
 export const CPU_PERIOD_US = 100_000;
@@ -50,13 +46,7 @@ export const MASKED_PATHS: readonly string[] = [
   "/sys/devices/virtual/powercap",
 ];
 
-export const READONLY_PATHS: readonly string[] = [
-  "/proc/bus",
-  "/proc/fs",
-  "/proc/irq",
-  "/proc/sys",
-  "/proc/sysrq-trigger",
-];
+export const READONLY_PATHS: readonly string[] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 export interface OciMount {
   destination: string;
@@ -140,10 +130,7 @@ export interface HelperInjection {
 }
 
 /** The OCI `linux.cgroupsPath` of a sandbox: `<cgroupParent>/<sandboxId>`, absolute, for cgroupfs on v1 and v2. */
-export function sandboxCgroupsPath(
-  cgroupParent: string,
-  sandboxId: string,
-): string {
+export function sandboxCgroupsPath(cgroupParent: string, sandboxId: string): string {
   const parent = cgroupParent
     .split("/")
     .filter((part) => part !== "")
@@ -152,20 +139,14 @@ export function sandboxCgroupsPath(
 }
 
 /** `args` of the sandbox's process: Kubernetes semantics for command/args against Entrypoint/Cmd. */
-export function processArgs(
-  spec: Pick<RuntimeSandboxSpec, "command" | "args">,
-  image: ImageConfig,
-): string[] {
+export function processArgs(spec: Pick<RuntimeSandboxSpec, "command" | "args">, image: ImageConfig): string[] {
   if (spec.command.length > 0) return [...spec.command, ...spec.args];
   const args = spec.args.length > 0 ? spec.args : image.cmd;
   return [...image.entrypoint, ...args];
 }
 
 /** Image env overridden by the spec's env (the spec wins); keeps the image's order, appends new names. */
-export function mergeEnv(
-  base: readonly string[],
-  overrides: readonly { name: string; value: string }[],
-): string[] {
+export function mergeEnv(base: readonly string[], overrides: readonly { name: string; value: string }[]): string[] {
   const merged = new Map<string, string>();
   for (const entry of base) {
     const separator = entry.indexOf("=");
@@ -189,21 +170,12 @@ export function imageUser(user: string): OciUser {
   return { uid, gid };
 }
 
-export function buildOciSpec(
-  spec: RuntimeSandboxSpec,
-  image: ImageConfig,
-  options: OciSpecOptions,
-): OciSpec {
+export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, options: OciSpecOptions): OciSpec {
   const capabilities = [...DEFAULT_CAPABILITIES];
   // gVisor refuses to run in the host's network namespace; a runc sandbox shares the agent's
   // network (its IP and ports), like a Kubernetes hostNetwork pod.
   const ownNetwork = spec.runtimeType === "gvisor";
-  const namespaces = [
-    { type: "pid" },
-    { type: "ipc" },
-    { type: "uts" },
-    { type: "mount" },
-  ];
+  const namespaces = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
   if (ownNetwork) namespaces.push({ type: "network" });
 
   const mounts: OciMount[] = [
@@ -223,14 +195,7 @@ export function buildOciSpec(
       destination: "/dev/pts",
       type: "devpts",
       source: "devpts",
-      options: [
-        "nosuid",
-        "noexec",
-        "newinstance",
-        "ptmxmode=0666",
-        "mode=0620",
-        "gid=5",
-      ],
+      options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
     },
     {
       destination: "/dev/shm",
@@ -280,10 +245,8 @@ export function buildOciSpec(
       period: CPU_PERIOD_US,
     };
   }
-  if (limits?.memoryBytes !== undefined && limits.memoryBytes > 0)
-    resources.memory = { limit: limits.memoryBytes };
-  if (limits?.pids !== undefined && limits.pids > 0)
-    resources.pids = { limit: limits.pids };
+  if (limits?.memoryBytes !== undefined && limits.memoryBytes > 0) resources.memory = { limit: limits.memoryBytes };
+  if (limits?.pids !== undefined && limits.pids > 0) resources.pids = { limit: limits.pids };
 
   const linux: OciSpec["linux"] = {
     resources,
@@ -292,8 +255,7 @@ export function buildOciSpec(
     readonlyPaths: [...READONLY_PATHS],
     seccomp: defaultSeccompProfile(),
   };
-  if (options.cgroupsPath !== undefined)
-    linux.cgroupsPath = options.cgroupsPath;
+  if (options.cgroupsPath !== undefined) linux.cgroupsPath = options.cgroupsPath;
 
   return {
     ociVersion: "1.0.2",

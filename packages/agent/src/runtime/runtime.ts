@@ -67,8 +67,8 @@ export interface ExecRequest {
 }
 
 export interface ExecIo {
-  onStdout(chunk: Uint8Array): void;
-  onStderr(chunk: Uint8Array): void;
+  onStdout: (chunk: Uint8Array) => void;
+  onStderr: (chunk: Uint8Array) => void;
   /** Aborting kills the exec'd process (SIGKILL). */
   signal?: AbortSignal;
 }

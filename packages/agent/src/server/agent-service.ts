@@ -100,7 +100,8 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
     async deleteSandbox(request) {
       return edge(async () => {
         checkSandboxId(request.sandboxId);
-        await runtime.delete(request.sandboxId, { gracePeriodMs: request.gracePeriodMs > 0 ? request.gracePeriodMs : 2000 });
+        // The control plane always sends the grace period it wants; 0 means SIGKILL at once.
+        await runtime.delete(request.sandboxId, { gracePeriodMs: Math.max(0, request.gracePeriodMs) });
         return create(pb.AgentDeleteSandboxResponseSchema, {});
       });
     },

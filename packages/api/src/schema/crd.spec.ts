@@ -25,18 +25,11 @@ interface Crd {
 }
 
 function parsedCrds(): Map<string, Crd> {
-  return new Map(
-    Object.entries(renderCrds()).map(([file, text]) => [
-      file,
-      parse(text) as Crd,
-    ]),
-  );
+  return new Map(Object.entries(renderCrds()).map(([file, text]) => [file, parse(text) as Crd]));
 }
 
 function crdOfKind(kind: string): Crd {
-  const crd = [...parsedCrds().values()].find(
-    (c) => c.spec.names.kind === kind,
-  );
+  const crd = [...parsedCrds().values()].find((c) => c.spec.names.kind === kind);
   assert.ok(crd, `a CRD for ${kind}`);
   return crd;
 }
@@ -52,49 +45,19 @@ function* nodes(schema: unknown, path = "$"): Generator<[string, Json]> {
   if (typeof schema !== "object" || schema === null) return;
   const node = schema as Json;
   yield [path, node];
-  for (const [name, child] of Object.entries(
-    (node.properties as Json | undefined) ?? {},
-  ))
-    yield* nodes(child, `${path}.${name}`);
+  for (const [name, child] of Object.entries((node.properties as Json | undefined) ?? {})) yield* nodes(child, `${path}.${name}`);
   if (node.items) yield* nodes(node.items, `${path}[]`);
-  if (typeof node.additionalProperties === "object")
-    yield* nodes(node.additionalProperties, `${path}{}`);
+  if (typeof node.additionalProperties === "object") yield* nodes(node.additionalProperties, `${path}{}`);
 }
 
 describe("renderCrds", () => {
   it("yields one CRD per kind, named <plural>.<group>", () => {
     const crds = parsedCrds();
-    assert.deepEqual([...crds.keys()].sort(), [
-      `${GROUP}_sandboxes.yaml`,
-      `${GROUP}_sandboxpools.yaml`,
+    assert.deepEqual([...crds.keys()].sort(), [`${GROUP}_sandboxes.yaml`, `${GROUP}_sandboxpools.yaml`]);
+    assert.deepEqual([...crds.values()].map((c) => [c.kind, c.metadata.name, c.spec.group, c.spec.names.kind, c.spec.versions[0]?.name]).sort(), [
+      ["CustomResourceDefinition", `sandboxes.${GROUP}`, GROUP, "Sandbox", VERSION],
+      ["CustomResourceDefinition", `sandboxpools.${GROUP}`, GROUP, "SandboxPool", VERSION],
     ]);
-    assert.deepEqual(
-      [...crds.values()]
-        .map((c) => [
-          c.kind,
-          c.metadata.name,
-          c.spec.group,
-          c.spec.names.kind,
-          c.spec.versions[0]?.name,
-        ])
-        .sort(),
-      [
-        [
-          "CustomResourceDefinition",
-          `sandboxes.${GROUP}`,
-          GROUP,
-          "Sandbox",
-          VERSION,
-        ],
-        [
-          "CustomResourceDefinition",
-          `sandboxpools.${GROUP}`,
-          GROUP,
-          "SandboxPool",
-          VERSION,
-        ],
-      ],
-    );
   });
 
   for (const kind of ["Sandbox", "SandboxPool"]) {
@@ -103,11 +66,7 @@ describe("renderCrds", () => {
         for (const [path, node] of nodes(openApiSchema(kind))) {
           assert.equal(node.anyOf, undefined, `${path} has anyOf`);
           assert.equal(node.oneOf, undefined, `${path} has oneOf`);
-          assert.notEqual(
-            node.additionalProperties,
-            false,
-            `${path} has additionalProperties: false`,
-          );
+          assert.notEqual(node.additionalProperties, false, `${path} has additionalProperties: false`);
           assert.equal(node.uniqueItems, undefined, `${path} has uniqueItems`);
           assert.equal(node.const, undefined, `${path} has const`);
         }
@@ -116,12 +75,7 @@ describe("renderCrds", () => {
       it("gives every node a type, and every node with properties type: object", () => {
         for (const [path, node] of nodes(openApiSchema(kind))) {
           assert.equal(typeof node.type, "string", `${path} has no type`);
-          if (node.properties)
-            assert.equal(
-              node.type,
-              "object",
-              `${path} has properties but type ${String(node.type)}`,
-            );
+          if (node.properties) assert.equal(node.type, "object", `${path} has properties but type ${String(node.type)}`);
         }
       });
     });
@@ -136,34 +90,18 @@ describe("renderCrds", () => {
     assert.deepEqual(spec.failurePolicy?.enum, ["Manual", "AutoRecreate"]);
     assert.equal(spec.failurePolicy?.type, "string");
     assert.deepEqual(spec.consistencyMode?.enum, ["fast", "strong"]);
-    assert.deepEqual(status.phase?.enum, [
-      "Pending",
-      "Bound",
-      "Running",
-      "Terminating",
-      "Expired",
-      "Failed",
-      "Lost",
-    ]);
+    assert.deepEqual(status.phase?.enum, ["Pending", "Bound", "Running", "Terminating", "Expired", "Failed", "Lost"]);
     const pool = openApiSchema("SandboxPool") as {
       properties: { spec: { properties: Record<string, Json> } };
     };
-    assert.deepEqual(pool.properties.spec.properties.runtimeType?.enum, [
-      "container",
-      "gvisor",
-    ]);
+    assert.deepEqual(pool.properties.spec.properties.runtimeType?.enum, ["container", "gvisor"]);
   });
 
   it("marks unique port lists as sets and keeps agentTemplate open", () => {
     const sandbox = openApiSchema("Sandbox") as {
       properties: { spec: { properties: Record<string, Json> } };
     };
-    assert.equal(
-      sandbox.properties.spec.properties.exposedPorts?.[
-        "x-kubernetes-list-type"
-      ],
-      "set",
-    );
+    assert.equal(sandbox.properties.spec.properties.exposedPorts?.["x-kubernetes-list-type"], "set");
     const pool = openApiSchema("SandboxPool") as {
       properties: { spec: { properties: Record<string, Json> } };
     };
@@ -181,21 +119,9 @@ describe("renderCrds", () => {
       const root = openApiSchema(kind) as {
         properties: { spec: Json; status: Json };
       };
-      assert.deepEqual(
-        Object.keys(root.properties.spec.properties as Json),
-        Object.keys(spec.properties as Json),
-        `${kind} spec`,
-      );
-      assert.deepEqual(
-        Object.keys(root.properties.status.properties as Json),
-        Object.keys(status.properties as Json),
-        `${kind} status`,
-      );
-      assert.deepEqual(
-        root.properties.spec.required,
-        spec.required,
-        `${kind} spec required`,
-      );
+      assert.deepEqual(Object.keys(root.properties.spec.properties as Json), Object.keys(spec.properties as Json), `${kind} spec`);
+      assert.deepEqual(Object.keys(root.properties.status.properties as Json), Object.keys(status.properties as Json), `${kind} status`);
+      assert.deepEqual(root.properties.spec.required, spec.required, `${kind} spec required`);
     }
   });
 
@@ -209,28 +135,17 @@ describe("renderCrds", () => {
       Object.keys(rendered).sort(),
     );
     for (const [file, text] of Object.entries(rendered)) {
-      assert.equal(
-        readFileSync(join(directory, file), "utf8"),
-        text,
-        `config/crd/${file} is out of date`,
-      );
+      assert.equal(readFileSync(join(directory, file), "utf8"), text, `config/crd/${file} is out of date`);
     }
   });
 });
 
 describe("toStructuralSchema", () => {
   it("refuses unions that are not all string literals", () => {
-    assert.throws(
-      () => toStructuralSchema(Type.Union([Type.String(), Type.Integer()])),
-      /only unions of string literals/,
-    );
+    assert.throws(() => toStructuralSchema(Type.Union([Type.String(), Type.Integer()])), /only unions of string literals/);
   });
 
   it("maps records to additionalProperties of the value schema", () => {
-    assert.deepEqual(
-      toStructuralSchema(Type.Record(Type.String(), Type.String()))
-        .additionalProperties,
-      { type: "string" },
-    );
+    assert.deepEqual(toStructuralSchema(Type.Record(Type.String(), Type.String())).additionalProperties, { type: "string" });
   });
 });

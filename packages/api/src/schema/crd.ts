@@ -110,16 +110,11 @@ function customResourceDefinition(names: CrdNames, spec: TSchema, status: TSchem
 /** The CRD manifests, file name → YAML; `config/crd/` holds exactly these (drift-checked in CI). */
 export function renderCrds(): Record<string, string> {
   const header = "# Generated from packages/api/src/schema by `npm run generate`. Do not edit.\n";
-  const sandbox = customResourceDefinition(
-    { kind: "Sandbox", plural: "sandboxes", singular: "sandbox", shortNames: ["sb"] },
-    SandboxSpec,
-    SandboxStatus,
-    [
-      { name: "Phase", type: "string", jsonPath: ".status.phase" },
-      { name: "Pool", type: "string", jsonPath: ".spec.poolRef" },
-      { name: "Agent", type: "string", jsonPath: ".status.assignedPod" },
-    ],
-  );
+  const sandbox = customResourceDefinition({ kind: "Sandbox", plural: "sandboxes", singular: "sandbox", shortNames: ["sb"] }, SandboxSpec, SandboxStatus, [
+    { name: "Phase", type: "string", jsonPath: ".status.phase" },
+    { name: "Pool", type: "string", jsonPath: ".spec.poolRef" },
+    { name: "Agent", type: "string", jsonPath: ".status.assignedPod" },
+  ]);
   const pool = customResourceDefinition(
     { kind: "SandboxPool", plural: "sandboxpools", singular: "sandboxpool", shortNames: ["sbp"] },
     SandboxPoolSpec,

@@ -1,17 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ValidationError } from "../errors.js";
-import {
-  parseCpuMillis,
-  parseDurationMs,
-  parseMemoryBytes,
-} from "./quantity.js";
+import { parseCpuMillis, parseDurationMs, parseMemoryBytes } from "./quantity.js";
 
-function assertRejected(
-  parse: () => unknown,
-  field: string,
-  message: RegExp,
-): void {
+function assertRejected(parse: () => unknown, field: string, message: RegExp): void {
   assert.throws(parse, (error: unknown) => {
     assert.ok(error instanceof ValidationError);
     assert.equal(error.field, field);
@@ -35,16 +27,7 @@ describe("parseMemoryBytes", () => {
   });
 
   it("rejects fractions, unknown units, signs and empty text, naming the field", () => {
-    for (const text of [
-      "",
-      "1.5Gi",
-      "256MB",
-      "256mi",
-      "-1",
-      "Mi",
-      " 1Mi",
-      "1 Mi",
-    ]) {
+    for (const text of ["", "1.5Gi", "256MB", "256mi", "-1", "Mi", " 1Mi", "1 Mi"]) {
       assertRejected(
         () => parseMemoryBytes(text, "spec.sandboxResources.memory"),
         "spec.sandboxResources.memory",
@@ -68,21 +51,8 @@ describe("parseCpuMillis", () => {
   });
 
   it("rejects anything else, naming the field", () => {
-    for (const text of [
-      "",
-      "m",
-      "1.5m",
-      "500mi",
-      "-1",
-      "1e3",
-      ".5",
-      "2 cores",
-    ]) {
-      assertRejected(
-        () => parseCpuMillis(text, "--cpu"),
-        "--cpu",
-        /is not a CPU quantity \(e\.g\. 500m, 2\)/,
-      );
+    for (const text of ["", "m", "1.5m", "500mi", "-1", "1e3", ".5", "2 cores"]) {
+      assertRejected(() => parseCpuMillis(text, "--cpu"), "--cpu", /is not a CPU quantity \(e\.g\. 500m, 2\)/);
     }
   });
 });
@@ -99,22 +69,8 @@ describe("parseDurationMs", () => {
   });
 
   it("rejects empty, zero, unitless, negative and trailing garbage, naming the field", () => {
-    for (const text of [
-      "",
-      "0s",
-      "30",
-      "-5m",
-      "5x",
-      "5m garbage",
-      "m",
-      "1h 30m",
-      "1.5h",
-    ]) {
-      assertRejected(
-        () => parseDurationMs(text, "--expire"),
-        "--expire",
-        /is not a duration \(e\.g\. 30s, 10m, 2h, 1h30m\)/,
-      );
+    for (const text of ["", "0s", "30", "-5m", "5x", "5m garbage", "m", "1h 30m", "1.5h"]) {
+      assertRejected(() => parseDurationMs(text, "--expire"), "--expire", /is not a duration \(e\.g\. 30s, 10m, 2h, 1h30m\)/);
     }
   });
 });

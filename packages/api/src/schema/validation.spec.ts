@@ -4,11 +4,7 @@ import { ValidationError } from "../errors.js";
 import { API_VERSION } from "./object-meta.js";
 import type { Sandbox } from "./sandbox.js";
 import type { SandboxPool } from "./sandbox-pool.js";
-import {
-  fieldPath,
-  validateSandbox,
-  validateSandboxPool,
-} from "./validation.js";
+import { fieldPath, validateSandbox, validateSandboxPool } from "./validation.js";
 
 /** A Sandbox with every field set to a valid value. */
 function fullSandbox(): Sandbox {
@@ -105,34 +101,20 @@ function rejection(validate: () => void): ValidationError {
   try {
     validate();
   } catch (error) {
-    assert.ok(
-      error instanceof ValidationError,
-      `expected a ValidationError, got ${String(error)}`,
-    );
-    assert.ok(
-      error.message.startsWith(`${error.field}: `),
-      `message names the field: ${error.message}`,
-    );
+    assert.ok(error instanceof ValidationError, `expected a ValidationError, got ${String(error)}`);
+    assert.ok(error.message.startsWith(`${error.field}: `), `message names the field: ${error.message}`);
     return error;
   }
   assert.fail("expected a ValidationError");
 }
 
-function assertSandboxRejected(
-  change: (sandbox: Record<string, any>) => void,
-  field: string,
-  message: RegExp,
-): void {
+function assertSandboxRejected(change: (sandbox: Record<string, any>) => void, field: string, message: RegExp): void {
   const error = rejection(() => validateSandbox(sandboxWith(change)));
   assert.equal(error.field, field);
   assert.match(error.message, message);
 }
 
-function assertPoolRejected(
-  change: (pool: Record<string, any>) => void,
-  field: string,
-  message: RegExp,
-): void {
+function assertPoolRejected(change: (pool: Record<string, any>) => void, field: string, message: RegExp): void {
   const error = rejection(() => validateSandboxPool(poolWith(change)));
   assert.equal(error.field, field);
   assert.match(error.message, message);
@@ -141,19 +123,13 @@ function assertPoolRejected(
 describe("fieldPath", () => {
   it("turns a JSON pointer into a dotted path with array indices", () => {
     assert.equal(fieldPath("/spec/exposedPorts/0"), "spec.exposedPorts[0]");
-    assert.equal(
-      fieldPath("/status/conditions/2/type"),
-      "status.conditions[2].type",
-    );
+    assert.equal(fieldPath("/status/conditions/2/type"), "status.conditions[2].type");
     assert.equal(fieldPath("/metadata"), "metadata");
     assert.equal(fieldPath(""), "");
   });
 
   it("unescapes ~1 and ~0 in keys", () => {
-    assert.equal(
-      fieldPath("/metadata/labels/app.kubernetes.io~1name"),
-      "metadata.labels.app.kubernetes.io/name",
-    );
+    assert.equal(fieldPath("/metadata/labels/app.kubernetes.io~1name"), "metadata.labels.app.kubernetes.io/name");
     assert.equal(fieldPath("/metadata/labels/a~0b"), "metadata.labels.a~b");
   });
 });
@@ -176,117 +152,46 @@ describe("validateSandbox", () => {
 
   it("accepts names of 1 and 63 characters and names with inner dashes", () => {
     for (const name of ["a", "0", "a-b-9", "a".repeat(63)]) {
-      assert.doesNotThrow(
-        () => validateSandbox(sandboxWith((s) => (s.metadata.name = name))),
-        name,
-      );
+      assert.doesNotThrow(() => validateSandbox(sandboxWith((s) => (s.metadata.name = name))), name);
     }
   });
 
   it("rejects an empty image", () => {
-    assertSandboxRejected(
-      (s) => (s.spec.image = ""),
-      "spec.image",
-      /must not be empty/,
-    );
+    assertSandboxRejected((s) => (s.spec.image = ""), "spec.image", /must not be empty/);
   });
 
   it("rejects port 0 and port 65536 at their index and states the allowed range", () => {
-    assertSandboxRejected(
-      (s) => (s.spec.exposedPorts = [0]),
-      "spec.exposedPorts[0]",
-      /0 is out of range; allowed: 1\.\.65535/,
-    );
-    assertSandboxRejected(
-      (s) => (s.spec.exposedPorts = [80, 65536]),
-      "spec.exposedPorts[1]",
-      /65536 is out of range; allowed: 1\.\.65535/,
-    );
+    assertSandboxRejected((s) => (s.spec.exposedPorts = [0]), "spec.exposedPorts[0]", /0 is out of range; allowed: 1\.\.65535/);
+    assertSandboxRejected((s) => (s.spec.exposedPorts = [80, 65536]), "spec.exposedPorts[1]", /65536 is out of range; allowed: 1\.\.65535/);
   });
 
   it("rejects a non-integer port", () => {
-    assertSandboxRejected(
-      (s) => (s.spec.exposedPorts = [80.5]),
-      "spec.exposedPorts[0]",
-      /integer/,
-    );
+    assertSandboxRejected((s) => (s.spec.exposedPorts = [80.5]), "spec.exposedPorts[0]", /integer/);
   });
 
   it("rejects duplicate ports", () => {
-    assertSandboxRejected(
-      (s) => (s.spec.exposedPorts = [80, 443, 80]),
-      "spec.exposedPorts",
-      /must not contain duplicates/,
-    );
+    assertSandboxRejected((s) => (s.spec.exposedPorts = [80, 443, 80]), "spec.exposedPorts", /must not contain duplicates/);
   });
 
   it("rejects names with upper case or underscores and says what a name may contain", () => {
-    assertSandboxRejected(
-      (s) => (s.metadata.name = "Web"),
-      "metadata.name",
-      /invalid name "Web": use lower-case letters, digits and '-'/,
-    );
-    assertSandboxRejected(
-      (s) => (s.metadata.name = "web_1"),
-      "metadata.name",
-      /invalid name "web_1"/,
-    );
-    assertSandboxRejected(
-      (s) => (s.metadata.name = "-web"),
-      "metadata.name",
-      /invalid name/,
-    );
-    assertSandboxRejected(
-      (s) => (s.metadata.namespace = "Team"),
-      "metadata.namespace",
-      /invalid name "Team"/,
-    );
-    assertSandboxRejected(
-      (s) => (s.spec.poolRef = "Pool_1"),
-      "spec.poolRef",
-      /invalid name "Pool_1"/,
-    );
+    assertSandboxRejected((s) => (s.metadata.name = "Web"), "metadata.name", /invalid name "Web": use lower-case letters, digits and '-'/);
+    assertSandboxRejected((s) => (s.metadata.name = "web_1"), "metadata.name", /invalid name "web_1"/);
+    assertSandboxRejected((s) => (s.metadata.name = "-web"), "metadata.name", /invalid name/);
+    assertSandboxRejected((s) => (s.metadata.namespace = "Team"), "metadata.namespace", /invalid name "Team"/);
+    assertSandboxRejected((s) => (s.spec.poolRef = "Pool_1"), "spec.poolRef", /invalid name "Pool_1"/);
   });
 
   it("rejects a 64-character name", () => {
-    assertSandboxRejected(
-      (s) => (s.metadata.name = "a".repeat(64)),
-      "metadata.name",
-      /at most 63 characters/,
-    );
+    assertSandboxRejected((s) => (s.metadata.name = "a".repeat(64)), "metadata.name", /at most 63 characters/);
   });
 
   it("names an unknown field at every depth and lists the allowed fields", () => {
-    assertSandboxRejected(
-      (s) => (s.surprise = 1),
-      "surprise",
-      /unknown field; allowed fields: apiVersion, kind, metadata, spec, status$/,
-    );
-    assertSandboxRejected(
-      (s) => (s.spec.surprise = 1),
-      "spec.surprise",
-      /unknown field; allowed fields: image, command, .*consistencyMode$/,
-    );
-    assertSandboxRejected(
-      (s) => (s.spec.surprise = { nested: true }),
-      "spec.surprise",
-      /unknown field/,
-    );
-    assertSandboxRejected(
-      (s) => (s.metadata.surprise = "x"),
-      "metadata.surprise",
-      /allowed fields: name, namespace,/,
-    );
-    assertSandboxRejected(
-      (s) => (s.spec.envs[1].surprise = "x"),
-      "spec.envs[1].surprise",
-      /allowed fields: name, value$/,
-    );
-    assertSandboxRejected(
-      (s) => (s.status.surprise = "x"),
-      "status.surprise",
-      /allowed fields: phase, /,
-    );
+    assertSandboxRejected((s) => (s.surprise = 1), "surprise", /unknown field; allowed fields: apiVersion, kind, metadata, spec, status$/);
+    assertSandboxRejected((s) => (s.spec.surprise = 1), "spec.surprise", /unknown field; allowed fields: image, command, .*consistencyMode$/);
+    assertSandboxRejected((s) => (s.spec.surprise = { nested: true }), "spec.surprise", /unknown field/);
+    assertSandboxRejected((s) => (s.metadata.surprise = "x"), "metadata.surprise", /allowed fields: name, namespace,/);
+    assertSandboxRejected((s) => (s.spec.envs[1].surprise = "x"), "spec.envs[1].surprise", /allowed fields: name, value$/);
+    assertSandboxRejected((s) => (s.status.surprise = "x"), "status.surprise", /allowed fields: phase, /);
     assertSandboxRejected(
       (s) => (s.status.conditions[0].surprise = "x"),
       "status.conditions[0].surprise",
@@ -295,70 +200,29 @@ describe("validateSandbox", () => {
   });
 
   it("rejects bad enum values and lists the allowed ones", () => {
-    assertSandboxRejected(
-      (s) => (s.spec.failurePolicy = "Never"),
-      "spec.failurePolicy",
-      /"Never" is not allowed; allowed: Manual, AutoRecreate$/,
-    );
-    assertSandboxRejected(
-      (s) => (s.spec.consistencyMode = "eventual"),
-      "spec.consistencyMode",
-      /"eventual" is not allowed; allowed: fast, strong$/,
-    );
+    assertSandboxRejected((s) => (s.spec.failurePolicy = "Never"), "spec.failurePolicy", /"Never" is not allowed; allowed: Manual, AutoRecreate$/);
+    assertSandboxRejected((s) => (s.spec.consistencyMode = "eventual"), "spec.consistencyMode", /"eventual" is not allowed; allowed: fast, strong$/);
     assertSandboxRejected(
       (s) => (s.status.phase = "Zombie"),
       "status.phase",
       /"Zombie" is not allowed; allowed: Pending, Bound, Running, Terminating, Expired, Failed, Lost$/,
     );
-    assertSandboxRejected(
-      (s) => (s.status.conditions[0].status = "Yes"),
-      "status.conditions[0].status",
-      /allowed: True, False, Unknown$/,
-    );
-    assertSandboxRejected(
-      (s) => (s.kind = "Pod"),
-      "kind",
-      /"Pod" is not allowed; allowed: Sandbox$/,
-    );
-    assertSandboxRejected(
-      (s) => (s.apiVersion = "v1"),
-      "apiVersion",
-      new RegExp(`allowed: ${API_VERSION}$`),
-    );
+    assertSandboxRejected((s) => (s.status.conditions[0].status = "Yes"), "status.conditions[0].status", /allowed: True, False, Unknown$/);
+    assertSandboxRejected((s) => (s.kind = "Pod"), "kind", /"Pod" is not allowed; allowed: Sandbox$/);
+    assertSandboxRejected((s) => (s.apiVersion = "v1"), "apiVersion", new RegExp(`allowed: ${API_VERSION}$`));
   });
 
   it("rejects an expireTime that is not RFC 3339 and shows an example", () => {
-    for (const expireTime of [
-      "tomorrow",
-      "2026-01-02",
-      "2026-01-02 15:04:05Z",
-      "2026-13-45T00:00:00Z",
-    ]) {
-      assertSandboxRejected(
-        (s) => (s.spec.expireTime = expireTime),
-        "spec.expireTime",
-        /is not a valid date-time \(use RFC 3339, e\.g\. /,
-      );
+    for (const expireTime of ["tomorrow", "2026-01-02", "2026-01-02 15:04:05Z", "2026-13-45T00:00:00Z"]) {
+      assertSandboxRejected((s) => (s.spec.expireTime = expireTime), "spec.expireTime", /is not a valid date-time \(use RFC 3339, e\.g\. /);
     }
   });
 
   it("rejects a missing poolRef, image or spec as required", () => {
-    assertSandboxRejected(
-      (s) => delete s.spec.poolRef,
-      "spec.poolRef",
-      /is required/,
-    );
-    assertSandboxRejected(
-      (s) => delete s.spec.image,
-      "spec.image",
-      /is required/,
-    );
+    assertSandboxRejected((s) => delete s.spec.poolRef, "spec.poolRef", /is required/);
+    assertSandboxRejected((s) => delete s.spec.image, "spec.image", /is required/);
     assertSandboxRejected((s) => delete s.spec, "spec", /is required/);
-    assertSandboxRejected(
-      (s) => delete s.metadata.name,
-      "metadata.name",
-      /is required/,
-    );
+    assertSandboxRejected((s) => delete s.metadata.name, "metadata.name", /is required/);
   });
 
   it("rejects env names containing '=' or empty, relative working dirs and negative recovery timeouts", () => {
@@ -367,34 +231,14 @@ describe("validateSandbox", () => {
       "spec.envs[0].name",
       /"A=B" is not valid \(Variable name; must not contain '='\.\)/,
     );
-    assertSandboxRejected(
-      (s) => (s.spec.envs = [{ name: "", value: "" }]),
-      "spec.envs[0].name",
-      /must not be empty/,
-    );
-    assertSandboxRejected(
-      (s) => (s.spec.workingDir = "srv"),
-      "spec.workingDir",
-      /"srv" is not valid \(Absolute path\.\)/,
-    );
-    assertSandboxRejected(
-      (s) => (s.spec.recoveryTimeoutSeconds = -1),
-      "spec.recoveryTimeoutSeconds",
-      /-1 is out of range; allowed: 0\.\.86400/,
-    );
-    assertSandboxRejected(
-      (s) => (s.spec.recoveryTimeoutSeconds = 86401),
-      "spec.recoveryTimeoutSeconds",
-      /allowed: 0\.\.86400/,
-    );
+    assertSandboxRejected((s) => (s.spec.envs = [{ name: "", value: "" }]), "spec.envs[0].name", /must not be empty/);
+    assertSandboxRejected((s) => (s.spec.workingDir = "srv"), "spec.workingDir", /"srv" is not valid \(Absolute path\.\)/);
+    assertSandboxRejected((s) => (s.spec.recoveryTimeoutSeconds = -1), "spec.recoveryTimeoutSeconds", /-1 is out of range; allowed: 0\.\.86400/);
+    assertSandboxRejected((s) => (s.spec.recoveryTimeoutSeconds = 86401), "spec.recoveryTimeoutSeconds", /allowed: 0\.\.86400/);
   });
 
   it("rejects label values that are not strings, naming the label", () => {
-    assertSandboxRejected(
-      (s) => (s.metadata.labels = { app: 1 }),
-      "metadata.labels.app",
-      /string/,
-    );
+    assertSandboxRejected((s) => (s.metadata.labels = { app: 1 }), "metadata.labels.app", /string/);
   });
 
   it("rejects non-objects", () => {
@@ -421,21 +265,11 @@ describe("validateSandboxPool", () => {
   });
 
   it("accepts any agentTemplate object", () => {
-    assert.doesNotThrow(() =>
-      validateSandboxPool(
-        poolWith(
-          (p) => (p.spec.agentTemplate = { anything: [1, { deep: true }] }),
-        ),
-      ),
-    );
+    assert.doesNotThrow(() => validateSandboxPool(poolWith((p) => (p.spec.agentTemplate = { anything: [1, { deep: true }] }))));
   });
 
   it("rejects poolMin greater than poolMax", () => {
-    assertPoolRejected(
-      (p) => (p.spec.capacity = { poolMin: 3, poolMax: 2 }),
-      "spec.capacity.poolMin",
-      /3 is greater than poolMax 2/,
-    );
+    assertPoolRejected((p) => (p.spec.capacity = { poolMin: 3, poolMax: 2 }), "spec.capacity.poolMin", /3 is greater than poolMax 2/);
   });
 
   it("rejects bufferMin greater than bufferMax", () => {
@@ -453,43 +287,19 @@ describe("validateSandboxPool", () => {
   });
 
   it("rejects negative and fractional capacities", () => {
-    assertPoolRejected(
-      (p) => (p.spec.capacity.poolMin = -1),
-      "spec.capacity.poolMin",
-      /-1 is out of range; allowed: 0\.\./,
-    );
-    assertPoolRejected(
-      (p) => (p.spec.capacity.poolMax = 1.5),
-      "spec.capacity.poolMax",
-      /integer/,
-    );
-    assertPoolRejected(
-      (p) => (p.spec.maxSandboxesPerPod = 0),
-      "spec.maxSandboxesPerPod",
-      /0 is out of range; allowed: 1\.\.1024/,
-    );
-    assertPoolRejected(
-      (p) => (p.spec.maxSandboxesPerPod = 1025),
-      "spec.maxSandboxesPerPod",
-      /allowed: 1\.\.1024/,
-    );
+    assertPoolRejected((p) => (p.spec.capacity.poolMin = -1), "spec.capacity.poolMin", /-1 is out of range; allowed: 0\.\./);
+    assertPoolRejected((p) => (p.spec.capacity.poolMax = 1.5), "spec.capacity.poolMax", /integer/);
+    assertPoolRejected((p) => (p.spec.maxSandboxesPerPod = 0), "spec.maxSandboxesPerPod", /0 is out of range; allowed: 1\.\.1024/);
+    assertPoolRejected((p) => (p.spec.maxSandboxesPerPod = 1025), "spec.maxSandboxesPerPod", /allowed: 1\.\.1024/);
   });
 
   it("rejects an unknown runtimeType and lists the allowed ones", () => {
-    assertPoolRejected(
-      (p) => (p.spec.runtimeType = "kata"),
-      "spec.runtimeType",
-      /"kata" is not allowed; allowed: container, gvisor$/,
-    );
+    assertPoolRejected((p) => (p.spec.runtimeType = "kata"), "spec.runtimeType", /"kata" is not allowed; allowed: container, gvisor$/);
   });
 
   it("rejects bad cpu and memory quantities with an example", () => {
     for (const cpu of ["1.5.5", "500mi", "-1", "m", "1e3"]) {
-      assertPoolRejected(
-        (p) => (p.spec.sandboxResources.cpu = cpu),
-        "spec.sandboxResources.cpu",
-        /is not valid \(CPU per sandbox, e\.g\. 500m or 2\.\)/,
-      );
+      assertPoolRejected((p) => (p.spec.sandboxResources.cpu = cpu), "spec.sandboxResources.cpu", /is not valid \(CPU per sandbox, e\.g\. 500m or 2\.\)/);
     }
     for (const memory of ["256MB", "1.5Gi", "Mi", "-1"]) {
       assertPoolRejected(
@@ -498,52 +308,20 @@ describe("validateSandboxPool", () => {
         /is not valid \(Memory per sandbox, e\.g\. 256Mi\.\)/,
       );
     }
-    assertPoolRejected(
-      (p) => (p.spec.sandboxResources.pids = 0),
-      "spec.sandboxResources.pids",
-      /0 is out of range/,
-    );
+    assertPoolRejected((p) => (p.spec.sandboxResources.pids = 0), "spec.sandboxResources.pids", /0 is out of range/);
   });
 
   it("names unknown fields of nested pool objects", () => {
-    assertPoolRejected(
-      (p) => (p.spec.capacity.surprise = 1),
-      "spec.capacity.surprise",
-      /allowed fields: poolMin, poolMax, bufferMin, bufferMax$/,
-    );
-    assertPoolRejected(
-      (p) => (p.spec.sandboxResources.surprise = 1),
-      "spec.sandboxResources.surprise",
-      /allowed fields: cpu, memory, pids$/,
-    );
-    assertPoolRejected(
-      (p) => (p.status.surprise = 1),
-      "status.surprise",
-      /allowed fields: agents, readyAgents, sandboxes, freeSlots, conditions$/,
-    );
-    assertPoolRejected(
-      (p) => (p.spec.surprise = 1),
-      "spec.surprise",
-      /allowed fields: capacity, maxSandboxesPerPod, /,
-    );
+    assertPoolRejected((p) => (p.spec.capacity.surprise = 1), "spec.capacity.surprise", /allowed fields: poolMin, poolMax, bufferMin, bufferMax$/);
+    assertPoolRejected((p) => (p.spec.sandboxResources.surprise = 1), "spec.sandboxResources.surprise", /allowed fields: cpu, memory, pids$/);
+    assertPoolRejected((p) => (p.status.surprise = 1), "status.surprise", /allowed fields: agents, readyAgents, sandboxes, freeSlots, conditions$/);
+    assertPoolRejected((p) => (p.spec.surprise = 1), "spec.surprise", /allowed fields: capacity, maxSandboxesPerPod, /);
   });
 
   it("rejects a missing capacity, an empty image and a wrong kind", () => {
-    assertPoolRejected(
-      (p) => delete p.spec.capacity,
-      "spec.capacity",
-      /is required/,
-    );
-    assertPoolRejected(
-      (p) => (p.spec.image = ""),
-      "spec.image",
-      /must not be empty/,
-    );
-    assertPoolRejected(
-      (p) => (p.kind = "Sandbox"),
-      "kind",
-      /allowed: SandboxPool$/,
-    );
+    assertPoolRejected((p) => delete p.spec.capacity, "spec.capacity", /is required/);
+    assertPoolRejected((p) => (p.spec.image = ""), "spec.image", /must not be empty/);
+    assertPoolRejected((p) => (p.kind = "Sandbox"), "kind", /allowed: SandboxPool$/);
   });
 
   it("rejects a Sandbox passed as a pool and a pool passed as a Sandbox", () => {

@@ -22,7 +22,7 @@ export function fieldPath(pointer: string): string {
 
 function describe(error: ValueError): { field: string; message: string } {
   const schema = error.schema as TSchema & Record<string, unknown>;
-  let field = fieldPath(error.path);
+  const field = fieldPath(error.path);
   switch (error.type) {
     case ValueErrorType.ObjectAdditionalProperties: {
       // TypeBox 0.34 points at the unknown property itself; its schema is the parent object's.
@@ -55,11 +55,12 @@ function describe(error: ValueError): { field: string; message: string } {
       };
     case ValueErrorType.Union:
     case ValueErrorType.Literal: {
-      const options = ((schema.anyOf as TSchema[] | undefined) ?? [schema])
-        .map((s) => (s as { const?: unknown }).const)
-        .filter((v) => v !== undefined);
+      const options = ((schema.anyOf as TSchema[] | undefined) ?? [schema]).map((s) => (s as { const?: unknown }).const).filter((v) => v !== undefined);
       if (options.length > 0) {
-        return { field, message: `${JSON.stringify(error.value)} is not allowed; allowed: ${options.map((o) => String(o)).join(", ")}` };
+        return {
+          field,
+          message: `${JSON.stringify(error.value)} is not allowed; allowed: ${options.map((o) => String(o as string | number | boolean)).join(", ")}`,
+        };
       }
       return { field, message: error.message };
     }

@@ -6,10 +6,7 @@ import { after, before, describe, it } from "node:test";
 import { listenCleartext, type CleartextServer } from "./cleartext-server.js";
 
 /** Echoes the protocol version, method, path and body, so each test sees what reached the handler. */
-function echo(
-  request: http.IncomingMessage | http2.Http2ServerRequest,
-  response: http.ServerResponse | http2.Http2ServerResponse,
-): void {
+function echo(request: http.IncomingMessage | http2.Http2ServerRequest, response: http.ServerResponse | http2.Http2ServerResponse): void {
   const chunks: Buffer[] = [];
   request.on("data", (chunk: Buffer) => chunks.push(chunk));
   request.on("end", () => {
@@ -31,11 +28,7 @@ interface Echo {
   body: string;
 }
 
-function http2Request(
-  session: http2.ClientHttp2Session,
-  path: string,
-  body: string,
-): Promise<{ status: number; echo: Echo }> {
+function http2Request(session: http2.ClientHttp2Session, path: string, body: string): Promise<{ status: number; echo: Echo }> {
   return new Promise((resolve, reject) => {
     const stream = session.request({
       ":method": "POST",
@@ -77,17 +70,11 @@ describe("listenCleartext", () => {
   });
 
   it("binds an ephemeral port when asked for port 0", () => {
-    assert.ok(
-      Number.isInteger(server.port) && server.port > 0,
-      `port ${server.port}`,
-    );
+    assert.ok(Number.isInteger(server.port) && server.port > 0, `port ${server.port}`);
   });
 
   it("serves HTTP/1.1 (fetch) on the port", async () => {
-    const response = await fetch(
-      `http://127.0.0.1:${server.port}/h1/path?q=1`,
-      { method: "POST", body: "hello over h1" },
-    );
+    const response = await fetch(`http://127.0.0.1:${server.port}/h1/path?q=1`, { method: "POST", body: "hello over h1" });
     assert.equal(response.status, 200);
     assert.deepEqual(await response.json(), {
       httpVersion: "1.1",
@@ -100,10 +87,7 @@ describe("listenCleartext", () => {
   it("serves HTTP/2 with prior knowledge on the same port, several streams on one session", async () => {
     const session = await connectHttp2(server.port);
     try {
-      const [first, second] = await Promise.all([
-        http2Request(session, "/h2/one", "first"),
-        http2Request(session, "/h2/two", "x".repeat(100_000)),
-      ]);
+      const [first, second] = await Promise.all([http2Request(session, "/h2/one", "first"), http2Request(session, "/h2/two", "x".repeat(100_000))]);
       assert.equal(first.status, 200);
       assert.deepEqual(first.echo, {
         httpVersion: "2.0",
@@ -124,9 +108,7 @@ describe("listenCleartext", () => {
     await new Promise<void>((resolve) => socket.once("connect", resolve));
     const received: Buffer[] = [];
     socket.on("data", (chunk: Buffer) => received.push(chunk));
-    const closed = new Promise<void>((resolve) =>
-      socket.once("close", () => resolve()),
-    );
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
     socket.setNoDelay(true);
     for (const byte of request) {
       socket.write(byte);
@@ -144,26 +126,19 @@ describe("CleartextServer.close", () => {
     const server = await listenCleartext(echo, "127.0.0.1", 0);
     const session = await connectHttp2(server.port);
     await http2Request(session, "/before-close", "");
-    const sessionClosed = new Promise<void>((resolve) =>
-      session.once("close", () => resolve()),
-    );
+    const sessionClosed = new Promise<void>((resolve) => session.once("close", () => resolve()));
     session.on("error", () => {});
 
     const agent = new http.Agent({ keepAlive: true });
     const keepAliveSocket = await new Promise<net.Socket>((resolve, reject) => {
-      const request = http.get(
-        { host: "127.0.0.1", port: server.port, path: "/keep-alive", agent },
-        (response) => {
-          response.resume();
-          response.on("end", () => resolve(request.socket as net.Socket));
-        },
-      );
+      const request = http.get({ host: "127.0.0.1", port: server.port, path: "/keep-alive", agent }, (response) => {
+        response.resume();
+        response.on("end", () => resolve(request.socket as net.Socket));
+      });
       request.on("error", reject);
     });
     assert.equal(keepAliveSocket.destroyed, false);
-    const socketClosed = new Promise<void>((resolve) =>
-      keepAliveSocket.once("close", () => resolve()),
-    );
+    const socketClosed = new Promise<void>((resolve) => keepAliveSocket.once("close", () => resolve()));
 
     // close() resolves only once the listener is closed, which waits for every connection to end.
     await server.close();

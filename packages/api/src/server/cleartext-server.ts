@@ -3,10 +3,7 @@ import http2 from "node:http2";
 import net, { type AddressInfo } from "node:net";
 import { Duplex } from "node:stream";
 
-type Handler = (
-  request: http.IncomingMessage | http2.Http2ServerRequest,
-  response: http.ServerResponse | http2.Http2ServerResponse,
-) => void;
+type Handler = (request: http.IncomingMessage | http2.Http2ServerRequest, response: http.ServerResponse | http2.Http2ServerResponse) => void;
 
 export interface CleartextServer {
   /** The bound port (useful with port 0). */

@@ -35,6 +35,8 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
         continue;
       }
       if (this.done) {
+        // Rethrows exactly what the producer failed with (usually an FsbError).
+        // eslint-disable-next-line @typescript-eslint/only-throw-error
         if (this.failure !== undefined) throw this.failure;
         return;
       }

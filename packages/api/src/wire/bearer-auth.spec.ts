@@ -1,13 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import {
-  Code,
-  ConnectError,
-  createClient,
-  createRouterTransport,
-  type Interceptor,
-} from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
 import { UnauthenticatedError } from "../errors.js";
 import { SandboxPoolSchema } from "../gen/fastsandbox/v1alpha1/resources_pb.js";
 import { PoolService } from "../gen/fastsandbox/v1alpha1/sandbox_service_pb.js";
@@ -66,10 +60,7 @@ describe("requireBearerToken", () => {
   it("refuses a call without an authorization header and says how to send one", async () => {
     const error = await rejection(client([]).getSandboxPool({ name: "p1" }));
     assert.equal(error.code, Code.Unauthenticated);
-    assert.match(
-      error.rawMessage,
-      /missing bearer token: send 'authorization: Bearer <token>'/,
-    );
+    assert.match(error.rawMessage, /missing bearer token: send 'authorization: Bearer <token>'/);
     assert.ok(fromConnectError(error) instanceof UnauthenticatedError);
   });
 
@@ -82,9 +73,7 @@ describe("requireBearerToken", () => {
       `bearer ${TOKEN}`,
       "Bearer ",
     ]) {
-      const error = await rejection(
-        client([setHeader(header)]).getSandboxPool({ name: "p1" }),
-      );
+      const error = await rejection(client([setHeader(header)]).getSandboxPool({ name: "p1" }));
       assert.equal(error.code, Code.Unauthenticated, header);
       assert.match(error.rawMessage, /invalid bearer token/, header);
     }
@@ -100,14 +89,8 @@ describe("requireBearerToken", () => {
   });
 
   it("refuses to be built with a token shorter than 16 characters", () => {
-    assert.throws(
-      () => requireBearerToken("short"),
-      /shorter than 16 characters/,
-    );
-    assert.throws(
-      () => requireBearerToken("a".repeat(15)),
-      /shorter than 16 characters/,
-    );
+    assert.throws(() => requireBearerToken("short"), /shorter than 16 characters/);
+    assert.throws(() => requireBearerToken("a".repeat(15)), /shorter than 16 characters/);
     assert.doesNotThrow(() => requireBearerToken("a".repeat(16)));
   });
 });

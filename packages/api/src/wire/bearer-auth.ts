@@ -14,7 +14,8 @@ export function requireBearerToken(token: string): Interceptor {
   if (token.length < 16) throw new Error("refusing to serve with a bearer token shorter than 16 characters");
   return (next) => async (request) => {
     const header = request.header.get("authorization") ?? "";
-    if (!header) throw toConnectError(new UnauthenticatedError("missing bearer token: send 'authorization: Bearer <token>' (fsb reads it from its data directory)"));
+    if (!header)
+      throw toConnectError(new UnauthenticatedError("missing bearer token: send 'authorization: Bearer <token>' (fsb reads it from its data directory)"));
     const match = /^Bearer (.+)$/.exec(header);
     if (!match?.[1] || !equalTokens(match[1], token)) {
       throw toConnectError(new UnauthenticatedError("invalid bearer token: use the token in the data directory of the running 'fsb up'"));

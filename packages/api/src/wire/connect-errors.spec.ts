@@ -1,11 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import {
-  Code,
-  ConnectError,
-  createClient,
-  createRouterTransport,
-} from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import {
   AlreadyExistsError,
   ConflictError,
@@ -23,70 +18,18 @@ import { fromConnectError, toConnectError } from "./connect-errors.js";
 
 /** One of each FsbError subclass (and the base class with codes that have no subclass). */
 const errors: [string, () => FsbError, Code][] = [
-  [
-    "ValidationError",
-    () =>
-      new ValidationError(
-        "spec.exposedPorts[0]",
-        "0 is out of range; allowed: 1..65535",
-      ),
-    Code.InvalidArgument,
-  ],
-  [
-    "ValidationError without a field",
-    () => new ValidationError("", "no objects in the file"),
-    Code.InvalidArgument,
-  ],
-  [
-    "NotFoundError",
-    () => new NotFoundError("sandbox default/a not found"),
-    Code.NotFound,
-  ],
-  [
-    "AlreadyExistsError",
-    () => new AlreadyExistsError("sandbox default/a already exists"),
-    Code.AlreadyExists,
-  ],
-  [
-    "ConflictError",
-    () => new ConflictError("resourceVersion 3 is stale"),
-    Code.Aborted,
-  ],
-  [
-    "NoCapacityError",
-    () => new NoCapacityError("no agent of pool default has a free slot"),
-    Code.ResourceExhausted,
-  ],
-  [
-    "UnauthenticatedError",
-    () => new UnauthenticatedError("missing bearer token"),
-    Code.Unauthenticated,
-  ],
-  [
-    "UnavailableError",
-    () => new UnavailableError("agent-0 is not reachable"),
-    Code.Unavailable,
-  ],
-  [
-    "FailedPreconditionError",
-    () => new FailedPreconditionError("the pool is being deleted"),
-    Code.FailedPrecondition,
-  ],
-  [
-    "ExpiredError",
-    () => new ExpiredError("resourceVersion 1 is too old; list again"),
-    Code.FailedPrecondition,
-  ],
-  [
-    "FsbError permission_denied",
-    () => new FsbError("permission_denied", "not yours"),
-    Code.PermissionDenied,
-  ],
-  [
-    "FsbError deadline_exceeded",
-    () => new FsbError("deadline_exceeded", "too slow"),
-    Code.DeadlineExceeded,
-  ],
+  ["ValidationError", () => new ValidationError("spec.exposedPorts[0]", "0 is out of range; allowed: 1..65535"), Code.InvalidArgument],
+  ["ValidationError without a field", () => new ValidationError("", "no objects in the file"), Code.InvalidArgument],
+  ["NotFoundError", () => new NotFoundError("sandbox default/a not found"), Code.NotFound],
+  ["AlreadyExistsError", () => new AlreadyExistsError("sandbox default/a already exists"), Code.AlreadyExists],
+  ["ConflictError", () => new ConflictError("resourceVersion 3 is stale"), Code.Aborted],
+  ["NoCapacityError", () => new NoCapacityError("no agent of pool default has a free slot"), Code.ResourceExhausted],
+  ["UnauthenticatedError", () => new UnauthenticatedError("missing bearer token"), Code.Unauthenticated],
+  ["UnavailableError", () => new UnavailableError("agent-0 is not reachable"), Code.Unavailable],
+  ["FailedPreconditionError", () => new FailedPreconditionError("the pool is being deleted"), Code.FailedPrecondition],
+  ["ExpiredError", () => new ExpiredError("resourceVersion 1 is too old; list again"), Code.FailedPrecondition],
+  ["FsbError permission_denied", () => new FsbError("permission_denied", "not yours"), Code.PermissionDenied],
+  ["FsbError deadline_exceeded", () => new FsbError("deadline_exceeded", "too slow"), Code.DeadlineExceeded],
   ["FsbError internal", () => new FsbError("internal", "boom"), Code.Internal],
 ];
 
@@ -143,17 +86,11 @@ describe("toConnectError / fromConnectError", () => {
   }
 
   it("keeps a validation field with characters headers cannot carry and a colon, without doubling it in the message", async () => {
-    const original = new ValidationError(
-      "metadata.labels.日本:x",
-      "expected string: got 1",
-    );
+    const original = new ValidationError("metadata.labels.日本:x", "expected string: got 1");
     const back = await overTheWire(original);
     assert.ok(back instanceof ValidationError);
     assert.equal(back.field, "metadata.labels.日本:x");
-    assert.equal(
-      back.message,
-      "metadata.labels.日本:x: expected string: got 1",
-    );
+    assert.equal(back.message, "metadata.labels.日本:x: expected string: got 1");
   });
 
   it("turns anything else thrown into internal, keeping the message", async () => {
@@ -169,21 +106,15 @@ describe("toConnectError / fromConnectError", () => {
   });
 
   it("maps a plain ConnectError without Fast Sandbox metadata by its Connect code", () => {
-    const notFound = fromConnectError(
-      new ConnectError("no such route", Code.NotFound),
-    );
+    const notFound = fromConnectError(new ConnectError("no such route", Code.NotFound));
     assert.ok(notFound instanceof NotFoundError);
     assert.equal(notFound.message, "no such route");
-    const unknown = fromConnectError(
-      new ConnectError("strange", Code.DataLoss),
-    );
+    const unknown = fromConnectError(new ConnectError("strange", Code.DataLoss));
     assert.equal(unknown.code, "internal");
   });
 
   it("maps a network failure to unavailable", () => {
-    const error = fromConnectError(
-      new ConnectError("connect ECONNREFUSED", Code.Unavailable),
-    );
+    const error = fromConnectError(new ConnectError("connect ECONNREFUSED", Code.Unavailable));
     assert.ok(error instanceof UnavailableError);
   });
 

@@ -5,28 +5,10 @@ import type { TObject } from "@sinclair/typebox";
 import * as proto from "../gen/fastsandbox/v1alpha1/resources_pb.js";
 import { ValidationError } from "../errors.js";
 import { API_VERSION, Condition, ObjectMeta } from "../schema/object-meta.js";
-import {
-  EnvVar,
-  Sandbox,
-  SandboxSpec,
-  SandboxStatus,
-} from "../schema/sandbox.js";
-import {
-  PoolCapacity,
-  SandboxPool,
-  SandboxPoolSpec,
-  SandboxPoolStatus,
-  SandboxResources,
-} from "../schema/sandbox-pool.js";
+import { EnvVar, Sandbox, SandboxSpec, SandboxStatus } from "../schema/sandbox.js";
+import { PoolCapacity, SandboxPool, SandboxPoolSpec, SandboxPoolStatus, SandboxResources } from "../schema/sandbox-pool.js";
 import { validateSandbox, validateSandboxPool } from "../schema/validation.js";
-import {
-  sandboxFromMessage,
-  sandboxPoolFromMessage,
-  sandboxPoolToMessage,
-  sandboxSpecFromMessage,
-  sandboxSpecToMessage,
-  sandboxToMessage,
-} from "./convert.js";
+import { sandboxFromMessage, sandboxPoolFromMessage, sandboxPoolToMessage, sandboxSpecFromMessage, sandboxSpecToMessage, sandboxToMessage } from "./convert.js";
 
 function fullSandbox(): Sandbox {
   return {
@@ -132,21 +114,11 @@ function fullPool(): SandboxPool {
 
 /** Through the message and through its binary encoding, as a real call does. */
 function sandboxOverTheWire(sandbox: Sandbox): Sandbox {
-  return sandboxFromMessage(
-    fromBinary(
-      proto.SandboxSchema,
-      toBinary(proto.SandboxSchema, sandboxToMessage(sandbox)),
-    ),
-  );
+  return sandboxFromMessage(fromBinary(proto.SandboxSchema, toBinary(proto.SandboxSchema, sandboxToMessage(sandbox))));
 }
 
 function poolOverTheWire(pool: SandboxPool): SandboxPool {
-  return sandboxPoolFromMessage(
-    fromBinary(
-      proto.SandboxPoolSchema,
-      toBinary(proto.SandboxPoolSchema, sandboxPoolToMessage(pool)),
-    ),
-  );
+  return sandboxPoolFromMessage(fromBinary(proto.SandboxPoolSchema, toBinary(proto.SandboxPoolSchema, sandboxPoolToMessage(pool))));
 }
 
 describe("sandbox conversion", () => {
@@ -162,10 +134,7 @@ describe("sandbox conversion", () => {
     assert.equal(sandboxOverTheWire(zero).spec.recoveryTimeoutSeconds, 0);
     const absent = fullSandbox();
     delete absent.spec.recoveryTimeoutSeconds;
-    assert.equal(
-      "recoveryTimeoutSeconds" in sandboxOverTheWire(absent).spec,
-      false,
-    );
+    assert.equal("recoveryTimeoutSeconds" in sandboxOverTheWire(absent).spec, false);
   });
 
   it("keeps an env var's empty value, which is required", () => {
@@ -174,19 +143,13 @@ describe("sandbox conversion", () => {
     const back = sandboxOverTheWire(sandbox);
     assert.deepEqual(back.spec.envs, [{ name: "EMPTY", value: "" }]);
     assert.doesNotThrow(() => validateSandbox(back));
-    assert.deepEqual(
-      sandboxSpecFromMessage(sandboxSpecToMessage(sandbox.spec)).envs,
-      [{ name: "EMPTY", value: "" }],
-    );
+    assert.deepEqual(sandboxSpecFromMessage(sandboxSpecToMessage(sandbox.spec)).envs, [{ name: "EMPTY", value: "" }]);
   });
 
   it("keeps a deletionTimestamp and its absence", () => {
     const sandbox = fullSandbox();
     delete sandbox.metadata.deletionTimestamp;
-    assert.equal(
-      "deletionTimestamp" in sandboxOverTheWire(sandbox).metadata,
-      false,
-    );
+    assert.equal("deletionTimestamp" in sandboxOverTheWire(sandbox).metadata, false);
   });
 
   it("round-trips a minimal sandbox without inventing fields", () => {
@@ -269,10 +232,7 @@ describe("sandbox pool conversion", () => {
 
   it("carries agentTemplate as JSON on the wire", () => {
     const pool = fullPool();
-    assert.deepEqual(
-      JSON.parse(sandboxPoolToMessage(pool).spec?.agentTemplateJson ?? "null"),
-      pool.spec.agentTemplate,
-    );
+    assert.deepEqual(JSON.parse(sandboxPoolToMessage(pool).spec?.agentTemplateJson ?? "null"), pool.spec.agentTemplate);
   });
 
   it("keeps poolMin 0 and poolMax 0 (scale to zero), so the pool stays valid after the wire", () => {
@@ -310,20 +270,13 @@ describe("proto messages and TypeBox schemas", () => {
     ["PoolCapacity", PoolCapacity, proto.PoolCapacitySchema],
     ["SandboxResources", SandboxResources, proto.SandboxResourcesSchema],
     // agentTemplate is free-form, so the wire carries it as a JSON string.
-    [
-      "SandboxPoolSpec",
-      SandboxPoolSpec,
-      proto.SandboxPoolSpecSchema,
-      { agentTemplateJson: "agentTemplate" },
-    ],
+    ["SandboxPoolSpec", SandboxPoolSpec, proto.SandboxPoolSpecSchema, { agentTemplateJson: "agentTemplate" }],
     ["SandboxPoolStatus", SandboxPoolStatus, proto.SandboxPoolStatusSchema],
     ["SandboxPool", SandboxPool, proto.SandboxPoolSchema],
   ];
   for (const [name, schema, message, renamed = {}] of pairs) {
     it(`${name} has the same field names in both`, () => {
-      const wireNames = message.fields
-        .map((field) => renamed[field.jsonName] ?? field.jsonName)
-        .sort();
+      const wireNames = message.fields.map((field) => renamed[field.jsonName] ?? field.jsonName).sort();
       assert.deepEqual(wireNames, Object.keys(schema.properties).sort());
     });
   }

@@ -52,7 +52,7 @@ export function sandboxSpecFromMessage(message: SandboxSpecMessage | undefined):
   const json = toJson(SandboxSpecSchema, message) as JsonObject;
   fixEnvs(json);
   // Required strings the wire cannot tell from absent: an empty value must fail as "empty", by name.
-  return { image: "", poolRef: "", ...json } as unknown as SandboxSpec;
+  return { image: "", poolRef: "", ...json };
 }
 
 export function sandboxPoolToMessage(pool: SandboxPool): SandboxPoolMessage {

@@ -46,15 +46,10 @@ function validationError(fn: () => unknown): ValidationError {
 
 describe("readManifests", () => {
   it("reads every document of a multi-document file in order", () => {
-    const file = manifestFile(
-      `${poolYaml}---\n${sandboxYaml("a")}---\n${sandboxYaml("b")}`,
-    );
+    const file = manifestFile(`${poolYaml}---\n${sandboxYaml("a")}---\n${sandboxYaml("b")}`);
     const manifests = readManifests(file);
     assert.deepEqual(
-      manifests.map((m) => [
-        (m.object as { kind: string }).kind,
-        (m.object as { metadata: { name: string } }).metadata.name,
-      ]),
+      manifests.map((m) => [(m.object as { kind: string }).kind, (m.object as { metadata: { name: string } }).metadata.name]),
       [
         ["SandboxPool", "default"],
         ["Sandbox", "a"],
@@ -68,14 +63,10 @@ describe("readManifests", () => {
   });
 
   it("skips empty documents but keeps the documents' own numbers", () => {
-    const file = manifestFile(
-      `---\n${sandboxYaml("a")}---\n---\n# only a comment\n---\n${sandboxYaml("b")}`,
-    );
+    const file = manifestFile(`---\n${sandboxYaml("a")}---\n---\n# only a comment\n---\n${sandboxYaml("b")}`);
     const manifests = readManifests(file);
     assert.deepEqual(
-      manifests.map(
-        (m) => (m.object as { metadata: { name: string } }).metadata.name,
-      ),
+      manifests.map((m) => (m.object as { metadata: { name: string } }).metadata.name),
       ["a", "b"],
     );
     assert.equal(manifests[0]?.where, `${file} document 1`);
@@ -95,101 +86,55 @@ describe("readManifests", () => {
         spec: { image: "x", poolRef: "p" },
       }),
     );
-    assert.equal(
-      (readManifests(file)[0]?.object as { metadata: { name: string } })
-        .metadata.name,
-      "j",
-    );
+    assert.equal((readManifests(file)[0]?.object as { metadata: { name: string } }).metadata.name, "j");
   });
 
   it("names the document with a YAML syntax error", () => {
-    const file = manifestFile(
-      `${sandboxYaml("a")}---\nkind: Sandbox\nmetadata: { name: [unclosed\n`,
-    );
+    const file = manifestFile(`${sandboxYaml("a")}---\nkind: Sandbox\nmetadata: { name: [unclosed\n`);
     const error = validationError(() => readManifests(file));
     assert.equal(error.field, `${file} document 2`);
-    assert.ok(
-      error.message.length > error.field.length + 2,
-      "the message explains the syntax error",
-    );
+    assert.ok(error.message.length > error.field.length + 2, "the message explains the syntax error");
   });
 });
 
 describe("checkManifest", () => {
   it("returns valid Sandbox and SandboxPool objects", () => {
-    const [pool, sandbox] = readManifests(
-      manifestFile(`${poolYaml}---\n${sandboxYaml("a")}`),
-    );
-    assert.equal(
-      checkManifest(pool?.object, "f document 1").kind,
-      "SandboxPool",
-    );
-    assert.equal(
-      checkManifest(sandbox?.object, "f document 2").kind,
-      "Sandbox",
-    );
+    const [pool, sandbox] = readManifests(manifestFile(`${poolYaml}---\n${sandboxYaml("a")}`));
+    assert.equal(checkManifest(pool?.object, "f document 1").kind, "SandboxPool");
+    assert.equal(checkManifest(sandbox?.object, "f document 2").kind, "Sandbox");
   });
 
   it("refuses an unknown kind, naming `kind` and listing the allowed kinds", () => {
-    const error = validationError(() =>
-      checkManifest(
-        { apiVersion: API_VERSION, kind: "Pod", metadata: { name: "a" } },
-        "f.yaml document 3",
-      ),
-    );
+    const error = validationError(() => checkManifest({ apiVersion: API_VERSION, kind: "Pod", metadata: { name: "a" } }, "f.yaml document 3"));
     assert.equal(error.field, "f.yaml document 3: kind");
-    assert.match(
-      error.message,
-      /"Pod" is not a kind fsb knows; allowed: Sandbox, SandboxPool/,
-    );
+    assert.match(error.message, /"Pod" is not a kind fsb knows; allowed: Sandbox, SandboxPool/);
   });
 
   it("refuses a wrong or missing apiVersion and names the supported one", () => {
     for (const apiVersion of ["v1", undefined]) {
-      const error = validationError(() =>
-        checkManifest({ apiVersion, kind: "Sandbox" }, "f.yaml document 1"),
-      );
+      const error = validationError(() => checkManifest({ apiVersion, kind: "Sandbox" }, "f.yaml document 1"));
       assert.equal(error.field, "f.yaml document 1: apiVersion");
-      assert.match(
-        error.message,
-        new RegExp(`use ${API_VERSION.replace(/\./g, "\\.")}`),
-      );
+      assert.match(error.message, new RegExp(`use ${API_VERSION.replace(/\./g, "\\.")}`));
     }
   });
 
   it("refuses documents that are not objects", () => {
     for (const value of ["text", 42, [1, 2]]) {
-      assert.equal(
-        validationError(() => checkManifest(value, "f.yaml document 1")).field,
-        "f.yaml document 1",
-      );
+      assert.equal(validationError(() => checkManifest(value, "f.yaml document 1")).field, "f.yaml document 1");
     }
   });
 
   it("names the document and the field of an invalid object", () => {
-    const file = manifestFile(
-      `${poolYaml}---\n${sandboxYaml("a", "  exposedPorts: [0]\n")}`,
-    );
+    const file = manifestFile(`${poolYaml}---\n${sandboxYaml("a", "  exposedPorts: [0]\n")}`);
     const manifests = readManifests(file);
-    const error = validationError(() =>
-      manifests.map(({ where, object }) => checkManifest(object, where)),
-    );
+    const error = validationError(() => manifests.map(({ where, object }) => checkManifest(object, where)));
     assert.equal(error.field, `${file} document 2: spec.exposedPorts[0]`);
-    assert.equal(
-      error.message,
-      `${file} document 2: spec.exposedPorts[0]: 0 is out of range; allowed: 1..65535`,
-    );
+    assert.equal(error.message, `${file} document 2: spec.exposedPorts[0]: 0 is out of range; allowed: 1..65535`);
   });
 
   it("names the right document when an empty document comes before it", () => {
-    const file = manifestFile(
-      `${sandboxYaml("ok")}---\n---\n${sandboxYaml("a", "  surprise: true\n")}`,
-    );
-    const error = validationError(() =>
-      readManifests(file).map(({ where, object }) =>
-        checkManifest(object, where),
-      ),
-    );
+    const file = manifestFile(`${sandboxYaml("ok")}---\n---\n${sandboxYaml("a", "  surprise: true\n")}`);
+    const error = validationError(() => readManifests(file).map(({ where, object }) => checkManifest(object, where)));
     assert.equal(error.field, `${file} document 3: spec.surprise`);
     assert.match(error.message, /unknown field/);
   });

@@ -1,15 +1,6 @@
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
-import {
-  API_VERSION,
-  FsbError,
-  NotFoundError,
-  ValidationError,
-  validateSandbox,
-  validateSandboxPool,
-  type Sandbox,
-  type SandboxPool,
-} from "@fast-sandbox/api";
+import { API_VERSION, FsbError, NotFoundError, ValidationError, validateSandbox, validateSandboxPool, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
 import { connect, type GlobalOptions } from "../connection.js";
 
 /** One object of a manifest file and where it came from (`file document N`, counting empty documents too). */

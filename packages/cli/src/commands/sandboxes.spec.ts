@@ -3,11 +3,7 @@ import { describe, it } from "node:test";
 import { ValidationError } from "@fast-sandbox/api";
 import { parseEnvs, parsePorts } from "./sandboxes.js";
 
-function assertUsageError(
-  parse: () => unknown,
-  flag: string,
-  message: RegExp,
-): void {
+function assertUsageError(parse: () => unknown, flag: string, message: RegExp): void {
   assert.throws(parse, (error: unknown) => {
     assert.ok(error instanceof ValidationError);
     assert.equal(error.field, flag);
@@ -23,23 +19,11 @@ describe("parsePorts", () => {
   });
 
   it("rejects 0, 65536, negative, fractional and non-numeric ports as --port errors", () => {
-    for (const value of [
-      "0",
-      "65536",
-      "70000",
-      "-1",
-      "80.5",
-      "http",
-      "",
-      " 80",
-      "1e3",
-    ]) {
+    for (const value of ["0", "65536", "70000", "-1", "80.5", "http", "", " 80", "1e3"]) {
       assertUsageError(
         () => parsePorts(["80", value]),
         "--port",
-        new RegExp(
-          `${JSON.stringify(value).replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} is not a port; allowed: 1\\.\\.65535`,
-        ),
+        new RegExp(`${JSON.stringify(value).replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} is not a port; allowed: 1\\.\\.65535`),
       );
     }
   });

@@ -93,7 +93,11 @@ export async function get(name: string, options: GlobalOptions & { namespace?: s
 export async function logs(name: string, options: GlobalOptions & { namespace?: string; follow?: boolean }): Promise<void> {
   const controller = new AbortController();
   process.once("SIGINT", () => controller.abort());
-  for await (const chunk of connect(options).sandboxes.logs(name, { namespace: options.namespace ?? "", follow: options.follow ?? false, signal: controller.signal })) {
+  for await (const chunk of connect(options).sandboxes.logs(name, {
+    namespace: options.namespace ?? "",
+    follow: options.follow ?? false,
+    signal: controller.signal,
+  })) {
     process.stdout.write(chunk);
   }
 }

@@ -21,7 +21,10 @@ export async function up(options: UpOptions): Promise<void> {
   const dataDir = resolveDataDir(options.dataDir);
   const pid = runningPid(dataDir);
   if (pid) {
-    throw new FsbError("failed_precondition", `Fast Sandbox already runs for ${dataDir} (pid ${pid}) at ${readIfExists(files.url(dataDir)) ?? "?"}; stop it with 'fsb down' first`);
+    throw new FsbError(
+      "failed_precondition",
+      `Fast Sandbox already runs for ${dataDir} (pid ${pid}) at ${readIfExists(files.url(dataDir)) ?? "?"}; stop it with 'fsb down' first`,
+    );
   }
   const token = ensureToken(dataDir);
   if (options.detach) return detach(options, dataDir);

@@ -89,7 +89,7 @@ export class LocalAgentProcess {
     this.child = child;
     this.pid = child.pid;
     child.stderr?.pipe(this.logStream, { end: false });
-    const lines = createInterface({ input: child.stdout! });
+    const lines = createInterface({ input: child.stdout });
     lines.on("line", (line) => {
       try {
         const event = JSON.parse(line) as { event?: string; endpoint?: string };

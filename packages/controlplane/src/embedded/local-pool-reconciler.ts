@@ -168,7 +168,13 @@ export class LocalPoolReconciler {
       const usage = this.options.registry.poolUsage(namespace, pool.metadata.name);
       const status = { agents: usage.agents, readyAgents: usage.readyAgents, sandboxes: usage.allocated, freeSlots: usage.free };
       const previous = pool.status ?? {};
-      if (status.agents === previous.agents && status.readyAgents === previous.readyAgents && status.sandboxes === previous.sandboxes && status.freeSlots === previous.freeSlots) continue;
+      if (
+        status.agents === previous.agents &&
+        status.readyAgents === previous.readyAgents &&
+        status.sandboxes === previous.sandboxes &&
+        status.freeSlots === previous.freeSlots
+      )
+        continue;
       try {
         const current = await this.options.store.get("SandboxPool", { namespace, name: pool.metadata.name });
         if (!current) continue;

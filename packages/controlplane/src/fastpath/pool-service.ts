@@ -74,28 +74,30 @@ export function createPoolService({ store, registry }: PoolServiceOptions): Serv
         return create(pb.DeleteSandboxPoolResponseSchema, {});
       }),
     listAgents: (request) =>
-      edge(async () => {
+      edge(() => {
         const agents = registry.listAgents({
           ...(request.namespace && request.namespace !== "*" ? { namespace: request.namespace } : {}),
           ...(request.pool ? { pool: request.pool } : {}),
         });
-        return create(pb.ListAgentsResponseSchema, {
-          agents: agents.map((a) =>
-            create(pb.AgentSchema, {
-              name: a.name,
-              namespace: a.namespace,
-              pool: a.pool,
-              endpoint: a.endpoint,
-              capacity: a.capacity,
-              allocated: a.allocated,
-              images: [...a.images],
-              pid: a.pid ?? 0,
-              ready: a.ready,
-              usedPorts: [...a.usedPorts],
-              nodeName: a.nodeName ?? "",
-            }),
-          ),
-        });
+        return Promise.resolve(
+          create(pb.ListAgentsResponseSchema, {
+            agents: agents.map((a) =>
+              create(pb.AgentSchema, {
+                name: a.name,
+                namespace: a.namespace,
+                pool: a.pool,
+                endpoint: a.endpoint,
+                capacity: a.capacity,
+                allocated: a.allocated,
+                images: [...a.images],
+                pid: a.pid ?? 0,
+                ready: a.ready,
+                usedPorts: [...a.usedPorts],
+                nodeName: a.nodeName ?? "",
+              }),
+            ),
+          }),
+        );
       }),
   };
 }

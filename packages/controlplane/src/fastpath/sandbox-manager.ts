@@ -239,7 +239,8 @@ export class SandboxManager {
         .get(agent.name)
         ?.deleteSandbox(sandboxId, 0)
         .catch((e: unknown) => this.logger.warn({ err: e, sandbox: key }, "could not make sure the agent holds nothing of a failed create"));
-      if (stored) await this.forget(stored).catch((e: unknown) => this.logger.error({ err: e, sandbox: key }, "could not remove the record of a failed create"));
+      if (stored)
+        await this.forget(stored).catch((e: unknown) => this.logger.error({ err: e, sandbox: key }, "could not remove the record of a failed create"));
       throw FsbError.from(error);
     }
     const running: Sandbox = {

@@ -5,11 +5,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { FsbError, NoCapacityError, NotFoundError } from "@fast-sandbox/api";
-import {
-  AgentRegistry,
-  type AgentInfo,
-  type PlacementRequest,
-} from "./agent-registry.js";
+import { AgentRegistry, type AgentInfo, type PlacementRequest } from "./agent-registry.js";
 
 /** mulberry32: small, fast, good enough to drive a test. */
 function seededRandom(seed: number): () => number {
@@ -34,8 +30,7 @@ class NaiveModel {
   readonly agents = new Map<string, ModelAgent>();
 
   agentOf(sandboxKey: string): ModelAgent | undefined {
-    for (const agent of this.agents.values())
-      if (agent.sandboxes.has(sandboxKey)) return agent;
+    for (const agent of this.agents.values()) if (agent.sandboxes.has(sandboxKey)) return agent;
     return undefined;
   }
 
@@ -44,22 +39,16 @@ class NaiveModel {
   }
 
   poolAgents(namespace: string, pool: string): ModelAgent[] {
-    return [...this.agents.values()].filter(
-      (agent) => agent.info.namespace === namespace && agent.info.pool === pool,
-    );
+    return [...this.agents.values()].filter((agent) => agent.info.namespace === namespace && agent.info.pool === pool);
   }
 
   free(agent: ModelAgent): number {
-    return agent.ready
-      ? Math.max(0, agent.info.capacity - agent.sandboxes.size)
-      : 0;
+    return agent.ready ? Math.max(0, agent.info.capacity - agent.sandboxes.size) : 0;
   }
 
   feasible(request: PlacementRequest): ModelAgent[] {
     return this.poolAgents(request.namespace, request.pool).filter(
-      (agent) =>
-        this.free(agent) > 0 &&
-        !request.ports.some((port) => this.usedPorts(agent).includes(port)),
+      (agent) => this.free(agent) > 0 && !request.ports.some((port) => this.usedPorts(agent).includes(port)),
     );
   }
 
@@ -73,20 +62,12 @@ class NaiveModel {
     const agents = this.poolAgents(request.namespace, request.pool);
     const name = `${request.namespace}/${request.pool}`;
     const ready = agents.filter((agent) => agent.ready);
-    if (ready.length === 0)
-      return new RegExp(`^pool ${name} has no ready agents`);
+    if (ready.length === 0) return new RegExp(`^pool ${name} has no ready agents`);
     if (ready.every((agent) => this.free(agent) === 0)) {
-      const slots = ready.reduce(
-        (total, agent) => total + agent.info.capacity,
-        0,
-      );
-      return new RegExp(
-        `^no capacity: all ${slots} slots of pool ${name} are in use$`,
-      );
+      const slots = ready.reduce((total, agent) => total + agent.info.capacity, 0);
+      return new RegExp(`^no capacity: all ${slots} slots of pool ${name} are in use$`);
     }
-    return new RegExp(
-      `^no agent in pool ${name} has ports? ${request.ports.join(", ")}`,
-    );
+    return new RegExp(`^no agent in pool ${name} has ports? ${request.ports.join(", ")}`);
   }
 }
 
@@ -95,20 +76,12 @@ const POOLS = ["p", "q"];
 const IMAGES = ["python", "node", "go"];
 const PORTS = [80, 8080, 9000];
 const AGENT_NAMES = Array.from({ length: 10 }, (_, index) => `agent-${index}`);
-const SANDBOX_KEYS = Array.from(
-  { length: 40 },
-  (_, index) => `sandbox-${index}`,
-);
+const SANDBOX_KEYS = Array.from({ length: 40 }, (_, index) => `sandbox-${index}`);
 
-function runRandomOperations(
-  seed: number,
-  steps: number,
-): { placed: number; refused: number } {
+function runRandomOperations(seed: number, steps: number): { placed: number; refused: number } {
   const random = seededRandom(seed);
-  const pick = <T>(items: readonly T[]): T =>
-    items[Math.floor(random() * items.length)]!;
-  const subset = <T>(items: readonly T[], maxSize: number): T[] =>
-    items.filter(() => random() < maxSize / items.length).slice(0, maxSize);
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+  const subset = <T>(items: readonly T[], maxSize: number): T[] => items.filter(() => random() < maxSize / items.length).slice(0, maxSize);
 
   const registry = new AgentRegistry();
   const model = new NaiveModel();
@@ -119,10 +92,7 @@ function runRandomOperations(
     name,
     // Agents mostly stay in the pool they were created in; sometimes they move.
     namespace: model.agents.get(name)?.info.namespace ?? pick(NAMESPACES),
-    pool:
-      random() < 0.1
-        ? pick(POOLS)
-        : (model.agents.get(name)?.info.pool ?? pick(POOLS)),
+    pool: random() < 0.1 ? pick(POOLS) : (model.agents.get(name)?.info.pool ?? pick(POOLS)),
     endpoint: `${name}:${Math.floor(random() * 1000)}`,
     capacity: Math.floor(random() * 5),
     hostIP: "10.0.0.1",
@@ -146,43 +116,20 @@ function runRandomOperations(
       try {
         chosenName = registry.place(request).agent.name;
       } catch (error) {
-        assert.ok(
-          error instanceof NoCapacityError,
-          `${context}: ${String(error)}`,
-        );
-        assert.equal(
-          existing,
-          undefined,
-          `${context}: an existing placement must be returned`,
-        );
-        assert.equal(
-          feasible.length,
-          0,
-          `${context}: refused although ${feasible[0]?.info.name} was feasible`,
-        );
+        assert.ok(error instanceof NoCapacityError, `${context}: ${String(error)}`);
+        assert.equal(existing, undefined, `${context}: an existing placement must be returned`);
+        assert.equal(feasible.length, 0, `${context}: refused although ${feasible[0]?.info.name} was feasible`);
         assert.match(error.message, model.refusal(request), context);
         refused += 1;
       }
       if (chosenName !== undefined) {
         if (existing !== undefined) {
-          assert.equal(
-            chosenName,
-            existing.info.name,
-            `${context}: not idempotent`,
-          );
+          assert.equal(chosenName, existing.info.name, `${context}: not idempotent`);
         } else {
-          const chosen = feasible.find(
-            (agent) => agent.info.name === chosenName,
-          );
+          const chosen = feasible.find((agent) => agent.info.name === chosenName);
           assert.ok(chosen, `${context}: chose infeasible agent ${chosenName}`);
-          const best = Math.max(
-            ...feasible.map((agent) => model.rank(agent, request.image)),
-          );
-          assert.equal(
-            model.rank(chosen, request.image),
-            best,
-            `${context}: ${chosenName} is not ranked first`,
-          );
+          const best = Math.max(...feasible.map((agent) => model.rank(agent, request.image)));
+          assert.equal(model.rank(chosen, request.image), best, `${context}: ${chosenName} is not ranked first`);
           chosen.sandboxes.set(request.sandboxKey, request.ports);
           placed += 1;
         }
@@ -206,22 +153,10 @@ function runRandomOperations(
       if (target === undefined) {
         assert.throws(run, NotFoundError, context);
       } else if (holder !== undefined) {
-        if (holder === target)
-          assert.equal(run().agent.name, agentName, context);
-        else
-          assert.throws(
-            run,
-            (error: unknown) =>
-              error instanceof FsbError && error.code === "conflict",
-            context,
-          );
+        if (holder === target) assert.equal(run().agent.name, agentName, context);
+        else assert.throws(run, (error: unknown) => error instanceof FsbError && error.code === "conflict", context);
       } else if (ports.some((port) => model.usedPorts(target).includes(port))) {
-        assert.throws(
-          run,
-          (error: unknown) =>
-            error instanceof FsbError && error.code === "conflict",
-          context,
-        );
+        assert.throws(run, (error: unknown) => error instanceof FsbError && error.code === "conflict", context);
       } else {
         assert.equal(run().agent.name, agentName, context);
         target.sandboxes.set(key, ports);
@@ -231,19 +166,14 @@ function runRandomOperations(
       const info = randomInfo(name);
       registry.upsertAgent(info);
       const existing = model.agents.get(name);
-      if (existing === undefined)
-        model.agents.set(name, { info, ready: true, sandboxes: new Map() });
+      if (existing === undefined) model.agents.set(name, { info, ready: true, sandboxes: new Map() });
       else existing.info = info;
     } else if (roll < 0.92) {
       const name = pick(AGENT_NAMES);
       const ready = random() < 0.6;
       const agent = model.agents.get(name);
       if (agent === undefined) {
-        assert.throws(
-          () => registry.setAgentReady(name, ready),
-          NotFoundError,
-          context,
-        );
+        assert.throws(() => registry.setAgentReady(name, ready), NotFoundError, context);
       } else {
         registry.setAgentReady(name, ready);
         agent.ready = ready;
@@ -253,11 +183,7 @@ function runRandomOperations(
       const images = subset(IMAGES, 3);
       const agent = model.agents.get(name);
       if (agent === undefined) {
-        assert.throws(
-          () => registry.setImages(name, images),
-          NotFoundError,
-          context,
-        );
+        assert.throws(() => registry.setImages(name, images), NotFoundError, context);
       } else {
         registry.setImages(name, images);
         agent.info = { ...agent.info, images };
@@ -266,11 +192,7 @@ function runRandomOperations(
       const name = pick(AGENT_NAMES);
       const agent = model.agents.get(name);
       const removed = registry.removeAgent(name);
-      assert.deepEqual(
-        removed.map((placement) => placement.sandboxKey).sort(),
-        [...(agent?.sandboxes.keys() ?? [])].sort(),
-        context,
-      );
+      assert.deepEqual(removed.map((placement) => placement.sandboxKey).sort(), [...(agent?.sandboxes.keys() ?? [])].sort(), context);
       model.agents.delete(name);
     }
 
@@ -283,20 +205,14 @@ function runRandomOperations(
       assert.equal(snapshot.ready, agent.ready, context);
       assert.deepEqual(snapshot.usedPorts, model.usedPorts(agent), context);
       placements += agent.sandboxes.size;
-      for (const key of agent.sandboxes.keys())
-        assert.equal(
-          registry.placementOf(key)?.agent.name,
-          agent.info.name,
-          context,
-        );
+      for (const key of agent.sandboxes.keys()) assert.equal(registry.placementOf(key)?.agent.name, agent.info.name, context);
     }
     assert.equal(registry.placementCount, placements, context);
     assert.equal(registry.listAgents().length, model.agents.size, context);
     for (const namespace of NAMESPACES) {
       for (const pool of POOLS) {
         const agents = model.poolAgents(namespace, pool);
-        const sum = (value: (agent: ModelAgent) => number) =>
-          agents.reduce((total, agent) => total + value(agent), 0);
+        const sum = (value: (agent: ModelAgent) => number) => agents.reduce((total, agent) => total + value(agent), 0);
         assert.deepEqual(
           registry.poolUsage(namespace, pool),
           {

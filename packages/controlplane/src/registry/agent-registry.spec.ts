@@ -1,11 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { FsbError, NoCapacityError, NotFoundError } from "@fast-sandbox/api";
-import {
-  AgentRegistry,
-  type AgentInfo,
-  type PlacementRequest,
-} from "./agent-registry.js";
+import { AgentRegistry, type AgentInfo, type PlacementRequest } from "./agent-registry.js";
 
 function agent(name: string, overrides: Partial<AgentInfo> = {}): AgentInfo {
   return {
@@ -20,10 +16,7 @@ function agent(name: string, overrides: Partial<AgentInfo> = {}): AgentInfo {
   };
 }
 
-function request(
-  sandboxKey: string,
-  overrides: Partial<PlacementRequest> = {},
-): PlacementRequest {
+function request(sandboxKey: string, overrides: Partial<PlacementRequest> = {}): PlacementRequest {
   return {
     sandboxKey,
     namespace: "default",
@@ -42,10 +35,7 @@ function registryWith(...agents: AgentInfo[]): AgentRegistry {
 
 function assertNoCapacity(action: () => unknown, message: RegExp): void {
   assert.throws(action, (error: unknown) => {
-    assert.ok(
-      error instanceof NoCapacityError,
-      `expected NoCapacityError, got ${String(error)}`,
-    );
+    assert.ok(error instanceof NoCapacityError, `expected NoCapacityError, got ${String(error)}`);
     assert.equal(error.code, "no_capacity");
     assert.match(error.message, message);
     return true;
@@ -78,10 +68,7 @@ describe("AgentRegistry", () => {
   });
 
   it("grants exactly 3 of 40 placement attempts on 3 slots", () => {
-    const registry = registryWith(
-      agent("a", { capacity: 2 }),
-      agent("b", { capacity: 1 }),
-    );
+    const registry = registryWith(agent("a", { capacity: 2 }), agent("b", { capacity: 1 }));
     let placed = 0;
     let refused = 0;
     for (let attempt = 0; attempt < 40; attempt += 1) {
@@ -90,130 +77,63 @@ describe("AgentRegistry", () => {
         placed += 1;
       } catch (error) {
         assert.ok(error instanceof NoCapacityError);
-        assert.match(
-          error.message,
-          /^no capacity: all 3 slots of pool default\/p are in use$/,
-        );
+        assert.match(error.message, /^no capacity: all 3 slots of pool default\/p are in use$/);
         refused += 1;
       }
     }
     assert.deepEqual([placed, refused], [3, 37]);
     assert.equal(registry.placementCount, 3);
-    assert.equal(
-      registry.lastPlacementInspected,
-      0,
-      "a full pool is refused without looking at agents",
-    );
+    assert.equal(registry.lastPlacementInspected, 0, "a full pool is refused without looking at agents");
   });
 
   it("keeps declared ports exclusive per agent but allows the same port on another agent", () => {
-    const registry = registryWith(
-      agent("big", { capacity: 5 }),
-      agent("small", { capacity: 2 }),
-    );
-    assert.equal(
-      registry.place(request("default/s1", { ports: [8080] })).agent.name,
-      "big",
-    );
+    const registry = registryWith(agent("big", { capacity: 5 }), agent("small", { capacity: 2 }));
+    assert.equal(registry.place(request("default/s1", { ports: [8080] })).agent.name, "big");
     // big still has more free slots (4 vs 2) but already uses 8080.
-    assert.equal(
-      registry.place(request("default/s2", { ports: [8080, 9000] })).agent.name,
-      "small",
-    );
-    assert.equal(
-      registry.lastPlacementInspected,
-      2,
-      "only the conflicting agent is skipped",
-    );
-    assertNoCapacity(
-      () => registry.place(request("default/s3", { ports: [8080] })),
-      /^no agent in pool default\/p has port 8080 free/,
-    );
-    assertNoCapacity(
-      () => registry.place(request("default/s3", { ports: [9000, 8080] })),
-      /^no agent in pool default\/p has ports 9000, 8080 all free/,
-    );
-    assert.equal(
-      registry.place(request("default/s3", { ports: [9000] })).agent.name,
-      "big",
-    );
+    assert.equal(registry.place(request("default/s2", { ports: [8080, 9000] })).agent.name, "small");
+    assert.equal(registry.lastPlacementInspected, 2, "only the conflicting agent is skipped");
+    assertNoCapacity(() => registry.place(request("default/s3", { ports: [8080] })), /^no agent in pool default\/p has port 8080 free/);
+    assertNoCapacity(() => registry.place(request("default/s3", { ports: [9000, 8080] })), /^no agent in pool default\/p has ports 9000, 8080 all free/);
+    assert.equal(registry.place(request("default/s3", { ports: [9000] })).agent.name, "big");
     assert.deepEqual(registry.getAgent("big")?.usedPorts, [8080, 9000]);
 
     registry.release("default/s1");
-    assert.equal(
-      registry.place(request("default/s4", { ports: [8080] })).agent.name,
-      "big",
-    );
+    assert.equal(registry.place(request("default/s4", { ports: [8080] })).agent.name, "big");
     registry.verifyIndexes();
   });
 
   it("prefers an agent holding the image over one with more free slots", () => {
-    const registry = registryWith(
-      agent("roomy", { capacity: 10 }),
-      agent("warm", { capacity: 2, images: ["python:3.12"] }),
-    );
+    const registry = registryWith(agent("roomy", { capacity: 10 }), agent("warm", { capacity: 2, images: ["python:3.12"] }));
     assert.equal(registry.place(request("default/s1")).agent.name, "warm");
     assert.equal(registry.place(request("default/s2")).agent.name, "warm");
-    assert.equal(
-      registry.place(request("default/s3")).agent.name,
-      "roomy",
-      "falls back once the warm agent is full",
-    );
-    assert.equal(
-      registry.place(request("default/s4", { image: "node:22" })).agent.name,
-      "roomy",
-    );
+    assert.equal(registry.place(request("default/s3")).agent.name, "roomy", "falls back once the warm agent is full");
+    assert.equal(registry.place(request("default/s4", { image: "node:22" })).agent.name, "roomy");
   });
 
   it("balances by free slots among agents equally (un)warm, breaking ties deterministically", () => {
     const run = () => {
-      const registry = registryWith(
-        agent("a", { capacity: 3 }),
-        agent("b", { capacity: 3 }),
-        agent("c", { capacity: 1 }),
-      );
-      return Array.from(
-        { length: 7 },
-        (_, index) => registry.place(request(`default/s${index}`)).agent.name,
-      );
+      const registry = registryWith(agent("a", { capacity: 3 }), agent("b", { capacity: 3 }), agent("c", { capacity: 1 }));
+      return Array.from({ length: 7 }, (_, index) => registry.place(request(`default/s${index}`)).agent.name);
     };
     const first = run();
     assert.deepEqual(first, run());
     assert.deepEqual(first.slice(0, 2).toSorted(), ["a", "b"]);
-    const count = (name: string) =>
-      first.filter((chosen) => chosen === name).length;
+    const count = (name: string) => first.filter((chosen) => chosen === name).length;
     assert.deepEqual([count("a"), count("b"), count("c")], [3, 3, 1]);
   });
 
   it("never places a sandbox of one namespace on an agent of another", () => {
-    const registry = registryWith(
-      agent("a-1", { namespace: "a", capacity: 8 }),
-    );
-    assertNoCapacity(
-      () => registry.place(request("b/s1", { namespace: "b" })),
-      /^pool b\/p has no ready agents/,
-    );
+    const registry = registryWith(agent("a-1", { namespace: "a", capacity: 8 }));
+    assertNoCapacity(() => registry.place(request("b/s1", { namespace: "b" })), /^pool b\/p has no ready agents/);
     registry.upsertAgent(agent("b-1", { namespace: "b", capacity: 1 }));
-    assert.equal(
-      registry.place(request("b/s1", { namespace: "b" })).agent.name,
-      "b-1",
-    );
-    assertNoCapacity(
-      () => registry.place(request("b/s2", { namespace: "b" })),
-      /all 1 slots of pool b\/p/,
-    );
+    assert.equal(registry.place(request("b/s1", { namespace: "b" })).agent.name, "b-1");
+    assertNoCapacity(() => registry.place(request("b/s2", { namespace: "b" })), /all 1 slots of pool b\/p/);
     assert.equal(registry.getAgent("a-1")?.allocated, 0);
-    assertNoCapacity(
-      () => registry.place(request("a/s1", { namespace: "a", pool: "other" })),
-      /pool a\/other/,
-    );
+    assertNoCapacity(() => registry.place(request("a/s1", { namespace: "a", pool: "other" })), /pool a\/other/);
   });
 
   it("skips unready agents, which keep their allocations", () => {
-    const registry = registryWith(
-      agent("a", { capacity: 8 }),
-      agent("b", { capacity: 2 }),
-    );
+    const registry = registryWith(agent("a", { capacity: 8 }), agent("b", { capacity: 2 }));
     registry.place(request("default/s1"));
     registry.setAgentReady("a", false);
     assert.equal(registry.getAgent("a")?.ready, false);
@@ -227,10 +147,7 @@ describe("AgentRegistry", () => {
       free: 1,
     });
     registry.setAgentReady("b", false);
-    assertNoCapacity(
-      () => registry.place(request("default/s3")),
-      /^pool default\/p has no ready agents \(2 registered, none ready\)$/,
-    );
+    assertNoCapacity(() => registry.place(request("default/s3")), /^pool default\/p has no ready agents \(2 registered, none ready\)$/);
     registry.setAgentReady("a", true);
     assert.equal(registry.place(request("default/s3")).agent.name, "a");
     assert.throws(() => registry.setAgentReady("ghost", true), NotFoundError);
@@ -238,22 +155,14 @@ describe("AgentRegistry", () => {
   });
 
   it("returns the placements of a removed agent and frees their keys", () => {
-    const registry = registryWith(
-      agent("a", { capacity: 2 }),
-      agent("b", { capacity: 1 }),
-    );
+    const registry = registryWith(agent("a", { capacity: 2 }), agent("b", { capacity: 1 }));
     registry.place(request("default/s1", { ports: [80] }));
     registry.place(request("default/s2"));
     registry.place(request("default/s3"));
-    const onA = ["default/s1", "default/s2", "default/s3"].filter(
-      (key) => registry.placementOf(key)?.agent.name === "a",
-    );
+    const onA = ["default/s1", "default/s2", "default/s3"].filter((key) => registry.placementOf(key)?.agent.name === "a");
 
     const removed = registry.removeAgent("a");
-    assert.deepEqual(
-      removed.map((placement) => placement.sandboxKey).toSorted(),
-      onA.toSorted(),
-    );
+    assert.deepEqual(removed.map((placement) => placement.sandboxKey).toSorted(), onA.toSorted());
     assert.ok(removed.every((placement) => placement.agent.name === "a"));
     for (const key of onA) {
       assert.equal(registry.placementOf(key), undefined);
@@ -281,11 +190,7 @@ describe("AgentRegistry", () => {
     });
     assert.equal(again.agent.name, "a");
     registry.restore({ sandboxKey: "default/s2", agentName: "a", ports: [] });
-    assert.equal(
-      registry.getAgent("a")?.allocated,
-      2,
-      "over-committed, idempotent for the same key",
-    );
+    assert.equal(registry.getAgent("a")?.allocated, 2, "over-committed, idempotent for the same key");
     assert.equal(registry.poolUsage("default", "p").free, 0);
 
     assert.throws(
@@ -305,10 +210,7 @@ describe("AgentRegistry", () => {
           agentName: "b",
           ports: [],
         }),
-      (error: unknown) =>
-        error instanceof FsbError &&
-        error.code === "conflict" &&
-        /placed on agent a/.test(error.message),
+      (error: unknown) => error instanceof FsbError && error.code === "conflict" && /placed on agent a/.test(error.message),
     );
     assert.throws(
       () =>
@@ -317,18 +219,11 @@ describe("AgentRegistry", () => {
           agentName: "a",
           ports: [8080],
         }),
-      (error: unknown) =>
-        error instanceof FsbError &&
-        error.code === "conflict" &&
-        /held by sandbox default\/s1/.test(error.message),
+      (error: unknown) => error instanceof FsbError && error.code === "conflict" && /held by sandbox default\/s1/.test(error.message),
     );
 
     registry.setAgentReady("a", true);
-    assert.equal(
-      registry.place(request("default/s4")).agent.name,
-      "b",
-      "the over-committed agent gets nothing",
-    );
+    assert.equal(registry.place(request("default/s4")).agent.name, "b", "the over-committed agent gets nothing");
     registry.release("default/s1");
     registry.release("default/s2");
     assert.equal(registry.getAgent("a")?.allocated, 0);
@@ -349,14 +244,8 @@ describe("AgentRegistry", () => {
     registry.place(request("default/s2"));
     registry.upsertAgent(agent("a", { capacity: 1, endpoint: "moved:7000" }));
     assert.equal(registry.getAgent("a")?.allocated, 2);
-    assert.equal(
-      registry.placementOf("default/s1")?.agent.endpoint,
-      "moved:7000",
-    );
-    assertNoCapacity(
-      () => registry.place(request("default/s3")),
-      /all 1 slots/,
-    );
+    assert.equal(registry.placementOf("default/s1")?.agent.endpoint, "moved:7000");
+    assertNoCapacity(() => registry.place(request("default/s3")), /all 1 slots/);
     registry.upsertAgent(agent("a", { capacity: 4 }));
     assert.equal(registry.place(request("default/s3")).agent.name, "a");
     assert.equal(registry.poolUsage("default", "p").free, 1);
@@ -364,10 +253,7 @@ describe("AgentRegistry", () => {
   });
 
   it("follows image changes for affinity", () => {
-    const registry = registryWith(
-      agent("a", { capacity: 8 }),
-      agent("b", { capacity: 2 }),
-    );
+    const registry = registryWith(agent("a", { capacity: 8 }), agent("b", { capacity: 2 }));
     registry.setImages("b", ["python:3.12"]);
     assert.deepEqual(registry.getAgent("b")?.images, ["python:3.12"]);
     assert.equal(registry.place(request("default/s1")).agent.name, "b");
@@ -396,9 +282,7 @@ describe("AgentRegistry", () => {
       ["b", "c"],
     );
     assert.deepEqual(
-      registry
-        .listAgents({ namespace: "x", pool: "p" })
-        .map((snapshot) => snapshot.name),
+      registry.listAgents({ namespace: "x", pool: "p" }).map((snapshot) => snapshot.name),
       ["c"],
     );
     const [listed] = registry.listAgents({ namespace: "y" });
@@ -411,23 +295,11 @@ describe("AgentRegistry", () => {
 
   it("rejects invalid capacities and ports", () => {
     const registry = new AgentRegistry();
-    assert.throws(
-      () => registry.upsertAgent(agent("a", { capacity: 1025 })),
-      /capacity must be an integer from 0 to 1024/,
-    );
-    assert.throws(
-      () => registry.upsertAgent(agent("a", { capacity: -1 })),
-      FsbError,
-    );
+    assert.throws(() => registry.upsertAgent(agent("a", { capacity: 1025 })), /capacity must be an integer from 0 to 1024/);
+    assert.throws(() => registry.upsertAgent(agent("a", { capacity: -1 })), FsbError);
     registry.upsertAgent(agent("a"));
-    assert.throws(
-      () => registry.place(request("default/s1", { ports: [80, 80] })),
-      /declared twice/,
-    );
-    assert.throws(
-      () => registry.place(request("default/s1", { ports: [0] })),
-      /not an integer from 1 to 65535/,
-    );
+    assert.throws(() => registry.place(request("default/s1", { ports: [80, 80] })), /declared twice/);
+    assert.throws(() => registry.place(request("default/s1", { ports: [0] })), /not an integer from 1 to 65535/);
     assert.equal(registry.placementCount, 0);
   });
 
@@ -455,10 +327,7 @@ describe("AgentRegistry", () => {
     assert.ok(maxInspected <= 2, `inspected up to ${maxInspected} agents`);
     for (let index = 0; index < 2_000; index += 1) {
       registry.place(request(`default/t${index}`, { ports: [9000] }));
-      assert.ok(
-        registry.lastPlacementInspected <= 2,
-        `inspected ${registry.lastPlacementInspected} agents`,
-      );
+      assert.ok(registry.lastPlacementInspected <= 2, `inspected ${registry.lastPlacementInspected} agents`);
     }
     assert.equal(registry.poolUsage("default", "p").allocated, 12_000);
     registry.verifyIndexes();
@@ -467,12 +336,9 @@ describe("AgentRegistry", () => {
   it("refuses a port every candidate among 10,000 already uses without walking them", () => {
     const registry = new AgentRegistry();
     for (let index = 0; index < 10_000; index += 1) {
-      registry.upsertAgent(
-        agent(`agent-${index}`, { capacity: 2, images: ["python:3.12"] }),
-      );
+      registry.upsertAgent(agent(`agent-${index}`, { capacity: 2, images: ["python:3.12"] }));
     }
-    for (let index = 0; index < 10_000; index += 1)
-      registry.place(request(`default/s${index}`, { ports: [8080] }));
+    for (let index = 0; index < 10_000; index += 1) registry.place(request(`default/s${index}`, { ports: [8080] }));
     assert.equal(registry.poolUsage("default", "p").free, 10_000);
     assertNoCapacity(
       () => registry.place(request("default/extra", { ports: [8080] })),
@@ -480,13 +346,7 @@ describe("AgentRegistry", () => {
     );
     assert.equal(registry.lastPlacementInspected, 0);
     registry.release("default/s1234");
-    assert.equal(
-      registry.place(request("default/extra", { ports: [8080] })).agent.name,
-      "agent-1234",
-    );
-    assert.ok(
-      registry.lastPlacementInspected <= 2,
-      `inspected ${registry.lastPlacementInspected} agents`,
-    );
+    assert.equal(registry.place(request("default/extra", { ports: [8080] })).agent.name, "agent-1234");
+    assert.ok(registry.lastPlacementInspected <= 2, `inspected ${registry.lastPlacementInspected} agents`);
   });
 });

@@ -168,8 +168,7 @@ export class AgentRegistry {
     }
     this.change(agent, () => {
       agent.info = frozen;
-      if (!sameImages(agent.images, frozen.images))
-        agent.images = new Set(frozen.images);
+      if (!sameImages(agent.images, frozen.images)) agent.images = new Set(frozen.images);
     });
   }
 
@@ -225,10 +224,7 @@ export class AgentRegistry {
     const agent =
       pool === undefined
         ? undefined
-        : (this.firstAgentWithPortsFree(
-            pool.byImage.get(request.image),
-            request.ports,
-          ) ?? this.firstAgentWithPortsFree(pool.bySlots, request.ports));
+        : (this.firstAgentWithPortsFree(pool.byImage.get(request.image), request.ports) ?? this.firstAgentWithPortsFree(pool.bySlots, request.ports));
     if (agent === undefined) throw noCapacityError(request, pool);
     const ports = Object.freeze([...request.ports]);
     this.allocate(agent, request.sandboxKey, ports);
@@ -244,18 +240,14 @@ export class AgentRegistry {
   restore(placement: RestoredPlacement): Placement {
     const agent = this.agents.get(placement.agentName);
     if (agent === undefined) {
-      throw new NotFoundError(
-        `cannot restore sandbox ${placement.sandboxKey}: agent ${placement.agentName} is not registered`,
-      );
+      throw new NotFoundError(`cannot restore sandbox ${placement.sandboxKey}: agent ${placement.agentName} is not registered`);
     }
     const existing = this.placements.get(placement.sandboxKey);
     if (existing !== undefined) {
-      if (existing.agentName === placement.agentName)
-        return this.toPlacement(placement.sandboxKey, existing);
+      if (existing.agentName === placement.agentName) return this.toPlacement(placement.sandboxKey, existing);
       throw new FsbError(
         "conflict",
-        `cannot restore sandbox ${placement.sandboxKey} on agent ${placement.agentName}: ` +
-          `it is placed on agent ${existing.agentName}; release it first`,
+        `cannot restore sandbox ${placement.sandboxKey} on agent ${placement.agentName}: ` + `it is placed on agent ${existing.agentName}; release it first`,
       );
     }
     validatePorts(placement.ports, `sandbox ${placement.sandboxKey}`);
@@ -264,8 +256,7 @@ export class AgentRegistry {
       if (holder !== undefined) {
         throw new FsbError(
           "conflict",
-          `cannot restore sandbox ${placement.sandboxKey} on agent ${placement.agentName}: ` +
-            `port ${port} is held by sandbox ${holder}`,
+          `cannot restore sandbox ${placement.sandboxKey} on agent ${placement.agentName}: ` + `port ${port} is held by sandbox ${holder}`,
         );
       }
     }
@@ -279,10 +270,7 @@ export class AgentRegistry {
     const record = this.placements.get(sandboxKey);
     if (record === undefined) return undefined;
     const agent = this.agents.get(record.agentName);
-    if (agent === undefined)
-      throw new Error(
-        `registry corrupt: ${sandboxKey} points to missing agent`,
-      );
+    if (agent === undefined) throw new Error(`registry corrupt: ${sandboxKey} points to missing agent`);
     this.placements.delete(sandboxKey);
     this.change(
       agent,
@@ -297,9 +285,7 @@ export class AgentRegistry {
 
   placementOf(sandboxKey: string): Placement | undefined {
     const record = this.placements.get(sandboxKey);
-    return record === undefined
-      ? undefined
-      : this.toPlacement(sandboxKey, record);
+    return record === undefined ? undefined : this.toPlacement(sandboxKey, record);
   }
 
   getAgent(name: string): AgentSnapshot | undefined {
@@ -312,34 +298,23 @@ export class AgentRegistry {
     let candidates: Iterable<AgentState>;
     if (filter.namespace !== undefined && filter.pool !== undefined) {
       const pool = this.pools.get(poolKey(filter.namespace, filter.pool));
-      candidates =
-        pool === undefined
-          ? []
-          : [...pool.agentNames].map((name) => this.requireAgent(name));
+      candidates = pool === undefined ? [] : [...pool.agentNames].map((name) => this.requireAgent(name));
     } else {
       candidates = this.agents.values();
     }
     const result: AgentSnapshot[] = [];
     for (const agent of candidates) {
-      if (
-        filter.namespace !== undefined &&
-        agent.info.namespace !== filter.namespace
-      )
-        continue;
-      if (filter.pool !== undefined && agent.info.pool !== filter.pool)
-        continue;
+      if (filter.namespace !== undefined && agent.info.namespace !== filter.namespace) continue;
+      if (filter.pool !== undefined && agent.info.pool !== filter.pool) continue;
       result.push(snapshot(agent));
     }
-    return result.sort((a, b) =>
-      a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
-    );
+    return result.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   /** Totals of a pool in O(1); an unknown pool is all zeros. */
   poolUsage(namespace: string, pool: string): PoolUsage {
     const state = this.pools.get(poolKey(namespace, pool));
-    if (state === undefined)
-      return { agents: 0, readyAgents: 0, capacity: 0, allocated: 0, free: 0 };
+    if (state === undefined) return { agents: 0, readyAgents: 0, capacity: 0, allocated: 0, free: 0 };
     return {
       agents: state.agentNames.size,
       readyAgents: state.readyAgents,
@@ -360,34 +335,27 @@ export class AgentRegistry {
     let allocatedTotal = 0;
     const expectedPools = new Map<string, AgentState[]>();
     for (const [name, agent] of this.agents) {
-      if (agent.info.name !== name)
-        fail(`agent ${name} registered as ${agent.info.name}`);
+      if (agent.info.name !== name) fail(`agent ${name} registered as ${agent.info.name}`);
       allocatedTotal += agent.portsBySandbox.size;
       let portCount = 0;
       for (const [sandboxKey, ports] of agent.portsBySandbox) {
-        if (this.placements.get(sandboxKey)?.agentName !== name)
-          fail(`${sandboxKey} not placed on ${name}`);
+        if (this.placements.get(sandboxKey)?.agentName !== name) fail(`${sandboxKey} not placed on ${name}`);
         for (const port of ports) {
           portCount += 1;
-          if (agent.sandboxByPort.get(port) !== sandboxKey)
-            fail(`port ${port} of ${name} not held by ${sandboxKey}`);
+          if (agent.sandboxByPort.get(port) !== sandboxKey) fail(`port ${port} of ${name} not held by ${sandboxKey}`);
         }
       }
-      if (portCount !== agent.sandboxByPort.size)
-        fail(`agent ${name} holds stray ports`);
+      if (portCount !== agent.sandboxByPort.size) fail(`agent ${name} holds stray ports`);
       const key = poolKey(agent.info.namespace, agent.info.pool);
       const members = expectedPools.get(key);
       if (members === undefined) expectedPools.set(key, [agent]);
       else members.push(agent);
     }
-    if (allocatedTotal !== this.placements.size)
-      fail(`${allocatedTotal} allocations, ${this.placements.size} placements`);
-    if (expectedPools.size !== this.pools.size)
-      fail(`${this.pools.size} pools indexed, ${expectedPools.size} expected`);
+    if (allocatedTotal !== this.placements.size) fail(`${allocatedTotal} allocations, ${this.placements.size} placements`);
+    if (expectedPools.size !== this.pools.size) fail(`${this.pools.size} pools indexed, ${expectedPools.size} expected`);
     for (const [key, agents] of expectedPools) {
       const pool = this.pools.get(key) ?? fail(`pool ${key} missing`);
-      const sum = (value: (agent: AgentState) => number) =>
-        agents.reduce((total, agent) => total + value(agent), 0);
+      const sum = (value: (agent: AgentState) => number) => agents.reduce((total, agent) => total + value(agent), 0);
       const expected = {
         agents: agents.length,
         readyAgents: sum((agent) => (agent.ready ? 1 : 0)),
@@ -398,51 +366,33 @@ export class AgentRegistry {
       };
       const actual = { ...pool, agents: pool.agentNames.size };
       for (const [field, value] of Object.entries(expected)) {
-        if (actual[field as keyof typeof expected] !== value)
-          fail(`pool ${key} ${field} is not ${value}`);
+        if (actual[field as keyof typeof expected] !== value) fail(`pool ${key} ${field} is not ${value}`);
       }
       const expectedImages = new Set<string>();
       let indexed = 0;
       for (const agent of agents) {
-        if (!pool.agentNames.has(agent.info.name))
-          fail(`pool ${key} misses ${agent.info.name}`);
+        if (!pool.agentNames.has(agent.info.name)) fail(`pool ${key} misses ${agent.info.name}`);
         const free = schedulableFree(agent);
-        if (pool.bySlots.slots.freeSlotsOf(agent.info.name) !== free)
-          fail(`${agent.info.name} indexed with wrong free slots`);
+        if (pool.bySlots.slots.freeSlotsOf(agent.info.name) !== free) fail(`${agent.info.name} indexed with wrong free slots`);
         if (free > 0) indexed += 1;
         for (const image of agent.images) {
           if (free > 0) expectedImages.add(image);
-          if (
-            (pool.byImage.get(image)?.slots.freeSlotsOf(agent.info.name) ??
-              0) !== free
-          ) {
-            fail(
-              `${agent.info.name} indexed with wrong free slots for ${image}`,
-            );
+          if ((pool.byImage.get(image)?.slots.freeSlotsOf(agent.info.name) ?? 0) !== free) {
+            fail(`${agent.info.name} indexed with wrong free slots for ${image}`);
           }
         }
       }
-      if (pool.bySlots.slots.size !== indexed)
-        fail(`pool ${key} indexes stray agents`);
-      if (pool.byImage.size !== expectedImages.size)
-        fail(`pool ${key} keeps stray image indexes`);
-      const checkPortCounts = (
-        index: CandidateIndex,
-        members: AgentState[],
-        label: string,
-      ) => {
-        if (index.slots.size !== members.length)
-          fail(`${label} holds stray agents`);
+      if (pool.bySlots.slots.size !== indexed) fail(`pool ${key} indexes stray agents`);
+      if (pool.byImage.size !== expectedImages.size) fail(`pool ${key} keeps stray image indexes`);
+      const checkPortCounts = (index: CandidateIndex, members: AgentState[], label: string) => {
+        if (index.slots.size !== members.length) fail(`${label} holds stray agents`);
         const expectedCounts = new Map<number, number>();
         for (const member of members) {
-          for (const port of member.sandboxByPort.keys())
-            expectedCounts.set(port, (expectedCounts.get(port) ?? 0) + 1);
+          for (const port of member.sandboxByPort.keys()) expectedCounts.set(port, (expectedCounts.get(port) ?? 0) + 1);
         }
-        if (expectedCounts.size !== index.agentsUsingPort.size)
-          fail(`${label} counts stray ports`);
+        if (expectedCounts.size !== index.agentsUsingPort.size) fail(`${label} counts stray ports`);
         for (const [port, count] of expectedCounts) {
-          if (index.agentsUsingPort.get(port) !== count)
-            fail(`${label} counts port ${port} wrong`);
+          if (index.agentsUsingPort.get(port) !== count) fail(`${label} counts port ${port} wrong`);
         }
       };
       const candidates = agents.filter((agent) => schedulableFree(agent) > 0);
@@ -454,15 +404,9 @@ export class AgentRegistry {
     }
   }
 
-  private firstAgentWithPortsFree(
-    index: CandidateIndex | undefined,
-    ports: readonly number[],
-  ): AgentState | undefined {
+  private firstAgentWithPortsFree(index: CandidateIndex | undefined, ports: readonly number[]): AgentState | undefined {
     if (index === undefined) return undefined;
-    if (
-      ports.some((port) => index.agentsUsingPort.get(port) === index.slots.size)
-    )
-      return undefined;
+    if (ports.some((port) => index.agentsUsingPort.get(port) === index.slots.size)) return undefined;
     for (const name of index.slots.byFreeSlotsDescending()) {
       this.inspected += 1;
       const agent = this.requireAgent(name);
@@ -471,11 +415,7 @@ export class AgentRegistry {
     return undefined;
   }
 
-  private allocate(
-    agent: AgentState,
-    sandboxKey: string,
-    ports: readonly number[],
-  ): void {
+  private allocate(agent: AgentState, sandboxKey: string, ports: readonly number[]): void {
     this.placements.set(sandboxKey, { agentName: agent.info.name, ports });
     this.change(
       agent,
@@ -492,17 +432,12 @@ export class AgentRegistry {
    * marks a slot change (allocate/release: same pool, same images) and keeps port counting
    * incremental; without it everything about the agent is re-indexed.
    */
-  private change(
-    agent: AgentState,
-    mutate: () => void,
-    portDelta?: { added: readonly number[]; removed: readonly number[] },
-  ): void {
+  private change(agent: AgentState, mutate: () => void, portDelta?: { added: readonly number[]; removed: readonly number[] }): void {
     const pool = this.requirePool(agent);
     const imagesBefore = agent.images;
     const freeBefore = schedulableFree(agent);
     addTotals(pool, agent, -1);
-    if (portDelta === undefined && freeBefore > 0)
-      countPorts(pool, imagesBefore, agent.sandboxByPort.keys(), -1);
+    if (portDelta === undefined && freeBefore > 0) countPorts(pool, imagesBefore, agent.sandboxByPort.keys(), -1);
     mutate();
     const freeAfter = schedulableFree(agent);
 
@@ -526,21 +461,16 @@ export class AgentRegistry {
       return;
     }
 
-    if (
-      pool === this.pools.get(poolKey(agent.info.namespace, agent.info.pool)) &&
-      agent.images === imagesBefore
-    ) {
+    if (pool === this.pools.get(poolKey(agent.info.namespace, agent.info.pool)) && agent.images === imagesBefore) {
       addTotals(pool, agent, +1);
       this.index(pool, agent.info.name, agent.images, freeAfter);
-      if (freeAfter > 0)
-        countPorts(pool, agent.images, agent.sandboxByPort.keys(), +1);
+      if (freeAfter > 0) countPorts(pool, agent.images, agent.sandboxByPort.keys(), +1);
       return;
     }
     // Moved to another pool or changed images: leave the old indexes, join the new ones.
     this.index(pool, agent.info.name, imagesBefore, 0);
     pool.agentNames.delete(agent.info.name);
-    if (pool.agentNames.size === 0)
-      this.pools.delete(poolKey(pool.namespace, pool.pool));
+    if (pool.agentNames.size === 0) this.pools.delete(poolKey(pool.namespace, pool.pool));
     this.attach(agent);
   }
 
@@ -566,31 +496,23 @@ export class AgentRegistry {
     addTotals(pool, agent, +1);
     const free = schedulableFree(agent);
     this.index(pool, agent.info.name, agent.images, free);
-    if (free > 0)
-      countPorts(pool, agent.images, agent.sandboxByPort.keys(), +1);
+    if (free > 0) countPorts(pool, agent.images, agent.sandboxByPort.keys(), +1);
   }
 
   private detach(agent: AgentState): void {
     const pool = this.requirePool(agent);
-    if (schedulableFree(agent) > 0)
-      countPorts(pool, agent.images, agent.sandboxByPort.keys(), -1);
+    if (schedulableFree(agent) > 0) countPorts(pool, agent.images, agent.sandboxByPort.keys(), -1);
     addTotals(pool, agent, -1);
     this.index(pool, agent.info.name, agent.images, 0);
     pool.agentNames.delete(agent.info.name);
-    if (pool.agentNames.size === 0)
-      this.pools.delete(poolKey(pool.namespace, pool.pool));
+    if (pool.agentNames.size === 0) this.pools.delete(poolKey(pool.namespace, pool.pool));
   }
 
   /**
    * Puts the agent in its pool's and images' candidate indexes with `freeSlots` (0 removes it).
    * Port counts are the caller's job: after joining, before leaving.
    */
-  private index(
-    pool: PoolState,
-    name: string,
-    images: ReadonlySet<string>,
-    freeSlots: number,
-  ): void {
+  private index(pool: PoolState, name: string, images: ReadonlySet<string>, freeSlots: number): void {
     pool.bySlots.slots.set(name, freeSlots);
     for (const image of images) {
       let index = pool.byImage.get(image);
@@ -609,15 +531,13 @@ export class AgentRegistry {
 
   private requireAgent(name: string): AgentState {
     const agent = this.agents.get(name);
-    if (agent === undefined)
-      throw new NotFoundError(`agent ${name} is not registered`);
+    if (agent === undefined) throw new NotFoundError(`agent ${name} is not registered`);
     return agent;
   }
 
   private requirePool(agent: AgentState): PoolState {
     const pool = this.pools.get(poolKey(agent.info.namespace, agent.info.pool));
-    if (pool === undefined)
-      throw new Error(`registry corrupt: no pool for agent ${agent.info.name}`);
+    if (pool === undefined) throw new Error(`registry corrupt: no pool for agent ${agent.info.name}`);
     return pool;
   }
 
@@ -643,12 +563,7 @@ function newCandidateIndex(): CandidateIndex {
 }
 
 /** Adds (+1) or removes (-1) an agent's ports to the port counts of its pool's and images' candidate indexes. */
-function countPorts(
-  pool: PoolState,
-  images: ReadonlySet<string>,
-  ports: Iterable<number>,
-  sign: 1 | -1,
-): void {
+function countPorts(pool: PoolState, images: ReadonlySet<string>, ports: Iterable<number>, sign: 1 | -1): void {
   const portList = [...ports];
   if (portList.length === 0) return;
   const indexes = [pool.bySlots];
@@ -667,9 +582,7 @@ function countPorts(
 
 /** Slots `place` may use on this agent: none when unready or at/over capacity. */
 function schedulableFree(agent: AgentState): number {
-  return agent.ready
-    ? Math.max(0, agent.info.capacity - agent.portsBySandbox.size)
-    : 0;
+  return agent.ready ? Math.max(0, agent.info.capacity - agent.portsBySandbox.size) : 0;
 }
 
 function addTotals(pool: PoolState, agent: AgentState, sign: 1 | -1): void {
@@ -680,24 +593,14 @@ function addTotals(pool: PoolState, agent: AgentState, sign: 1 | -1): void {
   pool.free += sign * schedulableFree(agent);
 }
 
-function noCapacityError(
-  request: PlacementRequest,
-  pool: PoolState | undefined,
-): NoCapacityError {
+function noCapacityError(request: PlacementRequest, pool: PoolState | undefined): NoCapacityError {
   const name = `${request.namespace}/${request.pool}`;
-  if (pool === undefined)
-    return new NoCapacityError(
-      `pool ${name} has no ready agents (none registered)`,
-    );
+  if (pool === undefined) return new NoCapacityError(`pool ${name} has no ready agents (none registered)`);
   if (pool.readyAgents === 0) {
-    return new NoCapacityError(
-      `pool ${name} has no ready agents (${pool.agentNames.size} registered, none ready)`,
-    );
+    return new NoCapacityError(`pool ${name} has no ready agents (${pool.agentNames.size} registered, none ready)`);
   }
   if (pool.free === 0) {
-    return new NoCapacityError(
-      `no capacity: all ${pool.readyCapacity} slots of pool ${name} are in use`,
-    );
+    return new NoCapacityError(`no capacity: all ${pool.readyCapacity} slots of pool ${name} are in use`);
   }
   // Some ready agent has a free slot, so only ports can have excluded it.
   const ports = request.ports.join(", ");
@@ -709,17 +612,9 @@ function noCapacityError(
 }
 
 function validateAgentInfo(info: AgentInfo): void {
-  if (info.name === "")
-    throw new FsbError("invalid_argument", "agent name must not be empty");
-  if (
-    !Number.isInteger(info.capacity) ||
-    info.capacity < 0 ||
-    info.capacity > MAX_SLOTS_PER_AGENT
-  ) {
-    throw new FsbError(
-      "invalid_argument",
-      `agent ${info.name}: capacity must be an integer from 0 to ${MAX_SLOTS_PER_AGENT}, got ${info.capacity}`,
-    );
+  if (info.name === "") throw new FsbError("invalid_argument", "agent name must not be empty");
+  if (!Number.isInteger(info.capacity) || info.capacity < 0 || info.capacity > MAX_SLOTS_PER_AGENT) {
+    throw new FsbError("invalid_argument", `agent ${info.name}: capacity must be an integer from 0 to ${MAX_SLOTS_PER_AGENT}, got ${info.capacity}`);
   }
 }
 
@@ -727,16 +622,9 @@ function validatePorts(ports: readonly number[], owner: string): void {
   const seen = new Set<number>();
   for (const port of ports) {
     if (!Number.isInteger(port) || port < 1 || port > 65535) {
-      throw new FsbError(
-        "invalid_argument",
-        `${owner}: port ${port} is not an integer from 1 to 65535`,
-      );
+      throw new FsbError("invalid_argument", `${owner}: port ${port} is not an integer from 1 to 65535`);
     }
-    if (seen.has(port))
-      throw new FsbError(
-        "invalid_argument",
-        `${owner}: port ${port} is declared twice`,
-      );
+    if (seen.has(port)) throw new FsbError("invalid_argument", `${owner}: port ${port} is declared twice`);
     seen.add(port);
   }
 }
@@ -745,10 +633,7 @@ function freezeInfo(info: AgentInfo): Readonly<AgentInfo> {
   return Object.freeze({ ...info, images: Object.freeze([...info.images]) });
 }
 
-function sameImages(
-  current: ReadonlySet<string>,
-  next: readonly string[],
-): boolean {
+function sameImages(current: ReadonlySet<string>, next: readonly string[]): boolean {
   const nextSet = new Set(next);
   if (nextSet.size !== current.size) return false;
   for (const image of nextSet) if (!current.has(image)) return false;

@@ -29,11 +29,7 @@ describe("FreeSlotIndex", () => {
     index.set("a", 2);
     assert.deepEqual([...index.byFreeSlotsDescending()], ["b", "a"]);
     index.set("b", 2);
-    assert.deepEqual(
-      [...index.byFreeSlotsDescending()],
-      ["b", "a"],
-      "an unchanged count keeps its position",
-    );
+    assert.deepEqual([...index.byFreeSlotsDescending()], ["b", "a"], "an unchanged count keeps its position");
   });
 
   it("drops agents with no free slot", () => {
@@ -69,16 +65,9 @@ describe("FreeSlotIndex", () => {
       index.set(name, free);
       const previous = model.get(name);
       if (free <= 0) model.delete(name);
-      else if (previous?.free !== free)
-        model.set(name, { free, enteredAt: step });
-      const expected = [...model]
-        .sort(([, a], [, b]) => b.free - a.free || a.enteredAt - b.enteredAt)
-        .map(([agent]) => agent);
-      assert.deepEqual(
-        [...index.byFreeSlotsDescending()],
-        expected,
-        `step ${step}`,
-      );
+      else if (previous?.free !== free) model.set(name, { free, enteredAt: step });
+      const expected = [...model].sort(([, a], [, b]) => b.free - a.free || a.enteredAt - b.enteredAt).map(([agent]) => agent);
+      assert.deepEqual([...index.byFreeSlotsDescending()], expected, `step ${step}`);
       assert.equal(index.size, model.size);
     }
   });

@@ -22,9 +22,7 @@ export class FreeSlotIndex {
 
   constructor(readonly maxFreeSlots: number = MAX_SLOTS_PER_AGENT) {
     if (!Number.isInteger(maxFreeSlots) || maxFreeSlots < 1) {
-      throw new RangeError(
-        `maxFreeSlots must be a positive integer, got ${maxFreeSlots}`,
-      );
+      throw new RangeError(`maxFreeSlots must be a positive integer, got ${maxFreeSlots}`);
     }
     this.buckets = new Array<Set<string> | undefined>(maxFreeSlots + 1);
     this.nonEmptyBuckets = new Uint32Array((maxFreeSlots >>> 5) + 1);
@@ -47,9 +45,7 @@ export class FreeSlotIndex {
       return;
     }
     if (!Number.isInteger(freeSlots) || freeSlots > this.maxFreeSlots) {
-      throw new RangeError(
-        `free slots must be an integer ≤ ${this.maxFreeSlots}, got ${freeSlots}`,
-      );
+      throw new RangeError(`free slots must be an integer ≤ ${this.maxFreeSlots}, got ${freeSlots}`);
     }
     const current = this.freeSlotsByName.get(name);
     if (current === freeSlots) return;
@@ -77,10 +73,7 @@ export class FreeSlotIndex {
    * pays only for what it looked at. Do not mutate the index while iterating.
    */
   *byFreeSlotsDescending(): Generator<string, void, undefined> {
-    for (
-      let bucket = this.highestNonEmptyBucketAtMost(this.maxFreeSlots);
-      bucket > 0;
-    ) {
+    for (let bucket = this.highestNonEmptyBucketAtMost(this.maxFreeSlots); bucket > 0;) {
       const names = this.buckets[bucket];
       if (names !== undefined) yield* names;
       bucket = this.highestNonEmptyBucketAtMost(bucket - 1);

@@ -153,17 +153,29 @@ describe("SqliteResourceStore", () => {
       assert.equal(all.resourceVersion, "5");
 
       const inDefault = await store.list("Sandbox", { namespace: "default" });
-      assert.deepEqual(inDefault.items.map((s) => s.metadata.name), ["a", "c"]);
+      assert.deepEqual(
+        inDefault.items.map((s) => s.metadata.name),
+        ["a", "c"],
+      );
 
       const appX = await store.list("Sandbox", { labelSelector: { app: "x" } });
-      assert.deepEqual(appX.items.map((s) => s.metadata.name), ["c", "b"]);
+      assert.deepEqual(
+        appX.items.map((s) => s.metadata.name),
+        ["c", "b"],
+      );
       const web = await store.list("Sandbox", { labelSelector: { app: "x", tier: "web" } });
-      assert.deepEqual(web.items.map((s) => s.metadata.name), ["c"]);
+      assert.deepEqual(
+        web.items.map((s) => s.metadata.name),
+        ["c"],
+      );
       const none = await store.list("Sandbox", { namespace: "team-b", labelSelector: { app: "y" } });
       assert.deepEqual(none.items, []);
 
       const pools = await store.list("SandboxPool");
-      assert.deepEqual(pools.items.map((p) => p.metadata.name), ["pool"]);
+      assert.deepEqual(
+        pools.items.map((p) => p.metadata.name),
+        ["pool"],
+      );
     });
   });
 
@@ -413,15 +425,12 @@ describe("SqliteResourceStore", () => {
       await store.create("Sandbox", { ...sandbox("a"), metadata: { ...sandbox("a").metadata, finalizers: ["fsb/a"] } });
       const marked = await store.delete("Sandbox", key("a"));
       assert.ok(marked);
-      await assert.rejects(
-        store.update("Sandbox", { ...marked, metadata: { ...marked.metadata, finalizers: ["fsb/a", "fsb/late"] } }),
-        (error: unknown) => {
-          assert.ok(error instanceof ValidationError);
-          assert.equal(error.field, "metadata.finalizers");
-          assert.match(error.message, /cannot add finalizer "fsb\/late": sandbox default\/a is being deleted/);
-          return true;
-        },
-      );
+      await assert.rejects(store.update("Sandbox", { ...marked, metadata: { ...marked.metadata, finalizers: ["fsb/a", "fsb/late"] } }), (error: unknown) => {
+        assert.ok(error instanceof ValidationError);
+        assert.equal(error.field, "metadata.finalizers");
+        assert.match(error.message, /cannot add finalizer "fsb\/late": sandbox default\/a is being deleted/);
+        return true;
+      });
       // Changing other metadata while being deleted is still allowed.
       const relabelled = await store.update("Sandbox", { ...marked, metadata: { ...marked.metadata, labels: { x: "1" } } });
       assert.deepEqual(relabelled.metadata.finalizers, ["fsb/a"]);
@@ -516,12 +525,15 @@ describe("SqliteResourceStore", () => {
       const store = open({ watchHistory: 3 });
       for (const name of ["a", "b", "c", "d", "e"]) await store.create("Sandbox", sandbox(name));
       // Versions 3, 4, 5 are kept: a watch from 2 or later can be served, 1 cannot.
-      assert.throws(() => store.watch("Sandbox", { resourceVersion: "1" }, () => {}), (error: unknown) => {
-        assert.ok(error instanceof ExpiredError);
-        assert.equal(error.code, "failed_precondition");
-        assert.match(error.message, /too old to replay.*list again/);
-        return true;
-      });
+      assert.throws(
+        () => store.watch("Sandbox", { resourceVersion: "1" }, () => {}),
+        (error: unknown) => {
+          assert.ok(error instanceof ExpiredError);
+          assert.equal(error.code, "failed_precondition");
+          assert.match(error.message, /too old to replay.*list again/);
+          return true;
+        },
+      );
       const watch = recorder<Sandbox>();
       store.watch("Sandbox", { resourceVersion: "2" }, watch.onEvent);
       store.watch("Sandbox", { resourceVersion: "5" }, () => {});
@@ -613,7 +625,10 @@ describe("SqliteResourceStore", () => {
       const second = open();
       const listed = await second.list("Sandbox");
       assert.equal(listed.resourceVersion, "4");
-      assert.deepEqual(listed.items.map((s) => [s.metadata.name, s.status?.phase, s.metadata.uid]), [["a", "Running", a.metadata.uid]]);
+      assert.deepEqual(
+        listed.items.map((s) => [s.metadata.name, s.status?.phase, s.metadata.uid]),
+        [["a", "Running", a.metadata.uid]],
+      );
       const c = await second.create("Sandbox", sandbox("c"));
       assert.equal(c.metadata.resourceVersion, "5");
 
@@ -642,11 +657,14 @@ describe("SqliteResourceStore", () => {
       const db = new Database(path);
       db.pragma(`user_version = ${SQLITE_STORE_SCHEMA_VERSION + 1}`);
       db.close();
-      assert.throws(() => open(), (error: unknown) => {
-        assert.ok(error instanceof FailedPreconditionError);
-        assert.match(error.message, /schema version 2, but this control plane knows versions up to 1; run a newer Fast Sandbox/);
-        return true;
-      });
+      assert.throws(
+        () => open(),
+        (error: unknown) => {
+          assert.ok(error instanceof FailedPreconditionError);
+          assert.match(error.message, /schema version 2, but this control plane knows versions up to 1; run a newer Fast Sandbox/);
+          return true;
+        },
+      );
       const after = new Database(path, { readonly: true });
       assert.equal(after.pragma("user_version", { simple: true }), SQLITE_STORE_SCHEMA_VERSION + 1);
       after.close();

@@ -281,10 +281,7 @@ export class SqliteResourceStore implements ResourceStore {
       const { namespace, labelSelector } = options;
       // One read transaction: the items and the version belong to the same snapshot.
       return this.#runDeferred(() => {
-        const rows =
-          namespace === undefined
-            ? this.#statements.selectKind.all(kind)
-            : this.#statements.selectNamespace.all(kind, namespace);
+        const rows = namespace === undefined ? this.#statements.selectKind.all(kind) : this.#statements.selectNamespace.all(kind, namespace);
         const items: ResourceByKind[K][] = [];
         for (const row of rows) {
           const object = decodeRow(row);
@@ -317,7 +314,7 @@ export class SqliteResourceStore implements ResourceStore {
             creationTimestamp: this.#timestamp(),
             deletionTimestamp: undefined,
           },
-        } as AnyResource);
+        });
         dropEmptyFinalizers(candidate.metadata);
         VALIDATORS[kind](candidate);
         requireNamespace(candidate);
@@ -354,7 +351,7 @@ export class SqliteResourceStore implements ResourceStore {
             deletionTimestamp: currentMeta.deletionTimestamp,
           },
           status: current.status,
-        } as AnyResource);
+        });
         dropEmptyFinalizers(candidate.metadata);
         VALIDATORS[kind](candidate);
         const meta = candidate.metadata;
@@ -397,7 +394,7 @@ export class SqliteResourceStore implements ResourceStore {
       const given = requireShape(object);
       return this.#write<AnyResource | undefined>(() => {
         const current = this.#readForWrite(kind, given);
-        const candidate = normalize<AnyResource>({ ...current, status: given.status } as AnyResource);
+        const candidate = normalize<AnyResource>({ ...current, status: given.status });
         VALIDATORS[kind](candidate);
         if (jsonEqual(candidate.status, current.status)) return { result: current, events: [] };
         const resourceVersion = this.#nextResourceVersion();
@@ -451,11 +448,7 @@ export class SqliteResourceStore implements ResourceStore {
    * (start) matching arrives as DELETED (ADDED), as from the Kubernetes API.
    * ExpiredError when the version is older than the ring (or newer than the store): list again.
    */
-  watch<K extends ResourceKind>(
-    kind: K,
-    options: WatchOptions,
-    onEvent: (event: WatchEvent<ResourceByKind[K]>) => void,
-  ): Watch {
+  watch<K extends ResourceKind>(kind: K, options: WatchOptions, onEvent: (event: WatchEvent<ResourceByKind[K]>) => void): Watch {
     this.#assertOpen();
     checkKind(kind);
     const from = parseResourceVersion(options.resourceVersion);
@@ -512,7 +505,10 @@ export class SqliteResourceStore implements ResourceStore {
 
   #timestamp(): string {
     // Seconds, like Kubernetes' metav1.Time, so both stores produce the same shape.
-    return this.#settings.clock().toISOString().replace(/\.\d+Z$/, "Z");
+    return this.#settings
+      .clock()
+      .toISOString()
+      .replace(/\.\d+Z$/, "Z");
   }
 
   /** Runs `fn` in one write transaction, then publishes its events — never inside the transaction. */
@@ -539,8 +535,7 @@ export class SqliteResourceStore implements ResourceStore {
     const sentVersion = given.metadata.resourceVersion;
     if (sentVersion !== undefined && sentVersion !== "" && sentVersion !== current.metadata.resourceVersion) {
       throw new ConflictError(
-        `${describe(kind, key)} was modified (resourceVersion ${current.metadata.resourceVersion}, you sent ${sentVersion}); ` +
-          "read it again and retry",
+        `${describe(kind, key)} was modified (resourceVersion ${current.metadata.resourceVersion}, you sent ${sentVersion}); ` + "read it again and retry",
       );
     }
     const sentUid = given.metadata.uid;
@@ -552,12 +547,7 @@ export class SqliteResourceStore implements ResourceStore {
     return current;
   }
 
-  #outcome<T extends AnyResource>(
-    kind: ResourceKind,
-    type: WatchEventType,
-    stored: T,
-    previousLabels: Record<string, string> | undefined,
-  ): WriteOutcome<T> {
+  #outcome<T extends AnyResource>(kind: ResourceKind, type: WatchEventType, stored: T, previousLabels: Record<string, string> | undefined): WriteOutcome<T> {
     const json = JSON.stringify(stored);
     const event: StoredEvent = {
       resourceVersion: Number(stored.metadata.resourceVersion),
@@ -658,9 +648,7 @@ function prepareStatements(db: Database.Database) {
   return {
     select: db.prepare<[string, string, string], ObjectRow>(`SELECT ${columns} FROM objects WHERE kind = ? AND namespace = ? AND name = ?`),
     selectKind: db.prepare<[string], ObjectRow>(`SELECT ${columns} FROM objects WHERE kind = ? ORDER BY namespace, name`),
-    selectNamespace: db.prepare<[string, string], ObjectRow>(
-      `SELECT ${columns} FROM objects WHERE kind = ? AND namespace = ? ORDER BY name`,
-    ),
+    selectNamespace: db.prepare<[string, string], ObjectRow>(`SELECT ${columns} FROM objects WHERE kind = ? AND namespace = ? ORDER BY name`),
     insert: db.prepare<[ObjectRow], void>(
       `INSERT INTO objects (${columns}) VALUES (@kind, @namespace, @name, @uid, @resource_version, @api_version, @metadata_json, @spec_json, @status_json)`,
     ),
@@ -780,10 +768,7 @@ function requireNamespace(object: AnyResource): void {
 
 function parseResourceVersion(value: string): number {
   if (typeof value !== "string" || !/^\d+$/.test(value)) {
-    throw new ValidationError(
-      "resourceVersion",
-      `${JSON.stringify(value)} is not a resourceVersion; watch from the resourceVersion of a list`,
-    );
+    throw new ValidationError("resourceVersion", `${JSON.stringify(value)} is not a resourceVersion; watch from the resourceVersion of a list`);
   }
   return Number(value);
 }

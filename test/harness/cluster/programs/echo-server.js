@@ -23,9 +23,7 @@ const server = http.createServer((req, res) => {
     }) + "\n",
   );
 });
-server.listen(port, host, () =>
-  console.log(`echo-server listening on ${host}:${port}`),
-);
+server.listen(port, host, () => console.log(`echo-server listening on ${host}:${port}`));
 process.on("SIGTERM", () => {
   console.log("echo-server: SIGTERM, closing");
   server.close(() => process.exit(0));
