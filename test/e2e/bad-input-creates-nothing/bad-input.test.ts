@@ -110,6 +110,20 @@ describe("bad input gets a clear error and creates nothing", () => {
     await assertNothingCreated();
   });
 
+  it("authenticates the agents' API too: the control plane's token is not the agent's", async () => {
+    const agent = embedded.controlPlane.registry.listAgents()[0];
+    assert.ok(agent);
+    for (const authorization of [undefined, `Bearer ${embedded.token}`]) {
+      const response = await fetch(`http://${agent.endpoint}/fastsandbox.v1alpha1.AgentService/CreateSandbox`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...(authorization ? { authorization } : {}) },
+        body: JSON.stringify({ sandboxId: "sneaky", namespace: "default", name: "sneaky", image: BASE_IMAGE }),
+      });
+      assert.equal(response.status, 401);
+    }
+    await assertNothingCreated();
+  });
+
   it("serves the JSON API over HTTP/1.1 for a client with the token (curl-able)", async () => {
     const response = await fetch(`${embedded.controlPlane.url}/fastsandbox.v1alpha1.SandboxService/CreateSandbox`, {
       method: "POST",

@@ -12,9 +12,10 @@ import pino from "pino";
 import { AlreadyExistsError, NotFoundError } from "@fast-sandbox/api";
 import { ContainerdClient } from "../../../packages/agent/src/containerd/containerd-client.js";
 import { createContainerdRuntime, type ContainerdRuntime } from "../../../packages/agent/src/containerd/containerd-runtime.js";
+import { DEFAULT_HELPER_PATH } from "../../../packages/agent/src/agent-config.js";
 import type { OciSpec } from "../../../packages/agent/src/containerd/oci-spec.js";
 import type { RuntimeSandboxSpec } from "../../../packages/agent/src/runtime/runtime.js";
-import { BASE_IMAGE, ctr, importBaseImage, removeCgroupParent, removeNamespace } from "../../support/containerd.js";
+import { BASE_IMAGE, ctr, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
 
 const NAMESPACE = "fsb-test-runtime";
 const AGENT = "test-agent";
@@ -31,6 +32,8 @@ function newRuntime(agentName = AGENT): ContainerdRuntime {
     agentName,
     stateDir: join(workDir, "state"),
     cgroupParent: CGROUP_PARENT,
+    // As in production: the helper is process 1 and the agent's sandboxes share an anchored shim.
+    helperPath: DEFAULT_HELPER_PATH,
     logger: pino({ level: "warn" }),
   });
 }
@@ -111,10 +114,11 @@ function shimPid(taskPid: number): number {
 }
 
 describe("containerd runtime", () => {
-  before(() => {
+  before(async () => {
     workDir = mkdtempSync(join(tmpdir(), "fsb-containerd-runtime-"));
     importBaseImage(NAMESPACE);
     runtime = newRuntime();
+    await runtime.prepare();
     client = new ContainerdClient({ namespace: NAMESPACE });
   });
 
@@ -123,7 +127,7 @@ describe("containerd runtime", () => {
     runtime.close();
     client.close();
     removeNamespace(NAMESPACE);
-    removeCgroupParent(CGROUP_PARENT);
+    removeCgroupTree(CGROUP_PARENT);
     rmSync(workDir, { recursive: true, force: true });
   });
 
@@ -166,8 +170,8 @@ describe("containerd runtime", () => {
     const big = await execCollect(spec.sandboxId, ["sh", "-c", "i=0; while [ $i -lt 20000 ]; do echo line-$i; i=$((i+1)); done"]);
     assert.equal(big.stdout.split("\n").filter((line) => line !== "").length, 20000);
     assert.ok(big.stdout.endsWith("line-19999\n"));
-    // Each exec removed its FIFOs: only the runsc wrapper stays in the state directory.
-    assert.deepEqual(readdirSync(join(workDir, "state")), ["runsc-network-none"]);
+    // Each exec removed its FIFOs: only the runsc wrapper and the helpers' run directories stay.
+    assert.deepEqual(readdirSync(join(workDir, "state")).sort(), ["run", "runsc-network-none"]);
     await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
   });
 
@@ -284,13 +288,15 @@ describe("containerd runtime", () => {
     }
   });
 
-  it("resolves wait() with the exit code and lists the sandbox as stopped", async () => {
+  it("resolves wait() with the command's exit code and keeps the sandbox running for exec", async () => {
     const spec = sandboxSpec({ command: ["sh", "-c", "exit 7"] });
     await runtime.create(spec);
     assert.equal(await runtime.wait(spec.sandboxId), 7);
     const listed = (await runtime.list()).find((sandbox) => sandbox.sandboxId === spec.sandboxId);
-    assert.equal(listed?.state, "stopped");
+    // The helper (process 1) outlives the command and reports its exit code.
+    assert.equal(listed?.state, "running");
     assert.equal(listed?.exitCode, 7);
+    assert.equal((await execCollect(spec.sandboxId, ["sh", "-c", "echo still-here"])).stdout, "still-here\n");
     await runtime.delete(spec.sandboxId, { gracePeriodMs: 1_000 });
     assert.deepEqual(leftovers(spec.sandboxId), []);
   });
@@ -321,8 +327,18 @@ describe("containerd runtime", () => {
     await assert.rejects(runtime.wait("no-such-sandbox"), NotFoundError);
   });
 
-  it("undoes snapshot and container when the task cannot start", async () => {
+  it("records exit code 127 and a clear message for a command that does not exist", async () => {
     const spec = sandboxSpec({ command: ["/no/such/binary"] });
+    await runtime.create(spec);
+    assert.equal(await runtime.wait(spec.sandboxId), 127);
+    assert.match(readFileSync(spec.logPath, "utf8"), /fast-sandbox: cannot run \/no\/such\/binary: No such file or directory/);
+    await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
+    assert.deepEqual(leftovers(spec.sandboxId), []);
+  });
+
+  it("undoes snapshot and container when the task cannot be created", async () => {
+    // A working directory that is a file makes runc fail at Tasks.Create.
+    const spec = sandboxSpec({ command: ["true"], workingDir: "/bin/busybox" });
     await assert.rejects(runtime.create(spec));
     assert.deepEqual(leftovers(spec.sandboxId), []);
   });

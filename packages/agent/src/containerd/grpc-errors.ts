@@ -39,6 +39,8 @@ export function translateGrpcError(error: unknown, operation: string): FsbError 
     case GrpcStatus.UNAUTHENTICATED:
       return new FsbError("unauthenticated", message, { cause: error });
     default:
+      // containerd forwards a shim's expired context as UNKNOWN "context deadline exceeded".
+      if (/context deadline exceeded/.test(message)) return new FsbError("deadline_exceeded", message, { cause: error });
       return new FsbError("internal", message, { cause: error });
   }
 }
