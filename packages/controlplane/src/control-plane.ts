@@ -115,6 +115,35 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     }
   }
 
+  /** Records, once, that a sandbox's command exited (the sandbox itself stays up for exec). */
+  async function recordExits(agentName: string, status: pb.AgentStatus): Promise<void> {
+    const exited = new Map(status.sandboxes.filter((s) => s.exitCode !== undefined).map((s) => [s.sandboxId, s.exitCode ?? 0]));
+    if (exited.size === 0) return;
+    const { items } = await store.list("Sandbox");
+    for (const sandbox of items) {
+      const exitCode = exited.get(sandbox.status?.sandboxID ?? "");
+      if (exitCode === undefined || sandbox.status?.assignedPod !== agentName || sandbox.metadata.deletionTimestamp) continue;
+      if (sandbox.status.conditions?.some((c) => c.type === "CommandExited")) continue;
+      await store.updateStatus("Sandbox", {
+        ...sandbox,
+        metadata: { ...sandbox.metadata, resourceVersion: "" },
+        status: {
+          ...sandbox.status,
+          conditions: setCondition(
+            sandbox.status.conditions,
+            {
+              type: "CommandExited",
+              status: "True",
+              reason: exitCode === 0 ? "Succeeded" : "Failed",
+              message: `the command exited with code ${exitCode}; exec still works`,
+            },
+            new Date(),
+          ),
+        },
+      });
+    }
+  }
+
   const pools: LocalPoolReconciler = new LocalPoolReconciler({
     store,
     registry,
@@ -127,6 +156,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     cgroupRoot: options.cgroupRoot ?? "fast-sandbox",
     heartbeatIntervalMs: options.heartbeatIntervalMs ?? 2000,
     onAgentReady: adopt,
+    onAgentStatus: recordExits,
   });
   const sandboxes = new SandboxReconciler({ store, manager, registry, logger });
 

@@ -103,6 +103,8 @@ describe("fsb on the command line", () => {
     assert.equal(worker.allocated, 1);
     assert.equal(worker.capacity, 4);
     assert.ok(worker.pid > 0);
+    // Each agent process lives in its own cgroup, with its sandboxes beside it.
+    assert.match(readFileSync(`/proc/${worker.pid}/cgroup`, "utf8"), new RegExp(`:/${namespace}/workers-0/agent$`, "m"));
     assert.ok(worker.images.includes(BASE_IMAGE));
 
     // Applying again updates instead of failing.

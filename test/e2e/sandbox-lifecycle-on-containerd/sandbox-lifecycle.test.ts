@@ -49,6 +49,15 @@ describe("a sandbox's life on the real containerd", () => {
 
     const stored = await client.sandboxes.get(name);
     assert.equal(stored.metadata.finalizers?.includes("sandbox.fast.io/agent-cleanup"), true);
+    // The command's exit is reported as a condition with its code (from the agent's heartbeat).
+    await waitFor(
+      async () => (await client.sandboxes.get(name)).status?.conditions?.some((c) => c.type === "CommandExited") === true,
+      10_000,
+      "the CommandExited condition",
+    );
+    const exited = (await client.sandboxes.get(name)).status?.conditions?.find((c) => c.type === "CommandExited");
+    assert.equal(exited?.reason, "Succeeded");
+    assert.match(exited?.message ?? "", /exited with code 0/);
 
     await client.sandboxes.delete(name);
     await assert.rejects(client.sandboxes.get(name), NotFoundError);

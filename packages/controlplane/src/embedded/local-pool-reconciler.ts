@@ -25,6 +25,8 @@ export interface LocalPoolReconcilerOptions {
   heartbeatIntervalMs: number;
   /** Called when an agent answers after a (re)start, to adopt what it runs. */
   onAgentReady(agentName: string, status: pb.AgentStatus): Promise<void>;
+  /** Called with every heartbeat's status (e.g. to record commands that exited). */
+  onAgentStatus(agentName: string, status: pb.AgentStatus): Promise<void>;
 }
 
 /** Agent names are unique on the host: `<pool>-<n>`, or `<namespace>.<pool>-<n>` outside the default namespace. */
@@ -129,7 +131,10 @@ export class LocalPoolReconciler {
           (error: unknown) => options.logger.error({ err: error, agent: name }, "could not adopt the agent's sandboxes"),
         );
       },
-      onHeartbeat: (_agent, status) => options.registry.setImages(name, status.images),
+      onHeartbeat: (_agent, status) => {
+        options.registry.setImages(name, status.images);
+        options.onAgentStatus(name, status).catch((error: unknown) => options.logger.warn({ err: error, agent: name }, "could not record the agent's status"));
+      },
       onLost: (_agent, reason) => {
         if (options.registry.getAgent(name)) options.registry.setAgentReady(name, false);
         options.logger.warn({ agent: name, reason }, "agent lost");
