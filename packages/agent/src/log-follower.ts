@@ -20,31 +20,30 @@ export async function* readLog(path: string, options: FollowOptions): AsyncGener
     throw error;
   });
   if (!handle) return;
-  let finished = !options.follow;
+  let finished = false;
   void options.finished?.then(
     () => (finished = true),
     () => (finished = true),
   );
   const buffer = Buffer.alloc(64 * 1024);
   let position = 0;
+  let quietPolls = 0;
   try {
     for (;;) {
       if (options.signal?.aborted) return;
       const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
       if (bytesRead > 0) {
+        quietPolls = 0;
         position += bytesRead;
         yield Uint8Array.prototype.slice.call(buffer, 0, bytesRead);
         continue;
       }
+      if (!options.follow) return;
       if (finished) {
-        // One last read after the writer finished catches output written just before it exited.
-        const last = await handle.read(buffer, 0, buffer.length, position);
-        if (last.bytesRead > 0) {
-          position += last.bytesRead;
-          yield Uint8Array.prototype.slice.call(buffer, 0, last.bytesRead);
-          continue;
-        }
-        return;
+        // The shim copies output to the file asynchronously: after the writer finished, keep reading
+        // until the file stops growing for one poll interval, so the last lines are not lost.
+        if (quietPolls >= 1) return;
+        quietPolls += 1;
       }
       await sleep(options.pollIntervalMs ?? 100, undefined, { signal: options.signal }).catch(() => undefined);
     }

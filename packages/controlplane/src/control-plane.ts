@@ -12,7 +12,8 @@ import { AgentRegistry } from "./registry/agent-registry.js";
 import type { AgentClient } from "./agent-client/agent-client.js";
 import { openSqliteResourceStore } from "./store/sqlite-resource-store.js";
 import type { ResourceStore } from "./store/resource-store.js";
-import { DEFAULT_NAMESPACE, REQUEST_ID_ANNOTATION, SandboxManager, sandboxKey, setCondition } from "./fastpath/sandbox-manager.js";
+import { DEFAULT_NAMESPACE, REQUEST_ID_ANNOTATION, SandboxManager, sandboxKey } from "./fastpath/sandbox-manager.js";
+import { writeStatus } from "./fastpath/sandbox-status.js";
 import { startApiServer, type ApiServer } from "./fastpath/api-server.js";
 import { applySandboxPool } from "./fastpath/pool-service.js";
 import { SandboxReconciler } from "./reconcile/sandbox-reconciler.js";
@@ -92,19 +93,12 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
         registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
       } else if (!sandbox.metadata.deletionTimestamp && sandbox.status?.phase !== "Lost") {
         logger.warn({ sandbox: key, agent: agentName }, "the agent no longer runs this sandbox; marking it Lost");
-        await store.updateStatus("Sandbox", {
-          ...sandbox,
-          metadata: { ...sandbox.metadata, resourceVersion: "" },
-          status: {
-            ...sandbox.status,
-            phase: "Lost",
-            conditions: setCondition(
-              sandbox.status?.conditions,
-              { type: "Ready", status: "False", reason: "SandboxMissing", message: `agent ${agentName} does not run it` },
-              new Date(),
-            ),
-          },
-        });
+        await writeStatus(
+          store,
+          sandbox,
+          { phase: "Lost" },
+          { type: "Ready", status: "False", reason: "SandboxMissing", message: `agent ${agentName} does not run it` },
+        );
       }
     }
     const client = pools.getAgentProcess(agentName)?.client;
@@ -124,23 +118,17 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
       const exitCode = exited.get(sandbox.status?.sandboxID ?? "");
       if (exitCode === undefined || sandbox.status?.assignedPod !== agentName || sandbox.metadata.deletionTimestamp) continue;
       if (sandbox.status.conditions?.some((c) => c.type === "CommandExited")) continue;
-      await store.updateStatus("Sandbox", {
-        ...sandbox,
-        metadata: { ...sandbox.metadata, resourceVersion: "" },
-        status: {
-          ...sandbox.status,
-          conditions: setCondition(
-            sandbox.status.conditions,
-            {
-              type: "CommandExited",
-              status: "True",
-              reason: exitCode === 0 ? "Succeeded" : "Failed",
-              message: `the command exited with code ${exitCode}; exec still works`,
-            },
-            new Date(),
-          ),
+      await writeStatus(
+        store,
+        sandbox,
+        {},
+        {
+          type: "CommandExited",
+          status: "True",
+          reason: exitCode === 0 ? "Succeeded" : "Failed",
+          message: `the command exited with code ${exitCode}; exec still works`,
         },
-      });
+      );
     }
   }
 

@@ -331,7 +331,11 @@ describe("containerd runtime", () => {
     const spec = sandboxSpec({ command: ["/no/such/binary"] });
     await runtime.create(spec);
     assert.equal(await runtime.wait(spec.sandboxId), 127);
-    assert.match(readFileSync(spec.logPath, "utf8"), /fast-sandbox: cannot run \/no\/such\/binary: No such file or directory/);
+    // The shim copies output to the log file on its own schedule: wait for it.
+    await eventually(
+      () => readFileSync(spec.logPath, "utf8").includes("fast-sandbox: cannot run /no/such/binary: No such file or directory"),
+      "the helper's message in the log",
+    );
     await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
     assert.deepEqual(leftovers(spec.sandboxId), []);
   });

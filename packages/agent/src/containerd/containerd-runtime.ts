@@ -10,6 +10,7 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { randomBytes } from "node:crypto";
+import { availableParallelism } from "node:os";
 import { performance } from "node:perf_hooks";
 import { create, toBinary } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
@@ -80,6 +81,12 @@ export interface ContainerdRuntimeOptions {
    * command's exit code, keeps the sandbox alive for exec). Absent: the user's command is process 1.
    */
   helperPath?: string;
+  /**
+   * How many shims the agent spreads its runc sandboxes over (each kept alive by an anchor). A
+   * shim serializes the creates it serves, so more shims let concurrent creates run in parallel.
+   * @default min(4, the number of CPUs)
+   */
+  shimGroups?: number;
   /** Deadline of each containerd call. @default 10_000 */
   requestTimeoutMs?: number;
   /** Called after every successful create with the duration of each step (metrics, benchmarks). */
@@ -109,6 +116,8 @@ export class ContainerdRuntime implements Runtime {
   private readonly gvisorBinary: string;
   private readonly hostNetworkFiles: readonly string[];
   private readonly helperPath: string | undefined;
+  /** Creates in flight per shim group; a create goes to the least busy group. */
+  private readonly groupLoad: number[];
   private readonly onCreateTimings: ((timings: CreateTimings) => void) | undefined;
   private readonly logger: Logger;
   private readonly client: ContainerdClient;
@@ -125,6 +134,7 @@ export class ContainerdRuntime implements Runtime {
     this.hostNetworkFiles = options.hostNetworkFiles ?? ["/etc/resolv.conf", "/etc/hosts"];
     this.onCreateTimings = options.onCreateTimings;
     this.helperPath = options.helperPath;
+    this.groupLoad = new Array<number>(Math.max(1, options.shimGroups ?? Math.min(4, availableParallelism()))).fill(0);
     this.logger = options.logger.child({
       component: "containerd-runtime",
       containerdNamespace: this.namespace,
@@ -177,12 +187,42 @@ export class ContainerdRuntime implements Runtime {
       rmSync(runDir, { recursive: true, force: true });
       mkdirSync(runDir, { recursive: true, mode: 0o755 });
     }
+    // runc sandboxes share the agent's shims, kept alive by their anchors (prepare()). gVisor
+    // sandboxes get a shim each: without an anchor a group's shim may exit under a new create.
+    const group = gvisor || !this.helperPath ? undefined : this.leastBusyGroup();
+    if (group !== undefined) this.groupLoad[group] = (this.groupLoad[group] ?? 0) + 1;
+    try {
+      return await this.createIn(spec, image, labels, runDir, group, started, lap, imageMs);
+    } finally {
+      if (group !== undefined) this.groupLoad[group] = (this.groupLoad[group] ?? 1) - 1;
+    }
+  }
+
+  private leastBusyGroup(): number {
+    let best = 0;
+    for (let i = 1; i < this.groupLoad.length; i++) if ((this.groupLoad[i] ?? 0) < (this.groupLoad[best] ?? 0)) best = i;
+    return best;
+  }
+
+  private shimGroup(index: number): string {
+    return `${this.agentName}.shim-${index}`;
+  }
+
+  private async createIn(
+    spec: RuntimeSandboxSpec,
+    image: Awaited<ReturnType<ImageResolver["resolve"]>>,
+    labels: Record<string, string>,
+    runDir: string,
+    group: number | undefined,
+    started: number,
+    lap: () => number,
+    imageMs: number,
+  ): Promise<RuntimeSandbox> {
+    const id = spec.sandboxId;
+    const gvisor = spec.runtimeType === "gvisor";
     const ociSpec = buildOciSpec(spec, image.config, {
       ...(this.helperPath ? { helper: { binaryPath: this.helperPath, runDir } } : {}),
-      // runc and runsc sandboxes get separate shims: a shim's options come from its first container.
-      // runc sandboxes share the agent's shim, kept alive by its anchor (prepare()). gVisor
-      // sandboxes get a shim each: without an anchor a group's shim may exit under a new create.
-      ...(gvisor || !this.helperPath ? {} : { shimGroup: this.agentName }),
+      ...(group !== undefined ? { shimGroup: this.shimGroup(group) } : {}),
       cgroupsPath: sandboxCgroupsPath(this.cgroupParent, id),
       hostNetworkFiles: this.hostNetworkFiles,
     });
@@ -335,18 +375,22 @@ export class ContainerdRuntime implements Runtime {
     }
   }
 
-  /** Id of the agent's shim anchor container. */
-  get anchorId(): string {
-    return `fsb-anchor.${this.agentName}`;
+  /** Ids of the agent's shim anchor containers, one per shim group. */
+  get anchorIds(): string[] {
+    return this.groupLoad.map((_, index) => `fsb-anchor.${this.agentName}.${index}`);
   }
 
   /**
-   * Starts the agent's shim anchor unless it already runs (idempotent; an agent restart adopts it).
-   * Without the helper there is no anchor and no shim sharing.
+   * Starts the agent's shim anchors unless they already run (idempotent; an agent restart adopts
+   * them). Without the helper there are no anchors and no shim sharing.
    */
   async prepare(): Promise<void> {
     if (!this.helperPath) return;
-    const id = this.anchorId;
+    await Promise.all(this.anchorIds.map((id, index) => this.startAnchor(id, index)));
+  }
+
+  private async startAnchor(id: string, index: number): Promise<void> {
+    if (!this.helperPath) return;
     try {
       const { process } = await this.client.tasks.get({ containerId: id });
       if (process?.status === TaskStatus.RUNNING) return;
@@ -354,7 +398,7 @@ export class ContainerdRuntime implements Runtime {
       if (!isNotFound(error)) throw error;
     }
     await this.delete(id, { gracePeriodMs: 0 });
-    const spec = buildAnchorSpec(this.helperPath, this.agentName, sandboxCgroupsPath(this.cgroupParent, "fsb-anchor"));
+    const spec = buildAnchorSpec(this.helperPath, this.shimGroup(index), sandboxCgroupsPath(this.cgroupParent, `fsb-anchor-${index}`));
     await this.client.containers.create({
       container: {
         id,
@@ -541,22 +585,33 @@ export class ContainerdRuntime implements Runtime {
   /** SIGTERM, up to gracePeriodMs for the exit, then SIGKILL to every process. Returns when no process runs. */
   private async stopTask(containerId: string, gracePeriodMs: number): Promise<void> {
     if (gracePeriodMs > 0) {
-      try {
-        await this.client.tasks.kill({ containerId, signal: SIGTERM });
-      } catch (error) {
-        if (isNotFound(error)) return; // no task, or its process already exited
-        throw error;
-      }
+      if (await this.signal(containerId, SIGTERM, false)) return;
       if (await this.exitedWithin(containerId, gracePeriodMs)) return;
     }
-    try {
-      await this.client.tasks.kill({ containerId, signal: SIGKILL, all: true });
-    } catch (error) {
-      if (isNotFound(error)) return;
-      throw error;
-    }
+    if (await this.signal(containerId, SIGKILL, true)) return;
     if (!(await this.exitedWithin(containerId, 10_000))) {
       throw new UnavailableError(`sandbox ${containerId} did not exit after SIGKILL`);
+    }
+  }
+
+  /**
+   * Sends a signal to the task; true when there is nothing left to signal. A process that exits
+   * while the signal is on its way makes runc/runsc fail the kill ("not running", "process already
+   * finished"); what counts then is whether the task has stopped.
+   */
+  private async signal(containerId: string, signal: number, all: boolean): Promise<boolean> {
+    try {
+      await this.client.tasks.kill({ containerId, signal, all });
+      return false;
+    } catch (error) {
+      if (isNotFound(error)) return true;
+      try {
+        const { process } = await this.client.tasks.get({ containerId });
+        if (process?.status === TaskStatus.STOPPED) return true;
+      } catch (getError) {
+        if (isNotFound(getError)) return true;
+      }
+      throw error;
     }
   }
 

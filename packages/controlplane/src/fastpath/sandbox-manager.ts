@@ -15,7 +15,6 @@ import {
   parseCpuMillis,
   parseMemoryBytes,
   validateSandbox,
-  type Condition,
   type EnvVar,
   type Sandbox,
   type SandboxPool,
@@ -27,6 +26,7 @@ import type { Logger } from "pino";
 import type { AgentClient } from "../agent-client/agent-client.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
+import { setCondition, writeStatus } from "./sandbox-status.js";
 
 export const DEFAULT_NAMESPACE = "default";
 /** Held by every sandbox until its container is gone from its agent. */
@@ -71,17 +71,6 @@ export function sandboxKey(namespace: string, name: string): string {
 
 function generatedName(): string {
   return `sb-${randomBytes(5).toString("hex")}`;
-}
-
-export function setCondition(conditions: Condition[] | undefined, next: Condition, now: Date): Condition[] {
-  const list = [...(conditions ?? [])];
-  const index = list.findIndex((c) => c.type === next.type);
-  const previous = index >= 0 ? list[index] : undefined;
-  const lastTransitionTime = previous && previous.status === next.status ? previous.lastTransitionTime : now.toISOString();
-  const condition = { ...next, ...(lastTransitionTime ? { lastTransitionTime } : {}) };
-  if (index >= 0) list[index] = condition;
-  else list.push(condition);
-  return list;
 }
 
 /** Fields a user may change after creation; everything else is fixed for the sandbox's life. */
@@ -252,7 +241,7 @@ export class SandboxManager {
         conditions: setCondition(undefined, { type: "Ready", status: "True", reason: "Started" }, this.clock()),
       },
     };
-    const write = this.store.updateStatus("Sandbox", { ...running, metadata: { ...running.metadata, resourceVersion: "" } });
+    const write = writeStatus(this.store, stored, running.status ?? {});
     if (spec.consistencyMode === "strong") return write;
     // fast: answer now; the status lands right after. Later operations on the key wait for it.
     const tracked = write
@@ -331,11 +320,7 @@ export class SandboxManager {
     const key = sandboxKey(namespace, sandbox.metadata.name);
     if (!sandbox.metadata.finalizers?.includes(CLEANUP_FINALIZER)) return;
     if (sandbox.status?.phase !== "Terminating") {
-      sandbox = await this.store.updateStatus("Sandbox", {
-        ...sandbox,
-        metadata: { ...sandbox.metadata, resourceVersion: "" },
-        status: { ...sandbox.status, phase: "Terminating" },
-      });
+      sandbox = await writeStatus(this.store, sandbox, { phase: "Terminating" });
     }
     const agentName = sandbox.status?.assignedPod;
     const sandboxId = sandbox.status?.sandboxID;

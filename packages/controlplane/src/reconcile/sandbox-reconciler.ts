@@ -7,7 +7,8 @@ import type { Logger } from "pino";
 import type { Sandbox } from "@fast-sandbox/api";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore, Watch } from "../store/resource-store.js";
-import { DEFAULT_NAMESPACE, sandboxKey, setCondition, type SandboxManager } from "../fastpath/sandbox-manager.js";
+import { DEFAULT_NAMESPACE, sandboxKey, type SandboxManager } from "../fastpath/sandbox-manager.js";
+import { writeStatus } from "../fastpath/sandbox-status.js";
 
 export interface SandboxReconcilerOptions {
   store: ResourceStore;
@@ -83,11 +84,7 @@ export class SandboxReconciler {
     const namespace = sandbox.metadata.namespace ?? DEFAULT_NAMESPACE;
     if (sandbox.spec.expireTime && Date.parse(sandbox.spec.expireTime) <= now.getTime()) {
       this.options.logger.info({ sandbox: sandboxKey(namespace, sandbox.metadata.name) }, "sandbox expired; deleting it");
-      await store.updateStatus("Sandbox", {
-        ...sandbox,
-        metadata: { ...sandbox.metadata, resourceVersion: "" },
-        status: { ...sandbox.status, phase: "Expired" },
-      });
+      await writeStatus(store, sandbox, { phase: "Expired" });
       await manager.delete(namespace, sandbox.metadata.name);
       return;
     }
@@ -100,20 +97,15 @@ export class SandboxReconciler {
     const wanted = connected ? "True" : "False";
     if (previous?.status === wanted) return;
     if (!previous && connected) return;
-    await store.updateStatus("Sandbox", {
-      ...sandbox,
-      metadata: { ...sandbox.metadata, resourceVersion: "" },
-      status: {
-        ...sandbox.status,
-        conditions: setCondition(
-          sandbox.status?.conditions,
-          connected
-            ? { type: "AgentConnected", status: "True", reason: "AgentReady" }
-            : { type: "AgentConnected", status: "False", reason: agent ? "AgentNotReady" : "AgentGone", message: `agent ${agentName} is not reachable` },
-          now,
-        ),
-      },
-    });
+    await writeStatus(
+      store,
+      sandbox,
+      {},
+      connected
+        ? { type: "AgentConnected", status: "True", reason: "AgentReady" }
+        : { type: "AgentConnected", status: "False", reason: agent ? "AgentNotReady" : "AgentGone", message: `agent ${agentName} is not reachable` },
+      now,
+    );
   }
 
   async stop(): Promise<void> {
