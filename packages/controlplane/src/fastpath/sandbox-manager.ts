@@ -88,6 +88,8 @@ export class SandboxManager {
   /** requestId → the create it started (in flight or done), for idempotent retries. */
   private readonly requests = new Map<string, Promise<Sandbox>>();
   private readonly pools = new Map<string, SandboxPool>();
+  /** Cleanups in progress, by key. */
+  private readonly finalizing = new Map<string, Promise<void>>();
   /** Status writes of fast-mode creates that have not landed yet. */
   private readonly pendingStatus = new Map<string, Promise<unknown>>();
   private ready: Promise<void> = Promise.resolve();
@@ -316,6 +318,16 @@ export class SandboxManager {
    * then drop the finalizer. Safe to repeat; the reconciler calls it again after failures.
    */
   async finalize(sandbox: Sandbox, gracePeriodMs = DEFAULT_GRACE_PERIOD_MS): Promise<void> {
+    const key = sandboxKey(sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, sandbox.metadata.name);
+    // The API's delete and the reconciler may both get here: one cleanup per sandbox at a time.
+    const running = this.finalizing.get(key);
+    if (running) return running;
+    const cleanup = this.finalizeOnce(sandbox, gracePeriodMs).finally(() => this.finalizing.delete(key));
+    this.finalizing.set(key, cleanup);
+    return cleanup;
+  }
+
+  private async finalizeOnce(sandbox: Sandbox, gracePeriodMs: number): Promise<void> {
     const namespace = sandbox.metadata.namespace ?? DEFAULT_NAMESPACE;
     const key = sandboxKey(namespace, sandbox.metadata.name);
     if (!sandbox.metadata.finalizers?.includes(CLEANUP_FINALIZER)) return;
