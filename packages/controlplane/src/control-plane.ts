@@ -84,28 +84,35 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     const mine = items.filter((s) => s.status?.assignedPod === agentName);
     const running = new Map(status.sandboxes.map((s) => [s.sandboxId, s]));
     const known = new Set(items.map((s) => s.status?.sandboxID).filter(Boolean));
+    // One sandbox that cannot be adopted must not keep the others (or the agent) out.
     for (const sandbox of mine) {
       const key = sandboxKey(sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, sandbox.metadata.name);
-      const requestId = sandbox.metadata.annotations?.[REQUEST_ID_ANNOTATION];
-      if (requestId) manager.rememberRequest(requestId, sandbox);
-      const id = sandbox.status?.sandboxID ?? "";
-      if (running.has(id)) {
-        registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
-      } else if (!sandbox.metadata.deletionTimestamp && sandbox.status?.phase !== "Lost") {
-        logger.warn({ sandbox: key, agent: agentName }, "the agent no longer runs this sandbox; marking it Lost");
-        await writeStatus(
-          store,
-          sandbox,
-          { phase: "Lost" },
-          { type: "Ready", status: "False", reason: "SandboxMissing", message: `agent ${agentName} does not run it` },
-        );
+      try {
+        const requestId = sandbox.metadata.annotations?.[REQUEST_ID_ANNOTATION];
+        if (requestId) manager.rememberRequest(requestId, sandbox);
+        const id = sandbox.status?.sandboxID ?? "";
+        if (running.has(id)) {
+          registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
+        } else if (!sandbox.metadata.deletionTimestamp && sandbox.status?.phase !== "Lost") {
+          logger.warn({ sandbox: key, agent: agentName }, "the agent no longer runs this sandbox; marking it Lost");
+          await writeStatus(
+            store,
+            sandbox,
+            { phase: "Lost" },
+            { type: "Ready", status: "False", reason: "SandboxMissing", message: `agent ${agentName} does not run it` },
+          );
+        }
+      } catch (error) {
+        logger.error({ err: error, sandbox: key, agent: agentName }, "could not adopt this sandbox");
       }
     }
     const client = pools.getAgentProcess(agentName)?.client;
     for (const orphan of status.sandboxes) {
       if (known.has(orphan.sandboxId)) continue;
       logger.warn({ agent: agentName, sandboxId: orphan.sandboxId }, "removing a container no sandbox record owns");
-      await client?.deleteSandbox(orphan.sandboxId, 0);
+      await client
+        ?.deleteSandbox(orphan.sandboxId, 0)
+        .catch((error: unknown) => logger.error({ err: error, sandboxId: orphan.sandboxId }, "could not remove it"));
     }
   }
 
@@ -176,6 +183,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     sandboxes,
     async close() {
       await server.close();
+      await manager.drain();
       await sandboxes.stop();
       await pools.stop();
       await store.close();

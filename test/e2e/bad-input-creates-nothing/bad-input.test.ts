@@ -81,6 +81,26 @@ describe("bad input gets a clear error and creates nothing", () => {
     });
   }
 
+  it("refuses pool names that cannot name agents and their containers", async () => {
+    await assert.rejects(embedded.client.pools.apply(pool("two--dashes", { maxSandboxesPerPod: 1 })), (thrown: Error) => {
+      assert.ok(thrown instanceof ValidationError);
+      assert.match(thrown.message, /metadata\.name: "two--dashes" must not contain "--"/);
+      return true;
+    });
+    assert.deepEqual(
+      (await embedded.client.pools.list()).map((p) => p.metadata.name),
+      ["default"],
+    );
+  });
+
+  it("accepts any valid sandbox name, even one containerd would not take as an id", async () => {
+    const sandbox = await embedded.client.sandboxes.create({ ...base, name: "a--b" });
+    assert.match(sandbox.status?.sandboxID ?? "", /^sb-[0-9a-f]{16}$/);
+    assert.equal((await embedded.client.sandboxes.exec("a--b", ["true"])).exitCode, 0);
+    await embedded.client.sandboxes.delete("a--b");
+    await assertNothingCreated();
+  });
+
   it("refuses a name that is already taken and keeps the first sandbox", async () => {
     const first = await embedded.client.sandboxes.create({ ...base, name: "taken" });
     await assert.rejects(embedded.client.sandboxes.create({ ...base, name: "taken" }), AlreadyExistsError);

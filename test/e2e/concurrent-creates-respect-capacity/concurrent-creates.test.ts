@@ -1,13 +1,16 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { NoCapacityError } from "@fast-sandbox/sdk";
+import { AlreadyExistsError, NoCapacityError } from "@fast-sandbox/sdk";
 import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, type EmbeddedCase } from "../../support/embedded.js";
 
 describe("concurrent creates against a pool with room for 3", () => {
   let embedded: EmbeddedCase;
 
   before(async () => {
-    embedded = await startEmbedded({ name: "capacity", pools: [pool("tiny", { maxSandboxesPerPod: 3, capacity: { poolMin: 1, poolMax: 1 } })] });
+    embedded = await startEmbedded({
+      name: "capacity",
+      pools: [pool("tiny", { maxSandboxesPerPod: 3, capacity: { poolMin: 1, poolMax: 1 } }), pool("neighbour", { maxSandboxesPerPod: 2 })],
+    });
   });
 
   after(async () => {
@@ -61,5 +64,50 @@ describe("concurrent creates against a pool with room for 3", () => {
     const reuse = await client.sandboxes.create({ pool: "tiny", image: BASE_IMAGE, command: ["sleep", "3600"], exposedPorts: [19090] });
     await client.sandboxes.delete(other.metadata.name);
     await client.sandboxes.delete(reuse.metadata.name);
+  });
+  it("lets one of two concurrent creates of the same name win and keeps the winner's slot and ports", async () => {
+    const { client, controlPlane } = embedded;
+    const results = await Promise.allSettled(
+      [0, 1, 2].map(() => client.sandboxes.create({ name: "same", pool: "tiny", image: BASE_IMAGE, command: ["sleep", "3600"], exposedPorts: [19500] })),
+    );
+    assert.equal(results.filter((r) => r.status === "fulfilled").length, 1);
+    for (const r of results) if (r.status === "rejected") assert.ok(r.reason instanceof AlreadyExistsError, String(r.reason));
+    assert.equal(controlPlane.registry.poolUsage("default", "tiny").allocated, 1);
+    assert.deepEqual(
+      controlPlane.registry.listAgents({ pool: "tiny" }).flatMap((a) => a.usedPorts),
+      [19500],
+    );
+    await client.sandboxes.delete("same");
+    assert.equal(controlPlane.registry.poolUsage("default", "tiny").allocated, 0);
+  });
+
+  it("finishes a create before a delete of the same name, leaving nothing behind", async () => {
+    const { client, containerdNamespace, controlPlane } = embedded;
+    const creating = client.sandboxes.create({ name: "short-lived", pool: "tiny", image: BASE_IMAGE, command: ["sleep", "3600"] });
+    // The delete is sent while the create is in flight; it waits for it instead of missing the container.
+    await new Promise((resolve) => setImmediate(resolve));
+    const deleting = client.sandboxes.delete("short-lived");
+    const [created, deleted] = await Promise.allSettled([creating, deleting]);
+    assert.equal(created.status, "fulfilled");
+    assert.equal(deleted.status, "fulfilled", deleted.status === "rejected" ? String(deleted.reason) : "");
+    assert.deepEqual(await client.sandboxes.list(), []);
+    assert.equal(controlPlane.registry.poolUsage("default", "tiny").allocated, 0);
+    assert.deepEqual(containerdLeftovers(containerdNamespace), { containers: [], tasks: [], snapshots: [] });
+  });
+
+  it("keeps a declared port exclusive across pools whose agents share the host's network", async () => {
+    const { client } = embedded;
+    const first = await client.sandboxes.create({ pool: "tiny", image: BASE_IMAGE, command: ["sleep", "3600"], exposedPorts: [19600] });
+    await assert.rejects(
+      client.sandboxes.create({ pool: "neighbour", image: BASE_IMAGE, command: ["sleep", "3600"], exposedPorts: [19600] }),
+      (error: Error) => {
+        assert.ok(error instanceof NoCapacityError);
+        assert.match(error.message, /port 19600 is in use on host 127\.0\.0\.1/);
+        return true;
+      },
+    );
+    await client.sandboxes.delete(first.metadata.name);
+    const moved = await client.sandboxes.create({ pool: "neighbour", image: BASE_IMAGE, command: ["sleep", "3600"], exposedPorts: [19600] });
+    await client.sandboxes.delete(moved.metadata.name);
   });
 });

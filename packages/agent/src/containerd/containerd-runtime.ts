@@ -515,25 +515,28 @@ export class ContainerdRuntime implements Runtime {
    * Resolves with the exit code of the sandbox's command. With the helper the task outlives the
    * command, so the helper's record counts (polled), and the task's exit if that comes first.
    */
-  async wait(sandboxId: string): Promise<number> {
+  async wait(sandboxId: string, signal?: AbortSignal): Promise<number> {
     try {
       if (this.helperPath) {
         const controller = new AbortController();
+        const stop = AbortSignal.any([controller.signal, ...(signal ? [signal] : [])]);
         const recorded = (async () => {
           for (;;) {
             const code = this.recordedExitCode(sandboxId);
             if (code !== undefined) return code;
-            await sleep(100, undefined, { signal: controller.signal });
+            await sleep(100, undefined, { signal: stop });
           }
         })();
+        const exited = this.waitProcess(sandboxId, "", stop);
         try {
-          return await Promise.race([recorded, this.waitProcess(sandboxId, "")]);
+          return await Promise.race([recorded, exited]);
         } finally {
           controller.abort();
           recorded.catch(() => undefined);
+          exited.catch(() => undefined);
         }
       }
-      return await this.waitProcess(sandboxId, "");
+      return await this.waitProcess(sandboxId, "", signal);
     } catch (error) {
       if (isNotFound(error))
         throw new NotFoundError(`sandbox ${sandboxId} has no task`, {
@@ -570,8 +573,10 @@ export class ContainerdRuntime implements Runtime {
   }
 
   /** Waits for a process (the task's init when execId is "") to exit; long waits are re-armed so every call keeps a deadline. */
-  private async waitProcess(containerId: string, execId: string): Promise<number> {
+  private async waitProcess(containerId: string, execId: string, signal?: AbortSignal): Promise<number> {
     for (;;) {
+      // Each Wait has a deadline; between them an aborted waiter stops re-arming.
+      signal?.throwIfAborted();
       try {
         const { exitStatus } = await this.client.tasks.wait({ containerId, execId }, { timeoutMs: 60_000 });
         return exitStatus;

@@ -91,7 +91,7 @@ export interface Runtime {
   list(): Promise<RuntimeSandbox[]>;
   /** Runs a process inside the sandbox, streaming its output; resolves with its exit code. */
   exec(sandboxId: string, request: ExecRequest, io: ExecIo): Promise<number>;
-  /** Resolves with the exit code when the sandbox's main process exits. */
-  wait(sandboxId: string): Promise<number>;
+  /** Resolves with the exit code when the sandbox's command exits; rejects with the signal's reason when it aborts. */
+  wait(sandboxId: string, signal?: AbortSignal): Promise<number>;
   close(): void;
 }

@@ -1,7 +1,8 @@
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
-import { AsyncQueue, NotFoundError, ValidationError, pb, toConnectError } from "@fast-sandbox/api";
+import { AlreadyExistsError, AsyncQueue, NotFoundError, ValidationError, pb, toConnectError } from "@fast-sandbox/api";
 import type { Runtime, RuntimeSandbox, RuntimeType } from "../runtime/runtime.js";
 import { readLog } from "../log-follower.js";
 
@@ -75,24 +76,31 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
       return edge(async () => {
         checkSandboxId(request.sandboxId);
         const runtimeType: RuntimeType = request.runtimeType === "gvisor" ? "gvisor" : "container";
-        const sandbox = await runtime.create({
-          sandboxId: request.sandboxId,
-          namespace: request.namespace,
-          name: request.name,
-          pool: identity.pool,
-          image: request.image,
-          command: request.command,
-          args: request.args,
-          env: request.envs.map((e) => ({ name: e.name, value: e.value })),
-          ...(request.workingDir ? { workingDir: request.workingDir } : {}),
-          resources: {
-            ...(request.cpuMillis > 0 ? { cpuMillis: request.cpuMillis } : {}),
-            ...(request.memoryBytes > 0n ? { memoryBytes: Number(request.memoryBytes) } : {}),
-            ...(request.pids > 0 ? { pids: request.pids } : {}),
-          },
-          runtimeType,
-          logPath: logPath(request.sandboxId),
-        });
+        let sandbox: RuntimeSandbox;
+        try {
+          sandbox = await runtime.create({
+            sandboxId: request.sandboxId,
+            namespace: request.namespace,
+            name: request.name,
+            pool: identity.pool,
+            image: request.image,
+            command: request.command,
+            args: request.args,
+            env: request.envs.map((e) => ({ name: e.name, value: e.value })),
+            ...(request.workingDir ? { workingDir: request.workingDir } : {}),
+            resources: {
+              ...(request.cpuMillis > 0 ? { cpuMillis: request.cpuMillis } : {}),
+              ...(request.memoryBytes > 0n ? { memoryBytes: Number(request.memoryBytes) } : {}),
+              ...(request.pids > 0 ? { pids: request.pids } : {}),
+            },
+            runtimeType,
+            logPath: logPath(request.sandboxId),
+          });
+        } catch (error) {
+          // The runtime undid its steps; the log file is the agent's to remove (unless it is another's).
+          if (!(error instanceof AlreadyExistsError)) await rm(logPath(request.sandboxId), { force: true });
+          throw error;
+        }
         return toAgentSandbox(sandbox);
       });
     },
@@ -102,6 +110,7 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
         checkSandboxId(request.sandboxId);
         // The control plane always sends the grace period it wants; 0 means SIGKILL at once.
         await runtime.delete(request.sandboxId, { gracePeriodMs: Math.max(0, request.gracePeriodMs) });
+        await rm(logPath(request.sandboxId), { force: true });
         return create(pb.AgentDeleteSandboxResponseSchema, {});
       });
     },
@@ -111,14 +120,21 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
     },
 
     async *logs(request, context) {
+      // Following ends when the command exits; the wait for that stops with the stream.
+      const stop = new AbortController();
+      const signal = AbortSignal.any([stop.signal, context.signal]);
       try {
         const sandbox = await requireSandbox(request.sandboxId);
-        const finished = sandbox.state === "running" || sandbox.state === "created" ? runtime.wait(sandbox.sandboxId) : Promise.resolve(0);
-        for await (const data of readLog(logPath(sandbox.sandboxId), { follow: request.follow, finished, signal: context.signal })) {
+        const following = request.follow && (sandbox.state === "running" || sandbox.state === "created") && sandbox.exitCode === undefined;
+        const finished = following ? runtime.wait(sandbox.sandboxId, signal) : Promise.resolve(0);
+        finished.catch(() => undefined);
+        for await (const data of readLog(logPath(sandbox.sandboxId), { follow: following, finished, signal })) {
           yield create(pb.LogsResponseSchema, { data });
         }
       } catch (error) {
         throw toConnectError(error);
+      } finally {
+        stop.abort();
       }
     },
 

@@ -44,6 +44,8 @@ export class LocalPoolReconciler {
   private readonly options: LocalPoolReconcilerOptions;
   private readonly pools = new Map<string, SandboxPool>();
   private readonly agents = new Map<string, LocalAgentProcess>();
+  /** Agents named by sandbox records at start-up: started whatever the pool's size says. */
+  private readonly pinned = new Map<string, { namespace: string; pool: string }>();
   private watch: Watch | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -61,6 +63,13 @@ export class LocalPoolReconciler {
   }
 
   async start(): Promise<void> {
+    // Agents that sandboxes are placed on must come back even if the pool's size alone would not
+    // start them (a restart after scale-down left sandboxes on a higher ordinal).
+    const { items: sandboxes } = await this.options.store.list("Sandbox");
+    for (const sandbox of sandboxes) {
+      const agent = sandbox.status?.assignedPod;
+      if (agent) this.pinned.set(agent, { namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, pool: sandbox.spec.poolRef });
+    }
     const { items, resourceVersion } = await this.options.store.list("SandboxPool");
     for (const pool of items) this.observe(pool);
     this.watch = this.options.store.watch("SandboxPool", { resourceVersion }, (event) => {
@@ -75,6 +84,16 @@ export class LocalPoolReconciler {
     const namespace = pool.metadata.namespace ?? DEFAULT_NAMESPACE;
     this.pools.set(sandboxKey(namespace, pool.metadata.name), pool);
     this.options.manager.setPool(pool);
+    // A changed slot count applies to the running agents at once.
+    for (const agent of this.options.registry.listAgents({ namespace, pool: pool.metadata.name })) {
+      if (agent.capacity !== pool.spec.maxSandboxesPerPod) {
+        const { allocated: _allocated, usedPorts: _usedPorts, ready: _ready, ...info } = agent;
+        this.options.registry.upsertAgent({ ...info, capacity: pool.spec.maxSandboxesPerPod });
+      }
+    }
+    for (const [agent, owner] of this.pinned) {
+      if (owner.namespace === namespace && owner.pool === pool.metadata.name && !this.agents.has(agent)) this.add(namespace, owner.pool, agent);
+    }
     this.scale(pool);
   }
 
@@ -126,10 +145,15 @@ export class LocalPoolReconciler {
           ...(agent.pid ? { pid: agent.pid } : {}),
           images: status.images,
         });
-        options.onAgentReady(name, status).then(
-          () => options.registry.setAgentReady(name, true),
-          (error: unknown) => options.logger.error({ err: error, agent: name }, "could not adopt the agent's sandboxes"),
-        );
+        // No placements until the agent's sandboxes are adopted (their slots and ports restored).
+        options.registry.setAgentReady(name, false);
+        options
+          .onAgentReady(name, status)
+          .catch((error: unknown) => options.logger.error({ err: error, agent: name }, "could not adopt all of the agent's sandboxes"))
+          .finally(() => {
+            // The agent may have been removed meanwhile (pool deleted, scale-down).
+            if (options.registry.getAgent(name) && this.agents.get(name) === agent) options.registry.setAgentReady(name, true);
+          });
       },
       onHeartbeat: (_agent, status) => {
         options.registry.setImages(name, status.images);
@@ -191,14 +215,15 @@ export class LocalPoolReconciler {
     }
   }
 
-  /** Resolves when every pool has as many ready agents as poolMin asks for (or the timeout passes). */
+  /** Resolves when every pool has as many ready agents as poolMin asks for and every pinned agent is ready (or the timeout passes). */
   async waitForAgents(timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const ready = [...this.pools.values()].every((pool) => {
-        const usage = this.options.registry.poolUsage(pool.metadata.namespace ?? DEFAULT_NAMESPACE, pool.metadata.name);
-        return usage.readyAgents >= pool.spec.capacity.poolMin;
-      });
+      const ready =
+        [...this.pools.values()].every((pool) => {
+          const usage = this.options.registry.poolUsage(pool.metadata.namespace ?? DEFAULT_NAMESPACE, pool.metadata.name);
+          return usage.readyAgents >= pool.spec.capacity.poolMin;
+        }) && [...this.pinned.keys()].every((agent) => !this.agents.has(agent) || this.options.registry.getAgent(agent)?.ready === true);
       if (ready) return true;
       if (Date.now() > deadline) return false;
       await new Promise((resolve) => setTimeout(resolve, 50));

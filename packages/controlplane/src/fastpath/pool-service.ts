@@ -8,6 +8,7 @@ import {
   sandboxPoolFromMessage,
   sandboxPoolToMessage,
   validateSandboxPool,
+  ValidationError,
   type SandboxPool,
 } from "@fast-sandbox/api";
 import type { AgentRegistry } from "../registry/agent-registry.js";
@@ -25,6 +26,13 @@ export async function applySandboxPool(store: ResourceStore, input: SandboxPool)
   };
   delete pool.status;
   validateSandboxPool(pool);
+  // The pool's name is part of its agents' names and of their containers' ids in containerd.
+  const { name, namespace = DEFAULT_NAMESPACE } = pool.metadata;
+  if (name.includes("--"))
+    throw new ValidationError("metadata.name", `${JSON.stringify(name)} must not contain "--": it names the pool's agents and their containers`);
+  if (namespace.length + name.length > 54) {
+    throw new ValidationError("metadata.name", `namespace and pool name together have ${namespace.length + name.length} characters; at most 54 are allowed`);
+  }
   const key = { namespace: pool.metadata.namespace ?? DEFAULT_NAMESPACE, name: pool.metadata.name };
   const current = await store.get("SandboxPool", key);
   if (!current) {

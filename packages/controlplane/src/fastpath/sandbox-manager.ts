@@ -69,6 +69,15 @@ export function sandboxKey(namespace: string, name: string): string {
   return `${namespace}/${name}`;
 }
 
+/** containerd's identifier rule: alphanumeric runs joined by single `.`, `_` or `-`, at most 76 characters. */
+const CONTAINERD_ID = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
+
+/** The runtime id of a new sandbox: readable (`namespace.name.xxxxxx`) when containerd accepts that, random otherwise. */
+export function runtimeId(namespace: string, name: string): string {
+  const readable = `${namespace}.${name}.${randomBytes(3).toString("hex")}`;
+  return readable.length <= 76 && CONTAINERD_ID.test(readable) ? readable : `sb-${randomBytes(8).toString("hex")}`;
+}
+
 function generatedName(): string {
   return `sb-${randomBytes(5).toString("hex")}`;
 }
@@ -84,7 +93,7 @@ export class SandboxManager {
   private readonly clock: () => Date;
   private readonly agentStartWaitMs: number;
   /** Keys being created right now: a second create of the same name fails fast instead of racing. */
-  private readonly creating = new Set<string>();
+  private readonly creating = new Map<string, Promise<unknown>>();
   /** requestId → the create it started (in flight or done), for idempotent retries. */
   private readonly requests = new Map<string, Promise<Sandbox>>();
   private readonly pools = new Map<string, SandboxPool>();
@@ -164,15 +173,31 @@ export class SandboxManager {
       );
     }
     const key = sandboxKey(namespace, name);
-    if (this.creating.has(key) || (await this.store.get("Sandbox", { namespace, name }))) {
-      throw new AlreadyExistsError(`sandbox ${key} already exists; choose another name or delete it first`);
-    }
-    this.creating.add(key);
+    const taken = () => new AlreadyExistsError(`sandbox ${key} already exists; choose another name or delete it first`);
+    // Claimed synchronously, before any await: a second create of the name fails fast, and a
+    // delete of the name waits for this create to finish (see delete()).
+    if (this.creating.has(key)) throw taken();
+    const attempt = (async () => {
+      if (await this.store.get("Sandbox", { namespace, name })) throw taken();
+      return this.place(candidate, pool);
+    })();
+    this.creating.set(key, attempt);
     try {
-      return await this.place(candidate, pool);
+      return await attempt;
     } finally {
       this.creating.delete(key);
     }
+  }
+
+  /** Waits until no create, status write or cleanup of the sandbox is in flight. */
+  private async settledKey(key: string): Promise<void> {
+    await this.creating.get(key)?.catch(() => undefined);
+    await this.pendingStatus.get(key);
+  }
+
+  /** Waits for every create and status write in flight (before shutting down). */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.creating.values(), ...this.pendingStatus.values(), ...this.finalizing.values()]);
   }
 
   /**
@@ -199,7 +224,7 @@ export class SandboxManager {
       ports: spec.exposedPorts ?? [],
     });
     const agent = placement.agent;
-    const sandboxId = `${namespace}.${candidate.metadata.name}.${randomBytes(3).toString("hex")}`;
+    const sandboxId = runtimeId(namespace, candidate.metadata.name);
     let stored: Sandbox | undefined;
     try {
       const client = this.agents.get(agent.name);
@@ -244,7 +269,20 @@ export class SandboxManager {
       },
     };
     const write = writeStatus(this.store, stored, running.status ?? {});
-    if (spec.consistencyMode === "strong") return write;
+    if (spec.consistencyMode === "strong") {
+      try {
+        return await write;
+      } catch (error) {
+        // The caller is told it failed: leave nothing running that it would have to find and delete.
+        this.registry.release(key);
+        await this.agents
+          .get(agent.name)
+          ?.deleteSandbox(sandboxId, 0)
+          .catch(() => undefined);
+        await this.forget(stored).catch(() => undefined);
+        throw FsbError.from(error);
+      }
+    }
     // fast: answer now; the status lands right after. Later operations on the key wait for it.
     const tracked = write
       .catch((error: unknown) => this.logger.error({ err: error, sandbox: key }, "could not store the Running status"))
@@ -263,7 +301,7 @@ export class SandboxManager {
   }
 
   private async settled(namespace: string, name: string): Promise<void> {
-    await this.pendingStatus.get(sandboxKey(namespace, name));
+    await this.settledKey(sandboxKey(namespace, name));
   }
 
   async get(namespace: string | undefined, name: string): Promise<Sandbox> {
@@ -327,9 +365,13 @@ export class SandboxManager {
     return cleanup;
   }
 
-  private async finalizeOnce(sandbox: Sandbox, gracePeriodMs: number): Promise<void> {
-    const namespace = sandbox.metadata.namespace ?? DEFAULT_NAMESPACE;
-    const key = sandboxKey(namespace, sandbox.metadata.name);
+  private async finalizeOnce(seen: Sandbox, gracePeriodMs: number): Promise<void> {
+    const namespace = seen.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const key = sandboxKey(namespace, seen.metadata.name);
+    // Act on the record as it is now: the caller's copy may be stale, and a sandbox of the same
+    // name created since is not this one (different uid) and must be left alone.
+    let sandbox = await this.store.get("Sandbox", { namespace, name: seen.metadata.name });
+    if (!sandbox || sandbox.metadata.uid !== seen.metadata.uid || !sandbox.metadata.deletionTimestamp) return;
     if (!sandbox.metadata.finalizers?.includes(CLEANUP_FINALIZER)) return;
     if (sandbox.status?.phase !== "Terminating") {
       sandbox = await writeStatus(this.store, sandbox, { phase: "Terminating" });

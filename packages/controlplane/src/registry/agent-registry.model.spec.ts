@@ -95,7 +95,8 @@ function runRandomOperations(seed: number, steps: number): { placed: number; ref
     pool: random() < 0.1 ? pick(POOLS) : (model.agents.get(name)?.info.pool ?? pick(POOLS)),
     endpoint: `${name}:${Math.floor(random() * 1000)}`,
     capacity: Math.floor(random() * 5),
-    hostIP: "10.0.0.1",
+    // One address per agent (Kubernetes): the host rule then equals the per-agent rule the model checks.
+    hostIP: `ip-${name}`,
     images: subset(IMAGES, 2),
   });
 

@@ -10,7 +10,8 @@ function agent(name: string, overrides: Partial<AgentInfo> = {}): AgentInfo {
     pool: "p",
     endpoint: `${name}:7000`,
     capacity: 4,
-    hostIP: "10.0.0.1",
+    // Each agent Pod has its own address, as in Kubernetes.
+    hostIP: `ip-${name}`,
     images: [],
     ...overrides,
   };
@@ -348,5 +349,29 @@ describe("AgentRegistry", () => {
     registry.release("default/s1234");
     assert.equal(registry.place(request("default/extra", { ports: [8080] })).agent.name, "agent-1234");
     assert.ok(registry.lastPlacementInspected <= 2, `inspected ${registry.lastPlacementInspected} agents`);
+  });
+  it("keeps declared ports exclusive across agents that share one host address (embedded mode)", () => {
+    const registry = new AgentRegistry();
+    registry.upsertAgent(agent("a", { hostIP: "127.0.0.1" }));
+    registry.upsertAgent(agent("b", { hostIP: "127.0.0.1" }));
+    registry.upsertAgent(agent("c", { hostIP: "127.0.0.1", pool: "other" }));
+    const first = registry.place(request("s1", { ports: [8080] }));
+    assert.throws(
+      () => registry.place(request("s2", { ports: [8080] })),
+      (error: Error) => {
+        assert.ok(error instanceof NoCapacityError);
+        assert.match(error.message, /port 8080 is in use on host 127\.0\.0\.1 by sandbox s1/);
+        return true;
+      },
+    );
+    // Another pool on the same host is refused too, and a restore cannot take the port either.
+    assert.throws(() => registry.place(request("s3", { pool: "other", ports: [8080] })), NoCapacityError);
+    assert.throws(
+      () => registry.restore({ sandboxKey: "s4", agentName: first.agent.name === "a" ? "b" : "a", ports: [8080] }),
+      /port 8080 is held by sandbox s1/,
+    );
+    registry.release("s1");
+    assert.equal(registry.place(request("s2", { ports: [8080] })).ports[0], 8080);
+    registry.verifyIndexes();
   });
 });

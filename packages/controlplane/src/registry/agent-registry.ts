@@ -130,6 +130,12 @@ export class AgentRegistry {
   private readonly agents = new Map<string, AgentState>();
   private readonly pools = new Map<string, PoolState>();
   private readonly placements = new Map<string, PlacementRecord>();
+  /**
+   * Declared ports in use per host address. Agents that share an address share its ports: in
+   * Kubernetes every agent Pod has its own IP (so this equals the per-agent rule), but embedded
+   * agents all serve sandboxes in the host's network, where a port can be bound only once.
+   */
+  private readonly hostPorts = new Map<string, Map<number, string>>();
   private inspected = 0;
 
   /**
@@ -184,6 +190,7 @@ export class AgentRegistry {
     const removed: Placement[] = [];
     for (const [sandboxKey, ports] of agent.portsBySandbox) {
       this.placements.delete(sandboxKey);
+      this.releaseHostPorts(agent, ports);
       removed.push({ sandboxKey, agent: agent.info, ports });
     }
     return removed;
@@ -225,7 +232,11 @@ export class AgentRegistry {
       pool === undefined
         ? undefined
         : (this.firstAgentWithPortsFree(pool.byImage.get(request.image), request.ports) ?? this.firstAgentWithPortsFree(pool.bySlots, request.ports));
-    if (agent === undefined) throw noCapacityError(request, pool);
+    if (agent === undefined) {
+      const hostConflict = this.hostConflict(pool, request.ports);
+      if (hostConflict) throw hostConflict;
+      throw noCapacityError(request, pool);
+    }
     const ports = Object.freeze([...request.ports]);
     this.allocate(agent, request.sandboxKey, ports);
     return { sandboxKey: request.sandboxKey, agent: agent.info, ports };
@@ -252,7 +263,7 @@ export class AgentRegistry {
     }
     validatePorts(placement.ports, `sandbox ${placement.sandboxKey}`);
     for (const port of placement.ports) {
-      const holder = agent.sandboxByPort.get(port);
+      const holder = agent.sandboxByPort.get(port) ?? this.hostPorts.get(agent.info.hostIP)?.get(port);
       if (holder !== undefined) {
         throw new FsbError(
           "conflict",
@@ -280,6 +291,7 @@ export class AgentRegistry {
       },
       { added: [], removed: record.ports },
     );
+    this.releaseHostPorts(agent, record.ports);
     return { sandboxKey, agent: agent.info, ports: record.ports };
   }
 
@@ -410,13 +422,19 @@ export class AgentRegistry {
     for (const name of index.slots.byFreeSlotsDescending()) {
       this.inspected += 1;
       const agent = this.requireAgent(name);
-      if (ports.every((port) => !agent.sandboxByPort.has(port))) return agent;
+      const hostPorts = ports.length > 0 ? this.hostPorts.get(agent.info.hostIP) : undefined;
+      if (ports.every((port) => !agent.sandboxByPort.has(port) && !hostPorts?.has(port))) return agent;
     }
     return undefined;
   }
 
   private allocate(agent: AgentState, sandboxKey: string, ports: readonly number[]): void {
     this.placements.set(sandboxKey, { agentName: agent.info.name, ports });
+    if (ports.length > 0) {
+      let used = this.hostPorts.get(agent.info.hostIP);
+      if (used === undefined) this.hostPorts.set(agent.info.hostIP, (used = new Map<number, string>()));
+      for (const port of ports) used.set(port, sandboxKey);
+    }
     this.change(
       agent,
       () => {
@@ -527,6 +545,29 @@ export class AgentRegistry {
         if (index.slots.size === 0) pool.byImage.delete(image);
       }
     }
+  }
+
+  private releaseHostPorts(agent: AgentState, ports: readonly number[]): void {
+    const used = this.hostPorts.get(agent.info.hostIP);
+    if (used === undefined) return;
+    for (const port of ports) used.delete(port);
+    if (used.size === 0) this.hostPorts.delete(agent.info.hostIP);
+  }
+
+  /** The error for a placement that failed because its ports are taken on the agents' shared host. */
+  private hostConflict(pool: PoolState | undefined, ports: readonly number[]): NoCapacityError | undefined {
+    if (pool === undefined || ports.length === 0) return undefined;
+    for (const name of pool.agentNames) {
+      const agent = this.agents.get(name);
+      const used = agent ? this.hostPorts.get(agent.info.hostIP) : undefined;
+      for (const port of ports) {
+        const holder = used?.get(port);
+        if (holder !== undefined && agent !== undefined && !agent.sandboxByPort.has(port)) {
+          return new NoCapacityError(`port ${port} is in use on host ${agent.info.hostIP} by sandbox ${holder}; every agent there shares that address`);
+        }
+      }
+    }
+    return undefined;
   }
 
   private requireAgent(name: string): AgentState {
