@@ -64,6 +64,7 @@ export interface ExecOptions {
 
 export interface ExecResult {
   exitCode: number;
+  /** The collected output; empty for a stream that went to its `onStdout`/`onStderr` callback. */
   stdout: string;
   stderr: string;
 }
@@ -210,13 +211,14 @@ export class Sandboxes {
         options.signal ? { signal: options.signal } : {},
       )) {
         switch (event.event.case) {
+          // A stream with a callback is handed over, not also kept: output can be larger than memory.
           case "stdout":
-            stdout.push(event.event.value);
-            options.onStdout?.(event.event.value);
+            if (options.onStdout) options.onStdout(event.event.value);
+            else stdout.push(event.event.value);
             break;
           case "stderr":
-            stderr.push(event.event.value);
-            options.onStderr?.(event.event.value);
+            if (options.onStderr) options.onStderr(event.event.value);
+            else stderr.push(event.event.value);
             break;
           case "exitCode":
             exitCode = event.event.value;

@@ -105,3 +105,38 @@ describe("crashes and restarts converge to the truth", () => {
     assert.equal(controlPlane.registry.poolUsage("default", "default").allocated, 0);
   });
 });
+
+describe("a restart brings back every agent that sandboxes are placed on", () => {
+  let embedded: EmbeddedCase;
+
+  before(async () => {
+    // One slot per agent and one spare slot kept warm: the pool grows to a second agent.
+    embedded = await startEmbedded({
+      name: "pinned",
+      pools: [pool("narrow", { maxSandboxesPerPod: 1, capacity: { poolMin: 1, poolMax: 2, bufferMin: 1 } })],
+      heartbeatIntervalMs: 300,
+    });
+  });
+
+  after(async () => {
+    await embedded?.stop();
+  });
+
+  it("starts the agent of a sandbox even when the pool's size alone would not", async () => {
+    const sleeper = { pool: "narrow", image: BASE_IMAGE, command: ["sleep", "3600"] };
+    const first = await embedded.client.sandboxes.create({ ...sleeper, name: "first" });
+    assert.equal(first.status?.assignedPod, "narrow-0");
+    await waitFor(() => embedded.controlPlane.registry.getAgent("narrow-1")?.ready === true, 30_000, "the pool to grow to a second agent");
+    const second = await embedded.client.sandboxes.create({ ...sleeper, name: "second" });
+    assert.equal(second.status?.assignedPod, "narrow-1");
+    await embedded.client.sandboxes.delete("first");
+
+    // After a restart the pool's size from scratch is one agent; the sandbox on narrow-1 needs it back.
+    await embedded.restart();
+    const { client, controlPlane } = embedded;
+    assert.equal(controlPlane.registry.getAgent("narrow-1")?.ready, true);
+    assert.equal(controlPlane.registry.placementOf("default/second")?.agent.name, "narrow-1");
+    assert.equal((await client.sandboxes.exec("second", ["sh", "-c", "echo adopted"])).stdout, "adopted\n");
+    await client.sandboxes.delete("second");
+  });
+});

@@ -1,0 +1,113 @@
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { detectCgroupLayout, joinCgroup } from "./cgroup.js";
+
+const roots: string[] = [];
+
+function tempRoot(): string {
+  const root = mkdtempSync(join(tmpdir(), "fsb-cgroup-"));
+  roots.push(root);
+  return root;
+}
+
+/** A v2 tree: every cgroup has a `cgroup.controllers` file, as the kernel creates it. */
+function v2Tree(controllers: Record<string, string>): string {
+  const root = tempRoot();
+  for (const [path, available] of Object.entries(controllers)) {
+    mkdirSync(join(root, path), { recursive: true });
+    writeFileSync(join(root, path, "cgroup.controllers"), available);
+  }
+  return root;
+}
+
+const read = (path: string) => readFileSync(path, "utf8");
+
+after(() => {
+  for (const root of roots) rmSync(root, { recursive: true, force: true });
+});
+
+describe("detectCgroupLayout", () => {
+  it("detects v2 from cgroup.controllers at the root", () => {
+    const root = v2Tree({ ".": "cpuset cpu io memory pids\n" });
+    assert.deepEqual(detectCgroupLayout(root), { version: 2, root, controllers: [] });
+  });
+
+  it("detects v1 and lists the controller hierarchies present, in a fixed order", () => {
+    const root = tempRoot();
+    for (const dir of ["pids", "memory", "cpu", "unified", "blkio"]) mkdirSync(join(root, dir));
+    assert.deepEqual(detectCgroupLayout(root), { version: 1, root, controllers: ["cpu", "memory", "pids"] });
+  });
+
+  it("lists only the v1 controllers that are mounted", () => {
+    const root = tempRoot();
+    mkdirSync(join(root, "memory"));
+    assert.deepEqual(detectCgroupLayout(root), { version: 1, root, controllers: ["memory"] });
+  });
+
+  it("treats a root with neither as v1 without controllers", () => {
+    const root = tempRoot();
+    assert.deepEqual(detectCgroupLayout(root), { version: 1, root, controllers: [] });
+  });
+});
+
+describe("joinCgroup", () => {
+  it("v1: creates the path in every hierarchy and writes the pid into each cgroup.procs", () => {
+    const root = tempRoot();
+    for (const dir of ["cpu", "memory", "pids", "unified"]) mkdirSync(join(root, dir));
+    const layout = detectCgroupLayout(root);
+    joinCgroup(layout, "/fast-sandbox/default-0/agent", 4242);
+    for (const controller of ["cpu", "memory", "pids"]) {
+      assert.equal(read(join(root, controller, "fast-sandbox/default-0/agent/cgroup.procs")), "4242");
+    }
+    assert.equal(existsSync(join(root, "unified", "fast-sandbox")), false);
+    assert.equal(existsSync(join(root, "fast-sandbox")), false);
+  });
+
+  it("v1: touches only the controllers the layout lists", () => {
+    const root = tempRoot();
+    for (const dir of ["cpu", "memory", "pids"]) mkdirSync(join(root, dir));
+    joinCgroup({ version: 1, root, controllers: ["memory"] }, "/a/agent", 7);
+    assert.equal(read(join(root, "memory/a/agent/cgroup.procs")), "7");
+    assert.equal(existsSync(join(root, "cpu/a")), false);
+    assert.equal(existsSync(join(root, "pids/a")), false);
+  });
+
+  it("v2: writes the pid into the unified tree and enables cpu, memory and pids in every ancestor", () => {
+    const all = "cpuset cpu io memory hugetlb pids rdma misc\n";
+    const root = v2Tree({ ".": all, "fast-sandbox": all, "fast-sandbox/default-0": all });
+    joinCgroup(detectCgroupLayout(root), "/fast-sandbox/default-0/agent", 99);
+    assert.equal(read(join(root, "fast-sandbox/default-0/agent/cgroup.procs")), "99");
+    assert.equal(read(join(root, "cgroup.subtree_control")), "+cpu +memory +pids");
+    assert.equal(read(join(root, "fast-sandbox/cgroup.subtree_control")), "+cpu +memory +pids");
+    assert.equal(read(join(root, "fast-sandbox/default-0/cgroup.subtree_control")), "+cpu +memory +pids");
+    // The leaf holds the process; it delegates nothing.
+    assert.equal(existsSync(join(root, "fast-sandbox/default-0/agent/cgroup.subtree_control")), false);
+  });
+
+  it("v2: enables only the controllers each ancestor offers, and skips one that offers none", () => {
+    const root = v2Tree({ ".": "cpu memory pids io", a: "pids io", "a/b": "io" });
+    joinCgroup({ version: 2, root, controllers: [] }, "a/b/agent", 1);
+    assert.equal(read(join(root, "cgroup.subtree_control")), "+cpu +memory +pids");
+    assert.equal(read(join(root, "a/cgroup.subtree_control")), "+pids");
+    assert.equal(existsSync(join(root, "a/b/cgroup.subtree_control")), false);
+    assert.equal(read(join(root, "a/b/agent/cgroup.procs")), "1");
+  });
+
+  it("v2: does not treat a controller name contained in another as available", () => {
+    const root = v2Tree({ ".": "cpuset hugetlb memory", x: "" });
+    joinCgroup({ version: 2, root, controllers: [] }, "/x/agent", 5);
+    assert.equal(read(join(root, "cgroup.subtree_control")), "+memory");
+  });
+
+  it("v2: a cgroup that refuses subtree_control does not fail the join", () => {
+    const root = v2Tree({ ".": "cpu memory pids", busy: "cpu memory pids", "busy/leaf": "cpu memory pids" });
+    // A directory where the file should be makes the write fail, like the kernel's EBUSY.
+    mkdirSync(join(root, "busy/cgroup.subtree_control"));
+    assert.doesNotThrow(() => joinCgroup({ version: 2, root, controllers: [] }, "/busy/leaf/agent", 3));
+    assert.equal(read(join(root, "busy/leaf/agent/cgroup.procs")), "3");
+    assert.equal(read(join(root, "cgroup.subtree_control")), "+cpu +memory +pids");
+  });
+});
