@@ -75,25 +75,27 @@ describe("joinCgroup", () => {
     assert.equal(existsSync(join(root, "pids/a")), false);
   });
 
-  it("v2: writes the pid into the unified tree and enables cpu, memory and pids in every ancestor", () => {
+  it("v2: writes the pid into the unified tree and enables cpu, memory and pids in the ancestors of path's parent", () => {
     const all = "cpuset cpu io memory hugetlb pids rdma misc\n";
     const root = v2Tree({ ".": all, "fast-sandbox": all, "fast-sandbox/default-0": all });
     joinCgroup(detectCgroupLayout(root), "/fast-sandbox/default-0/agent", 99);
     assert.equal(read(join(root, "fast-sandbox/default-0/agent/cgroup.procs")), "99");
     assert.equal(read(join(root, "cgroup.subtree_control")), "+cpu +memory +pids");
     assert.equal(read(join(root, "fast-sandbox/cgroup.subtree_control")), "+cpu +memory +pids");
-    assert.equal(read(join(root, "fast-sandbox/default-0/cgroup.subtree_control")), "+cpu +memory +pids");
-    // The leaf holds the process; it delegates nothing.
+    // As documented ("every ancestor of path's parent"): the parent itself is left to the runtime
+    // (runc enables controllers along a sandbox's cgroupsPath), and the leaf delegates nothing.
+    assert.equal(existsSync(join(root, "fast-sandbox/default-0/cgroup.subtree_control")), false);
     assert.equal(existsSync(join(root, "fast-sandbox/default-0/agent/cgroup.subtree_control")), false);
+    assert.equal(existsSync(join(root, "cgroup.procs")), false);
   });
 
   it("v2: enables only the controllers each ancestor offers, and skips one that offers none", () => {
-    const root = v2Tree({ ".": "cpu memory pids io", a: "pids io", "a/b": "io" });
-    joinCgroup({ version: 2, root, controllers: [] }, "a/b/agent", 1);
+    const root = v2Tree({ ".": "cpu memory pids io", a: "pids io", "a/b": "io", "a/b/c": "cpu memory pids" });
+    joinCgroup({ version: 2, root, controllers: [] }, "a/b/c/agent", 1);
     assert.equal(read(join(root, "cgroup.subtree_control")), "+cpu +memory +pids");
     assert.equal(read(join(root, "a/cgroup.subtree_control")), "+pids");
     assert.equal(existsSync(join(root, "a/b/cgroup.subtree_control")), false);
-    assert.equal(read(join(root, "a/b/agent/cgroup.procs")), "1");
+    assert.equal(read(join(root, "a/b/c/agent/cgroup.procs")), "1");
   });
 
   it("v2: does not treat a controller name contained in another as available", () => {

@@ -2,6 +2,9 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { AlreadyExistsError, FastSandboxClient, NotFoundError, UnauthenticatedError, ValidationError } from "@fast-sandbox/sdk";
 import type { CreateSandboxOptions } from "@fast-sandbox/sdk";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { pb, sendBearerToken } from "@fast-sandbox/api";
 import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, type EmbeddedCase } from "../../support/embedded.js";
 
 describe("bad input gets a clear error and creates nothing", () => {
@@ -142,6 +145,19 @@ describe("bad input gets a clear error and creates nothing", () => {
       assert.equal(response.status, 401);
     }
     await assertNothingCreated();
+  });
+
+  it("serves real gRPC on the same port, authenticated the same way", async () => {
+    const call = (token: string) => {
+      const transport = createGrpcTransport({ baseUrl: embedded.controlPlane.url, interceptors: [sendBearerToken(token)] });
+      return createClient(pb.SandboxService, transport).listSandboxes({ namespace: "*" });
+    };
+    assert.deepEqual((await call(embedded.token)).sandboxes, []);
+    await assert.rejects(call("y".repeat(32)), (thrown: Error) => {
+      assert.ok(thrown instanceof ConnectError);
+      assert.equal(thrown.code, Code.Unauthenticated);
+      return true;
+    });
   });
 
   it("serves the JSON API over HTTP/1.1 for a client with the token (curl-able)", async () => {
