@@ -39,20 +39,21 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv = process.env): AgentC
     if (!value) throw new ValidationError(key, "environment variable is required");
     return value;
   };
-  const listen = env.FSB_AGENT_LISTEN ?? "127.0.0.1:0";
-  const colon = listen.lastIndexOf(":");
-  const listenPort = Number(listen.slice(colon + 1));
-  if (colon < 0 || !Number.isInteger(listenPort) || listenPort < 0 || listenPort > 65535) {
-    throw new ValidationError("FSB_AGENT_LISTEN", `${JSON.stringify(listen)} is not host:port`);
+  const listen = env.FSB_AGENT_LISTEN || "127.0.0.1:0";
+  // host:port, or [v6-address]:port; the port is 0 (any free one) to 65535, in decimal.
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(listen);
+  const listenPort = Number(match?.[3]);
+  if (!match || listenPort > 65535) {
+    throw new ValidationError("FSB_AGENT_LISTEN", `${JSON.stringify(listen)} is not host:port (e.g. 127.0.0.1:0 or [::1]:7000)`);
   }
-  const token = env.FSB_AGENT_TOKEN ?? (env.FSB_AGENT_TOKEN_FILE ? readFileSync(env.FSB_AGENT_TOKEN_FILE, "utf8").trim() : "");
+  const token = env.FSB_AGENT_TOKEN || (env.FSB_AGENT_TOKEN_FILE ? readFileSync(env.FSB_AGENT_TOKEN_FILE, "utf8").trim() : "");
   if (!token) throw new ValidationError("FSB_AGENT_TOKEN", "set FSB_AGENT_TOKEN or FSB_AGENT_TOKEN_FILE: the agent API is always authenticated");
   return {
     name: required("FSB_AGENT_NAME"),
     namespace: env.FSB_AGENT_NAMESPACE ?? "default",
     pool: required("FSB_AGENT_POOL"),
     nodeName: env.FSB_NODE_NAME ?? hostname(),
-    listenHost: listen.slice(0, colon),
+    listenHost: match[1] ?? match[2] ?? "",
     listenPort,
     token,
     stateDir: required("FSB_AGENT_STATE_DIR"),

@@ -75,16 +75,15 @@ describe("joinCgroup", () => {
     assert.equal(existsSync(join(root, "pids/a")), false);
   });
 
-  it("v2: writes the pid into the unified tree and enables cpu, memory and pids in the ancestors of path's parent", () => {
+  it("v2: writes the pid into the unified tree and enables cpu, memory and pids in every ancestor of the leaf", () => {
     const all = "cpuset cpu io memory hugetlb pids rdma misc\n";
     const root = v2Tree({ ".": all, "fast-sandbox": all, "fast-sandbox/default-0": all });
     joinCgroup(detectCgroupLayout(root), "/fast-sandbox/default-0/agent", 99);
     assert.equal(read(join(root, "fast-sandbox/default-0/agent/cgroup.procs")), "99");
     assert.equal(read(join(root, "cgroup.subtree_control")), "+cpu +memory +pids");
     assert.equal(read(join(root, "fast-sandbox/cgroup.subtree_control")), "+cpu +memory +pids");
-    // As documented ("every ancestor of path's parent"): the parent itself is left to the runtime
-    // (runc enables controllers along a sandbox's cgroupsPath), and the leaf delegates nothing.
-    assert.equal(existsSync(join(root, "fast-sandbox/default-0/cgroup.subtree_control")), false);
+    // The agent's own cgroup delegates to its sandboxes (siblings of the leaf); the leaf delegates nothing.
+    assert.equal(read(join(root, "fast-sandbox/default-0/cgroup.subtree_control")), "+cpu +memory +pids");
     assert.equal(existsSync(join(root, "fast-sandbox/default-0/agent/cgroup.subtree_control")), false);
     assert.equal(existsSync(join(root, "cgroup.procs")), false);
   });
@@ -95,6 +94,7 @@ describe("joinCgroup", () => {
     assert.equal(read(join(root, "cgroup.subtree_control")), "+cpu +memory +pids");
     assert.equal(read(join(root, "a/cgroup.subtree_control")), "+pids");
     assert.equal(existsSync(join(root, "a/b/cgroup.subtree_control")), false);
+    assert.equal(read(join(root, "a/b/c/cgroup.subtree_control")), "+cpu +memory +pids");
     assert.equal(read(join(root, "a/b/c/agent/cgroup.procs")), "1");
   });
 

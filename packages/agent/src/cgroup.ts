@@ -33,20 +33,22 @@ export function joinCgroup(layout: CgroupLayout, path: string, pid: number): voi
   if (layout.version === 2) enableV2Controllers(layout.root, path);
 }
 
-/** Enables cpu, memory and pids for the children of every ancestor of `path`'s parent (v2). */
+/**
+ * Enables cpu, memory and pids for the children of every ancestor of the leaf `path` (v2), the
+ * agent's own cgroup included: its sandboxes' cgroups are the leaf's siblings.
+ */
 function enableV2Controllers(root: string, path: string): void {
   const parts = path.split("/").filter(Boolean);
-  let current = root;
-  for (const part of parts.slice(0, -1)) {
-    const available = readFileSync(join(current, "cgroup.controllers"), "utf8").split(/\s+/);
+  const ancestors = [root];
+  for (const part of parts.slice(0, -1)) ancestors.push(join(ancestors[ancestors.length - 1] ?? root, part));
+  for (const directory of ancestors) {
+    const available = readFileSync(join(directory, "cgroup.controllers"), "utf8").split(/\s+/);
     const wanted = ["cpu", "memory", "pids"].filter((c) => available.includes(c));
-    if (wanted.length > 0) {
-      try {
-        writeFileSync(join(current, "cgroup.subtree_control"), wanted.map((c) => `+${c}`).join(" "));
-      } catch {
-        // A cgroup with processes of its own refuses; the sandboxes then run without those limits there.
-      }
+    if (wanted.length === 0) continue;
+    try {
+      writeFileSync(join(directory, "cgroup.subtree_control"), wanted.map((c) => `+${c}`).join(" "));
+    } catch {
+      // A cgroup with processes of its own refuses; the sandboxes then run without those limits there.
     }
-    current = join(current, part);
   }
 }

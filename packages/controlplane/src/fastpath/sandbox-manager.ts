@@ -4,6 +4,7 @@
  * recovery); the registry keeps the slots.
  */
 import { randomBytes } from "node:crypto";
+import { isDeepStrictEqual } from "node:util";
 import {
   AlreadyExistsError,
   API_VERSION,
@@ -126,19 +127,21 @@ export class SandboxManager {
     this.pools.delete(sandboxKey(namespace, name));
   }
 
+  /** Request ids are scoped to a namespace: another tenant's id never returns this tenant's sandbox. */
   rememberRequest(requestId: string, sandbox: Sandbox): void {
-    this.requests.set(requestId, Promise.resolve(sandbox));
+    this.requests.set(`${sandbox.metadata.namespace ?? DEFAULT_NAMESPACE}/${requestId}`, Promise.resolve(sandbox));
   }
 
   async create(input: CreateSandboxInput): Promise<Sandbox> {
     const requestId = input.requestId?.trim();
     if (requestId) {
-      const previous = this.requests.get(requestId);
+      const requestKey = `${input.namespace || DEFAULT_NAMESPACE}/${requestId}`;
+      const previous = this.requests.get(requestKey);
       if (previous) return previous;
       const attempt = this.createOnce(input, requestId);
-      this.requests.set(requestId, attempt);
+      this.requests.set(requestKey, attempt);
       // A failed attempt may be retried with the same id.
-      attempt.catch(() => this.requests.delete(requestId));
+      attempt.catch(() => this.requests.delete(requestKey));
       if (this.requests.size > 10_000) {
         const oldest = this.requests.keys().next().value;
         if (oldest !== undefined) this.requests.delete(oldest);
@@ -324,7 +327,7 @@ export class SandboxManager {
     const current = await this.get(input.namespace, input.name);
     for (const field of Object.keys({ ...current.spec, ...input.spec }) as (keyof SandboxSpec)[]) {
       if (MUTABLE_SPEC_FIELDS.has(field)) continue;
-      if (JSON.stringify(current.spec[field] ?? null) !== JSON.stringify(input.spec[field] ?? null)) {
+      if (!isDeepStrictEqual(current.spec[field] ?? null, input.spec[field] ?? null)) {
         throw new ValidationError(`spec.${field}`, "is immutable; delete the sandbox and create a new one");
       }
     }

@@ -1,0 +1,141 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { ValidationError } from "@fast-sandbox/api";
+import { DEFAULT_HELPER_PATH, agentConfigFromEnv } from "./agent-config.js";
+
+const REQUIRED = {
+  FSB_AGENT_NAME: "default-0",
+  FSB_AGENT_POOL: "default",
+  FSB_AGENT_STATE_DIR: "/var/lib/fsb/agents/default-0",
+  FSB_AGENT_TOKEN: "s3cret",
+};
+
+const dir = mkdtempSync(join(tmpdir(), "fsb-agent-config-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function assertValidationError(action: () => unknown, field: string, message?: RegExp): void {
+  assert.throws(action, (error: unknown) => {
+    assert.ok(error instanceof ValidationError, `expected ValidationError, got ${String(error)}`);
+    assert.equal(error.field, field);
+    assert.match(error.message, new RegExp(`^${field}: `));
+    if (message) assert.match(error.message, message);
+    return true;
+  });
+}
+
+describe("agentConfigFromEnv", () => {
+  it("applies the defaults to a minimal environment", () => {
+    assert.deepEqual(agentConfigFromEnv({ ...REQUIRED }), {
+      name: "default-0",
+      namespace: "default",
+      pool: "default",
+      nodeName: hostname(),
+      listenHost: "127.0.0.1",
+      listenPort: 0,
+      token: "s3cret",
+      stateDir: "/var/lib/fsb/agents/default-0",
+      containerdSocket: "/run/containerd/containerd.sock",
+      containerdNamespace: "fast-sandbox",
+      cgroupParent: "",
+      helperPath: DEFAULT_HELPER_PATH,
+    });
+  });
+
+  it("reads every variable when set", () => {
+    const config = agentConfigFromEnv({
+      ...REQUIRED,
+      FSB_AGENT_NAMESPACE: "team-a",
+      FSB_NODE_NAME: "node-7",
+      FSB_AGENT_LISTEN: "0.0.0.0:7000",
+      FSB_CONTAINERD_SOCKET: "/tmp/containerd.sock",
+      FSB_CONTAINERD_NAMESPACE: "fsb-test",
+      FSB_CGROUP_PARENT: "/fast-sandbox/default-0",
+      FSB_HELPER_PATH: "/opt/fsb-helper",
+    });
+    assert.equal(config.namespace, "team-a");
+    assert.equal(config.nodeName, "node-7");
+    assert.equal(config.listenHost, "0.0.0.0");
+    assert.equal(config.listenPort, 7000);
+    assert.equal(config.containerdSocket, "/tmp/containerd.sock");
+    assert.equal(config.containerdNamespace, "fsb-test");
+    assert.equal(config.cgroupParent, "/fast-sandbox/default-0");
+    assert.equal(config.helperPath, "/opt/fsb-helper");
+  });
+
+  it("uses the helper built beside the package when FSB_HELPER_PATH is unset or empty", () => {
+    assert.match(DEFAULT_HELPER_PATH, /[/\\]agent[/\\]helper[/\\]build[/\\]fsb-helper$/);
+    assert.equal(agentConfigFromEnv({ ...REQUIRED, FSB_HELPER_PATH: "" }).helperPath, DEFAULT_HELPER_PATH);
+  });
+
+  for (const key of ["FSB_AGENT_NAME", "FSB_AGENT_POOL", "FSB_AGENT_STATE_DIR"] as const) {
+    it(`names ${key} when it is missing or empty`, () => {
+      const { [key]: _dropped, ...without } = REQUIRED;
+      assertValidationError(() => agentConfigFromEnv(without), key, /is required/);
+      assertValidationError(() => agentConfigFromEnv({ ...REQUIRED, [key]: "" }), key, /is required/);
+    });
+  }
+
+  it("takes an IPv6 host in brackets and strips them", () => {
+    const config = agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_LISTEN: "[::1]:8443" });
+    assert.equal(config.listenHost, "::1");
+    assert.equal(config.listenPort, 8443);
+  });
+
+  it("reads the token file when FSB_AGENT_TOKEN is set but empty", () => {
+    const directory = mkdtempSync(join(tmpdir(), "fsb-agent-config-"));
+    const file = join(directory, "token");
+    writeFileSync(file, "from-the-file-0123456789\n");
+    const config = agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_TOKEN: "", FSB_AGENT_TOKEN_FILE: file });
+    assert.equal(config.token, "from-the-file-0123456789");
+    rmSync(directory, { recursive: true, force: true });
+  });
+
+  for (const listen of [
+    "7000",
+    "localhost:http",
+    "127.0.0.1:70000",
+    "127.0.0.1:-1",
+    "127.0.0.1:1.5",
+    "127.0.0.1:",
+    "127.0.0.1:0x1F",
+    "127.0.0.1:1e3",
+    "::1:8443",
+  ]) {
+    it(`refuses FSB_AGENT_LISTEN=${JSON.stringify(listen)}`, () => {
+      assertValidationError(() => agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_LISTEN: listen }), "FSB_AGENT_LISTEN", /is not host:port/);
+    });
+  }
+
+  it("reads the token from FSB_AGENT_TOKEN_FILE, trimmed", () => {
+    const file = join(dir, "token");
+    writeFileSync(file, "  from-file\n");
+    const { FSB_AGENT_TOKEN: _token, ...withoutToken } = REQUIRED;
+    assert.equal(agentConfigFromEnv({ ...withoutToken, FSB_AGENT_TOKEN_FILE: file }).token, "from-file");
+  });
+
+  it("prefers FSB_AGENT_TOKEN over the file", () => {
+    const file = join(dir, "other-token");
+    writeFileSync(file, "from-file");
+    assert.equal(agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_TOKEN_FILE: file }).token, "s3cret");
+  });
+
+  it("requires a token, naming both ways to give it", () => {
+    const { FSB_AGENT_TOKEN: _token, ...withoutToken } = REQUIRED;
+    assertValidationError(() => agentConfigFromEnv(withoutToken), "FSB_AGENT_TOKEN", /FSB_AGENT_TOKEN_FILE/);
+  });
+
+  it("refuses a token file that is empty", () => {
+    const file = join(dir, "empty-token");
+    writeFileSync(file, " \n");
+    const { FSB_AGENT_TOKEN: _token, ...withoutToken } = REQUIRED;
+    assertValidationError(() => agentConfigFromEnv({ ...withoutToken, FSB_AGENT_TOKEN_FILE: file }), "FSB_AGENT_TOKEN");
+  });
+
+  it("fails on a token file that does not exist", () => {
+    const { FSB_AGENT_TOKEN: _token, ...withoutToken } = REQUIRED;
+    assert.throws(() => agentConfigFromEnv({ ...withoutToken, FSB_AGENT_TOKEN_FILE: join(dir, "missing") }), { code: "ENOENT" });
+  });
+});

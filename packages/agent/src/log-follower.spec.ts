@@ -1,0 +1,143 @@
+import assert from "node:assert/strict";
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { readLog, type FollowOptions } from "./log-follower.js";
+
+const dir = mkdtempSync(join(tmpdir(), "fsb-log-follower-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+let files = 0;
+function logFile(content?: string | Buffer): string {
+  const path = join(dir, `sandbox-${files++}.log`);
+  if (content !== undefined) writeFileSync(path, content);
+  return path;
+}
+
+async function collect(path: string, options: FollowOptions): Promise<Buffer> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of readLog(path, options)) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+/**
+ * An abort signal that reports each time the reader goes to sleep between polls (it registers an
+ * abort listener for every sleep): the test acts exactly when the reader has found nothing new,
+ * without relying on timing.
+ */
+function pollObserver(onIdle: (poll: number) => void): { signal: AbortSignal; controller: AbortController } {
+  const controller = new AbortController();
+  const signal = controller.signal;
+  const addEventListener = signal.addEventListener.bind(signal) as (...args: unknown[]) => void;
+  let polls = 0;
+  signal.addEventListener = (...args: unknown[]) => {
+    if (args[0] === "abort") onIdle(++polls);
+    addEventListener(...args);
+  };
+  return { signal, controller };
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+describe("readLog", () => {
+  it("without follow, returns the current content and ends", async () => {
+    const path = logFile("hello\nworld\n");
+    assert.equal((await collect(path, { follow: false })).toString(), "hello\nworld\n");
+  });
+
+  it("returns content larger than one read buffer intact", async () => {
+    const content = Buffer.alloc(200 * 1024);
+    for (let i = 0; i < content.length; i++) content[i] = i % 251;
+    const path = logFile(content);
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of readLog(path, { follow: false })) chunks.push(chunk);
+    assert.ok(chunks.length > 1, "expected several chunks");
+    assert.deepEqual(Buffer.concat(chunks), content);
+  });
+
+  it("yields chunks that stay intact after later reads reuse the buffer", async () => {
+    const path = logFile("a".repeat(64 * 1024) + "b".repeat(10));
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of readLog(path, { follow: false })) chunks.push(chunk);
+    assert.equal(chunks.length, 2);
+    assert.equal(Buffer.from(chunks[0] ?? []).toString(), "a".repeat(64 * 1024));
+    assert.equal(Buffer.from(chunks[1] ?? []).toString(), "b".repeat(10));
+  });
+
+  it("yields nothing for an empty file", async () => {
+    assert.equal((await collect(logFile(""), { follow: false })).length, 0);
+  });
+
+  it("yields nothing for a missing file, following or not", async () => {
+    const path = join(dir, "never-written.log");
+    assert.equal((await collect(path, { follow: false })).length, 0);
+    assert.equal((await collect(path, { follow: true, finished: new Promise(() => undefined), pollIntervalMs: 10 })).length, 0);
+  });
+
+  it("when following, yields data appended while it waits, until finished resolves", async () => {
+    const path = logFile("one\n");
+    const finished = deferred();
+    const { signal } = pollObserver((poll) => {
+      if (poll === 1) appendFileSync(path, "two\n");
+      if (poll === 2) appendFileSync(path, "three\n");
+      if (poll === 3) finished.resolve();
+    });
+    const output = await collect(path, { follow: true, finished: finished.promise, signal, pollIntervalMs: 10 });
+    assert.equal(output.toString(), "one\ntwo\nthree\n");
+  });
+
+  it("drains data that lands after finished resolved and after a poll found nothing", async () => {
+    const path = logFile("start\n");
+    const finished = deferred();
+    let appendedLate = false;
+    const { signal } = pollObserver((poll) => {
+      if (poll === 1) finished.resolve();
+      // Poll 2 is the first empty read after the writer finished: the shim's last copy lands now.
+      if (poll === 2) {
+        appendFileSync(path, "last words\n");
+        appendedLate = true;
+      }
+    });
+    const output = await collect(path, { follow: true, finished: finished.promise, signal, pollIntervalMs: 10 });
+    assert.ok(appendedLate);
+    assert.equal(output.toString(), "start\nlast words\n");
+  });
+
+  it("ends when finished rejects, too", async () => {
+    const path = logFile("x");
+    const finished = Promise.reject(new Error("wait failed"));
+    finished.catch(() => undefined);
+    const output = await collect(path, { follow: true, finished, pollIntervalMs: 10 });
+    assert.equal(output.toString(), "x");
+  });
+
+  it("ends when the signal aborts while following a file that never finishes", async () => {
+    const path = logFile("running\n");
+    const { signal, controller } = pollObserver((poll) => {
+      if (poll === 1) appendFileSync(path, "more\n");
+      if (poll === 2) controller.abort();
+    });
+    const output = await collect(path, { follow: true, finished: new Promise(() => undefined), signal, pollIntervalMs: 10 });
+    assert.equal(output.toString(), "running\nmore\n");
+  });
+
+  it("yields nothing once the signal has already aborted", async () => {
+    const path = logFile("content\n");
+    const output = await collect(path, { follow: true, signal: AbortSignal.abort(), pollIntervalMs: 10 });
+    assert.equal(output.length, 0);
+  });
+
+  it("stops reading when the consumer stops early", async () => {
+    const path = logFile("a".repeat(64 * 1024) + "b");
+    const iterator = readLog(path, { follow: true, finished: new Promise(() => undefined), pollIntervalMs: 10 });
+    const first = await iterator.next();
+    assert.equal(first.done, false);
+    assert.deepEqual(await iterator.return(undefined), { done: true, value: undefined });
+    assert.deepEqual(await iterator.next(), { done: true, value: undefined });
+  });
+});

@@ -1,0 +1,412 @@
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, beforeEach, describe, it } from "node:test";
+import { Code, ConnectError, createClient, createRouterTransport, type Client } from "@connectrpc/connect";
+import { AlreadyExistsError, FsbError, NotFoundError, pb } from "@fast-sandbox/api";
+import type { DeleteOptions, ExecIo, ExecRequest, Runtime, RuntimeSandbox, RuntimeSandboxSpec } from "../runtime/runtime.js";
+import { createAgentService, type AgentIdentity } from "./agent-service.js";
+
+/** An in-memory Runtime that records what the service asks of it. */
+class FakeRuntime implements Runtime {
+  readonly sandboxes = new Map<string, RuntimeSandbox>();
+  images = ["fast-sandbox.io/base:latest", "python:3.12"];
+  readonly created: RuntimeSandboxSpec[] = [];
+  readonly deleted: { sandboxId: string; options: DeleteOptions }[] = [];
+  readonly execs: { sandboxId: string; request: ExecRequest }[] = [];
+  readonly waits: { sandboxId: string; signal: AbortSignal | undefined }[] = [];
+  createError: Error | undefined;
+  execScript: (io: ExecIo) => Promise<number> = async () => 0;
+  waitResult: () => Promise<number> = async () => 0;
+
+  async prepare(): Promise<void> {}
+
+  async listImages(): Promise<string[]> {
+    return [...this.images];
+  }
+
+  async create(spec: RuntimeSandboxSpec): Promise<RuntimeSandbox> {
+    this.created.push(spec);
+    if (this.createError) throw this.createError;
+    const sandbox: RuntimeSandbox = {
+      sandboxId: spec.sandboxId,
+      namespace: spec.namespace,
+      name: spec.name,
+      pool: spec.pool,
+      image: spec.image,
+      state: "running",
+      pid: 4321,
+      labels: {},
+    };
+    this.sandboxes.set(spec.sandboxId, sandbox);
+    return sandbox;
+  }
+
+  async delete(sandboxId: string, options: DeleteOptions): Promise<void> {
+    this.deleted.push({ sandboxId, options });
+    this.sandboxes.delete(sandboxId);
+  }
+
+  async list(): Promise<RuntimeSandbox[]> {
+    return [...this.sandboxes.values()];
+  }
+
+  async exec(sandboxId: string, request: ExecRequest, io: ExecIo): Promise<number> {
+    this.execs.push({ sandboxId, request });
+    return this.execScript(io);
+  }
+
+  async wait(sandboxId: string, signal?: AbortSignal): Promise<number> {
+    this.waits.push({ sandboxId, signal });
+    return this.waitResult();
+  }
+
+  close(): void {}
+
+  add(sandbox: Partial<RuntimeSandbox> & { sandboxId: string }): void {
+    this.sandboxes.set(sandbox.sandboxId, {
+      namespace: "default",
+      name: sandbox.sandboxId,
+      pool: "default",
+      image: "img",
+      state: "running",
+      labels: {},
+      ...sandbox,
+    });
+  }
+}
+
+const identity: AgentIdentity = { name: "default-0", namespace: "default", pool: "default", nodeName: "node-1" };
+const logDir = mkdtempSync(join(tmpdir(), "fsb-agent-service-"));
+after(() => rmSync(logDir, { recursive: true, force: true }));
+
+let runtime: FakeRuntime;
+let client: Client<typeof pb.AgentService>;
+
+beforeEach(() => {
+  runtime = new FakeRuntime();
+  const service = createAgentService({ identity, runtime, logDir });
+  client = createClient(
+    pb.AgentService,
+    createRouterTransport(({ service: register }) => {
+      register(pb.AgentService, service);
+    }),
+  );
+});
+
+const logPath = (sandboxId: string) => join(logDir, `${sandboxId}.log`);
+const text = (data: Uint8Array) => Buffer.from(data).toString();
+
+async function rejection(call: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await call;
+  } catch (error) {
+    assert.ok(error instanceof ConnectError, `expected ConnectError, got ${String(error)}`);
+    return error;
+  }
+  assert.fail("expected the call to fail");
+}
+
+async function drain<T>(stream: AsyncIterable<T>): Promise<T[]> {
+  const items: T[] = [];
+  for await (const item of stream) items.push(item);
+  return items;
+}
+
+type CreateRequest = Omit<pb.AgentCreateSandboxRequest, "$typeName" | "$unknown" | "envs"> & { envs: { name: string; value: string }[] };
+
+function createRequest(overrides: Partial<CreateRequest> = {}): CreateRequest {
+  return {
+    sandboxId: "default.web.abc123",
+    namespace: "default",
+    name: "web",
+    image: "python:3.12",
+    command: ["python"],
+    args: ["-m", "http.server"],
+    envs: [
+      { name: "A", value: "1" },
+      { name: "EMPTY", value: "" },
+    ],
+    workingDir: "/srv",
+    runtimeType: "gvisor",
+    cpuMillis: 500,
+    memoryBytes: 256n * 1024n * 1024n,
+    pids: 64,
+    ...overrides,
+  };
+}
+
+describe("AgentService", () => {
+  describe("createSandbox", () => {
+    it("passes every field through to the runtime and answers with the sandbox", async () => {
+      const response = await client.createSandbox(createRequest());
+      assert.equal(runtime.created.length, 1);
+      assert.deepEqual(runtime.created[0], {
+        sandboxId: "default.web.abc123",
+        namespace: "default",
+        name: "web",
+        pool: "default",
+        image: "python:3.12",
+        command: ["python"],
+        args: ["-m", "http.server"],
+        env: [
+          { name: "A", value: "1" },
+          { name: "EMPTY", value: "" },
+        ],
+        workingDir: "/srv",
+        resources: { cpuMillis: 500, memoryBytes: 256 * 1024 * 1024, pids: 64 },
+        runtimeType: "gvisor",
+        logPath: logPath("default.web.abc123"),
+      });
+      assert.equal(response.sandboxId, "default.web.abc123");
+      assert.equal(response.state, "running");
+      assert.equal(response.pid, 4321);
+      assert.equal(response.exitCode, undefined);
+    });
+
+    it("uses the agent's own pool, whatever the caller's namespace", async () => {
+      await client.createSandbox(createRequest({ namespace: "team-a" }));
+      assert.equal(runtime.created[0]?.pool, "default");
+      assert.equal(runtime.created[0]?.namespace, "team-a");
+    });
+
+    for (const runtimeType of ["", "container", "kata"]) {
+      it(`runs runtimeType ${JSON.stringify(runtimeType)} as a plain container`, async () => {
+        await client.createSandbox(createRequest({ runtimeType }));
+        assert.equal(runtime.created[0]?.runtimeType, "container");
+      });
+    }
+
+    it("leaves out unset resources and working directory", async () => {
+      await client.createSandbox(createRequest({ cpuMillis: 0, memoryBytes: 0n, pids: 0, workingDir: "" }));
+      const spec = runtime.created[0];
+      assert.deepEqual(spec?.resources, {});
+      assert.equal(spec && "workingDir" in spec, false);
+    });
+
+    for (const sandboxId of ["../x", "", "UPPER", "a/b", "-leading-dash", "x".repeat(129)]) {
+      it(`refuses sandbox id ${JSON.stringify(sandboxId.length > 20 ? `${sandboxId.slice(0, 8)}…` : sandboxId)} with InvalidArgument`, async () => {
+        const error = await rejection(client.createSandbox(createRequest({ sandboxId })));
+        assert.equal(error.code, Code.InvalidArgument);
+        assert.match(error.rawMessage, /sandboxId/);
+        assert.equal(runtime.created.length, 0);
+      });
+    }
+
+    it("removes a log file the failed create left behind", async () => {
+      writeFileSync(logPath("default.failed.000001"), "partial output");
+      runtime.createError = new NotFoundError("image python:3.12 is not present");
+      const error = await rejection(client.createSandbox(createRequest({ sandboxId: "default.failed.000001" })));
+      assert.equal(error.code, Code.NotFound);
+      assert.equal(existsSync(logPath("default.failed.000001")), false);
+    });
+
+    it("keeps the log file when the sandbox id belongs to an existing sandbox", async () => {
+      writeFileSync(logPath("default.taken.000001"), "the other sandbox's output");
+      runtime.createError = new AlreadyExistsError("sandbox default.taken.000001 exists");
+      const error = await rejection(client.createSandbox(createRequest({ sandboxId: "default.taken.000001" })));
+      assert.equal(error.code, Code.AlreadyExists);
+      assert.equal(existsSync(logPath("default.taken.000001")), true);
+    });
+
+    it("reports an unexpected runtime failure as Internal", async () => {
+      runtime.createError = new Error("shim died");
+      const error = await rejection(client.createSandbox(createRequest()));
+      assert.equal(error.code, Code.Internal);
+      assert.match(error.rawMessage, /shim died/);
+    });
+  });
+
+  describe("deleteSandbox", () => {
+    it("deletes on the runtime with a grace period of 0 kept as 0, and removes the log file", async () => {
+      runtime.add({ sandboxId: "default.gone.000001" });
+      writeFileSync(logPath("default.gone.000001"), "bye\n");
+      await client.deleteSandbox({ sandboxId: "default.gone.000001", gracePeriodMs: 0 });
+      assert.deepEqual(runtime.deleted, [{ sandboxId: "default.gone.000001", options: { gracePeriodMs: 0 } }]);
+      assert.equal(existsSync(logPath("default.gone.000001")), false);
+      assert.equal(runtime.sandboxes.size, 0);
+    });
+
+    it("passes a positive grace period through and clamps a negative one to 0", async () => {
+      await client.deleteSandbox({ sandboxId: "a", gracePeriodMs: 1500 });
+      await client.deleteSandbox({ sandboxId: "b", gracePeriodMs: -5 });
+      assert.deepEqual(
+        runtime.deleted.map((d) => d.options.gracePeriodMs),
+        [1500, 0],
+      );
+    });
+
+    it("succeeds for a sandbox without a log file", async () => {
+      await client.deleteSandbox({ sandboxId: "default.nolog.000001", gracePeriodMs: 10 });
+      assert.equal(runtime.deleted.length, 1);
+    });
+
+    it("refuses an invalid sandbox id without touching the runtime or the file system", async () => {
+      writeFileSync(join(logDir, "..", "x.log"), "outside");
+      try {
+        const error = await rejection(client.deleteSandbox({ sandboxId: "../x", gracePeriodMs: 0 }));
+        assert.equal(error.code, Code.InvalidArgument);
+        assert.equal(runtime.deleted.length, 0);
+        assert.equal(existsSync(join(logDir, "..", "x.log")), true);
+      } finally {
+        rmSync(join(logDir, "..", "x.log"), { force: true });
+      }
+    });
+
+    it("keeps the log file when the runtime fails to delete", async () => {
+      runtime.add({ sandboxId: "default.stuck.000001" });
+      writeFileSync(logPath("default.stuck.000001"), "still here");
+      runtime.delete = async () => {
+        throw new FsbError("unavailable", "containerd is down");
+      };
+      const error = await rejection(client.deleteSandbox({ sandboxId: "default.stuck.000001", gracePeriodMs: 0 }));
+      assert.equal(error.code, Code.Unavailable);
+      assert.equal(existsSync(logPath("default.stuck.000001")), true);
+    });
+  });
+
+  describe("exec", () => {
+    it("streams stdout and stderr in order, then the exit code", async () => {
+      runtime.add({ sandboxId: "default.sh.000001" });
+      runtime.execScript = async (io) => {
+        io.onStdout(Buffer.from("out 1\n"));
+        io.onStderr(Buffer.from("err 1\n"));
+        io.onStdout(Buffer.from("out 2\n"));
+        return 3;
+      };
+      const events = await drain(
+        client.exec({ sandboxId: "default.sh.000001", command: ["sh", "-c", "exit 3"], envs: [{ name: "K", value: "V" }], workingDir: "/tmp" }),
+      );
+      assert.deepEqual(
+        events.map((e) => (e.event.case === "exitCode" ? ["exitCode", e.event.value] : [e.event.case, e.event.value ? text(e.event.value) : undefined])),
+        [
+          ["stdout", "out 1\n"],
+          ["stderr", "err 1\n"],
+          ["stdout", "out 2\n"],
+          ["exitCode", 3],
+        ],
+      );
+      assert.deepEqual(runtime.execs, [
+        { sandboxId: "default.sh.000001", request: { command: ["sh", "-c", "exit 3"], env: [{ name: "K", value: "V" }], workingDir: "/tmp" } },
+      ]);
+    });
+
+    it("reports exit code 0 as an event", async () => {
+      runtime.add({ sandboxId: "default.ok.000001" });
+      const events = await drain(client.exec({ sandboxId: "default.ok.000001", command: ["true"] }));
+      assert.deepEqual(
+        events.map((e) => e.event),
+        [{ case: "exitCode", value: 0 }],
+      );
+      assert.equal("workingDir" in (runtime.execs[0]?.request ?? {}), false);
+    });
+
+    it("refuses a sandbox the runtime does not have with NotFound", async () => {
+      const error = await rejection(drain(client.exec({ sandboxId: "default.missing.000001", command: ["true"] })));
+      assert.equal(error.code, Code.NotFound);
+      assert.match(error.rawMessage, /default-0/);
+      assert.equal(runtime.execs.length, 0);
+    });
+
+    it("refuses an empty command and an invalid id with InvalidArgument", async () => {
+      runtime.add({ sandboxId: "default.sh.000001" });
+      assert.equal((await rejection(drain(client.exec({ sandboxId: "default.sh.000001", command: [] })))).code, Code.InvalidArgument);
+      assert.equal((await rejection(drain(client.exec({ sandboxId: "../x", command: ["true"] })))).code, Code.InvalidArgument);
+      assert.equal(runtime.execs.length, 0);
+    });
+
+    it("delivers the output produced before the runtime failed, then the error", async () => {
+      runtime.add({ sandboxId: "default.sh.000001" });
+      runtime.execScript = async (io) => {
+        io.onStdout(Buffer.from("partial"));
+        throw new NotFoundError("process vanished");
+      };
+      const received: pb.ExecResponse[] = [];
+      const error = await rejection(
+        (async () => {
+          for await (const event of client.exec({ sandboxId: "default.sh.000001", command: ["x"] })) received.push(event);
+        })(),
+      );
+      assert.equal(error.code, Code.NotFound);
+      assert.match(error.rawMessage, /process vanished/);
+      assert.deepEqual(
+        received.map((e) => e.event.case),
+        ["stdout"],
+      );
+    });
+  });
+
+  describe("logs", () => {
+    it("returns the log file's content", async () => {
+      runtime.add({ sandboxId: "default.log.000001", state: "stopped", exitCode: 0 });
+      writeFileSync(logPath("default.log.000001"), "line 1\nline 2\n");
+      const chunks = await drain(client.logs({ sandboxId: "default.log.000001", follow: false }));
+      assert.equal(chunks.map((c) => text(c.data)).join(""), "line 1\nline 2\n");
+      assert.equal(runtime.waits.length, 0);
+    });
+
+    it("does not wait for a sandbox that already exited, even when asked to follow", async () => {
+      runtime.add({ sandboxId: "default.log.000002", state: "stopped", exitCode: 1 });
+      writeFileSync(logPath("default.log.000002"), "done\n");
+      const chunks = await drain(client.logs({ sandboxId: "default.log.000002", follow: true }));
+      assert.equal(chunks.map((c) => text(c.data)).join(""), "done\n");
+      assert.equal(runtime.waits.length, 0);
+    });
+
+    it("follows a running sandbox until its command exits, then stops the wait", async () => {
+      runtime.add({ sandboxId: "default.log.000003", state: "running" });
+      writeFileSync(logPath("default.log.000003"), "running\n");
+      const chunks = await drain(client.logs({ sandboxId: "default.log.000003", follow: true }));
+      assert.equal(chunks.map((c) => text(c.data)).join(""), "running\n");
+      assert.equal(runtime.waits.length, 1);
+      assert.equal(runtime.waits[0]?.sandboxId, "default.log.000003");
+      assert.equal(runtime.waits[0]?.signal?.aborted, true, "the wait's signal is aborted when the stream ends");
+    });
+
+    it("yields nothing when the sandbox has no log file yet", async () => {
+      runtime.add({ sandboxId: "default.log.000004", state: "stopped", exitCode: 0 });
+      assert.deepEqual(await drain(client.logs({ sandboxId: "default.log.000004", follow: false })), []);
+    });
+
+    it("refuses an unknown sandbox with NotFound and an invalid id with InvalidArgument", async () => {
+      assert.equal((await rejection(drain(client.logs({ sandboxId: "default.nope.000001", follow: false })))).code, Code.NotFound);
+      assert.equal((await rejection(drain(client.logs({ sandboxId: "../etc/passwd", follow: false })))).code, Code.InvalidArgument);
+    });
+  });
+
+  describe("status and listSandboxes", () => {
+    it("status reports the identity, the images and the sandboxes", async () => {
+      runtime.add({ sandboxId: "default.a.000001", name: "a", image: "python:3.12", state: "running", pid: 11 });
+      runtime.add({ sandboxId: "team.b.000002", namespace: "team", name: "b", state: "stopped", exitCode: 137 });
+      const status = await client.status({});
+      assert.equal(status.name, "default-0");
+      assert.equal(status.namespace, "default");
+      assert.equal(status.pool, "default");
+      assert.equal(status.nodeName, "node-1");
+      assert.equal(status.pid, process.pid);
+      assert.deepEqual(status.images, ["fast-sandbox.io/base:latest", "python:3.12"]);
+      assert.deepEqual(
+        status.sandboxes.map((s) => [s.sandboxId, s.namespace, s.name, s.image, s.state, s.pid, s.exitCode]),
+        [
+          ["default.a.000001", "default", "a", "python:3.12", "running", 11, undefined],
+          ["team.b.000002", "team", "b", "img", "stopped", 0, 137],
+        ],
+      );
+    });
+
+    it("listSandboxes lists the runtime's sandboxes, keeping an exit code of 0", async () => {
+      runtime.add({ sandboxId: "default.z.000001", state: "stopped", exitCode: 0 });
+      const { sandboxes } = await client.listSandboxes({});
+      assert.equal(sandboxes.length, 1);
+      assert.equal(sandboxes[0]?.exitCode, 0);
+    });
+
+    it("status fails with the runtime's error", async () => {
+      runtime.listImages = async () => {
+        throw new FsbError("unavailable", "containerd socket closed");
+      };
+      assert.equal((await rejection(client.status({}))).code, Code.Unavailable);
+    });
+  });
+});
