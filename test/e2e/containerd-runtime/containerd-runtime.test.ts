@@ -83,8 +83,12 @@ async function execCollect(
     ...(options.workingDir ? { workingDir: options.workingDir } : {}),
   };
   const exitCode = await runtime.exec(id, request, {
-    onStdout: (chunk) => (stdout += Buffer.from(chunk).toString()),
-    onStderr: (chunk) => (stderr += Buffer.from(chunk).toString()),
+    onStdout: (chunk) => {
+      stdout += Buffer.from(chunk).toString();
+    },
+    onStderr: (chunk) => {
+      stderr += Buffer.from(chunk).toString();
+    },
     ...(options.signal ? { signal: options.signal } : {}),
   });
   return { exitCode, stdout, stderr };
@@ -189,6 +193,30 @@ describe("containerd runtime", () => {
     await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
   });
 
+  it("pauses an exec's output pipe while its consumer is behind, and still delivers every byte", async () => {
+    const spec = sandboxSpec({ command: ["sleep", "3600"] });
+    await runtime.create(spec);
+    let bytes = 0;
+    let paused = 0;
+    // 8 MiB of output; every chunk makes the producer wait for a timer tick.
+    const exitCode = await runtime.exec(
+      spec.sandboxId,
+      { command: ["sh", "-c", "head -c 8388608 /dev/zero"] },
+      {
+        onStdout: (chunk) => {
+          bytes += chunk.length;
+          paused += 1;
+          return new Promise((resolve) => setTimeout(resolve, 1));
+        },
+        onStderr: () => undefined,
+      },
+    );
+    assert.equal(exitCode, 0);
+    assert.equal(bytes, 8 * 1024 * 1024);
+    assert.ok(paused > 1);
+    await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
+  });
+
   it("kills an exec'd process when its signal aborts", async () => {
     const spec = sandboxSpec();
     await runtime.create(spec);
@@ -270,7 +298,9 @@ describe("containerd runtime", () => {
         specs[0]!.sandboxId,
         { command: ["hostname"] },
         {
-          onStdout: (chunk) => (stdout += Buffer.from(chunk).toString()),
+          onStdout: (chunk) => {
+            stdout += Buffer.from(chunk).toString();
+          },
           onStderr: () => undefined,
         },
       );

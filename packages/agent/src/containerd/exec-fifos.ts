@@ -42,7 +42,12 @@ export class ExecFifos {
     return this.pipes[1].path;
   }
 
-  static async create(directory: string, name: string, onStdout: (chunk: Uint8Array) => void, onStderr: (chunk: Uint8Array) => void): Promise<ExecFifos> {
+  static async create(
+    directory: string,
+    name: string,
+    onStdout: (chunk: Uint8Array) => void | Promise<void>,
+    onStderr: (chunk: Uint8Array) => void | Promise<void>,
+  ): Promise<ExecFifos> {
     const stdoutPath = join(directory, `${name}.stdout`);
     const stderrPath = join(directory, `${name}.stderr`);
     await execFileAsync("mkfifo", ["-m", "0600", stdoutPath, stderrPath]);
@@ -89,7 +94,7 @@ export class ExecFifos {
   }
 }
 
-function openPipe(path: string, onChunk: (chunk: Uint8Array) => void): Pipe {
+function openPipe(path: string, onChunk: (chunk: Uint8Array) => void | Promise<void>): Pipe {
   const readFd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   let writeFd: number;
   try {
@@ -99,7 +104,14 @@ function openPipe(path: string, onChunk: (chunk: Uint8Array) => void): Pipe {
     throw error;
   }
   const socket = new Socket({ fd: readFd, readable: true, writable: false });
-  socket.on("data", (chunk: Buffer) => onChunk(chunk));
+  socket.on("data", (chunk: Buffer) => {
+    const pending = onChunk(chunk);
+    // The consumer is behind: stop reading, so the process's writes block instead of our memory growing.
+    if (pending instanceof Promise) {
+      socket.pause();
+      void pending.finally(() => socket.resume());
+    }
+  });
   const ended = new Promise<void>((resolve) => {
     socket.once("end", resolve);
     socket.once("close", () => resolve());

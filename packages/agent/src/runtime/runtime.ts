@@ -67,8 +67,9 @@ export interface ExecRequest {
 }
 
 export interface ExecIo {
-  onStdout: (chunk: Uint8Array) => void;
-  onStderr: (chunk: Uint8Array) => void;
+  /** A returned promise pauses reading that stream until it settles (backpressure). */
+  onStdout: (chunk: Uint8Array) => void | Promise<void>;
+  onStderr: (chunk: Uint8Array) => void | Promise<void>;
   /** Aborting kills the exec'd process (SIGKILL). */
   signal?: AbortSignal;
 }

@@ -6,7 +6,7 @@ import { after, beforeEach, describe, it } from "node:test";
 import { Code, ConnectError, createClient, createRouterTransport, type Client } from "@connectrpc/connect";
 import { AlreadyExistsError, FsbError, NotFoundError, pb } from "@fast-sandbox/api";
 import type { DeleteOptions, ExecIo, ExecRequest, Runtime, RuntimeSandbox, RuntimeSandboxSpec } from "../runtime/runtime.js";
-import { createAgentService, type AgentIdentity } from "./agent-service.js";
+import { EXEC_QUEUE_HIGH, createAgentService, type AgentIdentity } from "./agent-service.js";
 
 /** An in-memory Runtime that records what the service asks of it. */
 class FakeRuntime implements Runtime {
@@ -290,6 +290,21 @@ describe("AgentService", () => {
       assert.deepEqual(runtime.execs, [
         { sandboxId: "default.sh.000001", request: { command: ["sh", "-c", "exit 3"], env: [{ name: "K", value: "V" }], workingDir: "/tmp" } },
       ]);
+    });
+
+    it("asks the producer to pause once more than EXEC_QUEUE_HIGH chunks wait for the client", async () => {
+      runtime.add({ sandboxId: "default.flood.000001" });
+      const returned: unknown[] = [];
+      runtime.execScript = async (io) => {
+        for (let i = 0; i < EXEC_QUEUE_HIGH + 5; i++) returned.push(io.onStdout(Buffer.from(`chunk ${i}\n`)));
+        // Waits until the client has consumed enough for the pipe to resume.
+        await returned.at(-1);
+        return 0;
+      };
+      const events = await drain(client.exec({ sandboxId: "default.flood.000001", command: ["yes"] }));
+      assert.equal(events.filter((e) => e.event.case === "stdout").length, EXEC_QUEUE_HIGH + 5);
+      assert.equal(returned.slice(0, EXEC_QUEUE_HIGH).filter((r) => r instanceof Promise).length, 0);
+      assert.ok(returned.slice(EXEC_QUEUE_HIGH).every((r) => r instanceof Promise));
     });
 
     it("reports exit code 0 as an event", async () => {

@@ -32,6 +32,10 @@ function toAgentSandbox(sandbox: RuntimeSandbox): pb.AgentSandbox {
   });
 }
 
+/** Exec output chunks (up to 64 KiB each) buffered per stream before the pipe pauses, and resumes. */
+export const EXEC_QUEUE_HIGH = 64;
+export const EXEC_QUEUE_LOW = 16;
+
 const SANDBOX_ID = /^[a-z0-9][a-z0-9._-]{0,127}$/;
 
 function checkSandboxId(id: string): void {
@@ -140,6 +144,12 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
 
     async *exec(request, context) {
       const queue = new AsyncQueue<pb.ExecResponse>();
+      // Above EXEC_QUEUE_HIGH chunks waiting for a slow client, the process's output pipe pauses
+      // until the client has taken all but EXEC_QUEUE_LOW of them.
+      const enqueue = (event: pb.ExecResponse["event"]): Promise<void> | undefined => {
+        queue.push(create(pb.ExecResponseSchema, { event }));
+        return queue.size > EXEC_QUEUE_HIGH ? queue.whenBelow(EXEC_QUEUE_LOW) : undefined;
+      };
       try {
         await requireSandbox(request.sandboxId);
         if (request.command.length === 0) throw new ValidationError("command", "must name the program to run");
@@ -152,8 +162,8 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
               ...(request.workingDir ? { workingDir: request.workingDir } : {}),
             },
             {
-              onStdout: (chunk) => queue.push(create(pb.ExecResponseSchema, { event: { case: "stdout", value: chunk } })),
-              onStderr: (chunk) => queue.push(create(pb.ExecResponseSchema, { event: { case: "stderr", value: chunk } })),
+              onStdout: (chunk) => enqueue({ case: "stdout", value: chunk }),
+              onStderr: (chunk) => enqueue({ case: "stderr", value: chunk }),
               signal: context.signal,
             },
           )

@@ -59,6 +59,26 @@ describe("AsyncQueue", () => {
     assert.deepEqual(await drain(queue), [1]);
   });
 
+  it("tells a producer when the consumer has caught up (whenBelow)", async () => {
+    const queue = new AsyncQueue<number>();
+    for (let i = 0; i < 10; i++) queue.push(i);
+    assert.equal(queue.size, 10);
+    let drained = false;
+    const below = queue.whenBelow(3).then(() => (drained = true));
+    const iterator = queue[Symbol.asyncIterator]();
+    for (let i = 0; i < 7; i++) await iterator.next();
+    await Promise.resolve();
+    assert.equal(drained, false, "3 items still wait");
+    await iterator.next();
+    await below;
+    assert.equal(queue.size, 2);
+    // Already below: resolves at once; and ending the queue releases every waiter.
+    await queue.whenBelow(5);
+    const pending = queue.whenBelow(1);
+    queue.end();
+    await pending;
+  });
+
   it("yields falsy items such as 0 and empty strings", async () => {
     const queue = new AsyncQueue<number | string>();
     queue.push(0);
