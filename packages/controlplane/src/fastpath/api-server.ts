@@ -26,7 +26,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     interceptors: [requireBearerToken(options.token)],
     routes: (router) => {
       router.service(pb.SandboxService, createSandboxService(options.manager));
-      router.service(pb.PoolService, createPoolService({ store: options.store, registry: options.registry }));
+      router.service(pb.PoolService, createPoolService({ store: options.store, registry: options.registry, manager: options.manager }));
     },
   });
   const server = await listenCleartext(handler, options.host, options.port);

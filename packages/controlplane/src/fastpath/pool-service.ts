@@ -13,7 +13,7 @@ import {
 } from "@fast-sandbox/api";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
-import { DEFAULT_NAMESPACE } from "./sandbox-manager.js";
+import { DEFAULT_NAMESPACE, type SandboxManager } from "./sandbox-manager.js";
 import { edge } from "./sandbox-service.js";
 
 /** Creates the pool or replaces its spec (like `kubectl apply` of a whole object). */
@@ -49,9 +49,10 @@ export async function applySandboxPool(store: ResourceStore, input: SandboxPool)
 export interface PoolServiceOptions {
   store: ResourceStore;
   registry: AgentRegistry;
+  manager: SandboxManager;
 }
 
-export function createPoolService({ store, registry }: PoolServiceOptions): ServiceImpl<typeof pb.PoolService> {
+export function createPoolService({ store, registry, manager }: PoolServiceOptions): ServiceImpl<typeof pb.PoolService> {
   return {
     applySandboxPool: (request) =>
       edge(async () => {
@@ -73,12 +74,14 @@ export function createPoolService({ store, registry }: PoolServiceOptions): Serv
     deleteSandboxPool: (request) =>
       edge(async () => {
         const namespace = request.namespace || DEFAULT_NAMESPACE;
-        const { items } = await store.list("Sandbox", { namespace });
-        const users = items.filter((s) => s.spec.poolRef === request.name);
-        if (users.length > 0) {
-          throw new FailedPreconditionError(`pool ${namespace}/${request.name} still has ${users.length} sandboxes; delete them first`);
-        }
-        await store.delete("SandboxPool", { namespace, name: request.name });
+        await manager.withPoolClosed(namespace, request.name, async () => {
+          const { items } = await store.list("Sandbox", { namespace });
+          const users = items.filter((s) => s.spec.poolRef === request.name);
+          if (users.length > 0) {
+            throw new FailedPreconditionError(`pool ${namespace}/${request.name} still has ${users.length} sandboxes; delete them first`);
+          }
+          await store.delete("SandboxPool", { namespace, name: request.name });
+        });
         return create(pb.DeleteSandboxPoolResponseSchema, {});
       }),
     listAgents: (request) =>

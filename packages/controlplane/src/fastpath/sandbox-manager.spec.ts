@@ -383,6 +383,31 @@ describe("SandboxManager", () => {
     });
   });
 
+  describe("pool deletion", () => {
+    it("waits for creates in flight and refuses new ones in the pool while it runs", async () => {
+      const gate = deferred();
+      agent.createGate = gate.promise;
+      agent.createEntered = deferred();
+      const creating = manager.create({ name: "in-flight", spec: spec() });
+      await agent.createEntered.promise;
+      let sawSandboxes = -1;
+      const deleting = manager.withPoolClosed("default", spec().poolRef, async () => {
+        sawSandboxes = (await manager.list(undefined, spec().poolRef)).length;
+      });
+      await assert.rejects(manager.create({ name: "late", spec: spec() }), (error: Error) => {
+        assert.match(error.message, /is being deleted/);
+        return true;
+      });
+      assert.equal(sawSandboxes, -1, "the deletion's check must wait for the create in flight");
+      gate.resolve();
+      await creating;
+      await deleting;
+      assert.equal(sawSandboxes, 1, "the deletion's check sees the sandbox that was being created");
+      agent.createGate = undefined;
+      await manager.create({ name: "after", spec: spec() });
+    });
+  });
+
   describe("finalize", () => {
     it("with a stale copy of a deleted and re-created name leaves the new sandbox alone", async () => {
       await manager.create({ name: "web", spec: spec() });

@@ -98,6 +98,8 @@ export class SandboxManager {
   /** requestId → the create it started (in flight or done), for idempotent retries. */
   private readonly requests = new Map<string, Promise<Sandbox>>();
   private readonly pools = new Map<string, SandboxPool>();
+  /** Pools being deleted: no new sandboxes there. */
+  private readonly closingPools = new Set<string>();
   /** Cleanups in progress, by key. */
   private readonly finalizing = new Map<string, Promise<void>>();
   /** Status writes of fast-mode creates that have not landed yet. */
@@ -175,6 +177,9 @@ export class SandboxManager {
         `pool ${namespace}/${input.spec.poolRef} does not exist${known.length ? ` (pools in ${namespace}: ${known.join(", ")})` : ""}; create it with 'fsb apply -f pool.yaml'`,
       );
     }
+    if (this.closingPools.has(sandboxKey(namespace, input.spec.poolRef))) {
+      throw new FailedPreconditionError(`pool ${namespace}/${input.spec.poolRef} is being deleted`);
+    }
     const key = sandboxKey(namespace, name);
     const taken = () => new AlreadyExistsError(`sandbox ${key} already exists; choose another name or delete it first`);
     // Claimed synchronously, before any await: a second create of the name fails fast, and a
@@ -196,6 +201,21 @@ export class SandboxManager {
   private async settledKey(key: string): Promise<void> {
     await this.creating.get(key)?.catch(() => undefined);
     await this.pendingStatus.get(key);
+  }
+
+  /**
+   * Runs `fn` (a pool's deletion) while the pool takes no new sandboxes, after the creates in
+   * flight have finished, so its check for remaining sandboxes cannot race a create.
+   */
+  async withPoolClosed<T>(namespace: string, pool: string, fn: () => Promise<T>): Promise<T> {
+    const key = sandboxKey(namespace, pool);
+    this.closingPools.add(key);
+    try {
+      await Promise.allSettled(this.creating.values());
+      return await fn();
+    } finally {
+      this.closingPools.delete(key);
+    }
   }
 
   /** Waits for every create and status write in flight (before shutting down). */
