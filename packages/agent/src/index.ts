@@ -8,6 +8,7 @@ export {
   createContainerdRuntime,
   ContainerdRuntime,
   LABEL_HELPER,
+  LABEL_ROLE,
   LABEL_IMAGE,
   LABEL_RUNTIME_TYPE,
   type ContainerdRuntimeOptions,

@@ -3,7 +3,7 @@
  * The messages' JSON names equal the resources' field names, so conversion goes through protobuf's
  * canonical JSON mapping and only patches the few fields whose shapes differ.
  */
-import { create, fromJson, toJson, type JsonObject } from "@bufbuild/protobuf";
+import { fromJson, toJson, type JsonObject } from "@bufbuild/protobuf";
 import { API_VERSION } from "../schema/object-meta.js";
 import type { Sandbox, SandboxSpec } from "../schema/sandbox.js";
 import type { SandboxPool } from "../schema/sandbox-pool.js";
@@ -83,4 +83,3 @@ export function sandboxPoolFromMessage(message: SandboxPoolMessage): SandboxPool
   return json as unknown as SandboxPool;
 }
 
-export { create };
