@@ -82,4 +82,3 @@ export function sandboxPoolFromMessage(message: SandboxPoolMessage): SandboxPool
   json.spec = spec;
   return json as unknown as SandboxPool;
 }
-
