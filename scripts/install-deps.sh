@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # code generation: protoc and containerd's API protos; registry tests: skopeo.
 PACKAGES=(containerd runc runsc busybox-static umoci skopeo protobuf-compiler
   golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev
-  iproute2 openssl etcd-server)
+  iproute2 openssl curl util-linux gcc libc6-dev)
 
 if [ "${FSB_SKIP_APT:-}" != 1 ]; then
   missing=()
@@ -24,6 +24,12 @@ if [ "${FSB_SKIP_APT:-}" != 1 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
+fi
+
+# kubectl drives the Kubernetes test harness; this image's apt sources carry it as `kubectl`.
+if ! command -v kubectl >/dev/null 2>&1 && [ "${FSB_SKIP_APT:-}" != 1 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null 2>&1 \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null
 fi
 
 bash scripts/start-containerd.sh
