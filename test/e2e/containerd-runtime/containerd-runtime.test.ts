@@ -193,6 +193,22 @@ describe("containerd runtime", () => {
     await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
   });
 
+  it("gets one of its own sandboxes by id, and nothing for unknown ids, anchors or another agent's", async () => {
+    const spec = sandboxSpec({ command: ["sleep", "3600"] });
+    await runtime.create(spec);
+    const found = await runtime.get(spec.sandboxId);
+    assert.equal(found?.sandboxId, spec.sandboxId);
+    assert.equal(found?.state, "running");
+    assert.equal(found?.name, spec.name);
+    assert.equal(await runtime.get("no-such-sandbox"), undefined);
+    assert.equal(await runtime.get(runtime.anchorIds[0] ?? ""), undefined);
+    const other = newRuntime("another-agent");
+    assert.equal(await other.get(spec.sandboxId), undefined);
+    other.close();
+    await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
+    assert.equal(await runtime.get(spec.sandboxId), undefined);
+  });
+
   it("pauses an exec's output pipe while its consumer is behind, and still delivers every byte", async () => {
     const spec = sandboxSpec({ command: ["sleep", "3600"] });
     await runtime.create(spec);

@@ -33,7 +33,8 @@ import {
 import { ContainerdClient } from "./containerd-client.js";
 import { ExecFifos } from "./exec-fifos.js";
 import { writeRunscWrapper } from "./gvisor-binary.js";
-import { Status as TaskStatus } from "./gen/github.com/containerd/containerd/api/types/task/task_pb.js";
+import { Status as TaskStatus, type Process } from "./gen/github.com/containerd/containerd/api/types/task/task_pb.js";
+import type { Container } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
 import { OptionsSchema as RuncOptionsSchema } from "./gen/github.com/containerd/containerd/runtime/v2/runc/options/oci_pb.js";
 import { isNotFound } from "./grpc-errors.js";
 import { ImageResolver } from "./image-resolver.js";
@@ -414,6 +415,46 @@ export class ContainerdRuntime implements Runtime {
     this.logger.debug({ anchor: id }, "shim anchor started");
   }
 
+  /** One sandbox of this agent by id (two constant-time lookups), or undefined. */
+  async get(sandboxId: string): Promise<RuntimeSandbox | undefined> {
+    let container: Container | undefined;
+    try {
+      ({ container } = await this.client.containers.get({ id: sandboxId }));
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+    if (!container || container.labels[LABEL_AGENT] !== this.agentName || container.labels[LABEL_ROLE]) return undefined;
+    let task: Process | undefined;
+    try {
+      ({ process: task } = await this.client.tasks.get({ containerId: sandboxId }));
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+    return this.toRuntimeSandbox(container, task);
+  }
+
+  private toRuntimeSandbox(container: Container, task: Process | undefined): RuntimeSandbox {
+    const labels = { ...container.labels };
+    const sandbox: RuntimeSandbox = {
+      sandboxId: labels[LABEL_SANDBOX_ID] ?? container.id,
+      namespace: labels[LABEL_NAMESPACE] ?? "",
+      name: labels[LABEL_NAME] ?? "",
+      pool: labels[LABEL_POOL] ?? "",
+      image: labels[LABEL_IMAGE] ?? container.image,
+      // A container without a task is not running (its task failed to start or containerd lost it).
+      state: task ? taskState(task.status) : "stopped",
+      labels,
+    };
+    if (task && task.pid > 0) sandbox.pid = task.pid;
+    if (task?.status === TaskStatus.STOPPED) sandbox.exitCode = task.exitStatus;
+    else if (labels[LABEL_HELPER] === "true") {
+      const recorded = this.recordedExitCode(sandbox.sandboxId);
+      if (recorded !== undefined) sandbox.exitCode = recorded;
+    }
+    return sandbox;
+  }
+
   async list(): Promise<RuntimeSandbox[]> {
     const [{ containers }, { tasks }] = await Promise.all([
       this.client.containers.list({
@@ -424,27 +465,7 @@ export class ContainerdRuntime implements Runtime {
     const tasksById = new Map(tasks.map((task) => [task.id, task]));
     return containers
       .filter((container) => !container.labels[LABEL_ROLE])
-      .map((container): RuntimeSandbox => {
-        const labels = { ...container.labels };
-        const task = tasksById.get(container.id);
-        const sandbox: RuntimeSandbox = {
-          sandboxId: labels[LABEL_SANDBOX_ID] ?? container.id,
-          namespace: labels[LABEL_NAMESPACE] ?? "",
-          name: labels[LABEL_NAME] ?? "",
-          pool: labels[LABEL_POOL] ?? "",
-          image: labels[LABEL_IMAGE] ?? container.image,
-          // A container without a task is not running (its task failed to start or containerd lost it).
-          state: task ? taskState(task.status) : "stopped",
-          labels,
-        };
-        if (task && task.pid > 0) sandbox.pid = task.pid;
-        if (task?.status === TaskStatus.STOPPED) sandbox.exitCode = task.exitStatus;
-        else if (labels[LABEL_HELPER] === "true") {
-          const recorded = this.recordedExitCode(sandbox.sandboxId);
-          if (recorded !== undefined) sandbox.exitCode = recorded;
-        }
-        return sandbox;
-      })
+      .map((container) => this.toRuntimeSandbox(container, tasksById.get(container.id)))
       .sort((a, b) => a.sandboxId.localeCompare(b.sandboxId));
   }
 

@@ -88,6 +88,8 @@ export interface Runtime {
   create(spec: RuntimeSandboxSpec): Promise<RuntimeSandbox>;
   /** Stops (SIGTERM, grace, SIGKILL) and removes task, container and snapshot. Idempotent: a missing sandbox is not an error. */
   delete(sandboxId: string, options: DeleteOptions): Promise<void>;
+  /** One sandbox this agent owns, or undefined. */
+  get(sandboxId: string): Promise<RuntimeSandbox | undefined>;
   /** The sandboxes this agent owns, rebuilt from the runtime's labels. */
   list(): Promise<RuntimeSandbox[]>;
   /** Runs a process inside the sandbox, streaming its output; resolves with its exit code. */

@@ -48,6 +48,10 @@ class FakeRuntime implements Runtime {
     this.sandboxes.delete(sandboxId);
   }
 
+  async get(sandboxId: string): Promise<RuntimeSandbox | undefined> {
+    return this.sandboxes.get(sandboxId);
+  }
+
   async list(): Promise<RuntimeSandbox[]> {
     return [...this.sandboxes.values()];
   }

@@ -58,7 +58,7 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
 
   async function requireSandbox(sandboxId: string): Promise<RuntimeSandbox> {
     checkSandboxId(sandboxId);
-    const sandbox = (await runtime.list()).find((s) => s.sandboxId === sandboxId);
+    const sandbox = await runtime.get(sandboxId);
     if (!sandbox) throw new NotFoundError(`sandbox ${sandboxId} does not exist on agent ${identity.name}`);
     return sandbox;
   }
