@@ -5,10 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Runtime: containerd + runc (default) + runsc (gVisor); base image: busybox-static + umoci;
-# code generation: protoc and containerd's API protos; registry tests: skopeo.
+# code generation: protoc and containerd's API protos; registry tests: skopeo, docker-registry (the CNCF
+# distribution server, started by the tests on loopback) and htpasswd (apache2-utils).
 PACKAGES=(containerd runc runsc busybox-static umoci skopeo protobuf-compiler
   golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev
-  iproute2 openssl curl util-linux gcc libc6-dev)
+  iproute2 openssl curl util-linux gcc libc6-dev docker-registry apache2-utils)
 
 if [ "${FSB_SKIP_APT:-}" != 1 ]; then
   missing=()

@@ -6,7 +6,21 @@ export const PoolCapacity = Type.Object(
     poolMin: Type.Integer({ minimum: 0, description: "Fewest agents the pool keeps." }),
     poolMax: Type.Integer({ minimum: 0, description: "Most agents the pool may run." }),
     bufferMin: Type.Optional(Type.Integer({ minimum: 0, description: "Fewest free sandbox slots kept warm." })),
-    bufferMax: Type.Optional(Type.Integer({ minimum: 0, description: "Most free sandbox slots kept warm." })),
+    bufferMax: Type.Optional(Type.Integer({ minimum: 0, description: "Most free sandbox slots kept warm; idle agents beyond it are released after scaleDownDelaySeconds." })),
+    scaleDownDelaySeconds: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 86400,
+        description: "How long spare capacity must stay idle before idle agents are released (down to poolMin, 0 included). Default 300.",
+      }),
+    ),
+    wakeTimeoutSeconds: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 3600,
+        description: "How long a create waits for the pool to start an agent (scale from zero, or growing under poolMax). Default 30.",
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -34,6 +48,19 @@ export const SandboxPoolSpec = Type.Object(
     runtimeType: Type.Optional(RuntimeType),
     image: Type.Optional(Type.String({ minLength: 1, description: "Default image of sandboxes that name none." })),
     sandboxResources: Type.Optional(SandboxResources),
+    prewarmImages: Type.Optional(
+      Type.Array(Type.String({ minLength: 1 }), {
+        uniqueItems: true,
+        maxItems: 32,
+        description: "Images pulled on every agent of the pool before it reports ready.",
+      }),
+    ),
+    imagePullSecret: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description: "Kubernetes mode: name of a kubernetes.io/dockerconfigjson Secret in the pool's namespace with registry credentials.",
+      }),
+    ),
     agentTemplate: Type.Optional(
       Type.Object(
         {},
@@ -55,6 +82,8 @@ export const SandboxPoolStatus = Type.Object(
     readyAgents: Type.Optional(Type.Integer({ minimum: 0 })),
     sandboxes: Type.Optional(Type.Integer({ minimum: 0 })),
     freeSlots: Type.Optional(Type.Integer({ minimum: 0 })),
+    desiredAgents: Type.Optional(Type.Integer({ minimum: 0, description: "Agents the pool sizer wants right now." })),
+    hotImages: Type.Optional(Type.Array(Type.String(), { description: "Images most used in the pool recently; pre-pulled on agents that lack them." })),
     conditions: Type.Optional(Type.Array(Condition)),
   },
   { additionalProperties: false },

@@ -22,7 +22,10 @@ export type ConsistencyMode = Static<typeof ConsistencyMode>;
 
 export const SandboxSpec = Type.Object(
   {
-    image: Type.String({ minLength: 1, description: "Image reference in the agent's image store." }),
+    image: Type.String({
+      minLength: 1,
+      description: "Image reference (e.g. python:3.12, registry.example.com/team/app@sha256:…); pulled by the agent when missing.",
+    }),
     command: Type.Optional(Type.Array(Type.String(), { description: "Replaces the image's entrypoint." })),
     args: Type.Optional(Type.Array(Type.String(), { description: "Replaces the image's cmd." })),
     envs: Type.Optional(Type.Array(EnvVar)),
@@ -36,8 +39,14 @@ export const SandboxSpec = Type.Object(
     poolRef: Type.String({ pattern: NAME_PATTERN, minLength: 1, maxLength: NAME_MAX_LENGTH, description: "Name of the SandboxPool in the same namespace." }),
     expireTime: Type.Optional(Type.String({ format: "date-time", description: "RFC 3339 time after which the sandbox is deleted." })),
     failurePolicy: Type.Optional(FailurePolicy),
-    recoveryTimeoutSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 86400 })),
-    resetRevision: Type.Optional(Type.String({ description: "Changing it evicts and recreates the sandbox." })),
+    recoveryTimeoutSeconds: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 86400,
+        description: "How long the sandbox's agent may be unreachable before failurePolicy acts. Default 30.",
+      }),
+    ),
+    resetRevision: Type.Optional(Type.String({ description: "Changing it replaces the running instance with a new one (same name and spec)." })),
     consistencyMode: Type.Optional(ConsistencyMode),
   },
   { additionalProperties: false },
@@ -63,7 +72,8 @@ export const SandboxStatus = Type.Object(
     sandboxID: Type.Optional(Type.String({ description: "The runtime's id of the sandbox (containerd container id)." })),
     endpoints: Type.Optional(Type.Array(Type.String(), { description: "host:port for each exposed port." })),
     conditions: Type.Optional(Type.Array(Condition)),
-    acceptedResetRevision: Type.Optional(Type.String()),
+    acceptedResetRevision: Type.Optional(Type.String({ description: "The resetRevision the running instance was created for." })),
+    recreations: Type.Optional(Type.Integer({ minimum: 0, description: "How many times the sandbox was recreated (agent lost or reset)." })),
   },
   { additionalProperties: false },
 );

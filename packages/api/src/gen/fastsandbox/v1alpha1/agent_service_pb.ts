@@ -8,7 +8,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { EnvVar } from "./resources_pb.js";
 import { file_fastsandbox_v1alpha1_resources } from "./resources_pb.js";
-import type { ExecResponseSchema, LogsResponseSchema } from "./streams_pb.js";
+import type { ExecResponseSchema, LogsResponseSchema, PullProgressSchema } from "./streams_pb.js";
 import { file_fastsandbox_v1alpha1_streams } from "./streams_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fastsandbox/v1alpha1/agent_service.proto.
  */
 export const file_fastsandbox_v1alpha1_agent_service: GenFile = /*@__PURE__*/
-  fileDesc("CihmYXN0c2FuZGJveC92MWFscGhhMS9hZ2VudF9zZXJ2aWNlLnByb3RvEhRmYXN0c2FuZGJveC52MWFscGhhMSIUChJBZ2VudFN0YXR1c1JlcXVlc3QiowEKC0FnZW50U3RhdHVzEgwKBG5hbWUYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBHBvb2wYAyABKAkSEQoJbm9kZV9uYW1lGAQgASgJEg4KBmltYWdlcxgFIAMoCRI1CglzYW5kYm94ZXMYBiADKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3gSCwoDcGlkGAcgASgFIo0CChlBZ2VudENyZWF0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDQoFaW1hZ2UYBCABKAkSDwoHY29tbWFuZBgFIAMoCRIMCgRhcmdzGAYgAygJEioKBGVudnMYByADKAsyHC5mYXN0c2FuZGJveC52MWFscGhhMS5FbnZWYXISEwoLd29ya2luZ19kaXIYCCABKAkSFAoMcnVudGltZV90eXBlGAkgASgJEhIKCmNwdV9taWxsaXMYCiABKAUSFAoMbWVtb3J5X2J5dGVzGAsgASgDEgwKBHBpZHMYDCABKAUilAEKDEFnZW50U2FuZGJveBISCgpzYW5kYm94X2lkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIMCgRuYW1lGAMgASgJEg0KBWltYWdlGAQgASgJEg0KBXN0YXRlGAUgASgJEgsKA3BpZBgGIAEoBRIWCglleGl0X2NvZGUYByABKAVIAIgBAUIMCgpfZXhpdF9jb2RlIkgKGUFnZW50RGVsZXRlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIXCg9ncmFjZV9wZXJpb2RfbXMYAiABKAUiHAoaQWdlbnREZWxldGVTYW5kYm94UmVzcG9uc2UiGwoZQWdlbnRMaXN0U2FuZGJveGVzUmVxdWVzdCJTChpBZ2VudExpc3RTYW5kYm94ZXNSZXNwb25zZRI1CglzYW5kYm94ZXMYASADKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3giNgoQQWdlbnRMb2dzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg4KBmZvbGxvdxgCIAEoCCJ4ChBBZ2VudEV4ZWNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDwoHY29tbWFuZBgCIAMoCRIqCgRlbnZzGAMgAygLMhwuZmFzdHNhbmRib3gudjFhbHBoYTEuRW52VmFyEhMKC3dvcmtpbmdfZGlyGAQgASgJMt8ECgxBZ2VudFNlcnZpY2USVQoGU3RhdHVzEiguZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTdGF0dXNSZXF1ZXN0GiEuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTdGF0dXMSZAoNQ3JlYXRlU2FuZGJveBIvLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50Q3JlYXRlU2FuZGJveFJlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3gScgoNRGVsZXRlU2FuZGJveBIvLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50RGVsZXRlU2FuZGJveFJlcXVlc3QaMC5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudERlbGV0ZVNhbmRib3hSZXNwb25zZRJyCg1MaXN0U2FuZGJveGVzEi8uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRMaXN0U2FuZGJveGVzUmVxdWVzdBowLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50TGlzdFNhbmRib3hlc1Jlc3BvbnNlElQKBExvZ3MSJi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExvZ3NSZXF1ZXN0GiIuZmFzdHNhbmRib3gudjFhbHBoYTEuTG9nc1Jlc3BvbnNlMAESVAoERXhlYxImLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50RXhlY1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5FeGVjUmVzcG9uc2UwAWIGcHJvdG8z", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
+  fileDesc("CihmYXN0c2FuZGJveC92MWFscGhhMS9hZ2VudF9zZXJ2aWNlLnByb3RvEhRmYXN0c2FuZGJveC52MWFscGhhMSIUChJBZ2VudFN0YXR1c1JlcXVlc3QiowEKC0FnZW50U3RhdHVzEgwKBG5hbWUYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBHBvb2wYAyABKAkSEQoJbm9kZV9uYW1lGAQgASgJEg4KBmltYWdlcxgFIAMoCRI1CglzYW5kYm94ZXMYBiADKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3gSCwoDcGlkGAcgASgFIo0CChlBZ2VudENyZWF0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDQoFaW1hZ2UYBCABKAkSDwoHY29tbWFuZBgFIAMoCRIMCgRhcmdzGAYgAygJEioKBGVudnMYByADKAsyHC5mYXN0c2FuZGJveC52MWFscGhhMS5FbnZWYXISEwoLd29ya2luZ19kaXIYCCABKAkSFAoMcnVudGltZV90eXBlGAkgASgJEhIKCmNwdV9taWxsaXMYCiABKAUSFAoMbWVtb3J5X2J5dGVzGAsgASgDEgwKBHBpZHMYDCABKAUiqAEKDEFnZW50U2FuZGJveBISCgpzYW5kYm94X2lkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIMCgRuYW1lGAMgASgJEg0KBWltYWdlGAQgASgJEg0KBXN0YXRlGAUgASgJEgsKA3BpZBgGIAEoBRIWCglleGl0X2NvZGUYByABKAVIAIgBARISCgpvb21fa2lsbGVkGAggASgIQgwKCl9leGl0X2NvZGUiSAoZQWdlbnREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhcKD2dyYWNlX3BlcmlvZF9tcxgCIAEoBSIcChpBZ2VudERlbGV0ZVNhbmRib3hSZXNwb25zZSIbChlBZ2VudExpc3RTYW5kYm94ZXNSZXF1ZXN0IlMKGkFnZW50TGlzdFNhbmRib3hlc1Jlc3BvbnNlEjUKCXNhbmRib3hlcxgBIAMoCzIiLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50U2FuZGJveCI2ChBBZ2VudExvZ3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDgoGZm9sbG93GAIgASgIIngKEEFnZW50RXhlY1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIPCgdjb21tYW5kGAIgAygJEioKBGVudnMYAyADKAsyHC5mYXN0c2FuZGJveC52MWFscGhhMS5FbnZWYXISEwoLd29ya2luZ19kaXIYBCABKAkiJgoVQWdlbnRQdWxsSW1hZ2VSZXF1ZXN0Eg0KBWltYWdlGAEgASgJMr8FCgxBZ2VudFNlcnZpY2USVQoGU3RhdHVzEiguZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTdGF0dXNSZXF1ZXN0GiEuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTdGF0dXMSZAoNQ3JlYXRlU2FuZGJveBIvLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50Q3JlYXRlU2FuZGJveFJlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3gScgoNRGVsZXRlU2FuZGJveBIvLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50RGVsZXRlU2FuZGJveFJlcXVlc3QaMC5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudERlbGV0ZVNhbmRib3hSZXNwb25zZRJyCg1MaXN0U2FuZGJveGVzEi8uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRMaXN0U2FuZGJveGVzUmVxdWVzdBowLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50TGlzdFNhbmRib3hlc1Jlc3BvbnNlElQKBExvZ3MSJi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExvZ3NSZXF1ZXN0GiIuZmFzdHNhbmRib3gudjFhbHBoYTEuTG9nc1Jlc3BvbnNlMAESVAoERXhlYxImLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50RXhlY1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5FeGVjUmVzcG9uc2UwARJeCglQdWxsSW1hZ2USKy5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFB1bGxJbWFnZVJlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5QdWxsUHJvZ3Jlc3MwAWIGcHJvdG8z", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentStatusRequest
@@ -177,7 +177,7 @@ export type AgentSandbox = Message<"fastsandbox.v1alpha1.AgentSandbox"> & {
   image: string;
 
   /**
-   * created | running | stopped | unknown.
+   * creating (a create is in flight on the agent) | created | running | stopped | unknown.
    *
    * @generated from field: string state = 5;
    */
@@ -192,6 +192,13 @@ export type AgentSandbox = Message<"fastsandbox.v1alpha1.AgentSandbox"> & {
    * @generated from field: optional int32 exit_code = 7;
    */
   exitCode?: number | undefined;
+
+  /**
+   * The kernel's OOM killer killed a process of the sandbox (its memory limit was reached).
+   *
+   * @generated from field: bool oom_killed = 8;
+   */
+  oomKilled: boolean;
 };
 
 /**
@@ -321,6 +328,23 @@ export const AgentExecRequestSchema: GenMessage<AgentExecRequest> = /*@__PURE__*
   messageDesc(file_fastsandbox_v1alpha1_agent_service, 9);
 
 /**
+ * @generated from message fastsandbox.v1alpha1.AgentPullImageRequest
+ */
+export type AgentPullImageRequest = Message<"fastsandbox.v1alpha1.AgentPullImageRequest"> & {
+  /**
+   * @generated from field: string image = 1;
+   */
+  image: string;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.AgentPullImageRequest.
+ * Use `create(AgentPullImageRequestSchema)` to create a new message.
+ */
+export const AgentPullImageRequestSchema: GenMessage<AgentPullImageRequest> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 10);
+
+/**
  * @generated from service fastsandbox.v1alpha1.AgentService
  */
 export const AgentService: GenService<{
@@ -371,6 +395,16 @@ export const AgentService: GenService<{
     methodKind: "server_streaming";
     input: typeof AgentExecRequestSchema;
     output: typeof ExecResponseSchema;
+  },
+  /**
+   * Pulls an image into the agent's image store (once, however many callers wait for it), streaming progress.
+   *
+   * @generated from rpc fastsandbox.v1alpha1.AgentService.PullImage
+   */
+  pullImage: {
+    methodKind: "server_streaming";
+    input: typeof AgentPullImageRequestSchema;
+    output: typeof PullProgressSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fastsandbox_v1alpha1_agent_service, 0);

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fastsandbox/v1alpha1/streams.proto.
  */
 export const file_fastsandbox_v1alpha1_streams: GenFile = /*@__PURE__*/
-  fileDesc("CiJmYXN0c2FuZGJveC92MWFscGhhMS9zdHJlYW1zLnByb3RvEhRmYXN0c2FuZGJveC52MWFscGhhMSIcCgxMb2dzUmVzcG9uc2USDAoEZGF0YRgBIAEoDCJQCgxFeGVjUmVzcG9uc2USEAoGc3Rkb3V0GAEgASgMSAASEAoGc3RkZXJyGAIgASgMSAASEwoJZXhpdF9jb2RlGAMgASgFSABCBwoFZXZlbnRiBnByb3RvMw");
+  fileDesc("CiJmYXN0c2FuZGJveC92MWFscGhhMS9zdHJlYW1zLnByb3RvEhRmYXN0c2FuZGJveC52MWFscGhhMSIcCgxMb2dzUmVzcG9uc2USDAoEZGF0YRgBIAEoDCJQCgxFeGVjUmVzcG9uc2USEAoGc3Rkb3V0GAEgASgMSAASEAoGc3RkZXJyGAIgASgMSAASEwoJZXhpdF9jb2RlGAMgASgFSABCBwoFZXZlbnQinwEKDFB1bGxQcm9ncmVzcxINCgVpbWFnZRgBIAEoCRINCgVwaGFzZRgCIAEoCRIUCgxsYXllcnNfdG90YWwYAyABKAUSEwoLbGF5ZXJzX2RvbmUYBCABKAUSEwoLYnl0ZXNfdG90YWwYBSABKAMSEgoKYnl0ZXNfZG9uZRgGIAEoAxIOCgZkaWdlc3QYByABKAkSDQoFYWdlbnQYCCABKAliBnByb3RvMw");
 
 /**
  * @generated from message fastsandbox.v1alpha1.LogsResponse
@@ -65,4 +65,66 @@ export type ExecResponse = Message<"fastsandbox.v1alpha1.ExecResponse"> & {
  */
 export const ExecResponseSchema: GenMessage<ExecResponse> = /*@__PURE__*/
   messageDesc(file_fastsandbox_v1alpha1_streams, 1);
+
+/**
+ * Progress of an image pull, as it goes.
+ *
+ * @generated from message fastsandbox.v1alpha1.PullProgress
+ */
+export type PullProgress = Message<"fastsandbox.v1alpha1.PullProgress"> & {
+  /**
+   * The normalized reference being pulled (e.g. docker.io/library/busybox:latest).
+   *
+   * @generated from field: string image = 1;
+   */
+  image: string;
+
+  /**
+   * resolving | downloading | unpacking | done.
+   *
+   * @generated from field: string phase = 2;
+   */
+  phase: string;
+
+  /**
+   * @generated from field: int32 layers_total = 3;
+   */
+  layersTotal: number;
+
+  /**
+   * @generated from field: int32 layers_done = 4;
+   */
+  layersDone: number;
+
+  /**
+   * @generated from field: int64 bytes_total = 5;
+   */
+  bytesTotal: bigint;
+
+  /**
+   * @generated from field: int64 bytes_done = 6;
+   */
+  bytesDone: bigint;
+
+  /**
+   * Digest of the manifest, once resolved.
+   *
+   * @generated from field: string digest = 7;
+   */
+  digest: string;
+
+  /**
+   * Which agent reports it (fast-path API only).
+   *
+   * @generated from field: string agent = 8;
+   */
+  agent: string;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.PullProgress.
+ * Use `create(PullProgressSchema)` to create a new message.
+ */
+export const PullProgressSchema: GenMessage<PullProgress> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_streams, 2);
 
