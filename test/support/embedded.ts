@@ -34,6 +34,8 @@ export interface EmbeddedCaseOptions {
   name: string;
   pools?: SandboxPool[];
   heartbeatIntervalMs?: number;
+  /** First restart delay of a lost agent (keeps a killed agent away for a while). */
+  agentRestartDelayMs?: number;
 }
 
 export function pool(name: string, spec: Partial<SandboxPool["spec"]> & { maxSandboxesPerPod: number }, namespace = "default"): SandboxPool {
@@ -61,6 +63,7 @@ export async function startEmbedded(options: EmbeddedCaseOptions): Promise<Embed
       containerdNamespace,
       cgroupRoot,
       heartbeatIntervalMs: options.heartbeatIntervalMs ?? 500,
+      ...(options.agentRestartDelayMs !== undefined ? { agentRestartDelayMs: options.agentRestartDelayMs } : {}),
       logger,
     });
     for (const p of options.pools ?? []) {

@@ -2,7 +2,7 @@ import { Command, CommanderError, Option } from "@commander-js/extra-typings";
 import { FsbError, ValidationError } from "@fast-sandbox/api";
 import { up } from "./commands/up.js";
 import { down } from "./commands/down.js";
-import { exec, get, list, logs, remove, run } from "./commands/sandboxes.js";
+import { exec, get, list, logs, remove, reset, run } from "./commands/sandboxes.js";
 import { apply } from "./commands/apply.js";
 import { agents } from "./commands/agents.js";
 import { OUTPUT_FORMATS } from "./output.js";
@@ -63,7 +63,16 @@ function program(): Command {
     .option("-e, --env <NAME=VALUE>", "environment variable (repeatable)", collect, [] as string[])
     .option("-w, --workdir <dir>", "working directory")
     .option("--expire <duration>", "delete it after this long, e.g. 30s, 10m, 2h")
+    .option("--failure-policy <policy>", "when its agent is lost: Manual (becomes Lost) or AutoRecreate (recreated on another agent)")
+    .option("--recovery-timeout <duration>", "how long its agent may be unreachable before the failure policy acts (default 30s)")
     .action((command, options) => run(command, { ...globals(), ...options }));
+
+  fsb
+    .command("reset")
+    .description("replace a sandbox's instance with a new one (same name and spec, new sandbox id); waits until it runs")
+    .argument("<name>")
+    .addOption(namespaceOption())
+    .action((name, options) => reset(name, { ...globals(), ...options }));
 
   fsb
     .command("ls")

@@ -13,10 +13,11 @@ import type { AgentClient } from "./agent-client/agent-client.js";
 import { openSqliteResourceStore } from "./store/sqlite-resource-store.js";
 import type { ResourceStore } from "./store/resource-store.js";
 import { DEFAULT_NAMESPACE, REQUEST_ID_ANNOTATION, SandboxManager, sandboxKey } from "./fastpath/sandbox-manager.js";
-import { writeStatus } from "./fastpath/sandbox-status.js";
+import { setCondition, writeStatus } from "./fastpath/sandbox-status.js";
 import { startApiServer, type ApiServer } from "./fastpath/api-server.js";
 import { applySandboxPool } from "./fastpath/pool-service.js";
 import { SandboxReconciler } from "./reconcile/sandbox-reconciler.js";
+import { recordSandboxFacts } from "./reconcile/sandbox-facts.js";
 import { LocalPoolReconciler } from "./embedded/local-pool-reconciler.js";
 
 export interface EmbeddedControlPlaneOptions {
@@ -38,6 +39,8 @@ export interface EmbeddedControlPlaneOptions {
   defaultPool?: SandboxPool;
   /** @default 2000 */
   heartbeatIntervalMs?: number;
+  /** First restart delay of a lost agent (doubles per restart). @default 200 */
+  agentRestartDelayMs?: number;
   /** How long start-up waits for agents before serving writes anyway. @default 30000 */
   recoveryTimeoutMs?: number;
   logger?: Logger;
@@ -92,8 +95,25 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
         if (requestId) manager.rememberRequest(requestId, sandbox);
         const id = sandbox.status?.sandboxID ?? "";
         if (running.has(id)) {
-          registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
-        } else if (!sandbox.metadata.deletionTimestamp && sandbox.status?.phase !== "Lost") {
+          if (sandbox.status?.phase === "Lost" && !sandbox.metadata.deletionTimestamp) {
+            // Back after it was given up for lost (failurePolicy Manual): it still runs, so it is Running again.
+            logger.info({ sandbox: key, agent: agentName }, "the agent is back and still runs this Lost sandbox; it is Running again");
+            const placement = registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
+            const now = new Date();
+            const conditions = setCondition(
+              setCondition(sandbox.status.conditions, { type: "Ready", status: "True", reason: "AgentReturned", message: `agent ${agentName} is back` }, now),
+              { type: "AgentConnected", status: "True", reason: "AgentReady" },
+              now,
+            );
+            await writeStatus(store, sandbox, {
+              phase: "Running",
+              endpoints: (sandbox.spec.exposedPorts ?? []).map((port) => `${placement.agent.hostIP}:${port}`),
+              conditions,
+            });
+          } else {
+            registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
+          }
+        } else if (!sandbox.metadata.deletionTimestamp && sandbox.status?.phase === "Running") {
           logger.warn({ sandbox: key, agent: agentName }, "the agent no longer runs this sandbox; marking it Lost");
           await writeStatus(
             store,
@@ -116,29 +136,6 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     }
   }
 
-  /** Records, once, that a sandbox's command exited (the sandbox itself stays up for exec). */
-  async function recordExits(agentName: string, status: pb.AgentStatus): Promise<void> {
-    const exited = new Map(status.sandboxes.filter((s) => s.exitCode !== undefined).map((s) => [s.sandboxId, s.exitCode ?? 0]));
-    if (exited.size === 0) return;
-    const { items } = await store.list("Sandbox");
-    for (const sandbox of items) {
-      const exitCode = exited.get(sandbox.status?.sandboxID ?? "");
-      if (exitCode === undefined || sandbox.status?.assignedPod !== agentName || sandbox.metadata.deletionTimestamp) continue;
-      if (sandbox.status.conditions?.some((c) => c.type === "CommandExited")) continue;
-      await writeStatus(
-        store,
-        sandbox,
-        {},
-        {
-          type: "CommandExited",
-          status: "True",
-          reason: exitCode === 0 ? "Succeeded" : "Failed",
-          message: `the command exited with code ${exitCode}; exec still works`,
-        },
-      );
-    }
-  }
-
   const pools: LocalPoolReconciler = new LocalPoolReconciler({
     store,
     registry,
@@ -150,10 +147,12 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     containerdNamespace: options.containerdNamespace ?? "fast-sandbox",
     cgroupRoot: options.cgroupRoot ?? "fast-sandbox",
     heartbeatIntervalMs: options.heartbeatIntervalMs ?? 2000,
+    ...(options.agentRestartDelayMs !== undefined ? { agentRestartDelayMs: options.agentRestartDelayMs } : {}),
     onAgentReady: adopt,
-    onAgentStatus: recordExits,
+    onAgentStatus: (agentName, status) => recordSandboxFacts(store, agentName, status),
   });
-  const sandboxes = new SandboxReconciler({ store, manager, registry, logger });
+  manager.setPoolCapacity(pools);
+  const sandboxes = new SandboxReconciler({ store, manager, registry, agents: pools, logger });
 
   let api: ApiServer | undefined;
   try {

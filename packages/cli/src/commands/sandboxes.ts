@@ -1,4 +1,4 @@
-import { ValidationError, parseDurationMs, type Sandbox } from "@fast-sandbox/api";
+import { UnavailableError, ValidationError, parseDurationMs, type Sandbox } from "@fast-sandbox/api";
 import { connect, type GlobalOptions } from "../connection.js";
 import { age, printObjects, printTable, type OutputFormat } from "../output.js";
 
@@ -11,6 +11,13 @@ export interface RunOptions extends GlobalOptions {
   env: string[];
   workdir?: string;
   expire?: string;
+  failurePolicy?: string;
+  recoveryTimeout?: string;
+}
+
+function parseFailurePolicy(value: string | undefined): "Manual" | "AutoRecreate" | undefined {
+  if (value === undefined || value === "Manual" || value === "AutoRecreate") return value;
+  throw new ValidationError("--failure-policy", `${JSON.stringify(value)} is not a failure policy; allowed: Manual, AutoRecreate`);
 }
 
 export function parsePorts(values: string[]): number[] {
@@ -48,6 +55,8 @@ export async function run(command: string[], options: RunOptions): Promise<void>
     exposedPorts: parsePorts(options.port),
     ...(options.workdir ? { workingDir: options.workdir } : {}),
     ...(options.expire ? { ttlMs: parseDurationMs(options.expire, "--expire") } : {}),
+    ...(options.failurePolicy ? { failurePolicy: parseFailurePolicy(options.failurePolicy) } : {}),
+    ...(options.recoveryTimeout ? { recoveryTimeoutSeconds: Math.round(parseDurationMs(options.recoveryTimeout, "--recovery-timeout") / 1000) } : {}),
   });
   const endpoints = sandbox.status?.endpoints?.length ? ` (endpoints: ${sandbox.status.endpoints.join(", ")})` : "";
   process.stdout.write(`sandbox running on agent ${sandbox.status?.assignedPod ?? "?"}${endpoints}: ${sandbox.metadata.name}\n`);
@@ -120,5 +129,27 @@ export async function remove(names: string[], options: GlobalOptions & { namespa
   for (const name of names) {
     await client.sandboxes.delete(name, { namespace: options.namespace ?? "" });
     process.stdout.write(`sandbox ${name} deleted\n`);
+  }
+}
+
+/** Sets a new resetRevision (the current time) and waits until the new instance runs. */
+export async function reset(name: string, options: GlobalOptions & { namespace?: string }): Promise<void> {
+  const client = connect(options);
+  const namespace = options.namespace ?? "";
+  const current = await client.sandboxes.get(name, { namespace });
+  const revision = new Date().toISOString();
+  await client.sandboxes.update(name, { ...current.spec, resetRevision: revision }, { namespace });
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const sandbox = await client.sandboxes.get(name, { namespace });
+    if (sandbox.status?.acceptedResetRevision === revision && sandbox.status.phase === "Running") {
+      process.stdout.write(`sandbox ${name} reset: new instance ${sandbox.status.sandboxID ?? "?"} on agent ${sandbox.status.assignedPod ?? "?"}\n`);
+      return;
+    }
+    if (Date.now() > deadline) {
+      const ready = sandbox.status?.conditions?.find((c) => c.type === "Ready");
+      throw new UnavailableError(`sandbox ${name} was not reset within 60s (phase ${sandbox.status?.phase ?? "Pending"}${ready?.message ? `: ${ready.message}` : ""})`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }

@@ -24,6 +24,10 @@ export interface LocalAgentSettings {
   /** cgroup of the agent, e.g. `/fast-sandbox/default-default-0`; empty: none. */
   cgroupParent: string;
   heartbeatIntervalMs: number;
+  /** First restart delay after the agent is lost; doubles per restart up to 32×. @default 200 */
+  restartDelayMs?: number;
+  /** Extra environment of the agent process. */
+  env?: Record<string, string>;
   logger: Logger;
 }
 
@@ -84,6 +88,7 @@ export class LocalAgentProcess {
         FSB_CONTAINERD_NAMESPACE: s.containerdNamespace,
         FSB_CGROUP_PARENT: s.cgroupParent,
         FSB_AGENT_EXIT_ON_STDIN_CLOSE: "1",
+        ...s.env,
       },
     });
     this.child = child;
@@ -112,6 +117,7 @@ export class LocalAgentProcess {
     try {
       const status = await this.client.status();
       this.failures = 0;
+      this.restarts = 0;
       this.events.onReady(this, status);
       this.startHeartbeat();
     } catch (error) {
@@ -150,7 +156,8 @@ export class LocalAgentProcess {
     this.client?.close();
     this.client = undefined;
     this.events.onLost(this, reason);
-    const delayMs = Math.min(5000, 200 * 2 ** Math.min(this.restarts, 5));
+    const firstDelayMs = this.settings.restartDelayMs ?? 200;
+    const delayMs = Math.min(Math.max(5000, firstDelayMs), firstDelayMs * 2 ** Math.min(this.restarts, 5));
     this.restarts += 1;
     this.settings.logger.warn({ agent: this.name, reason, restartInMs: delayMs }, "agent lost; restarting it");
     this.restartTimer = setTimeout(() => {

@@ -1,7 +1,8 @@
 /**
- * Embedded mode's pool controller: for every SandboxPool it keeps between poolMin and poolMax local
- * agent processes (enough for bufferMin free slots), registers them with the registry as they come
- * and go, and writes the pool's status.
+ * Embedded mode's pool controller: for every SandboxPool it runs local agent processes, as many as
+ * the pool sizer says (reconcile/pool-sizer.ts: between poolMin and poolMax, bufferMin free slots,
+ * idle spare agents released after scaleDownDelaySeconds), registers them with the registry as they
+ * come and go, tracks their connectivity, and writes the pool's status.
  */
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -9,7 +10,22 @@ import type { SandboxPool, pb } from "@fast-sandbox/api";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore, Watch } from "../store/resource-store.js";
 import { DEFAULT_NAMESPACE, sandboxKey, type SandboxManager } from "../fastpath/sandbox-manager.js";
+import { planPoolSize } from "../reconcile/pool-sizer.js";
 import { LocalAgentProcess, type LocalAgentEvents } from "./local-agent-process.js";
+
+export { desiredAgents } from "../reconcile/pool-sizer.js";
+
+/** Whether an agent answers, and since when (the moment it last changed). */
+export interface AgentConnectivity {
+  connected: boolean;
+  since: Date;
+}
+
+/** The last status an agent reported, and when it arrived. */
+export interface ObservedAgentStatus {
+  status: pb.AgentStatus;
+  at: Date;
+}
 
 export interface LocalPoolReconcilerOptions {
   store: ResourceStore;
@@ -23,6 +39,13 @@ export interface LocalPoolReconcilerOptions {
   /** Root cgroup of the agents (`fast-sandbox`); empty: no cgroups. */
   cgroupRoot: string;
   heartbeatIntervalMs: number;
+  /** First restart delay of a lost agent. @default 200 */
+  agentRestartDelayMs?: number;
+  /** Extra environment of every agent process. */
+  agentEnv?: Record<string, string>;
+  /** How often pools are resized and their status written. @default 1000 */
+  resyncIntervalMs?: number;
+  clock?: () => Date;
   /** Called when an agent answers after a (re)start, to adopt what it runs. */
   onAgentReady(agentName: string, status: pb.AgentStatus): Promise<void>;
   /** Called with every heartbeat's status (e.g. to record commands that exited). */
@@ -34,24 +57,53 @@ export function agentName(namespace: string, pool: string, ordinal: number): str
   return namespace === DEFAULT_NAMESPACE ? `${pool}-${ordinal}` : `${namespace}.${pool}-${ordinal}`;
 }
 
-export function desiredAgents(pool: SandboxPool, allocated: number): number {
-  const { poolMin, poolMax, bufferMin = 0 } = pool.spec.capacity;
-  const needed = Math.ceil((allocated + bufferMin) / pool.spec.maxSandboxesPerPod);
-  return Math.max(poolMin, Math.min(poolMax, needed));
-}
-
 export class LocalPoolReconciler {
   private readonly options: LocalPoolReconcilerOptions;
   private readonly pools = new Map<string, SandboxPool>();
   private readonly agents = new Map<string, LocalAgentProcess>();
   /** Agents named by sandbox records at start-up: started whatever the pool's size says. */
   private readonly pinned = new Map<string, { namespace: string; pool: string }>();
+  private readonly connectivity = new Map<string, AgentConnectivity>();
+  private readonly observed = new Map<string, ObservedAgentStatus>();
+  /** Per pool: since when it has had spare capacity (scale-down delay). */
+  private readonly spareSince = new Map<string, Date>();
+  private readonly desired = new Map<string, number>();
+  private readonly clock: () => Date;
   private watch: Watch | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
 
   constructor(options: LocalPoolReconcilerOptions) {
     this.options = options;
+    this.clock = options.clock ?? (() => new Date());
+  }
+
+  /** Whether the agent answers, and since when; undefined for an agent this controller does not run. */
+  agentConnectivity(name: string): AgentConnectivity | undefined {
+    return this.agents.has(name) ? this.connectivity.get(name) : undefined;
+  }
+
+  /** The agent's last reported status (heartbeat or start), if any. */
+  observedStatus(name: string): ObservedAgentStatus | undefined {
+    return this.observed.get(name);
+  }
+
+  /**
+   * Whether a create that finds no free slot should wait: the pool may still start an agent (below
+   * poolMax) or one of its agents is still starting. False means "no capacity" now and for a while.
+   */
+  canGrow(namespace: string, pool: string): boolean {
+    const spec = this.pools.get(sandboxKey(namespace, pool));
+    if (!spec) return false;
+    const mine = [...this.agents.values()].filter((a) => a.settings.namespace === namespace && a.settings.pool === pool);
+    if (mine.length < spec.spec.capacity.poolMax) return true;
+    return mine.some((a) => this.options.registry.getAgent(a.name)?.ready !== true && this.connectivity.get(a.name)?.connected !== false);
+  }
+
+  /** A create waits for capacity in this pool: resize now rather than at the next tick. */
+  wake(namespace: string, pool: string): void {
+    const spec = this.pools.get(sandboxKey(namespace, pool));
+    if (spec) this.scale(spec);
   }
 
   getAgentProcess(name: string): LocalAgentProcess | undefined {
@@ -76,7 +128,7 @@ export class LocalPoolReconciler {
       if (event.type === "DELETED") this.forget(event.object);
       else this.observe(event.object);
     });
-    this.timer = setInterval(() => void this.writeStatuses(), 2000);
+    this.timer = setInterval(() => void this.writeStatuses(), this.options.resyncIntervalMs ?? 1000);
     this.timer.unref();
   }
 
@@ -106,26 +158,46 @@ export class LocalPoolReconciler {
     }
   }
 
-  /** Brings the pool's agent count to the desired size (grows at once; shrinks only idle agents). */
+  /** Brings the pool's agent count to the sizer's plan: grows at once; drains and stops idle spare agents after the delay. */
   scale(pool: SandboxPool): void {
     if (this.stopped) return;
     const namespace = pool.metadata.namespace ?? DEFAULT_NAMESPACE;
     const name = pool.metadata.name;
-    const usage = this.options.registry.poolUsage(namespace, name);
-    const wanted = desiredAgents(pool, usage.allocated);
+    const key = sandboxKey(namespace, name);
     const mine = [...this.agents.values()].filter((a) => a.settings.namespace === namespace && a.settings.pool === name);
-    for (let ordinal = 0; mine.length < wanted; ordinal++) {
+    const plan = planPoolSize({
+      pool,
+      agents: mine.map((a) => {
+        const registered = this.options.registry.getAgent(a.name);
+        return { name: a.name, allocated: registered?.allocated ?? 0, ready: registered?.ready === true };
+      }),
+      waiting: this.options.manager.waitingFor(namespace, name),
+      now: this.clock(),
+      spareSince: this.spareSince.get(key),
+    });
+    this.desired.set(key, plan.desired);
+    if (plan.spareSince) this.spareSince.set(key, plan.spareSince);
+    else this.spareSince.delete(key);
+    for (let ordinal = 0, added = 0; added < plan.add; ordinal++) {
       const agent = agentName(namespace, name, ordinal);
       if (this.agents.has(agent)) continue;
-      mine.push(this.add(namespace, name, agent));
+      this.add(namespace, name, agent);
+      added += 1;
     }
-    const surplus = mine.length - wanted;
-    if (surplus > 0) {
-      const idle = mine
-        .filter((a) => (this.options.registry.listAgents({ namespace, pool: name }).find((x) => x.name === a.name)?.allocated ?? 0) === 0)
-        .sort((a, b) => b.name.localeCompare(a.name, undefined, { numeric: true }))
-        .slice(0, surplus);
-      for (const agent of idle) void this.remove(agent);
+    for (const agentToRemove of plan.remove) {
+      const process = this.agents.get(agentToRemove);
+      if (!process || this.pinned.has(agentToRemove)) continue;
+      // Drain: no placement can reach it once it is unready; placement is synchronous, so a create
+      // that got here first shows in `allocated` now, and the agent stays.
+      if (this.options.registry.getAgent(agentToRemove)) {
+        this.options.registry.setAgentReady(agentToRemove, false);
+        if ((this.options.registry.getAgent(agentToRemove)?.allocated ?? 0) > 0) {
+          this.options.registry.setAgentReady(agentToRemove, true);
+          continue;
+        }
+      }
+      this.options.logger.info({ agent: agentToRemove, pool: key }, "releasing an idle agent (scale-down)");
+      void this.remove(process);
     }
   }
 
@@ -133,6 +205,8 @@ export class LocalPoolReconciler {
     const { options } = this;
     const events: LocalAgentEvents = {
       onReady: (agent, status) => {
+        this.connectivity.set(name, { connected: true, since: this.clock() });
+        this.observed.set(name, { status, at: this.clock() });
         const current = this.pools.get(sandboxKey(namespace, pool));
         options.registry.upsertAgent({
           name,
@@ -153,13 +227,18 @@ export class LocalPoolReconciler {
           .finally(() => {
             // The agent may have been removed meanwhile (pool deleted, scale-down).
             if (options.registry.getAgent(name) && this.agents.get(name) === agent) options.registry.setAgentReady(name, true);
+            // Adopted: from now on the pool's size rules decide about it like about any other agent.
+            this.pinned.delete(name);
           });
       },
       onHeartbeat: (_agent, status) => {
+        this.observed.set(name, { status, at: this.clock() });
         options.registry.setImages(name, status.images);
         options.onAgentStatus(name, status).catch((error: unknown) => options.logger.warn({ err: error, agent: name }, "could not record the agent's status"));
       },
       onLost: (_agent, reason) => {
+        if (this.connectivity.get(name)?.connected !== false) this.connectivity.set(name, { connected: false, since: this.clock() });
+        this.observed.delete(name);
         if (options.registry.getAgent(name)) options.registry.setAgentReady(name, false);
         options.logger.warn({ agent: name, reason }, "agent lost");
       },
@@ -175,17 +254,23 @@ export class LocalPoolReconciler {
         containerdNamespace: options.containerdNamespace,
         cgroupParent: options.cgroupRoot ? `/${options.cgroupRoot}/${name}` : "",
         heartbeatIntervalMs: options.heartbeatIntervalMs,
+        ...(options.agentRestartDelayMs !== undefined ? { restartDelayMs: options.agentRestartDelayMs } : {}),
+        ...(options.agentEnv ? { env: options.agentEnv } : {}),
         logger: options.logger,
       },
       events,
     );
     this.agents.set(name, agent);
+    // Not connected until it first answers; the time counts from its start.
+    this.connectivity.set(name, { connected: false, since: this.clock() });
     agent.start();
     return agent;
   }
 
   private async remove(agent: LocalAgentProcess): Promise<void> {
     this.agents.delete(agent.name);
+    this.connectivity.delete(agent.name);
+    this.observed.delete(agent.name);
     this.options.registry.removeAgent(agent.name);
     await agent.stop();
   }
@@ -195,13 +280,20 @@ export class LocalPoolReconciler {
       const namespace = pool.metadata.namespace ?? DEFAULT_NAMESPACE;
       this.scale(pool);
       const usage = this.options.registry.poolUsage(namespace, pool.metadata.name);
-      const status = { agents: usage.agents, readyAgents: usage.readyAgents, sandboxes: usage.allocated, freeSlots: usage.free };
+      const status = {
+        agents: usage.agents,
+        readyAgents: usage.readyAgents,
+        sandboxes: usage.allocated,
+        freeSlots: usage.free,
+        desiredAgents: this.desired.get(sandboxKey(namespace, pool.metadata.name)) ?? 0,
+      };
       const previous = pool.status ?? {};
       if (
         status.agents === previous.agents &&
         status.readyAgents === previous.readyAgents &&
         status.sandboxes === previous.sandboxes &&
-        status.freeSlots === previous.freeSlots
+        status.freeSlots === previous.freeSlots &&
+        status.desiredAgents === previous.desiredAgents
       )
         continue;
       try {

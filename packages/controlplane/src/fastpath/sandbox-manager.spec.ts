@@ -124,7 +124,6 @@ beforeEach(() => {
     agents: { get: (name) => (connected && name === AGENT ? agent : undefined) },
     logger: pino({ level: "silent" }),
     clock: () => NOW,
-    agentStartWaitMs: 0,
   });
   manager.setPool(pool("default", { runtimeType: "gvisor", sandboxResources: { cpu: "500m", memory: "256Mi", pids: 64 } }));
 });

@@ -10,6 +10,7 @@ import {
   API_VERSION,
   FailedPreconditionError,
   FsbError,
+  NoCapacityError,
   NotFoundError,
   UnavailableError,
   ValidationError,
@@ -21,11 +22,13 @@ import {
   type SandboxPool,
   type SandboxSpec,
   type SandboxStatus,
+  type Condition,
   type pb,
 } from "@fast-sandbox/api";
 import type { Logger } from "pino";
 import type { AgentClient } from "../agent-client/agent-client.js";
-import type { AgentRegistry } from "../registry/agent-registry.js";
+import type { AgentRegistry, Placement } from "../registry/agent-registry.js";
+import { DEFAULT_WAKE_TIMEOUT_SECONDS } from "../reconcile/pool-sizer.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { setCondition, writeStatus } from "./sandbox-status.js";
 
@@ -40,15 +43,26 @@ export interface AgentClients {
   get(agentName: string): AgentClient | undefined;
 }
 
+/** The pool controller's side of capacity: whether a pool can still gain a slot, and a nudge to do it now. */
+export interface PoolCapacity {
+  /** True while the pool may start an agent (below poolMax) or one of its agents is still starting. */
+  canGrow(namespace: string, pool: string): boolean;
+  /** Creates wait for this pool: resize it now. */
+  wake(namespace: string, pool: string): void;
+}
+
 export interface SandboxManagerOptions {
   store: ResourceStore;
   registry: AgentRegistry;
   agents: AgentClients;
   logger: Logger;
   clock?: () => Date;
-  /** How long a create waits for the first agent of a pool that has none ready. @default 15000 */
-  agentStartWaitMs?: number;
+  /** Set later with setPoolCapacity when the pool controller is created after the manager. */
+  capacity?: PoolCapacity;
 }
+
+/** Why an instance of a sandbox is replaced by a new one. */
+export type ReplaceReason = "AgentLost" | "Reset";
 
 export interface CreateSandboxInput {
   namespace?: string;
@@ -92,7 +106,9 @@ export class SandboxManager {
   private readonly agents: AgentClients;
   private readonly logger: Logger;
   private readonly clock: () => Date;
-  private readonly agentStartWaitMs: number;
+  private capacity: PoolCapacity | undefined;
+  /** Creates waiting for a free slot, per pool key: demand the pool sizer counts. */
+  private readonly waiting = new Map<string, number>();
   /** Keys being created right now: a second create of the same name fails fast instead of racing. */
   private readonly creating = new Map<string, Promise<unknown>>();
   /** requestId → the create it started (in flight or done), for idempotent retries. */
@@ -112,7 +128,22 @@ export class SandboxManager {
     this.agents = options.agents;
     this.logger = options.logger;
     this.clock = options.clock ?? (() => new Date());
-    this.agentStartWaitMs = options.agentStartWaitMs ?? 15_000;
+    this.capacity = options.capacity;
+  }
+
+  setPoolCapacity(capacity: PoolCapacity): void {
+    this.capacity = capacity;
+  }
+
+  /** Creates of the pool waiting for a free slot right now. */
+  waitingFor(namespace: string, pool: string): number {
+    return this.waiting.get(sandboxKey(namespace, pool)) ?? 0;
+  }
+
+  /** True while this process creates, replaces, finalizes or writes the status of the sandbox. */
+  isBusy(namespace: string, name: string): boolean {
+    const key = sandboxKey(namespace, name);
+    return this.creating.has(key) || this.finalizing.has(key) || this.pendingStatus.has(key);
   }
 
   /** Writes wait for this (crash recovery), so decisions rest on the true state. */
@@ -224,52 +255,91 @@ export class SandboxManager {
   }
 
   /**
-   * A pool that has just been created (or is scaling from zero) has no ready agent yet: the first
-   * request waits for one, up to `agentStartWaitMs`, instead of failing. A full pool fails at once.
+   * Takes a slot for the sandbox. When the pool has none free but can still grow (below poolMax, or
+   * an agent is starting — e.g. scaling from zero), the create waits for one, up to the pool's
+   * `wakeTimeoutSeconds`, with its record stored as Pending and a condition saying what it waits for.
+   * A pool that cannot grow refuses at once with "no capacity".
    */
-  private async waitForReadyAgent(namespace: string, pool: string): Promise<void> {
-    const deadline = Date.now() + this.agentStartWaitMs;
-    while (this.registry.poolUsage(namespace, pool).readyAgents === 0 && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 25));
+  private async reserve(candidate: Sandbox, pool: SandboxPool, stored: Sandbox | undefined): Promise<{ placement: Placement; stored: Sandbox | undefined }> {
+    const namespace = candidate.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const poolName = candidate.spec.poolRef;
+    const request = {
+      sandboxKey: sandboxKey(namespace, candidate.metadata.name),
+      namespace,
+      pool: poolName,
+      image: candidate.spec.image,
+      ports: candidate.spec.exposedPorts ?? [],
+    };
+    const attempt = (): Placement | NoCapacityError => {
+      try {
+        return this.registry.place(request);
+      } catch (error) {
+        if (error instanceof NoCapacityError) return error;
+        throw error;
+      }
+    };
+    const first = attempt();
+    if (!(first instanceof NoCapacityError)) return { placement: first, stored };
+    // Free slots exist but every one is on an agent whose ports conflict: another agent would not help
+    // (embedded agents share the host's ports), so that is an answer now.
+    const slotsFree = this.registry.poolUsage(namespace, poolName).free > 0;
+    if (slotsFree || !this.capacity?.canGrow(namespace, poolName)) {
+      const { poolMax } = pool.spec.capacity;
+      throw slotsFree ? first : new NoCapacityError(`${first.message}; the pool is at its poolMax of ${poolMax} agents`);
+    }
+    const waitSeconds = pool.spec.capacity.wakeTimeoutSeconds ?? DEFAULT_WAKE_TIMEOUT_SECONDS;
+    const poolKey = sandboxKey(namespace, poolName);
+    this.waiting.set(poolKey, (this.waiting.get(poolKey) ?? 0) + 1);
+    try {
+      this.capacity.wake(namespace, poolName);
+      const waitingCondition = {
+        type: "Scheduled",
+        status: "False" as const,
+        reason: "WaitingForCapacity",
+        message: `pool ${poolKey} is starting an agent (${first.message}); waiting up to ${waitSeconds}s`,
+      };
+      if (!stored) stored = await this.store.create("Sandbox", candidate);
+      stored = await writeStatus(this.store, stored, { phase: "Pending" }, waitingCondition, this.clock());
+      const deadline = Date.now() + waitSeconds * 1000;
+      for (;;) {
+        const next = attempt();
+        if (!(next instanceof NoCapacityError)) return { placement: next, stored };
+        if (Date.now() >= deadline || !this.capacity.canGrow(namespace, poolName)) {
+          throw new NoCapacityError(`${next.message}; no agent of pool ${poolKey} became ready within ${waitSeconds}s (wakeTimeoutSeconds)`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+    } catch (error) {
+      if (stored) await this.forget(stored).catch((e: unknown) => this.logger.error({ err: e, sandbox: request.sandboxKey }, "could not remove the record of a failed create"));
+      throw error;
+    } finally {
+      const left = (this.waiting.get(poolKey) ?? 1) - 1;
+      if (left > 0) this.waiting.set(poolKey, left);
+      else this.waiting.delete(poolKey);
     }
   }
 
-  private async place(candidate: Sandbox, pool: SandboxPool): Promise<Sandbox> {
+  private async place(candidate: Sandbox, pool: SandboxPool, existing?: Sandbox): Promise<Sandbox> {
     const namespace = candidate.metadata.namespace ?? DEFAULT_NAMESPACE;
     const key = sandboxKey(namespace, candidate.metadata.name);
-    const spec = candidate.spec;
-    if (this.registry.poolUsage(namespace, spec.poolRef).readyAgents === 0) await this.waitForReadyAgent(namespace, spec.poolRef);
-    const placement = this.registry.place({
-      sandboxKey: key,
-      namespace,
-      pool: spec.poolRef,
-      image: spec.image,
-      ports: spec.exposedPorts ?? [],
-    });
+    const { placement, stored: reserved } = await this.reserve(candidate, pool, existing);
+    let stored = reserved;
     const agent = placement.agent;
     const sandboxId = runtimeId(namespace, candidate.metadata.name);
-    let stored: Sandbox | undefined;
     try {
       const client = this.agents.get(agent.name);
       if (!client) throw new UnavailableError(`agent ${agent.name} has no connection; retry in a moment`);
-      stored = await this.store.create("Sandbox", candidate);
-      const bound: SandboxStatus = { phase: "Bound", assignedPod: agent.name, sandboxID: sandboxId, ...(agent.nodeName ? { nodeName: agent.nodeName } : {}) };
-      stored = await this.store.updateStatus("Sandbox", { ...stored, status: bound });
-      const resources = pool.spec.sandboxResources;
-      await client.createSandbox({
-        sandboxId,
-        namespace,
-        name: candidate.metadata.name,
-        image: spec.image,
-        command: spec.command ?? [],
-        args: spec.args ?? [],
-        envs: (spec.envs ?? []).map((e) => ({ $typeName: "fastsandbox.v1alpha1.EnvVar" as const, name: e.name, value: e.value })),
-        workingDir: spec.workingDir ?? "",
-        runtimeType: pool.spec.runtimeType ?? "container",
-        cpuMillis: resources?.cpu ? parseCpuMillis(resources.cpu, "pool.spec.sandboxResources.cpu") : 0,
-        memoryBytes: BigInt(resources?.memory ? parseMemoryBytes(resources.memory, "pool.spec.sandboxResources.memory") : 0),
-        pids: resources?.pids ?? 0,
-      });
+      stored ??= await this.store.create("Sandbox", candidate);
+      const bound: SandboxStatus = {
+        ...stored.status,
+        phase: "Bound",
+        assignedPod: agent.name,
+        sandboxID: sandboxId,
+        ...(agent.nodeName ? { nodeName: agent.nodeName } : {}),
+        ...(candidate.spec.resetRevision ? { acceptedResetRevision: candidate.spec.resetRevision } : {}),
+      };
+      stored = await this.store.updateStatus("Sandbox", { ...stored, metadata: { ...stored.metadata, resourceVersion: "" }, status: bound });
+      await client.createSandbox(this.agentRequest(stored, sandboxId, pool));
     } catch (error) {
       // Undo everything: no half-created sandbox, no leaked slot, no record without a container.
       this.registry.release(key);
@@ -282,17 +352,9 @@ export class SandboxManager {
         await this.forget(stored).catch((e: unknown) => this.logger.error({ err: e, sandbox: key }, "could not remove the record of a failed create"));
       throw FsbError.from(error);
     }
-    const running: Sandbox = {
-      ...stored,
-      status: {
-        ...stored.status,
-        phase: "Running",
-        endpoints: (spec.exposedPorts ?? []).map((port) => `${agent.hostIP}:${port}`),
-        conditions: setCondition(undefined, { type: "Ready", status: "True", reason: "Started" }, this.clock()),
-      },
-    };
+    const running: Sandbox = { ...stored, status: this.runningStatus(stored, placement, { type: "Ready", status: "True", reason: "Started" }) };
     const write = writeStatus(this.store, stored, running.status ?? {});
-    if (spec.consistencyMode === "strong") {
+    if (candidate.spec.consistencyMode === "strong") {
       try {
         return await write;
       } catch (error) {
@@ -312,6 +374,207 @@ export class SandboxManager {
       .finally(() => this.pendingStatus.delete(key));
     this.pendingStatus.set(key, tracked);
     return running;
+  }
+
+  private agentRequest(sandbox: Sandbox, sandboxId: string, pool: SandboxPool): Omit<pb.AgentCreateSandboxRequest, "$typeName" | "$unknown"> {
+    const spec = sandbox.spec;
+    const resources = pool.spec.sandboxResources;
+    return {
+      sandboxId,
+      namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE,
+      name: sandbox.metadata.name,
+      image: spec.image,
+      command: spec.command ?? [],
+      args: spec.args ?? [],
+      envs: (spec.envs ?? []).map((e) => ({ $typeName: "fastsandbox.v1alpha1.EnvVar" as const, name: e.name, value: e.value })),
+      workingDir: spec.workingDir ?? "",
+      runtimeType: pool.spec.runtimeType ?? "container",
+      cpuMillis: resources?.cpu ? parseCpuMillis(resources.cpu, "pool.spec.sandboxResources.cpu") : 0,
+      memoryBytes: BigInt(resources?.memory ? parseMemoryBytes(resources.memory, "pool.spec.sandboxResources.memory") : 0),
+      pids: resources?.pids ?? 0,
+    };
+  }
+
+  private runningStatus(sandbox: Sandbox, placement: Placement, ready: Condition): SandboxStatus {
+    const now = this.clock();
+    let conditions = setCondition(sandbox.status?.conditions, ready, now);
+    if (conditions.some((c) => c.type === "Scheduled")) conditions = setCondition(conditions, { type: "Scheduled", status: "True", reason: "Placed" }, now);
+    return {
+      ...sandbox.status,
+      phase: "Running",
+      endpoints: (sandbox.spec.exposedPorts ?? []).map((port) => `${placement.agent.hostIP}:${port}`),
+      conditions,
+    };
+  }
+
+  /**
+   * Replaces the sandbox's instance with a new one (new sandboxID, same name and spec): its agent
+   * was lost for longer than recoveryTimeoutSeconds (AutoRecreate), or its resetRevision changed.
+   * The old instance is removed when its agent answers (a lost agent's leftovers are removed when it
+   * comes back, or by the janitor). On failure the sandbox is left `Lost` with the reason, and the
+   * reconciler tries again later.
+   */
+  async replaceInstance(seen: Sandbox, reason: ReplaceReason): Promise<Sandbox | undefined> {
+    const namespace = seen.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const name = seen.metadata.name;
+    const key = sandboxKey(namespace, name);
+    if (this.creating.has(key) || this.finalizing.has(key)) return undefined;
+    const attempt = this.replaceOnce(namespace, name, seen.metadata.uid, reason);
+    this.creating.set(key, attempt);
+    try {
+      return await attempt;
+    } finally {
+      this.creating.delete(key);
+    }
+  }
+
+  private async replaceOnce(namespace: string, name: string, uid: string | undefined, reason: ReplaceReason): Promise<Sandbox | undefined> {
+    await this.ready;
+    await this.pendingStatus.get(sandboxKey(namespace, name));
+    const key = sandboxKey(namespace, name);
+    let sandbox = await this.store.get("Sandbox", { namespace, name });
+    if (!sandbox || sandbox.metadata.uid !== uid || sandbox.metadata.deletionTimestamp) return undefined;
+    const pool = this.pools.get(sandboxKey(namespace, sandbox.spec.poolRef));
+    if (!pool) throw new NotFoundError(`pool ${namespace}/${sandbox.spec.poolRef} of sandbox ${key} does not exist`);
+    const oldAgent = sandbox.status?.assignedPod;
+    const oldId = sandbox.status?.sandboxID;
+    // The old instance: removed now when its agent answers (reset); a lost agent's is removed when
+    // the agent returns (adoption removes containers no record owns) or by the janitor.
+    const oldClient = oldAgent ? this.agents.get(oldAgent) : undefined;
+    this.registry.release(key);
+    if (oldClient && oldId && (reason === "Reset" || this.registry.getAgent(oldAgent ?? "")?.ready === true)) {
+      await oldClient.deleteSandbox(oldId, DEFAULT_GRACE_PERIOD_MS).catch((error: unknown) => {
+        this.logger.warn({ err: error, sandbox: key, sandboxId: oldId }, "could not remove the replaced instance; it is removed when its agent next reports");
+      });
+    }
+    const count = (sandbox.status?.recreations ?? 0) + 1;
+    const why = reason === "Reset" ? `resetRevision changed to ${JSON.stringify(sandbox.spec.resetRevision ?? "")}` : `agent ${oldAgent ?? "?"} was unreachable`;
+    let placement: Placement | undefined;
+    const sandboxId = runtimeId(namespace, name);
+    try {
+      placement = this.registry.place({ sandboxKey: key, namespace, pool: sandbox.spec.poolRef, image: sandbox.spec.image, ports: sandbox.spec.exposedPorts ?? [] });
+      const agent = placement.agent;
+      const client = this.agents.get(agent.name);
+      if (!client) throw new UnavailableError(`agent ${agent.name} has no connection`);
+      sandbox = await writeStatus(
+        this.store,
+        sandbox,
+        {
+          phase: "Bound",
+          assignedPod: agent.name,
+          sandboxID: sandboxId,
+          ...(agent.nodeName ? { nodeName: agent.nodeName } : {}),
+          ...(sandbox.spec.resetRevision ? { acceptedResetRevision: sandbox.spec.resetRevision } : {}),
+        },
+        { type: "Recreated", status: "Unknown", reason, message: `recreating (${why})` },
+        this.clock(),
+      );
+      await client.createSandbox(this.agentRequest(sandbox, sandboxId, pool));
+    } catch (error) {
+      if (placement) {
+        this.registry.release(key);
+        await this.agents
+          .get(placement.agent.name)
+          ?.deleteSandbox(sandboxId, 0)
+          .catch(() => undefined);
+      }
+      const message = `could not recreate it (${why}): ${error instanceof Error ? error.message : String(error)}; retrying`;
+      this.logger.warn({ sandbox: key, reason }, message);
+      const current = await this.store.get("Sandbox", { namespace, name });
+      if (current && current.metadata.uid === uid && !current.metadata.deletionTimestamp) {
+        const lost = setCondition(current.status?.conditions, { type: "Ready", status: "False", reason: "RecreateFailed", message }, this.clock());
+        await writeStatus(this.store, current, { phase: "Lost", endpoints: [], conditions: lost });
+      }
+      throw FsbError.from(error);
+    }
+    const recreated: Condition = {
+      type: "Recreated",
+      status: "True",
+      reason,
+      message: `recreated ${count} time${count === 1 ? "" : "s"}; last: ${why}, new instance ${sandboxId} on agent ${placement.agent.name}`,
+    };
+    const running = this.runningStatus(sandbox, placement, { type: "Ready", status: "True", reason: "Started" });
+    running.recreations = count;
+    running.conditions = setCondition(running.conditions, recreated, this.clock());
+    running.conditions = setCondition(running.conditions, { type: "AgentConnected", status: "True", reason: "AgentReady" }, this.clock());
+    this.logger.info({ sandbox: key, reason, sandboxId, agent: placement.agent.name }, "sandbox recreated");
+    return writeStatus(this.store, sandbox, running);
+  }
+
+  /**
+   * Finishes the placement of a stored sandbox that nobody is placing: created through the store
+   * (not the fast path), or left Pending by a create that did not finish (control-plane crash).
+   */
+  async placeStored(seen: Sandbox): Promise<Sandbox | undefined> {
+    const namespace = seen.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const key = sandboxKey(namespace, seen.metadata.name);
+    if (this.creating.has(key) || this.finalizing.has(key)) return undefined;
+    const attempt = (async () => {
+      await this.ready;
+      const sandbox = await this.store.get("Sandbox", { namespace, name: seen.metadata.name });
+      if (!sandbox || sandbox.metadata.uid !== seen.metadata.uid || sandbox.metadata.deletionTimestamp) return undefined;
+      if (sandbox.status?.phase && sandbox.status.phase !== "Pending") return undefined;
+      const pool = this.pools.get(sandboxKey(namespace, sandbox.spec.poolRef));
+      if (!pool) throw new NotFoundError(`pool ${namespace}/${sandbox.spec.poolRef} does not exist`);
+      return this.place(sandbox, pool, sandbox);
+    })();
+    this.creating.set(key, attempt);
+    try {
+      return await attempt;
+    } finally {
+      this.creating.delete(key);
+    }
+  }
+
+  /**
+   * A Bound sandbox whose agent runs it although its create did not finish here (control-plane
+   * crash after the agent answered): the record catches up with the truth.
+   */
+  async adoptRunning(seen: Sandbox): Promise<Sandbox | undefined> {
+    const namespace = seen.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const key = sandboxKey(namespace, seen.metadata.name);
+    if (this.creating.has(key) || this.finalizing.has(key)) return undefined;
+    const sandbox = await this.store.get("Sandbox", { namespace, name: seen.metadata.name });
+    const agentName = sandbox?.status?.assignedPod;
+    if (!sandbox || !agentName || sandbox.metadata.uid !== seen.metadata.uid || sandbox.status?.phase !== "Bound") return undefined;
+    const placement = this.registry.placementOf(key) ?? this.registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
+    this.logger.info({ sandbox: key, agent: agentName }, "a create cut short by a restart had finished on its agent; the sandbox is Running");
+    const status = this.runningStatus(sandbox, placement, { type: "Ready", status: "True", reason: "Started" });
+    if (sandbox.status.conditions?.some((c) => c.type === "Recreated" && c.status === "Unknown")) {
+      const count = (sandbox.status.recreations ?? 0) + 1;
+      status.recreations = count;
+      status.conditions = setCondition(
+        status.conditions,
+        { type: "Recreated", status: "True", reason: "AgentLost", message: `recreated ${count} time${count === 1 ? "" : "s"}` },
+        this.clock(),
+      );
+    }
+    return writeStatus(this.store, sandbox, status);
+  }
+
+  /**
+   * Removes a record (and whatever its agent holds of it) whose create never finished and was never
+   * acknowledged: Bound with no running instance after a control-plane crash.
+   */
+  async abandon(seen: Sandbox, why: string): Promise<void> {
+    const namespace = seen.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const key = sandboxKey(namespace, seen.metadata.name);
+    if (this.creating.has(key) || this.finalizing.has(key)) return;
+    const attempt = (async () => {
+      const sandbox = await this.store.get("Sandbox", { namespace, name: seen.metadata.name });
+      if (!sandbox || sandbox.metadata.uid !== seen.metadata.uid || sandbox.status?.phase !== "Bound") return;
+      this.logger.warn({ sandbox: key, sandboxId: sandbox.status.sandboxID }, `removing an unfinished create: ${why}`);
+      const client = sandbox.status.assignedPod ? this.agents.get(sandbox.status.assignedPod) : undefined;
+      if (client && sandbox.status.sandboxID) await client.deleteSandbox(sandbox.status.sandboxID, 0);
+      this.registry.release(key);
+      await this.forget(sandbox);
+    })();
+    this.creating.set(key, attempt);
+    try {
+      await attempt;
+    } finally {
+      this.creating.delete(key);
+    }
   }
 
   /** Removes a record whose container never started (or is gone), dropping the finalizer first. */

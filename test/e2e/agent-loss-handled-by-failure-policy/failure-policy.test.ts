@@ -1,0 +1,142 @@
+/**
+ * Self-healing on real agents, containerd and runc: a `kill -9` of a sandbox's agent is reported in
+ * the sandbox's conditions within seconds; after recoveryTimeoutSeconds, AutoRecreate runs a new
+ * instance on a healthy agent and Manual leaves the sandbox Lost (slot released); an agent back
+ * inside the timeout changes nothing; a changed resetRevision replaces the instance.
+ * Everything is asserted through the public API and containerd's own state.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import type { Sandbox } from "@fast-sandbox/api";
+import { BASE_IMAGE, ctr, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
+
+/** A killed agent stays away this long before its supervisor restarts it. */
+const AGENT_RESTART_DELAY_MS = 6000;
+
+describe("an agent's loss is handled by the sandbox's failure policy", () => {
+  let embedded: EmbeddedCase;
+
+  before(async () => {
+    embedded = await startEmbedded({
+      name: "failpolicy",
+      pools: [pool("heal", { capacity: { poolMin: 2, poolMax: 2 }, maxSandboxesPerPod: 4 })],
+      heartbeatIntervalMs: 300,
+      agentRestartDelayMs: AGENT_RESTART_DELAY_MS,
+    });
+  });
+
+  after(async () => {
+    await embedded?.stop();
+  });
+
+  const sleeper = { pool: "heal", image: BASE_IMAGE, command: ["sleep", "3600"] };
+  const condition = (sandbox: Sandbox, type: string) => sandbox.status?.conditions?.find((c) => c.type === type);
+  const get = (name: string) => embedded.client.sandboxes.get(name);
+
+  async function agentOf(sandbox: Sandbox) {
+    const agents = await embedded.client.pools.agents({ pool: "heal" });
+    const agent = agents.find((a) => a.name === sandbox.status?.assignedPod);
+    assert.ok(agent?.pid, `agent of ${sandbox.metadata.name} has a pid`);
+    return agent;
+  }
+
+  /** kill -9 of the agent process that runs the sandbox; its supervisor restarts it after AGENT_RESTART_DELAY_MS. */
+  async function killAgentOf(sandbox: Sandbox): Promise<string> {
+    const agent = await agentOf(sandbox);
+    process.kill(agent.pid, "SIGKILL");
+    return agent.name;
+  }
+
+  async function waitForAgentsReady(): Promise<void> {
+    await waitFor(async () => (await embedded.client.pools.agents({ pool: "heal" })).filter((a) => a.ready).length === 2, 30_000, "both agents ready");
+  }
+
+  it("AutoRecreate: the sandbox gets a condition at once, then a new instance on the healthy agent", async () => {
+    const original = await embedded.client.sandboxes.create({ ...sleeper, name: "auto", failurePolicy: "AutoRecreate", recoveryTimeoutSeconds: 2 });
+    const oldId = original.status?.sandboxID ?? "";
+    const lostAgent = await killAgentOf(original);
+
+    await waitFor(async () => condition(await get("auto"), "AgentConnected")?.status === "False", 10_000, "the AgentConnected=False condition");
+    await waitFor(async () => (await get("auto")).status?.recreations === 1, 30_000, "the recreation");
+    const recreated = await get("auto");
+    assert.equal(recreated.status?.phase, "Running");
+    assert.notEqual(recreated.status?.sandboxID, oldId, "a new instance has a new sandbox id");
+    assert.notEqual(recreated.status?.assignedPod, lostAgent, "it runs on the healthy agent");
+    assert.equal(condition(recreated, "Recreated")?.status, "True");
+    assert.equal(condition(recreated, "Recreated")?.reason, "AgentLost");
+    assert.match(condition(recreated, "Recreated")?.message ?? "", /recreated 1 time/);
+    assert.deepEqual(recreated.spec, original.spec, "same spec");
+    const result = await embedded.client.sandboxes.exec("auto", ["sh", "-c", "echo new"]);
+    assert.equal(result.stdout, "new\n");
+
+    // The lost agent comes back: the old instance, owned by no record any more, is removed.
+    await waitForAgentsReady();
+    await waitFor(() => !ctr(embedded.containerdNamespace, "containers", "ls", "-q").includes(oldId), 15_000, "the old instance removed");
+    assert.equal((await get("auto")).status?.sandboxID, recreated.status?.sandboxID, "the new instance stays");
+  });
+
+  it("Manual: the sandbox becomes Lost with its slot released, stays deletable, and runs again when its agent returns", async () => {
+    const kept = await embedded.client.sandboxes.create({ ...sleeper, name: "manual", recoveryTimeoutSeconds: 2 });
+    const agentName = await killAgentOf(kept);
+    await waitFor(async () => (await get("manual")).status?.phase === "Lost", 15_000, "phase Lost");
+    const lost = await get("manual");
+    assert.equal(condition(lost, "Ready")?.reason, "AgentLost");
+    assert.match(condition(lost, "Ready")?.message ?? "", /failurePolicy Manual/);
+    assert.equal(lost.status?.sandboxID, kept.status?.sandboxID, "Manual keeps the instance's identity");
+    const agent = (await embedded.client.pools.agents({ pool: "heal" })).find((a) => a.name === agentName);
+    assert.equal(agent?.allocated, 0, "the Lost sandbox's slot is released");
+
+    // The agent returns and still runs the container: the sandbox is Running again, nothing recreated.
+    await waitForAgentsReady();
+    await waitFor(async () => (await get("manual")).status?.phase === "Running", 15_000, "Running again");
+    const back = await get("manual");
+    assert.equal(back.status?.sandboxID, kept.status?.sandboxID);
+    assert.equal(back.status?.recreations, undefined);
+    assert.equal((await embedded.client.sandboxes.exec("manual", ["true"])).exitCode, 0);
+  });
+
+  it("Manual: a Lost sandbox can be deleted while its agent is away; the agent removes the container when it returns", async () => {
+    const doomed = await embedded.client.sandboxes.create({ ...sleeper, name: "doomed", recoveryTimeoutSeconds: 1 });
+    const id = doomed.status?.sandboxID ?? "";
+    await killAgentOf(doomed);
+    await waitFor(async () => (await get("doomed")).status?.phase === "Lost", 15_000, "phase Lost");
+    await embedded.client.sandboxes.delete("doomed");
+    assert.equal((await embedded.client.sandboxes.list()).some((s) => s.metadata.name === "doomed"), false);
+    await waitForAgentsReady();
+    await waitFor(() => !ctr(embedded.containerdNamespace, "containers", "ls", "-q").includes(id), 15_000, "the container removed");
+  });
+
+  it("an agent back inside recoveryTimeoutSeconds changes nothing: same instance, still running", async () => {
+    const steady = await embedded.client.sandboxes.create({ ...sleeper, name: "steady", failurePolicy: "AutoRecreate", recoveryTimeoutSeconds: 60 });
+    await embedded.client.sandboxes.exec("steady", ["sh", "-c", "echo marker > /tmp/marker"]);
+    await killAgentOf(steady);
+    await waitFor(async () => condition(await get("steady"), "AgentConnected")?.status === "False", 10_000, "AgentConnected=False");
+    await waitForAgentsReady();
+    await waitFor(async () => condition(await get("steady"), "AgentConnected")?.status === "True", 10_000, "AgentConnected=True again");
+    const after = await get("steady");
+    assert.equal(after.status?.phase, "Running");
+    assert.equal(after.status?.sandboxID, steady.status?.sandboxID);
+    assert.equal(after.status?.assignedPod, steady.status?.assignedPod);
+    assert.equal(after.status?.recreations, undefined);
+    assert.equal((await embedded.client.sandboxes.exec("steady", ["cat", "/tmp/marker"])).stdout, "marker\n", "the same process tree, state intact");
+  });
+
+  it("a changed resetRevision replaces the running instance and is accepted", async () => {
+    const first = await embedded.client.sandboxes.create({ ...sleeper, name: "reset-me", resetRevision: "r1" });
+    assert.equal(first.status?.acceptedResetRevision, "r1");
+    await embedded.client.sandboxes.exec("reset-me", ["sh", "-c", "echo old > /tmp/state"]);
+    await embedded.client.sandboxes.update("reset-me", { ...first.spec, resetRevision: "r2" });
+    await waitFor(async () => (await get("reset-me")).status?.acceptedResetRevision === "r2", 20_000, "reset accepted");
+    const reset = await get("reset-me");
+    assert.equal(reset.status?.phase, "Running");
+    assert.notEqual(reset.status?.sandboxID, first.status?.sandboxID);
+    assert.equal(condition(reset, "Recreated")?.reason, "Reset");
+    assert.equal(reset.status?.recreations, 1);
+    const fresh = await embedded.client.sandboxes.exec("reset-me", ["sh", "-c", "cat /tmp/state 2>/dev/null || echo fresh"]);
+    assert.equal(fresh.stdout, "fresh\n", "the new instance starts from the image, not the old state");
+    assert.equal(ctr(embedded.containerdNamespace, "containers", "ls", "-q").includes(first.status?.sandboxID ?? "?"), false, "the old instance is gone");
+    const slots = (await embedded.client.pools.agents({ pool: "heal" })).reduce((sum, a) => sum + a.allocated, 0);
+    const sandboxes = (await embedded.client.sandboxes.list()).filter((s) => s.status?.phase === "Running").length;
+    assert.equal(slots, sandboxes, "one slot per running sandbox: the replaced instance's slot was released");
+  });
+});
