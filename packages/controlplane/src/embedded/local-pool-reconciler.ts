@@ -64,6 +64,8 @@ export class LocalPoolReconciler {
   /** Agents named by sandbox records at start-up: started whatever the pool's size says. */
   private readonly pinned = new Map<string, { namespace: string; pool: string }>();
   private readonly connectivity = new Map<string, AgentConnectivity>();
+  /** Agents started and not yet adopted (first start only). */
+  private readonly starting = new Set<string>();
   private readonly observed = new Map<string, ObservedAgentStatus>();
   /** Per pool: since when it has had spare capacity (scale-down delay). */
   private readonly spareSince = new Map<string, Date>();
@@ -97,7 +99,8 @@ export class LocalPoolReconciler {
     if (!spec) return false;
     const mine = [...this.agents.values()].filter((a) => a.settings.namespace === namespace && a.settings.pool === pool);
     if (mine.length < spec.spec.capacity.poolMax) return true;
-    return mine.some((a) => this.options.registry.getAgent(a.name)?.ready !== true && this.connectivity.get(a.name)?.connected !== false);
+    // An agent started by this controller that has not answered yet (not one lost and restarting).
+    return mine.some((a) => this.options.registry.getAgent(a.name)?.ready !== true && this.starting.has(a.name));
   }
 
   /** A create waits for capacity in this pool: resize now rather than at the next tick. */
@@ -229,6 +232,7 @@ export class LocalPoolReconciler {
             if (options.registry.getAgent(name) && this.agents.get(name) === agent) options.registry.setAgentReady(name, true);
             // Adopted: from now on the pool's size rules decide about it like about any other agent.
             this.pinned.delete(name);
+            this.starting.delete(name);
           });
       },
       onHeartbeat: (_agent, status) => {
@@ -239,6 +243,7 @@ export class LocalPoolReconciler {
       onLost: (_agent, reason) => {
         if (this.connectivity.get(name)?.connected !== false) this.connectivity.set(name, { connected: false, since: this.clock() });
         this.observed.delete(name);
+        this.starting.delete(name);
         if (options.registry.getAgent(name)) options.registry.setAgentReady(name, false);
         options.logger.warn({ agent: name, reason }, "agent lost");
       },
@@ -263,6 +268,7 @@ export class LocalPoolReconciler {
     this.agents.set(name, agent);
     // Not connected until it first answers; the time counts from its start.
     this.connectivity.set(name, { connected: false, since: this.clock() });
+    this.starting.add(name);
     agent.start();
     return agent;
   }
@@ -271,6 +277,7 @@ export class LocalPoolReconciler {
     this.agents.delete(agent.name);
     this.connectivity.delete(agent.name);
     this.observed.delete(agent.name);
+    this.starting.delete(agent.name);
     this.options.registry.removeAgent(agent.name);
     await agent.stop();
   }
