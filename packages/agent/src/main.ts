@@ -13,6 +13,8 @@ import { createContainerdRuntime } from "./containerd/containerd-runtime.js";
 import { startAgentServer } from "./server/agent-server.js";
 
 const logger = pino({ name: "fsb-agent" }, destination(2));
+/** How long a stopping agent lets its creates in flight finish. */
+const CREATE_DRAIN_TIMEOUT_MS = 10_000;
 
 async function main(): Promise<void> {
   const config = agentConfigFromEnv();
@@ -31,6 +33,7 @@ async function main(): Promise<void> {
     stateDir: config.stateDir,
     ...(config.cgroupParent ? { cgroupParent: `${config.cgroupParent}/sandboxes` } : {}),
     helperPath: config.helperPath,
+    ...(config.registryConfigPath ? { registryConfigPath: config.registryConfigPath } : {}),
     logger: log,
   });
   await runtime.prepare();
@@ -52,11 +55,12 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ reason }, "agent stopping; sandboxes keep running");
-    void server.close().finally(() => {
+    // Creates in flight finish first (bounded): a half-made container helps nobody.
+    void server.close(CREATE_DRAIN_TIMEOUT_MS).finally(() => {
       runtime.close();
       process.exit(0);
     });
-    setTimeout(() => process.exit(0), 2000).unref();
+    setTimeout(() => process.exit(0), CREATE_DRAIN_TIMEOUT_MS + 2000).unref();
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));

@@ -19,6 +19,7 @@ import { applySandboxPool } from "./fastpath/pool-service.js";
 import { SandboxReconciler } from "./reconcile/sandbox-reconciler.js";
 import { recordSandboxFacts } from "./reconcile/sandbox-facts.js";
 import { LocalPoolReconciler } from "./embedded/local-pool-reconciler.js";
+import { LocalJanitorProcess, type LocalJanitorOptions } from "./embedded/local-janitor-process.js";
 
 export interface EmbeddedControlPlaneOptions {
   /** Holds state.db and the agents' state. */
@@ -43,6 +44,8 @@ export interface EmbeddedControlPlaneOptions {
   agentRestartDelayMs?: number;
   /** How long start-up waits for agents before serving writes anyway. @default 30000 */
   recoveryTimeoutMs?: number;
+  /** Runs the janitor as a supervised child process (`fsb up` does); its log is `<dataDir>/janitor.log`. @default no janitor */
+  janitor?: LocalJanitorOptions;
   logger?: Logger;
 }
 
@@ -53,6 +56,8 @@ export interface EmbeddedControlPlane {
   manager: SandboxManager;
   pools: LocalPoolReconciler;
   sandboxes: SandboxReconciler;
+  /** The supervised janitor process, when `janitor` was asked for. */
+  janitor: LocalJanitorProcess | undefined;
   /** Stops API, reconcilers and agents; sandboxes keep running and are adopted at the next start. */
   close(): Promise<void>;
 }
@@ -128,7 +133,8 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     }
     const client = pools.getAgentProcess(agentName)?.client;
     for (const orphan of status.sandboxes) {
-      if (known.has(orphan.sandboxId)) continue;
+      // A create still in flight on the agent is nobody's orphan yet.
+      if (known.has(orphan.sandboxId) || orphan.state === "creating") continue;
       logger.warn({ agent: agentName, sandboxId: orphan.sandboxId }, "removing a container no sandbox record owns");
       await client
         ?.deleteSandbox(orphan.sandboxId, 0)
@@ -173,6 +179,20 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     throw error;
   }
   const server = api;
+  const janitor = options.janitor
+    ? new LocalJanitorProcess({
+        ...options.janitor,
+        url: server.url,
+        token: options.token,
+        containerdSocket: options.containerdSocket ?? "/run/containerd/containerd.sock",
+        containerdNamespace: options.containerdNamespace ?? "fast-sandbox",
+        agentsDir: join(options.dataDir, "agents"),
+        cgroupRoot: options.cgroupRoot ?? "fast-sandbox",
+        logPath: join(options.dataDir, "janitor.log"),
+        logger,
+      })
+    : undefined;
+  janitor?.start();
   return {
     url: server.url,
     store,
@@ -180,7 +200,9 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     manager,
     pools,
     sandboxes,
+    janitor,
     async close() {
+      await janitor?.stop();
       await server.close();
       await manager.drain();
       await sandboxes.stop();

@@ -46,7 +46,8 @@ export interface RuntimeSandboxSpec {
   logPath: string;
 }
 
-export type RuntimeSandboxState = "created" | "running" | "stopped" | "unknown";
+/** `creating`: a create is in flight on the agent (reported by the agent, never by a runtime's list). */
+export type RuntimeSandboxState = "creating" | "created" | "running" | "stopped" | "unknown";
 
 export interface RuntimeSandbox {
   sandboxId: string;
@@ -57,6 +58,8 @@ export interface RuntimeSandbox {
   state: RuntimeSandboxState;
   pid?: number;
   exitCode?: number;
+  /** The kernel's OOM killer killed a process of the sandbox (its memory limit was reached). */
+  oomKilled?: boolean;
   labels: Record<string, string>;
 }
 
@@ -79,12 +82,43 @@ export interface DeleteOptions {
   gracePeriodMs: number;
 }
 
+/** Progress of an image pull, as it goes. */
+export interface ImagePullProgress {
+  /** The normalized reference being pulled, e.g. `docker.io/library/busybox:latest`. */
+  image: string;
+  phase: "resolving" | "downloading" | "unpacking" | "done";
+  layersTotal: number;
+  /** Layers downloaded (phase downloading) or unpacked (phase unpacking, done). */
+  layersDone: number;
+  /** Compressed size of all layers; layers already present count as done. */
+  bytesTotal: number;
+  bytesDone: number;
+  /** Digest of the image's index or manifest, once resolved. */
+  digest: string;
+}
+
+export interface PulledImage {
+  /** The normalized reference the image is stored under. */
+  image: string;
+  /** Digest of its index or manifest. */
+  digest: string;
+}
+
+export interface PullImageOptions {
+  onProgress?: (progress: ImagePullProgress) => void;
+}
+
 export interface Runtime {
   /** Readies shared resources before the first create (e.g. the shim anchor); idempotent. */
   prepare(): Promise<void>;
   /** Image references present in the runtime's image store (and unpacked). */
   listImages(): Promise<string[]>;
-  /** Creates and starts the sandbox; on any failure undoes every step it took. Throws NotFoundError for a missing image. */
+  /**
+   * Pulls the image from its registry into the runtime's image store and unpacks it. Concurrent
+   * pulls of one image share a single download; every caller gets its result or its error.
+   */
+  pullImage(reference: string, options?: PullImageOptions): Promise<PulledImage>;
+  /** Creates and starts the sandbox (pulling its image when missing); on any failure undoes every step it took. Throws NotFoundError for an unknown image. */
   create(spec: RuntimeSandboxSpec): Promise<RuntimeSandbox>;
   /** Stops (SIGTERM, grace, SIGKILL) and removes task, container and snapshot. Idempotent: a missing sandbox is not an error. */
   delete(sandboxId: string, options: DeleteOptions): Promise<void>;

@@ -181,7 +181,8 @@ export class LocalAgentProcess {
       const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
       child.stdin?.end();
       child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
+      // The agent lets its creates in flight finish (up to 10 s) before it exits.
+      const timer = setTimeout(() => child.kill("SIGKILL"), 12_000);
       await exited;
       clearTimeout(timer);
     }
