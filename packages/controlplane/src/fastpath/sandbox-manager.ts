@@ -14,6 +14,7 @@ import {
   NotFoundError,
   UnavailableError,
   ValidationError,
+  normalizeImageName,
   parseCpuMillis,
   parseMemoryBytes,
   validateSandbox,
@@ -37,6 +38,8 @@ export const DEFAULT_NAMESPACE = "default";
 export const CLEANUP_FINALIZER = "sandbox.fast.io/agent-cleanup";
 export const REQUEST_ID_ANNOTATION = "sandbox.fast.io/request-id";
 const DEFAULT_GRACE_PERIOD_MS = 2000;
+/** Tries of a create whose agent became unreachable (each on a freshly chosen agent). */
+const PLACEMENT_ATTEMPTS = 3;
 
 export interface AgentClients {
   /** The client of a registered agent, or undefined when the agent is unknown. */
@@ -267,7 +270,8 @@ export class SandboxManager {
       sandboxKey: sandboxKey(namespace, candidate.metadata.name),
       namespace,
       pool: poolName,
-      image: candidate.spec.image,
+      // Agents report images under their normalized names too: `busybox` finds docker.io/library/busybox:latest warm.
+      image: normalizeImageName(candidate.spec.image),
       ports: candidate.spec.exposedPorts ?? [],
     };
     const attempt = (): Placement | NoCapacityError => {
@@ -319,7 +323,26 @@ export class SandboxManager {
     }
   }
 
+  /**
+   * Places the sandbox and creates it on its agent. When the agent turns out to be unreachable (it
+   * died after placement), the create is placed again on another agent, a few times, before it
+   * fails: the user asked for a sandbox, not for that agent.
+   */
   private async place(candidate: Sandbox, pool: SandboxPool, existing?: Sandbox): Promise<Sandbox> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.placeOnce(candidate, pool, existing);
+      } catch (error) {
+        if (!(error instanceof UnavailableError) || attempt >= PLACEMENT_ATTEMPTS) throw error;
+        this.logger.warn({ sandbox: sandboxKey(candidate.metadata.namespace ?? DEFAULT_NAMESPACE, candidate.metadata.name), err: error }, "agent unreachable during create; placing it again");
+        // The lost agent is marked unready within a heartbeat; placing at once could pick it again.
+        await new Promise((resolve) => setTimeout(resolve, 300 * attempt));
+        existing = undefined;
+      }
+    }
+  }
+
+  private async placeOnce(candidate: Sandbox, pool: SandboxPool, existing?: Sandbox): Promise<Sandbox> {
     const namespace = candidate.metadata.namespace ?? DEFAULT_NAMESPACE;
     const key = sandboxKey(namespace, candidate.metadata.name);
     const { placement, stored: reserved } = await this.reserve(candidate, pool, existing);
@@ -452,7 +475,7 @@ export class SandboxManager {
     let placement: Placement | undefined;
     const sandboxId = runtimeId(namespace, name);
     try {
-      placement = this.registry.place({ sandboxKey: key, namespace, pool: sandbox.spec.poolRef, image: sandbox.spec.image, ports: sandbox.spec.exposedPorts ?? [] });
+      placement = this.registry.place({ sandboxKey: key, namespace, pool: sandbox.spec.poolRef, image: normalizeImageName(sandbox.spec.image), ports: sandbox.spec.exposedPorts ?? [] });
       const agent = placement.agent;
       const client = this.agents.get(agent.name);
       if (!client) throw new UnavailableError(`agent ${agent.name} has no connection`);
