@@ -8,6 +8,13 @@ export interface GlobalOptions {
 
 /** Connects to the control plane named by --url/FSB_URL, or the one `fsb up` runs for the data dir. */
 export function connect(options: GlobalOptions): FastSandboxClient {
+  const client = new FastSandboxClient(endpoint(options));
+  open.push(client);
+  return client;
+}
+
+/** The control plane's URL and token: --url/FSB_URL or the data dir's `url`; FSB_TOKEN or the data dir's `token`. */
+export function endpoint(options: GlobalOptions): { url: string; token: string } {
   const dataDir = resolveDataDir(options.dataDir);
   const url = options.url ?? process.env.FSB_URL ?? readIfExists(files.url(dataDir));
   if (!url) {
@@ -15,9 +22,7 @@ export function connect(options: GlobalOptions): FastSandboxClient {
   }
   const token = process.env.FSB_TOKEN ?? readIfExists(files.token(dataDir));
   if (!token) throw new ValidationError("", `no API token in ${files.token(dataDir)}; set FSB_TOKEN or run 'fsb up' once to create it`);
-  const client = new FastSandboxClient({ url, token });
-  open.push(client);
-  return client;
+  return { url, token };
 }
 
 const open: FastSandboxClient[] = [];

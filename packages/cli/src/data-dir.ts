@@ -19,7 +19,32 @@ export const files = {
   url: (dir: string) => join(dir, "url"),
   pid: (dir: string) => join(dir, "controlplane.pid"),
   log: (dir: string) => join(dir, "controlplane.log"),
+  settings: (dir: string) => join(dir, "settings.json"),
 };
+
+/** What `fsb up` runs with; `fsb janitor` and `fsb down --delete-sandboxes` act on the same containerd state. */
+export interface EmbeddedSettings {
+  containerdNamespace: string;
+  containerdSocket: string;
+  cgroupRoot: string;
+}
+
+export function writeSettings(dir: string, settings: EmbeddedSettings): void {
+  writeFileSync(files.settings(dir), `${JSON.stringify(settings, null, 2)}\n`);
+}
+
+/** The settings of the last `fsb up` of this data directory, if any. */
+export function readSettings(dir: string): EmbeddedSettings | undefined {
+  const text = readIfExists(files.settings(dir));
+  if (!text) return undefined;
+  try {
+    const parsed = JSON.parse(text) as Partial<EmbeddedSettings>;
+    if (typeof parsed.containerdNamespace !== "string" || typeof parsed.containerdSocket !== "string") return undefined;
+    return { containerdNamespace: parsed.containerdNamespace, containerdSocket: parsed.containerdSocket, cgroupRoot: parsed.cgroupRoot ?? "" };
+  } catch {
+    return undefined;
+  }
+}
 
 /** The API token, created on first use with mode 0600. */
 export function ensureToken(dir: string): string {

@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BASE_IMAGE, REPO_ROOT, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
-import { containerdLeftovers, waitFor } from "../../support/embedded.js";
+import { containerdLeftovers, ctr, waitFor } from "../../support/embedded.js";
 
 const here = import.meta.dirname;
 const FSB = join(REPO_ROOT, "packages/cli/bin/fsb.js");
@@ -137,12 +137,62 @@ describe("fsb on the command line", () => {
     assert.equal(fsb("frobnicate").status, 2);
   });
 
-  it("stops with fsb down", () => {
+  it("supervises a janitor process beside the control plane", () => {
+    const controlPlanePid = readFileSync(join(dataDir, "controlplane.pid"), "utf8").trim();
+    const children = spawnSync("ps", ["-o", "args=", "--ppid", controlPlanePid], { encoding: "utf8" }).stdout;
+    assert.match(children, /janitor\/(dist|src)\/main\.(js|ts)/);
+    assert.ok(existsSync(join(dataDir, "janitor.log")));
+  });
+
+  it("runs one janitor pass with fsb janitor --once and reports what it removed", () => {
+    ctr(
+      namespace,
+      "run",
+      "-d",
+      "--label",
+      "fast-sandbox.io/managed=true",
+      "--label",
+      "fast-sandbox.io/agent=nobody-0",
+      BASE_IMAGE,
+      "cli-orphan",
+      "sleep",
+      "3600",
+    );
+    const kept = fsb("janitor", "--once");
+    assert.equal(kept.status, 0, kept.stderr);
+    assert.match(kept.stdout, /^reclaimed 0 orphans \(agent_gone 0, record_gone 0, anchor_orphaned 0\); 0 objects removed; 1 inside the protection window\n$/);
+    const pass = fsb("janitor", "--once", "--protection", "0");
+    assert.equal(pass.status, 0, pass.stderr);
+    assert.match(pass.stdout, /^reclaimed 1 orphans \(agent_gone 1, record_gone 0, anchor_orphaned 0\); 3 objects removed; 0 inside the protection window\n$/);
+    assert.ok(!ctr(namespace, "containers", "ls", "-q").includes("cli-orphan"));
+    assert.equal(fsb("janitor", "--once", "--interval", "soon").status, 2);
+  });
+
+  it("stops with fsb down, and with --delete-sandboxes leaves nothing of Fast Sandbox running", async () => {
+    const run = fsb("run", "--", "sleep", "3600");
+    assert.equal(run.status, 0, run.stderr);
     const down = fsb("down", "--delete-sandboxes");
     assert.equal(down.status, 0, down.stderr);
+    assert.match(down.stdout, /deleted 1 sandboxes/);
     assert.match(down.stdout, /Fast Sandbox stopped/);
+    assert.match(down.stdout, /removed [1-9]\d* shim anchors/);
     const ls = fsb("ls");
     assert.equal(ls.status, 1);
     assert.match(ls.stderr, /Fast Sandbox is not running .* start it with 'npx fsb up'/);
+
+    // No container (anchors included), no task, no shim of the namespace, no agent or janitor process.
+    const lines = (text: string) => text.split("\n").filter((line) => line.trim() !== "");
+    assert.deepEqual(lines(ctr(namespace, "containers", "ls", "-q")), []);
+    assert.deepEqual(lines(ctr(namespace, "tasks", "ls", "-q")), []);
+    const processes = () => lines(spawnSync("ps", ["-eo", "args="], { encoding: "utf8" }).stdout);
+    await waitFor(
+      () => !processes().some((args) => args.includes("containerd-shim") && args.includes(`-namespace ${namespace} `)),
+      10_000,
+      "the shims to exit",
+    );
+    assert.deepEqual(
+      processes().filter((args) => args.includes(dataDir)),
+      [],
+    );
   });
 });

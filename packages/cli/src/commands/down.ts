@@ -1,5 +1,9 @@
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { clearRunFiles, isAlive, resolveDataDir, runningPid } from "../data-dir.js";
+import { destination, pino } from "pino";
+import { FsbError } from "@fast-sandbox/sdk";
+import { sweepAfterShutdown } from "@fast-sandbox/janitor";
+import { clearRunFiles, isAlive, readSettings, resolveDataDir, runningPid } from "../data-dir.js";
 import { connect } from "../connection.js";
 
 export async function down(options: { dataDir?: string; deleteSandboxes?: boolean }): Promise<void> {
@@ -12,13 +16,49 @@ export async function down(options: { dataDir?: string; deleteSandboxes?: boolea
   }
   if (options.deleteSandboxes) {
     const client = connect({ dataDir });
-    const sandboxes = await client.sandboxes.list({ namespace: "*" });
-    await Promise.all(sandboxes.map((s) => client.sandboxes.delete(s.metadata.name, { namespace: s.metadata.namespace ?? "default" })));
-    process.stdout.write(`deleted ${sandboxes.length} sandboxes\n`);
+    // Again until none is left: a create that was in flight during the first round shows up in the next.
+    let deleted = 0;
+    for (let round = 0; round < 3; round++) {
+      const sandboxes = await client.sandboxes.list({ namespace: "*" });
+      if (sandboxes.length === 0) break;
+      await Promise.all(sandboxes.map((s) => client.sandboxes.delete(s.metadata.name, { namespace: s.metadata.namespace ?? "default" })));
+      deleted += sandboxes.length;
+    }
+    process.stdout.write(`deleted ${deleted} sandboxes\n`);
   }
   process.kill(pid, "SIGTERM");
   for (let waited = 0; waited < 20_000 && isAlive(pid); waited += 100) await sleep(100);
   if (isAlive(pid)) process.kill(pid, "SIGKILL");
   clearRunFiles(dataDir);
   process.stdout.write(`Fast Sandbox stopped (pid ${pid})\n`);
+  if (options.deleteSandboxes) await removeAnchors(dataDir);
+}
+
+/**
+ * With the control plane and its agents gone for good, nothing of this data directory's containerd
+ * namespace is in use: the janitor's sweep removes the agents' shim anchors (and so their shims stop)
+ * and anything a create left behind, at once.
+ */
+async function removeAnchors(dataDir: string): Promise<void> {
+  const settings = readSettings(dataDir);
+  if (!settings) {
+    process.stderr.write(`warning: ${dataDir} does not say which containerd namespace 'fsb up' used; its agents' shim anchors were left running\n`);
+    return;
+  }
+  const result = await sweepAfterShutdown({
+    containerdNamespaces: [settings.containerdNamespace],
+    containerdSocket: settings.containerdSocket,
+    agentsDir: join(dataDir, "agents"),
+    cgroupRoot: settings.cgroupRoot,
+    logger: pino({ name: "fsb-down", level: "warn" }, destination(2)),
+  });
+  if (result.outcome !== "completed" || result.failures > 0) {
+    throw new FsbError(
+      "unavailable",
+      `could not remove everything of containerd namespace ${settings.containerdNamespace}: ${result.error?.message ?? `${result.failures} objects failed`}; run 'fsb down --delete-sandboxes' again once containerd answers`,
+    );
+  }
+  const anchors = result.reclaimed.anchor_orphaned;
+  const leftovers = result.reclaimed.agent_gone + result.reclaimed.record_gone;
+  process.stdout.write(`removed ${anchors} shim anchors${leftovers > 0 ? ` and ${leftovers} leftover containers` : ""}\n`);
 }

@@ -1,10 +1,12 @@
 import { spawn } from "node:child_process";
 import { openSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { startEmbeddedControlPlane, defaultPool } from "@fast-sandbox/controlplane";
 import { FsbError } from "@fast-sandbox/sdk";
-import { clearRunFiles, ensureToken, files, readIfExists, resolveDataDir, runningPid } from "../data-dir.js";
+import { parseDuration, parseLoopbackListen } from "@fast-sandbox/janitor";
+import { clearRunFiles, ensureToken, files, readIfExists, resolveDataDir, runningPid, writeSettings } from "../data-dir.js";
 
 export interface UpOptions {
   dataDir?: string;
@@ -15,6 +17,11 @@ export interface UpOptions {
   containerdNamespace: string;
   containerdSocket: string;
   cgroupRoot: string;
+  /** Start the supervised janitor (`--no-janitor` turns it off). */
+  janitor: boolean;
+  janitorInterval: string;
+  janitorProtection: string;
+  janitorMetrics?: string;
 }
 
 export async function up(options: UpOptions): Promise<void> {
@@ -27,10 +34,20 @@ export async function up(options: UpOptions): Promise<void> {
     );
   }
   const token = ensureToken(dataDir);
+  // Checked before anything starts, also for --detach: a typo must not surface in a background log.
+  if (options.janitorMetrics) parseLoopbackListen(options.janitorMetrics, "--janitor-metrics");
+  const janitor = options.janitor
+    ? {
+        intervalMs: parseDuration(options.janitorInterval, "--janitor-interval"),
+        protectionMs: parseDuration(options.janitorProtection, "--janitor-protection", { allowZero: true }),
+        ...(options.janitorMetrics ? { metricsListen: options.janitorMetrics } : {}),
+      }
+    : undefined;
   if (options.detach) return detach(options, dataDir);
 
   const port = Number(options.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new FsbError("invalid_argument", `--port ${options.port} is not a port number (0..65535)`);
+  writeSettings(dataDir, { containerdNamespace: options.containerdNamespace, containerdSocket: options.containerdSocket, cgroupRoot: options.cgroupRoot });
   const controlPlane = await startEmbeddedControlPlane({
     dataDir,
     token,
@@ -40,6 +57,7 @@ export async function up(options: UpOptions): Promise<void> {
     containerdSocket: options.containerdSocket,
     cgroupRoot: options.cgroupRoot,
     defaultPool: defaultPool(options.image),
+    ...(janitor ? { janitor } : {}),
   });
   writeFileSync(files.url(dataDir), `${controlPlane.url}\n`);
   writeFileSync(files.pid(dataDir), `${process.pid}\n`);
@@ -50,6 +68,7 @@ export async function up(options: UpOptions): Promise<void> {
       `  data directory: ${dataDir} (API token in ${files.token(dataDir)}, mode 0600)`,
       `  containerd namespace: ${options.containerdNamespace}; default image: ${options.image}`,
       `  agents: ${agents.map((a) => `${a.name} (${a.endpoint}, pid ${a.pid ?? "?"})`).join(", ") || "starting"}`,
+      `  janitor: ${controlPlane.janitor ? `pid ${controlPlane.janitor.pid ?? "?"}, log ${join(dataDir, "janitor.log")}` : "off (--no-janitor)"}`,
       `Try: npx fsb run -- sh -c 'echo hello'   (Ctrl-C stops; sandboxes keep running and are adopted at the next 'fsb up')`,
       "",
     ].join("\n"),
@@ -83,6 +102,8 @@ async function detach(options: UpOptions, dataDir: string): Promise<void> {
     options.containerdSocket,
     "--cgroup-root",
     options.cgroupRoot,
+    ...(options.janitor ? ["--janitor-interval", options.janitorInterval, "--janitor-protection", options.janitorProtection] : ["--no-janitor"]),
+    ...(options.janitor && options.janitorMetrics ? ["--janitor-metrics", options.janitorMetrics] : []),
   ];
   const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", log, log] });
   child.unref();

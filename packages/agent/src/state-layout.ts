@@ -1,0 +1,37 @@
+/**
+ * Where an agent keeps the host-side files of its sandboxes, under its state directory
+ * (`FSB_AGENT_STATE_DIR`; in the embedded mode `<dataDir>/agents/<agentName>`). The agent writes
+ * these paths and the janitor removes them for sandboxes whose agent or record is gone, so both
+ * take them from here.
+ *
+ *   <stateDir>/logs/<sandboxId>.log                    the sandbox's stdout and stderr
+ *   <stateDir>/run/<sandboxId>/                         the helper's run directory (exit code)
+ *   <stateDir>/<sandboxId>.<execId>.stdout|.stderr      FIFOs of an exec in progress
+ */
+import { join } from "node:path";
+
+/** Directory of the sandboxes' log files. */
+export function sandboxLogDir(stateDir: string): string {
+  return join(stateDir, "logs");
+}
+
+/** The file that receives a sandbox's stdout and stderr. */
+export function sandboxLogPath(stateDir: string, sandboxId: string): string {
+  return join(sandboxLogDir(stateDir), `${sandboxId}.log`);
+}
+
+/** Directory of a sandbox that the helper writes to (mounted at /.fast-sandbox/run). */
+export function sandboxRunDir(stateDir: string, sandboxId: string): string {
+  return join(stateDir, "run", sandboxId);
+}
+
+/** Base name (without `.stdout`/`.stderr`) of the FIFOs of one exec. */
+export function execFifoName(sandboxId: string, execId: string): string {
+  return `${sandboxId}.${execId}`;
+}
+
+/** True for a file name of an exec FIFO (of `sandboxId` when given) directly in the state directory. */
+export function isExecFifoName(fileName: string, sandboxId?: string): boolean {
+  if (!/\.exec-[0-9a-f]+\.(stdout|stderr)$/.test(fileName)) return false;
+  return sandboxId === undefined || fileName.startsWith(`${sandboxId}.exec-`);
+}

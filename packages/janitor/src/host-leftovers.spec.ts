@@ -1,0 +1,166 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { LocalHostLeftovers, cgroupPathSegments } from "./host-leftovers.js";
+
+const roots: string[] = [];
+function tempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  roots.push(dir);
+  return dir;
+}
+after(() => {
+  for (const root of roots) rmSync(root, { recursive: true, force: true });
+});
+
+/** A v1 mount: one directory per hierarchy, `cpu` a link to `cpu,cpuacct` as on Debian. */
+function v1Mount(cgroups: string[]): string {
+  const mount = tempDir("fsb-janitor-v1-");
+  for (const hierarchy of ["cpu,cpuacct", "memory", "pids"]) {
+    mkdirSync(join(mount, hierarchy));
+    for (const cgroup of cgroups) mkdirSync(join(mount, hierarchy, cgroup), { recursive: true });
+  }
+  symlinkSync("cpu,cpuacct", join(mount, "cpu"));
+  return mount;
+}
+
+/** A v2 mount: `cgroup.controllers` at the root. */
+function v2Mount(cgroups: string[]): string {
+  const mount = tempDir("fsb-janitor-v2-");
+  writeFileSync(join(mount, "cgroup.controllers"), "cpu memory pids\n");
+  for (const cgroup of cgroups) mkdirSync(join(mount, cgroup), { recursive: true });
+  return mount;
+}
+
+describe("cgroupPathSegments", () => {
+  it("accepts absolute cgroupfs paths of at least two segments", () => {
+    assert.deepEqual(cgroupPathSegments("/fsb/default-0/sandboxes/default.web.a1b2c3"), ["fsb", "default-0", "sandboxes", "default.web.a1b2c3"]);
+  });
+
+  it("refuses what could reach outside a sandbox's own cgroup", () => {
+    for (const path of ["/", "/top", "relative/a/b", "/a/../b", "/a/./b", "system.slice:cri:abc", "/a/b:c"]) {
+      assert.equal(cgroupPathSegments(path), undefined, path);
+    }
+  });
+});
+
+describe("LocalHostLeftovers.removeSandboxCgroup", () => {
+  it("removes the sandbox's cgroup from every v1 hierarchy and leaves its parent", async () => {
+    const mount = v1Mount(["fsb/dead-0/sandboxes/a", "fsb/dead-0/sandboxes/b"]);
+    const host = new LocalHostLeftovers({ cgroupMount: mount });
+    const removed = await host.removeSandboxCgroup("/fsb/dead-0/sandboxes/a");
+    assert.deepEqual(removed.sort(), ["cpu,cpuacct", "memory", "pids"].map((h) => join(mount, h, "fsb/dead-0/sandboxes/a")).sort());
+    for (const hierarchy of ["cpu,cpuacct", "memory", "pids"]) {
+      assert.ok(!existsSync(join(mount, hierarchy, "fsb/dead-0/sandboxes/a")));
+      assert.ok(existsSync(join(mount, hierarchy, "fsb/dead-0/sandboxes/b")));
+    }
+    // Idempotent.
+    assert.deepEqual(await host.removeSandboxCgroup("/fsb/dead-0/sandboxes/a"), []);
+  });
+
+  it("removes it from the unified v2 tree", async () => {
+    const mount = v2Mount(["fsb/dead-0/sandboxes/a/nested"]);
+    const removed = await new LocalHostLeftovers({ cgroupMount: mount }).removeSandboxCgroup("/fsb/dead-0/sandboxes/a");
+    assert.deepEqual(removed, [join(mount, "fsb/dead-0/sandboxes/a/nested"), join(mount, "fsb/dead-0/sandboxes/a")]);
+    assert.ok(existsSync(join(mount, "fsb/dead-0/sandboxes")));
+  });
+
+  it("touches nothing for a path it refuses", async () => {
+    const mount = v2Mount(["top", "a/b"]);
+    const host = new LocalHostLeftovers({ cgroupMount: mount });
+    assert.deepEqual(await host.removeSandboxCgroup("/top"), []);
+    assert.deepEqual(await host.removeSandboxCgroup("/a/b/../b"), []);
+    assert.ok(existsSync(join(mount, "top")) && existsSync(join(mount, "a/b")));
+  });
+
+  it("fails, instead of pretending, when the cgroup cannot be removed", async () => {
+    const mount = v2Mount(["fsb/x/sandboxes/a"]);
+    // A regular file stands for a cgroup that is still busy: rmdir refuses it.
+    writeFileSync(join(mount, "fsb/x/sandboxes/a/busy"), "");
+    const host = new LocalHostLeftovers({ cgroupMount: mount, cgroupDrainTimeoutMs: 100 });
+    await assert.rejects(host.removeSandboxCgroup("/fsb/x/sandboxes/a"), /could not remove cgroup/);
+  });
+});
+
+describe("LocalHostLeftovers.removeAgentCgroup", () => {
+  it("removes a gone agent's empty cgroup tree under the cgroup root, in every hierarchy", async () => {
+    const mount = v1Mount(["fsb/dead-0/agent", "fsb/dead-0/sandboxes", "fsb/live-0/agent"]);
+    const removed = await new LocalHostLeftovers({ cgroupMount: mount, cgroupRoot: "/fsb/" }).removeAgentCgroup("dead-0");
+    assert.equal(removed.length, 9);
+    assert.ok(!existsSync(join(mount, "memory/fsb/dead-0")));
+    assert.ok(existsSync(join(mount, "memory/fsb/live-0/agent")));
+  });
+
+  it("does nothing without a cgroup root", async () => {
+    const mount = v2Mount(["dead-0/agent"]);
+    assert.deepEqual(await new LocalHostLeftovers({ cgroupMount: mount }).removeAgentCgroup("dead-0"), []);
+  });
+});
+
+describe("LocalHostLeftovers files", () => {
+  function stateDirs() {
+    const agentsDir = tempDir("fsb-janitor-agents-");
+    const stateDir = join(agentsDir, "dead-0");
+    mkdirSync(join(stateDir, "run", "a"), { recursive: true });
+    writeFileSync(join(stateDir, "run", "a", "exit-code"), "0\n");
+    mkdirSync(join(stateDir, "run", "k"), { recursive: true });
+    mkdirSync(join(stateDir, "logs"));
+    writeFileSync(join(stateDir, "logs", "a.log"), "hello\n");
+    writeFileSync(join(stateDir, "logs", "k.log"), "kept\n");
+    writeFileSync(join(stateDir, "agent.log"), "the agent's own log\n");
+    execFileSync("mkfifo", [
+      join(stateDir, "a.exec-0a1b.stdout"),
+      join(stateDir, "a.exec-0a1b.stderr"),
+      join(stateDir, "k.exec-99.stdout"),
+      join(stateDir, "other.exec-77.stdout"),
+    ]);
+    // A regular file with a FIFO's name is not one of ours.
+    writeFileSync(join(stateDir, "a.exec-0c.stdout"), "");
+    mkdirSync(join(agentsDir, "live-0"));
+    writeFileSync(join(agentsDir, "not-a-dir"), "");
+    return { agentsDir, stateDir };
+  }
+
+  it("lists the agents that have a state directory", async () => {
+    const { agentsDir } = stateDirs();
+    assert.deepEqual((await new LocalHostLeftovers({ agentsDir }).listAgentStateDirs()).sort(), ["dead-0", "live-0"]);
+    assert.deepEqual(await new LocalHostLeftovers({ agentsDir: join(agentsDir, "missing") }).listAgentStateDirs(), []);
+  });
+
+  it("removes one sandbox's run directory, log file and exec FIFOs, and nothing of another", async () => {
+    const { agentsDir, stateDir } = stateDirs();
+    const removed = await new LocalHostLeftovers({ agentsDir }).removeSandboxFiles("dead-0", "a");
+    assert.deepEqual(
+      removed.map((file) => `${file.kind} ${file.path.slice(stateDir.length + 1)}`).sort(),
+      ["fifo a.exec-0a1b.stderr", "fifo a.exec-0a1b.stdout", "log_file logs/a.log", "run_dir run/a"].sort(),
+    );
+    for (const kept of ["a.exec-0c.stdout", "k.exec-99.stdout", "other.exec-77.stdout", "logs/k.log", "run/k", "agent.log"]) {
+      assert.ok(existsSync(join(stateDir, kept)), kept);
+    }
+    assert.deepEqual(await new LocalHostLeftovers({ agentsDir }).removeSandboxFiles("dead-0", "a"), []);
+  });
+
+  it("refuses names that would leave the agents directory", async () => {
+    const { agentsDir } = stateDirs();
+    const host = new LocalHostLeftovers({ agentsDir });
+    assert.deepEqual(await host.removeSandboxFiles("..", "a"), []);
+    assert.deepEqual(await host.removeSandboxFiles("dead-0", "../live-0"), []);
+    assert.ok(existsSync(join(agentsDir, "live-0")));
+  });
+
+  it("removes a gone agent's stale FIFOs, run directories and logs, except those of sandboxes still present", async () => {
+    const { agentsDir, stateDir } = stateDirs();
+    const host = new LocalHostLeftovers({ agentsDir });
+    // Nothing has been unchanged for long enough yet.
+    assert.deepEqual(await host.removeStaleAgentFiles("dead-0", Date.now() - 60_000, new Set()), []);
+    const removed = await host.removeStaleAgentFiles("dead-0", Date.now() + 1_000, new Set(["k"]));
+    assert.deepEqual(
+      removed.map((file) => `${file.kind} ${file.path.slice(stateDir.length + 1)}`).sort(),
+      ["fifo a.exec-0a1b.stderr", "fifo a.exec-0a1b.stdout", "fifo other.exec-77.stdout", "log_file logs/a.log", "run_dir run/a"].sort(),
+    );
+    for (const kept of ["k.exec-99.stdout", "logs/k.log", "run/k", "agent.log", "a.exec-0c.stdout"]) assert.ok(existsSync(join(stateDir, kept)), kept);
+  });
+});

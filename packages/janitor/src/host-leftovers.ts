@@ -1,0 +1,282 @@
+/**
+ * The janitor's port to what a sandbox leaves on the host outside containerd: its cgroup (every v1
+ * hierarchy, or the v2 tree) and the files in its agent's state directory (run directory, log file,
+ * exec FIFOs; see the agent's state-layout.ts). The local implementation works on any root
+ * directories, so unit tests run it against prepared trees.
+ */
+import { existsSync, readdirSync, readFileSync, rmdirSync, writeFileSync, type Dirent } from "node:fs";
+import { lstat, readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { detectCgroupLayout, isExecFifoName, sandboxLogDir, sandboxLogPath, sandboxRunDir } from "@fast-sandbox/agent";
+
+export type HostFileKind = "run_dir" | "log_file" | "fifo";
+
+export interface RemovedFile {
+  kind: HostFileKind;
+  path: string;
+}
+
+export interface HostLeftovers {
+  /** Agents that have a state directory on this host. */
+  listAgentStateDirs(): Promise<string[]>;
+  /**
+   * Kills whatever still runs in the sandbox's cgroup and removes the cgroup from every hierarchy;
+   * returns the directories removed. Throws when processes do not go away in time.
+   */
+  removeSandboxCgroup(cgroupsPath: string): Promise<string[]>;
+  /** Removes the sandbox's run directory, log file and exec FIFOs from its agent's state directory. */
+  removeSandboxFiles(agent: string, sandboxId: string): Promise<RemovedFile[]>;
+  /**
+   * Removes what a gone agent left in its state directory (exec FIFOs, run directories, log files)
+   * that has not changed since `changedBeforeMs`, except the files of `keepSandboxIds`.
+   */
+  removeStaleAgentFiles(agent: string, changedBeforeMs: number, keepSandboxIds: ReadonlySet<string>): Promise<RemovedFile[]>;
+  /** Removes a gone agent's own cgroup tree where it is empty (rmdir only: never kills). */
+  removeAgentCgroup(agent: string): Promise<string[]>;
+}
+
+export interface LocalHostLeftoversOptions {
+  /** Directory holding one state directory per agent (`<agentsDir>/<agent>`); absent: no files are touched. */
+  agentsDir?: string;
+  /** cgroup the embedded agents live under (`/<cgroupRoot>/<agent>`); "" or absent: agents' own cgroups are not touched. */
+  cgroupRoot?: string;
+  /** @default "/sys/fs/cgroup" */
+  cgroupMount?: string;
+  /** How long processes killed in a cgroup may take to leave it. @default 5_000 */
+  cgroupDrainTimeoutMs?: number;
+}
+
+/** A name that is safe as one path segment: what agents and sandbox ids are made of. */
+const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+function isSafeName(name: string): boolean {
+  return SAFE_NAME.test(name) && name !== "." && name !== "..";
+}
+
+/**
+ * The segments of a cgroupfs `cgroupsPath` (`/a/b/c`), or undefined for anything else: relative or
+ * systemd-style paths, `.`/`..`, or fewer than two segments (a top-level cgroup is never a sandbox's).
+ */
+export function cgroupPathSegments(cgroupsPath: string): string[] | undefined {
+  if (!cgroupsPath.startsWith("/") || cgroupsPath.includes(":")) return undefined;
+  const segments = cgroupsPath.split("/").filter((segment) => segment !== "");
+  if (segments.length < 2 || !segments.every(isSafeName)) return undefined;
+  return segments;
+}
+
+export class LocalHostLeftovers implements HostLeftovers {
+  private readonly agentsDir: string | undefined;
+  private readonly cgroupRoot: string;
+  private readonly cgroupMount: string;
+  private readonly drainTimeoutMs: number;
+
+  constructor(options: LocalHostLeftoversOptions = {}) {
+    this.agentsDir = options.agentsDir;
+    this.cgroupRoot = (options.cgroupRoot ?? "").replace(/^\/+|\/+$/g, "");
+    this.cgroupMount = options.cgroupMount ?? "/sys/fs/cgroup";
+    this.drainTimeoutMs = options.cgroupDrainTimeoutMs ?? 5_000;
+  }
+
+  async listAgentStateDirs(): Promise<string[]> {
+    if (!this.agentsDir) return [];
+    let entries: Dirent[];
+    try {
+      entries = await readdir(this.agentsDir, { withFileTypes: true });
+    } catch (error) {
+      if (errorCode(error) === "ENOENT") return [];
+      throw error;
+    }
+    return entries.filter((entry) => entry.isDirectory() && isSafeName(entry.name)).map((entry) => entry.name);
+  }
+
+  async removeSandboxCgroup(cgroupsPath: string): Promise<string[]> {
+    const segments = cgroupPathSegments(cgroupsPath);
+    if (!segments) return [];
+    const directories = this.hierarchies()
+      .map((hierarchy) => join(hierarchy, ...segments))
+      .filter((directory) => existsSync(directory));
+    if (directories.length === 0) return [];
+    const deadline = Date.now() + this.drainTimeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      const pids = new Set(directories.flatMap((directory) => treeProcesses(directory)));
+      if (pids.size === 0) break;
+      if (Date.now() > deadline) {
+        throw new Error(`cgroup ${cgroupsPath} still holds processes ${[...pids].join(", ")} after SIGKILL`);
+      }
+      if (attempt === 0) killAll(directories, pids);
+      await sleep(50);
+    }
+    // The last processes may still be leaving (rmdir says EBUSY): retry until the window closes.
+    const removed: string[] = [];
+    for (;;) {
+      for (const directory of directories) removed.push(...removeTree(directory));
+      const left = directories.filter((directory) => existsSync(directory));
+      if (left.length === 0) return removed;
+      if (Date.now() > deadline) throw new Error(`could not remove cgroup ${left.join(", ")} (busy or not empty)`);
+      await sleep(50);
+    }
+  }
+
+  async removeSandboxFiles(agent: string, sandboxId: string): Promise<RemovedFile[]> {
+    const stateDir = this.stateDir(agent);
+    if (!stateDir || !isSafeName(sandboxId)) return [];
+    const removed: RemovedFile[] = [];
+    if (await removePath(sandboxRunDir(stateDir, sandboxId))) removed.push({ kind: "run_dir", path: sandboxRunDir(stateDir, sandboxId) });
+    if (await removePath(sandboxLogPath(stateDir, sandboxId))) removed.push({ kind: "log_file", path: sandboxLogPath(stateDir, sandboxId) });
+    for (const name of await listNames(stateDir)) {
+      if (!isExecFifoName(name, sandboxId)) continue;
+      const path = join(stateDir, name);
+      if ((await isFifo(path)) && (await removePath(path))) removed.push({ kind: "fifo", path });
+    }
+    return removed;
+  }
+
+  async removeStaleAgentFiles(agent: string, changedBeforeMs: number, keepSandboxIds: ReadonlySet<string>): Promise<RemovedFile[]> {
+    const stateDir = this.stateDir(agent);
+    if (!stateDir) return [];
+    const removed: RemovedFile[] = [];
+    const stale = async (path: string) => {
+      try {
+        const stats = await lstat(path);
+        return Math.max(stats.mtimeMs, stats.ctimeMs) < changedBeforeMs;
+      } catch {
+        return false;
+      }
+    };
+    const kept = (name: string) => [...keepSandboxIds].some((id) => name === id || name.startsWith(`${id}.`));
+    for (const name of await listNames(stateDir)) {
+      const path = join(stateDir, name);
+      if (isExecFifoName(name) && !kept(name) && (await isFifo(path)) && (await stale(path)) && (await removePath(path))) removed.push({ kind: "fifo", path });
+    }
+    const runDir = join(stateDir, "run");
+    for (const name of await listNames(runDir)) {
+      const path = join(runDir, name);
+      if (isSafeName(name) && !kept(name) && (await stale(path)) && (await removePath(path))) removed.push({ kind: "run_dir", path });
+    }
+    const logDir = sandboxLogDir(stateDir);
+    for (const name of await listNames(logDir)) {
+      const path = join(logDir, name);
+      if (name.endsWith(".log") && !kept(name.slice(0, -".log".length)) && (await stale(path)) && (await removePath(path))) {
+        removed.push({ kind: "log_file", path });
+      }
+    }
+    return removed;
+  }
+
+  removeAgentCgroup(agent: string): Promise<string[]> {
+    const segments = this.cgroupRoot && isSafeName(agent) ? cgroupPathSegments(`/${this.cgroupRoot}/${agent}`) : undefined;
+    if (!segments) return Promise.resolve([]);
+    return Promise.resolve(this.hierarchies().flatMap((hierarchy) => removeTree(join(hierarchy, ...segments))));
+  }
+
+  private stateDir(agent: string): string | undefined {
+    return this.agentsDir && isSafeName(agent) ? join(this.agentsDir, agent) : undefined;
+  }
+
+  /** v2: the one unified tree; v1: every mounted hierarchy (runc creates a sandbox's cgroup in all of them). */
+  private hierarchies(): string[] {
+    const layout = detectCgroupLayout(this.cgroupMount);
+    if (layout.version === 2) return [layout.root];
+    try {
+      // Symbolic links (`cpu` → `cpu,cpuacct`) name a hierarchy twice; the real directory is enough.
+      return readdirSync(layout.root, { withFileTypes: true })
+        .filter((entry) => entry.isDirectory())
+        .map((entry) => join(layout.root, entry.name));
+    } catch {
+      return [];
+    }
+  }
+}
+
+function errorCode(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+async function listNames(directory: string): Promise<string[]> {
+  try {
+    return await readdir(directory);
+  } catch {
+    return [];
+  }
+}
+
+async function isFifo(path: string): Promise<boolean> {
+  try {
+    return (await lstat(path)).isFIFO();
+  } catch {
+    return false;
+  }
+}
+
+/** Removes a file or directory tree; false when nothing was there. */
+async function removePath(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+  } catch {
+    return false;
+  }
+  await rm(path, { recursive: true, force: true });
+  return true;
+}
+
+/** The pids in a cgroup and its descendants. */
+function treeProcesses(directory: string): number[] {
+  const pids: number[] = [];
+  try {
+    for (const line of readFileSync(join(directory, "cgroup.procs"), "utf8").split("\n")) {
+      const pid = Number(line.trim());
+      if (Number.isInteger(pid) && pid > 0) pids.push(pid);
+    }
+  } catch {
+    // no such file (not a cgroup, or gone): nothing runs there
+  }
+  for (const child of subdirectories(directory)) pids.push(...treeProcesses(join(directory, child)));
+  return pids;
+}
+
+function killAll(directories: string[], pids: Set<number>): void {
+  // cgroup v2 kills a whole tree atomically (Linux 5.14+); elsewhere each process gets SIGKILL.
+  for (const directory of directories) {
+    try {
+      if (existsSync(join(directory, "cgroup.kill"))) writeFileSync(join(directory, "cgroup.kill"), "1");
+    } catch {
+      // fall through to the signals
+    }
+  }
+  for (const pid of pids) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+}
+
+function subdirectories(directory: string): string[] {
+  try {
+    return readdirSync(directory, { withFileTypes: true })
+      .filter((entry) => entry.isDirectory())
+      .map((entry) => entry.name);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * rmdir of a cgroup tree, deepest first; returns the directories removed. A cgroup directory holds
+ * only the kernel's virtual files, so rmdir succeeds once it has no processes and no children;
+ * anything still in use stays.
+ */
+function removeTree(directory: string): string[] {
+  if (!existsSync(directory)) return [];
+  const removed: string[] = [];
+  for (const child of subdirectories(directory)) removed.push(...removeTree(join(directory, child)));
+  try {
+    rmdirSync(directory);
+    removed.push(directory);
+  } catch {
+    // busy, not empty, or already gone
+  }
+  return removed;
+}

@@ -1,0 +1,26 @@
+/**
+ * The janitor's port to the control plane's view of the world: which agents exist and which sandbox
+ * ids a sandbox record holds. The embedded implementation asks the fast-path API
+ * (control-plane-inventory.ts); the Kubernetes mode reads agent Pods and Sandbox objects.
+ */
+
+export interface InventorySnapshot {
+  /** Names of the agents that exist (ready or not). */
+  agents: ReadonlySet<string>;
+  /** `status.sandboxID` of every sandbox record, in every namespace (being deleted included). */
+  sandboxIds: ReadonlySet<string>;
+}
+
+export interface Inventory {
+  /**
+   * The current inventory. Throws when it cannot be read completely (control plane down, timeout):
+   * the janitor then removes nothing, because "unknown" is never "gone".
+   */
+  read(signal?: AbortSignal): Promise<InventorySnapshot>;
+}
+
+/** A fixed inventory, e.g. "no agent and no record exist" for the sweep after `fsb down --delete-sandboxes`. */
+export function staticInventory(agents: Iterable<string> = [], sandboxIds: Iterable<string> = []): Inventory {
+  const snapshot: InventorySnapshot = { agents: new Set(agents), sandboxIds: new Set(sandboxIds) };
+  return { read: () => Promise.resolve(snapshot) };
+}

@@ -1,0 +1,40 @@
+import { readFileSync } from "node:fs";
+import { ValidationError, parseDurationMs } from "@fast-sandbox/api";
+import { DEFAULT_INTERVAL_MS, DEFAULT_PROTECTION_MS } from "./janitor.js";
+import { parseLoopbackListen } from "./metrics.js";
+import type { JanitorProcessOptions } from "./janitor-process.js";
+
+/** A duration such as `10s`, `2m`, `1h30m`; `0` is allowed where it means "at once". */
+export function parseDuration(text: string, field: string, options: { allowZero?: boolean } = {}): number {
+  if (options.allowZero && /^0+(ms|s|m|h)?$/.test(text)) return 0;
+  return parseDurationMs(text, field);
+}
+
+/**
+ * The janitor process's settings from its environment (set by `fsb up`, or by a DaemonSet):
+ * FSB_URL and FSB_TOKEN (or FSB_TOKEN_FILE) reach the control plane; FSB_CONTAINERD_SOCKET;
+ * FSB_CONTAINERD_NAMESPACE (comma-separated, default `fast-sandbox`); FSB_JANITOR_AGENTS_DIR;
+ * FSB_CGROUP_ROOT; FSB_JANITOR_INTERVAL (default 10s); FSB_JANITOR_PROTECTION (default 2m);
+ * FSB_JANITOR_METRICS (`127.0.0.1:9464`; unset: no endpoint).
+ */
+export function janitorConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Omit<JanitorProcessOptions, "logger"> {
+  const url = env.FSB_URL;
+  if (!url) throw new ValidationError("FSB_URL", "environment variable is required: the control plane's URL");
+  const token = env.FSB_TOKEN || (env.FSB_TOKEN_FILE ? readFileSync(env.FSB_TOKEN_FILE, "utf8").trim() : "");
+  if (!token) throw new ValidationError("FSB_TOKEN", "set FSB_TOKEN or FSB_TOKEN_FILE: the control plane's API is always authenticated");
+  const containerdNamespaces = (env.FSB_CONTAINERD_NAMESPACE || "fast-sandbox")
+    .split(",")
+    .map((namespace) => namespace.trim())
+    .filter(Boolean);
+  return {
+    url,
+    token,
+    containerdNamespaces,
+    containerdSocket: env.FSB_CONTAINERD_SOCKET || "/run/containerd/containerd.sock",
+    ...(env.FSB_JANITOR_AGENTS_DIR ? { agentsDir: env.FSB_JANITOR_AGENTS_DIR } : {}),
+    cgroupRoot: env.FSB_CGROUP_ROOT ?? "",
+    intervalMs: env.FSB_JANITOR_INTERVAL ? parseDuration(env.FSB_JANITOR_INTERVAL, "FSB_JANITOR_INTERVAL") : DEFAULT_INTERVAL_MS,
+    protectionMs: env.FSB_JANITOR_PROTECTION ? parseDuration(env.FSB_JANITOR_PROTECTION, "FSB_JANITOR_PROTECTION", { allowZero: true }) : DEFAULT_PROTECTION_MS,
+    ...(env.FSB_JANITOR_METRICS ? { metricsListen: parseLoopbackListen(env.FSB_JANITOR_METRICS, "FSB_JANITOR_METRICS") } : {}),
+  };
+}

@@ -1,0 +1,116 @@
+/**
+ * The janitor's composition root: real containerd, the host's cgroups and state directories, the
+ * control plane's inventory through the SDK, and the optional metrics endpoint. `fsb janitor`,
+ * the process `fsb up` supervises (main.ts) and `fsb down --delete-sandboxes` all start here.
+ */
+import type { Logger } from "pino";
+import { FastSandboxClient } from "@fast-sandbox/sdk";
+import { controlPlaneInventory } from "./control-plane-inventory.js";
+import { createContainerdNodeContainers } from "./containerd-node-containers.js";
+import { LocalHostLeftovers } from "./host-leftovers.js";
+import { staticInventory, type Inventory } from "./inventory.js";
+import { Janitor, type PassResult } from "./janitor.js";
+import { startMetricsServer } from "./metrics.js";
+
+export interface NodeScope {
+  /** containerd namespaces to look after. */
+  containerdNamespaces: string[];
+  /** @default "/run/containerd/containerd.sock" */
+  containerdSocket?: string;
+  /** Directory of the agents' state directories (`<dataDir>/agents` in the embedded mode). */
+  agentsDir?: string;
+  /** cgroup the embedded agents live under; "" or absent: agents' own cgroups are not touched. */
+  cgroupRoot?: string;
+}
+
+export interface JanitorProcessOptions extends NodeScope {
+  /** The control plane's fast-path API, for the inventory. */
+  url: string;
+  token: string;
+  /** @default 10_000 */
+  intervalMs?: number;
+  /** @default 120_000 */
+  protectionMs?: number;
+  /** Serve `/metrics` there (loopback only; port 0 picks one). */
+  metricsListen?: { host: string; port: number };
+  logger: Logger;
+}
+
+export interface RunningJanitor {
+  janitor: Janitor;
+  /** Where `/metrics` is served, when it is. */
+  metricsUrl?: string;
+  /** Stops the loop after the pass in progress and closes every connection. */
+  stop(): Promise<void>;
+}
+
+function compose(scope: NodeScope, inventory: Inventory, options: { intervalMs?: number; protectionMs?: number; logger: Logger }) {
+  const nodes = scope.containerdNamespaces.map((containerdNamespace) =>
+    createContainerdNodeContainers({ containerdNamespace, ...(scope.containerdSocket ? { socketPath: scope.containerdSocket } : {}) }),
+  );
+  const host = new LocalHostLeftovers({ ...(scope.agentsDir ? { agentsDir: scope.agentsDir } : {}), cgroupRoot: scope.cgroupRoot ?? "" });
+  const janitor = new Janitor({
+    inventory,
+    nodes,
+    host,
+    logger: options.logger,
+    ...(options.intervalMs !== undefined ? { intervalMs: options.intervalMs } : {}),
+    ...(options.protectionMs !== undefined ? { protectionMs: options.protectionMs } : {}),
+  });
+  return { janitor, close: () => nodes.forEach((node) => node.close()) };
+}
+
+/** Starts the periodic janitor (and its metrics endpoint when asked). */
+export async function startJanitorProcess(options: JanitorProcessOptions): Promise<RunningJanitor> {
+  const client = new FastSandboxClient({ url: options.url, token: options.token, requestTimeoutMs: 15_000 });
+  const { janitor, close } = compose(options, controlPlaneInventory(client), options);
+  let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
+  try {
+    if (options.metricsListen) metricsServer = await startMetricsServer(janitor.metrics, options.metricsListen);
+  } catch (error) {
+    client.close();
+    close();
+    throw error;
+  }
+  janitor.start();
+  options.logger.info(
+    { containerdNamespaces: options.containerdNamespaces, intervalMs: options.intervalMs, protectionMs: options.protectionMs, metrics: metricsServer?.url },
+    "janitor started",
+  );
+  return {
+    janitor,
+    ...(metricsServer ? { metricsUrl: metricsServer.url } : {}),
+    async stop() {
+      await janitor.stop();
+      await metricsServer?.close();
+      client.close();
+      close();
+    },
+  };
+}
+
+/** One pass against the control plane, then everything is closed (`fsb janitor --once`). */
+export async function runJanitorOnce(options: Omit<JanitorProcessOptions, "intervalMs" | "metricsListen">): Promise<PassResult> {
+  const client = new FastSandboxClient({ url: options.url, token: options.token, requestTimeoutMs: 15_000 });
+  const { janitor, close } = compose(options, controlPlaneInventory(client), options);
+  try {
+    return await janitor.runPass();
+  } finally {
+    client.close();
+    close();
+  }
+}
+
+/**
+ * After the control plane and its agents have stopped for good (`fsb down --delete-sandboxes`):
+ * no agent exists and no record counts, so every managed container of the namespaces goes at once —
+ * the agents' shim anchors (and with them their shims), and anything a create left behind.
+ */
+export async function sweepAfterShutdown(scope: NodeScope & { logger: Logger }): Promise<PassResult> {
+  const { janitor, close } = compose(scope, staticInventory(), { protectionMs: 0, logger: scope.logger });
+  try {
+    return await janitor.runPass();
+  } finally {
+    close();
+  }
+}

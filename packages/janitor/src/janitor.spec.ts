@@ -1,0 +1,316 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { pino } from "pino";
+import { UnavailableError } from "@fast-sandbox/api";
+import { LABEL_AGENT, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR } from "@fast-sandbox/agent";
+import type { Clock } from "./clock.js";
+import type { HostLeftovers, RemovedFile } from "./host-leftovers.js";
+import type { Inventory, InventorySnapshot } from "./inventory.js";
+import { Janitor } from "./janitor.js";
+import type { ManagedContainer, ManagedSnapshot, NodeContainers } from "./node-containers.js";
+
+const WINDOW = 60_000;
+const logger = pino({ level: "silent" });
+
+class FakeClock implements Clock {
+  constructor(public ms = 10_000_000) {}
+  nowMs(): number {
+    return this.ms;
+  }
+}
+
+interface FakeContainer {
+  id: string;
+  labels: Record<string, string>;
+  changedAtMs: number;
+  snapshotKey: string;
+  cgroupsPath?: string;
+  task: boolean;
+}
+
+/** containerd in memory; every mutation is appended to `calls`. */
+class FakeNode implements NodeContainers {
+  readonly containerdNamespace = "ns";
+  containers = new Map<string, FakeContainer>();
+  snapshots = new Map<string, ManagedSnapshot>();
+  calls: string[] = [];
+  failTaskRemoval = false;
+
+  add(container: Omit<FakeContainer, "task" | "snapshotKey"> & { task?: boolean; snapshot?: boolean }): void {
+    const snapshotKey = container.snapshot === false ? "" : container.id;
+    this.containers.set(container.id, { ...container, task: container.task ?? true, snapshotKey });
+    if (snapshotKey)
+      this.snapshots.set(snapshotKey, { snapshotter: "overlayfs", key: snapshotKey, labels: container.labels, changedAtMs: container.changedAtMs });
+  }
+
+  listContainers(): Promise<ManagedContainer[]> {
+    return Promise.resolve(
+      [...this.containers.values()].map((c) => ({
+        id: c.id,
+        labels: c.labels,
+        changedAtMs: c.changedAtMs,
+        snapshotter: "overlayfs",
+        snapshotKey: c.snapshotKey,
+        cgroupsPath: c.cgroupsPath,
+      })),
+    );
+  }
+  listSnapshots(): Promise<ManagedSnapshot[]> {
+    return Promise.resolve([...this.snapshots.values()]);
+  }
+  removeTask(id: string): Promise<boolean> {
+    if (this.failTaskRemoval) return Promise.reject(new Error("task did not exit"));
+    const container = this.containers.get(id);
+    if (!container?.task) return Promise.resolve(false);
+    container.task = false;
+    this.calls.push(`task ${id}`);
+    return Promise.resolve(true);
+  }
+  removeContainer(id: string): Promise<boolean> {
+    if (!this.containers.delete(id)) return Promise.resolve(false);
+    this.calls.push(`container ${id}`);
+    return Promise.resolve(true);
+  }
+  removeSnapshot(_snapshotter: string, key: string): Promise<boolean> {
+    if (!this.snapshots.delete(key)) return Promise.resolve(false);
+    this.calls.push(`snapshot ${key}`);
+    return Promise.resolve(true);
+  }
+  close(): void {}
+}
+
+class FakeHost implements HostLeftovers {
+  agentDirs: string[] = [];
+  cgroups = new Set<string>();
+  files = new Map<string, RemovedFile[]>();
+  staleFiles = new Map<string, RemovedFile[]>();
+  agentCgroups = new Set<string>();
+  constructor(private readonly calls: string[]) {}
+  listAgentStateDirs(): Promise<string[]> {
+    return Promise.resolve(this.agentDirs);
+  }
+  removeSandboxCgroup(path: string): Promise<string[]> {
+    if (!this.cgroups.delete(path)) return Promise.resolve([]);
+    this.calls.push(`cgroup ${path}`);
+    return Promise.resolve([`/sys/fs/cgroup/memory${path}`]);
+  }
+  removeSandboxFiles(agent: string, sandboxId: string): Promise<RemovedFile[]> {
+    const files = this.files.get(`${agent}/${sandboxId}`) ?? [];
+    this.files.delete(`${agent}/${sandboxId}`);
+    if (files.length) this.calls.push(`files ${sandboxId}`);
+    return Promise.resolve(files);
+  }
+  removeStaleAgentFiles(agent: string): Promise<RemovedFile[]> {
+    const files = this.staleFiles.get(agent) ?? [];
+    this.staleFiles.delete(agent);
+    return Promise.resolve(files);
+  }
+  removeAgentCgroup(agent: string): Promise<string[]> {
+    if (!this.agentCgroups.delete(agent)) return Promise.resolve([]);
+    this.calls.push(`agent cgroup ${agent}`);
+    return Promise.resolve([`/sys/fs/cgroup/memory/fsb/${agent}`]);
+  }
+}
+
+class FakeInventory implements Inventory {
+  snapshot: InventorySnapshot = { agents: new Set(), sandboxIds: new Set() };
+  down = false;
+  read(): Promise<InventorySnapshot> {
+    return this.down ? Promise.reject(new UnavailableError("control plane down")) : Promise.resolve(this.snapshot);
+  }
+  set(agents: string[], sandboxIds: string[]): void {
+    this.snapshot = { agents: new Set(agents), sandboxIds: new Set(sandboxIds) };
+  }
+}
+
+function setup() {
+  const clock = new FakeClock();
+  const node = new FakeNode();
+  const host = new FakeHost(node.calls);
+  const inventory = new FakeInventory();
+  const janitor = new Janitor({ inventory, nodes: [node], host, clock, protectionMs: WINDOW, logger });
+  const labels = (agent: string, sandboxId: string) => ({ [LABEL_MANAGED]: "true", [LABEL_AGENT]: agent, [LABEL_SANDBOX_ID]: sandboxId });
+  const anchorLabels = (agent: string) => ({ [LABEL_MANAGED]: "true", [LABEL_AGENT]: agent, [LABEL_ROLE]: ROLE_SHIM_ANCHOR });
+  const old = clock.ms - WINDOW * 2;
+  return { clock, node, host, inventory, janitor, labels, anchorLabels, old };
+}
+
+describe("Janitor.runPass", () => {
+  it("removes nothing when the inventory cannot be read, even objects that look abandoned", async () => {
+    const { node, inventory, janitor, labels, old, clock } = setup();
+    node.add({ id: "a", labels: labels("dead-0", "a"), changedAtMs: old });
+    inventory.down = true;
+    for (let pass = 0; pass < 3; pass++) {
+      const result = await janitor.runPass();
+      assert.equal(result.outcome, "inventory_unavailable");
+      assert.deepEqual(result.removed, []);
+      clock.ms += WINDOW;
+    }
+    assert.deepEqual(node.calls, []);
+    assert.match(await janitor.metrics.text(), /fsb_janitor_passes_total\{outcome="inventory_unavailable"\} 3/);
+  });
+
+  it("reclaims a gone agent's sandboxes (task, cgroup, files, snapshot, container — in that order) and its anchors, with counts per reason", async () => {
+    const { clock, node, host, inventory, janitor, labels, anchorLabels, old } = setup();
+    inventory.set(["live-0"], ["a", "b", "live"]);
+    node.add({ id: "a", labels: labels("dead-0", "a"), changedAtMs: old, cgroupsPath: "/fsb/dead-0/sandboxes/a" });
+    node.add({ id: "b", labels: labels("dead-0", "b"), changedAtMs: old, task: false });
+    node.add({
+      id: "fsb-anchor.dead-0.0",
+      labels: anchorLabels("dead-0"),
+      changedAtMs: old,
+      snapshot: false,
+      cgroupsPath: "/fsb/dead-0/sandboxes/fsb-anchor-0",
+    });
+    node.add({ id: "live", labels: labels("live-0", "live"), changedAtMs: old });
+    node.add({ id: "fsb-anchor.live-0.0", labels: anchorLabels("live-0"), changedAtMs: old, snapshot: false });
+    host.cgroups.add("/fsb/dead-0/sandboxes/a").add("/fsb/dead-0/sandboxes/fsb-anchor-0");
+    host.files.set("dead-0/a", [
+      { kind: "run_dir", path: "/data/agents/dead-0/run/a" },
+      { kind: "log_file", path: "/data/agents/dead-0/logs/a.log" },
+      { kind: "fifo", path: "/data/agents/dead-0/a.exec-01.stdout" },
+    ]);
+    host.agentDirs = ["live-0", "dead-0"];
+    host.staleFiles.set("dead-0", [{ kind: "fifo", path: "/data/agents/dead-0/gone.exec-02.stderr" }]);
+    host.agentCgroups.add("dead-0").add("live-0");
+
+    // The first pass only starts the agent's absence clock.
+    const first = await janitor.runPass();
+    assert.equal(first.outcome, "completed");
+    assert.deepEqual(first.removed, []);
+    clock.ms += WINDOW;
+
+    const result = await janitor.runPass();
+    assert.deepEqual(result.reclaimed, { agent_gone: 2, record_gone: 0, anchor_orphaned: 1 });
+    assert.deepEqual(node.calls, [
+      "task a",
+      "cgroup /fsb/dead-0/sandboxes/a",
+      "files a",
+      "snapshot a",
+      "container a",
+      "snapshot b",
+      "container b",
+      "task fsb-anchor.dead-0.0",
+      "cgroup /fsb/dead-0/sandboxes/fsb-anchor-0",
+      "container fsb-anchor.dead-0.0",
+      "agent cgroup dead-0",
+    ]);
+    assert.deepEqual([...node.containers.keys()], ["live", "fsb-anchor.live-0.0"]);
+    const kinds = result.removed.map((object) => `${object.reason}:${object.kind}`);
+    assert.deepEqual(
+      kinds.filter((kind) => kind.endsWith(":fifo")),
+      ["agent_gone:fifo", "agent_gone:fifo"],
+    );
+    assert.ok(result.removed.every((object) => object.agent === "dead-0"));
+
+    const text = await janitor.metrics.text();
+    assert.match(text, /fsb_janitor_orphans_reclaimed_total\{reason="agent_gone"\} 2/);
+    assert.match(text, /fsb_janitor_orphans_reclaimed_total\{reason="anchor_orphaned"\} 1/);
+    assert.match(text, /fsb_janitor_orphans_reclaimed_total\{reason="record_gone"\} 0/);
+    assert.match(text, /fsb_janitor_objects_removed_total\{kind="container",reason="agent_gone"\} 2/);
+
+    // Idempotent: a second pass finds nothing more to do.
+    const again = await janitor.runPass();
+    assert.deepEqual(again.removed, []);
+  });
+
+  it("leaves a record-less sandbox alone while it is younger than the window, then removes it", async () => {
+    const { clock, node, inventory, janitor, labels } = setup();
+    inventory.set(["live-0"], []);
+    node.add({ id: "young", labels: labels("live-0", "young"), changedAtMs: clock.ms - 1_000 });
+    const early = await janitor.runPass();
+    assert.equal(early.protectedOrphans, 1);
+    assert.deepEqual(early.removed, []);
+    assert.ok(node.containers.has("young"));
+
+    clock.ms += WINDOW;
+    const later = await janitor.runPass();
+    assert.deepEqual(later.reclaimed, { agent_gone: 0, record_gone: 1, anchor_orphaned: 0 });
+    assert.equal(node.containers.size, 0);
+  });
+
+  it("keeps the sandboxes of an agent that is missing from the inventory for less than a window (a control plane restarting)", async () => {
+    const { clock, node, inventory, janitor, labels, old } = setup();
+    inventory.set([], ["a"]);
+    node.add({ id: "a", labels: labels("restarting-0", "a"), changedAtMs: old });
+    await janitor.runPass();
+    clock.ms += WINDOW - 1;
+    assert.deepEqual((await janitor.runPass()).removed, []);
+    // It registers again: the absence is forgotten, however long the pass goes on.
+    inventory.set(["restarting-0"], ["a"]);
+    await janitor.runPass();
+    inventory.set([], ["a"]);
+    clock.ms += WINDOW - 1;
+    assert.deepEqual((await janitor.runPass()).removed, []);
+    assert.ok(node.containers.has("a"));
+  });
+
+  it("never touches an object without the managed label, even one a listing returns", async () => {
+    const { clock, node, inventory, janitor, old } = setup();
+    inventory.set([], []);
+    node.add({ id: "user", labels: { [LABEL_AGENT]: "dead-0", [LABEL_SANDBOX_ID]: "user" }, changedAtMs: old });
+    await janitor.runPass();
+    clock.ms += WINDOW * 2;
+    const result = await janitor.runPass();
+    assert.deepEqual(result.removed, []);
+    assert.deepEqual(node.calls, []);
+  });
+
+  it("keeps the container when a step fails, so a later pass finishes the job", async () => {
+    const { node, inventory, janitor, labels, old } = setup();
+    inventory.set(["live-0"], []);
+    node.add({ id: "stuck", labels: labels("live-0", "stuck"), changedAtMs: old });
+    node.failTaskRemoval = true;
+    const failed = await janitor.runPass();
+    assert.equal(failed.outcome, "completed");
+    assert.equal(failed.failures, 1);
+    assert.deepEqual(failed.reclaimed.record_gone, 0);
+    assert.ok(node.containers.has("stuck") && node.snapshots.has("stuck"));
+    assert.match(await janitor.metrics.text(), /fsb_janitor_reclaim_failures_total\{reason="record_gone"\} 1/);
+
+    node.failTaskRemoval = false;
+    const retried = await janitor.runPass();
+    assert.equal(retried.reclaimed.record_gone, 1);
+    assert.deepEqual(node.calls, ["task stuck", "snapshot stuck", "container stuck"]);
+  });
+
+  it("removes a managed snapshot whose container was never created", async () => {
+    const { node, inventory, janitor, labels, old } = setup();
+    inventory.set(["live-0"], ["kept"]);
+    node.snapshots.set("half", { snapshotter: "overlayfs", key: "half", labels: labels("live-0", "half"), changedAtMs: old });
+    node.snapshots.set("kept", { snapshotter: "overlayfs", key: "kept", labels: labels("live-0", "kept"), changedAtMs: old });
+    const result = await janitor.runPass();
+    assert.deepEqual(result.reclaimed.record_gone, 1);
+    assert.deepEqual(node.calls, ["snapshot half"]);
+  });
+
+  it("does not follow a cgroups path that is not the container's own", async () => {
+    const { node, host, inventory, janitor, labels, old } = setup();
+    inventory.set(["live-0"], []);
+    node.add({ id: "a", labels: labels("live-0", "a"), changedAtMs: old, cgroupsPath: "/system.slice/sshd.service" });
+    host.cgroups.add("/system.slice/sshd.service");
+    await janitor.runPass();
+    assert.ok(host.cgroups.has("/system.slice/sshd.service"));
+    assert.deepEqual(node.calls, ["task a", "snapshot a", "container a"]);
+  });
+});
+
+describe("Janitor.start", () => {
+  it("runs passes until stopped", async () => {
+    const { node, inventory, labels, clock } = setup();
+    inventory.set(["live-0"], []);
+    let passes = 0;
+    const counting: Inventory = { read: () => ((passes += 1), inventory.read()) };
+    const janitor = new Janitor({ inventory: counting, nodes: [node], clock, protectionMs: 0, intervalMs: 5, logger });
+    node.add({ id: "a", labels: labels("live-0", "a"), changedAtMs: clock.ms });
+    janitor.start();
+    const deadline = Date.now() + 5_000;
+    while (passes < 3 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+    await janitor.stop();
+    const stoppedAt = passes;
+    assert.ok(stoppedAt >= 3, `only ${stoppedAt} passes ran`);
+    assert.equal(node.containers.size, 0);
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    assert.equal(passes, stoppedAt);
+  });
+});

@@ -1,0 +1,277 @@
+/**
+ * The janitor: periodically removes what Fast Sandbox left behind on a node and nothing else.
+ *
+ * Each pass reads the inventory (agents, sandbox records) first, then lists the managed containers
+ * and snapshots of its containerd namespaces, judges each (orphans.ts), and reclaims the orphans
+ * older than the protection window: task, cgroup, the sandbox's files, snapshot, and the container
+ * last, so a pass that fails half-way leaves the container as the note of what is left to do and a
+ * later pass finishes it. Every step is idempotent. When the inventory cannot be read the pass
+ * removes nothing.
+ */
+import type { Logger } from "pino";
+import { FsbError } from "@fast-sandbox/api";
+import { LABEL_AGENT } from "@fast-sandbox/agent";
+import { systemClock, type Clock } from "./clock.js";
+import type { HostLeftovers } from "./host-leftovers.js";
+import type { Inventory, InventorySnapshot } from "./inventory.js";
+import { JanitorMetrics, type PassOutcome, type RemovedKind } from "./metrics.js";
+import type { ManagedContainer, ManagedSnapshot, NodeContainers } from "./node-containers.js";
+import { AgentAbsence, ORPHAN_REASONS, isShimAnchor, judge, sandboxIdOf, type JudgeContext, type OrphanReason } from "./orphans.js";
+
+export const DEFAULT_PROTECTION_MS = 120_000;
+export const DEFAULT_INTERVAL_MS = 10_000;
+
+export interface JanitorOptions {
+  inventory: Inventory;
+  /** One per containerd namespace the janitor looks after. */
+  nodes: NodeContainers[];
+  /** Cgroups and state-directory files; absent: only containerd objects are removed. */
+  host?: HostLeftovers;
+  /** @default the system clock */
+  clock?: Clock;
+  /**
+   * How old an orphan must be before it is removed, and how long an agent must be missing from the
+   * inventory before it counts as gone. Covers creates in flight and agents that are (re)starting.
+   * @default 120_000 (2 minutes)
+   */
+  protectionMs?: number;
+  /** Time between the end of one pass and the start of the next. @default 10_000 */
+  intervalMs?: number;
+  /** @default a fresh registry */
+  metrics?: JanitorMetrics;
+  logger: Logger;
+}
+
+/** One object a pass removed. */
+export interface RemovedObject {
+  kind: RemovedKind;
+  reason: OrphanReason;
+  containerdNamespace?: string;
+  /** Container id, snapshot key, or path (cgroup directory, file). */
+  id: string;
+  agent: string;
+  sandboxId?: string;
+}
+
+export interface PassResult {
+  outcome: PassOutcome;
+  /** Orphans reclaimed (a container or bare snapshot with everything it held), by reason. */
+  reclaimed: Record<OrphanReason, number>;
+  /** Every object removed, in order. */
+  removed: RemovedObject[];
+  /** Orphans left for a later pass because they are younger than the protection window. */
+  protectedOrphans: number;
+  /** Orphans that could not be removed completely (a later pass retries). */
+  failures: number;
+  /** Why the pass did not complete. */
+  error?: FsbError;
+}
+
+function emptyCounts(): Record<OrphanReason, number> {
+  return Object.fromEntries(ORPHAN_REASONS.map((reason) => [reason, 0])) as Record<OrphanReason, number>;
+}
+
+export class Janitor {
+  readonly metrics: JanitorMetrics;
+  private readonly options: JanitorOptions;
+  private readonly clock: Clock;
+  private readonly protectionMs: number;
+  private readonly intervalMs: number;
+  private readonly logger: Logger;
+  private readonly absence = new AgentAbsence();
+  private timer: NodeJS.Timeout | undefined;
+  private current: Promise<PassResult> | undefined;
+  private readonly stopping = new AbortController();
+
+  constructor(options: JanitorOptions) {
+    this.options = options;
+    this.clock = options.clock ?? systemClock;
+    this.protectionMs = options.protectionMs ?? DEFAULT_PROTECTION_MS;
+    this.intervalMs = options.intervalMs ?? DEFAULT_INTERVAL_MS;
+    this.metrics = options.metrics ?? new JanitorMetrics();
+    this.logger = options.logger.child({ component: "janitor" });
+  }
+
+  /** Runs passes until stop(): one now, then one every `intervalMs` after the previous ended. */
+  start(): void {
+    const loop = () => {
+      if (this.stopping.signal.aborted) return;
+      this.current = this.runPass(this.stopping.signal);
+      void this.current.finally(() => {
+        if (!this.stopping.signal.aborted) this.timer = setTimeout(loop, this.intervalMs);
+      });
+    };
+    loop();
+  }
+
+  /** Stops the loop and waits for the pass in progress. */
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    if (this.timer) clearTimeout(this.timer);
+    await this.current;
+  }
+
+  /** One pass; never throws (the outcome says what happened). */
+  async runPass(signal?: AbortSignal): Promise<PassResult> {
+    const result: PassResult = { outcome: "completed", reclaimed: emptyCounts(), removed: [], protectedOrphans: 0, failures: 0 };
+    let inventory: InventorySnapshot;
+    try {
+      inventory = await this.options.inventory.read(signal);
+    } catch (error) {
+      result.outcome = "inventory_unavailable";
+      result.error = FsbError.from(error);
+      this.logger.warn({ err: result.error }, "cannot read the inventory (is the control plane up?); removing nothing this pass");
+      return this.finish(result);
+    }
+    try {
+      await this.sweep(inventory, result, signal);
+    } catch (error) {
+      result.outcome = "failed";
+      result.error = FsbError.from(error);
+      this.logger.error({ err: result.error }, "janitor pass failed");
+    }
+    return this.finish(result);
+  }
+
+  private finish(result: PassResult): PassResult {
+    this.metrics.passFinished(result.outcome, result.protectedOrphans, this.clock.nowMs());
+    return result;
+  }
+
+  private async sweep(inventory: InventorySnapshot, result: PassResult, signal: AbortSignal | undefined): Promise<void> {
+    const { nodes, host } = this.options;
+    // Listed after the inventory was read: anything created since is younger than the window.
+    const listings = await Promise.all(nodes.map(async (node) => ({ node, containers: await node.listContainers(), snapshots: await node.listSnapshots() })));
+    const stateDirAgents = host ? await host.listAgentStateDirs() : [];
+    const candidates = [
+      ...listings.flatMap(({ containers, snapshots }) => [...containers, ...snapshots].map((object) => object.labels[LABEL_AGENT] ?? "")),
+      ...stateDirAgents,
+    ].filter((agent) => agent !== "");
+    const nowMs = this.clock.nowMs();
+    const goneAgents = this.absence.observe(candidates, inventory.agents, nowMs, this.protectionMs);
+    const context: JudgeContext = { inventory, goneAgents, nowMs, protectionMs: this.protectionMs };
+    /** Sandboxes whose containers or snapshots are still there after this pass, per agent. */
+    const remaining = new Map<string, Set<string>>();
+    const remain = (agent: string, sandboxId: string) => {
+      const set = remaining.get(agent) ?? new Set<string>();
+      set.add(sandboxId);
+      remaining.set(agent, set);
+    };
+
+    for (const { node, containers, snapshots } of listings) {
+      const containerSnapshots = new Set(containers.map((container) => container.snapshotKey).filter(Boolean));
+      for (const container of containers) {
+        signal?.throwIfAborted();
+        const agent = container.labels[LABEL_AGENT] ?? "";
+        const verdict = judge(container, context);
+        if (verdict.action === "keep") {
+          if (verdict.why === "protected") result.protectedOrphans += 1;
+          remain(agent, sandboxIdOf(container));
+          continue;
+        }
+        if (!(await this.reclaimContainer(node, container, verdict.reason, result))) remain(agent, sandboxIdOf(container));
+      }
+      // A snapshot without its container: a create that stopped between Snapshots.Prepare and Containers.Create.
+      for (const snapshot of snapshots) {
+        signal?.throwIfAborted();
+        if (containerSnapshots.has(snapshot.key)) continue;
+        const agent = snapshot.labels[LABEL_AGENT] ?? "";
+        const verdict = judge({ id: snapshot.key, labels: snapshot.labels, changedAtMs: snapshot.changedAtMs }, context);
+        if (verdict.action === "keep") {
+          if (verdict.why === "protected") result.protectedOrphans += 1;
+          remain(agent, sandboxIdOf({ id: snapshot.key, labels: snapshot.labels, changedAtMs: snapshot.changedAtMs }));
+          continue;
+        }
+        if (!(await this.reclaimSnapshot(node, snapshot, verdict.reason, result))) remain(agent, snapshot.key);
+      }
+    }
+
+    if (!host) return;
+    for (const agent of goneAgents) {
+      signal?.throwIfAborted();
+      const keep = remaining.get(agent) ?? new Set<string>();
+      try {
+        for (const file of await host.removeStaleAgentFiles(agent, nowMs - this.protectionMs, keep)) {
+          this.removed(result, { kind: file.kind, reason: "agent_gone", id: file.path, agent });
+        }
+        // The agent's own cgroup goes once nothing of it is left in containerd.
+        if (keep.size === 0) {
+          for (const directory of await host.removeAgentCgroup(agent)) this.removed(result, { kind: "cgroup", reason: "agent_gone", id: directory, agent });
+        }
+      } catch (error) {
+        this.logger.warn({ err: error, agent }, "could not remove what a gone agent left on the host; a later pass retries");
+      }
+    }
+  }
+
+  /** Task, cgroup, files, snapshot, container; true when everything is gone. */
+  private async reclaimContainer(node: NodeContainers, container: ManagedContainer, reason: OrphanReason, result: PassResult): Promise<boolean> {
+    const { host } = this.options;
+    const agent = container.labels[LABEL_AGENT] ?? "";
+    const anchor = isShimAnchor(container);
+    const sandboxId = anchor ? undefined : sandboxIdOf(container);
+    const base = { reason, containerdNamespace: node.containerdNamespace, agent, ...(sandboxId ? { sandboxId } : {}) };
+    try {
+      if (await node.removeTask(container.id)) this.removed(result, { ...base, kind: "task", id: container.id });
+      const cgroupsPath = container.cgroupsPath;
+      if (host && cgroupsPath && ownsCgroup(container, cgroupsPath)) {
+        for (const directory of await host.removeSandboxCgroup(cgroupsPath)) this.removed(result, { ...base, kind: "cgroup", id: directory });
+      }
+      if (host && sandboxId) {
+        for (const file of await host.removeSandboxFiles(agent, sandboxId)) this.removed(result, { ...base, kind: file.kind, id: file.path });
+      }
+      if (container.snapshotKey && (await node.removeSnapshot(container.snapshotter, container.snapshotKey))) {
+        this.removed(result, { ...base, kind: "snapshot", id: container.snapshotKey });
+      }
+      if (await node.removeContainer(container.id)) this.removed(result, { ...base, kind: "container", id: container.id });
+    } catch (error) {
+      return this.failed(result, reason, error, { ...base, containerId: container.id });
+    }
+    this.reclaimed(result, reason);
+    return true;
+  }
+
+  private async reclaimSnapshot(node: NodeContainers, snapshot: ManagedSnapshot, reason: OrphanReason, result: PassResult): Promise<boolean> {
+    const agent = snapshot.labels[LABEL_AGENT] ?? "";
+    const sandboxId = sandboxIdOf({ id: snapshot.key, labels: snapshot.labels, changedAtMs: snapshot.changedAtMs });
+    const base = { reason, containerdNamespace: node.containerdNamespace, agent, sandboxId };
+    try {
+      const { host } = this.options;
+      if (host) for (const file of await host.removeSandboxFiles(agent, sandboxId)) this.removed(result, { ...base, kind: file.kind, id: file.path });
+      if (await node.removeSnapshot(snapshot.snapshotter, snapshot.key)) this.removed(result, { ...base, kind: "snapshot", id: snapshot.key });
+    } catch (error) {
+      return this.failed(result, reason, error, { ...base, snapshot: snapshot.key });
+    }
+    this.reclaimed(result, reason);
+    return true;
+  }
+
+  private removed(result: PassResult, object: RemovedObject): void {
+    result.removed.push(object);
+    this.metrics.objectRemoved(object.kind, object.reason);
+    this.logger.info({ ...object }, `removed orphaned ${object.kind.replace("_", " ")}`);
+  }
+
+  private reclaimed(result: PassResult, reason: OrphanReason): void {
+    result.reclaimed[reason] += 1;
+    this.metrics.orphanReclaimed(reason);
+  }
+
+  private failed(result: PassResult, reason: OrphanReason, error: unknown, context: Record<string, unknown>): false {
+    result.failures += 1;
+    this.metrics.reclaimFailed(reason);
+    this.logger.warn({ ...context, err: error }, "could not remove an orphan completely; a later pass retries");
+    return false;
+  }
+}
+
+/**
+ * A container's cgroup is only its own when the path ends in its id (sandboxes,
+ * `<cgroupParent>/<sandboxId>`) or in an anchor's name (`<cgroupParent>/fsb-anchor-<n>`): a spec
+ * naming any other cgroup is not followed, so no process outside the sandbox can be killed.
+ */
+function ownsCgroup(container: ManagedContainer, cgroupsPath: string): boolean {
+  const last = cgroupsPath.split("/").filter(Boolean).at(-1) ?? "";
+  if (isShimAnchor(container)) return /^fsb-anchor-\d+$/.test(last);
+  return last === container.id;
+}

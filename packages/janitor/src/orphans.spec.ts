@@ -1,0 +1,108 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { LABEL_AGENT, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR } from "@fast-sandbox/agent";
+import { AgentAbsence, judge, type JudgeContext, type ManagedObjectFacts } from "./orphans.js";
+
+const WINDOW = 120_000;
+const NOW = 1_000_000_000;
+
+function sandbox(id: string, agent: string, ageMs: number, extra: Record<string, string> = {}): ManagedObjectFacts {
+  return { id, labels: { [LABEL_MANAGED]: "true", [LABEL_AGENT]: agent, [LABEL_SANDBOX_ID]: id, ...extra }, changedAtMs: NOW - ageMs };
+}
+
+function anchor(agent: string, ageMs: number): ManagedObjectFacts {
+  return { id: `fsb-anchor.${agent}.0`, labels: { [LABEL_MANAGED]: "true", [LABEL_AGENT]: agent, [LABEL_ROLE]: ROLE_SHIM_ANCHOR }, changedAtMs: NOW - ageMs };
+}
+
+function context(options: { agents?: string[]; sandboxIds?: string[]; gone?: string[]; protectionMs?: number } = {}): JudgeContext {
+  return {
+    inventory: { agents: new Set(options.agents ?? ["live-0"]), sandboxIds: new Set(options.sandboxIds ?? []) },
+    goneAgents: new Set(options.gone ?? []),
+    nowMs: NOW,
+    protectionMs: options.protectionMs ?? WINDOW,
+  };
+}
+
+describe("judge", () => {
+  it("never removes a container without the managed label, whatever else it carries", () => {
+    const unlabelled = { id: "user-app", labels: { [LABEL_AGENT]: "dead-0", [LABEL_SANDBOX_ID]: "user-app" }, changedAtMs: 0 };
+    assert.deepEqual(judge(unlabelled, context({ gone: ["dead-0"] })), { action: "keep", why: "unmanaged" });
+    const falseLabel = { ...unlabelled, labels: { ...unlabelled.labels, [LABEL_MANAGED]: "false" } };
+    assert.deepEqual(judge(falseLabel, context({ gone: ["dead-0"] })), { action: "keep", why: "unmanaged" });
+  });
+
+  it("keeps a sandbox whose agent exists and whose record holds its id", () => {
+    assert.deepEqual(judge(sandbox("a", "live-0", WINDOW * 10), context({ sandboxIds: ["a"] })), { action: "keep", why: "in_use" });
+  });
+
+  it("removes a sandbox whose record is gone, once it is older than the window", () => {
+    assert.deepEqual(judge(sandbox("a", "live-0", WINDOW), context()), { action: "remove", reason: "record_gone" });
+  });
+
+  it("protects a record-less sandbox younger than the window (a create in flight)", () => {
+    assert.deepEqual(judge(sandbox("a", "live-0", WINDOW - 1), context()), { action: "keep", why: "protected", orphanReason: "record_gone" });
+  });
+
+  it("removes a sandbox of a gone agent even when its record still exists, and says the agent is why", () => {
+    assert.deepEqual(judge(sandbox("a", "dead-0", WINDOW), context({ sandboxIds: ["a"], gone: ["dead-0"] })), { action: "remove", reason: "agent_gone" });
+  });
+
+  it("does not treat an agent missing from the inventory as gone until the absence tracker says so", () => {
+    // Missing now (e.g. the control plane has just restarted) but not yet for a whole window.
+    assert.deepEqual(judge(sandbox("a", "starting-0", WINDOW * 10), context({ agents: [], sandboxIds: ["a"] })), { action: "keep", why: "in_use" });
+  });
+
+  it("removes the shim anchors of gone agents only", () => {
+    assert.deepEqual(judge(anchor("dead-0", WINDOW), context({ gone: ["dead-0"] })), { action: "remove", reason: "anchor_orphaned" });
+    // An anchor has no record: that alone never makes it an orphan.
+    assert.deepEqual(judge(anchor("live-0", WINDOW * 10), context()), { action: "keep", why: "in_use" });
+    assert.deepEqual(judge(anchor("dead-0", 0), context({ gone: ["dead-0"] })), { action: "keep", why: "protected", orphanReason: "anchor_orphaned" });
+  });
+
+  it("keeps managed objects it cannot attribute: no agent label, or a role it does not know", () => {
+    const ownerless = { id: "x", labels: { [LABEL_MANAGED]: "true" }, changedAtMs: 0 };
+    assert.deepEqual(judge(ownerless, context()), { action: "keep", why: "no_agent_label" });
+    assert.deepEqual(judge(sandbox("y", "dead-0", WINDOW, { [LABEL_ROLE]: "something-new" }), context({ gone: ["dead-0"] })), {
+      action: "keep",
+      why: "unknown_role",
+    });
+  });
+
+  it("falls back to the object's id when the sandbox-id label is missing", () => {
+    const labels = { [LABEL_MANAGED]: "true", [LABEL_AGENT]: "live-0" };
+    assert.deepEqual(judge({ id: "b", labels, changedAtMs: 0 }, context({ sandboxIds: ["b"] })), { action: "keep", why: "in_use" });
+    assert.deepEqual(judge({ id: "c", labels, changedAtMs: 0 }, context({ sandboxIds: ["b"] })), { action: "remove", reason: "record_gone" });
+  });
+
+  it("with a zero window removes at once (the sweep after fsb down)", () => {
+    assert.deepEqual(judge(sandbox("a", "dead-0", 0), context({ gone: ["dead-0"], protectionMs: 0 })), { action: "remove", reason: "agent_gone" });
+  });
+});
+
+describe("AgentAbsence", () => {
+  it("reports an agent gone only after it has been missing for a whole window of successful reads", () => {
+    const absence = new AgentAbsence();
+    assert.deepEqual([...absence.observe(["a", "b"], new Set(["a"]), 0, 100)], []);
+    assert.deepEqual([...absence.observe(["a", "b"], new Set(["a"]), 99, 100)], []);
+    assert.deepEqual([...absence.observe(["a", "b"], new Set(["a"]), 100, 100)], ["b"]);
+  });
+
+  it("starts over when the agent shows up again", () => {
+    const absence = new AgentAbsence();
+    absence.observe(["b"], new Set(), 0, 100);
+    absence.observe(["b"], new Set(["b"]), 50, 100);
+    assert.deepEqual([...absence.observe(["b"], new Set(), 120, 100)], []);
+    assert.deepEqual([...absence.observe(["b"], new Set(), 220, 100)], ["b"]);
+  });
+
+  it("forgets agents that own nothing any more, so a later appearance starts a new window", () => {
+    const absence = new AgentAbsence();
+    absence.observe(["b"], new Set(), 0, 100);
+    absence.observe([], new Set(), 50, 100);
+    assert.deepEqual([...absence.observe(["b"], new Set(), 120, 100)], []);
+  });
+
+  it("with a zero window, an absent agent is gone at first sight", () => {
+    assert.deepEqual([...new AgentAbsence().observe(["x", "x"], new Set(), 5, 0)], ["x"]);
+  });
+});

@@ -1,0 +1,100 @@
+/**
+ * The janitor's decision, free of I/O: which managed containers and snapshots are orphans, and why.
+ *
+ * An object is an orphan when its agent no longer exists, or (for a sandbox) when no sandbox record
+ * holds its id. It is removed only once it is older than the protection window, which covers creates
+ * in flight (the container exists a moment before its record says so), and an agent counts as gone
+ * only after the inventory has left it out for a whole window, which covers agents that are
+ * (re)starting and have not registered yet. Anything without the managed label is never an orphan.
+ */
+import { LABEL_AGENT, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR } from "@fast-sandbox/agent";
+import type { InventorySnapshot } from "./inventory.js";
+
+export type OrphanReason = "agent_gone" | "record_gone" | "anchor_orphaned";
+
+export const ORPHAN_REASONS: readonly OrphanReason[] = ["agent_gone", "record_gone", "anchor_orphaned"];
+
+/** Why an object stays. `protected` is an orphan that is younger than the window: a later pass takes it. */
+export type KeepReason = "unmanaged" | "no_agent_label" | "unknown_role" | "in_use" | "protected";
+
+export type Verdict = { action: "remove"; reason: OrphanReason } | { action: "keep"; why: KeepReason; orphanReason?: OrphanReason };
+
+/** What the decision looks at: a container or a snapshot. */
+export interface ManagedObjectFacts {
+  /** Container id or snapshot key. */
+  id: string;
+  labels: Readonly<Record<string, string>>;
+  /** Creation or last update: the protection window runs from here. */
+  changedAtMs: number;
+}
+
+export interface JudgeContext {
+  inventory: InventorySnapshot;
+  /** Agents that have been absent from the inventory for at least the protection window. */
+  goneAgents: ReadonlySet<string>;
+  nowMs: number;
+  protectionMs: number;
+}
+
+/** The sandbox id an object belongs to: its label, or its id (container id = snapshot key = sandbox id). */
+export function sandboxIdOf(object: ManagedObjectFacts): string {
+  return object.labels[LABEL_SANDBOX_ID] || object.id;
+}
+
+export function isShimAnchor(object: Pick<ManagedObjectFacts, "labels">): boolean {
+  return object.labels[LABEL_ROLE] === ROLE_SHIM_ANCHOR;
+}
+
+export function judge(object: ManagedObjectFacts, context: JudgeContext): Verdict {
+  if (object.labels[LABEL_MANAGED] !== "true") return { action: "keep", why: "unmanaged" };
+  const agent = object.labels[LABEL_AGENT];
+  // Without an owner there is no rule that could make it an orphan; a person must look at it.
+  if (!agent) return { action: "keep", why: "no_agent_label" };
+  const role = object.labels[LABEL_ROLE];
+  let reason: OrphanReason | undefined;
+  if (role === ROLE_SHIM_ANCHOR) {
+    if (context.goneAgents.has(agent)) reason = "anchor_orphaned";
+  } else if (role) {
+    // Infrastructure this version does not know: never guess.
+    return { action: "keep", why: "unknown_role" };
+  } else if (context.goneAgents.has(agent)) {
+    reason = "agent_gone";
+  } else if (!context.inventory.sandboxIds.has(sandboxIdOf(object))) {
+    reason = "record_gone";
+  }
+  if (!reason) return { action: "keep", why: "in_use" };
+  if (context.nowMs - object.changedAtMs < context.protectionMs) return { action: "keep", why: "protected", orphanReason: reason };
+  return { action: "remove", reason };
+}
+
+/**
+ * Remembers since when each agent has been missing from the inventory, across passes. An agent the
+ * janitor has not watched for a whole window is not gone yet, whatever the inventory says now: a
+ * control plane that has just restarted lists its agents only as they report back.
+ */
+export class AgentAbsence {
+  private readonly missingSinceMs = new Map<string, number>();
+
+  /**
+   * Records one successful inventory read and returns the agents gone for at least `windowMs`.
+   * @param candidates agents that still own something on this node (labels, state directories)
+   */
+  observe(candidates: Iterable<string>, present: ReadonlySet<string>, nowMs: number, windowMs: number): Set<string> {
+    const gone = new Set<string>();
+    const seen = new Set<string>();
+    for (const agent of candidates) {
+      if (seen.has(agent)) continue;
+      seen.add(agent);
+      if (present.has(agent)) {
+        this.missingSinceMs.delete(agent);
+        continue;
+      }
+      const since = this.missingSinceMs.get(agent) ?? nowMs;
+      this.missingSinceMs.set(agent, since);
+      if (nowMs - since >= windowMs) gone.add(agent);
+    }
+    // Agents that own nothing any more need no memory.
+    for (const agent of this.missingSinceMs.keys()) if (!seen.has(agent)) this.missingSinceMs.delete(agent);
+    return gone;
+  }
+}

@@ -1,0 +1,290 @@
+/**
+ * The janitor on the real containerd, runc and agent processes: a dead agent's sandboxes (task,
+ * container, snapshot, cgroup, run directory, log, exec FIFOs) and shim anchors are reclaimed once
+ * the protection window has passed, with counts per reason; record-less containers of a live agent
+ * go after the window and not before; nothing without the managed label is touched. Then the
+ * janitor process that the embedded control plane supervises does the same by itself.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { setTimeout as sleep } from "node:timers/promises";
+import { create } from "@bufbuild/protobuf";
+import { destination, pino } from "pino";
+import { pb } from "@fast-sandbox/api";
+import { createAgentClient, type AgentClient } from "@fast-sandbox/controlplane";
+import { Janitor, LocalHostLeftovers, controlPlaneInventory, createContainerdNodeContainers, type NodeContainers } from "@fast-sandbox/janitor";
+import { BASE_IMAGE, ctr, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
+
+const PROTECTION_MS = 5_000;
+const logger = pino({ level: process.env.FSB_TEST_LOG_LEVEL ?? "warn" }, destination(2));
+
+const lines = (text: string) =>
+  text
+    .split("\n")
+    .map((line) => line.trim())
+    .filter(Boolean);
+const containers = (namespace: string) => lines(ctr(namespace, "containers", "ls", "-q"));
+const tasks = (namespace: string) => lines(ctr(namespace, "tasks", "ls", "-q"));
+const snapshots = (namespace: string) =>
+  lines(ctr(namespace, "snapshots", "ls"))
+    .slice(1)
+    .map((line) => line.split(/\s+/)[0] ?? "");
+
+/** The directories of a cgroup that exist, in every hierarchy (v1) or the unified tree (v2). */
+function cgroupDirectories(cgroupPath: string): string[] {
+  const roots = ["/sys/fs/cgroup", ...readdirSync("/sys/fs/cgroup").map((entry) => `/sys/fs/cgroup/${entry}`)];
+  return roots.map((root) => `${root}${cgroupPath}`).filter((path) => existsSync(path));
+}
+
+/** The containerd shims serving a namespace, as `ps` shows them (`containerd-shim-runc-v2 -namespace NS -id GROUP …`). */
+function shimProcesses(namespace: string): string[] {
+  return lines(execFileSync("ps", ["-eo", "args"], { encoding: "utf8" })).filter(
+    (args) => args.includes("containerd-shim") && args.includes(`-namespace ${namespace} `),
+  );
+}
+
+interface GhostAgent {
+  name: string;
+  client: AgentClient;
+  process: ChildProcess;
+  stateDir: string;
+}
+
+/** An agent process no control plane knows (as after its pool was deleted): started, used, then killed for good. */
+async function startGhostAgent(embedded: EmbeddedCase, name: string): Promise<GhostAgent> {
+  const token = randomBytes(16).toString("hex");
+  const stateDir = join(embedded.dataDir, "agents", name);
+  const entry = fileURLToPath(import.meta.resolve("@fast-sandbox/agent/main"));
+  const child = spawn(process.execPath, ["--conditions=development", "--import", "tsx", entry], {
+    stdio: ["pipe", "pipe", "inherit"],
+    env: {
+      ...process.env,
+      FSB_AGENT_NAME: name,
+      FSB_AGENT_POOL: "ghost",
+      FSB_AGENT_TOKEN: token,
+      FSB_AGENT_STATE_DIR: stateDir,
+      FSB_CONTAINERD_NAMESPACE: embedded.containerdNamespace,
+      FSB_CGROUP_PARENT: `/${embedded.cgroupRoot}/${name}`,
+    },
+  });
+  const endpoint = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("the ghost agent did not start in 30 s")), 30_000);
+    child.once("exit", (code) => reject(new Error(`the ghost agent exited with ${String(code)}`)));
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      const event = JSON.parse(line) as { event?: string; endpoint?: string };
+      if (event.event === "listening" && event.endpoint) {
+        clearTimeout(timer);
+        resolve(event.endpoint);
+      }
+    });
+  });
+  return { name, client: createAgentClient(endpoint, token), process: child, stateDir };
+}
+
+function sleeperRequest(sandboxId: string) {
+  return create(pb.AgentCreateSandboxRequestSchema, {
+    sandboxId,
+    namespace: "default",
+    name: sandboxId,
+    image: BASE_IMAGE,
+    command: ["sleep", "3600"],
+    runtimeType: "container",
+  });
+}
+
+/** A container started with `ctr run`, with exactly the labels given. */
+function ctrRun(namespace: string, id: string, labels: Record<string, string>): void {
+  ctr(namespace, "run", "-d", ...Object.entries(labels).flatMap(([key, value]) => ["--label", `${key}=${value}`]), BASE_IMAGE, id, "sleep", "3600");
+}
+
+const managedBy = (agent: string, sandboxId: string) => ({
+  "fast-sandbox.io/managed": "true",
+  "fast-sandbox.io/agent": agent,
+  "fast-sandbox.io/sandbox-id": sandboxId,
+});
+
+describe("the janitor reclaims what a dead agent and lost records leave behind", () => {
+  let embedded: EmbeddedCase;
+  let node: NodeContainers;
+  let janitor: Janitor;
+  let ghost: GhostAgent | undefined;
+
+  before(async () => {
+    embedded = await startEmbedded({ name: "janitor", pools: [pool("live", { maxSandboxesPerPod: 4 })], heartbeatIntervalMs: 300 });
+    node = createContainerdNodeContainers({ containerdNamespace: embedded.containerdNamespace });
+    janitor = new Janitor({
+      inventory: controlPlaneInventory(embedded.client),
+      nodes: [node],
+      host: new LocalHostLeftovers({ agentsDir: join(embedded.dataDir, "agents"), cgroupRoot: embedded.cgroupRoot }),
+      protectionMs: PROTECTION_MS,
+      logger,
+    });
+  });
+
+  after(async () => {
+    ghost?.process.kill("SIGKILL");
+    ghost?.client.close();
+    node?.close();
+    await embedded?.stop();
+  });
+
+  it("removes a dead agent's sandboxes, FIFOs, cgroups and anchors, and record-less containers, only after the window", async () => {
+    const ns = embedded.containerdNamespace;
+    const kept = await embedded.client.sandboxes.create({ pool: "live", image: BASE_IMAGE, command: ["sleep", "3600"], name: "kept" });
+    const keptId = kept.status?.sandboxID ?? "";
+
+    // A ghost agent runs two sandboxes and an exec, then dies for good in the middle of the exec.
+    ghost = await startGhostAgent(embedded, "ghost-0");
+    await ghost.client.createSandbox(sleeperRequest("ghost.a"));
+    await ghost.client.createSandbox(sleeperRequest("ghost.b"));
+    const exec = (async () => {
+      for await (const _ of ghost.client.exec(create(pb.AgentExecRequestSchema, { sandboxId: "ghost.a", command: ["sleep", "3600"] }))) {
+        // no output
+      }
+    })().catch(() => undefined);
+    const fifos = () => readdirSync(ghost?.stateDir ?? "").filter((name) => /^ghost\.a\.exec-[0-9a-f]+\.std(out|err)$/.test(name));
+    await waitFor(() => fifos().length === 2, 10_000, "the exec's FIFOs");
+    const ghostAnchors = containers(ns).filter((id) => id.startsWith("fsb-anchor.ghost-0."));
+    const liveAnchors = containers(ns).filter((id) => id.startsWith("fsb-anchor.live-0."));
+    assert.ok(ghostAnchors.length >= 1 && liveAnchors.length >= 1, `anchors: ${containers(ns).join(", ")}`);
+    const ghostCgroup = `/${embedded.cgroupRoot}/ghost-0`;
+    assert.ok(cgroupDirectories(`${ghostCgroup}/sandboxes/ghost.a`).length > 0, "the ghost's sandbox has a cgroup");
+    assert.ok(existsSync(join(ghost.stateDir, "run", "ghost.a")) && existsSync(join(ghost.stateDir, "logs", "ghost.a.log")));
+    ghost.process.kill("SIGKILL");
+    await new Promise((resolve) => ghost?.process.once("exit", resolve));
+    ghost.client.close();
+    await exec;
+
+    // Beside them: a record-less managed container of the live agent, a container without the
+    // managed label that claims the ghost, and a plain one.
+    ctrRun(ns, "stray-old", managedBy("live-0", "stray-old"));
+    ctrRun(ns, "imposter", { "fast-sandbox.io/agent": "ghost-0", "fast-sandbox.io/sandbox-id": "imposter" });
+    ctrRun(ns, "plain", {});
+    const untouchable = ["imposter", "plain", keptId, ...liveAnchors];
+
+    // First pass: the ghost has not been missing for a window yet and stray-old is too young.
+    const first = await janitor.runPass();
+    assert.equal(first.outcome, "completed");
+    assert.deepEqual(first.removed, []);
+    assert.ok(first.protectedOrphans >= 1);
+    assert.ok(containers(ns).includes("stray-old"));
+
+    await sleep(PROTECTION_MS + 500);
+    // Created just now: inside the window at the next pass.
+    ctrRun(ns, "stray-young", managedBy("live-0", "stray-young"));
+
+    const second = await janitor.runPass();
+    assert.equal(second.outcome, "completed", second.error?.message);
+    assert.equal(second.failures, 0);
+    assert.deepEqual(second.reclaimed, { agent_gone: 2, record_gone: 1, anchor_orphaned: ghostAnchors.length });
+    const removedOf = (kind: string) =>
+      second.removed
+        .filter((object) => object.kind === kind)
+        .map((object) => object.id)
+        .sort();
+    assert.deepEqual(removedOf("container"), ["ghost.a", "ghost.b", ...ghostAnchors, "stray-old"].sort());
+    assert.deepEqual(removedOf("snapshot"), ["ghost.a", "ghost.b", "stray-old"]);
+    assert.deepEqual(removedOf("fifo").length, 2);
+
+    // containerd's own view.
+    const leftContainers = containers(ns);
+    for (const id of ["ghost.a", "ghost.b", "stray-old", ...ghostAnchors]) {
+      assert.ok(!leftContainers.includes(id), `container ${id} is gone`);
+      assert.ok(!tasks(ns).includes(id), `task ${id} is gone`);
+      assert.ok(!snapshots(ns).includes(id), `snapshot ${id} is gone`);
+    }
+    for (const id of [...untouchable, "stray-young"]) assert.ok(leftContainers.includes(id), `container ${id} is left alone`);
+    for (const id of untouchable.filter((id) => !id.startsWith("fsb-anchor."))) assert.ok(tasks(ns).includes(id), `task ${id} still runs`);
+
+    // The host: cgroups of the sandboxes and of the agent itself, FIFOs, run directories, logs.
+    assert.deepEqual(cgroupDirectories(ghostCgroup), []);
+    assert.deepEqual(fifos(), []);
+    assert.ok(!existsSync(join(ghost.stateDir, "run", "ghost.a")) && !existsSync(join(ghost.stateDir, "logs", "ghost.a.log")));
+    assert.ok(cgroupDirectories(`/${embedded.cgroupRoot}/live-0/sandboxes/${keptId}`).length > 0, "the live sandbox keeps its cgroup");
+    // The ghost's shims exit with their last container.
+    await waitFor(() => !shimProcesses(ns).some((args) => args.includes("-id ghost-0.")), 10_000, "the ghost's shims to exit");
+
+    const metrics = await janitor.metrics.text();
+    assert.match(metrics, /^fsb_janitor_orphans_reclaimed_total\{reason="agent_gone"\} 2$/m);
+    assert.match(metrics, /^fsb_janitor_orphans_reclaimed_total\{reason="record_gone"\} 1$/m);
+    assert.match(metrics, new RegExp(`^fsb_janitor_orphans_reclaimed_total\\{reason="anchor_orphaned"\\} ${ghostAnchors.length}$`, "m"));
+
+    // The live sandbox still works, and a pass after the young one's window takes only it.
+    assert.equal((await embedded.client.sandboxes.exec("kept", ["sh", "-c", "echo alive"])).stdout, "alive\n");
+    await sleep(PROTECTION_MS);
+    const third = await janitor.runPass();
+    assert.deepEqual(third.reclaimed, { agent_gone: 0, record_gone: 1, anchor_orphaned: 0 });
+    assert.deepEqual(
+      containers(ns)
+        .filter((id) => untouchable.includes(id))
+        .sort(),
+      [...untouchable].sort(),
+    );
+  });
+
+  it("removes nothing while the control plane cannot be asked", async () => {
+    const ns = embedded.containerdNamespace;
+    ctrRun(ns, "stray-while-down", managedBy("nobody-0", "stray-while-down"));
+    await embedded.shutdown();
+    const unreachable = new Janitor({
+      inventory: controlPlaneInventory(embedded.client),
+      nodes: [node],
+      protectionMs: 0,
+      logger,
+    });
+    const result = await unreachable.runPass();
+    assert.equal(result.outcome, "inventory_unavailable");
+    assert.deepEqual(result.removed, []);
+    assert.ok(containers(ns).includes("stray-while-down"));
+    await embedded.restart();
+  });
+});
+
+describe("the janitor process the embedded control plane supervises", () => {
+  let embedded: EmbeddedCase;
+
+  before(async () => {
+    embedded = await startEmbedded({
+      name: "janitor-proc",
+      pools: [pool("live", { maxSandboxesPerPod: 2 })],
+      janitor: { intervalMs: 300, protectionMs: 1_000, metricsListen: "127.0.0.1:0" },
+    });
+  });
+
+  after(async () => {
+    await embedded?.stop();
+  });
+
+  it("reclaims orphans by itself, counts them on /metrics, and comes back when killed", async () => {
+    const ns = embedded.containerdNamespace;
+    const janitor = embedded.controlPlane.janitor;
+    assert.ok(janitor);
+    await waitFor(() => janitor.metricsUrl !== undefined, 30_000, "the janitor's metrics endpoint");
+    ctrRun(ns, "orphan-1", managedBy("nobody-0", "orphan-1"));
+    ctrRun(ns, "plain", {});
+    await waitFor(() => !containers(ns).includes("orphan-1"), 30_000, "the supervised janitor to reclaim orphan-1");
+    // No record and no agent: whichever the janitor saw first names the reason.
+    const metrics = await (await fetch(janitor.metricsUrl ?? "")).text();
+    const reclaimed = (reason: string) => Number(new RegExp(`^fsb_janitor_orphans_reclaimed_total\\{reason="${reason}"\\} (\\d+)$`, "m").exec(metrics)?.[1]);
+    assert.equal(reclaimed("agent_gone") + reclaimed("record_gone"), 1, metrics);
+    assert.equal(reclaimed("anchor_orphaned"), 0);
+    assert.ok(containers(ns).includes("plain"));
+    assert.ok(
+      containers(ns).some((id) => id.startsWith("fsb-anchor.live-0.")),
+      "the live agent's anchors stay",
+    );
+
+    const firstPid = janitor.pid;
+    janitor.kill("SIGKILL");
+    await waitFor(() => janitor.pid !== undefined && janitor.pid !== firstPid, 30_000, "the janitor to be restarted");
+    ctrRun(ns, "orphan-2", managedBy("nobody-1", "orphan-2"));
+    await waitFor(() => !containers(ns).includes("orphan-2"), 30_000, "the restarted janitor to reclaim orphan-2");
+    assert.ok(containers(ns).includes("plain"));
+  });
+});
