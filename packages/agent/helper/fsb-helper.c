@@ -2,6 +2,8 @@
  * fsb-helper: process 1 of every sandbox, injected by the agent at /.fast-sandbox/helper.
  *
  * It starts the user's command as its child and then does what an init process must:
+ *  - reports whether the command started (/.fast-sandbox/run/command-start, see below), so the
+ *    agent fails the create of a sandbox whose command cannot run;
  *  - forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the command;
  *  - reaps every orphan re-parented to it, so no zombies pile up;
  *  - records the command's exit status in /.fast-sandbox/run/exit-code (written atomically);
@@ -9,12 +11,21 @@
  *    to stop (SIGTERM/SIGINT), and then exits with the command's status.
  * It writes nothing to stdout and only its own failures to stderr: the sandbox's log is the user's.
  *
+ * Usage: `fsb-helper [--workdir DIR] -- COMMAND [ARG...]` (also `fsb-helper COMMAND [ARG...]`, as
+ * sandboxes created by older agents run it). The child enters DIR (creating it when missing, as
+ * runc and runsc do for a process's cwd) and executes COMMAND, searching the sandbox's $PATH like
+ * execvp. Until that exec succeeds, a close-on-exec pipe stays open between child and helper: a
+ * successful exec closes it; a failure writes `failed <step> <errno>\n<path>` into it (step: fork,
+ * mkdir, chdir or exec; path: the directory or file concerned, empty when no file of that name is
+ * in $PATH). The helper then writes `started\n` or that line to run/command-start (atomically).
+ *
  * `fsb-helper --pause` runs no command: it only waits for SIGTERM/SIGINT (and reaps). The agent
  * runs it as a tiny "anchor" container that keeps its sandboxes' shared shim process alive.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,21 +43,127 @@ static int exit_code_of(int status) {
   return 255;
 }
 
+/* Writes `length` bytes to RUN_DIR/name through a temporary file and a rename, so a reader sees all or nothing. */
+static void record(const char *name, const char *text, size_t length, int durable) {
+  char path[64], temporary[64];
+  snprintf(path, sizeof path, RUN_DIR "/%s", name);
+  snprintf(temporary, sizeof temporary, RUN_DIR "/%s.tmp", name);
+  int fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return; /* no run directory mounted: nothing to record */
+  int ok = write(fd, text, length) == (ssize_t)length && (!durable || fsync(fd) == 0);
+  close(fd);
+  if (ok) rename(temporary, path);
+}
+
 static void record_exit(int code) {
   char text[16];
   int length = snprintf(text, sizeof text, "%d\n", code);
-  int fd = open(RUN_DIR "/exit-code.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return; /* no run directory mounted: nothing to record */
-  if (write(fd, text, (size_t)length) == length && fsync(fd) == 0) {
-    close(fd);
-    rename(RUN_DIR "/exit-code.tmp", RUN_DIR "/exit-code");
-    return;
+  record("exit-code", text, (size_t)length, 1);
+}
+
+/* In the child: tells the helper which step failed (errno is that step's), then exits like a shell would. */
+static void report_failure(int pipe_fd, const char *step, const char *path) {
+  int error = errno;
+  char text[64 + PATH_MAX];
+  int length = snprintf(text, sizeof text, "failed %s %d\n%s", step, error, path);
+  if (length > (int)sizeof text - 1) length = (int)sizeof text - 1;
+  if (write(pipe_fd, text, (size_t)length) < 0) { /* the helper reads EOF: reported as started */ }
+  if (*path) fprintf(stderr, "fast-sandbox: cannot run the command: %s %s: %s\n", step, path, strerror(error));
+  else fprintf(stderr, "fast-sandbox: cannot run the command: executable file not found in $PATH\n");
+  _exit(error == ENOENT ? 127 : 126);
+}
+
+/* Enters dir, creating it and its missing parents (mode 0755) first; on failure sets `failed` and errno. */
+static int enter_directory(char *dir, const char **failed_step, const char **failed_path) {
+  *failed_step = "chdir";
+  *failed_path = dir;
+  if (chdir(dir) == 0) return 0;
+  if (errno != ENOENT) return -1;
+  *failed_step = "mkdir";
+  for (char *slash = strchr(dir + 1, '/');; slash = strchr(slash + 1, '/')) {
+    if (slash) *slash = '\0';
+    int made = mkdir(dir, 0755) == 0 || errno == EEXIST;
+    if (slash) *slash = '/';
+    if (!made) {
+      if (slash) *slash = '\0'; /* report the component that could not be made */
+      return -1;
+    }
+    if (!slash || slash[1] == '\0') break;
   }
-  close(fd);
+  *failed_step = "chdir";
+  return chdir(dir);
+}
+
+/* execve, and for a file the kernel cannot execute (no #! line) the shell, as execvp does. */
+static void execute(const char *file, char **argv) {
+  extern char **environ;
+  execve(file, argv, environ);
+  if (errno != ENOEXEC) return;
+  int count = 0;
+  while (argv[count]) count++;
+  char *script[count + 2];
+  script[0] = "/bin/sh";
+  script[1] = (char *)file;
+  for (int i = 1; i <= count; i++) script[i + 1] = argv[i];
+  execve("/bin/sh", script, environ);
+  errno = ENOEXEC;
+}
+
+/*
+ * Runs argv like execvp (a name without '/' is searched in the sandbox's $PATH, an empty entry being
+ * the working directory; a file that is there but not executable is skipped unless nothing better
+ * is found). Returns only on failure: errno, and the file concerned ("" when no file was found).
+ */
+static const char *run_command(char **argv) {
+  static char candidate[PATH_MAX], denied[PATH_MAX];
+  const char *name = argv[0];
+  if (strchr(name, '/')) {
+    execute(name, argv);
+    return name;
+  }
+  const char *search = getenv("PATH");
+  if (!search) search = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  int saw_denied = 0;
+  for (const char *entry = search;; entry++) {
+    const char *end = strchrnul(entry, ':');
+    size_t length = (size_t)(end - entry);
+    if (length == 0) length = 1, entry = "."; /* an empty entry: the working directory */
+    if (length + strlen(name) + 2 <= sizeof candidate && *name) {
+      memcpy(candidate, entry, length);
+      candidate[length] = '/';
+      strcpy(candidate + length + 1, name);
+      execute(candidate, argv);
+      int error = errno;
+      if (error == EACCES) {
+        if (!saw_denied) strcpy(denied, candidate);
+        saw_denied = 1;
+      } else if (error == ENOENT || error == ENOTDIR || error == ENAMETOOLONG) {
+        /* A file that exists but cannot be found by the kernel: its interpreter or loader is missing. */
+        if (error == ENOENT && access(candidate, F_OK) == 0) return candidate;
+      } else {
+        return candidate;
+      }
+    }
+    if (*end == '\0') break;
+    entry = end;
+  }
+  if (saw_denied) {
+    errno = EACCES;
+    return denied;
+  }
+  errno = ENOENT;
+  return "";
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2) {
+  char *workdir = NULL;
+  int first = 1;
+  if (argc > 2 && strcmp(argv[1], "--workdir") == 0) {
+    workdir = argv[2];
+    first = 3;
+  }
+  if (first < argc && strcmp(argv[first], "--") == 0) first++;
+  if (first >= argc) {
     fprintf(stderr, "fast-sandbox helper: no command to run\n");
     return 2;
   }
@@ -66,17 +183,41 @@ int main(int argc, char **argv) {
     }
   }
 
+  int started[2];
+  if (pipe2(started, O_CLOEXEC) < 0) {
+    fprintf(stderr, "fast-sandbox helper: pipe: %s\n", strerror(errno));
+    return 1;
+  }
   pid_t child = fork();
   if (child < 0) {
-    fprintf(stderr, "fast-sandbox helper: fork: %s\n", strerror(errno));
+    int error = errno;
+    char text[64];
+    int length = snprintf(text, sizeof text, "failed fork %d\n", error);
+    fprintf(stderr, "fast-sandbox helper: fork: %s\n", strerror(error));
+    record("command-start", text, (size_t)length, 0);
     return 1;
   }
   if (child == 0) {
+    close(started[0]);
     sigprocmask(SIG_SETMASK, &original, NULL);
-    execvp(argv[1], argv + 1);
-    fprintf(stderr, "fast-sandbox: cannot run %s: %s\n", argv[1], strerror(errno));
-    _exit(errno == ENOENT ? 127 : 126);
+    const char *step, *path;
+    if (workdir && enter_directory(workdir, &step, &path) < 0) report_failure(started[1], step, path);
+    path = run_command(argv + first);
+    report_failure(started[1], "exec", path);
   }
+  close(started[1]);
+  /* Signals stay blocked (queued) meanwhile; the child execs or fails within moments. */
+  char report[64 + PATH_MAX];
+  size_t length = 0;
+  for (;;) {
+    ssize_t got = read(started[0], report + length, sizeof report - length);
+    if (got > 0 && (length += (size_t)got) < sizeof report) continue;
+    if (got < 0 && errno == EINTR) continue;
+    break;
+  }
+  close(started[0]);
+  if (length == 0) record("command-start", "started\n", 8, 0);
+  else record("command-start", report, length, 0);
 
   int child_running = 1;
   int child_code = 0;

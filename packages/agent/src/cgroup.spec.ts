@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { detectCgroupLayout, joinCgroup } from "./cgroup.js";
+import { detectCgroupLayout, joinCgroup, readOomKillCount } from "./cgroup.js";
 
 const roots: string[] = [];
 
@@ -111,5 +111,45 @@ describe("joinCgroup", () => {
     assert.doesNotThrow(() => joinCgroup({ version: 2, root, controllers: [] }, "/busy/leaf/agent", 3));
     assert.equal(read(join(root, "busy/leaf/agent/cgroup.procs")), "3");
     assert.equal(read(join(root, "cgroup.subtree_control")), "+cpu +memory +pids");
+  });
+});
+
+describe("readOomKillCount", () => {
+  const sandbox = "/fast-sandbox/default-0/sandboxes/sb-1";
+
+  it("v2: reads oom_kill from the sandbox cgroup's memory.events", () => {
+    const root = v2Tree({ ".": "cpu memory pids", [sandbox]: "cpu memory pids" });
+    const layout = detectCgroupLayout(root);
+    writeFileSync(join(root, sandbox, "memory.events"), "low 0\nhigh 0\nmax 41\noom 3\noom_kill 2\noom_group_kill 0\n");
+    assert.equal(readOomKillCount(layout, sandbox), 2);
+    writeFileSync(join(root, sandbox, "memory.events"), "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n");
+    assert.equal(readOomKillCount(layout, sandbox), 0);
+  });
+
+  it("v2: does not take oom_group_kill or oom for oom_kill", () => {
+    const root = v2Tree({ ".": "memory", [sandbox]: "memory" });
+    writeFileSync(join(root, sandbox, "memory.events"), "oom 5\noom_group_kill 4\n");
+    assert.equal(readOomKillCount(detectCgroupLayout(root), sandbox), 0);
+  });
+
+  it("v1: reads oom_kill from memory.oom_control in the memory hierarchy", () => {
+    const root = tempRoot();
+    mkdirSync(join(root, "memory", sandbox), { recursive: true });
+    mkdirSync(join(root, "cpu", sandbox), { recursive: true });
+    writeFileSync(join(root, "memory", sandbox, "memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 7\n");
+    const layout = detectCgroupLayout(root);
+    assert.equal(layout.version, 1);
+    assert.equal(readOomKillCount(layout, sandbox), 7);
+  });
+
+  it("is 0 when the cgroup, its memory controller or the counter is missing", () => {
+    const v2 = v2Tree({ ".": "cpu pids", [sandbox]: "cpu pids" });
+    assert.equal(readOomKillCount(detectCgroupLayout(v2), sandbox), 0);
+    assert.equal(readOomKillCount(detectCgroupLayout(v2), "/no/such/cgroup"), 0);
+    const v1 = tempRoot();
+    mkdirSync(join(v1, "memory", sandbox), { recursive: true });
+    // A kernel before 4.13 has no oom_kill line.
+    writeFileSync(join(v1, "memory", sandbox, "memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\n");
+    assert.equal(readOomKillCount(detectCgroupLayout(v1), sandbox), 0);
   });
 });

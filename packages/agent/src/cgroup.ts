@@ -52,3 +52,24 @@ function enableV2Controllers(root: string, path: string): void {
     }
   }
 }
+
+/** The memory controller's file that counts OOM kills, for the cgroup at `path` (e.g. `/fast-sandbox/default-0/sandboxes/sb-1`). */
+function oomEventsFile(layout: CgroupLayout, path: string): string {
+  // v1: memory.oom_control has `oom_kill N` (kernel 4.13+); v2: memory.events has `oom_kill N`, its descendants included.
+  return layout.version === 2 ? join(layout.root, path, "memory.events") : join(layout.root, "memory", path, "memory.oom_control");
+}
+
+/**
+ * How many processes of the cgroup at `path` the kernel's OOM killer has killed since the cgroup
+ * was created; 0 when the cgroup (or its memory controller, or the counter) does not exist.
+ */
+export function readOomKillCount(layout: CgroupLayout, path: string): number {
+  let text: string;
+  try {
+    text = readFileSync(oomEventsFile(layout, path), "utf8");
+  } catch {
+    return 0;
+  }
+  const match = /^oom_kill (\d+)$/m.exec(text);
+  return match ? Number(match[1]) : 0;
+}

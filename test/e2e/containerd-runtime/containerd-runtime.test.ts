@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import pino from "pino";
-import { AlreadyExistsError, NotFoundError } from "@fast-sandbox/api";
+import { AlreadyExistsError, FailedPreconditionError, NotFoundError, UnavailableError, ValidationError } from "@fast-sandbox/api";
 import { ContainerdClient } from "../../../packages/agent/src/containerd/containerd-client.js";
 import { createContainerdRuntime, type ContainerdRuntime } from "../../../packages/agent/src/containerd/containerd-runtime.js";
 import { DEFAULT_HELPER_PATH } from "../../../packages/agent/src/agent-config.js";
@@ -347,12 +347,12 @@ describe("containerd runtime", () => {
     assert.deepEqual(leftovers(spec.sandboxId), []);
   });
 
-  it("rejects a missing image with NotFoundError and leaves nothing behind", async () => {
-    const spec = sandboxSpec({ image: "example.com/does-not-exist:1" });
+  it("rejects a missing image it cannot pull with a clear error and leaves nothing behind", async () => {
+    // Not in containerd, so the runtime pulls it; nothing listens on port 2 of loopback.
+    const spec = sandboxSpec({ image: "127.0.0.1:2/does-not-exist:1" });
     await assert.rejects(runtime.create(spec), (error: unknown) => {
-      assert.ok(error instanceof NotFoundError);
-      assert.match(error.message, /example\.com\/does-not-exist:1/);
-      assert.match(error.message, /import/);
+      assert.ok(error instanceof UnavailableError, String(error));
+      assert.match(error.message, /registry 127\.0\.0\.1:2 is unreachable at http:\/\/127\.0\.0\.1:2 \(ECONNREFUSED\)/);
       return true;
     });
     assert.deepEqual(leftovers(spec.sandboxId), []);
@@ -373,23 +373,43 @@ describe("containerd runtime", () => {
     await assert.rejects(runtime.wait("no-such-sandbox"), NotFoundError);
   });
 
-  it("records exit code 127 and a clear message for a command that does not exist", async () => {
+  it("fails the create of a command that does not exist, says why and leaves nothing", async () => {
     const spec = sandboxSpec({ command: ["/no/such/binary"] });
-    await runtime.create(spec);
-    assert.equal(await runtime.wait(spec.sandboxId), 127);
-    // The shim copies output to the log file on its own schedule: wait for it.
-    await eventually(
-      () => readFileSync(spec.logPath, "utf8").includes("fast-sandbox: cannot run /no/such/binary: No such file or directory"),
-      "the helper's message in the log",
-    );
-    await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
+    await assert.rejects(runtime.create(spec), (error: unknown) => {
+      assert.ok(error instanceof ValidationError);
+      assert.equal(error.message, 'spec.command: exec: "/no/such/binary": no such file or directory');
+      return true;
+    });
+    assert.deepEqual(leftovers(spec.sandboxId), []);
+    assert.equal(existsSync(join(workDir, "state", "run", spec.sandboxId)), false);
+  });
+
+  it("fails the create when the working directory is a file, and creates a missing one as runc does", async () => {
+    const file = sandboxSpec({ command: ["true"], workingDir: "/bin/busybox" });
+    await assert.rejects(runtime.create(file), /^ValidationError: spec\.workingDir: chdir \/bin\/busybox: not a directory$/);
+    assert.deepEqual(leftovers(file.sandboxId), []);
+    const missing = sandboxSpec({ command: ["sh", "-c", "pwd; sleep 1000"], workingDir: "/made/for/you" });
+    await runtime.create(missing);
+    await eventually(() => readFileSync(missing.logPath, "utf8") === "/made/for/you\n", "the command's pwd in the log");
+    // Execs start in the sandbox's working directory too.
+    assert.equal((await execCollect(missing.sandboxId, ["pwd"])).stdout, "/made/for/you\n");
+    await runtime.delete(missing.sandboxId, { gracePeriodMs: 0 });
+  });
+
+  it("fails the create when the helper cannot fork the command (a pids limit of 1), and leaves nothing", async () => {
+    const spec = sandboxSpec({ command: ["true"], resources: { pids: 1 } });
+    await assert.rejects(runtime.create(spec), (error: unknown) => {
+      assert.ok(error instanceof FailedPreconditionError);
+      assert.match(error.message, /could not start the command: fork: resource temporarily unavailable \(a pids limit must leave room/);
+      return true;
+    });
     assert.deepEqual(leftovers(spec.sandboxId), []);
   });
 
   it("undoes snapshot and container when the task cannot be created", async () => {
-    // A working directory that is a file makes runc fail at Tasks.Create.
-    const spec = sandboxSpec({ command: ["true"], workingDir: "/bin/busybox" });
-    await assert.rejects(runtime.create(spec));
+    // A CPU quota below the kernel's minimum (1 ms per period) makes runc fail at Tasks.Create.
+    const spec = sandboxSpec({ command: ["true"], resources: { cpuMillis: 1 } });
+    await assert.rejects(runtime.create(spec), /cfs_quota_us/);
     assert.deepEqual(leftovers(spec.sandboxId), []);
   });
 
@@ -413,6 +433,24 @@ describe("containerd runtime", () => {
     const memoryFile = existsSync(v1Memory) ? v1Memory : v2Memory;
     assert.equal(readFileSync(memoryFile, "utf8").trim(), String(memoryBytes));
     await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
+  });
+
+  it("reports a sandbox whose process the kernel OOM-killed, and only that one", async () => {
+    const hog = sandboxSpec({ command: ["sleep", "1000"], resources: { memoryBytes: 32 * 1024 * 1024 } });
+    const calm = sandboxSpec({ command: ["sleep", "1000"], resources: { memoryBytes: 32 * 1024 * 1024 } });
+    await runtime.create(hog);
+    await runtime.create(calm);
+    assert.equal((await runtime.get(hog.sandboxId))?.oomKilled, undefined);
+    // `tail` keeps the whole "line" (100 MiB of zeros, no newline) in memory.
+    const allocation = await execCollect(hog.sandboxId, ["sh", "-c", "head -c 100m /dev/zero | tail"]);
+    assert.equal(allocation.exitCode, 137);
+    assert.equal((await runtime.get(hog.sandboxId))?.oomKilled, true);
+    assert.equal((await runtime.get(calm.sandboxId))?.oomKilled, undefined);
+    const listed = new Map((await runtime.list()).map((sandbox) => [sandbox.sandboxId, sandbox.oomKilled]));
+    assert.equal(listed.get(hog.sandboxId), true);
+    assert.equal(listed.get(calm.sandboxId), undefined);
+    await runtime.delete(hog.sandboxId, { gracePeriodMs: 0 });
+    await runtime.delete(calm.sandboxId, { gracePeriodMs: 0 });
   });
 
   it("runs a gVisor sandbox through runsc", async () => {

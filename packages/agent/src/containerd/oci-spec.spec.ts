@@ -2,7 +2,19 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { RuntimeSandboxSpec } from "../runtime/runtime.js";
 import type { ImageConfig } from "./image-resolver.js";
-import { DEFAULT_CAPABILITIES, DEFAULT_PATH, SHIM_GROUP_ANNOTATION, buildOciSpec, imageUser, mergeEnv, processArgs, sandboxCgroupsPath } from "./oci-spec.js";
+import {
+  DEFAULT_CAPABILITIES,
+  DEFAULT_PATH,
+  HELPER_BINARY,
+  HELPER_RUN_DIR,
+  SHIM_GROUP_ANNOTATION,
+  buildOciSpec,
+  imageUser,
+  mergeEnv,
+  processArgs,
+  sandboxCgroupsPath,
+  sandboxWorkingDir,
+} from "./oci-spec.js";
 import { DENIED_SYSCALLS } from "./seccomp-profile.js";
 
 const image: ImageConfig = {
@@ -181,5 +193,43 @@ describe("buildOciSpec", () => {
 
   it("cuts the hostname to 63 characters", () => {
     assert.equal(buildOciSpec(sandbox({ name: "x".repeat(80) }), image, options).hostname.length, 63);
+  });
+});
+
+describe("buildOciSpec with the helper", () => {
+  const helper = { helper: { binaryPath: "/opt/fsb-helper", runDir: "/state/run/sb-1" }, ...options };
+
+  it("runs the helper in / and hands it the working directory before the user's command", () => {
+    const spec = buildOciSpec(sandbox({ command: ["sh", "-c", "-- pwd"], workingDir: "/work" }), image, helper);
+    assert.equal(spec.process.cwd, "/");
+    assert.deepEqual(spec.process.args, [HELPER_BINARY, "--workdir", "/work", "--", "sh", "-c", "-- pwd"]);
+    assert.deepEqual(buildOciSpec(sandbox(), image, helper).process.args.slice(0, 5), [HELPER_BINARY, "--workdir", "/srv", "--", "/docker-entrypoint.sh"]);
+    assert.deepEqual(buildOciSpec(sandbox(), { ...image, workingDir: "" }, helper).process.args.slice(0, 3), [HELPER_BINARY, "--workdir", "/"]);
+  });
+
+  it("mounts the helper read-only and its run directory writable but not executable", () => {
+    const { mounts } = buildOciSpec(sandbox(), image, helper);
+    const binary = mounts.find((mount) => mount.destination === HELPER_BINARY);
+    const run = mounts.find((mount) => mount.destination === HELPER_RUN_DIR);
+    assert.equal(binary?.source, "/opt/fsb-helper");
+    assert.ok(binary?.options.includes("ro"));
+    assert.equal(run?.source, "/state/run/sb-1");
+    assert.ok(run?.options.includes("rw") && run.options.includes("noexec"));
+  });
+});
+
+describe("sandboxWorkingDir", () => {
+  it("is the helper's --workdir, which execs default to", () => {
+    const spec = buildOciSpec(sandbox({ workingDir: "/work" }), image, { helper: { binaryPath: "/h", runDir: "/r" }, ...options });
+    assert.equal(sandboxWorkingDir(spec), "/work");
+  });
+
+  it("is the process's cwd without the helper, and for sandboxes created before the helper took --workdir", () => {
+    assert.equal(sandboxWorkingDir(buildOciSpec(sandbox({ workingDir: "/work" }), image, options)), "/work");
+    assert.equal(
+      sandboxWorkingDir({ process: { ...buildOciSpec(sandbox(), image, options).process, args: [HELPER_BINARY, "sleep", "1"], cwd: "/old" } }),
+      "/old",
+    );
+    assert.equal(sandboxWorkingDir({ process: { ...buildOciSpec(sandbox(), image, options).process, cwd: "" } }), "/");
   });
 });

@@ -122,10 +122,25 @@ export const HELPER_DIR = "/.fast-sandbox";
 export const HELPER_BINARY = `${HELPER_DIR}/helper`;
 export const HELPER_RUN_DIR = `${HELPER_DIR}/run`;
 
+/**
+ * The helper's own arguments before the user's command: it enters the working directory itself
+ * (creating it when missing, as runc does) so that a bad one is reported like a bad command.
+ */
+export function helperArgs(workingDir: string, userArgs: readonly string[]): string[] {
+  return [HELPER_BINARY, "--workdir", workingDir, "--", ...userArgs];
+}
+
+/** The sandbox's working directory, also the default of its execs: the helper's `--workdir`, else the process's cwd. */
+export function sandboxWorkingDir(spec: Pick<OciSpec, "process">): string {
+  const [binary, flag, workingDir] = spec.process.args;
+  if (binary === HELPER_BINARY && flag === "--workdir" && workingDir) return workingDir;
+  return spec.process.cwd || "/";
+}
+
 export interface HelperInjection {
   /** Host path of the static helper binary, bind-mounted read-only. */
   binaryPath: string;
-  /** Host directory of this sandbox, bind-mounted writable: the helper records the exit code there. */
+  /** Host directory of this sandbox, bind-mounted writable: the helper records the command's start and exit code there. */
   runDir: string;
 }
 
@@ -234,6 +249,7 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
     );
   }
   const userArgs = processArgs(spec, image);
+  const workingDir = spec.workingDir || image.workingDir || "/";
 
   const resources: OciSpec["linux"]["resources"] = {
     devices: [{ allow: false, access: "rwm" }],
@@ -262,9 +278,11 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
     process: {
       terminal: false,
       user: imageUser(image.user),
-      args: options.helper ? [HELPER_BINARY, ...userArgs] : userArgs,
+      args: options.helper ? helperArgs(workingDir, userArgs) : userArgs,
       env: mergeEnv(image.env, spec.env),
-      cwd: spec.workingDir || image.workingDir || "/",
+      // With the helper, runc and runsc start it in "/" (they would fail a bad cwd with an opaque
+      // error before anything runs); the helper enters the working directory and reports on it.
+      cwd: options.helper ? "/" : workingDir,
       capabilities: {
         bounding: capabilities,
         effective: [...capabilities],

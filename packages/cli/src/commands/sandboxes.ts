@@ -94,9 +94,28 @@ export async function list(options: GlobalOptions & { namespace?: string; allNam
   });
 }
 
+const CONDITION_HEADERS = ["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"];
+
+/** A sandbox's conditions as `fsb get` prints them under its row (e.g. OOMKilled, CommandExited). */
+export function conditionRows(sandbox: Sandbox, now = Date.now()): string[][] {
+  return (sandbox.status?.conditions ?? []).map((c) => [
+    c.type,
+    c.status,
+    c.reason ?? "",
+    c.lastTransitionTime ? age(c.lastTransitionTime, now) : "-",
+    c.message ?? "",
+  ]);
+}
+
 export async function get(name: string, options: GlobalOptions & { namespace?: string; output: OutputFormat }): Promise<void> {
   const sandbox = await connect(options).sandboxes.get(name, { namespace: options.namespace ?? "" });
-  printObjects(options.output, sandbox, () => printTable(SANDBOX_HEADERS, [sandboxRow(sandbox)]));
+  printObjects(options.output, sandbox, () => {
+    printTable(SANDBOX_HEADERS, [sandboxRow(sandbox)]);
+    const conditions = conditionRows(sandbox);
+    if (conditions.length === 0) return;
+    process.stdout.write("\nCONDITIONS\n");
+    printTable(CONDITION_HEADERS, conditions);
+  });
 }
 
 export async function logs(name: string, options: GlobalOptions & { namespace?: string; follow?: boolean }): Promise<void> {
@@ -148,7 +167,9 @@ export async function reset(name: string, options: GlobalOptions & { namespace?:
     }
     if (Date.now() > deadline) {
       const ready = sandbox.status?.conditions?.find((c) => c.type === "Ready");
-      throw new UnavailableError(`sandbox ${name} was not reset within 60s (phase ${sandbox.status?.phase ?? "Pending"}${ready?.message ? `: ${ready.message}` : ""})`);
+      throw new UnavailableError(
+        `sandbox ${name} was not reset within 60s (phase ${sandbox.status?.phase ?? "Pending"}${ready?.message ? `: ${ready.message}` : ""})`,
+      );
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }

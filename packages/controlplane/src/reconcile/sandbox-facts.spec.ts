@@ -149,6 +149,11 @@ describe("recordSandboxFacts", () => {
       status(reported({ sandboxId: "sb-1", oomKilled: true }), reported({ sandboxId: "sb-2", oomKilled: true }), reported({ sandboxId: "sb-9", exitCode: 1 })),
       NOW,
     );
-    for (const name of ["elsewhere", "leaving", "quiet"]) assert.deepEqual((await conditionsOf(name)).map(([type]) => type), ["Ready"], name);
+    for (const name of ["elsewhere", "leaving", "quiet"])
+      assert.deepEqual(
+        (await conditionsOf(name)).map(([type]) => type),
+        ["Ready"],
+        name,
+      );
   });
 });

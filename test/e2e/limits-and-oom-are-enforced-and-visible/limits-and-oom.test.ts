@@ -1,0 +1,172 @@
+/**
+ * A pool's sandboxResources hold, tested by what a sandbox can do rather than by the files that
+ * configure them: a pids limit makes forks fail, a CPU limit keeps a busy loop near its share, a
+ * memory limit gets a hungry process OOM-killed — and that sandbox then shows an `OOMKilled`
+ * condition through the public API and in `fsb get`. A sandbox of a pool without limits is the
+ * control: the same programs go further there, so each check can fail.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { REPO_ROOT } from "../../support/containerd.js";
+import { BASE_IMAGE, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
+
+const PIDS_LIMIT = 20;
+
+/** The sandbox's cgroup directory in `hierarchy` (a v1 controller's mount, or the v2 root), found by its sandbox id. */
+function sandboxCgroup(hierarchy: string, cgroupRoot: string, sandboxId: string): string {
+  const search = (directory: string, depth: number): string | undefined => {
+    for (const entry of readdirSync(directory, { withFileTypes: true })) {
+      if (!entry.isDirectory()) continue;
+      const path = join(directory, entry.name);
+      if (entry.name === sandboxId) return path;
+      const found = depth > 0 ? search(path, depth - 1) : undefined;
+      if (found) return found;
+    }
+    return undefined;
+  };
+  const found = search(join(hierarchy, cgroupRoot), 3);
+  if (!found) throw new Error(`no cgroup of sandbox ${sandboxId} under ${join(hierarchy, cgroupRoot)}`);
+  return found;
+}
+
+/** CPU time the sandbox's cgroup has used, in seconds (v1 cpuacct, or v2 cpu.stat). */
+function cpuSeconds(cgroupRoot: string, sandboxId: string): number {
+  if (existsSync("/sys/fs/cgroup/cgroup.controllers")) {
+    const stat = readFileSync(join(sandboxCgroup("/sys/fs/cgroup", cgroupRoot, sandboxId), "cpu.stat"), "utf8");
+    return Number(/^usage_usec (\d+)$/m.exec(stat)?.[1]) / 1e6;
+  }
+  return Number(readFileSync(join(sandboxCgroup("/sys/fs/cgroup/cpuacct", cgroupRoot, sandboxId), "cpuacct.usage"), "utf8")) / 1e9;
+}
+
+describe("sandbox limits are enforced and an OOM kill is visible", () => {
+  let embedded: EmbeddedCase;
+
+  before(async () => {
+    embedded = await startEmbedded({
+      name: "limits",
+      pools: [
+        pool("limited", { maxSandboxesPerPod: 4, sandboxResources: { cpu: "200m", memory: "32Mi", pids: PIDS_LIMIT } }),
+        pool("unlimited", { maxSandboxesPerPod: 4 }),
+      ],
+    });
+  });
+
+  after(async () => {
+    await embedded?.stop();
+  });
+
+  /** Starts background processes until a fork fails (ash then stops); returns how many started. */
+  async function forkUntilRefused(name: string): Promise<{ started: number; stderr: string }> {
+    const script = "i=0; while [ $i -lt 60 ]; do sleep 600 & i=$((i+1)); echo $i; done";
+    const result = await embedded.client.sandboxes.exec(name, ["sh", "-c", script]);
+    return { started: result.stdout.split("\n").filter(Boolean).length, stderr: result.stderr };
+  }
+
+  it("pids: forks fail once the sandbox holds its limit of processes", async () => {
+    const { client } = embedded;
+    const limited = await client.sandboxes.create({ pool: "limited", image: BASE_IMAGE, command: ["sleep", "3600"] });
+    const unlimited = await client.sandboxes.create({ pool: "unlimited", image: BASE_IMAGE, command: ["sleep", "3600"] });
+    const refused = await forkUntilRefused(limited.metadata.name);
+    // The helper, the command and the exec'd shell count too.
+    assert.ok(refused.started > 0 && refused.started <= PIDS_LIMIT - 3, `started ${refused.started} processes`);
+    assert.match(refused.stderr, /can't fork: Resource temporarily unavailable/);
+    // Without the limit the same loop starts all of them.
+    assert.deepEqual(await forkUntilRefused(unlimited.metadata.name), { started: 60, stderr: "" });
+    await client.sandboxes.delete(limited.metadata.name, { gracePeriodMs: 0 });
+    await client.sandboxes.delete(unlimited.metadata.name, { gracePeriodMs: 0 });
+  });
+
+  it("cpu: busy loops limited to 200m stay far below one core, unlimited ones do not", async () => {
+    const { client, cgroupRoot } = embedded;
+    // Eight loops, so that the unlimited sandbox gets most of a core even on a busy machine.
+    const busy = ["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sh -c 'while :; do :; done' & done; wait"];
+    const limited = await client.sandboxes.create({ pool: "limited", image: BASE_IMAGE, command: busy });
+    const unlimited = await client.sandboxes.create({ pool: "unlimited", image: BASE_IMAGE, command: busy });
+    const ids = [limited.status?.sandboxID ?? "", unlimited.status?.sandboxID ?? ""] as const;
+    // Cores used in 2 s windows, both sandboxes measured in the same windows: at least two, and
+    // until the unlimited one has used 70% of a core in one (it shares the machine with everything
+    // else), at most ten.
+    const limitedCores: number[] = [];
+    const unlimitedCores: number[] = [];
+    for (let window = 0; window < 10 && !(unlimitedCores.some((cores) => cores > 0.7) && window >= 2); window++) {
+      const start = performance.now();
+      const before = ids.map((id) => cpuSeconds(cgroupRoot, id));
+      await sleep(2_000);
+      const after = ids.map((id) => cpuSeconds(cgroupRoot, id));
+      const wallSeconds = (performance.now() - start) / 1000;
+      limitedCores.push(((after[0] ?? 0) - (before[0] ?? 0)) / wallSeconds);
+      unlimitedCores.push(((after[1] ?? 0) - (before[1] ?? 0)) / wallSeconds);
+    }
+    const shown = `limited ${limitedCores.map((c) => c.toFixed(2)).join(", ")}; unlimited ${unlimitedCores.map((c) => c.toFixed(2)).join(", ")}`;
+    assert.ok(
+      limitedCores.every((cores) => cores < 0.5),
+      `the 200m sandbox used more than half a core: ${shown}`,
+    );
+    assert.ok(
+      limitedCores.some((cores) => cores > 0.05),
+      `the 200m sandbox's loop did not run: ${shown}`,
+    );
+    assert.ok(
+      unlimitedCores.some((cores) => cores > 0.7),
+      `the unlimited sandbox never used 70% of a core: ${shown}`,
+    );
+    await client.sandboxes.delete(limited.metadata.name, { gracePeriodMs: 0 });
+    await client.sandboxes.delete(unlimited.metadata.name, { gracePeriodMs: 0 });
+  });
+
+  it("memory: a process allocating 100 MiB in a 32Mi sandbox is OOM-killed, and the sandbox shows it", async () => {
+    const { client } = embedded;
+    // `tail` holds its whole last "line" — 100 MiB of zeros without a newline — in memory.
+    const allocate = "head -c 100m /dev/zero | tail; echo tail-exited-$?; sleep 3600";
+    const hog = await client.sandboxes.create({ pool: "limited", image: BASE_IMAGE, command: ["sh", "-c", allocate] });
+    const calm = await client.sandboxes.create({ pool: "limited", image: BASE_IMAGE, command: ["sleep", "3600"] });
+    const control = await client.sandboxes.create({ pool: "unlimited", image: BASE_IMAGE, command: ["sh", "-c", allocate] });
+
+    const oomKilled = async (name: string) => (await client.sandboxes.get(name)).status?.conditions?.find((c) => c.type === "OOMKilled");
+    await waitFor(async () => (await oomKilled(hog.metadata.name)) !== undefined, 30_000, "the OOMKilled condition");
+    const condition = await oomKilled(hog.metadata.name);
+    assert.equal(condition?.status, "True");
+    assert.equal(condition?.reason, "OOMKilled");
+    assert.match(condition?.message ?? "", /OOM killer killed a process of the sandbox/);
+    // The killed process was `tail` (SIGKILL: 128 + 9); the sandbox itself runs on.
+    const logs = async (name: string) => {
+      let text = "";
+      for await (const chunk of client.sandboxes.logs(name)) text += new TextDecoder().decode(chunk);
+      return text;
+    };
+    await waitFor(async () => (await logs(hog.metadata.name)).includes("tail-exited-137"), 30_000, "the hog's log");
+    assert.equal((await client.sandboxes.get(hog.metadata.name)).status?.phase, "Running");
+    assert.equal((await client.sandboxes.exec(hog.metadata.name, ["true"])).exitCode, 0);
+
+    // Without a memory limit the same allocation succeeds; neither of the others shows an OOM kill.
+    await waitFor(async () => (await logs(control.metadata.name)).includes("tail-exited-0"), 30_000, "the control's allocation");
+    await sleep(1_500); // three heartbeats, which carry any OOM kill the agents saw
+    assert.equal(await oomKilled(calm.metadata.name), undefined);
+    assert.equal(await oomKilled(control.metadata.name), undefined);
+
+    // `fsb get` prints the condition under the sandbox's row. (Not spawnSync: this process serves the API.)
+    const get = await promisify(execFile)(
+      process.execPath,
+      [
+        "--conditions=development",
+        "--import",
+        "tsx",
+        join(REPO_ROOT, "packages/cli/src/main.ts"),
+        "get",
+        hog.metadata.name,
+        "--url",
+        embedded.controlPlane.url,
+      ],
+      { cwd: REPO_ROOT, encoding: "utf8", timeout: 120_000, env: { ...process.env, FSB_TOKEN: embedded.token } },
+    );
+    assert.match(get.stdout, /^CONDITIONS$/m);
+    assert.match(get.stdout, /^OOMKilled\s+True\s+OOMKilled\s+\d+[smhd]\s+the kernel's OOM killer killed a process of the sandbox/m);
+
+    for (const sandbox of [hog, calm, control]) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
+  });
+});
