@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Generates the TypeScript protobuf code for the containerd gRPC services the agent uses
-# (containers, content, images, snapshots, tasks, version) and the runc shim's options into
+# (containers, content, diff, images, leases, snapshots, tasks, version) and the runc shim's options into
 # packages/agent/src/containerd/gen/. The output is committed and never edited by hand;
 # CI regenerates it and fails on `git diff --exit-code`, so this script must stay deterministic.
 #
@@ -25,7 +25,9 @@ CONTAINERD_API="github.com/containerd/containerd/api"
 PROTOS=(
   "$CONTAINERD_API/services/containers/v1/containers.proto"
   "$CONTAINERD_API/services/content/v1/content.proto"
+  "$CONTAINERD_API/services/diff/v1/diff.proto"
   "$CONTAINERD_API/services/images/v1/images.proto"
+  "$CONTAINERD_API/services/leases/v1/leases.proto"
   "$CONTAINERD_API/services/snapshots/v1/snapshots.proto"
   "$CONTAINERD_API/services/tasks/v1/tasks.proto"
   "$CONTAINERD_API/services/version/v1/version.proto"

@@ -4,14 +4,18 @@
  * The service and message descriptors come from the generated code in `gen/` (protoc-gen-es);
  * grpc-js only moves bytes: requests are encoded with `toBinary` and responses decoded with
  * `fromBinary`. Every call carries the `containerd-namespace` header (added by one interceptor)
- * and a deadline; errors are translated into FsbErrors in `grpc-errors.ts`.
+ * and a deadline; errors are translated into FsbErrors in `grpc-errors.ts`. A call made with a
+ * `leaseId` carries the `containerd-lease` header: what it creates belongs to that lease and is
+ * safe from garbage collection until the lease is deleted.
  */
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import { Containers } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
 import { Content } from "./gen/github.com/containerd/containerd/api/services/content/v1/content_pb.js";
+import { Diff } from "./gen/github.com/containerd/containerd/api/services/diff/v1/diff_pb.js";
 import { Images } from "./gen/github.com/containerd/containerd/api/services/images/v1/images_pb.js";
+import { Leases } from "./gen/github.com/containerd/containerd/api/services/leases/v1/leases_pb.js";
 import { Snapshots } from "./gen/github.com/containerd/containerd/api/services/snapshots/v1/snapshots_pb.js";
 import { Tasks } from "./gen/github.com/containerd/containerd/api/services/tasks/v1/tasks_pb.js";
 import { Version } from "./gen/github.com/containerd/containerd/api/services/version/v1/version_pb.js";
@@ -20,6 +24,8 @@ import { translateGrpcError } from "./grpc-errors.js";
 export interface CallOptions {
   /** Deadline of this call. @default the client's `defaultTimeoutMs` */
   timeoutMs?: number;
+  /** containerd lease the call works under (header `containerd-lease`). @default none */
+  leaseId?: string;
 }
 
 type UnaryMethod<I extends DescMessage, O extends DescMessage> = (request: MessageInitShape<I>, options?: CallOptions) => Promise<MessageShape<O>>;
@@ -28,6 +34,20 @@ type ServerStreamingMethod<I extends DescMessage, O extends DescMessage> = (
   request: MessageInitShape<I>,
   options?: CallOptions,
 ) => AsyncIterable<MessageShape<O>>;
+
+/**
+ * A bidirectional stream. containerd's Content.Write answers every request with one response, so
+ * `exchange` sends a request and waits for that answer.
+ */
+export interface BidiStream<I extends DescMessage, O extends DescMessage> {
+  exchange(request: MessageInitShape<I>): Promise<MessageShape<O>>;
+  /** Half-closes the stream (no more requests). */
+  end(): void;
+  /** Cancels the call; safe to repeat and after the end. */
+  cancel(): void;
+}
+
+type BidiStreamingMethod<I extends DescMessage, O extends DescMessage> = (options?: CallOptions) => BidiStream<I, O>;
 
 /** A promise-based client for one generated service: one function per method, named by its localName. */
 export type ServiceClient<M extends GenServiceMethods> = {
@@ -51,7 +71,17 @@ export type ServiceClient<M extends GenServiceMethods> = {
           ? ServerStreamingMethod<I, O>
           : never
         : never
-      : never;
+      : M[K] extends {
+            methodKind: "bidi_streaming";
+            input: infer I;
+            output: infer O;
+          }
+        ? I extends DescMessage
+          ? O extends DescMessage
+            ? BidiStreamingMethod<I, O>
+            : never
+          : never
+        : never;
 };
 
 export interface ContainerdClientOptions {
@@ -67,7 +97,9 @@ export class ContainerdClient {
   readonly namespace: string;
   readonly containers: ServiceClient<ServiceMethods<typeof Containers>>;
   readonly content: ServiceClient<ServiceMethods<typeof Content>>;
+  readonly diff: ServiceClient<ServiceMethods<typeof Diff>>;
   readonly images: ServiceClient<ServiceMethods<typeof Images>>;
+  readonly leases: ServiceClient<ServiceMethods<typeof Leases>>;
   readonly snapshots: ServiceClient<ServiceMethods<typeof Snapshots>>;
   readonly tasks: ServiceClient<ServiceMethods<typeof Tasks>>;
   readonly version: ServiceClient<ServiceMethods<typeof Version>>;
@@ -95,7 +127,9 @@ export class ContainerdClient {
     });
     this.containers = this.service(Containers);
     this.content = this.service(Content);
+    this.diff = this.service(Diff);
     this.images = this.service(Images);
+    this.leases = this.service(Leases);
     this.snapshots = this.service(Snapshots);
     this.tasks = this.service(Tasks);
     this.version = this.service(Version);
@@ -105,7 +139,7 @@ export class ContainerdClient {
     this.grpcClient.close();
   }
 
-  /** Builds a typed client for a generated service; client- and bidi-streaming methods are not supported. */
+  /** Builds a typed client for a generated service; client-streaming methods are not supported. */
   service<M extends GenServiceMethods>(service: GenService<M>): ServiceClient<M> {
     const client: Record<string, unknown> = {};
     for (const method of service.methods) {
@@ -113,6 +147,8 @@ export class ContainerdClient {
         client[method.localName] = this.unary(method);
       } else if (method.methodKind === "server_streaming") {
         client[method.localName] = this.serverStreaming(method);
+      } else if (method.methodKind === "bidi_streaming") {
+        client[method.localName] = this.bidiStreaming(method);
       }
     }
     return client as ServiceClient<M>;
@@ -122,6 +158,12 @@ export class ContainerdClient {
     return {
       deadline: Date.now() + (options?.timeoutMs ?? this.defaultTimeoutMs),
     };
+  }
+
+  private static metadata(options: CallOptions | undefined): grpc.Metadata {
+    const metadata = new grpc.Metadata();
+    if (options?.leaseId) metadata.set("containerd-lease", options.leaseId);
+    return metadata;
   }
 
   private unary(method: DescMethod) {
@@ -135,7 +177,7 @@ export class ContainerdClient {
           serialize,
           deserialize,
           create(method.input, request),
-          new grpc.Metadata(),
+          ContainerdClient.metadata(options),
           this.deadline(options),
           (error, response) => {
             if (error) reject(translateGrpcError(error, path.slice(1)));
@@ -152,7 +194,14 @@ export class ContainerdClient {
     const client = this.grpcClient;
     const deadline = (options: CallOptions | undefined) => this.deadline(options);
     return async function* (request: MessageInitShape<DescMessage>, options?: CallOptions) {
-      const stream = client.makeServerStreamRequest(path, serialize, deserialize, create(method.input, request), new grpc.Metadata(), deadline(options));
+      const stream = client.makeServerStreamRequest(
+        path,
+        serialize,
+        deserialize,
+        create(method.input, request),
+        ContainerdClient.metadata(options),
+        deadline(options),
+      );
       try {
         for await (const message of stream) yield message as unknown;
       } catch (error) {
@@ -160,6 +209,39 @@ export class ContainerdClient {
       } finally {
         stream.cancel();
       }
+    };
+  }
+
+  private bidiStreaming(method: DescMethod) {
+    const path = `/${method.parent.typeName}/${method.name}`;
+    const serialize = serializer(method.input);
+    const deserialize = deserializer(method.output);
+    return (options?: CallOptions): BidiStream<DescMessage, DescMessage> => {
+      const stream = this.grpcClient.makeBidiStreamRequest(path, serialize, deserialize, ContainerdClient.metadata(options), this.deadline(options));
+      const responses = (stream as AsyncIterable<MessageShape<DescMessage>>)[Symbol.asyncIterator]();
+      let ended = false;
+      return {
+        exchange: async (request) => {
+          if (ended) throw new Error(`${path}: the stream has ended`);
+          stream.write(create(method.input, request));
+          try {
+            const next = await responses.next();
+            if (next.done) throw new Error(`${path}: containerd closed the stream without an answer`);
+            return next.value;
+          } catch (error) {
+            throw translateGrpcError(error, path.slice(1));
+          }
+        },
+        end: () => {
+          if (ended) return;
+          ended = true;
+          stream.end();
+        },
+        cancel: () => {
+          ended = true;
+          stream.cancel();
+        },
+      };
     };
   }
 }

@@ -3,10 +3,11 @@
  * created through containerd's gRPC services directly (no `ctr`, no containerd Go client).
  *
  * Create path: resolve image (cached) -> Snapshots.Prepare -> Containers.Create -> Tasks.Create
- * -> Tasks.Start; every step is undone in reverse order when a later one fails.
+ * -> Tasks.Start -> the helper's report that the command started (command-start.ts); every step is
+ * undone in reverse order when a later one fails.
  */
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
-import { rm } from "node:fs/promises";
+import { chown, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { randomBytes } from "node:crypto";
@@ -25,11 +26,14 @@ import {
   type DeleteOptions,
   type ExecIo,
   type ExecRequest,
+  type PullImageOptions,
+  type PulledImage,
   type Runtime,
   type RuntimeSandbox,
   type RuntimeSandboxSpec,
   type RuntimeSandboxState,
 } from "../runtime/runtime.js";
+import { execFifoName, sandboxRunDir } from "../state-layout.js";
 import { ContainerdClient } from "./containerd-client.js";
 import { ExecFifos } from "./exec-fifos.js";
 import { writeRunscWrapper } from "./gvisor-binary.js";
@@ -38,7 +42,11 @@ import type { Container } from "./gen/github.com/containerd/containerd/api/servi
 import { OptionsSchema as RuncOptionsSchema } from "./gen/github.com/containerd/containerd/runtime/v2/runc/options/oci_pb.js";
 import { isNotFound } from "./grpc-errors.js";
 import { ImageResolver } from "./image-resolver.js";
-import { buildOciSpec, buildAnchorSpec, mergeEnv, sandboxCgroupsPath, type OciProcess, type OciSpec } from "./oci-spec.js";
+import { ImagePuller } from "./image-puller.js";
+import { PullingImageResolver } from "./pulling-image-resolver.js";
+import { buildOciSpec, buildAnchorSpec, mergeEnv, processArgs, sandboxCgroupsPath, sandboxWorkingDir, type OciProcess, type OciSpec } from "./oci-spec.js";
+import { CommandStartWatcher, commandStartError } from "./command-start.js";
+import { detectCgroupLayout, readOomKillCount, type CgroupLayout } from "../cgroup.js";
 
 /** Label carrying the image reference of a sandbox. */
 export const LABEL_IMAGE = "fast-sandbox.io/image";
@@ -48,6 +56,10 @@ export const LABEL_RUNTIME_TYPE = "fast-sandbox.io/runtime-type";
 export const LABEL_HELPER = "fast-sandbox.io/helper";
 /** Marks infrastructure containers of an agent (value `shim-anchor`); they are not sandboxes. */
 export const LABEL_ROLE = "fast-sandbox.io/role";
+/** Value of LABEL_ROLE on an agent's shim anchors (`fsb-anchor.<agent>.<n>`). */
+export const ROLE_SHIM_ANCHOR = "shim-anchor";
+/** When an agent (re)started last adopted this anchor. */
+export const LABEL_ADOPTED_AT = "fast-sandbox.io/adopted-at";
 
 const RUNC_V2 = "io.containerd.runc.v2";
 const SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -71,6 +83,8 @@ export interface ContainerdRuntimeOptions {
   snapshotter?: string;
   /** Directory for the exec FIFOs (created if missing). @default "/run/fast-sandbox/<agentName>" */
   stateDir?: string;
+  /** The host's cgroup hierarchy, where OOM kills of sandboxes are read. @default detectCgroupLayout() */
+  cgroupLayout?: CgroupLayout;
   /** Parent cgroup: a sandbox's `linux.cgroupsPath` becomes `<cgroupParent>/<sandboxId>` (cgroupfs driver, v1 and v2). @default "/<namespace>" */
   cgroupParent?: string;
   /** runsc binary for runtimeType "gvisor" (run by the runc v2 shim through a wrapper, see gvisor-binary.ts). @default "/usr/bin/runsc" */
@@ -90,6 +104,14 @@ export interface ContainerdRuntimeOptions {
   shimGroups?: number;
   /** Deadline of each containerd call. @default 10_000 */
   requestTimeoutMs?: number;
+  /** Registry credentials in Docker's config.json format, read at every pull. @default none: anonymous pulls */
+  registryConfigPath?: string;
+  /**
+   * How long a create waits, after Tasks.Start, for the helper's word that the command started
+   * (it fails the create when the command cannot start). Past it the create succeeds with a
+   * warning, and a command that fails later shows as an exit (127/126). @default 5_000
+   */
+  commandStartTimeoutMs?: number;
   /** Called after every successful create with the duration of each step (metrics, benchmarks). */
   onCreateTimings?: (timings: CreateTimings) => void;
   logger: Logger;
@@ -101,6 +123,8 @@ export interface CreateTimings {
   containerMs: number;
   taskMs: number;
   startMs: number;
+  /** From Tasks.Start's answer to the helper's report that the command is executing (0 without the helper). */
+  commandStartMs: number;
   totalMs: number;
 }
 
@@ -114,15 +138,18 @@ export class ContainerdRuntime implements Runtime {
   private readonly snapshotter: string;
   private readonly stateDir: string;
   private readonly cgroupParent: string;
+  private readonly cgroupLayout: CgroupLayout;
   private readonly gvisorBinary: string;
   private readonly hostNetworkFiles: readonly string[];
   private readonly helperPath: string | undefined;
   /** Creates in flight per shim group; a create goes to the least busy group. */
   private readonly groupLoad: number[];
   private readonly onCreateTimings: ((timings: CreateTimings) => void) | undefined;
+  private readonly commandStartTimeoutMs: number;
   private readonly logger: Logger;
   private readonly client: ContainerdClient;
-  private readonly images: ImageResolver;
+  private readonly images: PullingImageResolver;
+  private readonly puller: ImagePuller;
 
   constructor(options: ContainerdRuntimeOptions) {
     this.namespace = options.namespace ?? process.env.FSB_CONTAINERD_NAMESPACE ?? "fast-sandbox";
@@ -130,10 +157,12 @@ export class ContainerdRuntime implements Runtime {
     this.snapshotter = options.snapshotter ?? "overlayfs";
     this.stateDir = options.stateDir ?? `/run/fast-sandbox/${options.agentName}`;
     this.cgroupParent = options.cgroupParent ?? `/${this.namespace}`;
+    this.cgroupLayout = options.cgroupLayout ?? detectCgroupLayout();
     mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
     this.gvisorBinary = writeRunscWrapper(this.stateDir, options.runscPath ?? "/usr/bin/runsc");
     this.hostNetworkFiles = options.hostNetworkFiles ?? ["/etc/resolv.conf", "/etc/hosts"];
     this.onCreateTimings = options.onCreateTimings;
+    this.commandStartTimeoutMs = options.commandStartTimeoutMs ?? 5_000;
     this.helperPath = options.helperPath;
     this.groupLoad = new Array<number>(Math.max(1, options.shimGroups ?? Math.min(4, availableParallelism()))).fill(0);
     this.logger = options.logger.child({
@@ -145,11 +174,26 @@ export class ContainerdRuntime implements Runtime {
       namespace: this.namespace,
       defaultTimeoutMs: options.requestTimeoutMs ?? 10_000,
     });
-    this.images = new ImageResolver(
+    this.puller = new ImagePuller({
+      client: this.client,
+      snapshotter: this.snapshotter,
+      ...(options.registryConfigPath ? { registryConfigPath: options.registryConfigPath } : {}),
+      logger: this.logger,
+    });
+    this.images = new PullingImageResolver(
       this.client,
-      `import it with \`FSB_CONTAINERD_NAMESPACE=${this.namespace} scripts/build-base-image.sh\` (base image) ` +
-        `or \`ctr -n ${this.namespace} images import <oci-archive.tar>\``,
+      this.snapshotter,
+      new ImageResolver(
+        this.client,
+        `import it with \`FSB_CONTAINERD_NAMESPACE=${this.namespace} scripts/build-base-image.sh\` (base image) ` +
+          `or \`ctr -n ${this.namespace} images import <oci-archive.tar>\``,
+      ),
+      this.puller,
     );
+  }
+
+  pullImage(reference: string, options?: PullImageOptions): Promise<PulledImage> {
+    return this.images.pull(reference, options);
   }
 
   async listImages(): Promise<string[]> {
@@ -237,6 +281,9 @@ export class ContainerdRuntime implements Runtime {
     const undo: { step: string; run: () => Promise<unknown> }[] = [];
     if (this.helperPath) undo.push({ step: "run directory", run: () => rm(runDir, { recursive: true, force: true }) });
     try {
+      // The helper runs as the image's user and writes its reports into the run directory.
+      const { uid, gid } = ociSpec.process.user;
+      if (this.helperPath && (uid !== 0 || gid !== 0)) await chown(runDir, uid, gid);
       let mounts;
       try {
         ({ mounts } = await this.client.snapshots.prepare({
@@ -301,8 +348,33 @@ export class ContainerdRuntime implements Runtime {
       });
       const taskMs = lap();
 
-      await this.client.tasks.start({ containerId: id });
-      const startMs = lap();
+      // Watching starts before the command can run, so its report cannot slip by unseen.
+      const commandStart = this.helperPath ? new CommandStartWatcher(runDir) : undefined;
+      let startMs: number;
+      let commandStartMs = 0;
+      try {
+        await this.client.tasks.start({ containerId: id });
+        startMs = lap();
+        if (commandStart) {
+          const report = await commandStart.wait(this.commandStartTimeoutMs);
+          commandStartMs = lap();
+          if (!report) {
+            this.logger.warn(
+              { sandboxId: id, timeoutMs: this.commandStartTimeoutMs },
+              "the helper did not report on the command's start in time; a failure will show as its exit code",
+            );
+          } else if (!report.started) {
+            throw commandStartError(report, {
+              args: processArgs(spec, image.config),
+              workingDir: sandboxWorkingDir(ociSpec),
+              commandFromSpec: spec.command.length > 0 || spec.args.length > 0,
+              workingDirFromSpec: Boolean(spec.workingDir),
+            });
+          }
+        }
+      } finally {
+        commandStart?.close();
+      }
 
       const timings = {
         imageMs,
@@ -310,6 +382,7 @@ export class ContainerdRuntime implements Runtime {
         containerMs,
         taskMs,
         startMs,
+        commandStartMs,
         totalMs: performance.now() - started,
       };
       this.logger.debug({ sandboxId: id, pid, timings }, "sandbox created");
@@ -394,7 +467,14 @@ export class ContainerdRuntime implements Runtime {
     if (!this.helperPath) return;
     try {
       const { process } = await this.client.tasks.get({ containerId: id });
-      if (process?.status === TaskStatus.RUNNING) return;
+      if (process?.status === TaskStatus.RUNNING) {
+        // Adopted: the update marks it in use again for the janitor, which spares recently updated containers.
+        await this.client.containers.update({
+          container: { id, labels: { [LABEL_ADOPTED_AT]: new Date().toISOString() } },
+          updateMask: { paths: [`labels.${LABEL_ADOPTED_AT}`] },
+        });
+        return;
+      }
     } catch (error) {
       if (!isNotFound(error)) throw error;
     }
@@ -403,7 +483,7 @@ export class ContainerdRuntime implements Runtime {
     await this.client.containers.create({
       container: {
         id,
-        labels: { [LABEL_MANAGED]: "true", [LABEL_AGENT]: this.agentName, [LABEL_ROLE]: "shim-anchor" },
+        labels: { [LABEL_MANAGED]: "true", [LABEL_AGENT]: this.agentName, [LABEL_ROLE]: ROLE_SHIM_ANCHOR },
         runtime: { name: RUNC_V2 },
         spec: { typeUrl: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(spec)) },
       },
@@ -447,6 +527,8 @@ export class ContainerdRuntime implements Runtime {
       labels,
     };
     if (task && task.pid > 0) sandbox.pid = task.pid;
+    // The cgroup lives as long as the task: read while it runs (or has stopped but is not deleted).
+    if (task && readOomKillCount(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, container.id)) > 0) sandbox.oomKilled = true;
     if (task?.status === TaskStatus.STOPPED) sandbox.exitCode = task.exitStatus;
     else if (labels[LABEL_HELPER] === "true") {
       const recorded = this.recordedExitCode(sandbox.sandboxId);
@@ -474,7 +556,7 @@ export class ContainerdRuntime implements Runtime {
     io.signal?.throwIfAborted();
     const process = await this.execProcess(sandboxId, request);
     const execId = `exec-${randomBytes(6).toString("hex")}`;
-    const fifos = await ExecFifos.create(this.stateDir, `${sandboxId}.${execId}`, io.onStdout, io.onStderr);
+    const fifos = await ExecFifos.create(this.stateDir, execFifoName(sandboxId, execId), io.onStdout, io.onStderr);
     let registered = false;
     const kill = () => {
       this.client.tasks
@@ -519,7 +601,7 @@ export class ContainerdRuntime implements Runtime {
 
   /** Directory of a sandbox the helper writes to (mounted at /.fast-sandbox/run). */
   private runDir(sandboxId: string): string {
-    return join(this.stateDir, "run", sandboxId);
+    return sandboxRunDir(this.stateDir, sandboxId);
   }
 
   /** The exit code the helper recorded for the user's command, once it exited. */
@@ -568,6 +650,7 @@ export class ContainerdRuntime implements Runtime {
   }
 
   close(): void {
+    this.puller.close();
     this.client.close();
   }
 
@@ -589,7 +672,7 @@ export class ContainerdRuntime implements Runtime {
       terminal: false,
       args: [...request.command],
       env: mergeEnv(spec.process.env, request.env ?? []),
-      cwd: request.workingDir || spec.process.cwd || "/",
+      cwd: request.workingDir || sandboxWorkingDir(spec),
     };
   }
 

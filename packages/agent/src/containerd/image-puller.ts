@@ -1,0 +1,369 @@
+/**
+ * Pulls images from OCI registries into containerd, client-side (containerd 1.6 has no Transfer
+ * service), the way containerd's Go client does:
+ *
+ *   resolve the reference at the registry → fetch index / manifest (linux/<arch>) / config / layers
+ *   into the content store → label manifests with `containerd.io/gc.ref.content.*` so garbage
+ *   collection keeps their children → unpack the layers into the snapshotter (chain IDs) → label the
+ *   config with `containerd.io/gc.ref.snapshot.<snapshotter>` → create or update the image record.
+ *
+ * Everything happens under a containerd lease, so nothing is collected mid-pull; deleting the lease
+ * at the end leaves what the image record references and, after a failure, nothing (ingests are
+ * aborted, extraction snapshots removed, and a synchronous collection runs before the error is
+ * reported). Concurrent pulls of one reference share a single pull and its result or error.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import type { Logger } from "pino";
+import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, parseImageReference, type ImageReference } from "@fast-sandbox/api";
+import type { ImagePullProgress, PulledImage } from "../runtime/runtime.js";
+import { loadRegistryCredentials } from "../registry/registry-credentials.js";
+import { RegistryClient, type RegistryClientOptions } from "../registry/registry-client.js";
+import type { ContainerdClient } from "./containerd-client.js";
+import { hasContent, ingestBlob, type BlobSource } from "./content-ingest.js";
+import { isIndex, parseDiffIds, parseJson, parseManifest, selectPlatformManifest, type Descriptor } from "./image-manifest.js";
+import { unpackLayers } from "./image-unpacker.js";
+
+/** Largest image config accepted (they are a few KiB). */
+const CONFIG_MAX_BYTES = 8 * 1024 * 1024;
+/** How long a crashed agent's pull lease protects its leftovers before containerd may collect them. */
+const LEASE_EXPIRY_MS = 60 * 60 * 1000;
+/** Progress of byte counts is reported at most this often (phase changes and layers at once). */
+const PROGRESS_INTERVAL_MS = 200;
+
+export interface ImagePullerOptions {
+  client: ContainerdClient;
+  /** Snapshotter the layers are unpacked for. */
+  snapshotter: string;
+  /** Docker config.json with registry credentials, read at every pull (env FSB_REGISTRY_CONFIG). @default none: anonymous */
+  registryConfigPath?: string;
+  /** Layers downloaded at once. @default 3 */
+  downloadConcurrency?: number;
+  /** Platform architecture to pull (Go's name). @default this machine's */
+  architecture?: string;
+  /** Builds the registry client (tests inject a fetch). */
+  registryClient?: (options: RegistryClientOptions) => RegistryClient;
+  logger: Logger;
+}
+
+type ProgressListener = (progress: ImagePullProgress) => void;
+
+interface PullInFlight {
+  result: Promise<PulledImage>;
+  listeners: Set<ProgressListener>;
+  /** The latest report, for a caller that joins late. */
+  latest(): ImagePullProgress;
+}
+
+export class ImagePuller {
+  private readonly client: ContainerdClient;
+  private readonly snapshotter: string;
+  private readonly registryConfigPath: string | undefined;
+  private readonly downloadConcurrency: number;
+  private readonly architecture: string | undefined;
+  private readonly registryClient: (options: RegistryClientOptions) => RegistryClient;
+  private readonly logger: Logger;
+  private readonly inFlight = new Map<string, PullInFlight>();
+  private readonly closing = new AbortController();
+
+  constructor(options: ImagePullerOptions) {
+    this.client = options.client;
+    this.snapshotter = options.snapshotter;
+    this.registryConfigPath = options.registryConfigPath;
+    this.downloadConcurrency = Math.max(1, options.downloadConcurrency ?? 3);
+    this.architecture = options.architecture;
+    this.registryClient = options.registryClient ?? ((clientOptions) => new RegistryClient(clientOptions));
+    this.logger = options.logger.child({ component: "image-puller" });
+  }
+
+  /** Pulls the image (joining a pull of the same normalized reference already in flight). */
+  pull(reference: string, onProgress?: ProgressListener): Promise<PulledImage> {
+    const parsed = parseImageReference(reference);
+    let pull = this.inFlight.get(parsed.name);
+    if (!pull) {
+      const listeners = new Set<ProgressListener>();
+      let latest: ImagePullProgress = { image: parsed.name, phase: "resolving", layersTotal: 0, layersDone: 0, bytesTotal: 0, bytesDone: 0, digest: "" };
+      const result = this.run(parsed, (progress) => {
+        latest = progress;
+        for (const listener of listeners) listener(progress);
+      }).finally(() => this.inFlight.delete(parsed.name));
+      pull = { result, listeners, latest: () => latest };
+      this.inFlight.set(parsed.name, pull);
+    }
+    if (!onProgress) return pull.result;
+    const { listeners, result } = pull;
+    listeners.add(onProgress);
+    onProgress(pull.latest());
+    return result.finally(() => listeners.delete(onProgress));
+  }
+
+  /**
+   * Unpacks an image whose record and blobs are in the store but whose layers are not unpacked for
+   * the snapshotter (imported without unpacking, or its snapshots removed). NotFoundError when a
+   * blob is missing too: then only a pull helps.
+   */
+  async unpack(name: string): Promise<void> {
+    const { image } = await this.client.images.get({ name });
+    if (!image?.target) throw new NotFoundError(`image ${name} has no target`);
+    let manifestDigest = image.target.digest;
+    let document = parseJson(await this.readContent(manifestDigest), `the manifest of ${name}`);
+    if (isIndex(image.target.mediaType, document)) {
+      manifestDigest = selectPlatformManifest(document, name, this.architecture).digest;
+      document = parseJson(await this.readContent(manifestDigest), `the ${manifestDigest} manifest of ${name}`);
+    }
+    const manifest = parseManifest(document, name);
+    const diffIds = parseDiffIds(parseJson(await this.readContent(manifest.config.digest), `the config of ${name}`), name, manifest.layers.length);
+    for (const layer of manifest.layers) {
+      if (!(await hasContent(this.client, layer.digest))) throw new NotFoundError(`image ${name}: layer ${layer.digest} is not in the content store`);
+    }
+    await this.withLease(async (leaseId) => {
+      const chain = await unpackLayers(this.client, manifest.layers, diffIds, { snapshotter: this.snapshotter, leaseId });
+      await this.label(manifest.config.digest, { [`containerd.io/gc.ref.snapshot.${this.snapshotter}`]: chain }, leaseId);
+    });
+    this.logger.info({ image: name }, "unpacked image from the content store");
+  }
+
+  /** Runs `work` under a new lease; deletes the lease after, collecting at once what it alone kept when `work` failed. */
+  private async withLease<T>(work: (leaseId: string) => Promise<T>): Promise<T> {
+    const leaseId = `fsb-pull-${randomBytes(8).toString("hex")}`;
+    await this.client.leases.create({
+      id: leaseId,
+      labels: { "containerd.io/gc.expire": new Date(Date.now() + LEASE_EXPIRY_MS).toISOString() },
+    });
+    let succeeded = false;
+    try {
+      const result = await work(leaseId);
+      succeeded = true;
+      return result;
+    } finally {
+      await this.client.leases.delete({ id: leaseId, sync: !succeeded }, { timeoutMs: 60_000 }).catch((error: unknown) => {
+        this.logger.warn({ err: error, leaseId }, "could not delete a pull's lease; containerd drops it when it expires");
+      });
+    }
+  }
+
+  /** Aborts the pulls in flight (agent shutdown); they fail and clean up after themselves. */
+  close(): void {
+    this.closing.abort(new FsbError("unavailable", "the agent is shutting down"));
+  }
+
+  private async run(reference: ImageReference, emit: ProgressListener): Promise<PulledImage> {
+    const started = Date.now();
+    const log = this.logger.child({ image: reference.name });
+    log.info("pulling image");
+    const progress = new ProgressTracker(reference.name, emit);
+    try {
+      const pulled = await this.withLease((leaseId) => this.fetchAndUnpack(reference, leaseId, progress));
+      log.info({ digest: pulled.digest, bytes: progress.bytesDone, layers: progress.layersTotal, durationMs: Date.now() - started }, "pulled image");
+      return pulled;
+    } catch (error) {
+      log.warn({ err: error, durationMs: Date.now() - started }, "image pull failed");
+      throw error;
+    }
+  }
+
+  private async fetchAndUnpack(reference: ImageReference, leaseId: string, progress: ProgressTracker): Promise<PulledImage> {
+    const signal = this.closing.signal;
+    const { name, path } = reference;
+    const credentials = await loadRegistryCredentials(this.registryConfigPath, reference.domain);
+    const registry = this.registryClient({ registry: reference.domain, ...(credentials ? { credentials } : {}) });
+
+    const top = await registry.getManifest(path, reference.digest ?? reference.tag ?? "latest", signal);
+    progress.resolved(top.digest);
+    const target: Descriptor = { mediaType: top.mediaType, digest: top.digest, size: top.size };
+    const topDocument = parseJson(top.bytes, `the manifest of ${name}`);
+
+    let manifestDescriptor = target;
+    let manifestBytes = top.bytes;
+    let manifestDocument = topDocument;
+    if (isIndex(top.mediaType, topDocument)) {
+      manifestDescriptor = selectPlatformManifest(topDocument, name, this.architecture);
+      const fetched = await registry.getManifest(path, manifestDescriptor.digest, signal);
+      manifestBytes = fetched.bytes;
+      manifestDescriptor = { ...manifestDescriptor, mediaType: manifestDescriptor.mediaType || fetched.mediaType, size: fetched.size };
+      manifestDocument = parseJson(fetched.bytes, `the ${manifestDescriptor.digest} manifest of ${name}`);
+      if (isIndex(fetched.mediaType, manifestDocument)) throw new FailedPreconditionError(`image ${name}: nested indexes are not supported`);
+    }
+    const manifest = parseManifest(manifestDocument, name);
+
+    // The config first: small, and its diff IDs name the snapshots.
+    const configBytes = (await hasContent(this.client, manifest.config.digest))
+      ? await this.readContent(manifest.config.digest)
+      : await this.download(registry, path, manifest.config, signal);
+    const diffIds = parseDiffIds(parseJson(configBytes, `the config of ${name}`), name, manifest.layers.length);
+
+    progress.downloading(manifest.layers);
+    const store = (descriptor: Descriptor, ref: string, open: () => Promise<BlobSource>, onBytes?: (bytes: number) => void) =>
+      ingestBlob(this.client, descriptor, open, { leaseId, ref, signal, ...(onBytes ? { onBytes } : {}) });
+    const fromMemory = (bytes: Uint8Array) => () => Promise.resolve([bytes]);
+    if (manifestDescriptor !== target) await store(target, `index-${target.digest}`, fromMemory(top.bytes));
+    await store(manifestDescriptor, `manifest-${manifestDescriptor.digest}`, fromMemory(manifestBytes));
+    await store(manifest.config, `config-${manifest.config.digest}`, fromMemory(configBytes));
+    await runLimited(manifest.layers, this.downloadConcurrency, async (layer, index) => {
+      const outcome = await store(
+        layer,
+        `layer-${layer.digest}`,
+        async () => (await registry.getBlob(path, layer.digest, signal)).body,
+        (bytes) => progress.bytes(index, bytes),
+      );
+      progress.layerDownloaded(index, outcome === "present");
+    });
+
+    // Garbage collection follows these labels from the image record down to every blob.
+    if (manifestDescriptor !== target) {
+      // Labelled by its position in the index, like containerd does, so other platforms' labels stay.
+      const position = (topDocument.manifests as { digest?: unknown }[]).findIndex((entry) => entry.digest === manifestDescriptor.digest);
+      await this.label(target.digest, { [`containerd.io/gc.ref.content.m.${position}`]: manifestDescriptor.digest }, leaseId);
+    }
+    await this.label(
+      manifestDescriptor.digest,
+      {
+        "containerd.io/gc.ref.content.config": manifest.config.digest,
+        ...Object.fromEntries(manifest.layers.map((layer, i) => [`containerd.io/gc.ref.content.l.${i}`, layer.digest])),
+      },
+      leaseId,
+    );
+
+    progress.unpacking();
+    const chain = await unpackLayers(this.client, manifest.layers, diffIds, {
+      snapshotter: this.snapshotter,
+      leaseId,
+      onLayer: () => progress.layerUnpacked(),
+    });
+    await this.label(manifest.config.digest, { [`containerd.io/gc.ref.snapshot.${this.snapshotter}`]: chain }, leaseId);
+
+    const image = { name, target: { mediaType: target.mediaType, digest: target.digest, size: BigInt(target.size) } };
+    try {
+      await this.client.images.create({ image }, { leaseId });
+    } catch (error) {
+      if (!(error instanceof AlreadyExistsError)) throw error;
+      await this.client.images.update({ image, updateMask: { paths: ["target"] } }, { leaseId });
+    }
+    progress.done();
+    return { image: name, digest: target.digest };
+  }
+
+  /** Small blobs (the config) go through memory: their content is needed, and verified here. */
+  private async download(registry: RegistryClient, repository: string, descriptor: Descriptor, signal: AbortSignal): Promise<Uint8Array> {
+    if (descriptor.size > CONFIG_MAX_BYTES) throw new FailedPreconditionError(`the image config ${descriptor.digest} is ${descriptor.size} bytes; too large`);
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    for await (const chunk of (await registry.getBlob(repository, descriptor.digest, signal)).body) {
+      size += chunk.byteLength;
+      if (size > descriptor.size) break;
+      chunks.push(chunk);
+    }
+    const bytes = Buffer.concat(chunks);
+    const [algorithm = "sha256"] = descriptor.digest.split(":");
+    const digest = `${algorithm}:${createHash(algorithm).update(bytes).digest("hex")}`;
+    if (size !== descriptor.size || digest !== descriptor.digest) {
+      throw new FsbError("internal", `registry ${registry.registry} served ${size} bytes with digest ${digest} for ${descriptor.digest}; refusing them`);
+    }
+    return bytes;
+  }
+
+  private async readContent(digest: string): Promise<Uint8Array> {
+    const chunks: Uint8Array[] = [];
+    for await (const response of this.client.content.read({ digest })) chunks.push(response.data);
+    return Buffer.concat(chunks);
+  }
+
+  private async label(digest: string, labels: Record<string, string>, leaseId: string): Promise<void> {
+    await this.client.content.update({ info: { digest, labels }, updateMask: { paths: Object.keys(labels).map((key) => `labels.${key}`) } }, { leaseId });
+  }
+}
+
+/** Runs `work` over the items, at most `limit` at once; the first failure fails the whole (after the others settle). */
+async function runLimited<T>(items: readonly T[], limit: number, work: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failure: { error: unknown } | undefined;
+  const worker = async () => {
+    while (next < items.length && !failure) {
+      const index = next++;
+      try {
+        await work(items[index] as T, index);
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failure) throw failure.error;
+}
+
+/** Turns the pull's events into ImagePullProgress reports, rate-limited for byte counts. */
+class ProgressTracker {
+  private phase: ImagePullProgress["phase"] = "resolving";
+  private digest = "";
+  layersTotal = 0;
+  private layersDone = 0;
+  private bytesTotal = 0;
+  bytesDone = 0;
+  private layerSizes: number[] = [];
+  private layerBytes: number[] = [];
+  private lastEmitMs = 0;
+
+  constructor(
+    private readonly image: string,
+    private readonly emit: ProgressListener,
+  ) {
+    this.report(true);
+  }
+
+  resolved(digest: string): void {
+    this.digest = digest;
+    this.report(true);
+  }
+
+  downloading(layers: readonly Descriptor[]): void {
+    this.phase = "downloading";
+    this.layersTotal = layers.length;
+    this.layerSizes = layers.map((layer) => layer.size);
+    this.layerBytes = layers.map(() => 0);
+    this.bytesTotal = this.layerSizes.reduce((sum, size) => sum + size, 0);
+    this.report(true);
+  }
+
+  bytes(index: number, count: number): void {
+    this.layerBytes[index] = (this.layerBytes[index] ?? 0) + count;
+    this.bytesDone += count;
+    this.report(false);
+  }
+
+  layerDownloaded(index: number, wasPresent: boolean): void {
+    // A layer the store already had counts as downloaded, bytes included.
+    if (wasPresent) this.bytesDone += (this.layerSizes[index] ?? 0) - (this.layerBytes[index] ?? 0);
+    this.layersDone += 1;
+    this.report(true);
+  }
+
+  unpacking(): void {
+    this.phase = "unpacking";
+    this.layersDone = 0;
+    this.report(true);
+  }
+
+  layerUnpacked(): void {
+    this.layersDone += 1;
+    this.report(true);
+  }
+
+  done(): void {
+    this.phase = "done";
+    this.report(true);
+  }
+
+  private report(force: boolean): void {
+    const now = Date.now();
+    if (!force && now - this.lastEmitMs < PROGRESS_INTERVAL_MS) return;
+    this.lastEmitMs = now;
+    this.emit({
+      image: this.image,
+      phase: this.phase,
+      layersTotal: this.layersTotal,
+      layersDone: this.layersDone,
+      bytesTotal: this.bytesTotal,
+      bytesDone: this.bytesDone,
+      digest: this.digest,
+    });
+  }
+}

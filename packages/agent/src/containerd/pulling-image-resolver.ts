@@ -1,0 +1,81 @@
+/**
+ * The create path's image lookup: the ImageResolver over containerd's image store, which pulls
+ * what is missing. A reference is looked up as written (images imported under any name keep
+ * working), then under its normalized name (`busybox` → `docker.io/library/busybox:latest`, the
+ * name pulls store images under), and only then pulled. An image whose record exists but whose
+ * layers are not unpacked for the snapshotter (imported without unpacking, or its snapshots
+ * removed) is unpacked again. Resolutions are cached per reference, so concurrent creates of a
+ * missing image wait for one pull, and the hot path pays nothing once it is there.
+ */
+import { NotFoundError, normalizeImageName } from "@fast-sandbox/api";
+import type { PullImageOptions, PulledImage } from "../runtime/runtime.js";
+import type { ImagePuller } from "./image-puller.js";
+import type { ImageResolver, ResolvedImage } from "./image-resolver.js";
+import { hasSnapshot } from "./image-unpacker.js";
+import type { ContainerdClient } from "./containerd-client.js";
+
+export class PullingImageResolver {
+  private readonly cache = new Map<string, Promise<ResolvedImage>>();
+
+  constructor(
+    private readonly client: ContainerdClient,
+    private readonly snapshotter: string,
+    private readonly resolver: ImageResolver,
+    private readonly puller: ImagePuller,
+  ) {}
+
+  resolve(reference: string): Promise<ResolvedImage> {
+    let resolved = this.cache.get(reference);
+    if (!resolved) {
+      resolved = this.load(reference);
+      this.cache.set(reference, resolved);
+      // A failure is not cached: the next create tries again (the registry may be back).
+      resolved.catch(() => this.cache.delete(reference));
+    }
+    return resolved;
+  }
+
+  /** Forgets a reference (its snapshot turned out to be missing, or it was pulled anew). */
+  forget(reference: string): void {
+    const normalized = normalizeImageName(reference);
+    for (const name of new Set([reference, normalized])) {
+      this.cache.delete(name);
+      this.resolver.forget(name);
+    }
+  }
+
+  /** Pulls the image from its registry (also when present: a tag may have moved), then forgets stale resolutions. */
+  async pull(reference: string, options: PullImageOptions = {}): Promise<PulledImage> {
+    const pulled = await this.puller.pull(reference, options.onProgress);
+    this.forget(reference);
+    this.forget(pulled.image);
+    return pulled;
+  }
+
+  private async load(reference: string): Promise<ResolvedImage> {
+    const found = (await this.lookUp(reference)) ?? (await this.lookUp(normalizeImageName(reference)));
+    if (found) {
+      if (await hasSnapshot(this.client, this.snapshotter, found.chainId)) return found;
+      // The record is there but not its unpacked layers: unpack what the store holds, or pull what it lacks.
+      try {
+        await this.puller.unpack(found.reference);
+      } catch (error) {
+        if (!(error instanceof NotFoundError)) throw error;
+        await this.puller.pull(found.reference);
+      }
+      this.resolver.forget(found.reference);
+      return this.resolver.resolve(found.reference);
+    }
+    const pulled = await this.puller.pull(reference);
+    return this.resolver.resolve(pulled.image);
+  }
+
+  private async lookUp(name: string): Promise<ResolvedImage | undefined> {
+    try {
+      return await this.resolver.resolve(name);
+    } catch (error) {
+      if (error instanceof NotFoundError) return undefined;
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,217 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { after, before, beforeEach, describe, it } from "node:test";
+import { NotFoundError, PermissionDeniedError, UnauthenticatedError, UnavailableError } from "@fast-sandbox/api";
+import { MEDIA_TYPE_OCI_MANIFEST, RegistryClient, isLoopbackRegistry, registryBaseUrl } from "./registry-client.js";
+
+const MANIFEST = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, config: {}, layers: [] }));
+const MANIFEST_DIGEST = `sha256:${createHash("sha256").update(MANIFEST).digest("hex")}`;
+const BLOB = Buffer.from("layer bytes ".repeat(1000));
+const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
+
+/**
+ * A small stand-in for the parts of a registry that differ between registries (the distribution
+ * server of the e2e tests only speaks Basic auth): a bearer token service, 403s, stalls.
+ */
+class TestRegistry {
+  server: Server | undefined;
+  registry = "";
+  mode: "bearer" | "basic" | "open" = "bearer";
+  requests: { url: string; authorization: string | undefined }[] = [];
+  stallBlob = false;
+  forbid = false;
+
+  async start(): Promise<void> {
+    this.server = createServer((request, response) => this.handle(request, response));
+    await new Promise<void>((resolve) => this.server?.listen(0, "127.0.0.1", resolve));
+    this.registry = `127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  private handle(request: IncomingMessage, response: ServerResponse): void {
+    const url = request.url ?? "";
+    const authorization = request.headers.authorization;
+    this.requests.push({ url, authorization });
+    if (url.startsWith("/token")) {
+      const query = new URL(url, "http://x").searchParams;
+      assert.equal(query.get("service"), "test-registry");
+      assert.equal(query.get("scope"), "repository:team/app:pull");
+      if (authorization !== undefined && authorization !== basic("alice", "right")) {
+        response.writeHead(401).end();
+        return;
+      }
+      response.writeHead(200, { "content-type": "application/json" });
+      response.end(JSON.stringify(authorization ? { token: "alice-token" } : { access_token: "anonymous-token" }));
+      return;
+    }
+    const authorized =
+      this.mode === "open" ||
+      (this.mode === "bearer" && authorization === "Bearer alice-token") ||
+      (this.mode === "basic" && authorization === basic("alice", "right"));
+    if (!authorized) {
+      const challenge =
+        this.mode === "bearer" ? `Bearer realm="http://${this.registry}/token",service="test-registry",scope="repository:team/app:pull"` : 'Basic realm="test"';
+      response.writeHead(401, { "www-authenticate": challenge, "content-type": "application/json" });
+      response.end(JSON.stringify({ errors: [{ code: "UNAUTHORIZED", message: "authentication required" }] }));
+      return;
+    }
+    if (this.forbid) {
+      response.writeHead(403, { "content-type": "application/json" });
+      response.end(JSON.stringify({ errors: [{ code: "DENIED", message: "requested access to the resource is denied" }] }));
+      return;
+    }
+    if (url === "/v2/team/app/manifests/v1" || url === `/v2/team/app/manifests/${MANIFEST_DIGEST}`) {
+      response.writeHead(200, { "content-type": MEDIA_TYPE_OCI_MANIFEST, "docker-content-digest": MANIFEST_DIGEST });
+      response.end(MANIFEST);
+      return;
+    }
+    if (url === "/v2/team/app/blobs/sha256:blob") {
+      response.writeHead(200, { "content-length": String(BLOB.length) });
+      if (this.stallBlob) response.write(BLOB.subarray(0, 10));
+      else response.end(BLOB);
+      return;
+    }
+    response.writeHead(404, { "content-type": "application/json" });
+    response.end(JSON.stringify({ errors: [{ code: "MANIFEST_UNKNOWN", message: "manifest unknown" }] }));
+  }
+
+  async stop(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise((resolve) => this.server?.close(resolve));
+  }
+}
+
+describe("RegistryClient", () => {
+  const registry = new TestRegistry();
+  before(() => registry.start());
+  after(() => registry.stop());
+  beforeEach(() => {
+    registry.mode = "bearer";
+    registry.requests = [];
+    registry.stallBlob = false;
+    registry.forbid = false;
+  });
+
+  const client = (credentials?: { username: string; password: string }, extra: { idleTimeoutMs?: number } = {}) =>
+    new RegistryClient({ registry: registry.registry, ...(credentials ? { credentials } : {}), ...extra });
+
+  it("gets a token from the challenge's realm with Basic credentials, then fetches with it", async () => {
+    const manifest = await client({ username: "alice", password: "right" }).getManifest("team/app", "v1");
+    assert.equal(manifest.digest, MANIFEST_DIGEST);
+    assert.equal(manifest.mediaType, MEDIA_TYPE_OCI_MANIFEST);
+    assert.deepEqual(Buffer.from(manifest.bytes), MANIFEST);
+    assert.deepEqual(
+      registry.requests.map((r) => [r.url.split("?")[0], r.authorization]),
+      [
+        ["/v2/team/app/manifests/v1", undefined],
+        ["/token", basic("alice", "right")],
+        ["/v2/team/app/manifests/v1", "Bearer alice-token"],
+      ],
+    );
+  });
+
+  it("reuses the token for the repository's next requests", async () => {
+    const c = client({ username: "alice", password: "right" });
+    await c.getManifest("team/app", "v1");
+    const blob = await c.getBlob("team/app", "sha256:blob");
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of blob.body) chunks.push(chunk);
+    assert.deepEqual(Buffer.concat(chunks), BLOB);
+    assert.equal(blob.size, BLOB.length);
+    assert.equal(registry.requests.filter((r) => r.url.startsWith("/token")).length, 1);
+  });
+
+  it("says which login to run when the token service refuses the credentials", async () => {
+    await assert.rejects(client({ username: "alice", password: "wrong" }).getManifest("team/app", "v1"), (error: unknown) => {
+      assert.ok(error instanceof UnauthenticatedError);
+      assert.match(
+        error.message,
+        new RegExp(`registry ${registry.registry} refused the credentials of user "alice" for team/app: run 'fsb login ${registry.registry}`),
+      );
+      return true;
+    });
+  });
+
+  it("says credentials are needed when an anonymous token is not enough", async () => {
+    await assert.rejects(client().getManifest("team/app", "v1"), (error: unknown) => {
+      assert.ok(error instanceof UnauthenticatedError);
+      assert.match(error.message, /requires credentials for team\/app \(or it does not exist there\): run 'fsb login/);
+      return true;
+    });
+    // The anonymous token was asked for without credentials.
+    assert.equal(registry.requests.find((r) => r.url.startsWith("/token"))?.authorization, undefined);
+  });
+
+  it("answers a Basic challenge with the credentials, and refuses wrong ones clearly", async () => {
+    registry.mode = "basic";
+    assert.equal((await client({ username: "alice", password: "right" }).getManifest("team/app", "v1")).digest, MANIFEST_DIGEST);
+    await assert.rejects(client({ username: "alice", password: "nope" }).getManifest("team/app", "v1"), /refused the credentials of user "alice"/);
+    await assert.rejects(client().getManifest("team/app", "v1"), /requires credentials for team\/app/);
+  });
+
+  it("reports an unknown tag as NotFoundError naming image, tag and the registry's reason", async () => {
+    registry.mode = "open";
+    await assert.rejects(client().getManifest("team/app", "nope"), (error: unknown) => {
+      assert.ok(error instanceof NotFoundError);
+      assert.equal(
+        error.message,
+        `image ${registry.registry}/team/app:nope not found: the registry has no tag "nope" in repository team/app (MANIFEST_UNKNOWN: manifest unknown); check the image name and tag`,
+      );
+      return true;
+    });
+  });
+
+  it("fetches by digest and verifies the bytes against it", async () => {
+    registry.mode = "open";
+    assert.equal((await client().getManifest("team/app", MANIFEST_DIGEST)).digest, MANIFEST_DIGEST);
+  });
+
+  it("reports a denied repository as PermissionDeniedError", async () => {
+    registry.mode = "open";
+    registry.forbid = true;
+    await assert.rejects(client().getManifest("team/app", "v1"), (error: unknown) => {
+      assert.ok(error instanceof PermissionDeniedError);
+      assert.match(error.message, /denied anonymous pulls access to team\/app \(DENIED: requested access to the resource is denied\): run 'fsb login/);
+      return true;
+    });
+  });
+
+  it("reports a registry nobody listens on as UnavailableError", async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    await assert.rejects(new RegistryClient({ registry: `127.0.0.1:${port}` }).getManifest("team/app", "v1"), (error: unknown) => {
+      assert.ok(error instanceof UnavailableError);
+      assert.match(error.message, new RegExp(`registry 127.0.0.1:${port} is unreachable at http://127.0.0.1:${port} \\(ECONNREFUSED\\)`));
+      return true;
+    });
+  });
+
+  it("gives up a blob download that stalls", async () => {
+    registry.mode = "open";
+    registry.stallBlob = true;
+    const blob = await client(undefined, { idleTimeoutMs: 200 }).getBlob("team/app", "sha256:blob");
+    await assert.rejects(
+      (async () => {
+        for await (const _chunk of blob.body) {
+          // keep reading until it stalls
+        }
+      })(),
+      (error: unknown) => error instanceof UnavailableError && /sent nothing of blob sha256:blob .* for 0.2 s/.test(error.message),
+    );
+  });
+});
+
+describe("registry addressing", () => {
+  it("speaks plain HTTP to loopback registries only", () => {
+    for (const registry of ["127.0.0.1:5000", "127.1.2.3", "localhost:5000", "localhost", "[::1]:5000"]) assert.ok(isLoopbackRegistry(registry), registry);
+    for (const registry of ["ghcr.io", "128.0.0.1:5000", "localhost.example.com", "127.0.0.1.nip.io", "[::2]:5000"]) {
+      assert.ok(!isLoopbackRegistry(registry), registry);
+    }
+    assert.equal(registryBaseUrl("127.0.0.1:5000"), "http://127.0.0.1:5000");
+    assert.equal(registryBaseUrl("ghcr.io"), "https://ghcr.io");
+    assert.equal(registryBaseUrl("docker.io"), "https://registry-1.docker.io");
+  });
+});

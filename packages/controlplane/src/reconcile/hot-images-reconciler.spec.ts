@@ -1,0 +1,122 @@
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { pino } from "pino";
+import { API_VERSION, pb, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
+import type { AgentClient } from "../agent-client/agent-client.js";
+import { AgentRegistry } from "../registry/agent-registry.js";
+import { openSqliteResourceStore, type SqliteResourceStore } from "../store/sqlite-resource-store.js";
+import { HotImagesReconciler } from "./hot-images-reconciler.js";
+
+class FakeAgent implements Partial<AgentClient> {
+  readonly pulls: string[] = [];
+
+  async status(): Promise<pb.AgentStatus> {
+    return create(pb.AgentStatusSchema, {});
+  }
+
+  async *pullImage(image: string): AsyncIterable<pb.PullProgress> {
+    this.pulls.push(image);
+    yield create(pb.PullProgressSchema, { image, phase: "done" });
+  }
+}
+
+function pool(name: string, prewarmImages?: string[]): SandboxPool {
+  return {
+    apiVersion: API_VERSION,
+    kind: "SandboxPool",
+    metadata: { name, namespace: "default" },
+    spec: { capacity: { poolMin: 1, poolMax: 2 }, maxSandboxesPerPod: 4, ...(prewarmImages ? { prewarmImages } : {}) },
+  };
+}
+
+function sandbox(name: string, image: string, poolRef = "web"): Sandbox {
+  return { apiVersion: API_VERSION, kind: "Sandbox", metadata: { name, namespace: "default" }, spec: { image, poolRef } };
+}
+
+describe("HotImagesReconciler", () => {
+  let store: SqliteResourceStore;
+  let registry: AgentRegistry;
+  let agents: Map<string, FakeAgent>;
+  let reconciler: HotImagesReconciler;
+
+  const addAgent = (name: string, images: string[], ready = true) => {
+    registry.upsertAgent({ name, namespace: "default", pool: "web", endpoint: "127.0.0.1:1", capacity: 4, hostIP: "127.0.0.1", images });
+    registry.setAgentReady(name, ready);
+    agents.set(name, new FakeAgent());
+  };
+  const hotImages = async (name = "web") => (await store.get("SandboxPool", { namespace: "default", name }))?.status?.hotImages;
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
+
+  beforeEach(async () => {
+    store = openSqliteResourceStore({ path: ":memory:" });
+    registry = new AgentRegistry();
+    agents = new Map();
+    await store.create("SandboxPool", pool("web"));
+    reconciler = new HotImagesReconciler({
+      store,
+      registry,
+      agents: { get: (name) => agents.get(name) as AgentClient | undefined },
+      logger: pino({ level: "silent" }),
+      intervalMs: 3_600_000,
+    });
+  });
+
+  afterEach(async () => {
+    reconciler.stop();
+    await store.close();
+  });
+
+  it("writes the images created at least twice in the pool to status.hotImages, most used first", async () => {
+    await reconciler.start();
+    for (const [i, image] of ["python:3.12", "python:3.12", "python:3.12", "busybox", "docker.io/library/busybox:latest", "node:22"].entries()) {
+      await store.create("Sandbox", sandbox(`s${i}`, image));
+    }
+    await settle();
+    await reconciler.pass();
+    assert.deepEqual(await hotImages(), ["docker.io/library/python:3.12", "docker.io/library/busybox:latest"]);
+  });
+
+  it("counts the creates of the last minutes that happened before it started", async () => {
+    await store.create("Sandbox", sandbox("a", "python:3.12"));
+    await store.create("Sandbox", sandbox("b", "python:3.12"));
+    await reconciler.start();
+    await reconciler.pass();
+    assert.deepEqual(await hotImages(), ["docker.io/library/python:3.12"]);
+  });
+
+  it("pre-pulls hot images on ready agents of the pool that lack them, and only there", async () => {
+    addAgent("web-0", []);
+    addAgent("web-1", ["docker.io/library/python:3.12"]);
+    addAgent("web-2", [], false);
+    await store.create("Sandbox", sandbox("a", "python:3.12"));
+    await store.create("Sandbox", sandbox("b", "python:3.12"));
+    await reconciler.start();
+    await reconciler.pass();
+    await settle();
+    assert.deepEqual(agents.get("web-0")?.pulls, ["docker.io/library/python:3.12"]);
+    assert.deepEqual(agents.get("web-1")?.pulls, []);
+    assert.deepEqual(agents.get("web-2")?.pulls, []);
+  });
+
+  it("also pulls the pool's prewarmImages where they are missing (an agent whose prewarm failed)", async () => {
+    await store.delete("SandboxPool", { namespace: "default", name: "web" });
+    await store.create("SandboxPool", pool("web", ["r.io/tools:v1"]));
+    addAgent("web-0", []);
+    await reconciler.start();
+    await reconciler.pass();
+    await settle();
+    assert.deepEqual(agents.get("web-0")?.pulls, ["r.io/tools:v1"]);
+    assert.equal(await hotImages(), undefined);
+  });
+
+  it("keeps other pools' creates out of a pool's hot images", async () => {
+    await store.create("SandboxPool", pool("jobs"));
+    await store.create("Sandbox", sandbox("a", "python:3.12", "jobs"));
+    await store.create("Sandbox", sandbox("b", "python:3.12", "jobs"));
+    await reconciler.start();
+    await reconciler.pass();
+    assert.equal(await hotImages("web"), undefined);
+    assert.deepEqual(await hotImages("jobs"), ["docker.io/library/python:3.12"]);
+  });
+});
