@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { destination, pino } from "pino";
 import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
-import { startEmbeddedControlPlane, type EmbeddedControlPlane } from "@fast-sandbox/controlplane";
+import { startEmbeddedControlPlane, type EmbeddedControlPlane, type LocalJanitorOptions } from "@fast-sandbox/controlplane";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
 import { BASE_IMAGE, ctr, importBaseImage, removeCgroupTree, removeNamespace } from "./containerd.js";
 
@@ -36,6 +36,8 @@ export interface EmbeddedCaseOptions {
   heartbeatIntervalMs?: number;
   /** First restart delay of a lost agent (keeps a killed agent away for a while). */
   agentRestartDelayMs?: number;
+  /** Run the supervised janitor process, as `fsb up` does. @default no janitor */
+  janitor?: LocalJanitorOptions;
 }
 
 export function pool(name: string, spec: Partial<SandboxPool["spec"]> & { maxSandboxesPerPod: number }, namespace = "default"): SandboxPool {
@@ -64,6 +66,7 @@ export async function startEmbedded(options: EmbeddedCaseOptions): Promise<Embed
       cgroupRoot,
       heartbeatIntervalMs: options.heartbeatIntervalMs ?? 500,
       ...(options.agentRestartDelayMs !== undefined ? { agentRestartDelayMs: options.agentRestartDelayMs } : {}),
+      ...(options.janitor ? { janitor: options.janitor } : {}),
       logger,
     });
     for (const p of options.pools ?? []) {

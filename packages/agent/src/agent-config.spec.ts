@@ -41,6 +41,7 @@ describe("agentConfigFromEnv", () => {
       containerdNamespace: "fast-sandbox",
       cgroupParent: "",
       helperPath: DEFAULT_HELPER_PATH,
+      registryConfigPath: "",
     });
   });
 
@@ -54,6 +55,7 @@ describe("agentConfigFromEnv", () => {
       FSB_CONTAINERD_NAMESPACE: "fsb-test",
       FSB_CGROUP_PARENT: "/fast-sandbox/default-0",
       FSB_HELPER_PATH: "/opt/fsb-helper",
+      FSB_REGISTRY_CONFIG: "/var/lib/fsb/registry/config.json",
     });
     assert.equal(config.namespace, "team-a");
     assert.equal(config.nodeName, "node-7");
@@ -63,6 +65,7 @@ describe("agentConfigFromEnv", () => {
     assert.equal(config.containerdNamespace, "fsb-test");
     assert.equal(config.cgroupParent, "/fast-sandbox/default-0");
     assert.equal(config.helperPath, "/opt/fsb-helper");
+    assert.equal(config.registryConfigPath, "/var/lib/fsb/registry/config.json");
   });
 
   it("uses the helper built beside the package when FSB_HELPER_PATH is unset or empty", () => {

@@ -28,6 +28,8 @@ export interface AgentConfig {
   cgroupParent: string;
   /** FSB_HELPER_PATH, default the helper built beside this package (`helper/build/fsb-helper`). */
   helperPath: string;
+  /** FSB_REGISTRY_CONFIG: registry credentials in Docker's config.json format (what `fsb login` writes), read at every pull; empty: anonymous pulls. */
+  registryConfigPath: string;
 }
 
 /** The helper `scripts/build-helper.sh` builds, found relative to this file in src/ and dist/ alike. */
@@ -61,5 +63,6 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv = process.env): AgentC
     containerdNamespace: env.FSB_CONTAINERD_NAMESPACE ?? "fast-sandbox",
     cgroupParent: env.FSB_CGROUP_PARENT ?? "",
     helperPath: env.FSB_HELPER_PATH || DEFAULT_HELPER_PATH,
+    registryConfigPath: env.FSB_REGISTRY_CONFIG ?? "",
   };
 }

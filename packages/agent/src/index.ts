@@ -9,9 +9,12 @@ export {
   ContainerdRuntime,
   LABEL_HELPER,
   LABEL_ROLE,
+  ROLE_SHIM_ANCHOR,
   LABEL_IMAGE,
   LABEL_RUNTIME_TYPE,
   type ContainerdRuntimeOptions,
   type CreateTimings,
 } from "./containerd/containerd-runtime.js";
-export { ContainerdClient } from "./containerd/containerd-client.js";
+export { ContainerdClient, type ContainerdClientOptions } from "./containerd/containerd-client.js";
+export { isNotFound } from "./containerd/grpc-errors.js";
+export { execFifoName, isExecFifoName, sandboxLogDir, sandboxLogPath, sandboxRunDir } from "./state-layout.js";

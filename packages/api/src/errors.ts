@@ -76,6 +76,13 @@ export class UnauthenticatedError extends FsbError {
   }
 }
 
+/** The caller is known but may not do this (e.g. a registry refused access to a repository). */
+export class PermissionDeniedError extends FsbError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("permission_denied", message, options);
+  }
+}
+
 export class UnavailableError extends FsbError {
   constructor(message: string, options?: { cause?: unknown }) {
     super("unavailable", message, options);

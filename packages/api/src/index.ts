@@ -3,6 +3,7 @@ export * from "./schema/object-meta.js";
 export * from "./schema/sandbox.js";
 export * from "./schema/sandbox-pool.js";
 export * from "./schema/quantity.js";
+export * from "./schema/image-reference.js";
 export { assertValid, fieldPath, validateSandbox, validateSandboxPool } from "./schema/validation.js";
 export { renderCrds, toStructuralSchema } from "./schema/crd.js";
 export * from "./wire/convert.js";

@@ -5,6 +5,8 @@ import { down } from "./commands/down.js";
 import { exec, get, list, logs, remove, reset, run } from "./commands/sandboxes.js";
 import { apply } from "./commands/apply.js";
 import { agents } from "./commands/agents.js";
+import { login, pull } from "./commands/images.js";
+import { janitor } from "./commands/janitor.js";
 import { OUTPUT_FORMATS } from "./output.js";
 import { closeConnections } from "./connection.js";
 
@@ -43,6 +45,10 @@ function program(): Command {
       "cgroup the agents and sandboxes live under; empty disables (env FSB_CGROUP_ROOT)",
       process.env.FSB_CGROUP_ROOT ?? "fast-sandbox",
     )
+    .option("--no-janitor", "do not start the janitor (see 'fsb janitor')")
+    .option("--janitor-interval <duration>", "time between the janitor's passes", "10s")
+    .option("--janitor-protection <duration>", "the janitor leaves orphans younger than this alone", "2m")
+    .option("--janitor-metrics <host:port>", "serve the janitor's Prometheus metrics there (loopback only)")
     .action((options) => up({ ...options, ...(globals().dataDir ? { dataDir: globals().dataDir } : {}) }));
 
   fsb
@@ -134,6 +140,37 @@ function program(): Command {
     .option("--pool <pool>", "only this pool")
     .addOption(outputOption())
     .action((options) => agents({ ...globals(), ...options }));
+
+  fsb
+    .command("pull")
+    .description("pull an image on every ready agent of a pool, showing progress; one line per agent at the end")
+    .argument("<image>", "image reference, e.g. python:3.12 or ghcr.io/org/app@sha256:…")
+    .addOption(namespaceOption())
+    .option("--pool <pool>", "pool whose agents pull it", "default")
+    .action((image, options) => pull(image, { ...globals(), ...options }));
+
+  fsb
+    .command("login")
+    .description("save credentials for a registry (Docker's config.json format, in the data directory); agents use them at every pull")
+    .argument("<registry>", "registry host, e.g. ghcr.io, docker.io or 127.0.0.1:5000")
+    .option("-u, --username <user>", "user name")
+    .option("--password-stdin", "read the password (or token) from stdin")
+    .action((registry, options) => login(registry, { ...globals(), ...options }));
+
+  fsb
+    .command("janitor")
+    .description(
+      "remove what Fast Sandbox left behind: containers (task, snapshot, cgroup, files) whose agent or record is gone, " +
+        "and the shim anchors of agents that are gone; never anything without the fast-sandbox.io/managed label",
+    )
+    .option("--interval <duration>", "time between passes", "10s")
+    .option("--protection <duration>", "leave orphans younger than this alone (creates in flight); 0 for none", "2m")
+    .option("--once", "run one pass, print what it removed, and exit (1 when the control plane cannot be asked)")
+    .option("--metrics <host:port>", "serve Prometheus metrics at http://host:port/metrics (loopback only)")
+    .option("--containerd-namespace <ns>", "containerd namespace (env FSB_CONTAINERD_NAMESPACE; default: the one of 'fsb up')")
+    .option("--containerd-socket <path>", "containerd socket (env FSB_CONTAINERD_SOCKET; default: the one of 'fsb up')")
+    .option("--cgroup-root <name>", "cgroup the agents live under (env FSB_CGROUP_ROOT; default: the one of 'fsb up')")
+    .action((options) => janitor({ ...globals(), ...options }));
 
   return fsb;
 }

@@ -17,6 +17,7 @@ import { setCondition, writeStatus } from "./fastpath/sandbox-status.js";
 import { startApiServer, type ApiServer } from "./fastpath/api-server.js";
 import { applySandboxPool } from "./fastpath/pool-service.js";
 import { SandboxReconciler } from "./reconcile/sandbox-reconciler.js";
+import { HotImagesReconciler } from "./reconcile/hot-images-reconciler.js";
 import { recordSandboxFacts } from "./reconcile/sandbox-facts.js";
 import { LocalPoolReconciler } from "./embedded/local-pool-reconciler.js";
 import { LocalJanitorProcess, type LocalJanitorOptions } from "./embedded/local-janitor-process.js";
@@ -159,6 +160,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   });
   manager.setPoolCapacity(pools);
   const sandboxes = new SandboxReconciler({ store, manager, registry, agents: pools, logger });
+  const hotImages = new HotImagesReconciler({ store, registry, agents: clients, logger });
 
   let api: ApiServer | undefined;
   try {
@@ -167,12 +169,14 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
       if (!(await store.get("SandboxPool", { namespace, name }))) await applySandboxPool(store, options.defaultPool);
     }
     await pools.start();
-    api = await startApiServer({ manager, store, registry, token: options.token, host: options.host ?? "127.0.0.1", port: options.port ?? 0 });
+    api = await startApiServer({ manager, store, registry, agents: clients, token: options.token, host: options.host ?? "127.0.0.1", port: options.port ?? 0 });
     const allReady = await pools.waitForAgents(options.recoveryTimeoutMs ?? 30_000);
     if (!allReady) logger.warn("not every pool reached poolMin ready agents in time; serving anyway");
     releaseWrites();
     await sandboxes.start();
+    await hotImages.start();
   } catch (error) {
+    hotImages.stop();
     await api?.close();
     await pools.stop();
     await store.close();
@@ -206,6 +210,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
       await server.close();
       await manager.drain();
       await sandboxes.stop();
+      hotImages.stop();
       await pools.stop();
       await store.close();
     },

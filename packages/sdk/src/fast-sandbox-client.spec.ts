@@ -126,6 +126,7 @@ describe("sandboxes.create checks ports before sending", () => {
 describe("FastSandboxClient against an in-process control plane", () => {
   let server: CleartextServer;
   let lastCreate: pb.CreateSandboxRequest | undefined;
+  let lastPull: pb.PullImageRequest | undefined;
 
   before(async () => {
     const handler = connectNodeAdapter({
@@ -150,6 +151,16 @@ describe("FastSandboxClient against an in-process control plane", () => {
             throw toConnectError(new NotFoundError(`sandbox ${request.namespace}/${request.name} not found`));
           },
         });
+        service(pb.PoolService, {
+          async *pullImage(request) {
+            lastPull = request;
+            const base = { image: `docker.io/library/${request.image}:latest`, layersTotal: 2, bytesTotal: 5_000_000_000n, digest: "sha256:d" };
+            yield { ...base, agent: "web-1", phase: "downloading", layersDone: 1, bytesDone: 4_000_000_000n };
+            yield { ...base, agent: "web-0", phase: "done", layersDone: 2, bytesDone: 5_000_000_000n };
+            if (request.image === "missing") throw toConnectError(new NotFoundError("agent web-1: image docker.io/library/missing:latest not found"));
+            yield { ...base, agent: "web-1", phase: "done", layersDone: 2, bytesDone: 5_000_000_000n };
+          },
+        });
       },
     });
     server = await listenCleartext(handler, "127.0.0.1", 0);
@@ -157,6 +168,26 @@ describe("FastSandboxClient against an in-process control plane", () => {
 
   after(async () => {
     await server.close();
+  });
+
+  it("pulls an image on a pool, reporting every agent's progress and resolving with each one's last report", async () => {
+    const client = new FastSandboxClient({ url: `http://127.0.0.1:${server.port}`, token: TOKEN });
+    try {
+      const seen: string[] = [];
+      const result = await client.pools.pullImage("busybox", { pool: "web", namespace: "team-a", onProgress: (p) => seen.push(`${p.agent} ${p.phase}`) });
+      assert.deepEqual([lastPull?.image, lastPull?.pool, lastPull?.namespace], ["busybox", "web", "team-a"]);
+      assert.deepEqual(seen, ["web-1 downloading", "web-0 done", "web-1 done"]);
+      assert.deepEqual(
+        result.map((p) => [p.agent, p.phase, p.layersDone, p.bytesDone]),
+        [
+          ["web-0", "done", 2, 5_000_000_000],
+          ["web-1", "done", 2, 5_000_000_000],
+        ],
+      );
+      await assert.rejects(client.pools.pullImage("missing"), (error: unknown) => error instanceof NotFoundError && /agent web-1: image/.test(error.message));
+    } finally {
+      closeClient(client);
+    }
   });
 
   for (const httpVersion of ["1.1", "2"] as const) {

@@ -83,6 +83,33 @@ export interface AgentSummary {
   nodeName?: string;
 }
 
+/** Progress of an image pull on one agent. */
+export interface PullProgress {
+  /** The agent reporting it. */
+  agent: string;
+  /** The normalized reference, e.g. `docker.io/library/busybox:latest`. */
+  image: string;
+  phase: "resolving" | "downloading" | "unpacking" | "done";
+  layersTotal: number;
+  /** Layers downloaded (phase downloading) or unpacked (unpacking, done). */
+  layersDone: number;
+  bytesTotal: number;
+  bytesDone: number;
+  /** Digest of the image's index or manifest, once resolved. */
+  digest: string;
+}
+
+export interface PullImageOptions {
+  /** @default "default" */
+  namespace?: string;
+  /** The pool whose ready agents pull the image. @default "default" */
+  pool?: string;
+  /** Called with every progress report of every agent. */
+  onProgress?: (progress: PullProgress) => void;
+  /** Stops waiting (the agents finish the pull anyway, for the creates that need it). */
+  signal?: AbortSignal;
+}
+
 function envList(envs: CreateSandboxOptions["envs"]): EnvVar[] | undefined {
   if (!envs) return undefined;
   return Array.isArray(envs) ? envs : Object.entries(envs).map(([name, value]) => ({ name, value }));
@@ -262,6 +289,36 @@ export class Pools {
 
   async delete(name: string, options: { namespace?: string } = {}): Promise<void> {
     await translate(() => this.client.deleteSandboxPool({ name, namespace: options.namespace ?? "" }, { timeoutMs: this.timeoutMs }));
+  }
+
+  /**
+   * Pulls an image on every ready agent of a pool (no deadline: large images take a while) and
+   * resolves with each agent's final report, or fails with the first agent's error after all finished.
+   */
+  async pullImage(image: string, options: PullImageOptions = {}): Promise<PullProgress[]> {
+    const last = new Map<string, PullProgress>();
+    try {
+      for await (const message of this.client.pullImage(
+        { image, namespace: options.namespace ?? "", pool: options.pool ?? "" },
+        options.signal ? { signal: options.signal } : {},
+      )) {
+        const progress: PullProgress = {
+          agent: message.agent,
+          image: message.image,
+          phase: message.phase as PullProgress["phase"],
+          layersTotal: message.layersTotal,
+          layersDone: message.layersDone,
+          bytesTotal: Number(message.bytesTotal),
+          bytesDone: Number(message.bytesDone),
+          digest: message.digest,
+        };
+        last.set(progress.agent, progress);
+        options.onProgress?.(progress);
+      }
+    } catch (error) {
+      throw fromConnectError(error);
+    }
+    return [...last.values()].sort((a, b) => a.agent.localeCompare(b.agent));
   }
 
   async agents(options: { namespace?: string; pool?: string } = {}): Promise<AgentSummary[]> {

@@ -7,11 +7,14 @@ export {
   type ExecOptions,
   type ExecResult,
   type AgentSummary,
+  type PullProgress,
+  type PullImageOptions,
 } from "./fast-sandbox-client.js";
 export {
   FsbError,
   ValidationError,
   NotFoundError,
+  PermissionDeniedError,
   AlreadyExistsError,
   ConflictError,
   NoCapacityError,

@@ -1,6 +1,6 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { AlreadyExistsError, FastSandboxClient, NotFoundError, UnauthenticatedError, ValidationError } from "@fast-sandbox/sdk";
+import { AlreadyExistsError, FastSandboxClient, NotFoundError, UnauthenticatedError, UnavailableError, ValidationError } from "@fast-sandbox/sdk";
 import type { CreateSandboxOptions } from "@fast-sandbox/sdk";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -53,10 +53,11 @@ describe("bad input gets a clear error and creates nothing", () => {
     },
     { what: "an invalid pool name", options: { ...base, pool: "UPPER" }, error: ValidationError, message: /spec\.poolRef: invalid name/ },
     {
-      what: "an image containerd does not have",
-      options: { ...base, image: "example.org/missing:1" },
-      error: NotFoundError,
-      message: /example\.org\/missing:1.*import it/,
+      what: "an image whose registry does not answer",
+      // Nothing listens on port 2 of loopback: the agent's pull of the missing image finds no registry.
+      options: { ...base, image: "127.0.0.1:2/missing:1" },
+      error: UnavailableError,
+      message: /registry 127\.0\.0\.1:2 is unreachable at http:\/\/127\.0\.0\.1:2 \(ECONNREFUSED\)/,
     },
     {
       what: "an unknown failure policy",

@@ -5,7 +5,17 @@ import { join } from "node:path";
 import { after, beforeEach, describe, it } from "node:test";
 import { Code, ConnectError, createClient, createRouterTransport, type Client } from "@connectrpc/connect";
 import { AlreadyExistsError, FsbError, NotFoundError, pb } from "@fast-sandbox/api";
-import type { DeleteOptions, ExecIo, ExecRequest, Runtime, RuntimeSandbox, RuntimeSandboxSpec } from "../runtime/runtime.js";
+import type {
+  DeleteOptions,
+  ExecIo,
+  ExecRequest,
+  ImagePullProgress,
+  PullImageOptions,
+  PulledImage,
+  Runtime,
+  RuntimeSandbox,
+  RuntimeSandboxSpec,
+} from "../runtime/runtime.js";
 import { EXEC_QUEUE_HIGH, createAgentService, type AgentIdentity } from "./agent-service.js";
 
 /** An in-memory Runtime that records what the service asks of it. */
@@ -24,6 +34,18 @@ class FakeRuntime implements Runtime {
 
   async listImages(): Promise<string[]> {
     return [...this.images];
+  }
+
+  readonly pulls: string[] = [];
+  /** Reports these steps, then succeeds or throws `pullError`. */
+  pullSteps: Omit<ImagePullProgress, "image">[] = [];
+  pullError: Error | undefined;
+
+  async pullImage(reference: string, options?: PullImageOptions): Promise<PulledImage> {
+    this.pulls.push(reference);
+    for (const step of this.pullSteps) options?.onProgress?.({ image: `normalized/${reference}`, ...step });
+    if (this.pullError) throw this.pullError;
+    return { image: `normalized/${reference}`, digest: "sha256:abc" };
   }
 
   async create(spec: RuntimeSandboxSpec): Promise<RuntimeSandbox> {
@@ -394,6 +416,47 @@ describe("AgentService", () => {
     });
   });
 
+  describe("pullImage", () => {
+    const step = (phase: ImagePullProgress["phase"], layersDone: number, bytesDone: number) => ({
+      phase,
+      layersTotal: 2,
+      layersDone,
+      bytesTotal: 300,
+      bytesDone,
+      digest: "sha256:abc",
+    });
+
+    it("streams the runtime's progress, 64-bit byte counts included, and ends after done", async () => {
+      runtime.pullSteps = [step("resolving", 0, 0), step("downloading", 1, 100), step("unpacking", 2, 300), step("done", 2, 300)];
+      const progress = await drain(client.pullImage({ image: "busybox" }));
+      assert.deepEqual(runtime.pulls, ["busybox"]);
+      assert.deepEqual(
+        progress.map((p) => [p.image, p.phase, p.layersDone, p.layersTotal, p.bytesDone, p.bytesTotal, p.digest]),
+        [
+          ["normalized/busybox", "resolving", 0, 2, 0n, 300n, "sha256:abc"],
+          ["normalized/busybox", "downloading", 1, 2, 100n, 300n, "sha256:abc"],
+          ["normalized/busybox", "unpacking", 2, 2, 300n, 300n, "sha256:abc"],
+          ["normalized/busybox", "done", 2, 2, 300n, 300n, "sha256:abc"],
+        ],
+      );
+    });
+
+    it("ends the stream with the pull's error, its code kept", async () => {
+      runtime.pullSteps = [step("resolving", 0, 0)];
+      runtime.pullError = new NotFoundError("image r.io/app:nope not found");
+      const error = await rejection(drain(client.pullImage({ image: "r.io/app:nope" })));
+      assert.equal(error.code, Code.NotFound);
+      assert.match(error.rawMessage, /r\.io\/app:nope not found/);
+    });
+
+    it("refuses an invalid reference without asking the runtime", async () => {
+      const error = await rejection(drain(client.pullImage({ image: "Not/Valid" })));
+      assert.equal(error.code, Code.InvalidArgument);
+      assert.match(error.rawMessage, /must be lower-case/);
+      assert.deepEqual(runtime.pulls, []);
+    });
+  });
+
   describe("status and listSandboxes", () => {
     it("status reports the identity, the images and the sandboxes", async () => {
       runtime.add({ sandboxId: "default.a.000001", name: "a", image: "python:3.12", state: "running", pid: 11 });
@@ -404,7 +467,8 @@ describe("AgentService", () => {
       assert.equal(status.pool, "default");
       assert.equal(status.nodeName, "node-1");
       assert.equal(status.pid, process.pid);
-      assert.deepEqual(status.images, ["fast-sandbox.io/base:latest", "python:3.12"]);
+      // With their normalized names, so a sandbox naming either form finds its image warm.
+      assert.deepEqual(status.images, ["docker.io/library/python:3.12", "fast-sandbox.io/base:latest", "python:3.12"]);
       assert.deepEqual(
         status.sandboxes.map((s) => [s.sandboxId, s.namespace, s.name, s.image, s.state, s.pid, s.exitCode]),
         [
@@ -419,6 +483,19 @@ describe("AgentService", () => {
       const { sandboxes } = await client.listSandboxes({});
       assert.equal(sandboxes.length, 1);
       assert.equal(sandboxes[0]?.exitCode, 0);
+    });
+
+    it("reports which sandboxes had a process OOM-killed, in status and listSandboxes", async () => {
+      runtime.add({ sandboxId: "default.oom.000001", state: "running", pid: 12, oomKilled: true });
+      runtime.add({ sandboxId: "default.fine.000001", state: "running", pid: 13 });
+      const expected = [
+        ["default.fine.000001", false],
+        ["default.oom.000001", true],
+      ];
+      const byId = (sandboxes: { sandboxId: string; oomKilled: boolean }[]) =>
+        sandboxes.map((s) => [s.sandboxId, s.oomKilled]).sort((a, b) => String(a[0]).localeCompare(String(b[0])));
+      assert.deepEqual(byId((await client.status({})).sandboxes), expected);
+      assert.deepEqual(byId((await client.listSandboxes({})).sandboxes), expected);
     });
 
     it("status fails with the runtime's error", async () => {

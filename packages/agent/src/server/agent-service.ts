@@ -2,9 +2,10 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
-import { AlreadyExistsError, AsyncQueue, NotFoundError, ValidationError, pb, toConnectError } from "@fast-sandbox/api";
-import type { Runtime, RuntimeSandbox, RuntimeType } from "../runtime/runtime.js";
+import { AlreadyExistsError, AsyncQueue, NotFoundError, ValidationError, normalizeImageName, parseImageReference, pb, toConnectError } from "@fast-sandbox/api";
+import type { ImagePullProgress, Runtime, RuntimeSandbox, RuntimeType } from "../runtime/runtime.js";
 import { readLog } from "../log-follower.js";
+import { CreatesInFlight } from "./creates-in-flight.js";
 
 export interface AgentIdentity {
   name: string;
@@ -18,6 +19,8 @@ export interface AgentServiceOptions {
   runtime: Runtime;
   /** Directory of the sandboxes' log files. */
   logDir: string;
+  /** Creates in flight (reported as `creating`; drained on stop). @default a new tracker */
+  creates?: CreatesInFlight;
 }
 
 function toAgentSandbox(sandbox: RuntimeSandbox): pb.AgentSandbox {
@@ -29,7 +32,17 @@ function toAgentSandbox(sandbox: RuntimeSandbox): pb.AgentSandbox {
     state: sandbox.state,
     pid: sandbox.pid ?? 0,
     ...(sandbox.exitCode !== undefined ? { exitCode: sandbox.exitCode } : {}),
+    oomKilled: sandbox.oomKilled ?? false,
   });
+}
+
+function toPullProgress(progress: ImagePullProgress): pb.PullProgress {
+  return create(pb.PullProgressSchema, { ...progress, bytesTotal: BigInt(progress.bytesTotal), bytesDone: BigInt(progress.bytesDone) });
+}
+
+/** The image names containerd holds plus their normalized forms, so `busybox` and `docker.io/library/busybox:latest` both match. */
+function withNormalizedNames(images: string[]): string[] {
+  return [...new Set(images.flatMap((name) => [name, normalizeImageName(name)]))].sort();
 }
 
 /** Exec output chunks (up to 64 KiB each) buffered per stream before the pipe pauses, and resumes. */
@@ -54,6 +67,7 @@ async function edge<T>(fn: () => Promise<T>): Promise<T> {
 /** The agent's API: a thin layer over the Runtime that adds log files and streaming. */
 export function createAgentService(options: AgentServiceOptions): ServiceImpl<typeof pb.AgentService> {
   const { identity, runtime, logDir } = options;
+  const creates = options.creates ?? new CreatesInFlight();
   const logPath = (sandboxId: string) => join(logDir, `${sandboxId}.log`);
 
   async function requireSandbox(sandboxId: string): Promise<RuntimeSandbox> {
@@ -66,10 +80,19 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
   return {
     async status() {
       return edge(async () => {
-        const [images, sandboxes] = await Promise.all([runtime.listImages(), runtime.list()]);
+        const inFlight = creates.ids();
+        const [images, listed] = await Promise.all([runtime.listImages(), runtime.list()]);
+        // A create in flight is `creating` whatever its container's state, and listed even before its container exists.
+        const creating = new Set(creates.ids().filter((id) => inFlight.includes(id)));
+        const sandboxes = listed.map((sandbox) => (creating.has(sandbox.sandboxId) ? { ...sandbox, state: "creating" as const } : sandbox));
+        for (const id of creating) {
+          if (!listed.some((sandbox) => sandbox.sandboxId === id)) {
+            sandboxes.push({ sandboxId: id, namespace: "", name: "", pool: identity.pool, image: "", state: "creating", labels: {} });
+          }
+        }
         return create(pb.AgentStatusSchema, {
           ...identity,
-          images,
+          images: withNormalizedNames(images),
           sandboxes: sandboxes.map(toAgentSandbox),
           pid: process.pid,
         });
@@ -82,24 +105,26 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
         const runtimeType: RuntimeType = request.runtimeType === "gvisor" ? "gvisor" : "container";
         let sandbox: RuntimeSandbox;
         try {
-          sandbox = await runtime.create({
-            sandboxId: request.sandboxId,
-            namespace: request.namespace,
-            name: request.name,
-            pool: identity.pool,
-            image: request.image,
-            command: request.command,
-            args: request.args,
-            env: request.envs.map((e) => ({ name: e.name, value: e.value })),
-            ...(request.workingDir ? { workingDir: request.workingDir } : {}),
-            resources: {
-              ...(request.cpuMillis > 0 ? { cpuMillis: request.cpuMillis } : {}),
-              ...(request.memoryBytes > 0n ? { memoryBytes: Number(request.memoryBytes) } : {}),
-              ...(request.pids > 0 ? { pids: request.pids } : {}),
-            },
-            runtimeType,
-            logPath: logPath(request.sandboxId),
-          });
+          sandbox = await creates.track(request.sandboxId, () =>
+            runtime.create({
+              sandboxId: request.sandboxId,
+              namespace: request.namespace,
+              name: request.name,
+              pool: identity.pool,
+              image: request.image,
+              command: request.command,
+              args: request.args,
+              env: request.envs.map((e) => ({ name: e.name, value: e.value })),
+              ...(request.workingDir ? { workingDir: request.workingDir } : {}),
+              resources: {
+                ...(request.cpuMillis > 0 ? { cpuMillis: request.cpuMillis } : {}),
+                ...(request.memoryBytes > 0n ? { memoryBytes: Number(request.memoryBytes) } : {}),
+                ...(request.pids > 0 ? { pids: request.pids } : {}),
+              },
+              runtimeType,
+              logPath: logPath(request.sandboxId),
+            }),
+          );
         } catch (error) {
           // The runtime undid its steps; the log file is the agent's to remove (unless it is another's).
           if (!(error instanceof AlreadyExistsError)) await rm(logPath(request.sandboxId), { force: true });
@@ -139,6 +164,23 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
         throw toConnectError(error);
       } finally {
         stop.abort();
+      }
+    },
+
+    async *pullImage(request) {
+      const queue = new AsyncQueue<pb.PullProgress>();
+      try {
+        parseImageReference(request.image);
+        // The pull is shared with creates and other callers waiting for the same image: a client
+        // that goes away stops listening, the pull goes on.
+        const pulled = runtime.pullImage(request.image, { onProgress: (progress) => queue.push(toPullProgress(progress)) }).then(
+          () => queue.end(),
+          (error: unknown) => queue.end(error),
+        );
+        yield* queue;
+        await pulled;
+      } catch (error) {
+        throw toConnectError(error);
       }
     },
 

@@ -6,7 +6,9 @@ export const PoolCapacity = Type.Object(
     poolMin: Type.Integer({ minimum: 0, description: "Fewest agents the pool keeps." }),
     poolMax: Type.Integer({ minimum: 0, description: "Most agents the pool may run." }),
     bufferMin: Type.Optional(Type.Integer({ minimum: 0, description: "Fewest free sandbox slots kept warm." })),
-    bufferMax: Type.Optional(Type.Integer({ minimum: 0, description: "Most free sandbox slots kept warm; idle agents beyond it are released after scaleDownDelaySeconds." })),
+    bufferMax: Type.Optional(
+      Type.Integer({ minimum: 0, description: "Most free sandbox slots kept warm; idle agents beyond it are released after scaleDownDelaySeconds." }),
+    ),
     scaleDownDelaySeconds: Type.Optional(
       Type.Integer({
         minimum: 0,

@@ -9,6 +9,7 @@ import {
   FsbError,
   NoCapacityError,
   NotFoundError,
+  PermissionDeniedError,
   UnauthenticatedError,
   UnavailableError,
   ValidationError,
@@ -28,7 +29,7 @@ const errors: [string, () => FsbError, Code][] = [
   ["UnavailableError", () => new UnavailableError("agent-0 is not reachable"), Code.Unavailable],
   ["FailedPreconditionError", () => new FailedPreconditionError("the pool is being deleted"), Code.FailedPrecondition],
   ["ExpiredError", () => new ExpiredError("resourceVersion 1 is too old; list again"), Code.FailedPrecondition],
-  ["FsbError permission_denied", () => new FsbError("permission_denied", "not yours"), Code.PermissionDenied],
+  ["PermissionDeniedError", () => new PermissionDeniedError("registry r.io denied access to team/app"), Code.PermissionDenied],
   ["FsbError deadline_exceeded", () => new FsbError("deadline_exceeded", "too slow"), Code.DeadlineExceeded],
   ["FsbError internal", () => new FsbError("internal", "boom"), Code.Internal],
 ];

@@ -11,6 +11,7 @@ import {
   FsbError,
   NoCapacityError,
   NotFoundError,
+  PermissionDeniedError,
   UnauthenticatedError,
   UnavailableError,
   ValidationError,
@@ -69,6 +70,8 @@ export function fromConnectError(error: unknown): FsbError {
       return new NoCapacityError(message);
     case "unauthenticated":
       return new UnauthenticatedError(message);
+    case "permission_denied":
+      return new PermissionDeniedError(message);
     case "failed_precondition":
       if (connect.metadata.get(ERROR_REASON_KEY) === EXPIRED_REASON) return new ExpiredError(message);
       return new FailedPreconditionError(message);

@@ -1,7 +1,7 @@
-import { createClient, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
 import { create } from "@bufbuild/protobuf";
-import { fromConnectError, pb, sendBearerToken } from "@fast-sandbox/api";
+import { UnavailableError, fromConnectError, pb, sendBearerToken } from "@fast-sandbox/api";
 
 /** The control plane's port to one agent. */
 export interface AgentClient {
@@ -11,6 +11,8 @@ export interface AgentClient {
   listSandboxes(): Promise<pb.AgentSandbox[]>;
   logs(sandboxId: string, follow: boolean, signal?: AbortSignal): AsyncIterable<Uint8Array>;
   exec(request: Omit<pb.AgentExecRequest, "$typeName" | "$unknown">, signal?: AbortSignal): AsyncIterable<pb.ExecResponse>;
+  /** Pulls an image on the agent (joining a pull of it in flight), streaming progress until it is unpacked. */
+  pullImage(image: string, signal?: AbortSignal): AsyncIterable<pb.PullProgress>;
   close(): void;
 }
 
@@ -24,6 +26,10 @@ export function createAgentClient(endpoint: string, token: string): AgentClient 
     try {
       return await fn();
     } catch (error) {
+      // A unary call nobody cancelled that ends "canceled" lost its connection (the agent died).
+      if (error instanceof ConnectError && error.code === Code.Canceled) {
+        throw new UnavailableError(`agent at ${endpoint} dropped the connection: ${error.rawMessage}`, { cause: error });
+      }
       throw fromConnectError(error);
     }
   };
@@ -44,6 +50,14 @@ export function createAgentClient(endpoint: string, token: string): AgentClient 
     async *exec(request, signal) {
       try {
         yield* client.exec(create(pb.AgentExecRequestSchema, request), { ...(signal ? { signal } : {}) });
+      } catch (error) {
+        throw fromConnectError(error);
+      }
+    },
+    async *pullImage(image, signal) {
+      try {
+        // No deadline: a large image takes what it takes; progress shows it moving, `signal` stops waiting.
+        yield* client.pullImage({ image }, { ...(signal ? { signal } : {}) });
       } catch (error) {
         throw fromConnectError(error);
       }

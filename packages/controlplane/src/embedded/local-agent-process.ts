@@ -28,7 +28,14 @@ export interface LocalAgentSettings {
   restartDelayMs?: number;
   /** Extra environment of the agent process. */
   env?: Record<string, string>;
+  /** Registry credentials (Docker's config.json) the agent reads at every pull (FSB_REGISTRY_CONFIG). @default none */
+  registryConfigPath?: string;
   logger: Logger;
+}
+
+/** Where the embedded mode keeps registry credentials: `fsb login` writes the file, agents read it at every pull. */
+export function registryConfigPath(dataDir: string): string {
+  return join(dataDir, "registry", "config.json");
 }
 
 export interface LocalAgentEvents {
@@ -88,6 +95,7 @@ export class LocalAgentProcess {
         FSB_CONTAINERD_NAMESPACE: s.containerdNamespace,
         FSB_CGROUP_PARENT: s.cgroupParent,
         FSB_AGENT_EXIT_ON_STDIN_CLOSE: "1",
+        ...(s.registryConfigPath ? { FSB_REGISTRY_CONFIG: s.registryConfigPath } : {}),
         ...s.env,
       },
     });

@@ -11,7 +11,8 @@ import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore, Watch } from "../store/resource-store.js";
 import { DEFAULT_NAMESPACE, sandboxKey, type SandboxManager } from "../fastpath/sandbox-manager.js";
 import { planPoolSize } from "../reconcile/pool-sizer.js";
-import { LocalAgentProcess, type LocalAgentEvents } from "./local-agent-process.js";
+import { ImagePrewarmer } from "../reconcile/image-prewarmer.js";
+import { LocalAgentProcess, registryConfigPath, type LocalAgentEvents } from "./local-agent-process.js";
 
 export { desiredAgents } from "../reconcile/pool-sizer.js";
 
@@ -71,6 +72,7 @@ export class LocalPoolReconciler {
   private readonly spareSince = new Map<string, Date>();
   private readonly desired = new Map<string, number>();
   private readonly clock: () => Date;
+  private readonly prewarmer: ImagePrewarmer;
   private watch: Watch | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -78,6 +80,7 @@ export class LocalPoolReconciler {
   constructor(options: LocalPoolReconcilerOptions) {
     this.options = options;
     this.clock = options.clock ?? (() => new Date());
+    this.prewarmer = new ImagePrewarmer({ logger: options.logger, clock: this.clock });
   }
 
   /** Whether the agent answers, and since when; undefined for an agent this controller does not run. */
@@ -227,6 +230,8 @@ export class LocalPoolReconciler {
         options
           .onAgentReady(name, status)
           .catch((error: unknown) => options.logger.error({ err: error, agent: name }, "could not adopt all of the agent's sandboxes"))
+          .then(() => this.prewarm(agent, status))
+          .catch((error: unknown) => options.logger.error({ err: error, agent: name }, "could not prewarm the pool's images"))
           .finally(() => {
             // The agent may have been removed meanwhile (pool deleted, scale-down).
             if (options.registry.getAgent(name) && this.agents.get(name) === agent) options.registry.setAgentReady(name, true);
@@ -261,6 +266,7 @@ export class LocalPoolReconciler {
         heartbeatIntervalMs: options.heartbeatIntervalMs,
         ...(options.agentRestartDelayMs !== undefined ? { restartDelayMs: options.agentRestartDelayMs } : {}),
         ...(options.agentEnv ? { env: options.agentEnv } : {}),
+        registryConfigPath: registryConfigPath(options.dataDir),
         logger: options.logger,
       },
       events,
@@ -271,6 +277,15 @@ export class LocalPoolReconciler {
     this.starting.add(name);
     agent.start();
     return agent;
+  }
+
+  /** Pulls the pool's prewarmImages the agent lacks before it is marked ready (never fails: see image-prewarmer.ts). */
+  private async prewarm(agent: LocalAgentProcess, status: pb.AgentStatus): Promise<void> {
+    const images = this.pools.get(sandboxKey(agent.settings.namespace, agent.settings.pool))?.spec.prewarmImages ?? [];
+    if (images.length === 0 || !agent.client) return;
+    const { pulled } = await this.prewarmer.prewarm(agent.name, agent.client, images, status.images);
+    // Image affinity sees them at once, not at the next heartbeat.
+    if (pulled.length > 0 && this.options.registry.getAgent(agent.name)) this.options.registry.setImages(agent.name, [...status.images, ...pulled]);
   }
 
   private async remove(agent: LocalAgentProcess): Promise<void> {

@@ -1,6 +1,6 @@
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { listenCleartext, pb, requireBearerToken } from "@fast-sandbox/api";
-import type { SandboxManager } from "./sandbox-manager.js";
+import type { AgentClients, SandboxManager } from "./sandbox-manager.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { createSandboxService } from "./sandbox-service.js";
@@ -10,6 +10,8 @@ export interface ApiServerOptions {
   manager: SandboxManager;
   store: ResourceStore;
   registry: AgentRegistry;
+  /** The agents' clients (image pulls on a pool's agents). */
+  agents: AgentClients;
   token: string;
   host: string;
   port: number;
@@ -26,7 +28,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     interceptors: [requireBearerToken(options.token)],
     routes: (router) => {
       router.service(pb.SandboxService, createSandboxService(options.manager));
-      router.service(pb.PoolService, createPoolService({ store: options.store, registry: options.registry, manager: options.manager }));
+      router.service(pb.PoolService, createPoolService({ store: options.store, registry: options.registry, manager: options.manager, agents: options.agents }));
     },
   });
   const server = await listenCleartext(handler, options.host, options.port);

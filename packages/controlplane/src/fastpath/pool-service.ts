@@ -2,8 +2,11 @@ import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   API_VERSION,
+  AsyncQueue,
   FailedPreconditionError,
+  FsbError,
   NotFoundError,
+  parseImageReference,
   pb,
   sandboxPoolFromMessage,
   sandboxPoolToMessage,
@@ -13,8 +16,8 @@ import {
 } from "@fast-sandbox/api";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
-import { DEFAULT_NAMESPACE, type SandboxManager } from "./sandbox-manager.js";
-import { edge } from "./sandbox-service.js";
+import { DEFAULT_NAMESPACE, type AgentClients, type SandboxManager } from "./sandbox-manager.js";
+import { edge, edgeStream } from "./sandbox-service.js";
 
 /** Creates the pool or replaces its spec (like `kubectl apply` of a whole object). */
 export async function applySandboxPool(store: ResourceStore, input: SandboxPool): Promise<SandboxPool> {
@@ -50,10 +53,48 @@ export interface PoolServiceOptions {
   store: ResourceStore;
   registry: AgentRegistry;
   manager: SandboxManager;
+  agents: AgentClients;
 }
 
-export function createPoolService({ store, registry, manager }: PoolServiceOptions): ServiceImpl<typeof pb.PoolService> {
+/**
+ * Pulls `image` on every ready agent of the pool at once, merging their progress streams (each
+ * message names its agent). Fails, after every agent has finished, when any agent's pull failed.
+ */
+export async function* pullImageOnPool(
+  { store, registry, agents }: Pick<PoolServiceOptions, "store" | "registry" | "agents">,
+  request: { namespace: string; pool: string; image: string },
+  signal?: AbortSignal,
+): AsyncGenerator<pb.PullProgress> {
+  const namespace = request.namespace || DEFAULT_NAMESPACE;
+  const poolName = request.pool || "default";
+  parseImageReference(request.image, "image");
+  if (!(await store.get("SandboxPool", { namespace, name: poolName }))) throw new NotFoundError(`pool ${namespace}/${poolName} not found`);
+  const ready = registry.listAgents({ namespace, pool: poolName }).filter((agent) => agent.ready);
+  if (ready.length === 0)
+    throw new FailedPreconditionError(`pool ${namespace}/${poolName} has no ready agent to pull on; try again when 'fsb agents' shows one`);
+  const queue = new AsyncQueue<pb.PullProgress>();
+  const failures: { agent: string; error: FsbError }[] = [];
+  const pulls = ready.map(async ({ name }) => {
+    try {
+      const client = agents.get(name);
+      if (!client) throw new FsbError("unavailable", "not connected");
+      for await (const progress of client.pullImage(request.image, signal)) queue.push(create(pb.PullProgressSchema, { ...progress, agent: name }));
+    } catch (error) {
+      failures.push({ agent: name, error: FsbError.from(error) });
+    }
+  });
+  void Promise.all(pulls).then(() => queue.end());
+  yield* queue;
+  const [first] = failures;
+  if (first) {
+    const others = failures.length > 1 ? ` (and on ${failures.length - 1} more of ${ready.length} agents)` : "";
+    throw new FsbError(first.error.code, `agent ${first.agent}: ${first.error.message}${others}`, { cause: first.error });
+  }
+}
+
+export function createPoolService({ store, registry, manager, agents }: PoolServiceOptions): ServiceImpl<typeof pb.PoolService> {
   return {
+    pullImage: (request, context) => edgeStream(() => pullImageOnPool({ store, registry, agents }, request, context.signal)),
     applySandboxPool: (request) =>
       edge(async () => {
         if (!request.pool) throw new FailedPreconditionError("pool is required");
