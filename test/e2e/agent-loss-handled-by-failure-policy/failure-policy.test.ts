@@ -36,14 +36,14 @@ describe("an agent's loss is handled by the sandbox's failure policy", () => {
   async function agentOf(sandbox: Sandbox) {
     const agents = await embedded.client.pools.agents({ pool: "heal" });
     const agent = agents.find((a) => a.name === sandbox.status?.assignedPod);
-    assert.ok(agent?.pid, `agent of ${sandbox.metadata.name} has a pid`);
+    assert.ok(agent?.pid && agent.pid > 0, `agent of ${sandbox.metadata.name} has a pid`);
     return agent;
   }
 
   /** kill -9 of the agent process that runs the sandbox; its supervisor restarts it after AGENT_RESTART_DELAY_MS. */
   async function killAgentOf(sandbox: Sandbox): Promise<string> {
     const agent = await agentOf(sandbox);
-    process.kill(agent.pid, "SIGKILL");
+    process.kill(agent.pid ?? 0, "SIGKILL");
     return agent.name;
   }
 
@@ -101,7 +101,10 @@ describe("an agent's loss is handled by the sandbox's failure policy", () => {
     await killAgentOf(doomed);
     await waitFor(async () => (await get("doomed")).status?.phase === "Lost", 15_000, "phase Lost");
     await embedded.client.sandboxes.delete("doomed");
-    assert.equal((await embedded.client.sandboxes.list()).some((s) => s.metadata.name === "doomed"), false);
+    assert.equal(
+      (await embedded.client.sandboxes.list()).some((s) => s.metadata.name === "doomed"),
+      false,
+    );
     await waitForAgentsReady();
     await waitFor(() => !ctr(embedded.containerdNamespace, "containers", "ls", "-q").includes(id), 15_000, "the container removed");
   });

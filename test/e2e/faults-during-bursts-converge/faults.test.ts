@@ -130,7 +130,9 @@ describe("faults in the middle of bursts converge to the truth", () => {
       const message = (failed.error ?? "").replace(/\b(sb|r\d+)-[\w.-]+/g, "…");
       errors.set(message, (errors.get(message) ?? 0) + 1);
     }
-    process.stderr.write(`burst ${round}: ${result.creates.filter((c) => c.acknowledged).length}/35 creates and ${result.deletes.filter((d) => d.acknowledged).length}/15 deletes acknowledged; errors: ${JSON.stringify([...errors])}\n`);
+    process.stderr.write(
+      `burst ${round}: ${result.creates.filter((c) => c.acknowledged).length}/35 creates and ${result.deletes.filter((d) => d.acknowledged).length}/15 deletes acknowledged; errors: ${JSON.stringify([...errors])}\n`,
+    );
     strike();
     await struck;
     for (const victim of victims) mustRun.delete(victim);
@@ -165,7 +167,8 @@ describe("faults in the middle of bursts converge to the truth", () => {
       const sandboxes = join(root, agent.name, "sandboxes");
       if (!agent.isDirectory() || !existsSync(sandboxes)) continue;
       // The agent's shim anchors have cgroups there too; they are infrastructure, not sandboxes.
-      for (const entry of readdirSync(sandboxes, { withFileTypes: true })) if (entry.isDirectory() && !entry.name.startsWith("fsb-anchor")) found.push(entry.name);
+      for (const entry of readdirSync(sandboxes, { withFileTypes: true }))
+        if (entry.isDirectory() && !entry.name.startsWith("fsb-anchor")) found.push(entry.name);
     }
     return found.sort();
   }
@@ -257,7 +260,10 @@ describe("faults in the middle of bursts converge to the truth", () => {
       assert.ok(busiest?.pid, "an agent with a pid");
       process.kill(busiest.pid, "SIGKILL");
     });
-    assert.ok(outcome.creates.some((c) => c.acknowledged), "some creates were acknowledged");
+    assert.ok(
+      outcome.creates.some((c) => c.acknowledged),
+      "some creates were acknowledged",
+    );
     await assertConverged(outcome, "an agent's kill -9");
   });
 

@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import {
   API_VERSION,
   AlreadyExistsError,
+  FailedPreconditionError,
   FsbError,
   NoCapacityError,
   NotFoundError,
@@ -17,7 +18,7 @@ import { pino } from "pino";
 import type { AgentClient } from "../agent-client/agent-client.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { openSqliteResourceStore, type SqliteResourceStore } from "../store/sqlite-resource-store.js";
-import { CLEANUP_FINALIZER, SandboxManager, runtimeId } from "./sandbox-manager.js";
+import { CLEANUP_FINALIZER, SandboxManager, runtimeId, type PoolCapacity } from "./sandbox-manager.js";
 
 type CreateRequest = Parameters<AgentClient["createSandbox"]>[0];
 
@@ -36,6 +37,8 @@ class FakeAgentClient implements AgentClient {
   createGate: Promise<void> | undefined;
   /** Resolved each time createSandbox is entered. */
   createEntered = deferred();
+  /** Runs when createSandbox is entered, before it answers (e.g. the heartbeat that marks a dying agent unready). */
+  onCreate: ((request: CreateRequest) => void) | undefined;
 
   async status(): Promise<pb.AgentStatus> {
     throw new Error("not used");
@@ -45,6 +48,7 @@ class FakeAgentClient implements AgentClient {
     this.calls.push(`create ${request.sandboxId}`);
     this.createRequests.push(request);
     this.createEntered.resolve();
+    this.onCreate?.(request);
     if (this.createGate) await this.createGate;
     if (this.createError) throw this.createError;
     return {
@@ -55,6 +59,7 @@ class FakeAgentClient implements AgentClient {
       image: request.image,
       state: "running",
       pid: 100,
+      oomKilled: false,
     };
   }
 
@@ -69,6 +74,8 @@ class FakeAgentClient implements AgentClient {
   async *logs(): AsyncIterable<Uint8Array> {}
 
   async *exec(): AsyncIterable<pb.ExecResponse> {}
+
+  async *pullImage(): AsyncIterable<pb.PullProgress> {}
 
   close(): void {}
 }
@@ -92,6 +99,8 @@ function spec(overrides: Partial<SandboxSpec> = {}): SandboxSpec {
 let store: SqliteResourceStore;
 let registry: AgentRegistry;
 let agent: FakeAgentClient;
+/** The connected agents' clients, by agent name (AGENT's is `agent`). */
+let clients: Map<string, FakeAgentClient>;
 let connected: boolean;
 let manager: SandboxManager;
 let released: string[];
@@ -117,11 +126,12 @@ beforeEach(() => {
     return placement;
   };
   agent = new FakeAgentClient();
+  clients = new Map([[AGENT, agent]]);
   connected = true;
   manager = new SandboxManager({
     store,
     registry,
-    agents: { get: (name) => (connected && name === AGENT ? agent : undefined) },
+    agents: { get: (name) => (connected ? clients.get(name) : undefined) },
     logger: pino({ level: "silent" }),
     clock: () => NOW,
   });
@@ -135,6 +145,52 @@ afterEach(async () => {
 
 const allocated = () => registry.poolUsage("default", "default").allocated;
 const stored = (name: string) => store.get("Sandbox", { namespace: "default", name });
+
+/** The pool controller's side of capacity, as a create sees it: whether the pool may grow, and the wakes it was sent. */
+class FakePoolCapacity implements PoolCapacity {
+  growable = true;
+  readonly wakes: string[] = [];
+
+  canGrow(): boolean {
+    return this.growable;
+  }
+
+  wake(namespace: string, pool: string): void {
+    this.wakes.push(`${namespace}/${pool}`);
+  }
+}
+
+/** Registers another agent (ready, with a connected client) and returns its client. */
+function addAgent(name: string, pool = "default", capacity = 2): FakeAgentClient {
+  registry.upsertAgent({ name, namespace: "default", pool, endpoint: "127.0.0.1:7002", capacity, hostIP: "127.0.0.1", nodeName: "node-2", images: [] });
+  const client = new FakeAgentClient();
+  clients.set(name, client);
+  return client;
+}
+
+/** Writes a record straight to the store (as `fsb apply`, or a create cut short by a crash, leaves it), optionally with a status. */
+async function storeRecord(name: string, status?: Sandbox["status"], overrides: Partial<SandboxSpec> = {}): Promise<Sandbox> {
+  const created = await store.create("Sandbox", {
+    apiVersion: API_VERSION,
+    kind: "Sandbox",
+    metadata: { name, namespace: "default", finalizers: [CLEANUP_FINALIZER] },
+    spec: spec(overrides),
+  });
+  return status ? store.updateStatus("Sandbox", { ...created, status }) : created;
+}
+
+/** Polls until `read` returns a value (the state a create in flight passes through), failing after `timeoutMs`. */
+async function eventually<T>(read: () => Promise<T | undefined> | T | undefined, timeoutMs = 2000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await read();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) assert.fail(`condition not reached within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+const condition = (sandbox: Sandbox | undefined, type: string) => sandbox?.status?.conditions?.find((c) => c.type === type);
 
 async function rejection(call: Promise<unknown>): Promise<unknown> {
   try {
@@ -213,10 +269,10 @@ describe("SandboxManager", () => {
     });
 
     it("on an agent failure releases the slot, deletes the record and deletes the id on the agent", async () => {
-      agent.createError = new UnavailableError("agent default-0 timed out");
+      agent.createError = new FailedPreconditionError("image python:3.12 not found");
       const error = await rejection(manager.create({ name: "web", spec: spec() }));
       assert.ok(error instanceof FsbError);
-      assert.equal(error.code, "unavailable");
+      assert.equal(error.code, "failed_precondition");
       const sandboxId = agent.createRequests[0]?.sandboxId;
       assert.ok(sandboxId);
       assert.deepEqual(agent.calls, [`create ${sandboxId}`, `delete ${sandboxId} 0`]);
@@ -312,7 +368,7 @@ describe("SandboxManager", () => {
     });
 
     it("lets a requestId whose attempt failed be retried", async () => {
-      agent.createError = new UnavailableError("flaky");
+      agent.createError = new FailedPreconditionError("flaky");
       await rejection(manager.create({ name: "web", spec: spec(), requestId: "req-2" }));
       agent.createError = undefined;
       const sandbox = await manager.create({ name: "web", spec: spec(), requestId: "req-2" });
@@ -494,6 +550,295 @@ describe("SandboxManager", () => {
 
     it("fails with NotFound for a sandbox that does not exist", async () => {
       assert.ok((await rejection(manager.update({ name: "ghost", spec: spec() }))) instanceof NotFoundError);
+    });
+  });
+
+  describe("waiting for capacity", () => {
+    let capacity: FakePoolCapacity;
+    const usage = () => registry.poolUsage("default", "elastic");
+
+    beforeEach(() => {
+      capacity = new FakePoolCapacity();
+      manager.setPoolCapacity(capacity);
+      // Scaled to zero: no agent yet.
+      manager.setPool(pool("elastic", { capacity: { poolMin: 0, poolMax: 2, wakeTimeoutSeconds: 5 }, maxSandboxesPerPod: 1 }));
+    });
+
+    it("when the pool can grow: wakes it, shows the create Pending/WaitingForCapacity while it waits, and places it once an agent is ready", async () => {
+      const creating = manager.create({ name: "web", spec: spec({ poolRef: "elastic" }) });
+      const waiting = await eventually(async () => {
+        const [listed] = await manager.list(undefined, "elastic");
+        return condition(listed, "Scheduled")?.reason === "WaitingForCapacity" ? listed : undefined;
+      });
+      assert.equal(waiting.status?.phase, "Pending");
+      assert.equal(condition(waiting, "Scheduled")?.status, "False");
+      assert.match(condition(waiting, "Scheduled")?.message ?? "", /default\/elastic.*waiting up to 5s/);
+      assert.equal(waiting.status?.assignedPod, undefined);
+      assert.deepEqual(capacity.wakes, ["default/elastic"]);
+      assert.equal(manager.waitingFor("default", "elastic"), 1);
+      assert.equal(manager.waitingFor("default", "default"), 0);
+
+      const woken = addAgent("elastic-0", "elastic", 1);
+      const sandbox = await creating;
+      assert.equal(sandbox.status?.phase, "Running");
+      assert.equal(sandbox.status?.assignedPod, "elastic-0");
+      assert.equal(condition(sandbox, "Scheduled")?.status, "True");
+      assert.equal(condition(sandbox, "Ready")?.status, "True");
+      const record = await stored("web");
+      assert.equal(record?.metadata.uid, waiting.metadata.uid, "the waiting record is the one that runs");
+      assert.equal(record?.status?.phase, "Running");
+      assert.equal(condition(record, "Scheduled")?.status, "True");
+      assert.deepEqual(woken.calls, [`create ${sandbox.status?.sandboxID}`]);
+      assert.equal(usage().allocated, 1);
+      assert.equal(manager.waitingFor("default", "elastic"), 0);
+    });
+
+    it("when the pool cannot grow: refuses at once with NoCapacity naming poolMax, storing nothing", async () => {
+      capacity.growable = false;
+      const error = await rejection(manager.create({ name: "web", spec: spec({ poolRef: "elastic" }) }));
+      assert.ok(error instanceof NoCapacityError);
+      assert.match(error.message, /poolMax of 2 agents/);
+      assert.equal(await stored("web"), undefined);
+      assert.deepEqual(capacity.wakes, []);
+      assert.equal(manager.waitingFor("default", "elastic"), 0);
+    });
+
+    it("when free slots exist but their ports are taken: refuses at once, however the pool could grow", async () => {
+      await manager.create({ name: "a", spec: spec({ exposedPorts: [8080] }) });
+      const error = await rejection(manager.create({ name: "b", spec: spec({ exposedPorts: [8080] }) }));
+      assert.ok(error instanceof NoCapacityError);
+      assert.match(error.message, /port 8080/);
+      assert.equal(await stored("b"), undefined);
+      assert.deepEqual(capacity.wakes, []);
+    });
+
+    it("gives up after wakeTimeoutSeconds with NoCapacity, removing the record and holding no slot", async () => {
+      manager.setPool(pool("elastic", { capacity: { poolMin: 0, poolMax: 2, wakeTimeoutSeconds: 1 }, maxSandboxesPerPod: 1 }));
+      // An agent that is starting (registered, not ready) never becomes ready in time.
+      addAgent("elastic-0", "elastic", 1);
+      registry.setAgentReady("elastic-0", false);
+      const started = Date.now();
+      const error = await rejection(manager.create({ name: "web", spec: spec({ poolRef: "elastic" }) }));
+      assert.ok(error instanceof NoCapacityError);
+      assert.match(error.message, /within 1s \(wakeTimeoutSeconds\)/);
+      assert.ok(Date.now() - started >= 1000, "it waited for the timeout");
+      assert.equal(await stored("web"), undefined);
+      assert.equal(usage().allocated, 0);
+      assert.equal(manager.waitingFor("default", "elastic"), 0);
+      // The slot it never got is there for the next create once the agent is ready.
+      registry.setAgentReady("elastic-0", true);
+      assert.equal((await manager.create({ name: "web", spec: spec({ poolRef: "elastic" }) })).status?.assignedPod, "elastic-0");
+    });
+
+    it("stops waiting as soon as the pool can no longer grow", async () => {
+      const creating = rejection(manager.create({ name: "web", spec: spec({ poolRef: "elastic" }) }));
+      await eventually(async () => ((await stored("web"))?.status?.phase === "Pending" ? true : undefined));
+      capacity.growable = false;
+      const started = Date.now();
+      const error = await creating;
+      assert.ok(error instanceof NoCapacityError);
+      assert.ok(Date.now() - started < 1000, "it did not wait for wakeTimeoutSeconds");
+      assert.equal(await stored("web"), undefined);
+      assert.equal(manager.waitingFor("default", "elastic"), 0);
+    });
+  });
+
+  describe("placement retries", () => {
+    it("places a create again on another agent when its agent is unreachable, taking one slot and deleting the id on the first agent", async () => {
+      const other = addAgent("default-1");
+      agent.createError = new UnavailableError("agent at 127.0.0.1:7001 dropped the connection");
+      // Like the heartbeat that notices the dying agent before the retry.
+      agent.onCreate = () => registry.setAgentReady(AGENT, false);
+      const sandbox = await manager.create({ name: "web", spec: spec() });
+      const firstId = agent.createRequests[0]?.sandboxId;
+      assert.ok(firstId);
+      assert.deepEqual(agent.calls, [`create ${firstId}`, `delete ${firstId} 0`]);
+      assert.equal(sandbox.status?.phase, "Running");
+      assert.equal(sandbox.status?.assignedPod, "default-1");
+      assert.notEqual(sandbox.status?.sandboxID, firstId);
+      assert.deepEqual(other.calls, [`create ${sandbox.status?.sandboxID}`]);
+      const record = await stored("web");
+      assert.equal(record?.status?.assignedPod, "default-1");
+      assert.equal(record?.status?.sandboxID, sandbox.status?.sandboxID);
+      assert.equal(registry.placementOf("default/web")?.agent.name, "default-1");
+      assert.equal(allocated(), 1);
+      assert.equal((await store.list("Sandbox")).items.length, 1);
+    });
+
+    it("gives up with Unavailable after three unreachable agents, each attempt undone", async () => {
+      agent.createError = new UnavailableError("agent default-0 timed out");
+      const error = await rejection(manager.create({ name: "web", spec: spec() }));
+      assert.ok(error instanceof UnavailableError);
+      const ids = agent.createRequests.map((r) => r.sandboxId);
+      assert.equal(ids.length, 3);
+      assert.deepEqual(
+        agent.calls,
+        ids.flatMap((id) => [`create ${id}`, `delete ${id} 0`]),
+      );
+      assert.equal(await stored("web"), undefined);
+      assert.equal(allocated(), 0);
+      assert.deepEqual(released, ["default/web", "default/web", "default/web"]);
+    });
+
+    it("does not retry an error that another agent would give too", async () => {
+      addAgent("default-1");
+      agent.createError = new FailedPreconditionError("image python:3.12 not found");
+      assert.ok((await rejection(manager.create({ name: "web", spec: spec() }))) instanceof FailedPreconditionError);
+      assert.equal(agent.createRequests.length + (clients.get("default-1")?.createRequests.length ?? 0), 1);
+    });
+  });
+
+  describe("replaceInstance", () => {
+    it("Reset: deletes the old instance on its agent, runs a new id with recreations 1, a Recreated condition and the accepted resetRevision", async () => {
+      const created = await manager.create({ name: "web", spec: spec() });
+      const oldId = created.status?.sandboxID ?? "";
+      const updated = await manager.update({ name: "web", spec: spec({ resetRevision: "r1" }) });
+      const replaced = await manager.replaceInstance(updated, "Reset");
+      assert.ok(replaced);
+      const newId = replaced.status?.sandboxID ?? "";
+      assert.notEqual(newId, oldId);
+      assert.match(newId, /^default\.web\.[0-9a-f]{6}$/);
+      assert.deepEqual(agent.calls, [`create ${oldId}`, `delete ${oldId} 2000`, `create ${newId}`]);
+      const record = await stored("web");
+      assert.equal(record?.metadata.uid, created.metadata.uid, "same sandbox, new instance");
+      assert.equal(record?.status?.phase, "Running");
+      assert.equal(record?.status?.sandboxID, newId);
+      assert.equal(record?.status?.recreations, 1);
+      assert.equal(record?.status?.acceptedResetRevision, "r1");
+      assert.equal(condition(record, "Recreated")?.status, "True");
+      assert.equal(condition(record, "Recreated")?.reason, "Reset");
+      assert.match(condition(record, "Recreated")?.message ?? "", /recreated 1 time;/);
+      assert.equal(condition(record, "Ready")?.status, "True");
+      assert.equal(allocated(), 1);
+      assert.equal(registry.placementOf("default/web")?.agent.name, AGENT);
+    });
+
+    it("counts recreations across replacements", async () => {
+      await manager.create({ name: "web", spec: spec() });
+      await manager.replaceInstance(await manager.update({ name: "web", spec: spec({ resetRevision: "r1" }) }), "Reset");
+      const second = await manager.replaceInstance(await manager.update({ name: "web", spec: spec({ resetRevision: "r2" }) }), "Reset");
+      assert.equal(second?.status?.recreations, 2);
+      assert.equal(second?.status?.acceptedResetRevision, "r2");
+      assert.match(condition(second, "Recreated")?.message ?? "", /recreated 2 times/);
+      assert.equal(allocated(), 1);
+    });
+
+    it("when the new instance cannot be created: Lost with Ready=False/RecreateFailed, no slot held, the new id deleted", async () => {
+      const created = await manager.create({ name: "web", spec: spec() });
+      const oldId = created.status?.sandboxID ?? "";
+      agent.createError = new FailedPreconditionError("image python:3.12 not found");
+      const error = await rejection(manager.replaceInstance(created, "AgentLost"));
+      assert.ok(error instanceof FailedPreconditionError);
+      const newId = agent.createRequests[1]?.sandboxId ?? "";
+      assert.ok(newId && newId !== oldId);
+      assert.deepEqual(agent.calls, [`create ${oldId}`, `delete ${oldId} 2000`, `create ${newId}`, `delete ${newId} 0`]);
+      const record = await stored("web");
+      assert.equal(record?.status?.phase, "Lost");
+      assert.deepEqual(record?.status?.endpoints, []);
+      assert.equal(condition(record, "Ready")?.status, "False");
+      assert.equal(condition(record, "Ready")?.reason, "RecreateFailed");
+      assert.match(condition(record, "Ready")?.message ?? "", /image python:3\.12 not found/);
+      assert.equal(registry.placementOf("default/web"), undefined);
+      assert.equal(allocated(), 0);
+    });
+
+    it("Reset that fails leaves the previous revision accepted, so the reset is still pending", async () => {
+      await manager.create({ name: "web", spec: spec({ resetRevision: "r1" }) });
+      assert.equal((await stored("web"))?.status?.acceptedResetRevision, "r1");
+      const updated = await manager.update({ name: "web", spec: spec({ resetRevision: "r2" }) });
+      agent.createError = new FailedPreconditionError("image python:3.12 not found");
+      await rejection(manager.replaceInstance(updated, "Reset"));
+      const record = await stored("web");
+      assert.equal(record?.status?.phase, "Lost");
+      assert.equal(record?.status?.acceptedResetRevision, "r1");
+      assert.equal(record?.status?.recreations, undefined, "no recreation happened");
+    });
+
+    it("of a sandbox deleted since it was seen does nothing", async () => {
+      const created = await manager.create({ name: "web", spec: spec() });
+      await manager.delete(undefined, "web", 0);
+      assert.equal(await manager.replaceInstance(created, "Reset"), undefined);
+      assert.equal(agent.createRequests.length, 1);
+      assert.equal(await stored("web"), undefined);
+    });
+  });
+
+  describe("unfinished creates", () => {
+    it("placeStored places a Pending record written directly to the store, keeping its identity", async () => {
+      const record = await storeRecord("applied", undefined, { exposedPorts: [8080] });
+      const placed = await manager.placeStored(record);
+      assert.equal(placed?.status?.phase, "Running");
+      assert.equal(placed?.status?.assignedPod, AGENT);
+      assert.deepEqual(placed?.status?.endpoints, ["127.0.0.1:8080"]);
+      const current = await stored("applied");
+      assert.equal(current?.metadata.uid, record.metadata.uid);
+      assert.equal(current?.status?.phase, "Running");
+      assert.deepEqual(agent.calls, [`create ${current?.status?.sandboxID}`]);
+      assert.equal(allocated(), 1);
+    });
+
+    it("placeStored leaves alone a record that is no longer Pending or was replaced by another of the same name", async () => {
+      const running = await manager.create({ name: "web", spec: spec() });
+      assert.equal(await manager.placeStored(running), undefined);
+      const pending = await storeRecord("later");
+      await store.update("Sandbox", { ...pending, metadata: { ...pending.metadata, finalizers: [] } });
+      await store.delete("Sandbox", { namespace: "default", name: "later" });
+      await storeRecord("later");
+      assert.equal(await manager.placeStored(pending), undefined, "stale uid");
+      assert.equal(agent.createRequests.length, 1);
+      assert.equal(allocated(), 1);
+    });
+
+    it("adoptRunning turns a Bound record its agent runs into Running and restores its slot", async () => {
+      const bound = await storeRecord("cut-short", { phase: "Bound", assignedPod: AGENT, sandboxID: "default.cut-short.abc123" }, { exposedPorts: [8080] });
+      const adopted = await manager.adoptRunning(bound);
+      assert.equal(adopted?.status?.phase, "Running");
+      assert.equal(adopted?.status?.sandboxID, "default.cut-short.abc123");
+      assert.deepEqual(adopted?.status?.endpoints, ["127.0.0.1:8080"]);
+      assert.equal(condition(adopted, "Ready")?.status, "True");
+      assert.equal((await stored("cut-short"))?.status?.phase, "Running");
+      assert.equal(registry.placementOf("default/cut-short")?.agent.name, AGENT);
+      assert.deepEqual(registry.getAgent(AGENT)?.usedPorts, [8080]);
+      assert.equal(allocated(), 1);
+      assert.deepEqual(agent.calls, [], "the agent already runs it");
+    });
+
+    it("adoptRunning of a recreation cut short counts it", async () => {
+      const bound = await storeRecord("recreated", {
+        phase: "Bound",
+        assignedPod: AGENT,
+        sandboxID: "default.recreated.abc123",
+        recreations: 1,
+        conditions: [{ type: "Recreated", status: "Unknown", reason: "AgentLost", message: "recreating", lastTransitionTime: NOW.toISOString() }],
+      });
+      const adopted = await manager.adoptRunning(bound);
+      assert.equal(adopted?.status?.recreations, 2);
+      assert.equal(condition(adopted, "Recreated")?.status, "True");
+    });
+
+    it("adoptRunning leaves a record that is not Bound alone", async () => {
+      const pending = await storeRecord("pending");
+      assert.equal(await manager.adoptRunning(pending), undefined);
+      assert.equal((await stored("pending"))?.status?.phase, undefined);
+      assert.equal(allocated(), 0);
+    });
+
+    it("abandon removes a Bound record, tells its agent to delete the id and releases its slot", async () => {
+      const bound = await storeRecord("orphan", { phase: "Bound", assignedPod: AGENT, sandboxID: "default.orphan.abc123" });
+      registry.restore({ sandboxKey: "default/orphan", agentName: AGENT, ports: [] });
+      await manager.abandon(bound, "agent default-0 does not run it");
+      assert.deepEqual(agent.calls, ["delete default.orphan.abc123 0"]);
+      assert.equal(await stored("orphan"), undefined);
+      assert.equal(allocated(), 0);
+      assert.deepEqual(released, ["default/orphan"]);
+    });
+
+    it("abandon leaves a record that is Running (its create finished meanwhile) alone", async () => {
+      const running = await manager.create({ name: "web", spec: spec() });
+      await manager.abandon(running, "stale view");
+      assert.equal((await stored("web"))?.status?.phase, "Running");
+      assert.deepEqual(agent.calls, [`create ${running.status?.sandboxID}`]);
+      assert.equal(allocated(), 1);
     });
   });
 });

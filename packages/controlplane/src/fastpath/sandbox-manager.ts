@@ -314,7 +314,10 @@ export class SandboxManager {
         await new Promise((resolve) => setTimeout(resolve, 25));
       }
     } catch (error) {
-      if (stored) await this.forget(stored).catch((e: unknown) => this.logger.error({ err: e, sandbox: request.sandboxKey }, "could not remove the record of a failed create"));
+      if (stored)
+        await this.forget(stored).catch((e: unknown) =>
+          this.logger.error({ err: e, sandbox: request.sandboxKey }, "could not remove the record of a failed create"),
+        );
       throw error;
     } finally {
       const left = (this.waiting.get(poolKey) ?? 1) - 1;
@@ -334,7 +337,10 @@ export class SandboxManager {
         return await this.placeOnce(candidate, pool, existing);
       } catch (error) {
         if (!(error instanceof UnavailableError) || attempt >= PLACEMENT_ATTEMPTS) throw error;
-        this.logger.warn({ sandbox: sandboxKey(candidate.metadata.namespace ?? DEFAULT_NAMESPACE, candidate.metadata.name), err: error }, "agent unreachable during create; placing it again");
+        this.logger.warn(
+          { sandbox: sandboxKey(candidate.metadata.namespace ?? DEFAULT_NAMESPACE, candidate.metadata.name), err: error },
+          "agent unreachable during create; placing it again",
+        );
         // The lost agent is marked unready within a heartbeat; placing at once could pick it again.
         await new Promise((resolve) => setTimeout(resolve, 300 * attempt));
         existing = undefined;
@@ -471,11 +477,19 @@ export class SandboxManager {
       });
     }
     const count = (sandbox.status?.recreations ?? 0) + 1;
-    const why = reason === "Reset" ? `resetRevision changed to ${JSON.stringify(sandbox.spec.resetRevision ?? "")}` : `agent ${oldAgent ?? "?"} was unreachable`;
+    const acceptedBefore = sandbox.status?.acceptedResetRevision;
+    const why =
+      reason === "Reset" ? `resetRevision changed to ${JSON.stringify(sandbox.spec.resetRevision ?? "")}` : `agent ${oldAgent ?? "?"} was unreachable`;
     let placement: Placement | undefined;
     const sandboxId = runtimeId(namespace, name);
     try {
-      placement = this.registry.place({ sandboxKey: key, namespace, pool: sandbox.spec.poolRef, image: normalizeImageName(sandbox.spec.image), ports: sandbox.spec.exposedPorts ?? [] });
+      placement = this.registry.place({
+        sandboxKey: key,
+        namespace,
+        pool: sandbox.spec.poolRef,
+        image: normalizeImageName(sandbox.spec.image),
+        ports: sandbox.spec.exposedPorts ?? [],
+      });
       const agent = placement.agent;
       const client = this.agents.get(agent.name);
       if (!client) throw new UnavailableError(`agent ${agent.name} has no connection`);
@@ -506,7 +520,11 @@ export class SandboxManager {
       const current = await this.store.get("Sandbox", { namespace, name });
       if (current && current.metadata.uid === uid && !current.metadata.deletionTimestamp) {
         const lost = setCondition(current.status?.conditions, { type: "Ready", status: "False", reason: "RecreateFailed", message }, this.clock());
-        await writeStatus(this.store, current, { phase: "Lost", endpoints: [], conditions: lost });
+        const status: SandboxStatus = { ...current.status, phase: "Lost", endpoints: [], conditions: lost };
+        // A revision is accepted once an instance runs for it: a reset that failed stays pending, so it is tried again.
+        if (acceptedBefore === undefined) delete status.acceptedResetRevision;
+        else status.acceptedResetRevision = acceptedBefore;
+        await writeStatus(this.store, { ...current, status }, {});
       }
       throw FsbError.from(error);
     }

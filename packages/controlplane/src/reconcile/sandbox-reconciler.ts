@@ -208,7 +208,13 @@ export class SandboxReconciler {
     }
     if (connected) {
       if (previous && previous.status !== "True") {
-        await writeStatus(store, sandbox, {}, { type: "AgentConnected", status: "True", reason: "AgentReady", message: `agent ${agentName} answers again` }, now);
+        await writeStatus(
+          store,
+          sandbox,
+          {},
+          { type: "AgentConnected", status: "True", reason: "AgentReady", message: `agent ${agentName} answers again` },
+          now,
+        );
       }
       return;
     }
@@ -228,7 +234,10 @@ export class SandboxReconciler {
       return;
     }
     if (phase === "Running") {
-      this.options.logger.warn({ sandbox: key, agent: agentName }, "agent unreachable beyond recoveryTimeoutSeconds; marking the sandbox Lost (failurePolicy Manual)");
+      this.options.logger.warn(
+        { sandbox: key, agent: agentName },
+        "agent unreachable beyond recoveryTimeoutSeconds; marking the sandbox Lost (failurePolicy Manual)",
+      );
       this.options.registry.release(key);
       await writeStatus(
         store,

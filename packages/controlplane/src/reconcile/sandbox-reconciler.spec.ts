@@ -1,0 +1,425 @@
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { API_VERSION, FailedPreconditionError, type Sandbox, type SandboxSpec, type SandboxStatus, type pb } from "@fast-sandbox/api";
+import { pino } from "pino";
+import type { AgentClient } from "../agent-client/agent-client.js";
+import { CLEANUP_FINALIZER, SandboxManager } from "../fastpath/sandbox-manager.js";
+import { AgentRegistry } from "../registry/agent-registry.js";
+import { openSqliteResourceStore, type SqliteResourceStore } from "../store/sqlite-resource-store.js";
+import { SandboxReconciler, type AgentObserver } from "./sandbox-reconciler.js";
+
+type CreateRequest = Parameters<AgentClient["createSandbox"]>[0];
+type ObservedStatus = NonNullable<ReturnType<AgentObserver["observedStatus"]>>;
+type ReportedSandbox = ObservedStatus["status"]["sandboxes"][number];
+
+/** An AgentClient that records creates and deletes; a create fails with `createError` while it is set. */
+class FakeAgentClient implements AgentClient {
+  readonly calls: string[] = [];
+  createError: Error | undefined;
+
+  async status(): Promise<pb.AgentStatus> {
+    throw new Error("not used");
+  }
+
+  async createSandbox(request: CreateRequest): Promise<pb.AgentSandbox> {
+    this.calls.push(`create ${request.sandboxId}`);
+    if (this.createError) throw this.createError;
+    return {
+      $typeName: "fastsandbox.v1alpha1.AgentSandbox",
+      sandboxId: request.sandboxId,
+      namespace: request.namespace,
+      name: request.name,
+      image: request.image,
+      state: "running",
+      pid: 100,
+      oomKilled: false,
+    };
+  }
+
+  async deleteSandbox(sandboxId: string, gracePeriodMs: number): Promise<void> {
+    this.calls.push(`delete ${sandboxId} ${gracePeriodMs}`);
+  }
+
+  async listSandboxes(): Promise<pb.AgentSandbox[]> {
+    return [];
+  }
+
+  async *logs(): AsyncIterable<Uint8Array> {}
+
+  async *exec(): AsyncIterable<pb.ExecResponse> {}
+
+  async *pullImage(): AsyncIterable<pb.PullProgress> {}
+
+  close(): void {}
+}
+
+/** What the pool controller would know of its agents, set by hand: connectivity and the last reported status. */
+class FakeAgentObserver implements AgentObserver {
+  readonly connectivity = new Map<string, { connected: boolean; since: Date }>();
+  readonly observed = new Map<string, ObservedStatus>();
+
+  agentConnectivity(name: string): { connected: boolean; since: Date } | undefined {
+    return this.connectivity.get(name);
+  }
+
+  observedStatus(name: string): ObservedStatus | undefined {
+    return this.observed.get(name);
+  }
+}
+
+const T0 = new Date("2026-03-04T05:06:07.000Z");
+const AGENT = "default-0";
+const HEALTHY = "default-1";
+
+let now: Date;
+let store: SqliteResourceStore;
+let registry: AgentRegistry;
+let clients: Map<string, FakeAgentClient>;
+let observer: FakeAgentObserver;
+let manager: SandboxManager;
+let reconciler: SandboxReconciler;
+
+const clock = () => now;
+const advance = (seconds: number) => (now = new Date(now.getTime() + seconds * 1000));
+const stored = (name: string) => store.get("Sandbox", { namespace: "default", name });
+const allocated = () => registry.poolUsage("default", "default").allocated;
+const condition = (sandbox: Sandbox | undefined, type: string) => sandbox?.status?.conditions?.find((c) => c.type === type);
+const client = (name: string) => clients.get(name) ?? assert.fail(`no client for ${name}`);
+
+/** A ready agent of the default pool with a connected client that answers. */
+function addAgent(name: string): FakeAgentClient {
+  registry.upsertAgent({
+    name,
+    namespace: "default",
+    pool: "default",
+    endpoint: `127.0.0.1:${7000 + clients.size}`,
+    capacity: 2,
+    hostIP: "127.0.0.1",
+    images: [],
+  });
+  const agent = new FakeAgentClient();
+  clients.set(name, agent);
+  observer.connectivity.set(name, { connected: true, since: now });
+  return agent;
+}
+
+/** As the pool controller sees an agent stop answering: not connected since now, no placements. */
+function disconnect(name: string): void {
+  observer.connectivity.set(name, { connected: false, since: now });
+  observer.observed.delete(name);
+  registry.setAgentReady(name, false);
+}
+
+function reconnect(name: string): void {
+  observer.connectivity.set(name, { connected: true, since: now });
+  registry.setAgentReady(name, true);
+}
+
+/** A heartbeat of the agent arriving now. */
+function report(name: string, sandboxes: ReportedSandbox[]): void {
+  observer.observed.set(name, { status: { sandboxes }, at: now });
+}
+
+function spec(overrides: Partial<SandboxSpec> = {}): SandboxSpec {
+  return { image: "python:3.12", poolRef: "default", consistencyMode: "strong", ...overrides };
+}
+
+/** Writes a record straight to the store, as a create cut short by a crash (or `fsb apply`) leaves it. */
+async function storeRecord(name: string, status?: SandboxStatus): Promise<Sandbox> {
+  const created = await store.create("Sandbox", {
+    apiVersion: API_VERSION,
+    kind: "Sandbox",
+    metadata: { name, namespace: "default", finalizers: [CLEANUP_FINALIZER] },
+    spec: spec(),
+  });
+  return status ? store.updateStatus("Sandbox", { ...created, status }) : created;
+}
+
+/** Polls the stored record until `done` holds: for steps the reconciler runs in the background. */
+async function storedWhen(name: string, done: (sandbox: Sandbox | undefined) => boolean, timeoutMs = 2000): Promise<Sandbox | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const sandbox = await stored(name);
+    if (done(sandbox)) return sandbox;
+    if (Date.now() > deadline) assert.fail(`sandbox ${name} did not reach the expected state within ${timeoutMs} ms: ${JSON.stringify(sandbox?.status)}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+beforeEach(() => {
+  now = T0;
+  store = openSqliteResourceStore({ path: ":memory:" });
+  registry = new AgentRegistry();
+  clients = new Map();
+  observer = new FakeAgentObserver();
+  const logger = pino({ level: "silent" });
+  manager = new SandboxManager({ store, registry, agents: { get: (name) => clients.get(name) }, logger, clock });
+  manager.setPool({
+    apiVersion: API_VERSION,
+    kind: "SandboxPool",
+    metadata: { name: "default", namespace: "default" },
+    spec: { capacity: { poolMin: 1, poolMax: 2 }, maxSandboxesPerPod: 2 },
+  });
+  addAgent(AGENT);
+  reconciler = new SandboxReconciler({ store, manager, registry, agents: observer, logger, clock });
+});
+
+afterEach(async () => {
+  // Never started, but a finished background step triggers a pass: stop waits for it and for steps in flight.
+  await reconciler.stop();
+  await manager.drain();
+  await store.close();
+});
+
+describe("SandboxReconciler", () => {
+  describe("agent connectivity and failurePolicy", () => {
+    it("writes AgentConnected=False when the sandbox's agent stops answering, and changes nothing else before recoveryTimeoutSeconds", async () => {
+      const created = await manager.create({ name: "web", spec: spec({ recoveryTimeoutSeconds: 10 }) });
+      await reconciler.pass();
+      assert.equal(condition(await stored("web"), "AgentConnected"), undefined, "nothing to say while the agent answers");
+
+      disconnect(AGENT);
+      advance(1);
+      await reconciler.pass();
+      const noticed = await stored("web");
+      assert.equal(condition(noticed, "AgentConnected")?.status, "False");
+      assert.equal(condition(noticed, "AgentConnected")?.reason, "AgentNotResponding");
+      assert.match(condition(noticed, "AgentConnected")?.message ?? "", /failurePolicy Manual acts after 10s/);
+      assert.equal(condition(noticed, "AgentConnected")?.lastTransitionTime, now.toISOString());
+
+      advance(8.9); // under 10 s both from the disconnect and from the notice
+      await reconciler.pass();
+      const waiting = await stored("web");
+      assert.equal(waiting?.status?.phase, "Running");
+      assert.equal(waiting?.status?.sandboxID, created.status?.sandboxID);
+      assert.equal(condition(waiting, "Ready")?.status, "True");
+      assert.equal(registry.placementOf("default/web")?.agent.name, AGENT);
+      assert.equal(allocated(), 1);
+      assert.deepEqual(client(AGENT).calls, [`create ${created.status?.sandboxID}`]);
+    });
+
+    it("says AgentGone when the agent no longer exists", async () => {
+      await manager.create({ name: "web", spec: spec() });
+      observer.connectivity.delete(AGENT);
+      await reconciler.pass();
+      const noticed = await stored("web");
+      assert.equal(condition(noticed, "AgentConnected")?.status, "False");
+      assert.equal(condition(noticed, "AgentConnected")?.reason, "AgentGone");
+    });
+
+    it("Manual: after recoveryTimeoutSeconds the sandbox is Lost (kept, Ready=False/AgentLost) and its slot released", async () => {
+      const created = await manager.create({ name: "web", spec: spec({ recoveryTimeoutSeconds: 10, exposedPorts: [8080] }) });
+      disconnect(AGENT);
+      await reconciler.pass();
+      advance(10);
+      await reconciler.pass();
+      const lost = await stored("web");
+      assert.equal(lost?.status?.phase, "Lost");
+      assert.deepEqual(lost?.status?.endpoints, []);
+      assert.equal(lost?.status?.sandboxID, created.status?.sandboxID, "kept: the instance may come back with its agent");
+      assert.equal(condition(lost, "Ready")?.status, "False");
+      assert.equal(condition(lost, "Ready")?.reason, "AgentLost");
+      assert.equal(lost?.metadata.deletionTimestamp, undefined);
+      assert.equal(registry.placementOf("default/web"), undefined);
+      assert.equal(allocated(), 0);
+      assert.deepEqual(registry.getAgent(AGENT)?.usedPorts, []);
+
+      // Later passes leave it so: nothing to recreate with Manual.
+      advance(60);
+      await reconciler.pass();
+      assert.equal((await stored("web"))?.status?.phase, "Lost");
+      assert.deepEqual(client(AGENT).calls, [`create ${created.status?.sandboxID}`]);
+    });
+
+    it("AutoRecreate: after recoveryTimeoutSeconds a new instance runs on a healthy agent of the pool", async () => {
+      const created = await manager.create({ name: "web", spec: spec({ failurePolicy: "AutoRecreate", recoveryTimeoutSeconds: 5 }) });
+      assert.equal(created.status?.assignedPod, AGENT);
+      const healthy = addAgent(HEALTHY);
+      disconnect(AGENT);
+      await reconciler.pass();
+      advance(4);
+      await reconciler.pass();
+      assert.deepEqual(healthy.calls, [], "not before the timeout");
+
+      advance(1);
+      await reconciler.pass();
+      const recreated = await storedWhen("web", (s) => s?.status?.phase === "Running" && s.status.assignedPod === HEALTHY);
+      const newId = recreated?.status?.sandboxID ?? "";
+      assert.notEqual(newId, created.status?.sandboxID);
+      assert.equal(recreated?.metadata.uid, created.metadata.uid);
+      assert.equal(recreated?.status?.recreations, 1);
+      assert.equal(condition(recreated, "Recreated")?.status, "True");
+      assert.equal(condition(recreated, "Recreated")?.reason, "AgentLost");
+      assert.equal(condition(recreated, "AgentConnected")?.status, "True");
+      assert.equal(condition(recreated, "Ready")?.status, "True");
+      assert.deepEqual(healthy.calls, [`create ${newId}`]);
+      assert.deepEqual(client(AGENT).calls, [`create ${created.status?.sandboxID}`], "the unreachable agent is not called");
+      assert.equal(registry.placementOf("default/web")?.agent.name, HEALTHY);
+      assert.equal(allocated(), 1);
+    });
+
+    it("an agent back within the timeout: AgentConnected=True and nothing recreated, even after the timeout", async () => {
+      const created = await manager.create({ name: "web", spec: spec({ failurePolicy: "AutoRecreate", recoveryTimeoutSeconds: 5 }) });
+      addAgent(HEALTHY);
+      disconnect(AGENT);
+      await reconciler.pass();
+      assert.equal(condition(await stored("web"), "AgentConnected")?.status, "False");
+
+      advance(3);
+      reconnect(AGENT);
+      await reconciler.pass();
+      const back = await stored("web");
+      assert.equal(condition(back, "AgentConnected")?.status, "True");
+      assert.equal(condition(back, "AgentConnected")?.reason, "AgentReady");
+
+      advance(30);
+      await reconciler.pass();
+      await reconciler.pass();
+      const later = await stored("web");
+      assert.equal(later?.status?.phase, "Running");
+      assert.equal(later?.status?.sandboxID, created.status?.sandboxID);
+      assert.equal(later?.status?.assignedPod, AGENT);
+      assert.equal(later?.status?.recreations, undefined);
+      assert.deepEqual(client(HEALTHY).calls, []);
+      assert.deepEqual(client(AGENT).calls, [`create ${created.status?.sandboxID}`]);
+      assert.equal(allocated(), 1);
+    });
+  });
+
+  describe("reset", () => {
+    it("a changed resetRevision replaces the instance once and records it as accepted", async () => {
+      const created = await manager.create({ name: "web", spec: spec() });
+      const oldId = created.status?.sandboxID ?? "";
+      await manager.update({ name: "web", spec: spec({ resetRevision: "r1" }) });
+      await reconciler.pass();
+      const reset = await storedWhen("web", (s) => s?.status?.acceptedResetRevision === "r1" && s.status.phase === "Running");
+      const newId = reset?.status?.sandboxID ?? "";
+      assert.notEqual(newId, oldId);
+      assert.equal(reset?.status?.recreations, 1);
+      assert.equal(condition(reset, "Recreated")?.reason, "Reset");
+      assert.deepEqual(client(AGENT).calls, [`create ${oldId}`, `delete ${oldId} 2000`, `create ${newId}`]);
+
+      await reconciler.pass();
+      assert.equal((await stored("web"))?.status?.sandboxID, newId, "an accepted revision is not reset again");
+      assert.equal(client(AGENT).calls.length, 3);
+      assert.equal(allocated(), 1);
+    });
+
+    it("a reset whose new instance failed to start is tried again", async () => {
+      const created = await manager.create({ name: "web", spec: spec() });
+      await manager.update({ name: "web", spec: spec({ resetRevision: "r1" }) });
+      client(AGENT).createError = new FailedPreconditionError("image python:3.12 not found");
+      await reconciler.pass();
+      const failed = await storedWhen("web", (s) => condition(s, "Ready")?.reason === "RecreateFailed");
+      assert.equal(failed?.status?.phase, "Lost");
+      assert.notEqual(failed?.status?.acceptedResetRevision, "r1", "the revision is not accepted while no instance runs for it");
+      assert.equal(allocated(), 0);
+
+      client(AGENT).createError = undefined;
+      // Past the pause between attempts of a failed step.
+      advance(60);
+      await new Promise((resolve) => setTimeout(resolve, 2100));
+      await reconciler.pass();
+      const reset = await storedWhen("web", (s) => s?.status?.phase === "Running");
+      assert.equal(reset?.status?.acceptedResetRevision, "r1");
+      assert.notEqual(reset?.status?.sandboxID, created.status?.sandboxID);
+      assert.equal(condition(reset, "Ready")?.status, "True");
+      assert.equal(allocated(), 1);
+    });
+  });
+
+  describe("unfinished creates", () => {
+    const ID = "default.cut-short.abc123";
+
+    it("Bound, its agent reporting it running after the record was first seen: Running, slot restored", async () => {
+      // A report older than the record's first sighting may predate the create: it decides nothing.
+      report(AGENT, []);
+      await storeRecord("cut-short", { phase: "Bound", assignedPod: AGENT, sandboxID: ID });
+      await reconciler.pass();
+      assert.equal((await stored("cut-short"))?.status?.phase, "Bound");
+
+      advance(1);
+      report(AGENT, [{ sandboxId: ID, state: "running" }]);
+      await reconciler.pass();
+      const adopted = await storedWhen("cut-short", (s) => s?.status?.phase === "Running");
+      assert.equal(adopted?.status?.sandboxID, ID);
+      assert.equal(condition(adopted, "Ready")?.status, "True");
+      assert.equal(registry.placementOf("default/cut-short")?.agent.name, AGENT);
+      assert.equal(allocated(), 1);
+      assert.deepEqual(client(AGENT).calls, []);
+    });
+
+    it("Bound, its agent reporting nothing of it after the record was first seen: removed, the agent told to delete the id", async () => {
+      const seen = await storeRecord("cut-short", { phase: "Bound", assignedPod: AGENT, sandboxID: ID });
+      registry.restore({ sandboxKey: "default/cut-short", agentName: AGENT, ports: [] });
+      report(AGENT, []);
+      await reconciler.pass();
+      assert.equal((await stored("cut-short"))?.metadata.uid, seen.metadata.uid, "the report predates the first sighting");
+
+      advance(1);
+      report(AGENT, [{ sandboxId: "someone.else.000000", state: "running" }]);
+      await reconciler.pass();
+      await storedWhen("cut-short", (s) => s === undefined);
+      assert.deepEqual(client(AGENT).calls, [`delete ${ID} 0`]);
+      assert.equal(allocated(), 0);
+    });
+
+    it("Bound in the middle of a recreation, its agent reporting nothing of it: recreated, never removed", async () => {
+      const seen = await storeRecord("recreating", {
+        phase: "Bound",
+        assignedPod: AGENT,
+        sandboxID: ID,
+        conditions: [{ type: "Recreated", status: "Unknown", reason: "AgentLost", message: "recreating", lastTransitionTime: T0.toISOString() }],
+      });
+      await reconciler.pass();
+      advance(1);
+      report(AGENT, []);
+      await reconciler.pass();
+      const recreated = await storedWhen("recreating", (s) => s?.status?.phase === "Running");
+      assert.equal(recreated?.metadata.uid, seen.metadata.uid);
+      assert.notEqual(recreated?.status?.sandboxID, ID);
+      assert.equal(recreated?.status?.recreations, 1);
+      assert.equal(condition(recreated, "Recreated")?.status, "True");
+      assert.deepEqual(client(AGENT).calls, [`delete ${ID} 2000`, `create ${recreated?.status?.sandboxID}`]);
+      assert.equal(allocated(), 1);
+    });
+
+    it("Bound while its agent still reports it creating: left alone", async () => {
+      await storeRecord("cut-short", { phase: "Bound", assignedPod: AGENT, sandboxID: ID });
+      await reconciler.pass();
+      for (let i = 0; i < 3; i++) {
+        advance(60);
+        report(AGENT, [{ sandboxId: ID, state: "creating" }]);
+        await reconciler.pass();
+      }
+      const record = await stored("cut-short");
+      assert.equal(record?.status?.phase, "Bound");
+      assert.deepEqual(client(AGENT).calls, []);
+    });
+
+    it("Pending, nobody placing it: placed on an agent and Running", async () => {
+      const pending = await storeRecord("applied");
+      await reconciler.pass();
+      const placed = await storedWhen("applied", (s) => s?.status?.phase === "Running");
+      assert.equal(placed?.metadata.uid, pending.metadata.uid);
+      assert.equal(placed?.status?.assignedPod, AGENT);
+      assert.deepEqual(client(AGENT).calls, [`create ${placed?.status?.sandboxID}`]);
+      assert.equal(allocated(), 1);
+    });
+  });
+
+  describe("expiry", () => {
+    it("deletes a sandbox once its expireTime has passed, and not before", async () => {
+      const created = await manager.create({ name: "web", spec: spec({ expireTime: new Date(T0.getTime() + 60_000).toISOString() }) });
+      advance(59);
+      await reconciler.pass();
+      assert.equal((await stored("web"))?.status?.phase, "Running");
+
+      advance(1);
+      await reconciler.pass();
+      assert.equal(await stored("web"), undefined);
+      assert.deepEqual(client(AGENT).calls, [`create ${created.status?.sandboxID}`, `delete ${created.status?.sandboxID} 2000`]);
+      assert.equal(allocated(), 0);
+    });
+  });
+});
