@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { detectCgroupLayout, joinCgroup, readOomKillCount } from "./cgroup.js";
+import { detectCgroupLayout, joinCgroup, readOomKillCount, removeCgroup } from "./cgroup.js";
 
 const roots: string[] = [];
 
@@ -151,5 +151,40 @@ describe("readOomKillCount", () => {
     // A kernel before 4.13 has no oom_kill line.
     writeFileSync(join(v1, "memory", sandbox, "memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\n");
     assert.equal(readOomKillCount(detectCgroupLayout(v1), sandbox), 0);
+  });
+});
+
+describe("removeCgroup", () => {
+  it("removes the cgroup from every v1 hierarchy once (linked ones included) and reports those still holding something", () => {
+    const root = mkdtempSync(join(tmpdir(), "fsb-cgroup-rm-"));
+    try {
+      mkdirSync(join(root, "cpu,cpuacct"));
+      symlinkSync("cpu,cpuacct", join(root, "cpu"));
+      for (const hierarchy of ["cpu,cpuacct", "memory", "pids", "freezer"]) mkdirSync(join(root, hierarchy, "fsb", "a", "sb-1"), { recursive: true });
+      // Not a cgroupfs: a leftover file stands for a cgroup that still has processes.
+      writeFileSync(join(root, "pids", "fsb", "a", "sb-1", "tasks"), "1\n");
+      const busy = removeCgroup({ version: 1, root, controllers: ["cpu", "memory", "pids"] }, "/fsb/a/sb-1");
+      assert.deepEqual(busy, [join(root, "pids", "fsb", "a", "sb-1")]);
+      for (const hierarchy of ["cpu,cpuacct", "memory", "freezer"]) assert.equal(existsSync(join(root, hierarchy, "fsb", "a", "sb-1")), false);
+      assert.equal(existsSync(join(root, "memory", "fsb", "a")), true, "only the sandbox's own cgroup goes");
+      rmSync(join(root, "pids", "fsb", "a", "sb-1", "tasks"));
+      assert.deepEqual(removeCgroup({ version: 1, root, controllers: [] }, "/fsb/a/sb-1"), [], "a second call finishes it; hierarchies without it are fine");
+      assert.equal(existsSync(join(root, "pids", "fsb", "a", "sb-1")), false);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it("on v2 removes the one directory of the unified tree, and never the root itself", () => {
+    const root = mkdtempSync(join(tmpdir(), "fsb-cgroup-rm-"));
+    try {
+      mkdirSync(join(root, "fsb", "a", "sb-1"), { recursive: true });
+      assert.deepEqual(removeCgroup({ version: 2, root, controllers: [] }, "/fsb/a/sb-1"), []);
+      assert.equal(existsSync(join(root, "fsb", "a", "sb-1")), false);
+      assert.deepEqual(removeCgroup({ version: 2, root, controllers: [] }, "/"), []);
+      assert.equal(existsSync(root), true);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 export type CgroupVersion = 1 | 2;
@@ -72,4 +72,43 @@ export function readOomKillCount(layout: CgroupLayout, path: string): number {
   }
   const match = /^oom_kill (\d+)$/m.exec(text);
   return match ? Number(match[1]) : 0;
+}
+
+/**
+ * Removes the (empty) cgroup at `path` from every hierarchy it may exist in: the unified tree on v2;
+ * on v1 every mounted hierarchy, since runc creates a container's cgroup in all of them. rmdir only:
+ * a cgroup that still holds processes stays, and is returned. Missing directories are fine.
+ */
+export function removeCgroup(layout: CgroupLayout, path: string): string[] {
+  const relative = path.replace(/^\/+/, "");
+  if (relative === "") return [];
+  const hierarchies = layout.version === 2 ? [layout.root] : v1Hierarchies(layout.root);
+  const busy: string[] = [];
+  for (const hierarchy of hierarchies) {
+    const directory = join(hierarchy, relative);
+    try {
+      rmdirSync(directory);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== "ENOENT") busy.push(directory);
+    }
+  }
+  return busy;
+}
+
+/** The distinct v1 hierarchies under `root` (`cpu` and `cpuacct` are often links to `cpu,cpuacct`). */
+function v1Hierarchies(root: string): string[] {
+  const seen = new Set<string>();
+  try {
+    for (const entry of readdirSync(root)) {
+      try {
+        seen.add(realpathSync(join(root, entry)));
+      } catch {
+        // a dangling link: nothing there
+      }
+    }
+  } catch {
+    return [];
+  }
+  return [...seen];
 }

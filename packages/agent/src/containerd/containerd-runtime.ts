@@ -46,7 +46,7 @@ import { ImagePuller } from "./image-puller.js";
 import { PullingImageResolver } from "./pulling-image-resolver.js";
 import { buildOciSpec, buildAnchorSpec, mergeEnv, processArgs, sandboxCgroupsPath, sandboxWorkingDir, type OciProcess, type OciSpec } from "./oci-spec.js";
 import { CommandStartWatcher, commandStartError } from "./command-start.js";
-import { detectCgroupLayout, readOomKillCount, type CgroupLayout } from "../cgroup.js";
+import { detectCgroupLayout, readOomKillCount, removeCgroup, type CgroupLayout } from "../cgroup.js";
 
 /** Label carrying the image reference of a sandbox. */
 export const LABEL_IMAGE = "fast-sandbox.io/image";
@@ -328,6 +328,14 @@ export class ContainerdRuntime implements Runtime {
         step: "container",
         run: () => this.client.containers.delete({ id }),
       });
+      // Runs after the task's undo: a Tasks.Create that failed half-way may have left the cgroup.
+      undo.push({
+        step: "cgroup",
+        run: () => {
+          const busy = removeCgroup(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, id));
+          return busy.length > 0 ? Promise.reject(new Error(`cgroup not empty: ${busy.join(", ")}`)) : Promise.resolve();
+        },
+      });
       const containerMs = lap();
 
       const { pid } = await this.client.tasks.create({
@@ -427,6 +435,9 @@ export class ContainerdRuntime implements Runtime {
     await ignoreNotFound(this.client.containers.delete({ id: sandboxId }));
     await ignoreNotFound(this.client.snapshots.remove({ snapshotter, key: snapshotKey }));
     await rm(this.runDir(sandboxId), { recursive: true, force: true });
+    // runc removes the cgroup with the task; a create cut short (e.g. containerd gone under it) leaves it.
+    const busy = removeCgroup(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, sandboxId));
+    if (busy.length > 0) this.logger.warn({ sandboxId, cgroups: busy }, "could not remove the sandbox's cgroup (not empty); the janitor retries");
     this.logger.debug({ sandboxId }, "sandbox deleted");
   }
 
