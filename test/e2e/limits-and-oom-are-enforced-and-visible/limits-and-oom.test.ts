@@ -121,8 +121,9 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
 
   it("memory: a process allocating 100 MiB in a 32Mi sandbox is OOM-killed, and the sandbox shows it", async () => {
     const { client } = embedded;
-    // `tail` holds its whole last "line" — 100 MiB of zeros without a newline — in memory.
-    const allocate = "head -c 100m /dev/zero | tail; echo tail-exited-$?; sleep 3600";
+    // `tail` holds its whole last "line" — 100 MiB of zeros without a newline — in memory. Its
+    // oom_score_adj of 1000 makes it the OOM killer's choice on a busy machine too (not the shell).
+    const allocate = "head -c 100m /dev/zero | sh -c 'echo 1000 > /proc/self/oom_score_adj && exec tail'; echo tail-exited-$?; sleep 3600";
     const hog = await client.sandboxes.create({ pool: "limited", image: BASE_IMAGE, command: ["sh", "-c", allocate] });
     const calm = await client.sandboxes.create({ pool: "limited", image: BASE_IMAGE, command: ["sleep", "3600"] });
     const control = await client.sandboxes.create({ pool: "unlimited", image: BASE_IMAGE, command: ["sh", "-c", allocate] });
@@ -139,7 +140,10 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
       for await (const chunk of client.sandboxes.logs(name)) text += new TextDecoder().decode(chunk);
       return text;
     };
-    await waitFor(async () => (await logs(hog.metadata.name)).includes("tail-exited-137"), 30_000, "the hog's log");
+    let hogLog = "";
+    await waitFor(async () => (hogLog = await logs(hog.metadata.name)).includes("tail-exited-137"), 30_000, "the hog's log").catch((error: unknown) => {
+      throw new Error(`${String(error)}; the hog's log: ${JSON.stringify(hogLog)}`);
+    });
     assert.equal((await client.sandboxes.get(hog.metadata.name)).status?.phase, "Running");
     assert.equal((await client.sandboxes.exec(hog.metadata.name, ["true"])).exitCode, 0);
 
