@@ -94,9 +94,15 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     const running = new Map(status.sandboxes.map((s) => [s.sandboxId, s]));
     const known = new Set(items.map((s) => s.status?.sandboxID).filter(Boolean));
     // One sandbox that cannot be adopted must not keep the others (or the agent) out.
-    for (const sandbox of mine) {
-      const key = sandboxKey(sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, sandbox.metadata.name);
+    for (const listed of mine) {
+      const namespace = listed.metadata.namespace ?? DEFAULT_NAMESPACE;
+      const key = sandboxKey(namespace, listed.metadata.name);
       try {
+        // Act on the record as it is now, and leave alone what the manager is working on (a delete
+        // that releases the slot meanwhile must not be undone by restoring it here).
+        if (manager.isBusy(namespace, listed.metadata.name)) continue;
+        const sandbox = await store.get("Sandbox", { namespace, name: listed.metadata.name });
+        if (!sandbox || sandbox.metadata.uid !== listed.metadata.uid || sandbox.status?.assignedPod !== agentName) continue;
         const requestId = sandbox.metadata.annotations?.[REQUEST_ID_ANNOTATION];
         if (requestId) manager.rememberRequest(requestId, sandbox);
         const id = sandbox.status?.sandboxID ?? "";
@@ -116,7 +122,8 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
               endpoints: (sandbox.spec.exposedPorts ?? []).map((port) => `${placement.agent.hostIP}:${port}`),
               conditions,
             });
-          } else {
+          } else if (!sandbox.metadata.deletionTimestamp) {
+            // (A sandbox being deleted gets no slot back: its cleanup is about to release it.)
             registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
           }
         } else if (!sandbox.metadata.deletionTimestamp && sandbox.status?.phase === "Running") {

@@ -21,6 +21,7 @@ class TestRegistry {
   mode: "bearer" | "basic" | "open" = "bearer";
   requests: { url: string; authorization: string | undefined }[] = [];
   stallBlob = false;
+  stallManifest = false;
   forbid = false;
 
   async start(): Promise<void> {
@@ -61,6 +62,20 @@ class TestRegistry {
       response.end(JSON.stringify({ errors: [{ code: "DENIED", message: "requested access to the resource is denied" }] }));
       return;
     }
+    if (url === "/v2/team/app/blobs/sha256:moved") {
+      response.writeHead(307, { location: "/v2/team/app/blobs/sha256:blob" }).end();
+      return;
+    }
+    if (url === "/v2/team/app/blobs/sha256:insecure") {
+      // A registry sending its blobs to plain HTTP elsewhere (the address is never contacted).
+      response.writeHead(307, { location: "http://203.0.113.7/blob" }).end();
+      return;
+    }
+    if (this.stallManifest && url === "/v2/team/app/manifests/v1") {
+      response.writeHead(200, { "content-type": MEDIA_TYPE_OCI_MANIFEST, "content-length": String(MANIFEST.length) });
+      response.write(MANIFEST.subarray(0, 5));
+      return;
+    }
     if (url === "/v2/team/app/manifests/v1" || url === `/v2/team/app/manifests/${MANIFEST_DIGEST}`) {
       response.writeHead(200, { "content-type": MEDIA_TYPE_OCI_MANIFEST, "docker-content-digest": MANIFEST_DIGEST });
       response.end(MANIFEST);
@@ -90,10 +105,11 @@ describe("RegistryClient", () => {
     registry.mode = "bearer";
     registry.requests = [];
     registry.stallBlob = false;
+    registry.stallManifest = false;
     registry.forbid = false;
   });
 
-  const client = (credentials?: { username: string; password: string }, extra: { idleTimeoutMs?: number } = {}) =>
+  const client = (credentials?: { username: string; password: string }, extra: { idleTimeoutMs?: number; requestTimeoutMs?: number } = {}) =>
     new RegistryClient({ registry: registry.registry, ...(credentials ? { credentials } : {}), ...extra });
 
   it("gets a token from the challenge's realm with Basic credentials, then fetches with it", async () => {
@@ -201,6 +217,32 @@ describe("RegistryClient", () => {
       })(),
       (error: unknown) => error instanceof UnavailableError && /sent nothing of blob sha256:blob .* for 0.2 s/.test(error.message),
     );
+  });
+  it("follows a redirect on the same registry, and keeps the token there", async () => {
+    const blob = await client({ username: "alice", password: "right" }).getBlob("team/app", "sha256:moved");
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of blob.body) chunks.push(chunk);
+    assert.deepEqual(Buffer.concat(chunks), BLOB);
+    const followed = registry.requests.filter((r) => r.url === "/v2/team/app/blobs/sha256:blob");
+    assert.equal(followed.at(-1)?.authorization, "Bearer alice-token");
+  });
+
+  it("refuses a redirect to plain HTTP off loopback instead of following it", async () => {
+    await assert.rejects(client({ username: "alice", password: "right" }).getBlob("team/app", "sha256:insecure"), (error: unknown) => {
+      assert.ok(error instanceof UnavailableError);
+      assert.match(error.message, /neither HTTPS nor on loopback; refusing to follow/);
+      return true;
+    });
+  });
+
+  it("gives up on a manifest whose body stalls, within the request timeout", async () => {
+    registry.mode = "open";
+    registry.stallManifest = true;
+    await assert.rejects(client(undefined, { requestTimeoutMs: 300 }).getManifest("team/app", "v1"), (error: unknown) => {
+      assert.ok(error instanceof UnavailableError);
+      assert.match(error.message, /did not arrive within/);
+      return true;
+    });
   });
 });
 

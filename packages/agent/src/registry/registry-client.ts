@@ -31,6 +31,9 @@ const MANIFEST_ACCEPT = [MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_DOCKER_MANIFEST_LIST, 
 export const USER_AGENT = "fast-sandbox-agent";
 /** The distribution server refuses larger manifests too. */
 const MANIFEST_MAX_BYTES = 4 * 1024 * 1024;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+const MAX_REDIRECTS = 5;
+const ERROR_DETAIL_TIMEOUT_MS = 3000;
 
 export interface RegistryClientOptions {
   /** The registry host as image references name it: `docker.io`, `ghcr.io`, `127.0.0.1:5000`. */
@@ -105,7 +108,7 @@ export class RegistryClient {
       const length = Number(response.headers.get("content-length") ?? "0");
       if (length > MANIFEST_MAX_BYTES)
         throw new FailedPreconditionError(`the manifest of ${image} is ${length} bytes; at most ${MANIFEST_MAX_BYTES} are accepted`);
-      const bytes = new Uint8Array(await response.arrayBuffer());
+      const bytes = new Uint8Array(await this.readBounded(response, (r) => r.arrayBuffer()));
       if (bytes.byteLength > MANIFEST_MAX_BYTES) {
         throw new FailedPreconditionError(`the manifest of ${image} is larger than ${MANIFEST_MAX_BYTES} bytes`);
       }
@@ -190,19 +193,59 @@ export class RegistryClient {
     return response;
   }
 
+  /**
+   * One request, following redirects by hand: only to HTTPS, or to plain HTTP on loopback, and with
+   * the Authorization header only on the same origin (registries send blobs to storage elsewhere).
+   */
   private async send(url: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Response> {
-    // The timeout covers the wait for the headers only; a blob's body has its own idle guard.
+    let target = new URL(url);
+    const origin = target.origin;
+    for (let hop = 0; ; hop++) {
+      const sameOrigin = target.origin === origin;
+      const { authorization: _authorization, ...withoutAuthorization } = headers;
+      const response = await this.sendOnce(target.toString(), sameOrigin ? headers : withoutAuthorization, signal);
+      const location = REDIRECT_STATUSES.has(response.status) ? response.headers.get("location") : null;
+      if (location === null) return response;
+      await response.body?.cancel().catch(() => undefined);
+      const next = new URL(location, target);
+      if (hop >= MAX_REDIRECTS) throw this.unreachable(new Error(`more than ${MAX_REDIRECTS} redirects from ${url}`));
+      if (next.protocol !== "https:" && !(next.protocol === "http:" && isLoopbackRegistry(next.host))) {
+        throw this.unreachable(new Error(`redirected to ${next.origin}, which is neither HTTPS nor on loopback; refusing to follow`));
+      }
+      target = next;
+    }
+  }
+
+  private async sendOnce(url: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Response> {
+    // The timeout covers the wait for the headers only; bodies are read within readBounded() or,
+    // for blobs, under their own idle guard.
     const timeout = new AbortController();
     const timer = setTimeout(() => timeout.abort(), this.requestTimeoutMs);
     try {
       return await this.fetch(url, {
         headers: { "user-agent": USER_AGENT, ...headers },
         signal: signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal,
-        redirect: "follow",
+        redirect: "manual",
       });
     } catch (error) {
       if (signal?.aborted && !timeout.signal.aborted) throw error;
       throw this.unreachable(timeout.signal.aborted ? new Error(`no answer within ${this.requestTimeoutMs / 1000} s`) : error);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Reads a (small) body within the request timeout: a registry that stalls mid-body must not hang the pull. */
+  private async readBounded<T>(response: Response, read: (response: Response) => Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const stalled = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        void response.body?.cancel().catch(() => undefined);
+        reject(this.unreachable(new Error(`the answer's body did not arrive within ${this.requestTimeoutMs / 1000} s`)));
+      }, this.requestTimeoutMs);
+    });
+    try {
+      return await Promise.race([read(response), stalled]);
     } finally {
       clearTimeout(timer);
     }
@@ -239,7 +282,7 @@ export class RegistryClient {
     if (!response.ok) throw await this.failure(response, repository, "getting a token");
     let body: { token?: unknown; access_token?: unknown };
     try {
-      body = (await response.json()) as typeof body;
+      body = (await this.readBounded(response, (r) => r.json())) as typeof body;
     } catch (error) {
       throw new UnavailableError(`the token service of registry ${this.registry} answered with something that is not JSON`, { cause: error });
     }
@@ -301,13 +344,23 @@ function manifestMediaType(bytes: Uint8Array, contentType: string | null): strin
 
 /** ` (CODE: message)` from a registry's JSON error body, or "". */
 async function errorDetail(response: Response): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
   try {
-    const text = (await response.text()).slice(0, 4096);
+    // Only a detail for a message: a body that does not arrive within a few seconds is skipped.
+    const stalled = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        void response.body?.cancel().catch(() => undefined);
+        reject(new Error("no body"));
+      }, ERROR_DETAIL_TIMEOUT_MS);
+    });
+    const text = (await Promise.race([response.text(), stalled])).slice(0, 4096);
     const body = JSON.parse(text) as { errors?: { code?: string; message?: string }[] };
     const first = body.errors?.[0];
     if (first) return ` (${[first.code, first.message].filter(Boolean).join(": ")})`;
   } catch {
     // not JSON, or no body
+  } finally {
+    clearTimeout(timer);
   }
   return "";
 }

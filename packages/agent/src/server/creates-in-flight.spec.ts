@@ -26,4 +26,18 @@ describe("CreatesInFlight", () => {
     finish();
     assert.equal(await drained, true);
   });
+
+  it("settled waits for the create of one id, success or failure, and is immediate for others", async () => {
+    const creates = new CreatesInFlight();
+    let fail: (error: Error) => void = () => undefined;
+    const failing = creates.track("x", () => new Promise<void>((_, reject) => (fail = reject)));
+    failing.catch(() => undefined);
+    let settled = false;
+    const waiting = creates.settled("x").then(() => (settled = true));
+    await creates.settled("other");
+    assert.equal(settled, false);
+    fail(new Error("boom"));
+    await waiting;
+    assert.equal(settled, true);
+  });
 });

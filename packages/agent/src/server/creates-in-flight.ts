@@ -17,6 +17,11 @@ export class CreatesInFlight {
     }
   }
 
+  /** Resolves when the create of `sandboxId` (if one is in flight) has settled, whatever its outcome. */
+  async settled(sandboxId: string): Promise<void> {
+    await this.creates.get(sandboxId)?.catch(() => undefined);
+  }
+
   ids(): string[] {
     return [...this.creates.keys()];
   }

@@ -175,7 +175,10 @@ export class LocalPoolReconciler {
       pool,
       agents: mine.map((a) => {
         const registered = this.options.registry.getAgent(a.name);
-        return { name: a.name, allocated: registered?.allocated ?? 0, ready: registered?.ready === true };
+        // An agent that does not answer is away, not idle: its sandboxes (Lost ones hold no slot)
+        // may come back with it, so it counts as busy and is never scaled down meanwhile.
+        const away = this.connectivity.get(a.name)?.connected !== true && !this.starting.has(a.name);
+        return { name: a.name, allocated: away ? Math.max(1, registered?.allocated ?? 0) : (registered?.allocated ?? 0), ready: registered?.ready === true };
       }),
       waiting: this.options.manager.waitingFor(namespace, name),
       now: this.clock(),

@@ -38,6 +38,8 @@ export const DEFAULT_NAMESPACE = "default";
 export const CLEANUP_FINALIZER = "sandbox.fast.io/agent-cleanup";
 export const REQUEST_ID_ANNOTATION = "sandbox.fast.io/request-id";
 const DEFAULT_GRACE_PERIOD_MS = 2000;
+/** Conditions that describe one instance of a sandbox; a replacement starts without them. */
+const PER_INSTANCE_CONDITIONS = new Set(["CommandExited", "OOMKilled"]);
 /** Tries of a create whose agent became unreachable (each on a freshly chosen agent). */
 const PLACEMENT_ATTEMPTS = 3;
 
@@ -367,7 +369,8 @@ export class SandboxManager {
         ...(agent.nodeName ? { nodeName: agent.nodeName } : {}),
         ...(candidate.spec.resetRevision ? { acceptedResetRevision: candidate.spec.resetRevision } : {}),
       };
-      stored = await this.store.updateStatus("Sandbox", { ...stored, metadata: { ...stored.metadata, resourceVersion: "" }, status: bound });
+      stored = await this.store.updateStatus("Sandbox", { ...stored, status: bound }, { unconditional: true });
+      await this.pullIfMissing(client, agent, candidate.spec.image);
       await client.createSandbox(this.agentRequest(stored, sandboxId, pool));
     } catch (error) {
       // Undo everything: no half-created sandbox, no leaked slot, no record without a container.
@@ -403,6 +406,17 @@ export class SandboxManager {
       .finally(() => this.pendingStatus.delete(key));
     this.pendingStatus.set(key, tracked);
     return running;
+  }
+
+  /**
+   * Pulls the image on the agent first when it does not report it: a pull may take longer than a
+   * create's deadline, and a create given up on while its pull runs would finish unaccounted for.
+   */
+  private async pullIfMissing(client: AgentClient, agent: Placement["agent"], image: string): Promise<void> {
+    if (agent.images.includes(image) || agent.images.includes(normalizeImageName(image))) return;
+    for await (const progress of client.pullImage(image)) {
+      if (progress.phase === "done") break;
+    }
   }
 
   private agentRequest(sandbox: Sandbox, sandboxId: string, pool: SandboxPool): Omit<pb.AgentCreateSandboxRequest, "$typeName" | "$unknown"> {
@@ -448,7 +462,7 @@ export class SandboxManager {
     const name = seen.metadata.name;
     const key = sandboxKey(namespace, name);
     if (this.creating.has(key) || this.finalizing.has(key)) return undefined;
-    const attempt = this.replaceOnce(namespace, name, seen.metadata.uid, reason);
+    const attempt = this.replaceOnce(namespace, name, seen, reason);
     this.creating.set(key, attempt);
     try {
       return await attempt;
@@ -457,12 +471,17 @@ export class SandboxManager {
     }
   }
 
-  private async replaceOnce(namespace: string, name: string, uid: string | undefined, reason: ReplaceReason): Promise<Sandbox | undefined> {
+  private async replaceOnce(namespace: string, name: string, seen: Sandbox, reason: ReplaceReason): Promise<Sandbox | undefined> {
     await this.ready;
     await this.pendingStatus.get(sandboxKey(namespace, name));
     const key = sandboxKey(namespace, name);
+    const uid = seen.metadata.uid;
     let sandbox = await this.store.get("Sandbox", { namespace, name });
     if (!sandbox || sandbox.metadata.uid !== uid || sandbox.metadata.deletionTimestamp) return undefined;
+    // The decision was made on `seen`: when the instance changed since (another replacement finished
+    // meanwhile), or the reset was already accepted, there is nothing left to replace.
+    if (sandbox.status?.sandboxID !== seen.status?.sandboxID || sandbox.status?.assignedPod !== seen.status?.assignedPod) return undefined;
+    if (reason === "Reset" && sandbox.spec.resetRevision === sandbox.status?.acceptedResetRevision) return undefined;
     const pool = this.pools.get(sandboxKey(namespace, sandbox.spec.poolRef));
     if (!pool) throw new NotFoundError(`pool ${namespace}/${sandbox.spec.poolRef} of sandbox ${key} does not exist`);
     const oldAgent = sandbox.status?.assignedPod;
@@ -502,6 +521,8 @@ export class SandboxManager {
           sandboxID: sandboxId,
           ...(agent.nodeName ? { nodeName: agent.nodeName } : {}),
           ...(sandbox.spec.resetRevision ? { acceptedResetRevision: sandbox.spec.resetRevision } : {}),
+          // Facts of the old instance (its command's exit, an OOM kill) are not the new one's.
+          conditions: (sandbox.status?.conditions ?? []).filter((c) => !PER_INSTANCE_CONDITIONS.has(c.type)),
         },
         { type: "Recreated", status: "Unknown", reason, message: `recreating (${why})` },
         this.clock(),
