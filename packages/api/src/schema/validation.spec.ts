@@ -312,9 +312,17 @@ describe("validateSandboxPool", () => {
   });
 
   it("names unknown fields of nested pool objects", () => {
-    assertPoolRejected((p) => (p.spec.capacity.surprise = 1), "spec.capacity.surprise", /allowed fields: poolMin, poolMax, bufferMin, bufferMax, scaleDownDelaySeconds, wakeTimeoutSeconds$/);
+    assertPoolRejected(
+      (p) => (p.spec.capacity.surprise = 1),
+      "spec.capacity.surprise",
+      /allowed fields: poolMin, poolMax, bufferMin, bufferMax, scaleDownDelaySeconds, wakeTimeoutSeconds$/,
+    );
     assertPoolRejected((p) => (p.spec.sandboxResources.surprise = 1), "spec.sandboxResources.surprise", /allowed fields: cpu, memory, pids$/);
-    assertPoolRejected((p) => (p.status.surprise = 1), "status.surprise", /allowed fields: agents, readyAgents, sandboxes, freeSlots, desiredAgents, hotImages, conditions$/);
+    assertPoolRejected(
+      (p) => (p.status.surprise = 1),
+      "status.surprise",
+      /allowed fields: agents, readyAgents, sandboxes, freeSlots, desiredAgents, hotImages, conditions$/,
+    );
     assertPoolRejected((p) => (p.spec.surprise = 1), "spec.surprise", /allowed fields: capacity, maxSandboxesPerPod, /);
   });
 
