@@ -3,7 +3,10 @@ export { LocalJanitorProcess, type LocalJanitorOptions } from "./embedded/local-
 export { SandboxManager, CLEANUP_FINALIZER, DEFAULT_NAMESPACE, type CreateSandboxInput } from "./fastpath/sandbox-manager.js";
 export { startApiServer, type ApiServer, type ApiServerOptions } from "./fastpath/api-server.js";
 export { AgentRegistry, type AgentInfo, type Placement, type PlacementRequest } from "./registry/agent-registry.js";
-export type { ResourceStore, ResourceKind, WatchEvent } from "./store/resource-store.js";
+export type { ResourceStore, ResourceKind, WatchEvent, Watch, WriteOptions } from "./store/resource-store.js";
 export { openSqliteResourceStore } from "./store/sqlite-resource-store.js";
+export { MemoryResourceStore, type MemoryResourceStoreOptions } from "./store/memory-resource-store.js";
+export { openKubernetesResourceStore, type KubernetesResourceStore, type KubernetesResourceStoreOptions } from "./store/kubernetes-resource-store.js";
+export { updateWithRetry, type RetryOnConflictOptions } from "./store/retry-on-conflict.js";
 export { createAgentClient, type AgentClient } from "./agent-client/agent-client.js";
 export { registryConfigPath } from "./embedded/local-agent-process.js";

@@ -28,6 +28,9 @@ export const Condition = Type.Object(
     reason: Type.Optional(Type.String()),
     message: Type.Optional(Type.String()),
     lastTransitionTime: Type.Optional(Type.String()),
+    observedGeneration: Type.Optional(
+      Type.Integer({ minimum: 0, description: "The metadata.generation the condition was set for (as in Kubernetes' metav1.Condition)." }),
+    ),
   },
   { additionalProperties: false },
 );

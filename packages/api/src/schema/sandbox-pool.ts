@@ -87,6 +87,7 @@ export const SandboxPoolStatus = Type.Object(
     desiredAgents: Type.Optional(Type.Integer({ minimum: 0, description: "Agents the pool sizer wants right now." })),
     hotImages: Type.Optional(Type.Array(Type.String(), { description: "Images most used in the pool recently; pre-pulled on agents that lack them." })),
     conditions: Type.Optional(Type.Array(Condition)),
+    observedGeneration: Type.Optional(Type.Integer({ minimum: 0, description: "The metadata.generation this status was computed for." })),
   },
   { additionalProperties: false },
 );

@@ -74,6 +74,7 @@ export const SandboxStatus = Type.Object(
     conditions: Type.Optional(Type.Array(Condition)),
     acceptedResetRevision: Type.Optional(Type.String({ description: "The resetRevision the running instance was created for." })),
     recreations: Type.Optional(Type.Integer({ minimum: 0, description: "How many times the sandbox was recreated (agent lost or reset)." })),
+    observedGeneration: Type.Optional(Type.Integer({ minimum: 0, description: "The metadata.generation this status was computed for." })),
   },
   { additionalProperties: false },
 );

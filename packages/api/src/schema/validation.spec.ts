@@ -195,7 +195,7 @@ describe("validateSandbox", () => {
     assertSandboxRejected(
       (s) => (s.status.conditions[0].surprise = "x"),
       "status.conditions[0].surprise",
-      /allowed fields: type, status, reason, message, lastTransitionTime$/,
+      /allowed fields: type, status, reason, message, lastTransitionTime, observedGeneration$/,
     );
   });
 
@@ -321,7 +321,7 @@ describe("validateSandboxPool", () => {
     assertPoolRejected(
       (p) => (p.status.surprise = 1),
       "status.surprise",
-      /allowed fields: agents, readyAgents, sandboxes, freeSlots, desiredAgents, hotImages, conditions$/,
+      /allowed fields: agents, readyAgents, sandboxes, freeSlots, desiredAgents, hotImages, conditions, observedGeneration$/,
     );
     assertPoolRejected((p) => (p.spec.surprise = 1), "spec.surprise", /allowed fields: capacity, maxSandboxesPerPod, /);
   });

@@ -56,10 +56,12 @@ function fullSandbox(): Sandbox {
           reason: "Started",
           message: "running",
           lastTransitionTime: "2026-01-02T15:04:06Z",
+          observedGeneration: 7,
         },
         { type: "Recovered", status: "False" },
       ],
       acceptedResetRevision: "r1",
+      observedGeneration: 6,
     },
   };
 }
@@ -106,8 +108,10 @@ function fullPool(): SandboxPool {
           reason: "Scaling",
           message: "2/3",
           lastTransitionTime: "2026-01-02T15:04:05Z",
+          observedGeneration: 2,
         },
       ],
+      observedGeneration: 2,
     },
   };
 }

@@ -19,6 +19,19 @@ import {
 function fixMetadata(json: JsonObject): void {
   const metadata = json.metadata as JsonObject | undefined;
   if (metadata && typeof metadata.generation === "string") metadata.generation = Number(metadata.generation);
+  fixStatus(json.status as JsonObject | undefined);
+}
+
+/** int64 fields are strings in protobuf's JSON; the resources hold numbers. */
+function fixStatus(status: JsonObject | undefined): void {
+  if (!status) return;
+  if (typeof status.observedGeneration === "string") status.observedGeneration = Number(status.observedGeneration);
+  const conditions = status.conditions;
+  if (Array.isArray(conditions)) {
+    for (const condition of conditions as JsonObject[]) {
+      if (typeof condition.observedGeneration === "string") condition.observedGeneration = Number(condition.observedGeneration);
+    }
+  }
 }
 
 /** proto3 omits empty strings from JSON, but an env var's value is required and may be empty. */

@@ -1,6 +1,8 @@
 /**
- * Status writes of sandboxes. The control plane owns the status of every sandbox, so its writes are
- * unconditional (no resourceVersion) and merge into the status as stored.
+ * Status writes of sandboxes. The control plane owns the status of every sandbox and the
+ * SandboxManager serializes its work per sandbox, so these writes are unconditional (the store's
+ * `{ unconditional: true }`: no resourceVersion precondition, the uid still checked) and replace the
+ * status with the given one merged with the patch.
  */
 import type { Condition, Sandbox, SandboxStatus } from "@fast-sandbox/api";
 import type { ResourceStore } from "../store/resource-store.js";
@@ -21,5 +23,5 @@ export function setCondition(conditions: Condition[] | undefined, next: Conditio
 export function writeStatus(store: ResourceStore, sandbox: Sandbox, patch: SandboxStatus, condition?: Condition, now = new Date()): Promise<Sandbox> {
   const status: SandboxStatus = { ...sandbox.status, ...patch };
   if (condition) status.conditions = setCondition(status.conditions, condition, now);
-  return store.updateStatus("Sandbox", { ...sandbox, metadata: { ...sandbox.metadata, resourceVersion: "" }, status });
+  return store.updateStatus("Sandbox", { ...sandbox, status }, { unconditional: true });
 }

@@ -272,23 +272,32 @@ describe("SqliteResourceStore", () => {
       assert.equal(stored?.status, undefined);
     });
 
-    test("an empty or absent resourceVersion makes the update unconditional", async () => {
+    test("an empty or absent resourceVersion is ValidationError unless the write is explicitly unconditional", async () => {
       const store = open();
       const created = await store.create("Sandbox", sandbox("a"));
       await store.update("Sandbox", { ...created, spec: { ...created.spec, image: "v2" } });
       const blind = sandbox("a", { image: "v3" });
-      assert.equal((await store.update("Sandbox", blind)).spec.image, "v3");
+      await assert.rejects(store.update("Sandbox", blind), (error: unknown) => {
+        assert.ok(error instanceof ValidationError);
+        assert.equal(error.field, "metadata.resourceVersion");
+        assert.match(error.message, /is required to update sandbox default\/a: send the resourceVersion you read/);
+        return true;
+      });
+      await assert.rejects(store.updateStatus("Sandbox", { ...blind, status: { phase: "Running" } }), ValidationError);
+      assert.equal((await store.update("Sandbox", blind, { unconditional: true })).spec.image, "v3");
       const empty = { ...blind, metadata: { ...blind.metadata, resourceVersion: "" }, spec: { ...blind.spec, image: "v4" } };
-      assert.equal((await store.update("Sandbox", empty)).spec.image, "v4");
+      assert.equal((await store.update("Sandbox", empty, { unconditional: true })).spec.image, "v4");
+      const stale = { ...created, status: { phase: "Running" as const } };
+      assert.equal((await store.updateStatus("Sandbox", stale, { unconditional: true })).status?.phase, "Running");
     });
 
-    test("an update naming another uid (deleted and created again) is ConflictError", async () => {
+    test("an unconditional update naming another uid (deleted and created again) is ConflictError", async () => {
       const store = open();
       const first = await store.create("Sandbox", sandbox("a"));
       await store.delete("Sandbox", key("a"));
       await store.create("Sandbox", sandbox("a"));
-      const stale = { ...first, metadata: { ...first.metadata, resourceVersion: "" } };
-      await assert.rejects(store.update("Sandbox", stale), /was deleted and created again/);
+      await assert.rejects(store.update("Sandbox", first, { unconditional: true }), /was deleted and created again/);
+      await assert.rejects(store.updateStatus("Sandbox", first, { unconditional: true }), ConflictError);
     });
 
     test("two updates from the same read: exactly one wins", async () => {
@@ -309,8 +318,11 @@ describe("SqliteResourceStore", () => {
 
     test("writes to a missing object are NotFoundError", async () => {
       const store = open();
-      await assert.rejects(store.update("Sandbox", sandbox("nope")), NotFoundError);
-      await assert.rejects(store.updateStatus("Sandbox", sandbox("nope")), /sandbox default\/nope not found/);
+      await assert.rejects(store.update("Sandbox", sandbox("nope"), { unconditional: true }), NotFoundError);
+      await assert.rejects(
+        store.updateStatus("Sandbox", { ...sandbox("nope"), metadata: { ...sandbox("nope").metadata, resourceVersion: "1" } }),
+        /sandbox default\/nope not found/,
+      );
       await assert.rejects(store.delete("Sandbox", key("nope")), NotFoundError);
     });
   });
@@ -405,7 +417,8 @@ describe("SqliteResourceStore", () => {
       assert.ok(marked);
       assert.equal(marked.metadata.deletionTimestamp, "2026-01-02T04:00:00Z");
       assert.equal(marked.metadata.resourceVersion, "2");
-      assert.equal(marked.metadata.generation, created.metadata.generation);
+      // As on Kubernetes: the start of deletion bumps generation.
+      assert.equal(marked.metadata.generation, (created.metadata.generation ?? 0) + 1);
 
       now = new Date("2026-01-02T05:00:00Z");
       const again = await store.delete("Sandbox", key("a"));
@@ -525,32 +538,39 @@ describe("SqliteResourceStore", () => {
       const store = open({ watchHistory: 3 });
       for (const name of ["a", "b", "c", "d", "e"]) await store.create("Sandbox", sandbox(name));
       // Versions 3, 4, 5 are kept: a watch from 2 or later can be served, 1 cannot.
-      assert.throws(
-        () => store.watch("Sandbox", { resourceVersion: "1" }, () => {}),
-        (error: unknown) => {
-          assert.ok(error instanceof ExpiredError);
-          assert.equal(error.code, "failed_precondition");
-          assert.match(error.message, /too old to replay.*list again/);
-          return true;
-        },
-      );
+      await assert.rejects(store.watch("Sandbox", { resourceVersion: "1" }, () => {}).done, (error: unknown) => {
+        assert.ok(error instanceof ExpiredError);
+        assert.equal(error.code, "failed_precondition");
+        assert.match(error.message, /too old to replay.*list again/);
+        return true;
+      });
       const watch = recorder<Sandbox>();
-      store.watch("Sandbox", { resourceVersion: "2" }, watch.onEvent);
-      store.watch("Sandbox", { resourceVersion: "5" }, () => {});
+      const fromTwo = store.watch("Sandbox", { resourceVersion: "2" }, watch.onEvent);
+      const fromFive = store.watch("Sandbox", { resourceVersion: "5" }, () => {});
       await tick();
       assert.deepEqual(watch.summary(), ["ADDED c@3", "ADDED d@4", "ADDED e@5"]);
+      fromTwo.stop();
+      fromFive.stop();
+      await Promise.all([fromTwo.done, fromFive.done]);
 
       const noHistory = open({ path: join(directory, "no-history.db"), watchHistory: 0 });
       await noHistory.create("Sandbox", sandbox("a"));
-      assert.throws(() => noHistory.watch("Sandbox", { resourceVersion: "0" }, () => {}), ExpiredError);
+      await assert.rejects(noHistory.watch("Sandbox", { resourceVersion: "0" }, () => {}).done, ExpiredError);
       noHistory.watch("Sandbox", { resourceVersion: "1" }, () => {});
     });
 
-    test("a version newer than the store is ExpiredError and a malformed one is ValidationError", () => {
+    test("a version newer than the store ends the watch with ExpiredError and a malformed one is ValidationError", async () => {
       const store = open();
-      assert.throws(() => store.watch("Sandbox", { resourceVersion: "9" }, () => {}), ExpiredError);
+      await assert.rejects(store.watch("Sandbox", { resourceVersion: "9" }, () => {}).done, ExpiredError);
       assert.throws(() => store.watch("Sandbox", { resourceVersion: "" }, () => {}), ValidationError);
       assert.throws(() => store.watch("Sandbox", { resourceVersion: "abc" }, () => {}), ValidationError);
+    });
+
+    test("closing the store ends its watches cleanly", async () => {
+      const store = open();
+      const watch = store.watch("Sandbox", { resourceVersion: "0" }, () => {});
+      await store.close();
+      await watch.done;
     });
 
     test("a listener that throws breaks neither the store nor other listeners", async () => {
@@ -633,7 +653,7 @@ describe("SqliteResourceStore", () => {
       assert.equal(c.metadata.resourceVersion, "5");
 
       // Events from before the restart are gone: an old version expires, the current one works.
-      assert.throws(() => second.watch("Sandbox", { resourceVersion: "2" }, () => {}), ExpiredError);
+      await assert.rejects(second.watch("Sandbox", { resourceVersion: "2" }, () => {}).done, ExpiredError);
       const watch = recorder<Sandbox>();
       second.watch("Sandbox", { resourceVersion: "4" }, watch.onEvent);
       await tick();

@@ -22,8 +22,6 @@ import {
   NotFoundError,
   UnavailableError,
   ValidationError,
-  validateSandbox,
-  validateSandboxPool,
   type ObjectMeta,
 } from "@fast-sandbox/api";
 import type {
@@ -38,12 +36,32 @@ import type {
   WatchEvent,
   WatchEventType,
   WatchOptions,
+  WriteOptions,
 } from "./resource-store.js";
+import {
+  VALIDATORS,
+  WatchEnd,
+  callListener,
+  checkKey,
+  checkKind,
+  checkNoFinalizerAdded,
+  conflictMessage,
+  consoleLogger,
+  describe,
+  dropEmptyFinalizers,
+  eventTypeForSelector,
+  jsonEqual,
+  keyOfObject,
+  matchesLabels,
+  normalize,
+  preconditionVersion,
+  requireShape,
+  timestamp,
+  uidConflictMessage,
+  type StoreLogger,
+} from "./store-rules.js";
 
-/** Where the store reports failures it swallows (watch listeners that throw). A pino logger fits. */
-export interface StoreLogger {
-  warn(bindings: Record<string, unknown>, message: string): void;
-}
+export { jsonEqual, type StoreLogger };
 
 export interface SqliteResourceStoreOptions {
   /** Database file, or `":memory:"` for a throw-away store. The directory must exist. */
@@ -167,10 +185,6 @@ function userVersion(db: Database.Database): number {
   return db.pragma("user_version", { simple: true }) as number;
 }
 
-const consoleLogger: StoreLogger = {
-  warn: (bindings, message) => console.warn(message, bindings),
-};
-
 interface ObjectRow {
   kind: string;
   namespace: string;
@@ -205,6 +219,7 @@ interface Watcher {
   namespace: string | undefined;
   labelSelector: Record<string, string> | undefined;
   onEvent: (event: WatchEvent<AnyResource>) => void;
+  end: WatchEnd;
   queue: PendingDelivery[];
   /** Index of the next undelivered entry of `queue`. */
   head: number;
@@ -220,16 +235,6 @@ interface StoreSettings {
   clock: () => Date;
   logger: StoreLogger;
 }
-
-const VALIDATORS: Record<ResourceKind, (value: unknown) => void> = {
-  Sandbox: validateSandbox,
-  SandboxPool: validateSandboxPool,
-};
-
-const KIND_NOUNS: Record<ResourceKind, string> = {
-  Sandbox: "sandbox",
-  SandboxPool: "sandbox pool",
-};
 
 export class SqliteResourceStore implements ResourceStore {
   readonly #db: Database.Database;
@@ -328,17 +333,18 @@ export class SqliteResourceStore implements ResourceStore {
 
   /**
    * Writes spec, labels, annotations and finalizers; keeps the stored status and identity fields.
-   * `metadata.resourceVersion` empty or absent means an unconditional write; `metadata.uid`, when
-   * given, must match (the name may have been deleted and created again). An update that changes
-   * nothing writes nothing and keeps the resourceVersion. Removing the last finalizer of an object
-   * with a deletionTimestamp removes it: the DELETED event and the returned object carry its final state.
+   * `metadata.uid`, when given, must match (the name may have been deleted and created again). An
+   * update that changes nothing writes nothing and keeps the resourceVersion. Removing the last
+   * finalizer of an object with a deletionTimestamp removes it: the DELETED event and the returned
+   * object carry its final state.
    */
-  update<K extends ResourceKind>(kind: K, object: ResourceByKind[K]): Promise<ResourceByKind[K]> {
+  update<K extends ResourceKind>(kind: K, object: ResourceByKind[K], options?: WriteOptions): Promise<ResourceByKind[K]> {
     return attempt(() => {
       checkKind(kind);
       const given = requireShape(object);
+      const version = preconditionVersion(kind, given, options);
       return this.#write<AnyResource | undefined>(() => {
-        const current = this.#readForWrite(kind, given);
+        const current = this.#readForWrite(kind, given, version);
         const currentMeta = current.metadata;
         const candidate = normalize<AnyResource>({
           ...given,
@@ -355,16 +361,7 @@ export class SqliteResourceStore implements ResourceStore {
         dropEmptyFinalizers(candidate.metadata);
         VALIDATORS[kind](candidate);
         const meta = candidate.metadata;
-        if (currentMeta.deletionTimestamp !== undefined) {
-          const added = (meta.finalizers ?? []).filter((f) => !(currentMeta.finalizers ?? []).includes(f));
-          if (added.length > 0) {
-            throw new ValidationError(
-              "metadata.finalizers",
-              `cannot add finalizer ${JSON.stringify(added[0])}: ${describe(kind, meta)} is being deleted ` +
-                `(deletionTimestamp ${currentMeta.deletionTimestamp}); only removing finalizers is allowed`,
-            );
-          }
-        }
+        checkNoFinalizerAdded(kind, currentMeta, meta);
         const specChanged = !jsonEqual(candidate.spec, current.spec);
         const metadataChanged =
           !jsonEqual(meta.labels, currentMeta.labels) ||
@@ -388,12 +385,13 @@ export class SqliteResourceStore implements ResourceStore {
    * Writes status only; spec and metadata of the given object are ignored. Same preconditions as
    * `update`. A status equal to the stored one writes nothing and keeps the resourceVersion.
    */
-  updateStatus<K extends ResourceKind>(kind: K, object: ResourceByKind[K]): Promise<ResourceByKind[K]> {
+  updateStatus<K extends ResourceKind>(kind: K, object: ResourceByKind[K], options?: WriteOptions): Promise<ResourceByKind[K]> {
     return attempt(() => {
       checkKind(kind);
       const given = requireShape(object);
+      const version = preconditionVersion(kind, given, options);
       return this.#write<AnyResource | undefined>(() => {
-        const current = this.#readForWrite(kind, given);
+        const current = this.#readForWrite(kind, given, version);
         const candidate = normalize<AnyResource>({ ...current, status: given.status });
         VALIDATORS[kind](candidate);
         if (jsonEqual(candidate.status, current.status)) return { result: current, events: [] };
@@ -413,7 +411,8 @@ export class SqliteResourceStore implements ResourceStore {
 
   /**
    * Without finalizers: removes the object (DELETED event carrying its last state) and returns undefined.
-   * With finalizers: sets deletionTimestamp once (MODIFIED event) and returns the object; later calls change nothing.
+   * With finalizers: sets deletionTimestamp and bumps generation once (MODIFIED event) and returns
+   * the object; later calls change nothing.
    */
   delete<K extends ResourceKind>(kind: K, key: ObjectKey): Promise<ResourceByKind[K] | undefined> {
     return attempt(() => {
@@ -428,6 +427,7 @@ export class SqliteResourceStore implements ResourceStore {
           if (meta.deletionTimestamp !== undefined) return { result: current, events: [] };
           const candidate = normalize(current);
           candidate.metadata.deletionTimestamp = this.#timestamp();
+          candidate.metadata.generation = (meta.generation ?? 0) + 1;
           const resourceVersion = this.#nextResourceVersion();
           this.#statements.update.run(encodeRow(kind, candidate, resourceVersion));
           const stored = withResourceVersion(candidate, resourceVersion);
@@ -446,32 +446,43 @@ export class SqliteResourceStore implements ResourceStore {
    * filters: first those still in the replay ring (from a microtask, so `stop()` is usable by then),
    * then live ones right after each write commits. With a labelSelector, an object whose labels stop
    * (start) matching arrives as DELETED (ADDED), as from the Kubernetes API.
-   * ExpiredError when the version is older than the ring (or newer than the store): list again.
+   * A version older than the ring (or newer than the store) ends the watch at once with ExpiredError
+   * through `done` (from a microtask): list again.
    */
   watch<K extends ResourceKind>(kind: K, options: WatchOptions, onEvent: (event: WatchEvent<ResourceByKind[K]>) => void): Watch {
     this.#assertOpen();
     checkKind(kind);
     const from = parseResourceVersion(options.resourceVersion);
-    if (from > this.#latestResourceVersion) {
-      throw new ExpiredError(
-        `resourceVersion ${from} is newer than the store's ${this.#latestResourceVersion} (was the database replaced?); ` +
-          "list again and watch from the list's resourceVersion",
-      );
-    }
-    if (from < this.#replayHorizon) {
-      throw new ExpiredError(
-        `resourceVersion ${from} is too old to replay: the store keeps the events after ${this.#replayHorizon} ` +
-          `(watchHistory ${this.#settings.watchHistory}); list again and watch from the list's resourceVersion`,
-      );
-    }
     const watcher: Watcher = {
       kind,
       namespace: options.namespace,
       labelSelector: options.labelSelector === undefined ? undefined : { ...options.labelSelector },
       onEvent: onEvent as (event: WatchEvent<AnyResource>) => void,
+      end: new WatchEnd(() => {
+        this.#watchers.delete(watcher);
+        watcher.queue = [];
+        watcher.head = 0;
+      }),
       queue: [],
       head: 0,
     };
+    let expired: ExpiredError | undefined;
+    if (from > this.#latestResourceVersion) {
+      expired = new ExpiredError(
+        `resourceVersion ${from} is newer than the store's ${this.#latestResourceVersion} (was the database replaced?); ` +
+          "list again and watch from the list's resourceVersion",
+      );
+    } else if (from < this.#replayHorizon) {
+      expired = new ExpiredError(
+        `resourceVersion ${from} is too old to replay: the store keeps the events after ${this.#replayHorizon} ` +
+          `(watchHistory ${this.#settings.watchHistory}); list again and watch from the list's resourceVersion`,
+      );
+    }
+    if (expired !== undefined) {
+      const error = expired;
+      queueMicrotask(() => watcher.end.end(error));
+      return watcher.end;
+    }
     const replay: StoredEvent[] = [];
     for (let i = this.#historyLength - 1; i >= 0; i--) {
       const event = this.#historyAt(i);
@@ -481,19 +492,13 @@ export class SqliteResourceStore implements ResourceStore {
     for (const event of replay.reverse()) enqueue(watcher, event);
     this.#watchers.add(watcher);
     if (watcher.queue.length > 0) queueMicrotask(() => this.#flush());
-    return {
-      stop: () => {
-        this.#watchers.delete(watcher);
-        watcher.queue = [];
-        watcher.head = 0;
-      },
-    };
+    return watcher.end;
   }
 
   close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
-      this.#watchers.clear();
+      for (const watcher of [...this.#watchers]) watcher.end.end();
       this.#db.close();
     }
     return Promise.resolve();
@@ -504,11 +509,7 @@ export class SqliteResourceStore implements ResourceStore {
   }
 
   #timestamp(): string {
-    // Seconds, like Kubernetes' metav1.Time, so both stores produce the same shape.
-    return this.#settings
-      .clock()
-      .toISOString()
-      .replace(/\.\d+Z$/, "Z");
+    return timestamp(this.#settings.clock());
   }
 
   /** Runs `fn` in one write transaction, then publishes its events — never inside the transaction. */
@@ -527,22 +528,17 @@ export class SqliteResourceStore implements ResourceStore {
   }
 
   /** Loads the object `given` names and checks the optimistic-concurrency preconditions. */
-  #readForWrite(kind: ResourceKind, given: AnyResource): AnyResource {
+  #readForWrite(kind: ResourceKind, given: AnyResource, version: string | undefined): AnyResource {
     const key = keyOfObject(given);
     const row = this.#statements.select.get(kind, key.namespace, key.name);
     if (row === undefined) throw new NotFoundError(`${describe(kind, key)} not found`);
     const current = decodeRow(row);
-    const sentVersion = given.metadata.resourceVersion;
-    if (sentVersion !== undefined && sentVersion !== "" && sentVersion !== current.metadata.resourceVersion) {
-      throw new ConflictError(
-        `${describe(kind, key)} was modified (resourceVersion ${current.metadata.resourceVersion}, you sent ${sentVersion}); ` + "read it again and retry",
-      );
+    if (version !== undefined && version !== current.metadata.resourceVersion) {
+      throw new ConflictError(conflictMessage(kind, key, current.metadata.resourceVersion, version));
     }
     const sentUid = given.metadata.uid;
     if (sentUid !== undefined && sentUid !== "" && sentUid !== current.metadata.uid) {
-      throw new ConflictError(
-        `${describe(kind, key)} was deleted and created again (uid ${current.metadata.uid}, you sent ${sentUid}); read it again and retry`,
-      );
+      throw new ConflictError(uidConflictMessage(kind, key, current.metadata.uid, sentUid));
     }
     return current;
   }
@@ -594,6 +590,7 @@ export class SqliteResourceStore implements ResourceStore {
       while (delivered && !this.#closed) {
         delivered = false;
         for (const watcher of this.#watchers) {
+          if (watcher.end.ended) continue;
           const next = watcher.queue[watcher.head];
           if (next === undefined) continue;
           watcher.head++;
@@ -612,34 +609,15 @@ export class SqliteResourceStore implements ResourceStore {
 
   #deliver(watcher: Watcher, pending: PendingDelivery): void {
     const object = JSON.parse(pending.json) as AnyResource;
-    const report = (error: unknown): void => {
-      this.#settings.logger.warn(
-        { err: error, kind: watcher.kind, type: pending.type, resourceVersion: object.metadata.resourceVersion },
-        "a resource store watch listener failed; the event was dropped for that listener",
-      );
-    };
-    try {
-      const result = watcher.onEvent({ type: pending.type, object }) as unknown;
-      if (isPromiseLike(result)) result.then(undefined, report);
-    } catch (error) {
-      report(error);
-    }
+    const bindings = { kind: watcher.kind, type: pending.type, resourceVersion: object.metadata.resourceVersion };
+    callListener(this.#settings.logger, bindings, () => watcher.onEvent({ type: pending.type, object }));
   }
 }
 
 function enqueue(watcher: Watcher, event: StoredEvent): void {
   if (event.kind !== watcher.kind) return;
   if (watcher.namespace !== undefined && event.namespace !== watcher.namespace) return;
-  let type: WatchEventType | undefined = event.type;
-  if (watcher.labelSelector !== undefined) {
-    const matchesNow = matchesLabels(event.labels, watcher.labelSelector);
-    if (event.type === "MODIFIED") {
-      const matchedBefore = matchesLabels(event.previousLabels, watcher.labelSelector);
-      type = matchesNow ? (matchedBefore ? "MODIFIED" : "ADDED") : matchedBefore ? "DELETED" : undefined;
-    } else if (!matchesNow) {
-      type = undefined;
-    }
-  }
+  const type = eventTypeForSelector(event.type, event.labels, event.previousLabels, watcher.labelSelector);
   if (type !== undefined) watcher.queue.push({ type, json: event.json });
 }
 
@@ -700,68 +678,6 @@ function withResourceVersion<T extends AnyResource>(object: T, resourceVersion: 
   return { ...object, metadata: { ...object.metadata, resourceVersion: String(resourceVersion) } };
 }
 
-/** A JSON deep copy: detaches the caller's object and drops `undefined` fields. */
-function normalize<T>(value: T): T {
-  return JSON.parse(JSON.stringify(value)) as T;
-}
-
-/** An empty finalizer list and no list mean the same; store one form so comparisons and deletion see them alike. */
-function dropEmptyFinalizers(metadata: ObjectMeta): void {
-  if (Array.isArray(metadata.finalizers) && metadata.finalizers.length === 0) delete metadata.finalizers;
-}
-
-/** Structural equality of JSON values, ignoring key order. */
-export function jsonEqual(a: unknown, b: unknown): boolean {
-  if (a === b) return true;
-  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
-  if (Array.isArray(a) || Array.isArray(b)) {
-    if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
-    return a.every((item, index) => jsonEqual(item, b[index]));
-  }
-  const left = a as Record<string, unknown>;
-  const right = b as Record<string, unknown>;
-  const leftKeys = Object.keys(left).filter((k) => left[k] !== undefined);
-  const rightKeys = Object.keys(right).filter((k) => right[k] !== undefined);
-  if (leftKeys.length !== rightKeys.length) return false;
-  return leftKeys.every((k) => Object.hasOwn(right, k) && jsonEqual(left[k], right[k]));
-}
-
-function matchesLabels(labels: Record<string, string> | undefined, selector: Record<string, string> | undefined): boolean {
-  if (selector === undefined) return true;
-  for (const [key, value] of Object.entries(selector)) {
-    if (labels === undefined || !Object.hasOwn(labels, key) || labels[key] !== value) return false;
-  }
-  return true;
-}
-
-function checkKind(kind: string): asserts kind is ResourceKind {
-  if (!Object.hasOwn(VALIDATORS, kind)) {
-    throw new ValidationError("kind", `${JSON.stringify(kind)} is not a resource kind; allowed: ${Object.keys(VALIDATORS).join(", ")}`);
-  }
-}
-
-function checkKey(key: ObjectKey): void {
-  if (typeof key?.namespace !== "string" || key.namespace === "") throw new ValidationError("namespace", "is required");
-  if (typeof key.name !== "string" || key.name === "") throw new ValidationError("name", "is required");
-}
-
-/** Enough shape to find the object; the schema validation afterwards checks everything. */
-function requireShape(object: unknown): AnyResource {
-  if (typeof object !== "object" || object === null) throw new ValidationError("", "the object must be a JSON object");
-  const metadata = (object as { metadata?: unknown }).metadata;
-  if (typeof metadata !== "object" || metadata === null) throw new ValidationError("metadata", "is required");
-  return object as AnyResource;
-}
-
-function keyOfObject(object: AnyResource): ObjectKey {
-  const { name, namespace } = object.metadata;
-  if (typeof name !== "string" || name === "") throw new ValidationError("metadata.name", "is required");
-  if (typeof namespace !== "string" || namespace === "") {
-    throw new ValidationError("metadata.namespace", "is required: the store keeps every object in a namespace");
-  }
-  return { namespace, name };
-}
-
 function requireNamespace(object: AnyResource): void {
   keyOfObject(object);
 }
@@ -771,14 +687,6 @@ function parseResourceVersion(value: string): number {
     throw new ValidationError("resourceVersion", `${JSON.stringify(value)} is not a resourceVersion; watch from the resourceVersion of a list`);
   }
   return Number(value);
-}
-
-function describe(kind: ResourceKind, key: { namespace?: string | undefined; name: string }): string {
-  return `${KIND_NOUNS[kind]} ${key.namespace ?? ""}/${key.name}`;
-}
-
-function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
-  return typeof value === "object" && value !== null && typeof (value as { then?: unknown }).then === "function";
 }
 
 /** Runs a synchronous body as a promise: every failure is a rejection, translated into an FsbError. */

@@ -1,0 +1,459 @@
+/**
+ * The Kubernetes-mode `ResourceStore`: Sandbox and SandboxPool custom resources
+ * (`sandbox.fast.io/v1alpha1`, CRDs in config/crd/) through the API server, with
+ * `@kubernetes/client-node`.
+ *
+ * - Reads and writes go to the API server (no cache here: an informer on top caches).
+ * - `update` is a JSON patch of spec, labels, annotations and finalizers, conditional on the
+ *   resourceVersion sent (the patch sets it, so a stale one is 409 Conflict), so metadata this port
+ *   does not model (ownerReferences, managedFields…) survives; `updateStatus` is a PUT of the status
+ *   subresource with the resourceVersion. An unconditional write reads the object and writes it
+ *   conditionally, repeating on conflict.
+ * - Objects are validated here with the same schemas as the embedded mode before they are sent,
+ *   so a write through the port fails with the same messages in both modes; the API server's own
+ *   validation (the CRD schema, label syntax, finalizer rules) stays authoritative.
+ * - Watches use the client's Watch with the resourceVersion; a 410 Gone (an ERROR event or the HTTP
+ *   status) ends the watch with ExpiredError, the server closing it ends it cleanly.
+ * - Errors of the API server and of the connection are translated into the Fast Sandbox error
+ *   hierarchy here and nowhere else (`translateKubernetesError`).
+ */
+import { ApiException, CustomObjectsApi, Watch as KubernetesWatch, type KubeConfig } from "@kubernetes/client-node";
+import {
+  API_VERSION,
+  AlreadyExistsError,
+  ConflictError,
+  ExpiredError,
+  FsbError,
+  GROUP,
+  NotFoundError,
+  ObjectMeta,
+  PermissionDeniedError,
+  UnauthenticatedError,
+  UnavailableError,
+  VERSION,
+  ValidationError,
+} from "@fast-sandbox/api";
+import type {
+  AnyResource,
+  ListOptions,
+  ListResult,
+  ObjectKey,
+  ResourceByKind,
+  ResourceKind,
+  ResourceStore,
+  Watch,
+  WatchEvent,
+  WatchOptions,
+  WriteOptions,
+} from "./resource-store.js";
+import {
+  VALIDATORS,
+  WatchEnd,
+  byNamespaceAndName,
+  callListener,
+  checkKey,
+  checkKind,
+  conflictMessage,
+  consoleLogger,
+  describe,
+  dropEmptyFinalizers,
+  keyOfObject,
+  normalize,
+  preconditionVersion,
+  requireShape,
+  uidConflictMessage,
+  type StoreLogger,
+} from "./store-rules.js";
+
+export interface KubernetesResourceStoreOptions {
+  /** Where the API server is and how to authenticate (e.g. `kubeConfig.loadFromDefault()`). */
+  kubeConfig: KubeConfig;
+  /**
+   * Recorded in managedFields as the writer of what this store writes.
+   * @default "fast-sandbox"
+   */
+  fieldManager?: string;
+  /**
+   * How often an unconditional write reads and writes again when another writer came in between.
+   * @default 10
+   */
+  unconditionalAttempts?: number;
+  /**
+   * Receives errors thrown by watch listeners.
+   * @default console
+   */
+  logger?: StoreLogger;
+}
+
+/** The plural resource names of the CRDs (`<plural>.sandbox.fast.io`). */
+export const KUBERNETES_PLURALS: Record<ResourceKind, string> = {
+  Sandbox: "sandboxes",
+  SandboxPool: "sandboxpools",
+};
+
+const META_FIELDS = Object.keys(ObjectMeta.properties);
+
+/** The fields of a Kubernetes `Status` this adapter reads. */
+interface KubernetesStatus {
+  kind?: string;
+  code?: number;
+  reason?: string;
+  message?: string;
+  details?: { causes?: { reason?: string; message?: string; field?: string }[] };
+}
+
+/** What an error is about, for messages that name the object like the embedded stores do. */
+export interface KubernetesErrorContext {
+  kind?: ResourceKind;
+  key?: ObjectKey;
+  /** What was being done, e.g. "watch sandboxes". */
+  action: string;
+  /** The resourceVersion a conditional write sent. */
+  sentVersion?: string;
+}
+
+type JsonPatch = { op: "add" | "replace"; path: string; value: unknown }[];
+
+export function openKubernetesResourceStore(options: KubernetesResourceStoreOptions): KubernetesResourceStore {
+  return new KubernetesResourceStore(options);
+}
+
+export class KubernetesResourceStore implements ResourceStore {
+  readonly #api: CustomObjectsApi;
+  readonly #watcher: KubernetesWatch;
+  readonly #fieldManager: string;
+  readonly #attempts: number;
+  readonly #logger: StoreLogger;
+  readonly #watches = new Set<WatchEnd>();
+  #closed = false;
+
+  constructor(options: KubernetesResourceStoreOptions) {
+    this.#api = options.kubeConfig.makeApiClient(CustomObjectsApi);
+    this.#watcher = new KubernetesWatch(options.kubeConfig);
+    this.#fieldManager = options.fieldManager ?? "fast-sandbox";
+    this.#attempts = options.unconditionalAttempts ?? 10;
+    this.#logger = options.logger ?? consoleLogger;
+    if (!Number.isSafeInteger(this.#attempts) || this.#attempts < 1) {
+      throw new ValidationError("unconditionalAttempts", `${String(options.unconditionalAttempts)} is not a whole number >= 1`);
+    }
+  }
+
+  async get<K extends ResourceKind>(kind: K, key: ObjectKey): Promise<ResourceByKind[K] | undefined> {
+    this.#assertOpen();
+    checkKind(kind);
+    checkKey(key);
+    try {
+      return fromKubernetes(
+        await this.#api.getNamespacedCustomObject({ ...this.#resource(kind), namespace: key.namespace, name: key.name }),
+      ) as ResourceByKind[K];
+    } catch (error) {
+      const translated = translateKubernetesError(error, { kind, key, action: "get" });
+      if (translated instanceof NotFoundError) return undefined;
+      throw translated;
+    }
+  }
+
+  async list<K extends ResourceKind>(kind: K, options: ListOptions = {}): Promise<ListResult<ResourceByKind[K]>> {
+    this.#assertOpen();
+    checkKind(kind);
+    const labelSelector = formatLabelSelector(options.labelSelector);
+    let raw: unknown;
+    try {
+      raw =
+        options.namespace === undefined
+          ? await this.#api.listClusterCustomObject({ ...this.#resource(kind), labelSelector })
+          : await this.#api.listNamespacedCustomObject({ ...this.#resource(kind), namespace: options.namespace, labelSelector });
+    } catch (error) {
+      throw translateKubernetesError(error, { kind, action: `list ${KUBERNETES_PLURALS[kind]}` });
+    }
+    const list = raw as { items?: unknown[]; metadata?: { resourceVersion?: string } };
+    const items = (list.items ?? []).map(fromKubernetes).sort(byNamespaceAndName);
+    return { items: items as ResourceByKind[K][], resourceVersion: list.metadata?.resourceVersion ?? "" };
+  }
+
+  async create<K extends ResourceKind>(kind: K, object: ResourceByKind[K]): Promise<ResourceByKind[K]> {
+    this.#assertOpen();
+    checkKind(kind);
+    const given = requireShape(object);
+    const key = keyOfObject(given);
+    const { labels, annotations, finalizers } = given.metadata;
+    const body = normalize({
+      apiVersion: API_VERSION,
+      kind,
+      metadata: { name: key.name, namespace: key.namespace, labels, annotations, finalizers },
+      spec: given.spec,
+    });
+    dropEmptyFinalizers(body.metadata);
+    VALIDATORS[kind](body);
+    try {
+      const created: unknown = await this.#api.createNamespacedCustomObject({
+        ...this.#resource(kind),
+        namespace: key.namespace,
+        body,
+        fieldManager: this.#fieldManager,
+      });
+      return fromKubernetes(created) as ResourceByKind[K];
+    } catch (error) {
+      throw translateKubernetesError(error, { kind, key, action: "create" });
+    }
+  }
+
+  async update<K extends ResourceKind>(kind: K, object: ResourceByKind[K], options?: WriteOptions): Promise<ResourceByKind[K]> {
+    this.#assertOpen();
+    checkKind(kind);
+    const given = requireShape(object);
+    const version = preconditionVersion(kind, given, options);
+    const key = keyOfObject(given);
+    const { status: _ignored, ...withoutStatus } = given;
+    const candidate = normalize(withoutStatus) as AnyResource;
+    dropEmptyFinalizers(candidate.metadata);
+    VALIDATORS[kind](candidate);
+    const patch = (resourceVersion: string): JsonPatch => [
+      // Setting the version read makes the write conditional: the API server refuses a stale one (409).
+      { op: "replace", path: "/metadata/resourceVersion", value: resourceVersion },
+      { op: "add", path: "/spec", value: candidate.spec },
+      { op: "add", path: "/metadata/labels", value: candidate.metadata.labels ?? {} },
+      { op: "add", path: "/metadata/annotations", value: candidate.metadata.annotations ?? {} },
+      { op: "add", path: "/metadata/finalizers", value: candidate.metadata.finalizers ?? [] },
+    ];
+    const write = async (resourceVersion: string): Promise<AnyResource> => {
+      try {
+        const body = patch(resourceVersion);
+        return fromKubernetes(await this.#api.patchNamespacedCustomObject({ ...this.#resource(kind), ...key, body, fieldManager: this.#fieldManager }));
+      } catch (error) {
+        throw translateKubernetesError(error, { kind, key, action: "update", sentVersion: resourceVersion });
+      }
+    };
+    if (version !== undefined) return (await write(version)) as ResourceByKind[K];
+    return (await this.#unconditionally(kind, key, given.metadata.uid, write)) as ResourceByKind[K];
+  }
+
+  async updateStatus<K extends ResourceKind>(kind: K, object: ResourceByKind[K], options?: WriteOptions): Promise<ResourceByKind[K]> {
+    this.#assertOpen();
+    checkKind(kind);
+    const given = requireShape(object);
+    const version = preconditionVersion(kind, given, options);
+    const key = keyOfObject(given);
+    const candidate = normalize(given);
+    VALIDATORS[kind](candidate);
+    const write = async (resourceVersion: string, uid: string | undefined): Promise<AnyResource> => {
+      const metadata = { name: key.name, namespace: key.namespace, resourceVersion, ...(uid ? { uid } : {}) };
+      const body = { apiVersion: API_VERSION, kind, metadata, spec: candidate.spec, ...(candidate.status === undefined ? {} : { status: candidate.status }) };
+      try {
+        return fromKubernetes(await this.#api.replaceNamespacedCustomObjectStatus({ ...this.#resource(kind), ...key, body, fieldManager: this.#fieldManager }));
+      } catch (error) {
+        throw translateKubernetesError(error, { kind, key, action: "update the status of", sentVersion: resourceVersion });
+      }
+    };
+    if (version !== undefined) return (await write(version, given.metadata.uid || undefined)) as ResourceByKind[K];
+    return (await this.#unconditionally(kind, key, given.metadata.uid, (resourceVersion, uid) => write(resourceVersion, uid))) as ResourceByKind[K];
+  }
+
+  async delete<K extends ResourceKind>(kind: K, key: ObjectKey): Promise<ResourceByKind[K] | undefined> {
+    this.#assertOpen();
+    checkKind(kind);
+    checkKey(key);
+    let raw: unknown;
+    try {
+      raw = await this.#api.deleteNamespacedCustomObject({ ...this.#resource(kind), namespace: key.namespace, name: key.name });
+    } catch (error) {
+      throw translateKubernetesError(error, { kind, key, action: "delete" });
+    }
+    // The API server answers with the object: still there (being deleted) while finalizers remain,
+    // or its last state when it is gone; or with a Status when it is gone.
+    if ((raw as KubernetesStatus | undefined)?.kind === "Status") return undefined;
+    const object = fromKubernetes(raw);
+    const remaining = object.metadata.finalizers ?? [];
+    return object.metadata.deletionTimestamp !== undefined && remaining.length > 0 ? (object as ResourceByKind[K]) : undefined;
+  }
+
+  /**
+   * A watch through the API server. Bookmarks are asked for (they keep the connection's version
+   * fresh) but not delivered. "0" and "" are refused: on Kubernetes they mean "any version", which
+   * would replay the current objects as ADDED instead of the changes after a version.
+   */
+  watch<K extends ResourceKind>(kind: K, options: WatchOptions, onEvent: (event: WatchEvent<ResourceByKind[K]>) => void): Watch {
+    this.#assertOpen();
+    checkKind(kind);
+    const resourceVersion = options.resourceVersion;
+    if (typeof resourceVersion !== "string" || resourceVersion === "" || resourceVersion === "0") {
+      throw new ValidationError(
+        "resourceVersion",
+        `${JSON.stringify(resourceVersion)} is not a resourceVersion to watch from; watch from the resourceVersion of a list`,
+      );
+    }
+    const plural = KUBERNETES_PLURALS[kind];
+    const path =
+      options.namespace === undefined
+        ? `/apis/${GROUP}/${VERSION}/${plural}`
+        : `/apis/${GROUP}/${VERSION}/namespaces/${encodeURIComponent(options.namespace)}/${plural}`;
+    const context: KubernetesErrorContext = { kind, action: `watch ${plural}` };
+    let controller: AbortController | undefined;
+    const end = new WatchEnd(() => {
+      this.#watches.delete(end);
+      controller?.abort();
+    });
+    this.#watches.add(end);
+    const query = { resourceVersion, allowWatchBookmarks: true, labelSelector: formatLabelSelector(options.labelSelector) };
+    const onLine = (type: string, raw: unknown): void => {
+      if (end.ended) return;
+      switch (type) {
+        case "ADDED":
+        case "MODIFIED":
+        case "DELETED": {
+          const object = fromKubernetes(raw);
+          const bindings = { kind, type, resourceVersion: object.metadata.resourceVersion };
+          callListener(this.#logger, bindings, () => onEvent({ type, object: object as ResourceByKind[K] }));
+          return;
+        }
+        case "ERROR":
+          end.end(statusError(raw as KubernetesStatus, context));
+          return;
+        default:
+          // BOOKMARK, and whatever later API servers add.
+          return;
+      }
+    };
+    const onDone = (error: unknown): void => {
+      end.end(error === null || error === undefined ? undefined : translateKubernetesError(error, context));
+    };
+    this.#watcher.watch(path, query, onLine, onDone).then(
+      (started) => {
+        controller = started;
+        if (end.ended) started.abort();
+      },
+      (error: unknown) => end.end(translateKubernetesError(error, context)),
+    );
+    return end;
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    for (const watch of [...this.#watches]) watch.end();
+    return Promise.resolve();
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new UnavailableError("the Kubernetes resource store is closed");
+  }
+
+  #resource(kind: ResourceKind): { group: string; version: string; plural: string } {
+    return { group: GROUP, version: VERSION, plural: KUBERNETES_PLURALS[kind] };
+  }
+
+  /** Reads the object and writes it conditionally on what was read, again while others write in between. */
+  async #unconditionally(
+    kind: ResourceKind,
+    key: ObjectKey,
+    expectedUid: string | undefined,
+    write: (resourceVersion: string, uid: string | undefined) => Promise<AnyResource>,
+  ): Promise<AnyResource> {
+    for (let attempt = 1; ; attempt++) {
+      const current = await this.get(kind, key);
+      if (current === undefined) throw new NotFoundError(`${describe(kind, key)} not found`);
+      if (expectedUid && expectedUid !== current.metadata.uid) throw new ConflictError(uidConflictMessage(kind, key, current.metadata.uid, expectedUid));
+      try {
+        return await write(current.metadata.resourceVersion ?? "", current.metadata.uid);
+      } catch (error) {
+        if (!(error instanceof ConflictError) || attempt >= this.#attempts) throw error;
+      }
+    }
+  }
+}
+
+/** A Kubernetes object as this port's resource: only the metadata fields the schema knows. */
+function fromKubernetes(raw: unknown): AnyResource {
+  const object = (raw ?? {}) as Record<string, unknown>;
+  const source = (object.metadata ?? {}) as Record<string, unknown>;
+  const metadata: Record<string, unknown> = {};
+  for (const field of META_FIELDS) if (source[field] !== undefined) metadata[field] = source[field];
+  const result: Record<string, unknown> = { apiVersion: object.apiVersion, kind: object.kind, metadata, spec: object.spec };
+  if (object.status !== undefined) result.status = object.status;
+  return result as unknown as AnyResource;
+}
+
+function formatLabelSelector(selector: Record<string, string> | undefined): string | undefined {
+  if (selector === undefined) return undefined;
+  const terms = Object.entries(selector).map(([key, value]) => `${key}=${value}`);
+  return terms.length === 0 ? undefined : terms.join(",");
+}
+
+function parseStatus(body: unknown): KubernetesStatus | undefined {
+  let value = body;
+  if (typeof body === "string") {
+    try {
+      value = JSON.parse(body) as unknown;
+    } catch {
+      return body === "" ? undefined : { message: body };
+    }
+  }
+  if (typeof value !== "object" || value === null) return undefined;
+  return value;
+}
+
+/**
+ * The one place errors of the Kubernetes API and of the connection to it become Fast Sandbox errors:
+ * 400/422 ValidationError (naming the field of the first cause), 401 Unauthenticated,
+ * 403 PermissionDenied, 404 NotFound, 409 AlreadyExists or Conflict, 410 Expired, 429/503 and
+ * connection failures Unavailable, 504 deadline_exceeded.
+ */
+export function translateKubernetesError(error: unknown, context: KubernetesErrorContext): FsbError {
+  if (error instanceof FsbError) return error;
+  if (error instanceof ApiException) {
+    const code = typeof error.code === "number" ? error.code : 0;
+    return statusError({ ...parseStatus(error.body), code }, context, error);
+  }
+  const statusCode = (error as { statusCode?: unknown } | undefined)?.statusCode;
+  if (typeof statusCode === "number") {
+    return statusError({ code: statusCode, message: error instanceof Error ? error.message : undefined }, context, error);
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return new UnavailableError(`cannot ${context.action} ${subject(context)}: the Kubernetes API server is unreachable (${message})`, { cause: error });
+}
+
+function subject(context: KubernetesErrorContext): string {
+  if (context.kind === undefined) return "";
+  return context.key === undefined ? KUBERNETES_PLURALS[context.kind] : describe(context.kind, context.key);
+}
+
+function statusError(status: KubernetesStatus, context: KubernetesErrorContext, cause?: unknown): FsbError {
+  const code = status.code ?? 0;
+  const serverMessage = status.message ?? `HTTP ${code}`;
+  const { kind, key } = context;
+  const options = cause === undefined ? undefined : { cause };
+  switch (code) {
+    case 400:
+    case 422: {
+      const causes = status.details?.causes ?? [];
+      const field = causes.find((c) => c.field)?.field ?? "";
+      if (field === "") return new ValidationError("", serverMessage);
+      const messages = [...new Set(causes.filter((c) => c.field === field).map((c) => c.message ?? c.reason ?? ""))].filter((m) => m !== "");
+      return new ValidationError(field, messages.length > 0 ? messages.join("; ") : serverMessage);
+    }
+    case 401:
+      return new UnauthenticatedError(`the Kubernetes API server did not accept the credentials: ${serverMessage}`);
+    case 403:
+      return new PermissionDeniedError(serverMessage, options);
+    case 404:
+      return new NotFoundError(kind !== undefined && key !== undefined ? `${describe(kind, key)} not found` : serverMessage, options);
+    case 409:
+      if (status.reason === "AlreadyExists" && kind !== undefined && key !== undefined) {
+        return new AlreadyExistsError(`${describe(kind, key)} already exists; choose another name or delete it first`);
+      }
+      if (status.reason === "AlreadyExists") return new AlreadyExistsError(serverMessage);
+      if (kind !== undefined && key !== undefined) {
+        const sent = context.sentVersion;
+        return new ConflictError(sent === undefined ? `${describe(kind, key)}: ${serverMessage}` : conflictMessage(kind, key, undefined, sent));
+      }
+      return new ConflictError(serverMessage);
+    case 410:
+      return new ExpiredError(`${serverMessage}; list again and watch from the list's resourceVersion`);
+    case 429:
+    case 503:
+      return new UnavailableError(`the Kubernetes API server is busy or unavailable (${code}): ${serverMessage}; retry later`, options);
+    case 504:
+      return new FsbError("deadline_exceeded", serverMessage, options);
+    default:
+      return new FsbError(code >= 500 ? "internal" : "failed_precondition", `the Kubernetes API server answered ${code}: ${serverMessage}`, options);
+  }
+}

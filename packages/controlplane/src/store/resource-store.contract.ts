@@ -1,0 +1,494 @@
+/**
+ * The contract of the `ResourceStore` port, as node:test cases any adapter must pass: the SQLite
+ * store, the in-memory store and the Kubernetes API server run the same cases
+ * (`resource-store.contract.spec.ts`, test/e2e/resource-store-contract-on-three-backends/).
+ *
+ * Every case gets a fresh context with two namespaces no other case uses, so the cases also run on a
+ * shared API server; they never assume when an event arrives (only its order), nor what a
+ * resourceVersion looks like (only equality).
+ */
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, test } from "node:test";
+import { AlreadyExistsError, ConflictError, ExpiredError, NotFoundError, ValidationError, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
+import type { ResourceStore, Watch, WatchEvent, WatchOptions } from "./resource-store.js";
+
+export interface ContractContext {
+  store: ResourceStore;
+  /** Two namespaces only this case uses. */
+  namespaces: [string, string];
+  /** Closes the store and removes what the case left. */
+  close(): Promise<void>;
+}
+
+export interface ContractBackend {
+  name: string;
+  open(): Promise<ContractContext>;
+  /**
+   * A resourceVersion the store can no longer replay, after whatever it takes (writes beyond the
+   * replay history, a compaction…); undefined when the backend cannot be made to expire one.
+   */
+  expiredResourceVersion?(context: ContractContext): Promise<string>;
+  /** How long to wait for an event that should not come. @default 50 */
+  quietMs?: number;
+  /** How long to wait for an event that should come. @default 10_000 */
+  eventTimeoutMs?: number;
+}
+
+const API_VERSION = "sandbox.fast.io/v1alpha1";
+
+function sandbox(namespace: string, name: string, options: { labels?: Record<string, string>; image?: string; finalizers?: string[] } = {}): Sandbox {
+  return {
+    apiVersion: API_VERSION,
+    kind: "Sandbox",
+    metadata: {
+      name,
+      namespace,
+      ...(options.labels ? { labels: options.labels } : {}),
+      ...(options.finalizers ? { finalizers: options.finalizers } : {}),
+    },
+    spec: { image: options.image ?? "python:3.12", poolRef: "pool" },
+  };
+}
+
+function pool(namespace: string, name: string): SandboxPool {
+  return {
+    apiVersion: API_VERSION,
+    kind: "SandboxPool",
+    metadata: { name, namespace },
+    spec: { capacity: { poolMin: 1, poolMax: 3 }, maxSandboxesPerPod: 10 },
+  };
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Registers the contract's cases for one backend. */
+export function describeResourceStoreContract(backend: ContractBackend): void {
+  const quietMs = backend.quietMs ?? 50;
+  const eventTimeoutMs = backend.eventTimeoutMs ?? 10_000;
+
+  void describe(`ResourceStore contract: ${backend.name}`, () => {
+    let context: ContractContext;
+    let store: ResourceStore;
+    let ns: string;
+    let other: string;
+    const watches: Watch[] = [];
+
+    beforeEach(async () => {
+      context = await backend.open();
+      store = context.store;
+      [ns, other] = context.namespaces;
+    });
+
+    afterEach(async () => {
+      for (const watch of watches.splice(0)) watch.stop();
+      await context.close();
+    });
+
+    const key = (name: string, namespace = ns) => ({ namespace, name });
+
+    /** Records a watch's events; `until(n)` waits for the n-th, `settled()` also for silence after it. */
+    function record(options: WatchOptions) {
+      const events: WatchEvent<Sandbox>[] = [];
+      const watch = store.watch("Sandbox", options, (event) => void events.push(event));
+      watches.push(watch);
+      const summary = () => events.map((e) => `${e.type} ${e.object.metadata.name}`);
+      const until = async (count: number): Promise<void> => {
+        const deadline = Date.now() + eventTimeoutMs;
+        while (events.length < count) {
+          if (Date.now() > deadline) assert.fail(`waited ${eventTimeoutMs} ms for ${count} events, got ${JSON.stringify(summary())}`);
+          await sleep(5);
+        }
+      };
+      const settled = async (count: number): Promise<string[]> => {
+        await until(count);
+        await sleep(quietMs);
+        return summary();
+      };
+      return { events, watch, summary, until, settled };
+    }
+
+    void describe("create and read", () => {
+      void test("create sets uid, resourceVersion, generation 1 and creationTimestamp; get returns the same object", async () => {
+        const created = await store.create("Sandbox", sandbox(ns, "a", { labels: { app: "web" } }));
+        assert.ok(created.metadata.uid);
+        assert.ok(created.metadata.resourceVersion);
+        assert.equal(created.metadata.generation, 1);
+        assert.match(created.metadata.creationTimestamp ?? "", /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+        assert.equal(created.metadata.deletionTimestamp, undefined);
+        assert.deepEqual(created.metadata.labels, { app: "web" });
+        assert.deepEqual(created.spec, { image: "python:3.12", poolRef: "pool" });
+        assert.deepEqual(await store.get("Sandbox", key("a")), created);
+      });
+
+      void test("create ignores status and the identity fields the caller sent", async () => {
+        const input = sandbox(ns, "a");
+        input.status = { phase: "Running" };
+        input.metadata.uid = "0b4f1b9e-0000-4000-8000-000000000000";
+        input.metadata.generation = 9;
+        const created = await store.create("Sandbox", input);
+        assert.equal(created.status, undefined);
+        assert.notEqual(created.metadata.uid, input.metadata.uid);
+        assert.equal(created.metadata.generation, 1);
+      });
+
+      void test("get of a missing object is undefined", async () => {
+        assert.equal(await store.get("Sandbox", key("missing")), undefined);
+        assert.equal(await store.get("SandboxPool", key("missing")), undefined);
+      });
+
+      void test("a taken name is AlreadyExistsError; the same name in another namespace or kind is fine", async () => {
+        await store.create("Sandbox", sandbox(ns, "a"));
+        await assert.rejects(store.create("Sandbox", sandbox(ns, "a")), (error: unknown) => {
+          assert.ok(error instanceof AlreadyExistsError, String(error));
+          assert.match(error.message, new RegExp(`sandbox ${ns}/a already exists`));
+          return true;
+        });
+        await store.create("Sandbox", sandbox(other, "a"));
+        await store.create("SandboxPool", pool(ns, "a"));
+      });
+
+      void test("list filters by namespace and labels, sorts by namespace and name, and returns a resourceVersion", async () => {
+        await store.create("Sandbox", sandbox(other, "b", { labels: { app: "x" } }));
+        await store.create("Sandbox", sandbox(ns, "c", { labels: { app: "x", tier: "web" } }));
+        await store.create("Sandbox", sandbox(ns, "a", { labels: { app: "y" } }));
+        await store.create("SandboxPool", pool(ns, "p"));
+        const names = (items: Sandbox[]) => items.map((s) => `${s.metadata.namespace}/${s.metadata.name}`);
+        const mine = (items: Sandbox[]) => items.filter((s) => s.metadata.namespace === ns || s.metadata.namespace === other);
+
+        const all = await store.list("Sandbox");
+        assert.deepEqual(names(mine(all.items)), [`${ns}/a`, `${ns}/c`, `${other}/b`].sort());
+        assert.ok(all.resourceVersion);
+        assert.deepEqual(names((await store.list("Sandbox", { namespace: ns })).items), [`${ns}/a`, `${ns}/c`]);
+        assert.deepEqual(names(mine((await store.list("Sandbox", { labelSelector: { app: "x" } })).items)), [`${ns}/c`, `${other}/b`].sort());
+        assert.deepEqual(names((await store.list("Sandbox", { namespace: ns, labelSelector: { app: "x", tier: "web" } })).items), [`${ns}/c`]);
+        assert.deepEqual((await store.list("Sandbox", { namespace: other, labelSelector: { app: "y" } })).items, []);
+        assert.deepEqual(
+          (await store.list("SandboxPool", { namespace: ns })).items.map((p) => p.metadata.name),
+          ["p"],
+        );
+      });
+
+      void test("an invalid object is ValidationError naming the field, and nothing is stored", async () => {
+        const bad = sandbox(ns, "a");
+        bad.spec.image = "";
+        await assert.rejects(store.create("Sandbox", bad), (error: unknown) => {
+          assert.ok(error instanceof ValidationError, String(error));
+          assert.equal(error.field, "spec.image");
+          return true;
+        });
+        const noNamespace = sandbox(ns, "b");
+        delete noNamespace.metadata.namespace;
+        await assert.rejects(
+          store.create("Sandbox", noNamespace),
+          (error: unknown) => error instanceof ValidationError && error.field === "metadata.namespace",
+        );
+        assert.deepEqual((await store.list("Sandbox", { namespace: ns })).items, []);
+      });
+    });
+
+    void describe("optimistic concurrency", () => {
+      void test("a write with a stale resourceVersion is ConflictError and changes nothing; of two writers from one read exactly one wins", async () => {
+        const read = await store.create("Sandbox", sandbox(ns, "a"));
+        const results = await Promise.allSettled([
+          store.update("Sandbox", { ...read, spec: { ...read.spec, image: "first" } }),
+          store.update("Sandbox", { ...read, spec: { ...read.spec, image: "second" } }),
+        ]);
+        assert.equal(results.filter((r) => r.status === "fulfilled").length, 1);
+        const rejected = results.filter((r) => r.status === "rejected");
+        assert.equal(rejected.length, 1);
+        assert.ok(rejected[0]?.reason instanceof ConflictError, String(rejected[0]?.reason));
+        const winner = await store.get("Sandbox", key("a"));
+        assert.ok(winner?.spec.image === "first" || winner?.spec.image === "second");
+
+        await assert.rejects(store.update("Sandbox", { ...read, spec: { ...read.spec, image: "third" } }), ConflictError);
+        await assert.rejects(store.updateStatus("Sandbox", { ...read, status: { phase: "Running" } }), ConflictError);
+        assert.deepEqual(await store.get("Sandbox", key("a")), winner);
+      });
+
+      void test("a write without a resourceVersion is ValidationError unless it asks to be unconditional", async () => {
+        const created = await store.create("Sandbox", sandbox(ns, "a"));
+        await store.updateStatus("Sandbox", { ...created, status: { phase: "Bound" } });
+        const blind = sandbox(ns, "a", { image: "v2" });
+        await assert.rejects(
+          store.update("Sandbox", blind),
+          (error: unknown) => error instanceof ValidationError && error.field === "metadata.resourceVersion",
+        );
+        await assert.rejects(store.updateStatus("Sandbox", { ...blind, status: { phase: "Running" } }), ValidationError);
+
+        const updated = await store.update("Sandbox", blind, { unconditional: true });
+        assert.equal(updated.spec.image, "v2");
+        assert.equal(updated.status?.phase, "Bound");
+        const stale = { ...created, status: { phase: "Running" as const } };
+        const written = await store.updateStatus("Sandbox", stale, { unconditional: true });
+        assert.equal(written.status?.phase, "Running");
+        assert.equal(written.spec.image, "v2");
+      });
+
+      void test("an unconditional write still checks the uid: a name deleted and created again is ConflictError", async () => {
+        const first = await store.create("Sandbox", sandbox(ns, "a"));
+        await store.delete("Sandbox", key("a"));
+        await store.create("Sandbox", sandbox(ns, "a"));
+        await assert.rejects(store.update("Sandbox", { ...first, spec: { ...first.spec, image: "v2" } }, { unconditional: true }), ConflictError);
+        await assert.rejects(store.updateStatus("Sandbox", { ...first, status: { phase: "Running" } }, { unconditional: true }), ConflictError);
+        await assert.rejects(store.update("Sandbox", { ...first, spec: { ...first.spec, image: "v2" } }), ConflictError);
+      });
+
+      void test("writes to a missing object are NotFoundError", async () => {
+        const ghost = { ...sandbox(ns, "ghost"), metadata: { ...sandbox(ns, "ghost").metadata, resourceVersion: "1" } };
+        await assert.rejects(store.update("Sandbox", ghost), NotFoundError);
+        await assert.rejects(store.update("Sandbox", ghost, { unconditional: true }), NotFoundError);
+        await assert.rejects(store.updateStatus("Sandbox", { ...ghost, status: { phase: "Running" } }), NotFoundError);
+        await assert.rejects(store.delete("Sandbox", key("ghost")), (error: unknown) => {
+          assert.ok(error instanceof NotFoundError);
+          assert.match(error.message, new RegExp(`sandbox ${ns}/ghost not found`));
+          return true;
+        });
+      });
+    });
+
+    void describe("spec, status and generation", () => {
+      void test("update writes spec and metadata but never status; updateStatus writes status but never spec or metadata", async () => {
+        const created = await store.create("Sandbox", sandbox(ns, "a"));
+        const bound = await store.updateStatus("Sandbox", {
+          ...created,
+          metadata: { ...created.metadata, labels: { sneaky: "yes" }, finalizers: ["fast.io/sneaky"] },
+          spec: { ...created.spec, image: "sneaky" },
+          status: { phase: "Bound", assignedPod: "agent-1" },
+        });
+        assert.notEqual(bound.metadata.resourceVersion, created.metadata.resourceVersion);
+        assert.equal(bound.metadata.labels, undefined);
+        assert.equal(bound.metadata.finalizers, undefined);
+        assert.equal(bound.spec.image, "python:3.12");
+        assert.deepEqual(bound.status, { phase: "Bound", assignedPod: "agent-1" });
+
+        const updated = await store.update("Sandbox", {
+          ...bound,
+          metadata: { ...bound.metadata, labels: { team: "x" }, annotations: { note: "n" } },
+          spec: { ...bound.spec, image: "v2" },
+          status: { phase: "Failed" },
+        });
+        assert.deepEqual(updated.status, { phase: "Bound", assignedPod: "agent-1" });
+        assert.deepEqual(updated.metadata.labels, { team: "x" });
+        assert.deepEqual(updated.metadata.annotations, { note: "n" });
+        assert.equal(updated.spec.image, "v2");
+        assert.deepEqual(await store.get("Sandbox", key("a")), updated);
+      });
+
+      void test("generation bumps when the spec changes and when deletion starts, never for status, labels or finalizers", async () => {
+        const created = await store.create("Sandbox", sandbox(ns, "a"));
+        const relabelled = await store.update("Sandbox", { ...created, metadata: { ...created.metadata, labels: { a: "b" }, finalizers: ["fast.io/f"] } });
+        assert.equal(relabelled.metadata.generation, 1);
+        const withStatus = await store.updateStatus("Sandbox", { ...relabelled, status: { phase: "Running", observedGeneration: 1 } });
+        assert.equal(withStatus.metadata.generation, 1);
+        const respecced = await store.update("Sandbox", { ...withStatus, spec: { ...withStatus.spec, args: ["-c", "1"] } });
+        assert.equal(respecced.metadata.generation, 2);
+        assert.equal(respecced.status?.observedGeneration, 1, "the status still tells which generation it was computed for");
+        const marked = await store.delete("Sandbox", key("a"));
+        assert.equal(marked?.metadata.generation, 3);
+      });
+
+      void test("status.observedGeneration and conditions' observedGeneration are stored, for both kinds", async () => {
+        const created = await store.create("Sandbox", sandbox(ns, "a"));
+        const status = {
+          phase: "Running" as const,
+          observedGeneration: 1,
+          conditions: [{ type: "Ready", status: "True" as const, reason: "Started", observedGeneration: 1, lastTransitionTime: "2026-01-02T03:04:05Z" }],
+        };
+        const written = await store.updateStatus("Sandbox", { ...created, status });
+        assert.deepEqual(written.status, status);
+        assert.deepEqual((await store.get("Sandbox", key("a")))?.status, status);
+        const createdPool = await store.create("SandboxPool", pool(ns, "p"));
+        const poolStatus = { agents: 2, readyAgents: 1, observedGeneration: 1 };
+        assert.deepEqual((await store.updateStatus("SandboxPool", { ...createdPool, status: poolStatus })).status, poolStatus);
+      });
+
+      void test("a write that changes nothing keeps the resourceVersion and emits no event", async () => {
+        const created = await store.create("Sandbox", sandbox(ns, "a", { labels: { x: "1" } }));
+        const running = await store.updateStatus("Sandbox", { ...created, status: { phase: "Running" } });
+        const watch = record({ namespace: ns, resourceVersion: running.metadata.resourceVersion ?? "" });
+        const reordered = { ...running, spec: { poolRef: "pool", image: "python:3.12" } } as Sandbox;
+        const same = await store.update("Sandbox", reordered);
+        assert.equal(same.metadata.resourceVersion, running.metadata.resourceVersion);
+        const sameStatus = await store.updateStatus("Sandbox", running);
+        assert.equal(sameStatus.metadata.resourceVersion, running.metadata.resourceVersion);
+        await store.create("Sandbox", sandbox(ns, "marker"));
+        assert.deepEqual(await watch.settled(1), ["ADDED marker"]);
+      });
+    });
+
+    void describe("delete and finalizers", () => {
+      void test("delete without finalizers removes the object and returns undefined; the name is free again", async () => {
+        await store.create("Sandbox", sandbox(ns, "a"));
+        assert.equal(await store.delete("Sandbox", key("a")), undefined);
+        assert.equal(await store.get("Sandbox", key("a")), undefined);
+        await store.create("Sandbox", sandbox(ns, "a"));
+      });
+
+      void test("delete with finalizers sets deletionTimestamp; deleting again changes nothing; removing the last finalizer deletes", async () => {
+        await store.create("Sandbox", sandbox(ns, "a", { finalizers: ["fast.io/a", "fast.io/b"] }));
+        const marked = await store.delete("Sandbox", key("a"));
+        assert.ok(marked);
+        assert.match(marked.metadata.deletionTimestamp ?? "", /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+        assert.deepEqual(marked.metadata.finalizers, ["fast.io/a", "fast.io/b"]);
+        assert.deepEqual(await store.get("Sandbox", key("a")), marked);
+
+        const again = await store.delete("Sandbox", key("a"));
+        assert.deepEqual(again, marked, "deleting an object being deleted changes nothing");
+
+        const oneLeft = await store.update("Sandbox", { ...marked, metadata: { ...marked.metadata, finalizers: ["fast.io/b"] } });
+        assert.deepEqual(oneLeft.metadata.finalizers, ["fast.io/b"]);
+        assert.equal(oneLeft.metadata.deletionTimestamp, marked.metadata.deletionTimestamp);
+        const running = await store.updateStatus("Sandbox", { ...oneLeft, status: { phase: "Terminating" } });
+        assert.ok(await store.get("Sandbox", key("a")));
+
+        const last = await store.update("Sandbox", { ...running, metadata: { ...running.metadata, finalizers: [] } });
+        assert.equal(last.metadata.name, "a");
+        assert.equal(last.status?.phase, "Terminating", "the returned object is the final state");
+        assert.equal(await store.get("Sandbox", key("a")), undefined);
+      });
+
+      void test("an object being deleted accepts no new finalizers but other metadata changes", async () => {
+        await store.create("Sandbox", sandbox(ns, "a", { finalizers: ["fast.io/a"] }));
+        const marked = await store.delete("Sandbox", key("a"));
+        assert.ok(marked);
+        await assert.rejects(
+          store.update("Sandbox", { ...marked, metadata: { ...marked.metadata, finalizers: ["fast.io/a", "fast.io/late"] } }),
+          (error: unknown) => {
+            assert.ok(error instanceof ValidationError, String(error));
+            assert.equal(error.field, "metadata.finalizers");
+            return true;
+          },
+        );
+        const relabelled = await store.update("Sandbox", { ...marked, metadata: { ...marked.metadata, labels: { x: "1" } } });
+        assert.deepEqual(relabelled.metadata.finalizers, ["fast.io/a"]);
+        assert.equal(relabelled.metadata.deletionTimestamp, marked.metadata.deletionTimestamp);
+      });
+
+      void test("update cannot set or clear deletionTimestamp", async () => {
+        const created = await store.create("Sandbox", sandbox(ns, "a", { finalizers: ["fast.io/f"] }));
+        const tried = await store.update("Sandbox", {
+          ...created,
+          metadata: { ...created.metadata, deletionTimestamp: "2026-01-01T00:00:00Z", labels: { a: "b" } },
+        });
+        assert.equal(tried.metadata.deletionTimestamp, undefined);
+      });
+    });
+
+    void describe("watch", () => {
+      void test("a watch from a list's resourceVersion sees exactly the later events, in order, each with the write's resourceVersion", async () => {
+        const a = await store.create("Sandbox", sandbox(ns, "a"));
+        await store.create("Sandbox", sandbox(ns, "b"));
+        const listed = await store.list("Sandbox", { namespace: ns });
+        const watch = record({ namespace: ns, resourceVersion: listed.resourceVersion });
+        const c = await store.create("Sandbox", sandbox(ns, "c"));
+        const running = await store.updateStatus("Sandbox", { ...a, status: { phase: "Running" } });
+        await store.delete("Sandbox", key("b"));
+        const relabelled = await store.update("Sandbox", { ...c, metadata: { ...c.metadata, labels: { x: "1" } } });
+        assert.deepEqual(await watch.settled(4), ["ADDED c", "MODIFIED a", "DELETED b", "MODIFIED c"]);
+        assert.equal(watch.events[0]?.object.metadata.resourceVersion, c.metadata.resourceVersion);
+        assert.equal(watch.events[1]?.object.metadata.resourceVersion, running.metadata.resourceVersion);
+        assert.deepEqual(watch.events[1]?.object.status, { phase: "Running" });
+        assert.equal(watch.events[3]?.object.metadata.resourceVersion, relabelled.metadata.resourceVersion);
+      });
+
+      void test("a watch from an older resourceVersion replays the events after it", async () => {
+        const a = await store.create("Sandbox", sandbox(ns, "a"));
+        await store.create("Sandbox", sandbox(ns, "b"));
+        await store.updateStatus("Sandbox", { ...a, status: { phase: "Running" } });
+        await store.create("Sandbox", sandbox(other, "elsewhere"));
+        await store.create("SandboxPool", pool(ns, "p"));
+        const watch = record({ namespace: ns, resourceVersion: a.metadata.resourceVersion ?? "" });
+        assert.deepEqual(await watch.settled(2), ["ADDED b", "MODIFIED a"]);
+      });
+
+      void test("the DELETED event of an object with finalizers carries its last state", async () => {
+        const created = await store.create("Sandbox", sandbox(ns, "a", { finalizers: ["fast.io/f"] }));
+        const running = await store.updateStatus("Sandbox", { ...created, status: { phase: "Running" } });
+        const watch = record({ namespace: ns, resourceVersion: running.metadata.resourceVersion ?? "" });
+        const marked = await store.delete("Sandbox", key("a"));
+        assert.ok(marked);
+        await store.update("Sandbox", { ...marked, metadata: { ...marked.metadata, finalizers: [] } });
+        assert.deepEqual(await watch.settled(2), ["MODIFIED a", "DELETED a"]);
+        const deleted = watch.events[1]?.object;
+        assert.deepEqual(deleted?.status, { phase: "Running" });
+        assert.equal(deleted?.metadata.deletionTimestamp, marked.metadata.deletionTimestamp);
+        assert.equal(deleted?.metadata.uid, created.metadata.uid);
+      });
+
+      void test("a label selector filters; objects entering or leaving it arrive as ADDED and DELETED", async () => {
+        const start = await store.list("Sandbox", { namespace: ns });
+        const watch = record({ namespace: ns, labelSelector: { app: "web" }, resourceVersion: start.resourceVersion });
+        const plain = await store.create("Sandbox", sandbox(ns, "plain"));
+        const web = await store.create("Sandbox", sandbox(ns, "web", { labels: { app: "web" } }));
+        await store.create("Sandbox", sandbox(other, "web-elsewhere", { labels: { app: "web" } }));
+        const joined = await store.update("Sandbox", { ...plain, metadata: { ...plain.metadata, labels: { app: "web" } } });
+        await store.updateStatus("Sandbox", { ...joined, status: { phase: "Running" } });
+        await store.update("Sandbox", { ...web, metadata: { ...web.metadata, labels: { app: "db" } } });
+        await store.delete("Sandbox", key("web"));
+        assert.deepEqual(await watch.settled(4), ["ADDED web", "ADDED plain", "MODIFIED plain", "DELETED web"]);
+      });
+
+      void test("a watch of one kind sees nothing of the other", async () => {
+        const start = await store.list("SandboxPool", { namespace: ns });
+        const pools: string[] = [];
+        watches.push(
+          store.watch("SandboxPool", { namespace: ns, resourceVersion: start.resourceVersion }, (e) => void pools.push(`${e.type} ${e.object.metadata.name}`)),
+        );
+        await store.create("Sandbox", sandbox(ns, "s"));
+        await store.create("SandboxPool", pool(ns, "p"));
+        const deadline = Date.now() + eventTimeoutMs;
+        while (pools.length < 1 && Date.now() < deadline) await sleep(5);
+        await sleep(quietMs);
+        assert.deepEqual(pools, ["ADDED p"]);
+      });
+
+      void test("stop ends delivery at once and resolves done", async () => {
+        const start = await store.list("Sandbox", { namespace: ns });
+        const watch = record({ namespace: ns, resourceVersion: start.resourceVersion });
+        await store.create("Sandbox", sandbox(ns, "a"));
+        await watch.until(1);
+        watch.watch.stop();
+        watch.watch.stop();
+        await watch.watch.done;
+        await store.create("Sandbox", sandbox(ns, "b"));
+        await sleep(quietMs);
+        assert.deepEqual(watch.summary(), ["ADDED a"]);
+      });
+
+      void test("a listener that throws does not stop the watch", async () => {
+        const start = await store.list("Sandbox", { namespace: ns });
+        const seen: string[] = [];
+        watches.push(
+          store.watch("Sandbox", { namespace: ns, resourceVersion: start.resourceVersion }, (event) => {
+            seen.push(event.object.metadata.name);
+            throw new Error("listener bug (expected by the test)");
+          }),
+        );
+        await store.create("Sandbox", sandbox(ns, "a"));
+        await store.create("Sandbox", sandbox(ns, "b"));
+        const deadline = Date.now() + eventTimeoutMs;
+        while (seen.length < 2 && Date.now() < deadline) await sleep(5);
+        assert.deepEqual(seen, ["a", "b"]);
+      });
+
+      void test("a resourceVersion too old to replay ends the watch with ExpiredError; a fresh list's works", async (t) => {
+        if (backend.expiredResourceVersion === undefined) {
+          t.skip("this backend cannot be made to expire a resourceVersion");
+          return;
+        }
+        const tooOld = await backend.expiredResourceVersion(context);
+        const expired = record({ namespace: ns, resourceVersion: tooOld });
+        await assert.rejects(expired.watch.done, (error: unknown) => {
+          assert.ok(error instanceof ExpiredError, String(error));
+          assert.equal(error.code, "failed_precondition");
+          return true;
+        });
+        assert.deepEqual(expired.events, []);
+        const listed = await store.list("Sandbox", { namespace: ns });
+        const fresh = record({ namespace: ns, resourceVersion: listed.resourceVersion });
+        await store.create("Sandbox", sandbox(ns, "after-relist"));
+        assert.deepEqual(await fresh.settled(1), ["ADDED after-relist"]);
+      });
+    });
+  });
+}
