@@ -71,6 +71,7 @@ export class LocalPoolReconciler {
   /** Per pool: since when it has had spare capacity (scale-down delay). */
   private readonly spareSince = new Map<string, Date>();
   private readonly desired = new Map<string, number>();
+  private readonly agentListeners = new Set<(agentName: string) => void>();
   private readonly clock: () => Date;
   private readonly prewarmer: ImagePrewarmer;
   private watch: Watch | undefined;
@@ -91,6 +92,16 @@ export class LocalPoolReconciler {
   /** The agent's last reported status (heartbeat or start), if any. */
   observedStatus(name: string): ObservedAgentStatus | undefined {
     return this.observed.get(name);
+  }
+
+  /** Calls `listener` with an agent's name when its connectivity changes (started, answers, lost, removed); returns the unsubscribe function. */
+  onAgentChanged(listener: (agentName: string) => void): () => void {
+    this.agentListeners.add(listener);
+    return () => this.agentListeners.delete(listener);
+  }
+
+  private agentChanged(name: string): void {
+    for (const listener of this.agentListeners) listener(name);
   }
 
   /**
@@ -216,6 +227,7 @@ export class LocalPoolReconciler {
       onReady: (agent, status) => {
         this.connectivity.set(name, { connected: true, since: this.clock() });
         this.observed.set(name, { status, at: this.clock() });
+        this.agentChanged(name);
         const current = this.pools.get(sandboxKey(namespace, pool));
         options.registry.upsertAgent({
           name,
@@ -254,6 +266,7 @@ export class LocalPoolReconciler {
         this.starting.delete(name);
         if (options.registry.getAgent(name)) options.registry.setAgentReady(name, false);
         options.logger.warn({ agent: name, reason }, "agent lost");
+        this.agentChanged(name);
       },
     };
     const agent = new LocalAgentProcess(
@@ -278,6 +291,7 @@ export class LocalPoolReconciler {
     // Not connected until it first answers; the time counts from its start.
     this.connectivity.set(name, { connected: false, since: this.clock() });
     this.starting.add(name);
+    this.agentChanged(name);
     agent.start();
     return agent;
   }
@@ -297,6 +311,7 @@ export class LocalPoolReconciler {
     this.observed.delete(agent.name);
     this.starting.delete(agent.name);
     this.options.registry.removeAgent(agent.name);
+    this.agentChanged(agent.name);
     await agent.stop();
   }
 

@@ -6,6 +6,7 @@ import type { AgentClient } from "../agent-client/agent-client.js";
 import { CLEANUP_FINALIZER, SandboxManager } from "../fastpath/sandbox-manager.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { openSqliteResourceStore, type SqliteResourceStore } from "../store/sqlite-resource-store.js";
+import { FakeClock } from "../controller/clock.js";
 import { SandboxReconciler, type AgentObserver } from "./sandbox-reconciler.js";
 
 type CreateRequest = Parameters<AgentClient["createSandbox"]>[0];
@@ -57,6 +58,7 @@ class FakeAgentClient implements AgentClient {
 class FakeAgentObserver implements AgentObserver {
   readonly connectivity = new Map<string, { connected: boolean; since: Date }>();
   readonly observed = new Map<string, ObservedStatus>();
+  private readonly listeners = new Set<(agentName: string) => void>();
 
   agentConnectivity(name: string): { connected: boolean; since: Date } | undefined {
     return this.connectivity.get(name);
@@ -65,13 +67,25 @@ class FakeAgentObserver implements AgentObserver {
   observedStatus(name: string): ObservedStatus | undefined {
     return this.observed.get(name);
   }
+
+  onAgentChanged(listener: (agentName: string) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Sets the agent's connectivity (undefined: the agent is gone) and says so, as the pool controller does. */
+  set(name: string, connectivity: { connected: boolean; since: Date } | undefined): void {
+    if (connectivity) this.connectivity.set(name, connectivity);
+    else this.connectivity.delete(name);
+    for (const listener of this.listeners) listener(name);
+  }
 }
 
 const T0 = new Date("2026-03-04T05:06:07.000Z");
 const AGENT = "default-0";
 const HEALTHY = "default-1";
 
-let now: Date;
+let clock: FakeClock;
 let store: SqliteResourceStore;
 let registry: AgentRegistry;
 let clients: Map<string, FakeAgentClient>;
@@ -79,8 +93,11 @@ let observer: FakeAgentObserver;
 let manager: SandboxManager;
 let reconciler: SandboxReconciler;
 
-const clock = () => now;
-const advance = (seconds: number) => (now = new Date(now.getTime() + seconds * 1000));
+const now = () => clock.now();
+/** Time passes: timed requeues (expiry, recoveryTimeoutSeconds, back-off) that fall due are queued. */
+const advance = (seconds: number) => clock.advance(seconds * 1000);
+/** Every change made so far is reconciled: what a pass over all sandboxes used to do, for the changed ones only. */
+const settle = () => reconciler.whenIdle();
 const stored = (name: string) => store.get("Sandbox", { namespace: "default", name });
 const allocated = () => registry.poolUsage("default", "default").allocated;
 const condition = (sandbox: Sandbox | undefined, type: string) => sandbox?.status?.conditions?.find((c) => c.type === type);
@@ -99,25 +116,25 @@ function addAgent(name: string): FakeAgentClient {
   });
   const agent = new FakeAgentClient();
   clients.set(name, agent);
-  observer.connectivity.set(name, { connected: true, since: now });
+  observer.set(name, { connected: true, since: now() });
   return agent;
 }
 
 /** As the pool controller sees an agent stop answering: not connected since now, no placements. */
 function disconnect(name: string): void {
-  observer.connectivity.set(name, { connected: false, since: now });
   observer.observed.delete(name);
   registry.setAgentReady(name, false);
+  observer.set(name, { connected: false, since: now() });
 }
 
 function reconnect(name: string): void {
-  observer.connectivity.set(name, { connected: true, since: now });
   registry.setAgentReady(name, true);
+  observer.set(name, { connected: true, since: now() });
 }
 
 /** A heartbeat of the agent arriving now. */
 function report(name: string, sandboxes: ReportedSandbox[]): void {
-  observer.observed.set(name, { status: { sandboxes }, at: now });
+  observer.observed.set(name, { status: { sandboxes }, at: now() });
 }
 
 function spec(overrides: Partial<SandboxSpec> = {}): SandboxSpec {
@@ -135,25 +152,14 @@ async function storeRecord(name: string, status?: SandboxStatus): Promise<Sandbo
   return status ? store.updateStatus("Sandbox", { ...created, status }) : created;
 }
 
-/** Polls the stored record until `done` holds: for steps the reconciler runs in the background. */
-async function storedWhen(name: string, done: (sandbox: Sandbox | undefined) => boolean, timeoutMs = 2000): Promise<Sandbox | undefined> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const sandbox = await stored(name);
-    if (done(sandbox)) return sandbox;
-    if (Date.now() > deadline) assert.fail(`sandbox ${name} did not reach the expected state within ${timeoutMs} ms: ${JSON.stringify(sandbox?.status)}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
-
-beforeEach(() => {
-  now = T0;
+beforeEach(async () => {
+  clock = new FakeClock(T0);
   store = openSqliteResourceStore({ path: ":memory:" });
   registry = new AgentRegistry();
   clients = new Map();
   observer = new FakeAgentObserver();
   const logger = pino({ level: "silent" });
-  manager = new SandboxManager({ store, registry, agents: { get: (name) => clients.get(name) }, logger, clock });
+  manager = new SandboxManager({ store, registry, agents: { get: (name) => clients.get(name) }, logger, clock: now });
   manager.setPool({
     apiVersion: API_VERSION,
     kind: "SandboxPool",
@@ -162,10 +168,10 @@ beforeEach(() => {
   });
   addAgent(AGENT);
   reconciler = new SandboxReconciler({ store, manager, registry, agents: observer, logger, clock });
+  await reconciler.start();
 });
 
 afterEach(async () => {
-  // Never started, but a finished background step triggers a pass: stop waits for it and for steps in flight.
   await reconciler.stop();
   await manager.drain();
   await store.close();
@@ -175,20 +181,20 @@ describe("SandboxReconciler", () => {
   describe("agent connectivity and failurePolicy", () => {
     it("writes AgentConnected=False when the sandbox's agent stops answering, and changes nothing else before recoveryTimeoutSeconds", async () => {
       const created = await manager.create({ name: "web", spec: spec({ recoveryTimeoutSeconds: 10 }) });
-      await reconciler.pass();
+      await settle();
       assert.equal(condition(await stored("web"), "AgentConnected"), undefined, "nothing to say while the agent answers");
 
       disconnect(AGENT);
       advance(1);
-      await reconciler.pass();
+      await settle();
       const noticed = await stored("web");
       assert.equal(condition(noticed, "AgentConnected")?.status, "False");
       assert.equal(condition(noticed, "AgentConnected")?.reason, "AgentNotResponding");
       assert.match(condition(noticed, "AgentConnected")?.message ?? "", /failurePolicy Manual acts after 10s/);
-      assert.equal(condition(noticed, "AgentConnected")?.lastTransitionTime, now.toISOString());
+      assert.equal(condition(noticed, "AgentConnected")?.lastTransitionTime, now().toISOString());
 
       advance(8.9); // under 10 s both from the disconnect and from the notice
-      await reconciler.pass();
+      await settle();
       const waiting = await stored("web");
       assert.equal(waiting?.status?.phase, "Running");
       assert.equal(waiting?.status?.sandboxID, created.status?.sandboxID);
@@ -200,8 +206,9 @@ describe("SandboxReconciler", () => {
 
     it("says AgentGone when the agent no longer exists", async () => {
       await manager.create({ name: "web", spec: spec() });
-      observer.connectivity.delete(AGENT);
-      await reconciler.pass();
+      await settle();
+      observer.set(AGENT, undefined);
+      await settle();
       const noticed = await stored("web");
       assert.equal(condition(noticed, "AgentConnected")?.status, "False");
       assert.equal(condition(noticed, "AgentConnected")?.reason, "AgentGone");
@@ -209,10 +216,11 @@ describe("SandboxReconciler", () => {
 
     it("Manual: after recoveryTimeoutSeconds the sandbox is Lost (kept, Ready=False/AgentLost) and its slot released", async () => {
       const created = await manager.create({ name: "web", spec: spec({ recoveryTimeoutSeconds: 10, exposedPorts: [8080] }) });
+      await settle();
       disconnect(AGENT);
-      await reconciler.pass();
+      await settle();
       advance(10);
-      await reconciler.pass();
+      await settle();
       const lost = await stored("web");
       assert.equal(lost?.status?.phase, "Lost");
       assert.deepEqual(lost?.status?.endpoints, []);
@@ -226,7 +234,7 @@ describe("SandboxReconciler", () => {
 
       // Later passes leave it so: nothing to recreate with Manual.
       advance(60);
-      await reconciler.pass();
+      await settle();
       assert.equal((await stored("web"))?.status?.phase, "Lost");
       assert.deepEqual(client(AGENT).calls, [`create ${created.status?.sandboxID}`]);
     });
@@ -235,15 +243,18 @@ describe("SandboxReconciler", () => {
       const created = await manager.create({ name: "web", spec: spec({ failurePolicy: "AutoRecreate", recoveryTimeoutSeconds: 5 }) });
       assert.equal(created.status?.assignedPod, AGENT);
       const healthy = addAgent(HEALTHY);
+      await settle();
       disconnect(AGENT);
-      await reconciler.pass();
+      await settle();
       advance(4);
-      await reconciler.pass();
+      await settle();
       assert.deepEqual(healthy.calls, [], "not before the timeout");
 
       advance(1);
-      await reconciler.pass();
-      const recreated = await storedWhen("web", (s) => s?.status?.phase === "Running" && s.status.assignedPod === HEALTHY);
+      await settle();
+      const recreated = await stored("web");
+      assert.equal(recreated?.status?.phase, "Running");
+      assert.equal(recreated?.status?.assignedPod, HEALTHY);
       const newId = recreated?.status?.sandboxID ?? "";
       assert.notEqual(newId, created.status?.sandboxID);
       assert.equal(recreated?.metadata.uid, created.metadata.uid);
@@ -261,20 +272,20 @@ describe("SandboxReconciler", () => {
     it("an agent back within the timeout: AgentConnected=True and nothing recreated, even after the timeout", async () => {
       const created = await manager.create({ name: "web", spec: spec({ failurePolicy: "AutoRecreate", recoveryTimeoutSeconds: 5 }) });
       addAgent(HEALTHY);
+      await settle();
       disconnect(AGENT);
-      await reconciler.pass();
+      await settle();
       assert.equal(condition(await stored("web"), "AgentConnected")?.status, "False");
 
       advance(3);
       reconnect(AGENT);
-      await reconciler.pass();
+      await settle();
       const back = await stored("web");
       assert.equal(condition(back, "AgentConnected")?.status, "True");
       assert.equal(condition(back, "AgentConnected")?.reason, "AgentReady");
 
       advance(30);
-      await reconciler.pass();
-      await reconciler.pass();
+      await settle();
       const later = await stored("web");
       assert.equal(later?.status?.phase, "Running");
       assert.equal(later?.status?.sandboxID, created.status?.sandboxID);
@@ -291,36 +302,44 @@ describe("SandboxReconciler", () => {
       const created = await manager.create({ name: "web", spec: spec() });
       const oldId = created.status?.sandboxID ?? "";
       await manager.update({ name: "web", spec: spec({ resetRevision: "r1" }) });
-      await reconciler.pass();
-      const reset = await storedWhen("web", (s) => s?.status?.acceptedResetRevision === "r1" && s.status.phase === "Running");
+      await settle();
+      const reset = await stored("web");
+      assert.equal(reset?.status?.acceptedResetRevision, "r1");
+      assert.equal(reset?.status?.phase, "Running");
       const newId = reset?.status?.sandboxID ?? "";
       assert.notEqual(newId, oldId);
       assert.equal(reset?.status?.recreations, 1);
       assert.equal(condition(reset, "Recreated")?.reason, "Reset");
       assert.deepEqual(client(AGENT).calls, [`create ${oldId}`, `delete ${oldId} 2000`, `create ${newId}`]);
 
-      await reconciler.pass();
+      advance(60);
+      await settle();
       assert.equal((await stored("web"))?.status?.sandboxID, newId, "an accepted revision is not reset again");
       assert.equal(client(AGENT).calls.length, 3);
       assert.equal(allocated(), 1);
     });
 
-    it("a reset whose new instance failed to start is tried again", async () => {
+    it("a reset whose new instance failed to start is tried again after a pause, not at once", async () => {
       const created = await manager.create({ name: "web", spec: spec() });
+      const creates = () => client(AGENT).calls.filter((call) => call.startsWith("create")).length;
       await manager.update({ name: "web", spec: spec({ resetRevision: "r1" }) });
       client(AGENT).createError = new FailedPreconditionError("image python:3.12 not found");
-      await reconciler.pass();
-      const failed = await storedWhen("web", (s) => condition(s, "Ready")?.reason === "RecreateFailed");
+      await settle();
+      const failed = await stored("web");
+      assert.equal(condition(failed, "Ready")?.reason, "RecreateFailed");
       assert.equal(failed?.status?.phase, "Lost");
       assert.notEqual(failed?.status?.acceptedResetRevision, "r1", "the revision is not accepted while no instance runs for it");
       assert.equal(allocated(), 0);
+      assert.equal(creates(), 2, "the original and one failed attempt: the failure's own status write does not retry it at once");
+      advance(0.1);
+      await settle();
+      assert.equal(creates(), 2, "nor before the first pause between attempts");
 
       client(AGENT).createError = undefined;
-      // Past the pause between attempts of a failed step.
       advance(60);
-      await new Promise((resolve) => setTimeout(resolve, 2100));
-      await reconciler.pass();
-      const reset = await storedWhen("web", (s) => s?.status?.phase === "Running");
+      await settle();
+      const reset = await stored("web");
+      assert.equal(reset?.status?.phase, "Running");
       assert.equal(reset?.status?.acceptedResetRevision, "r1");
       assert.notEqual(reset?.status?.sandboxID, created.status?.sandboxID);
       assert.equal(condition(reset, "Ready")?.status, "True");
@@ -335,13 +354,14 @@ describe("SandboxReconciler", () => {
       // A report older than the record's first sighting may predate the create: it decides nothing.
       report(AGENT, []);
       await storeRecord("cut-short", { phase: "Bound", assignedPod: AGENT, sandboxID: ID });
-      await reconciler.pass();
+      await settle();
       assert.equal((await stored("cut-short"))?.status?.phase, "Bound");
 
       advance(1);
       report(AGENT, [{ sandboxId: ID, state: "running" }]);
-      await reconciler.pass();
-      const adopted = await storedWhen("cut-short", (s) => s?.status?.phase === "Running");
+      await settle();
+      const adopted = await stored("cut-short");
+      assert.equal(adopted?.status?.phase, "Running");
       assert.equal(adopted?.status?.sandboxID, ID);
       assert.equal(condition(adopted, "Ready")?.status, "True");
       assert.equal(registry.placementOf("default/cut-short")?.agent.name, AGENT);
@@ -353,13 +373,13 @@ describe("SandboxReconciler", () => {
       const seen = await storeRecord("cut-short", { phase: "Bound", assignedPod: AGENT, sandboxID: ID });
       registry.restore({ sandboxKey: "default/cut-short", agentName: AGENT, ports: [] });
       report(AGENT, []);
-      await reconciler.pass();
+      await settle();
       assert.equal((await stored("cut-short"))?.metadata.uid, seen.metadata.uid, "the report predates the first sighting");
 
       advance(1);
       report(AGENT, [{ sandboxId: "someone.else.000000", state: "running" }]);
-      await reconciler.pass();
-      await storedWhen("cut-short", (s) => s === undefined);
+      await settle();
+      assert.equal(await stored("cut-short"), undefined);
       assert.deepEqual(client(AGENT).calls, [`delete ${ID} 0`]);
       assert.equal(allocated(), 0);
     });
@@ -371,11 +391,12 @@ describe("SandboxReconciler", () => {
         sandboxID: ID,
         conditions: [{ type: "Recreated", status: "Unknown", reason: "AgentLost", message: "recreating", lastTransitionTime: T0.toISOString() }],
       });
-      await reconciler.pass();
+      await settle();
       advance(1);
       report(AGENT, []);
-      await reconciler.pass();
-      const recreated = await storedWhen("recreating", (s) => s?.status?.phase === "Running");
+      await settle();
+      const recreated = await stored("recreating");
+      assert.equal(recreated?.status?.phase, "Running");
       assert.equal(recreated?.metadata.uid, seen.metadata.uid);
       assert.notEqual(recreated?.status?.sandboxID, ID);
       assert.equal(recreated?.status?.recreations, 1);
@@ -386,11 +407,11 @@ describe("SandboxReconciler", () => {
 
     it("Bound while its agent still reports it creating: left alone", async () => {
       await storeRecord("cut-short", { phase: "Bound", assignedPod: AGENT, sandboxID: ID });
-      await reconciler.pass();
+      await settle();
       for (let i = 0; i < 3; i++) {
         advance(60);
         report(AGENT, [{ sandboxId: ID, state: "creating" }]);
-        await reconciler.pass();
+        await settle();
       }
       const record = await stored("cut-short");
       assert.equal(record?.status?.phase, "Bound");
@@ -399,8 +420,9 @@ describe("SandboxReconciler", () => {
 
     it("Pending, nobody placing it: placed on an agent and Running", async () => {
       const pending = await storeRecord("applied");
-      await reconciler.pass();
-      const placed = await storedWhen("applied", (s) => s?.status?.phase === "Running");
+      await settle();
+      const placed = await stored("applied");
+      assert.equal(placed?.status?.phase, "Running");
       assert.equal(placed?.metadata.uid, pending.metadata.uid);
       assert.equal(placed?.status?.assignedPod, AGENT);
       assert.deepEqual(client(AGENT).calls, [`create ${placed?.status?.sandboxID}`]);
@@ -411,15 +433,37 @@ describe("SandboxReconciler", () => {
   describe("expiry", () => {
     it("deletes a sandbox once its expireTime has passed, and not before", async () => {
       const created = await manager.create({ name: "web", spec: spec({ expireTime: new Date(T0.getTime() + 60_000).toISOString() }) });
+      await settle();
       advance(59);
-      await reconciler.pass();
+      await settle();
       assert.equal((await stored("web"))?.status?.phase, "Running");
 
       advance(1);
-      await reconciler.pass();
+      await settle();
       assert.equal(await stored("web"), undefined);
       assert.deepEqual(client(AGENT).calls, [`create ${created.status?.sandboxID}`, `delete ${created.status?.sandboxID} 2000`]);
       assert.equal(allocated(), 0);
+    });
+
+    it("follows a changed expireTime: an earlier one deletes earlier, a removed one never", async () => {
+      const at = (seconds: number) => new Date(T0.getTime() + seconds * 1000).toISOString();
+      await manager.create({ name: "sooner", spec: spec({ expireTime: at(600) }) });
+      await manager.create({ name: "kept", spec: spec({ expireTime: at(60) }) });
+      await settle();
+      await manager.update({ name: "sooner", spec: spec({ expireTime: at(30) }) });
+      await manager.update({ name: "kept", spec: spec() });
+      await settle();
+
+      advance(29);
+      await settle();
+      assert.equal((await stored("sooner"))?.status?.phase, "Running");
+      advance(1);
+      await settle();
+      assert.equal(await stored("sooner"), undefined);
+
+      advance(3600);
+      await settle();
+      assert.equal((await stored("kept"))?.status?.phase, "Running");
     });
   });
 });

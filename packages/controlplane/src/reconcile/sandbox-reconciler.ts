@@ -1,35 +1,50 @@
 /**
- * Level-triggered lifecycle of sandboxes. On every pass, for each sandbox, it reads desired and
- * observed state and makes one step of progress, so a crash or a missed event only delays a step:
+ * Level-triggered lifecycle of sandboxes, one sandbox per `reconcile(key)`: it reads the sandbox
+ * from the informer's cache, compares desired and observed state, makes one step of progress, and
+ * asks to look again when time alone will change the answer, so a crash or a missed event only
+ * delays a step:
  * - deletion: the cleanup finalizer;
- * - expiry: sandboxes whose `expireTime` has passed are deleted;
+ * - expiry: a sandbox whose `expireTime` has passed is deleted (a timed requeue at that moment);
  * - placement: `Pending` sandboxes nobody is placing (created through the store, or left by a
  *   create that did not finish) are placed;
  * - unfinished creates: `Bound` sandboxes nobody is creating become `Running` when their agent runs
  *   them, and are removed (never acknowledged) when it does not;
- * - agent connectivity: the `AgentConnected` condition follows the agent within a heartbeat or two;
- * - failure policy: after `recoveryTimeoutSeconds` without the agent, `Manual` sandboxes become
- *   `Lost` (kept, deletable, slot released) and `AutoRecreate` ones get a new instance elsewhere;
+ * - agent connectivity: the `AgentConnected` condition follows the agent (the AgentObserver says
+ *   when an agent changed; its sandboxes are found through the informer's index by agent);
+ * - failure policy: `recoveryTimeoutSeconds` after the agent went away (a timed requeue), `Manual`
+ *   sandboxes become `Lost` (kept, deletable, slot released) and `AutoRecreate` ones get a new
+ *   instance elsewhere;
  * - reset: a changed `resetRevision` replaces the running instance.
+ * A step that fails is retried with the work queue's back-off.
  */
 import type { Logger } from "pino";
-import type { Sandbox } from "@fast-sandbox/api";
+import type { Condition, Sandbox, SandboxStatus } from "@fast-sandbox/api";
 import type { AgentRegistry } from "../registry/agent-registry.js";
-import type { ResourceStore, Watch } from "../store/resource-store.js";
-import { DEFAULT_NAMESPACE, sandboxKey, type SandboxManager } from "../fastpath/sandbox-manager.js";
-import { writeStatus } from "../fastpath/sandbox-status.js";
+import type { ResourceStore } from "../store/resource-store.js";
+import type { SandboxManager } from "../fastpath/sandbox-manager.js";
+import { setCondition } from "../fastpath/sandbox-status.js";
+import { systemClock, type Clock } from "../controller/clock.js";
+import { Controller, type ReconcileResult, type Reconciler } from "../controller/controller.js";
+import { Informer } from "../controller/informer.js";
+import { objectKey, parseObjectKey } from "../controller/object-key.js";
 
 /** @default 30 */
 export const DEFAULT_RECOVERY_TIMEOUT_SECONDS = 30;
-/** Pause between attempts of a step that failed (placement, recreation). */
-const RETRY_DELAY_MS = 2000;
+/** How soon to look again at a sandbox this process is busy with (a create, delete or status write in flight). */
+const BUSY_RECHECK_MS = 1000;
+/** How soon to look again at a Bound sandbox whose agent has not reported on it since it was first seen. */
+const REPORT_RECHECK_MS = 1000;
+/** The informer index of sandboxes by `status.assignedPod`. */
+const BY_AGENT = "agent";
 
-/** What the deployment mode knows about its agents: connectivity and their last reported sandboxes. */
+/** What the deployment mode knows about its agents: connectivity, their last reported sandboxes, and when either changes. */
 export interface AgentObserver {
   /** Whether the agent answers and since when; undefined when the agent does not exist (any more). */
   agentConnectivity(name: string): { connected: boolean; since: Date } | undefined;
   /** The agent's last status and when it arrived. */
   observedStatus(name: string): { status: { sandboxes: readonly { sandboxId: string; state: string; exitCode?: number | undefined }[] }; at: Date } | undefined;
+  /** Calls `listener` with an agent's name when its connectivity changes (it answers, is lost, is removed); returns the unsubscribe function. */
+  onAgentChanged(listener: (agentName: string) => void): () => void;
 }
 
 export interface SandboxReconcilerOptions {
@@ -38,169 +53,146 @@ export interface SandboxReconcilerOptions {
   registry: AgentRegistry;
   agents: AgentObserver;
   logger: Logger;
-  clock?: () => Date;
-  /** Full resync period. @default 1000 */
-  resyncIntervalMs?: number;
+  /** @default systemClock */
+  clock?: Clock;
+  /** Sandboxes reconciled at the same time (a placement may wait for capacity). @default 8 */
+  workers?: number;
+  /** The longest pause between retries of a failing step. @default 5000 */
+  maxRetryDelayMs?: number;
 }
 
-export class SandboxReconciler {
+export class SandboxReconciler implements Reconciler {
   private readonly options: SandboxReconcilerOptions;
-  private readonly clock: () => Date;
-  private timer: NodeJS.Timeout | undefined;
-  private watch: Watch | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
-  private stopped = false;
-  /** Steps that failed, by sandbox key: not retried before this time. */
-  private readonly retryAt = new Map<string, number>();
-  /** When a sandbox was first seen Bound with nobody creating it (unfinished create). */
+  private readonly clock: Clock;
+  private readonly informer: Informer<"Sandbox">;
+  private readonly controller: Controller;
+  private unsubscribe: (() => void) | undefined;
+  /** When a sandbox was first seen Bound with nobody creating it (unfinished create), by key. */
   private readonly boundSince = new Map<string, Date>();
   /** When an agent was first seen missing altogether, by name. */
   private readonly goneSince = new Map<string, Date>();
-  /** Background steps (placements, recreations) in flight, by key. */
-  private readonly inFlight = new Map<string, Promise<unknown>>();
 
   constructor(options: SandboxReconcilerOptions) {
     this.options = options;
-    this.clock = options.clock ?? (() => new Date());
+    this.clock = options.clock ?? systemClock;
+    this.informer = new Informer({
+      store: options.store,
+      kind: "Sandbox",
+      logger: options.logger,
+      clock: this.clock,
+      indexes: { [BY_AGENT]: (sandbox) => (sandbox.status?.assignedPod ? [sandbox.status.assignedPod] : []) },
+    });
+    this.controller = new Controller({
+      name: "sandbox",
+      reconciler: this,
+      logger: options.logger,
+      clock: this.clock,
+      workers: options.workers ?? 8,
+      maxBackoffMs: options.maxRetryDelayMs ?? 5000,
+    });
+    this.controller.watch(this.informer);
   }
 
+  /** Lists the sandboxes, reconciles each, and from then on every change and every agent that changed. */
   async start(): Promise<void> {
-    const { resourceVersion } = await this.options.store.list("Sandbox");
-    // Changes wake the loop at once; the timer catches expiry, timeouts and anything missed.
-    this.watch = this.options.store.watch("Sandbox", { resourceVersion }, () => this.trigger());
-    this.timer = setInterval(() => this.trigger(), this.options.resyncIntervalMs ?? 1000);
-    this.timer.unref();
-    this.trigger();
+    this.unsubscribe = this.options.agents.onAgentChanged((agentName) => this.agentChanged(agentName));
+    await this.controller.start();
   }
 
-  /** Runs a pass now, or right after the current one. */
-  trigger(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
+  async stop(): Promise<void> {
+    this.unsubscribe?.();
+    await this.controller.stop();
+  }
+
+  /** Resolves when every change seen so far is reconciled (timed requeues still pending do not count); for tests. */
+  whenIdle(): Promise<void> {
+    return this.controller.whenIdle();
+  }
+
+  /** The agent's connectivity changed: its sandboxes are reconciled. */
+  private agentChanged(agentName: string): void {
+    for (const sandbox of this.informer.byIndex(BY_AGENT, agentName)) this.controller.enqueue(objectKey(sandbox));
+  }
+
+  async reconcile(key: string): Promise<ReconcileResult | void> {
+    const sandbox = this.informer.get(key);
+    if (!sandbox) {
+      this.boundSince.delete(key);
       return;
     }
-    this.running = this.pass()
-      .catch((error: unknown) => this.options.logger.error({ err: error }, "sandbox reconcile pass failed"))
-      .finally(() => {
-        this.running = undefined;
-        if (this.again) {
-          this.again = false;
-          this.trigger();
-        }
-      });
-  }
-
-  /** One pass over every sandbox; resolves when done (tests call it directly). */
-  async pass(): Promise<void> {
-    const { items } = await this.options.store.list("Sandbox");
-    const keys = new Set<string>();
-    for (const sandbox of items) {
-      if (this.stopped) return;
-      const key = sandboxKey(sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, sandbox.metadata.name);
-      keys.add(key);
-      try {
-        await this.reconcile(sandbox, key);
-      } catch (error) {
-        this.options.logger.warn({ err: error, sandbox: key }, "reconcile failed; will retry");
-      }
-    }
-    for (const key of this.boundSince.keys()) if (!keys.has(key)) this.boundSince.delete(key);
-    for (const key of this.retryAt.keys()) if (!keys.has(key)) this.retryAt.delete(key);
-  }
-
-  /** Runs a long step (placement, recreation) without holding up the pass; one per sandbox at a time, retried after a pause when it fails. */
-  private background(key: string, what: string, step: () => Promise<unknown>): void {
-    if (this.inFlight.has(key) || (this.retryAt.get(key) ?? 0) > Date.now()) return;
-    const run = step()
-      .then(
-        () => this.retryAt.delete(key),
-        (error: unknown) => {
-          this.retryAt.set(key, Date.now() + RETRY_DELAY_MS);
-          this.options.logger.warn({ err: error, sandbox: key }, `${what} failed; will retry`);
-        },
-      )
-      .finally(() => {
-        this.inFlight.delete(key);
-        this.trigger();
-      });
-    this.inFlight.set(key, run);
-  }
-
-  private async reconcile(sandbox: Sandbox, key: string): Promise<void> {
-    const { store, manager } = this.options;
-    const namespace = sandbox.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const { manager } = this.options;
+    const { namespace, name } = parseObjectKey(key);
     if (sandbox.metadata.deletionTimestamp) {
       await manager.finalize(sandbox);
       return;
     }
-    const now = this.clock();
-    if (sandbox.spec.expireTime && Date.parse(sandbox.spec.expireTime) <= now.getTime()) {
+    const now = this.clock.now();
+    const expiresInMs = sandbox.spec.expireTime ? Date.parse(sandbox.spec.expireTime) - now.getTime() : Number.NaN;
+    if (expiresInMs <= 0) {
       this.options.logger.info({ sandbox: key }, "sandbox expired; deleting it");
-      await writeStatus(store, sandbox, { phase: "Expired" });
-      await manager.delete(namespace, sandbox.metadata.name);
+      await this.writeStatus(sandbox, { phase: "Expired" });
+      await manager.delete(namespace, name);
       return;
     }
-    if (manager.isBusy(namespace, sandbox.metadata.name) || this.inFlight.has(key)) return;
+    const next = await this.progress(sandbox, key, now);
+    const requeueAfterMs = Math.min(next?.requeueAfterMs ?? Number.POSITIVE_INFINITY, Number.isFinite(expiresInMs) ? expiresInMs : Number.POSITIVE_INFINITY);
+    return Number.isFinite(requeueAfterMs) ? { requeueAfterMs } : undefined;
+  }
+
+  /** One step for a sandbox that is neither being deleted nor expired. */
+  private async progress(sandbox: Sandbox, key: string, now: Date): Promise<ReconcileResult | void> {
+    const { manager } = this.options;
+    const { namespace, name } = parseObjectKey(key);
     const phase = sandbox.status?.phase ?? "Pending";
-    if (phase === "Pending") {
-      this.background(key, "placement", () => manager.placeStored(sandbox));
-      return;
-    }
-    if (phase === "Bound") {
-      this.finishBound(sandbox, key, now);
-      return;
-    }
-    this.boundSince.delete(key);
+    if (phase !== "Bound") this.boundSince.delete(key);
+    // The fast path is creating, replacing or deleting it right now; its writes will tell the outcome.
+    if (manager.isBusy(namespace, name)) return { requeueAfterMs: BUSY_RECHECK_MS };
+    if (phase === "Pending") return this.unlessBusy(await manager.placeStored(sandbox));
+    if (phase === "Bound") return this.finishBound(sandbox, key, now);
     if (phase !== "Running" && phase !== "Lost") return;
-    await this.followAgent(sandbox, key, now);
+    return this.followAgent(sandbox, key, now);
   }
 
   /** A Bound sandbox nobody here is creating: its create was cut short (crash). The agent's report decides. */
-  private finishBound(sandbox: Sandbox, key: string, now: Date): void {
+  private async finishBound(sandbox: Sandbox, key: string, now: Date): Promise<ReconcileResult | void> {
+    const { manager, agents } = this.options;
     const since = this.boundSince.get(key) ?? now;
     this.boundSince.set(key, since);
     const agentName = sandbox.status?.assignedPod ?? "";
     const sandboxId = sandbox.status?.sandboxID ?? "";
-    const observed = this.options.agents.observedStatus(agentName);
-    const connectivity = this.options.agents.agentConnectivity(agentName);
+    const observed = agents.observedStatus(agentName);
+    const connectivity = agents.agentConnectivity(agentName);
+    const waitForReport = { requeueAfterMs: REPORT_RECHECK_MS };
     // Only a report that arrived after we saw the record Bound counts (an older one may predate the create).
-    if (connectivity?.connected && (!observed || observed.at <= since)) return;
+    if (connectivity?.connected && (!observed || observed.at <= since)) return waitForReport;
     const reported = connectivity?.connected ? observed?.status.sandboxes.find((s) => s.sandboxId === sandboxId) : undefined;
-    if (reported?.state === "creating") return;
-    const recreating = sandbox.status?.conditions?.some((c) => c.type === "Recreated" && c.status === "Unknown") === true;
-    if (reported && (reported.state === "running" || reported.exitCode !== undefined)) {
-      this.background(key, "adopting a finished create", () => this.options.manager.adoptRunning(sandbox));
-      return;
-    }
+    if (reported?.state === "creating") return waitForReport;
+    if (reported && (reported.state === "running" || reported.exitCode !== undefined)) return this.unlessBusy(await manager.adoptRunning(sandbox));
     if (!connectivity?.connected) {
       // The agent is away: the failure policy's clock decides, as for a running sandbox.
-      if (now.getTime() - since.getTime() < recoveryTimeoutMs(sandbox)) return;
+      const waitedMs = now.getTime() - since.getTime();
+      if (waitedMs < recoveryTimeoutMs(sandbox)) return { requeueAfterMs: recoveryTimeoutMs(sandbox) - waitedMs };
     }
-    if (recreating || sandbox.status?.recreations) {
-      this.background(key, "recreation", () => this.options.manager.replaceInstance(sandbox, "AgentLost"));
-      return;
-    }
-    this.background(key, "removing an unfinished create", () =>
-      this.options.manager.abandon(sandbox, reported ? `its task is ${reported.state}` : `agent ${agentName} does not run it`),
-    );
+    const recreating = sandbox.status?.conditions?.some((c) => c.type === "Recreated" && c.status === "Unknown") === true;
+    if (recreating || sandbox.status?.recreations) return this.unlessBusy(await manager.replaceInstance(sandbox, "AgentLost"));
+    await manager.abandon(sandbox, reported ? `its task is ${reported.state}` : `agent ${agentName} does not run it`);
+    return waitForReport;
   }
 
-  private async followAgent(sandbox: Sandbox, key: string, now: Date): Promise<void> {
-    const { store, manager } = this.options;
+  private async followAgent(sandbox: Sandbox, key: string, now: Date): Promise<ReconcileResult | void> {
+    const { manager, agents } = this.options;
     const agentName = sandbox.status?.assignedPod;
     if (!agentName) return;
-    const connectivity = this.options.agents.agentConnectivity(agentName);
+    const connectivity = agents.agentConnectivity(agentName);
     let connected = connectivity?.connected === true;
     if (connectivity) this.goneSince.delete(agentName);
     else if (!this.goneSince.has(agentName)) this.goneSince.set(agentName, now);
     const phase = sandbox.status?.phase;
     const previous = sandbox.status?.conditions?.find((c) => c.type === "AgentConnected");
+    const timeoutMs = recoveryTimeoutMs(sandbox);
 
     if (sandbox.spec.resetRevision && sandbox.spec.resetRevision !== sandbox.status?.acceptedResetRevision) {
-      this.background(key, "reset", () => manager.replaceInstance(sandbox, "Reset"));
-      return;
+      return this.unlessBusy(await manager.replaceInstance(sandbox, "Reset"));
     }
     if (connected && phase === "Lost") {
       // The agent is back; adoption turns the sandbox Running again when the agent still runs it.
@@ -208,58 +200,56 @@ export class SandboxReconciler {
     }
     if (connected) {
       if (previous && previous.status !== "True") {
-        await writeStatus(
-          store,
-          sandbox,
-          {},
-          { type: "AgentConnected", status: "True", reason: "AgentReady", message: `agent ${agentName} answers again` },
-          now,
-        );
+        await this.writeStatus(sandbox, {}, { type: "AgentConnected", status: "True", reason: "AgentReady", message: `agent ${agentName} answers again` }, now);
       }
       return;
     }
     if (phase === "Running" && previous?.status !== "False") {
-      const reason = connectivity ? "AgentNotResponding" : "AgentGone";
-      const message = connectivity
-        ? `agent ${agentName} does not answer; failurePolicy ${sandbox.spec.failurePolicy ?? "Manual"} acts after ${recoveryTimeoutMs(sandbox) / 1000}s`
-        : `agent ${agentName} no longer exists; failurePolicy ${sandbox.spec.failurePolicy ?? "Manual"} acts after ${recoveryTimeoutMs(sandbox) / 1000}s`;
-      await writeStatus(store, sandbox, {}, { type: "AgentConnected", status: "False", reason, message }, now);
-      return;
+      const policy = `failurePolicy ${sandbox.spec.failurePolicy ?? "Manual"} acts after ${timeoutMs / 1000}s`;
+      const condition: Condition = connectivity
+        ? { type: "AgentConnected", status: "False", reason: "AgentNotResponding", message: `agent ${agentName} does not answer; ${policy}` }
+        : { type: "AgentConnected", status: "False", reason: "AgentGone", message: `agent ${agentName} no longer exists; ${policy}` };
+      await this.writeStatus(sandbox, {}, condition, now);
+      return { requeueAfterMs: timeoutMs };
     }
     const lostSince = Date.parse(previous?.lastTransitionTime ?? "") || (connectivity?.since ?? this.goneSince.get(agentName) ?? now).getTime();
-    const waited = now.getTime() - lostSince;
-    if (waited < recoveryTimeoutMs(sandbox)) return;
-    if (sandbox.spec.failurePolicy === "AutoRecreate") {
-      this.background(key, "recreation", () => manager.replaceInstance(sandbox, "AgentLost"));
-      return;
-    }
+    const waitedMs = now.getTime() - lostSince;
+    if (waitedMs < timeoutMs) return { requeueAfterMs: timeoutMs - waitedMs };
+    if (sandbox.spec.failurePolicy === "AutoRecreate") return this.unlessBusy(await manager.replaceInstance(sandbox, "AgentLost"));
     if (phase === "Running") {
       this.options.logger.warn(
         { sandbox: key, agent: agentName },
         "agent unreachable beyond recoveryTimeoutSeconds; marking the sandbox Lost (failurePolicy Manual)",
       );
       this.options.registry.release(key);
-      await writeStatus(
-        store,
+      await this.writeStatus(
         sandbox,
         { phase: "Lost", endpoints: [] },
         {
           type: "Ready",
           status: "False",
           reason: "AgentLost",
-          message: `agent ${agentName} was unreachable for ${Math.round(waited / 1000)}s (recoveryTimeoutSeconds ${recoveryTimeoutMs(sandbox) / 1000}); failurePolicy Manual: delete the sandbox, or set failurePolicy AutoRecreate`,
+          message: `agent ${agentName} was unreachable for ${Math.round(waitedMs / 1000)}s (recoveryTimeoutSeconds ${timeoutMs / 1000}); failurePolicy Manual: delete the sandbox, or set failurePolicy AutoRecreate`,
         },
         now,
       );
     }
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
-    this.watch?.stop();
-    await this.running;
-    await Promise.allSettled(this.inFlight.values());
+  /** A manager step answers undefined when it did nothing (someone else is at it, or the sandbox changed): look again soon. */
+  private unlessBusy(result: Sandbox | undefined): ReconcileResult | void {
+    return result ? undefined : { requeueAfterMs: BUSY_RECHECK_MS };
+  }
+
+  /**
+   * Writes `patch` (and `condition`) over the status of the cached sandbox, on the condition that
+   * the cache is current: a stale copy fails with ConflictError and is reconciled again, never
+   * merged onto a newer status.
+   */
+  private writeStatus(sandbox: Sandbox, patch: SandboxStatus, condition?: Condition, now = this.clock.now()): Promise<Sandbox> {
+    const status: SandboxStatus = { ...sandbox.status, ...patch };
+    if (condition) status.conditions = setCondition(status.conditions, condition, now);
+    return this.options.store.updateStatus("Sandbox", { ...sandbox, status });
   }
 }
 
