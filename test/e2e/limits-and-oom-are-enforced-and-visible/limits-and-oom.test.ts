@@ -16,6 +16,10 @@ import { REPO_ROOT } from "../../support/containerd.js";
 import { BASE_IMAGE, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
 const PIDS_LIMIT = 20;
+/** The 200m quota plus scheduling slack; every window of the limited sandbox stays below it. */
+const LIMITED_MAX_CORES = 0.3;
+/** Clearly past the quota: the unlimited sandbox's best window must exceed it. */
+const UNLIMITED_MIN_CORES = 0.35;
 
 /** The sandbox's cgroup directory in `hierarchy` (a v1 controller's mount, or the v2 root), found by its sandbox id. */
 function sandboxCgroup(hierarchy: string, cgroupRoot: string, sandboxId: string): string {
@@ -81,7 +85,7 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     await client.sandboxes.delete(unlimited.metadata.name, { gracePeriodMs: 0 });
   });
 
-  it("cpu: busy loops limited to 200m stay far below one core, unlimited ones do not", async () => {
+  it("cpu: busy loops limited to 200m stay within the quota, unlimited ones go past it", async () => {
     const { client, cgroupRoot } = embedded;
     // Eight loops, so that the unlimited sandbox gets most of a core even on a busy machine.
     const busy = ["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sh -c 'while :; do :; done' & done; wait"];
@@ -89,11 +93,12 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     const unlimited = await client.sandboxes.create({ pool: "unlimited", image: BASE_IMAGE, command: busy });
     const ids = [limited.status?.sandboxID ?? "", unlimited.status?.sandboxID ?? ""] as const;
     // Cores used in 2 s windows, both sandboxes measured in the same windows: at least two, and
-    // until the unlimited one has used 70% of a core in one (it shares the machine with everything
-    // else), at most ten.
+    // until the unlimited one has clearly gone past the 200m quota in one, at most ten. The
+    // bounds hold on a loaded machine too: the quota caps the limited sandbox whatever the load,
+    // and the unlimited one only has to exceed that quota by a margin, not win a core.
     const limitedCores: number[] = [];
     const unlimitedCores: number[] = [];
-    for (let window = 0; window < 10 && !(unlimitedCores.some((cores) => cores > 0.7) && window >= 2); window++) {
+    for (let window = 0; window < 10 && !(unlimitedCores.some((cores) => cores > UNLIMITED_MIN_CORES) && window >= 2); window++) {
       const start = performance.now();
       const before = ids.map((id) => cpuSeconds(cgroupRoot, id));
       await sleep(2_000);
@@ -104,16 +109,16 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     }
     const shown = `limited ${limitedCores.map((c) => c.toFixed(2)).join(", ")}; unlimited ${unlimitedCores.map((c) => c.toFixed(2)).join(", ")}`;
     assert.ok(
-      limitedCores.every((cores) => cores < 0.5),
-      `the 200m sandbox used more than half a core: ${shown}`,
+      limitedCores.every((cores) => cores < LIMITED_MAX_CORES),
+      `the 200m sandbox used more than ${LIMITED_MAX_CORES} of a core: ${shown}`,
     );
     assert.ok(
       limitedCores.some((cores) => cores > 0.05),
       `the 200m sandbox's loop did not run: ${shown}`,
     );
     assert.ok(
-      unlimitedCores.some((cores) => cores > 0.7),
-      `the unlimited sandbox never used 70% of a core: ${shown}`,
+      unlimitedCores.some((cores) => cores > UNLIMITED_MIN_CORES),
+      `the unlimited sandbox never used more than ${UNLIMITED_MIN_CORES} of a core: ${shown}`,
     );
     await client.sandboxes.delete(limited.metadata.name, { gracePeriodMs: 0 });
     await client.sandboxes.delete(unlimited.metadata.name, { gracePeriodMs: 0 });
