@@ -4,6 +4,7 @@ export { detectCgroupLayout, joinCgroup, type CgroupLayout, type CgroupVersion }
 export { readLog, type FollowOptions } from "./log-follower.js";
 export { createAgentService, type AgentIdentity, type AgentServiceOptions } from "./server/agent-service.js";
 export { startAgentServer, type AgentServer, type AgentServerOptions } from "./server/agent-server.js";
+export { AgentMetrics, type AgentOperation } from "./server/agent-metrics.js";
 export {
   createContainerdRuntime,
   ContainerdRuntime,

@@ -11,6 +11,7 @@ import { agentConfigFromEnv } from "./agent-config.js";
 import { detectCgroupLayout, joinCgroup } from "./cgroup.js";
 import { createContainerdRuntime } from "./containerd/containerd-runtime.js";
 import { startAgentServer } from "./server/agent-server.js";
+import { AgentMetrics } from "./server/agent-metrics.js";
 
 const logger = pino({ name: "fsb-agent" }, destination(2));
 /** How long a stopping agent lets its creates in flight finish. */
@@ -26,6 +27,7 @@ async function main(): Promise<void> {
     );
   }
   if (config.cgroupParent) joinCgroup(detectCgroupLayout(), `${config.cgroupParent}/agent`, process.pid);
+  const metrics = new AgentMetrics();
   const runtime = createContainerdRuntime({
     socketPath: config.containerdSocket,
     namespace: config.containerdNamespace,
@@ -34,6 +36,7 @@ async function main(): Promise<void> {
     ...(config.cgroupParent ? { cgroupParent: `${config.cgroupParent}/sandboxes` } : {}),
     helperPath: config.helperPath,
     ...(config.registryConfigPath ? { registryConfigPath: config.registryConfigPath } : {}),
+    onCreateTimings: (timings) => metrics.createStepsFinished({ ...timings }),
     logger: log,
   });
   await runtime.prepare();
@@ -46,6 +49,7 @@ async function main(): Promise<void> {
     stateDir: config.stateDir,
     host: config.listenHost,
     port: config.listenPort,
+    metrics,
   });
   process.stdout.write(`${JSON.stringify({ event: "listening", endpoint: server.endpoint, pid: process.pid })}\n`);
   log.info({ endpoint: server.endpoint, logs: join(config.stateDir, "logs") }, "agent serving");

@@ -13,3 +13,4 @@ export { requireBearerToken, sendBearerToken } from "./wire/bearer-auth.js";
 export * as pb from "./wire/messages.js";
 export { AsyncQueue } from "./util/async-queue.js";
 export { listenCleartext, type CleartextServer } from "./server/cleartext-server.js";
+export { withProbeRoutes, PROBE_PATHS, type HttpHandler, type Probes } from "./server/probe-routes.js";

@@ -70,6 +70,35 @@ describe("fsb exit codes", () => {
     assert.equal(result.stdout, "");
   });
 
+  it("exits 2 for 'fsb delete pool' without a name, and says how to delete a sandbox called pool", async () => {
+    const result = await fsb("delete", "pool", "--url", UNREACHABLE, "--data-dir", dataDir);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /name the pools to delete, e\.g\. fsb delete pool NAME \(a sandbox called pool: fsb rm pool\)/);
+  });
+
+  it("exits 2 for 'fsb get' with two words when the first is not a kind", async () => {
+    const result = await fsb("get", "web", "extra", "--url", UNREACHABLE, "--data-dir", dataDir);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /"web" is not a kind; allowed: sandbox, pool/);
+  });
+
+  it("reaches the control plane for every form of get, delete and pools (exit 1 when it is unreachable)", async () => {
+    const forms = [
+      ["get", "pool", "workers"],
+      ["get", "sandbox", "web"],
+      ["get", "pools"],
+      ["pools", "-A", "-o", "json"],
+      ["delete", "pool", "workers"],
+      ["delete", "sandbox", "web"],
+      ["delete", "web"],
+    ];
+    for (const args of forms) {
+      const result = await fsb(...args, "--url", UNREACHABLE, "--data-dir", dataDir);
+      assert.equal(result.code, 1, `${args.join(" ")}: ${result.stderr}`);
+      assert.match(result.stderr, /^error: /m);
+    }
+  });
+
   it("exits 1 and says how to start Fast Sandbox when no URL is known", async () => {
     const result = await fsb("ls", "--data-dir", dataDir);
     assert.equal(result.code, 1, result.stderr);

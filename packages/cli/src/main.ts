@@ -5,6 +5,8 @@ import { down } from "./commands/down.js";
 import { exec, get, list, logs, remove, reset, run } from "./commands/sandboxes.js";
 import { apply } from "./commands/apply.js";
 import { agents } from "./commands/agents.js";
+import { deletePools, getPool, pools } from "./commands/pools.js";
+import { parseResourceArgs, resourceKind } from "./resource-args.js";
 import { login, pull } from "./commands/images.js";
 import { janitor } from "./commands/janitor.js";
 import { OUTPUT_FORMATS } from "./output.js";
@@ -92,11 +94,26 @@ function program(): Command {
 
   fsb
     .command("get")
-    .description("show one sandbox")
-    .argument("<name>")
+    .description("show one sandbox (get NAME, get sandbox NAME) or pool (get pool NAME); a kind alone lists them")
+    .argument("<kind-or-name>", "sandbox name, or a kind: sandbox, pool")
+    .argument("[name]")
     .addOption(namespaceOption())
     .addOption(outputOption())
-    .action((name, options) => get(name, { ...globals(), ...options }));
+    .action(async (first, second, options, command) => {
+      if (second !== undefined && resourceKind(first) === undefined) command.error(`error: ${JSON.stringify(first)} is not a kind; allowed: sandbox, pool`);
+      const { kind, names } = parseResourceArgs(second === undefined ? [first] : [first, second]);
+      const [name] = names;
+      if (kind === "pool") await (name === undefined ? pools({ ...globals(), ...options }) : getPool(name, { ...globals(), ...options }));
+      else await (name === undefined ? list({ ...globals(), ...options }) : get(name, { ...globals(), ...options }));
+    });
+
+  fsb
+    .command("pools")
+    .description("list pools: agents ready/total, desired agents, sandboxes, free slots")
+    .addOption(namespaceOption())
+    .option("-A, --all-namespaces", "list every namespace")
+    .addOption(outputOption())
+    .action((options) => pools({ ...globals(), ...options }));
 
   fsb
     .command("logs")
@@ -120,11 +137,22 @@ function program(): Command {
 
   fsb
     .command("rm")
-    .alias("delete")
     .description("delete sandboxes (waits until container, task and snapshot are gone)")
     .argument("<names...>")
     .addOption(namespaceOption())
     .action((names, options) => remove(names, { ...globals(), ...options }));
+
+  fsb
+    .command("delete")
+    .description("delete sandboxes (delete NAME…, delete sandbox NAME…) or pools without sandboxes (delete pool NAME…)")
+    .argument("<args...>", "sandbox names, or a kind (sandbox, pool) and names")
+    .addOption(namespaceOption())
+    .action(async (args, options, command) => {
+      const { kind, names } = parseResourceArgs(args);
+      if (names.length === 0)
+        command.error(`error: name the ${kind}s to delete, e.g. fsb delete ${kind} NAME (a sandbox called ${args[0] ?? ""}: fsb rm ${args[0] ?? ""})`);
+      await (kind === "pool" ? deletePools(names, { ...globals(), ...options }) : remove(names, { ...globals(), ...options }));
+    });
 
   fsb
     .command("apply")

@@ -15,6 +15,7 @@ import type { ResourceStore } from "./store/resource-store.js";
 import { DEFAULT_NAMESPACE, REQUEST_ID_ANNOTATION, SandboxManager, sandboxKey } from "./fastpath/sandbox-manager.js";
 import { setCondition, writeStatus } from "./fastpath/sandbox-status.js";
 import { startApiServer, type ApiServer } from "./fastpath/api-server.js";
+import { ControlPlaneMetrics } from "./fastpath/control-plane-metrics.js";
 import { applySandboxPool } from "./fastpath/pool-service.js";
 import { SandboxReconciler } from "./reconcile/sandbox-reconciler.js";
 import { HotImagesReconciler } from "./reconcile/hot-images-reconciler.js";
@@ -84,6 +85,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   const registry = new AgentRegistry();
   const clients = { get: (name: string): AgentClient | undefined => pools.getAgentProcess(name)?.client };
   const manager = new SandboxManager({ store, registry, agents: clients, logger });
+  const metrics = new ControlPlaneMetrics();
   let releaseWrites: () => void = () => undefined;
   manager.holdWritesUntil(new Promise<void>((resolve) => (releaseWrites = resolve)));
 
@@ -161,6 +163,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     containerdNamespace: options.containerdNamespace ?? "fast-sandbox",
     cgroupRoot: options.cgroupRoot ?? "fast-sandbox",
     heartbeatIntervalMs: options.heartbeatIntervalMs ?? 2000,
+    metrics,
     ...(options.agentRestartDelayMs !== undefined ? { agentRestartDelayMs: options.agentRestartDelayMs } : {}),
     onAgentReady: adopt,
     onAgentStatus: (agentName, status) => recordSandboxFacts(store, agentName, status),
@@ -168,6 +171,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   manager.setPoolCapacity(pools);
   const sandboxes = new SandboxReconciler({ store, manager, registry, agents: pools, logger });
   const hotImages = new HotImagesReconciler({ store, registry, agents: clients, logger });
+  metrics.observe({ sandboxes: () => sandboxes.cachedSandboxes(), registry });
 
   let api: ApiServer | undefined;
   try {
@@ -176,7 +180,16 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
       if (!(await store.get("SandboxPool", { namespace, name }))) await applySandboxPool(store, options.defaultPool);
     }
     await pools.start();
-    api = await startApiServer({ manager, store, registry, agents: clients, token: options.token, host: options.host ?? "127.0.0.1", port: options.port ?? 0 });
+    api = await startApiServer({
+      manager,
+      store,
+      registry,
+      agents: clients,
+      token: options.token,
+      host: options.host ?? "127.0.0.1",
+      port: options.port ?? 0,
+      metrics,
+    });
     const allReady = await pools.waitForAgents(options.recoveryTimeoutMs ?? 30_000);
     if (!allReady) logger.warn("not every pool reached poolMin ready agents in time; serving anyway");
     releaseWrites();

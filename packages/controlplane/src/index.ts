@@ -2,6 +2,7 @@ export { startEmbeddedControlPlane, defaultPool, type EmbeddedControlPlane, type
 export { LocalJanitorProcess, type LocalJanitorOptions } from "./embedded/local-janitor-process.js";
 export { SandboxManager, CLEANUP_FINALIZER, DEFAULT_NAMESPACE, type CreateSandboxInput } from "./fastpath/sandbox-manager.js";
 export { startApiServer, type ApiServer, type ApiServerOptions } from "./fastpath/api-server.js";
+export { ControlPlaneMetrics, type ControlPlaneMetricsSources } from "./fastpath/control-plane-metrics.js";
 export { AgentRegistry, type AgentInfo, type Placement, type PlacementRequest } from "./registry/agent-registry.js";
 export type { ResourceStore, ResourceKind, WatchEvent, Watch, WriteOptions } from "./store/resource-store.js";
 export { openSqliteResourceStore } from "./store/sqlite-resource-store.js";

@@ -42,4 +42,26 @@ describe("the metrics endpoint", () => {
       await server.close();
     }
   });
+
+  it("answers /healthz always, and /readyz only while the last pass completed", async () => {
+    const metrics = new JanitorMetrics();
+    const server = await startMetricsServer(metrics, { host: "127.0.0.1", port: 0 });
+    const probe = async (path: string) => {
+      const response = await fetch(server.url.replace("/metrics", path));
+      return `${response.status} ${await response.text()}`;
+    };
+    try {
+      assert.equal(await probe("/healthz"), "200 ok\n");
+      assert.equal(await probe("/readyz"), "503 not ready: no pass has finished yet\n");
+      metrics.passFinished("completed", 0, 1_700_000_000_000);
+      assert.equal(await probe("/readyz"), "200 ok\n");
+      metrics.passFinished("inventory_unavailable", 0, 1_700_000_010_000);
+      assert.equal(await probe("/readyz"), "503 not ready: the last pass could not ask the control plane which agents and sandboxes exist\n");
+      metrics.passFinished("failed", 0, 1_700_000_020_000);
+      assert.equal(await probe("/readyz"), "503 not ready: the last pass failed\n");
+      assert.equal(await probe("/healthz"), "200 ok\n");
+    } finally {
+      await server.close();
+    }
+  });
 });

@@ -1,11 +1,11 @@
 /**
  * What the janitor removed, as Prometheus metrics (prom-client, a registry of its own), served on
- * an optional loopback `/metrics` endpoint.
+ * an optional loopback endpoint with `/metrics`, `/healthz` and `/readyz`.
  */
-import { createServer, type Server } from "node:http";
+import { createServer, type Server, type ServerResponse } from "node:http";
 import { isIP } from "node:net";
 import { Counter, Gauge, Registry } from "prom-client";
-import { ValidationError } from "@fast-sandbox/api";
+import { ValidationError, withProbeRoutes } from "@fast-sandbox/api";
 import { ORPHAN_REASONS, type OrphanReason } from "./orphans.js";
 
 export type RemovedKind = "task" | "container" | "snapshot" | "cgroup" | "run_dir" | "log_file" | "fifo";
@@ -51,6 +51,9 @@ export class JanitorMetrics {
     registers: [this.registry],
   });
 
+  /** How the last pass ended; undefined before the first. */
+  private lastOutcome: PassOutcome | undefined;
+
   constructor() {
     // Every series exists from the start, so a rate() over a fresh janitor is 0, not absent.
     for (const reason of ORPHAN_REASONS) {
@@ -74,6 +77,7 @@ export class JanitorMetrics {
 
   passFinished(outcome: PassOutcome, protectedOrphans: number, finishedAtMs: number): void {
     this.passes.labels({ outcome }).inc();
+    this.lastOutcome = outcome;
     if (outcome === "completed") {
       this.waiting.set(protectedOrphans);
       this.lastCompleted.set(finishedAtMs / 1000);
@@ -83,6 +87,20 @@ export class JanitorMetrics {
   /** The Prometheus text exposition. */
   text(): Promise<string> {
     return this.registry.metrics();
+  }
+
+  /** Undefined when the last pass completed (`/readyz` answers 200); otherwise why the janitor is not doing its job. */
+  notReadyReason(): string | undefined {
+    switch (this.lastOutcome) {
+      case "completed":
+        return undefined;
+      case undefined:
+        return "no pass has finished yet";
+      case "inventory_unavailable":
+        return "the last pass could not ask the control plane which agents and sandboxes exist";
+      default:
+        return "the last pass failed";
+    }
   }
 }
 
@@ -104,16 +122,16 @@ export function parseLoopbackListen(listen: string, field = "--metrics"): { host
 }
 
 export async function startMetricsServer(metrics: JanitorMetrics, listen: { host: string; port: number }): Promise<MetricsServer> {
-  const server: Server = createServer((request, response) => {
-    if (request.method !== "GET" || (request.url ?? "").split("?")[0] !== "/metrics") {
-      response.writeHead(404, { "content-type": "text/plain" }).end("not found; try /metrics\n");
-      return;
-    }
-    metrics.text().then(
-      (text) => response.writeHead(200, { "content-type": metrics.registry.contentType }).end(text),
-      (error: unknown) => response.writeHead(500, { "content-type": "text/plain" }).end(`${String(error)}\n`),
-    );
-  });
+  const notFound = withProbeRoutes(
+    (_request, response) => {
+      (response as ServerResponse).writeHead(404, { "content-type": "text/plain" }).end("not found; try /metrics, /healthz or /readyz\n");
+    },
+    {
+      notReadyReason: () => Promise.resolve(metrics.notReadyReason()),
+      metrics: async () => ({ contentType: metrics.registry.contentType, text: await metrics.text() }),
+    },
+  );
+  const server: Server = createServer(notFound);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(listen.port, listen.host, () => {

@@ -168,6 +168,48 @@ describe("fsb on the command line", () => {
     assert.equal(fsb("janitor", "--once", "--interval", "soon").status, 2);
   });
 
+  // After the janitor case: a deleted pool's agents leave their shim anchors for the janitor, which that case counts.
+  it("lists, shows and deletes pools with fsb pools, fsb get pool and fsb delete pool", async () => {
+    const apply = fsb("apply", "-f", join(here, "pool-and-sandbox.yaml"));
+    assert.equal(apply.status, 0, apply.stderr);
+    await waitFor(
+      () => {
+        const pool = JSON.parse(fsb("get", "pool", "workers", "-o", "json").stdout) as { status?: { readyAgents?: number; sandboxes?: number } };
+        return pool.status?.readyAgents === 1 && pool.status.sandboxes === 1;
+      },
+      15_000,
+      "the pool's status to count its agent and sandbox",
+    );
+    const table = fsb("pools");
+    assert.equal(table.status, 0, table.stderr);
+    assert.match(table.stdout, /^NAME +AGENTS +DESIRED +SANDBOXES +FREE +RUNTIME +IMAGE +AGE\n/);
+    assert.match(table.stdout, /^workers +1\/1 +\d+ +1 +3 +container +fast-sandbox\.io\/base:latest +\d+[smhd]$/m);
+    assert.match(table.stdout, /^default +\d+\/\d+ /m);
+    const all = JSON.parse(fsb("pools", "-A", "-o", "json").stdout) as { items: { metadata: { name: string; namespace: string } }[] };
+    assert.deepEqual(all.items.map((p) => `${p.metadata.namespace}/${p.metadata.name}`).sort(), ["default/default", "default/workers"]);
+    assert.match(fsb("get", "pool", "workers", "-o", "yaml").stdout, /maxSandboxesPerPod: 4/);
+    assert.match(fsb("get", "sandbox", "web").stdout, /^web +Running +workers /m);
+
+    const busy = fsb("delete", "pool", "workers");
+    assert.equal(busy.status, 1);
+    assert.match(busy.stderr, /^error: pool default\/workers still has 1 sandboxes; delete them first$/m);
+    const deleteSandbox = fsb("delete", "sandbox", "web");
+    assert.equal(deleteSandbox.status, 0, deleteSandbox.stderr);
+    assert.equal(deleteSandbox.stdout, "sandbox web deleted\n");
+    const deletePool = fsb("delete", "pool", "workers");
+    assert.equal(deletePool.status, 0, deletePool.stderr);
+    assert.equal(deletePool.stdout, "pool workers deleted\n");
+    const gone = fsb("get", "pool", "workers");
+    assert.equal(gone.status, 1);
+    assert.match(gone.stderr, /error: pool default\/workers not found/);
+    assert.doesNotMatch(fsb("pools").stdout, /^workers /m);
+    await waitFor(
+      () => !(JSON.parse(fsb("agents", "-o", "json").stdout) as { pool: string }[]).some((a) => a.pool === "workers"),
+      15_000,
+      "the pool's agents to stop",
+    );
+  });
+
   it("stops with fsb down, and with --delete-sandboxes leaves nothing of Fast Sandbox running", async () => {
     const run = fsb("run", "--", "sleep", "3600");
     assert.equal(run.status, 0, run.stderr);

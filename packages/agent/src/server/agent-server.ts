@@ -1,10 +1,11 @@
 import { mkdirSync } from "node:fs";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { listenCleartext, pb, requireBearerToken } from "@fast-sandbox/api";
+import { listenCleartext, pb, requireBearerToken, withProbeRoutes } from "@fast-sandbox/api";
 import type { Runtime } from "../runtime/runtime.js";
 import { sandboxLogDir } from "../state-layout.js";
 import { createAgentService, type AgentIdentity } from "./agent-service.js";
 import { CreatesInFlight } from "./creates-in-flight.js";
+import { AgentMetrics } from "./agent-metrics.js";
 
 export interface AgentServerOptions {
   identity: AgentIdentity;
@@ -13,6 +14,8 @@ export interface AgentServerOptions {
   stateDir: string;
   host: string;
   port: number;
+  /** Served at `/metrics`; pass the one the runtime reports create steps to. @default a new one */
+  metrics?: AgentMetrics;
 }
 
 export interface AgentServer {
@@ -22,21 +25,38 @@ export interface AgentServer {
   close(drainTimeoutMs?: number): Promise<void>;
 }
 
-/** Serves the agent API (Connect, gRPC and gRPC-Web over cleartext HTTP/2 and HTTP/1.1) on one loopback port. */
+/**
+ * Serves the agent API (Connect, gRPC and gRPC-Web over cleartext HTTP/2 and HTTP/1.1) on one
+ * loopback port, token required; and without a token `/healthz` (the process is up), `/readyz`
+ * (containerd answers, not draining) and `/metrics`.
+ */
 export async function startAgentServer(options: AgentServerOptions): Promise<AgentServer> {
   const logDir = sandboxLogDir(options.stateDir);
   mkdirSync(logDir, { recursive: true });
   const creates = new CreatesInFlight();
-  const handler = connectNodeAdapter({
-    interceptors: [requireBearerToken(options.token)],
+  const metrics = options.metrics ?? new AgentMetrics();
+  metrics.observeCreatesInFlight(() => creates.ids().length);
+  let draining = false;
+  const api = connectNodeAdapter({
+    interceptors: [requireBearerToken(options.token), metrics.interceptor()],
     routes: (router) => {
       router.service(pb.AgentService, createAgentService({ identity: options.identity, runtime: options.runtime, logDir, creates }));
     },
+  });
+  const handler = withProbeRoutes(api, {
+    notReadyReason: async () => {
+      if (draining) return "stopping: letting creates in flight finish";
+      // The runtime is prepared before the server starts; this checks containerd still answers.
+      await options.runtime.list();
+      return undefined;
+    },
+    metrics: () => metrics.exposition(),
   });
   const server = await listenCleartext(handler, options.host, options.port);
   return {
     endpoint: `${options.host}:${server.port}`,
     close: async (drainTimeoutMs = 0) => {
+      draining = true;
       const closed = server.close();
       await creates.drain(drainTimeoutMs);
       await closed;

@@ -30,6 +30,8 @@ export interface LocalAgentSettings {
   env?: Record<string, string>;
   /** Registry credentials (Docker's config.json) the agent reads at every pull (FSB_REGISTRY_CONFIG). @default none */
   registryConfigPath?: string;
+  /** Counts each heartbeat's result (`fsb_agent_heartbeats_total`). @default not counted */
+  metrics?: { heartbeat(agent: string, ok: boolean): void };
   logger: Logger;
 }
 
@@ -142,10 +144,12 @@ export class LocalAgentProcess {
       client.status(this.settings.heartbeatIntervalMs).then(
         (status) => {
           this.failures = 0;
+          this.settings.metrics?.heartbeat(this.name, true);
           this.events.onHeartbeat(this, status);
         },
         (error: unknown) => {
           this.failures += 1;
+          this.settings.metrics?.heartbeat(this.name, false);
           this.settings.logger.warn({ err: error, agent: this.name, failures: this.failures }, "agent heartbeat failed");
           // Three missed heartbeats: the agent hangs; replace it.
           if (this.failures >= 3) this.child?.kill("SIGKILL");

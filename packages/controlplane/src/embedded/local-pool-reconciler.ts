@@ -12,7 +12,7 @@ import type { ResourceStore, Watch } from "../store/resource-store.js";
 import { DEFAULT_NAMESPACE, sandboxKey, type SandboxManager } from "../fastpath/sandbox-manager.js";
 import { planPoolSize } from "../reconcile/pool-sizer.js";
 import { ImagePrewarmer } from "../reconcile/image-prewarmer.js";
-import { LocalAgentProcess, registryConfigPath, type LocalAgentEvents } from "./local-agent-process.js";
+import { LocalAgentProcess, registryConfigPath, type LocalAgentEvents, type LocalAgentSettings } from "./local-agent-process.js";
 
 export { desiredAgents } from "../reconcile/pool-sizer.js";
 
@@ -44,6 +44,8 @@ export interface LocalPoolReconcilerOptions {
   agentRestartDelayMs?: number;
   /** Extra environment of every agent process. */
   agentEnv?: Record<string, string>;
+  /** Counts the agents' heartbeats. @default not counted */
+  metrics?: LocalAgentSettings["metrics"];
   /** How often pools are resized and their status written. @default 1000 */
   resyncIntervalMs?: number;
   clock?: () => Date;
@@ -283,6 +285,7 @@ export class LocalPoolReconciler {
         ...(options.agentRestartDelayMs !== undefined ? { restartDelayMs: options.agentRestartDelayMs } : {}),
         ...(options.agentEnv ? { env: options.agentEnv } : {}),
         registryConfigPath: registryConfigPath(options.dataDir),
+        ...(options.metrics ? { metrics: options.metrics } : {}),
         logger: options.logger,
       },
       events,

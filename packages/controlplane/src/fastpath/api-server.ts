@@ -1,10 +1,13 @@
+import type { Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { listenCleartext, pb, requireBearerToken } from "@fast-sandbox/api";
+import { fromConnectError, listenCleartext, pb, requireBearerToken, withProbeRoutes } from "@fast-sandbox/api";
 import type { AgentClients, SandboxManager } from "./sandbox-manager.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { createSandboxService } from "./sandbox-service.js";
 import { createPoolService } from "./pool-service.js";
+import { ControlPlaneMetrics } from "./control-plane-metrics.js";
+import { DEFAULT_NAMESPACE } from "./sandbox-manager.js";
 
 export interface ApiServerOptions {
   manager: SandboxManager;
@@ -15,6 +18,8 @@ export interface ApiServerOptions {
   token: string;
   host: string;
   port: number;
+  /** Served at `/metrics`; the API records create latencies in it. @default a new, empty one */
+  metrics?: ControlPlaneMetrics;
 }
 
 export interface ApiServer {
@@ -23,14 +28,51 @@ export interface ApiServer {
   close(): Promise<void>;
 }
 
+/** Times CreateSandbox calls (after authentication) into the create latency histogram. */
+function timeCreates(metrics: ControlPlaneMetrics): Interceptor {
+  return (next) => async (request) => {
+    if (request.service.typeName !== pb.SandboxService.typeName || request.method.name !== "CreateSandbox") return next(request);
+    const started = process.hrtime.bigint();
+    const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+    try {
+      const response = await next(request);
+      metrics.createFinished("ok", seconds());
+      return response;
+    } catch (error) {
+      metrics.createFinished(fromConnectError(error).code, seconds());
+      throw error;
+    }
+  };
+}
+
+/**
+ * Why the control plane cannot take writes yet, if it cannot: writes are held until every agent
+ * has reported after a start (crash recovery), and the store must answer.
+ */
+async function notReadyReason({ manager, store }: Pick<ApiServerOptions, "manager" | "store">): Promise<string | undefined> {
+  if (!manager.writesReleased) return "recovering: writes wait until every agent has reported";
+  try {
+    await store.get("SandboxPool", { namespace: DEFAULT_NAMESPACE, name: "default" });
+  } catch (error) {
+    return `the store does not answer: ${error instanceof Error ? error.message : String(error)}`;
+  }
+  return undefined;
+}
+
+/**
+ * Serves the fast-path API (bearer token required) and, without a token, `/healthz` (the process
+ * is up), `/readyz` (writes released after recovery, store reachable) and `/metrics`.
+ */
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
-  const handler = connectNodeAdapter({
-    interceptors: [requireBearerToken(options.token)],
+  const metrics = options.metrics ?? new ControlPlaneMetrics();
+  const api = connectNodeAdapter({
+    interceptors: [requireBearerToken(options.token), timeCreates(metrics)],
     routes: (router) => {
       router.service(pb.SandboxService, createSandboxService(options.manager));
       router.service(pb.PoolService, createPoolService({ store: options.store, registry: options.registry, manager: options.manager, agents: options.agents }));
     },
   });
+  const handler = withProbeRoutes(api, { notReadyReason: () => notReadyReason(options), metrics: () => metrics.exposition() });
   const server = await listenCleartext(handler, options.host, options.port);
   return {
     url: `http://${options.host}:${server.port}`,

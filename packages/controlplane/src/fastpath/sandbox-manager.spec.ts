@@ -377,6 +377,18 @@ describe("SandboxManager", () => {
     });
   });
 
+  describe("held writes (crash recovery)", () => {
+    it("reports writes as held until the recovery promise resolves, then released", async () => {
+      assert.equal(manager.writesReleased, true);
+      let release: () => void = () => undefined;
+      manager.holdWritesUntil(new Promise<void>((resolve) => (release = resolve)));
+      assert.equal(manager.writesReleased, false);
+      release();
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(manager.writesReleased, true);
+    });
+  });
+
   describe("delete", () => {
     it("deletes on the agent with the grace period, releases the slot once and removes the record", async () => {
       const sandbox = await manager.create({ name: "web", spec: spec() });

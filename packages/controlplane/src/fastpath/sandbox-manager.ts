@@ -126,6 +126,7 @@ export class SandboxManager {
   /** Status writes of fast-mode creates that have not landed yet. */
   private readonly pendingStatus = new Map<string, Promise<unknown>>();
   private ready: Promise<void> = Promise.resolve();
+  private writesHeld = false;
 
   constructor(options: SandboxManagerOptions) {
     this.store = options.store;
@@ -154,6 +155,16 @@ export class SandboxManager {
   /** Writes wait for this (crash recovery), so decisions rest on the true state. */
   holdWritesUntil(ready: Promise<void>): void {
     this.ready = ready;
+    this.writesHeld = true;
+    const released = () => {
+      if (this.ready === ready) this.writesHeld = false;
+    };
+    void ready.then(released, released);
+  }
+
+  /** False while writes wait for crash recovery (`holdWritesUntil`); `/readyz` answers 503 meanwhile. */
+  get writesReleased(): boolean {
+    return !this.writesHeld;
   }
 
   /** The pool cache is fed by the pool reconciler's watch. */

@@ -109,6 +109,11 @@ export class SandboxReconciler implements Reconciler {
     return this.controller.whenIdle();
   }
 
+  /** The sandboxes in the informer's cache (what the control plane last saw; no store read). */
+  cachedSandboxes(): Sandbox[] {
+    return this.informer.list();
+  }
+
   /** The agent's connectivity changed: its sandboxes are reconciled. */
   private agentChanged(agentName: string): void {
     for (const sandbox of this.informer.byIndex(BY_AGENT, agentName)) this.controller.enqueue(objectKey(sandbox));

@@ -1,0 +1,32 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
+import { POOL_HEADERS, poolRow } from "./pools.js";
+
+describe("poolRow", () => {
+  const now = Date.parse("2026-01-01T01:00:00Z");
+  const pool = (spec: Partial<SandboxPool["spec"]>, status?: SandboxPool["status"]): SandboxPool => ({
+    apiVersion: API_VERSION,
+    kind: "SandboxPool",
+    metadata: { name: "workers", namespace: "default", creationTimestamp: "2026-01-01T00:00:00Z" },
+    spec: { capacity: { poolMin: 1, poolMax: 2 }, maxSandboxesPerPod: 4, ...spec },
+    ...(status ? { status } : {}),
+  });
+
+  it("shows agents as ready/total, then desired agents, sandboxes, free slots, runtime, image and age", () => {
+    const row = poolRow(
+      pool({ runtimeType: "gvisor", image: "python:3.12" }, { agents: 2, readyAgents: 1, desiredAgents: 2, sandboxes: 3, freeSlots: 1 }),
+      now,
+    );
+    assert.equal(row.length, POOL_HEADERS.length);
+    assert.deepEqual(row, ["workers", "1/2", "2", "3", "1", "gvisor", "python:3.12", "60m"]);
+  });
+
+  it("shows a pool without status as 0/0 agents and '-' counts, the default runtime, and '-' without an image", () => {
+    assert.deepEqual(poolRow(pool({}), now), ["workers", "0/0", "-", "-", "-", "container", "-", "60m"]);
+  });
+
+  it("shows zero counts as 0, not '-'", () => {
+    assert.deepEqual(poolRow(pool({}, { agents: 0, readyAgents: 0, desiredAgents: 0, sandboxes: 0, freeSlots: 0 }), now).slice(1, 5), ["0/0", "0", "0", "0"]);
+  });
+});

@@ -1,0 +1,50 @@
+import type { SandboxPool } from "@fast-sandbox/api";
+import { connect, type GlobalOptions } from "../connection.js";
+import { age, printObjects, printTable, type OutputFormat } from "../output.js";
+
+export const POOL_HEADERS = ["NAME", "AGENTS", "DESIRED", "SANDBOXES", "FREE", "RUNTIME", "IMAGE", "AGE"];
+
+/** One pool as `fsb pools` prints it: AGENTS is ready/total; counts the control plane has not written yet show as `-`. */
+export function poolRow(pool: SandboxPool, now = Date.now()): string[] {
+  const status = pool.status;
+  const count = (value: number | undefined) => (value === undefined ? "-" : String(value));
+  return [
+    pool.metadata.name,
+    `${status?.readyAgents ?? 0}/${status?.agents ?? 0}`,
+    count(status?.desiredAgents),
+    count(status?.sandboxes),
+    count(status?.freeSlots),
+    pool.spec.runtimeType ?? "container",
+    pool.spec.image ?? "-",
+    age(pool.metadata.creationTimestamp, now),
+  ];
+}
+
+export async function pools(options: GlobalOptions & { namespace?: string; allNamespaces?: boolean; output: OutputFormat }): Promise<void> {
+  const list = await connect(options).pools.list({ namespace: options.allNamespaces ? "*" : (options.namespace ?? "") });
+  printObjects(options.output, { apiVersion: "v1", kind: "List", items: list }, () => {
+    if (list.length === 0) {
+      process.stdout.write("No pools. Create one with: npx fsb apply -f pool.yaml\n");
+      return;
+    }
+    const withNamespace = options.allNamespaces === true;
+    printTable(
+      withNamespace ? ["NAMESPACE", ...POOL_HEADERS] : POOL_HEADERS,
+      list.map((p) => (withNamespace ? [p.metadata.namespace ?? "", ...poolRow(p)] : poolRow(p))),
+    );
+  });
+}
+
+export async function getPool(name: string, options: GlobalOptions & { namespace?: string; output: OutputFormat }): Promise<void> {
+  const pool = await connect(options).pools.get(name, { namespace: options.namespace ?? "" });
+  printObjects(options.output, pool, () => printTable(POOL_HEADERS, [poolRow(pool)]));
+}
+
+/** Deletes pools one by one; the control plane refuses a pool that still has sandboxes. */
+export async function deletePools(names: string[], options: GlobalOptions & { namespace?: string }): Promise<void> {
+  const client = connect(options);
+  for (const name of names) {
+    await client.pools.delete(name, { namespace: options.namespace ?? "" });
+    process.stdout.write(`pool ${name} deleted\n`);
+  }
+}
