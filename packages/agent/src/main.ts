@@ -60,10 +60,21 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ reason }, "agent stopping; sandboxes keep running");
     // Creates in flight finish first (bounded): a half-made container helps nobody.
-    void server.close(CREATE_DRAIN_TIMEOUT_MS).finally(() => {
-      runtime.close();
-      process.exit(0);
-    });
+    void server
+      .close(CREATE_DRAIN_TIMEOUT_MS)
+      .then(async () => {
+        // An agent with no sandboxes left (scale-down, pool deleted, `fsb down`) leaves no shim
+        // anchors behind either; one with sandboxes keeps them for its successor, which adopts them.
+        if ((await runtime.list()).length === 0) {
+          await runtime.unprepare();
+          log.info("no sandboxes left: removed the shim anchors");
+        }
+      })
+      .catch((error: unknown) => log.warn({ err: error }, "could not remove the shim anchors; the janitor reclaims them"))
+      .finally(() => {
+        runtime.close();
+        process.exit(0);
+      });
     setTimeout(() => process.exit(0), CREATE_DRAIN_TIMEOUT_MS + 2000).unref();
   };
   process.on("SIGTERM", () => stop("SIGTERM"));

@@ -8,7 +8,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { NoCapacityError } from "@fast-sandbox/sdk";
 import type { Sandbox } from "@fast-sandbox/api";
-import { BASE_IMAGE, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
+import { BASE_IMAGE, ctr, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
 describe("a pool sizes itself between poolMin and poolMax", () => {
   let embedded: EmbeddedCase;
@@ -87,12 +87,24 @@ describe("a pool sizes itself between poolMin and poolMax", () => {
     const [left] = await agents();
     assert.equal(left?.name, second.status?.assignedPod, "the busy agent stays");
     assert.notEqual(left?.name, first.status?.assignedPod);
+    // The released agent left no shim anchors (and so no shims) behind.
+    await waitFor(
+      () => !ctr(embedded.containerdNamespace, "containers", "ls", "-q").includes(`fsb-anchor.${first.status?.assignedPod ?? "?"}.`),
+      10_000,
+      "the released agent's shim anchors removed",
+    );
+    assert.match(
+      ctr(embedded.containerdNamespace, "containers", "ls", "-q"),
+      new RegExp(`fsb-anchor\\.${left?.name ?? "?"}\\.`),
+      "the busy agent keeps its anchors",
+    );
     assert.equal((await embedded.client.sandboxes.exec("second", ["sh", "-c", "echo still here"])).stdout, "still here\n");
   });
 
   it("goes back to zero agents once idle for the delay, and wakes again on the next create", async () => {
     await embedded.client.sandboxes.delete("second");
     await waitFor(async () => (await agents()).length === 0, 20_000, "scale to zero");
+    await waitFor(() => ctr(embedded.containerdNamespace, "containers", "ls", "-q").trim() === "", 10_000, "no container at all: no sandbox, no anchor");
     await waitFor(async () => (await embedded.client.pools.get("elastic")).status?.desiredAgents === 0, 10_000, "pool status wants zero agents");
     const again = await embedded.client.sandboxes.create({ ...sleeper, name: "again" });
     assert.equal(again.status?.phase, "Running");

@@ -474,6 +474,17 @@ export class ContainerdRuntime implements Runtime {
     await Promise.all(this.anchorIds.map((id, index) => this.startAnchor(id, index)));
   }
 
+  async unprepare(): Promise<void> {
+    await Promise.all(
+      this.anchorIds.map(async (id, index) => {
+        await this.delete(id, { gracePeriodMs: 0 });
+        // The anchor's cgroup is named after its group, not its id (delete() removes `<parent>/<id>`).
+        removeCgroup(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, `fsb-anchor-${index}`));
+      }),
+    );
+    this.logger.debug({ anchors: this.anchorIds }, "shim anchors removed");
+  }
+
   private async startAnchor(id: string, index: number): Promise<void> {
     if (!this.helperPath) return;
     try {

@@ -111,6 +111,12 @@ export interface PullImageOptions {
 export interface Runtime {
   /** Readies shared resources before the first create (e.g. the shim anchor); idempotent. */
   prepare(): Promise<void>;
+  /**
+   * Removes what `prepare()` set up (shim anchors, and so their shims), for an agent that stops with
+   * no sandboxes left (scale-down, pool deletion, `fsb down`): nothing of it stays running. The next
+   * `prepare()` sets it up again. Idempotent.
+   */
+  unprepare(): Promise<void>;
   /** Image references present in the runtime's image store (and unpacked). */
   listImages(): Promise<string[]>;
   /**

@@ -32,6 +32,8 @@ class FakeRuntime implements Runtime {
 
   async prepare(): Promise<void> {}
 
+  async unprepare(): Promise<void> {}
+
   async listImages(): Promise<string[]> {
     return [...this.images];
   }

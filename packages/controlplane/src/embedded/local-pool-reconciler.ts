@@ -69,6 +69,8 @@ export class LocalPoolReconciler {
   private readonly connectivity = new Map<string, AgentConnectivity>();
   /** Agents started and not yet adopted (first start only). */
   private readonly starting = new Set<string>();
+  /** Agents being stopped (scale-down, pool deleted): their names are not reused until they are gone. */
+  private readonly stopping = new Set<string>();
   private readonly observed = new Map<string, ObservedAgentStatus>();
   /** Per pool: since when it has had spare capacity (scale-down delay). */
   private readonly spareSince = new Map<string, Date>();
@@ -202,7 +204,8 @@ export class LocalPoolReconciler {
     else this.spareSince.delete(key);
     for (let ordinal = 0, added = 0; added < plan.add; ordinal++) {
       const agent = agentName(namespace, name, ordinal);
-      if (this.agents.has(agent)) continue;
+      // A name still stopping is skipped: its process removes its shim anchors on the way out.
+      if (this.agents.has(agent) || this.stopping.has(agent)) continue;
       this.add(namespace, name, agent);
       added += 1;
     }
@@ -315,7 +318,12 @@ export class LocalPoolReconciler {
     this.starting.delete(agent.name);
     this.options.registry.removeAgent(agent.name);
     this.agentChanged(agent.name);
-    await agent.stop();
+    this.stopping.add(agent.name);
+    try {
+      await agent.stop();
+    } finally {
+      this.stopping.delete(agent.name);
+    }
   }
 
   private async writeStatuses(): Promise<void> {
