@@ -46,7 +46,7 @@ describe("the generated CRDs on a real API server", () => {
   });
 
   it("installs both CRDs from config/crd and they become Established", async () => {
-    const apply = await kubectl("apply", "-f", path.join(REPO_ROOT, "config/crd"));
+    const apply = await kubectl("apply", "-k", path.join(REPO_ROOT, "config/crd"));
     assert.equal(apply.code, 0, apply.stderr);
     const wait = await kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/sandboxes.sandbox.fast.io", "crd/sandboxpools.sandbox.fast.io");
     assert.equal(wait.code, 0, wait.stderr);

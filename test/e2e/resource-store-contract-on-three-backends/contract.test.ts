@@ -83,7 +83,7 @@ describe("the ResourceStore contract on SQLite, in memory and on a real kube-api
     assert.equal(up.code, 0, up.stderr);
     kubeconfigPath = /KUBECONFIG=(\S+)/.exec(up.stdout)?.[1] ?? "";
     assert.ok(kubeconfigPath, up.stdout);
-    const apply = await kubectl("apply", "-f", CRD_DIR);
+    const apply = await kubectl("apply", "-k", CRD_DIR);
     assert.equal(apply.code, 0, apply.stderr);
     const established = await kubectl(
       "wait",
@@ -101,7 +101,7 @@ describe("the ResourceStore contract on SQLite, in memory and on a real kube-api
   after(async () => {
     if (kubeconfigPath) {
       await removeTestObjects().catch((error: unknown) => console.error("cleanup of the test namespaces failed:", error));
-      await kubectl("delete", "-f", CRD_DIR, "--ignore-not-found", "--wait=true", "--timeout=60s");
+      await kubectl("delete", "-k", CRD_DIR, "--ignore-not-found", "--wait=true", "--timeout=60s");
     }
     await run("bash", [CLUSTER_SH, "down"]);
     rmSync(STATE, { recursive: true, force: true });
