@@ -1,0 +1,43 @@
+# The janitor image (config/janitor): the same code as `fsb janitor`, configured by its environment
+# (packages/janitor/src/janitor-config.ts). Built by scripts/build-images.sh from the repository root.
+# BASE_IMAGE: a Debian image with Node.js 20.19+ and npm; the build needs the npm registry and a
+# Debian mirror.
+ARG BASE_IMAGE=docker.io/library/node:20-bookworm-slim
+
+# Build stage: the same for the three images, so buildah --layers reuses it between them.
+FROM ${BASE_IMAGE} AS build
+# better-sqlite3 compiles when no prebuilt binary fits; gcc and libc6-dev also build the static helper.
+RUN apt-get update \
+  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates python3 make g++ gcc libc6-dev \
+  && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+# Extra CA certificates for npm behind a TLS-inspecting proxy (scripts/build-images.sh --ca-file);
+# an ARG, so it reaches this stage's RUN steps only.
+ARG NODE_EXTRA_CA_CERTS
+# Dependencies first: this layer is reused until a package.json or the lock file changes.
+COPY package.json package-lock.json .npmrc ./
+COPY packages/api/package.json packages/api/
+COPY packages/agent/package.json packages/agent/
+COPY packages/janitor/package.json packages/janitor/
+COPY packages/controlplane/package.json packages/controlplane/
+COPY packages/sdk/package.json packages/sdk/
+COPY packages/cli/package.json packages/cli/
+# Native modules compile against the base image's Node.js headers when it has them (node-gyp
+# would otherwise download them).
+RUN nodedir="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")" \
+  && if [ -f "$nodedir/include/node/node.h" ]; then export npm_config_nodedir="$nodedir"; fi \
+  && npm ci --no-audit --no-fund
+COPY tsconfig.base.json tsconfig.json ./
+COPY packages packages
+RUN npx tsc -b packages/janitor \
+  && npm prune --omit=dev --no-audit --no-fund \
+  && find packages -mindepth 2 -maxdepth 2 -name src -prune -exec rm -rf {} +
+
+FROM ${BASE_IMAGE}
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /app/package.json /app/package.json
+COPY --from=build /app/node_modules /app/node_modules
+COPY --from=build /app/packages /app/packages
+# Runs as root (the DaemonSet is privileged): it removes containers, cgroups and files on the node.
+ENTRYPOINT ["node", "--enable-source-maps", "/app/packages/janitor/dist/main.js"]

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Builds the Kubernetes mode's images — controller, agent, janitor (build/*.Dockerfile) — as OCI
+# images with buildah, daemonless (Debian's `buildah` package; `bud --isolation chroot`, no Docker,
+# no registry). Each image is left in buildah's local storage as localhost/fast-sandbox/<name>:<tag>
+# and written to <out>/fast-sandbox-<name>-<tag>.oci.tar (an OCI archive: `skopeo copy
+# oci-archive:… docker://127.0.0.1:5000/…` pushes it to a loopback registry). With
+# --containerd-namespace the archives are also imported into the local containerd, named
+# docker.io/fast-sandbox/<name>:<tag> — what config/default refers to (`fast-sandbox/<name>:<tag>`).
+#
+# It never pulls: the base image (a Debian image with Node.js 20.19+ and npm, default
+# docker.io/library/node:20-bookworm-slim) must already be in buildah's local storage, e.g.
+#   skopeo copy oci-archive:node-20-bookworm-slim.tar containers-storage:docker.io/library/node:20-bookworm-slim
+# or `buildah pull docker.io/library/node:20-bookworm-slim` where a registry is reachable. The
+# builds themselves install from the npm registry and a Debian mirror (npm ci, apt-get). Behind a
+# TLS-inspecting proxy, --ca-file (default $NODE_EXTRA_CA_CERTS) names extra CA certificates that
+# npm trusts during the build; they are mounted into the build steps only, never into an image.
+#
+#   scripts/build-images.sh [--base IMAGE] [--tag TAG] [--out DIR] [--ca-file FILE] [--containerd-namespace NS] [controller|agent|janitor]…
+#
+# Defaults: all three images; tag = the version in package.json; out = .cache/images. Needs root
+# (buildah's chroot isolation and storage). Not used by the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+base="${FSB_BASE_IMAGE:-docker.io/library/node:20-bookworm-slim}"
+tag="$(node -p 'require("./package.json").version')"
+out=".cache/images"
+ca_file="${NODE_EXTRA_CA_CERTS:-}"
+containerd_namespace=""
+images=()
+
+usage() {
+  sed -n '/^#   scripts\/build-images.sh/s/^#   //p' "$0" >&2
+  exit 2
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --base) base="${2:?--base needs an image}"; shift 2 ;;
+    --tag) tag="${2:?--tag needs a tag}"; shift 2 ;;
+    --out) out="${2:?--out needs a directory}"; shift 2 ;;
+    --ca-file) ca_file="${2?--ca-file needs a file (or '' for none)}"; shift 2 ;;
+    --containerd-namespace) containerd_namespace="${2:?--containerd-namespace needs a namespace}"; shift 2 ;;
+    controller | agent | janitor) images+=("$1"); shift ;;
+    -h | --help) usage ;;
+    *) echo "build-images: unknown argument '$1'" >&2; usage ;;
+  esac
+done
+[ ${#images[@]} -gt 0 ] || images=(controller agent janitor)
+
+if ! command -v buildah >/dev/null 2>&1; then
+  echo "build-images: buildah is missing; install Debian's package: apt-get install -y buildah" >&2
+  exit 1
+fi
+if ! buildah inspect --type image "$base" >/dev/null 2>&1; then
+  echo "build-images: the base image '$base' is not in buildah's local storage, and this script never pulls." >&2
+  echo "  Load it first, e.g.: skopeo copy oci-archive:FILE containers-storage:$base" >&2
+  echo "  or name a local Debian + Node.js 20 image with --base (buildah images lists them)." >&2
+  exit 1
+fi
+if [ -n "$containerd_namespace" ] && ! command -v ctr >/dev/null 2>&1; then
+  echo "build-images: --containerd-namespace needs ctr (Debian's containerd package)" >&2
+  exit 1
+fi
+
+ca_args=()
+if [ -n "$ca_file" ]; then
+  [ -r "$ca_file" ] || { echo "build-images: cannot read the CA file '$ca_file'" >&2; exit 1; }
+  ca_args=(--volume "$(realpath "$ca_file"):/run/fsb-build-ca.crt:ro" --build-arg NODE_EXTRA_CA_CERTS=/run/fsb-build-ca.crt)
+fi
+
+mkdir -p "$out"
+for name in "${images[@]}"; do
+  image="localhost/fast-sandbox/$name:$tag"
+  archive="$out/fast-sandbox-$name-$tag.oci.tar"
+  echo "build-images: building $image from build/$name.Dockerfile on $base" >&2
+  # --layers: the build stage, the same in the three Dockerfiles, is built once and reused.
+  buildah bud --isolation chroot --pull=never --layers \
+    --ignorefile build/dockerignore \
+    --build-arg "BASE_IMAGE=$base" "${ca_args[@]}" \
+    -f "build/$name.Dockerfile" -t "$image" .
+  rm -f "$archive"
+  # The archive's reference is the tag; `ctr images import --base-name` adds the repository.
+  buildah push "$image" "oci-archive:$archive:$tag"
+  if [ -n "$containerd_namespace" ]; then
+    ctr -n "$containerd_namespace" images import --base-name "docker.io/fast-sandbox/$name" "$archive"
+  fi
+  echo "build-images: $image → $archive" >&2
+done

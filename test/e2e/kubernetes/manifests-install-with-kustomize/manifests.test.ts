@@ -1,0 +1,351 @@
+/**
+ * The manifests in config/ install Fast Sandbox with `kubectl apply -k config/default` on a real
+ * control plane (test/harness/cluster), give each component exactly the Kubernetes API access it
+ * needs and nothing more, and leave nothing behind when removed with `kubectl delete -k`.
+ *
+ * Only objects are asserted: the controller and janitor images are not built here (and the
+ * harness's node runs no containers), so their Pods never run and the test does not wait for them.
+ * FSB_CONFIG_DIR points the test at another copy of config/ (default: the repository's).
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { parse, parseAllDocuments } from "yaml";
+import { REPO_ROOT } from "../../../support/containerd.js";
+
+const CONFIG_DIR = process.env.FSB_CONFIG_DIR ?? path.join(REPO_ROOT, "config");
+const DEFAULT_DIR = path.join(CONFIG_DIR, "default");
+const CLUSTER_SH = path.join(REPO_ROOT, "test/harness/cluster/cluster.sh");
+const STATE = path.join(os.tmpdir(), `fsb-cluster-manifests-${process.pid}-${Date.now()}`);
+const SYSTEM = "fast-sandbox-system";
+const SAMPLES_NAMESPACE = "fsb-manifests-samples";
+const CONTROLLER = `system:serviceaccount:${SYSTEM}:fast-sandbox-controller`;
+const JANITOR = `system:serviceaccount:${SYSTEM}:fast-sandbox-janitor`;
+
+const env: NodeJS.ProcessEnv = { ...process.env, FSB_CLUSTER_DIR: STATE };
+delete env.FSB_APISERVER_PORT;
+delete env.FSB_CLUSTER_NODES;
+delete env.KUBECONFIG;
+let kubeconfig = "";
+
+interface KubeObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  spec?: Record<string, unknown>;
+  data?: Record<string, string>;
+  automountServiceAccountToken?: boolean;
+}
+
+interface Container {
+  name: string;
+  image?: string;
+  env?: { name: string; value?: string }[];
+}
+
+function run(command: string, args: string[], timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(command, args, { env, cwd: REPO_ROOT, timeout: timeoutMs, maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
+      const code = error ? (typeof (error as { code?: unknown }).code === "number" ? (error as { code: number }).code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+function kubectl(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run("kubectl", ["--kubeconfig", kubeconfig, ...args]);
+}
+
+async function kubectlOk(...args: string[]): Promise<string> {
+  const result = await kubectl(...args);
+  assert.equal(result.code, 0, `kubectl ${args.join(" ")} failed:\n${result.stderr}`);
+  return result.stdout;
+}
+
+/**
+ * `kubectl auth can-i` as a ServiceAccount (the admin may impersonate): true for yes, false for no.
+ * `resource` is TYPE or TYPE/NAME; a subresource (status, finalizers, exec) is given separately,
+ * since kubectl reads `pods/exec` as the Pod named exec.
+ */
+async function can(user: string, verb: string, resource: string, namespace?: string, subresource?: string): Promise<boolean> {
+  const scope = namespace ? ["-n", namespace] : ["--all-namespaces"];
+  const result = await kubectl("auth", "can-i", verb, resource, ...scope, ...(subresource ? [`--subresource=${subresource}`] : []), `--as=${user}`);
+  assert.ok(result.code === 0 || result.code === 1, `kubectl auth can-i ${verb} ${resource} failed:\n${result.stderr}`);
+  return result.code === 0;
+}
+
+async function renderDefault(): Promise<KubeObject[]> {
+  const result = await run("kubectl", ["kustomize", DEFAULT_DIR]);
+  assert.equal(result.code, 0, `kubectl kustomize ${DEFAULT_DIR} failed:\n${result.stderr}`);
+  return parseAllDocuments(result.stdout).map((document) => document.toJS() as KubeObject);
+}
+
+function find(objects: KubeObject[], kind: string, name: string): KubeObject {
+  const found = objects.find((object) => object.kind === kind && object.metadata.name === name);
+  assert.ok(found, `${kind}/${name} is not rendered`);
+  return found;
+}
+
+function podSpecOf(workload: KubeObject): { containers: Container[]; serviceAccountName?: string } {
+  return (workload.spec as { template: { spec: { containers: Container[]; serviceAccountName?: string } } }).template.spec;
+}
+
+async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+describe("config/default rendered by kustomize", () => {
+  it("renders every component into fast-sandbox-system with the images of `images:`", async () => {
+    const objects = await renderDefault();
+    for (const [kind, name] of [
+      ["Namespace", SYSTEM],
+      ["CustomResourceDefinition", "sandboxes.sandbox.fast.io"],
+      ["CustomResourceDefinition", "sandboxpools.sandbox.fast.io"],
+      ["ServiceAccount", "fast-sandbox-controller"],
+      ["ServiceAccount", "fast-sandbox-janitor"],
+      ["ServiceAccount", "fast-sandbox-agent"],
+      ["ClusterRole", "fast-sandbox-controller"],
+      ["ClusterRoleBinding", "fast-sandbox-controller"],
+      ["Role", "fast-sandbox-leader-election"],
+      ["RoleBinding", "fast-sandbox-leader-election"],
+      ["ClusterRole", "fast-sandbox-janitor"],
+      ["ClusterRoleBinding", "fast-sandbox-janitor"],
+      ["Deployment", "fast-sandbox-controller"],
+      ["Service", "fast-sandbox-controller"],
+      ["PodDisruptionBudget", "fast-sandbox-controller"],
+      ["DaemonSet", "fast-sandbox-janitor"],
+    ]) {
+      find(objects, kind!, name!);
+    }
+    const clusterScoped = new Set(["Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"]);
+    for (const object of objects.filter((candidate) => !clusterScoped.has(candidate.kind))) {
+      assert.equal(object.metadata.namespace, SYSTEM, `${object.kind}/${object.metadata.name}`);
+    }
+
+    const controller = podSpecOf(find(objects, "Deployment", "fast-sandbox-controller"));
+    assert.equal(controller.serviceAccountName, "fast-sandbox-controller");
+    assert.equal(controller.containers[0]?.image, "fast-sandbox/controller:0.1.0");
+    // The agent image reaches the controller as an environment value and follows `images:` too.
+    assert.equal(controller.containers[0]?.env?.find((variable) => variable.name === "FSB_AGENT_IMAGE")?.value, "fast-sandbox/agent:0.1.0");
+    const janitor = podSpecOf(find(objects, "DaemonSet", "fast-sandbox-janitor"));
+    assert.equal(janitor.serviceAccountName, "fast-sandbox-janitor");
+    assert.equal(janitor.containers[0]?.image, "fast-sandbox/janitor:0.1.0");
+
+    const agentServiceAccount = find(objects, "ServiceAccount", "fast-sandbox-agent");
+    assert.equal(agentServiceAccount.automountServiceAccountToken, false);
+    const template = objects.find((object) => object.kind === "ConfigMap" && object.metadata.name.startsWith("fast-sandbox-agent-template"));
+    assert.ok(template?.data?.["agent-pod-template.yaml"], "the agent Pod template ConfigMap is rendered");
+    const podTemplate = parse(template.data["agent-pod-template.yaml"]) as { spec: { automountServiceAccountToken?: boolean; serviceAccountName?: string } };
+    assert.equal(podTemplate.spec.automountServiceAccountToken, false);
+    assert.equal(podTemplate.spec.serviceAccountName, "fast-sandbox-agent");
+  });
+});
+
+describe("kubectl apply -k config/default on a real control plane", () => {
+  let templateConfigMap = "";
+
+  before(async () => {
+    // The first run on a fresh machine builds the binaries (CI builds them in a step before).
+    const up = await run("bash", [CLUSTER_SH, "up"], 60 * 60_000);
+    assert.equal(up.code, 0, up.stderr);
+    kubeconfig = /KUBECONFIG=(\S+)/.exec(up.stdout)?.[1] ?? "";
+    assert.ok(kubeconfig, up.stdout);
+  });
+
+  after(async () => {
+    if (existsSync(STATE)) await run("bash", [CLUSTER_SH, "down"]);
+    rmSync(STATE, { recursive: true, force: true });
+  });
+
+  it("installs everything with server-side apply, and the CRDs become Established", async () => {
+    await kubectlOk("apply", "--server-side", "-k", DEFAULT_DIR);
+    await kubectlOk("wait", "--for=condition=Established", "--timeout=60s", "crd/sandboxes.sandbox.fast.io", "crd/sandboxpools.sandbox.fast.io");
+    // The Pods cannot run here (no images); keep the controller's out of the way.
+    await kubectlOk("-n", SYSTEM, "scale", "deployment/fast-sandbox-controller", "--replicas=0");
+  });
+
+  it("creates the ServiceAccounts, roles, bindings and workloads of every component", async () => {
+    await kubectlOk("-n", SYSTEM, "get", "serviceaccount/fast-sandbox-controller", "serviceaccount/fast-sandbox-janitor", "serviceaccount/fast-sandbox-agent");
+    await kubectlOk(
+      "get",
+      "clusterrole/fast-sandbox-controller",
+      "clusterrolebinding/fast-sandbox-controller",
+      "clusterrole/fast-sandbox-janitor",
+      "clusterrolebinding/fast-sandbox-janitor",
+    );
+    await kubectlOk("-n", SYSTEM, "get", "role/fast-sandbox-leader-election", "rolebinding/fast-sandbox-leader-election");
+    await kubectlOk(
+      "-n",
+      SYSTEM,
+      "get",
+      "deployment/fast-sandbox-controller",
+      "service/fast-sandbox-controller",
+      "daemonset/fast-sandbox-janitor",
+      "poddisruptionbudget/fast-sandbox-controller",
+    );
+    templateConfigMap = (
+      await kubectlOk("-n", SYSTEM, "get", "configmap", "-l", "app.kubernetes.io/component=agent", "-o", "jsonpath={.items[0].metadata.name}")
+    ).trim();
+    assert.match(templateConfigMap, /^fast-sandbox-agent-template-/);
+    const port = await kubectlOk("-n", SYSTEM, "get", "service/fast-sandbox-controller", "-o", "jsonpath={.spec.ports[0].port}");
+    assert.equal(port, "7070");
+  });
+
+  it("lets the controller do its work: sandboxes and their status, agent Pods, its Lease, Secrets by name, Events", async () => {
+    for (const [verb, resource, subresource] of [
+      ["watch", "sandboxes.sandbox.fast.io"],
+      ["create", "sandboxes.sandbox.fast.io"],
+      ["delete", "sandboxes.sandbox.fast.io"],
+      ["update", "sandboxes.sandbox.fast.io", "status"],
+      ["patch", "sandboxpools.sandbox.fast.io", "status"],
+      ["update", "sandboxes.sandbox.fast.io", "finalizers"],
+      ["list", "sandboxpools.sandbox.fast.io"],
+      ["create", "pods"],
+      ["delete", "pods"],
+      ["watch", "pods"],
+      ["get", "secrets"],
+      ["create", "events"],
+    ] as const) {
+      assert.equal(await can(CONTROLLER, verb, resource, "default", subresource), true, `controller: ${verb} ${resource} ${subresource ?? ""}`);
+    }
+    assert.equal(await can(CONTROLLER, "get", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM), true);
+    assert.equal(await can(CONTROLLER, "update", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM), true);
+    assert.equal(await can(CONTROLLER, "create", "leases.coordination.k8s.io", SYSTEM), true);
+  });
+
+  it("denies the controller everything else", async () => {
+    for (const [verb, resource, namespace, subresource] of [
+      // Secrets: one by name only; never listed, watched or written.
+      ["list", "secrets", undefined],
+      ["watch", "secrets", "default"],
+      ["create", "secrets", SYSTEM],
+      ["update", "secrets", "default"],
+      ["delete", "nodes", undefined],
+      ["list", "configmaps", SYSTEM],
+      ["get", "configmaps", "default"],
+      ["update", "pods", "default"],
+      ["patch", "pods", "default"],
+      ["create", "pods", "default", "exec"],
+      ["create", "pods", "default", "eviction"],
+      ["update", "pods", "default", "status"],
+      ["delete", "sandboxes.sandbox.fast.io", "default", "status"],
+      ["create", "deployments.apps", SYSTEM],
+      ["create", "serviceaccounts", "default"],
+      ["update", "customresourcedefinitions.apiextensions.k8s.io", undefined],
+      ["create", "rolebindings.rbac.authorization.k8s.io", "default"],
+      // Leases: its own, in its own namespace.
+      ["update", "leases.coordination.k8s.io/someone-else", SYSTEM],
+      ["get", "leases.coordination.k8s.io/fast-sandbox-controller", "default"],
+      ["create", "leases.coordination.k8s.io", "default"],
+      ["list", "leases.coordination.k8s.io", SYSTEM],
+      ["delete", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM],
+    ] as const) {
+      const what = `${verb} ${resource}${subresource ? `/${subresource}` : ""} in ${namespace ?? "all namespaces"}`;
+      assert.equal(await can(CONTROLLER, verb, resource, namespace, subresource), false, `controller must not: ${what}`);
+    }
+  });
+
+  it("lets the janitor read Pods and Sandboxes, and nothing else", async () => {
+    for (const [verb, resource] of [
+      ["list", "pods"],
+      ["watch", "pods"],
+      ["get", "pods"],
+      ["list", "sandboxes.sandbox.fast.io"],
+      ["watch", "sandboxes.sandbox.fast.io"],
+    ]) {
+      assert.equal(await can(JANITOR, verb!, resource!), true, `janitor: ${verb} ${resource}`);
+    }
+    for (const [verb, resource, subresource] of [
+      ["create", "pods"],
+      ["delete", "pods"],
+      ["update", "sandboxes.sandbox.fast.io"],
+      ["update", "sandboxes.sandbox.fast.io", "status"],
+      ["delete", "sandboxes.sandbox.fast.io"],
+      ["list", "sandboxpools.sandbox.fast.io"],
+      ["get", "secrets"],
+      ["list", "configmaps"],
+      ["create", "events"],
+      ["get", "nodes"],
+    ] as const) {
+      assert.equal(await can(JANITOR, verb, resource, undefined, subresource), false, `janitor must not: ${verb} ${resource} ${subresource ?? ""}`);
+    }
+  });
+
+  it("gives the agents no Kubernetes API access", async () => {
+    const agent = `system:serviceaccount:${SYSTEM}:fast-sandbox-agent`;
+    for (const [verb, resource] of [
+      ["get", "pods"],
+      ["list", "sandboxes.sandbox.fast.io"],
+      ["get", "secrets"],
+    ]) {
+      assert.equal(await can(agent, verb!, resource!, SYSTEM), false, `agent must not: ${verb} ${resource}`);
+    }
+  });
+
+  it("makes a valid agent Pod from the default template, which the controller may create", async () => {
+    const templateYaml = await kubectlOk("-n", SYSTEM, "get", "configmap", templateConfigMap, "-o", "jsonpath={.data.agent-pod-template\\.yaml}");
+    const template = parse(templateYaml) as { metadata: { labels: Record<string, string> }; spec: { containers: Container[]; initContainers: Container[] } };
+    // What the controller adds per Pod: name, pool label, images.
+    for (const container of [...template.spec.containers, ...template.spec.initContainers]) container.image = "fast-sandbox/agent:0.1.0";
+    const pod = {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "default-agent-check", labels: { ...template.metadata.labels, "fast-sandbox.io/pool": "default" } },
+      spec: template.spec,
+    };
+    const dryRun = await run("bash", [
+      "-c",
+      `kubectl --kubeconfig "$1" -n ${SYSTEM} create --dry-run=server --as=${CONTROLLER} -o json -f - <<'EOF'\n${JSON.stringify(pod)}\nEOF`,
+      "dry-run",
+      kubeconfig,
+    ]);
+    assert.equal(dryRun.code, 0, dryRun.stderr);
+    const created = JSON.parse(dryRun.stdout) as { spec: { automountServiceAccountToken: boolean; volumes: { name: string }[] } };
+    assert.equal(created.spec.automountServiceAccountToken, false);
+    assert.ok(!created.spec.volumes.some((volume) => volume.name.startsWith("kube-api-access-")), "no API token volume is injected");
+  });
+
+  it("stores the samples as they are", async () => {
+    await kubectlOk("create", "namespace", SAMPLES_NAMESPACE);
+    await kubectlOk("-n", SAMPLES_NAMESPACE, "apply", "-f", path.join(CONFIG_DIR, "samples"));
+    const pool = JSON.parse(await kubectlOk("-n", SAMPLES_NAMESPACE, "get", "sandboxpool", "default", "-o", "json")) as KubeObject;
+    assert.equal((pool.spec as { maxSandboxesPerPod: number }).maxSandboxesPerPod, 8);
+    const sandbox = JSON.parse(await kubectlOk("-n", SAMPLES_NAMESPACE, "get", "sandbox", "hello", "-o", "json")) as KubeObject;
+    assert.equal((sandbox.spec as { poolRef: string }).poolRef, "default");
+    await kubectlOk("delete", "namespace", SAMPLES_NAMESPACE, "--timeout=120s");
+  });
+
+  it("kubectl delete -k removes everything it installed", async () => {
+    await kubectlOk("delete", "-k", DEFAULT_DIR, "--timeout=180s");
+    await eventually("fast-sandbox-system to be gone", async () => (await kubectl("get", "namespace", SYSTEM)).code !== 0);
+    const crds = await kubectlOk("get", "crd", "-o", "name");
+    assert.doesNotMatch(crds, /sandbox\.fast\.io/);
+    const clusterRbac = await kubectlOk("get", "clusterroles,clusterrolebindings", "-o", "name");
+    assert.doesNotMatch(clusterRbac, /fast-sandbox/);
+    const pods = await kubectlOk("get", "pods", "--all-namespaces", "-l", "app.kubernetes.io/name=fast-sandbox", "-o", "name");
+    assert.equal(pods.trim(), "");
+  });
+
+  it("stops the cluster and leaves no process or file of the run", async () => {
+    const pids = readdirSync(path.join(STATE, "pids")).map((file) => Number(readFileSync(path.join(STATE, "pids", file), "utf8")));
+    const down = await run("bash", [CLUSTER_SH, "down"]);
+    assert.equal(down.code, 0, down.stderr);
+    assert.equal(existsSync(STATE), false, "the cluster's state dir still exists");
+    // A process may still be exiting when `down` returns; a zombie (state Z) is gone already.
+    const running = (pid: number): boolean => {
+      try {
+        return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+      } catch {
+        return false;
+      }
+    };
+    await eventually("the cluster's processes to exit", async () => !pids.some(running), 15_000);
+  });
+});
