@@ -1,0 +1,117 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import pino from "pino";
+import { API_VERSION, type SandboxPool, type pb } from "@fast-sandbox/api";
+import type { AgentFleetEvent } from "../fleet/agent-fleet.js";
+import { EmbeddedAgentFleet, type AgentProcess } from "./embedded-agent-fleet.js";
+import type { LocalAgentEvents, LocalAgentProcess, LocalAgentSettings } from "./local-agent-process.js";
+
+class FakeProcess implements AgentProcess {
+  started = false;
+  stopped = false;
+  endpoint = "";
+  constructor(
+    readonly settings: LocalAgentSettings,
+    readonly events: LocalAgentEvents,
+  ) {}
+  get name(): string {
+    return this.settings.name;
+  }
+  start(): void {
+    this.started = true;
+  }
+  stop(): Promise<void> {
+    this.stopped = true;
+    return Promise.resolve();
+  }
+  answer(endpoint: string): void {
+    this.endpoint = endpoint;
+    this.events.onReady(this as unknown as LocalAgentProcess, { nodeName: "host-1", images: [] } as unknown as pb.AgentStatus);
+  }
+  die(reason: string): void {
+    this.events.onLost(this as unknown as LocalAgentProcess, reason);
+  }
+}
+
+function pool(name: string, namespace = "default"): SandboxPool {
+  return { apiVersion: API_VERSION, kind: "SandboxPool", metadata: { name, namespace }, spec: { capacity: { poolMin: 0, poolMax: 4 }, maxSandboxesPerPod: 2 } };
+}
+
+function fleetWithFakes(): { fleet: EmbeddedAgentFleet; processes: Map<string, FakeProcess>; events: AgentFleetEvent[] } {
+  const processes = new Map<string, FakeProcess>();
+  const fleet = new EmbeddedAgentFleet({
+    dataDir: "/tmp/fsb-embedded-fleet-spec",
+    agentToken: "t",
+    containerdSocket: "/run/containerd/containerd.sock",
+    containerdNamespace: "fast-sandbox",
+    cgroupRoot: "",
+    heartbeatIntervalMs: 1000,
+    logger: pino({ level: "silent" }),
+    createProcess: (settings, events) => {
+      const fake = new FakeProcess(settings, events);
+      processes.set(settings.name, fake);
+      return fake;
+    },
+  });
+  const events: AgentFleetEvent[] = [];
+  fleet.subscribe((event) => events.push(event));
+  return { fleet, processes, events };
+}
+
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+describe("EmbeddedAgentFleet", () => {
+  it("starts agents under the lowest free ordinals of the pool, namespaced outside the default namespace", async () => {
+    const { fleet, processes } = fleetWithFakes();
+    assert.deepEqual(await fleet.startAgents(pool("py"), 2), ["py-0", "py-1"]);
+    assert.deepEqual(await fleet.startAgents(pool("py", "team-a"), 1), ["team-a.py-0"]);
+    await fleet.stopAgents({ namespace: "default", pool: "py" }, ["py-0"]);
+    assert.deepEqual(await fleet.startAgents(pool("py"), 2), ["py-0", "py-2"]);
+    assert.ok([...processes.values()].every((p) => p.started));
+    assert.equal(processes.get("py-1")?.settings.stateDir, "/tmp/fsb-embedded-fleet-spec/agents/py-1");
+  });
+
+  it("reports an agent ready with its endpoint when it answers, lost when it dies, ready again after its restart — never synchronously", async () => {
+    const { fleet, processes, events } = fleetWithFakes();
+    await fleet.startAgents(pool("py"), 1);
+    const agent = processes.get("py-0");
+    assert.ok(agent);
+    agent.answer("127.0.0.1:40001");
+    assert.equal(events.length, 0, "delivered after the call, not inside it");
+    await settle();
+    assert.deepEqual(events.at(-1), {
+      type: "ready",
+      agent: { name: "py-0", namespace: "default", pool: "py", ready: true, endpoint: "127.0.0.1:40001", nodeName: "host-1", hostIP: "127.0.0.1" },
+    });
+    agent.die("agent process exited (SIGKILL)");
+    await settle();
+    assert.equal(events.at(-1)?.type, "lost");
+    assert.equal(fleet.listAgents({ namespace: "default", pool: "py" })[0]?.ready, false);
+    agent.answer("127.0.0.1:40002");
+    await settle();
+    assert.equal(events.at(-1)?.type === "ready" && events.at(-1)?.agent.endpoint, "127.0.0.1:40002");
+  });
+
+  it("stops only named agents of the given pool, reports them removed, and ignores what a stopped process still says", async () => {
+    const { fleet, processes, events } = fleetWithFakes();
+    await fleet.startAgents(pool("py"), 2);
+    await fleet.startAgents(pool("go"), 1);
+    await fleet.stopAgents({ namespace: "default", pool: "py" }, ["py-1", "go-0", "py-9"]);
+    await settle();
+    assert.equal(processes.get("py-1")?.stopped, true);
+    assert.equal(processes.get("go-0")?.stopped, false, "another pool's agent is not stopped");
+    assert.deepEqual(
+      events.map((e) => `${e.type} ${e.agent.name}`),
+      ["removed py-1"],
+    );
+    processes.get("py-1")?.answer("127.0.0.1:1");
+    await settle();
+    assert.equal(events.length, 1);
+    assert.deepEqual(
+      fleet.listAgents().map((a) => a.name),
+      ["py-0", "go-0"],
+    );
+    await fleet.stop();
+    assert.ok([...processes.values()].every((p) => p.stopped));
+  });
+});

@@ -1,0 +1,155 @@
+/**
+ * The embedded `AgentFleet`: a pool's agents are supervised local processes (local-agent-process.ts)
+ * named `<pool>-<n>` (lowest free ordinal first; `<namespace>.<pool>-<n>` outside the default
+ * namespace), all on this host. A process that dies or stops answering is `lost` and restarted by
+ * its supervisor under the same name (so it adopts what it ran), `ready` again when it answers; a
+ * stopped one is `removed`.
+ *
+ * Not yet used by LocalPoolReconciler, which still drives LocalAgentProcess itself (it also needs
+ * the heartbeats' statuses, which this port leaves to the core).
+ */
+import { join } from "node:path";
+import type { SandboxPool } from "@fast-sandbox/api";
+import { DEFAULT_NAMESPACE } from "../fastpath/sandbox-manager.js";
+import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "../fleet/agent-fleet.js";
+import { LocalAgentProcess, registryConfigPath, type LocalAgentEvents, type LocalAgentSettings } from "./local-agent-process.js";
+import { agentName } from "./local-pool-reconciler.js";
+
+/** What the fleet needs of an agent process (LocalAgentProcess; a fake in unit tests). */
+export interface AgentProcess {
+  readonly name: string;
+  start(): void;
+  stop(): Promise<void>;
+}
+
+export interface EmbeddedAgentFleetOptions {
+  dataDir: string;
+  agentToken: string;
+  containerdSocket: string;
+  containerdNamespace: string;
+  /** Root cgroup of the agents (`fast-sandbox`); empty: no cgroups. */
+  cgroupRoot: string;
+  heartbeatIntervalMs: number;
+  logger: LocalAgentSettings["logger"];
+  /** First restart delay of a lost agent. @default 200 */
+  agentRestartDelayMs?: number;
+  /** Extra environment of every agent process. */
+  agentEnv?: Record<string, string>;
+  /** Counts the agents' heartbeats. @default not counted */
+  metrics?: LocalAgentSettings["metrics"];
+  /** Makes the process of an agent. @default a LocalAgentProcess */
+  createProcess?: (settings: LocalAgentSettings, events: LocalAgentEvents) => AgentProcess;
+}
+
+export class EmbeddedAgentFleet implements AgentFleet {
+  private readonly options: EmbeddedAgentFleetOptions;
+  private readonly processes = new Map<string, AgentProcess>();
+  private readonly agents = new Map<string, FleetAgent>();
+  private readonly listeners = new Set<AgentFleetListener>();
+
+  constructor(options: EmbeddedAgentFleetOptions) {
+    this.options = options;
+  }
+
+  /** Nothing to observe: agent processes do not outlive the fleet that started them. */
+  start(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  startAgents(pool: SandboxPool, count: number): Promise<string[]> {
+    const namespace = pool.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const names: string[] = [];
+    for (let ordinal = 0; names.length < count; ordinal++) {
+      const name = agentName(namespace, pool.metadata.name, ordinal);
+      if (this.processes.has(name)) continue;
+      this.add({ namespace, pool: pool.metadata.name }, name);
+      names.push(name);
+    }
+    return Promise.resolve(names);
+  }
+
+  async stopAgents(pool: PoolRef, names: readonly string[]): Promise<void> {
+    await Promise.all(
+      names.map(async (name) => {
+        const agent = this.agents.get(name);
+        const agentProcess = this.processes.get(name);
+        if (!agent || !agentProcess || agent.namespace !== pool.namespace || agent.pool !== pool.pool) return;
+        this.processes.delete(name);
+        this.agents.delete(name);
+        await agentProcess.stop();
+        this.emit({ type: "removed", agent: { ...agent, ready: false } });
+      }),
+    );
+  }
+
+  listAgents(pool?: PoolRef): FleetAgent[] {
+    return [...this.agents.values()].filter((a) => !pool || (a.namespace === pool.namespace && a.pool === pool.pool)).map((a) => ({ ...a }));
+  }
+
+  subscribe(listener: AgentFleetListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async stop(): Promise<void> {
+    const processes = [...this.processes.values()];
+    this.processes.clear();
+    this.agents.clear();
+    await Promise.all(processes.map((p) => p.stop()));
+  }
+
+  private add(ref: PoolRef, name: string): void {
+    const { options } = this;
+    const base: FleetAgent = { name, namespace: ref.namespace, pool: ref.pool, ready: false, hostIP: "127.0.0.1" };
+    const current = (): FleetAgent | undefined => (this.processes.get(name) === agentProcess ? this.agents.get(name) : undefined);
+    const events: LocalAgentEvents = {
+      onReady: (agent, status) => {
+        if (!current()) return;
+        const ready = { ...base, ready: true as const, endpoint: agent.endpoint, nodeName: status.nodeName };
+        this.agents.set(name, ready);
+        this.emit({ type: "ready", agent: ready });
+      },
+      onHeartbeat: () => undefined,
+      onLost: (_agent, reason) => {
+        const previous = current();
+        if (!previous) return;
+        const lost = { ...base, ...(previous.nodeName ? { nodeName: previous.nodeName } : {}) };
+        this.agents.set(name, lost);
+        this.emit({ type: "lost", agent: lost, reason });
+      },
+    };
+    const settings: LocalAgentSettings = {
+      name,
+      namespace: ref.namespace,
+      pool: ref.pool,
+      stateDir: join(options.dataDir, "agents", name),
+      agentToken: options.agentToken,
+      containerdSocket: options.containerdSocket,
+      containerdNamespace: options.containerdNamespace,
+      cgroupParent: options.cgroupRoot ? `/${options.cgroupRoot}/${name}` : "",
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      ...(options.agentRestartDelayMs !== undefined ? { restartDelayMs: options.agentRestartDelayMs } : {}),
+      ...(options.agentEnv ? { env: options.agentEnv } : {}),
+      registryConfigPath: registryConfigPath(options.dataDir),
+      ...(options.metrics ? { metrics: options.metrics } : {}),
+      logger: options.logger,
+    };
+    const agentProcess = options.createProcess ? options.createProcess(settings, events) : new LocalAgentProcess(settings, events);
+    this.processes.set(name, agentProcess);
+    this.agents.set(name, base);
+    agentProcess.start();
+  }
+
+  /** Asynchronously: never inside the call that caused the change. */
+  private emit(event: AgentFleetEvent): void {
+    for (const listener of this.listeners) {
+      queueMicrotask(() => {
+        try {
+          listener(event);
+        } catch (error) {
+          this.options.logger.error({ err: error, event: event.type, agent: event.agent.name }, "an agent fleet listener failed");
+        }
+      });
+    }
+  }
+}

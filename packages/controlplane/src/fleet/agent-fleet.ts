@@ -1,0 +1,68 @@
+/**
+ * The `AgentFleet` port: where a deployment mode runs a pool's agents. The core (the pool sizer,
+ * the registry, connectivity and adoption) decides how many agents a pool needs and which idle ones
+ * go; a fleet only starts and stops them and says when each one can be reached and when it cannot.
+ *
+ * Adapters: supervised local processes (embedded mode, `embedded-agent-fleet.ts`) and Pods owned by
+ * the SandboxPool (Kubernetes mode, `kubernetes-agent-fleet.ts`).
+ *
+ * Events are delivered asynchronously, never inside `startAgents`/`stopAgents`: a caller cannot
+ * depend on an agent being ready, or gone, when the call returns.
+ */
+import type { SandboxPool } from "@fast-sandbox/api";
+
+/** A pool, by namespace and name. */
+export interface PoolRef {
+  namespace: string;
+  pool: string;
+}
+
+/** An agent the fleet runs, as the core sees it. */
+export interface FleetAgent extends PoolRef {
+  /** Unique in the fleet: the Pod's name (Kubernetes), `<pool>-<n>` (embedded). */
+  name: string;
+  /** Whether the agent can be reached at `endpoint` now. */
+  ready: boolean;
+  /** `host:port` of the agent API; set while ready. */
+  endpoint?: string;
+  /** The node the agent runs on (Kubernetes: the Pod's node; embedded: this host's name). */
+  nodeName?: string;
+  /** The node's address; sandboxes' exposed ports are reached through the agent address, not this. */
+  hostIP?: string;
+  /** Distinguishes two incarnations of one name (the Pod's UID); empty when the mode has none. */
+  uid?: string;
+}
+
+/** A ready agent: its endpoint is known. */
+export type ReadyAgent = FleetAgent & { ready: true; endpoint: string };
+
+export type AgentFleetEvent =
+  /** The agent can be reached now (first start, restart, Pod ready again). */
+  | { type: "ready"; agent: ReadyAgent }
+  /** The agent was ready and cannot be reached any more; it may come back (`ready` again). */
+  | { type: "lost"; agent: FleetAgent; reason: string }
+  /** The agent is gone for good (stopped, or its Pod deleted by anyone). */
+  | { type: "removed"; agent: FleetAgent };
+
+export type AgentFleetListener = (event: AgentFleetEvent) => void;
+
+export interface AgentFleet {
+  /** Begins observing the agents that already exist (e.g. Pods of an earlier controller); `ready` events follow for the ready ones. */
+  start(): Promise<void>;
+  /**
+   * Starts `count` more agents for the pool (its spec says how: the agent template, the slots).
+   * Resolves with the new agents' names once they are requested, not once they are ready.
+   */
+  startAgents(pool: SandboxPool, count: number): Promise<string[]>;
+  /**
+   * Stops the named agents of the pool. The caller has drained them: the fleet never checks for
+   * sandboxes, so a busy agent must never be named here. Names the fleet does not know are ignored.
+   */
+  stopAgents(pool: PoolRef, names: readonly string[]): Promise<void>;
+  /** The pool's agents as last observed (ready or not), or every agent of the fleet. */
+  listAgents(pool?: PoolRef): FleetAgent[];
+  /** Subscribes to agent events; returns the unsubscribe function. */
+  subscribe(listener: AgentFleetListener): () => void;
+  /** Stops observing. Kubernetes: the Pods keep running; embedded: the agent processes are stopped. */
+  stop(): Promise<void>;
+}

@@ -1,0 +1,177 @@
+/**
+ * The agent Pod of a SandboxPool (Kubernetes mode): the pool's `spec.agentTemplate` (a Pod
+ * template; the user's containers, resources, node selectors and tolerations are kept) with what
+ * the agent needs injected into the container named `agent` (or the first one):
+ * - identity through the Downward API (name, UID, namespace, node) and the pool's name;
+ * - its own resource limits (`resourceFieldRef`): the sandboxes' cgroups nest inside the agent
+ *   Pod's, so these bound all of its sandboxes together;
+ * - the node's containerd (the `/run/containerd` directory, so a restarted containerd's new socket
+ *   is seen, and `/var/lib/containerd`), in the namespace `k8s.io` the kubelet uses, so images the
+ *   node already holds are shared;
+ * - the agent API token from a Secret of the pool's namespace, and the address to listen on.
+ * The Pod is named `<pool>-agent-<random>`, labelled with its pool and owned by the pool (deleting
+ * the pool deletes its agents through the garbage collector). Pure: no I/O.
+ */
+import type { V1Container, V1EnvVar, V1Pod, V1PodTemplateSpec, V1Probe, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
+import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
+
+/** The label every agent Pod carries: the name of its pool. */
+export const POOL_LABEL = "fast-sandbox.io/pool";
+/** The container that runs the agent when the template names one so; otherwise the first. */
+export const AGENT_CONTAINER = "agent";
+
+export interface AgentPodOptions {
+  /** The agent image, for a template whose agent container names none. @default "fast-sandbox.io/agent:latest" */
+  image?: string;
+  /** The port of the agent API on the Pod's IP. @default 7071 */
+  port?: number;
+  /** The Secret (in the pool's namespace) holding the agent API token. @default "fast-sandbox-agent-token" */
+  tokenSecretName?: string;
+  /** The key of the token in that Secret. @default "token" */
+  tokenSecretKey?: string;
+  /** The containerd namespace the agent works in. @default "k8s.io" */
+  containerdNamespace?: string;
+}
+
+export const AGENT_POD_DEFAULTS: Required<AgentPodOptions> = {
+  image: "fast-sandbox.io/agent:latest",
+  port: 7071,
+  tokenSecretName: "fast-sandbox-agent-token",
+  tokenSecretKey: "token",
+  containerdNamespace: "k8s.io",
+};
+
+const CONTAINERD_RUN_DIR = "/run/containerd";
+const CONTAINERD_SOCKET = `${CONTAINERD_RUN_DIR}/containerd.sock`;
+const CONTAINERD_ROOT = "/var/lib/containerd";
+
+/** `<pool>-agent-`; the API server appends 5 random characters. */
+export function agentPodGenerateName(pool: string): string {
+  return `${pool}-agent-`;
+}
+
+/** The agent Pod for `pool` (it must have been read from the API server: its UID is the owner reference's). */
+export function buildAgentPod(pool: SandboxPool, options: AgentPodOptions = {}): V1Pod {
+  const settings = { ...AGENT_POD_DEFAULTS, ...options };
+  const poolName = pool.metadata.name;
+  const namespace = pool.metadata.namespace ?? "default";
+  if (!pool.metadata.uid) throw new Error(`SandboxPool ${namespace}/${poolName} has no uid: read it from the API server before building its agent Pods`);
+  const template = (structuredClone(pool.spec.agentTemplate ?? {}) as V1PodTemplateSpec) ?? {};
+  const spec = template.spec ?? { containers: [] };
+  const containers = spec.containers?.length ? spec.containers : [{ name: AGENT_CONTAINER }];
+  const agentIndex = Math.max(
+    0,
+    containers.findIndex((c) => c.name === AGENT_CONTAINER),
+  );
+  containers[agentIndex] = injectAgent(containers[agentIndex] ?? { name: AGENT_CONTAINER }, poolName, settings);
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: {
+      ...template.metadata,
+      name: undefined,
+      generateName: agentPodGenerateName(poolName),
+      namespace,
+      labels: {
+        ...template.metadata?.labels,
+        "app.kubernetes.io/name": "fast-sandbox",
+        "app.kubernetes.io/component": "agent",
+        [POOL_LABEL]: poolName,
+      },
+      ownerReferences: [
+        {
+          apiVersion: API_VERSION,
+          kind: "SandboxPool",
+          name: poolName,
+          uid: pool.metadata.uid,
+          controller: true,
+          blockOwnerDeletion: true,
+        },
+      ],
+    },
+    spec: {
+      ...spec,
+      restartPolicy: spec.restartPolicy ?? "Always",
+      containers,
+      volumes: mergeByName(spec.volumes ?? [], agentVolumes()),
+    },
+  };
+}
+
+function injectAgent(container: V1Container, pool: string, settings: Required<AgentPodOptions>): V1Container {
+  // The resourceFieldRefs name the container they read, which is this one whatever its name.
+  const name = container.name || AGENT_CONTAINER;
+  return {
+    ...container,
+    name,
+    image: container.image ?? settings.image,
+    // Ours win over the template's for the same name: the agent cannot work with other values.
+    env: [...(container.env ?? []).filter((e) => !AGENT_ENV_NAMES.has(e.name)), ...agentEnv(name, pool, settings)],
+    ports: container.ports?.some((p) => p.containerPort === settings.port)
+      ? container.ports
+      : [...(container.ports ?? []), { name: "agent", containerPort: settings.port, protocol: "TCP" }],
+    volumeMounts: mergeMounts(container.volumeMounts ?? [], [
+      { name: "containerd-run", mountPath: CONTAINERD_RUN_DIR },
+      { name: "containerd-root", mountPath: CONTAINERD_ROOT },
+    ]),
+    readinessProbe: container.readinessProbe ?? agentReadinessProbe(settings.port),
+  };
+}
+
+const AGENT_ENV_NAMES = new Set([
+  "FSB_AGENT_NAME",
+  "FSB_AGENT_UID",
+  "FSB_AGENT_NAMESPACE",
+  "FSB_AGENT_POOL",
+  "FSB_NODE_NAME",
+  "FSB_HOST_IP",
+  "FSB_AGENT_CPU_LIMIT_MILLICORES",
+  "FSB_AGENT_MEMORY_LIMIT_BYTES",
+  "FSB_AGENT_LISTEN",
+  "FSB_AGENT_TOKEN",
+  "FSB_CONTAINERD_SOCKET",
+  "FSB_CONTAINERD_NAMESPACE",
+]);
+
+function agentEnv(container: string, pool: string, settings: Required<AgentPodOptions>): V1EnvVar[] {
+  const field = (name: string, fieldPath: string): V1EnvVar => ({ name, valueFrom: { fieldRef: { fieldPath } } });
+  return [
+    field("FSB_AGENT_NAME", "metadata.name"),
+    field("FSB_AGENT_UID", "metadata.uid"),
+    field("FSB_AGENT_NAMESPACE", "metadata.namespace"),
+    { name: "FSB_AGENT_POOL", value: pool },
+    field("FSB_NODE_NAME", "spec.nodeName"),
+    field("FSB_HOST_IP", "status.hostIP"),
+    // Without limits in the template these are the node's allocatable CPU and memory.
+    { name: "FSB_AGENT_CPU_LIMIT_MILLICORES", valueFrom: { resourceFieldRef: { containerName: container, resource: "limits.cpu", divisor: "1m" } } },
+    { name: "FSB_AGENT_MEMORY_LIMIT_BYTES", valueFrom: { resourceFieldRef: { containerName: container, resource: "limits.memory", divisor: "1" } } },
+    { name: "FSB_AGENT_LISTEN", value: `0.0.0.0:${settings.port}` },
+    { name: "FSB_AGENT_TOKEN", valueFrom: { secretKeyRef: { name: settings.tokenSecretName, key: settings.tokenSecretKey } } },
+    { name: "FSB_CONTAINERD_SOCKET", value: CONTAINERD_SOCKET },
+    { name: "FSB_CONTAINERD_NAMESPACE", value: settings.containerdNamespace },
+  ];
+}
+
+function agentVolumes(): V1Volume[] {
+  return [
+    // The directory, not the socket file: a restarted containerd makes a new socket, which a bind
+    // mount of the file would not follow.
+    { name: "containerd-run", hostPath: { path: CONTAINERD_RUN_DIR, type: "Directory" } },
+    { name: "containerd-root", hostPath: { path: CONTAINERD_ROOT, type: "Directory" } },
+  ];
+}
+
+/** The agent answers `/readyz` once it reaches containerd and holds its token. */
+function agentReadinessProbe(port: number): V1Probe {
+  return { httpGet: { path: "/readyz", port }, periodSeconds: 2 };
+}
+
+/** The template's volumes, plus ours it does not already define (by name). */
+function mergeByName<T extends { name: string }>(theirs: T[], ours: T[]): T[] {
+  return [...theirs, ...ours.filter((o) => !theirs.some((t) => t.name === o.name))];
+}
+
+/** The template's mounts, plus ours at paths it does not already mount something at. */
+function mergeMounts(theirs: V1VolumeMount[], ours: V1VolumeMount[]): V1VolumeMount[] {
+  return [...theirs, ...ours.filter((o) => !theirs.some((t) => t.mountPath === o.mountPath))];
+}

@@ -1,0 +1,183 @@
+/**
+ * The Kubernetes `AgentFleet`: a pool's agents are Pods it owns (agent-pod.ts), created and deleted
+ * directly — no Deployment or ReplicaSet, because which agent goes is the pool sizer's choice (an
+ * idle one, never a busy one), not a ReplicaSet's.
+ *
+ * Pods labelled `fast-sandbox.io/pool` are watched with client-node's informer (list + watch,
+ * restarted after an error). An agent is ready when its Pod has an IP and `Ready=True` (the
+ * readiness probe asks the agent) and is not being deleted; its endpoint is `<podIP>:<port>`. A Pod
+ * that stops being ready is `lost`; a deleted one `lost` (if it was ready) then `removed`.
+ */
+import { CoreV1Api, makeInformer, type Informer, type KubeConfig, type ObjectCache, type V1Pod } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import type { SandboxPool } from "@fast-sandbox/api";
+import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "./agent-fleet.js";
+import { AGENT_POD_DEFAULTS, POOL_LABEL, buildAgentPod, type AgentPodOptions } from "./agent-pod.js";
+
+export interface KubernetesAgentFleetOptions {
+  kubeConfig: KubeConfig;
+  logger: Pick<Logger, "info" | "warn" | "error">;
+  /** Only Pods of this namespace (a controller limited to one namespace). @default all namespaces */
+  namespace?: string;
+  /** How agent Pods are built (image, port, token Secret). @default AGENT_POD_DEFAULTS */
+  pod?: AgentPodOptions;
+  /** Recorded in managedFields as the writer of the Pods. @default "fast-sandbox" */
+  fieldManager?: string;
+  /** Delay before the informer starts again after an error. @default 1000 */
+  restartDelayMs?: number;
+}
+
+/** What the fleet knows about one Pod. */
+function agentOf(pod: V1Pod, port: number): FleetAgent {
+  const ready =
+    !pod.metadata?.deletionTimestamp && Boolean(pod.status?.podIP) && (pod.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
+  return {
+    name: pod.metadata?.name ?? "",
+    namespace: pod.metadata?.namespace ?? "default",
+    pool: pod.metadata?.labels?.[POOL_LABEL] ?? "",
+    ready,
+    ...(ready ? { endpoint: `${pod.status?.podIP}:${port}` } : {}),
+    ...(pod.spec?.nodeName ? { nodeName: pod.spec.nodeName } : {}),
+    ...(pod.status?.hostIP ? { hostIP: pod.status.hostIP } : {}),
+    ...(pod.metadata?.uid ? { uid: pod.metadata.uid } : {}),
+  };
+}
+
+function agentKey(agent: { namespace: string; name: string }): string {
+  return `${agent.namespace}/${agent.name}`;
+}
+
+export class KubernetesAgentFleet implements AgentFleet {
+  private readonly options: KubernetesAgentFleetOptions;
+  private readonly core: CoreV1Api;
+  private readonly port: number;
+  /** The last state reported per Pod (namespace/name). */
+  private readonly agents = new Map<string, FleetAgent>();
+  private readonly listeners = new Set<AgentFleetListener>();
+  private informer: (Informer<V1Pod> & ObjectCache<V1Pod>) | undefined;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(options: KubernetesAgentFleetOptions) {
+    this.options = options;
+    this.core = options.kubeConfig.makeApiClient(CoreV1Api);
+    this.port = options.pod?.port ?? AGENT_POD_DEFAULTS.port;
+  }
+
+  async start(): Promise<void> {
+    const { namespace } = this.options;
+    const path = namespace ? `/api/v1/namespaces/${namespace}/pods` : "/api/v1/pods";
+    const list = () =>
+      namespace ? this.core.listNamespacedPod({ namespace, labelSelector: POOL_LABEL }) : this.core.listPodForAllNamespaces({ labelSelector: POOL_LABEL });
+    const informer = makeInformer<V1Pod>(this.options.kubeConfig, path, list, POOL_LABEL);
+    informer.on("add", (pod) => this.observe(pod));
+    informer.on("update", (pod) => this.observe(pod));
+    informer.on("delete", (pod) => this.forget(pod));
+    const restart = (error: unknown): void => {
+      if (this.stopped) return;
+      this.options.logger.warn({ err: error }, "the agent Pod watch failed; listing again");
+      this.restartTimer = setTimeout(() => {
+        if (!this.stopped) informer.start().catch(restart);
+      }, this.options.restartDelayMs ?? 1000);
+    };
+    informer.on("error", restart);
+    this.informer = informer;
+    // A relist (after an error) reports the Pods deleted meanwhile as deletes.
+    await informer.start();
+  }
+
+  async startAgents(pool: SandboxPool, count: number): Promise<string[]> {
+    const namespace = pool.metadata.namespace ?? "default";
+    const names: string[] = [];
+    for (let i = 0; i < count; i++) {
+      const created = await this.core.createNamespacedPod({
+        namespace,
+        body: buildAgentPod(pool, this.options.pod),
+        fieldManager: this.options.fieldManager ?? "fast-sandbox",
+      });
+      const name = created.metadata?.name ?? "";
+      this.options.logger.info({ agent: name, pool: `${namespace}/${pool.metadata.name}` }, "agent Pod created");
+      names.push(name);
+    }
+    return names;
+  }
+
+  async stopAgents(pool: PoolRef, names: readonly string[]): Promise<void> {
+    await Promise.all(
+      names.map(async (name) => {
+        const known = this.agents.get(agentKey({ namespace: pool.namespace, name }));
+        // Only Pods of this pool: a name from another pool (or no longer ours) is not deleted.
+        if (known && known.pool !== pool.pool) return;
+        try {
+          await this.core.deleteNamespacedPod({
+            name,
+            namespace: pool.namespace,
+            // The Pod we mean, not a later one of the same name.
+            ...(known?.uid ? { body: { preconditions: { uid: known.uid } } } : {}),
+          });
+          this.options.logger.info({ agent: name, pool: `${pool.namespace}/${pool.pool}` }, "agent Pod deleted");
+        } catch (error) {
+          const code = (error as { code?: number }).code;
+          if (code === 404 || code === 409) return; // already gone, or replaced
+          throw error;
+        }
+      }),
+    );
+  }
+
+  listAgents(pool?: PoolRef): FleetAgent[] {
+    return [...this.agents.values()].filter((a) => !pool || (a.namespace === pool.namespace && a.pool === pool.pool)).map((a) => ({ ...a }));
+  }
+
+  subscribe(listener: AgentFleetListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    await this.informer?.stop();
+  }
+
+  private observe(pod: V1Pod): void {
+    const agent = agentOf(pod, this.port);
+    if (!agent.pool) return;
+    const key = agentKey(agent);
+    const previous = this.agents.get(key);
+    this.agents.set(key, agent);
+    if (previous && previous.uid !== agent.uid) {
+      // A new Pod of the same name: the old one is gone.
+      if (previous.ready) this.emit({ type: "lost", agent: { ...previous, ready: false }, reason: "Pod replaced" });
+      this.emit({ type: "removed", agent: previous });
+    }
+    const wasReady = previous !== undefined && previous.uid === agent.uid && previous.ready;
+    if (agent.ready && (!wasReady || previous.endpoint !== agent.endpoint)) {
+      this.emit({ type: "ready", agent: { ...agent, ready: true, endpoint: agent.endpoint ?? "" } });
+    } else if (!agent.ready && wasReady) {
+      this.emit({ type: "lost", agent, reason: pod.metadata?.deletionTimestamp ? "Pod is being deleted" : "Pod is not ready" });
+    }
+  }
+
+  private forget(pod: V1Pod): void {
+    const key = agentKey({ namespace: pod.metadata?.namespace ?? "default", name: pod.metadata?.name ?? "" });
+    const previous = this.agents.get(key);
+    if (!previous) return;
+    this.agents.delete(key);
+    if (previous.ready) this.emit({ type: "lost", agent: { ...previous, ready: false, endpoint: undefined }, reason: "Pod deleted" });
+    this.emit({ type: "removed", agent: { ...previous, ready: false } });
+  }
+
+  /** Asynchronously, in order: never inside the call that caused the change. */
+  private emit(event: AgentFleetEvent): void {
+    for (const listener of this.listeners) {
+      queueMicrotask(() => {
+        try {
+          listener(event);
+        } catch (error) {
+          this.options.logger.error({ err: error, event: event.type, agent: event.agent.name }, "an agent fleet listener failed");
+        }
+      });
+    }
+  }
+}
