@@ -2,10 +2,25 @@ export { Janitor, DEFAULT_INTERVAL_MS, DEFAULT_PROTECTION_MS, type JanitorOption
 export { judge, AgentAbsence, ORPHAN_REASONS, type OrphanReason, type Verdict, type KeepReason, type JudgeContext } from "./orphans.js";
 export { staticInventory, type Inventory, type InventorySnapshot } from "./inventory.js";
 export { controlPlaneInventory } from "./control-plane-inventory.js";
+export {
+  kubernetesInventory,
+  LABEL_POOL,
+  type KubernetesInventory,
+  type KubernetesInventoryOptions,
+  type KubernetesInventorySnapshot,
+} from "./kubernetes-inventory.js";
 export { systemClock, type Clock } from "./clock.js";
 export type { NodeContainers, ManagedContainer, ManagedSnapshot } from "./node-containers.js";
 export { createContainerdNodeContainers, type ContainerdNodeContainersOptions } from "./containerd-node-containers.js";
 export { LocalHostLeftovers, type HostLeftovers, type LocalHostLeftoversOptions, type RemovedFile } from "./host-leftovers.js";
 export { JanitorMetrics, startMetricsServer, parseLoopbackListen, type MetricsServer, type PassOutcome, type RemovedKind } from "./metrics.js";
-export { startJanitorProcess, runJanitorOnce, sweepAfterShutdown, type JanitorProcessOptions, type NodeScope, type RunningJanitor } from "./janitor-process.js";
+export {
+  startJanitorProcess,
+  runJanitorOnce,
+  sweepAfterShutdown,
+  type JanitorProcessOptions,
+  type KubernetesInventorySource,
+  type NodeScope,
+  type RunningJanitor,
+} from "./janitor-process.js";
 export { janitorConfigFromEnv, parseDuration } from "./janitor-config.js";

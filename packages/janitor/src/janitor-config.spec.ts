@@ -50,6 +50,21 @@ describe("janitorConfigFromEnv", () => {
     }
   });
 
+  it("reads the inventory from Kubernetes with FSB_JANITOR_INVENTORY=kubernetes: no control-plane URL needed", () => {
+    const config = janitorConfigFromEnv({
+      FSB_JANITOR_INVENTORY: "kubernetes",
+      FSB_NODE_NAME: "node-1",
+      KUBECONFIG: "/etc/kube/config",
+      FSB_CONTAINERD_NAMESPACE: "k8s.io",
+    });
+    assert.deepEqual(config.kubernetes, { nodeName: "node-1", kubeconfigPath: "/etc/kube/config" });
+    assert.equal(config.url, undefined);
+    assert.deepEqual(config.containerdNamespaces, ["k8s.io"]);
+    assert.deepEqual(janitorConfigFromEnv({ FSB_JANITOR_INVENTORY: "kubernetes", FSB_NODE_NAME: "node-1" }).kubernetes, { nodeName: "node-1" }, "in-cluster");
+    assert.throws(() => janitorConfigFromEnv({ FSB_JANITOR_INVENTORY: "kubernetes" }), /FSB_NODE_NAME: environment variable is required/);
+    assert.throws(() => janitorConfigFromEnv({ FSB_JANITOR_INVENTORY: "etcd" }), /FSB_JANITOR_INVENTORY: "etcd" is not an inventory/);
+  });
+
   it("names what is missing or wrong", () => {
     assert.throws(() => janitorConfigFromEnv({ FSB_TOKEN: "t" }), /FSB_URL: environment variable is required/);
     assert.throws(() => janitorConfigFromEnv({ FSB_URL: "http://x" }), /FSB_TOKEN: set FSB_TOKEN or FSB_TOKEN_FILE/);

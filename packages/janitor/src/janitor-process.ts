@@ -1,14 +1,18 @@
 /**
  * The janitor's composition root: real containerd, the host's cgroups and state directories, the
- * control plane's inventory through the SDK, and the optional metrics endpoint. `fsb janitor`,
+ * inventory (the control plane's through the SDK, or the Kubernetes API's), and the optional
+ * metrics endpoint. `fsb janitor`,
  * the process `fsb up` supervises (main.ts) and `fsb down --delete-sandboxes` all start here.
  */
+import { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
+import { ValidationError } from "@fast-sandbox/api";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
 import { controlPlaneInventory } from "./control-plane-inventory.js";
 import { createContainerdNodeContainers } from "./containerd-node-containers.js";
 import { LocalHostLeftovers } from "./host-leftovers.js";
 import { staticInventory, type Inventory } from "./inventory.js";
+import { kubernetesInventory } from "./kubernetes-inventory.js";
 import { Janitor, type PassResult } from "./janitor.js";
 import { startMetricsServer } from "./metrics.js";
 
@@ -23,10 +27,20 @@ export interface NodeScope {
   cgroupRoot?: string;
 }
 
+/** The Kubernetes mode's inventory source: agent Pods and Sandbox objects from the API server. */
+export interface KubernetesInventorySource {
+  /** This node's name (`spec.nodeName` of the agent Pods that count). */
+  nodeName: string;
+  /** A kubeconfig file; absent: `KUBECONFIG`, the in-cluster service account, then `~/.kube/config`. */
+  kubeconfigPath?: string;
+}
+
 export interface JanitorProcessOptions extends NodeScope {
-  /** The control plane's fast-path API, for the inventory. */
-  url: string;
-  token: string;
+  /** The control plane's fast-path API, for the inventory (required unless `kubernetes` is set). */
+  url?: string;
+  token?: string;
+  /** Read the inventory from the Kubernetes API instead of the control plane. */
+  kubernetes?: KubernetesInventorySource;
   /** @default 10_000 */
   intervalMs?: number;
   /** @default 120_000 */
@@ -60,15 +74,27 @@ function compose(scope: NodeScope, inventory: Inventory, options: { intervalMs?:
   return { janitor, close: () => nodes.forEach((node) => node.close()) };
 }
 
+function openInventory(options: Pick<JanitorProcessOptions, "url" | "token" | "kubernetes">): { inventory: Inventory; close(): void } {
+  if (options.kubernetes) {
+    const kubeConfig = new KubeConfig();
+    if (options.kubernetes.kubeconfigPath) kubeConfig.loadFromFile(options.kubernetes.kubeconfigPath);
+    else kubeConfig.loadFromDefault();
+    return { inventory: kubernetesInventory({ kubeConfig, nodeName: options.kubernetes.nodeName }), close: () => undefined };
+  }
+  if (!options.url || !options.token) throw new ValidationError("url", "the janitor needs the control plane's URL and token (or a Kubernetes inventory)");
+  const client = new FastSandboxClient({ url: options.url, token: options.token, requestTimeoutMs: 15_000 });
+  return { inventory: controlPlaneInventory(client), close: () => client.close() };
+}
+
 /** Starts the periodic janitor (and its metrics endpoint when asked). */
 export async function startJanitorProcess(options: JanitorProcessOptions): Promise<RunningJanitor> {
-  const client = new FastSandboxClient({ url: options.url, token: options.token, requestTimeoutMs: 15_000 });
-  const { janitor, close } = compose(options, controlPlaneInventory(client), options);
+  const inventorySource = openInventory(options);
+  const { janitor, close } = compose(options, inventorySource.inventory, options);
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   try {
     if (options.metricsListen) metricsServer = await startMetricsServer(janitor.metrics, options.metricsListen);
   } catch (error) {
-    client.close();
+    inventorySource.close();
     close();
     throw error;
   }
@@ -83,7 +109,7 @@ export async function startJanitorProcess(options: JanitorProcessOptions): Promi
     async stop() {
       await janitor.stop();
       await metricsServer?.close();
-      client.close();
+      inventorySource.close();
       close();
     },
   };
@@ -91,12 +117,12 @@ export async function startJanitorProcess(options: JanitorProcessOptions): Promi
 
 /** One pass against the control plane, then everything is closed (`fsb janitor --once`). */
 export async function runJanitorOnce(options: Omit<JanitorProcessOptions, "intervalMs" | "metricsListen">): Promise<PassResult> {
-  const client = new FastSandboxClient({ url: options.url, token: options.token, requestTimeoutMs: 15_000 });
-  const { janitor, close } = compose(options, controlPlaneInventory(client), options);
+  const inventorySource = openInventory(options);
+  const { janitor, close } = compose(options, inventorySource.inventory, options);
   try {
     return await janitor.runPass();
   } finally {
-    client.close();
+    inventorySource.close();
     close();
   }
 }

@@ -129,7 +129,7 @@ describe("buildAgentPod", () => {
       ["cache", "containerd-run", "containerd-root"],
     );
     // The pool's template itself is untouched.
-    assert.equal(template.spec.containers[1]?.env.length, 2);
+    assert.equal(template.spec.containers[1]?.env?.length, 2);
   });
 
   it("injects into the first container when none is named agent, and its limits are read from that container", () => {

@@ -1,0 +1,184 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { setImmediate as settle } from "node:timers/promises";
+import { ConflictError, UnavailableError } from "@fast-sandbox/api";
+import { FakeClock } from "../controller/clock.js";
+import type { LeaseSpecRecord } from "./lease-decision.js";
+import { LeaseLeaderElector, type LeaseClient, type ObservedLease } from "./lease-leader-elector.js";
+
+/** One Lease with the API server's optimistic concurrency: every write bumps the resourceVersion. */
+class FakeLeaseStore {
+  version = 0;
+  spec: LeaseSpecRecord | undefined;
+  writes = 0;
+
+  /** A client of this lease whose requests fail while `partitioned` (network cut, process frozen). */
+  client(): LeaseClient & { partitioned: boolean; hanging: boolean } {
+    const copy = (): ObservedLease | undefined => (this.spec ? { resourceVersion: String(this.version), spec: { ...this.spec } } : undefined);
+    const client = {
+      partitioned: false,
+      hanging: false,
+      get: async () => {
+        await settle();
+        if (client.hanging) await new Promise(() => undefined);
+        if (client.partitioned) throw new UnavailableError("partitioned");
+        return copy();
+      },
+      create: async (spec: LeaseSpecRecord) => {
+        await settle();
+        if (client.partitioned) throw new UnavailableError("partitioned");
+        if (this.spec) throw new ConflictError("exists");
+        this.spec = { ...spec };
+        this.version++;
+        this.writes++;
+        return copy() as ObservedLease;
+      },
+      replace: async (resourceVersion: string, spec: LeaseSpecRecord) => {
+        await settle();
+        if (client.partitioned) throw new UnavailableError("partitioned");
+        if (!this.spec || resourceVersion !== String(this.version)) throw new ConflictError("stale");
+        this.spec = { ...spec };
+        this.version++;
+        this.writes++;
+        return copy() as ObservedLease;
+      },
+    };
+    return client;
+  }
+}
+
+interface Candidate {
+  elector: LeaseLeaderElector;
+  client: ReturnType<FakeLeaseStore["client"]>;
+  events: string[];
+  signals: AbortSignal[];
+}
+
+function candidate(store: FakeLeaseStore, clock: FakeClock, identity: string): Candidate {
+  const client = store.client();
+  const events: string[] = [];
+  const signals: AbortSignal[] = [];
+  const elector = new LeaseLeaderElector({ lease: client, identity, clock, leaseDurationSeconds: 4, renewDeadlineMs: 3_000, retryPeriodMs: 500 });
+  elector.run({
+    onStartedLeading: (signal) => {
+      events.push("started");
+      signals.push(signal);
+    },
+    onStoppedLeading: () => events.push("stopped"),
+  });
+  return { elector, client, events, signals };
+}
+
+/** Moves fake time in small steps, letting the fake API's promises settle; checks no two lead at once. */
+async function advance(clock: FakeClock, ms: number, candidates: Candidate[], stepMs = 50): Promise<void> {
+  for (let elapsed = 0; elapsed < ms; elapsed += stepMs) {
+    clock.advance(stepMs);
+    for (let i = 0; i < 5; i++) await settle();
+    const leaders = candidates.filter((c) => c.elector.isLeader()).map((c) => c.elector.identity);
+    assert.ok(leaders.length <= 1, `two leaders at ${clock.now().toISOString()}: ${leaders.join(", ")}`);
+  }
+}
+
+describe("LeaseLeaderElector on a fake Lease API", () => {
+  it("of two candidates exactly one leads, and keeps leading while it renews", async () => {
+    const clock = new FakeClock();
+    const store = new FakeLeaseStore();
+    const all = [candidate(store, clock, "a"), candidate(store, clock, "b")];
+    await advance(clock, 10_000, all);
+    const leaders = all.filter((c) => c.elector.isLeader());
+    assert.equal(leaders.length, 1);
+    assert.deepEqual(leaders[0]?.events, ["started"]);
+    assert.equal(store.spec?.holderIdentity, leaders[0]?.elector.identity);
+    assert.equal(store.spec?.leaseTransitions, 0);
+    assert.ok(store.writes >= 10, `renewed every retry period (${store.writes} writes)`);
+    for (const c of all) await c.elector.stop();
+  });
+
+  it("stop() steps down, then releases: the successor leads within one retry period", async () => {
+    const clock = new FakeClock();
+    const store = new FakeLeaseStore();
+    const all = [candidate(store, clock, "a"), candidate(store, clock, "b")];
+    await advance(clock, 1_000, all);
+    const [leader, follower] = all[0]?.elector.isLeader() ? [all[0], all[1]] : [all[1], all[0]];
+    assert.ok(leader && follower);
+    const stopping = leader.elector.stop();
+    await advance(clock, 100, all);
+    await stopping;
+    assert.equal(leader.elector.isLeader(), false);
+    assert.deepEqual(leader.events, ["started", "stopped"]);
+    assert.equal(leader.signals[0]?.aborted, true);
+    assert.equal(store.spec?.holderIdentity === leader.elector.identity, false, "the lease was released");
+    await advance(clock, 600, all);
+    assert.equal(follower.elector.isLeader(), true, "took over within one retry period, not after the 4 s lease");
+    assert.equal(store.spec?.leaseTransitions, 1);
+    await follower.elector.stop();
+  });
+
+  it("a leader that cannot renew steps down by its renew deadline; the other leads only after the lease expires", async () => {
+    const clock = new FakeClock();
+    const store = new FakeLeaseStore();
+    const all = [candidate(store, clock, "a"), candidate(store, clock, "b")];
+    await advance(clock, 1_000, all);
+    const [leader, follower] = all[0]?.elector.isLeader() ? [all[0], all[1]] : [all[1], all[0]];
+    assert.ok(leader && follower);
+    const lastRenewMs = store.spec?.renewTime?.getTime() ?? 0;
+    leader.client.partitioned = true;
+    await advance(clock, lastRenewMs + 2_850 - clock.now().getTime(), all);
+    assert.equal(leader.elector.isLeader(), true, "still within its renew deadline");
+    await advance(clock, lastRenewMs + 3_100 - clock.now().getTime(), all);
+    assert.equal(leader.elector.isLeader(), false, "stepped down past the renew deadline");
+    assert.equal(leader.signals[0]?.aborted, true);
+    assert.ok(clock.now().getTime() - lastRenewMs < 4_000, "the lease has not expired yet");
+    assert.equal(follower.elector.isLeader(), false, "no one leads until the lease expires");
+    await advance(clock, 1_500, all);
+    assert.equal(follower.elector.isLeader(), true);
+    assert.equal(store.spec?.holderIdentity, follower.elector.identity);
+    // The partition heals: the old leader reads the new holder and stays a follower.
+    leader.client.partitioned = false;
+    await advance(clock, 2_000, all);
+    assert.equal(leader.elector.isLeader(), false);
+    assert.equal(follower.elector.isLeader(), true);
+    for (const c of all) await c.elector.stop();
+  });
+
+  it("a leader that reads another holder (its write lost a race) steps down at once", async () => {
+    const clock = new FakeClock();
+    const store = new FakeLeaseStore();
+    const only = candidate(store, clock, "a");
+    await advance(clock, 600, [only]);
+    assert.equal(only.elector.isLeader(), true);
+    // Someone else wrote the lease as its holder (as if it had expired for them).
+    store.spec = { holderIdentity: "intruder", leaseDurationSeconds: 4, renewTime: clock.now(), acquireTime: clock.now(), leaseTransitions: 1 };
+    store.version++;
+    await advance(clock, 600, [only]);
+    assert.equal(only.elector.isLeader(), false);
+    assert.deepEqual(only.events, ["started", "stopped"]);
+    await only.elector.stop();
+    assert.equal(store.spec.holderIdentity, "intruder", "stop() releases only a lease it holds");
+  });
+
+  it("a request that never answers does not stall the campaign: the leader steps down, and tries again", async () => {
+    const clock = new FakeClock();
+    const store = new FakeLeaseStore();
+    const only = candidate(store, clock, "a");
+    await advance(clock, 600, [only]);
+    assert.equal(only.elector.isLeader(), true);
+    only.client.hanging = true;
+    await advance(clock, 3_600, [only]);
+    assert.equal(only.elector.isLeader(), false, "stepped down by its renew deadline");
+    only.client.hanging = false;
+    await advance(clock, 3_600, [only]);
+    assert.equal(only.elector.isLeader(), true, "a later try renewed its own lease");
+    assert.deepEqual(only.events, ["started", "stopped", "started"]);
+    await only.elector.stop();
+  });
+
+  it("rejects timings that could let two replicas lead at once", () => {
+    const lease = new FakeLeaseStore().client();
+    assert.throws(() => new LeaseLeaderElector({ lease, identity: "a", leaseDurationSeconds: 2, renewDeadlineMs: 2_000 }), /below the lease duration/);
+    assert.throws(
+      () => new LeaseLeaderElector({ lease, identity: "a", leaseDurationSeconds: 2, renewDeadlineMs: 1_000, retryPeriodMs: 1_000 }),
+      /retryPeriodMs/,
+    );
+  });
+});

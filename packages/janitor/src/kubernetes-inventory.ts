@@ -1,0 +1,111 @@
+/**
+ * The inventory in the Kubernetes mode, read from the API server:
+ *
+ * - agents: the agent Pods (label `fast-sandbox.io/pool` present) scheduled on this node
+ *   (`spec.nodeName`), by Pod name — the name the agent's containers carry in their
+ *   `fast-sandbox.io/agent` label — with each Pod's UID beside it. A Pod that has finished
+ *   (phase Succeeded or Failed) runs no agent any more and does not count; one being deleted still
+ *   does until it is gone, since its agent may still be working;
+ * - sandbox ids: `status.sandboxID` of every Sandbox (sandbox.fast.io/v1alpha1) in every namespace.
+ *
+ * Both lists are read in full (every page) or the read fails, so an unreachable or refusing API
+ * server makes the janitor remove nothing.
+ */
+import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import { GROUP, UnavailableError, VERSION } from "@fast-sandbox/api";
+import type { Inventory, InventorySnapshot } from "./inventory.js";
+
+export const LABEL_POOL = "fast-sandbox.io/pool";
+
+export interface KubernetesInventoryOptions {
+  /** Where the API server is (in-cluster config or a kubeconfig). */
+  kubeConfig: KubeConfig;
+  /** This node's name: only agents scheduled here count (the janitor looks after this node's containers). */
+  nodeName: string;
+  /** @default 15_000 */
+  requestTimeoutMs?: number;
+  /** Objects per list request. @default 500 */
+  pageSize?: number;
+}
+
+export interface KubernetesInventorySnapshot extends InventorySnapshot {
+  /** The UID of each agent Pod, by name: a Pod recreated under the same name is another agent. */
+  agentPodUids: ReadonlyMap<string, string>;
+}
+
+export interface KubernetesInventory extends Inventory {
+  read(signal?: AbortSignal): Promise<KubernetesInventorySnapshot>;
+}
+
+interface SandboxList {
+  items?: Array<{ status?: { sandboxID?: unknown } }>;
+  metadata?: { continue?: string };
+}
+
+export function kubernetesInventory(options: KubernetesInventoryOptions): KubernetesInventory {
+  const core = options.kubeConfig.makeApiClient(CoreV1Api);
+  const custom = options.kubeConfig.makeApiClient(CustomObjectsApi);
+  const timeoutMs = options.requestTimeoutMs ?? 15_000;
+  const limit = options.pageSize ?? 500;
+  const server = options.kubeConfig.getCurrentCluster()?.server ?? "the Kubernetes API server";
+
+  async function agentPods(): Promise<Map<string, string>> {
+    const uids = new Map<string, string>();
+    let next: string | undefined;
+    do {
+      const page = await core.listPodForAllNamespaces({
+        labelSelector: LABEL_POOL,
+        fieldSelector: `spec.nodeName=${options.nodeName}`,
+        limit,
+        ...(next ? { _continue: next } : {}),
+      });
+      for (const pod of page.items) {
+        if (pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed") continue;
+        if (pod.metadata?.name) uids.set(pod.metadata.name, pod.metadata.uid ?? "");
+      }
+      next = page.metadata?._continue || undefined;
+    } while (next);
+    return uids;
+  }
+
+  async function sandboxIds(): Promise<Set<string>> {
+    const ids = new Set<string>();
+    let next: string | undefined;
+    do {
+      const page = (await custom.listClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: "sandboxes",
+        limit,
+        ...(next ? { _continue: next } : {}),
+      })) as SandboxList;
+      for (const sandbox of page.items ?? []) {
+        const id = sandbox.status?.sandboxID;
+        if (typeof id === "string" && id) ids.add(id);
+      }
+      next = page.metadata?.continue || undefined;
+    } while (next);
+    return ids;
+  }
+
+  return {
+    async read(signal?: AbortSignal): Promise<KubernetesInventorySnapshot> {
+      signal?.throwIfAborted();
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new UnavailableError(`no answer from ${server} within ${timeoutMs} ms`)), timeoutMs);
+      });
+      try {
+        const [uids, ids] = await Promise.race([Promise.all([agentPods(), sandboxIds()]), timeout]);
+        signal?.throwIfAborted();
+        return { agents: new Set(uids.keys()), agentPodUids: uids, sandboxIds: ids };
+      } catch (error) {
+        if (error instanceof UnavailableError || signal?.aborted) throw error;
+        const message = error instanceof Error ? error.message : String(error);
+        throw new UnavailableError(`cannot read agent Pods of node ${options.nodeName} and Sandboxes from ${server}: ${message}`, { cause: error });
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
+}

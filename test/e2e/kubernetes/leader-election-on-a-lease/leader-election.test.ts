@@ -1,0 +1,179 @@
+/**
+ * Leader election on a real coordination.k8s.io/v1 Lease (the harness's kube-apiserver): of two
+ * candidates exactly one leads; a leader that stops releases the lease and the other takes over
+ * within a retry period; a leader that stops renewing (its requests cut off, as if frozen or
+ * partitioned) steps down by its renew deadline and the other takes over once the lease expires;
+ * and at no sampled moment do two candidates lead. Short timings: lease 2 s, renew deadline 1.5 s,
+ * retry 250 ms. The cluster is started for this file and stopped afterwards.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { CoordinationV1Api, KubeConfig } from "@kubernetes/client-node";
+import { UnavailableError } from "@fast-sandbox/api";
+import { kubernetesLeaseClient } from "../../../../packages/controlplane/src/leader/kubernetes-lease-client.js";
+import { LeaseLeaderElector, type LeaseClient } from "../../../../packages/controlplane/src/leader/lease-leader-elector.js";
+import { REPO_ROOT } from "../../../support/containerd.js";
+
+const CLUSTER_SH = path.join(REPO_ROOT, "test/harness/cluster/cluster.sh");
+const STATE = path.join(os.tmpdir(), `fsb-cluster-leader-election-${process.pid}-${Date.now()}`);
+const env: NodeJS.ProcessEnv = { ...process.env, FSB_CLUSTER_DIR: STATE };
+delete env.FSB_APISERVER_PORT;
+delete env.KUBECONFIG;
+const NAMESPACE = "default";
+const LEASE = "fsb-leader-election-test";
+const TIMINGS = { leaseDurationSeconds: 2, renewDeadlineMs: 1_500, retryPeriodMs: 250 };
+
+let kubeConfig: KubeConfig;
+
+function run(command: string, args: string[], timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(command, args, { env, cwd: REPO_ROOT, timeout: timeoutMs, maxBuffer: 16 << 20 }, (error, stdout, stderr) => {
+      const code = error ? (typeof (error as { code?: unknown }).code === "number" ? (error as { code: number }).code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+interface Candidate {
+  elector: LeaseLeaderElector;
+  /** While true every request of this candidate fails, as if its process were frozen or cut off. */
+  cut: { value: boolean };
+  startedAt: number[];
+  stoppedAt: number[];
+}
+
+function candidate(identity: string): Candidate {
+  const real = kubernetesLeaseClient({ kubeConfig, namespace: NAMESPACE, name: LEASE });
+  const cut = { value: false };
+  const guard = <T>(call: () => Promise<T>): Promise<T> => (cut.value ? Promise.reject(new UnavailableError("cut off")) : call());
+  const lease: LeaseClient = {
+    get: () => guard(() => real.get()),
+    create: (spec) => guard(() => real.create(spec)),
+    replace: (version, spec) => guard(() => real.replace(version, spec)),
+  };
+  const elector = new LeaseLeaderElector({ lease, identity, ...TIMINGS });
+  const result: Candidate = { elector, cut, startedAt: [], stoppedAt: [] };
+  elector.run({ onStartedLeading: () => result.startedAt.push(Date.now()), onStoppedLeading: () => result.stoppedAt.push(Date.now()) });
+  return result;
+}
+
+/** Samples every candidate's isLeader() every 10 ms; records every moment two led at once. */
+class Sampler {
+  readonly overlaps: string[] = [];
+  samples = 0;
+  readonly #timer: NodeJS.Timeout;
+  /** `candidates` is read at each sample: candidates added later are sampled too. */
+  constructor(readonly candidates: Candidate[]) {
+    this.#timer = setInterval(() => {
+      this.samples++;
+      const leaders = this.candidates.filter((c) => c.elector.isLeader()).map((c) => c.elector.identity);
+      if (leaders.length > 1) this.overlaps.push(`${new Date().toISOString()} ${leaders.join("+")}`);
+    }, 10);
+  }
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+}
+
+async function until(what: string, condition: () => boolean, timeoutMs: number): Promise<number> {
+  const start = Date.now();
+  while (!condition()) {
+    if (Date.now() - start > timeoutMs) assert.fail(`${what}: not within ${timeoutMs} ms`);
+    await sleep(10);
+  }
+  return Date.now() - start;
+}
+
+async function holder(): Promise<string | undefined> {
+  const lease = await kubeConfig.makeApiClient(CoordinationV1Api).readNamespacedLease({ name: LEASE, namespace: NAMESPACE });
+  return lease.spec?.holderIdentity;
+}
+
+describe("leader election on a coordination.k8s.io Lease of a real kube-apiserver", () => {
+  const all: Candidate[] = [];
+  let sampler: Sampler;
+
+  before(async () => {
+    const up = await run("bash", [CLUSTER_SH, "up"], 60 * 60_000);
+    assert.equal(up.code, 0, up.stderr);
+    const kubeconfigPath = /KUBECONFIG=(\S+)/.exec(up.stdout)?.[1] ?? "";
+    assert.ok(kubeconfigPath, up.stdout);
+    kubeConfig = new KubeConfig();
+    kubeConfig.loadFromFile(kubeconfigPath);
+    all.push(candidate("replica-a"), candidate("replica-b"));
+    sampler = new Sampler(all);
+  });
+
+  after(async () => {
+    sampler?.stop();
+    for (const c of all) await c.elector.stop().catch(() => undefined);
+    if (kubeConfig) {
+      await kubeConfig
+        .makeApiClient(CoordinationV1Api)
+        .deleteNamespacedLease({ name: LEASE, namespace: NAMESPACE })
+        .catch(() => undefined);
+    }
+    await run("bash", [CLUSTER_SH, "down"]);
+    rmSync(STATE, { recursive: true, force: true });
+  });
+
+  it("of two candidates exactly one leads, holds the Lease and keeps it", async () => {
+    await until("a leader", () => all.some((c) => c.elector.isLeader()), 10_000);
+    await sleep(3 * TIMINGS.leaseDurationSeconds * 1000);
+    const leaders = all.filter((c) => c.elector.isLeader());
+    assert.equal(leaders.length, 1);
+    assert.equal(leaders[0]?.startedAt.length, 1, "it never lost the lease while renewing");
+    assert.equal(await holder(), leaders[0]?.elector.identity);
+  });
+
+  it("a leader that stops releases the Lease: the other leads within a retry period, not a lease duration", async () => {
+    const leader = all.find((c) => c.elector.isLeader());
+    const follower = all.find((c) => c !== leader && !c.elector.isLeader());
+    assert.ok(leader && follower);
+    await leader.elector.stop();
+    assert.equal(leader.elector.isLeader(), false);
+    const stoppedAt = leader.stoppedAt.at(-1) ?? 0;
+    await until("the follower leads", () => follower.elector.isLeader(), 5_000);
+    const handoverMs = (follower.startedAt.at(-1) ?? 0) - stoppedAt;
+    assert.ok(handoverMs < TIMINGS.leaseDurationSeconds * 1000 - 500, `handed over after ${handoverMs} ms`);
+    assert.equal(await holder(), follower.elector.identity);
+  });
+
+  it("a leader that stops renewing without releasing steps down by its renew deadline; the other leads once the Lease expires", async () => {
+    const newcomer = candidate("replica-c");
+    all.push(newcomer);
+    const leader = all.find((c) => c.elector.isLeader());
+    assert.ok(leader && leader !== newcomer);
+    await sleep(1_000);
+    assert.equal(newcomer.elector.isLeader(), false, "the newcomer follows while the leader renews");
+    const cutAt = Date.now();
+    leader.cut.value = true;
+    await until("the cut-off leader steps down", () => !leader.elector.isLeader(), TIMINGS.renewDeadlineMs + 500);
+    const steppedDownMs = Date.now() - cutAt;
+    await until("the newcomer leads", () => newcomer.elector.isLeader(), 10_000);
+    const takeoverMs = (newcomer.startedAt.at(-1) ?? 0) - cutAt;
+    // The lease ran from the leader's last renewal, at most one retry period before the cut.
+    assert.ok(
+      takeoverMs >= TIMINGS.leaseDurationSeconds * 1000 - TIMINGS.retryPeriodMs - 100,
+      `took over ${takeoverMs} ms after the cut: before the lease could have expired`,
+    );
+    assert.ok(takeoverMs <= TIMINGS.leaseDurationSeconds * 1000 + 2_000, `took over only ${takeoverMs} ms after the cut`);
+    assert.ok(steppedDownMs <= takeoverMs, `stepped down after ${steppedDownMs} ms, taken over after ${takeoverMs} ms`);
+    assert.equal(await holder(), newcomer.elector.identity);
+    // Reconnected, the old leader finds the new holder and stays a follower.
+    leader.cut.value = false;
+    await sleep(1_000);
+    assert.equal(leader.elector.isLeader(), false);
+    assert.equal(newcomer.elector.isLeader(), true);
+  });
+
+  it("at no sampled moment did two candidates lead", () => {
+    assert.ok(sampler.samples > 500, `${sampler.samples} samples`);
+    assert.deepEqual(sampler.overlaps, []);
+  });
+});
