@@ -30,6 +30,7 @@ describe("agentConfigFromEnv", () => {
   it("applies the defaults to a minimal environment", () => {
     assert.deepEqual(agentConfigFromEnv({ ...REQUIRED }), {
       name: "default-0",
+      uid: "",
       namespace: "default",
       pool: "default",
       nodeName: hostname(),
@@ -42,6 +43,7 @@ describe("agentConfigFromEnv", () => {
       cgroupParent: "",
       helperPath: DEFAULT_HELPER_PATH,
       registryConfigPath: "",
+      runscPath: "",
     });
   });
 
@@ -56,6 +58,8 @@ describe("agentConfigFromEnv", () => {
       FSB_CGROUP_PARENT: "/fast-sandbox/default-0",
       FSB_HELPER_PATH: "/opt/fsb-helper",
       FSB_REGISTRY_CONFIG: "/var/lib/fsb/registry/config.json",
+      FSB_AGENT_UID: "0b6d3c1e-5f2a-4c8e-9d7b-1a2b3c4d5e6f",
+      FSB_RUNSC_PATH: "/opt/gvisor/runsc",
     });
     assert.equal(config.namespace, "team-a");
     assert.equal(config.nodeName, "node-7");
@@ -66,6 +70,8 @@ describe("agentConfigFromEnv", () => {
     assert.equal(config.cgroupParent, "/fast-sandbox/default-0");
     assert.equal(config.helperPath, "/opt/fsb-helper");
     assert.equal(config.registryConfigPath, "/var/lib/fsb/registry/config.json");
+    assert.equal(config.uid, "0b6d3c1e-5f2a-4c8e-9d7b-1a2b3c4d5e6f");
+    assert.equal(config.runscPath, "/opt/gvisor/runsc");
   });
 
   it("uses the helper built beside the package when FSB_HELPER_PATH is unset or empty", () => {

@@ -7,6 +7,11 @@ import { ValidationError } from "@fast-sandbox/api";
 export interface AgentConfig {
   /** FSB_AGENT_NAME (required): unique agent name; labels its containers. */
   name: string;
+  /**
+   * FSB_AGENT_UID: UID of the agent's Pod (Kubernetes sets it through the Downward API); labels its
+   * containers so a Pod recreated under the same name does not take them over. Empty: none (embedded mode).
+   */
+  uid: string;
   /** FSB_AGENT_NAMESPACE, default `default`: namespace of the agent's pool. */
   namespace: string;
   /** FSB_AGENT_POOL (required). */
@@ -30,6 +35,8 @@ export interface AgentConfig {
   helperPath: string;
   /** FSB_REGISTRY_CONFIG: registry credentials in Docker's config.json format (what `fsb login` writes), read at every pull; empty: anonymous pulls. */
   registryConfigPath: string;
+  /** FSB_RUNSC_PATH: the runsc binary for gVisor sandboxes; empty: the runtime's default (`/usr/bin/runsc`). */
+  runscPath: string;
 }
 
 /** The helper `scripts/build-helper.sh` builds, found relative to this file in src/ and dist/ alike. */
@@ -52,6 +59,7 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv = process.env): AgentC
   if (!token) throw new ValidationError("FSB_AGENT_TOKEN", "set FSB_AGENT_TOKEN or FSB_AGENT_TOKEN_FILE: the agent API is always authenticated");
   return {
     name: required("FSB_AGENT_NAME"),
+    uid: env.FSB_AGENT_UID ?? "",
     namespace: env.FSB_AGENT_NAMESPACE ?? "default",
     pool: required("FSB_AGENT_POOL"),
     nodeName: env.FSB_NODE_NAME ?? hostname(),
@@ -64,5 +72,6 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv = process.env): AgentC
     cgroupParent: env.FSB_CGROUP_PARENT ?? "",
     helperPath: env.FSB_HELPER_PATH || DEFAULT_HELPER_PATH,
     registryConfigPath: env.FSB_REGISTRY_CONFIG ?? "",
+    runscPath: env.FSB_RUNSC_PATH ?? "",
   };
 }

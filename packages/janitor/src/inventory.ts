@@ -9,6 +9,12 @@ export interface InventorySnapshot {
   agents: ReadonlySet<string>;
   /** `status.sandboxID` of every sandbox record, in every namespace (being deleted included). */
   sandboxIds: ReadonlySet<string>;
+  /**
+   * The UID of each agent's Pod, by agent name (Kubernetes mode; absent in the embedded mode): a
+   * container labelled with another UID belongs to a replaced Pod of the same name. An empty UID
+   * means unknown, and that agent is judged by its name alone.
+   */
+  agentPodUids?: ReadonlyMap<string, string>;
 }
 
 export interface Inventory {

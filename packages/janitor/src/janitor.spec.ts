@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { pino } from "pino";
 import { UnavailableError } from "@fast-sandbox/api";
-import { LABEL_AGENT, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR } from "@fast-sandbox/agent";
+import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR } from "@fast-sandbox/agent";
 import type { Clock } from "./clock.js";
 import type { HostLeftovers, RemovedFile } from "./host-leftovers.js";
 import type { Inventory, InventorySnapshot } from "./inventory.js";
@@ -118,8 +118,9 @@ class FakeInventory implements Inventory {
   read(): Promise<InventorySnapshot> {
     return this.down ? Promise.reject(new UnavailableError("control plane down")) : Promise.resolve(this.snapshot);
   }
-  set(agents: string[], sandboxIds: string[]): void {
+  set(agents: string[], sandboxIds: string[], agentPodUids?: Record<string, string>): void {
     this.snapshot = { agents: new Set(agents), sandboxIds: new Set(sandboxIds) };
+    if (agentPodUids) this.snapshot.agentPodUids = new Map(Object.entries(agentPodUids));
   }
 }
 
@@ -243,6 +244,33 @@ describe("Janitor.runPass", () => {
     clock.ms += WINDOW - 1;
     assert.deepEqual((await janitor.runPass()).removed, []);
     assert.ok(node.containers.has("a"));
+  });
+
+  it("reclaims what a replaced agent Pod of the same name left (by agent UID) and keeps the new Pod's and unlabelled ones", async () => {
+    const { clock, node, host, inventory, janitor, labels, anchorLabels, old } = setup();
+    const uid = (value: string) => ({ [LABEL_AGENT_UID]: value });
+    inventory.set(["pool-agent-x"], ["stale", "young-stale", "current", "unlabelled"], { "pool-agent-x": "uid-new" });
+    node.add({ id: "stale", labels: { ...labels("pool-agent-x", "stale"), ...uid("uid-old") }, changedAtMs: old });
+    node.add({ id: "young-stale", labels: { ...labels("pool-agent-x", "young-stale"), ...uid("uid-old") }, changedAtMs: clock.ms - 1_000 });
+    node.add({ id: "current", labels: { ...labels("pool-agent-x", "current"), ...uid("uid-new") }, changedAtMs: old });
+    node.add({ id: "unlabelled", labels: labels("pool-agent-x", "unlabelled"), changedAtMs: old });
+    node.add({ id: "fsb-anchor.pool-agent-x.0", labels: { ...anchorLabels("pool-agent-x"), ...uid("uid-old") }, changedAtMs: old, snapshot: false });
+    host.agentDirs = ["pool-agent-x"];
+    host.agentCgroups.add("pool-agent-x");
+
+    // No absence clock: the name is taken by another Pod, so the old one is gone for sure.
+    const first = await janitor.runPass();
+    assert.deepEqual(first.reclaimed, { agent_gone: 1, record_gone: 0, anchor_orphaned: 1 });
+    assert.equal(first.protectedOrphans, 1);
+    assert.deepEqual([...node.containers.keys()], ["young-stale", "current", "unlabelled"]);
+
+    clock.ms += WINDOW;
+    const later = await janitor.runPass();
+    assert.deepEqual(later.reclaimed, { agent_gone: 1, record_gone: 0, anchor_orphaned: 0 });
+    assert.deepEqual([...node.containers.keys()], ["current", "unlabelled"]);
+    // The agent name lives on in the new Pod: its cgroup and state directory stay.
+    assert.ok(host.agentCgroups.has("pool-agent-x"));
+    assert.ok(!node.calls.includes("agent cgroup pool-agent-x"));
   });
 
   it("never touches an object without the managed label, even one a listing returns", async () => {

@@ -29,7 +29,10 @@ export interface KubernetesInventoryOptions {
 }
 
 export interface KubernetesInventorySnapshot extends InventorySnapshot {
-  /** The UID of each agent Pod, by name: a Pod recreated under the same name is another agent. */
+  /**
+   * The UID of each agent Pod, by name: a Pod recreated under the same name is another agent. Empty
+   * when two Pods of the node share the name (in different namespaces): the name alone decides then.
+   */
   agentPodUids: ReadonlyMap<string, string>;
 }
 
@@ -61,7 +64,11 @@ export function kubernetesInventory(options: KubernetesInventoryOptions): Kubern
       });
       for (const pod of page.items) {
         if (pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed") continue;
-        if (pod.metadata?.name) uids.set(pod.metadata.name, pod.metadata.uid ?? "");
+        const name = pod.metadata?.name;
+        if (!name) continue;
+        const uid = pod.metadata?.uid ?? "";
+        // Containers carry the name only; which of two namespaces' Pods owns them cannot be told.
+        uids.set(name, uids.has(name) && uids.get(name) !== uid ? "" : uid);
       }
       next = page.metadata?._continue || undefined;
     } while (next);

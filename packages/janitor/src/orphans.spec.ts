@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { LABEL_AGENT, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR } from "@fast-sandbox/agent";
+import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR } from "@fast-sandbox/agent";
 import { AgentAbsence, judge, type JudgeContext, type ManagedObjectFacts } from "./orphans.js";
 
 const WINDOW = 120_000;
@@ -10,13 +10,23 @@ function sandbox(id: string, agent: string, ageMs: number, extra: Record<string,
   return { id, labels: { [LABEL_MANAGED]: "true", [LABEL_AGENT]: agent, [LABEL_SANDBOX_ID]: id, ...extra }, changedAtMs: NOW - ageMs };
 }
 
-function anchor(agent: string, ageMs: number): ManagedObjectFacts {
-  return { id: `fsb-anchor.${agent}.0`, labels: { [LABEL_MANAGED]: "true", [LABEL_AGENT]: agent, [LABEL_ROLE]: ROLE_SHIM_ANCHOR }, changedAtMs: NOW - ageMs };
+function anchor(agent: string, ageMs: number, extra: Record<string, string> = {}): ManagedObjectFacts {
+  return {
+    id: `fsb-anchor.${agent}.0`,
+    labels: { [LABEL_MANAGED]: "true", [LABEL_AGENT]: agent, [LABEL_ROLE]: ROLE_SHIM_ANCHOR, ...extra },
+    changedAtMs: NOW - ageMs,
+  };
 }
 
-function context(options: { agents?: string[]; sandboxIds?: string[]; gone?: string[]; protectionMs?: number } = {}): JudgeContext {
+function context(
+  options: { agents?: string[]; sandboxIds?: string[]; gone?: string[]; protectionMs?: number; agentPodUids?: Record<string, string> } = {},
+): JudgeContext {
   return {
-    inventory: { agents: new Set(options.agents ?? ["live-0"]), sandboxIds: new Set(options.sandboxIds ?? []) },
+    inventory: {
+      agents: new Set(options.agents ?? ["live-0"]),
+      sandboxIds: new Set(options.sandboxIds ?? []),
+      ...(options.agentPodUids ? { agentPodUids: new Map(Object.entries(options.agentPodUids)) } : {}),
+    },
     goneAgents: new Set(options.gone ?? []),
     nowMs: NOW,
     protectionMs: options.protectionMs ?? WINDOW,
@@ -76,6 +86,45 @@ describe("judge", () => {
 
   it("with a zero window removes at once (the sweep after fsb down)", () => {
     assert.deepEqual(judge(sandbox("a", "dead-0", 0), context({ gone: ["dead-0"], protectionMs: 0 })), { action: "remove", reason: "agent_gone" });
+  });
+});
+
+describe("judge with agent Pod UIDs (Kubernetes mode)", () => {
+  const pods = { agentPodUids: { "live-0": "uid-new" }, sandboxIds: ["a"] };
+
+  it("keeps a sandbox whose agent-uid label matches the Pod of its agent name", () => {
+    assert.deepEqual(judge(sandbox("a", "live-0", WINDOW * 10, { [LABEL_AGENT_UID]: "uid-new" }), context(pods)), { action: "keep", why: "in_use" });
+  });
+
+  it("treats a sandbox of a replaced Pod of the same name as agent_gone, once it is older than the window", () => {
+    const stale = (ageMs: number) => sandbox("a", "live-0", ageMs, { [LABEL_AGENT_UID]: "uid-old" });
+    // Its record still exists: the agent, not the record, is why.
+    assert.deepEqual(judge(stale(WINDOW - 1), context(pods)), { action: "keep", why: "protected", orphanReason: "agent_gone" });
+    assert.deepEqual(judge(stale(WINDOW), context(pods)), { action: "remove", reason: "agent_gone" });
+  });
+
+  it("treats the shim anchor of a replaced Pod as orphaned, and keeps the current Pod's", () => {
+    assert.deepEqual(judge(anchor("live-0", WINDOW, { [LABEL_AGENT_UID]: "uid-old" }), context(pods)), { action: "remove", reason: "anchor_orphaned" });
+    assert.deepEqual(judge(anchor("live-0", WINDOW, { [LABEL_AGENT_UID]: "uid-new" }), context(pods)), { action: "keep", why: "in_use" });
+  });
+
+  it("judges a container without the agent-uid label by its agent name alone", () => {
+    assert.deepEqual(judge(sandbox("a", "live-0", WINDOW * 10), context(pods)), { action: "keep", why: "in_use" });
+    assert.deepEqual(judge(sandbox("b", "live-0", WINDOW), context(pods)), { action: "remove", reason: "record_gone" });
+    assert.deepEqual(judge(anchor("live-0", WINDOW * 10), context(pods)), { action: "keep", why: "in_use" });
+  });
+
+  it("judges by name alone when the inventory knows no UIDs (embedded mode) or not this agent's", () => {
+    const labelled = sandbox("a", "live-0", WINDOW * 10, { [LABEL_AGENT_UID]: "uid-old" });
+    assert.deepEqual(judge(labelled, context({ sandboxIds: ["a"] })), { action: "keep", why: "in_use" });
+    // An empty UID: two Pods of the node share the name, so the inventory cannot say which is the agent.
+    assert.deepEqual(judge(labelled, context({ sandboxIds: ["a"], agentPodUids: { "live-0": "" } })), { action: "keep", why: "in_use" });
+    // The name is missing altogether: the absence window decides, as for any agent.
+    assert.deepEqual(judge(labelled, context({ agents: [], sandboxIds: ["a"], agentPodUids: {} })), { action: "keep", why: "in_use" });
+    assert.deepEqual(judge(labelled, context({ agents: [], sandboxIds: ["a"], agentPodUids: {}, gone: ["live-0"] })), {
+      action: "remove",
+      reason: "agent_gone",
+    });
   });
 });
 

@@ -5,9 +5,13 @@
  * holds its id. It is removed only once it is older than the protection window, which covers creates
  * in flight (the container exists a moment before its record says so), and an agent counts as gone
  * only after the inventory has left it out for a whole window, which covers agents that are
- * (re)starting and have not registered yet. Anything without the managed label is never an orphan.
+ * (re)starting and have not registered yet. In the Kubernetes mode an agent is its Pod: a container
+ * labelled with another Pod UID than the inventory's for its agent name belongs to a Pod that was
+ * replaced by one of the same name, so its agent is gone at once (Kubernetes reuses a name only once
+ * the old Pod is deleted); containers without the UID label are judged by the name alone, as in the
+ * embedded mode. Anything without the managed label is never an orphan.
  */
-import { LABEL_AGENT, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR } from "@fast-sandbox/agent";
+import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR } from "@fast-sandbox/agent";
 import type { InventorySnapshot } from "./inventory.js";
 
 export type OrphanReason = "agent_gone" | "record_gone" | "anchor_orphaned";
@@ -45,19 +49,27 @@ export function isShimAnchor(object: Pick<ManagedObjectFacts, "labels">): boolea
   return object.labels[LABEL_ROLE] === ROLE_SHIM_ANCHOR;
 }
 
+/** The object's agent Pod was replaced by another of the same name (see the file comment). */
+function agentReplaced(object: ManagedObjectFacts, agent: string, context: JudgeContext): boolean {
+  const uid = object.labels[LABEL_AGENT_UID];
+  const podUid = uid ? context.inventory.agentPodUids?.get(agent) : undefined;
+  return !!podUid && podUid !== uid;
+}
+
 export function judge(object: ManagedObjectFacts, context: JudgeContext): Verdict {
   if (object.labels[LABEL_MANAGED] !== "true") return { action: "keep", why: "unmanaged" };
   const agent = object.labels[LABEL_AGENT];
   // Without an owner there is no rule that could make it an orphan; a person must look at it.
   if (!agent) return { action: "keep", why: "no_agent_label" };
   const role = object.labels[LABEL_ROLE];
+  const agentGone = context.goneAgents.has(agent) || agentReplaced(object, agent, context);
   let reason: OrphanReason | undefined;
   if (role === ROLE_SHIM_ANCHOR) {
-    if (context.goneAgents.has(agent)) reason = "anchor_orphaned";
+    if (agentGone) reason = "anchor_orphaned";
   } else if (role) {
     // Infrastructure this version does not know: never guess.
     return { action: "keep", why: "unknown_role" };
-  } else if (context.goneAgents.has(agent)) {
+  } else if (agentGone) {
     reason = "agent_gone";
   } else if (!context.inventory.sandboxIds.has(sandboxIdOf(object))) {
     reason = "record_gone";

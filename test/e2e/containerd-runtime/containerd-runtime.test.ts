@@ -26,12 +26,13 @@ let runtime: ContainerdRuntime;
 let client: ContainerdClient;
 let counter = 0;
 
-function newRuntime(agentName = AGENT): ContainerdRuntime {
+function newRuntime(agentName = AGENT, agentUid?: string, cgroupParent = CGROUP_PARENT): ContainerdRuntime {
   return createContainerdRuntime({
     namespace: NAMESPACE,
     agentName,
+    ...(agentUid ? { agentUid } : {}),
     stateDir: join(workDir, "state"),
-    cgroupParent: CGROUP_PARENT,
+    cgroupParent,
     // As in production: the helper is process 1 and the agent's sandboxes share an anchored shim.
     helperPath: DEFAULT_HELPER_PATH,
     logger: pino({ level: "warn" }),
@@ -332,6 +333,46 @@ describe("containerd runtime", () => {
       restarted.close();
       otherAgent.close();
     }
+  });
+
+  it("labels its containers with its Pod UID, and a Pod recreated under the same name takes none of them over", async () => {
+    const agent = "uid-agent";
+    // Its own cgroup parent: anchors' cgroups are named after their shim group index, not the agent.
+    const cgroupParent = `${CGROUP_PARENT}/${agent}`;
+    const original = newRuntime(agent, "uid-1", cgroupParent);
+    const recreated = newRuntime(agent, "uid-2", cgroupParent);
+    const unlabelled = newRuntime(agent, undefined, cgroupParent);
+    const spec = sandboxSpec();
+    const uidOf = async (id: string) => (await client.containers.get({ id })).container?.labels["fast-sandbox.io/agent-uid"];
+    try {
+      await original.prepare();
+      await original.create(spec);
+      assert.equal(await uidOf(spec.sandboxId), "uid-1");
+      for (const id of original.anchorIds) assert.equal(await uidOf(id), "uid-1");
+      assert.deepEqual(
+        (await original.list()).map((sandbox) => sandbox.sandboxId),
+        [spec.sandboxId],
+      );
+
+      assert.deepEqual(await recreated.list(), []);
+      assert.equal(await recreated.get(spec.sandboxId), undefined);
+      // Without a UID of its own an agent goes by the name, as in the embedded mode.
+      assert.deepEqual(
+        (await unlabelled.list()).map((sandbox) => sandbox.sandboxId),
+        [spec.sandboxId],
+      );
+      // The old Pod's anchors are replaced, not adopted: the janitor may reclaim what carries uid-1.
+      await recreated.prepare();
+      for (const id of recreated.anchorIds) assert.equal(await uidOf(id), "uid-2");
+      assert.equal(await uidOf(spec.sandboxId), "uid-1");
+    } finally {
+      await original.delete(spec.sandboxId, { gracePeriodMs: 0 });
+      await recreated.unprepare();
+      original.close();
+      recreated.close();
+      unlabelled.close();
+    }
+    assert.deepEqual(leftovers(spec.sandboxId), []);
   });
 
   it("resolves wait() with the command's exit code and keeps the sandbox running for exec", async () => {

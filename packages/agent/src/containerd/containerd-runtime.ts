@@ -18,6 +18,7 @@ import type { Logger } from "pino";
 import { AlreadyExistsError, FsbError, NotFoundError, UnavailableError } from "@fast-sandbox/api";
 import {
   LABEL_AGENT,
+  LABEL_AGENT_UID,
   LABEL_MANAGED,
   LABEL_NAME,
   LABEL_NAMESPACE,
@@ -79,6 +80,14 @@ export interface ContainerdRuntimeOptions {
   namespace?: string;
   /** Name of this agent: label `fast-sandbox.io/agent`, shim group; `list()` returns only its sandboxes. */
   agentName: string;
+  /**
+   * UID of the agent's Pod (Kubernetes mode): label `fast-sandbox.io/agent-uid` on every container it
+   * creates. Containers of the same agent name with another UID belong to a Pod that was replaced:
+   * `list()` and `get()` leave them out and `prepare()` replaces such anchors instead of adopting them
+   * (the janitor reclaims the rest). Containers without the label are judged by the name alone.
+   * @default none: the name alone (embedded mode)
+   */
+  agentUid?: string;
   /** containerd snapshotter the images are unpacked for. @default "overlayfs" */
   snapshotter?: string;
   /** Directory for the exec FIFOs (created if missing). @default "/run/fast-sandbox/<agentName>" */
@@ -135,6 +144,7 @@ export function createContainerdRuntime(options: ContainerdRuntimeOptions): Cont
 export class ContainerdRuntime implements Runtime {
   readonly namespace: string;
   private readonly agentName: string;
+  private readonly agentUid: string;
   private readonly snapshotter: string;
   private readonly stateDir: string;
   private readonly cgroupParent: string;
@@ -154,6 +164,7 @@ export class ContainerdRuntime implements Runtime {
   constructor(options: ContainerdRuntimeOptions) {
     this.namespace = options.namespace ?? process.env.FSB_CONTAINERD_NAMESPACE ?? "fast-sandbox";
     this.agentName = options.agentName;
+    this.agentUid = options.agentUid ?? "";
     this.snapshotter = options.snapshotter ?? "overlayfs";
     this.stateDir = options.stateDir ?? `/run/fast-sandbox/${options.agentName}`;
     this.cgroupParent = options.cgroupParent ?? `/${this.namespace}`;
@@ -218,6 +229,7 @@ export class ContainerdRuntime implements Runtime {
     const labels: Record<string, string> = {
       [LABEL_MANAGED]: "true",
       [LABEL_AGENT]: this.agentName,
+      ...this.agentUidLabel(),
       [LABEL_SANDBOX_ID]: id,
       [LABEL_NAMESPACE]: spec.namespace,
       [LABEL_NAME]: spec.name,
@@ -247,6 +259,17 @@ export class ContainerdRuntime implements Runtime {
     let best = 0;
     for (let i = 1; i < this.groupLoad.length; i++) if ((this.groupLoad[i] ?? 0) < (this.groupLoad[best] ?? 0)) best = i;
     return best;
+  }
+
+  private agentUidLabel(): Record<string, string> {
+    return this.agentUid ? { [LABEL_AGENT_UID]: this.agentUid } : {};
+  }
+
+  /** This agent's container: its name, and its Pod UID unless either side has none (the janitor's rule too). */
+  private owns(labels: Readonly<Record<string, string>>): boolean {
+    if (labels[LABEL_AGENT] !== this.agentName) return false;
+    const uid = labels[LABEL_AGENT_UID];
+    return !this.agentUid || !uid || uid === this.agentUid;
   }
 
   private shimGroup(index: number): string {
@@ -488,12 +511,15 @@ export class ContainerdRuntime implements Runtime {
   private async startAnchor(id: string, index: number): Promise<void> {
     if (!this.helperPath) return;
     try {
-      const { process } = await this.client.tasks.get({ containerId: id });
-      if (process?.status === TaskStatus.RUNNING) {
-        // Adopted: the update marks it in use again for the janitor, which spares recently updated containers.
+      const [{ container }, { process }] = await Promise.all([this.client.containers.get({ id }), this.client.tasks.get({ containerId: id })]);
+      // An anchor of a replaced Pod of the same name is not adopted: it is replaced below.
+      if (process?.status === TaskStatus.RUNNING && container && this.owns(container.labels)) {
+        // Adopted: the update marks it in use again for the janitor, which spares recently updated
+        // containers, and gives an anchor made before agent UIDs existed this agent's UID.
+        const labels = { [LABEL_ADOPTED_AT]: new Date().toISOString(), ...this.agentUidLabel() };
         await this.client.containers.update({
-          container: { id, labels: { [LABEL_ADOPTED_AT]: new Date().toISOString() } },
-          updateMask: { paths: [`labels.${LABEL_ADOPTED_AT}`] },
+          container: { id, labels },
+          updateMask: { paths: Object.keys(labels).map((key) => `labels.${key}`) },
         });
         return;
       }
@@ -505,7 +531,7 @@ export class ContainerdRuntime implements Runtime {
     await this.client.containers.create({
       container: {
         id,
-        labels: { [LABEL_MANAGED]: "true", [LABEL_AGENT]: this.agentName, [LABEL_ROLE]: ROLE_SHIM_ANCHOR },
+        labels: { [LABEL_MANAGED]: "true", [LABEL_AGENT]: this.agentName, ...this.agentUidLabel(), [LABEL_ROLE]: ROLE_SHIM_ANCHOR },
         runtime: { name: RUNC_V2 },
         spec: { typeUrl: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(spec)) },
       },
@@ -526,7 +552,7 @@ export class ContainerdRuntime implements Runtime {
       if (isNotFound(error)) return undefined;
       throw error;
     }
-    if (!container || container.labels[LABEL_AGENT] !== this.agentName || container.labels[LABEL_ROLE]) return undefined;
+    if (!container || !this.owns(container.labels) || container.labels[LABEL_ROLE]) return undefined;
     let task: Process | undefined;
     try {
       ({ process: task } = await this.client.tasks.get({ containerId: sandboxId }));
@@ -568,7 +594,7 @@ export class ContainerdRuntime implements Runtime {
     ]);
     const tasksById = new Map(tasks.map((task) => [task.id, task]));
     return containers
-      .filter((container) => !container.labels[LABEL_ROLE])
+      .filter((container) => this.owns(container.labels) && !container.labels[LABEL_ROLE])
       .map((container) => this.toRuntimeSandbox(container, tasksById.get(container.id)))
       .sort((a, b) => a.sandboxId.localeCompare(b.sandboxId));
   }

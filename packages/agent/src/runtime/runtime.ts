@@ -6,6 +6,11 @@
 /** Labels every managed container carries; the janitor and crash recovery rely on them. */
 export const LABEL_MANAGED = "fast-sandbox.io/managed";
 export const LABEL_AGENT = "fast-sandbox.io/agent";
+/**
+ * UID of the agent's Pod (Kubernetes mode only): a Pod recreated under the same name is another
+ * agent, so neither it nor the janitor treats the old Pod's containers as the new one's.
+ */
+export const LABEL_AGENT_UID = "fast-sandbox.io/agent-uid";
 export const LABEL_SANDBOX_ID = "fast-sandbox.io/sandbox-id";
 export const LABEL_NAMESPACE = "fast-sandbox.io/namespace";
 export const LABEL_NAME = "fast-sandbox.io/name";
