@@ -1,0 +1,320 @@
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { API_VERSION, ConflictError, type PoolCapacity, type SandboxPool } from "@fast-sandbox/api";
+import { pino } from "pino";
+import { FakeClock } from "../controller/clock.js";
+import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "../fleet/agent-fleet.js";
+import { AgentRegistry } from "../registry/agent-registry.js";
+import { MemoryResourceStore } from "../store/memory-resource-store.js";
+import { PoolController } from "./pool-controller.js";
+
+const NAMESPACE = "team";
+const POOL = "python";
+
+/**
+ * A fleet whose agents exist only once the test says so: `startAgents` returns names that
+ * `listAgents` does not show until `report(name)` (the Pod informer has not seen them yet).
+ */
+class FakeFleet implements AgentFleet {
+  readonly agents = new Map<string, FleetAgent>();
+  readonly requested: string[] = [];
+  readonly stopCalls: string[][] = [];
+  /** Whether each agent named in stopAgents was unready in the registry at the time. */
+  readonly readyWhenStopped: (boolean | undefined)[] = [];
+  registry: AgentRegistry | undefined;
+  private readonly listeners = new Set<AgentFleetListener>();
+  private next = 0;
+
+  async start(): Promise<void> {}
+  async stop(): Promise<void> {}
+
+  async startAgents(pool: SandboxPool, count: number): Promise<string[]> {
+    const names = Array.from({ length: count }, () => `${pool.metadata.name}-agent-${this.next++}`);
+    this.requested.push(...names);
+    return names;
+  }
+
+  async stopAgents(_pool: PoolRef, names: readonly string[]): Promise<void> {
+    this.stopCalls.push([...names]);
+    for (const name of names) this.readyWhenStopped.push(this.registry?.getAgent(name)?.ready);
+  }
+
+  listAgents(pool?: PoolRef): FleetAgent[] {
+    return [...this.agents.values()].filter((a) => !pool || (a.namespace === pool.namespace && a.pool === pool.pool)).map((a) => ({ ...a }));
+  }
+
+  subscribe(listener: AgentFleetListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** The Pod exists, not ready yet. */
+  report(name: string): void {
+    this.agents.set(name, { name, namespace: NAMESPACE, pool: POOL, ready: false, uid: `uid-${name}` });
+  }
+
+  ready(name: string, podIP: string): void {
+    const agent: FleetAgent = {
+      name,
+      namespace: NAMESPACE,
+      pool: POOL,
+      ready: true,
+      endpoint: `${podIP}:7071`,
+      nodeName: "node-0",
+      hostIP: "10.0.0.1",
+      uid: `uid-${name}`,
+    };
+    this.agents.set(name, agent);
+    this.emit({ type: "ready", agent: { ...agent, ready: true, endpoint: `${podIP}:7071` } });
+  }
+
+  lose(name: string): void {
+    const agent = { ...this.agents.get(name)!, ready: false };
+    delete agent.endpoint;
+    this.agents.set(name, agent);
+    this.emit({ type: "lost", agent, reason: "Pod is not ready" });
+  }
+
+  remove(name: string): void {
+    const agent = this.agents.get(name)!;
+    this.agents.delete(name);
+    this.emit({ type: "removed", agent });
+  }
+
+  private emit(event: AgentFleetEvent): void {
+    for (const listener of this.listeners) queueMicrotask(() => listener(event));
+  }
+}
+
+function poolObject(capacity: PoolCapacity, maxSandboxesPerPod = 2): SandboxPool {
+  return {
+    apiVersion: API_VERSION,
+    kind: "SandboxPool",
+    metadata: { name: POOL, namespace: NAMESPACE },
+    spec: { capacity, maxSandboxesPerPod, agentTemplate: { spec: { containers: [{ name: "agent", image: "agent:test" }] } } },
+  };
+}
+
+describe("PoolController (Kubernetes mode)", () => {
+  let store: MemoryResourceStore;
+  let fleet: FakeFleet;
+  let registry: AgentRegistry;
+  let clock: FakeClock;
+  let controller: PoolController;
+  let waiting: number;
+  let sandboxes: number;
+
+  beforeEach(async () => {
+    store = new MemoryResourceStore();
+    fleet = new FakeFleet();
+    registry = new AgentRegistry();
+    fleet.registry = registry;
+    clock = new FakeClock();
+    waiting = 0;
+    sandboxes = 0;
+    controller = new PoolController({
+      store,
+      fleet,
+      registry,
+      clock,
+      logger: pino({ level: "silent" }),
+      waitingFor: () => waiting,
+      resyncIntervalMs: 60_000,
+    });
+    await controller.start();
+  });
+
+  afterEach(async () => {
+    await controller.stop();
+    await store.close();
+  });
+
+  const status = async () => (await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL }))?.status;
+
+  async function settle(): Promise<void> {
+    await controller.whenIdle();
+  }
+
+  /** Reports every requested agent ready, each with its own Pod IP. */
+  async function allReady(): Promise<void> {
+    for (const [i, name] of fleet.requested.entries()) if (!fleet.agents.get(name)?.ready) fleet.ready(name, `10.1.0.${i + 1}`);
+    await settle();
+  }
+
+  function place(count: number): string[] {
+    return Array.from(
+      { length: count },
+      () => registry.place({ sandboxKey: `${NAMESPACE}/s${sandboxes++}`, namespace: NAMESPACE, pool: POOL, image: "python", ports: [] }).agent.name,
+    );
+  }
+
+  it("starts poolMin agents and no more while their Pods are requested but not yet observed, or observed but not ready", async () => {
+    await store.create("SandboxPool", poolObject({ poolMin: 2, poolMax: 4 }));
+    await settle();
+    assert.deepEqual(fleet.requested, ["python-agent-0", "python-agent-1"]);
+
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.equal(fleet.requested.length, 2, "requested Pods the fleet has not reported count as starting");
+
+    fleet.report("python-agent-0");
+    fleet.report("python-agent-1");
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.equal(fleet.requested.length, 2, "Pods that exist but are not ready count as starting");
+    assert.deepEqual(await status(), { agents: 2, readyAgents: 0, sandboxes: 0, freeSlots: 0, desiredAgents: 2, observedGeneration: 1 });
+  });
+
+  it("registers ready agents with the pool's slots, their Pod IP and endpoint, and writes the pool status", async () => {
+    await store.create("SandboxPool", poolObject({ poolMin: 2, poolMax: 4 }, 3));
+    await settle();
+    await allReady();
+    const agent = registry.getAgent("python-agent-0");
+    assert.ok(agent);
+    assert.deepEqual(
+      {
+        capacity: agent.capacity,
+        hostIP: agent.hostIP,
+        endpoint: agent.endpoint,
+        ready: agent.ready,
+        pool: agent.pool,
+        namespace: agent.namespace,
+        nodeName: agent.nodeName,
+      },
+      { capacity: 3, hostIP: "10.1.0.1", endpoint: "10.1.0.1:7071", ready: true, pool: POOL, namespace: NAMESPACE, nodeName: "node-0" },
+    );
+    assert.deepEqual(await status(), { agents: 2, readyAgents: 2, sandboxes: 0, freeSlots: 6, desiredAgents: 2, observedGeneration: 1 });
+  });
+
+  it("follows spec changes: a higher poolMin starts more agents, a new slot count applies to registered agents, observedGeneration follows", async () => {
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 4 }));
+    await settle();
+    await allReady();
+    const current = await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    assert.ok(current);
+    await store.update("SandboxPool", { ...current, spec: { ...current.spec, maxSandboxesPerPod: 5, capacity: { poolMin: 2, poolMax: 4 } } });
+    await settle();
+    assert.equal(fleet.requested.length, 2);
+    await allReady();
+    assert.equal(registry.getAgent("python-agent-0")?.capacity, 5);
+    assert.deepEqual(await status(), { agents: 2, readyAgents: 2, sandboxes: 0, freeSlots: 10, desiredAgents: 2, observedGeneration: 2 });
+  });
+
+  it("grows with demand (placements and waiting creates) up to poolMax and not beyond", async () => {
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 3 }));
+    await settle();
+    await allReady();
+    place(2);
+    waiting = 1;
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.equal(fleet.requested.length, 2);
+    await allReady();
+    waiting = 10;
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.equal(fleet.requested.length, 3);
+    await allReady();
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.equal(fleet.requested.length, 3, "never beyond poolMax");
+    assert.equal((await status())?.desiredAgents, 3);
+  });
+
+  it("releases idle spare agents only after scaleDownDelaySeconds, drained (unready) before the stop, and never a busy one", async () => {
+    await store.create("SandboxPool", poolObject({ poolMin: 3, poolMax: 3, scaleDownDelaySeconds: 30 }));
+    await settle();
+    await allReady();
+    const [busy] = place(1);
+    assert.ok(busy);
+    const current = await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    assert.ok(current);
+    await store.update("SandboxPool", { ...current, spec: { ...current.spec, capacity: { poolMin: 0, poolMax: 3, scaleDownDelaySeconds: 30 } } });
+    await settle();
+    assert.deepEqual(fleet.stopCalls, [], "spare capacity waits for the delay");
+    assert.equal((await status())?.desiredAgents, 1);
+
+    clock.advance(29_000);
+    await settle();
+    assert.deepEqual(fleet.stopCalls, []);
+
+    // The requeue for the end of the delay fires without any other change.
+    clock.advance(1_000);
+    await settle();
+    const stopped: string[] = fleet.stopCalls.flat();
+    assert.equal(stopped.length, 2);
+    assert.ok(!stopped.includes(busy), "the agent with a sandbox stays");
+    assert.deepEqual(fleet.readyWhenStopped, [false, false], "drained: unready in the registry before the stop");
+
+    // Their Pods go: the registry forgets them, the busy agent serves on.
+    for (const name of stopped) fleet.remove(name);
+    await settle();
+    assert.deepEqual(
+      registry.listAgents({ namespace: NAMESPACE, pool: POOL }).map((a) => [a.name, a.ready]),
+      [[busy, true]],
+    );
+    assert.deepEqual(await status(), { agents: 1, readyAgents: 1, sandboxes: 1, freeSlots: 1, desiredAgents: 1, observedGeneration: 2 });
+  });
+
+  it("spare capacity that is used again before the delay ends is not released", async () => {
+    await store.create("SandboxPool", poolObject({ poolMin: 0, poolMax: 2, scaleDownDelaySeconds: 30 }, 1));
+    await settle();
+    waiting = 2;
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    await allReady();
+    waiting = 0;
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    clock.advance(20_000);
+    place(2);
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    clock.advance(20_000);
+    await settle();
+    assert.deepEqual(fleet.stopCalls, []);
+  });
+
+  it("marks a lost agent unready at once (its placements stay) and removes a removed one from the registry", async () => {
+    await store.create("SandboxPool", poolObject({ poolMin: 2, poolMax: 2 }));
+    await settle();
+    await allReady();
+    const [agent] = place(1);
+    assert.ok(agent);
+    fleet.lose(agent);
+    await settle();
+    assert.equal(registry.getAgent(agent)?.ready, false);
+    assert.equal(registry.getAgent(agent)?.allocated, 1);
+    assert.equal(fleet.requested.length, 2, "a lost agent is away, not gone: no replacement");
+    assert.equal((await status())?.readyAgents, 1);
+
+    fleet.ready(agent, "10.1.0.9");
+    await settle();
+    assert.equal(registry.getAgent(agent)?.ready, true);
+    assert.equal(registry.getAgent(agent)?.endpoint, "10.1.0.9:7071");
+
+    fleet.remove(agent);
+    await settle();
+    assert.equal(registry.getAgent(agent), undefined);
+    assert.equal(fleet.requested.length, 3, "a removed agent is replaced to keep poolMin");
+  });
+
+  it("writes the status again from a fresh read when the write meets a conflict", async () => {
+    store.failNext("updateStatus", new ConflictError("the object has been modified"));
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 1 }));
+    await settle();
+    assert.deepEqual(await status(), { agents: 0, readyAgents: 0, sandboxes: 0, freeSlots: 0, desiredAgents: 1, observedGeneration: 1 });
+  });
+
+  it("starts nothing for a deleted pool and forgets its agents as the fleet removes them", async () => {
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 1 }));
+    await settle();
+    await allReady();
+    await store.delete("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    await settle();
+    fleet.remove("python-agent-0");
+    await settle();
+    assert.equal(fleet.requested.length, 1);
+    assert.deepEqual(registry.listAgents({ namespace: NAMESPACE, pool: POOL }), []);
+  });
+});

@@ -1,0 +1,295 @@
+/**
+ * Kubernetes mode's SandboxPool controller: one `reconcile(key)` per pool on the controller kit. It
+ * sizes the pool's agents with the same rules as the embedded mode (reconcile/pool-sizer.ts), starts
+ * and stops them through the `AgentFleet` (agent Pods), keeps the `AgentRegistry` in step with what
+ * the fleet observes, and writes the pool's status.
+ *
+ * Level-triggered: every reconcile reads the pool (informer cache) and the fleet's agents of the pool,
+ * and makes one step of progress:
+ * - the registry follows the fleet: a ready agent is registered (capacity = maxSandboxesPerPod, hostIP
+ *   = its Pod IP), an agent that is not ready any more is marked unready (its placements stay), an
+ *   agent gone from the fleet is removed;
+ * - agents that exist but are not ready yet count as capacity that is coming, and so do Pods this
+ *   controller requested that the fleet has not reported yet: no more are started for them;
+ * - an idle agent leaves by draining: marked unready in the registry (no placement reaches it), its
+ *   allocation checked again (placement is synchronous, so a sandbox placed first shows now), and only
+ *   then stopped. A busy agent is never stopped;
+ * - the status (agents, readyAgents, sandboxes, freeSlots, desiredAgents, observedGeneration) is
+ *   written conditionally on the resourceVersion read, again from a fresh read on conflict;
+ * - while spare capacity waits for `scaleDownDelaySeconds`, the key is requeued for when it falls due.
+ *
+ * Fleet events (ready, lost, removed) enqueue the agent's pool. Placements do not produce events:
+ * `wake(namespace, pool)` reconciles a pool at once (a create waits for capacity), and every pool is
+ * looked at again every `resyncIntervalMs`.
+ */
+import type { Logger } from "pino";
+import type { SandboxPool, SandboxPoolStatus } from "@fast-sandbox/api";
+import { systemClock, type Clock } from "../controller/clock.js";
+import { Controller, type ReconcileResult, type Reconciler } from "../controller/controller.js";
+import { Informer } from "../controller/informer.js";
+import { parseObjectKey } from "../controller/object-key.js";
+import type { AgentFleet, AgentFleetEvent, FleetAgent, PoolRef } from "../fleet/agent-fleet.js";
+import { DEFAULT_SCALE_DOWN_DELAY_SECONDS, planPoolSize, type PoolAgentState } from "../reconcile/pool-sizer.js";
+import type { AgentRegistry } from "../registry/agent-registry.js";
+import type { ResourceStore } from "../store/resource-store.js";
+import { updateWithRetry } from "../store/retry-on-conflict.js";
+
+export interface PoolControllerOptions {
+  store: ResourceStore;
+  fleet: AgentFleet;
+  registry: AgentRegistry;
+  logger: Logger;
+  /** @default systemClock */
+  clock?: Clock;
+  /** Only the pools of this namespace. @default all namespaces */
+  namespace?: string;
+  /** Creates waiting for a free slot in the pool (they make it grow). @default none wait */
+  waitingFor?(namespace: string, pool: string): number;
+  /** How often every pool is reconciled even when nothing it watches changed (placements, releases). @default 5000 */
+  resyncIntervalMs?: number;
+  /**
+   * How long a requested agent that the fleet has not reported yet still counts as starting; after
+   * that it is forgotten (its Pod was deleted before it was ever seen).
+   * @default 60000
+   */
+  startExpectationMs?: number;
+  /** Pools reconciled at the same time. @default 2 */
+  workers?: number;
+  /** The longest pause between retries of a failing reconcile. @default 10000 */
+  maxRetryDelayMs?: number;
+}
+
+/** A requested agent the fleet has not reported yet. */
+interface ExpectedStart {
+  name: string;
+  requestedAt: Date;
+}
+
+function poolRefOf(key: string): PoolRef {
+  const { namespace, name } = parseObjectKey(key);
+  return { namespace, pool: name };
+}
+
+/** The host part of `host:port` (an IPv6 host is bracketed). */
+function hostOf(endpoint: string): string {
+  const colon = endpoint.lastIndexOf(":");
+  const host = colon === -1 ? endpoint : endpoint.slice(0, colon);
+  return host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+}
+
+export class PoolController implements Reconciler {
+  private readonly options: PoolControllerOptions;
+  private readonly clock: Clock;
+  private readonly informer: Informer<"SandboxPool">;
+  private readonly controller: Controller;
+  /** Per pool key: since when it has had spare capacity (the sizer's scale-down delay). */
+  private readonly spareSince = new Map<string, Date>();
+  /** Per pool key: agents requested and not yet reported by the fleet. */
+  private readonly expectedStarts = new Map<string, ExpectedStart[]>();
+  /** Agents asked to stop (drained) → their pool key, until the fleet no longer reports them: never ready again. */
+  private readonly stopping = new Map<string, string>();
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(options: PoolControllerOptions) {
+    this.options = options;
+    this.clock = options.clock ?? systemClock;
+    this.informer = new Informer({
+      store: options.store,
+      kind: "SandboxPool",
+      logger: options.logger,
+      clock: this.clock,
+      ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
+    });
+    this.controller = new Controller({
+      name: "sandbox-pool",
+      reconciler: this,
+      logger: options.logger,
+      clock: this.clock,
+      workers: options.workers ?? 2,
+      maxBackoffMs: options.maxRetryDelayMs ?? 10_000,
+    });
+    this.controller.watch(this.informer);
+  }
+
+  /**
+   * Subscribes to the fleet's events and starts reconciling every pool. The fleet is started (and
+   * stopped) by whoever composes the two, after this: its first `ready` events then reach us.
+   */
+  async start(): Promise<void> {
+    this.unsubscribe = this.options.fleet.subscribe((event) => this.fleetChanged(event));
+    await this.controller.start();
+  }
+
+  async stop(): Promise<void> {
+    this.unsubscribe?.();
+    await this.controller.stop();
+  }
+
+  /** Reconciles the pool soon (a create waits for capacity in it). */
+  wake(namespace: string, pool: string): void {
+    this.controller.enqueue(`${namespace}/${pool}`);
+  }
+
+  /** Resolves when every change seen so far is reconciled (timed requeues do not count); for tests. */
+  whenIdle(): Promise<void> {
+    return this.controller.whenIdle();
+  }
+
+  private fleetChanged(event: AgentFleetEvent): void {
+    const { agent } = event;
+    // Unready at once: placements must not wait for the reconcile to stop reaching a lost agent.
+    if (event.type !== "ready" && this.options.registry.getAgent(agent.name)?.ready === true) this.options.registry.setAgentReady(agent.name, false);
+    this.controller.enqueue(`${agent.namespace}/${agent.pool}`);
+  }
+
+  async reconcile(key: string): Promise<ReconcileResult | void> {
+    const ref = poolRefOf(key);
+    const pool = this.informer.get(key);
+    const agents = this.options.fleet.listAgents(ref);
+    this.syncRegistry(ref, pool, agents);
+    if (!pool || pool.metadata.deletionTimestamp) {
+      // Its Pods go with it (owner reference); the registry follows as the fleet reports them removed.
+      this.spareSince.delete(key);
+      this.expectedStarts.delete(key);
+      return;
+    }
+
+    const now = this.clock.now();
+    const expected = this.pendingStarts(key, agents, now);
+    const plan = planPoolSize({
+      pool,
+      agents: [
+        ...agents.filter((agent) => !this.stopping.has(agent.name)).map((agent) => this.sizingState(agent)),
+        ...expected.map(({ name }) => ({ name, allocated: 0, ready: false })),
+      ],
+      waiting: this.options.waitingFor?.(ref.namespace, ref.pool) ?? 0,
+      now,
+      spareSince: this.spareSince.get(key),
+    });
+    if (plan.spareSince) this.spareSince.set(key, plan.spareSince);
+    else this.spareSince.delete(key);
+
+    if (plan.add > 0) {
+      const names = await this.options.fleet.startAgents(pool, plan.add);
+      this.expectedStarts.set(key, [...expected, ...names.map((name) => ({ name, requestedAt: now }))]);
+      this.options.logger.info({ pool: key, agents: names, desired: plan.desired }, "starting agents");
+    }
+    const expectedNames = new Set(expected.map(({ name }) => name));
+    const drained = plan.remove.filter((name) => !expectedNames.has(name) && this.drain(name));
+    if (drained.length > 0) {
+      this.options.logger.info({ pool: key, agents: drained, desired: plan.desired }, "releasing idle agents (scale-down)");
+      for (const name of drained) this.stopping.set(name, key);
+      try {
+        await this.options.fleet.stopAgents(ref, drained);
+      } catch (error) {
+        // Not stopped: they serve again, and the next attempt drains them anew.
+        for (const name of drained) {
+          this.stopping.delete(name);
+          if (this.options.registry.getAgent(name)) this.options.registry.setAgentReady(name, true);
+        }
+        throw error;
+      }
+    }
+
+    await this.writeStatus(pool, plan.desired);
+    return { requeueAfterMs: this.requeueAfterMs(pool, plan.spareSince, now) };
+  }
+
+  /** The registry follows the fleet's view of the pool's agents. */
+  private syncRegistry(ref: PoolRef, pool: SandboxPool | undefined, agents: readonly FleetAgent[]): void {
+    const { registry } = this.options;
+    const present = new Set(agents.map((agent) => agent.name));
+    const key = `${ref.namespace}/${ref.pool}`;
+    for (const [name, poolKey] of this.stopping) if (poolKey === key && !present.has(name)) this.stopping.delete(name);
+    for (const registered of registry.listAgents({ namespace: ref.namespace, pool: ref.pool })) {
+      if (present.has(registered.name)) continue;
+      const lost = registry.removeAgent(registered.name);
+      this.options.logger.info({ agent: registered.name, pool: key, sandboxes: lost.length }, "agent removed from the registry");
+    }
+    for (const agent of agents) {
+      const registered = registry.getAgent(agent.name);
+      if (!agent.ready || !agent.endpoint || !pool) {
+        if (registered?.ready === true) registry.setAgentReady(agent.name, false);
+        continue;
+      }
+      const capacity = pool.spec.maxSandboxesPerPod;
+      const hostIP = hostOf(agent.endpoint);
+      if (!registered || registered.endpoint !== agent.endpoint || registered.capacity !== capacity || registered.hostIP !== hostIP) {
+        registry.upsertAgent({
+          name: agent.name,
+          namespace: agent.namespace,
+          pool: agent.pool,
+          endpoint: agent.endpoint,
+          capacity,
+          hostIP,
+          ...(agent.nodeName ? { nodeName: agent.nodeName } : {}),
+          images: registered?.images ?? [],
+        });
+      }
+      // A new registration is ready; one that comes back after being lost serves again — unless it is draining.
+      if (this.stopping.has(agent.name)) registry.setAgentReady(agent.name, false);
+      else if (registered && !registered.ready) registry.setAgentReady(agent.name, true);
+    }
+  }
+
+  /** What the sizer needs of an agent: a registered agent that is not ready is away, not idle, and counts as busy. */
+  private sizingState(agent: FleetAgent): PoolAgentState {
+    const registered = this.options.registry.getAgent(agent.name);
+    if (!registered) return { name: agent.name, allocated: 0, ready: false };
+    const away = !agent.ready;
+    return { name: agent.name, allocated: away ? Math.max(1, registered.allocated) : registered.allocated, ready: registered.ready };
+  }
+
+  /** Requested agents the fleet has not reported yet (and not for too long). */
+  private pendingStarts(key: string, agents: readonly FleetAgent[], now: Date): ExpectedStart[] {
+    const reported = new Set(agents.map((agent) => agent.name));
+    const limitMs = this.options.startExpectationMs ?? 60_000;
+    const pending = (this.expectedStarts.get(key) ?? []).filter(
+      (expected) => !reported.has(expected.name) && now.getTime() - expected.requestedAt.getTime() < limitMs,
+    );
+    if (pending.length > 0) this.expectedStarts.set(key, pending);
+    else this.expectedStarts.delete(key);
+    return pending;
+  }
+
+  /** Marks the agent unready, then checks it is still idle; false (and ready again) when a sandbox got there first. */
+  private drain(name: string): boolean {
+    const { registry } = this.options;
+    if (!registry.getAgent(name)) return true; // never registered: it has not served a placement
+    registry.setAgentReady(name, false);
+    if ((registry.getAgent(name)?.allocated ?? 0) === 0) return true;
+    registry.setAgentReady(name, true);
+    return false;
+  }
+
+  private async writeStatus(pool: SandboxPool, desiredAgents: number): Promise<void> {
+    const namespace = pool.metadata.namespace ?? "";
+    const usage = this.options.registry.poolUsage(namespace, pool.metadata.name);
+    const observed: SandboxPoolStatus = {
+      agents: this.options.fleet.listAgents({ namespace, pool: pool.metadata.name }).length,
+      readyAgents: usage.readyAgents,
+      sandboxes: usage.allocated,
+      freeSlots: usage.free,
+      desiredAgents,
+      ...(pool.metadata.generation !== undefined ? { observedGeneration: pool.metadata.generation } : {}),
+    };
+    const unchanged = (status: SandboxPoolStatus | undefined): boolean =>
+      (Object.keys(observed) as (keyof SandboxPoolStatus)[]).every((field) => status?.[field] === observed[field]);
+    if (unchanged(pool.status)) return;
+    await updateWithRetry(
+      this.options.store,
+      "SandboxPool",
+      { namespace, name: pool.metadata.name },
+      (current) => (unchanged(current.status) ? undefined : { ...current, status: { ...current.status, ...observed } }),
+      { status: true, ...(pool.metadata.uid !== undefined ? { uid: pool.metadata.uid } : {}) },
+    );
+  }
+
+  /** When to look again: when waiting spare capacity falls due for release, and at the latest at the next resync. */
+  private requeueAfterMs(pool: SandboxPool, spareSince: Date | undefined, now: Date): number {
+    const resyncMs = this.options.resyncIntervalMs ?? 5000;
+    if (!spareSince) return resyncMs;
+    const delayMs = (pool.spec.capacity.scaleDownDelaySeconds ?? DEFAULT_SCALE_DOWN_DELAY_SECONDS) * 1000;
+    return Math.max(0, Math.min(resyncMs, spareSince.getTime() + delayMs - now.getTime()));
+  }
+}
