@@ -217,7 +217,8 @@ describe("fsb on the command line", () => {
     assert.equal(down.status, 0, down.stderr);
     assert.match(down.stdout, /deleted 1 sandboxes/);
     assert.match(down.stdout, /Fast Sandbox stopped/);
-    assert.match(down.stdout, /removed [1-9]\d* shim anchors/);
+    // Agents with no sandboxes left remove their own anchors as they stop; the sweep removes any left.
+    assert.match(down.stdout, /removed \d+ shim anchors/);
     const ls = fsb("ls");
     assert.equal(ls.status, 1);
     assert.match(ls.stderr, /Fast Sandbox is not running .* start it with 'npx fsb up'/);
