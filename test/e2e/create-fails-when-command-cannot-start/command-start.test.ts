@@ -95,8 +95,8 @@ describe("a create fails when the command cannot start, and leaves nothing", () 
   });
 
   it("creates a missing working directory, as docker run does, and starts the command in it", async () => {
-    const sandbox = await embedded.client.sandboxes.create({ ...runc, command: ["sleep", "3600"], workingDir: "/work/space" });
-    assert.equal((await embedded.client.sandboxes.exec(sandbox.metadata.name, ["pwd"])).stdout, "/work/space\n");
+    const sandbox = await embedded.client.sandboxes.create({ ...runc, command: ["sleep", "3600"], workingDir: "/srv/workspace" });
+    assert.equal((await embedded.client.sandboxes.exec(sandbox.metadata.name, ["pwd"])).stdout, "/srv/workspace\n");
     await embedded.client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
     await assertNothingLeft();
   });
