@@ -60,7 +60,8 @@ export const SandboxPoolSpec = Type.Object(
     imagePullSecret: Type.Optional(
       Type.String({
         minLength: 1,
-        description: "Kubernetes mode: name of a kubernetes.io/dockerconfigjson Secret in the pool's namespace with registry credentials.",
+        description:
+          "Kubernetes mode: name of a kubernetes.io/dockerconfigjson Secret in the pool's namespace with registry credentials. Reserved: not read yet (the embedded mode uses fsb login).",
       }),
     ),
     agentTemplate: Type.Optional(
