@@ -34,7 +34,10 @@ async function main(): Promise<void> {
     agentName: config.name,
     ...(config.uid ? { agentUid: config.uid } : {}),
     stateDir: config.stateDir,
-    ...(config.cgroupParent ? { cgroupParent: `${config.cgroupParent}/sandboxes` } : {}),
+    // Without a cgroup of its own, the agent's sandboxes still get a parent of their own: several
+    // agents share a node's containerd namespace (Kubernetes mode), and their anchors' and
+    // sandboxes' cgroups must not collide.
+    cgroupParent: config.cgroupParent ? `${config.cgroupParent}/sandboxes` : `/${config.containerdNamespace}/${config.name}`,
     helperPath: config.helperPath,
     ...(config.runscPath ? { runscPath: config.runscPath } : {}),
     ...(config.registryConfigPath ? { registryConfigPath: config.registryConfigPath } : {}),

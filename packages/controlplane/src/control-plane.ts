@@ -7,19 +7,19 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { destination, pino, type Logger } from "pino";
-import { API_VERSION, type SandboxPool, type pb } from "@fast-sandbox/api";
+import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
 import { AgentRegistry } from "./registry/agent-registry.js";
 import type { AgentClient } from "./agent-client/agent-client.js";
 import { openSqliteResourceStore } from "./store/sqlite-resource-store.js";
 import type { ResourceStore } from "./store/resource-store.js";
-import { DEFAULT_NAMESPACE, REQUEST_ID_ANNOTATION, SandboxManager, sandboxKey } from "./fastpath/sandbox-manager.js";
-import { setCondition, writeStatus } from "./fastpath/sandbox-status.js";
+import { DEFAULT_NAMESPACE, SandboxManager } from "./fastpath/sandbox-manager.js";
 import { startApiServer, type ApiServer } from "./fastpath/api-server.js";
 import { ControlPlaneMetrics } from "./fastpath/control-plane-metrics.js";
 import { applySandboxPool } from "./fastpath/pool-service.js";
 import { SandboxReconciler } from "./reconcile/sandbox-reconciler.js";
 import { HotImagesReconciler } from "./reconcile/hot-images-reconciler.js";
 import { recordSandboxFacts } from "./reconcile/sandbox-facts.js";
+import { AgentAdoption } from "./reconcile/agent-adoption.js";
 import { LocalPoolReconciler } from "./embedded/local-pool-reconciler.js";
 import { LocalJanitorProcess, type LocalJanitorOptions } from "./embedded/local-janitor-process.js";
 
@@ -89,69 +89,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   let releaseWrites: () => void = () => undefined;
   manager.holdWritesUntil(new Promise<void>((resolve) => (releaseWrites = resolve)));
 
-  /** Adopts what a (re)started agent runs: restores its slots, flags records whose container vanished, removes containers nobody owns. */
-  async function adopt(agentName: string, status: pb.AgentStatus): Promise<void> {
-    const { items } = await store.list("Sandbox");
-    const mine = items.filter((s) => s.status?.assignedPod === agentName);
-    const running = new Map(status.sandboxes.map((s) => [s.sandboxId, s]));
-    const known = new Set(items.map((s) => s.status?.sandboxID).filter(Boolean));
-    // One sandbox that cannot be adopted must not keep the others (or the agent) out.
-    for (const listed of mine) {
-      const namespace = listed.metadata.namespace ?? DEFAULT_NAMESPACE;
-      const key = sandboxKey(namespace, listed.metadata.name);
-      try {
-        // Act on the record as it is now, and leave alone what the manager is working on (a delete
-        // that releases the slot meanwhile must not be undone by restoring it here).
-        if (manager.isBusy(namespace, listed.metadata.name)) continue;
-        const sandbox = await store.get("Sandbox", { namespace, name: listed.metadata.name });
-        if (!sandbox || sandbox.metadata.uid !== listed.metadata.uid || sandbox.status?.assignedPod !== agentName) continue;
-        const requestId = sandbox.metadata.annotations?.[REQUEST_ID_ANNOTATION];
-        if (requestId) manager.rememberRequest(requestId, sandbox);
-        const id = sandbox.status?.sandboxID ?? "";
-        if (running.has(id)) {
-          if (sandbox.status?.phase === "Lost" && !sandbox.metadata.deletionTimestamp) {
-            // Back after it was given up for lost (failurePolicy Manual): it still runs, so it is Running again.
-            logger.info({ sandbox: key, agent: agentName }, "the agent is back and still runs this Lost sandbox; it is Running again");
-            const placement = registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
-            const now = new Date();
-            const conditions = setCondition(
-              setCondition(sandbox.status.conditions, { type: "Ready", status: "True", reason: "AgentReturned", message: `agent ${agentName} is back` }, now),
-              { type: "AgentConnected", status: "True", reason: "AgentReady" },
-              now,
-            );
-            await writeStatus(store, sandbox, {
-              phase: "Running",
-              endpoints: (sandbox.spec.exposedPorts ?? []).map((port) => `${placement.agent.hostIP}:${port}`),
-              conditions,
-            });
-          } else if (!sandbox.metadata.deletionTimestamp) {
-            // (A sandbox being deleted gets no slot back: its cleanup is about to release it.)
-            registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
-          }
-        } else if (!sandbox.metadata.deletionTimestamp && sandbox.status?.phase === "Running") {
-          logger.warn({ sandbox: key, agent: agentName }, "the agent no longer runs this sandbox; marking it Lost");
-          await writeStatus(
-            store,
-            sandbox,
-            { phase: "Lost" },
-            { type: "Ready", status: "False", reason: "SandboxMissing", message: `agent ${agentName} does not run it` },
-          );
-        }
-      } catch (error) {
-        logger.error({ err: error, sandbox: key, agent: agentName }, "could not adopt this sandbox");
-      }
-    }
-    const client = pools.getAgentProcess(agentName)?.client;
-    for (const orphan of status.sandboxes) {
-      // A create still in flight on the agent is nobody's orphan yet.
-      if (known.has(orphan.sandboxId) || orphan.state === "creating") continue;
-      logger.warn({ agent: agentName, sandboxId: orphan.sandboxId }, "removing a container no sandbox record owns");
-      await client
-        ?.deleteSandbox(orphan.sandboxId, 0)
-        .catch((error: unknown) => logger.error({ err: error, sandboxId: orphan.sandboxId }, "could not remove it"));
-    }
-  }
-
+  const adoption = new AgentAdoption({ store, registry, manager, agents: clients, logger });
   const pools: LocalPoolReconciler = new LocalPoolReconciler({
     store,
     registry,
@@ -165,7 +103,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     heartbeatIntervalMs: options.heartbeatIntervalMs ?? 2000,
     metrics,
     ...(options.agentRestartDelayMs !== undefined ? { agentRestartDelayMs: options.agentRestartDelayMs } : {}),
-    onAgentReady: adopt,
+    onAgentReady: (agentName, status) => adoption.adopt(agentName, status),
     onAgentStatus: (agentName, status) => recordSandboxFacts(store, agentName, status),
   });
   manager.setPoolCapacity(pools);

@@ -1,8 +1,26 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import type { V1Container, V1EnvVar } from "@kubernetes/client-node";
+import { loadYaml, type V1Container, type V1EnvVar, type V1PodTemplateSpec } from "@kubernetes/client-node";
 import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
-import { POOL_LABEL, buildAgentPod } from "./agent-pod.js";
+import { POOL_LABEL, buildAgentPod, mergePodTemplates } from "./agent-pod.js";
+
+/** The deployment's default agent Pod template, as the controller reads it (FSB_AGENT_TEMPLATE_FILE). */
+function defaultTemplate(): V1PodTemplateSpec {
+  return loadYaml<V1PodTemplateSpec>(readFileSync(new URL("../../../../config/agent/agent-pod-template.yaml", import.meta.url), "utf8"));
+}
+
+function envNames(container: V1Container | undefined): string[] {
+  return container?.env?.map((e) => e.name) ?? [];
+}
+
+/** Asserts `first` comes before `second` in the container's env (a `$(first)` in `second` expands). */
+function assertBefore(container: V1Container | undefined, first: string, second: string): void {
+  const names = envNames(container);
+  assert.ok(names.includes(first), `${first} is set`);
+  assert.ok(names.includes(second), `${second} is set`);
+  assert.ok(names.indexOf(first) < names.indexOf(second), `${first} comes before ${second}: ${names.join(", ")}`);
+}
 
 function pool(agentTemplate?: Record<string, unknown>): SandboxPool {
   return {
@@ -148,5 +166,354 @@ describe("buildAgentPod", () => {
     assert.equal(env(main, "FSB_AGENT_NAME")?.valueFrom?.fieldRef?.fieldPath, "metadata.name");
     assert.equal(env(main, "FSB_AGENT_CPU_LIMIT_MILLICORES")?.valueFrom?.resourceFieldRef?.containerName, "main");
     assert.equal(side.env, undefined);
+  });
+});
+
+describe("mergePodTemplates", () => {
+  it("merges metadata labels and annotations, the overlay's winning", () => {
+    const merged = mergePodTemplates(
+      { metadata: { labels: { a: "base", b: "base" }, annotations: { note: "base" } } },
+      { metadata: { labels: { b: "pool", c: "pool" }, annotations: { other: "pool" } } },
+    );
+    assert.deepEqual(merged.metadata?.labels, { a: "base", b: "pool", c: "pool" });
+    assert.deepEqual(merged.metadata?.annotations, { note: "base", other: "pool" });
+  });
+
+  it("keeps whichever side has a spec when the other has none", () => {
+    const spec = { containers: [{ name: "agent", image: "a:1" }] };
+    assert.deepEqual(mergePodTemplates({ spec }, {}).spec, spec);
+    assert.deepEqual(mergePodTemplates({}, { spec }).spec, spec);
+    assert.equal(mergePodTemplates({}, {}).spec, undefined);
+  });
+
+  it("lets the overlay's other spec fields win and keeps the base's it does not set", () => {
+    const merged = mergePodTemplates(
+      { spec: { serviceAccountName: "base-sa", terminationGracePeriodSeconds: 30, containers: [{ name: "agent" }] } },
+      { spec: { terminationGracePeriodSeconds: 60, nodeSelector: { disk: "ssd" }, containers: [] } },
+    );
+    assert.equal(merged.spec?.serviceAccountName, "base-sa");
+    assert.equal(merged.spec?.terminationGracePeriodSeconds, 60);
+    assert.deepEqual(merged.spec?.nodeSelector, { disk: "ssd" });
+    assert.deepEqual(merged.spec?.containers, [{ name: "agent" }], "an overlay with no containers keeps the base's");
+  });
+
+  it("merges containers by name: the base's in their places with the overlay's fields winning, then the overlay's new ones", () => {
+    const merged = mergePodTemplates(
+      {
+        spec: {
+          containers: [
+            { name: "agent", imagePullPolicy: "IfNotPresent", resources: { limits: { cpu: "4" } } },
+            { name: "log-shipper", image: "shipper:1" },
+          ],
+        },
+      },
+      {
+        spec: {
+          containers: [
+            { name: "sidecar", image: "sidecar:1" },
+            { name: "agent", image: "my/agent:2", resources: { limits: { cpu: "8" } } },
+          ],
+        },
+      },
+    );
+    assert.deepEqual(merged.spec?.containers, [
+      { name: "agent", imagePullPolicy: "IfNotPresent", image: "my/agent:2", resources: { limits: { cpu: "8" } } },
+      { name: "log-shipper", image: "shipper:1" },
+      { name: "sidecar", image: "sidecar:1" },
+    ]);
+  });
+
+  it("merges init containers by name", () => {
+    const merged = mergePodTemplates(
+      {
+        spec: {
+          containers: [],
+          initContainers: [
+            { name: "install", command: ["cp"] },
+            { name: "warm", image: "w:1" },
+          ],
+        },
+      },
+      {
+        spec: {
+          containers: [],
+          initContainers: [
+            { name: "install", image: "custom:1" },
+            { name: "extra", image: "e:1" },
+          ],
+        },
+      },
+    );
+    assert.deepEqual(merged.spec?.initContainers, [
+      { name: "install", command: ["cp"], image: "custom:1" },
+      { name: "warm", image: "w:1" },
+      { name: "extra", image: "e:1" },
+    ]);
+    assert.equal(mergePodTemplates({ spec: { containers: [] } }, { spec: { containers: [] } }).spec?.initContainers, undefined);
+  });
+
+  it("merges volumes by name, the overlay's replacing the base's of the same name", () => {
+    const merged = mergePodTemplates(
+      {
+        spec: {
+          containers: [],
+          volumes: [
+            { name: "state", hostPath: { path: "/var/lib/x" } },
+            { name: "bin", hostPath: { path: "/opt/bin" } },
+          ],
+        },
+      },
+      {
+        spec: {
+          containers: [],
+          volumes: [
+            { name: "state", emptyDir: {} },
+            { name: "cache", emptyDir: {} },
+          ],
+        },
+      },
+    );
+    const volumes = merged.spec?.volumes ?? [];
+    assert.deepEqual(volumes.map((v) => v.name).sort(), ["bin", "cache", "state"]);
+    assert.deepEqual(
+      volumes.find((v) => v.name === "state"),
+      { name: "state", emptyDir: {} },
+    );
+  });
+
+  it("merges a container's env by name, the overlay's value in the base's place, so later $(VAR) references still expand", () => {
+    const merged = mergePodTemplates(
+      {
+        spec: {
+          containers: [
+            {
+              name: "agent",
+              env: [
+                { name: "ROOT", value: "/base" },
+                { name: "STATE", value: "$(ROOT)/state" },
+                { name: "KEEP", value: "1" },
+              ],
+            },
+          ],
+        },
+      },
+      {
+        spec: {
+          containers: [
+            {
+              name: "agent",
+              env: [
+                { name: "EXTRA", value: "x" },
+                { name: "ROOT", value: "/pool" },
+              ],
+            },
+          ],
+        },
+      },
+    );
+    assert.deepEqual(merged.spec?.containers[0]?.env, [
+      { name: "ROOT", value: "/pool" },
+      { name: "STATE", value: "$(ROOT)/state" },
+      { name: "KEEP", value: "1" },
+      { name: "EXTRA", value: "x" },
+    ]);
+  });
+
+  it("merges a container's mounts by mountPath, the overlay's winning", () => {
+    const merged = mergePodTemplates(
+      {
+        spec: {
+          containers: [
+            {
+              name: "agent",
+              volumeMounts: [
+                { name: "bin", mountPath: "/opt/bin", readOnly: true },
+                { name: "state", mountPath: "/state" },
+              ],
+            },
+          ],
+        },
+      },
+      {
+        spec: {
+          containers: [
+            {
+              name: "agent",
+              volumeMounts: [
+                { name: "bin2", mountPath: "/opt/bin" },
+                { name: "cache", mountPath: "/cache" },
+              ],
+            },
+          ],
+        },
+      },
+    );
+    const mounts = merged.spec?.containers[0]?.volumeMounts ?? [];
+    assert.deepEqual(mounts.map((m) => m.mountPath).sort(), ["/cache", "/opt/bin", "/state"]);
+    assert.deepEqual(
+      mounts.find((m) => m.mountPath === "/opt/bin"),
+      { name: "bin2", mountPath: "/opt/bin" },
+    );
+  });
+
+  it("keeps the env and mounts of a container the overlay names without any", () => {
+    const merged = mergePodTemplates(
+      { spec: { containers: [{ name: "agent", env: [{ name: "A", value: "1" }], volumeMounts: [{ name: "v", mountPath: "/v" }] }] } },
+      { spec: { containers: [{ name: "agent", image: "my/agent:2" }] } },
+    );
+    assert.deepEqual(merged.spec?.containers, [
+      { name: "agent", image: "my/agent:2", env: [{ name: "A", value: "1" }], volumeMounts: [{ name: "v", mountPath: "/v" }] },
+    ]);
+  });
+});
+
+describe("buildAgentPod with a base template (config/agent/agent-pod-template.yaml)", () => {
+  const AGENT_IMAGE = "registry.example/fsb/agent:v3";
+
+  it("gives the containers and init containers that name no image the agent image", () => {
+    const pod = buildAgentPod(pool(), { baseTemplate: defaultTemplate(), image: AGENT_IMAGE });
+    assert.deepEqual(
+      pod.spec?.containers.map((c) => [c.name, c.image]),
+      [["agent", AGENT_IMAGE]],
+    );
+    assert.deepEqual(
+      pod.spec?.initContainers?.map((c) => [c.name, c.image]),
+      [["install-node-binaries", AGENT_IMAGE]],
+    );
+  });
+
+  it("keeps an image a pool's template names, for containers and init containers", () => {
+    const pod = buildAgentPod(
+      pool({
+        spec: {
+          initContainers: [{ name: "install-node-binaries", image: "pinned/agent:1" }],
+          containers: [{ name: "agent", image: "pinned/agent:1" }, { name: "sidecar", image: "sidecar:1" }, { name: "no-image" }],
+        },
+      }),
+      { baseTemplate: defaultTemplate(), image: AGENT_IMAGE },
+    );
+    assert.deepEqual(
+      pod.spec?.containers.map((c) => [c.name, c.image]),
+      [
+        ["agent", "pinned/agent:1"],
+        ["sidecar", "sidecar:1"],
+        ["no-image", AGENT_IMAGE],
+      ],
+    );
+    assert.deepEqual(
+      pod.spec?.initContainers?.map((c) => [c.name, c.image]),
+      [["install-node-binaries", "pinned/agent:1"]],
+    );
+    assert.ok(pod.spec?.initContainers?.[0]?.command, "the base's command is kept");
+  });
+
+  it("replaces the template's agent env in place, so FSB_AGENT_STATE_DIR's $(FSB_AGENT_NAME) still expands", () => {
+    const base = defaultTemplate();
+    const baseNames = envNames(base.spec?.containers[0]);
+    const [agent] = buildAgentPod(pool(), { baseTemplate: base, tokenSecretName: "agents-token", containerdNamespace: "k8s.io" }).spec?.containers ?? [];
+    assert.ok(agent);
+    assert.deepEqual(envNames(agent), baseNames, "same variables, same order, none twice");
+    assert.equal(env(agent, "FSB_AGENT_STATE_DIR")?.value, "/var/lib/fast-sandbox/agents/$(FSB_AGENT_NAME)");
+    assertBefore(agent, "FSB_AGENT_NAME", "FSB_AGENT_STATE_DIR");
+    // The injected values replace the template's.
+    assert.equal(env(agent, "FSB_AGENT_POOL")?.value, "python");
+    assert.equal(env(agent, "FSB_AGENT_POOL")?.valueFrom, undefined);
+    assert.deepEqual(env(agent, "FSB_AGENT_TOKEN")?.valueFrom?.secretKeyRef, { name: "agents-token", key: "token" });
+    assert.equal(env(agent, "FSB_HELPER_PATH")?.value, "/var/lib/fast-sandbox/bin/fsb-helper");
+  });
+
+  it("keeps FSB_AGENT_STATE_DIR after FSB_AGENT_NAME when a pool's template overrides or adds env", () => {
+    const pod = buildAgentPod(
+      pool({
+        spec: {
+          containers: [
+            {
+              name: "agent",
+              env: [
+                { name: "FSB_AGENT_NAME", value: "ignored" },
+                { name: "FSB_HELPER_PATH", value: "/opt/helper" },
+                { name: "EXTRA", value: "1" },
+              ],
+            },
+          ],
+        },
+      }),
+      { baseTemplate: defaultTemplate() },
+    );
+    const [agent] = pod.spec?.containers ?? [];
+    assertBefore(agent, "FSB_AGENT_NAME", "FSB_AGENT_STATE_DIR");
+    assert.deepEqual(env(agent!, "FSB_AGENT_NAME")?.valueFrom?.fieldRef, { fieldPath: "metadata.name" }, "the agent's identity wins");
+    assert.equal(env(agent!, "FSB_HELPER_PATH")?.value, "/opt/helper", "the pool's value wins");
+    assert.equal(env(agent!, "EXTRA")?.value, "1");
+    assert.equal(new Set(envNames(agent)).size, envNames(agent).length, "no variable twice");
+  });
+
+  it("takes the rest of the base template: service account, init container, probes, resources, hostPath volumes and mounts, without duplicates", () => {
+    const base = defaultTemplate();
+    const pod = buildAgentPod(pool(), { baseTemplate: base });
+    const spec = pod.spec;
+    assert.equal(spec?.serviceAccountName, "fast-sandbox-agent");
+    assert.equal(spec?.automountServiceAccountToken, false);
+    assert.equal(spec?.terminationGracePeriodSeconds, 30);
+    assert.equal(pod.metadata?.labels?.["app.kubernetes.io/component"], "agent");
+    assert.equal(pod.metadata?.labels?.[POOL_LABEL], "python");
+    const [agent] = spec?.containers ?? [];
+    assert.ok(agent);
+    assert.deepEqual(agent.readinessProbe, { httpGet: { path: "/readyz", port: "agent" }, periodSeconds: 2 });
+    assert.deepEqual(agent.livenessProbe?.httpGet, { path: "/healthz", port: "agent" });
+    assert.deepEqual(agent.ports, [{ name: "agent", containerPort: 7071, protocol: "TCP" }]);
+    assert.deepEqual(agent.resources?.limits, { cpu: "4", memory: "8Gi" });
+    assert.equal(agent.securityContext?.privileged, true);
+    assert.deepEqual(
+      agent.volumeMounts?.map((m) => m.mountPath),
+      ["/run/containerd", "/var/lib/containerd", "/var/lib/fast-sandbox/agents", "/var/lib/fast-sandbox/bin"],
+    );
+    assert.deepEqual(
+      spec?.volumes?.map((v) => v.name),
+      ["containerd-run", "containerd-root", "agents-state", "node-binaries"],
+    );
+    assert.deepEqual(base, defaultTemplate(), "the base template itself is untouched");
+  });
+
+  it("merges a pool's template over it: the pool's resources and scheduling win, the base's containers, env and volumes stay", () => {
+    const pod = buildAgentPod(
+      pool({
+        metadata: { labels: { team: "a" } },
+        spec: {
+          nodeSelector: { sandbox: "true" },
+          containers: [
+            {
+              name: "agent",
+              resources: { limits: { cpu: "16", memory: "32Gi" } },
+              volumeMounts: [{ name: "scratch", mountPath: "/scratch" }],
+            },
+            { name: "log-shipper", image: "shipper:1" },
+          ],
+          volumes: [{ name: "scratch", emptyDir: {} }],
+        },
+      }),
+      { baseTemplate: defaultTemplate(), image: AGENT_IMAGE },
+    );
+    assert.equal(pod.metadata?.labels?.team, "a");
+    assert.equal(pod.metadata?.labels?.["app.kubernetes.io/name"], "fast-sandbox");
+    assert.deepEqual(pod.spec?.nodeSelector, { sandbox: "true" });
+    assert.equal(pod.spec?.serviceAccountName, "fast-sandbox-agent");
+    const [agent, shipper] = pod.spec?.containers ?? [];
+    assert.ok(agent);
+    assert.equal(agent.name, "agent");
+    assert.equal(agent.image, AGENT_IMAGE);
+    assert.deepEqual(agent.resources, { limits: { cpu: "16", memory: "32Gi" } });
+    assert.equal(env(agent, "FSB_RUNSC_PATH")?.value, "/var/lib/fast-sandbox/bin/runsc");
+    assertBefore(agent, "FSB_AGENT_NAME", "FSB_AGENT_STATE_DIR");
+    assert.deepEqual(agent.volumeMounts?.map((m) => m.mountPath).sort(), [
+      "/run/containerd",
+      "/scratch",
+      "/var/lib/containerd",
+      "/var/lib/fast-sandbox/agents",
+      "/var/lib/fast-sandbox/bin",
+    ]);
+    assert.deepEqual(shipper, { name: "log-shipper", image: "shipper:1" });
+    assert.deepEqual(pod.spec?.volumes?.map((v) => v.name).sort(), ["agents-state", "containerd-root", "containerd-run", "node-binaries", "scratch"]);
+    assert.equal(pod.spec?.initContainers?.[0]?.name, "install-node-binaries");
   });
 });

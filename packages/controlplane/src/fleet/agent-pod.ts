@@ -9,6 +9,9 @@
  *   is seen, and `/var/lib/containerd`), in the namespace `k8s.io` the kubelet uses, so images the
  *   node already holds are shared;
  * - the agent API token from a Secret of the pool's namespace, and the address to listen on.
+ * The pool's template is merged over the deployment's default template (`baseTemplate`, the file
+ * config/agent/agent-pod-template.yaml: containers, init containers and volumes by name, env by
+ * name, mounts by path); containers that name no image get the agent image.
  * The Pod is named `<pool>-agent-<random>`, labelled with its pool and owned by the pool (deleting
  * the pool deletes its agents through the garbage collector). Pure: no I/O.
  */
@@ -31,6 +34,8 @@ export interface AgentPodOptions {
   tokenSecretKey?: string;
   /** The containerd namespace the agent works in. @default "k8s.io" */
   containerdNamespace?: string;
+  /** The deployment's default agent Pod template, under every pool's `agentTemplate`. @default none */
+  baseTemplate?: V1PodTemplateSpec;
 }
 
 export const AGENT_POD_DEFAULTS: Required<AgentPodOptions> = {
@@ -39,6 +44,7 @@ export const AGENT_POD_DEFAULTS: Required<AgentPodOptions> = {
   tokenSecretName: "fast-sandbox-agent-token",
   tokenSecretKey: "token",
   containerdNamespace: "k8s.io",
+  baseTemplate: {},
 };
 
 const CONTAINERD_RUN_DIR = "/run/containerd";
@@ -56,9 +62,13 @@ export function buildAgentPod(pool: SandboxPool, options: AgentPodOptions = {}):
   const poolName = pool.metadata.name;
   const namespace = pool.metadata.namespace ?? "default";
   if (!pool.metadata.uid) throw new Error(`SandboxPool ${namespace}/${poolName} has no uid: read it from the API server before building its agent Pods`);
-  const template = (structuredClone(pool.spec.agentTemplate ?? {}) as V1PodTemplateSpec) ?? {};
+  const template = mergePodTemplates(structuredClone(settings.baseTemplate), structuredClone((pool.spec.agentTemplate ?? {}) as V1PodTemplateSpec));
   const spec = template.spec ?? { containers: [] };
-  const containers = spec.containers?.length ? spec.containers : [{ name: AGENT_CONTAINER }];
+  const containers: V1Container[] = (spec.containers?.length ? spec.containers : [{ name: AGENT_CONTAINER }]).map((c) => ({
+    ...c,
+    image: c.image ?? settings.image,
+  }));
+  if (spec.initContainers) spec.initContainers = spec.initContainers.map((c) => ({ ...c, image: c.image ?? settings.image }));
   const agentIndex = Math.max(
     0,
     containers.findIndex((c) => c.name === AGENT_CONTAINER),
@@ -105,8 +115,9 @@ function injectAgent(container: V1Container, pool: string, settings: Required<Ag
     ...container,
     name,
     image: container.image ?? settings.image,
-    // Ours win over the template's for the same name: the agent cannot work with other values.
-    env: [...(container.env ?? []).filter((e) => !AGENT_ENV_NAMES.has(e.name)), ...agentEnv(name, pool, settings)],
+    // Ours win over the template's for the same name: the agent cannot work with other values. They
+    // take the template's places, so a later `$(FSB_AGENT_NAME)` of the template still expands.
+    env: withAgentEnv(container.env ?? [], agentEnv(name, pool, settings)),
     ports: container.ports?.some((p) => p.containerPort === settings.port)
       ? container.ports
       : [...(container.ports ?? []), { name: "agent", containerPort: settings.port, protocol: "TCP" }],
@@ -118,20 +129,19 @@ function injectAgent(container: V1Container, pool: string, settings: Required<Ag
   };
 }
 
-const AGENT_ENV_NAMES = new Set([
-  "FSB_AGENT_NAME",
-  "FSB_AGENT_UID",
-  "FSB_AGENT_NAMESPACE",
-  "FSB_AGENT_POOL",
-  "FSB_NODE_NAME",
-  "FSB_HOST_IP",
-  "FSB_AGENT_CPU_LIMIT_MILLICORES",
-  "FSB_AGENT_MEMORY_LIMIT_BYTES",
-  "FSB_AGENT_LISTEN",
-  "FSB_AGENT_TOKEN",
-  "FSB_CONTAINERD_SOCKET",
-  "FSB_CONTAINERD_NAMESPACE",
-]);
+/**
+ * What a template may set itself: the address the agent listens on (e.g. `$(POD_IP):7071` where Pods
+ * share a network); its port must stay the fleet's agent port.
+ */
+const TEMPLATE_MAY_SET = new Set(["FSB_AGENT_LISTEN"]);
+
+/** The template's env with ours in place of theirs of the same name, ours it lacks appended. */
+function withAgentEnv(theirs: V1EnvVar[], injected: V1EnvVar[]): V1EnvVar[] {
+  const ours = injected.filter((e) => !(TEMPLATE_MAY_SET.has(e.name) && theirs.some((t) => t.name === e.name)));
+  const byName = new Map(ours.map((e) => [e.name, e]));
+  const replaced = theirs.map((e) => byName.get(e.name) ?? e);
+  return [...replaced, ...ours.filter((o) => !theirs.some((t) => t.name === o.name))];
+}
 
 function agentEnv(container: string, pool: string, settings: Required<AgentPodOptions>): V1EnvVar[] {
   const field = (name: string, fieldPath: string): V1EnvVar => ({ name, valueFrom: { fieldRef: { fieldPath } } });
@@ -174,4 +184,55 @@ function mergeByName<T extends { name: string }>(theirs: T[], ours: T[]): T[] {
 /** The template's mounts, plus ours at paths it does not already mount something at. */
 function mergeMounts(theirs: V1VolumeMount[], ours: V1VolumeMount[]): V1VolumeMount[] {
   return [...theirs, ...ours.filter((o) => !theirs.some((t) => t.mountPath === o.mountPath))];
+}
+
+/**
+ * `overlay` (a pool's agentTemplate) over `base` (the deployment's default): metadata labels and
+ * annotations merged, other spec fields of the overlay win; containers, init containers and volumes
+ * merged by name, a container's env by name and its mounts by path, the overlay's winning.
+ */
+export function mergePodTemplates(base: V1PodTemplateSpec, overlay: V1PodTemplateSpec): V1PodTemplateSpec {
+  const baseSpec = base.spec;
+  const overlaySpec = overlay.spec;
+  const metadata = {
+    ...base.metadata,
+    ...overlay.metadata,
+    labels: { ...base.metadata?.labels, ...overlay.metadata?.labels },
+    annotations: { ...base.metadata?.annotations, ...overlay.metadata?.annotations },
+  };
+  if (!baseSpec || !overlaySpec) return { metadata, ...((overlaySpec ?? baseSpec) ? { spec: overlaySpec ?? baseSpec } : {}) };
+  const containers = mergeContainers(baseSpec.containers, overlaySpec.containers) ?? [];
+  const initContainers = mergeContainers(baseSpec.initContainers, overlaySpec.initContainers);
+  const volumes = overlayByKey(baseSpec.volumes, overlaySpec.volumes, (v) => v.name);
+  return {
+    metadata,
+    spec: {
+      ...baseSpec,
+      ...overlaySpec,
+      containers,
+      ...(initContainers ? { initContainers } : {}),
+      ...(volumes ? { volumes } : {}),
+    },
+  };
+}
+
+function mergeContainers(base: V1Container[] | undefined, overlay: V1Container[] | undefined): V1Container[] | undefined {
+  if (!base?.length) return overlay;
+  if (!overlay?.length) return base;
+  const merged = base.map((b) => {
+    const o = overlay.find((c) => c.name === b.name);
+    if (!o) return b;
+    const env = overlayByKey(b.env, o.env, (e) => e.name);
+    const volumeMounts = overlayByKey(b.volumeMounts, o.volumeMounts, (m) => m.mountPath);
+    return { ...b, ...o, ...(env ? { env } : {}), ...(volumeMounts ? { volumeMounts } : {}) };
+  });
+  return [...merged, ...overlay.filter((o) => !base.some((b) => b.name === o.name))];
+}
+
+/** The base's items with the overlay's replacing those of the same key, then the overlay's new ones. */
+function overlayByKey<T>(base: T[] | undefined, overlay: T[] | undefined, key: (item: T) => string): T[] | undefined {
+  if (!base) return overlay;
+  if (!overlay) return base;
+  const byKey = new Map(overlay.map((item) => [key(item), item]));
+  return [...base.map((item) => byKey.get(key(item)) ?? item), ...overlay.filter((item) => !base.some((b) => key(b) === key(item)))];
 }

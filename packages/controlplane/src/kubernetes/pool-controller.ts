@@ -45,6 +45,15 @@ export interface PoolControllerOptions {
   namespace?: string;
   /** Creates waiting for a free slot in the pool (they make it grow). @default none wait */
   waitingFor?(namespace: string, pool: string): number;
+  /**
+   * Whether this replica sizes pools and writes their status (the leader); the others only keep
+   * their registry in step with the fleet. @default always
+   */
+  isLeader?(): boolean;
+  /** Whether a ready agent may be placed on (e.g. it answers its heartbeats and was adopted). @default when the fleet says ready */
+  agentUsable?(name: string): boolean;
+  /** Called when an agent is registered (anew, or with a new endpoint): its sandboxes' slots can be recorded. */
+  onAgentRegistered?(name: string): void;
   /** How often every pool is reconciled even when nothing it watches changed (placements, releases). @default 5000 */
   resyncIntervalMs?: number;
   /**
@@ -130,6 +139,34 @@ export class PoolController implements Reconciler {
     this.controller.enqueue(`${namespace}/${pool}`);
   }
 
+  /**
+   * True while the pool may still gain a slot: it has fewer agents than poolMax, or one of its agents
+   * (or one requested) is not ready yet. Any replica can tell: it reads the fleet and the pool.
+   */
+  canGrow(namespace: string, pool: string): boolean {
+    const key = `${namespace}/${pool}`;
+    const spec = this.informer.get(key);
+    if (!spec || spec.metadata.deletionTimestamp) return false;
+    const agents = this.options.fleet.listAgents({ namespace, pool }).filter((agent) => !this.stopping.has(agent.name));
+    if ((this.expectedStarts.get(key)?.length ?? 0) > 0) return true;
+    if (agents.some((agent) => !agent.ready)) return true;
+    return agents.length < spec.spec.capacity.poolMax;
+  }
+
+  /** The pool as last seen (informer cache). */
+  getPool(namespace: string, pool: string): SandboxPool | undefined {
+    return this.informer.get(`${namespace}/${pool}`);
+  }
+
+  /** Calls `listener` with every pool added, changed or deleted (a deleted one with `deleted` true). Before start(). */
+  onPoolChanged(listener: (pool: SandboxPool, deleted: boolean) => void): void {
+    this.informer.addHandlers({
+      onAdd: (pool) => listener(pool, false),
+      onUpdate: (_previous, pool) => listener(pool, false),
+      onDelete: (pool) => listener(pool, true),
+    });
+  }
+
   /** Resolves when every change seen so far is reconciled (timed requeues do not count); for tests. */
   whenIdle(): Promise<void> {
     return this.controller.whenIdle();
@@ -147,6 +184,7 @@ export class PoolController implements Reconciler {
     const pool = this.informer.get(key);
     const agents = this.options.fleet.listAgents(ref);
     this.syncRegistry(ref, pool, agents);
+    if (this.options.isLeader && !this.options.isLeader()) return { requeueAfterMs: this.options.resyncIntervalMs ?? 5000 };
     if (!pool || pool.metadata.deletionTimestamp) {
       // Its Pods go with it (owner reference); the registry follows as the fleet reports them removed.
       this.spareSince.delete(key);
@@ -214,7 +252,9 @@ export class PoolController implements Reconciler {
       }
       const capacity = pool.spec.maxSandboxesPerPod;
       const hostIP = hostOf(agent.endpoint);
-      if (!registered || registered.endpoint !== agent.endpoint || registered.capacity !== capacity || registered.hostIP !== hostIP) {
+      const usable = this.options.agentUsable?.(agent.name) ?? true;
+      const renewed = !registered || registered.endpoint !== agent.endpoint;
+      if (renewed || registered.capacity !== capacity || registered.hostIP !== hostIP) {
         registry.upsertAgent({
           name: agent.name,
           namespace: agent.namespace,
@@ -225,10 +265,12 @@ export class PoolController implements Reconciler {
           ...(agent.nodeName ? { nodeName: agent.nodeName } : {}),
           images: registered?.images ?? [],
         });
+        if (renewed) this.options.onAgentRegistered?.(agent.name);
       }
-      // A new registration is ready; one that comes back after being lost serves again — unless it is draining.
-      if (this.stopping.has(agent.name)) registry.setAgentReady(agent.name, false);
-      else if (registered && !registered.ready) registry.setAgentReady(agent.name, true);
+      // A new registration is ready; one that comes back after being lost serves again — unless it
+      // is draining, or not usable yet (not answering, not adopted).
+      const ready = !this.stopping.has(agent.name) && usable;
+      if (registry.getAgent(agent.name)?.ready !== ready) registry.setAgentReady(agent.name, ready);
     }
   }
 

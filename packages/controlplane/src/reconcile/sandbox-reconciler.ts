@@ -59,6 +59,11 @@ export interface SandboxReconcilerOptions {
   workers?: number;
   /** The longest pause between retries of a failing step. @default 5000 */
   maxRetryDelayMs?: number;
+  /**
+   * How long a Bound record its agent does not report may be a create in flight on another replica
+   * (several replicas place: Kubernetes mode) before it counts as cut short. @default 0 (one process places)
+   */
+  foreignCreateGraceMs?: number;
 }
 
 export class SandboxReconciler implements Reconciler {
@@ -173,6 +178,9 @@ export class SandboxReconciler implements Reconciler {
     const reported = connectivity?.connected ? observed?.status.sandboxes.find((s) => s.sandboxId === sandboxId) : undefined;
     if (reported?.state === "creating") return waitForReport;
     if (reported && (reported.state === "running" || reported.exitCode !== undefined)) return this.unlessBusy(await manager.adoptRunning(sandbox));
+    const graceMs = this.options.foreignCreateGraceMs ?? 0;
+    const boundForMs = now.getTime() - since.getTime();
+    if (!reported && connectivity?.connected && boundForMs < graceMs) return { requeueAfterMs: Math.min(graceMs - boundForMs, 5 * REPORT_RECHECK_MS) };
     if (!connectivity?.connected) {
       // The agent is away: the failure policy's clock decides, as for a running sandbox.
       const waitedMs = now.getTime() - since.getTime();

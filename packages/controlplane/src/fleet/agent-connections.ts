@@ -1,0 +1,221 @@
+/**
+ * Connections to the agents an `AgentFleet` reports (Kubernetes mode: agent Pods): one client per
+ * ready agent, a heartbeat (`Status`) every `heartbeatIntervalMs`, and from it what the core needs —
+ * the `AgentObserver` of the sandbox reconciler (connectivity and the last report), the
+ * `AgentClients` of the fast path, and the agents' images in the registry (image affinity).
+ *
+ * An agent is connected from its first answered heartbeat after the fleet reported it ready, and
+ * stops being so when the fleet reports it lost or removed, or after `missedHeartbeats` heartbeats
+ * in a row went unanswered. `onConnected` runs at each (re)connection with the first report
+ * (adoption), `onStatus` with every report (facts the agent saw).
+ */
+import type { Logger } from "pino";
+import type { pb } from "@fast-sandbox/api";
+import { systemClock, type Clock } from "../controller/clock.js";
+import type { AgentClient } from "../agent-client/agent-client.js";
+import type { AgentClients } from "../fastpath/sandbox-manager.js";
+import type { AgentObserver } from "../reconcile/sandbox-reconciler.js";
+import type { AgentRegistry } from "../registry/agent-registry.js";
+import type { AgentFleet, AgentFleetEvent, ReadyAgent } from "./agent-fleet.js";
+
+export interface AgentConnectionsOptions {
+  fleet: AgentFleet;
+  registry: AgentRegistry;
+  /** Makes the client of an agent at `endpoint` (the agent token is the factory's business). */
+  connect(endpoint: string): AgentClient;
+  logger: Logger;
+  /** @default 2000 */
+  heartbeatIntervalMs?: number;
+  /** Unanswered heartbeats in a row after which an agent counts as not connected. @default 3 */
+  missedHeartbeats?: number;
+  /** Runs when an agent (re)connects, with its first report; the agent is placed on only after it resolves. */
+  onConnected?(agentName: string, status: pb.AgentStatus): Promise<void>;
+  /** Runs with every report. */
+  onStatus?(agentName: string, status: pb.AgentStatus): Promise<void>;
+  /** Counts each heartbeat's result. */
+  metrics?: { heartbeat(agent: string, ok: boolean): void };
+  /** @default systemClock */
+  clock?: Clock;
+}
+
+interface Connection {
+  agent: ReadyAgent;
+  client: AgentClient;
+  connected: boolean;
+  since: Date;
+  failures: number;
+  observed?: { status: pb.AgentStatus; at: Date };
+  timer?: NodeJS.Timeout;
+  inFlight: boolean;
+  /** The onConnected of the current connection has finished. */
+  adopted: boolean;
+}
+
+export class AgentConnections implements AgentObserver, AgentClients {
+  private readonly options: AgentConnectionsOptions;
+  private readonly clock: Clock;
+  private readonly connections = new Map<string, Connection>();
+  /** Agents the fleet reported lost (not removed): they exist, unconnected, since then. */
+  private readonly away = new Map<string, Date>();
+  private readonly listeners = new Set<(agentName: string) => void>();
+  private unsubscribe: (() => void) | undefined;
+  private stopped = false;
+
+  constructor(options: AgentConnectionsOptions) {
+    this.options = options;
+    this.clock = options.clock ?? systemClock;
+  }
+
+  /** Follows the fleet from now on; agents it already reports ready are connected at once. */
+  start(): void {
+    this.unsubscribe = this.options.fleet.subscribe((event) => this.fleetChanged(event));
+    for (const agent of this.options.fleet.listAgents()) {
+      if (agent.ready && agent.endpoint) this.open({ ...agent, ready: true, endpoint: agent.endpoint });
+      else this.away.set(agent.name, this.clock.now());
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.unsubscribe?.();
+    for (const connection of this.connections.values()) this.close(connection);
+    this.connections.clear();
+  }
+
+  get(agentName: string): AgentClient | undefined {
+    return this.connections.get(agentName)?.client;
+  }
+
+  agentConnectivity(name: string): { connected: boolean; since: Date } | undefined {
+    const connection = this.connections.get(name);
+    if (connection) return { connected: connection.connected && connection.adopted, since: connection.since };
+    const since = this.away.get(name);
+    return since ? { connected: false, since } : undefined;
+  }
+
+  observedStatus(name: string): { status: pb.AgentStatus; at: Date } | undefined {
+    const connection = this.connections.get(name);
+    return connection?.connected ? connection.observed : undefined;
+  }
+
+  onAgentChanged(listener: (agentName: string) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Names of the agents connected now. */
+  connectedAgents(): string[] {
+    return [...this.connections.values()].filter((c) => c.connected && c.adopted).map((c) => c.agent.name);
+  }
+
+  private fleetChanged(event: AgentFleetEvent): void {
+    if (this.stopped) return;
+    const { agent } = event;
+    if (event.type === "ready") {
+      const current = this.connections.get(agent.name);
+      if (current && current.agent.endpoint === event.agent.endpoint) return;
+      if (current) this.drop(current, "its endpoint changed");
+      this.open(event.agent);
+      return;
+    }
+    const current = this.connections.get(agent.name);
+    if (current) this.drop(current, event.type === "lost" ? event.reason : "removed from the fleet");
+    if (event.type === "lost") this.away.set(agent.name, this.away.get(agent.name) ?? this.clock.now());
+    else this.away.delete(agent.name);
+    this.changed(agent.name);
+  }
+
+  private open(agent: ReadyAgent): void {
+    const connection: Connection = {
+      agent,
+      client: this.options.connect(agent.endpoint),
+      connected: false,
+      since: this.away.get(agent.name) ?? this.clock.now(),
+      failures: 0,
+      inFlight: false,
+      adopted: false,
+    };
+    this.connections.set(agent.name, connection);
+    this.away.delete(agent.name);
+    const intervalMs = this.options.heartbeatIntervalMs ?? 2000;
+    connection.timer = setInterval(() => this.beat(connection), intervalMs);
+    connection.timer.unref();
+    this.beat(connection);
+  }
+
+  private drop(connection: Connection, reason: string): void {
+    this.close(connection);
+    this.connections.delete(connection.agent.name);
+    if (connection.connected) this.options.logger.warn({ agent: connection.agent.name, reason }, "agent disconnected");
+  }
+
+  private close(connection: Connection): void {
+    if (connection.timer) clearInterval(connection.timer);
+    connection.timer = undefined;
+    connection.client.close();
+  }
+
+  private beat(connection: Connection): void {
+    if (connection.inFlight || this.stopped) return;
+    connection.inFlight = true;
+    const name = connection.agent.name;
+    const intervalMs = this.options.heartbeatIntervalMs ?? 2000;
+    connection.client
+      .status(Math.max(1000, intervalMs))
+      .then(
+        (status) => this.answered(connection, status),
+        (error: unknown) => {
+          if (this.connections.get(name) !== connection) return;
+          this.options.metrics?.heartbeat(name, false);
+          connection.failures += 1;
+          if (connection.connected && connection.failures >= (this.options.missedHeartbeats ?? 3)) {
+            connection.connected = false;
+            connection.since = this.clock.now();
+            this.options.logger.warn({ err: error, agent: name, failures: connection.failures }, "agent does not answer its heartbeats");
+            if (this.options.registry.getAgent(name)?.ready) this.options.registry.setAgentReady(name, false);
+            this.changed(name);
+          }
+        },
+      )
+      .finally(() => {
+        connection.inFlight = false;
+      });
+  }
+
+  private answered(connection: Connection, status: pb.AgentStatus): void {
+    const name = connection.agent.name;
+    if (this.connections.get(name) !== connection) return;
+    this.options.metrics?.heartbeat(name, true);
+    connection.failures = 0;
+    connection.observed = { status, at: this.clock.now() };
+    if (this.options.registry.getAgent(name)) this.options.registry.setImages(name, status.images);
+    if (!connection.connected) {
+      connection.connected = true;
+      connection.since = this.clock.now();
+      connection.adopted = false;
+      this.options.logger.info({ agent: name, endpoint: connection.agent.endpoint }, "agent connected");
+      const adopt = this.options.onConnected?.(name, status) ?? Promise.resolve();
+      void adopt
+        .catch((error: unknown) => this.options.logger.error({ err: error, agent: name }, "could not adopt all of the agent's sandboxes"))
+        .finally(() => {
+          if (this.connections.get(name) !== connection) return;
+          connection.adopted = true;
+          this.changed(name);
+        });
+      return;
+    }
+    this.options
+      .onStatus?.(name, status)
+      .catch((error: unknown) => this.options.logger.warn({ err: error, agent: name }, "could not record the agent's status"));
+  }
+
+  private changed(agentName: string): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(agentName);
+      } catch (error) {
+        this.options.logger.error({ err: error, agent: agentName }, "agent change listener failed");
+      }
+    }
+  }
+}

@@ -1,0 +1,235 @@
+/**
+ * The Kubernetes composition root: one controller replica. The same core as the embedded mode
+ * (registry, fast path, sandbox reconciler, pool sizer, adoption) over the Kubernetes adapters:
+ * the store is the API server (CRDs), the agents are Pods (KubernetesAgentFleet), the leader holds a
+ * coordination.k8s.io Lease.
+ *
+ * On every replica: the fast-path API, the pool informer (pools for the fast path, `canGrow`), the
+ * agent Pods and a heartbeat to each (AgentConnections), and the registry kept in step with the
+ * fleet (PoolController's registry sync) and with the allocations the store records (AllocationSync),
+ * so any replica can place. Admission is decided by the agent (its slots and ports, atomically);
+ * replicas only propose, and a refused proposal is placed again.
+ *
+ * On the leader only: pool sizing and pool status, the sandbox reconciler (placement of sandboxes
+ * written with kubectl, deletion, expiry, failure policy, reset), adoption of what agents run,
+ * facts from heartbeats (CommandExited, OOMKilled), hot images. Leadership ends → those stop.
+ */
+import type { KubeConfig } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import { createAgentClient } from "../agent-client/agent-client.js";
+import { startApiServer, type ApiServer } from "../fastpath/api-server.js";
+import { ControlPlaneMetrics } from "../fastpath/control-plane-metrics.js";
+import { SandboxManager } from "../fastpath/sandbox-manager.js";
+import { AgentConnections } from "../fleet/agent-connections.js";
+import type { AgentPodOptions } from "../fleet/agent-pod.js";
+import { KubernetesAgentFleet } from "../fleet/kubernetes-agent-fleet.js";
+import { kubernetesLeaseClient } from "../leader/kubernetes-lease-client.js";
+import { LeaseLeaderElector } from "../leader/lease-leader-elector.js";
+import { AgentAdoption } from "../reconcile/agent-adoption.js";
+import { AllocationSync } from "../reconcile/allocation-sync.js";
+import { HotImagesReconciler } from "../reconcile/hot-images-reconciler.js";
+import { recordSandboxFacts } from "../reconcile/sandbox-facts.js";
+import { SandboxReconciler } from "../reconcile/sandbox-reconciler.js";
+import { AgentRegistry } from "../registry/agent-registry.js";
+import { openKubernetesResourceStore } from "../store/kubernetes-resource-store.js";
+import { PoolController } from "./pool-controller.js";
+
+/** How long a Bound record may be another replica's create in flight (image pull and create) before the leader finishes it. */
+export const DEFAULT_FOREIGN_CREATE_GRACE_MS = 120_000;
+
+export interface KubernetesControlPlaneOptions {
+  kubeConfig: KubeConfig;
+  /** This replica's name in the leader election (its Pod name). */
+  identity: string;
+  /** Where the Lease is (the controller's namespace) and its name. */
+  lease: { namespace: string; name: string; durationSeconds?: number; renewDeadlineMs?: number; retryPeriodMs?: number };
+  /** Bearer token of the fast-path API. */
+  token: string;
+  /** Bearer token of the agents' API. */
+  agentToken: string;
+  host: string;
+  port: number;
+  /** How agent Pods are built (image, default template, containerd namespace). */
+  agentPod?: AgentPodOptions;
+  /** @default 2000 */
+  heartbeatIntervalMs?: number;
+  /** How long start-up waits for the ready agents to answer before it takes writes anyway. @default 15000 */
+  recoveryTimeoutMs?: number;
+  /** @default DEFAULT_FOREIGN_CREATE_GRACE_MS */
+  foreignCreateGraceMs?: number;
+  /** Called when this replica stops leading (the process usually exits then, to start clean). */
+  onStoppedLeading?(): void;
+  logger: Logger;
+}
+
+export interface KubernetesControlPlane {
+  url: string;
+  registry: AgentRegistry;
+  manager: SandboxManager;
+  isLeader(): boolean;
+  /** Stops serving, steps down (the Lease is released for a successor) and stops watching; agents and sandboxes keep running. */
+  close(): Promise<void>;
+}
+
+export async function startKubernetesControlPlane(options: KubernetesControlPlaneOptions): Promise<KubernetesControlPlane> {
+  const { kubeConfig, logger } = options;
+  const store = openKubernetesResourceStore({ kubeConfig, logger });
+  const registry = new AgentRegistry();
+  const metrics = new ControlPlaneMetrics();
+  const fleet = new KubernetesAgentFleet({ kubeConfig, logger, ...(options.agentPod ? { pod: options.agentPod } : {}) });
+  const elector = new LeaseLeaderElector({
+    lease: kubernetesLeaseClient({ kubeConfig, namespace: options.lease.namespace, name: options.lease.name }),
+    identity: options.identity,
+    logger,
+    ...(options.lease.durationSeconds !== undefined ? { leaseDurationSeconds: options.lease.durationSeconds } : {}),
+    ...(options.lease.renewDeadlineMs !== undefined ? { renewDeadlineMs: options.lease.renewDeadlineMs } : {}),
+    ...(options.lease.retryPeriodMs !== undefined ? { retryPeriodMs: options.lease.retryPeriodMs } : {}),
+  });
+  const leading = () => elector.isLeader();
+
+  let adoption: AgentAdoption | undefined;
+  const connections: AgentConnections = new AgentConnections({
+    fleet,
+    registry,
+    connect: (endpoint) => createAgentClient(endpoint, options.agentToken),
+    logger,
+    metrics,
+    ...(options.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: options.heartbeatIntervalMs } : {}),
+    onConnected: async (agentName, status) => {
+      if (leading()) await adoption?.adopt(agentName, status);
+    },
+    onStatus: async (agentName, status) => {
+      if (leading()) await recordSandboxFacts(store, agentName, status);
+    },
+  });
+  const manager = new SandboxManager({ store, registry, agents: connections, logger });
+  adoption = new AgentAdoption({ store, registry, manager, agents: connections, logger });
+  let pools: PoolController | undefined;
+  const allocations = new AllocationSync({
+    store,
+    registry,
+    logger,
+    isBusy: (namespace, name) => manager.isBusy(namespace, name),
+    onPending: (sandbox) => {
+      if (leading()) pools?.wake(sandbox.metadata.namespace ?? "default", sandbox.spec.poolRef);
+    },
+  });
+  pools = new PoolController({
+    store,
+    fleet,
+    registry,
+    logger,
+    isLeader: leading,
+    agentUsable: (name) => connections.agentConnectivity(name)?.connected === true,
+    onAgentRegistered: (name) => allocations.agentRegistered(name),
+    waitingFor: (namespace, pool) => Math.max(manager.waitingFor(namespace, pool), allocations.pendingIn(namespace, pool)),
+  });
+  const poolController = pools;
+  poolController.onPoolChanged((pool, deleted) => {
+    if (deleted) manager.deletePool(pool.metadata.namespace ?? "default", pool.metadata.name);
+    else manager.setPool(pool);
+  });
+  manager.setPoolCapacity({
+    canGrow: (namespace, pool) => poolController.canGrow(namespace, pool),
+    wake: (namespace, pool) => poolController.wake(namespace, pool),
+  });
+  connections.onAgentChanged((name) => {
+    const agent = fleet.listAgents().find((a) => a.name === name);
+    if (agent) poolController.wake(agent.namespace, agent.pool);
+  });
+  let releaseWrites: () => void = () => undefined;
+  manager.holdWritesUntil(new Promise<void>((resolve) => (releaseWrites = resolve)));
+
+  // The leader's part, started and stopped with the leadership.
+  let sandboxes: SandboxReconciler | undefined;
+  let hotImages: HotImagesReconciler | undefined;
+  let leaderWork: Promise<void> = Promise.resolve();
+  const startLeading = async (signal: AbortSignal): Promise<void> => {
+    logger.info({ identity: options.identity }, "leading: starting the reconcilers");
+    // What agents run is adopted once per leadership: the previous leader's view is gone.
+    for (const name of connections.connectedAgents()) {
+      const observed = connections.observedStatus(name);
+      if (observed) await adoption.adopt(name, observed.status).catch((error: unknown) => logger.error({ err: error, agent: name }, "could not adopt"));
+    }
+    if (signal.aborted) return;
+    sandboxes = new SandboxReconciler({
+      store,
+      manager,
+      registry,
+      agents: connections,
+      logger,
+      foreignCreateGraceMs: options.foreignCreateGraceMs ?? DEFAULT_FOREIGN_CREATE_GRACE_MS,
+    });
+    hotImages = new HotImagesReconciler({ store, registry, agents: connections, logger });
+    await sandboxes.start();
+    await hotImages.start();
+    for (const agent of fleet.listAgents()) poolController.wake(agent.namespace, agent.pool);
+  };
+  const stopLeading = async (): Promise<void> => {
+    hotImages?.stop();
+    await sandboxes?.stop();
+    hotImages = undefined;
+    sandboxes = undefined;
+  };
+
+  let api: ApiServer | undefined;
+  try {
+    await poolController.start();
+    await fleet.start();
+    connections.start();
+    await allocations.start();
+    metrics.observe({ sandboxes: () => allocations.cachedSandboxes(), registry });
+    api = await startApiServer({ manager, store, registry, agents: connections, token: options.token, host: options.host, port: options.port, metrics });
+  } catch (error) {
+    await api?.close();
+    connections.stop();
+    await allocations.stop();
+    await poolController.stop();
+    await fleet.stop();
+    await store.close();
+    throw error;
+  }
+  const server = api;
+  void waitForAgents(fleet, connections, options.recoveryTimeoutMs ?? 15_000).then((all) => {
+    if (!all) logger.warn("not every ready agent answered in time; serving anyway");
+    releaseWrites();
+  });
+  elector.run({
+    onStartedLeading: (signal) => {
+      leaderWork = leaderWork.then(() => startLeading(signal)).catch((error: unknown) => logger.error({ err: error }, "could not start leading"));
+    },
+    onStoppedLeading: () => {
+      logger.warn({ identity: options.identity }, "stopped leading");
+      leaderWork = leaderWork.then(stopLeading).catch((error: unknown) => logger.error({ err: error }, "could not stop the reconcilers"));
+      options.onStoppedLeading?.();
+    },
+  });
+  return {
+    url: server.url,
+    registry,
+    manager,
+    isLeader: leading,
+    async close() {
+      await server.close();
+      await manager.drain();
+      await elector.stop();
+      await leaderWork;
+      connections.stop();
+      await allocations.stop();
+      await poolController.stop();
+      await fleet.stop();
+      await store.close();
+    },
+  };
+}
+
+/** Resolves true once every agent the fleet reports ready is connected (adopted), false after `timeoutMs`. */
+async function waitForAgents(fleet: KubernetesAgentFleet, connections: AgentConnections, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ready = fleet.listAgents().filter((agent) => agent.ready);
+    if (ready.every((agent) => connections.agentConnectivity(agent.name)?.connected === true)) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}

@@ -1,0 +1,49 @@
+/**
+ * Entry point of a controller replica (the Deployment in config/manager): settings from the
+ * environment (controller-config.ts), the API server through KUBECONFIG or the in-cluster service
+ * account. A replica that stops leading exits, so it starts again clean as a follower (the
+ * Deployment restarts it); SIGTERM steps down, releases the Lease and exits.
+ */
+import { KubeConfig } from "@kubernetes/client-node";
+import { destination, pino } from "pino";
+import { controllerConfigFromEnv } from "./controller-config.js";
+import { startKubernetesControlPlane } from "./kubernetes-control-plane.js";
+
+const logger = pino({ name: "fsb-controller" }, destination(2));
+
+async function main(): Promise<void> {
+  const config = controllerConfigFromEnv();
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromDefault();
+  let stopping = false;
+  const exit = (code: number, reason: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ reason }, "controller stopping");
+    // Calls in flight get their time, but a stuck one must not keep the process.
+    setTimeout(() => process.exit(code), 20_000).unref();
+    void controlPlane.close().finally(() => process.exit(code));
+  };
+  const controlPlane = await startKubernetesControlPlane({
+    kubeConfig,
+    identity: config.identity,
+    lease: { namespace: config.namespace, name: config.leaseName, durationSeconds: config.leaseDurationSeconds },
+    token: config.token,
+    agentToken: config.agentToken,
+    host: config.host,
+    port: config.port,
+    agentPod: config.agentPod,
+    heartbeatIntervalMs: config.heartbeatIntervalMs,
+    logger,
+    onStoppedLeading: () => exit(1, "lost the leadership"),
+  });
+  logger.info({ url: controlPlane.url, identity: config.identity }, "controller serving");
+  process.stdout.write(`${JSON.stringify({ event: "started", pid: process.pid, url: controlPlane.url })}\n`);
+  process.on("SIGTERM", () => exit(0, "SIGTERM"));
+  process.on("SIGINT", () => exit(0, "SIGINT"));
+}
+
+main().catch((error: unknown) => {
+  logger.fatal({ err: error }, "controller failed to start");
+  process.exit(1);
+});

@@ -1,0 +1,93 @@
+/**
+ * Adoption, the same in both deployment modes: when an agent (re)connects, what it runs is
+ * compared with the sandbox records assigned to it. Slots of sandboxes it still runs are restored
+ * in the registry (a Lost sandbox it still runs is Running again), a Running record whose container
+ * vanished becomes Lost, and containers no record owns are removed (creates still in flight on the
+ * agent are left alone). Records the manager is working on are skipped: its own writes tell.
+ */
+import type { Logger } from "pino";
+import type { pb } from "@fast-sandbox/api";
+import type { AgentRegistry } from "../registry/agent-registry.js";
+import type { ResourceStore } from "../store/resource-store.js";
+import { DEFAULT_NAMESPACE, REQUEST_ID_ANNOTATION, sandboxKey, type AgentClients, type SandboxManager } from "../fastpath/sandbox-manager.js";
+import { setCondition, writeStatus } from "../fastpath/sandbox-status.js";
+
+export interface AgentAdoptionOptions {
+  store: ResourceStore;
+  registry: AgentRegistry;
+  manager: SandboxManager;
+  agents: AgentClients;
+  logger: Logger;
+}
+
+export class AgentAdoption {
+  private readonly options: AgentAdoptionOptions;
+
+  constructor(options: AgentAdoptionOptions) {
+    this.options = options;
+  }
+
+  /** Adopts what a (re)started agent runs: restores its slots, flags records whose container vanished, removes containers nobody owns. */
+  async adopt(agentName: string, status: pb.AgentStatus): Promise<void> {
+    const { store, registry, manager, logger } = this.options;
+    const { items } = await store.list("Sandbox");
+    const mine = items.filter((s) => s.status?.assignedPod === agentName);
+    const running = new Map(status.sandboxes.map((s) => [s.sandboxId, s]));
+    const known = new Set(items.map((s) => s.status?.sandboxID).filter(Boolean));
+    // One sandbox that cannot be adopted must not keep the others (or the agent) out.
+    for (const listed of mine) {
+      const namespace = listed.metadata.namespace ?? DEFAULT_NAMESPACE;
+      const key = sandboxKey(namespace, listed.metadata.name);
+      try {
+        // Act on the record as it is now, and leave alone what the manager is working on (a delete
+        // that releases the slot meanwhile must not be undone by restoring it here).
+        if (manager.isBusy(namespace, listed.metadata.name)) continue;
+        const sandbox = await store.get("Sandbox", { namespace, name: listed.metadata.name });
+        if (!sandbox || sandbox.metadata.uid !== listed.metadata.uid || sandbox.status?.assignedPod !== agentName) continue;
+        const requestId = sandbox.metadata.annotations?.[REQUEST_ID_ANNOTATION];
+        if (requestId) manager.rememberRequest(requestId, sandbox);
+        const id = sandbox.status?.sandboxID ?? "";
+        if (running.has(id)) {
+          if (sandbox.status?.phase === "Lost" && !sandbox.metadata.deletionTimestamp) {
+            // Back after it was given up for lost (failurePolicy Manual): it still runs, so it is Running again.
+            logger.info({ sandbox: key, agent: agentName }, "the agent is back and still runs this Lost sandbox; it is Running again");
+            const placement = registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
+            const now = new Date();
+            const conditions = setCondition(
+              setCondition(sandbox.status.conditions, { type: "Ready", status: "True", reason: "AgentReturned", message: `agent ${agentName} is back` }, now),
+              { type: "AgentConnected", status: "True", reason: "AgentReady" },
+              now,
+            );
+            await writeStatus(store, sandbox, {
+              phase: "Running",
+              endpoints: (sandbox.spec.exposedPorts ?? []).map((port) => `${placement.agent.hostIP}:${port}`),
+              conditions,
+            });
+          } else if (!sandbox.metadata.deletionTimestamp) {
+            // (A sandbox being deleted gets no slot back: its cleanup is about to release it.)
+            registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
+          }
+        } else if (!sandbox.metadata.deletionTimestamp && sandbox.status?.phase === "Running") {
+          logger.warn({ sandbox: key, agent: agentName }, "the agent no longer runs this sandbox; marking it Lost");
+          await writeStatus(
+            store,
+            sandbox,
+            { phase: "Lost" },
+            { type: "Ready", status: "False", reason: "SandboxMissing", message: `agent ${agentName} does not run it` },
+          );
+        }
+      } catch (error) {
+        logger.error({ err: error, sandbox: key, agent: agentName }, "could not adopt this sandbox");
+      }
+    }
+    const client = this.options.agents.get(agentName);
+    for (const orphan of status.sandboxes) {
+      // A create still in flight on the agent is nobody's orphan yet.
+      if (known.has(orphan.sandboxId) || orphan.state === "creating") continue;
+      logger.warn({ agent: agentName, sandboxId: orphan.sandboxId }, "removing a container no sandbox record owns");
+      await client
+        ?.deleteSandbox(orphan.sandboxId, 0)
+        .catch((error: unknown) => logger.error({ err: error, sandboxId: orphan.sandboxId }, "could not remove it"));
+    }
+  }
+}

@@ -1,0 +1,333 @@
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { API_VERSION, type Sandbox, type SandboxSpec, type SandboxStatus } from "@fast-sandbox/api";
+import { pino } from "pino";
+import { FakeClock } from "../controller/clock.js";
+import { AgentRegistry, type AgentInfo } from "../registry/agent-registry.js";
+import { MemoryResourceStore } from "../store/memory-resource-store.js";
+import { AllocationSync, heldOn } from "./allocation-sync.js";
+
+const NAMESPACE = "team";
+const POOL = "python";
+const FINALIZER = "fast-sandbox.io/cleanup";
+
+function agentInfo(name: string, overrides: Partial<AgentInfo> = {}): AgentInfo {
+  return {
+    name,
+    namespace: NAMESPACE,
+    pool: POOL,
+    endpoint: `${name}:7071`,
+    capacity: 3,
+    // Each agent Pod has its own address, as in Kubernetes.
+    hostIP: `ip-${name}`,
+    images: [],
+    ...overrides,
+  };
+}
+
+function spec(overrides: Partial<SandboxSpec> = {}): SandboxSpec {
+  return { image: "python:3.12", poolRef: POOL, ...overrides };
+}
+
+describe("heldOn", () => {
+  const record = (status?: SandboxStatus): Sandbox => ({
+    apiVersion: API_VERSION,
+    kind: "Sandbox",
+    metadata: { name: "s", namespace: NAMESPACE },
+    spec: spec(),
+    ...(status ? { status } : {}),
+  });
+
+  it("is the assigned agent of a Bound or Running record, and nothing otherwise", () => {
+    assert.equal(heldOn(undefined), undefined);
+    assert.equal(heldOn(record()), undefined);
+    assert.equal(heldOn(record({ phase: "Running" })), undefined, "no agent assigned");
+    assert.equal(heldOn(record({ phase: "Bound", assignedPod: "a" })), "a");
+    assert.equal(heldOn(record({ phase: "Running", assignedPod: "a" })), "a");
+    for (const phase of ["Pending", "Terminating", "Expired", "Failed", "Lost"] as const) {
+      assert.equal(heldOn(record({ phase, assignedPod: "a" })), undefined, phase);
+    }
+  });
+});
+
+describe("AllocationSync", () => {
+  let store: MemoryResourceStore;
+  let registry: AgentRegistry;
+  let clock: FakeClock;
+  let busy: Set<string>;
+  let pending: string[];
+  let sync: AllocationSync;
+
+  beforeEach(async () => {
+    store = new MemoryResourceStore();
+    registry = new AgentRegistry();
+    registry.upsertAgent(agentInfo("agent-a"));
+    registry.upsertAgent(agentInfo("agent-b"));
+    clock = new FakeClock();
+    busy = new Set();
+    pending = [];
+    sync = new AllocationSync({
+      store,
+      registry,
+      clock,
+      logger: pino({ level: "silent" }),
+      isBusy: (namespace, name) => busy.has(`${namespace}/${name}`),
+      onPending: (sandbox) => pending.push(`${sandbox.metadata.namespace}/${sandbox.metadata.name}`),
+    });
+    await sync.start();
+  });
+
+  afterEach(async () => {
+    await sync.stop();
+    await store.close();
+  });
+
+  const settle = () => sync.whenIdle();
+  const key = (name: string, namespace = NAMESPACE) => `${namespace}/${name}`;
+  const placedOn = (name: string, namespace = NAMESPACE) => registry.placementOf(key(name, namespace))?.agent.name;
+
+  /** Writes a record as another replica's fast path would: created, then its status. */
+  async function record(
+    name: string,
+    status?: SandboxStatus,
+    options: { spec?: Partial<SandboxSpec>; namespace?: string; finalizer?: boolean } = {},
+  ): Promise<Sandbox> {
+    const created = await store.create("Sandbox", {
+      apiVersion: API_VERSION,
+      kind: "Sandbox",
+      metadata: { name, namespace: options.namespace ?? NAMESPACE, ...(options.finalizer ? { finalizers: [FINALIZER] } : {}) },
+      spec: spec(options.spec),
+    });
+    return status ? store.updateStatus("Sandbox", { ...created, status }) : created;
+  }
+
+  async function setStatus(name: string, status: SandboxStatus): Promise<Sandbox> {
+    const current = await store.get("Sandbox", { namespace: NAMESPACE, name });
+    assert.ok(current, `no record ${name}`);
+    return store.updateStatus("Sandbox", { ...current, status });
+  }
+
+  it("gives a Running record's agent its slot and exposed ports", async () => {
+    await record("web", { phase: "Running", assignedPod: "agent-a" }, { spec: { exposedPorts: [8080, 9090] } });
+    await settle();
+    assert.equal(placedOn("web"), "agent-a");
+    assert.deepEqual(registry.placementOf(key("web"))?.ports, [8080, 9090]);
+    const agent = registry.getAgent("agent-a");
+    assert.equal(agent?.allocated, 1);
+    assert.deepEqual(agent?.usedPorts, [8080, 9090]);
+    assert.equal(registry.getAgent("agent-b")?.allocated, 0);
+    registry.verifyIndexes();
+  });
+
+  it("gives a Bound record its slot too, and records listed before start() as well as those written after", async () => {
+    await sync.stop();
+    await record("early", { phase: "Running", assignedPod: "agent-b" });
+    sync = new AllocationSync({ store, registry, clock, logger: pino({ level: "silent" }), isBusy: () => false });
+    await sync.start();
+    await record("bound", { phase: "Bound", assignedPod: "agent-a" });
+    await settle();
+    assert.equal(placedOn("early"), "agent-b");
+    assert.equal(placedOn("bound"), "agent-a");
+    assert.equal(registry.poolUsage(NAMESPACE, POOL).allocated, 2);
+  });
+
+  it("holds nothing for a Pending record or one with no agent", async () => {
+    await record("waiting");
+    await record("nowhere", { phase: "Running" });
+    await settle();
+    assert.equal(registry.placementCount, 0);
+  });
+
+  it("releases the slot and ports when the record is deleted", async () => {
+    await record("web", { phase: "Running", assignedPod: "agent-a" }, { spec: { exposedPorts: [8080] } });
+    await settle();
+    assert.equal(placedOn("web"), "agent-a");
+
+    await store.delete("Sandbox", { namespace: NAMESPACE, name: "web" });
+    await settle();
+    assert.equal(placedOn("web"), undefined);
+    assert.equal(registry.getAgent("agent-a")?.allocated, 0);
+    assert.deepEqual(registry.getAgent("agent-a")?.usedPorts, []);
+    registry.verifyIndexes();
+  });
+
+  it("keeps the slot while a record is being deleted (its container is there until cleanup), releasing it once the record is gone", async () => {
+    await record("web", { phase: "Running", assignedPod: "agent-a" }, { finalizer: true });
+    await settle();
+    await store.delete("Sandbox", { namespace: NAMESPACE, name: "web" });
+    await settle();
+    const deleting = await store.get("Sandbox", { namespace: NAMESPACE, name: "web" });
+    assert.ok(deleting?.metadata.deletionTimestamp, "held by its finalizer");
+    assert.equal(placedOn("web"), "agent-a");
+
+    await store.update("Sandbox", { ...deleting, metadata: { ...deleting.metadata, finalizers: [] } });
+    await settle();
+    assert.equal(await store.get("Sandbox", { namespace: NAMESPACE, name: "web" }), undefined);
+    assert.equal(placedOn("web"), undefined);
+  });
+
+  it("releases the slot when the record turns Lost", async () => {
+    await record("web", { phase: "Running", assignedPod: "agent-a" }, { spec: { exposedPorts: [8080] } });
+    await settle();
+    await setStatus("web", { phase: "Lost", assignedPod: "agent-a" });
+    await settle();
+    assert.equal(placedOn("web"), undefined);
+    assert.equal(registry.getAgent("agent-a")?.allocated, 0);
+    assert.deepEqual(registry.getAgent("agent-a")?.usedPorts, []);
+  });
+
+  it("moves the slot and ports when the record moves to another agent", async () => {
+    await record("web", { phase: "Running", assignedPod: "agent-a" }, { spec: { exposedPorts: [8080] } });
+    await settle();
+    await setStatus("web", { phase: "Running", assignedPod: "agent-b" });
+    await settle();
+    assert.equal(placedOn("web"), "agent-b");
+    assert.equal(registry.getAgent("agent-a")?.allocated, 0);
+    assert.deepEqual(registry.getAgent("agent-a")?.usedPorts, []);
+    assert.equal(registry.getAgent("agent-b")?.allocated, 1);
+    assert.deepEqual(registry.getAgent("agent-b")?.usedPorts, [8080]);
+    registry.verifyIndexes();
+  });
+
+  it("leaves a key the local fast path is busy with alone, and settles it once the fast path is done", async () => {
+    busy.add(key("web"));
+    // The local fast path placed it elsewhere and has not written its record yet.
+    registry.place({ sandboxKey: key("web"), namespace: NAMESPACE, pool: POOL, image: "python:3.12", ports: [] });
+    const local = placedOn("web");
+    const other = local === "agent-a" ? "agent-b" : "agent-a";
+    await record("web", { phase: "Running", assignedPod: other });
+    await settle();
+    assert.equal(placedOn("web"), local, "the fast path's bookkeeping is ahead of the store");
+
+    clock.advance(500);
+    await settle();
+    assert.equal(placedOn("web"), local, "still busy: still left alone");
+
+    busy.delete(key("web"));
+    clock.advance(500);
+    await settle();
+    assert.equal(placedOn("web"), other, "settled from the record once the fast path is done");
+    assert.equal(registry.placementCount, 1);
+  });
+
+  it("gives a record whose agent is not registered its slot once the agent is registered and agentRegistered() is called", async () => {
+    await record("web", { phase: "Running", assignedPod: "agent-c" }, { spec: { exposedPorts: [8080] } });
+    await settle();
+    assert.equal(placedOn("web"), undefined);
+
+    registry.upsertAgent(agentInfo("agent-c"));
+    sync.agentRegistered("agent-c");
+    await settle();
+    assert.equal(placedOn("web"), "agent-c");
+    assert.deepEqual(registry.getAgent("agent-c")?.usedPorts, [8080]);
+  });
+
+  it("looks again at a record whose agent is not registered after a while even without agentRegistered()", async () => {
+    await record("web", { phase: "Running", assignedPod: "agent-c" });
+    await settle();
+    registry.upsertAgent(agentInfo("agent-c"));
+    await settle();
+    assert.equal(placedOn("web"), undefined, "nothing told it yet");
+
+    clock.advance(5000);
+    await settle();
+    assert.equal(placedOn("web"), "agent-c");
+  });
+
+  it("agentRegistered() of an agent that holds nothing, or that is unknown, changes nothing", async () => {
+    await record("web", { phase: "Running", assignedPod: "agent-a" });
+    await settle();
+    sync.agentRegistered("agent-b");
+    sync.agentRegistered("agent-z");
+    await settle();
+    assert.equal(placedOn("web"), "agent-a");
+    assert.equal(registry.placementCount, 1);
+  });
+
+  it("restores the records of an agent that was removed and registered again", async () => {
+    await record("one", { phase: "Running", assignedPod: "agent-a" });
+    await record("two", { phase: "Bound", assignedPod: "agent-a" }, { spec: { exposedPorts: [8080] } });
+    await record("elsewhere", { phase: "Running", assignedPod: "agent-b" });
+    await settle();
+    assert.equal(registry.removeAgent("agent-a").length, 2);
+
+    registry.upsertAgent(agentInfo("agent-a"));
+    sync.agentRegistered("agent-a");
+    await settle();
+    assert.equal(placedOn("one"), "agent-a");
+    assert.equal(placedOn("two"), "agent-a");
+    assert.deepEqual(registry.getAgent("agent-a")?.usedPorts, [8080]);
+    assert.equal(placedOn("elsewhere"), "agent-b");
+    registry.verifyIndexes();
+  });
+
+  it("retries a record whose port is still held on its agent by a record it has not seen leave yet", async () => {
+    // Another sandbox holds 8080 on agent-a in this registry (e.g. placed by the local fast path).
+    registry.restore({ sandboxKey: key("old"), agentName: "agent-a", ports: [8080] });
+    await record("web", { phase: "Running", assignedPod: "agent-a" }, { spec: { exposedPorts: [8080] } });
+    await settle();
+    assert.equal(placedOn("web"), undefined, "conflict: not recorded yet");
+
+    registry.release(key("old"));
+    clock.advance(1000);
+    await settle();
+    assert.equal(placedOn("web"), "agent-a");
+    assert.deepEqual(registry.getAgent("agent-a")?.usedPorts, [8080]);
+  });
+
+  it("counts the Pending records of a pool, not those of other pools or namespaces, placed or being deleted", async () => {
+    await record("p1");
+    await record("p2", { phase: "Pending" });
+    await record("deleting", undefined, { finalizer: true });
+    await store.delete("Sandbox", { namespace: NAMESPACE, name: "deleting" });
+    await record("running", { phase: "Running", assignedPod: "agent-a" });
+    await record("other-pool", undefined, { spec: { poolRef: "go" } });
+    await record("other-namespace", undefined, { namespace: "elsewhere" });
+    await settle();
+    assert.equal(sync.pendingIn(NAMESPACE, POOL), 2);
+    assert.equal(sync.pendingIn(NAMESPACE, "go"), 1);
+    assert.equal(sync.pendingIn("elsewhere", POOL), 1);
+    assert.equal(sync.pendingIn(NAMESPACE, "none"), 0);
+
+    await setStatus("p1", { phase: "Running", assignedPod: "agent-a" });
+    await settle();
+    assert.equal(sync.pendingIn(NAMESPACE, POOL), 1);
+    assert.equal(sync.cachedSandboxes().length, 6);
+  });
+
+  it("calls onPending with the records waiting to be placed, not with placed or deleting ones", async () => {
+    await record("p1");
+    await record("p2", { phase: "Pending" });
+    await record("running", { phase: "Running", assignedPod: "agent-a" });
+    await record("deleting", undefined, { finalizer: true });
+    await settle();
+    pending.length = 0;
+    await store.delete("Sandbox", { namespace: NAMESPACE, name: "deleting" });
+    await settle();
+    assert.deepEqual(pending, [], "a record being deleted is no demand");
+
+    await record("p3");
+    await settle();
+    assert.deepEqual(pending, [key("p3")]);
+  });
+
+  it("calls onPending for every Pending record it lists", async () => {
+    await record("p1");
+    await record("p2", { phase: "Pending" });
+    await record("running", { phase: "Running", assignedPod: "agent-a" });
+    await settle();
+    assert.deepEqual([...new Set(pending)].sort(), [key("p1"), key("p2")]);
+  });
+
+  it("follows only its namespace when given one", async () => {
+    await sync.stop();
+    sync = new AllocationSync({ store, registry, clock, logger: pino({ level: "silent" }), isBusy: () => false, namespace: NAMESPACE });
+    await sync.start();
+    await record("mine", { phase: "Running", assignedPod: "agent-a" });
+    await record("theirs", { phase: "Running", assignedPod: "agent-a" }, { namespace: "elsewhere" });
+    await settle();
+    assert.equal(placedOn("mine"), "agent-a");
+    assert.equal(placedOn("theirs", "elsewhere"), undefined);
+    assert.equal(sync.pendingIn("elsewhere", POOL), 0);
+  });
+});

@@ -1,0 +1,125 @@
+/**
+ * Keeps a replica's registry in step with the allocations the store records, when several replicas
+ * place sandboxes (Kubernetes mode: the fast path answers on every controller replica, each with its
+ * own in-memory registry). A sandbox record assigned to an agent (`status.assignedPod`) in phase
+ * Bound or Running — also while it is being deleted: its container is there until its cleanup
+ * finished — holds a slot and its ports on that agent; any other record, or none, holds nothing.
+ *
+ * One `reconcile(key)` per sandbox on the controller kit: the registry's placement of the key is
+ * made to match the record. Keys this replica's fast path is working on are left to it (looked at
+ * again shortly): its own bookkeeping is ahead of the store. A record whose agent is not registered
+ * yet is looked at again when the agent is (`agentRegistered`), and after a while anyway.
+ *
+ * The registry is a proposal, not the authority: the agent admits a sandbox atomically (its slots
+ * and ports), so a registry that lags the store for a moment costs a refused create that is placed
+ * again, never an over-committed agent.
+ */
+import type { Logger } from "pino";
+import type { Sandbox } from "@fast-sandbox/api";
+import { systemClock, type Clock } from "../controller/clock.js";
+import { Controller, type ReconcileResult, type Reconciler } from "../controller/controller.js";
+import { Informer } from "../controller/informer.js";
+import { objectKey, parseObjectKey } from "../controller/object-key.js";
+import type { AgentRegistry } from "../registry/agent-registry.js";
+import type { ResourceStore } from "../store/resource-store.js";
+
+/** How soon to look again at a key the local fast path is busy with, or whose agent is not registered. */
+const RECHECK_MS = 500;
+/** The informer index of sandboxes by `status.assignedPod`. */
+const BY_AGENT = "agent";
+
+export interface AllocationSyncOptions {
+  store: ResourceStore;
+  registry: AgentRegistry;
+  /** True while this replica's fast path creates, replaces or deletes the sandbox. */
+  isBusy(namespace: string, name: string): boolean;
+  logger: Logger;
+  /** Only this namespace. @default all namespaces */
+  namespace?: string;
+  /** Called for records waiting to be placed (phase Pending): demand the pool controller counts. */
+  onPending?(sandbox: Sandbox): void;
+  /** @default systemClock */
+  clock?: Clock;
+}
+
+/** The agent a record's sandbox holds a slot on, or undefined. */
+export function heldOn(sandbox: Sandbox | undefined): string | undefined {
+  const phase = sandbox?.status?.phase;
+  const agent = sandbox?.status?.assignedPod;
+  return agent && (phase === "Bound" || phase === "Running") ? agent : undefined;
+}
+
+export class AllocationSync implements Reconciler {
+  private readonly options: AllocationSyncOptions;
+  private readonly informer: Informer<"Sandbox">;
+  private readonly controller: Controller;
+
+  constructor(options: AllocationSyncOptions) {
+    this.options = options;
+    const clock = options.clock ?? systemClock;
+    this.informer = new Informer({
+      store: options.store,
+      kind: "Sandbox",
+      logger: options.logger,
+      clock,
+      ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
+      indexes: { [BY_AGENT]: (sandbox) => (sandbox.status?.assignedPod ? [sandbox.status.assignedPod] : []) },
+    });
+    this.controller = new Controller({ name: "allocation-sync", reconciler: this, logger: options.logger, clock, workers: 2, maxBackoffMs: 5000 });
+    this.controller.watch(this.informer);
+  }
+
+  /** Lists the sandboxes and follows them; resolves once the first list is in the registry's queue. */
+  start(): Promise<void> {
+    return this.controller.start();
+  }
+
+  stop(): Promise<void> {
+    return this.controller.stop();
+  }
+
+  /** Resolves when every change seen so far is reconciled; for tests. */
+  whenIdle(): Promise<void> {
+    return this.controller.whenIdle();
+  }
+
+  /** The sandboxes in the cache (no store read). */
+  cachedSandboxes(): Sandbox[] {
+    return this.informer.list();
+  }
+
+  /** Records of the pool waiting to be placed (Pending, not being deleted), from the cache. */
+  pendingIn(namespace: string, pool: string): number {
+    let count = 0;
+    for (const sandbox of this.informer.list()) {
+      if (sandbox.metadata.namespace !== namespace || sandbox.spec.poolRef !== pool || sandbox.metadata.deletionTimestamp) continue;
+      if ((sandbox.status?.phase ?? "Pending") === "Pending") count += 1;
+    }
+    return count;
+  }
+
+  /** The agent was (re)registered in the registry: the records assigned to it get their slots back. */
+  agentRegistered(agentName: string): void {
+    for (const sandbox of this.informer.byIndex(BY_AGENT, agentName)) this.controller.enqueue(objectKey(sandbox));
+  }
+
+  async reconcile(key: string): Promise<ReconcileResult | void> {
+    const { registry } = this.options;
+    const { namespace, name } = parseObjectKey(key);
+    if (this.options.isBusy(namespace, name)) return { requeueAfterMs: RECHECK_MS };
+    const sandbox = this.informer.get(key);
+    if (sandbox && (sandbox.status?.phase ?? "Pending") === "Pending" && !sandbox.metadata.deletionTimestamp) this.options.onPending?.(sandbox);
+    const agentName = heldOn(sandbox);
+    const current = registry.placementOf(key);
+    if (current && current.agent.name !== agentName) registry.release(key);
+    if (!agentName || !sandbox || (current && current.agent.name === agentName)) return;
+    if (!registry.getAgent(agentName)) return { requeueAfterMs: RECHECK_MS * 10 };
+    try {
+      registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
+    } catch (error) {
+      // A port held by a record this replica has not caught up with yet: the next change settles it.
+      this.options.logger.warn({ err: error, sandbox: key, agent: agentName }, "could not record the sandbox's slot yet");
+      return { requeueAfterMs: RECHECK_MS * 2 };
+    }
+  }
+}
