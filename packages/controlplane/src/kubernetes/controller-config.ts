@@ -92,5 +92,5 @@ function readTemplate(path: string): V1PodTemplateSpec {
   if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) {
     throw new ValidationError("FSB_AGENT_TEMPLATE_FILE", `${path} is not a Pod template (a YAML mapping with metadata and spec)`);
   }
-  return parsed as V1PodTemplateSpec;
+  return parsed;
 }

@@ -87,7 +87,6 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
   });
   const leading = () => elector.isLeader();
 
-  let adoption: AgentAdoption | undefined;
   const connections: AgentConnections = new AgentConnections({
     fleet,
     registry,
@@ -96,25 +95,24 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     metrics,
     ...(options.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: options.heartbeatIntervalMs } : {}),
     onConnected: async (agentName, status) => {
-      if (leading()) await adoption?.adopt(agentName, status);
+      if (leading()) await adoption.adopt(agentName, status);
     },
     onStatus: async (agentName, status) => {
       if (leading()) await recordSandboxFacts(store, agentName, status);
     },
   });
   const manager = new SandboxManager({ store, registry, agents: connections, logger });
-  adoption = new AgentAdoption({ store, registry, manager, agents: connections, logger });
-  let pools: PoolController | undefined;
+  const adoption = new AgentAdoption({ store, registry, manager, agents: connections, logger });
   const allocations = new AllocationSync({
     store,
     registry,
     logger,
     isBusy: (namespace, name) => manager.isBusy(namespace, name),
     onPending: (sandbox) => {
-      if (leading()) pools?.wake(sandbox.metadata.namespace ?? "default", sandbox.spec.poolRef);
+      if (leading()) poolController.wake(sandbox.metadata.namespace ?? "default", sandbox.spec.poolRef);
     },
   });
-  pools = new PoolController({
+  const poolController = new PoolController({
     store,
     fleet,
     registry,
@@ -124,7 +122,6 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     onAgentRegistered: (name) => allocations.agentRegistered(name),
     waitingFor: (namespace, pool) => Math.max(manager.waitingFor(namespace, pool), allocations.pendingIn(namespace, pool)),
   });
-  const poolController = pools;
   poolController.onPoolChanged((pool, deleted) => {
     if (deleted) manager.deletePool(pool.metadata.namespace ?? "default", pool.metadata.name);
     else manager.setPool(pool);

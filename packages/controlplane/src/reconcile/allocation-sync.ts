@@ -103,7 +103,11 @@ export class AllocationSync implements Reconciler {
     for (const sandbox of this.informer.byIndex(BY_AGENT, agentName)) this.controller.enqueue(objectKey(sandbox));
   }
 
-  async reconcile(key: string): Promise<ReconcileResult | void> {
+  reconcile(key: string): Promise<ReconcileResult | void> {
+    return Promise.resolve(this.step(key));
+  }
+
+  private step(key: string): ReconcileResult | void {
     const { registry } = this.options;
     const { namespace, name } = parseObjectKey(key);
     if (this.options.isBusy(namespace, name)) return { requeueAfterMs: RECHECK_MS };
