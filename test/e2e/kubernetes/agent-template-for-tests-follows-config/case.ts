@@ -1,0 +1,98 @@
+/**
+ * The suite's agent Pod template (../deploy/agent-pod-template.yaml, which the overlay puts in the
+ * ConfigMap fast-sandbox-agent-template instead of config/agent's) is config/agent's with exactly
+ * the documented test changes and nothing else, so the suite's agents run what production runs:
+ * the init container runs the suite's installer image instead of copying from the agent image; the
+ * agent listens on its Pod IP; containerd namespace fsb-e2e-kubernetes; host dirs under
+ * /run/fast-sandbox-e2e-kubernetes. When config/agent's template changes, this fails until the
+ * copy follows. The cluster holds the copy.
+ */
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { describe, it } from "node:test";
+import { parse } from "yaml";
+import { REPO_ROOT } from "../../../support/containerd.js";
+import { CONTAINERD_NAMESPACE, DEPLOY_DIR, HOST_DIR, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
+
+interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: unknown;
+}
+
+interface Container {
+  name: string;
+  image?: string;
+  command?: string[];
+  env?: EnvVar[];
+}
+
+interface PodTemplate {
+  spec: {
+    initContainers: Container[];
+    containers: Container[];
+    volumes: { name: string; hostPath?: { path: string; type?: string } }[];
+  };
+}
+
+const PRODUCTION = path.join(REPO_ROOT, "config/agent/agent-pod-template.yaml");
+const FOR_TESTS = path.join(DEPLOY_DIR, "agent-pod-template.yaml");
+
+function byName<T extends { name: string }>(items: T[], name: string): T {
+  const found = items.find((item) => item.name === name);
+  assert.ok(found, `${name} is not in the template`);
+  return found;
+}
+
+/** config/agent's template with the suite's changes, as documented in ../deploy/agent-pod-template.yaml. */
+function withTestChanges(template: PodTemplate): PodTemplate {
+  const install = byName(template.spec.initContainers, "install-node-binaries");
+  delete install.command;
+  install.image = "fast-sandbox/agent-node-binaries:e2e";
+  install.env = [{ name: "FSB_NODE_BINARIES_DIR", value: "/var/lib/fast-sandbox/bin" }];
+  const agent = byName(template.spec.containers, "agent");
+  agent.env = [{ name: "POD_IP", valueFrom: { fieldRef: { fieldPath: "status.podIP" } } }, ...(agent.env ?? [])];
+  byName(agent.env, "FSB_AGENT_LISTEN").value = "$(POD_IP):7071";
+  byName(agent.env, "FSB_CONTAINERD_NAMESPACE").value = CONTAINERD_NAMESPACE;
+  byName(template.spec.volumes, "agents-state").hostPath!.path = `${HOST_DIR}/agents`;
+  byName(template.spec.volumes, "node-binaries").hostPath!.path = `${HOST_DIR}/bin`;
+  return template;
+}
+
+export function registerCase(suite: KubernetesSuiteContext): void {
+  describe("agent template for tests follows config", () => {
+    it("differs from config/agent's template only by the documented test changes", () => {
+      const production = parse(readFileSync(PRODUCTION, "utf8")) as PodTemplate;
+      const forTests = parse(readFileSync(FOR_TESTS, "utf8")) as PodTemplate;
+      assert.deepEqual(forTests, withTestChanges(production));
+    });
+
+    it("is the template the deployed controller reads", async () => {
+      const name = (
+        await suite.kubectlOk(
+          "-n",
+          "fast-sandbox-system",
+          "get",
+          "configmap",
+          "-l",
+          "app.kubernetes.io/component=agent",
+          "-o",
+          "jsonpath={.items[*].metadata.name}",
+        )
+      ).trim();
+      assert.match(name, /^fast-sandbox-agent-template-[a-z0-9]+$/, "one agent template ConfigMap");
+      const deployed = await suite.kubectlOk("-n", "fast-sandbox-system", "get", "configmap", name, "-o", "jsonpath={.data.agent-pod-template\\.yaml}");
+      assert.equal(deployed, readFileSync(FOR_TESTS, "utf8"));
+      const mounted = await suite.kubectlOk(
+        "-n",
+        "fast-sandbox-system",
+        "get",
+        "deployment/fast-sandbox-controller",
+        "-o",
+        `jsonpath={.spec.template.spec.volumes[?(@.name=="agent-template")].configMap.name}`,
+      );
+      assert.equal(mounted, name);
+    });
+  });
+}
