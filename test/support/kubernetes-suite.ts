@@ -442,10 +442,7 @@ export class KubernetesSuite implements KubernetesSuiteContext {
         { timeoutMs: 180_000, intervalMs: 500 },
       );
     } catch (error) {
-      throw new Error(
-        `${(error as Error).message}\n` +
-          (await this.describePods(SYSTEM_NAMESPACE, "app.kubernetes.io/component=controller")),
-      );
+      throw new Error(`${(error as Error).message}\n` + (await this.describePods(SYSTEM_NAMESPACE, "app.kubernetes.io/component=controller")));
     }
   }
 
