@@ -25,7 +25,9 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } fr
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { REPO_ROOT, ctr, removeCgroupTree, removeNamespace } from "./containerd.js";
+import { BASE_IMAGE, REPO_ROOT, ctr, importBaseImage, removeCgroupTree, removeNamespace } from "./containerd.js";
+
+export { BASE_IMAGE };
 
 const SUITE_DIR = path.join(REPO_ROOT, "test/e2e/kubernetes");
 const CLUSTER_SH = path.join(REPO_ROOT, "test/harness/cluster/cluster.sh");
@@ -402,10 +404,17 @@ export class KubernetesSuite implements KubernetesSuiteContext {
     assert.equal(process.getuid?.(), 0, "the Kubernetes suite needs root (containerd, cgroups, host dirs)");
     const containerd = await run("ctr", ["version"]);
     assert.equal(containerd.code, 0, `containerd does not answer (bash scripts/start-containerd.sh starts it):\n${containerd.stderr}`);
-    for (const built of ["packages/janitor/dist/main.js", "packages/agent/dist/main.js", "packages/agent/helper/build/fsb-helper"]) {
+    for (const built of [
+      "packages/controlplane/dist/kubernetes/main.js",
+      "packages/janitor/dist/main.js",
+      "packages/agent/dist/main.js",
+      "packages/agent/helper/build/fsb-helper",
+    ]) {
       assert.ok(existsSync(path.join(REPO_ROOT, built)), `${built} is missing: run npm run build`);
     }
     this.cleanUpAfterEarlierRuns();
+    // The sandboxes' image (no registry on the internet here): the cases' pools use BASE_IMAGE.
+    importBaseImage(CONTAINERD_NAMESPACE);
 
     // The hostPath volumes' dirs (DirectoryOrCreate, which the fake kubelet does not create).
     mkdirSync(path.join(HOST_DIR, "agents"), { recursive: true });

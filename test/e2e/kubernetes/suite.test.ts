@@ -6,19 +6,36 @@
  * needs beside it, and registers its `describe` here; the last test removes everything and checks
  * that nothing of the run is left (processes, containers, tasks, snapshots, cgroups, files).
  *
- * A new case: write `<what-it-proves>/case.ts` exporting `registerCase(suite)`, import it below and
- * add it to `cases`. Cases run in that order, one at a time, on the same cluster: each makes its own
- * namespaces (`suite.createNamespace`) and removes what it makes outside them.
+ * A new case: write `<what-it-proves>/case.ts` exporting `registerCase(suite)`; every folder here
+ * with a case.ts is found. Cases run in the order of their folder names, one at a time, on the same
+ * cluster: each makes its own namespaces (`suite.createNamespace`) and removes what it makes outside
+ * them. FSB_K8S_CASES=name,name runs only those cases (the setup and the final check always run).
  *
  *   npm run build && node --conditions=development --import tsx --test test/e2e/kubernetes/suite.test.ts
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { existsSync, readdirSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { KubernetesSuite, type RegisterCase } from "../../support/kubernetes-suite.js";
-import { registerCase as agentTemplateForTestsFollowsConfig } from "./agent-template-for-tests-follows-config/case.js";
-import { registerCase as janitorRunsAsADaemonSet } from "./janitor-runs-as-a-daemonset/case.js";
 
-const cases: RegisterCase[] = [agentTemplateForTestsFollowsConfig, janitorRunsAsADaemonSet];
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const only = (process.env.FSB_K8S_CASES ?? "")
+  .split(",")
+  .map((name) => name.trim())
+  .filter(Boolean);
+const names = readdirSync(HERE, { withFileTypes: true })
+  .filter((entry) => entry.isDirectory() && existsSync(path.join(HERE, entry.name, "case.ts")))
+  .map((entry) => entry.name)
+  .filter((name) => only.length === 0 || only.includes(name))
+  .sort();
+for (const name of only) assert.ok(names.includes(name), `FSB_K8S_CASES names ${name}, which has no ${name}/case.ts here`);
+const cases: RegisterCase[] = [];
+for (const name of names) {
+  const module = (await import(pathToFileURL(path.join(HERE, name, "case.ts")).href)) as { registerCase: RegisterCase };
+  cases.push(module.registerCase);
+}
 
 describe("Fast Sandbox on Kubernetes (one cluster, deployed from config/)", () => {
   const suite = new KubernetesSuite();
