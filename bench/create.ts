@@ -240,6 +240,8 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
             cpuMillis: 0,
             memoryBytes: 0n,
             pids: 0,
+            slots: 0,
+            exposedPorts: [],
           });
           const elapsed = performance.now() - t0;
           agentIds.push(sandboxId);

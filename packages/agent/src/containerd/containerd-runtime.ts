@@ -19,6 +19,7 @@ import { AlreadyExistsError, FsbError, NotFoundError, UnavailableError } from "@
 import {
   LABEL_AGENT,
   LABEL_AGENT_UID,
+  LABEL_EXPOSED_PORTS,
   LABEL_MANAGED,
   LABEL_NAME,
   LABEL_NAMESPACE,
@@ -236,6 +237,7 @@ export class ContainerdRuntime implements Runtime {
       [LABEL_POOL]: spec.pool,
       [LABEL_IMAGE]: spec.image,
       [LABEL_RUNTIME_TYPE]: spec.runtimeType,
+      ...(spec.exposedPorts?.length ? { [LABEL_EXPOSED_PORTS]: spec.exposedPorts.join(",") } : {}),
     };
     const gvisor = spec.runtimeType === "gvisor";
     const runDir = this.runDir(id);
@@ -575,6 +577,8 @@ export class ContainerdRuntime implements Runtime {
       labels,
     };
     if (task && task.pid > 0) sandbox.pid = task.pid;
+    const exposedPorts = parsePorts(labels[LABEL_EXPOSED_PORTS]);
+    if (exposedPorts.length > 0) sandbox.exposedPorts = exposedPorts;
     // The cgroup lives as long as the task: read while it runs (or has stopped but is not deleted).
     if (task && readOomKillCount(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, container.id)) > 0) sandbox.oomKilled = true;
     if (task?.status === TaskStatus.STOPPED) sandbox.exitCode = task.exitStatus;
@@ -814,6 +818,14 @@ function taskState(status: TaskStatus): RuntimeSandboxState {
     default:
       return "unknown";
   }
+}
+
+/** The ports of a LABEL_EXPOSED_PORTS value (`8080,9090`); anything else in it is ignored. */
+function parsePorts(label: string | undefined): number[] {
+  return (label ?? "")
+    .split(",")
+    .map(Number)
+    .filter((port) => Number.isInteger(port) && port >= 1 && port <= 65535);
 }
 
 /** A containerd filter value: a quoted string with `"` and `\` escaped. */

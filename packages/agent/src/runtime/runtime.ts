@@ -15,6 +15,8 @@ export const LABEL_SANDBOX_ID = "fast-sandbox.io/sandbox-id";
 export const LABEL_NAMESPACE = "fast-sandbox.io/namespace";
 export const LABEL_NAME = "fast-sandbox.io/name";
 export const LABEL_POOL = "fast-sandbox.io/pool";
+/** Ports the sandbox exposes, comma-separated: an agent that adopts the sandbox keeps them exclusive. */
+export const LABEL_EXPOSED_PORTS = "fast-sandbox.io/exposed-ports";
 
 export type RuntimeType = "container" | "gvisor";
 
@@ -49,6 +51,8 @@ export interface RuntimeSandboxSpec {
   runtimeType: RuntimeType;
   /** File that receives the sandbox's stdout and stderr. */
   logPath: string;
+  /** Ports the sandbox exposes (recorded with the sandbox, for admission after an agent restart). */
+  exposedPorts?: number[];
 }
 
 /** `creating`: a create is in flight on the agent (reported by the agent, never by a runtime's list). */
@@ -65,6 +69,8 @@ export interface RuntimeSandbox {
   exitCode?: number;
   /** The kernel's OOM killer killed a process of the sandbox (its memory limit was reached). */
   oomKilled?: boolean;
+  /** Ports the sandbox exposes, as recorded at its create. */
+  exposedPorts?: number[];
   labels: Record<string, string>;
 }
 

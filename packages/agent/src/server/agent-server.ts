@@ -3,6 +3,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { listenCleartext, pb, requireBearerToken, withProbeRoutes } from "@fast-sandbox/api";
 import type { Runtime } from "../runtime/runtime.js";
 import { sandboxLogDir } from "../state-layout.js";
+import { Admission } from "./admission.js";
 import { createAgentService, type AgentIdentity } from "./agent-service.js";
 import { CreatesInFlight } from "./creates-in-flight.js";
 import { AgentMetrics } from "./agent-metrics.js";
@@ -21,7 +22,7 @@ export interface AgentServerOptions {
 export interface AgentServer {
   /** host:port the agent API listens on. */
   endpoint: string;
-  /** Stops taking calls, lets creates in flight finish (up to `drainTimeoutMs`), then closes. */
+  /** Refuses new creates (Unavailable) and stops taking calls, lets creates in flight finish (up to `drainTimeoutMs`), then closes. */
   close(drainTimeoutMs?: number): Promise<void>;
 }
 
@@ -34,13 +35,16 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
   const logDir = sandboxLogDir(options.stateDir);
   mkdirSync(logDir, { recursive: true });
   const creates = new CreatesInFlight();
+  // Every container the runtime has for this agent holds a slot (and its ports) from the start.
+  const admission = new Admission(options.identity.name);
+  admission.adopt(await options.runtime.list());
   const metrics = options.metrics ?? new AgentMetrics();
   metrics.observeCreatesInFlight(() => creates.ids().length);
   let draining = false;
   const api = connectNodeAdapter({
     interceptors: [requireBearerToken(options.token), metrics.interceptor()],
     routes: (router) => {
-      router.service(pb.AgentService, createAgentService({ identity: options.identity, runtime: options.runtime, logDir, creates }));
+      router.service(pb.AgentService, createAgentService({ identity: options.identity, runtime: options.runtime, logDir, creates, admission }));
     },
   });
   const handler = withProbeRoutes(api, {
@@ -57,6 +61,7 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
     endpoint: `${options.host}:${server.port}`,
     close: async (drainTimeoutMs = 0) => {
       draining = true;
+      admission.stop();
       const closed = server.close();
       await creates.drain(drainTimeoutMs);
       await closed;

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, beforeEach, describe, it } from "node:test";
 import { Code, ConnectError, createClient, createRouterTransport, type Client } from "@connectrpc/connect";
-import { AlreadyExistsError, FsbError, NotFoundError, pb } from "@fast-sandbox/api";
+import { AlreadyExistsError, FsbError, NoCapacityError, NotFoundError, fromConnectError, pb } from "@fast-sandbox/api";
 import type {
   DeleteOptions,
   ExecIo,
@@ -16,6 +16,7 @@ import type {
   RuntimeSandbox,
   RuntimeSandboxSpec,
 } from "../runtime/runtime.js";
+import { Admission } from "./admission.js";
 import { EXEC_QUEUE_HIGH, createAgentService, type AgentIdentity } from "./agent-service.js";
 
 /** An in-memory Runtime that records what the service asks of it. */
@@ -27,6 +28,8 @@ class FakeRuntime implements Runtime {
   readonly execs: { sandboxId: string; request: ExecRequest }[] = [];
   readonly waits: { sandboxId: string; signal: AbortSignal | undefined }[] = [];
   createError: Error | undefined;
+  /** When set, create waits for it before it makes the sandbox. */
+  createGate: Promise<void> | undefined;
   execScript: (io: ExecIo) => Promise<number> = async () => 0;
   waitResult: () => Promise<number> = async () => 0;
 
@@ -53,6 +56,8 @@ class FakeRuntime implements Runtime {
   async create(spec: RuntimeSandboxSpec): Promise<RuntimeSandbox> {
     this.created.push(spec);
     if (this.createError) throw this.createError;
+    if (this.createGate) await this.createGate;
+    if (this.sandboxes.has(spec.sandboxId)) throw new AlreadyExistsError(`sandbox ${spec.sandboxId} already exists`);
     const sandbox: RuntimeSandbox = {
       sandboxId: spec.sandboxId,
       namespace: spec.namespace,
@@ -112,15 +117,20 @@ after(() => rmSync(logDir, { recursive: true, force: true }));
 let runtime: FakeRuntime;
 let client: Client<typeof pb.AgentService>;
 
-beforeEach(() => {
-  runtime = new FakeRuntime();
-  const service = createAgentService({ identity, runtime, logDir });
-  client = createClient(
+/** A client of a new agent service over `runtime`, with the given admission (or its default). */
+function serve(admission?: Admission): Client<typeof pb.AgentService> {
+  const service = createAgentService({ identity, runtime, logDir, ...(admission ? { admission } : {}) });
+  return createClient(
     pb.AgentService,
     createRouterTransport(({ service: register }) => {
       register(pb.AgentService, service);
     }),
   );
+}
+
+beforeEach(() => {
+  runtime = new FakeRuntime();
+  client = serve();
 });
 
 const logPath = (sandboxId: string) => join(logDir, `${sandboxId}.log`);
@@ -161,6 +171,8 @@ function createRequest(overrides: Partial<CreateRequest> = {}): CreateRequest {
     cpuMillis: 500,
     memoryBytes: 256n * 1024n * 1024n,
     pids: 64,
+    slots: 0,
+    exposedPorts: [],
     ...overrides,
   };
 }
@@ -243,6 +255,157 @@ describe("AgentService", () => {
       const error = await rejection(client.createSandbox(createRequest()));
       assert.equal(error.code, Code.Internal);
       assert.match(error.rawMessage, /shim died/);
+    });
+  });
+
+  describe("admission (slots and exposed ports, decided by the agent)", () => {
+    /** A gate that opens on `open()`, or by itself after 2 s so a failing test fails instead of hanging. */
+    function gate(): { opened: Promise<void>; open: () => void } {
+      let open = () => undefined as void;
+      const opened = new Promise<void>((resolve) => (open = resolve));
+      const timer = setTimeout(open, 2000);
+      return {
+        opened,
+        open: () => {
+          clearTimeout(timer);
+          open();
+        },
+      };
+    }
+
+    /** Holds the runtime's creates until `open()`. */
+    function gateCreates(): { open: () => void } {
+      const creates = gate();
+      runtime.createGate = creates.opened;
+      return creates;
+    }
+
+    it("lets exactly `slots` of concurrent creates in and refuses the rest with ResourceExhausted, a NoCapacityError for the caller", async () => {
+      const gate = gateCreates();
+      const calls = Array.from({ length: 10 }, (_, i) => client.createSandbox(createRequest({ sandboxId: `default.burst.${i}`, slots: 3 })));
+      const settled = Promise.allSettled(calls);
+      // The refusals answer while the admitted creates are still in flight.
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(runtime.created.length, 3);
+      gate.open();
+      const results = await settled;
+      assert.equal(results.filter((r) => r.status === "fulfilled").length, 3);
+      const refused = results.filter((r): r is PromiseRejectedResult => r.status === "rejected").map((r) => r.reason as unknown);
+      assert.equal(refused.length, 7);
+      for (const error of refused) {
+        assert.ok(error instanceof ConnectError);
+        assert.equal(error.code, Code.ResourceExhausted);
+        assert.equal(error.rawMessage, "agent default-0 is full: 3 of 3 slots in use");
+        assert.ok(fromConnectError(error) instanceof NoCapacityError);
+      }
+      assert.equal(runtime.sandboxes.size, 3);
+    });
+
+    it("counts the sandboxes the runtime had when the admission was seeded, exited ones too", async () => {
+      runtime.add({ sandboxId: "default.old.000001", state: "stopped", exitCode: 0 });
+      runtime.add({ sandboxId: "default.old.000002", name: "api", exposedPorts: [8080] });
+      const admission = new Admission(identity.name);
+      admission.adopt(await runtime.list());
+      const seeded = serve(admission);
+      const full = await rejection(seeded.createSandbox(createRequest({ sandboxId: "default.new.000001", slots: 2 })));
+      assert.equal(full.code, Code.ResourceExhausted);
+      const port = await rejection(seeded.createSandbox(createRequest({ sandboxId: "default.new.000001", slots: 3, exposedPorts: [8080] })));
+      assert.equal(port.rawMessage, "port 8080 is already exposed by sandbox default/api on agent default-0");
+      await seeded.createSandbox(createRequest({ sandboxId: "default.new.000001", slots: 3, exposedPorts: [8081] }));
+      assert.deepEqual(runtime.created[0]?.exposedPorts, [8081]);
+    });
+
+    it("refuses a port another sandbox of the agent exposes, and takes it once that sandbox is deleted", async () => {
+      await client.createSandbox(createRequest({ sandboxId: "default.web.000001", name: "web", exposedPorts: [8080] }));
+      const error = await rejection(client.createSandbox(createRequest({ sandboxId: "default.web.000002", name: "web2", exposedPorts: [9000, 8080] })));
+      assert.equal(error.code, Code.ResourceExhausted);
+      assert.equal(error.rawMessage, "port 8080 is already exposed by sandbox default/web on agent default-0");
+      assert.equal(runtime.created.length, 1);
+      await client.deleteSandbox({ sandboxId: "default.web.000001", gracePeriodMs: 0 });
+      await client.createSandbox(createRequest({ sandboxId: "default.web.000002", name: "web2", exposedPorts: [9000, 8080] }));
+    });
+
+    it("gives the slot and ports of a failed create back", async () => {
+      runtime.createError = new NotFoundError("image python:3.12 is not present");
+      await rejection(client.createSandbox(createRequest({ sandboxId: "default.failed.000001", slots: 1, exposedPorts: [8080] })));
+      runtime.createError = undefined;
+      await client.createSandbox(createRequest({ sandboxId: "default.next.000001", slots: 1, exposedPorts: [8080] }));
+      assert.equal((await rejection(client.createSandbox(createRequest({ sandboxId: "default.more.000001", slots: 1 })))).code, Code.ResourceExhausted);
+    });
+
+    it("answers a retry of an existing id with AlreadyExists, as before, even when the agent is full", async () => {
+      await client.createSandbox(createRequest({ sandboxId: "default.web.000001", slots: 1, exposedPorts: [8080] }));
+      const error = await rejection(client.createSandbox(createRequest({ sandboxId: "default.web.000001", slots: 1, exposedPorts: [8080] })));
+      assert.equal(error.code, Code.AlreadyExists);
+      // The failed retry freed nothing of the sandbox it collided with.
+      assert.equal(
+        (await rejection(client.createSandbox(createRequest({ sandboxId: "default.other.000001", slots: 2, exposedPorts: [8080] })))).code,
+        Code.ResourceExhausted,
+      );
+    });
+
+    it("does not count a retry of a create in flight twice", async () => {
+      const gate = gateCreates();
+      const first = client.createSandbox(createRequest({ sandboxId: "default.a.000001", slots: 2 }));
+      const retry = client.createSandbox(createRequest({ sandboxId: "default.a.000001", slots: 2 }));
+      const second = client.createSandbox(createRequest({ sandboxId: "default.b.000001", slots: 2 }));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal((await rejection(client.createSandbox(createRequest({ sandboxId: "default.c.000001", slots: 2 })))).code, Code.ResourceExhausted);
+      gate.open();
+      const results = await Promise.allSettled([first, retry, second]);
+      assert.deepEqual(
+        results.map((r) => r.status),
+        ["fulfilled", "rejected", "fulfilled"],
+      );
+      assert.equal((await rejection(retry)).code, Code.AlreadyExists);
+      assert.equal((await rejection(client.createSandbox(createRequest({ sandboxId: "default.c.000001", slots: 2 })))).code, Code.ResourceExhausted);
+    });
+
+    it("keeps the slot until the sandbox's delete has finished", async () => {
+      await client.createSandbox(createRequest({ sandboxId: "default.a.000001", slots: 1 }));
+      const deleting = gate();
+      const remove = runtime.delete.bind(runtime);
+      runtime.delete = async (sandboxId, options) => {
+        await deleting.opened;
+        await remove(sandboxId, options);
+      };
+      const deleted = client.deleteSandbox({ sandboxId: "default.a.000001", gracePeriodMs: 0 });
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.equal((await rejection(client.createSandbox(createRequest({ sandboxId: "default.b.000001", slots: 1 })))).code, Code.ResourceExhausted);
+      deleting.open();
+      await deleted;
+      await client.createSandbox(createRequest({ sandboxId: "default.b.000001", slots: 1 }));
+    });
+
+    it("keeps the slot of a sandbox whose delete failed", async () => {
+      await client.createSandbox(createRequest({ sandboxId: "default.a.000001", slots: 1 }));
+      runtime.delete = async () => {
+        throw new FsbError("unavailable", "containerd is down");
+      };
+      await rejection(client.deleteSandbox({ sandboxId: "default.a.000001", gracePeriodMs: 0 }));
+      assert.equal((await rejection(client.createSandbox(createRequest({ sandboxId: "default.b.000001", slots: 1 })))).code, Code.ResourceExhausted);
+    });
+
+    it("frees the slot of a sandbox removed behind its back (the janitor) once a status or list shows it gone", async () => {
+      for (const list of [() => client.status({}), () => client.listSandboxes({})]) {
+        const id = `default.reaped.${runtime.created.length}`;
+        await client.createSandbox(createRequest({ sandboxId: id, slots: 1, exposedPorts: [8080] }));
+        runtime.sandboxes.delete(id);
+        assert.equal((await rejection(client.createSandbox(createRequest({ sandboxId: "default.next.000001", slots: 1 })))).code, Code.ResourceExhausted);
+        await list();
+        await client.createSandbox(createRequest({ sandboxId: "default.next.000001", slots: 1, exposedPorts: [8080] }));
+        await client.deleteSandbox({ sandboxId: "default.next.000001", gracePeriodMs: 0 });
+      }
+    });
+
+    it("refuses creates with Unavailable once the agent is stopping, touching nothing", async () => {
+      const admission = new Admission(identity.name);
+      const stopping = serve(admission);
+      admission.stop();
+      const error = await rejection(stopping.createSandbox(createRequest()));
+      assert.equal(error.code, Code.Unavailable);
+      assert.match(error.rawMessage, /agent default-0 is stopping/);
+      assert.equal(runtime.created.length, 0);
     });
   });
 

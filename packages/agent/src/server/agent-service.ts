@@ -5,6 +5,7 @@ import { create } from "@bufbuild/protobuf";
 import { AlreadyExistsError, AsyncQueue, NotFoundError, ValidationError, normalizeImageName, parseImageReference, pb, toConnectError } from "@fast-sandbox/api";
 import type { ImagePullProgress, Runtime, RuntimeSandbox, RuntimeType } from "../runtime/runtime.js";
 import { readLog } from "../log-follower.js";
+import { Admission } from "./admission.js";
 import { CreatesInFlight } from "./creates-in-flight.js";
 
 export interface AgentIdentity {
@@ -21,6 +22,11 @@ export interface AgentServiceOptions {
   logDir: string;
   /** Creates in flight (reported as `creating`; drained on stop). @default a new tracker */
   creates?: CreatesInFlight;
+  /**
+   * Decides which creates fit (slots, exposed ports, not stopping); seed it with the runtime's
+   * sandboxes (`adopt`) before serving. @default a new, empty one
+   */
+  admission?: Admission;
 }
 
 function toAgentSandbox(sandbox: RuntimeSandbox): pb.AgentSandbox {
@@ -68,6 +74,7 @@ async function edge<T>(fn: () => Promise<T>): Promise<T> {
 export function createAgentService(options: AgentServiceOptions): ServiceImpl<typeof pb.AgentService> {
   const { identity, runtime, logDir } = options;
   const creates = options.creates ?? new CreatesInFlight();
+  const admission = options.admission ?? new Admission(identity.name);
   const logPath = (sandboxId: string) => join(logDir, `${sandboxId}.log`);
 
   async function requireSandbox(sandboxId: string): Promise<RuntimeSandbox> {
@@ -81,7 +88,9 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
     async status() {
       return edge(async () => {
         const inFlight = creates.ids();
+        const mark = admission.mark();
         const [images, listed] = await Promise.all([runtime.listImages(), runtime.list()]);
+        admission.reconcile(listed, mark);
         // A create in flight is `creating` whatever its container's state, and listed even before its container exists.
         const creating = new Set(creates.ids().filter((id) => inFlight.includes(id)));
         const sandboxes = listed.map((sandbox) => (creating.has(sandbox.sandboxId) ? { ...sandbox, state: "creating" as const } : sandbox));
@@ -102,6 +111,15 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
     async createSandbox(request) {
       return edge(async () => {
         checkSandboxId(request.sandboxId);
+        // Decided before the first await, so concurrent creates (from any control-plane replica)
+        // cannot both take the last slot or the same port.
+        const reservation = admission.admit({
+          sandboxId: request.sandboxId,
+          namespace: request.namespace,
+          name: request.name,
+          slots: request.slots,
+          exposedPorts: request.exposedPorts,
+        });
         const runtimeType: RuntimeType = request.runtimeType === "gvisor" ? "gvisor" : "container";
         let sandbox: RuntimeSandbox;
         try {
@@ -123,13 +141,16 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
               },
               runtimeType,
               logPath: logPath(request.sandboxId),
+              ...(request.exposedPorts.length > 0 ? { exposedPorts: [...request.exposedPorts] } : {}),
             }),
           );
         } catch (error) {
+          reservation.release();
           // The runtime undid its steps; the log file is the agent's to remove (unless it is another's).
           if (!(error instanceof AlreadyExistsError)) await rm(logPath(request.sandboxId), { force: true });
           throw error;
         }
+        reservation.confirm();
         return toAgentSandbox(sandbox);
       });
     },
@@ -142,13 +163,19 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
         await creates.settled(request.sandboxId);
         // The control plane always sends the grace period it wants; 0 means SIGKILL at once.
         await runtime.delete(request.sandboxId, { gracePeriodMs: Math.max(0, request.gracePeriodMs) });
+        admission.deleted(request.sandboxId);
         await rm(logPath(request.sandboxId), { force: true });
         return create(pb.AgentDeleteSandboxResponseSchema, {});
       });
     },
 
     async listSandboxes() {
-      return edge(async () => create(pb.AgentListSandboxesResponseSchema, { sandboxes: (await runtime.list()).map(toAgentSandbox) }));
+      return edge(async () => {
+        const mark = admission.mark();
+        const listed = await runtime.list();
+        admission.reconcile(listed, mark);
+        return create(pb.AgentListSandboxesResponseSchema, { sandboxes: listed.map(toAgentSandbox) });
+      });
     },
 
     async *logs(request, context) {

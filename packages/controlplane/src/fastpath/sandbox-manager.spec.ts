@@ -254,6 +254,18 @@ describe("SandboxManager", () => {
       assert.equal(request.pids, 64);
     });
 
+    it("sends the agent its slots (the pool's maxSandboxesPerPod) and the exposed ports, for the agent's own admission", async () => {
+      await manager.create({ name: "web", spec: spec({ exposedPorts: [8080, 9090] }) });
+      await manager.create({ name: "plain", spec: spec() });
+      assert.deepEqual(
+        agent.createRequests.map((r) => [r.slots, r.exposedPorts]),
+        [
+          [2, [8080, 9090]],
+          [2, []],
+        ],
+      );
+    });
+
     it("fast mode answers Running and the stored status catches up", async () => {
       const sandbox = await manager.create({ name: "quick", spec: spec({ consistencyMode: "fast" }) });
       assert.equal(sandbox.status?.phase, "Running");
@@ -698,6 +710,58 @@ describe("SandboxManager", () => {
       assert.ok((await rejection(manager.create({ name: "web", spec: spec() }))) instanceof FailedPreconditionError);
       assert.equal(agent.createRequests.length + (clients.get("default-1")?.createRequests.length ?? 0), 1);
     });
+
+    it("places a create again when its agent refuses it for want of a slot (another replica filled it), and succeeds once one is free", async () => {
+      agent.createError = new NoCapacityError("agent default-0 is full: 2 of 2 slots in use");
+      agent.onCreate = () => {
+        if (agent.createRequests.length === 3) agent.createError = undefined;
+      };
+      const sandbox = await manager.create({ name: "web", spec: spec({ exposedPorts: [8080] }) });
+      const ids = agent.createRequests.map((r) => r.sandboxId);
+      assert.equal(ids.length, 3);
+      assert.equal(new Set(ids).size, 3, "each try is a new instance id");
+      assert.equal(sandbox.status?.phase, "Running");
+      assert.equal(sandbox.status?.sandboxID, ids[2]);
+      assert.equal((await stored("web"))?.status?.sandboxID, ids[2]);
+      assert.equal((await store.list("Sandbox")).items.length, 1);
+      assert.equal(allocated(), 1);
+      assert.deepEqual(released, ["default/web", "default/web"]);
+    });
+
+    it("gives up with NoCapacity, the agent's reason in it, after five refusals, each try undone: no record, no slot, no container", async () => {
+      agent.createError = new NoCapacityError("port 8080 is already exposed by sandbox default/other on agent default-0");
+      const startedAt = Date.now();
+      const error = await rejection(manager.create({ name: "web", spec: spec({ exposedPorts: [8080] }) }));
+      assert.ok(error instanceof NoCapacityError);
+      assert.equal(error.constructor, NoCapacityError);
+      assert.equal(error.message, "port 8080 is already exposed by sandbox default/other on agent default-0");
+      // Paused between tries (50 ms × try): the other replica's sandboxes may go away meanwhile.
+      assert.ok(Date.now() - startedAt >= 450, `gave up after ${Date.now() - startedAt} ms`);
+      const ids = agent.createRequests.map((r) => r.sandboxId);
+      assert.equal(ids.length, 5);
+      assert.deepEqual(
+        agent.calls,
+        ids.flatMap((id) => [`create ${id}`, `delete ${id} 0`]),
+      );
+      assert.equal(await stored("web"), undefined);
+      assert.equal((await store.list("Sandbox")).items.length, 0);
+      assert.equal(allocated(), 0);
+      assert.equal(registry.placementOf("default/web"), undefined);
+      assert.deepEqual(released, Array(5).fill("default/web"));
+      assert.deepEqual(
+        registry.listAgents().flatMap((a) => a.usedPorts),
+        [],
+      );
+    });
+
+    it("answers the registry's own NoCapacity at once, asking no agent", async () => {
+      await manager.create({ name: "a", spec: spec() });
+      await manager.create({ name: "b", spec: spec() });
+      const startedAt = Date.now();
+      assert.ok((await rejection(manager.create({ name: "c", spec: spec() }))) instanceof NoCapacityError);
+      assert.ok(Date.now() - startedAt < 40, `took ${Date.now() - startedAt} ms`);
+      assert.equal(agent.createRequests.length, 2);
+    });
   });
 
   describe("replaceInstance", () => {
@@ -723,6 +787,12 @@ describe("SandboxManager", () => {
       assert.equal(condition(record, "Ready")?.status, "True");
       assert.equal(allocated(), 1);
       assert.equal(registry.placementOf("default/web")?.agent.name, AGENT);
+    });
+
+    it("sends the new instance's slots and exposed ports to the agent as a create does", async () => {
+      const created = await manager.create({ name: "web", spec: spec({ exposedPorts: [8080] }) });
+      await manager.replaceInstance(created, "AgentLost");
+      assert.deepEqual(agent.createRequests[1] && [agent.createRequests[1].slots, agent.createRequests[1].exposedPorts], [2, [8080]]);
     });
 
     it("counts recreations across replacements", async () => {

@@ -42,6 +42,15 @@ const DEFAULT_GRACE_PERIOD_MS = 2000;
 const PER_INSTANCE_CONDITIONS = new Set(["CommandExited", "OOMKilled"]);
 /** Tries of a create whose agent became unreachable (each on a freshly chosen agent). */
 const PLACEMENT_ATTEMPTS = 3;
+/** Tries of a create whose agent refused it for want of a slot or port (each placed afresh, after REFUSAL_PAUSE_MS × try). */
+const REFUSED_PLACEMENT_ATTEMPTS = 5;
+const REFUSAL_PAUSE_MS = 50;
+
+/**
+ * The agent refused a create this registry placed on it: admission is the agent's to decide, and
+ * another control-plane replica (with its own registry) took the slot or port meanwhile.
+ */
+class RefusedByAgentError extends NoCapacityError {}
 
 export interface AgentClients {
   /** The client of a registered agent, or undefined when the agent is unknown. */
@@ -123,6 +132,11 @@ export class SandboxManager {
   private readonly closingPools = new Set<string>();
   /** Cleanups in progress, by key. */
   private readonly finalizing = new Map<string, Promise<void>>();
+  /**
+   * Sandboxes written to the store by their users (e.g. `kubectl apply`) being placed now: a failed
+   * try leaves their record (Pending again, the reconciler says why) instead of removing it.
+   */
+  private readonly keptOnFailure = new Set<string>();
   /** Status writes of fast-mode creates that have not landed yet. */
   private readonly pendingStatus = new Map<string, Promise<unknown>>();
   private ready: Promise<void> = Promise.resolve();
@@ -342,21 +356,35 @@ export class SandboxManager {
   /**
    * Places the sandbox and creates it on its agent. When the agent turns out to be unreachable (it
    * died after placement), the create is placed again on another agent, a few times, before it
-   * fails: the user asked for a sandbox, not for that agent.
+   * fails: the user asked for a sandbox, not for that agent. When the agent refuses it for want of a
+   * slot or port (another control-plane replica filled it; this registry did not know), it is placed
+   * again after a short pause, a few times; the registry's own "no capacity" answers at once.
    */
   private async place(candidate: Sandbox, pool: SandboxPool, existing?: Sandbox): Promise<Sandbox> {
-    for (let attempt = 1; ; attempt++) {
+    const key = sandboxKey(candidate.metadata.namespace ?? DEFAULT_NAMESPACE, candidate.metadata.name);
+    let unreachable = 0;
+    let refused = 0;
+    for (;;) {
       try {
         return await this.placeOnce(candidate, pool, existing);
       } catch (error) {
-        if (!(error instanceof UnavailableError) || attempt >= PLACEMENT_ATTEMPTS) throw error;
-        this.logger.warn(
-          { sandbox: sandboxKey(candidate.metadata.namespace ?? DEFAULT_NAMESPACE, candidate.metadata.name), err: error },
-          "agent unreachable during create; placing it again",
-        );
-        // The lost agent is marked unready within a heartbeat; placing at once could pick it again.
-        await new Promise((resolve) => setTimeout(resolve, 300 * attempt));
-        existing = undefined;
+        if (error instanceof RefusedByAgentError) {
+          // The caller sees the agent's answer as the plain NoCapacityError it is.
+          if (++refused >= REFUSED_PLACEMENT_ATTEMPTS) throw new NoCapacityError(error.message);
+          this.logger.debug({ sandbox: key, err: error }, "agent refused the create; placing it again");
+          await new Promise((resolve) => setTimeout(resolve, REFUSAL_PAUSE_MS * refused));
+        } else if (error instanceof UnavailableError && ++unreachable < PLACEMENT_ATTEMPTS) {
+          this.logger.warn({ sandbox: key, err: error }, "agent unreachable during create; placing it again");
+          // The lost agent is marked unready within a heartbeat; placing at once could pick it again.
+          await new Promise((resolve) => setTimeout(resolve, 300 * unreachable));
+        } else {
+          throw error;
+        }
+        // placeOnce removed the record of the failed try — or, for a record its user wrote, set it Pending again.
+        existing = this.keptOnFailure.has(key)
+          ? await this.store.get("Sandbox", { namespace: candidate.metadata.namespace ?? DEFAULT_NAMESPACE, name: candidate.metadata.name })
+          : undefined;
+        if (this.keptOnFailure.has(key) && !existing) throw new NotFoundError(`sandbox ${key} was deleted while it was being placed`);
       }
     }
   }
@@ -382,7 +410,9 @@ export class SandboxManager {
       };
       stored = await this.store.updateStatus("Sandbox", { ...stored, status: bound }, { unconditional: true });
       await this.pullIfMissing(client, agent, candidate.spec.image);
-      await client.createSandbox(this.agentRequest(stored, sandboxId, pool));
+      await client.createSandbox(this.agentRequest(stored, sandboxId, pool)).catch((error: unknown) => {
+        throw error instanceof NoCapacityError ? new RefusedByAgentError(error.message) : error;
+      });
     } catch (error) {
       // Undo everything: no half-created sandbox, no leaked slot, no record without a container.
       this.registry.release(key);
@@ -446,6 +476,9 @@ export class SandboxManager {
       cpuMillis: resources?.cpu ? parseCpuMillis(resources.cpu, "pool.spec.sandboxResources.cpu") : 0,
       memoryBytes: BigInt(resources?.memory ? parseMemoryBytes(resources.memory, "pool.spec.sandboxResources.memory") : 0),
       pids: resources?.pids ?? 0,
+      // The agent decides admission with these: another control plane may have filled it meanwhile.
+      slots: pool.spec.maxSandboxesPerPod,
+      exposedPorts: spec.exposedPorts ?? [],
     };
   }
 
@@ -588,8 +621,13 @@ export class SandboxManager {
       if (!sandbox || sandbox.metadata.uid !== seen.metadata.uid || sandbox.metadata.deletionTimestamp) return undefined;
       if (sandbox.status?.phase && sandbox.status.phase !== "Pending") return undefined;
       const pool = this.pools.get(sandboxKey(namespace, sandbox.spec.poolRef));
-      if (!pool) throw new NotFoundError(`pool ${namespace}/${sandbox.spec.poolRef} does not exist`);
-      return this.place(sandbox, pool, sandbox);
+      if (!pool) throw new NotFoundError(`pool ${namespace}/${sandbox.spec.poolRef} does not exist; it is placed once the pool exists`);
+      this.keptOnFailure.add(key);
+      try {
+        return await this.place(sandbox, pool, sandbox);
+      } finally {
+        this.keptOnFailure.delete(key);
+      }
     })();
     this.creating.set(key, attempt);
     try {
@@ -655,6 +693,12 @@ export class SandboxManager {
     const key = { namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, name: sandbox.metadata.name };
     const current = await this.store.get("Sandbox", key);
     if (!current) return;
+    if (this.keptOnFailure.has(sandboxKey(key.namespace, key.name)) && current.metadata.uid === sandbox.metadata.uid) {
+      // Its user wrote it: it stays, waiting to be placed again, with nothing of the failed try.
+      const { assignedPod: _agent, sandboxID: _id, nodeName: _node, acceptedResetRevision: _reset, ...rest } = current.status ?? {};
+      await this.store.updateStatus("Sandbox", { ...current, status: { ...rest, phase: "Pending" } });
+      return;
+    }
     await this.store.update("Sandbox", { ...current, metadata: { ...current.metadata, finalizers: [] } });
     if (await this.store.get("Sandbox", key)) await this.store.delete("Sandbox", key);
   }

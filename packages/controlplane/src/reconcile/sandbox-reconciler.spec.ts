@@ -430,6 +430,62 @@ describe("SandboxReconciler", () => {
     });
   });
 
+  describe("sandboxes written to the store (kubectl apply) that cannot be placed yet", () => {
+    it("a pool that does not exist yet: the record stays Pending with Scheduled=False/PoolNotFound, and is placed once the pool exists", async () => {
+      const created = await store.create("Sandbox", {
+        apiVersion: API_VERSION,
+        kind: "Sandbox",
+        metadata: { name: "early", namespace: "default", finalizers: [CLEANUP_FINALIZER] },
+        spec: spec({ poolRef: "later" }),
+      });
+      await settle();
+      const waiting = await stored("early");
+      assert.equal(waiting?.metadata.uid, created.metadata.uid);
+      assert.equal(waiting?.status?.phase, "Pending");
+      assert.equal(condition(waiting, "Scheduled")?.status, "False");
+      assert.equal(condition(waiting, "Scheduled")?.reason, "PoolNotFound");
+      assert.match(condition(waiting, "Scheduled")?.message ?? "", /pool default\/later does not exist/);
+      assert.deepEqual(client(AGENT).calls, []);
+
+      manager.setPool({
+        apiVersion: API_VERSION,
+        kind: "SandboxPool",
+        metadata: { name: "later", namespace: "default" },
+        spec: { capacity: { poolMin: 1, poolMax: 1 }, maxSandboxesPerPod: 1 },
+      });
+      registry.upsertAgent({ name: "later-0", namespace: "default", pool: "later", endpoint: "127.0.0.1:7999", capacity: 1, hostIP: "127.0.0.1", images: [] });
+      clients.set("later-0", new FakeAgentClient());
+      advance(5);
+      await settle();
+      const placed = await stored("early");
+      assert.equal(placed?.status?.phase, "Running");
+      assert.equal(placed?.status?.assignedPod, "later-0");
+      assert.equal(condition(placed, "Scheduled")?.status, "True");
+    });
+
+    it("an agent that fails the create: the record stays Pending with nothing of the try (no agent, no id, no slot) and the reason, and is tried again", async () => {
+      client(AGENT).createError = new FailedPreconditionError("image python:3.12 cannot be unpacked");
+      await storeRecord("applied");
+      await settle();
+      const waiting = await stored("applied");
+      assert.equal(waiting?.status?.phase, "Pending");
+      assert.equal(waiting?.status?.assignedPod, undefined);
+      assert.equal(waiting?.status?.sandboxID, undefined);
+      assert.equal(condition(waiting, "Scheduled")?.reason, "PlacementFailed");
+      assert.match(condition(waiting, "Scheduled")?.message ?? "", /cannot be unpacked/);
+      assert.equal(allocated(), 0);
+      const tries = client(AGENT).calls.filter((call) => call.startsWith("create")).length;
+      assert.equal(tries, 1);
+
+      client(AGENT).createError = undefined;
+      advance(5);
+      await settle();
+      const placed = await stored("applied");
+      assert.equal(placed?.status?.phase, "Running");
+      assert.equal(allocated(), 1);
+    });
+  });
+
   describe("expiry", () => {
     it("deletes a sandbox once its expireTime has passed, and not before", async () => {
       const created = await manager.create({ name: "web", spec: spec({ expireTime: new Date(T0.getTime() + 60_000).toISOString() }) });

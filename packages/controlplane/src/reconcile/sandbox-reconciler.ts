@@ -18,7 +18,7 @@
  * A step that fails is retried with the work queue's back-off.
  */
 import type { Logger } from "pino";
-import type { Condition, Sandbox, SandboxStatus } from "@fast-sandbox/api";
+import { FsbError, NoCapacityError, NotFoundError, type Condition, type Sandbox, type SandboxStatus } from "@fast-sandbox/api";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import type { SandboxManager } from "../fastpath/sandbox-manager.js";
@@ -34,6 +34,8 @@ export const DEFAULT_RECOVERY_TIMEOUT_SECONDS = 30;
 const BUSY_RECHECK_MS = 1000;
 /** How soon to look again at a Bound sandbox whose agent has not reported on it since it was first seen. */
 const REPORT_RECHECK_MS = 1000;
+/** How soon a sandbox that could not be placed is tried again. */
+const PLACEMENT_RETRY_MS = 3000;
 /** The informer index of sandboxes by `status.assignedPod`. */
 const BY_AGENT = "agent";
 
@@ -74,6 +76,8 @@ export class SandboxReconciler implements Reconciler {
   private unsubscribe: (() => void) | undefined;
   /** When a sandbox was first seen Bound with nobody creating it (unfinished create), by key. */
   private readonly boundSince = new Map<string, Date>();
+  /** When the last try to place a Pending sandbox failed, by key. */
+  private readonly placementFailedAt = new Map<string, Date>();
   /** When an agent was first seen missing altogether, by name. */
   private readonly goneSince = new Map<string, Date>();
 
@@ -128,6 +132,7 @@ export class SandboxReconciler implements Reconciler {
     const sandbox = this.informer.get(key);
     if (!sandbox) {
       this.boundSince.delete(key);
+      this.placementFailedAt.delete(key);
       return;
     }
     const { manager } = this.options;
@@ -157,10 +162,39 @@ export class SandboxReconciler implements Reconciler {
     if (phase !== "Bound") this.boundSince.delete(key);
     // The fast path is creating, replacing or deleting it right now; its writes will tell the outcome.
     if (manager.isBusy(namespace, name)) return { requeueAfterMs: BUSY_RECHECK_MS };
-    if (phase === "Pending") return this.unlessBusy(await manager.placeStored(sandbox));
+    if (phase === "Pending") return this.place(sandbox, now);
     if (phase === "Bound") return this.finishBound(sandbox, key, now);
     if (phase !== "Running" && phase !== "Lost") return;
     return this.followAgent(sandbox, key, now);
+  }
+
+  /**
+   * Places a Pending sandbox written to the store (kubectl apply). When it cannot be placed now (no
+   * pool yet, no capacity) it stays Pending with `Scheduled=False` saying why, and is tried again.
+   */
+  private async place(sandbox: Sandbox, now: Date): Promise<ReconcileResult | void> {
+    const key = objectKey(sandbox);
+    // The failed try's own writes come back as changes: the next try waits for its time.
+    const failedAt = this.placementFailedAt.get(key);
+    const waitMs = failedAt ? failedAt.getTime() + PLACEMENT_RETRY_MS - now.getTime() : 0;
+    if (waitMs > 0) return { requeueAfterMs: waitMs };
+    try {
+      const placed = await this.options.manager.placeStored(sandbox);
+      this.placementFailedAt.delete(key);
+      return this.unlessBusy(placed);
+    } catch (error) {
+      this.placementFailedAt.set(key, this.clock.now());
+      const failure = FsbError.from(error);
+      const reason = failure instanceof NotFoundError ? "PoolNotFound" : failure instanceof NoCapacityError ? "NoCapacity" : "PlacementFailed";
+      const current = await this.options.store.get("Sandbox", { namespace: sandbox.metadata.namespace ?? "default", name: sandbox.metadata.name });
+      if (!current || current.metadata.uid !== sandbox.metadata.uid || (current.status?.phase ?? "Pending") !== "Pending") return;
+      const previous = current.status?.conditions?.find((c) => c.type === "Scheduled");
+      if (previous?.status !== "False" || previous.reason !== reason || previous.message !== failure.message) {
+        this.options.logger.info({ sandbox: objectKey(sandbox), reason, err: failure }, "cannot place the sandbox yet");
+        await this.writeStatus(current, { phase: "Pending" }, { type: "Scheduled", status: "False", reason, message: failure.message }, now);
+      }
+      return { requeueAfterMs: PLACEMENT_RETRY_MS };
+    }
   }
 
   /** A Bound sandbox nobody here is creating: its create was cut short (crash). The agent's report decides. */
