@@ -1,28 +1,119 @@
-import { FastSandboxClient, ValidationError } from "@fast-sandbox/sdk";
+import { FastSandboxClient, UnauthenticatedError, UnavailableError, ValidationError, type FsbError } from "@fast-sandbox/sdk";
 import { files, readIfExists, resolveDataDir } from "./data-dir.js";
+import { chooseTarget, programNameOf, type Target, type TargetFlags } from "./target.js";
 
-export interface GlobalOptions {
-  dataDir?: string;
-  url?: string;
+export interface GlobalOptions extends TargetFlags {
+  /** The name the program runs as (`fsb`, `kubectl-fs`). @default the file name of process.argv[1] */
+  programName?: string;
 }
 
-/** Connects to the control plane named by --url/FSB_URL, or the one `fsb up` runs for the data dir. */
-export function connect(options: GlobalOptions): FastSandboxClient {
-  const client = new FastSandboxClient(endpoint(options));
+export interface Connection {
+  client: FastSandboxClient;
+  /** The namespace of a command without -n: in a cluster the kubeconfig context's, else `default`. */
+  namespace: string;
+}
+
+/** How to explain a failed call: set by `connect` for a cluster, whose messages differ from the embedded mode's. */
+interface ClusterCallContext {
+  url: string;
+  endpointDescription: string;
+  tokenSource: string;
+  portForwardHint: string;
+  discovered: boolean;
+}
+
+let clusterContext: ClusterCallContext | undefined;
+
+/** The target of the command line (see target.ts for the rules). */
+export function targetOf(options: GlobalOptions): Target {
+  return chooseTarget(options, {
+    programName: options.programName ?? programNameOf(process.argv[1]),
+    env: { FSB_URL: process.env.FSB_URL, KUBECONFIG: process.env.KUBECONFIG },
+    embeddedUrlKnown: () => Boolean(readIfExists(files.url(resolveDataDir(options.dataDir)))),
+  });
+}
+
+/**
+ * Connects to the Fast Sandbox the command line names (target.ts): the one `fsb up` runs for the data
+ * dir, the one at --url/FSB_URL, or the controller of a Kubernetes cluster.
+ */
+export async function connect(options: GlobalOptions & { namespace?: string }): Promise<Connection> {
+  const target = targetOf(options);
+  if (process.env.FSB_DEBUG)
+    process.stderr.write(`debug: ${target.mode === "cluster" ? "a Kubernetes cluster" : "the embedded Fast Sandbox"}, as ${target.reason}\n`);
+  if (target.mode === "embedded") {
+    const client = new FastSandboxClient(endpoint(options));
+    open.push(client);
+    return { client, namespace: options.namespace ?? "default" };
+  }
+  const { resolveClusterEndpoint } = await import("./cluster-connection.js");
+  const url = options.url ?? process.env.FSB_URL;
+  const found = await resolveClusterEndpoint({
+    ...(options.kubeconfig !== undefined ? { kubeconfig: options.kubeconfig } : {}),
+    ...(options.context !== undefined ? { context: options.context } : {}),
+    // FSB_SYSTEM_NAMESPACE names the namespace without choosing the cluster as --fsb-namespace does (target.ts).
+    ...((options.fsbNamespace ?? process.env.FSB_SYSTEM_NAMESPACE) ? { fsbNamespace: options.fsbNamespace ?? process.env.FSB_SYSTEM_NAMESPACE } : {}),
+    ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
+    ...(url ? { url } : {}),
+    ...(process.env.FSB_TOKEN ? { token: process.env.FSB_TOKEN } : {}),
+  });
+  const { endpointDescription, tokenSource, portForwardHint } = found;
+  clusterContext = { url: found.url, endpointDescription, tokenSource, portForwardHint, discovered: !url };
+  if (process.env.FSB_DEBUG) process.stderr.write(`debug: ${endpointDescription}, token from ${tokenSource}, namespace ${found.namespace}\n`);
+  const client = new FastSandboxClient({ url: found.url, token: found.token });
   open.push(client);
-  return client;
+  return { client, namespace: found.namespace };
 }
 
-/** The control plane's URL and token: --url/FSB_URL or the data dir's `url`; FSB_TOKEN or the data dir's `token`. */
+/** The embedded control plane's URL and token: --url/FSB_URL or the data dir's `url`; FSB_TOKEN or the data dir's `token`. */
 export function endpoint(options: GlobalOptions): { url: string; token: string } {
   const dataDir = resolveDataDir(options.dataDir);
   const url = options.url ?? process.env.FSB_URL ?? readIfExists(files.url(dataDir));
   if (!url) {
-    throw new ValidationError("", `Fast Sandbox is not running for data directory ${dataDir}: start it with 'npx fsb up' (or 'npm run up'), or pass --url`);
+    throw new ValidationError(
+      "",
+      `Fast Sandbox is not running for data directory ${dataDir}: start it with 'npx fsb up' (or 'npm run up'), or pass --url; ` +
+        "for a Kubernetes cluster use kubectl fs, or pass --kubeconfig or --context",
+    );
   }
   const token = process.env.FSB_TOKEN ?? readIfExists(files.token(dataDir));
   if (!token) throw new ValidationError("", `no API token in ${files.token(dataDir)}; set FSB_TOKEN or run 'fsb up' once to create it`);
   return { url, token };
+}
+
+/**
+ * A failed call's error as the user should read it. In a cluster, a refused token names where it came
+ * from (the embedded control plane's message speaks of the data directory), and a controller that
+ * cannot be reached says how to port-forward.
+ */
+export function explainFailure(error: FsbError): FsbError {
+  const context = clusterContext;
+  if (!context) return error;
+  if (error.code === "unauthenticated") {
+    return new UnauthenticatedError(
+      `${context.endpointDescription} did not accept the API token from ${context.tokenSource}: ` +
+        (context.tokenSource === "FSB_TOKEN"
+          ? "unset FSB_TOKEN to use the cluster's Secret, or set it to the controller's token"
+          : "set FSB_TOKEN to the controller's token, or fix the Secret and restart the controller"),
+    );
+  }
+  // A connection failure names the address (`connect ECONNREFUSED 127.0.0.1:7070`); the controller's own `unavailable` answers do not.
+  if (error.code === "unavailable" && error.message.includes(hostAndPort(context.url))) {
+    return new UnavailableError(
+      `${error.message}; ${context.discovered ? "from outside the cluster network" : "to reach the cluster's controller"}, ${context.portForwardHint}`,
+      { cause: error },
+    );
+  }
+  return error;
+}
+
+function hostAndPort(url: string): string {
+  try {
+    const parsed = new URL(url);
+    return `${parsed.hostname.replace(/^\[|\]$/g, "")}:${parsed.port || (parsed.protocol === "https:" ? "443" : "80")}`;
+  } catch {
+    return url;
+  }
 }
 
 const open: FastSandboxClient[] = [];

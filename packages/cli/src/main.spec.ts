@@ -21,9 +21,14 @@ writeFileSync(join(dataDir, "token"), "test-token-0123456789abcdef\n", {
 after(() => rmSync(dataDir, { recursive: true, force: true }));
 
 function fsb(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return fsbWith({}, ...args);
+}
+
+function fsbWith(extraEnv: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env };
-    for (const name of ["FSB_URL", "FSB_TOKEN", "FSB_DATA_DIR", "FSB_DEBUG", "NODE_TEST_CONTEXT"]) delete env[name];
+    for (const name of ["FSB_URL", "FSB_TOKEN", "FSB_DATA_DIR", "FSB_DEBUG", "FSB_SYSTEM_NAMESPACE", "KUBECONFIG", "NODE_TEST_CONTEXT"]) delete env[name];
+    Object.assign(env, extraEnv);
     const child = spawn(process.execPath, ["--conditions=development", "--import", "tsx", MAIN, ...args], {
       cwd: REPO_ROOT,
       env,
@@ -103,5 +108,79 @@ describe("fsb exit codes", () => {
     const result = await fsb("ls", "--data-dir", dataDir);
     assert.equal(result.code, 1, result.stderr);
     assert.match(result.stderr, /^error: Fast Sandbox is not running for data directory .*fsb up/m);
+  });
+});
+
+describe("fsb against a Kubernetes cluster", () => {
+  /** A kubeconfig whose API server does not answer (nothing listens on port 1). */
+  const kubeconfig = join(dataDir, "kubeconfig");
+  writeFileSync(
+    kubeconfig,
+    [
+      "apiVersion: v1",
+      "kind: Config",
+      "current-context: dev",
+      "clusters: [{name: dev, cluster: {server: 'https://127.0.0.1:1'}}]",
+      "users: [{name: dev, user: {token: t}}]",
+      "contexts: [{name: dev, context: {cluster: dev, user: dev}}, {name: prod, context: {cluster: dev, user: dev}}]",
+    ].join("\n"),
+  );
+
+  it("exits 2 when a cluster and a data directory are both named", async () => {
+    const result = await fsb("ls", "--context", "dev", "--data-dir", dataDir);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /^error: --data-dir: --context names a Kubernetes cluster and --data-dir an embedded Fast Sandbox; pass only one of them$/m);
+  });
+
+  it("exits 2 for a --kubeconfig that does not exist and for an unknown --context", async () => {
+    const missing = await fsb("ls", "--kubeconfig", join(dataDir, "missing"));
+    assert.equal(missing.code, 2, missing.stderr);
+    assert.match(missing.stderr, /^error: --kubeconfig: .*missing: no such file$/m);
+    const unknown = await fsb("ls", "--kubeconfig", kubeconfig, "--context", "staging");
+    assert.equal(unknown.code, 2, unknown.stderr);
+    assert.match(unknown.stderr, /^error: --context: no context "staging" in .*; it has: dev, prod$/m);
+  });
+
+  it("exits 1 naming the API server and context when the cluster does not answer", async () => {
+    const result = await fsb("ls", "--kubeconfig", kubeconfig);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(
+      result.stderr,
+      /^error: cannot list EndpointSlices in namespace fast-sandbox-system: the Kubernetes API server https:\/\/127\.0\.0\.1:1 of context dev is unreachable/m,
+    );
+  });
+
+  it("with --url and FSB_TOKEN in a cluster, says how to port-forward when the URL does not answer", async () => {
+    const result = await fsbWith({ FSB_TOKEN: "test-token-0123456789abcdef" }, "ls", "--kubeconfig", kubeconfig, "--url", UNREACHABLE);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(
+      result.stderr,
+      /^error: .*ECONNREFUSED 127\.0\.0\.1:1.*; to reach the cluster's controller, run 'kubectl -n fast-sandbox-system port-forward svc\/fast-sandbox-controller 7070:7070' and pass --url http:\/\/127\.0\.0\.1:7070$/m,
+    );
+  });
+
+  it("targets the cluster of KUBECONFIG when 'fsb up' does not run, and the running 'fsb up' when it does", async () => {
+    const empty = mkdtempSync(join(tmpdir(), "fsb-main-spec-empty-"));
+    const running = mkdtempSync(join(tmpdir(), "fsb-main-spec-running-"));
+    try {
+      writeFileSync(join(running, "url"), `${UNREACHABLE}\n`);
+      writeFileSync(join(running, "token"), "test-token-0123456789abcdef\n");
+      const cluster = await fsbWith({ KUBECONFIG: kubeconfig, FSB_DATA_DIR: empty }, "ls");
+      assert.equal(cluster.code, 1, cluster.stderr);
+      assert.match(cluster.stderr, /the Kubernetes API server https:\/\/127\.0\.0\.1:1 of context dev is unreachable/);
+      const embedded = await fsbWith({ KUBECONFIG: kubeconfig, FSB_DATA_DIR: running }, "ls");
+      assert.equal(embedded.code, 1, embedded.stderr);
+      assert.doesNotMatch(embedded.stderr, /Kubernetes/);
+      assert.match(embedded.stderr, /ECONNREFUSED 127\.0\.0\.1:1/);
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+      rmSync(running, { recursive: true, force: true });
+    }
+  });
+
+  it("exits 2 for get NAME with -A: a name needs one namespace", async () => {
+    const result = await fsb("get", "web", "-A", "--url", UNREACHABLE, "--data-dir", dataDir);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /-A lists a kind in every namespace; a name needs one namespace/);
   });
 });

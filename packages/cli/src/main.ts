@@ -1,33 +1,55 @@
 import { Command, CommanderError, Option } from "@commander-js/extra-typings";
 import { FsbError, ValidationError } from "@fast-sandbox/api";
-import { up } from "./commands/up.js";
-import { down } from "./commands/down.js";
-import { exec, get, list, logs, remove, reset, run } from "./commands/sandboxes.js";
-import { apply } from "./commands/apply.js";
-import { agents } from "./commands/agents.js";
-import { deletePools, getPool, pools } from "./commands/pools.js";
 import { parseResourceArgs, resourceKind } from "./resource-args.js";
-import { login, pull } from "./commands/images.js";
-import { janitor } from "./commands/janitor.js";
 import { OUTPUT_FORMATS } from "./output.js";
-import { closeConnections } from "./connection.js";
+import { closeConnections, explainFailure } from "./connection.js";
+import { KUBECTL_PLUGIN_NAME, programNameOf } from "./target.js";
 
 /** Exit codes: 0 ok, 1 error, 2 bad usage; `exec` exits with the command's own code. */
 const EXIT_ERROR = 1;
 const EXIT_USAGE = 2;
 
+// Commands are loaded when they run: `up`, `down`, `janitor` and `pull` need the control plane and
+// the janitor, which take a second to import that `ls` or `kubectl fs exec` should not pay.
+const sandboxCommands = () => import("./commands/sandboxes.js");
+const poolCommands = () => import("./commands/pools.js");
+const imageCommands = () => import("./commands/images.js");
+
 const collect = (value: string, previous: string[]) => [...previous, value];
 const outputOption = () => new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS).default("table" as const);
-const namespaceOption = () => new Option("-n, --namespace <namespace>", "namespace (default: default)");
+const namespaceOption = () => new Option("-n, --namespace <namespace>", "namespace (default: in a cluster the kubeconfig context's, else default)");
+const allNamespacesOption = () => new Option("-A, --all-namespaces", "every namespace");
 
-function program(): Command {
-  const fsb = new Command("fsb")
+const TARGET_HELP = `
+Which Fast Sandbox (the first rule that applies):
+  --kubeconfig, --context or --fsb-namespace   the controller in a Kubernetes cluster
+  --data-dir                                   the embedded one of that data directory
+  run as kubectl fs (the kubectl-fs plugin)    the controller in a Kubernetes cluster
+  --url or FSB_URL                             that URL (token: FSB_TOKEN or the data directory's)
+  'fsb up' runs for the data directory         that one
+  KUBECONFIG is set                            the controller in a Kubernetes cluster
+  otherwise                                    the embedded one ('fsb up' starts it)
+In a cluster: the kubeconfig is --kubeconfig, KUBECONFIG or ~/.kube/config, and -n defaults to its
+context's namespace; the controller is --url/FSB_URL, else a ready endpoint of Service
+fast-sandbox-controller in --fsb-namespace (its EndpointSlices, else its Pods); the token is
+FSB_TOKEN, else Secret fast-sandbox-api-token there. Pod IPs are reachable only inside the cluster
+network; from outside it:
+  kubectl -n fast-sandbox-system port-forward svc/fast-sandbox-controller 7070:7070 &
+  kubectl fs --url http://127.0.0.1:7070 ls
+`;
+
+function program(programName: string): Command {
+  const fsb = new Command(programName === KUBECTL_PLUGIN_NAME ? "kubectl fs" : "fsb")
     .description("Fast Sandbox: isolated sandboxes for AI agents in milliseconds")
     .option("--data-dir <dir>", "state directory of 'fsb up' (env FSB_DATA_DIR; default /var/lib/fast-sandbox as root)")
-    .option("--url <url>", "control plane URL (env FSB_URL; default: the one 'fsb up' runs)")
+    .option("--url <url>", "control plane URL (env FSB_URL; default: the one 'fsb up' runs, or in a cluster the controller behind its Service)")
+    .option("--kubeconfig <file>", "kubeconfig of the cluster (default: KUBECONFIG, else ~/.kube/config)")
+    .option("--context <name>", "kubeconfig context (default: its current context)")
+    .option("--fsb-namespace <namespace>", "namespace of Fast Sandbox's controller in the cluster (env FSB_SYSTEM_NAMESPACE; default fast-sandbox-system)")
+    .addHelpText("after", TARGET_HELP)
     .showHelpAfterError()
     .exitOverride();
-  const globals = () => fsb.opts();
+  const globals = () => ({ ...fsb.opts(), programName });
 
   fsb
     .command("up")
@@ -51,13 +73,13 @@ function program(): Command {
     .option("--janitor-interval <duration>", "time between the janitor's passes", "10s")
     .option("--janitor-protection <duration>", "the janitor leaves orphans younger than this alone", "2m")
     .option("--janitor-metrics <host:port>", "serve the janitor's Prometheus metrics there (loopback only)")
-    .action((options) => up({ ...options, ...(globals().dataDir ? { dataDir: globals().dataDir } : {}) }));
+    .action(async (options) => (await import("./commands/up.js")).up({ ...options, ...(globals().dataDir ? { dataDir: globals().dataDir } : {}) }));
 
   fsb
     .command("down")
     .description("stop the embedded Fast Sandbox (sandboxes keep running unless --delete-sandboxes)")
     .option("--delete-sandboxes", "delete every sandbox first")
-    .action((options) => down({ ...globals(), ...options }));
+    .action(async (options) => (await import("./commands/down.js")).down({ ...globals(), ...options }));
 
   fsb
     .command("run")
@@ -73,24 +95,24 @@ function program(): Command {
     .option("--expire <duration>", "delete it after this long, e.g. 30s, 10m, 2h")
     .option("--failure-policy <policy>", "when its agent is lost: Manual (becomes Lost) or AutoRecreate (recreated on another agent)")
     .option("--recovery-timeout <duration>", "how long its agent may be unreachable before the failure policy acts (default 30s)")
-    .action((command, options) => run(command, { ...globals(), ...options }));
+    .action(async (command, options) => (await sandboxCommands()).run(command, { ...globals(), ...options }));
 
   fsb
     .command("reset")
     .description("replace a sandbox's instance with a new one (same name and spec, new sandbox id); waits until it runs")
     .argument("<name>")
     .addOption(namespaceOption())
-    .action((name, options) => reset(name, { ...globals(), ...options }));
+    .action(async (name, options) => (await sandboxCommands()).reset(name, { ...globals(), ...options }));
 
   fsb
     .command("ls")
     .alias("list")
     .description("list sandboxes")
     .addOption(namespaceOption())
-    .option("-A, --all-namespaces", "list every namespace")
+    .addOption(allNamespacesOption())
     .option("--pool <pool>", "only this pool")
     .addOption(outputOption())
-    .action((options) => list({ ...globals(), ...options }));
+    .action(async (options) => (await sandboxCommands()).list({ ...globals(), ...options }));
 
   fsb
     .command("get")
@@ -98,22 +120,29 @@ function program(): Command {
     .argument("<kind-or-name>", "sandbox name, or a kind: sandbox, pool")
     .argument("[name]")
     .addOption(namespaceOption())
+    .addOption(allNamespacesOption())
     .addOption(outputOption())
     .action(async (first, second, options, command) => {
       if (second !== undefined && resourceKind(first) === undefined) command.error(`error: ${JSON.stringify(first)} is not a kind; allowed: sandbox, pool`);
       const { kind, names } = parseResourceArgs(second === undefined ? [first] : [first, second]);
       const [name] = names;
-      if (kind === "pool") await (name === undefined ? pools({ ...globals(), ...options }) : getPool(name, { ...globals(), ...options }));
-      else await (name === undefined ? list({ ...globals(), ...options }) : get(name, { ...globals(), ...options }));
+      if (name !== undefined && options.allNamespaces) command.error("error: -A lists a kind in every namespace; a name needs one namespace (-n)");
+      if (kind === "pool") {
+        const { pools, getPool } = await poolCommands();
+        await (name === undefined ? pools({ ...globals(), ...options }) : getPool(name, { ...globals(), ...options }));
+      } else {
+        const { list, get } = await sandboxCommands();
+        await (name === undefined ? list({ ...globals(), ...options }) : get(name, { ...globals(), ...options }));
+      }
     });
 
   fsb
     .command("pools")
     .description("list pools: agents ready/total, desired agents, sandboxes, free slots")
     .addOption(namespaceOption())
-    .option("-A, --all-namespaces", "list every namespace")
+    .addOption(allNamespacesOption())
     .addOption(outputOption())
-    .action((options) => pools({ ...globals(), ...options }));
+    .action(async (options) => (await poolCommands()).pools({ ...globals(), ...options }));
 
   fsb
     .command("logs")
@@ -121,7 +150,7 @@ function program(): Command {
     .argument("<name>")
     .addOption(namespaceOption())
     .option("-f, --follow", "keep streaming until the sandbox exits")
-    .action((name, options) => logs(name, { ...globals(), ...options }));
+    .action(async (name, options) => (await sandboxCommands()).logs(name, { ...globals(), ...options }));
 
   fsb
     .command("exec")
@@ -132,7 +161,7 @@ function program(): Command {
     .option("-e, --env <NAME=VALUE>", "environment variable (repeatable)", collect, [] as string[])
     .option("-w, --workdir <dir>", "working directory")
     .action(async (name, command, options) => {
-      process.exitCode = await exec(name, command, { ...globals(), ...options });
+      process.exitCode = await (await sandboxCommands()).exec(name, command, { ...globals(), ...options });
     });
 
   fsb
@@ -140,7 +169,7 @@ function program(): Command {
     .description("delete sandboxes (waits until container, task and snapshot are gone)")
     .argument("<names...>")
     .addOption(namespaceOption())
-    .action((names, options) => remove(names, { ...globals(), ...options }));
+    .action(async (names, options) => (await sandboxCommands()).remove(names, { ...globals(), ...options }));
 
   fsb
     .command("delete")
@@ -151,7 +180,8 @@ function program(): Command {
       const { kind, names } = parseResourceArgs(args);
       if (names.length === 0)
         command.error(`error: name the ${kind}s to delete, e.g. fsb delete ${kind} NAME (a sandbox called ${args[0] ?? ""}: fsb rm ${args[0] ?? ""})`);
-      await (kind === "pool" ? deletePools(names, { ...globals(), ...options }) : remove(names, { ...globals(), ...options }));
+      if (kind === "pool") await (await poolCommands()).deletePools(names, { ...globals(), ...options });
+      else await (await sandboxCommands()).remove(names, { ...globals(), ...options });
     });
 
   fsb
@@ -159,7 +189,7 @@ function program(): Command {
     .description("create or update Sandbox and SandboxPool objects from a YAML file (multi-document; - for stdin)")
     .requiredOption("-f, --file <file>", "manifest file")
     .addOption(namespaceOption())
-    .action((options) => apply({ ...globals(), ...options }));
+    .action(async (options) => (await import("./commands/apply.js")).apply({ ...globals(), ...options }));
 
   fsb
     .command("agents")
@@ -167,7 +197,7 @@ function program(): Command {
     .addOption(namespaceOption())
     .option("--pool <pool>", "only this pool")
     .addOption(outputOption())
-    .action((options) => agents({ ...globals(), ...options }));
+    .action(async (options) => (await import("./commands/agents.js")).agents({ ...globals(), ...options }));
 
   fsb
     .command("pull")
@@ -175,7 +205,7 @@ function program(): Command {
     .argument("<image>", "image reference, e.g. python:3.12 or ghcr.io/org/app@sha256:…")
     .addOption(namespaceOption())
     .option("--pool <pool>", "pool whose agents pull it", "default")
-    .action((image, options) => pull(image, { ...globals(), ...options }));
+    .action(async (image, options) => (await imageCommands()).pull(image, { ...globals(), ...options }));
 
   fsb
     .command("login")
@@ -183,7 +213,7 @@ function program(): Command {
     .argument("<registry>", "registry host, e.g. ghcr.io, docker.io or 127.0.0.1:5000")
     .option("-u, --username <user>", "user name")
     .option("--password-stdin", "read the password (or token) from stdin")
-    .action((registry, options) => login(registry, { ...globals(), ...options }));
+    .action(async (registry, options) => (await imageCommands()).login(registry, { ...globals(), ...options }));
 
   fsb
     .command("janitor")
@@ -198,21 +228,22 @@ function program(): Command {
     .option("--containerd-namespace <ns>", "containerd namespace (env FSB_CONTAINERD_NAMESPACE; default: the one of 'fsb up')")
     .option("--containerd-socket <path>", "containerd socket (env FSB_CONTAINERD_SOCKET; default: the one of 'fsb up')")
     .option("--cgroup-root <name>", "cgroup the agents live under (env FSB_CGROUP_ROOT; default: the one of 'fsb up')")
-    .action((options) => janitor({ ...globals(), ...options }));
+    .action(async (options) => (await import("./commands/janitor.js")).janitor({ ...globals(), ...options }));
 
   return fsb;
 }
 
-export async function main(argv: string[]): Promise<number> {
+/** Runs the program; `programName` is what it runs as (`kubectl-fs` targets a cluster, see target.ts). */
+export async function main(argv: string[], programName = programNameOf(argv[1])): Promise<number> {
   try {
-    await program().parseAsync(argv);
+    await program(programName).parseAsync(argv);
     return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (error) {
     if (error instanceof CommanderError) {
       // Help and version are not errors; everything else commander throws is bad usage.
       return error.exitCode === 0 ? 0 : EXIT_USAGE;
     }
-    const fsbError = FsbError.from(error);
+    const fsbError = explainFailure(FsbError.from(error));
     process.stderr.write(`error: ${fsbError.message}\n`);
     if (fsbError.code === "internal" && process.env.FSB_DEBUG) process.stderr.write(`${String((error as Error).stack)}\n`);
     return fsbError instanceof ValidationError && fsbError.field.startsWith("--") ? EXIT_USAGE : EXIT_ERROR;

@@ -2,7 +2,9 @@ import { connect, type GlobalOptions } from "../connection.js";
 import { printObjects, printTable, type OutputFormat } from "../output.js";
 
 export async function agents(options: GlobalOptions & { namespace?: string; pool?: string; output: OutputFormat }): Promise<void> {
-  const list = await connect(options).pools.agents({ namespace: options.namespace ?? "*", ...(options.pool ? { pool: options.pool } : {}) });
+  // Every namespace's agents unless -n names one.
+  const { client } = await connect(options);
+  const list = await client.pools.agents({ namespace: options.namespace ?? "*", ...(options.pool ? { pool: options.pool } : {}) });
   printObjects(options.output, list, () =>
     printTable(
       ["NAME", "POOL", "ENDPOINT", "CAPACITY", "ALLOCATED", "READY", "PID", "IMAGES"],

@@ -58,11 +58,11 @@ export function checkManifest(object: unknown, where: string): Sandbox | Sandbox
 export async function apply(options: GlobalOptions & { file: string; namespace?: string }): Promise<void> {
   // Number documents as they are in the file: skipped empty documents must not shift the numbers.
   const objects = readManifests(options.file).map(({ where, object }) => checkManifest(object, where));
-  const client = connect(options);
+  const { client, namespace: defaultNamespace } = await connect(options);
   // Pools first, so sandboxes in the same file find their pool.
   const ordered = [...objects.filter((o) => o.kind === "SandboxPool"), ...objects.filter((o) => o.kind === "Sandbox")];
   for (const object of ordered) {
-    const namespace = object.metadata.namespace ?? options.namespace ?? "default";
+    const namespace = object.metadata.namespace ?? defaultNamespace;
     if (object.kind === "SandboxPool") {
       await client.pools.apply({ ...object, metadata: { ...object.metadata, namespace } });
       process.stdout.write(`sandboxpool/${object.metadata.name} configured\n`);

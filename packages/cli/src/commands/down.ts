@@ -15,7 +15,7 @@ export async function down(options: { dataDir?: string; deleteSandboxes?: boolea
     return;
   }
   if (options.deleteSandboxes) {
-    const client = connect({ dataDir });
+    const { client } = await connect({ dataDir });
     // Again until none is left: a create that was in flight during the first round shows up in the next.
     let deleted = 0;
     for (let round = 0; round < 3; round++) {

@@ -51,7 +51,7 @@ export interface PullOptions extends GlobalOptions {
  * a terminal, a line per phase otherwise); stdout gets one line per agent at the end.
  */
 export async function pull(image: string, options: PullOptions): Promise<void> {
-  const client = connect(options);
+  const { client, namespace } = await connect(options);
   const interactive = process.stderr.isTTY === true;
   const latest = new Map<string, PullProgress>();
   const lastPhase = new Map<string, string>();
@@ -70,7 +70,7 @@ export async function pull(image: string, options: PullOptions): Promise<void> {
   try {
     results = await client.pools.pullImage(image, {
       pool: options.pool,
-      namespace: options.namespace ?? "",
+      namespace,
       signal: controller.signal,
       onProgress: (progress) => {
         latest.set(progress.agent, progress);

@@ -21,7 +21,8 @@ export function poolRow(pool: SandboxPool, now = Date.now()): string[] {
 }
 
 export async function pools(options: GlobalOptions & { namespace?: string; allNamespaces?: boolean; output: OutputFormat }): Promise<void> {
-  const list = await connect(options).pools.list({ namespace: options.allNamespaces ? "*" : (options.namespace ?? "") });
+  const { client, namespace } = await connect(options);
+  const list = await client.pools.list({ namespace: options.allNamespaces ? "*" : namespace });
   printObjects(options.output, { apiVersion: "v1", kind: "List", items: list }, () => {
     if (list.length === 0) {
       process.stdout.write("No pools. Create one with: npx fsb apply -f pool.yaml\n");
@@ -36,15 +37,16 @@ export async function pools(options: GlobalOptions & { namespace?: string; allNa
 }
 
 export async function getPool(name: string, options: GlobalOptions & { namespace?: string; output: OutputFormat }): Promise<void> {
-  const pool = await connect(options).pools.get(name, { namespace: options.namespace ?? "" });
+  const { client, namespace } = await connect(options);
+  const pool = await client.pools.get(name, { namespace });
   printObjects(options.output, pool, () => printTable(POOL_HEADERS, [poolRow(pool)]));
 }
 
 /** Deletes pools one by one; the control plane refuses a pool that still has sandboxes. */
 export async function deletePools(names: string[], options: GlobalOptions & { namespace?: string }): Promise<void> {
-  const client = connect(options);
+  const { client, namespace } = await connect(options);
   for (const name of names) {
-    await client.pools.delete(name, { namespace: options.namespace ?? "" });
+    await client.pools.delete(name, { namespace });
     process.stdout.write(`pool ${name} deleted\n`);
   }
 }

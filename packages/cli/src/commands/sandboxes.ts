@@ -37,8 +37,7 @@ export function parseEnvs(values: string[]): { name: string; value: string }[] {
 }
 
 export async function run(command: string[], options: RunOptions): Promise<void> {
-  const client = connect(options);
-  const namespace = options.namespace ?? "default";
+  const { client, namespace } = await connect(options);
   let image = options.image;
   if (!image) {
     const pool = await client.pools.get(options.pool, { namespace });
@@ -77,8 +76,9 @@ function sandboxRow(s: Sandbox): string[] {
 const SANDBOX_HEADERS = ["NAME", "PHASE", "POOL", "AGENT", "IMAGE", "ENDPOINTS", "AGE"];
 
 export async function list(options: GlobalOptions & { namespace?: string; allNamespaces?: boolean; pool?: string; output: OutputFormat }): Promise<void> {
-  const sandboxes = await connect(options).sandboxes.list({
-    namespace: options.allNamespaces ? "*" : (options.namespace ?? ""),
+  const { client, namespace } = await connect(options);
+  const sandboxes = await client.sandboxes.list({
+    namespace: options.allNamespaces ? "*" : namespace,
     ...(options.pool ? { pool: options.pool } : {}),
   });
   printObjects(options.output, { apiVersion: "v1", kind: "List", items: sandboxes }, () => {
@@ -108,7 +108,8 @@ export function conditionRows(sandbox: Sandbox, now = Date.now()): string[][] {
 }
 
 export async function get(name: string, options: GlobalOptions & { namespace?: string; output: OutputFormat }): Promise<void> {
-  const sandbox = await connect(options).sandboxes.get(name, { namespace: options.namespace ?? "" });
+  const { client, namespace } = await connect(options);
+  const sandbox = await client.sandboxes.get(name, { namespace });
   printObjects(options.output, sandbox, () => {
     printTable(SANDBOX_HEADERS, [sandboxRow(sandbox)]);
     const conditions = conditionRows(sandbox);
@@ -119,10 +120,11 @@ export async function get(name: string, options: GlobalOptions & { namespace?: s
 }
 
 export async function logs(name: string, options: GlobalOptions & { namespace?: string; follow?: boolean }): Promise<void> {
+  const { client, namespace } = await connect(options);
   const controller = new AbortController();
   process.once("SIGINT", () => controller.abort());
-  for await (const chunk of connect(options).sandboxes.logs(name, {
-    namespace: options.namespace ?? "",
+  for await (const chunk of client.sandboxes.logs(name, {
+    namespace,
     follow: options.follow ?? false,
     signal: controller.signal,
   })) {
@@ -133,8 +135,9 @@ export async function logs(name: string, options: GlobalOptions & { namespace?: 
 /** Runs the command in the sandbox and returns its exit code (the CLI exits with it). */
 export async function exec(name: string, command: string[], options: GlobalOptions & { namespace?: string; env: string[]; workdir?: string }): Promise<number> {
   if (command.length === 0) throw new ValidationError("COMMAND", "name the command after '--', e.g. fsb exec NAME -- sh -c 'ls /'");
-  const result = await connect(options).sandboxes.exec(name, command, {
-    namespace: options.namespace ?? "",
+  const { client, namespace } = await connect(options);
+  const result = await client.sandboxes.exec(name, command, {
+    namespace,
     envs: parseEnvs(options.env),
     ...(options.workdir ? { workingDir: options.workdir } : {}),
     onStdout: (chunk) => process.stdout.write(chunk),
@@ -144,17 +147,16 @@ export async function exec(name: string, command: string[], options: GlobalOptio
 }
 
 export async function remove(names: string[], options: GlobalOptions & { namespace?: string }): Promise<void> {
-  const client = connect(options);
+  const { client, namespace } = await connect(options);
   for (const name of names) {
-    await client.sandboxes.delete(name, { namespace: options.namespace ?? "" });
+    await client.sandboxes.delete(name, { namespace });
     process.stdout.write(`sandbox ${name} deleted\n`);
   }
 }
 
 /** Sets a new resetRevision (the current time) and waits until the new instance runs. */
 export async function reset(name: string, options: GlobalOptions & { namespace?: string }): Promise<void> {
-  const client = connect(options);
-  const namespace = options.namespace ?? "";
+  const { client, namespace } = await connect(options);
   const current = await client.sandboxes.get(name, { namespace });
   const revision = new Date().toISOString();
   await client.sandboxes.update(name, { ...current.spec, resetRevision: revision }, { namespace });

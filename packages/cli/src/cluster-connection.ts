@@ -1,0 +1,208 @@
+/**
+ * The CLI against a Kubernetes cluster (`kubectl fs`): the kubeconfig, the controller's fast-path
+ * API and its token. `--url`/`FSB_URL` skip the discovery (e.g. through `kubectl port-forward`),
+ * `FSB_TOKEN` the Secret. Loaded only in cluster mode: `@kubernetes/client-node` takes a while to import.
+ *
+ * Also the CLI's one boundary for errors of the Kubernetes API (`kubernetesClusterReader`).
+ */
+import { connect as connectTcp } from "node:net";
+import { ApiException, CoreV1Api, DiscoveryV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { FsbError, PermissionDeniedError, UnauthenticatedError, UnavailableError } from "@fast-sandbox/api";
+import {
+  API_TOKEN_SECRET,
+  CONTROLLER_NAMESPACE,
+  CONTROLLER_SERVICE,
+  describeEndpoint,
+  findController,
+  portForwardHint,
+  readApiToken,
+  type ClusterReader,
+  type ReachabilityCheck,
+} from "./controller-discovery.js";
+import { NoKubeConfigError, loadKubeConfig, type KubeConfigEnvironment, type KubeConfigOptions, type LoadedKubeConfig } from "./kubeconfig.js";
+
+export interface ClusterConnectionOptions extends KubeConfigOptions {
+  /** Namespace of the controller's Service and token Secret. @default "fast-sandbox-system" */
+  fsbNamespace?: string;
+  /** The fast-path API's URL (e.g. a port-forward); skips the discovery. */
+  url?: string;
+  /** The fast-path API's token; skips reading the Secret. */
+  token?: string;
+  /** The namespace of the command (`-n`). @default the kubeconfig context's, else `default` */
+  namespace?: string;
+  /** Where the kubeconfig is looked for. @default process.env and the home directory */
+  environment?: KubeConfigEnvironment;
+  /** The Kubernetes API. @default kubernetesClusterReader */
+  makeReader?: (loaded: LoadedKubeConfig) => ClusterReader;
+  /** @default tcpReachable */
+  reachable?: ReachabilityCheck;
+}
+
+export interface ClusterEndpoint {
+  url: string;
+  token: string;
+  namespace: string;
+  /** What answers at `url`, for messages: e.g. `the controller at 10.0.3.7:7070 (Pod …), found through Service …`. */
+  endpointDescription: string;
+  /** Where the token came from, for messages: `FSB_TOKEN` or the Secret. */
+  tokenSource: string;
+  /** How to reach the controller from outside the cluster network. */
+  portForwardHint: string;
+}
+
+export async function resolveClusterEndpoint(options: ClusterConnectionOptions): Promise<ClusterEndpoint> {
+  const systemNamespace = options.fsbNamespace ?? CONTROLLER_NAMESPACE;
+  const needsApi = options.url === undefined || options.token === undefined;
+  let loaded: LoadedKubeConfig | undefined;
+  try {
+    loaded = needsApi || options.namespace === undefined ? loadKubeConfig(options, options.environment) : undefined;
+  } catch (error) {
+    // With URL and token given the kubeconfig only names the default namespace; without one that is `default`.
+    if (needsApi || !(error instanceof NoKubeConfigError)) throw error;
+  }
+  const reader = loaded ? (options.makeReader ?? kubernetesClusterReader)(loaded) : undefined;
+  const [controller, token] = await Promise.allSettled([
+    options.url !== undefined || !reader
+      ? Promise.resolve(undefined)
+      : findController({ reader, reachable: options.reachable ?? tcpReachable, namespace: systemNamespace, service: CONTROLLER_SERVICE }),
+    options.token !== undefined || !reader ? Promise.resolve(options.token ?? "") : readApiToken({ reader, namespace: systemNamespace }),
+  ]);
+  // Where the controller is matters first: without it the token is of no use.
+  if (controller.status === "rejected") throw controller.reason;
+  if (token.status === "rejected") throw token.reason;
+  const service = `Service ${systemNamespace}/${CONTROLLER_SERVICE}`;
+  const found = controller.value;
+  return {
+    url: found?.url ?? options.url ?? "",
+    token: token.value,
+    namespace: options.namespace ?? loaded?.namespace ?? "default",
+    endpointDescription: found
+      ? `the controller at ${describeEndpoint(found.endpoint)}, found through ${service}${loaded ? ` of context ${loaded.context}` : ""}`
+      : `the controller at ${options.url ?? ""}`,
+    tokenSource: options.token !== undefined ? "FSB_TOKEN" : `Secret ${systemNamespace}/${API_TOKEN_SECRET}`,
+    portForwardHint: portForwardHint(systemNamespace, CONTROLLER_SERVICE),
+  };
+}
+
+/** Opens a TCP connection and closes it again: whether anything listens there and is reachable from here. */
+export const tcpReachable: ReachabilityCheck = (address, port, timeoutMs) =>
+  new Promise((resolve) => {
+    const socket = connectTcp({ host: address, port, timeout: timeoutMs });
+    const done = (reachable: boolean) => {
+      socket.destroy();
+      resolve(reachable);
+    };
+    socket.once("connect", () => done(true));
+    socket.once("timeout", () => done(false));
+    socket.once("error", () => done(false));
+  });
+
+/** The `ClusterReader` over `@kubernetes/client-node`, translating its errors. */
+export function kubernetesClusterReader(loaded: Pick<LoadedKubeConfig, "kubeConfig" | "context" | "server">): ClusterReader {
+  const kubeConfig: KubeConfig = loaded.kubeConfig;
+  const core = kubeConfig.makeApiClient(CoreV1Api);
+  const discovery = kubeConfig.makeApiClient(DiscoveryV1Api);
+  const call = async <T>(action: string, fn: () => Promise<T>, options: { notFound?: T } = {}): Promise<T> => {
+    try {
+      return await fn();
+    } catch (error) {
+      if (error instanceof ApiException && error.code === 404 && "notFound" in options) return options.notFound as T;
+      throw translateKubernetesError(error, action, loaded);
+    }
+  };
+  return {
+    async endpointSlices(namespace, service) {
+      const list = await call(`list EndpointSlices in namespace ${namespace}`, () =>
+        discovery.listNamespacedEndpointSlice({ namespace, labelSelector: `kubernetes.io/service-name=${service}` }),
+      );
+      return list.items.map((slice) => ({
+        addressType: slice.addressType,
+        endpoints: (slice.endpoints ?? []).map((endpoint) => ({
+          addresses: endpoint.addresses,
+          ...(endpoint.conditions?.ready !== undefined ? { ready: endpoint.conditions.ready } : {}),
+          ...(endpoint.targetRef
+            ? {
+                targetRef: {
+                  ...(endpoint.targetRef.kind ? { kind: endpoint.targetRef.kind } : {}),
+                  ...(endpoint.targetRef.name ? { name: endpoint.targetRef.name } : {}),
+                },
+              }
+            : {}),
+        })),
+        ports: (slice.ports ?? []).map((port) => ({ ...(port.name ? { name: port.name } : {}), ...(port.port !== undefined ? { port: port.port } : {}) })),
+      }));
+    },
+    async service(namespace, name) {
+      const service = await call(`get Service ${namespace}/${name}`, () => core.readNamespacedService({ namespace, name }), { notFound: undefined });
+      if (!service) return undefined;
+      return {
+        ...(service.spec?.selector ? { selector: service.spec.selector } : {}),
+        ports: (service.spec?.ports ?? []).map((port) => ({
+          ...(port.name ? { name: port.name } : {}),
+          port: port.port,
+          ...(port.targetPort !== undefined ? { targetPort: port.targetPort } : {}),
+        })),
+      };
+    },
+    async pods(namespace, selector) {
+      const labelSelector = Object.entries(selector)
+        .map(([key, value]) => `${key}=${value}`)
+        .join(",");
+      const list = await call(`list Pods in namespace ${namespace}`, () => core.listNamespacedPod({ namespace, labelSelector }));
+      return list.items.map((pod) => ({
+        name: pod.metadata?.name ?? "",
+        ...(pod.status?.podIP ? { podIP: pod.status.podIP } : {}),
+        ready: (pod.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True"),
+        terminating: pod.metadata?.deletionTimestamp !== undefined,
+        containerPorts: (pod.spec?.containers ?? []).flatMap((c) =>
+          (c.ports ?? []).map((p) => ({ ...(p.name ? { name: p.name } : {}), containerPort: p.containerPort })),
+        ),
+      }));
+    },
+    async secretData(namespace, name) {
+      const secret = await call(`get Secret ${namespace}/${name}`, () => core.readNamespacedSecret({ namespace, name }), { notFound: undefined });
+      if (!secret) return undefined;
+      return Object.fromEntries(Object.entries(secret.data ?? {}).map(([key, value]) => [key, Buffer.from(value, "base64").toString("utf8")]));
+    },
+  };
+}
+
+/**
+ * Errors of the Kubernetes API as the user of the CLI should read them: 401 the kubeconfig's
+ * credentials, 403 what may not be done, anything without an HTTP status the API server unreachable.
+ */
+export function translateKubernetesError(error: unknown, action: string, cluster: Pick<LoadedKubeConfig, "context" | "server">): FsbError {
+  if (error instanceof FsbError) return error;
+  if (error instanceof ApiException) {
+    const code = typeof error.code === "number" ? error.code : 0;
+    const message = statusMessage(error.body) ?? `HTTP ${code}`;
+    if (code === 401) {
+      return new UnauthenticatedError(`the Kubernetes API server ${cluster.server} did not accept the credentials of context ${cluster.context}: ${message}`);
+    }
+    if (code === 403) return new PermissionDeniedError(`cannot ${action}: ${message}`, { cause: error });
+    if (code === 429 || code === 503)
+      return new UnavailableError(`cannot ${action}: the Kubernetes API server is busy (${code}): ${message}; retry later`, { cause: error });
+    return new FsbError(code >= 500 ? "internal" : "failed_precondition", `cannot ${action}: the Kubernetes API server answered ${code}: ${message}`, {
+      cause: error,
+    });
+  }
+  const reason = error instanceof Error ? error.message : String(error);
+  return new UnavailableError(`cannot ${action}: the Kubernetes API server ${cluster.server} of context ${cluster.context} is unreachable (${reason})`, {
+    cause: error,
+  });
+}
+
+function statusMessage(body: unknown): string | undefined {
+  const parse = (value: unknown): unknown => {
+    if (typeof value !== "string") return value;
+    try {
+      return JSON.parse(value);
+    } catch {
+      return value.trim() === "" ? undefined : value.trim();
+    }
+  };
+  const status = parse(body);
+  if (typeof status === "string") return status;
+  const message = (status as { message?: unknown } | undefined)?.message;
+  return typeof message === "string" ? message : undefined;
+}

@@ -1,0 +1,130 @@
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { FailedPreconditionError, ValidationError } from "@fast-sandbox/api";
+import { NoKubeConfigError, loadKubeConfig } from "./kubeconfig.js";
+
+const dir = mkdtempSync(join(tmpdir(), "fsb-kubeconfig-spec-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+interface ContextSpec {
+  name: string;
+  namespace?: string;
+  server?: string;
+}
+
+/** Writes a kubeconfig with one cluster and user per context (named after it). */
+function kubeconfig(file: string, contexts: ContextSpec[], currentContext?: string): string {
+  const path = join(dir, file);
+  const lines = ["apiVersion: v1", "kind: Config", ...(currentContext ? [`current-context: ${currentContext}`] : []), "clusters:"];
+  for (const c of contexts) lines.push(`- name: ${c.name}`, "  cluster:", `    server: ${c.server ?? `https://${c.name}.example:6443`}`);
+  lines.push("users:");
+  for (const c of contexts) lines.push(`- name: ${c.name}`, "  user:", "    token: t");
+  lines.push("contexts:");
+  for (const c of contexts) {
+    lines.push(`- name: ${c.name}`, "  context:", `    cluster: ${c.name}`, `    user: ${c.name}`, ...(c.namespace ? [`    namespace: ${c.namespace}`] : []));
+  }
+  writeFileSync(path, `${lines.join("\n")}\n`);
+  return path;
+}
+
+const nowhere = { env: {}, home: join(dir, "no-home"), rootDir: join(dir, "no-root") };
+
+describe("loadKubeConfig", () => {
+  const devAndProd = kubeconfig("dev-and-prod", [{ name: "dev", namespace: "team-a" }, { name: "prod" }], "dev");
+
+  it("uses --kubeconfig and its current context; the command namespace is the context's", () => {
+    const loaded = loadKubeConfig({ kubeconfig: devAndProd }, { ...nowhere, env: { KUBECONFIG: "/elsewhere" } });
+    assert.equal(loaded.context, "dev");
+    assert.equal(loaded.namespace, "team-a");
+    assert.equal(loaded.server, "https://dev.example:6443");
+    assert.equal(loaded.source, devAndProd);
+  });
+
+  it("switches to --context; a context without a namespace means default", () => {
+    const loaded = loadKubeConfig({ kubeconfig: devAndProd, context: "prod" }, nowhere);
+    assert.equal(loaded.context, "prod");
+    assert.equal(loaded.namespace, "default");
+    assert.equal(loaded.server, "https://prod.example:6443");
+  });
+
+  it("refuses an unknown --context as bad usage, listing the contexts there are", () => {
+    assert.throws(
+      () => loadKubeConfig({ kubeconfig: devAndProd, context: "staging" }, nowhere),
+      (error: unknown) =>
+        error instanceof ValidationError && error.field === "--context" && /no context "staging" in .*; it has: dev, prod$/.test(error.message),
+    );
+  });
+
+  it("refuses a --kubeconfig that does not exist as bad usage", () => {
+    assert.throws(
+      () => loadKubeConfig({ kubeconfig: join(dir, "missing") }, nowhere),
+      (error: unknown) => error instanceof ValidationError && error.field === "--kubeconfig" && /no such file/.test(error.message),
+    );
+  });
+
+  it("merges the files of KUBECONFIG like kubectl: missing files skipped, the first definition and current context win", () => {
+    const first = kubeconfig("first", [{ name: "shared", namespace: "from-first" }], "shared");
+    const second = kubeconfig(
+      "second",
+      [
+        { name: "shared", namespace: "from-second" },
+        { name: "only-second", namespace: "two" },
+      ],
+      "only-second",
+    );
+    const env = { KUBECONFIG: [join(dir, "missing"), first, second].join(":") };
+    const loaded = loadKubeConfig({}, { ...nowhere, env });
+    assert.equal(loaded.context, "shared");
+    assert.equal(loaded.namespace, "from-first");
+    assert.equal(loadKubeConfig({ context: "only-second" }, { ...nowhere, env }).namespace, "two");
+    const noCurrent = kubeconfig("no-current", [{ name: "x" }]);
+    assert.equal(loadKubeConfig({}, { ...nowhere, env: { KUBECONFIG: `${noCurrent}:${second}` } }).context, "only-second");
+  });
+
+  it("says so when KUBECONFIG names no existing file", () => {
+    assert.throws(
+      () => loadKubeConfig({}, { ...nowhere, env: { KUBECONFIG: join(dir, "missing") } }),
+      (error: unknown) => error instanceof FailedPreconditionError && /KUBECONFIG=.* names no existing file/.test(error.message),
+    );
+  });
+
+  it("falls back to ~/.kube/config", () => {
+    const home = join(dir, "home");
+    mkdirSync(join(home, ".kube"), { recursive: true });
+    kubeconfig("home/.kube/config", [{ name: "home", namespace: "mine" }], "home");
+    const loaded = loadKubeConfig({}, { ...nowhere, home });
+    assert.equal(loaded.context, "home");
+    assert.equal(loaded.namespace, "mine");
+  });
+
+  it("uses a Pod's service account inside a cluster, with the Pod's namespace", () => {
+    const rootDir = join(dir, "pod-root");
+    const serviceAccount = join(rootDir, "var/run/secrets/kubernetes.io/serviceaccount");
+    mkdirSync(serviceAccount, { recursive: true });
+    writeFileSync(join(serviceAccount, "token"), "t");
+    writeFileSync(join(serviceAccount, "namespace"), "in-pod");
+    const loaded = loadKubeConfig({}, { env: { KUBERNETES_SERVICE_HOST: "10.96.0.1" }, home: nowhere.home, rootDir });
+    assert.equal(loaded.namespace, "in-pod");
+    assert.equal(loaded.source, "the Pod's service account");
+  });
+
+  it("says where a kubeconfig can come from when there is none", () => {
+    assert.throws(
+      () => loadKubeConfig({}, nowhere),
+      (error: unknown) =>
+        error instanceof NoKubeConfigError && /^no kubeconfig: pass --kubeconfig FILE, set KUBECONFIG, or create ~\/\.kube\/config/.test(error.message),
+    );
+  });
+
+  it("says how to pick a context when the kubeconfig has no current one", () => {
+    const noCurrent = kubeconfig("without-current", [{ name: "a" }]);
+    assert.throws(
+      () => loadKubeConfig({ kubeconfig: noCurrent }, nowhere),
+      (error: unknown) =>
+        error instanceof FailedPreconditionError && /has no current context: pass --context NAME, or run 'kubectl config use-context NAME'/.test(error.message),
+    );
+  });
+});
