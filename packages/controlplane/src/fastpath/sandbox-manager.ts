@@ -584,12 +584,14 @@ export class SandboxManager {
       this.logger.warn({ sandbox: key, reason }, message);
       const current = await this.store.get("Sandbox", { namespace, name });
       if (current && current.metadata.uid === uid && !current.metadata.deletionTimestamp) {
-        const lost = setCondition(current.status?.conditions, { type: "Ready", status: "False", reason: "RecreateFailed", message }, this.clock());
-        const status: SandboxStatus = { ...current.status, phase: "Lost", endpoints: [], conditions: lost };
         // A revision is accepted once an instance runs for it: a reset that failed stays pending, so it is tried again.
-        if (acceptedBefore === undefined) delete status.acceptedResetRevision;
-        else status.acceptedResetRevision = acceptedBefore;
-        await writeStatus(this.store, { ...current, status }, {});
+        await writeStatus(
+          this.store,
+          current,
+          { phase: "Lost", endpoints: [], acceptedResetRevision: acceptedBefore },
+          { type: "Ready", status: "False", reason: "RecreateFailed", message },
+          this.clock(),
+        );
       }
       throw FsbError.from(error);
     }
@@ -692,8 +694,9 @@ export class SandboxManager {
   private async forget(sandbox: Sandbox): Promise<void> {
     const key = { namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, name: sandbox.metadata.name };
     const current = await this.store.get("Sandbox", key);
-    if (!current) return;
-    if (this.keptOnFailure.has(sandboxKey(key.namespace, key.name)) && current.metadata.uid === sandbox.metadata.uid) {
+    // Gone, or another sandbox of the same name (another create's, e.g. a retry's): not ours to remove.
+    if (!current || current.metadata.uid !== sandbox.metadata.uid) return;
+    if (this.keptOnFailure.has(sandboxKey(key.namespace, key.name))) {
       // Its user wrote it: it stays, waiting to be placed again, with nothing of the failed try.
       const { assignedPod: _agent, sandboxID: _id, nodeName: _node, acceptedResetRevision: _reset, ...rest } = current.status ?? {};
       await this.store.updateStatus("Sandbox", { ...current, status: { ...rest, phase: "Pending" } });
