@@ -1,0 +1,143 @@
+/**
+ * Every component runs with exactly the Kubernetes API access config/rbac gives it, and that is
+ * enough: the suite's cluster runs the controller, agents and janitor with those roles only.
+ * - What each ServiceAccount may and may not do, asked of the API server's authorizer with
+ *   `kubectl auth can-i --as` (the admin impersonates): the controller works on sandboxes, pools,
+ *   agent Pods, its own Lease and Secrets by name, and nothing else; the janitor only reads Pods and
+ *   Sandboxes; agents have no API access at all.
+ * - Enough: after the cases before this one (alphabetical order) placed, deleted, recreated and
+ *   reset sandboxes and scaled pools, no controller replica and no janitor logged a `forbidden`
+ *   answer of the API server — a permission the code needs and the role lacks fails this case.
+ * Run by ../suite.test.ts on the suite's cluster.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
+
+const SYSTEM = "fast-sandbox-system";
+const CONTROLLER = `system:serviceaccount:${SYSTEM}:fast-sandbox-controller`;
+const JANITOR = `system:serviceaccount:${SYSTEM}:fast-sandbox-janitor`;
+
+/**
+ * `kubectl auth can-i` as a ServiceAccount: true for yes, false for no. `resource` is TYPE or
+ * TYPE/NAME; a subresource (status, finalizers, exec) is given separately, since kubectl reads
+ * `pods/exec` as the Pod named exec.
+ */
+async function can(suite: KubernetesSuiteContext, user: string, verb: string, resource: string, namespace?: string, subresource?: string): Promise<boolean> {
+  const scope = namespace ? ["-n", namespace] : ["--all-namespaces"];
+  const result = await suite.kubectl("auth", "can-i", verb, resource, ...scope, ...(subresource ? [`--subresource=${subresource}`] : []), `--as=${user}`);
+  assert.ok(result.code === 0 || result.code === 1, `kubectl auth can-i ${verb} ${resource} failed:\n${result.stderr}`);
+  return result.code === 0;
+}
+
+interface PodList {
+  items: { metadata: { name: string }; spec: { containers: { name: string }[] } }[];
+}
+
+export function registerCase(suite: KubernetesSuiteContext): void {
+  describe("RBAC: least privilege per component", () => {
+    it("lets the controller do its work: sandboxes and their status, agent Pods, its Lease, Secrets by name, Events", async () => {
+      for (const [verb, resource, subresource] of [
+        ["watch", "sandboxes.sandbox.fast.io"],
+        ["create", "sandboxes.sandbox.fast.io"],
+        ["delete", "sandboxes.sandbox.fast.io"],
+        ["update", "sandboxes.sandbox.fast.io", "status"],
+        ["patch", "sandboxpools.sandbox.fast.io", "status"],
+        ["update", "sandboxes.sandbox.fast.io", "finalizers"],
+        ["list", "sandboxpools.sandbox.fast.io"],
+        ["create", "pods"],
+        ["delete", "pods"],
+        ["watch", "pods"],
+        ["get", "secrets"],
+        ["create", "events"],
+      ] as const) {
+        assert.equal(await can(suite, CONTROLLER, verb, resource, "default", subresource), true, `controller: ${verb} ${resource} ${subresource ?? ""}`);
+      }
+      assert.equal(await can(suite, CONTROLLER, "get", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM), true);
+      assert.equal(await can(suite, CONTROLLER, "update", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM), true);
+      assert.equal(await can(suite, CONTROLLER, "create", "leases.coordination.k8s.io", SYSTEM), true);
+    });
+
+    it("denies the controller everything else", async () => {
+      for (const [verb, resource, namespace, subresource] of [
+        // Secrets: one by name only; never listed, watched or written.
+        ["list", "secrets", undefined],
+        ["watch", "secrets", "default"],
+        ["create", "secrets", SYSTEM],
+        ["update", "secrets", "default"],
+        ["delete", "nodes", undefined],
+        ["list", "configmaps", SYSTEM],
+        ["get", "configmaps", "default"],
+        ["update", "pods", "default"],
+        ["patch", "pods", "default"],
+        ["create", "pods", "default", "exec"],
+        ["create", "pods", "default", "eviction"],
+        ["update", "pods", "default", "status"],
+        ["delete", "sandboxes.sandbox.fast.io", "default", "status"],
+        ["create", "deployments.apps", SYSTEM],
+        ["create", "serviceaccounts", "default"],
+        ["update", "customresourcedefinitions.apiextensions.k8s.io", undefined],
+        ["create", "rolebindings.rbac.authorization.k8s.io", "default"],
+        // Leases: its own, in its own namespace.
+        ["update", "leases.coordination.k8s.io/someone-else", SYSTEM],
+        ["get", "leases.coordination.k8s.io/fast-sandbox-controller", "default"],
+        ["create", "leases.coordination.k8s.io", "default"],
+        ["list", "leases.coordination.k8s.io", SYSTEM],
+        ["delete", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM],
+      ] as const) {
+        const what = `${verb} ${resource}${subresource ? `/${subresource}` : ""} in ${namespace ?? "all namespaces"}`;
+        assert.equal(await can(suite, CONTROLLER, verb, resource, namespace, subresource), false, `controller must not: ${what}`);
+      }
+    });
+
+    it("lets the janitor read Pods and Sandboxes, and nothing else", async () => {
+      for (const [verb, resource] of [
+        ["list", "pods"],
+        ["watch", "pods"],
+        ["get", "pods"],
+        ["list", "sandboxes.sandbox.fast.io"],
+        ["watch", "sandboxes.sandbox.fast.io"],
+      ]) {
+        assert.equal(await can(suite, JANITOR, verb!, resource!), true, `janitor: ${verb} ${resource}`);
+      }
+      for (const [verb, resource, subresource] of [
+        ["create", "pods"],
+        ["delete", "pods"],
+        ["update", "sandboxes.sandbox.fast.io"],
+        ["update", "sandboxes.sandbox.fast.io", "status"],
+        ["delete", "sandboxes.sandbox.fast.io"],
+        ["list", "sandboxpools.sandbox.fast.io"],
+        ["get", "secrets"],
+        ["list", "configmaps"],
+        ["create", "events"],
+        ["get", "nodes"],
+      ] as const) {
+        assert.equal(await can(suite, JANITOR, verb, resource, undefined, subresource), false, `janitor must not: ${verb} ${resource} ${subresource ?? ""}`);
+      }
+    });
+
+    it("gives the agents no Kubernetes API access", async () => {
+      const agent = `system:serviceaccount:${SYSTEM}:fast-sandbox-agent`;
+      for (const [verb, resource] of [
+        ["get", "pods"],
+        ["list", "sandboxes.sandbox.fast.io"],
+        ["get", "secrets"],
+      ]) {
+        assert.equal(await can(suite, agent, verb!, resource!, SYSTEM), false, `agent must not: ${verb} ${resource}`);
+      }
+    });
+
+    it("was enough: no controller replica and no janitor was refused anything by the API server", async () => {
+      for (const component of ["controller", "janitor"]) {
+        const pods = JSON.parse(await suite.kubectlOk("-n", SYSTEM, "get", "pods", "-l", `app.kubernetes.io/component=${component}`, "-o", "json")) as PodList;
+        assert.ok(pods.items.length > 0, `no ${component} Pod`);
+        for (const pod of pods.items) {
+          const log = suite.podLog(SYSTEM, pod.metadata.name, pod.spec.containers[0]!.name);
+          assert.ok(log.length > 0, `${pod.metadata.name} logged nothing`);
+          const refused = log.split("\n").filter((line) => /forbidden/i.test(line));
+          assert.deepEqual(refused, [], `${pod.metadata.name} was refused by the API server`);
+        }
+      }
+    });
+  });
+}
