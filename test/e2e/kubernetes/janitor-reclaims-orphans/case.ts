@@ -1,0 +1,165 @@
+/**
+ * The janitor DaemonSet reclaims what a lost agent Pod left on its node, and nothing else: an agent
+ * Pod with a running sandbox is force-deleted (its processes killed at once, as when a node's
+ * kubelet loses a Pod), so the sandbox's container, task and snapshot and the agent's shim anchors
+ * stay in containerd labelled with a Pod that no longer exists. Once the protection window has passed
+ * (15 s in the suite's overlay), the janitor removes them — counted in its metrics as `agent_gone`
+ * and `anchor_orphaned` — while a container without Fast Sandbox's labels in the same containerd
+ * namespace is left alone, and the pool's new agent and its anchors are untouched. The Sandbox
+ * (failurePolicy Manual) is Lost, and deleting it succeeds although its agent is gone.
+ * Run by ../suite.test.ts on the suite's cluster, with the pool in pool.yaml.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import type { Sandbox } from "@fast-sandbox/api";
+import { FastSandboxClient } from "@fast-sandbox/sdk";
+import { BASE_IMAGE, ctr } from "../../../support/containerd.js";
+import type { KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const POOL = "orphans";
+const SYSTEM = "fast-sandbox-system";
+const LABEL_AGENT = "fast-sandbox.io/agent";
+
+interface PodList {
+  items: { metadata: { name: string; uid: string; deletionTimestamp?: string }; status: { podIP?: string; conditions?: { type: string; status: string }[] } }[];
+}
+
+/** Containers of the suite's containerd namespace with their labels. */
+function containers(namespace: string): { id: string; labels: Record<string, string> }[] {
+  return ctr(namespace, "containers", "ls", "-q")
+    .split("\n")
+    .map((id) => id.trim())
+    .filter(Boolean)
+    .map((id) => {
+      const info = JSON.parse(ctr(namespace, "containers", "info", id)) as { Labels?: Record<string, string> };
+      return { id, labels: info.Labels ?? {} };
+    });
+}
+
+function firstColumn(text: string): string[] {
+  return text
+    .split("\n")
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/)[0] ?? "")
+    .filter(Boolean);
+}
+
+/** The sum of a counter's series whose labels include `label` (e.g. `reason="agent_gone"`). */
+function counter(metrics: string, name: string, label: string): number {
+  return metrics
+    .split("\n")
+    .filter((line) => line.startsWith(`${name}{`) && line.includes(label))
+    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0);
+}
+
+export function registerCase(suite: KubernetesSuiteContext): void {
+  describe("janitor reclaims orphans of a lost agent Pod", () => {
+    let namespace = "";
+    let client: FastSandboxClient | undefined;
+    const unlabelled = `not-fast-sandbox-${process.pid}`;
+
+    const agentPods = async (): Promise<PodList["items"]> =>
+      (JSON.parse(await suite.kubectlOk("-n", namespace, "get", "pods", "-l", `fast-sandbox.io/pool=${POOL}`, "-o", "json")) as PodList).items;
+    const readyAgent = async () =>
+      suite.eventually(
+        "a ready agent of the pool",
+        async () =>
+          (await agentPods()).find((pod) => !pod.metadata.deletionTimestamp && pod.status.conditions?.some((c) => c.type === "Ready" && c.status === "True")),
+        { timeoutMs: 120_000 },
+      );
+    const janitorMetrics = async (): Promise<string> => {
+      const pods = JSON.parse(await suite.kubectlOk("-n", SYSTEM, "get", "pods", "-l", "app.kubernetes.io/component=janitor", "-o", "json")) as PodList;
+      const podIP = pods.items[0]?.status.podIP;
+      assert.ok(podIP, "the janitor's Pod has an IP");
+      const response = await fetch(`http://${podIP}:9464/metrics`);
+      assert.equal(response.status, 200);
+      return response.text();
+    };
+
+    before(async () => {
+      namespace = await suite.createNamespace("orphans");
+      await suite.apply(readFileSync(path.join(HERE, "pool.yaml"), "utf8"), namespace);
+      client = new FastSandboxClient({ url: await suite.controllerUrl(), token: suite.apiToken });
+    });
+
+    after(() => {
+      client?.close();
+      try {
+        execFileSync("ctr", ["-n", suite.containerdNamespace, "containers", "rm", unlabelled], { stdio: "ignore" });
+      } catch {
+        // not created, or already gone
+      }
+    });
+
+    it("removes the sandbox, task, snapshot and anchors a force-deleted agent Pod left, and nothing else", { timeout: 300_000 }, async () => {
+      const lostAgent = await readyAgent();
+      const sandbox = await client!.sandboxes.create({
+        namespace,
+        pool: POOL,
+        image: BASE_IMAGE,
+        command: ["sleep", "3600"],
+        failurePolicy: "Manual",
+        recoveryTimeoutSeconds: 5,
+      });
+      assert.equal(sandbox.status?.assignedPod, lostAgent.metadata.name);
+      const sandboxId = sandbox.status?.sandboxID ?? "";
+      assert.ok(sandboxId);
+      const left = containers(suite.containerdNamespace).filter((c) => c.labels[LABEL_AGENT] === lostAgent.metadata.name);
+      assert.ok(
+        left.some((c) => c.id === sandboxId),
+        "the sandbox's container exists",
+      );
+      assert.ok(
+        left.some((c) => c.id.startsWith("fsb-anchor.")),
+        "the agent's shim anchors exist",
+      );
+      // A container that is not Fast Sandbox's, in the same namespace: never an orphan.
+      ctr(suite.containerdNamespace, "containers", "create", BASE_IMAGE, unlabelled, "sleep", "1");
+      const before = await janitorMetrics();
+
+      await suite.kubectlOk("-n", namespace, "delete", "pod", lostAgent.metadata.name, "--grace-period=0", "--force", "--wait=false");
+      const replacement = await readyAgent();
+      assert.notEqual(replacement.metadata.name, lostAgent.metadata.name);
+
+      await suite.eventually(
+        "the lost agent's containers to be reclaimed",
+        () => !containers(suite.containerdNamespace).some((c) => c.labels[LABEL_AGENT] === lostAgent.metadata.name),
+        { timeoutMs: 180_000, intervalMs: 1000 },
+      );
+      assert.ok(!firstColumn(ctr(suite.containerdNamespace, "tasks", "ls")).includes(sandboxId), "its task is gone");
+      assert.ok(!firstColumn(ctr(suite.containerdNamespace, "snapshots", "ls")).includes(sandboxId), "its snapshot is gone");
+      const after = await janitorMetrics();
+      const reclaimed = (reason: string) =>
+        counter(after, "fsb_janitor_orphans_reclaimed_total", `reason="${reason}"`) -
+        counter(before, "fsb_janitor_orphans_reclaimed_total", `reason="${reason}"`);
+      assert.ok(reclaimed("agent_gone") + reclaimed("anchor_orphaned") >= 2, "the sandbox and the anchors are counted as reclaimed");
+
+      const now = containers(suite.containerdNamespace);
+      assert.ok(
+        now.some((c) => c.id === unlabelled),
+        "the unlabelled container is left alone",
+      );
+      assert.ok(
+        now.some((c) => c.labels[LABEL_AGENT] === replacement.metadata.name && c.id.startsWith("fsb-anchor.")),
+        "the new agent's anchors are untouched",
+      );
+    });
+
+    it("the sandbox of the lost agent is Lost (failurePolicy Manual) and can be deleted", { timeout: 180_000 }, async () => {
+      const [name] = (await suite.kubectlOk("-n", namespace, "get", "sandboxes", "-o", "jsonpath={.items[*].metadata.name}")).trim().split(/\s+/);
+      assert.ok(name, "the sandbox exists");
+      await suite.eventually(
+        "the sandbox to be Lost",
+        async () => (JSON.parse(await suite.kubectlOk("-n", namespace, "get", "sandbox", name, "-o", "json")) as Sandbox).status?.phase === "Lost",
+        { timeoutMs: 120_000 },
+      );
+      await suite.kubectlOk("-n", namespace, "delete", "sandbox", name, "--timeout=60s");
+      assert.equal((await suite.kubectl("-n", namespace, "get", "sandbox", name)).code, 1);
+    });
+  });
+}
