@@ -624,9 +624,17 @@ export class SandboxManager {
       if (sandbox.status?.phase && sandbox.status.phase !== "Pending") return undefined;
       const pool = this.pools.get(sandboxKey(namespace, sandbox.spec.poolRef));
       if (!pool) throw new NotFoundError(`pool ${namespace}/${sandbox.spec.poolRef} does not exist; it is placed once the pool exists`);
+      // Written by its user (kubectl apply), it lacks the cleanup finalizer the fast path sets: without
+      // it, a delete would remove the record at once and leave the container to the janitor.
+      const held = sandbox.metadata.finalizers?.includes(CLEANUP_FINALIZER)
+        ? sandbox
+        : await this.store.update("Sandbox", {
+            ...sandbox,
+            metadata: { ...sandbox.metadata, finalizers: [...(sandbox.metadata.finalizers ?? []), CLEANUP_FINALIZER] },
+          });
       this.keptOnFailure.add(key);
       try {
-        return await this.place(sandbox, pool, sandbox);
+        return await this.place(held, pool, held);
       } finally {
         this.keptOnFailure.delete(key);
       }
@@ -754,7 +762,13 @@ export class SandboxManager {
     const ns = namespace || DEFAULT_NAMESPACE;
     await this.settled(ns, name);
     const marked = await this.store.delete("Sandbox", { namespace: ns, name });
-    if (marked) await this.finalize(marked, gracePeriodMs);
+    if (!marked) return;
+    await this.finalize(marked, gracePeriodMs).catch(async (error: unknown) => {
+      // Another replica (the leader's reconciler) finished the cleanup first: the record is gone,
+      // which its finalizer allows only once the container is.
+      const current = error instanceof NotFoundError ? await this.store.get("Sandbox", { namespace: ns, name }) : undefined;
+      if (!(error instanceof NotFoundError) || current?.metadata.uid === marked.metadata.uid) throw error;
+    });
   }
 
   /**
