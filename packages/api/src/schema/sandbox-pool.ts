@@ -24,7 +24,24 @@ export const PoolCapacity = Type.Object(
       }),
     ),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    // The cross-field rules of validateSandboxPool, for the API server (CEL, Kubernetes mode).
+    "x-kubernetes-validations": [
+      {
+        rule: "self.poolMin <= self.poolMax",
+        message: "is greater than poolMax",
+        fieldPath: ".poolMin",
+        reason: "FieldValueInvalid",
+      },
+      {
+        rule: "!has(self.bufferMin) || !has(self.bufferMax) || self.bufferMin <= self.bufferMax",
+        message: "is greater than bufferMax",
+        fieldPath: ".bufferMin",
+        reason: "FieldValueInvalid",
+      },
+    ],
+  },
 );
 export type PoolCapacity = Static<typeof PoolCapacity>;
 

@@ -49,7 +49,55 @@ export const SandboxSpec = Type.Object(
     resetRevision: Type.Optional(Type.String({ description: "Changing it replaces the running instance with a new one (same name and spec)." })),
     consistencyMode: Type.Optional(ConsistencyMode),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    // What the fast path refuses to change after creation (only expireTime, failurePolicy,
+    // recoveryTimeoutSeconds, resetRevision and consistencyMode may change), for the API server.
+    "x-kubernetes-validations": [
+      {
+        rule: "self.image == oldSelf.image",
+        message: "is immutable; delete the sandbox and create a new one",
+        fieldPath: ".image",
+        reason: "FieldValueForbidden",
+      },
+      {
+        rule: "has(self.command) == has(oldSelf.command) && (!has(self.command) || self.command == oldSelf.command)",
+        message: "is immutable; delete the sandbox and create a new one",
+        fieldPath: ".command",
+        reason: "FieldValueForbidden",
+      },
+      {
+        rule: "has(self.args) == has(oldSelf.args) && (!has(self.args) || self.args == oldSelf.args)",
+        message: "is immutable; delete the sandbox and create a new one",
+        fieldPath: ".args",
+        reason: "FieldValueForbidden",
+      },
+      {
+        rule: "has(self.envs) == has(oldSelf.envs) && (!has(self.envs) || self.envs == oldSelf.envs)",
+        message: "is immutable; delete the sandbox and create a new one",
+        fieldPath: ".envs",
+        reason: "FieldValueForbidden",
+      },
+      {
+        rule: "has(self.workingDir) == has(oldSelf.workingDir) && (!has(self.workingDir) || self.workingDir == oldSelf.workingDir)",
+        message: "is immutable; delete the sandbox and create a new one",
+        fieldPath: ".workingDir",
+        reason: "FieldValueForbidden",
+      },
+      {
+        rule: "has(self.exposedPorts) == has(oldSelf.exposedPorts) && (!has(self.exposedPorts) || self.exposedPorts == oldSelf.exposedPorts)",
+        message: "is immutable; delete the sandbox and create a new one",
+        fieldPath: ".exposedPorts",
+        reason: "FieldValueForbidden",
+      },
+      {
+        rule: "self.poolRef == oldSelf.poolRef",
+        message: "is immutable; delete the sandbox and create a new one",
+        fieldPath: ".poolRef",
+        reason: "FieldValueForbidden",
+      },
+    ],
+  },
 );
 export type SandboxSpec = Static<typeof SandboxSpec>;
 

@@ -372,6 +372,35 @@ describe("SandboxManager", () => {
       assert.equal(record?.metadata.annotations?.["sandbox.fast.io/request-id"], "req-1");
     });
 
+    it("returns the same sandbox when a requestId is retried on another replica (its own memory of requests), creating it once", async () => {
+      const first = await manager.create({ spec: spec(), requestId: "req-replicas" });
+      // Another control-plane replica: its own manager and registry over the same store and agent.
+      const otherRegistry = new AgentRegistry();
+      otherRegistry.upsertAgent({
+        name: AGENT,
+        namespace: "default",
+        pool: "default",
+        endpoint: "127.0.0.1:7001",
+        capacity: 2,
+        hostIP: "127.0.0.1",
+        images: [],
+      });
+      const other = new SandboxManager({
+        store,
+        registry: otherRegistry,
+        agents: { get: (name) => clients.get(name) },
+        logger: pino({ level: "silent" }),
+        clock: () => NOW,
+      });
+      other.setPool(pool("default"));
+      const again = await other.create({ spec: spec(), requestId: "req-replicas" });
+      assert.equal(again.metadata.uid, first.metadata.uid);
+      assert.equal(again.status?.phase, "Running");
+      assert.equal(agent.createRequests.length, 1);
+      assert.equal(otherRegistry.poolUsage("default", "default").allocated, 0);
+      await other.drain();
+    });
+
     it("scopes request ids to their namespace", async () => {
       const mine = await manager.create({ spec: spec(), requestId: "shared-id" });
       // Another namespace with the same id gets its own create (here: refused, it has no pool), never ours.

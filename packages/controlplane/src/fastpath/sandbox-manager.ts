@@ -3,7 +3,7 @@
  * agents directly. The store keeps the durable record (the audit trail and the source of crash
  * recovery); the registry keeps the slots.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
 import {
   AlreadyExistsError,
@@ -111,6 +111,17 @@ function generatedName(): string {
   return `sb-${randomBytes(5).toString("hex")}`;
 }
 
+/**
+ * The name of a sandbox created with a request id and no name: derived from the id, so a retry on
+ * another control-plane replica (whose memory of requests is its own) finds the same object.
+ */
+export function requestName(namespace: string, requestId: string): string {
+  return `sb-${createHash("sha256").update(`${namespace}/${requestId}`).digest("hex").slice(0, 10)}`;
+}
+
+/** How long a retried request waits for the create another replica is running to finish. */
+const REQUEST_SETTLE_MS = 90_000;
+
 /** Fields a user may change after creation; everything else is fixed for the sandbox's life. */
 const MUTABLE_SPEC_FIELDS = new Set<keyof SandboxSpec>(["expireTime", "failurePolicy", "recoveryTimeoutSeconds", "resetRevision", "consistencyMode"]);
 
@@ -217,7 +228,7 @@ export class SandboxManager {
   private async createOnce(input: CreateSandboxInput, requestId: string | undefined): Promise<Sandbox> {
     await this.ready;
     const namespace = input.namespace || DEFAULT_NAMESPACE;
-    const name = input.name || generatedName();
+    const name = input.name || (requestId ? requestName(namespace, requestId) : generatedName());
     const candidate: Sandbox = {
       apiVersion: API_VERSION,
       kind: "Sandbox",
@@ -238,7 +249,7 @@ export class SandboxManager {
         `pool ${namespace}/${input.spec.poolRef} does not exist${known.length ? ` (pools in ${namespace}: ${known.join(", ")})` : ""}; create it with 'fsb apply -f pool.yaml'`,
       );
     }
-    if (this.closingPools.has(sandboxKey(namespace, input.spec.poolRef))) {
+    if (this.closingPools.has(sandboxKey(namespace, input.spec.poolRef)) || pool.metadata.deletionTimestamp) {
       throw new FailedPreconditionError(`pool ${namespace}/${input.spec.poolRef} is being deleted`);
     }
     const key = sandboxKey(namespace, name);
@@ -247,7 +258,9 @@ export class SandboxManager {
     // delete of the name waits for this create to finish (see delete()).
     if (this.creating.has(key)) throw taken();
     const attempt = (async () => {
-      if (await this.store.get("Sandbox", { namespace, name })) throw taken();
+      const existing = await this.store.get("Sandbox", { namespace, name });
+      if (existing && requestId && existing.metadata.annotations?.[REQUEST_ID_ANNOTATION] === requestId) return this.settledRequest(existing);
+      if (existing) throw taken();
       return this.place(candidate, pool);
     })();
     this.creating.set(key, attempt);
@@ -256,6 +269,24 @@ export class SandboxManager {
     } finally {
       this.creating.delete(key);
     }
+  }
+
+  /**
+   * The sandbox a retried request created before (on another replica, or before a restart): once its
+   * create has finished there (it is no longer Pending or Bound), or after REQUEST_SETTLE_MS.
+   */
+  private async settledRequest(sandbox: Sandbox): Promise<Sandbox> {
+    const key = { namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, name: sandbox.metadata.name };
+    const deadline = Date.now() + REQUEST_SETTLE_MS;
+    let current: Sandbox | undefined = sandbox;
+    while (current && (current.status?.phase ?? "Pending") in { Pending: 1, Bound: 1 } && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      current = await this.store.get("Sandbox", key);
+    }
+    if (!current || current.metadata.uid !== sandbox.metadata.uid) {
+      throw new UnavailableError(`the earlier create of request ${sandbox.metadata.annotations?.[REQUEST_ID_ANNOTATION] ?? ""} failed; retry`);
+    }
+    return current;
   }
 
   /** Waits until no create, status write or cleanup of the sandbox is in flight. */

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { API_VERSION, ConflictError, type PoolCapacity, type SandboxPool } from "@fast-sandbox/api";
+import { API_VERSION, ConflictError, type PoolCapacity, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
 import { pino } from "pino";
 import { FakeClock } from "../controller/clock.js";
 import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "../fleet/agent-fleet.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { MemoryResourceStore } from "../store/memory-resource-store.js";
-import { PoolController } from "./pool-controller.js";
+import { POOL_CLEANUP_FINALIZER, PoolController } from "./pool-controller.js";
 
 const NAMESPACE = "team";
 const POOL = "python";
@@ -147,6 +147,34 @@ describe("PoolController (Kubernetes mode)", () => {
       () => registry.place({ sandboxKey: `${NAMESPACE}/s${sandboxes++}`, namespace: NAMESPACE, pool: POOL, image: "python", ports: [] }).agent.name,
     );
   }
+
+  it("holds a pool with its cleanup finalizer; deleting it deletes its sandboxes first, then lets it go", async () => {
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 2 }));
+    await settle();
+    const held = await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    assert.deepEqual(held?.metadata.finalizers, [POOL_CLEANUP_FINALIZER]);
+    const sandbox = (name: string, poolRef: string): Sandbox => ({
+      apiVersion: API_VERSION,
+      kind: "Sandbox",
+      metadata: { name, namespace: NAMESPACE, finalizers: ["sandbox.fast.io/agent-cleanup"] },
+      spec: { image: "python", poolRef },
+    });
+    await store.create("Sandbox", sandbox("mine", POOL));
+    await store.create("Sandbox", sandbox("other", "another-pool"));
+
+    await store.delete("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    await settle();
+    const mine = await store.get("Sandbox", { namespace: NAMESPACE, name: "mine" });
+    assert.ok(mine?.metadata.deletionTimestamp, "the pool's sandbox is being deleted");
+    assert.equal((await store.get("Sandbox", { namespace: NAMESPACE, name: "other" }))?.metadata.deletionTimestamp, undefined);
+    assert.ok(await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL }), "the pool waits while its sandbox's cleanup runs");
+
+    // Its cleanup (the sandbox reconciler's) finishes: the finalizer goes, and so does the record.
+    await store.update("Sandbox", { ...mine, metadata: { ...mine.metadata, finalizers: [] } });
+    clock.advance(1000);
+    await settle();
+    assert.equal(await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL }), undefined);
+  });
 
   it("starts poolMin agents and no more while their Pods are requested but not yet observed, or observed but not ready", async () => {
     await store.create("SandboxPool", poolObject({ poolMin: 2, poolMax: 4 }));

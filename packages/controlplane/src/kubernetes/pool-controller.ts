@@ -18,6 +18,9 @@
  *   written conditionally on the resourceVersion read, again from a fresh read on conflict;
  * - while spare capacity waits for `scaleDownDelaySeconds`, the key is requeued for when it falls due.
  *
+ * - every pool holds the finalizer `sandbox.fast.io/pool-cleanup`: deleting a pool (kubectl) deletes
+ *   its sandboxes first, while its agents still run, then lets the pool (and so its Pods) go.
+ *
  * Fleet events (ready, lost, removed) enqueue the agent's pool. Placements do not produce events:
  * `wake(namespace, pool)` reconciles a pool at once (a create waits for capacity), and every pool is
  * looked at again every `resyncIntervalMs`.
@@ -73,6 +76,9 @@ interface ExpectedStart {
   name: string;
   requestedAt: Date;
 }
+
+/** Held by every pool (Kubernetes mode) until its sandboxes are gone: deleting a pool deletes them first. */
+export const POOL_CLEANUP_FINALIZER = "sandbox.fast.io/pool-cleanup";
 
 function poolRefOf(key: string): PoolRef {
   const { namespace, name } = parseObjectKey(key);
@@ -141,7 +147,9 @@ export class PoolController implements Reconciler {
 
   /**
    * True while the pool may still gain a slot: it has fewer agents than poolMax, or one of its agents
-   * (or one requested) is not ready yet. Any replica can tell: it reads the fleet and the pool.
+   * (or one requested) is not ready yet — for placement: its Pod may be Ready before this replica's
+   * registry takes it (it answers and is adopted). Any replica can tell: it reads the fleet, the pool
+   * and its registry.
    */
   canGrow(namespace: string, pool: string): boolean {
     const key = `${namespace}/${pool}`;
@@ -149,7 +157,7 @@ export class PoolController implements Reconciler {
     if (!spec || spec.metadata.deletionTimestamp) return false;
     const agents = this.options.fleet.listAgents({ namespace, pool }).filter((agent) => !this.stopping.has(agent.name));
     if ((this.expectedStarts.get(key)?.length ?? 0) > 0) return true;
-    if (agents.some((agent) => !agent.ready)) return true;
+    if (agents.some((agent) => !agent.ready || this.options.registry.getAgent(agent.name)?.ready !== true)) return true;
     return agents.length < spec.spec.capacity.poolMax;
   }
 
@@ -186,10 +194,22 @@ export class PoolController implements Reconciler {
     this.syncRegistry(ref, pool, agents);
     if (this.options.isLeader && !this.options.isLeader()) return { requeueAfterMs: this.options.resyncIntervalMs ?? 5000 };
     if (!pool || pool.metadata.deletionTimestamp) {
-      // Its Pods go with it (owner reference); the registry follows as the fleet reports them removed.
+      // Its Pods go with it (owner reference) once it is gone; the registry follows as the fleet reports them removed.
       this.spareSince.delete(key);
       this.expectedStarts.delete(key);
-      return;
+      return pool ? this.cascade(pool) : undefined;
+    }
+    if (!pool.metadata.finalizers?.includes(POOL_CLEANUP_FINALIZER)) {
+      await updateWithRetry(
+        this.options.store,
+        "SandboxPool",
+        { namespace: ref.namespace, name: ref.pool },
+        (current) =>
+          current.metadata.deletionTimestamp || current.metadata.finalizers?.includes(POOL_CLEANUP_FINALIZER)
+            ? undefined
+            : { ...current, metadata: { ...current.metadata, finalizers: [...(current.metadata.finalizers ?? []), POOL_CLEANUP_FINALIZER] } },
+        pool.metadata.uid !== undefined ? { uid: pool.metadata.uid } : {},
+      );
     }
 
     const now = this.clock.now();
@@ -231,6 +251,35 @@ export class PoolController implements Reconciler {
 
     await this.writeStatus(pool, plan.desired);
     return { requeueAfterMs: this.requeueAfterMs(pool, plan.spareSince, now) };
+  }
+
+  /**
+   * A pool being deleted (e.g. `kubectl delete sandboxpool`) takes its sandboxes with it: each is
+   * deleted (its cleanup runs while the pool's agents still run — they are only garbage-collected
+   * once the pool is gone), and the pool's finalizer is removed once none is left.
+   */
+  private async cascade(pool: SandboxPool): Promise<ReconcileResult | void> {
+    if (!pool.metadata.finalizers?.includes(POOL_CLEANUP_FINALIZER)) return;
+    const namespace = pool.metadata.namespace ?? "default";
+    const { items } = await this.options.store.list("Sandbox", { namespace });
+    const left = items.filter((sandbox) => sandbox.spec.poolRef === pool.metadata.name);
+    if (left.length > 0) {
+      for (const sandbox of left.filter((s) => !s.metadata.deletionTimestamp)) {
+        this.options.logger.info({ pool: `${namespace}/${pool.metadata.name}`, sandbox: sandbox.metadata.name }, "pool deleted: deleting its sandbox");
+        await this.options.store.delete("Sandbox", { namespace, name: sandbox.metadata.name });
+      }
+      return { requeueAfterMs: 1000 };
+    }
+    await updateWithRetry(
+      this.options.store,
+      "SandboxPool",
+      { namespace, name: pool.metadata.name },
+      (current) =>
+        current.metadata.finalizers?.includes(POOL_CLEANUP_FINALIZER)
+          ? { ...current, metadata: { ...current.metadata, finalizers: current.metadata.finalizers.filter((f) => f !== POOL_CLEANUP_FINALIZER) } }
+          : undefined,
+      pool.metadata.uid !== undefined ? { uid: pool.metadata.uid } : {},
+    );
   }
 
   /** The registry follows the fleet's view of the pool's agents. */

@@ -179,5 +179,28 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       const left = await suite.kubectlOk("-n", namespace, "get", "sandboxes,sandboxpools", "-o", "name");
       assert.equal(left.trim(), "", `objects exist after the rejected applies: ${left}`);
     });
+
+    it("refuses changes to a sandbox's fixed fields, as the fast path does, and accepts the mutable ones", async () => {
+      // Its pool does not exist: it stays Pending, which is all this needs (the rules are the API server's).
+      await suite.apply(JSON.stringify(load("valid-sandbox.yaml")), namespace);
+      for (const [field, value] of [
+        ["image", "fast-sandbox.io/other:latest"],
+        ["poolRef", "another-pool"],
+        ["command", ["true"]],
+        ["exposedPorts", [9090]],
+        ["workingDir", "/"],
+      ] as const) {
+        const patch = JSON.stringify({ spec: { [field]: value } });
+        const result = await suite.kubectl("-n", namespace, "patch", "sandbox", "valid", "--type=merge", "-p", patch);
+        assert.notEqual(result.code, 0, `changing spec.${field} was accepted`);
+        assert.match(result.stderr, new RegExp(`spec\\.${field}: Forbidden: is immutable`), result.stderr);
+      }
+      const mutable = JSON.stringify({ spec: { expireTime: "2031-01-02T15:04:05Z", failurePolicy: "Manual", recoveryTimeoutSeconds: 10, resetRevision: "1" } });
+      await suite.kubectlOk("-n", namespace, "patch", "sandbox", "valid", "--type=merge", "-p", mutable);
+      const stored = JSON.parse(await suite.kubectlOk("-n", namespace, "get", "sandbox", "valid", "-o", "json")) as { spec: Record<string, unknown> };
+      assert.equal(stored.spec.image, "fast-sandbox.io/base:latest");
+      assert.equal(stored.spec.failurePolicy, "Manual");
+      await suite.kubectlOk("-n", namespace, "delete", "sandbox", "valid", "--timeout=60s");
+    });
   });
 }

@@ -7,8 +7,9 @@
  * A pool that still has a sandbox (busy-pool.yaml, the sandbox created through the fast path): the
  * fast path refuses to delete it, as `fsb delete pool` documents ("refused while they have
  * sandboxes"), and leaves pool, agent and sandbox as they were. `kubectl delete` of it must not
- * orphan the sandbox either: the pool is held until its sandboxes are gone (refused), or its
- * sandboxes are removed with it (cascade). Run by ../suite.test.ts on the suite's cluster.
+ * orphan the sandbox: the pool is held by its cleanup finalizer while its sandboxes are deleted
+ * (their containers with them, while the pool's agent still runs), then it goes, and its agent Pod
+ * with it. Run by ../suite.test.ts on the suite's cluster.
  */
 import assert from "node:assert/strict";
 import { readFileSync, readdirSync } from "node:fs";
@@ -177,36 +178,25 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       assert.deepEqual(runtimeOf(suite.containerdNamespace, busySandboxId), ["container", "task RUNNING", "snapshot"]);
     });
 
-    it("kubectl delete of a pool that still has a sandbox does not orphan it: the pool is held until it is gone, or it goes with the pool", async () => {
+    it("kubectl delete of a pool that still has a sandbox deletes the sandbox first (its container with it), then the pool and its agent", async () => {
       assert.ok(busySandboxId, "the previous test created the busy pool's sandbox");
+      const agents = await agentPods("busy");
       await suite.kubectlOk("-n", namespace, "delete", "sandboxpool", "busy", "--wait=false");
+      // Held by its cleanup finalizer meanwhile: no new sandbox goes into a pool being deleted.
       const held = await get<SandboxPool>("sandboxpool", "busy");
       if (held) {
-        // Refused (held by a finalizer until its sandboxes are gone): pool, agent and sandbox keep working.
-        assert.equal((await get<Sandbox>("sandbox", "still-running"))?.status?.phase, "Running");
-        assert.equal((await agentPods("busy")).length, 1, "the held pool keeps its agent");
-        assert.deepEqual(runtimeOf(suite.containerdNamespace, busySandboxId), ["container", "task RUNNING", "snapshot"]);
-        await client!.sandboxes.delete("still-running", { namespace });
-        await suite.eventually("the pool to go once its sandbox is gone", async () => (await get<SandboxPool>("sandboxpool", "busy")) === undefined, {
-          timeoutMs: 120_000,
-        });
-        return;
-      }
-      // Cascade: the sandbox goes with the pool, with everything it held in containerd.
-      try {
-        await suite.eventually(
-          "the deleted pool's sandbox to be removed with it",
-          async () => (await get<Sandbox>("sandbox", "still-running")) === undefined && runtimeOf(suite.containerdNamespace, busySandboxId).length === 0,
-          { timeoutMs: 90_000, intervalMs: 1000 },
-        );
-      } catch (error) {
-        const left = await get<Sandbox>("sandbox", "still-running");
-        const conditions = (left?.status?.conditions ?? []).map((c) => `${c.type}=${c.status} (${c.reason ?? ""}: ${c.message ?? ""})`);
-        assert.fail(
-          `${(error as Error).message}\nthe pool is gone, but its sandbox is not: object ${left ? `phase ${left.status?.phase}, ${conditions.join("; ")}` : "gone"}; ` +
-            `containerd holds ${runtimeOf(suite.containerdNamespace, busySandboxId).join(", ") || "nothing"} of it`,
+        await assert.rejects(client!.sandboxes.create({ namespace, pool: "busy", image: BASE_IMAGE, command: ["sleep", "60"] }), (error: Error) =>
+          /being deleted|does not exist/.test(error.message),
         );
       }
+      await suite.eventually(
+        "the deleted pool's sandbox to be removed with everything it held in containerd",
+        async () => (await get<Sandbox>("sandbox", "still-running")) === undefined && runtimeOf(suite.containerdNamespace, busySandboxId).length === 0,
+        { timeoutMs: 120_000, intervalMs: 1000 },
+      );
+      await suite.eventually("the pool to be gone", async () => (await get<SandboxPool>("sandboxpool", "busy")) === undefined, { timeoutMs: 60_000 });
+      await suite.eventually("its agent Pod to be gone", async () => (await agentPods("busy")).length === 0, { timeoutMs: 120_000 });
+      assert.ok(agents.length > 0);
     });
   });
 }
