@@ -1,11 +1,13 @@
 /**
- * Benchmarks. `npm run bench -- create [--count N] [--warmup W] [--concurrency C] [--json]`
+ * Benchmarks. `npm run bench -- create [--kubernetes] [--count N] [--warmup W] [--concurrency C] [--json]`
  *
- * Needs root and a running containerd. Tables go to stdout, progress to stderr; the last line of
+ * Needs root and a running containerd (`--kubernetes`: also the built packages and the test
+ * harness's cluster binaries). Tables go to stdout, progress to stderr; the last line of
  * stdout is `RESULT create_p50_ms=X baseline_ctr_p50_ms=Y ratio=Z`.
  */
 import { parseArgs } from "node:util";
-import { runCreateBench } from "./create.js";
+import { runCreateBench, type CreateBenchResult } from "./create.js";
+import { runKubernetesCreateBench } from "./create-kubernetes.js";
 import { formatTable } from "./stats.js";
 
 const USAGE = `usage: npm run bench -- create [options]
@@ -13,14 +15,23 @@ const USAGE = `usage: npm run bench -- create [options]
   Sandbox create latency (SDK call -> user process running) vs 'ctr run -d' of the same image,
   measured in the same run, interleaved by rounds.
 
+  --kubernetes      against Fast Sandbox deployed on a cluster instead of embedded in this process:
+                    starts the Kubernetes e2e suite's cluster (test/support/kubernetes-suite.ts),
+                    applies the pool, calls a controller Pod, and removes it all at the end (exit 1
+                    if anything is left); containerd namespace fsb-e2e-kubernetes, the base image.
+                    One cluster run per machine: flock /tmp/fsb-k8s-suite.lock npm run bench -- ...
+
   --count N         measured creates per side (default 30)
   --warmup W        unrecorded creates per side first (default max(3, C))
   --concurrency C   creates in flight at once per side (default 1: one after another)
-  --image REF       image (default fast-sandbox.io/base:latest, imported by scripts/build-base-image.sh)
+  --image REF       image (default fast-sandbox.io/base:latest, imported by scripts/build-base-image.sh;
+                    not with --kubernetes)
   --namespace NS    dedicated containerd namespace (default fsb-bench); its containers are removed
+                    (not with --kubernetes)
   --agents N        agents in the pool (default 1; each agent's sandboxes share one shim)
   --breakdown       also time the agent's CreateSandbox called directly (a third interleaved side)
                     and SDK get round trips, to split a create between control plane and agent
+                    (embedded only)
   --json            print the results as one JSON line before the RESULT line
   -h, --help`;
 
@@ -43,6 +54,7 @@ async function main(): Promise<void> {
       json: { type: "boolean", default: false },
       breakdown: { type: "boolean", default: false },
       agents: { type: "string" },
+      kubernetes: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -62,21 +74,44 @@ async function main(): Promise<void> {
   const namespace = values.namespace ?? "fsb-bench";
   if (!/^[a-z0-9][a-z0-9.-]*$/.test(namespace)) throw new Error(`--namespace ${namespace} is not a valid containerd namespace`);
   if (count + warmup + concurrency > 1024) throw new Error("count + warmup + concurrency must stay within one agent's 1024 slots");
+  const agents = positiveInt("agents", values.agents, 1);
+  const sandboxCommand = ["sleep", "3600"];
+  const log = (message: string) => process.stderr.write(`bench: ${message}\n`);
 
-  const result = await runCreateBench({
-    count,
-    warmup,
-    concurrency,
-    image: values.image ?? "fast-sandbox.io/base:latest",
-    namespace,
-    cgroupRoot: namespace,
-    command: ["sleep", "3600"],
-    breakdown: values.breakdown,
-    agents: positiveInt("agents", values.agents, 1),
-    log: (message) => process.stderr.write(`bench: ${message}\n`),
-  });
+  let result: CreateBenchResult;
+  if (values.kubernetes) {
+    // The cluster's containerd namespace, image and agents are the e2e suite's (test/e2e/kubernetes/deploy).
+    for (const flag of ["namespace", "image", "breakdown"] as const) {
+      if (values[flag]) {
+        console.error(`--${flag} does not apply to --kubernetes (containerd namespace fsb-e2e-kubernetes, image fast-sandbox.io/base:latest)\n\n${USAGE}`);
+        process.exitCode = 2;
+        return;
+      }
+    }
+    result = await runKubernetesCreateBench({ count, warmup, concurrency, agents, command: sandboxCommand, log });
+  } else {
+    result = await runCreateBench({
+      count,
+      warmup,
+      concurrency,
+      image: values.image ?? "fast-sandbox.io/base:latest",
+      namespace,
+      cgroupRoot: namespace,
+      command: sandboxCommand,
+      breakdown: values.breakdown,
+      agents,
+      log,
+    });
+  }
 
   const m = result.machine;
+  const k = result.kubernetes;
+  if (k) {
+    console.log(
+      `kubernetes: controller Pod ${k.controllerUrl} (${k.controllerReplicas} Ready replicas, store kube-apiserver), pool ${k.namespace}/bench with ${result.agents} agent Pod(s); ` +
+        `cluster + deployment ${(k.setupMs.clusterAndDeployment / 1000).toFixed(1)} s, pool ready ${(k.setupMs.poolReady / 1000).toFixed(1)} s`,
+    );
+  }
   console.log(
     `create: ${count} measured (+${warmup} warm-up) per side, concurrency ${concurrency}, ${result.agents} agent(s), image ${result.image}, ` +
       `command '${result.command.join(" ")}', ${m.cpus} CPUs, ${m.memoryGiB} GiB, kernel ${m.kernel}, node ${m.node}`,
@@ -99,7 +134,7 @@ async function main(): Promise<void> {
     `throughput (creates/s over the measured bursts): fast-sandbox ${result.throughputPerSecond.fastSandbox.toFixed(1)}, ctr ${result.throughputPerSecond.ctr.toFixed(1)}`,
   );
   console.log(
-    `DELETE fsb_delete_p50_ms=${result.fastSandbox.delete?.p50.toFixed(2) ?? "n/a"} delete_errors=${result.fastSandbox.deleteErrors.length} leftover_containers=${result.cleanup.leftoverContainers.length} leftover_tasks=${result.cleanup.leftoverTasks.length}`,
+    `DELETE fsb_delete_p50_ms=${result.fastSandbox.delete?.p50.toFixed(2) ?? "n/a"} delete_errors=${result.fastSandbox.deleteErrors.length} leftover_containers=${result.cleanup.leftoverContainers.length} leftover_tasks=${result.cleanup.leftoverTasks.length}${result.cleanup.problems ? ` teardown_leftovers=${result.cleanup.problems.length}` : ""}`,
   );
   if (result.breakdown) {
     const c = result.breakdown.cpuMsPerCreate;
@@ -109,6 +144,14 @@ async function main(): Promise<void> {
   console.log(
     `RESULT create_p50_ms=${result.fastSandbox.create.p50.toFixed(2)} baseline_ctr_p50_ms=${result.ctrBaseline.create.p50.toFixed(2)} ratio=${result.ratioP50.toFixed(3)}`,
   );
+  // The cluster run must leave nothing: the numbers stand, the exit code says the clean-up failed.
+  const problems = result.cleanup.problems ?? [];
+  if (values.kubernetes && problems.length + result.cleanup.leftoverContainers.length + result.cleanup.leftoverTasks.length > 0) {
+    console.error(
+      `bench: FAILED: the run left something behind:\n  ${[...problems, ...result.cleanup.leftoverContainers.map((c) => `container ${c}`), ...result.cleanup.leftoverTasks.map((t) => `task ${t}`)].join("\n  ")}`,
+    );
+    process.exitCode = 1;
+  }
 }
 
 main().then(
