@@ -2,8 +2,10 @@
  * Entry point of a controller replica (the Deployment in config/manager): settings from the
  * environment (controller-config.ts), the API server through KUBECONFIG or the in-cluster service
  * account. A replica that stops leading exits, so it starts again clean as a follower (the
- * Deployment restarts it); SIGTERM steps down, releases the Lease and exits.
+ * Deployment restarts it); SIGTERM steps down, releases the Lease and exits. Its Lease identity is
+ * `<Pod name>_<random>`, new for every process.
  */
+import { randomBytes } from "node:crypto";
 import { KubeConfig } from "@kubernetes/client-node";
 import { destination, pino } from "pino";
 import { controllerConfigFromEnv } from "./controller-config.js";
@@ -26,7 +28,9 @@ async function main(): Promise<void> {
   };
   const controlPlane = await startKubernetesControlPlane({
     kubeConfig,
-    identity: config.identity,
+    // The Pod's name plus this process's own suffix (as controller-runtime does): a replica restarted
+    // in the same Pod is a new candidate, and never renews the Lease its dead predecessor held.
+    identity: `${config.identity}_${randomBytes(4).toString("hex")}`,
     lease: { namespace: config.namespace, name: config.leaseName, durationSeconds: config.leaseDurationSeconds },
     token: config.token,
     agentToken: config.agentToken,
