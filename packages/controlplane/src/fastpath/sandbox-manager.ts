@@ -37,6 +37,8 @@ export const DEFAULT_NAMESPACE = "default";
 /** Held by every sandbox until its container is gone from its agent. */
 export const CLEANUP_FINALIZER = "sandbox.fast.io/agent-cleanup";
 export const REQUEST_ID_ANNOTATION = "sandbox.fast.io/request-id";
+/** Set on records a fast path writes (CreateSandbox): the replica that wrote it places it; the reconciler does not, for a while. */
+export const FAST_PATH_ANNOTATION = "sandbox.fast.io/created-by-fast-path";
 const DEFAULT_GRACE_PERIOD_MS = 2000;
 /** Conditions that describe one instance of a sandbox; a replacement starts without them. */
 const PER_INSTANCE_CONDITIONS = new Set(["CommandExited", "OOMKilled"]);
@@ -166,6 +168,11 @@ export class SandboxManager {
     this.capacity = capacity;
   }
 
+  /** How long a create in the pool may wait for capacity (its wakeTimeoutSeconds), in ms. */
+  wakeTimeoutMs(namespace: string, pool: string): number {
+    return (this.pools.get(sandboxKey(namespace, pool))?.spec.capacity.wakeTimeoutSeconds ?? DEFAULT_WAKE_TIMEOUT_SECONDS) * 1000;
+  }
+
   /** Creates of the pool waiting for a free slot right now. */
   waitingFor(namespace: string, pool: string): number {
     return this.waiting.get(sandboxKey(namespace, pool)) ?? 0;
@@ -236,7 +243,7 @@ export class SandboxManager {
         name,
         namespace,
         ...(input.labels && Object.keys(input.labels).length > 0 ? { labels: input.labels } : {}),
-        ...(requestId ? { annotations: { [REQUEST_ID_ANNOTATION]: requestId } } : {}),
+        annotations: { [FAST_PATH_ANNOTATION]: "true", ...(requestId ? { [REQUEST_ID_ANNOTATION]: requestId } : {}) },
         finalizers: [CLEANUP_FINALIZER],
       },
       spec: input.spec,

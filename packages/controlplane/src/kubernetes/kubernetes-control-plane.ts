@@ -119,7 +119,13 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     logger,
     isLeader: leading,
     agentUsable: (name) => connections.agentConnectivity(name)?.connected === true,
-    onAgentRegistered: (name) => allocations.agentRegistered(name),
+    onAgentRegistered: (name) => {
+      // Its first heartbeat may have answered before it was registered: placement (image affinity,
+      // pull-if-missing) must see its images from the start, not after the next heartbeat.
+      const observed = connections.observedStatus(name);
+      if (observed) registry.setImages(name, observed.status.images);
+      allocations.agentRegistered(name);
+    },
     waitingFor: (namespace, pool) => Math.max(manager.waitingFor(namespace, pool), allocations.pendingIn(namespace, pool)),
   });
   poolController.onPoolChanged((pool, deleted) => {

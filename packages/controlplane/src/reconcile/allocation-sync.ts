@@ -25,6 +25,12 @@ import type { ResourceStore } from "../store/resource-store.js";
 
 /** How soon to look again at a key the local fast path is busy with, or whose agent is not registered. */
 const RECHECK_MS = 500;
+/**
+ * How soon to try again to record a slot or port that a create in flight here holds on the same
+ * agent: the agent admits one of the two, and the refused one is placed again within
+ * tens of milliseconds (SandboxManager), which must find this record by then, not the same agent.
+ */
+const CONFLICT_RECHECK_MS = 50;
 /** The informer index of sandboxes by `status.assignedPod`. */
 const BY_AGENT = "agent";
 
@@ -123,7 +129,7 @@ export class AllocationSync implements Reconciler {
     } catch (error) {
       // A port held by a record this replica has not caught up with yet: the next change settles it.
       this.options.logger.warn({ err: error, sandbox: key, agent: agentName }, "could not record the sandbox's slot yet");
-      return { requeueAfterMs: RECHECK_MS * 2 };
+      return { requeueAfterMs: CONFLICT_RECHECK_MS };
     }
   }
 }

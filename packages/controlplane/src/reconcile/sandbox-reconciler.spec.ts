@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import { API_VERSION, FailedPreconditionError, type Sandbox, type SandboxSpec, type SandboxStatus, type pb } from "@fast-sandbox/api";
 import { pino } from "pino";
 import type { AgentClient } from "../agent-client/agent-client.js";
-import { CLEANUP_FINALIZER, SandboxManager } from "../fastpath/sandbox-manager.js";
+import { CLEANUP_FINALIZER, FAST_PATH_ANNOTATION, SandboxManager } from "../fastpath/sandbox-manager.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { openSqliteResourceStore, type SqliteResourceStore } from "../store/sqlite-resource-store.js";
 import { FakeClock } from "../controller/clock.js";
@@ -427,6 +427,38 @@ describe("SandboxReconciler", () => {
       assert.equal(placed?.status?.assignedPod, AGENT);
       assert.deepEqual(client(AGENT).calls, [`create ${placed?.status?.sandboxID}`]);
       assert.equal(allocated(), 1);
+    });
+  });
+
+  describe("several replicas (Kubernetes mode)", () => {
+    it("leaves a Pending record another replica's fast path wrote to it for the grace plus the pool's wake timeout, then places it", async () => {
+      await reconciler.stop();
+      // The store stamps creationTimestamp with the real time: this clock starts there.
+      const replicaClock = new FakeClock(new Date());
+      reconciler = new SandboxReconciler({
+        store,
+        manager,
+        registry,
+        agents: observer,
+        logger: pino({ level: "silent" }),
+        clock: replicaClock,
+        foreignCreateGraceMs: 60_000,
+      });
+      await reconciler.start();
+      await store.create("Sandbox", {
+        apiVersion: API_VERSION,
+        kind: "Sandbox",
+        metadata: { name: "theirs", namespace: "default", finalizers: [CLEANUP_FINALIZER], annotations: { [FAST_PATH_ANNOTATION]: "true" } },
+        spec: spec(),
+      });
+      await settle();
+      replicaClock.advance((60 + 25) * 1000);
+      await settle();
+      assert.equal((await stored("theirs"))?.status?.phase, undefined, "another replica's create is left to it");
+      assert.deepEqual(client(AGENT).calls, []);
+      replicaClock.advance(10 * 1000);
+      await settle();
+      assert.equal((await stored("theirs"))?.status?.phase, "Running", "a create its replica did not finish is placed");
     });
   });
 

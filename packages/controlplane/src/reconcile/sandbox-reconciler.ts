@@ -21,7 +21,7 @@ import type { Logger } from "pino";
 import { FsbError, NoCapacityError, NotFoundError, type Condition, type Sandbox, type SandboxStatus } from "@fast-sandbox/api";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
-import type { SandboxManager } from "../fastpath/sandbox-manager.js";
+import { FAST_PATH_ANNOTATION, type SandboxManager } from "../fastpath/sandbox-manager.js";
 import { setCondition } from "../fastpath/sandbox-status.js";
 import { systemClock, type Clock } from "../controller/clock.js";
 import { Controller, type ReconcileResult, type Reconciler } from "../controller/controller.js";
@@ -62,8 +62,9 @@ export interface SandboxReconcilerOptions {
   /** The longest pause between retries of a failing step. @default 5000 */
   maxRetryDelayMs?: number;
   /**
-   * How long a Bound record its agent does not report may be a create in flight on another replica
-   * (several replicas place: Kubernetes mode) before it counts as cut short. @default 0 (one process places)
+   * How long a Bound record its agent does not report, or a Pending one a fast path wrote, may be a
+   * create in flight on another replica (several replicas place: Kubernetes mode) before it counts
+   * as cut short. @default 0 (one process places)
    */
   foreignCreateGraceMs?: number;
 }
@@ -162,10 +163,24 @@ export class SandboxReconciler implements Reconciler {
     if (phase !== "Bound") this.boundSince.delete(key);
     // The fast path is creating, replacing or deleting it right now; its writes will tell the outcome.
     if (manager.isBusy(namespace, name)) return { requeueAfterMs: BUSY_RECHECK_MS };
-    if (phase === "Pending") return this.place(sandbox, now);
+    if (phase === "Pending") return this.foreignCreateInFlight(sandbox, now) ?? this.place(sandbox, now);
     if (phase === "Bound") return this.finishBound(sandbox, key, now);
     if (phase !== "Running" && phase !== "Lost") return;
     return this.followAgent(sandbox, key, now);
+  }
+
+  /**
+   * A Pending record a fast path wrote (FAST_PATH_ANNOTATION; kubectl-written ones have none) that
+   * this process is not busy with is another replica's create, placing it or waiting for capacity.
+   * It is that replica's until `foreignCreateGraceMs` plus the pool's wakeTimeoutSeconds after its
+   * creation: placing it here too would create a second instance. Undefined: place it.
+   */
+  private foreignCreateInFlight(sandbox: Sandbox, now: Date): ReconcileResult | undefined {
+    const extraMs = this.options.foreignCreateGraceMs ?? 0;
+    if (extraMs <= 0 || sandbox.metadata.annotations?.[FAST_PATH_ANNOTATION] !== "true") return undefined;
+    const graceMs = extraMs + this.options.manager.wakeTimeoutMs(sandbox.metadata.namespace ?? "default", sandbox.spec.poolRef);
+    const ageMs = now.getTime() - (Date.parse(sandbox.metadata.creationTimestamp ?? "") || now.getTime());
+    return ageMs < graceMs ? { requeueAfterMs: Math.min(graceMs - ageMs, 5 * REPORT_RECHECK_MS) } : undefined;
   }
 
   /**

@@ -1,0 +1,190 @@
+/**
+ * A pool shrinks when demand goes, but never stops an agent that holds a sandbox: a pool of up to
+ * 3 agents with 2 slots each and a 3 s scaleDownDelaySeconds (pool.yaml here, poolMin 0) grows to
+ * 3 agent Pods for 5 sandboxes. With one sandbox left on each of two agents, the sizer wants one
+ * agent (`status.desiredAgents` 1): the idle agent is removed after the delay, and both busy agents
+ * stay — the same Pods, Ready, their sandboxes Running and answering `exec`. When the last sandbox
+ * of an agent is deleted, that agent goes too, down to poolMin (0): no agent Pod and none of their
+ * containers (shim anchors included) are left. Creates go through the Lease leader's fast path;
+ * admission across replicas is other cases' subject. Run by ../suite.test.ts on the suite's cluster.
+ */
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { FastSandboxClient, type Sandbox } from "@fast-sandbox/sdk";
+import { ctr } from "../../../support/containerd.js";
+import { BASE_IMAGE, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const POOL = "shrinks";
+
+interface Pod {
+  metadata: { name: string; uid: string; deletionTimestamp?: string };
+  status?: { podIP?: string; phase?: string; conditions?: { type: string; status: string }[] };
+}
+
+interface PoolStatus {
+  agents?: number;
+  readyAgents?: number;
+  sandboxes?: number;
+  freeSlots?: number;
+  desiredAgents?: number;
+}
+
+const isReady = (pod: Pod) => (pod.status?.conditions ?? []).some((condition) => condition.type === "Ready" && condition.status === "True");
+
+function lines(text: string): string[] {
+  return text
+    .split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line !== "");
+}
+
+export function registerCase(suite: KubernetesSuiteContext): void {
+  describe("pool scale-down spares busy agents", () => {
+    let namespace = "";
+    let client: FastSandboxClient | undefined;
+    /** Sandboxes by name, as created. */
+    const created = new Map<string, Sandbox>();
+    /** The agents that keep a sandbox in the second step, and the sandbox each keeps. */
+    let kept: { agent: Pod; sandbox: string }[] = [];
+    let idleAgent = "";
+
+    /** Every Pod of the selector, those being deleted included. */
+    const allPods = async (ns: string, selector: string): Promise<Pod[]> =>
+      (JSON.parse(await suite.kubectlOk("-n", ns, "get", "pods", "-l", selector, "-o", "json")) as { items: Pod[] }).items;
+    const agentPods = async () => allPods(namespace, `fast-sandbox.io/pool=${POOL}`);
+    const poolStatus = async (): Promise<PoolStatus> =>
+      (JSON.parse(await suite.kubectlOk("-n", namespace, "get", "sandboxpool", POOL, "-o", "json")) as { status?: PoolStatus }).status ?? {};
+    /** The agent's containers in containerd: its sandboxes and its shim anchors. */
+    const containersOf = (agent: string): string[] =>
+      lines(ctr(suite.containerdNamespace, "containers", "ls", "-q", `labels."fast-sandbox.io/agent"==${agent}`));
+    const runningTasks = (): Set<string> =>
+      new Set(
+        lines(ctr(suite.containerdNamespace, "tasks", "ls"))
+          .slice(1)
+          .map((line) => line.split(/\s+/))
+          .filter(([, , status]) => status === "RUNNING")
+          .map(([id]) => id!),
+      );
+
+    /** Exactly `names` are the pool's agent Pods (none being deleted, none other left), and the status agrees. */
+    const onlyAgents = async (names: string[], expected: PoolStatus): Promise<void> => {
+      await suite.eventually(
+        `the pool's agents to be exactly [${names.join(", ")}] with status ${JSON.stringify(expected)}`,
+        async () => {
+          const pods = await agentPods();
+          const status = await poolStatus();
+          const same = (Object.keys(expected) as (keyof PoolStatus)[]).every((field) => status[field] === expected[field]);
+          return (
+            same && pods.length === names.length && pods.every((pod) => names.includes(pod.metadata.name) && !pod.metadata.deletionTimestamp && isReady(pod))
+          );
+        },
+        { timeoutMs: 120_000, intervalMs: 500 },
+      );
+    };
+
+    /** The kept agent is the same Pod as before (not replaced), Ready, and its sandbox runs and answers. */
+    const stillServes = async ({ agent, sandbox }: { agent: Pod; sandbox: string }): Promise<void> => {
+      const pod = JSON.parse(await suite.kubectlOk("-n", namespace, "get", "pod", agent.metadata.name, "-o", "json")) as Pod;
+      assert.equal(pod.metadata.uid, agent.metadata.uid, `${agent.metadata.name} is the same Pod`);
+      assert.equal(pod.status?.phase, "Running");
+      assert.ok(isReady(pod) && !pod.metadata.deletionTimestamp, `${agent.metadata.name} is Ready and not being deleted`);
+      const object = JSON.parse(await suite.kubectlOk("-n", namespace, "get", "sandbox", sandbox, "-o", "json")) as Sandbox;
+      assert.equal(object.status?.phase, "Running");
+      assert.equal(object.status?.assignedPod, agent.metadata.name);
+      assert.ok(runningTasks().has(object.status?.sandboxID ?? ""), `the task of ${sandbox} runs in containerd`);
+      const result = await client!.sandboxes.exec(sandbox, ["sh", "-c", "echo alive"], { namespace });
+      assert.deepEqual({ exitCode: result.exitCode, stdout: result.stdout.trim() }, { exitCode: 0, stdout: "alive" });
+    };
+
+    before(
+      async () => {
+        namespace = await suite.createNamespace("pool-scale-down");
+        const leader = await suite.eventually("a holder of the controllers' Lease", async () =>
+          (await suite.kubectlOk("-n", "fast-sandbox-system", "get", "lease", "fast-sandbox-controller", "-o", "jsonpath={.spec.holderIdentity}"))
+            .trim()
+            // A replica's Lease identity is `<Pod name>_<per-process suffix>`.
+            .replace(/_[0-9a-f]+$/, ""),
+        );
+        const pod = JSON.parse(await suite.kubectlOk("-n", "fast-sandbox-system", "get", "pod", leader, "-o", "json")) as Pod;
+        assert.ok(pod.status?.podIP && isReady(pod), `the leader ${leader} is a Ready controller Pod`);
+        client = new FastSandboxClient({ url: `http://${pod.status.podIP}:7070`, token: suite.apiToken });
+        await suite.apply(readFileSync(path.join(HERE, "pool.yaml"), "utf8"), namespace);
+        await suite.eventually("the leader to know the pool", async () => (await client!.pools.get(POOL, { namespace })).metadata.name === POOL);
+      },
+      { timeout: 120_000 },
+    );
+
+    after(
+      async () => {
+        if (namespace) {
+          await suite.kubectl("-n", namespace, "delete", "sandboxes", "--all", "--wait=true", "--timeout=120s");
+          await suite.kubectl("-n", namespace, "delete", "sandboxpool", POOL, "--ignore-not-found", "--wait=true", "--timeout=60s");
+          await suite.eventually("the pool's agent Pods to be gone", async () => (await agentPods()).length === 0, { timeoutMs: 120_000 });
+        }
+        client?.close();
+      },
+      { timeout: 300_000 },
+    );
+
+    it("grows to 3 agents for 5 sandboxes", { timeout: 300_000 }, async () => {
+      const sandboxes = await Promise.all(
+        ["k-0", "k-1", "k-2", "k-3", "k-4"].map((name) =>
+          client!.sandboxes.create({ namespace, name, pool: POOL, image: BASE_IMAGE, command: ["sleep", "3600"] }),
+        ),
+      );
+      for (const sandbox of sandboxes) created.set(sandbox.metadata.name, sandbox);
+      const agents = await suite.eventually(
+        "3 ready agents holding the 5 sandboxes",
+        async () => {
+          const pods = await agentPods();
+          const status = await poolStatus();
+          return pods.length === 3 && pods.every(isReady) && status.readyAgents === 3 && status.sandboxes === 5 ? pods : undefined;
+        },
+        { timeoutMs: 120_000 },
+      );
+      const byAgent = new Map(agents.map((pod) => [pod.metadata.name, [] as string[]]));
+      for (const sandbox of sandboxes) {
+        assert.equal(sandbox.status?.phase, "Running");
+        const holder = byAgent.get(sandbox.status?.assignedPod ?? "");
+        assert.ok(holder, `${sandbox.metadata.name} runs on an agent of the pool`);
+        holder.push(sandbox.metadata.name);
+      }
+      // 5 sandboxes in 3 agents of 2 slots: two full agents and one with a single sandbox.
+      const sizes = [...byAgent.values()].map((names) => names.length).sort();
+      assert.deepEqual(sizes, [1, 2, 2]);
+      const full = agents.filter((pod) => byAgent.get(pod.metadata.name)!.length === 2);
+      kept = full.map((agent) => ({ agent, sandbox: byAgent.get(agent.metadata.name)![0]! }));
+      idleAgent = agents.find((pod) => byAgent.get(pod.metadata.name)!.length === 1)!.metadata.name;
+    });
+
+    it("removes the idle agent after the delay and keeps both busy agents, although the sizer wants one", { timeout: 300_000 }, async () => {
+      assert.equal(kept.length, 2, "the first step chose two agents to keep a sandbox on");
+      const keep = new Set(kept.map(({ sandbox }) => sandbox));
+      // Every sandbox but one on each of the two full agents: the third agent is left with none.
+      for (const name of created.keys()) if (!keep.has(name)) await client!.sandboxes.delete(name, { namespace });
+      await onlyAgents(
+        kept.map(({ agent }) => agent.metadata.name),
+        { agents: 2, readyAgents: 2, sandboxes: 2, freeSlots: 2, desiredAgents: 1 },
+      );
+      for (const entry of kept) await stillServes(entry);
+      await suite.eventually(`${idleAgent}'s containers (its shim anchors) to be gone`, () => containersOf(idleAgent).length === 0);
+    });
+
+    it("removes an agent once its last sandbox is deleted, down to poolMin 0, never the one still busy", { timeout: 300_000 }, async () => {
+      const [stays, goes] = kept;
+      assert.ok(stays && goes);
+      await client!.sandboxes.delete(goes.sandbox, { namespace });
+      await onlyAgents([stays.agent.metadata.name], { agents: 1, readyAgents: 1, sandboxes: 1, freeSlots: 1, desiredAgents: 1 });
+      await stillServes(stays);
+      await client!.sandboxes.delete(stays.sandbox, { namespace });
+      await onlyAgents([], { agents: 0, readyAgents: 0, sandboxes: 0, freeSlots: 0, desiredAgents: 0 });
+      for (const { agent } of kept) {
+        await suite.eventually(`${agent.metadata.name}'s containers to be gone`, () => containersOf(agent.metadata.name).length === 0);
+      }
+    });
+  });
+}
