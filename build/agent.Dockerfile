@@ -1,7 +1,8 @@
 # The agent image (config/agent): the agent, plus what the node's containerd needs from it — the
 # static in-sandbox helper (scripts/build-helper.sh) and runsc (gVisor, Debian's package) in
-# /opt/fast-sandbox/bin, which the agent Pod's init container copies to the host. Built by
-# scripts/build-images.sh from the repository root.
+# /opt/fast-sandbox/bin, which the agent Pod's init container copies to the host (the entry point's
+# install mode, `main.js install-node-binaries DIR`, finds them through FSB_HELPER_PATH and
+# FSB_RUNSC_SOURCE below). Built by scripts/build-images.sh from the repository root.
 # BASE_IMAGE: a Debian image with Node.js 20.19+ and npm; the build needs the npm registry and a
 # Debian mirror.
 ARG BASE_IMAGE=docker.io/library/node:20-bookworm-slim
@@ -50,5 +51,7 @@ COPY --from=build /app/node_modules /app/node_modules
 COPY --from=build /app/packages /app/packages
 COPY --from=build /app/packages/agent/helper/build/fsb-helper /opt/fast-sandbox/bin/fsb-helper
 ENV FSB_HELPER_PATH=/opt/fast-sandbox/bin/fsb-helper
+# runsc is not on PATH (moved above): the install mode takes it from here.
+ENV FSB_RUNSC_SOURCE=/opt/fast-sandbox/bin/runsc
 # Runs as root (the agent Pod is privileged): it has containerd create containers and cgroups.
 ENTRYPOINT ["node", "--enable-source-maps", "/app/packages/agent/dist/main.js"]

@@ -2,6 +2,9 @@
  * Entry point of an agent process. Prints one JSON line `{"event":"listening","endpoint":...}` on
  * stdout when it serves; exits when its stdin closes (its pool manager is gone) or on SIGTERM.
  * Sandboxes keep running when the agent exits; the next agent of the same name adopts them.
+ *
+ * `main.js install-node-binaries DIR` is the install mode of the agent Pods' init container instead:
+ * it copies the in-sandbox helper and runsc into DIR and exits (install-node-binaries.ts).
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -10,6 +13,7 @@ import { destination, pino } from "pino";
 import { agentConfigFromEnv } from "./agent-config.js";
 import { detectCgroupLayout, joinCgroup } from "./cgroup.js";
 import { createContainerdRuntime } from "./containerd/containerd-runtime.js";
+import { INSTALL_NODE_BINARIES, runInstallNodeBinaries } from "./install-node-binaries.js";
 import { startAgentServer } from "./server/agent-server.js";
 import { AgentMetrics } from "./server/agent-metrics.js";
 
@@ -89,7 +93,11 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((error: unknown) => {
-  logger.fatal({ err: error }, "agent failed to start");
-  process.exit(1);
-});
+if (process.argv[2] === INSTALL_NODE_BINARIES) {
+  process.exitCode = runInstallNodeBinaries(process.argv.slice(3));
+} else {
+  main().catch((error: unknown) => {
+    logger.fatal({ err: error }, "agent failed to start");
+    process.exit(1);
+  });
+}

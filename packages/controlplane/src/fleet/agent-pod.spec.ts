@@ -404,7 +404,7 @@ describe("buildAgentPod with a base template (config/agent/agent-pod-template.ya
       pod.spec?.initContainers?.map((c) => [c.name, c.image]),
       [["install-node-binaries", "pinned/agent:1"]],
     );
-    assert.ok(pod.spec?.initContainers?.[0]?.command, "the base's command is kept");
+    assert.deepEqual(pod.spec?.initContainers?.[0]?.args, ["install-node-binaries", "/var/lib/fast-sandbox/bin"], "the base's args are kept");
   });
 
   it("replaces the template's agent env in place, so FSB_AGENT_STATE_DIR's $(FSB_AGENT_NAME) still expands", () => {

@@ -2,10 +2,9 @@
  * The suite's agent Pod template (../deploy/agent-pod-template.yaml, which the overlay puts in the
  * ConfigMap fast-sandbox-agent-template instead of config/agent's) is config/agent's with exactly
  * the documented test changes and nothing else, so the suite's agents run what production runs:
- * the init container runs the suite's installer image instead of copying from the agent image; the
- * agent listens on its Pod IP; containerd namespace fsb-e2e-kubernetes; host dirs under
- * /run/fast-sandbox-e2e-kubernetes. When config/agent's template changes, this fails until the
- * copy follows. The cluster holds the copy.
+ * containerd namespace fsb-e2e-kubernetes; host dirs under /run/fast-sandbox-e2e-kubernetes, which
+ * the init container mounts at their host path and names in its arguments. When config/agent's
+ * template changes, this fails until the copy follows. The cluster holds the copy.
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -25,7 +24,9 @@ interface Container {
   name: string;
   image?: string;
   command?: string[];
+  args?: string[];
   env?: EnvVar[];
+  volumeMounts?: { name: string; mountPath: string }[];
 }
 
 interface PodTemplate {
@@ -48,13 +49,11 @@ function byName<T extends { name: string }>(items: T[], name: string): T {
 /** config/agent's template with the suite's changes, as documented in ../deploy/agent-pod-template.yaml. */
 function withTestChanges(template: PodTemplate): PodTemplate {
   const install = byName(template.spec.initContainers, "install-node-binaries");
-  delete install.command;
-  install.image = "fast-sandbox/agent-node-binaries:e2e";
-  install.env = [{ name: "FSB_NODE_BINARIES_DIR", value: "/var/lib/fast-sandbox/bin" }];
+  assert.deepEqual(install.args, ["install-node-binaries", "/var/lib/fast-sandbox/bin"]);
+  install.args = ["install-node-binaries", `${HOST_DIR}/bin`];
+  byName(install.volumeMounts ?? [], "node-binaries").mountPath = `${HOST_DIR}/bin`;
   const agent = byName(template.spec.containers, "agent");
-  agent.env = [{ name: "POD_IP", valueFrom: { fieldRef: { fieldPath: "status.podIP" } } }, ...(agent.env ?? [])];
-  byName(agent.env, "FSB_AGENT_LISTEN").value = "$(POD_IP):7071";
-  byName(agent.env, "FSB_CONTAINERD_NAMESPACE").value = CONTAINERD_NAMESPACE;
+  byName(agent.env ?? [], "FSB_CONTAINERD_NAMESPACE").value = CONTAINERD_NAMESPACE;
   byName(template.spec.volumes, "agents-state").hostPath!.path = `${HOST_DIR}/agents`;
   byName(template.spec.volumes, "node-binaries").hostPath!.path = `${HOST_DIR}/bin`;
   return template;

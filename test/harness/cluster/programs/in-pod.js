@@ -7,6 +7,13 @@
 //   - rewrites every environment value that is a mountPath or a path under one (longest mountPath
 //     first) to the host directory, so FSB_TOKEN_FILE=/var/run/fast-sandbox/api-token/token names
 //     the Secret volume's file. Only environment values: arguments are left as they are;
+//   - rewrites every environment value that is exactly `0.0.0.0:<port>` to `$POD_IP:<port>` (POD_IP
+//     is set by the fake kubelet). In a real Pod, 0.0.0.0 is "all of my Pod's addresses", inside
+//     its own network namespace; here every Pod shares the host's network, so a listen address
+//     0.0.0.0:7070 would take the port on every address of the host and two replicas (or two Pods
+//     of a pool) would collide. Bound to the Pod's 127.0.0.N it is reachable exactly where a
+//     Pod's would be: at status.podIP. FSB_LISTEN=0.0.0.0:7070 becomes 127.0.0.5:7070. Other
+//     values (`[::]:7070`, `127.0.0.1:9464`, arguments) are left as they are;
 //   - when the service-account volume is mounted (/var/run/secrets/kubernetes.io/serviceaccount,
 //     the default kube-api-access-* volume) and the Pod sets no KUBECONFIG, writes a kubeconfig
 //     (server https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT, the volume's ca.crt, token
@@ -45,6 +52,9 @@ function volumeMounts() {
     .map(([mountPath, hostDir]) => [trim(mountPath), trim(hostDir)])
     .sort(([a], [b]) => b.length - a.length);
 }
+
+/** `0.0.0.0:<port>`: a listen address on all of the Pod's addresses. */
+const ALL_ADDRESSES = /^0\.0\.0\.0:(\d{1,5})$/;
 
 /** The host path of `value` when it is a mountPath or under one; undefined otherwise. */
 function hostPathOf(value, mounts) {
@@ -101,6 +111,8 @@ for (const [name, value] of Object.entries(env)) {
   if (name === "FSB_VOLUME_MOUNTS" || value === undefined) continue;
   const hostPath = hostPathOf(value, mounts);
   if (hostPath !== undefined) env[name] = hostPath;
+  const listen = ALL_ADDRESSES.exec(value);
+  if (listen && env.POD_IP) env[name] = `${env.POD_IP}:${listen[1]}`;
 }
 let kubeconfigFile;
 if (!env.KUBECONFIG) {
