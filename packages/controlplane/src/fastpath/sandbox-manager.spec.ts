@@ -561,6 +561,43 @@ describe("SandboxManager", () => {
       assert.equal(allocated(), 0);
       assert.equal(agent.calls.filter((c) => c.startsWith("delete")).length, 0);
     });
+
+    it("of a sandbox whose agent still exists but does not answer waits for it (Kubernetes: its Pod is there, not ready), unless it was given up as Lost", async () => {
+      let exists = true;
+      const waiting = new SandboxManager({
+        store,
+        registry,
+        agents: { get: (name) => (connected ? clients.get(name) : undefined), exists: () => exists },
+        logger: pino({ level: "silent" }),
+        clock: () => NOW,
+      });
+      waiting.setPool(pool("default"));
+      await waiting.create({ name: "web", spec: spec() });
+      const marked = await store.delete("Sandbox", { namespace: "default", name: "web" });
+      assert.ok(marked);
+      connected = false;
+      await assert.rejects(waiting.finalize(marked, 0), UnavailableError);
+      assert.ok(await stored("web"), "the record stays while its agent may still hold the container");
+      connected = true;
+      await waiting.finalize(marked, 0);
+      assert.equal(await stored("web"), undefined);
+      assert.equal(agent.calls.filter((c) => c.startsWith("delete")).length, 1);
+
+      await waiting.create({ name: "lost", spec: spec() });
+      const current = await stored("lost");
+      assert.ok(current);
+      await store.updateStatus("Sandbox", {
+        ...current,
+        status: { ...current.status, phase: "Lost", conditions: [{ type: "Ready", status: "False", reason: "AgentLost" }] },
+      });
+      const lost = await store.delete("Sandbox", { namespace: "default", name: "lost" });
+      assert.ok(lost);
+      connected = false;
+      await waiting.finalize(lost, 0);
+      assert.equal(await stored("lost"), undefined, "a Lost sandbox's delete does not wait for its agent");
+      exists = false;
+      await waiting.drain();
+    });
   });
 
   describe("update", () => {

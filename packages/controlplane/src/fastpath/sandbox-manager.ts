@@ -57,6 +57,12 @@ class RefusedByAgentError extends NoCapacityError {}
 export interface AgentClients {
   /** The client of a registered agent, or undefined when the agent is unknown. */
   get(agentName: string): AgentClient | undefined;
+  /**
+   * Whether the agent still exists although it has no client now (e.g. its Pod is there but not
+   * ready): its sandboxes' cleanup waits for it instead of leaving their containers to the janitor.
+   * @default the agent exists only while it has a client
+   */
+  exists?(agentName: string): boolean;
 }
 
 /** The pool controller's side of capacity: whether a pool can still gain a slot, and a nudge to do it now. */
@@ -823,6 +829,19 @@ export class SandboxManager {
     return cleanup;
   }
 
+  /**
+   * Whether the sandbox's agent was given up on: it is Lost, or its agent has not answered for
+   * longer than recoveryTimeoutSeconds. Its delete then does not wait for the agent (its leftovers are
+   * removed when the agent returns, or by the janitor).
+   */
+  private givenUp(sandbox: Sandbox): boolean {
+    const conditions = sandbox.status?.conditions ?? [];
+    if (conditions.some((c) => c.type === "Ready" && c.status === "False" && c.reason === "AgentLost")) return true;
+    const away = conditions.find((c) => c.type === "AgentConnected" && c.status === "False");
+    const since = Date.parse(away?.lastTransitionTime ?? "");
+    return Number.isFinite(since) && this.clock().getTime() - since > (sandbox.spec.recoveryTimeoutSeconds ?? 30) * 1000;
+  }
+
   private async finalizeOnce(seen: Sandbox, gracePeriodMs: number): Promise<void> {
     const namespace = seen.metadata.namespace ?? DEFAULT_NAMESPACE;
     const key = sandboxKey(namespace, seen.metadata.name);
@@ -840,6 +859,8 @@ export class SandboxManager {
       const client = this.agents.get(agentName);
       if (client) {
         await client.deleteSandbox(sandboxId, gracePeriodMs);
+      } else if (this.agents.exists?.(agentName) && !this.givenUp(sandbox)) {
+        throw new UnavailableError(`agent ${agentName} of sandbox ${key} does not answer right now; the delete finishes once it does`);
       } else {
         // The agent is gone for good; its leftovers are the janitor's to reclaim.
         this.logger.warn({ sandbox: key, agent: agentName }, "agent unknown; dropping the record, the janitor reclaims leftovers");

@@ -86,6 +86,11 @@ export class AgentConnections implements AgentObserver, AgentClients {
     return this.connections.get(agentName)?.client;
   }
 
+  /** Whether the fleet still has the agent (connected or not): its Pod exists. */
+  exists(agentName: string): boolean {
+    return this.connections.has(agentName) || this.options.fleet.listAgents().some((agent) => agent.name === agentName);
+  }
+
   agentConnectivity(name: string): { connected: boolean; since: Date } | undefined {
     const connection = this.connections.get(name);
     if (connection) return { connected: connection.connected && connection.adopted, since: connection.since };
