@@ -8,9 +8,9 @@
  * readiness probe asks the agent) and is not being deleted; its endpoint is `<podIP>:<port>`. A Pod
  * that stops being ready is `lost`; a deleted one `lost` (if it was ready) then `removed`.
  */
-import { CoreV1Api, makeInformer, type Informer, type KubeConfig, type ObjectCache, type V1Pod } from "@kubernetes/client-node";
+import { ApiException, CoreV1Api, makeInformer, type Informer, type KubeConfig, type ObjectCache, type V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import type { SandboxPool } from "@fast-sandbox/api";
+import { FailedPreconditionError, type SandboxPool } from "@fast-sandbox/api";
 import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "./agent-fleet.js";
 import { AGENT_POD_DEFAULTS, POOL_LABEL, buildAgentPod, type AgentPodOptions } from "./agent-pod.js";
 
@@ -90,11 +90,19 @@ export class KubernetesAgentFleet implements AgentFleet {
     const namespace = pool.metadata.namespace ?? "default";
     const names: string[] = [];
     for (let i = 0; i < count; i++) {
-      const created = await this.core.createNamespacedPod({
-        namespace,
-        body: buildAgentPod(pool, this.options.pod),
-        fieldManager: this.options.fieldManager ?? "fast-sandbox",
-      });
+      const created = await this.core
+        .createNamespacedPod({
+          namespace,
+          body: buildAgentPod(pool, this.options.pod),
+          fieldManager: this.options.fieldManager ?? "fast-sandbox",
+        })
+        .catch((error: unknown) => {
+          // The namespace is being deleted (the pool with it): not a failure to retry and report.
+          if (error instanceof ApiException && error.code === 403 && /being terminated/.test(String(error.body))) {
+            throw new FailedPreconditionError(`namespace ${namespace} is being deleted; no agent Pods are started there`);
+          }
+          throw error;
+        });
       const name = created.metadata?.name ?? "";
       this.options.logger.info({ agent: name, pool: `${namespace}/${pool.metadata.name}` }, "agent Pod created");
       names.push(name);

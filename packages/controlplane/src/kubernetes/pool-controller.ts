@@ -26,7 +26,7 @@
  * looked at again every `resyncIntervalMs`.
  */
 import type { Logger } from "pino";
-import type { SandboxPool, SandboxPoolStatus } from "@fast-sandbox/api";
+import { FailedPreconditionError, type SandboxPool, type SandboxPoolStatus } from "@fast-sandbox/api";
 import { systemClock, type Clock } from "../controller/clock.js";
 import { Controller, type ReconcileResult, type Reconciler } from "../controller/controller.js";
 import { Informer } from "../controller/informer.js";
@@ -228,7 +228,15 @@ export class PoolController implements Reconciler {
     else this.spareSince.delete(key);
 
     if (plan.add > 0) {
-      const names = await this.options.fleet.startAgents(pool, plan.add);
+      let names: string[];
+      try {
+        names = await this.options.fleet.startAgents(pool, plan.add);
+      } catch (error) {
+        // Its namespace is going away, the pool with it: nothing to retry soon.
+        if (!(error instanceof FailedPreconditionError)) throw error;
+        this.options.logger.info({ pool: key, reason: error.message }, "not starting agents");
+        return { requeueAfterMs: this.options.resyncIntervalMs ?? 5000 };
+      }
       this.expectedStarts.set(key, [...expected, ...names.map((name) => ({ name, requestedAt: now }))]);
       this.options.logger.info({ pool: key, agents: names, desired: plan.desired }, "starting agents");
     }
