@@ -36,7 +36,11 @@ export interface ContractBackend {
 
 const API_VERSION = "sandbox.fast.io/v1alpha1";
 
-function sandbox(namespace: string, name: string, options: { labels?: Record<string, string>; image?: string; finalizers?: string[] } = {}): Sandbox {
+function sandbox(
+  namespace: string,
+  name: string,
+  options: { labels?: Record<string, string>; image?: string; resetRevision?: string; finalizers?: string[] } = {},
+): Sandbox {
   return {
     apiVersion: API_VERSION,
     kind: "Sandbox",
@@ -46,7 +50,7 @@ function sandbox(namespace: string, name: string, options: { labels?: Record<str
       ...(options.labels ? { labels: options.labels } : {}),
       ...(options.finalizers ? { finalizers: options.finalizers } : {}),
     },
-    spec: { image: options.image ?? "python:3.12", poolRef: "pool" },
+    spec: { image: options.image ?? "python:3.12", poolRef: "pool", ...(options.resetRevision ? { resetRevision: options.resetRevision } : {}) },
   };
 }
 
@@ -190,17 +194,17 @@ export function describeResourceStoreContract(backend: ContractBackend): void {
       void test("a write with a stale resourceVersion is ConflictError and changes nothing; of two writers from one read exactly one wins", async () => {
         const read = await store.create("Sandbox", sandbox(ns, "a"));
         const results = await Promise.allSettled([
-          store.update("Sandbox", { ...read, spec: { ...read.spec, image: "first" } }),
-          store.update("Sandbox", { ...read, spec: { ...read.spec, image: "second" } }),
+          store.update("Sandbox", { ...read, spec: { ...read.spec, resetRevision: "first" } }),
+          store.update("Sandbox", { ...read, spec: { ...read.spec, resetRevision: "second" } }),
         ]);
         assert.equal(results.filter((r) => r.status === "fulfilled").length, 1);
         const rejected = results.filter((r) => r.status === "rejected");
         assert.equal(rejected.length, 1);
         assert.ok(rejected[0]?.reason instanceof ConflictError, String(rejected[0]?.reason));
         const winner = await store.get("Sandbox", key("a"));
-        assert.ok(winner?.spec.image === "first" || winner?.spec.image === "second");
+        assert.ok(winner?.spec.resetRevision === "first" || winner?.spec.resetRevision === "second");
 
-        await assert.rejects(store.update("Sandbox", { ...read, spec: { ...read.spec, image: "third" } }), ConflictError);
+        await assert.rejects(store.update("Sandbox", { ...read, spec: { ...read.spec, resetRevision: "third" } }), ConflictError);
         await assert.rejects(store.updateStatus("Sandbox", { ...read, status: { phase: "Running" } }), ConflictError);
         assert.deepEqual(await store.get("Sandbox", key("a")), winner);
       });
@@ -208,7 +212,7 @@ export function describeResourceStoreContract(backend: ContractBackend): void {
       void test("a write without a resourceVersion is ValidationError unless it asks to be unconditional", async () => {
         const created = await store.create("Sandbox", sandbox(ns, "a"));
         await store.updateStatus("Sandbox", { ...created, status: { phase: "Bound" } });
-        const blind = sandbox(ns, "a", { image: "v2" });
+        const blind = sandbox(ns, "a", { resetRevision: "v2" });
         await assert.rejects(
           store.update("Sandbox", blind),
           (error: unknown) => error instanceof ValidationError && error.field === "metadata.resourceVersion",
@@ -216,21 +220,21 @@ export function describeResourceStoreContract(backend: ContractBackend): void {
         await assert.rejects(store.updateStatus("Sandbox", { ...blind, status: { phase: "Running" } }), ValidationError);
 
         const updated = await store.update("Sandbox", blind, { unconditional: true });
-        assert.equal(updated.spec.image, "v2");
+        assert.equal(updated.spec.resetRevision, "v2");
         assert.equal(updated.status?.phase, "Bound");
         const stale = { ...created, status: { phase: "Running" as const } };
         const written = await store.updateStatus("Sandbox", stale, { unconditional: true });
         assert.equal(written.status?.phase, "Running");
-        assert.equal(written.spec.image, "v2");
+        assert.equal(written.spec.resetRevision, "v2");
       });
 
       void test("an unconditional write still checks the uid: a name deleted and created again is ConflictError", async () => {
         const first = await store.create("Sandbox", sandbox(ns, "a"));
         await store.delete("Sandbox", key("a"));
         await store.create("Sandbox", sandbox(ns, "a"));
-        await assert.rejects(store.update("Sandbox", { ...first, spec: { ...first.spec, image: "v2" } }, { unconditional: true }), ConflictError);
+        await assert.rejects(store.update("Sandbox", { ...first, spec: { ...first.spec, resetRevision: "v2" } }, { unconditional: true }), ConflictError);
         await assert.rejects(store.updateStatus("Sandbox", { ...first, status: { phase: "Running" } }, { unconditional: true }), ConflictError);
-        await assert.rejects(store.update("Sandbox", { ...first, spec: { ...first.spec, image: "v2" } }), ConflictError);
+        await assert.rejects(store.update("Sandbox", { ...first, spec: { ...first.spec, resetRevision: "v2" } }), ConflictError);
       });
 
       void test("writes to a missing object are NotFoundError", async () => {
@@ -252,25 +256,25 @@ export function describeResourceStoreContract(backend: ContractBackend): void {
         const bound = await store.updateStatus("Sandbox", {
           ...created,
           metadata: { ...created.metadata, labels: { sneaky: "yes" }, finalizers: ["fast.io/sneaky"] },
-          spec: { ...created.spec, image: "sneaky" },
+          spec: { ...created.spec, resetRevision: "sneaky" },
           status: { phase: "Bound", assignedPod: "agent-1" },
         });
         assert.notEqual(bound.metadata.resourceVersion, created.metadata.resourceVersion);
         assert.equal(bound.metadata.labels, undefined);
         assert.equal(bound.metadata.finalizers, undefined);
-        assert.equal(bound.spec.image, "python:3.12");
+        assert.equal(bound.spec.resetRevision, undefined);
         assert.deepEqual(bound.status, { phase: "Bound", assignedPod: "agent-1" });
 
         const updated = await store.update("Sandbox", {
           ...bound,
           metadata: { ...bound.metadata, labels: { team: "x" }, annotations: { note: "n" } },
-          spec: { ...bound.spec, image: "v2" },
+          spec: { ...bound.spec, resetRevision: "v2" },
           status: { phase: "Failed" },
         });
         assert.deepEqual(updated.status, { phase: "Bound", assignedPod: "agent-1" });
         assert.deepEqual(updated.metadata.labels, { team: "x" });
         assert.deepEqual(updated.metadata.annotations, { note: "n" });
-        assert.equal(updated.spec.image, "v2");
+        assert.equal(updated.spec.resetRevision, "v2");
         assert.deepEqual(await store.get("Sandbox", key("a")), updated);
       });
 
@@ -280,7 +284,7 @@ export function describeResourceStoreContract(backend: ContractBackend): void {
         assert.equal(relabelled.metadata.generation, 1);
         const withStatus = await store.updateStatus("Sandbox", { ...relabelled, status: { phase: "Running", observedGeneration: 1 } });
         assert.equal(withStatus.metadata.generation, 1);
-        const respecced = await store.update("Sandbox", { ...withStatus, spec: { ...withStatus.spec, args: ["-c", "1"] } });
+        const respecced = await store.update("Sandbox", { ...withStatus, spec: { ...withStatus.spec, resetRevision: "1" } });
         assert.equal(respecced.metadata.generation, 2);
         assert.equal(respecced.status?.observedGeneration, 1, "the status still tells which generation it was computed for");
         const marked = await store.delete("Sandbox", key("a"));
