@@ -25,8 +25,9 @@ export default tseslint.config(
   },
   {
     // node:test's describe/it return promises the runner itself awaits; tests build malformed and
-    // untyped input on purpose (and the cluster harness reads raw Kubernetes JSON).
-    files: ["**/*.spec.ts", "test/**/*.ts"],
+    // untyped input on purpose (and the cluster harness reads raw Kubernetes JSON). Fixtures are
+    // test code shared by specs.
+    files: ["**/*.spec.ts", "**/*.fixture.ts", "test/**/*.ts"],
     rules: {
       "@typescript-eslint/no-floating-promises": "off",
       "@typescript-eslint/no-unsafe-member-access": "off",

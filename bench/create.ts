@@ -130,7 +130,7 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
       image,
       command,
       log,
-      agentPids: () => cp.pools.listAgentProcesses().map((a) => a.pid),
+      agentPids: () => cp.fleet.listAgentProcesses().map((a) => a.pid),
     });
     rounds = run;
     // The breakdown side's sandboxes, created on the agent directly, hold slots of the first agent too.
@@ -141,7 +141,7 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
     log(`${options.agents} agent(s) ready after ${(performance.now() - readyStarted).toFixed(0)} ms`);
 
     const agentBurst: Burst = async (n, record) => {
-      const agent = cp.pools.listAgentProcesses()[0]?.client;
+      const agent = cp.connections.get(cp.fleet.listAgents()[0]?.name ?? "");
       if (!agent) throw new Error("no agent connection for the breakdown");
       await Promise.all(
         Array.from({ length: n }, async () => {
@@ -156,12 +156,7 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
             command,
             args: [],
             envs: [],
-            workingDir: "",
             runtimeType: "container",
-            cpuMillis: 0,
-            memoryBytes: 0n,
-            pids: 0,
-            slots: 0,
             exposedPorts: [],
           });
           const elapsed = performance.now() - t0;
@@ -173,7 +168,7 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
     await run.run(options.breakdown ? [agentBurst] : []);
     if (options.breakdown) {
       getSamples = await run.getRoundTrips(count);
-      const agent = cp.pools.listAgentProcesses()[0]?.client;
+      const agent = cp.connections.get(cp.fleet.listAgents()[0]?.name ?? "");
       for (const id of agentIds.splice(0)) await agent?.deleteSandbox(id, 1).catch((e: unknown) => log(`direct delete ${id}: ${String(e)}`));
     }
     await run.deleteSandboxes();

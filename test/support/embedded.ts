@@ -10,13 +10,19 @@ import { join } from "node:path";
 import { destination, pino } from "pino";
 import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
 import { startEmbeddedControlPlane, type EmbeddedControlPlane, type LocalJanitorOptions } from "@fast-sandbox/controlplane";
-import { FastSandboxClient } from "@fast-sandbox/sdk";
+import { FastSandboxClient, NotFoundError } from "@fast-sandbox/sdk";
 import { BASE_IMAGE, ctr, importBaseImage, removeCgroupTree, removeNamespace } from "./containerd.js";
 
 export { BASE_IMAGE, ctr } from "./containerd.js";
 
 export interface EmbeddedCase {
+  /**
+   * The in-process control plane, for its URL and what the API does not cover (the supervised
+   * janitor process). Cases assert through `client` (pool status, agents, sandbox status) instead
+   * of its internals, so that they hold in either mode.
+   */
   controlPlane: EmbeddedControlPlane;
+  /** A client of the public API with the case's token; a new one after `restart()`. */
   client: FastSandboxClient;
   token: string;
   dataDir: string;
@@ -58,7 +64,8 @@ export async function startEmbedded(options: EmbeddedCaseOptions): Promise<Embed
   const token = randomBytes(24).toString("base64url");
   const logger = pino({ level: process.env.FSB_TEST_LOG_LEVEL ?? "warn" }, destination(2));
 
-  const start = async () => {
+  /** Starts the control plane, applies the pools it does not have yet, and waits until their agents serve. */
+  const start = async (): Promise<{ controlPlane: EmbeddedControlPlane; client: FastSandboxClient }> => {
     const controlPlane = await startEmbeddedControlPlane({
       dataDir,
       token,
@@ -69,33 +76,40 @@ export async function startEmbedded(options: EmbeddedCaseOptions): Promise<Embed
       ...(options.janitor ? { janitor: options.janitor } : {}),
       logger,
     });
-    for (const p of options.pools ?? []) {
-      const { namespace = "default", name } = p.metadata;
-      if (!(await controlPlane.store.get("SandboxPool", { namespace, name }))) {
-        const client = new FastSandboxClient({ url: controlPlane.url, token });
-        await client.pools.apply(p);
-        client.close();
+    const client = new FastSandboxClient({ url: controlPlane.url, token });
+    try {
+      for (const p of options.pools ?? []) {
+        const { namespace = "default", name } = p.metadata;
+        const exists = await client.pools.get(name, { namespace }).then(
+          () => true,
+          (error: unknown) => {
+            if (error instanceof NotFoundError) return false;
+            throw error;
+          },
+        );
+        if (!exists) await client.pools.apply(p);
       }
-    }
-    if ((options.pools ?? []).length > 0) {
-      // Wait until the pools' agents serve.
+      // Wait until each pool has poolMin agents that serve (as the API lists them).
       await waitFor(
         async () => {
           for (const p of options.pools ?? []) {
-            const usage = controlPlane.registry.poolUsage(p.metadata.namespace ?? "default", p.metadata.name);
-            if (usage.readyAgents < p.spec.capacity.poolMin) return false;
+            const agents = await client.pools.agents({ namespace: p.metadata.namespace ?? "default", pool: p.metadata.name });
+            if (agents.filter((agent) => agent.ready).length < p.spec.capacity.poolMin) return false;
           }
           return true;
         },
         30_000,
         "pool agents ready",
       );
+    } catch (error) {
+      client.close();
+      await controlPlane.close().catch(() => undefined);
+      throw error;
     }
-    return controlPlane;
+    return { controlPlane, client };
   };
 
-  const first = await start();
-  const state = { controlPlane: first, client: new FastSandboxClient({ url: first.url, token }), running: true };
+  const state = { ...(await start()), running: true };
   const shutdown = async () => {
     if (!state.running) return;
     state.running = false;
@@ -116,9 +130,7 @@ export async function startEmbedded(options: EmbeddedCaseOptions): Promise<Embed
     shutdown,
     async restart() {
       await shutdown();
-      state.controlPlane = await start();
-      state.running = true;
-      state.client = new FastSandboxClient({ url: state.controlPlane.url, token });
+      Object.assign(state, await start(), { running: true });
     },
     async stop() {
       try {

@@ -26,6 +26,8 @@ import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BASE_IMAGE, REPO_ROOT, ctr, importBaseImage, removeCgroupTree, removeNamespace } from "./containerd.js";
+import { outputLines } from "./containerd-contents.js";
+import { liveProcesses, processAlive } from "./pod-processes.js";
 
 export { BASE_IMAGE };
 
@@ -42,8 +44,16 @@ export const CONTAINERD_NAMESPACE = "fsb-e2e-kubernetes";
 export const HOST_DIR = "/run/fast-sandbox-e2e-kubernetes";
 /** The cluster's one node. */
 export const NODE_NAME = "fsb-node-0";
-/** The controller's fast-path port (config/manager). */
-const FAST_PATH_PORT = 7070;
+/** The fast-path port of every controller replica (config/manager). */
+export const FAST_PATH_PORT = 7070;
+/** The controller replicas' Pods (config/manager). */
+export const CONTROLLER_SELECTOR = "app.kubernetes.io/component=controller";
+/** The janitor's Pods (config/janitor). */
+export const JANITOR_SELECTOR = "app.kubernetes.io/component=janitor";
+/** Every agent Pod, whatever its pool (config/agent). */
+export const AGENT_SELECTOR = "app.kubernetes.io/component=agent";
+/** The controller replicas' Lease (in SYSTEM_NAMESPACE). */
+export const CONTROLLER_LEASE = "fast-sandbox-controller";
 const STATE_PREFIX = "fsb-k8s-suite-";
 
 export interface CommandResult {
@@ -89,21 +99,27 @@ export interface KubernetesSuiteContext {
   createNamespace(prefix: string): Promise<string>;
   /** What a Pod's container wrote to stdout and stderr so far (the fake kubelet has no `kubectl logs`). */
   podLog(namespace: string, pod: string, container: string): string;
+  /** The Pods of a label selector, without those being deleted unless `includeDeleting`. */
+  pods(namespace: string, selector: string, options?: { includeDeleting?: boolean }): Promise<PodJson[]>;
 }
 
 /** A case module (`test/e2e/kubernetes/<what-it-proves>/case.ts`) registers its `describe` with this. */
 export type RegisterCase = (suite: KubernetesSuiteContext) => void;
 
-interface ContainerStatus {
+/** A container's status in a Pod of the test cluster (the fields the suite and its cases read). */
+export interface ContainerStatus {
   name: string;
   ready: boolean;
   restartCount: number;
+  /** `fsb-local://<pid of the container's process group leader>` (the fake kubelet's; see pod-processes.ts). */
+  containerID?: string;
   state?: Record<string, { reason?: string; message?: string; exitCode?: number }>;
 }
 
-interface PodJson {
+/** A Pod as `kubectl get pod -o json` shows it (the fields the suite and its cases read). */
+export interface PodJson {
   metadata: { name: string; namespace: string; uid: string; deletionTimestamp?: string };
-  spec: { nodeName?: string };
+  spec: { nodeName?: string; containers: { name: string }[] };
   status?: {
     phase?: string;
     podIP?: string;
@@ -113,7 +129,8 @@ interface PodJson {
   };
 }
 
-function isPodReady(pod: PodJson): boolean {
+/** Whether the Pod's Ready condition is True. */
+export function isPodReady(pod: PodJson): boolean {
   return (pod.status?.conditions ?? []).some((condition) => condition.type === "Ready" && condition.status === "True");
 }
 
@@ -163,51 +180,23 @@ async function eventually<T>(
   }
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    // A zombie (state Z) has exited already.
-    return !/^\d+ \(.*\) Z/s.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return false;
-  }
-}
-
 /** Processes whose command line or environment names `needle` (a state dir): cluster components, Pod processes and their children. */
 function processesMentioning(needle: string): { pid: number; command: string }[] {
-  const found: { pid: number; command: string }[] = [];
-  for (const entry of readdirSync("/proc")) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid) || pid === process.pid) continue;
-    try {
-      const command = readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ").trim();
-      const environment = readFileSync(`/proc/${pid}/environ`, "utf8");
-      if ((command.includes(needle) || environment.includes(needle)) && processAlive(pid)) found.push({ pid, command });
-    } catch {
-      // gone meanwhile, or a kernel thread
-    }
-  }
-  return found;
-}
-
-function lines(text: string): string[] {
-  return text
-    .split("\n")
-    .map((line) => line.trim())
-    .filter((line) => line !== "");
+  return liveProcesses((environment, command) => command.includes(needle) || environment.some((entry) => entry.includes(needle)));
 }
 
 function containerdNamespaceExists(): boolean {
-  return lines(execFileSync("ctr", ["namespaces", "ls", "-q"], { encoding: "utf8" })).includes(CONTAINERD_NAMESPACE);
+  return outputLines(execFileSync("ctr", ["namespaces", "ls", "-q"], { encoding: "utf8" })).includes(CONTAINERD_NAMESPACE);
 }
 
 /** What the suite's containerd namespace holds besides images: tasks, containers, active snapshots. */
 function containerdLeftovers(): string[] {
   if (!containerdNamespaceExists()) return [];
   const left: string[] = [];
-  for (const task of lines(ctr(CONTAINERD_NAMESPACE, "tasks", "ls", "-q"))) left.push(`task ${task}`);
-  for (const container of lines(ctr(CONTAINERD_NAMESPACE, "containers", "ls", "-q"))) left.push(`container ${container}`);
+  for (const task of outputLines(ctr(CONTAINERD_NAMESPACE, "tasks", "ls", "-q"))) left.push(`task ${task}`);
+  for (const container of outputLines(ctr(CONTAINERD_NAMESPACE, "containers", "ls", "-q"))) left.push(`container ${container}`);
   // Image layers are committed snapshots; an active one is a container's (or a sandbox's) root.
-  for (const line of lines(ctr(CONTAINERD_NAMESPACE, "snapshots", "ls")).slice(1)) {
+  for (const line of outputLines(ctr(CONTAINERD_NAMESPACE, "snapshots", "ls")).slice(1)) {
     const [key, , kind] = line.split(/\s+/);
     if (kind === "Active") left.push(`active snapshot ${key}`);
   }
@@ -303,7 +292,7 @@ export class KubernetesSuite implements KubernetesSuiteContext {
   };
 
   readonly controllerUrl = async (): Promise<string> => {
-    const [replica] = await this.readyPods(SYSTEM_NAMESPACE, "app.kubernetes.io/component=controller", "a Ready controller replica", 60_000);
+    const [replica] = await this.readyPods(SYSTEM_NAMESPACE, CONTROLLER_SELECTOR, "a Ready controller replica", 60_000);
     return `http://${replica!.status!.podIP}:${FAST_PATH_PORT}`;
   };
 
@@ -339,10 +328,10 @@ export class KubernetesSuite implements KubernetesSuiteContext {
     assert.equal(result.code, 0, `creating Secret ${namespace}/${name} failed:\n${result.stderr}`);
   }
 
-  private async pods(namespace: string, selector: string): Promise<PodJson[]> {
+  readonly pods = async (namespace: string, selector: string, options: { includeDeleting?: boolean } = {}): Promise<PodJson[]> => {
     const list = JSON.parse(await this.kubectlOk("-n", namespace, "get", "pods", "-l", selector, "-o", "json")) as { items: PodJson[] };
-    return list.items.filter((pod) => !pod.metadata.deletionTimestamp);
-  }
+    return options.includeDeleting ? list.items : list.items.filter((pod) => !pod.metadata.deletionTimestamp);
+  };
 
   /** Pod states and the tail of each container's log, for failure messages. */
   private async describePods(namespace: string, selector: string): Promise<string> {
@@ -436,7 +425,7 @@ export class KubernetesSuite implements KubernetesSuiteContext {
     await this.kubectlOk("apply", "--server-side", "--field-manager=fsb-e2e", "-k", DEPLOY_DIR);
     await this.kubectlOk("wait", "--for=condition=Established", "--timeout=60s", "crd/sandboxes.sandbox.fast.io", "crd/sandboxpools.sandbox.fast.io");
 
-    await this.readyPods(SYSTEM_NAMESPACE, "app.kubernetes.io/component=janitor", "the janitor's Pod to be Ready", 120_000);
+    await this.readyPods(SYSTEM_NAMESPACE, JANITOR_SELECTOR, "the janitor's Pod to be Ready", 120_000);
     await this.controllerAvailable();
   }
 
@@ -451,7 +440,7 @@ export class KubernetesSuite implements KubernetesSuiteContext {
         { timeoutMs: 180_000, intervalMs: 500 },
       );
     } catch (error) {
-      throw new Error(`${(error as Error).message}\n` + (await this.describePods(SYSTEM_NAMESPACE, "app.kubernetes.io/component=controller")));
+      throw new Error(`${(error as Error).message}\n` + (await this.describePods(SYSTEM_NAMESPACE, CONTROLLER_SELECTOR)));
     }
   }
 
@@ -476,7 +465,7 @@ export class KubernetesSuite implements KubernetesSuiteContext {
       const removed = await this.kubectlWith({ timeoutMs: 240_000 }, "delete", "-k", DEPLOY_DIR, "--ignore-not-found", "--timeout=180s");
       if (removed.code !== 0) problems.push(`kubectl delete -k ${path.relative(REPO_ROOT, DEPLOY_DIR)} failed: ${removed.stderr.trim()}`);
       const pods = await this.kubectl("get", "pods", "--all-namespaces", "-o", "name");
-      if (pods.code !== 0 || pods.stdout.trim() !== "") problems.push(`Pods left in the cluster: ${lines(pods.stdout).join(", ")}${pods.stderr}`);
+      if (pods.code !== 0 || pods.stdout.trim() !== "") problems.push(`Pods left in the cluster: ${outputLines(pods.stdout).join(", ")}${pods.stderr}`);
     }
 
     if (clusterExists) {

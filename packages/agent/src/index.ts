@@ -17,5 +17,6 @@ export {
   type CreateTimings,
 } from "./containerd/containerd-runtime.js";
 export { ContainerdClient, type ContainerdClientOptions } from "./containerd/containerd-client.js";
+export { CONTAINERD_ID_MAX_LENGTH, containerIdOf, isContainerdId, sandboxIdOfContainer } from "./containerd/container-id.js";
 export { isNotFound } from "./containerd/grpc-errors.js";
 export { execFifoName, isExecFifoName, sandboxLogDir, sandboxLogPath, sandboxRunDir } from "./state-layout.js";

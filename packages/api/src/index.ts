@@ -4,6 +4,7 @@ export * from "./schema/sandbox.js";
 export * from "./schema/sandbox-pool.js";
 export * from "./schema/quantity.js";
 export * from "./schema/image-reference.js";
+export { SANDBOX_ID_MAX_LENGTH, isSandboxId } from "./schema/sandbox-id.js";
 export { assertValid, fieldPath, validateSandbox, validateSandboxPool } from "./schema/validation.js";
 export { renderCrds, toStructuralSchema } from "./schema/crd.js";
 export * from "./wire/convert.js";

@@ -1,6 +1,9 @@
 /**
- * The embedded control plane: SQLite store, registry, fast-path API, reconcilers and a pool of local
- * agent processes, in one process. Start-up is crash recovery: writes wait until every agent has
+ * The embedded composition root: the same core as the Kubernetes mode (registry, fast path, pool
+ * controller, sandbox reconciler, agent connections, adoption, hot images) over the embedded
+ * adapters: the store is SQLite, the agents are supervised local processes (EmbeddedAgentFleet), and
+ * this single instance always leads. Start-up is crash recovery: the agents that sandbox records name
+ * are started again, and writes wait until every one of them (and poolMin agents per pool) has
  * reported what it runs and the registry holds the true allocations.
  */
 import { randomBytes } from "node:crypto";
@@ -8,8 +11,9 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { destination, pino, type Logger } from "pino";
 import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
+import { sleep, systemClock, type Clock } from "./controller/clock.js";
 import { AgentRegistry } from "./registry/agent-registry.js";
-import type { AgentClient } from "./agent-client/agent-client.js";
+import { createAgentClient } from "./agent-client/grpc-agent-client.js";
 import { openSqliteResourceStore } from "./store/sqlite-resource-store.js";
 import type { ResourceStore } from "./store/resource-store.js";
 import { DEFAULT_NAMESPACE, SandboxManager } from "./fastpath/sandbox-manager.js";
@@ -20,7 +24,12 @@ import { SandboxReconciler } from "./reconcile/sandbox-reconciler.js";
 import { HotImagesReconciler } from "./reconcile/hot-images-reconciler.js";
 import { recordSandboxFacts } from "./reconcile/sandbox-facts.js";
 import { AgentAdoption } from "./reconcile/agent-adoption.js";
-import { LocalPoolReconciler } from "./embedded/local-pool-reconciler.js";
+import { AgentOnboarding } from "./reconcile/agent-onboarding.js";
+import { ImagePrewarmer } from "./reconcile/image-prewarmer.js";
+import { AllocationSync } from "./reconcile/allocation-sync.js";
+import { PoolController } from "./reconcile/pool-controller.js";
+import { AgentConnections } from "./fleet/agent-connections.js";
+import { EmbeddedAgentFleet, type ExistingAgent } from "./embedded/embedded-agent-fleet.js";
 import { LocalJanitorProcess, type LocalJanitorOptions } from "./embedded/local-janitor-process.js";
 
 export interface EmbeddedControlPlaneOptions {
@@ -49,6 +58,8 @@ export interface EmbeddedControlPlaneOptions {
   /** Runs the janitor as a supervised child process (`fsb up` does); its log is `<dataDir>/janitor.log`. @default no janitor */
   janitor?: LocalJanitorOptions;
   logger?: Logger;
+  /** Time and timers of every component. @default systemClock */
+  clock?: Clock;
 }
 
 export interface EmbeddedControlPlane {
@@ -56,7 +67,11 @@ export interface EmbeddedControlPlane {
   store: ResourceStore;
   registry: AgentRegistry;
   manager: SandboxManager;
-  pools: LocalPoolReconciler;
+  /** The agent processes (tests and benchmarks reach a process through it: its pid, a crash). */
+  fleet: EmbeddedAgentFleet;
+  /** The heartbeats and clients of the agents. */
+  connections: AgentConnections;
+  pools: PoolController;
   sandboxes: SandboxReconciler;
   /** The supervised janitor process, when `janitor` was asked for. */
   janitor: LocalJanitorProcess | undefined;
@@ -81,35 +96,91 @@ export function defaultPool(image: string): SandboxPool {
 export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOptions): Promise<EmbeddedControlPlane> {
   const logger = options.logger ?? pino({ name: "fsb-controlplane" }, destination(2));
   mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
-  const store = openSqliteResourceStore({ path: join(options.dataDir, "state.db") });
+  const clock = options.clock ?? systemClock;
+  const store = openSqliteResourceStore({ path: join(options.dataDir, "state.db"), clock });
   const registry = new AgentRegistry();
-  const clients = { get: (name: string): AgentClient | undefined => pools.getAgentProcess(name)?.client };
-  const manager = new SandboxManager({ store, registry, agents: clients, logger });
   const metrics = new ControlPlaneMetrics();
-  let releaseWrites: () => void = () => undefined;
-  manager.holdWritesUntil(new Promise<void>((resolve) => (releaseWrites = resolve)));
+  const containerdSocket = options.containerdSocket ?? "/run/containerd/containerd.sock";
+  const containerdNamespace = options.containerdNamespace ?? "fast-sandbox";
+  const cgroupRoot = options.cgroupRoot ?? "fast-sandbox";
+  const heartbeatIntervalMs = options.heartbeatIntervalMs ?? 2000;
+  const agentToken = randomBytes(24).toString("base64url");
 
-  const adoption = new AgentAdoption({ store, registry, manager, agents: clients, logger });
-  const pools: LocalPoolReconciler = new LocalPoolReconciler({
+  const fleet = new EmbeddedAgentFleet({
+    clock,
+    dataDir: options.dataDir,
+    agentToken,
+    containerdSocket,
+    containerdNamespace,
+    cgroupRoot,
+    heartbeatIntervalMs,
+    logger,
+    ...(options.agentRestartDelayMs !== undefined ? { agentRestartDelayMs: options.agentRestartDelayMs } : {}),
+    existingAgents: () => agentsOfRecords(store),
+  });
+  const connections: AgentConnections = new AgentConnections({
+    clock,
+    fleet,
+    registry,
+    connect: (endpoint) => createAgentClient(endpoint, agentToken),
+    logger,
+    metrics,
+    heartbeatIntervalMs,
+    onConnected: (agentName, status) => onboarding.onConnected(agentName, status),
+    onStatus: (agentName, status) => recordSandboxFacts(store, agentName, status, clock),
+  });
+  const manager = new SandboxManager({ store, registry, agents: connections, logger, clock });
+  const adoption = new AgentAdoption({ store, registry, manager, agents: connections, logger, clock });
+  const allocations = new AllocationSync({
+    clock,
     store,
     registry,
-    manager,
     logger,
-    dataDir: options.dataDir,
-    agentToken: randomBytes(24).toString("base64url"),
-    containerdSocket: options.containerdSocket ?? "/run/containerd/containerd.sock",
-    containerdNamespace: options.containerdNamespace ?? "fast-sandbox",
-    cgroupRoot: options.cgroupRoot ?? "fast-sandbox",
-    heartbeatIntervalMs: options.heartbeatIntervalMs ?? 2000,
-    metrics,
-    ...(options.agentRestartDelayMs !== undefined ? { agentRestartDelayMs: options.agentRestartDelayMs } : {}),
-    onAgentReady: (agentName, status) => adoption.adopt(agentName, status),
-    onAgentStatus: (agentName, status) => recordSandboxFacts(store, agentName, status),
+    isBusy: (namespace, name) => manager.isBusy(namespace, name),
+    onPending: (sandbox) => pools.wake(sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, sandbox.spec.poolRef),
   });
-  manager.setPoolCapacity(pools);
-  const sandboxes = new SandboxReconciler({ store, manager, registry, agents: pools, logger });
-  const hotImages = new HotImagesReconciler({ store, registry, agents: clients, logger });
-  metrics.observe({ sandboxes: () => sandboxes.cachedSandboxes(), registry });
+  const pools: PoolController = new PoolController({
+    clock,
+    store,
+    fleet,
+    registry,
+    logger,
+    // Local agents start in well under a second: the status follows placements closely.
+    resyncIntervalMs: 1000,
+    agentUsable: (name) => connections.agentConnectivity(name)?.connected === true,
+    onAgentRegistered: (name) => {
+      // Its first heartbeat may have answered before it was registered: placement (image affinity,
+      // pull-if-missing) must see its images from the start, not after the next heartbeat.
+      const observed = connections.observedStatus(name);
+      if (observed) registry.setImages(name, observed.status.images);
+      allocations.agentRegistered(name);
+    },
+    waitingFor: (namespace, pool) => Math.max(manager.waitingFor(namespace, pool), allocations.pendingIn(namespace, pool)),
+  });
+  const onboarding = new AgentOnboarding({
+    adoption,
+    prewarmer: new ImagePrewarmer({ logger, clock }),
+    registry,
+    agents: connections,
+    logger,
+    poolOf: (name) => {
+      const agent = fleet.listAgents().find((a) => a.name === name);
+      return agent ? pools.getPool(agent.namespace, agent.pool) : undefined;
+    },
+  });
+  pools.onPoolChanged((pool, deleted) => {
+    if (deleted) manager.deletePool(pool.metadata.namespace ?? DEFAULT_NAMESPACE, pool.metadata.name);
+    else manager.setPool(pool);
+  });
+  manager.setPoolCapacity({ canGrow: (namespace, pool) => pools.canGrow(namespace, pool), wake: (namespace, pool) => pools.wake(namespace, pool) });
+  connections.onAgentChanged((name) => {
+    const agent = fleet.listAgents().find((a) => a.name === name);
+    if (agent) pools.wake(agent.namespace, agent.pool);
+  });
+  let releaseWrites: () => void = () => undefined;
+  manager.holdWritesUntil(new Promise<void>((resolve) => (releaseWrites = resolve)));
+  const sandboxes = new SandboxReconciler({ store, manager, registry, agents: connections, logger, clock });
+  const hotImages = new HotImagesReconciler({ store, registry, agents: connections, logger, clock });
 
   let api: ApiServer | undefined;
   try {
@@ -117,26 +188,35 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
       const { namespace = DEFAULT_NAMESPACE, name } = options.defaultPool.metadata;
       if (!(await store.get("SandboxPool", { namespace, name }))) await applySandboxPool(store, options.defaultPool);
     }
+    // The agents that sandboxes are placed on first: the pool controller then sizes around them.
+    await fleet.start();
     await pools.start();
+    connections.start();
+    await allocations.start();
+    metrics.observe({ sandboxes: () => allocations.cachedSandboxes(), registry });
     api = await startApiServer({
       manager,
       store,
       registry,
-      agents: clients,
+      agents: connections,
       token: options.token,
       host: options.host ?? "127.0.0.1",
       port: options.port ?? 0,
       metrics,
     });
-    const allReady = await pools.waitForAgents(options.recoveryTimeoutMs ?? 30_000);
+    const allReady = await waitForAgents(store, registry, fleet, options.recoveryTimeoutMs ?? 30_000, clock);
     if (!allReady) logger.warn("not every pool reached poolMin ready agents in time; serving anyway");
     releaseWrites();
     await sandboxes.start();
     await hotImages.start();
   } catch (error) {
     hotImages.stop();
+    await sandboxes.stop();
     await api?.close();
+    connections.stop();
+    await allocations.stop();
     await pools.stop();
+    await fleet.stop();
     await store.close();
     throw error;
   }
@@ -146,10 +226,10 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
         ...options.janitor,
         url: server.url,
         token: options.token,
-        containerdSocket: options.containerdSocket ?? "/run/containerd/containerd.sock",
-        containerdNamespace: options.containerdNamespace ?? "fast-sandbox",
+        containerdSocket,
+        containerdNamespace,
         agentsDir: join(options.dataDir, "agents"),
-        cgroupRoot: options.cgroupRoot ?? "fast-sandbox",
+        cgroupRoot,
         logPath: join(options.dataDir, "janitor.log"),
         logger,
       })
@@ -160,6 +240,8 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     store,
     registry,
     manager,
+    fleet,
+    connections,
     pools,
     sandboxes,
     janitor,
@@ -169,8 +251,44 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
       await manager.drain();
       await sandboxes.stop();
       hotImages.stop();
+      connections.stop();
+      await allocations.stop();
       await pools.stop();
+      await fleet.stop();
       await store.close();
     },
   };
+}
+
+/** The agents sandbox records are placed on, in pools that exist: started again to adopt what they run. */
+async function agentsOfRecords(store: ResourceStore): Promise<ExistingAgent[]> {
+  const { items: pools } = await store.list("SandboxPool");
+  const poolKeys = new Set(pools.map((pool) => `${pool.metadata.namespace ?? DEFAULT_NAMESPACE}/${pool.metadata.name}`));
+  const { items: sandboxes } = await store.list("Sandbox");
+  const agents = new Map<string, ExistingAgent>();
+  for (const sandbox of sandboxes) {
+    const name = sandbox.status?.assignedPod;
+    const namespace = sandbox.metadata.namespace ?? DEFAULT_NAMESPACE;
+    if (name && poolKeys.has(`${namespace}/${sandbox.spec.poolRef}`)) agents.set(name, { namespace, pool: sandbox.spec.poolRef, name });
+  }
+  return [...agents.values()];
+}
+
+/**
+ * Resolves true once every pool has poolMin ready agents and every agent started again for its
+ * sandboxes is ready (adopted), false after `timeoutMs`.
+ */
+async function waitForAgents(store: ResourceStore, registry: AgentRegistry, fleet: EmbeddedAgentFleet, timeoutMs: number, clock: Clock): Promise<boolean> {
+  const deadline = clock.now().getTime() + timeoutMs;
+  const { items: pools } = await store.list("SandboxPool");
+  const existing = new Set(fleet.listAgents().map((agent) => agent.name));
+  for (;;) {
+    const poolsReady = pools.every(
+      (pool) => registry.poolUsage(pool.metadata.namespace ?? DEFAULT_NAMESPACE, pool.metadata.name).readyAgents >= pool.spec.capacity.poolMin,
+    );
+    const running = new Set(fleet.listAgents().map((agent) => agent.name));
+    if (poolsReady && [...existing].every((name) => !running.has(name) || registry.getAgent(name)?.ready === true)) return true;
+    if (clock.now().getTime() > deadline) return false;
+    await sleep(clock, 50);
+  }
 }

@@ -9,5 +9,16 @@ export { openSqliteResourceStore } from "./store/sqlite-resource-store.js";
 export { MemoryResourceStore, type MemoryResourceStoreOptions } from "./store/memory-resource-store.js";
 export { openKubernetesResourceStore, type KubernetesResourceStore, type KubernetesResourceStoreOptions } from "./store/kubernetes-resource-store.js";
 export { updateWithRetry, type RetryOnConflictOptions } from "./store/retry-on-conflict.js";
-export { createAgentClient, type AgentClient } from "./agent-client/agent-client.js";
+export type {
+  AgentClient,
+  AgentSandbox,
+  AgentSandboxSpec,
+  AgentSandboxState,
+  AgentStatus,
+  ExecEvent,
+  ExecRequest,
+  PullPhase,
+  PullProgress,
+} from "./agent-client/agent-client.js";
+export { createAgentClient } from "./agent-client/grpc-agent-client.js";
 export { registryConfigPath } from "./embedded/local-agent-process.js";

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { pino } from "pino";
 import { UnavailableError } from "@fast-sandbox/api";
-import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR } from "@fast-sandbox/agent";
+import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR, containerIdOf } from "@fast-sandbox/agent";
 import type { Clock } from "./clock.js";
 import type { HostLeftovers, RemovedFile } from "./host-leftovers.js";
 import type { Inventory, InventorySnapshot } from "./inventory.js";
@@ -228,6 +228,26 @@ describe("Janitor.runPass", () => {
     const later = await janitor.runPass();
     assert.deepEqual(later.reclaimed, { agent_gone: 0, record_gone: 1, anchor_orphaned: 0 });
     assert.equal(node.containers.size, 0);
+  });
+
+  it("judges and cleans a container whose id the agent mapped by the sandbox id in its label: files by that id, the cgroup by the container's", async () => {
+    const { node, host, inventory, janitor, labels, old } = setup();
+    const sandboxId = "default.a--b.a1b2c3";
+    const containerId = containerIdOf(sandboxId);
+    assert.notEqual(containerId, sandboxId);
+    const cgroupsPath = `/fsb/live-0/sandboxes/${containerId}`;
+    inventory.set(["live-0"], [sandboxId]);
+    node.add({ id: containerId, labels: labels("live-0", sandboxId), changedAtMs: old, cgroupsPath });
+    host.cgroups.add(cgroupsPath);
+    host.files.set(`live-0/${sandboxId}`, [{ kind: "log_file", path: `/data/agents/live-0/logs/${sandboxId}.log` }]);
+    // Its record holds the sandbox id, not the container id: in use.
+    assert.deepEqual((await janitor.runPass()).removed, []);
+
+    inventory.set(["live-0"], []);
+    const result = await janitor.runPass();
+    assert.deepEqual(result.reclaimed, { agent_gone: 0, record_gone: 1, anchor_orphaned: 0 });
+    assert.deepEqual(node.calls, [`task ${containerId}`, `cgroup ${cgroupsPath}`, `files ${sandboxId}`, `snapshot ${containerId}`, `container ${containerId}`]);
+    assert.ok(result.removed.every((object) => object.sandboxId === sandboxId));
   });
 
   it("keeps the sandboxes of an agent that is missing from the inventory for less than a window (a control plane restarting)", async () => {

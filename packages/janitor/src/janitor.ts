@@ -267,7 +267,7 @@ export class Janitor {
 
 /**
  * A container's cgroup is only its own when the path ends in its id (sandboxes,
- * `<cgroupParent>/<sandboxId>`) or in an anchor's name (`<cgroupParent>/fsb-anchor-<n>`): a spec
+ * `<cgroupParent>/<containerId>`) or in an anchor's name (`<cgroupParent>/fsb-anchor-<n>`): a spec
  * naming any other cgroup is not followed, so no process outside the sandbox can be killed.
  */
 function ownsCgroup(container: ManagedContainer, cgroupsPath: string): boolean {

@@ -11,7 +11,7 @@
  * the old Pod is deleted); containers without the UID label are judged by the name alone, as in the
  * embedded mode. Anything without the managed label is never an orphan.
  */
-import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR } from "@fast-sandbox/agent";
+import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, ROLE_SHIM_ANCHOR, sandboxIdOfContainer } from "@fast-sandbox/agent";
 import type { InventorySnapshot } from "./inventory.js";
 
 export type OrphanReason = "agent_gone" | "record_gone" | "anchor_orphaned";
@@ -40,9 +40,13 @@ export interface JudgeContext {
   protectionMs: number;
 }
 
-/** The sandbox id an object belongs to: its label, or its id (container id = snapshot key = sandbox id). */
+/**
+ * The sandbox id an object belongs to (what records hold and the agent's host files are named
+ * after): its label, or without one its id. The id (container id = snapshot key) is the sandbox id
+ * unless the agent mapped a sandbox id containerd refuses (the agent's container-id.ts).
+ */
 export function sandboxIdOf(object: ManagedObjectFacts): string {
-  return object.labels[LABEL_SANDBOX_ID] || object.id;
+  return sandboxIdOfContainer(object);
 }
 
 export function isShimAnchor(object: Pick<ManagedObjectFacts, "labels">): boolean {

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { NoCapacityError } from "@fast-sandbox/sdk";
 import { BASE_IMAGE, containerdLeftovers, ctr, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
+import { agentNamed, portsHeld, slotsHeld } from "../../support/pool-agents.js";
 
 describe("crashes and restarts converge to the truth", () => {
   let embedded: EmbeddedCase;
@@ -21,15 +22,17 @@ describe("crashes and restarts converge to the truth", () => {
     const { client } = embedded;
     const a = await client.sandboxes.create({ ...sleeper, name: "survivor-a", exposedPorts: [18500] });
     const b = await client.sandboxes.create({ ...sleeper, name: "survivor-b" });
-    const agent = embedded.controlPlane.pools.getAgentProcess("default-0");
-    assert.ok(agent?.pid);
+    const agent = await agentNamed(client, "default-0");
+    assert.equal(agent?.ready, true);
     const oldPid = agent.pid;
+    assert.ok(oldPid, "the embedded agent reports its pid");
 
-    agent.kill("SIGKILL");
+    // A crash: the supervisor starts a new process under the same name.
+    process.kill(oldPid, "SIGKILL");
     await waitFor(
-      () => {
-        const snapshot = embedded.controlPlane.registry.getAgent("default-0");
-        return agent.pid !== oldPid && snapshot?.ready === true;
+      async () => {
+        const replacement = await agentNamed(client, "default-0");
+        return replacement?.ready === true && replacement.pid !== undefined && replacement.pid !== oldPid;
       },
       30_000,
       "the replacement agent",
@@ -40,18 +43,17 @@ describe("crashes and restarts converge to the truth", () => {
       const result = await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", "echo alive"]);
       assert.equal(result.stdout, "alive\n");
     }
-    assert.equal(embedded.controlPlane.registry.poolUsage("default", "default").allocated, 2);
+    assert.equal(await slotsHeld(client, "default"), 2);
     await assert.rejects(client.sandboxes.create({ ...sleeper, exposedPorts: [18500] }), NoCapacityError);
     assert.equal((await client.sandboxes.get("survivor-a")).status?.phase, "Running");
   });
 
   it("rebuilds slots and ports from the store and the agents after a control plane restart", async () => {
     await embedded.restart();
-    const { client, controlPlane } = embedded;
+    const { client } = embedded;
     assert.deepEqual((await client.sandboxes.list()).map((s) => s.metadata.name).sort(), ["survivor-a", "survivor-b"]);
-    assert.equal(controlPlane.registry.poolUsage("default", "default").allocated, 2);
-    const ports = controlPlane.registry.listAgents().flatMap((a) => a.usedPorts);
-    assert.deepEqual(ports, [18500]);
+    assert.equal(await slotsHeld(client, "default"), 2);
+    assert.deepEqual(await portsHeld(client), [18500]);
     await assert.rejects(client.sandboxes.create({ ...sleeper, exposedPorts: [18500] }), NoCapacityError);
     const result = await client.sandboxes.exec("survivor-b", ["sh", "-c", "exit 7"]);
     assert.equal(result.exitCode, 7);
@@ -90,11 +92,11 @@ describe("crashes and restarts converge to the truth", () => {
     ]);
 
     await embedded.restart();
-    const { client, controlPlane } = embedded;
+    const { client } = embedded;
     const after = await client.sandboxes.get("survivor-b");
     assert.equal(after.status?.phase, "Lost");
     assert.equal(after.status?.conditions?.find((c) => c.type === "Ready")?.reason, "SandboxMissing");
-    assert.equal(controlPlane.registry.poolUsage("default", "default").allocated, 1);
+    assert.equal(await slotsHeld(client, "default"), 1);
     await waitFor(() => !containerdLeftovers(containerdNamespace).containers.includes("orphan"), 15_000, "the orphan container to be removed");
     assert.equal((await client.sandboxes.get("survivor-a")).status?.phase, "Running");
 
@@ -102,7 +104,7 @@ describe("crashes and restarts converge to the truth", () => {
     await client.sandboxes.delete("survivor-b");
     await client.sandboxes.delete("survivor-a");
     assert.deepEqual(containerdLeftovers(containerdNamespace), { containers: [], tasks: [], snapshots: [] });
-    assert.equal(controlPlane.registry.poolUsage("default", "default").allocated, 0);
+    assert.equal(await slotsHeld(client, "default"), 0);
   });
 });
 
@@ -126,16 +128,20 @@ describe("a restart brings back every agent that sandboxes are placed on", () =>
     const sleeper = { pool: "narrow", image: BASE_IMAGE, command: ["sleep", "3600"] };
     const first = await embedded.client.sandboxes.create({ ...sleeper, name: "first" });
     assert.equal(first.status?.assignedPod, "narrow-0");
-    await waitFor(() => embedded.controlPlane.registry.getAgent("narrow-1")?.ready === true, 30_000, "the pool to grow to a second agent");
+    await waitFor(async () => (await agentNamed(embedded.client, "narrow-1"))?.ready === true, 30_000, "the pool to grow to a second agent");
     const second = await embedded.client.sandboxes.create({ ...sleeper, name: "second" });
     assert.equal(second.status?.assignedPod, "narrow-1");
     await embedded.client.sandboxes.delete("first");
 
     // After a restart the pool's size from scratch is one agent; the sandbox on narrow-1 needs it back.
     await embedded.restart();
-    const { client, controlPlane } = embedded;
-    assert.equal(controlPlane.registry.getAgent("narrow-1")?.ready, true);
-    assert.equal(controlPlane.registry.placementOf("default/second")?.agent.name, "narrow-1");
+    const { client } = embedded;
+    // narrow-1 is back and ready, and the pool's one held slot is on it: the slot of "second".
+    const narrow1 = await agentNamed(client, "narrow-1");
+    assert.equal(narrow1?.ready, true);
+    assert.equal(narrow1.allocated, 1);
+    assert.equal(await slotsHeld(client, "narrow"), 1);
+    assert.equal((await client.sandboxes.get("second")).status?.assignedPod, "narrow-1");
     assert.equal((await client.sandboxes.exec("second", ["sh", "-c", "echo adopted"])).stdout, "adopted\n");
     await client.sandboxes.delete("second");
   });

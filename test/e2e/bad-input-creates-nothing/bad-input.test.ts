@@ -6,6 +6,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { pb, sendBearerToken } from "@fast-sandbox/api";
 import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, type EmbeddedCase } from "../../support/embedded.js";
+import { slotsHeld } from "../../support/pool-agents.js";
 
 describe("bad input gets a clear error and creates nothing", () => {
   let embedded: EmbeddedCase;
@@ -20,7 +21,7 @@ describe("bad input gets a clear error and creates nothing", () => {
 
   async function assertNothingCreated(): Promise<void> {
     assert.deepEqual(await embedded.client.sandboxes.list({ namespace: "*" }), []);
-    assert.equal(embedded.controlPlane.registry.poolUsage("default", "default").allocated, 0);
+    assert.equal(await slotsHeld(embedded.client, "default"), 0);
     assert.deepEqual(containerdLeftovers(embedded.containerdNamespace), { containers: [], tasks: [], snapshots: [] });
   }
 
@@ -98,9 +99,15 @@ describe("bad input gets a clear error and creates nothing", () => {
   });
 
   it("accepts any valid sandbox name, even one containerd would not take as an id", async () => {
-    const sandbox = await embedded.client.sandboxes.create({ ...base, name: "a--b" });
-    assert.match(sandbox.status?.sandboxID ?? "", /^sb-[0-9a-f]{16}$/);
-    assert.equal((await embedded.client.sandboxes.exec("a--b", ["true"])).exitCode, 0);
+    const sandbox = await embedded.client.sandboxes.create({ ...base, name: "a--b", command: ["sh", "-c", "echo started; sleep 3600"] });
+    // The sandbox id keeps the name; only the agent knows that containerd holds it under another id.
+    const sandboxId = sandbox.status?.sandboxID ?? "";
+    assert.match(sandboxId, /^default\.a--b\.[0-9a-f]{6}$/);
+    assert.equal((await embedded.client.sandboxes.exec("a--b", ["echo", "hi"])).stdout, "hi\n");
+    let logs = "";
+    for await (const chunk of embedded.client.sandboxes.logs("a--b")) logs += new TextDecoder().decode(chunk);
+    assert.equal(logs, "started\n");
+    assert.equal((await embedded.client.sandboxes.get("a--b")).status?.phase, "Running");
     await embedded.client.sandboxes.delete("a--b");
     await assertNothingCreated();
   });
@@ -135,7 +142,7 @@ describe("bad input gets a clear error and creates nothing", () => {
   });
 
   it("authenticates the agents' API too: the control plane's token is not the agent's", async () => {
-    const agent = embedded.controlPlane.registry.listAgents()[0];
+    const [agent] = await embedded.client.pools.agents({ pool: "default" });
     assert.ok(agent);
     for (const authorization of [undefined, `Bearer ${embedded.token}`]) {
       const response = await fetch(`http://${agent.endpoint}/fastsandbox.v1alpha1.AgentService/CreateSandbox`, {

@@ -2,6 +2,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { AlreadyExistsError, NoCapacityError } from "@fast-sandbox/sdk";
 import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, type EmbeddedCase } from "../../support/embedded.js";
+import { portsHeld, slotsHeld } from "../../support/pool-agents.js";
 
 describe("concurrent creates against a pool with room for 3", () => {
   let embedded: EmbeddedCase;
@@ -18,7 +19,7 @@ describe("concurrent creates against a pool with room for 3", () => {
   });
 
   it("lets exactly 3 of 40 succeed, refuses the rest with a clear no-capacity error, and leaks nothing", async () => {
-    const { client, containerdNamespace, controlPlane } = embedded;
+    const { client, containerdNamespace } = embedded;
     const results = await Promise.allSettled(
       Array.from({ length: 40 }, (_, i) => client.sandboxes.create({ name: `c-${i}`, pool: "tiny", image: BASE_IMAGE, command: ["sleep", "3600"] })),
     );
@@ -31,10 +32,10 @@ describe("concurrent creates against a pool with room for 3", () => {
       assert.match(error.message, /no capacity: all 3 slots of pool default\/tiny are in use/);
     }
 
-    // Exactly the 3 winners exist everywhere: API, store, registry, containerd.
+    // Exactly the 3 winners exist everywhere: API, store, the agents' slots, containerd.
     const listed = (await client.sandboxes.list()).map((s) => s.metadata.name).sort();
     assert.deepEqual(listed, created.map((s) => s.metadata.name).sort());
-    assert.equal(controlPlane.registry.poolUsage("default", "tiny").allocated, 3);
+    assert.equal(await slotsHeld(client, "tiny"), 3);
     assert.deepEqual(containerdLeftovers(containerdNamespace).containers.sort(), created.map((s) => s.status?.sandboxID ?? "").sort());
 
     // Slots come back exactly once: delete one, one more create fits, and then the pool is full again.
@@ -42,12 +43,12 @@ describe("concurrent creates against a pool with room for 3", () => {
     assert.ok(first);
     await client.sandboxes.delete(first.metadata.name);
     await client.sandboxes.delete(first.metadata.name).catch(() => undefined);
-    assert.equal(controlPlane.registry.poolUsage("default", "tiny").allocated, 2);
+    assert.equal(await slotsHeld(client, "tiny"), 2);
     const again = await client.sandboxes.create({ name: "after-delete", pool: "tiny", image: BASE_IMAGE, command: ["sleep", "3600"] });
     await assert.rejects(client.sandboxes.create({ pool: "tiny", image: BASE_IMAGE, command: ["sleep", "3600"] }), NoCapacityError);
 
     for (const sandbox of [...created.slice(1), again]) await client.sandboxes.delete(sandbox.metadata.name);
-    assert.equal(controlPlane.registry.poolUsage("default", "tiny").allocated, 0);
+    assert.equal(await slotsHeld(client, "tiny"), 0);
     assert.deepEqual(containerdLeftovers(containerdNamespace), { containers: [], tasks: [], snapshots: [] });
   });
 
@@ -66,23 +67,20 @@ describe("concurrent creates against a pool with room for 3", () => {
     await client.sandboxes.delete(reuse.metadata.name);
   });
   it("lets one of two concurrent creates of the same name win and keeps the winner's slot and ports", async () => {
-    const { client, controlPlane } = embedded;
+    const { client } = embedded;
     const results = await Promise.allSettled(
       [0, 1, 2].map(() => client.sandboxes.create({ name: "same", pool: "tiny", image: BASE_IMAGE, command: ["sleep", "3600"], exposedPorts: [19500] })),
     );
     assert.equal(results.filter((r) => r.status === "fulfilled").length, 1);
     for (const r of results) if (r.status === "rejected") assert.ok(r.reason instanceof AlreadyExistsError, String(r.reason));
-    assert.equal(controlPlane.registry.poolUsage("default", "tiny").allocated, 1);
-    assert.deepEqual(
-      controlPlane.registry.listAgents({ pool: "tiny" }).flatMap((a) => a.usedPorts),
-      [19500],
-    );
+    assert.equal(await slotsHeld(client, "tiny"), 1);
+    assert.deepEqual(await portsHeld(client, { pool: "tiny" }), [19500]);
     await client.sandboxes.delete("same");
-    assert.equal(controlPlane.registry.poolUsage("default", "tiny").allocated, 0);
+    assert.equal(await slotsHeld(client, "tiny"), 0);
   });
 
   it("finishes a create before a delete of the same name, leaving nothing behind", async () => {
-    const { client, containerdNamespace, controlPlane } = embedded;
+    const { client, containerdNamespace } = embedded;
     const creating = client.sandboxes.create({ name: "short-lived", pool: "tiny", image: BASE_IMAGE, command: ["sleep", "3600"] });
     // The delete is sent while the create is in flight; it waits for it instead of missing the container.
     await new Promise((resolve) => setImmediate(resolve));
@@ -91,7 +89,7 @@ describe("concurrent creates against a pool with room for 3", () => {
     assert.equal(created.status, "fulfilled");
     assert.equal(deleted.status, "fulfilled", deleted.status === "rejected" ? String(deleted.reason) : "");
     assert.deepEqual(await client.sandboxes.list(), []);
-    assert.equal(controlPlane.registry.poolUsage("default", "tiny").allocated, 0);
+    assert.equal(await slotsHeld(client, "tiny"), 0);
     assert.deepEqual(containerdLeftovers(containerdNamespace), { containers: [], tasks: [], snapshots: [] });
   });
 

@@ -12,6 +12,7 @@ import pino from "pino";
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError, UnavailableError, ValidationError } from "@fast-sandbox/api";
 import { ContainerdClient } from "../../../packages/agent/src/containerd/containerd-client.js";
 import { createContainerdRuntime, type ContainerdRuntime } from "../../../packages/agent/src/containerd/containerd-runtime.js";
+import { containerIdOf } from "../../../packages/agent/src/containerd/container-id.js";
 import { DEFAULT_HELPER_PATH } from "../../../packages/agent/src/agent-config.js";
 import type { OciSpec } from "../../../packages/agent/src/containerd/oci-spec.js";
 import type { RuntimeSandboxSpec } from "../../../packages/agent/src/runtime/runtime.js";
@@ -372,6 +373,66 @@ describe("containerd runtime", () => {
       recreated.close();
       unlabelled.close();
     }
+    assert.deepEqual(leftovers(spec.sandboxId), []);
+  });
+
+  it("runs sandboxes whose ids containerd refuses under mapped container ids, and speaks their sandbox ids everywhere", async () => {
+    const pid = String(process.pid);
+    const ids = [`team-a.a--b.${pid}`, `team-a.${"n".repeat(120 - "team-a..".length - pid.length)}.${pid}`];
+    assert.equal(ids[1]?.length, 120);
+    for (const sandboxId of ids) {
+      const spec = sandboxSpec({ sandboxId, logPath: join(workDir, `${sandboxId}.log`), command: ["sh", "-c", "echo hello; exit 5"] });
+      const containerId = containerIdOf(sandboxId);
+      assert.match(containerId, /^sb-[0-9a-f]{32}$/);
+      assert.equal((await runtime.create(spec)).sandboxId, sandboxId);
+
+      // containerd holds it under the mapped id (task, snapshot and cgroup too), labelled with the sandbox id.
+      assert.deepEqual(leftovers(containerId), ["container", "task", "snapshot"]);
+      const { container } = await client.containers.get({ id: containerId });
+      assert.equal(container?.labels["fast-sandbox.io/sandbox-id"], sandboxId);
+      assert.equal((await containerSpec(containerId)).linux.cgroupsPath, `${CGROUP_PARENT}/${containerId}`);
+
+      // Logged, waited for, listed, got and exec'd under its sandbox id; its container id names no sandbox.
+      await eventually(() => existsSync(spec.logPath) && readFileSync(spec.logPath, "utf8") === "hello\n", "hello in the log file");
+      assert.equal(await runtime.wait(sandboxId), 5);
+      const listed = (await runtime.list()).filter((sandbox) => [sandboxId, containerId].includes(sandbox.sandboxId));
+      assert.deepEqual(
+        listed.map(({ sandboxId: id, state, exitCode }) => ({ id, state, exitCode })),
+        [{ id: sandboxId, state: "running", exitCode: 5 }],
+      );
+      assert.equal((await runtime.get(sandboxId))?.name, spec.name);
+      assert.equal(await runtime.get(containerId), undefined);
+      assert.deepEqual(await execCollect(sandboxId, ["sh", "-c", "echo out; echo err >&2; exit 3"]), { exitCode: 3, stdout: "out\n", stderr: "err\n" });
+      await assert.rejects(execCollect(containerId, ["true"]), NotFoundError);
+
+      // An agent that restarts finds it again by the same mapping.
+      const restarted = newRuntime();
+      try {
+        assert.ok((await restarted.list()).some((sandbox) => sandbox.sandboxId === sandboxId));
+        assert.equal((await restarted.get(sandboxId))?.exitCode, 5);
+        await restarted.delete(sandboxId, { gracePeriodMs: 0 });
+      } finally {
+        restarted.close();
+      }
+      assert.deepEqual(leftovers(containerId), []);
+      assert.equal(await runtime.get(sandboxId), undefined);
+      assert.equal(existsSync(join(workDir, "state", "run", sandboxId)), false);
+      for (const cgroup of [`/sys/fs/cgroup/memory${CGROUP_PARENT}/${containerId}`, `/sys/fs/cgroup${CGROUP_PARENT}/${containerId}`]) {
+        assert.equal(existsSync(cgroup), false, cgroup);
+      }
+      await runtime.delete(sandboxId, { gracePeriodMs: 0 });
+    }
+  });
+
+  it("keeps serving a sandbox created under its own id without the sandbox-id label (before the mapping existed)", async () => {
+    const spec = sandboxSpec();
+    await runtime.create(spec);
+    await client.containers.update({ container: { id: spec.sandboxId, labels: {} }, updateMask: { paths: ["labels.fast-sandbox.io/sandbox-id"] } });
+    assert.equal((await client.containers.get({ id: spec.sandboxId })).container?.labels["fast-sandbox.io/sandbox-id"], undefined);
+    assert.equal((await runtime.get(spec.sandboxId))?.state, "running");
+    assert.ok((await runtime.list()).some((sandbox) => sandbox.sandboxId === spec.sandboxId));
+    assert.equal((await execCollect(spec.sandboxId, ["echo", "still mine"])).stdout, "still mine\n");
+    await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
     assert.deepEqual(leftovers(spec.sandboxId), []);
   });
 

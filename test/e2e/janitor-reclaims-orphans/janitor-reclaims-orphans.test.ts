@@ -14,10 +14,8 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
-import { create } from "@bufbuild/protobuf";
 import { destination, pino } from "pino";
-import { pb } from "@fast-sandbox/api";
-import { createAgentClient, type AgentClient } from "@fast-sandbox/controlplane";
+import { createAgentClient, type AgentClient, type AgentSandboxSpec } from "@fast-sandbox/controlplane";
 import { Janitor, LocalHostLeftovers, controlPlaneInventory, createContainerdNodeContainers, type NodeContainers } from "@fast-sandbox/janitor";
 import { BASE_IMAGE, ctr, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
@@ -87,15 +85,18 @@ async function startGhostAgent(embedded: EmbeddedCase, name: string): Promise<Gh
   return { name, client: createAgentClient(endpoint, token), process: child, stateDir };
 }
 
-function sleeperRequest(sandboxId: string) {
-  return create(pb.AgentCreateSandboxRequestSchema, {
+function sleeperRequest(sandboxId: string): AgentSandboxSpec {
+  return {
     sandboxId,
     namespace: "default",
     name: sandboxId,
     image: BASE_IMAGE,
     command: ["sleep", "3600"],
+    args: [],
+    envs: [],
     runtimeType: "container",
-  });
+    exposedPorts: [],
+  };
 }
 
 /** A container started with `ctr run`, with exactly the labels given. */
@@ -144,7 +145,7 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     await ghost.client.createSandbox(sleeperRequest("ghost.a"));
     await ghost.client.createSandbox(sleeperRequest("ghost.b"));
     const exec = (async () => {
-      for await (const _ of ghost.client.exec(create(pb.AgentExecRequestSchema, { sandboxId: "ghost.a", command: ["sleep", "3600"] }))) {
+      for await (const _ of ghost.client.exec({ sandboxId: "ghost.a", command: ["sleep", "3600"] })) {
         // no output
       }
     })().catch(() => undefined);

@@ -10,6 +10,9 @@
  * with a case.ts is found. Cases run in the order of their folder names, one at a time, on the same
  * cluster: each makes its own namespaces (`suite.createNamespace`) and removes what it makes outside
  * them. FSB_K8S_CASES=name,name runs only those cases (the setup and the final check always run).
+ * What cases share lives in test/support: kubernetes-cases.ts (Sandboxes, pools, agent Pods,
+ * controller replicas and Lease, watches, cleanup, failure diagnostics), containerd-contents.ts
+ * (containers, tasks and snapshots in containerd) and pod-processes.ts (the Pods' local processes).
  *
  *   npm run build && node --conditions=development --import tsx --test test/e2e/kubernetes/suite.test.ts
  */

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import type { FastSandboxClient } from "@fast-sandbox/sdk";
 import { NotFoundError } from "@fast-sandbox/sdk";
 import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
+import { slotsHeld } from "../../support/pool-agents.js";
 
 const decoder = new TextDecoder();
 
@@ -62,7 +63,7 @@ describe("a sandbox's life on the real containerd", () => {
     await client.sandboxes.delete(name);
     await assert.rejects(client.sandboxes.get(name), NotFoundError);
     assert.deepEqual(containerdLeftovers(containerdNamespace), { containers: [], tasks: [], snapshots: [] });
-    assert.equal(embedded.controlPlane.registry.poolUsage("default", "default").allocated, 0);
+    assert.equal(await slotsHeld(client, "default"), 0);
   });
 
   it("runs the user's command with its args, env and working directory", async () => {
@@ -133,7 +134,7 @@ describe("a sandbox's life on the real containerd", () => {
     assert.ok(sandbox.spec.expireTime);
     await waitFor(async () => (await client.sandboxes.list()).every((s) => s.metadata.name !== sandbox.metadata.name), 20_000, "the expired sandbox to go");
     await waitFor(() => containerdLeftovers(containerdNamespace).containers.length === 0, 10_000, "its container to go");
-    assert.equal(embedded.controlPlane.registry.poolUsage("default", "default").allocated, 0);
+    assert.equal(await slotsHeld(client, "default"), 0);
   });
 
   it("updates mutable fields and refuses to change immutable ones", async () => {

@@ -5,6 +5,10 @@
  * Create path: resolve image (cached) -> Snapshots.Prepare -> Containers.Create -> Tasks.Create
  * -> Tasks.Start -> the helper's report that the command started (command-start.ts); every step is
  * undone in reverse order when a later one fails.
+ *
+ * Sandboxes are known by their sandbox id everywhere the agent reports them and in the host files
+ * of its state directory; containerd knows each one under the container id it maps to
+ * (container-id.ts), which also names its task, snapshot and cgroup.
  */
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { chown, rm } from "node:fs/promises";
@@ -37,6 +41,7 @@ import {
 } from "../runtime/runtime.js";
 import { execFifoName, sandboxRunDir } from "../state-layout.js";
 import { ContainerdClient } from "./containerd-client.js";
+import { containerIdOf, sandboxIdOfContainer } from "./container-id.js";
 import { ExecFifos } from "./exec-fifos.js";
 import { writeRunscWrapper } from "./gvisor-binary.js";
 import { Status as TaskStatus, type Process } from "./gen/github.com/containerd/containerd/api/types/task/task_pb.js";
@@ -95,7 +100,7 @@ export interface ContainerdRuntimeOptions {
   stateDir?: string;
   /** The host's cgroup hierarchy, where OOM kills of sandboxes are read. @default detectCgroupLayout() */
   cgroupLayout?: CgroupLayout;
-  /** Parent cgroup: a sandbox's `linux.cgroupsPath` becomes `<cgroupParent>/<sandboxId>` (cgroupfs driver, v1 and v2). @default "/<namespace>" */
+  /** Parent cgroup: a sandbox's `linux.cgroupsPath` becomes `<cgroupParent>/<container id>` (cgroupfs driver, v1 and v2). @default "/<namespace>" */
   cgroupParent?: string;
   /** runsc binary for runtimeType "gvisor" (run by the runc v2 shim through a wrapper, see gvisor-binary.ts). @default "/usr/bin/runsc" */
   runscPath?: string;
@@ -214,7 +219,7 @@ export class ContainerdRuntime implements Runtime {
   }
 
   async create(spec: RuntimeSandboxSpec): Promise<RuntimeSandbox> {
-    const id = spec.sandboxId;
+    const sandboxId = spec.sandboxId;
     const started = performance.now();
     let mark = started;
     const lap = () => {
@@ -231,7 +236,7 @@ export class ContainerdRuntime implements Runtime {
       [LABEL_MANAGED]: "true",
       [LABEL_AGENT]: this.agentName,
       ...this.agentUidLabel(),
-      [LABEL_SANDBOX_ID]: id,
+      [LABEL_SANDBOX_ID]: sandboxId,
       [LABEL_NAMESPACE]: spec.namespace,
       [LABEL_NAME]: spec.name,
       [LABEL_POOL]: spec.pool,
@@ -240,7 +245,7 @@ export class ContainerdRuntime implements Runtime {
       ...(spec.exposedPorts?.length ? { [LABEL_EXPOSED_PORTS]: spec.exposedPorts.join(",") } : {}),
     };
     const gvisor = spec.runtimeType === "gvisor";
-    const runDir = this.runDir(id);
+    const runDir = this.runDir(sandboxId);
     if (this.helperPath) {
       labels[LABEL_HELPER] = "true";
       rmSync(runDir, { recursive: true, force: true });
@@ -288,12 +293,13 @@ export class ContainerdRuntime implements Runtime {
     lap: () => number,
     imageMs: number,
   ): Promise<RuntimeSandbox> {
-    const id = spec.sandboxId;
+    const sandboxId = spec.sandboxId;
+    const containerId = containerIdOf(sandboxId);
     const gvisor = spec.runtimeType === "gvisor";
     const ociSpec = buildOciSpec(spec, image.config, {
       ...(this.helperPath ? { helper: { binaryPath: this.helperPath, runDir } } : {}),
       ...(group !== undefined ? { shimGroup: this.shimGroup(group) } : {}),
-      cgroupsPath: sandboxCgroupsPath(this.cgroupParent, id),
+      cgroupsPath: sandboxCgroupsPath(this.cgroupParent, containerId),
       hostNetworkFiles: this.hostNetworkFiles,
     });
     const runtimeOptions = gvisor
@@ -313,7 +319,7 @@ export class ContainerdRuntime implements Runtime {
       try {
         ({ mounts } = await this.client.snapshots.prepare({
           snapshotter: this.snapshotter,
-          key: id,
+          key: containerId,
           parent: image.chainId,
           labels: { ...labels, [GC_ROOT_LABEL]: new Date().toISOString() },
         }));
@@ -325,7 +331,7 @@ export class ContainerdRuntime implements Runtime {
         run: () =>
           this.client.snapshots.remove({
             snapshotter: this.snapshotter,
-            key: id,
+            key: containerId,
           }),
       });
       const snapshotMs = lap();
@@ -333,7 +339,7 @@ export class ContainerdRuntime implements Runtime {
       try {
         await this.client.containers.create({
           container: {
-            id,
+            id: containerId,
             labels,
             image: spec.image,
             runtime: { name: RUNC_V2, options: runtimeOptions },
@@ -342,29 +348,29 @@ export class ContainerdRuntime implements Runtime {
               value: Buffer.from(JSON.stringify(ociSpec)),
             },
             snapshotter: this.snapshotter,
-            snapshotKey: id,
+            snapshotKey: containerId,
           },
         });
       } catch (error) {
-        if (error instanceof AlreadyExistsError) throw new AlreadyExistsError(`sandbox ${id} already exists in containerd`);
+        if (error instanceof AlreadyExistsError) throw new AlreadyExistsError(`sandbox ${sandboxId} already exists in containerd (container ${containerId})`);
         throw error;
       }
       undo.push({
         step: "container",
-        run: () => this.client.containers.delete({ id }),
+        run: () => this.client.containers.delete({ id: containerId }),
       });
       // Runs after the task's undo: a Tasks.Create that failed half-way may have left the cgroup.
       undo.push({
         step: "cgroup",
         run: () => {
-          const busy = removeCgroup(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, id));
+          const busy = removeCgroup(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, containerId));
           return busy.length > 0 ? Promise.reject(new Error(`cgroup not empty: ${busy.join(", ")}`)) : Promise.resolve();
         },
       });
       const containerMs = lap();
 
       const { pid } = await this.client.tasks.create({
-        containerId: id,
+        containerId,
         rootfs: mounts,
         stdout: `file://${spec.logPath}`,
         stderr: `file://${spec.logPath}`,
@@ -373,10 +379,10 @@ export class ContainerdRuntime implements Runtime {
       undo.push({
         step: "task",
         run: async () => {
-          await this.client.tasks.kill({ containerId: id, signal: SIGKILL, all: true }).catch(() => undefined);
+          await this.client.tasks.kill({ containerId, signal: SIGKILL, all: true }).catch(() => undefined);
           // Tasks.Delete refuses a process that has not exited yet.
-          await this.exitedWithin(id, 5_000);
-          await this.client.tasks.delete({ containerId: id });
+          await this.exitedWithin(containerId, 5_000);
+          await this.client.tasks.delete({ containerId });
         },
       });
       const taskMs = lap();
@@ -386,14 +392,14 @@ export class ContainerdRuntime implements Runtime {
       let startMs: number;
       let commandStartMs = 0;
       try {
-        await this.client.tasks.start({ containerId: id });
+        await this.client.tasks.start({ containerId });
         startMs = lap();
         if (commandStart) {
           const report = await commandStart.wait(this.commandStartTimeoutMs);
           commandStartMs = lap();
           if (!report) {
             this.logger.warn(
-              { sandboxId: id, timeoutMs: this.commandStartTimeoutMs },
+              { sandboxId, timeoutMs: this.commandStartTimeoutMs },
               "the helper did not report on the command's start in time; a failure will show as its exit code",
             );
           } else if (!report.started) {
@@ -418,10 +424,10 @@ export class ContainerdRuntime implements Runtime {
         commandStartMs,
         totalMs: performance.now() - started,
       };
-      this.logger.debug({ sandboxId: id, pid, timings }, "sandbox created");
+      this.logger.debug({ sandboxId, containerId, pid, timings }, "sandbox created");
       this.onCreateTimings?.(timings);
       return {
-        sandboxId: id,
+        sandboxId,
         namespace: spec.namespace,
         name: spec.name,
         pool: spec.pool,
@@ -436,7 +442,7 @@ export class ContainerdRuntime implements Runtime {
           await run();
         } catch (undoError) {
           if (!isNotFound(undoError)) {
-            this.logger.warn({ sandboxId: id, step, err: undoError }, "could not undo a create step; the janitor must remove it");
+            this.logger.warn({ sandboxId, containerId, step, err: undoError }, "could not undo a create step; the janitor must remove it");
           }
         }
       }
@@ -445,25 +451,41 @@ export class ContainerdRuntime implements Runtime {
   }
 
   async delete(sandboxId: string, options: DeleteOptions): Promise<void> {
+    const containerId = containerIdOf(sandboxId);
+    await this.removeContainer(containerId, options.gracePeriodMs, sandboxId);
+    await rm(this.runDir(sandboxId), { recursive: true, force: true });
+    this.logger.debug({ sandboxId, containerId }, "sandbox deleted");
+  }
+
+  /**
+   * Stops and removes a container's task, the container, its snapshot and its cgroup (named after
+   * the container), whatever of them exists. With `sandboxId`, a container that belongs to another
+   * sandbox is left alone.
+   */
+  private async removeContainer(containerId: string, gracePeriodMs: number, sandboxId?: string): Promise<void> {
     let snapshotter = this.snapshotter;
-    let snapshotKey = sandboxId;
+    let snapshotKey = containerId;
     try {
-      const { container } = await this.client.containers.get({ id: sandboxId });
+      const { container } = await this.client.containers.get({ id: containerId });
+      if (container && sandboxId !== undefined && sandboxIdOfContainer(container) !== sandboxId) {
+        this.logger.warn({ sandboxId, containerId, owner: sandboxIdOfContainer(container) }, "the container belongs to another sandbox; not removed");
+        return;
+      }
       snapshotter = container?.snapshotter || snapshotter;
       snapshotKey = container?.snapshotKey || snapshotKey;
     } catch (error) {
       if (!isNotFound(error)) throw error;
     }
 
-    await this.stopTask(sandboxId, options.gracePeriodMs);
-    await this.deleteTask(sandboxId);
-    await ignoreNotFound(this.client.containers.delete({ id: sandboxId }));
+    await this.stopTask(containerId, gracePeriodMs, sandboxId ?? containerId);
+    await this.deleteTask(containerId);
+    await ignoreNotFound(this.client.containers.delete({ id: containerId }));
     await ignoreNotFound(this.client.snapshots.remove({ snapshotter, key: snapshotKey }));
-    await rm(this.runDir(sandboxId), { recursive: true, force: true });
     // runc removes the cgroup with the task; a create cut short (e.g. containerd gone under it) leaves it.
-    const busy = removeCgroup(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, sandboxId));
-    if (busy.length > 0) this.logger.warn({ sandboxId, cgroups: busy }, "could not remove the sandbox's cgroup (not empty); the janitor retries");
-    this.logger.debug({ sandboxId }, "sandbox deleted");
+    const busy = removeCgroup(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, containerId));
+    if (busy.length > 0) {
+      this.logger.warn({ sandboxId, containerId, cgroups: busy }, "could not remove the sandbox's cgroup (not empty); the janitor retries");
+    }
   }
 
   /**
@@ -479,7 +501,7 @@ export class ContainerdRuntime implements Runtime {
       } catch (error) {
         const closed = error instanceof Error && /ttrpc: closed|shim disconnected/.test(error.message);
         if (!closed || attempt >= 5) throw error;
-        this.logger.debug({ sandboxId: containerId, attempt }, "task delete raced the shim's cleanup; retrying");
+        this.logger.debug({ containerId, attempt }, "task delete raced the shim's cleanup; retrying");
         await sleep(50 * attempt);
       }
     }
@@ -502,8 +524,8 @@ export class ContainerdRuntime implements Runtime {
   async unprepare(): Promise<void> {
     await Promise.all(
       this.anchorIds.map(async (id, index) => {
-        await this.delete(id, { gracePeriodMs: 0 });
-        // The anchor's cgroup is named after its group, not its id (delete() removes `<parent>/<id>`).
+        await this.removeContainer(id, 0);
+        // The anchor's cgroup is named after its group, not its id (removeContainer() removes `<parent>/<id>`).
         removeCgroup(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, `fsb-anchor-${index}`));
       }),
     );
@@ -528,7 +550,7 @@ export class ContainerdRuntime implements Runtime {
     } catch (error) {
       if (!isNotFound(error)) throw error;
     }
-    await this.delete(id, { gracePeriodMs: 0 });
+    await this.removeContainer(id, 0);
     const spec = buildAnchorSpec(this.helperPath, this.shimGroup(index), sandboxCgroupsPath(this.cgroupParent, `fsb-anchor-${index}`));
     await this.client.containers.create({
       container: {
@@ -547,27 +569,33 @@ export class ContainerdRuntime implements Runtime {
 
   /** One sandbox of this agent by id (two constant-time lookups), or undefined. */
   async get(sandboxId: string): Promise<RuntimeSandbox | undefined> {
-    let container: Container | undefined;
-    try {
-      ({ container } = await this.client.containers.get({ id: sandboxId }));
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
+    const container = await this.sandboxContainer(sandboxId);
     if (!container || !this.owns(container.labels) || container.labels[LABEL_ROLE]) return undefined;
     let task: Process | undefined;
     try {
-      ({ process: task } = await this.client.tasks.get({ containerId: sandboxId }));
+      ({ process: task } = await this.client.tasks.get({ containerId: container.id }));
     } catch (error) {
       if (!isNotFound(error)) throw error;
     }
     return this.toRuntimeSandbox(container, task);
   }
 
+  /** The container of a sandbox (under its mapped id, and labelled with the sandbox id), or undefined. */
+  private async sandboxContainer(sandboxId: string): Promise<Container | undefined> {
+    let container: Container | undefined;
+    try {
+      ({ container } = await this.client.containers.get({ id: containerIdOf(sandboxId) }));
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+    return container && sandboxIdOfContainer(container) === sandboxId ? container : undefined;
+  }
+
   private toRuntimeSandbox(container: Container, task: Process | undefined): RuntimeSandbox {
     const labels = { ...container.labels };
     const sandbox: RuntimeSandbox = {
-      sandboxId: labels[LABEL_SANDBOX_ID] ?? container.id,
+      sandboxId: sandboxIdOfContainer(container),
       namespace: labels[LABEL_NAMESPACE] ?? "",
       name: labels[LABEL_NAME] ?? "",
       pool: labels[LABEL_POOL] ?? "",
@@ -607,18 +635,19 @@ export class ContainerdRuntime implements Runtime {
     if (request.command.length === 0) throw new FsbError("invalid_argument", "exec: command must not be empty");
     io.signal?.throwIfAborted();
     const process = await this.execProcess(sandboxId, request);
+    const containerId = containerIdOf(sandboxId);
     const execId = `exec-${randomBytes(6).toString("hex")}`;
     const fifos = await ExecFifos.create(this.stateDir, execFifoName(sandboxId, execId), io.onStdout, io.onStderr);
     let registered = false;
     const kill = () => {
       this.client.tasks
-        .kill({ containerId: sandboxId, execId, signal: SIGKILL })
+        .kill({ containerId, execId, signal: SIGKILL })
         .catch((error: unknown) => this.logger.debug({ sandboxId, execId, err: error }, "exec kill failed"));
     };
     try {
       try {
         await this.client.tasks.exec({
-          containerId: sandboxId,
+          containerId,
           execId,
           stdout: fifos.stdoutPath,
           stderr: fifos.stderrPath,
@@ -634,16 +663,16 @@ export class ContainerdRuntime implements Runtime {
       }
       registered = true;
       io.signal?.addEventListener("abort", kill, { once: true });
-      await this.client.tasks.start({ containerId: sandboxId, execId });
+      await this.client.tasks.start({ containerId, execId });
       if (io.signal?.aborted) kill();
-      const exitCode = await this.waitProcess(sandboxId, execId);
+      const exitCode = await this.waitProcess(containerId, execId);
       fifos.releaseWriters();
       await fifos.drained(5_000);
       return exitCode;
     } finally {
       io.signal?.removeEventListener("abort", kill);
       if (registered) {
-        await this.client.tasks.deleteProcess({ containerId: sandboxId, execId }).catch((error: unknown) => {
+        await this.client.tasks.deleteProcess({ containerId, execId }).catch((error: unknown) => {
           if (!isNotFound(error)) this.logger.warn({ sandboxId, execId, err: error }, "could not delete exec process");
         });
       }
@@ -682,7 +711,7 @@ export class ContainerdRuntime implements Runtime {
             await sleep(100, undefined, { signal: stop });
           }
         })();
-        const exited = this.waitProcess(sandboxId, "", stop);
+        const exited = this.waitProcess(containerIdOf(sandboxId), "", stop);
         try {
           return await Promise.race([recorded, exited]);
         } finally {
@@ -691,7 +720,7 @@ export class ContainerdRuntime implements Runtime {
           exited.catch(() => undefined);
         }
       }
-      return await this.waitProcess(sandboxId, "", signal);
+      return await this.waitProcess(containerIdOf(sandboxId), "", signal);
     } catch (error) {
       if (isNotFound(error))
         throw new NotFoundError(`sandbox ${sandboxId} has no task`, {
@@ -708,17 +737,9 @@ export class ContainerdRuntime implements Runtime {
 
   /** The exec'd process: the sandbox's own process settings (user, capabilities, limits) with the request's command, env and cwd. */
   private async execProcess(sandboxId: string, request: ExecRequest): Promise<OciProcess> {
-    let spec: OciSpec;
-    try {
-      const { container } = await this.client.containers.get({ id: sandboxId });
-      spec = JSON.parse(Buffer.from(container?.spec?.value ?? []).toString("utf8")) as OciSpec;
-    } catch (error) {
-      if (isNotFound(error))
-        throw new NotFoundError(`sandbox ${sandboxId} not found`, {
-          cause: error,
-        });
-      throw error;
-    }
+    const container = await this.sandboxContainer(sandboxId);
+    if (!container) throw new NotFoundError(`sandbox ${sandboxId} not found`);
+    const spec = JSON.parse(Buffer.from(container.spec?.value ?? []).toString("utf8")) as OciSpec;
     return {
       ...spec.process,
       terminal: false,
@@ -744,14 +765,14 @@ export class ContainerdRuntime implements Runtime {
   }
 
   /** SIGTERM, up to gracePeriodMs for the exit, then SIGKILL to every process. Returns when no process runs. */
-  private async stopTask(containerId: string, gracePeriodMs: number): Promise<void> {
+  private async stopTask(containerId: string, gracePeriodMs: number, sandboxId: string): Promise<void> {
     if (gracePeriodMs > 0) {
       if (await this.signal(containerId, SIGTERM, false)) return;
       if (await this.exitedWithin(containerId, gracePeriodMs)) return;
     }
     if (await this.signal(containerId, SIGKILL, true)) return;
     if (!(await this.exitedWithin(containerId, 10_000))) {
-      throw new UnavailableError(`sandbox ${containerId} did not exit after SIGKILL`);
+      throw new UnavailableError(`sandbox ${sandboxId} did not exit after SIGKILL`);
     }
   }
 
@@ -789,7 +810,7 @@ export class ContainerdRuntime implements Runtime {
 
   private prepareError(error: unknown, spec: RuntimeSandboxSpec, parent: string): unknown {
     if (error instanceof AlreadyExistsError) {
-      return new AlreadyExistsError(`sandbox ${spec.sandboxId} already exists (snapshot ${spec.sandboxId} is present)`);
+      return new AlreadyExistsError(`sandbox ${spec.sandboxId} already exists (snapshot ${containerIdOf(spec.sandboxId)} is present)`);
     }
     if (isNotFound(error)) {
       // The image record exists but its layers are not unpacked for our snapshotter (or it changed).

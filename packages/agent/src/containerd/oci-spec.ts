@@ -109,7 +109,7 @@ export interface OciSpec {
 export interface OciSpecOptions {
   /** Value of the shim group annotation: sandboxes with the same group share one shim process. */
   shimGroup?: string;
-  /** Full cgroups path of the sandbox (`<cgroupParent>/<sandboxId>`); absent lets the runtime choose. */
+  /** Full cgroups path of the sandbox (`<cgroupParent>/<container id>`); absent lets the runtime choose. */
   cgroupsPath?: string;
   /** Host files bind-mounted read-only when the sandbox shares the host network (DNS and hosts). */
   hostNetworkFiles?: readonly string[];
@@ -144,13 +144,16 @@ export interface HelperInjection {
   runDir: string;
 }
 
-/** The OCI `linux.cgroupsPath` of a sandbox: `<cgroupParent>/<sandboxId>`, absolute, for cgroupfs on v1 and v2. */
-export function sandboxCgroupsPath(cgroupParent: string, sandboxId: string): string {
+/**
+ * The OCI `linux.cgroupsPath` of a sandbox: `<cgroupParent>/<containerId>`, absolute, for cgroupfs
+ * on v1 and v2. Named after the container id (container-id.ts), which the janitor checks it against.
+ */
+export function sandboxCgroupsPath(cgroupParent: string, containerId: string): string {
   const parent = cgroupParent
     .split("/")
     .filter((part) => part !== "")
     .join("/");
-  return parent === "" ? `/${sandboxId}` : `/${parent}/${sandboxId}`;
+  return parent === "" ? `/${containerId}` : `/${parent}/${containerId}`;
 }
 
 /** `args` of the sandbox's process: Kubernetes semantics for command/args against Entrypoint/Cmd. */

@@ -34,7 +34,11 @@ export interface SandboxResources {
 
 /** Everything the runtime needs to create one sandbox. */
 export interface RuntimeSandboxSpec {
-  /** Unique id; used as containerd container id, task id and snapshot key. */
+  /**
+   * Unique id of this instance (the control plane's choice, following `isSandboxId` of the API); it
+   * names the sandbox's host files. Each runtime maps it to its own identifiers (containerd:
+   * container-id.ts) and reports the sandbox under it.
+   */
   sandboxId: string;
   /** Fast Sandbox namespace and name of the Sandbox object (labels only). */
   namespace: string;

@@ -2,7 +2,18 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
-import { AlreadyExistsError, AsyncQueue, NotFoundError, ValidationError, normalizeImageName, parseImageReference, pb, toConnectError } from "@fast-sandbox/api";
+import {
+  AlreadyExistsError,
+  AsyncQueue,
+  NotFoundError,
+  SANDBOX_ID_MAX_LENGTH,
+  ValidationError,
+  isSandboxId,
+  normalizeImageName,
+  parseImageReference,
+  pb,
+  toConnectError,
+} from "@fast-sandbox/api";
 import type { ImagePullProgress, Runtime, RuntimeSandbox, RuntimeType } from "../runtime/runtime.js";
 import { readLog } from "../log-follower.js";
 import { Admission } from "./admission.js";
@@ -55,10 +66,13 @@ function withNormalizedNames(images: string[]): string[] {
 export const EXEC_QUEUE_HIGH = 64;
 export const EXEC_QUEUE_LOW = 16;
 
-const SANDBOX_ID = /^[a-z0-9][a-z0-9._-]{0,127}$/;
-
 function checkSandboxId(id: string): void {
-  if (!SANDBOX_ID.test(id)) throw new ValidationError("sandboxId", `${JSON.stringify(id)} is not a valid sandbox id`);
+  if (!isSandboxId(id)) {
+    throw new ValidationError(
+      "sandboxId",
+      `${JSON.stringify(id)} is not a valid sandbox id: use lower-case letters, digits, '.', '_' and '-', starting with a letter or digit, at most ${SANDBOX_ID_MAX_LENGTH} characters`,
+    );
+  }
 }
 
 /** Runs `fn` and translates anything it throws into a ConnectError (the agent's API edge). */

@@ -1,67 +1,131 @@
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
-import { create } from "@bufbuild/protobuf";
-import { UnavailableError, fromConnectError, pb, sendBearerToken } from "@fast-sandbox/api";
+/**
+ * The control plane's port to one agent, in the control plane's own terms. The gRPC adapter
+ * (`grpc-agent-client.ts`) is the only place that knows the wire messages; fakes implement this
+ * interface for unit tests.
+ */
+import type { EnvVar, RuntimeType } from "@fast-sandbox/api";
 
-/** The control plane's port to one agent. */
-export interface AgentClient {
-  status(timeoutMs?: number): Promise<pb.AgentStatus>;
-  createSandbox(request: Omit<pb.AgentCreateSandboxRequest, "$typeName" | "$unknown">): Promise<pb.AgentSandbox>;
-  deleteSandbox(sandboxId: string, gracePeriodMs: number): Promise<void>;
-  listSandboxes(): Promise<pb.AgentSandbox[]>;
-  logs(sandboxId: string, follow: boolean, signal?: AbortSignal): AsyncIterable<Uint8Array>;
-  exec(request: Omit<pb.AgentExecRequest, "$typeName" | "$unknown">, signal?: AbortSignal): AsyncIterable<pb.ExecResponse>;
-  /** Pulls an image on the agent (joining a pull of it in flight), streaming progress until it is unpacked. */
-  pullImage(image: string, signal?: AbortSignal): AsyncIterable<pb.PullProgress>;
-  close(): void;
+/**
+ * What a sandbox is doing on its agent. `creating`: a create of it is in flight there (it may have
+ * no container yet); `unknown`: the runtime could not tell (or a newer agent said something else).
+ */
+export type AgentSandboxState = "creating" | "created" | "running" | "stopped" | "unknown";
+
+/** One sandbox as its agent reports it. */
+export interface AgentSandbox {
+  /** The runtime's id of the sandbox: the record's `status.sandboxID`. */
+  sandboxId: string;
+  /** Namespace and name of the Sandbox object it belongs to (empty while only its create is known). */
+  namespace: string;
+  name: string;
+  image: string;
+  state: AgentSandboxState;
+  /** Host process id of the sandbox's command; undefined when none runs. */
+  pid?: number;
+  /** The exit code of the sandbox's command, once it has exited (the sandbox stays up for exec). */
+  exitCode?: number;
+  /** The kernel's OOM killer killed a process of the sandbox (its memory limit was reached). */
+  oomKilled: boolean;
 }
 
-/** Calls the agent over gRPC on a kept-alive HTTP/2 connection; errors arrive as FsbError. */
-export function createAgentClient(endpoint: string, token: string): AgentClient {
-  const baseUrl = `http://${endpoint}`;
-  const sessions = new Http2SessionManager(baseUrl, { pingIntervalMs: 10_000, idleConnectionTimeoutMs: 60_000 });
-  const transport = createGrpcTransport({ baseUrl, interceptors: [sendBearerToken(token)], sessionManager: sessions });
-  const client: Client<typeof pb.AgentService> = createClient(pb.AgentService, transport);
-  const call = async <T>(fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await fn();
-    } catch (error) {
-      // A unary call nobody cancelled that ends "canceled" lost its connection (the agent died).
-      if (error instanceof ConnectError && error.code === Code.Canceled) {
-        throw new UnavailableError(`agent at ${endpoint} dropped the connection: ${error.rawMessage}`, { cause: error });
-      }
-      throw fromConnectError(error);
-    }
-  };
-  return {
-    status: (timeoutMs = 5000) => call(() => client.status({}, { timeoutMs })),
-    createSandbox: (request) => call(() => client.createSandbox(create(pb.AgentCreateSandboxRequestSchema, request), { timeoutMs: 60_000 })),
-    deleteSandbox: async (sandboxId, gracePeriodMs) => {
-      await call(() => client.deleteSandbox({ sandboxId, gracePeriodMs }, { timeoutMs: gracePeriodMs + 30_000 }));
-    },
-    listSandboxes: async () => (await call(() => client.listSandboxes({}, { timeoutMs: 10_000 }))).sandboxes,
-    async *logs(sandboxId, follow, signal) {
-      try {
-        for await (const chunk of client.logs({ sandboxId, follow }, { ...(signal ? { signal } : {}) })) yield chunk.data;
-      } catch (error) {
-        throw fromConnectError(error);
-      }
-    },
-    async *exec(request, signal) {
-      try {
-        yield* client.exec(create(pb.AgentExecRequestSchema, request), { ...(signal ? { signal } : {}) });
-      } catch (error) {
-        throw fromConnectError(error);
-      }
-    },
-    async *pullImage(image, signal) {
-      try {
-        // No deadline: a large image takes what it takes; progress shows it moving, `signal` stops waiting.
-        yield* client.pullImage({ image }, { ...(signal ? { signal } : {}) });
-      } catch (error) {
-        throw fromConnectError(error);
-      }
-    },
-    close: () => sessions.abort(),
-  };
+/** An agent's answer to a heartbeat: who it is and what it holds. */
+export interface AgentStatus {
+  name: string;
+  namespace: string;
+  pool: string;
+  /** The node (host) the agent runs on. */
+  nodeName: string;
+  /** Images in the agent's image store, under their own and their normalized names (`busybox` and `docker.io/library/busybox:latest`). */
+  images: string[];
+  /** Every sandbox the agent holds, creates in flight included. */
+  sandboxes: AgentSandbox[];
+  /** The agent's own process id. */
+  pid: number;
+}
+
+/** Everything an agent needs to create one sandbox. */
+export interface AgentSandboxSpec {
+  /** The runtime id to create it under (containerd container id, task id and snapshot key). */
+  sandboxId: string;
+  /** Namespace and name of the Sandbox object (recorded with the container, for adoption and the janitor). */
+  namespace: string;
+  name: string;
+  image: string;
+  /** Replaces the image's entrypoint when non-empty. */
+  command: string[];
+  /** Replaces the image's cmd when non-empty (or when `command` is set). */
+  args: string[];
+  envs: EnvVar[];
+  /** Absolute path; undefined: the image's. */
+  workingDir?: string;
+  /** The pool's runtime: `container` (runc) or `gvisor` (runsc). */
+  runtimeType: RuntimeType;
+  /** CPU limit in millicores (1000 = one core); undefined: no limit. */
+  cpuMillis?: number;
+  /** Memory limit in bytes; undefined: no limit. */
+  memoryBytes?: number;
+  /** Limit on the number of processes in the sandbox; undefined: no limit. */
+  pids?: number;
+  /**
+   * The agent's sandbox slots as the pool says (`maxSandboxesPerPod`): the agent refuses the create
+   * (NoCapacityError) when it already holds that many, creates in flight included, which is how two
+   * control-plane replicas cannot both take its last slot. Undefined: no limit.
+   */
+  slots?: number;
+  /** Ports the sandbox exposes; each is exclusive on its agent, which refuses a create that would share one. */
+  exposedPorts: number[];
+}
+
+/** A process to run inside a sandbox. */
+export interface ExecRequest {
+  sandboxId: string;
+  /** The program and its arguments; must not be empty. */
+  command: string[];
+  /** Added to the sandbox's environment. @default none */
+  envs?: EnvVar[];
+  /** Absolute path. @default the sandbox's working directory */
+  workingDir?: string;
+}
+
+/**
+ * One event of an exec, in order: chunks of output as the process writes them, then its exit code
+ * (always last; a stream that ends without one failed).
+ */
+export type ExecEvent = { type: "stdout"; data: Uint8Array } | { type: "stderr"; data: Uint8Array } | { type: "exit"; exitCode: number };
+
+/** Where an image pull is, in order. */
+export type PullPhase = "resolving" | "downloading" | "unpacking" | "done";
+
+/** Progress of an image pull on one agent, as it goes. */
+export interface PullProgress {
+  /** The normalized reference being pulled, e.g. `docker.io/library/busybox:latest`. */
+  image: string;
+  phase: PullPhase;
+  layersTotal: number;
+  /** Layers downloaded (phase downloading) or unpacked (phases unpacking and done). */
+  layersDone: number;
+  /** Compressed size of all layers; layers already present count as done. */
+  bytesTotal: number;
+  bytesDone: number;
+  /** Digest of the image's index or manifest, once resolved (empty before). */
+  digest: string;
+}
+
+/** The control plane's port to one agent. Every method fails with an FsbError. */
+export interface AgentClient {
+  /** The agent's heartbeat. @param timeoutMs how long to wait for the answer (default 5000) */
+  status(timeoutMs?: number): Promise<AgentStatus>;
+  /** Creates and starts the sandbox (pulling its image when missing); the agent decides admission (slots, ports). */
+  createSandbox(spec: AgentSandboxSpec): Promise<AgentSandbox>;
+  /** Stops the sandbox (SIGTERM, `gracePeriodMs`, SIGKILL) and removes it; a sandbox already gone is not an error. */
+  deleteSandbox(sandboxId: string, gracePeriodMs: number): Promise<void>;
+  listSandboxes(): Promise<AgentSandbox[]>;
+  /** The sandbox's output; `follow` goes on until its command exits (or `signal` aborts). */
+  logs(sandboxId: string, follow: boolean, signal?: AbortSignal): AsyncIterable<Uint8Array>;
+  /** Runs a process in the sandbox, streaming its output and then its exit code; aborting `signal` kills it. */
+  exec(request: ExecRequest, signal?: AbortSignal): AsyncIterable<ExecEvent>;
+  /** Pulls an image on the agent (joining a pull of it in flight), streaming progress until it is unpacked. */
+  pullImage(image: string, signal?: AbortSignal): AsyncIterable<PullProgress>;
+  /** Closes the connection; calls in flight fail. */
+  close(): void;
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { setTimeout as sleep } from "node:timers/promises";
+import { setTimeout as realSleep } from "node:timers/promises";
 import { describe, it } from "node:test";
-import { FakeClock, systemClock } from "./clock.js";
+import { FakeClock, every, sleep, systemClock } from "./clock.js";
 
 describe("FakeClock", () => {
   it("stands still until advanced, then fires the timers that fell due, in due order, each at its own time", () => {
@@ -59,8 +59,100 @@ describe("FakeClock", () => {
     assert.equal(clock.pendingTimers, 0);
   });
 
-  it("refuses to move backwards", () => {
+  it("refuses to move backwards", async () => {
     assert.throws(() => new FakeClock().advance(-1), RangeError);
+    await assert.rejects(new FakeClock().advanceAsync(-1), RangeError);
+  });
+
+  it("advanceAsync lets the code a timer woke await and set its next timer within the same step", async () => {
+    const clock = new FakeClock();
+    const woken: string[] = [];
+    void (async () => {
+      for (let i = 0; i < 3; i++) {
+        await sleep(clock, 100);
+        await Promise.resolve();
+        woken.push(clock.now().toISOString());
+      }
+    })();
+    await clock.advanceAsync(250);
+    assert.deepEqual(woken, ["2026-01-01T00:00:00.100Z", "2026-01-01T00:00:00.200Z"]);
+    assert.equal(clock.now().toISOString(), "2026-01-01T00:00:00.250Z");
+    await clock.advanceAsync(50);
+    assert.equal(woken.length, 3);
+  });
+});
+
+describe("sleep", () => {
+  it("resolves once the clock has moved by the delay, not before", async () => {
+    const clock = new FakeClock();
+    let done = false;
+    const slept = sleep(clock, 1000).then(() => (done = true));
+    await clock.advanceAsync(999);
+    assert.equal(done, false);
+    await clock.advanceAsync(1);
+    await slept;
+    assert.equal(done, true);
+  });
+
+  it("rejects with the signal's reason and cancels its timer when aborted, or at once when already aborted", async () => {
+    const clock = new FakeClock();
+    const controller = new AbortController();
+    const slept = sleep(clock, 1000, controller.signal);
+    controller.abort(new Error("shutting down"));
+    await assert.rejects(slept, /shutting down/);
+    assert.equal(clock.pendingTimers, 0);
+    await assert.rejects(sleep(clock, 1000, controller.signal), /shutting down/);
+    assert.equal(clock.pendingTimers, 0);
+  });
+
+  it("forgets the signal once it resolved: a later abort changes nothing", async () => {
+    const clock = new FakeClock();
+    const controller = new AbortController();
+    const slept = sleep(clock, 10, controller.signal);
+    clock.advance(10);
+    await slept;
+    controller.abort();
+  });
+});
+
+describe("every", () => {
+  it("calls back once per interval, the first time one interval from now, each at its own time", () => {
+    const clock = new FakeClock();
+    const calls: string[] = [];
+    every(clock, 1000, () => calls.push(clock.now().toISOString()));
+    clock.advance(999);
+    assert.deepEqual(calls, []);
+    clock.advance(2001);
+    assert.deepEqual(calls, ["2026-01-01T00:00:01.000Z", "2026-01-01T00:00:02.000Z", "2026-01-01T00:00:03.000Z"]);
+  });
+
+  it("stops when cancelled, also from inside the callback, leaving no timer behind", () => {
+    const clock = new FakeClock();
+    let calls = 0;
+    const timer = every(clock, 100, () => {
+      calls += 1;
+      if (calls === 2) timer.cancel();
+    });
+    clock.advance(1000);
+    assert.equal(calls, 2);
+    assert.equal(clock.pendingTimers, 0);
+
+    const outside = every(clock, 100, () => (calls += 1));
+    outside.cancel();
+    outside.cancel();
+    clock.advance(1000);
+    assert.equal(calls, 2);
+  });
+
+  it("runs on real time with the systemClock", async () => {
+    let calls = 0;
+    const timer = every(systemClock, 5, () => (calls += 1));
+    await realSleep(60);
+    timer.cancel();
+    assert.ok(calls >= 2, `called ${calls} times`);
+    const after = calls;
+    await realSleep(30);
+    assert.equal(calls, after);
   });
 });
 
@@ -69,14 +161,14 @@ describe("systemClock", () => {
     const fired: string[] = [];
     systemClock.setTimeout(() => fired.push("kept"), 5);
     systemClock.setTimeout(() => fired.push("cancelled"), 5).cancel();
-    await sleep(40);
+    await realSleep(40);
     assert.deepEqual(fired, ["kept"]);
   });
 
   it("waits out delays beyond Node's timer limit instead of firing at once", async () => {
     const fired: string[] = [];
     const timer = systemClock.setTimeout(() => fired.push("a month later"), 30 * 24 * 3600 * 1000);
-    await sleep(30);
+    await realSleep(30);
     assert.deepEqual(fired, []);
     timer.cancel();
   });

@@ -1,7 +1,8 @@
 /**
- * The `Clock` port: the current time and timers. Everything in the controller layer that waits
- * (timed requeues, back-off, relists) waits through a Clock, so tests replace real time with a
- * `FakeClock` and move it explicitly instead of sleeping.
+ * The `Clock` port: the current time and timers. Everything in the control plane that reads the
+ * time or waits (timed requeues, back-off, heartbeats, restarts of child processes, a create waiting
+ * for capacity) does so through a Clock, so tests replace real time with a `FakeClock` and move it
+ * explicitly instead of sleeping. `sleep` and `every` are the promise and interval forms.
  */
 
 /** A scheduled callback; `cancel()` is safe to call after it fired or twice. */
@@ -38,6 +39,62 @@ export const systemClock: Clock = {
     return { cancel: () => clearTimeout(handle) };
   },
 };
+
+/** What an aborted wait rejects with: the signal's reason (by default an AbortError), as an Error. */
+function abortError(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  return reason instanceof Error ? reason : new Error(`aborted: ${String(reason)}`, { cause: reason });
+}
+
+/**
+ * Resolves `delayMs` from now on `clock`. Aborting `signal` cancels the wait and rejects with the
+ * signal's reason.
+ */
+export function sleep(clock: Clock, delayMs: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(abortError(signal));
+      return;
+    }
+    const aborted = (): void => {
+      timer.cancel();
+      if (signal) reject(abortError(signal));
+    };
+    const timer = clock.setTimeout(() => {
+      signal?.removeEventListener("abort", aborted);
+      resolve();
+    }, delayMs);
+    signal?.addEventListener("abort", aborted, { once: true });
+  });
+}
+
+/**
+ * Calls `callback` every `intervalMs` on `clock` (the first time one interval from now; at least
+ * 1 ms apart, as `setInterval`), until the returned timer is cancelled — also from inside `callback`.
+ */
+export function every(clock: Clock, intervalMs: number, callback: () => void): Timer {
+  const periodMs = Math.max(1, intervalMs);
+  let current: Timer | undefined;
+  let cancelled = false;
+  const arm = (): void => {
+    current = clock.setTimeout(() => {
+      if (cancelled) return;
+      // Armed before the call: a callback that cancels cancels the next one.
+      arm();
+      callback();
+    }, periodMs);
+  };
+  arm();
+  return {
+    cancel: () => {
+      cancelled = true;
+      current?.cancel();
+    },
+  };
+}
+
+/** One turn of the event loop: the promise callbacks pending now, and those they queue, run first. */
+const nextTurn = (): Promise<void> => new Promise<void>((resolve) => setImmediate(resolve));
 
 interface FakeTimer {
   dueAtMs: number;
@@ -81,6 +138,26 @@ export class FakeClock implements Clock {
       timer.callback();
     }
     this.currentMs = targetMs;
+  }
+
+  /**
+   * `advance` for code that awaits between timers: before each timer fires, and once at the end,
+   * the event loop turns once, so the promise callbacks a timer woke run (with `now()` still at that
+   * timer's time) and the timers they set fire too when they fall inside the step.
+   */
+  async advanceAsync(ms: number): Promise<void> {
+    if (!(ms >= 0)) throw new RangeError(`FakeClock.advanceAsync: ${ms} ms; time only moves forward`);
+    const targetMs = this.currentMs + ms;
+    for (;;) {
+      await nextTurn();
+      const timer = this.nextDue(targetMs);
+      if (!timer) break;
+      this.timers.delete(timer);
+      this.currentMs = timer.dueAtMs;
+      timer.callback();
+    }
+    this.currentMs = Math.max(this.currentMs, targetMs);
+    await nextTurn();
   }
 
   /** Timers set and not yet fired or cancelled. */

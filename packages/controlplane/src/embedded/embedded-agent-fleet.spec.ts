@@ -1,15 +1,20 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import pino from "pino";
-import { API_VERSION, type SandboxPool, type pb } from "@fast-sandbox/api";
+import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
+import type { AgentStatus } from "../agent-client/agent-client.js";
 import type { AgentFleetEvent } from "../fleet/agent-fleet.js";
-import { EmbeddedAgentFleet, type AgentProcess } from "./embedded-agent-fleet.js";
+import { EmbeddedAgentFleet, agentName, type AgentProcess, type ExistingAgent } from "./embedded-agent-fleet.js";
 import type { LocalAgentEvents, LocalAgentProcess, LocalAgentSettings } from "./local-agent-process.js";
 
 class FakeProcess implements AgentProcess {
   started = false;
   stopped = false;
   endpoint = "";
+  pid: number | undefined = undefined;
+  /** Resolves the stop() in flight; stop() resolves at once unless `holdStop` is set first. */
+  holdStop = false;
+  finishStop: () => void = () => undefined;
   constructor(
     readonly settings: LocalAgentSettings,
     readonly events: LocalAgentEvents,
@@ -22,11 +27,15 @@ class FakeProcess implements AgentProcess {
   }
   stop(): Promise<void> {
     this.stopped = true;
-    return Promise.resolve();
+    if (!this.holdStop) return Promise.resolve();
+    return new Promise((resolve) => (this.finishStop = resolve));
+  }
+  kill(): void {
+    this.die("killed");
   }
   answer(endpoint: string): void {
     this.endpoint = endpoint;
-    this.events.onReady(this as unknown as LocalAgentProcess, { nodeName: "host-1", images: [] } as unknown as pb.AgentStatus);
+    this.events.onReady(this as unknown as LocalAgentProcess, { nodeName: "host-1", images: [] } as unknown as AgentStatus);
   }
   die(reason: string): void {
     this.events.onLost(this as unknown as LocalAgentProcess, reason);
@@ -37,9 +46,14 @@ function pool(name: string, namespace = "default"): SandboxPool {
   return { apiVersion: API_VERSION, kind: "SandboxPool", metadata: { name, namespace }, spec: { capacity: { poolMin: 0, poolMax: 4 }, maxSandboxesPerPod: 2 } };
 }
 
-function fleetWithFakes(): { fleet: EmbeddedAgentFleet; processes: Map<string, FakeProcess>; events: AgentFleetEvent[] } {
+function fleetWithFakes(existing: readonly ExistingAgent[] = []): {
+  fleet: EmbeddedAgentFleet;
+  processes: Map<string, FakeProcess>;
+  events: AgentFleetEvent[];
+} {
   const processes = new Map<string, FakeProcess>();
   const fleet = new EmbeddedAgentFleet({
+    existingAgents: () => Promise.resolve(existing),
     dataDir: "/tmp/fsb-embedded-fleet-spec",
     agentToken: "t",
     containerdSocket: "/run/containerd/containerd.sock",
@@ -113,5 +127,48 @@ describe("EmbeddedAgentFleet", () => {
     );
     await fleet.stop();
     assert.ok([...processes.values()].every((p) => p.stopped));
+  });
+
+  it("starts again at start() the agents sandboxes are placed on, under their names, and sizes new ones around them", async () => {
+    const { fleet, processes } = fleetWithFakes([
+      { namespace: "default", pool: "py", name: "py-1" },
+      { namespace: "team-a", pool: "go", name: "team-a.go-4" },
+    ]);
+    await fleet.start();
+    assert.deepEqual([...processes.keys()].sort(), ["py-1", "team-a.go-4"]);
+    assert.ok([...processes.values()].every((p) => p.started));
+    assert.deepEqual(
+      fleet.listAgents({ namespace: "team-a", pool: "go" }).map((a) => a.name),
+      ["team-a.go-4"],
+    );
+    assert.deepEqual(await fleet.startAgents(pool("py"), 2), ["py-0", "py-2"]);
+    await fleet.stop();
+  });
+
+  it("does not reuse the name of an agent whose process is still stopping", async () => {
+    const { fleet, processes } = fleetWithFakes();
+    await fleet.startAgents(pool("py"), 1);
+    const first = processes.get("py-0")!;
+    first.holdStop = true;
+    const stopping = fleet.stopAgents({ namespace: "default", pool: "py" }, ["py-0"]);
+    await settle();
+    assert.deepEqual(await fleet.startAgents(pool("py"), 1), ["py-1"], "py-0 is still on its way out");
+    first.finishStop();
+    await stopping;
+    assert.deepEqual(await fleet.startAgents(pool("py"), 1), ["py-0"]);
+    await fleet.stop();
+  });
+});
+
+describe("agentName", () => {
+  it("is <pool>-<n> in the default namespace", () => {
+    assert.equal(agentName("default", "python", 0), "python-0");
+    assert.equal(agentName("default", "python", 12), "python-12");
+  });
+
+  it("is <namespace>.<pool>-<n> elsewhere, so equal pool names in two namespaces do not collide", () => {
+    assert.equal(agentName("team-a", "python", 3), "team-a.python-3");
+    assert.notEqual(agentName("team-a", "python", 0), agentName("team-b", "python", 0));
+    assert.notEqual(agentName("team-a", "python", 0), agentName("default", "python", 0));
   });
 });

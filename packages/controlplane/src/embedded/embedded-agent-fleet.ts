@@ -5,21 +5,37 @@
  * its supervisor under the same name (so it adopts what it ran), `ready` again when it answers; a
  * stopped one is `removed`.
  *
- * Not yet used by LocalPoolReconciler, which still drives LocalAgentProcess itself (it also needs
- * the heartbeats' statuses, which this port leaves to the core).
+ * What "agents that already exist" means here (`start()`): agent processes do not outlive the
+ * control plane, but their sandboxes do; the agents that sandbox records name are started again under
+ * their names, whatever their pool's size says, so that they adopt what they ran (the pool
+ * controller releases them later like any other idle agent).
  */
 import { join } from "node:path";
 import type { SandboxPool } from "@fast-sandbox/api";
+import type { Clock } from "../controller/clock.js";
 import { DEFAULT_NAMESPACE } from "../fastpath/sandbox-manager.js";
 import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "../fleet/agent-fleet.js";
 import { LocalAgentProcess, registryConfigPath, type LocalAgentEvents, type LocalAgentSettings } from "./local-agent-process.js";
-import { agentName } from "./local-pool-reconciler.js";
+
+/** Agent names are unique on the host: `<pool>-<n>`, or `<namespace>.<pool>-<n>` outside the default namespace. */
+export function agentName(namespace: string, pool: string, ordinal: number): string {
+  return namespace === DEFAULT_NAMESPACE ? `${pool}-${ordinal}` : `${namespace}.${pool}-${ordinal}`;
+}
 
 /** What the fleet needs of an agent process (LocalAgentProcess; a fake in unit tests). */
 export interface AgentProcess {
   readonly name: string;
+  /** The running process's id; undefined between a death and its restart. */
+  readonly pid: number | undefined;
   start(): void;
   stop(): Promise<void>;
+  /** Kills the process; its supervisor restarts it (a crash, for tests and benchmarks). */
+  kill(signal?: NodeJS.Signals): void;
+}
+
+/** An agent to start again at `start()` under its name. */
+export interface ExistingAgent extends PoolRef {
+  name: string;
 }
 
 export interface EmbeddedAgentFleetOptions {
@@ -37,8 +53,12 @@ export interface EmbeddedAgentFleetOptions {
   agentEnv?: Record<string, string>;
   /** Counts the agents' heartbeats. @default not counted */
   metrics?: LocalAgentSettings["metrics"];
+  /** Time and timers of the agent processes' supervisors. @default systemClock */
+  clock?: Clock;
   /** Makes the process of an agent. @default a LocalAgentProcess */
   createProcess?: (settings: LocalAgentSettings, events: LocalAgentEvents) => AgentProcess;
+  /** The agents that already exist (named by sandbox records), started again by `start()`. @default none */
+  existingAgents?: () => Promise<readonly ExistingAgent[]>;
 }
 
 export class EmbeddedAgentFleet implements AgentFleet {
@@ -46,14 +66,27 @@ export class EmbeddedAgentFleet implements AgentFleet {
   private readonly processes = new Map<string, AgentProcess>();
   private readonly agents = new Map<string, FleetAgent>();
   private readonly listeners = new Set<AgentFleetListener>();
+  /** Agents being stopped: their names are not reused until their processes are gone (they remove their shim anchors on the way out). */
+  private readonly stopping = new Set<string>();
 
   constructor(options: EmbeddedAgentFleetOptions) {
     this.options = options;
   }
 
-  /** Nothing to observe: agent processes do not outlive the fleet that started them. */
-  start(): Promise<void> {
-    return Promise.resolve();
+  /** Starts again the agents that sandboxes are placed on (`existingAgents`); `ready` events follow as they answer. */
+  async start(): Promise<void> {
+    for (const agent of (await this.options.existingAgents?.()) ?? []) {
+      if (!this.processes.has(agent.name)) this.add(agent, agent.name);
+    }
+  }
+
+  /** The process of an agent, for tests and benchmarks (its pid, a crash). */
+  getAgentProcess(name: string): AgentProcess | undefined {
+    return this.processes.get(name);
+  }
+
+  listAgentProcesses(): AgentProcess[] {
+    return [...this.processes.values()];
   }
 
   startAgents(pool: SandboxPool, count: number): Promise<string[]> {
@@ -61,7 +94,7 @@ export class EmbeddedAgentFleet implements AgentFleet {
     const names: string[] = [];
     for (let ordinal = 0; names.length < count; ordinal++) {
       const name = agentName(namespace, pool.metadata.name, ordinal);
-      if (this.processes.has(name)) continue;
+      if (this.processes.has(name) || this.stopping.has(name)) continue;
       this.add({ namespace, pool: pool.metadata.name }, name);
       names.push(name);
     }
@@ -76,7 +109,12 @@ export class EmbeddedAgentFleet implements AgentFleet {
         if (!agent || !agentProcess || agent.namespace !== pool.namespace || agent.pool !== pool.pool) return;
         this.processes.delete(name);
         this.agents.delete(name);
-        await agentProcess.stop();
+        this.stopping.add(name);
+        try {
+          await agentProcess.stop();
+        } finally {
+          this.stopping.delete(name);
+        }
         this.emit({ type: "removed", agent: { ...agent, ready: false } });
       }),
     );
@@ -105,7 +143,7 @@ export class EmbeddedAgentFleet implements AgentFleet {
     const events: LocalAgentEvents = {
       onReady: (agent, status) => {
         if (!current()) return;
-        const ready = { ...base, ready: true as const, endpoint: agent.endpoint, nodeName: status.nodeName };
+        const ready = { ...base, ready: true as const, endpoint: agent.endpoint, nodeName: status.nodeName, ...(agent.pid ? { pid: agent.pid } : {}) };
         this.agents.set(name, ready);
         this.emit({ type: "ready", agent: ready });
       },
@@ -132,6 +170,7 @@ export class EmbeddedAgentFleet implements AgentFleet {
       ...(options.agentEnv ? { env: options.agentEnv } : {}),
       registryConfigPath: registryConfigPath(options.dataDir),
       ...(options.metrics ? { metrics: options.metrics } : {}),
+      ...(options.clock ? { clock: options.clock } : {}),
       logger: options.logger,
     };
     const agentProcess = options.createProcess ? options.createProcess(settings, events) : new LocalAgentProcess(settings, events);

@@ -1,7 +1,7 @@
 /**
- * One agent of the embedded mode: a child process on this host, supervised. It is restarted with
- * back-off when it dies or stops answering its heartbeat; the restarted process has the same name
- * and so adopts the sandboxes its predecessor left running in containerd.
+ * One agent of the embedded mode: a child process on this host, supervised (supervised-process.ts).
+ * It is restarted with back-off when it dies or stops answering its heartbeat; the restarted process
+ * has the same name and so adopts the sandboxes its predecessor left running in containerd.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
@@ -9,8 +9,10 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
-import type { pb } from "@fast-sandbox/api";
-import { createAgentClient, type AgentClient } from "../agent-client/agent-client.js";
+import { every, systemClock, type Clock, type Timer } from "../controller/clock.js";
+import type { AgentClient, AgentStatus } from "../agent-client/agent-client.js";
+import { createAgentClient } from "../agent-client/grpc-agent-client.js";
+import { SupervisedProcess } from "./supervised-process.js";
 
 export interface LocalAgentSettings {
   name: string;
@@ -33,6 +35,8 @@ export interface LocalAgentSettings {
   /** Counts each heartbeat's result (`fsb_agent_heartbeats_total`). @default not counted */
   metrics?: { heartbeat(agent: string, ok: boolean): void };
   logger: Logger;
+  /** Times the heartbeats and the restarts. @default systemClock */
+  clock?: Clock;
 }
 
 /** Where the embedded mode keeps registry credentials: `fsb login` writes the file, agents read it at every pull. */
@@ -42,9 +46,9 @@ export function registryConfigPath(dataDir: string): string {
 
 export interface LocalAgentEvents {
   /** The agent answered (after start or restart): its endpoint and status. */
-  onReady(agent: LocalAgentProcess, status: pb.AgentStatus): void;
+  onReady(agent: LocalAgentProcess, status: AgentStatus): void;
   /** Heartbeat with a fresh status. */
-  onHeartbeat(agent: LocalAgentProcess, status: pb.AgentStatus): void;
+  onHeartbeat(agent: LocalAgentProcess, status: AgentStatus): void;
   /** The agent died or stopped answering; a restart follows unless stopped. */
   onLost(agent: LocalAgentProcess, reason: string): void;
 }
@@ -54,30 +58,55 @@ function agentEntryPoint(): string {
   return fileURLToPath(import.meta.resolve("@fast-sandbox/agent/main"));
 }
 
+/** How long `stop()` lets the agent finish its creates in flight (it waits up to 10 s) before SIGKILL. */
+const STOP_GRACE_MS = 12_000;
+
 export class LocalAgentProcess {
   readonly settings: LocalAgentSettings;
   private readonly events: LocalAgentEvents;
-  private child: ChildProcess | undefined;
+  private readonly clock: Clock;
+  private readonly supervisor: SupervisedProcess;
   private logStream: WriteStream | undefined;
-  private heartbeat: NodeJS.Timeout | undefined;
-  private restartTimer: NodeJS.Timeout | undefined;
+  private heartbeat: Timer | undefined;
   private failures = 0;
-  private restarts = 0;
-  private stopping = false;
   client: AgentClient | undefined;
   endpoint = "";
-  pid: number | undefined;
 
   constructor(settings: LocalAgentSettings, events: LocalAgentEvents) {
     this.settings = settings;
     this.events = events;
+    this.clock = settings.clock ?? systemClock;
+    const restartDelayMs = settings.restartDelayMs ?? 200;
+    this.supervisor = new SupervisedProcess({
+      spawn: () => this.spawnAgent(),
+      onExit: (exit) => {
+        this.stopHeartbeat();
+        if (exit.restartInMs !== undefined) this.lost(`agent process exited (${exit.reason})`, exit.restartInMs);
+      },
+      restartDelayMs,
+      // Doubling up to 32× the first delay, and no further than 5 s unless the first delay is longer.
+      maxRestartDelayMs: Math.min(Math.max(5000, restartDelayMs), restartDelayMs * 32),
+      // The back-off starts over when the agent answers (connect), not after some time running.
+      stableRunMs: Number.POSITIVE_INFINITY,
+      stopGraceMs: STOP_GRACE_MS,
+      clock: this.clock,
+    });
   }
 
   get name(): string {
     return this.settings.name;
   }
 
+  /** The running agent process's id; undefined between a death and its restart. */
+  get pid(): number | undefined {
+    return this.supervisor.pid;
+  }
+
   start(): void {
+    this.supervisor.start();
+  }
+
+  private spawnAgent(): ChildProcess {
     const s = this.settings;
     mkdirSync(s.stateDir, { recursive: true });
     this.logStream ??= createWriteStream(join(s.stateDir, "agent.log"), { flags: "a" });
@@ -101,8 +130,6 @@ export class LocalAgentProcess {
         ...s.env,
       },
     });
-    this.child = child;
-    this.pid = child.pid;
     child.stderr?.pipe(this.logStream, { end: false });
     const lines = createInterface({ input: child.stdout });
     lines.on("line", (line) => {
@@ -113,12 +140,7 @@ export class LocalAgentProcess {
         this.logStream?.write(`${line}\n`);
       }
     });
-    child.once("exit", (code, signal) => {
-      this.child = undefined;
-      this.stopHeartbeat();
-      if (this.stopping) return;
-      this.lost(`agent process exited (${signal ?? `code ${String(code)}`})`);
-    });
+    return child;
   }
 
   private async connect(endpoint: string): Promise<void> {
@@ -127,18 +149,18 @@ export class LocalAgentProcess {
     try {
       const status = await this.client.status();
       this.failures = 0;
-      this.restarts = 0;
+      this.supervisor.resetBackoff();
       this.events.onReady(this, status);
       this.startHeartbeat();
     } catch (error) {
       this.settings.logger.warn({ err: error, agent: this.name }, "agent does not answer after start");
-      this.child?.kill("SIGKILL");
+      this.supervisor.kill("SIGKILL");
     }
   }
 
   private startHeartbeat(): void {
     this.stopHeartbeat();
-    this.heartbeat = setInterval(() => {
+    this.heartbeat = every(this.clock, this.settings.heartbeatIntervalMs, () => {
       const client = this.client;
       if (!client) return;
       client.status(this.settings.heartbeatIntervalMs).then(
@@ -152,52 +174,34 @@ export class LocalAgentProcess {
           this.settings.metrics?.heartbeat(this.name, false);
           this.settings.logger.warn({ err: error, agent: this.name, failures: this.failures }, "agent heartbeat failed");
           // Three missed heartbeats: the agent hangs; replace it.
-          if (this.failures >= 3) this.child?.kill("SIGKILL");
+          if (this.failures >= 3) this.supervisor.kill("SIGKILL");
         },
       );
-    }, this.settings.heartbeatIntervalMs);
-    this.heartbeat.unref();
+    });
   }
 
   private stopHeartbeat(): void {
-    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat?.cancel();
     this.heartbeat = undefined;
   }
 
-  private lost(reason: string): void {
+  private lost(reason: string, restartInMs: number): void {
     this.client?.close();
     this.client = undefined;
     this.events.onLost(this, reason);
-    const firstDelayMs = this.settings.restartDelayMs ?? 200;
-    const delayMs = Math.min(Math.max(5000, firstDelayMs), firstDelayMs * 2 ** Math.min(this.restarts, 5));
-    this.restarts += 1;
-    this.settings.logger.warn({ agent: this.name, reason, restartInMs: delayMs }, "agent lost; restarting it");
-    this.restartTimer = setTimeout(() => {
-      if (!this.stopping) this.start();
-    }, delayMs);
+    this.settings.logger.warn({ agent: this.name, reason, restartInMs }, "agent lost; restarting it");
   }
 
-  /** Kills the process without restarting it (tests use it to simulate a crash with `restart: true`). */
+  /** Kills the process; the supervisor restarts it (tests use it to simulate a crash). */
   kill(signal: NodeJS.Signals = "SIGKILL"): void {
-    this.child?.kill(signal);
+    this.supervisor.kill(signal);
   }
 
-  /** Stops the agent (its sandboxes keep running in containerd). */
+  /** Stops the agent (its sandboxes keep running in containerd): SIGTERM, SIGKILL after 12 s. */
   async stop(): Promise<void> {
-    this.stopping = true;
     this.stopHeartbeat();
-    if (this.restartTimer) clearTimeout(this.restartTimer);
-    const child = this.child;
     this.client?.close();
-    if (child) {
-      const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-      child.stdin?.end();
-      child.kill("SIGTERM");
-      // The agent lets its creates in flight finish (up to 10 s) before it exits.
-      const timer = setTimeout(() => child.kill("SIGKILL"), 12_000);
-      await exited;
-      clearTimeout(timer);
-    }
+    await this.supervisor.stop();
     await new Promise<void>((resolve) => (this.logStream ? this.logStream.end(() => resolve()) : resolve()));
     this.logStream = undefined;
   }

@@ -8,6 +8,8 @@ import { createWriteStream, type WriteStream } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
+import type { Clock } from "../controller/clock.js";
+import { SupervisedProcess } from "./supervised-process.js";
 
 export interface LocalJanitorOptions {
   /** Time between passes. @default 10_000 */
@@ -30,6 +32,8 @@ export interface LocalJanitorSettings extends LocalJanitorOptions {
   /** The janitor's own log (its stderr: one JSON line per object it removes). */
   logPath: string;
   logger: Logger;
+  /** Times the restarts. @default systemClock */
+  clock?: Clock;
 }
 
 /** The janitor entry point, as a path; `.ts` under the development condition (tests), `.js` when built. */
@@ -37,31 +41,46 @@ function janitorEntryPoint(): string {
   return fileURLToPath(import.meta.resolve("@fast-sandbox/janitor/main"));
 }
 
-/** A run shorter than this counts as a crash for the back-off. */
-const STABLE_RUN_MS = 30_000;
-
 export class LocalJanitorProcess {
   private readonly settings: LocalJanitorSettings;
-  private child: ChildProcess | undefined;
+  private readonly supervisor: SupervisedProcess;
   private logStream: WriteStream | undefined;
-  private restartTimer: NodeJS.Timeout | undefined;
-  private restarts = 0;
-  private stopping = false;
-  /** pid of the running janitor process. */
-  pid: number | undefined;
   /** Where the running janitor serves `/metrics`, when asked to. */
   metricsUrl: string | undefined;
 
   constructor(settings: LocalJanitorSettings) {
     this.settings = settings;
+    this.supervisor = new SupervisedProcess({
+      spawn: () => this.spawnJanitor(),
+      onExit: (exit) => {
+        this.metricsUrl = undefined;
+        if (exit.restartInMs === undefined) return;
+        settings.logger.warn({ reason: exit.reason, restartInMs: exit.restartInMs, log: settings.logPath }, "janitor exited; restarting it");
+      },
+      // 0.5 s, doubling up to 30 s; a run of 30 s or more counts as stable and starts over.
+      restartDelayMs: 500,
+      maxRestartDelayMs: 30_000,
+      stableRunMs: 30_000,
+      // The janitor finishes the pass in progress first.
+      stopGraceMs: 5000,
+      clock: settings.clock,
+    });
+  }
+
+  /** pid of the running janitor process; undefined between a death and its restart. */
+  get pid(): number | undefined {
+    return this.supervisor.pid;
   }
 
   start(): void {
+    this.supervisor.start();
+  }
+
+  private spawnJanitor(): ChildProcess {
     const s = this.settings;
     this.logStream ??= createWriteStream(s.logPath, { flags: "a" });
     const entry = janitorEntryPoint();
     const execArgv = entry.endsWith(".ts") ? ["--conditions=development", "--import", "tsx"] : [];
-    const startedAt = Date.now();
     const child = spawn(process.execPath, [...execArgv, entry], {
       stdio: ["pipe", "pipe", "pipe"],
       env: {
@@ -78,8 +97,6 @@ export class LocalJanitorProcess {
         FSB_JANITOR_EXIT_ON_STDIN_CLOSE: "1",
       },
     });
-    this.child = child;
-    this.pid = child.pid;
     child.stderr?.pipe(this.logStream, { end: false });
     createInterface({ input: child.stdout }).on("line", (line) => {
       try {
@@ -89,39 +106,17 @@ export class LocalJanitorProcess {
         this.logStream?.write(`${line}\n`);
       }
     });
-    child.once("exit", (code, signal) => {
-      this.child = undefined;
-      this.pid = undefined;
-      this.metricsUrl = undefined;
-      if (this.stopping) return;
-      if (Date.now() - startedAt > STABLE_RUN_MS) this.restarts = 0;
-      const delayMs = Math.min(30_000, 500 * 2 ** Math.min(this.restarts, 6));
-      this.restarts += 1;
-      s.logger.warn({ reason: signal ?? `code ${String(code)}`, restartInMs: delayMs, log: s.logPath }, "janitor exited; restarting it");
-      this.restartTimer = setTimeout(() => {
-        if (!this.stopping) this.start();
-      }, delayMs);
-    });
+    return child;
   }
 
   /** Kills the process; the supervisor restarts it (tests use it to prove the supervision). */
   kill(signal: NodeJS.Signals = "SIGKILL"): void {
-    this.child?.kill(signal);
+    this.supervisor.kill(signal);
   }
 
   /** Stops the janitor for good (after the pass in progress, or SIGKILL after 5 s). */
   async stop(): Promise<void> {
-    this.stopping = true;
-    if (this.restartTimer) clearTimeout(this.restartTimer);
-    const child = this.child;
-    if (child) {
-      const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-      child.stdin?.end();
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-      await exited;
-      clearTimeout(timer);
-    }
+    await this.supervisor.stop();
     await new Promise<void>((resolve) => (this.logStream ? this.logStream.end(() => resolve()) : resolve()));
     this.logStream = undefined;
   }

@@ -14,6 +14,7 @@ import {
   ValidationError,
   type SandboxPool,
 } from "@fast-sandbox/api";
+import type { PullProgress } from "../agent-client/agent-client.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { DEFAULT_NAMESPACE, type AgentClients, type SandboxManager } from "./sandbox-manager.js";
@@ -56,15 +57,21 @@ export interface PoolServiceOptions {
   agents: AgentClients;
 }
 
+/** Progress of a pool's pull on one of its agents. */
+export interface AgentPullProgress extends PullProgress {
+  /** The agent that reports it. */
+  agent: string;
+}
+
 /**
  * Pulls `image` on every ready agent of the pool at once, merging their progress streams (each
- * message names its agent). Fails, after every agent has finished, when any agent's pull failed.
+ * report names its agent). Fails, after every agent has finished, when any agent's pull failed.
  */
 export async function* pullImageOnPool(
   { store, registry, agents }: Pick<PoolServiceOptions, "store" | "registry" | "agents">,
   request: { namespace: string; pool: string; image: string },
   signal?: AbortSignal,
-): AsyncGenerator<pb.PullProgress> {
+): AsyncGenerator<AgentPullProgress> {
   const namespace = request.namespace || DEFAULT_NAMESPACE;
   const poolName = request.pool || "default";
   parseImageReference(request.image, "image");
@@ -72,13 +79,13 @@ export async function* pullImageOnPool(
   const ready = registry.listAgents({ namespace, pool: poolName }).filter((agent) => agent.ready);
   if (ready.length === 0)
     throw new FailedPreconditionError(`pool ${namespace}/${poolName} has no ready agent to pull on; try again when 'fsb agents' shows one`);
-  const queue = new AsyncQueue<pb.PullProgress>();
+  const queue = new AsyncQueue<AgentPullProgress>();
   const failures: { agent: string; error: FsbError }[] = [];
   const pulls = ready.map(async ({ name }) => {
     try {
       const client = agents.get(name);
       if (!client) throw new FsbError("unavailable", "not connected");
-      for await (const progress of client.pullImage(request.image, signal)) queue.push(create(pb.PullProgressSchema, { ...progress, agent: name }));
+      for await (const progress of client.pullImage(request.image, signal)) queue.push({ ...progress, agent: name });
     } catch (error) {
       failures.push({ agent: name, error: FsbError.from(error) });
     }
@@ -94,7 +101,12 @@ export async function* pullImageOnPool(
 
 export function createPoolService({ store, registry, manager, agents }: PoolServiceOptions): ServiceImpl<typeof pb.PoolService> {
   return {
-    pullImage: (request, context) => edgeStream(() => pullImageOnPool({ store, registry, agents }, request, context.signal)),
+    pullImage: (request, context) =>
+      edgeStream(async function* () {
+        for await (const progress of pullImageOnPool({ store, registry, agents }, request, context.signal)) {
+          yield create(pb.PullProgressSchema, { ...progress, bytesTotal: BigInt(progress.bytesTotal), bytesDone: BigInt(progress.bytesDone) });
+        }
+      }),
     applySandboxPool: (request) =>
       edge(async () => {
         if (!request.pool) throw new FailedPreconditionError("pool is required");

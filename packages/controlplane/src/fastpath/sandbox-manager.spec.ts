@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import {
-  API_VERSION,
   AlreadyExistsError,
   FailedPreconditionError,
   FsbError,
@@ -10,141 +9,45 @@ import {
   UnavailableError,
   ValidationError,
   type Sandbox,
-  type SandboxPool,
   type SandboxSpec,
-  type pb,
 } from "@fast-sandbox/api";
 import { pino } from "pino";
-import type { AgentClient } from "../agent-client/agent-client.js";
+import type { FakeClock } from "../controller/clock.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
-import { openSqliteResourceStore, type SqliteResourceStore } from "../store/sqlite-resource-store.js";
-import { CLEANUP_FINALIZER, SandboxManager, runtimeId, type PoolCapacity } from "./sandbox-manager.js";
-
-type CreateRequest = Parameters<AgentClient["createSandbox"]>[0];
-
-function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((r) => (resolve = r));
-  return { promise, resolve };
-}
-
-/** An AgentClient that records every call; it can be told to fail or to hold a create until released. */
-class FakeAgentClient implements AgentClient {
-  readonly calls: string[] = [];
-  readonly createRequests: CreateRequest[] = [];
-  createError: Error | undefined;
-  /** When set, createSandbox waits for it (after recording the call). */
-  createGate: Promise<void> | undefined;
-  /** Resolved each time createSandbox is entered. */
-  createEntered = deferred();
-  /** Runs when createSandbox is entered, before it answers (e.g. the heartbeat that marks a dying agent unready). */
-  onCreate: ((request: CreateRequest) => void) | undefined;
-
-  async status(): Promise<pb.AgentStatus> {
-    throw new Error("not used");
-  }
-
-  async createSandbox(request: CreateRequest): Promise<pb.AgentSandbox> {
-    this.calls.push(`create ${request.sandboxId}`);
-    this.createRequests.push(request);
-    this.createEntered.resolve();
-    this.onCreate?.(request);
-    if (this.createGate) await this.createGate;
-    if (this.createError) throw this.createError;
-    return {
-      $typeName: "fastsandbox.v1alpha1.AgentSandbox",
-      sandboxId: request.sandboxId,
-      namespace: request.namespace,
-      name: request.name,
-      image: request.image,
-      state: "running",
-      pid: 100,
-      oomKilled: false,
-    };
-  }
-
-  async deleteSandbox(sandboxId: string, gracePeriodMs: number): Promise<void> {
-    this.calls.push(`delete ${sandboxId} ${gracePeriodMs}`);
-  }
-
-  async listSandboxes(): Promise<pb.AgentSandbox[]> {
-    return [];
-  }
-
-  async *logs(): AsyncIterable<Uint8Array> {}
-
-  async *exec(): AsyncIterable<pb.ExecResponse> {}
-
-  async *pullImage(): AsyncIterable<pb.PullProgress> {}
-
-  close(): void {}
-}
+import type { SqliteResourceStore } from "../store/sqlite-resource-store.js";
+import { CLEANUP_FINALIZER, SandboxManager, type PoolCapacity } from "./sandbox-manager.js";
+import { SandboxManagerFixture, deferred, poolOf, sandboxSpec, type FakeAgentClient } from "./sandbox-manager.fixture.js";
 
 const NOW = new Date("2026-03-04T05:06:07.000Z");
 const AGENT = "default-0";
 
-function pool(name: string, overrides: Partial<SandboxPool["spec"]> = {}): SandboxPool {
-  return {
-    apiVersion: API_VERSION,
-    kind: "SandboxPool",
-    metadata: { name, namespace: "default" },
-    spec: { capacity: { poolMin: 1, poolMax: 1 }, maxSandboxesPerPod: 2, ...overrides },
-  };
-}
+const pool = poolOf;
+const spec = sandboxSpec;
 
-function spec(overrides: Partial<SandboxSpec> = {}): SandboxSpec {
-  return { image: "python:3.12", poolRef: "default", consistencyMode: "strong", ...overrides };
-}
-
+let fixture: SandboxManagerFixture;
 let store: SqliteResourceStore;
+/** The managers' clock: their waits (capacity, pauses between placement tries) end only when a test moves it. */
+let clock: FakeClock;
 let registry: AgentRegistry;
 let agent: FakeAgentClient;
 /** The connected agents' clients, by agent name (AGENT's is `agent`). */
 let clients: Map<string, FakeAgentClient>;
-let connected: boolean;
 let manager: SandboxManager;
 let released: string[];
 
 beforeEach(() => {
-  store = openSqliteResourceStore({ path: ":memory:" });
-  registry = new AgentRegistry();
-  registry.upsertAgent({
-    name: AGENT,
-    namespace: "default",
-    pool: "default",
-    endpoint: "127.0.0.1:7001",
-    capacity: 2,
-    hostIP: "127.0.0.1",
-    nodeName: "node-1",
-    images: [],
+  fixture = new SandboxManagerFixture({
+    start: NOW,
+    pool: pool("default", { runtimeType: "gvisor", sandboxResources: { cpu: "500m", memory: "256Mi", pids: 64 } }),
   });
-  released = [];
-  const release = registry.release.bind(registry);
-  registry.release = (key: string) => {
-    const placement = release(key);
-    if (placement) released.push(key);
-    return placement;
-  };
-  agent = new FakeAgentClient();
-  clients = new Map([[AGENT, agent]]);
-  connected = true;
-  manager = new SandboxManager({
-    store,
-    registry,
-    agents: { get: (name) => (connected ? clients.get(name) : undefined) },
-    logger: pino({ level: "silent" }),
-    clock: () => NOW,
-  });
-  manager.setPool(pool("default", { runtimeType: "gvisor", sandboxResources: { cpu: "500m", memory: "256Mi", pids: 64 } }));
+  ({ clock, store, registry, manager, clients, released } = fixture);
+  agent = fixture.addAgent(AGENT);
 });
 
-afterEach(async () => {
-  await manager.drain();
-  await store.close();
-});
+afterEach(() => fixture.close());
 
-const allocated = () => registry.poolUsage("default", "default").allocated;
-const stored = (name: string) => store.get("Sandbox", { namespace: "default", name });
+const allocated = () => fixture.allocated();
+const stored = (name: string) => fixture.stored(name);
 
 /** The pool controller's side of capacity, as a create sees it: whether the pool may grow, and the wakes it was sent. */
 class FakePoolCapacity implements PoolCapacity {
@@ -162,22 +65,10 @@ class FakePoolCapacity implements PoolCapacity {
 
 /** Registers another agent (ready, with a connected client) and returns its client. */
 function addAgent(name: string, pool = "default", capacity = 2): FakeAgentClient {
-  registry.upsertAgent({ name, namespace: "default", pool, endpoint: "127.0.0.1:7002", capacity, hostIP: "127.0.0.1", nodeName: "node-2", images: [] });
-  const client = new FakeAgentClient();
-  clients.set(name, client);
-  return client;
+  return fixture.addAgent(name, { pool, capacity });
 }
 
-/** Writes a record straight to the store (as `fsb apply`, or a create cut short by a crash, leaves it), optionally with a status. */
-async function storeRecord(name: string, status?: Sandbox["status"], overrides: Partial<SandboxSpec> = {}): Promise<Sandbox> {
-  const created = await store.create("Sandbox", {
-    apiVersion: API_VERSION,
-    kind: "Sandbox",
-    metadata: { name, namespace: "default", finalizers: [CLEANUP_FINALIZER] },
-    spec: spec(overrides),
-  });
-  return status ? store.updateStatus("Sandbox", { ...created, status }) : created;
-}
+const storeRecord = (name: string, status?: Sandbox["status"], overrides: Partial<SandboxSpec> = {}) => fixture.storeRecord(name, status, overrides);
 
 /** Polls until `read` returns a value (the state a create in flight passes through), failing after `timeoutMs`. */
 async function eventually<T>(read: () => Promise<T | undefined> | T | undefined, timeoutMs = 2000): Promise<T> {
@@ -188,6 +79,17 @@ async function eventually<T>(read: () => Promise<T | undefined> | T | undefined,
     if (Date.now() > deadline) assert.fail(`condition not reached within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
+}
+
+/** Whether `call` has settled once the promise callbacks pending now have run (one turn of the event loop). */
+async function isSettled(call: Promise<unknown>): Promise<boolean> {
+  let settled = false;
+  const mark = (): void => {
+    settled = true;
+  };
+  call.then(mark, mark);
+  await new Promise((resolve) => setImmediate(resolve));
+  return settled;
 }
 
 const condition = (sandbox: Sandbox | undefined, type: string) => sandbox?.status?.conditions?.find((c) => c.type === type);
@@ -250,7 +152,7 @@ describe("SandboxManager", () => {
       assert.equal(request.workingDir, "/srv");
       assert.equal(request.runtimeType, "gvisor");
       assert.equal(request.cpuMillis, 500);
-      assert.equal(request.memoryBytes, 256n * 1024n * 1024n);
+      assert.equal(request.memoryBytes, 256 * 1024 * 1024);
       assert.equal(request.pids, 64);
     });
 
@@ -305,8 +207,11 @@ describe("SandboxManager", () => {
     });
 
     it("fails with Unavailable, leaving nothing behind, when the chosen agent has no connection", async () => {
-      connected = false;
-      const error = await rejection(manager.create({ name: "web", spec: spec() }));
+      fixture.connected = false;
+      const creating = rejection(manager.create({ name: "web", spec: spec() }));
+      // Placed three times, 300 ms and then 600 ms apart.
+      await clock.advanceAsync(900);
+      const error = await creating;
       assert.ok(error instanceof UnavailableError);
       assert.equal(await stored("web"), undefined);
       assert.equal(allocated(), 0);
@@ -390,7 +295,7 @@ describe("SandboxManager", () => {
         registry: otherRegistry,
         agents: { get: (name) => clients.get(name) },
         logger: pino({ level: "silent" }),
-        clock: () => NOW,
+        clock,
       });
       other.setPool(pool("default"));
       const again = await other.create({ spec: spec(), requestId: "req-replicas" });
@@ -555,7 +460,7 @@ describe("SandboxManager", () => {
       await manager.create({ name: "web", spec: spec() });
       const marked = await store.delete("Sandbox", { namespace: "default", name: "web" });
       assert.ok(marked?.metadata.deletionTimestamp);
-      connected = false;
+      fixture.connected = false;
       await manager.finalize(marked, 0);
       assert.equal(await stored("web"), undefined);
       assert.equal(allocated(), 0);
@@ -567,18 +472,18 @@ describe("SandboxManager", () => {
       const waiting = new SandboxManager({
         store,
         registry,
-        agents: { get: (name) => (connected ? clients.get(name) : undefined), exists: () => exists },
+        agents: { get: (name) => fixture.agents.get(name), exists: () => exists },
         logger: pino({ level: "silent" }),
-        clock: () => NOW,
+        clock,
       });
       waiting.setPool(pool("default"));
       await waiting.create({ name: "web", spec: spec() });
       const marked = await store.delete("Sandbox", { namespace: "default", name: "web" });
       assert.ok(marked);
-      connected = false;
+      fixture.connected = false;
       await assert.rejects(waiting.finalize(marked, 0), UnavailableError);
       assert.ok(await stored("web"), "the record stays while its agent may still hold the container");
-      connected = true;
+      fixture.connected = true;
       await waiting.finalize(marked, 0);
       assert.equal(await stored("web"), undefined);
       assert.equal(agent.calls.filter((c) => c.startsWith("delete")).length, 1);
@@ -592,7 +497,7 @@ describe("SandboxManager", () => {
       });
       const lost = await store.delete("Sandbox", { namespace: "default", name: "lost" });
       assert.ok(lost);
-      connected = false;
+      fixture.connected = false;
       await waiting.finalize(lost, 0);
       assert.equal(await stored("lost"), undefined, "a Lost sandbox's delete does not wait for its agent");
       exists = false;
@@ -669,6 +574,8 @@ describe("SandboxManager", () => {
       assert.equal(manager.waitingFor("default", "default"), 0);
 
       const woken = addAgent("elastic-0", "elastic", 1);
+      // The wait looks for a free slot every 25 ms.
+      await clock.advanceAsync(25);
       const sandbox = await creating;
       assert.equal(sandbox.status?.phase, "Running");
       assert.equal(sandbox.status?.assignedPod, "elastic-0");
@@ -707,11 +614,15 @@ describe("SandboxManager", () => {
       // An agent that is starting (registered, not ready) never becomes ready in time.
       addAgent("elastic-0", "elastic", 1);
       registry.setAgentReady("elastic-0", false);
-      const started = Date.now();
-      const error = await rejection(manager.create({ name: "web", spec: spec({ poolRef: "elastic" }) }));
+      const creating = rejection(manager.create({ name: "web", spec: spec({ poolRef: "elastic" }) }));
+      await eventually(async () => ((await stored("web"))?.status?.phase === "Pending" ? true : undefined));
+      await clock.advanceAsync(999);
+      assert.equal(await isSettled(creating), false, "it waits for the timeout");
+      assert.equal(manager.waitingFor("default", "elastic"), 1);
+      await clock.advanceAsync(1);
+      const error = await creating;
       assert.ok(error instanceof NoCapacityError);
       assert.match(error.message, /within 1s \(wakeTimeoutSeconds\)/);
-      assert.ok(Date.now() - started >= 1000, "it waited for the timeout");
       assert.equal(await stored("web"), undefined);
       assert.equal(usage().allocated, 0);
       assert.equal(manager.waitingFor("default", "elastic"), 0);
@@ -724,10 +635,11 @@ describe("SandboxManager", () => {
       const creating = rejection(manager.create({ name: "web", spec: spec({ poolRef: "elastic" }) }));
       await eventually(async () => ((await stored("web"))?.status?.phase === "Pending" ? true : undefined));
       capacity.growable = false;
-      const started = Date.now();
+      // At its next look (every 25 ms), not after wakeTimeoutSeconds.
+      await clock.advanceAsync(25);
       const error = await creating;
       assert.ok(error instanceof NoCapacityError);
-      assert.ok(Date.now() - started < 1000, "it did not wait for wakeTimeoutSeconds");
+      assert.equal(clock.pendingTimers, 0);
       assert.equal(await stored("web"), undefined);
       assert.equal(manager.waitingFor("default", "elastic"), 0);
     });
@@ -739,7 +651,12 @@ describe("SandboxManager", () => {
       agent.createError = new UnavailableError("agent at 127.0.0.1:7001 dropped the connection");
       // Like the heartbeat that notices the dying agent before the retry.
       agent.onCreate = () => registry.setAgentReady(AGENT, false);
-      const sandbox = await manager.create({ name: "web", spec: spec() });
+      const creating = manager.create({ name: "web", spec: spec() });
+      // The second try waits 300 ms: long enough for a heartbeat to mark the lost agent unready.
+      await clock.advanceAsync(299);
+      assert.equal(other.calls.length, 0);
+      await clock.advanceAsync(1);
+      const sandbox = await creating;
       const firstId = agent.createRequests[0]?.sandboxId;
       assert.ok(firstId);
       assert.deepEqual(agent.calls, [`create ${firstId}`, `delete ${firstId} 0`]);
@@ -757,7 +674,9 @@ describe("SandboxManager", () => {
 
     it("gives up with Unavailable after three unreachable agents, each attempt undone", async () => {
       agent.createError = new UnavailableError("agent default-0 timed out");
-      const error = await rejection(manager.create({ name: "web", spec: spec() }));
+      const creating = rejection(manager.create({ name: "web", spec: spec() }));
+      await clock.advanceAsync(300 + 600);
+      const error = await creating;
       assert.ok(error instanceof UnavailableError);
       const ids = agent.createRequests.map((r) => r.sandboxId);
       assert.equal(ids.length, 3);
@@ -782,7 +701,9 @@ describe("SandboxManager", () => {
       agent.onCreate = () => {
         if (agent.createRequests.length === 3) agent.createError = undefined;
       };
-      const sandbox = await manager.create({ name: "web", spec: spec({ exposedPorts: [8080] }) });
+      const creating = manager.create({ name: "web", spec: spec({ exposedPorts: [8080] }) });
+      await clock.advanceAsync(50 + 100);
+      const sandbox = await creating;
       const ids = agent.createRequests.map((r) => r.sandboxId);
       assert.equal(ids.length, 3);
       assert.equal(new Set(ids).size, 3, "each try is a new instance id");
@@ -796,13 +717,16 @@ describe("SandboxManager", () => {
 
     it("gives up with NoCapacity, the agent's reason in it, after five refusals, each try undone: no record, no slot, no container", async () => {
       agent.createError = new NoCapacityError("port 8080 is already exposed by sandbox default/other on agent default-0");
-      const startedAt = Date.now();
-      const error = await rejection(manager.create({ name: "web", spec: spec({ exposedPorts: [8080] }) }));
+      const creating = rejection(manager.create({ name: "web", spec: spec({ exposedPorts: [8080] }) }));
+      // Paused between tries (50 ms × try): the other replica's sandboxes may go away meanwhile.
+      await clock.advanceAsync(50 + 100 + 150 + 199);
+      assert.equal(agent.createRequests.length, 4);
+      assert.equal(await isSettled(creating), false);
+      await clock.advanceAsync(1);
+      const error = await creating;
       assert.ok(error instanceof NoCapacityError);
       assert.equal(error.constructor, NoCapacityError);
       assert.equal(error.message, "port 8080 is already exposed by sandbox default/other on agent default-0");
-      // Paused between tries (50 ms × try): the other replica's sandboxes may go away meanwhile.
-      assert.ok(Date.now() - startedAt >= 450, `gave up after ${Date.now() - startedAt} ms`);
       const ids = agent.createRequests.map((r) => r.sandboxId);
       assert.equal(ids.length, 5);
       assert.deepEqual(
@@ -823,9 +747,9 @@ describe("SandboxManager", () => {
     it("answers the registry's own NoCapacity at once, asking no agent", async () => {
       await manager.create({ name: "a", spec: spec() });
       await manager.create({ name: "b", spec: spec() });
-      const startedAt = Date.now();
+      // The clock does not move: a create that waited would never settle.
       assert.ok((await rejection(manager.create({ name: "c", spec: spec() }))) instanceof NoCapacityError);
-      assert.ok(Date.now() - startedAt < 40, `took ${Date.now() - startedAt} ms`);
+      assert.equal(clock.pendingTimers, 0);
       assert.equal(agent.createRequests.length, 2);
     });
   });
@@ -989,28 +913,32 @@ describe("SandboxManager", () => {
       assert.equal(allocated(), 1);
     });
   });
-});
 
-describe("runtimeId", () => {
-  it("is namespace.name.<6 hex> for ordinary names", () => {
-    assert.match(runtimeId("default", "web"), /^default\.web\.[0-9a-f]{6}$/);
-    assert.match(runtimeId("team-a", "my-app-2"), /^team-a\.my-app-2\.[0-9a-f]{6}$/);
-  });
+  describe("exec", () => {
+    it("runs the command on the sandbox's agent and streams its events as the agent sends them", async () => {
+      const created = await manager.create({ name: "web", spec: spec() });
+      const output = new TextEncoder().encode("hello\n");
+      agent.execEvents = [
+        { type: "stdout", data: output },
+        { type: "exit", exitCode: 7 },
+      ];
+      const events = [];
+      for await (const event of manager.exec({ name: "web", command: ["sh", "-c", "echo hello"], envs: [{ name: "A", value: "1" }], workingDir: "/srv" })) {
+        events.push(event);
+      }
+      assert.deepEqual(events, [
+        { type: "stdout", data: output },
+        { type: "exit", exitCode: 7 },
+      ]);
+      assert.deepEqual(agent.execRequests, [
+        { sandboxId: created.status?.sandboxID, command: ["sh", "-c", "echo hello"], envs: [{ name: "A", value: "1" }], workingDir: "/srv" },
+      ]);
+    });
 
-  it("is random for names containerd would refuse (a '--' run)", () => {
-    assert.match(runtimeId("default", "a--b"), /^sb-[0-9a-f]{16}$/);
-    assert.match(runtimeId("x--y", "web"), /^sb-[0-9a-f]{16}$/);
-  });
-
-  it("is readable up to 76 characters and random beyond", () => {
-    // default + . + name + . + 6 hex = name length + 15.
-    assert.match(runtimeId("default", "n".repeat(61)), new RegExp(`^default\\.n{61}\\.[0-9a-f]{6}$`));
-    assert.equal(runtimeId("default", "n".repeat(61)).length, 76);
-    assert.match(runtimeId("default", "n".repeat(62)), /^sb-[0-9a-f]{16}$/);
-  });
-
-  it("differs between calls for the same name", () => {
-    const ids = new Set(Array.from({ length: 20 }, () => runtimeId("default", "web")));
-    assert.ok(ids.size > 1);
+    it("refuses an empty command before calling the agent", async () => {
+      await manager.create({ name: "web", spec: spec() });
+      await assert.rejects(manager.exec({ name: "web", command: [] }).next(), ValidationError);
+      assert.deepEqual(agent.execRequests, []);
+    });
   });
 });

@@ -24,13 +24,14 @@ import {
   type SandboxSpec,
   type SandboxStatus,
   type Condition,
-  type pb,
 } from "@fast-sandbox/api";
 import type { Logger } from "pino";
-import type { AgentClient } from "../agent-client/agent-client.js";
+import type { AgentClient, AgentSandboxSpec, ExecEvent } from "../agent-client/agent-client.js";
+import { sleep, systemClock, type Clock } from "../controller/clock.js";
 import type { AgentRegistry, Placement } from "../registry/agent-registry.js";
 import { DEFAULT_WAKE_TIMEOUT_SECONDS } from "../reconcile/pool-sizer.js";
 import type { ResourceStore } from "../store/resource-store.js";
+import { newInstanceId } from "./instance-id.js";
 import { setCondition, writeStatus } from "./sandbox-status.js";
 
 export const DEFAULT_NAMESPACE = "default";
@@ -78,7 +79,8 @@ export interface SandboxManagerOptions {
   registry: AgentRegistry;
   agents: AgentClients;
   logger: Logger;
-  clock?: () => Date;
+  /** Times the waits (for capacity, for another replica's create, between placement tries) and the conditions. @default systemClock */
+  clock?: Clock;
   /** Set later with setPoolCapacity when the pool controller is created after the manager. */
   capacity?: PoolCapacity;
 }
@@ -106,15 +108,6 @@ export function sandboxKey(namespace: string, name: string): string {
   return `${namespace}/${name}`;
 }
 
-/** containerd's identifier rule: alphanumeric runs joined by single `.`, `_` or `-`, at most 76 characters. */
-const CONTAINERD_ID = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
-
-/** The runtime id of a new sandbox: readable (`namespace.name.xxxxxx`) when containerd accepts that, random otherwise. */
-export function runtimeId(namespace: string, name: string): string {
-  const readable = `${namespace}.${name}.${randomBytes(3).toString("hex")}`;
-  return readable.length <= 76 && CONTAINERD_ID.test(readable) ? readable : `sb-${randomBytes(8).toString("hex")}`;
-}
-
 function generatedName(): string {
   return `sb-${randomBytes(5).toString("hex")}`;
 }
@@ -138,7 +131,7 @@ export class SandboxManager {
   private readonly registry: AgentRegistry;
   private readonly agents: AgentClients;
   private readonly logger: Logger;
-  private readonly clock: () => Date;
+  private readonly clock: Clock;
   private capacity: PoolCapacity | undefined;
   /** Creates waiting for a free slot, per pool key: demand the pool sizer counts. */
   private readonly waiting = new Map<string, number>();
@@ -166,7 +159,7 @@ export class SandboxManager {
     this.registry = options.registry;
     this.agents = options.agents;
     this.logger = options.logger;
-    this.clock = options.clock ?? (() => new Date());
+    this.clock = options.clock ?? systemClock;
     this.capacity = options.capacity;
   }
 
@@ -290,10 +283,10 @@ export class SandboxManager {
    */
   private async settledRequest(sandbox: Sandbox): Promise<Sandbox> {
     const key = { namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, name: sandbox.metadata.name };
-    const deadline = Date.now() + REQUEST_SETTLE_MS;
+    const deadline = this.clock.now().getTime() + REQUEST_SETTLE_MS;
     let current: Sandbox | undefined = sandbox;
-    while (current && (current.status?.phase ?? "Pending") in { Pending: 1, Bound: 1 } && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
+    while (current && (current.status?.phase ?? "Pending") in { Pending: 1, Bound: 1 } && this.clock.now().getTime() < deadline) {
+      await sleep(this.clock, 100);
       current = await this.store.get("Sandbox", key);
     }
     if (!current || current.metadata.uid !== sandbox.metadata.uid) {
@@ -374,15 +367,15 @@ export class SandboxManager {
         message: `pool ${poolKey} is starting an agent (${first.message}); waiting up to ${waitSeconds}s`,
       };
       if (!stored) stored = await this.store.create("Sandbox", candidate);
-      stored = await writeStatus(this.store, stored, { phase: "Pending" }, waitingCondition, this.clock());
-      const deadline = Date.now() + waitSeconds * 1000;
+      stored = await writeStatus(this.store, stored, { phase: "Pending" }, waitingCondition, this.clock.now());
+      const deadline = this.clock.now().getTime() + waitSeconds * 1000;
       for (;;) {
         const next = attempt();
         if (!(next instanceof NoCapacityError)) return { placement: next, stored };
-        if (Date.now() >= deadline || !this.capacity.canGrow(namespace, poolName)) {
+        if (this.clock.now().getTime() >= deadline || !this.capacity.canGrow(namespace, poolName)) {
           throw new NoCapacityError(`${next.message}; no agent of pool ${poolKey} became ready within ${waitSeconds}s (wakeTimeoutSeconds)`);
         }
-        await new Promise((resolve) => setTimeout(resolve, 25));
+        await sleep(this.clock, 25);
       }
     } catch (error) {
       if (stored)
@@ -416,11 +409,11 @@ export class SandboxManager {
           // The caller sees the agent's answer as the plain NoCapacityError it is.
           if (++refused >= REFUSED_PLACEMENT_ATTEMPTS) throw new NoCapacityError(error.message);
           this.logger.debug({ sandbox: key, err: error }, "agent refused the create; placing it again");
-          await new Promise((resolve) => setTimeout(resolve, REFUSAL_PAUSE_MS * refused));
+          await sleep(this.clock, REFUSAL_PAUSE_MS * refused);
         } else if (error instanceof UnavailableError && ++unreachable < PLACEMENT_ATTEMPTS) {
           this.logger.warn({ sandbox: key, err: error }, "agent unreachable during create; placing it again");
           // The lost agent is marked unready within a heartbeat; placing at once could pick it again.
-          await new Promise((resolve) => setTimeout(resolve, 300 * unreachable));
+          await sleep(this.clock, 300 * unreachable);
         } else {
           throw error;
         }
@@ -439,7 +432,7 @@ export class SandboxManager {
     const { placement, stored: reserved } = await this.reserve(candidate, pool, existing);
     let stored = reserved;
     const agent = placement.agent;
-    const sandboxId = runtimeId(namespace, candidate.metadata.name);
+    const sandboxId = newInstanceId(namespace, candidate.metadata.name);
     try {
       const client = this.agents.get(agent.name);
       if (!client) throw new UnavailableError(`agent ${agent.name} has no connection; retry in a moment`);
@@ -504,7 +497,7 @@ export class SandboxManager {
     }
   }
 
-  private agentRequest(sandbox: Sandbox, sandboxId: string, pool: SandboxPool): Omit<pb.AgentCreateSandboxRequest, "$typeName" | "$unknown"> {
+  private agentRequest(sandbox: Sandbox, sandboxId: string, pool: SandboxPool): AgentSandboxSpec {
     const spec = sandbox.spec;
     const resources = pool.spec.sandboxResources;
     return {
@@ -514,12 +507,12 @@ export class SandboxManager {
       image: spec.image,
       command: spec.command ?? [],
       args: spec.args ?? [],
-      envs: (spec.envs ?? []).map((e) => ({ $typeName: "fastsandbox.v1alpha1.EnvVar" as const, name: e.name, value: e.value })),
-      workingDir: spec.workingDir ?? "",
+      envs: (spec.envs ?? []).map((e) => ({ name: e.name, value: e.value })),
+      workingDir: spec.workingDir,
       runtimeType: pool.spec.runtimeType ?? "container",
-      cpuMillis: resources?.cpu ? parseCpuMillis(resources.cpu, "pool.spec.sandboxResources.cpu") : 0,
-      memoryBytes: BigInt(resources?.memory ? parseMemoryBytes(resources.memory, "pool.spec.sandboxResources.memory") : 0),
-      pids: resources?.pids ?? 0,
+      cpuMillis: resources?.cpu ? parseCpuMillis(resources.cpu, "pool.spec.sandboxResources.cpu") : undefined,
+      memoryBytes: resources?.memory ? parseMemoryBytes(resources.memory, "pool.spec.sandboxResources.memory") : undefined,
+      pids: resources?.pids,
       // The agent decides admission with these: another control plane may have filled it meanwhile.
       slots: pool.spec.maxSandboxesPerPod,
       exposedPorts: spec.exposedPorts ?? [],
@@ -527,7 +520,7 @@ export class SandboxManager {
   }
 
   private runningStatus(sandbox: Sandbox, placement: Placement, ready: Condition): SandboxStatus {
-    const now = this.clock();
+    const now = this.clock.now();
     let conditions = setCondition(sandbox.status?.conditions, ready, now);
     if (conditions.some((c) => c.type === "Scheduled")) conditions = setCondition(conditions, { type: "Scheduled", status: "True", reason: "Placed" }, now);
     return {
@@ -588,7 +581,7 @@ export class SandboxManager {
     const why =
       reason === "Reset" ? `resetRevision changed to ${JSON.stringify(sandbox.spec.resetRevision ?? "")}` : `agent ${oldAgent ?? "?"} was unreachable`;
     let placement: Placement | undefined;
-    const sandboxId = runtimeId(namespace, name);
+    const sandboxId = newInstanceId(namespace, name);
     try {
       placement = this.registry.place({
         sandboxKey: key,
@@ -613,7 +606,7 @@ export class SandboxManager {
           conditions: (sandbox.status?.conditions ?? []).filter((c) => !PER_INSTANCE_CONDITIONS.has(c.type)),
         },
         { type: "Recreated", status: "Unknown", reason, message: `recreating (${why})` },
-        this.clock(),
+        this.clock.now(),
       );
       await client.createSandbox(this.agentRequest(sandbox, sandboxId, pool));
     } catch (error) {
@@ -634,7 +627,7 @@ export class SandboxManager {
           current,
           { phase: "Lost", endpoints: [], acceptedResetRevision: acceptedBefore },
           { type: "Ready", status: "False", reason: "RecreateFailed", message },
-          this.clock(),
+          this.clock.now(),
         );
       }
       throw FsbError.from(error);
@@ -647,8 +640,8 @@ export class SandboxManager {
     };
     const running = this.runningStatus(sandbox, placement, { type: "Ready", status: "True", reason: "Started" });
     running.recreations = count;
-    running.conditions = setCondition(running.conditions, recreated, this.clock());
-    running.conditions = setCondition(running.conditions, { type: "AgentConnected", status: "True", reason: "AgentReady" }, this.clock());
+    running.conditions = setCondition(running.conditions, recreated, this.clock.now());
+    running.conditions = setCondition(running.conditions, { type: "AgentConnected", status: "True", reason: "AgentReady" }, this.clock.now());
     this.logger.info({ sandbox: key, reason, sandboxId, agent: placement.agent.name }, "sandbox recreated");
     return writeStatus(this.store, sandbox, running);
   }
@@ -711,7 +704,7 @@ export class SandboxManager {
       status.conditions = setCondition(
         status.conditions,
         { type: "Recreated", status: "True", reason: "AgentLost", message: `recreated ${count} time${count === 1 ? "" : "s"}` },
-        this.clock(),
+        this.clock.now(),
       );
     }
     return writeStatus(this.store, sandbox, status);
@@ -839,7 +832,7 @@ export class SandboxManager {
     if (conditions.some((c) => c.type === "Ready" && c.status === "False" && c.reason === "AgentLost")) return true;
     const away = conditions.find((c) => c.type === "AgentConnected" && c.status === "False");
     const since = Date.parse(away?.lastTransitionTime ?? "");
-    return Number.isFinite(since) && this.clock().getTime() - since > (sandbox.spec.recoveryTimeoutSeconds ?? 30) * 1000;
+    return Number.isFinite(since) && this.clock.now().getTime() - since > (sandbox.spec.recoveryTimeoutSeconds ?? 30) * 1000;
   }
 
   private async finalizeOnce(seen: Sandbox, gracePeriodMs: number): Promise<void> {
@@ -890,7 +883,7 @@ export class SandboxManager {
     yield* client.logs(sandboxId, follow, signal);
   }
 
-  async *exec(input: ExecInput, signal?: AbortSignal): AsyncGenerator<pb.ExecResponse> {
+  async *exec(input: ExecInput, signal?: AbortSignal): AsyncGenerator<ExecEvent> {
     if (input.command.length === 0) throw new ValidationError("command", "must name the program to run, e.g. ['sh', '-c', 'ls']");
     const { client, sandboxId, sandbox } = await this.agentOf(input.namespace, input.name);
     if (sandbox.metadata.deletionTimestamp) throw new FailedPreconditionError(`sandbox ${input.name} is being deleted`);
@@ -898,8 +891,8 @@ export class SandboxManager {
       {
         sandboxId,
         command: input.command,
-        envs: (input.envs ?? []).map((e) => ({ $typeName: "fastsandbox.v1alpha1.EnvVar" as const, name: e.name, value: e.value })),
-        workingDir: input.workingDir ?? "",
+        envs: (input.envs ?? []).map((e) => ({ name: e.name, value: e.value })),
+        ...(input.workingDir ? { workingDir: input.workingDir } : {}),
       },
       signal,
     );

@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { pb, sandboxSpecFromMessage, sandboxToMessage, toConnectError } from "@fast-sandbox/api";
+import type { ExecEvent } from "../agent-client/agent-client.js";
 import type { SandboxManager } from "./sandbox-manager.js";
 
 /** Runs `fn`, translating anything thrown into a ConnectError: the fast-path API's one error edge. */
@@ -17,6 +18,17 @@ export async function* edgeStream<T>(fn: () => AsyncIterable<T>): AsyncGenerator
     yield* fn();
   } catch (error) {
     throw toConnectError(error);
+  }
+}
+
+function execEventToMessage(event: ExecEvent): pb.ExecResponse {
+  switch (event.type) {
+    case "stdout":
+      return create(pb.ExecResponseSchema, { event: { case: "stdout", value: event.data } });
+    case "stderr":
+      return create(pb.ExecResponseSchema, { event: { case: "stderr", value: event.data } });
+    case "exit":
+      return create(pb.ExecResponseSchema, { event: { case: "exitCode", value: event.exitCode } });
   }
 }
 
@@ -65,8 +77,8 @@ export function createSandboxService(manager: SandboxManager): ServiceImpl<typeo
         }
       }),
     exec: (request, context) =>
-      edgeStream(() =>
-        manager.exec(
+      edgeStream(async function* () {
+        const events = manager.exec(
           {
             namespace: request.namespace,
             name: request.name,
@@ -75,7 +87,8 @@ export function createSandboxService(manager: SandboxManager): ServiceImpl<typeo
             workingDir: request.workingDir,
           },
           context.signal,
-        ),
-      ),
+        );
+        for await (const event of events) yield execEventToMessage(event);
+      }),
   };
 }

@@ -8,6 +8,7 @@
  */
 import { ConflictError, type Condition, type Sandbox, type SandboxStatus } from "@fast-sandbox/api";
 import { isDeepStrictEqual } from "node:util";
+import { systemClock } from "../controller/clock.js";
 import type { ResourceStore } from "../store/resource-store.js";
 
 /** Sets or replaces the condition of `next.type`, keeping its transition time while its status holds. */
@@ -26,11 +27,18 @@ export function setCondition(conditions: Condition[] | undefined, next: Conditio
 const STATUS_WRITE_ATTEMPTS = 8;
 
 /**
- * Writes `patch` over the sandbox's status, and `condition` into its conditions when given. The
+ * Writes `patch` over the sandbox's status, and `condition` into its conditions when given, with
+ * `now` (the caller's clock; @default systemClock.now()) as its transition time when it changed. The
  * write is conditional on `sandbox`'s resourceVersion; after a conflict the same change is applied to
  * a fresh read (see `rebaseStatus`). Fails with NotFoundError when the sandbox is gone (or has another uid).
  */
-export async function writeStatus(store: ResourceStore, sandbox: Sandbox, patch: SandboxStatus, condition?: Condition, now = new Date()): Promise<Sandbox> {
+export async function writeStatus(
+  store: ResourceStore,
+  sandbox: Sandbox,
+  patch: SandboxStatus,
+  condition?: Condition,
+  now = systemClock.now(),
+): Promise<Sandbox> {
   const base = sandbox.status ?? {};
   const desired: SandboxStatus = { ...base, ...patch };
   if (condition) desired.conditions = setCondition(desired.conditions, condition, now);

@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import type { pb } from "@fast-sandbox/api";
 import { pino } from "pino";
-import type { AgentClient } from "../agent-client/agent-client.js";
+import type { AgentClient, AgentSandbox, AgentStatus, ExecEvent, PullProgress } from "../agent-client/agent-client.js";
 import { FakeClock } from "../controller/clock.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { AgentConnections, type AgentConnectionsOptions } from "./agent-connections.js";
@@ -76,14 +75,14 @@ class FakeAgentClient implements AgentClient {
 
   constructor(readonly endpoint: string) {}
 
-  async status(): Promise<pb.AgentStatus> {
+  async status(): Promise<AgentStatus> {
     this.statusCalls += 1;
     if (this.mode === "fail") throw new Error(`agent at ${this.endpoint} does not answer`);
     this.answered += 1;
     return agentStatus({ images: [...this.images], pid: this.answered });
   }
 
-  async createSandbox(): Promise<pb.AgentSandbox> {
+  async createSandbox(): Promise<AgentSandbox> {
     throw new Error("not used");
   }
 
@@ -91,24 +90,23 @@ class FakeAgentClient implements AgentClient {
     throw new Error("not used");
   }
 
-  async listSandboxes(): Promise<pb.AgentSandbox[]> {
+  async listSandboxes(): Promise<AgentSandbox[]> {
     return [];
   }
 
   async *logs(): AsyncIterable<Uint8Array> {}
 
-  async *exec(): AsyncIterable<pb.ExecResponse> {}
+  async *exec(): AsyncIterable<ExecEvent> {}
 
-  async *pullImage(): AsyncIterable<pb.PullProgress> {}
+  async *pullImage(): AsyncIterable<PullProgress> {}
 
   close(): void {
     this.closed = true;
   }
 }
 
-function agentStatus(overrides: Partial<pb.AgentStatus> = {}): pb.AgentStatus {
+function agentStatus(overrides: Partial<AgentStatus> = {}): AgentStatus {
   return {
-    $typeName: "fastsandbox.v1alpha1.AgentStatus",
     name: AGENT,
     namespace: NAMESPACE,
     pool: POOL,
@@ -131,23 +129,14 @@ function deferred(): { promise: Promise<void>; resolve: () => void; reject: (err
   return { promise, resolve, reject };
 }
 
-/** Polls `condition` (heartbeats run on real timers) until it holds; fails after a generous deadline. */
-async function waitFor(condition: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (!condition()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
-
 describe("AgentConnections", () => {
   let fleet: FakeFleet;
   let registry: AgentRegistry;
   let clock: FakeClock;
   let clients: FakeAgentClient[];
   let changes: string[];
-  let connectedCalls: { agent: string; status: pb.AgentStatus }[];
-  let statusCalls: { agent: string; status: pb.AgentStatus }[];
+  let connectedCalls: { agent: string; status: AgentStatus }[];
+  let statusCalls: { agent: string; status: AgentStatus }[];
   let heartbeats: { agent: string; ok: boolean }[];
   let adoption: ((agentName: string) => Promise<void>) | undefined;
   let connections: AgentConnections;
@@ -198,6 +187,17 @@ describe("AgentConnections", () => {
 
   function registerAgent(name = AGENT): void {
     registry.upsertAgent({ name, namespace: NAMESPACE, pool: POOL, endpoint: "10.1.0.1:7071", capacity: 2, hostIP: "10.1.0.1", images: [] });
+  }
+
+  /**
+   * Moves the clock on one heartbeat interval at a time, letting each heartbeat's answer arrive,
+   * until `condition` holds; fails after 100 intervals. Heartbeats run on the FakeClock: no real waits.
+   */
+  async function waitFor(condition: () => boolean, what: string): Promise<void> {
+    for (let beats = 0; !condition(); beats++) {
+      if (beats >= 100) assert.fail(`not ${what} after 100 heartbeat intervals`);
+      await clock.advanceAsync(HEARTBEAT_MS);
+    }
   }
 
   const connected = (name = AGENT) => connections.agentConnectivity(name)?.connected === true;
@@ -314,6 +314,34 @@ describe("AgentConnections", () => {
     await waitFor(() => connected(), "the agent is connected again");
     assert.equal(connectedCalls.length, 2, "onConnected runs at each reconnection");
     assert.equal(clients.length, 1);
+  });
+
+  it("sends a heartbeat at once and then every heartbeatIntervalMs on the clock, never two at a time", async () => {
+    fleet.ready(AGENT, "10.1.0.1:7071");
+    startConnections();
+    const client = clientAt("10.1.0.1:7071");
+    assert.equal(client.statusCalls, 1, "the first one at once");
+    await clock.advanceAsync(HEARTBEAT_MS - 1);
+    assert.equal(client.statusCalls, 1);
+    await clock.advanceAsync(1);
+    assert.equal(client.statusCalls, 2);
+    await clock.advanceAsync(HEARTBEAT_MS * 10);
+    assert.equal(client.statusCalls, 12);
+
+    // A heartbeat still unanswered when the next falls due: the next is skipped.
+    let answer!: () => void;
+    client.status = () => {
+      client.statusCalls += 1;
+      return new Promise((resolve) => (answer = () => resolve(agentStatus())));
+    };
+    await clock.advanceAsync(HEARTBEAT_MS * 5);
+    assert.equal(client.statusCalls, 13);
+    answer();
+    await clock.advanceAsync(HEARTBEAT_MS);
+    assert.equal(client.statusCalls, 14);
+
+    connections.stop();
+    assert.equal(clock.pendingTimers, 0, "stop() cancels the heartbeats");
   });
 
   it("stays connected while fewer than missedHeartbeats heartbeats in a row go unanswered", async () => {

@@ -10,9 +10,8 @@
  * (adoption), `onStatus` with every report (facts the agent saw).
  */
 import type { Logger } from "pino";
-import type { pb } from "@fast-sandbox/api";
-import { systemClock, type Clock } from "../controller/clock.js";
-import type { AgentClient } from "../agent-client/agent-client.js";
+import { every, systemClock, type Clock, type Timer } from "../controller/clock.js";
+import type { AgentClient, AgentStatus } from "../agent-client/agent-client.js";
 import type { AgentClients } from "../fastpath/sandbox-manager.js";
 import type { AgentObserver } from "../reconcile/sandbox-reconciler.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
@@ -29,12 +28,12 @@ export interface AgentConnectionsOptions {
   /** Unanswered heartbeats in a row after which an agent counts as not connected. @default 3 */
   missedHeartbeats?: number;
   /** Runs when an agent (re)connects, with its first report; the agent is placed on only after it resolves. */
-  onConnected?(agentName: string, status: pb.AgentStatus): Promise<void>;
+  onConnected?(agentName: string, status: AgentStatus): Promise<void>;
   /** Runs with every report. */
-  onStatus?(agentName: string, status: pb.AgentStatus): Promise<void>;
+  onStatus?(agentName: string, status: AgentStatus): Promise<void>;
   /** Counts each heartbeat's result. */
   metrics?: { heartbeat(agent: string, ok: boolean): void };
-  /** @default systemClock */
+  /** Times the heartbeats and the connectivity. @default systemClock */
   clock?: Clock;
 }
 
@@ -44,8 +43,8 @@ interface Connection {
   connected: boolean;
   since: Date;
   failures: number;
-  observed?: { status: pb.AgentStatus; at: Date };
-  timer?: NodeJS.Timeout;
+  observed?: { status: AgentStatus; at: Date };
+  timer?: Timer;
   inFlight: boolean;
   /** The onConnected of the current connection has finished. */
   adopted: boolean;
@@ -98,7 +97,7 @@ export class AgentConnections implements AgentObserver, AgentClients {
     return since ? { connected: false, since } : undefined;
   }
 
-  observedStatus(name: string): { status: pb.AgentStatus; at: Date } | undefined {
+  observedStatus(name: string): { status: AgentStatus; at: Date } | undefined {
     const connection = this.connections.get(name);
     return connection?.connected ? connection.observed : undefined;
   }
@@ -143,8 +142,7 @@ export class AgentConnections implements AgentObserver, AgentClients {
     this.connections.set(agent.name, connection);
     this.away.delete(agent.name);
     const intervalMs = this.options.heartbeatIntervalMs ?? 2000;
-    connection.timer = setInterval(() => this.beat(connection), intervalMs);
-    connection.timer.unref();
+    connection.timer = every(this.clock, intervalMs, () => this.beat(connection));
     this.beat(connection);
   }
 
@@ -155,7 +153,7 @@ export class AgentConnections implements AgentObserver, AgentClients {
   }
 
   private close(connection: Connection): void {
-    if (connection.timer) clearInterval(connection.timer);
+    connection.timer?.cancel();
     connection.timer = undefined;
     connection.client.close();
   }
@@ -187,7 +185,7 @@ export class AgentConnections implements AgentObserver, AgentClients {
       });
   }
 
-  private answered(connection: Connection, status: pb.AgentStatus): void {
+  private answered(connection: Connection, status: AgentStatus): void {
     const name = connection.agent.name;
     if (this.connections.get(name) !== connection) return;
     this.options.metrics?.heartbeat(name, true);

@@ -31,6 +31,8 @@ export interface FleetAgent extends PoolRef {
   hostIP?: string;
   /** Distinguishes two incarnations of one name (the Pod's UID); empty when the mode has none. */
   uid?: string;
+  /** The agent's process id on this host, when the mode runs it as a local process (embedded). */
+  pid?: number;
 }
 
 /** A ready agent: its endpoint is known. */

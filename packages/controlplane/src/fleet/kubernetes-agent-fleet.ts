@@ -11,6 +11,7 @@
 import { ApiException, CoreV1Api, makeInformer, type Informer, type KubeConfig, type ObjectCache, type V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { FailedPreconditionError, type SandboxPool } from "@fast-sandbox/api";
+import { systemClock, type Clock, type Timer } from "../controller/clock.js";
 import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "./agent-fleet.js";
 import { AGENT_POD_DEFAULTS, POOL_LABEL, buildAgentPod, type AgentPodOptions } from "./agent-pod.js";
 
@@ -25,6 +26,8 @@ export interface KubernetesAgentFleetOptions {
   fieldManager?: string;
   /** Delay before the informer starts again after an error. @default 1000 */
   restartDelayMs?: number;
+  /** Times the informer's restarts. @default systemClock */
+  clock?: Clock;
 }
 
 /** What the fleet knows about one Pod. */
@@ -55,13 +58,15 @@ export class KubernetesAgentFleet implements AgentFleet {
   private readonly agents = new Map<string, FleetAgent>();
   private readonly listeners = new Set<AgentFleetListener>();
   private informer: (Informer<V1Pod> & ObjectCache<V1Pod>) | undefined;
-  private restartTimer: NodeJS.Timeout | undefined;
+  private readonly clock: Clock;
+  private restartTimer: Timer | undefined;
   private stopped = false;
 
   constructor(options: KubernetesAgentFleetOptions) {
     this.options = options;
     this.core = options.kubeConfig.makeApiClient(CoreV1Api);
     this.port = options.pod?.port ?? AGENT_POD_DEFAULTS.port;
+    this.clock = options.clock ?? systemClock;
   }
 
   async start(): Promise<void> {
@@ -76,7 +81,7 @@ export class KubernetesAgentFleet implements AgentFleet {
     const restart = (error: unknown): void => {
       if (this.stopped) return;
       this.options.logger.warn({ err: error }, "the agent Pod watch failed; listing again");
-      this.restartTimer = setTimeout(() => {
+      this.restartTimer = this.clock.setTimeout(() => {
         if (!this.stopped) informer.start().catch(restart);
       }, this.options.restartDelayMs ?? 1000);
     };
@@ -144,7 +149,7 @@ export class KubernetesAgentFleet implements AgentFleet {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer?.cancel();
     await this.informer?.stop();
   }
 

@@ -5,7 +5,8 @@
  * coordination.k8s.io Lease.
  *
  * On every replica: the fast-path API, the pool informer (pools for the fast path, `canGrow`), the
- * agent Pods and a heartbeat to each (AgentConnections), and the registry kept in step with the
+ * agent Pods and a heartbeat to each (AgentConnections; a connecting agent gets its pool's
+ * prewarmImages before it is placed on), and the registry kept in step with the
  * fleet (PoolController's registry sync) and with the allocations the store records (AllocationSync),
  * so any replica can place. Admission is decided by the agent (its slots and ports, atomically);
  * replicas only propose, and a refused proposal is placed again.
@@ -16,7 +17,8 @@
  */
 import type { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { createAgentClient } from "../agent-client/agent-client.js";
+import { createAgentClient } from "../agent-client/grpc-agent-client.js";
+import { sleep, systemClock, type Clock } from "../controller/clock.js";
 import { startApiServer, type ApiServer } from "../fastpath/api-server.js";
 import { ControlPlaneMetrics } from "../fastpath/control-plane-metrics.js";
 import { SandboxManager } from "../fastpath/sandbox-manager.js";
@@ -26,13 +28,15 @@ import { KubernetesAgentFleet } from "../fleet/kubernetes-agent-fleet.js";
 import { kubernetesLeaseClient } from "../leader/kubernetes-lease-client.js";
 import { LeaseLeaderElector } from "../leader/lease-leader-elector.js";
 import { AgentAdoption } from "../reconcile/agent-adoption.js";
+import { AgentOnboarding } from "../reconcile/agent-onboarding.js";
 import { AllocationSync } from "../reconcile/allocation-sync.js";
 import { HotImagesReconciler } from "../reconcile/hot-images-reconciler.js";
+import { ImagePrewarmer } from "../reconcile/image-prewarmer.js";
 import { recordSandboxFacts } from "../reconcile/sandbox-facts.js";
 import { SandboxReconciler } from "../reconcile/sandbox-reconciler.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { openKubernetesResourceStore } from "../store/kubernetes-resource-store.js";
-import { PoolController } from "./pool-controller.js";
+import { PoolController } from "../reconcile/pool-controller.js";
 
 /** How long a Bound record may be another replica's create in flight (image pull and create) before the leader finishes it. */
 export const DEFAULT_FOREIGN_CREATE_GRACE_MS = 120_000;
@@ -60,6 +64,8 @@ export interface KubernetesControlPlaneOptions {
   /** Called when this replica stops leading (the process usually exits then, to start clean). */
   onStoppedLeading?(): void;
   logger: Logger;
+  /** The time of every component: heartbeats, waits, the Lease, requeues. @default systemClock */
+  clock?: Clock;
 }
 
 export interface KubernetesControlPlane {
@@ -73,14 +79,16 @@ export interface KubernetesControlPlane {
 
 export async function startKubernetesControlPlane(options: KubernetesControlPlaneOptions): Promise<KubernetesControlPlane> {
   const { kubeConfig, logger } = options;
+  const clock = options.clock ?? systemClock;
   const store = openKubernetesResourceStore({ kubeConfig, logger });
   const registry = new AgentRegistry();
   const metrics = new ControlPlaneMetrics();
-  const fleet = new KubernetesAgentFleet({ kubeConfig, logger, ...(options.agentPod ? { pod: options.agentPod } : {}) });
+  const fleet = new KubernetesAgentFleet({ kubeConfig, logger, clock, ...(options.agentPod ? { pod: options.agentPod } : {}) });
   const elector = new LeaseLeaderElector({
     lease: kubernetesLeaseClient({ kubeConfig, namespace: options.lease.namespace, name: options.lease.name }),
     identity: options.identity,
     logger,
+    clock,
     ...(options.lease.durationSeconds !== undefined ? { leaseDurationSeconds: options.lease.durationSeconds } : {}),
     ...(options.lease.renewDeadlineMs !== undefined ? { renewDeadlineMs: options.lease.renewDeadlineMs } : {}),
     ...(options.lease.retryPeriodMs !== undefined ? { retryPeriodMs: options.lease.retryPeriodMs } : {}),
@@ -93,20 +101,20 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     connect: (endpoint) => createAgentClient(endpoint, options.agentToken),
     logger,
     metrics,
+    clock,
     ...(options.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: options.heartbeatIntervalMs } : {}),
-    onConnected: async (agentName, status) => {
-      if (leading()) await adoption.adopt(agentName, status);
-    },
+    onConnected: (agentName, status) => onboarding.onConnected(agentName, status),
     onStatus: async (agentName, status) => {
-      if (leading()) await recordSandboxFacts(store, agentName, status);
+      if (leading()) await recordSandboxFacts(store, agentName, status, clock);
     },
   });
-  const manager = new SandboxManager({ store, registry, agents: connections, logger });
-  const adoption = new AgentAdoption({ store, registry, manager, agents: connections, logger });
+  const manager = new SandboxManager({ store, registry, agents: connections, logger, clock });
+  const adoption = new AgentAdoption({ store, registry, manager, agents: connections, logger, clock });
   const allocations = new AllocationSync({
     store,
     registry,
     logger,
+    clock,
     isBusy: (namespace, name) => manager.isBusy(namespace, name),
     onPending: (sandbox) => {
       if (leading()) poolController.wake(sandbox.metadata.namespace ?? "default", sandbox.spec.poolRef);
@@ -117,6 +125,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     fleet,
     registry,
     logger,
+    clock,
     isLeader: leading,
     agentUsable: (name) => connections.agentConnectivity(name)?.connected === true,
     onAgentRegistered: (name) => {
@@ -127,6 +136,18 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
       allocations.agentRegistered(name);
     },
     waitingFor: (namespace, pool) => Math.max(manager.waitingFor(namespace, pool), allocations.pendingIn(namespace, pool)),
+  });
+  const onboarding = new AgentOnboarding({
+    adoption,
+    registry,
+    agents: connections,
+    logger,
+    prewarmer: new ImagePrewarmer({ logger, clock }),
+    isLeader: leading,
+    poolOf: (name) => {
+      const agent = fleet.listAgents().find((a) => a.name === name);
+      return agent ? poolController.getPool(agent.namespace, agent.pool) : undefined;
+    },
   });
   poolController.onPoolChanged((pool, deleted) => {
     if (deleted) manager.deletePool(pool.metadata.namespace ?? "default", pool.metadata.name);
@@ -161,9 +182,10 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
       registry,
       agents: connections,
       logger,
+      clock,
       foreignCreateGraceMs: options.foreignCreateGraceMs ?? DEFAULT_FOREIGN_CREATE_GRACE_MS,
     });
-    hotImages = new HotImagesReconciler({ store, registry, agents: connections, logger });
+    hotImages = new HotImagesReconciler({ store, registry, agents: connections, logger, clock });
     await sandboxes.start();
     await hotImages.start();
     for (const agent of fleet.listAgents()) poolController.wake(agent.namespace, agent.pool);
@@ -193,7 +215,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     throw error;
   }
   const server = api;
-  void waitForAgents(fleet, connections, options.recoveryTimeoutMs ?? 15_000).then((all) => {
+  void waitForAgents(fleet, connections, options.recoveryTimeoutMs ?? 15_000, clock).then((all) => {
     if (!all) logger.warn("not every ready agent answered in time; serving anyway");
     releaseWrites();
   });
@@ -227,12 +249,12 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
 }
 
 /** Resolves true once every agent the fleet reports ready is connected (adopted), false after `timeoutMs`. */
-async function waitForAgents(fleet: KubernetesAgentFleet, connections: AgentConnections, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
+async function waitForAgents(fleet: KubernetesAgentFleet, connections: AgentConnections, timeoutMs: number, clock: Clock): Promise<boolean> {
+  const deadline = clock.now().getTime() + timeoutMs;
   for (;;) {
     const ready = fleet.listAgents().filter((agent) => agent.ready);
     if (ready.every((agent) => connections.agentConnectivity(agent.name)?.connected === true)) return true;
-    if (Date.now() >= deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    if (clock.now().getTime() >= deadline) return false;
+    await sleep(clock, 100);
   }
 }

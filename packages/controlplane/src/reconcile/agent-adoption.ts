@@ -6,7 +6,8 @@
  * agent are left alone). Records the manager is working on are skipped: its own writes tell.
  */
 import type { Logger } from "pino";
-import type { pb } from "@fast-sandbox/api";
+import type { AgentStatus } from "../agent-client/agent-client.js";
+import { systemClock, type Clock } from "../controller/clock.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { DEFAULT_NAMESPACE, REQUEST_ID_ANNOTATION, sandboxKey, type AgentClients, type SandboxManager } from "../fastpath/sandbox-manager.js";
@@ -18,17 +19,21 @@ export interface AgentAdoptionOptions {
   manager: SandboxManager;
   agents: AgentClients;
   logger: Logger;
+  /** Dates the conditions adoption writes. @default systemClock */
+  clock?: Clock;
 }
 
 export class AgentAdoption {
   private readonly options: AgentAdoptionOptions;
+  private readonly clock: Clock;
 
   constructor(options: AgentAdoptionOptions) {
     this.options = options;
+    this.clock = options.clock ?? systemClock;
   }
 
   /** Adopts what a (re)started agent runs: restores its slots, flags records whose container vanished, removes containers nobody owns. */
-  async adopt(agentName: string, status: pb.AgentStatus): Promise<void> {
+  async adopt(agentName: string, status: AgentStatus): Promise<void> {
     const { store, registry, manager, logger } = this.options;
     const { items } = await store.list("Sandbox");
     const mine = items.filter((s) => s.status?.assignedPod === agentName);
@@ -52,7 +57,7 @@ export class AgentAdoption {
             // Back after it was given up for lost (failurePolicy Manual): it still runs, so it is Running again.
             logger.info({ sandbox: key, agent: agentName }, "the agent is back and still runs this Lost sandbox; it is Running again");
             const placement = registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
-            const now = new Date();
+            const now = this.clock.now();
             const conditions = setCondition(
               setCondition(sandbox.status.conditions, { type: "Ready", status: "True", reason: "AgentReturned", message: `agent ${agentName} is back` }, now),
               { type: "AgentConnected", status: "True", reason: "AgentReady" },
@@ -74,6 +79,7 @@ export class AgentAdoption {
             sandbox,
             { phase: "Lost" },
             { type: "Ready", status: "False", reason: "SandboxMissing", message: `agent ${agentName} does not run it` },
+            this.clock.now(),
           );
         }
       } catch (error) {

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { create } from "@bufbuild/protobuf";
 import { pino } from "pino";
-import { API_VERSION, pb, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
-import type { AgentClient } from "../agent-client/agent-client.js";
+import { API_VERSION, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
+import type { AgentClient, AgentStatus, PullProgress } from "../agent-client/agent-client.js";
+import { FakeClock } from "../controller/clock.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { openSqliteResourceStore, type SqliteResourceStore } from "../store/sqlite-resource-store.js";
 import { HotImagesReconciler } from "./hot-images-reconciler.js";
@@ -11,13 +11,13 @@ import { HotImagesReconciler } from "./hot-images-reconciler.js";
 class FakeAgent implements Partial<AgentClient> {
   readonly pulls: string[] = [];
 
-  async status(): Promise<pb.AgentStatus> {
-    return create(pb.AgentStatusSchema, {});
+  async status(): Promise<AgentStatus> {
+    return { name: "agent-0", namespace: "default", pool: "web", nodeName: "node-0", images: [], sandboxes: [], pid: 1 };
   }
 
-  async *pullImage(image: string): AsyncIterable<pb.PullProgress> {
+  async *pullImage(image: string): AsyncIterable<PullProgress> {
     this.pulls.push(image);
-    yield create(pb.PullProgressSchema, { image, phase: "done" });
+    yield { image, phase: "done", layersTotal: 1, layersDone: 1, bytesTotal: 10, bytesDone: 10, digest: "sha256:0" };
   }
 }
 
@@ -75,6 +75,30 @@ describe("HotImagesReconciler", () => {
     await settle();
     await reconciler.pass();
     assert.deepEqual(await hotImages(), ["docker.io/library/python:3.12", "docker.io/library/busybox:latest"]);
+  });
+
+  it("runs a pass every intervalMs on its clock", async () => {
+    reconciler.stop();
+    // The store stamps creationTimestamp with the real time: this clock starts there.
+    const clock = new FakeClock(new Date());
+    reconciler = new HotImagesReconciler({
+      store,
+      registry,
+      agents: { get: (name) => agents.get(name) as AgentClient | undefined },
+      logger: pino({ level: "silent" }),
+      intervalMs: 5000,
+      clock,
+    });
+    await reconciler.start();
+    await store.create("Sandbox", sandbox("a", "python:3.12"));
+    await store.create("Sandbox", sandbox("b", "python:3.12"));
+    await settle();
+    await clock.advanceAsync(4999);
+    assert.equal(await hotImages(), undefined);
+    await clock.advanceAsync(1);
+    assert.deepEqual(await hotImages(), ["docker.io/library/python:3.12"]);
+    reconciler.stop();
+    assert.equal(clock.pendingTimers, 0, "stop() ends the passes");
   });
 
   it("counts the creates of the last minutes that happened before it started", async () => {

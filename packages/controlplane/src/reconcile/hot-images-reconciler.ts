@@ -9,6 +9,7 @@
  */
 import type { Logger } from "pino";
 import { normalizeImageName, type SandboxPool } from "@fast-sandbox/api";
+import { every, systemClock, type Clock, type Timer } from "../controller/clock.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore, Watch } from "../store/resource-store.js";
 import { DEFAULT_NAMESPACE, type AgentClients } from "../fastpath/sandbox-manager.js";
@@ -24,7 +25,8 @@ export interface HotImagesReconcilerOptions {
   intervalMs?: number;
   /** The hot-image rule's bounds (window, count, minimum uses). @default 10 minutes, 3, 2 */
   usage?: Omit<RecentImageUsageOptions, "clock">;
-  clock?: () => Date;
+  /** Times the passes, the hot-image window and the background pulls. @default systemClock */
+  clock?: Clock;
 }
 
 export class HotImagesReconciler {
@@ -32,15 +34,16 @@ export class HotImagesReconciler {
   private readonly usage: RecentImageUsage;
   private readonly prewarmer: ImagePrewarmer;
   private watch: Watch | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private readonly clock: Clock;
+  private timer: Timer | undefined;
   private running: Promise<void> | undefined;
   private stopped = false;
 
   constructor(options: HotImagesReconcilerOptions) {
     this.options = options;
-    const clock = options.clock ?? (() => new Date());
-    this.usage = new RecentImageUsage({ ...options.usage, clock });
-    this.prewarmer = new ImagePrewarmer({ logger: options.logger, clock });
+    this.clock = options.clock ?? systemClock;
+    this.usage = new RecentImageUsage({ ...options.usage, clock: this.clock });
+    this.prewarmer = new ImagePrewarmer({ logger: options.logger, clock: this.clock });
   }
 
   async start(): Promise<void> {
@@ -53,8 +56,7 @@ export class HotImagesReconciler {
         this.record(sandbox.metadata.namespace, sandbox.spec.poolRef, sandbox.spec.image, sandbox.metadata.creationTimestamp);
       }
     });
-    this.timer = setInterval(() => this.trigger(), this.options.intervalMs ?? 5000);
-    this.timer.unref();
+    this.timer = every(this.clock, this.options.intervalMs ?? 5000, () => this.trigger());
   }
 
   /** Runs a pass unless one is running. */
@@ -80,7 +82,7 @@ export class HotImagesReconciler {
   stop(): void {
     this.stopped = true;
     this.watch?.stop();
-    if (this.timer) clearInterval(this.timer);
+    this.timer?.cancel();
   }
 
   private record(namespace: string | undefined, pool: string, image: string, created: string | undefined): void {

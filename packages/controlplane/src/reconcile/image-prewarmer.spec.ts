@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { beforeEach, describe, it } from "node:test";
 import { pino } from "pino";
-import { create } from "@bufbuild/protobuf";
-import { FsbError, NotFoundError, UnavailableError, pb } from "@fast-sandbox/api";
-import type { AgentClient } from "../agent-client/agent-client.js";
+import { FsbError, NotFoundError, UnavailableError } from "@fast-sandbox/api";
+import type { AgentClient, AgentStatus, PullProgress } from "../agent-client/agent-client.js";
+import { FakeClock } from "../controller/clock.js";
 import { ImagePrewarmer } from "./image-prewarmer.js";
 
 /** An AgentClient whose pullImage plays a script per image: fail with these errors first, then succeed. */
@@ -12,19 +12,19 @@ class FakeAgent implements Partial<AgentClient> {
   /** What status() reports as present. */
   images: string[] = [];
 
-  async status(): Promise<pb.AgentStatus> {
-    return create(pb.AgentStatusSchema, { images: this.images });
+  async status(): Promise<AgentStatus> {
+    return { name: "agent-0", namespace: "default", pool: "default", nodeName: "node-0", images: this.images, sandboxes: [], pid: 1 };
   }
   failures = new Map<string, Error[]>();
   gate: Promise<void> | undefined;
 
-  async *pullImage(image: string): AsyncIterable<pb.PullProgress> {
+  async *pullImage(image: string): AsyncIterable<PullProgress> {
     this.pulls.push(image);
     if (this.gate) await this.gate;
-    yield create(pb.PullProgressSchema, { image, phase: "resolving" });
+    yield { image, phase: "resolving", layersTotal: 0, layersDone: 0, bytesTotal: 0, bytesDone: 0, digest: "" };
     const error = this.failures.get(image)?.shift();
     if (error) throw error;
-    yield create(pb.PullProgressSchema, { image, phase: "done", layersTotal: 1, layersDone: 1 });
+    yield { image, phase: "done", layersTotal: 1, layersDone: 1, bytesTotal: 10, bytesDone: 10, digest: "sha256:0" };
   }
 }
 
@@ -32,14 +32,14 @@ const logger = pino({ level: "silent" });
 
 describe("ImagePrewarmer", () => {
   let agent: FakeAgent;
-  let now: number;
+  let clock: FakeClock;
   let prewarmer: ImagePrewarmer;
   const client = () => agent as unknown as AgentClient;
 
   beforeEach(() => {
     agent = new FakeAgent();
-    now = 0;
-    prewarmer = new ImagePrewarmer({ logger, retryDelayMs: 1, clock: () => new Date(now) });
+    clock = new FakeClock();
+    prewarmer = new ImagePrewarmer({ logger, retryDelayMs: 1000, clock });
   });
 
   it("pulls the images the agent lacks, by normalized name, once each", async () => {
@@ -48,9 +48,17 @@ describe("ImagePrewarmer", () => {
     assert.deepEqual(result, { pulled: ["docker.io/library/busybox:latest", "docker.io/library/python:3.12"], failed: [] });
   });
 
-  it("retries a failure that may pass, up to three attempts", async () => {
+  it("retries a failure that may pass, up to three attempts, pausing retryDelayMs and then twice that", async () => {
     agent.failures.set("r.io/app:v1", [new UnavailableError("registry down"), new UnavailableError("registry down")]);
-    const result = await prewarmer.prewarm("a-0", client(), ["r.io/app:v1"], []);
+    const prewarming = prewarmer.prewarm("a-0", client(), ["r.io/app:v1"], []);
+    await clock.advanceAsync(999);
+    assert.equal(agent.pulls.length, 1);
+    await clock.advanceAsync(1);
+    assert.equal(agent.pulls.length, 2);
+    await clock.advanceAsync(1999);
+    assert.equal(agent.pulls.length, 2);
+    await clock.advanceAsync(1);
+    const result = await prewarming;
     assert.equal(agent.pulls.length, 3);
     assert.deepEqual(result.pulled, ["r.io/app:v1"]);
 
@@ -59,9 +67,12 @@ describe("ImagePrewarmer", () => {
       "r.io/app:v2",
       [1, 2, 3].map(() => new UnavailableError("registry down")),
     );
-    const failed = await prewarmer.prewarm("a-0", client(), ["r.io/app:v2"], []);
+    const failing = prewarmer.prewarm("a-0", client(), ["r.io/app:v2"], []);
+    await clock.advanceAsync(3000);
+    const failed = await failing;
     assert.equal(agent.pulls.length, 3);
     assert.equal(failed.failed[0]?.error.code, "unavailable");
+    assert.equal(clock.pendingTimers, 0, "no pause after the last attempt");
   });
 
   it("does not retry an unknown image or refused credentials, and goes on with the next image", async () => {
@@ -102,10 +113,10 @@ describe("ImagePrewarmer", () => {
     agent.failures.set("r.io/app:v1", [new UnavailableError("down")]);
     assert.equal(prewarmer.pullInBackground("a-0", client(), "r.io/app:v1"), true);
     await waitUntil(() => prewarmer.backgroundPull("a-0") === undefined);
-    now += 59_000;
+    clock.advance(59_000);
     assert.equal(prewarmer.pullInBackground("a-0", client(), "r.io/app:v1"), false);
     assert.equal(prewarmer.pullInBackground("a-1", client(), "r.io/app:v1"), true);
-    now += 1_000;
+    clock.advance(1_000);
     assert.equal(prewarmer.pullInBackground("a-0", client(), "r.io/app:v1"), true);
     await waitUntil(() => prewarmer.backgroundPull("a-0") === undefined);
     // It succeeded: the agent's image list shows it once a heartbeat reports it; no second pull meanwhile.

@@ -13,6 +13,7 @@
 import type { Logger } from "pino";
 import { FsbError, normalizeImageName, type ErrorCode } from "@fast-sandbox/api";
 import type { AgentClient } from "../agent-client/agent-client.js";
+import { sleep, systemClock, type Clock } from "../controller/clock.js";
 
 export interface ImagePrewarmerOptions {
   logger: Logger;
@@ -22,7 +23,8 @@ export interface ImagePrewarmerOptions {
   retryDelayMs?: number;
   /** How long after a background pull of an image on an agent it is not tried there again. @default 60_000 */
   backgroundRetryMs?: number;
-  clock?: () => Date;
+  /** Times the retries and the background pulls. @default systemClock */
+  clock?: Clock;
 }
 
 export interface PrewarmResult {
@@ -39,7 +41,7 @@ export class ImagePrewarmer {
   private readonly attempts: number;
   private readonly retryDelayMs: number;
   private readonly backgroundRetryMs: number;
-  private readonly clock: () => Date;
+  private readonly clock: Clock;
   /** Agents with a background pull in flight → the image. */
   private readonly background = new Map<string, string>();
   /** `agent image` → when its last background pull ended (ms). */
@@ -50,7 +52,7 @@ export class ImagePrewarmer {
     this.attempts = Math.max(1, options.attempts ?? 3);
     this.retryDelayMs = options.retryDelayMs ?? 1000;
     this.backgroundRetryMs = options.backgroundRetryMs ?? 60_000;
-    this.clock = options.clock ?? (() => new Date());
+    this.clock = options.clock ?? systemClock;
   }
 
   /** Pulls the images the agent lacks (`present`: what its status reports), one after the other. Never throws. */
@@ -82,7 +84,7 @@ export class ImagePrewarmer {
     const name = normalizeImageName(image);
     if (this.background.has(agent)) return false;
     const key = `${agent} ${name}`;
-    const now = this.clock().getTime();
+    const now = this.clock.now().getTime();
     // Entries older than the retry delay decide nothing any more: drop them (agents come and go).
     for (const [old, at] of this.attemptedAt) if (now - at >= this.backgroundRetryMs) this.attemptedAt.delete(old);
     const attempted = this.attemptedAt.get(key);
@@ -97,7 +99,7 @@ export class ImagePrewarmer {
     })()
       .catch((error: unknown) => this.logger.warn({ agent, image: name, err: error }, "could not pre-pull an image; trying again later"))
       .finally(() => {
-        this.attemptedAt.set(key, this.clock().getTime());
+        this.attemptedAt.set(key, this.clock.now().getTime());
         this.background.delete(agent);
       });
     return true;
@@ -119,7 +121,7 @@ export class ImagePrewarmer {
         const error = FsbError.from(thrown);
         if (PERMANENT.has(error.code) || attempt >= this.attempts) return error;
         this.logger.warn({ agent, image, err: error, attempt }, "prewarm pull failed; retrying");
-        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        await sleep(this.clock, delayMs);
         delayMs *= 2;
       }
     }

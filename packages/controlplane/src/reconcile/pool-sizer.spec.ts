@@ -19,6 +19,46 @@ describe("desiredAgents", () => {
     assert.equal(desiredAgents(p, 4, 1), 2);
     assert.equal(desiredAgents(p, 100, 100), 3);
   });
+
+  it("keeps poolMin agents when nothing is allocated and no buffer is asked for", () => {
+    assert.equal(desiredAgents(pool({ poolMin: 2, poolMax: 5 }, 4), 0), 2);
+    assert.equal(desiredAgents(pool({ poolMin: 0, poolMax: 5 }, 4), 0), 0);
+  });
+
+  it("adds agents as allocations fill their slots, rounding up", () => {
+    const p = pool({ poolMin: 1, poolMax: 10 }, 4);
+    assert.equal(desiredAgents(p, 4), 1);
+    assert.equal(desiredAgents(p, 5), 2);
+    assert.equal(desiredAgents(p, 8), 2);
+    assert.equal(desiredAgents(p, 9), 3);
+  });
+
+  it("counts bufferMin free slots on top of the allocated ones", () => {
+    const p = pool({ poolMin: 0, poolMax: 10, bufferMin: 3 }, 4);
+    assert.equal(desiredAgents(p, 0), 1);
+    assert.equal(desiredAgents(p, 1), 1);
+    assert.equal(desiredAgents(p, 2), 2);
+    assert.equal(desiredAgents(p, 6), 3);
+  });
+
+  it("never exceeds poolMax, however full the pool is", () => {
+    const p = pool({ poolMin: 1, poolMax: 3, bufferMin: 2 }, 2);
+    assert.equal(desiredAgents(p, 4), 3);
+    assert.equal(desiredAgents(p, 100), 3);
+  });
+
+  it("never goes below poolMin, even when the buffer alone needs fewer", () => {
+    assert.equal(desiredAgents(pool({ poolMin: 3, poolMax: 5, bufferMin: 1 }, 8), 0), 3);
+  });
+
+  it("is zero for a pool sized to nothing", () => {
+    assert.equal(desiredAgents(pool({ poolMin: 0, poolMax: 0, bufferMin: 5 }, 4), 10), 0);
+  });
+
+  it("with one slot per agent, needs one agent per sandbox plus one per buffered slot", () => {
+    const p = pool({ poolMin: 0, poolMax: 50, bufferMin: 2 }, 1);
+    assert.equal(desiredAgents(p, 7), 9);
+  });
 });
 
 describe("planPoolSize", () => {

@@ -1,6 +1,6 @@
 /**
- * How many agents a pool should run, and which ones may go. Pure and mode-independent: the embedded
- * pool controller (local processes) and the Kubernetes one (Pods) apply the same rules.
+ * How many agents a pool should run, and which ones may go. Pure and mode-independent: the
+ * pool controller (reconcile/pool-controller.ts) applies them in both modes, to local processes and to Pods.
  *
  * - desired = ceil((allocated + waiting + bufferMin) / maxSandboxesPerPod), clamped to [poolMin, poolMax];
  *   `waiting` counts creates that wait for capacity, so a pool at zero wakes on its first create.

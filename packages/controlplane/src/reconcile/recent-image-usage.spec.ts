@@ -1,20 +1,21 @@
 import assert from "node:assert/strict";
 import { beforeEach, describe, it } from "node:test";
+import { FakeClock } from "../controller/clock.js";
 import { RecentImageUsage } from "./recent-image-usage.js";
 
 const MINUTE = 60_000;
 
 describe("RecentImageUsage", () => {
-  let now: number;
+  let clock: FakeClock;
   let usage: RecentImageUsage;
-  const at = (offsetMs: number) => new Date(now + offsetMs);
+  const at = (offsetMs: number) => new Date(clock.now().getTime() + offsetMs);
   const create = (image: string, times = 1, pool = "default") => {
     for (let i = 0; i < times; i++) usage.record("default", pool, image);
   };
 
   beforeEach(() => {
-    now = Date.parse("2026-11-30T10:00:00Z");
-    usage = new RecentImageUsage({ clock: () => new Date(now) });
+    clock = new FakeClock(new Date("2026-11-30T10:00:00Z"));
+    usage = new RecentImageUsage({ clock });
   });
 
   it("needs an image to be created at least twice to be hot", () => {
@@ -41,17 +42,17 @@ describe("RecentImageUsage", () => {
 
   it("breaks ties in favour of the image used most recently", () => {
     create("old", 2);
-    now += MINUTE;
+    clock.advance(MINUTE);
     create("new", 2);
     assert.deepEqual(usage.hotImages("default", "default"), ["docker.io/library/new:latest", "docker.io/library/old:latest"]);
   });
 
   it("forgets creates older than ten minutes", () => {
     create("a", 2);
-    now += 9 * MINUTE;
+    clock.advance(9 * MINUTE);
     create("b");
     assert.deepEqual(usage.hotImages("default", "default"), ["docker.io/library/a:latest"]);
-    now += MINUTE + 1;
+    clock.advance(MINUTE + 1);
     // a's creates left the window; b has a single one in it.
     assert.deepEqual(usage.hotImages("default", "default"), []);
     create("b");
@@ -65,7 +66,7 @@ describe("RecentImageUsage", () => {
     usage.record("default", "default", "b", at(-3 * MINUTE));
     usage.record("default", "default", "b", at(-5 * MINUTE));
     assert.deepEqual(usage.hotImages("default", "default"), ["docker.io/library/b:latest"]);
-    now += 5 * MINUTE + 1;
+    clock.advance(5 * MINUTE + 1);
     // The earlier create (recorded second, out of order) left the window first.
     assert.deepEqual(usage.hotImages("default", "default"), []);
   });
@@ -83,11 +84,11 @@ describe("RecentImageUsage", () => {
   });
 
   it("honours its options", () => {
-    usage = new RecentImageUsage({ clock: () => new Date(now), windowMs: MINUTE, maxHotImages: 1, minUses: 3 });
+    usage = new RecentImageUsage({ clock, windowMs: MINUTE, maxHotImages: 1, minUses: 3 });
     create("a", 3);
     create("b", 4);
     assert.deepEqual(usage.hotImages("default", "default"), ["docker.io/library/b:latest"]);
-    now += MINUTE;
+    clock.advance(MINUTE);
     assert.deepEqual(usage.hotImages("default", "default"), []);
   });
 });

@@ -7,6 +7,7 @@
  * Images are compared by their normalized reference (`busybox` = `docker.io/library/busybox:latest`).
  */
 import { normalizeImageName } from "@fast-sandbox/api";
+import { systemClock, type Clock } from "../controller/clock.js";
 
 export interface RecentImageUsageOptions {
   /** How far back creates count. @default 600_000 (10 minutes) */
@@ -15,7 +16,8 @@ export interface RecentImageUsageOptions {
   maxHotImages?: number;
   /** Fewest creates in the window for an image to be hot. @default 2 */
   minUses?: number;
-  clock?: () => Date;
+  /** @default systemClock */
+  clock?: Clock;
 }
 
 /** Creates remembered per image: enough to rank, bounded however busy the pool is. */
@@ -25,7 +27,7 @@ export class RecentImageUsage {
   private readonly windowMs: number;
   private readonly maxHotImages: number;
   private readonly minUses: number;
-  private readonly clock: () => Date;
+  private readonly clock: Clock;
   /** pool key → image → create times (ms, ascending). */
   private readonly uses = new Map<string, Map<string, number[]>>();
 
@@ -33,13 +35,13 @@ export class RecentImageUsage {
     this.windowMs = options.windowMs ?? 600_000;
     this.maxHotImages = options.maxHotImages ?? 3;
     this.minUses = options.minUses ?? 2;
-    this.clock = options.clock ?? (() => new Date());
+    this.clock = options.clock ?? systemClock;
   }
 
   /** Records a create of `image` in the pool at `at` (default now); creates older than the window are ignored. */
-  record(namespace: string, pool: string, image: string, at: Date = this.clock()): void {
+  record(namespace: string, pool: string, image: string, at: Date = this.clock.now()): void {
     const time = at.getTime();
-    if (Number.isNaN(time) || time <= this.clock().getTime() - this.windowMs) return;
+    if (Number.isNaN(time) || time <= this.clock.now().getTime() - this.windowMs) return;
     const key = poolKey(namespace, pool);
     let images = this.uses.get(key);
     if (!images) this.uses.set(key, (images = new Map<string, number[]>()));
@@ -71,7 +73,7 @@ export class RecentImageUsage {
   }
 
   private prune(images: Map<string, number[]>): void {
-    const oldest = this.clock().getTime() - this.windowMs;
+    const oldest = this.clock.now().getTime() - this.windowMs;
     for (const [name, times] of images) {
       let drop = 0;
       while (drop < times.length && (times[drop] ?? 0) <= oldest) drop++;

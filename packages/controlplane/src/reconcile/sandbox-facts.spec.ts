@@ -1,20 +1,23 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { create } from "@bufbuild/protobuf";
-import { API_VERSION, pb, type Sandbox } from "@fast-sandbox/api";
+import { API_VERSION, type Sandbox } from "@fast-sandbox/api";
+import type { AgentSandbox, AgentStatus } from "../agent-client/agent-client.js";
+import { FakeClock } from "../controller/clock.js";
 import { openSqliteResourceStore, type SqliteResourceStore } from "../store/sqlite-resource-store.js";
 import { CONDITION_COMMAND_EXITED, CONDITION_OOM_KILLED, newSandboxFacts, recordSandboxFacts } from "./sandbox-facts.js";
 
 const AGENT = "default-0";
 const EARLIER = new Date("2026-01-01T00:00:00Z");
 const NOW = new Date("2026-01-01T00:01:00Z");
+/** A clock that reads `date`. */
+const at = (date: Date) => new FakeClock(date);
 
-function reported(fields: Partial<Omit<pb.AgentSandbox, "$typeName">> & { sandboxId: string }): pb.AgentSandbox {
-  return create(pb.AgentSandboxSchema, { state: "running", ...fields });
+function reported(fields: Partial<AgentSandbox> & { sandboxId: string }): AgentSandbox {
+  return { namespace: "", name: "", image: "", state: "running", oomKilled: false, ...fields };
 }
 
-function status(...sandboxes: pb.AgentSandbox[]): pb.AgentStatus {
-  return create(pb.AgentStatusSchema, { name: AGENT, sandboxes });
+function status(...sandboxes: AgentSandbox[]): AgentStatus {
+  return { name: AGENT, namespace: "default", pool: "default", nodeName: "", images: [], sandboxes, pid: 0 };
 }
 
 let store: SqliteResourceStore;
@@ -101,21 +104,21 @@ describe("newSandboxFacts", () => {
 describe("recordSandboxFacts", () => {
   it("records an OOM kill once, keeping the other conditions", async () => {
     await stored("hog", "sb-hog");
-    await recordSandboxFacts(store, AGENT, status(reported({ sandboxId: "sb-hog", oomKilled: true })), NOW);
+    await recordSandboxFacts(store, AGENT, status(reported({ sandboxId: "sb-hog", oomKilled: true })), at(NOW));
     assert.deepEqual(await conditionsOf("hog"), [
       ["Ready", "True", "Started", EARLIER.toISOString()],
       ["OOMKilled", "True", "OOMKilled", NOW.toISOString()],
     ]);
     const version = (await store.get("Sandbox", { namespace: "default", name: "hog" }))?.metadata.resourceVersion;
     // Every later heartbeat reports it again: nothing is written.
-    await recordSandboxFacts(store, AGENT, status(reported({ sandboxId: "sb-hog", oomKilled: true })), new Date("2026-01-01T00:05:00Z"));
+    await recordSandboxFacts(store, AGENT, status(reported({ sandboxId: "sb-hog", oomKilled: true })), at(new Date("2026-01-01T00:05:00Z")));
     assert.equal((await store.get("Sandbox", { namespace: "default", name: "hog" }))?.metadata.resourceVersion, version);
   });
 
   it("records an OOM kill and the exit it caused in one write", async () => {
     await stored("hog", "sb-hog");
     const before = Number((await store.get("Sandbox", { namespace: "default", name: "hog" }))?.metadata.resourceVersion);
-    await recordSandboxFacts(store, AGENT, status(reported({ sandboxId: "sb-hog", oomKilled: true, exitCode: 137 })), NOW);
+    await recordSandboxFacts(store, AGENT, status(reported({ sandboxId: "sb-hog", oomKilled: true, exitCode: 137 })), at(NOW));
     const after = await store.get("Sandbox", { namespace: "default", name: "hog" });
     assert.deepEqual(
       after?.status?.conditions?.map((c) => c.type),
@@ -128,8 +131,8 @@ describe("recordSandboxFacts", () => {
 
   it("records an exit that comes after an OOM kill already recorded", async () => {
     await stored("hog", "sb-hog");
-    await recordSandboxFacts(store, AGENT, status(reported({ sandboxId: "sb-hog", oomKilled: true })), EARLIER);
-    await recordSandboxFacts(store, AGENT, status(reported({ sandboxId: "sb-hog", oomKilled: true, exitCode: 137 })), NOW);
+    await recordSandboxFacts(store, AGENT, status(reported({ sandboxId: "sb-hog", oomKilled: true })), at(EARLIER));
+    await recordSandboxFacts(store, AGENT, status(reported({ sandboxId: "sb-hog", oomKilled: true, exitCode: 137 })), at(NOW));
     assert.deepEqual(await conditionsOf("hog"), [
       ["Ready", "True", "Started", EARLIER.toISOString()],
       ["OOMKilled", "True", "OOMKilled", EARLIER.toISOString()],
@@ -147,7 +150,7 @@ describe("recordSandboxFacts", () => {
       store,
       AGENT,
       status(reported({ sandboxId: "sb-1", oomKilled: true }), reported({ sandboxId: "sb-2", oomKilled: true }), reported({ sandboxId: "sb-9", exitCode: 1 })),
-      NOW,
+      at(NOW),
     );
     for (const name of ["elsewhere", "leaving", "quiet"])
       assert.deepEqual(

@@ -4,7 +4,9 @@
  * kernel's OOM killer killed a process of the sandbox (`OOMKilled`). Each is written once; a
  * heartbeat that brings nothing new writes nothing.
  */
-import type { Condition, Sandbox, pb } from "@fast-sandbox/api";
+import type { Condition, Sandbox } from "@fast-sandbox/api";
+import type { AgentSandbox, AgentStatus } from "../agent-client/agent-client.js";
+import { systemClock, type Clock } from "../controller/clock.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { setCondition, writeStatus } from "../fastpath/sandbox-status.js";
 
@@ -12,7 +14,7 @@ export const CONDITION_COMMAND_EXITED = "CommandExited";
 export const CONDITION_OOM_KILLED = "OOMKilled";
 
 /** The conditions a sandbox lacks for what its agent reports about it (empty when it has them all). */
-export function newSandboxFacts(sandbox: Sandbox, reported: pb.AgentSandbox): Condition[] {
+export function newSandboxFacts(sandbox: Sandbox, reported: AgentSandbox): Condition[] {
   const has = (type: string) => sandbox.status?.conditions?.some((condition) => condition.type === type) ?? false;
   const facts: Condition[] = [];
   if (reported.oomKilled && !has(CONDITION_OOM_KILLED)) {
@@ -34,11 +36,12 @@ export function newSandboxFacts(sandbox: Sandbox, reported: pb.AgentSandbox): Co
   return facts;
 }
 
-/** Records, once each, the facts `agentName` reports about the sandboxes assigned to it. */
-export async function recordSandboxFacts(store: ResourceStore, agentName: string, status: pb.AgentStatus, now = new Date()): Promise<void> {
+/** Records, once each, the facts `agentName` reports about the sandboxes assigned to it; `clock` dates them (@default systemClock). */
+export async function recordSandboxFacts(store: ResourceStore, agentName: string, status: AgentStatus, clock: Clock = systemClock): Promise<void> {
   const reported = new Map(status.sandboxes.filter((s) => s.exitCode !== undefined || s.oomKilled).map((s) => [s.sandboxId, s]));
   if (reported.size === 0) return;
   const { items } = await store.list("Sandbox");
+  const now = clock.now();
   for (const sandbox of items) {
     const facts = reported.get(sandbox.status?.sandboxID ?? "");
     if (!facts || sandbox.status?.assignedPod !== agentName || sandbox.metadata.deletionTimestamp) continue;

@@ -1,58 +1,16 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { API_VERSION, FailedPreconditionError, type Sandbox, type SandboxSpec, type SandboxStatus, type pb } from "@fast-sandbox/api";
+import { API_VERSION, FailedPreconditionError, type Sandbox, type SandboxStatus } from "@fast-sandbox/api";
 import { pino } from "pino";
-import type { AgentClient } from "../agent-client/agent-client.js";
-import { CLEANUP_FINALIZER, FAST_PATH_ANNOTATION, SandboxManager } from "../fastpath/sandbox-manager.js";
-import { AgentRegistry } from "../registry/agent-registry.js";
-import { openSqliteResourceStore, type SqliteResourceStore } from "../store/sqlite-resource-store.js";
+import { CLEANUP_FINALIZER, FAST_PATH_ANNOTATION, type SandboxManager } from "../fastpath/sandbox-manager.js";
+import { FakeAgentClient, SandboxManagerFixture, poolOf, sandboxSpec } from "../fastpath/sandbox-manager.fixture.js";
+import type { AgentRegistry } from "../registry/agent-registry.js";
+import type { SqliteResourceStore } from "../store/sqlite-resource-store.js";
 import { FakeClock } from "../controller/clock.js";
 import { SandboxReconciler, type AgentObserver } from "./sandbox-reconciler.js";
 
-type CreateRequest = Parameters<AgentClient["createSandbox"]>[0];
 type ObservedStatus = NonNullable<ReturnType<AgentObserver["observedStatus"]>>;
 type ReportedSandbox = ObservedStatus["status"]["sandboxes"][number];
-
-/** An AgentClient that records creates and deletes; a create fails with `createError` while it is set. */
-class FakeAgentClient implements AgentClient {
-  readonly calls: string[] = [];
-  createError: Error | undefined;
-
-  async status(): Promise<pb.AgentStatus> {
-    throw new Error("not used");
-  }
-
-  async createSandbox(request: CreateRequest): Promise<pb.AgentSandbox> {
-    this.calls.push(`create ${request.sandboxId}`);
-    if (this.createError) throw this.createError;
-    return {
-      $typeName: "fastsandbox.v1alpha1.AgentSandbox",
-      sandboxId: request.sandboxId,
-      namespace: request.namespace,
-      name: request.name,
-      image: request.image,
-      state: "running",
-      pid: 100,
-      oomKilled: false,
-    };
-  }
-
-  async deleteSandbox(sandboxId: string, gracePeriodMs: number): Promise<void> {
-    this.calls.push(`delete ${sandboxId} ${gracePeriodMs}`);
-  }
-
-  async listSandboxes(): Promise<pb.AgentSandbox[]> {
-    return [];
-  }
-
-  async *logs(): AsyncIterable<Uint8Array> {}
-
-  async *exec(): AsyncIterable<pb.ExecResponse> {}
-
-  async *pullImage(): AsyncIterable<pb.PullProgress> {}
-
-  close(): void {}
-}
 
 /** What the pool controller would know of its agents, set by hand: connectivity and the last reported status. */
 class FakeAgentObserver implements AgentObserver {
@@ -85,6 +43,7 @@ const T0 = new Date("2026-03-04T05:06:07.000Z");
 const AGENT = "default-0";
 const HEALTHY = "default-1";
 
+let fixture: SandboxManagerFixture;
 let clock: FakeClock;
 let store: SqliteResourceStore;
 let registry: AgentRegistry;
@@ -98,24 +57,14 @@ const now = () => clock.now();
 const advance = (seconds: number) => clock.advance(seconds * 1000);
 /** Every change made so far is reconciled: what a pass over all sandboxes used to do, for the changed ones only. */
 const settle = () => reconciler.whenIdle();
-const stored = (name: string) => store.get("Sandbox", { namespace: "default", name });
-const allocated = () => registry.poolUsage("default", "default").allocated;
+const stored = (name: string) => fixture.stored(name);
+const allocated = () => fixture.allocated();
 const condition = (sandbox: Sandbox | undefined, type: string) => sandbox?.status?.conditions?.find((c) => c.type === type);
-const client = (name: string) => clients.get(name) ?? assert.fail(`no client for ${name}`);
+const client = (name: string) => fixture.client(name);
 
 /** A ready agent of the default pool with a connected client that answers. */
 function addAgent(name: string): FakeAgentClient {
-  registry.upsertAgent({
-    name,
-    namespace: "default",
-    pool: "default",
-    endpoint: `127.0.0.1:${7000 + clients.size}`,
-    capacity: 2,
-    hostIP: "127.0.0.1",
-    images: [],
-  });
-  const agent = new FakeAgentClient();
-  clients.set(name, agent);
+  const agent = fixture.addAgent(name);
   observer.set(name, { connected: true, since: now() });
   return agent;
 }
@@ -137,44 +86,23 @@ function report(name: string, sandboxes: ReportedSandbox[]): void {
   observer.observed.set(name, { status: { sandboxes }, at: now() });
 }
 
-function spec(overrides: Partial<SandboxSpec> = {}): SandboxSpec {
-  return { image: "python:3.12", poolRef: "default", consistencyMode: "strong", ...overrides };
-}
+const spec = sandboxSpec;
 
 /** Writes a record straight to the store, as a create cut short by a crash (or `fsb apply`) leaves it. */
-async function storeRecord(name: string, status?: SandboxStatus): Promise<Sandbox> {
-  const created = await store.create("Sandbox", {
-    apiVersion: API_VERSION,
-    kind: "Sandbox",
-    metadata: { name, namespace: "default", finalizers: [CLEANUP_FINALIZER] },
-    spec: spec(),
-  });
-  return status ? store.updateStatus("Sandbox", { ...created, status }) : created;
-}
+const storeRecord = (name: string, status?: SandboxStatus) => fixture.storeRecord(name, status);
 
 beforeEach(async () => {
-  clock = new FakeClock(T0);
-  store = openSqliteResourceStore({ path: ":memory:" });
-  registry = new AgentRegistry();
-  clients = new Map();
+  fixture = new SandboxManagerFixture({ start: T0, pool: poolOf("default") });
+  ({ clock, store, registry, clients, manager } = fixture);
   observer = new FakeAgentObserver();
-  const logger = pino({ level: "silent" });
-  manager = new SandboxManager({ store, registry, agents: { get: (name) => clients.get(name) }, logger, clock: now });
-  manager.setPool({
-    apiVersion: API_VERSION,
-    kind: "SandboxPool",
-    metadata: { name: "default", namespace: "default" },
-    spec: { capacity: { poolMin: 1, poolMax: 2 }, maxSandboxesPerPod: 2 },
-  });
   addAgent(AGENT);
-  reconciler = new SandboxReconciler({ store, manager, registry, agents: observer, logger, clock });
+  reconciler = new SandboxReconciler({ store, manager, registry, agents: observer, logger: pino({ level: "silent" }), clock });
   await reconciler.start();
 });
 
 afterEach(async () => {
   await reconciler.stop();
-  await manager.drain();
-  await store.close();
+  await fixture.close();
 });
 
 describe("SandboxReconciler", () => {

@@ -19,6 +19,7 @@
  */
 import type { Logger } from "pino";
 import { FsbError, NoCapacityError, NotFoundError, type Condition, type Sandbox, type SandboxStatus } from "@fast-sandbox/api";
+import type { AgentSandbox } from "../agent-client/agent-client.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { FAST_PATH_ANNOTATION, type SandboxManager } from "../fastpath/sandbox-manager.js";
@@ -44,7 +45,7 @@ export interface AgentObserver {
   /** Whether the agent answers and since when; undefined when the agent does not exist (any more). */
   agentConnectivity(name: string): { connected: boolean; since: Date } | undefined;
   /** The agent's last status and when it arrived. */
-  observedStatus(name: string): { status: { sandboxes: readonly { sandboxId: string; state: string; exitCode?: number | undefined }[] }; at: Date } | undefined;
+  observedStatus(name: string): { status: { sandboxes: readonly Pick<AgentSandbox, "sandboxId" | "state" | "exitCode">[] }; at: Date } | undefined;
   /** Calls `listener` with an agent's name when its connectivity changes (it answers, is lost, is removed); returns the unsubscribe function. */
   onAgentChanged(listener: (agentName: string) => void): () => void;
 }

@@ -49,19 +49,21 @@ import type {
 import {
   VALIDATORS,
   WatchEnd,
+  alreadyExistsError,
   byNamespaceAndName,
   callListener,
   checkKey,
   checkKind,
+  checkUid,
   conflictMessage,
   consoleLogger,
   describe,
   dropEmptyFinalizers,
   keyOfObject,
   normalize,
+  notFoundError,
   preconditionVersion,
   requireShape,
-  uidConflictMessage,
   type StoreLogger,
 } from "./store-rules.js";
 
@@ -350,8 +352,8 @@ export class KubernetesResourceStore implements ResourceStore {
   ): Promise<AnyResource> {
     for (let attempt = 1; ; attempt++) {
       const current = await this.get(kind, key);
-      if (current === undefined) throw new NotFoundError(`${describe(kind, key)} not found`);
-      if (expectedUid && expectedUid !== current.metadata.uid) throw new ConflictError(uidConflictMessage(kind, key, current.metadata.uid, expectedUid));
+      if (current === undefined) throw notFoundError(kind, key);
+      checkUid(kind, key, current.metadata.uid, expectedUid);
       try {
         return await write(current.metadata.resourceVersion ?? "", current.metadata.uid);
       } catch (error) {
@@ -435,11 +437,9 @@ function statusError(status: KubernetesStatus, context: KubernetesErrorContext, 
     case 403:
       return new PermissionDeniedError(serverMessage, options);
     case 404:
-      return new NotFoundError(kind !== undefined && key !== undefined ? `${describe(kind, key)} not found` : serverMessage, options);
+      return kind !== undefined && key !== undefined ? notFoundError(kind, key, options) : new NotFoundError(serverMessage, options);
     case 409:
-      if (status.reason === "AlreadyExists" && kind !== undefined && key !== undefined) {
-        return new AlreadyExistsError(`${describe(kind, key)} already exists; choose another name or delete it first`);
-      }
+      if (status.reason === "AlreadyExists" && kind !== undefined && key !== undefined) return alreadyExistsError(kind, key);
       if (status.reason === "AlreadyExists") return new AlreadyExistsError(serverMessage);
       if (kind !== undefined && key !== undefined) {
         const sent = context.sentVersion;

@@ -135,6 +135,26 @@ export function describeResourceStoreContract(backend: ContractBackend): void {
         assert.equal(created.metadata.generation, 1);
       });
 
+      void test("returned objects are copies: changing them, or what was sent, changes nothing stored", async () => {
+        const input = sandbox(ns, "a", { labels: { app: "web" } });
+        const created = await store.create("Sandbox", input);
+        input.spec.image = "changed-input";
+        created.spec.image = "changed-result";
+        created.metadata.labels = { app: "changed" };
+        const read = await store.get("Sandbox", key("a"));
+        assert.ok(read);
+        assert.equal(read.spec.image, "python:3.12");
+        assert.deepEqual(read.metadata.labels, { app: "web" });
+        read.spec.image = "changed-read";
+        const running = await store.updateStatus("Sandbox", { ...created, status: { phase: "Running" } });
+        running.spec.image = "changed-status-result";
+        const [listed] = (await store.list("Sandbox", { namespace: ns })).items;
+        assert.ok(listed);
+        assert.equal(listed.spec.image, "python:3.12");
+        listed.spec.image = "changed-list";
+        assert.equal((await store.get("Sandbox", key("a")))?.spec.image, "python:3.12");
+      });
+
       void test("get of a missing object is undefined", async () => {
         assert.equal(await store.get("Sandbox", key("missing")), undefined);
         assert.equal(await store.get("SandboxPool", key("missing")), undefined);
@@ -306,6 +326,19 @@ export function describeResourceStoreContract(backend: ContractBackend): void {
         assert.deepEqual((await store.updateStatus("SandboxPool", { ...createdPool, status: poolStatus })).status, poolStatus);
       });
 
+      void test("update ignores the identity fields sent: generation and creationTimestamp stay the store's", async () => {
+        const created = await store.create("Sandbox", sandbox(ns, "a"));
+        const updated = await store.update("Sandbox", {
+          ...created,
+          metadata: { ...created.metadata, generation: 42, creationTimestamp: "2001-02-03T04:05:06Z" },
+          spec: { ...created.spec, resetRevision: "v2" },
+        });
+        assert.equal(updated.metadata.generation, 2);
+        assert.equal(updated.metadata.creationTimestamp, created.metadata.creationTimestamp);
+        assert.equal(updated.metadata.uid, created.metadata.uid);
+        assert.deepEqual(await store.get("Sandbox", key("a")), updated);
+      });
+
       void test("a write that changes nothing keeps the resourceVersion and emits no event", async () => {
         const created = await store.create("Sandbox", sandbox(ns, "a", { labels: { x: "1" } }));
         const running = await store.updateStatus("Sandbox", { ...created, status: { phase: "Running" } });
@@ -349,6 +382,34 @@ export function describeResourceStoreContract(backend: ContractBackend): void {
         assert.equal(last.metadata.name, "a");
         assert.equal(last.status?.phase, "Terminating", "the returned object is the final state");
         assert.equal(await store.get("Sandbox", key("a")), undefined);
+      });
+
+      void test("an empty finalizer list is no finalizer: none is stored, sending one changes nothing, delete removes at once", async () => {
+        const created = await store.create("Sandbox", sandbox(ns, "a", { finalizers: [] }));
+        assert.equal(created.metadata.finalizers, undefined);
+        const same = await store.update("Sandbox", { ...created, metadata: { ...created.metadata, finalizers: [] } });
+        assert.equal(same.metadata.resourceVersion, created.metadata.resourceVersion);
+        assert.equal(await store.delete("Sandbox", key("a")), undefined);
+        assert.equal(await store.get("Sandbox", key("a")), undefined);
+      });
+
+      void test("removing the finalizers of an object not being deleted keeps it, generation unchanged", async () => {
+        const created = await store.create("Sandbox", sandbox(ns, "a", { finalizers: ["fast.io/f"] }));
+        const cleared = await store.update("Sandbox", { ...created, metadata: { ...created.metadata, finalizers: [] } });
+        assert.equal(cleared.metadata.finalizers, undefined);
+        assert.equal(cleared.metadata.generation, 1);
+        assert.equal(cleared.metadata.deletionTimestamp, undefined);
+        assert.deepEqual(await store.get("Sandbox", key("a")), cleared);
+      });
+
+      void test("deleting an object already being deleted emits no event", async () => {
+        await store.create("Sandbox", sandbox(ns, "a", { finalizers: ["fast.io/f"] }));
+        const marked = await store.delete("Sandbox", key("a"));
+        assert.ok(marked);
+        const watch = record({ namespace: ns, resourceVersion: marked.metadata.resourceVersion ?? "" });
+        assert.deepEqual(await store.delete("Sandbox", key("a")), marked);
+        await store.create("Sandbox", sandbox(ns, "marker"));
+        assert.deepEqual(await watch.settled(1), ["ADDED marker"]);
       });
 
       void test("an object being deleted accepts no new finalizers but other metadata changes", async () => {
@@ -444,6 +505,24 @@ export function describeResourceStoreContract(backend: ContractBackend): void {
         while (pools.length < 1 && Date.now() < deadline) await sleep(5);
         await sleep(quietMs);
         assert.deepEqual(pools, ["ADDED p"]);
+      });
+
+      void test("each listener gets its own copy of an event's object", async () => {
+        const start = await store.list("Sandbox", { namespace: ns });
+        const images: string[] = [];
+        for (let i = 0; i < 2; i++) {
+          watches.push(
+            store.watch("Sandbox", { namespace: ns, resourceVersion: start.resourceVersion }, (event) => {
+              images.push(event.object.spec.image);
+              event.object.spec.image = `changed-by-listener-${i}`;
+            }),
+          );
+        }
+        await store.create("Sandbox", sandbox(ns, "a"));
+        const deadline = Date.now() + eventTimeoutMs;
+        while (images.length < 2 && Date.now() < deadline) await sleep(5);
+        assert.deepEqual(images, ["python:3.12", "python:3.12"]);
+        assert.equal((await store.get("Sandbox", key("a")))?.spec.image, "python:3.12");
       });
 
       void test("stop ends delivery at once and resolves done", async () => {

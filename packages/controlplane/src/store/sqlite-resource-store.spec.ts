@@ -15,6 +15,7 @@ import {
   type Sandbox,
   type SandboxPool,
 } from "@fast-sandbox/api";
+import { FakeClock } from "../controller/clock.js";
 import type { WatchEvent } from "./resource-store.js";
 import {
   SQLITE_STORE_SCHEMA_VERSION,
@@ -65,7 +66,7 @@ describe("SqliteResourceStore", () => {
   const opened: SqliteResourceStore[] = [];
 
   const open = (options: Partial<SqliteResourceStoreOptions> = {}): SqliteResourceStore => {
-    const store = openSqliteResourceStore({ path, clock: () => NOW, ...options });
+    const store = openSqliteResourceStore({ path, clock: new FakeClock(NOW), ...options });
     opened.push(store);
     return store;
   };
@@ -409,10 +410,11 @@ describe("SqliteResourceStore", () => {
     });
 
     test("delete with finalizers sets deletionTimestamp once; removing the last finalizer deletes", async () => {
-      let now = NOW;
-      const store = open({ clock: () => now });
+      const clock = new FakeClock(NOW);
+      const store = open({ clock });
+      const setTime = (iso: string) => clock.advance(Date.parse(iso) - clock.now().getTime());
       const created = await store.create("Sandbox", { ...sandbox("a"), metadata: { ...sandbox("a").metadata, finalizers: ["fsb/a", "fsb/b"] } });
-      now = new Date("2026-01-02T04:00:00Z");
+      setTime("2026-01-02T04:00:00Z");
       const marked = await store.delete("Sandbox", key("a"));
       assert.ok(marked);
       assert.equal(marked.metadata.deletionTimestamp, "2026-01-02T04:00:00Z");
@@ -420,7 +422,7 @@ describe("SqliteResourceStore", () => {
       // As on Kubernetes: the start of deletion bumps generation.
       assert.equal(marked.metadata.generation, (created.metadata.generation ?? 0) + 1);
 
-      now = new Date("2026-01-02T05:00:00Z");
+      setTime("2026-01-02T05:00:00Z");
       const again = await store.delete("Sandbox", key("a"));
       assert.deepEqual(again, marked);
 

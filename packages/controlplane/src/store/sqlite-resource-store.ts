@@ -11,19 +11,9 @@
  *   the same contract as the Kubernetes API's 410 Gone.
  * - SQLite errors are translated into the Fast Sandbox error hierarchy here and nowhere else.
  */
-import { randomUUID } from "node:crypto";
 import Database from "better-sqlite3";
-import {
-  AlreadyExistsError,
-  ConflictError,
-  ExpiredError,
-  FailedPreconditionError,
-  FsbError,
-  NotFoundError,
-  UnavailableError,
-  ValidationError,
-  type ObjectMeta,
-} from "@fast-sandbox/api";
+import { systemClock, type Clock } from "../controller/clock.js";
+import { FailedPreconditionError, FsbError, UnavailableError, ValidationError, type ObjectMeta } from "@fast-sandbox/api";
 import type {
   AnyResource,
   ListOptions,
@@ -34,32 +24,25 @@ import type {
   ResourceStore,
   Watch,
   WatchEvent,
-  WatchEventType,
   WatchOptions,
   WriteOptions,
 } from "./resource-store.js";
 import {
-  VALIDATORS,
-  WatchEnd,
-  callListener,
+  alreadyExistsError,
   checkKey,
   checkKind,
-  checkNoFinalizerAdded,
-  conflictMessage,
+  checkPreconditions,
   consoleLogger,
-  describe,
-  dropEmptyFinalizers,
-  eventTypeForSelector,
   jsonEqual,
   keyOfObject,
   matchesLabels,
-  normalize,
+  notFoundError,
   preconditionVersion,
   requireShape,
-  timestamp,
-  uidConflictMessage,
   type StoreLogger,
 } from "./store-rules.js";
+import { WatchHub, storedEvent, watchHistoryOption, type StoredEvent } from "./watch-hub.js";
+import { planCreate, planDelete, planStatusUpdate, planUpdate, withResourceVersion, type WritePlan } from "./write-plan.js";
 
 export { jsonEqual, type StoreLogger };
 
@@ -73,9 +56,9 @@ export interface SqliteResourceStoreOptions {
   watchHistory?: number;
   /**
    * Source of creationTimestamp and deletionTimestamp.
-   * @default () => new Date()
+   * @default systemClock
    */
-  clock?: () => Date;
+  clock?: Clock;
   /**
    * How long a statement waits for a lock held by another connection before failing with UnavailableError.
    * @default 5_000
@@ -88,7 +71,6 @@ export interface SqliteResourceStoreOptions {
   logger?: StoreLogger;
 }
 
-const DEFAULT_WATCH_HISTORY = 10_000;
 const DEFAULT_BUSY_TIMEOUT_MS = 5_000;
 
 interface Migration {
@@ -131,10 +113,7 @@ export const SQLITE_STORE_SCHEMA_VERSION = MIGRATIONS.length;
 
 /** Opens (creating and migrating when needed) a SQLite-backed ResourceStore. */
 export function openSqliteResourceStore(options: SqliteResourceStoreOptions): SqliteResourceStore {
-  const watchHistory = options.watchHistory ?? DEFAULT_WATCH_HISTORY;
-  if (!Number.isSafeInteger(watchHistory) || watchHistory < 0) {
-    throw new ValidationError("watchHistory", `${String(watchHistory)} is not a whole number of events >= 0`);
-  }
+  const watchHistory = watchHistoryOption(options.watchHistory);
   const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
   if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
     throw new ValidationError("busyTimeoutMs", `${String(busyTimeoutMs)} is not a whole number of milliseconds >= 0`);
@@ -156,7 +135,7 @@ export function openSqliteResourceStore(options: SqliteResourceStoreOptions): Sq
   }
   return new SqliteResourceStore(db, {
     watchHistory,
-    clock: options.clock ?? (() => new Date()),
+    clock: options.clock ?? systemClock,
     logger: options.logger ?? consoleLogger,
   });
 }
@@ -197,42 +176,15 @@ interface ObjectRow {
   status_json: string | null;
 }
 
-/** One committed change, kept in the replay ring. The object is kept serialized: compact, and each delivery parses its own copy. */
-interface StoredEvent {
-  resourceVersion: number;
-  kind: ResourceKind;
-  type: WatchEventType;
-  namespace: string;
-  labels: Record<string, string> | undefined;
-  /** Labels before a MODIFIED event, so filtered watches see objects enter and leave their selector. */
-  previousLabels: Record<string, string> | undefined;
-  json: string;
-}
-
-interface PendingDelivery {
-  type: WatchEventType;
-  json: string;
-}
-
-interface Watcher {
-  kind: ResourceKind;
-  namespace: string | undefined;
-  labelSelector: Record<string, string> | undefined;
-  onEvent: (event: WatchEvent<AnyResource>) => void;
-  end: WatchEnd;
-  queue: PendingDelivery[];
-  /** Index of the next undelivered entry of `queue`. */
-  head: number;
-}
-
-interface WriteOutcome<T> {
-  result: T;
-  events: StoredEvent[];
+/** A write's result, and the event to publish once its transaction has committed. */
+interface WriteOutcome {
+  result: AnyResource;
+  event: StoredEvent | undefined;
 }
 
 interface StoreSettings {
   watchHistory: number;
-  clock: () => Date;
+  clock: Clock;
   logger: StoreLogger;
 }
 
@@ -242,18 +194,8 @@ export class SqliteResourceStore implements ResourceStore {
   readonly #statements: ReturnType<typeof prepareStatements>;
   readonly #runImmediate: (fn: () => unknown) => unknown;
   readonly #runDeferred: (fn: () => unknown) => unknown;
-
-  /** Ring buffer of the last `watchHistory` events, oldest at `#historyStart`. */
-  readonly #history: (StoredEvent | undefined)[];
-  #historyStart = 0;
-  #historyLength = 0;
-  /** Watches from versions below this cannot be replayed: their events were evicted or predate this process. */
-  #replayHorizon: number;
-  /** The resourceVersion of the last committed write. */
-  #latestResourceVersion: number;
-
-  readonly #watchers = new Set<Watcher>();
-  #flushing = false;
+  /** Watches are fed from this process's writes; the replay ring starts empty on open. */
+  readonly #hub: WatchHub;
   #closed = false;
 
   /** Use openSqliteResourceStore. */
@@ -264,9 +206,12 @@ export class SqliteResourceStore implements ResourceStore {
     const transaction = db.transaction((fn: () => unknown) => fn());
     this.#runImmediate = (fn) => transaction.immediate(fn);
     this.#runDeferred = (fn) => transaction.deferred(fn);
-    this.#history = new Array<StoredEvent | undefined>(settings.watchHistory);
-    this.#latestResourceVersion = this.#statements.readCounter.get()?.resource_version ?? 0;
-    this.#replayHorizon = this.#latestResourceVersion;
+    this.#hub = new WatchHub({
+      history: settings.watchHistory,
+      resourceVersion: this.#statements.readCounter.get()?.resource_version ?? 0,
+      delivery: "after-write",
+      logger: settings.logger,
+    });
   }
 
   get<K extends ResourceKind>(kind: K, key: ObjectKey): Promise<ResourceByKind[K] | undefined> {
@@ -274,8 +219,7 @@ export class SqliteResourceStore implements ResourceStore {
       this.#assertOpen();
       checkKind(kind);
       checkKey(key);
-      const row = this.#statements.select.get(kind, key.namespace, key.name);
-      return row === undefined ? undefined : (decodeRow(row) as ResourceByKind[K]);
+      return this.#read(kind, key) as ResourceByKind[K] | undefined;
     });
   }
 
@@ -302,32 +246,11 @@ export class SqliteResourceStore implements ResourceStore {
     return attempt(() => {
       checkKind(kind);
       const given = requireShape(object);
-      return this.#write<AnyResource | undefined>(() => {
+      return this.#write(() => {
         const key = keyOfObject(given);
-        if (this.#statements.select.get(kind, key.namespace, key.name) !== undefined) {
-          throw new AlreadyExistsError(`${describe(kind, key)} already exists; choose another name or delete it first`);
-        }
-        // Like a Kubernetes resource with a status subresource: create ignores status, the store owns identity fields.
-        const { status: _ignored, ...rest } = given;
-        const candidate = normalize<AnyResource>({
-          ...rest,
-          metadata: {
-            ...given.metadata,
-            uid: randomUUID(),
-            resourceVersion: "0",
-            generation: 1,
-            creationTimestamp: this.#timestamp(),
-            deletionTimestamp: undefined,
-          },
-        });
-        dropEmptyFinalizers(candidate.metadata);
-        VALIDATORS[kind](candidate);
-        requireNamespace(candidate);
-        const resourceVersion = this.#nextResourceVersion();
-        this.#statements.insert.run(encodeRow(kind, candidate, resourceVersion));
-        const stored = withResourceVersion(candidate, resourceVersion);
-        return this.#outcome(kind, "ADDED", stored, undefined);
-      }) as ResourceByKind[K];
+        if (this.#read(kind, key) !== undefined) throw alreadyExistsError(kind, key);
+        return this.#persist(kind, planCreate(kind, given, this.#settings.clock));
+      }).result as ResourceByKind[K];
     });
   }
 
@@ -339,46 +262,7 @@ export class SqliteResourceStore implements ResourceStore {
    * object carry its final state.
    */
   update<K extends ResourceKind>(kind: K, object: ResourceByKind[K], options?: WriteOptions): Promise<ResourceByKind[K]> {
-    return attempt(() => {
-      checkKind(kind);
-      const given = requireShape(object);
-      const version = preconditionVersion(kind, given, options);
-      return this.#write<AnyResource | undefined>(() => {
-        const current = this.#readForWrite(kind, given, version);
-        const currentMeta = current.metadata;
-        const candidate = normalize<AnyResource>({
-          ...given,
-          metadata: {
-            ...given.metadata,
-            uid: currentMeta.uid,
-            resourceVersion: currentMeta.resourceVersion,
-            generation: currentMeta.generation,
-            creationTimestamp: currentMeta.creationTimestamp,
-            deletionTimestamp: currentMeta.deletionTimestamp,
-          },
-          status: current.status,
-        });
-        dropEmptyFinalizers(candidate.metadata);
-        VALIDATORS[kind](candidate);
-        const meta = candidate.metadata;
-        checkNoFinalizerAdded(kind, currentMeta, meta);
-        const specChanged = !jsonEqual(candidate.spec, current.spec);
-        const metadataChanged =
-          !jsonEqual(meta.labels, currentMeta.labels) ||
-          !jsonEqual(meta.annotations, currentMeta.annotations) ||
-          !jsonEqual(meta.finalizers, currentMeta.finalizers);
-        if (!specChanged && !metadataChanged) return { result: current, events: [] };
-        if (specChanged) meta.generation = (currentMeta.generation ?? 0) + 1;
-        const resourceVersion = this.#nextResourceVersion();
-        const stored = withResourceVersion(candidate, resourceVersion);
-        if (meta.deletionTimestamp !== undefined && meta.finalizers === undefined) {
-          this.#statements.remove.run(kind, current.metadata.namespace ?? "", meta.name);
-          return this.#outcome(kind, "DELETED", stored, undefined);
-        }
-        this.#statements.update.run(encodeRow(kind, candidate, resourceVersion));
-        return this.#outcome(kind, "MODIFIED", stored, currentMeta.labels);
-      }) as ResourceByKind[K];
-    });
+    return this.#writeExisting(kind, object, options, planUpdate);
   }
 
   /**
@@ -386,27 +270,7 @@ export class SqliteResourceStore implements ResourceStore {
    * `update`. A status equal to the stored one writes nothing and keeps the resourceVersion.
    */
   updateStatus<K extends ResourceKind>(kind: K, object: ResourceByKind[K], options?: WriteOptions): Promise<ResourceByKind[K]> {
-    return attempt(() => {
-      checkKind(kind);
-      const given = requireShape(object);
-      const version = preconditionVersion(kind, given, options);
-      return this.#write<AnyResource | undefined>(() => {
-        const current = this.#readForWrite(kind, given, version);
-        const candidate = normalize<AnyResource>({ ...current, status: given.status });
-        VALIDATORS[kind](candidate);
-        if (jsonEqual(candidate.status, current.status)) return { result: current, events: [] };
-        const resourceVersion = this.#nextResourceVersion();
-        this.#statements.updateStatus.run({
-          kind,
-          namespace: candidate.metadata.namespace ?? "",
-          name: candidate.metadata.name,
-          resource_version: resourceVersion,
-          status_json: candidate.status === undefined ? null : JSON.stringify(candidate.status),
-        });
-        const stored = withResourceVersion(candidate, resourceVersion);
-        return this.#outcome(kind, "MODIFIED", stored, current.metadata.labels);
-      }) as ResourceByKind[K];
-    });
+    return this.#writeExisting(kind, object, options, planStatusUpdate, { statusOnly: true });
   }
 
   /**
@@ -418,26 +282,12 @@ export class SqliteResourceStore implements ResourceStore {
     return attempt(() => {
       checkKind(kind);
       checkKey(key);
-      return this.#write<AnyResource | undefined>(() => {
-        const row = this.#statements.select.get(kind, key.namespace, key.name);
-        if (row === undefined) throw new NotFoundError(`${describe(kind, key)} not found`);
-        const current = decodeRow(row);
-        const meta = current.metadata;
-        if (meta.finalizers !== undefined && meta.finalizers.length > 0) {
-          if (meta.deletionTimestamp !== undefined) return { result: current, events: [] };
-          const candidate = normalize(current);
-          candidate.metadata.deletionTimestamp = this.#timestamp();
-          candidate.metadata.generation = (meta.generation ?? 0) + 1;
-          const resourceVersion = this.#nextResourceVersion();
-          this.#statements.update.run(encodeRow(kind, candidate, resourceVersion));
-          const stored = withResourceVersion(candidate, resourceVersion);
-          return this.#outcome(kind, "MODIFIED", stored, meta.labels);
-        }
-        const resourceVersion = this.#nextResourceVersion();
-        this.#statements.remove.run(kind, key.namespace, key.name);
-        const event = this.#outcome(kind, "DELETED", withResourceVersion(current, resourceVersion), undefined);
-        return { result: undefined, events: event.events };
-      }) as ResourceByKind[K] | undefined;
+      const outcome = this.#write(() => {
+        const current = this.#read(kind, key);
+        if (current === undefined) throw notFoundError(kind, key);
+        return this.#persist(kind, planDelete(current, this.#settings.clock));
+      });
+      return outcome.event?.type === "DELETED" ? undefined : (outcome.result as ResourceByKind[K]);
     });
   }
 
@@ -451,54 +301,13 @@ export class SqliteResourceStore implements ResourceStore {
    */
   watch<K extends ResourceKind>(kind: K, options: WatchOptions, onEvent: (event: WatchEvent<ResourceByKind[K]>) => void): Watch {
     this.#assertOpen();
-    checkKind(kind);
-    const from = parseResourceVersion(options.resourceVersion);
-    const watcher: Watcher = {
-      kind,
-      namespace: options.namespace,
-      labelSelector: options.labelSelector === undefined ? undefined : { ...options.labelSelector },
-      onEvent: onEvent as (event: WatchEvent<AnyResource>) => void,
-      end: new WatchEnd(() => {
-        this.#watchers.delete(watcher);
-        watcher.queue = [];
-        watcher.head = 0;
-      }),
-      queue: [],
-      head: 0,
-    };
-    let expired: ExpiredError | undefined;
-    if (from > this.#latestResourceVersion) {
-      expired = new ExpiredError(
-        `resourceVersion ${from} is newer than the store's ${this.#latestResourceVersion} (was the database replaced?); ` +
-          "list again and watch from the list's resourceVersion",
-      );
-    } else if (from < this.#replayHorizon) {
-      expired = new ExpiredError(
-        `resourceVersion ${from} is too old to replay: the store keeps the events after ${this.#replayHorizon} ` +
-          `(watchHistory ${this.#settings.watchHistory}); list again and watch from the list's resourceVersion`,
-      );
-    }
-    if (expired !== undefined) {
-      const error = expired;
-      queueMicrotask(() => watcher.end.end(error));
-      return watcher.end;
-    }
-    const replay: StoredEvent[] = [];
-    for (let i = this.#historyLength - 1; i >= 0; i--) {
-      const event = this.#historyAt(i);
-      if (event.resourceVersion <= from) break;
-      replay.push(event);
-    }
-    for (const event of replay.reverse()) enqueue(watcher, event);
-    this.#watchers.add(watcher);
-    if (watcher.queue.length > 0) queueMicrotask(() => this.#flush());
-    return watcher.end;
+    return this.#hub.watch(kind, options, onEvent);
   }
 
   close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
-      for (const watcher of [...this.#watchers]) watcher.end.end();
+      this.#hub.close();
       this.#db.close();
     }
     return Promise.resolve();
@@ -508,17 +317,69 @@ export class SqliteResourceStore implements ResourceStore {
     if (this.#closed) throw new UnavailableError("the SQLite resource store is closed");
   }
 
-  #timestamp(): string {
-    return timestamp(this.#settings.clock());
+  #read(kind: ResourceKind, key: ObjectKey): AnyResource | undefined {
+    const row = this.#statements.select.get(kind, key.namespace, key.name);
+    return row === undefined ? undefined : decodeRow(row);
   }
 
-  /** Runs `fn` in one write transaction, then publishes its events — never inside the transaction. */
-  #write<T>(fn: () => WriteOutcome<T>): T {
+  /** update and updateStatus: the object `object` names, its preconditions checked, changed as `plan` says. */
+  #writeExisting<K extends ResourceKind>(
+    kind: K,
+    object: ResourceByKind[K],
+    options: WriteOptions | undefined,
+    plan: (kind: ResourceKind, current: AnyResource, given: AnyResource) => WritePlan,
+    persist: { statusOnly?: boolean } = {},
+  ): Promise<ResourceByKind[K]> {
+    return attempt(() => {
+      checkKind(kind);
+      const given = requireShape(object);
+      const version = preconditionVersion(kind, given, options);
+      return this.#write(() => {
+        const key = keyOfObject(given);
+        const current = this.#read(kind, key);
+        if (current === undefined) throw notFoundError(kind, key);
+        checkPreconditions(kind, key, current, version, given.metadata.uid);
+        return this.#persist(kind, plan(kind, current, given), persist);
+      }).result as ResourceByKind[K];
+    });
+  }
+
+  /** Runs `fn` in one write transaction, then publishes its event — never inside the transaction. */
+  #write(fn: () => WriteOutcome): WriteOutcome {
     this.#assertOpen();
-    const outcome = this.#runImmediate(fn) as WriteOutcome<T>;
-    for (const event of outcome.events) this.#publish(event);
-    this.#flush();
-    return outcome.result;
+    const outcome = this.#runImmediate(fn) as WriteOutcome;
+    if (outcome.event !== undefined) this.#hub.publish(outcome.event);
+    return outcome;
+  }
+
+  /** Stores what `plan` changes under the next resourceVersion (inside the write transaction). */
+  #persist(kind: ResourceKind, plan: WritePlan, options: { statusOnly?: boolean } = {}): WriteOutcome {
+    if (plan.event === undefined) return { result: plan.object, event: undefined };
+    const resourceVersion = this.#nextResourceVersion();
+    const { object } = plan;
+    switch (plan.event) {
+      case "ADDED":
+        this.#statements.insert.run(encodeRow(kind, object, resourceVersion));
+        break;
+      case "DELETED":
+        this.#statements.remove.run(kind, object.metadata.namespace ?? "", object.metadata.name);
+        break;
+      case "MODIFIED":
+        if (options.statusOnly === true) {
+          this.#statements.updateStatus.run({
+            kind,
+            namespace: object.metadata.namespace ?? "",
+            name: object.metadata.name,
+            resource_version: resourceVersion,
+            status_json: object.status === undefined ? null : JSON.stringify(object.status),
+          });
+        } else {
+          this.#statements.update.run(encodeRow(kind, object, resourceVersion));
+        }
+        break;
+    }
+    const event = storedEvent(kind, plan.event, withResourceVersion(object, resourceVersion), plan.previousLabels);
+    return { result: JSON.parse(event.json) as AnyResource, event };
   }
 
   #nextResourceVersion(): number {
@@ -526,99 +387,6 @@ export class SqliteResourceStore implements ResourceStore {
     if (row === undefined) throw new FsbError("internal", "the store_state row is missing from the SQLite database");
     return row.resource_version;
   }
-
-  /** Loads the object `given` names and checks the optimistic-concurrency preconditions. */
-  #readForWrite(kind: ResourceKind, given: AnyResource, version: string | undefined): AnyResource {
-    const key = keyOfObject(given);
-    const row = this.#statements.select.get(kind, key.namespace, key.name);
-    if (row === undefined) throw new NotFoundError(`${describe(kind, key)} not found`);
-    const current = decodeRow(row);
-    if (version !== undefined && version !== current.metadata.resourceVersion) {
-      throw new ConflictError(conflictMessage(kind, key, current.metadata.resourceVersion, version));
-    }
-    const sentUid = given.metadata.uid;
-    if (sentUid !== undefined && sentUid !== "" && sentUid !== current.metadata.uid) {
-      throw new ConflictError(uidConflictMessage(kind, key, current.metadata.uid, sentUid));
-    }
-    return current;
-  }
-
-  #outcome<T extends AnyResource>(kind: ResourceKind, type: WatchEventType, stored: T, previousLabels: Record<string, string> | undefined): WriteOutcome<T> {
-    const json = JSON.stringify(stored);
-    const event: StoredEvent = {
-      resourceVersion: Number(stored.metadata.resourceVersion),
-      kind,
-      type,
-      namespace: stored.metadata.namespace ?? "",
-      labels: stored.metadata.labels,
-      previousLabels,
-      json,
-    };
-    return { result: JSON.parse(json) as T, events: [event] };
-  }
-
-  #historyAt(index: number): StoredEvent {
-    return this.#history[(this.#historyStart + index) % this.#history.length] as StoredEvent;
-  }
-
-  #publish(event: StoredEvent): void {
-    this.#latestResourceVersion = event.resourceVersion;
-    const capacity = this.#history.length;
-    if (capacity === 0) {
-      this.#replayHorizon = event.resourceVersion;
-    } else if (this.#historyLength < capacity) {
-      this.#history[(this.#historyStart + this.#historyLength) % capacity] = event;
-      this.#historyLength++;
-    } else {
-      this.#replayHorizon = this.#historyAt(0).resourceVersion;
-      this.#history[this.#historyStart] = event;
-      this.#historyStart = (this.#historyStart + 1) % capacity;
-    }
-    for (const watcher of this.#watchers) enqueue(watcher, event);
-  }
-
-  /**
-   * Delivers queued events. Each watcher's own queue keeps its events in resourceVersion order even
-   * when a listener writes; a re-entrant call returns at once so the outer loop delivers what that
-   * write queued, keeping the stack flat.
-   */
-  #flush(): void {
-    if (this.#flushing) return;
-    this.#flushing = true;
-    try {
-      let delivered = true;
-      while (delivered && !this.#closed) {
-        delivered = false;
-        for (const watcher of this.#watchers) {
-          if (watcher.end.ended) continue;
-          const next = watcher.queue[watcher.head];
-          if (next === undefined) continue;
-          watcher.head++;
-          if (watcher.head === watcher.queue.length) {
-            watcher.queue = [];
-            watcher.head = 0;
-          }
-          delivered = true;
-          this.#deliver(watcher, next);
-        }
-      }
-    } finally {
-      this.#flushing = false;
-    }
-  }
-
-  #deliver(watcher: Watcher, pending: PendingDelivery): void {
-    const object = JSON.parse(pending.json) as AnyResource;
-    const bindings = { kind: watcher.kind, type: pending.type, resourceVersion: object.metadata.resourceVersion };
-    callListener(this.#settings.logger, bindings, () => watcher.onEvent({ type: pending.type, object }));
-  }
-}
-
-function enqueue(watcher: Watcher, event: StoredEvent): void {
-  if (event.kind !== watcher.kind) return;
-  if (watcher.namespace !== undefined && event.namespace !== watcher.namespace) return;
-  const type = eventTypeForSelector(event.type, event.labels, event.previousLabels, watcher.labelSelector);
-  if (type !== undefined) watcher.queue.push({ type, json: event.json });
 }
 
 function prepareStatements(db: Database.Database) {
@@ -672,21 +440,6 @@ function encodeRow(kind: ResourceKind, object: AnyResource, resourceVersion: num
     spec_json: JSON.stringify(object.spec),
     status_json: object.status === undefined ? null : JSON.stringify(object.status),
   };
-}
-
-function withResourceVersion<T extends AnyResource>(object: T, resourceVersion: number): T {
-  return { ...object, metadata: { ...object.metadata, resourceVersion: String(resourceVersion) } };
-}
-
-function requireNamespace(object: AnyResource): void {
-  keyOfObject(object);
-}
-
-function parseResourceVersion(value: string): number {
-  if (typeof value !== "string" || !/^\d+$/.test(value)) {
-    throw new ValidationError("resourceVersion", `${JSON.stringify(value)} is not a resourceVersion; watch from the resourceVersion of a list`);
-  }
-  return Number(value);
 }
 
 /** Runs a synchronous body as a promise: every failure is a rejection, translated into an FsbError. */

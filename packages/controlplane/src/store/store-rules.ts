@@ -1,8 +1,17 @@
 /**
  * What every ResourceStore adapter checks the same way: kinds, keys, schema validation, the
- * resourceVersion precondition, label selectors, and the end of a watch. Internal to store/.
+ * resourceVersion and uid preconditions, label selectors, and the end of a watch. Internal to store/.
  */
-import { FsbError, ValidationError, validateSandbox, validateSandboxPool, type ObjectMeta } from "@fast-sandbox/api";
+import {
+  AlreadyExistsError,
+  ConflictError,
+  FsbError,
+  NotFoundError,
+  ValidationError,
+  validateSandbox,
+  validateSandboxPool,
+  type ObjectMeta,
+} from "@fast-sandbox/api";
 import type { AnyResource, ObjectKey, ResourceKind, Watch, WatchEventType, WriteOptions } from "./resource-store.js";
 
 /** Where a store reports failures it swallows (watch listeners that throw). A pino logger fits. */
@@ -73,11 +82,37 @@ export function preconditionVersion(kind: ResourceKind, object: AnyResource, opt
   return version;
 }
 
+export function notFoundError(kind: ResourceKind, key: ObjectKey, options?: { cause?: unknown }): NotFoundError {
+  return new NotFoundError(`${describe(kind, key)} not found`, options);
+}
+
+export function alreadyExistsError(kind: ResourceKind, key: ObjectKey): AlreadyExistsError {
+  return new AlreadyExistsError(`${describe(kind, key)} already exists; choose another name or delete it first`);
+}
+
+/**
+ * The preconditions of a write to `current`, the stored object: the resourceVersion it is
+ * conditional on (undefined: unconditional, see preconditionVersion), and the uid sent (see checkUid).
+ */
+export function checkPreconditions(kind: ResourceKind, key: ObjectKey, current: AnyResource, version: string | undefined, sentUid: string | undefined): void {
+  if (version !== undefined && version !== current.metadata.resourceVersion) {
+    throw new ConflictError(conflictMessage(kind, key, current.metadata.resourceVersion, version));
+  }
+  checkUid(kind, key, current.metadata.uid, sentUid);
+}
+
+/** A uid sent (not "") must be the stored object's, even for an unconditional write: else the name was deleted and created again. */
+export function checkUid(kind: ResourceKind, key: ObjectKey, currentUid: string | undefined, sentUid: string | undefined): void {
+  if (sentUid !== undefined && sentUid !== "" && sentUid !== currentUid) {
+    throw new ConflictError(uidConflictMessage(kind, key, currentUid, sentUid));
+  }
+}
+
 export function conflictMessage(kind: ResourceKind, key: ObjectKey, current: string | undefined, sent: string): string {
   return `${describe(kind, key)} was modified (resourceVersion ${current ?? "?"}, you sent ${sent}); read it again and retry`;
 }
 
-export function uidConflictMessage(kind: ResourceKind, key: ObjectKey, current: string | undefined, sent: string): string {
+function uidConflictMessage(kind: ResourceKind, key: ObjectKey, current: string | undefined, sent: string): string {
   return `${describe(kind, key)} was deleted and created again (uid ${current ?? "?"}, you sent ${sent}); read it again and retry`;
 }
 

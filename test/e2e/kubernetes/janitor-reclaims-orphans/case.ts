@@ -15,38 +15,21 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import type { Sandbox } from "@fast-sandbox/api";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
 import { BASE_IMAGE, ctr } from "../../../support/containerd.js";
-import type { KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
+import { CONTAINER_LABELS, containerIds, inContainerd, isAnchor } from "../../../support/containerd-contents.js";
+import { agentPods, janitorUrl, waitForPhase } from "../../../support/kubernetes-cases.js";
+import { isPodReady, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const POOL = "orphans";
-const SYSTEM = "fast-sandbox-system";
-const LABEL_AGENT = "fast-sandbox.io/agent";
-
-interface PodList {
-  items: { metadata: { name: string; uid: string; deletionTimestamp?: string }; status: { podIP?: string; conditions?: { type: string; status: string }[] } }[];
-}
 
 /** Containers of the suite's containerd namespace with their labels. */
 function containers(namespace: string): { id: string; labels: Record<string, string> }[] {
-  return ctr(namespace, "containers", "ls", "-q")
-    .split("\n")
-    .map((id) => id.trim())
-    .filter(Boolean)
-    .map((id) => {
-      const info = JSON.parse(ctr(namespace, "containers", "info", id)) as { Labels?: Record<string, string> };
-      return { id, labels: info.Labels ?? {} };
-    });
-}
-
-function firstColumn(text: string): string[] {
-  return text
-    .split("\n")
-    .slice(1)
-    .map((line) => line.trim().split(/\s+/)[0] ?? "")
-    .filter(Boolean);
+  return containerIds(namespace).map((id) => {
+    const info = JSON.parse(ctr(namespace, "containers", "info", id)) as { Labels?: Record<string, string> };
+    return { id, labels: info.Labels ?? {} };
+  });
 }
 
 /** The sum of a counter's series whose labels include `label` (e.g. `reason="agent_gone"`). */
@@ -63,20 +46,10 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     let client: FastSandboxClient | undefined;
     const unlabelled = `not-fast-sandbox-${process.pid}`;
 
-    const agentPods = async (): Promise<PodList["items"]> =>
-      (JSON.parse(await suite.kubectlOk("-n", namespace, "get", "pods", "-l", `fast-sandbox.io/pool=${POOL}`, "-o", "json")) as PodList).items;
     const readyAgent = async () =>
-      suite.eventually(
-        "a ready agent of the pool",
-        async () =>
-          (await agentPods()).find((pod) => !pod.metadata.deletionTimestamp && pod.status.conditions?.some((c) => c.type === "Ready" && c.status === "True")),
-        { timeoutMs: 120_000 },
-      );
+      suite.eventually("a ready agent of the pool", async () => (await agentPods(suite, namespace, POOL)).find(isPodReady), { timeoutMs: 120_000 });
     const janitorMetrics = async (): Promise<string> => {
-      const pods = JSON.parse(await suite.kubectlOk("-n", SYSTEM, "get", "pods", "-l", "app.kubernetes.io/component=janitor", "-o", "json")) as PodList;
-      const podIP = pods.items[0]?.status.podIP;
-      assert.ok(podIP, "the janitor's Pod has an IP");
-      const response = await fetch(`http://${podIP}:9464/metrics`);
+      const response = await fetch(`${await janitorUrl(suite)}/metrics`);
       assert.equal(response.status, 200);
       return response.text();
     };
@@ -109,13 +82,13 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       assert.equal(sandbox.status?.assignedPod, lostAgent.metadata.name);
       const sandboxId = sandbox.status?.sandboxID ?? "";
       assert.ok(sandboxId);
-      const left = containers(suite.containerdNamespace).filter((c) => c.labels[LABEL_AGENT] === lostAgent.metadata.name);
+      const left = containers(suite.containerdNamespace).filter((c) => c.labels[CONTAINER_LABELS.agent] === lostAgent.metadata.name);
       assert.ok(
         left.some((c) => c.id === sandboxId),
         "the sandbox's container exists",
       );
       assert.ok(
-        left.some((c) => c.id.startsWith("fsb-anchor.")),
+        left.some((c) => isAnchor(c.id)),
         "the agent's shim anchors exist",
       );
       // A container that is not Fast Sandbox's, in the same namespace: never an orphan.
@@ -128,11 +101,11 @@ export function registerCase(suite: KubernetesSuiteContext): void {
 
       await suite.eventually(
         "the lost agent's containers to be reclaimed",
-        () => !containers(suite.containerdNamespace).some((c) => c.labels[LABEL_AGENT] === lostAgent.metadata.name),
+        () => !containers(suite.containerdNamespace).some((c) => c.labels[CONTAINER_LABELS.agent] === lostAgent.metadata.name),
         { timeoutMs: 180_000, intervalMs: 1000 },
       );
-      assert.ok(!firstColumn(ctr(suite.containerdNamespace, "tasks", "ls")).includes(sandboxId), "its task is gone");
-      assert.ok(!firstColumn(ctr(suite.containerdNamespace, "snapshots", "ls")).includes(sandboxId), "its snapshot is gone");
+      assert.ok(!inContainerd(suite.containerdNamespace, sandboxId).task, "its task is gone");
+      assert.ok(!inContainerd(suite.containerdNamespace, sandboxId).snapshot, "its snapshot is gone");
       const after = await janitorMetrics();
       const reclaimed = (reason: string) =>
         counter(after, "fsb_janitor_orphans_reclaimed_total", `reason="${reason}"`) -
@@ -145,7 +118,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         "the unlabelled container is left alone",
       );
       assert.ok(
-        now.some((c) => c.labels[LABEL_AGENT] === replacement.metadata.name && c.id.startsWith("fsb-anchor.")),
+        now.some((c) => c.labels[CONTAINER_LABELS.agent] === replacement.metadata.name && isAnchor(c.id)),
         "the new agent's anchors are untouched",
       );
     });
@@ -153,11 +126,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     it("the sandbox of the lost agent is Lost (failurePolicy Manual) and can be deleted", { timeout: 180_000 }, async () => {
       const [name] = (await suite.kubectlOk("-n", namespace, "get", "sandboxes", "-o", "jsonpath={.items[*].metadata.name}")).trim().split(/\s+/);
       assert.ok(name, "the sandbox exists");
-      await suite.eventually(
-        "the sandbox to be Lost",
-        async () => (JSON.parse(await suite.kubectlOk("-n", namespace, "get", "sandbox", name, "-o", "json")) as Sandbox).status?.phase === "Lost",
-        { timeoutMs: 120_000 },
-      );
+      await waitForPhase(suite, namespace, name, "Lost", { timeoutMs: 120_000 });
       await suite.kubectlOk("-n", namespace, "delete", "sandbox", name, "--timeout=60s");
       assert.equal((await suite.kubectl("-n", namespace, "get", "sandbox", name)).code, 1);
     });

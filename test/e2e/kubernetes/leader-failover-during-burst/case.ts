@@ -14,14 +14,24 @@
  * Run by ../suite.test.ts on the suite's cluster.
  */
 import assert from "node:assert/strict";
-import { readFileSync, readdirSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
+import { after, before, describe } from "node:test";
 import { fileURLToPath } from "node:url";
-import type { Sandbox, SandboxPool } from "@fast-sandbox/api";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
-import { ctr } from "../../../support/containerd.js";
-import { BASE_IMAGE, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
+import { namespaceContainers, runningTasks } from "../../../support/containerd-contents.js";
+import {
+  allocatedSlots,
+  controllerLease,
+  controllerReplicas,
+  deleteCaseNamespace,
+  getPool,
+  itWithDiagnostics,
+  listSandboxes,
+  waitForReadyAgents,
+} from "../../../support/kubernetes-cases.js";
+import { BASE_IMAGE, SYSTEM_NAMESPACE, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
+import { killPodProcesses } from "../../../support/pod-processes.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const POOL = "failover";
@@ -29,11 +39,6 @@ const SLOTS = 8;
 /** Creates sent to the leader and to the follower, all at once (8 slots hold them all). */
 const LEADER_CREATES = 5;
 const FOLLOWER_CREATES = 3;
-const SYSTEM_NAMESPACE = "fast-sandbox-system";
-const CONTROLLER_SELECTOR = "app.kubernetes.io/component=controller";
-const LEASE = "fast-sandbox-controller";
-/** config/manager: the fast-path port of every controller replica. */
-const FAST_PATH_PORT = 7070;
 /**
  * A create cut short by the leader's death may be left Bound (its agent never got it) or Pending
  * (killed before it was bound); the new leader treats such a record as another replica's create in
@@ -42,33 +47,6 @@ const FAST_PATH_PORT = 7070;
  */
 const SETTLE_TIMEOUT_MS = 300_000;
 
-interface ContainerStatus {
-  name: string;
-  restartCount: number;
-  containerID?: string;
-  state?: { running?: unknown };
-}
-
-interface Pod {
-  metadata: { name: string; deletionTimestamp?: string };
-  status?: { podIP?: string; conditions?: { type: string; status: string }[]; containerStatuses?: ContainerStatus[] };
-}
-
-interface Replica {
-  name: string;
-  url: string;
-  ready: boolean;
-  /** The process group leader of its container (fsb-local://<pid>), 0 while it does not run. */
-  pid: number;
-  restartCount: number;
-}
-
-interface LeaseSpec {
-  holderIdentity?: string;
-  renewTime?: string;
-  leaseTransitions?: number;
-}
-
 interface Outcome {
   name: string;
   replica: "leader" | "follower";
@@ -76,133 +54,32 @@ interface Outcome {
   error?: string;
 }
 
-/** The process groups of a Pod's containers: the fake kubelet gives their processes POD_NAME in the environment. */
-function podProcessGroups(podName: string): number[] {
-  const groups = new Set<number>();
-  for (const entry of readdirSync("/proc")) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid)) continue;
-    try {
-      if (!readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").includes(`POD_NAME=${podName}`)) continue;
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      // After "pid (comm) ": state, ppid, pgrp.
-      const pgrp = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
-      if (pgrp > 1) groups.add(pgrp);
-    } catch {
-      // gone meanwhile, or a kernel thread
-    }
-  }
-  return [...groups];
-}
-
-/** SIGKILL to every process group of the Pod; how many there were. */
-function killPod(podName: string): number {
-  const groups = podProcessGroups(podName);
-  for (const group of groups) {
-    try {
-      process.kill(-group, "SIGKILL");
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return groups.length;
-}
-
-function lines(text: string): string[] {
-  return text
-    .split("\n")
-    .map((line) => line.trim())
-    .filter(Boolean);
-}
-
-/** What a failure message needs: the Pods, this case's objects, the Lease, the tail of the controllers' and agents' logs. */
-async function diagnostics(suite: KubernetesSuiteContext, namespace: string): Promise<string> {
-  const parts = [(await suite.kubectl("get", "pods", "-A", "-o", "wide")).stdout];
-  parts.push((await suite.kubectl("-n", namespace, "get", "sandboxes.sandbox.fast.io,sandboxpools.sandbox.fast.io", "-o", "yaml")).stdout);
-  parts.push((await suite.kubectl("-n", SYSTEM_NAMESPACE, "get", "lease", LEASE, "-o", "yaml")).stdout);
-  for (const [ns, selector, container] of [
-    [SYSTEM_NAMESPACE, CONTROLLER_SELECTOR, "controller"],
-    [namespace, "app.kubernetes.io/component=agent", "agent"],
-  ] as const) {
-    const pods = JSON.parse((await suite.kubectl("-n", ns, "get", "pods", "-l", selector, "-o", "json")).stdout || '{"items":[]}') as { items: Pod[] };
-    for (const pod of pods.items) parts.push(`--- ${pod.metadata.name}:\n${suite.podLog(ns, pod.metadata.name, container).split("\n").slice(-60).join("\n")}`);
-  }
-  return parts.join("\n");
-}
-
-/** `it`, with the cluster's state in the output when it fails. */
-function spec(suite: KubernetesSuiteContext, namespace: () => string, name: string, timeoutMs: number, fn: () => Promise<void>): void {
-  it(name, { timeout: timeoutMs }, async () => {
-    try {
-      await fn();
-    } catch (error) {
-      console.error(await diagnostics(suite, namespace()).catch((e: unknown) => `(no diagnostics: ${String(e)})`));
-      throw error;
-    }
-  });
-}
-
 export function registerCase(suite: KubernetesSuiteContext): void {
   describe("leader failover during a burst of creates", () => {
     let namespace = "";
     const clients: FastSandboxClient[] = [];
 
-    const listSandboxes = async (): Promise<Sandbox[]> =>
-      (JSON.parse(await suite.kubectlOk("-n", namespace, "get", "sandboxes.sandbox.fast.io", "-o", "json")) as { items: Sandbox[] }).items;
-    const getPool = async (): Promise<SandboxPool> =>
-      JSON.parse(await suite.kubectlOk("-n", namespace, "get", "sandboxpools.sandbox.fast.io", POOL, "-o", "json")) as SandboxPool;
-    const replicas = async (): Promise<Replica[]> => {
-      const pods = JSON.parse(await suite.kubectlOk("-n", SYSTEM_NAMESPACE, "get", "pods", "-l", CONTROLLER_SELECTOR, "-o", "json")) as { items: Pod[] };
-      return pods.items
-        .filter((pod) => !pod.metadata.deletionTimestamp)
-        .map((pod) => {
-          const status = pod.status?.containerStatuses?.find((c) => c.name === "controller");
-          const pid = status?.state?.running ? Number(/^fsb-local:\/\/(\d+)$/.exec(status.containerID ?? "")?.[1] ?? 0) : 0;
-          return {
-            name: pod.metadata.name,
-            url: `http://${pod.status?.podIP}:${FAST_PATH_PORT}`,
-            ready: pod.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") === true,
-            pid,
-            restartCount: status?.restartCount ?? 0,
-          };
-        });
-    };
-    /** The Lease, its holder named by Pod (a replica's identity is `<Pod name>_<random per process>`). */
-    const lease = async (): Promise<LeaseSpec> => {
-      const { spec } = JSON.parse(await suite.kubectlOk("-n", SYSTEM_NAMESPACE, "get", "lease", LEASE, "-o", "json")) as { spec: LeaseSpec };
-      return { ...spec, ...(spec.holderIdentity ? { holderIdentity: spec.holderIdentity.replace(/_[0-9a-f]+$/, "") } : {}) };
-    };
-    const sandboxContainers = (): string[] =>
-      lines(ctr(suite.containerdNamespace, "containers", "ls", "-q", `labels."fast-sandbox.io/namespace"==${namespace}`)).sort();
-    const runningTasks = (): string[] =>
-      lines(ctr(suite.containerdNamespace, "tasks", "ls"))
-        .slice(1)
-        .map((line) => line.split(/\s+/))
-        .filter(([, , status]) => status === "RUNNING")
-        .map(([id]) => id ?? "");
+    const sandboxContainers = (): string[] => namespaceContainers(suite.containerdNamespace, namespace);
 
     before(async () => {
       namespace = await suite.createNamespace("failover");
       await suite.apply(readFileSync(path.join(HERE, "pool.yaml"), "utf8"), namespace);
-      await suite.eventually("the pool's two agents to be ready", async () => (await getPool()).status?.readyAgents === 2, { timeoutMs: 120_000 });
+      await waitForReadyAgents(suite, namespace, POOL, 2);
     });
 
     after(async () => {
       for (const client of clients) client.close();
-      if (!namespace) return;
-      // Sandboxes first, while their agents run (their cleanup needs them), then the rest.
-      await suite.kubectl("-n", namespace, "delete", "sandboxes.sandbox.fast.io", "--all", "--timeout=120s");
-      await suite.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=180s");
+      if (namespace) await deleteCaseNamespace(suite, namespace);
     });
 
-    spec(
+    itWithDiagnostics(
       suite,
       () => namespace,
       "acknowledged creates run, the others exist fully or not at all, and the other replica leads",
       900_000,
       async () => {
-        const leaseBefore = await lease();
-        const all = await replicas();
+        const leaseBefore = await controllerLease(suite);
+        const all = await controllerReplicas(suite);
         const leader = all.find((replica) => replica.name === leaseBefore.holderIdentity);
         const follower = all.find((replica) => replica.name !== leaseBefore.holderIdentity);
         assert.ok(leader && follower && leader.ready && follower.ready && leader.pid > 0, `a leader and a follower: ${JSON.stringify({ leaseBefore, all })}`);
@@ -251,8 +128,8 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         const taken = await suite.eventually(
           "the other replica to take the Lease",
           async () => {
-            restartsKilled += killPod(leader.name);
-            const now = await lease();
+            restartsKilled += killPodProcesses(SYSTEM_NAMESPACE, leader.name);
+            const now = await controllerLease(suite);
             return now.holderIdentity === follower.name ? now : undefined;
           },
           { timeoutMs: 120_000, intervalMs: 100 },
@@ -265,7 +142,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         await suite.eventually(
           "the crashed replica restarted by the kubelet and Ready",
           async () => {
-            const now = (await replicas()).find((replica) => replica.name === leader.name);
+            const now = (await controllerReplicas(suite)).find((replica) => replica.name === leader.name);
             return now && now.ready && now.restartCount > leader.restartCount && now.pid !== leader.pid;
           },
           { timeoutMs: 180_000, intervalMs: 500 },
@@ -277,7 +154,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         const settled = await suite.eventually(
           "every sandbox Running, the acknowledged ones among them",
           async () => {
-            const sandboxes = await listSandboxes();
+            const sandboxes = await listSandboxes(suite, namespace);
             const names = new Set(sandboxes.map((s) => s.metadata.name));
             return sandboxes.every((s) => s.status?.phase === "Running") && acknowledged.every((name) => names.has(name)) ? sandboxes : undefined;
           },
@@ -297,7 +174,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
           timeoutMs: 60_000,
         });
         assert.ok(
-          ids.every((id) => runningTasks().includes(id)),
+          ids.every((id) => runningTasks(suite.containerdNamespace).includes(id)),
           "their tasks run",
         );
         for (const sandbox of settled) {
@@ -305,19 +182,15 @@ export function registerCase(suite: KubernetesSuiteContext): void {
           assert.equal(result.exitCode, 0, `exec in ${sandbox.metadata.name}`);
         }
         await suite.eventually("the pool's status to count exactly the sandboxes' slots", async () => {
-          const status = (await getPool()).status;
+          const status = (await getPool(suite, namespace, POOL)).status;
           return status?.sandboxes === settled.length && status.freeSlots === SLOTS - settled.length;
         });
         await suite.eventually("both replicas' registries to count exactly the sandboxes' slots", async () => {
-          const counts = await Promise.all(
-            [leaderClient, followerClient].map(async (client) =>
-              (await client.pools.agents({ namespace, pool: POOL })).reduce((sum, agent) => sum + agent.allocated, 0),
-            ),
-          );
+          const counts = await Promise.all([leaderClient, followerClient].map((client) => allocatedSlots(client, namespace, POOL)));
           return counts.every((count) => count === settled.length);
         });
 
-        const now = await lease();
+        const now = await controllerLease(suite);
         assert.equal(now.holderIdentity, follower.name, "the replica that came back did not take the Lease back");
         assert.ok(Date.parse(now.renewTime ?? "") > Date.parse(taken.renewTime ?? ""), "the new leader renews the Lease");
 

@@ -12,75 +12,18 @@
  * with it. Run by ../suite.test.ts on the suite's cluster.
  */
 import assert from "node:assert/strict";
-import { readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import type { Sandbox, SandboxPool } from "@fast-sandbox/api";
+import type { SandboxPool } from "@fast-sandbox/api";
 import { FailedPreconditionError, FastSandboxClient } from "@fast-sandbox/sdk";
-import { BASE_IMAGE, ctr } from "../../../support/containerd.js";
+import { BASE_IMAGE } from "../../../support/containerd.js";
+import { anchorsOf, goneFromContainerd, runtimeState } from "../../../support/containerd-contents.js";
+import { SANDBOX_POOLS, agentPods, getObject, getSandbox } from "../../../support/kubernetes-cases.js";
 import type { KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
+import { podProcesses } from "../../../support/pod-processes.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const POOL_LABEL = "fast-sandbox.io/pool";
-
-interface Pod {
-  metadata: { name: string; deletionTimestamp?: string };
-}
-
-function lines(text: string): string[] {
-  return text
-    .split("\n")
-    .map((line) => line.trim())
-    .filter((line) => line !== "");
-}
-
-/** Processes the fake kubelet started for the Pod (its env names the Pod), with their command lines. */
-function podProcesses(namespace: string, pod: string): string[] {
-  const found: string[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const environment = readFileSync(`/proc/${entry}/environ`, "utf8").split("\0");
-      if (!environment.includes(`POD_NAME=${pod}`) || !environment.includes(`POD_NAMESPACE=${namespace}`)) continue;
-      // A zombie has exited already.
-      if (/^\d+ \(.*\) Z/s.test(readFileSync(`/proc/${entry}/stat`, "utf8"))) continue;
-      found.push(`${entry} ${readFileSync(`/proc/${entry}/cmdline`, "utf8").replaceAll("\0", " ").trim()}`);
-    } catch {
-      // exited meanwhile, or a kernel thread
-    }
-  }
-  return found;
-}
-
-/** The agent's shim anchors in containerd: containers and tasks named `fsb-anchor.<agent>.<n>`. */
-function anchorsOf(containerdNamespace: string, agent: string): string[] {
-  const prefix = `fsb-anchor.${agent}.`;
-  const containers = lines(ctr(containerdNamespace, "containers", "ls", "-q")).filter((id) => id.startsWith(prefix));
-  const tasks = lines(ctr(containerdNamespace, "tasks", "ls"))
-    .slice(1)
-    .map((line) => line.split(/\s+/)[0] ?? "")
-    .filter((id) => id.startsWith(prefix));
-  return [...containers.map((id) => `container ${id}`), ...tasks.map((id) => `task ${id}`)];
-}
-
-/** What containerd holds of a sandbox id: its container, its task's status, its snapshot. */
-function runtimeOf(containerdNamespace: string, sandboxId: string): string[] {
-  const held: string[] = [];
-  if (lines(ctr(containerdNamespace, "containers", "ls", "-q")).includes(sandboxId)) held.push("container");
-  const task = lines(ctr(containerdNamespace, "tasks", "ls"))
-    .slice(1)
-    .map((line) => line.split(/\s+/))
-    .find(([id]) => id === sandboxId);
-  if (task) held.push(`task ${task[2]}`);
-  if (
-    lines(ctr(containerdNamespace, "snapshots", "ls"))
-      .slice(1)
-      .some((line) => line.split(/\s+/)[0] === sandboxId)
-  )
-    held.push("snapshot");
-  return held;
-}
 
 export function registerCase(suite: KubernetesSuiteContext): void {
   describe("pool deletion cascades", () => {
@@ -89,26 +32,19 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     /** The busy pool's sandbox, once created: the case makes sure nothing of it is left. */
     let busySandboxId = "";
 
-    async function get<T>(kind: string, name: string): Promise<T | undefined> {
-      const result = await suite.kubectl("-n", namespace, "get", kind, name, "-o", "json");
-      if (result.code !== 0 && /NotFound|not found/.test(result.stderr)) return undefined;
-      assert.equal(result.code, 0, result.stderr);
-      return JSON.parse(result.stdout) as T;
-    }
-
-    async function agentPods(pool: string): Promise<string[]> {
-      const { items } = JSON.parse(await suite.kubectlOk("-n", namespace, "get", "pods", "-l", `${POOL_LABEL}=${pool}`, "-o", "json")) as { items: Pod[] };
-      return items.map((pod) => pod.metadata.name);
-    }
+    const getPool = (pool: string) => getObject<SandboxPool>(suite, namespace, SANDBOX_POOLS, pool);
+    /** The names of the pool's agent Pods, those being deleted included. */
+    const agentPodNames = async (pool: string): Promise<string[]> =>
+      (await agentPods(suite, namespace, pool, { includeDeleting: true })).map((pod) => pod.metadata.name);
 
     /** Applies the pool and waits for its ready agent (pool status); returns the agent Pods' names. */
     async function poolWithReadyAgent(file: string, pool: string): Promise<string[]> {
       await suite.kubectlOk("-n", namespace, "apply", "-f", path.join(HERE, file));
-      await suite.eventually(`pool ${pool} to have a ready agent`, async () => ((await get<SandboxPool>("sandboxpool", pool))?.status?.readyAgents ?? 0) >= 1, {
+      await suite.eventually(`pool ${pool} to have a ready agent`, async () => ((await getPool(pool))?.status?.readyAgents ?? 0) >= 1, {
         timeoutMs: 180_000,
         intervalMs: 500,
       });
-      const agents = await agentPods(pool);
+      const agents = await agentPodNames(pool);
       assert.equal(agents.length, 1, `agent Pods of pool ${pool}: ${agents.join(", ")}`);
       return agents;
     }
@@ -125,11 +61,10 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       if (busySandboxId) {
         // A sandbox whose agent is gone is left to the janitor (agent_gone, after its protection
         // window); the suite's final check must not find it.
-        await suite.eventually(
-          `containerd to hold nothing of sandbox ${busySandboxId}`,
-          () => runtimeOf(suite.containerdNamespace, busySandboxId).length === 0,
-          { timeoutMs: 300_000, intervalMs: 2000 },
-        );
+        await suite.eventually(`containerd to hold nothing of sandbox ${busySandboxId}`, () => goneFromContainerd(suite.containerdNamespace, busySandboxId), {
+          timeoutMs: 300_000,
+          intervalMs: 2000,
+        });
       }
       await suite.kubectl("delete", "namespace", namespace, "--timeout=180s");
     });
@@ -142,7 +77,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       }
 
       await suite.kubectlOk("-n", namespace, "delete", "sandboxpool", "idle", "--timeout=120s");
-      await suite.eventually("the pool's agent Pods to be gone", async () => (await agentPods("idle")).length === 0, {
+      await suite.eventually("the pool's agent Pods to be gone", async () => (await agentPodNames("idle")).length === 0, {
         timeoutMs: 120_000,
         intervalMs: 500,
       });
@@ -172,18 +107,18 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         assert.match(error.message, /still has 1 sandbox/);
         return true;
       });
-      assert.ok(await get<SandboxPool>("sandboxpool", "busy"), "the pool is still there");
-      assert.deepEqual(await agentPods("busy"), [agent]);
-      assert.equal((await get<Sandbox>("sandbox", "still-running"))?.status?.phase, "Running");
-      assert.deepEqual(runtimeOf(suite.containerdNamespace, busySandboxId), ["container", "task RUNNING", "snapshot"]);
+      assert.ok(await getPool("busy"), "the pool is still there");
+      assert.deepEqual(await agentPodNames("busy"), [agent]);
+      assert.equal((await getSandbox(suite, namespace, "still-running"))?.status?.phase, "Running");
+      assert.deepEqual(runtimeState(suite.containerdNamespace, busySandboxId), { container: true, task: "RUNNING", snapshot: true });
     });
 
     it("kubectl delete of a pool that still has a sandbox deletes the sandbox first (its container with it), then the pool and its agent", async () => {
       assert.ok(busySandboxId, "the previous test created the busy pool's sandbox");
-      const agents = await agentPods("busy");
+      const agents = await agentPodNames("busy");
       await suite.kubectlOk("-n", namespace, "delete", "sandboxpool", "busy", "--wait=false");
       // Held by its cleanup finalizer meanwhile: no new sandbox goes into a pool being deleted.
-      const held = await get<SandboxPool>("sandboxpool", "busy");
+      const held = await getPool("busy");
       if (held) {
         await assert.rejects(client!.sandboxes.create({ namespace, pool: "busy", image: BASE_IMAGE, command: ["sleep", "60"] }), (error: Error) =>
           /being deleted|does not exist/.test(error.message),
@@ -191,11 +126,11 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       }
       await suite.eventually(
         "the deleted pool's sandbox to be removed with everything it held in containerd",
-        async () => (await get<Sandbox>("sandbox", "still-running")) === undefined && runtimeOf(suite.containerdNamespace, busySandboxId).length === 0,
+        async () => (await getSandbox(suite, namespace, "still-running")) === undefined && goneFromContainerd(suite.containerdNamespace, busySandboxId),
         { timeoutMs: 120_000, intervalMs: 1000 },
       );
-      await suite.eventually("the pool to be gone", async () => (await get<SandboxPool>("sandboxpool", "busy")) === undefined, { timeoutMs: 60_000 });
-      await suite.eventually("its agent Pod to be gone", async () => (await agentPods("busy")).length === 0, { timeoutMs: 120_000 });
+      await suite.eventually("the pool to be gone", async () => (await getPool("busy")) === undefined, { timeoutMs: 60_000 });
+      await suite.eventually("its agent Pod to be gone", async () => (await agentPodNames("busy")).length === 0, { timeoutMs: 120_000 });
       assert.ok(agents.length > 0);
     });
   });

@@ -13,34 +13,14 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import type { SandboxPoolStatus } from "@fast-sandbox/api";
 import { FastSandboxClient, type Sandbox } from "@fast-sandbox/sdk";
-import { ctr } from "../../../support/containerd.js";
-import { BASE_IMAGE, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
+import { agentContainers, runningTasks } from "../../../support/containerd-contents.js";
+import { agentPods, poolStatus, removePool, waitForLeaseHolder } from "../../../support/kubernetes-cases.js";
+import { BASE_IMAGE, FAST_PATH_PORT, SYSTEM_NAMESPACE, isPodReady, type KubernetesSuiteContext, type PodJson } from "../../../support/kubernetes-suite.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const POOL = "shrinks";
-
-interface Pod {
-  metadata: { name: string; uid: string; deletionTimestamp?: string };
-  status?: { podIP?: string; phase?: string; conditions?: { type: string; status: string }[] };
-}
-
-interface PoolStatus {
-  agents?: number;
-  readyAgents?: number;
-  sandboxes?: number;
-  freeSlots?: number;
-  desiredAgents?: number;
-}
-
-const isReady = (pod: Pod) => (pod.status?.conditions ?? []).some((condition) => condition.type === "Ready" && condition.status === "True");
-
-function lines(text: string): string[] {
-  return text
-    .split("\n")
-    .map((line) => line.trim())
-    .filter((line) => line !== "");
-}
 
 export function registerCase(suite: KubernetesSuiteContext): void {
   describe("pool scale-down spares busy agents", () => {
@@ -49,37 +29,22 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     /** Sandboxes by name, as created. */
     const created = new Map<string, Sandbox>();
     /** The agents that keep a sandbox in the second step, and the sandbox each keeps. */
-    let kept: { agent: Pod; sandbox: string }[] = [];
+    let kept: { agent: PodJson; sandbox: string }[] = [];
     let idleAgent = "";
 
-    /** Every Pod of the selector, those being deleted included. */
-    const allPods = async (ns: string, selector: string): Promise<Pod[]> =>
-      (JSON.parse(await suite.kubectlOk("-n", ns, "get", "pods", "-l", selector, "-o", "json")) as { items: Pod[] }).items;
-    const agentPods = async () => allPods(namespace, `fast-sandbox.io/pool=${POOL}`);
-    const poolStatus = async (): Promise<PoolStatus> =>
-      (JSON.parse(await suite.kubectlOk("-n", namespace, "get", "sandboxpool", POOL, "-o", "json")) as { status?: PoolStatus }).status ?? {};
-    /** The agent's containers in containerd: its sandboxes and its shim anchors. */
-    const containersOf = (agent: string): string[] =>
-      lines(ctr(suite.containerdNamespace, "containers", "ls", "-q", `labels."fast-sandbox.io/agent"==${agent}`));
-    const runningTasks = (): Set<string> =>
-      new Set(
-        lines(ctr(suite.containerdNamespace, "tasks", "ls"))
-          .slice(1)
-          .map((line) => line.split(/\s+/))
-          .filter(([, , status]) => status === "RUNNING")
-          .map(([id]) => id!),
-      );
+    /** Every agent Pod of the pool, those being deleted included. */
+    const allAgentPods = () => agentPods(suite, namespace, POOL, { includeDeleting: true });
 
     /** Exactly `names` are the pool's agent Pods (none being deleted, none other left), and the status agrees. */
-    const onlyAgents = async (names: string[], expected: PoolStatus): Promise<void> => {
+    const onlyAgents = async (names: string[], expected: SandboxPoolStatus): Promise<void> => {
       await suite.eventually(
         `the pool's agents to be exactly [${names.join(", ")}] with status ${JSON.stringify(expected)}`,
         async () => {
-          const pods = await agentPods();
-          const status = await poolStatus();
-          const same = (Object.keys(expected) as (keyof PoolStatus)[]).every((field) => status[field] === expected[field]);
+          const pods = await allAgentPods();
+          const status = await poolStatus(suite, namespace, POOL);
+          const same = (Object.keys(expected) as (keyof SandboxPoolStatus)[]).every((field) => status[field] === expected[field]);
           return (
-            same && pods.length === names.length && pods.every((pod) => names.includes(pod.metadata.name) && !pod.metadata.deletionTimestamp && isReady(pod))
+            same && pods.length === names.length && pods.every((pod) => names.includes(pod.metadata.name) && !pod.metadata.deletionTimestamp && isPodReady(pod))
           );
         },
         { timeoutMs: 120_000, intervalMs: 500 },
@@ -87,15 +52,15 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     };
 
     /** The kept agent is the same Pod as before (not replaced), Ready, and its sandbox runs and answers. */
-    const stillServes = async ({ agent, sandbox }: { agent: Pod; sandbox: string }): Promise<void> => {
-      const pod = JSON.parse(await suite.kubectlOk("-n", namespace, "get", "pod", agent.metadata.name, "-o", "json")) as Pod;
+    const stillServes = async ({ agent, sandbox }: { agent: PodJson; sandbox: string }): Promise<void> => {
+      const pod = JSON.parse(await suite.kubectlOk("-n", namespace, "get", "pod", agent.metadata.name, "-o", "json")) as PodJson;
       assert.equal(pod.metadata.uid, agent.metadata.uid, `${agent.metadata.name} is the same Pod`);
       assert.equal(pod.status?.phase, "Running");
-      assert.ok(isReady(pod) && !pod.metadata.deletionTimestamp, `${agent.metadata.name} is Ready and not being deleted`);
+      assert.ok(isPodReady(pod) && !pod.metadata.deletionTimestamp, `${agent.metadata.name} is Ready and not being deleted`);
       const object = JSON.parse(await suite.kubectlOk("-n", namespace, "get", "sandbox", sandbox, "-o", "json")) as Sandbox;
       assert.equal(object.status?.phase, "Running");
       assert.equal(object.status?.assignedPod, agent.metadata.name);
-      assert.ok(runningTasks().has(object.status?.sandboxID ?? ""), `the task of ${sandbox} runs in containerd`);
+      assert.ok(runningTasks(suite.containerdNamespace).includes(object.status?.sandboxID ?? ""), `the task of ${sandbox} runs in containerd`);
       const result = await client!.sandboxes.exec(sandbox, ["sh", "-c", "echo alive"], { namespace });
       assert.deepEqual({ exitCode: result.exitCode, stdout: result.stdout.trim() }, { exitCode: 0, stdout: "alive" });
     };
@@ -103,15 +68,10 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     before(
       async () => {
         namespace = await suite.createNamespace("pool-scale-down");
-        const leader = await suite.eventually("a holder of the controllers' Lease", async () =>
-          (await suite.kubectlOk("-n", "fast-sandbox-system", "get", "lease", "fast-sandbox-controller", "-o", "jsonpath={.spec.holderIdentity}"))
-            .trim()
-            // A replica's Lease identity is `<Pod name>_<per-process suffix>`.
-            .replace(/_[0-9a-f]+$/, ""),
-        );
-        const pod = JSON.parse(await suite.kubectlOk("-n", "fast-sandbox-system", "get", "pod", leader, "-o", "json")) as Pod;
-        assert.ok(pod.status?.podIP && isReady(pod), `the leader ${leader} is a Ready controller Pod`);
-        client = new FastSandboxClient({ url: `http://${pod.status.podIP}:7070`, token: suite.apiToken });
+        const leader = await waitForLeaseHolder(suite);
+        const pod = JSON.parse(await suite.kubectlOk("-n", SYSTEM_NAMESPACE, "get", "pod", leader, "-o", "json")) as PodJson;
+        assert.ok(pod.status?.podIP && isPodReady(pod), `the leader ${leader} is a Ready controller Pod`);
+        client = new FastSandboxClient({ url: `http://${pod.status.podIP}:${FAST_PATH_PORT}`, token: suite.apiToken });
         await suite.apply(readFileSync(path.join(HERE, "pool.yaml"), "utf8"), namespace);
         await suite.eventually("the leader to know the pool", async () => (await client!.pools.get(POOL, { namespace })).metadata.name === POOL);
       },
@@ -120,11 +80,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
 
     after(
       async () => {
-        if (namespace) {
-          await suite.kubectl("-n", namespace, "delete", "sandboxes", "--all", "--wait=true", "--timeout=120s");
-          await suite.kubectl("-n", namespace, "delete", "sandboxpool", POOL, "--ignore-not-found", "--wait=true", "--timeout=60s");
-          await suite.eventually("the pool's agent Pods to be gone", async () => (await agentPods()).length === 0, { timeoutMs: 120_000 });
-        }
+        if (namespace) await removePool(suite, namespace, POOL);
         client?.close();
       },
       { timeout: 300_000 },
@@ -140,9 +96,9 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       const agents = await suite.eventually(
         "3 ready agents holding the 5 sandboxes",
         async () => {
-          const pods = await agentPods();
-          const status = await poolStatus();
-          return pods.length === 3 && pods.every(isReady) && status.readyAgents === 3 && status.sandboxes === 5 ? pods : undefined;
+          const pods = await allAgentPods();
+          const status = await poolStatus(suite, namespace, POOL);
+          return pods.length === 3 && pods.every(isPodReady) && status.readyAgents === 3 && status.sandboxes === 5 ? pods : undefined;
         },
         { timeoutMs: 120_000 },
       );
@@ -171,7 +127,10 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         { agents: 2, readyAgents: 2, sandboxes: 2, freeSlots: 2, desiredAgents: 1 },
       );
       for (const entry of kept) await stillServes(entry);
-      await suite.eventually(`${idleAgent}'s containers (its shim anchors) to be gone`, () => containersOf(idleAgent).length === 0);
+      await suite.eventually(
+        `${idleAgent}'s containers (its shim anchors) to be gone`,
+        () => agentContainers(suite.containerdNamespace, idleAgent).length === 0,
+      );
     });
 
     it("removes an agent once its last sandbox is deleted, down to poolMin 0, never the one still busy", { timeout: 300_000 }, async () => {
@@ -183,7 +142,10 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       await client!.sandboxes.delete(stays.sandbox, { namespace });
       await onlyAgents([], { agents: 0, readyAgents: 0, sandboxes: 0, freeSlots: 0, desiredAgents: 0 });
       for (const { agent } of kept) {
-        await suite.eventually(`${agent.metadata.name}'s containers to be gone`, () => containersOf(agent.metadata.name).length === 0);
+        await suite.eventually(
+          `${agent.metadata.name}'s containers to be gone`,
+          () => agentContainers(suite.containerdNamespace, agent.metadata.name).length === 0,
+        );
       }
     });
   });

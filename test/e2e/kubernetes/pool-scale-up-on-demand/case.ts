@@ -12,57 +12,36 @@
  * Run by ../suite.test.ts on the suite's cluster.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import type { SandboxPoolStatus } from "@fast-sandbox/api";
 import { FastSandboxClient, NoCapacityError, type Sandbox } from "@fast-sandbox/sdk";
-import { ctr } from "../../../support/containerd.js";
-import { BASE_IMAGE, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
+import { namespaceContainers } from "../../../support/containerd-contents.js";
+import {
+  POOL_LABEL,
+  agentPods,
+  allocatedSlots,
+  listSandboxes,
+  poolStatus,
+  removePool,
+  sandboxCondition,
+  waitForLeaseHolder,
+  waitForReadyControllers,
+  watch,
+  type Watch,
+} from "../../../support/kubernetes-cases.js";
+import { BASE_IMAGE, isPodReady, type KubernetesSuiteContext, type PodJson } from "../../../support/kubernetes-suite.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const POOL = "grows";
 const POOL_MAX = 3;
 const SLOTS = 2;
 
-interface Pod {
-  metadata: { name: string; uid?: string; deletionTimestamp?: string };
-  status?: { podIP?: string; conditions?: { type: string; status: string }[] };
-}
-
-interface PoolStatus {
-  agents?: number;
-  readyAgents?: number;
-  sandboxes?: number;
-  freeSlots?: number;
-  desiredAgents?: number;
-}
-
-interface WatchEvent<T> {
-  type: string;
-  object: T;
-}
-
-/** A watch of an API path from a resourceVersion on: every change after it, whenever the watch got going. */
-interface Watch<T> {
-  events: WatchEvent<T>[];
-  stop(): void;
-}
-
-function lines(text: string): string[] {
-  return text
-    .split("\n")
-    .map((line) => line.trim())
-    .filter((line) => line !== "");
-}
-
-const isReady = (pod: Pod) => (pod.status?.conditions ?? []).some((condition) => condition.type === "Ready" && condition.status === "True");
-
 /** Whether a Sandbox's state was Pending with Scheduled=False, reason WaitingForCapacity. */
 function waitingForCapacity(sandbox: Sandbox): boolean {
-  const scheduled = sandbox.status?.conditions?.find((condition) => condition.type === "Scheduled");
+  const scheduled = sandboxCondition(sandbox, "Scheduled");
   return sandbox.status?.phase === "Pending" && scheduled?.status === "False" && scheduled.reason === "WaitingForCapacity";
 }
 
@@ -72,15 +51,8 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     /** One client per controller replica. */
     let replicas: FastSandboxClient[] = [];
     let sandboxWatch: Watch<Sandbox> | undefined;
-    let podWatch: Watch<Pod> | undefined;
+    let podWatch: Watch<PodJson> | undefined;
 
-    const pods = async (ns: string, selector: string): Promise<Pod[]> =>
-      (JSON.parse(await suite.kubectlOk("-n", ns, "get", "pods", "-l", selector, "-o", "json")) as { items: Pod[] }).items.filter(
-        (pod) => !pod.metadata.deletionTimestamp,
-      );
-    const agentPods = () => pods(namespace, `fast-sandbox.io/pool=${POOL}`);
-    const poolStatus = async (): Promise<PoolStatus> =>
-      (JSON.parse(await suite.kubectlOk("-n", namespace, "get", "sandboxpool", POOL, "-o", "json")) as { status?: PoolStatus }).status ?? {};
     const create = (replica: number, name: string) =>
       replicas[replica]!.sandboxes.create({ namespace, name, pool: POOL, image: BASE_IMAGE, command: ["sleep", "3600"] });
     /** The states the watch saw of a sandbox, in order. */
@@ -89,41 +61,25 @@ export function registerCase(suite: KubernetesSuiteContext): void {
 
     /** Each Sandbox object has its container in containerd, and no other container of the namespace's sandboxes exists. */
     const containersMatchSandboxes = async (count: number): Promise<void> => {
-      const objects = (JSON.parse(await suite.kubectlOk("-n", namespace, "get", "sandboxes", "-o", "json")) as { items: Sandbox[] }).items;
+      const objects = await listSandboxes(suite, namespace);
       assert.equal(objects.length, count);
       assert.ok(
         objects.every((object) => object.status?.phase === "Running"),
         "every Sandbox is Running",
       );
-      const containers = lines(ctr(suite.containerdNamespace, "containers", "ls", "-q", `labels."fast-sandbox.io/namespace"==${namespace}`));
-      assert.deepEqual(containers.sort(), objects.map((object) => object.status?.sandboxID ?? "").sort(), "containerd holds exactly the Sandboxes' containers");
-    };
-
-    /** `kubectl get --raw <path>?watch=1&resourceVersion=<now>`: one JSON event per line. */
-    const watch = async <T>(apiPath: string, selector = ""): Promise<Watch<T>> => {
-      const listed = JSON.parse(await suite.kubectlOk("get", "--raw", `${apiPath}${selector ? `?labelSelector=${encodeURIComponent(selector)}` : ""}`)) as {
-        metadata: { resourceVersion: string };
-      };
-      const query = new URLSearchParams({ watch: "1", resourceVersion: listed.metadata.resourceVersion, ...(selector ? { labelSelector: selector } : {}) });
-      const child = spawn("kubectl", ["--kubeconfig", suite.kubeconfigPath, "get", "--raw", `${apiPath}?${query.toString()}`], {
-        stdio: ["ignore", "pipe", "ignore"],
-      });
-      const events: WatchEvent<T>[] = [];
-      createInterface({ input: child.stdout }).on("line", (line) => {
-        if (line.trim() !== "") events.push(JSON.parse(line) as WatchEvent<T>);
-      });
-      return { events, stop: () => child.kill() };
+      const containers = namespaceContainers(suite.containerdNamespace, namespace);
+      assert.deepEqual(containers, objects.map((object) => object.status?.sandboxID ?? "").sort(), "containerd holds exactly the Sandboxes' containers");
     };
 
     /** `count` ready agent Pods, and the pool's status says so, with `expected` (the status is rewritten every few seconds). */
-    const readyAgents = async (count: number, expected: PoolStatus): Promise<Pod[]> =>
+    const readyAgents = async (count: number, expected: SandboxPoolStatus): Promise<PodJson[]> =>
       suite.eventually(
         `${count} ready agent Pods and the pool's status ${JSON.stringify({ agents: count, readyAgents: count, ...expected })}`,
         async () => {
-          const [status, found] = [await poolStatus(), await agentPods()];
-          const wanted: PoolStatus = { agents: count, readyAgents: count, ...expected };
-          const same = (Object.keys(wanted) as (keyof PoolStatus)[]).every((field) => status[field] === wanted[field]);
-          return same && found.length === count && found.every(isReady) ? found : undefined;
+          const [status, found] = [await poolStatus(suite, namespace, POOL), await agentPods(suite, namespace, POOL)];
+          const wanted: SandboxPoolStatus = { agents: count, readyAgents: count, ...expected };
+          const same = (Object.keys(wanted) as (keyof SandboxPoolStatus)[]).every((field) => status[field] === wanted[field]);
+          return same && found.length === count && found.every(isPodReady) ? found : undefined;
         },
         { timeoutMs: 120_000 },
       );
@@ -131,22 +87,14 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     before(
       async () => {
         namespace = await suite.createNamespace("pool-scale-up");
-        const controllers = await suite.eventually("two Ready controller replicas", async () => {
-          const ready = (await pods("fast-sandbox-system", "app.kubernetes.io/component=controller")).filter(isReady);
-          return ready.length === 2 ? ready : undefined;
-        });
+        const controllers = await waitForReadyControllers(suite);
         // The follower first: its creates wait for capacity that only the leader's pool controller starts.
-        const leader = await suite.eventually("a holder of the controllers' Lease", async () =>
-          (await suite.kubectlOk("-n", "fast-sandbox-system", "get", "lease", "fast-sandbox-controller", "-o", "jsonpath={.spec.holderIdentity}"))
-            .trim()
-            // A replica's Lease identity is `<Pod name>_<per-process suffix>`.
-            .replace(/_[0-9a-f]+$/, ""),
-        );
-        controllers.sort((a, b) => Number(a.metadata.name === leader) - Number(b.metadata.name === leader));
-        assert.equal(controllers[1]!.metadata.name, leader, `the Lease holder ${leader} is one of the replicas`);
-        replicas = controllers.map((pod) => new FastSandboxClient({ url: `http://${pod.status!.podIP}:7070`, token: suite.apiToken }));
-        podWatch = await watch<Pod>(`/api/v1/namespaces/${namespace}/pods`, `fast-sandbox.io/pool=${POOL}`);
-        sandboxWatch = await watch<Sandbox>(`/apis/sandbox.fast.io/v1alpha1/namespaces/${namespace}/sandboxes`);
+        const leader = await waitForLeaseHolder(suite);
+        controllers.sort((a, b) => Number(a.name === leader) - Number(b.name === leader));
+        assert.equal(controllers[1]!.name, leader, `the Lease holder ${leader} is one of the replicas`);
+        replicas = controllers.map((replica) => new FastSandboxClient({ url: replica.url, token: suite.apiToken }));
+        podWatch = await watch<PodJson>(suite, `/api/v1/namespaces/${namespace}/pods`, { labelSelector: `${POOL_LABEL}=${POOL}` });
+        sandboxWatch = await watch<Sandbox>(suite, `/apis/sandbox.fast.io/v1alpha1/namespaces/${namespace}/sandboxes`);
         await suite.apply(readFileSync(path.join(HERE, "pool.yaml"), "utf8"), namespace);
         // Both replicas know the pool (a create names it) before the first create.
         for (const [index, client] of replicas.entries()) {
@@ -163,11 +111,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       async () => {
         sandboxWatch?.stop();
         podWatch?.stop();
-        if (namespace) {
-          await suite.kubectl("-n", namespace, "delete", "sandboxes", "--all", "--wait=true", "--timeout=120s");
-          await suite.kubectl("-n", namespace, "delete", "sandboxpool", POOL, "--ignore-not-found", "--wait=true", "--timeout=60s");
-          await suite.eventually("the pool's agent Pods to be gone", async () => (await agentPods()).length === 0, { timeoutMs: 120_000 });
-        }
+        if (namespace) await removePool(suite, namespace, POOL);
         for (const client of replicas) client.close();
       },
       { timeout: 300_000 },
@@ -175,14 +119,14 @@ export function registerCase(suite: KubernetesSuiteContext): void {
 
     it("has no agent while nothing asks for one (poolMin 0)", { timeout: 60_000 }, async () => {
       const status = await suite.eventually("the pool's first status", async () => {
-        const current = await poolStatus();
+        const current = await poolStatus(suite, namespace, POOL);
         return current.desiredAgents !== undefined ? current : undefined;
       });
       assert.deepEqual(
         { agents: status.agents, readyAgents: status.readyAgents, sandboxes: status.sandboxes, desiredAgents: status.desiredAgents },
         { agents: 0, readyAgents: 0, sandboxes: 0, desiredAgents: 0 },
       );
-      assert.deepEqual(await agentPods(), []);
+      assert.deepEqual(await agentPods(suite, namespace, POOL), []);
     });
 
     it("starts an agent for the first create, which waits as Pending/WaitingForCapacity and then runs on it", { timeout: 240_000 }, async () => {
@@ -209,7 +153,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     it("grows the pool for creates beyond the free slots, through both replicas, and runs them as agents become ready", { timeout: 300_000 }, async () => {
       // The free slot of the first agent.
       const second = await create(1, "s-2");
-      const [agent] = await agentPods();
+      const [agent] = await agentPods(suite, namespace, POOL);
       assert.equal(second.status?.assignedPod, agent!.metadata.name);
       // The pool is full now: three more need two more agents (ceil(5 / 2) = 3).
       const more = await Promise.all([create(0, "s-3"), create(1, "s-4"), create(0, "s-5")]);
@@ -236,8 +180,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       });
       // The other replica too, once it has seen the last placement.
       await suite.eventually("controller replica 1 to see every slot taken", async () => {
-        const agents = await replicas[1]!.pools.agents({ namespace, pool: POOL });
-        return agents.reduce((sum, agent) => sum + agent.allocated, 0) === POOL_MAX * SLOTS;
+        return (await allocatedSlots(replicas[1]!, namespace, POOL)) === POOL_MAX * SLOTS;
       });
       await assert.rejects(create(1, "s-8"), (error: Error) => {
         assert.ok(error instanceof NoCapacityError, `expected NoCapacityError, got ${error.name}: ${error.message}`);

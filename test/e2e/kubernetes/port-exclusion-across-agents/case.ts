@@ -14,26 +14,13 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { FastSandboxClient, NoCapacityError, type Sandbox } from "@fast-sandbox/sdk";
-import { ctr } from "../../../support/containerd.js";
-import { BASE_IMAGE, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
+import { CONTAINER_LABELS, containerIds } from "../../../support/containerd-contents.js";
+import { agentPods, poolStatus, removePool, waitForPhase, waitForReadyControllers } from "../../../support/kubernetes-cases.js";
+import { BASE_IMAGE, isPodReady, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const POOL = "two-agents";
 const PORT = 8080;
-
-interface Pod {
-  metadata: { name: string; deletionTimestamp?: string };
-  status?: { podIP?: string; conditions?: { type: string; status: string }[] };
-}
-
-const isReady = (pod: Pod) => (pod.status?.conditions ?? []).some((condition) => condition.type === "Ready" && condition.status === "True");
-
-function lines(text: string): string[] {
-  return text
-    .split("\n")
-    .map((line) => line.trim())
-    .filter((line) => line !== "");
-}
 
 export function registerCase(suite: KubernetesSuiteContext): void {
   describe("port exclusion across agents", () => {
@@ -43,17 +30,9 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     /** Agent Pod name → its IP. */
     const agentIPs = new Map<string, string>();
 
-    const pods = async (ns: string, selector: string): Promise<Pod[]> =>
-      (JSON.parse(await suite.kubectlOk("-n", ns, "get", "pods", "-l", selector, "-o", "json")) as { items: Pod[] }).items.filter(
-        (pod) => !pod.metadata.deletionTimestamp,
-      );
-    const stored = async (name: string): Promise<Sandbox> =>
-      JSON.parse(await suite.kubectlOk("-n", namespace, "get", "sandbox", name, "-o", "json")) as Sandbox;
     /** The sandbox containers of `agent` in containerd exposing `port` (the label the agent writes). */
     const containersExposing = (agent: string, port: number): string[] =>
-      lines(
-        ctr(suite.containerdNamespace, "containers", "ls", "-q", `labels."fast-sandbox.io/agent"==${agent},labels."fast-sandbox.io/exposed-ports"==${port}`),
-      );
+      containerIds(suite.containerdNamespace, { [CONTAINER_LABELS.agent]: agent, [CONTAINER_LABELS.exposedPorts]: port });
     const create = (replica: number, name: string, port: number) =>
       replicas[replica]!.sandboxes.create({ namespace, name, pool: POOL, image: BASE_IMAGE, command: ["sleep", "3600"], exposedPorts: [port] });
 
@@ -64,10 +43,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       assert.ok(ip, `${answer.metadata.name} is on ${agent}, an agent of the pool (${[...agentIPs.keys()].join(", ")})`);
       assert.equal(answer.status?.phase, "Running");
       assert.deepEqual(answer.status?.endpoints, [`${ip}:${port}`]);
-      const object = await suite.eventually(`Sandbox ${answer.metadata.name} to be Running`, async () => {
-        const current = await stored(answer.metadata.name);
-        return current.status?.phase === "Running" ? current : undefined;
-      });
+      const object = await waitForPhase(suite, namespace, answer.metadata.name, "Running");
       assert.equal(object.status?.assignedPod, agent);
       assert.deepEqual(object.status?.endpoints, [`${ip}:${port}`]);
       return agent;
@@ -77,16 +53,12 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       async () => {
         namespace = await suite.createNamespace("port-exclusion");
         await suite.apply(readFileSync(path.join(HERE, "pool.yaml"), "utf8"), namespace);
-        const controllers = await suite.eventually("two Ready controller replicas", async () => {
-          const ready = (await pods("fast-sandbox-system", "app.kubernetes.io/component=controller")).filter(isReady);
-          return ready.length === 2 ? ready : undefined;
-        });
-        replicas = controllers.map((pod) => new FastSandboxClient({ url: `http://${pod.status!.podIP}:7070`, token: suite.apiToken }));
+        replicas = (await waitForReadyControllers(suite)).map((replica) => new FastSandboxClient({ url: replica.url, token: suite.apiToken }));
         const agents = await suite.eventually(
           "the pool's two agent Pods to be Ready",
           async () => {
-            const found = await pods(namespace, `fast-sandbox.io/pool=${POOL}`);
-            return found.length === 2 && found.every(isReady) ? found : undefined;
+            const found = await agentPods(suite, namespace, POOL);
+            return found.length === 2 && found.every(isPodReady) ? found : undefined;
           },
           { timeoutMs: 120_000 },
         );
@@ -104,13 +76,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
 
     after(
       async () => {
-        if (namespace) {
-          await suite.kubectl("-n", namespace, "delete", "sandboxes", "--all", "--wait=true", "--timeout=120s");
-          await suite.kubectl("-n", namespace, "delete", "sandboxpool", POOL, "--ignore-not-found", "--wait=true", "--timeout=60s");
-          await suite.eventually("the pool's agent Pods to be gone", async () => (await pods(namespace, `fast-sandbox.io/pool=${POOL}`)).length === 0, {
-            timeoutMs: 120_000,
-          });
-        }
+        if (namespace) await removePool(suite, namespace, POOL);
         for (const client of replicas) client.close();
       },
       { timeout: 300_000 },
@@ -139,10 +105,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         assert.notEqual(left.code, 0, "a refused create leaves no Sandbox object");
       }
       await suite.eventually("the pool's status to show 2 sandboxes and 2 free slots", async () => {
-        const status = JSON.parse(await suite.kubectlOk("-n", namespace, "get", "sandboxpool", POOL, "-o", "jsonpath={.status}")) as {
-          sandboxes?: number;
-          freeSlots?: number;
-        };
+        const status = await poolStatus(suite, namespace, POOL);
         return status.sandboxes === 2 && status.freeSlots === 2;
       });
     });

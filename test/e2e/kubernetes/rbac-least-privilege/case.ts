@@ -12,11 +12,10 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
+import { CONTROLLER_SELECTOR, JANITOR_SELECTOR, SYSTEM_NAMESPACE, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
 
-const SYSTEM = "fast-sandbox-system";
-const CONTROLLER = `system:serviceaccount:${SYSTEM}:fast-sandbox-controller`;
-const JANITOR = `system:serviceaccount:${SYSTEM}:fast-sandbox-janitor`;
+const CONTROLLER = `system:serviceaccount:${SYSTEM_NAMESPACE}:fast-sandbox-controller`;
+const JANITOR = `system:serviceaccount:${SYSTEM_NAMESPACE}:fast-sandbox-janitor`;
 
 /**
  * `kubectl auth can-i` as a ServiceAccount: true for yes, false for no. `resource` is TYPE or
@@ -28,10 +27,6 @@ async function can(suite: KubernetesSuiteContext, user: string, verb: string, re
   const result = await suite.kubectl("auth", "can-i", verb, resource, ...scope, ...(subresource ? [`--subresource=${subresource}`] : []), `--as=${user}`);
   assert.ok(result.code === 0 || result.code === 1, `kubectl auth can-i ${verb} ${resource} failed:\n${result.stderr}`);
   return result.code === 0;
-}
-
-interface PodList {
-  items: { metadata: { name: string }; spec: { containers: { name: string }[] } }[];
 }
 
 export function registerCase(suite: KubernetesSuiteContext): void {
@@ -53,9 +48,9 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       ] as const) {
         assert.equal(await can(suite, CONTROLLER, verb, resource, "default", subresource), true, `controller: ${verb} ${resource} ${subresource ?? ""}`);
       }
-      assert.equal(await can(suite, CONTROLLER, "get", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM), true);
-      assert.equal(await can(suite, CONTROLLER, "update", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM), true);
-      assert.equal(await can(suite, CONTROLLER, "create", "leases.coordination.k8s.io", SYSTEM), true);
+      assert.equal(await can(suite, CONTROLLER, "get", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM_NAMESPACE), true);
+      assert.equal(await can(suite, CONTROLLER, "update", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM_NAMESPACE), true);
+      assert.equal(await can(suite, CONTROLLER, "create", "leases.coordination.k8s.io", SYSTEM_NAMESPACE), true);
     });
 
     it("denies the controller everything else", async () => {
@@ -63,10 +58,10 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         // Secrets: one by name only; never listed, watched or written.
         ["list", "secrets", undefined],
         ["watch", "secrets", "default"],
-        ["create", "secrets", SYSTEM],
+        ["create", "secrets", SYSTEM_NAMESPACE],
         ["update", "secrets", "default"],
         ["delete", "nodes", undefined],
-        ["list", "configmaps", SYSTEM],
+        ["list", "configmaps", SYSTEM_NAMESPACE],
         ["get", "configmaps", "default"],
         ["update", "pods", "default"],
         ["patch", "pods", "default"],
@@ -74,16 +69,16 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         ["create", "pods", "default", "eviction"],
         ["update", "pods", "default", "status"],
         ["delete", "sandboxes.sandbox.fast.io", "default", "status"],
-        ["create", "deployments.apps", SYSTEM],
+        ["create", "deployments.apps", SYSTEM_NAMESPACE],
         ["create", "serviceaccounts", "default"],
         ["update", "customresourcedefinitions.apiextensions.k8s.io", undefined],
         ["create", "rolebindings.rbac.authorization.k8s.io", "default"],
         // Leases: its own, in its own namespace.
-        ["update", "leases.coordination.k8s.io/someone-else", SYSTEM],
+        ["update", "leases.coordination.k8s.io/someone-else", SYSTEM_NAMESPACE],
         ["get", "leases.coordination.k8s.io/fast-sandbox-controller", "default"],
         ["create", "leases.coordination.k8s.io", "default"],
-        ["list", "leases.coordination.k8s.io", SYSTEM],
-        ["delete", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM],
+        ["list", "leases.coordination.k8s.io", SYSTEM_NAMESPACE],
+        ["delete", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM_NAMESPACE],
       ] as const) {
         const what = `${verb} ${resource}${subresource ? `/${subresource}` : ""} in ${namespace ?? "all namespaces"}`;
         assert.equal(await can(suite, CONTROLLER, verb, resource, namespace, subresource), false, `controller must not: ${what}`);
@@ -117,22 +112,25 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     });
 
     it("gives the agents no Kubernetes API access", async () => {
-      const agent = `system:serviceaccount:${SYSTEM}:fast-sandbox-agent`;
+      const agent = `system:serviceaccount:${SYSTEM_NAMESPACE}:fast-sandbox-agent`;
       for (const [verb, resource] of [
         ["get", "pods"],
         ["list", "sandboxes.sandbox.fast.io"],
         ["get", "secrets"],
       ]) {
-        assert.equal(await can(suite, agent, verb!, resource!, SYSTEM), false, `agent must not: ${verb} ${resource}`);
+        assert.equal(await can(suite, agent, verb!, resource!, SYSTEM_NAMESPACE), false, `agent must not: ${verb} ${resource}`);
       }
     });
 
     it("was enough: no controller replica and no janitor was refused anything by the API server", async () => {
-      for (const component of ["controller", "janitor"]) {
-        const pods = JSON.parse(await suite.kubectlOk("-n", SYSTEM, "get", "pods", "-l", `app.kubernetes.io/component=${component}`, "-o", "json")) as PodList;
-        assert.ok(pods.items.length > 0, `no ${component} Pod`);
-        for (const pod of pods.items) {
-          const log = suite.podLog(SYSTEM, pod.metadata.name, pod.spec.containers[0]!.name);
+      for (const [component, selector] of [
+        ["controller", CONTROLLER_SELECTOR],
+        ["janitor", JANITOR_SELECTOR],
+      ] as const) {
+        const pods = await suite.pods(SYSTEM_NAMESPACE, selector, { includeDeleting: true });
+        assert.ok(pods.length > 0, `no ${component} Pod`);
+        for (const pod of pods) {
+          const log = suite.podLog(SYSTEM_NAMESPACE, pod.metadata.name, pod.spec.containers[0]!.name);
           assert.ok(log.length > 0, `${pod.metadata.name} logged nothing`);
           // An authorization denial names the user and what it cannot do (`is forbidden: User
           // "system:serviceaccount:…" cannot create resource …`); other 403s (a namespace being

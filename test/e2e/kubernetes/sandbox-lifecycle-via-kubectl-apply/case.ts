@@ -13,72 +13,31 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import type { Condition, Sandbox, SandboxPool } from "@fast-sandbox/api";
+import type { SandboxPool } from "@fast-sandbox/api";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
 import { ctr } from "../../../support/containerd.js";
+import { outputLines, runtimeState } from "../../../support/containerd-contents.js";
+import {
+  SANDBOX_POOLS,
+  agentPods,
+  deleteCaseNamespace,
+  getObject,
+  getSandbox,
+  sandboxCondition,
+  waitForPhase,
+  waitForSandbox,
+} from "../../../support/kubernetes-cases.js";
 import type { KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CLEANUP_FINALIZER = "sandbox.fast.io/agent-cleanup";
-const POOL_LABEL = "fast-sandbox.io/pool";
-
-interface Pod {
-  metadata: { name: string; deletionTimestamp?: string };
-  status?: { podIP?: string };
-}
-
-/** What containerd holds of one sandbox id in the suite's namespace. */
-interface RuntimeState {
-  container: boolean;
-  /** The task's status (RUNNING, STOPPED…), undefined without a task. */
-  task: string | undefined;
-  snapshot: boolean;
-}
-
-function lines(text: string): string[] {
-  return text
-    .split("\n")
-    .map((line) => line.trim())
-    .filter((line) => line !== "");
-}
-
-function runtimeState(containerdNamespace: string, sandboxId: string): RuntimeState {
-  const task = lines(ctr(containerdNamespace, "tasks", "ls"))
-    .slice(1)
-    .map((line) => line.split(/\s+/))
-    .find(([id]) => id === sandboxId);
-  return {
-    container: lines(ctr(containerdNamespace, "containers", "ls", "-q")).includes(sandboxId),
-    task: task?.[2],
-    snapshot: lines(ctr(containerdNamespace, "snapshots", "ls"))
-      .slice(1)
-      .some((line) => line.split(/\s+/)[0] === sandboxId),
-  };
-}
-
-function condition(sandbox: Sandbox | undefined, type: string): Condition | undefined {
-  return sandbox?.status?.conditions?.find((c) => c.type === type);
-}
 
 export function registerCase(suite: KubernetesSuiteContext): void {
   describe("sandbox lifecycle via kubectl apply", () => {
     let namespace = "";
     let client: FastSandboxClient | undefined;
 
-    /** The object, or undefined when the API server does not have it. */
-    async function get<T>(kind: string, name: string): Promise<T | undefined> {
-      const result = await suite.kubectl("-n", namespace, "get", kind, name, "-o", "json");
-      if (result.code !== 0 && /NotFound|not found/.test(result.stderr)) return undefined;
-      assert.equal(result.code, 0, result.stderr);
-      return JSON.parse(result.stdout) as T;
-    }
-
     const applyFile = (file: string) => suite.kubectlOk("-n", namespace, "apply", "-f", path.join(HERE, file));
-
-    async function agentPods(pool: string): Promise<Pod[]> {
-      const { items } = JSON.parse(await suite.kubectlOk("-n", namespace, "get", "pods", "-l", `${POOL_LABEL}=${pool}`, "-o", "json")) as { items: Pod[] };
-      return items.filter((pod) => !pod.metadata.deletionTimestamp);
-    }
 
     before(async () => {
       namespace = await suite.createNamespace("lifecycle");
@@ -87,34 +46,24 @@ export function registerCase(suite: KubernetesSuiteContext): void {
 
     after(async () => {
       client?.close();
-      if (!namespace) return;
-      // Sandboxes first, while their agents run: their finalizer removes their containers.
-      await suite.kubectl("-n", namespace, "delete", "sandboxes", "--all", "--timeout=120s");
-      await suite.kubectl("delete", "namespace", namespace, "--timeout=180s");
+      if (namespace) await deleteCaseNamespace(suite, namespace);
     });
 
     it("runs a Sandbox applied with kubectl on an agent Pod of its pool, as fsb run would", async () => {
       await applyFile("pool.yaml");
       await applyFile("sandbox.yaml");
-      const running = await suite.eventually(
-        "sandbox hello to be Running",
-        async () => {
-          const sandbox = await get<Sandbox>("sandbox", "hello");
-          return sandbox?.status?.phase === "Running" ? sandbox : undefined;
-        },
-        { timeoutMs: 180_000, intervalMs: 500 },
-      );
-      const agents = (await agentPods("lifecycle")).map((pod) => pod.metadata.name);
+      const running = await waitForPhase(suite, namespace, "hello", "Running", { timeoutMs: 180_000, intervalMs: 500 });
+      const agents = (await agentPods(suite, namespace, "lifecycle")).map((pod) => pod.metadata.name);
       assert.ok(
         agents.includes(running.status?.assignedPod ?? ""),
         `assignedPod ${running.status?.assignedPod} is not an agent Pod of pool lifecycle (${agents.join(", ")})`,
       );
       assert.ok(running.status?.sandboxID, "status.sandboxID is set");
-      assert.equal(condition(running, "Ready")?.status, "True", JSON.stringify(running.status?.conditions));
+      assert.equal(sandboxCondition(running, "Ready")?.status, "True", JSON.stringify(running.status?.conditions));
       assert.ok(running.metadata.finalizers?.includes(CLEANUP_FINALIZER), `the cleanup finalizer is set: ${JSON.stringify(running.metadata.finalizers)}`);
 
       // The CRD's printer columns: NAME PHASE POOL AGENT AGE.
-      const table = lines(await suite.kubectlOk("-n", namespace, "get", "sandboxes"));
+      const table = outputLines(await suite.kubectlOk("-n", namespace, "get", "sandboxes"));
       assert.match(table[0] ?? "", /^NAME\s+PHASE\s+POOL\s+AGENT\s+AGE$/);
       const row = table.find((line) => line.startsWith("hello "))?.split(/\s+/);
       assert.deepEqual(row?.slice(0, 4), ["hello", "Running", "lifecycle", running.status?.assignedPod]);
@@ -145,15 +94,15 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     });
 
     it("kubectl delete sandbox returns once its container, task and snapshot are gone", async () => {
-      const sandbox = await get<Sandbox>("sandbox", "hello");
+      const sandbox = await getSandbox(suite, namespace, "hello");
       const sandboxId = sandbox?.status?.sandboxID;
       assert.ok(sandboxId, "sandbox hello has a sandboxID");
       // kubectl waits until the object is gone, i.e. until the controller dropped the cleanup finalizer.
       await suite.kubectlOk("-n", namespace, "delete", "sandbox", "hello", "--timeout=120s");
-      assert.equal(await get<Sandbox>("sandbox", "hello"), undefined);
+      assert.equal(await getSandbox(suite, namespace, "hello"), undefined);
       assert.deepEqual(runtimeState(suite.containerdNamespace, sandboxId), { container: false, task: undefined, snapshot: false });
       const pool = await suite.eventually("pool lifecycle to count no sandbox", async () => {
-        const current = await get<SandboxPool>("sandboxpool", "lifecycle");
+        const current = await getObject<SandboxPool>(suite, namespace, SANDBOX_POOLS, "lifecycle");
         return current?.status?.sandboxes === 0 ? current : undefined;
       });
       assert.equal(pool.status?.sandboxes, 0);
@@ -161,44 +110,37 @@ export function registerCase(suite: KubernetesSuiteContext): void {
 
     it("keeps a Sandbox whose pool does not exist yet Pending with Scheduled=False, and runs it once the pool is applied", async () => {
       await applyFile("sandbox-before-its-pool.yaml");
-      const waiting = await suite.eventually(
+      const waiting = await waitForSandbox(
+        suite,
+        namespace,
+        "early",
         "sandbox early to say why it is not scheduled",
-        async () => {
-          const sandbox = await get<Sandbox>("sandbox", "early");
-          return condition(sandbox, "Scheduled")?.status === "False" ? sandbox : undefined;
-        },
+        (sandbox) => sandboxCondition(sandbox, "Scheduled")?.status === "False",
         { timeoutMs: 60_000, intervalMs: 500 },
       );
-      const scheduled = condition(waiting, "Scheduled")!;
+      const scheduled = sandboxCondition(waiting, "Scheduled")!;
       assert.equal(waiting.status?.phase ?? "Pending", "Pending");
       assert.ok(scheduled.reason, "the Scheduled condition has a reason");
       assert.match(scheduled.message ?? "", /\blate\b/, `the message names the missing pool: ${scheduled.message}`);
       // It stays: the controller retries while the pool is missing and must not delete the object.
       for (let check = 0; check < 10; check++) {
         await sleep(1000);
-        const current = await get<Sandbox>("sandbox", "early");
+        const current = await getSandbox(suite, namespace, "early");
         assert.equal(current?.metadata.uid, waiting.metadata.uid, "sandbox early was deleted (or replaced) while its pool was missing");
         assert.ok(!current?.metadata.deletionTimestamp, "sandbox early is being deleted while its pool is missing");
         assert.equal(current?.status?.phase ?? "Pending", "Pending");
       }
 
       await applyFile("late-pool.yaml");
-      const running = await suite.eventually(
-        "sandbox early to be Running once its pool exists",
-        async () => {
-          const sandbox = await get<Sandbox>("sandbox", "early");
-          return sandbox?.status?.phase === "Running" ? sandbox : undefined;
-        },
-        { timeoutMs: 180_000, intervalMs: 500 },
-      );
+      const running = await waitForPhase(suite, namespace, "early", "Running", { timeoutMs: 180_000, intervalMs: 500 });
       assert.equal(running.metadata.uid, waiting.metadata.uid);
-      const agents = (await agentPods("late")).map((pod) => pod.metadata.name);
+      const agents = (await agentPods(suite, namespace, "late")).map((pod) => pod.metadata.name);
       assert.ok(
         agents.includes(running.status?.assignedPod ?? ""),
         `assignedPod ${running.status?.assignedPod} is not an agent Pod of pool late (${agents.join(", ")})`,
       );
-      assert.equal(condition(running, "Scheduled")?.status, "True", JSON.stringify(running.status?.conditions));
-      assert.equal(condition(running, "Ready")?.status, "True", JSON.stringify(running.status?.conditions));
+      assert.equal(sandboxCondition(running, "Scheduled")?.status, "True", JSON.stringify(running.status?.conditions));
+      assert.equal(sandboxCondition(running, "Ready")?.status, "True", JSON.stringify(running.status?.conditions));
       const sandboxId = running.status?.sandboxID ?? "";
       assert.equal(runtimeState(suite.containerdNamespace, sandboxId).task, "RUNNING");
 

@@ -15,34 +15,14 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { FastSandboxClient, NoCapacityError, type Sandbox } from "@fast-sandbox/sdk";
-import { ctr } from "../../../support/containerd.js";
-import { BASE_IMAGE, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
+import { agentContainers, isAnchor, runningTasks } from "../../../support/containerd-contents.js";
+import { agentPods, listSandboxes, poolStatus, removePool, waitForReadyControllers } from "../../../support/kubernetes-cases.js";
+import { BASE_IMAGE, isPodReady, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const POOL = "three-slots";
 const SLOTS = 3;
 const BURST = 12;
-
-interface Pod {
-  metadata: { name: string; deletionTimestamp?: string };
-  status?: { podIP?: string; phase?: string; conditions?: { type: string; status: string }[] };
-}
-
-interface PoolStatus {
-  agents?: number;
-  readyAgents?: number;
-  sandboxes?: number;
-  freeSlots?: number;
-}
-
-const isReady = (pod: Pod) => (pod.status?.conditions ?? []).some((condition) => condition.type === "Ready" && condition.status === "True");
-
-function lines(text: string): string[] {
-  return text
-    .split("\n")
-    .map((line) => line.trim())
-    .filter((line) => line !== "");
-}
 
 export function registerCase(suite: KubernetesSuiteContext): void {
   describe("slot capacity exhaustion across controller replicas", () => {
@@ -51,23 +31,8 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     /** One client per controller replica. */
     let replicas: FastSandboxClient[] = [];
 
-    const pods = async (ns: string, selector: string): Promise<Pod[]> =>
-      (JSON.parse(await suite.kubectlOk("-n", ns, "get", "pods", "-l", selector, "-o", "json")) as { items: Pod[] }).items.filter(
-        (pod) => !pod.metadata.deletionTimestamp,
-      );
-    const sandboxes = async (): Promise<Sandbox[]> =>
-      (JSON.parse(await suite.kubectlOk("-n", namespace, "get", "sandboxes", "-o", "json")) as { items: Sandbox[] }).items;
-    const poolStatus = async (): Promise<PoolStatus> =>
-      (JSON.parse(await suite.kubectlOk("-n", namespace, "get", "sandboxpool", POOL, "-o", "json")) as { status?: PoolStatus }).status ?? {};
     /** The sandbox containers the agent has in containerd (its `fsb-anchor.*` shim anchors are not sandboxes). */
-    const sandboxContainers = (): string[] =>
-      lines(ctr(suite.containerdNamespace, "containers", "ls", "-q", `labels."fast-sandbox.io/agent"==${agent}`)).filter((id) => !id.startsWith("fsb-anchor."));
-    const runningTasks = (): string[] =>
-      lines(ctr(suite.containerdNamespace, "tasks", "ls"))
-        .slice(1)
-        .map((line) => line.split(/\s+/))
-        .filter(([, , status]) => status === "RUNNING")
-        .map(([id]) => id!);
+    const sandboxContainers = (): string[] => agentContainers(suite.containerdNamespace, agent).filter((id) => !isAnchor(id));
 
     /** `count` concurrent creates, alternating between the replicas; the results in order. */
     const burst = (prefix: string, count: number) =>
@@ -107,7 +72,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       const ids = created.map((sandbox) => sandbox.status?.sandboxID ?? "").sort();
       // Records of refused creates are removed by the replica that tried; Running is written right after the answer.
       const stored = await suite.eventually(`exactly ${names.join(", ")} as Running Sandboxes`, async () => {
-        const items = await sandboxes();
+        const items = await listSandboxes(suite, namespace);
         return items.length === SLOTS && items.every((item) => item.status?.phase === "Running") ? items : undefined;
       });
       assert.deepEqual(stored.map((sandbox) => sandbox.metadata.name).sort(), names);
@@ -115,11 +80,11 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       assert.deepEqual(stored.map((sandbox) => sandbox.status?.sandboxID).sort(), ids);
 
       assert.deepEqual(sandboxContainers().sort(), ids, "the agent's sandbox containers in containerd");
-      const running = new Set(runningTasks());
+      const running = new Set(runningTasks(suite.containerdNamespace));
       for (const id of ids) assert.ok(running.has(id), `the task of ${id} runs`);
 
       const status = await suite.eventually("the pool's status to show 3 sandboxes and no free slot", async () => {
-        const current = await poolStatus();
+        const current = await poolStatus(suite, namespace, POOL);
         return current.sandboxes === SLOTS && current.freeSlots === 0 ? current : undefined;
       });
       assert.deepEqual({ agents: status.agents, readyAgents: status.readyAgents }, { agents: 1, readyAgents: 1 });
@@ -128,10 +93,10 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     const deleteAll = async (created: Sandbox[]): Promise<void> => {
       // Through both replicas, each deleting what the other created too.
       await Promise.all(created.map((sandbox, index) => replicas[(index + 1) % replicas.length]!.sandboxes.delete(sandbox.metadata.name, { namespace })));
-      await suite.eventually("no Sandbox left", async () => (await sandboxes()).length === 0);
+      await suite.eventually("no Sandbox left", async () => (await listSandboxes(suite, namespace)).length === 0);
       assert.deepEqual(sandboxContainers(), []);
       await suite.eventually("the pool's status to show its 3 slots free", async () => {
-        const status = await poolStatus();
+        const status = await poolStatus(suite, namespace, POOL);
         return status.sandboxes === 0 && status.freeSlots === SLOTS;
       });
     };
@@ -140,16 +105,12 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       async () => {
         namespace = await suite.createNamespace("slot-capacity");
         await suite.apply(readFileSync(path.join(HERE, "pool.yaml"), "utf8"), namespace);
-        const controllers = await suite.eventually("two Ready controller replicas", async () => {
-          const ready = (await pods("fast-sandbox-system", "app.kubernetes.io/component=controller")).filter(isReady);
-          return ready.length === 2 ? ready : undefined;
-        });
-        replicas = controllers.map((pod) => new FastSandboxClient({ url: `http://${pod.status!.podIP}:7070`, token: suite.apiToken }));
+        replicas = (await waitForReadyControllers(suite)).map((replica) => new FastSandboxClient({ url: replica.url, token: suite.apiToken }));
         const [agentPod] = await suite.eventually(
           "the pool's one agent Pod to be Ready",
           async () => {
-            const found = await pods(namespace, `fast-sandbox.io/pool=${POOL}`);
-            return found.length === 1 && found.every(isReady) ? found : undefined;
+            const found = await agentPods(suite, namespace, POOL);
+            return found.length === 1 && found.every(isPodReady) ? found : undefined;
           },
           { timeoutMs: 120_000 },
         );
@@ -167,13 +128,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
 
     after(
       async () => {
-        if (namespace) {
-          await suite.kubectl("-n", namespace, "delete", "sandboxes", "--all", "--wait=true", "--timeout=120s");
-          await suite.kubectl("-n", namespace, "delete", "sandboxpool", POOL, "--ignore-not-found", "--wait=true", "--timeout=60s");
-          await suite.eventually("the pool's agent Pod to be gone", async () => (await pods(namespace, `fast-sandbox.io/pool=${POOL}`)).length === 0, {
-            timeoutMs: 120_000,
-          });
-        }
+        if (namespace) await removePool(suite, namespace, POOL);
         for (const client of replicas) client.close();
       },
       { timeout: 300_000 },
@@ -185,7 +140,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     });
 
     it("frees each slot exactly once on delete: a new burst again gets exactly 3", { timeout: 180_000 }, async () => {
-      await deleteAll(await sandboxes());
+      await deleteAll(await listSandboxes(suite, namespace));
       for (const [index, client] of replicas.entries()) {
         await suite.eventually(`controller replica ${index} to see the slots free`, async () => {
           const agents = await client.pools.agents({ namespace, pool: POOL });

@@ -95,7 +95,7 @@ function poolObject(capacity: PoolCapacity, maxSandboxesPerPod = 2): SandboxPool
   };
 }
 
-describe("PoolController (Kubernetes mode)", () => {
+describe("PoolController", () => {
   let store: MemoryResourceStore;
   let fleet: FakeFleet;
   let registry: AgentRegistry;
@@ -334,15 +334,17 @@ describe("PoolController (Kubernetes mode)", () => {
     assert.deepEqual(await status(), { agents: 0, readyAgents: 0, sandboxes: 0, freeSlots: 0, desiredAgents: 1, observedGeneration: 1 });
   });
 
-  it("starts nothing for a deleted pool and forgets its agents as the fleet removes them", async () => {
+  it("stops the agents of a deleted pool, starts none, and forgets them as the fleet removes them", async () => {
     await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 1 }));
     await settle();
     await allReady();
     await store.delete("SandboxPool", { namespace: NAMESPACE, name: POOL });
     await settle();
+    assert.deepEqual(fleet.stopCalls, [["python-agent-0"]], "the agents of a pool that is gone are stopped, once");
     fleet.remove("python-agent-0");
     await settle();
     assert.equal(fleet.requested.length, 1);
+    assert.deepEqual(fleet.stopCalls, [["python-agent-0"]]);
     assert.deepEqual(registry.listAgents({ namespace: NAMESPACE, pool: POOL }), []);
   });
 });

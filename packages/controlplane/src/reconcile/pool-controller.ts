@@ -1,8 +1,9 @@
 /**
- * Kubernetes mode's SandboxPool controller: one `reconcile(key)` per pool on the controller kit. It
- * sizes the pool's agents with the same rules as the embedded mode (reconcile/pool-sizer.ts), starts
- * and stops them through the `AgentFleet` (agent Pods), keeps the `AgentRegistry` in step with what
- * the fleet observes, and writes the pool's status.
+ * The SandboxPool controller of both deployment modes: one `reconcile(key)` per pool on the
+ * controller kit. It sizes the pool's agents (reconcile/pool-sizer.ts), starts and stops them
+ * through the `AgentFleet` port (agent Pods in the Kubernetes mode, supervised local processes in
+ * the embedded one), keeps the `AgentRegistry` in step with what the fleet observes, and writes the
+ * pool's status.
  *
  * Level-triggered: every reconcile reads the pool (informer cache) and the fleet's agents of the pool,
  * and makes one step of progress:
@@ -19,7 +20,9 @@
  * - while spare capacity waits for `scaleDownDelaySeconds`, the key is requeued for when it falls due.
  *
  * - every pool holds the finalizer `sandbox.fast.io/pool-cleanup`: deleting a pool (kubectl) deletes
- *   its sandboxes first, while its agents still run, then lets the pool (and so its Pods) go.
+ *   its sandboxes first, while its agents still run, then lets the pool go; the agents of a pool
+ *   that is gone are stopped (Kubernetes would also garbage-collect the Pods by their owner
+ *   reference; local processes have no owner but this controller).
  *
  * Fleet events (ready, lost, removed) enqueue the agent's pool. Placements do not produce events:
  * `wake(namespace, pool)` reconciles a pool at once (a create waits for capacity), and every pool is
@@ -32,7 +35,7 @@ import { Controller, type ReconcileResult, type Reconciler } from "../controller
 import { Informer } from "../controller/informer.js";
 import { parseObjectKey } from "../controller/object-key.js";
 import type { AgentFleet, AgentFleetEvent, FleetAgent, PoolRef } from "../fleet/agent-fleet.js";
-import { DEFAULT_SCALE_DOWN_DELAY_SECONDS, planPoolSize, type PoolAgentState } from "../reconcile/pool-sizer.js";
+import { DEFAULT_SCALE_DOWN_DELAY_SECONDS, planPoolSize, type PoolAgentState } from "./pool-sizer.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { updateWithRetry } from "../store/retry-on-conflict.js";
@@ -194,10 +197,16 @@ export class PoolController implements Reconciler {
     this.syncRegistry(ref, pool, agents);
     if (this.options.isLeader && !this.options.isLeader()) return { requeueAfterMs: this.options.resyncIntervalMs ?? 5000 };
     if (!pool || pool.metadata.deletionTimestamp) {
-      // Its Pods go with it (owner reference) once it is gone; the registry follows as the fleet reports them removed.
       this.spareSince.delete(key);
       this.expectedStarts.delete(key);
-      return pool ? this.cascade(pool) : undefined;
+      if (pool) return this.cascade(pool);
+      // Gone, so are its sandboxes (the cascade above ran first): its agents go; the registry follows as the fleet reports them removed.
+      const leftover = agents.map((agent) => agent.name).filter((name) => !this.stopping.has(name));
+      if (leftover.length === 0) return;
+      this.options.logger.info({ pool: key, agents: leftover }, "pool deleted: stopping its agents");
+      for (const name of leftover) this.stopping.set(name, key);
+      await this.options.fleet.stopAgents(ref, leftover);
+      return;
     }
     if (!pool.metadata.finalizers?.includes(POOL_CLEANUP_FINALIZER)) {
       await updateWithRetry(
@@ -311,7 +320,7 @@ export class PoolController implements Reconciler {
       const hostIP = hostOf(agent.endpoint);
       const usable = this.options.agentUsable?.(agent.name) ?? true;
       const renewed = !registered || registered.endpoint !== agent.endpoint;
-      if (renewed || registered.capacity !== capacity || registered.hostIP !== hostIP) {
+      if (renewed || registered.capacity !== capacity || registered.hostIP !== hostIP || registered.pid !== agent.pid) {
         registry.upsertAgent({
           name: agent.name,
           namespace: agent.namespace,
@@ -320,6 +329,7 @@ export class PoolController implements Reconciler {
           capacity,
           hostIP,
           ...(agent.nodeName ? { nodeName: agent.nodeName } : {}),
+          ...(agent.pid !== undefined ? { pid: agent.pid } : {}),
           images: registered?.images ?? [],
         });
         if (renewed) this.options.onAgentRegistered?.(agent.name);

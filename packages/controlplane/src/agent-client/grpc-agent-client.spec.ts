@@ -1,0 +1,257 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { Code, ConnectError, createRouterTransport, type ServiceImpl } from "@connectrpc/connect";
+import { FsbError, NotFoundError, UnavailableError, pb, toConnectError } from "@fast-sandbox/api";
+import type { AgentClient, AgentSandboxSpec, ExecEvent, PullProgress } from "./agent-client.js";
+import { createAgentClientOnTransport } from "./grpc-agent-client.js";
+
+const ENDPOINT = "10.0.0.7:7070";
+
+/** A client talking to `service` in process, through Connect's serialization (no sockets). */
+function clientOf(service: Partial<ServiceImpl<typeof pb.AgentService>>, close?: () => void): AgentClient {
+  const transport = createRouterTransport(({ service: register }) => register(pb.AgentService, service));
+  return createAgentClientOnTransport(transport, { endpoint: ENDPOINT, ...(close ? { close } : {}) });
+}
+
+async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
+  const items: T[] = [];
+  for await (const item of stream) items.push(item);
+  return items;
+}
+
+const bytes = (text: string) => new TextEncoder().encode(text);
+
+function spec(overrides: Partial<AgentSandboxSpec> = {}): AgentSandboxSpec {
+  return {
+    sandboxId: "team.web.a1b2c3",
+    namespace: "team",
+    name: "web",
+    image: "python:3.12",
+    command: ["python"],
+    args: ["-m", "http.server"],
+    envs: [{ name: "A", value: "1" }],
+    runtimeType: "gvisor",
+    exposedPorts: [8080],
+    ...overrides,
+  };
+}
+
+describe("the gRPC AgentClient", () => {
+  describe("translates the agent's answers into domain types", () => {
+    it("status: the agent's identity, images and sandboxes, with absent values left out rather than zero", async () => {
+      const client = clientOf({
+        status: () => ({
+          name: "python-0",
+          namespace: "team",
+          pool: "python",
+          nodeName: "node-3",
+          images: ["busybox", "docker.io/library/busybox:latest"],
+          pid: 4242,
+          sandboxes: [
+            { sandboxId: "team.web.a1b2c3", namespace: "team", name: "web", image: "python:3.12", state: "running", pid: 77, exitCode: 0 },
+            { sandboxId: "team.job.d4e5f6", namespace: "team", name: "job", image: "busybox", state: "stopped", exitCode: 137, oomKilled: true },
+            { sandboxId: "team.new.000000", state: "creating" },
+          ],
+        }),
+      });
+      assert.deepStrictEqual(await client.status(), {
+        name: "python-0",
+        namespace: "team",
+        pool: "python",
+        nodeName: "node-3",
+        images: ["busybox", "docker.io/library/busybox:latest"],
+        pid: 4242,
+        sandboxes: [
+          { sandboxId: "team.web.a1b2c3", namespace: "team", name: "web", image: "python:3.12", state: "running", pid: 77, exitCode: 0, oomKilled: false },
+          { sandboxId: "team.job.d4e5f6", namespace: "team", name: "job", image: "busybox", state: "stopped", exitCode: 137, oomKilled: true },
+          { sandboxId: "team.new.000000", namespace: "", name: "", image: "", state: "creating", oomKilled: false },
+        ],
+      });
+    });
+
+    it("reports a sandbox state it does not know (a newer agent's) as unknown", async () => {
+      const client = clientOf({ listSandboxes: () => ({ sandboxes: [{ sandboxId: "a", state: "paused" }] }) });
+      const [sandbox] = await client.listSandboxes();
+      assert.equal(sandbox?.state, "unknown");
+    });
+
+    it("exec: output chunks and the exit code as events, in order", async () => {
+      const client = clientOf({
+        async *exec() {
+          yield { event: { case: "stdout", value: bytes("out") } };
+          yield { event: { case: "stderr", value: bytes("err") } };
+          yield {}; // an event of a kind this control plane does not know: skipped
+          yield { event: { case: "exitCode", value: 3 } };
+        },
+      });
+      const events = await collect(client.exec({ sandboxId: "a", command: ["sh"] }));
+      assert.deepStrictEqual<ExecEvent[]>(events, [
+        { type: "stdout", data: bytes("out") },
+        { type: "stderr", data: bytes("err") },
+        { type: "exit", exitCode: 3 },
+      ]);
+    });
+
+    it("pullImage: byte counts as numbers; progress of a phase it does not know is skipped", async () => {
+      const client = clientOf({
+        async *pullImage(request) {
+          const image = `docker.io/library/${request.image}:latest`;
+          yield { image, phase: "resolving" };
+          yield { image, phase: "verifying" };
+          yield { image, phase: "done", layersTotal: 2, layersDone: 2, bytesTotal: 5_000_000_000n, bytesDone: 5_000_000_000n, digest: "sha256:abc" };
+        },
+      });
+      assert.deepStrictEqual<PullProgress[]>(await collect(client.pullImage("busybox")), [
+        { image: "docker.io/library/busybox:latest", phase: "resolving", layersTotal: 0, layersDone: 0, bytesTotal: 0, bytesDone: 0, digest: "" },
+        {
+          image: "docker.io/library/busybox:latest",
+          phase: "done",
+          layersTotal: 2,
+          layersDone: 2,
+          bytesTotal: 5_000_000_000,
+          bytesDone: 5_000_000_000,
+          digest: "sha256:abc",
+        },
+      ]);
+    });
+
+    it("logs: the raw chunks", async () => {
+      const client = clientOf({
+        async *logs(request) {
+          yield { data: bytes(`${request.sandboxId} follow=${request.follow}\n`) };
+          yield { data: bytes("bye\n") };
+        },
+      });
+      assert.deepStrictEqual(await collect(client.logs("a", true)), [bytes("a follow=true\n"), bytes("bye\n")]);
+    });
+  });
+
+  describe("translates requests into the agent's wire messages", () => {
+    it("createSandbox: every field, limits included, and answers with the created sandbox", async () => {
+      let received: pb.AgentCreateSandboxRequest | undefined;
+      const client = clientOf({
+        createSandbox: (request) => {
+          received = request;
+          return { sandboxId: request.sandboxId, namespace: request.namespace, name: request.name, image: request.image, state: "running", pid: 9 };
+        },
+      });
+      const created = await client.createSandbox(
+        spec({ workingDir: "/srv", cpuMillis: 500, memoryBytes: 256 * 1024 * 1024, pids: 64, slots: 4, exposedPorts: [8080, 9090] }),
+      );
+      assert.deepStrictEqual(created, {
+        sandboxId: "team.web.a1b2c3",
+        namespace: "team",
+        name: "web",
+        image: "python:3.12",
+        state: "running",
+        pid: 9,
+        oomKilled: false,
+      });
+      assert.ok(received);
+      assert.equal(received.sandboxId, "team.web.a1b2c3");
+      assert.equal(received.namespace, "team");
+      assert.equal(received.name, "web");
+      assert.equal(received.image, "python:3.12");
+      assert.deepEqual(received.command, ["python"]);
+      assert.deepEqual(received.args, ["-m", "http.server"]);
+      assert.deepEqual(
+        received.envs.map((e) => [e.name, e.value]),
+        [["A", "1"]],
+      );
+      assert.equal(received.workingDir, "/srv");
+      assert.equal(received.runtimeType, "gvisor");
+      assert.equal(received.cpuMillis, 500);
+      assert.equal(received.memoryBytes, 268_435_456n);
+      assert.equal(received.pids, 64);
+      assert.equal(received.slots, 4);
+      assert.deepEqual(received.exposedPorts, [8080, 9090]);
+    });
+
+    it("createSandbox: limits and working directory left out travel as the wire's 'none' (0, empty)", async () => {
+      let received: pb.AgentCreateSandboxRequest | undefined;
+      const client = clientOf({
+        createSandbox: (request) => {
+          received = request;
+          return { sandboxId: request.sandboxId, state: "running" };
+        },
+      });
+      await client.createSandbox(spec({ envs: [], exposedPorts: [] }));
+      assert.ok(received);
+      assert.deepEqual(
+        [received.workingDir, received.cpuMillis, received.memoryBytes, received.pids, received.slots, received.envs.length, received.exposedPorts.length],
+        ["", 0, 0n, 0, 0, 0, 0],
+      );
+    });
+
+    it("exec: the command, environment and working directory", async () => {
+      let received: pb.AgentExecRequest | undefined;
+      const client = clientOf({
+        async *exec(request) {
+          received = request;
+          yield { event: { case: "exitCode", value: 0 } };
+        },
+      });
+      await collect(client.exec({ sandboxId: "a", command: ["sh", "-c", "env"], envs: [{ name: "B", value: "2" }], workingDir: "/tmp" }));
+      assert.ok(received);
+      assert.equal(received.sandboxId, "a");
+      assert.deepEqual(received.command, ["sh", "-c", "env"]);
+      assert.deepEqual(
+        received.envs.map((e) => [e.name, e.value]),
+        [["B", "2"]],
+      );
+      assert.equal(received.workingDir, "/tmp");
+
+      await collect(client.exec({ sandboxId: "a", command: ["true"] }));
+      assert.deepEqual([received.envs.length, received.workingDir], [0, ""], "no environment, the sandbox's working directory");
+    });
+
+    it("deleteSandbox: the sandbox id and the grace period", async () => {
+      const deletes: [string, number][] = [];
+      const client = clientOf({
+        deleteSandbox: (request) => {
+          deletes.push([request.sandboxId, request.gracePeriodMs]);
+          return {};
+        },
+      });
+      await client.deleteSandbox("a", 1500);
+      assert.deepEqual(deletes, [["a", 1500]]);
+    });
+  });
+
+  describe("errors", () => {
+    it("arrive as the FsbError the agent threw, from unary calls and streams", async () => {
+      const missing = () => toConnectError(new NotFoundError("sandbox a does not exist on agent python-0"));
+      const client = clientOf({
+        deleteSandbox: () => {
+          throw missing();
+        },
+        async *exec() {
+          throw missing();
+        },
+      });
+      await assert.rejects(client.deleteSandbox("a", 0), (error: unknown) => error instanceof NotFoundError && /does not exist/.test(error.message));
+      await assert.rejects(collect(client.exec({ sandboxId: "a", command: ["sh"] })), NotFoundError);
+    });
+
+    it("a unary call that ends 'canceled' although nobody cancelled it is the agent's connection lost: Unavailable, naming the agent", async () => {
+      const client = clientOf({
+        status: () => {
+          throw new ConnectError("stream closed", Code.Canceled);
+        },
+      });
+      await assert.rejects(client.status(), (error: unknown) => error instanceof UnavailableError && error.message.includes(ENDPOINT));
+    });
+
+    it("a method the agent does not have is an FsbError too", async () => {
+      const client = clientOf({});
+      await assert.rejects(client.listSandboxes(), FsbError);
+    });
+  });
+
+  it("close releases the transport's connection", () => {
+    let closed = 0;
+    const client = clientOf({}, () => (closed += 1));
+    client.close();
+    assert.equal(closed, 1);
+  });
+});

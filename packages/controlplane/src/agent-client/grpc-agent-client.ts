@@ -1,0 +1,178 @@
+/**
+ * The AgentClient adapter over gRPC (Connect): the one place where the agent's wire messages are
+ * translated to and from the port's domain types, and its errors into FsbError.
+ */
+import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
+import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
+import { create } from "@bufbuild/protobuf";
+import { UnavailableError, fromConnectError, pb, sendBearerToken } from "@fast-sandbox/api";
+import type {
+  AgentClient,
+  AgentSandbox,
+  AgentSandboxSpec,
+  AgentSandboxState,
+  AgentStatus,
+  ExecEvent,
+  ExecRequest,
+  PullPhase,
+  PullProgress,
+} from "./agent-client.js";
+
+/** Deadline of a create: long enough for an image pull the create has to wait for. */
+const CREATE_TIMEOUT_MS = 60_000;
+const LIST_TIMEOUT_MS = 10_000;
+/** Added to a delete's grace period: the time to remove task, container and snapshot after the kill. */
+const DELETE_MARGIN_MS = 30_000;
+const DEFAULT_STATUS_TIMEOUT_MS = 5000;
+
+/** Calls the agent at `endpoint` (`host:port`) over gRPC on a kept-alive HTTP/2 connection; errors arrive as FsbError. */
+export function createAgentClient(endpoint: string, token: string): AgentClient {
+  const baseUrl = `http://${endpoint}`;
+  const sessions = new Http2SessionManager(baseUrl, { pingIntervalMs: 10_000, idleConnectionTimeoutMs: 60_000 });
+  const transport = createGrpcTransport({ baseUrl, interceptors: [sendBearerToken(token)], sessionManager: sessions });
+  return createAgentClientOnTransport(transport, { endpoint, close: () => sessions.abort() });
+}
+
+export interface AgentTransportOptions {
+  /** Names the agent in error messages, e.g. its `host:port`. */
+  endpoint: string;
+  /** Releases the transport's connection; what `close()` does. @default nothing */
+  close?: () => void;
+}
+
+/** The AgentClient over any Connect transport: gRPC to a real agent, or an in-process router (tests). */
+export function createAgentClientOnTransport(transport: Transport, options: AgentTransportOptions): AgentClient {
+  const client: Client<typeof pb.AgentService> = createClient(pb.AgentService, transport);
+  const unary = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (error) {
+      // A unary call nobody cancelled that ends "canceled" lost its connection (the agent died).
+      if (error instanceof ConnectError && error.code === Code.Canceled) {
+        throw new UnavailableError(`agent at ${options.endpoint} dropped the connection: ${error.rawMessage}`, { cause: error });
+      }
+      throw fromConnectError(error);
+    }
+  };
+  const callOptions = (signal: AbortSignal | undefined) => (signal ? { signal } : {});
+  return {
+    status: async (timeoutMs = DEFAULT_STATUS_TIMEOUT_MS) => agentStatusFromMessage(await unary(() => client.status({}, { timeoutMs }))),
+    createSandbox: async (spec) =>
+      agentSandboxFromMessage(await unary(() => client.createSandbox(agentSandboxSpecToMessage(spec), { timeoutMs: CREATE_TIMEOUT_MS }))),
+    deleteSandbox: async (sandboxId, gracePeriodMs) => {
+      await unary(() => client.deleteSandbox({ sandboxId, gracePeriodMs }, { timeoutMs: gracePeriodMs + DELETE_MARGIN_MS }));
+    },
+    listSandboxes: async () => (await unary(() => client.listSandboxes({}, { timeoutMs: LIST_TIMEOUT_MS }))).sandboxes.map(agentSandboxFromMessage),
+    logs: (sandboxId, follow, signal) => translatedStream(() => client.logs({ sandboxId, follow }, callOptions(signal)), logChunkFromMessage),
+    exec: (request, signal) => translatedStream(() => client.exec(execRequestToMessage(request), callOptions(signal)), execEventFromMessage),
+    // No deadline: a large image takes what it takes; progress shows it moving, `signal` stops waiting.
+    pullImage: (image, signal) => translatedStream(() => client.pullImage({ image }, callOptions(signal)), pullProgressFromMessage),
+    close: () => options.close?.(),
+  };
+}
+
+/** Each message of a server stream translated (`undefined`: nothing the port can carry, skipped); errors as FsbError. */
+async function* translatedStream<M, T>(open: () => AsyncIterable<M>, translate: (message: M) => T | undefined): AsyncGenerator<T> {
+  try {
+    for await (const message of open()) {
+      const translated = translate(message);
+      if (translated !== undefined) yield translated;
+    }
+  } catch (error) {
+    throw fromConnectError(error);
+  }
+}
+
+const SANDBOX_STATES: readonly AgentSandboxState[] = ["creating", "created", "running", "stopped", "unknown"];
+const PULL_PHASES: readonly PullPhase[] = ["resolving", "downloading", "unpacking", "done"];
+
+function isOneOf<T extends string>(values: readonly T[], value: string): value is T {
+  return (values as readonly string[]).includes(value);
+}
+
+function agentSandboxFromMessage(message: pb.AgentSandbox): AgentSandbox {
+  return {
+    sandboxId: message.sandboxId,
+    namespace: message.namespace,
+    name: message.name,
+    image: message.image,
+    // A state this control plane does not know (a newer agent's) tells it nothing it can act on.
+    state: isOneOf(SANDBOX_STATES, message.state) ? message.state : "unknown",
+    ...(message.pid > 0 ? { pid: message.pid } : {}),
+    ...(message.exitCode !== undefined ? { exitCode: message.exitCode } : {}),
+    oomKilled: message.oomKilled,
+  };
+}
+
+function agentStatusFromMessage(message: pb.AgentStatus): AgentStatus {
+  return {
+    name: message.name,
+    namespace: message.namespace,
+    pool: message.pool,
+    nodeName: message.nodeName,
+    images: [...message.images],
+    sandboxes: message.sandboxes.map(agentSandboxFromMessage),
+    pid: message.pid,
+  };
+}
+
+/** Limits the spec leaves out travel as 0 ("none") on the wire. */
+function agentSandboxSpecToMessage(spec: AgentSandboxSpec): pb.AgentCreateSandboxRequest {
+  return create(pb.AgentCreateSandboxRequestSchema, {
+    sandboxId: spec.sandboxId,
+    namespace: spec.namespace,
+    name: spec.name,
+    image: spec.image,
+    command: spec.command,
+    args: spec.args,
+    envs: spec.envs.map(({ name, value }) => ({ name, value })),
+    workingDir: spec.workingDir ?? "",
+    runtimeType: spec.runtimeType,
+    cpuMillis: spec.cpuMillis ?? 0,
+    memoryBytes: BigInt(spec.memoryBytes ?? 0),
+    pids: spec.pids ?? 0,
+    slots: spec.slots ?? 0,
+    exposedPorts: spec.exposedPorts,
+  });
+}
+
+function execRequestToMessage(request: ExecRequest): pb.AgentExecRequest {
+  return create(pb.AgentExecRequestSchema, {
+    sandboxId: request.sandboxId,
+    command: request.command,
+    envs: (request.envs ?? []).map(({ name, value }) => ({ name, value })),
+    workingDir: request.workingDir ?? "",
+  });
+}
+
+function logChunkFromMessage(message: pb.LogsResponse): Uint8Array {
+  return message.data;
+}
+
+function execEventFromMessage(message: pb.ExecResponse): ExecEvent | undefined {
+  const { event } = message;
+  switch (event.case) {
+    case "stdout":
+      return { type: "stdout", data: event.value };
+    case "stderr":
+      return { type: "stderr", data: event.value };
+    case "exitCode":
+      return { type: "exit", exitCode: event.value };
+    case undefined:
+      return undefined;
+  }
+}
+
+function pullProgressFromMessage(message: pb.PullProgress): PullProgress | undefined {
+  // A phase this control plane does not know (a newer agent's) is progress it cannot show; the pull goes on.
+  if (!isOneOf(PULL_PHASES, message.phase)) return undefined;
+  return {
+    image: message.image,
+    phase: message.phase,
+    layersTotal: message.layersTotal,
+    layersDone: message.layersDone,
+    bytesTotal: Number(message.bytesTotal),
+    bytesDone: Number(message.bytesDone),
+    digest: message.digest,
+  };
+}
