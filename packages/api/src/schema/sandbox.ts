@@ -117,8 +117,13 @@ export const SandboxStatus = Type.Object(
     phase: Type.Optional(SandboxPhase),
     assignedPod: Type.Optional(Type.String({ description: "The agent that runs the sandbox." })),
     nodeName: Type.Optional(Type.String()),
-    sandboxID: Type.Optional(Type.String({ description: "The runtime's id of the sandbox (containerd container id)." })),
+    sandboxID: Type.Optional(Type.String({ description: "Id of this instance of the sandbox, chosen by the control plane; its agent reports it by this id." })),
     endpoints: Type.Optional(Type.Array(Type.String(), { description: "host:port for each exposed port." })),
+    sandboxIP: Type.Optional(
+      Type.String({
+        description: "Isolated network: the sandbox's own address on its node's sandbox bridge (the sandbox proxy connects to it); unset for a Shared network.",
+      }),
+    ),
     conditions: Type.Optional(Type.Array(Condition)),
     acceptedResetRevision: Type.Optional(Type.String({ description: "The resetRevision the running instance was created for." })),
     recreations: Type.Optional(Type.Integer({ minimum: 0, description: "How many times the sandbox was recreated (agent lost or reset)." })),

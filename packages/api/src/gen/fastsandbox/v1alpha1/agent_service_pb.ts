@@ -4,8 +4,8 @@
 // @generated from file fastsandbox/v1alpha1/agent_service.proto (package fastsandbox.v1alpha1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { EnvVar } from "./resources_pb.js";
 import { file_fastsandbox_v1alpha1_resources } from "./resources_pb.js";
 import type { ExecResponseSchema, LogsResponseSchema, PullProgressSchema } from "./streams_pb.js";
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fastsandbox/v1alpha1/agent_service.proto.
  */
 export const file_fastsandbox_v1alpha1_agent_service: GenFile = /*@__PURE__*/
-  fileDesc("CihmYXN0c2FuZGJveC92MWFscGhhMS9hZ2VudF9zZXJ2aWNlLnByb3RvEhRmYXN0c2FuZGJveC52MWFscGhhMSIUChJBZ2VudFN0YXR1c1JlcXVlc3QiowEKC0FnZW50U3RhdHVzEgwKBG5hbWUYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBHBvb2wYAyABKAkSEQoJbm9kZV9uYW1lGAQgASgJEg4KBmltYWdlcxgFIAMoCRI1CglzYW5kYm94ZXMYBiADKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3gSCwoDcGlkGAcgASgFIrMCChlBZ2VudENyZWF0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDQoFaW1hZ2UYBCABKAkSDwoHY29tbWFuZBgFIAMoCRIMCgRhcmdzGAYgAygJEioKBGVudnMYByADKAsyHC5mYXN0c2FuZGJveC52MWFscGhhMS5FbnZWYXISEwoLd29ya2luZ19kaXIYCCABKAkSFAoMcnVudGltZV90eXBlGAkgASgJEhIKCmNwdV9taWxsaXMYCiABKAUSFAoMbWVtb3J5X2J5dGVzGAsgASgDEgwKBHBpZHMYDCABKAUSDQoFc2xvdHMYDSABKAUSFQoNZXhwb3NlZF9wb3J0cxgOIAMoBSKoAQoMQWdlbnRTYW5kYm94EhIKCnNhbmRib3hfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDQoFaW1hZ2UYBCABKAkSDQoFc3RhdGUYBSABKAkSCwoDcGlkGAYgASgFEhYKCWV4aXRfY29kZRgHIAEoBUgAiAEBEhIKCm9vbV9raWxsZWQYCCABKAhCDAoKX2V4aXRfY29kZSJIChlBZ2VudERlbGV0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSFwoPZ3JhY2VfcGVyaW9kX21zGAIgASgFIhwKGkFnZW50RGVsZXRlU2FuZGJveFJlc3BvbnNlIhsKGUFnZW50TGlzdFNhbmRib3hlc1JlcXVlc3QiUwoaQWdlbnRMaXN0U2FuZGJveGVzUmVzcG9uc2USNQoJc2FuZGJveGVzGAEgAygLMiIuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTYW5kYm94IjYKEEFnZW50TG9nc1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIOCgZmb2xsb3cYAiABKAgieAoQQWdlbnRFeGVjUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg8KB2NvbW1hbmQYAiADKAkSKgoEZW52cxgDIAMoCzIcLmZhc3RzYW5kYm94LnYxYWxwaGExLkVudlZhchITCgt3b3JraW5nX2RpchgEIAEoCSImChVBZ2VudFB1bGxJbWFnZVJlcXVlc3QSDQoFaW1hZ2UYASABKAkyvwUKDEFnZW50U2VydmljZRJVCgZTdGF0dXMSKC5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFN0YXR1c1JlcXVlc3QaIS5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFN0YXR1cxJkCg1DcmVhdGVTYW5kYm94Ei8uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRDcmVhdGVTYW5kYm94UmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50U2FuZGJveBJyCg1EZWxldGVTYW5kYm94Ei8uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnREZWxldGVTYW5kYm94UmVxdWVzdBowLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50RGVsZXRlU2FuZGJveFJlc3BvbnNlEnIKDUxpc3RTYW5kYm94ZXMSLy5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExpc3RTYW5kYm94ZXNSZXF1ZXN0GjAuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRMaXN0U2FuZGJveGVzUmVzcG9uc2USVAoETG9ncxImLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50TG9nc1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5Mb2dzUmVzcG9uc2UwARJUCgRFeGVjEiYuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRFeGVjUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLkV4ZWNSZXNwb25zZTABEl4KCVB1bGxJbWFnZRIrLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50UHVsbEltYWdlUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLlB1bGxQcm9ncmVzczABYgZwcm90bzM", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
+  fileDesc("CihmYXN0c2FuZGJveC92MWFscGhhMS9hZ2VudF9zZXJ2aWNlLnByb3RvEhRmYXN0c2FuZGJveC52MWFscGhhMSIUChJBZ2VudFN0YXR1c1JlcXVlc3QiowEKC0FnZW50U3RhdHVzEgwKBG5hbWUYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBHBvb2wYAyABKAkSEQoJbm9kZV9uYW1lGAQgASgJEg4KBmltYWdlcxgFIAMoCRI1CglzYW5kYm94ZXMYBiADKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3gSCwoDcGlkGAcgASgFIuoCChlBZ2VudENyZWF0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDQoFaW1hZ2UYBCABKAkSDwoHY29tbWFuZBgFIAMoCRIMCgRhcmdzGAYgAygJEioKBGVudnMYByADKAsyHC5mYXN0c2FuZGJveC52MWFscGhhMS5FbnZWYXISEwoLd29ya2luZ19kaXIYCCABKAkSFAoMcnVudGltZV90eXBlGAkgASgJEhIKCmNwdV9taWxsaXMYCiABKAUSFAoMbWVtb3J5X2J5dGVzGAsgASgDEgwKBHBpZHMYDCABKAUSDQoFc2xvdHMYDSABKAUSFQoNZXhwb3NlZF9wb3J0cxgOIAMoBRI1CgduZXR3b3JrGA8gASgLMiQuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveE5ldHdvcmsi1wEKDlNhbmRib3hOZXR3b3JrEjcKBG1vZGUYASABKA4yKS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94TmV0d29yay5Nb2RlEjIKBmVncmVzcxgCIAEoCzIiLmZhc3RzYW5kYm94LnYxYWxwaGExLkVncmVzc1BvbGljeRIgChhhbGxvd19zYW5kYm94X3RvX3NhbmRib3gYAyABKAgiNgoETW9kZRIUChBNT0RFX1VOU1BFQ0lGSUVEEAASCgoGU0hBUkVEEAESDAoISVNPTEFURUQQAiLBAQoMRWdyZXNzUG9saWN5EjUKBGtpbmQYASABKA4yJy5mYXN0c2FuZGJveC52MWFscGhhMS5FZ3Jlc3NQb2xpY3kuS2luZBIvCgVhbGxvdxgCIAMoCzIgLmZhc3RzYW5kYm94LnYxYWxwaGExLkVncmVzc1J1bGUiSQoES2luZBIUChBLSU5EX1VOU1BFQ0lGSUVEEAASDQoJQUxMT1dfQUxMEAESDAoIREVOWV9BTEwQAhIOCgpBTExPV19MSVNUEAMiOwoKRWdyZXNzUnVsZRIMCgRjaWRyGAEgASgJEg0KBXBvcnRzGAIgAygFEhAKCHByb3RvY29sGAMgASgJIrkBCgxBZ2VudFNhbmRib3gSEgoKc2FuZGJveF9pZBgBIAEoCRIRCgluYW1lc3BhY2UYAiABKAkSDAoEbmFtZRgDIAEoCRINCgVpbWFnZRgEIAEoCRINCgVzdGF0ZRgFIAEoCRILCgNwaWQYBiABKAUSFgoJZXhpdF9jb2RlGAcgASgFSACIAQESEgoKb29tX2tpbGxlZBgIIAEoCBIPCgdhZGRyZXNzGAkgASgJQgwKCl9leGl0X2NvZGUiSAoZQWdlbnREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhcKD2dyYWNlX3BlcmlvZF9tcxgCIAEoBSIcChpBZ2VudERlbGV0ZVNhbmRib3hSZXNwb25zZSIbChlBZ2VudExpc3RTYW5kYm94ZXNSZXF1ZXN0IlMKGkFnZW50TGlzdFNhbmRib3hlc1Jlc3BvbnNlEjUKCXNhbmRib3hlcxgBIAMoCzIiLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50U2FuZGJveCI2ChBBZ2VudExvZ3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDgoGZm9sbG93GAIgASgIIngKEEFnZW50RXhlY1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIPCgdjb21tYW5kGAIgAygJEioKBGVudnMYAyADKAsyHC5mYXN0c2FuZGJveC52MWFscGhhMS5FbnZWYXISEwoLd29ya2luZ19kaXIYBCABKAkiJgoVQWdlbnRQdWxsSW1hZ2VSZXF1ZXN0Eg0KBWltYWdlGAEgASgJMr8FCgxBZ2VudFNlcnZpY2USVQoGU3RhdHVzEiguZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTdGF0dXNSZXF1ZXN0GiEuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTdGF0dXMSZAoNQ3JlYXRlU2FuZGJveBIvLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50Q3JlYXRlU2FuZGJveFJlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3gScgoNRGVsZXRlU2FuZGJveBIvLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50RGVsZXRlU2FuZGJveFJlcXVlc3QaMC5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudERlbGV0ZVNhbmRib3hSZXNwb25zZRJyCg1MaXN0U2FuZGJveGVzEi8uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRMaXN0U2FuZGJveGVzUmVxdWVzdBowLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50TGlzdFNhbmRib3hlc1Jlc3BvbnNlElQKBExvZ3MSJi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExvZ3NSZXF1ZXN0GiIuZmFzdHNhbmRib3gudjFhbHBoYTEuTG9nc1Jlc3BvbnNlMAESVAoERXhlYxImLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50RXhlY1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5FeGVjUmVzcG9uc2UwARJeCglQdWxsSW1hZ2USKy5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFB1bGxJbWFnZVJlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5QdWxsUHJvZ3Jlc3MwAWIGcHJvdG8z", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentStatusRequest
@@ -160,6 +160,13 @@ export type AgentCreateSandboxRequest = Message<"fastsandbox.v1alpha1.AgentCreat
    * @generated from field: repeated int32 exposed_ports = 14;
    */
   exposedPorts: number[];
+
+  /**
+   * The sandbox's network. Unset: Shared (the agent's own network, as before networking existed).
+   *
+   * @generated from field: fastsandbox.v1alpha1.SandboxNetwork network = 15;
+   */
+  network?: SandboxNetwork | undefined;
 };
 
 /**
@@ -168,6 +175,162 @@ export type AgentCreateSandboxRequest = Message<"fastsandbox.v1alpha1.AgentCreat
  */
 export const AgentCreateSandboxRequestSchema: GenMessage<AgentCreateSandboxRequest> = /*@__PURE__*/
   messageDesc(file_fastsandbox_v1alpha1_agent_service, 2);
+
+/**
+ * How a sandbox is networked, decided by the control plane from the pool (and the sandbox's own
+ * narrower egress policy), enforced by the agent.
+ *
+ * @generated from message fastsandbox.v1alpha1.SandboxNetwork
+ */
+export type SandboxNetwork = Message<"fastsandbox.v1alpha1.SandboxNetwork"> & {
+  /**
+   * @generated from field: fastsandbox.v1alpha1.SandboxNetwork.Mode mode = 1;
+   */
+  mode: SandboxNetwork_Mode;
+
+  /**
+   * Isolated only: where the sandbox may connect to. Always denied whatever this says: the node's own
+   * addresses and loopback services, other sandboxes (unless allow_sandbox_to_sandbox), 169.254.0.0/16.
+   *
+   * @generated from field: fastsandbox.v1alpha1.EgressPolicy egress = 2;
+   */
+  egress?: EgressPolicy | undefined;
+
+  /**
+   * Isolated only: sandboxes of the same pool may connect to each other.
+   *
+   * @generated from field: bool allow_sandbox_to_sandbox = 3;
+   */
+  allowSandboxToSandbox: boolean;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.SandboxNetwork.
+ * Use `create(SandboxNetworkSchema)` to create a new message.
+ */
+export const SandboxNetworkSchema: GenMessage<SandboxNetwork> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 3);
+
+/**
+ * SHARED: the sandbox uses the agent's network namespace (runc) — ports are exclusive per agent.
+ * ISOLATED: its own network namespace, with its own address on the node's sandbox bridge.
+ *
+ * @generated from enum fastsandbox.v1alpha1.SandboxNetwork.Mode
+ */
+export enum SandboxNetwork_Mode {
+  /**
+   * @generated from enum value: MODE_UNSPECIFIED = 0;
+   */
+  MODE_UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: SHARED = 1;
+   */
+  SHARED = 1,
+
+  /**
+   * @generated from enum value: ISOLATED = 2;
+   */
+  ISOLATED = 2,
+}
+
+/**
+ * Describes the enum fastsandbox.v1alpha1.SandboxNetwork.Mode.
+ */
+export const SandboxNetwork_ModeSchema: GenEnum<SandboxNetwork_Mode> = /*@__PURE__*/
+  enumDesc(file_fastsandbox_v1alpha1_agent_service, 3, 0);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.EgressPolicy
+ */
+export type EgressPolicy = Message<"fastsandbox.v1alpha1.EgressPolicy"> & {
+  /**
+   * @generated from field: fastsandbox.v1alpha1.EgressPolicy.Kind kind = 1;
+   */
+  kind: EgressPolicy_Kind;
+
+  /**
+   * @generated from field: repeated fastsandbox.v1alpha1.EgressRule allow = 2;
+   */
+  allow: EgressRule[];
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.EgressPolicy.
+ * Use `create(EgressPolicySchema)` to create a new message.
+ */
+export const EgressPolicySchema: GenMessage<EgressPolicy> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 4);
+
+/**
+ * @generated from enum fastsandbox.v1alpha1.EgressPolicy.Kind
+ */
+export enum EgressPolicy_Kind {
+  /**
+   * @generated from enum value: KIND_UNSPECIFIED = 0;
+   */
+  KIND_UNSPECIFIED = 0,
+
+  /**
+   * Anywhere but the always-denied destinations.
+   *
+   * @generated from enum value: ALLOW_ALL = 1;
+   */
+  ALLOW_ALL = 1,
+
+  /**
+   * Nowhere (DNS included).
+   *
+   * @generated from enum value: DENY_ALL = 2;
+   */
+  DENY_ALL = 2,
+
+  /**
+   * Only the listed destinations (and DNS).
+   *
+   * @generated from enum value: ALLOW_LIST = 3;
+   */
+  ALLOW_LIST = 3,
+}
+
+/**
+ * Describes the enum fastsandbox.v1alpha1.EgressPolicy.Kind.
+ */
+export const EgressPolicy_KindSchema: GenEnum<EgressPolicy_Kind> = /*@__PURE__*/
+  enumDesc(file_fastsandbox_v1alpha1_agent_service, 4, 0);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.EgressRule
+ */
+export type EgressRule = Message<"fastsandbox.v1alpha1.EgressRule"> & {
+  /**
+   * An IPv4 or IPv6 CIDR, e.g. 10.0.0.0/8 or 203.0.113.7/32.
+   *
+   * @generated from field: string cidr = 1;
+   */
+  cidr: string;
+
+  /**
+   * Destination ports; empty: every port.
+   *
+   * @generated from field: repeated int32 ports = 2;
+   */
+  ports: number[];
+
+  /**
+   * tcp | udp; empty: both.
+   *
+   * @generated from field: string protocol = 3;
+   */
+  protocol: string;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.EgressRule.
+ * Use `create(EgressRuleSchema)` to create a new message.
+ */
+export const EgressRuleSchema: GenMessage<EgressRule> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 5);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentSandbox
@@ -216,6 +379,14 @@ export type AgentSandbox = Message<"fastsandbox.v1alpha1.AgentSandbox"> & {
    * @generated from field: bool oom_killed = 8;
    */
   oomKilled: boolean;
+
+  /**
+   * Isolated sandboxes: the sandbox's address on the node's sandbox bridge (reachable from the node,
+   * e.g. by the sandbox proxy); empty for Shared ones (reached at the agent's address).
+   *
+   * @generated from field: string address = 9;
+   */
+  address: string;
 };
 
 /**
@@ -223,7 +394,7 @@ export type AgentSandbox = Message<"fastsandbox.v1alpha1.AgentSandbox"> & {
  * Use `create(AgentSandboxSchema)` to create a new message.
  */
 export const AgentSandboxSchema: GenMessage<AgentSandbox> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 3);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 6);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentDeleteSandboxRequest
@@ -245,7 +416,7 @@ export type AgentDeleteSandboxRequest = Message<"fastsandbox.v1alpha1.AgentDelet
  * Use `create(AgentDeleteSandboxRequestSchema)` to create a new message.
  */
 export const AgentDeleteSandboxRequestSchema: GenMessage<AgentDeleteSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 4);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 7);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentDeleteSandboxResponse
@@ -258,7 +429,7 @@ export type AgentDeleteSandboxResponse = Message<"fastsandbox.v1alpha1.AgentDele
  * Use `create(AgentDeleteSandboxResponseSchema)` to create a new message.
  */
 export const AgentDeleteSandboxResponseSchema: GenMessage<AgentDeleteSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 5);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 8);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentListSandboxesRequest
@@ -271,7 +442,7 @@ export type AgentListSandboxesRequest = Message<"fastsandbox.v1alpha1.AgentListS
  * Use `create(AgentListSandboxesRequestSchema)` to create a new message.
  */
 export const AgentListSandboxesRequestSchema: GenMessage<AgentListSandboxesRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 6);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 9);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentListSandboxesResponse
@@ -288,7 +459,7 @@ export type AgentListSandboxesResponse = Message<"fastsandbox.v1alpha1.AgentList
  * Use `create(AgentListSandboxesResponseSchema)` to create a new message.
  */
 export const AgentListSandboxesResponseSchema: GenMessage<AgentListSandboxesResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 7);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 10);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentLogsRequest
@@ -310,7 +481,7 @@ export type AgentLogsRequest = Message<"fastsandbox.v1alpha1.AgentLogsRequest"> 
  * Use `create(AgentLogsRequestSchema)` to create a new message.
  */
 export const AgentLogsRequestSchema: GenMessage<AgentLogsRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 8);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 11);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentExecRequest
@@ -342,7 +513,7 @@ export type AgentExecRequest = Message<"fastsandbox.v1alpha1.AgentExecRequest"> 
  * Use `create(AgentExecRequestSchema)` to create a new message.
  */
 export const AgentExecRequestSchema: GenMessage<AgentExecRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 9);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 12);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentPullImageRequest
@@ -359,7 +530,7 @@ export type AgentPullImageRequest = Message<"fastsandbox.v1alpha1.AgentPullImage
  * Use `create(AgentPullImageRequestSchema)` to create a new message.
  */
 export const AgentPullImageRequestSchema: GenMessage<AgentPullImageRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 10);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 13);
 
 /**
  * @generated from service fastsandbox.v1alpha1.AgentService
