@@ -1,0 +1,126 @@
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { pino } from "pino";
+import type { AgentSandbox, AgentStatus } from "../agent-client/agent-client.js";
+import { SandboxManagerFixture } from "../fastpath/sandbox-manager.fixture.js";
+import { AgentAdoption } from "./agent-adoption.js";
+
+/** What an agent reports at (re)connection: its sandboxes by id. */
+function report(agent: string, sandboxes: Partial<AgentSandbox>[]): AgentStatus {
+  return {
+    name: agent,
+    namespace: "default",
+    pool: "default",
+    nodeName: "node-1",
+    images: [],
+    pid: 1,
+    sandboxes: sandboxes.map((s) => ({
+      sandboxId: "",
+      namespace: "default",
+      name: "",
+      image: "python:3.12",
+      state: "running",
+      pid: 10,
+      oomKilled: false,
+      ...s,
+    })),
+  };
+}
+
+describe("AgentAdoption", () => {
+  let fixture: SandboxManagerFixture;
+  let adoption: AgentAdoption;
+
+  beforeEach(() => {
+    fixture = new SandboxManagerFixture();
+    fixture.addAgent("agent-a");
+    adoption = new AgentAdoption({
+      store: fixture.store,
+      registry: fixture.registry,
+      manager: fixture.manager,
+      agents: fixture.agents,
+      logger: pino({ level: "silent" }),
+      clock: fixture.clock,
+    });
+  });
+
+  afterEach(() => fixture.close());
+
+  it("restores the slots and ports of the sandboxes the agent still runs", async () => {
+    await fixture.storeRecord("web", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-web" }, { exposedPorts: [8080] });
+    await fixture.storeRecord("job", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-job" });
+    assert.equal(fixture.allocated(), 0, "a fresh registry holds nothing");
+
+    await adoption.adopt(
+      "agent-a",
+      report("agent-a", [
+        { sandboxId: "id-web", name: "web" },
+        { sandboxId: "id-job", name: "job" },
+      ]),
+    );
+
+    assert.equal(fixture.allocated(), 2);
+    assert.equal(fixture.registry.placementOf("default/web")?.agent.name, "agent-a");
+    assert.deepEqual(fixture.registry.getAgent("agent-a")?.usedPorts, [8080]);
+    assert.deepEqual(fixture.client("agent-a").calls, [], "nothing it runs is removed");
+  });
+
+  it("marks a Running sandbox whose container vanished Lost, and gives it no slot", async () => {
+    await fixture.storeRecord("gone", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-gone" });
+
+    await adoption.adopt("agent-a", report("agent-a", []));
+
+    const stored = await fixture.stored("gone");
+    assert.equal(stored?.status?.phase, "Lost");
+    assert.equal(stored?.status?.conditions?.find((c) => c.type === "Ready")?.reason, "SandboxMissing");
+    assert.equal(fixture.allocated(), 0);
+  });
+
+  it("brings a Lost sandbox the returning agent still runs back to Running, with its slot", async () => {
+    await fixture.storeRecord("back", { phase: "Lost", assignedPod: "agent-a", sandboxID: "id-back" });
+
+    await adoption.adopt("agent-a", report("agent-a", [{ sandboxId: "id-back", name: "back" }]));
+
+    const stored = await fixture.stored("back");
+    assert.equal(stored?.status?.phase, "Running");
+    assert.equal(stored?.status?.conditions?.find((c) => c.type === "Ready")?.reason, "AgentReturned");
+    assert.equal(fixture.allocated(), 1);
+  });
+
+  it("removes containers no record owns, but leaves creates still in flight on the agent alone", async () => {
+    await fixture.storeRecord("mine", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-mine" });
+    const client = fixture.client("agent-a");
+
+    await adoption.adopt(
+      "agent-a",
+      report("agent-a", [
+        { sandboxId: "id-mine", name: "mine" },
+        { sandboxId: "id-orphan", name: "orphan" },
+        { sandboxId: "id-in-flight", name: "new", state: "creating" },
+      ]),
+    );
+
+    assert.deepEqual(client.calls, ["delete id-orphan 0"]);
+  });
+
+  it("gives a sandbox being deleted no slot back (its cleanup is about to release it)", async () => {
+    const record = await fixture.storeRecord("leaving", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-leaving" });
+    await fixture.store.delete("Sandbox", { namespace: "default", name: record.metadata.name });
+    assert.ok((await fixture.stored("leaving"))?.metadata.deletionTimestamp, "held by its cleanup finalizer");
+
+    await adoption.adopt("agent-a", report("agent-a", [{ sandboxId: "id-leaving", name: "leaving" }]));
+
+    assert.equal(fixture.allocated(), 0);
+    assert.deepEqual(fixture.client("agent-a").calls, [], "its container is the cleanup's to remove, not an orphan");
+  });
+
+  it("leaves the records of other agents alone", async () => {
+    fixture.addAgent("agent-b");
+    await fixture.storeRecord("elsewhere", { phase: "Running", assignedPod: "agent-b", sandboxID: "id-elsewhere" });
+
+    await adoption.adopt("agent-a", report("agent-a", []));
+
+    assert.equal((await fixture.stored("elsewhere"))?.status?.phase, "Running");
+    assert.equal(fixture.allocated(), 0);
+  });
+});
