@@ -158,6 +158,7 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
             envs: [],
             runtimeType: "container",
             exposedPorts: [],
+            network: { mode: "Shared" },
           });
           const elapsed = performance.now() - t0;
           agentIds.push(sandboxId);

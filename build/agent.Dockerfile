@@ -39,8 +39,10 @@ RUN bash scripts/build-helper.sh \
   && find packages -mindepth 2 -maxdepth 2 -name src -prune -exec rm -rf {} +
 
 FROM ${BASE_IMAGE}
+# Isolated sandboxes' networks (packages/agent/src/network): the CNI plugins (in /usr/lib/cni),
+# nftables for the agent's rules, iptables for the CNI firewall plugin, iproute2 for the namespaces.
 RUN apt-get update \
-  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends runsc \
+  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends runsc containernetworking-plugins nftables iptables iproute2 \
   && mkdir -p /opt/fast-sandbox/bin \
   && mv /usr/bin/runsc /opt/fast-sandbox/bin/runsc \
   && rm -rf /var/lib/apt/lists/*

@@ -34,6 +34,10 @@ RUN npx tsc -b packages/janitor \
   && find packages -mindepth 2 -maxdepth 2 -name src -prune -exec rm -rf {} +
 
 FROM ${BASE_IMAGE}
+# It tears down the network namespaces of isolated sandboxes it reclaims (CNI DEL, nftables, iproute2).
+RUN apt-get update \
+  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends containernetworking-plugins nftables iptables iproute2 \
+  && rm -rf /var/lib/apt/lists/*
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=build /app/package.json /app/package.json

@@ -13,6 +13,8 @@ export {
   ROLE_SHIM_ANCHOR,
   LABEL_IMAGE,
   LABEL_RUNTIME_TYPE,
+  LABEL_NETWORK_ADDRESS,
+  LABEL_NETWORK_NAMESPACE,
   type ContainerdRuntimeOptions,
   type CreateTimings,
 } from "./containerd/containerd-runtime.js";
@@ -20,3 +22,15 @@ export { ContainerdClient, type ContainerdClientOptions } from "./containerd/con
 export { CONTAINERD_ID_MAX_LENGTH, containerIdOf, isContainerdId, sandboxIdOfContainer } from "./containerd/container-id.js";
 export { isNotFound } from "./containerd/grpc-errors.js";
 export { execFifoName, isExecFifoName, sandboxLogDir, sandboxLogPath, sandboxRunDir } from "./state-layout.js";
+export {
+  DEFAULT_NETWORK_NAME,
+  DEFAULT_NETWORK_STATE_ROOT,
+  DEFAULT_NETWORK_SUBNET,
+  networkSettingsFromEnv,
+  type SandboxNetworkSettings,
+} from "./network/network-settings.js";
+export { SandboxNetworks, type ClaimedNetwork, type NetworkClaim, type SandboxNetworksOptions } from "./network/sandbox-networks.js";
+export { AttachmentStore, type AttachmentOwner, type AttachmentRecord, type AttachmentState, type StoredAttachment } from "./network/attachment-store.js";
+export { teardownAttachment, toolsForRecord, type AttachmentTools } from "./network/network-attachment.js";
+export { checkSandboxNetwork } from "./network/egress-policy.js";
+export { CniError } from "./network/cni-error.js";

@@ -14,6 +14,7 @@ import { agentConfigFromEnv } from "./agent-config.js";
 import { detectCgroupLayout, joinCgroup } from "./cgroup.js";
 import { createContainerdRuntime } from "./containerd/containerd-runtime.js";
 import { INSTALL_NODE_BINARIES, runInstallNodeBinaries } from "./install-node-binaries.js";
+import { networkSettingsFromEnv } from "./network/network-settings.js";
 import { startAgentServer } from "./server/agent-server.js";
 import { AgentMetrics } from "./server/agent-metrics.js";
 
@@ -45,6 +46,9 @@ async function main(): Promise<void> {
     helperPath: config.helperPath,
     ...(config.runscPath ? { runscPath: config.runscPath } : {}),
     ...(config.registryConfigPath ? { registryConfigPath: config.registryConfigPath } : {}),
+    // The node's sandbox network (FSB_NETWORK_*), for isolated sandboxes; nothing of it is set up
+    // before the agent serves its first one.
+    network: networkSettingsFromEnv(),
     onCreateTimings: (timings) => metrics.createStepsFinished({ ...timings }),
     logger: log,
   });
@@ -73,13 +77,14 @@ async function main(): Promise<void> {
       .close(CREATE_DRAIN_TIMEOUT_MS)
       .then(async () => {
         // An agent with no sandboxes left (scale-down, pool deleted, `fsb down`) leaves no shim
-        // anchors behind either; one with sandboxes keeps them for its successor, which adopts them.
+        // anchors and no prepared network namespaces behind either; one with sandboxes keeps them
+        // for its successor, which adopts them.
         if ((await runtime.list()).length === 0) {
           await runtime.unprepare();
-          log.info("no sandboxes left: removed the shim anchors");
+          log.info("no sandboxes left: removed the shim anchors and prepared network namespaces");
         }
       })
-      .catch((error: unknown) => log.warn({ err: error }, "could not remove the shim anchors; the janitor reclaims them"))
+      .catch((error: unknown) => log.warn({ err: error }, "could not remove the shim anchors or network namespaces; the janitor reclaims them"))
       .finally(() => {
         runtime.close();
         process.exit(0);

@@ -11,6 +11,8 @@ export interface Connection {
   client: FastSandboxClient;
   /** The namespace of a command without -n: in a cluster the kubeconfig context's, else `default`. */
   namespace: string;
+  /** The embedded Fast Sandbox's data directory (where access tokens are kept); undefined for a cluster. */
+  dataDir?: string;
 }
 
 /** How to explain a failed call: set by `connect` for a cluster, whose messages differ from the embedded mode's. */
@@ -44,7 +46,7 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
   if (target.mode === "embedded") {
     const client = new FastSandboxClient(endpoint(options));
     open.push(client);
-    return { client, namespace: options.namespace ?? "default" };
+    return { client, namespace: options.namespace ?? "default", dataDir: resolveDataDir(options.dataDir) };
   }
   const { resolveClusterEndpoint } = await import("./cluster-connection.js");
   const url = options.url ?? process.env.FSB_URL;

@@ -62,6 +62,18 @@ describe("fsb exit codes", () => {
     assert.match(result.stderr, /^error: --port: "70000" is not a port; allowed: 1\.\.65535$/m);
   });
 
+  it("exits 2 for an --egress it cannot read, before asking the control plane, and documents the forms in 'run --help'", async () => {
+    const result = await fsb("run", "--image", "x", "--egress", "deny-all", "--egress", "10.0.0.0/8", "--url", UNREACHABLE, "--data-dir", dataDir);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /^error: --egress: deny-all stands alone/m);
+    const help = await fsb("run", "--help");
+    assert.equal(help.code, 0, help.stderr);
+    assert.match(
+      help.stdout.replace(/\s+/g, " "),
+      /--egress <rule> where it may connect to, .* deny-all, allow-all, or CIDR\[:PORT\[,PORT…\]\]\[\/tcp\|\/udp\]/,
+    );
+  });
+
   it("exits 0 for --help", async () => {
     const result = await fsb("--help");
     assert.equal(result.code, 0, result.stderr);

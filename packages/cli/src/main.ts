@@ -69,6 +69,13 @@ function program(programName: string): Command {
       "cgroup the agents and sandboxes live under; empty disables (env FSB_CGROUP_ROOT)",
       process.env.FSB_CGROUP_ROOT ?? "fast-sandbox",
     )
+    .option("--proxy-host <host>", "address the sandbox proxy listens on (env FSB_PROXY_HOST)", process.env.FSB_PROXY_HOST ?? "127.0.0.1")
+    .option("--proxy-port <port>", "port of the sandbox proxy, ingress to the sandboxes' ports (env FSB_PROXY_PORT)", process.env.FSB_PROXY_PORT ?? "7072")
+    .option(
+      "--proxy-url <url>",
+      "the proxy's address as clients reach it; endpoints are <port>-<sandboxID>.<its host> (env FSB_PROXY_URL; default http://localhost:<proxy port>)",
+      process.env.FSB_PROXY_URL,
+    )
     .option("--no-janitor", "do not start the janitor (see 'fsb janitor')")
     .option("--janitor-interval <duration>", "time between the janitor's passes", "10s")
     .option("--janitor-protection <duration>", "the janitor leaves orphans younger than this alone", "2m")
@@ -95,7 +102,34 @@ function program(programName: string): Command {
     .option("--expire <duration>", "delete it after this long, e.g. 30s, 10m, 2h")
     .option("--failure-policy <policy>", "when its agent is lost: Manual (becomes Lost) or AutoRecreate (recreated on another agent)")
     .option("--recovery-timeout <duration>", "how long its agent may be unreachable before the failure policy acts (default 30s)")
+    .option(
+      "--egress <rule>",
+      "where it may connect to, within its pool's egress policy (pools with network mode Isolated): deny-all, allow-all, or CIDR[:PORT[,PORT…]][/tcp|/udp] (repeatable: an allow list), e.g. --egress 10.0.0.0/8:443/tcp --egress 2001:db8::/32 (default: the pool's policy)",
+      collect,
+      [] as string[],
+    )
     .action(async (command, options) => (await sandboxCommands()).run(command, { ...globals(), ...options }));
+
+  fsb
+    .command("token")
+    .description("give a sandbox a new access token and print it (the X-Access-Token of its endpoints); the previous one stops working")
+    .argument("<name>")
+    .addOption(namespaceOption())
+    .action(async (name, options) => (await import("./commands/access.js")).token(name, { ...globals(), ...options }));
+
+  fsb
+    .command("port-forward")
+    .description("forward a local port to a port the sandbox exposes, through the sandbox proxy (raw TCP; until Ctrl-C)")
+    .argument("<name>")
+    .argument("<ports>", "LOCAL:REMOTE, :REMOTE (any free local port) or PORT")
+    .addOption(namespaceOption())
+    .option("--address <address>", "local address to listen on", "127.0.0.1")
+    .option(
+      "--token <token>",
+      "the sandbox's access token (env FSB_ACCESS_TOKEN; default: the one 'fsb run' or 'fsb token' saved)",
+      process.env.FSB_ACCESS_TOKEN,
+    )
+    .action(async (name, ports, options) => (await import("./commands/access.js")).portForward(name, ports, { ...globals(), ...options }));
 
   fsb
     .command("reset")

@@ -18,6 +18,10 @@ import { openSqliteResourceStore } from "./store/sqlite-resource-store.js";
 import type { ResourceStore } from "./store/resource-store.js";
 import { DEFAULT_NAMESPACE, SandboxManager } from "./fastpath/sandbox-manager.js";
 import { startApiServer, type ApiServer } from "./fastpath/api-server.js";
+import { SandboxDirectory } from "./proxy/sandbox-directory.js";
+import { startSandboxProxy, type SandboxProxy } from "./proxy/sandbox-proxy.js";
+import { ProxyMetrics } from "./proxy/proxy-metrics.js";
+import { parseProxyBaseUrl } from "./proxy/sandbox-endpoints.js";
 import { ControlPlaneMetrics } from "./fastpath/control-plane-metrics.js";
 import { applySandboxPool } from "./fastpath/pool-service.js";
 import { SandboxReconciler } from "./reconcile/sandbox-reconciler.js";
@@ -60,10 +64,26 @@ export interface EmbeddedControlPlaneOptions {
   logger?: Logger;
   /** Time and timers of every component. @default systemClock */
   clock?: Clock;
+  /** The sandbox proxy (ingress to the sandboxes' exposed ports), on its own port. @default 127.0.0.1, any free port */
+  proxy?: EmbeddedProxyOptions;
+}
+
+export interface EmbeddedProxyOptions {
+  /** @default "127.0.0.1" */
+  host?: string;
+  /** @default 0 (any free port) */
+  port?: number;
+  /**
+   * The proxy's address as clients reach it: `status.endpoints` are `<port>-<sandboxID>.` + its host.
+   * @default http://localhost:<the proxy's port> (every `*.localhost` name is this host's loopback)
+   */
+  baseUrl?: string;
 }
 
 export interface EmbeddedControlPlane {
   url: string;
+  /** Where the sandbox proxy listens, e.g. http://127.0.0.1:7072 (header-routed requests go there). */
+  proxyUrl: string;
   store: ResourceStore;
   registry: AgentRegistry;
   manager: SandboxManager;
@@ -105,6 +125,28 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   const cgroupRoot = options.cgroupRoot ?? "fast-sandbox";
   const heartbeatIntervalMs = options.heartbeatIntervalMs ?? 2000;
   const agentToken = randomBytes(24).toString("base64url");
+  const directory = new SandboxDirectory({ store, logger });
+  const configuredProxy = options.proxy?.baseUrl ? parseProxyBaseUrl(options.proxy.baseUrl, "proxy.baseUrl") : undefined;
+  const proxyHost = options.proxy?.host ?? "127.0.0.1";
+  let sandboxProxy: SandboxProxy;
+  try {
+    sandboxProxy = await startSandboxProxy({
+      sources: {
+        lookup: (sandboxId) => directory.lookup(sandboxId),
+        // Shared network: the sandbox listens on its agent's address (this host).
+        agentAddress: (agentName) => registry.getAgent(agentName)?.hostIP,
+        domain: configuredProxy?.domain ?? "localhost",
+      },
+      host: proxyHost,
+      port: options.proxy?.port ?? 0,
+      metrics: new ProxyMetrics(metrics.registry),
+      logger,
+    });
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+  const proxyAddress = configuredProxy ?? parseProxyBaseUrl(`http://localhost:${sandboxProxy.port}`);
 
   const fleet = new EmbeddedAgentFleet({
     clock,
@@ -129,7 +171,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     onConnected: (agentName, status) => onboarding.onConnected(agentName, status),
     onStatus: (agentName, status) => recordSandboxFacts(store, agentName, status, clock),
   });
-  const manager = new SandboxManager({ store, registry, agents: connections, logger, clock });
+  const manager = new SandboxManager({ store, registry, agents: connections, logger, clock, proxyAddress });
   const adoption = new AgentAdoption({ store, registry, manager, agents: connections, logger, clock });
   const allocations = new AllocationSync({
     clock,
@@ -138,6 +180,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     logger,
     isBusy: (namespace, name) => manager.isBusy(namespace, name),
     onPending: (sandbox) => pools.wake(sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, sandbox.spec.poolRef),
+    portsHeldBy: (sandbox) => manager.portsHeldBy(sandbox),
   });
   const pools: PoolController = new PoolController({
     clock,
@@ -193,6 +236,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     await pools.start();
     connections.start();
     await allocations.start();
+    await directory.start();
     metrics.observe({ sandboxes: () => allocations.cachedSandboxes(), registry });
     api = await startApiServer({
       manager,
@@ -213,6 +257,8 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     hotImages.stop();
     await sandboxes.stop();
     await api?.close();
+    await sandboxProxy.close();
+    directory.stop();
     connections.stop();
     await allocations.stop();
     await pools.stop();
@@ -237,6 +283,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   janitor?.start();
   return {
     url: server.url,
+    proxyUrl: `http://${proxyHost.includes(":") ? `[${proxyHost}]` : proxyHost}:${sandboxProxy.port}`,
     store,
     registry,
     manager,
@@ -248,6 +295,8 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     async close() {
       await janitor?.stop();
       await server.close();
+      await sandboxProxy.close();
+      directory.stop();
       await manager.drain();
       await sandboxes.stop();
       hotImages.stop();

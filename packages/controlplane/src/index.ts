@@ -1,7 +1,18 @@
-export { startEmbeddedControlPlane, defaultPool, type EmbeddedControlPlane, type EmbeddedControlPlaneOptions } from "./control-plane.js";
+export {
+  startEmbeddedControlPlane,
+  defaultPool,
+  type EmbeddedControlPlane,
+  type EmbeddedControlPlaneOptions,
+  type EmbeddedProxyOptions,
+} from "./control-plane.js";
 export { LocalJanitorProcess, type LocalJanitorOptions } from "./embedded/local-janitor-process.js";
 export { SandboxManager, CLEANUP_FINALIZER, DEFAULT_NAMESPACE, type CreateSandboxInput } from "./fastpath/sandbox-manager.js";
 export { startApiServer, type ApiServer, type ApiServerOptions } from "./fastpath/api-server.js";
+export { startSandboxProxy, type SandboxProxy, type SandboxProxyOptions } from "./proxy/sandbox-proxy.js";
+export { SandboxDirectory, type SandboxDirectoryOptions } from "./proxy/sandbox-directory.js";
+export type { ProxyTargetSources } from "./proxy/proxy-target.js";
+export { ProxyMetrics } from "./proxy/proxy-metrics.js";
+export { endpointUrl, parseProxyBaseUrl, type ProxyAddress } from "./proxy/sandbox-endpoints.js";
 export { ControlPlaneMetrics, type ControlPlaneMetricsSources } from "./fastpath/control-plane-metrics.js";
 export { AgentRegistry, type AgentInfo, type Placement, type PlacementRequest } from "./registry/agent-registry.js";
 export type { ResourceStore, ResourceKind, WatchEvent, Watch, WriteOptions } from "./store/resource-store.js";

@@ -1,5 +1,5 @@
 export { Janitor, DEFAULT_INTERVAL_MS, DEFAULT_PROTECTION_MS, type JanitorOptions, type PassResult, type RemovedObject } from "./janitor.js";
-export { judge, AgentAbsence, ORPHAN_REASONS, type OrphanReason, type Verdict, type KeepReason, type JudgeContext } from "./orphans.js";
+export { judge, judgeAttachment, AgentAbsence, ORPHAN_REASONS, type OrphanReason, type Verdict, type KeepReason, type JudgeContext } from "./orphans.js";
 export { staticInventory, type Inventory, type InventorySnapshot } from "./inventory.js";
 export { controlPlaneInventory } from "./control-plane-inventory.js";
 export {
@@ -11,6 +11,8 @@ export {
 } from "./kubernetes-inventory.js";
 export { systemClock, type Clock } from "./clock.js";
 export type { NodeContainers, ManagedContainer, ManagedSnapshot } from "./node-containers.js";
+export type { NodeNetworks, NetworkAttachmentFacts } from "./node-networks.js";
+export { LocalNodeNetworks, type LocalNodeNetworksOptions } from "./local-node-networks.js";
 export { createContainerdNodeContainers, type ContainerdNodeContainersOptions } from "./containerd-node-containers.js";
 export { LocalHostLeftovers, type HostLeftovers, type LocalHostLeftoversOptions, type RemovedFile } from "./host-leftovers.js";
 export { JanitorMetrics, startMetricsServer, parseLoopbackListen, type MetricsServer, type PassOutcome, type RemovedKind } from "./metrics.js";

@@ -16,7 +16,8 @@ export function parseDuration(text: string, field: string, options: { allowZero?
  * FSB_TOKEN (or FSB_TOKEN_FILE) reach it; for Kubernetes, FSB_NODE_NAME names this node and the API
  * server is found through KUBECONFIG or the in-cluster service account; FSB_CONTAINERD_SOCKET;
  * FSB_CONTAINERD_NAMESPACE (comma-separated, default `fast-sandbox`); FSB_JANITOR_AGENTS_DIR;
- * FSB_CGROUP_ROOT; FSB_JANITOR_INTERVAL (default 10s); FSB_JANITOR_PROTECTION (default 2m);
+ * FSB_CGROUP_ROOT; FSB_NETWORK_STATE_DIR (the sandbox networks' state directories, comma-separated;
+ * default every directory under /run/fast-sandbox/network); FSB_JANITOR_INTERVAL (default 10s); FSB_JANITOR_PROTECTION (default 2m);
  * FSB_JANITOR_METRICS (`127.0.0.1:9464`; unset: no endpoint).
  */
 export function janitorConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Omit<JanitorProcessOptions, "logger"> {
@@ -50,6 +51,13 @@ function nodeScopeAndTimings(env: NodeJS.ProcessEnv): Omit<JanitorProcessOptions
     containerdSocket: env.FSB_CONTAINERD_SOCKET || "/run/containerd/containerd.sock",
     ...(env.FSB_JANITOR_AGENTS_DIR ? { agentsDir: env.FSB_JANITOR_AGENTS_DIR } : {}),
     cgroupRoot: env.FSB_CGROUP_ROOT ?? "",
+    ...(env.FSB_NETWORK_STATE_DIR
+      ? {
+          networkStateDirs: env.FSB_NETWORK_STATE_DIR.split(",")
+            .map((dir) => dir.trim())
+            .filter(Boolean),
+        }
+      : {}),
     intervalMs: env.FSB_JANITOR_INTERVAL ? parseDuration(env.FSB_JANITOR_INTERVAL, "FSB_JANITOR_INTERVAL") : DEFAULT_INTERVAL_MS,
     protectionMs: env.FSB_JANITOR_PROTECTION ? parseDuration(env.FSB_JANITOR_PROTECTION, "FSB_JANITOR_PROTECTION", { allowZero: true }) : DEFAULT_PROTECTION_MS,
     ...(env.FSB_JANITOR_METRICS ? { metricsListen: parseLoopbackListen(env.FSB_JANITOR_METRICS, "FSB_JANITOR_METRICS") } : {}),

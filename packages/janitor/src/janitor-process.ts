@@ -11,6 +11,7 @@ import { FastSandboxClient } from "@fast-sandbox/sdk";
 import { controlPlaneInventory } from "./control-plane-inventory.js";
 import { createContainerdNodeContainers } from "./containerd-node-containers.js";
 import { LocalHostLeftovers } from "./host-leftovers.js";
+import { LocalNodeNetworks } from "./local-node-networks.js";
 import { staticInventory, type Inventory } from "./inventory.js";
 import { kubernetesInventory } from "./kubernetes-inventory.js";
 import { Janitor, type PassResult } from "./janitor.js";
@@ -25,6 +26,8 @@ export interface NodeScope {
   agentsDir?: string;
   /** cgroup the embedded agents live under; "" or absent: agents' own cgroups are not touched. */
   cgroupRoot?: string;
+  /** State directories of the node's sandbox networks (the agents' FSB_NETWORK_STATE_DIR). @default every directory under /run/fast-sandbox/network */
+  networkStateDirs?: string[];
 }
 
 /** The Kubernetes mode's inventory source: agent Pods and Sandbox objects from the API server. */
@@ -63,10 +66,12 @@ function compose(scope: NodeScope, inventory: Inventory, options: { intervalMs?:
     createContainerdNodeContainers({ containerdNamespace, ...(scope.containerdSocket ? { socketPath: scope.containerdSocket } : {}) }),
   );
   const host = new LocalHostLeftovers({ ...(scope.agentsDir ? { agentsDir: scope.agentsDir } : {}), cgroupRoot: scope.cgroupRoot ?? "" });
+  const networks = new LocalNodeNetworks(scope.networkStateDirs ? { stateDirs: scope.networkStateDirs } : {});
   const janitor = new Janitor({
     inventory,
     nodes,
     host,
+    networks,
     logger: options.logger,
     ...(options.intervalMs !== undefined ? { intervalMs: options.intervalMs } : {}),
     ...(options.protectionMs !== undefined ? { protectionMs: options.protectionMs } : {}),

@@ -8,6 +8,7 @@ import type { HostLeftovers, RemovedFile } from "./host-leftovers.js";
 import type { Inventory, InventorySnapshot } from "./inventory.js";
 import { Janitor } from "./janitor.js";
 import type { ManagedContainer, ManagedSnapshot, NodeContainers } from "./node-containers.js";
+import type { NetworkAttachmentFacts, NodeNetworks } from "./node-networks.js";
 
 const WINDOW = 60_000;
 const logger = pino({ level: "silent" });
@@ -360,5 +361,115 @@ describe("Janitor.start", () => {
     assert.equal(node.containers.size, 0);
     await new Promise((resolve) => setTimeout(resolve, 30));
     assert.equal(passes, stoppedAt);
+  });
+});
+
+/** The node's sandbox network namespaces in memory; removals are appended to the node's calls. */
+class FakeNetworks implements NodeNetworks {
+  attachments = new Map<string, NetworkAttachmentFacts>();
+  failRemoval = false;
+  constructor(private readonly calls: string[]) {}
+  add(attachment: Partial<NetworkAttachmentFacts> & Pick<NetworkAttachmentFacts, "id" | "agent" | "state" | "changedAtMs">): void {
+    this.attachments.set(attachment.id, { network: "fsb0", containerdNamespace: "ns", ...attachment });
+  }
+  listAttachments(): Promise<NetworkAttachmentFacts[]> {
+    return Promise.resolve([...this.attachments.values()]);
+  }
+  removeAttachment(attachment: NetworkAttachmentFacts): Promise<boolean> {
+    if (this.failRemoval) return Promise.reject(new Error("CNI DEL failed"));
+    if (!this.attachments.delete(attachment.id)) return Promise.resolve(false);
+    this.calls.push(`network ${attachment.id}`);
+    return Promise.resolve(true);
+  }
+}
+
+describe("Janitor.runPass on sandbox network namespaces", () => {
+  function setupWithNetworks() {
+    const base = setup();
+    const networks = new FakeNetworks(base.node.calls);
+    const janitor = new Janitor({ inventory: base.inventory, nodes: [base.node], host: base.host, networks, clock: base.clock, protectionMs: WINDOW, logger });
+    return { ...base, networks, janitor };
+  }
+
+  it("tears down a gone agent's namespaces, prepared and claimed, after its sandboxes, once the window has passed", async () => {
+    const { clock, node, networks, inventory, janitor, labels, old } = setupWithNetworks();
+    inventory.set(["live-0"], ["a"]);
+    node.add({ id: "a", labels: labels("dead-0", "a"), changedAtMs: old });
+    networks.add({ id: "aaaaaaaaaaaa", agent: "dead-0", state: "claimed", sandboxId: "a", changedAtMs: old });
+    networks.add({ id: "bbbbbbbbbbbb", agent: "dead-0", state: "prepared", changedAtMs: old });
+    networks.add({ id: "cccccccccccc", agent: "live-0", state: "prepared", changedAtMs: old });
+    assert.deepEqual((await janitor.runPass()).removed, []);
+    clock.ms += WINDOW;
+
+    const result = await janitor.runPass();
+    assert.deepEqual(node.calls, ["task a", "snapshot a", "container a", "network aaaaaaaaaaaa", "network bbbbbbbbbbbb"]);
+    assert.deepEqual(
+      result.removed.filter((object) => object.kind === "network").map((object) => `${object.reason} ${object.id} ${object.sandboxId ?? "-"}`),
+      ["agent_gone aaaaaaaaaaaa a", "agent_gone bbbbbbbbbbbb -"],
+    );
+    // Namespaces are objects removed, not orphans of their own.
+    assert.deepEqual(result.reclaimed, { agent_gone: 1, record_gone: 0, anchor_orphaned: 0 });
+    assert.deepEqual([...networks.attachments.keys()], ["cccccccccccc"]);
+    assert.match(await janitor.metrics.text(), /fsb_janitor_objects_removed_total\{kind="network",reason="agent_gone"\} 2/);
+  });
+
+  it("an agent that only has namespaces left still counts as gone once it is missing for a window", async () => {
+    const { clock, networks, inventory, janitor, old } = setupWithNetworks();
+    inventory.set([], []);
+    networks.add({ id: "aaaaaaaaaaaa", agent: "dead-0", state: "prepared", changedAtMs: old });
+    await janitor.runPass();
+    clock.ms += WINDOW;
+    await janitor.runPass();
+    assert.equal(networks.attachments.size, 0);
+  });
+
+  it("a live agent's namespace goes only when its sandbox has neither a record nor a container, and after the window", async () => {
+    const { clock, node, networks, inventory, janitor, labels, old } = setupWithNetworks();
+    inventory.set(["live-0"], ["recorded"]);
+    node.add({ id: "recorded", labels: labels("live-0", "recorded"), changedAtMs: old });
+    node.add({ id: "young", labels: labels("live-0", "young"), changedAtMs: clock.ms });
+    networks.add({ id: "000000000001", agent: "live-0", state: "claimed", sandboxId: "recorded", changedAtMs: old });
+    // Its record is gone but its container is younger than the window: both stay.
+    networks.add({ id: "000000000002", agent: "live-0", state: "claimed", sandboxId: "young", changedAtMs: old });
+    // No record, no container: its delete was cut short.
+    networks.add({ id: "000000000003", agent: "live-0", state: "claimed", sandboxId: "vanished", changedAtMs: old });
+    // Claimed a moment ago by a create in flight (no container yet).
+    networks.add({ id: "000000000004", agent: "live-0", state: "claimed", sandboxId: "creating", changedAtMs: clock.ms });
+    networks.add({ id: "000000000005", agent: "live-0", state: "prepared", changedAtMs: old });
+    networks.add({ id: "000000000006", agent: "live-0", state: "claimed", sandboxId: "elsewhere", containerdNamespace: "other-ns", changedAtMs: old });
+
+    const result = await janitor.runPass();
+    assert.deepEqual(
+      result.removed.filter((object) => object.kind === "network").map((object) => `${object.reason} ${object.id}`),
+      ["record_gone 000000000003"],
+    );
+    assert.deepEqual([...networks.attachments.keys()], ["000000000001", "000000000002", "000000000004", "000000000005", "000000000006"]);
+    assert.equal(result.protectedOrphans, 2);
+
+    // Once the young container is reclaimed, its namespace goes in the same pass.
+    clock.ms += WINDOW;
+    const later = await janitor.runPass();
+    assert.deepEqual(
+      later.removed.filter((object) => object.kind !== "network").map((object) => `${object.kind} ${object.id}`),
+      ["task young", "snapshot young", "container young"],
+    );
+    assert.deepEqual(
+      later.removed.filter((object) => object.kind === "network").map((object) => `${object.reason} ${object.id}`),
+      ["record_gone 000000000002", "record_gone 000000000004"],
+    );
+  });
+
+  it("a teardown that fails is counted and retried by a later pass", async () => {
+    const { clock, networks, inventory, janitor, old } = setupWithNetworks();
+    inventory.set(["live-0"], []);
+    networks.add({ id: "aaaaaaaaaaaa", agent: "live-0", state: "claimed", sandboxId: "gone", changedAtMs: old });
+    networks.failRemoval = true;
+    const failed = await janitor.runPass();
+    assert.equal(failed.failures, 1);
+    assert.equal(networks.attachments.size, 1);
+    networks.failRemoval = false;
+    clock.ms += 1;
+    await janitor.runPass();
+    assert.equal(networks.attachments.size, 0);
   });
 });

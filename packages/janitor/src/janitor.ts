@@ -5,8 +5,9 @@
  * and snapshots of its containerd namespaces, judges each (orphans.ts), and reclaims the orphans
  * older than the protection window: task, cgroup, the sandbox's files, snapshot, and the container
  * last, so a pass that fails half-way leaves the container as the note of what is left to do and a
- * later pass finishes it. Every step is idempotent. When the inventory cannot be read the pass
- * removes nothing.
+ * later pass finishes it. Then the sandbox network namespaces of gone agents and of sandboxes gone
+ * for good (no record, no container) are torn down, their record last for the same reason. Every
+ * step is idempotent. When the inventory cannot be read the pass removes nothing.
  */
 import type { Logger } from "pino";
 import { FsbError } from "@fast-sandbox/api";
@@ -16,7 +17,8 @@ import type { HostLeftovers } from "./host-leftovers.js";
 import type { Inventory, InventorySnapshot } from "./inventory.js";
 import { JanitorMetrics, type PassOutcome, type RemovedKind } from "./metrics.js";
 import type { ManagedContainer, ManagedSnapshot, NodeContainers } from "./node-containers.js";
-import { AgentAbsence, ORPHAN_REASONS, isShimAnchor, judge, sandboxIdOf, type JudgeContext, type OrphanReason } from "./orphans.js";
+import type { NodeNetworks } from "./node-networks.js";
+import { AgentAbsence, ORPHAN_REASONS, isShimAnchor, judge, judgeAttachment, sandboxIdOf, type JudgeContext, type OrphanReason } from "./orphans.js";
 
 export const DEFAULT_PROTECTION_MS = 120_000;
 export const DEFAULT_INTERVAL_MS = 10_000;
@@ -27,6 +29,8 @@ export interface JanitorOptions {
   nodes: NodeContainers[];
   /** Cgroups and state-directory files; absent: only containerd objects are removed. */
   host?: HostLeftovers;
+  /** The node's sandbox network namespaces; absent: none are removed. */
+  networks?: NodeNetworks;
   /** @default the system clock */
   clock?: Clock;
   /**
@@ -47,7 +51,7 @@ export interface RemovedObject {
   kind: RemovedKind;
   reason: OrphanReason;
   containerdNamespace?: string;
-  /** Container id, snapshot key, or path (cgroup directory, file). */
+  /** Container id, snapshot key, path (cgroup directory, file) or network namespace id. */
   id: string;
   agent: string;
   sandboxId?: string;
@@ -55,7 +59,7 @@ export interface RemovedObject {
 
 export interface PassResult {
   outcome: PassOutcome;
-  /** Orphans reclaimed (a container or bare snapshot with everything it held), by reason. */
+  /** Orphans reclaimed (a container or bare snapshot with everything it held), by reason. Network namespaces count in `removed`. */
   reclaimed: Record<OrphanReason, number>;
   /** Every object removed, in order. */
   removed: RemovedObject[];
@@ -139,26 +143,31 @@ export class Janitor {
   }
 
   private async sweep(inventory: InventorySnapshot, result: PassResult, signal: AbortSignal | undefined): Promise<void> {
-    const { nodes, host } = this.options;
+    const { nodes, host, networks } = this.options;
     // Listed after the inventory was read: anything created since is younger than the window.
     const listings = await Promise.all(nodes.map(async (node) => ({ node, containers: await node.listContainers(), snapshots: await node.listSnapshots() })));
     const stateDirAgents = host ? await host.listAgentStateDirs() : [];
+    const containerdNamespaces = new Set(nodes.map((node) => node.containerdNamespace));
+    const attachments = ((await networks?.listAttachments()) ?? []).filter((attachment) => containerdNamespaces.has(attachment.containerdNamespace));
     const candidates = [
       ...listings.flatMap(({ containers, snapshots }) => [...containers, ...snapshots].map((object) => object.labels[LABEL_AGENT] ?? "")),
       ...stateDirAgents,
+      ...attachments.map((attachment) => attachment.agent),
     ].filter((agent) => agent !== "");
     const nowMs = this.clock.nowMs();
     const goneAgents = this.absence.observe(candidates, inventory.agents, nowMs, this.protectionMs);
     const context: JudgeContext = { inventory, goneAgents, nowMs, protectionMs: this.protectionMs };
-    /** Sandboxes whose containers or snapshots are still there after this pass, per agent. */
+    /** Sandboxes whose containers or snapshots are still there after this pass, per agent (and per containerd namespace and agent). */
     const remaining = new Map<string, Set<string>>();
-    const remain = (agent: string, sandboxId: string) => {
-      const set = remaining.get(agent) ?? new Set<string>();
-      set.add(sandboxId);
-      remaining.set(agent, set);
-    };
-
+    const remainingIn = new Set<string>();
+    const within = (containerdNamespace: string, agent: string, sandboxId: string) => JSON.stringify([containerdNamespace, agent, sandboxId]);
     for (const { node, containers, snapshots } of listings) {
+      const remain = (agent: string, sandboxId: string) => {
+        const set = remaining.get(agent) ?? new Set<string>();
+        set.add(sandboxId);
+        remaining.set(agent, set);
+        remainingIn.add(within(node.containerdNamespace, agent, sandboxId));
+      };
       const containerSnapshots = new Set(containers.map((container) => container.snapshotKey).filter(Boolean));
       for (const container of containers) {
         signal?.throwIfAborted();
@@ -183,6 +192,32 @@ export class Janitor {
           continue;
         }
         if (!(await this.reclaimSnapshot(node, snapshot, verdict.reason, result))) remain(agent, snapshot.key);
+      }
+    }
+
+    // Network namespaces last: a sandbox reclaimed above no longer holds its own.
+    const attachmentContext = {
+      ...context,
+      containerdNamespaces,
+      sandboxStillThere: (containerdNamespace: string, agent: string, sandboxId: string) => remainingIn.has(within(containerdNamespace, agent, sandboxId)),
+    };
+    for (const attachment of attachments) {
+      signal?.throwIfAborted();
+      const verdict = judgeAttachment(attachment, attachmentContext);
+      if (verdict.action === "keep") {
+        if (verdict.why === "protected") result.protectedOrphans += 1;
+        continue;
+      }
+      const base = {
+        reason: verdict.reason,
+        containerdNamespace: attachment.containerdNamespace,
+        agent: attachment.agent,
+        ...(attachment.sandboxId ? { sandboxId: attachment.sandboxId } : {}),
+      };
+      try {
+        if (await networks?.removeAttachment(attachment)) this.removed(result, { ...base, kind: "network", id: attachment.id });
+      } catch (error) {
+        this.failed(result, verdict.reason, error, { ...base, networkNamespace: attachment.id });
       }
     }
 

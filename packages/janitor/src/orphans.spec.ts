@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR } from "@fast-sandbox/agent";
-import { AgentAbsence, judge, type JudgeContext, type ManagedObjectFacts } from "./orphans.js";
+import type { NetworkAttachmentFacts } from "./node-networks.js";
+import { AgentAbsence, judge, judgeAttachment, type JudgeContext, type ManagedObjectFacts } from "./orphans.js";
 
 const WINDOW = 120_000;
 const NOW = 1_000_000_000;
@@ -153,5 +154,55 @@ describe("AgentAbsence", () => {
 
   it("with a zero window, an absent agent is gone at first sight", () => {
     assert.deepEqual([...new AgentAbsence().observe(["x", "x"], new Set(), 5, 0)], ["x"]);
+  });
+});
+
+describe("judgeAttachment", () => {
+  const attachment = (overrides: Partial<NetworkAttachmentFacts> = {}): NetworkAttachmentFacts => ({
+    id: "0123456789ab",
+    network: "fsb0",
+    agent: "live-0",
+    containerdNamespace: "fast-sandbox",
+    state: "claimed",
+    sandboxId: "a",
+    changedAtMs: NOW - WINDOW,
+    ...overrides,
+  });
+  const attachmentContext = (options: Parameters<typeof context>[0] & { stillThere?: string[] } = {}) => ({
+    ...context(options),
+    containerdNamespaces: new Set(["fast-sandbox"]),
+    sandboxStillThere: (_namespace: string, _agent: string, sandboxId: string) => (options.stillThere ?? []).includes(sandboxId),
+  });
+
+  it("removes any namespace of a gone agent, and of a Pod replaced under the same name", () => {
+    for (const state of ["preparing", "prepared", "claimed"] as const) {
+      assert.deepEqual(judgeAttachment(attachment({ agent: "dead-0", state }), attachmentContext({ gone: ["dead-0"], sandboxIds: ["a"] })), {
+        action: "remove",
+        reason: "agent_gone",
+      });
+    }
+    assert.deepEqual(judgeAttachment(attachment({ agentUid: "uid-old" }), attachmentContext({ sandboxIds: ["a"], agentPodUids: { "live-0": "uid-new" } })), {
+      action: "remove",
+      reason: "agent_gone",
+    });
+  });
+
+  it("keeps a live agent's namespace while its sandbox has a record or a container, and its prepared ones always", () => {
+    assert.deepEqual(judgeAttachment(attachment(), attachmentContext({ sandboxIds: ["a"] })), { action: "keep", why: "in_use" });
+    assert.deepEqual(judgeAttachment(attachment(), attachmentContext({ stillThere: ["a"] })), { action: "keep", why: "in_use" });
+    assert.deepEqual(judgeAttachment(attachment({ state: "prepared", sandboxId: undefined }), attachmentContext()), { action: "keep", why: "in_use" });
+    assert.deepEqual(judgeAttachment(attachment(), attachmentContext()), { action: "remove", reason: "record_gone" });
+    assert.deepEqual(judgeAttachment(attachment({ changedAtMs: NOW - 1 }), attachmentContext()), {
+      action: "keep",
+      why: "protected",
+      orphanReason: "record_gone",
+    });
+  });
+
+  it("leaves the namespaces of other containerd namespaces' agents alone", () => {
+    assert.deepEqual(judgeAttachment(attachment({ containerdNamespace: "someone-else", agent: "dead-0" }), attachmentContext({ gone: ["dead-0"] })), {
+      action: "keep",
+      why: "unmanaged",
+    });
   });
 });

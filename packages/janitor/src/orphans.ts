@@ -13,6 +13,7 @@
  */
 import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, ROLE_SHIM_ANCHOR, sandboxIdOfContainer } from "@fast-sandbox/agent";
 import type { InventorySnapshot } from "./inventory.js";
+import type { NetworkAttachmentFacts } from "./node-networks.js";
 
 export type OrphanReason = "agent_gone" | "record_gone" | "anchor_orphaned";
 
@@ -55,7 +56,10 @@ export function isShimAnchor(object: Pick<ManagedObjectFacts, "labels">): boolea
 
 /** The object's agent Pod was replaced by another of the same name (see the file comment). */
 function agentReplaced(object: ManagedObjectFacts, agent: string, context: JudgeContext): boolean {
-  const uid = object.labels[LABEL_AGENT_UID];
+  return podReplaced(object.labels[LABEL_AGENT_UID], agent, context);
+}
+
+function podReplaced(uid: string | undefined, agent: string, context: JudgeContext): boolean {
   const podUid = uid ? context.inventory.agentPodUids?.get(agent) : undefined;
   return !!podUid && podUid !== uid;
 }
@@ -113,4 +117,37 @@ export class AgentAbsence {
     for (const agent of this.missingSinceMs.keys()) if (!seen.has(agent)) this.missingSinceMs.delete(agent);
     return gone;
   }
+}
+
+export interface AttachmentJudgeContext extends JudgeContext {
+  /** The containerd namespaces the janitor looks after: the records of other namespaces' agents are not its business. */
+  containerdNamespaces: ReadonlySet<string>;
+  /** Whether the sandbox's container or snapshot is still there after this pass's removals. */
+  sandboxStillThere(containerdNamespace: string, agent: string, sandboxId: string): boolean;
+}
+
+/**
+ * The decision about a sandbox network namespace: an orphan when its agent is gone (whatever its
+ * state), or when the sandbox that claimed it has neither a record nor a container any more. A
+ * live agent's prepared namespaces are its own business, and so is one whose sandbox record still
+ * exists (its delete releases it). The protection window runs from the record's last change, which
+ * covers creates in flight (a namespace is claimed before the container exists).
+ */
+export function judgeAttachment(attachment: NetworkAttachmentFacts, context: AttachmentJudgeContext): Verdict {
+  if (!context.containerdNamespaces.has(attachment.containerdNamespace)) return { action: "keep", why: "unmanaged" };
+  const { agent, sandboxId } = attachment;
+  let reason: OrphanReason | undefined;
+  if (context.goneAgents.has(agent) || podReplaced(attachment.agentUid, agent, context)) {
+    reason = "agent_gone";
+  } else if (
+    attachment.state === "claimed" &&
+    sandboxId &&
+    !context.inventory.sandboxIds.has(sandboxId) &&
+    !context.sandboxStillThere(attachment.containerdNamespace, agent, sandboxId)
+  ) {
+    reason = "record_gone";
+  }
+  if (!reason) return { action: "keep", why: "in_use" };
+  if (context.nowMs - attachment.changedAtMs < context.protectionMs) return { action: "keep", why: "protected", orphanReason: reason };
+  return { action: "remove", reason };
 }

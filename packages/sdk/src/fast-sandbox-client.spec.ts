@@ -133,8 +133,9 @@ describe("FastSandboxClient against an in-process control plane", () => {
       interceptors: [requireBearerToken(TOKEN)],
       routes: ({ service }) => {
         service(pb.SandboxService, {
-          createSandbox(request) {
+          createSandbox(request, context) {
             lastCreate = request;
+            context.responseHeader.set("fsb-access-token", `token-of-${request.name}`);
             return sandboxToMessage({
               apiVersion: API_VERSION,
               kind: "Sandbox",
@@ -211,6 +212,7 @@ describe("FastSandboxClient against an in-process control plane", () => {
           expireTime: new Date("2026-01-02T15:04:05Z"),
           failurePolicy: "AutoRecreate",
           consistencyMode: "strong",
+          egress: { policy: "allowList", allow: [{ cidr: "10.0.0.0/8", ports: [443], protocol: "tcp" }] },
           labels: { app: "web" },
           requestId: "req-1",
         });
@@ -234,8 +236,12 @@ describe("FastSandboxClient against an in-process control plane", () => {
           expireTime: "2026-01-02T15:04:05.000Z",
           failurePolicy: "AutoRecreate",
           consistencyMode: "strong",
+          egress: { policy: "allowList", allow: [{ cidr: "10.0.0.0/8", ports: [443], protocol: "tcp" }] },
         });
-        assert.doesNotThrow(() => validateSandbox(sandbox));
+        // The token comes from the answer's header; the rest is the Sandbox record.
+        const { accessToken, ...record } = sandbox;
+        assert.equal(accessToken, "token-of-web");
+        assert.doesNotThrow(() => validateSandbox(record));
       } finally {
         closeClient(client);
       }

@@ -1,6 +1,7 @@
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
 import {
+  ACCESS_TOKEN_RESPONSE_HEADER,
   API_VERSION,
   FsbError,
   ValidationError,
@@ -11,6 +12,7 @@ import {
   sandboxPoolToMessage,
   sandboxSpecToMessage,
   sendBearerToken,
+  type EgressPolicy,
   type EnvVar,
   type Sandbox,
   type SandboxPool,
@@ -47,11 +49,25 @@ export interface CreateSandboxOptions {
   recoveryTimeoutSeconds?: number;
   resetRevision?: string;
   consistencyMode?: SandboxSpec["consistencyMode"];
+  /**
+   * Where the sandbox may connect to, within its pool's egress policy (a pool with an Isolated
+   * network): `{ policy: "denyAll" }`, or `{ policy: "allowList", allow: [{ cidr: "10.0.0.0/8", ports: [443], protocol: "tcp" }] }`.
+   * @default the pool's
+   */
+  egress?: EgressPolicy;
   labels?: Record<string, string>;
   /** Makes retries idempotent: the same id returns the sandbox the first attempt created. */
   requestId?: string;
   signal?: AbortSignal;
 }
+
+/**
+ * A sandbox as CreateSandbox answers it, with its access token: the `X-Access-Token` of every request
+ * through the sandbox proxy (its `status.endpoints`). It is told only here (and by
+ * `rotateAccessToken`): the control plane keeps its hash alone. Drop `accessToken` before using the
+ * object as a Sandbox manifest (`const { accessToken, ...sandbox } = created`).
+ */
+export type CreatedSandbox = Sandbox & { accessToken: string };
 
 export interface ExecOptions {
   namespace?: string;
@@ -130,7 +146,7 @@ export class Sandboxes {
     private readonly timeoutMs: number,
   ) {}
 
-  async create(options: CreateSandboxOptions): Promise<Sandbox> {
+  async create(options: CreateSandboxOptions): Promise<CreatedSandbox> {
     const expireTime =
       options.ttlMs !== undefined
         ? new Date(Date.now() + options.ttlMs).toISOString()
@@ -151,12 +167,14 @@ export class Sandboxes {
       ...(options.recoveryTimeoutSeconds !== undefined ? { recoveryTimeoutSeconds: options.recoveryTimeoutSeconds } : {}),
       ...(options.resetRevision ? { resetRevision: options.resetRevision } : {}),
       ...(options.consistencyMode ? { consistencyMode: options.consistencyMode } : {}),
+      ...(options.egress ? { egress: options.egress } : {}),
     };
     for (const [index, port] of (spec.exposedPorts ?? []).entries()) {
       // int32 on the wire: catch what would otherwise be mangled before it is sent. Same field path as the server's check.
       if (!Number.isInteger(port) || port < 1 || port > 65535)
         throw new ValidationError(`spec.exposedPorts[${index}]`, `${port} is out of range; allowed: 1..65535`);
     }
+    let accessToken = "";
     const message = await translate(() =>
       this.client.createSandbox(
         {
@@ -166,10 +184,24 @@ export class Sandboxes {
           labels: options.labels ?? {},
           requestId: options.requestId ?? "",
         },
-        { timeoutMs: this.timeoutMs, ...(options.signal ? { signal: options.signal } : {}) },
+        {
+          timeoutMs: this.timeoutMs,
+          ...(options.signal ? { signal: options.signal } : {}),
+          onHeader: (headers) => (accessToken = headers.get(ACCESS_TOKEN_RESPONSE_HEADER) ?? ""),
+        },
       ),
     );
-    return sandboxFromMessage(message);
+    return { ...sandboxFromMessage(message), accessToken };
+  }
+
+  /**
+   * Gives the sandbox a new access token and returns it (the only time it is told); the previous
+   * token stops working at once.
+   */
+  async rotateAccessToken(name: string, options: { namespace?: string } = {}): Promise<{ accessToken: string; sandbox: Sandbox }> {
+    const response = await translate(() => this.client.rotateAccessToken({ name, namespace: options.namespace ?? "" }, { timeoutMs: this.timeoutMs }));
+    if (!response.sandbox) throw new FsbError("internal", "RotateAccessToken answered without the sandbox");
+    return { accessToken: response.accessToken, sandbox: sandboxFromMessage(response.sandbox) };
   }
 
   async get(name: string, options: { namespace?: string } = {}): Promise<Sandbox> {

@@ -30,7 +30,8 @@ const pool: SandboxPool = {
   apiVersion: API_VERSION,
   kind: "SandboxPool",
   metadata: { name: POOL, namespace: "default" },
-  spec: { capacity: { poolMin: 1, poolMax: 1 }, runtimeType: "container", image: BASE_IMAGE, maxSandboxesPerPod: SLOTS },
+  // Shared: exposed ports compete for the agent's address (what the port cases check).
+  spec: { capacity: { poolMin: 1, poolMax: 1 }, runtimeType: "container", image: BASE_IMAGE, maxSandboxesPerPod: SLOTS, network: { mode: "Shared" } },
 };
 
 interface AgentProcess {

@@ -9,7 +9,12 @@ describe("crashes and restarts converge to the truth", () => {
   let embedded: EmbeddedCase;
 
   before(async () => {
-    embedded = await startEmbedded({ name: "restart", pools: [pool("default", { maxSandboxesPerPod: 4 })], heartbeatIntervalMs: 300 });
+    // Shared: the ports a sandbox holds on its agent's address are part of what must be recovered.
+    embedded = await startEmbedded({
+      name: "restart",
+      pools: [pool("default", { maxSandboxesPerPod: 4, network: { mode: "Shared" } })],
+      heartbeatIntervalMs: 300,
+    });
   });
 
   after(async () => {

@@ -12,7 +12,17 @@ describe("bad input gets a clear error and creates nothing", () => {
   let embedded: EmbeddedCase;
 
   before(async () => {
-    embedded = await startEmbedded({ name: "bad-input", pools: [pool("default", { maxSandboxesPerPod: 4 })] });
+    // Besides `default`, two pools that never start an agent (poolMin 0): refused creates must not need one.
+    const idle = { maxSandboxesPerPod: 1, capacity: { poolMin: 0, poolMax: 1 } };
+    const lockedEgress = { policy: "allowList" as const, allow: [{ cidr: "10.0.0.0/8", ports: [443], protocol: "tcp" as const }] };
+    embedded = await startEmbedded({
+      name: "bad-input",
+      pools: [
+        pool("default", { maxSandboxesPerPod: 4 }),
+        pool("locked", { ...idle, network: { mode: "Isolated", egress: lockedEgress } }),
+        pool("shared", { ...idle, network: { mode: "Shared" } }),
+      ],
+    });
   });
 
   after(async () => {
@@ -44,7 +54,7 @@ describe("bad input gets a clear error and creates nothing", () => {
       what: "an unknown pool",
       options: { ...base, pool: "nope" },
       error: NotFoundError,
-      message: /pool default\/nope does not exist \(pools in default: default\)/,
+      message: /pool default\/nope does not exist \(pools in default: default, locked, shared\)/,
     },
     {
       what: "an invalid name",
@@ -73,6 +83,37 @@ describe("bad input gets a clear error and creates nothing", () => {
       message: /spec\.expireTime: "tomorrow" is not a valid date-time/,
     },
     { what: "a relative working directory", options: { ...base, workingDir: "tmp" }, error: ValidationError, message: /spec\.workingDir/ },
+    {
+      what: "an egress CIDR with bits set after its prefix",
+      options: { ...base, egress: { policy: "allowList", allow: [{ cidr: "10.0.0.1/8" }] } },
+      error: ValidationError,
+      message: /spec\.egress\.allow\[0\]\.cidr: "10\.0\.0\.1\/8" is not a valid CIDR: bits are set after the \/8 prefix; the network is 10\.0\.0\.0\/8/,
+    },
+    {
+      what: "an egress port out of range",
+      options: { ...base, egress: { policy: "allowList", allow: [{ cidr: "10.0.0.0/8", ports: [70000] }] } },
+      error: ValidationError,
+      message: /spec\.egress\.allow\[0\]\.ports\[0\]: 70000 is out of range; allowed: 1\.\.65535/,
+    },
+    {
+      what: "an egress policy wider than the pool's",
+      options: { ...base, pool: "locked", egress: { policy: "allowAll" } },
+      error: ValidationError,
+      message:
+        /spec\.egress\.policy: allowAll allows more than the pool does: the egress policy of pool default\/locked is allowList \(10\.0\.0\.0\/8 tcp port 443\); allowed here: denyAll, or an allowList/,
+    },
+    {
+      what: "an allow-list entry outside the pool's",
+      options: { ...base, pool: "locked", egress: { policy: "allowList", allow: [{ cidr: "10.1.0.0/16", ports: [443, 80], protocol: "tcp" }] } },
+      error: ValidationError,
+      message: /spec\.egress\.allow\[0\]: 10\.1\.0\.0\/16 tcp ports 443,80 is not within the pool's allowList/,
+    },
+    {
+      what: "an egress policy in a pool with a Shared network",
+      options: { ...base, pool: "shared", egress: { policy: "denyAll" } },
+      error: ValidationError,
+      message: /spec\.egress: pool default\/shared has a Shared network .*where egress cannot be restricted/,
+    },
   ];
 
   for (const { what, options, error, message } of cases) {
@@ -94,15 +135,31 @@ describe("bad input gets a clear error and creates nothing", () => {
     });
     assert.deepEqual(
       (await embedded.client.pools.list()).map((p) => p.metadata.name),
-      ["default"],
+      ["default", "locked", "shared"],
+    );
+  });
+
+  it("refuses a pool that restricts egress on a Shared network, saying what to change", async () => {
+    const shared = pool("leaky", { maxSandboxesPerPod: 1, capacity: { poolMin: 0, poolMax: 1 }, network: { mode: "Shared", egress: { policy: "denyAll" } } });
+    await assert.rejects(embedded.client.pools.apply(shared), (thrown: Error) => {
+      assert.ok(thrown instanceof ValidationError);
+      assert.match(
+        thrown.message,
+        /spec\.network\.egress: applies to an Isolated network only, and this pool's is Shared: .*set network\.mode: Isolated, or remove egress/,
+      );
+      return true;
+    });
+    assert.equal(
+      (await embedded.client.pools.list()).some((p) => p.metadata.name === "leaky"),
+      false,
     );
   });
 
   it("accepts any valid sandbox name, even one containerd would not take as an id", async () => {
     const sandbox = await embedded.client.sandboxes.create({ ...base, name: "a--b", command: ["sh", "-c", "echo started; sleep 3600"] });
-    // The sandbox id keeps the name; only the agent knows that containerd holds it under another id.
+    // The sandbox id is a DNS label of its own, whatever the name: the proxy routes by it.
     const sandboxId = sandbox.status?.sandboxID ?? "";
-    assert.match(sandboxId, /^default\.a--b\.[0-9a-f]{6}$/);
+    assert.match(sandboxId, /^[a-z0-9]{20}$/);
     assert.equal((await embedded.client.sandboxes.exec("a--b", ["echo", "hi"])).stdout, "hi\n");
     let logs = "";
     for await (const chunk of embedded.client.sandboxes.logs("a--b")) logs += new TextDecoder().decode(chunk);

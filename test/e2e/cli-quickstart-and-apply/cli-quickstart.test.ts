@@ -26,7 +26,7 @@ describe("fsb on the command line", () => {
 
   before(() => {
     importBaseImage(namespace);
-    const up = fsb("up", "--detach", "--port", "0", "--containerd-namespace", namespace, "--cgroup-root", namespace);
+    const up = fsb("up", "--detach", "--port", "0", "--proxy-port", "0", "--containerd-namespace", namespace, "--cgroup-root", namespace);
     assert.equal(up.status, 0, up.stderr);
     assert.match(up.stdout, /Fast Sandbox is listening on http:\/\/127\.0\.0\.1:\d+/);
   });
@@ -78,7 +78,9 @@ describe("fsb on the command line", () => {
       spec: Record<string, unknown>;
       status: { endpoints: string[]; assignedPod: string; sandboxID: string };
     };
-    assert.deepEqual(web.status.endpoints, ["127.0.0.1:18080"]);
+    // Through the sandbox proxy (on a free port here): <port>-<sandboxID>.localhost.
+    assert.equal(web.status.endpoints.length, 1);
+    assert.match(web.status.endpoints[0] ?? "", new RegExp(`^http://18080-${web.status.sandboxID}\\.localhost:\\d+/$`));
     assert.equal(web.status.assignedPod, "workers-0");
     assert.equal(web.spec.recoveryTimeoutSeconds, 30);
     await waitFor(() => fsb("logs", "web").stdout.includes("serving on 8080"), 10_000, "the web sandbox's output");
@@ -182,8 +184,8 @@ describe("fsb on the command line", () => {
     );
     const table = fsb("pools");
     assert.equal(table.status, 0, table.stderr);
-    assert.match(table.stdout, /^NAME +AGENTS +DESIRED +SANDBOXES +FREE +RUNTIME +IMAGE +AGE\n/);
-    assert.match(table.stdout, /^workers +1\/1 +\d+ +1 +3 +container +fast-sandbox\.io\/base:latest +\d+[smhd]$/m);
+    assert.match(table.stdout, /^NAME +AGENTS +DESIRED +SANDBOXES +FREE +RUNTIME +NETWORK +EGRESS +IMAGE +AGE\n/);
+    assert.match(table.stdout, /^workers +1\/1 +\d+ +1 +3 +container +(Shared|Isolated) +\S+ +fast-sandbox\.io\/base:latest +\d+[smhd]$/m);
     assert.match(table.stdout, /^default +\d+\/\d+ /m);
     const all = JSON.parse(fsb("pools", "-A", "-o", "json").stdout) as { items: { metadata: { name: string; namespace: string } }[] };
     assert.deepEqual(all.items.map((p) => `${p.metadata.namespace}/${p.metadata.name}`).sort(), ["default/default", "default/workers"]);

@@ -10,7 +10,11 @@ describe("concurrent creates against a pool with room for 3", () => {
   before(async () => {
     embedded = await startEmbedded({
       name: "capacity",
-      pools: [pool("tiny", { maxSandboxesPerPod: 3, capacity: { poolMin: 1, poolMax: 1 } }), pool("neighbour", { maxSandboxesPerPod: 2 })],
+      // Shared: declared ports are exclusive on the agent's address (what the port case checks).
+      pools: [
+        pool("tiny", { maxSandboxesPerPod: 3, capacity: { poolMin: 1, poolMax: 1 }, network: { mode: "Shared" } }),
+        pool("neighbour", { maxSandboxesPerPod: 2 }),
+      ],
     });
   });
 

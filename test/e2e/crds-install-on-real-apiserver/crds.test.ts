@@ -62,10 +62,16 @@ describe("the generated CRDs on a real API server", () => {
     assert.equal(sandbox.spec.recoveryTimeoutSeconds, 30);
     assert.equal(sandbox.spec.consistencyMode, "strong");
     assert.deepEqual(sandbox.spec.envs, [{ name: "PORT", value: "8080" }]);
+    assert.deepEqual(sandbox.spec.egress, { policy: "denyAll" });
     const pool = JSON.parse((await kubectl("get", "sandboxpool", "workers", "-o", "json")).stdout) as { spec: Record<string, unknown> };
     // agentTemplate keeps unknown fields (it is a Pod template).
     assert.equal((pool.spec.agentTemplate as { spec: { containers: { image: string }[] } }).spec.containers[0]?.image, "fast-sandbox.io/agent:dev");
     assert.deepEqual(pool.spec.sandboxResources, { cpu: "500m", memory: "256Mi", pids: 128 });
+    assert.deepEqual(pool.spec.network, {
+      mode: "Isolated",
+      egress: { policy: "allowList", allow: [{ cidr: "10.0.0.0/8", ports: [443], protocol: "tcp" }, { cidr: "2001:db8::/32" }] },
+      allowSandboxToSandbox: true,
+    });
     // Printer columns and short names come from the CRD.
     const table = await kubectl("get", "sb");
     assert.match(table.stdout, /NAME\s+PHASE\s+POOL\s+AGENT\s+AGE/);

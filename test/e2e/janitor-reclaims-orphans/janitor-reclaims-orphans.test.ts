@@ -96,6 +96,7 @@ function sleeperRequest(sandboxId: string): AgentSandboxSpec {
     envs: [],
     runtimeType: "container",
     exposedPorts: [],
+    network: { mode: "Shared" },
   };
 }
 

@@ -36,7 +36,7 @@ describe("a sandbox's life on the real containerd", () => {
     assert.equal(sandbox.status?.assignedPod, "default-0");
     const name = sandbox.metadata.name;
     const sandboxId = sandbox.status?.sandboxID ?? "";
-    assert.match(sandboxId, /^default\./);
+    assert.match(sandboxId, /^[a-z0-9]{20}$/);
     assert.deepEqual(containerdLeftovers(containerdNamespace).containers, [sandboxId]);
 
     // Following ends when the command exits, and returns everything it wrote.
@@ -121,10 +121,12 @@ describe("a sandbox's life on the real containerd", () => {
     await client.sandboxes.delete(first.metadata.name);
   });
 
-  it("reports declared ports as endpoints on the agent's address", async () => {
+  it("reports declared ports as endpoints through the sandbox proxy", async () => {
     const { client } = embedded;
     const sandbox = await client.sandboxes.create({ pool: "default", image: BASE_IMAGE, command: ["sleep", "3600"], exposedPorts: [18081, 18082] });
-    assert.deepEqual(sandbox.status?.endpoints, ["127.0.0.1:18081", "127.0.0.1:18082"]);
+    const proxyPort = new URL(embedded.controlPlane.proxyUrl).port;
+    const id = sandbox.status?.sandboxID ?? "?";
+    assert.deepEqual(sandbox.status?.endpoints, [`http://18081-${id}.localhost:${proxyPort}/`, `http://18082-${id}.localhost:${proxyPort}/`]);
     await client.sandboxes.delete(sandbox.metadata.name);
   });
 

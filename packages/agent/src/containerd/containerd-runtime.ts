@@ -2,16 +2,17 @@
  * The agent's Runtime on containerd: sandboxes are containerd containers + runc (or runsc) tasks,
  * created through containerd's gRPC services directly (no `ctr`, no containerd Go client).
  *
- * Create path: resolve image (cached) -> Snapshots.Prepare -> Containers.Create -> Tasks.Create
- * -> Tasks.Start -> the helper's report that the command started (command-start.ts); every step is
- * undone in reverse order when a later one fails.
+ * Create path: resolve image (cached) -> [isolated: claim a network namespace] -> Snapshots.Prepare
+ * -> Containers.Create -> Tasks.Create -> [isolated: its egress policy in force] -> Tasks.Start ->
+ * the helper's report that the command started (command-start.ts); every step is undone in
+ * reverse order when a later one fails. Networking is the `networks` sub-service (network/).
  *
  * Sandboxes are known by their sandbox id everywhere the agent reports them and in the host files
  * of its state directory; containerd knows each one under the container id it maps to
  * (container-id.ts), which also names its task, snapshot and cgroup.
  */
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
-import { chown, rm } from "node:fs/promises";
+import { chown, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { randomBytes } from "node:crypto";
@@ -19,7 +20,7 @@ import { availableParallelism } from "node:os";
 import { performance } from "node:perf_hooks";
 import { create, toBinary } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
-import { AlreadyExistsError, FsbError, NotFoundError, UnavailableError } from "@fast-sandbox/api";
+import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, UnavailableError } from "@fast-sandbox/api";
 import {
   LABEL_AGENT,
   LABEL_AGENT_UID,
@@ -43,7 +44,7 @@ import { execFifoName, sandboxRunDir } from "../state-layout.js";
 import { ContainerdClient } from "./containerd-client.js";
 import { containerIdOf, sandboxIdOfContainer } from "./container-id.js";
 import { ExecFifos } from "./exec-fifos.js";
-import { writeRunscWrapper } from "./gvisor-binary.js";
+import { writeRunscOwnNetnsWrapper, writeRunscWrapper } from "./gvisor-binary.js";
 import { Status as TaskStatus, type Process } from "./gen/github.com/containerd/containerd/api/types/task/task_pb.js";
 import type { Container } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
 import { OptionsSchema as RuncOptionsSchema } from "./gen/github.com/containerd/containerd/runtime/v2/runc/options/oci_pb.js";
@@ -51,9 +52,21 @@ import { isNotFound } from "./grpc-errors.js";
 import { ImageResolver } from "./image-resolver.js";
 import { ImagePuller } from "./image-puller.js";
 import { PullingImageResolver } from "./pulling-image-resolver.js";
-import { buildOciSpec, buildAnchorSpec, mergeEnv, processArgs, sandboxCgroupsPath, sandboxWorkingDir, type OciProcess, type OciSpec } from "./oci-spec.js";
+import {
+  buildOciSpec,
+  buildAnchorSpec,
+  mergeEnv,
+  processArgs,
+  sandboxCgroupsPath,
+  sandboxHostname,
+  sandboxWorkingDir,
+  type OciProcess,
+  type OciSpec,
+} from "./oci-spec.js";
 import { CommandStartWatcher, commandStartError } from "./command-start.js";
 import { detectCgroupLayout, readOomKillCount, removeCgroup, type CgroupLayout } from "../cgroup.js";
+import type { SandboxNetworkSettings } from "../network/network-settings.js";
+import { SandboxNetworks, type ClaimedNetwork } from "../network/sandbox-networks.js";
 
 /** Label carrying the image reference of a sandbox. */
 export const LABEL_IMAGE = "fast-sandbox.io/image";
@@ -67,6 +80,10 @@ export const LABEL_ROLE = "fast-sandbox.io/role";
 export const ROLE_SHIM_ANCHOR = "shim-anchor";
 /** When an agent (re)started last adopted this anchor. */
 export const LABEL_ADOPTED_AT = "fast-sandbox.io/adopted-at";
+/** Isolated sandboxes: their address on the node's sandbox bridge. */
+export const LABEL_NETWORK_ADDRESS = "fast-sandbox.io/network-address";
+/** Isolated sandboxes: the id of their network namespace (its record in the network's state directory). */
+export const LABEL_NETWORK_NAMESPACE = "fast-sandbox.io/network-namespace";
 
 const RUNC_V2 = "io.containerd.runc.v2";
 const SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -102,8 +119,13 @@ export interface ContainerdRuntimeOptions {
   cgroupLayout?: CgroupLayout;
   /** Parent cgroup: a sandbox's `linux.cgroupsPath` becomes `<cgroupParent>/<container id>` (cgroupfs driver, v1 and v2). @default "/<namespace>" */
   cgroupParent?: string;
-  /** runsc binary for runtimeType "gvisor" (run by the runc v2 shim through a wrapper, see gvisor-binary.ts). @default "/usr/bin/runsc" */
+  /** runsc binary for runtimeType "gvisor" (run by the runc v2 shim, directly or through a wrapper, see gvisor-binary.ts). @default "/usr/bin/runsc" */
   runscPath?: string;
+  /**
+   * The node's sandbox network (network/network-settings.ts), for sandboxes whose network mode is
+   * isolated. @default none: only shared sandboxes (an isolated create fails with FailedPrecondition)
+   */
+  network?: SandboxNetworkSettings;
   /** Host files bind-mounted read-only into sandboxes that share the host network. @default ["/etc/resolv.conf", "/etc/hosts"] */
   hostNetworkFiles?: string[];
   /**
@@ -134,6 +156,11 @@ export interface ContainerdRuntimeOptions {
 
 export interface CreateTimings {
   imageMs: number;
+  /**
+   * Isolated sandboxes: claiming the network namespace (or making one when none was prepared), plus
+   * any wait for its egress policy before Tasks.Start (applied while the container is made). 0 for shared ones.
+   */
+  networkMs: number;
   snapshotMs: number;
   containerMs: number;
   taskMs: number;
@@ -156,7 +183,11 @@ export class ContainerdRuntime implements Runtime {
   private readonly cgroupParent: string;
   private readonly cgroupLayout: CgroupLayout;
   private readonly gvisorBinary: string;
+  /** runsc for isolated gVisor sandboxes (their own network namespace); written with the network settings. */
+  private readonly gvisorOwnNetnsBinary: string | undefined;
   private readonly hostNetworkFiles: readonly string[];
+  /** Isolated sandboxes' networks; undefined without network settings. */
+  readonly networks: SandboxNetworks | undefined;
   private readonly helperPath: string | undefined;
   /** Creates in flight per shim group; a create goes to the least busy group. */
   private readonly groupLoad: number[];
@@ -176,7 +207,9 @@ export class ContainerdRuntime implements Runtime {
     this.cgroupParent = options.cgroupParent ?? `/${this.namespace}`;
     this.cgroupLayout = options.cgroupLayout ?? detectCgroupLayout();
     mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
-    this.gvisorBinary = writeRunscWrapper(this.stateDir, options.runscPath ?? "/usr/bin/runsc");
+    const runscPath = options.runscPath ?? "/usr/bin/runsc";
+    this.gvisorBinary = writeRunscWrapper(this.stateDir, runscPath);
+    this.gvisorOwnNetnsBinary = options.network ? writeRunscOwnNetnsWrapper(this.stateDir, runscPath) : undefined;
     this.hostNetworkFiles = options.hostNetworkFiles ?? ["/etc/resolv.conf", "/etc/hosts"];
     this.onCreateTimings = options.onCreateTimings;
     this.commandStartTimeoutMs = options.commandStartTimeoutMs ?? 5_000;
@@ -186,6 +219,13 @@ export class ContainerdRuntime implements Runtime {
       component: "containerd-runtime",
       containerdNamespace: this.namespace,
     });
+    this.networks = options.network
+      ? new SandboxNetworks({
+          settings: options.network,
+          owner: { agent: this.agentName, ...(this.agentUid ? { agentUid: this.agentUid } : {}), containerdNamespace: this.namespace },
+          logger: this.logger,
+        })
+      : undefined;
     this.client = new ContainerdClient({
       socketPath: options.socketPath ?? process.env.FSB_CONTAINERD_ADDRESS ?? "/run/containerd/containerd.sock",
       namespace: this.namespace,
@@ -259,6 +299,8 @@ export class ContainerdRuntime implements Runtime {
       return await this.createIn(spec, image, labels, runDir, group, started, lap, imageMs);
     } finally {
       if (group !== undefined) this.groupLoad[group] = (this.groupLoad[group] ?? 1) - 1;
+      // Prepared network namespaces are made again once the create no longer needs the CPU.
+      if (spec.network?.mode === "isolated") this.networks?.refill();
     }
   }
 
@@ -296,22 +338,32 @@ export class ContainerdRuntime implements Runtime {
     const sandboxId = spec.sandboxId;
     const containerId = containerIdOf(sandboxId);
     const gvisor = spec.runtimeType === "gvisor";
-    const ociSpec = buildOciSpec(spec, image.config, {
-      ...(this.helperPath ? { helper: { binaryPath: this.helperPath, runDir } } : {}),
-      ...(group !== undefined ? { shimGroup: this.shimGroup(group) } : {}),
-      cgroupsPath: sandboxCgroupsPath(this.cgroupParent, containerId),
-      hostNetworkFiles: this.hostNetworkFiles,
-    });
-    const runtimeOptions = gvisor
-      ? {
-          typeUrl: RUNC_OPTIONS_TYPE_URL,
-          value: toBinary(RuncOptionsSchema, create(RuncOptionsSchema, { binaryName: this.gvisorBinary })),
-        }
-      : undefined;
+    const isolated = spec.network?.mode === "isolated";
 
     const undo: { step: string; run: () => Promise<unknown> }[] = [];
-    if (this.helperPath) undo.push({ step: "run directory", run: () => rm(runDir, { recursive: true, force: true }) });
+    if (this.helperPath || isolated) undo.push({ step: "run directory", run: () => rm(runDir, { recursive: true, force: true }) });
     try {
+      let network: ClaimedNetwork | undefined;
+      let networkMs = 0;
+      if (isolated) {
+        network = await this.claimNetwork(spec, runDir, labels, undo);
+        networkMs = lap();
+      }
+      const ociSpec = buildOciSpec(spec, image.config, {
+        ...(this.helperPath ? { helper: { binaryPath: this.helperPath, runDir } } : {}),
+        ...(group !== undefined ? { shimGroup: this.shimGroup(group) } : {}),
+        cgroupsPath: sandboxCgroupsPath(this.cgroupParent, containerId),
+        hostNetworkFiles: this.hostNetworkFiles,
+        ...(network ? { isolatedNetwork: { netnsPath: network.netnsPath, files: this.networkFiles(runDir, network) } } : {}),
+      });
+      // runsc builds an isolated sandbox's network from its namespace's interfaces; a shared one runs
+      // with --network=none (wrappers: gvisor-binary.ts).
+      const runtimeOptions = gvisor
+        ? {
+            typeUrl: RUNC_OPTIONS_TYPE_URL,
+            value: toBinary(RuncOptionsSchema, create(RuncOptionsSchema, { binaryName: (isolated && this.gvisorOwnNetnsBinary) || this.gvisorBinary })),
+          }
+        : undefined;
       // The helper runs as the image's user and writes its reports into the run directory.
       const { uid, gid } = ociSpec.process.user;
       if (this.helperPath && (uid !== 0 || gid !== 0)) await chown(runDir, uid, gid);
@@ -386,6 +438,11 @@ export class ContainerdRuntime implements Runtime {
         },
       });
       const taskMs = lap();
+      // Nothing of the sandbox runs before its egress policy is in force.
+      if (network) {
+        await network.policyApplied;
+        networkMs += lap();
+      }
 
       // Watching starts before the command can run, so its report cannot slip by unseen.
       const commandStart = this.helperPath ? new CommandStartWatcher(runDir) : undefined;
@@ -417,6 +474,7 @@ export class ContainerdRuntime implements Runtime {
 
       const timings = {
         imageMs,
+        networkMs,
         snapshotMs,
         containerMs,
         taskMs,
@@ -434,6 +492,7 @@ export class ContainerdRuntime implements Runtime {
         image: spec.image,
         state: "running",
         pid,
+        ...(network ? { address: network.address } : {}),
         labels,
       };
     } catch (error) {
@@ -450,9 +509,55 @@ export class ContainerdRuntime implements Runtime {
     }
   }
 
+  /**
+   * Claims the sandbox's network namespace and writes its /etc files into its run directory; labels
+   * the container with its address and namespace, and registers the teardown as an undo step.
+   */
+  private async claimNetwork(
+    spec: RuntimeSandboxSpec,
+    runDir: string,
+    labels: Record<string, string>,
+    undo: { step: string; run: () => Promise<unknown> }[],
+  ): Promise<ClaimedNetwork> {
+    const networks = this.networks;
+    if (!networks) {
+      throw new FailedPreconditionError(
+        `agent ${this.agentName} has no sandbox network, so it cannot create the isolated sandbox ${spec.sandboxId}: configure one (FSB_NETWORK_NAME, FSB_NETWORK_SUBNET) or use the Shared network mode`,
+      );
+    }
+    const network = await networks.claim({
+      sandboxId: spec.sandboxId,
+      namespace: spec.namespace,
+      pool: spec.pool,
+      hostname: sandboxHostname(spec),
+      network: spec.network ?? { mode: "isolated" },
+    });
+    undo.push({
+      step: "network",
+      run: async () => {
+        // A policy still being applied would come back after the teardown removed it.
+        await network.policyApplied.catch(() => undefined);
+        await networks.release(spec.sandboxId);
+      },
+    });
+    labels[LABEL_NETWORK_ADDRESS] = network.address;
+    labels[LABEL_NETWORK_NAMESPACE] = network.attachmentId;
+    await mkdir(join(runDir, "etc"), { recursive: true, mode: 0o755 });
+    await Promise.all(
+      this.networkFiles(runDir, network).map(({ destination, source }) => writeFile(source, network.files[destination] ?? "", { mode: 0o644 })),
+    );
+    return network;
+  }
+
+  /** Where an isolated sandbox's /etc files live on the host: `<run directory>/etc/<name>`. */
+  private networkFiles(runDir: string, network: ClaimedNetwork): { destination: string; source: string }[] {
+    return Object.keys(network.files).map((destination) => ({ destination, source: join(runDir, "etc", destination.split("/").at(-1) ?? "") }));
+  }
+
   async delete(sandboxId: string, options: DeleteOptions): Promise<void> {
     const containerId = containerIdOf(sandboxId);
     await this.removeContainer(containerId, options.gracePeriodMs, sandboxId);
+    await this.networks?.release(sandboxId);
     await rm(this.runDir(sandboxId), { recursive: true, force: true });
     this.logger.debug({ sandboxId, containerId }, "sandbox deleted");
   }
@@ -517,11 +622,17 @@ export class ContainerdRuntime implements Runtime {
    * them). Without the helper there are no anchors and no shim sharing.
    */
   async prepare(): Promise<void> {
+    if (this.networks) {
+      const existing = new Set((await this.list()).map((sandbox) => sandbox.sandboxId));
+      const recovered = await this.networks.recover(existing);
+      if (recovered.kept + recovered.adopted + recovered.reclaimed > 0) this.logger.info(recovered, "recovered this agent's network namespaces");
+    }
     if (!this.helperPath) return;
     await Promise.all(this.anchorIds.map((id, index) => this.startAnchor(id, index)));
   }
 
   async unprepare(): Promise<void> {
+    await this.networks?.releasePrepared();
     await Promise.all(
       this.anchorIds.map(async (id, index) => {
         await this.removeContainer(id, 0);
@@ -607,6 +718,7 @@ export class ContainerdRuntime implements Runtime {
     if (task && task.pid > 0) sandbox.pid = task.pid;
     const exposedPorts = parsePorts(labels[LABEL_EXPOSED_PORTS]);
     if (exposedPorts.length > 0) sandbox.exposedPorts = exposedPorts;
+    if (labels[LABEL_NETWORK_ADDRESS]) sandbox.address = labels[LABEL_NETWORK_ADDRESS];
     // The cgroup lives as long as the task: read while it runs (or has stopped but is not deleted).
     if (task && readOomKillCount(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, container.id)) > 0) sandbox.oomKilled = true;
     if (task?.status === TaskStatus.STOPPED) sandbox.exitCode = task.exitStatus;

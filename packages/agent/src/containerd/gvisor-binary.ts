@@ -7,17 +7,39 @@
  * it runs in, and it refuses the host's namespace. An empty netns in the OCI spec is not enough:
  * unlike runc, runsc does not create a namespace for a `network` entry without a path, it stays
  * in the caller's (the shim's, i.e. the host's) namespace and fails with "cannot run with network
- * enabled in root network namespace". The shim passes no extra flags to its binary, so BinaryName
- * is a two-line wrapper that adds `--network=none` (loopback only inside the sandbox, which is
- * what an isolated sandbox should get until sandboxes have their own network).
+ * enabled in root network namespace". The shim passes no extra flags to its binary, so the
+ * BinaryName is a small wrapper, one per network mode:
+ *
+ * - shared: `runsc-network-none` adds `--network=none` (loopback only inside the sandbox);
+ * - isolated: the sandbox names its prepared namespace by path (network/), which runsc joins and
+ *   takes its interfaces, address and routes from (its own netstack, `--network=sandbox`).
+ *   `runsc-own-netns` works around gVisor issue #10704: runsc releases before its fix (Debian 12's
+ *   among them) tell the host's namespace from others by whether /proc/sys/net/core/rmem_default
+ *   exists, and Linux 6.x shows that file in every namespace, so they refuse every namespace. The
+ *   wrapper runs runsc in a mount namespace of its own where /proc/sys/net is an empty tmpfs: the
+ *   check then answers "not the host's", which for a sandbox with its own namespace is the truth.
+ *   Nothing else changes (the sandbox has its own /proc; netstack reads no host network sysctl),
+ *   and a fixed runsc is not affected by it.
  */
 import { chmodSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 /** Writes (atomically, only when it changed) `<stateDir>/runsc-network-none` and returns its path. */
 export function writeRunscWrapper(stateDir: string, runscPath: string): string {
-  const path = join(stateDir, "runsc-network-none");
-  const script = `#!/bin/sh\n# Written by the Fast Sandbox agent (gvisor-binary.ts).\nexec ${shellQuote(runscPath)} --network=none "$@"\n`;
+  return writeWrapper(join(stateDir, "runsc-network-none"), `exec ${shellQuote(runscPath)} --network=none "$@"`);
+}
+
+/** Writes (atomically, only when it changed) `<stateDir>/runsc-own-netns` and returns its path. */
+export function writeRunscOwnNetnsWrapper(stateDir: string, runscPath: string): string {
+  const hide = 'mount -t tmpfs -o size=4k,mode=0555 fsb-hidden /proc/sys/net && exec "$0" "$@"';
+  return writeWrapper(
+    join(stateDir, "runsc-own-netns"),
+    `exec unshare --mount --propagation slave /bin/sh -c ${shellQuote(hide)} ${shellQuote(runscPath)} "$@"`,
+  );
+}
+
+function writeWrapper(path: string, command: string): string {
+  const script = `#!/bin/sh\n# Written by the Fast Sandbox agent (gvisor-binary.ts).\n${command}\n`;
   let current: string | undefined;
   try {
     current = readFileSync(path, "utf8");

@@ -136,6 +136,30 @@ describe("buildOciSpec", () => {
     assert.ok(!spec.mounts.some((mount) => mount.destination === "/etc/resolv.conf"));
   });
 
+  it("puts an isolated sandbox, runc or gVisor, into its prepared network namespace with its own DNS and hosts files", () => {
+    for (const runtimeType of ["container", "gvisor"] as const) {
+      const spec = buildOciSpec(sandbox({ runtimeType }), image, {
+        ...options,
+        isolatedNetwork: {
+          netnsPath: "/run/netns/fsb-fsb0-0123456789ab",
+          files: [
+            { destination: "/etc/hosts", source: "/state/run/sb-1/etc/hosts" },
+            { destination: "/etc/resolv.conf", source: "/state/run/sb-1/etc/resolv.conf" },
+          ],
+        },
+      });
+      assert.deepEqual(
+        spec.linux.namespaces.filter((namespace) => namespace.type === "network"),
+        [{ type: "network", path: "/run/netns/fsb-fsb0-0123456789ab" }],
+      );
+      const networkFiles = spec.mounts.filter((mount) => mount.destination.startsWith("/etc/"));
+      assert.deepEqual(
+        networkFiles.map((mount) => `${mount.destination} ${mount.source} ${mount.options.includes("ro") ? "ro" : "rw"}`),
+        ["/etc/hosts /state/run/sb-1/etc/hosts ro", "/etc/resolv.conf /state/run/sb-1/etc/resolv.conf ro"],
+      );
+    }
+  });
+
   it("turns resources into cgroup limits under the given cgroups path", () => {
     const spec = buildOciSpec(
       sandbox({

@@ -115,6 +115,15 @@ export interface OciSpecOptions {
   hostNetworkFiles?: readonly string[];
   /** The in-sandbox helper: becomes process 1 and wraps the user's command (see helper/fsb-helper.c). */
   helper?: HelperInjection;
+  /** An isolated sandbox's network (network/sandbox-networks.ts); absent: it shares the agent's. */
+  isolatedNetwork?: IsolatedNetworkInjection;
+}
+
+export interface IsolatedNetworkInjection {
+  /** The prepared network namespace the sandbox joins (`/run/netns/<name>`). */
+  netnsPath: string;
+  /** Host files bind-mounted read-only at their destination (the sandbox's /etc/hosts and /etc/resolv.conf). */
+  files: readonly { destination: string; source: string }[];
 }
 
 /** Where the helper lives inside every sandbox; not part of the Sandbox API. */
@@ -156,6 +165,11 @@ export function sandboxCgroupsPath(cgroupParent: string, containerId: string): s
   return parent === "" ? `/${containerId}` : `/${parent}/${containerId}`;
 }
 
+/** The sandbox's hostname: its name, cut to the 63 characters a hostname may have. */
+export function sandboxHostname(spec: Pick<RuntimeSandboxSpec, "name">): string {
+  return spec.name.slice(0, 63);
+}
+
 /** `args` of the sandbox's process: Kubernetes semantics for command/args against Entrypoint/Cmd. */
 export function processArgs(spec: Pick<RuntimeSandboxSpec, "command" | "args">, image: ImageConfig): string[] {
   if (spec.command.length > 0) return [...spec.command, ...spec.args];
@@ -190,11 +204,14 @@ export function imageUser(user: string): OciUser {
 
 export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, options: OciSpecOptions): OciSpec {
   const capabilities = [...DEFAULT_CAPABILITIES];
-  // gVisor refuses to run in the host's network namespace; a runc sandbox shares the agent's
-  // network (its IP and ports), like a Kubernetes hostNetwork pod.
-  const ownNetwork = spec.runtimeType === "gvisor";
-  const namespaces = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
-  if (ownNetwork) namespaces.push({ type: "network" });
+  // An isolated sandbox (runc or runsc) joins its prepared network namespace. Otherwise a runc
+  // sandbox shares the agent's network (its IP and ports), like a Kubernetes hostNetwork pod, and
+  // gVisor, which refuses the host's network namespace, gets an empty one (gvisor-binary.ts).
+  const isolated = options.isolatedNetwork;
+  const ownNetwork = isolated !== undefined || spec.runtimeType === "gvisor";
+  const namespaces: { type: string; path?: string }[] = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
+  if (isolated) namespaces.push({ type: "network", path: isolated.netnsPath });
+  else if (ownNetwork) namespaces.push({ type: "network" });
 
   const mounts: OciMount[] = [
     {
@@ -243,6 +260,9 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
         options: ["rbind", "ro", "nosuid", "nodev", "noexec"],
       });
     }
+  }
+  for (const file of isolated?.files ?? []) {
+    mounts.push({ destination: file.destination, type: "bind", source: file.source, options: ["rbind", "ro", "nosuid", "nodev", "noexec"] });
   }
 
   if (options.helper) {
@@ -298,8 +318,7 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
     },
     // containerd's shim mounts the snapshot at <bundle>/rootfs.
     root: { path: "rootfs", readonly: false },
-    // A hostname is at most 63 characters.
-    hostname: spec.name.slice(0, 63),
+    hostname: sandboxHostname(spec),
     mounts,
     annotations: options.shimGroup ? { [SHIM_GROUP_ANNOTATION]: options.shimGroup } : {},
     linux,

@@ -32,6 +32,43 @@ export interface SandboxResources {
   pids?: number;
 }
 
+/**
+ * How a sandbox is networked. `shared`: it uses its agent's network namespace (its address and
+ * ports). `isolated`: a network namespace of its own with an address on the node's sandbox bridge,
+ * and egress limited by its policy (network/ in the agent).
+ */
+export type NetworkMode = "shared" | "isolated";
+
+export type EgressPolicyKind = "allowAll" | "denyAll" | "allowList";
+
+/** One destination an `allowList` policy lets a sandbox connect to. */
+export interface EgressRule {
+  /** An IPv4 or IPv6 CIDR (`10.0.0.0/8`, `203.0.113.7/32`); a bare address means that one address. */
+  cidr: string;
+  /** Destination ports; absent or empty: every port. */
+  ports?: number[];
+  /** Absent: tcp and udp. */
+  protocol?: "tcp" | "udp";
+}
+
+/**
+ * Where an isolated sandbox may connect to. Whatever it says, a sandbox never reaches the node's own
+ * addresses, 169.254.0.0/16 or other sandboxes (unless `allowSandboxToSandbox`).
+ * `allowAll`: anywhere else; `denyAll`: nowhere, DNS included; `allowList`: the rules' destinations and DNS.
+ */
+export interface EgressPolicy {
+  kind: EgressPolicyKind;
+  allow?: EgressRule[];
+}
+
+export interface SandboxNetworkSpec {
+  mode: NetworkMode;
+  /** Isolated only. @default { kind: "allowAll" } */
+  egress?: EgressPolicy;
+  /** Isolated only: sandboxes of the same pool (namespace and pool name) may connect to each other. @default false */
+  allowSandboxToSandbox?: boolean;
+}
+
 /** Everything the runtime needs to create one sandbox. */
 export interface RuntimeSandboxSpec {
   /**
@@ -57,6 +94,8 @@ export interface RuntimeSandboxSpec {
   logPath: string;
   /** Ports the sandbox exposes (recorded with the sandbox, for admission after an agent restart). */
   exposedPorts?: number[];
+  /** @default { mode: "shared" } */
+  network?: SandboxNetworkSpec;
 }
 
 /** `creating`: a create is in flight on the agent (reported by the agent, never by a runtime's list). */
@@ -75,6 +114,8 @@ export interface RuntimeSandbox {
   oomKilled?: boolean;
   /** Ports the sandbox exposes, as recorded at its create. */
   exposedPorts?: number[];
+  /** Isolated sandboxes: their address on the node's sandbox bridge. */
+  address?: string;
   labels: Record<string, string>;
 }
 

@@ -97,6 +97,13 @@ describe("Admission", () => {
       assert.match(refusal(admission, request("new", { exposedPorts: [443] })).message, /port 443 is already exposed by sandbox team\/api/);
     });
 
+    it("holds no port for an adopted sandbox with an address of its own (Isolated network)", () => {
+      const admission = new Admission(AGENT);
+      admission.adopt([listed("old", { name: "api", exposedPorts: [443], address: "10.88.0.2" })]);
+      admission.admit(request("new", { exposedPorts: [443] }));
+      assert.equal(admission.held, 2);
+    });
+
     it("frees the ports of a failed create and of a deleted sandbox", () => {
       const admission = new Admission(AGENT);
       admission.admit(request("a", { exposedPorts: [80] })).release();

@@ -58,7 +58,9 @@ export class Admission {
     const since = ++this.marks;
     for (const sandbox of sandboxes) {
       if (this.holdings.has(sandbox.sandboxId)) continue;
-      this.hold({ sandboxId: sandbox.sandboxId, key: `${sandbox.namespace}/${sandbox.name}`, ports: sandbox.exposedPorts ?? [], existsSince: since });
+      // One with an address of its own (Isolated network) holds none of the agent's ports.
+      const ports = sandbox.address ? [] : (sandbox.exposedPorts ?? []);
+      this.hold({ sandboxId: sandbox.sandboxId, key: `${sandbox.namespace}/${sandbox.name}`, ports, existsSince: since });
     }
   }
 

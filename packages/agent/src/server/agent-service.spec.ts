@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, beforeEach, describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport, type Client } from "@connectrpc/connect";
 import { AlreadyExistsError, FsbError, NoCapacityError, NotFoundError, fromConnectError, pb } from "@fast-sandbox/api";
 import type {
@@ -66,6 +67,7 @@ class FakeRuntime implements Runtime {
       image: spec.image,
       state: "running",
       pid: 4321,
+      ...(spec.network?.mode === "isolated" ? { address: "10.213.0.9" } : {}),
       labels: {},
     };
     this.sandboxes.set(spec.sandboxId, sandbox);
@@ -323,6 +325,70 @@ describe("AgentService", () => {
       assert.equal(runtime.created.length, 1);
       await client.deleteSandbox({ sandboxId: "default.web.000001", gracePeriodMs: 0 });
       await client.createSandbox(createRequest({ sandboxId: "default.web.000002", name: "web2", exposedPorts: [9000, 8080] }));
+    });
+
+    it("lets Isolated sandboxes expose the same port (each has its own address), while Shared ones still compete for the agent's", async () => {
+      const isolated = { network: create(pb.SandboxNetworkSchema, { mode: pb.SandboxNetwork_Mode.ISOLATED }) };
+      await client.createSandbox(createRequest({ sandboxId: "default.a.000001", name: "a", exposedPorts: [8080], ...isolated }));
+      await client.createSandbox(createRequest({ sandboxId: "default.b.000001", name: "b", exposedPorts: [8080], ...isolated }));
+      await client.createSandbox(createRequest({ sandboxId: "default.c.000001", name: "c", exposedPorts: [8080] }));
+      const error = await rejection(
+        client.createSandbox(
+          createRequest({
+            sandboxId: "default.d.000001",
+            name: "d",
+            exposedPorts: [8080],
+            network: create(pb.SandboxNetworkSchema, { mode: pb.SandboxNetwork_Mode.SHARED }),
+          }),
+        ),
+      );
+      assert.equal(error.rawMessage, "port 8080 is already exposed by sandbox default/c on agent default-0");
+    });
+
+    it("hands an Isolated sandbox's network to the runtime, checked and normalised, and answers with its address", async () => {
+      const network = create(pb.SandboxNetworkSchema, {
+        mode: pb.SandboxNetwork_Mode.ISOLATED,
+        egress: { kind: pb.EgressPolicy_Kind.ALLOW_LIST, allow: [{ cidr: "192.0.2.9/24", ports: [443, 80], protocol: "tcp" }, { cidr: "198.51.100.1" }] },
+        allowSandboxToSandbox: true,
+      });
+      const response = await client.createSandbox(createRequest({ network }));
+      assert.deepEqual(runtime.created[0]?.network, {
+        mode: "isolated",
+        egress: { kind: "allowList", allow: [{ cidr: "192.0.2.0/24", ports: [80, 443], protocol: "tcp" }, { cidr: "198.51.100.1/32" }] },
+        allowSandboxToSandbox: true,
+      });
+      assert.equal(response.address, "10.213.0.9");
+      assert.equal((await client.listSandboxes({})).sandboxes[0]?.address, "10.213.0.9");
+      // Unset, unspecified or Shared: the runtime gets no network (today's shared behaviour), and no address comes back.
+      await client.createSandbox(
+        createRequest({ sandboxId: "default.b.000001", network: create(pb.SandboxNetworkSchema, { mode: pb.SandboxNetwork_Mode.SHARED }) }),
+      );
+      await client.createSandbox(createRequest({ sandboxId: "default.c.000001" }));
+      assert.deepEqual(
+        runtime.created.slice(1).map((spec) => spec.network),
+        [undefined, undefined],
+      );
+    });
+
+    it("refuses a bad egress policy before it takes a slot", async () => {
+      const bad = [
+        create(pb.SandboxNetworkSchema, {
+          mode: pb.SandboxNetwork_Mode.ISOLATED,
+          egress: { kind: pb.EgressPolicy_Kind.ALLOW_LIST, allow: [{ cidr: "10.0.0.0/33" }] },
+        }),
+        create(pb.SandboxNetworkSchema, {
+          mode: pb.SandboxNetwork_Mode.ISOLATED,
+          egress: { kind: pb.EgressPolicy_Kind.ALLOW_LIST, allow: [{ cidr: "10.0.0.0/8", protocol: "icmp" }] },
+        }),
+        create(pb.SandboxNetworkSchema, { mode: pb.SandboxNetwork_Mode.SHARED, egress: { kind: pb.EgressPolicy_Kind.DENY_ALL } }),
+      ];
+      for (const network of bad) {
+        const error = await rejection(client.createSandbox(createRequest({ network, slots: 1 })));
+        assert.equal(error.code, Code.InvalidArgument, error.rawMessage);
+        assert.match(error.rawMessage, /^network\.egress/);
+      }
+      assert.equal(runtime.created.length, 0);
+      await client.createSandbox(createRequest({ slots: 1 }));
     });
 
     it("gives the slot and ports of a failed create back", async () => {

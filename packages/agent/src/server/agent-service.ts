@@ -14,7 +14,8 @@ import {
   pb,
   toConnectError,
 } from "@fast-sandbox/api";
-import type { ImagePullProgress, Runtime, RuntimeSandbox, RuntimeType } from "../runtime/runtime.js";
+import type { EgressPolicy, ImagePullProgress, Runtime, RuntimeSandbox, RuntimeType, SandboxNetworkSpec } from "../runtime/runtime.js";
+import { checkSandboxNetwork } from "../network/egress-policy.js";
 import { readLog } from "../log-follower.js";
 import { Admission } from "./admission.js";
 import { CreatesInFlight } from "./creates-in-flight.js";
@@ -50,6 +51,35 @@ function toAgentSandbox(sandbox: RuntimeSandbox): pb.AgentSandbox {
     pid: sandbox.pid ?? 0,
     ...(sandbox.exitCode !== undefined ? { exitCode: sandbox.exitCode } : {}),
     oomKilled: sandbox.oomKilled ?? false,
+    address: sandbox.address ?? "",
+  });
+}
+
+const EGRESS_KINDS: Record<pb.EgressPolicy_Kind, EgressPolicy["kind"]> = {
+  [pb.EgressPolicy_Kind.KIND_UNSPECIFIED]: "allowAll",
+  [pb.EgressPolicy_Kind.ALLOW_ALL]: "allowAll",
+  [pb.EgressPolicy_Kind.DENY_ALL]: "denyAll",
+  [pb.EgressPolicy_Kind.ALLOW_LIST]: "allowList",
+};
+
+/** The request's network in the runtime's terms, checked (ValidationError); unset or unspecified: shared. */
+function sandboxNetworkOf(message: pb.SandboxNetwork | undefined): SandboxNetworkSpec {
+  if (!message || message.mode !== pb.SandboxNetwork_Mode.ISOLATED) {
+    const egress = message?.egress ? { egress: { kind: EGRESS_KINDS[message.egress.kind] ?? "allowAll" } } : {};
+    return checkSandboxNetwork({ mode: "shared", ...egress, allowSandboxToSandbox: message?.allowSandboxToSandbox ?? false });
+  }
+  const egress = message.egress;
+  return checkSandboxNetwork({
+    mode: "isolated",
+    egress: {
+      kind: egress ? (EGRESS_KINDS[egress.kind] ?? "allowAll") : "allowAll",
+      allow: (egress?.allow ?? []).map((rule) => ({
+        cidr: rule.cidr,
+        ...(rule.ports.length > 0 ? { ports: [...rule.ports] } : {}),
+        ...(rule.protocol ? { protocol: rule.protocol as "tcp" | "udp" } : {}),
+      })),
+    },
+    allowSandboxToSandbox: message.allowSandboxToSandbox,
   });
 }
 
@@ -125,6 +155,7 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
     async createSandbox(request) {
       return edge(async () => {
         checkSandboxId(request.sandboxId);
+        const network = sandboxNetworkOf(request.network);
         // Decided before the first await, so concurrent creates (from any control-plane replica)
         // cannot both take the last slot or the same port.
         const reservation = admission.admit({
@@ -132,7 +163,8 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
           namespace: request.namespace,
           name: request.name,
           slots: request.slots,
-          exposedPorts: request.exposedPorts,
+          // An Isolated sandbox has an address, and so ports, of its own: only Shared ones compete for the agent's.
+          exposedPorts: request.network?.mode === pb.SandboxNetwork_Mode.ISOLATED ? [] : request.exposedPorts,
         });
         const runtimeType: RuntimeType = request.runtimeType === "gvisor" ? "gvisor" : "container";
         let sandbox: RuntimeSandbox;
@@ -156,6 +188,7 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
               runtimeType,
               logPath: logPath(request.sandboxId),
               ...(request.exposedPorts.length > 0 ? { exposedPorts: [...request.exposedPorts] } : {}),
+              ...(network.mode === "isolated" ? { network } : {}),
             }),
           );
         } catch (error) {

@@ -1,4 +1,5 @@
 import { Type, type Static } from "@sinclair/typebox";
+import { PoolNetwork } from "./network.js";
 import { API_VERSION, Condition, ObjectMeta } from "./object-meta.js";
 
 export const PoolCapacity = Type.Object(
@@ -67,6 +68,7 @@ export const SandboxPoolSpec = Type.Object(
     runtimeType: Type.Optional(RuntimeType),
     image: Type.Optional(Type.String({ minLength: 1, description: "Default image of sandboxes that name none." })),
     sandboxResources: Type.Optional(SandboxResources),
+    network: Type.Optional(PoolNetwork),
     prewarmImages: Type.Optional(
       Type.Array(Type.String({ minLength: 1 }), {
         uniqueItems: true,

@@ -1,4 +1,5 @@
 import { Type, type Static } from "@sinclair/typebox";
+import { SandboxEgressPolicy } from "./network.js";
 import { API_VERSION, Condition, NAME_MAX_LENGTH, NAME_PATTERN, ObjectMeta } from "./object-meta.js";
 
 export const EnvVar = Type.Object(
@@ -33,7 +34,8 @@ export const SandboxSpec = Type.Object(
     exposedPorts: Type.Optional(
       Type.Array(Type.Integer({ minimum: 1, maximum: 65535 }), {
         uniqueItems: true,
-        description: "Ports the sandbox listens on; exclusive on its agent.",
+        description:
+          "Ports the sandbox listens on. On a Shared network each is exclusive on its agent's address; an Isolated sandbox has an address of its own.",
       }),
     ),
     poolRef: Type.String({ pattern: NAME_PATTERN, minLength: 1, maxLength: NAME_MAX_LENGTH, description: "Name of the SandboxPool in the same namespace." }),
@@ -48,6 +50,7 @@ export const SandboxSpec = Type.Object(
     ),
     resetRevision: Type.Optional(Type.String({ description: "Changing it replaces the running instance with a new one (same name and spec)." })),
     consistencyMode: Type.Optional(ConsistencyMode),
+    egress: Type.Optional(SandboxEgressPolicy),
   },
   {
     additionalProperties: false,
@@ -91,6 +94,12 @@ export const SandboxSpec = Type.Object(
         reason: "FieldValueForbidden",
       },
       {
+        rule: "has(self.egress) == has(oldSelf.egress) && (!has(self.egress) || self.egress == oldSelf.egress)",
+        message: "is immutable; delete the sandbox and create a new one",
+        fieldPath: ".egress",
+        reason: "FieldValueForbidden",
+      },
+      {
         rule: "self.poolRef == oldSelf.poolRef",
         message: "is immutable; delete the sandbox and create a new one",
         fieldPath: ".poolRef",
@@ -118,10 +127,20 @@ export const SandboxStatus = Type.Object(
     assignedPod: Type.Optional(Type.String({ description: "The agent that runs the sandbox." })),
     nodeName: Type.Optional(Type.String()),
     sandboxID: Type.Optional(Type.String({ description: "Id of this instance of the sandbox, chosen by the control plane; its agent reports it by this id." })),
-    endpoints: Type.Optional(Type.Array(Type.String(), { description: "host:port for each exposed port." })),
+    endpoints: Type.Optional(
+      Type.Array(Type.String(), {
+        description: "For each exposed port, its URL through the sandbox proxy (http://<port>-<sandboxID>.<domain>/); requests need the X-Access-Token header.",
+      }),
+    ),
     sandboxIP: Type.Optional(
       Type.String({
         description: "Isolated network: the sandbox's own address on its node's sandbox bridge (the sandbox proxy connects to it); unset for a Shared network.",
+      }),
+    ),
+    accessTokenHash: Type.Optional(
+      Type.String({
+        pattern: "^sha256:[0-9a-f]{64}$",
+        description: "sha256:<hex> of the sandbox's access token (the sandbox proxy's X-Access-Token); the token itself is never stored.",
       }),
     ),
     conditions: Type.Optional(Type.Array(Condition)),

@@ -39,6 +39,7 @@ function fullSandbox(): Sandbox {
       recoveryTimeoutSeconds: 0,
       resetRevision: "r1",
       consistencyMode: "strong",
+      egress: { policy: "allowList", allow: [{ cidr: "10.0.0.0/8", ports: [443], protocol: "tcp" }, { cidr: "2001:db8::/32" }] },
     },
     status: {
       phase: "Running",
@@ -71,6 +72,17 @@ function fullPool(): SandboxPool {
       runtimeType: "gvisor",
       image: "fast-sandbox.io/base:latest",
       sandboxResources: { cpu: "500m", memory: "256Mi", pids: 128 },
+      network: {
+        mode: "Isolated",
+        egress: {
+          policy: "allowList",
+          allow: [
+            { cidr: "10.0.0.0/8", ports: [80, 443], protocol: "tcp" },
+            { cidr: "::/0", protocol: "udp" },
+          ],
+        },
+        allowSandboxToSandbox: true,
+      },
       agentTemplate: { spec: { nodeSelector: { pool: "fast" } } },
     },
     status: {
@@ -187,7 +199,7 @@ describe("validateSandbox", () => {
 
   it("names an unknown field at every depth and lists the allowed fields", () => {
     assertSandboxRejected((s) => (s.surprise = 1), "surprise", /unknown field; allowed fields: apiVersion, kind, metadata, spec, status$/);
-    assertSandboxRejected((s) => (s.spec.surprise = 1), "spec.surprise", /unknown field; allowed fields: image, command, .*consistencyMode$/);
+    assertSandboxRejected((s) => (s.spec.surprise = 1), "spec.surprise", /unknown field; allowed fields: image, command, .*consistencyMode, egress$/);
     assertSandboxRejected((s) => (s.spec.surprise = { nested: true }), "spec.surprise", /unknown field/);
     assertSandboxRejected((s) => (s.metadata.surprise = "x"), "metadata.surprise", /allowed fields: name, namespace,/);
     assertSandboxRejected((s) => (s.spec.envs[1].surprise = "x"), "spec.envs[1].surprise", /allowed fields: name, value$/);
@@ -235,6 +247,38 @@ describe("validateSandbox", () => {
     assertSandboxRejected((s) => (s.spec.workingDir = "srv"), "spec.workingDir", /"srv" is not valid \(Absolute path\.\)/);
     assertSandboxRejected((s) => (s.spec.recoveryTimeoutSeconds = -1), "spec.recoveryTimeoutSeconds", /-1 is out of range; allowed: 0\.\.86400/);
     assertSandboxRejected((s) => (s.spec.recoveryTimeoutSeconds = 86401), "spec.recoveryTimeoutSeconds", /allowed: 0\.\.86400/);
+  });
+
+  it("rejects an egress CIDR that is not one, saying what is wrong and showing examples", () => {
+    const cidr = (value: string) => (s: Record<string, any>) => (s.spec.egress.allow[0].cidr = value);
+    assertSandboxRejected(
+      cidr("10.0.0.1/8"),
+      "spec.egress.allow[0].cidr",
+      /"10\.0\.0\.1\/8" is not a valid CIDR: bits are set after the \/8 prefix; the network is 10\.0\.0\.0\/8 \(e\.g\. /,
+    );
+    assertSandboxRejected(cidr("10.0.0.0"), "spec.egress.allow[0].cidr", /is not a valid CIDR: it has no \/prefix length/);
+    assertSandboxRejected(cidr("10.0.0.0/40"), "spec.egress.allow[0].cidr", /prefix length must be a number from 0 to 32 for IPv4/);
+    assertSandboxRejected(cidr("localhost/8"), "spec.egress.allow[0].cidr", /"localhost" is not an IPv4 or IPv6 address/);
+    assertSandboxRejected(cidr(""), "spec.egress.allow[0].cidr", /is not a valid CIDR/);
+  });
+
+  it("rejects egress ports out of range, duplicated or an empty list, and an unknown protocol", () => {
+    assertSandboxRejected((s) => (s.spec.egress.allow[0].ports = [0]), "spec.egress.allow[0].ports[0]", /0 is out of range; allowed: 1\.\.65535/);
+    assertSandboxRejected((s) => (s.spec.egress.allow[0].ports = [443, 65536]), "spec.egress.allow[0].ports[1]", /65536 is out of range/);
+    assertSandboxRejected((s) => (s.spec.egress.allow[0].ports = [443, 443]), "spec.egress.allow[0].ports", /must not contain duplicates/);
+    // An empty list would read "every port" once on the wire: it must be left out instead.
+    assertSandboxRejected((s) => (s.spec.egress.allow[0].ports = []), "spec.egress.allow[0].ports", /must not be empty \(leave it out instead\)/);
+    assertSandboxRejected((s) => (s.spec.egress.allow[0].protocol = "icmp"), "spec.egress.allow[0].protocol", /"icmp" is not allowed; allowed: tcp, udp$/);
+  });
+
+  it("rejects an unknown egress policy, an allowList without entries and entries under another policy", () => {
+    assertSandboxRejected((s) => (s.spec.egress.policy = "deny"), "spec.egress.policy", /"deny" is not allowed; allowed: allowAll, denyAll, allowList$/);
+    assertSandboxRejected((s) => (s.spec.egress = { policy: "allowList" }), "spec.egress.allow", /policy allowList needs at least one entry in allow/);
+    assertSandboxRejected((s) => (s.spec.egress = { policy: "allowList", allow: [] }), "spec.egress.allow", /needs at least one entry/);
+    assertSandboxRejected((s) => (s.spec.egress.policy = "allowAll"), "spec.egress.allow", /is read with policy allowList only, and the policy is allowAll/);
+    assertSandboxRejected((s) => (s.spec.egress.allow[0].host = "x"), "spec.egress.allow[0].host", /allowed fields: cidr, ports, protocol$/);
+    assertSandboxRejected((s) => (s.spec.egress.allow = Array(65).fill({ cidr: "10.0.0.0/8" })), "spec.egress.allow", /has 65 entries; at most 64/);
+    assert.doesNotThrow(() => validateSandbox(sandboxWith((s) => (s.spec.egress = { policy: "denyAll" }))));
   });
 
   it("rejects label values that are not strings, naming the label", () => {
@@ -324,6 +368,28 @@ describe("validateSandboxPool", () => {
       /allowed fields: agents, readyAgents, sandboxes, freeSlots, desiredAgents, hotImages, conditions, observedGeneration$/,
     );
     assertPoolRejected((p) => (p.spec.surprise = 1), "spec.surprise", /allowed fields: capacity, maxSandboxesPerPod, /);
+  });
+
+  it("rejects a network mode it does not know, and egress or sandbox-to-sandbox traffic on a Shared network", () => {
+    assertPoolRejected((p) => (p.spec.network.mode = "Bridge"), "spec.network.mode", /"Bridge" is not allowed; allowed: Isolated, Shared$/);
+    assertPoolRejected((p) => (p.spec.network.mode = "Shared"), "spec.network.egress", /applies to an Isolated network only, and this pool's is Shared/);
+    assertPoolRejected(
+      (p) => (p.spec.network = { mode: "Shared", allowSandboxToSandbox: true }),
+      "spec.network.allowSandboxToSandbox",
+      /applies to an Isolated network only/,
+    );
+    assertPoolRejected((p) => (p.spec.network.surprise = 1), "spec.network.surprise", /allowed fields: mode, egress, allowSandboxToSandbox$/);
+    assert.doesNotThrow(() => validateSandboxPool(poolWith((p) => (p.spec.network = { mode: "Shared" }))));
+  });
+
+  it("checks the pool's egress policy as a sandbox's", () => {
+    assertPoolRejected(
+      (p) => (p.spec.network.egress.allow[1].cidr = "::1/0"),
+      "spec.network.egress.allow[1].cidr",
+      /bits are set after the \/0 prefix; the network is ::\/0/,
+    );
+    assertPoolRejected((p) => (p.spec.network.egress = { policy: "allowList" }), "spec.network.egress.allow", /needs at least one entry/);
+    assertPoolRejected((p) => (p.spec.network.egress.policy = "denyAll"), "spec.network.egress.allow", /is read with policy allowList only/);
   });
 
   it("rejects a missing capacity, an empty image and a wrong kind", () => {

@@ -2,6 +2,8 @@ import { FormatRegistry, type TSchema } from "@sinclair/typebox";
 import { TypeCompiler, type TypeCheck } from "@sinclair/typebox/compiler";
 import { ValueErrorType, type ValueError } from "@sinclair/typebox/value";
 import { ValidationError } from "../errors.js";
+import { cidrProblem } from "./cidr.js";
+import { checkEgressPolicy, checkPoolNetwork } from "./network.js";
 import { Sandbox } from "./sandbox.js";
 import { SandboxPool } from "./sandbox-pool.js";
 
@@ -9,6 +11,15 @@ const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})
 if (!FormatRegistry.Has("date-time")) {
   FormatRegistry.Set("date-time", (value) => RFC3339.test(value) && !Number.isNaN(Date.parse(value)));
 }
+if (!FormatRegistry.Has("cidr")) {
+  FormatRegistry.Set("cidr", (value) => cidrProblem(value) === undefined);
+}
+
+/** What is wrong with a value of each string format, and what a good one looks like. */
+const FORMAT_PROBLEMS: Record<string, (value: string) => string> = {
+  "date-time": (value) => `${JSON.stringify(value)} is not a valid date-time (use RFC 3339, e.g. 2026-01-02T15:04:05Z)`,
+  cidr: (value) => `${JSON.stringify(value)} is not a valid CIDR: ${cidrProblem(value) ?? "?"} (e.g. 10.0.0.0/8, 203.0.113.7/32 or 2001:db8::/32)`,
+};
 
 /** `/spec/exposedPorts/0` → `spec.exposedPorts[0]`. */
 export function fieldPath(pointer: string): string {
@@ -39,8 +50,10 @@ function describe(error: ValueError): { field: string; message: string } {
         };
       }
       return { field, message: `${JSON.stringify(error.value)} is not valid${schema.description ? ` (${String(schema.description)})` : ""}` };
-    case ValueErrorType.StringFormat:
-      return { field, message: `${JSON.stringify(error.value)} is not a valid ${String(schema.format)} (use RFC 3339, e.g. 2026-01-02T15:04:05Z)` };
+    case ValueErrorType.StringFormat: {
+      const problem = FORMAT_PROBLEMS[String(schema.format)];
+      return { field, message: problem ? problem(String(error.value)) : `${JSON.stringify(error.value)} is not a valid ${String(schema.format)}` };
+    }
     case ValueErrorType.StringMinLength:
       return { field, message: schema.minLength === 1 ? "must not be empty" : `must have at least ${String(schema.minLength)} characters` };
     case ValueErrorType.StringMaxLength:
@@ -66,6 +79,10 @@ function describe(error: ValueError): { field: string; message: string } {
     }
     case ValueErrorType.ArrayUniqueItems:
       return { field, message: "must not contain duplicates" };
+    case ValueErrorType.ArrayMinItems:
+      return { field, message: schema.minItems === 1 ? "must not be empty (leave it out instead)" : `must have at least ${String(schema.minItems)} entries` };
+    case ValueErrorType.ArrayMaxItems:
+      return { field, message: `has ${String((error.value as unknown[]).length)} entries; at most ${String(schema.maxItems)} are allowed` };
     default:
       return { field, message: error.message.replace(/^Expected/, "expected") };
   }
@@ -88,6 +105,8 @@ const sandboxPoolCheck = TypeCompiler.Compile(SandboxPool);
 
 export function validateSandbox(value: unknown): asserts value is Sandbox {
   assertValid(sandboxCheck, value);
+  const { egress } = (value as Sandbox).spec;
+  if (egress) checkEgressPolicy(egress, "spec.egress");
 }
 
 export function validateSandboxPool(value: unknown): asserts value is SandboxPool {
@@ -99,4 +118,5 @@ export function validateSandboxPool(value: unknown): asserts value is SandboxPoo
   if (capacity.bufferMin !== undefined && capacity.bufferMax !== undefined && capacity.bufferMin > capacity.bufferMax) {
     throw new ValidationError("spec.capacity.bufferMin", `${capacity.bufferMin} is greater than bufferMax ${capacity.bufferMax}`);
   }
+  checkPoolNetwork((value as SandboxPool).spec);
 }

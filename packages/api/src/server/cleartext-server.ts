@@ -5,6 +5,16 @@ import { Duplex } from "node:stream";
 
 type Handler = (request: http.IncomingMessage | http2.Http2ServerRequest, response: http.ServerResponse | http2.Http2ServerResponse) => void;
 
+/** What else an HTTP/1.1 connection may ask for besides requests (e.g. a proxy's WebSockets and tunnels). */
+export interface CleartextServerOptions {
+  /** Requests with `Connection: upgrade` (WebSocket); without it Node answers them as plain requests. */
+  onUpgrade?: (request: http.IncomingMessage, socket: Duplex, head: Buffer) => void;
+  /** `CONNECT` requests (tunnels); without it Node closes their connection. */
+  onConnect?: (request: http.IncomingMessage, socket: Duplex, head: Buffer) => void;
+  /** Longest time to receive a whole HTTP/1.1 request, body included; 0: no limit (long uploads). @default Node's (300000) */
+  requestTimeoutMs?: number;
+}
+
 export interface CleartextServer {
   /** The bound port (useful with port 0). */
   port: number;
@@ -27,6 +37,10 @@ function replayingStream(socket: net.Socket, head: Buffer): Duplex {
       callback(error);
     },
   });
+  // Who is at either end, as a socket says it (HTTP/2 handlers read it through request.socket).
+  for (const property of ["remoteAddress", "remotePort", "remoteFamily", "localAddress", "localPort"] as const) {
+    Object.defineProperty(duplex, property, { get: () => socket[property] });
+  }
   duplex.push(head);
   socket.on("data", (chunk: Buffer) => {
     if (!duplex.push(chunk)) socket.pause();
@@ -43,9 +57,11 @@ const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
  * Connect JSON, gRPC-Web). Node's cleartext HTTP/2 server cannot fall back to HTTP/1.1 by itself,
  * so the first bytes of each connection decide which server gets it.
  */
-export async function listenCleartext(handler: Handler, host: string, port: number): Promise<CleartextServer> {
-  const h1 = http.createServer(handler as http.RequestListener);
+export async function listenCleartext(handler: Handler, host: string, port: number, options: CleartextServerOptions = {}): Promise<CleartextServer> {
+  const h1 = http.createServer(options.requestTimeoutMs !== undefined ? { requestTimeout: options.requestTimeoutMs } : {}, handler as http.RequestListener);
   h1.keepAliveTimeout = 65_000;
+  if (options.onUpgrade) h1.on("upgrade", options.onUpgrade);
+  if (options.onConnect) h1.on("connect", options.onConnect);
   const h2 = http2.createServer(handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {

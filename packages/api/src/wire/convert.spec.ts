@@ -5,6 +5,7 @@ import type { TObject } from "@sinclair/typebox";
 import * as proto from "../gen/fastsandbox/v1alpha1/resources_pb.js";
 import { ValidationError } from "../errors.js";
 import { API_VERSION, Condition, ObjectMeta } from "../schema/object-meta.js";
+import { EgressPolicy, EgressRule, PoolNetwork } from "../schema/network.js";
 import { EnvVar, Sandbox, SandboxSpec, SandboxStatus } from "../schema/sandbox.js";
 import { PoolCapacity, SandboxPool, SandboxPoolSpec, SandboxPoolStatus, SandboxResources } from "../schema/sandbox-pool.js";
 import { validateSandbox, validateSandboxPool } from "../schema/validation.js";
@@ -42,6 +43,7 @@ function fullSandbox(): Sandbox {
       recoveryTimeoutSeconds: 0,
       resetRevision: "r2",
       consistencyMode: "strong",
+      egress: { policy: "allowList", allow: [{ cidr: "10.0.0.0/8", ports: [443, 80], protocol: "tcp" }, { cidr: "2001:db8::/32" }] },
     },
     status: {
       phase: "Running",
@@ -62,6 +64,7 @@ function fullSandbox(): Sandbox {
       ],
       acceptedResetRevision: "r1",
       observedGeneration: 6,
+      sandboxIP: "10.88.0.7",
     },
   };
 }
@@ -88,6 +91,7 @@ function fullPool(): SandboxPool {
       runtimeType: "gvisor",
       image: "fast-sandbox.io/base:latest",
       sandboxResources: { cpu: "500m", memory: "256Mi", pids: 128 },
+      network: { mode: "Isolated", egress: { policy: "denyAll" }, allowSandboxToSandbox: true },
       agentTemplate: {
         metadata: { labels: { a: "b" } },
         spec: {
@@ -247,6 +251,14 @@ describe("sandbox pool conversion", () => {
     assert.doesNotThrow(() => validateSandboxPool(back));
   });
 
+  it("keeps allowSandboxToSandbox false apart from absent, and an absent network absent", () => {
+    const pool = fullPool();
+    pool.spec.network = { mode: "Isolated", allowSandboxToSandbox: false };
+    assert.deepEqual(poolOverTheWire(pool).spec.network, { mode: "Isolated", allowSandboxToSandbox: false });
+    delete pool.spec.network;
+    assert.equal("network" in poolOverTheWire(pool).spec, false);
+  });
+
   it("keeps an absent agentTemplate absent and an empty one empty", () => {
     const pool = fullPool();
     delete pool.spec.agentTemplate;
@@ -273,6 +285,9 @@ describe("proto messages and TypeBox schemas", () => {
     ["Sandbox", Sandbox, proto.SandboxSchema],
     ["PoolCapacity", PoolCapacity, proto.PoolCapacitySchema],
     ["SandboxResources", SandboxResources, proto.SandboxResourcesSchema],
+    ["NetworkSpec", PoolNetwork, proto.NetworkSpecSchema],
+    ["EgressSpec", EgressPolicy, proto.EgressSpecSchema],
+    ["EgressRuleSpec", EgressRule, proto.EgressRuleSpecSchema],
     // agentTemplate is free-form, so the wire carries it as a JSON string.
     ["SandboxPoolSpec", SandboxPoolSpec, proto.SandboxPoolSpecSchema, { agentTemplateJson: "agentTemplate" }],
     ["SandboxPoolStatus", SandboxPoolStatus, proto.SandboxPoolStatusSchema],

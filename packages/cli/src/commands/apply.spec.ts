@@ -154,4 +154,23 @@ describe("checkManifest", () => {
     assert.equal(error.field, "f.yaml document 1: spec.capacity.poolMin");
     assert.match(error.message, /3 is greater than poolMax 1/);
   });
+
+  it("reads a pool's network and a sandbox's egress from YAML, and reports their errors with the document", () => {
+    const pool = readManifests(
+      manifestFile(`${poolYaml}  network:
+    mode: Isolated
+    egress: { policy: allowList, allow: [{ cidr: 10.0.0.0/8, ports: [443], protocol: tcp }] }
+`),
+    )[0];
+    assert.ok(pool);
+    assert.deepEqual((checkManifest(pool.object, pool.where) as { spec: { network?: unknown } }).spec.network, {
+      mode: "Isolated",
+      egress: { policy: "allowList", allow: [{ cidr: "10.0.0.0/8", ports: [443], protocol: "tcp" }] },
+    });
+    const sandbox = readManifests(manifestFile(sandboxYaml("web", "  egress: { policy: allowList, allow: [{ cidr: 10.0.0.1/8 }] }\n")))[0];
+    assert.ok(sandbox);
+    const error = validationError(() => checkManifest(sandbox.object, "f.yaml document 2"));
+    assert.equal(error.field, "f.yaml document 2: spec.egress.allow[0].cidr");
+    assert.match(error.message, /"10\.0\.0\.1\/8" is not a valid CIDR: bits are set after the \/8 prefix/);
+  });
 });

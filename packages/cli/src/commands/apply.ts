@@ -92,6 +92,7 @@ export async function apply(options: GlobalOptions & { file: string; namespace?:
         ...(spec.recoveryTimeoutSeconds !== undefined ? { recoveryTimeoutSeconds: spec.recoveryTimeoutSeconds } : {}),
         ...(spec.resetRevision ? { resetRevision: spec.resetRevision } : {}),
         ...(spec.consistencyMode ? { consistencyMode: spec.consistencyMode } : {}),
+        ...(spec.egress ? { egress: spec.egress } : {}),
         ...(object.metadata.labels ? { labels: object.metadata.labels } : {}),
       });
       process.stdout.write(`sandbox/${object.metadata.name} created\n`);

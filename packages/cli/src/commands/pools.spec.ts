@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
+import { API_VERSION, DEFAULT_NETWORK_MODE, type SandboxPool } from "@fast-sandbox/api";
 import { POOL_HEADERS, poolRow } from "./pools.js";
 
 describe("poolRow", () => {
@@ -13,17 +13,41 @@ describe("poolRow", () => {
     ...(status ? { status } : {}),
   });
 
-  it("shows agents as ready/total, then desired agents, sandboxes, free slots, runtime, image and age", () => {
+  it("shows agents as ready/total, then desired agents, sandboxes, free slots, runtime, network mode, egress, image and age", () => {
     const row = poolRow(
-      pool({ runtimeType: "gvisor", image: "python:3.12" }, { agents: 2, readyAgents: 1, desiredAgents: 2, sandboxes: 3, freeSlots: 1 }),
+      pool(
+        { runtimeType: "gvisor", image: "python:3.12", network: { mode: "Isolated", egress: { policy: "denyAll" } } },
+        { agents: 2, readyAgents: 1, desiredAgents: 2, sandboxes: 3, freeSlots: 1 },
+      ),
       now,
     );
     assert.equal(row.length, POOL_HEADERS.length);
-    assert.deepEqual(row, ["workers", "1/2", "2", "3", "1", "gvisor", "python:3.12", "60m"]);
+    assert.deepEqual(row, ["workers", "1/2", "2", "3", "1", "gvisor", "Isolated", "denyAll", "python:3.12", "60m"]);
   });
 
-  it("shows a pool without status as 0/0 agents and '-' counts, the default runtime, and '-' without an image", () => {
-    assert.deepEqual(poolRow(pool({}), now), ["workers", "0/0", "-", "-", "-", "container", "-", "60m"]);
+  it("shows a pool without status as 0/0 agents and '-' counts, the default runtime and network mode, and '-' without an image", () => {
+    assert.deepEqual(poolRow(pool({}), now), [
+      "workers",
+      "0/0",
+      "-",
+      "-",
+      "-",
+      "container",
+      DEFAULT_NETWORK_MODE,
+      DEFAULT_NETWORK_MODE === "Shared" ? "-" : "allowAll",
+      "-",
+      "60m",
+    ]);
+  });
+
+  it("shows the egress policy of an Isolated pool (allowAll when it sets none, an allowList with its size) and '-' for a Shared one", () => {
+    const egress = (network: SandboxPool["spec"]["network"]) => poolRow(pool({ network }), now).slice(6, 8);
+    assert.deepEqual(egress({ mode: "Isolated" }), ["Isolated", "allowAll"]);
+    assert.deepEqual(egress({ mode: "Isolated", egress: { policy: "allowList", allow: [{ cidr: "10.0.0.0/8" }, { cidr: "::/0" }] } }), [
+      "Isolated",
+      "allowList(2)",
+    ]);
+    assert.deepEqual(egress({ mode: "Shared" }), ["Shared", "-"]);
   });
 
   it("shows zero counts as 0, not '-'", () => {

@@ -1,10 +1,21 @@
-import type { SandboxPool } from "@fast-sandbox/api";
+import { networkModeOf, type SandboxPool } from "@fast-sandbox/api";
 import { connect, type GlobalOptions } from "../connection.js";
 import { age, printObjects, printTable, type OutputFormat } from "../output.js";
 
-export const POOL_HEADERS = ["NAME", "AGENTS", "DESIRED", "SANDBOXES", "FREE", "RUNTIME", "IMAGE", "AGE"];
+export const POOL_HEADERS = ["NAME", "AGENTS", "DESIRED", "SANDBOXES", "FREE", "RUNTIME", "NETWORK", "EGRESS", "IMAGE", "AGE"];
 
-/** One pool as `fsb pools` prints it: AGENTS is ready/total; counts the control plane has not written yet show as `-`. */
+/** The EGRESS column: the policy of an Isolated pool (an allowList with its number of entries), `-` for a Shared one. */
+function egressCell(pool: SandboxPool): string {
+  if (networkModeOf(pool.spec) === "Shared") return "-";
+  const egress = pool.spec.network?.egress;
+  if (!egress) return "allowAll";
+  return egress.policy === "allowList" ? `allowList(${egress.allow?.length ?? 0})` : egress.policy;
+}
+
+/**
+ * One pool as `fsb pools` prints it: AGENTS is ready/total; counts the control plane has not written
+ * yet show as `-`; NETWORK is the pool's mode (the default when it sets none).
+ */
 export function poolRow(pool: SandboxPool, now = Date.now()): string[] {
   const status = pool.status;
   const count = (value: number | undefined) => (value === undefined ? "-" : String(value));
@@ -15,6 +26,8 @@ export function poolRow(pool: SandboxPool, now = Date.now()): string[] {
     count(status?.sandboxes),
     count(status?.freeSlots),
     pool.spec.runtimeType ?? "container",
+    networkModeOf(pool.spec),
+    egressCell(pool),
     pool.spec.image ?? "-",
     age(pool.metadata.creationTimestamp, now),
   ];

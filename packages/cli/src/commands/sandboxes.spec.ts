@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { API_VERSION, ValidationError, type Sandbox } from "@fast-sandbox/api";
-import { conditionRows, parseEnvs, parsePorts } from "./sandboxes.js";
+import { conditionRows, parseEgress, parseEnvs, parsePorts } from "./sandboxes.js";
 
 function assertUsageError(parse: () => unknown, flag: string, message: RegExp): void {
   assert.throws(parse, (error: unknown) => {
@@ -24,6 +24,43 @@ describe("parsePorts", () => {
         () => parsePorts(["80", value]),
         "--port",
         new RegExp(`${JSON.stringify(value).replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} is not a port; allowed: 1\\.\\.65535`),
+      );
+    }
+  });
+});
+
+describe("parseEgress", () => {
+  it("reads deny-all and allow-all, and nothing as the pool's policy", () => {
+    assert.deepEqual(parseEgress(["deny-all"]), { policy: "denyAll" });
+    assert.deepEqual(parseEgress(["allow-all"]), { policy: "allowAll" });
+    assert.equal(parseEgress([]), undefined);
+  });
+
+  it("reads CIDRs with optional ports and protocol as an allow list, IPv6 included", () => {
+    assert.deepEqual(parseEgress(["10.0.0.0/8:443,8443/tcp", "203.0.113.7/32", "2001:db8::/32:53/udp", "192.168.0.0/16/udp"]), {
+      policy: "allowList",
+      allow: [
+        { cidr: "10.0.0.0/8", ports: [443, 8443], protocol: "tcp" },
+        { cidr: "203.0.113.7/32" },
+        { cidr: "2001:db8::/32", ports: [53], protocol: "udp" },
+        { cidr: "192.168.0.0/16", protocol: "udp" },
+      ],
+    });
+  });
+
+  it("refuses deny-all or allow-all with anything else, and entries it cannot read, as --egress errors showing the form", () => {
+    assert.throws(
+      () => parseEgress(["deny-all", "10.0.0.0/8"]),
+      (error: unknown) => error instanceof ValidationError && /deny-all stands alone/.test(error.message),
+    );
+    for (const value of ["10.0.0.0", "10.0.0.0/8:", "10.0.0.0/8:https", "10.0.0.0/8/icmp", "denyAll", ""]) {
+      assert.throws(
+        () => parseEgress([value]),
+        (error: unknown) =>
+          error instanceof ValidationError &&
+          error.field === "--egress" &&
+          /is not deny-all, allow-all or CIDR\[:PORT\[,PORT…\]\]\[\/tcp\|\/udp\]/.test(error.message),
+        value,
       );
     }
   });

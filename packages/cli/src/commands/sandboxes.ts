@@ -1,4 +1,5 @@
-import { UnavailableError, ValidationError, parseDurationMs, type Sandbox } from "@fast-sandbox/api";
+import { UnavailableError, ValidationError, parseDurationMs, type EgressPolicy, type EgressRule, type Sandbox } from "@fast-sandbox/api";
+import { forgetAccessToken, saveAccessToken } from "../access-tokens.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { age, printObjects, printTable, type OutputFormat } from "../output.js";
 
@@ -13,6 +14,7 @@ export interface RunOptions extends GlobalOptions {
   expire?: string;
   failurePolicy?: string;
   recoveryTimeout?: string;
+  egress: string[];
 }
 
 function parseFailurePolicy(value: string | undefined): "Manual" | "AutoRecreate" | undefined {
@@ -28,6 +30,35 @@ export function parsePorts(values: string[]): number[] {
   });
 }
 
+/** `CIDR[:PORT[,PORT…]][/tcp|/udp]`; the CIDR's own `/prefix` comes first, so IPv6 colons are no trouble. */
+const EGRESS_RULE = /^(?<cidr>[^/]+\/[0-9]+)(?::(?<ports>[0-9]+(?:,[0-9]+)*))?(?:\/(?<protocol>tcp|udp))?$/;
+
+/**
+ * `--egress` values as an egress policy: `deny-all`, `allow-all`, or allow-list entries
+ * `CIDR[:PORT[,PORT…]][/tcp|/udp]` (repeatable), e.g. `10.0.0.0/8:443/tcp`, `2001:db8::/32`. None: undefined (the pool's).
+ * The control plane checks the CIDRs, ports and that the pool allows it.
+ */
+export function parseEgress(values: string[]): EgressPolicy | undefined {
+  if (values.length === 0) return undefined;
+  const standalone = values.find((value) => value === "deny-all" || value === "allow-all");
+  if (standalone) {
+    if (values.length > 1) throw new ValidationError("--egress", `${standalone} stands alone; give it once, or list CIDRs instead`);
+    return { policy: standalone === "deny-all" ? "denyAll" : "allowAll" };
+  }
+  const allow = values.map((value): EgressRule => {
+    const match = EGRESS_RULE.exec(value)?.groups;
+    if (!match?.cidr) {
+      throw new ValidationError("--egress", `${JSON.stringify(value)} is not deny-all, allow-all or CIDR[:PORT[,PORT…]][/tcp|/udp] (e.g. 10.0.0.0/8:443/tcp)`);
+    }
+    return {
+      cidr: match.cidr,
+      ...(match.ports ? { ports: match.ports.split(",").map(Number) } : {}),
+      ...(match.protocol ? { protocol: match.protocol as "tcp" | "udp" } : {}),
+    };
+  });
+  return { policy: "allowList", allow };
+}
+
 export function parseEnvs(values: string[]): { name: string; value: string }[] {
   return values.map((entry) => {
     const index = entry.indexOf("=");
@@ -37,7 +68,8 @@ export function parseEnvs(values: string[]): { name: string; value: string }[] {
 }
 
 export async function run(command: string[], options: RunOptions): Promise<void> {
-  const { client, namespace } = await connect(options);
+  const egress = parseEgress(options.egress);
+  const { client, namespace, dataDir } = await connect(options);
   let image = options.image;
   if (!image) {
     const pool = await client.pools.get(options.pool, { namespace });
@@ -56,7 +88,13 @@ export async function run(command: string[], options: RunOptions): Promise<void>
     ...(options.expire ? { ttlMs: parseDurationMs(options.expire, "--expire") } : {}),
     ...(options.failurePolicy ? { failurePolicy: parseFailurePolicy(options.failurePolicy) } : {}),
     ...(options.recoveryTimeout ? { recoveryTimeoutSeconds: Math.round(parseDurationMs(options.recoveryTimeout, "--recovery-timeout") / 1000) } : {}),
+    ...(egress ? { egress } : {}),
   });
+  const saved = dataDir && sandbox.accessToken ? saveAccessToken(dataDir, namespace, sandbox.metadata.name, sandbox.accessToken) : undefined;
+  process.stdout.write(
+    `access token: ${sandbox.accessToken} (send it as the X-Access-Token header to its endpoints${saved ? `; saved in ${saved}` : ""}; ` +
+      `'fsb token ${sandbox.metadata.name}' replaces it)\n`,
+  );
   const endpoints = sandbox.status?.endpoints?.length ? ` (endpoints: ${sandbox.status.endpoints.join(", ")})` : "";
   process.stdout.write(`sandbox running on agent ${sandbox.status?.assignedPod ?? "?"}${endpoints}: ${sandbox.metadata.name}\n`);
 }
@@ -147,9 +185,10 @@ export async function exec(name: string, command: string[], options: GlobalOptio
 }
 
 export async function remove(names: string[], options: GlobalOptions & { namespace?: string }): Promise<void> {
-  const { client, namespace } = await connect(options);
+  const { client, namespace, dataDir } = await connect(options);
   for (const name of names) {
     await client.sandboxes.delete(name, { namespace });
+    if (dataDir) forgetAccessToken(dataDir, namespace, name);
     process.stdout.write(`sandbox ${name} deleted\n`);
   }
 }

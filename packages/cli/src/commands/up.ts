@@ -17,6 +17,10 @@ export interface UpOptions {
   containerdNamespace: string;
   containerdSocket: string;
   cgroupRoot: string;
+  proxyHost: string;
+  proxyPort: string;
+  /** The proxy's public base URL. @default http://localhost:<proxy port> */
+  proxyUrl?: string;
   /** Start the supervised janitor (`--no-janitor` turns it off). */
   janitor: boolean;
   janitorInterval: string;
@@ -47,6 +51,10 @@ export async function up(options: UpOptions): Promise<void> {
 
   const port = Number(options.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new FsbError("invalid_argument", `--port ${options.port} is not a port number (0..65535)`);
+  const proxyPort = Number(options.proxyPort);
+  if (!Number.isInteger(proxyPort) || proxyPort < 0 || proxyPort > 65535) {
+    throw new FsbError("invalid_argument", `--proxy-port ${options.proxyPort} is not a port number (0..65535)`);
+  }
   writeSettings(dataDir, { containerdNamespace: options.containerdNamespace, containerdSocket: options.containerdSocket, cgroupRoot: options.cgroupRoot });
   const controlPlane = await startEmbeddedControlPlane({
     dataDir,
@@ -57,6 +65,7 @@ export async function up(options: UpOptions): Promise<void> {
     containerdSocket: options.containerdSocket,
     cgroupRoot: options.cgroupRoot,
     defaultPool: defaultPool(options.image),
+    proxy: { host: options.proxyHost, port: proxyPort, ...(options.proxyUrl ? { baseUrl: options.proxyUrl } : {}) },
     ...(janitor ? { janitor } : {}),
   });
   writeFileSync(files.url(dataDir), `${controlPlane.url}\n`);
@@ -66,6 +75,7 @@ export async function up(options: UpOptions): Promise<void> {
     [
       `Fast Sandbox is listening on ${controlPlane.url}`,
       `  data directory: ${dataDir} (API token in ${files.token(dataDir)}, mode 0600)`,
+      `  sandbox proxy: ${controlPlane.proxyUrl} (each sandbox's endpoints are in 'fsb ls'; send its access token as X-Access-Token)`,
       `  containerd namespace: ${options.containerdNamespace}; default image: ${options.image}`,
       `  agents: ${agents.map((a) => `${a.name} (${a.endpoint}, pid ${a.pid ?? "?"})`).join(", ") || "starting"}`,
       `  janitor: ${controlPlane.janitor ? `pid ${controlPlane.janitor.pid ?? "?"}, log ${join(dataDir, "janitor.log")}` : "off (--no-janitor)"}`,
@@ -102,6 +112,11 @@ async function detach(options: UpOptions, dataDir: string): Promise<void> {
     options.containerdSocket,
     "--cgroup-root",
     options.cgroupRoot,
+    "--proxy-host",
+    options.proxyHost,
+    "--proxy-port",
+    options.proxyPort,
+    ...(options.proxyUrl ? ["--proxy-url", options.proxyUrl] : []),
     ...(options.janitor ? ["--janitor-interval", options.janitorInterval, "--janitor-protection", options.janitorProtection] : ["--no-janitor"]),
     ...(options.janitor && options.janitorMetrics ? ["--janitor-metrics", options.janitorMetrics] : []),
   ];

@@ -3,7 +3,7 @@
  * (`grpc-agent-client.ts`) is the only place that knows the wire messages; fakes implement this
  * interface for unit tests.
  */
-import type { EnvVar, RuntimeType } from "@fast-sandbox/api";
+import type { EgressPolicy, EnvVar, RuntimeType } from "@fast-sandbox/api";
 
 /**
  * What a sandbox is doing on its agent. `creating`: a create of it is in flight there (it may have
@@ -26,6 +26,8 @@ export interface AgentSandbox {
   exitCode?: number;
   /** The kernel's OOM killer killed a process of the sandbox (its memory limit was reached). */
   oomKilled: boolean;
+  /** Isolated network: the sandbox's own address on its node's sandbox bridge; undefined on a Shared network. */
+  address?: string;
 }
 
 /** An agent's answer to a heartbeat: who it is and what it holds. */
@@ -42,6 +44,13 @@ export interface AgentStatus {
   /** The agent's own process id. */
   pid: number;
 }
+
+/**
+ * How one sandbox is networked, as the control plane decided from its pool (and its own, narrower,
+ * egress policy). Shared: the agent's own network. Isolated: a network of its own, where the agent
+ * enforces the egress policy.
+ */
+export type AgentSandboxNetwork = { mode: "Shared" } | { mode: "Isolated"; egress: EgressPolicy; allowSandboxToSandbox: boolean };
 
 /** Everything an agent needs to create one sandbox. */
 export interface AgentSandboxSpec {
@@ -72,8 +81,12 @@ export interface AgentSandboxSpec {
    * control-plane replicas cannot both take its last slot. Undefined: no limit.
    */
   slots?: number;
-  /** Ports the sandbox exposes; each is exclusive on its agent, which refuses a create that would share one. */
+  /**
+   * Ports the sandbox exposes. On a Shared network each is exclusive on its agent, which refuses a
+   * create that would share one; an Isolated sandbox has ports of its own.
+   */
   exposedPorts: number[];
+  network: AgentSandboxNetwork;
 }
 
 /** A process to run inside a sandbox. */

@@ -32,6 +32,7 @@ function spec(overrides: Partial<AgentSandboxSpec> = {}): AgentSandboxSpec {
     envs: [{ name: "A", value: "1" }],
     runtimeType: "gvisor",
     exposedPorts: [8080],
+    network: { mode: "Shared" },
     ...overrides,
   };
 }
@@ -48,7 +49,16 @@ describe("the gRPC AgentClient", () => {
           images: ["busybox", "docker.io/library/busybox:latest"],
           pid: 4242,
           sandboxes: [
-            { sandboxId: "team.web.a1b2c3", namespace: "team", name: "web", image: "python:3.12", state: "running", pid: 77, exitCode: 0 },
+            {
+              sandboxId: "team.web.a1b2c3",
+              namespace: "team",
+              name: "web",
+              image: "python:3.12",
+              state: "running",
+              pid: 77,
+              exitCode: 0,
+              address: "10.88.0.7",
+            },
             { sandboxId: "team.job.d4e5f6", namespace: "team", name: "job", image: "busybox", state: "stopped", exitCode: 137, oomKilled: true },
             { sandboxId: "team.new.000000", state: "creating" },
           ],
@@ -62,7 +72,17 @@ describe("the gRPC AgentClient", () => {
         images: ["busybox", "docker.io/library/busybox:latest"],
         pid: 4242,
         sandboxes: [
-          { sandboxId: "team.web.a1b2c3", namespace: "team", name: "web", image: "python:3.12", state: "running", pid: 77, exitCode: 0, oomKilled: false },
+          {
+            sandboxId: "team.web.a1b2c3",
+            namespace: "team",
+            name: "web",
+            image: "python:3.12",
+            state: "running",
+            pid: 77,
+            exitCode: 0,
+            oomKilled: false,
+            address: "10.88.0.7",
+          },
           { sandboxId: "team.job.d4e5f6", namespace: "team", name: "job", image: "busybox", state: "stopped", exitCode: 137, oomKilled: true },
           { sandboxId: "team.new.000000", namespace: "", name: "", image: "", state: "creating", oomKilled: false },
         ],
@@ -181,6 +201,59 @@ describe("the gRPC AgentClient", () => {
         [received.workingDir, received.cpuMillis, received.memoryBytes, received.pids, received.slots, received.envs.length, received.exposedPorts.length],
         ["", 0, 0n, 0, 0, 0, 0],
       );
+    });
+
+    it("createSandbox: a Shared network is sent as SHARED, with no egress policy", async () => {
+      let received: pb.AgentCreateSandboxRequest | undefined;
+      const client = clientOf({
+        createSandbox: (request) => {
+          received = request;
+          return { sandboxId: request.sandboxId, state: "running" };
+        },
+      });
+      await client.createSandbox(spec({ network: { mode: "Shared" } }));
+      assert.equal(received?.network?.mode, pb.SandboxNetwork_Mode.SHARED);
+      assert.equal(received.network.egress, undefined);
+      assert.equal(received.network.allowSandboxToSandbox, false);
+    });
+
+    it("createSandbox: an Isolated network with its egress policy and sandbox-to-sandbox traffic; the agent's address comes back", async () => {
+      const requests: pb.AgentCreateSandboxRequest[] = [];
+      const client = clientOf({
+        createSandbox: (request) => {
+          requests.push(request);
+          return { sandboxId: request.sandboxId, state: "running", address: "10.88.0.9" };
+        },
+      });
+      const created = await client.createSandbox(
+        spec({
+          network: {
+            mode: "Isolated",
+            egress: { policy: "allowList", allow: [{ cidr: "10.0.0.0/8", ports: [443, 80], protocol: "tcp" }, { cidr: "2001:db8::/32" }] },
+            allowSandboxToSandbox: true,
+          },
+        }),
+      );
+      assert.equal(created.address, "10.88.0.9");
+      await client.createSandbox(spec({ network: { mode: "Isolated", egress: { policy: "denyAll" }, allowSandboxToSandbox: false } }));
+      await client.createSandbox(spec({ network: { mode: "Isolated", egress: { policy: "allowAll" }, allowSandboxToSandbox: false } }));
+      const networks = requests.map((request) => request.network);
+      assert.deepEqual(
+        networks.map((network) => [network?.mode, network?.egress?.kind, network?.allowSandboxToSandbox]),
+        [
+          [pb.SandboxNetwork_Mode.ISOLATED, pb.EgressPolicy_Kind.ALLOW_LIST, true],
+          [pb.SandboxNetwork_Mode.ISOLATED, pb.EgressPolicy_Kind.DENY_ALL, false],
+          [pb.SandboxNetwork_Mode.ISOLATED, pb.EgressPolicy_Kind.ALLOW_ALL, false],
+        ],
+      );
+      assert.deepEqual(
+        networks[0]?.egress?.allow.map((rule) => [rule.cidr, [...rule.ports], rule.protocol]),
+        [
+          ["10.0.0.0/8", [443, 80], "tcp"],
+          ["2001:db8::/32", [], ""],
+        ],
+      );
+      assert.deepEqual(networks[1]?.egress?.allow, []);
     });
 
     it("exec: the command, environment and working directory", async () => {

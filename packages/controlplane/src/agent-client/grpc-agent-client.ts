@@ -5,10 +5,11 @@
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
 import { create } from "@bufbuild/protobuf";
-import { UnavailableError, fromConnectError, pb, sendBearerToken } from "@fast-sandbox/api";
+import { UnavailableError, fromConnectError, pb, sendBearerToken, type EgressPolicyName } from "@fast-sandbox/api";
 import type {
   AgentClient,
   AgentSandbox,
+  AgentSandboxNetwork,
   AgentSandboxSpec,
   AgentSandboxState,
   AgentStatus,
@@ -101,6 +102,7 @@ function agentSandboxFromMessage(message: pb.AgentSandbox): AgentSandbox {
     ...(message.pid > 0 ? { pid: message.pid } : {}),
     ...(message.exitCode !== undefined ? { exitCode: message.exitCode } : {}),
     oomKilled: message.oomKilled,
+    ...(message.address ? { address: message.address } : {}),
   };
 }
 
@@ -133,6 +135,26 @@ function agentSandboxSpecToMessage(spec: AgentSandboxSpec): pb.AgentCreateSandbo
     pids: spec.pids ?? 0,
     slots: spec.slots ?? 0,
     exposedPorts: spec.exposedPorts,
+    network: sandboxNetworkToMessage(spec.network),
+  });
+}
+
+const EGRESS_KINDS: Record<EgressPolicyName, pb.EgressPolicy_Kind> = {
+  allowAll: pb.EgressPolicy_Kind.ALLOW_ALL,
+  denyAll: pb.EgressPolicy_Kind.DENY_ALL,
+  allowList: pb.EgressPolicy_Kind.ALLOW_LIST,
+};
+
+/** Shared is sent as such, not left unset: the agent is told, not left to assume. */
+function sandboxNetworkToMessage(network: AgentSandboxNetwork): pb.SandboxNetwork {
+  if (network.mode === "Shared") return create(pb.SandboxNetworkSchema, { mode: pb.SandboxNetwork_Mode.SHARED });
+  return create(pb.SandboxNetworkSchema, {
+    mode: pb.SandboxNetwork_Mode.ISOLATED,
+    egress: {
+      kind: EGRESS_KINDS[network.egress.policy],
+      allow: (network.egress.allow ?? []).map((rule) => ({ cidr: rule.cidr, ports: rule.ports ?? [], protocol: rule.protocol ?? "" })),
+    },
+    allowSandboxToSandbox: network.allowSandboxToSandbox,
   });
 }
 

@@ -1,29 +1,31 @@
 /**
  * The id of a new instance of a sandbox (`status.sandboxID`). The control plane chooses it before it
  * asks an agent for the sandbox, and records it first: the record names the instance before it
- * exists, so crash recovery can match an agent's sandboxes to records. The id follows the agent
- * API's rule (`isSandboxId`) and nothing else: which ids a runtime accepts is the agent's business
- * (containerd's rule lives in the agent's container-id.ts).
+ * exists, so crash recovery can match an agent's sandboxes to records.
+ *
+ * It is a DNS label of lower-case letters and digits, so the sandbox proxy can route by the Host
+ * label `<port>-<sandboxID>.<domain>` (E2B's proxy uses the same shape), and it says nothing about
+ * the sandbox's name: the namespace and name travel next to it wherever both are needed. Which ids a
+ * runtime accepts is the agent's business (containerd's rule lives in the agent's container-id.ts).
  */
 import { randomBytes } from "node:crypto";
-import { SANDBOX_ID_MAX_LENGTH, isSandboxId } from "@fast-sandbox/api";
 
-/** Random hex digits that end an id whose namespace and name fit whole. */
-const SHORT_SUFFIX_BYTES = 3;
-/** Random hex digits that end an id whose namespace and name were cut: they alone keep it unique. */
-const LONG_SUFFIX_BYTES = 8;
+/** The characters of an instance id. */
+const ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz";
+/** Length of an instance id: 20 base-36 characters carry 103 random bits. */
+export const INSTANCE_ID_LENGTH = 20;
+/** Random bytes at or above this are dropped, so every character is equally likely (252 = 7 × 36). */
+const UNBIASED_BYTE_LIMIT = 252;
 
-/**
- * `<namespace>.<name>.<6 hex>`: readable, and unique among the instances of one sandbox. When that
- * is longer than the API allows (names of up to 253 characters come through Kubernetes), the
- * readable part is cut and 16 hex digits end the id instead.
- */
-export function newInstanceId(namespace: string, name: string): string {
-  const readable = `${namespace}.${name}`;
-  const short = `${readable}.${randomBytes(SHORT_SUFFIX_BYTES).toString("hex")}`;
-  if (short.length <= SANDBOX_ID_MAX_LENGTH && isSandboxId(short)) return short;
-  const suffix = randomBytes(LONG_SUFFIX_BYTES).toString("hex");
-  const cut = `${readable.slice(0, SANDBOX_ID_MAX_LENGTH - suffix.length - 1).replace(/[._-]+$/, "")}.${suffix}`;
-  // Only names no API or Kubernetes validation lets through fail here; they still get an id.
-  return isSandboxId(cut) ? cut : `sb-${suffix}`;
+/** 20 random lower-case letters and digits, e.g. `k3x9q0m2zt7c1w8r5bn4`. */
+export function newInstanceId(): string {
+  let id = "";
+  while (id.length < INSTANCE_ID_LENGTH) {
+    for (const byte of randomBytes(INSTANCE_ID_LENGTH * 2)) {
+      if (byte >= UNBIASED_BYTE_LIMIT) continue;
+      id += ALPHABET[byte % ALPHABET.length];
+      if (id.length === INSTANCE_ID_LENGTH) break;
+    }
+  }
+  return id;
 }

@@ -46,6 +46,8 @@ export class FakeAgentClient implements AgentClient {
   readonly pulls: string[] = [];
   /** What every pull streams. */
   pullProgress: PullProgress[] = [];
+  /** Addresses given to Isolated sandboxes so far (`10.88.0.<n>`); Shared ones get none, as the agent API says. */
+  private addresses = 0;
 
   constructor(readonly name = "agent") {}
 
@@ -68,6 +70,7 @@ export class FakeAgentClient implements AgentClient {
       state: "running",
       pid: 100,
       oomKilled: false,
+      ...(spec.network.mode === "Isolated" ? { address: `10.88.0.${++this.addresses}` } : {}),
     };
     this.sandboxes.set(spec.sandboxId, sandbox);
     return sandbox;

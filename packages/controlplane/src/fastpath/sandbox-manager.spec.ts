@@ -8,13 +8,17 @@ import {
   NotFoundError,
   UnavailableError,
   ValidationError,
+  DEFAULT_NETWORK_MODE,
+  type EgressPolicy,
   type Sandbox,
+  type SandboxPool,
   type SandboxSpec,
 } from "@fast-sandbox/api";
 import { pino } from "pino";
 import type { FakeClock } from "../controller/clock.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import type { SqliteResourceStore } from "../store/sqlite-resource-store.js";
+import { hashAccessToken } from "../proxy/access-token.js";
 import { CLEANUP_FINALIZER, SandboxManager, type PoolCapacity } from "./sandbox-manager.js";
 import { SandboxManagerFixture, deferred, poolOf, sandboxSpec, type FakeAgentClient } from "./sandbox-manager.fixture.js";
 
@@ -38,7 +42,8 @@ let released: string[];
 beforeEach(() => {
   fixture = new SandboxManagerFixture({
     start: NOW,
-    pool: pool("default", { runtimeType: "gvisor", sandboxResources: { cpu: "500m", memory: "256Mi", pids: 64 } }),
+    // Shared: the port cases rely on exposed ports being exclusive on the agent's address.
+    pool: pool("default", { runtimeType: "gvisor", sandboxResources: { cpu: "500m", memory: "256Mi", pids: 64 }, network: { mode: "Shared" } }),
   });
   ({ clock, store, registry, manager, clients, released } = fixture);
   agent = fixture.addAgent(AGENT);
@@ -112,11 +117,11 @@ describe("SandboxManager", () => {
         labels: { team: "a" },
       });
       const sandboxId = sandbox.status?.sandboxID ?? "";
-      assert.match(sandboxId, /^default\.web\.[0-9a-f]{6}$/);
+      assert.match(sandboxId, /^[a-z0-9]{20}$/);
       assert.equal(sandbox.status?.phase, "Running");
       assert.equal(sandbox.status?.assignedPod, AGENT);
       assert.equal(sandbox.status?.nodeName, "node-1");
-      assert.deepEqual(sandbox.status?.endpoints, ["127.0.0.1:8080"]);
+      assert.deepEqual(sandbox.status?.endpoints, [`http://8080-${sandboxId}.localhost:7072/`]);
       assert.deepEqual(
         sandbox.status?.conditions?.map((c) => [c.type, c.status, c.lastTransitionTime]),
         [["Ready", "True", NOW.toISOString()]],
@@ -524,6 +529,7 @@ describe("SandboxManager", () => {
       ["envs", { envs: [{ name: "A", value: "2" }] }],
       ["exposedPorts", { exposedPorts: [9090] }],
       ["poolRef", { poolRef: "other" }],
+      ["egress", { egress: { policy: "denyAll" } }],
     ];
     for (const [field, change] of immutableChanges) {
       it(`refuses a change of spec.${field} with a ValidationError naming it`, async () => {
@@ -763,7 +769,7 @@ describe("SandboxManager", () => {
       assert.ok(replaced);
       const newId = replaced.status?.sandboxID ?? "";
       assert.notEqual(newId, oldId);
-      assert.match(newId, /^default\.web\.[0-9a-f]{6}$/);
+      assert.match(newId, /^[a-z0-9]{20}$/);
       assert.deepEqual(agent.calls, [`create ${oldId}`, `delete ${oldId} 2000`, `create ${newId}`]);
       const record = await stored("web");
       assert.equal(record?.metadata.uid, created.metadata.uid, "same sandbox, new instance");
@@ -841,7 +847,9 @@ describe("SandboxManager", () => {
       const placed = await manager.placeStored(record);
       assert.equal(placed?.status?.phase, "Running");
       assert.equal(placed?.status?.assignedPod, AGENT);
-      assert.deepEqual(placed?.status?.endpoints, ["127.0.0.1:8080"]);
+      assert.deepEqual(placed?.status?.endpoints, [`http://8080-${placed?.status?.sandboxID ?? "?"}.localhost:7072/`]);
+      // Written with kubectl: a token nobody is told, until 'fsb token' rotates it.
+      assert.match(placed?.status?.accessTokenHash ?? "", /^sha256:[0-9a-f]{64}$/);
       const current = await stored("applied");
       assert.equal(current?.metadata.uid, record.metadata.uid);
       assert.equal(current?.status?.phase, "Running");
@@ -862,11 +870,11 @@ describe("SandboxManager", () => {
     });
 
     it("adoptRunning turns a Bound record its agent runs into Running and restores its slot", async () => {
-      const bound = await storeRecord("cut-short", { phase: "Bound", assignedPod: AGENT, sandboxID: "default.cut-short.abc123" }, { exposedPorts: [8080] });
+      const bound = await storeRecord("cut-short", { phase: "Bound", assignedPod: AGENT, sandboxID: "cutshort00000000abc1" }, { exposedPorts: [8080] });
       const adopted = await manager.adoptRunning(bound);
       assert.equal(adopted?.status?.phase, "Running");
-      assert.equal(adopted?.status?.sandboxID, "default.cut-short.abc123");
-      assert.deepEqual(adopted?.status?.endpoints, ["127.0.0.1:8080"]);
+      assert.equal(adopted?.status?.sandboxID, "cutshort00000000abc1");
+      assert.deepEqual(adopted?.status?.endpoints, ["http://8080-cutshort00000000abc1.localhost:7072/"]);
       assert.equal(condition(adopted, "Ready")?.status, "True");
       assert.equal((await stored("cut-short"))?.status?.phase, "Running");
       assert.equal(registry.placementOf("default/cut-short")?.agent.name, AGENT);
@@ -911,6 +919,195 @@ describe("SandboxManager", () => {
       assert.equal((await stored("web"))?.status?.phase, "Running");
       assert.deepEqual(agent.calls, [`create ${running.status?.sandboxID}`]);
       assert.equal(allocated(), 1);
+    });
+  });
+
+  describe("network", () => {
+    const tenNet: EgressPolicy = { policy: "allowList", allow: [{ cidr: "10.0.0.0/8", ports: [443], protocol: "tcp" }] };
+
+    /** A pool `name` with `network`, known to the manager, and one agent of it (`<name>-0`, 2 slots), whose client it returns. */
+    function poolWithNetwork(name: string, network: SandboxPool["spec"]["network"]): FakeAgentClient {
+      manager.setPool(pool(name, network ? { network } : {}));
+      return addAgent(`${name}-0`, name);
+    }
+
+    it("sends an Isolated pool's network to the agent and records the address the agent gives the sandbox", async () => {
+      const isolated = poolWithNetwork("iso", { mode: "Isolated", egress: tenNet, allowSandboxToSandbox: true });
+      const sandbox = await manager.create({ name: "web", spec: spec({ poolRef: "iso" }) });
+      assert.deepEqual(isolated.createRequests[0]?.network, { mode: "Isolated", egress: tenNet, allowSandboxToSandbox: true });
+      assert.equal(sandbox.status?.sandboxIP, "10.88.0.1");
+      assert.equal((await stored("web"))?.status?.sandboxIP, "10.88.0.1");
+    });
+
+    it("sends an Isolated pool's default egress (allowAll) and no sandbox-to-sandbox traffic when the pool sets neither", async () => {
+      const isolated = poolWithNetwork("iso", { mode: "Isolated" });
+      await manager.create({ name: "web", spec: spec({ poolRef: "iso" }) });
+      assert.deepEqual(isolated.createRequests[0]?.network, { mode: "Isolated", egress: { policy: "allowAll" }, allowSandboxToSandbox: false });
+    });
+
+    it("sends the sandbox's own egress policy when it narrows the pool's", async () => {
+      const isolated = poolWithNetwork("iso", { mode: "Isolated", egress: tenNet });
+      const narrower: EgressPolicy = { policy: "allowList", allow: [{ cidr: "10.1.2.0/24", ports: [443], protocol: "tcp" }] };
+      await manager.create({ name: "narrow", spec: spec({ poolRef: "iso", egress: narrower }) });
+      await manager.create({ name: "closed", spec: spec({ poolRef: "iso", egress: { policy: "denyAll" } }) });
+      assert.deepEqual(
+        isolated.createRequests.map((request) => request.network.mode === "Isolated" && request.network.egress),
+        [narrower, { policy: "denyAll" }],
+      );
+    });
+
+    it("sends a Shared network and records no address", async () => {
+      const shared = poolWithNetwork("shared", { mode: "Shared" });
+      const sandbox = await manager.create({ name: "web", spec: spec({ poolRef: "shared" }) });
+      assert.deepEqual(shared.createRequests[0]?.network, { mode: "Shared" });
+      assert.equal(sandbox.status?.sandboxIP, undefined);
+    });
+
+    it("gives a pool without a network mode DEFAULT_NETWORK_MODE", async () => {
+      const plain = poolWithNetwork("plain", undefined);
+      await manager.create({ name: "web", spec: spec({ poolRef: "plain" }) });
+      assert.equal(plain.createRequests[0]?.network.mode, DEFAULT_NETWORK_MODE);
+    });
+
+    it("refuses an egress policy wider than the pool's before storing or placing anything, saying what the pool allows", async () => {
+      const isolated = poolWithNetwork("iso", { mode: "Isolated", egress: tenNet });
+      const error = await rejection(manager.create({ name: "web", spec: spec({ poolRef: "iso", egress: { policy: "allowAll" } }) }));
+      assert.ok(error instanceof ValidationError);
+      assert.equal(error.field, "spec.egress.policy");
+      assert.match(
+        error.message,
+        /the egress policy of pool default\/iso is allowList \(10\.0\.0\.0\/8 tcp port 443\); allowed here: denyAll, or an allowList/,
+      );
+      assert.equal(await stored("web"), undefined);
+      assert.deepEqual(isolated.calls, []);
+      assert.equal(fixture.allocated("iso"), 0);
+    });
+
+    it("refuses an egress policy on a Shared network, before storing anything", async () => {
+      const shared = poolWithNetwork("shared", { mode: "Shared" });
+      const error = await rejection(manager.create({ name: "web", spec: spec({ poolRef: "shared", egress: { policy: "denyAll" } }) }));
+      assert.ok(error instanceof ValidationError);
+      assert.equal(error.field, "spec.egress");
+      assert.match(
+        error.message,
+        /pool default\/shared has a Shared network .* where egress cannot be restricted; leave egress out, or use a pool with network\.mode: Isolated/,
+      );
+      assert.equal(await stored("web"), undefined);
+      assert.deepEqual(shared.calls, []);
+    });
+
+    it("keeps a stored sandbox whose egress its pool does not allow Pending, saying why (kubectl apply)", async () => {
+      poolWithNetwork("iso", { mode: "Isolated", egress: { policy: "denyAll" } });
+      const record = await storeRecord("applied", undefined, { poolRef: "iso", egress: tenNet });
+      const error = await rejection(manager.placeStored(record));
+      assert.ok(error instanceof ValidationError);
+      assert.match(error.message, /^spec\.egress\.policy: allowList allows more than the pool does/);
+      assert.equal((await stored("applied"))?.status?.phase ?? "Pending", "Pending");
+      assert.equal(fixture.allocated("iso"), 0);
+    });
+
+    it("takes exposed ports exclusively on a Shared agent only: an Isolated one holds two sandboxes on the same port", async () => {
+      const shared = poolWithNetwork("shared", { mode: "Shared" });
+      await manager.create({ name: "a", spec: spec({ poolRef: "shared", exposedPorts: [8080] }) });
+      const refused = await rejection(manager.create({ name: "b", spec: spec({ poolRef: "shared", exposedPorts: [8080] }) }));
+      assert.ok(refused instanceof NoCapacityError);
+      assert.match(refused.message, /port 8080/);
+      assert.deepEqual(registry.getAgent("shared-0")?.usedPorts, [8080]);
+      assert.equal(shared.createRequests.length, 1);
+
+      const isolated = poolWithNetwork("iso", { mode: "Isolated" });
+      await manager.create({ name: "c", spec: spec({ poolRef: "iso", exposedPorts: [8080] }) });
+      await manager.create({ name: "d", spec: spec({ poolRef: "iso", exposedPorts: [8080] }) });
+      assert.deepEqual(
+        isolated.createRequests.map((request) => request.exposedPorts),
+        [[8080], [8080]],
+        "the agent still learns the ports the sandbox listens on",
+      );
+      assert.equal(registry.getAgent("iso-0")?.allocated, 2);
+      assert.deepEqual(registry.getAgent("iso-0")?.usedPorts, []);
+    });
+
+    it("replaceInstance records the new instance's address, and clears it when the new instance has none", async () => {
+      poolWithNetwork("iso", { mode: "Isolated" });
+      const created = await manager.create({ name: "web", spec: spec({ poolRef: "iso", exposedPorts: [8080] }) });
+      assert.equal(created.status?.sandboxIP, "10.88.0.1");
+      const reset = await manager.replaceInstance(
+        await manager.update({ name: "web", spec: spec({ poolRef: "iso", exposedPorts: [8080], resetRevision: "r1" }) }),
+        "Reset",
+      );
+      assert.equal(reset?.status?.sandboxIP, "10.88.0.2");
+      // The pool turned Shared: the next instance runs in its agent's network, takes its port there, and has no address of its own.
+      manager.setPool(pool("iso", { network: { mode: "Shared" } }));
+      const shared = await manager.replaceInstance(
+        await manager.update({ name: "web", spec: spec({ poolRef: "iso", exposedPorts: [8080], resetRevision: "r2" }) }),
+        "Reset",
+      );
+      assert.equal(shared?.status?.phase, "Running");
+      assert.equal("sandboxIP" in ((await stored("web"))?.status ?? {}), false);
+      assert.deepEqual(registry.getAgent("iso-0")?.usedPorts, [8080]);
+    });
+
+    it("replaceInstance that fails leaves the sandbox Lost without an address", async () => {
+      const isolated = poolWithNetwork("iso", { mode: "Isolated" });
+      await manager.create({ name: "web", spec: spec({ poolRef: "iso" }) });
+      isolated.createError = new FailedPreconditionError("image gone");
+      const seen = await manager.update({ name: "web", spec: spec({ poolRef: "iso", resetRevision: "r1" }) });
+      await rejection(manager.replaceInstance(seen, "Reset"));
+      const record = await stored("web");
+      assert.equal(record?.status?.phase, "Lost");
+      assert.equal(record?.status?.sandboxIP, undefined);
+    });
+
+    it("adoptRunning records the address the agent reports and holds no port for an Isolated instance", async () => {
+      poolWithNetwork("iso", { mode: "Isolated" });
+      const bound = await storeRecord(
+        "cut-short",
+        { phase: "Bound", assignedPod: "iso-0", sandboxID: "cutshort0000000000aa" },
+        { poolRef: "iso", exposedPorts: [8080] },
+      );
+      const adopted = await manager.adoptRunning(bound, { address: "10.88.0.42" });
+      assert.equal(adopted?.status?.sandboxIP, "10.88.0.42");
+      assert.equal((await stored("cut-short"))?.status?.sandboxIP, "10.88.0.42");
+      assert.equal(registry.getAgent("iso-0")?.allocated, 1);
+      assert.deepEqual(registry.getAgent("iso-0")?.usedPorts, []);
+    });
+
+    it("portsHeldBy: what a record's instance holds on its agent's address, by the pool this manager knows", async () => {
+      poolWithNetwork("iso", { mode: "Isolated" });
+      poolWithNetwork("shared", { mode: "Shared" });
+      const bound = (poolRef: string): Sandbox => ({
+        apiVersion: "sandbox.fast.io/v1alpha1",
+        kind: "Sandbox",
+        metadata: { name: "x", namespace: "default" },
+        spec: spec({ poolRef, exposedPorts: [8080] }),
+        status: { phase: "Bound" },
+      });
+      assert.deepEqual(manager.portsHeldBy(bound("iso")), []);
+      assert.deepEqual(manager.portsHeldBy(bound("shared")), [8080]);
+      assert.deepEqual(manager.portsHeldBy(bound("unknown")), [8080]);
+    });
+  });
+
+  describe("access tokens", () => {
+    it("stores the hash of the token the caller hands out, and keeps it across a new instance", async () => {
+      const hash = hashAccessToken("the-token");
+      const created = await manager.create({ name: "web", spec: spec(), accessTokenHash: hash });
+      assert.equal(created.status?.accessTokenHash, hash);
+      assert.equal((await stored("web"))?.status?.accessTokenHash, hash);
+      const replaced = await manager.replaceInstance(await manager.update({ name: "web", spec: spec({ resetRevision: "r1" }) }), "Reset");
+      assert.ok(replaced?.status?.sandboxID);
+      assert.notEqual(replaced.status.sandboxID, created.status?.sandboxID);
+      assert.equal(replaced?.status?.accessTokenHash, hash);
+    });
+
+    it("rotates: a new token whose hash replaces the old one, told only to the caller", async () => {
+      await manager.create({ name: "web", spec: spec(), accessTokenHash: hashAccessToken("old") });
+      const { accessToken, sandbox } = await manager.rotateAccessToken(undefined, "web");
+      assert.notEqual(accessToken, "old");
+      assert.equal(sandbox.status?.accessTokenHash, hashAccessToken(accessToken));
+      assert.equal((await stored("web"))?.status?.accessTokenHash, hashAccessToken(accessToken));
+      assert.ok(!JSON.stringify(await stored("web")).includes(accessToken));
+      await assert.rejects(manager.rotateAccessToken(undefined, "nosuch"), NotFoundError);
     });
   });
 

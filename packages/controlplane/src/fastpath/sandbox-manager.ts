@@ -26,12 +26,15 @@ import {
   type Condition,
 } from "@fast-sandbox/api";
 import type { Logger } from "pino";
-import type { AgentClient, AgentSandboxSpec, ExecEvent } from "../agent-client/agent-client.js";
+import type { AgentClient, AgentSandbox, AgentSandboxNetwork, AgentSandboxSpec, ExecEvent } from "../agent-client/agent-client.js";
 import { sleep, systemClock, type Clock } from "../controller/clock.js";
 import type { AgentRegistry, Placement } from "../registry/agent-registry.js";
 import { DEFAULT_WAKE_TIMEOUT_SECONDS } from "../reconcile/pool-sizer.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { newInstanceId } from "./instance-id.js";
+import { hashAccessToken, newAccessToken } from "../proxy/access-token.js";
+import { endpointUrl, parseProxyBaseUrl, type ProxyAddress } from "../proxy/sandbox-endpoints.js";
+import { instanceNetwork, portsHeldBy, portsOnAgent, withSandboxIP } from "./sandbox-network.js";
 import { setCondition, writeStatus } from "./sandbox-status.js";
 
 export const DEFAULT_NAMESPACE = "default";
@@ -83,7 +86,12 @@ export interface SandboxManagerOptions {
   clock?: Clock;
   /** Set later with setPoolCapacity when the pool controller is created after the manager. */
   capacity?: PoolCapacity;
+  /** The sandbox proxy's public address: `status.endpoints` are URLs through it. @default http://localhost:7072 */
+  proxyAddress?: ProxyAddress;
 }
+
+/** The sandbox proxy's public base URL when none is configured (its default port on this host). */
+export const DEFAULT_PROXY_BASE_URL = "http://localhost:7072";
 
 /** Why an instance of a sandbox is replaced by a new one. */
 export type ReplaceReason = "AgentLost" | "Reset";
@@ -94,6 +102,11 @@ export interface CreateSandboxInput {
   spec: SandboxSpec;
   labels?: Record<string, string>;
   requestId?: string;
+  /**
+   * sha256 hash of the access token the caller hands out (`hashAccessToken`); stored as
+   * status.accessTokenHash. @default a token nobody is told (the sandbox is reachable once rotated)
+   */
+  accessTokenHash?: string;
 }
 
 export interface ExecInput {
@@ -132,6 +145,7 @@ export class SandboxManager {
   private readonly agents: AgentClients;
   private readonly logger: Logger;
   private readonly clock: Clock;
+  private readonly proxyAddress: ProxyAddress;
   private capacity: PoolCapacity | undefined;
   /** Creates waiting for a free slot, per pool key: demand the pool sizer counts. */
   private readonly waiting = new Map<string, number>();
@@ -161,6 +175,7 @@ export class SandboxManager {
     this.logger = options.logger;
     this.clock = options.clock ?? systemClock;
     this.capacity = options.capacity;
+    this.proxyAddress = options.proxyAddress ?? parseProxyBaseUrl(DEFAULT_PROXY_BASE_URL);
   }
 
   setPoolCapacity(capacity: PoolCapacity): void {
@@ -170,6 +185,14 @@ export class SandboxManager {
   /** How long a create in the pool may wait for capacity (its wakeTimeoutSeconds), in ms. */
   wakeTimeoutMs(namespace: string, pool: string): number {
     return (this.pools.get(sandboxKey(namespace, pool))?.spec.capacity.wakeTimeoutSeconds ?? DEFAULT_WAKE_TIMEOUT_SECONDS) * 1000;
+  }
+
+  /**
+   * The ports an existing instance holds on its agent's address (restored into the registry after a
+   * restart): see `portsHeldBy` of sandbox-network.ts; its pool is the one this manager knows.
+   */
+  portsHeldBy(sandbox: Sandbox): number[] {
+    return portsHeldBy(sandbox, this.pools.get(sandboxKey(sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, sandbox.spec.poolRef)));
   }
 
   /** Creates of the pool waiting for a free slot right now. */
@@ -258,6 +281,8 @@ export class SandboxManager {
     if (this.closingPools.has(sandboxKey(namespace, input.spec.poolRef)) || pool.metadata.deletionTimestamp) {
       throw new FailedPreconditionError(`pool ${namespace}/${input.spec.poolRef} is being deleted`);
     }
+    // An egress policy the pool does not allow is refused before anything is stored or placed.
+    instanceNetwork(input.spec, pool);
     const key = sandboxKey(namespace, name);
     const taken = () => new AlreadyExistsError(`sandbox ${key} already exists; choose another name or delete it first`);
     // Claimed synchronously, before any await: a second create of the name fails fast, and a
@@ -267,7 +292,7 @@ export class SandboxManager {
       const existing = await this.store.get("Sandbox", { namespace, name });
       if (existing && requestId && existing.metadata.annotations?.[REQUEST_ID_ANNOTATION] === requestId) return this.settledRequest(existing);
       if (existing) throw taken();
-      return this.place(candidate, pool);
+      return this.place(candidate, pool, undefined, input.accessTokenHash);
     })();
     this.creating.set(key, attempt);
     try {
@@ -327,7 +352,12 @@ export class SandboxManager {
    * `wakeTimeoutSeconds`, with its record stored as Pending and a condition saying what it waits for.
    * A pool that cannot grow refuses at once with "no capacity".
    */
-  private async reserve(candidate: Sandbox, pool: SandboxPool, stored: Sandbox | undefined): Promise<{ placement: Placement; stored: Sandbox | undefined }> {
+  private async reserve(
+    candidate: Sandbox,
+    pool: SandboxPool,
+    stored: Sandbox | undefined,
+    ports: readonly number[],
+  ): Promise<{ placement: Placement; stored: Sandbox | undefined }> {
     const namespace = candidate.metadata.namespace ?? DEFAULT_NAMESPACE;
     const poolName = candidate.spec.poolRef;
     const request = {
@@ -336,7 +366,8 @@ export class SandboxManager {
       pool: poolName,
       // Agents report images under their normalized names too: `busybox` finds docker.io/library/busybox:latest warm.
       image: normalizeImageName(candidate.spec.image),
-      ports: candidate.spec.exposedPorts ?? [],
+      // Ports are exclusive on an agent's address only for sandboxes that share it (Shared network).
+      ports,
     };
     const attempt = (): Placement | NoCapacityError => {
       try {
@@ -397,13 +428,13 @@ export class SandboxManager {
    * slot or port (another control-plane replica filled it; this registry did not know), it is placed
    * again after a short pause, a few times; the registry's own "no capacity" answers at once.
    */
-  private async place(candidate: Sandbox, pool: SandboxPool, existing?: Sandbox): Promise<Sandbox> {
+  private async place(candidate: Sandbox, pool: SandboxPool, existing?: Sandbox, accessTokenHash?: string): Promise<Sandbox> {
     const key = sandboxKey(candidate.metadata.namespace ?? DEFAULT_NAMESPACE, candidate.metadata.name);
     let unreachable = 0;
     let refused = 0;
     for (;;) {
       try {
-        return await this.placeOnce(candidate, pool, existing);
+        return await this.placeOnce(candidate, pool, existing, accessTokenHash);
       } catch (error) {
         if (error instanceof RefusedByAgentError) {
           // The caller sees the agent's answer as the plain NoCapacityError it is.
@@ -426,13 +457,16 @@ export class SandboxManager {
     }
   }
 
-  private async placeOnce(candidate: Sandbox, pool: SandboxPool, existing?: Sandbox): Promise<Sandbox> {
+  private async placeOnce(candidate: Sandbox, pool: SandboxPool, existing?: Sandbox, accessTokenHash?: string): Promise<Sandbox> {
     const namespace = candidate.metadata.namespace ?? DEFAULT_NAMESPACE;
     const key = sandboxKey(namespace, candidate.metadata.name);
-    const { placement, stored: reserved } = await this.reserve(candidate, pool, existing);
+    const network = instanceNetwork(candidate.spec, pool);
+    const { placement, stored: reserved } = await this.reserve(candidate, pool, existing, portsOnAgent(candidate.spec, network));
     let stored = reserved;
     const agent = placement.agent;
-    const sandboxId = newInstanceId(namespace, candidate.metadata.name);
+    const sandboxId = newInstanceId();
+    /** The instance's own address (Isolated network), as its agent answers. */
+    let address: string | undefined;
     try {
       const client = this.agents.get(agent.name);
       if (!client) throw new UnavailableError(`agent ${agent.name} has no connection; retry in a moment`);
@@ -442,14 +476,17 @@ export class SandboxManager {
         phase: "Bound",
         assignedPod: agent.name,
         sandboxID: sandboxId,
+        // The proxy lets no one in without it; a sandbox written with kubectl gets one nobody is told ('fsb token' rotates it).
+        accessTokenHash: accessTokenHash ?? stored.status?.accessTokenHash ?? hashAccessToken(newAccessToken()),
         ...(agent.nodeName ? { nodeName: agent.nodeName } : {}),
         ...(candidate.spec.resetRevision ? { acceptedResetRevision: candidate.spec.resetRevision } : {}),
       };
       stored = await this.store.updateStatus("Sandbox", { ...stored, status: bound }, { unconditional: true });
       await this.pullIfMissing(client, agent, candidate.spec.image);
-      await client.createSandbox(this.agentRequest(stored, sandboxId, pool)).catch((error: unknown) => {
+      const created = await client.createSandbox(this.agentRequest(stored, sandboxId, pool, network)).catch((error: unknown) => {
         throw error instanceof NoCapacityError ? new RefusedByAgentError(error.message) : error;
       });
+      address = created.address;
     } catch (error) {
       // Undo everything: no half-created sandbox, no leaked slot, no record without a container.
       this.registry.release(key);
@@ -462,7 +499,7 @@ export class SandboxManager {
         await this.forget(stored).catch((e: unknown) => this.logger.error({ err: e, sandbox: key }, "could not remove the record of a failed create"));
       throw FsbError.from(error);
     }
-    const running: Sandbox = { ...stored, status: this.runningStatus(stored, placement, { type: "Ready", status: "True", reason: "Started" }) };
+    const running: Sandbox = { ...stored, status: this.runningStatus(stored, placement, { type: "Ready", status: "True", reason: "Started" }, address) };
     const write = writeStatus(this.store, stored, running.status ?? {});
     if (candidate.spec.consistencyMode === "strong") {
       try {
@@ -497,7 +534,7 @@ export class SandboxManager {
     }
   }
 
-  private agentRequest(sandbox: Sandbox, sandboxId: string, pool: SandboxPool): AgentSandboxSpec {
+  private agentRequest(sandbox: Sandbox, sandboxId: string, pool: SandboxPool, network: AgentSandboxNetwork): AgentSandboxSpec {
     const spec = sandbox.spec;
     const resources = pool.spec.sandboxResources;
     return {
@@ -516,19 +553,43 @@ export class SandboxManager {
       // The agent decides admission with these: another control plane may have filled it meanwhile.
       slots: pool.spec.maxSandboxesPerPod,
       exposedPorts: spec.exposedPorts ?? [],
+      network,
     };
   }
 
-  private runningStatus(sandbox: Sandbox, placement: Placement, ready: Condition): SandboxStatus {
+  /** The URL of each exposed port of the sandbox's current instance, through the sandbox proxy. */
+  endpointsOf(sandbox: Sandbox): string[] {
+    const sandboxId = sandbox.status?.sandboxID;
+    if (!sandboxId) return [];
+    return (sandbox.spec.exposedPorts ?? []).map((port) => endpointUrl(this.proxyAddress, sandboxId, port));
+  }
+
+  /**
+   * Gives the sandbox a new access token and returns it (the only time it is told): its hash
+   * replaces the old one in the status, and the proxy refuses the old token from then on.
+   */
+  async rotateAccessToken(namespace: string | undefined, name: string): Promise<{ accessToken: string; sandbox: Sandbox }> {
+    await this.ready;
+    const sandbox = await this.get(namespace, name);
+    if (sandbox.metadata.deletionTimestamp) throw new FailedPreconditionError(`sandbox ${name} is being deleted`);
+    const accessToken = newAccessToken();
+    return { accessToken, sandbox: await writeStatus(this.store, sandbox, { accessTokenHash: hashAccessToken(accessToken) }) };
+  }
+
+  /** `address`: the instance's own address (Isolated network), which becomes status.sandboxIP; undefined clears it. */
+  private runningStatus(sandbox: Sandbox, placement: Placement, ready: Condition, address: string | undefined): SandboxStatus {
     const now = this.clock.now();
     let conditions = setCondition(sandbox.status?.conditions, ready, now);
     if (conditions.some((c) => c.type === "Scheduled")) conditions = setCondition(conditions, { type: "Scheduled", status: "True", reason: "Placed" }, now);
-    return {
-      ...sandbox.status,
-      phase: "Running",
-      endpoints: (sandbox.spec.exposedPorts ?? []).map((port) => `${placement.agent.hostIP}:${port}`),
-      conditions,
-    };
+    return withSandboxIP(
+      {
+        ...sandbox.status,
+        phase: "Running",
+        endpoints: this.endpointsOf(sandbox),
+        conditions,
+      },
+      address,
+    );
   }
 
   /**
@@ -581,14 +642,17 @@ export class SandboxManager {
     const why =
       reason === "Reset" ? `resetRevision changed to ${JSON.stringify(sandbox.spec.resetRevision ?? "")}` : `agent ${oldAgent ?? "?"} was unreachable`;
     let placement: Placement | undefined;
-    const sandboxId = newInstanceId(namespace, name);
+    let address: string | undefined;
+    const sandboxId = newInstanceId();
     try {
+      // The pool's network as it is now: the new instance is networked as a new sandbox would be.
+      const network = instanceNetwork(sandbox.spec, pool);
       placement = this.registry.place({
         sandboxKey: key,
         namespace,
         pool: sandbox.spec.poolRef,
         image: normalizeImageName(sandbox.spec.image),
-        ports: sandbox.spec.exposedPorts ?? [],
+        ports: portsOnAgent(sandbox.spec, network),
       });
       const agent = placement.agent;
       const client = this.agents.get(agent.name);
@@ -600,6 +664,8 @@ export class SandboxManager {
           phase: "Bound",
           assignedPod: agent.name,
           sandboxID: sandboxId,
+          // The old instance's address went with it.
+          sandboxIP: undefined,
           ...(agent.nodeName ? { nodeName: agent.nodeName } : {}),
           ...(sandbox.spec.resetRevision ? { acceptedResetRevision: sandbox.spec.resetRevision } : {}),
           // Facts of the old instance (its command's exit, an OOM kill) are not the new one's.
@@ -608,7 +674,7 @@ export class SandboxManager {
         { type: "Recreated", status: "Unknown", reason, message: `recreating (${why})` },
         this.clock.now(),
       );
-      await client.createSandbox(this.agentRequest(sandbox, sandboxId, pool));
+      address = (await client.createSandbox(this.agentRequest(sandbox, sandboxId, pool, network))).address;
     } catch (error) {
       if (placement) {
         this.registry.release(key);
@@ -625,7 +691,7 @@ export class SandboxManager {
         await writeStatus(
           this.store,
           current,
-          { phase: "Lost", endpoints: [], acceptedResetRevision: acceptedBefore },
+          { phase: "Lost", endpoints: [], sandboxIP: undefined, acceptedResetRevision: acceptedBefore },
           { type: "Ready", status: "False", reason: "RecreateFailed", message },
           this.clock.now(),
         );
@@ -638,7 +704,7 @@ export class SandboxManager {
       reason,
       message: `recreated ${count} time${count === 1 ? "" : "s"}; last: ${why}, new instance ${sandboxId} on agent ${placement.agent.name}`,
     };
-    const running = this.runningStatus(sandbox, placement, { type: "Ready", status: "True", reason: "Started" });
+    const running = this.runningStatus(sandbox, placement, { type: "Ready", status: "True", reason: "Started" }, address);
     running.recreations = count;
     running.conditions = setCondition(running.conditions, recreated, this.clock.now());
     running.conditions = setCondition(running.conditions, { type: "AgentConnected", status: "True", reason: "AgentReady" }, this.clock.now());
@@ -686,18 +752,22 @@ export class SandboxManager {
 
   /**
    * A Bound sandbox whose agent runs it although its create did not finish here (control-plane
-   * crash after the agent answered): the record catches up with the truth.
+   * crash after the agent answered): the record catches up with the truth. `reported`: the
+   * sandbox as its agent reports it (its address on an Isolated network).
    */
-  async adoptRunning(seen: Sandbox): Promise<Sandbox | undefined> {
+  async adoptRunning(seen: Sandbox, reported?: Pick<AgentSandbox, "address">): Promise<Sandbox | undefined> {
     const namespace = seen.metadata.namespace ?? DEFAULT_NAMESPACE;
     const key = sandboxKey(namespace, seen.metadata.name);
     if (this.creating.has(key) || this.finalizing.has(key)) return undefined;
     const sandbox = await this.store.get("Sandbox", { namespace, name: seen.metadata.name });
     const agentName = sandbox?.status?.assignedPod;
     if (!sandbox || !agentName || sandbox.metadata.uid !== seen.metadata.uid || sandbox.status?.phase !== "Bound") return undefined;
-    const placement = this.registry.placementOf(key) ?? this.registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
+    const address = reported?.address;
+    const placement =
+      this.registry.placementOf(key) ??
+      this.registry.restore({ sandboxKey: key, agentName, ports: this.portsHeldBy({ ...sandbox, status: withSandboxIP(sandbox.status, address) }) });
     this.logger.info({ sandbox: key, agent: agentName }, "a create cut short by a restart had finished on its agent; the sandbox is Running");
-    const status = this.runningStatus(sandbox, placement, { type: "Ready", status: "True", reason: "Started" });
+    const status = this.runningStatus(sandbox, placement, { type: "Ready", status: "True", reason: "Started" }, address);
     if (sandbox.status.conditions?.some((c) => c.type === "Recreated" && c.status === "Unknown")) {
       const count = (sandbox.status.recreations ?? 0) + 1;
       status.recreations = count;
@@ -743,7 +813,7 @@ export class SandboxManager {
     if (!current || current.metadata.uid !== sandbox.metadata.uid) return;
     if (this.keptOnFailure.has(sandboxKey(key.namespace, key.name))) {
       // Its user wrote it: it stays, waiting to be placed again, with nothing of the failed try.
-      const { assignedPod: _agent, sandboxID: _id, nodeName: _node, acceptedResetRevision: _reset, ...rest } = current.status ?? {};
+      const { assignedPod: _agent, sandboxID: _id, sandboxIP: _ip, nodeName: _node, acceptedResetRevision: _reset, ...rest } = current.status ?? {};
       await this.store.updateStatus("Sandbox", { ...current, status: { ...rest, phase: "Pending" } });
       return;
     }

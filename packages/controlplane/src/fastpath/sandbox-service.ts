@@ -1,7 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { pb, sandboxSpecFromMessage, sandboxToMessage, toConnectError } from "@fast-sandbox/api";
+import { ACCESS_TOKEN_RESPONSE_HEADER, pb, sandboxSpecFromMessage, sandboxToMessage, toConnectError } from "@fast-sandbox/api";
 import type { ExecEvent } from "../agent-client/agent-client.js";
+import { hashAccessToken, newAccessToken } from "../proxy/access-token.js";
 import type { SandboxManager } from "./sandbox-manager.js";
 
 /** Runs `fn`, translating anything thrown into a ConnectError: the fast-path API's one error edge. */
@@ -34,18 +35,29 @@ function execEventToMessage(event: ExecEvent): pb.ExecResponse {
 
 export function createSandboxService(manager: SandboxManager): ServiceImpl<typeof pb.SandboxService> {
   return {
-    createSandbox: (request) =>
-      edge(async () =>
-        sandboxToMessage(
-          await manager.create({
-            namespace: request.namespace,
-            name: request.name,
-            spec: sandboxSpecFromMessage(request.spec),
-            labels: request.labels,
-            requestId: request.requestId,
-          }),
-        ),
-      ),
+    createSandbox: (request, context) =>
+      edge(async () => {
+        const accessToken = newAccessToken();
+        const accessTokenHash = hashAccessToken(accessToken);
+        let sandbox = await manager.create({
+          namespace: request.namespace,
+          name: request.name,
+          spec: sandboxSpecFromMessage(request.spec),
+          labels: request.labels,
+          requestId: request.requestId,
+          accessTokenHash,
+        });
+        if (sandbox.status?.accessTokenHash !== accessTokenHash) {
+          // A retry of a request whose sandbox an earlier attempt created: that attempt's answer (and
+          // token) never reached the caller, who gets a new token, which replaces the earlier one.
+          const rotated = await manager.rotateAccessToken(sandbox.metadata.namespace, sandbox.metadata.name);
+          sandbox = rotated.sandbox;
+          context.responseHeader.set(ACCESS_TOKEN_RESPONSE_HEADER, rotated.accessToken);
+        } else {
+          context.responseHeader.set(ACCESS_TOKEN_RESPONSE_HEADER, accessToken);
+        }
+        return sandboxToMessage(sandbox);
+      }),
     getSandbox: (request) => edge(async () => sandboxToMessage(await manager.get(request.namespace, request.name))),
     listSandboxes: (request) =>
       edge(async () =>
@@ -75,6 +87,11 @@ export function createSandboxService(manager: SandboxManager): ServiceImpl<typeo
         for await (const data of manager.logs(request.namespace, request.name, request.follow, context.signal)) {
           yield create(pb.LogsResponseSchema, { data });
         }
+      }),
+    rotateAccessToken: (request) =>
+      edge(async () => {
+        const { accessToken, sandbox } = await manager.rotateAccessToken(request.namespace, request.name);
+        return create(pb.RotateAccessTokenResponseSchema, { accessToken, sandbox: sandboxToMessage(sandbox) });
       }),
     exec: (request, context) =>
       edgeStream(async function* () {

@@ -59,6 +59,7 @@ describe("controllerConfigFromEnv", () => {
       agentToken: "agent-token",
       agentPod: {},
       heartbeatIntervalMs: 2000,
+      proxyAddress: { protocol: "http:", domain: "localhost", portSuffix: ":7072" },
     });
   });
 
@@ -71,8 +72,10 @@ describe("controllerConfigFromEnv", () => {
         FSB_HEARTBEAT_INTERVAL_MS: "500",
         FSB_AGENT_IMAGE: "registry.example/fsb/agent:v3",
         FSB_AGENT_CONTAINERD_NAMESPACE: "fsb",
+        FSB_PROXY_BASE_URL: "https://sandboxes.example.com",
       }),
     );
+    assert.deepEqual(config.proxyAddress, { protocol: "https:", domain: "sandboxes.example.com", portSuffix: "" });
     assert.equal(config.host, "127.0.0.1");
     assert.equal(config.port, 8080);
     assert.equal(config.leaseName, "my-lease");
@@ -89,6 +92,13 @@ describe("controllerConfigFromEnv", () => {
     assert.equal(config.leaseName, "fast-sandbox-controller");
     assert.equal(config.leaseDurationSeconds, 15);
     assert.deepEqual(config.agentPod, {});
+  });
+
+  it("refuses a FSB_PROXY_BASE_URL sandboxes cannot be named under", () => {
+    assert.throws(
+      () => controllerConfigFromEnv(minimalEnv({ FSB_PROXY_BASE_URL: "http://10.0.0.1:7072" })),
+      (error: unknown) => error instanceof ValidationError && error.field === "FSB_PROXY_BASE_URL" && /IP address/.test(error.message),
+    );
   });
 
   describe("required variables", () => {

@@ -10,13 +10,18 @@
  * - FSB_AGENT_TEMPLATE_FILE: the default agent Pod template (YAML PodTemplateSpec) under every
  *   pool's agentTemplate; FSB_AGENT_IMAGE: the agent image for containers that name none;
  *   FSB_AGENT_CONTAINERD_NAMESPACE: the containerd namespace of the agents (default `k8s.io`);
- * - FSB_HEARTBEAT_INTERVAL_MS (default 2000), FSB_LEASE_DURATION_SECONDS (default 15).
+ * - FSB_HEARTBEAT_INTERVAL_MS (default 2000), FSB_LEASE_DURATION_SECONDS (default 15);
+ * - FSB_PROXY_BASE_URL: the sandbox proxy's address as clients reach it; `status.endpoints` are
+ *   `<port>-<sandboxID>.` + its host (default `http://localhost:7072`, which works on a machine that
+ *   port-forwards the proxy's Service: `kubectl port-forward svc/fast-sandbox-proxy 7072`).
  * The API server is found through KUBECONFIG or the in-cluster service account.
  */
 import { readFileSync } from "node:fs";
 import { loadYaml, type V1PodTemplateSpec } from "@kubernetes/client-node";
 import { ValidationError } from "@fast-sandbox/api";
 import type { AgentPodOptions } from "../fleet/agent-pod.js";
+import { DEFAULT_PROXY_BASE_URL } from "../fastpath/sandbox-manager.js";
+import { parseProxyBaseUrl, type ProxyAddress } from "../proxy/sandbox-endpoints.js";
 
 export interface ControllerConfig {
   host: string;
@@ -29,6 +34,8 @@ export interface ControllerConfig {
   agentToken: string;
   agentPod: AgentPodOptions;
   heartbeatIntervalMs: number;
+  /** Where `status.endpoints` point: the sandbox proxy's public address. */
+  proxyAddress: ProxyAddress;
 }
 
 export function controllerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): ControllerConfig {
@@ -60,6 +67,7 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): C
       ...(templateFile ? { baseTemplate: readTemplate(templateFile) } : {}),
     },
     heartbeatIntervalMs: positiveInteger(env, "FSB_HEARTBEAT_INTERVAL_MS", 2000),
+    proxyAddress: parseProxyBaseUrl(env.FSB_PROXY_BASE_URL || DEFAULT_PROXY_BASE_URL, "FSB_PROXY_BASE_URL"),
   };
 }
 

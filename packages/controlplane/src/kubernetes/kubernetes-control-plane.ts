@@ -37,6 +37,7 @@ import { SandboxReconciler } from "../reconcile/sandbox-reconciler.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { openKubernetesResourceStore } from "../store/kubernetes-resource-store.js";
 import { PoolController } from "../reconcile/pool-controller.js";
+import type { ProxyAddress } from "../proxy/sandbox-endpoints.js";
 
 /** How long a Bound record may be another replica's create in flight (image pull and create) before the leader finishes it. */
 export const DEFAULT_FOREIGN_CREATE_GRACE_MS = 120_000;
@@ -57,6 +58,8 @@ export interface KubernetesControlPlaneOptions {
   agentPod?: AgentPodOptions;
   /** @default 2000 */
   heartbeatIntervalMs?: number;
+  /** The sandbox proxy's public address, where `status.endpoints` point. @default http://localhost:7072 */
+  proxyAddress?: ProxyAddress;
   /** How long start-up waits for the ready agents to answer before it takes writes anyway. @default 15000 */
   recoveryTimeoutMs?: number;
   /** @default DEFAULT_FOREIGN_CREATE_GRACE_MS */
@@ -108,7 +111,14 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
       if (leading()) await recordSandboxFacts(store, agentName, status, clock);
     },
   });
-  const manager = new SandboxManager({ store, registry, agents: connections, logger, clock });
+  const manager = new SandboxManager({
+    store,
+    registry,
+    agents: connections,
+    logger,
+    clock,
+    ...(options.proxyAddress ? { proxyAddress: options.proxyAddress } : {}),
+  });
   const adoption = new AgentAdoption({ store, registry, manager, agents: connections, logger, clock });
   const allocations = new AllocationSync({
     store,
@@ -119,6 +129,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     onPending: (sandbox) => {
       if (leading()) poolController.wake(sandbox.metadata.namespace ?? "default", sandbox.spec.poolRef);
     },
+    portsHeldBy: (sandbox) => manager.portsHeldBy(sandbox),
   });
   const poolController = new PoolController({
     store,

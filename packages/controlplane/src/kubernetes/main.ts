@@ -38,6 +38,7 @@ async function main(): Promise<void> {
     port: config.port,
     agentPod: config.agentPod,
     heartbeatIntervalMs: config.heartbeatIntervalMs,
+    proxyAddress: config.proxyAddress,
     logger,
     onStoppedLeading: () => exit(1, "lost the leadership"),
   });

@@ -65,6 +65,25 @@ describe("AgentAdoption", () => {
     assert.deepEqual(fixture.client("agent-a").calls, [], "nothing it runs is removed");
   });
 
+  it("records the address the agent reports for an Isolated sandbox, which holds no port on the agent's address", async () => {
+    await fixture.storeRecord("iso", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-iso" }, { exposedPorts: [8080] });
+
+    await adoption.adopt("agent-a", report("agent-a", [{ sandboxId: "id-iso", name: "iso", address: "10.88.0.5" }]));
+
+    assert.equal((await fixture.stored("iso"))?.status?.sandboxIP, "10.88.0.5");
+    assert.equal(fixture.allocated(), 1);
+    assert.deepEqual(fixture.registry.getAgent("agent-a")?.usedPorts, []);
+  });
+
+  it("clears an address the agent no longer reports: the sandbox is in the agent's network and holds its ports", async () => {
+    await fixture.storeRecord("web", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-web", sandboxIP: "10.88.0.5" }, { exposedPorts: [8080] });
+
+    await adoption.adopt("agent-a", report("agent-a", [{ sandboxId: "id-web", name: "web" }]));
+
+    assert.equal("sandboxIP" in ((await fixture.stored("web"))?.status ?? {}), false);
+    assert.deepEqual(fixture.registry.getAgent("agent-a")?.usedPorts, [8080]);
+  });
+
   it("marks a Running sandbox whose container vanished Lost, and gives it no slot", async () => {
     await fixture.storeRecord("gone", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-gone" });
 
@@ -76,6 +95,14 @@ describe("AgentAdoption", () => {
     assert.equal(fixture.allocated(), 0);
   });
 
+  it("takes the address of a vanished instance away with it", async () => {
+    await fixture.storeRecord("gone", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-gone", sandboxIP: "10.88.0.5" });
+
+    await adoption.adopt("agent-a", report("agent-a", []));
+
+    assert.equal((await fixture.stored("gone"))?.status?.sandboxIP, undefined);
+  });
+
   it("brings a Lost sandbox the returning agent still runs back to Running, with its slot", async () => {
     await fixture.storeRecord("back", { phase: "Lost", assignedPod: "agent-a", sandboxID: "id-back" });
 
@@ -85,6 +112,17 @@ describe("AgentAdoption", () => {
     assert.equal(stored?.status?.phase, "Running");
     assert.equal(stored?.status?.conditions?.find((c) => c.type === "Ready")?.reason, "AgentReturned");
     assert.equal(fixture.allocated(), 1);
+  });
+
+  it("gives a Lost sandbox that is back the address its agent reports", async () => {
+    await fixture.storeRecord("back", { phase: "Lost", assignedPod: "agent-a", sandboxID: "id-back" }, { exposedPorts: [8080] });
+
+    await adoption.adopt("agent-a", report("agent-a", [{ sandboxId: "id-back", name: "back", address: "10.88.0.9" }]));
+
+    const stored = await fixture.stored("back");
+    assert.equal(stored?.status?.phase, "Running");
+    assert.equal(stored?.status?.sandboxIP, "10.88.0.9");
+    assert.deepEqual(fixture.registry.getAgent("agent-a")?.usedPorts, []);
   });
 
   it("removes containers no record owns, but leaves creates still in flight on the agent alone", async () => {

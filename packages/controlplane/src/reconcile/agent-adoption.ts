@@ -3,7 +3,9 @@
  * compared with the sandbox records assigned to it. Slots of sandboxes it still runs are restored
  * in the registry (a Lost sandbox it still runs is Running again), a Running record whose container
  * vanished becomes Lost, and containers no record owns are removed (creates still in flight on the
- * agent are left alone). Records the manager is working on are skipped: its own writes tell.
+ * agent are left alone). A running sandbox's `status.sandboxIP` follows the address its agent
+ * reports (Isolated network), and goes when its instance does. Records the manager is working on
+ * are skipped: its own writes tell.
  */
 import type { Logger } from "pino";
 import type { AgentStatus } from "../agent-client/agent-client.js";
@@ -11,6 +13,7 @@ import { systemClock, type Clock } from "../controller/clock.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { DEFAULT_NAMESPACE, REQUEST_ID_ANNOTATION, sandboxKey, type AgentClients, type SandboxManager } from "../fastpath/sandbox-manager.js";
+import { withSandboxIP } from "../fastpath/sandbox-network.js";
 import { setCondition, writeStatus } from "../fastpath/sandbox-status.js";
 
 export interface AgentAdoptionOptions {
@@ -52,11 +55,14 @@ export class AgentAdoption {
         const requestId = sandbox.metadata.annotations?.[REQUEST_ID_ANNOTATION];
         if (requestId) manager.rememberRequest(requestId, sandbox);
         const id = sandbox.status?.sandboxID ?? "";
-        if (running.has(id)) {
+        const reported = running.get(id);
+        if (reported) {
+          // The record as the agent reports the instance: with its own address, or none.
+          const observed = { ...sandbox, status: withSandboxIP(sandbox.status ?? {}, reported.address) };
           if (sandbox.status?.phase === "Lost" && !sandbox.metadata.deletionTimestamp) {
             // Back after it was given up for lost (failurePolicy Manual): it still runs, so it is Running again.
             logger.info({ sandbox: key, agent: agentName }, "the agent is back and still runs this Lost sandbox; it is Running again");
-            const placement = registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
+            registry.restore({ sandboxKey: key, agentName, ports: manager.portsHeldBy(observed) });
             const now = this.clock.now();
             const conditions = setCondition(
               setCondition(sandbox.status.conditions, { type: "Ready", status: "True", reason: "AgentReturned", message: `agent ${agentName} is back` }, now),
@@ -65,19 +71,23 @@ export class AgentAdoption {
             );
             await writeStatus(store, sandbox, {
               phase: "Running",
-              endpoints: (sandbox.spec.exposedPorts ?? []).map((port) => `${placement.agent.hostIP}:${port}`),
+              endpoints: manager.endpointsOf(sandbox),
               conditions,
+              sandboxIP: reported.address,
             });
           } else if (!sandbox.metadata.deletionTimestamp) {
             // (A sandbox being deleted gets no slot back: its cleanup is about to release it.)
-            registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
+            registry.restore({ sandboxKey: key, agentName, ports: manager.portsHeldBy(observed) });
+            if (sandbox.status?.phase === "Running" && sandbox.status.sandboxIP !== reported.address) {
+              await writeStatus(store, sandbox, { sandboxIP: reported.address });
+            }
           }
         } else if (!sandbox.metadata.deletionTimestamp && sandbox.status?.phase === "Running") {
           logger.warn({ sandbox: key, agent: agentName }, "the agent no longer runs this sandbox; marking it Lost");
           await writeStatus(
             store,
             sandbox,
-            { phase: "Lost" },
+            { phase: "Lost", sandboxIP: undefined },
             { type: "Ready", status: "False", reason: "SandboxMissing", message: `agent ${agentName} does not run it` },
             this.clock.now(),
           );

@@ -119,6 +119,27 @@ describe("AllocationSync", () => {
     registry.verifyIndexes();
   });
 
+  it("gives a record only the ports portsHeldBy says it holds (an Isolated instance holds none)", async () => {
+    await sync.stop();
+    sync = new AllocationSync({
+      store,
+      registry,
+      clock,
+      logger: pino({ level: "silent" }),
+      isBusy: () => false,
+      portsHeldBy: (sandbox) => (sandbox.status?.sandboxIP ? [] : (sandbox.spec.exposedPorts ?? [])),
+    });
+    await sync.start();
+    await record("isolated", { phase: "Running", assignedPod: "agent-a", sandboxIP: "10.88.0.2" }, { spec: { exposedPorts: [8080] } });
+    await record("also-isolated", { phase: "Running", assignedPod: "agent-a", sandboxIP: "10.88.0.3" }, { spec: { exposedPorts: [8080] } });
+    await record("shared", { phase: "Running", assignedPod: "agent-a" }, { spec: { exposedPorts: [9090] } });
+    await settle();
+    const agent = registry.getAgent("agent-a");
+    assert.equal(agent?.allocated, 3);
+    assert.deepEqual(agent?.usedPorts, [9090]);
+    registry.verifyIndexes();
+  });
+
   it("gives a Bound record its slot too, and records listed before start() as well as those written after", async () => {
     await sync.stop();
     await record("early", { phase: "Running", assignedPod: "agent-b" });

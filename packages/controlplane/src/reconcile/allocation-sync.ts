@@ -3,7 +3,8 @@
  * place sandboxes (Kubernetes mode: the fast path answers on every controller replica, each with its
  * own in-memory registry). A sandbox record assigned to an agent (`status.assignedPod`) in phase
  * Bound or Running — also while it is being deleted: its container is there until its cleanup
- * finished — holds a slot and its ports on that agent; any other record, or none, holds nothing.
+ * finished — holds a slot and its ports on that agent (the ports of an instance in its agent's
+ * network, `portsHeldBy`); any other record, or none, holds nothing.
  *
  * One `reconcile(key)` per sandbox on the controller kit: the registry's placement of the key is
  * made to match the record. Keys this replica's fast path is working on are left to it (looked at
@@ -44,6 +45,11 @@ export interface AllocationSyncOptions {
   namespace?: string;
   /** Called for records waiting to be placed (phase Pending): demand the pool controller counts. */
   onPending?(sandbox: Sandbox): void;
+  /**
+   * The ports a record's instance holds on its agent's address (SandboxManager.portsHeldBy: none for
+   * one with an Isolated network). @default its exposed ports
+   */
+  portsHeldBy?(sandbox: Sandbox): readonly number[];
   /** @default systemClock */
   clock?: Clock;
 }
@@ -125,7 +131,7 @@ export class AllocationSync implements Reconciler {
     if (!agentName || !sandbox || (current && current.agent.name === agentName)) return;
     if (!registry.getAgent(agentName)) return { requeueAfterMs: RECHECK_MS * 10 };
     try {
-      registry.restore({ sandboxKey: key, agentName, ports: sandbox.spec.exposedPorts ?? [] });
+      registry.restore({ sandboxKey: key, agentName, ports: this.options.portsHeldBy?.(sandbox) ?? sandbox.spec.exposedPorts ?? [] });
     } catch (error) {
       // A port held by a record this replica has not caught up with yet: the next change settles it.
       this.options.logger.warn({ err: error, sandbox: key, agent: agentName }, "could not record the sandbox's slot yet");

@@ -45,7 +45,7 @@ export interface AgentObserver {
   /** Whether the agent answers and since when; undefined when the agent does not exist (any more). */
   agentConnectivity(name: string): { connected: boolean; since: Date } | undefined;
   /** The agent's last status and when it arrived. */
-  observedStatus(name: string): { status: { sandboxes: readonly Pick<AgentSandbox, "sandboxId" | "state" | "exitCode">[] }; at: Date } | undefined;
+  observedStatus(name: string): { status: { sandboxes: readonly Pick<AgentSandbox, "sandboxId" | "state" | "exitCode" | "address">[] }; at: Date } | undefined;
   /** Calls `listener` with an agent's name when its connectivity changes (it answers, is lost, is removed); returns the unsubscribe function. */
   onAgentChanged(listener: (agentName: string) => void): () => void;
 }
@@ -227,7 +227,7 @@ export class SandboxReconciler implements Reconciler {
     if (connectivity?.connected && (!observed || observed.at <= since)) return waitForReport;
     const reported = connectivity?.connected ? observed?.status.sandboxes.find((s) => s.sandboxId === sandboxId) : undefined;
     if (reported?.state === "creating") return waitForReport;
-    if (reported && (reported.state === "running" || reported.exitCode !== undefined)) return this.unlessBusy(await manager.adoptRunning(sandbox));
+    if (reported && (reported.state === "running" || reported.exitCode !== undefined)) return this.unlessBusy(await manager.adoptRunning(sandbox, reported));
     const graceMs = this.options.foreignCreateGraceMs ?? 0;
     const boundForMs = now.getTime() - since.getTime();
     if (!reported && connectivity?.connected && boundForMs < graceMs) return { requeueAfterMs: Math.min(graceMs - boundForMs, 5 * REPORT_RECHECK_MS) };
@@ -287,7 +287,7 @@ export class SandboxReconciler implements Reconciler {
       this.options.registry.release(key);
       await this.writeStatus(
         sandbox,
-        { phase: "Lost", endpoints: [] },
+        { phase: "Lost", endpoints: [], sandboxIP: undefined },
         {
           type: "Ready",
           status: "False",

@@ -47,7 +47,10 @@ export interface PlacementRequest {
   namespace: string;
   pool: string;
   image: string;
-  /** Ports the sandbox declares; each is exclusive on its agent (1–65535, no duplicates). */
+  /**
+   * Ports the sandbox takes on its agent's address, each exclusive there (1–65535, no duplicates):
+   * a Shared-network sandbox's exposed ports; none for an Isolated one, which has an address of its own.
+   */
   ports: readonly number[];
 }
 

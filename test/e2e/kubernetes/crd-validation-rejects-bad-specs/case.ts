@@ -5,7 +5,8 @@
  * @fast-sandbox/api) names for the same object — and nothing is created. Each bad object is
  * valid-sandbox.yaml or valid-pool.yaml with one change; both are first shown to be accepted
  * (server-side dry run, and the embedded validation). The embedded validation's cross-field rules
- * (poolMin ≤ poolMax, bufferMin ≤ bufferMax) need CEL rules (x-kubernetes-validations) in the CRD.
+ * (poolMin ≤ poolMax, bufferMin ≤ bufferMax, an egress allowList has entries and other policies
+ * none, egress only on an Isolated network) need CEL rules (x-kubernetes-validations) in the CRD.
  * Run by ../suite.test.ts on the suite's cluster.
  */
 import assert from "node:assert/strict";
@@ -48,6 +49,34 @@ const BAD_SANDBOXES: BadSpec[] = [
   { what: "env name with '='", kind: "Sandbox", path: ["spec", "envs"], value: [{ name: "A=B", value: "x" }], field: "spec.envs[0].name" },
   { what: "expireTime that is not RFC 3339", kind: "Sandbox", path: ["spec", "expireTime"], value: "tomorrow", field: "spec.expireTime" },
   { what: "unknown spec field", kind: "Sandbox", path: ["spec", "imagePullPolicy"], value: "Always", field: "spec.imagePullPolicy" },
+  {
+    what: "egress CIDR without a prefix",
+    kind: "Sandbox",
+    path: ["spec", "egress", "allow"],
+    value: [{ cidr: "10.0.0.0" }],
+    field: "spec.egress.allow[0].cidr",
+  },
+  {
+    what: "egress port 70000",
+    kind: "Sandbox",
+    path: ["spec", "egress", "allow"],
+    value: [{ cidr: "10.0.0.0/8", ports: [70000] }],
+    field: "spec.egress.allow[0].ports[0]",
+  },
+  {
+    what: "unknown egress protocol",
+    kind: "Sandbox",
+    path: ["spec", "egress", "allow"],
+    value: [{ cidr: "10.0.0.0/8", protocol: "icmp" }],
+    field: "spec.egress.allow[0].protocol",
+  },
+  { what: "unknown egress policy", kind: "Sandbox", path: ["spec", "egress", "policy"], value: "deny", field: "spec.egress.policy" },
+];
+
+/** The embedded validation's rules across fields of an egress policy (validateSandbox), CEL in the CRD. */
+const CROSS_FIELD_SANDBOXES: BadSpec[] = [
+  { what: "an egress allowList without entries", kind: "Sandbox", path: ["spec", "egress", "allow"], value: undefined, field: "spec.egress.allow" },
+  { what: "egress entries under policy denyAll", kind: "Sandbox", path: ["spec", "egress", "policy"], value: "denyAll", field: "spec.egress.allow" },
 ];
 
 const BAD_POOLS: BadSpec[] = [
@@ -73,12 +102,21 @@ const BAD_POOLS: BadSpec[] = [
   },
   { what: "cpu that is not a quantity", kind: "SandboxPool", path: ["spec", "sandboxResources", "cpu"], value: "fast", field: "spec.sandboxResources.cpu" },
   { what: "pids 0", kind: "SandboxPool", path: ["spec", "sandboxResources", "pids"], value: 0, field: "spec.sandboxResources.pids" },
+  { what: "unknown network mode", kind: "SandboxPool", path: ["spec", "network", "mode"], value: "Bridge", field: "spec.network.mode" },
+  {
+    what: "egress CIDR with a prefix beyond 32 bits",
+    kind: "SandboxPool",
+    path: ["spec", "network", "egress", "allow"],
+    value: [{ cidr: "10.0.0.0/33" }],
+    field: "spec.network.egress.allow[0].cidr",
+  },
 ];
 
 /** The embedded validation's rules across fields (validateSandboxPool), which a CRD can only state with CEL. */
 const CROSS_FIELD_POOLS: BadSpec[] = [
   { what: "poolMin greater than poolMax", kind: "SandboxPool", path: ["spec", "capacity", "poolMin"], value: 3, field: "spec.capacity.poolMin" },
   { what: "bufferMin greater than bufferMax", kind: "SandboxPool", path: ["spec", "capacity", "bufferMin"], value: 3, field: "spec.capacity.bufferMin" },
+  { what: "an egress policy on a Shared network", kind: "SandboxPool", path: ["spec", "network", "mode"], value: "Shared", field: "spec.network.egress" },
 ];
 
 function load(file: string): Manifest {
@@ -171,8 +209,12 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       await expectRejected(t, load("valid-pool.yaml"), BAD_POOLS);
     });
 
-    it("rejects pools whose capacity breaks the embedded validation's cross-field rules (CEL in the CRD)", async (t) => {
+    it("rejects pools that break the embedded validation's cross-field rules (CEL in the CRD)", async (t) => {
       await expectRejected(t, load("valid-pool.yaml"), CROSS_FIELD_POOLS);
+    });
+
+    it("rejects sandboxes whose egress policy breaks the embedded validation's cross-field rules (CEL in the CRD)", async (t) => {
+      await expectRejected(t, load("valid-sandbox.yaml"), CROSS_FIELD_SANDBOXES);
     });
 
     it("created nothing for the rejected objects", async () => {
@@ -189,6 +231,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         ["command", ["true"]],
         ["exposedPorts", [9090]],
         ["workingDir", "/"],
+        ["egress", { policy: "allowList", allow: [{ cidr: "10.0.0.0/16" }] }],
       ] as const) {
         const patch = JSON.stringify({ spec: { [field]: value } });
         const result = await suite.kubectl("-n", namespace, "patch", "sandbox", "valid", "--type=merge", "-p", patch);

@@ -1,7 +1,7 @@
 /**
  * The fast path on Kubernetes: both controller replicas (the Deployment's two Pods, each called on
  * its own Pod IP, port 7070) answer the fast-path API. A create (SDK) answers Running with its
- * endpoints on the agent Pod's IP; the Sandbox object then exists with the same sandboxID and its
+ * endpoints through the sandbox proxy; the Sandbox object then exists with the same sandboxID and its
  * container runs in containerd; a delete returns once the object and the container are gone. A
  * create retried with the same requestId returns the first sandbox — on the same replica and on
  * the other one. Either replica serves sandboxes the other created. Run by ../suite.test.ts on the
@@ -30,10 +30,6 @@ export function registerCase(suite: KubernetesSuiteContext): void {
   describe("fast path create and delete", () => {
     let namespace = "";
     let replicas: Replica[] = [];
-
-    async function podIP(name: string): Promise<string> {
-      return (await suite.kubectlOk("-n", namespace, "get", "pod", name, "-o", "jsonpath={.status.podIP}")).trim();
-    }
 
     const create = (replica: Replica, options: { name?: string; requestId?: string; exposedPorts?: number[] } = {}) =>
       replica.client.sandboxes.create({ namespace, pool: POOL, image: BASE_IMAGE, command: ["sleep", "3600"], ...options });
@@ -76,7 +72,8 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       const sandboxId = created.status?.sandboxID ?? "";
       const agent = created.status?.assignedPod ?? "";
       assert.ok(sandboxId && agent, JSON.stringify(created.status));
-      assert.deepEqual(created.status?.endpoints, [`${await podIP(agent)}:8080`]);
+      // Through the sandbox proxy, at the controller's default base URL (FSB_PROXY_BASE_URL unset).
+      assert.deepEqual(created.status?.endpoints, [`http://8080-${sandboxId}.localhost:7072/`]);
 
       const stored = await waitForPhase(suite, namespace, "direct", "Running");
       assert.equal(stored.status?.sandboxID, sandboxId);

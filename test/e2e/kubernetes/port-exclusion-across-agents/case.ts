@@ -1,8 +1,8 @@
 /**
  * A sandbox's exposed port is exclusive on its agent (its Pod's IP), not in the whole pool: in a
  * pool of two agents with 2 slots each (pool.yaml here), two sandboxes exposing port 8080 — created
- * at the same time through the two controller replicas — land on different agents, with endpoints
- * `<agent Pod IP>:8080`; a third one exposing 8080 is refused with no capacity while slots are free
+ * at the same time through the two controller replicas — land on different agents, each with its
+ * endpoint through the sandbox proxy; a third one exposing 8080 is refused with no capacity while slots are free
  * (both agents hold the port); sandboxes exposing other ports share an agent with a holder of 8080;
  * once a holder of 8080 is deleted, its agent takes 8080 again. Asserted through the fast-path
  * answers, the Sandbox objects, the agent Pods and the containers' labels in containerd.
@@ -36,16 +36,17 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     const create = (replica: number, name: string, port: number) =>
       replicas[replica]!.sandboxes.create({ namespace, name, pool: POOL, image: BASE_IMAGE, command: ["sleep", "3600"], exposedPorts: [port] });
 
-    /** Running on an agent of the pool, with the endpoint `<that agent's Pod IP>:<port>` in the answer and the object. */
+    /** Running on an agent of the pool, with the endpoint `http://<port>-<sandboxID>.localhost:7072/` (the proxy's default) in the answer and the object. */
     const assertPlaced = async (answer: Sandbox, port: number): Promise<string> => {
       const agent = answer.status?.assignedPod ?? "";
       const ip = agentIPs.get(agent);
       assert.ok(ip, `${answer.metadata.name} is on ${agent}, an agent of the pool (${[...agentIPs.keys()].join(", ")})`);
       assert.equal(answer.status?.phase, "Running");
-      assert.deepEqual(answer.status?.endpoints, [`${ip}:${port}`]);
+      const endpoint = `http://${port}-${answer.status?.sandboxID ?? "?"}.localhost:7072/`;
+      assert.deepEqual(answer.status?.endpoints, [endpoint]);
       const object = await waitForPhase(suite, namespace, answer.metadata.name, "Running");
       assert.equal(object.status?.assignedPod, agent);
-      assert.deepEqual(object.status?.endpoints, [`${ip}:${port}`]);
+      assert.deepEqual(object.status?.endpoints, [endpoint]);
       return agent;
     };
 

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fastsandbox/v1alpha1/resources.proto.
  */
 export const file_fastsandbox_v1alpha1_resources: GenFile = /*@__PURE__*/
-  fileDesc("CiRmYXN0c2FuZGJveC92MWFscGhhMS9yZXNvdXJjZXMucHJvdG8SFGZhc3RzYW5kYm94LnYxYWxwaGExIrkDCgpPYmplY3RNZXRhEgwKBG5hbWUYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgsKA3VpZBgDIAEoCRIYChByZXNvdXJjZV92ZXJzaW9uGAQgASgJEhIKCmdlbmVyYXRpb24YBSABKAMSGgoSY3JlYXRpb25fdGltZXN0YW1wGAYgASgJEh8KEmRlbGV0aW9uX3RpbWVzdGFtcBgHIAEoCUgAiAEBEhIKCmZpbmFsaXplcnMYCCADKAkSPAoGbGFiZWxzGAkgAygLMiwuZmFzdHNhbmRib3gudjFhbHBoYTEuT2JqZWN0TWV0YS5MYWJlbHNFbnRyeRJGCgthbm5vdGF0aW9ucxgKIAMoCzIxLmZhc3RzYW5kYm94LnYxYWxwaGExLk9iamVjdE1ldGEuQW5ub3RhdGlvbnNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjIKEEFubm90YXRpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIVChNfZGVsZXRpb25fdGltZXN0YW1wIoUBCglDb25kaXRpb24SDAoEdHlwZRgBIAEoCRIOCgZzdGF0dXMYAiABKAkSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAkSHAoUbGFzdF90cmFuc2l0aW9uX3RpbWUYBSABKAkSGwoTb2JzZXJ2ZWRfZ2VuZXJhdGlvbhgGIAEoAyIlCgZFbnZWYXISDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoCSLIAgoLU2FuZGJveFNwZWMSDQoFaW1hZ2UYASABKAkSDwoHY29tbWFuZBgCIAMoCRIMCgRhcmdzGAMgAygJEioKBGVudnMYBCADKAsyHC5mYXN0c2FuZGJveC52MWFscGhhMS5FbnZWYXISEwoLd29ya2luZ19kaXIYBSABKAkSFQoNZXhwb3NlZF9wb3J0cxgGIAMoBRIQCghwb29sX3JlZhgHIAEoCRITCgtleHBpcmVfdGltZRgIIAEoCRIWCg5mYWlsdXJlX3BvbGljeRgJIAEoCRIlChhyZWNvdmVyeV90aW1lb3V0X3NlY29uZHMYCiABKAVIAIgBARIWCg5yZXNldF9yZXZpc2lvbhgLIAEoCRIYChBjb25zaXN0ZW5jeV9tb2RlGAwgASgJQhsKGV9yZWNvdmVyeV90aW1lb3V0X3NlY29uZHMilgIKDVNhbmRib3hTdGF0dXMSDQoFcGhhc2UYASABKAkSFAoMYXNzaWduZWRfcG9kGAIgASgJEhEKCW5vZGVfbmFtZRgDIAEoCRIdCgpzYW5kYm94X2lkGAQgASgJUglzYW5kYm94SUQSEQoJZW5kcG9pbnRzGAUgAygJEjMKCmNvbmRpdGlvbnMYBiADKAsyHy5mYXN0c2FuZGJveC52MWFscGhhMS5Db25kaXRpb24SHwoXYWNjZXB0ZWRfcmVzZXRfcmV2aXNpb24YByABKAkSGAoLcmVjcmVhdGlvbnMYCCABKAVIAIgBARIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAkgASgDQg4KDF9yZWNyZWF0aW9ucyLGAQoHU2FuZGJveBITCgthcGlfdmVyc2lvbhgBIAEoCRIMCgRraW5kGAIgASgJEjIKCG1ldGFkYXRhGAMgASgLMiAuZmFzdHNhbmRib3gudjFhbHBoYTEuT2JqZWN0TWV0YRIvCgRzcGVjGAQgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFNwZWMSMwoGc3RhdHVzGAUgASgLMiMuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFN0YXR1cyKCAgoMUG9vbENhcGFjaXR5EhAKCHBvb2xfbWluGAEgASgFEhAKCHBvb2xfbWF4GAIgASgFEhcKCmJ1ZmZlcl9taW4YAyABKAVIAIgBARIXCgpidWZmZXJfbWF4GAQgASgFSAGIAQESJQoYc2NhbGVfZG93bl9kZWxheV9zZWNvbmRzGAUgASgFSAKIAQESIQoUd2FrZV90aW1lb3V0X3NlY29uZHMYBiABKAVIA4gBAUINCgtfYnVmZmVyX21pbkINCgtfYnVmZmVyX21heEIbChlfc2NhbGVfZG93bl9kZWxheV9zZWNvbmRzQhcKFV93YWtlX3RpbWVvdXRfc2Vjb25kcyJLChBTYW5kYm94UmVzb3VyY2VzEgsKA2NwdRgBIAEoCRIOCgZtZW1vcnkYAiABKAkSEQoEcGlkcxgDIAEoBUgAiAEBQgcKBV9waWRzIp4CCg9TYW5kYm94UG9vbFNwZWMSNAoIY2FwYWNpdHkYASABKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5Qb29sQ2FwYWNpdHkSHQoVbWF4X3NhbmRib3hlc19wZXJfcG9kGAIgASgFEhQKDHJ1bnRpbWVfdHlwZRgDIAEoCRINCgVpbWFnZRgEIAEoCRJBChFzYW5kYm94X3Jlc291cmNlcxgFIAEoCzImLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hSZXNvdXJjZXMSGwoTYWdlbnRfdGVtcGxhdGVfanNvbhgGIAEoCRIWCg5wcmV3YXJtX2ltYWdlcxgHIAMoCRIZChFpbWFnZV9wdWxsX3NlY3JldBgIIAEoCSL2AQoRU2FuZGJveFBvb2xTdGF0dXMSDgoGYWdlbnRzGAEgASgFEhQKDHJlYWR5X2FnZW50cxgCIAEoBRIRCglzYW5kYm94ZXMYAyABKAUSEgoKZnJlZV9zbG90cxgEIAEoBRIzCgpjb25kaXRpb25zGAUgAygLMh8uZmFzdHNhbmRib3gudjFhbHBoYTEuQ29uZGl0aW9uEhsKDmRlc2lyZWRfYWdlbnRzGAYgASgFSACIAQESEgoKaG90X2ltYWdlcxgHIAMoCRIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAggASgDQhEKD19kZXNpcmVkX2FnZW50cyLSAQoLU2FuZGJveFBvb2wSEwoLYXBpX3ZlcnNpb24YASABKAkSDAoEa2luZBgCIAEoCRIyCghtZXRhZGF0YRgDIAEoCzIgLmZhc3RzYW5kYm94LnYxYWxwaGExLk9iamVjdE1ldGESMwoEc3BlYxgEIAEoCzIlLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hQb29sU3BlYxI3CgZzdGF0dXMYBSABKAsyJy5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94UG9vbFN0YXR1c2IGcHJvdG8z");
+  fileDesc("CiRmYXN0c2FuZGJveC92MWFscGhhMS9yZXNvdXJjZXMucHJvdG8SFGZhc3RzYW5kYm94LnYxYWxwaGExIrkDCgpPYmplY3RNZXRhEgwKBG5hbWUYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgsKA3VpZBgDIAEoCRIYChByZXNvdXJjZV92ZXJzaW9uGAQgASgJEhIKCmdlbmVyYXRpb24YBSABKAMSGgoSY3JlYXRpb25fdGltZXN0YW1wGAYgASgJEh8KEmRlbGV0aW9uX3RpbWVzdGFtcBgHIAEoCUgAiAEBEhIKCmZpbmFsaXplcnMYCCADKAkSPAoGbGFiZWxzGAkgAygLMiwuZmFzdHNhbmRib3gudjFhbHBoYTEuT2JqZWN0TWV0YS5MYWJlbHNFbnRyeRJGCgthbm5vdGF0aW9ucxgKIAMoCzIxLmZhc3RzYW5kYm94LnYxYWxwaGExLk9iamVjdE1ldGEuQW5ub3RhdGlvbnNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjIKEEFubm90YXRpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIVChNfZGVsZXRpb25fdGltZXN0YW1wIoUBCglDb25kaXRpb24SDAoEdHlwZRgBIAEoCRIOCgZzdGF0dXMYAiABKAkSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAkSHAoUbGFzdF90cmFuc2l0aW9uX3RpbWUYBSABKAkSGwoTb2JzZXJ2ZWRfZ2VuZXJhdGlvbhgGIAEoAyIlCgZFbnZWYXISDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoCSL6AgoLU2FuZGJveFNwZWMSDQoFaW1hZ2UYASABKAkSDwoHY29tbWFuZBgCIAMoCRIMCgRhcmdzGAMgAygJEioKBGVudnMYBCADKAsyHC5mYXN0c2FuZGJveC52MWFscGhhMS5FbnZWYXISEwoLd29ya2luZ19kaXIYBSABKAkSFQoNZXhwb3NlZF9wb3J0cxgGIAMoBRIQCghwb29sX3JlZhgHIAEoCRITCgtleHBpcmVfdGltZRgIIAEoCRIWCg5mYWlsdXJlX3BvbGljeRgJIAEoCRIlChhyZWNvdmVyeV90aW1lb3V0X3NlY29uZHMYCiABKAVIAIgBARIWCg5yZXNldF9yZXZpc2lvbhgLIAEoCRIYChBjb25zaXN0ZW5jeV9tb2RlGAwgASgJEjAKBmVncmVzcxgNIAEoCzIgLmZhc3RzYW5kYm94LnYxYWxwaGExLkVncmVzc1NwZWNCGwoZX3JlY292ZXJ5X3RpbWVvdXRfc2Vjb25kcyJRCgpFZ3Jlc3NTcGVjEg4KBnBvbGljeRgBIAEoCRIzCgVhbGxvdxgCIAMoCzIkLmZhc3RzYW5kYm94LnYxYWxwaGExLkVncmVzc1J1bGVTcGVjIj8KDkVncmVzc1J1bGVTcGVjEgwKBGNpZHIYASABKAkSDQoFcG9ydHMYAiADKAUSEAoIcHJvdG9jb2wYAyABKAki0AIKDVNhbmRib3hTdGF0dXMSDQoFcGhhc2UYASABKAkSFAoMYXNzaWduZWRfcG9kGAIgASgJEhEKCW5vZGVfbmFtZRgDIAEoCRIdCgpzYW5kYm94X2lkGAQgASgJUglzYW5kYm94SUQSEQoJZW5kcG9pbnRzGAUgAygJEjMKCmNvbmRpdGlvbnMYBiADKAsyHy5mYXN0c2FuZGJveC52MWFscGhhMS5Db25kaXRpb24SHwoXYWNjZXB0ZWRfcmVzZXRfcmV2aXNpb24YByABKAkSGAoLcmVjcmVhdGlvbnMYCCABKAVIAIgBARIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAkgASgDEh0KCnNhbmRib3hfaXAYCiABKAlSCXNhbmRib3hJUBIZChFhY2Nlc3NfdG9rZW5faGFzaBgLIAEoCUIOCgxfcmVjcmVhdGlvbnMixgEKB1NhbmRib3gSEwoLYXBpX3ZlcnNpb24YASABKAkSDAoEa2luZBgCIAEoCRIyCghtZXRhZGF0YRgDIAEoCzIgLmZhc3RzYW5kYm94LnYxYWxwaGExLk9iamVjdE1ldGESLwoEc3BlYxgEIAEoCzIhLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hTcGVjEjMKBnN0YXR1cxgFIAEoCzIjLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hTdGF0dXMiggIKDFBvb2xDYXBhY2l0eRIQCghwb29sX21pbhgBIAEoBRIQCghwb29sX21heBgCIAEoBRIXCgpidWZmZXJfbWluGAMgASgFSACIAQESFwoKYnVmZmVyX21heBgEIAEoBUgBiAEBEiUKGHNjYWxlX2Rvd25fZGVsYXlfc2Vjb25kcxgFIAEoBUgCiAEBEiEKFHdha2VfdGltZW91dF9zZWNvbmRzGAYgASgFSAOIAQFCDQoLX2J1ZmZlcl9taW5CDQoLX2J1ZmZlcl9tYXhCGwoZX3NjYWxlX2Rvd25fZGVsYXlfc2Vjb25kc0IXChVfd2FrZV90aW1lb3V0X3NlY29uZHMiSwoQU2FuZGJveFJlc291cmNlcxILCgNjcHUYASABKAkSDgoGbWVtb3J5GAIgASgJEhEKBHBpZHMYAyABKAVIAIgBAUIHCgVfcGlkcyLSAgoPU2FuZGJveFBvb2xTcGVjEjQKCGNhcGFjaXR5GAEgASgLMiIuZmFzdHNhbmRib3gudjFhbHBoYTEuUG9vbENhcGFjaXR5Eh0KFW1heF9zYW5kYm94ZXNfcGVyX3BvZBgCIAEoBRIUCgxydW50aW1lX3R5cGUYAyABKAkSDQoFaW1hZ2UYBCABKAkSQQoRc2FuZGJveF9yZXNvdXJjZXMYBSABKAsyJi5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94UmVzb3VyY2VzEhsKE2FnZW50X3RlbXBsYXRlX2pzb24YBiABKAkSFgoOcHJld2FybV9pbWFnZXMYByADKAkSGQoRaW1hZ2VfcHVsbF9zZWNyZXQYCCABKAkSMgoHbmV0d29yaxgJIAEoCzIhLmZhc3RzYW5kYm94LnYxYWxwaGExLk5ldHdvcmtTcGVjIpEBCgtOZXR3b3JrU3BlYxIMCgRtb2RlGAEgASgJEjAKBmVncmVzcxgCIAEoCzIgLmZhc3RzYW5kYm94LnYxYWxwaGExLkVncmVzc1NwZWMSJQoYYWxsb3dfc2FuZGJveF90b19zYW5kYm94GAMgASgISACIAQFCGwoZX2FsbG93X3NhbmRib3hfdG9fc2FuZGJveCL2AQoRU2FuZGJveFBvb2xTdGF0dXMSDgoGYWdlbnRzGAEgASgFEhQKDHJlYWR5X2FnZW50cxgCIAEoBRIRCglzYW5kYm94ZXMYAyABKAUSEgoKZnJlZV9zbG90cxgEIAEoBRIzCgpjb25kaXRpb25zGAUgAygLMh8uZmFzdHNhbmRib3gudjFhbHBoYTEuQ29uZGl0aW9uEhsKDmRlc2lyZWRfYWdlbnRzGAYgASgFSACIAQESEgoKaG90X2ltYWdlcxgHIAMoCRIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAggASgDQhEKD19kZXNpcmVkX2FnZW50cyLSAQoLU2FuZGJveFBvb2wSEwoLYXBpX3ZlcnNpb24YASABKAkSDAoEa2luZBgCIAEoCRIyCghtZXRhZGF0YRgDIAEoCzIgLmZhc3RzYW5kYm94LnYxYWxwaGExLk9iamVjdE1ldGESMwoEc3BlYxgEIAEoCzIlLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hQb29sU3BlYxI3CgZzdGF0dXMYBSABKAsyJy5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94UG9vbFN0YXR1c2IGcHJvdG8z");
 
 /**
  * @generated from message fastsandbox.v1alpha1.ObjectMeta
@@ -211,6 +211,13 @@ export type SandboxSpec = Message<"fastsandbox.v1alpha1.SandboxSpec"> & {
    * @generated from field: string consistency_mode = 12;
    */
   consistencyMode: string;
+
+  /**
+   * Narrows the pool's egress policy for this sandbox.
+   *
+   * @generated from field: fastsandbox.v1alpha1.EgressSpec egress = 13;
+   */
+  egress?: EgressSpec | undefined;
 };
 
 /**
@@ -219,6 +226,65 @@ export type SandboxSpec = Message<"fastsandbox.v1alpha1.SandboxSpec"> & {
  */
 export const SandboxSpecSchema: GenMessage<SandboxSpec> = /*@__PURE__*/
   messageDesc(file_fastsandbox_v1alpha1_resources, 3);
+
+/**
+ * Where sandboxes may connect to (the resources' form; the agent API has its own EgressPolicy).
+ *
+ * @generated from message fastsandbox.v1alpha1.EgressSpec
+ */
+export type EgressSpec = Message<"fastsandbox.v1alpha1.EgressSpec"> & {
+  /**
+   * allowAll | denyAll | allowList.
+   *
+   * @generated from field: string policy = 1;
+   */
+  policy: string;
+
+  /**
+   * @generated from field: repeated fastsandbox.v1alpha1.EgressRuleSpec allow = 2;
+   */
+  allow: EgressRuleSpec[];
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.EgressSpec.
+ * Use `create(EgressSpecSchema)` to create a new message.
+ */
+export const EgressSpecSchema: GenMessage<EgressSpec> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_resources, 4);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.EgressRuleSpec
+ */
+export type EgressRuleSpec = Message<"fastsandbox.v1alpha1.EgressRuleSpec"> & {
+  /**
+   * An IPv4 or IPv6 network, e.g. 10.0.0.0/8.
+   *
+   * @generated from field: string cidr = 1;
+   */
+  cidr: string;
+
+  /**
+   * Empty: every port.
+   *
+   * @generated from field: repeated int32 ports = 2;
+   */
+  ports: number[];
+
+  /**
+   * tcp | udp; empty: both.
+   *
+   * @generated from field: string protocol = 3;
+   */
+  protocol: string;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.EgressRuleSpec.
+ * Use `create(EgressRuleSpecSchema)` to create a new message.
+ */
+export const EgressRuleSpecSchema: GenMessage<EgressRuleSpec> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_resources, 5);
 
 /**
  * @generated from message fastsandbox.v1alpha1.SandboxStatus
@@ -268,6 +334,20 @@ export type SandboxStatus = Message<"fastsandbox.v1alpha1.SandboxStatus"> & {
    * @generated from field: int64 observed_generation = 9;
    */
   observedGeneration: bigint;
+
+  /**
+   * Isolated network: the sandbox's own address on its node's sandbox bridge; empty for Shared.
+   *
+   * @generated from field: string sandbox_ip = 10 [json_name = "sandboxIP"];
+   */
+  sandboxIp: string;
+
+  /**
+   * sha256:<hex> of the sandbox's access token (the sandbox proxy's X-Access-Token); never the token.
+   *
+   * @generated from field: string access_token_hash = 11;
+   */
+  accessTokenHash: string;
 };
 
 /**
@@ -275,7 +355,7 @@ export type SandboxStatus = Message<"fastsandbox.v1alpha1.SandboxStatus"> & {
  * Use `create(SandboxStatusSchema)` to create a new message.
  */
 export const SandboxStatusSchema: GenMessage<SandboxStatus> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 4);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 6);
 
 /**
  * @generated from message fastsandbox.v1alpha1.Sandbox
@@ -312,7 +392,7 @@ export type Sandbox = Message<"fastsandbox.v1alpha1.Sandbox"> & {
  * Use `create(SandboxSchema)` to create a new message.
  */
 export const SandboxSchema: GenMessage<Sandbox> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 5);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 7);
 
 /**
  * @generated from message fastsandbox.v1alpha1.PoolCapacity
@@ -354,7 +434,7 @@ export type PoolCapacity = Message<"fastsandbox.v1alpha1.PoolCapacity"> & {
  * Use `create(PoolCapacitySchema)` to create a new message.
  */
 export const PoolCapacitySchema: GenMessage<PoolCapacity> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 6);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 8);
 
 /**
  * @generated from message fastsandbox.v1alpha1.SandboxResources
@@ -381,7 +461,7 @@ export type SandboxResources = Message<"fastsandbox.v1alpha1.SandboxResources"> 
  * Use `create(SandboxResourcesSchema)` to create a new message.
  */
 export const SandboxResourcesSchema: GenMessage<SandboxResources> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 7);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 9);
 
 /**
  * @generated from message fastsandbox.v1alpha1.SandboxPoolSpec
@@ -430,6 +510,11 @@ export type SandboxPoolSpec = Message<"fastsandbox.v1alpha1.SandboxPoolSpec"> & 
    * @generated from field: string image_pull_secret = 8;
    */
   imagePullSecret: string;
+
+  /**
+   * @generated from field: fastsandbox.v1alpha1.NetworkSpec network = 9;
+   */
+  network?: NetworkSpec | undefined;
 };
 
 /**
@@ -437,7 +522,36 @@ export type SandboxPoolSpec = Message<"fastsandbox.v1alpha1.SandboxPoolSpec"> & 
  * Use `create(SandboxPoolSpecSchema)` to create a new message.
  */
 export const SandboxPoolSpecSchema: GenMessage<SandboxPoolSpec> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 8);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 10);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.NetworkSpec
+ */
+export type NetworkSpec = Message<"fastsandbox.v1alpha1.NetworkSpec"> & {
+  /**
+   * Isolated | Shared; empty: the control plane's default.
+   *
+   * @generated from field: string mode = 1;
+   */
+  mode: string;
+
+  /**
+   * @generated from field: fastsandbox.v1alpha1.EgressSpec egress = 2;
+   */
+  egress?: EgressSpec | undefined;
+
+  /**
+   * @generated from field: optional bool allow_sandbox_to_sandbox = 3;
+   */
+  allowSandboxToSandbox?: boolean | undefined;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.NetworkSpec.
+ * Use `create(NetworkSpecSchema)` to create a new message.
+ */
+export const NetworkSpecSchema: GenMessage<NetworkSpec> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_resources, 11);
 
 /**
  * @generated from message fastsandbox.v1alpha1.SandboxPoolStatus
@@ -489,7 +603,7 @@ export type SandboxPoolStatus = Message<"fastsandbox.v1alpha1.SandboxPoolStatus"
  * Use `create(SandboxPoolStatusSchema)` to create a new message.
  */
 export const SandboxPoolStatusSchema: GenMessage<SandboxPoolStatus> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 9);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 12);
 
 /**
  * @generated from message fastsandbox.v1alpha1.SandboxPool
@@ -526,5 +640,5 @@ export type SandboxPool = Message<"fastsandbox.v1alpha1.SandboxPool"> & {
  * Use `create(SandboxPoolSchema)` to create a new message.
  */
 export const SandboxPoolSchema: GenMessage<SandboxPool> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 10);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 13);
 

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fastsandbox/v1alpha1/sandbox_service.proto.
  */
 export const file_fastsandbox_v1alpha1_sandbox_service: GenFile = /*@__PURE__*/
-  fileDesc("CipmYXN0c2FuZGJveC92MWFscGhhMS9zYW5kYm94X3NlcnZpY2UucHJvdG8SFGZhc3RzYW5kYm94LnYxYWxwaGExIvMBChRDcmVhdGVTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIvCgRzcGVjGAMgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFNwZWMSRgoGbGFiZWxzGAQgAygLMjYuZmFzdHNhbmRib3gudjFhbHBoYTEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuTGFiZWxzRW50cnkSEgoKcmVxdWVzdF9pZBgFIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjQKEUdldFNhbmRib3hSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJIjcKFExpc3RTYW5kYm94ZXNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRwb29sGAIgASgJIkkKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIwCglzYW5kYm94ZXMYASADKAsyHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94IvkBChRVcGRhdGVTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIvCgRzcGVjGAMgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFNwZWMSRgoGbGFiZWxzGAQgAygLMjYuZmFzdHNhbmRib3gudjFhbHBoYTEuVXBkYXRlU2FuZGJveFJlcXVlc3QuTGFiZWxzRW50cnkSGAoQcmVzb3VyY2VfdmVyc2lvbhgFIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImkKFERlbGV0ZVNhbmRib3hSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEhwKD2dyYWNlX3BlcmlvZF9tcxgDIAEoBUgAiAEBQhIKEF9ncmFjZV9wZXJpb2RfbXMiFwoVRGVsZXRlU2FuZGJveFJlc3BvbnNlIj4KC0xvZ3NSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBmZvbGxvdxgDIAEoCCKAAQoLRXhlY1JlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHY29tbWFuZBgDIAMoCRIqCgRlbnZzGAQgAygLMhwuZmFzdHNhbmRib3gudjFhbHBoYTEuRW52VmFyEhMKC3dvcmtpbmdfZGlyGAUgASgJIkoKF0FwcGx5U2FuZGJveFBvb2xSZXF1ZXN0Ei8KBHBvb2wYASABKAsyIS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94UG9vbCI4ChVHZXRTYW5kYm94UG9vbFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkiLAoXTGlzdFNhbmRib3hQb29sc1JlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJIkwKGExpc3RTYW5kYm94UG9vbHNSZXNwb25zZRIwCgVwb29scxgBIAMoCzIhLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hQb29sIjsKGERlbGV0ZVNhbmRib3hQb29sUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCSIbChlEZWxldGVTYW5kYm94UG9vbFJlc3BvbnNlIkIKEFB1bGxJbWFnZVJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBHBvb2wYAiABKAkSDQoFaW1hZ2UYAyABKAkiNAoRTGlzdEFnZW50c1JlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBHBvb2wYAiABKAkiwAEKBUFnZW50EgwKBG5hbWUYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBHBvb2wYAyABKAkSEAoIZW5kcG9pbnQYBCABKAkSEAoIY2FwYWNpdHkYBSABKAUSEQoJYWxsb2NhdGVkGAYgASgFEg4KBmltYWdlcxgHIAMoCRILCgNwaWQYCCABKAUSDQoFcmVhZHkYCSABKAgSEgoKdXNlZF9wb3J0cxgKIAMoBRIRCglub2RlX25hbWUYCyABKAkiQQoSTGlzdEFnZW50c1Jlc3BvbnNlEisKBmFnZW50cxgBIAMoCzIbLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50MpQFCg5TYW5kYm94U2VydmljZRJaCg1DcmVhdGVTYW5kYm94EiouZmFzdHNhbmRib3gudjFhbHBoYTEuQ3JlYXRlU2FuZGJveFJlcXVlc3QaHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94ElQKCkdldFNhbmRib3gSJy5mYXN0c2FuZGJveC52MWFscGhhMS5HZXRTYW5kYm94UmVxdWVzdBodLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3gSaAoNTGlzdFNhbmRib3hlcxIqLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GisuZmFzdHNhbmRib3gudjFhbHBoYTEuTGlzdFNhbmRib3hlc1Jlc3BvbnNlEloKDVVwZGF0ZVNhbmRib3gSKi5mYXN0c2FuZGJveC52MWFscGhhMS5VcGRhdGVTYW5kYm94UmVxdWVzdBodLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3gSaAoNRGVsZXRlU2FuZGJveBIqLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hSZXF1ZXN0GisuZmFzdHNhbmRib3gudjFhbHBoYTEuRGVsZXRlU2FuZGJveFJlc3BvbnNlEk8KBExvZ3MSIS5mYXN0c2FuZGJveC52MWFscGhhMS5Mb2dzUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLkxvZ3NSZXNwb25zZTABEk8KBEV4ZWMSIS5mYXN0c2FuZGJveC52MWFscGhhMS5FeGVjUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLkV4ZWNSZXNwb25zZTABMvoECgtQb29sU2VydmljZRJkChBBcHBseVNhbmRib3hQb29sEi0uZmFzdHNhbmRib3gudjFhbHBoYTEuQXBwbHlTYW5kYm94UG9vbFJlcXVlc3QaIS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94UG9vbBJgCg5HZXRTYW5kYm94UG9vbBIrLmZhc3RzYW5kYm94LnYxYWxwaGExLkdldFNhbmRib3hQb29sUmVxdWVzdBohLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hQb29sEnEKEExpc3RTYW5kYm94UG9vbHMSLS5mYXN0c2FuZGJveC52MWFscGhhMS5MaXN0U2FuZGJveFBvb2xzUmVxdWVzdBouLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RTYW5kYm94UG9vbHNSZXNwb25zZRJ0ChFEZWxldGVTYW5kYm94UG9vbBIuLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hQb29sUmVxdWVzdBovLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hQb29sUmVzcG9uc2USXwoKTGlzdEFnZW50cxInLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RBZ2VudHNSZXF1ZXN0GiguZmFzdHNhbmRib3gudjFhbHBoYTEuTGlzdEFnZW50c1Jlc3BvbnNlElkKCVB1bGxJbWFnZRImLmZhc3RzYW5kYm94LnYxYWxwaGExLlB1bGxJbWFnZVJlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5QdWxsUHJvZ3Jlc3MwAWIGcHJvdG8z", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
+  fileDesc("CipmYXN0c2FuZGJveC92MWFscGhhMS9zYW5kYm94X3NlcnZpY2UucHJvdG8SFGZhc3RzYW5kYm94LnYxYWxwaGExIvMBChRDcmVhdGVTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIvCgRzcGVjGAMgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFNwZWMSRgoGbGFiZWxzGAQgAygLMjYuZmFzdHNhbmRib3gudjFhbHBoYTEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuTGFiZWxzRW50cnkSEgoKcmVxdWVzdF9pZBgFIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjQKEUdldFNhbmRib3hSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJIjcKFExpc3RTYW5kYm94ZXNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRwb29sGAIgASgJIkkKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIwCglzYW5kYm94ZXMYASADKAsyHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94IvkBChRVcGRhdGVTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIvCgRzcGVjGAMgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFNwZWMSRgoGbGFiZWxzGAQgAygLMjYuZmFzdHNhbmRib3gudjFhbHBoYTEuVXBkYXRlU2FuZGJveFJlcXVlc3QuTGFiZWxzRW50cnkSGAoQcmVzb3VyY2VfdmVyc2lvbhgFIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImkKFERlbGV0ZVNhbmRib3hSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEhwKD2dyYWNlX3BlcmlvZF9tcxgDIAEoBUgAiAEBQhIKEF9ncmFjZV9wZXJpb2RfbXMiFwoVRGVsZXRlU2FuZGJveFJlc3BvbnNlIj4KC0xvZ3NSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBmZvbGxvdxgDIAEoCCKAAQoLRXhlY1JlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHY29tbWFuZBgDIAMoCRIqCgRlbnZzGAQgAygLMhwuZmFzdHNhbmRib3gudjFhbHBoYTEuRW52VmFyEhMKC3dvcmtpbmdfZGlyGAUgASgJIjsKGFJvdGF0ZUFjY2Vzc1Rva2VuUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCSJhChlSb3RhdGVBY2Nlc3NUb2tlblJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIuCgdzYW5kYm94GAIgASgLMh0uZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveCJKChdBcHBseVNhbmRib3hQb29sUmVxdWVzdBIvCgRwb29sGAEgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFBvb2wiOAoVR2V0U2FuZGJveFBvb2xSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJIiwKF0xpc3RTYW5kYm94UG9vbHNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCSJMChhMaXN0U2FuZGJveFBvb2xzUmVzcG9uc2USMAoFcG9vbHMYASADKAsyIS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94UG9vbCI7ChhEZWxldGVTYW5kYm94UG9vbFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkiGwoZRGVsZXRlU2FuZGJveFBvb2xSZXNwb25zZSJCChBQdWxsSW1hZ2VSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRwb29sGAIgASgJEg0KBWltYWdlGAMgASgJIjQKEUxpc3RBZ2VudHNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRwb29sGAIgASgJIsABCgVBZ2VudBIMCgRuYW1lGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIMCgRwb29sGAMgASgJEhAKCGVuZHBvaW50GAQgASgJEhAKCGNhcGFjaXR5GAUgASgFEhEKCWFsbG9jYXRlZBgGIAEoBRIOCgZpbWFnZXMYByADKAkSCwoDcGlkGAggASgFEg0KBXJlYWR5GAkgASgIEhIKCnVzZWRfcG9ydHMYCiADKAUSEQoJbm9kZV9uYW1lGAsgASgJIkEKEkxpc3RBZ2VudHNSZXNwb25zZRIrCgZhZ2VudHMYASADKAsyGy5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudDKKBgoOU2FuZGJveFNlcnZpY2USWgoNQ3JlYXRlU2FuZGJveBIqLmZhc3RzYW5kYm94LnYxYWxwaGExLkNyZWF0ZVNhbmRib3hSZXF1ZXN0Gh0uZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveBJUCgpHZXRTYW5kYm94EicuZmFzdHNhbmRib3gudjFhbHBoYTEuR2V0U2FuZGJveFJlcXVlc3QaHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94EmgKDUxpc3RTYW5kYm94ZXMSKi5mYXN0c2FuZGJveC52MWFscGhhMS5MaXN0U2FuZGJveGVzUmVxdWVzdBorLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJaCg1VcGRhdGVTYW5kYm94EiouZmFzdHNhbmRib3gudjFhbHBoYTEuVXBkYXRlU2FuZGJveFJlcXVlc3QaHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94EmgKDURlbGV0ZVNhbmRib3gSKi5mYXN0c2FuZGJveC52MWFscGhhMS5EZWxldGVTYW5kYm94UmVxdWVzdBorLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hSZXNwb25zZRJPCgRMb2dzEiEuZmFzdHNhbmRib3gudjFhbHBoYTEuTG9nc1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5Mb2dzUmVzcG9uc2UwARJPCgRFeGVjEiEuZmFzdHNhbmRib3gudjFhbHBoYTEuRXhlY1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5FeGVjUmVzcG9uc2UwARJ0ChFSb3RhdGVBY2Nlc3NUb2tlbhIuLmZhc3RzYW5kYm94LnYxYWxwaGExLlJvdGF0ZUFjY2Vzc1Rva2VuUmVxdWVzdBovLmZhc3RzYW5kYm94LnYxYWxwaGExLlJvdGF0ZUFjY2Vzc1Rva2VuUmVzcG9uc2Uy+gQKC1Bvb2xTZXJ2aWNlEmQKEEFwcGx5U2FuZGJveFBvb2wSLS5mYXN0c2FuZGJveC52MWFscGhhMS5BcHBseVNhbmRib3hQb29sUmVxdWVzdBohLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hQb29sEmAKDkdldFNhbmRib3hQb29sEisuZmFzdHNhbmRib3gudjFhbHBoYTEuR2V0U2FuZGJveFBvb2xSZXF1ZXN0GiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFBvb2wScQoQTGlzdFNhbmRib3hQb29scxItLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RTYW5kYm94UG9vbHNSZXF1ZXN0Gi4uZmFzdHNhbmRib3gudjFhbHBoYTEuTGlzdFNhbmRib3hQb29sc1Jlc3BvbnNlEnQKEURlbGV0ZVNhbmRib3hQb29sEi4uZmFzdHNhbmRib3gudjFhbHBoYTEuRGVsZXRlU2FuZGJveFBvb2xSZXF1ZXN0Gi8uZmFzdHNhbmRib3gudjFhbHBoYTEuRGVsZXRlU2FuZGJveFBvb2xSZXNwb25zZRJfCgpMaXN0QWdlbnRzEicuZmFzdHNhbmRib3gudjFhbHBoYTEuTGlzdEFnZW50c1JlcXVlc3QaKC5mYXN0c2FuZGJveC52MWFscGhhMS5MaXN0QWdlbnRzUmVzcG9uc2USWQoJUHVsbEltYWdlEiYuZmFzdHNhbmRib3gudjFhbHBoYTEuUHVsbEltYWdlUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLlB1bGxQcm9ncmVzczABYgZwcm90bzM", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
 
 /**
  * @generated from message fastsandbox.v1alpha1.CreateSandboxRequest
@@ -273,6 +273,52 @@ export const ExecRequestSchema: GenMessage<ExecRequest> = /*@__PURE__*/
   messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 8);
 
 /**
+ * @generated from message fastsandbox.v1alpha1.RotateAccessTokenRequest
+ */
+export type RotateAccessTokenRequest = Message<"fastsandbox.v1alpha1.RotateAccessTokenRequest"> & {
+  /**
+   * @generated from field: string namespace = 1;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.RotateAccessTokenRequest.
+ * Use `create(RotateAccessTokenRequestSchema)` to create a new message.
+ */
+export const RotateAccessTokenRequestSchema: GenMessage<RotateAccessTokenRequest> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 9);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.RotateAccessTokenResponse
+ */
+export type RotateAccessTokenResponse = Message<"fastsandbox.v1alpha1.RotateAccessTokenResponse"> & {
+  /**
+   * Send it as the X-Access-Token header of requests through the sandbox proxy.
+   *
+   * @generated from field: string access_token = 1;
+   */
+  accessToken: string;
+
+  /**
+   * @generated from field: fastsandbox.v1alpha1.Sandbox sandbox = 2;
+   */
+  sandbox?: Sandbox | undefined;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.RotateAccessTokenResponse.
+ * Use `create(RotateAccessTokenResponseSchema)` to create a new message.
+ */
+export const RotateAccessTokenResponseSchema: GenMessage<RotateAccessTokenResponse> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 10);
+
+/**
  * @generated from message fastsandbox.v1alpha1.ApplySandboxPoolRequest
  */
 export type ApplySandboxPoolRequest = Message<"fastsandbox.v1alpha1.ApplySandboxPoolRequest"> & {
@@ -287,7 +333,7 @@ export type ApplySandboxPoolRequest = Message<"fastsandbox.v1alpha1.ApplySandbox
  * Use `create(ApplySandboxPoolRequestSchema)` to create a new message.
  */
 export const ApplySandboxPoolRequestSchema: GenMessage<ApplySandboxPoolRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 9);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 11);
 
 /**
  * @generated from message fastsandbox.v1alpha1.GetSandboxPoolRequest
@@ -309,7 +355,7 @@ export type GetSandboxPoolRequest = Message<"fastsandbox.v1alpha1.GetSandboxPool
  * Use `create(GetSandboxPoolRequestSchema)` to create a new message.
  */
 export const GetSandboxPoolRequestSchema: GenMessage<GetSandboxPoolRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 10);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 12);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ListSandboxPoolsRequest
@@ -326,7 +372,7 @@ export type ListSandboxPoolsRequest = Message<"fastsandbox.v1alpha1.ListSandboxP
  * Use `create(ListSandboxPoolsRequestSchema)` to create a new message.
  */
 export const ListSandboxPoolsRequestSchema: GenMessage<ListSandboxPoolsRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 11);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 13);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ListSandboxPoolsResponse
@@ -343,7 +389,7 @@ export type ListSandboxPoolsResponse = Message<"fastsandbox.v1alpha1.ListSandbox
  * Use `create(ListSandboxPoolsResponseSchema)` to create a new message.
  */
 export const ListSandboxPoolsResponseSchema: GenMessage<ListSandboxPoolsResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 12);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 14);
 
 /**
  * @generated from message fastsandbox.v1alpha1.DeleteSandboxPoolRequest
@@ -365,7 +411,7 @@ export type DeleteSandboxPoolRequest = Message<"fastsandbox.v1alpha1.DeleteSandb
  * Use `create(DeleteSandboxPoolRequestSchema)` to create a new message.
  */
 export const DeleteSandboxPoolRequestSchema: GenMessage<DeleteSandboxPoolRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 13);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 15);
 
 /**
  * @generated from message fastsandbox.v1alpha1.DeleteSandboxPoolResponse
@@ -378,7 +424,7 @@ export type DeleteSandboxPoolResponse = Message<"fastsandbox.v1alpha1.DeleteSand
  * Use `create(DeleteSandboxPoolResponseSchema)` to create a new message.
  */
 export const DeleteSandboxPoolResponseSchema: GenMessage<DeleteSandboxPoolResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 14);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 16);
 
 /**
  * @generated from message fastsandbox.v1alpha1.PullImageRequest
@@ -407,7 +453,7 @@ export type PullImageRequest = Message<"fastsandbox.v1alpha1.PullImageRequest"> 
  * Use `create(PullImageRequestSchema)` to create a new message.
  */
 export const PullImageRequestSchema: GenMessage<PullImageRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 15);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 17);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ListAgentsRequest
@@ -429,7 +475,7 @@ export type ListAgentsRequest = Message<"fastsandbox.v1alpha1.ListAgentsRequest"
  * Use `create(ListAgentsRequestSchema)` to create a new message.
  */
 export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 16);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 18);
 
 /**
  * @generated from message fastsandbox.v1alpha1.Agent
@@ -498,7 +544,7 @@ export type Agent = Message<"fastsandbox.v1alpha1.Agent"> & {
  * Use `create(AgentSchema)` to create a new message.
  */
 export const AgentSchema: GenMessage<Agent> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 17);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 19);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ListAgentsResponse
@@ -515,13 +561,16 @@ export type ListAgentsResponse = Message<"fastsandbox.v1alpha1.ListAgentsRespons
  * Use `create(ListAgentsResponseSchema)` to create a new message.
  */
 export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 18);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 20);
 
 /**
  * @generated from service fastsandbox.v1alpha1.SandboxService
  */
 export const SandboxService: GenService<{
   /**
+   * Creates a sandbox. Its access token (the sandbox proxy's X-Access-Token) is returned once, in the
+   * response header `fsb-access-token`: the control plane keeps only its hash (status.accessTokenHash).
+   *
    * @generated from rpc fastsandbox.v1alpha1.SandboxService.CreateSandbox
    */
   createSandbox: {
@@ -578,6 +627,16 @@ export const SandboxService: GenService<{
     methodKind: "server_streaming";
     input: typeof ExecRequestSchema;
     output: typeof ExecResponseSchema;
+  },
+  /**
+   * Gives the sandbox a new access token and returns it (once); the previous one stops working.
+   *
+   * @generated from rpc fastsandbox.v1alpha1.SandboxService.RotateAccessToken
+   */
+  rotateAccessToken: {
+    methodKind: "unary";
+    input: typeof RotateAccessTokenRequestSchema;
+    output: typeof RotateAccessTokenResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fastsandbox_v1alpha1_sandbox_service, 0);

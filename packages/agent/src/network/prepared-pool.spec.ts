@@ -1,0 +1,131 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { PreparedPool } from "./prepared-pool.js";
+
+/** A prepare whose calls are counted and which fails when told to. */
+function preparer(failures: Set<number> = new Set()) {
+  let calls = 0;
+  return {
+    get calls() {
+      return calls;
+    },
+    prepare: () => {
+      calls += 1;
+      const n = calls;
+      return failures.has(n) ? Promise.reject(new Error(`prepare ${n} failed`)) : Promise.resolve(n);
+    },
+  };
+}
+
+describe("PreparedPool", () => {
+  it("prepares nothing until asked, then fills up to its target, one at a time", async () => {
+    const source = preparer();
+    let running = 0;
+    let maxRunning = 0;
+    const pool = new PreparedPool({
+      target: 3,
+      prepare: async () => {
+        running += 1;
+        maxRunning = Math.max(maxRunning, running);
+        await new Promise((resolve) => setImmediate(resolve));
+        running -= 1;
+        return source.prepare();
+      },
+    });
+    assert.equal(source.calls, 0);
+    await pool.filled();
+    assert.equal(pool.size, 3);
+    assert.equal(source.calls, 3);
+    assert.equal(maxRunning, 1);
+  });
+
+  it("hands out the oldest first and refills behind each take", async () => {
+    const source = preparer();
+    const pool = new PreparedPool({ target: 2, prepare: source.prepare });
+    await pool.filled();
+    assert.equal(pool.take(), 1);
+    await pool.filled();
+    assert.deepEqual([pool.take(), pool.take()], [2, 3]);
+    await pool.filled();
+    assert.equal(pool.size, 2);
+  });
+
+  it("take() on an empty pool answers undefined at once (the caller prepares its own)", () => {
+    const pool = new PreparedPool({ target: 2, prepare: () => new Promise<number>(() => undefined) });
+    assert.equal(pool.take(), undefined);
+    assert.equal(new PreparedPool({ target: 0, prepare: () => Promise.resolve(1) }).take(), undefined);
+  });
+
+  it("retries a failed prepare and reports each failure", async () => {
+    const source = preparer(new Set([1, 2]));
+    const errors: string[] = [];
+    const pool = new PreparedPool({ target: 1, prepare: source.prepare, retryDelayMs: 1, onError: (error) => errors.push((error as Error).message) });
+    await pool.filled();
+    assert.deepEqual(errors, ["prepare 1 failed", "prepare 2 failed"]);
+    assert.equal(pool.take(), 3);
+  });
+
+  it("adopted items are taken first, even beyond the target", async () => {
+    const source = preparer();
+    const pool = new PreparedPool({ target: 1, prepare: source.prepare });
+    pool.adopt([101, 102]);
+    assert.equal(pool.size, 2);
+    assert.equal(pool.take(), 101);
+    assert.equal(pool.take(), 102);
+    await pool.filled();
+    assert.equal(pool.take(), 1);
+  });
+
+  it("drain stops refilling, waits for the prepare in progress and returns every ready item", async () => {
+    let finish: (value: number) => void = () => undefined;
+    const pool = new PreparedPool({ target: 3, prepare: () => new Promise<number>((resolve) => (finish = resolve)) });
+    pool.adopt([7]);
+    pool.fill();
+    const drained = pool.drain();
+    finish(8);
+    assert.deepEqual(await drained, [7, 8]);
+    assert.equal(pool.take(), undefined);
+    assert.throws(() => pool.adopt([9]));
+  });
+
+  it("randomized takes, adoptions and fills against a model: every item is handed out once, kept, or drained", async () => {
+    let seed = 42;
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    for (let round = 0; round < 20; round++) {
+      let next = 0;
+      const made = new Set<number>();
+      const pool = new PreparedPool({
+        target: 1 + Math.floor(random() * 4),
+        retryDelayMs: 1,
+        prepare: async () => {
+          await new Promise((resolve) => setImmediate(resolve));
+          if (random() < 0.2) throw new Error("flaky");
+          next += 1;
+          made.add(next);
+          return next;
+        },
+      });
+      const handedOut: number[] = [];
+      for (let op = 0; op < 40; op++) {
+        const choice = random();
+        if (choice < 0.5) {
+          const item = pool.take();
+          if (item !== undefined) handedOut.push(item);
+        } else if (choice < 0.6) {
+          const adopted = 1000 * (round + 1) + op;
+          made.add(adopted);
+          pool.adopt([adopted]);
+        } else if (choice < 0.8) {
+          await pool.filled();
+          assert.ok(pool.size >= pool.target);
+        } else {
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      }
+      const drained = await pool.drain();
+      const all = [...handedOut, ...drained];
+      assert.equal(new Set(all).size, all.length, "an item was handed out twice");
+      assert.deepEqual(new Set(all), made, "an item was lost");
+    }
+  });
+});

@@ -1,0 +1,11 @@
+/**
+ * Where a sandbox's access token travels. The control plane tells it in a response header of
+ * CreateSandbox (the response body stays the Sandbox, which never holds the token); clients send it
+ * to the sandbox proxy in `X-Access-Token`, E2B's header for the same purpose.
+ */
+
+/** Response header of CreateSandbox holding the new sandbox's access token. */
+export const ACCESS_TOKEN_RESPONSE_HEADER = "fsb-access-token";
+
+/** Request header of every request through the sandbox proxy (removed before the sandbox sees it). */
+export const ACCESS_TOKEN_HEADER = "x-access-token";

@@ -1,0 +1,33 @@
+/**
+ * The sandboxes' access tokens this CLI was told (by `fsb run` and `fsb token`), kept in the embedded
+ * Fast Sandbox's data directory — `access-tokens/<namespace>/<name>`, mode 0600 — so that
+ * `fsb port-forward` finds them. The control plane keeps only their hashes; with a cluster nothing is
+ * kept (the token is printed, and `--token` or FSB_ACCESS_TOKEN pass it back).
+ */
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { readIfExists } from "./data-dir.js";
+
+function tokenPath(dataDir: string, namespace: string, name: string): string {
+  return join(dataDir, "access-tokens", namespace, name);
+}
+
+/** Saves the token; returns where, or undefined when the data directory cannot take it (printing it is then all there is). */
+export function saveAccessToken(dataDir: string, namespace: string, name: string, token: string): string | undefined {
+  const path = tokenPath(dataDir, namespace, name);
+  try {
+    mkdirSync(join(dataDir, "access-tokens", namespace), { recursive: true, mode: 0o700 });
+    writeFileSync(path, `${token}\n`, { mode: 0o600 });
+    return path;
+  } catch {
+    return undefined;
+  }
+}
+
+export function savedAccessToken(dataDir: string, namespace: string, name: string): string | undefined {
+  return readIfExists(tokenPath(dataDir, namespace, name)) || undefined;
+}
+
+export function forgetAccessToken(dataDir: string, namespace: string, name: string): void {
+  rmSync(tokenPath(dataDir, namespace, name), { force: true });
+}

@@ -1,0 +1,56 @@
+/** `fsb token` and `fsb port-forward`: reaching a sandbox's ports through the sandbox proxy. */
+import { ValidationError } from "@fast-sandbox/api";
+import { savedAccessToken, saveAccessToken } from "../access-tokens.js";
+import { connect, type GlobalOptions } from "../connection.js";
+import { forwardPort, parsePortMapping, tunnelTarget } from "../port-forward.js";
+
+/** Gives the sandbox a new access token and prints it alone on stdout (`TOKEN=$(fsb token NAME)`); the old one stops working. */
+export async function token(name: string, options: GlobalOptions & { namespace?: string }): Promise<void> {
+  const { client, namespace, dataDir } = await connect(options);
+  const { accessToken } = await client.sandboxes.rotateAccessToken(name, { namespace });
+  const saved = dataDir ? saveAccessToken(dataDir, namespace, name, accessToken) : undefined;
+  process.stdout.write(`${accessToken}\n`);
+  process.stderr.write(`new access token of sandbox ${namespace}/${name}; the previous one no longer works${saved ? ` (saved in ${saved})` : ""}\n`);
+}
+
+export interface PortForwardOptions extends GlobalOptions {
+  namespace?: string;
+  address: string;
+  token?: string;
+}
+
+/** Forwards a local port to a port of the sandbox until interrupted (Ctrl-C). */
+export async function portForward(name: string, mapping: string, options: PortForwardOptions): Promise<void> {
+  const { localPort, remotePort } = parsePortMapping(mapping);
+  const { client, namespace, dataDir } = await connect(options);
+  const sandbox = await client.sandboxes.get(name, { namespace });
+  const exposed = sandbox.spec.exposedPorts ?? [];
+  const endpoint = sandbox.status?.endpoints?.[exposed.indexOf(remotePort)];
+  if (!exposed.includes(remotePort)) {
+    throw new ValidationError(
+      "LOCAL:REMOTE",
+      `sandbox ${namespace}/${name} does not expose port ${remotePort} (${exposed.length > 0 ? `it exposes ${exposed.join(", ")}` : "it exposes none"}; ports are declared at create: fsb run -p PORT)`,
+    );
+  }
+  if (!endpoint) throw new ValidationError("NAME", `sandbox ${namespace}/${name} has no endpoint yet (phase ${sandbox.status?.phase ?? "Pending"})`);
+  const accessToken = options.token ?? process.env.FSB_ACCESS_TOKEN ?? (dataDir ? savedAccessToken(dataDir, namespace, name) : undefined);
+  if (!accessToken) {
+    throw new ValidationError(
+      "--token",
+      `no access token for sandbox ${namespace}/${name}: pass --token (or FSB_ACCESS_TOKEN), or run 'fsb token ${name}' to make a new one`,
+    );
+  }
+  const forwarder = await forwardPort({
+    address: options.address,
+    localPort,
+    target: tunnelTarget(endpoint),
+    accessToken,
+    onError: (error) => process.stderr.write(`error: ${error instanceof Error ? error.message : String(error)}\n`),
+  });
+  process.stdout.write(`Forwarding from ${options.address}:${forwarder.port} -> ${namespace}/${name}:${remotePort} (through ${endpoint})\n`);
+  await new Promise<void>((resolve) => {
+    process.once("SIGINT", resolve);
+    process.once("SIGTERM", resolve);
+  });
+  await forwarder.close();
+}

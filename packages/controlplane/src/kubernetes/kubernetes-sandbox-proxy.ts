@@ -1,0 +1,78 @@
+/**
+ * The Kubernetes composition root of the sandbox proxy (its own Deployment, config/proxy): the same
+ * proxy as the embedded mode, over the Kubernetes store (an informer of Sandboxes) and the agent
+ * Pods (an informer of Pods labelled with their pool), plus /healthz, /readyz and /metrics on a port
+ * of their own.
+ *
+ * Where traffic goes: a Shared sandbox listens in its agent Pod's network, so `<agent Pod IP>:<port>`
+ * is reachable from any node. An Isolated sandbox's address (`status.sandboxIP`) is on its node's
+ * bridge and not routable from other nodes; the hop for it (this proxy dialing through an
+ * authenticated relay of the agent that runs the sandbox) is not built yet, so such a sandbox is
+ * reachable only when this Pod runs on its node's network.
+ */
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import type { KubeConfig } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import { Registry } from "prom-client";
+import { withProbeRoutes, type HttpHandler } from "@fast-sandbox/api";
+import { KubernetesAgentFleet } from "../fleet/kubernetes-agent-fleet.js";
+import { ProxyMetrics } from "../proxy/proxy-metrics.js";
+import { SandboxDirectory } from "../proxy/sandbox-directory.js";
+import { startSandboxProxy } from "../proxy/sandbox-proxy.js";
+import { openKubernetesResourceStore } from "../store/kubernetes-resource-store.js";
+import type { ProxyConfig } from "./proxy-config.js";
+
+export interface KubernetesSandboxProxy {
+  port: number;
+  probePort: number;
+  close(): Promise<void>;
+}
+
+export async function startKubernetesSandboxProxy(options: { kubeConfig: KubeConfig; config: ProxyConfig; logger: Logger }): Promise<KubernetesSandboxProxy> {
+  const { kubeConfig, config, logger } = options;
+  const store = openKubernetesResourceStore({ kubeConfig });
+  const directory = new SandboxDirectory({ store, logger });
+  const agents = new KubernetesAgentFleet({ kubeConfig, logger, pod: { port: config.agentPort } });
+  const registry = new Registry();
+  await agents.start();
+  await directory.start();
+  const proxy = await startSandboxProxy({
+    sources: {
+      lookup: (sandboxId) => directory.lookup(sandboxId),
+      // The agent Pod's IP (its endpoint's host): a Shared sandbox listens there.
+      agentAddress: (agentName) =>
+        agents
+          .listAgents()
+          .find((agent) => agent.name === agentName)
+          ?.endpoint?.replace(/:\d+$/, ""),
+      domain: config.proxyAddress.domain,
+    },
+    host: config.host,
+    port: config.port,
+    metrics: new ProxyMetrics(registry),
+    logger,
+  });
+  const notFound: HttpHandler = (_request, response) => {
+    response.statusCode = 404;
+    response.end();
+  };
+  const probes = http.createServer(
+    withProbeRoutes(notFound, {
+      // Ready once both informers have their first list (start resolved): lookups are answered from them.
+      notReadyReason: () => Promise.resolve(undefined),
+      metrics: async () => ({ contentType: registry.contentType, text: await registry.metrics() }),
+    }) as http.RequestListener,
+  );
+  await new Promise<void>((resolve) => probes.listen(config.probePort, config.probeHost, resolve));
+  return {
+    port: proxy.port,
+    probePort: (probes.address() as AddressInfo).port,
+    async close() {
+      await new Promise((resolve) => probes.close(resolve));
+      await proxy.close();
+      directory.stop();
+      await agents.stop();
+    },
+  };
+}

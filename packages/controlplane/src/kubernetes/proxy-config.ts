@@ -1,0 +1,46 @@
+/**
+ * The sandbox proxy Deployment's settings from its environment (config/proxy/proxy-deployment.yaml):
+ * - FSB_PROXY_LISTEN `host:port` of the proxy (default `0.0.0.0:7072`);
+ * - FSB_PROBE_LISTEN `host:port` of /healthz, /readyz and /metrics (default `0.0.0.0:7073`): not on
+ *   the proxy's port, where every path belongs to the sandboxes;
+ * - FSB_PROXY_BASE_URL: the proxy's address as clients reach it (the controller's must match), whose
+ *   host is the domain routed by Host label (default `http://localhost:7072`);
+ * - FSB_AGENT_PORT: the agents' port, to tell agent Pods' addresses (default 7071).
+ * The API server is found through KUBECONFIG or the in-cluster service account.
+ */
+import { parseProxyBaseUrl, type ProxyAddress } from "../proxy/sandbox-endpoints.js";
+import { DEFAULT_PROXY_BASE_URL } from "../fastpath/sandbox-manager.js";
+import { parseListen } from "./controller-config.js";
+import { ValidationError } from "@fast-sandbox/api";
+
+export interface ProxyConfig {
+  host: string;
+  port: number;
+  probeHost: string;
+  probePort: number;
+  proxyAddress: ProxyAddress;
+  agentPort: number;
+}
+
+export function proxyConfigFromEnv(env: NodeJS.ProcessEnv = process.env): ProxyConfig {
+  const listen = (key: string, fallback: string) => {
+    try {
+      return parseListen(env[key] || fallback);
+    } catch (error) {
+      throw new ValidationError(key, error instanceof Error ? error.message.replace(/^FSB_LISTEN: /, "") : String(error));
+    }
+  };
+  const { host, port } = listen("FSB_PROXY_LISTEN", "0.0.0.0:7072");
+  const probe = listen("FSB_PROBE_LISTEN", "0.0.0.0:7073");
+  const agentPort = Number(env.FSB_AGENT_PORT || 7071);
+  if (!Number.isInteger(agentPort) || agentPort < 1 || agentPort > 65535)
+    throw new ValidationError("FSB_AGENT_PORT", `${JSON.stringify(env.FSB_AGENT_PORT)} is not a port`);
+  return {
+    host,
+    port,
+    probeHost: probe.host,
+    probePort: probe.port,
+    proxyAddress: parseProxyBaseUrl(env.FSB_PROXY_BASE_URL || DEFAULT_PROXY_BASE_URL, "FSB_PROXY_BASE_URL"),
+    agentPort,
+  };
+}

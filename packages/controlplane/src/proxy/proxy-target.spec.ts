@@ -1,0 +1,99 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { API_VERSION, type Sandbox } from "@fast-sandbox/api";
+import { hashAccessToken } from "./access-token.js";
+import { isProxyRefusal, resolveProxyTarget, type ProxyTargetSources } from "./proxy-target.js";
+
+const ID = "k3x9q0m2zt7c1w8r5bn4";
+const TOKEN = "token-of-web";
+
+function sandbox(status: Partial<NonNullable<Sandbox["status"]>> = {}, deleting = false): Sandbox {
+  return {
+    apiVersion: API_VERSION,
+    kind: "Sandbox",
+    metadata: { name: "web", namespace: "team", ...(deleting ? { deletionTimestamp: "2026-01-01T00:00:00Z" } : {}) },
+    spec: { image: "busybox", poolRef: "default", exposedPorts: [8080, 8081] },
+    status: { phase: "Running", assignedPod: "agent-0", sandboxID: ID, accessTokenHash: hashAccessToken(TOKEN), ...status },
+  };
+}
+
+function sources(found: Sandbox | undefined, agents: Record<string, string> = { "agent-0": "10.0.0.7" }): ProxyTargetSources {
+  return { lookup: (id) => Promise.resolve(id === found?.status?.sandboxID ? found : undefined), agentAddress: (name) => agents[name], domain: "localhost" };
+}
+
+const headers = (extra: Record<string, string> = {}) => ({ host: `8080-${ID}.localhost:7072`, "x-access-token": TOKEN, ...extra });
+
+async function status(headerValues: Record<string, string>, from: ProxyTargetSources): Promise<number> {
+  const result = await resolveProxyTarget(headerValues, from);
+  return isProxyRefusal(result) ? result.status : 200;
+}
+
+describe("resolveProxyTarget", () => {
+  it("sends a Shared sandbox's traffic to its agent's address, and an Isolated one's to its own", async () => {
+    assert.deepEqual(await resolveProxyTarget(headers(), sources(sandbox())), { sandboxId: ID, namespace: "team", name: "web", host: "10.0.0.7", port: 8080 });
+    const isolated = await resolveProxyTarget(headers(), sources(sandbox({ sandboxIP: "10.88.0.5" })));
+    assert.equal(isProxyRefusal(isolated) ? undefined : isolated.host, "10.88.0.5");
+  });
+
+  it("answers an unknown sandbox with E2B's 502 body, token or not", async () => {
+    for (const extra of [{}, { "x-access-token": "" }] as Record<string, string>[]) {
+      assert.deepEqual(await resolveProxyTarget(headers(extra), sources(undefined)), {
+        status: 502,
+        body: { sandboxId: ID, message: "The sandbox was not found", code: 502 },
+      });
+    }
+  });
+
+  it("answers 401 to a missing or wrong token, and tells nothing else about the sandbox", async () => {
+    const { "x-access-token": _, ...without } = headers();
+    for (const [request, why] of [
+      [without, /missing/],
+      [headers({ "x-access-token": "wrong" }), /does not hold/],
+    ] as const) {
+      const result = await resolveProxyTarget(request, sources(sandbox({ phase: "Lost" })));
+      assert.ok(isProxyRefusal(result));
+      assert.equal(result.status, 401);
+      assert.match(result.body.message, why);
+      assert.doesNotMatch(result.body.message, /Lost|team|8081/);
+    }
+    // A sandbox without a token yet (before placement) lets nobody in.
+    assert.equal(await status(headers(), sources(sandbox({ accessTokenHash: undefined }))), 401);
+  });
+
+  it("checks in order: route, sandbox, token, phase, port, address", async () => {
+    assert.equal(await status({ host: "localhost" }, sources(sandbox())), 400);
+    assert.equal(await status(headers(), sources(undefined)), 502);
+    assert.equal(await status(headers({ "x-access-token": "wrong" }), sources(sandbox({ phase: "Pending" }))), 401);
+    assert.equal(await status(headers({ host: `9999-${ID}.localhost` }), sources(sandbox({ phase: "Pending" }))), 503);
+    assert.equal(await status(headers({ host: `9999-${ID}.localhost` }), sources(sandbox(), {})), 403);
+    assert.equal(await status(headers(), sources(sandbox(), {})), 503);
+    assert.equal(await status(headers(), sources(sandbox())), 200);
+  });
+
+  it("serves Bound sandboxes (a fast create answers before Running is stored) and refuses the other phases and deletions", async () => {
+    assert.equal(await status(headers(), sources(sandbox({ phase: "Bound" }))), 200);
+    for (const phase of ["Pending", "Lost", "Failed", "Expired", "Terminating"] as const) {
+      const result = await resolveProxyTarget(headers(), sources(sandbox({ phase })));
+      assert.ok(isProxyRefusal(result));
+      assert.equal(result.status, 503);
+      assert.match(result.body.message, new RegExp(`team/web is ${phase}`));
+    }
+    assert.match(JSON.stringify(await resolveProxyTarget(headers(), sources(sandbox({}, true)))), /being deleted/);
+  });
+
+  it("names the exposed ports when a port is not one of them", async () => {
+    const result = await resolveProxyTarget(headers({ host: `9999-${ID}.localhost` }), sources(sandbox()));
+    assert.ok(isProxyRefusal(result));
+    assert.deepEqual(result.body.port, 9999);
+    assert.match(result.body.message, /port 9999 of sandbox team\/web is not exposed \(exposed: 8080, 8081\)/);
+  });
+
+  it("routes by the E2B headers too", async () => {
+    const result = await resolveProxyTarget(
+      { host: "127.0.0.1:7072", "e2b-sandbox-id": ID, "e2b-sandbox-port": "8081", "x-access-token": TOKEN },
+      sources(sandbox()),
+    );
+    assert.ok(!isProxyRefusal(result));
+    assert.equal(result.port, 8081);
+  });
+});

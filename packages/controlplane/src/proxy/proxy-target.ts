@@ -1,0 +1,90 @@
+/**
+ * Where a request through the sandbox proxy goes, or the answer it gets instead. In order:
+ * 1. a route (Host label or E2B headers; else 400);
+ * 2. a sandbox with that instance id (else 502 with E2B's body, which its SDKs read as "gone");
+ * 3. the sandbox's access token in `X-Access-Token` (else 401);
+ * 4. a sandbox that runs (Bound: its create may still be finishing; else 503 with its phase);
+ * 5. a port it exposes (else 403 with the ports it does expose);
+ * 6. an address: its own (`status.sandboxIP`, an Isolated network) or its agent's (a Shared network:
+ *    the sandbox listens in the agent's network; else 503).
+ * Nothing about the sandbox beyond "not found" is told before the token matched.
+ */
+import { ACCESS_TOKEN_HEADER, type Sandbox } from "@fast-sandbox/api";
+import { accessTokenMatches } from "./access-token.js";
+import { isRefusal, routeOf, type RoutingHeaders } from "./sandbox-route.js";
+
+export interface ProxyTarget {
+  sandboxId: string;
+  namespace: string;
+  name: string;
+  /** The address to connect to: the sandbox's own, or its agent's. */
+  host: string;
+  port: number;
+}
+
+/** The JSON answer to a request the proxy does not forward: `{code, message, sandboxId?}`, as E2B's proxy answers. */
+export interface ProxyRefusal {
+  status: number;
+  body: { code: number; message: string; sandboxId?: string; port?: number };
+}
+
+export interface ProxyTargetSources {
+  /** The sandbox whose current instance has this id (an informer's cache: no store read). */
+  lookup(sandboxId: string): Promise<Sandbox | undefined>;
+  /** The address of an agent (the registry's hostIP): where the sandboxes of a Shared network listen. */
+  agentAddress(agentName: string): string | undefined;
+  /** The proxy's public domain, e.g. `localhost`. */
+  domain: string;
+}
+
+/** Phases in which a sandbox's instance exists on its agent. */
+const SERVING_PHASES = new Set(["Bound", "Running"]);
+
+function single(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+export function isProxyRefusal(value: ProxyTarget | ProxyRefusal): value is ProxyRefusal {
+  return "status" in value;
+}
+
+function refuse(status: number, message: string, extra: { sandboxId?: string; port?: number } = {}): ProxyRefusal {
+  return { status, body: { ...(extra.sandboxId ? { sandboxId: extra.sandboxId } : {}), message, code: status, ...(extra.port ? { port: extra.port } : {}) } };
+}
+
+export async function resolveProxyTarget(headers: RoutingHeaders, sources: ProxyTargetSources): Promise<ProxyTarget | ProxyRefusal> {
+  const route = routeOf(headers, sources.domain);
+  if (isRefusal(route)) return refuse(400, route.refused);
+  const { sandboxId, port } = route;
+  const sandbox = await sources.lookup(sandboxId);
+  if (!sandbox) return refuse(502, "The sandbox was not found", { sandboxId });
+  const namespace = sandbox.metadata.namespace ?? "default";
+  const name = sandbox.metadata.name;
+  const token = single(headers[ACCESS_TOKEN_HEADER]);
+  if (!accessTokenMatches(token, sandbox.status?.accessTokenHash)) {
+    return refuse(
+      401,
+      token
+        ? "the X-Access-Token header does not hold this sandbox's access token ('fsb token NAME' makes a new one)"
+        : "the X-Access-Token header is missing: send the sandbox's access token (printed by 'fsb run'; 'fsb token NAME' makes a new one)",
+      { sandboxId },
+    );
+  }
+  const phase = sandbox.status?.phase ?? "Pending";
+  if (sandbox.metadata.deletionTimestamp || !SERVING_PHASES.has(phase)) {
+    const state = sandbox.metadata.deletionTimestamp ? "being deleted" : phase;
+    return refuse(503, `sandbox ${namespace}/${name} is ${state}, not running`, { sandboxId });
+  }
+  const exposed = sandbox.spec.exposedPorts ?? [];
+  if (!exposed.includes(port)) {
+    return refuse(
+      403,
+      `port ${port} of sandbox ${namespace}/${name} is not exposed (${exposed.length > 0 ? `exposed: ${exposed.join(", ")}` : "it exposes none"}); ports are declared at create (fsb run -p PORT)`,
+      { sandboxId, port },
+    );
+  }
+  const agent = sandbox.status?.assignedPod;
+  const host = sandbox.status?.sandboxIP || (agent ? sources.agentAddress(agent) : undefined);
+  if (!host) return refuse(503, `the agent ${agent ?? "?"} of sandbox ${namespace}/${name} is not connected; retry shortly`, { sandboxId });
+  return { sandboxId, namespace, name, host, port };
+}

@@ -1,0 +1,57 @@
+/**
+ * The sandboxes the proxy routes to, by instance id (`status.sandboxID`): an informer's cache of the
+ * store, so a request costs no store read, and an unknown id (a scan, a typo) costs nothing either.
+ * A sandbox created a moment ago may still be on its way through the watch: a miss waits until the
+ * informer has applied what it has received, and looks once more.
+ */
+import type { Logger } from "pino";
+import type { Sandbox } from "@fast-sandbox/api";
+import { Informer } from "../controller/informer.js";
+import type { ResourceStore } from "../store/resource-store.js";
+
+const BY_SANDBOX_ID = "sandboxID";
+
+export interface SandboxDirectoryOptions {
+  store: ResourceStore;
+  logger: Logger;
+  /** Only this namespace. @default all namespaces */
+  namespace?: string;
+}
+
+export class SandboxDirectory {
+  private readonly informer: Informer<"Sandbox">;
+
+  constructor(options: SandboxDirectoryOptions) {
+    this.informer = new Informer({
+      store: options.store,
+      kind: "Sandbox",
+      logger: options.logger,
+      ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
+      indexes: { [BY_SANDBOX_ID]: (sandbox) => (sandbox.status?.sandboxID ? [sandbox.status.sandboxID] : []) },
+    });
+  }
+
+  /** Lists and watches the sandboxes; resolves once the first list is in the cache. */
+  async start(): Promise<void> {
+    this.informer.start();
+    await this.informer.waitForSync();
+  }
+
+  stop(): void {
+    this.informer.stop();
+  }
+
+  /** The sandbox whose current instance has this id, or undefined. */
+  async lookup(sandboxId: string): Promise<Sandbox | undefined> {
+    const found = this.cached(sandboxId);
+    if (found) return found;
+    await this.informer.whenIdle();
+    return this.cached(sandboxId);
+  }
+
+  private cached(sandboxId: string): Sandbox | undefined {
+    // An id is unique to one instance; two records could only share one by a bug elsewhere, and then neither is trusted.
+    const matches = this.informer.byIndex(BY_SANDBOX_ID, sandboxId);
+    return matches.length === 1 ? matches[0] : undefined;
+  }
+}

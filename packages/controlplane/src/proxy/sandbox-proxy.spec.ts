@@ -1,0 +1,298 @@
+import assert from "node:assert/strict";
+import http from "node:http";
+import http2 from "node:http2";
+import net, { type AddressInfo } from "node:net";
+import { after, before, describe, it } from "node:test";
+import { pino } from "pino";
+import { Registry } from "prom-client";
+import WebSocket, { WebSocketServer } from "ws";
+import { API_VERSION, type Sandbox } from "@fast-sandbox/api";
+import { hashAccessToken } from "./access-token.js";
+import { ProxyMetrics } from "./proxy-metrics.js";
+import { startSandboxProxy, type SandboxProxy } from "./sandbox-proxy.js";
+
+const ID = "k3x9q0m2zt7c1w8r5bn4";
+const TOKEN = "the-token";
+
+/** What the sandbox's server saw of the last request. */
+let seen: { method?: string; url?: string; headers?: http.IncomingHttpHeaders } = {};
+
+/** A sandbox's HTTP server: /echo streams every chunk back as it arrives; /big sends `size` bytes; anything else describes the request. */
+function sandboxServer(): http.Server {
+  return http.createServer((request, response) => {
+    seen = { method: request.method ?? "", url: request.url ?? "", headers: request.headers };
+    if (request.url === "/echo") {
+      response.writeHead(200, { "content-type": "application/octet-stream" });
+      response.flushHeaders();
+      request.pipe(response);
+      return;
+    }
+    const big = /^\/big\?size=(\d+)$/.exec(request.url ?? "");
+    if (big) {
+      let left = Number(big[1]);
+      response.writeHead(200, { "content-length": left });
+      const chunk = Buffer.alloc(64 * 1024, 0x61);
+      const pump = () => {
+        while (left > 0) {
+          const piece = chunk.subarray(0, Math.min(chunk.length, left));
+          left -= piece.length;
+          if (!response.write(piece)) return void response.once("drain", pump);
+        }
+        response.end();
+      };
+      pump();
+      return;
+    }
+    let body = 0;
+    request.on("data", (chunk: Buffer) => (body += chunk.length));
+    request.on("end", () => response.end(JSON.stringify({ method: request.method, url: request.url, body })));
+  });
+}
+
+function listen(server: http.Server | net.Server): Promise<number> {
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port)));
+}
+
+describe("the sandbox proxy", () => {
+  const upstream = sandboxServer();
+  const websockets = new WebSocketServer({ server: upstream });
+  websockets.on("connection", (socket) => socket.on("message", (data, binary) => socket.send(data, { binary })));
+  const tcpEcho = net.createServer((socket) => socket.pipe(socket));
+  const registry = new Registry();
+  let proxy: SandboxProxy;
+  let port: number;
+  let closedPort: number;
+  let record: Sandbox;
+
+  before(async () => {
+    port = await listen(upstream);
+    const tcpPort = await listen(tcpEcho);
+    // A port that refuses connections: bound, then closed.
+    const spare = net.createServer();
+    closedPort = await listen(spare);
+    await new Promise((resolve) => spare.close(resolve));
+    record = {
+      apiVersion: API_VERSION,
+      kind: "Sandbox",
+      metadata: { name: "web", namespace: "default" },
+      spec: { image: "busybox", poolRef: "default", exposedPorts: [port, tcpPort, closedPort] },
+      status: { phase: "Running", assignedPod: "agent-0", sandboxID: ID, accessTokenHash: hashAccessToken(TOKEN) },
+    };
+    proxy = await startSandboxProxy({
+      sources: {
+        lookup: (sandboxId) => Promise.resolve(sandboxId === ID ? record : undefined),
+        agentAddress: (name) => (name === "agent-0" ? "127.0.0.1" : undefined),
+        domain: "localhost",
+      },
+      logger: pino({ level: "silent" }),
+      metrics: new ProxyMetrics(registry),
+    });
+    (record as { tcpPort?: number }).tcpPort = tcpPort;
+  });
+
+  after(async () => {
+    await proxy.close();
+    websockets.close();
+    await new Promise((resolve) => upstream.close(resolve));
+    await new Promise((resolve) => tcpEcho.close(resolve));
+  });
+
+  /** An HTTP/1.1 request to the proxy on loopback with the given Host (Node does not resolve *.localhost). */
+  function request(options: {
+    host?: string;
+    path?: string;
+    method?: string;
+    headers?: Record<string, string>;
+    body?: Buffer;
+  }): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
+    return new Promise((resolve, reject) => {
+      const outgoing = http.request(
+        {
+          host: "127.0.0.1",
+          port: proxy.port,
+          path: options.path ?? "/",
+          method: options.method ?? "GET",
+          headers: { host: options.host ?? `${port}-${ID}.localhost:${proxy.port}`, ...options.headers },
+          agent: false,
+        },
+        (response) => {
+          const chunks: Buffer[] = [];
+          response.on("data", (chunk: Buffer) => chunks.push(chunk));
+          response.on("end", () => resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(chunks) }));
+        },
+      );
+      outgoing.on("error", reject);
+      outgoing.end(options.body);
+    });
+  }
+
+  const withToken = { "x-access-token": TOKEN };
+
+  it("forwards an HTTP/1.1 request routed by Host, without the access token, with the original Host", async () => {
+    const answer = await request({ path: "/hello?x=1", method: "POST", headers: withToken, body: Buffer.from("twelve bytes") });
+    assert.equal(answer.status, 200);
+    assert.deepEqual(JSON.parse(answer.body.toString()), { method: "POST", url: "/hello?x=1", body: 12 });
+    assert.equal(seen.headers?.["x-access-token"], undefined);
+    assert.equal(seen.headers?.host, `${port}-${ID}.localhost:${proxy.port}`);
+    assert.equal(seen.headers?.["x-forwarded-for"], "127.0.0.1");
+  });
+
+  it("forwards a request routed by the E2B headers", async () => {
+    const answer = await request({ host: `localhost:${proxy.port}`, headers: { ...withToken, "e2b-sandbox-id": ID, "e2b-sandbox-port": String(port) } });
+    assert.equal(answer.status, 200);
+    assert.equal(JSON.parse(answer.body.toString()).url, "/");
+  });
+
+  it("answers 401 without the token or with another, 502 for an unknown sandbox, 400 without a route, 403 for a port not exposed", async () => {
+    const missing = await request({});
+    assert.equal(missing.status, 401);
+    assert.equal(missing.headers["content-type"], "application/json");
+    assert.equal(JSON.parse(missing.body.toString()).code, 401);
+    assert.equal((await request({ headers: { "x-access-token": "nope" } })).status, 401);
+    const unknown = await request({ host: `${port}-zzzzzzzzzz.localhost`, headers: withToken });
+    assert.equal(unknown.status, 502);
+    assert.deepEqual(JSON.parse(unknown.body.toString()), { sandboxId: "zzzzzzzzzz", message: "The sandbox was not found", code: 502 });
+    assert.equal((await request({ host: "localhost", headers: withToken })).status, 400);
+    assert.equal((await request({ host: `9-${ID}.localhost`, headers: withToken })).status, 403);
+  });
+
+  it("answers 502 in JSON when nothing listens on the sandbox's port", async () => {
+    const answer = await request({ host: `${closedPort}-${ID}.localhost`, headers: withToken });
+    assert.equal(answer.status, 502);
+    assert.match(JSON.parse(answer.body.toString()).message, new RegExp(`port ${closedPort} is not open`));
+  });
+
+  it("streams a request body and its echo chunk by chunk over HTTP/1.1: nothing waits for the whole body", async () => {
+    const outgoing = http.request({
+      host: "127.0.0.1",
+      port: proxy.port,
+      path: "/echo",
+      method: "POST",
+      headers: { host: `${port}-${ID}.localhost`, ...withToken, "transfer-encoding": "chunked" },
+      agent: false,
+    });
+    const response = await new Promise<http.IncomingMessage>((resolve) => {
+      outgoing.once("response", resolve);
+      outgoing.flushHeaders();
+    });
+    assert.equal(response.statusCode, 200);
+    // Each chunk must come back before the next is sent: a proxy that buffered the body would hang here.
+    for (let round = 0; round < 5; round++) {
+      const chunk = Buffer.from(`round ${round};`);
+      const echoed = new Promise<Buffer>((resolve) => response.once("data", resolve));
+      outgoing.write(chunk);
+      assert.deepEqual(await echoed, chunk);
+    }
+    outgoing.end();
+    await new Promise((resolve) => response.on("end", resolve).resume());
+  });
+
+  it("serves HTTP/2 with prior knowledge on the same port, streaming both ways", async () => {
+    const session = http2.connect(`http://127.0.0.1:${proxy.port}`);
+    try {
+      const get = session.request({ ":path": "/h2", ":authority": `${port}-${ID}.localhost:${proxy.port}`, ...withToken });
+      const chunks: Buffer[] = [];
+      const headers = await new Promise<http2.IncomingHttpHeaders>((resolve) => get.once("response", resolve));
+      get.on("data", (chunk: Buffer) => chunks.push(chunk));
+      await new Promise((resolve) => get.once("end", resolve));
+      assert.equal(headers[":status"], 200);
+      assert.equal(JSON.parse(Buffer.concat(chunks).toString()).url, "/h2");
+      assert.equal(seen.headers?.["x-access-token"], undefined);
+
+      const echo = session.request({ ":path": "/echo", ":method": "POST", ":authority": `${port}-${ID}.localhost`, ...withToken });
+      for (let round = 0; round < 5; round++) {
+        const chunk = Buffer.from(`h2 round ${round};`);
+        const echoed = new Promise<Buffer>((resolve) => echo.once("data", resolve));
+        echo.write(chunk);
+        assert.deepEqual(await echoed, chunk);
+      }
+      echo.end();
+      await new Promise((resolve) => echo.on("end", resolve).resume());
+
+      const refused = session.request({ ":path": "/", ":authority": `${port}-${ID}.localhost` });
+      const refusedHeaders = await new Promise<http2.IncomingHttpHeaders>((resolve) => refused.once("response", resolve));
+      refused.resume();
+      assert.equal(refusedHeaders[":status"], 401);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("carries 32 MiB down and up intact", async () => {
+    const size = 32 * 1024 * 1024;
+    const down = await request({ path: `/big?size=${size}`, headers: withToken });
+    assert.equal(down.body.length, size);
+    assert.ok(down.body.every((byte) => byte === 0x61));
+    const up = await request({ path: "/count", method: "PUT", headers: withToken, body: Buffer.alloc(size, 1) });
+    assert.equal(JSON.parse(up.body.toString()).body, size);
+  });
+
+  it("relays a WebSocket with the right token, and refuses the upgrade without it", async () => {
+    const url = `ws://127.0.0.1:${proxy.port}/socket`;
+    const host = `${port}-${ID}.localhost:${proxy.port}`;
+    const socket = new WebSocket(url, { headers: { host, ...withToken } });
+    await new Promise((resolve, reject) => socket.once("open", resolve).once("error", reject));
+    assert.equal(seen.headers?.["x-access-token"], undefined);
+    const echoed = new Promise<string>((resolve) => socket.once("message", (data: Buffer) => resolve(data.toString())));
+    socket.send("hello through the proxy");
+    assert.equal(await echoed, "hello through the proxy");
+    const open = await metric("fsb_proxy_open_connections", 'kind="websocket"');
+    assert.equal(open, 1);
+    socket.close();
+    await new Promise((resolve) => socket.once("close", resolve));
+
+    const refused = new WebSocket(url, { headers: { host } });
+    const status = await new Promise<number>((resolve) => refused.once("unexpected-response", (_request, response) => resolve(response.statusCode ?? 0)));
+    assert.equal(status, 401);
+  });
+
+  it("opens a raw TCP tunnel with CONNECT that carries bytes both ways, and refuses one without the token", async () => {
+    const tcpPort = (record as { tcpPort?: number }).tcpPort ?? 0;
+    const authority = `${tcpPort}-${ID}.localhost:${proxy.port}`;
+    const connection = net.connect(proxy.port, "127.0.0.1");
+    connection.write(`CONNECT ${authority} HTTP/1.1\r\nhost: ${authority}\r\nx-access-token: ${TOKEN}\r\n\r\n`);
+    const head = await readUntil(connection, "\r\n\r\n");
+    assert.match(head, /^HTTP\/1\.1 200/);
+    for (const text of ["ping", "a second message"]) {
+      const echoed = new Promise<string>((resolve) => connection.once("data", (data: Buffer) => resolve(data.toString())));
+      connection.write(text);
+      assert.equal(await echoed, text);
+    }
+    connection.end();
+    await new Promise((resolve) => connection.once("close", resolve));
+
+    const refused = net.connect(proxy.port, "127.0.0.1");
+    refused.write(`CONNECT ${authority} HTTP/1.1\r\nhost: ${authority}\r\n\r\n`);
+    assert.match(await readUntil(refused, "}"), /^HTTP\/1\.1 401[\s\S]*"code":401/);
+    refused.destroy();
+  });
+
+  it("counts answers by kind and code, and bytes both ways", async () => {
+    assert.ok((await metric("fsb_proxy_requests_total", 'kind="http",code="200"')) >= 5);
+    assert.ok((await metric("fsb_proxy_requests_total", 'kind="http",code="401"')) >= 2);
+    assert.ok((await metric("fsb_proxy_requests_total", 'kind="websocket",code="101"')) >= 1);
+    assert.ok((await metric("fsb_proxy_requests_total", 'kind="tunnel",code="200"')) >= 1);
+    assert.ok((await metric("fsb_proxy_bytes_total", 'direction="to_sandbox"')) >= 32 * 1024 * 1024);
+    assert.ok((await metric("fsb_proxy_bytes_total", 'direction="from_sandbox"')) >= 32 * 1024 * 1024);
+  });
+
+  async function metric(name: string, labels: string): Promise<number> {
+    const line = (await registry.metrics()).split("\n").find((l) => l.startsWith(`${name}{${labels}}`));
+    return Number(line?.split(" ").at(-1) ?? Number.NaN);
+  }
+});
+
+function readUntil(socket: net.Socket, marker: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = "";
+    const onData = (data: Buffer) => {
+      text += data.toString();
+      if (text.includes(marker)) {
+        socket.off("data", onData);
+        resolve(text);
+      }
+    };
+    socket.on("data", onData);
+    socket.once("error", reject);
+  });
+}

@@ -1,0 +1,267 @@
+/**
+ * The sandbox proxy: authenticated ingress to the ports sandboxes expose. One cleartext port speaks
+ * HTTP/1.1 and HTTP/2 with prior knowledge (h2c): the first bytes of a connection decide (the HTTP/2
+ * preface), since Node's HTTP/2 server falls back to HTTP/1.1 only over TLS (`listenCleartext`).
+ * - Requests (HTTP/1.1 or 2) are forwarded as HTTP/1.1 to the sandbox's port, streamed both ways with
+ *   back-pressure and never buffered (http2-proxy: hop-by-hop headers, `Forwarded`, trailers).
+ * - WebSocket upgrades (HTTP/1.1) are forwarded and then relayed byte for byte.
+ * - `CONNECT <port>-<sandboxID>.<domain>:<proxy port>` opens a raw TCP tunnel to the port
+ *   (`fsb port-forward`).
+ * Every one of them is routed and authenticated the same way (proxy-target.ts); `X-Access-Token` is
+ * removed before anything reaches the sandbox. Refusals are JSON `{code, message, sandboxId?}`.
+ */
+import http from "node:http";
+import type http2 from "node:http2";
+import net from "node:net";
+import type { Duplex } from "node:stream";
+import proxy from "http2-proxy";
+import type { Logger } from "pino";
+import { ACCESS_TOKEN_HEADER, listenCleartext } from "@fast-sandbox/api";
+import { isProxyRefusal, resolveProxyTarget, type ProxyRefusal, type ProxyTarget, type ProxyTargetSources } from "./proxy-target.js";
+import type { ProxyMetrics } from "./proxy-metrics.js";
+
+export interface SandboxProxyOptions {
+  /** Where the sandboxes and their agents are, and the public domain routes are read under. */
+  sources: ProxyTargetSources;
+  logger: Logger;
+  /** @default "127.0.0.1" */
+  host?: string;
+  /** @default 0 (any free port) */
+  port?: number;
+  /** @default no metrics */
+  metrics?: ProxyMetrics;
+}
+
+export interface SandboxProxy {
+  /** The bound port (useful with port 0). */
+  port: number;
+  /** Stops listening and cuts every connection, WebSockets and tunnels included. */
+  close(): Promise<void>;
+}
+
+type Request = http.IncomingMessage | http2.Http2ServerRequest;
+type Response = http.ServerResponse | http2.Http2ServerResponse;
+
+const STATUS_TEXT: Record<number, string> = { 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 502: "Bad Gateway", 503: "Service Unavailable" };
+
+function single(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function sendJson(response: Response, refusal: ProxyRefusal): void {
+  const body = JSON.stringify(refusal.body);
+  response.statusCode = refusal.status;
+  response.setHeader("content-type", "application/json");
+  response.setHeader("content-length", Buffer.byteLength(body));
+  response.end(body);
+}
+
+/** A refusal written on a raw connection (a WebSocket upgrade or a CONNECT that is not forwarded), which is then closed. */
+function refuseRaw(socket: Duplex, refusal: ProxyRefusal): void {
+  const body = JSON.stringify(refusal.body);
+  socket.end(
+    `HTTP/1.1 ${refusal.status} ${STATUS_TEXT[refusal.status] ?? "Error"}\r\n` +
+      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+/** The answer when the sandbox runs but its port could not be reached (nothing listens, or it reset). */
+function portUnreachable(target: ProxyTarget, error: unknown): ProxyRefusal {
+  const reason = error instanceof Error ? error.message : String(error);
+  return {
+    status: 502,
+    body: { sandboxId: target.sandboxId, message: `The sandbox is running but port ${target.port} is not open (${reason})`, port: target.port, code: 502 },
+  };
+}
+
+export async function startSandboxProxy(options: SandboxProxyOptions): Promise<SandboxProxy> {
+  const { sources, logger, metrics } = options;
+  // Keep-alive connections to sandbox ports, per address and port. No timeout: a request may stream
+  // or wait for as long as the sandbox and the caller like (the sandbox's server closes idle ones).
+  const upstreamAgent = new http.Agent({ keepAlive: true });
+  const rawConnections = new Set<Duplex>();
+
+  const resolve = async (headers: Record<string, string | string[] | undefined>): Promise<ProxyTarget | ProxyRefusal> => {
+    try {
+      return await resolveProxyTarget(headers, sources);
+    } catch (error) {
+      logger.error({ err: error }, "sandbox proxy: could not resolve a target");
+      return { status: 503, body: { code: 503, message: "the sandbox proxy cannot look sandboxes up right now; retry shortly" } };
+    }
+  };
+
+  /** The request to the sandbox: the caller's, less the access token, with the original Host and X-Forwarded-*. */
+  const upstreamRequest = (request: Request, options: http.RequestOptions, counted: { toSandbox: number }, agent: http.Agent | false): http.ClientRequest => {
+    const headers = (options.headers ?? {}) as http.OutgoingHttpHeaders;
+    delete headers[ACCESS_TOKEN_HEADER];
+    const host = single(request.headers[":authority"]) ?? request.headers.host;
+    if (host) {
+      headers.host = host;
+      headers["x-forwarded-host"] = host;
+    }
+    const remote = request.socket.remoteAddress;
+    if (remote) {
+      const before = single(request.headers["x-forwarded-for"]);
+      headers["x-forwarded-for"] = before ? `${before}, ${remote}` : remote;
+    }
+    headers["x-forwarded-proto"] = "http";
+    const upstream = http.request({ ...options, headers, agent });
+    // The head goes out at once, not with the first chunk of the body: a server may answer before
+    // the caller sends any (and a caller may wait for that answer before sending).
+    upstream.flushHeaders();
+    // Counts what goes to the sandbox as it goes, without holding any of it.
+    const write = upstream.write.bind(upstream) as (chunk: unknown, ...rest: unknown[]) => boolean;
+    upstream.write = ((chunk: unknown, ...rest: unknown[]) => {
+      if (typeof chunk === "string" || chunk instanceof Uint8Array) counted.toSandbox += Buffer.byteLength(chunk);
+      return write(chunk, ...rest);
+    }) as typeof upstream.write;
+    return upstream;
+  };
+
+  const onRequest = async (request: Request, response: Response): Promise<void> => {
+    const target = await resolve(request.headers);
+    if (isProxyRefusal(target)) {
+      sendJson(response, target);
+      metrics?.answered("http", target.status);
+      return;
+    }
+    const counted = { toSandbox: 0, fromSandbox: 0 };
+    try {
+      await proxy.web(request as http.IncomingMessage, response as http.ServerResponse, {
+        hostname: target.host,
+        port: target.port,
+        onReq: (incoming, requestOptions) => Promise.resolve(upstreamRequest(incoming, requestOptions, counted, upstreamAgent)),
+        // http2-proxy's own answer, except that the head goes out at once (not with the first byte
+        // of the body): a streaming answer (server-sent events, a long poll) is seen to start.
+        onRes: (_incoming, outgoing, answer) => {
+          const upstreamAnswer = answer as unknown as http.IncomingMessage;
+          outgoing.statusCode = upstreamAnswer.statusCode ?? 502;
+          for (const [name, value] of Object.entries(upstreamAnswer.headers)) if (value !== undefined) outgoing.setHeader(name, value);
+          outgoing.flushHeaders();
+          upstreamAnswer.on("data", (chunk: Buffer) => (counted.fromSandbox += chunk.length));
+          upstreamAnswer.once("end", () => {
+            if (Object.keys(upstreamAnswer.trailers).length > 0) outgoing.addTrailers(upstreamAnswer.trailers);
+          });
+          upstreamAnswer.pipe(outgoing);
+          return Promise.resolve();
+        },
+      });
+    } catch (error) {
+      if (!response.headersSent) sendJson(response, portUnreachable(target, error));
+      else response.destroy();
+      logger.debug({ err: error, sandboxId: target.sandboxId, port: target.port }, "sandbox proxy: request failed");
+    } finally {
+      metrics?.answered("http", response.statusCode);
+      metrics?.transferred(counted.toSandbox, counted.fromSandbox);
+    }
+  };
+
+  const onUpgrade = (request: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
+    void (async () => {
+      rawConnections.add(socket);
+      socket.once("close", () => rawConnections.delete(socket));
+      socket.on("error", () => socket.destroy());
+      if (single(request.headers.upgrade)?.toLowerCase() !== "websocket") {
+        const refusal: ProxyRefusal = {
+          status: 400,
+          body: { code: 400, message: "only WebSocket upgrades are proxied; for HTTP/2 without TLS use prior knowledge (curl --http2-prior-knowledge)" },
+        };
+        refuseRaw(socket, refusal);
+        metrics?.answered("websocket", refusal.status);
+        return;
+      }
+      const target = await resolve(request.headers);
+      if (isProxyRefusal(target)) {
+        refuseRaw(socket, target);
+        metrics?.answered("websocket", target.status);
+        return;
+      }
+      let upstreamSocket: net.Socket | undefined;
+      let upgraded = false;
+      try {
+        await proxy.ws(request, socket as net.Socket, head, {
+          hostname: target.host,
+          port: target.port,
+          onReq: (incoming, requestOptions) => {
+            // A fresh connection: after the upgrade it belongs to this WebSocket alone.
+            const upstream = upstreamRequest(incoming, requestOptions, { toSandbox: 0 }, false);
+            upstream.once("socket", (connection: net.Socket) => (upstreamSocket = connection));
+            upstream.once("upgrade", () => {
+              upgraded = true;
+              metrics?.answered("websocket", 101);
+              metrics?.opened("websocket");
+            });
+            upstream.once("response", (answer: http.IncomingMessage) => metrics?.answered("websocket", answer.statusCode ?? 502));
+            return Promise.resolve(upstream);
+          },
+        });
+      } catch (error) {
+        if (!upgraded && upstreamSocket?.bytesRead === 0) {
+          refuseRaw(socket, portUnreachable(target, error));
+          metrics?.answered("websocket", 502);
+        } else socket.destroy();
+        logger.debug({ err: error, sandboxId: target.sandboxId, port: target.port }, "sandbox proxy: WebSocket ended with an error");
+      } finally {
+        if (upgraded) metrics?.closed("websocket");
+        if (upstreamSocket) metrics?.transferred(upstreamSocket.bytesWritten, upstreamSocket.bytesRead);
+      }
+    })();
+  };
+
+  const onConnect = (request: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
+    void (async () => {
+      rawConnections.add(socket);
+      socket.once("close", () => rawConnections.delete(socket));
+      socket.on("error", () => socket.destroy());
+      // The CONNECT target (`<port>-<id>.<domain>:<proxy port>`) names the sandbox when no Host does.
+      const target = await resolve({ ...request.headers, host: request.headers.host ?? request.url });
+      if (isProxyRefusal(target)) {
+        refuseRaw(socket, target);
+        metrics?.answered("tunnel", target.status);
+        return;
+      }
+      const upstream = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+      rawConnections.add(upstream);
+      let connected = false;
+      upstream.once("connect", () => {
+        connected = true;
+        metrics?.answered("tunnel", 200);
+        metrics?.opened("tunnel");
+        socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+        if (head.length > 0) upstream.write(head);
+        // Each direction ends on its own (half-close), as a TCP connection does.
+        upstream.pipe(socket);
+        socket.pipe(upstream);
+      });
+      upstream.on("error", (error) => {
+        if (!connected) {
+          refuseRaw(socket, portUnreachable(target, error));
+          metrics?.answered("tunnel", 502);
+        } else socket.destroy();
+      });
+      socket.once("close", () => upstream.destroy());
+      upstream.once("close", () => {
+        rawConnections.delete(upstream);
+        socket.destroy();
+        if (connected) metrics?.closed("tunnel");
+        metrics?.transferred(upstream.bytesWritten, upstream.bytesRead);
+      });
+    })();
+  };
+
+  const server = await listenCleartext(
+    (request, response) => void onRequest(request, response),
+    options.host ?? "127.0.0.1",
+    options.port ?? 0,
+    // Uploads to sandboxes may take long: no limit on receiving one request.
+    { onUpgrade, onConnect, requestTimeoutMs: 0 },
+  );
+  return {
+    port: server.port,
+    async close() {
+      for (const connection of rawConnections) connection.destroy();
+      upstreamAgent.destroy();
+      await server.close();
+    },
+  };
+}
