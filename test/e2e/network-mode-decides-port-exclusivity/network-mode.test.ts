@@ -7,7 +7,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { NoCapacityError } from "@fast-sandbox/sdk";
-import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, type EmbeddedCase } from "../../support/embedded.js";
+import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 import { portsHeld, slotsHeld } from "../../support/pool-agents.js";
 
 describe("a pool's network mode decides whether exposed ports are exclusive", () => {
@@ -43,8 +43,45 @@ describe("a pool's network mode decides whether exposed ports are exclusive", ()
     assert.deepEqual(containerdLeftovers(embedded.containerdNamespace), { containers: [], tasks: [], snapshots: [] });
   });
 
-  // Left for the integration with the agent's Isolated networks (issue 8): an Isolated pool of one
-  // agent runs two sandboxes exposing the same port, each Running with its own status.sandboxIP, the
-  // agent holding none of its ports (portsHeld []), and both answer on that port at their addresses.
-  it.todo("Isolated: two sandboxes of one agent expose the same port, each at its own address");
+  it("Isolated: two sandboxes of one agent expose the same port, each at its own address, both reached through the proxy", async () => {
+    const { client } = embedded;
+    await client.pools.apply(pool("isolated", { ...oneAgent, network: { mode: "Isolated" } }));
+    await waitFor(async () => (await client.pools.agents({ pool: "isolated" })).some((agent) => agent.ready), 60_000, "the isolated pool's agent");
+    // Each serves a page naming itself on the same port.
+    const server = (name: string) => ["sh", "-c", `mkdir -p /www && echo ${name} > /www/index.html && exec httpd -f -p 18600 -h /www`];
+    const created = [];
+    for (const name of ["left", "right"]) {
+      created.push(await client.sandboxes.create({ name, pool: "isolated", image: BASE_IMAGE, command: server(name), exposedPorts: [18600] }));
+    }
+    const [left, right] = created;
+    assert.ok(left?.status?.sandboxIP && right?.status?.sandboxIP, "each Isolated sandbox has an address of its own");
+    assert.notEqual(left.status.sandboxIP, right.status.sandboxIP);
+    assert.deepEqual(await portsHeld(client, { pool: "isolated" }), [], "an Isolated sandbox holds no port of its agent");
+    assert.equal(await slotsHeld(client, "isolated"), 2);
+
+    const proxyPort = Number(new URL(embedded.controlPlane.proxyUrl).port);
+    for (const sandbox of created) {
+      let page = "";
+      await waitFor(
+        async () => {
+          const answer = await fetch(`http://127.0.0.1:${proxyPort}/index.html`, {
+            headers: { "X-Access-Token": sandbox.accessToken, "E2b-Sandbox-Id": sandbox.status?.sandboxID ?? "", "E2b-Sandbox-Port": "18600" },
+          });
+          page = await answer.text();
+          return answer.status === 200;
+        },
+        30_000,
+        `${sandbox.metadata.name}'s server through the proxy`,
+      );
+      assert.equal(page, `${sandbox.metadata.name}\n`);
+    }
+
+    for (const sandbox of created) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
+    assert.equal(await slotsHeld(client, "isolated"), 0);
+    await client.pools.delete("isolated");
+    assert.deepEqual(
+      containerdLeftovers(embedded.containerdNamespace).containers.filter((id) => !id.startsWith("fsb-anchor.")),
+      [],
+    );
+  });
 });

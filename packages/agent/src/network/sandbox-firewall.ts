@@ -21,6 +21,9 @@ import {
 } from "./firewall-rules.js";
 import { Nft } from "./nft.js";
 
+/** How many times a removal is tried again from a fresh listing when objects of it vanished meanwhile. */
+const REMOVAL_ATTEMPTS = 5;
+
 export class SandboxFirewall {
   readonly network: FirewallNetwork;
   private readonly nft: Nft;
@@ -53,9 +56,21 @@ export class SandboxFirewall {
 
   /** Removes every rule, element and chain of one attachment; then the group sets it was the last member of. */
   async remove(keys: AttachmentKeys): Promise<void> {
-    const listing = await this.listing();
-    const commands = removalCommands(this.network, listing, keys);
-    await this.nft.apply(commands);
+    // The listing can be stale by the time the transaction runs (another agent of the node, or the
+    // janitor finishing a teardown cut short, removed an object of it): nft then refuses the whole
+    // transaction with ENOENT, and a fresh listing names only what is still there.
+    let listing = await this.listing();
+    let commands = removalCommands(this.network, listing, keys);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.nft.apply(commands);
+        break;
+      } catch (error) {
+        if (attempt >= REMOVAL_ATTEMPTS || !(error instanceof Error && /No such file or directory/.test(error.message))) throw error;
+        listing = await this.listing();
+        commands = removalCommands(this.network, listing, keys);
+      }
+    }
     // Another agent may add a member meanwhile: its chain then refers to the set and the delete fails.
     for (const set of emptyGroupSets(this.network, withoutRemovedElements(listing, commands))) {
       await this.nft.apply([deleteSetCommand(this.network, set)]).catch(() => undefined);

@@ -20,7 +20,7 @@ import { cidrContains, parseCidr } from "./cidr.js";
  * The mode of a pool that does not set `spec.network.mode`, applied by the control plane (there is
  * no schema default, so that this one constant decides, and a stored pool keeps "unset").
  */
-export const DEFAULT_NETWORK_MODE: "Isolated" | "Shared" = "Shared";
+export const DEFAULT_NETWORK_MODE: "Isolated" | "Shared" = "Isolated";
 
 export const NetworkMode = Type.Union([Type.Literal("Isolated"), Type.Literal("Shared")], {
   description: `Isolated: each sandbox has its own network namespace and address on its node's sandbox bridge, so sandboxes' ports never collide. Shared: sandboxes use their agent's network; each exposed port is exclusive on the agent's address. Unset: ${DEFAULT_NETWORK_MODE}.`,
