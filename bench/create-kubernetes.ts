@@ -22,6 +22,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
+import type { NetworkMode } from "@fast-sandbox/api";
 import { BASE_IMAGE, CONTAINERD_NAMESPACE, KubernetesSuite, SYSTEM_NAMESPACE } from "../test/support/kubernetes-suite.js";
 import { benchPool, CreateRounds } from "./create-rounds.js";
 import { machine, type CreateBenchResult } from "./create.js";
@@ -34,6 +35,8 @@ export interface KubernetesCreateBenchOptions {
   concurrency: number;
   /** Agent Pods of the pool (poolMin = poolMax). */
   agents: number;
+  /** The bench pool's network mode. */
+  network: NetworkMode;
   command: string[];
   /** Progress and diagnostics (stderr). */
   log: (message: string) => void;
@@ -66,7 +69,7 @@ async function saveClusterLogs(suite: KubernetesSuite, dir: string): Promise<voi
 }
 
 export async function runKubernetesCreateBench(options: KubernetesCreateBenchOptions): Promise<CreateBenchResult> {
-  const { count, warmup, concurrency, agents, command, log } = options;
+  const { count, warmup, concurrency, agents, network, command, log } = options;
   if (process.getuid?.() !== 0) throw new Error("the benchmark needs root (containerd's socket, cgroups, the cluster's host dirs)");
   const image = BASE_IMAGE;
   const suite = new KubernetesSuite();
@@ -98,7 +101,7 @@ export async function runKubernetesCreateBench(options: KubernetesCreateBenchOpt
 
     const namespace = await suite.createNamespace("bench");
     const poolStarted = performance.now();
-    await suite.apply(JSON.stringify(benchPool({ name: POOL, namespace, image, agents, total: count + warmup, concurrency })), namespace);
+    await suite.apply(JSON.stringify(benchPool({ name: POOL, namespace, image, agents, total: count + warmup, concurrency, network })), namespace);
     await suite.eventually(
       `${agents} ready agent(s) in the status of SandboxPool ${namespace}/${POOL}`,
       async () => Number((await suite.kubectlOk("-n", namespace, "get", "sandboxpool", POOL, "-o", "jsonpath={.status.readyAgents}")).trim() || 0) >= agents,

@@ -21,7 +21,7 @@
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
-import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
+import { API_VERSION, type NetworkMode, type SandboxPool } from "@fast-sandbox/api";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
 import { ctr, removeCtrContainer, timedCtrRun, type CtrOptions } from "./ctr-baseline.js";
 import { ratio, summarize, type Summary } from "./stats.js";
@@ -59,7 +59,16 @@ export interface CreateRoundsOptions {
  * sandbox of the run, so no agent starts inside the measured region; placement prefers the agent
  * with the most free slots.
  */
-export function benchPool(options: { name: string; namespace: string; image: string; agents: number; total: number; concurrency: number }): SandboxPool {
+export function benchPool(options: {
+  name: string;
+  namespace: string;
+  image: string;
+  agents: number;
+  total: number;
+  concurrency: number;
+  /** The pool's network mode (Isolated: a network namespace per sandbox; Shared: the agent's). */
+  network: NetworkMode;
+}): SandboxPool {
   return {
     apiVersion: API_VERSION,
     kind: "SandboxPool",
@@ -69,6 +78,7 @@ export function benchPool(options: { name: string; namespace: string; image: str
       maxSandboxesPerPod: Math.min(1024, Math.ceil(options.total / options.agents) + options.concurrency),
       runtimeType: "container",
       image: options.image,
+      network: { mode: options.network },
     },
   };
 }

@@ -13,6 +13,7 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 import { destination, pino } from "pino";
+import type { NetworkMode } from "@fast-sandbox/api";
 import { startEmbeddedControlPlane, type EmbeddedControlPlane } from "@fast-sandbox/controlplane";
 import { benchPool, CreateRounds, type Burst } from "./create-rounds.js";
 import { cleanNamespace, leftovers, removeCgroupTree, type CtrOptions } from "./ctr-baseline.js";
@@ -43,6 +44,8 @@ export interface CreateBenchOptions {
    * shim serializes Tasks.Create and Tasks.Start; more agents mean more shims working in parallel.
    */
   agents: number;
+  /** The bench pool's network mode. */
+  network: NetworkMode;
   /** Progress and diagnostics (stderr). */
   log: (message: string) => void;
 }
@@ -135,7 +138,7 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
     rounds = run;
     // The breakdown side's sandboxes, created on the agent directly, hold slots of the first agent too.
     const total = (count + warmup) * (options.breakdown ? 2 : 1);
-    await run.client.pools.apply(benchPool({ name: POOL, namespace: "default", image, agents: options.agents, total, concurrency }));
+    await run.client.pools.apply(benchPool({ name: POOL, namespace: "default", image, agents: options.agents, total, concurrency, network: options.network }));
     const readyStarted = performance.now();
     await run.waitForReadyAgents(options.agents, 60_000);
     log(`${options.agents} agent(s) ready after ${(performance.now() - readyStarted).toFixed(0)} ms`);

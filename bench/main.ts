@@ -6,6 +6,7 @@
  * stdout is `RESULT create_p50_ms=X baseline_ctr_p50_ms=Y ratio=Z`.
  */
 import { parseArgs } from "node:util";
+import type { NetworkMode } from "@fast-sandbox/api";
 import { runCreateBench, type CreateBenchResult } from "./create.js";
 import { runKubernetesCreateBench } from "./create-kubernetes.js";
 import { formatTable } from "./stats.js";
@@ -32,6 +33,8 @@ const USAGE = `usage: npm run bench -- create [options]
   --breakdown       also time the agent's CreateSandbox called directly (a third interleaved side)
                     and SDK get round trips, to split a create between control plane and agent
                     (embedded only)
+  --network MODE    the bench pool's network: isolated (default: a network namespace per sandbox,
+                    prepared ahead) or shared (the agent's network)
   --json            print the results as one JSON line before the RESULT line
   -h, --help`;
 
@@ -54,6 +57,7 @@ async function main(): Promise<void> {
       json: { type: "boolean", default: false },
       breakdown: { type: "boolean", default: false },
       agents: { type: "string" },
+      network: { type: "string", default: "isolated" },
       kubernetes: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -75,6 +79,9 @@ async function main(): Promise<void> {
   if (!/^[a-z0-9][a-z0-9.-]*$/.test(namespace)) throw new Error(`--namespace ${namespace} is not a valid containerd namespace`);
   if (count + warmup + concurrency > 1024) throw new Error("count + warmup + concurrency must stay within one agent's 1024 slots");
   const agents = positiveInt("agents", values.agents, 1);
+  const networks: Record<string, NetworkMode> = { isolated: "Isolated", shared: "Shared" };
+  const network = networks[values.network];
+  if (!network) throw new Error(`--network must be isolated or shared, got ${JSON.stringify(values.network)}`);
   const sandboxCommand = ["sleep", "3600"];
   const log = (message: string) => process.stderr.write(`bench: ${message}\n`);
 
@@ -88,7 +95,7 @@ async function main(): Promise<void> {
         return;
       }
     }
-    result = await runKubernetesCreateBench({ count, warmup, concurrency, agents, command: sandboxCommand, log });
+    result = await runKubernetesCreateBench({ count, warmup, concurrency, agents, network, command: sandboxCommand, log });
   } else {
     result = await runCreateBench({
       count,
@@ -100,6 +107,7 @@ async function main(): Promise<void> {
       command: sandboxCommand,
       breakdown: values.breakdown,
       agents,
+      network,
       log,
     });
   }
@@ -113,7 +121,7 @@ async function main(): Promise<void> {
     );
   }
   console.log(
-    `create: ${count} measured (+${warmup} warm-up) per side, concurrency ${concurrency}, ${result.agents} agent(s), image ${result.image}, ` +
+    `create: ${count} measured (+${warmup} warm-up) per side, concurrency ${concurrency}, ${result.agents} agent(s), network ${network}, image ${result.image}, ` +
       `command '${result.command.join(" ")}', ${m.cpus} CPUs, ${m.memoryGiB} GiB, kernel ${m.kernel}, node ${m.node}`,
   );
   console.log(`order: ${result.order}`);

@@ -13,7 +13,7 @@ describe("concurrent creates against a pool with room for 3", () => {
       // Shared: declared ports are exclusive on the agent's address (what the port case checks).
       pools: [
         pool("tiny", { maxSandboxesPerPod: 3, capacity: { poolMin: 1, poolMax: 1 }, network: { mode: "Shared" } }),
-        pool("neighbour", { maxSandboxesPerPod: 2 }),
+        pool("neighbour", { maxSandboxesPerPod: 2, network: { mode: "Shared" } }),
       ],
     });
   });
