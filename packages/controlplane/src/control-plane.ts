@@ -32,6 +32,7 @@ import { AgentOnboarding } from "./reconcile/agent-onboarding.js";
 import { ImagePrewarmer } from "./reconcile/image-prewarmer.js";
 import { AllocationSync } from "./reconcile/allocation-sync.js";
 import { PoolController } from "./reconcile/pool-controller.js";
+import { agentPoolOf, poolControllerHooks } from "./reconcile/pool-controller-hooks.js";
 import { AgentConnections } from "./fleet/agent-connections.js";
 import { EmbeddedAgentFleet, type ExistingAgent } from "./embedded/embedded-agent-fleet.js";
 import { LocalJanitorProcess, type LocalJanitorOptions } from "./embedded/local-janitor-process.js";
@@ -190,15 +191,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     logger,
     // Local agents start in well under a second: the status follows placements closely.
     resyncIntervalMs: 1000,
-    agentUsable: (name) => connections.agentConnectivity(name)?.connected === true,
-    onAgentRegistered: (name) => {
-      // Its first heartbeat may have answered before it was registered: placement (image affinity,
-      // pull-if-missing) must see its images from the start, not after the next heartbeat.
-      const observed = connections.observedStatus(name);
-      if (observed) registry.setImages(name, observed.status.images);
-      allocations.agentRegistered(name);
-    },
-    waitingFor: (namespace, pool) => Math.max(manager.waitingFor(namespace, pool), allocations.pendingIn(namespace, pool)),
+    ...poolControllerHooks({ connections, registry, allocations, manager }),
   });
   const onboarding = new AgentOnboarding({
     adoption,
@@ -206,10 +199,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     registry,
     agents: connections,
     logger,
-    poolOf: (name) => {
-      const agent = fleet.listAgents().find((a) => a.name === name);
-      return agent ? pools.getPool(agent.namespace, agent.pool) : undefined;
-    },
+    poolOf: agentPoolOf(fleet, pools),
   });
   pools.onPoolChanged((pool, deleted) => {
     if (deleted) manager.deletePool(pool.metadata.namespace ?? DEFAULT_NAMESPACE, pool.metadata.name);

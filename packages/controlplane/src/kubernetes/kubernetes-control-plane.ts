@@ -37,6 +37,7 @@ import { SandboxReconciler } from "../reconcile/sandbox-reconciler.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { openKubernetesResourceStore } from "../store/kubernetes-resource-store.js";
 import { PoolController } from "../reconcile/pool-controller.js";
+import { agentPoolOf, poolControllerHooks } from "../reconcile/pool-controller-hooks.js";
 import type { ProxyAddress } from "../proxy/sandbox-endpoints.js";
 
 /** How long a Bound record may be another replica's create in flight (image pull and create) before the leader finishes it. */
@@ -138,15 +139,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     logger,
     clock,
     isLeader: leading,
-    agentUsable: (name) => connections.agentConnectivity(name)?.connected === true,
-    onAgentRegistered: (name) => {
-      // Its first heartbeat may have answered before it was registered: placement (image affinity,
-      // pull-if-missing) must see its images from the start, not after the next heartbeat.
-      const observed = connections.observedStatus(name);
-      if (observed) registry.setImages(name, observed.status.images);
-      allocations.agentRegistered(name);
-    },
-    waitingFor: (namespace, pool) => Math.max(manager.waitingFor(namespace, pool), allocations.pendingIn(namespace, pool)),
+    ...poolControllerHooks({ connections, registry, allocations, manager }),
   });
   const onboarding = new AgentOnboarding({
     adoption,
@@ -155,10 +148,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     logger,
     prewarmer: new ImagePrewarmer({ logger, clock }),
     isLeader: leading,
-    poolOf: (name) => {
-      const agent = fleet.listAgents().find((a) => a.name === name);
-      return agent ? poolController.getPool(agent.namespace, agent.pool) : undefined;
-    },
+    poolOf: agentPoolOf(fleet, poolController),
   });
   poolController.onPoolChanged((pool, deleted) => {
     if (deleted) manager.deletePool(pool.metadata.namespace ?? "default", pool.metadata.name);

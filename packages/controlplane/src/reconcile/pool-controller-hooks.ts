@@ -1,0 +1,43 @@
+/**
+ * How both composition roots connect the pool controller to the rest of the core: which agents may
+ * be placed on (connected and adopted), what happens when one is registered (its images and the
+ * slots the store records), how much demand waits in a pool (creates waiting here, Pending records),
+ * and which pool an agent belongs to. One place, so the two modes cannot drift apart.
+ */
+import type { SandboxPool } from "@fast-sandbox/api";
+import type { SandboxManager } from "../fastpath/sandbox-manager.js";
+import type { AgentConnections } from "../fleet/agent-connections.js";
+import type { AgentFleet } from "../fleet/agent-fleet.js";
+import type { AgentRegistry } from "../registry/agent-registry.js";
+import type { AllocationSync } from "./allocation-sync.js";
+import type { PoolController, PoolControllerOptions } from "./pool-controller.js";
+
+export interface PoolControllerHooksOptions {
+  connections: AgentConnections;
+  registry: AgentRegistry;
+  allocations: AllocationSync;
+  manager: SandboxManager;
+}
+
+export function poolControllerHooks(options: PoolControllerHooksOptions): Pick<PoolControllerOptions, "agentUsable" | "onAgentRegistered" | "waitingFor"> {
+  const { connections, registry, allocations, manager } = options;
+  return {
+    agentUsable: (name) => connections.agentConnectivity(name)?.connected === true,
+    onAgentRegistered: (name) => {
+      // Its first heartbeat may have answered before it was registered: placement (image affinity,
+      // pull-if-missing) must see its images from the start, not after the next heartbeat.
+      const observed = connections.observedStatus(name);
+      if (observed) registry.setImages(name, observed.status.images);
+      allocations.agentRegistered(name);
+    },
+    waitingFor: (namespace, pool) => Math.max(manager.waitingFor(namespace, pool), allocations.pendingIn(namespace, pool)),
+  };
+}
+
+/** The pool of a fleet agent, as the pool controller last saw it. */
+export function agentPoolOf(fleet: AgentFleet, pools: PoolController): (agentName: string) => SandboxPool | undefined {
+  return (name) => {
+    const agent = fleet.listAgents().find((a) => a.name === name);
+    return agent ? pools.getPool(agent.namespace, agent.pool) : undefined;
+  };
+}
