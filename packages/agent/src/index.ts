@@ -4,7 +4,8 @@ export { detectCgroupLayout, joinCgroup, type CgroupLayout, type CgroupVersion }
 export { readLog, type FollowOptions } from "./log-follower.js";
 export { createAgentService, type AgentIdentity, type AgentServiceOptions } from "./server/agent-service.js";
 export { startAgentServer, type AgentServer, type AgentServerOptions } from "./server/agent-server.js";
-export { AgentMetrics, type AgentOperation } from "./server/agent-metrics.js";
+export { AgentMetrics, type AgentOperation, type RelayResult } from "./server/agent-metrics.js";
+export { createSandboxRelay, parseRelayTarget, type SandboxRelay, type SandboxRelayOptions } from "./server/sandbox-relay.js";
 export {
   createContainerdRuntime,
   ContainerdRuntime,

@@ -11,7 +11,7 @@ export { assertValid, fieldPath, validateSandbox, validateSandboxPool } from "./
 export { renderCrds, toStructuralSchema } from "./schema/crd.js";
 export * from "./wire/convert.js";
 export { fromConnectError, toConnectError } from "./wire/connect-errors.js";
-export { requireBearerToken, sendBearerToken } from "./wire/bearer-auth.js";
+export { equalTokens, requireBearerToken, sendBearerToken } from "./wire/bearer-auth.js";
 export { ACCESS_TOKEN_HEADER, ACCESS_TOKEN_RESPONSE_HEADER } from "./wire/access-token-headers.js";
 /** Generated wire messages and services (protobuf-es), namespaced to keep them apart from the resource types. */
 export * as pb from "./wire/messages.js";

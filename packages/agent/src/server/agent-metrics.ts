@@ -8,6 +8,8 @@ import { fromConnectError, pb } from "@fast-sandbox/api";
 
 export type AgentOperation = "create" | "delete" | "exec";
 
+export type RelayResult = "opened" | "unauthorized" | "forbidden" | "bad_request" | "unreachable";
+
 /** The agent API's methods that are counted, by their protobuf name. */
 const OPERATIONS: ReadonlyMap<string, AgentOperation> = new Map([
   ["CreateSandbox", "create"],
@@ -44,6 +46,13 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
+  private readonly relayTunnels = new Counter({
+    name: "fsb_agent_relay_tunnels_total",
+    help: "CONNECT tunnels asked of this agent's relay (the sandbox proxy reaching an Isolated sandbox), by result: opened, unauthorized, forbidden, bad_request, unreachable.",
+    labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
+
   private createsInFlight: (() => number) | undefined;
 
   constructor() {
@@ -76,6 +85,11 @@ export class AgentMetrics {
   finished(operation: AgentOperation, outcome: string, seconds?: number): void {
     this.operations.labels({ operation, outcome }).inc();
     if (operation === "create" && seconds !== undefined) this.createDuration.labels({ outcome }).observe(seconds);
+  }
+
+  /** A CONNECT to the relay, by how it ended up: opened, or why it was refused. */
+  relayTunnel(result: RelayResult): void {
+    this.relayTunnels.labels({ result }).inc();
   }
 
   /** The Prometheus text exposition. */

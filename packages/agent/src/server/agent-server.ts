@@ -7,6 +7,7 @@ import { Admission } from "./admission.js";
 import { createAgentService, type AgentIdentity } from "./agent-service.js";
 import { CreatesInFlight } from "./creates-in-flight.js";
 import { AgentMetrics } from "./agent-metrics.js";
+import { createSandboxRelay } from "./sandbox-relay.js";
 
 export interface AgentServerOptions {
   identity: AgentIdentity;
@@ -28,8 +29,9 @@ export interface AgentServer {
 
 /**
  * Serves the agent API (Connect, gRPC and gRPC-Web over cleartext HTTP/2 and HTTP/1.1) on one
- * loopback port, token required; and without a token `/healthz` (the process is up), `/readyz`
- * (containerd answers, not draining) and `/metrics`.
+ * port, token required; the relay to its own sandboxes' ports (HTTP/1.1 CONNECT, sandbox-relay.ts),
+ * token required; and without a token `/healthz` (the process is up), `/readyz` (containerd
+ * answers, not draining) and `/metrics`.
  */
 export async function startAgentServer(options: AgentServerOptions): Promise<AgentServer> {
   const logDir = sandboxLogDir(options.stateDir);
@@ -56,12 +58,15 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
     },
     metrics: () => metrics.exposition(),
   });
-  const server = await listenCleartext(handler, options.host, options.port);
+  // CONNECT to a port of one of this agent's Isolated sandboxes (the sandbox proxy's way in).
+  const relay = createSandboxRelay({ token: options.token, sandboxes: () => options.runtime.list(), observe: (result) => metrics.relayTunnel(result) });
+  const server = await listenCleartext(handler, options.host, options.port, { onConnect: relay.onConnect });
   return {
     endpoint: `${options.host}:${server.port}`,
     close: async (drainTimeoutMs = 0) => {
       draining = true;
       admission.stop();
+      relay.close();
       const closed = server.close();
       await creates.drain(drainTimeoutMs);
       await closed;

@@ -3,7 +3,8 @@ import type { Interceptor } from "@connectrpc/connect";
 import { UnauthenticatedError } from "../errors.js";
 import { toConnectError } from "./connect-errors.js";
 
-function equalTokens(a: string, b: string): boolean {
+/** Compares two tokens in constant time (for their length). */
+export function equalTokens(a: string, b: string): boolean {
   const left = Buffer.from(a);
   const right = Buffer.from(b);
   return left.length === right.length && timingSafeEqual(left, right);

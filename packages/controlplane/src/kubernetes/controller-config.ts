@@ -38,18 +38,21 @@ export interface ControllerConfig {
   proxyAddress: ProxyAddress;
 }
 
+/** A secret from `<key>` or the file `<key>_FILE` names (a mounted Secret); `what` says why it is required. */
+export function secretFromEnv(env: NodeJS.ProcessEnv, key: string, what: string): string {
+  const file = env[`${key}_FILE`];
+  const value = env[key] || (file ? readFileSync(file, "utf8").trim() : "");
+  if (!value) throw new ValidationError(key, `set ${key} or ${key}_FILE: ${what}`);
+  return value;
+}
+
 export function controllerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): ControllerConfig {
   const required = (key: string, what: string): string => {
     const value = env[key];
     if (!value) throw new ValidationError(key, `environment variable is required: ${what}`);
     return value;
   };
-  const secret = (key: string, what: string): string => {
-    const file = env[`${key}_FILE`];
-    const value = env[key] || (file ? readFileSync(file, "utf8").trim() : "");
-    if (!value) throw new ValidationError(key, `set ${key} or ${key}_FILE: ${what}`);
-    return value;
-  };
+  const secret = (key: string, what: string): string => secretFromEnv(env, key, what);
   const { host, port } = parseListen(env.FSB_LISTEN || "0.0.0.0:7070");
   const templateFile = env.FSB_AGENT_TEMPLATE_FILE;
   return {

@@ -5,10 +5,10 @@
  * of their own.
  *
  * Where traffic goes: a Shared sandbox listens in its agent Pod's network, so `<agent Pod IP>:<port>`
- * is reachable from any node. An Isolated sandbox's address (`status.sandboxIP`) is on its node's
- * bridge and not routable from other nodes; the hop for it (this proxy dialing through an
- * authenticated relay of the agent that runs the sandbox) is not built yet, so such a sandbox is
- * reachable only when this Pod runs on its node's network.
+ * is reachable from any node. An Isolated sandbox's address (`status.sandboxIP`) is on a bridge
+ * inside its agent's network and not routable from anywhere else: the proxy dials it through the
+ * relay of the agent that runs it (`CONNECT` on `<agent Pod IP>:<agent port>` with the agent token,
+ * which only reaches that agent's own sandboxes' ports).
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -37,17 +37,17 @@ export async function startKubernetesSandboxProxy(options: { kubeConfig: KubeCon
   const registry = new Registry();
   await agents.start();
   await directory.start();
+  const endpointOf = (agentName: string) => agents.listAgents().find((agent) => agent.name === agentName)?.endpoint;
   const proxy = await startSandboxProxy({
     sources: {
       lookup: (sandboxId) => directory.lookup(sandboxId),
       // The agent Pod's IP (its endpoint's host): a Shared sandbox listens there.
-      agentAddress: (agentName) =>
-        agents
-          .listAgents()
-          .find((agent) => agent.name === agentName)
-          ?.endpoint?.replace(/:\d+$/, ""),
+      agentAddress: (agentName) => endpointOf(agentName)?.replace(/:\d+$/, ""),
+      // Its API's address, where its relay answers.
+      agentRelay: endpointOf,
       domain: config.proxyAddress.domain,
     },
+    agentToken: config.agentToken,
     host: config.host,
     port: config.port,
     metrics: new ProxyMetrics(registry),

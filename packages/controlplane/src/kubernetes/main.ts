@@ -3,7 +3,8 @@
  * environment (controller-config.ts), the API server through KUBECONFIG or the in-cluster service
  * account. A replica that stops leading exits, so it starts again clean as a follower (the
  * Deployment restarts it); SIGTERM steps down, releases the Lease and exits. Its Lease identity is
- * `<Pod name>_<random>`, new for every process.
+ * `<Pod name>_<random>`, new for every process. With the argument `proxy` it runs the sandbox
+ * proxy instead (proxy-main.ts).
  */
 import { randomBytes } from "node:crypto";
 import { KubeConfig } from "@kubernetes/client-node";
@@ -48,7 +49,10 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => exit(0, "SIGINT"));
 }
 
-main().catch((error: unknown) => {
-  logger.fatal({ err: error }, "controller failed to start");
-  process.exit(1);
-});
+// `main.js proxy`: the same image in its other role, the sandbox proxy (config/proxy).
+if (process.argv[2] === "proxy") await import("./proxy-main.js");
+else
+  main().catch((error: unknown) => {
+    logger.fatal({ err: error }, "controller failed to start");
+    process.exit(1);
+  });

@@ -1,18 +1,38 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { ValidationError } from "@fast-sandbox/api";
 import { proxyConfigFromEnv } from "./proxy-config.js";
 
 describe("proxyConfigFromEnv", () => {
-  it("uses the defaults for everything", () => {
-    assert.deepEqual(proxyConfigFromEnv({}), {
+  const token = { FSB_AGENT_TOKEN: "agent-token-0123456789" };
+
+  it("uses the defaults for everything but the agent token", () => {
+    assert.deepEqual(proxyConfigFromEnv(token), {
       host: "0.0.0.0",
       port: 7072,
       probeHost: "0.0.0.0",
       probePort: 7073,
       proxyAddress: { protocol: "http:", domain: "localhost", portSuffix: ":7072" },
       agentPort: 7071,
+      agentToken: "agent-token-0123456789",
     });
+  });
+
+  it("requires the agent token, from the variable or the file it names", () => {
+    assert.throws(
+      () => proxyConfigFromEnv({}),
+      (error: unknown) => error instanceof ValidationError && error.field === "FSB_AGENT_TOKEN" && /relays/.test(error.message),
+    );
+    const dir = mkdtempSync(join(tmpdir(), "fsb-proxy-config-"));
+    try {
+      writeFileSync(join(dir, "token"), "from-a-mounted-secret\n");
+      assert.equal(proxyConfigFromEnv({ FSB_AGENT_TOKEN_FILE: join(dir, "token") }).agentToken, "from-a-mounted-secret");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("takes every setting from its variable", () => {
@@ -21,6 +41,7 @@ describe("proxyConfigFromEnv", () => {
       FSB_PROBE_LISTEN: "127.0.0.1:9000",
       FSB_PROXY_BASE_URL: "https://sandboxes.example.com",
       FSB_AGENT_PORT: "7171",
+      ...token,
     });
     assert.deepEqual(config, {
       host: "127.0.0.1",
@@ -29,6 +50,7 @@ describe("proxyConfigFromEnv", () => {
       probePort: 9000,
       proxyAddress: { protocol: "https:", domain: "sandboxes.example.com", portSuffix: "" },
       agentPort: 7171,
+      agentToken: "agent-token-0123456789",
     });
   });
 
@@ -40,7 +62,7 @@ describe("proxyConfigFromEnv", () => {
       ["FSB_AGENT_PORT", "0"],
     ] as const) {
       assert.throws(
-        () => proxyConfigFromEnv({ [key]: value }),
+        () => proxyConfigFromEnv({ ...token, [key]: value }),
         (error: unknown) => error instanceof ValidationError && error.field === key,
         key,
       );

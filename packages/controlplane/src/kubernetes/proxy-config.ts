@@ -5,12 +5,14 @@
  *   the proxy's port, where every path belongs to the sandboxes;
  * - FSB_PROXY_BASE_URL: the proxy's address as clients reach it (the controller's must match), whose
  *   host is the domain routed by Host label (default `http://localhost:7072`);
- * - FSB_AGENT_PORT: the agents' port, to tell agent Pods' addresses (default 7071).
+ * - FSB_AGENT_PORT: the agents' port, to tell agent Pods' addresses (default 7071);
+ * - FSB_AGENT_TOKEN or FSB_AGENT_TOKEN_FILE (required): the agents' token, which their relays require
+ *   (an Isolated sandbox is reached through the relay of its agent).
  * The API server is found through KUBECONFIG or the in-cluster service account.
  */
 import { parseProxyBaseUrl, type ProxyAddress } from "../proxy/sandbox-endpoints.js";
 import { DEFAULT_PROXY_BASE_URL } from "../fastpath/sandbox-manager.js";
-import { parseListen } from "./controller-config.js";
+import { parseListen, secretFromEnv } from "./controller-config.js";
 import { ValidationError } from "@fast-sandbox/api";
 
 export interface ProxyConfig {
@@ -20,6 +22,7 @@ export interface ProxyConfig {
   probePort: number;
   proxyAddress: ProxyAddress;
   agentPort: number;
+  agentToken: string;
 }
 
 export function proxyConfigFromEnv(env: NodeJS.ProcessEnv = process.env): ProxyConfig {
@@ -42,5 +45,6 @@ export function proxyConfigFromEnv(env: NodeJS.ProcessEnv = process.env): ProxyC
     probePort: probe.port,
     proxyAddress: parseProxyBaseUrl(env.FSB_PROXY_BASE_URL || DEFAULT_PROXY_BASE_URL, "FSB_PROXY_BASE_URL"),
     agentPort,
+    agentToken: secretFromEnv(env, "FSB_AGENT_TOKEN", "Isolated sandboxes are reached through their agents' relays, which require it"),
   };
 }

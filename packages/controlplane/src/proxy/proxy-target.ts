@@ -4,12 +4,14 @@
  * 2. a sandbox with that instance id (else 502 with E2B's body, which its SDKs read as "gone");
  * 3. the sandbox's access token in `X-Access-Token` (else 401);
  * 4. a sandbox that runs (Bound: its create may still be finishing; else 503 with its phase);
- * 5. a port it exposes (else 403 with the ports it does expose);
+ * 5. a port it exposes, or the in-sandbox daemon's port of an Isolated sandbox (else 403 with the
+ *    ports it does expose);
  * 6. an address: its own (`status.sandboxIP`, an Isolated network) or its agent's (a Shared network:
- *    the sandbox listens in the agent's network; else 503).
+ *    the sandbox listens in the agent's network; else 503); and, when the proxy dials Isolated
+ *    sandboxes through their agents' relays (Kubernetes), the relay of its agent (else 503).
  * Nothing about the sandbox beyond "not found" is told before the token matched.
  */
-import { ACCESS_TOKEN_HEADER, type Sandbox } from "@fast-sandbox/api";
+import { ACCESS_TOKEN_HEADER, SANDBOX_DAEMON_PORT, type Sandbox } from "@fast-sandbox/api";
 import { accessTokenMatches } from "./access-token.js";
 import { isRefusal, routeOf, type RoutingHeaders } from "./sandbox-route.js";
 
@@ -20,6 +22,8 @@ export interface ProxyTarget {
   /** The address to connect to: the sandbox's own, or its agent's. */
   host: string;
   port: number;
+  /** The agent relay (`host:port` of its agent's API) to dial the address through, if any. */
+  relay?: string;
 }
 
 /** The JSON answer to a request the proxy does not forward: `{code, message, sandboxId?}`, as E2B's proxy answers. */
@@ -33,6 +37,12 @@ export interface ProxyTargetSources {
   lookup(sandboxId: string): Promise<Sandbox | undefined>;
   /** The address of an agent (the registry's hostIP): where the sandboxes of a Shared network listen. */
   agentAddress(agentName: string): string | undefined;
+  /**
+   * The relay of an agent (`host:port` of its API), when Isolated sandboxes are reached through
+   * their agents (Kubernetes: a sandbox's address is routable only inside its agent's network).
+   * Absent: Isolated sandboxes are dialed directly (embedded: one host).
+   */
+  agentRelay?(agentName: string): string | undefined;
   /** The proxy's public domain, e.g. `localhost`. */
   domain: string;
 }
@@ -76,7 +86,8 @@ export async function resolveProxyTarget(headers: RoutingHeaders, sources: Proxy
     return refuse(503, `sandbox ${namespace}/${name} is ${state}, not running`, { sandboxId });
   }
   const exposed = sandbox.spec.exposedPorts ?? [];
-  if (!exposed.includes(port)) {
+  const isolated = Boolean(sandbox.status?.sandboxIP);
+  if (!exposed.includes(port) && !(isolated && port === SANDBOX_DAEMON_PORT)) {
     return refuse(
       403,
       `port ${port} of sandbox ${namespace}/${name} is not exposed (${exposed.length > 0 ? `exposed: ${exposed.join(", ")}` : "it exposes none"}); ports are declared at create (fsb run -p PORT)`,
@@ -85,6 +96,12 @@ export async function resolveProxyTarget(headers: RoutingHeaders, sources: Proxy
   }
   const agent = sandbox.status?.assignedPod;
   const host = sandbox.status?.sandboxIP || (agent ? sources.agentAddress(agent) : undefined);
-  if (!host) return refuse(503, `the agent ${agent ?? "?"} of sandbox ${namespace}/${name} is not connected; retry shortly`, { sandboxId });
+  const notConnected = () => refuse(503, `the agent ${agent ?? "?"} of sandbox ${namespace}/${name} is not connected; retry shortly`, { sandboxId });
+  if (!host) return notConnected();
+  if (isolated && sources.agentRelay) {
+    const relay = agent ? sources.agentRelay(agent) : undefined;
+    if (!relay) return notConnected();
+    return { sandboxId, namespace, name, host, port, relay };
+  }
   return { sandboxId, namespace, name, host, port };
 }

@@ -9,14 +9,16 @@
  *   (`fsb port-forward`).
  * Every one of them is routed and authenticated the same way (proxy-target.ts); `X-Access-Token` is
  * removed before anything reaches the sandbox. Refusals are JSON `{code, message, sandboxId?}`.
+ * Connections go to the sandbox directly or through its agent's relay (sandbox-dialer.ts).
  */
 import http from "node:http";
 import type http2 from "node:http2";
-import net from "node:net";
+import type net from "node:net";
 import type { Duplex } from "node:stream";
 import proxy from "http2-proxy";
 import type { Logger } from "pino";
 import { ACCESS_TOKEN_HEADER, listenCleartext } from "@fast-sandbox/api";
+import { SandboxDialer } from "./sandbox-dialer.js";
 import { isProxyRefusal, resolveProxyTarget, type ProxyRefusal, type ProxyTarget, type ProxyTargetSources } from "./proxy-target.js";
 import type { ProxyMetrics } from "./proxy-metrics.js";
 
@@ -30,6 +32,8 @@ export interface SandboxProxyOptions {
   port?: number;
   /** @default no metrics */
   metrics?: ProxyMetrics;
+  /** The agent token, for targets reached through an agent's relay (`sources.agentRelay`). */
+  agentToken?: string;
 }
 
 export interface SandboxProxy {
@@ -76,9 +80,10 @@ function portUnreachable(target: ProxyTarget, error: unknown): ProxyRefusal {
 
 export async function startSandboxProxy(options: SandboxProxyOptions): Promise<SandboxProxy> {
   const { sources, logger, metrics } = options;
-  // Keep-alive connections to sandbox ports, per address and port. No timeout: a request may stream
-  // or wait for as long as the sandbox and the caller like (the sandbox's server closes idle ones).
-  const upstreamAgent = new http.Agent({ keepAlive: true });
+  // Keep-alive connections to sandbox ports, per address and port (and agent relay). No timeout: a
+  // request may stream or wait for as long as the sandbox and the caller like (the sandbox's server
+  // closes idle ones).
+  const dialer = new SandboxDialer(options.agentToken);
   const rawConnections = new Set<Duplex>();
 
   const resolve = async (headers: Record<string, string | string[] | undefined>): Promise<ProxyTarget | ProxyRefusal> => {
@@ -91,7 +96,12 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
   };
 
   /** The request to the sandbox: the caller's, less the access token, with the original Host and X-Forwarded-*. */
-  const upstreamRequest = (request: Request, options: http.RequestOptions, counted: { toSandbox: number }, agent: http.Agent | false): http.ClientRequest => {
+  const upstreamRequest = (
+    request: Request,
+    options: http.RequestOptions,
+    counted: { toSandbox: number },
+    connection: Pick<http.ClientRequestArgs, "agent" | "createConnection">,
+  ): http.ClientRequest => {
     const headers = (options.headers ?? {}) as http.OutgoingHttpHeaders;
     delete headers[ACCESS_TOKEN_HEADER];
     const host = single(request.headers[":authority"]) ?? request.headers.host;
@@ -105,7 +115,7 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
       headers["x-forwarded-for"] = before ? `${before}, ${remote}` : remote;
     }
     headers["x-forwarded-proto"] = "http";
-    const upstream = http.request({ ...options, headers, agent });
+    const upstream = http.request({ ...options, headers, ...connection });
     // The head goes out at once, not with the first chunk of the body: a server may answer before
     // the caller sends any (and a caller may wait for that answer before sending).
     upstream.flushHeaders();
@@ -130,7 +140,7 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
       await proxy.web(request as http.IncomingMessage, response as http.ServerResponse, {
         hostname: target.host,
         port: target.port,
-        onReq: (incoming, requestOptions) => Promise.resolve(upstreamRequest(incoming, requestOptions, counted, upstreamAgent)),
+        onReq: (incoming, requestOptions) => Promise.resolve(upstreamRequest(incoming, requestOptions, counted, { agent: dialer.agentFor(target) })),
         // http2-proxy's own answer, except that the head goes out at once (not with the first byte
         // of the body): a streaming answer (server-sent events, a long poll) is seen to start.
         onRes: (_incoming, outgoing, answer) => {
@@ -184,7 +194,7 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
           port: target.port,
           onReq: (incoming, requestOptions) => {
             // A fresh connection: after the upgrade it belongs to this WebSocket alone.
-            const upstream = upstreamRequest(incoming, requestOptions, { toSandbox: 0 }, false);
+            const upstream = upstreamRequest(incoming, requestOptions, { toSandbox: 0 }, dialer.freshConnection(target));
             upstream.once("socket", (connection: net.Socket) => (upstreamSocket = connection));
             upstream.once("upgrade", () => {
               upgraded = true;
@@ -220,30 +230,32 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
         metrics?.answered("tunnel", target.status);
         return;
       }
-      const upstream = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+      let upstream: net.Socket;
+      try {
+        upstream = await dialer.connect(target);
+      } catch (error) {
+        refuseRaw(socket, portUnreachable(target, error));
+        metrics?.answered("tunnel", 502);
+        return;
+      }
       rawConnections.add(upstream);
-      let connected = false;
-      upstream.once("connect", () => {
-        connected = true;
-        metrics?.answered("tunnel", 200);
-        metrics?.opened("tunnel");
-        socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
-        if (head.length > 0) upstream.write(head);
-        // Each direction ends on its own (half-close), as a TCP connection does.
-        upstream.pipe(socket);
-        socket.pipe(upstream);
-      });
-      upstream.on("error", (error) => {
-        if (!connected) {
-          refuseRaw(socket, portUnreachable(target, error));
-          metrics?.answered("tunnel", 502);
-        } else socket.destroy();
-      });
+      if (socket.destroyed) {
+        upstream.destroy();
+        return;
+      }
+      metrics?.answered("tunnel", 200);
+      metrics?.opened("tunnel");
+      socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+      if (head.length > 0) upstream.write(head);
+      // Each direction ends on its own (half-close), as a TCP connection does.
+      upstream.pipe(socket);
+      socket.pipe(upstream);
+      upstream.on("error", () => socket.destroy());
       socket.once("close", () => upstream.destroy());
       upstream.once("close", () => {
         rawConnections.delete(upstream);
         socket.destroy();
-        if (connected) metrics?.closed("tunnel");
+        metrics?.closed("tunnel");
         metrics?.transferred(upstream.bytesWritten, upstream.bytesRead);
       });
     })();
@@ -260,7 +272,7 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
     port: server.port,
     async close() {
       for (const connection of rawConnections) connection.destroy();
-      upstreamAgent.destroy();
+      dialer.close();
       await server.close();
     },
   };

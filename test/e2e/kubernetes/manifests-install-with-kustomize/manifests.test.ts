@@ -45,6 +45,7 @@ interface Container {
   name: string;
   image?: string;
   env?: { name: string; value?: string }[];
+  args?: string[];
 }
 
 function run(command: string, args: string[], timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -110,6 +111,11 @@ describe("config/default rendered by kustomize", () => {
       ["Service", "fast-sandbox-controller"],
       ["PodDisruptionBudget", "fast-sandbox-controller"],
       ["DaemonSet", "fast-sandbox-janitor"],
+      ["ServiceAccount", "fast-sandbox-proxy"],
+      ["ClusterRole", "fast-sandbox-proxy"],
+      ["ClusterRoleBinding", "fast-sandbox-proxy"],
+      ["Deployment", "fast-sandbox-proxy"],
+      ["Service", "fast-sandbox-proxy"],
     ]) {
       find(objects, kind!, name!);
     }
@@ -126,6 +132,12 @@ describe("config/default rendered by kustomize", () => {
     const janitor = podSpecOf(find(objects, "DaemonSet", "fast-sandbox-janitor"));
     assert.equal(janitor.serviceAccountName, "fast-sandbox-janitor");
     assert.equal(janitor.containers[0]?.image, "fast-sandbox/janitor:0.1.0");
+    // The sandbox proxy: the controller image in its `proxy` role, with the agent token for the agents' relays.
+    const sandboxProxy = podSpecOf(find(objects, "Deployment", "fast-sandbox-proxy"));
+    assert.equal(sandboxProxy.serviceAccountName, "fast-sandbox-proxy");
+    assert.equal(sandboxProxy.containers[0]?.image, "fast-sandbox/controller:0.1.0");
+    assert.deepEqual(sandboxProxy.containers[0]?.args, ["proxy"]);
+    assert.ok(sandboxProxy.containers[0]?.env?.some((variable) => variable.name === "FSB_AGENT_TOKEN_FILE"));
 
     const agentServiceAccount = find(objects, "ServiceAccount", "fast-sandbox-agent");
     assert.equal(agentServiceAccount.automountServiceAccountToken, false);
@@ -156,8 +168,8 @@ describe("kubectl apply -k config/default on a real control plane", () => {
   it("installs everything with server-side apply, and the CRDs become Established", async () => {
     await kubectlOk("apply", "--server-side", "-k", DEFAULT_DIR);
     await kubectlOk("wait", "--for=condition=Established", "--timeout=60s", "crd/sandboxes.sandbox.fast.io", "crd/sandboxpools.sandbox.fast.io");
-    // The Pods cannot run here (no images); keep the controller's out of the way.
-    await kubectlOk("-n", SYSTEM, "scale", "deployment/fast-sandbox-controller", "--replicas=0");
+    // The Pods cannot run here (no images); keep the controller's and the proxy's out of the way.
+    await kubectlOk("-n", SYSTEM, "scale", "deployment/fast-sandbox-controller", "deployment/fast-sandbox-proxy", "--replicas=0");
   });
 
   it("creates the ServiceAccounts, roles, bindings and workloads of every component", async () => {
@@ -178,6 +190,8 @@ describe("kubectl apply -k config/default on a real control plane", () => {
       "service/fast-sandbox-controller",
       "daemonset/fast-sandbox-janitor",
       "poddisruptionbudget/fast-sandbox-controller",
+      "deployment/fast-sandbox-proxy",
+      "service/fast-sandbox-proxy",
     );
     templateConfigMap = (
       await kubectlOk("-n", SYSTEM, "get", "configmap", "-l", "app.kubernetes.io/component=agent", "-o", "jsonpath={.items[0].metadata.name}")

@@ -1,0 +1,131 @@
+import assert from "node:assert/strict";
+import http from "node:http";
+import net, { type AddressInfo } from "node:net";
+import { after, before, describe, it } from "node:test";
+import type { RuntimeSandbox } from "../runtime/runtime.js";
+import type { RelayResult } from "./agent-metrics.js";
+import { createSandboxRelay, parseRelayTarget, type SandboxRelay } from "./sandbox-relay.js";
+
+const TOKEN = "relay-token-0123456789";
+
+function listen(server: net.Server): Promise<number> {
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port)));
+}
+
+/** A CONNECT to the relay: the status, and either the open socket or the refusal's body. */
+function connect(relayPort: number, target: string, token?: string): Promise<{ status: number; socket: net.Socket; body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = http.request({
+      host: "127.0.0.1",
+      port: relayPort,
+      method: "CONNECT",
+      path: target,
+      headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+      agent: false,
+    });
+    request.once("connect", (response: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+      const status = response.statusCode ?? 0;
+      if (status === 200) return resolve({ status, socket, body: "" });
+      const chunks = [head];
+      socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+      socket.once("close", () => resolve({ status, socket, body: Buffer.concat(chunks).toString() }));
+    });
+    request.once("error", reject);
+    request.end();
+  });
+}
+
+function roundTrip(socket: net.Socket, text: string): Promise<string> {
+  return new Promise((resolve) => {
+    socket.once("data", (chunk: Buffer) => resolve(chunk.toString()));
+    socket.write(text);
+  });
+}
+
+describe("the agent's sandbox relay", () => {
+  const echo = net.createServer((socket) => socket.pipe(socket));
+  let echoPort: number;
+  let closedPort: number;
+  let relayPort: number;
+  let relay: SandboxRelay;
+  const results: RelayResult[] = [];
+  let sandboxes: RuntimeSandbox[] = [];
+  const server = http.createServer((_request, response) => response.end());
+
+  before(async () => {
+    echoPort = await listen(echo);
+    const spare = net.createServer();
+    closedPort = await listen(spare);
+    await new Promise((resolve) => spare.close(resolve));
+    const sandbox = (address: string, exposedPorts: number[]): RuntimeSandbox => ({
+      sandboxId: `sb${address.replace(/\D/g, "")}`,
+      namespace: "default",
+      name: `web-${address}`,
+      pool: "default",
+      image: "busybox",
+      state: "running",
+      exposedPorts,
+      address,
+      labels: {},
+    });
+    sandboxes = [sandbox("127.0.0.1", [echoPort, closedPort]), sandbox("127.0.0.2", [])];
+    relay = createSandboxRelay({ token: TOKEN, sandboxes: () => Promise.resolve(sandboxes), observe: (result) => results.push(result) });
+    server.on("connect", relay.onConnect);
+    relayPort = await listen(server);
+  });
+
+  after(async () => {
+    relay.close();
+    await new Promise((resolve) => server.close(resolve));
+    await new Promise((resolve) => echo.close(resolve));
+  });
+
+  it("opens a tunnel to an exposed port of one of its sandboxes, bytes both ways", async () => {
+    const { status, socket } = await connect(relayPort, `127.0.0.1:${echoPort}`, TOKEN);
+    assert.equal(status, 200);
+    assert.equal(await roundTrip(socket, "ping through the relay"), "ping through the relay");
+    socket.destroy();
+    assert.equal(results.at(-1), "opened");
+  });
+
+  it("refuses a caller without the agent token, or with another one (401)", async () => {
+    const missing = await connect(relayPort, `127.0.0.1:${echoPort}`);
+    assert.equal(missing.status, 401);
+    assert.match(missing.body, /missing bearer token/);
+    const wrong = await connect(relayPort, `127.0.0.1:${echoPort}`, "not-the-agent-token-at-all");
+    assert.equal(wrong.status, 401);
+    assert.match(wrong.body, /invalid bearer token/);
+    assert.deepEqual(results.slice(-2), ["unauthorized", "unauthorized"]);
+  });
+
+  it("refuses an address that is none of its sandboxes' (403): it is not an open proxy", async () => {
+    const refused = await connect(relayPort, `127.0.0.3:${echoPort}`, TOKEN);
+    assert.equal(refused.status, 403);
+    assert.match(JSON.parse(refused.body).message, /not the address of a sandbox of this agent/);
+    assert.equal(results.at(-1), "forbidden");
+  });
+
+  it("refuses a port its sandbox does not expose (403), naming the ones it does", async () => {
+    const refused = await connect(relayPort, `127.0.0.2:${echoPort}`, TOKEN);
+    assert.equal(refused.status, 403);
+    assert.match(JSON.parse(refused.body).message, new RegExp(`port ${echoPort} is not exposed by sandbox default/web-127.0.0.2 \\(exposed: none; and 49983`));
+  });
+
+  it("answers 502 when nothing listens on the port, and 400 for a target that is not address:port", async () => {
+    const closed = await connect(relayPort, `127.0.0.1:${closedPort}`, TOKEN);
+    assert.equal(closed.status, 502);
+    assert.match(JSON.parse(closed.body).message, /is not open/);
+    const bad = await connect(relayPort, "example.com:80", TOKEN);
+    assert.equal(bad.status, 400);
+    assert.deepEqual(results.slice(-2), ["unreachable", "bad_request"]);
+  });
+
+  it("parses only literal addresses with a port", () => {
+    assert.deepEqual(parseRelayTarget("10.213.0.5:8080"), { host: "10.213.0.5", port: 8080 });
+    assert.deepEqual(parseRelayTarget("[fd00::5]:443"), { host: "fd00::5", port: 443 });
+    assert.equal(parseRelayTarget("10.213.0.5"), undefined);
+    assert.equal(parseRelayTarget("10.213.0.5:70000"), undefined);
+    assert.equal(parseRelayTarget("host.internal:80"), undefined);
+    assert.equal(parseRelayTarget(undefined), undefined);
+  });
+});

@@ -1,0 +1,132 @@
+/**
+ * The agent's relay: an HTTP/1.1 `CONNECT <sandbox address>:<port>` on the agent API's port that
+ * opens a TCP connection to a port of one of this agent's own Isolated sandboxes, and then relays
+ * bytes both ways. The sandbox proxy dials it in the Kubernetes mode, where a sandbox's address is on
+ * its node's bridge (inside the agent Pod's network) and not routable from anywhere else.
+ *
+ * It is not an open proxy: the caller must send the agent token (`Authorization: Bearer <token>`,
+ * the same as the agent API), and the target must be the address of a sandbox this agent runs and a
+ * port that sandbox exposes, or the in-sandbox daemon's port. Refusals are JSON `{code, message}`.
+ */
+import type http from "node:http";
+import net from "node:net";
+import type { Duplex } from "node:stream";
+import { SANDBOX_DAEMON_PORT, equalTokens } from "@fast-sandbox/api";
+import type { RuntimeSandbox } from "../runtime/runtime.js";
+import type { RelayResult } from "./agent-metrics.js";
+
+export interface SandboxRelayOptions {
+  token: string;
+  /** This agent's sandboxes, as the runtime reports them now (a new one is found at once). */
+  sandboxes(): Promise<RuntimeSandbox[]>;
+  /** Told how each CONNECT ended up. */
+  observe?(result: RelayResult): void;
+}
+
+export interface SandboxRelay {
+  /** The server's `connect` listener. */
+  onConnect(request: http.IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Cuts every open tunnel. */
+  close(): void;
+}
+
+const STATUS_TEXT: Record<number, string> = { 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 502: "Bad Gateway" };
+
+function refuse(socket: Duplex, status: number, message: string): void {
+  const body = JSON.stringify({ code: status, message });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\ncontent-type: application/json\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+/** `address:port` or `[v6 address]:port` of a CONNECT request line, or undefined. */
+export function parseRelayTarget(authority: string | undefined): { host: string; port: number } | undefined {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(authority ?? "");
+  if (!match) return undefined;
+  const host = match[1] ?? match[2] ?? "";
+  const port = Number(match[3]);
+  if (net.isIP(host) === 0 || port < 1 || port > 65535) return undefined;
+  return { host, port };
+}
+
+export function createSandboxRelay(options: SandboxRelayOptions): SandboxRelay {
+  const open = new Set<Duplex>();
+  const observe = (result: RelayResult) => options.observe?.(result);
+
+  const onConnect = (request: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
+    open.add(socket);
+    socket.once("close", () => open.delete(socket));
+    socket.on("error", () => socket.destroy());
+    void (async () => {
+      const match = /^Bearer (.+)$/.exec(request.headers.authorization ?? "");
+      if (!match?.[1] || !equalTokens(match[1], options.token)) {
+        observe("unauthorized");
+        refuse(
+          socket,
+          401,
+          request.headers.authorization ? "invalid bearer token: send the agent token" : "missing bearer token: send 'authorization: Bearer <agent token>'",
+        );
+        return;
+      }
+      const target = parseRelayTarget(request.url);
+      if (!target) {
+        observe("bad_request");
+        refuse(socket, 400, `CONNECT target ${JSON.stringify(request.url)} is not <IP address>:<port> of a sandbox`);
+        return;
+      }
+      let sandboxes: RuntimeSandbox[];
+      try {
+        sandboxes = await options.sandboxes();
+      } catch (error) {
+        observe("unreachable");
+        refuse(socket, 502, `the agent cannot list its sandboxes right now (${error instanceof Error ? error.message : String(error)}); retry shortly`);
+        return;
+      }
+      const sandbox = sandboxes.find((candidate) => candidate.address === target.host);
+      const allowed = sandbox && (target.port === SANDBOX_DAEMON_PORT || (sandbox.exposedPorts ?? []).includes(target.port));
+      if (!sandbox || !allowed) {
+        observe("forbidden");
+        refuse(
+          socket,
+          403,
+          sandbox
+            ? `port ${target.port} is not exposed by sandbox ${sandbox.namespace}/${sandbox.name} (exposed: ${(sandbox.exposedPorts ?? []).join(", ") || "none"}; and ${SANDBOX_DAEMON_PORT}, its daemon)`
+            : `${target.host} is not the address of a sandbox of this agent: the relay reaches only its own sandboxes`,
+        );
+        return;
+      }
+      const upstream = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+      open.add(upstream);
+      let connected = false;
+      upstream.once("connect", () => {
+        connected = true;
+        observe("opened");
+        socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+        if (head.length > 0) upstream.write(head);
+        upstream.pipe(socket);
+        socket.pipe(upstream);
+      });
+      upstream.on("error", (error) => {
+        if (connected) {
+          socket.destroy();
+          return;
+        }
+        observe("unreachable");
+        refuse(socket, 502, `port ${target.port} of sandbox ${sandbox.namespace}/${sandbox.name} is not open (${error.message})`);
+      });
+      socket.once("close", () => upstream.destroy());
+      upstream.once("close", () => {
+        open.delete(upstream);
+        if (connected) socket.destroy();
+      });
+    })();
+  };
+
+  return {
+    onConnect,
+    close() {
+      for (const connection of open) connection.destroy();
+    },
+  };
+}
