@@ -466,11 +466,13 @@ describe("buildAgentPod with a base template (config/agent/agent-pod-template.ya
     assert.equal(agent.securityContext?.privileged, true);
     assert.deepEqual(
       agent.volumeMounts?.map((m) => m.mountPath),
-      ["/run/containerd", "/var/lib/containerd", "/var/lib/fast-sandbox/agents", "/var/lib/fast-sandbox/bin"],
+      ["/run/containerd", "/var/lib/containerd", "/var/lib/fast-sandbox/agents", "/var/lib/fast-sandbox/bin", "/run/netns", "/run/fast-sandbox/network"],
     );
+    // Isolated sandboxes' namespaces are made by the agent and must be seen by the host's containerd.
+    assert.equal(agent.volumeMounts?.find((m) => m.mountPath === "/run/netns")?.mountPropagation, "Bidirectional");
     assert.deepEqual(
       spec?.volumes?.map((v) => v.name),
-      ["containerd-run", "containerd-root", "agents-state", "node-binaries"],
+      ["containerd-run", "containerd-root", "agents-state", "node-binaries", "netns", "network-state"],
     );
     assert.deepEqual(base, defaultTemplate(), "the base template itself is untouched");
   });
@@ -507,13 +509,15 @@ describe("buildAgentPod with a base template (config/agent/agent-pod-template.ya
     assertBefore(agent, "FSB_AGENT_NAME", "FSB_AGENT_STATE_DIR");
     assert.deepEqual(agent.volumeMounts?.map((m) => m.mountPath).sort(), [
       "/run/containerd",
+      "/run/fast-sandbox/network",
+      "/run/netns",
       "/scratch",
       "/var/lib/containerd",
       "/var/lib/fast-sandbox/agents",
       "/var/lib/fast-sandbox/bin",
     ]);
     assert.deepEqual(shipper, { name: "log-shipper", image: "shipper:1" });
-    assert.deepEqual(pod.spec?.volumes?.map((v) => v.name).sort(), ["agents-state", "containerd-root", "containerd-run", "node-binaries", "scratch"]);
+    assert.deepEqual(pod.spec?.volumes?.map((v) => v.name).sort(), ["agents-state", "containerd-root", "containerd-run", "netns", "network-state", "node-binaries", "scratch"]);
     assert.equal(pod.spec?.initContainers?.[0]?.name, "install-node-binaries");
   });
 });
