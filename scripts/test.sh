@@ -15,4 +15,6 @@ if [ -n "${FSB_TEST_FILTER:-}" ]; then
   unit=($(printf '%s\n' "${unit[@]}" | grep -E "$FSB_TEST_FILTER" || true))
   e2e=($(printf '%s\n' "${e2e[@]}" | grep -E "$FSB_TEST_FILTER" || true))
 fi
+# The in-sandbox daemon's Go tests (packages/envd), unless a filter leaves them out.
+if [ -z "${FSB_TEST_FILTER:-}" ] || grep -qE "$FSB_TEST_FILTER" <<<"packages/envd"; then bash scripts/test-envd.sh; fi
 node --conditions=development --import tsx --test --test-concurrency=1 "${unit[@]}" "${e2e[@]}"

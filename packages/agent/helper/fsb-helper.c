@@ -11,7 +11,7 @@
  *    to stop (SIGTERM/SIGINT), and then exits with the command's status.
  * It writes nothing to stdout and only its own failures to stderr: the sandbox's log is the user's.
  *
- * Usage: `fsb-helper [--workdir DIR] -- COMMAND [ARG...]` (also `fsb-helper COMMAND [ARG...]`, as
+ * Usage: `fsb-helper [--workdir DIR] [--envd PATH] -- COMMAND [ARG...]` (also `fsb-helper COMMAND [ARG...]`, as
  * sandboxes created by older agents run it). The child enters DIR (creating it when missing, as
  * runc and runsc do for a process's cwd) and executes COMMAND, searching the sandbox's $PATH like
  * execvp. Until that exec succeeds, a close-on-exec pipe stays open between child and helper: a
@@ -21,6 +21,14 @@
  *
  * `fsb-helper --pause` runs no command: it only waits for SIGTERM/SIGINT (and reaps). The agent
  * runs it as a tiny "anchor" container that keeps its sandboxes' shared shim process alive.
+ *
+ * `--envd PATH` (before `--`, with or without `--workdir`) also runs the in-sandbox daemon
+ * (packages/envd, E2B's envd interface on port 49983) as a second, supervised child: started
+ * once the command's start is recorded, restarted when it dies (after 0.1 s, doubling up to 5 s,
+ * back to 0.1 s once it ran 10 s), left dead when it cannot be executed at all (status 127), and
+ * stopped with the sandbox. Its exits are reaped like orphans and never recorded as the command's.
+ * The agent passes it only to sandboxes with a network of their own (the port would collide in a
+ * shared one).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -33,6 +41,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RUN_DIR "/.fast-sandbox/run"
@@ -155,12 +164,56 @@ static const char *run_command(char **argv) {
   return "";
 }
 
+/* The in-sandbox daemon's exec failed (or it exited so): restarting it would fail the same way. */
+#define ENVD_CANNOT_RUN 127
+#define ENVD_MIN_BACKOFF_MS 100
+#define ENVD_MAX_BACKOFF_MS 5000
+#define ENVD_STABLE_MS 10000
+
+static long long now_ms(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* Starts the daemon: stdin from /dev/null, stdout and stderr the sandbox's log (it writes only its failures). */
+static pid_t start_envd(const char *path, const sigset_t *original) {
+  pid_t pid = fork();
+  if (pid < 0) {
+    fprintf(stderr, "fast-sandbox helper: cannot fork the in-sandbox daemon: %s\n", strerror(errno));
+    return -1;
+  }
+  if (pid == 0) {
+    sigprocmask(SIG_SETMASK, original, NULL);
+    setsid(); /* not in the command's process group: signals for the command never reach it */
+    int null = open("/dev/null", O_RDONLY);
+    if (null >= 0) {
+      dup2(null, 0);
+      if (null > 0) close(null);
+    }
+    char *const daemon_argv[] = {(char *)path, NULL};
+    extern char **environ;
+    execve(path, daemon_argv, environ);
+    fprintf(stderr, "fast-sandbox: cannot start the in-sandbox daemon %s: %s\n", path, strerror(errno));
+    _exit(ENVD_CANNOT_RUN);
+  }
+  return pid;
+}
+
 int main(int argc, char **argv) {
   char *workdir = NULL;
+  char *envd = NULL;
   int first = 1;
-  if (argc > 2 && strcmp(argv[1], "--workdir") == 0) {
-    workdir = argv[2];
-    first = 3;
+  for (;;) {
+    if (first + 1 < argc && strcmp(argv[first], "--workdir") == 0) {
+      workdir = argv[first + 1];
+      first += 2;
+    } else if (first + 1 < argc && strcmp(argv[first], "--envd") == 0) {
+      envd = argv[first + 1];
+      first += 2;
+    } else {
+      break;
+    }
   }
   if (first < argc && strcmp(argv[first], "--") == 0) first++;
   if (first >= argc) {
@@ -174,7 +227,7 @@ int main(int argc, char **argv) {
   sigaddset(&handled, SIGCHLD);
   sigprocmask(SIG_BLOCK, &handled, &original);
 
-  if (strcmp(argv[1], "--pause") == 0) {
+  if (argc > 1 && strcmp(argv[1], "--pause") == 0) {
     for (;;) {
       siginfo_t info;
       int sig = sigwaitinfo(&handled, &info);
@@ -219,12 +272,30 @@ int main(int argc, char **argv) {
   if (length == 0) record("command-start", "started\n", 8, 0);
   else record("command-start", report, length, 0);
 
+  pid_t envd_pid = envd ? start_envd(envd, &original) : -1;
+  long long envd_started_ms = now_ms(), envd_restart_ms = -1;
+  int envd_backoff_ms = ENVD_MIN_BACKOFF_MS;
+
   int child_running = 1;
   int child_code = 0;
   int stopping = 0;
   for (;;) {
     siginfo_t info;
-    int sig = sigwaitinfo(&handled, &info);
+    int sig;
+    if (envd_restart_ms >= 0) {
+      long long wait_ms = envd_restart_ms - now_ms();
+      if (wait_ms < 0) wait_ms = 0;
+      struct timespec timeout = {wait_ms / 1000, (wait_ms % 1000) * 1000000};
+      sig = sigtimedwait(&handled, &info, &timeout);
+      if (sig < 0 && errno == EAGAIN) {
+        envd_restart_ms = -1;
+        envd_pid = start_envd(envd, &original);
+        envd_started_ms = now_ms();
+        continue;
+      }
+    } else {
+      sig = sigwaitinfo(&handled, &info);
+    }
     if (sig < 0) continue; /* EINTR */
     if (sig == SIGCHLD) {
       int status;
@@ -234,10 +305,20 @@ int main(int argc, char **argv) {
           child_running = 0;
           child_code = exit_code_of(status);
           record_exit(child_code);
+        } else if (pid == envd_pid) {
+          envd_pid = -1;
+          if (stopping || (WIFEXITED(status) && WEXITSTATUS(status) == ENVD_CANNOT_RUN)) continue;
+          if (now_ms() - envd_started_ms >= ENVD_STABLE_MS) envd_backoff_ms = ENVD_MIN_BACKOFF_MS;
+          envd_restart_ms = now_ms() + envd_backoff_ms;
+          envd_backoff_ms = envd_backoff_ms * 2 > ENVD_MAX_BACKOFF_MS ? ENVD_MAX_BACKOFF_MS : envd_backoff_ms * 2;
         }
       }
       if (!child_running && stopping) return child_code;
       continue;
+    }
+    if ((sig == SIGTERM || sig == SIGINT) && envd_pid > 0) {
+      kill(envd_pid, SIGTERM);
+      envd_restart_ms = -1;
     }
     if (child_running) {
       kill(child, sig);

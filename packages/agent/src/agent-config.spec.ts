@@ -4,7 +4,7 @@ import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { ValidationError } from "@fast-sandbox/api";
-import { DEFAULT_HELPER_PATH, agentConfigFromEnv } from "./agent-config.js";
+import { DEFAULT_ENVD_PATH, DEFAULT_HELPER_PATH, agentConfigFromEnv } from "./agent-config.js";
 
 const REQUIRED = {
   FSB_AGENT_NAME: "default-0",
@@ -42,6 +42,7 @@ describe("agentConfigFromEnv", () => {
       containerdNamespace: "fast-sandbox",
       cgroupParent: "",
       helperPath: DEFAULT_HELPER_PATH,
+      envdPath: DEFAULT_ENVD_PATH,
       registryConfigPath: "",
       runscPath: "",
     });
@@ -77,6 +78,12 @@ describe("agentConfigFromEnv", () => {
   it("uses the helper built beside the package when FSB_HELPER_PATH is unset or empty", () => {
     assert.match(DEFAULT_HELPER_PATH, /[/\\]agent[/\\]helper[/\\]build[/\\]fsb-helper$/);
     assert.equal(agentConfigFromEnv({ ...REQUIRED, FSB_HELPER_PATH: "" }).helperPath, DEFAULT_HELPER_PATH);
+  });
+
+  it("uses the in-sandbox daemon built in packages/envd unless FSB_ENVD_PATH names another or is empty (none)", () => {
+    assert.match(DEFAULT_ENVD_PATH, /[/\\]packages[/\\]envd[/\\]build[/\\]fsb-envd$/);
+    assert.equal(agentConfigFromEnv({ ...REQUIRED, FSB_ENVD_PATH: "/opt/fsb-envd" }).envdPath, "/opt/fsb-envd");
+    assert.equal(agentConfigFromEnv({ ...REQUIRED, FSB_ENVD_PATH: "" }).envdPath, "");
   });
 
   for (const key of ["FSB_AGENT_NAME", "FSB_AGENT_POOL", "FSB_AGENT_STATE_DIR"] as const) {

@@ -33,6 +33,11 @@ export interface AgentConfig {
   cgroupParent: string;
   /** FSB_HELPER_PATH, default the helper built beside this package (`helper/build/fsb-helper`). */
   helperPath: string;
+  /**
+   * FSB_ENVD_PATH, default the in-sandbox daemon `scripts/build-envd.sh` builds (`packages/envd/build/fsb-envd`);
+   * set but empty: none. The helper runs it in every Isolated sandbox (E2B's envd interface, port 49983).
+   */
+  envdPath: string;
   /** FSB_REGISTRY_CONFIG: registry credentials in Docker's config.json format (what `fsb login` writes), read at every pull; empty: anonymous pulls. */
   registryConfigPath: string;
   /** FSB_RUNSC_PATH: the runsc binary for gVisor sandboxes; empty: the runtime's default (`/usr/bin/runsc`). */
@@ -41,6 +46,9 @@ export interface AgentConfig {
 
 /** The helper `scripts/build-helper.sh` builds, found relative to this file in src/ and dist/ alike. */
 export const DEFAULT_HELPER_PATH = fileURLToPath(new URL("../helper/build/fsb-helper", import.meta.url));
+
+/** The in-sandbox daemon `scripts/build-envd.sh` builds, found relative to this file in src/ and dist/ alike. */
+export const DEFAULT_ENVD_PATH = fileURLToPath(new URL("../../envd/build/fsb-envd", import.meta.url));
 
 export function agentConfigFromEnv(env: NodeJS.ProcessEnv = process.env): AgentConfig {
   const required = (key: string): string => {
@@ -71,6 +79,7 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv = process.env): AgentC
     containerdNamespace: env.FSB_CONTAINERD_NAMESPACE ?? "fast-sandbox",
     cgroupParent: env.FSB_CGROUP_PARENT ?? "",
     helperPath: env.FSB_HELPER_PATH || DEFAULT_HELPER_PATH,
+    envdPath: env.FSB_ENVD_PATH ?? DEFAULT_ENVD_PATH,
     registryConfigPath: env.FSB_REGISTRY_CONFIG ?? "",
     runscPath: env.FSB_RUNSC_PATH ?? "",
   };

@@ -44,6 +44,7 @@ async function main(): Promise<void> {
     // sandboxes' cgroups must not collide.
     cgroupParent: config.cgroupParent ? `${config.cgroupParent}/sandboxes` : `/${config.containerdNamespace}/${config.name}`,
     helperPath: config.helperPath,
+    ...(config.envdPath ? { envdPath: config.envdPath } : {}),
     ...(config.runscPath ? { runscPath: config.runscPath } : {}),
     ...(config.registryConfigPath ? { registryConfigPath: config.registryConfigPath } : {}),
     // The node's sandbox network (FSB_NETWORK_*), for isolated sandboxes; nothing of it is set up

@@ -11,7 +11,7 @@
  * of its state directory; containerd knows each one under the container id it maps to
  * (container-id.ts), which also names its task, snapshot and cgroup.
  */
-import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { chown, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -134,6 +134,12 @@ export interface ContainerdRuntimeOptions {
    */
   helperPath?: string;
   /**
+   * Host path of the static in-sandbox daemon (packages/envd, E2B's envd interface on port 49983),
+   * which the helper runs in every sandbox with a network of its own. Absent, or no file there
+   * (logged once): sandboxes run without it.
+   */
+  envdPath?: string;
+  /**
    * How many shims the agent spreads its runc sandboxes over (each kept alive by an anchor). A
    * shim serializes the creates it serves, so more shims let concurrent creates run in parallel.
    * @default min(4, the number of CPUs)
@@ -189,6 +195,7 @@ export class ContainerdRuntime implements Runtime {
   /** Isolated sandboxes' networks; undefined without network settings. */
   readonly networks: SandboxNetworks | undefined;
   private readonly helperPath: string | undefined;
+  private readonly envdPath: string | undefined;
   /** Creates in flight per shim group; a create goes to the least busy group. */
   private readonly groupLoad: number[];
   private readonly onCreateTimings: ((timings: CreateTimings) => void) | undefined;
@@ -214,11 +221,15 @@ export class ContainerdRuntime implements Runtime {
     this.onCreateTimings = options.onCreateTimings;
     this.commandStartTimeoutMs = options.commandStartTimeoutMs ?? 5_000;
     this.helperPath = options.helperPath;
+    this.envdPath = options.envdPath && existsSync(options.envdPath) ? options.envdPath : undefined;
     this.groupLoad = new Array<number>(Math.max(1, options.shimGroups ?? Math.min(4, availableParallelism()))).fill(0);
     this.logger = options.logger.child({
       component: "containerd-runtime",
       containerdNamespace: this.namespace,
     });
+    if (options.envdPath && !this.envdPath) {
+      this.logger.warn({ envdPath: options.envdPath }, "the in-sandbox daemon is missing: sandboxes run without it (run 'npm run build' or set FSB_ENVD_PATH)");
+    }
     this.networks = options.network
       ? new SandboxNetworks({
           settings: options.network,
@@ -350,7 +361,8 @@ export class ContainerdRuntime implements Runtime {
         networkMs = lap();
       }
       const ociSpec = buildOciSpec(spec, image.config, {
-        ...(this.helperPath ? { helper: { binaryPath: this.helperPath, runDir } } : {}),
+        // The in-sandbox daemon only where its port is the sandbox's own (buildOciSpec checks it too).
+        ...(this.helperPath ? { helper: { binaryPath: this.helperPath, runDir, ...(network && this.envdPath ? { envdPath: this.envdPath } : {}) } } : {}),
         ...(group !== undefined ? { shimGroup: this.shimGroup(group) } : {}),
         cgroupsPath: sandboxCgroupsPath(this.cgroupParent, containerId),
         hostNetworkFiles: this.hostNetworkFiles,

@@ -5,6 +5,7 @@ import type { ImageConfig } from "./image-resolver.js";
 import {
   DEFAULT_CAPABILITIES,
   DEFAULT_PATH,
+  ENVD_BINARY,
   HELPER_BINARY,
   HELPER_RUN_DIR,
   SHIM_GROUP_ANNOTATION,
@@ -239,6 +240,29 @@ describe("buildOciSpec with the helper", () => {
     assert.ok(binary?.options.includes("ro"));
     assert.equal(run?.source, "/state/run/sb-1");
     assert.ok(run?.options.includes("rw") && run.options.includes("noexec"));
+  });
+});
+
+describe("buildOciSpec with the in-sandbox daemon", () => {
+  const isolatedNetwork = { netnsPath: "/run/netns/fsb-1", files: [] };
+  const withEnvd = { helper: { binaryPath: "/opt/fsb-helper", runDir: "/state/run/sb-1", envdPath: "/opt/fsb-envd" }, ...options };
+
+  it("mounts the daemon read-only beside the helper and names it to the helper, in a sandbox with its own network", () => {
+    const spec = buildOciSpec(sandbox({ command: ["sleep", "9"], workingDir: "/work" }), image, { ...withEnvd, isolatedNetwork });
+    assert.deepEqual(spec.process.args, [HELPER_BINARY, "--workdir", "/work", "--envd", ENVD_BINARY, "--", "sleep", "9"]);
+    const daemon = spec.mounts.find((mount) => mount.destination === ENVD_BINARY);
+    assert.equal(daemon?.source, "/opt/fsb-envd");
+    assert.ok(daemon?.options.includes("ro"));
+    assert.equal(sandboxWorkingDir(spec), "/work");
+  });
+
+  it("leaves it out of a sandbox that shares the agent's network, where its port would collide", () => {
+    const spec = buildOciSpec(sandbox({ command: ["sleep", "9"] }), image, withEnvd);
+    assert.ok(!spec.process.args.includes("--envd"));
+    assert.equal(
+      spec.mounts.find((mount) => mount.destination === ENVD_BINARY),
+      undefined,
+    );
   });
 });
 

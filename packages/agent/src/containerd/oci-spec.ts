@@ -130,13 +130,17 @@ export interface IsolatedNetworkInjection {
 export const HELPER_DIR = "/.fast-sandbox";
 export const HELPER_BINARY = `${HELPER_DIR}/helper`;
 export const HELPER_RUN_DIR = `${HELPER_DIR}/run`;
+/** The in-sandbox daemon (packages/envd: E2B's envd interface on port 49983), beside the helper. */
+export const ENVD_BINARY = `${HELPER_DIR}/envd`;
+/** The port the in-sandbox daemon serves on in every sandbox that runs it (E2B's envd port). */
+export const ENVD_PORT = 49983;
 
 /**
  * The helper's own arguments before the user's command: it enters the working directory itself
  * (creating it when missing, as runc does) so that a bad one is reported like a bad command.
  */
-export function helperArgs(workingDir: string, userArgs: readonly string[]): string[] {
-  return [HELPER_BINARY, "--workdir", workingDir, "--", ...userArgs];
+export function helperArgs(workingDir: string, userArgs: readonly string[], envd = false): string[] {
+  return [HELPER_BINARY, "--workdir", workingDir, ...(envd ? ["--envd", ENVD_BINARY] : []), "--", ...userArgs];
 }
 
 /** The sandbox's working directory, also the default of its execs: the helper's `--workdir`, else the process's cwd. */
@@ -151,6 +155,12 @@ export interface HelperInjection {
   binaryPath: string;
   /** Host directory of this sandbox, bind-mounted writable: the helper records the command's start and exit code there. */
   runDir: string;
+  /**
+   * Host path of the static in-sandbox daemon, bind-mounted read-only at ENVD_BINARY; the helper
+   * starts and supervises it. Only for a sandbox with a network of its own (`isolatedNetwork`):
+   * in the agent's shared network its port would collide with other sandboxes'. @default none
+   */
+  envdPath?: string;
 }
 
 /**
@@ -271,6 +281,10 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
       { destination: HELPER_RUN_DIR, type: "bind", source: options.helper.runDir, options: ["rbind", "rw", "nosuid", "nodev", "noexec"] },
     );
   }
+  const envd = Boolean(options.helper?.envdPath && isolated);
+  if (envd && options.helper?.envdPath) {
+    mounts.push({ destination: ENVD_BINARY, type: "bind", source: options.helper.envdPath, options: ["rbind", "ro", "nosuid", "nodev"] });
+  }
   const userArgs = processArgs(spec, image);
   const workingDir = spec.workingDir || image.workingDir || "/";
 
@@ -301,7 +315,7 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
     process: {
       terminal: false,
       user: imageUser(image.user),
-      args: options.helper ? helperArgs(workingDir, userArgs) : userArgs,
+      args: options.helper ? helperArgs(workingDir, userArgs, envd) : userArgs,
       env: mergeEnv(image.env, spec.env),
       // With the helper, runc and runsc start it in "/" (they would fail a bad cwd with an opaque
       // error before anything runs); the helper enters the working directory and reports on it.

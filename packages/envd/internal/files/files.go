@@ -1,0 +1,389 @@
+// Package files serves GET and POST /files, E2B envd's plain-HTTP file transfer: downloads (gzip
+// when asked), and uploads as multipart (one or many `file` parts) or as a raw
+// application/octet-stream body, gzip-encoded or not.
+package files
+
+import (
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"fast-sandbox.io/envd/internal/auth"
+	"fast-sandbox.io/envd/internal/paths"
+	"fast-sandbox.io/envd/internal/state"
+	"fast-sandbox.io/envd/internal/users"
+)
+
+// DefaultMaxUploadBytes is the largest upload accepted by default (1 GiB).
+const DefaultMaxUploadBytes int64 = 1 << 30
+
+// Handler serves /files.
+type Handler struct {
+	Auth  *auth.Authenticator
+	State *state.State
+	Guard paths.Guard
+	// MaxUploadBytes bounds an upload, counted after gzip decoding too; larger ones get 413.
+	MaxUploadBytes int64
+}
+
+// WrittenFile is one element of an upload's reply.
+type WrittenFile struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+	Path string `json:"path"`
+}
+
+// httpError is an error with its HTTP status, written as {"message", "code"}.
+type httpError struct {
+	status int
+	err    error
+}
+
+func (e *httpError) Error() string { return e.err.Error() }
+
+func fail(status int, format string, args ...any) *httpError {
+	return &httpError{status: status, err: fmt.Errorf(format, args...)}
+}
+
+// WriteError writes E2B's error body: {"message": …, "code": <status>}.
+func WriteError(w http.ResponseWriter, status int, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"message": message, "code": status})
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var err *httpError
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		err = h.download(w, r)
+	case http.MethodPost:
+		err = h.upload(w, r)
+	default:
+		w.Header().Set("Allow", "GET, HEAD, POST")
+		err = fail(http.StatusMethodNotAllowed, "%s /files: use GET to download or POST to upload", r.Method)
+	}
+	if err != nil {
+		WriteError(w, err.status, err.Error())
+	}
+}
+
+// caller authorizes the request and resolves its user: ?username=, else Basic authorization, else
+// the default user.
+func (h *Handler) caller(r *http.Request, operation string) (*users.User, *httpError) {
+	query := r.URL.Query()
+	if err := h.Auth.FilesAllowed(r.Header, query.Get("path"), operation, query.Get("username"), query.Get("signature"), query.Get("signature_expiration")); err != nil {
+		return nil, fail(http.StatusUnauthorized, "%v", err)
+	}
+	name := query.Get("username")
+	if name == "" {
+		var err error
+		if name, err = auth.BasicUser(r.Header.Get("Authorization")); err != nil {
+			return nil, fail(http.StatusUnauthorized, "%v", err)
+		}
+	}
+	user, err := h.Auth.User(name)
+	switch {
+	case err == nil:
+		return user, nil
+	case errors.Is(err, auth.ErrCannotSwitchUser):
+		return nil, fail(http.StatusForbidden, "%v", err)
+	case errors.Is(err, users.ErrUnknownUser):
+		return nil, fail(http.StatusUnauthorized, "%v", err)
+	default:
+		return nil, fail(http.StatusInternalServerError, "%v", err)
+	}
+}
+
+// resolve turns a requested path into an absolute, guarded one.
+func (h *Handler) resolve(requested string, user *users.User) (string, *httpError) {
+	path, err := paths.Absolute(requested, user.Home, h.State.DefaultWorkdir())
+	if err != nil {
+		return "", fail(http.StatusBadRequest, "path: %v", err)
+	}
+	if err := h.Guard.Check(path); err != nil {
+		return "", fail(http.StatusForbidden, "%v", err)
+	}
+	return path, nil
+}
+
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return http.StatusNotFound
+	case errors.Is(err, os.ErrPermission), errors.Is(err, syscall.EROFS):
+		return http.StatusForbidden
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return http.StatusInsufficientStorage
+	case errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.EISDIR), errors.Is(err, syscall.ENAMETOOLONG), errors.Is(err, syscall.ELOOP):
+		return http.StatusBadRequest
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+func (h *Handler) download(w http.ResponseWriter, r *http.Request) *httpError {
+	user, failure := h.caller(r, "read")
+	if failure != nil {
+		return failure
+	}
+	requested := r.URL.Query().Get("path")
+	if requested == "" {
+		return fail(http.StatusBadRequest, "the path query parameter is required: the file to download")
+	}
+	path, failure := h.resolve(requested, user)
+	if failure != nil {
+		return failure
+	}
+	file, err := os.Open(path)
+	if err != nil {
+		return fail(statusOf(err), "%s: %v", path, err)
+	}
+	defer file.Close()
+	info, err := file.Stat()
+	if err != nil {
+		return fail(statusOf(err), "%s: %v", path, err)
+	}
+	if info.IsDir() {
+		return fail(http.StatusBadRequest, "%s is a directory: list it with filesystem.Filesystem/ListDir", path)
+	}
+	if !info.Mode().IsRegular() {
+		return fail(http.StatusBadRequest, "%s is not a regular file (%s)", path, info.Mode().Type())
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if info.Size() > 0 && acceptsGzip(r.Header.Get("Accept-Encoding")) {
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Header().Add("Vary", "Accept-Encoding")
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodHead {
+			return nil
+		}
+		compressor := gzip.NewWriter(w)
+		if _, err := io.Copy(compressor, file); err == nil {
+			_ = compressor.Close()
+		}
+		return nil
+	}
+	// Content-Length (0 for an empty file, which E2B's JS SDK checks), ranges, If-Modified-Since.
+	http.ServeContent(w, r, "", info.ModTime(), file)
+	return nil
+}
+
+// acceptsGzip reads Accept-Encoding: gzip (or *) present and not refused with q=0.
+func acceptsGzip(header string) bool {
+	for _, part := range strings.Split(header, ",") {
+		coding, parameters, _ := strings.Cut(strings.TrimSpace(part), ";")
+		coding = strings.ToLower(strings.TrimSpace(coding))
+		if coding != "gzip" && coding != "*" {
+			continue
+		}
+		quality := strings.ReplaceAll(strings.ToLower(parameters), " ", "")
+		return quality != "q=0" && quality != "q=0.0" && quality != "q=0.00" && quality != "q=0.000"
+	}
+	return false
+}
+
+// limitedReader fails with errTooLarge past limit bytes (a decoded gzip body can be far larger
+// than what was sent).
+type limitedReader struct {
+	reader    io.Reader
+	remaining int64
+	limit     int64
+}
+
+var errTooLarge = errors.New("upload too large")
+
+func (l *limitedReader) Read(buffer []byte) (int, error) {
+	if l.remaining < 0 {
+		return 0, errTooLarge
+	}
+	if int64(len(buffer)) > l.remaining+1 {
+		buffer = buffer[:l.remaining+1]
+	}
+	n, err := l.reader.Read(buffer)
+	l.remaining -= int64(n)
+	if l.remaining < 0 {
+		return n, errTooLarge
+	}
+	return n, err
+}
+
+func (h *Handler) upload(w http.ResponseWriter, r *http.Request) *httpError {
+	limit := h.MaxUploadBytes
+	if limit <= 0 {
+		limit = DefaultMaxUploadBytes
+	}
+	tooLarge := fail(http.StatusRequestEntityTooLarge, "the upload is larger than this sandbox accepts (%d bytes); split it into several files", limit)
+	if r.ContentLength > limit {
+		return tooLarge
+	}
+	user, failure := h.caller(r, "write")
+	if failure != nil {
+		return failure
+	}
+	var body io.Reader = http.MaxBytesReader(w, r.Body, limit)
+	switch encoding := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); encoding {
+	case "", "identity":
+	case "gzip":
+		decompressor, err := gzip.NewReader(body)
+		if err != nil {
+			return fail(http.StatusBadRequest, "the body is not gzip data (Content-Encoding: gzip): %v", err)
+		}
+		defer decompressor.Close()
+		body = decompressor
+	default:
+		return fail(http.StatusBadRequest, "Content-Encoding %q is not supported: send the body as is or gzip-encoded", encoding)
+	}
+	body = &limitedReader{reader: body, remaining: limit, limit: limit}
+
+	mediaType, parameters, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil {
+		mediaType = ""
+	}
+	var written []WrittenFile
+	switch {
+	case mediaType == "application/octet-stream":
+		requested := r.URL.Query().Get("path")
+		if requested == "" {
+			return fail(http.StatusBadRequest, "the path query parameter is required for an application/octet-stream upload")
+		}
+		file, failure := h.writeFile(requested, body, user)
+		if failure != nil {
+			return h.uploadFailure(failure, tooLarge)
+		}
+		written = append(written, file)
+	case strings.HasPrefix(mediaType, "multipart/"):
+		if parameters["boundary"] == "" {
+			return fail(http.StatusBadRequest, "the multipart Content-Type has no boundary")
+		}
+		reader := multipart.NewReader(body, parameters["boundary"])
+		seen := map[string]bool{}
+		for {
+			part, err := reader.NextPart()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				if errors.Is(err, errTooLarge) || isMaxBytes(err) {
+					return tooLarge
+				}
+				return fail(http.StatusBadRequest, "reading the multipart body: %v", err)
+			}
+			if part.FormName() != "file" {
+				_ = part.Close()
+				continue
+			}
+			requested := r.URL.Query().Get("path")
+			if requested == "" {
+				requested = partFileName(part)
+			}
+			if requested == "" {
+				return fail(http.StatusBadRequest, "a file part has no filename: give each part its path as filename, or one file with ?path=")
+			}
+			file, failure := h.writeFileOnce(requested, part, user, seen)
+			_ = part.Close()
+			if failure != nil {
+				return h.uploadFailure(failure, tooLarge)
+			}
+			written = append(written, file)
+		}
+		if len(written) == 0 {
+			return fail(http.StatusBadRequest, "the multipart body has no part named \"file\"")
+		}
+	default:
+		return fail(http.StatusBadRequest, "Content-Type %q: send multipart/form-data (parts named \"file\") or application/octet-stream with ?path=", r.Header.Get("Content-Type"))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(written)
+	return nil
+}
+
+func isMaxBytes(err error) bool {
+	var maxBytes *http.MaxBytesError
+	return errors.As(err, &maxBytes)
+}
+
+func (h *Handler) uploadFailure(failure *httpError, tooLarge *httpError) *httpError {
+	if errors.Is(failure.err, errTooLarge) || isMaxBytes(failure.err) {
+		return tooLarge
+	}
+	return failure
+}
+
+// partFileName is a part's filename with its directories (multipart.Part.FileName keeps only the base).
+func partFileName(part *multipart.Part) string {
+	_, parameters, err := mime.ParseMediaType(part.Header.Get("Content-Disposition"))
+	if err != nil {
+		return ""
+	}
+	return parameters["filename"]
+}
+
+func (h *Handler) writeFileOnce(requested string, content io.Reader, user *users.User, seen map[string]bool) (WrittenFile, *httpError) {
+	path, failure := h.resolve(requested, user)
+	if failure != nil {
+		return WrittenFile{}, failure
+	}
+	if seen[path] {
+		return WrittenFile{}, fail(http.StatusBadRequest, "two file parts write %s: one upload writes each path once", path)
+	}
+	seen[path] = true
+	return h.writeFile(requested, content, user)
+}
+
+// writeFile writes content to the file, creating its directories and replacing what was there,
+// owned by user.
+func (h *Handler) writeFile(requested string, content io.Reader, user *users.User) (WrittenFile, *httpError) {
+	path, failure := h.resolve(requested, user)
+	if failure != nil {
+		return WrittenFile{}, failure
+	}
+	if err := paths.EnsureDir(filepath.Dir(path), user.UID, user.GID); err != nil {
+		return WrittenFile{}, fail(statusOf(err), "making the directory of %s: %v", path, err)
+	}
+	if info, err := os.Stat(path); err == nil {
+		if info.IsDir() {
+			return WrittenFile{}, fail(http.StatusBadRequest, "%s is a directory: give the path of a file", path)
+		}
+		if !info.Mode().IsRegular() {
+			return WrittenFile{}, fail(http.StatusBadRequest, "%s is not a regular file (%s)", path, info.Mode().Type())
+		}
+	}
+	file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return WrittenFile{}, fail(statusOf(err), "opening %s: %v", path, err)
+	}
+	if h.Auth.UID == 0 {
+		if err := file.Chown(int(user.UID), int(user.GID)); err != nil {
+			file.Close()
+			return WrittenFile{}, fail(statusOf(err), "giving %s to %s: %v", path, user.Name, err)
+		}
+	}
+	_, copyErr := io.Copy(file, content)
+	closeErr := file.Close()
+	switch {
+	case copyErr != nil && (errors.Is(copyErr, errTooLarge) || isMaxBytes(copyErr)):
+		return WrittenFile{}, &httpError{status: http.StatusRequestEntityTooLarge, err: copyErr}
+	case copyErr != nil && statusOf(copyErr) == http.StatusInsufficientStorage:
+		return WrittenFile{}, fail(http.StatusInsufficientStorage, "writing %s: the sandbox's disk is full: %v", path, copyErr)
+	case copyErr != nil:
+		var pathError *os.PathError
+		if errors.As(copyErr, &pathError) {
+			return WrittenFile{}, fail(statusOf(copyErr), "writing %s: %v", path, copyErr)
+		}
+		return WrittenFile{}, fail(http.StatusBadRequest, "reading the upload for %s: %v", path, copyErr)
+	case closeErr != nil:
+		return WrittenFile{}, fail(statusOf(closeErr), "writing %s: %v", path, closeErr)
+	}
+	return WrittenFile{Name: filepath.Base(path), Type: "file", Path: path}, nil
+}

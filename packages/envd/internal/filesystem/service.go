@@ -1,0 +1,244 @@
+package filesystem
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+
+	"connectrpc.com/connect"
+
+	rpc "fast-sandbox.io/envd/gen/filesystem"
+	"fast-sandbox.io/envd/gen/filesystem/filesystemconnect"
+	"fast-sandbox.io/envd/internal/auth"
+	"fast-sandbox.io/envd/internal/paths"
+	"fast-sandbox.io/envd/internal/state"
+	"fast-sandbox.io/envd/internal/users"
+)
+
+// Service implements filesystem.Filesystem.
+type Service struct {
+	Auth     *auth.Authenticator
+	State    *state.State
+	Guard    paths.Guard
+	Watchers *Watchers
+}
+
+var _ filesystemconnect.FilesystemHandler = (*Service)(nil)
+
+// resolve is the absolute path of a request's path field, for the calling user, checked by the guard.
+func (s *Service) resolve(header http.Header, field, requested string) (string, *users.User, error) {
+	user, err := s.Auth.Caller(header)
+	if err != nil {
+		return "", nil, err
+	}
+	path, err := paths.Absolute(requested, user.Home, s.State.DefaultWorkdir())
+	if err != nil {
+		return "", nil, rpcError(err, "%s", field)
+	}
+	if err := s.Guard.Check(path); err != nil {
+		return "", nil, rpcError(err, "%s", field)
+	}
+	return path, user, nil
+}
+
+func (s *Service) names() *users.Names { return s.Auth.Users.Names() }
+
+func (s *Service) Stat(_ context.Context, request *connect.Request[rpc.StatRequest]) (*connect.Response[rpc.StatResponse], error) {
+	path, _, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
+	if err != nil {
+		return nil, err
+	}
+	entry, err := Describe(path, s.names())
+	if err != nil {
+		return nil, rpcError(err, "stat %s", path)
+	}
+	return connect.NewResponse(&rpc.StatResponse{Entry: entry}), nil
+}
+
+func (s *Service) MakeDir(_ context.Context, request *connect.Request[rpc.MakeDirRequest]) (*connect.Response[rpc.MakeDirResponse], error) {
+	path, user, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
+	if err != nil {
+		return nil, err
+	}
+	if info, err := os.Stat(path); err == nil {
+		what := "a directory"
+		if !info.IsDir() {
+			what = "a file, not a directory"
+		}
+		return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("%s already exists (%s)", path, what))
+	}
+	if err := paths.EnsureDir(path, user.UID, user.GID); err != nil {
+		return nil, rpcError(err, "make directory %s", path)
+	}
+	entry, err := Describe(path, s.names())
+	if err != nil {
+		return nil, rpcError(err, "stat %s", path)
+	}
+	return connect.NewResponse(&rpc.MakeDirResponse{Entry: entry}), nil
+}
+
+func (s *Service) Move(_ context.Context, request *connect.Request[rpc.MoveRequest]) (*connect.Response[rpc.MoveResponse], error) {
+	source, user, err := s.resolve(request.Header(), "source", request.Msg.GetSource())
+	if err != nil {
+		return nil, err
+	}
+	destination, _, err := s.resolve(request.Header(), "destination", request.Msg.GetDestination())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Lstat(source); err != nil {
+		return nil, rpcError(err, "move %s", source)
+	}
+	if err := paths.EnsureDir(filepath.Dir(destination), user.UID, user.GID); err != nil {
+		return nil, rpcError(err, "make the destination's directory %s", filepath.Dir(destination))
+	}
+	if err := os.Rename(source, destination); err != nil {
+		// Another file system (a mount, or an overlay that cannot rename a lower directory): copy, then remove.
+		if !errors.Is(err, syscall.EXDEV) {
+			return nil, rpcError(err, "move %s to %s", source, destination)
+		}
+		if err := copyTree(source, destination); err != nil {
+			return nil, rpcError(err, "copy %s to %s", source, destination)
+		}
+		if err := os.RemoveAll(source); err != nil {
+			return nil, rpcError(err, "remove %s after copying it to %s", source, destination)
+		}
+	}
+	entry, err := Describe(destination, s.names())
+	if err != nil {
+		return nil, rpcError(err, "stat %s", destination)
+	}
+	return connect.NewResponse(&rpc.MoveResponse{Entry: entry}), nil
+}
+
+// maxListDepth bounds ListDir's recursion.
+const maxListDepth = 64
+
+func (s *Service) ListDir(_ context.Context, request *connect.Request[rpc.ListDirRequest]) (*connect.Response[rpc.ListDirResponse], error) {
+	depth := request.Msg.GetDepth()
+	if depth < 1 || depth > maxListDepth {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("depth %d: give 1 (the directory's own entries) to %d", depth, maxListDepth))
+	}
+	path, _, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
+	if err != nil {
+		return nil, err
+	}
+	// A symlink to a directory lists the directory.
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, rpcError(err, "list %s", path)
+	}
+	if !info.IsDir() {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("list %s: it is not a directory", path))
+	}
+	response := &rpc.ListDirResponse{}
+	names := s.names()
+	if err := s.list(path, depth, names, &response.Entries); err != nil {
+		return nil, rpcError(err, "list %s", path)
+	}
+	return connect.NewResponse(response), nil
+}
+
+func (s *Service) list(dir string, depth uint32, names *users.Names, entries *[]*rpc.EntryInfo) error {
+	children, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	sort.Slice(children, func(i, j int) bool { return children[i].Name() < children[j].Name() })
+	for _, child := range children {
+		path := filepath.Join(dir, child.Name())
+		if s.Guard.Hidden(path) {
+			continue
+		}
+		info, err := child.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		*entries = append(*entries, describeInfo(path, info, names))
+		if depth > 1 && info.IsDir() {
+			if err := s.list(path, depth-1, names, entries); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, os.ErrPermission) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Service) Remove(_ context.Context, request *connect.Request[rpc.RemoveRequest]) (*connect.Response[rpc.RemoveResponse], error) {
+	path, _, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
+	if err != nil {
+		return nil, err
+	}
+	if path == "/" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("remove /: refusing to remove the sandbox's root"))
+	}
+	if _, err := os.Lstat(path); err != nil {
+		return nil, rpcError(err, "remove %s", path)
+	}
+	if err := os.RemoveAll(path); err != nil {
+		return nil, rpcError(err, "remove %s", path)
+	}
+	return connect.NewResponse(&rpc.RemoveResponse{}), nil
+}
+
+// copyTree copies a file, symlink or directory tree, keeping modes and (as root) owners.
+func copyTree(source, destination string) error {
+	info, err := os.Lstat(source)
+	if err != nil {
+		return err
+	}
+	switch {
+	case info.Mode()&os.ModeSymlink != 0:
+		target, err := os.Readlink(source)
+		if err != nil {
+			return err
+		}
+		if err := os.Symlink(target, destination); err != nil {
+			return err
+		}
+	case info.IsDir():
+		if err := os.Mkdir(destination, info.Mode().Perm()); err != nil {
+			return err
+		}
+		children, err := os.ReadDir(source)
+		if err != nil {
+			return err
+		}
+		for _, child := range children {
+			if err := copyTree(filepath.Join(source, child.Name()), filepath.Join(destination, child.Name())); err != nil {
+				return err
+			}
+		}
+	default:
+		if err := copyFile(source, destination, info.Mode().Perm()); err != nil {
+			return err
+		}
+	}
+	if stat, ok := info.Sys().(*syscall.Stat_t); ok {
+		_ = os.Lchown(destination, int(stat.Uid), int(stat.Gid))
+	}
+	return nil
+}
+
+func copyFile(source, destination string, mode os.FileMode) error {
+	in, err := os.Open(source)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(destination, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

@@ -1,0 +1,267 @@
+package filesystem
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/fsnotify/fsnotify"
+
+	rpc "fast-sandbox.io/envd/gen/filesystem"
+	"fast-sandbox.io/envd/internal/paths"
+	"fast-sandbox.io/envd/internal/streams"
+	"fast-sandbox.io/envd/internal/users"
+)
+
+// watch follows one directory (and, recursive, every directory below it, new ones included) and
+// hands each change to sink as events named relative to the directory.
+type watch struct {
+	root         string
+	recursive    bool
+	includeEntry bool
+	guard        paths.Guard
+	directory    users.Directory
+	notify       *fsnotify.Watcher
+	sink         func(*rpc.FilesystemEvent)
+	stopped      chan struct{}
+	stopOnce     sync.Once
+}
+
+var operations = []struct {
+	op   fsnotify.Op
+	kind rpc.EventType
+}{
+	{fsnotify.Create, rpc.EventType_EVENT_TYPE_CREATE},
+	{fsnotify.Write, rpc.EventType_EVENT_TYPE_WRITE},
+	{fsnotify.Remove, rpc.EventType_EVENT_TYPE_REMOVE},
+	{fsnotify.Rename, rpc.EventType_EVENT_TYPE_RENAME},
+	{fsnotify.Chmod, rpc.EventType_EVENT_TYPE_CHMOD},
+}
+
+func startWatch(root string, recursive, includeEntry bool, guard paths.Guard, directory users.Directory, sink func(*rpc.FilesystemEvent)) (*watch, error) {
+	info, err := os.Stat(root)
+	if err != nil {
+		return nil, rpcError(err, "watch %s", root)
+	}
+	if !info.IsDir() {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("watch %s: it is not a directory", root))
+	}
+	notify, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, rpcError(err, "watch %s", root)
+	}
+	w := &watch{root: root, recursive: recursive, includeEntry: includeEntry, guard: guard, directory: directory, notify: notify, sink: sink, stopped: make(chan struct{})}
+	if err := w.add(root); err != nil {
+		notify.Close()
+		return nil, rpcError(err, "watch %s", root)
+	}
+	go w.run()
+	return w, nil
+}
+
+// add watches dir, and with recursion the directories below it (not following symlinks).
+func (w *watch) add(dir string) error {
+	if !w.recursive {
+		return w.notify.Add(dir)
+	}
+	return filepath.WalkDir(dir, func(path string, entry fs.DirEntry, err error) error {
+		if err != nil {
+			if path == dir {
+				return err
+			}
+			return nil // gone or unreadable meanwhile
+		}
+		if !entry.IsDir() {
+			return nil
+		}
+		if w.guard.Hidden(path) {
+			return filepath.SkipDir
+		}
+		if err := w.notify.Add(path); err != nil && path == dir {
+			return err
+		}
+		return nil
+	})
+}
+
+func (w *watch) run() {
+	for {
+		select {
+		case <-w.stopped:
+			return
+		case event, ok := <-w.notify.Events:
+			if !ok {
+				return
+			}
+			w.handle(event)
+		case _, ok := <-w.notify.Errors:
+			if !ok {
+				return
+			}
+		}
+	}
+}
+
+func (w *watch) handle(event fsnotify.Event) {
+	if w.guard.Hidden(event.Name) {
+		return
+	}
+	name, err := filepath.Rel(w.root, event.Name)
+	if err != nil {
+		name = event.Name
+	}
+	if w.recursive && event.Has(fsnotify.Create) {
+		if info, err := os.Lstat(event.Name); err == nil && info.IsDir() {
+			_ = w.add(event.Name)
+		}
+	}
+	var entry *rpc.EntryInfo
+	if w.includeEntry {
+		entry, _ = Describe(event.Name, w.directory.Names())
+	}
+	for _, operation := range operations {
+		if event.Has(operation.op) {
+			w.sink(&rpc.FilesystemEvent{Name: name, Type: operation.kind, Entry: entry})
+		}
+	}
+}
+
+func (w *watch) stop() {
+	w.stopOnce.Do(func() {
+		close(w.stopped)
+		_ = w.notify.Close()
+	})
+}
+
+func (s *Service) WatchDir(ctx context.Context, request *connect.Request[rpc.WatchDirRequest], stream *connect.ServerStream[rpc.WatchDirResponse]) error {
+	root, _, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
+	if err != nil {
+		return err
+	}
+	events := make(chan *rpc.FilesystemEvent, 256)
+	done := make(chan struct{})
+	defer close(done)
+	w, err := startWatch(root, request.Msg.GetRecursive(), request.Msg.GetIncludeEntry(), s.Guard, s.Auth.Users, func(event *rpc.FilesystemEvent) {
+		select {
+		case events <- event:
+		case <-done:
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer w.stop()
+	if err := stream.Send(&rpc.WatchDirResponse{Event: &rpc.WatchDirResponse_Start{Start: &rpc.WatchDirResponse_StartEvent{}}}); err != nil {
+		return err
+	}
+	interval := streams.KeepaliveInterval(request.Header())
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err() // connect turns it into canceled or deadline_exceeded
+		case event := <-events:
+			if err := stream.Send(&rpc.WatchDirResponse{Event: &rpc.WatchDirResponse_Filesystem{Filesystem: event}}); err != nil {
+				return err
+			}
+			ticker.Reset(interval)
+		case <-ticker.C:
+			if err := stream.Send(&rpc.WatchDirResponse{Event: &rpc.WatchDirResponse_Keepalive{Keepalive: &rpc.WatchDirResponse_KeepAlive{}}}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// maxPendingEvents bounds what a polled watcher keeps between two GetWatcherEvents; past it the
+// oldest events are dropped.
+const maxPendingEvents = 10_000
+
+// Watchers are the polled watchers of CreateWatcher, by id.
+type Watchers struct {
+	mu       sync.Mutex
+	watchers map[string]*polledWatch
+}
+
+type polledWatch struct {
+	watch   *watch
+	mu      sync.Mutex
+	pending []*rpc.FilesystemEvent
+}
+
+func NewWatchers() *Watchers {
+	return &Watchers{watchers: map[string]*polledWatch{}}
+}
+
+func (s *Service) CreateWatcher(_ context.Context, request *connect.Request[rpc.CreateWatcherRequest]) (*connect.Response[rpc.CreateWatcherResponse], error) {
+	root, _, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
+	if err != nil {
+		return nil, err
+	}
+	polled := &polledWatch{}
+	w, err := startWatch(root, request.Msg.GetRecursive(), request.Msg.GetIncludeEntry(), s.Guard, s.Auth.Users, func(event *rpc.FilesystemEvent) {
+		polled.mu.Lock()
+		defer polled.mu.Unlock()
+		if len(polled.pending) >= maxPendingEvents {
+			polled.pending = polled.pending[1:]
+		}
+		polled.pending = append(polled.pending, event)
+	})
+	if err != nil {
+		return nil, err
+	}
+	polled.watch = w
+	random := make([]byte, 16)
+	_, _ = rand.Read(random)
+	id := hex.EncodeToString(random)
+	s.Watchers.mu.Lock()
+	s.Watchers.watchers[id] = polled
+	s.Watchers.mu.Unlock()
+	return connect.NewResponse(&rpc.CreateWatcherResponse{WatcherId: id}), nil
+}
+
+func (s *Service) polled(id string) (*polledWatch, error) {
+	if id == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("watcherId is required: the id CreateWatcher returned"))
+	}
+	s.Watchers.mu.Lock()
+	defer s.Watchers.mu.Unlock()
+	polled, ok := s.Watchers.watchers[id]
+	if !ok {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no watcher %q (never created, or removed)", id))
+	}
+	return polled, nil
+}
+
+func (s *Service) GetWatcherEvents(_ context.Context, request *connect.Request[rpc.GetWatcherEventsRequest]) (*connect.Response[rpc.GetWatcherEventsResponse], error) {
+	polled, err := s.polled(request.Msg.GetWatcherId())
+	if err != nil {
+		return nil, err
+	}
+	polled.mu.Lock()
+	events := polled.pending
+	polled.pending = nil
+	polled.mu.Unlock()
+	return connect.NewResponse(&rpc.GetWatcherEventsResponse{Events: events}), nil
+}
+
+func (s *Service) RemoveWatcher(_ context.Context, request *connect.Request[rpc.RemoveWatcherRequest]) (*connect.Response[rpc.RemoveWatcherResponse], error) {
+	polled, err := s.polled(request.Msg.GetWatcherId())
+	if err != nil {
+		return nil, err
+	}
+	s.Watchers.mu.Lock()
+	delete(s.Watchers.watchers, request.Msg.GetWatcherId())
+	s.Watchers.mu.Unlock()
+	polled.watch.stop()
+	return connect.NewResponse(&rpc.RemoveWatcherResponse{}), nil
+}

@@ -1,0 +1,292 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"connectrpc.com/connect"
+
+	rpc "fast-sandbox.io/envd/gen/process"
+	"fast-sandbox.io/envd/gen/process/processconnect"
+	"fast-sandbox.io/envd/internal/auth"
+	"fast-sandbox.io/envd/internal/paths"
+	"fast-sandbox.io/envd/internal/state"
+	"fast-sandbox.io/envd/internal/streams"
+)
+
+// Service implements process.Process.
+type Service struct {
+	Processes *Manager
+	Auth      *auth.Authenticator
+	State     *state.State
+	// SandboxEnv is the environment every process starts from (the daemon's own, inherited from
+	// the sandbox's process 1).
+	SandboxEnv []string
+}
+
+var _ processconnect.ProcessHandler = (*Service)(nil)
+
+// timeoutHeader is the deadline E2B's SDKs give a command (Connect's own header): past it the
+// process is killed, as E2B's envd does; closing the stream alone does not stop it.
+const timeoutHeader = "Connect-Timeout-Ms"
+
+func (s *Service) Start(ctx context.Context, request *connect.Request[rpc.StartRequest], stream *connect.ServerStream[rpc.StartResponse]) error {
+	spec, err := s.spec(request)
+	if err != nil {
+		return err
+	}
+	process := New(spec)
+	subscription := process.Subscribe()
+	defer process.Unsubscribe(subscription)
+	if err := process.Start(s.Processes.remove); err != nil {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("cannot start %s: %w", spec.Path, err))
+	}
+	s.Processes.add(process)
+	if milliseconds, err := strconv.ParseInt(request.Header().Get(timeoutHeader), 10, 64); err == nil && milliseconds > 0 {
+		timer := time.AfterFunc(time.Duration(milliseconds)*time.Millisecond, func() { _ = process.Signal(syscall.SIGKILL) })
+		go func() {
+			<-process.Done()
+			timer.Stop()
+		}()
+	}
+	start := &rpc.ProcessEvent{Event: &rpc.ProcessEvent_Start{Start: &rpc.ProcessEvent_StartEvent{Pid: process.PID()}}}
+	if err := stream.Send(&rpc.StartResponse{Event: start}); err != nil {
+		return err
+	}
+	return relay(ctx, subscription, request.Header(), func(event *rpc.ProcessEvent) error {
+		return stream.Send(&rpc.StartResponse{Event: event})
+	})
+}
+
+// spec validates a StartRequest and resolves what the process runs as, where and with what.
+func (s *Service) spec(request *connect.Request[rpc.StartRequest]) (Spec, error) {
+	message := request.Msg
+	config := message.GetProcess()
+	if config == nil || config.GetCmd() == "" {
+		return Spec{}, connect.NewError(connect.CodeInvalidArgument, errors.New("process.cmd is required: the program to run, e.g. /bin/bash"))
+	}
+	user, err := s.Auth.Caller(request.Header())
+	if err != nil {
+		return Spec{}, err
+	}
+	cwd := s.State.DefaultWorkdir()
+	if cwd == "" {
+		cwd = user.Home
+	}
+	if config.Cwd != nil && config.GetCwd() != "" {
+		if cwd, err = paths.Absolute(config.GetCwd(), user.Home, s.State.DefaultWorkdir()); err != nil {
+			return Spec{}, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("process.cwd: %w", err))
+		}
+	}
+	if info, err := os.Stat(cwd); err != nil || !info.IsDir() {
+		return Spec{}, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("process.cwd %q is not an existing directory", cwd))
+	}
+	var size *rpc.PTY_Size
+	if message.Pty != nil {
+		size = message.GetPty().GetSize()
+		if size == nil || size.GetCols() == 0 || size.GetRows() == 0 || size.GetCols() > 65535 || size.GetRows() > 65535 {
+			return Spec{}, connect.NewError(connect.CodeInvalidArgument, errors.New("pty.size needs cols and rows between 1 and 65535"))
+		}
+	}
+	environment := Environment(s.SandboxEnv, s.State.EnvVars(), user, cwd, size != nil, config.GetEnvs())
+	path, err := LookPath(config.GetCmd(), environment, cwd)
+	if err != nil {
+		return Spec{}, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	arg0 := config.GetCmd()
+	if path == shPath && arg0 == bashPath {
+		arg0 = shPath
+	}
+	return Spec{
+		Request:    config,
+		Path:       path,
+		Args:       append([]string{arg0}, config.GetArgs()...),
+		Env:        environment,
+		Dir:        cwd,
+		Credential: s.Auth.Credential(user),
+		Pty:        size,
+		// Absent means open: SDKs older than envd 0.3.0 always had stdin.
+		Stdin: message.Stdin == nil || message.GetStdin(),
+		Tag:   message.GetTag(),
+	}, nil
+}
+
+// relay streams a subscription's events until the end event, with keepalives in between.
+func relay(ctx context.Context, subscription *Subscription, header http.Header, send func(*rpc.ProcessEvent) error) error {
+	interval := streams.KeepaliveInterval(header)
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	keepalive := &rpc.ProcessEvent{Event: &rpc.ProcessEvent_Keepalive{Keepalive: &rpc.ProcessEvent_KeepAlive{}}}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err() // connect turns it into canceled or deadline_exceeded
+		case event := <-subscription.Events:
+			if err := send(event); err != nil {
+				return err
+			}
+			if event.GetEnd() != nil {
+				return nil
+			}
+			ticker.Reset(interval)
+		case <-ticker.C:
+			if err := send(keepalive); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *Service) Connect(ctx context.Context, request *connect.Request[rpc.ConnectRequest], stream *connect.ServerStream[rpc.ConnectResponse]) error {
+	process, err := s.find(request.Msg.GetProcess())
+	if err != nil {
+		return err
+	}
+	subscription := process.Subscribe()
+	defer process.Unsubscribe(subscription)
+	start := &rpc.ProcessEvent{Event: &rpc.ProcessEvent_Start{Start: &rpc.ProcessEvent_StartEvent{Pid: process.PID()}}}
+	if err := stream.Send(&rpc.ConnectResponse{Event: start}); err != nil {
+		return err
+	}
+	return relay(ctx, subscription, request.Header(), func(event *rpc.ProcessEvent) error {
+		return stream.Send(&rpc.ConnectResponse{Event: event})
+	})
+}
+
+func (s *Service) List(context.Context, *connect.Request[rpc.ListRequest]) (*connect.Response[rpc.ListResponse], error) {
+	response := &rpc.ListResponse{}
+	for _, process := range s.Processes.List() {
+		response.Processes = append(response.Processes, process.Info())
+	}
+	return connect.NewResponse(response), nil
+}
+
+func (s *Service) find(selector *rpc.ProcessSelector) (*Process, error) {
+	process, err := s.Processes.Find(selector)
+	switch {
+	case err == nil:
+		return process, nil
+	case errors.Is(err, ErrNotFound):
+		return nil, connect.NewError(connect.CodeNotFound, err)
+	default:
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+}
+
+// inputError maps an input error: wrong kind of input or closed stdin is failed_precondition.
+func inputError(process *Process, err error) error {
+	if err == nil {
+		return nil
+	}
+	wrapped := fmt.Errorf("%s: %w", process, err)
+	switch {
+	case errors.Is(err, ErrStdinNotOpen), errors.Is(err, ErrStdinClosed), errors.Is(err, ErrNoPty), errors.Is(err, ErrHasPty):
+		return connect.NewError(connect.CodeFailedPrecondition, wrapped)
+	case errors.Is(err, os.ErrClosed), errors.Is(err, syscall.EPIPE):
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%s no longer reads its input: %w", process, err))
+	default:
+		return connect.NewError(connect.CodeInternal, wrapped)
+	}
+}
+
+func send(process *Process, input *rpc.ProcessInput) error {
+	switch data := input.GetInput().(type) {
+	case *rpc.ProcessInput_Stdin:
+		return inputError(process, process.WriteStdin(data.Stdin))
+	case *rpc.ProcessInput_Pty:
+		return inputError(process, process.WritePty(data.Pty))
+	default:
+		return connect.NewError(connect.CodeInvalidArgument, errors.New("input: give {stdin: bytes} or {pty: bytes}"))
+	}
+}
+
+func (s *Service) SendInput(_ context.Context, request *connect.Request[rpc.SendInputRequest]) (*connect.Response[rpc.SendInputResponse], error) {
+	process, err := s.find(request.Msg.GetProcess())
+	if err != nil {
+		return nil, err
+	}
+	if err := send(process, request.Msg.GetInput()); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&rpc.SendInputResponse{}), nil
+}
+
+func (s *Service) StreamInput(_ context.Context, stream *connect.ClientStream[rpc.StreamInputRequest]) (*connect.Response[rpc.StreamInputResponse], error) {
+	var process *Process
+	for stream.Receive() {
+		switch event := stream.Msg().GetEvent().(type) {
+		case *rpc.StreamInputRequest_Start:
+			found, err := s.find(event.Start.GetProcess())
+			if err != nil {
+				return nil, err
+			}
+			process = found
+		case *rpc.StreamInputRequest_Data:
+			if process == nil {
+				return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("the first message of StreamInput must be start{process}"))
+			}
+			if err := send(process, event.Data.GetInput()); err != nil {
+				return nil, err
+			}
+		case *rpc.StreamInputRequest_Keepalive:
+		default:
+			return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("each StreamInput message is start, data or keepalive"))
+		}
+	}
+	if err := stream.Err(); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&rpc.StreamInputResponse{}), nil
+}
+
+func (s *Service) SendSignal(_ context.Context, request *connect.Request[rpc.SendSignalRequest]) (*connect.Response[rpc.SendSignalResponse], error) {
+	var signal syscall.Signal
+	switch request.Msg.GetSignal() {
+	case rpc.Signal_SIGNAL_SIGKILL:
+		signal = syscall.SIGKILL
+	case rpc.Signal_SIGNAL_SIGTERM:
+		signal = syscall.SIGTERM
+	default:
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("signal %s: give SIGNAL_SIGTERM or SIGNAL_SIGKILL", request.Msg.GetSignal()))
+	}
+	process, err := s.find(request.Msg.GetProcess())
+	if err != nil {
+		return nil, err
+	}
+	if err := process.Signal(signal); err != nil {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("%s: %w", process, err))
+	}
+	return connect.NewResponse(&rpc.SendSignalResponse{}), nil
+}
+
+func (s *Service) CloseStdin(_ context.Context, request *connect.Request[rpc.CloseStdinRequest]) (*connect.Response[rpc.CloseStdinResponse], error) {
+	process, err := s.find(request.Msg.GetProcess())
+	if err != nil {
+		return nil, err
+	}
+	if err := inputError(process, process.CloseStdin()); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&rpc.CloseStdinResponse{}), nil
+}
+
+func (s *Service) Update(_ context.Context, request *connect.Request[rpc.UpdateRequest]) (*connect.Response[rpc.UpdateResponse], error) {
+	process, err := s.find(request.Msg.GetProcess())
+	if err != nil {
+		return nil, err
+	}
+	size := request.Msg.GetPty().GetSize()
+	if size == nil || size.GetCols() == 0 || size.GetRows() == 0 || size.GetCols() > 65535 || size.GetRows() > 65535 {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("pty.size needs cols and rows between 1 and 65535 (the only update there is)"))
+	}
+	if err := inputError(process, process.Resize(size)); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&rpc.UpdateResponse{}), nil
+}

@@ -1,0 +1,193 @@
+// Package server puts the daemon's routes on one port, HTTP/1.1 and cleartext HTTP/2 (h2c, prior
+// knowledge) alike: the process.Process and filesystem.Filesystem Connect services (Connect JSON
+// and binary, gRPC, gRPC-Web), GET /health, GET|POST /files, GET /envs and POST /init.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"fast-sandbox.io/envd"
+	"fast-sandbox.io/envd/gen/filesystem/filesystemconnect"
+	"fast-sandbox.io/envd/gen/process/processconnect"
+	"fast-sandbox.io/envd/internal/auth"
+	"fast-sandbox.io/envd/internal/files"
+	"fast-sandbox.io/envd/internal/filesystem"
+	"fast-sandbox.io/envd/internal/paths"
+	"fast-sandbox.io/envd/internal/process"
+	"fast-sandbox.io/envd/internal/state"
+	"fast-sandbox.io/envd/internal/users"
+)
+
+// DefaultListen is E2B's envd port on every address.
+const DefaultListen = "0.0.0.0:49983"
+
+// maxRPCMessageBytes bounds one RPC message (SendInput data, for instance).
+const maxRPCMessageBytes = 16 << 20
+
+// Options configure a daemon.
+type Options struct {
+	// Users are read below this root. @default "/"
+	Root string
+	// ProtectedDirs are never touched through the API. @default none
+	ProtectedDirs []string
+	// MaxUploadBytes bounds a /files upload. @default files.DefaultMaxUploadBytes (1 GiB)
+	MaxUploadBytes int64
+	// SandboxEnv is what every process's environment starts from. @default the daemon's own, FSB_ENVD_* left out
+	SandboxEnv []string
+}
+
+// Daemon is the daemon's HTTP handler and what it holds.
+type Daemon struct {
+	State     *state.State
+	Processes *process.Manager
+	handler   http.Handler
+}
+
+// New wires the services.
+func New(options Options) *Daemon {
+	st := state.New()
+	authenticator := auth.New(users.Directory{Root: options.Root}, st)
+	guard := paths.NewGuard(options.ProtectedDirs...)
+	sandboxEnv := options.SandboxEnv
+	if sandboxEnv == nil {
+		for _, entry := range os.Environ() {
+			if !strings.HasPrefix(entry, "FSB_ENVD_") {
+				sandboxEnv = append(sandboxEnv, entry)
+			}
+		}
+	}
+	processes := process.NewManager()
+	interceptors := connect.WithInterceptors(&tokenInterceptor{auth: authenticator})
+	limits := connect.WithReadMaxBytes(maxRPCMessageBytes)
+
+	mux := http.NewServeMux()
+	mux.Handle(processconnect.NewProcessHandler(&process.Service{Processes: processes, Auth: authenticator, State: st, SandboxEnv: sandboxEnv}, interceptors, limits))
+	mux.Handle(filesystemconnect.NewFilesystemHandler(&filesystem.Service{Auth: authenticator, State: st, Guard: guard, Watchers: filesystem.NewWatchers()}, interceptors, limits))
+	mux.Handle("/files", &files.Handler{Auth: authenticator, State: st, Guard: guard, MaxUploadBytes: options.MaxUploadBytes})
+	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Fsb-Envd-Version", envd.Version)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /envs", func(w http.ResponseWriter, r *http.Request) {
+		if !authenticator.TokenValid(r.Header) {
+			files.WriteError(w, http.StatusUnauthorized, "missing or wrong X-Access-Token")
+			return
+		}
+		environment := map[string]string{}
+		for _, entry := range sandboxEnv {
+			if name, value, found := strings.Cut(entry, "="); found && name != "" {
+				environment[name] = value
+			}
+		}
+		maps.Copy(environment, st.EnvVars())
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(environment)
+	})
+	mux.HandleFunc("POST /init", func(w http.ResponseWriter, r *http.Request) {
+		if !authenticator.TokenValid(r.Header) {
+			files.WriteError(w, http.StatusUnauthorized, "an access token is set: /init must carry it in X-Access-Token")
+			return
+		}
+		var init state.Init
+		decoder := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+		// An empty body changes nothing.
+		if err := decoder.Decode(&init); err != nil && !errors.Is(err, io.EOF) {
+			files.WriteError(w, http.StatusBadRequest, fmt.Sprintf("the body must be JSON {envVars?, defaultUser?, defaultWorkdir?, accessToken?}: %v", err))
+			return
+		}
+		if init.DefaultUser != nil && *init.DefaultUser != "" {
+			if _, err := authenticator.Users.Lookup(*init.DefaultUser); err != nil {
+				files.WriteError(w, http.StatusBadRequest, fmt.Sprintf("defaultUser: %v", err))
+				return
+			}
+		}
+		st.Apply(init)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		files.WriteError(w, http.StatusNotFound, fmt.Sprintf("%s %s: no such route (there are /health, /files, /envs, /init, /process.Process/*, /filesystem.Filesystem/*)", r.Method, r.URL.Path))
+	})
+	return &Daemon{State: st, Processes: processes, handler: withCORS(mux)}
+}
+
+func (d *Daemon) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.handler.ServeHTTP(w, r) }
+
+// Serve serves on listener until ctx ends, HTTP/1.1 and h2c on the same port.
+func (d *Daemon) Serve(ctx context.Context, listener net.Listener) error {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	server := &http.Server{Handler: d, Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = server.Shutdown(shutdown)
+	}()
+	err := server.Serve(listener)
+	if errors.Is(err, http.ErrServerClosed) {
+		<-stopped
+		return nil
+	}
+	return err
+}
+
+// tokenInterceptor refuses RPCs without the access token once /init has set one.
+type tokenInterceptor struct{ auth *auth.Authenticator }
+
+var errToken = errors.New("missing or wrong X-Access-Token: this sandbox's daemon requires its access token")
+
+func (t *tokenInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, request connect.AnyRequest) (connect.AnyResponse, error) {
+		if !t.auth.TokenValid(request.Header()) {
+			return nil, connect.NewError(connect.CodeUnauthenticated, errToken)
+		}
+		return next(ctx, request)
+	}
+}
+
+func (t *tokenInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (t *tokenInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if !t.auth.TokenValid(conn.RequestHeader()) {
+			return connect.NewError(connect.CodeUnauthenticated, errToken)
+		}
+		return next(ctx, conn)
+	}
+}
+
+// withCORS lets browsers call the daemon (E2B's SDK runs in browsers too).
+func withCORS(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		header := w.Header()
+		header.Set("Access-Control-Allow-Origin", "*")
+		header.Set("Access-Control-Expose-Headers", "Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin, Connect-Content-Encoding, Connect-Accept-Encoding, Content-Encoding, Content-Length")
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			header.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS")
+			if requested := r.Header.Get("Access-Control-Request-Headers"); requested != "" {
+				header.Set("Access-Control-Allow-Headers", requested)
+			}
+			header.Set("Access-Control-Max-Age", "7200")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
