@@ -89,6 +89,17 @@ export class UnavailableError extends FsbError {
   }
 }
 
+/**
+ * Something did not finish within its deadline: a call's `requestTimeoutMs`, a command's `timeoutMs`, a
+ * server's own wait. Whether the work itself stopped depends on the call (a command past its
+ * `timeoutMs` is killed); the message says which deadline it was and how to change it.
+ */
+export class TimeoutError extends FsbError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("deadline_exceeded", message, options);
+  }
+}
+
 export class FailedPreconditionError extends FsbError {
   constructor(message: string) {
     super("failed_precondition", message);

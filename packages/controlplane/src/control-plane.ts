@@ -36,6 +36,14 @@ import { agentPoolOf, poolControllerHooks } from "./reconcile/pool-controller-ho
 import { AgentConnections } from "./fleet/agent-connections.js";
 import { EmbeddedAgentFleet, type ExistingAgent } from "./embedded/embedded-agent-fleet.js";
 import { LocalJanitorProcess, type LocalJanitorOptions } from "./embedded/local-janitor-process.js";
+import { startE2bApiServer, type E2bApiServer } from "./e2b/e2b-api-server.js";
+import { E2bSandboxes } from "./e2b/e2b-sandboxes.js";
+import { createdThroughE2b, signingSandboxes } from "./e2b/signing-sandboxes.js";
+import { pollEnvdHealth } from "./e2b/envd-readiness.js";
+import { TOKEN_SECRET_FILE, loadOrCreateTokenSecret } from "./e2b/envd-access-token.js";
+import { hostResources } from "./e2b/host-resources.js";
+import { API_KEY_DATABASE_FILE, openSqliteApiKeyStore } from "./e2b/sqlite-api-key-store.js";
+import type { ApiKeyStore } from "./e2b/api-key-store.js";
 
 export interface EmbeddedControlPlaneOptions {
   /** Holds state.db and the agents' state. */
@@ -67,6 +75,15 @@ export interface EmbeddedControlPlaneOptions {
   clock?: Clock;
   /** The sandbox proxy (ingress to the sandboxes' exposed ports), on its own port. @default 127.0.0.1, any free port */
   proxy?: EmbeddedProxyOptions;
+  /** The E2B-compatible control API, on its own port (its keys in `<dataDir>/e2b-api-keys.db`). @default 127.0.0.1, any free port */
+  e2b?: EmbeddedE2bOptions;
+}
+
+export interface EmbeddedE2bOptions {
+  /** @default "127.0.0.1" */
+  host?: string;
+  /** @default 0 (any free port) */
+  port?: number;
 }
 
 export interface EmbeddedProxyOptions {
@@ -85,6 +102,8 @@ export interface EmbeddedControlPlane {
   url: string;
   /** Where the sandbox proxy listens, e.g. http://127.0.0.1:7072 (header-routed requests go there). */
   proxyUrl: string;
+  /** Where the E2B-compatible API listens (E2B_API_URL), e.g. http://127.0.0.1:7073. */
+  e2bUrl: string;
   store: ResourceStore;
   registry: AgentRegistry;
   manager: SandboxManager;
@@ -129,6 +148,8 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   const directory = new SandboxDirectory({ store, logger });
   const configuredProxy = options.proxy?.baseUrl ? parseProxyBaseUrl(options.proxy.baseUrl, "proxy.baseUrl") : undefined;
   const proxyHost = options.proxy?.host ?? "127.0.0.1";
+  // Derives the access tokens of sandboxes the E2B-compatible API creates (its presigned file URLs are signed with them).
+  const e2bTokenSecret = loadOrCreateTokenSecret(join(options.dataDir, TOKEN_SECRET_FILE));
   let sandboxProxy: SandboxProxy;
   try {
     sandboxProxy = await startSandboxProxy({
@@ -137,6 +158,8 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
         // Shared network: the sandbox listens on its agent's address (this host).
         agentAddress: (agentName) => registry.getAgent(agentName)?.hostIP,
         domain: configuredProxy?.domain ?? "localhost",
+        signingSandboxes: () => signingSandboxes(directory.list(), e2bTokenSecret),
+        exposesEveryPort: createdThroughE2b,
       },
       host: proxyHost,
       port: options.proxy?.port ?? 0,
@@ -148,6 +171,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     throw error;
   }
   const proxyAddress = configuredProxy ?? parseProxyBaseUrl(`http://localhost:${sandboxProxy.port}`);
+  const proxyUrl = `http://${proxyHost.includes(":") ? `[${proxyHost}]` : proxyHost}:${sandboxProxy.port}`;
 
   const fleet = new EmbeddedAgentFleet({
     clock,
@@ -216,6 +240,8 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   const hotImages = new HotImagesReconciler({ store, registry, agents: connections, logger, clock });
 
   let api: ApiServer | undefined;
+  let e2bApi: E2bApiServer | undefined;
+  let apiKeys: ApiKeyStore | undefined;
   try {
     if (options.defaultPool) {
       const { namespace = DEFAULT_NAMESPACE, name } = options.defaultPool.metadata;
@@ -228,6 +254,24 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     await allocations.start();
     await directory.start();
     metrics.observe({ sandboxes: () => allocations.cachedSandboxes(), registry });
+    apiKeys = openSqliteApiKeyStore(join(options.dataDir, API_KEY_DATABASE_FILE));
+    e2bApi = await startE2bApiServer({
+      sandboxes: new E2bSandboxes({
+        manager,
+        store,
+        lookup: (sandboxId) => directory.lookup(sandboxId),
+        envdReady: pollEnvdHealth({ clock }),
+        tokenSecret: e2bTokenSecret,
+        host: hostResources(options.dataDir),
+        logger,
+        clock,
+        ...(options.defaultPool ? { defaultPool: options.defaultPool.metadata.name } : {}),
+      }),
+      apiKeys,
+      host: options.e2b?.host ?? "127.0.0.1",
+      port: options.e2b?.port ?? 0,
+      logger,
+    });
     api = await startApiServer({
       manager,
       store,
@@ -237,6 +281,8 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
       host: options.host ?? "127.0.0.1",
       port: options.port ?? 0,
       metrics,
+      // The SDKs reach every sandbox at one URL, routing by headers: the proxy's public address if it has one.
+      e2b: { apiKeys, apiUrl: e2bApi.url, sandboxUrl: options.proxy?.baseUrl ? new URL(options.proxy.baseUrl).origin : proxyUrl },
     });
     const allReady = await waitForAgents(store, registry, fleet, options.recoveryTimeoutMs ?? 30_000, clock);
     if (!allReady) logger.warn("not every pool reached poolMin ready agents in time; serving anyway");
@@ -247,16 +293,20 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     hotImages.stop();
     await sandboxes.stop();
     await api?.close();
+    await e2bApi?.close();
     await sandboxProxy.close();
     directory.stop();
     connections.stop();
     await allocations.stop();
     await pools.stop();
     await fleet.stop();
+    await apiKeys?.close();
     await store.close();
     throw error;
   }
   const server = api;
+  const e2bServer = e2bApi;
+  const e2bApiKeys = apiKeys;
   const janitor = options.janitor
     ? new LocalJanitorProcess({
         ...options.janitor,
@@ -273,7 +323,8 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   janitor?.start();
   return {
     url: server.url,
-    proxyUrl: `http://${proxyHost.includes(":") ? `[${proxyHost}]` : proxyHost}:${sandboxProxy.port}`,
+    proxyUrl,
+    e2bUrl: e2bServer.url,
     store,
     registry,
     manager,
@@ -285,6 +336,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     async close() {
       await janitor?.stop();
       await server.close();
+      await e2bServer.close();
       await sandboxProxy.close();
       directory.stop();
       await manager.drain();
@@ -294,6 +346,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
       await allocations.stop();
       await pools.stop();
       await fleet.stop();
+      await e2bApiKeys.close();
       await store.close();
     },
   };

@@ -4,6 +4,7 @@ export {
   type EmbeddedControlPlane,
   type EmbeddedControlPlaneOptions,
   type EmbeddedProxyOptions,
+  type EmbeddedE2bOptions,
 } from "./control-plane.js";
 export { LocalJanitorProcess, type LocalJanitorOptions } from "./embedded/local-janitor-process.js";
 export { SandboxManager, CLEANUP_FINALIZER, DEFAULT_NAMESPACE, type CreateSandboxInput } from "./fastpath/sandbox-manager.js";

@@ -26,7 +26,7 @@ describe("fsb on the command line", () => {
 
   before(() => {
     importBaseImage(namespace);
-    const up = fsb("up", "--detach", "--port", "0", "--proxy-port", "0", "--containerd-namespace", namespace, "--cgroup-root", namespace);
+    const up = fsb("up", "--detach", "--port", "0", "--proxy-port", "0", "--e2b-port", "0", "--containerd-namespace", namespace, "--cgroup-root", namespace);
     assert.equal(up.status, 0, up.stderr);
     assert.match(up.stdout, /Fast Sandbox is listening on http:\/\/127\.0\.0\.1:\d+/);
   });
@@ -40,6 +40,28 @@ describe("fsb on the command line", () => {
 
   it("stores the API token with mode 0600", () => {
     assert.equal(statSync(join(dataDir, "token")).mode & 0o777, 0o600);
+  });
+
+  it("prints what E2B's SDKs need for the running instance, found through the data directory: fsb e2b env", async () => {
+    const env = fsb("e2b", "env");
+    assert.equal(env.status, 0, env.stderr);
+    const lines = env.stdout.trimEnd().split("\n");
+    assert.deepEqual(
+      lines.map((line) => line.split("=")[0]),
+      ["export E2B_API_URL", "export E2B_SANDBOX_URL", "export E2B_API_KEY"],
+    );
+    const value = (index: number) => {
+      const line = lines[index] ?? "";
+      return line.slice(line.indexOf("=") + 1);
+    };
+    assert.match(value(2), /^e2b_[0-9a-f]{40}$/);
+    // The API answers the key; the sandbox URL is the proxy (its own JSON refusal of a request without a route).
+    const list = await fetch(`${value(0)}/v2/sandboxes`, { headers: { "x-api-key": value(2) } });
+    assert.equal(list.status, 200);
+    assert.deepEqual(await list.json(), []);
+    const proxy = await fetch(`${value(1)}/`);
+    assert.equal(proxy.status, 400);
+    assert.equal(((await proxy.json()) as { code: number }).code, 400);
   });
 
   it("runs echo hello, shows its log, propagates exec's exit code and removes everything", async () => {

@@ -25,7 +25,7 @@ export interface SandboxRelayOptions {
 
 export interface SandboxRelay {
   /** The server's `connect` listener. */
-  onConnect(request: http.IncomingMessage, socket: Duplex, head: Buffer): void;
+  onConnect: (request: http.IncomingMessage, socket: Duplex, head: Buffer) => void;
   /** Cuts every open tunnel. */
   close(): void;
 }

@@ -10,6 +10,7 @@ import {
   NoCapacityError,
   NotFoundError,
   PermissionDeniedError,
+  TimeoutError,
   UnauthenticatedError,
   UnavailableError,
   ValidationError,
@@ -30,7 +31,7 @@ const errors: [string, () => FsbError, Code][] = [
   ["FailedPreconditionError", () => new FailedPreconditionError("the pool is being deleted"), Code.FailedPrecondition],
   ["ExpiredError", () => new ExpiredError("resourceVersion 1 is too old; list again"), Code.FailedPrecondition],
   ["PermissionDeniedError", () => new PermissionDeniedError("registry r.io denied access to team/app"), Code.PermissionDenied],
-  ["FsbError deadline_exceeded", () => new FsbError("deadline_exceeded", "too slow"), Code.DeadlineExceeded],
+  ["TimeoutError", () => new TimeoutError("too slow"), Code.DeadlineExceeded],
   ["FsbError internal", () => new FsbError("internal", "boom"), Code.Internal],
 ];
 
@@ -112,6 +113,12 @@ describe("toConnectError / fromConnectError", () => {
     assert.equal(notFound.message, "no such route");
     const unknown = fromConnectError(new ConnectError("strange", Code.DataLoss));
     assert.equal(unknown.code, "internal");
+  });
+
+  it("maps a deadline the client itself enforced (no metadata) to TimeoutError", () => {
+    const error = fromConnectError(new ConnectError("the operation timed out", Code.DeadlineExceeded));
+    assert.ok(error instanceof TimeoutError);
+    assert.equal(error.code, "deadline_exceeded");
   });
 
   it("maps a network failure to unavailable", () => {

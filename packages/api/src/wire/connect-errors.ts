@@ -12,6 +12,7 @@ import {
   NoCapacityError,
   NotFoundError,
   PermissionDeniedError,
+  TimeoutError,
   UnauthenticatedError,
   UnavailableError,
   ValidationError,
@@ -77,6 +78,8 @@ export function fromConnectError(error: unknown): FsbError {
       return new FailedPreconditionError(message);
     case "unavailable":
       return new UnavailableError(message, { cause: connect });
+    case "deadline_exceeded":
+      return new TimeoutError(message, { cause: connect });
     default:
       return new FsbError(code || connectCodeToErrorCode(connect.code), message, { cause: connect });
   }

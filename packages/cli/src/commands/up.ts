@@ -21,6 +21,8 @@ export interface UpOptions {
   proxyPort: string;
   /** The proxy's public base URL. @default http://localhost:<proxy port> */
   proxyUrl?: string;
+  /** Port of the E2B-compatible API (on `host`). */
+  e2bPort: string;
   /** Start the supervised janitor (`--no-janitor` turns it off). */
   janitor: boolean;
   janitorInterval: string;
@@ -55,6 +57,10 @@ export async function up(options: UpOptions): Promise<void> {
   if (!Number.isInteger(proxyPort) || proxyPort < 0 || proxyPort > 65535) {
     throw new FsbError("invalid_argument", `--proxy-port ${options.proxyPort} is not a port number (0..65535)`);
   }
+  const e2bPort = Number(options.e2bPort);
+  if (!Number.isInteger(e2bPort) || e2bPort < 0 || e2bPort > 65535) {
+    throw new FsbError("invalid_argument", `--e2b-port ${options.e2bPort} is not a port number (0..65535)`);
+  }
   writeSettings(dataDir, { containerdNamespace: options.containerdNamespace, containerdSocket: options.containerdSocket, cgroupRoot: options.cgroupRoot });
   const controlPlane = await startEmbeddedControlPlane({
     dataDir,
@@ -66,6 +72,7 @@ export async function up(options: UpOptions): Promise<void> {
     cgroupRoot: options.cgroupRoot,
     defaultPool: defaultPool(options.image),
     proxy: { host: options.proxyHost, port: proxyPort, ...(options.proxyUrl ? { baseUrl: options.proxyUrl } : {}) },
+    e2b: { host: options.host, port: e2bPort },
     ...(janitor ? { janitor } : {}),
   });
   writeFileSync(files.url(dataDir), `${controlPlane.url}\n`);
@@ -76,6 +83,7 @@ export async function up(options: UpOptions): Promise<void> {
       `Fast Sandbox is listening on ${controlPlane.url}`,
       `  data directory: ${dataDir} (API token in ${files.token(dataDir)}, mode 0600)`,
       `  sandbox proxy: ${controlPlane.proxyUrl} (each sandbox's endpoints are in 'fsb ls'; send its access token as X-Access-Token)`,
+      `  E2B-compatible API: ${controlPlane.e2bUrl} (for E2B's SDKs: eval "$(npx fsb e2b env)")`,
       `  containerd namespace: ${options.containerdNamespace}; default image: ${options.image}`,
       `  agents: ${agents.map((a) => `${a.name} (${a.endpoint}, pid ${a.pid ?? "?"})`).join(", ") || "starting"}`,
       `  janitor: ${controlPlane.janitor ? `pid ${controlPlane.janitor.pid ?? "?"}, log ${join(dataDir, "janitor.log")}` : "off (--no-janitor)"}`,
@@ -117,6 +125,8 @@ async function detach(options: UpOptions, dataDir: string): Promise<void> {
     "--proxy-port",
     options.proxyPort,
     ...(options.proxyUrl ? ["--proxy-url", options.proxyUrl] : []),
+    "--e2b-port",
+    options.e2bPort,
     ...(options.janitor ? ["--janitor-interval", options.janitorInterval, "--janitor-protection", options.janitorProtection] : ["--no-janitor"]),
     ...(options.janitor && options.janitorMetrics ? ["--janitor-metrics", options.janitorMetrics] : []),
   ];

@@ -6,6 +6,7 @@ import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { createSandboxService } from "./sandbox-service.js";
 import { createPoolService } from "./pool-service.js";
+import { createE2bService, type E2bApiAccess } from "./e2b-service.js";
 import { ControlPlaneMetrics } from "./control-plane-metrics.js";
 import { DEFAULT_NAMESPACE } from "./sandbox-manager.js";
 
@@ -20,6 +21,8 @@ export interface ApiServerOptions {
   port: number;
   /** Served at `/metrics`; the API records create latencies in it. @default a new, empty one */
   metrics?: ControlPlaneMetrics;
+  /** The E2B-compatible API this control plane serves, whose keys `E2bService` issues. @default none (its calls fail) */
+  e2b?: E2bApiAccess;
 }
 
 export interface ApiServer {
@@ -70,6 +73,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     routes: (router) => {
       router.service(pb.SandboxService, createSandboxService(options.manager));
       router.service(pb.PoolService, createPoolService({ store: options.store, registry: options.registry, manager: options.manager, agents: options.agents }));
+      router.service(pb.E2bService, createE2bService(options.e2b));
     },
   });
   const handler = withProbeRoutes(api, { notReadyReason: () => notReadyReason(options), metrics: () => metrics.exposition() });

@@ -33,7 +33,7 @@ import { DEFAULT_WAKE_TIMEOUT_SECONDS } from "../reconcile/pool-sizer.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { newInstanceId } from "./instance-id.js";
 import { hashAccessToken, newAccessToken } from "../proxy/access-token.js";
-import { endpointUrl, parseProxyBaseUrl, type ProxyAddress } from "../proxy/sandbox-endpoints.js";
+import { endpointUrl, parseProxyBaseUrl, proxyBaseUrl, type ProxyAddress } from "../proxy/sandbox-endpoints.js";
 import { instanceNetwork, portsHeldBy, portsOnAgent, withSandboxIP } from "./sandbox-network.js";
 import { setCondition, writeStatus } from "./sandbox-status.js";
 
@@ -101,6 +101,8 @@ export interface CreateSandboxInput {
   name?: string;
   spec: SandboxSpec;
   labels?: Record<string, string>;
+  /** Stored with the record (e.g. what the E2B-compatible API keeps of a sandbox); the manager's own annotations win. */
+  annotations?: Record<string, string>;
   requestId?: string;
   /**
    * sha256 hash of the access token the caller hands out (`hashAccessToken`); stored as
@@ -216,6 +218,11 @@ export class SandboxManager {
     void ready.then(released, released);
   }
 
+  /** The sandbox proxy's public base URL, where clients reach the sandboxes (e.g. `http://localhost:7072`). */
+  get proxyBaseUrl(): string {
+    return proxyBaseUrl(this.proxyAddress);
+  }
+
   /** False while writes wait for crash recovery (`holdWritesUntil`); `/readyz` answers 503 meanwhile. */
   get writesReleased(): boolean {
     return !this.writesHeld;
@@ -265,7 +272,7 @@ export class SandboxManager {
         name,
         namespace,
         ...(input.labels && Object.keys(input.labels).length > 0 ? { labels: input.labels } : {}),
-        annotations: { [FAST_PATH_ANNOTATION]: "true", ...(requestId ? { [REQUEST_ID_ANNOTATION]: requestId } : {}) },
+        annotations: { ...input.annotations, [FAST_PATH_ANNOTATION]: "true", ...(requestId ? { [REQUEST_ID_ANNOTATION]: requestId } : {}) },
         finalizers: [CLEANUP_FINALIZER],
       },
       spec: input.spec,

@@ -517,7 +517,15 @@ describe("buildAgentPod with a base template (config/agent/agent-pod-template.ya
       "/var/lib/fast-sandbox/bin",
     ]);
     assert.deepEqual(shipper, { name: "log-shipper", image: "shipper:1" });
-    assert.deepEqual(pod.spec?.volumes?.map((v) => v.name).sort(), ["agents-state", "containerd-root", "containerd-run", "netns", "network-state", "node-binaries", "scratch"]);
+    assert.deepEqual(pod.spec?.volumes?.map((v) => v.name).sort(), [
+      "agents-state",
+      "containerd-root",
+      "containerd-run",
+      "netns",
+      "network-state",
+      "node-binaries",
+      "scratch",
+    ]);
     assert.equal(pod.spec?.initContainers?.[0]?.name, "install-node-binaries");
   });
 });

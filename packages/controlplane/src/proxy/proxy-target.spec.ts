@@ -72,13 +72,23 @@ describe("resolveProxyTarget", () => {
 
   it("serves Bound sandboxes (a fast create answers before Running is stored) and refuses the other phases and deletions", async () => {
     assert.equal(await status(headers(), sources(sandbox({ phase: "Bound" }))), 200);
-    for (const phase of ["Pending", "Lost", "Failed", "Expired", "Terminating"] as const) {
+    // 503 while the instance may still serve; 502 (E2B's "gone") once it never will.
+    for (const [phase, code] of [
+      ["Pending", 503],
+      ["Lost", 503],
+      ["Failed", 502],
+      ["Expired", 502],
+      ["Terminating", 502],
+    ] as const) {
       const result = await resolveProxyTarget(headers(), sources(sandbox({ phase })));
       assert.ok(isProxyRefusal(result));
-      assert.equal(result.status, 503);
+      assert.equal(result.status, code, phase);
       assert.match(result.body.message, new RegExp(`team/web is ${phase}`));
     }
-    assert.match(JSON.stringify(await resolveProxyTarget(headers(), sources(sandbox({}, true)))), /being deleted/);
+    const deleting = await resolveProxyTarget(headers(), sources(sandbox({}, true)));
+    assert.ok(isProxyRefusal(deleting));
+    assert.equal(deleting.status, 502);
+    assert.match(deleting.body.message, /being deleted/);
   });
 
   it("names the exposed ports when a port is not one of them", async () => {
@@ -86,6 +96,16 @@ describe("resolveProxyTarget", () => {
     assert.ok(isProxyRefusal(result));
     assert.deepEqual(result.body.port, 9999);
     assert.match(result.body.message, /port 9999 of sandbox team\/web is not exposed \(exposed: 8080, 8081\)/);
+  });
+
+  it("opens the daemon's port of an Isolated sandbox, and every port of one whose source says so (E2B's)", async () => {
+    const isolated = sandbox({ sandboxIP: "10.88.0.5" });
+    assert.equal(await status(headers({ host: `49983-${ID}.localhost` }), sources(isolated)), 200);
+    assert.equal(await status(headers({ host: `49983-${ID}.localhost` }), sources(sandbox())), 403, "a Shared sandbox has no daemon port of its own");
+    assert.equal(await status(headers({ host: `9999-${ID}.localhost` }), sources(isolated)), 403);
+    const everyPort = { ...sources(isolated), exposesEveryPort: (candidate: Sandbox) => candidate.metadata.name === "web" };
+    assert.equal(await status(headers({ host: `9999-${ID}.localhost` }), everyPort), 200);
+    assert.equal(await status(headers({ host: `9999-${ID}.localhost` }), { ...sources(sandbox()), exposesEveryPort: () => true }), 403, "only Isolated ones");
   });
 
   it("routes by the E2B headers too", async () => {

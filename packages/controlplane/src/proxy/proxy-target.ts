@@ -1,9 +1,12 @@
 /**
  * Where a request through the sandbox proxy goes, or the answer it gets instead. In order:
- * 1. a route (Host label or E2B headers; else 400);
+ * 1. a route (Host label or E2B headers; or, for E2B's presigned file URLs, which name no sandbox,
+ *    the sandbox whose token signed the URL — signed-file-url.ts; else 400);
  * 2. a sandbox with that instance id (else 502 with E2B's body, which its SDKs read as "gone");
  * 3. the sandbox's access token in `X-Access-Token` (else 401);
- * 4. a sandbox that runs (Bound: its create may still be finishing; else 503 with its phase);
+ * 4. a sandbox that runs (Bound: its create may still be finishing; else 503 with its phase while
+ *    it may still run — Pending, Lost — and 502 once it never will: deleted, Terminating, Expired,
+ *    Failed);
  * 5. a port it exposes, or the in-sandbox daemon's port of an Isolated sandbox (else 403 with the
  *    ports it does expose);
  * 6. an address: its own (`status.sandboxIP`, an Isolated network) or its agent's (a Shared network:
@@ -14,6 +17,7 @@
 import { ACCESS_TOKEN_HEADER, SANDBOX_DAEMON_PORT, type Sandbox } from "@fast-sandbox/api";
 import { accessTokenMatches } from "./access-token.js";
 import { isRefusal, routeOf, type RoutingHeaders } from "./sandbox-route.js";
+import { parseSignedFileRequest, signatureExpired, signedBy } from "./signed-file-url.js";
 
 export interface ProxyTarget {
   sandboxId: string;
@@ -43,12 +47,25 @@ export interface ProxyTargetSources {
    * Absent: Isolated sandboxes are dialed directly (embedded: one host).
    */
   agentRelay?(agentName: string): string | undefined;
+  /**
+   * The sandboxes whose access tokens the proxy can derive (those the E2B-compatible API created),
+   * with their tokens: E2B's presigned file URLs are routed to the one whose token signed them.
+   * Absent: such URLs are not routed.
+   */
+  signingSandboxes?(): Iterable<{ sandbox: Sandbox; token: string }>;
+  /**
+   * Whether every port of an Isolated sandbox is reachable, not only its exposed ones (E2B's
+   * semantics, for the sandboxes its API created: `getHost(port)` works for any port). @default none
+   */
+  exposesEveryPort?(sandbox: Sandbox): boolean;
   /** The proxy's public domain, e.g. `localhost`. */
   domain: string;
 }
 
 /** Phases in which a sandbox's instance exists on its agent. */
 const SERVING_PHASES = new Set(["Bound", "Running"]);
+/** Phases after which the instance never serves again. */
+const GONE_PHASES = new Set(["Terminating", "Expired", "Failed"]);
 
 function single(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
@@ -62,16 +79,43 @@ function refuse(status: number, message: string, extra: { sandboxId?: string; po
   return { status, body: { ...(extra.sandboxId ? { sandboxId: extra.sandboxId } : {}), message, code: status, ...(extra.port ? { port: extra.port } : {}) } };
 }
 
-export async function resolveProxyTarget(headers: RoutingHeaders, sources: ProxyTargetSources): Promise<ProxyTarget | ProxyRefusal> {
+/** The method and URL of an HTTP request (a presigned file URL routes by them). */
+export interface RequestLine {
+  method?: string | undefined;
+  url?: string | undefined;
+}
+
+/** The sandbox whose token signed a presigned file URL, or the refusal; undefined when the request is not one. */
+function signedFileSandbox(request: RequestLine | undefined, sources: ProxyTargetSources): Sandbox | ProxyRefusal | undefined {
+  const signed = sources.signingSandboxes ? parseSignedFileRequest(request?.method, request?.url) : undefined;
+  if (!signed || !sources.signingSandboxes) return undefined;
+  for (const { sandbox, token } of sources.signingSandboxes()) {
+    if (!signedBy(signed, token)) continue;
+    if (!accessTokenMatches(token, sandbox.status?.accessTokenHash)) break; // the token was rotated since the URL was signed
+    if (signatureExpired(signed, Math.floor(Date.now() / 1000))) return refuse(401, "this file URL has expired: ask for a new one");
+    return sandbox;
+  }
+  return refuse(401, "the signature of this file URL matches no sandbox: ask the sandbox for a new URL (download_url/upload_url)");
+}
+
+export async function resolveProxyTarget(headers: RoutingHeaders, sources: ProxyTargetSources, request?: RequestLine): Promise<ProxyTarget | ProxyRefusal> {
   const route = routeOf(headers, sources.domain);
-  if (isRefusal(route)) return refuse(400, route.refused);
-  const { sandboxId, port } = route;
-  const sandbox = await sources.lookup(sandboxId);
+  let signedFor: Sandbox | undefined;
+  if (isRefusal(route)) {
+    const signed = signedFileSandbox(request, sources);
+    if (!signed) return refuse(400, route.refused);
+    if ("body" in signed) return signed;
+    signedFor = signed;
+  }
+  const sandboxId = isRefusal(route) ? (signedFor?.status?.sandboxID ?? "") : route.sandboxId;
+  const port = isRefusal(route) ? SANDBOX_DAEMON_PORT : route.port;
+  const sandbox = signedFor ?? (await sources.lookup(sandboxId));
   if (!sandbox) return refuse(502, "The sandbox was not found", { sandboxId });
   const namespace = sandbox.metadata.namespace ?? "default";
   const name = sandbox.metadata.name;
   const token = single(headers[ACCESS_TOKEN_HEADER]);
-  if (!accessTokenMatches(token, sandbox.status?.accessTokenHash)) {
+  // A presigned URL's signature stands for the token.
+  if (!signedFor && !accessTokenMatches(token, sandbox.status?.accessTokenHash)) {
     return refuse(
       401,
       token
@@ -83,11 +127,14 @@ export async function resolveProxyTarget(headers: RoutingHeaders, sources: Proxy
   const phase = sandbox.status?.phase ?? "Pending";
   if (sandbox.metadata.deletionTimestamp || !SERVING_PHASES.has(phase)) {
     const state = sandbox.metadata.deletionTimestamp ? "being deleted" : phase;
-    return refuse(503, `sandbox ${namespace}/${name} is ${state}, not running`, { sandboxId });
+    // Gone for good (502, what E2B's SDKs read as "not running"), or not yet / not now (503).
+    const gone = Boolean(sandbox.metadata.deletionTimestamp) || GONE_PHASES.has(phase);
+    return refuse(gone ? 502 : 503, `sandbox ${namespace}/${name} is ${state}, not running`, { sandboxId });
   }
   const exposed = sandbox.spec.exposedPorts ?? [];
   const isolated = Boolean(sandbox.status?.sandboxIP);
-  if (!exposed.includes(port) && !(isolated && port === SANDBOX_DAEMON_PORT)) {
+  const open = isolated && (port === SANDBOX_DAEMON_PORT || sources.exposesEveryPort?.(sandbox) === true);
+  if (!exposed.includes(port) && !open) {
     return refuse(
       403,
       `port ${port} of sandbox ${namespace}/${name} is not exposed (${exposed.length > 0 ? `exposed: ${exposed.join(", ")}` : "it exposes none"}); ports are declared at create (fsb run -p PORT)`,

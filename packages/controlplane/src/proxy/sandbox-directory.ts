@@ -49,6 +49,11 @@ export class SandboxDirectory {
     return this.cached(sandboxId);
   }
 
+  /** Every sandbox in the cache (no wait). */
+  list(): Sandbox[] {
+    return this.informer.list();
+  }
+
   private cached(sandboxId: string): Sandbox | undefined {
     // An id is unique to one instance; two records could only share one by a bug elsewhere, and then neither is trusted.
     const matches = this.informer.byIndex(BY_SANDBOX_ID, sandboxId);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ValidationError } from "@fast-sandbox/api";
-import { endpointUrl, parseProxyBaseUrl } from "./sandbox-endpoints.js";
+import { endpointUrl, parseProxyBaseUrl, proxyBaseUrl } from "./sandbox-endpoints.js";
 import { isRefusal, routeOf } from "./sandbox-route.js";
 
 const ID = "k3x9q0m2zt7c1w8r5bn4";
@@ -14,6 +14,11 @@ describe("sandbox endpoints", () => {
   it("follow the scheme and domain of a public base URL, without the scheme's default port", () => {
     assert.equal(endpointUrl(parseProxyBaseUrl("https://sandboxes.example.com"), ID, 3000), `https://3000-${ID}.sandboxes.example.com/`);
     assert.equal(endpointUrl(parseProxyBaseUrl("http://sandboxes.example.com:80/"), ID, 3000), `http://3000-${ID}.sandboxes.example.com/`);
+  });
+
+  it("give back the base URL they were parsed from, without a default port or a trailing slash", () => {
+    assert.equal(proxyBaseUrl(parseProxyBaseUrl("http://localhost:7072")), "http://localhost:7072");
+    assert.equal(proxyBaseUrl(parseProxyBaseUrl("https://sandboxes.example.com:443/")), "https://sandboxes.example.com");
   });
 
   it("route back to the sandbox and port they were made for", () => {

@@ -37,3 +37,8 @@ export function parseProxyBaseUrl(baseUrl: string, field = "proxy base URL"): Pr
 export function endpointUrl(address: ProxyAddress, sandboxId: string, port: number): string {
   return `${address.protocol}//${port}-${sandboxId}.${address.domain}${address.portSuffix}/`;
 }
+
+/** The proxy's base URL again (`parseProxyBaseUrl` in reverse), e.g. `http://localhost:7072`. */
+export function proxyBaseUrl(address: ProxyAddress): string {
+  return `${address.protocol}//${address.domain}${address.portSuffix}`;
+}

@@ -19,7 +19,7 @@ import proxy from "http2-proxy";
 import type { Logger } from "pino";
 import { ACCESS_TOKEN_HEADER, listenCleartext } from "@fast-sandbox/api";
 import { SandboxDialer } from "./sandbox-dialer.js";
-import { isProxyRefusal, resolveProxyTarget, type ProxyRefusal, type ProxyTarget, type ProxyTargetSources } from "./proxy-target.js";
+import { isProxyRefusal, resolveProxyTarget, type ProxyRefusal, type ProxyTarget, type ProxyTargetSources, type RequestLine } from "./proxy-target.js";
 import type { ProxyMetrics } from "./proxy-metrics.js";
 
 export interface SandboxProxyOptions {
@@ -86,9 +86,9 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
   const dialer = new SandboxDialer(options.agentToken);
   const rawConnections = new Set<Duplex>();
 
-  const resolve = async (headers: Record<string, string | string[] | undefined>): Promise<ProxyTarget | ProxyRefusal> => {
+  const resolve = async (headers: Record<string, string | string[] | undefined>, line?: RequestLine): Promise<ProxyTarget | ProxyRefusal> => {
     try {
-      return await resolveProxyTarget(headers, sources);
+      return await resolveProxyTarget(headers, sources, line);
     } catch (error) {
       logger.error({ err: error }, "sandbox proxy: could not resolve a target");
       return { status: 503, body: { code: 503, message: "the sandbox proxy cannot look sandboxes up right now; retry shortly" } };
@@ -129,7 +129,7 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
   };
 
   const onRequest = async (request: Request, response: Response): Promise<void> => {
-    const target = await resolve(request.headers);
+    const target = await resolve(request.headers, { method: request.method, url: request.url });
     if (isProxyRefusal(target)) {
       sendJson(response, target);
       metrics?.answered("http", target.status);

@@ -1,0 +1,174 @@
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { pino } from "pino";
+import { FsbError } from "@fast-sandbox/api";
+import { hashApiKey, newApiKey } from "./api-key.js";
+import { startE2bApiServer, type E2bApiServer } from "./e2b-api-server.js";
+import { E2bFixture } from "./e2b.fixture.js";
+import { MemoryApiKeyStore } from "./memory-api-key-store.js";
+
+interface Reply {
+  status: number;
+  headers: Headers;
+  /** The parsed JSON body, or undefined for none. */
+  body: unknown;
+}
+
+describe("the E2B-compatible API over HTTP", () => {
+  let e2b: E2bFixture;
+  let server: E2bApiServer;
+  let key: string;
+
+  beforeEach(async () => {
+    e2b = await new E2bFixture().start();
+    const apiKeys = new MemoryApiKeyStore();
+    key = newApiKey();
+    await apiKeys.add(hashApiKey(key), new Date());
+    server = await startE2bApiServer({ sandboxes: e2b.sandboxes, apiKeys, logger: pino({ level: "silent" }) });
+  });
+
+  afterEach(async () => {
+    await server.close();
+    await e2b.close();
+  });
+
+  async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = { "x-api-key": key }): Promise<Reply> {
+    const response = await fetch(`${server.url}${path}`, {
+      method,
+      headers: { ...headers, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+      ...(body !== undefined ? { body: typeof body === "string" ? body : JSON.stringify(body) } : {}),
+    });
+    const text = await response.text();
+    return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : undefined };
+  }
+
+  /** Asserts E2B's error shape: `{code: status, message}` with the status in both. */
+  function assertError(reply: Reply, status: number, message: RegExp): void {
+    assert.equal(reply.status, status, JSON.stringify(reply.body));
+    assert.equal(reply.headers.get("content-type"), "application/json; charset=utf-8");
+    const body = reply.body as { code: number; message: string };
+    assert.deepEqual(Object.keys(body).sort(), ["code", "message"]);
+    assert.equal(body.code, status);
+    assert.match(body.message, message);
+  }
+
+  const createBody = { templateID: "base", timeout: 300, metadata: { user: "abc" } };
+
+  it("answers /health with 204 and no key", async () => {
+    const reply = await call("GET", "/health", undefined, {});
+    assert.equal(reply.status, 204);
+    assert.equal(reply.body, undefined);
+  });
+
+  it("refuses a missing, malformed or unknown X-API-KEY with 401 and E2B's error body, creating nothing", async () => {
+    assertError(await call("POST", "/v2/sandboxes", createBody, {}), 401, /X-API-KEY header is missing.*fsb e2b env/);
+    assertError(await call("POST", "/v2/sandboxes", createBody, { "x-api-key": "secret" }), 401, /e2b_ and 40 lower-case hex digits/);
+    assertError(await call("GET", "/v2/sandboxes", undefined, { "x-api-key": newApiKey() }), 401, /was not issued by this server/);
+    assertError(await call("DELETE", "/sandboxes/k3x9q0m2zt7c1w8r5bn4", undefined, { "X-Api-Key": `e2b_${"0".repeat(40)}` }), 401, /not issued/);
+    assert.deepEqual(await e2b.stored(), []);
+  });
+
+  it("creates on POST /v2/sandboxes and POST /sandboxes: 201 with exactly E2B's Sandbox", async () => {
+    for (const path of ["/v2/sandboxes", "/sandboxes"]) {
+      const reply = await call("POST", path, createBody);
+      assert.equal(reply.status, 201);
+      const body = reply.body as Record<string, unknown>;
+      assert.deepEqual(Object.keys(body).sort(), [
+        "alias",
+        "clientID",
+        "domain",
+        "envdAccessToken",
+        "envdVersion",
+        "sandboxID",
+        "templateID",
+        "trafficAccessToken",
+      ]);
+      assert.equal(body.clientID, "6532622b");
+      assert.equal(body.domain, null);
+      assert.match(String(body.sandboxID), /^[a-z0-9]{20}$/);
+    }
+  });
+
+  it("lists on GET /v2/sandboxes, one page at a time, with X-Next-Token while more follow", async () => {
+    for (let i = 0; i < 3; i++) assert.equal((await call("POST", "/v2/sandboxes", createBody)).status, 201);
+    const first = await call("GET", "/v2/sandboxes?limit=2");
+    assert.equal(first.status, 200);
+    assert.equal((first.body as unknown[]).length, 2);
+    assert.equal(first.headers.get("x-total-running"), "3");
+    const token = first.headers.get("x-next-token");
+    assert.ok(token);
+    const second = await call("GET", `/v2/sandboxes?limit=2&nextToken=${encodeURIComponent(token)}`);
+    assert.equal((second.body as unknown[]).length, 1);
+    assert.equal(second.headers.get("x-next-token"), null, "the last page has no cursor");
+    const listed = [...(first.body as { sandboxID: string }[]), ...(second.body as { sandboxID: string }[])];
+    assert.equal(new Set(listed.map((item) => item.sandboxID)).size, 3);
+    const item = listed[0] as unknown as Record<string, unknown>;
+    for (const field of [
+      "templateID",
+      "sandboxID",
+      "clientID",
+      "startedAt",
+      "endAt",
+      "cpuCount",
+      "memoryMB",
+      "diskSizeMB",
+      "state",
+      "envdVersion",
+      "metadata",
+    ]) {
+      assert.ok(field in item, `ListedSandbox.${field}`);
+    }
+    assertError(await call("GET", "/v2/sandboxes?limit=101"), 400, /^limit: must be a whole number from 1 to 100/);
+    assertError(await call("GET", "/v2/sandboxes?state=gone"), 400, /allowed: running, paused/);
+  });
+
+  it("gets, sets the timeout, connects and kills by id, also in the legacy form <id>-<clientID>", async () => {
+    const created = (await call("POST", "/v2/sandboxes", createBody)).body as { sandboxID: string; envdAccessToken: string };
+    const id = created.sandboxID;
+    const detail = await call("GET", `/sandboxes/${id}-6532622b`);
+    assert.equal(detail.status, 200);
+    assert.equal((detail.body as { sandboxID: string }).sandboxID, id);
+    assert.deepEqual((detail.body as { metadata: unknown }).metadata, { user: "abc" });
+
+    const timeout = await call("POST", `/sandboxes/${id}/timeout`, { timeout: 30 });
+    assert.equal(timeout.status, 204);
+    assert.equal(timeout.body, undefined);
+    assertError(await call("POST", `/sandboxes/${id}/timeout`, {}), 400, /^timeout: is required/);
+    assertError(await call("POST", `/sandboxes/${id}/timeout`, { timeout: -5 }), 400, /^timeout: must be a whole number of seconds from 0 to 86400/);
+
+    const connected = await call("POST", `/sandboxes/${id}/connect`, { timeout: 600 });
+    assert.equal(connected.status, 200);
+    assert.deepEqual(connected.body, created);
+    const v2 = await call("POST", `/v2/sandboxes/${id}/connect`);
+    assert.equal(v2.status, 200, "the v2 connect's body is optional");
+
+    assert.equal((await call("DELETE", `/sandboxes/${id}`)).status, 204);
+    assertError(await call("DELETE", `/sandboxes/${id}`), 404, new RegExp(`^sandbox ${id} not found`));
+    assertError(await call("GET", `/sandboxes/${id}`), 404, /not found/);
+    assertError(await call("POST", `/sandboxes/${id}/connect`, { timeout: 60 }), 404, /not found/);
+  });
+
+  it("answers every refusal as E2B's error body, saying what is wrong and what is allowed", async () => {
+    assertError(await call("POST", "/v2/sandboxes", "{not json"), 400, /not valid JSON/);
+    assertError(await call("POST", "/v2/sandboxes", {}), 400, /^templateID: is required/);
+    assertError(await call("POST", "/v2/sandboxes", { templateID: "nosuch" }), 404, /template "nosuch" not found.*templates here: default/);
+    assertError(await call("POST", "/v2/sandboxes", { templateID: "base", timeout: 1e6 }), 400, /from 0 to 86400/);
+    assertError(await call("GET", "/sandboxes/NOT-AN-ID"), 400, /lower-case letters and digits/);
+    assertError(await call("GET", "/nowhere"), 404, /no route GET \/nowhere; this E2B-compatible API serves .*POST \/v2\/sandboxes/);
+    const wrongMethod = await call("PUT", "/v2/sandboxes", {});
+    assertError(wrongMethod, 405, /PUT is not allowed on \/v2\/sandboxes; allowed: POST, GET/);
+    assert.equal(wrongMethod.headers.get("allow"), "POST, GET");
+  });
+
+  it("maps the failures of a create to E2B's statuses: a daemon that does not answer is 504, the sandbox gone", async () => {
+    e2b.envdFailure = new FsbError("deadline_exceeded", "the in-sandbox daemon did not answer within 20s");
+    assertError(await call("POST", "/v2/sandboxes", createBody), 504, /did not answer within 20s; the sandbox was deleted/);
+    e2b.envdFailure = new FsbError("unavailable", "no address");
+    assertError(await call("POST", "/v2/sandboxes", createBody), 503, /no address/);
+    assert.deepEqual(await e2b.stored(), []);
+  });
+
+  it("refuses a body larger than 1 MiB", async () => {
+    assertError(await call("POST", "/v2/sandboxes", JSON.stringify({ templateID: "base", pad: "x".repeat(1_100_000) })), 400, /larger than 1048576 bytes/);
+  });
+});

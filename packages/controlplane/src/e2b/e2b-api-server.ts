@@ -1,0 +1,239 @@
+/**
+ * The E2B-compatible control API over HTTP (JSON bodies), on a port of its own beside the fast-path
+ * API (embedded default 127.0.0.1:7073), so that E2B's official SDKs run against Fast Sandbox with
+ * only E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY set:
+ *
+ *   GET    /health                          204, no key needed
+ *   POST   /sandboxes, /v2/sandboxes        201 Sandbox (once the sandbox's daemon answers)
+ *   GET    /v2/sandboxes                    200 [ListedSandbox], X-Next-Token while more pages follow
+ *   GET    /sandboxes/{id}                  200 SandboxDetail
+ *   DELETE /sandboxes/{id}                  204
+ *   POST   /sandboxes/{id}/timeout          204 ({"timeout": seconds}: end = now + timeout)
+ *   POST   /sandboxes/{id}/connect          200 Sandbox ({"timeout": seconds}: end extended, never shortened)
+ *   POST   /v2/sandboxes/{id}/connect       200 Sandbox (body optional, timeout 300 by default)
+ *
+ * `{id}` is E2B's sandbox id, or its legacy form `<id>-<clientID>`. Every request but `/health`
+ * needs an issued API key in `X-API-KEY`. Every error is `{"code": <status>, "message": "…"}`: this
+ * file is the API's one error edge (e2b-errors.ts).
+ */
+import type http from "node:http";
+import { UnauthenticatedError, ValidationError, listenCleartext, type HttpHandler } from "@fast-sandbox/api";
+import type { Logger } from "pino";
+import { hashApiKey, isWellFormedApiKey } from "./api-key.js";
+import type { ApiKeyStore } from "./api-key-store.js";
+import { e2bError, e2bErrorOf, type E2bError } from "./e2b-errors.js";
+import { DEFAULT_CONNECT_TIMEOUT_SECONDS, parseListQuery, parseNewSandbox, parseSandboxId, parseTimeoutBody } from "./e2b-requests.js";
+import type { E2bSandboxes } from "./e2b-sandboxes.js";
+
+/** Largest request body accepted (a create with its metadata and environment is a few KiB). */
+const MAX_BODY_BYTES = 1024 * 1024;
+
+type HttpRequest = Parameters<HttpHandler>[0];
+type HttpResponse = Parameters<HttpHandler>[1];
+
+export interface E2bApiServerOptions {
+  sandboxes: E2bSandboxes;
+  apiKeys: ApiKeyStore;
+  /** @default "127.0.0.1" */
+  host?: string;
+  /** @default 0 (any free port) */
+  port?: number;
+  logger: Logger;
+}
+
+export interface E2bApiServer {
+  /** http://host:port, E2B's E2B_API_URL. */
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** What a route answers: a status and a JSON body (none for 204), and headers. */
+interface Answer {
+  status: number;
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+
+interface Call {
+  /** The path's sandbox id, when the route has one. */
+  sandboxID: string;
+  query: URLSearchParams;
+  body: () => Promise<unknown>;
+  /** Aborts when the client goes away before the answer. */
+  signal: AbortSignal;
+}
+
+interface Route {
+  method: string;
+  pattern: RegExp;
+  /** False: no API key needed. @default true */
+  authenticated?: boolean;
+  handle(call: Call): Promise<Answer>;
+}
+
+const ID = "([^/]+)";
+
+function routes(sandboxes: E2bSandboxes): Route[] {
+  const create = async (call: Call): Promise<Answer> => ({ status: 201, body: await sandboxes.create(parseNewSandbox(await call.body()), call.signal) });
+  return [
+    { method: "GET", pattern: /^\/health$/, authenticated: false, handle: () => Promise.resolve({ status: 204 }) },
+    { method: "POST", pattern: /^\/sandboxes$/, handle: create },
+    { method: "POST", pattern: /^\/v2\/sandboxes$/, handle: create },
+    {
+      method: "GET",
+      pattern: /^\/v2\/sandboxes$/,
+      handle: async (call) => {
+        const { page, totalRunning } = await sandboxes.list(parseListQuery(call.query));
+        return {
+          status: 200,
+          body: page.items,
+          headers: { "x-total-running": String(totalRunning), ...(page.nextToken ? { "x-next-token": page.nextToken } : {}) },
+        };
+      },
+    },
+    { method: "GET", pattern: new RegExp(`^/sandboxes/${ID}$`), handle: async (call) => ({ status: 200, body: await sandboxes.get(call.sandboxID) }) },
+    {
+      method: "DELETE",
+      pattern: new RegExp(`^/sandboxes/${ID}$`),
+      handle: async (call) => {
+        await sandboxes.kill(call.sandboxID);
+        return { status: 204 };
+      },
+    },
+    {
+      method: "POST",
+      pattern: new RegExp(`^/sandboxes/${ID}/timeout$`),
+      handle: async (call) => {
+        await sandboxes.setTimeout(call.sandboxID, parseTimeoutBody(await call.body()));
+        return { status: 204 };
+      },
+    },
+    {
+      method: "POST",
+      pattern: new RegExp(`^/sandboxes/${ID}/connect$`),
+      handle: async (call) => ({ status: 200, body: await sandboxes.connect(call.sandboxID, parseTimeoutBody(await call.body())) }),
+    },
+    {
+      method: "POST",
+      pattern: new RegExp(`^/v2/sandboxes/${ID}/connect$`),
+      handle: async (call) => ({
+        status: 200,
+        body: await sandboxes.connect(call.sandboxID, parseTimeoutBody(await call.body(), DEFAULT_CONNECT_TIMEOUT_SECONDS)),
+      }),
+    },
+  ];
+}
+
+const ROUTE_LIST =
+  "GET /health, POST /sandboxes, POST /v2/sandboxes, GET /v2/sandboxes, GET|DELETE /sandboxes/{id}, POST /sandboxes/{id}/timeout, POST /sandboxes/{id}/connect, POST /v2/sandboxes/{id}/connect";
+
+/** The request body as JSON: undefined when empty; at most MAX_BODY_BYTES. */
+async function readJson(request: HttpRequest): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) throw new ValidationError("", `the request body is larger than ${MAX_BODY_BYTES} bytes`);
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString("utf8");
+  if (text.trim() === "") return undefined;
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new ValidationError("", `the request body is not valid JSON (${error instanceof Error ? error.message : String(error)})`);
+  }
+}
+
+function single(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Checks the request's `X-API-KEY` against the issued keys. */
+async function authenticate(request: HttpRequest, apiKeys: ApiKeyStore): Promise<void> {
+  const key = single(request.headers["x-api-key"])?.trim();
+  if (!key) {
+    throw new UnauthenticatedError("the X-API-KEY header is missing: send an API key of this server ('fsb e2b env' issues one and sets E2B_API_KEY)");
+  }
+  if (!isWellFormedApiKey(key)) {
+    throw new UnauthenticatedError(
+      "the X-API-KEY header is not an API key of this server: its keys are e2b_ and 40 lower-case hex digits ('fsb e2b env' issues one)",
+    );
+  }
+  if (!(await apiKeys.has(hashApiKey(key)))) throw new UnauthenticatedError("the API key in X-API-KEY was not issued by this server; 'fsb e2b env' issues one");
+}
+
+function send(response: HttpResponse, answer: Answer): void {
+  const json = answer.body === undefined ? undefined : JSON.stringify(answer.body);
+  // The HTTP/1.1 and HTTP/2 response types share these methods; their overloads differ, hence the cast.
+  const target = response as http.ServerResponse;
+  target.writeHead(answer.status, {
+    "cache-control": "no-store",
+    ...(json === undefined ? {} : { "content-type": "application/json; charset=utf-8" }),
+    ...answer.headers,
+  });
+  target.end(json);
+}
+
+function errorAnswer(error: E2bError, headers?: Record<string, string>): Answer {
+  return { status: error.status, body: error.body, ...(headers ? { headers } : {}) };
+}
+
+/** The API as a request handler (HTTP/1.1 or HTTP/2). */
+export function e2bApiHandler(options: Pick<E2bApiServerOptions, "sandboxes" | "apiKeys" | "logger">): HttpHandler {
+  const table = routes(options.sandboxes);
+  return (request, response) => {
+    const url = new URL(request.url ?? "/", "http://e2b.invalid");
+    const method = request.method ?? "GET";
+    const path = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, "") : url.pathname;
+    const candidates = table.map((route) => ({ route, match: route.pattern.exec(path) })).filter((c) => c.match !== null);
+    const found = candidates.find((c) => c.route.method === method);
+    if (!found) {
+      const allowed = candidates.map((c) => c.route.method);
+      send(
+        response,
+        allowed.length > 0
+          ? errorAnswer(e2bError(405, `${method} is not allowed on ${path}; allowed: ${allowed.join(", ")}`), { allow: allowed.join(", ") })
+          : errorAnswer(e2bError(404, `no route ${method} ${path}; this E2B-compatible API serves ${ROUTE_LIST}`)),
+      );
+      return;
+    }
+    const aborted = new AbortController();
+    response.once("close", () => {
+      if (!response.writableFinished) aborted.abort(new Error("the client closed the connection before the answer"));
+    });
+    void (async (): Promise<Answer> => {
+      if (found.route.authenticated !== false) await authenticate(request, options.apiKeys);
+      const segment = found.match?.[1];
+      return found.route.handle({
+        sandboxID: segment === undefined ? "" : parseSandboxId(segment),
+        query: url.searchParams,
+        body: () => readJson(request),
+        signal: aborted.signal,
+      });
+    })()
+      .catch((error: unknown) => {
+        const failure = e2bErrorOf(error);
+        const answer = errorAnswer(failure);
+        // A bug has its stack logged; a sandbox that failed to start (503, 504) is told to the client, logged in a line.
+        if (answer.status === 500) options.logger.error({ err: error, method, path }, "E2B API request failed");
+        else if (answer.status > 500) options.logger.warn({ method, path, status: answer.status }, failure.body.message);
+        return answer;
+      })
+      .then((answer) => {
+        if (!response.headersSent && !aborted.signal.aborted) send(response, answer);
+      });
+  };
+}
+
+/** Serves the API on `host:port` (HTTP/1.1, and HTTP/2 with prior knowledge). */
+export async function startE2bApiServer(options: E2bApiServerOptions): Promise<E2bApiServer> {
+  const host = options.host ?? "127.0.0.1";
+  const server = await listenCleartext(e2bApiHandler(options), host, options.port ?? 0);
+  return {
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${server.port}`,
+    port: server.port,
+    close: () => server.close(),
+  };
+}

@@ -1,0 +1,211 @@
+/**
+ * What the E2B-compatible API accepts, checked field by field into typed requests: a wrong field is
+ * a ValidationError naming it and what is allowed. As E2B's API does, fields it does not know are
+ * ignored; fields E2B knows but Fast Sandbox cannot honour (pausing, network rules, volumes, MCP)
+ * are refused when they ask for something, rather than dropped silently. JSON `null` counts as absent.
+ */
+import { ValidationError } from "@fast-sandbox/api";
+import { decodeMetadataFilter } from "./metadata-filter.js";
+
+/** The longest timeout a sandbox may be given: 24 hours, E2B's limit for its Pro tier. */
+export const MAX_TIMEOUT_SECONDS = 86_400;
+/** The timeout of a create that names none (E2B's API default; its SDKs always send one, 300 by default). */
+export const DEFAULT_CREATE_TIMEOUT_SECONDS = 15;
+/** The timeout of a `POST /v2/sandboxes/{id}/connect` that names none (E2B's default). */
+export const DEFAULT_CONNECT_TIMEOUT_SECONDS = 300;
+/** Most sandboxes a list page holds, and its default size. */
+export const MAX_LIST_LIMIT = 100;
+/** Most bytes of a sandbox's metadata (as JSON), which is kept in one annotation of its record. */
+export const MAX_METADATA_BYTES = 64 * 1024;
+
+export type E2bSandboxState = "running" | "paused";
+const STATES: readonly E2bSandboxState[] = ["running", "paused"];
+
+export interface NewSandboxRequest {
+  templateID: string;
+  timeoutSeconds: number;
+  metadata: Record<string, string>;
+  envVars: Record<string, string>;
+  /** false: the sandbox may connect nowhere (egress denyAll); undefined or true: its pool's egress policy. */
+  allowInternetAccess: boolean | undefined;
+}
+
+export interface ListSandboxesQuery {
+  /** Pairs the sandbox's metadata must all hold. */
+  metadata: Map<string, string>;
+  /** Undefined: every state. */
+  states: Set<E2bSandboxState> | undefined;
+  template: string | undefined;
+  startedAfter: Date | undefined;
+  /** By start time: desc (newest first, the default) or asc. */
+  order: "asc" | "desc";
+  limit: number;
+  nextToken: string | undefined;
+}
+
+type JsonObject = Record<string, unknown>;
+
+function isObject(value: unknown): value is JsonObject {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function present(body: JsonObject, field: string): unknown {
+  const value = body[field];
+  return value === null ? undefined : value;
+}
+
+/** The request body as an object; an empty body is `{}` only where every field is optional. */
+export function requestObject(body: unknown, example: string): JsonObject {
+  if (!isObject(body)) throw new ValidationError("", `the request body must be a JSON object, e.g. ${example}`);
+  return body;
+}
+
+/** A timeout in seconds: a whole number from 0 to MAX_TIMEOUT_SECONDS. */
+export function parseTimeoutSeconds(value: unknown, field = "timeout"): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > MAX_TIMEOUT_SECONDS) {
+    throw new ValidationError(
+      field,
+      `must be a whole number of seconds from 0 to ${MAX_TIMEOUT_SECONDS} (24 hours), counted from now; got ${JSON.stringify(value) ?? "nothing"}`,
+    );
+  }
+  return value;
+}
+
+function stringMap(value: unknown, field: string, kind: "metadata" | "env"): Record<string, string> {
+  if (value === undefined) return {};
+  if (!isObject(value)) throw new ValidationError(field, `must be an object of string values, e.g. {"user": "abc"}; got ${JSON.stringify(value)}`);
+  const result: Record<string, string> = {};
+  for (const [key, entry] of Object.entries(value)) {
+    if (typeof entry !== "string") throw new ValidationError(`${field}.${key}`, `must be a string; got ${JSON.stringify(entry)}`);
+    if (kind === "env") {
+      if (key === "" || key.includes("=") || key.includes("\0")) {
+        throw new ValidationError(`${field}.${key}`, "is not a usable variable name: a name is not empty and holds no '=' or NUL character");
+      }
+      if (entry.includes("\0")) throw new ValidationError(`${field}.${key}`, "holds a NUL character, which no environment variable can carry");
+    }
+    result[key] = entry;
+  }
+  return result;
+}
+
+function optionalBoolean(body: JsonObject, field: string): boolean | undefined {
+  const value = present(body, field);
+  if (value !== undefined && typeof value !== "boolean") throw new ValidationError(field, `must be true or false; got ${JSON.stringify(value)}`);
+  return value;
+}
+
+/** Refuses an E2B feature the request asks for (a non-empty value) that Fast Sandbox does not have. */
+function refuseIfAsked(body: JsonObject, field: string, why: string): void {
+  const value = present(body, field);
+  if (value === undefined) return;
+  const empty = (Array.isArray(value) && value.length === 0) || (isObject(value) && Object.keys(value).length === 0);
+  if (!empty) throw new ValidationError(field, why);
+}
+
+/** The body of `POST /sandboxes` and `POST /v2/sandboxes` (E2B's NewSandbox and NewSandboxV2). */
+export function parseNewSandbox(body: unknown): NewSandboxRequest {
+  const request = requestObject(body, '{"templateID": "base", "timeout": 300}');
+  const templateID = present(request, "templateID");
+  if (typeof templateID !== "string" || templateID.trim() === "") {
+    throw new ValidationError("templateID", `is required: the template to start, e.g. "base"; got ${JSON.stringify(templateID) ?? "nothing"}`);
+  }
+  const timeout = present(request, "timeout");
+  const metadata = stringMap(present(request, "metadata"), "metadata", "metadata");
+  if (Buffer.byteLength(JSON.stringify(metadata)) > MAX_METADATA_BYTES) {
+    throw new ValidationError("metadata", `is larger than ${MAX_METADATA_BYTES} bytes as JSON; keep metadata to short labels`);
+  }
+  optionalBoolean(request, "secure");
+  optionalBoolean(request, "autoPauseMemory");
+  if (optionalBoolean(request, "autoPause") === true) {
+    throw new ValidationError("autoPause", "pausing is not supported: a sandbox is killed when its timeout passes; omit autoPause or send false");
+  }
+  const autoResume = present(request, "autoResume");
+  if (
+    autoResume !== undefined &&
+    (!isObject(autoResume) || (autoResume.enabled !== undefined && autoResume.enabled !== null && autoResume.enabled !== false))
+  ) {
+    throw new ValidationError("autoResume", 'pausing and resuming are not supported; omit autoResume or send {"enabled": false}');
+  }
+  refuseIfAsked(request, "network", "network rules are not supported; send allow_internet_access: false for a sandbox that may connect nowhere");
+  refuseIfAsked(request, "volumeMounts", "volumes are not supported; omit volumeMounts");
+  refuseIfAsked(request, "mcp", "MCP gateways are not supported; omit mcp");
+  refuseIfAsked(request, "iam", "workload identity tokens are not supported; omit iam");
+  return {
+    templateID,
+    timeoutSeconds: timeout === undefined ? DEFAULT_CREATE_TIMEOUT_SECONDS : parseTimeoutSeconds(timeout),
+    metadata,
+    envVars: stringMap(present(request, "envVars"), "envVars", "env"),
+    allowInternetAccess: optionalBoolean(request, "allow_internet_access"),
+  };
+}
+
+/**
+ * The timeout of `POST …/timeout` and `POST …/connect` bodies (`{"timeout": seconds}`): required,
+ * unless `defaultSeconds` is given (the v2 connect, whose body is optional).
+ */
+export function parseTimeoutBody(body: unknown, defaultSeconds?: number): number {
+  if (body === undefined && defaultSeconds !== undefined) return defaultSeconds;
+  const request = requestObject(body, '{"timeout": 300}');
+  const timeout = present(request, "timeout");
+  if (timeout === undefined) {
+    if (defaultSeconds !== undefined) return defaultSeconds;
+    throw new ValidationError("timeout", `is required: seconds from now until the sandbox ends, 0 to ${MAX_TIMEOUT_SECONDS}`);
+  }
+  return parseTimeoutSeconds(timeout);
+}
+
+/** The query of `GET /v2/sandboxes`. Array parameters come comma-joined (E2B's SDKs) or repeated. */
+export function parseListQuery(query: URLSearchParams): ListSandboxesQuery {
+  const metadata = query.get("metadata");
+  const limitText = query.get("limit");
+  let limit = MAX_LIST_LIMIT;
+  if (limitText !== null) {
+    limit = /^\d+$/.test(limitText) ? Number(limitText) : Number.NaN;
+    if (!(limit >= 1 && limit <= MAX_LIST_LIMIT))
+      throw new ValidationError("limit", `must be a whole number from 1 to ${MAX_LIST_LIMIT}; got ${JSON.stringify(limitText)}`);
+  }
+  let states: Set<E2bSandboxState> | undefined;
+  const stateValues = query
+    .getAll("state")
+    .flatMap((value) => value.split(","))
+    .filter((value) => value !== "");
+  if (stateValues.length > 0) {
+    states = new Set();
+    for (const value of stateValues) {
+      if (!(STATES as readonly string[]).includes(value))
+        throw new ValidationError("state", `${JSON.stringify(value)} is not a state; allowed: ${STATES.join(", ")}`);
+      states.add(value as E2bSandboxState);
+    }
+  }
+  const order = query.get("order") ?? "desc";
+  if (order !== "asc" && order !== "desc") throw new ValidationError("order", `${JSON.stringify(order)} is not an order; allowed: asc, desc (by start time)`);
+  const startedAfterText = query.get("startedAfter");
+  let startedAfter: Date | undefined;
+  if (startedAfterText !== null) {
+    startedAfter = new Date(startedAfterText);
+    if (!/^\d{4}-\d{2}-\d{2}T/.test(startedAfterText) || Number.isNaN(startedAfter.getTime())) {
+      throw new ValidationError("startedAfter", `${JSON.stringify(startedAfterText)} is not an RFC 3339 time, e.g. 2026-01-02T03:04:05Z`);
+    }
+  }
+  return {
+    metadata: metadata === null ? new Map<string, string>() : decodeMetadataFilter(metadata),
+    states,
+    template: query.get("template") || undefined,
+    startedAfter,
+    order,
+    limit,
+    nextToken: query.get("nextToken") || undefined,
+  };
+}
+
+/** The sandbox id of a path: E2B's `<sandboxID>`, or its legacy `<sandboxID>-<clientID>`. */
+export function parseSandboxId(segment: string): string {
+  const [id = ""] = segment.split("-");
+  if (!/^[a-z0-9]{1,64}$/.test(id)) {
+    throw new ValidationError(
+      "sandboxID",
+      `${JSON.stringify(segment)} is not a sandbox id: lower-case letters and digits (e.g. k3x9q0m2zt7c1w8r5bn4), optionally followed by -<clientID>`,
+    );
+  }
+  return id;
+}

@@ -1,0 +1,108 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { API_VERSION, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
+import {
+  CLIENT_ID,
+  METADATA_ANNOTATION,
+  TEMPLATE_ANNOTATION,
+  e2bSandboxOf,
+  isVisible,
+  listedSandboxOf,
+  metadataOf,
+  resourcesOf,
+  sandboxDetailOf,
+} from "./e2b-sandbox-view.js";
+
+const HOST = { cpuCount: 8, memoryMB: 16_000, diskSizeMB: 100_000 };
+
+function pool(sandboxResources?: SandboxPool["spec"]["sandboxResources"]): SandboxPool {
+  return {
+    apiVersion: API_VERSION,
+    kind: "SandboxPool",
+    metadata: { name: "default", namespace: "default" },
+    spec: { capacity: { poolMin: 0, poolMax: 1 }, maxSandboxesPerPod: 1, ...(sandboxResources ? { sandboxResources } : {}) },
+  };
+}
+
+function sandbox(
+  overrides: { annotations?: Record<string, string>; phase?: "Running" | "Bound" | "Lost"; deleting?: boolean; expireTime?: string } = {},
+): Sandbox {
+  return {
+    apiVersion: API_VERSION,
+    kind: "Sandbox",
+    metadata: {
+      name: "sb-1",
+      namespace: "default",
+      creationTimestamp: "2026-01-02T03:04:05Z",
+      annotations: overrides.annotations ?? { [TEMPLATE_ANNOTATION]: "base", [METADATA_ANNOTATION]: '{"user":"abc"}' },
+      ...(overrides.deleting ? { deletionTimestamp: "2026-01-02T03:05:00Z" } : {}),
+    },
+    spec: {
+      image: "busybox",
+      poolRef: "default",
+      ...(overrides.expireTime !== undefined ? { expireTime: overrides.expireTime } : { expireTime: "2026-01-02T03:09:05Z" }),
+    },
+    status: { phase: overrides.phase ?? "Running", sandboxID: "k3x9q0m2zt7c1w8r5bn4", sandboxIP: "10.213.0.5" },
+  };
+}
+
+describe("a sandbox as E2B's API shows it", () => {
+  it("create and connect: E2B's Sandbox with every field its SDKs require, the access token, and domain null", () => {
+    assert.deepEqual(e2bSandboxOf(sandbox(), "0.4.0", "token"), {
+      templateID: "base",
+      sandboxID: "k3x9q0m2zt7c1w8r5bn4",
+      alias: "base",
+      clientID: CLIENT_ID,
+      envdVersion: "0.4.0",
+      envdAccessToken: "token",
+      trafficAccessToken: null,
+      domain: null,
+    });
+    assert.equal(CLIENT_ID, "6532622b");
+  });
+
+  it("list and get: start (the record's creation), end (spec.expireTime), resources, state running, metadata", () => {
+    const resources = resourcesOf(pool(), HOST);
+    assert.deepEqual(listedSandboxOf(sandbox(), "0.4.0", resources), {
+      templateID: "base",
+      alias: "base",
+      sandboxID: "k3x9q0m2zt7c1w8r5bn4",
+      clientID: CLIENT_ID,
+      startedAt: "2026-01-02T03:04:05Z",
+      endAt: "2026-01-02T03:09:05.000Z",
+      cpuCount: 8,
+      memoryMB: 16_000,
+      diskSizeMB: 100_000,
+      state: "running",
+      metadata: { user: "abc" },
+      envdVersion: "0.4.0",
+    });
+    assert.equal(sandboxDetailOf(sandbox(), "0.4.0", resources, "t").envdAccessToken, "t");
+    assert.ok(!("envdAccessToken" in sandboxDetailOf(sandbox(), "0.4.0", resources, undefined)), "no token to give: the field is absent");
+  });
+
+  it("resources: the pool's limits in whole CPUs (at least 1) and MiB (at least 128, E2B's minimum); the host's without limits", () => {
+    assert.deepEqual(resourcesOf(pool({ cpu: "500m", memory: "64Mi" }), HOST), { cpuCount: 1, memoryMB: 128, diskSizeMB: 100_000 });
+    assert.deepEqual(resourcesOf(pool({ cpu: "2500m", memory: "1Gi" }), HOST), { cpuCount: 3, memoryMB: 1024, diskSizeMB: 100_000 });
+    assert.deepEqual(resourcesOf(pool({ cpu: "2" }), HOST), { cpuCount: 2, memoryMB: 16_000, diskSizeMB: 100_000 });
+    assert.deepEqual(resourcesOf(undefined, HOST), HOST);
+  });
+
+  it("metadata: a broken annotation (edited by hand) reads as none, and only string values count", () => {
+    assert.deepEqual(metadataOf(sandbox({ annotations: { [TEMPLATE_ANNOTATION]: "base", [METADATA_ANNOTATION]: "{not json" } })), {});
+    assert.deepEqual(metadataOf(sandbox({ annotations: { [TEMPLATE_ANNOTATION]: "base", [METADATA_ANNOTATION]: '{"a":"1","b":2}' } })), { a: "1" });
+    assert.deepEqual(metadataOf(sandbox({ annotations: { [TEMPLATE_ANNOTATION]: "base" } })), {});
+  });
+
+  it("a sandbox without expiry (removed by hand) ends at the end of time, not at its start", () => {
+    assert.equal(listedSandboxOf(sandbox({ expireTime: "" }), "0.4.0", HOST).endAt, "9999-12-31T23:59:59.000Z");
+  });
+
+  it("E2B clients see only the E2B API's sandboxes that run: not others, not one being deleted, lost or still being created", () => {
+    assert.ok(isVisible(sandbox()));
+    assert.ok(!isVisible(sandbox({ annotations: {} })), "created by fsb run");
+    assert.ok(!isVisible(sandbox({ deleting: true })));
+    assert.ok(!isVisible(sandbox({ phase: "Lost" })));
+    assert.ok(!isVisible(sandbox({ phase: "Bound" })));
+  });
+});

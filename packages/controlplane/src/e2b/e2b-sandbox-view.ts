@@ -1,0 +1,149 @@
+/**
+ * A Fast Sandbox `Sandbox` as E2B's API shows it (`Sandbox`, `ListedSandbox`, `SandboxDetail` of
+ * E2B's OpenAPI spec), and what the E2B-compatible API keeps on the record to do so: the template
+ * name, the metadata and the nonce of the access token, as annotations. Metadata is one JSON
+ * annotation rather than labels or one annotation per key: E2B allows any key and value, which
+ * Kubernetes label values and annotation keys do not.
+ */
+import { parseCpuMillis, parseMemoryBytes, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
+import type { HostResources } from "./host-resources.js";
+import type { E2bSandboxState } from "./e2b-requests.js";
+
+/** The template a sandbox was created from; it marks the sandboxes of the E2B-compatible API. */
+export const TEMPLATE_ANNOTATION = "e2b.sandbox.fast.io/template-id";
+/** The sandbox's E2B metadata, as a JSON object of strings. */
+export const METADATA_ANNOTATION = "e2b.sandbox.fast.io/metadata";
+/** The nonce its access token is derived from (see envd-access-token.ts). */
+export const TOKEN_NONCE_ANNOTATION = "e2b.sandbox.fast.io/token-nonce";
+/** E2B's legacy `clientID`: a constant (E2B's own), which Python's SDK requires and JavaScript's ignores. */
+export const CLIENT_ID = "6532622b";
+/** endAt of a sandbox whose expiry was removed (e.g. with `fsb apply`): it does not end by itself. */
+const NO_END = "9999-12-31T23:59:59.000Z";
+const MIB = 1024 * 1024;
+
+/** E2B's `Sandbox`: the answer of create and connect. */
+export interface E2bSandbox {
+  templateID: string;
+  sandboxID: string;
+  alias: string;
+  clientID: string;
+  envdVersion: string;
+  envdAccessToken: string;
+  trafficAccessToken: null;
+  domain: null;
+}
+
+/** E2B's `ListedSandbox`: an item of `GET /v2/sandboxes`. */
+export interface E2bListedSandbox {
+  templateID: string;
+  alias: string;
+  sandboxID: string;
+  clientID: string;
+  startedAt: string;
+  endAt: string;
+  cpuCount: number;
+  memoryMB: number;
+  diskSizeMB: number;
+  state: E2bSandboxState;
+  metadata: Record<string, string>;
+  envdVersion: string;
+}
+
+/** E2B's `SandboxDetail`: the answer of `GET /sandboxes/{id}`. */
+export interface E2bSandboxDetail extends E2bListedSandbox {
+  /** Absent when the token was replaced with `fsb token` (E2B clients cannot be given that one). */
+  envdAccessToken?: string;
+  domain: null;
+}
+
+export interface SandboxResources {
+  cpuCount: number;
+  memoryMB: number;
+  diskSizeMB: number;
+}
+
+/** Whether the E2B-compatible API created the sandbox. */
+export function isE2bSandbox(sandbox: Sandbox): boolean {
+  return sandbox.metadata.annotations?.[TEMPLATE_ANNOTATION] !== undefined;
+}
+
+/**
+ * Whether E2B clients see the sandbox: it is the E2B API's, has an instance id and runs. A sandbox
+ * being deleted, expired or lost is gone as far as E2B's API goes (it knows no such states).
+ */
+export function isVisible(sandbox: Sandbox): boolean {
+  return isE2bSandbox(sandbox) && !sandbox.metadata.deletionTimestamp && Boolean(sandbox.status?.sandboxID) && sandbox.status?.phase === "Running";
+}
+
+export function templateOf(sandbox: Sandbox): string {
+  return sandbox.metadata.annotations?.[TEMPLATE_ANNOTATION] ?? "";
+}
+
+/** The sandbox's E2B metadata; a record whose annotation was edited into something else has none. */
+export function metadataOf(sandbox: Sandbox): Record<string, string> {
+  const text = sandbox.metadata.annotations?.[METADATA_ANNOTATION];
+  if (!text) return {};
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return {};
+    return Object.fromEntries(Object.entries(parsed).filter((entry): entry is [string, string] => typeof entry[1] === "string"));
+  } catch {
+    return {};
+  }
+}
+
+/** When the sandbox started (its record's creation). */
+export function startedAtOf(sandbox: Sandbox): string {
+  return sandbox.metadata.creationTimestamp ?? new Date(0).toISOString();
+}
+
+/** When the sandbox ends: its `spec.expireTime`. */
+export function endAtOf(sandbox: Sandbox): string {
+  return sandbox.spec.expireTime ? new Date(sandbox.spec.expireTime).toISOString() : NO_END;
+}
+
+/**
+ * The CPUs, memory and disk of the pool's sandboxes: its `sandboxResources`, else the host's. E2B
+ * counts whole CPUs (at least 1) and at least 128 MiB, so smaller limits are rounded up to those.
+ */
+export function resourcesOf(pool: SandboxPool | undefined, host: HostResources): SandboxResources {
+  const limits = pool?.spec.sandboxResources;
+  const cpuCount = limits?.cpu ? Math.max(1, Math.ceil(parseCpuMillis(limits.cpu, "sandboxResources.cpu") / 1000)) : host.cpuCount;
+  const memoryMB = limits?.memory ? Math.max(128, Math.floor(parseMemoryBytes(limits.memory, "sandboxResources.memory") / MIB)) : host.memoryMB;
+  return { cpuCount: Math.max(1, cpuCount), memoryMB: Math.max(128, memoryMB), diskSizeMB: host.diskSizeMB };
+}
+
+export function e2bSandboxOf(sandbox: Sandbox, envdVersion: string, accessToken: string): E2bSandbox {
+  const templateID = templateOf(sandbox);
+  return {
+    templateID,
+    sandboxID: sandbox.status?.sandboxID ?? "",
+    alias: templateID,
+    clientID: CLIENT_ID,
+    envdVersion,
+    envdAccessToken: accessToken,
+    trafficAccessToken: null,
+    // Null: E2B's SDKs then reach the sandbox through E2B_SANDBOX_URL (the sandbox proxy).
+    domain: null,
+  };
+}
+
+export function listedSandboxOf(sandbox: Sandbox, envdVersion: string, resources: SandboxResources): E2bListedSandbox {
+  const templateID = templateOf(sandbox);
+  return {
+    templateID,
+    alias: templateID,
+    sandboxID: sandbox.status?.sandboxID ?? "",
+    clientID: CLIENT_ID,
+    startedAt: startedAtOf(sandbox),
+    endAt: endAtOf(sandbox),
+    ...resources,
+    state: "running",
+    metadata: metadataOf(sandbox),
+    envdVersion,
+  };
+}
+
+export function sandboxDetailOf(sandbox: Sandbox, envdVersion: string, resources: SandboxResources, accessToken: string | undefined): E2bSandboxDetail {
+  return { ...listedSandboxOf(sandbox, envdVersion, resources), ...(accessToken ? { envdAccessToken: accessToken } : {}), domain: null };
+}

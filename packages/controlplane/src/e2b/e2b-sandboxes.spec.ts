@@ -1,0 +1,257 @@
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { FailedPreconditionError, NotFoundError, TimeoutError, UnavailableError } from "@fast-sandbox/api";
+import { FIXTURE_NOW } from "../fastpath/sandbox-manager.fixture.js";
+import { hashAccessToken } from "../proxy/access-token.js";
+import { parseListQuery, parseNewSandbox } from "./e2b-requests.js";
+import { METADATA_ANNOTATION, TEMPLATE_ANNOTATION } from "./e2b-sandbox-view.js";
+import { DEFAULT_IMAGE, E2bFixture, HOST } from "./e2b.fixture.js";
+import { readEnvdVersion } from "./envd-version.js";
+
+const seconds = (count: number) => new Date(FIXTURE_NOW.getTime() + count * 1000).toISOString();
+const create = (body: Record<string, unknown>) => parseNewSandbox({ templateID: "base", timeout: 300, ...body });
+const list = (query = "") => parseListQuery(new URLSearchParams(query));
+
+describe("E2B sandboxes over Fast Sandbox's own", () => {
+  let e2b: E2bFixture;
+
+  beforeEach(async () => {
+    e2b = await new E2bFixture().start();
+  });
+
+  afterEach(() => e2b.close());
+
+  describe("create", () => {
+    it("runs the template's pool image with no command of its own, E2B's envVars as its env, and its end at now + timeout", async () => {
+      const created = await e2b.sandboxes.create(create({ envVars: { FOO: "bar" }, metadata: { user: "abc" } }));
+      const [stored] = await e2b.stored();
+      assert.ok(stored);
+      assert.deepEqual(stored.spec, {
+        image: DEFAULT_IMAGE,
+        poolRef: "default",
+        envs: [{ name: "FOO", value: "bar" }],
+        expireTime: seconds(300),
+      });
+      assert.equal(stored.metadata.annotations?.[TEMPLATE_ANNOTATION], "base");
+      assert.equal(stored.metadata.annotations?.[METADATA_ANNOTATION], '{"user":"abc"}');
+      assert.deepEqual(e2b.agent.createRequests[0]?.command, [], "the image's own command");
+      assert.equal(created.sandboxID, stored.status?.sandboxID);
+      assert.match(created.sandboxID, /^[a-z0-9]{20}$/);
+    });
+
+    it("answers E2B's Sandbox once the daemon at the sandbox's own address answered, with the access token the proxy checks", async () => {
+      const created = await e2b.sandboxes.create(create({}));
+      assert.deepEqual(e2b.envdWaits, [{ sandboxID: created.sandboxID, address: "10.88.0.1" }]);
+      assert.deepEqual(created, {
+        templateID: "base",
+        sandboxID: created.sandboxID,
+        alias: "base",
+        clientID: "6532622b",
+        envdVersion: readEnvdVersion(),
+        envdAccessToken: created.envdAccessToken,
+        trafficAccessToken: null,
+        domain: null,
+      });
+      const stored = await e2b.storedById(created.sandboxID);
+      assert.equal(stored?.status?.accessTokenHash, hashAccessToken(created.envdAccessToken));
+      assert.ok(!JSON.stringify(stored).includes(created.envdAccessToken), "the record keeps only the token's hash");
+    });
+
+    it("gives each sandbox its own token", async () => {
+      const first = await e2b.sandboxes.create(create({}));
+      const second = await e2b.sandboxes.create(create({}));
+      assert.notEqual(first.envdAccessToken, second.envdAccessToken);
+    });
+
+    it("narrows egress to nothing for allow_internet_access: false", async () => {
+      await e2b.sandboxes.create(create({ allow_internet_access: false }));
+      const [stored] = await e2b.stored();
+      assert.deepEqual(stored?.spec.egress, { policy: "denyAll" });
+      const network = e2b.agent.createRequests[0]?.network;
+      assert.deepEqual(network?.mode === "Isolated" ? network.egress : network, { policy: "denyAll" });
+    });
+
+    it("maps a template to the pool of that name, and base to the default pool unless a pool is called base", async () => {
+      await e2b.addPool("python");
+      const python = await e2b.sandboxes.create(create({ templateID: "python" }));
+      assert.equal((await e2b.storedById(python.sandboxID))?.spec.image, "python-image");
+      assert.equal(python.templateID, "python");
+      await e2b.addPool("base");
+      const base = await e2b.sandboxes.create(create({ templateID: "base" }));
+      assert.equal((await e2b.storedById(base.sandboxID))?.spec.poolRef, "base");
+    });
+
+    it("refuses an unknown template with 'not found', naming the templates there are", async () => {
+      await e2b.addPool("python");
+      await assert.rejects(
+        e2b.sandboxes.create(create({ templateID: "code-interpreter-v1" })),
+        (error: unknown) =>
+          error instanceof NotFoundError &&
+          /template "code-interpreter-v1" not found: a template is a pool of namespace default \(base means pool default\); templates here: default, python/.test(
+            error.message,
+          ),
+      );
+      assert.deepEqual(await e2b.stored(), []);
+    });
+
+    it("refuses a template whose pool has a Shared network (no address of its own for the daemon), creating nothing", async () => {
+      await e2b.addPool("shared", { network: { mode: "Shared" } });
+      await assert.rejects(
+        e2b.sandboxes.create(create({ templateID: "shared" })),
+        (error: unknown) => error instanceof FailedPreconditionError && /network mode is Shared.*network.mode Isolated/.test(error.message),
+      );
+      assert.deepEqual(await e2b.stored(), []);
+      assert.deepEqual(e2b.fixture.client("shared-0").calls, []);
+    });
+
+    it("deletes the sandbox when its daemon does not answer, and says so: no half-created sandbox is left", async () => {
+      e2b.envdFailure = new TimeoutError("the in-sandbox daemon did not answer within 20s");
+      await assert.rejects(e2b.sandboxes.create(create({})), (error: unknown) => {
+        assert.ok(error instanceof TimeoutError);
+        assert.equal(error.code, "deadline_exceeded");
+        assert.match(error.message, /did not answer within 20s; the sandbox was deleted, nothing of it is left: retry the create/);
+        return true;
+      });
+      assert.deepEqual(await e2b.stored(), []);
+      assert.deepEqual(
+        e2b.agent.calls.map((call) => call.split(" ")[0]),
+        ["create", "delete"],
+      );
+      assert.match(e2b.agent.calls[1] ?? "", / 0$/, "killed without a grace period");
+      assert.equal(e2b.fixture.allocated(), 0, "its slot is free again");
+    });
+
+    it("deletes the sandbox when the client goes away during the wait", async () => {
+      const controller = new AbortController();
+      controller.abort(new Error("the client closed the connection"));
+      await assert.rejects(
+        e2b.sandboxes.create(create({}), controller.signal),
+        (error: unknown) => error instanceof UnavailableError && /client went away/.test(error.message),
+      );
+      assert.deepEqual(await e2b.stored(), []);
+    });
+  });
+
+  describe("list", () => {
+    it("lists the E2B API's running sandboxes only, filtered by metadata, state and template, with the running count", async () => {
+      const a = await e2b.sandboxes.create(create({ metadata: { user: "abc", app: "prod" } }));
+      const b = await e2b.sandboxes.create(create({ metadata: { user: "abc" } }));
+      await e2b.sandboxes.create(create({ metadata: { user: "xyz" } }));
+      await e2b.fixture.manager.create({ spec: { image: "busybox", poolRef: "default" } });
+      const ids = async (query: string) => (await e2b.sandboxes.list(list(query))).page.items.map((item) => item.sandboxID).sort();
+      assert.deepEqual(await ids("metadata=user%3Dabc"), [a.sandboxID, b.sandboxID].sort());
+      assert.deepEqual(await ids("metadata=user%3Dabc%26app%3Dprod"), [a.sandboxID]);
+      assert.deepEqual(await ids("state=paused"), []);
+      assert.equal((await ids("state=running,paused")).length, 3);
+      assert.deepEqual(await ids("template=python"), []);
+      assert.equal((await ids("template=base")).length, 3);
+      assert.equal((await e2b.sandboxes.list(list())).totalRunning, 3, "the sandbox of the fast path is not E2B's");
+    });
+
+    it("pages by limit with a cursor, newest first", async () => {
+      for (let i = 0; i < 5; i++) await e2b.sandboxes.create(create({}));
+      const seen: string[] = [];
+      let nextToken: string | undefined;
+      do {
+        const { page } = await e2b.sandboxes.list(list(`limit=2${nextToken ? `&nextToken=${nextToken}` : ""}`));
+        assert.ok(page.items.length <= 2);
+        seen.push(...page.items.map((item) => item.sandboxID));
+        nextToken = page.nextToken;
+      } while (nextToken);
+      assert.equal(new Set(seen).size, 5);
+      const started = await Promise.all(seen.map(async (id) => Date.parse((await e2b.storedById(id))?.metadata.creationTimestamp ?? "")));
+      assert.deepEqual(
+        started,
+        [...started].sort((x, y) => y - x),
+        "newest first",
+      );
+    });
+
+    it("leaves out a sandbox being deleted", async () => {
+      const created = await e2b.sandboxes.create(create({}));
+      const stored = await e2b.storedById(created.sandboxID);
+      assert.ok(stored);
+      await e2b.fixture.store.delete("Sandbox", { namespace: "default", name: stored.metadata.name });
+      assert.deepEqual((await e2b.sandboxes.list(list())).page.items, []);
+    });
+  });
+
+  describe("get, kill, timeout, connect", () => {
+    it("get: E2B's SandboxDetail, with the pool's resources and the access token", async () => {
+      await e2b.addPool("small", { sandboxResources: { cpu: "2", memory: "512Mi" } });
+      const created = await e2b.sandboxes.create(create({ templateID: "small", metadata: { k: "v" } }));
+      const detail = await e2b.sandboxes.get(created.sandboxID);
+      const stored = await e2b.storedById(created.sandboxID);
+      assert.deepEqual(detail, {
+        templateID: "small",
+        alias: "small",
+        sandboxID: created.sandboxID,
+        clientID: "6532622b",
+        startedAt: stored?.metadata.creationTimestamp,
+        endAt: seconds(300),
+        cpuCount: 2,
+        memoryMB: 512,
+        diskSizeMB: HOST.diskSizeMB,
+        state: "running",
+        metadata: { k: "v" },
+        envdVersion: readEnvdVersion(),
+        envdAccessToken: created.envdAccessToken,
+        domain: null,
+      });
+    });
+
+    it("an unknown id, and a sandbox not of the E2B API, are not found for every operation", async () => {
+      const own = await e2b.fixture.manager.create({ spec: { image: "busybox", poolRef: "default" } });
+      for (const id of ["unknownunknownunknow", own.status?.sandboxID ?? ""]) {
+        const notFound = (error: unknown) => error instanceof NotFoundError && new RegExp(`sandbox ${id} not found`).test(error.message);
+        await assert.rejects(e2b.sandboxes.get(id), notFound);
+        await assert.rejects(e2b.sandboxes.kill(id), notFound);
+        await assert.rejects(e2b.sandboxes.setTimeout(id, 10), notFound);
+        await assert.rejects(e2b.sandboxes.connect(id, 10), notFound);
+      }
+      assert.ok(await e2b.fixture.stored(own.metadata.name), "the E2B API did not touch it");
+    });
+
+    it("kill: deletes the sandbox at once; a second kill finds nothing", async () => {
+      const created = await e2b.sandboxes.create(create({}));
+      await e2b.sandboxes.kill(created.sandboxID);
+      assert.deepEqual(await e2b.stored(), []);
+      assert.ok(
+        e2b.agent.calls.some((call) => call.endsWith(" 0") && call.startsWith("delete")),
+        "no grace period",
+      );
+      await assert.rejects(e2b.sandboxes.kill(created.sandboxID), NotFoundError);
+      await assert.rejects(e2b.sandboxes.get(created.sandboxID), NotFoundError);
+    });
+
+    it("timeout: the end becomes now + timeout, later or sooner", async () => {
+      const created = await e2b.sandboxes.create(create({ timeout: 300 }));
+      await e2b.sandboxes.setTimeout(created.sandboxID, 1000);
+      assert.equal((await e2b.storedById(created.sandboxID))?.spec.expireTime, seconds(1000));
+      e2b.fixture.clock.advance(100_000);
+      await e2b.sandboxes.setTimeout(created.sandboxID, 10);
+      assert.equal((await e2b.storedById(created.sandboxID))?.spec.expireTime, seconds(110), "shortened, from the current time");
+      assert.equal((await e2b.sandboxes.get(created.sandboxID)).endAt, seconds(110));
+    });
+
+    it("connect: the end moves only later, and the answer carries the same token as the create's", async () => {
+      const created = await e2b.sandboxes.create(create({ timeout: 600 }));
+      const connected = await e2b.sandboxes.connect(created.sandboxID, 60);
+      assert.deepEqual(connected, created);
+      assert.equal((await e2b.storedById(created.sandboxID))?.spec.expireTime, seconds(600), "not shortened");
+      await e2b.sandboxes.connect(created.sandboxID, 3600);
+      assert.equal((await e2b.storedById(created.sandboxID))?.spec.expireTime, seconds(3600), "extended");
+    });
+
+    it("connect: refuses to hand out a token that 'fsb token' replaced, and get leaves the token out", async () => {
+      const created = await e2b.sandboxes.create(create({}));
+      const stored = await e2b.storedById(created.sandboxID);
+      await e2b.fixture.manager.rotateAccessToken("default", stored?.metadata.name ?? "");
+      await assert.rejects(
+        e2b.sandboxes.connect(created.sandboxID, 60),
+        (error: unknown) => error instanceof FailedPreconditionError && /was replaced \('fsb token'\)/.test(error.message),
+      );
+      assert.equal((await e2b.sandboxes.get(created.sandboxID)).envdAccessToken, undefined);
+    });
+  });
+});

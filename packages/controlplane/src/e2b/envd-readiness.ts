@@ -1,0 +1,59 @@
+/**
+ * Whether a new sandbox's in-sandbox daemon (E2B's "envd", on SANDBOX_DAEMON_PORT) answers: E2B's
+ * SDKs send commands right after a create returns, without a readiness probe of their own, so the
+ * create answers only once `GET /health` gives 204. The check is a port so unit specs can fake it;
+ * `pollEnvdHealth` is the real one, with a bounded deadline.
+ */
+import { SANDBOX_DAEMON_PORT, TimeoutError, UnavailableError } from "@fast-sandbox/api";
+import { sleep, systemClock, type Clock } from "../controller/clock.js";
+
+/** Resolves once the sandbox's daemon answers; rejects (TimeoutError, UnavailableError) when it does not. */
+export type EnvdReadiness = (sandbox: { sandboxID: string; address: string }, signal?: AbortSignal) => Promise<void>;
+
+export interface PollEnvdHealthOptions {
+  /** How long the daemon has to answer 204 after the sandbox started. @default 20000 */
+  timeoutMs?: number;
+  /** Pause between tries. @default 50 */
+  intervalMs?: number;
+  /** Deadline of one `GET /health`. @default 2000 */
+  requestTimeoutMs?: number;
+  /** @default SANDBOX_DAEMON_PORT (49983) */
+  port?: number;
+  /** @default systemClock */
+  clock?: Clock;
+}
+
+/** The daemon's health URL at `address` (IPv4 or IPv6). */
+export function envdHealthUrl(address: string, port = SANDBOX_DAEMON_PORT): string {
+  return `http://${address.includes(":") ? `[${address}]` : address}:${port}/health`;
+}
+
+/** Polls `GET http://<address>:49983/health` until it answers 204, or fails at the deadline with the last answer. */
+export function pollEnvdHealth(options: PollEnvdHealthOptions = {}): EnvdReadiness {
+  const timeoutMs = options.timeoutMs ?? 20_000;
+  const intervalMs = options.intervalMs ?? 50;
+  const requestTimeoutMs = options.requestTimeoutMs ?? 2000;
+  const clock = options.clock ?? systemClock;
+  return async ({ sandboxID, address }, signal) => {
+    const url = envdHealthUrl(address, options.port);
+    const deadline = clock.now().getTime() + timeoutMs;
+    let last = "no answer yet";
+    for (;;) {
+      if (signal?.aborted) throw new UnavailableError(`stopped waiting for the daemon of sandbox ${sandboxID}: ${String(signal.reason)}`);
+      try {
+        const timeout = AbortSignal.timeout(Math.max(1, Math.min(requestTimeoutMs, deadline - clock.now().getTime())));
+        const response = await fetch(url, { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+        await response.body?.cancel();
+        if (response.status === 204) return;
+        last = `it answered ${response.status}`;
+      } catch (error) {
+        const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
+        last = cause instanceof Error ? cause.message : String(cause);
+      }
+      if (clock.now().getTime() + intervalMs >= deadline) {
+        throw new TimeoutError(`the in-sandbox daemon of sandbox ${sandboxID} did not answer GET ${url} with 204 within ${timeoutMs / 1000}s (last: ${last})`);
+      }
+      await sleep(clock, intervalMs);
+    }
+  };
+}

@@ -1,0 +1,35 @@
+/**
+ * The fast-path side of the E2B-compatible API: issuing its API keys (`fsb e2b env`). A key is
+ * returned once, with the URLs E2B's SDKs need; the control plane keeps only its hash.
+ */
+import { create } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { FailedPreconditionError, pb } from "@fast-sandbox/api";
+import { systemClock, type Clock } from "../controller/clock.js";
+import { hashApiKey, newApiKey } from "../e2b/api-key.js";
+import type { ApiKeyStore } from "../e2b/api-key-store.js";
+import { edge } from "./sandbox-service.js";
+
+/** Where the E2B-compatible API is served and where its keys are kept. */
+export interface E2bApiAccess {
+  apiKeys: ApiKeyStore;
+  /** E2B_API_URL: the E2B-compatible API, e.g. http://127.0.0.1:7073. */
+  apiUrl: string;
+  /** E2B_SANDBOX_URL: the sandbox proxy, e.g. http://127.0.0.1:7072. */
+  sandboxUrl: string;
+}
+
+/** `access` undefined: this control plane does not serve the E2B-compatible API (the Kubernetes mode, for now). */
+export function createE2bService(access: E2bApiAccess | undefined, clock: Clock = systemClock): ServiceImpl<typeof pb.E2bService> {
+  return {
+    createApiKey: () =>
+      edge(async () => {
+        if (!access) {
+          throw new FailedPreconditionError("this control plane does not serve the E2B-compatible API; the embedded mode does ('fsb up', then 'fsb e2b env')");
+        }
+        const apiKey = newApiKey();
+        await access.apiKeys.add(hashApiKey(apiKey), clock.now());
+        return create(pb.CreateApiKeyResponseSchema, { apiKey, apiUrl: access.apiUrl, sandboxUrl: access.sandboxUrl });
+      }),
+  };
+}

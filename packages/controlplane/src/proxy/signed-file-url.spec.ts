@@ -1,0 +1,107 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { API_VERSION, type Sandbox } from "@fast-sandbox/api";
+import { hashAccessToken } from "./access-token.js";
+import { resolveProxyTarget, type ProxyTargetSources } from "./proxy-target.js";
+import { fileSignature, parseSignedFileRequest, signatureExpired, signedBy } from "./signed-file-url.js";
+
+// Vectors computed with E2B's Python SDK 2.63.0 (e2b.sandbox.signature.get_signature).
+const TOKEN = "tok-123";
+const READ_VECTOR = "v1_/32C5Ge725pBBORGKiZhOX5L2fnIcYhdMwp4m52HxYw";
+const WRITE_VECTOR = "v1_qdkbGXwc0GnQjvQacfa+GUC0nBSOb0zxADyMejFFNV0";
+
+function fileUrl(query: Record<string, string>): string {
+  return `/files?${new URLSearchParams(query).toString()}`;
+}
+
+describe("E2B's presigned file URLs", () => {
+  it("signs as E2B's SDK does", () => {
+    assert.equal(fileSignature({ path: "/tmp/a.txt", operation: "read", username: "" }, TOKEN), READ_VECTOR);
+    assert.equal(fileSignature({ path: "/home/user/x y.txt", operation: "write", username: "user" }, TOKEN), WRITE_VECTOR);
+  });
+
+  it("parses GET (read) and POST (write) /files with a signature, and nothing else", () => {
+    const read = parseSignedFileRequest("GET", fileUrl({ path: "/tmp/a.txt", signature: READ_VECTOR }));
+    assert.deepEqual(read, { path: "/tmp/a.txt", operation: "read", username: "", signature: READ_VECTOR });
+    assert.ok(read && signedBy(read, TOKEN));
+    assert.ok(read && !signedBy(read, "another-token"));
+    const write = parseSignedFileRequest(
+      "POST",
+      fileUrl({ path: "/home/user/x y.txt", username: "user", signature: WRITE_VECTOR, signature_expiration: "1900000000" }),
+    );
+    assert.equal(write?.operation, "write");
+    assert.equal(write?.expiration, 1900000000);
+    assert.equal(parseSignedFileRequest("GET", fileUrl({ path: "/tmp/a.txt" })), undefined);
+    assert.equal(parseSignedFileRequest("PUT", fileUrl({ path: "/tmp/a.txt", signature: READ_VECTOR })), undefined);
+    assert.equal(parseSignedFileRequest("GET", `/other?${new URLSearchParams({ path: "/a", signature: READ_VECTOR }).toString()}`), undefined);
+    assert.equal(parseSignedFileRequest("GET", fileUrl({ path: "/a", signature: "v1_short" })), undefined);
+    assert.equal(parseSignedFileRequest("GET", fileUrl({ path: "/a", signature: READ_VECTOR, signature_expiration: "soon" })), undefined);
+  });
+
+  it("expires at its expiration, never without one", () => {
+    const base = { path: "/a", operation: "read" as const, username: "", signature: READ_VECTOR };
+    assert.equal(signatureExpired({ ...base, expiration: 100 }, 101), true);
+    assert.equal(signatureExpired({ ...base, expiration: 100 }, 100), false);
+    assert.equal(signatureExpired(base, 10 ** 12), false);
+  });
+
+  describe("routing by the proxy", () => {
+    const sandbox = (name: string, sandboxID: string, token: string): Sandbox => ({
+      apiVersion: API_VERSION,
+      kind: "Sandbox",
+      metadata: { name, namespace: "default" },
+      spec: { image: "busybox", poolRef: "default" },
+      status: { phase: "Running", assignedPod: "agent-0", sandboxID, sandboxIP: "10.213.0.9", accessTokenHash: hashAccessToken(token) },
+    });
+    const mine = sandbox("mine", "aaaaaaaaaaaaaaaaaaaa", TOKEN);
+    const other = sandbox("other", "bbbbbbbbbbbbbbbbbbbb", "other-token");
+    const sources = (signing: { sandbox: Sandbox; token: string }[]): ProxyTargetSources => ({
+      lookup: () => Promise.resolve(undefined),
+      agentAddress: () => "127.0.0.1",
+      domain: "localhost",
+      signingSandboxes: () => signing,
+    });
+
+    it("sends a URL without a route to the daemon of the sandbox whose token signed it, without X-Access-Token", async () => {
+      const target = await resolveProxyTarget(
+        { host: "127.0.0.1:7072" },
+        sources([
+          { sandbox: other, token: "other-token" },
+          { sandbox: mine, token: TOKEN },
+        ]),
+        {
+          method: "GET",
+          url: fileUrl({ path: "/tmp/a.txt", signature: READ_VECTOR }),
+        },
+      );
+      assert.deepEqual(target, { sandboxId: "aaaaaaaaaaaaaaaaaaaa", namespace: "default", name: "mine", host: "10.213.0.9", port: 49983 });
+    });
+
+    it("refuses a signature no sandbox made, one whose token was rotated, and an expired one (401)", async () => {
+      const line = { method: "GET", url: fileUrl({ path: "/tmp/other.txt", signature: READ_VECTOR }) };
+      const forged = await resolveProxyTarget({ host: "127.0.0.1:7072" }, sources([{ sandbox: mine, token: TOKEN }]), line);
+      assert.equal("status" in forged && forged.status, 401);
+      const rotated = { ...mine, status: { ...mine.status, accessTokenHash: hashAccessToken("rotated") } };
+      const stale = await resolveProxyTarget({ host: "127.0.0.1:7072" }, sources([{ sandbox: rotated, token: TOKEN }]), {
+        method: "GET",
+        url: fileUrl({ path: "/tmp/a.txt", signature: READ_VECTOR }),
+      });
+      assert.equal("body" in stale && stale.status, 401);
+      const expiration = Math.floor(Date.now() / 1000) - 10;
+      const signature = fileSignature({ path: "/tmp/a.txt", operation: "read", username: "", expiration }, TOKEN);
+      const expired = await resolveProxyTarget({ host: "127.0.0.1:7072" }, sources([{ sandbox: mine, token: TOKEN }]), {
+        method: "GET",
+        url: fileUrl({ path: "/tmp/a.txt", signature, signature_expiration: String(expiration) }),
+      });
+      assert.ok("body" in expired && expired.status === 401 && /expired/.test(expired.body.message));
+    });
+
+    it("still answers 400 for a request with no route and no signature", async () => {
+      const refused = await resolveProxyTarget({ host: "127.0.0.1:7072" }, sources([{ sandbox: mine, token: TOKEN }]), {
+        method: "GET",
+        url: "/files?path=/tmp/a.txt",
+      });
+      assert.ok("body" in refused && refused.status === 400);
+    });
+  });
+});

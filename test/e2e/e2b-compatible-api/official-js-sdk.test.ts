@@ -1,0 +1,149 @@
+/**
+ * E2B's official JS SDK (npm `e2b`, pinned in the root package.json) drives a real embedded Fast
+ * Sandbox through its control-plane operations with nothing but the three variables `fsb e2b env`
+ * prints (E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY; E2B_DEBUG and E2B_DOMAIN unset, the key
+ * validated by the SDK as it ships): Sandbox.create, getInfo, Sandbox.list (metadata and state
+ * filters, pages), setTimeout (shorter), Sandbox.connect (same sandbox, end only extended),
+ * isRunning (the daemon's /health through the sandbox proxy), kill (true, then false), the expiry
+ * reaper, and a wrong key refused with the SDK's AuthenticationError.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { AuthenticationError, Sandbox, SandboxNotFoundError, type SandboxInfo } from "e2b";
+import { REPO_ROOT } from "../../support/containerd.js";
+import { containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
+
+const FSB = join(REPO_ROOT, "packages/cli/bin/fsb.js");
+const ENVD_VERSION = (JSON.parse(readFileSync(join(REPO_ROOT, "packages/envd/version.json"), "utf8")) as { envdVersion: string }).envdVersion;
+const E2B_VARIABLES = ["E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY"] as const;
+
+/** `fsb e2b env`'s three lines, as NAME → value. */
+function fsbE2bEnv(embedded: EmbeddedCase): Promise<Record<string, string>> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [FSB, "--url", embedded.controlPlane.url, "e2b", "env"],
+      { env: { ...process.env, FSB_TOKEN: embedded.token, FSB_DATA_DIR: embedded.dataDir }, encoding: "utf8" },
+      (error, stdout, stderr) => {
+        if (error) reject(new Error(`fsb e2b env failed: ${stderr}`));
+        else
+          resolve(
+            Object.fromEntries(
+              stdout
+                .trimEnd()
+                .split("\n")
+                .map((line) => /^export (\w+)=(.*)$/.exec(line)?.slice(1, 3) ?? []),
+            ) as Record<string, string>,
+          );
+      },
+    );
+  });
+}
+
+function near(actual: Date, expectedMs: number, what: string): void {
+  assert.ok(Math.abs(actual.getTime() - expectedMs) < 5000, `${what}: ${actual.toISOString()} ≈ ${new Date(expectedMs).toISOString()}`);
+}
+
+describe("E2B's official JS SDK against the E2B-compatible API", () => {
+  let embedded: EmbeddedCase;
+  const saved = new Map<string, string | undefined>();
+  const run = Math.random().toString(36).slice(2, 10);
+
+  before(async () => {
+    embedded = await startEmbedded({ name: "e2b-js-sdk", pools: [pool("default", { maxSandboxesPerPod: 8 })] });
+    const exported = await fsbE2bEnv(embedded);
+    // Only the three variables: nothing else of E2B's is set in this process.
+    for (const name of Object.keys(process.env).filter((key) => key.startsWith("E2B_"))) {
+      saved.set(name, process.env[name]);
+      delete process.env[name];
+    }
+    for (const name of E2B_VARIABLES) {
+      assert.ok(exported[name], `fsb e2b env exports ${name}`);
+      if (!saved.has(name)) saved.set(name, process.env[name]);
+      process.env[name] = exported[name];
+    }
+  });
+
+  after(async () => {
+    for (const [name, value] of saved) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+    await embedded.stop();
+  });
+
+  it("creates, inspects, lists, re-times, connects to and kills a sandbox", async () => {
+    const sandbox = await Sandbox.create({ metadata: { run, step: "lifecycle" }, envs: { GREETING: "hi" }, timeoutMs: 120_000 });
+    assert.match(sandbox.sandboxId, /^[a-z0-9]{20}$/);
+    assert.equal(await sandbox.isRunning(), true, "the daemon answers through the sandbox proxy");
+
+    const info: SandboxInfo = await sandbox.getInfo();
+    assert.equal(info.sandboxId, sandbox.sandboxId);
+    assert.equal(info.templateId, "base");
+    assert.deepEqual(info.metadata, { run, step: "lifecycle" });
+    assert.equal(info.state, "running");
+    assert.equal(info.envdVersion, ENVD_VERSION);
+    assert.ok(info.cpuCount >= 1 && info.memoryMB >= 128);
+    near(info.endAt, Date.now() + 120_000, "endAt after create");
+    assert.ok(info.startedAt.getTime() <= Date.now());
+
+    const listed = await Sandbox.list({ query: { metadata: { run } } }).nextItems();
+    assert.deepEqual(
+      listed.map((item) => item.sandboxId),
+      [sandbox.sandboxId],
+    );
+    assert.deepEqual(await Sandbox.list({ query: { metadata: { run }, state: ["paused"] } }).nextItems(), []);
+
+    await sandbox.setTimeout(30_000);
+    near((await sandbox.getInfo()).endAt, Date.now() + 30_000, "endAt after setTimeout (shorter)");
+
+    const connected = await Sandbox.connect(sandbox.sandboxId, { timeoutMs: 10_000 });
+    assert.equal(connected.sandboxId, sandbox.sandboxId);
+    near((await connected.getInfo()).endAt, Date.now() + 30_000, "connect never shortens");
+    await Sandbox.connect(sandbox.sandboxId, { timeoutMs: 600_000 });
+    near((await Sandbox.getInfo(sandbox.sandboxId)).endAt, Date.now() + 600_000, "connect extends");
+    assert.equal(await connected.isRunning(), true, "the connected handle carries the same access token");
+
+    assert.equal(await sandbox.kill(), true);
+    assert.equal(await Sandbox.kill(sandbox.sandboxId), false, "a second kill finds nothing");
+    await assert.rejects(sandbox.getInfo(), SandboxNotFoundError);
+    assert.equal(await sandbox.isRunning(), false, "the proxy's 502 for a sandbox that is gone");
+    assert.ok(!containerdLeftovers(embedded.containerdNamespace).containers.includes(sandbox.sandboxId));
+  });
+
+  it("pages through Sandbox.list with the SDK's paginator", async () => {
+    const sandboxes = [];
+    for (let i = 0; i < 3; i++) sandboxes.push(await Sandbox.create({ metadata: { run, step: "pages" }, timeoutMs: 120_000 }));
+    const paginator = Sandbox.list({ query: { metadata: { run, step: "pages" } }, limit: 2 });
+    const seen: string[] = [];
+    while (paginator.hasNext) seen.push(...(await paginator.nextItems()).map((item) => item.sandboxId));
+    assert.deepEqual(seen.sort(), sandboxes.map((sandbox) => sandbox.sandboxId).sort());
+    for (const sandbox of sandboxes) assert.equal(await sandbox.kill(), true);
+  });
+
+  it("loses a sandbox whose timeout passed (E2B's reaper semantics)", async () => {
+    const sandbox = await Sandbox.create({ metadata: { run, step: "reaper" }, timeoutMs: 3000 });
+    await waitFor(
+      () =>
+        Sandbox.getInfo(sandbox.sandboxId).then(
+          () => false,
+          (error: unknown) => error instanceof SandboxNotFoundError,
+        ),
+      20_000,
+      "the sandbox reaped after its timeout",
+    );
+    // Once the reaper's delete has finished (the record is gone), the proxy answers E2B's 502.
+    const recordGone = async () => !(await embedded.client.sandboxes.list()).some((record) => record.status?.sandboxID === sandbox.sandboxId);
+    await waitFor(recordGone, 20_000, "the reaped sandbox's record gone");
+    assert.equal(await sandbox.isRunning(), false);
+    assert.ok(!containerdLeftovers(embedded.containerdNamespace).containers.includes(sandbox.sandboxId));
+  });
+
+  it("is refused a key this server did not issue, with the SDK's AuthenticationError", async () => {
+    await assert.rejects(Sandbox.list({ apiKey: `e2b_${"0".repeat(40)}` }).nextItems(), AuthenticationError);
+    await assert.rejects(Sandbox.create({ apiKey: `e2b_${"f".repeat(40)}` }), AuthenticationError);
+  });
+});
