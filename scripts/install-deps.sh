@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # sandbox networks: the CNI plugins (bridge, host-local, firewall, loopback), nftables (the agent's
 # rules), iptables (the CNI firewall plugin), iproute2 (network namespaces);
 # code generation: protoc and containerd's API protos; registry tests: skopeo, docker-registry (the CNCF
-# distribution server, started by the tests on loopback) and htpasswd (apache2-utils).
-PACKAGES=(containerd runc runsc busybox-static umoci skopeo protobuf-compiler
+# distribution server, started by the tests on loopback) and htpasswd (apache2-utils); the Python
+# SDK's tests: python3 with venv (test/e2e/python-sdk makes a virtual environment and pip-installs into it).
+PACKAGES=(containerd runc runsc busybox-static umoci skopeo protobuf-compiler python3 python3-venv
   golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev
   containernetworking-plugins nftables iptables
   iproute2 openssl curl util-linux gcc libc6-dev docker-registry apache2-utils)

@@ -1,0 +1,416 @@
+"""What the sync and async clients share: request bodies, headers, and the interpretation of
+replies and process events. No I/O here, so both clients stay thin and behave the same.
+
+Two APIs are spoken:
+
+- the control plane's fast-path API (``fastsandbox.v1alpha1.SandboxService``/``PoolService``,
+  ``proto/fastsandbox/v1alpha1/*.proto``), with ``Authorization: Bearer <API token>``;
+- the in-sandbox daemon's (E2B's envd API: ``process.Process``, ``filesystem.Filesystem``,
+  ``/files``, ``/health``; ``packages/envd/spec``), through the sandbox proxy, which routes by
+  ``E2b-Sandbox-Id``/``E2b-Sandbox-Port`` and checks ``X-Access-Token``.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import re
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import httpx
+
+from .errors import (
+    CommandExitError,
+    FailedPreconditionError,
+    FsbError,
+    NotFoundError,
+    TimeoutError,
+    UnavailableError,
+    ValidationError,
+    add_context,
+    error_from_http,
+)
+from .models import CommandResult, PtySize, WriteInfo, format_time
+
+SANDBOX_SERVICE = "fastsandbox.v1alpha1.SandboxService"
+POOL_SERVICE = "fastsandbox.v1alpha1.PoolService"
+PROCESS_SERVICE = "process.Process"
+FILESYSTEM_SERVICE = "filesystem.Filesystem"
+
+#: The CreateSandbox (and RotateAccessToken) response header with the sandbox's access token.
+ACCESS_TOKEN_RESPONSE_HEADER = "fsb-access-token"
+#: Where every sandbox's daemon listens; the proxy reaches it without the port being exposed.
+DAEMON_PORT = 49983
+#: A command's deadline when ``run`` is not told one, in seconds (E2B's default too).
+DEFAULT_COMMAND_TIMEOUT = 60.0
+#: How long ``create`` waits for a new sandbox's daemon to answer, in seconds.
+DAEMON_READY_TIMEOUT = 20.0
+#: The daemon sends a keepalive on an idle stream this often (seconds)...
+KEEPALIVE_INTERVAL = 30
+#: ...so a stream silent for longer than this is dead (seconds).
+STREAM_SILENCE_TIMEOUT = KEEPALIVE_INTERVAL + 30.0
+#: How commands run: the shell and flags E2B's SDKs use (the daemon runs /bin/sh where an image has no bash).
+SHELL = ("/bin/bash", "-l", "-c")
+#: A terminal's size when ``pty.create`` is not told one.
+DEFAULT_PTY_SIZE = PtySize(rows=24, cols=80)
+#: How a terminal starts: an interactive login shell.
+PTY_SHELL = ("/bin/bash", "-i", "-l")
+
+Envs = Optional[Mapping[str, str]]
+
+
+def request_deadline(request_timeout: Optional[float], default: Optional[float]) -> Optional[float]:
+    """A call's deadline in seconds: its own ``request_timeout``, else the default; 0 means none."""
+    chosen = default if request_timeout is None else request_timeout
+    return None if chosen is None or chosen <= 0 else chosen
+
+
+def command_deadline(timeout: Optional[float]) -> Optional[float]:
+    """A command's deadline in seconds; ``None`` or 0 means none."""
+    return None if timeout is None or timeout <= 0 else timeout
+
+
+# --- control plane -------------------------------------------------------------------------
+
+
+def expire_time(timeout: Optional[float], now: Optional[datetime] = None) -> str:
+    """``spec.expireTime`` for a lifetime of ``timeout`` seconds from now; ``""`` for none."""
+    if timeout is None:
+        return ""
+    if timeout <= 0:
+        raise ValidationError("timeout", f"{timeout} is not a positive number of seconds (None: the sandbox never expires)")
+    return format_time((now or datetime.now(timezone.utc)) + timedelta(seconds=timeout))
+
+
+def create_sandbox_request(
+    *,
+    namespace: str,
+    name: str,
+    pool: str,
+    image: str,
+    envs: Envs,
+    cwd: Optional[str],
+    command: Optional[Sequence[str]],
+    exposed_ports: Optional[Sequence[int]],
+    labels: Optional[Mapping[str, str]],
+    timeout: Optional[float],
+) -> Dict[str, Any]:
+    spec: Dict[str, Any] = {"image": image, "poolRef": pool}
+    if command:
+        spec["command"] = list(command)
+    if envs:
+        spec["envs"] = [{"name": key, "value": value} for key, value in envs.items()]
+    if cwd:
+        spec["workingDir"] = cwd
+    if exposed_ports:
+        for index, port in enumerate(exposed_ports):
+            # int32 on the wire: refuse what would be mangled, with the server's field path.
+            if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+                raise ValidationError(f"spec.exposedPorts[{index}]", f"{port!r} is out of range; allowed: 1..65535")
+        spec["exposedPorts"] = list(exposed_ports)
+    expires = expire_time(timeout)
+    if expires:
+        spec["expireTime"] = expires
+    return {"namespace": namespace, "name": name, "spec": spec, "labels": dict(labels or {})}
+
+
+def spec_with_timeout(sandbox: Mapping[str, Any], timeout: Optional[float]) -> Dict[str, Any]:
+    """UpdateSandbox's request moving the sandbox's end time (the whole spec, as the API wants it)."""
+    metadata = sandbox.get("metadata") or {}
+    spec = dict(sandbox.get("spec") or {})
+    expires = expire_time(timeout)
+    if expires:
+        spec["expireTime"] = expires
+    else:
+        spec.pop("expireTime", None)
+    return {
+        "namespace": metadata.get("namespace", ""),
+        "name": metadata.get("name", ""),
+        "spec": spec,
+        "resourceVersion": metadata.get("resourceVersion", ""),
+    }
+
+
+def sandbox_of(reply: Mapping[str, Any], what: str) -> Dict[str, Any]:
+    sandbox = reply.get("sandbox") if "sandbox" in reply and "metadata" not in reply else reply
+    if not isinstance(sandbox, dict) or not isinstance(sandbox.get("metadata"), dict):
+        raise FsbError("internal", f"{what} answered without the sandbox")
+    return sandbox
+
+
+_SANDBOX_ID = re.compile(r"^[a-z0-9]{20}$")
+
+
+def is_sandbox_id(value: str) -> bool:
+    """Whether ``value`` has the form of a sandbox id (20 lower-case letters and digits)."""
+    return bool(_SANDBOX_ID.match(value))
+
+
+def sandbox_with_id(listed: Mapping[str, Any], sandbox_id: str, namespace: str, not_found: FsbError) -> Dict[str, Any]:
+    for sandbox in listed.get("sandboxes") or []:
+        if (sandbox.get("status") or {}).get("sandboxID") == sandbox_id:
+            return dict(sandbox)
+    raise NotFoundError(f"no sandbox in namespace {namespace} is named {sandbox_id} or has that id") from not_found
+
+
+#: What to check when the control plane cannot be connected to.
+CONTROL_PLANE_UNREACHABLE = "is Fast Sandbox running there? 'npx fsb up' starts one; url= or FSB_URL points elsewhere"
+#: What to check when the sandbox proxy cannot be connected to.
+PROXY_UNREACHABLE = "the sandbox proxy's address is proxy_url=, FSB_PROXY_URL, or what the control plane answers (GetSandboxProxy)"
+
+
+def api_headers(token: str) -> Dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# --- the daemon through the proxy ------------------------------------------------------------
+
+
+def daemon_headers(sandbox_id: str, access_token: str) -> Dict[str, str]:
+    """Routes a request through the sandbox proxy to the sandbox's daemon, with its access token."""
+    return {"E2b-Sandbox-Id": sandbox_id, "E2b-Sandbox-Port": str(DAEMON_PORT), "X-Access-Token": access_token}
+
+
+def user_header(user: Optional[str]) -> Dict[str, str]:
+    """The Linux user a daemon call acts as (E2B's convention: Basic auth without a password)."""
+    if not user:
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:".encode()).decode()}
+
+
+def daemon_ready(response: httpx.Response) -> bool:
+    """Whether ``GET /health`` says the daemon serves; False while it may still be starting; raises otherwise."""
+    if response.status_code == 204:
+        return True
+    # 502: nothing listens on the daemon's port yet; 503: the sandbox is not running yet.
+    if response.status_code in (502, 503) and "sandbox was not found" not in response.text.lower():
+        return False
+    raise error_from_http(response, "the sandbox's daemon")
+
+
+def missing_access_token(name: str, connect: str) -> FailedPreconditionError:
+    return FailedPreconditionError(
+        f"no access token for sandbox {name}: pass access_token= to {connect} (create returned it; 'fsb run' printed it), "
+        "or call rotate_access_token() to make a new one (the previous one then stops working)"
+    )
+
+
+def proxy_url_of(reply: Mapping[str, Any]) -> str:
+    """GetSandboxProxy's answer: the sandbox proxy's base URL."""
+    url = str(reply.get("url") or "").rstrip("/")
+    if not url:
+        raise ValidationError("proxy_url", "the control plane does not know the sandbox proxy's URL; pass proxy_url= or set FSB_PROXY_URL")
+    return url
+
+
+def health_says_running(response: httpx.Response, name: str) -> bool:
+    """``GET /health`` through the proxy: 2xx is running; the proxy's 502 (gone) and 503 (not running) are not."""
+    if response.is_success:
+        return True
+    if response.status_code in (502, 503):
+        return False
+    raise error_from_http(response, f"GET /health of sandbox {name}")
+
+
+def daemon_not_ready(name: str, timeout: float, last: httpx.Response) -> UnavailableError:
+    return UnavailableError(
+        f"the daemon of sandbox {name} did not answer within {timeout:g}s (last: HTTP {last.status_code} {last.text[:200]}); "
+        "commands, files and terminals need a pool with network mode Isolated"
+    )
+
+
+def encode_bytes(data: Union[str, bytes]) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+def decode_bytes(value: Any) -> bytes:
+    return base64.b64decode(value) if isinstance(value, str) and value else b""
+
+
+def selector(pid: int) -> Dict[str, Any]:
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= 0xFFFFFFFF:
+        raise ValidationError("pid", f"{pid!r} is not a process id (a positive integer)")
+    return {"process": {"pid": pid}}
+
+
+Command = Union[str, Sequence[str]]
+
+
+def command_line(command: Command) -> List[str]:
+    """A command string runs as E2B's SDKs run it, ``/bin/bash -l -c <command>`` (the daemon uses
+    /bin/sh where there is no bash); a sequence runs as a program and its arguments."""
+    if isinstance(command, str):
+        if not command.strip():
+            raise ValidationError("cmd", "is empty; give a command line, e.g. 'ls -l /'")
+        return [*SHELL, command]
+    argv = [str(argument) for argument in command]
+    if not argv or not argv[0]:
+        raise ValidationError("cmd", "is empty; give a program and its arguments, e.g. ['ls', '-l', '/']")
+    return argv
+
+
+def describe(command: Command) -> str:
+    return f"command {command if isinstance(command, str) else ' '.join(command)!r}"
+
+
+def start_request(
+    argv: Sequence[str],
+    *,
+    envs: Envs,
+    cwd: Optional[str],
+    stdin: bool,
+    pty: Optional[PtySize] = None,
+    tag: Optional[str] = None,
+) -> Dict[str, Any]:
+    for name in envs or {}:
+        if not name or "=" in name or "\0" in name:
+            raise ValidationError(f"envs.{name}", "is not a variable name (no '=' or NUL, not empty)")
+    process: Dict[str, Any] = {"cmd": argv[0], "args": list(argv[1:]), "envs": dict(envs or {})}
+    if cwd:
+        process["cwd"] = cwd
+    request: Dict[str, Any] = {"process": process, "stdin": stdin}
+    if tag:
+        request["tag"] = tag
+    if pty is not None:
+        request["pty"] = {"size": {"rows": pty.rows, "cols": pty.cols}}
+    return request
+
+
+def stream_headers() -> Dict[str, str]:
+    """Asks the daemon for a keepalive on idle streams, so a dead connection is noticed."""
+    return {"Keepalive-Ping-Interval": str(KEEPALIVE_INTERVAL)}
+
+
+def check_pty_size(size: PtySize) -> None:
+    for field, value in (("rows", size.rows), ("cols", size.cols)):
+        if not isinstance(value, int) or not 1 <= value <= 65535:
+            raise ValidationError(f"size.{field}", f"{value!r} is out of range; allowed: 1..65535")
+
+
+Output = Tuple[str, Union[str, bytes]]
+
+
+class ProcessEvents:
+    """Reads a process's event stream (Start or Connect): ``start``, ``data``…, ``end``.
+
+    ``accept`` returns the output to hand to callbacks as ``("stdout"|"stderr", text)`` or
+    ``("pty", bytes)``; stdout and stderr are decoded as UTF-8 across chunk boundaries.
+    """
+
+    def __init__(self, what: str, context: str, timeout: Optional[float]) -> None:
+        #: What runs, e.g. ``command 'ls'``; ``context`` adds where (``… in sandbox sb-1``).
+        self.what = what
+        self.context = context
+        #: The command's deadline (seconds) and when it passes (monotonic clock).
+        self.timeout = command_deadline(timeout)
+        self._deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        self.pid: Optional[int] = None
+        self.end: Optional[Mapping[str, Any]] = None
+        self._stdout: List[str] = []
+        self._stderr: List[str] = []
+        self._decoders = {
+            "stdout": codecs.getincrementaldecoder("utf-8")(errors="replace"),
+            "stderr": codecs.getincrementaldecoder("utf-8")(errors="replace"),
+        }
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self._stdout)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._stderr)
+
+    def accept_start(self, message: Mapping[str, Any]) -> int:
+        """The first message must be the start event: its pid."""
+        start = (message.get("event") or {}).get("start")
+        if not isinstance(start, dict) or not start.get("pid"):
+            raise FsbError("internal", f"{self.what}: the daemon's first message is not the process's start: {message}")
+        self.pid = int(start["pid"])
+        return self.pid
+
+    def accept(self, message: Mapping[str, Any]) -> List[Output]:
+        event = message.get("event") or {}
+        data = event.get("data")
+        if isinstance(data, dict):
+            outputs: List[Output] = []
+            for stream in ("stdout", "stderr"):
+                if stream in data:
+                    text = self._decoders[stream].decode(decode_bytes(data[stream]))
+                    if text:
+                        (self._stdout if stream == "stdout" else self._stderr).append(text)
+                        outputs.append((stream, text))
+            if "pty" in data:
+                outputs.append(("pty", decode_bytes(data["pty"])))
+            return outputs
+        if isinstance(event.get("end"), dict):
+            self.end = event["end"]
+            return self.flush()
+        return []  # keepalive
+
+    def flush(self) -> List[Output]:
+        """What the decoders still hold (an incomplete UTF-8 sequence becomes U+FFFD)."""
+        outputs: List[Output] = []
+        for stream, decoder in self._decoders.items():
+            text = decoder.decode(b"", final=True)
+            if text:
+                (self._stdout if stream == "stdout" else self._stderr).append(text)
+                outputs.append((stream, text))
+        return outputs
+
+    def _timed_out(self) -> TimeoutError:
+        return TimeoutError(
+            f"{self.context} did not finish within {self.timeout:g}s (its timeout) and was killed; "
+            "pass a larger timeout, or None for no limit"
+        )
+
+    def failure(self, error: BaseException) -> BaseException:
+        """What the caller gets for an error that ended the stream: a passed deadline names the
+        timeout; an SDK error says which process in which sandbox."""
+        if isinstance(error, TimeoutError) and self.timeout is not None:
+            timed_out = self._timed_out()
+            timed_out.__cause__ = error
+            return timed_out
+        if isinstance(error, FsbError):
+            return add_context(error, self.context)
+        return error
+
+    def result(self) -> CommandResult:
+        """The command's result; CommandExitError for a non-zero exit code, TimeoutError when
+        its deadline passed and it did not exit by itself."""
+        if self.end is None:
+            raise UnavailableError(f"{self.context}: the stream ended without the process's end (the connection was cut)")
+        exit_code = int(self.end.get("exitCode", 0) or 0)
+        error = self.end.get("error") or None
+        if exit_code != 0 and self._deadline is not None and time.monotonic() >= self._deadline:
+            raise self._timed_out()
+        if exit_code != 0:
+            raise CommandExitError(exit_code, self.stdout, self.stderr, error, self.what)
+        return CommandResult(stdout=self.stdout, stderr=self.stderr, exit_code=exit_code, error=error)
+
+
+def file_params(path: str, user: Optional[str] = None) -> Dict[str, str]:
+    params = {"path": path}
+    if user:
+        params["username"] = user
+    return params
+
+
+def write_info_of(response: httpx.Response, path: str, what: str) -> WriteInfo:
+    """The reply of ``POST /files``: a JSON array with the written file."""
+    if response.status_code != 200:
+        raise error_from_http(response, what)
+    try:
+        written = response.json()
+    except ValueError:
+        written = None
+    if not isinstance(written, list) or not written or not isinstance(written[0], dict):
+        raise FsbError("internal", f"{what}: the daemon answered {response.text[:200]!r}, not the written file")
+    return WriteInfo(name=str(written[0].get("name", "")), path=str(written[0].get("path", path)))
+
+
+def check_read(response: httpx.Response, what: str) -> None:
+    if response.status_code != 200:
+        raise error_from_http(response, what)

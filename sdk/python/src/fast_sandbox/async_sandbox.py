@@ -1,0 +1,956 @@
+"""The asyncio client: :class:`AsyncSandbox` and its sub-modules, the same API as
+:mod:`fast_sandbox.sandbox` with ``await``. Callbacks may be plain functions or coroutines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+from typing import (
+    IO,
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Dict,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+    overload,
+)
+
+import httpx
+
+from . import _protocol as protocol
+from ._connect import AsyncConnectClient, AsyncServerStream, Message
+from .config import DEFAULT_REQUEST_TIMEOUT, ConnectionConfig
+from .errors import (
+    AlreadyExistsError,
+    ConflictError,
+    FsbError,
+    NotFoundError,
+    TimeoutError,
+    UnavailableError,
+    add_context,
+    error_from_transport,
+)
+from .models import CommandResult, EntryInfo, FilesystemEvent, ProcessInfo, PtySize, SandboxInfo, WriteInfo
+
+T = TypeVar("T")
+#: A callback: a function or a coroutine function of one argument.
+Handler = Callable[[T], Optional[Awaitable[None]]]
+OutputHandler = Handler[str]
+PtyHandler = Handler[bytes]
+
+
+async def _call(handler: Callable[[Any], Union[Awaitable[None], None]], value: Any) -> None:
+    result = handler(value)
+    if inspect.isawaitable(result):
+        await result
+
+
+class _AsyncConnection:
+    """One HTTP client for the control plane and the sandbox proxy, with its settings."""
+
+    def __init__(self, config: ConnectionConfig, transport: Optional[httpx.AsyncBaseTransport]) -> None:
+        self.config = config
+        self.http = httpx.AsyncClient(transport=transport) if transport is not None else httpx.AsyncClient()
+        self.api = AsyncConnectClient(
+            self.http,
+            config.url,
+            protocol.api_headers(config.token),
+            server="the control plane",
+            unreachable_hint=protocol.CONTROL_PLANE_UNREACHABLE,
+        )
+        self._proxy_url = config.proxy_url
+
+    async def proxy_url(self) -> str:
+        """The sandbox proxy's base URL: configured, else asked of the control plane once."""
+        if self._proxy_url is None:
+            reply, _ = await self.api.unary(f"{protocol.SANDBOX_SERVICE}/GetSandboxProxy", {}, request_timeout=self.config.request_timeout)
+            self._proxy_url = protocol.proxy_url_of(reply)
+        return self._proxy_url
+
+    def timeout(self, request_timeout: Optional[float]) -> Optional[float]:
+        """A call's deadline: its own ``request_timeout``, else the handle's; 0 means none."""
+        return protocol.request_deadline(request_timeout, self.config.request_timeout)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def _connection(
+    url: Optional[str],
+    token: Optional[str],
+    proxy_url: Optional[str],
+    data_dir: Optional[str],
+    request_timeout: Optional[float],
+    transport: Optional[httpx.AsyncBaseTransport],
+) -> _AsyncConnection:
+    deadline = protocol.request_deadline(request_timeout, DEFAULT_REQUEST_TIMEOUT)
+    return _AsyncConnection(ConnectionConfig.resolve(url, token, proxy_url, data_dir, deadline), transport)
+
+
+class _AsyncDaemon:
+    """Calls to one sandbox's daemon through the sandbox proxy."""
+
+    def __init__(self, connection: _AsyncConnection, sandbox_id: str, access_token: Optional[str], name: str) -> None:
+        self.connection = connection
+        self.sandbox_id = sandbox_id
+        self.name = name
+        self.access_token = access_token
+        self._rpc: Optional[AsyncConnectClient] = None
+
+    async def rpc(self) -> AsyncConnectClient:
+        if self._rpc is None:
+            self._rpc = AsyncConnectClient(
+                self.connection.http,
+                await self.connection.proxy_url(),
+                server="the sandbox proxy",
+                unreachable_hint=protocol.PROXY_UNREACHABLE,
+            )
+        return self._rpc
+
+    def headers(self, user: Optional[str] = None) -> Dict[str, str]:
+        if not self.access_token:
+            raise protocol.missing_access_token(self.name, "AsyncSandbox.connect")
+        return {**protocol.daemon_headers(self.sandbox_id, self.access_token), **protocol.user_header(user)}
+
+    def describe(self, what: str) -> str:
+        return f"{what} in sandbox {self.name}"
+
+    async def unary(
+        self,
+        service: str,
+        method: str,
+        message: Mapping[str, Any],
+        what: str,
+        request_timeout: Optional[float],
+        user: Optional[str] = None,
+    ) -> Message:
+        """A unary call; ``what`` (e.g. ``listing /tmp``) starts the message of its errors."""
+        try:
+            headers = self.headers(user)
+            reply, _ = await (await self.rpc()).unary(
+                f"{service}/{method}", message, request_timeout=self.connection.timeout(request_timeout), headers=headers
+            )
+        except FsbError as error:
+            raise add_context(error, self.describe(what)) from None
+        return reply
+
+    async def stream(
+        self,
+        service: str,
+        method: str,
+        message: Mapping[str, Any],
+        what: str,
+        *,
+        timeout: Optional[float],
+        request_timeout: Optional[float],
+        user: Optional[str] = None,
+    ) -> AsyncServerStream:
+        """Opens a server stream; ``what`` starts the message of errors answered at once."""
+        try:
+            headers = {**self.headers(user), **protocol.stream_headers()}
+            return await (await self.rpc()).stream(
+                f"{service}/{method}",
+                message,
+                request_timeout=self.connection.timeout(request_timeout),
+                timeout=timeout,
+                read_timeout=protocol.STREAM_SILENCE_TIMEOUT,
+                headers=headers,
+            )
+        except FsbError as error:
+            raise add_context(error, self.describe(what)) from None
+
+    async def http(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        request_timeout: Optional[float],
+        *,
+        user: Optional[str] = None,
+        params: Optional[Mapping[str, str]] = None,
+        content: Union[bytes, None] = None,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> httpx.Response:
+        """A plain HTTP request to the daemon (``/files``, ``/health``)."""
+        headers = {**self.headers(user), **(headers or {})}
+        proxy_url = await self.connection.proxy_url()
+        try:
+            return await self.connection.http.request(
+                method,
+                f"{proxy_url}{path}",
+                params=params,
+                content=content,
+                headers=headers,
+                timeout=self.connection.timeout(request_timeout),
+            )
+        except Exception as error:
+            raise error_from_transport(error, f"{what}: the sandbox proxy at {proxy_url}", protocol.PROXY_UNREACHABLE) from error
+
+    async def wait_until_ready(self, timeout: float) -> None:
+        """Polls ``GET /health`` until the daemon answers 204."""
+        deadline = time.monotonic() + timeout
+        while True:
+            response = await self.http("GET", "/health", f"waiting for the daemon of sandbox {self.name}", min(5.0, timeout))
+            if protocol.daemon_ready(response):
+                return
+            if time.monotonic() >= deadline:
+                raise protocol.daemon_not_ready(self.name, timeout, response)
+            await asyncio.sleep(0.05)
+
+
+class AsyncCommandHandle:
+    """A running command (or terminal): wait for it, kill it, write to its stdin.
+
+    A background command's output is read as it arrives by a task of its own, which calls the
+    ``on_stdout``/``on_stderr``/``on_data`` callbacks.
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        events: protocol.ProcessEvents,
+        stream: AsyncServerStream,
+        messages: AsyncIterator[Message],
+        commands: AsyncCommands,
+        handlers: Mapping[str, Optional[Callable[[Any], Union[Awaitable[None], None]]]],
+        background: bool,
+    ) -> None:
+        self._pid = pid
+        self._events = events
+        self._stream = stream
+        self._messages = messages
+        self._commands = commands
+        self._handlers = {kind: handler for kind, handler in handlers.items() if handler is not None}
+        self._failure: Optional[BaseException] = None
+        self._disconnected = False
+        self._reader: Optional[asyncio.Task[None]] = None
+        self._consumed = False
+        if background:
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @property
+    def pid(self) -> int:
+        """The process id in the sandbox."""
+        return self._pid
+
+    @property
+    def stdout(self) -> str:
+        """The standard output received so far."""
+        return self._events.stdout
+
+    @property
+    def stderr(self) -> str:
+        """The standard error received so far."""
+        return self._events.stderr
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        """The exit code once the command ended, else ``None``."""
+        end = self._events.end
+        return None if end is None else int(end.get("exitCode", 0) or 0)
+
+    async def _read(self) -> None:
+        try:
+            async for message in self._messages:
+                for kind, output in self._events.accept(message):
+                    handler = self._handlers.get(kind)
+                    if handler is not None:
+                        await _call(handler, output)
+                if self._events.end is not None:
+                    break
+        except asyncio.CancelledError:
+            if not self._disconnected:
+                raise
+        except Exception as error:  # raised again by wait()
+            self._failure = error
+        finally:
+            self._consumed = True
+            await self._stream.aclose()
+
+    async def wait(self, timeout: Optional[float] = None) -> CommandResult:
+        """Waits until the command ends; its result, or CommandExitError for a non-zero exit code.
+
+        ``timeout`` (seconds) bounds only this wait: TimeoutError leaves the command running.
+        """
+        if self._reader is None:
+            if not self._consumed:
+                await self._read()
+        else:
+            try:
+                # shield: a wait that times out must not cancel the reader.
+                await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"process {self._pid} is still running after {timeout:g}s") from None
+            except asyncio.CancelledError:
+                if not self._disconnected:
+                    raise
+        if self._disconnected and self._events.end is None:
+            raise UnavailableError(f"process {self._pid}: disconnected before it ended (commands.connect({self._pid}) follows it again)")
+        if self._failure is not None:
+            raise self._events.failure(self._failure)
+        return self._events.result()
+
+    async def kill(self, request_timeout: Optional[float] = None) -> bool:
+        """Kills the command (SIGKILL); False when it had already ended."""
+        return await self._commands.kill(self._pid, request_timeout=request_timeout)
+
+    async def send_stdin(self, data: Union[str, bytes], request_timeout: Optional[float] = None) -> None:
+        """Writes to the command's stdin (it must have been started with ``stdin=True``)."""
+        await self._commands.send_stdin(self._pid, data, request_timeout=request_timeout)
+
+    async def close_stdin(self, request_timeout: Optional[float] = None) -> None:
+        """Closes the command's stdin: it reads end-of-file."""
+        await self._commands.close_stdin(self._pid, request_timeout=request_timeout)
+
+    async def disconnect(self) -> None:
+        """Stops receiving the command's output; the command goes on (``commands.connect(pid)``)."""
+        self._disconnected = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._stream.aclose()
+
+
+class AsyncCommands:
+    """Runs commands in the sandbox through its daemon (``sandbox.commands``)."""
+
+    def __init__(self, daemon: _AsyncDaemon) -> None:
+        self._daemon = daemon
+
+    @overload
+    async def run(
+        self,
+        cmd: protocol.Command,
+        *,
+        background: Literal[False] = False,
+        envs: Optional[Mapping[str, str]] = None,
+        user: Optional[str] = None,
+        cwd: Optional[str] = None,
+        on_stdout: Optional[OutputHandler] = None,
+        on_stderr: Optional[OutputHandler] = None,
+        stdin: bool = False,
+        tag: Optional[str] = None,
+        timeout: Optional[float] = protocol.DEFAULT_COMMAND_TIMEOUT,
+        request_timeout: Optional[float] = None,
+    ) -> CommandResult: ...
+
+    @overload
+    async def run(
+        self,
+        cmd: protocol.Command,
+        *,
+        background: Literal[True],
+        envs: Optional[Mapping[str, str]] = None,
+        user: Optional[str] = None,
+        cwd: Optional[str] = None,
+        on_stdout: Optional[OutputHandler] = None,
+        on_stderr: Optional[OutputHandler] = None,
+        stdin: bool = False,
+        tag: Optional[str] = None,
+        timeout: Optional[float] = protocol.DEFAULT_COMMAND_TIMEOUT,
+        request_timeout: Optional[float] = None,
+    ) -> AsyncCommandHandle: ...
+
+    async def run(
+        self,
+        cmd: protocol.Command,
+        *,
+        background: bool = False,
+        envs: Optional[Mapping[str, str]] = None,
+        user: Optional[str] = None,
+        cwd: Optional[str] = None,
+        on_stdout: Optional[OutputHandler] = None,
+        on_stderr: Optional[OutputHandler] = None,
+        stdin: bool = False,
+        tag: Optional[str] = None,
+        timeout: Optional[float] = protocol.DEFAULT_COMMAND_TIMEOUT,
+        request_timeout: Optional[float] = None,
+    ) -> Union[CommandResult, AsyncCommandHandle]:
+        """Runs a command (a string with ``/bin/bash -l -c``, or a program and its arguments); see
+        :meth:`fast_sandbox.Commands.run`."""
+        handle = await self._start(
+            protocol.command_line(cmd),
+            protocol.describe(cmd),
+            envs=envs,
+            tag=tag,
+            user=user,
+            cwd=cwd,
+            stdin=stdin,
+            pty=None,
+            timeout=timeout,
+            request_timeout=request_timeout,
+            handlers={"stdout": on_stdout, "stderr": on_stderr},
+            background=background,
+        )
+        return handle if background else await handle.wait()
+
+    async def _start(
+        self,
+        argv: Sequence[str],
+        what: str,
+        *,
+        envs: Optional[Mapping[str, str]],
+        tag: Optional[str] = None,
+        user: Optional[str],
+        cwd: Optional[str],
+        stdin: bool,
+        pty: Optional[PtySize],
+        timeout: Optional[float],
+        request_timeout: Optional[float],
+        handlers: Mapping[str, Optional[Callable[[Any], Union[Awaitable[None], None]]]],
+        background: bool,
+    ) -> AsyncCommandHandle:
+        deadline = protocol.command_deadline(timeout)
+        stream = await self._daemon.stream(
+            protocol.PROCESS_SERVICE,
+            "Start",
+            protocol.start_request(argv, envs=envs, cwd=cwd, stdin=stdin, pty=pty, tag=tag),
+            f"starting {what}",
+            timeout=deadline,
+            request_timeout=request_timeout,
+            user=user,
+        )
+        return await self._handle(stream, what, handlers, deadline, background)
+
+    async def _handle(
+        self,
+        stream: AsyncServerStream,
+        what: str,
+        handlers: Mapping[str, Optional[Callable[[Any], Union[Awaitable[None], None]]]],
+        timeout: Optional[float],
+        background: bool,
+    ) -> AsyncCommandHandle:
+        events = protocol.ProcessEvents(what, self._daemon.describe(what), timeout)
+        messages = stream.__aiter__()
+        try:
+            try:
+                first = await messages.__anext__()
+            except StopAsyncIteration:
+                raise UnavailableError(f"{what}: the daemon closed the stream before the process started") from None
+            pid = events.accept_start(first)
+        except BaseException:
+            await stream.aclose()
+            raise
+        return AsyncCommandHandle(pid, events, stream, messages, self, handlers, background)
+
+    async def connect(
+        self,
+        pid: int,
+        *,
+        on_stdout: Optional[OutputHandler] = None,
+        on_stderr: Optional[OutputHandler] = None,
+        timeout: Optional[float] = None,
+        request_timeout: Optional[float] = None,
+    ) -> AsyncCommandHandle:
+        """Follows a running process (its output from now on; ``timeout``: how long to follow it);
+        NotFoundError when there is none."""
+        deadline = protocol.command_deadline(timeout)
+        stream = await self._daemon.stream(
+            protocol.PROCESS_SERVICE,
+            "Connect",
+            protocol.selector(pid),
+            f"following process {pid}",
+            timeout=deadline,
+            request_timeout=request_timeout,
+        )
+        handlers = {"stdout": on_stdout, "stderr": on_stderr}
+        return await self._handle(stream, f"process {pid}", handlers, deadline, True)
+
+    async def list(self, request_timeout: Optional[float] = None) -> List[ProcessInfo]:
+        """The processes the daemon runs for commands and terminals."""
+        reply = await self._daemon.unary(protocol.PROCESS_SERVICE, "List", {}, "listing processes", request_timeout)
+        return [ProcessInfo.from_message(process) for process in reply.get("processes") or []]
+
+    async def kill(self, pid: int, request_timeout: Optional[float] = None) -> bool:
+        """Kills the process (SIGKILL); False when there is no such process."""
+        message = {**protocol.selector(pid), "signal": "SIGNAL_SIGKILL"}
+        try:
+            await self._daemon.unary(protocol.PROCESS_SERVICE, "SendSignal", message, f"killing process {pid}", request_timeout)
+        except NotFoundError:
+            return False
+        return True
+
+    async def send_stdin(self, pid: int, data: Union[str, bytes], request_timeout: Optional[float] = None) -> None:
+        """Writes to the stdin of a process started with ``stdin=True``."""
+        message = {**protocol.selector(pid), "input": {"stdin": protocol.encode_bytes(data)}}
+        await self._daemon.unary(protocol.PROCESS_SERVICE, "SendInput", message, f"writing to the stdin of process {pid}", request_timeout)
+
+    async def close_stdin(self, pid: int, request_timeout: Optional[float] = None) -> None:
+        """Closes the stdin of a process started with ``stdin=True``: it reads end-of-file."""
+        await self._daemon.unary(
+            protocol.PROCESS_SERVICE, "CloseStdin", protocol.selector(pid), f"closing the stdin of process {pid}", request_timeout
+        )
+
+
+class AsyncPty:
+    """Interactive terminals in the sandbox (``sandbox.pty``)."""
+
+    def __init__(self, commands: AsyncCommands) -> None:
+        self._commands = commands
+
+    async def create(
+        self,
+        size: PtySize = protocol.DEFAULT_PTY_SIZE,
+        *,
+        on_data: Optional[PtyHandler] = None,
+        user: Optional[str] = None,
+        cwd: Optional[str] = None,
+        envs: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+        request_timeout: Optional[float] = None,
+    ) -> AsyncCommandHandle:
+        """Starts ``bash -i -l`` on a terminal of ``size``; see :meth:`fast_sandbox.Pty.create`."""
+        protocol.check_pty_size(size)
+        return await self._commands._start(
+            list(protocol.PTY_SHELL),
+            "terminal",
+            envs={"TERM": "xterm-256color", **(envs or {})},
+            user=user,
+            cwd=cwd,
+            stdin=True,
+            pty=size,
+            timeout=timeout,
+            request_timeout=request_timeout,
+            handlers={"pty": on_data},
+            background=True,
+        )
+
+    async def send_input(self, pid: int, data: Union[str, bytes], request_timeout: Optional[float] = None) -> None:
+        """Types into the terminal."""
+        message = {**protocol.selector(pid), "input": {"pty": protocol.encode_bytes(data)}}
+        await self._commands._daemon.unary(protocol.PROCESS_SERVICE, "SendInput", message, f"typing into terminal {pid}", request_timeout)
+
+    async def resize(self, pid: int, size: PtySize, request_timeout: Optional[float] = None) -> None:
+        protocol.check_pty_size(size)
+        message = {**protocol.selector(pid), "pty": {"size": {"rows": size.rows, "cols": size.cols}}}
+        await self._commands._daemon.unary(protocol.PROCESS_SERVICE, "Update", message, f"resizing terminal {pid}", request_timeout)
+
+    async def kill(self, pid: int, request_timeout: Optional[float] = None) -> bool:
+        """Kills the terminal's shell (SIGKILL); False when there is no such process."""
+        return await self._commands.kill(pid, request_timeout=request_timeout)
+
+
+class AsyncWatchHandle:
+    """A directory being watched: its events go to ``on_event`` as they happen until :meth:`stop`."""
+
+    def __init__(self, stream: AsyncServerStream, messages: AsyncIterator[Message], on_event: Handler[FilesystemEvent], path: str) -> None:
+        self.path = path
+        self._stream = stream
+        self._messages = messages
+        self._on_event = on_event
+        self._failure: Optional[BaseException] = None
+        self._stopped = False
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for message in self._messages:
+                event = message.get("filesystem")
+                if isinstance(event, dict):
+                    await _call(self._on_event, FilesystemEvent.from_message(event))
+        except asyncio.CancelledError:
+            if not self._stopped:
+                raise
+        except Exception as error:
+            self._failure = error
+        finally:
+            await self._stream.aclose()
+
+    @property
+    def failure(self) -> Optional[BaseException]:
+        """Why the watch ended by itself (the sandbox went away, a callback raised), if it did."""
+        return self._failure
+
+    async def stop(self) -> None:
+        self._stopped = True
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    async def __aenter__(self) -> AsyncWatchHandle:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+class AsyncFiles:
+    """The sandbox's filesystem through its daemon (``sandbox.files``). Relative paths are the user's home's."""
+
+    def __init__(self, daemon: _AsyncDaemon) -> None:
+        self._daemon = daemon
+
+    @overload
+    async def read(
+        self, path: str, *, format: Literal["text"] = "text", user: Optional[str] = None, request_timeout: Optional[float] = None
+    ) -> str: ...
+
+    @overload
+    async def read(
+        self, path: str, *, format: Literal["bytes"], user: Optional[str] = None, request_timeout: Optional[float] = None
+    ) -> bytes: ...
+
+    async def read(
+        self, path: str, *, format: Literal["text", "bytes"] = "text", user: Optional[str] = None, request_timeout: Optional[float] = None
+    ) -> Union[str, bytes]:
+        """The file's content, as UTF-8 text or (``format="bytes"``) bytes."""
+        what = self._daemon.describe(f"reading {path}")
+        response = await self._daemon.http("GET", "/files", what, request_timeout, params=protocol.file_params(path), user=user)
+        protocol.check_read(response, what)
+        return response.content if format == "bytes" else response.content.decode("utf-8", errors="replace")
+
+    async def write(
+        self, path: str, data: Union[str, bytes, IO[bytes]], *, user: Optional[str] = None, request_timeout: Optional[float] = None
+    ) -> WriteInfo:
+        """Writes the file (replacing it; missing parent directories are made)."""
+        content = data.encode() if isinstance(data, str) else data if isinstance(data, bytes) else data.read()
+        what = self._daemon.describe(f"writing {path}")
+        response = await self._daemon.http(
+            "POST",
+            "/files",
+            what,
+            request_timeout,
+            params=protocol.file_params(path),
+            user=user,
+            content=content,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return protocol.write_info_of(response, path, what)
+
+    async def list(
+        self, path: str, *, depth: int = 1, user: Optional[str] = None, request_timeout: Optional[float] = None
+    ) -> List[EntryInfo]:
+        """The entries of a directory, ``depth`` levels down."""
+        reply = await self._daemon.unary(
+            protocol.FILESYSTEM_SERVICE, "ListDir", {"path": path, "depth": depth}, f"listing {path}", request_timeout, user
+        )
+        return [EntryInfo.from_message(entry) for entry in reply.get("entries") or []]
+
+    async def get_info(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> EntryInfo:
+        reply = await self._daemon.unary(
+            protocol.FILESYSTEM_SERVICE, "Stat", {"path": path}, f"reading the details of {path}", request_timeout, user
+        )
+        return EntryInfo.from_message(reply.get("entry") or {})
+
+    async def exists(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> bool:
+        try:
+            await self.get_info(path, user=user, request_timeout=request_timeout)
+        except NotFoundError:
+            return False
+        return True
+
+    async def make_dir(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> bool:
+        """Makes the directory and its parents; False when it already existed."""
+        try:
+            await self._daemon.unary(
+                protocol.FILESYSTEM_SERVICE, "MakeDir", {"path": path}, f"making directory {path}", request_timeout, user
+            )
+        except AlreadyExistsError:
+            return False
+        return True
+
+    async def remove(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> None:
+        """Removes a file or a directory with its contents."""
+        await self._daemon.unary(protocol.FILESYSTEM_SERVICE, "Remove", {"path": path}, f"removing {path}", request_timeout, user)
+
+    async def rename(
+        self, old_path: str, new_path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None
+    ) -> EntryInfo:
+        message = {"source": old_path, "destination": new_path}
+        reply = await self._daemon.unary(protocol.FILESYSTEM_SERVICE, "Move", message, f"renaming {old_path}", request_timeout, user)
+        return EntryInfo.from_message(reply.get("entry") or {})
+
+    async def watch_dir(
+        self,
+        path: str,
+        on_event: Handler[FilesystemEvent],
+        *,
+        recursive: bool = False,
+        user: Optional[str] = None,
+        timeout: Optional[float] = None,
+        request_timeout: Optional[float] = None,
+    ) -> AsyncWatchHandle:
+        """Watches a directory: ``on_event`` gets its changes as they happen (from a task) until
+        :meth:`AsyncWatchHandle.stop`, or ``timeout`` seconds. Returns once the watch is in place."""
+        stream = await self._daemon.stream(
+            protocol.FILESYSTEM_SERVICE,
+            "WatchDir",
+            {"path": path, "recursive": recursive},
+            f"watching {path}",
+            timeout=protocol.command_deadline(timeout),
+            request_timeout=request_timeout,
+            user=user,
+        )
+        messages = stream.__aiter__()
+        try:
+            try:
+                first = await messages.__anext__()
+            except StopAsyncIteration:
+                raise UnavailableError(f"watching {path}: the daemon closed the stream before the watch began") from None
+            if "start" not in first:
+                raise FsbError("internal", f"watching {path}: the daemon's first message is not the watch's start: {first}")
+        except BaseException:
+            await stream.aclose()
+            raise
+        return AsyncWatchHandle(stream, messages, on_event, path)
+
+
+class AsyncSandbox:
+    """A sandbox, for asyncio: see :class:`fast_sandbox.Sandbox`. ``async with`` kills it on exit."""
+
+    def __init__(self, info: SandboxInfo, access_token: Optional[str], connection: _AsyncConnection) -> None:
+        self._info = info
+        self._connection = connection
+        self._daemon = _AsyncDaemon(connection, info.sandbox_id, access_token, info.name)
+        self.commands = AsyncCommands(self._daemon)
+        self.files = AsyncFiles(self._daemon)
+        self.pty = AsyncPty(self.commands)
+
+    @classmethod
+    async def create(
+        cls,
+        image: Optional[str] = None,
+        *,
+        pool: str = "default",
+        name: Optional[str] = None,
+        namespace: str = "default",
+        envs: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        command: Optional[Sequence[str]] = None,
+        exposed_ports: Optional[Sequence[int]] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+        wait_for_daemon: bool = True,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        proxy_url: Optional[str] = None,
+        data_dir: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+        transport: Optional[httpx.AsyncBaseTransport] = None,
+    ) -> AsyncSandbox:
+        """Creates a sandbox and returns once its daemon answers; see :meth:`fast_sandbox.Sandbox.create`."""
+        connection = _connection(url, token, proxy_url, data_dir, request_timeout, transport)
+        try:
+            request_deadline = connection.config.request_timeout
+            if not image:
+                reply, _ = await connection.api.unary(
+                    f"{protocol.POOL_SERVICE}/GetSandboxPool", {"namespace": namespace, "name": pool}, request_timeout=request_deadline
+                )
+                image = str((reply.get("spec") or {}).get("image") or "")
+            request = protocol.create_sandbox_request(
+                namespace=namespace,
+                name=name or "",
+                pool=pool,
+                image=image,
+                envs=envs,
+                cwd=cwd,
+                command=command,
+                exposed_ports=exposed_ports,
+                labels=labels,
+                timeout=timeout,
+            )
+            reply, headers = await connection.api.unary(
+                f"{protocol.SANDBOX_SERVICE}/CreateSandbox", request, request_timeout=request_deadline
+            )
+        except BaseException:
+            await connection.aclose()
+            raise
+        info = SandboxInfo.from_message(protocol.sandbox_of(reply, "CreateSandbox"))
+        access_token = headers.get(protocol.ACCESS_TOKEN_RESPONSE_HEADER, "")
+        connection.config.save_access_token(info.namespace, info.name, access_token)
+        sandbox = cls(info, access_token, connection)
+        if wait_for_daemon:
+            try:
+                await sandbox._daemon.wait_until_ready(protocol.DAEMON_READY_TIMEOUT)
+            except BaseException as error:
+                # A sandbox whose daemon cannot be used is not handed out, nor left behind.
+                try:
+                    await sandbox.kill()
+                except FsbError:
+                    pass  # the original error says more
+                finally:
+                    await connection.aclose()
+                if isinstance(error, UnavailableError):
+                    raise UnavailableError(f"{error.message}; the sandbox was deleted") from error
+                raise
+        return sandbox
+
+    @classmethod
+    async def connect(
+        cls,
+        name_or_id: str,
+        *,
+        namespace: str = "default",
+        access_token: Optional[str] = None,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        proxy_url: Optional[str] = None,
+        data_dir: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+        transport: Optional[httpx.AsyncBaseTransport] = None,
+    ) -> AsyncSandbox:
+        """A handle of an existing sandbox; see :meth:`fast_sandbox.Sandbox.connect`."""
+        connection = _connection(url, token, proxy_url, data_dir, request_timeout, transport)
+        deadline = connection.config.request_timeout
+        try:
+            try:
+                reply, _ = await connection.api.unary(
+                    f"{protocol.SANDBOX_SERVICE}/GetSandbox", {"namespace": namespace, "name": name_or_id}, request_timeout=deadline
+                )
+                sandbox = protocol.sandbox_of(reply, "GetSandbox")
+            except NotFoundError as error:
+                if not protocol.is_sandbox_id(name_or_id):
+                    raise
+                listed, _ = await connection.api.unary(
+                    f"{protocol.SANDBOX_SERVICE}/ListSandboxes", {"namespace": namespace}, request_timeout=deadline
+                )
+                sandbox = protocol.sandbox_with_id(listed, name_or_id, namespace, error)
+        except BaseException:
+            await connection.aclose()
+            raise
+        info = SandboxInfo.from_message(sandbox)
+        return cls(info, access_token or connection.config.saved_access_token(info.namespace, info.name), connection)
+
+    @staticmethod
+    async def list(
+        *,
+        namespace: str = "default",
+        pool: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        data_dir: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+        transport: Optional[httpx.AsyncBaseTransport] = None,
+    ) -> List[SandboxInfo]:
+        """The sandboxes of a namespace (``"*"``: all), of one pool, with all of ``labels``."""
+        connection = _connection(url, token, None, data_dir, request_timeout, transport)
+        try:
+            reply, _ = await connection.api.unary(
+                f"{protocol.SANDBOX_SERVICE}/ListSandboxes",
+                {"namespace": namespace, "pool": pool or ""},
+                request_timeout=connection.config.request_timeout,
+            )
+        finally:
+            await connection.aclose()
+        sandboxes = [SandboxInfo.from_message(sandbox) for sandbox in reply.get("sandboxes") or []]
+        wanted = dict(labels or {})
+        return [sandbox for sandbox in sandboxes if all(sandbox.labels.get(key) == value for key, value in wanted.items())]
+
+    @property
+    def name(self) -> str:
+        return self._info.name
+
+    @property
+    def namespace(self) -> str:
+        return self._info.namespace
+
+    @property
+    def sandbox_id(self) -> str:
+        """The instance id the sandbox proxy routes by (``E2b-Sandbox-Id``)."""
+        return self._info.sandbox_id
+
+    @property
+    def access_token(self) -> Optional[str]:
+        """The sandbox proxy's ``X-Access-Token`` for this sandbox, when known."""
+        return self._daemon.access_token
+
+    @property
+    def info(self) -> SandboxInfo:
+        """The sandbox as last read (``get_info()`` reads it again)."""
+        return self._info
+
+    def _key(self) -> Dict[str, str]:
+        return {"namespace": self.namespace, "name": self.name}
+
+    async def _get(self, request_timeout: Optional[float]) -> Message:
+        reply, _ = await self._connection.api.unary(
+            f"{protocol.SANDBOX_SERVICE}/GetSandbox", self._key(), request_timeout=self._connection.timeout(request_timeout)
+        )
+        return protocol.sandbox_of(reply, "GetSandbox")
+
+    async def get_info(self, request_timeout: Optional[float] = None) -> SandboxInfo:
+        self._info = SandboxInfo.from_message(await self._get(request_timeout))
+        return self._info
+
+    async def is_running(self, request_timeout: Optional[float] = None) -> bool:
+        """Whether its daemon answers (False once the sandbox is gone or not running)."""
+        response = await self._daemon.http("GET", "/health", f"GET /health of sandbox {self.name}", request_timeout)
+        return protocol.health_says_running(response, self.name)
+
+    async def set_timeout(self, timeout: Optional[float], request_timeout: Optional[float] = None) -> SandboxInfo:
+        """Moves the sandbox's end to ``timeout`` seconds from now (shorter or longer); ``None``: never."""
+        for _ in range(5):
+            current = await self._get(request_timeout)
+            try:
+                reply, _ = await self._connection.api.unary(
+                    f"{protocol.SANDBOX_SERVICE}/UpdateSandbox",
+                    protocol.spec_with_timeout(current, timeout),
+                    request_timeout=self._connection.timeout(request_timeout),
+                )
+            except ConflictError:
+                continue  # changed in between (status written by the control plane): read it again
+            self._info = SandboxInfo.from_message(protocol.sandbox_of(reply, "UpdateSandbox"))
+            return self._info
+        raise ConflictError(f"sandbox {self.name} kept changing while its timeout was set; try again")
+
+    async def kill(self, request_timeout: Optional[float] = None) -> bool:
+        """Deletes the sandbox (returns when its container is gone); False when it did not exist."""
+        try:
+            await self._connection.api.unary(
+                f"{protocol.SANDBOX_SERVICE}/DeleteSandbox", self._key(), request_timeout=self._connection.timeout(request_timeout)
+            )
+        except NotFoundError:
+            return False
+        self._connection.config.forget_access_token(self.namespace, self.name)
+        return True
+
+    async def logs(
+        self, *, follow: bool = False, timeout: Optional[float] = None, request_timeout: Optional[float] = None
+    ) -> AsyncIterator[bytes]:
+        """The output (stdout and stderr) of the sandbox's own command, in chunks; see :meth:`fast_sandbox.Sandbox.logs`."""
+        stream = await self._connection.api.stream(
+            f"{protocol.SANDBOX_SERVICE}/Logs",
+            {**self._key(), "follow": follow},
+            request_timeout=self._connection.timeout(request_timeout),
+            timeout=protocol.command_deadline(timeout),
+            read_timeout=protocol.command_deadline(timeout) if follow else self._connection.timeout(request_timeout),
+        )
+        async for message in stream:
+            yield protocol.decode_bytes(message.get("data"))
+
+    async def rotate_access_token(self, request_timeout: Optional[float] = None) -> str:
+        """Gives the sandbox a new access token and uses it; the previous one stops working."""
+        reply, _ = await self._connection.api.unary(
+            f"{protocol.SANDBOX_SERVICE}/RotateAccessToken", self._key(), request_timeout=self._connection.timeout(request_timeout)
+        )
+        access_token = str(reply.get("accessToken", ""))
+        self._daemon.access_token = access_token
+        self._connection.config.save_access_token(self.namespace, self.name, access_token)
+        return access_token
+
+    async def close(self) -> None:
+        """Closes the handle's connections (the sandbox keeps running)."""
+        await self._connection.aclose()
+
+    async def __aenter__(self) -> AsyncSandbox:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await self.kill()
+        finally:
+            await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncSandbox(name={self.name!r}, namespace={self.namespace!r}, sandbox_id={self.sandbox_id!r})"

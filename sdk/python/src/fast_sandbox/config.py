@@ -1,0 +1,136 @@
+"""Where the SDK finds Fast Sandbox: explicit arguments, else environment variables, else the data
+directory of the embedded instance (``fsb up``) on this machine, as the ``fsb`` CLI finds it.
+
+========================  =======================================================================
+``FSB_URL``               the control plane's fast-path API, e.g. ``http://127.0.0.1:7070``
+                          (else the data directory's ``url`` file, written by ``fsb up``)
+``FSB_TOKEN``             its API token (else the data directory's ``token`` file)
+``FSB_PROXY_URL``         the sandbox proxy, e.g. ``http://127.0.0.1:7072``, which reaches the
+                          sandboxes' daemons (else ``FSB_SANDBOX_URL``, the TypeScript SDK's name;
+                          else what the control plane says, asked once: GetSandboxProxy)
+``FSB_DATA_DIR``          the embedded instance's data directory (else ``/var/lib/fast-sandbox``
+                          as root, ``$XDG_DATA_HOME/fast-sandbox`` or
+                          ``~/.local/share/fast-sandbox`` otherwise)
+========================  =======================================================================
+
+When the URL in use is the data directory's, the sandboxes' access tokens are kept there too
+(``access-tokens/<namespace>/<name>``, mode 0600), where ``fsb run`` keeps them: ``Sandbox.connect``
+finds the token of a sandbox that ``fsb run`` or this SDK created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+from urllib.parse import urlsplit
+
+from .errors import ValidationError
+
+#: Deadline of a call to the control plane or the daemon, in seconds.
+DEFAULT_REQUEST_TIMEOUT = 60.0
+
+
+def default_data_dir() -> Path:
+    """``FSB_DATA_DIR``, else the directory ``fsb up`` uses by default for this user."""
+    configured = os.environ.get("FSB_DATA_DIR")
+    if configured:
+        return Path(configured)
+    if hasattr(os, "getuid") and os.getuid() == 0:
+        return Path("/var/lib/fast-sandbox")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "fast-sandbox"
+
+
+def _read(path: Path) -> Optional[str]:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    """How to reach one Fast Sandbox: resolved once, shared by a handle and its sub-modules."""
+
+    #: The control plane's fast-path API.
+    url: str
+    #: Its API token (``Authorization: Bearer``).
+    token: str
+    #: The sandbox proxy, which reaches each sandbox's daemon; ``None``: ask the control plane.
+    proxy_url: Optional[str]
+    #: Deadline of one call, in seconds (``None``: no deadline).
+    request_timeout: Optional[float] = DEFAULT_REQUEST_TIMEOUT
+    #: The embedded instance's data directory, when :attr:`url` is its (access tokens are kept there).
+    data_dir: Optional[Path] = None
+
+    @staticmethod
+    def resolve(
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        proxy_url: Optional[str] = None,
+        data_dir: Optional[str] = None,
+        request_timeout: Optional[float] = DEFAULT_REQUEST_TIMEOUT,
+    ) -> ConnectionConfig:
+        """Arguments first, then ``FSB_URL``/``FSB_TOKEN``/``FSB_PROXY_URL``, then the data directory."""
+        directory = Path(data_dir) if data_dir else default_data_dir()
+        embedded_url = _read(directory / "url")
+        resolved_url = url or os.environ.get("FSB_URL") or embedded_url
+        if not resolved_url:
+            raise ValidationError(
+                "url",
+                f"Fast Sandbox is not running for data directory {directory}: start it with 'npx fsb up', "
+                "or pass url= or set FSB_URL to the control plane's address",
+            )
+        resolved_token = token or os.environ.get("FSB_TOKEN") or _read(directory / "token")
+        if not resolved_token:
+            raise ValidationError(
+                "token", f"no API token: pass token=, set FSB_TOKEN, or run 'fsb up' once so that {directory / 'token'} exists"
+            )
+        resolved_proxy = proxy_url or os.environ.get("FSB_PROXY_URL") or os.environ.get("FSB_SANDBOX_URL") or None
+        check_url("url", resolved_url)
+        if resolved_proxy:
+            check_url("proxy_url", resolved_proxy)
+        same_instance = embedded_url is not None and embedded_url.rstrip("/") == resolved_url.rstrip("/")
+        return ConnectionConfig(
+            url=resolved_url.rstrip("/"),
+            token=resolved_token,
+            proxy_url=resolved_proxy.rstrip("/") if resolved_proxy else None,
+            request_timeout=request_timeout,
+            data_dir=directory if same_instance else None,
+        )
+
+    def saved_access_token(self, namespace: str, name: str) -> Optional[str]:
+        """The access token ``fsb run`` or this SDK kept for the sandbox, if any."""
+        if self.data_dir is None:
+            return None
+        return _read(self.data_dir / "access-tokens" / namespace / name)
+
+    def save_access_token(self, namespace: str, name: str, access_token: str) -> None:
+        """Keeps the token where ``fsb port-forward`` and :meth:`saved_access_token` find it (best effort)."""
+        if self.data_dir is None or not access_token:
+            return
+        directory = self.data_dir / "access-tokens" / namespace
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = directory / name
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(f"{access_token}\n")
+            os.chmod(path, 0o600)
+        except OSError:
+            pass  # a read-only data directory: the handle still has the token
+
+    def forget_access_token(self, namespace: str, name: str) -> None:
+        if self.data_dir is None:
+            return
+        with contextlib.suppress(OSError):
+            (self.data_dir / "access-tokens" / namespace / name).unlink()
+
+
+def check_url(field: str, value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(field, f"{value!r} is not an http:// or https:// URL, e.g. http://127.0.0.1:7070")

@@ -1,0 +1,928 @@
+"""The blocking client: :class:`Sandbox` and its sub-modules ``commands``, ``files`` and ``pty``.
+
+:mod:`fast_sandbox.async_sandbox` is the same API for asyncio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import IO, Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Union, overload
+
+import httpx
+
+from . import _protocol as protocol
+from ._connect import ConnectClient, Message, ServerStream
+from .config import DEFAULT_REQUEST_TIMEOUT, ConnectionConfig
+from .errors import (
+    AlreadyExistsError,
+    ConflictError,
+    FsbError,
+    NotFoundError,
+    TimeoutError,
+    UnavailableError,
+    add_context,
+    error_from_transport,
+)
+from .models import CommandResult, EntryInfo, FilesystemEvent, ProcessInfo, PtySize, SandboxInfo, WriteInfo
+
+
+class _Connection:
+    """One HTTP client for the control plane and the sandbox proxy, with its settings."""
+
+    def __init__(self, config: ConnectionConfig, transport: Optional[httpx.BaseTransport]) -> None:
+        self.config = config
+        self.http = httpx.Client(transport=transport) if transport is not None else httpx.Client()
+        self.api = ConnectClient(
+            self.http,
+            config.url,
+            protocol.api_headers(config.token),
+            server="the control plane",
+            unreachable_hint=protocol.CONTROL_PLANE_UNREACHABLE,
+        )
+        self._proxy_url = config.proxy_url
+
+    def proxy_url(self) -> str:
+        """The sandbox proxy's base URL: configured, else asked of the control plane once."""
+        if self._proxy_url is None:
+            reply, _ = self.api.unary(f"{protocol.SANDBOX_SERVICE}/GetSandboxProxy", {}, request_timeout=self.config.request_timeout)
+            self._proxy_url = protocol.proxy_url_of(reply)
+        return self._proxy_url
+
+    def timeout(self, request_timeout: Optional[float]) -> Optional[float]:
+        """A call's deadline: its own ``request_timeout``, else the handle's; 0 means none."""
+        return protocol.request_deadline(request_timeout, self.config.request_timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _connection(
+    url: Optional[str],
+    token: Optional[str],
+    proxy_url: Optional[str],
+    data_dir: Optional[str],
+    request_timeout: Optional[float],
+    transport: Optional[httpx.BaseTransport],
+) -> _Connection:
+    deadline = protocol.request_deadline(request_timeout, DEFAULT_REQUEST_TIMEOUT)
+    return _Connection(ConnectionConfig.resolve(url, token, proxy_url, data_dir, deadline), transport)
+
+
+class _Daemon:
+    """Calls to one sandbox's daemon through the sandbox proxy."""
+
+    def __init__(self, connection: _Connection, sandbox_id: str, access_token: Optional[str], name: str) -> None:
+        self.connection = connection
+        self.sandbox_id = sandbox_id
+        self.name = name
+        self.access_token = access_token
+        self._rpc: Optional[ConnectClient] = None
+
+    @property
+    def rpc(self) -> ConnectClient:
+        if self._rpc is None:
+            self._rpc = ConnectClient(
+                self.connection.http, self.connection.proxy_url(), server="the sandbox proxy", unreachable_hint=protocol.PROXY_UNREACHABLE
+            )
+        return self._rpc
+
+    def headers(self, user: Optional[str] = None) -> Dict[str, str]:
+        if not self.access_token:
+            raise protocol.missing_access_token(self.name, "Sandbox.connect")
+        return {**protocol.daemon_headers(self.sandbox_id, self.access_token), **protocol.user_header(user)}
+
+    def describe(self, what: str) -> str:
+        return f"{what} in sandbox {self.name}"
+
+    def unary(
+        self,
+        service: str,
+        method: str,
+        message: Mapping[str, Any],
+        what: str,
+        request_timeout: Optional[float],
+        user: Optional[str] = None,
+    ) -> Message:
+        """A unary call; ``what`` (e.g. ``listing /tmp``) starts the message of its errors."""
+        try:
+            reply, _ = self.rpc.unary(
+                f"{service}/{method}", message, request_timeout=self.connection.timeout(request_timeout), headers=self.headers(user)
+            )
+        except FsbError as error:
+            raise add_context(error, self.describe(what)) from None
+        return reply
+
+    def stream(
+        self,
+        service: str,
+        method: str,
+        message: Mapping[str, Any],
+        what: str,
+        *,
+        timeout: Optional[float],
+        request_timeout: Optional[float],
+        user: Optional[str] = None,
+    ) -> ServerStream:
+        """Opens a server stream; ``what`` starts the message of errors answered at once."""
+        try:
+            return self.rpc.stream(
+                f"{service}/{method}",
+                message,
+                request_timeout=self.connection.timeout(request_timeout),
+                timeout=timeout,
+                read_timeout=protocol.STREAM_SILENCE_TIMEOUT,
+                headers={**self.headers(user), **protocol.stream_headers()},
+            )
+        except FsbError as error:
+            raise add_context(error, self.describe(what)) from None
+
+    def http(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        request_timeout: Optional[float],
+        *,
+        user: Optional[str] = None,
+        params: Optional[Mapping[str, str]] = None,
+        content: Union[bytes, IO[bytes], None] = None,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> httpx.Response:
+        """A plain HTTP request to the daemon (``/files``, ``/health``)."""
+        headers = {**self.headers(user), **(headers or {})}
+        proxy_url = self.connection.proxy_url()
+        try:
+            return self.connection.http.request(
+                method,
+                f"{proxy_url}{path}",
+                params=params,
+                content=content,
+                headers=headers,
+                timeout=self.connection.timeout(request_timeout),
+            )
+        except Exception as error:
+            raise error_from_transport(error, f"{what}: the sandbox proxy at {proxy_url}", protocol.PROXY_UNREACHABLE) from error
+
+    def wait_until_ready(self, timeout: float) -> None:
+        """Polls ``GET /health`` until the daemon answers 204."""
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self.http("GET", "/health", f"waiting for the daemon of sandbox {self.name}", min(5.0, timeout))
+            if protocol.daemon_ready(response):
+                return
+            if time.monotonic() >= deadline:
+                raise protocol.daemon_not_ready(self.name, timeout, response)
+            time.sleep(0.05)
+
+
+OutputHandler = Callable[[str], None]
+PtyHandler = Callable[[bytes], None]
+
+
+class CommandHandle:
+    """A running command (or terminal): wait for it, kill it, write to its stdin.
+
+    A background command's output is read as it arrives by a thread of its own, which calls the
+    ``on_stdout``/``on_stderr``/``on_data`` callbacks.
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        events: protocol.ProcessEvents,
+        stream: ServerStream,
+        messages: Iterator[Message],
+        commands: Commands,
+        handlers: Mapping[str, Optional[Callable[[Any], None]]],
+        background: bool,
+    ) -> None:
+        self._pid = pid
+        self._events = events
+        self._stream = stream
+        self._messages = messages
+        self._commands = commands
+        self._handlers = {kind: handler for kind, handler in handlers.items() if handler is not None}
+        self._failure: Optional[BaseException] = None
+        self._disconnected = False
+        self._done = threading.Event()
+        self._reader: Optional[threading.Thread] = None
+        if background:
+            self._reader = threading.Thread(target=self._read, name=f"fast-sandbox-process-{pid}", daemon=True)
+            self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        """The process id in the sandbox."""
+        return self._pid
+
+    @property
+    def stdout(self) -> str:
+        """The standard output received so far."""
+        return self._events.stdout
+
+    @property
+    def stderr(self) -> str:
+        """The standard error received so far."""
+        return self._events.stderr
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        """The exit code once the command ended, else ``None``."""
+        end = self._events.end
+        return None if end is None else int(end.get("exitCode", 0) or 0)
+
+    def _read(self) -> None:
+        try:
+            for message in self._messages:
+                for kind, output in self._events.accept(message):
+                    handler = self._handlers.get(kind)
+                    if handler is not None and not self._disconnected:
+                        handler(output)
+                if self._events.end is not None:
+                    break
+        except BaseException as error:  # raised again by wait(), in the caller's thread
+            self._failure = error
+        finally:
+            self._stream.close()
+            self._done.set()
+
+    def wait(self, timeout: Optional[float] = None) -> CommandResult:
+        """Waits until the command ends; its result, or CommandExitError for a non-zero exit code.
+
+        ``timeout`` (seconds) bounds only this wait: TimeoutError leaves the command running.
+        """
+        if self._reader is None and not self._done.is_set():
+            self._read()
+        elif not self._done.wait(timeout):
+            raise TimeoutError(f"process {self._pid} is still running after {timeout:g}s")
+        if self._disconnected and self._events.end is None:
+            raise UnavailableError(f"process {self._pid}: disconnected before it ended (commands.connect({self._pid}) follows it again)")
+        if self._failure is not None:
+            raise self._events.failure(self._failure)
+        return self._events.result()
+
+    def kill(self, request_timeout: Optional[float] = None) -> bool:
+        """Kills the command (SIGKILL); False when it had already ended."""
+        return self._commands.kill(self._pid, request_timeout=request_timeout)
+
+    def send_stdin(self, data: Union[str, bytes], request_timeout: Optional[float] = None) -> None:
+        """Writes to the command's stdin (it must have been started with ``stdin=True``)."""
+        self._commands.send_stdin(self._pid, data, request_timeout=request_timeout)
+
+    def close_stdin(self, request_timeout: Optional[float] = None) -> None:
+        """Closes the command's stdin: it reads end-of-file."""
+        self._commands.close_stdin(self._pid, request_timeout=request_timeout)
+
+    def disconnect(self) -> None:
+        """Stops receiving the command's output; the command goes on (``commands.connect(pid)``)."""
+        self._disconnected = True
+        self._stream.close()
+        # Waiting ends now, whenever the reader notices the closed connection.
+        self._done.set()
+
+
+class Commands:
+    """Runs commands in the sandbox through its daemon (``sandbox.commands``)."""
+
+    def __init__(self, daemon: _Daemon) -> None:
+        self._daemon = daemon
+
+    @overload
+    def run(
+        self,
+        cmd: protocol.Command,
+        *,
+        background: Literal[False] = False,
+        envs: Optional[Mapping[str, str]] = None,
+        user: Optional[str] = None,
+        cwd: Optional[str] = None,
+        on_stdout: Optional[OutputHandler] = None,
+        on_stderr: Optional[OutputHandler] = None,
+        stdin: bool = False,
+        tag: Optional[str] = None,
+        timeout: Optional[float] = protocol.DEFAULT_COMMAND_TIMEOUT,
+        request_timeout: Optional[float] = None,
+    ) -> CommandResult: ...
+
+    @overload
+    def run(
+        self,
+        cmd: protocol.Command,
+        *,
+        background: Literal[True],
+        envs: Optional[Mapping[str, str]] = None,
+        user: Optional[str] = None,
+        cwd: Optional[str] = None,
+        on_stdout: Optional[OutputHandler] = None,
+        on_stderr: Optional[OutputHandler] = None,
+        stdin: bool = False,
+        tag: Optional[str] = None,
+        timeout: Optional[float] = protocol.DEFAULT_COMMAND_TIMEOUT,
+        request_timeout: Optional[float] = None,
+    ) -> CommandHandle: ...
+
+    def run(
+        self,
+        cmd: protocol.Command,
+        *,
+        background: bool = False,
+        envs: Optional[Mapping[str, str]] = None,
+        user: Optional[str] = None,
+        cwd: Optional[str] = None,
+        on_stdout: Optional[OutputHandler] = None,
+        on_stderr: Optional[OutputHandler] = None,
+        stdin: bool = False,
+        tag: Optional[str] = None,
+        timeout: Optional[float] = protocol.DEFAULT_COMMAND_TIMEOUT,
+        request_timeout: Optional[float] = None,
+    ) -> Union[CommandResult, CommandHandle]:
+        """Runs a command: a string with ``/bin/bash -l -c`` (``/bin/sh`` where the image has no
+        bash), a sequence as a program and its arguments.
+
+        Returns its result (CommandExitError for a non-zero exit code), or with
+        ``background=True`` a :class:`CommandHandle` as soon as it started. ``on_stdout`` and
+        ``on_stderr`` get the output as it arrives. ``timeout`` (seconds; ``None`` or 0: no limit)
+        is the command's deadline: the daemon kills it then, and waiting for it raises
+        TimeoutError. ``user`` runs it as that Linux user (default: the daemon's default user),
+        ``stdin=True`` keeps its stdin open for :meth:`send_stdin`; ``tag`` names it in :meth:`list`.
+        """
+        handle = self._start(
+            protocol.command_line(cmd),
+            protocol.describe(cmd),
+            envs=envs,
+            tag=tag,
+            user=user,
+            cwd=cwd,
+            stdin=stdin,
+            pty=None,
+            timeout=timeout,
+            request_timeout=request_timeout,
+            handlers={"stdout": on_stdout, "stderr": on_stderr},
+            background=background,
+        )
+        return handle if background else handle.wait()
+
+    def _start(
+        self,
+        argv: Sequence[str],
+        what: str,
+        *,
+        envs: Optional[Mapping[str, str]],
+        tag: Optional[str] = None,
+        user: Optional[str],
+        cwd: Optional[str],
+        stdin: bool,
+        pty: Optional[PtySize],
+        timeout: Optional[float],
+        request_timeout: Optional[float],
+        handlers: Mapping[str, Optional[Callable[[Any], None]]],
+        background: bool,
+    ) -> CommandHandle:
+        deadline = protocol.command_deadline(timeout)
+        stream = self._daemon.stream(
+            protocol.PROCESS_SERVICE,
+            "Start",
+            protocol.start_request(argv, envs=envs, cwd=cwd, stdin=stdin, pty=pty, tag=tag),
+            f"starting {what}",
+            timeout=deadline,
+            request_timeout=request_timeout,
+            user=user,
+        )
+        return self._handle(stream, what, handlers, deadline, background)
+
+    def _handle(
+        self,
+        stream: ServerStream,
+        what: str,
+        handlers: Mapping[str, Optional[Callable[[Any], None]]],
+        timeout: Optional[float],
+        background: bool,
+    ) -> CommandHandle:
+        events = protocol.ProcessEvents(what, self._daemon.describe(what), timeout)
+        messages = iter(stream)
+        try:
+            first = next(messages, None)
+            if first is None:
+                raise UnavailableError(f"{what}: the daemon closed the stream before the process started")
+            pid = events.accept_start(first)
+        except BaseException:
+            stream.close()
+            raise
+        return CommandHandle(pid, events, stream, messages, self, handlers, background)
+
+    def connect(
+        self,
+        pid: int,
+        *,
+        on_stdout: Optional[OutputHandler] = None,
+        on_stderr: Optional[OutputHandler] = None,
+        timeout: Optional[float] = None,
+        request_timeout: Optional[float] = None,
+    ) -> CommandHandle:
+        """Follows a running process (its output from now on; ``timeout``: how long to follow it);
+        NotFoundError when there is none."""
+        deadline = protocol.command_deadline(timeout)
+        stream = self._daemon.stream(
+            protocol.PROCESS_SERVICE,
+            "Connect",
+            protocol.selector(pid),
+            f"following process {pid}",
+            timeout=deadline,
+            request_timeout=request_timeout,
+        )
+        handlers = {"stdout": on_stdout, "stderr": on_stderr}
+        return self._handle(stream, f"process {pid}", handlers, deadline, True)
+
+    def list(self, request_timeout: Optional[float] = None) -> List[ProcessInfo]:
+        """The processes the daemon runs for commands and terminals."""
+        reply = self._daemon.unary(protocol.PROCESS_SERVICE, "List", {}, "listing processes", request_timeout)
+        return [ProcessInfo.from_message(process) for process in reply.get("processes") or []]
+
+    def kill(self, pid: int, request_timeout: Optional[float] = None) -> bool:
+        """Kills the process (SIGKILL); False when there is no such process."""
+        message = {**protocol.selector(pid), "signal": "SIGNAL_SIGKILL"}
+        try:
+            self._daemon.unary(protocol.PROCESS_SERVICE, "SendSignal", message, f"killing process {pid}", request_timeout)
+        except NotFoundError:
+            return False
+        return True
+
+    def send_stdin(self, pid: int, data: Union[str, bytes], request_timeout: Optional[float] = None) -> None:
+        """Writes to the stdin of a process started with ``stdin=True``."""
+        message = {**protocol.selector(pid), "input": {"stdin": protocol.encode_bytes(data)}}
+        self._daemon.unary(protocol.PROCESS_SERVICE, "SendInput", message, f"writing to the stdin of process {pid}", request_timeout)
+
+    def close_stdin(self, pid: int, request_timeout: Optional[float] = None) -> None:
+        """Closes the stdin of a process started with ``stdin=True``: it reads end-of-file."""
+        self._daemon.unary(
+            protocol.PROCESS_SERVICE, "CloseStdin", protocol.selector(pid), f"closing the stdin of process {pid}", request_timeout
+        )
+
+
+class Pty:
+    """Interactive terminals in the sandbox (``sandbox.pty``)."""
+
+    def __init__(self, commands: Commands) -> None:
+        self._commands = commands
+
+    def create(
+        self,
+        size: PtySize = protocol.DEFAULT_PTY_SIZE,
+        *,
+        on_data: Optional[PtyHandler] = None,
+        user: Optional[str] = None,
+        cwd: Optional[str] = None,
+        envs: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+        request_timeout: Optional[float] = None,
+    ) -> CommandHandle:
+        """Starts ``bash -i -l`` (``sh`` where there is no bash) on a terminal of ``size``.
+
+        ``on_data`` gets the terminal's output (bytes) from a reader thread. ``timeout`` (seconds)
+        ends the terminal; by default it lives until killed or until it exits.
+        """
+        protocol.check_pty_size(size)
+        return self._commands._start(
+            list(protocol.PTY_SHELL),
+            "terminal",
+            envs={"TERM": "xterm-256color", **(envs or {})},
+            user=user,
+            cwd=cwd,
+            stdin=True,
+            pty=size,
+            timeout=timeout,
+            request_timeout=request_timeout,
+            handlers={"pty": on_data},
+            background=True,
+        )
+
+    def send_input(self, pid: int, data: Union[str, bytes], request_timeout: Optional[float] = None) -> None:
+        """Types into the terminal."""
+        message = {**protocol.selector(pid), "input": {"pty": protocol.encode_bytes(data)}}
+        self._commands._daemon.unary(protocol.PROCESS_SERVICE, "SendInput", message, f"typing into terminal {pid}", request_timeout)
+
+    def resize(self, pid: int, size: PtySize, request_timeout: Optional[float] = None) -> None:
+        protocol.check_pty_size(size)
+        message = {**protocol.selector(pid), "pty": {"size": {"rows": size.rows, "cols": size.cols}}}
+        self._commands._daemon.unary(protocol.PROCESS_SERVICE, "Update", message, f"resizing terminal {pid}", request_timeout)
+
+    def kill(self, pid: int, request_timeout: Optional[float] = None) -> bool:
+        """Kills the terminal's shell (SIGKILL); False when there is no such process."""
+        return self._commands.kill(pid, request_timeout=request_timeout)
+
+
+class WatchHandle:
+    """A directory being watched: collect its events with :meth:`get_new_events`, end with :meth:`stop`."""
+
+    def __init__(self, daemon: _Daemon, watcher_id: str, path: str) -> None:
+        self._daemon = daemon
+        self._watcher_id = watcher_id
+        self.path = path
+
+    def get_new_events(self, request_timeout: Optional[float] = None) -> List[FilesystemEvent]:
+        """The events since the last call (or since the watch began)."""
+        reply = self._daemon.unary(
+            protocol.FILESYSTEM_SERVICE,
+            "GetWatcherEvents",
+            {"watcherId": self._watcher_id},
+            f"reading the events of watching {self.path}",
+            request_timeout,
+        )
+        return [FilesystemEvent.from_message(event) for event in reply.get("events") or []]
+
+    def stop(self, request_timeout: Optional[float] = None) -> None:
+        """Ends the watch (a watch that is gone already is fine)."""
+        with contextlib.suppress(NotFoundError):
+            self._daemon.unary(
+                protocol.FILESYSTEM_SERVICE,
+                "RemoveWatcher",
+                {"watcherId": self._watcher_id},
+                f"stopping watching {self.path}",
+                request_timeout,
+            )
+
+    def __enter__(self) -> WatchHandle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class Files:
+    """The sandbox's filesystem through its daemon (``sandbox.files``). Relative paths are the user's home's."""
+
+    def __init__(self, daemon: _Daemon) -> None:
+        self._daemon = daemon
+
+    @overload
+    def read(
+        self, path: str, *, format: Literal["text"] = "text", user: Optional[str] = None, request_timeout: Optional[float] = None
+    ) -> str: ...
+
+    @overload
+    def read(
+        self, path: str, *, format: Literal["bytes"], user: Optional[str] = None, request_timeout: Optional[float] = None
+    ) -> bytes: ...
+
+    def read(
+        self, path: str, *, format: Literal["text", "bytes"] = "text", user: Optional[str] = None, request_timeout: Optional[float] = None
+    ) -> Union[str, bytes]:
+        """The file's content, as UTF-8 text or (``format="bytes"``) bytes."""
+        what = self._daemon.describe(f"reading {path}")
+        response = self._daemon.http("GET", "/files", what, request_timeout, params=protocol.file_params(path), user=user)
+        protocol.check_read(response, what)
+        return response.content if format == "bytes" else response.content.decode("utf-8", errors="replace")
+
+    def write(
+        self, path: str, data: Union[str, bytes, IO[bytes]], *, user: Optional[str] = None, request_timeout: Optional[float] = None
+    ) -> WriteInfo:
+        """Writes the file (replacing it; missing parent directories are made)."""
+        content = data.encode() if isinstance(data, str) else data
+        what = self._daemon.describe(f"writing {path}")
+        response = self._daemon.http(
+            "POST",
+            "/files",
+            what,
+            request_timeout,
+            params=protocol.file_params(path),
+            user=user,
+            content=content,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return protocol.write_info_of(response, path, what)
+
+    def list(self, path: str, *, depth: int = 1, user: Optional[str] = None, request_timeout: Optional[float] = None) -> List[EntryInfo]:
+        """The entries of a directory, ``depth`` levels down."""
+        reply = self._daemon.unary(
+            protocol.FILESYSTEM_SERVICE, "ListDir", {"path": path, "depth": depth}, f"listing {path}", request_timeout, user
+        )
+        return [EntryInfo.from_message(entry) for entry in reply.get("entries") or []]
+
+    def get_info(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> EntryInfo:
+        reply = self._daemon.unary(
+            protocol.FILESYSTEM_SERVICE, "Stat", {"path": path}, f"reading the details of {path}", request_timeout, user
+        )
+        return EntryInfo.from_message(reply.get("entry") or {})
+
+    def exists(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> bool:
+        try:
+            self.get_info(path, user=user, request_timeout=request_timeout)
+        except NotFoundError:
+            return False
+        return True
+
+    def make_dir(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> bool:
+        """Makes the directory and its parents; False when it already existed."""
+        try:
+            self._daemon.unary(protocol.FILESYSTEM_SERVICE, "MakeDir", {"path": path}, f"making directory {path}", request_timeout, user)
+        except AlreadyExistsError:
+            return False
+        return True
+
+    def remove(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> None:
+        """Removes a file or a directory with its contents."""
+        self._daemon.unary(protocol.FILESYSTEM_SERVICE, "Remove", {"path": path}, f"removing {path}", request_timeout, user)
+
+    def rename(self, old_path: str, new_path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> EntryInfo:
+        reply = self._daemon.unary(
+            protocol.FILESYSTEM_SERVICE,
+            "Move",
+            {"source": old_path, "destination": new_path},
+            f"renaming {old_path}",
+            request_timeout,
+            user,
+        )
+        return EntryInfo.from_message(reply.get("entry") or {})
+
+    def watch_dir(
+        self, path: str, *, recursive: bool = False, user: Optional[str] = None, request_timeout: Optional[float] = None
+    ) -> WatchHandle:
+        """Starts watching a directory; events are collected until :meth:`WatchHandle.get_new_events`."""
+        reply = self._daemon.unary(
+            protocol.FILESYSTEM_SERVICE, "CreateWatcher", {"path": path, "recursive": recursive}, f"watching {path}", request_timeout, user
+        )
+        return WatchHandle(self._daemon, str(reply.get("watcherId", "")), path)
+
+
+class Sandbox:
+    """A sandbox: a container of Fast Sandbox, with ``commands``, ``files`` and ``pty`` through its daemon.
+
+    Get one with :meth:`create` or :meth:`connect`. Used as a context manager, it is killed on exit.
+    Every method that calls the network takes ``request_timeout`` (seconds; 0: no limit), whose
+    default is the ``request_timeout`` of ``create``/``connect`` (60 s).
+    """
+
+    def __init__(self, info: SandboxInfo, access_token: Optional[str], connection: _Connection) -> None:
+        self._info = info
+        self._connection = connection
+        self._daemon = _Daemon(connection, info.sandbox_id, access_token, info.name)
+        self.commands = Commands(self._daemon)
+        self.files = Files(self._daemon)
+        self.pty = Pty(self.commands)
+
+    # -- getting a handle ----------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        image: Optional[str] = None,
+        *,
+        pool: str = "default",
+        name: Optional[str] = None,
+        namespace: str = "default",
+        envs: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        command: Optional[Sequence[str]] = None,
+        exposed_ports: Optional[Sequence[int]] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+        wait_for_daemon: bool = True,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        proxy_url: Optional[str] = None,
+        data_dir: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+        transport: Optional[httpx.BaseTransport] = None,
+    ) -> Sandbox:
+        """Creates a sandbox and returns once its daemon answers.
+
+                :param image: the image to run (any reference, pulled when missing); default: the pool's.
+                :param pool: the pool whose agents run it.
+                :param envs: environment of the sandbox's command and of every command run in it.
+                :param command: the sandbox's own command; default: the image's.
+                :param exposed_ports: ports reachable through the sandbox proxy (``info.endpoints``).
+        :param timeout: seconds until the control plane deletes the sandbox (``set_timeout``
+                    moves it); ``None`` (the default): it lives until killed.
+                :param wait_for_daemon: wait until the in-sandbox daemon answers (needed for ``commands``,
+                    ``files`` and ``pty``); if it does not within 20 s the sandbox is deleted and
+                    UnavailableError raised.
+                :param url: the control plane (``FSB_URL``, else the data directory's); see :mod:`fast_sandbox.config`.
+                :param token: its API token (``FSB_TOKEN``, else the data directory's).
+                :param proxy_url: the sandbox proxy (``FSB_PROXY_URL``, else the control plane's answer).
+                :param data_dir: the embedded instance's data directory (``FSB_DATA_DIR``, else ``fsb up``'s default).
+                :param request_timeout: deadline of each call, in seconds (default 60; 0: none).
+                :param transport: the httpx transport to use (e.g. ``httpx.MockTransport`` in tests).
+        """
+        connection = _connection(url, token, proxy_url, data_dir, request_timeout, transport)
+        try:
+            request_deadline = connection.config.request_timeout
+            if not image:
+                reply, _ = connection.api.unary(
+                    f"{protocol.POOL_SERVICE}/GetSandboxPool", {"namespace": namespace, "name": pool}, request_timeout=request_deadline
+                )
+                image = str((reply.get("spec") or {}).get("image") or "")
+            request = protocol.create_sandbox_request(
+                namespace=namespace,
+                name=name or "",
+                pool=pool,
+                image=image,
+                envs=envs,
+                cwd=cwd,
+                command=command,
+                exposed_ports=exposed_ports,
+                labels=labels,
+                timeout=timeout,
+            )
+            reply, headers = connection.api.unary(f"{protocol.SANDBOX_SERVICE}/CreateSandbox", request, request_timeout=request_deadline)
+        except BaseException:
+            connection.close()
+            raise
+        info = SandboxInfo.from_message(protocol.sandbox_of(reply, "CreateSandbox"))
+        access_token = headers.get(protocol.ACCESS_TOKEN_RESPONSE_HEADER, "")
+        connection.config.save_access_token(info.namespace, info.name, access_token)
+        sandbox = cls(info, access_token, connection)
+        if wait_for_daemon:
+            try:
+                sandbox._daemon.wait_until_ready(protocol.DAEMON_READY_TIMEOUT)
+            except BaseException as error:
+                # A sandbox whose daemon cannot be used is not handed out, nor left behind.
+                try:
+                    sandbox.kill()
+                except FsbError:
+                    pass  # the original error says more
+                finally:
+                    connection.close()
+                if isinstance(error, UnavailableError):
+                    raise UnavailableError(f"{error.message}; the sandbox was deleted") from error
+                raise
+        return sandbox
+
+    @classmethod
+    def connect(
+        cls,
+        name_or_id: str,
+        *,
+        namespace: str = "default",
+        access_token: Optional[str] = None,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        proxy_url: Optional[str] = None,
+        data_dir: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+        transport: Optional[httpx.BaseTransport] = None,
+    ) -> Sandbox:
+        """A handle of an existing sandbox, by name or by id (``sandbox_id``); NotFoundError when there is none.
+
+        The sandbox's access token is ``access_token``, else the one kept in the embedded
+        instance's data directory (by ``fsb run`` or this SDK). Without one, only the control
+        plane's operations work until :meth:`rotate_access_token`.
+        """
+        connection = _connection(url, token, proxy_url, data_dir, request_timeout, transport)
+        deadline = connection.config.request_timeout
+        try:
+            try:
+                reply, _ = connection.api.unary(
+                    f"{protocol.SANDBOX_SERVICE}/GetSandbox", {"namespace": namespace, "name": name_or_id}, request_timeout=deadline
+                )
+                sandbox = protocol.sandbox_of(reply, "GetSandbox")
+            except NotFoundError as error:
+                if not protocol.is_sandbox_id(name_or_id):
+                    raise
+                listed, _ = connection.api.unary(
+                    f"{protocol.SANDBOX_SERVICE}/ListSandboxes", {"namespace": namespace}, request_timeout=deadline
+                )
+                sandbox = protocol.sandbox_with_id(listed, name_or_id, namespace, error)
+        except BaseException:
+            connection.close()
+            raise
+        info = SandboxInfo.from_message(sandbox)
+        return cls(info, access_token or connection.config.saved_access_token(info.namespace, info.name), connection)
+
+    @staticmethod
+    def list(
+        *,
+        namespace: str = "default",
+        pool: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        data_dir: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+        transport: Optional[httpx.BaseTransport] = None,
+    ) -> List[SandboxInfo]:
+        """The sandboxes of a namespace (``"*"``: all), of one pool, with all of ``labels``."""
+        connection = _connection(url, token, None, data_dir, request_timeout, transport)
+        try:
+            reply, _ = connection.api.unary(
+                f"{protocol.SANDBOX_SERVICE}/ListSandboxes",
+                {"namespace": namespace, "pool": pool or ""},
+                request_timeout=connection.config.request_timeout,
+            )
+        finally:
+            connection.close()
+        sandboxes = [SandboxInfo.from_message(sandbox) for sandbox in reply.get("sandboxes") or []]
+        wanted = dict(labels or {})
+        return [sandbox for sandbox in sandboxes if all(sandbox.labels.get(key) == value for key, value in wanted.items())]
+
+    # -- the handle ----------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._info.name
+
+    @property
+    def namespace(self) -> str:
+        return self._info.namespace
+
+    @property
+    def sandbox_id(self) -> str:
+        """The instance id the sandbox proxy routes by (``E2b-Sandbox-Id``)."""
+        return self._info.sandbox_id
+
+    @property
+    def access_token(self) -> Optional[str]:
+        """The sandbox proxy's ``X-Access-Token`` for this sandbox, when known."""
+        return self._daemon.access_token
+
+    @property
+    def info(self) -> SandboxInfo:
+        """The sandbox as last read (``get_info()`` reads it again)."""
+        return self._info
+
+    def _key(self) -> Dict[str, str]:
+        return {"namespace": self.namespace, "name": self.name}
+
+    def _get(self, request_timeout: Optional[float]) -> Message:
+        reply, _ = self._connection.api.unary(
+            f"{protocol.SANDBOX_SERVICE}/GetSandbox", self._key(), request_timeout=self._connection.timeout(request_timeout)
+        )
+        return protocol.sandbox_of(reply, "GetSandbox")
+
+    def get_info(self, request_timeout: Optional[float] = None) -> SandboxInfo:
+        self._info = SandboxInfo.from_message(self._get(request_timeout))
+        return self._info
+
+    def is_running(self, request_timeout: Optional[float] = None) -> bool:
+        """Whether its daemon answers (False once the sandbox is gone or not running)."""
+        response = self._daemon.http("GET", "/health", f"GET /health of sandbox {self.name}", request_timeout)
+        return protocol.health_says_running(response, self.name)
+
+    def set_timeout(self, timeout: Optional[float], request_timeout: Optional[float] = None) -> SandboxInfo:
+        """Moves the sandbox's end to ``timeout`` seconds from now (shorter or longer); ``None``: never."""
+        for _ in range(5):
+            current = self._get(request_timeout)
+            try:
+                reply, _ = self._connection.api.unary(
+                    f"{protocol.SANDBOX_SERVICE}/UpdateSandbox",
+                    protocol.spec_with_timeout(current, timeout),
+                    request_timeout=self._connection.timeout(request_timeout),
+                )
+            except ConflictError:
+                continue  # changed in between (status written by the control plane): read it again
+            self._info = SandboxInfo.from_message(protocol.sandbox_of(reply, "UpdateSandbox"))
+            return self._info
+        raise ConflictError(f"sandbox {self.name} kept changing while its timeout was set; try again")
+
+    def kill(self, request_timeout: Optional[float] = None) -> bool:
+        """Deletes the sandbox (returns when its container is gone); False when it did not exist."""
+        try:
+            self._connection.api.unary(
+                f"{protocol.SANDBOX_SERVICE}/DeleteSandbox", self._key(), request_timeout=self._connection.timeout(request_timeout)
+            )
+        except NotFoundError:
+            return False
+        self._connection.config.forget_access_token(self.namespace, self.name)
+        return True
+
+    def logs(self, *, follow: bool = False, timeout: Optional[float] = None, request_timeout: Optional[float] = None) -> Iterator[bytes]:
+        """The output (stdout and stderr) of the sandbox's own command, in chunks.
+
+        With ``follow=True`` the chunks keep coming until the command exits (or ``timeout`` seconds pass).
+        """
+        stream = self._connection.api.stream(
+            f"{protocol.SANDBOX_SERVICE}/Logs",
+            {**self._key(), "follow": follow},
+            request_timeout=self._connection.timeout(request_timeout),
+            timeout=protocol.command_deadline(timeout),
+            read_timeout=protocol.command_deadline(timeout) if follow else self._connection.timeout(request_timeout),
+        )
+        for message in stream:
+            yield protocol.decode_bytes(message.get("data"))
+
+    def rotate_access_token(self, request_timeout: Optional[float] = None) -> str:
+        """Gives the sandbox a new access token and uses it; the previous one stops working."""
+        reply, _ = self._connection.api.unary(
+            f"{protocol.SANDBOX_SERVICE}/RotateAccessToken", self._key(), request_timeout=self._connection.timeout(request_timeout)
+        )
+        access_token = str(reply.get("accessToken", ""))
+        self._daemon.access_token = access_token
+        self._connection.config.save_access_token(self.namespace, self.name, access_token)
+        return access_token
+
+    def close(self) -> None:
+        """Closes the handle's connections (the sandbox keeps running)."""
+        self._connection.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self.kill()
+        finally:
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"Sandbox(name={self.name!r}, namespace={self.namespace!r}, sandbox_id={self.sandbox_id!r})"

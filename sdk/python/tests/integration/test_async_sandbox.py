@@ -1,0 +1,89 @@
+"""The asyncio client against a real Fast Sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Dict, List
+
+import pytest
+
+from fast_sandbox import AsyncSandbox, CommandExitError, FilesystemEvent, FilesystemEventType, NotFoundError, PtySize, TimeoutError
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_an_async_sandbox_runs_commands_files_terminals_and_dies(run_labels: Dict[str, str]) -> None:
+    sandbox = await AsyncSandbox.create(labels=run_labels, envs={"WHO": "async"}, timeout=300)
+    try:
+        assert await sandbox.is_running()
+
+        # Output streams to plain and coroutine callbacks while the command runs.
+        arrivals: List[float] = []
+        started = time.monotonic()
+
+        async def on_stdout(text: str) -> None:
+            arrivals.append(time.monotonic() - started)
+
+        result = await sandbox.commands.run('echo "hi $WHO"; sleep 1; echo bye', on_stdout=on_stdout)
+        assert result.stdout == "hi async\nbye\n"
+        assert arrivals and arrivals[0] < time.monotonic() - started - 0.5
+
+        with pytest.raises(CommandExitError) as raised:
+            await sandbox.commands.run("exit 7")
+        assert raised.value.exit_code == 7
+        with pytest.raises(TimeoutError):
+            await sandbox.commands.run("sleep 30", timeout=1)
+
+        # Background: stdin, wait, kill.
+        head = await sandbox.commands.run("head -n 1", background=True, stdin=True)
+        await head.send_stdin("line\n")
+        assert (await head.wait(timeout=30)).stdout == "line\n"
+        sleeper = await sandbox.commands.run("sleep 600", background=True, timeout=None)
+        assert sleeper.pid in [process.pid for process in await sandbox.commands.list()]
+        assert await sleeper.kill() is True
+        with pytest.raises(CommandExitError):
+            await sleeper.wait(timeout=30)
+
+        # Files, and a watch that streams events as they happen.
+        await sandbox.files.make_dir("/tmp/async-watched")
+        events: List[FilesystemEvent] = []
+        created = asyncio.Event()
+
+        def on_event(event: FilesystemEvent) -> None:
+            events.append(event)
+            if event.name == "a.txt":
+                created.set()
+
+        watcher = await sandbox.files.watch_dir("/tmp/async-watched", on_event)
+        await sandbox.files.write("/tmp/async-watched/a.txt", "async file\n")
+        await asyncio.wait_for(created.wait(), 20)
+        await watcher.stop()
+        assert any(event.type in (FilesystemEventType.CREATE, FilesystemEventType.WRITE) for event in events)
+        assert await sandbox.files.read("/tmp/async-watched/a.txt") == "async file\n"
+        assert [entry.name for entry in await sandbox.files.list("/tmp/async-watched")] == ["a.txt"]
+        assert (await sandbox.commands.run("cat /tmp/async-watched/a.txt")).stdout == "async file\n"
+        with pytest.raises(NotFoundError):
+            await sandbox.files.read("/tmp/async-watched/none")
+
+        # A terminal.
+        output = bytearray()
+        terminal = await sandbox.pty.create(PtySize(rows=20, cols=60), on_data=output.extend)
+        await sandbox.pty.send_input(terminal.pid, "stty size; echo async-pty-$((2*21))\n")
+        deadline = time.monotonic() + 20
+        while b"async-pty-42" not in output and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert b"async-pty-42" in output and b"20 60" in output, bytes(output)
+        assert await sandbox.pty.kill(terminal.pid) is True
+
+        # The sandbox's life: connect, set_timeout, kill.
+        again = await AsyncSandbox.connect(sandbox.sandbox_id, access_token=sandbox.access_token)
+        assert (await again.commands.run("echo again")).stdout == "again\n"
+        await again.close()
+        assert (await sandbox.set_timeout(600)).expires_at is not None
+        assert sandbox.name in [info.name for info in await AsyncSandbox.list(labels=run_labels)]
+    finally:
+        assert await sandbox.kill() is True
+        await sandbox.close()
+    with pytest.raises(NotFoundError):
+        await AsyncSandbox.connect(sandbox.name)

@@ -1,0 +1,201 @@
+"""The asyncio client against the in-memory fake: the same behaviour as the blocking one, with
+callbacks that may be coroutines and a streaming directory watch."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any, Dict, List, Tuple
+
+import pytest
+
+from fast_sandbox import (
+    AsyncSandbox,
+    CommandExitError,
+    FailedPreconditionError,
+    FilesystemEvent,
+    FilesystemEventType,
+    NotFoundError,
+    PtySize,
+    TimeoutError,
+    UnavailableError,
+)
+
+from fake_fast_sandbox import POOL_IMAGE, FakeFastSandbox, FakeProcess
+
+pytestmark = pytest.mark.anyio
+
+Options = Dict[str, Any]
+
+
+async def new_sandbox(fake: FakeFastSandbox, options: Options, **kwargs: Any) -> AsyncSandbox:
+    return await AsyncSandbox.create(transport=fake.async_transport(), **options, **kwargs)
+
+
+async def test_create_waits_for_the_daemon_and_kill_deletes(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    fake.health_before_ready = [502, 503]
+    sandbox = await new_sandbox(fake, options, labels={"a": "b"}, timeout=60)
+    [body] = fake.bodies("/CreateSandbox")
+    assert body["spec"]["image"] == POOL_IMAGE and "expireTime" in body["spec"] and body["labels"] == {"a": "b"}
+    assert len(fake.calls("/health")) == 3
+    assert await sandbox.is_running()
+    listed = await AsyncSandbox.list(labels={"a": "b"}, transport=fake.async_transport(), **options)
+    assert [info.name for info in listed] == [sandbox.name]
+    assert await sandbox.kill() is True
+    assert await sandbox.kill() is False
+    async with await new_sandbox(fake, options) as other:
+        assert fake.sandboxes != {}
+    assert fake.sandboxes == {}
+    with pytest.raises(FailedPreconditionError, match="closed"):
+        await other.get_info()
+
+
+async def test_a_sandbox_whose_daemon_never_answers_is_deleted(
+    fake_and_options: Tuple[FakeFastSandbox, Options], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, options = fake_and_options
+    monkeypatch.setattr("fast_sandbox._protocol.DAEMON_READY_TIMEOUT", 0.2)
+    fake.health_before_ready = [502] * 1000
+    with pytest.raises(UnavailableError, match="the sandbox was deleted"):
+        await new_sandbox(fake, options)
+    assert fake.sandboxes == {}
+
+
+async def test_run_calls_plain_and_coroutine_callbacks_in_order(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+
+    def program(process: FakeProcess) -> None:
+        process.emit("stdout", b"a")
+        process.emit("stderr", b"b")
+        process.emit("stdout", b"c")
+        process.exit(0)
+
+    fake.programs["abc"] = program
+    seen: List[str] = []
+
+    async def on_stderr(text: str) -> None:
+        await asyncio.sleep(0)
+        seen.append(f"err:{text}")
+
+    result = await sandbox.commands.run("abc", on_stdout=lambda text: seen.append(f"out:{text}"), on_stderr=on_stderr, user="app")
+    assert (result.stdout, result.stderr, result.exit_code) == ("ac", "b", 0)
+    assert seen == ["out:a", "err:b", "out:c"]
+    assert fake.calls("/process.Process/Start")[0].headers["authorization"] == "Basic " + base64.b64encode(b"app:").decode()
+
+
+async def test_exit_codes_timeouts_and_background_commands(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+
+    def exits_4(process: FakeProcess) -> None:
+        process.emit("stdout", b"out\n")
+        process.exit(4)
+
+    fake.programs["exit 4"] = exits_4
+    with pytest.raises(CommandExitError) as raised:
+        await sandbox.commands.run("exit 4")
+    assert (raised.value.exit_code, raised.value.stdout) == (4, "out\n")
+
+    fake.programs["slow"] = lambda process: process.fail("deadline_exceeded", "deadline passed")
+    with pytest.raises(TimeoutError):
+        await sandbox.commands.run("slow", timeout=1)
+
+    fake.programs["cat"] = lambda process: None
+    fake.programs["cat:stdin"] = lambda process: process.emit("stdout", process.stdin[-1])
+    fake.programs["cat:eof"] = lambda process: process.exit(0)
+    handle = await sandbox.commands.run("cat", background=True, stdin=True)
+    await handle.send_stdin("hello\n")
+    with pytest.raises(TimeoutError, match="still running"):
+        await handle.wait(timeout=0.05)
+    await handle.close_stdin()
+    assert (await handle.wait(timeout=5)).stdout == "hello\n"
+
+    fake.programs["sleep"] = lambda process: None
+    sleeper = await sandbox.commands.run("sleep", background=True)
+    assert [process.pid for process in await sandbox.commands.list()] == [sleeper.pid]
+    assert await sleeper.kill() is True
+    with pytest.raises(CommandExitError):
+        await sleeper.wait(timeout=5)
+    assert await sandbox.commands.kill(sleeper.pid) is False
+
+
+async def test_connect_and_disconnect(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+    fake.programs["server"] = lambda process: None
+    first = await sandbox.commands.run("server", background=True)
+    await first.disconnect()
+    with pytest.raises(UnavailableError, match="disconnected"):
+        await first.wait()
+    follower = await sandbox.commands.connect(first.pid)
+    fake.processes[first.pid].emit("stdout", b"still here\n")
+    fake.processes[first.pid].exit(0)
+    assert (await follower.wait(timeout=5)).stdout == "still here\n"
+
+
+async def test_terminal(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+    fake.programs["/bin/bash"] = lambda process: None
+    fake.programs["-l:stdin"] = lambda process: process.emit("pty", process.stdin[-1])
+    output = bytearray()
+    echoed = asyncio.Event()
+
+    def on_data(data: bytes) -> None:
+        output.extend(data)
+        echoed.set()
+
+    terminal = await sandbox.pty.create(PtySize(rows=10, cols=20), on_data=on_data)
+    await sandbox.pty.send_input(terminal.pid, b"pwd\r")
+    await asyncio.wait_for(echoed.wait(), 5)
+    assert bytes(output) == b"pwd\r"
+    await sandbox.pty.resize(terminal.pid, PtySize(rows=30, cols=90))
+    assert fake.processes[terminal.pid].pty == {"rows": 30, "cols": 90}
+    assert await sandbox.pty.kill(terminal.pid) is True
+    with pytest.raises(CommandExitError):
+        await terminal.wait(timeout=5)
+
+
+async def test_files_and_a_streaming_watch(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+    events: List[FilesystemEvent] = []
+    arrived = asyncio.Event()
+
+    async def on_event(event: FilesystemEvent) -> None:
+        events.append(event)
+        arrived.set()
+
+    watcher = await sandbox.files.watch_dir("/tmp", on_event)
+    assert (await sandbox.files.write("/tmp/x.txt", b"\x01\x02")).path == "/tmp/x.txt"
+    await asyncio.wait_for(arrived.wait(), 5)
+    assert [(event.name, event.type) for event in events] == [("x.txt", FilesystemEventType.CREATE)]
+    await watcher.stop()
+    assert watcher.failure is None
+    assert await sandbox.files.read("/tmp/x.txt", format="bytes") == b"\x01\x02"
+    assert [entry.name for entry in await sandbox.files.list("/tmp")] == ["x.txt"]
+    assert await sandbox.files.exists("/tmp/x.txt") and not await sandbox.files.exists("/tmp/y")
+    assert (await sandbox.files.rename("/tmp/x.txt", "/tmp/y.txt")).name == "y.txt"
+    assert await sandbox.files.make_dir("/tmp/d") is True and await sandbox.files.make_dir("/tmp/d") is False
+    await sandbox.files.remove("/tmp/y.txt")
+    with pytest.raises(NotFoundError, match=r"reading /tmp/y\.txt"):
+        await sandbox.files.read("/tmp/y.txt")
+
+
+async def test_set_timeout_logs_and_tokens(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+    fake.update_conflicts = 1
+    assert (await sandbox.set_timeout(30)).expires_at is not None
+    assert len(fake.bodies("/UpdateSandbox")) == 2
+    assert b"".join([chunk async for chunk in sandbox.logs()]) == fake.logs
+    handle = await AsyncSandbox.connect(sandbox.sandbox_id, transport=fake.async_transport(), **options)
+    with pytest.raises(FailedPreconditionError, match="access token"):
+        await handle.files.read("/tmp/x")
+    await handle.rotate_access_token()
+    fake.files["/tmp/x"] = b"x"
+    assert await handle.files.read("/tmp/x") == "x"
+    await handle.close()
+    await sandbox.close()

@@ -1,0 +1,102 @@
+"""Where the SDK finds Fast Sandbox: arguments, then FSB_* variables, then the embedded instance's
+data directory (as the fsb CLI reads it), and where access tokens are kept."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from fast_sandbox import ConnectionConfig, Sandbox, ValidationError
+
+from fake_fast_sandbox import API_TOKEN, API_URL, FakeFastSandbox
+
+
+def write_data_dir(directory: Path, url: str = API_URL, token: str = API_TOKEN) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "url").write_text(f"{url}\n")
+    (directory / "token").write_text(f"{token}\n")
+    return directory
+
+
+def test_arguments_come_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FSB_URL", "http://from-env:1")
+    monkeypatch.setenv("FSB_TOKEN", "env-token")
+    monkeypatch.setenv("FSB_PROXY_URL", "http://proxy-from-env:2")
+    config = ConnectionConfig.resolve(url="http://arg:1/", token="arg-token", proxy_url="http://proxy-arg:2/", data_dir=str(tmp_path))
+    assert (config.url, config.token, config.proxy_url) == ("http://arg:1", "arg-token", "http://proxy-arg:2")
+
+
+def test_environment_variables_come_before_the_data_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    write_data_dir(tmp_path / "data", url="http://from-dir:7070", token="dir-token")
+    monkeypatch.setenv("FSB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FSB_URL", "http://from-env:7070")
+    monkeypatch.setenv("FSB_TOKEN", "env-token")
+    config = ConnectionConfig.resolve()
+    assert (config.url, config.token, config.proxy_url) == ("http://from-env:7070", "env-token", None)
+    # Another instance than the data directory's: its access tokens are not this one's.
+    assert config.data_dir is None
+
+
+def test_the_data_directory_gives_url_and_token_like_the_cli_reads_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    write_data_dir(tmp_path / "data", url="http://127.0.0.1:7070", token="dir-token")
+    monkeypatch.setenv("FSB_DATA_DIR", str(tmp_path / "data"))
+    config = ConnectionConfig.resolve()
+    assert (config.url, config.token, config.data_dir) == ("http://127.0.0.1:7070", "dir-token", tmp_path / "data")
+    monkeypatch.setenv("FSB_SANDBOX_URL", "http://proxy-ts-name:7072")
+    assert ConnectionConfig.resolve().proxy_url == "http://proxy-ts-name:7072"
+
+
+def test_without_a_running_instance_the_error_says_how_to_start_one(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as raised:
+        ConnectionConfig.resolve(data_dir=str(tmp_path / "nothing"))
+    assert raised.value.field == "url"
+    assert "fsb up" in str(raised.value) and "FSB_URL" in str(raised.value)
+    with pytest.raises(ValidationError, match="FSB_TOKEN"):
+        ConnectionConfig.resolve(url="http://127.0.0.1:7070", data_dir=str(tmp_path / "nothing"))
+
+
+def test_a_url_that_is_not_http_is_refused() -> None:
+    with pytest.raises(ValidationError, match="not an http"):
+        ConnectionConfig.resolve(url="127.0.0.1:7070", token="t")
+    with pytest.raises(ValidationError, match="proxy_url"):
+        ConnectionConfig.resolve(url="http://127.0.0.1:7070", token="t", proxy_url="ftp://x")
+
+
+def test_the_default_data_directory_is_the_clis(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from fast_sandbox.config import default_data_dir
+
+    monkeypatch.delenv("FSB_DATA_DIR")
+    if os.getuid() == 0:
+        assert default_data_dir() == Path("/var/lib/fast-sandbox")
+    else:
+        monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+        assert default_data_dir() == tmp_path / "fast-sandbox"
+
+
+def test_access_tokens_are_kept_in_the_data_directory_like_fsb_run_keeps_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    data = write_data_dir(tmp_path / "data")
+    monkeypatch.setenv("FSB_DATA_DIR", str(data))
+    fake = FakeFastSandbox()
+    sandbox = Sandbox.create(name="sb-kept", transport=fake.transport())
+    path = data / "access-tokens" / "default" / "sb-kept"
+    assert path.read_text() == "token-of-sb-kept\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # A handle made later (another process, say) finds the token and reaches the daemon.
+    fake.programs["true"] = lambda process: process.exit(0)
+    again = Sandbox.connect("sb-kept", transport=fake.transport())
+    assert again.access_token == "token-of-sb-kept"
+    assert again.commands.run("true").exit_code == 0
+    assert sandbox.kill() is True
+    assert not path.exists()
+
+
+def test_the_proxy_url_is_asked_of_the_control_plane_once_when_not_configured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = FakeFastSandbox()
+    sandbox = Sandbox.create(url=API_URL, token=API_TOKEN, transport=fake.transport())
+    fake.programs["true"] = lambda process: process.exit(0)
+    sandbox.commands.run("true")
+    sandbox.files.write("/tmp/a", "a")
+    assert len(fake.calls("/GetSandboxProxy")) == 1

@@ -1,0 +1,461 @@
+"""The blocking client against the in-memory fake: what it sends on the wire and what it makes of
+the answers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List, Tuple
+
+import httpx
+import pytest
+
+from fast_sandbox import (
+    CommandExitError,
+    EntryInfo,
+    FailedPreconditionError,
+    FilesystemEventType,
+    FileType,
+    NotFoundError,
+    PtySize,
+    Sandbox,
+    TimeoutError,
+    UnavailableError,
+    ValidationError,
+)
+
+from fake_fast_sandbox import POOL_IMAGE, FakeFastSandbox, FakeProcess
+
+Options = Dict[str, Any]
+
+
+@pytest.fixture
+def fake(fake_and_options: Tuple[FakeFastSandbox, Options]) -> FakeFastSandbox:
+    return fake_and_options[0]
+
+
+@pytest.fixture
+def sandbox(fake_and_options: Tuple[FakeFastSandbox, Options]) -> Sandbox:
+    fake, options = fake_and_options
+    return Sandbox.create(transport=fake.transport(), **options)
+
+
+# -- the sandbox's life ----------------------------------------------------------------------------
+
+
+def test_create_sends_the_spec_and_keeps_the_access_token(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    before = datetime.now(timezone.utc)
+    sandbox = Sandbox.create(
+        "busybox",
+        pool="default",
+        name="sb-one",
+        envs={"A": "1"},
+        cwd="/tmp",
+        command=["sleep", "1d"],
+        exposed_ports=[8080],
+        labels={"team": "x"},
+        timeout=120,
+        transport=fake.transport(),
+        **options,
+    )
+    [body] = fake.bodies("/CreateSandbox")
+    spec = body["spec"]
+    expires = datetime.fromisoformat(spec.pop("expireTime").replace("Z", "+00:00"))
+    assert before + timedelta(seconds=119) < expires < datetime.now(timezone.utc) + timedelta(seconds=121)
+    assert spec == {
+        "image": "busybox",
+        "poolRef": "default",
+        "command": ["sleep", "1d"],
+        "envs": [{"name": "A", "value": "1"}],
+        "workingDir": "/tmp",
+        "exposedPorts": [8080],
+    }
+    assert body["labels"] == {"team": "x"} and body["name"] == "sb-one" and body["namespace"] == "default"
+    assert (sandbox.name, sandbox.namespace, sandbox.access_token) == ("sb-one", "default", "token-of-sb-one")
+    assert sandbox.sandbox_id and sandbox.info.phase == "Running" and sandbox.info.labels == {"team": "x"}
+    assert sandbox.info.expires_at is not None and abs((sandbox.info.expires_at - expires).total_seconds()) < 0.01
+
+
+def test_create_without_an_image_runs_the_pools_and_without_a_timeout_never_expires(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    [body] = fake.bodies("/CreateSandbox")
+    assert body["spec"]["image"] == POOL_IMAGE
+    assert "expireTime" not in body["spec"]
+    assert fake.bodies("/GetSandboxPool") == [{"namespace": "default", "name": "default"}]
+
+
+def test_create_returns_once_the_daemon_answers(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    fake.health_before_ready = [502, 502, 503]
+    Sandbox.create(transport=fake.transport(), **options)
+    assert len(fake.calls("/health")) == 4
+    assert fake.health_before_ready == []
+
+
+def test_a_sandbox_whose_daemon_never_answers_is_deleted_and_the_create_fails(
+    fake_and_options: Tuple[FakeFastSandbox, Options], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, options = fake_and_options
+    monkeypatch.setattr("fast_sandbox._protocol.DAEMON_READY_TIMEOUT", 0.3)
+    fake.health_before_ready = [502] * 1000
+    with pytest.raises(UnavailableError) as raised:
+        Sandbox.create(name="sb-nodaemon", transport=fake.transport(), **options)
+    assert "did not answer within 0.3s" in str(raised.value) and "the sandbox was deleted" in str(raised.value)
+    assert fake.sandboxes == {}
+
+
+def test_bad_input_is_refused_before_anything_is_created(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    with pytest.raises(ValidationError) as raised:
+        Sandbox.create(exposed_ports=[70000], transport=fake.transport(), **options)
+    assert raised.value.field == "spec.exposedPorts[0]"
+    with pytest.raises(ValidationError, match="timeout"):
+        Sandbox.create(timeout=-1, transport=fake.transport(), **options)
+    with pytest.raises(NotFoundError, match="pool default/nosuch"):
+        Sandbox.create(pool="nosuch", transport=fake.transport(), **options)
+    assert fake.sandboxes == {}
+
+
+def test_set_timeout_moves_the_end_and_retries_when_the_sandbox_changed_meanwhile(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.update_conflicts = 2
+    info = sandbox.set_timeout(600)
+    assert info.expires_at is not None
+    assert timedelta(seconds=590) < info.expires_at - datetime.now(timezone.utc) < timedelta(seconds=601)
+    updates = fake.bodies("/UpdateSandbox")
+    assert len(updates) == 3
+    assert updates[-1]["spec"]["image"] == POOL_IMAGE  # the whole spec, immutable fields unchanged
+    assert sandbox.set_timeout(None).expires_at is None
+
+
+def test_kill_deletes_once_and_then_says_it_was_gone(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    assert sandbox.kill() is True
+    assert fake.sandboxes == {}
+    assert sandbox.kill() is False
+    assert sandbox.is_running() is False
+
+
+def test_context_manager_kills_the_sandbox(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    with Sandbox.create(transport=fake.transport(), **options) as sandbox:
+        assert sandbox.is_running()
+    assert fake.sandboxes == {}
+
+
+def test_list_filters_by_labels_and_connect_finds_by_name_or_id(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    one = Sandbox.create(name="sb-a", labels={"run": "1"}, transport=fake.transport(), **options)
+    Sandbox.create(name="sb-b", labels={"run": "2"}, transport=fake.transport(), **options)
+    assert [info.name for info in Sandbox.list(labels={"run": "1"}, transport=fake.transport(), **options)] == ["sb-a"]
+    assert len(Sandbox.list(transport=fake.transport(), **options)) == 2
+    by_name = Sandbox.connect("sb-a", access_token=one.access_token, transport=fake.transport(), **options)
+    by_id = Sandbox.connect(one.sandbox_id, access_token=one.access_token, transport=fake.transport(), **options)
+    assert by_name.sandbox_id == by_id.sandbox_id == one.sandbox_id
+    with pytest.raises(NotFoundError):
+        Sandbox.connect("sb-none", transport=fake.transport(), **options)
+
+
+def test_without_its_access_token_a_handle_manages_the_sandbox_but_cannot_reach_its_daemon(
+    sandbox: Sandbox, fake_and_options: Tuple[FakeFastSandbox, Options]
+) -> None:
+    fake, options = fake_and_options
+    handle = Sandbox.connect(sandbox.name, transport=fake.transport(), **options)
+    assert handle.access_token is None
+    with pytest.raises(FailedPreconditionError, match="rotate_access_token"):
+        handle.commands.run("true")
+    assert handle.get_info().name == sandbox.name
+    token = handle.rotate_access_token()
+    assert handle.access_token == token != sandbox.access_token
+    fake.programs["true"] = lambda process: process.exit(0)
+    assert handle.commands.run("true").exit_code == 0
+
+
+def test_logs_stream_the_sandboxs_output(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    chunks = list(sandbox.logs())
+    assert len(chunks) == 2
+    assert b"".join(chunks) == fake.logs
+    assert fake.bodies("/Logs") == [{"namespace": "default", "name": sandbox.name, "follow": False}]
+    sandbox.kill()
+    with pytest.raises(NotFoundError):
+        list(sandbox.logs())
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+def echo_program(process: FakeProcess) -> None:
+    process.emit("stdout", b"one\n")
+    process.emit("stderr", b"warn\n")
+    process.keepalive()
+    process.emit("stdout", b"two\n")
+    process.exit(0)
+
+
+def test_run_streams_output_to_callbacks_and_returns_the_result(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.programs["echo"] = echo_program
+    seen: List[Tuple[str, str]] = []
+    result = sandbox.commands.run(
+        "echo",
+        envs={"K": "V"},
+        cwd="/tmp",
+        user="app",
+        timeout=30,
+        on_stdout=lambda text: seen.append(("out", text)),
+        on_stderr=lambda text: seen.append(("err", text)),
+    )
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "one\ntwo\n", "warn\n")
+    assert seen == [("out", "one\n"), ("err", "warn\n"), ("out", "two\n")]
+    [request] = fake.calls("/process.Process/Start")
+    assert request.headers["e2b-sandbox-id"] == sandbox.sandbox_id
+    assert request.headers["e2b-sandbox-port"] == "49983"
+    assert request.headers["x-access-token"] == sandbox.access_token
+    assert request.headers["authorization"] == "Basic " + base64.b64encode(b"app:").decode()
+    assert request.headers["connect-timeout-ms"] == "30000"
+    assert request.headers["keepalive-ping-interval"] == "30"
+    [body] = fake.bodies("/process.Process/Start")
+    assert body == {"process": {"cmd": "/bin/bash", "args": ["-l", "-c", "echo"], "envs": {"K": "V"}, "cwd": "/tmp"}, "stdin": False}
+
+
+def test_a_program_and_its_arguments_run_as_they_are(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.programs["/bin/ls"] = lambda process: process.exit(0)
+    sandbox.commands.run(["/bin/ls", "-l", "/"], tag="listing", timeout=None)
+    [body] = fake.bodies("/process.Process/Start")
+    assert body["process"]["cmd"] == "/bin/ls" and body["process"]["args"] == ["-l", "/"] and body["tag"] == "listing"
+    assert "connect-timeout-ms" not in fake.calls("/process.Process/Start")[0].headers
+    with pytest.raises(ValidationError, match="empty"):
+        sandbox.commands.run("  ")
+    with pytest.raises(ValidationError, match="envs"):
+        sandbox.commands.run("x", envs={"A=B": "1"})
+
+
+def test_a_non_zero_exit_raises_with_the_output(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    def fails(process: FakeProcess) -> None:
+        process.emit("stdout", b"before\n")
+        process.emit("stderr", b"first\nlast words\n")
+        process.exit(3)
+
+    fake.programs["fails"] = fails
+    with pytest.raises(CommandExitError) as raised:
+        sandbox.commands.run("fails")
+    error = raised.value
+    assert (error.exit_code, error.stdout, error.stderr, error.code) == (3, "before\n", "first\nlast words\n", "failed_precondition")
+    assert str(error) == "command 'fails' exited with code 3: last words"
+
+
+def test_utf8_split_across_chunks_is_decoded_whole(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    text = "héllo wörld ✓\n".encode()
+
+    def split(process: FakeProcess) -> None:
+        for index in range(len(text)):
+            process.emit("stdout", text[index : index + 1])
+        process.emit("stdout", b"\xe2\x9c")  # an incomplete character at the very end
+        process.exit(0)
+
+    fake.programs["split"] = split
+    chunks: List[str] = []
+    result = sandbox.commands.run("split", on_stdout=chunks.append)
+    assert result.stdout == "héllo wörld ✓\n\ufffd"
+    assert "".join(chunks) == result.stdout
+
+
+def test_a_command_past_its_timeout_is_a_timeout_error(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    def killed_at_deadline(process: FakeProcess) -> None:
+        threading.Timer(0.2, process.exit, args=(-1, "signal: killed")).start()
+
+    fake.programs["sleep 10"] = killed_at_deadline
+    with pytest.raises(TimeoutError, match=r"did not finish within 0\.1s"):
+        sandbox.commands.run("sleep 10", timeout=0.1)
+
+
+def test_the_daemon_ending_a_stream_with_deadline_exceeded_is_a_timeout_error(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.programs["slow"] = lambda process: process.fail("deadline_exceeded", "the deadline passed")
+    with pytest.raises(TimeoutError) as raised:
+        sandbox.commands.run("slow", timeout=1)
+    assert str(raised.value) == (
+        f"command 'slow' in sandbox {sandbox.name} did not finish within 1s (its timeout) and was killed; "
+        "pass a larger timeout, or None for no limit"
+    )
+    assert "the deadline passed" in str(raised.value.__cause__)
+
+
+def test_background_commands_can_be_waited_for_killed_and_fed(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    def cat(process: FakeProcess) -> None:
+        pass
+
+    def cat_input(process: FakeProcess) -> None:
+        process.emit("stdout", process.stdin[-1].upper())
+
+    fake.programs["cat"] = cat
+    fake.programs["cat:stdin"] = cat_input
+    fake.programs["cat:eof"] = lambda process: process.exit(0)
+    received: List[str] = []
+    arrived = threading.Event()
+
+    def on_stdout(text: str) -> None:
+        received.append(text)
+        arrived.set()
+
+    handle = sandbox.commands.run("cat", background=True, stdin=True, on_stdout=on_stdout)
+    assert handle.pid > 0 and handle.exit_code is None
+    assert [process.pid for process in sandbox.commands.list()] == [handle.pid]
+    handle.send_stdin("abc\n")
+    assert arrived.wait(5), "the output of a background command arrives while it runs"
+    with pytest.raises(TimeoutError, match="still running"):
+        handle.wait(timeout=0.05)
+    handle.send_stdin(b"def\n")
+    handle.close_stdin()
+    result = handle.wait(timeout=5)
+    assert result.stdout == "ABC\nDEF\n" == "".join(received)
+    assert fake.bodies("/SendInput")[0] == {"process": {"pid": handle.pid}, "input": {"stdin": base64.b64encode(b"abc\n").decode()}}
+
+    fake.programs["sleep"] = lambda process: None
+    sleeper = sandbox.commands.run("sleep", background=True)
+    assert sleeper.kill() is True
+    with pytest.raises(CommandExitError) as raised:
+        sleeper.wait(timeout=5)
+    assert raised.value.exit_code == -1 and raised.value.error == "signal: killed"
+    assert "was stopped (signal: killed)" in str(raised.value)
+    assert sandbox.commands.kill(sleeper.pid) is False
+    assert sandbox.commands.list() == []
+
+
+def test_connect_follows_a_running_process_and_disconnect_leaves_it_running(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.programs["server"] = lambda process: process.emit("stdout", b"started\n")
+    first = sandbox.commands.run("server", background=True)
+    deadline = time.monotonic() + 5
+    while first.stdout != "started\n" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first.disconnect()
+    with pytest.raises(UnavailableError, match="disconnected"):
+        first.wait(timeout=5)
+    process = fake.processes[first.pid]
+    follower = sandbox.commands.connect(first.pid)
+    process.emit("stdout", b"later\n")
+    process.exit(0)
+    assert follower.wait(timeout=5).stdout == "later\n"
+    with pytest.raises(NotFoundError):
+        sandbox.commands.connect(first.pid)
+
+
+def test_a_command_that_cannot_start_fails_with_the_daemons_reason(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    with pytest.raises(ValidationError, match="no such program"):
+        sandbox.commands.run("unknown-to-the-fake")
+
+
+# -- terminals -------------------------------------------------------------------------------------
+
+
+def test_a_terminal_gets_input_resizes_and_dies(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.programs["/bin/bash"] = lambda process: process.emit("pty", b"$ ")
+    fake.programs["-l:stdin"] = lambda process: process.emit("pty", process.stdin[-1])
+    output = bytearray()
+    echoed = threading.Event()
+
+    def on_data(data: bytes) -> None:
+        output.extend(data)
+        if b"ls\r" in output:
+            echoed.set()
+
+    terminal = sandbox.pty.create(PtySize(rows=24, cols=80), on_data=on_data, envs={"X": "1"})
+    [body] = fake.bodies("/process.Process/Start")
+    assert body["pty"] == {"size": {"rows": 24, "cols": 80}}
+    assert body["process"]["cmd"] == "/bin/bash" and body["process"]["args"] == ["-i", "-l"]
+    assert body["process"]["envs"] == {"TERM": "xterm-256color", "X": "1"} and body["stdin"] is True
+    sandbox.pty.send_input(terminal.pid, "ls\r")
+    assert echoed.wait(5)
+    assert bytes(output) == b"$ ls\r"
+    assert fake.bodies("/SendInput")[0]["input"] == {"pty": base64.b64encode(b"ls\r").decode()}
+    sandbox.pty.resize(terminal.pid, PtySize(rows=40, cols=100))
+    assert fake.processes[terminal.pid].pty == {"rows": 40, "cols": 100}
+    assert sandbox.pty.kill(terminal.pid) is True
+    with pytest.raises(CommandExitError):
+        terminal.wait(timeout=5)
+    with pytest.raises(ValidationError, match=r"size\.rows"):
+        sandbox.pty.create(PtySize(rows=0, cols=80))
+
+
+# -- files -----------------------------------------------------------------------------------------
+
+
+def test_files_write_read_list_stat_move_and_remove(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    info = sandbox.files.write("/tmp/dir/a.txt", "héllo\n")
+    assert (info.name, info.path, info.type) == ("a.txt", "/tmp/dir/a.txt", FileType.FILE)
+    [write] = fake.calls("/files")
+    assert write.method == "POST" and write.url.params["path"] == "/tmp/dir/a.txt"
+    assert fake.files["/tmp/dir/a.txt"] == "héllo\n".encode()
+    assert sandbox.files.read("/tmp/dir/a.txt") == "héllo\n"
+    sandbox.files.write("/tmp/dir/b.bin", b"\x00\xff", user="app")
+    assert fake.calls("/files")[-1].headers["authorization"] == "Basic " + base64.b64encode(b"app:").decode()
+    assert sandbox.files.read("/tmp/dir/b.bin", format="bytes") == b"\x00\xff"
+    entries = sandbox.files.list("/tmp/dir")
+    assert [(entry.name, entry.type, entry.size) for entry in entries] == [("a.txt", FileType.FILE, 7), ("b.bin", FileType.FILE, 2)]
+    stat = sandbox.files.get_info("/tmp/dir")
+    assert isinstance(stat, EntryInfo) and stat.type == FileType.DIRECTORY and stat.permissions == "drwxr-xr-x"
+    assert stat.modified_time == datetime(2026, 11, 30, 18, 41, 35, 123456, tzinfo=timezone.utc)
+    assert sandbox.files.exists("/tmp/dir/a.txt") and not sandbox.files.exists("/tmp/dir/none")
+    assert sandbox.files.rename("/tmp/dir/a.txt", "/tmp/dir/c.txt").path == "/tmp/dir/c.txt"
+    sandbox.files.remove("/tmp/dir/c.txt")
+    assert not sandbox.files.exists("/tmp/dir/c.txt")
+    assert sandbox.files.make_dir("/tmp/new") is True
+    assert sandbox.files.make_dir("/tmp/new") is False
+
+
+def test_file_errors_say_what_was_asked_of_which_sandbox(sandbox: Sandbox) -> None:
+    with pytest.raises(NotFoundError, match=f"^reading /tmp/none in sandbox {sandbox.name}: open /tmp/none: no such file"):
+        sandbox.files.read("/tmp/none")
+    with pytest.raises(NotFoundError, match=f"^removing /tmp/none in sandbox {sandbox.name}: remove /tmp/none"):
+        sandbox.files.remove("/tmp/none")
+    with pytest.raises(ValidationError, match="is a directory"):
+        sandbox.files.read("/tmp")
+    with pytest.raises(NotFoundError):
+        sandbox.files.remove("/tmp/none")
+    with pytest.raises(NotFoundError):
+        sandbox.files.list("/nowhere")
+
+
+def test_watch_dir_collects_events_until_stopped(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    with sandbox.files.watch_dir("/tmp", recursive=True) as watcher:
+        assert fake.bodies("/CreateWatcher") == [{"path": "/tmp", "recursive": True}]
+        assert watcher.get_new_events() == []
+        sandbox.files.write("/tmp/new.txt", "x")
+        events = watcher.get_new_events()
+        assert [(event.name, event.type) for event in events] == [("new.txt", FilesystemEventType.WRITE)]
+        assert watcher.get_new_events() == []
+    assert fake.watchers == {}
+
+
+def test_a_sandbox_that_is_gone_answers_not_found_through_the_proxy(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.access_tokens.clear()
+    with pytest.raises(NotFoundError, match="gone"):
+        sandbox.files.read("/etc/hosts")
+    assert sandbox.is_running() is False
+
+
+def test_wire_bodies_are_proto3_json(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.programs["true"] = lambda process: process.exit(0)
+    handle = sandbox.commands.run("true", background=True)
+    handle.wait(timeout=5)
+    assert sandbox.commands.kill(handle.pid) is False
+    [signal] = fake.bodies("/SendSignal")
+    assert json.dumps(signal) == json.dumps({"process": {"pid": handle.pid}, "signal": "SIGNAL_SIGKILL"})
+
+
+def test_an_unreachable_control_plane_or_proxy_says_what_to_check(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+
+    def refuse_everything(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    with pytest.raises(UnavailableError, match="npx fsb up"):
+        Sandbox.create(transport=httpx.MockTransport(refuse_everything), **options)
+
+    def refuse_the_proxy(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "proxy.test":
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        return fake.handle(request, sync=True)
+
+    with pytest.raises(UnavailableError, match="FSB_PROXY_URL"):
+        Sandbox.create(transport=httpx.MockTransport(refuse_the_proxy), **options)
+    assert fake.sandboxes == {}, "a create whose daemon cannot be reached leaves nothing behind"
