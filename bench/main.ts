@@ -1,5 +1,6 @@
 /**
- * Benchmarks. `npm run bench -- create [--kubernetes] [--count N] [--warmup W] [--concurrency C] [--json]`
+ * Benchmarks. `npm run bench -- create [--kubernetes] [--count N] [--warmup W] [--concurrency C] [--json]`,
+ * `npm run bench -- exec [--count N] [--warmup W] [--json]` (exec.ts).
  *
  * Needs root and a running containerd (`--kubernetes`: also the built packages and the test
  * harness's cluster binaries). Tables go to stdout, progress to stderr; the last line of
@@ -9,9 +10,15 @@ import { parseArgs } from "node:util";
 import type { NetworkMode } from "@fast-sandbox/api";
 import { runCreateBench, type CreateBenchResult } from "./create.js";
 import { runKubernetesCreateBench } from "./create-kubernetes.js";
+import { runExecBench } from "./exec.js";
 import { formatTable } from "./stats.js";
 
 const USAGE = `usage: npm run bench -- create [options]
+       npm run bench -- exec [--count N] [--warmup W] [--namespace NS] [--json]
+
+  exec: 'true' run in a running Isolated sandbox through the in-sandbox daemon (Connect JSON through
+  the sandbox proxy) vs through containerd's exec (the SDK's sandboxes.exec), in the same run
+  (default 50 measured rounds, 5 warm-up; namespace fsb-bench-exec).
 
   Sandbox create latency (SDK call -> user process running) vs 'ctr run -d' of the same image,
   measured in the same run, interleaved by rounds.
@@ -67,6 +74,32 @@ async function main(): Promise<void> {
     return;
   }
   const [command, ...rest] = positionals;
+  if (command === "exec" && rest.length === 0) {
+    const result = await runExecBench({
+      count: positiveInt("count", values.count, 50),
+      warmup: positiveInt("warmup", values.warmup, 5, 0),
+      image: values.image ?? "fast-sandbox.io/base:latest",
+      namespace: values.namespace ?? "fsb-bench-exec",
+      log: (message) => process.stderr.write(`bench: ${message}\n`),
+    });
+    const m = result.machine;
+    console.log(
+      `exec: 'true', ${result.count} measured (+${result.warmup} warm-up) rounds, image ${result.image}, ${m.cpus} CPUs, kernel ${m.kernel}, node ${m.node}`,
+    );
+    console.log(
+      formatTable([
+        { label: "daemon via proxy (SDK path)", summary: result.daemon },
+        { label: "daemon direct (breakdown)", summary: result.daemonDirect },
+        { label: "containerd exec (SDK exec)", summary: result.containerdExec },
+      ]),
+    );
+    console.log(`CLEANUP leftover_containers=${result.cleanup.leftoverContainers.length} leftover_tasks=${result.cleanup.leftoverTasks.length}`);
+    if (values.json) console.log(JSON.stringify(result));
+    console.log(
+      `RESULT exec_p50_ms=${result.daemon.p50.toFixed(2)} containerd_exec_p50_ms=${result.containerdExec.p50.toFixed(2)} ratio=${result.ratioP50.toFixed(3)}`,
+    );
+    return;
+  }
   if (command !== "create" || rest.length > 0) {
     console.error(USAGE);
     process.exitCode = 2;
