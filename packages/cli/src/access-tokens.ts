@@ -6,6 +6,7 @@
  */
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { ValidationError } from "@fast-sandbox/api";
 import { readIfExists } from "./data-dir.js";
 
 function tokenPath(dataDir: string, namespace: string, name: string): string {
@@ -30,4 +31,19 @@ export function savedAccessToken(dataDir: string, namespace: string, name: strin
 
 export function forgetAccessToken(dataDir: string, namespace: string, name: string): void {
   rmSync(tokenPath(dataDir, namespace, name), { force: true });
+}
+
+/**
+ * The access token a command uses for a sandbox: `--token`, else FSB_ACCESS_TOKEN, else the one
+ * `fsb run` or `fsb token` saved; without any, an error that says how to get one.
+ */
+export function accessTokenFor(namespace: string, name: string, options: { token?: string | undefined; dataDir?: string | undefined }): string {
+  const token = options.token ?? process.env.FSB_ACCESS_TOKEN ?? (options.dataDir ? savedAccessToken(options.dataDir, namespace, name) : undefined);
+  if (!token) {
+    throw new ValidationError(
+      "--token",
+      `no access token for sandbox ${namespace}/${name}: pass --token (or FSB_ACCESS_TOKEN), or run 'fsb token ${name}' to make a new one (the old one stops working)`,
+    );
+  }
+  return token;
 }

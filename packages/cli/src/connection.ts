@@ -1,4 +1,4 @@
-import { FastSandboxClient, UnauthenticatedError, UnavailableError, ValidationError, type FsbError } from "@fast-sandbox/sdk";
+import { Connection as SdkConnection, UnauthenticatedError, UnavailableError, ValidationError, type FastSandboxClient, type FsbError } from "@fast-sandbox/sdk";
 import { files, readIfExists, resolveDataDir } from "./data-dir.js";
 import { chooseTarget, programNameOf, type Target, type TargetFlags } from "./target.js";
 
@@ -9,6 +9,8 @@ export interface GlobalOptions extends TargetFlags {
 
 export interface Connection {
   client: FastSandboxClient;
+  /** The SDK's connection (the same control plane, and the sandboxes' daemons through the sandbox proxy). */
+  sdk: SdkConnection;
   /** The namespace of a command without -n: in a cluster the kubeconfig context's, else `default`. */
   namespace: string;
   /** The embedded Fast Sandbox's data directory (where access tokens are kept); undefined for a cluster. */
@@ -44,9 +46,9 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
   if (process.env.FSB_DEBUG)
     process.stderr.write(`debug: ${target.mode === "cluster" ? "a Kubernetes cluster" : "the embedded Fast Sandbox"}, as ${target.reason}\n`);
   if (target.mode === "embedded") {
-    const client = new FastSandboxClient(endpoint(options));
-    open.push(client);
-    return { client, namespace: options.namespace ?? "default", dataDir: resolveDataDir(options.dataDir) };
+    const sdk = new SdkConnection(endpoint(options));
+    open.push(sdk);
+    return { client: sdk.client, sdk, namespace: options.namespace ?? "default", dataDir: resolveDataDir(options.dataDir) };
   }
   const { resolveClusterEndpoint } = await import("./cluster-connection.js");
   const url = options.url ?? process.env.FSB_URL;
@@ -62,9 +64,9 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
   const { endpointDescription, tokenSource, portForwardHint } = found;
   clusterContext = { url: found.url, endpointDescription, tokenSource, portForwardHint, discovered: !url };
   if (process.env.FSB_DEBUG) process.stderr.write(`debug: ${endpointDescription}, token from ${tokenSource}, namespace ${found.namespace}\n`);
-  const client = new FastSandboxClient({ url: found.url, token: found.token });
-  open.push(client);
-  return { client, namespace: found.namespace };
+  const sdk = new SdkConnection({ url: found.url, token: found.token });
+  open.push(sdk);
+  return { client: sdk.client, sdk, namespace: found.namespace };
 }
 
 /** The embedded control plane's URL and token: --url/FSB_URL or the data dir's `url`; FSB_TOKEN or the data dir's `token`. */
@@ -118,9 +120,9 @@ function hostAndPort(url: string): string {
   }
 }
 
-const open: FastSandboxClient[] = [];
+const open: SdkConnection[] = [];
 
 /** Closes every connection the command opened, so the process exits as soon as it is done. */
 export function closeConnections(): void {
-  for (const client of open.splice(0)) client.close();
+  for (const connection of open.splice(0)) connection.close();
 }

@@ -76,6 +76,11 @@ function program(programName: string): Command {
       "the proxy's address as clients reach it; endpoints are <port>-<sandboxID>.<its host> (env FSB_PROXY_URL; default http://localhost:<proxy port>)",
       process.env.FSB_PROXY_URL,
     )
+    .option(
+      "--e2b-port <port>",
+      "port of the E2B-compatible API, on --host ('fsb e2b env' prints its URL) (env FSB_E2B_PORT)",
+      process.env.FSB_E2B_PORT ?? "7073",
+    )
     .option("--no-janitor", "do not start the janitor (see 'fsb janitor')")
     .option("--janitor-interval <duration>", "time between the janitor's passes", "10s")
     .option("--janitor-protection <duration>", "the janitor leaves orphans younger than this alone", "2m")
@@ -248,6 +253,13 @@ function program(programName: string): Command {
     .option("-u, --username <user>", "user name")
     .option("--password-stdin", "read the password (or token) from stdin")
     .action(async (registry, options) => (await imageCommands()).login(registry, { ...globals(), ...options }));
+
+  fsb
+    .command("e2b")
+    .description("E2B compatibility: E2B's own SDKs (npm and PyPI e2b) against this Fast Sandbox")
+    .command("env")
+    .description('issue an E2B API key and print the exports E2B\'s SDKs need (E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY): eval "$(fsb e2b env)"')
+    .action(async () => (await import("./commands/e2b.js")).env(globals()));
 
   fsb
     .command("janitor")

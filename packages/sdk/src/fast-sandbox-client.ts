@@ -1,11 +1,11 @@
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
+import { callError, type CallContext } from "./errors.js";
 import {
   ACCESS_TOKEN_RESPONSE_HEADER,
   API_VERSION,
   FsbError,
   ValidationError,
-  fromConnectError,
   pb,
   sandboxFromMessage,
   sandboxPoolFromMessage,
@@ -24,10 +24,24 @@ export interface FastSandboxClientOptions {
   url?: string;
   /** Bearer token. Falls back to `FSB_TOKEN`. */
   token?: string;
-  /** Deadline of unary calls. @default 60000 */
+  /** Deadline of unary calls (each call may pass its own `requestTimeoutMs`). @default 60000 */
   requestTimeoutMs?: number;
   /** HTTP version of the connection. @default "2" */
   httpVersion?: "1.1" | "2";
+  /**
+   * The transport of the fast-path API, instead of one to `url` with `token`: e.g. Connect's
+   * `createRouterTransport` in tests. `url` and `token` are then not needed.
+   * @default a Connect transport to `url` with the bearer token
+   */
+  transport?: Transport;
+}
+
+/** What every call of the client accepts besides its own options. */
+export interface ClientCallOptions {
+  /** Stops the call; it then rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Deadline of this call in milliseconds; 0 for none. @default the client's `requestTimeoutMs` */
+  requestTimeoutMs?: number;
 }
 
 export interface CreateSandboxOptions {
@@ -131,12 +145,26 @@ function envList(envs: CreateSandboxOptions["envs"]): EnvVar[] | undefined {
   return Array.isArray(envs) ? envs : Object.entries(envs).map(([name, value]) => ({ name, value }));
 }
 
-async function translate<T>(fn: () => Promise<T>): Promise<T> {
+/** Runs a call, translating what it throws (`callError`: the caller's abort stays an abort, deadlines become TimeoutError). */
+async function translate<T>(fn: () => Promise<T>, context: CallContext = { what: "the call" }): Promise<T> {
   try {
     return await fn();
   } catch (error) {
-    throw fromConnectError(error);
+    throw callError(error, context);
   }
+}
+
+/** Connect's call options (deadline and signal) and the matching error context for `translate`. */
+function callOptions(
+  what: string,
+  defaultTimeoutMs: number,
+  options: ClientCallOptions,
+): { call: { timeoutMs?: number; signal?: AbortSignal }; context: CallContext } {
+  const timeoutMs = options.requestTimeoutMs ?? defaultTimeoutMs;
+  return {
+    call: { ...(timeoutMs > 0 ? { timeoutMs } : {}), ...(options.signal ? { signal: options.signal } : {}) },
+    context: { what, signal: options.signal, timeoutMs },
+  };
 }
 
 /** Sandboxes: create, inspect, run commands in, delete. */
@@ -146,7 +174,7 @@ export class Sandboxes {
     private readonly timeoutMs: number,
   ) {}
 
-  async create(options: CreateSandboxOptions): Promise<CreatedSandbox> {
+  async create(options: CreateSandboxOptions & { requestTimeoutMs?: number }): Promise<CreatedSandbox> {
     const expireTime =
       options.ttlMs !== undefined
         ? new Date(Date.now() + options.ttlMs).toISOString()
@@ -175,21 +203,20 @@ export class Sandboxes {
         throw new ValidationError(`spec.exposedPorts[${index}]`, `${port} is out of range; allowed: 1..65535`);
     }
     let accessToken = "";
-    const message = await translate(() =>
-      this.client.createSandbox(
-        {
-          namespace: options.namespace ?? "",
-          name: options.name ?? "",
-          spec: sandboxSpecToMessage(spec),
-          labels: options.labels ?? {},
-          requestId: options.requestId ?? "",
-        },
-        {
-          timeoutMs: this.timeoutMs,
-          ...(options.signal ? { signal: options.signal } : {}),
-          onHeader: (headers) => (accessToken = headers.get(ACCESS_TOKEN_RESPONSE_HEADER) ?? ""),
-        },
-      ),
+    const { call, context } = callOptions(`CreateSandbox ${options.name ?? ""}`.trim(), this.timeoutMs, options);
+    const message = await translate(
+      () =>
+        this.client.createSandbox(
+          {
+            namespace: options.namespace ?? "",
+            name: options.name ?? "",
+            spec: sandboxSpecToMessage(spec),
+            labels: options.labels ?? {},
+            requestId: options.requestId ?? "",
+          },
+          { ...call, onHeader: (headers) => (accessToken = headers.get(ACCESS_TOKEN_RESPONSE_HEADER) ?? "") },
+        ),
+      context,
     );
     return { ...sandboxFromMessage(message), accessToken };
   }
@@ -198,52 +225,68 @@ export class Sandboxes {
    * Gives the sandbox a new access token and returns it (the only time it is told); the previous
    * token stops working at once.
    */
-  async rotateAccessToken(name: string, options: { namespace?: string } = {}): Promise<{ accessToken: string; sandbox: Sandbox }> {
-    const response = await translate(() => this.client.rotateAccessToken({ name, namespace: options.namespace ?? "" }, { timeoutMs: this.timeoutMs }));
+  async rotateAccessToken(name: string, options: { namespace?: string } & ClientCallOptions = {}): Promise<{ accessToken: string; sandbox: Sandbox }> {
+    const { call, context } = callOptions(`RotateAccessToken ${name}`, this.timeoutMs, options);
+    const response = await translate(() => this.client.rotateAccessToken({ name, namespace: options.namespace ?? "" }, call), context);
     if (!response.sandbox) throw new FsbError("internal", "RotateAccessToken answered without the sandbox");
     return { accessToken: response.accessToken, sandbox: sandboxFromMessage(response.sandbox) };
   }
 
-  async get(name: string, options: { namespace?: string } = {}): Promise<Sandbox> {
-    return sandboxFromMessage(await translate(() => this.client.getSandbox({ name, namespace: options.namespace ?? "" }, { timeoutMs: this.timeoutMs })));
+  async get(name: string, options: { namespace?: string } & ClientCallOptions = {}): Promise<Sandbox> {
+    const { call, context } = callOptions(`GetSandbox ${name}`, this.timeoutMs, options);
+    return sandboxFromMessage(await translate(() => this.client.getSandbox({ name, namespace: options.namespace ?? "" }, call), context));
   }
 
   /** `namespace: "*"` lists every namespace. */
-  async list(options: { namespace?: string; pool?: string } = {}): Promise<Sandbox[]> {
-    const response = await translate(() =>
-      this.client.listSandboxes({ namespace: options.namespace ?? "", pool: options.pool ?? "" }, { timeoutMs: this.timeoutMs }),
-    );
+  async list(options: { namespace?: string; pool?: string } & ClientCallOptions = {}): Promise<Sandbox[]> {
+    const { call, context } = callOptions("ListSandboxes", this.timeoutMs, options);
+    const response = await translate(() => this.client.listSandboxes({ namespace: options.namespace ?? "", pool: options.pool ?? "" }, call), context);
     return response.sandboxes.map(sandboxFromMessage);
   }
 
   async update(
     name: string,
     spec: SandboxSpec,
-    options: { namespace?: string; labels?: Record<string, string>; resourceVersion?: string } = {},
+    options: { namespace?: string; labels?: Record<string, string>; resourceVersion?: string } & ClientCallOptions = {},
   ): Promise<Sandbox> {
-    const message = await translate(() =>
-      this.client.updateSandbox(
-        {
-          name,
-          namespace: options.namespace ?? "",
-          spec: sandboxSpecToMessage(spec),
-          labels: options.labels ?? {},
-          resourceVersion: options.resourceVersion ?? "",
-        },
-        { timeoutMs: this.timeoutMs },
-      ),
+    const { call, context } = callOptions(`UpdateSandbox ${name}`, this.timeoutMs, options);
+    const message = await translate(
+      () =>
+        this.client.updateSandbox(
+          {
+            name,
+            namespace: options.namespace ?? "",
+            spec: sandboxSpecToMessage(spec),
+            labels: options.labels ?? {},
+            resourceVersion: options.resourceVersion ?? "",
+          },
+          call,
+        ),
+      context,
     );
     return sandboxFromMessage(message);
   }
 
   /** Resolves when the sandbox's container, task and snapshot are gone. */
-  async delete(name: string, options: { namespace?: string; gracePeriodMs?: number } = {}): Promise<void> {
-    await translate(() =>
-      this.client.deleteSandbox(
-        { name, namespace: options.namespace ?? "", ...(options.gracePeriodMs !== undefined ? { gracePeriodMs: options.gracePeriodMs } : {}) },
-        { timeoutMs: this.timeoutMs },
-      ),
+  async delete(name: string, options: { namespace?: string; gracePeriodMs?: number } & ClientCallOptions = {}): Promise<void> {
+    const { call, context } = callOptions(`DeleteSandbox ${name}`, this.timeoutMs, options);
+    await translate(
+      () =>
+        this.client.deleteSandbox(
+          { name, namespace: options.namespace ?? "", ...(options.gracePeriodMs !== undefined ? { gracePeriodMs: options.gracePeriodMs } : {}) },
+          call,
+        ),
+      context,
     );
+  }
+
+  /**
+   * Where clients reach the sandboxes: the sandbox proxy's base URL (e.g. `http://localhost:7072`),
+   * as the control plane knows it.
+   */
+  async proxyUrl(options: ClientCallOptions = {}): Promise<string> {
+    const { call, context } = callOptions("GetSandboxProxy", this.timeoutMs, options);
+    return (await translate(() => this.client.getSandboxProxy({}, call), context)).url;
   }
 
   async *logs(name: string, options: { namespace?: string; follow?: boolean; signal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {
@@ -255,7 +298,7 @@ export class Sandboxes {
         yield chunk.data;
       }
     } catch (error) {
-      throw fromConnectError(error);
+      throw callError(error, { what: `Logs ${name}`, signal: options.signal });
     }
   }
 
@@ -287,7 +330,7 @@ export class Sandboxes {
         }
       }
     } catch (error) {
-      throw fromConnectError(error);
+      throw callError(error, { what: `Exec in ${name}`, signal: options.signal });
     }
     if (exitCode === undefined) throw new FsbError("internal", "the exec stream ended without an exit code");
     return { exitCode, stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString() };
@@ -308,10 +351,9 @@ export class Pools {
     return sandboxPoolFromMessage(message);
   }
 
-  async get(name: string, options: { namespace?: string } = {}): Promise<SandboxPool> {
-    return sandboxPoolFromMessage(
-      await translate(() => this.client.getSandboxPool({ name, namespace: options.namespace ?? "" }, { timeoutMs: this.timeoutMs })),
-    );
+  async get(name: string, options: { namespace?: string } & ClientCallOptions = {}): Promise<SandboxPool> {
+    const { call, context } = callOptions(`GetSandboxPool ${name}`, this.timeoutMs, options);
+    return sandboxPoolFromMessage(await translate(() => this.client.getSandboxPool({ name, namespace: options.namespace ?? "" }, call), context));
   }
 
   async list(options: { namespace?: string } = {}): Promise<SandboxPool[]> {
@@ -348,7 +390,7 @@ export class Pools {
         options.onProgress?.(progress);
       }
     } catch (error) {
-      throw fromConnectError(error);
+      throw callError(error, { what: `PullImage ${image}`, signal: options.signal });
     }
     return [...last.values()].sort((a, b) => a.agent.localeCompare(b.agent));
   }
@@ -373,30 +415,68 @@ export class Pools {
   }
 }
 
-/** One connection to a Fast Sandbox control plane, with sub-clients `sandboxes` and `pools`. */
+/** A new E2B API key and where E2B's SDKs use it: the values of E2B_API_KEY, E2B_API_URL and E2B_SANDBOX_URL. */
+export interface E2bApiKey {
+  /** `e2b_` and 40 lower-case hex digits; told only here (the control plane keeps its hash). */
+  apiKey: string;
+  /** The E2B-compatible control API, e.g. `http://127.0.0.1:7073`. */
+  apiUrl: string;
+  /** The sandbox proxy, where E2B's SDKs send in-sandbox traffic, e.g. `http://127.0.0.1:7072`. */
+  sandboxUrl: string;
+}
+
+/** The E2B-compatible API: keys for E2B's own SDKs. */
+export class E2b {
+  constructor(
+    private readonly client: Client<typeof pb.E2bService>,
+    private readonly timeoutMs: number,
+  ) {}
+
+  /** Issues a new API key (the only time it is told) with the URLs E2B's SDKs need. */
+  async createApiKey(options: ClientCallOptions = {}): Promise<E2bApiKey> {
+    const { call, context } = callOptions("CreateApiKey", this.timeoutMs, options);
+    const response = await translate(() => this.client.createApiKey({}, call), context);
+    return { apiKey: response.apiKey, apiUrl: response.apiUrl, sandboxUrl: response.sandboxUrl };
+  }
+}
+
+/** One connection to a Fast Sandbox control plane, with sub-clients `sandboxes`, `pools` and `e2b`. */
 export class FastSandboxClient {
   readonly sandboxes: Sandboxes;
   readonly pools: Pools;
+  readonly e2b: E2b;
   readonly url: string;
-  private readonly sessions: Http2SessionManager | undefined;
+  private sessions: Http2SessionManager | undefined;
 
   constructor(options: FastSandboxClientOptions = {}) {
     const url = options.url ?? process.env.FSB_URL;
     const token = options.token ?? process.env.FSB_TOKEN;
-    if (!url) throw new ValidationError("url", "no control plane address: pass `url` or set FSB_URL (fsb up prints it)");
-    if (!token) throw new ValidationError("token", "no token: pass `token` or set FSB_TOKEN (fsb up stores it in its data directory)");
-    this.url = url;
+    let transport: Transport;
+    if (options.transport) {
+      this.url = url ?? "in-memory:";
+      transport = options.transport;
+    } else {
+      if (!url) throw new ValidationError("url", "no control plane address: pass `url` or set FSB_URL (fsb up prints it)");
+      if (!token) throw new ValidationError("token", "no token: pass `token` or set FSB_TOKEN (fsb up stores it in its data directory)");
+      this.url = url;
+      transport = this.connectTransport(url, token, options.httpVersion ?? "2");
+    }
+    const timeoutMs = options.requestTimeoutMs ?? 60_000;
+    this.sandboxes = new Sandboxes(createClient(pb.SandboxService, transport), timeoutMs);
+    this.pools = new Pools(createClient(pb.PoolService, transport), timeoutMs);
+    this.e2b = new E2b(createClient(pb.E2bService, transport), timeoutMs);
+  }
+
+  private connectTransport(url: string, token: string, httpVersion: "1.1" | "2"): Transport {
     const interceptors = [sendBearerToken(token)];
     let transport: Transport;
-    if ((options.httpVersion ?? "2") === "2") {
+    if (httpVersion === "2") {
       this.sessions = new Http2SessionManager(url, { idleConnectionTimeoutMs: 30_000 });
       transport = createConnectTransport({ baseUrl: url, httpVersion: "2", interceptors, sessionManager: this.sessions });
     } else {
       transport = createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors });
     }
-    const timeoutMs = options.requestTimeoutMs ?? 60_000;
-    this.sandboxes = new Sandboxes(createClient(pb.SandboxService, transport), timeoutMs);
-    this.pools = new Pools(createClient(pb.PoolService, transport), timeoutMs);
+    return transport;
   }
 
   /** Closes the connection (calls in flight fail); the process may then exit. */

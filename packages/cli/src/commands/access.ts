@@ -1,6 +1,6 @@
 /** `fsb token` and `fsb port-forward`: reaching a sandbox's ports through the sandbox proxy. */
 import { ValidationError } from "@fast-sandbox/api";
-import { savedAccessToken, saveAccessToken } from "../access-tokens.js";
+import { accessTokenFor, saveAccessToken } from "../access-tokens.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { forwardPort, parsePortMapping, tunnelTarget } from "../port-forward.js";
 
@@ -33,13 +33,7 @@ export async function portForward(name: string, mapping: string, options: PortFo
     );
   }
   if (!endpoint) throw new ValidationError("NAME", `sandbox ${namespace}/${name} has no endpoint yet (phase ${sandbox.status?.phase ?? "Pending"})`);
-  const accessToken = options.token ?? process.env.FSB_ACCESS_TOKEN ?? (dataDir ? savedAccessToken(dataDir, namespace, name) : undefined);
-  if (!accessToken) {
-    throw new ValidationError(
-      "--token",
-      `no access token for sandbox ${namespace}/${name}: pass --token (or FSB_ACCESS_TOKEN), or run 'fsb token ${name}' to make a new one`,
-    );
-  }
+  const accessToken = accessTokenFor(namespace, name, { token: options.token, dataDir });
   const forwarder = await forwardPort({
     address: options.address,
     localPort,

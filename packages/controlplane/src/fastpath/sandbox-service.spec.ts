@@ -53,6 +53,11 @@ describe("the fast-path API translates the agents' streams into its wire message
     assert.equal(agent.execRequests[0]?.workingDir, "/srv");
   });
 
+  it("GetSandboxProxy: the proxy's public base URL, where clients reach the sandboxes' daemons", async () => {
+    // The fixture's manager has the default address (DEFAULT_PROXY_BASE_URL).
+    assert.deepEqual((await sandboxes.getSandboxProxy({})).url, "http://localhost:7072");
+  });
+
   it("PullImage: the progress of each of the pool's agents, naming it, with its byte counts", async () => {
     await fixture.store.create("SandboxPool", poolOf("default"));
     agent.pullProgress = [

@@ -93,6 +93,7 @@ export function createSandboxService(manager: SandboxManager): ServiceImpl<typeo
         const { accessToken, sandbox } = await manager.rotateAccessToken(request.namespace, request.name);
         return create(pb.RotateAccessTokenResponseSchema, { accessToken, sandbox: sandboxToMessage(sandbox) });
       }),
+    getSandboxProxy: () => create(pb.GetSandboxProxyResponseSchema, { url: manager.proxyBaseUrl }),
     exec: (request, context) =>
       edgeStream(async function* () {
         const events = manager.exec(

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fastsandbox/v1alpha1/sandbox_service.proto.
  */
 export const file_fastsandbox_v1alpha1_sandbox_service: GenFile = /*@__PURE__*/
-  fileDesc("CipmYXN0c2FuZGJveC92MWFscGhhMS9zYW5kYm94X3NlcnZpY2UucHJvdG8SFGZhc3RzYW5kYm94LnYxYWxwaGExIvMBChRDcmVhdGVTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIvCgRzcGVjGAMgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFNwZWMSRgoGbGFiZWxzGAQgAygLMjYuZmFzdHNhbmRib3gudjFhbHBoYTEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuTGFiZWxzRW50cnkSEgoKcmVxdWVzdF9pZBgFIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjQKEUdldFNhbmRib3hSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJIjcKFExpc3RTYW5kYm94ZXNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRwb29sGAIgASgJIkkKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIwCglzYW5kYm94ZXMYASADKAsyHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94IvkBChRVcGRhdGVTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIvCgRzcGVjGAMgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFNwZWMSRgoGbGFiZWxzGAQgAygLMjYuZmFzdHNhbmRib3gudjFhbHBoYTEuVXBkYXRlU2FuZGJveFJlcXVlc3QuTGFiZWxzRW50cnkSGAoQcmVzb3VyY2VfdmVyc2lvbhgFIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImkKFERlbGV0ZVNhbmRib3hSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEhwKD2dyYWNlX3BlcmlvZF9tcxgDIAEoBUgAiAEBQhIKEF9ncmFjZV9wZXJpb2RfbXMiFwoVRGVsZXRlU2FuZGJveFJlc3BvbnNlIj4KC0xvZ3NSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBmZvbGxvdxgDIAEoCCKAAQoLRXhlY1JlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHY29tbWFuZBgDIAMoCRIqCgRlbnZzGAQgAygLMhwuZmFzdHNhbmRib3gudjFhbHBoYTEuRW52VmFyEhMKC3dvcmtpbmdfZGlyGAUgASgJIjsKGFJvdGF0ZUFjY2Vzc1Rva2VuUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCSJhChlSb3RhdGVBY2Nlc3NUb2tlblJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIuCgdzYW5kYm94GAIgASgLMh0uZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveCJKChdBcHBseVNhbmRib3hQb29sUmVxdWVzdBIvCgRwb29sGAEgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFBvb2wiOAoVR2V0U2FuZGJveFBvb2xSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJIiwKF0xpc3RTYW5kYm94UG9vbHNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCSJMChhMaXN0U2FuZGJveFBvb2xzUmVzcG9uc2USMAoFcG9vbHMYASADKAsyIS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94UG9vbCI7ChhEZWxldGVTYW5kYm94UG9vbFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkiGwoZRGVsZXRlU2FuZGJveFBvb2xSZXNwb25zZSJCChBQdWxsSW1hZ2VSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRwb29sGAIgASgJEg0KBWltYWdlGAMgASgJIjQKEUxpc3RBZ2VudHNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRwb29sGAIgASgJIsABCgVBZ2VudBIMCgRuYW1lGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIMCgRwb29sGAMgASgJEhAKCGVuZHBvaW50GAQgASgJEhAKCGNhcGFjaXR5GAUgASgFEhEKCWFsbG9jYXRlZBgGIAEoBRIOCgZpbWFnZXMYByADKAkSCwoDcGlkGAggASgFEg0KBXJlYWR5GAkgASgIEhIKCnVzZWRfcG9ydHMYCiADKAUSEQoJbm9kZV9uYW1lGAsgASgJIkEKEkxpc3RBZ2VudHNSZXNwb25zZRIrCgZhZ2VudHMYASADKAsyGy5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudDKKBgoOU2FuZGJveFNlcnZpY2USWgoNQ3JlYXRlU2FuZGJveBIqLmZhc3RzYW5kYm94LnYxYWxwaGExLkNyZWF0ZVNhbmRib3hSZXF1ZXN0Gh0uZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveBJUCgpHZXRTYW5kYm94EicuZmFzdHNhbmRib3gudjFhbHBoYTEuR2V0U2FuZGJveFJlcXVlc3QaHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94EmgKDUxpc3RTYW5kYm94ZXMSKi5mYXN0c2FuZGJveC52MWFscGhhMS5MaXN0U2FuZGJveGVzUmVxdWVzdBorLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJaCg1VcGRhdGVTYW5kYm94EiouZmFzdHNhbmRib3gudjFhbHBoYTEuVXBkYXRlU2FuZGJveFJlcXVlc3QaHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94EmgKDURlbGV0ZVNhbmRib3gSKi5mYXN0c2FuZGJveC52MWFscGhhMS5EZWxldGVTYW5kYm94UmVxdWVzdBorLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hSZXNwb25zZRJPCgRMb2dzEiEuZmFzdHNhbmRib3gudjFhbHBoYTEuTG9nc1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5Mb2dzUmVzcG9uc2UwARJPCgRFeGVjEiEuZmFzdHNhbmRib3gudjFhbHBoYTEuRXhlY1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5FeGVjUmVzcG9uc2UwARJ0ChFSb3RhdGVBY2Nlc3NUb2tlbhIuLmZhc3RzYW5kYm94LnYxYWxwaGExLlJvdGF0ZUFjY2Vzc1Rva2VuUmVxdWVzdBovLmZhc3RzYW5kYm94LnYxYWxwaGExLlJvdGF0ZUFjY2Vzc1Rva2VuUmVzcG9uc2Uy+gQKC1Bvb2xTZXJ2aWNlEmQKEEFwcGx5U2FuZGJveFBvb2wSLS5mYXN0c2FuZGJveC52MWFscGhhMS5BcHBseVNhbmRib3hQb29sUmVxdWVzdBohLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hQb29sEmAKDkdldFNhbmRib3hQb29sEisuZmFzdHNhbmRib3gudjFhbHBoYTEuR2V0U2FuZGJveFBvb2xSZXF1ZXN0GiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFBvb2wScQoQTGlzdFNhbmRib3hQb29scxItLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RTYW5kYm94UG9vbHNSZXF1ZXN0Gi4uZmFzdHNhbmRib3gudjFhbHBoYTEuTGlzdFNhbmRib3hQb29sc1Jlc3BvbnNlEnQKEURlbGV0ZVNhbmRib3hQb29sEi4uZmFzdHNhbmRib3gudjFhbHBoYTEuRGVsZXRlU2FuZGJveFBvb2xSZXF1ZXN0Gi8uZmFzdHNhbmRib3gudjFhbHBoYTEuRGVsZXRlU2FuZGJveFBvb2xSZXNwb25zZRJfCgpMaXN0QWdlbnRzEicuZmFzdHNhbmRib3gudjFhbHBoYTEuTGlzdEFnZW50c1JlcXVlc3QaKC5mYXN0c2FuZGJveC52MWFscGhhMS5MaXN0QWdlbnRzUmVzcG9uc2USWQoJUHVsbEltYWdlEiYuZmFzdHNhbmRib3gudjFhbHBoYTEuUHVsbEltYWdlUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLlB1bGxQcm9ncmVzczABYgZwcm90bzM", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
+  fileDesc("CipmYXN0c2FuZGJveC92MWFscGhhMS9zYW5kYm94X3NlcnZpY2UucHJvdG8SFGZhc3RzYW5kYm94LnYxYWxwaGExIvMBChRDcmVhdGVTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIvCgRzcGVjGAMgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFNwZWMSRgoGbGFiZWxzGAQgAygLMjYuZmFzdHNhbmRib3gudjFhbHBoYTEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuTGFiZWxzRW50cnkSEgoKcmVxdWVzdF9pZBgFIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjQKEUdldFNhbmRib3hSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJIjcKFExpc3RTYW5kYm94ZXNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRwb29sGAIgASgJIkkKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIwCglzYW5kYm94ZXMYASADKAsyHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94IvkBChRVcGRhdGVTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIvCgRzcGVjGAMgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFNwZWMSRgoGbGFiZWxzGAQgAygLMjYuZmFzdHNhbmRib3gudjFhbHBoYTEuVXBkYXRlU2FuZGJveFJlcXVlc3QuTGFiZWxzRW50cnkSGAoQcmVzb3VyY2VfdmVyc2lvbhgFIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImkKFERlbGV0ZVNhbmRib3hSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEhwKD2dyYWNlX3BlcmlvZF9tcxgDIAEoBUgAiAEBQhIKEF9ncmFjZV9wZXJpb2RfbXMiFwoVRGVsZXRlU2FuZGJveFJlc3BvbnNlIj4KC0xvZ3NSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBmZvbGxvdxgDIAEoCCKAAQoLRXhlY1JlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHY29tbWFuZBgDIAMoCRIqCgRlbnZzGAQgAygLMhwuZmFzdHNhbmRib3gudjFhbHBoYTEuRW52VmFyEhMKC3dvcmtpbmdfZGlyGAUgASgJIjsKGFJvdGF0ZUFjY2Vzc1Rva2VuUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCSJhChlSb3RhdGVBY2Nlc3NUb2tlblJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIuCgdzYW5kYm94GAIgASgLMh0uZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveCIYChZHZXRTYW5kYm94UHJveHlSZXF1ZXN0IiYKF0dldFNhbmRib3hQcm94eVJlc3BvbnNlEgsKA3VybBgBIAEoCSJKChdBcHBseVNhbmRib3hQb29sUmVxdWVzdBIvCgRwb29sGAEgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFBvb2wiOAoVR2V0U2FuZGJveFBvb2xSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJIiwKF0xpc3RTYW5kYm94UG9vbHNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCSJMChhMaXN0U2FuZGJveFBvb2xzUmVzcG9uc2USMAoFcG9vbHMYASADKAsyIS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94UG9vbCI7ChhEZWxldGVTYW5kYm94UG9vbFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkiGwoZRGVsZXRlU2FuZGJveFBvb2xSZXNwb25zZSJCChBQdWxsSW1hZ2VSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRwb29sGAIgASgJEg0KBWltYWdlGAMgASgJIjQKEUxpc3RBZ2VudHNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRwb29sGAIgASgJIsABCgVBZ2VudBIMCgRuYW1lGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIMCgRwb29sGAMgASgJEhAKCGVuZHBvaW50GAQgASgJEhAKCGNhcGFjaXR5GAUgASgFEhEKCWFsbG9jYXRlZBgGIAEoBRIOCgZpbWFnZXMYByADKAkSCwoDcGlkGAggASgFEg0KBXJlYWR5GAkgASgIEhIKCnVzZWRfcG9ydHMYCiADKAUSEQoJbm9kZV9uYW1lGAsgASgJIkEKEkxpc3RBZ2VudHNSZXNwb25zZRIrCgZhZ2VudHMYASADKAsyGy5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudCIVChNDcmVhdGVBcGlLZXlSZXF1ZXN0Ik0KFENyZWF0ZUFwaUtleVJlc3BvbnNlEg8KB2FwaV9rZXkYASABKAkSDwoHYXBpX3VybBgCIAEoCRITCgtzYW5kYm94X3VybBgDIAEoCTL6BgoOU2FuZGJveFNlcnZpY2USWgoNQ3JlYXRlU2FuZGJveBIqLmZhc3RzYW5kYm94LnYxYWxwaGExLkNyZWF0ZVNhbmRib3hSZXF1ZXN0Gh0uZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveBJUCgpHZXRTYW5kYm94EicuZmFzdHNhbmRib3gudjFhbHBoYTEuR2V0U2FuZGJveFJlcXVlc3QaHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94EmgKDUxpc3RTYW5kYm94ZXMSKi5mYXN0c2FuZGJveC52MWFscGhhMS5MaXN0U2FuZGJveGVzUmVxdWVzdBorLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJaCg1VcGRhdGVTYW5kYm94EiouZmFzdHNhbmRib3gudjFhbHBoYTEuVXBkYXRlU2FuZGJveFJlcXVlc3QaHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94EmgKDURlbGV0ZVNhbmRib3gSKi5mYXN0c2FuZGJveC52MWFscGhhMS5EZWxldGVTYW5kYm94UmVxdWVzdBorLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hSZXNwb25zZRJPCgRMb2dzEiEuZmFzdHNhbmRib3gudjFhbHBoYTEuTG9nc1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5Mb2dzUmVzcG9uc2UwARJPCgRFeGVjEiEuZmFzdHNhbmRib3gudjFhbHBoYTEuRXhlY1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5FeGVjUmVzcG9uc2UwARJ0ChFSb3RhdGVBY2Nlc3NUb2tlbhIuLmZhc3RzYW5kYm94LnYxYWxwaGExLlJvdGF0ZUFjY2Vzc1Rva2VuUmVxdWVzdBovLmZhc3RzYW5kYm94LnYxYWxwaGExLlJvdGF0ZUFjY2Vzc1Rva2VuUmVzcG9uc2USbgoPR2V0U2FuZGJveFByb3h5EiwuZmFzdHNhbmRib3gudjFhbHBoYTEuR2V0U2FuZGJveFByb3h5UmVxdWVzdBotLmZhc3RzYW5kYm94LnYxYWxwaGExLkdldFNhbmRib3hQcm94eVJlc3BvbnNlMvoECgtQb29sU2VydmljZRJkChBBcHBseVNhbmRib3hQb29sEi0uZmFzdHNhbmRib3gudjFhbHBoYTEuQXBwbHlTYW5kYm94UG9vbFJlcXVlc3QaIS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94UG9vbBJgCg5HZXRTYW5kYm94UG9vbBIrLmZhc3RzYW5kYm94LnYxYWxwaGExLkdldFNhbmRib3hQb29sUmVxdWVzdBohLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hQb29sEnEKEExpc3RTYW5kYm94UG9vbHMSLS5mYXN0c2FuZGJveC52MWFscGhhMS5MaXN0U2FuZGJveFBvb2xzUmVxdWVzdBouLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RTYW5kYm94UG9vbHNSZXNwb25zZRJ0ChFEZWxldGVTYW5kYm94UG9vbBIuLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hQb29sUmVxdWVzdBovLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hQb29sUmVzcG9uc2USXwoKTGlzdEFnZW50cxInLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RBZ2VudHNSZXF1ZXN0GiguZmFzdHNhbmRib3gudjFhbHBoYTEuTGlzdEFnZW50c1Jlc3BvbnNlElkKCVB1bGxJbWFnZRImLmZhc3RzYW5kYm94LnYxYWxwaGExLlB1bGxJbWFnZVJlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5QdWxsUHJvZ3Jlc3MwATJzCgpFMmJTZXJ2aWNlEmUKDENyZWF0ZUFwaUtleRIpLmZhc3RzYW5kYm94LnYxYWxwaGExLkNyZWF0ZUFwaUtleVJlcXVlc3QaKi5mYXN0c2FuZGJveC52MWFscGhhMS5DcmVhdGVBcGlLZXlSZXNwb25zZWIGcHJvdG8z", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
 
 /**
  * @generated from message fastsandbox.v1alpha1.CreateSandboxRequest
@@ -319,6 +319,38 @@ export const RotateAccessTokenResponseSchema: GenMessage<RotateAccessTokenRespon
   messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 10);
 
 /**
+ * @generated from message fastsandbox.v1alpha1.GetSandboxProxyRequest
+ */
+export type GetSandboxProxyRequest = Message<"fastsandbox.v1alpha1.GetSandboxProxyRequest"> & {
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.GetSandboxProxyRequest.
+ * Use `create(GetSandboxProxyRequestSchema)` to create a new message.
+ */
+export const GetSandboxProxyRequestSchema: GenMessage<GetSandboxProxyRequest> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 11);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.GetSandboxProxyResponse
+ */
+export type GetSandboxProxyResponse = Message<"fastsandbox.v1alpha1.GetSandboxProxyResponse"> & {
+  /**
+   * e.g. http://localhost:7072 (embedded) or the controller's FSB_PROXY_BASE_URL (Kubernetes).
+   *
+   * @generated from field: string url = 1;
+   */
+  url: string;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.GetSandboxProxyResponse.
+ * Use `create(GetSandboxProxyResponseSchema)` to create a new message.
+ */
+export const GetSandboxProxyResponseSchema: GenMessage<GetSandboxProxyResponse> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 12);
+
+/**
  * @generated from message fastsandbox.v1alpha1.ApplySandboxPoolRequest
  */
 export type ApplySandboxPoolRequest = Message<"fastsandbox.v1alpha1.ApplySandboxPoolRequest"> & {
@@ -333,7 +365,7 @@ export type ApplySandboxPoolRequest = Message<"fastsandbox.v1alpha1.ApplySandbox
  * Use `create(ApplySandboxPoolRequestSchema)` to create a new message.
  */
 export const ApplySandboxPoolRequestSchema: GenMessage<ApplySandboxPoolRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 11);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 13);
 
 /**
  * @generated from message fastsandbox.v1alpha1.GetSandboxPoolRequest
@@ -355,7 +387,7 @@ export type GetSandboxPoolRequest = Message<"fastsandbox.v1alpha1.GetSandboxPool
  * Use `create(GetSandboxPoolRequestSchema)` to create a new message.
  */
 export const GetSandboxPoolRequestSchema: GenMessage<GetSandboxPoolRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 12);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 14);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ListSandboxPoolsRequest
@@ -372,7 +404,7 @@ export type ListSandboxPoolsRequest = Message<"fastsandbox.v1alpha1.ListSandboxP
  * Use `create(ListSandboxPoolsRequestSchema)` to create a new message.
  */
 export const ListSandboxPoolsRequestSchema: GenMessage<ListSandboxPoolsRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 13);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 15);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ListSandboxPoolsResponse
@@ -389,7 +421,7 @@ export type ListSandboxPoolsResponse = Message<"fastsandbox.v1alpha1.ListSandbox
  * Use `create(ListSandboxPoolsResponseSchema)` to create a new message.
  */
 export const ListSandboxPoolsResponseSchema: GenMessage<ListSandboxPoolsResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 14);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 16);
 
 /**
  * @generated from message fastsandbox.v1alpha1.DeleteSandboxPoolRequest
@@ -411,7 +443,7 @@ export type DeleteSandboxPoolRequest = Message<"fastsandbox.v1alpha1.DeleteSandb
  * Use `create(DeleteSandboxPoolRequestSchema)` to create a new message.
  */
 export const DeleteSandboxPoolRequestSchema: GenMessage<DeleteSandboxPoolRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 15);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 17);
 
 /**
  * @generated from message fastsandbox.v1alpha1.DeleteSandboxPoolResponse
@@ -424,7 +456,7 @@ export type DeleteSandboxPoolResponse = Message<"fastsandbox.v1alpha1.DeleteSand
  * Use `create(DeleteSandboxPoolResponseSchema)` to create a new message.
  */
 export const DeleteSandboxPoolResponseSchema: GenMessage<DeleteSandboxPoolResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 16);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 18);
 
 /**
  * @generated from message fastsandbox.v1alpha1.PullImageRequest
@@ -453,7 +485,7 @@ export type PullImageRequest = Message<"fastsandbox.v1alpha1.PullImageRequest"> 
  * Use `create(PullImageRequestSchema)` to create a new message.
  */
 export const PullImageRequestSchema: GenMessage<PullImageRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 17);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 19);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ListAgentsRequest
@@ -475,7 +507,7 @@ export type ListAgentsRequest = Message<"fastsandbox.v1alpha1.ListAgentsRequest"
  * Use `create(ListAgentsRequestSchema)` to create a new message.
  */
 export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 18);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 20);
 
 /**
  * @generated from message fastsandbox.v1alpha1.Agent
@@ -544,7 +576,7 @@ export type Agent = Message<"fastsandbox.v1alpha1.Agent"> & {
  * Use `create(AgentSchema)` to create a new message.
  */
 export const AgentSchema: GenMessage<Agent> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 19);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 21);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ListAgentsResponse
@@ -561,7 +593,54 @@ export type ListAgentsResponse = Message<"fastsandbox.v1alpha1.ListAgentsRespons
  * Use `create(ListAgentsResponseSchema)` to create a new message.
  */
 export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 20);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 22);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.CreateApiKeyRequest
+ */
+export type CreateApiKeyRequest = Message<"fastsandbox.v1alpha1.CreateApiKeyRequest"> & {
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.CreateApiKeyRequest.
+ * Use `create(CreateApiKeyRequestSchema)` to create a new message.
+ */
+export const CreateApiKeyRequestSchema: GenMessage<CreateApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 23);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.CreateApiKeyResponse
+ */
+export type CreateApiKeyResponse = Message<"fastsandbox.v1alpha1.CreateApiKeyResponse"> & {
+  /**
+   * Send it as the X-API-KEY header (E2B_API_KEY).
+   *
+   * @generated from field: string api_key = 1;
+   */
+  apiKey: string;
+
+  /**
+   * Where the E2B-compatible control API listens (E2B_API_URL), e.g. http://127.0.0.1:7073.
+   *
+   * @generated from field: string api_url = 2;
+   */
+  apiUrl: string;
+
+  /**
+   * Where E2B's SDKs send in-sandbox traffic (E2B_SANDBOX_URL): the sandbox proxy, which routes by the
+   * E2b-Sandbox-Id and E2b-Sandbox-Port headers.
+   *
+   * @generated from field: string sandbox_url = 3;
+   */
+  sandboxUrl: string;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.CreateApiKeyResponse.
+ * Use `create(CreateApiKeyResponseSchema)` to create a new message.
+ */
+export const CreateApiKeyResponseSchema: GenMessage<CreateApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 24);
 
 /**
  * @generated from service fastsandbox.v1alpha1.SandboxService
@@ -638,6 +717,17 @@ export const SandboxService: GenService<{
     input: typeof RotateAccessTokenRequestSchema;
     output: typeof RotateAccessTokenResponseSchema;
   },
+  /**
+   * Where clients reach the sandboxes: the sandbox proxy's base URL. A sandbox's in-sandbox daemon is
+   * its port 49983 there, routed by the E2b-Sandbox-Id and E2b-Sandbox-Port headers.
+   *
+   * @generated from rpc fastsandbox.v1alpha1.SandboxService.GetSandboxProxy
+   */
+  getSandboxProxy: {
+    methodKind: "unary";
+    input: typeof GetSandboxProxyRequestSchema;
+    output: typeof GetSandboxProxyResponseSchema;
+  },
 }> = /*@__PURE__*/
   serviceDesc(file_fastsandbox_v1alpha1_sandbox_service, 0);
 
@@ -699,4 +789,24 @@ export const PoolService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fastsandbox_v1alpha1_sandbox_service, 1);
+
+/**
+ * The E2B-compatible control API (E2B's SDKs with E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY set).
+ *
+ * @generated from service fastsandbox.v1alpha1.E2bService
+ */
+export const E2bService: GenService<{
+  /**
+   * Issues a new E2B API key (`e2b_` + 40 lower-case hex digits) and returns it once, with the URLs
+   * E2B's SDKs need: the control plane keeps only the key's sha256.
+   *
+   * @generated from rpc fastsandbox.v1alpha1.E2bService.CreateApiKey
+   */
+  createApiKey: {
+    methodKind: "unary";
+    input: typeof CreateApiKeyRequestSchema;
+    output: typeof CreateApiKeyResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_fastsandbox_v1alpha1_sandbox_service, 2);
 

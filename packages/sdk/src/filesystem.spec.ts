@@ -1,0 +1,143 @@
+import assert from "node:assert/strict";
+import { Readable } from "node:stream";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { NotFoundError, TimeoutError, UnauthenticatedError, UnavailableError, ValidationError } from "@fast-sandbox/api";
+import { Connection } from "./connection.js";
+import { FakeControlPlane, FakeDaemon } from "./sandbox.fixture.js";
+import { FastSandbox } from "./sandbox.js";
+import type { FilesystemEvent } from "./watch-handle.js";
+
+describe("sandbox.files", () => {
+  let sandbox: FastSandbox;
+  let daemon: FakeDaemon;
+  beforeEach(async () => {
+    const plane = new FakeControlPlane();
+    daemon = new FakeDaemon();
+    sandbox = await FastSandbox.create({ connection: new Connection({ transport: plane.transport, daemon: daemon.factory }) });
+  });
+  afterEach(() => daemon.killAll());
+
+  it("writes text, then reads it back as text, bytes and a stream", async () => {
+    const written = await sandbox.files.write("/tmp/dir/hello.txt", "héllo\n");
+    assert.deepEqual(written, { name: "hello.txt", type: "file", path: "/tmp/dir/hello.txt" });
+    assert.equal(daemon.file("/tmp/dir/hello.txt"), "héllo\n");
+    assert.equal(await sandbox.files.read("/tmp/dir/hello.txt"), "héllo\n");
+    assert.deepEqual(await sandbox.files.read("/tmp/dir/hello.txt", { format: "bytes" }), new TextEncoder().encode("héllo\n"));
+    const stream = await sandbox.files.read("/tmp/dir/hello.txt", { format: "stream" });
+    assert.equal(await new Response(stream).text(), "héllo\n");
+    const upload = daemon.requests.find((r) => r.what === "POST /files");
+    assert.equal(upload?.headers.get("content-type"), "application/octet-stream");
+  });
+
+  it("writes bytes and streams (a web ReadableStream, a Node Readable) as they are read", async () => {
+    await sandbox.files.write("/tmp/bytes", new Uint8Array([0, 1, 2, 255]));
+    assert.deepEqual(await sandbox.files.read("/tmp/bytes", { format: "bytes" }), new Uint8Array([0, 1, 2, 255]));
+    const web = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode("part 1, "));
+        controller.enqueue(new TextEncoder().encode("part 2"));
+        controller.close();
+      },
+    });
+    await sandbox.files.write("/tmp/web", web);
+    assert.equal(daemon.file("/tmp/web"), "part 1, part 2");
+    await sandbox.files.write("/tmp/node", Readable.from(["a", "b", "c"]));
+    assert.equal(daemon.file("/tmp/node"), "abc");
+  });
+
+  it("names the user in the query of /files (E2B's username parameter)", async () => {
+    await sandbox.files.write("notes.txt", "x", { user: "user" });
+    assert.equal(daemon.file("/root/notes.txt"), "x");
+    assert.equal(await sandbox.files.read("notes.txt", { user: "root" }), "x");
+    await assert.rejects(
+      sandbox.files.read("notes.txt", { user: "nobody" }),
+      (error: unknown) => error instanceof UnauthenticatedError && /nobody/.test(error.message),
+    );
+  });
+
+  it("reading a missing file is a NotFoundError, a directory a ValidationError, both saying what and where", async () => {
+    await assert.rejects(sandbox.files.read("/nope"), (error: unknown) => {
+      assert.ok(error instanceof NotFoundError);
+      assert.match(error.message, /^reading \/nope in sandbox sb-0000000001: open \/nope: no such file or directory/);
+      return true;
+    });
+    await assert.rejects(sandbox.files.read("/tmp"), (error: unknown) => error instanceof ValidationError && /is a directory/.test(error.message));
+    await assert.rejects(sandbox.files.read(""), (error: unknown) => error instanceof ValidationError && error.field === "path");
+  });
+
+  it("lists, stats, makes, renames and removes entries", async () => {
+    await sandbox.files.write("/tmp/a/one.txt", "1");
+    assert.equal(await sandbox.files.makeDir("/tmp/a/sub"), true);
+    assert.equal(await sandbox.files.makeDir("/tmp/a/sub"), false, "an existing directory is not made again");
+    assert.deepEqual(
+      (await sandbox.files.list("/tmp/a")).map((e) => [e.name, e.type, e.path]),
+      [
+        ["one.txt", "file", "/tmp/a/one.txt"],
+        ["sub", "dir", "/tmp/a/sub"],
+      ],
+    );
+    const info = await sandbox.files.getInfo("/tmp/a/one.txt");
+    assert.equal(info.sizeBytes, 1);
+    assert.equal(info.permissions, "-rw-r--r--");
+    assert.ok(info.modifiedTime instanceof Date);
+    assert.equal(await sandbox.files.exists("/tmp/a/one.txt"), true);
+    assert.equal(await sandbox.files.exists("/tmp/a/two.txt"), false);
+    const moved = await sandbox.files.rename("/tmp/a/one.txt", "/tmp/a/sub/two.txt");
+    assert.equal(moved.path, "/tmp/a/sub/two.txt");
+    assert.equal(await sandbox.files.exists("/tmp/a/one.txt"), false);
+    await sandbox.files.remove("/tmp/a");
+    assert.equal(await sandbox.files.exists("/tmp/a/sub/two.txt"), false);
+    await assert.rejects(sandbox.files.remove("/tmp/a"), NotFoundError);
+    await assert.rejects(sandbox.files.list("/tmp", { depth: 0 }), (error: unknown) => error instanceof ValidationError && error.field === "depth");
+  });
+
+  it("watchDir delivers what happens in the directory until stop(), then tells onExit", async () => {
+    const events: FilesystemEvent[] = [];
+    let exited: { error: Error | undefined } | undefined;
+    const watch = await sandbox.files.watchDir("/tmp", (event) => void events.push(event), { onExit: (error) => void (exited = { error }) });
+    await sandbox.files.write("/tmp/new.txt", "1");
+    await sandbox.files.write("/tmp/new.txt", "2");
+    await sandbox.files.remove("/tmp/new.txt");
+    for (let i = 0; i < 50 && events.length < 3; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.deepEqual(
+      events.map((e) => [e.type, e.name]),
+      [
+        ["create", "new.txt"],
+        ["write", "new.txt"],
+        ["remove", "new.txt"],
+      ],
+    );
+    await watch.stop();
+    assert.deepEqual(exited, { error: undefined });
+    await sandbox.files.write("/tmp/after.txt", "x");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal(events.length, 3, "nothing arrives after stop()");
+  });
+
+  it("watchDir of a missing directory fails at once with a NotFoundError", async () => {
+    await assert.rejects(
+      sandbox.files.watchDir("/missing", () => undefined),
+      (error: unknown) => error instanceof NotFoundError && /watching \/missing in sandbox/.test(error.message),
+    );
+  });
+
+  it("a sandbox the proxy cannot reach is an UnavailableError for contents and RPCs alike", async () => {
+    daemon.gone = true;
+    for (const call of [() => sandbox.files.read("/tmp/x"), () => sandbox.files.write("/tmp/x", "1"), () => sandbox.files.list("/tmp")]) {
+      await assert.rejects(call(), (error: unknown) => error instanceof UnavailableError && /not reachable through the sandbox proxy/.test(error.message));
+    }
+  });
+
+  it("a download past its requestTimeoutMs is a TimeoutError", async () => {
+    await sandbox.files.write("/tmp/x", "1");
+    daemon.answerDelayMs = 200;
+    await assert.rejects(
+      sandbox.files.read("/tmp/x", { requestTimeoutMs: 20 }),
+      (error: unknown) => error instanceof TimeoutError && /requestTimeoutMs/.test(error.message),
+    );
+  });
+
+  it("refuses data it cannot send", async () => {
+    await assert.rejects(sandbox.files.write("/tmp/x", 42 as never), (error: unknown) => error instanceof ValidationError && error.field === "data");
+  });
+});

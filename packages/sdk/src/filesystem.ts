@@ -1,0 +1,338 @@
+/**
+ * `sandbox.files`: the sandbox's filesystem through its daemon. Contents travel over the daemon's
+ * plain-HTTP `/files` (downloads and uploads stream, in both directions); everything else is its
+ * `filesystem.Filesystem` service. Relative paths are relative to the user's home.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { FsbError, TimeoutError, ValidationError } from "@fast-sandbox/api";
+import { fetchError, httpError } from "./errors.js";
+import { FileType, type EntryInfo as EntryInfoMessage, type WatchDirResponse } from "./gen/envd/filesystem/filesystem_pb.js";
+import { KEEPALIVE_HEADER, KEEPALIVE_SECONDS, StreamStart, checkDuration, deadline, type RequestOptions } from "./request-options.js";
+import { userHeader, type SandboxDaemon, type UserOptions } from "./sandbox-daemon.js";
+import { WatchHandle, type FilesystemEvent } from "./watch-handle.js";
+
+export type FileKind = "file" | "dir" | "symlink";
+
+/** A file, directory or symlink in the sandbox. */
+export interface EntryInfo {
+  name: string;
+  type: FileKind;
+  /** Absolute path. */
+  path: string;
+  sizeBytes: number;
+  /** Unix mode bits (permissions and type), e.g. 0o100644. */
+  mode: number;
+  /** e.g. `-rw-r--r--`. */
+  permissions: string;
+  owner: string;
+  group: string;
+  modifiedTime?: Date;
+  /** Where a symlink points. */
+  symlinkTarget?: string;
+}
+
+/** What `files.write` wrote. */
+export interface WriteInfo {
+  name: string;
+  type: FileKind;
+  path: string;
+}
+
+/** What `files.write` takes: text (written as UTF-8), bytes, or a stream of bytes (e.g. a Node `Readable`). */
+export type WriteData = string | Uint8Array | ArrayBuffer | Blob | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
+
+export interface FilesystemOptions extends RequestOptions, UserOptions {}
+
+export interface ReadOptions extends FilesystemOptions {
+  /** `text` (UTF-8), `bytes`, or `stream`: a `ReadableStream` as the file arrives (the request deadline covers only its start). @default "text" */
+  format?: "text" | "bytes" | "stream";
+}
+
+export interface WatchOptions extends FilesystemOptions {
+  /** Also watch the subdirectories. @default false */
+  recursive?: boolean;
+  /** Events carry the entry as it is after them. @default false */
+  includeEntry?: boolean;
+  /** How long to watch, in milliseconds; 0 until `stop()`. @default 0 */
+  timeoutMs?: number;
+  /** Called once when the watch ends: without an error after `stop()` or its `timeoutMs`, else with why. */
+  onExit?: (error?: Error) => void | Promise<void>;
+}
+
+export class Filesystem {
+  constructor(private readonly daemon: SandboxDaemon) {}
+
+  /** The file's contents; a directory is a ValidationError, a missing file a NotFoundError. */
+  read(path: string, options?: ReadOptions & { format?: "text" }): Promise<string>;
+  read(path: string, options: ReadOptions & { format: "bytes" }): Promise<Uint8Array>;
+  read(path: string, options: ReadOptions & { format: "stream" }): Promise<ReadableStream<Uint8Array>>;
+  async read(path: string, options: ReadOptions = {}): Promise<string | Uint8Array | ReadableStream<Uint8Array>> {
+    checkPath(path, "path");
+    const what = `reading ${path}`;
+    const { response, start } = await this.request(what, "GET", path, options);
+    if (options.format === "stream") {
+      start.started();
+      return response.body ?? new ReadableStream<Uint8Array>({ start: (controller) => controller.close() });
+    }
+    try {
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      return options.format === "bytes" ? bytes : new TextDecoder().decode(bytes);
+    } catch (error) {
+      throw this.fetchError(error, what, options, start);
+    } finally {
+      start.stop();
+    }
+  }
+
+  /**
+   * Writes a file (made with its parent directories when missing, replaced when it exists). A
+   * stream is sent as it is read; the request deadline then does not apply, only the signal.
+   */
+  async write(path: string, data: WriteData, options: FilesystemOptions = {}): Promise<WriteInfo> {
+    checkPath(path, "path");
+    const { body, streamed } = uploadBody(data);
+    const what = `writing ${path}`;
+    const { response, start } = await this.request(what, "POST", path, streamed ? { ...options, requestTimeoutMs: 0 } : options, body);
+    try {
+      const written = (await response.json()) as { name?: string; type?: string; path?: string }[];
+      const first = Array.isArray(written) ? written[0] : undefined;
+      if (!first?.path) throw new FsbError("internal", `${what} in sandbox ${this.daemon.label}: the daemon did not say what it wrote`);
+      return { name: first.name ?? "", type: first.type === "dir" ? "dir" : "file", path: first.path };
+    } catch (error) {
+      throw error instanceof FsbError ? error : this.fetchError(error, what, options, start);
+    } finally {
+      start.stop();
+    }
+  }
+
+  /** The entries of a directory; `depth` 2 and more include subdirectories' entries. */
+  async list(path: string, options: FilesystemOptions & { depth?: number } = {}): Promise<EntryInfo[]> {
+    checkPath(path, "path");
+    const depth = options.depth ?? 1;
+    if (!Number.isInteger(depth) || depth < 1)
+      throw new ValidationError("depth", `${String(depth)} is not a depth; give 1 (the directory's own entries) or more`);
+    const client = await this.daemon.filesystem(options);
+    const response = await this.daemon.call(`listing ${path}`, options, (call) => client.listDir({ path, depth }, call));
+    return response.entries.map(entryInfo).filter((entry): entry is EntryInfo => entry !== undefined);
+  }
+
+  /** Whether something exists at `path`. */
+  async exists(path: string, options: FilesystemOptions = {}): Promise<boolean> {
+    checkPath(path, "path");
+    const client = await this.daemon.filesystem(options);
+    return this.daemon.call(`looking up ${path}`, options, async (call) => {
+      try {
+        await client.stat({ path }, call);
+        return true;
+      } catch (error) {
+        if (ConnectError.from(error).code === Code.NotFound) return false;
+        throw error;
+      }
+    });
+  }
+
+  /** Makes a directory and its missing parents; resolves false when it existed already. */
+  async makeDir(path: string, options: FilesystemOptions = {}): Promise<boolean> {
+    checkPath(path, "path");
+    const client = await this.daemon.filesystem(options);
+    return this.daemon.call(`making directory ${path}`, options, async (call) => {
+      try {
+        await client.makeDir({ path }, call);
+        return true;
+      } catch (error) {
+        if (ConnectError.from(error).code === Code.AlreadyExists) return false;
+        throw error;
+      }
+    });
+  }
+
+  /** Removes a file, or a directory with everything in it. */
+  async remove(path: string, options: FilesystemOptions = {}): Promise<void> {
+    checkPath(path, "path");
+    const client = await this.daemon.filesystem(options);
+    await this.daemon.call(`removing ${path}`, options, (call) => client.remove({ path }, call));
+  }
+
+  /** Moves or renames a file or directory; resolves with it at its new place. */
+  async rename(oldPath: string, newPath: string, options: FilesystemOptions = {}): Promise<EntryInfo> {
+    checkPath(oldPath, "oldPath");
+    checkPath(newPath, "newPath");
+    const client = await this.daemon.filesystem(options);
+    const response = await this.daemon.call(`moving ${oldPath} to ${newPath}`, options, (call) => client.move({ source: oldPath, destination: newPath }, call));
+    return this.entryOrFail(response.entry, `moving ${oldPath}`);
+  }
+
+  /** What is at `path` (a symlink itself, not its target). */
+  async getInfo(path: string, options: FilesystemOptions = {}): Promise<EntryInfo> {
+    checkPath(path, "path");
+    const client = await this.daemon.filesystem(options);
+    const response = await this.daemon.call(`looking up ${path}`, options, (call) => client.stat({ path }, call));
+    return this.entryOrFail(response.entry, `looking up ${path}`);
+  }
+
+  /** Watches a directory: `onEvent` gets what happens in it (created, written, removed, renamed, chmod) until `stop()`. */
+  async watchDir(path: string, onEvent: (event: FilesystemEvent) => void | Promise<void>, options: WatchOptions = {}): Promise<WatchHandle> {
+    checkPath(path, "path");
+    const timeoutMs = options.timeoutMs ?? 0;
+    checkDuration(timeoutMs, "timeoutMs");
+    const requestTimeoutMs = this.daemon.requestTimeoutMs(options);
+    const start = new StreamStart(options.signal, requestTimeoutMs);
+    const what = `watching ${path}`;
+    const streamDeadline = deadline(timeoutMs);
+    try {
+      const client = await this.daemon.filesystem({ ...options, signal: start.signal });
+      const events = watchEvents(
+        client.watchDir(
+          { path, recursive: options.recursive ?? false, includeEntry: options.includeEntry ?? false },
+          {
+            signal: start.signal,
+            ...(streamDeadline !== undefined ? { timeoutMs: streamDeadline } : {}),
+            headers: { ...userHeader(options.user), [KEEPALIVE_HEADER]: String(KEEPALIVE_SECONDS) },
+          },
+        ),
+      );
+      const first = await events.next();
+      if (first.done || first.value.case !== "start") {
+        throw new ConnectError(
+          `the daemon's watch did not begin with its start event (got ${first.done ? "the end of the stream" : first.value.case})`,
+          Code.Internal,
+        );
+      }
+      start.started();
+      const filesystemEvents = (async function* () {
+        try {
+          for (;;) {
+            const next = await events.next();
+            if (next.done) return;
+            if (next.value.case === "filesystem") yield next.value.value;
+          }
+        } catch (error) {
+          // The watch's own timeoutMs ends it as stop() would.
+          if (streamDeadline !== undefined && ConnectError.from(error).code === Code.DeadlineExceeded && !options.signal?.aborted) return;
+          throw error;
+        }
+      })();
+      return new WatchHandle({
+        events: filesystemEvents,
+        onEvent,
+        onExit: options.onExit,
+        stop: () => start.stop(),
+        translate: (error) => this.daemon.error(error, what, options.signal, streamDeadline, "timeoutMs"),
+        entryOf: (message) => this.entryOrFail(message, what),
+      });
+    } catch (error) {
+      start.stop();
+      if (start.startTimedOut && !options.signal?.aborted) {
+        throw new TimeoutError(`${what} in sandbox ${this.daemon.label} did not start within ${requestTimeoutMs} ms (requestTimeoutMs)`, { cause: error });
+      }
+      throw this.daemon.error(error, what, options.signal, streamDeadline, "timeoutMs");
+    }
+  }
+
+  /** Sends a request to the daemon's `/files`, failing with the daemon's (or the proxy's) error unless it succeeded. */
+  private async request(
+    what: string,
+    method: "GET" | "POST",
+    path: string,
+    options: FilesystemOptions,
+    body?: NonNullable<RequestInit["body"]>,
+  ): Promise<{ response: Response; start: StreamStart }> {
+    const start = new StreamStart(options.signal, this.daemon.requestTimeoutMs(options));
+    let response: Response;
+    try {
+      const channel = await this.daemon.channel({ ...options, signal: start.signal });
+      const query = new URLSearchParams({ path, ...(options.user ? { username: options.user } : {}) });
+      response = await channel.fetch(`/files?${query.toString()}`, {
+        method,
+        signal: start.signal,
+        ...(body !== undefined
+          ? { body, headers: { "content-type": "application/octet-stream" }, ...(body instanceof ReadableStream ? { duplex: "half" } : {}) }
+          : {}),
+      });
+    } catch (error) {
+      start.stop();
+      throw this.fetchError(error, what, options, start);
+    }
+    if (!response.ok) {
+      start.stop();
+      throw await httpError(response, { what: `${what} in sandbox ${this.daemon.label}`, sandbox: this.daemon.label });
+    }
+    return { response, start };
+  }
+
+  /** A failed `fetch` (no HTTP answer): the caller's abort, the deadline, or the network. */
+  private fetchError(error: unknown, what: string, options: RequestOptions, start: StreamStart): Error {
+    return fetchError(error, {
+      what: `${what} in sandbox ${this.daemon.label}`,
+      signal: options.signal,
+      timedOut: start.startTimedOut,
+      timeoutMs: this.daemon.requestTimeoutMs(options),
+    });
+  }
+
+  private entryOrFail(message: EntryInfoMessage | undefined, what: string): EntryInfo {
+    const entry = message ? entryInfo(message) : undefined;
+    if (!entry) throw new FsbError("internal", `${what} in sandbox ${this.daemon.label}: the daemon answered without the entry`);
+    return entry;
+  }
+}
+
+function checkPath(path: string, field: string): void {
+  if (typeof path !== "string" || path === "") throw new ValidationError(field, "is empty; give a path in the sandbox, e.g. /tmp/data.txt");
+  if (path.includes("\0")) throw new ValidationError(field, "contains a NUL character");
+}
+
+/** The SDK's EntryInfo of the daemon's; undefined for a type the SDK does not know. */
+export function entryInfo(message: EntryInfoMessage): EntryInfo | undefined {
+  const type = fileKind(message.type);
+  if (!type) return undefined;
+  return {
+    name: message.name,
+    type,
+    path: message.path,
+    sizeBytes: Number(message.size),
+    mode: message.mode,
+    permissions: message.permissions,
+    owner: message.owner,
+    group: message.group,
+    ...(message.modifiedTime ? { modifiedTime: timestampDate(message.modifiedTime) } : {}),
+    ...(message.symlinkTarget !== undefined ? { symlinkTarget: message.symlinkTarget } : {}),
+  };
+}
+
+function fileKind(type: FileType): FileKind | undefined {
+  switch (type) {
+    case FileType.FILE:
+      return "file";
+    case FileType.DIRECTORY:
+      return "dir";
+    case FileType.SYMLINK:
+      return "symlink";
+    default:
+      return undefined;
+  }
+}
+
+/** The request body of an upload, and whether it streams. */
+function uploadBody(data: WriteData): { body: NonNullable<RequestInit["body"]>; streamed: boolean } {
+  if (typeof data === "string") return { body: new TextEncoder().encode(data), streamed: false };
+  if (data instanceof Uint8Array || data instanceof ArrayBuffer || data instanceof Blob) return { body: data, streamed: false };
+  if (data instanceof ReadableStream) return { body: data, streamed: true };
+  if (data !== null && typeof data === "object" && Symbol.asyncIterator in data) {
+    return { body: ReadableStream.from<Uint8Array>(bytesOf(data)), streamed: true };
+  }
+  throw new ValidationError("data", "give a string, bytes (Uint8Array, ArrayBuffer, Blob) or a stream of bytes (ReadableStream, Node Readable)");
+}
+
+/** A Node `Readable` may yield strings when it has an encoding: bytes either way. */
+async function* bytesOf(source: AsyncIterable<Uint8Array | string>): AsyncGenerator<Uint8Array> {
+  for await (const chunk of source) yield typeof chunk === "string" ? new TextEncoder().encode(chunk) : chunk;
+}
+
+/** The events of a WatchDir stream, without keepalives. */
+async function* watchEvents(responses: AsyncIterable<WatchDirResponse>): AsyncGenerator<WatchDirResponse["event"]> {
+  for await (const response of responses) {
+    if (response.event.case !== undefined && response.event.case !== "keepalive") yield response.event;
+  }
+}

@@ -1,0 +1,115 @@
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { ConflictError, FailedPreconditionError, NotFoundError, ValidationError } from "@fast-sandbox/api";
+import { Connection } from "./connection.js";
+import { FIRST_SANDBOX_ID, FakeControlPlane, FakeDaemon } from "./sandbox.fixture.js";
+import { FastSandbox } from "./sandbox.js";
+
+describe("FastSandbox", () => {
+  let plane: FakeControlPlane;
+  let daemon: FakeDaemon;
+  let connection: Connection;
+  beforeEach(() => {
+    plane = new FakeControlPlane();
+    daemon = new FakeDaemon();
+    connection = new Connection({ transport: plane.transport, daemon: daemon.factory });
+  });
+  afterEach(() => daemon.killAll());
+
+  it("create() makes the sandbox with the pool's image and hands back its name, id and access token", async () => {
+    const sandbox = await FastSandbox.create({ connection, envs: { A: "1" }, timeoutMs: 60_000, labels: { team: "x" } });
+    assert.equal(sandbox.name, "sb-0000000001");
+    assert.equal(sandbox.namespace, "default");
+    assert.equal(sandbox.sandboxId, FIRST_SANDBOX_ID);
+    assert.equal(sandbox.accessToken, "token-of-sb-0000000001");
+    const spec = plane.sandbox("sb-0000000001").spec;
+    assert.equal(spec.image, "fast-sandbox.io/base:latest");
+    assert.equal(spec.poolRef, "default");
+    assert.deepEqual(spec.envs, [{ name: "A", value: "1" }]);
+    const expiresInMs = Date.parse(spec.expireTime ?? "") - Date.now();
+    assert.ok(expiresInMs > 50_000 && expiresInMs <= 60_000, `expires in ${expiresInMs} ms`);
+  });
+
+  it("routes daemon traffic to its instance with its access token", async () => {
+    const sandbox = await FastSandbox.create({ connection });
+    daemon.define("true", async () => 0);
+    await sandbox.commands.run("true");
+    await sandbox.files.write("/tmp/x", "1");
+    assert.deepEqual(daemon.targets, [{ namespace: "default", name: "sb-0000000001", sandboxId: FIRST_SANDBOX_ID, accessToken: "token-of-sb-0000000001" }]);
+  });
+
+  it("connect() finds a sandbox by name or by instance id; without a token its daemon calls say how to get one", async () => {
+    plane.add("web", "a1b2c3d4e5f6g7h8i9j0");
+    const byName = await FastSandbox.connect("web", { connection, accessToken: "t" });
+    assert.equal(byName.sandboxId, "a1b2c3d4e5f6g7h8i9j0");
+    const byId = await FastSandbox.connect("a1b2c3d4e5f6g7h8i9j0", { connection });
+    assert.equal(byId.name, "web");
+    await assert.rejects(byId.files.read("/etc/hosts"), (error: unknown) => {
+      assert.ok(error instanceof FailedPreconditionError);
+      assert.match(error.message, /no access token for sandbox web: pass accessToken to FastSandbox.connect .* or call rotateAccessToken\(\)/);
+      return true;
+    });
+    assert.equal(daemon.targets.length, 0, "nothing was sent without a token");
+    await assert.rejects(
+      FastSandbox.connect("nothing0000000000000", { connection }),
+      (error: unknown) => error instanceof NotFoundError && /named nothing0000000000000 or has that id/.test(error.message),
+    );
+    await assert.rejects(FastSandbox.connect("", { connection }), ValidationError);
+  });
+
+  it("rotateAccessToken() makes a new token and uses it for daemon traffic from then on", async () => {
+    plane.add("web", "a1b2c3d4e5f6g7h8i9j0");
+    const sandbox = await FastSandbox.connect("web", { connection });
+    assert.equal(await sandbox.rotateAccessToken(), "rotated-token-of-web");
+    daemon.define("true", async () => 0);
+    await sandbox.commands.run("true");
+    assert.equal(daemon.targets[0]?.accessToken, "rotated-token-of-web");
+  });
+
+  it("list() returns the namespace's sandboxes as records", async () => {
+    await FastSandbox.create({ connection, name: "one" });
+    await FastSandbox.create({ connection, name: "two" });
+    assert.deepEqual(
+      (await FastSandbox.list({ connection })).map((s) => s.metadata.name),
+      ["one", "two"],
+    );
+  });
+
+  it("setTimeout() moves the expiry to now + ms, retrying when the sandbox changed in between", async () => {
+    const sandbox = await FastSandbox.create({ connection });
+    plane.conflictsToInject = 2;
+    await sandbox.setTimeout(5_000);
+    const expiresInMs = Date.parse(plane.sandbox(sandbox.name).spec.expireTime ?? "") - Date.now();
+    assert.ok(expiresInMs > 4_000 && expiresInMs <= 5_000, `expires in ${expiresInMs} ms`);
+    assert.equal(plane.updates.length, 1);
+    assert.equal(Date.parse(sandbox.info.spec.expireTime ?? ""), Date.parse(plane.sandbox(sandbox.name).spec.expireTime ?? ""));
+    plane.conflictsToInject = 10;
+    await assert.rejects(sandbox.setTimeout(5_000), ConflictError);
+    await assert.rejects(sandbox.setTimeout(0), (error: unknown) => error instanceof ValidationError && error.field === "timeoutMs");
+  });
+
+  it("kill() deletes it once; isRunning() asks the daemon, and is false once the proxy cannot find the sandbox", async () => {
+    const sandbox = await FastSandbox.create({ connection });
+    assert.equal(await sandbox.isRunning(), true);
+    assert.equal(await sandbox.kill(), true);
+    assert.deepEqual(plane.deletes, [sandbox.name]);
+    assert.equal(await sandbox.kill(), false);
+    daemon.gone = true;
+    assert.equal(await sandbox.isRunning(), false);
+  });
+
+  it("logs() returns the output of its command, or hands it to onData", async () => {
+    const sandbox = await FastSandbox.create({ connection });
+    plane.logs = [new TextEncoder().encode("hello "), new TextEncoder().encode("world\n")];
+    assert.equal(await sandbox.logs(), "hello world\n");
+    const chunks: string[] = [];
+    assert.equal(await sandbox.logs({ onData: (data) => chunks.push(new TextDecoder().decode(data)) }), "");
+    assert.deepEqual(chunks, ["hello ", "world\n"]);
+  });
+
+  it("create() with an aborted signal rejects with its reason", async () => {
+    const controller = new AbortController();
+    controller.abort(new Error("not now"));
+    await assert.rejects(FastSandbox.create({ connection, image: "busybox", signal: controller.signal }), /not now/);
+  });
+});

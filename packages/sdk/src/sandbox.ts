@@ -1,0 +1,323 @@
+/**
+ * `FastSandbox`: a handle on one sandbox. `FastSandbox.create()` makes a sandbox and
+ * `FastSandbox.connect()` finds one; the handle runs commands in it (`commands`), reads and writes
+ * its files (`files`), opens terminals (`pty`) — all through its in-sandbox daemon, via the sandbox
+ * proxy — and manages its life through the control plane (`setTimeout`, `kill`, `logs`).
+ */
+import {
+  ConflictError,
+  FailedPreconditionError,
+  NotFoundError,
+  ValidationError,
+  isSandboxId,
+  type EgressPolicy,
+  type Sandbox,
+  type SandboxSpec,
+} from "@fast-sandbox/api";
+import { Commands } from "./commands.js";
+import { sharedConnection, type Connection, type ConnectionOptions } from "./connection.js";
+import { fetchError, httpError } from "./errors.js";
+import type { DaemonChannel } from "./daemon-channel.js";
+import { Filesystem } from "./filesystem.js";
+import { Pty } from "./pty.js";
+import { StreamStart, checkDuration, type RequestOptions } from "./request-options.js";
+import { SandboxDaemon } from "./sandbox-daemon.js";
+
+/** How a call finds its connection: one given, or (from these options and the environment) the shared one. */
+export interface SandboxConnectionOptions extends ConnectionOptions {
+  /** The connection to use; the other connection options are then ignored. @default a shared one for the options (FSB_URL, FSB_TOKEN) */
+  connection?: Connection;
+}
+
+export interface SandboxCreateOptions extends SandboxConnectionOptions, RequestOptions {
+  /** @default generated (`sb-` and 10 hex digits) */
+  name?: string;
+  /** @default "default" */
+  namespace?: string;
+  /** @default "default" */
+  pool?: string;
+  /** Image reference. @default the pool's image */
+  image?: string;
+  /** Replaces the image's entrypoint. */
+  command?: string[];
+  /** Replaces the image's cmd. */
+  args?: string[];
+  /** Environment of the sandbox's command, and of every command run in it. */
+  envs?: Record<string, string>;
+  workingDir?: string;
+  /** Ports reachable through the sandbox proxy (the daemon's 49983 always is). */
+  exposedPorts?: number[];
+  /**
+   * How long the sandbox lives, in milliseconds from now; `setTimeout` changes it. 0 or unset: until
+   * it is killed.
+   * @default no limit
+   */
+  timeoutMs?: number;
+  /** Where the sandbox may connect to, within its pool's egress policy. @default the pool's */
+  egress?: EgressPolicy;
+  labels?: Record<string, string>;
+  failurePolicy?: SandboxSpec["failurePolicy"];
+  /** Makes retries idempotent: the same id returns the sandbox the first attempt created. */
+  requestId?: string;
+}
+
+export interface SandboxConnectOptions extends SandboxConnectionOptions, RequestOptions {
+  /** @default "default" */
+  namespace?: string;
+  /**
+   * The sandbox's access token (what `create` returned, `fsb run` printed, or `rotateAccessToken`
+   * made): needed for everything that goes to the sandbox (commands, files, terminals). Without
+   * one, those calls fail until `rotateAccessToken()` makes a new one.
+   */
+  accessToken?: string;
+}
+
+export interface SandboxListOptions extends SandboxConnectionOptions, RequestOptions {
+  /** `*` for every namespace. @default "default" */
+  namespace?: string;
+  pool?: string;
+}
+
+export interface LogsOptions extends RequestOptions {
+  /** Keep receiving until the sandbox's command exits. @default false */
+  follow?: boolean;
+  /** Called with the output as it arrives; the returned string is then empty (output can be larger than memory). */
+  onData?: (data: Uint8Array) => void;
+}
+
+/** Tries of a timeout change whose sandbox changed in between (a status write, another change). */
+const UPDATE_ATTEMPTS = 5;
+
+export class FastSandbox {
+  /** Runs commands in the sandbox. */
+  readonly commands: Commands;
+  /** Its filesystem. */
+  readonly files: Filesystem;
+  /** Interactive terminals. */
+  readonly pty: Pty;
+  readonly connection: Connection;
+  private record: Sandbox;
+  private token: string;
+  private channelOf: Promise<DaemonChannel> | undefined;
+
+  private constructor(connection: Connection, record: Sandbox, accessToken: string) {
+    this.connection = connection;
+    this.record = record;
+    this.token = accessToken;
+    const daemon = new SandboxDaemon({
+      label: this.label,
+      requestTimeoutMs: connection.requestTimeoutMs,
+      channel: (options) => this.channel(options),
+    });
+    this.commands = new Commands(daemon);
+    this.files = new Filesystem(daemon);
+    this.pty = new Pty(daemon);
+  }
+
+  /** Creates a sandbox and resolves, once it runs, with its handle. */
+  static async create(options: SandboxCreateOptions = {}): Promise<FastSandbox> {
+    checkDuration(options.timeoutMs, "timeoutMs");
+    const connection = options.connection ?? sharedConnection(options);
+    const namespace = options.namespace ?? "default";
+    const pool = options.pool ?? "default";
+    const call = {
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.requestTimeoutMs !== undefined ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
+    };
+    let image = options.image;
+    if (!image) {
+      image = (await connection.client.pools.get(pool, { namespace, ...call })).spec.image;
+      if (!image) throw new ValidationError("image", `pool ${namespace}/${pool} has no default image; pass image`);
+    }
+    const created = await connection.client.sandboxes.create({
+      namespace,
+      pool,
+      image,
+      ...(options.name ? { name: options.name } : {}),
+      ...(options.command ? { command: options.command } : {}),
+      ...(options.args ? { args: options.args } : {}),
+      ...(options.envs ? { envs: options.envs } : {}),
+      ...(options.workingDir ? { workingDir: options.workingDir } : {}),
+      ...(options.exposedPorts ? { exposedPorts: options.exposedPorts } : {}),
+      ...(options.timeoutMs ? { ttlMs: options.timeoutMs } : {}),
+      ...(options.egress ? { egress: options.egress } : {}),
+      ...(options.labels ? { labels: options.labels } : {}),
+      ...(options.failurePolicy ? { failurePolicy: options.failurePolicy } : {}),
+      ...(options.requestId ? { requestId: options.requestId } : {}),
+      ...call,
+    });
+    const { accessToken, ...record } = created;
+    return new FastSandbox(connection, record, accessToken);
+  }
+
+  /**
+   * A handle on an existing sandbox, by name or by instance id (`status.sandboxID`). Pass its
+   * `accessToken` to use its daemon (commands, files, terminals).
+   */
+  static async connect(nameOrId: string, options: SandboxConnectOptions = {}): Promise<FastSandbox> {
+    if (!nameOrId) throw new ValidationError("nameOrId", "is empty; give the sandbox's name or its id (status.sandboxID)");
+    const connection = options.connection ?? sharedConnection(options);
+    const namespace = options.namespace ?? "default";
+    const call = {
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.requestTimeoutMs !== undefined ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
+    };
+    let record: Sandbox | undefined;
+    try {
+      record = await connection.client.sandboxes.get(nameOrId, { namespace, ...call });
+    } catch (error) {
+      if (!(error instanceof NotFoundError) || !isSandboxId(nameOrId)) throw error;
+      const all = await connection.client.sandboxes.list({ namespace, ...call });
+      record = all.find((sandbox) => sandbox.status?.sandboxID === nameOrId);
+      if (!record) throw new NotFoundError(`no sandbox in namespace ${namespace} is named ${nameOrId} or has that id`, { cause: error });
+    }
+    return new FastSandbox(connection, record, options.accessToken ?? "");
+  }
+
+  /** The sandboxes (as records), e.g. to connect to one. */
+  static async list(options: SandboxListOptions = {}): Promise<Sandbox[]> {
+    const connection = options.connection ?? sharedConnection(options);
+    return connection.client.sandboxes.list({
+      namespace: options.namespace ?? "default",
+      ...(options.pool ? { pool: options.pool } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.requestTimeoutMs !== undefined ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
+    });
+  }
+
+  get name(): string {
+    return this.record.metadata.name;
+  }
+
+  get namespace(): string {
+    return this.record.metadata.namespace ?? "default";
+  }
+
+  /** The id of the instance this handle talks to (`status.sandboxID`). */
+  get sandboxId(): string {
+    return this.record.status?.sandboxID ?? "";
+  }
+
+  /** The token the sandbox proxy checks ("" when the handle was connected without one). */
+  get accessToken(): string {
+    return this.token;
+  }
+
+  /** The sandbox as last read (by create, connect, getInfo or setTimeout). */
+  get info(): Sandbox {
+    return this.record;
+  }
+
+  /** The sandbox as it is now. */
+  async getInfo(options: RequestOptions = {}): Promise<Sandbox> {
+    this.record = await this.connection.client.sandboxes.get(this.name, { namespace: this.namespace, ...options });
+    return this.record;
+  }
+
+  /** Whether its daemon answers (false once it is gone or not running). */
+  async isRunning(options: RequestOptions = {}): Promise<boolean> {
+    checkDuration(options.requestTimeoutMs, "requestTimeoutMs");
+    const timeoutMs = options.requestTimeoutMs ?? this.connection.requestTimeoutMs;
+    const start = new StreamStart(options.signal, timeoutMs);
+    const what = `GET /health of sandbox ${this.label}`;
+    try {
+      const channel = await this.channel({ ...options, signal: start.signal });
+      const response = await channel.fetch("/health", { method: "GET", signal: start.signal });
+      // The sandbox proxy's answers for a sandbox that is gone (502) or not running (503) mean no.
+      if (response.ok || response.status === 502 || response.status === 503) {
+        await response.body?.cancel();
+        return response.ok;
+      }
+      throw await httpError(response, { what, sandbox: this.label });
+    } catch (error) {
+      throw fetchError(error, { what, signal: options.signal, timedOut: start.startTimedOut, timeoutMs });
+    } finally {
+      start.stop();
+    }
+  }
+
+  /**
+   * Sets when the sandbox ends: `timeoutMs` from now (sooner or later than it would have). The
+   * control plane deletes it then (`spec.expireTime`).
+   */
+  async setTimeout(timeoutMs: number, options: RequestOptions = {}): Promise<void> {
+    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0)
+      throw new ValidationError("timeoutMs", `${String(timeoutMs)} is not a duration; give the milliseconds from now the sandbox may live (more than 0)`);
+    for (let attempt = 1; ; attempt++) {
+      const current = await this.connection.client.sandboxes.get(this.name, { namespace: this.namespace, ...options });
+      try {
+        this.record = await this.connection.client.sandboxes.update(
+          this.name,
+          { ...current.spec, expireTime: new Date(Date.now() + timeoutMs).toISOString() },
+          { namespace: this.namespace, ...(current.metadata.resourceVersion ? { resourceVersion: current.metadata.resourceVersion } : {}), ...options },
+        );
+        return;
+      } catch (error) {
+        if (error instanceof ConflictError && attempt < UPDATE_ATTEMPTS) continue;
+        throw error;
+      }
+    }
+  }
+
+  /** Deletes the sandbox; resolves true once it is gone, false when it was gone already. */
+  async kill(options: RequestOptions & { gracePeriodMs?: number } = {}): Promise<boolean> {
+    try {
+      await this.connection.client.sandboxes.delete(this.name, { namespace: this.namespace, ...options });
+      return true;
+    } catch (error) {
+      if (error instanceof NotFoundError) return false;
+      throw error;
+    }
+  }
+
+  /** The output of the sandbox's own command (its stdout and stderr), up to now or (`follow`) until it exits. */
+  async logs(options: LogsOptions = {}): Promise<string> {
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of this.connection.client.sandboxes.logs(this.name, {
+      namespace: this.namespace,
+      follow: options.follow ?? false,
+      ...(options.signal ? { signal: options.signal } : {}),
+    })) {
+      if (options.onData) options.onData(chunk);
+      else chunks.push(chunk);
+    }
+    return Buffer.concat(chunks).toString();
+  }
+
+  /** Gives the sandbox a new access token (the old one stops working) and uses it from now on. */
+  async rotateAccessToken(options: RequestOptions = {}): Promise<string> {
+    const { accessToken, sandbox } = await this.connection.client.sandboxes.rotateAccessToken(this.name, { namespace: this.namespace, ...options });
+    this.record = sandbox;
+    this.token = accessToken;
+    this.channelOf = undefined;
+    return accessToken;
+  }
+
+  private get label(): string {
+    return this.namespace === "default" ? this.name : `${this.namespace}/${this.name}`;
+  }
+
+  /** The channel to the daemon, made once per access token. */
+  private channel(options: RequestOptions): Promise<DaemonChannel> {
+    if (!this.token) {
+      return Promise.reject(
+        new FailedPreconditionError(
+          `no access token for sandbox ${this.label}: pass accessToken to FastSandbox.connect (create returned it; 'fsb run' printed it), or call rotateAccessToken() to make a new one`,
+        ),
+      );
+    }
+    if (!this.sandboxId) {
+      return Promise.reject(
+        new FailedPreconditionError(`sandbox ${this.label} has no instance yet (phase ${this.record.status?.phase ?? "Pending"}); connect again once it runs`),
+      );
+    }
+    if (!this.channelOf) {
+      const made = this.connection.daemonChannel({ namespace: this.namespace, name: this.name, sandboxId: this.sandboxId, accessToken: this.token }, options);
+      this.channelOf = made;
+      void made.catch(() => {
+        if (this.channelOf === made) this.channelOf = undefined;
+      });
+    }
+    return this.channelOf;
+  }
+}
