@@ -8,40 +8,15 @@
  * reaper, and a wrong key refused with the SDK's AuthenticationError.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { AuthenticationError, Sandbox, SandboxNotFoundError, type SandboxInfo } from "e2b";
 import { REPO_ROOT } from "../../support/containerd.js";
+import { useFsbE2bEnv } from "../../support/e2b-env.js";
 import { containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
-const FSB = join(REPO_ROOT, "packages/cli/bin/fsb.js");
 const ENVD_VERSION = (JSON.parse(readFileSync(join(REPO_ROOT, "packages/envd/version.json"), "utf8")) as { envdVersion: string }).envdVersion;
-const E2B_VARIABLES = ["E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY"] as const;
-
-/** `fsb e2b env`'s three lines, as NAME → value. */
-function fsbE2bEnv(embedded: EmbeddedCase): Promise<Record<string, string>> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      [FSB, "--url", embedded.controlPlane.url, "e2b", "env"],
-      { env: { ...process.env, FSB_TOKEN: embedded.token, FSB_DATA_DIR: embedded.dataDir }, encoding: "utf8" },
-      (error, stdout, stderr) => {
-        if (error) reject(new Error(`fsb e2b env failed: ${stderr}`));
-        else
-          resolve(
-            Object.fromEntries(
-              stdout
-                .trimEnd()
-                .split("\n")
-                .map((line) => /^export (\w+)=(.*)$/.exec(line)?.slice(1, 3) ?? []),
-            ) as Record<string, string>,
-          );
-      },
-    );
-  });
-}
 
 function near(actual: Date, expectedMs: number, what: string): void {
   assert.ok(Math.abs(actual.getTime() - expectedMs) < 5000, `${what}: ${actual.toISOString()} ≈ ${new Date(expectedMs).toISOString()}`);
@@ -49,29 +24,17 @@ function near(actual: Date, expectedMs: number, what: string): void {
 
 describe("E2B's official JS SDK against the E2B-compatible API", () => {
   let embedded: EmbeddedCase;
-  const saved = new Map<string, string | undefined>();
+  let restore: () => void = () => undefined;
   const run = Math.random().toString(36).slice(2, 10);
 
   before(async () => {
     embedded = await startEmbedded({ name: "e2b-js-sdk", pools: [pool("default", { maxSandboxesPerPod: 8 })] });
-    const exported = await fsbE2bEnv(embedded);
     // Only the three variables: nothing else of E2B's is set in this process.
-    for (const name of Object.keys(process.env).filter((key) => key.startsWith("E2B_"))) {
-      saved.set(name, process.env[name]);
-      delete process.env[name];
-    }
-    for (const name of E2B_VARIABLES) {
-      assert.ok(exported[name], `fsb e2b env exports ${name}`);
-      if (!saved.has(name)) saved.set(name, process.env[name]);
-      process.env[name] = exported[name];
-    }
+    restore = await useFsbE2bEnv(embedded);
   });
 
   after(async () => {
-    for (const [name, value] of saved) {
-      if (value === undefined) delete process.env[name];
-      else process.env[name] = value;
-    }
+    restore();
     await embedded.stop();
   });
 

@@ -5,18 +5,17 @@
  * virtualenv under the cache directory (made once per requirements.txt), never into the repository.
  */
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { REPO_ROOT } from "../../support/containerd.js";
+import { e2bEnvironment } from "../../support/e2b-env.js";
 import { containerdLeftovers, pool, startEmbedded, type EmbeddedCase } from "../../support/embedded.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const FSB = join(REPO_ROOT, "packages/cli/bin/fsb.js");
 const REQUIREMENTS = join(HERE, "requirements.txt");
 const CACHE = process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache");
 
@@ -56,29 +55,6 @@ async function virtualenv(): Promise<string> {
   return dir;
 }
 
-/** `fsb e2b env`'s three lines, as NAME → value. */
-function fsbE2bEnv(embedded: EmbeddedCase): Promise<Record<string, string>> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      [FSB, "--url", embedded.controlPlane.url, "e2b", "env"],
-      { env: { ...process.env, FSB_TOKEN: embedded.token, FSB_DATA_DIR: embedded.dataDir }, encoding: "utf8" },
-      (error, stdout, stderr) => {
-        if (error) reject(new Error(`fsb e2b env failed: ${stderr}`));
-        else
-          resolve(
-            Object.fromEntries(
-              stdout
-                .trimEnd()
-                .split("\n")
-                .map((line) => /^export (\w+)=(.*)$/.exec(line)?.slice(1, 3) ?? []),
-            ) as Record<string, string>,
-          );
-      },
-    );
-  });
-}
-
 describe("E2B's official Python SDK against the E2B-compatible API", () => {
   let embedded: EmbeddedCase;
   let venv = "";
@@ -99,12 +75,7 @@ describe("E2B's official Python SDK against the E2B-compatible API", () => {
     "passes the SDK's pytest module: create, commands, background, stdin, PTY, files, watch, signed URLs, timeout, list, connect, kill",
     { timeout: 600_000 },
     async () => {
-      const exported = await fsbE2bEnv(embedded);
-      const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("E2B_")));
-      for (const name of ["E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY"]) {
-        assert.ok(exported[name], `fsb e2b env exports ${name}`);
-        env[name] = exported[name];
-      }
+      const env = await e2bEnvironment(embedded);
       const result = await run(join(venv, "bin", "python"), ["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_e2b_python_sdk.py"], {
         env,
         timeoutMs: 540_000,
