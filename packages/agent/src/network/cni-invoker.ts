@@ -13,7 +13,7 @@
  * `cniVersion` added) on stdin; the result or error comes back on stdout (cni-error.ts).
  */
 import { spawn } from "node:child_process";
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, statfsSync } from "node:fs";
 import { join } from "node:path";
 import { CniError, cniErrorFromExit, type CniCommand } from "./cni-error.js";
 
@@ -157,7 +157,9 @@ export class CniInvoker {
       PATH: this.searchPath,
       CNI_COMMAND: command,
       CNI_CONTAINERID: attachment.containerId,
-      CNI_NETNS: attachment.netnsPath,
+      // A DEL for a namespace that is gone (its bind mount vanished, e.g. with a dead agent's mount
+      // namespace) goes without one: the CNI spec lets plugins release what they hold without it.
+      CNI_NETNS: command === "DEL" && !isNetworkNamespace(attachment.netnsPath) ? "" : attachment.netnsPath,
       CNI_IFNAME: attachment.ifName,
       CNI_PATH: this.pluginDirs.join(":"),
       ...(attachment.args && Object.keys(attachment.args).length > 0
@@ -208,4 +210,16 @@ function parseResult(plugin: string, stdout: string): CniResult {
     throw new CniError({ plugin, command: "ADD", code: "internal", message: `CNI plugin "${plugin}" printed a result without cniVersion on ADD` });
   }
   return value as CniResult;
+}
+
+/** nsfs's magic number (statfs f_type of a mounted namespace file). */
+const NSFS_MAGIC = 0x6e736673;
+
+/** Whether the path is a mounted network namespace (not a plain file left where one was). */
+function isNetworkNamespace(path: string): boolean {
+  try {
+    return statfsSync(path).type === NSFS_MAGIC;
+  } catch {
+    return false;
+  }
 }
