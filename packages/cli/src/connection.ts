@@ -46,9 +46,10 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
   if (process.env.FSB_DEBUG)
     process.stderr.write(`debug: ${target.mode === "cluster" ? "a Kubernetes cluster" : "the embedded Fast Sandbox"}, as ${target.reason}\n`);
   if (target.mode === "embedded") {
-    const sdk = new SdkConnection(endpoint(options));
+    const dataDir = resolveDataDir(options.dataDir);
+    const sdk = new SdkConnection({ ...endpoint(options), dataDir });
     open.push(sdk);
-    return { client: sdk.client, sdk, namespace: options.namespace ?? "default", dataDir: resolveDataDir(options.dataDir) };
+    return { client: sdk.client, sdk, namespace: options.namespace ?? "default", dataDir };
   }
   const { resolveClusterEndpoint } = await import("./cluster-connection.js");
   const url = options.url ?? process.env.FSB_URL;

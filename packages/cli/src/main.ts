@@ -19,6 +19,12 @@ const collect = (value: string, previous: string[]) => [...previous, value];
 const outputOption = () => new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS).default("table" as const);
 const namespaceOption = () => new Option("-n, --namespace <namespace>", "namespace (default: in a cluster the kubeconfig context's, else default)");
 const allNamespacesOption = () => new Option("-A, --all-namespaces", "every namespace");
+/** The sandbox's access token, for commands that reach it through the sandbox proxy. */
+const accessTokenOption = (usedBy?: string) =>
+  new Option(
+    "--token <token>",
+    `the sandbox's access token${usedBy ? ` (${usedBy})` : ""} (env FSB_ACCESS_TOKEN; default: the one 'fsb run' or 'fsb token' saved)`,
+  );
 
 const TARGET_HELP = `
 Which Fast Sandbox (the first rule that applies):
@@ -193,15 +199,39 @@ function program(programName: string): Command {
 
   fsb
     .command("exec")
-    .description("run a command in a sandbox; exits with its exit code")
+    .description("run a command in a sandbox; exits with its exit code (-it: interactively, in a terminal)")
     .argument("<name>")
     .argument("[command...]", "command and arguments, after --")
     .addOption(namespaceOption())
     .option("-e, --env <NAME=VALUE>", "environment variable (repeatable)", collect, [] as string[])
     .option("-w, --workdir <dir>", "working directory")
+    .option("-i, --interactive", "pass stdin to the command")
+    .option("-t, --tty", "run it in a terminal (raw keys, window size, colours): -it for an interactive program")
+    .addOption(accessTokenOption("-i and -t"))
     .action(async (name, command, options) => {
-      process.exitCode = await (await sandboxCommands()).exec(name, command, { ...globals(), ...options });
+      process.exitCode = await (await import("./commands/interactive.js")).exec(name, command, { ...globals(), ...options });
     });
+
+  fsb
+    .command("shell")
+    .description("an interactive login shell in a sandbox (bash, else sh); exits with its exit code")
+    .argument("<name>")
+    .addOption(namespaceOption())
+    .option("-e, --env <NAME=VALUE>", "environment variable (repeatable)", collect, [] as string[])
+    .option("-w, --workdir <dir>", "working directory")
+    .addOption(accessTokenOption())
+    .action(async (name, options) => {
+      process.exitCode = await (await import("./commands/interactive.js")).shell(name, { ...globals(), ...options });
+    });
+
+  fsb
+    .command("cp")
+    .description("copy a file into a sandbox (cp LOCAL NAME:PATH) or out of it (cp NAME:PATH LOCAL); - is stdin or stdout")
+    .argument("<src>", "LOCAL or NAME:PATH")
+    .argument("<dest>", "NAME:PATH or LOCAL (a directory, or a path ending with /, keeps the file's name)")
+    .addOption(namespaceOption())
+    .addOption(accessTokenOption())
+    .action(async (source, destination, options) => (await import("./commands/copy.js")).copy(source, destination, { ...globals(), ...options }));
 
   fsb
     .command("rm")

@@ -4,7 +4,7 @@
  * `pty.create()` and `pty.connect(pid)`; it reads the daemon's event stream from the moment it
  * exists, so no output is lost between the start and the first `wait()`.
  */
-import { FailedPreconditionError, FsbError } from "@fast-sandbox/api";
+import { FailedPreconditionError, FsbError, TimeoutError } from "@fast-sandbox/api";
 import { CommandExitError, type CommandResult } from "./errors.js";
 import type { ProcessEvent } from "./gen/envd/process/process_pb.js";
 import type { RequestOptions } from "./request-options.js";
@@ -16,6 +16,11 @@ export interface CommandHandleInit {
   events: AsyncIterator<ProcessEvent>;
   /** For messages: e.g. "command `ls /` in sandbox sb-1". */
   description: string;
+  /**
+   * When the daemon kills the process for its `timeoutMs` (Start's deadline). A kill that ends it
+   * from then on is that timeout — its end event may arrive before the client's own deadline fires.
+   */
+  deadline?: { atMs: number; timeoutMs: number };
   /** Translates what the stream throws (timeouts, the caller's abort, daemon errors). */
   translate: (error: unknown) => Error;
   /** Stops receiving events without stopping the process. */
@@ -31,6 +36,9 @@ export interface CommandHandleInit {
   onPty?: ((data: Uint8Array) => void) | undefined;
 }
 
+/** Timers of the daemon and of this process may fire a little apart. */
+const DEADLINE_SLACK_MS = 20;
+
 export class CommandHandle {
   /** The process id in the sandbox (for `commands.connect`, `commands.kill`, `pty.sendInput`). */
   readonly pid: number;
@@ -40,6 +48,7 @@ export class CommandHandle {
   private readonly stdoutDecoder = new TextDecoder();
   private readonly stderrDecoder = new TextDecoder();
   private result: CommandResult | undefined;
+  private endedAtMs = 0;
   private failure: Error | undefined;
   private disconnected = false;
   private readonly finished: Promise<void>;
@@ -80,6 +89,12 @@ export class CommandHandle {
           : `${this.init.description}: the daemon's stream ended without the process's end`,
       );
     }
+    const deadline = this.init.deadline;
+    if (deadline && this.result.exitCode === -1 && this.endedAtMs >= deadline.atMs - DEADLINE_SLACK_MS) {
+      throw new TimeoutError(
+        `${this.init.description} did not finish within ${deadline.timeoutMs} ms (timeoutMs) and was killed; pass a larger timeoutMs, or 0 for no limit`,
+      );
+    }
     if (this.result.exitCode !== 0) throw new CommandExitError(this.result, this.init.description);
     return this.result;
   }
@@ -117,6 +132,7 @@ export class CommandHandle {
         const event = next.value.event;
         if (event.case === "data") this.output(event.value.output);
         if (event.case === "end") {
+          this.endedAtMs = Date.now();
           this.flush();
           const end = event.value;
           this.result = {

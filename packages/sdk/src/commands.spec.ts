@@ -117,6 +117,23 @@ describe("commands.run", () => {
     );
   });
 
+  it("reports a kill at the deadline as a TimeoutError also when the daemon's end event comes before the client's own timer", async () => {
+    daemon.killEarlierMs = 15;
+    daemon.define("sleep 100", async (io) => {
+      await io.killed;
+      return 0;
+    });
+    await assert.rejects(sandbox.commands.run("sleep 100", { timeoutMs: 200 }), (error: unknown) => {
+      assert.ok(error instanceof TimeoutError, String(error));
+      assert.match(error.message, /did not finish within 200 ms \(timeoutMs\) and was killed/);
+      return true;
+    });
+    // A kill long before the deadline is no timeout.
+    const handle = await sandbox.commands.run("sleep 100", { background: true, timeoutMs: 60_000 });
+    await handle.kill();
+    await assert.rejects(handle.wait(), CommandExitError);
+  });
+
   it("rejects with the signal's reason when the caller aborts", async () => {
     daemon.define("sleep 100", async (io) => {
       await io.killed;
@@ -130,6 +147,7 @@ describe("commands.run", () => {
   });
 
   it("refuses an empty command and bad durations before sending anything", async () => {
+    daemon.requests.length = 0;
     await assert.rejects(sandbox.commands.run("  "), (error: unknown) => error instanceof ValidationError && error.field === "command");
     await assert.rejects(sandbox.commands.run([]), (error: unknown) => error instanceof ValidationError && error.field === "command");
     await assert.rejects(sandbox.commands.run("true", { timeoutMs: -1 }), (error: unknown) => error instanceof ValidationError && error.field === "timeoutMs");

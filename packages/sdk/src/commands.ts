@@ -71,7 +71,7 @@ export class Commands {
     const timeoutMs = options.timeoutMs ?? 0;
     checkDuration(timeoutMs, "timeoutMs");
     const description = `process ${pid} in sandbox ${this.daemon.label}`;
-    return this.stream(description, options, timeoutMs, (client, callOptions) =>
+    return this.stream(description, options, timeoutMs, false, (client, callOptions) =>
       client.connect({ process: { selector: { case: "pid", value: pid } } }, callOptions),
     );
   }
@@ -124,16 +124,26 @@ export class Commands {
       stdin: options.stdin ?? false,
       ...(options.tag ? { tag: options.tag } : {}),
     };
-    return this.stream(description, options, timeoutMs, (client, callOptions) => client.start(request, callOptions));
+    return this.stream(description, options, timeoutMs, true, (client, callOptions) => client.start(request, callOptions));
   }
 
-  /** Starts a process stream (Start or Connect) and hands it to a handle once the daemon told the pid. */
-  private async stream(description: string, options: CommandOptions, timeoutMs: number, open: OpenProcessStream): Promise<CommandHandle> {
-    const { pid, events, stop } = await startProcessStream(this.daemon, description, options, timeoutMs, open);
+  /**
+   * Starts a process stream (Start or Connect) and hands it to a handle once the daemon told the
+   * pid. `killsAtDeadline`: the daemon kills the process when `timeoutMs` passes (Start).
+   */
+  private async stream(
+    description: string,
+    options: CommandOptions,
+    timeoutMs: number,
+    killsAtDeadline: boolean,
+    open: OpenProcessStream,
+  ): Promise<CommandHandle> {
+    const { pid, events, stop, openedAtMs } = await startProcessStream(this.daemon, description, options, timeoutMs, open);
     return new CommandHandle({
       pid,
       events,
       description,
+      ...(killsAtDeadline && timeoutMs > 0 ? { deadline: { atMs: openedAtMs + timeoutMs, timeoutMs } } : {}),
       translate: (error) => this.daemon.error(error, description, options.signal, deadline(timeoutMs), "timeoutMs"),
       disconnect: stop,
       kill: (killOptions) => this.kill(pid, killOptions),
@@ -195,6 +205,8 @@ export interface StartedProcessStream {
   pid: number;
   events: AsyncIterator<ProcessEvent>;
   stop: () => void;
+  /** When the stream was opened (its deadline counts from then), in ms since the epoch. */
+  openedAtMs: number;
 }
 
 /**
@@ -214,6 +226,7 @@ export async function startProcessStream(
   const streamDeadline = deadline(timeoutMs);
   try {
     const client = await daemon.process({ ...options, signal: start.signal });
+    const openedAtMs = Date.now();
     const events = processEvents(
       open(client, {
         signal: start.signal,
@@ -229,7 +242,7 @@ export async function startProcessStream(
       );
     }
     start.started();
-    return { pid: first.value.event.value.pid, events, stop: () => start.stop() };
+    return { pid: first.value.event.value.pid, events, stop: () => start.stop(), openedAtMs };
   } catch (error) {
     start.stop();
     if (start.startTimedOut && !options.signal?.aborted) {

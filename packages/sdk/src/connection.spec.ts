@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import { createClient } from "@connectrpc/connect";
@@ -8,40 +11,47 @@ import { UnavailableError, ValidationError } from "@fast-sandbox/api";
 import { Connection } from "./connection.js";
 import { sandboxProxyChannel } from "./daemon-channel.js";
 import { Process } from "./gen/envd/process/process_pb.js";
-import { FakeControlPlane, PROXY_URL } from "./sandbox.fixture.js";
+import { FakeControlPlane, FakeDaemon, PROXY_URL } from "./sandbox.fixture.js";
 import { FastSandbox } from "./sandbox.js";
 
 const TARGET = { namespace: "default", name: "web", sandboxId: "k3x9q0m2zt7c1w8r5bn4", accessToken: "the-token" };
 
 describe("Connection: where the sandboxes' daemons are", () => {
-  const saved = process.env.FSB_SANDBOX_URL;
-  beforeEach(() => delete process.env.FSB_SANDBOX_URL);
+  const names = ["FSB_PROXY_URL", "FSB_SANDBOX_URL", "FSB_URL", "FSB_TOKEN", "FSB_DATA_DIR"] as const;
+  const saved = Object.fromEntries(names.map((name) => [name, process.env[name]]));
+  beforeEach(() => {
+    for (const name of names) delete process.env[name];
+  });
   afterEach(() => {
-    if (saved === undefined) delete process.env.FSB_SANDBOX_URL;
-    else process.env.FSB_SANDBOX_URL = saved;
+    for (const name of names) {
+      if (saved[name] === undefined) delete process.env[name];
+      else process.env[name] = saved[name];
+    }
   });
 
   it("asks the control plane for the sandbox proxy's URL once, and keeps it", async () => {
     const plane = new FakeControlPlane();
     const connection = new Connection({ transport: plane.transport });
-    assert.equal(await connection.sandboxProxyUrl(), PROXY_URL);
-    assert.equal(await connection.sandboxProxyUrl(), PROXY_URL);
+    assert.equal(await connection.proxyUrl(), PROXY_URL);
+    assert.equal(await connection.proxyUrl(), PROXY_URL);
     assert.equal(plane.proxyUrlQuestions, 1);
   });
 
-  it("prefers the sandboxUrl option, then FSB_SANDBOX_URL, without asking", async () => {
+  it("prefers the proxyUrl option, then FSB_PROXY_URL, then FSB_SANDBOX_URL, without asking", async () => {
     const plane = new FakeControlPlane();
-    assert.equal(await new Connection({ transport: plane.transport, sandboxUrl: "http://127.0.0.1:9/" }).sandboxProxyUrl(), "http://127.0.0.1:9");
+    assert.equal(await new Connection({ transport: plane.transport, proxyUrl: "http://127.0.0.1:9/" }).proxyUrl(), "http://127.0.0.1:9");
     process.env.FSB_SANDBOX_URL = "http://10.0.0.1:7072";
-    assert.equal(await new Connection({ transport: plane.transport }).sandboxProxyUrl(), "http://10.0.0.1:7072");
+    assert.equal(await new Connection({ transport: plane.transport }).proxyUrl(), "http://10.0.0.1:7072");
+    process.env.FSB_PROXY_URL = "http://10.0.0.2:7072";
+    assert.equal(await new Connection({ transport: plane.transport }).proxyUrl(), "http://10.0.0.2:7072");
     assert.equal(plane.proxyUrlQuestions, 0);
   });
 
   it("refuses a sandbox URL that is not an http(s) URL, naming the option", () => {
     for (const url of ["localhost:7072", "ftp://x"]) {
       assert.throws(
-        () => new Connection({ transport: new FakeControlPlane().transport, sandboxUrl: url }),
-        (error: unknown) => error instanceof ValidationError && error.field === "sandboxUrl",
+        () => new Connection({ transport: new FakeControlPlane().transport, proxyUrl: url }),
+        (error: unknown) => error instanceof ValidationError && error.field === "proxyUrl",
       );
     }
   });
@@ -50,9 +60,59 @@ describe("Connection: where the sandboxes' daemons are", () => {
     const plane = new FakeControlPlane();
     plane.proxyUrl = "";
     const connection = new Connection({ transport: plane.transport });
-    await assert.rejects(connection.sandboxProxyUrl(), (error: unknown) => error instanceof ValidationError && /FSB_SANDBOX_URL/.test(error.message));
+    await assert.rejects(connection.proxyUrl(), (error: unknown) => error instanceof ValidationError && /FSB_PROXY_URL/.test(error.message));
     plane.proxyUrl = PROXY_URL;
-    assert.equal(await connection.sandboxProxyUrl(), PROXY_URL);
+    assert.equal(await connection.proxyUrl(), PROXY_URL);
+  });
+});
+
+describe("Connection: the embedded instance's data directory (fsb up)", () => {
+  const names = ["FSB_URL", "FSB_TOKEN", "FSB_DATA_DIR"] as const;
+  const saved = Object.fromEntries(names.map((name) => [name, process.env[name]]));
+  let dataDir: string;
+  beforeEach(() => {
+    for (const name of names) delete process.env[name];
+    dataDir = mkdtempSync(join(tmpdir(), "fsb-sdk-data-dir-"));
+  });
+  afterEach(() => {
+    rmSync(dataDir, { recursive: true, force: true });
+    for (const name of names) {
+      if (saved[name] === undefined) delete process.env[name];
+      else process.env[name] = saved[name];
+    }
+  });
+
+  it("finds the URL and the token that fsb up wrote, and says how to start it when there are none", () => {
+    assert.throws(
+      () => new Connection({ dataDir }),
+      (error: unknown) => error instanceof ValidationError && error.field === "url" && /start it with 'npx fsb up'/.test(error.message),
+    );
+    writeFileSync(join(dataDir, "url"), "http://127.0.0.1:7070\n");
+    assert.throws(
+      () => new Connection({ dataDir }),
+      (error: unknown) => error instanceof ValidationError && error.field === "token",
+    );
+    writeFileSync(join(dataDir, "token"), "the-api-token\n");
+    const connection = new Connection({ dataDir });
+    assert.equal(connection.client.url, "http://127.0.0.1:7070");
+    assert.equal(connection.accessTokens?.dataDir, dataDir);
+    connection.close();
+    assert.equal(new Connection({ dataDir, url: "http://10.1.1.1:7070" }).accessTokens, undefined, "another instance's tokens are not kept here");
+  });
+
+  it("keeps the tokens of the sandboxes it creates where fsb run keeps them; connect finds them; kill forgets them", async () => {
+    writeFileSync(join(dataDir, "url"), "http://127.0.0.1:7070\n");
+    const plane = new FakeControlPlane();
+    const connection = new Connection({ transport: plane.transport, daemon: new FakeDaemon().factory, dataDir });
+    const created = await FastSandbox.create({ connection, name: "kept" });
+    const path = join(dataDir, "access-tokens", "default", "kept");
+    assert.equal(readFileSync(path, "utf8"), "token-of-kept\n");
+    assert.equal(statSync(path).mode & 0o777, 0o600);
+    assert.equal((await FastSandbox.connect("kept", { connection })).accessToken, "token-of-kept");
+    await created.rotateAccessToken();
+    assert.equal((await FastSandbox.connect("kept", { connection })).accessToken, "rotated-token-of-kept");
+    await created.kill();
+    assert.equal(existsSync(path), false);
   });
 });
 
@@ -97,15 +157,20 @@ describe("sandboxProxyChannel: the daemon through the sandbox proxy", () => {
     assert.equal(seen[0]?.headers["content-type"], "application/json");
   });
 
-  it("a proxy nobody listens at is an UnavailableError saying so", async () => {
+  it("a proxy nobody listens at is an UnavailableError saying so, also for create's wait for the daemon", async () => {
     const plane = new FakeControlPlane();
     // Port 1: nothing listens there.
-    const connection = new Connection({ transport: plane.transport, sandboxUrl: "http://127.0.0.1:1" });
-    const sandbox = await FastSandbox.create({ connection });
+    const connection = new Connection({ transport: plane.transport, proxyUrl: "http://127.0.0.1:1" });
+    const sandbox = await FastSandbox.create({ connection, daemonReadyTimeoutMs: 0 });
     await assert.rejects(sandbox.files.read("/etc/hosts"), (error: unknown) => error instanceof UnavailableError && /could not be reached/.test(error.message));
     await assert.rejects(
       sandbox.commands.list(),
       (error: unknown) => error instanceof UnavailableError && /not reachable through the sandbox proxy/.test(error.message),
     );
+    await assert.rejects(
+      FastSandbox.create({ connection, name: "unreachable" }),
+      (error: unknown) => error instanceof UnavailableError && /could not be reached/.test(error.message),
+    );
+    assert.deepEqual(plane.deletes, ["unreachable"], "a sandbox whose daemon cannot be reached is not left behind");
   });
 });

@@ -7,19 +7,27 @@
 import { ValidationError } from "@fast-sandbox/api";
 import { FastSandboxClient, type FastSandboxClientOptions } from "./fast-sandbox-client.js";
 import { throughSandboxProxy, type DaemonChannel, type DaemonChannelFactory, type DaemonTarget } from "./daemon-channel.js";
+import { EmbeddedInstance, defaultDataDir } from "./embedded-instance.js";
 import type { RequestOptions } from "./request-options.js";
 
 export interface ConnectionOptions {
-  /** Base URL of the control plane, e.g. `http://127.0.0.1:7070`. @default FSB_URL */
+  /** Base URL of the control plane, e.g. `http://127.0.0.1:7070`. @default FSB_URL, else the URL the running `fsb up` of `dataDir` wrote */
   url?: string;
-  /** The API's bearer token. @default FSB_TOKEN */
+  /** The API's bearer token. @default FSB_TOKEN, else the token of `dataDir` */
   token?: string;
   /**
    * Base URL of the sandbox proxy, through which the SDK reaches the sandboxes' daemons, e.g.
    * `http://127.0.0.1:7072`.
-   * @default FSB_SANDBOX_URL, else what the control plane says (GetSandboxProxy)
+   * @default FSB_PROXY_URL, else FSB_SANDBOX_URL, else what the control plane says (GetSandboxProxy)
    */
-  sandboxUrl?: string;
+  proxyUrl?: string;
+  /**
+   * The data directory of the embedded Fast Sandbox (`fsb up`): where its URL and token are found
+   * when not given, and — when the URL is its — where sandboxes' access tokens are kept (as `fsb
+   * run` keeps them), so `FastSandbox.connect` finds them.
+   * @default FSB_DATA_DIR, else /var/lib/fast-sandbox as root, else ~/.local/share/fast-sandbox
+   */
+  dataDir?: string;
   /** Deadline of requests (each call may pass its own `requestTimeoutMs`); 0 for none. @default 60000 */
   requestTimeoutMs?: number;
   /** HTTP version to the control plane. @default "2" */
@@ -35,42 +43,60 @@ export class Connection {
   readonly client: FastSandboxClient;
   /** Deadline of requests that do not pass their own. */
   readonly requestTimeoutMs: number;
+  /** Where access tokens are kept: the embedded instance whose URL this connection uses, else none. */
+  readonly accessTokens: EmbeddedInstance | undefined;
   private readonly daemon: DaemonChannelFactory;
-  private sandboxUrl: Promise<string> | undefined;
+  private proxy: Promise<string> | undefined;
 
   constructor(options: ConnectionOptions = {}) {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 60_000;
+    const embedded = new EmbeddedInstance(options.dataDir ?? defaultDataDir());
+    const embeddedUrl = embedded.url();
+    const url = options.url ?? process.env.FSB_URL ?? embeddedUrl;
+    const token = options.token ?? process.env.FSB_TOKEN ?? embedded.token();
+    if (!options.transport) {
+      if (!url) {
+        throw new ValidationError(
+          "url",
+          `Fast Sandbox is not running for data directory ${embedded.dataDir}: start it with 'npx fsb up', or pass url or set FSB_URL to the control plane's address`,
+        );
+      }
+      if (!token) throw new ValidationError("token", `no API token: pass token, set FSB_TOKEN, or run 'fsb up' once so that ${embedded.dataDir}/token exists`);
+    }
     this.client = new FastSandboxClient({
-      ...(options.url !== undefined ? { url: options.url } : {}),
-      ...(options.token !== undefined ? { token: options.token } : {}),
+      ...(url !== undefined ? { url } : {}),
+      ...(token !== undefined ? { token } : {}),
       ...(options.httpVersion ? { httpVersion: options.httpVersion } : {}),
       ...(options.transport ? { transport: options.transport } : {}),
       requestTimeoutMs: this.requestTimeoutMs,
     });
+    // An injected transport is no instance's URL: tokens are kept only for a data directory named outright.
+    const keepsTokens = !options.transport || options.dataDir !== undefined;
+    this.accessTokens = keepsTokens && embeddedUrl !== undefined && url !== undefined && sameUrl(url, embeddedUrl) ? embedded : undefined;
     this.daemon = options.daemon ?? throughSandboxProxy;
-    const sandboxUrl = options.sandboxUrl ?? process.env.FSB_SANDBOX_URL;
-    if (sandboxUrl) this.sandboxUrl = Promise.resolve(checkSandboxUrl(sandboxUrl));
+    const proxyUrl = options.proxyUrl ?? (process.env.FSB_PROXY_URL || process.env.FSB_SANDBOX_URL);
+    if (proxyUrl) this.proxy = Promise.resolve(checkProxyUrl(proxyUrl));
   }
 
-  /** The sandbox proxy's base URL: the option, FSB_SANDBOX_URL, or (asked once) the control plane's. */
-  async sandboxProxyUrl(options: RequestOptions = {}): Promise<string> {
-    if (!this.sandboxUrl) {
+  /** The sandbox proxy's base URL: the option, FSB_PROXY_URL, FSB_SANDBOX_URL, or (asked once) the control plane's. */
+  async proxyUrl(options: RequestOptions = {}): Promise<string> {
+    if (!this.proxy) {
       const asked = this.client.sandboxes.proxyUrl(options).then((url) => {
-        if (!url) throw new ValidationError("sandboxUrl", "the control plane does not know the sandbox proxy's URL; pass sandboxUrl or set FSB_SANDBOX_URL");
-        return checkSandboxUrl(url);
+        if (!url) throw new ValidationError("proxyUrl", "the control plane does not know the sandbox proxy's URL; pass proxyUrl or set FSB_PROXY_URL");
+        return checkProxyUrl(url);
       });
-      this.sandboxUrl = asked;
+      this.proxy = asked;
       // A failed question is asked again by the next call.
       void asked.catch(() => {
-        if (this.sandboxUrl === asked) this.sandboxUrl = undefined;
+        if (this.proxy === asked) this.proxy = undefined;
       });
     }
-    return this.sandboxUrl;
+    return this.proxy;
   }
 
   /** The channel to the daemon of `target` (made by the `daemon` option's factory). */
   async daemonChannel(target: DaemonTarget, options: RequestOptions = {}): Promise<DaemonChannel> {
-    return this.daemon(target, () => this.sandboxProxyUrl(options));
+    return this.daemon(target, () => this.proxyUrl(options));
   }
 
   /** Closes the connection to the control plane (calls in flight fail); the process may then exit. */
@@ -79,30 +105,35 @@ export class Connection {
   }
 }
 
-function checkSandboxUrl(url: string): string {
+function sameUrl(a: string, b: string): boolean {
+  return a.replace(/\/+$/, "") === b.replace(/\/+$/, "");
+}
+
+function checkProxyUrl(url: string): string {
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    throw new ValidationError("sandboxUrl", `${JSON.stringify(url)} is not a URL; e.g. http://127.0.0.1:7072 (the sandbox proxy of 'fsb up')`);
+    throw new ValidationError("proxyUrl", `${JSON.stringify(url)} is not a URL; e.g. http://127.0.0.1:7072 (the sandbox proxy of 'fsb up')`);
   }
-  if (parsed.protocol !== "http:" && parsed.protocol !== "https:")
-    throw new ValidationError("sandboxUrl", `${JSON.stringify(url)} must be http:// or https://`);
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") throw new ValidationError("proxyUrl", `${JSON.stringify(url)} must be http:// or https://`);
   return parsed.origin;
 }
 
 const shared = new Map<string, Connection>();
 
 /**
- * The connection for options that name none: one per distinct url, token, sandbox URL, deadline
- * and HTTP version, made on first use and kept (its idle connections do not keep the process alive).
+ * The connection for options that name none: one per distinct url, token, proxy URL, data
+ * directory, deadline and HTTP version, made on first use and kept (its idle connections do not
+ * keep the process alive).
  */
 export function sharedConnection(options: ConnectionOptions): Connection {
   if (options.transport || options.daemon) return new Connection(options);
   const key = JSON.stringify([
     options.url ?? process.env.FSB_URL,
     options.token ?? process.env.FSB_TOKEN,
-    options.sandboxUrl ?? process.env.FSB_SANDBOX_URL,
+    options.proxyUrl ?? (process.env.FSB_PROXY_URL || process.env.FSB_SANDBOX_URL),
+    options.dataDir ?? defaultDataDir(),
     options.requestTimeoutMs,
     options.httpVersion,
   ]);

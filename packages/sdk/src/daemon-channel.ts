@@ -27,8 +27,8 @@ export interface DaemonChannel {
   fetch(path: string, init?: RequestInit): Promise<Response>;
 }
 
-/** Makes the channel of a sandbox; `sandboxUrl` is the sandbox proxy's base URL. */
-export type DaemonChannelFactory = (target: DaemonTarget, sandboxUrl: () => Promise<string>) => DaemonChannel | Promise<DaemonChannel>;
+/** Makes the channel of a sandbox; `proxyUrl` tells the sandbox proxy's base URL (asked of the control plane once, if needed). */
+export type DaemonChannelFactory = (target: DaemonTarget, proxyUrl: () => Promise<string>) => DaemonChannel | Promise<DaemonChannel>;
 
 /** Request headers that route to the sandbox's daemon through the sandbox proxy. */
 export function sandboxProxyHeaders(target: DaemonTarget): Record<string, string> {
@@ -40,13 +40,13 @@ export function sandboxProxyHeaders(target: DaemonTarget): Record<string, string
 }
 
 /**
- * The default channel: through the sandbox proxy at `sandboxUrl`. Connect with JSON, as E2B's SDKs
+ * The default channel: through the sandbox proxy at `proxyUrl`. Connect with JSON, as E2B's SDKs
  * speak to envd; HTTP/1.1, whose connections Node keeps alive and unreferenced between calls.
  */
-export function sandboxProxyChannel(sandboxUrl: string, target: DaemonTarget): DaemonChannel {
+export function sandboxProxyChannel(proxyUrl: string, target: DaemonTarget): DaemonChannel {
   const headers = sandboxProxyHeaders(target);
   const transport = createConnectTransport({
-    baseUrl: sandboxUrl,
+    baseUrl: proxyUrl,
     httpVersion: "1.1",
     useBinaryFormat: false,
     interceptors: [
@@ -61,10 +61,10 @@ export function sandboxProxyChannel(sandboxUrl: string, target: DaemonTarget): D
     fetch: (path, init = {}) => {
       const merged = new Headers(init.headers);
       for (const [name, value] of Object.entries(headers)) merged.set(name, value);
-      return fetch(new URL(path, sandboxUrl), { ...init, headers: merged });
+      return fetch(new URL(path, proxyUrl), { ...init, headers: merged });
     },
   };
 }
 
 /** The factory of `sandboxProxyChannel`, asking for the proxy's URL once the first channel is made. */
-export const throughSandboxProxy: DaemonChannelFactory = async (target, sandboxUrl) => sandboxProxyChannel(await sandboxUrl(), target);
+export const throughSandboxProxy: DaemonChannelFactory = async (target, proxyUrl) => sandboxProxyChannel(await proxyUrl(), target);

@@ -255,8 +255,10 @@ export class Filesystem {
       throw this.fetchError(error, what, options, start);
     }
     if (!response.ok) {
+      // The body (the daemon's message) is read before the request's signal is let go of.
+      const error = await httpError(response, { what: `${what} in sandbox ${this.daemon.label}`, sandbox: this.daemon.label });
       start.stop();
-      throw await httpError(response, { what: `${what} in sandbox ${this.daemon.label}`, sandbox: this.daemon.label });
+      throw error;
     }
     return { response, start };
   }

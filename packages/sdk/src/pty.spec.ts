@@ -69,6 +69,7 @@ describe("sandbox.pty", () => {
   });
 
   it("refuses sizes a terminal cannot have, before sending anything", async () => {
+    daemon.requests.length = 0;
     for (const size of [
       { cols: 0, rows: 24 },
       { cols: 80, rows: 70000 },

@@ -48,7 +48,7 @@ export class Pty {
     const envs = { TERM: "xterm-256color", LANG: "C.UTF-8", LC_ALL: "C.UTF-8", ...options.envs };
     const config = processConfig(typeof command === "string" ? command : [...command], { envs, ...(options.cwd ? { cwd: options.cwd } : {}) });
     const description = `terminal ${JSON.stringify(typeof command === "string" ? command : command.join(" "))} in sandbox ${this.daemon.label}`;
-    return this.stream(description, options, timeoutMs, (client, callOptions) =>
+    return this.stream(description, options, timeoutMs, true, (client, callOptions) =>
       client.start({ process: config, pty: { size: { cols: options.cols, rows: options.rows } } }, callOptions),
     );
   }
@@ -58,7 +58,7 @@ export class Pty {
     checkPid(pid);
     const timeoutMs = options.timeoutMs ?? 0;
     checkDuration(timeoutMs, "timeoutMs");
-    return this.stream(`terminal ${pid} in sandbox ${this.daemon.label}`, options, timeoutMs, (client, callOptions) =>
+    return this.stream(`terminal ${pid} in sandbox ${this.daemon.label}`, options, timeoutMs, false, (client, callOptions) =>
       client.connect({ process: { selector: { case: "pid", value: pid } } }, callOptions),
     );
   }
@@ -92,13 +92,15 @@ export class Pty {
     description: string,
     options: RequestOptions & UserOptions & { onData?: (data: Uint8Array) => void },
     timeoutMs: number,
+    killsAtDeadline: boolean,
     open: OpenProcessStream,
   ): Promise<CommandHandle> {
-    const { pid, events, stop } = await startProcessStream(this.daemon, description, options, timeoutMs, open);
+    const { pid, events, stop, openedAtMs } = await startProcessStream(this.daemon, description, options, timeoutMs, open);
     return new CommandHandle({
       pid,
       events,
       description,
+      ...(killsAtDeadline && timeoutMs > 0 ? { deadline: { atMs: openedAtMs + timeoutMs, timeoutMs } } : {}),
       translate: (error) => this.daemon.error(error, description, options.signal, deadline(timeoutMs), "timeoutMs"),
       disconnect: stop,
       kill: (killOptions) => this.kill(pid, killOptions),

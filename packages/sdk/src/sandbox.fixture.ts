@@ -302,6 +302,10 @@ export class FakeDaemon {
   gone = false;
   /** Delay before each answer, in ms (to make requests time out). */
   answerDelayMs = 0;
+  /** How much sooner than Connect-Timeout-Ms says the daemon kills a process (its clock runs ahead of the client's). */
+  killEarlierMs = 0;
+  /** How many `GET /health` get the proxy's 502 for a port nothing listens on yet (a daemon starting). */
+  startingHealthAnswers = 0;
   /** Requests that named a user other than these fail as the daemon fails an unknown user. */
   readonly users = new Set(["", "root", "user"]);
   private nextPid = 100;
@@ -383,7 +387,7 @@ export class FakeDaemon {
         // As the real daemon does with Connect-Timeout-Ms: the process is killed at the deadline.
         const timeoutMs = context.timeoutMs();
         // Unreferenced: a process a spec left running does not keep the spec's process alive.
-        const timer = timeoutMs !== undefined ? setTimeout(() => process.kill(), timeoutMs).unref() : undefined;
+        const timer = timeoutMs !== undefined ? setTimeout(() => process.kill(), Math.max(0, timeoutMs - daemon.killEarlierMs)).unref() : undefined;
         void process.killed.then(() => clearTimeout(timer));
         program(process).then(
           (exitCode) => {
@@ -578,13 +582,29 @@ export class FakeDaemon {
   // --- plain HTTP: /files, /health ---
 
   private async fetch(path: string, init: RequestInit = {}): Promise<Response> {
+    const response = await this.answer(path, init);
+    // As with a real fetch, the body breaks off when the request's signal aborts.
+    if (!init.signal || !response.body) return response;
+    return new Response(response.body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>(), { signal: init.signal }), {
+      status: response.status,
+      headers: response.headers,
+    });
+  }
+
+  private async answer(path: string, init: RequestInit): Promise<Response> {
     const url = new URL(path, PROXY_URL);
     const method = init.method ?? "GET";
     this.requests.push({ what: `${method} ${url.pathname}`, headers: new Headers(init.headers) });
     if (this.answerDelayMs > 0) await delay(this.answerDelayMs, init.signal ?? undefined);
     init.signal?.throwIfAborted();
     if (this.gone) return json(502, { sandboxId: "x", message: "The sandbox was not found", code: 502 });
-    if (url.pathname === "/health" && method === "GET") return new Response(null, { status: 204 });
+    if (url.pathname === "/health" && method === "GET") {
+      if (this.startingHealthAnswers > 0) {
+        this.startingHealthAnswers--;
+        return json(502, { message: "connection refused: nothing listens on port 49983 yet", code: 502 });
+      }
+      return new Response(null, { status: 204 });
+    }
     if (url.pathname !== "/files") return json(404, { message: `no route ${method} ${url.pathname}`, code: 404 });
     const user = url.searchParams.get("username") ?? "";
     if (!this.users.has(user)) return json(401, { message: `user ${JSON.stringify(user)} does not exist`, code: 401 });

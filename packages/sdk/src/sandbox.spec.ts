@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { ConflictError, FailedPreconditionError, NotFoundError, ValidationError } from "@fast-sandbox/api";
+import { ConflictError, FailedPreconditionError, NotFoundError, UnavailableError, ValidationError } from "@fast-sandbox/api";
 import { Connection } from "./connection.js";
 import { FIRST_SANDBOX_ID, FakeControlPlane, FakeDaemon } from "./sandbox.fixture.js";
 import { FastSandbox } from "./sandbox.js";
@@ -28,6 +28,28 @@ describe("FastSandbox", () => {
     assert.deepEqual(spec.envs, [{ name: "A", value: "1" }]);
     const expiresInMs = Date.parse(spec.expireTime ?? "") - Date.now();
     assert.ok(expiresInMs > 50_000 && expiresInMs <= 60_000, `expires in ${expiresInMs} ms`);
+  });
+
+  it("create() waits until the sandbox's daemon answers through the proxy", async () => {
+    daemon.startingHealthAnswers = 3;
+    await FastSandbox.create({ connection });
+    assert.equal(daemon.requests.filter((r) => r.what === "GET /health").length, 4);
+    daemon.requests.length = 0;
+    await FastSandbox.create({ connection, daemonReadyTimeoutMs: 0 });
+    assert.equal(daemon.requests.length, 0, "0: no wait");
+  });
+
+  it("create() deletes a sandbox whose daemon does not answer in time, and says what it needs", async () => {
+    daemon.startingHealthAnswers = Number.POSITIVE_INFINITY;
+    await assert.rejects(FastSandbox.create({ connection, name: "no-daemon", daemonReadyTimeoutMs: 200 }), (error: unknown) => {
+      assert.ok(error instanceof UnavailableError);
+      assert.match(
+        error.message,
+        /the daemon of sandbox no-daemon did not answer within 200 ms \(last: HTTP 502 .*nothing listens.*\); .*network mode Isolated/,
+      );
+      return true;
+    });
+    assert.deepEqual(plane.deletes, ["no-daemon"]);
   });
 
   it("routes daemon traffic to its instance with its access token", async () => {

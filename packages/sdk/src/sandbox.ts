@@ -7,6 +7,8 @@
 import {
   ConflictError,
   FailedPreconditionError,
+  FsbError,
+  UnavailableError,
   NotFoundError,
   ValidationError,
   isSandboxId,
@@ -59,6 +61,13 @@ export interface SandboxCreateOptions extends SandboxConnectionOptions, RequestO
   failurePolicy?: SandboxSpec["failurePolicy"];
   /** Makes retries idempotent: the same id returns the sandbox the first attempt created. */
   requestId?: string;
+  /**
+   * How long `create` waits for the sandbox's in-sandbox daemon to answer (what `commands`, `files`
+   * and `pty` need); a sandbox whose daemon does not answer in time is deleted and `create` fails.
+   * 0: do not wait (e.g. a pool with a Shared network, whose sandboxes have no daemon).
+   * @default 20000
+   */
+  daemonReadyTimeoutMs?: number;
 }
 
 export interface SandboxConnectOptions extends SandboxConnectionOptions, RequestOptions {
@@ -68,6 +77,7 @@ export interface SandboxConnectOptions extends SandboxConnectionOptions, Request
    * The sandbox's access token (what `create` returned, `fsb run` printed, or `rotateAccessToken`
    * made): needed for everything that goes to the sandbox (commands, files, terminals). Without
    * one, those calls fail until `rotateAccessToken()` makes a new one.
+   * @default the one kept in the embedded instance's data directory (by `fsb run`, `fsb token` or this SDK), when the connection is to it
    */
   accessToken?: string;
 }
@@ -87,6 +97,10 @@ export interface LogsOptions extends RequestOptions {
 
 /** Tries of a timeout change whose sandbox changed in between (a status write, another change). */
 const UPDATE_ATTEMPTS = 5;
+/** How long a new sandbox's daemon has to answer: it starts beside the sandbox's command. */
+const DAEMON_READY_TIMEOUT_MS = 20_000;
+/** Pause between two `GET /health` of a daemon that is starting. */
+const DAEMON_POLL_INTERVAL_MS = 50;
 
 export class FastSandbox {
   /** Runs commands in the sandbox. */
@@ -117,6 +131,7 @@ export class FastSandbox {
   /** Creates a sandbox and resolves, once it runs, with its handle. */
   static async create(options: SandboxCreateOptions = {}): Promise<FastSandbox> {
     checkDuration(options.timeoutMs, "timeoutMs");
+    checkDuration(options.daemonReadyTimeoutMs, "daemonReadyTimeoutMs");
     const connection = options.connection ?? sharedConnection(options);
     const namespace = options.namespace ?? "default";
     const pool = options.pool ?? "default";
@@ -147,7 +162,19 @@ export class FastSandbox {
       ...call,
     });
     const { accessToken, ...record } = created;
-    return new FastSandbox(connection, record, accessToken);
+    connection.accessTokens?.saveAccessToken(namespace, record.metadata.name, accessToken);
+    const sandbox = new FastSandbox(connection, record, accessToken);
+    const daemonReadyTimeoutMs = options.daemonReadyTimeoutMs ?? DAEMON_READY_TIMEOUT_MS;
+    if (daemonReadyTimeoutMs > 0) {
+      try {
+        await sandbox.waitUntilReady({ timeoutMs: daemonReadyTimeoutMs, ...call });
+      } catch (error) {
+        // A sandbox whose daemon cannot be used is neither handed out nor left behind.
+        await sandbox.kill({ gracePeriodMs: 0 }).catch(() => undefined);
+        throw error;
+      }
+    }
+    return sandbox;
   }
 
   /**
@@ -171,7 +198,8 @@ export class FastSandbox {
       record = all.find((sandbox) => sandbox.status?.sandboxID === nameOrId);
       if (!record) throw new NotFoundError(`no sandbox in namespace ${namespace} is named ${nameOrId} or has that id`, { cause: error });
     }
-    return new FastSandbox(connection, record, options.accessToken ?? "");
+    const accessToken = options.accessToken ?? connection.accessTokens?.savedAccessToken(namespace, record.metadata.name) ?? "";
+    return new FastSandbox(connection, record, accessToken);
   }
 
   /** The sandboxes (as records), e.g. to connect to one. */
@@ -237,6 +265,47 @@ export class FastSandbox {
   }
 
   /**
+   * Resolves once the sandbox's daemon answers (`GET /health` through the sandbox proxy): it starts
+   * beside the sandbox's command, a few milliseconds after the sandbox runs. Fails with an
+   * UnavailableError after `timeoutMs`, or at once when the sandbox is gone.
+   */
+  async waitUntilReady(options: RequestOptions & { timeoutMs?: number } = {}): Promise<void> {
+    const timeoutMs = options.timeoutMs ?? DAEMON_READY_TIMEOUT_MS;
+    checkDuration(timeoutMs, "timeoutMs");
+    const deadline = Date.now() + timeoutMs;
+    const what = `waiting for the daemon of sandbox ${this.label}`;
+    let last = "no answer yet";
+    for (;;) {
+      const requestTimeoutMs = Math.max(1, Math.min(options.requestTimeoutMs ?? this.connection.requestTimeoutMs, deadline - Date.now()));
+      const start = new StreamStart(options.signal, requestTimeoutMs);
+      try {
+        const channel = await this.channel({ ...options, signal: start.signal });
+        const response = await channel.fetch("/health", { method: "GET", signal: start.signal });
+        const body = await response.text();
+        if (response.ok) return;
+        // 502: nothing listens on the daemon's port yet; 503: the sandbox does not run yet. A sandbox the proxy does not know is gone.
+        if ((response.status !== 502 && response.status !== 503) || /sandbox was not found/i.test(body)) {
+          throw await httpError(new Response(body, { status: response.status }), { what, sandbox: this.label });
+        }
+        last = `HTTP ${response.status} ${body.slice(0, 200)}`.trim();
+      } catch (error) {
+        if (error instanceof FsbError || options.signal?.aborted || !start.startTimedOut) {
+          throw fetchError(error, { what, signal: options.signal, timedOut: false, timeoutMs: requestTimeoutMs });
+        }
+        last = `no answer within ${requestTimeoutMs} ms`;
+      } finally {
+        start.stop();
+      }
+      if (Date.now() + DAEMON_POLL_INTERVAL_MS >= deadline) {
+        throw new UnavailableError(
+          `the daemon of sandbox ${this.label} did not answer within ${timeoutMs} ms (last: ${last}); commands, files and terminals need a pool with network mode Isolated`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, DAEMON_POLL_INTERVAL_MS));
+    }
+  }
+
+  /**
    * Sets when the sandbox ends: `timeoutMs` from now (sooner or later than it would have). The
    * control plane deletes it then (`spec.expireTime`).
    */
@@ -261,13 +330,16 @@ export class FastSandbox {
 
   /** Deletes the sandbox; resolves true once it is gone, false when it was gone already. */
   async kill(options: RequestOptions & { gracePeriodMs?: number } = {}): Promise<boolean> {
+    let deleted: boolean;
     try {
       await this.connection.client.sandboxes.delete(this.name, { namespace: this.namespace, ...options });
-      return true;
+      deleted = true;
     } catch (error) {
-      if (error instanceof NotFoundError) return false;
-      throw error;
+      if (!(error instanceof NotFoundError)) throw error;
+      deleted = false;
     }
+    this.connection.accessTokens?.forgetAccessToken(this.namespace, this.name);
+    return deleted;
   }
 
   /** The output of the sandbox's own command (its stdout and stderr), up to now or (`follow`) until it exits. */
@@ -290,6 +362,7 @@ export class FastSandbox {
     this.record = sandbox;
     this.token = accessToken;
     this.channelOf = undefined;
+    this.connection.accessTokens?.saveAccessToken(this.namespace, this.name, accessToken);
     return accessToken;
   }
 

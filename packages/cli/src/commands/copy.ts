@@ -1,0 +1,77 @@
+/**
+ * `fsb cp LOCAL NAME:PATH` and `fsb cp NAME:PATH LOCAL`: a file into or out of a sandbox through its
+ * in-sandbox daemon, streamed both ways (files larger than memory work). `-` is stdin or stdout.
+ * A destination that is a directory (or ends with `/`) gets the source's file name.
+ */
+import { createReadStream, createWriteStream } from "node:fs";
+import { rename, rm, stat } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { NotFoundError, ValidationError } from "@fast-sandbox/api";
+import { FastSandbox } from "@fast-sandbox/sdk";
+import { accessTokenFor } from "../access-tokens.js";
+import { connect, type GlobalOptions } from "../connection.js";
+import { baseName, parseCopyArguments } from "../copy-paths.js";
+
+export interface CopyOptions extends GlobalOptions {
+  namespace?: string;
+  token?: string;
+}
+
+export async function copy(source: string, destination: string, options: CopyOptions): Promise<void> {
+  const direction = parseCopyArguments(source, destination);
+  const { sdk, namespace, dataDir } = await connect(options);
+  const accessToken = accessTokenFor(namespace, direction.remote.sandbox, { token: options.token, dataDir });
+  const sandbox = await FastSandbox.connect(direction.remote.sandbox, { connection: sdk, namespace, accessToken });
+  if (direction.upload) await upload(sandbox, direction.local, direction.remote.path);
+  else await download(sandbox, direction.remote.path, direction.local);
+}
+
+async function upload(sandbox: FastSandbox, local: string, remote: string): Promise<void> {
+  let source: Readable;
+  let target = remote;
+  if (local === "-") {
+    source = process.stdin;
+  } else {
+    const info = await stat(local).catch(() => undefined);
+    if (!info) throw new ValidationError("SRC", `${local} does not exist`);
+    if (info.isDirectory()) throw new ValidationError("SRC", `${local} is a directory; fsb cp copies one file at a time`);
+    source = createReadStream(local);
+    if (remote.endsWith("/") || (await isDirectory(sandbox, remote))) target = `${remote.replace(/\/+$/, "")}/${baseName(local)}`;
+  }
+  await sandbox.files.write(target, source);
+}
+
+async function download(sandbox: FastSandbox, remote: string, local: string): Promise<void> {
+  const contents = await sandbox.files.read(remote, { format: "stream" });
+  if (local === "-") {
+    await pipeline(Readable.fromWeb(contents), process.stdout, { end: false });
+    return;
+  }
+  const info = await stat(local).catch(() => undefined);
+  const target = info?.isDirectory() || local.endsWith("/") ? join(local, baseName(remote)) : local;
+  // Written beside the target and renamed at the end: a failed copy leaves no half file behind.
+  const directory = dirname(target);
+  if (!(await stat(directory).catch(() => undefined))?.isDirectory()) {
+    await contents.cancel();
+    throw new ValidationError("DEST", `${directory} is not a directory on this machine; make it first`);
+  }
+  const partial = `${target}.fsb-partial-${process.pid}`;
+  try {
+    await pipeline(Readable.fromWeb(contents), createWriteStream(partial));
+    await rename(partial, target);
+  } catch (error) {
+    await rm(partial, { force: true });
+    throw error;
+  }
+}
+
+async function isDirectory(sandbox: FastSandbox, path: string): Promise<boolean> {
+  try {
+    return (await sandbox.files.getInfo(path)).type === "dir";
+  } catch (error) {
+    if (error instanceof NotFoundError) return false;
+    throw error;
+  }
+}

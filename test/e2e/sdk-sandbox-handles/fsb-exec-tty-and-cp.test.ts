@@ -1,0 +1,205 @@
+/**
+ * The CLI on the SDK's handles, through the real `fsb` program against an embedded Fast Sandbox on
+ * the real containerd: `fsb exec -it` and `fsb shell` in a real pseudo-terminal (pty-driver.py) —
+ * what is typed is echoed by the sandbox's terminal, a window resize reaches `stty size`, the exit
+ * code comes back — `fsb exec -i` with piped stdin, `fsb exec` without them as before, and
+ * `fsb cp` into and out of a sandbox (files, directories as destinations, stdin/stdout, errors).
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Connection, FastSandbox } from "@fast-sandbox/sdk";
+import { REPO_ROOT } from "../../support/containerd.js";
+import { pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
+
+const FSB = join(REPO_ROOT, "packages/cli/bin/fsb.js");
+const PTY_DRIVER = join(import.meta.dirname, "pty-driver.py");
+
+/** `fsb` in a pseudo-terminal of 24x80 (40x120 after `resize()`): type into it, read what it shows, get its exit code. */
+class TerminalRun {
+  output = "";
+  readonly exited: Promise<number | null>;
+  private readonly child;
+
+  constructor(args: string[], env: NodeJS.ProcessEnv) {
+    this.child = spawn("python3", [PTY_DRIVER, "24", "80", "40", "120", "--", process.execPath, FSB, ...args], { env, stdio: ["pipe", "pipe", "inherit"] });
+    this.child.stdout.on("data", (chunk: Buffer) => (this.output += chunk.toString()));
+    this.exited = new Promise((resolve) => this.child.on("exit", (code) => resolve(code)));
+  }
+
+  type(text: string): void {
+    this.child.stdin.write(text);
+  }
+
+  /** Types `text` (again every second) until `expected` shows in what the terminal shows from now on. */
+  async typeUntil(text: string, expected: RegExp, what: string): Promise<void> {
+    const from = this.output.length;
+    let next = 0;
+    const check = () => {
+      if (expected.test(this.output.slice(from))) return true;
+      if (Date.now() >= next) {
+        this.type(text);
+        next = Date.now() + 1_000;
+      }
+      return false;
+    };
+    await waitFor(check, 15_000, what).catch((error: unknown) => {
+      throw new Error(`${String(error)}; the terminal showed: ${JSON.stringify(this.output.slice(-400))}`);
+    });
+  }
+
+  resize(): void {
+    this.child.kill("SIGUSR1");
+  }
+
+  kill(): void {
+    this.child.kill("SIGKILL");
+  }
+}
+
+describe("fsb exec -it, fsb shell and fsb cp on a real sandbox", () => {
+  let embedded: EmbeddedCase;
+  let connection: Connection;
+  let sandbox: FastSandbox;
+  let env: NodeJS.ProcessEnv;
+  const local = mkdtempSync(join(tmpdir(), "fsb-e2e-cp-"));
+
+  /** Runs `fsb` to completion, stdin from `input` (asynchronously: the control plane answering it runs in this process). */
+  function fsb(args: string[], input?: Buffer | string): Promise<{ status: number | null; stdout: Buffer; stderr: string }> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [FSB, ...args], { env, stdio: ["pipe", "pipe", "pipe"], timeout: 60_000 });
+      const stdout: Buffer[] = [];
+      let stderr = "";
+      child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      child.on("error", reject);
+      child.on("close", (status) => resolve({ status, stdout: Buffer.concat(stdout), stderr }));
+      child.stdin.end(input ?? "");
+    });
+  }
+
+  before(async () => {
+    embedded = await startEmbedded({ name: "cli-tty", pools: [pool("default", { maxSandboxesPerPod: 2 })] });
+    connection = new Connection({ url: embedded.controlPlane.url, token: embedded.token });
+    sandbox = await FastSandbox.create({ connection, command: ["sleep", "3600"] });
+    assert.equal(await sandbox.isRunning(), true, "create() waited for the daemon");
+    // The CLI finds the control plane by --url and FSB_TOKEN; the sandbox's token comes with --token.
+    env = { ...process.env, FSB_TOKEN: embedded.token, FSB_DATA_DIR: embedded.dataDir };
+    delete env.FSB_URL;
+    delete env.FSB_ACCESS_TOKEN;
+  });
+
+  after(async () => {
+    rmSync(local, { recursive: true, force: true });
+    connection?.close();
+    await embedded?.stop();
+  });
+
+  const target = () => ["--url", embedded.controlPlane.url];
+
+  it("exec -it: echoes what is typed, reports the window size and its changes, and exits with the shell's code", async () => {
+    const run = new TerminalRun([...target(), "exec", "-it", sandbox.name, "--token", sandbox.accessToken, "--", "sh"], env);
+    try {
+      // Once the shell answers, this end's terminal is in raw mode: what shows of the typed line is the sandbox's echo.
+      await run.typeUntil("echo ready\r", /\nready\r*\n/, "the shell");
+      await run.typeUntil("echo hel''lo\r", /^echo hel''lo\r*\n(?:.*\n)*?hello\r*\n/, "the echo of the typed line and its output");
+      await run.typeUntil("stty size\r", /24 80\r*\n/, "the first window size");
+      run.resize();
+      await run.typeUntil("stty size\r", /40 120\r*\n/, "the window size after SIGWINCH");
+      run.type("exit 7\r");
+      assert.equal(await run.exited, 7);
+    } finally {
+      run.kill();
+    }
+  });
+
+  it("exec -it: Ctrl-C goes to the sandbox (raw mode), not to fsb", async () => {
+    const run = new TerminalRun([...target(), "exec", "-it", sandbox.name, "--token", sandbox.accessToken, "--", "sh"], env);
+    try {
+      await run.typeUntil("echo ready\r", /\nready\r*\n/, "the shell");
+      run.type("sleep 30\r");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      run.type("\x03");
+      // The interrupted sleep gives the prompt back: the session lives on.
+      await run.typeUntil("echo after-interrupt\r", /\nafter-interrupt\r*\n/, "the shell after Ctrl-C");
+      run.type("exit\r");
+      assert.equal(await run.exited, 0);
+    } finally {
+      run.kill();
+    }
+  });
+
+  it("shell: an interactive login shell, exiting 0", async () => {
+    const run = new TerminalRun([...target(), "shell", sandbox.name, "--token", sandbox.accessToken], env);
+    try {
+      await run.typeUntil("echo in-$((6*7))\r", /in-42\r*\n/, "the shell's answer");
+      run.type("exit\r");
+      assert.equal(await run.exited, 0);
+    } finally {
+      run.kill();
+    }
+  });
+
+  it("exec -i pipes stdin to the command; exec without -i/-t works as before", async () => {
+    const piped = await fsb([...target(), "exec", "-i", sandbox.name, "--token", sandbox.accessToken, "--", "sh", "-c", "tr a-z A-Z; exit 3"], "piped input\n");
+    assert.equal(piped.stdout.toString(), "PIPED INPUT\n");
+    assert.equal(piped.status, 3, piped.stderr);
+    const plain = await fsb([...target(), "exec", sandbox.name, "--", "sh", "-c", "echo out; echo err >&2; exit 4"]);
+    assert.equal(plain.stdout.toString(), "out\n");
+    assert.equal(plain.stderr, "err\n");
+    assert.equal(plain.status, 4);
+  });
+
+  it("exec -it without a token says how to get one", async () => {
+    const result = await fsb([...target(), "exec", "-it", sandbox.name, "--", "sh"]);
+    assert.equal(result.status, 2);
+    assert.match(result.stderr, /no access token for sandbox default\/.+: pass --token \(or FSB_ACCESS_TOKEN\), or run 'fsb token/);
+  });
+
+  it("cp copies a file into the sandbox and back out, byte for byte, also into directories and through - ", async () => {
+    const bytes = randomBytes(2 * 1024 * 1024 + 3);
+    writeFileSync(join(local, "blob.bin"), bytes);
+    const token = ["--token", sandbox.accessToken];
+    const up = await fsb([...target(), "cp", join(local, "blob.bin"), `${sandbox.name}:/tmp/cp/blob.bin`, ...token]);
+    assert.equal(up.status, 0, up.stderr);
+    assert.ok(Buffer.from(await sandbox.files.read("/tmp/cp/blob.bin", { format: "bytes" })).equals(bytes));
+
+    // Into an existing directory: the file keeps its name.
+    assert.equal((await fsb([...target(), "cp", join(local, "blob.bin"), `${sandbox.name}:/tmp/cp`, ...token])).status, 0);
+    assert.equal((await sandbox.commands.run("ls /tmp/cp")).stdout, "blob.bin\n");
+
+    const down = await fsb([...target(), "cp", `${sandbox.name}:/tmp/cp/blob.bin`, join(local, "back.bin"), ...token]);
+    assert.equal(down.status, 0, down.stderr);
+    assert.ok(readFileSync(join(local, "back.bin")).equals(bytes));
+    assert.equal((await fsb([...target(), "cp", `${sandbox.name}:/tmp/cp/blob.bin`, `${local}/`, ...token])).status, 0);
+    assert.ok(readFileSync(join(local, "blob.bin")).equals(bytes));
+
+    const fromStdin = await fsb([...target(), "cp", "-", `${sandbox.name}:/tmp/cp/stdin.txt`, ...token], "from stdin\n");
+    assert.equal(fromStdin.status, 0, fromStdin.stderr);
+    const toStdout = await fsb([...target(), "cp", `${sandbox.name}:/tmp/cp/stdin.txt`, "-", ...token]);
+    assert.equal(toStdout.stdout.toString(), "from stdin\n");
+  });
+
+  it("cp fails clearly for a missing file, a directory source and a missing local directory, leaving nothing behind", async () => {
+    const token = ["--token", sandbox.accessToken];
+    const missing = await fsb([...target(), "cp", `${sandbox.name}:/no/such/file`, join(local, "x"), ...token]);
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /error: reading \/no\/such\/file in sandbox .+: .*no such file or directory/);
+    const directory = await fsb([...target(), "cp", `${sandbox.name}:/tmp`, join(local, "x"), ...token]);
+    assert.equal(directory.status, 1);
+    assert.match(directory.stderr, /is a directory/);
+    await sandbox.files.write("/tmp/exists.txt", "x");
+    const noParent = await fsb([...target(), "cp", `${sandbox.name}:/tmp/exists.txt`, join(local, "no", "dir", "x"), ...token]);
+    assert.equal(noParent.status, 1);
+    assert.match(noParent.stderr, /is not a directory on this machine/);
+    assert.deepEqual(
+      readdirSync(local).filter((file) => file === "x" || file === "no" || file.includes("fsb-partial")),
+      [],
+      "no file and no partial file is left behind",
+    );
+  });
+});

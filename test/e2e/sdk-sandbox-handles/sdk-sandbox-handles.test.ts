@@ -1,0 +1,261 @@
+/**
+ * The TypeScript SDK's sandbox handles on real sandboxes: `FastSandbox.create()` through the
+ * fast-path API of an embedded Fast Sandbox on the real containerd, then commands, files and
+ * terminals through each sandbox's in-sandbox daemon via the real sandbox proxy (whose URL the SDK
+ * asks the control plane for), and the sandbox's life (setTimeout, kill, logs) through the control
+ * plane. Only the public API is used, so the case holds for either deployment mode.
+ */
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { Readable } from "node:stream";
+import { after, before, describe, it } from "node:test";
+import {
+  CommandExitError,
+  Connection,
+  FastSandbox,
+  NotFoundError,
+  TimeoutError,
+  UnauthenticatedError,
+  UnavailableError,
+  ValidationError,
+  type FilesystemEvent,
+} from "@fast-sandbox/sdk";
+import { containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
+
+describe("the SDK's sandbox handles on real sandboxes", () => {
+  let embedded: EmbeddedCase;
+  let connection: Connection;
+  let sandbox: FastSandbox;
+
+  before(async () => {
+    embedded = await startEmbedded({ name: "sdk-handles", pools: [pool("default", { maxSandboxesPerPod: 4 })] });
+    connection = new Connection({ url: embedded.controlPlane.url, token: embedded.token });
+    sandbox = await FastSandbox.create({ connection, command: ["sh", "-c", "echo booted; exec sleep 3600"] });
+    // create() resolves once the daemon (which starts beside the sandbox's command) answers through the proxy.
+    assert.equal(await sandbox.isRunning(), true);
+  });
+
+  after(async () => {
+    if (!embedded) return;
+    try {
+      connection?.close();
+      for (const s of await embedded.client.sandboxes.list()) await embedded.client.sandboxes.delete(s.metadata.name, { gracePeriodMs: 0 });
+      assert.deepEqual(containerdLeftovers(embedded.containerdNamespace), { containers: [], tasks: [], snapshots: [] });
+    } finally {
+      await embedded.stop();
+    }
+  });
+
+  it("asks the control plane where the sandbox proxy is", async () => {
+    assert.match(await connection.proxyUrl(), /^http:\/\/localhost:\d+$/);
+    assert.equal(new URL(await connection.proxyUrl()).port, new URL(embedded.controlPlane.proxyUrl).port);
+  });
+
+  it("runs a command whose output streams while it runs, and resolves with its result", async () => {
+    const started = performance.now();
+    let firstStdoutMs: number | undefined;
+    const chunks: string[] = [];
+    const result = await sandbox.commands.run("echo one; sleep 0.6; echo two >&2; echo three", {
+      onStdout: (data) => {
+        firstStdoutMs ??= performance.now() - started;
+        chunks.push(data);
+      },
+    });
+    const totalMs = performance.now() - started;
+    assert.deepEqual(result, { exitCode: 0, stdout: "one\nthree\n", stderr: "two\n" });
+    assert.equal(chunks[0], "one\n");
+    assert.ok(
+      firstStdoutMs !== undefined && totalMs - firstStdoutMs >= 400,
+      `stdout arrived ${totalMs - (firstStdoutMs ?? 0)} ms before the end: it must stream`,
+    );
+  });
+
+  it("rejects a failing command with a CommandExitError carrying its exit code and output", async () => {
+    await assert.rejects(sandbox.commands.run("echo partial; echo broken >&2; exit 3"), (error: unknown) => {
+      assert.ok(error instanceof CommandExitError, String(error));
+      assert.equal(error.exitCode, 3);
+      assert.equal(error.stdout, "partial\n");
+      assert.equal(error.stderr, "broken\n");
+      return true;
+    });
+  });
+
+  it("passes envs and cwd, and runs an array as a program without a shell", async () => {
+    const result = await sandbox.commands.run(["sh", "-c", 'echo "$GREETING from $(pwd)"'], { envs: { GREETING: "hi" }, cwd: "/tmp" });
+    assert.equal(result.stdout, "hi from /tmp\n");
+  });
+
+  it("runs a command in the background: wait() gets its result, kill() ends it", async () => {
+    const quick = await sandbox.commands.run("sleep 0.3; echo done", { background: true });
+    assert.ok(quick.pid > 0);
+    assert.deepEqual(await quick.wait(), { exitCode: 0, stdout: "done\n", stderr: "" });
+
+    const long = await sandbox.commands.run("sleep 300", { background: true, tag: "long" });
+    assert.ok((await sandbox.commands.list()).some((p) => p.pid === long.pid && p.tag === "long"));
+    assert.equal(await long.kill(), true);
+    await assert.rejects(long.wait(), (error: unknown) => error instanceof CommandExitError && error.exitCode === -1 && /killed/.test(error.error ?? ""));
+    await waitFor(async () => !(await sandbox.commands.list()).some((p) => p.pid === long.pid), 5_000, "the killed command to leave the list");
+    assert.equal(await sandbox.commands.kill(long.pid), false);
+  });
+
+  it("sends stdin to a command and closes it", async () => {
+    const cat = await sandbox.commands.run("cat; echo closed", { background: true, stdin: true });
+    await cat.sendStdin("hello ");
+    await cat.sendStdin(new TextEncoder().encode("world\n"));
+    await cat.closeStdin();
+    assert.equal((await cat.wait()).stdout, "hello world\nclosed\n");
+  });
+
+  it("follows a running command from a second handle (connect by pid)", async () => {
+    const first = await sandbox.commands.run("sleep 0.5; echo late", { background: true });
+    const second = await sandbox.commands.connect(first.pid);
+    assert.equal((await second.wait()).stdout, "late\n");
+    assert.equal((await first.wait()).stdout, "late\n");
+  });
+
+  it("kills a command past its timeoutMs and rejects with a TimeoutError", async () => {
+    const started = Date.now();
+    await assert.rejects(
+      sandbox.commands.run("sleep 30", { timeoutMs: 700, tag: "timed" }),
+      (error: unknown) => error instanceof TimeoutError && /timeoutMs/.test(error.message),
+    );
+    assert.ok(Date.now() - started < 10_000);
+    await waitFor(async () => !(await sandbox.commands.list()).some((p) => p.tag === "timed"), 5_000, "the daemon to kill the timed-out command");
+  });
+
+  it("writes text, bytes and a stream, and reads them back as text, bytes and a stream", async () => {
+    assert.deepEqual(await sandbox.files.write("/tmp/sdk/hello.txt", "héllo\n"), { name: "hello.txt", type: "file", path: "/tmp/sdk/hello.txt" });
+    assert.equal(await sandbox.files.read("/tmp/sdk/hello.txt"), "héllo\n");
+    const bytes = randomBytes(3 * 1024 * 1024 + 7);
+    await sandbox.files.write("/tmp/sdk/random.bin", new Uint8Array(bytes));
+    assert.ok(Buffer.from(await sandbox.files.read("/tmp/sdk/random.bin", { format: "bytes" })).equals(bytes));
+    // A stream of 4 MiB in 64 KiB chunks, sent as it is produced.
+    const chunk = Buffer.alloc(64 * 1024, "x");
+    await sandbox.files.write(
+      "/tmp/sdk/stream.txt",
+      Readable.from(
+        (function* () {
+          for (let i = 0; i < 64; i++) yield chunk;
+        })(),
+      ),
+    );
+    assert.equal((await sandbox.commands.run("wc -c < /tmp/sdk/stream.txt")).stdout.trim(), String(64 * 64 * 1024));
+    let received = 0;
+    for await (const part of await sandbox.files.read("/tmp/sdk/stream.txt", { format: "stream" })) received += part.length;
+    assert.equal(received, 64 * 64 * 1024);
+    // What the SDK wrote is what a command in the sandbox sees.
+    assert.equal((await sandbox.commands.run("cat /tmp/sdk/hello.txt")).stdout, "héllo\n");
+  });
+
+  it("lists, stats, makes, renames and removes", async () => {
+    assert.equal(await sandbox.files.makeDir("/tmp/tree/sub"), true);
+    assert.equal(await sandbox.files.makeDir("/tmp/tree/sub"), false);
+    await sandbox.files.write("/tmp/tree/a.txt", "aaa");
+    const entries = await sandbox.files.list("/tmp/tree");
+    assert.deepEqual(entries.map((e) => [e.name, e.type, e.path]).sort(), [
+      ["a.txt", "file", "/tmp/tree/a.txt"],
+      ["sub", "dir", "/tmp/tree/sub"],
+    ]);
+    const info = await sandbox.files.getInfo("/tmp/tree/a.txt");
+    assert.equal(info.sizeBytes, 3);
+    assert.ok(info.modifiedTime && Math.abs(info.modifiedTime.getTime() - Date.now()) < 60_000);
+    assert.equal((await sandbox.files.rename("/tmp/tree/a.txt", "/tmp/tree/sub/b.txt")).path, "/tmp/tree/sub/b.txt");
+    assert.equal(await sandbox.files.exists("/tmp/tree/a.txt"), false);
+    assert.equal(await sandbox.files.read("/tmp/tree/sub/b.txt"), "aaa");
+    await sandbox.files.remove("/tmp/tree");
+    assert.equal(await sandbox.files.exists("/tmp/tree"), false);
+  });
+
+  it("watches a directory: creations and writes arrive as events until stop()", async () => {
+    await sandbox.files.makeDir("/tmp/watched");
+    const events: FilesystemEvent[] = [];
+    const watch = await sandbox.files.watchDir("/tmp/watched", (event) => void events.push(event));
+    await sandbox.files.write("/tmp/watched/new.txt", "1");
+    await sandbox.commands.run("echo more >> /tmp/watched/new.txt");
+    await waitFor(
+      () => events.some((e) => e.type === "create" && e.name === "new.txt") && events.some((e) => e.type === "write"),
+      10_000,
+      "create and write events",
+    );
+    await watch.stop();
+    const seen = events.length;
+    await sandbox.files.write("/tmp/watched/after.txt", "x");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(events.length, seen, "no events after stop()");
+  });
+
+  it("fails with typed errors: unknown pid, missing file, a directory read as a file, an empty path, an unknown user", async () => {
+    await assert.rejects(sandbox.commands.connect(999_999), (error: unknown) => error instanceof NotFoundError && /999999/.test(error.message));
+    await assert.rejects(sandbox.commands.sendStdin(999_999, "x"), NotFoundError);
+    await assert.rejects(sandbox.files.read("/no/such/file"), (error: unknown) => error instanceof NotFoundError && /\/no\/such\/file/.test(error.message));
+    await assert.rejects(sandbox.files.getInfo("/no/such/file"), NotFoundError);
+    await assert.rejects(sandbox.files.read("/tmp"), (error: unknown) => error instanceof ValidationError && /directory/.test(error.message));
+    await assert.rejects(sandbox.files.write("", "x"), (error: unknown) => error instanceof ValidationError && error.field === "path");
+    await assert.rejects(
+      sandbox.commands.run("true", { user: "no-such-user-here" }),
+      (error: unknown) => error instanceof UnauthenticatedError && /no-such-user-here/.test(error.message),
+    );
+  });
+
+  it("opens a terminal of the given size that echoes, resizes and ends with the shell's exit code", async () => {
+    let output = "";
+    const terminal = await sandbox.pty.create({ cols: 80, rows: 24, onData: (data) => (output += new TextDecoder().decode(data)) });
+    const typed = async (text: string, expected: RegExp) => {
+      await sandbox.pty.sendInput(terminal.pid, text);
+      await waitFor(() => expected.test(output), 10_000, `${JSON.stringify(expected.source)} in the terminal's output`);
+    };
+    await typed("echo hel''lo\r", /echo hel''lo\r?\n(.*\n)*hello\r?\n/);
+    await typed("stty size\r", /24 80/);
+    await sandbox.pty.resize(terminal.pid, { cols: 120, rows: 40 });
+    await typed("stty size\r", /40 120/);
+    await sandbox.pty.sendInput(terminal.pid, "exit 4\r");
+    await assert.rejects(terminal.wait(), (error: unknown) => error instanceof CommandExitError && error.exitCode === 4);
+  });
+
+  it("returns the logs of the sandbox's own command", async () => {
+    assert.equal(await sandbox.logs(), "booted\n");
+  });
+
+  it("connects to a sandbox by id with its token; a rotated token locks the old handle out", async () => {
+    const byId = await FastSandbox.connect(sandbox.sandboxId, { connection, accessToken: sandbox.accessToken });
+    assert.equal(byId.name, sandbox.name);
+    assert.equal((await byId.commands.run("echo via-id")).stdout, "via-id\n");
+    const rotated = await FastSandbox.connect(sandbox.name, { connection });
+    await rotated.rotateAccessToken();
+    assert.equal((await rotated.commands.run("echo rotated")).stdout, "rotated\n");
+    await assert.rejects(byId.commands.run("echo old"), UnauthenticatedError);
+    await assert.rejects(byId.files.read("/tmp/sdk/hello.txt"), UnauthenticatedError);
+    sandbox = rotated;
+  });
+
+  it("setTimeout() ends the sandbox when the time is up", async () => {
+    const short = await FastSandbox.create({ connection, command: ["sleep", "3600"] });
+    assert.equal(await short.isRunning(), true);
+    await short.setTimeout(1_500);
+    const expireTime = Date.parse(short.info.spec.expireTime ?? "");
+    assert.ok(expireTime - Date.now() <= 1_500 && expireTime - Date.now() > 0);
+    await waitFor(
+      () =>
+        short.getInfo().then(
+          () => false,
+          (error: unknown) => error instanceof NotFoundError,
+        ),
+      20_000,
+      "the expired sandbox to be deleted",
+    );
+    assert.equal(await short.isRunning(), false);
+  });
+
+  it("kill() deletes the sandbox; its daemon is then unreachable", async () => {
+    const doomed = await FastSandbox.create({ connection, command: ["sleep", "3600"] });
+    assert.equal(await doomed.isRunning(), true);
+    assert.equal(await doomed.kill(), true);
+    assert.equal(await doomed.kill(), false);
+    assert.equal(await doomed.isRunning(), false);
+    await assert.rejects(
+      doomed.commands.run("true"),
+      (error: unknown) => error instanceof UnavailableError && /not reachable through the sandbox proxy/.test(error.message),
+    );
+    await assert.rejects(FastSandbox.connect(doomed.name, { connection }), NotFoundError);
+  });
+});
