@@ -11,9 +11,9 @@ func TestAbsoluteResolvesAgainstHomeOrTheDefaultWorkdir(t *testing.T) {
 	cases := []struct{ requested, base, want string }{
 		{"/etc/../tmp/x", "", "/tmp/x"},
 		{"~", "", "/home/u"},
-		{"~/a/b", "/work", "/home/u/a/b"},
+		{"~/a/b", "/srv/app", "/home/u/a/b"},
 		{"a/../b", "", "/home/u/b"},
-		{"a", "/work", "/work/a"},
+		{"a", "/srv/app", "/srv/app/a"},
 		{"../../..", "", "/"},
 	}
 	for _, c := range cases {
