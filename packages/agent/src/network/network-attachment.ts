@@ -92,7 +92,11 @@ export async function teardownAttachment(tools: AttachmentTools, record: Attachm
     ...(record.address ? { address: record.address.address, hostInterface: record.address.hostInterface } : {}),
   });
   const namespace = (async () => {
-    await tools.cni.del(record.lists.sandbox, cniAttachment(record, SANDBOX_INTERFACE), record.results?.sandbox);
+    // Once more on failure: another process (the janitor, a second agent process during a restart)
+    // may have removed the interface between the plugin finding it and deleting it, and a DEL
+    // that then finds nothing succeeds.
+    const del = () => tools.cni.del(record.lists.sandbox, cniAttachment(record, SANDBOX_INTERFACE), record.results?.sandbox);
+    await del().catch(del);
     await tools.cni.del(record.lists.loopback, cniAttachment(record, "lo"), record.results?.loopback);
     await tools.namespaces.delete(record.netnsName);
   })();

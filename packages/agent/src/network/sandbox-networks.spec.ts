@@ -11,6 +11,10 @@ import { after, describe, it } from "node:test";
 import { pino } from "pino";
 import { AlreadyExistsError, FailedPreconditionError } from "@fast-sandbox/api";
 import { AttachmentStore } from "./attachment-store.js";
+import { CniError } from "./cni-error.js";
+import { CniInvoker } from "./cni-invoker.js";
+import { IpNetworkNamespaces } from "./network-namespace.js";
+import { SandboxFirewall } from "./sandbox-firewall.js";
 import type { SandboxNetworkSettings } from "./network-settings.js";
 import { SandboxNetworks } from "./sandbox-networks.js";
 
@@ -94,6 +98,51 @@ describe("SandboxNetworks", () => {
     await agent.release("sb-2");
     await agent.warm();
     await agent.releasePrepared();
+    assert.deepEqual(records(), []);
+    assert.deepEqual(namespacesOfNetwork(), []);
+    assert.deepEqual(reservations(), []);
+  });
+
+  it("two deletes of one sandbox at once tear it down once, and a DEL that lost a race to another process is retried", async () => {
+    // The real tools, with the sandbox network's DEL counted and, once, failing the way the bridge
+    // plugin does when another process removed the interface between finding and deleting it.
+    const cni = new CniInvoker({ pluginDirs: settings.cniPluginDirs });
+    let sandboxDels = 0;
+    let loseRace = false;
+    const del = cni.del.bind(cni);
+    cni.del = async (list, attachment, prevResult) => {
+      if (attachment.ifName === "lo") return del(list, attachment, prevResult);
+      sandboxDels += 1;
+      await del(list, attachment, prevResult);
+      if (loseRace) {
+        loseRace = false;
+        throw new CniError({ plugin: "bridge", command: "DEL", cniCode: 999, message: 'failed to delete "eth0": no such device' });
+      }
+    };
+    const tools = {
+      cni,
+      namespaces: new IpNetworkNamespaces(),
+      firewall: new SandboxFirewall({ table: NAME, bridge: NAME, subnet: settings.subnet }),
+      store: new AttachmentStore(settings.stateDir),
+    };
+    const agent = new SandboxNetworks({
+      settings: { ...settings, preparedNamespaces: 0 },
+      owner: { agent: "agent-a", containerdNamespace: "fsb-spec" },
+      tools,
+      logger,
+    });
+
+    const claimed = await agent.claim(claim("twice"));
+    await claimed.policyApplied;
+    await Promise.all([agent.release("twice"), agent.release("twice")]);
+    assert.equal(sandboxDels, 1);
+    assert.deepEqual(records(), []);
+
+    const raced = await agent.claim(claim("raced"));
+    await raced.policyApplied;
+    loseRace = true;
+    await agent.release("raced");
+    assert.equal(sandboxDels, 3);
     assert.deepEqual(records(), []);
     assert.deepEqual(namespacesOfNetwork(), []);
     assert.deepEqual(reservations(), []);

@@ -74,6 +74,8 @@ export class SandboxNetworks {
   /** Claimed attachments by sandbox id. */
   private readonly claimed = new Map<string, AttachmentRecord>();
   private recovered = false;
+  /** Teardowns in flight by attachment id: a second delete of the same sandbox joins the first. */
+  private readonly tearingDown = new Map<string, Promise<void>>();
 
   constructor(options: SandboxNetworksOptions) {
     this.settings = options.settings;
@@ -177,7 +179,7 @@ export class SandboxNetworks {
     const records = [...this.ownRecords()].filter((record) => record.sandboxId === sandboxId);
     const known = this.claimed.get(sandboxId);
     if (known && !records.some((record) => record.id === known.id)) records.push(known);
-    for (const record of records) await teardownAttachment(this.tools, record);
+    for (const record of records) await this.teardownOnce(record);
     this.claimed.delete(sandboxId);
   }
 
@@ -227,9 +229,21 @@ export class SandboxNetworks {
     await run("ip", ["link", "delete", this.settings.name, "type", "bridge"]).catch(() => undefined);
   }
 
+  /**
+   * One teardown per attachment at a time: two racing ones (a delete retried while the first is
+   * still running) would each find the sandbox's interface and one would fail deleting it.
+   */
+  private teardownOnce(record: AttachmentRecord): Promise<void> {
+    const running = this.tearingDown.get(record.id);
+    if (running) return running;
+    const done = teardownAttachment(this.tools, record).finally(() => this.tearingDown.delete(record.id));
+    this.tearingDown.set(record.id, done);
+    return done;
+  }
+
   private async teardown(record: AttachmentRecord): Promise<void> {
     try {
-      await teardownAttachment(this.tools, record);
+      await this.teardownOnce(record);
     } catch (error) {
       this.logger.warn({ err: error, attachment: record.id }, "could not tear down a network namespace; the janitor retries");
     }
