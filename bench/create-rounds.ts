@@ -52,6 +52,8 @@ export interface CreateRoundsOptions {
   log: (message: string) => void;
   /** The agents' processes, when this process can see them: their CPU time per measured create is counted. */
   agentPids?: () => (number | undefined)[];
+  /** Awaited before every burst of every side (warm-up and measured), outside its timing. */
+  beforeBurst?: () => Promise<void>;
 }
 
 /**
@@ -68,6 +70,8 @@ export function benchPool(options: {
   concurrency: number;
   /** The pool's network mode (Isolated: a network namespace per sandbox; Shared: the agent's). */
   network: NetworkMode;
+  /** Prepared instances per agent. @default 0: every create takes the cold path */
+  preparedInstances?: number;
 }): SandboxPool {
   return {
     apiVersion: API_VERSION,
@@ -79,6 +83,7 @@ export function benchPool(options: {
       runtimeType: "container",
       image: options.image,
       network: { mode: options.network },
+      preparedInstances: options.preparedInstances ?? 0,
     },
   };
 }
@@ -223,7 +228,10 @@ export class CreateRounds {
       for (let done = 0; done < n; done += concurrency, round++) {
         const size = Math.min(concurrency, n - done);
         // Rotate which side goes first: A B, B A, ... (A B C, B C A, C A B with a third side).
-        for (let k = 0; k < sides.length; k++) await sides[(round + k) % sides.length]!(size, record);
+        for (let k = 0; k < sides.length; k++) {
+          await this.options.beforeBurst?.();
+          await sides[(round + k) % sides.length]!(size, record);
+        }
       }
       log(`${label}: ${n} creates per side in ${round} rounds`);
     };

@@ -46,6 +46,12 @@ export interface CreateBenchOptions {
   agents: number;
   /** The bench pool's network mode. */
   network: NetworkMode;
+  /**
+   * The pool keeps prepared instances (max(2, concurrency) per agent, at most 64) and every burst
+   * of either side starts once every agent's stock is full again: creates claim prepared instances,
+   * and no refill runs during any side's burst.
+   */
+  prepared: boolean;
   /** Progress and diagnostics (stderr). */
   log: (message: string) => void;
 }
@@ -104,6 +110,7 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
   if (stale.containers > 0 || stale.snapshots > 0) log(`removed leftovers of an earlier run: ${JSON.stringify(stale)}`);
 
   const dataDir = mkdtempSync(join(tmpdir(), "fsb-bench-"));
+  const preparedInstances = options.prepared ? Math.min(64, Math.max(2, concurrency)) : 0;
   const token = randomBytes(24).toString("base64url");
   let controlPlane: EmbeddedControlPlane | undefined;
   let rounds: CreateRounds | undefined;
@@ -134,11 +141,14 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
       command,
       log,
       agentPids: () => cp.fleet.listAgentProcesses().map((a) => a.pid),
+      ...(options.prepared ? { beforeBurst: () => waitForPreparedStock(cp, preparedInstances, 60_000) } : {}),
     });
     rounds = run;
     // The breakdown side's sandboxes, created on the agent directly, hold slots of the first agent too.
     const total = (count + warmup) * (options.breakdown ? 2 : 1);
-    await run.client.pools.apply(benchPool({ name: POOL, namespace: "default", image, agents: options.agents, total, concurrency, network: options.network }));
+    await run.client.pools.apply(
+      benchPool({ name: POOL, namespace: "default", image, agents: options.agents, total, concurrency, network: options.network, preparedInstances }),
+    );
     const readyStarted = performance.now();
     await run.waitForReadyAgents(options.agents, 60_000);
     log(`${options.agents} agent(s) ready after ${(performance.now() - readyStarted).toFixed(0)} ms`);
@@ -217,4 +227,21 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
     machine: machine(),
     cleanup: cleanupResult,
   };
+}
+
+/** Until every agent of the control plane reports `target` prepared instances (its /metrics gauge). */
+async function waitForPreparedStock(cp: EmbeddedControlPlane, target: number, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const counts = await Promise.all(
+      cp.fleet.listAgents().map(async (agent) => {
+        if (!agent.endpoint) return 0;
+        const text = await (await fetch(`http://${agent.endpoint}/metrics`)).text();
+        return Number(/^fsb_agent_prepared_instances (\d+)$/m.exec(text)?.[1] ?? 0);
+      }),
+    );
+    if (counts.length > 0 && counts.every((count) => count >= target)) return;
+    if (performance.now() > deadline) throw new Error(`the agents' prepared instances did not reach ${target} within ${timeoutMs} ms: ${counts.join(", ")}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }

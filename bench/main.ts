@@ -1,6 +1,8 @@
 /**
  * Benchmarks. `npm run bench -- create [--kubernetes] [--count N] [--warmup W] [--concurrency C] [--json]`,
- * `npm run bench -- exec [--count N] [--warmup W] [--json]` (exec.ts).
+ * `npm run bench -- exec [--count N] [--warmup W] [--json]` (exec.ts),
+ * `npm run bench -- cli [--count N] [--warmup W] [--fsb FILE] [--json]` (cli.ts),
+ * `npm run bench -- scale [--sandboxes N] [--agents M] [--pools P] [--concurrency C] [--skip-idle-agent] [--json]` (scale.ts).
  *
  * Needs root and a running containerd (`--kubernetes`: also the built packages and the test
  * harness's cluster binaries). Tables go to stdout, progress to stderr; the last line of
@@ -11,14 +13,30 @@ import type { NetworkMode } from "@fast-sandbox/api";
 import { runCreateBench, type CreateBenchResult } from "./create.js";
 import { runKubernetesCreateBench } from "./create-kubernetes.js";
 import { runExecBench } from "./exec.js";
+import { burstResultLine, runBurstBench } from "./burst.js";
+import { formatScaleReport, runScaleBench } from "./scale.js";
+import { formatCliBench, runCliBench } from "./cli.js";
+import { formatRestoreBench, runRestoreBench } from "./restore.js";
 import { formatTable } from "./stats.js";
 
 const USAGE = `usage: npm run bench -- create [options]
        npm run bench -- exec [--count N] [--warmup W] [--namespace NS] [--json]
+       npm run bench -- scale [--sandboxes N] [--agents M] [--pools P] [--concurrency C] [--skip-idle-agent] [--json]
+       npm run bench -- cli [--count N] [--warmup W] [--namespace NS] [--fsb FILE] [--json]
 
   exec: 'true' run in a running Isolated sandbox through the in-sandbox daemon (Connect JSON through
   the sandbox proxy) vs through containerd's exec (the SDK's sandboxes.exec), in the same run
   (default 50 measured rounds, 5 warm-up; namespace fsb-bench-exec).
+
+  cli: the time fsb ls, fsb get NAME and fsb run spend of their own (wall time minus node -e 0 and,
+  for run, the SDK's create), against an embedded instance (default 20 measured rounds, 2 warm-up;
+  namespace fsb-bench-cli; --fsb: the program, default packages/cli/bin/fsb.js).
+
+  scale: the control plane's footprint (scale.ts): N sandboxes (default 10000) over M simulated agents
+  (default 500, in P pools, default 5) on the real control plane and store, in a child process of
+  the built packages (built first with tsc -b): list/get/create latency and its RSS; an idle real
+  agent's RSS (root and containerd; --skip-idle-agent leaves it out); placement p99 of the registry
+  at 10000 agents. Creates in flight while populating: --concurrency (default 32).
 
   Sandbox create latency (SDK call -> user process running) vs 'ctr run -d' of the same image,
   measured in the same run, interleaved by rounds.
@@ -42,8 +60,23 @@ const USAGE = `usage: npm run bench -- create [options]
                     (embedded only)
   --network MODE    the bench pool's network: isolated (default: a network namespace per sandbox,
                     prepared ahead) or shared (the agent's network)
+  --prepared        the pool keeps prepared instances (max(2, C) per agent) and every burst of either
+                    side waits until each agent's stock is full again: a create claims one
   --json            print the results as one JSON line before the RESULT line
-  -h, --help`;
+  -h, --help
+
+       npm run bench -- burst [--count N] [--cold] [--network MODE] [--json]
+
+  burst: N creates at once (default 100) on a pool of ceil(N/64) agents keeping prepared instances
+  (--cold: none), against N 'ctr run -d' at once, in the same run (burst.ts states the method).
+  Prints RESULT burst_wall_ms=… p50_ms=… p99_ms=… baseline_ctr_wall_ms=…
+
+       npm run bench -- restore [--count N] [--warmup W] [--forks F] [--namespace NS] [--json]
+
+  restore: gVisor restores from one checkpoint of a running template (restore.ts states the method):
+  N on-demand restores one after another (default 20, 2 warm-up), F forks of 4 and F checkpoints
+  (default 3), and the agent's steps of each restore. Prints
+  RESULT restore_p50_ms=… fork_k4_wall_ms=… pooled_claim_p50_ms=… (n/a: no gVisor prepared instances yet)`;
 
 function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
   if (value === undefined) return fallback;
@@ -65,7 +98,14 @@ async function main(): Promise<void> {
       breakdown: { type: "boolean", default: false },
       agents: { type: "string" },
       network: { type: "string", default: "isolated" },
+      prepared: { type: "boolean", default: false },
+      cold: { type: "boolean", default: false },
       kubernetes: { type: "boolean", default: false },
+      sandboxes: { type: "string" },
+      pools: { type: "string" },
+      "skip-idle-agent": { type: "boolean", default: false },
+      fsb: { type: "string" },
+      forks: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -98,6 +138,91 @@ async function main(): Promise<void> {
     console.log(
       `RESULT exec_p50_ms=${result.daemon.p50.toFixed(2)} containerd_exec_p50_ms=${result.containerdExec.p50.toFixed(2)} ratio=${result.ratioP50.toFixed(3)}`,
     );
+    return;
+  }
+  if (command === "cli" && rest.length === 0) {
+    const result = await runCliBench({
+      count: positiveInt("count", values.count, 20),
+      warmup: positiveInt("warmup", values.warmup, 2, 0),
+      image: values.image ?? "fast-sandbox.io/base:latest",
+      namespace: values.namespace ?? "fsb-bench-cli",
+      ...(values.fsb ? { fsb: values.fsb } : {}),
+      log: (message) => process.stderr.write(`bench: ${message}\n`),
+    });
+    if (values.json) console.log(JSON.stringify(result));
+    console.log(formatCliBench(result));
+    return;
+  }
+  if (command === "scale" && rest.length === 0) {
+    const agents = positiveInt("agents", values.agents, 500);
+    const result = await runScaleBench({
+      sandboxes: positiveInt("sandboxes", values.sandboxes, 10_000),
+      agents,
+      pools: positiveInt("pools", values.pools, Math.min(5, agents)),
+      concurrency: positiveInt("concurrency", values.concurrency, 32),
+      gets: 1000,
+      lists: 20,
+      creates: 200,
+      settleMs: 3000,
+      skipIdleAgent: values["skip-idle-agent"],
+      idleAgentSettleMs: 20_000,
+      idleAgentWindowMs: 20_000,
+      placementAgents: 10_000,
+      placements: 200_000,
+      log: (message) => process.stderr.write(`bench: ${message}\n`),
+    });
+    const lines = formatScaleReport(result);
+    const resultLine = lines.pop();
+    for (const line of lines) console.log(line);
+    if (values.json) console.log(JSON.stringify(result));
+    console.log(resultLine);
+    return;
+  }
+  if (command === "restore" && rest.length === 0) {
+    const result = await runRestoreBench({
+      count: positiveInt("count", values.count, 20),
+      warmup: positiveInt("warmup", values.warmup, 2, 0),
+      forks: positiveInt("forks", values.forks, 3),
+      image: values.image ?? "fast-sandbox.io/base:latest",
+      namespace: values.namespace ?? "fsb-bench-restore",
+      log: (message) => process.stderr.write(`bench: ${message}\n`),
+    });
+    const lines = formatRestoreBench(result);
+    const resultLine = lines.pop();
+    for (const line of lines) console.log(line);
+    if (values.json) console.log(JSON.stringify(result));
+    console.log(resultLine);
+    return;
+  }
+  if (command === "burst" && rest.length === 0) {
+    const networkName = { isolated: "Isolated", shared: "Shared" }[values.network] as NetworkMode | undefined;
+    if (!networkName) throw new Error(`--network must be isolated or shared, got ${JSON.stringify(values.network)}`);
+    const count = positiveInt("count", values.count, 100);
+    if (count > 1000) throw new Error("--count must be at most 1000");
+    const result = await runBurstBench({
+      count,
+      warmup: positiveInt("warmup", values.warmup, 2, 0),
+      image: values.image ?? "fast-sandbox.io/base:latest",
+      namespace: values.namespace ?? "fsb-bench-burst",
+      network: networkName,
+      cold: values.cold,
+      log: (message) => process.stderr.write(`bench: ${message}\n`),
+    });
+    const m = result.machine;
+    console.log(
+      `burst: ${count} creates at once per side (+${result.warmup} warm-up), ${result.agents} agent(s), network ${networkName}, ` +
+        `${values.cold ? "cold path" : "prepared instances"}, ${m.cpus} CPUs, kernel ${m.kernel}, node ${m.node}`,
+    );
+    console.log(
+      formatTable([
+        { label: "fast-sandbox create (SDK)", summary: result.fastSandbox.create },
+        { label: "ctr run -d (baseline)", summary: result.ctrBaseline.create },
+      ]),
+    );
+    console.log(`wall ms: fast-sandbox ${result.wallMs.fastSandbox.toFixed(0)}, ctr ${result.wallMs.ctr.toFixed(0)}`);
+    console.log(`CLEANUP leftover_containers=${result.cleanup.leftoverContainers.length} leftover_tasks=${result.cleanup.leftoverTasks.length}`);
+    if (values.json) console.log(JSON.stringify(result));
+    console.log(burstResultLine(result));
     return;
   }
   if (command !== "create" || rest.length > 0) {
@@ -141,6 +266,7 @@ async function main(): Promise<void> {
       breakdown: values.breakdown,
       agents,
       network,
+      prepared: values.prepared,
       log,
     });
   }

@@ -22,6 +22,13 @@
  * `fsb-helper --pause` runs no command: it only waits for SIGTERM/SIGINT (and reaps). The agent
  * runs it as a tiny "anchor" container that keeps its sandboxes' shared shim process alive.
  *
+ * `fsb-helper --prepared [--envd PATH]` is process 1 of a prepared instance (a sandbox made before
+ * anyone asked for it): it writes `waiting` to run/prepared and waits, doing nothing, until the
+ * agent writes the claim into the FIFO run/claim (which the agent made), then runs it as above. The claim is a sequence of NUL-terminated strings:
+ * `fsb-claim-v1`, the working directory, the number of arguments and the arguments, the number of
+ * environment entries and the entries (`NAME=value`, the whole environment: the image's is not
+ * kept). A claim that is cut short or malformed makes the helper exit with status 2.
+ *
  * `--envd PATH` (before `--`, with or without `--workdir`) also runs the in-sandbox daemon
  * (packages/envd, E2B's envd interface on port 49983) as a second, supervised child: started
  * once the command's start is recorded, restarted when it dies (after 0.1 s, doubling up to 5 s,
@@ -200,12 +207,80 @@ static pid_t start_envd(const char *path, const sigset_t *original) {
   return pid;
 }
 
+#define CLAIM_MAX (4 << 20)
+
+/* Next NUL-terminated string of the claim at *at, or NULL past its end. */
+static char *claim_string(char *buffer, size_t length, size_t *at) {
+  if (*at >= length) return NULL;
+  char *start = buffer + *at;
+  char *end = memchr(start, '\0', length - *at);
+  if (!end) return NULL;
+  *at = (size_t)(end - buffer) + 1;
+  return start;
+}
+
+static long claim_count(char *buffer, size_t length, size_t *at) {
+  char *text = claim_string(buffer, length, at);
+  if (!text || !*text) return -1;
+  char *end;
+  long count = strtol(text, &end, 10);
+  return *end || count < 0 || count > 100000 ? -1 : count;
+}
+
+/*
+ * Waits for the claim (see above), then sets the environment it names and returns its argv
+ * (NULL-terminated), with its working directory in *workdir; NULL when the claim is unusable.
+ */
+static char **read_claim(char **workdir) {
+  record("prepared", "waiting\n", 8, 0); /* the agent hands the instance out once it waits */
+  int fd;
+  do fd = open(RUN_DIR "/claim", O_RDONLY | O_CLOEXEC);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    fprintf(stderr, "fast-sandbox helper: cannot open the claim: %s\n", strerror(errno));
+    return NULL;
+  }
+  char *buffer = malloc(CLAIM_MAX);
+  size_t length = 0;
+  for (;;) {
+    if (!buffer || length == CLAIM_MAX) break;
+    ssize_t got = read(fd, buffer + length, CLAIM_MAX - length);
+    if (got > 0) length += (size_t)got;
+    else if (got < 0 && errno == EINTR) continue;
+    else break;
+  }
+  close(fd);
+  size_t at = 0;
+  char *magic = buffer ? claim_string(buffer, length, &at) : NULL;
+  if (!magic || strcmp(magic, "fsb-claim-v1") != 0) return NULL;
+  *workdir = claim_string(buffer, length, &at);
+  long argc = claim_count(buffer, length, &at);
+  if (!*workdir || argc < 1) return NULL;
+  char **argv = calloc((size_t)argc + 1, sizeof *argv);
+  for (long i = 0; argv && i < argc; i++) {
+    if (!(argv[i] = claim_string(buffer, length, &at))) return NULL;
+  }
+  long envc = claim_count(buffer, length, &at);
+  if (!argv || envc < 0) return NULL;
+  clearenv();
+  for (long i = 0; i < envc; i++) {
+    char *entry = claim_string(buffer, length, &at);
+    if (!entry || !strchr(entry, '=')) return NULL;
+    putenv(entry);
+  }
+  return argv;
+}
+
 int main(int argc, char **argv) {
   char *workdir = NULL;
   char *envd = NULL;
+  int prepared = 0;
   int first = 1;
   for (;;) {
-    if (first + 1 < argc && strcmp(argv[first], "--workdir") == 0) {
+    if (first < argc && strcmp(argv[first], "--prepared") == 0) {
+      prepared = 1;
+      first += 1;
+    } else if (first + 1 < argc && strcmp(argv[first], "--workdir") == 0) {
       workdir = argv[first + 1];
       first += 2;
     } else if (first + 1 < argc && strcmp(argv[first], "--envd") == 0) {
@@ -216,6 +291,18 @@ int main(int argc, char **argv) {
     }
   }
   if (first < argc && strcmp(argv[first], "--") == 0) first++;
+  if (prepared) {
+    /* Signals keep their default meaning meanwhile: the agent removes an unclaimed instance with SIGKILL. */
+    char **claimed = read_claim(&workdir);
+    if (!claimed) {
+      fprintf(stderr, "fast-sandbox helper: the claim is missing or malformed\n");
+      return 2;
+    }
+    argv = claimed;
+    first = 0;
+    argc = 0;
+    while (claimed[argc]) argc++;
+  }
   if (first >= argc) {
     fprintf(stderr, "fast-sandbox helper: no command to run\n");
     return 2;
@@ -227,7 +314,7 @@ int main(int argc, char **argv) {
   sigaddset(&handled, SIGCHLD);
   sigprocmask(SIG_BLOCK, &handled, &original);
 
-  if (argc > 1 && strcmp(argv[1], "--pause") == 0) {
+  if (!prepared && argc > 1 && strcmp(argv[1], "--pause") == 0) {
     for (;;) {
       siginfo_t info;
       int sig = sigwaitinfo(&handled, &info);

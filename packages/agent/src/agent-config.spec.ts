@@ -45,7 +45,22 @@ describe("agentConfigFromEnv", () => {
       envdPath: DEFAULT_ENVD_PATH,
       registryConfigPath: "",
       runscPath: "",
+      checkpointDir: "/var/lib/fsb/agents/default-0/checkpoints/default/default",
+      preparedInstances: undefined,
     });
+  });
+
+  it("reads the pool's prepared-instance template, and refuses a bad count or template", () => {
+    const base = { FSB_AGENT_NAME: "default-0", FSB_AGENT_POOL: "default", FSB_AGENT_TOKEN: "t", FSB_AGENT_STATE_DIR: "/tmp/s" };
+    const template = JSON.stringify({ image: "busybox", runtimeType: "container", memoryBytes: "67108864" });
+    const config = agentConfigFromEnv({ ...base, FSB_PREPARED_INSTANCES: "3", FSB_PREPARED_TEMPLATE: template });
+    assert.deepEqual(config.preparedInstances, {
+      count: 3,
+      template: { namespace: "default", pool: "default", image: "busybox", runtimeType: "container", resources: { memoryBytes: 67108864 } },
+    });
+    assert.throws(() => agentConfigFromEnv({ ...base, FSB_PREPARED_INSTANCES: "65", FSB_PREPARED_TEMPLATE: template }), /FSB_PREPARED_INSTANCES/);
+    assert.throws(() => agentConfigFromEnv({ ...base, FSB_PREPARED_INSTANCES: "2", FSB_PREPARED_TEMPLATE: "{" }), /FSB_PREPARED_TEMPLATE/);
+    assert.throws(() => agentConfigFromEnv({ ...base, FSB_PREPARED_INSTANCES: "2", FSB_PREPARED_TEMPLATE: "{}" }), /names no image/);
   });
 
   it("reads every variable when set", () => {
@@ -61,6 +76,7 @@ describe("agentConfigFromEnv", () => {
       FSB_REGISTRY_CONFIG: "/var/lib/fsb/registry/config.json",
       FSB_AGENT_UID: "0b6d3c1e-5f2a-4c8e-9d7b-1a2b3c4d5e6f",
       FSB_RUNSC_PATH: "/opt/gvisor/runsc",
+      FSB_CHECKPOINT_DIR: "/var/lib/fsb/checkpoints",
     });
     assert.equal(config.namespace, "team-a");
     assert.equal(config.nodeName, "node-7");
@@ -73,6 +89,8 @@ describe("agentConfigFromEnv", () => {
     assert.equal(config.registryConfigPath, "/var/lib/fsb/registry/config.json");
     assert.equal(config.uid, "0b6d3c1e-5f2a-4c8e-9d7b-1a2b3c4d5e6f");
     assert.equal(config.runscPath, "/opt/gvisor/runsc");
+    // One directory per pool, shared by the pool's agents on the node.
+    assert.equal(config.checkpointDir, "/var/lib/fsb/checkpoints/team-a/default");
   });
 
   it("uses the helper built beside the package when FSB_HELPER_PATH is unset or empty", () => {

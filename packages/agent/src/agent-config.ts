@@ -1,7 +1,11 @@
 import { hostname } from "node:os";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ValidationError } from "@fast-sandbox/api";
+import { fromJsonString } from "@bufbuild/protobuf";
+import { ValidationError, pb } from "@fast-sandbox/api";
+import type { PreparedInstancesSettings } from "./containerd/prepared-instances.js";
+import { runtimeSpecOf } from "./server/create-request.js";
 
 /** Everything an agent process needs, read from its environment (set by the pool that starts it). */
 export interface AgentConfig {
@@ -42,6 +46,49 @@ export interface AgentConfig {
   registryConfigPath: string;
   /** FSB_RUNSC_PATH: the runsc binary for gVisor sandboxes; empty: the runtime's default (`/usr/bin/runsc`). */
   runscPath: string;
+  /**
+   * The pool's gVisor checkpoints on this node: `<FSB_CHECKPOINT_DIR>/<namespace>/<pool>`, shared by
+   * the pool's agents there (embedded: `<dataDir>/checkpoints`); FSB_CHECKPOINT_DIR unset:
+   * `<stateDir>/checkpoints/<namespace>/<pool>`, this agent's own.
+   */
+  checkpointDir: string;
+  /**
+   * FSB_PREPARED_INSTANCES (a count, 0–64) and FSB_PREPARED_TEMPLATE (the pool's template as an
+   * agent create request in protobuf JSON, without sandbox id or command): sandboxes the agent keeps
+   * ready to be claimed. Undefined when the count is 0 or unset.
+   */
+  preparedInstances: PreparedInstancesSettings | undefined;
+}
+
+/** The most prepared instances an agent keeps. */
+export const MAX_PREPARED_INSTANCES = 64;
+
+function preparedInstancesFromEnv(env: NodeJS.ProcessEnv, namespace: string, pool: string): PreparedInstancesSettings | undefined {
+  const countText = env.FSB_PREPARED_INSTANCES ?? "0";
+  const count = Number(countText);
+  if (!/^\d+$/.test(countText) || count > MAX_PREPARED_INSTANCES) {
+    throw new ValidationError("FSB_PREPARED_INSTANCES", `${JSON.stringify(countText)} must be a number of instances from 0 to ${MAX_PREPARED_INSTANCES}`);
+  }
+  if (count === 0) return undefined;
+  let request: pb.AgentCreateSandboxRequest;
+  try {
+    request = fromJsonString(pb.AgentCreateSandboxRequestSchema, env.FSB_PREPARED_TEMPLATE ?? "");
+  } catch (error) {
+    throw new ValidationError("FSB_PREPARED_TEMPLATE", `must be an agent create request in protobuf JSON (the pool's template): ${String(error)}`);
+  }
+  if (!request.image) throw new ValidationError("FSB_PREPARED_TEMPLATE", "names no image: prepared instances need the pool's image");
+  const spec = runtimeSpecOf({ ...request, namespace: request.namespace || namespace }, pool, "");
+  return {
+    count,
+    template: {
+      namespace: spec.namespace,
+      pool,
+      image: spec.image,
+      runtimeType: spec.runtimeType,
+      ...(spec.resources ? { resources: spec.resources } : {}),
+      ...(spec.network ? { network: spec.network } : {}),
+    },
+  };
 }
 
 /** The helper `scripts/build-helper.sh` builds, found relative to this file in src/ and dist/ alike. */
@@ -82,5 +129,11 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv = process.env): AgentC
     envdPath: env.FSB_ENVD_PATH ?? DEFAULT_ENVD_PATH,
     registryConfigPath: env.FSB_REGISTRY_CONFIG ?? "",
     runscPath: env.FSB_RUNSC_PATH ?? "",
+    checkpointDir: join(
+      env.FSB_CHECKPOINT_DIR || join(required("FSB_AGENT_STATE_DIR"), "checkpoints"),
+      env.FSB_AGENT_NAMESPACE ?? "default",
+      required("FSB_AGENT_POOL"),
+    ),
+    preparedInstances: preparedInstancesFromEnv(env, env.FSB_AGENT_NAMESPACE ?? "default", required("FSB_AGENT_POOL")),
   };
 }

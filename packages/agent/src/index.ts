@@ -19,6 +19,14 @@ export {
   type ContainerdRuntimeOptions,
   type CreateTimings,
 } from "./containerd/containerd-runtime.js";
+export {
+  ROLE_PREPARED_INSTANCE,
+  CLAIM_MAX_BYTES,
+  templateKey,
+  type PreparedInstancesSettings,
+  type PreparedTemplate,
+} from "./containerd/prepared-instances.js";
+export { runtimeSpecOf } from "./server/create-request.js";
 export { ContainerdClient, type ContainerdClientOptions } from "./containerd/containerd-client.js";
 export { CONTAINERD_ID_MAX_LENGTH, containerIdOf, isContainerdId, sandboxIdOfContainer } from "./containerd/container-id.js";
 export { isNotFound } from "./containerd/grpc-errors.js";

@@ -46,14 +46,17 @@ async function main(): Promise<void> {
     helperPath: config.helperPath,
     ...(config.envdPath ? { envdPath: config.envdPath } : {}),
     ...(config.runscPath ? { runscPath: config.runscPath } : {}),
+    checkpointDir: config.checkpointDir,
     ...(config.registryConfigPath ? { registryConfigPath: config.registryConfigPath } : {}),
     // The node's sandbox network (FSB_NETWORK_*), for isolated sandboxes; nothing of it is set up
     // before the agent serves its first one.
     network: networkSettingsFromEnv(),
-    onCreateTimings: (timings) => metrics.createStepsFinished({ ...timings }),
+    onCreateTimings: ({ prepared, ...timings }) => metrics.createStepsFinished(prepared ? { claimMs: timings.totalMs } : { ...timings }),
+    ...(config.preparedInstances ? { preparedInstances: config.preparedInstances } : {}),
     logger: log,
   });
   await runtime.prepare();
+  metrics.observePreparedInstances(() => runtime.preparedInstanceCount);
   const recovered = await runtime.list();
   log.info({ sandboxes: recovered.length }, "adopted the sandboxes containerd holds for this agent");
   const server = await startAgentServer({
@@ -80,6 +83,8 @@ async function main(): Promise<void> {
         // An agent with no sandboxes left (scale-down, pool deleted, `fsb down`) leaves no shim
         // anchors and no prepared network namespaces behind either; one with sandboxes keeps them
         // for its successor, which adopts them.
+        // Prepared instances are never adopted by a successor: removed in any case.
+        await runtime.removePreparedInstances();
         if ((await runtime.list()).length === 0) {
           await runtime.unprepare();
           log.info("no sandboxes left: removed the shim anchors and prepared network namespaces");

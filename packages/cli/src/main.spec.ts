@@ -196,3 +196,32 @@ describe("fsb against a Kubernetes cluster", () => {
     assert.match(result.stderr, /-A lists a kind in every namespace; a name needs one namespace/);
   });
 });
+
+describe("fsb checkpoint, run --from-checkpoint and fork: bad usage", () => {
+  it("exits 2 for a restore given a command or an image of its own", async () => {
+    const result = await fsb("run", "--from-checkpoint", "golden", "--url", UNREACHABLE, "--data-dir", dataDir, "--", "sh");
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /--from-checkpoint: a restored sandbox runs the checkpoint's processes, image and environment/);
+  });
+
+  it("exits 2 for a fork without a number of copies, or with one that is not a number", async () => {
+    const missing = await fsb("fork", "web", "--url", UNREACHABLE);
+    assert.equal(missing.code, 2, missing.stderr);
+    assert.match(missing.stderr, /-n, --count <copies>/);
+    const bad = await fsb("fork", "web", "-n", "three", "--url", UNREACHABLE, "--data-dir", dataDir);
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, /--count: "three" is not a number of copies/);
+  });
+
+  it("reaches the control plane for checkpoint, checkpoint ls and checkpoint rm", async () => {
+    for (const args of [
+      ["checkpoint", "web", "-n", "golden"],
+      ["checkpoint", "ls"],
+      ["checkpoint", "rm", "golden"],
+    ]) {
+      const result = await fsb(...args, "--url", UNREACHABLE, "--data-dir", dataDir);
+      assert.equal(result.code, 1, `${args.join(" ")}: ${result.stderr}`);
+      assert.match(result.stderr, /127\.0\.0\.1:1/);
+    }
+  });
+});

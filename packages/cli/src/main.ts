@@ -14,6 +14,7 @@ const EXIT_USAGE = 2;
 const sandboxCommands = () => import("./commands/sandboxes.js");
 const poolCommands = () => import("./commands/pools.js");
 const imageCommands = () => import("./commands/images.js");
+const checkpointCommands = () => import("./commands/checkpoints.js");
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 const outputOption = () => new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS).default("table" as const);
@@ -119,7 +120,52 @@ function program(programName: string): Command {
       collect,
       [] as string[],
     )
-    .action(async (command, options) => (await sandboxCommands()).run(command, { ...globals(), ...options }));
+    .option("--from-checkpoint <checkpoint>", "restore the sandbox from this checkpoint (gVisor pools): its pool, image, command, environment and state")
+    .action(async (command, options) => {
+      const { fromCheckpoint } = options;
+      if (fromCheckpoint === undefined) return (await sandboxCommands()).run(command, { ...globals(), ...options });
+      if (command.length > 0 || options.image || options.env.length > 0 || options.workdir || options.egress.length > 0) {
+        throw new ValidationError(
+          "--from-checkpoint",
+          "a restored sandbox runs the checkpoint's processes, image and environment in the checkpoint's pool: leave out COMMAND, --image, -e, -w and --egress",
+        );
+      }
+      return (await checkpointCommands()).runFromCheckpoint({ ...globals(), ...options, fromCheckpoint });
+    });
+
+  const checkpoint = fsb
+    .command("checkpoint")
+    .description(
+      "save a running sandbox of a gVisor pool (memory, processes, files) as a checkpoint on its node; it runs on. " +
+        "'fsb run --from-checkpoint C' restores it; 'checkpoint ls', 'checkpoint rm C…'",
+    )
+    .argument("<sandbox>")
+    .option("-n, --name <checkpoint>", "the checkpoint's name (default: generated)")
+    .option("--namespace <namespace>", "namespace (default: default)")
+    .action(async (sandbox, options) => (await checkpointCommands()).checkpoint(sandbox, { ...globals(), ...options }));
+  checkpoint
+    .command("ls")
+    .alias("list")
+    .description("list checkpoints")
+    .option("--namespace <namespace>", "namespace (default: default)")
+    .addOption(allNamespacesOption())
+    .addOption(outputOption())
+    .action(async (options) => (await checkpointCommands()).list({ ...globals(), ...options }));
+  checkpoint
+    .command("rm")
+    .description("delete checkpoints: their files on their node (sandboxes restored from them run on)")
+    .argument("<names...>")
+    .option("--namespace <namespace>", "namespace (default: default)")
+    .action(async (names, options) => (await checkpointCommands()).remove(names, { ...globals(), ...options }));
+
+  fsb
+    .command("fork")
+    .description("make running copies of a running sandbox of a gVisor pool, from one checkpoint of it (own names, ids, addresses); prints each copy")
+    .argument("<sandbox>")
+    .requiredOption("-n, --count <copies>", "how many copies (1-32)")
+    .option("--checkpoint <name>", "keep the checkpoint under this name (default: deleted once the copies run)")
+    .option("--namespace <namespace>", "namespace (default: default)")
+    .action(async (sandbox, options) => (await checkpointCommands()).fork(sandbox, { ...globals(), ...options }));
 
   fsb
     .command("token")

@@ -1,4 +1,8 @@
-import { stringify } from "yaml";
+import { createRequire } from "node:module";
+import type * as Yaml from "yaml";
+
+// yaml is loaded by -o yaml alone: most commands print tables, and loading it costs `fsb ls` time.
+const requireModule = createRequire(import.meta.url);
 
 export type OutputFormat = "table" | "json" | "yaml";
 
@@ -20,7 +24,7 @@ export function printObjects(format: OutputFormat, value: unknown, table: () => 
       process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
       return;
     case "yaml":
-      process.stdout.write(stringify(value));
+      process.stdout.write((requireModule("yaml") as typeof Yaml).stringify(value));
       return;
     default:
       table();

@@ -8,6 +8,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { destination, pino, type Logger } from "pino";
 import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
@@ -18,6 +19,7 @@ import { openSqliteResourceStore } from "./store/sqlite-resource-store.js";
 import type { ResourceStore } from "./store/resource-store.js";
 import { DEFAULT_NAMESPACE, SandboxManager } from "./fastpath/sandbox-manager.js";
 import { startApiServer, type ApiServer } from "./fastpath/api-server.js";
+import { CheckpointManager } from "./fastpath/checkpoint-manager.js";
 import { SandboxDirectory } from "./proxy/sandbox-directory.js";
 import { startSandboxProxy, type SandboxProxy } from "./proxy/sandbox-proxy.js";
 import { ProxyMetrics } from "./proxy/proxy-metrics.js";
@@ -34,7 +36,9 @@ import { AllocationSync } from "./reconcile/allocation-sync.js";
 import { PoolController } from "./reconcile/pool-controller.js";
 import { agentPoolOf, poolControllerHooks } from "./reconcile/pool-controller-hooks.js";
 import { AgentConnections } from "./fleet/agent-connections.js";
-import { EmbeddedAgentFleet, type ExistingAgent } from "./embedded/embedded-agent-fleet.js";
+import { EmbeddedAgentFleet, type AgentProcess, type ExistingAgent } from "./embedded/embedded-agent-fleet.js";
+import type { LocalAgentEvents, LocalAgentSettings } from "./embedded/local-agent-process.js";
+import type { AgentClient } from "./agent-client/agent-client.js";
 import { LocalJanitorProcess, type LocalJanitorOptions } from "./embedded/local-janitor-process.js";
 import { startE2bApiServer, type E2bApiServer } from "./e2b/e2b-api-server.js";
 import { E2bSandboxes } from "./e2b/e2b-sandboxes.js";
@@ -77,6 +81,19 @@ export interface EmbeddedControlPlaneOptions {
   proxy?: EmbeddedProxyOptions;
   /** The E2B-compatible control API, on its own port (its keys in `<dataDir>/e2b-api-keys.db`). @default 127.0.0.1, any free port */
   e2b?: EmbeddedE2bOptions;
+  /**
+   * How the pools' agents run and are reached, e.g. simulated in memory (bench/scale.ts).
+   * @default agent processes on this host's containerd (LocalAgentProcess), reached over gRPC with the agent token
+   */
+  agents?: EmbeddedAgents;
+}
+
+/** The agents of the embedded mode: a process per agent, and a client per endpoint its process reports. */
+export interface EmbeddedAgents {
+  /** Makes the process of an agent; it reports through `events` when its API listens (`endpoint`) and when it is lost. */
+  createProcess(settings: LocalAgentSettings, events: LocalAgentEvents): AgentProcess;
+  /** Makes the client of the agent API at `endpoint`. */
+  connect(endpoint: string): AgentClient;
 }
 
 export interface EmbeddedE2bOptions {
@@ -173,6 +190,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   const proxyAddress = configuredProxy ?? parseProxyBaseUrl(`http://localhost:${sandboxProxy.port}`);
   const proxyUrl = `http://${proxyHost.includes(":") ? `[${proxyHost}]` : proxyHost}:${sandboxProxy.port}`;
 
+  const customAgents = options.agents;
   const fleet = new EmbeddedAgentFleet({
     clock,
     dataDir: options.dataDir,
@@ -184,12 +202,15 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     logger,
     ...(options.agentRestartDelayMs !== undefined ? { agentRestartDelayMs: options.agentRestartDelayMs } : {}),
     existingAgents: () => agentsOfRecords(store),
+    // Each pool's gVisor checkpoints, shared by its agents: <dataDir>/checkpoints/<namespace>/<pool>.
+    agentEnv: { FSB_CHECKPOINT_DIR: join(options.dataDir, "checkpoints") },
+    ...(customAgents ? { createProcess: (settings, events) => customAgents.createProcess(settings, events) } : {}),
   });
   const connections: AgentConnections = new AgentConnections({
     clock,
     fleet,
     registry,
-    connect: (endpoint) => createAgentClient(endpoint, agentToken),
+    connect: (endpoint) => (customAgents ? customAgents.connect(endpoint) : createAgentClient(endpoint, agentToken)),
     logger,
     metrics,
     heartbeatIntervalMs,
@@ -197,6 +218,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     onStatus: (agentName, status) => recordSandboxFacts(store, agentName, status, clock),
   });
   const manager = new SandboxManager({ store, registry, agents: connections, logger, clock, proxyAddress });
+  const checkpoints = new CheckpointManager({ manager, store, registry, agents: connections, logger });
   const adoption = new AgentAdoption({ store, registry, manager, agents: connections, logger, clock });
   const allocations = new AllocationSync({
     clock,
@@ -216,6 +238,9 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     // Local agents start in well under a second: the status follows placements closely.
     resyncIntervalMs: 1000,
     ...poolControllerHooks({ connections, registry, allocations, manager }),
+    onPoolEmptied: async (namespace, pool) => {
+      await checkpoints.deletePoolCheckpoints(namespace, pool);
+    },
   });
   const onboarding = new AgentOnboarding({
     adoption,
@@ -226,8 +251,13 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     poolOf: agentPoolOf(fleet, pools),
   });
   pools.onPoolChanged((pool, deleted) => {
-    if (deleted) manager.deletePool(pool.metadata.namespace ?? DEFAULT_NAMESPACE, pool.metadata.name);
-    else manager.setPool(pool);
+    if (deleted) {
+      manager.deletePool(pool.metadata.namespace ?? DEFAULT_NAMESPACE, pool.metadata.name);
+      // What no agent of it reported (it had none running) goes with the pool too.
+      void rm(join(options.dataDir, "checkpoints", pool.metadata.namespace ?? DEFAULT_NAMESPACE, pool.metadata.name), { recursive: true, force: true }).catch(
+        (error: unknown) => logger.warn({ err: error, pool: pool.metadata.name }, "could not remove a deleted pool's checkpoint directory"),
+      );
+    } else manager.setPool(pool);
   });
   manager.setPoolCapacity({ canGrow: (namespace, pool) => pools.canGrow(namespace, pool), wake: (namespace, pool) => pools.wake(namespace, pool) });
   connections.onAgentChanged((name) => {
@@ -281,6 +311,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
       host: options.host ?? "127.0.0.1",
       port: options.port ?? 0,
       metrics,
+      checkpoints,
       // The SDKs reach every sandbox at one URL, routing by headers: the proxy's public address if it has one.
       e2b: { apiKeys, apiUrl: e2bApi.url, sandboxUrl: options.proxy?.baseUrl ? new URL(options.proxy.baseUrl).origin : proxyUrl },
     });
@@ -355,13 +386,14 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
 /** The agents sandbox records are placed on, in pools that exist: started again to adopt what they run. */
 async function agentsOfRecords(store: ResourceStore): Promise<ExistingAgent[]> {
   const { items: pools } = await store.list("SandboxPool");
-  const poolKeys = new Set(pools.map((pool) => `${pool.metadata.namespace ?? DEFAULT_NAMESPACE}/${pool.metadata.name}`));
+  const poolsByKey = new Map(pools.map((pool) => [`${pool.metadata.namespace ?? DEFAULT_NAMESPACE}/${pool.metadata.name}`, pool]));
   const { items: sandboxes } = await store.list("Sandbox");
   const agents = new Map<string, ExistingAgent>();
   for (const sandbox of sandboxes) {
     const name = sandbox.status?.assignedPod;
     const namespace = sandbox.metadata.namespace ?? DEFAULT_NAMESPACE;
-    if (name && poolKeys.has(`${namespace}/${sandbox.spec.poolRef}`)) agents.set(name, { namespace, pool: sandbox.spec.poolRef, name });
+    const definition = poolsByKey.get(`${namespace}/${sandbox.spec.poolRef}`);
+    if (name && definition) agents.set(name, { namespace, pool: sandbox.spec.poolRef, name, definition });
   }
   return [...agents.values()];
 }

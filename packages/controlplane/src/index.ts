@@ -5,9 +5,13 @@ export {
   type EmbeddedControlPlaneOptions,
   type EmbeddedProxyOptions,
   type EmbeddedE2bOptions,
+  type EmbeddedAgents,
 } from "./control-plane.js";
+export type { AgentProcess } from "./embedded/embedded-agent-fleet.js";
+export type { AgentProcessView, LocalAgentEvents, LocalAgentSettings } from "./embedded/local-agent-process.js";
 export { LocalJanitorProcess, type LocalJanitorOptions } from "./embedded/local-janitor-process.js";
 export { SandboxManager, CLEANUP_FINALIZER, DEFAULT_NAMESPACE, type CreateSandboxInput } from "./fastpath/sandbox-manager.js";
+export { CheckpointManager, RESTORED_FROM_ANNOTATION, type Checkpoint, type CheckpointManagerOptions } from "./fastpath/checkpoint-manager.js";
 export { startApiServer, type ApiServer, type ApiServerOptions } from "./fastpath/api-server.js";
 export { startSandboxProxy, type SandboxProxy, type SandboxProxyOptions } from "./proxy/sandbox-proxy.js";
 export { SandboxDirectory, type SandboxDirectoryOptions } from "./proxy/sandbox-directory.js";

@@ -183,7 +183,7 @@ describe("Janitor.runPass", () => {
     clock.ms += WINDOW;
 
     const result = await janitor.runPass();
-    assert.deepEqual(result.reclaimed, { agent_gone: 2, record_gone: 0, anchor_orphaned: 1 });
+    assert.deepEqual(result.reclaimed, { agent_gone: 2, record_gone: 0, anchor_orphaned: 1, prepared_orphaned: 0 });
     assert.deepEqual(node.calls, [
       "task a",
       "cgroup /fsb/dead-0/sandboxes/a",
@@ -227,7 +227,7 @@ describe("Janitor.runPass", () => {
 
     clock.ms += WINDOW;
     const later = await janitor.runPass();
-    assert.deepEqual(later.reclaimed, { agent_gone: 0, record_gone: 1, anchor_orphaned: 0 });
+    assert.deepEqual(later.reclaimed, { agent_gone: 0, record_gone: 1, anchor_orphaned: 0, prepared_orphaned: 0 });
     assert.equal(node.containers.size, 0);
   });
 
@@ -246,7 +246,7 @@ describe("Janitor.runPass", () => {
 
     inventory.set(["live-0"], []);
     const result = await janitor.runPass();
-    assert.deepEqual(result.reclaimed, { agent_gone: 0, record_gone: 1, anchor_orphaned: 0 });
+    assert.deepEqual(result.reclaimed, { agent_gone: 0, record_gone: 1, anchor_orphaned: 0, prepared_orphaned: 0 });
     assert.deepEqual(node.calls, [`task ${containerId}`, `cgroup ${cgroupsPath}`, `files ${sandboxId}`, `snapshot ${containerId}`, `container ${containerId}`]);
     assert.ok(result.removed.every((object) => object.sandboxId === sandboxId));
   });
@@ -281,13 +281,13 @@ describe("Janitor.runPass", () => {
 
     // No absence clock: the name is taken by another Pod, so the old one is gone for sure.
     const first = await janitor.runPass();
-    assert.deepEqual(first.reclaimed, { agent_gone: 1, record_gone: 0, anchor_orphaned: 1 });
+    assert.deepEqual(first.reclaimed, { agent_gone: 1, record_gone: 0, anchor_orphaned: 1, prepared_orphaned: 0 });
     assert.equal(first.protectedOrphans, 1);
     assert.deepEqual([...node.containers.keys()], ["young-stale", "current", "unlabelled"]);
 
     clock.ms += WINDOW;
     const later = await janitor.runPass();
-    assert.deepEqual(later.reclaimed, { agent_gone: 1, record_gone: 0, anchor_orphaned: 0 });
+    assert.deepEqual(later.reclaimed, { agent_gone: 1, record_gone: 0, anchor_orphaned: 0, prepared_orphaned: 0 });
     assert.deepEqual([...node.containers.keys()], ["current", "unlabelled"]);
     // The agent name lives on in the new Pod: its cgroup and state directory stay.
     assert.ok(host.agentCgroups.has("pool-agent-x"));
@@ -408,7 +408,7 @@ describe("Janitor.runPass on sandbox network namespaces", () => {
       ["agent_gone aaaaaaaaaaaa a", "agent_gone bbbbbbbbbbbb -"],
     );
     // Namespaces are objects removed, not orphans of their own.
-    assert.deepEqual(result.reclaimed, { agent_gone: 1, record_gone: 0, anchor_orphaned: 0 });
+    assert.deepEqual(result.reclaimed, { agent_gone: 1, record_gone: 0, anchor_orphaned: 0, prepared_orphaned: 0 });
     assert.deepEqual([...networks.attachments.keys()], ["cccccccccccc"]);
     assert.match(await janitor.metrics.text(), /fsb_janitor_objects_removed_total\{kind="network",reason="agent_gone"\} 2/);
   });

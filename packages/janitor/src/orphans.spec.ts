@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR } from "@fast-sandbox/agent";
+import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_PREPARED_INSTANCE, ROLE_SHIM_ANCHOR } from "@fast-sandbox/agent";
 import type { NetworkAttachmentFacts } from "./node-networks.js";
 import { AgentAbsence, judge, judgeAttachment, type JudgeContext, type ManagedObjectFacts } from "./orphans.js";
 
@@ -68,6 +68,16 @@ describe("judge", () => {
     // An anchor has no record: that alone never makes it an orphan.
     assert.deepEqual(judge(anchor("live-0", WINDOW * 10), context()), { action: "keep", why: "in_use" });
     assert.deepEqual(judge(anchor("dead-0", 0), context({ gone: ["dead-0"] })), { action: "keep", why: "protected", orphanReason: "anchor_orphaned" });
+  });
+
+  it("removes the unclaimed prepared instances of gone agents only: no record ever names them", () => {
+    const prepared = (agent: string, ageMs: number): ManagedObjectFacts => ({
+      id: "fsb-prepared-0123456789abcdef",
+      labels: { [LABEL_MANAGED]: "true", [LABEL_AGENT]: agent, [LABEL_ROLE]: ROLE_PREPARED_INSTANCE },
+      changedAtMs: NOW - ageMs,
+    });
+    assert.deepEqual(judge(prepared("dead-0", WINDOW), context({ gone: ["dead-0"] })), { action: "remove", reason: "prepared_orphaned" });
+    assert.deepEqual(judge(prepared("live-0", WINDOW * 10), context()), { action: "keep", why: "in_use" });
   });
 
   it("keeps managed objects it cannot attribute: no agent label, or a role it does not know", () => {

@@ -11,13 +11,13 @@
  * the old Pod is deleted); containers without the UID label are judged by the name alone, as in the
  * embedded mode. Anything without the managed label is never an orphan.
  */
-import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, ROLE_SHIM_ANCHOR, sandboxIdOfContainer } from "@fast-sandbox/agent";
+import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, ROLE_PREPARED_INSTANCE, ROLE_SHIM_ANCHOR, sandboxIdOfContainer } from "@fast-sandbox/agent";
 import type { InventorySnapshot } from "./inventory.js";
 import type { NetworkAttachmentFacts } from "./node-networks.js";
 
-export type OrphanReason = "agent_gone" | "record_gone" | "anchor_orphaned";
+export type OrphanReason = "agent_gone" | "record_gone" | "anchor_orphaned" | "prepared_orphaned";
 
-export const ORPHAN_REASONS: readonly OrphanReason[] = ["agent_gone", "record_gone", "anchor_orphaned"];
+export const ORPHAN_REASONS: readonly OrphanReason[] = ["agent_gone", "record_gone", "anchor_orphaned", "prepared_orphaned"];
 
 /** Why an object stays. `protected` is an orphan that is younger than the window: a later pass takes it. */
 export type KeepReason = "unmanaged" | "no_agent_label" | "unknown_role" | "in_use" | "protected";
@@ -74,6 +74,9 @@ export function judge(object: ManagedObjectFacts, context: JudgeContext): Verdic
   let reason: OrphanReason | undefined;
   if (role === ROLE_SHIM_ANCHOR) {
     if (agentGone) reason = "anchor_orphaned";
+  } else if (role === ROLE_PREPARED_INSTANCE) {
+    // Unclaimed: no record names it; it lives as long as its agent.
+    if (agentGone) reason = "prepared_orphaned";
   } else if (role) {
     // Infrastructure this version does not know: never guess.
     return { action: "keep", why: "unknown_role" };

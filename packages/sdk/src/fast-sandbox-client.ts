@@ -1,6 +1,7 @@
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
 import { callError, type CallContext } from "./errors.js";
+import { Checkpoints } from "./checkpoints.js";
 import {
   ACCESS_TOKEN_RESPONSE_HEADER,
   API_VERSION,
@@ -440,9 +441,11 @@ export class E2b {
   }
 }
 
-/** One connection to a Fast Sandbox control plane, with sub-clients `sandboxes`, `pools` and `e2b`. */
+/** One connection to a Fast Sandbox control plane, with sub-clients `sandboxes`, `checkpoints`, `pools` and `e2b`. */
 export class FastSandboxClient {
   readonly sandboxes: Sandboxes;
+  /** Checkpoints, restores and forks of sandboxes in gVisor pools. */
+  readonly checkpoints: Checkpoints;
   readonly pools: Pools;
   readonly e2b: E2b;
   readonly url: string;
@@ -463,6 +466,7 @@ export class FastSandboxClient {
     }
     const timeoutMs = options.requestTimeoutMs ?? 60_000;
     this.sandboxes = new Sandboxes(createClient(pb.SandboxService, transport), timeoutMs);
+    this.checkpoints = new Checkpoints(createClient(pb.SandboxService, transport), timeoutMs);
     this.pools = new Pools(createClient(pb.PoolService, transport), timeoutMs);
     this.e2b = new E2b(createClient(pb.E2bService, transport), timeoutMs);
   }

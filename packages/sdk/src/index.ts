@@ -22,6 +22,7 @@ export {
   type SandboxListOptions,
   type LogsOptions,
 } from "./sandbox.js";
+export { Checkpoints, type CheckpointInfo, type RestoreOptions, type ForkOptions, type ForkResult } from "./checkpoints.js";
 export { Connection, type ConnectionOptions } from "./connection.js";
 export { sandboxProxyChannel, throughSandboxProxy, type DaemonChannel, type DaemonChannelFactory, type DaemonTarget } from "./daemon-channel.js";
 export { Commands, DEFAULT_COMMAND_TIMEOUT_MS, type Command, type CommandOptions, type ProcessInfo } from "./commands.js";

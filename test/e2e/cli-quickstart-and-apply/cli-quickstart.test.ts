@@ -184,10 +184,16 @@ describe("fsb on the command line", () => {
     );
     const kept = fsb("janitor", "--once");
     assert.equal(kept.status, 0, kept.stderr);
-    assert.match(kept.stdout, /^reclaimed 0 orphans \(agent_gone 0, record_gone 0, anchor_orphaned 0\); 0 objects removed; 1 inside the protection window\n$/);
+    assert.match(
+      kept.stdout,
+      /^reclaimed 0 orphans \(agent_gone 0, record_gone 0, anchor_orphaned 0, prepared_orphaned 0\); 0 objects removed; 1 inside the protection window\n$/,
+    );
     const pass = fsb("janitor", "--once", "--protection", "0");
     assert.equal(pass.status, 0, pass.stderr);
-    assert.match(pass.stdout, /^reclaimed 1 orphans \(agent_gone 1, record_gone 0, anchor_orphaned 0\); 3 objects removed; 0 inside the protection window\n$/);
+    assert.match(
+      pass.stdout,
+      /^reclaimed 1 orphans \(agent_gone 1, record_gone 0, anchor_orphaned 0, prepared_orphaned 0\); 3 objects removed; 0 inside the protection window\n$/,
+    );
     assert.ok(!ctr(namespace, "containers", "ls", "-q").includes("cli-orphan"));
     assert.equal(fsb("janitor", "--once", "--interval", "soon").status, 2);
   });

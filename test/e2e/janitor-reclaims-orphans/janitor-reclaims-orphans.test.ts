@@ -184,7 +184,7 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     const second = await janitor.runPass();
     assert.equal(second.outcome, "completed", second.error?.message);
     assert.equal(second.failures, 0);
-    assert.deepEqual(second.reclaimed, { agent_gone: 2, record_gone: 1, anchor_orphaned: ghostAnchors.length });
+    assert.deepEqual(second.reclaimed, { agent_gone: 2, record_gone: 1, anchor_orphaned: ghostAnchors.length, prepared_orphaned: 0 });
     const removedOf = (kind: string) =>
       second.removed
         .filter((object) => object.kind === kind)
@@ -221,7 +221,7 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     assert.equal((await embedded.client.sandboxes.exec("kept", ["sh", "-c", "echo alive"])).stdout, "alive\n");
     await sleep(PROTECTION_MS);
     const third = await janitor.runPass();
-    assert.deepEqual(third.reclaimed, { agent_gone: 0, record_gone: 1, anchor_orphaned: 0 });
+    assert.deepEqual(third.reclaimed, { agent_gone: 0, record_gone: 1, anchor_orphaned: 0, prepared_orphaned: 0 });
     assert.deepEqual(
       containers(ns)
         .filter((id) => untouchable.includes(id))

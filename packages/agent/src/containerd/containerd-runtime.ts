@@ -11,10 +11,12 @@
  * of its state directory; containerd knows each one under the container id it maps to
  * (container-id.ts), which also names its task, snapshot and cgroup.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { chown, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { performance } from "node:perf_hooks";
@@ -40,11 +42,23 @@ import {
   type RuntimeSandboxSpec,
   type RuntimeSandboxState,
 } from "../runtime/runtime.js";
-import { execFifoName, sandboxRunDir } from "../state-layout.js";
+import { execFifoName, sandboxLogPath, sandboxRunDir } from "../state-layout.js";
+import { PreparedPool } from "../runtime/prepared-pool.js";
+import {
+  CLAIM_FIFO,
+  CLAIM_MAX_BYTES,
+  ROLE_PREPARED_INSTANCE,
+  encodeClaim,
+  newInstanceId,
+  templateKey,
+  writeClaim,
+  type PreparedInstancesSettings,
+} from "./prepared-instances.js";
 import { ContainerdClient } from "./containerd-client.js";
 import { containerIdOf, sandboxIdOfContainer } from "./container-id.js";
 import { ExecFifos } from "./exec-fifos.js";
 import { writeRunscOwnNetnsWrapper, writeRunscWrapper } from "./gvisor-binary.js";
+import { GvisorCheckpoints, LABEL_RESTORED_FROM, LABEL_ROOTFS_OVERLAY, ROOTFS_OVERLAY_MEMORY } from "./checkpoints.js";
 import { Status as TaskStatus, type Process } from "./gen/github.com/containerd/containerd/api/types/task/task_pb.js";
 import type { Container } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
 import { OptionsSchema as RuncOptionsSchema } from "./gen/github.com/containerd/containerd/runtime/v2/runc/options/oci_pb.js";
@@ -55,6 +69,7 @@ import { PullingImageResolver } from "./pulling-image-resolver.js";
 import {
   buildOciSpec,
   buildAnchorSpec,
+  helperArgs,
   mergeEnv,
   processArgs,
   sandboxCgroupsPath,
@@ -95,6 +110,10 @@ const GC_ROOT_LABEL = "containerd.io/gc.root";
 
 const SIGTERM = 15;
 const SIGKILL = 9;
+
+const run = promisify(execFile);
+/** A refill of prepared instances waits this long after the last create ended (bursts come in waves). */
+const PREPARED_REFILL_QUIET_MS = 20;
 
 export interface ContainerdRuntimeOptions {
   /** containerd's gRPC socket. @default "/run/containerd/containerd.sock" (env FSB_CONTAINERD_ADDRESS) */
@@ -157,7 +176,28 @@ export interface ContainerdRuntimeOptions {
   commandStartTimeoutMs?: number;
   /** Called after every successful create with the duration of each step (metrics, benchmarks). */
   onCreateTimings?: (timings: CreateTimings) => void;
+  /**
+   * Sandboxes of the pool's template kept ready (prepared-instances.ts); runc sandboxes with the
+   * helper only. @default none
+   */
+  preparedInstances?: PreparedInstancesSettings;
+  /** This pool's gVisor checkpoints on the node (checkpoints.ts). @default "<stateDir>/checkpoints" */
+  checkpointDir?: string;
   logger: Logger;
+}
+
+/** A prepared instance in the stock: everything a claim needs to hand it over. */
+interface PreparedInstance {
+  id: string;
+  containerId: string;
+  pid: number;
+  runDir: string;
+  logPath: string;
+  labels: Record<string, string>;
+  ociSpec: OciSpec;
+  image: Awaited<ReturnType<ImageResolver["resolve"]>>;
+  envd: boolean;
+  address?: string;
 }
 
 export interface CreateTimings {
@@ -171,9 +211,11 @@ export interface CreateTimings {
   containerMs: number;
   taskMs: number;
   startMs: number;
-  /** From Tasks.Start's answer to the helper's report that the command is executing (0 without the helper). */
+  /** From Tasks.Start's answer to the helper's report that the command is executing (0 without the helper); a claim: all of it. */
   commandStartMs: number;
   totalMs: number;
+  /** The create claimed a prepared instance (every other step was done ahead). */
+  prepared?: boolean;
 }
 
 export function createContainerdRuntime(options: ContainerdRuntimeOptions): ContainerdRuntime {
@@ -194,6 +236,8 @@ export class ContainerdRuntime implements Runtime {
   private readonly hostNetworkFiles: readonly string[];
   /** Isolated sandboxes' networks; undefined without network settings. */
   readonly networks: SandboxNetworks | undefined;
+  /** Checkpoints of gVisor sandboxes and restores from them (checkpoints.ts). */
+  readonly checkpoints: GvisorCheckpoints;
   private readonly helperPath: string | undefined;
   private readonly envdPath: string | undefined;
   /** Creates in flight per shim group; a create goes to the least busy group. */
@@ -204,6 +248,15 @@ export class ContainerdRuntime implements Runtime {
   private readonly client: ContainerdClient;
   private readonly images: PullingImageResolver;
   private readonly puller: ImagePuller;
+  private readonly preparedSettings: PreparedInstancesSettings | undefined;
+  private readonly preparedKey: string;
+  private preparedStock: PreparedPool<PreparedInstance> | undefined;
+  /** Sandboxes that claimed a prepared instance: their container has the instance's id. */
+  private readonly claimedContainers = new Map<string, string>();
+  /** Claims whose container containerd does not know as the sandbox yet (recordClaim). */
+  private readonly pendingClaims = new Map<string, Promise<void>>();
+  private createsInFlight = 0;
+  private lastCreateEndedAt = 0;
 
   constructor(options: ContainerdRuntimeOptions) {
     this.namespace = options.namespace ?? process.env.FSB_CONTAINERD_NAMESPACE ?? "fast-sandbox";
@@ -222,6 +275,9 @@ export class ContainerdRuntime implements Runtime {
     this.commandStartTimeoutMs = options.commandStartTimeoutMs ?? 5_000;
     this.helperPath = options.helperPath;
     this.envdPath = options.envdPath && existsSync(options.envdPath) ? options.envdPath : undefined;
+    const prepared = options.preparedInstances;
+    this.preparedSettings = prepared && prepared.count > 0 && options.helperPath && prepared.template.runtimeType === "container" ? prepared : undefined;
+    this.preparedKey = this.preparedSettings ? templateKey(this.preparedSettings.template) : "";
     this.groupLoad = new Array<number>(Math.max(1, options.shimGroups ?? Math.min(4, availableParallelism()))).fill(0);
     this.logger = options.logger.child({
       component: "containerd-runtime",
@@ -258,6 +314,22 @@ export class ContainerdRuntime implements Runtime {
       ),
       this.puller,
     );
+    this.checkpoints = new GvisorCheckpoints({
+      client: this.client,
+      snapshotter: this.snapshotter,
+      directory: options.checkpointDir ?? join(this.stateDir, "checkpoints"),
+      stateDir: this.stateDir,
+      runDir: (sandboxId) => this.runDir(sandboxId),
+      cgroupsPath: (containerId) => sandboxCgroupsPath(this.cgroupParent, containerId),
+      resolveImage: (image) => this.images.resolve(image),
+      claimNetwork: (spec, runDir, labels, undo) => this.claimNetwork(spec, runDir, labels, undo),
+      refillNetworks: () => this.networks?.refill(),
+      ownerLabels: () => ({ [LABEL_MANAGED]: "true", [LABEL_AGENT]: this.agentName, ...this.agentUidLabel() }),
+      owns: (labels) => this.owns(labels),
+      exitedWithin: (containerId, timeoutMs) => this.exitedWithin(containerId, timeoutMs),
+      ...(options.network ? { networkStateDir: options.network.stateDir } : {}),
+      logger: this.logger,
+    });
   }
 
   pullImage(reference: string, options?: PullImageOptions): Promise<PulledImage> {
@@ -270,6 +342,24 @@ export class ContainerdRuntime implements Runtime {
   }
 
   async create(spec: RuntimeSandboxSpec): Promise<RuntimeSandbox> {
+    this.createsInFlight += 1;
+    try {
+      return (await this.claimPrepared(spec)) ?? (await this.createSandbox(spec));
+    } finally {
+      this.createsInFlight -= 1;
+      this.lastCreateEndedAt = performance.now();
+    }
+  }
+
+  /**
+   * The cold path: every step of a sandbox, one after another. `prepared`: a prepared instance of
+   * `spec` (the template, under the instance's id), whose helper waits for a claim; `built` receives
+   * its OCI spec and image.
+   */
+  private async createSandbox(
+    spec: RuntimeSandboxSpec,
+    prepared?: { built: { ociSpec?: OciSpec; image?: Awaited<ReturnType<ImageResolver["resolve"]>> } },
+  ): Promise<RuntimeSandbox> {
     const sandboxId = spec.sandboxId;
     const started = performance.now();
     let mark = started;
@@ -282,6 +372,7 @@ export class ContainerdRuntime implements Runtime {
 
     const image = await this.images.resolve(spec.image);
     const imageMs = lap();
+    if (prepared) prepared.built.image = image;
 
     const labels: Record<string, string> = {
       [LABEL_MANAGED]: "true",
@@ -293,8 +384,16 @@ export class ContainerdRuntime implements Runtime {
       [LABEL_POOL]: spec.pool,
       [LABEL_IMAGE]: spec.image,
       [LABEL_RUNTIME_TYPE]: spec.runtimeType,
+      // runsc keeps its root file system changes in its memory (gvisor-binary.ts), so checkpoints carry them.
+      ...(spec.runtimeType === "gvisor" ? { [LABEL_ROOTFS_OVERLAY]: ROOTFS_OVERLAY_MEMORY } : {}),
       ...(spec.exposedPorts?.length ? { [LABEL_EXPOSED_PORTS]: spec.exposedPorts.join(",") } : {}),
     };
+    if (prepared) {
+      // Not a sandbox until claimed: list() and get() leave it out, the janitor knows the role.
+      delete labels[LABEL_SANDBOX_ID];
+      delete labels[LABEL_NAME];
+      labels[LABEL_ROLE] = ROLE_PREPARED_INSTANCE;
+    }
     const gvisor = spec.runtimeType === "gvisor";
     const runDir = this.runDir(sandboxId);
     if (this.helperPath) {
@@ -307,12 +406,269 @@ export class ContainerdRuntime implements Runtime {
     const group = gvisor || !this.helperPath ? undefined : this.leastBusyGroup();
     if (group !== undefined) this.groupLoad[group] = (this.groupLoad[group] ?? 0) + 1;
     try {
-      return await this.createIn(spec, image, labels, runDir, group, started, lap, imageMs);
+      return await this.createIn(spec, image, labels, runDir, group, started, lap, imageMs, prepared?.built);
     } finally {
       if (group !== undefined) this.groupLoad[group] = (this.groupLoad[group] ?? 1) - 1;
       // Prepared network namespaces are made again once the create no longer needs the CPU.
       if (spec.network?.mode === "isolated") this.networks?.refill();
     }
+  }
+
+  /**
+   * Hands a prepared instance over to the sandbox when one of its template is ready (see
+   * prepared-instances.ts); undefined: none is, the caller takes the cold path.
+   */
+  private async claimPrepared(spec: RuntimeSandboxSpec): Promise<RuntimeSandbox | undefined> {
+    if (!this.preparedStock || templateKey(spec) !== this.preparedKey) return undefined;
+    const sandboxId = spec.sandboxId;
+    const runDir = this.runDir(sandboxId);
+    // A second create of an existing sandbox takes nothing from the stock (its create fails as a duplicate in the cold path).
+    if (this.claimedContainers.has(sandboxId) || existsSync(runDir)) return undefined;
+    const { image } = spec;
+    for (;;) {
+      const instance = this.preparedStock.take();
+      if (!instance) return undefined;
+      const sandbox = await this.claimInstance(instance, spec, runDir);
+      if (sandbox) return sandbox;
+      this.logger.warn({ instance: instance.id, image }, "a prepared instance could not be claimed (its helper is gone); trying the next");
+    }
+  }
+
+  /** The claim of one instance; undefined when its helper no longer waits (the instance is removed). Throws what a cold create would. */
+  private async claimInstance(instance: PreparedInstance, spec: RuntimeSandboxSpec, runDir: string): Promise<RuntimeSandbox | undefined> {
+    const started = performance.now();
+    const sandboxId = spec.sandboxId;
+    const containerId = instance.containerId;
+    const config = instance.image.config;
+    const userArgs = processArgs(spec, config);
+    const workingDir = spec.workingDir || config.workingDir || "/";
+    const env = mergeEnv(config.env, spec.env);
+    const claim = encodeClaim({ workingDir, args: userArgs, env });
+    if (claim.length > CLAIM_MAX_BYTES) {
+      this.preparedStock?.adopt([instance]);
+      throw new FsbError("invalid_argument", `the command and its environment take ${claim.length} bytes; at most ${CLAIM_MAX_BYTES} are allowed`);
+    }
+    // The instance's host files become the sandbox's (the mounts and the shim's log file follow the inodes).
+    renameSync(instance.runDir, runDir);
+    if (instance.logPath !== spec.logPath) renameSync(instance.logPath, spec.logPath);
+    this.claimedContainers.set(sandboxId, containerId);
+    const isolated = spec.network?.mode === "isolated";
+    if (isolated) this.networks?.reassign(instance.id, sandboxId);
+    const labels: Record<string, string> = {
+      ...instance.labels,
+      [LABEL_SANDBOX_ID]: sandboxId,
+      [LABEL_NAME]: spec.name,
+      [LABEL_IMAGE]: spec.image,
+      ...(spec.exposedPorts?.length ? { [LABEL_EXPOSED_PORTS]: spec.exposedPorts.join(",") } : {}),
+    };
+    delete labels[LABEL_ROLE];
+    // The stored spec tells the truth from now on: execs take their defaults (env, cwd) from it.
+    const ociSpec: OciSpec = { ...instance.ociSpec, process: { ...instance.ociSpec.process, args: helperArgs(workingDir, userArgs, instance.envd), env } };
+    const commandStart = new CommandStartWatcher(runDir);
+    try {
+      // containerd learns of the claim while the command starts (its metadata commit is the
+      // slowest step); every other operation on the sandbox waits for it (claimRecorded).
+      this.recordClaim(sandboxId, containerId, labels, ociSpec);
+      if (!writeClaim(join(runDir, CLAIM_FIFO), claim)) {
+        await this.discardClaimed(sandboxId, containerId);
+        return undefined;
+      }
+      const report = await commandStart.wait(this.commandStartTimeoutMs);
+      if (report && !report.started) {
+        throw commandStartError(report, {
+          args: userArgs,
+          workingDir,
+          commandFromSpec: spec.command.length > 0 || spec.args.length > 0,
+          workingDirFromSpec: Boolean(spec.workingDir),
+        });
+      }
+      if (!report) this.logger.warn({ sandboxId, timeoutMs: this.commandStartTimeoutMs }, "the helper did not report on the claimed command's start in time");
+    } catch (error) {
+      await this.discardClaimed(sandboxId, containerId).catch((undoError: unknown) =>
+        this.logger.warn({ sandboxId, containerId, err: undoError }, "could not remove a claimed instance whose create failed; the janitor must"),
+      );
+      throw FsbError.from(error);
+    } finally {
+      commandStart.close();
+    }
+    const totalMs = performance.now() - started;
+    this.logger.debug({ sandboxId, containerId, instance: instance.id, totalMs }, "sandbox created from a prepared instance");
+    this.onCreateTimings?.({
+      imageMs: 0,
+      networkMs: 0,
+      snapshotMs: 0,
+      containerMs: 0,
+      taskMs: 0,
+      startMs: 0,
+      commandStartMs: totalMs,
+      totalMs,
+      prepared: true,
+    });
+    return {
+      sandboxId,
+      namespace: spec.namespace,
+      name: spec.name,
+      pool: spec.pool,
+      image: spec.image,
+      state: "running",
+      pid: instance.pid,
+      ...(instance.address ? { address: instance.address } : {}),
+      labels,
+    };
+  }
+
+  /**
+   * Relabels the claimed instance's container as the sandbox and stores its command's process in
+   * its spec, in the background; a few attempts, then the sandbox is left to look unclaimed (its
+   * control plane then finds it lost). Never rejects.
+   */
+  private recordClaim(sandboxId: string, containerId: string, labels: Record<string, string>, ociSpec: OciSpec): void {
+    const update = async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.client.containers.update({
+            container: { id: containerId, labels, spec: { typeUrl: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(ociSpec)) } },
+            updateMask: { paths: ["labels", "spec"] },
+          });
+          return;
+        } catch (error) {
+          if (attempt >= 3 || isNotFound(error)) {
+            this.logger.error({ sandboxId, containerId, err: error }, "could not record a claimed instance as its sandbox in containerd");
+            return;
+          }
+          await sleep(50 * attempt);
+        }
+      }
+    };
+    const recorded = update().finally(() => {
+      if (this.pendingClaims.get(sandboxId) === recorded) this.pendingClaims.delete(sandboxId);
+    });
+    this.pendingClaims.set(sandboxId, recorded);
+  }
+
+  /** Resolves once containerd knows the sandbox as such (at once unless it claimed an instance moments ago). */
+  private async claimRecorded(sandboxId: string): Promise<void> {
+    const pending = this.pendingClaims.get(sandboxId);
+    if (pending) await pending;
+  }
+
+  /** Removes a claimed instance whose create failed, and everything of it under the sandbox id. */
+  private async discardClaimed(sandboxId: string, containerId: string): Promise<void> {
+    await this.claimRecorded(sandboxId);
+    await this.removeContainer(containerId, 0);
+    this.claimedContainers.delete(sandboxId);
+    await this.networks?.release(sandboxId);
+    await rm(this.runDir(sandboxId), { recursive: true, force: true });
+  }
+
+  /** Makes one prepared instance of the template (the cold path, with the helper waiting for a claim). */
+  private async makeInstance(): Promise<PreparedInstance> {
+    const settings = this.preparedSettings;
+    if (!settings) throw new FsbError("internal", "this agent keeps no prepared instances");
+    const id = newInstanceId();
+    const { template } = settings;
+    const logPath = sandboxLogPath(this.stateDir, id);
+    await mkdir(join(this.stateDir, "logs"), { recursive: true });
+    const built: { ociSpec?: OciSpec; image?: Awaited<ReturnType<ImageResolver["resolve"]>> } = {};
+    const sandbox = await this.createSandbox(
+      {
+        sandboxId: id,
+        name: id,
+        namespace: template.namespace,
+        pool: template.pool,
+        image: template.image,
+        command: [],
+        args: [],
+        env: [],
+        runtimeType: template.runtimeType,
+        ...(template.resources ? { resources: template.resources } : {}),
+        ...(template.network ? { network: template.network } : {}),
+        logPath,
+      },
+      { built },
+    );
+    if (!built.ociSpec || !built.image) throw new FsbError("internal", `prepared instance ${id} was made without its spec`);
+    return {
+      id,
+      containerId: containerIdOf(id),
+      pid: sandbox.pid ?? 0,
+      runDir: this.runDir(id),
+      logPath,
+      labels: sandbox.labels,
+      ociSpec: built.ociSpec,
+      image: built.image,
+      envd: built.ociSpec.process.args.includes("--envd"),
+      ...(sandbox.address ? { address: sandbox.address } : {}),
+    };
+  }
+
+  /** Until the prepared helper says it waits for its claim (run/prepared). */
+  private async helperWaiting(runDir: string): Promise<void> {
+    const deadline = performance.now() + this.commandStartTimeoutMs;
+    while (!existsSync(join(runDir, "prepared"))) {
+      if (performance.now() > deadline)
+        throw new UnavailableError(`the prepared instance's helper did not start waiting within ${this.commandStartTimeoutMs} ms`);
+      await sleep(2);
+    }
+  }
+
+  /** A refill yields to creates: it goes on once none has been in flight for a moment. */
+  private async quietForRefill(signal: AbortSignal): Promise<void> {
+    for (;;) {
+      const quietFor = performance.now() - this.lastCreateEndedAt;
+      if (this.createsInFlight === 0 && quietFor >= PREPARED_REFILL_QUIET_MS) return;
+      await sleep(Math.max(1, PREPARED_REFILL_QUIET_MS - quietFor), undefined, { signal });
+    }
+  }
+
+  /** Prepared instances ready to be claimed. */
+  get preparedInstanceCount(): number {
+    return this.preparedStock?.size ?? 0;
+  }
+
+  /** Resolves once the stock of prepared instances is full (benchmarks, tests). */
+  async preparedInstancesReady(): Promise<void> {
+    await this.preparedStock?.filled();
+  }
+
+  /**
+   * Stops keeping prepared instances and removes every one of this agent (the stock's and any a
+   * previous process of the agent left). `prepare()` starts the stock again.
+   */
+  async removePreparedInstances(): Promise<void> {
+    const stock = this.preparedStock;
+    this.preparedStock = undefined;
+    const drained = stock ? await stock.drain() : [];
+    const { containers } = await this.client.containers.list({
+      filters: [`labels."${LABEL_ROLE}"==${quoteFilterValue(ROLE_PREPARED_INSTANCE)}`],
+    });
+    const ids = new Set([...drained.map((instance) => instance.id), ...containers.filter((c) => this.owns(c.labels)).map((c) => c.id)]);
+    await Promise.all(
+      [...ids].map(async (id) => {
+        await this.removeContainer(id, 0);
+        await this.networks?.release(id);
+        await rm(this.runDir(id), { recursive: true, force: true });
+        await rm(sandboxLogPath(this.stateDir, id), { force: true });
+      }),
+    );
+    if (ids.size > 0) this.logger.debug({ instances: ids.size }, "prepared instances removed");
+  }
+
+  private startPreparedStock(): void {
+    const settings = this.preparedSettings;
+    if (!settings || this.preparedStock) return;
+    this.preparedStock = new PreparedPool({
+      target: settings.count,
+      prepare: () => this.makeInstance(),
+      beforeEachPrepare: (signal) => this.quietForRefill(signal),
+      onError: (error) => this.logger.warn({ err: error }, "could not make a prepared instance; retrying"),
+    });
+    this.preparedStock.fill();
+  }
+
+  /** containerd's id of a sandbox's container: the instance's for one that claimed a prepared instance. */
+  private containerIdFor(sandboxId: string): string {
+    return this.claimedContainers.get(sandboxId) ?? containerIdOf(sandboxId);
   }
 
   private leastBusyGroup(): number {
@@ -345,6 +701,7 @@ export class ContainerdRuntime implements Runtime {
     started: number,
     lap: () => number,
     imageMs: number,
+    prepared?: { ociSpec?: OciSpec },
   ): Promise<RuntimeSandbox> {
     const sandboxId = spec.sandboxId;
     const containerId = containerIdOf(sandboxId);
@@ -362,7 +719,16 @@ export class ContainerdRuntime implements Runtime {
       }
       const ociSpec = buildOciSpec(spec, image.config, {
         // The in-sandbox daemon only where its port is the sandbox's own (buildOciSpec checks it too).
-        ...(this.helperPath ? { helper: { binaryPath: this.helperPath, runDir, ...(network && this.envdPath ? { envdPath: this.envdPath } : {}) } } : {}),
+        ...(this.helperPath
+          ? {
+              helper: {
+                binaryPath: this.helperPath,
+                runDir,
+                ...(network && this.envdPath ? { envdPath: this.envdPath } : {}),
+                ...(prepared ? { prepared: true } : {}),
+              },
+            }
+          : {}),
         ...(group !== undefined ? { shimGroup: this.shimGroup(group) } : {}),
         cgroupsPath: sandboxCgroupsPath(this.cgroupParent, containerId),
         hostNetworkFiles: this.hostNetworkFiles,
@@ -378,6 +744,12 @@ export class ContainerdRuntime implements Runtime {
         : undefined;
       // The helper runs as the image's user and writes its reports into the run directory.
       const { uid, gid } = ociSpec.process.user;
+      if (prepared) {
+        prepared.ociSpec = ociSpec;
+        // The claim's way in: made here, so the instance is claimable as soon as its helper waits.
+        await run("mkfifo", ["-m", "0600", join(runDir, CLAIM_FIFO)]);
+        if (uid !== 0 || gid !== 0) await chown(join(runDir, CLAIM_FIFO), uid, gid);
+      }
       if (this.helperPath && (uid !== 0 || gid !== 0)) await chown(runDir, uid, gid);
       let mounts;
       try {
@@ -457,12 +829,13 @@ export class ContainerdRuntime implements Runtime {
       }
 
       // Watching starts before the command can run, so its report cannot slip by unseen.
-      const commandStart = this.helperPath ? new CommandStartWatcher(runDir) : undefined;
+      const commandStart = this.helperPath && !prepared ? new CommandStartWatcher(runDir) : undefined;
       let startMs: number;
       let commandStartMs = 0;
       try {
         await this.client.tasks.start({ containerId });
         startMs = lap();
+        if (prepared) await this.helperWaiting(runDir);
         if (commandStart) {
           const report = await commandStart.wait(this.commandStartTimeoutMs);
           commandStartMs = lap();
@@ -494,8 +867,8 @@ export class ContainerdRuntime implements Runtime {
         commandStartMs,
         totalMs: performance.now() - started,
       };
-      this.logger.debug({ sandboxId, containerId, pid, timings }, "sandbox created");
-      this.onCreateTimings?.(timings);
+      this.logger.debug({ sandboxId, containerId, pid, timings }, prepared ? "prepared instance made" : "sandbox created");
+      if (!prepared) this.onCreateTimings?.(timings);
       return {
         sandboxId,
         namespace: spec.namespace,
@@ -567,8 +940,10 @@ export class ContainerdRuntime implements Runtime {
   }
 
   async delete(sandboxId: string, options: DeleteOptions): Promise<void> {
-    const containerId = containerIdOf(sandboxId);
+    await this.claimRecorded(sandboxId);
+    const containerId = this.containerIdFor(sandboxId);
     await this.removeContainer(containerId, options.gracePeriodMs, sandboxId);
+    this.claimedContainers.delete(sandboxId);
     await this.networks?.release(sandboxId);
     await rm(this.runDir(sandboxId), { recursive: true, force: true });
     this.logger.debug({ sandboxId, containerId }, "sandbox deleted");
@@ -582,8 +957,10 @@ export class ContainerdRuntime implements Runtime {
   private async removeContainer(containerId: string, gracePeriodMs: number, sandboxId?: string): Promise<void> {
     let snapshotter = this.snapshotter;
     let snapshotKey = containerId;
+    let restored = false;
     try {
       const { container } = await this.client.containers.get({ id: containerId });
+      restored = Boolean(container?.labels[LABEL_RESTORED_FROM]);
       if (container && sandboxId !== undefined && sandboxIdOfContainer(container) !== sandboxId) {
         this.logger.warn({ sandboxId, containerId, owner: sandboxIdOfContainer(container) }, "the container belongs to another sandbox; not removed");
         return;
@@ -594,7 +971,7 @@ export class ContainerdRuntime implements Runtime {
       if (!isNotFound(error)) throw error;
     }
 
-    await this.stopTask(containerId, gracePeriodMs, sandboxId ?? containerId);
+    await this.stopTask(containerId, gracePeriodMs, sandboxId ?? containerId, !restored);
     await this.deleteTask(containerId);
     await ignoreNotFound(this.client.containers.delete({ id: containerId }));
     await ignoreNotFound(this.client.snapshots.remove({ snapshotter, key: snapshotKey }));
@@ -634,6 +1011,8 @@ export class ContainerdRuntime implements Runtime {
    * them). Without the helper there are no anchors and no shim sharing.
    */
   async prepare(): Promise<void> {
+    // A previous process's instances are not adopted (their stock order and specs are gone): removed, then made anew.
+    if (this.preparedSettings) await this.removePreparedInstances();
     if (this.networks) {
       const existing = new Set((await this.list()).map((sandbox) => sandbox.sandboxId));
       const recovered = await this.networks.recover(existing);
@@ -641,9 +1020,11 @@ export class ContainerdRuntime implements Runtime {
     }
     if (!this.helperPath) return;
     await Promise.all(this.anchorIds.map((id, index) => this.startAnchor(id, index)));
+    this.startPreparedStock();
   }
 
   async unprepare(): Promise<void> {
+    await this.removePreparedInstances();
     await this.networks?.releasePrepared();
     await Promise.all(
       this.anchorIds.map(async (id, index) => {
@@ -705,9 +1086,10 @@ export class ContainerdRuntime implements Runtime {
 
   /** The container of a sandbox (under its mapped id, and labelled with the sandbox id), or undefined. */
   private async sandboxContainer(sandboxId: string): Promise<Container | undefined> {
+    await this.claimRecorded(sandboxId);
     let container: Container | undefined;
     try {
-      ({ container } = await this.client.containers.get({ id: containerIdOf(sandboxId) }));
+      ({ container } = await this.client.containers.get({ id: this.containerIdFor(sandboxId) }));
     } catch (error) {
       if (isNotFound(error)) return undefined;
       throw error;
@@ -742,6 +1124,7 @@ export class ContainerdRuntime implements Runtime {
   }
 
   async list(): Promise<RuntimeSandbox[]> {
+    if (this.pendingClaims.size > 0) await Promise.all(this.pendingClaims.values());
     const [{ containers }, { tasks }] = await Promise.all([
       this.client.containers.list({
         filters: [`labels."${LABEL_AGENT}"==${quoteFilterValue(this.agentName)}`],
@@ -749,6 +1132,12 @@ export class ContainerdRuntime implements Runtime {
       this.client.tasks.list({}),
     ]);
     const tasksById = new Map(tasks.map((task) => [task.id, task]));
+    // Sandboxes made from prepared instances, found again after a restart.
+    for (const container of containers) {
+      const sandboxId = sandboxIdOfContainer(container);
+      if (!container.labels[LABEL_ROLE] && this.owns(container.labels) && containerIdOf(sandboxId) !== container.id)
+        this.claimedContainers.set(sandboxId, container.id);
+    }
     return containers
       .filter((container) => this.owns(container.labels) && !container.labels[LABEL_ROLE])
       .map((container) => this.toRuntimeSandbox(container, tasksById.get(container.id)))
@@ -759,7 +1148,7 @@ export class ContainerdRuntime implements Runtime {
     if (request.command.length === 0) throw new FsbError("invalid_argument", "exec: command must not be empty");
     io.signal?.throwIfAborted();
     const process = await this.execProcess(sandboxId, request);
-    const containerId = containerIdOf(sandboxId);
+    const containerId = this.containerIdFor(sandboxId);
     const execId = `exec-${randomBytes(6).toString("hex")}`;
     const fifos = await ExecFifos.create(this.stateDir, execFifoName(sandboxId, execId), io.onStdout, io.onStderr);
     let registered = false;
@@ -824,6 +1213,7 @@ export class ContainerdRuntime implements Runtime {
    * command, so the helper's record counts (polled), and the task's exit if that comes first.
    */
   async wait(sandboxId: string, signal?: AbortSignal): Promise<number> {
+    await this.claimRecorded(sandboxId);
     try {
       if (this.helperPath) {
         const controller = new AbortController();
@@ -835,7 +1225,7 @@ export class ContainerdRuntime implements Runtime {
             await sleep(100, undefined, { signal: stop });
           }
         })();
-        const exited = this.waitProcess(containerIdOf(sandboxId), "", stop);
+        const exited = this.waitProcess(this.containerIdFor(sandboxId), "", stop);
         try {
           return await Promise.race([recorded, exited]);
         } finally {
@@ -844,7 +1234,7 @@ export class ContainerdRuntime implements Runtime {
           exited.catch(() => undefined);
         }
       }
-      return await this.waitProcess(containerIdOf(sandboxId), "", signal);
+      return await this.waitProcess(this.containerIdFor(sandboxId), "", signal);
     } catch (error) {
       if (isNotFound(error))
         throw new NotFoundError(`sandbox ${sandboxId} has no task`, {
@@ -888,13 +1278,18 @@ export class ContainerdRuntime implements Runtime {
     }
   }
 
-  /** SIGTERM, up to gracePeriodMs for the exit, then SIGKILL to every process. Returns when no process runs. */
-  private async stopTask(containerId: string, gracePeriodMs: number, sandboxId: string): Promise<void> {
+  /**
+   * SIGTERM, up to gracePeriodMs for the exit, then SIGKILL to every process. Returns when no process
+   * runs. `killAll` false: SIGKILL goes to process 1 only — a gVisor sandbox restored from a
+   * checkpoint finds none of its processes by its own container id (checkpoints.ts), and ends with
+   * its process 1 anyway.
+   */
+  private async stopTask(containerId: string, gracePeriodMs: number, sandboxId: string, killAll = true): Promise<void> {
     if (gracePeriodMs > 0) {
       if (await this.signal(containerId, SIGTERM, false)) return;
       if (await this.exitedWithin(containerId, gracePeriodMs)) return;
     }
-    if (await this.signal(containerId, SIGKILL, true)) return;
+    if (await this.signal(containerId, SIGKILL, killAll)) return;
     if (!(await this.exitedWithin(containerId, 10_000))) {
       throw new UnavailableError(`sandbox ${sandboxId} did not exit after SIGKILL`);
     }

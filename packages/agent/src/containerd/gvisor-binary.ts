@@ -20,13 +20,21 @@
  *   check then answers "not the host's", which for a sandbox with its own namespace is the truth.
  *   Nothing else changes (the sandbox has its own /proc; netstack reads no host network sysctl),
  *   and a fixed runsc is not affected by it.
+ *
+ * Both add `--overlay2=root:memory`: the sandbox's root file system changes live in an overlay in
+ * its own memory (never in the host snapshot), so a checkpoint carries them and every copy restored
+ * from it starts from the same read-only image snapshot (checkpoints.ts). Newer runsc releases do
+ * this by default (`root:self`); Debian 12's writes through to the snapshot unless told.
  */
 import { chmodSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
+/** runsc's flag that keeps a sandbox's root file system changes in its memory. */
+export const ROOT_OVERLAY_FLAG = "--overlay2=root:memory";
+
 /** Writes (atomically, only when it changed) `<stateDir>/runsc-network-none` and returns its path. */
 export function writeRunscWrapper(stateDir: string, runscPath: string): string {
-  return writeWrapper(join(stateDir, "runsc-network-none"), `exec ${shellQuote(runscPath)} --network=none "$@"`);
+  return writeWrapper(join(stateDir, "runsc-network-none"), `exec ${shellQuote(runscPath)} --network=none ${ROOT_OVERLAY_FLAG} "$@"`);
 }
 
 /** Writes (atomically, only when it changed) `<stateDir>/runsc-own-netns` and returns its path. */
@@ -34,7 +42,7 @@ export function writeRunscOwnNetnsWrapper(stateDir: string, runscPath: string): 
   const hide = 'mount -t tmpfs -o size=4k,mode=0555 fsb-hidden /proc/sys/net && exec "$0" "$@"';
   return writeWrapper(
     join(stateDir, "runsc-own-netns"),
-    `exec unshare --mount --propagation slave /bin/sh -c ${shellQuote(hide)} ${shellQuote(runscPath)} "$@"`,
+    `exec unshare --mount --propagation slave /bin/sh -c ${shellQuote(hide)} ${shellQuote(runscPath)} ${ROOT_OVERLAY_FLAG} "$@"`,
   );
 }
 

@@ -143,6 +143,11 @@ export function helperArgs(workingDir: string, userArgs: readonly string[], envd
   return [HELPER_BINARY, "--workdir", workingDir, ...(envd ? ["--envd", ENVD_BINARY] : []), "--", ...userArgs];
 }
 
+/** Process 1 of a prepared instance: the helper waiting for its claim (prepared-instances.ts). */
+export function preparedHelperArgs(envd = false): string[] {
+  return [HELPER_BINARY, "--prepared", ...(envd ? ["--envd", ENVD_BINARY] : [])];
+}
+
 /** The sandbox's working directory, also the default of its execs: the helper's `--workdir`, else the process's cwd. */
 export function sandboxWorkingDir(spec: Pick<OciSpec, "process">): string {
   const [binary, flag, workingDir] = spec.process.args;
@@ -161,6 +166,8 @@ export interface HelperInjection {
    * in the agent's shared network its port would collide with other sandboxes'. @default none
    */
   envdPath?: string;
+  /** A prepared instance: the helper waits for its claim instead of running the spec's command. @default false */
+  prepared?: boolean;
 }
 
 /**
@@ -315,7 +322,7 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
     process: {
       terminal: false,
       user: imageUser(image.user),
-      args: options.helper ? helperArgs(workingDir, userArgs, envd) : userArgs,
+      args: options.helper?.prepared ? preparedHelperArgs(envd) : options.helper ? helperArgs(workingDir, userArgs, envd) : userArgs,
       env: mergeEnv(image.env, spec.env),
       // With the helper, runc and runsc start it in "/" (they would fail a bad cwd with an opaque
       // error before anything runs); the helper enters the working directory and reports on it.

@@ -1,7 +1,7 @@
 /**
  * The runtime's network sub-service: the isolated sandboxes of one agent on the node's sandbox
  * network. A create claims a network namespace — one prepared ahead when there is one (see
- * prepared-pool.ts), else one made on the spot — and gets its policy applied; a delete tears it
+ * runtime/prepared-pool.ts), else one made on the spot — and gets its policy applied; a delete tears it
  * down. Namespaces are keyed by their own id, never by the sandbox id, so one can be made before
  * anyone knows which sandbox gets it; the record says which did.
  *
@@ -21,7 +21,7 @@ import { peerGroupOf } from "./firewall-rules.js";
 import { prepareAttachment, teardownAttachment, type AttachmentTools } from "./network-attachment.js";
 import { IpNetworkNamespaces } from "./network-namespace.js";
 import type { SandboxNetworkSettings } from "./network-settings.js";
-import { PreparedPool } from "./prepared-pool.js";
+import { PreparedPool } from "../runtime/prepared-pool.js";
 import { SandboxFirewall } from "./sandbox-firewall.js";
 import { hostIpv4Addresses, hostsText, resolvConfText, sandboxResolvers } from "./sandbox-dns.js";
 
@@ -172,6 +172,20 @@ export class SandboxNetworks {
       this.logger.warn({ attachment: record.id }, "a prepared network namespace vanished; tearing down the rest of it");
       void this.teardown(record);
     }
+  }
+
+  /**
+   * Hands the namespace claimed for `fromId` (a prepared instance) to the sandbox `toId` that claimed
+   * the instance: its record says so from then on, so a restart keeps it with that sandbox.
+   */
+  reassign(fromId: string, toId: string): void {
+    const record = this.claimed.get(fromId);
+    if (!record) throw new FsbError("internal", `no network namespace is claimed for ${fromId}`);
+    if (this.claimed.has(toId)) throw new AlreadyExistsError(`sandbox ${toId} already exists (it holds a network namespace)`);
+    const reassigned: AttachmentRecord = { ...record, sandboxId: toId };
+    this.tools.store.write(reassigned);
+    this.claimed.delete(fromId);
+    this.claimed.set(toId, reassigned);
   }
 
   /** Tears down the sandbox's network namespace, if it has one; idempotent. */

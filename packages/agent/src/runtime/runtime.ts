@@ -2,6 +2,7 @@
  * The agent's port to a container runtime. The containerd adapter implements it for real;
  * a fake implements it for unit tests of the agent and control plane.
  */
+import type { RuntimeCheckpoints } from "./checkpoint.js";
 
 /** Labels every managed container carries; the janitor and crash recovery rely on them. */
 export const LABEL_MANAGED = "fast-sandbox.io/managed";
@@ -96,6 +97,12 @@ export interface RuntimeSandboxSpec {
   exposedPorts?: number[];
   /** @default { mode: "shared" } */
   network?: SandboxNetworkSpec;
+  /**
+   * Restore the sandbox from this checkpoint (its id, see runtime/checkpoint.ts) instead of starting
+   * it from its image: image, command and environment are then the checkpoint's.
+   * @default none: a new sandbox from the image
+   */
+  fromCheckpoint?: string;
 }
 
 /** `creating`: a create is in flight on the agent (reported by the agent, never by a runtime's list). */
@@ -193,4 +200,6 @@ export interface Runtime {
   /** Resolves with the exit code when the sandbox's command exits; rejects with the signal's reason when it aborts. */
   wait(sandboxId: string, signal?: AbortSignal): Promise<number>;
   close(): void;
+  /** Checkpoints of gVisor sandboxes and restores from them; undefined: the runtime has none. */
+  readonly checkpoints?: RuntimeCheckpoints;
 }

@@ -54,6 +54,7 @@ export class AgentMetrics {
   });
 
   private createsInFlight: (() => number) | undefined;
+  private preparedInstances: (() => number) | undefined;
 
   constructor() {
     for (const operation of OPERATIONS.values()) this.operations.labels({ operation, outcome: "ok" }).inc(0);
@@ -66,6 +67,20 @@ export class AgentMetrics {
         this.set(inFlight());
       },
     });
+    const prepared = () => this.preparedInstances?.() ?? 0;
+    new Gauge({
+      name: "fsb_agent_prepared_instances",
+      help: "Prepared instances ready to be claimed on this agent now (its pool's preparedInstances, as refilled).",
+      registers: [this.registry],
+      collect() {
+        this.set(prepared());
+      },
+    });
+  }
+
+  /** Where the prepared-instances gauge reads from at each scrape. */
+  observePreparedInstances(count: () => number): void {
+    this.preparedInstances = count;
   }
 
   /** Where the creates-in-flight gauge reads from at each scrape. */

@@ -175,6 +175,7 @@ function createRequest(overrides: Partial<CreateRequest> = {}): CreateRequest {
     pids: 64,
     slots: 0,
     exposedPorts: [],
+    fromCheckpoint: "",
     ...overrides,
   };
 }

@@ -14,11 +14,12 @@ import {
   pb,
   toConnectError,
 } from "@fast-sandbox/api";
-import type { EgressPolicy, ImagePullProgress, Runtime, RuntimeSandbox, RuntimeType, SandboxNetworkSpec } from "../runtime/runtime.js";
-import { checkSandboxNetwork } from "../network/egress-policy.js";
+import type { ImagePullProgress, Runtime, RuntimeSandbox } from "../runtime/runtime.js";
+import { runtimeSpecOf, sandboxNetworkOf } from "./create-request.js";
 import { readLog } from "../log-follower.js";
 import { Admission } from "./admission.js";
 import { CreatesInFlight } from "./creates-in-flight.js";
+import { CheckpointsInFlight, checkpointMethods, guardCheckpoints } from "./checkpoint-service.js";
 
 export interface AgentIdentity {
   name: string;
@@ -55,34 +56,6 @@ function toAgentSandbox(sandbox: RuntimeSandbox): pb.AgentSandbox {
   });
 }
 
-const EGRESS_KINDS: Record<pb.EgressPolicy_Kind, EgressPolicy["kind"]> = {
-  [pb.EgressPolicy_Kind.KIND_UNSPECIFIED]: "allowAll",
-  [pb.EgressPolicy_Kind.ALLOW_ALL]: "allowAll",
-  [pb.EgressPolicy_Kind.DENY_ALL]: "denyAll",
-  [pb.EgressPolicy_Kind.ALLOW_LIST]: "allowList",
-};
-
-/** The request's network in the runtime's terms, checked (ValidationError); unset or unspecified: shared. */
-function sandboxNetworkOf(message: pb.SandboxNetwork | undefined): SandboxNetworkSpec {
-  if (!message || message.mode !== pb.SandboxNetwork_Mode.ISOLATED) {
-    const egress = message?.egress ? { egress: { kind: EGRESS_KINDS[message.egress.kind] ?? "allowAll" } } : {};
-    return checkSandboxNetwork({ mode: "shared", ...egress, allowSandboxToSandbox: message?.allowSandboxToSandbox ?? false });
-  }
-  const egress = message.egress;
-  return checkSandboxNetwork({
-    mode: "isolated",
-    egress: {
-      kind: egress ? (EGRESS_KINDS[egress.kind] ?? "allowAll") : "allowAll",
-      allow: (egress?.allow ?? []).map((rule) => ({
-        cidr: rule.cidr,
-        ...(rule.ports.length > 0 ? { ports: [...rule.ports] } : {}),
-        ...(rule.protocol ? { protocol: rule.protocol as "tcp" | "udp" } : {}),
-      })),
-    },
-    allowSandboxToSandbox: message.allowSandboxToSandbox,
-  });
-}
-
 function toPullProgress(progress: ImagePullProgress): pb.PullProgress {
   return create(pb.PullProgressSchema, { ...progress, bytesTotal: BigInt(progress.bytesTotal), bytesDone: BigInt(progress.bytesDone) });
 }
@@ -116,7 +89,10 @@ async function edge<T>(fn: () => Promise<T>): Promise<T> {
 
 /** The agent's API: a thin layer over the Runtime that adds log files and streaming. */
 export function createAgentService(options: AgentServiceOptions): ServiceImpl<typeof pb.AgentService> {
-  const { identity, runtime, logDir } = options;
+  const { identity, logDir } = options;
+  // Checkpoints stop a sandbox's task for a moment: the rest of the API must not take that for an exit (checkpoint-service.ts).
+  const checkpointsInFlight = new CheckpointsInFlight();
+  const runtime = guardCheckpoints(options.runtime, checkpointsInFlight);
   const creates = options.creates ?? new CreatesInFlight();
   const admission = options.admission ?? new Admission(identity.name);
   const logPath = (sandboxId: string) => join(logDir, `${sandboxId}.log`);
@@ -129,6 +105,7 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
   }
 
   return {
+    ...checkpointMethods({ agentName: identity.name, runtime, inFlight: checkpointsInFlight }),
     async status() {
       return edge(async () => {
         const inFlight = creates.ids();
@@ -155,7 +132,8 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
     async createSandbox(request) {
       return edge(async () => {
         checkSandboxId(request.sandboxId);
-        const network = sandboxNetworkOf(request.network);
+        // A bad network is refused before anything is reserved.
+        sandboxNetworkOf(request.network);
         // Decided before the first await, so concurrent creates (from any control-plane replica)
         // cannot both take the last slot or the same port.
         const reservation = admission.admit({
@@ -166,31 +144,9 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
           // An Isolated sandbox has an address, and so ports, of its own: only Shared ones compete for the agent's.
           exposedPorts: request.network?.mode === pb.SandboxNetwork_Mode.ISOLATED ? [] : request.exposedPorts,
         });
-        const runtimeType: RuntimeType = request.runtimeType === "gvisor" ? "gvisor" : "container";
         let sandbox: RuntimeSandbox;
         try {
-          sandbox = await creates.track(request.sandboxId, () =>
-            runtime.create({
-              sandboxId: request.sandboxId,
-              namespace: request.namespace,
-              name: request.name,
-              pool: identity.pool,
-              image: request.image,
-              command: request.command,
-              args: request.args,
-              env: request.envs.map((e) => ({ name: e.name, value: e.value })),
-              ...(request.workingDir ? { workingDir: request.workingDir } : {}),
-              resources: {
-                ...(request.cpuMillis > 0 ? { cpuMillis: request.cpuMillis } : {}),
-                ...(request.memoryBytes > 0n ? { memoryBytes: Number(request.memoryBytes) } : {}),
-                ...(request.pids > 0 ? { pids: request.pids } : {}),
-              },
-              runtimeType,
-              logPath: logPath(request.sandboxId),
-              ...(request.exposedPorts.length > 0 ? { exposedPorts: [...request.exposedPorts] } : {}),
-              ...(network.mode === "isolated" ? { network } : {}),
-            }),
-          );
+          sandbox = await creates.track(request.sandboxId, () => runtime.create(runtimeSpecOf(request, identity.pool, logPath(request.sandboxId))));
         } catch (error) {
           reservation.release();
           // The runtime undid its steps; the log file is the agent's to remove (unless it is another's).

@@ -68,6 +68,14 @@ export const SandboxPoolSpec = Type.Object(
     runtimeType: Type.Optional(RuntimeType),
     image: Type.Optional(Type.String({ minLength: 1, description: "Default image of sandboxes that name none." })),
     sandboxResources: Type.Optional(SandboxResources),
+    preparedInstances: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 64,
+        description:
+          "Sandboxes of the pool's template (image, runtime, resources, network) each agent keeps prepared ahead: a create that matches claims one in milliseconds. Needs spec.image and runtimeType container; at most maxSandboxesPerPod. Default 0 (opt-in).",
+      }),
+    ),
     network: Type.Optional(PoolNetwork),
     prewarmImages: Type.Optional(
       Type.Array(Type.String({ minLength: 1 }), {
@@ -124,3 +132,15 @@ export const SandboxPool = Type.Object(
   { additionalProperties: false },
 );
 export type SandboxPool = Static<typeof SandboxPool>;
+
+/** Prepared instances an agent of the pool keeps (spec.preparedInstances, or its default). */
+export function preparedInstancesOf(spec: SandboxPoolSpec): number {
+  if (spec.preparedInstances !== undefined) return spec.preparedInstances;
+  return spec.image && (spec.runtimeType ?? "container") === "container" ? Math.min(DEFAULT_PREPARED_INSTANCES, spec.maxSandboxesPerPod) : 0;
+}
+
+/**
+ * Prepared instances per agent when a pool that names an image says nothing: 0 for now (opt-in),
+ * until every e2e test that counts a namespace's containers knows about them.
+ */
+export const DEFAULT_PREPARED_INSTANCES = 0;

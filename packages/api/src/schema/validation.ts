@@ -100,17 +100,19 @@ export function assertValid<T extends TSchema>(check: TypeCheck<T>, value: unkno
   throw new ValidationError(field, message);
 }
 
-const sandboxCheck = TypeCompiler.Compile(Sandbox);
-const sandboxPoolCheck = TypeCompiler.Compile(SandboxPool);
+// Compiled on first use: compiling generates and evaluates code, which every program importing
+// @fast-sandbox/api (`fsb ls` too) would otherwise pay at start-up.
+let sandboxCheck: TypeCheck<typeof Sandbox> | undefined;
+let sandboxPoolCheck: TypeCheck<typeof SandboxPool> | undefined;
 
 export function validateSandbox(value: unknown): asserts value is Sandbox {
-  assertValid(sandboxCheck, value);
+  assertValid((sandboxCheck ??= TypeCompiler.Compile(Sandbox)), value);
   const { egress } = (value as Sandbox).spec;
   if (egress) checkEgressPolicy(egress, "spec.egress");
 }
 
 export function validateSandboxPool(value: unknown): asserts value is SandboxPool {
-  assertValid(sandboxPoolCheck, value);
+  assertValid((sandboxPoolCheck ??= TypeCompiler.Compile(SandboxPool)), value);
   const { capacity } = (value as SandboxPool).spec;
   if (capacity.poolMin > capacity.poolMax) {
     throw new ValidationError("spec.capacity.poolMin", `${capacity.poolMin} is greater than poolMax ${capacity.poolMax}`);
@@ -119,4 +121,15 @@ export function validateSandboxPool(value: unknown): asserts value is SandboxPoo
     throw new ValidationError("spec.capacity.bufferMin", `${capacity.bufferMin} is greater than bufferMax ${capacity.bufferMax}`);
   }
   checkPoolNetwork((value as SandboxPool).spec);
+  const { preparedInstances, image, runtimeType, maxSandboxesPerPod } = (value as SandboxPool).spec;
+  if (preparedInstances) {
+    if (!image)
+      throw new ValidationError("spec.preparedInstances", "needs spec.image: prepared instances are made of the pool's image before any create names one");
+    if ((runtimeType ?? "container") !== "container") {
+      throw new ValidationError("spec.preparedInstances", `is for runtimeType container; a ${runtimeType} pool cannot keep prepared instances (set it to 0)`);
+    }
+    if (preparedInstances > maxSandboxesPerPod) {
+      throw new ValidationError("spec.preparedInstances", `${preparedInstances} is greater than maxSandboxesPerPod ${maxSandboxesPerPod}`);
+    }
+  }
 }

@@ -87,6 +87,11 @@ export interface AgentSandboxSpec {
    */
   exposedPorts: number[];
   network: AgentSandboxNetwork;
+  /**
+   * Restore it from this checkpoint (its id on the agent's node, agent-checkpoints.ts) instead of
+   * starting it from the image. @default none
+   */
+  fromCheckpoint?: string;
 }
 
 /** A process to run inside a sandbox. */

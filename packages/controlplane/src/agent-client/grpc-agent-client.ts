@@ -18,6 +18,7 @@ import type {
   PullPhase,
   PullProgress,
 } from "./agent-client.js";
+import { agentCheckpointCalls, type AgentCheckpointClient } from "./agent-checkpoints.js";
 
 /** Deadline of a create: long enough for an image pull the create has to wait for. */
 const CREATE_TIMEOUT_MS = 60_000;
@@ -27,7 +28,7 @@ const DELETE_MARGIN_MS = 30_000;
 const DEFAULT_STATUS_TIMEOUT_MS = 5000;
 
 /** Calls the agent at `endpoint` (`host:port`) over gRPC on a kept-alive HTTP/2 connection; errors arrive as FsbError. */
-export function createAgentClient(endpoint: string, token: string): AgentClient {
+export function createAgentClient(endpoint: string, token: string): AgentClient & AgentCheckpointClient {
   const baseUrl = `http://${endpoint}`;
   const sessions = new Http2SessionManager(baseUrl, { pingIntervalMs: 10_000, idleConnectionTimeoutMs: 60_000 });
   const transport = createGrpcTransport({ baseUrl, interceptors: [sendBearerToken(token)], sessionManager: sessions });
@@ -42,7 +43,7 @@ export interface AgentTransportOptions {
 }
 
 /** The AgentClient over any Connect transport: gRPC to a real agent, or an in-process router (tests). */
-export function createAgentClientOnTransport(transport: Transport, options: AgentTransportOptions): AgentClient {
+export function createAgentClientOnTransport(transport: Transport, options: AgentTransportOptions): AgentClient & AgentCheckpointClient {
   const client: Client<typeof pb.AgentService> = createClient(pb.AgentService, transport);
   const unary = async <T>(fn: () => Promise<T>): Promise<T> => {
     try {
@@ -68,6 +69,7 @@ export function createAgentClientOnTransport(transport: Transport, options: Agen
     exec: (request, signal) => translatedStream(() => client.exec(execRequestToMessage(request), callOptions(signal)), execEventFromMessage),
     // No deadline: a large image takes what it takes; progress shows it moving, `signal` stops waiting.
     pullImage: (image, signal) => translatedStream(() => client.pullImage({ image }, callOptions(signal)), pullProgressFromMessage),
+    ...agentCheckpointCalls(client, unary),
     close: () => options.close?.(),
   };
 }
@@ -119,7 +121,7 @@ function agentStatusFromMessage(message: pb.AgentStatus): AgentStatus {
 }
 
 /** Limits the spec leaves out travel as 0 ("none") on the wire. */
-function agentSandboxSpecToMessage(spec: AgentSandboxSpec): pb.AgentCreateSandboxRequest {
+export function agentSandboxSpecToMessage(spec: AgentSandboxSpec): pb.AgentCreateSandboxRequest {
   return create(pb.AgentCreateSandboxRequestSchema, {
     sandboxId: spec.sandboxId,
     namespace: spec.namespace,
@@ -136,6 +138,7 @@ function agentSandboxSpecToMessage(spec: AgentSandboxSpec): pb.AgentCreateSandbo
     slots: spec.slots ?? 0,
     exposedPorts: spec.exposedPorts,
     network: sandboxNetworkToMessage(spec.network),
+    fromCheckpoint: spec.fromCheckpoint ?? "",
   });
 }
 

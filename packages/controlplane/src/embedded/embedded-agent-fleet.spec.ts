@@ -5,7 +5,7 @@ import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
 import type { AgentStatus } from "../agent-client/agent-client.js";
 import type { AgentFleetEvent } from "../fleet/agent-fleet.js";
 import { EmbeddedAgentFleet, agentName, type AgentProcess, type ExistingAgent } from "./embedded-agent-fleet.js";
-import type { LocalAgentEvents, LocalAgentProcess, LocalAgentSettings } from "./local-agent-process.js";
+import type { LocalAgentEvents, LocalAgentSettings } from "./local-agent-process.js";
 
 class FakeProcess implements AgentProcess {
   started = false;
@@ -35,10 +35,10 @@ class FakeProcess implements AgentProcess {
   }
   answer(endpoint: string): void {
     this.endpoint = endpoint;
-    this.events.onReady(this as unknown as LocalAgentProcess, { nodeName: "host-1", images: [] } as unknown as AgentStatus);
+    this.events.onReady(this, { nodeName: "host-1", images: [] } as unknown as AgentStatus);
   }
   die(reason: string): void {
-    this.events.onLost(this as unknown as LocalAgentProcess, reason);
+    this.events.onLost(this, reason);
   }
 }
 

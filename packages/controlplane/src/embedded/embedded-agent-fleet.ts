@@ -14,6 +14,7 @@ import { join } from "node:path";
 import type { SandboxPool } from "@fast-sandbox/api";
 import type { Clock } from "../controller/clock.js";
 import { DEFAULT_NAMESPACE } from "../fastpath/sandbox-manager.js";
+import { preparedInstancesEnv } from "../fastpath/instance-template.js";
 import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "../fleet/agent-fleet.js";
 import { LocalAgentProcess, registryConfigPath, type LocalAgentEvents, type LocalAgentSettings } from "./local-agent-process.js";
 
@@ -36,6 +37,8 @@ export interface AgentProcess {
 /** An agent to start again at `start()` under its name. */
 export interface ExistingAgent extends PoolRef {
   name: string;
+  /** The agent's pool, which says e.g. which prepared instances the agent keeps. */
+  definition?: SandboxPool;
 }
 
 export interface EmbeddedAgentFleetOptions {
@@ -76,7 +79,7 @@ export class EmbeddedAgentFleet implements AgentFleet {
   /** Starts again the agents that sandboxes are placed on (`existingAgents`); `ready` events follow as they answer. */
   async start(): Promise<void> {
     for (const agent of (await this.options.existingAgents?.()) ?? []) {
-      if (!this.processes.has(agent.name)) this.add(agent, agent.name);
+      if (!this.processes.has(agent.name)) this.add(agent, agent.name, agent.definition);
     }
   }
 
@@ -95,7 +98,7 @@ export class EmbeddedAgentFleet implements AgentFleet {
     for (let ordinal = 0; names.length < count; ordinal++) {
       const name = agentName(namespace, pool.metadata.name, ordinal);
       if (this.processes.has(name) || this.stopping.has(name)) continue;
-      this.add({ namespace, pool: pool.metadata.name }, name);
+      this.add({ namespace, pool: pool.metadata.name }, name, pool);
       names.push(name);
     }
     return Promise.resolve(names);
@@ -136,7 +139,7 @@ export class EmbeddedAgentFleet implements AgentFleet {
     await Promise.all(processes.map((p) => p.stop()));
   }
 
-  private add(ref: PoolRef, name: string): void {
+  private add(ref: PoolRef, name: string, pool?: SandboxPool): void {
     const { options } = this;
     const base: FleetAgent = { name, namespace: ref.namespace, pool: ref.pool, ready: false, hostIP: "127.0.0.1" };
     const current = (): FleetAgent | undefined => (this.processes.get(name) === agentProcess ? this.agents.get(name) : undefined);
@@ -167,7 +170,7 @@ export class EmbeddedAgentFleet implements AgentFleet {
       cgroupParent: options.cgroupRoot ? `/${options.cgroupRoot}/${name}` : "",
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       ...(options.agentRestartDelayMs !== undefined ? { restartDelayMs: options.agentRestartDelayMs } : {}),
-      ...(options.agentEnv ? { env: options.agentEnv } : {}),
+      env: { ...options.agentEnv, ...(pool ? preparedInstancesEnv(pool) : {}) },
       registryConfigPath: registryConfigPath(options.dataDir),
       ...(options.metrics ? { metrics: options.metrics } : {}),
       ...(options.clock ? { clock: options.clock } : {}),

@@ -44,13 +44,21 @@ export function registryConfigPath(dataDir: string): string {
   return join(dataDir, "registry", "config.json");
 }
 
+/** What the events say of the agent process (a LocalAgentProcess, or another `AgentProcess` of the fleet). */
+export interface AgentProcessView {
+  readonly name: string;
+  /** Where its agent API listens (`host:port`), once it does. */
+  readonly endpoint: string;
+  readonly pid: number | undefined;
+}
+
 export interface LocalAgentEvents {
   /** The agent answered (after start or restart): its endpoint and status. */
-  onReady(agent: LocalAgentProcess, status: AgentStatus): void;
+  onReady(agent: AgentProcessView, status: AgentStatus): void;
   /** Heartbeat with a fresh status. */
-  onHeartbeat(agent: LocalAgentProcess, status: AgentStatus): void;
+  onHeartbeat(agent: AgentProcessView, status: AgentStatus): void;
   /** The agent died or stopped answering; a restart follows unless stopped. */
-  onLost(agent: LocalAgentProcess, reason: string): void;
+  onLost(agent: AgentProcessView, reason: string): void;
 }
 
 /** The agent entry point, as a path; `.ts` under the development condition (tests), `.js` when built. */

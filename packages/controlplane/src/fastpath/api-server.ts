@@ -5,6 +5,7 @@ import type { AgentClients, SandboxManager } from "./sandbox-manager.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { createSandboxService } from "./sandbox-service.js";
+import type { CheckpointManager } from "./checkpoint-manager.js";
 import { createPoolService } from "./pool-service.js";
 import { createE2bService, type E2bApiAccess } from "./e2b-service.js";
 import { ControlPlaneMetrics } from "./control-plane-metrics.js";
@@ -23,6 +24,8 @@ export interface ApiServerOptions {
   metrics?: ControlPlaneMetrics;
   /** The E2B-compatible API this control plane serves, whose keys `E2bService` issues. @default none (its calls fail) */
   e2b?: E2bApiAccess;
+  /** Checkpoints, restores and forks of gVisor sandboxes. */
+  checkpoints: CheckpointManager;
 }
 
 export interface ApiServer {
@@ -71,7 +74,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   const api = connectNodeAdapter({
     interceptors: [requireBearerToken(options.token), timeCreates(metrics)],
     routes: (router) => {
-      router.service(pb.SandboxService, createSandboxService(options.manager));
+      router.service(pb.SandboxService, createSandboxService(options.manager, options.checkpoints));
       router.service(pb.PoolService, createPoolService({ store: options.store, registry: options.registry, manager: options.manager, agents: options.agents }));
       router.service(pb.E2bService, createE2bService(options.e2b));
     },

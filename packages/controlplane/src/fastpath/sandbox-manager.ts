@@ -15,8 +15,6 @@ import {
   UnavailableError,
   ValidationError,
   normalizeImageName,
-  parseCpuMillis,
-  parseMemoryBytes,
   validateSandbox,
   type EnvVar,
   type Sandbox,
@@ -34,6 +32,7 @@ import type { ResourceStore } from "../store/resource-store.js";
 import { newInstanceId } from "./instance-id.js";
 import { hashAccessToken, newAccessToken } from "../proxy/access-token.js";
 import { endpointUrl, parseProxyBaseUrl, proxyBaseUrl, type ProxyAddress } from "../proxy/sandbox-endpoints.js";
+import { poolInstanceLimits } from "./instance-template.js";
 import { instanceNetwork, portsHeldBy, portsOnAgent, withSandboxIP } from "./sandbox-network.js";
 import { setCondition, writeStatus } from "./sandbox-status.js";
 
@@ -109,6 +108,12 @@ export interface CreateSandboxInput {
    * status.accessTokenHash. @default a token nobody is told (the sandbox is reachable once rotated)
    */
   accessTokenHash?: string;
+  /**
+   * Restore the sandbox from a checkpoint instead of starting it from its image (checkpoint-manager.ts):
+   * the checkpoint's id on its node and the agents that hold it, the only ones it may be placed on.
+   * @default none
+   */
+  restore?: { checkpointId: string; agents: readonly string[] };
 }
 
 export interface ExecInput {
@@ -299,7 +304,7 @@ export class SandboxManager {
       const existing = await this.store.get("Sandbox", { namespace, name });
       if (existing && requestId && existing.metadata.annotations?.[REQUEST_ID_ANNOTATION] === requestId) return this.settledRequest(existing);
       if (existing) throw taken();
-      return this.place(candidate, pool, undefined, input.accessTokenHash);
+      return this.place(candidate, pool, undefined, input.accessTokenHash, input.restore);
     })();
     this.creating.set(key, attempt);
     try {
@@ -357,13 +362,15 @@ export class SandboxManager {
    * Takes a slot for the sandbox. When the pool has none free but can still grow (below poolMax, or
    * an agent is starting — e.g. scaling from zero), the create waits for one, up to the pool's
    * `wakeTimeoutSeconds`, with its record stored as Pending and a condition saying what it waits for.
-   * A pool that cannot grow refuses at once with "no capacity".
+   * A pool that cannot grow refuses at once with "no capacity", and so does a placement restricted to
+   * `agents` (a restore: an agent that starts now would not hold its checkpoint).
    */
   private async reserve(
     candidate: Sandbox,
     pool: SandboxPool,
     stored: Sandbox | undefined,
     ports: readonly number[],
+    agents?: readonly string[],
   ): Promise<{ placement: Placement; stored: Sandbox | undefined }> {
     const namespace = candidate.metadata.namespace ?? DEFAULT_NAMESPACE;
     const poolName = candidate.spec.poolRef;
@@ -375,6 +382,7 @@ export class SandboxManager {
       image: normalizeImageName(candidate.spec.image),
       // Ports are exclusive on an agent's address only for sandboxes that share it (Shared network).
       ports,
+      ...(agents ? { agents } : {}),
     };
     const attempt = (): Placement | NoCapacityError => {
       try {
@@ -389,9 +397,9 @@ export class SandboxManager {
     // Free slots exist but every one is on an agent whose ports conflict: another agent would not help
     // (embedded agents share the host's ports), so that is an answer now.
     const slotsFree = this.registry.poolUsage(namespace, poolName).free > 0;
-    if (slotsFree || !this.capacity?.canGrow(namespace, poolName)) {
+    if (slotsFree || agents || !this.capacity?.canGrow(namespace, poolName)) {
       const { poolMax } = pool.spec.capacity;
-      throw slotsFree ? first : new NoCapacityError(`${first.message}; the pool is at its poolMax of ${poolMax} agents`);
+      throw slotsFree || agents ? first : new NoCapacityError(`${first.message}; the pool is at its poolMax of ${poolMax} agents`);
     }
     const waitSeconds = pool.spec.capacity.wakeTimeoutSeconds ?? DEFAULT_WAKE_TIMEOUT_SECONDS;
     const poolKey = sandboxKey(namespace, poolName);
@@ -435,13 +443,19 @@ export class SandboxManager {
    * slot or port (another control-plane replica filled it; this registry did not know), it is placed
    * again after a short pause, a few times; the registry's own "no capacity" answers at once.
    */
-  private async place(candidate: Sandbox, pool: SandboxPool, existing?: Sandbox, accessTokenHash?: string): Promise<Sandbox> {
+  private async place(
+    candidate: Sandbox,
+    pool: SandboxPool,
+    existing?: Sandbox,
+    accessTokenHash?: string,
+    restore?: CreateSandboxInput["restore"],
+  ): Promise<Sandbox> {
     const key = sandboxKey(candidate.metadata.namespace ?? DEFAULT_NAMESPACE, candidate.metadata.name);
     let unreachable = 0;
     let refused = 0;
     for (;;) {
       try {
-        return await this.placeOnce(candidate, pool, existing, accessTokenHash);
+        return await this.placeOnce(candidate, pool, existing, accessTokenHash, restore);
       } catch (error) {
         if (error instanceof RefusedByAgentError) {
           // The caller sees the agent's answer as the plain NoCapacityError it is.
@@ -464,11 +478,17 @@ export class SandboxManager {
     }
   }
 
-  private async placeOnce(candidate: Sandbox, pool: SandboxPool, existing?: Sandbox, accessTokenHash?: string): Promise<Sandbox> {
+  private async placeOnce(
+    candidate: Sandbox,
+    pool: SandboxPool,
+    existing?: Sandbox,
+    accessTokenHash?: string,
+    restore?: CreateSandboxInput["restore"],
+  ): Promise<Sandbox> {
     const namespace = candidate.metadata.namespace ?? DEFAULT_NAMESPACE;
     const key = sandboxKey(namespace, candidate.metadata.name);
     const network = instanceNetwork(candidate.spec, pool);
-    const { placement, stored: reserved } = await this.reserve(candidate, pool, existing, portsOnAgent(candidate.spec, network));
+    const { placement, stored: reserved } = await this.reserve(candidate, pool, existing, portsOnAgent(candidate.spec, network), restore?.agents);
     let stored = reserved;
     const agent = placement.agent;
     const sandboxId = newInstanceId();
@@ -490,7 +510,8 @@ export class SandboxManager {
       };
       stored = await this.store.updateStatus("Sandbox", { ...stored, status: bound }, { unconditional: true });
       await this.pullIfMissing(client, agent, candidate.spec.image);
-      const created = await client.createSandbox(this.agentRequest(stored, sandboxId, pool, network)).catch((error: unknown) => {
+      const request = { ...this.agentRequest(stored, sandboxId, pool, network), ...(restore ? { fromCheckpoint: restore.checkpointId } : {}) };
+      const created = await client.createSandbox(request).catch((error: unknown) => {
         throw error instanceof NoCapacityError ? new RefusedByAgentError(error.message) : error;
       });
       address = created.address;
@@ -543,7 +564,6 @@ export class SandboxManager {
 
   private agentRequest(sandbox: Sandbox, sandboxId: string, pool: SandboxPool, network: AgentSandboxNetwork): AgentSandboxSpec {
     const spec = sandbox.spec;
-    const resources = pool.spec.sandboxResources;
     return {
       sandboxId,
       namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE,
@@ -554,9 +574,7 @@ export class SandboxManager {
       envs: (spec.envs ?? []).map((e) => ({ name: e.name, value: e.value })),
       workingDir: spec.workingDir,
       runtimeType: pool.spec.runtimeType ?? "container",
-      cpuMillis: resources?.cpu ? parseCpuMillis(resources.cpu, "pool.spec.sandboxResources.cpu") : undefined,
-      memoryBytes: resources?.memory ? parseMemoryBytes(resources.memory, "pool.spec.sandboxResources.memory") : undefined,
-      pids: resources?.pids,
+      ...poolInstanceLimits(pool),
       // The agent decides admission with these: another control plane may have filled it meanwhile.
       slots: pool.spec.maxSandboxesPerPod,
       exposedPorts: spec.exposedPorts ?? [],

@@ -1,9 +1,11 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { ACCESS_TOKEN_RESPONSE_HEADER, pb, sandboxSpecFromMessage, sandboxToMessage, toConnectError } from "@fast-sandbox/api";
+import { ACCESS_TOKEN_RESPONSE_HEADER, FailedPreconditionError, pb, sandboxSpecFromMessage, sandboxToMessage, toConnectError } from "@fast-sandbox/api";
 import type { ExecEvent } from "../agent-client/agent-client.js";
 import { hashAccessToken, newAccessToken } from "../proxy/access-token.js";
 import type { SandboxManager } from "./sandbox-manager.js";
+import type { CheckpointManager } from "./checkpoint-manager.js";
+import { checkpointServiceMethods } from "./checkpoint-service.js";
 
 /** Runs `fn`, translating anything thrown into a ConnectError: the fast-path API's one error edge. */
 export async function edge<T>(fn: () => Promise<T>): Promise<T> {
@@ -33,20 +35,23 @@ function execEventToMessage(event: ExecEvent): pb.ExecResponse {
   }
 }
 
-export function createSandboxService(manager: SandboxManager): ServiceImpl<typeof pb.SandboxService> {
+/** `checkpoints`: CheckpointSandbox, ForkSandbox… and CreateSandbox(from_checkpoint); @default none (they fail with FailedPrecondition) */
+export function createSandboxService(manager: SandboxManager, checkpoints?: CheckpointManager): ServiceImpl<typeof pb.SandboxService> {
+  const checkpointMethods = checkpointServiceMethods(checkpoints);
   return {
+    ...checkpointMethods,
     createSandbox: (request, context) =>
       edge(async () => {
         const accessToken = newAccessToken();
         const accessTokenHash = hashAccessToken(accessToken);
-        let sandbox = await manager.create({
-          namespace: request.namespace,
-          name: request.name,
-          spec: sandboxSpecFromMessage(request.spec),
-          labels: request.labels,
-          requestId: request.requestId,
-          accessTokenHash,
-        });
+        const input = { namespace: request.namespace, name: request.name, labels: request.labels, requestId: request.requestId, accessTokenHash };
+        let sandbox = request.fromCheckpoint
+          ? await (checkpoints ?? noCheckpoints()).createFrom({
+              ...input,
+              fromCheckpoint: request.fromCheckpoint,
+              spec: request.spec ? sandboxSpecFromMessage(request.spec) : {},
+            })
+          : await manager.create({ ...input, spec: sandboxSpecFromMessage(request.spec) });
         if (sandbox.status?.accessTokenHash !== accessTokenHash) {
           // A retry of a request whose sandbox an earlier attempt created: that attempt's answer (and
           // token) never reached the caller, who gets a new token, which replaces the earlier one.
@@ -109,4 +114,8 @@ export function createSandboxService(manager: SandboxManager): ServiceImpl<typeo
         for await (const event of events) yield execEventToMessage(event);
       }),
   };
+}
+
+function noCheckpoints(): never {
+  throw new FailedPreconditionError("this control plane does not offer checkpoints: from_checkpoint cannot be used here");
 }

@@ -17,6 +17,7 @@
  */
 import type { V1Container, V1EnvVar, V1Pod, V1PodTemplateSpec, V1Probe, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
 import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
+import { preparedInstancesEnv } from "../fastpath/instance-template.js";
 
 /** The label every agent Pod carries: the name of its pool. */
 export const POOL_LABEL = "fast-sandbox.io/pool";
@@ -73,7 +74,8 @@ export function buildAgentPod(pool: SandboxPool, options: AgentPodOptions = {}):
     0,
     containers.findIndex((c) => c.name === AGENT_CONTAINER),
   );
-  containers[agentIndex] = injectAgent(containers[agentIndex] ?? { name: AGENT_CONTAINER }, poolName, settings);
+  const prepared = Object.entries(preparedInstancesEnv(pool)).map(([name, value]) => ({ name, value }));
+  containers[agentIndex] = injectAgent(containers[agentIndex] ?? { name: AGENT_CONTAINER }, poolName, settings, prepared);
   return {
     apiVersion: "v1",
     kind: "Pod",
@@ -108,7 +110,7 @@ export function buildAgentPod(pool: SandboxPool, options: AgentPodOptions = {}):
   };
 }
 
-function injectAgent(container: V1Container, pool: string, settings: Required<AgentPodOptions>): V1Container {
+function injectAgent(container: V1Container, pool: string, settings: Required<AgentPodOptions>, extraEnv: V1EnvVar[]): V1Container {
   // The resourceFieldRefs name the container they read, which is this one whatever its name.
   const name = container.name || AGENT_CONTAINER;
   return {
@@ -117,7 +119,7 @@ function injectAgent(container: V1Container, pool: string, settings: Required<Ag
     image: container.image ?? settings.image,
     // Ours win over the template's for the same name: the agent cannot work with other values. They
     // take the template's places, so a later `$(FSB_AGENT_NAME)` of the template still expands.
-    env: withAgentEnv(container.env ?? [], agentEnv(name, pool, settings)),
+    env: withAgentEnv(container.env ?? [], [...agentEnv(name, pool, settings), ...extraEnv]),
     ports: container.ports?.some((p) => p.containerPort === settings.port)
       ? container.ports
       : [...(container.ports ?? []), { name: "agent", containerPort: settings.port, protocol: "TCP" }],

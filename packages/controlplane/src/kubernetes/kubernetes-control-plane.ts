@@ -20,6 +20,7 @@ import type { Logger } from "pino";
 import { createAgentClient } from "../agent-client/grpc-agent-client.js";
 import { sleep, systemClock, type Clock } from "../controller/clock.js";
 import { startApiServer, type ApiServer } from "../fastpath/api-server.js";
+import { CheckpointManager } from "../fastpath/checkpoint-manager.js";
 import { ControlPlaneMetrics } from "../fastpath/control-plane-metrics.js";
 import { SandboxManager } from "../fastpath/sandbox-manager.js";
 import { AgentConnections } from "../fleet/agent-connections.js";
@@ -120,6 +121,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     clock,
     ...(options.proxyAddress ? { proxyAddress: options.proxyAddress } : {}),
   });
+  const checkpoints = new CheckpointManager({ manager, store, registry, agents: connections, logger });
   const adoption = new AgentAdoption({ store, registry, manager, agents: connections, logger, clock });
   const allocations = new AllocationSync({
     store,
@@ -140,6 +142,9 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     clock,
     isLeader: leading,
     ...poolControllerHooks({ connections, registry, allocations, manager }),
+    onPoolEmptied: async (namespace, pool) => {
+      await checkpoints.deletePoolCheckpoints(namespace, pool);
+    },
   });
   const onboarding = new AgentOnboarding({
     adoption,
@@ -205,7 +210,17 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     connections.start();
     await allocations.start();
     metrics.observe({ sandboxes: () => allocations.cachedSandboxes(), registry });
-    api = await startApiServer({ manager, store, registry, agents: connections, token: options.token, host: options.host, port: options.port, metrics });
+    api = await startApiServer({
+      manager,
+      store,
+      registry,
+      agents: connections,
+      checkpoints,
+      token: options.token,
+      host: options.host,
+      port: options.port,
+      metrics,
+    });
   } catch (error) {
     await api?.close();
     connections.stop();

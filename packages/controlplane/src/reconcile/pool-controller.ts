@@ -60,6 +60,11 @@ export interface PoolControllerOptions {
   agentUsable?(name: string): boolean;
   /** Called when an agent is registered (anew, or with a new endpoint): its sandboxes' slots can be recorded. */
   onAgentRegistered?(name: string): void;
+  /**
+   * Called when a pool being deleted has no sandbox left, while its agents still run, before it goes
+   * (its checkpoints' files are removed); a failure is retried like any reconcile. @default nothing
+   */
+  onPoolEmptied?(namespace: string, pool: string): Promise<void>;
   /** How often every pool is reconciled even when nothing it watches changed (placements, releases). @default 5000 */
   resyncIntervalMs?: number;
   /**
@@ -287,6 +292,7 @@ export class PoolController implements Reconciler {
       }
       return { requeueAfterMs: 1000 };
     }
+    await this.options.onPoolEmptied?.(namespace, pool.metadata.name);
     await updateWithRetry(
       this.options.store,
       "SandboxPool",

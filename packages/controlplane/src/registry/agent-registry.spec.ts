@@ -375,3 +375,32 @@ describe("AgentRegistry", () => {
     registry.verifyIndexes();
   });
 });
+
+describe("AgentRegistry placement restricted to some agents (restores from a checkpoint)", () => {
+  it("places only on the listed agents, the one with the most free slots first", () => {
+    const registry = registryWith(agent("a", { capacity: 8 }), agent("b", { capacity: 2 }), agent("c", { capacity: 3 }));
+    assert.equal(registry.place(request("s1", { agents: ["b", "c"] })).agent.name, "c");
+    assert.equal(registry.place(request("s2", { agents: ["b", "c"] })).agent.name, "b");
+    registry.verifyIndexes();
+  });
+
+  it("skips listed agents that are unready, full, of another pool or unknown, and says so when none is left", () => {
+    const registry = registryWith(agent("a", { capacity: 1 }), agent("b"), agent("other", { pool: "q" }));
+    registry.setAgentReady("b", false);
+    assert.equal(registry.place(request("s1", { agents: ["a", "b", "other", "gone"] })).agent.name, "a");
+    assertNoCapacity(
+      () => registry.place(request("s2", { agents: ["a", "b", "other", "gone"] })),
+      /none of the agents of pool default\/p .*\(a, b, other, gone\)/,
+    );
+    assertNoCapacity(() => registry.place(request("s3", { agents: [] })), /\(none\)/);
+    registry.verifyIndexes();
+  });
+
+  it("keeps the ports rule: a listed agent whose address uses a requested port is skipped", () => {
+    const registry = registryWith(agent("a"), agent("b"));
+    registry.place(request("s1", { ports: [8080], agents: ["a"] }));
+    assert.equal(registry.place(request("s2", { ports: [8080], agents: ["a", "b"] })).agent.name, "b");
+    assertNoCapacity(() => registry.place(request("s3", { ports: [8080], agents: ["a", "b"] })), /ports free/);
+    registry.verifyIndexes();
+  });
+});

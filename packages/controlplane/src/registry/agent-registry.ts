@@ -52,6 +52,12 @@ export interface PlacementRequest {
    * a Shared-network sandbox's exposed ports; none for an Isolated one, which has an address of its own.
    */
   ports: readonly number[];
+  /**
+   * Only these agents of the pool may take it (a restore goes to an agent that holds its checkpoint):
+   * the first of them that is ready with a free slot and the ports free, most free slots first. O(k)
+   * in their number. @default any agent of the pool
+   */
+  agents?: readonly string[];
 }
 
 export interface Placement {
@@ -231,6 +237,7 @@ export class AgentRegistry {
     if (existing !== undefined) return existing;
     validatePorts(request.ports, `sandbox ${request.sandboxKey}`);
     const pool = this.pools.get(poolKey(request.namespace, request.pool));
+    if (request.agents !== undefined) return this.placeOnOneOf(request, request.agents);
     const agent =
       pool === undefined
         ? undefined
@@ -243,6 +250,29 @@ export class AgentRegistry {
     const ports = Object.freeze([...request.ports]);
     this.allocate(agent, request.sandboxKey, ports);
     return { sandboxKey: request.sandboxKey, agent: agent.info, ports };
+  }
+
+  /** `place` restricted to `names` (see PlacementRequest.agents). */
+  private placeOnOneOf(request: PlacementRequest, names: readonly string[]): Placement {
+    let best: AgentState | undefined;
+    for (const name of names) {
+      this.inspected += 1;
+      const agent = this.agents.get(name);
+      if (agent === undefined || agent.info.namespace !== request.namespace || agent.info.pool !== request.pool) continue;
+      const free = schedulableFree(agent);
+      const hostPorts = request.ports.length > 0 ? this.hostPorts.get(agent.info.hostIP) : undefined;
+      if (free === 0 || request.ports.some((port) => agent.sandboxByPort.has(port) || hostPorts?.has(port))) continue;
+      if (best === undefined || free > schedulableFree(best)) best = agent;
+    }
+    if (best === undefined) {
+      throw new NoCapacityError(
+        `none of the agents of pool ${request.namespace}/${request.pool} that can take sandbox ${request.sandboxKey} ` +
+          `(${names.join(", ") || "none"}) is ready with a free slot${request.ports.length > 0 ? " and its ports free" : ""}`,
+      );
+    }
+    const ports = Object.freeze([...request.ports]);
+    this.allocate(best, request.sandboxKey, ports);
+    return { sandboxKey: request.sandboxKey, agent: best.info, ports };
   }
 
   /**

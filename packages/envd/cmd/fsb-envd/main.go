@@ -12,9 +12,11 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"fast-sandbox.io/envd"
 	"fast-sandbox.io/envd/internal/files"
+	"fast-sandbox.io/envd/internal/quiesce"
 	"fast-sandbox.io/envd/internal/server"
 )
 
@@ -42,6 +44,9 @@ func run() error {
 	maxUpload := flag.Int64("max-upload-bytes", defaultMaxUpload, "largest accepted /files upload, after gzip decoding (env FSB_ENVD_MAX_UPLOAD_BYTES)")
 	protected := flag.String("protected-dir", "/.fast-sandbox", "directory the API never touches (the daemon's own files); empty for none")
 	printVersion := flag.Bool("version", false, "print the E2B envd version this daemon is compatible with and exit")
+	stateDir := flag.String("state-dir", quiesce.DefaultStateDir, "where the daemon records its pid and state (envd.pid, envd.state) when that directory exists")
+	control := flag.String("control", "", "instead of serving: ask the running daemon to quiesce (close every socket, for a checkpoint) or resume, and wait until it has")
+	hostname := flag.String("hostname", "", "instead of serving: set the sandbox's hostname (needs CAP_SYS_ADMIN; with -control, before it)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q (see -help)", flag.Args())
@@ -50,19 +55,85 @@ func run() error {
 		fmt.Println(envd.Version)
 		return nil
 	}
+	if *control != "" || *hostname != "" {
+		if *hostname != "" {
+			if err := quiesce.SetHostname(*hostname); err != nil {
+				return fmt.Errorf("set the hostname to %q: %w", *hostname, err)
+			}
+		}
+		if *control != "" {
+			return quiesce.Control(*stateDir, *control, 5*time.Second)
+		}
+		return nil
+	}
 	if *maxUpload <= 0 {
 		return fmt.Errorf("-max-upload-bytes %d: give a positive number of bytes", *maxUpload)
-	}
-	listener, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", *listen, err)
 	}
 	var protectedDirs []string
 	if *protected != "" {
 		protectedDirs = append(protectedDirs, *protected)
 	}
 	daemon := server.New(server.Options{ProtectedDirs: protectedDirs, MaxUploadBytes: *maxUpload})
+	recorder := quiesce.Recorder{Dir: quiesce.StateDirIfPresent(*stateDir)}
+	if err := recorder.RecordPid(); err != nil {
+		fmt.Fprintf(os.Stderr, "fsb-envd: cannot record the pid (checkpoints of this sandbox will fail): %v\n", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return daemon.Serve(ctx, listener)
+	requests := make(chan os.Signal, 8)
+	signal.Notify(requests, quiesce.QuiesceSignal, quiesce.ResumeSignal)
+	for {
+		listener, err := net.Listen("tcp", *listen)
+		if err != nil {
+			return fmt.Errorf("cannot listen on %s: %w", *listen, err)
+		}
+		if err := recorder.RecordState(quiesce.Serving); err != nil {
+			fmt.Fprintf(os.Stderr, "fsb-envd: cannot record the state: %v\n", err)
+		}
+		quiesced, err := serveUntilQuiesced(ctx, daemon, listener, requests)
+		if err != nil || !quiesced {
+			return err
+		}
+		if err := recorder.RecordState(quiesce.Quiesced); err != nil {
+			fmt.Fprintf(os.Stderr, "fsb-envd: cannot record the state: %v\n", err)
+		}
+		if !waitForResume(ctx, requests) {
+			return nil
+		}
+	}
+}
+
+// serveUntilQuiesced serves until ctx ends (false) or a quiesce request arrives (true).
+func serveUntilQuiesced(ctx context.Context, daemon *server.Daemon, listener net.Listener, requests <-chan os.Signal) (bool, error) {
+	quiesceNow := make(chan struct{})
+	served := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case request := <-requests:
+				if request == quiesce.QuiesceSignal {
+					close(quiesceNow)
+					return
+				}
+			case <-served:
+				return
+			}
+		}
+	}()
+	defer close(served)
+	return daemon.ServeUntilQuiesced(ctx, listener, quiesceNow)
+}
+
+// waitForResume waits, holding no socket, for a resume request (true) or the end of ctx (false).
+func waitForResume(ctx context.Context, requests <-chan os.Signal) bool {
+	for {
+		select {
+		case request := <-requests:
+			if request == quiesce.ResumeSignal {
+				return true
+			}
+		case <-ctx.Done():
+			return false
+		}
+	}
 }

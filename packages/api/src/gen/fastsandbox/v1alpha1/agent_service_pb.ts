@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fastsandbox/v1alpha1/agent_service.proto.
  */
 export const file_fastsandbox_v1alpha1_agent_service: GenFile = /*@__PURE__*/
-  fileDesc("CihmYXN0c2FuZGJveC92MWFscGhhMS9hZ2VudF9zZXJ2aWNlLnByb3RvEhRmYXN0c2FuZGJveC52MWFscGhhMSIUChJBZ2VudFN0YXR1c1JlcXVlc3QiowEKC0FnZW50U3RhdHVzEgwKBG5hbWUYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBHBvb2wYAyABKAkSEQoJbm9kZV9uYW1lGAQgASgJEg4KBmltYWdlcxgFIAMoCRI1CglzYW5kYm94ZXMYBiADKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3gSCwoDcGlkGAcgASgFIuoCChlBZ2VudENyZWF0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDQoFaW1hZ2UYBCABKAkSDwoHY29tbWFuZBgFIAMoCRIMCgRhcmdzGAYgAygJEioKBGVudnMYByADKAsyHC5mYXN0c2FuZGJveC52MWFscGhhMS5FbnZWYXISEwoLd29ya2luZ19kaXIYCCABKAkSFAoMcnVudGltZV90eXBlGAkgASgJEhIKCmNwdV9taWxsaXMYCiABKAUSFAoMbWVtb3J5X2J5dGVzGAsgASgDEgwKBHBpZHMYDCABKAUSDQoFc2xvdHMYDSABKAUSFQoNZXhwb3NlZF9wb3J0cxgOIAMoBRI1CgduZXR3b3JrGA8gASgLMiQuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveE5ldHdvcmsi1wEKDlNhbmRib3hOZXR3b3JrEjcKBG1vZGUYASABKA4yKS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94TmV0d29yay5Nb2RlEjIKBmVncmVzcxgCIAEoCzIiLmZhc3RzYW5kYm94LnYxYWxwaGExLkVncmVzc1BvbGljeRIgChhhbGxvd19zYW5kYm94X3RvX3NhbmRib3gYAyABKAgiNgoETW9kZRIUChBNT0RFX1VOU1BFQ0lGSUVEEAASCgoGU0hBUkVEEAESDAoISVNPTEFURUQQAiLBAQoMRWdyZXNzUG9saWN5EjUKBGtpbmQYASABKA4yJy5mYXN0c2FuZGJveC52MWFscGhhMS5FZ3Jlc3NQb2xpY3kuS2luZBIvCgVhbGxvdxgCIAMoCzIgLmZhc3RzYW5kYm94LnYxYWxwaGExLkVncmVzc1J1bGUiSQoES2luZBIUChBLSU5EX1VOU1BFQ0lGSUVEEAASDQoJQUxMT1dfQUxMEAESDAoIREVOWV9BTEwQAhIOCgpBTExPV19MSVNUEAMiOwoKRWdyZXNzUnVsZRIMCgRjaWRyGAEgASgJEg0KBXBvcnRzGAIgAygFEhAKCHByb3RvY29sGAMgASgJIrkBCgxBZ2VudFNhbmRib3gSEgoKc2FuZGJveF9pZBgBIAEoCRIRCgluYW1lc3BhY2UYAiABKAkSDAoEbmFtZRgDIAEoCRINCgVpbWFnZRgEIAEoCRINCgVzdGF0ZRgFIAEoCRILCgNwaWQYBiABKAUSFgoJZXhpdF9jb2RlGAcgASgFSACIAQESEgoKb29tX2tpbGxlZBgIIAEoCBIPCgdhZGRyZXNzGAkgASgJQgwKCl9leGl0X2NvZGUiSAoZQWdlbnREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhcKD2dyYWNlX3BlcmlvZF9tcxgCIAEoBSIcChpBZ2VudERlbGV0ZVNhbmRib3hSZXNwb25zZSIbChlBZ2VudExpc3RTYW5kYm94ZXNSZXF1ZXN0IlMKGkFnZW50TGlzdFNhbmRib3hlc1Jlc3BvbnNlEjUKCXNhbmRib3hlcxgBIAMoCzIiLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50U2FuZGJveCI2ChBBZ2VudExvZ3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDgoGZm9sbG93GAIgASgIIngKEEFnZW50RXhlY1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIPCgdjb21tYW5kGAIgAygJEioKBGVudnMYAyADKAsyHC5mYXN0c2FuZGJveC52MWFscGhhMS5FbnZWYXISEwoLd29ya2luZ19kaXIYBCABKAkiJgoVQWdlbnRQdWxsSW1hZ2VSZXF1ZXN0Eg0KBWltYWdlGAEgASgJMr8FCgxBZ2VudFNlcnZpY2USVQoGU3RhdHVzEiguZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTdGF0dXNSZXF1ZXN0GiEuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTdGF0dXMSZAoNQ3JlYXRlU2FuZGJveBIvLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50Q3JlYXRlU2FuZGJveFJlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3gScgoNRGVsZXRlU2FuZGJveBIvLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50RGVsZXRlU2FuZGJveFJlcXVlc3QaMC5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudERlbGV0ZVNhbmRib3hSZXNwb25zZRJyCg1MaXN0U2FuZGJveGVzEi8uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRMaXN0U2FuZGJveGVzUmVxdWVzdBowLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50TGlzdFNhbmRib3hlc1Jlc3BvbnNlElQKBExvZ3MSJi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExvZ3NSZXF1ZXN0GiIuZmFzdHNhbmRib3gudjFhbHBoYTEuTG9nc1Jlc3BvbnNlMAESVAoERXhlYxImLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50RXhlY1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5FeGVjUmVzcG9uc2UwARJeCglQdWxsSW1hZ2USKy5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFB1bGxJbWFnZVJlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5QdWxsUHJvZ3Jlc3MwAWIGcHJvdG8z", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
+  fileDesc("CihmYXN0c2FuZGJveC92MWFscGhhMS9hZ2VudF9zZXJ2aWNlLnByb3RvEhRmYXN0c2FuZGJveC52MWFscGhhMSIUChJBZ2VudFN0YXR1c1JlcXVlc3QiowEKC0FnZW50U3RhdHVzEgwKBG5hbWUYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBHBvb2wYAyABKAkSEQoJbm9kZV9uYW1lGAQgASgJEg4KBmltYWdlcxgFIAMoCRI1CglzYW5kYm94ZXMYBiADKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3gSCwoDcGlkGAcgASgFIoMDChlBZ2VudENyZWF0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDQoFaW1hZ2UYBCABKAkSDwoHY29tbWFuZBgFIAMoCRIMCgRhcmdzGAYgAygJEioKBGVudnMYByADKAsyHC5mYXN0c2FuZGJveC52MWFscGhhMS5FbnZWYXISEwoLd29ya2luZ19kaXIYCCABKAkSFAoMcnVudGltZV90eXBlGAkgASgJEhIKCmNwdV9taWxsaXMYCiABKAUSFAoMbWVtb3J5X2J5dGVzGAsgASgDEgwKBHBpZHMYDCABKAUSDQoFc2xvdHMYDSABKAUSFQoNZXhwb3NlZF9wb3J0cxgOIAMoBRI1CgduZXR3b3JrGA8gASgLMiQuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveE5ldHdvcmsSFwoPZnJvbV9jaGVja3BvaW50GBAgASgJItcBCg5TYW5kYm94TmV0d29yaxI3CgRtb2RlGAEgASgOMikuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveE5ldHdvcmsuTW9kZRIyCgZlZ3Jlc3MYAiABKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5FZ3Jlc3NQb2xpY3kSIAoYYWxsb3dfc2FuZGJveF90b19zYW5kYm94GAMgASgIIjYKBE1vZGUSFAoQTU9ERV9VTlNQRUNJRklFRBAAEgoKBlNIQVJFRBABEgwKCElTT0xBVEVEEAIiwQEKDEVncmVzc1BvbGljeRI1CgRraW5kGAEgASgOMicuZmFzdHNhbmRib3gudjFhbHBoYTEuRWdyZXNzUG9saWN5LktpbmQSLwoFYWxsb3cYAiADKAsyIC5mYXN0c2FuZGJveC52MWFscGhhMS5FZ3Jlc3NSdWxlIkkKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEg0KCUFMTE9XX0FMTBABEgwKCERFTllfQUxMEAISDgoKQUxMT1dfTElTVBADIjsKCkVncmVzc1J1bGUSDAoEY2lkchgBIAEoCRINCgVwb3J0cxgCIAMoBRIQCghwcm90b2NvbBgDIAEoCSK5AQoMQWdlbnRTYW5kYm94EhIKCnNhbmRib3hfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDQoFaW1hZ2UYBCABKAkSDQoFc3RhdGUYBSABKAkSCwoDcGlkGAYgASgFEhYKCWV4aXRfY29kZRgHIAEoBUgAiAEBEhIKCm9vbV9raWxsZWQYCCABKAgSDwoHYWRkcmVzcxgJIAEoCUIMCgpfZXhpdF9jb2RlIkgKGUFnZW50RGVsZXRlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIXCg9ncmFjZV9wZXJpb2RfbXMYAiABKAUiHAoaQWdlbnREZWxldGVTYW5kYm94UmVzcG9uc2UiGwoZQWdlbnRMaXN0U2FuZGJveGVzUmVxdWVzdCJTChpBZ2VudExpc3RTYW5kYm94ZXNSZXNwb25zZRI1CglzYW5kYm94ZXMYASADKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3giNgoQQWdlbnRMb2dzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg4KBmZvbGxvdxgCIAEoCCJ4ChBBZ2VudEV4ZWNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDwoHY29tbWFuZBgCIAMoCRIqCgRlbnZzGAMgAygLMhwuZmFzdHNhbmRib3gudjFhbHBoYTEuRW52VmFyEhMKC3dvcmtpbmdfZGlyGAQgASgJIiYKFUFnZW50UHVsbEltYWdlUmVxdWVzdBINCgVpbWFnZRgBIAEoCSKQAgoPQWdlbnRDaGVja3BvaW50EhUKDWNoZWNrcG9pbnRfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDAoEcG9vbBgEIAEoCRIZChFzb3VyY2Vfc2FuZGJveF9pZBgFIAEoCRITCgtzb3VyY2VfbmFtZRgGIAEoCRINCgVpbWFnZRgHIAEoCRIUCgxydW50aW1lX3R5cGUYCCABKAkSFAoMbmV0d29ya19tb2RlGAkgASgJEg8KB2NvbW1hbmQYCiADKAkSEwoLd29ya2luZ19kaXIYCyABKAkSEgoKY3JlYXRlZF9hdBgMIAEoCRISCgpzaXplX2J5dGVzGA0gASgDIoIBCh1BZ2VudENoZWNrcG9pbnRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhUKDWNoZWNrcG9pbnRfaWQYAiABKAkSEQoJbmFtZXNwYWNlGAMgASgJEgwKBG5hbWUYBCABKAkSFQoNbGVhdmVfc3RvcHBlZBgFIAEoCCJGChlBZ2VudFJlc3VtZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSFQoNY2hlY2twb2ludF9pZBgCIAEoCSIcChpBZ2VudFJlc3VtZVNhbmRib3hSZXNwb25zZSIdChtBZ2VudExpc3RDaGVja3BvaW50c1JlcXVlc3QiWgocQWdlbnRMaXN0Q2hlY2twb2ludHNSZXNwb25zZRI6CgtjaGVja3BvaW50cxgBIAMoCzIlLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50Q2hlY2twb2ludCI1ChxBZ2VudERlbGV0ZUNoZWNrcG9pbnRSZXF1ZXN0EhUKDWNoZWNrcG9pbnRfaWQYASABKAkiHwodQWdlbnREZWxldGVDaGVja3BvaW50UmVzcG9uc2UymwkKDEFnZW50U2VydmljZRJVCgZTdGF0dXMSKC5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFN0YXR1c1JlcXVlc3QaIS5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFN0YXR1cxJkCg1DcmVhdGVTYW5kYm94Ei8uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRDcmVhdGVTYW5kYm94UmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50U2FuZGJveBJyCg1EZWxldGVTYW5kYm94Ei8uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnREZWxldGVTYW5kYm94UmVxdWVzdBowLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50RGVsZXRlU2FuZGJveFJlc3BvbnNlEnIKDUxpc3RTYW5kYm94ZXMSLy5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExpc3RTYW5kYm94ZXNSZXF1ZXN0GjAuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRMaXN0U2FuZGJveGVzUmVzcG9uc2USVAoETG9ncxImLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50TG9nc1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5Mb2dzUmVzcG9uc2UwARJUCgRFeGVjEiYuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRFeGVjUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLkV4ZWNSZXNwb25zZTABEl4KCVB1bGxJbWFnZRIrLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50UHVsbEltYWdlUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLlB1bGxQcm9ncmVzczABEm8KEUNoZWNrcG9pbnRTYW5kYm94EjMuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRDaGVja3BvaW50U2FuZGJveFJlcXVlc3QaJS5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudENoZWNrcG9pbnQScgoNUmVzdW1lU2FuZGJveBIvLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50UmVzdW1lU2FuZGJveFJlcXVlc3QaMC5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFJlc3VtZVNhbmRib3hSZXNwb25zZRJ4Cg9MaXN0Q2hlY2twb2ludHMSMS5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExpc3RDaGVja3BvaW50c1JlcXVlc3QaMi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExpc3RDaGVja3BvaW50c1Jlc3BvbnNlEnsKEERlbGV0ZUNoZWNrcG9pbnQSMi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudERlbGV0ZUNoZWNrcG9pbnRSZXF1ZXN0GjMuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnREZWxldGVDaGVja3BvaW50UmVzcG9uc2ViBnByb3RvMw", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentStatusRequest
@@ -167,6 +167,14 @@ export type AgentCreateSandboxRequest = Message<"fastsandbox.v1alpha1.AgentCreat
    * @generated from field: fastsandbox.v1alpha1.SandboxNetwork network = 15;
    */
   network?: SandboxNetwork | undefined;
+
+  /**
+   * Restore the sandbox from this checkpoint (its checkpoint_id) instead of starting it from the
+   * image: image, command and environment are then the checkpoint's, network and identity the request's.
+   *
+   * @generated from field: string from_checkpoint = 16;
+   */
+  fromCheckpoint: string;
 };
 
 /**
@@ -533,6 +541,230 @@ export const AgentPullImageRequestSchema: GenMessage<AgentPullImageRequest> = /*
   messageDesc(file_fastsandbox_v1alpha1_agent_service, 13);
 
 /**
+ * @generated from message fastsandbox.v1alpha1.AgentCheckpoint
+ */
+export type AgentCheckpoint = Message<"fastsandbox.v1alpha1.AgentCheckpoint"> & {
+  /**
+   * @generated from field: string checkpoint_id = 1;
+   */
+  checkpointId: string;
+
+  /**
+   * The checkpoint's namespace and name (the control plane's).
+   *
+   * @generated from field: string namespace = 2;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string pool = 4;
+   */
+  pool: string;
+
+  /**
+   * The sandbox it was taken of.
+   *
+   * @generated from field: string source_sandbox_id = 5;
+   */
+  sourceSandboxId: string;
+
+  /**
+   * @generated from field: string source_name = 6;
+   */
+  sourceName: string;
+
+  /**
+   * @generated from field: string image = 7;
+   */
+  image: string;
+
+  /**
+   * @generated from field: string runtime_type = 8;
+   */
+  runtimeType: string;
+
+  /**
+   * shared | isolated: restores must be networked alike.
+   *
+   * @generated from field: string network_mode = 9;
+   */
+  networkMode: string;
+
+  /**
+   * The checkpointed command (entrypoint and arguments resolved) and working directory.
+   *
+   * @generated from field: repeated string command = 10;
+   */
+  command: string[];
+
+  /**
+   * @generated from field: string working_dir = 11;
+   */
+  workingDir: string;
+
+  /**
+   * RFC 3339.
+   *
+   * @generated from field: string created_at = 12;
+   */
+  createdAt: string;
+
+  /**
+   * @generated from field: int64 size_bytes = 13;
+   */
+  sizeBytes: bigint;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.AgentCheckpoint.
+ * Use `create(AgentCheckpointSchema)` to create a new message.
+ */
+export const AgentCheckpointSchema: GenMessage<AgentCheckpoint> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 14);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.AgentCheckpointSandboxRequest
+ */
+export type AgentCheckpointSandboxRequest = Message<"fastsandbox.v1alpha1.AgentCheckpointSandboxRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * Id of the new checkpoint: lower-case letters, digits, '.', '_' and '-'.
+   *
+   * @generated from field: string checkpoint_id = 2;
+   */
+  checkpointId: string;
+
+  /**
+   * @generated from field: string namespace = 3;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: string name = 4;
+   */
+  name: string;
+
+  /**
+   * Leave the sandbox stopped (no process runs; container, files and network stay) instead of
+   * restoring it in place at once.
+   *
+   * @generated from field: bool leave_stopped = 5;
+   */
+  leaveStopped: boolean;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.AgentCheckpointSandboxRequest.
+ * Use `create(AgentCheckpointSandboxRequestSchema)` to create a new message.
+ */
+export const AgentCheckpointSandboxRequestSchema: GenMessage<AgentCheckpointSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 15);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.AgentResumeSandboxRequest
+ */
+export type AgentResumeSandboxRequest = Message<"fastsandbox.v1alpha1.AgentResumeSandboxRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: string checkpoint_id = 2;
+   */
+  checkpointId: string;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.AgentResumeSandboxRequest.
+ * Use `create(AgentResumeSandboxRequestSchema)` to create a new message.
+ */
+export const AgentResumeSandboxRequestSchema: GenMessage<AgentResumeSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 16);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.AgentResumeSandboxResponse
+ */
+export type AgentResumeSandboxResponse = Message<"fastsandbox.v1alpha1.AgentResumeSandboxResponse"> & {
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.AgentResumeSandboxResponse.
+ * Use `create(AgentResumeSandboxResponseSchema)` to create a new message.
+ */
+export const AgentResumeSandboxResponseSchema: GenMessage<AgentResumeSandboxResponse> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 17);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.AgentListCheckpointsRequest
+ */
+export type AgentListCheckpointsRequest = Message<"fastsandbox.v1alpha1.AgentListCheckpointsRequest"> & {
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.AgentListCheckpointsRequest.
+ * Use `create(AgentListCheckpointsRequestSchema)` to create a new message.
+ */
+export const AgentListCheckpointsRequestSchema: GenMessage<AgentListCheckpointsRequest> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 18);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.AgentListCheckpointsResponse
+ */
+export type AgentListCheckpointsResponse = Message<"fastsandbox.v1alpha1.AgentListCheckpointsResponse"> & {
+  /**
+   * @generated from field: repeated fastsandbox.v1alpha1.AgentCheckpoint checkpoints = 1;
+   */
+  checkpoints: AgentCheckpoint[];
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.AgentListCheckpointsResponse.
+ * Use `create(AgentListCheckpointsResponseSchema)` to create a new message.
+ */
+export const AgentListCheckpointsResponseSchema: GenMessage<AgentListCheckpointsResponse> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 19);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.AgentDeleteCheckpointRequest
+ */
+export type AgentDeleteCheckpointRequest = Message<"fastsandbox.v1alpha1.AgentDeleteCheckpointRequest"> & {
+  /**
+   * @generated from field: string checkpoint_id = 1;
+   */
+  checkpointId: string;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.AgentDeleteCheckpointRequest.
+ * Use `create(AgentDeleteCheckpointRequestSchema)` to create a new message.
+ */
+export const AgentDeleteCheckpointRequestSchema: GenMessage<AgentDeleteCheckpointRequest> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 20);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.AgentDeleteCheckpointResponse
+ */
+export type AgentDeleteCheckpointResponse = Message<"fastsandbox.v1alpha1.AgentDeleteCheckpointResponse"> & {
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.AgentDeleteCheckpointResponse.
+ * Use `create(AgentDeleteCheckpointResponseSchema)` to create a new message.
+ */
+export const AgentDeleteCheckpointResponseSchema: GenMessage<AgentDeleteCheckpointResponse> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 21);
+
+/**
  * @generated from service fastsandbox.v1alpha1.AgentService
  */
 export const AgentService: GenService<{
@@ -593,6 +825,47 @@ export const AgentService: GenService<{
     methodKind: "server_streaming";
     input: typeof AgentPullImageRequestSchema;
     output: typeof PullProgressSchema;
+  },
+  /**
+   * Saves a running gVisor sandbox (memory, processes, root file system changes) as a checkpoint in
+   * the pool's checkpoint directory on the node; the sandbox runs on under its id unless leave_stopped.
+   *
+   * @generated from rpc fastsandbox.v1alpha1.AgentService.CheckpointSandbox
+   */
+  checkpointSandbox: {
+    methodKind: "unary";
+    input: typeof AgentCheckpointSandboxRequestSchema;
+    output: typeof AgentCheckpointSchema;
+  },
+  /**
+   * Restores a sandbox left stopped by CheckpointSandbox(leave_stopped) in place, from that checkpoint.
+   *
+   * @generated from rpc fastsandbox.v1alpha1.AgentService.ResumeSandbox
+   */
+  resumeSandbox: {
+    methodKind: "unary";
+    input: typeof AgentResumeSandboxRequestSchema;
+    output: typeof AgentResumeSandboxResponseSchema;
+  },
+  /**
+   * The checkpoints this agent can restore from (its pool's, on its node).
+   *
+   * @generated from rpc fastsandbox.v1alpha1.AgentService.ListCheckpoints
+   */
+  listCheckpoints: {
+    methodKind: "unary";
+    input: typeof AgentListCheckpointsRequestSchema;
+    output: typeof AgentListCheckpointsResponseSchema;
+  },
+  /**
+   * Removes a checkpoint's files (after the restores in flight from it); a missing one is not an error.
+   *
+   * @generated from rpc fastsandbox.v1alpha1.AgentService.DeleteCheckpoint
+   */
+  deleteCheckpoint: {
+    methodKind: "unary";
+    input: typeof AgentDeleteCheckpointRequestSchema;
+    output: typeof AgentDeleteCheckpointResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fastsandbox_v1alpha1_agent_service, 0);

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fastsandbox/v1alpha1/sandbox_service.proto.
  */
 export const file_fastsandbox_v1alpha1_sandbox_service: GenFile = /*@__PURE__*/
-  fileDesc("CipmYXN0c2FuZGJveC92MWFscGhhMS9zYW5kYm94X3NlcnZpY2UucHJvdG8SFGZhc3RzYW5kYm94LnYxYWxwaGExIvMBChRDcmVhdGVTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIvCgRzcGVjGAMgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFNwZWMSRgoGbGFiZWxzGAQgAygLMjYuZmFzdHNhbmRib3gudjFhbHBoYTEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuTGFiZWxzRW50cnkSEgoKcmVxdWVzdF9pZBgFIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjQKEUdldFNhbmRib3hSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJIjcKFExpc3RTYW5kYm94ZXNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRwb29sGAIgASgJIkkKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIwCglzYW5kYm94ZXMYASADKAsyHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94IvkBChRVcGRhdGVTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIvCgRzcGVjGAMgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFNwZWMSRgoGbGFiZWxzGAQgAygLMjYuZmFzdHNhbmRib3gudjFhbHBoYTEuVXBkYXRlU2FuZGJveFJlcXVlc3QuTGFiZWxzRW50cnkSGAoQcmVzb3VyY2VfdmVyc2lvbhgFIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImkKFERlbGV0ZVNhbmRib3hSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEhwKD2dyYWNlX3BlcmlvZF9tcxgDIAEoBUgAiAEBQhIKEF9ncmFjZV9wZXJpb2RfbXMiFwoVRGVsZXRlU2FuZGJveFJlc3BvbnNlIj4KC0xvZ3NSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBmZvbGxvdxgDIAEoCCKAAQoLRXhlY1JlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHY29tbWFuZBgDIAMoCRIqCgRlbnZzGAQgAygLMhwuZmFzdHNhbmRib3gudjFhbHBoYTEuRW52VmFyEhMKC3dvcmtpbmdfZGlyGAUgASgJIjsKGFJvdGF0ZUFjY2Vzc1Rva2VuUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCSJhChlSb3RhdGVBY2Nlc3NUb2tlblJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIuCgdzYW5kYm94GAIgASgLMh0uZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveCIYChZHZXRTYW5kYm94UHJveHlSZXF1ZXN0IiYKF0dldFNhbmRib3hQcm94eVJlc3BvbnNlEgsKA3VybBgBIAEoCSJKChdBcHBseVNhbmRib3hQb29sUmVxdWVzdBIvCgRwb29sGAEgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFBvb2wiOAoVR2V0U2FuZGJveFBvb2xSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJIiwKF0xpc3RTYW5kYm94UG9vbHNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCSJMChhMaXN0U2FuZGJveFBvb2xzUmVzcG9uc2USMAoFcG9vbHMYASADKAsyIS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94UG9vbCI7ChhEZWxldGVTYW5kYm94UG9vbFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkiGwoZRGVsZXRlU2FuZGJveFBvb2xSZXNwb25zZSJCChBQdWxsSW1hZ2VSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRwb29sGAIgASgJEg0KBWltYWdlGAMgASgJIjQKEUxpc3RBZ2VudHNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRwb29sGAIgASgJIsABCgVBZ2VudBIMCgRuYW1lGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIMCgRwb29sGAMgASgJEhAKCGVuZHBvaW50GAQgASgJEhAKCGNhcGFjaXR5GAUgASgFEhEKCWFsbG9jYXRlZBgGIAEoBRIOCgZpbWFnZXMYByADKAkSCwoDcGlkGAggASgFEg0KBXJlYWR5GAkgASgIEhIKCnVzZWRfcG9ydHMYCiADKAUSEQoJbm9kZV9uYW1lGAsgASgJIkEKEkxpc3RBZ2VudHNSZXNwb25zZRIrCgZhZ2VudHMYASADKAsyGy5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudCIVChNDcmVhdGVBcGlLZXlSZXF1ZXN0Ik0KFENyZWF0ZUFwaUtleVJlc3BvbnNlEg8KB2FwaV9rZXkYASABKAkSDwoHYXBpX3VybBgCIAEoCRITCgtzYW5kYm94X3VybBgDIAEoCTL6BgoOU2FuZGJveFNlcnZpY2USWgoNQ3JlYXRlU2FuZGJveBIqLmZhc3RzYW5kYm94LnYxYWxwaGExLkNyZWF0ZVNhbmRib3hSZXF1ZXN0Gh0uZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveBJUCgpHZXRTYW5kYm94EicuZmFzdHNhbmRib3gudjFhbHBoYTEuR2V0U2FuZGJveFJlcXVlc3QaHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94EmgKDUxpc3RTYW5kYm94ZXMSKi5mYXN0c2FuZGJveC52MWFscGhhMS5MaXN0U2FuZGJveGVzUmVxdWVzdBorLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJaCg1VcGRhdGVTYW5kYm94EiouZmFzdHNhbmRib3gudjFhbHBoYTEuVXBkYXRlU2FuZGJveFJlcXVlc3QaHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94EmgKDURlbGV0ZVNhbmRib3gSKi5mYXN0c2FuZGJveC52MWFscGhhMS5EZWxldGVTYW5kYm94UmVxdWVzdBorLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hSZXNwb25zZRJPCgRMb2dzEiEuZmFzdHNhbmRib3gudjFhbHBoYTEuTG9nc1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5Mb2dzUmVzcG9uc2UwARJPCgRFeGVjEiEuZmFzdHNhbmRib3gudjFhbHBoYTEuRXhlY1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5FeGVjUmVzcG9uc2UwARJ0ChFSb3RhdGVBY2Nlc3NUb2tlbhIuLmZhc3RzYW5kYm94LnYxYWxwaGExLlJvdGF0ZUFjY2Vzc1Rva2VuUmVxdWVzdBovLmZhc3RzYW5kYm94LnYxYWxwaGExLlJvdGF0ZUFjY2Vzc1Rva2VuUmVzcG9uc2USbgoPR2V0U2FuZGJveFByb3h5EiwuZmFzdHNhbmRib3gudjFhbHBoYTEuR2V0U2FuZGJveFByb3h5UmVxdWVzdBotLmZhc3RzYW5kYm94LnYxYWxwaGExLkdldFNhbmRib3hQcm94eVJlc3BvbnNlMvoECgtQb29sU2VydmljZRJkChBBcHBseVNhbmRib3hQb29sEi0uZmFzdHNhbmRib3gudjFhbHBoYTEuQXBwbHlTYW5kYm94UG9vbFJlcXVlc3QaIS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94UG9vbBJgCg5HZXRTYW5kYm94UG9vbBIrLmZhc3RzYW5kYm94LnYxYWxwaGExLkdldFNhbmRib3hQb29sUmVxdWVzdBohLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hQb29sEnEKEExpc3RTYW5kYm94UG9vbHMSLS5mYXN0c2FuZGJveC52MWFscGhhMS5MaXN0U2FuZGJveFBvb2xzUmVxdWVzdBouLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RTYW5kYm94UG9vbHNSZXNwb25zZRJ0ChFEZWxldGVTYW5kYm94UG9vbBIuLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hQb29sUmVxdWVzdBovLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hQb29sUmVzcG9uc2USXwoKTGlzdEFnZW50cxInLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RBZ2VudHNSZXF1ZXN0GiguZmFzdHNhbmRib3gudjFhbHBoYTEuTGlzdEFnZW50c1Jlc3BvbnNlElkKCVB1bGxJbWFnZRImLmZhc3RzYW5kYm94LnYxYWxwaGExLlB1bGxJbWFnZVJlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5QdWxsUHJvZ3Jlc3MwATJzCgpFMmJTZXJ2aWNlEmUKDENyZWF0ZUFwaUtleRIpLmZhc3RzYW5kYm94LnYxYWxwaGExLkNyZWF0ZUFwaUtleVJlcXVlc3QaKi5mYXN0c2FuZGJveC52MWFscGhhMS5DcmVhdGVBcGlLZXlSZXNwb25zZWIGcHJvdG8z", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
+  fileDesc("CipmYXN0c2FuZGJveC92MWFscGhhMS9zYW5kYm94X3NlcnZpY2UucHJvdG8SFGZhc3RzYW5kYm94LnYxYWxwaGExIowCChRDcmVhdGVTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIvCgRzcGVjGAMgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFNwZWMSRgoGbGFiZWxzGAQgAygLMjYuZmFzdHNhbmRib3gudjFhbHBoYTEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuTGFiZWxzRW50cnkSEgoKcmVxdWVzdF9pZBgFIAEoCRIXCg9mcm9tX2NoZWNrcG9pbnQYBiABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI0ChFHZXRTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCSI3ChRMaXN0U2FuZGJveGVzUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEcG9vbBgCIAEoCSJJChVMaXN0U2FuZGJveGVzUmVzcG9uc2USMAoJc2FuZGJveGVzGAEgAygLMh0uZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveCL5AQoUVXBkYXRlU2FuZGJveFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSLwoEc3BlYxgDIAEoCzIhLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hTcGVjEkYKBmxhYmVscxgEIAMoCzI2LmZhc3RzYW5kYm94LnYxYWxwaGExLlVwZGF0ZVNhbmRib3hSZXF1ZXN0LkxhYmVsc0VudHJ5EhgKEHJlc291cmNlX3ZlcnNpb24YBSABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJpChREZWxldGVTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIcCg9ncmFjZV9wZXJpb2RfbXMYAyABKAVIAIgBAUISChBfZ3JhY2VfcGVyaW9kX21zIhcKFURlbGV0ZVNhbmRib3hSZXNwb25zZSI+CgtMb2dzUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZmb2xsb3cYAyABKAgigAEKC0V4ZWNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEg8KB2NvbW1hbmQYAyADKAkSKgoEZW52cxgEIAMoCzIcLmZhc3RzYW5kYm94LnYxYWxwaGExLkVudlZhchITCgt3b3JraW5nX2RpchgFIAEoCSI7ChhSb3RhdGVBY2Nlc3NUb2tlblJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkiYQoZUm90YXRlQWNjZXNzVG9rZW5SZXNwb25zZRIUCgxhY2Nlc3NfdG9rZW4YASABKAkSLgoHc2FuZGJveBgCIAEoCzIdLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3giGAoWR2V0U2FuZGJveFByb3h5UmVxdWVzdCImChdHZXRTYW5kYm94UHJveHlSZXNwb25zZRILCgN1cmwYASABKAkiSgoXQXBwbHlTYW5kYm94UG9vbFJlcXVlc3QSLwoEcG9vbBgBIAEoCzIhLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hQb29sIjgKFUdldFNhbmRib3hQb29sUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCSIsChdMaXN0U2FuZGJveFBvb2xzUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkiTAoYTGlzdFNhbmRib3hQb29sc1Jlc3BvbnNlEjAKBXBvb2xzGAEgAygLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFBvb2wiOwoYRGVsZXRlU2FuZGJveFBvb2xSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJIhsKGURlbGV0ZVNhbmRib3hQb29sUmVzcG9uc2UiQgoQUHVsbEltYWdlUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEcG9vbBgCIAEoCRINCgVpbWFnZRgDIAEoCSI0ChFMaXN0QWdlbnRzUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEcG9vbBgCIAEoCSLAAQoFQWdlbnQSDAoEbmFtZRgBIAEoCRIRCgluYW1lc3BhY2UYAiABKAkSDAoEcG9vbBgDIAEoCRIQCghlbmRwb2ludBgEIAEoCRIQCghjYXBhY2l0eRgFIAEoBRIRCglhbGxvY2F0ZWQYBiABKAUSDgoGaW1hZ2VzGAcgAygJEgsKA3BpZBgIIAEoBRINCgVyZWFkeRgJIAEoCBISCgp1c2VkX3BvcnRzGAogAygFEhEKCW5vZGVfbmFtZRgLIAEoCSJBChJMaXN0QWdlbnRzUmVzcG9uc2USKwoGYWdlbnRzGAEgAygLMhsuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnQiFQoTQ3JlYXRlQXBpS2V5UmVxdWVzdCJNChRDcmVhdGVBcGlLZXlSZXNwb25zZRIPCgdhcGlfa2V5GAEgASgJEg8KB2FwaV91cmwYAiABKAkSEwoLc2FuZGJveF91cmwYAyABKAkiswEKCkNoZWNrcG9pbnQSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHc2FuZGJveBgDIAEoCRIMCgRwb29sGAQgASgJEg0KBWltYWdlGAUgASgJEhMKC2NyZWF0ZV90aW1lGAYgASgJEhIKCnNpemVfYnl0ZXMYByABKAMSEQoJbm9kZV9uYW1lGAggASgJEg4KBmFnZW50cxgJIAMoCRIKCgJpZBgKIAEoCSJPChhDaGVja3BvaW50U2FuZGJveFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKY2hlY2twb2ludBgDIAEoCSIrChZMaXN0Q2hlY2twb2ludHNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCSJQChdMaXN0Q2hlY2twb2ludHNSZXNwb25zZRI1CgtjaGVja3BvaW50cxgBIAMoCzIgLmZhc3RzYW5kYm94LnYxYWxwaGExLkNoZWNrcG9pbnQiOgoXRGVsZXRlQ2hlY2twb2ludFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkiGgoYRGVsZXRlQ2hlY2twb2ludFJlc3BvbnNlIs0BChJGb3JrU2FuZGJveFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFY291bnQYAyABKAUSEgoKY2hlY2twb2ludBgEIAEoCRJECgZsYWJlbHMYBSADKAsyNC5mYXN0c2FuZGJveC52MWFscGhhMS5Gb3JrU2FuZGJveFJlcXVlc3QuTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKDAQoTRm9ya1NhbmRib3hSZXNwb25zZRI2CglzYW5kYm94ZXMYASADKAsyIy5mYXN0c2FuZGJveC52MWFscGhhMS5Gb3JrZWRTYW5kYm94EjQKCmNoZWNrcG9pbnQYAiABKAsyIC5mYXN0c2FuZGJveC52MWFscGhhMS5DaGVja3BvaW50IlUKDUZvcmtlZFNhbmRib3gSLgoHc2FuZGJveBgBIAEoCzIdLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3gSFAoMYWNjZXNzX3Rva2VuGAIgASgJMqgKCg5TYW5kYm94U2VydmljZRJaCg1DcmVhdGVTYW5kYm94EiouZmFzdHNhbmRib3gudjFhbHBoYTEuQ3JlYXRlU2FuZGJveFJlcXVlc3QaHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94ElQKCkdldFNhbmRib3gSJy5mYXN0c2FuZGJveC52MWFscGhhMS5HZXRTYW5kYm94UmVxdWVzdBodLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3gSaAoNTGlzdFNhbmRib3hlcxIqLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GisuZmFzdHNhbmRib3gudjFhbHBoYTEuTGlzdFNhbmRib3hlc1Jlc3BvbnNlEloKDVVwZGF0ZVNhbmRib3gSKi5mYXN0c2FuZGJveC52MWFscGhhMS5VcGRhdGVTYW5kYm94UmVxdWVzdBodLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3gSaAoNRGVsZXRlU2FuZGJveBIqLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hSZXF1ZXN0GisuZmFzdHNhbmRib3gudjFhbHBoYTEuRGVsZXRlU2FuZGJveFJlc3BvbnNlEk8KBExvZ3MSIS5mYXN0c2FuZGJveC52MWFscGhhMS5Mb2dzUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLkxvZ3NSZXNwb25zZTABEk8KBEV4ZWMSIS5mYXN0c2FuZGJveC52MWFscGhhMS5FeGVjUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLkV4ZWNSZXNwb25zZTABEnQKEVJvdGF0ZUFjY2Vzc1Rva2VuEi4uZmFzdHNhbmRib3gudjFhbHBoYTEuUm90YXRlQWNjZXNzVG9rZW5SZXF1ZXN0Gi8uZmFzdHNhbmRib3gudjFhbHBoYTEuUm90YXRlQWNjZXNzVG9rZW5SZXNwb25zZRJuCg9HZXRTYW5kYm94UHJveHkSLC5mYXN0c2FuZGJveC52MWFscGhhMS5HZXRTYW5kYm94UHJveHlSZXF1ZXN0Gi0uZmFzdHNhbmRib3gudjFhbHBoYTEuR2V0U2FuZGJveFByb3h5UmVzcG9uc2USZQoRQ2hlY2twb2ludFNhbmRib3gSLi5mYXN0c2FuZGJveC52MWFscGhhMS5DaGVja3BvaW50U2FuZGJveFJlcXVlc3QaIC5mYXN0c2FuZGJveC52MWFscGhhMS5DaGVja3BvaW50Em4KD0xpc3RDaGVja3BvaW50cxIsLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RDaGVja3BvaW50c1JlcXVlc3QaLS5mYXN0c2FuZGJveC52MWFscGhhMS5MaXN0Q2hlY2twb2ludHNSZXNwb25zZRJxChBEZWxldGVDaGVja3BvaW50Ei0uZmFzdHNhbmRib3gudjFhbHBoYTEuRGVsZXRlQ2hlY2twb2ludFJlcXVlc3QaLi5mYXN0c2FuZGJveC52MWFscGhhMS5EZWxldGVDaGVja3BvaW50UmVzcG9uc2USYgoLRm9ya1NhbmRib3gSKC5mYXN0c2FuZGJveC52MWFscGhhMS5Gb3JrU2FuZGJveFJlcXVlc3QaKS5mYXN0c2FuZGJveC52MWFscGhhMS5Gb3JrU2FuZGJveFJlc3BvbnNlMvoECgtQb29sU2VydmljZRJkChBBcHBseVNhbmRib3hQb29sEi0uZmFzdHNhbmRib3gudjFhbHBoYTEuQXBwbHlTYW5kYm94UG9vbFJlcXVlc3QaIS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94UG9vbBJgCg5HZXRTYW5kYm94UG9vbBIrLmZhc3RzYW5kYm94LnYxYWxwaGExLkdldFNhbmRib3hQb29sUmVxdWVzdBohLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hQb29sEnEKEExpc3RTYW5kYm94UG9vbHMSLS5mYXN0c2FuZGJveC52MWFscGhhMS5MaXN0U2FuZGJveFBvb2xzUmVxdWVzdBouLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RTYW5kYm94UG9vbHNSZXNwb25zZRJ0ChFEZWxldGVTYW5kYm94UG9vbBIuLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hQb29sUmVxdWVzdBovLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hQb29sUmVzcG9uc2USXwoKTGlzdEFnZW50cxInLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RBZ2VudHNSZXF1ZXN0GiguZmFzdHNhbmRib3gudjFhbHBoYTEuTGlzdEFnZW50c1Jlc3BvbnNlElkKCVB1bGxJbWFnZRImLmZhc3RzYW5kYm94LnYxYWxwaGExLlB1bGxJbWFnZVJlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5QdWxsUHJvZ3Jlc3MwATJzCgpFMmJTZXJ2aWNlEmUKDENyZWF0ZUFwaUtleRIpLmZhc3RzYW5kYm94LnYxYWxwaGExLkNyZWF0ZUFwaUtleVJlcXVlc3QaKi5mYXN0c2FuZGJveC52MWFscGhhMS5DcmVhdGVBcGlLZXlSZXNwb25zZWIGcHJvdG8z", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
 
 /**
  * @generated from message fastsandbox.v1alpha1.CreateSandboxRequest
@@ -53,6 +53,16 @@ export type CreateSandboxRequest = Message<"fastsandbox.v1alpha1.CreateSandboxRe
    * @generated from field: string request_id = 5;
    */
   requestId: string;
+
+  /**
+   * Restore the sandbox from this checkpoint (its name in the namespace) instead of starting it from
+   * an image: it runs on where the checkpointed sandbox was (its memory, processes and files), in
+   * the checkpoint's pool on the checkpoint's node. The spec may then be empty; image and pool_ref,
+   * if given, must be the checkpoint's, and command, args, envs and working_dir must be empty.
+   *
+   * @generated from field: string from_checkpoint = 6;
+   */
+  fromCheckpoint: string;
 };
 
 /**
@@ -643,6 +653,273 @@ export const CreateApiKeyResponseSchema: GenMessage<CreateApiKeyResponse> = /*@_
   messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 24);
 
 /**
+ * A saved sandbox (gVisor pools only) on one node, from which new sandboxes are restored.
+ *
+ * @generated from message fastsandbox.v1alpha1.Checkpoint
+ */
+export type Checkpoint = Message<"fastsandbox.v1alpha1.Checkpoint"> & {
+  /**
+   * @generated from field: string namespace = 1;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The sandbox it was taken of.
+   *
+   * @generated from field: string sandbox = 3;
+   */
+  sandbox: string;
+
+  /**
+   * @generated from field: string pool = 4;
+   */
+  pool: string;
+
+  /**
+   * @generated from field: string image = 5;
+   */
+  image: string;
+
+  /**
+   * RFC 3339.
+   *
+   * @generated from field: string create_time = 6;
+   */
+  createTime: string;
+
+  /**
+   * @generated from field: int64 size_bytes = 7;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * The node that holds it, and the agents there that restore from it.
+   *
+   * @generated from field: string node_name = 8;
+   */
+  nodeName: string;
+
+  /**
+   * @generated from field: repeated string agents = 9;
+   */
+  agents: string[];
+
+  /**
+   * Its id on the node (its directory).
+   *
+   * @generated from field: string id = 10;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.Checkpoint.
+ * Use `create(CheckpointSchema)` to create a new message.
+ */
+export const CheckpointSchema: GenMessage<Checkpoint> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 25);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.CheckpointSandboxRequest
+ */
+export type CheckpointSandboxRequest = Message<"fastsandbox.v1alpha1.CheckpointSandboxRequest"> & {
+  /**
+   * @generated from field: string namespace = 1;
+   */
+  namespace: string;
+
+  /**
+   * The sandbox.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The checkpoint's name (a DNS label, unique in the namespace); generated when empty.
+   *
+   * @generated from field: string checkpoint = 3;
+   */
+  checkpoint: string;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.CheckpointSandboxRequest.
+ * Use `create(CheckpointSandboxRequestSchema)` to create a new message.
+ */
+export const CheckpointSandboxRequestSchema: GenMessage<CheckpointSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 26);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.ListCheckpointsRequest
+ */
+export type ListCheckpointsRequest = Message<"fastsandbox.v1alpha1.ListCheckpointsRequest"> & {
+  /**
+   * Empty: the default namespace. "*": all namespaces.
+   *
+   * @generated from field: string namespace = 1;
+   */
+  namespace: string;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.ListCheckpointsRequest.
+ * Use `create(ListCheckpointsRequestSchema)` to create a new message.
+ */
+export const ListCheckpointsRequestSchema: GenMessage<ListCheckpointsRequest> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 27);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.ListCheckpointsResponse
+ */
+export type ListCheckpointsResponse = Message<"fastsandbox.v1alpha1.ListCheckpointsResponse"> & {
+  /**
+   * @generated from field: repeated fastsandbox.v1alpha1.Checkpoint checkpoints = 1;
+   */
+  checkpoints: Checkpoint[];
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.ListCheckpointsResponse.
+ * Use `create(ListCheckpointsResponseSchema)` to create a new message.
+ */
+export const ListCheckpointsResponseSchema: GenMessage<ListCheckpointsResponse> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 28);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.DeleteCheckpointRequest
+ */
+export type DeleteCheckpointRequest = Message<"fastsandbox.v1alpha1.DeleteCheckpointRequest"> & {
+  /**
+   * @generated from field: string namespace = 1;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.DeleteCheckpointRequest.
+ * Use `create(DeleteCheckpointRequestSchema)` to create a new message.
+ */
+export const DeleteCheckpointRequestSchema: GenMessage<DeleteCheckpointRequest> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 29);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.DeleteCheckpointResponse
+ */
+export type DeleteCheckpointResponse = Message<"fastsandbox.v1alpha1.DeleteCheckpointResponse"> & {
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.DeleteCheckpointResponse.
+ * Use `create(DeleteCheckpointResponseSchema)` to create a new message.
+ */
+export const DeleteCheckpointResponseSchema: GenMessage<DeleteCheckpointResponse> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 30);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.ForkSandboxRequest
+ */
+export type ForkSandboxRequest = Message<"fastsandbox.v1alpha1.ForkSandboxRequest"> & {
+  /**
+   * @generated from field: string namespace = 1;
+   */
+  namespace: string;
+
+  /**
+   * The running sandbox to copy.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * How many copies: 1 to 32.
+   *
+   * @generated from field: int32 count = 3;
+   */
+  count: number;
+
+  /**
+   * Keep the checkpoint the copies come from under this name; empty: it is deleted once they run.
+   *
+   * @generated from field: string checkpoint = 4;
+   */
+  checkpoint: string;
+
+  /**
+   * Labels of every copy.
+   *
+   * @generated from field: map<string, string> labels = 5;
+   */
+  labels: { [key: string]: string };
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.ForkSandboxRequest.
+ * Use `create(ForkSandboxRequestSchema)` to create a new message.
+ */
+export const ForkSandboxRequestSchema: GenMessage<ForkSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 31);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.ForkSandboxResponse
+ */
+export type ForkSandboxResponse = Message<"fastsandbox.v1alpha1.ForkSandboxResponse"> & {
+  /**
+   * @generated from field: repeated fastsandbox.v1alpha1.ForkedSandbox sandboxes = 1;
+   */
+  sandboxes: ForkedSandbox[];
+
+  /**
+   * The checkpoint kept (when the request named one).
+   *
+   * @generated from field: fastsandbox.v1alpha1.Checkpoint checkpoint = 2;
+   */
+  checkpoint?: Checkpoint | undefined;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.ForkSandboxResponse.
+ * Use `create(ForkSandboxResponseSchema)` to create a new message.
+ */
+export const ForkSandboxResponseSchema: GenMessage<ForkSandboxResponse> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 32);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.ForkedSandbox
+ */
+export type ForkedSandbox = Message<"fastsandbox.v1alpha1.ForkedSandbox"> & {
+  /**
+   * @generated from field: fastsandbox.v1alpha1.Sandbox sandbox = 1;
+   */
+  sandbox?: Sandbox | undefined;
+
+  /**
+   * Its access token (the sandbox proxy's X-Access-Token), told only here.
+   *
+   * @generated from field: string access_token = 2;
+   */
+  accessToken: string;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.ForkedSandbox.
+ * Use `create(ForkedSandboxSchema)` to create a new message.
+ */
+export const ForkedSandboxSchema: GenMessage<ForkedSandbox> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 33);
+
+/**
  * @generated from service fastsandbox.v1alpha1.SandboxService
  */
 export const SandboxService: GenService<{
@@ -727,6 +1004,47 @@ export const SandboxService: GenService<{
     methodKind: "unary";
     input: typeof GetSandboxProxyRequestSchema;
     output: typeof GetSandboxProxyResponseSchema;
+  },
+  /**
+   * Saves a running sandbox of a gVisor pool (memory, processes, root file system changes) as a
+   * named checkpoint on its agent's node. The sandbox runs on under its name, id and address; it
+   * stops for about half a second meanwhile. CreateSandbox(from_checkpoint) restores it.
+   *
+   * @generated from rpc fastsandbox.v1alpha1.SandboxService.CheckpointSandbox
+   */
+  checkpointSandbox: {
+    methodKind: "unary";
+    input: typeof CheckpointSandboxRequestSchema;
+    output: typeof CheckpointSchema;
+  },
+  /**
+   * @generated from rpc fastsandbox.v1alpha1.SandboxService.ListCheckpoints
+   */
+  listCheckpoints: {
+    methodKind: "unary";
+    input: typeof ListCheckpointsRequestSchema;
+    output: typeof ListCheckpointsResponseSchema;
+  },
+  /**
+   * Removes the checkpoint's files from its node; sandboxes restored from it are not affected.
+   *
+   * @generated from rpc fastsandbox.v1alpha1.SandboxService.DeleteCheckpoint
+   */
+  deleteCheckpoint: {
+    methodKind: "unary";
+    input: typeof DeleteCheckpointRequestSchema;
+    output: typeof DeleteCheckpointResponseSchema;
+  },
+  /**
+   * Makes `count` running copies of a running gVisor sandbox from one checkpoint of it, each with a
+   * name, sandbox id, address and hostname of its own; their access tokens are in the response.
+   *
+   * @generated from rpc fastsandbox.v1alpha1.SandboxService.ForkSandbox
+   */
+  forkSandbox: {
+    methodKind: "unary";
+    input: typeof ForkSandboxRequestSchema;
+    output: typeof ForkSandboxResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fastsandbox_v1alpha1_sandbox_service, 0);

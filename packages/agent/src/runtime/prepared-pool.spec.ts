@@ -88,6 +88,32 @@ describe("PreparedPool", () => {
     assert.throws(() => pool.adopt([9]));
   });
 
+  it("waits for beforeEachPrepare before every prepare, and a drain ends the wait", async () => {
+    let gate: () => void = () => undefined;
+    let waits = 0;
+    let made = 0;
+    const pool = new PreparedPool({
+      target: 2,
+      prepare: async () => ++made,
+      beforeEachPrepare: (signal) =>
+        new Promise<void>((resolve, reject) => {
+          waits += 1;
+          gate = resolve;
+          signal.addEventListener("abort", () => reject(new Error("stopped")));
+        }),
+    });
+    pool.fill();
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(waits, 1);
+    assert.equal(made, 0, "nothing is prepared while the gate is closed");
+    gate();
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(made, 1);
+    assert.equal(waits, 2);
+    assert.deepEqual(await pool.drain(), [1]);
+    assert.equal(made, 1, "a drained pool prepares nothing more");
+  });
+
   it("randomized takes, adoptions and fills against a model: every item is handed out once, kept, or drained", async () => {
     let seed = 42;
     const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;

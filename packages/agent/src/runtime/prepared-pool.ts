@@ -1,8 +1,9 @@
 /**
  * A few expensive things made ahead of need (network namespaces: a CNI ADD costs more than the rest
- * of a create), handed out one at a time and made again in the background, one after another so
- * the refill never competes with creates for more than one core. Generic, so its rules are tested
- * with fakes.
+ * of a create; whole sandboxes: prepared instances), handed out one at a time and made again in the
+ * background, one after another so the refill never competes with creates for more than one core
+ * (and, with `beforeEachPrepare`, not while creates are in flight at all). Generic, so its rules are
+ * tested with fakes.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 
@@ -14,6 +15,8 @@ export interface PreparedPoolOptions<T> {
   retryDelayMs?: number;
   /** Told about every failed prepare (the pool retries). */
   onError?: (error: unknown) => void;
+  /** Awaited before each prepare of a refill, e.g. until no create is in flight. @default none */
+  beforeEachPrepare?: (signal: AbortSignal) => Promise<void>;
 }
 
 export class PreparedPool<T> {
@@ -78,6 +81,10 @@ export class PreparedPool<T> {
     let failures = 0;
     while (!this.stopped && this.ready.length < this.target) {
       try {
+        if (this.options.beforeEachPrepare) {
+          await this.options.beforeEachPrepare(this.stopping.signal).catch(() => undefined);
+          if (this.stopped) break;
+        }
         const item = await this.options.prepare();
         this.ready.push(item);
         failures = 0;

@@ -1,0 +1,275 @@
+/**
+ * `bench restore`: gVisor restores from a checkpoint, on demand and as a fork.
+ *
+ * Method. An in-process embedded control plane with one agent of a gVisor pool (runsc through the
+ * runc v2 shim, Isolated network, the in-sandbox daemon running). One template sandbox runs a
+ * shell loop that writes a counter ten times a second; it is checkpointed once (the source runs on).
+ * Then, one after another:
+ * - restore (on demand): the SDK's `checkpoints.restore(checkpoint)` — fast-path API, placement on
+ *   the agent that holds the checkpoint, the agent's restore (network namespace, snapshot,
+ *   container, Tasks.Create with criu_image_path, Tasks.Start = `runsc restore`, the copy's hostname
+ *   and daemon) — timed from the call to its answer (the copy runs); the copy is deleted untimed.
+ *   `--count` measured rounds after `--warmup` unrecorded ones (defaults 20 and 2).
+ * - fork K=4: the SDK's `checkpoints.fork(template, {count: 4})` — a checkpoint of the running
+ *   template (the template is saved and restored in place), 4 restores in parallel, the checkpoint
+ *   deleted — timed from the call to its answer (4 copies run); `--forks` rounds (default 3), the
+ *   copies deleted untimed between them.
+ * - checkpoint: the SDK's `checkpoints.create(template)` then its delete, timed alone (the source's
+ *   time without a running process is about its checkpoint + in-place restore), `--forks` rounds.
+ * The agent's own step timings of every restore are read from its log (`sandbox restored`).
+ * pooled_claim_p50_ms — claiming a copy restored ahead of time — needs gVisor prepared instances,
+ * which do not exist yet (prepared instances are runc-only): it prints `n/a`.
+ * The last line is `RESULT restore_p50_ms=… fork_k4_wall_ms=… pooled_claim_p50_ms=…`.
+ */
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import { destination, pino } from "pino";
+import { API_VERSION } from "@fast-sandbox/api";
+import { startEmbeddedControlPlane, type EmbeddedControlPlane } from "@fast-sandbox/controlplane";
+import { FastSandboxClient } from "@fast-sandbox/sdk";
+import { cleanNamespace, leftovers, removeCgroupTree } from "./ctr-baseline.js";
+import { machine } from "./create.js";
+import { formatTable, summarize, type Summary } from "./stats.js";
+
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const POOL = "bench-restore";
+const TEMPLATE = "restore-template";
+const COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done";
+
+export interface RestoreBenchOptions {
+  count: number;
+  warmup: number;
+  forks: number;
+  image: string;
+  namespace: string;
+  log: (message: string) => void;
+}
+
+/** The agent's steps of one restore, as its log reports them (checkpoints.ts). */
+export interface RestoreSteps {
+  network: Summary;
+  snapshot: Summary;
+  container: Summary;
+  task: Summary;
+  /** Tasks.Start: `runsc restore`. */
+  start: Summary;
+  /** The copy's hostname and daemon (one exec). */
+  identity: Summary;
+  total: Summary;
+}
+
+export interface RestoreBenchResult {
+  benchmark: "restore";
+  count: number;
+  warmup: number;
+  forks: number;
+  image: string;
+  restore: Summary;
+  forkK4Wall: Summary;
+  checkpoint: Summary;
+  agentSteps: RestoreSteps | undefined;
+  /** The agent's steps of every checkpoint (the forks' included): quiesce, runsc checkpoint, resume in place, total. */
+  checkpointSteps: { quiesce: Summary; checkpoint: Summary; resume: Summary; total: Summary } | undefined;
+  checkpointSizeBytes: number;
+  /** Undefined: gVisor prepared instances do not exist yet. */
+  pooledClaim: Summary | undefined;
+  machine: ReturnType<typeof machine>;
+  cleanup: { leftoverTasks: string[]; leftoverContainers: string[]; cgroupDirsLeft: number };
+}
+
+export async function runRestoreBench(options: RestoreBenchOptions): Promise<RestoreBenchResult> {
+  const { count, warmup, forks, image, namespace, log } = options;
+  if (process.getuid?.() !== 0) throw new Error("the benchmark needs root (containerd's socket, cgroups, network namespaces)");
+  log(`importing ${image} into containerd namespace ${namespace} (cached)`);
+  execFileSync("bash", [join(REPO_ROOT, "scripts/build-base-image.sh"), image, namespace], { stdio: ["ignore", "ignore", "inherit"] });
+  await cleanNamespace({ namespace });
+
+  const dataDir = mkdtempSync(join(tmpdir(), "fsb-bench-restore-"));
+  const token = randomBytes(24).toString("base64url");
+  let controlPlane: EmbeddedControlPlane | undefined;
+  let client: FastSandboxClient | undefined;
+  const samples = { restore: [] as number[], fork: [] as number[], checkpoint: [] as number[] };
+  let sizeBytes = 0;
+  let cleanup: RestoreBenchResult["cleanup"] = { leftoverTasks: [], leftoverContainers: [], cgroupDirsLeft: 0 };
+  let agentSteps: RestoreSteps | undefined;
+  let checkpointSteps: RestoreBenchResult["checkpointSteps"];
+  try {
+    controlPlane = await startEmbeddedControlPlane({
+      dataDir,
+      token,
+      host: "127.0.0.1",
+      port: 0,
+      containerdNamespace: namespace,
+      cgroupRoot: namespace,
+      logger: pino({ name: "fsb-bench", level: "warn" }, destination(2)),
+    });
+    client = new FastSandboxClient({ url: controlPlane.url, token });
+    await client.pools.apply({
+      apiVersion: API_VERSION,
+      kind: "SandboxPool",
+      metadata: { name: POOL, namespace: "default" },
+      spec: { capacity: { poolMin: 1, poolMax: 1, bufferMin: 0 }, maxSandboxesPerPod: 8, runtimeType: "gvisor", image, network: { mode: "Isolated" } },
+    });
+    const c = client;
+    for (let attempt = 0; ; attempt++) {
+      const agents = await c.pools.agents({ pool: POOL });
+      if (agents.some((agent) => agent.ready)) break;
+      if (attempt > 600) throw new Error("the bench pool's agent did not become ready");
+      await new Promise((done) => setTimeout(done, 50));
+    }
+    await c.sandboxes.create({ name: TEMPLATE, pool: POOL, image, command: ["sh", "-c", COUNTER] });
+    // Some state to carry: the loop has counted for a second.
+    await new Promise((done) => setTimeout(done, 1000));
+    const checkpoint = await c.checkpoints.create(TEMPLATE, { name: "bench-template" });
+    sizeBytes = checkpoint.sizeBytes;
+    log(`template checkpointed (${sizeBytes} bytes); ${warmup} warm-up + ${count} measured restores`);
+
+    for (let round = 0; round < warmup + count; round++) {
+      const name = `restored-${round}`;
+      const started = performance.now();
+      await c.checkpoints.restore(checkpoint.name, { name });
+      const elapsed = performance.now() - started;
+      if (round >= warmup) samples.restore.push(elapsed);
+      await c.sandboxes.delete(name, { gracePeriodMs: 0 });
+    }
+
+    log(`${forks} forks of 4 and ${forks} checkpoints`);
+    for (let round = 0; round < forks; round++) {
+      const checkpointStarted = performance.now();
+      const made = await c.checkpoints.create(TEMPLATE, { name: `bench-checkpoint-${round}` });
+      samples.checkpoint.push(performance.now() - checkpointStarted);
+      await c.checkpoints.delete(made.name);
+
+      const started = performance.now();
+      const fork = await c.checkpoints.fork(TEMPLATE, { count: 4 });
+      samples.fork.push(performance.now() - started);
+      await Promise.all(fork.sandboxes.map((copy) => c.sandboxes.delete(copy.metadata.name, { gracePeriodMs: 0 })));
+    }
+    await c.checkpoints.delete(checkpoint.name);
+    await c.sandboxes.delete(TEMPLATE, { gracePeriodMs: 0 });
+    agentSteps = agentRestoreSteps(join(dataDir, "agents", `${POOL}-0`, "agent.log"), warmup, count);
+    checkpointSteps = agentCheckpointSteps(join(dataDir, "agents", `${POOL}-0`, "agent.log"));
+  } finally {
+    client?.close();
+    await controlPlane?.close();
+    await cleanNamespace({ namespace });
+    const left = await leftovers({ namespace });
+    cleanup = { leftoverTasks: left.tasks, leftoverContainers: left.containers, cgroupDirsLeft: removeCgroupTree(`/${namespace}`) };
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+  return {
+    benchmark: "restore",
+    count,
+    warmup,
+    forks,
+    image,
+    restore: summarize(samples.restore),
+    forkK4Wall: summarize(samples.fork),
+    checkpoint: summarize(samples.checkpoint),
+    agentSteps,
+    checkpointSteps,
+    checkpointSizeBytes: sizeBytes,
+    pooledClaim: undefined,
+    machine: machine(),
+    cleanup,
+  };
+}
+
+/** The steps of the on-demand restores (the `count` the agent logged after the warm-up ones). */
+function agentRestoreSteps(logPath: string, warmup: number, count: number): RestoreSteps | undefined {
+  let text: string;
+  try {
+    text = readFileSync(logPath, "utf8");
+  } catch {
+    return undefined;
+  }
+  type Logged = { msg?: string; totalMs?: number; timings?: Record<string, number> };
+  const restores = text
+    .split("\n")
+    .filter((line) => line.includes('"sandbox restored"'))
+    .map((line) => JSON.parse(line) as Logged)
+    .filter((entry) => entry.timings);
+  // The agent logs the on-demand restores first, then the forks'.
+  const onDemand = restores.slice(warmup, warmup + count);
+  if (onDemand.length === 0) return undefined;
+  const step = (key: string) => summarize(onDemand.map((entry) => entry.timings?.[key] ?? 0));
+  return {
+    network: step("network"),
+    snapshot: step("snapshot"),
+    container: step("container"),
+    task: step("task"),
+    start: step("start"),
+    identity: step("identity"),
+    total: summarize(onDemand.map((entry) => entry.totalMs ?? 0)),
+  };
+}
+
+/** The steps of every checkpoint the agent logged (`sandbox checkpointed`). */
+function agentCheckpointSteps(logPath: string): RestoreBenchResult["checkpointSteps"] {
+  let text: string;
+  try {
+    text = readFileSync(logPath, "utf8");
+  } catch {
+    return undefined;
+  }
+  const timings = text
+    .split("\n")
+    .filter((line) => line.includes('"sandbox checkpointed"'))
+    .map((line) => (JSON.parse(line) as { timings?: Record<string, number> }).timings)
+    .filter((entry): entry is Record<string, number> => entry !== undefined);
+  if (timings.length === 0) return undefined;
+  const step = (key: string) => summarize(timings.map((entry) => entry[key] ?? 0));
+  return { quiesce: step("quiesceMs"), checkpoint: step("checkpointMs"), resume: step("resumeMs"), total: step("totalMs") };
+}
+
+/** The report: tables, then the RESULT line. */
+export function formatRestoreBench(result: RestoreBenchResult): string[] {
+  const m = result.machine;
+  const lines = [
+    `restore: gVisor (runsc through the runc v2 shim), Isolated network, image ${result.image}, checkpoint ${(result.checkpointSizeBytes / 1024).toFixed(0)} KiB; ` +
+      `${result.count} measured (+${result.warmup} warm-up) restores, ${result.forks} forks of 4; ${m.cpus} CPUs, ${m.memoryGiB} GiB, kernel ${m.kernel}, node ${m.node}`,
+    formatTable([
+      { label: "restore on demand (SDK)", summary: result.restore },
+      { label: "fork K=4, wall (SDK)", summary: result.forkK4Wall },
+      { label: "checkpoint + resume (SDK)", summary: result.checkpoint },
+    ]),
+  ];
+  const s = result.agentSteps;
+  if (s) {
+    lines.push(
+      "agent steps of each on-demand restore:",
+      formatTable([
+        { label: "network namespace", summary: s.network },
+        { label: "snapshot", summary: s.snapshot },
+        { label: "container", summary: s.container },
+        { label: "Tasks.Create", summary: s.task },
+        { label: "Tasks.Start (runsc restore)", summary: s.start },
+        { label: "hostname + daemon (exec)", summary: s.identity },
+        { label: "agent total", summary: s.total },
+      ]),
+    );
+  }
+  const c = result.checkpointSteps;
+  if (c) {
+    lines.push(
+      "agent steps of each checkpoint (the forks' included):",
+      formatTable([
+        { label: "quiesce the daemon (exec)", summary: c.quiesce },
+        { label: "runsc checkpoint", summary: c.checkpoint },
+        { label: "restore in place", summary: c.resume },
+        { label: "agent total", summary: c.total },
+      ]),
+    );
+  }
+  lines.push(
+    "pooled claim: n/a — gVisor prepared instances (copies restored ahead, handed over on create) are not built yet",
+    `CLEANUP leftover_containers=${result.cleanup.leftoverContainers.length} leftover_tasks=${result.cleanup.leftoverTasks.length}`,
+    `RESULT restore_p50_ms=${result.restore.p50.toFixed(1)} fork_k4_wall_ms=${result.forkK4Wall.p50.toFixed(1)} pooled_claim_p50_ms=${result.pooledClaim ? result.pooledClaim.p50.toFixed(1) : "n/a"}`,
+  );
+  return lines;
+}

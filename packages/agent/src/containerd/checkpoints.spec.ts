@@ -1,0 +1,106 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { FailedPreconditionError, FsbError } from "@fast-sandbox/api";
+import { checkpointError, copySpec, userCommandOf } from "./checkpoints.js";
+import { ENVD_BINARY, HELPER_BINARY, HELPER_RUN_DIR, type OciSpec } from "./oci-spec.js";
+
+const TEMPLATE_RUN = "/var/lib/fsb/agents/gv-0/run/tmpl";
+
+function checkpointedSpec(): OciSpec {
+  return {
+    ociVersion: "1.0.2",
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      args: [HELPER_BINARY, "--workdir", "/srv", "--envd", ENVD_BINARY, "--", "sh", "-c", "loop"],
+      env: ["PATH=/bin", "FOO=bar"],
+      cwd: "/",
+      capabilities: { bounding: [], effective: [], permitted: [], inheritable: [], ambient: [] },
+      rlimits: [],
+      noNewPrivileges: true,
+    },
+    root: { path: "rootfs", readonly: false },
+    hostname: "tmpl",
+    mounts: [
+      { destination: "/proc", type: "proc", source: "proc", options: [] },
+      { destination: "/etc/hosts", type: "bind", source: `${TEMPLATE_RUN}/etc/hosts`, options: ["rbind", "ro"] },
+      { destination: HELPER_BINARY, type: "bind", source: "/opt/fsb-helper", options: ["rbind", "ro"] },
+      { destination: HELPER_RUN_DIR, type: "bind", source: TEMPLATE_RUN, options: ["rbind", "rw"] },
+      // Another sandbox's run directory whose name starts like this one's is not this one's.
+      { destination: "/other", type: "bind", source: `${TEMPLATE_RUN}-2/x`, options: ["rbind", "ro"] },
+    ],
+    annotations: {},
+    linux: {
+      cgroupsPath: "/fast-sandbox/gv-0/sandboxes/tmpl",
+      resources: { devices: [] },
+      namespaces: [{ type: "pid" }, { type: "network", path: "/run/netns/fsb-tmpl" }],
+      maskedPaths: [],
+      readonlyPaths: [],
+    },
+  };
+}
+
+describe("copySpec", () => {
+  it("rewrites only what is the copy's own: its run directory's mounts, network namespace, cgroup and hostname", () => {
+    const record = { ociSpec: checkpointedSpec(), runDir: TEMPLATE_RUN };
+    const copy = copySpec(record, { runDir: "/state/run/copy", cgroupsPath: "/fsb/copy", hostname: "copy", netnsPath: "/run/netns/fsb-copy" });
+    assert.deepEqual(
+      copy.mounts.map((m) => m.source),
+      ["proc", "/state/run/copy/etc/hosts", "/opt/fsb-helper", "/state/run/copy", `${TEMPLATE_RUN}-2/x`],
+    );
+    assert.deepEqual(copy.linux.namespaces, [{ type: "pid" }, { type: "network", path: "/run/netns/fsb-copy" }]);
+    assert.equal(copy.linux.cgroupsPath, "/fsb/copy");
+    assert.equal(copy.hostname, "copy");
+    // Mount order and destinations, process and the rest are the checkpoint's (runsc restores onto them).
+    assert.deepEqual(
+      copy.mounts.map((m) => m.destination),
+      record.ociSpec.mounts.map((m) => m.destination),
+    );
+    assert.deepEqual(copy.process, record.ociSpec.process);
+    assert.equal(record.ociSpec.hostname, "tmpl", "the record is left as it was");
+  });
+
+  it("needs the copy's network namespace for an Isolated checkpoint", () => {
+    assert.throws(() => copySpec({ ociSpec: checkpointedSpec(), runDir: TEMPLATE_RUN }, { runDir: "/r", cgroupsPath: "/c", hostname: "h" }), FsbError);
+  });
+});
+
+describe("userCommandOf", () => {
+  it("finds the user's command and working directory inside the helper's arguments", () => {
+    assert.deepEqual(userCommandOf(checkpointedSpec()), { command: ["sh", "-c", "loop"], workingDir: "/srv" });
+  });
+
+  it("takes a process without the helper as it is", () => {
+    const spec = checkpointedSpec();
+    spec.process.args = ["python3", "app.py"];
+    spec.process.cwd = "/app";
+    assert.deepEqual(userCommandOf(spec), { command: ["python3", "app.py"], workingDir: "/app" });
+  });
+});
+
+describe("checkpointError", () => {
+  it("turns runsc's refusal to save TCP state into a FailedPrecondition that says what to do", () => {
+    const connected = checkpointError(
+      new Error(
+        "checkpoint failed: encoding error at object tcp.endpoint{…}: save rejected due to unsupported networking state: endpoint cannot be saved in connected state: local 10.213.0.2:8080, remote 10.213.0.1:60034: path= /run/x: unknown",
+      ),
+      "sb-1",
+    );
+    assert.ok(connected instanceof FailedPreconditionError);
+    assert.match(
+      connected.message,
+      /sandbox sb-1 holds TCP sockets .* \(a connection local 10\.213\.0\.2:8080, remote 10\.213\.0\.1:60034\).*TIME-WAIT.*the sandbox runs on/,
+    );
+    const waited = checkpointError(
+      new Error("checkpoint failed: encoding error at object tcp.endpoint{…}: endpoint still has waiters upon save: path= /x"),
+      "sb-1",
+    );
+    assert.ok(waited instanceof FailedPreconditionError);
+    assert.match(waited.message, /through epoll/);
+  });
+
+  it("leaves other failures as they are", () => {
+    const other = checkpointError(new FsbError("unavailable", "containerd is gone"), "sb-1");
+    assert.equal(other.code, "unavailable");
+  });
+});

@@ -1,0 +1,738 @@
+/**
+ * Checkpoints of gVisor sandboxes through containerd (the runtime's `checkpoints` sub-service, the
+ * port in runtime/checkpoint.ts), and restores from them into new sandboxes.
+ *
+ * The data path is containerd's own, on the runc v2 shim that already runs gVisor sandboxes with
+ * the runsc wrapper as `BinaryName` (gvisor-binary.ts):
+ * - checkpoint: `Tasks.Checkpoint` with runc `CheckpointOptions{image_path, exit}` → `runsc
+ *   checkpoint --image-path <dir>/image`. The image stays a directory on the node (nothing goes
+ *   through the content store). Every gVisor sandbox runs with `--overlay2=root:memory`, so its
+ *   root file system changes are in its memory and travel in the image; restores need only the
+ *   same image's snapshot.
+ * - restore: a new container (new id, snapshot, cgroup, run directory, network namespace) with the
+ *   checkpointed OCI spec, only the copy's own paths rewritten, then `Tasks.Create` with task
+ *   options repeating `binary_name` and setting `criu_image_path` (containerd sends task options
+ *   instead of the container's runtime options) and `Tasks.Start` → `runsc restore`.
+ *
+ * What runsc 20221219 (Debian 12's) decides here:
+ * - `--leave-running` there destroys, recreates and then blocks until the container exits, so a
+ *   checkpoint always stops the sandbox (`exit: true`), and — unless asked to leave it stopped —
+ *   the agent restores it in place at once from the image it just wrote: the source runs on under
+ *   the same id, address and files, after about 0.5 s without any process running.
+ * - it refuses to save TCP sockets that are connected, in TIME-WAIT (60 s after a close) or waited on
+ *   through epoll. The in-sandbox daemon (Go, epoll) is therefore quiesced first (`fsb-envd
+ *   -control quiesce`: it closes its listener and connections) and resumed after every restore;
+ *   any other such socket fails the checkpoint with FailedPrecondition and leaves the sandbox running.
+ * - a restored kernel keeps the checkpointed container id on its processes, so signals addressed
+ *   to "every process of container <new id>" reach none: the runtime stops a restored sandbox by
+ *   signalling its process 1 (`LABEL_RESTORED_FROM`).
+ * - runsc takes the IPv4 address off its namespace's interface for its own network stack (the
+ *   routes go with it), so a sandbox restored in place would come up without network: the agent
+ *   puts the address and default route back from the namespace's record first.
+ * - the hostname is kernel state: it is set again in every copy by an exec that alone holds
+ *   CAP_SYS_ADMIN (the in-sandbox daemon's `-hostname`, else the image's `hostname`, best effort).
+ *
+ * A copy shares nothing writable with its checkpoint or its siblings: its own snapshot (the memory
+ * overlay is private to its sandbox), run directory (a copy of the checkpoint's), /etc files,
+ * network namespace and address, cgroup and log. What stays the checkpoint's, being memory: the
+ * processes (same pids), their environment, and anything the sandbox had generated (random seeds,
+ * the daemon's access token, the HOSTNAME variable of processes already running).
+ *
+ * On the node: `<directory>/<checkpoint id>/` holds `image/` (runsc's), `run/` (the helper's run
+ * directory as it was) and `checkpoint.json` (written last: a directory without it is incomplete
+ * and is removed when listed), where `<directory>` is per pool (FSB_CHECKPOINT_DIR/<ns>/<pool>),
+ * shared by the pool's agents on the node.
+ */
+import { execFile } from "node:child_process";
+import { cp, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { promisify } from "node:util";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { performance } from "node:perf_hooks";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { Logger } from "pino";
+import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, ValidationError, isSandboxId } from "@fast-sandbox/api";
+import {
+  LABEL_AGENT,
+  LABEL_EXPOSED_PORTS,
+  LABEL_NAME,
+  LABEL_NAMESPACE,
+  LABEL_POOL,
+  LABEL_SANDBOX_ID,
+  type RuntimeSandbox,
+  type RuntimeSandboxSpec,
+} from "../runtime/runtime.js";
+import type { CheckpointRequest, CheckpointTimings, RuntimeCheckpoint, RuntimeCheckpoints } from "../runtime/checkpoint.js";
+import type { ClaimedNetwork } from "../network/sandbox-networks.js";
+import { AttachmentStore } from "../network/attachment-store.js";
+import { SANDBOX_INTERFACE } from "../network/cni-conflist.js";
+import type { ContainerdClient } from "./containerd-client.js";
+import { containerIdOf, sandboxIdOfContainer } from "./container-id.js";
+import { CheckpointOptionsSchema, OptionsSchema as RuncOptionsSchema } from "./gen/github.com/containerd/containerd/runtime/v2/runc/options/oci_pb.js";
+import { Status as TaskStatus } from "./gen/github.com/containerd/containerd/api/types/task/task_pb.js";
+import type { Container } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
+import { isNotFound } from "./grpc-errors.js";
+import { ENVD_BINARY, HELPER_BINARY, sandboxHostname, type OciSpec } from "./oci-spec.js";
+// Read at call time only (the runtime module imports this one to build its sub-service).
+import { LABEL_HELPER, LABEL_IMAGE, LABEL_RUNTIME_TYPE } from "./containerd-runtime.js";
+
+/** On a sandbox restored from a checkpoint: the checkpoint's id. */
+export const LABEL_RESTORED_FROM = "fast-sandbox.io/restored-from";
+/** On gVisor sandboxes whose root file system changes live in their memory (and so in their checkpoints). */
+export const LABEL_ROOTFS_OVERLAY = "fast-sandbox.io/rootfs-overlay";
+export const ROOTFS_OVERLAY_MEMORY = "memory";
+
+const run = promisify(execFile);
+const RUNC_V2 = "io.containerd.runc.v2";
+const SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+const PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+const RUNC_OPTIONS_TYPE_URL = "containerd.runc.v1.Options";
+const CHECKPOINT_OPTIONS_TYPE_URL = "containerd.runc.v1.CheckpointOptions";
+const GC_ROOT_LABEL = "containerd.io/gc.root";
+
+const METADATA_FILE = "checkpoint.json";
+const IMAGE_DIR = "image";
+const RUN_COPY_DIR = "run";
+/** A checkpoint directory without its metadata this much older than now is a leftover of a crash. */
+const INCOMPLETE_LEFTOVER_MS = 10 * 60_000;
+/** The control execs (quiesce, resume, hostname) get this long. */
+const CONTROL_EXEC_TIMEOUT_MS = 10_000;
+
+/** What the checkpoint directory keeps besides the port's fields: everything a restore needs. */
+interface CheckpointRecord extends RuntimeCheckpoint {
+  version: 1;
+  /** The container's OCI spec at checkpoint time; restores rewrite only the copy's own paths. */
+  ociSpec: OciSpec;
+  /** The checkpointed sandbox's run directory (as it appears in ociSpec's mounts). */
+  runDir: string;
+  /** The runsc wrapper it ran under: restores run with the same flags. */
+  binaryName: string;
+  /** The in-sandbox daemon is mounted: it is quiesced in the image, and resumed after a restore. */
+  envd: boolean;
+  /** Where the checkpointed task's output went (its log): a resume in place writes there again. */
+  stdout: string;
+  stderr: string;
+}
+
+type UndoStep = { step: string; run: () => Promise<unknown> };
+
+export interface GvisorCheckpointsOptions {
+  client: ContainerdClient;
+  snapshotter: string;
+  /** This pool's checkpoints on the node: `<directory>/<checkpoint id>/`. */
+  directory: string;
+  /** The agent's state directory (output files of the control execs). */
+  stateDir: string;
+  /** The helper's run directory of a sandbox. */
+  runDir(sandboxId: string): string;
+  /** The cgroups path of a container. */
+  cgroupsPath(containerId: string): string;
+  /** The image's chain id (its snapshot parent), pulling nothing: a checkpoint's image is on the node. */
+  resolveImage(image: string): Promise<{ chainId: string }>;
+  /**
+   * Claims an Isolated sandbox's network namespace, writes its /etc files into `runDir/etc`, labels
+   * the container with its address and registers the teardown in `undo` (the runtime's create step).
+   */
+  claimNetwork(spec: RuntimeSandboxSpec, runDir: string, labels: Record<string, string>, undo: UndoStep[]): Promise<ClaimedNetwork>;
+  /** Makes prepared network namespaces again after a claim. */
+  refillNetworks(): void;
+  /** Labels of every container the agent makes (managed, agent, its UID). */
+  ownerLabels(): Record<string, string>;
+  /** Whether a container is this agent's. */
+  owns(labels: Readonly<Record<string, string>>): boolean;
+  /** Waits up to `timeoutMs` for the task's process 1 to exit; true when it has (or is gone). */
+  exitedWithin(containerId: string, timeoutMs: number): Promise<boolean>;
+  /** The sandbox network's state directory (its namespaces' records), for Isolated sandboxes restored in place. @default none */
+  networkStateDir?: string;
+  /** Called after each checkpoint with its steps' durations. */
+  onCheckpointTimings?: (timings: CheckpointTimings) => void;
+  logger: Logger;
+}
+
+export class GvisorCheckpoints implements RuntimeCheckpoints {
+  private readonly options: GvisorCheckpointsOptions;
+  private readonly client: ContainerdClient;
+  private readonly logger: Logger;
+  /** Restores running now, per checkpoint: its delete waits for them. */
+  private readonly restoring = new Map<string, Set<Promise<unknown>>>();
+
+  constructor(options: GvisorCheckpointsOptions) {
+    this.options = options;
+    this.client = options.client;
+    this.logger = options.logger.child({ component: "gvisor-checkpoints" });
+  }
+
+  async checkpoint(request: CheckpointRequest): Promise<RuntimeCheckpoint> {
+    checkId(request.checkpointId, "checkpointId");
+    const started = performance.now();
+    const containerId = containerIdOf(request.sandboxId);
+    const container = await this.sandboxContainer(request.sandboxId);
+    if (container.labels[LABEL_RUNTIME_TYPE] !== "gvisor") {
+      throw new FailedPreconditionError(`sandbox ${request.sandboxId} runs on runc: checkpoint needs runtimeType gvisor`);
+    }
+    if (container.labels[LABEL_ROOTFS_OVERLAY] !== ROOTFS_OVERLAY_MEMORY) {
+      throw new FailedPreconditionError(
+        `sandbox ${request.sandboxId} was created before checkpoints existed: its root file system changes are not in its memory and would be lost; recreate it`,
+      );
+    }
+    const { process: task } = await this.client.tasks.get({ containerId }).catch((error: unknown) => {
+      if (isNotFound(error)) throw new FailedPreconditionError(`sandbox ${request.sandboxId} has no running task to checkpoint`);
+      throw error;
+    });
+    if (task?.status !== TaskStatus.RUNNING) {
+      throw new FailedPreconditionError(
+        `sandbox ${request.sandboxId} is not running (task ${TaskStatus[task?.status ?? TaskStatus.UNKNOWN]}): only a running sandbox can be checkpointed`,
+      );
+    }
+    const ociSpec = JSON.parse(Buffer.from(container.spec?.value ?? []).toString("utf8")) as OciSpec;
+    const binaryName = this.binaryNameOf(container);
+    const envd = ociSpec.mounts.some((mount) => mount.destination === ENVD_BINARY);
+    const runDir = this.options.runDir(request.sandboxId);
+
+    const target = this.checkpointDir(request.checkpointId);
+    if (await exists(target)) throw new AlreadyExistsError(`checkpoint ${request.checkpointId} already exists on this node`);
+    const partial = `${target}.partial-${randomBytes(4).toString("hex")}`;
+    await mkdir(join(partial, IMAGE_DIR), { recursive: true, mode: 0o700 });
+    let quiesceMs = 0;
+    let checkpointMs = 0;
+    let resumeMs = 0;
+    let resumeSteps: Record<string, number> = {};
+    try {
+      let mark = performance.now();
+      if (envd) {
+        await this.control(containerId, ociSpec, ["-control", "quiesce"], "quiesce the in-sandbox daemon");
+        quiesceMs = performance.now() - mark;
+        mark = performance.now();
+      }
+      try {
+        await this.client.tasks.checkpoint(
+          {
+            containerId,
+            options: {
+              typeUrl: CHECKPOINT_OPTIONS_TYPE_URL,
+              value: toBinary(CheckpointOptionsSchema, create(CheckpointOptionsSchema, { exit: true, imagePath: join(partial, IMAGE_DIR) })),
+            },
+          },
+          { timeoutMs: 120_000 },
+        );
+      } catch (error) {
+        // runsc refused before it stopped anything: the sandbox runs on, its daemon serves again.
+        if (envd) await this.control(containerId, ociSpec, ["-control", "resume"], "resume the in-sandbox daemon").catch(() => undefined);
+        throw checkpointError(error, request.sandboxId);
+      }
+      checkpointMs = performance.now() - mark;
+      // The sandbox has stopped: its run directory is what the checkpointed helper last wrote.
+      await cp(runDir, join(partial, RUN_COPY_DIR), { recursive: true });
+      const record: CheckpointRecord = {
+        version: 1,
+        checkpointId: request.checkpointId,
+        namespace: request.namespace,
+        name: request.name,
+        pool: container.labels[LABEL_POOL] ?? "",
+        sourceSandboxId: request.sandboxId,
+        sourceName: container.labels[LABEL_NAME] ?? "",
+        image: container.labels[LABEL_IMAGE] ?? container.image,
+        runtimeType: "gvisor",
+        networkMode: ociSpec.linux.namespaces.some((ns) => ns.type === "network" && ns.path) ? "isolated" : "shared",
+        ...userCommandOf(ociSpec),
+        createdAt: new Date().toISOString(),
+        sizeBytes: await directorySize(partial),
+        ociSpec,
+        runDir,
+        binaryName,
+        envd,
+        stdout: task.stdout,
+        stderr: task.stderr,
+      };
+      await writeFile(join(partial, METADATA_FILE), `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+      await rename(partial, target);
+      if (!request.leaveStopped) {
+        mark = performance.now();
+        resumeSteps = await this.restoreInPlace(containerId, task.stdout, task.stderr, record).catch((error: unknown) => {
+          throw new FsbError(
+            FsbError.from(error).code,
+            `checkpoint ${request.name} of sandbox ${request.sandboxId} is saved, but the sandbox could not run on: ${FsbError.from(error).message}`,
+            { cause: error },
+          );
+        });
+        resumeMs = performance.now() - mark;
+      } else {
+        // Left stopped: no task at all (a stopped one would read as the command's exit), until resume().
+        await this.options.exitedWithin(containerId, 10_000);
+        await this.client.tasks.delete({ containerId }).catch((error: unknown) => {
+          if (!isNotFound(error)) throw error;
+        });
+      }
+      const timings = { quiesceMs, checkpointMs, resumeMs, totalMs: performance.now() - started };
+      this.logger.info(
+        { sandboxId: request.sandboxId, checkpointId: request.checkpointId, sizeBytes: record.sizeBytes, timings, resumeSteps },
+        "sandbox checkpointed",
+      );
+      this.options.onCheckpointTimings?.(timings);
+      return publicView(record);
+    } finally {
+      await rm(partial, { recursive: true, force: true });
+    }
+  }
+
+  async resume(sandboxId: string, checkpointId: string): Promise<void> {
+    const record = await this.record(checkpointId);
+    if (record.sourceSandboxId !== sandboxId) {
+      throw new FailedPreconditionError(
+        `checkpoint ${record.name} is of sandbox ${record.sourceSandboxId}, not ${sandboxId}: restore it into a new sandbox instead`,
+      );
+    }
+    const containerId = containerIdOf(sandboxId);
+    await this.sandboxContainer(sandboxId);
+    const { process: task } = await this.client.tasks.get({ containerId }).catch((error: unknown) => {
+      if (isNotFound(error)) return { process: undefined };
+      throw error;
+    });
+    if (task?.status === TaskStatus.RUNNING) throw new FailedPreconditionError(`sandbox ${sandboxId} is running: there is nothing to resume`);
+    await this.track(checkpointId, this.restoreInPlace(containerId, record.stdout, record.stderr, record));
+  }
+
+  async list(): Promise<RuntimeCheckpoint[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.options.directory);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw error;
+    }
+    const checkpoints: RuntimeCheckpoint[] = [];
+    for (const name of names) {
+      const path = join(this.options.directory, name);
+      if (name.includes(".partial-")) {
+        // A checkpoint cut short by a crash (a live one is younger): its files are nobody's.
+        const since = await stat(path).then(
+          (info) => Date.now() - info.mtimeMs,
+          () => 0,
+        );
+        if (since > INCOMPLETE_LEFTOVER_MS) await rm(path, { recursive: true, force: true });
+        continue;
+      }
+      const record = await this.readRecord(name);
+      if (record) checkpoints.push(publicView(record));
+    }
+    return checkpoints.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.checkpointId.localeCompare(b.checkpointId));
+  }
+
+  async get(checkpointId: string): Promise<RuntimeCheckpoint | undefined> {
+    checkId(checkpointId, "checkpointId");
+    const record = await this.readRecord(checkpointId);
+    return record ? publicView(record) : undefined;
+  }
+
+  async delete(checkpointId: string): Promise<void> {
+    checkId(checkpointId, "checkpointId");
+    // A restore reads the image until its sandbox runs; deleting waits for those in flight.
+    await Promise.allSettled([...(this.restoring.get(checkpointId) ?? [])]);
+    await rm(this.checkpointDir(checkpointId), { recursive: true, force: true });
+    this.logger.info({ checkpointId }, "checkpoint deleted");
+  }
+
+  /**
+   * Creates and starts a new sandbox from a checkpoint (`spec.fromCheckpoint`): the spec gives its
+   * identity (id, namespace, name, log, network policy); image, command and resources are the
+   * checkpoint's. On any failure every step taken is undone.
+   */
+  async restore(spec: RuntimeSandboxSpec): Promise<RuntimeSandbox> {
+    const checkpointId = spec.fromCheckpoint ?? "";
+    const record = await this.record(checkpointId);
+    return this.track(checkpointId, this.restoreInto(spec, record));
+  }
+
+  private async restoreInto(spec: RuntimeSandboxSpec, record: CheckpointRecord): Promise<RuntimeSandbox> {
+    const started = performance.now();
+    const sandboxId = spec.sandboxId;
+    const containerId = containerIdOf(sandboxId);
+    const isolated = spec.network?.mode === "isolated";
+    if ((isolated ? "isolated" : "shared") !== record.networkMode) {
+      throw new FailedPreconditionError(
+        `checkpoint ${record.name} is of a sandbox with a ${record.networkMode} network: restore it in a pool whose network mode is ${record.networkMode === "isolated" ? "Isolated" : "Shared"}`,
+      );
+    }
+    const labels: Record<string, string> = {
+      ...this.options.ownerLabels(),
+      [LABEL_SANDBOX_ID]: sandboxId,
+      [LABEL_NAMESPACE]: spec.namespace,
+      [LABEL_NAME]: spec.name,
+      [LABEL_POOL]: spec.pool,
+      [LABEL_IMAGE]: record.image,
+      [LABEL_RUNTIME_TYPE]: "gvisor",
+      [LABEL_ROOTFS_OVERLAY]: ROOTFS_OVERLAY_MEMORY,
+      [LABEL_RESTORED_FROM]: record.checkpointId,
+      ...(spec.exposedPorts?.length ? { [LABEL_EXPOSED_PORTS]: spec.exposedPorts.join(",") } : {}),
+      ...(record.ociSpec.process.args[0] === HELPER_BINARY ? { [LABEL_HELPER]: "true" } : {}),
+    };
+    const runDir = this.options.runDir(sandboxId);
+    const undo: UndoStep[] = [];
+    const timings = { network: 0, snapshot: 0, container: 0, task: 0, start: 0, identity: 0 };
+    let mark = performance.now();
+    const lap = () => {
+      const now = performance.now();
+      const elapsed = now - mark;
+      mark = now;
+      return elapsed;
+    };
+    try {
+      if (await exists(runDir)) throw new AlreadyExistsError(`sandbox ${sandboxId} already exists (its run directory is present)`);
+      undo.push({ step: "run directory", run: () => rm(runDir, { recursive: true, force: true }) });
+      // The copy's own run directory: what the checkpointed helper had written, then its own /etc files.
+      await cp(join(this.checkpointDir(record.checkpointId), RUN_COPY_DIR), runDir, { recursive: true });
+      let network: ClaimedNetwork | undefined;
+      if (isolated) {
+        network = await this.options.claimNetwork(spec, runDir, labels, undo);
+        timings.network = lap();
+      }
+      const ociSpec = copySpec(record, {
+        runDir,
+        cgroupsPath: this.options.cgroupsPath(containerId),
+        hostname: sandboxHostname(spec),
+        ...(network ? { netnsPath: network.netnsPath } : {}),
+      });
+      const { chainId } = await this.options.resolveImage(record.image);
+      let mounts;
+      try {
+        ({ mounts } = await this.client.snapshots.prepare({
+          snapshotter: this.options.snapshotter,
+          key: containerId,
+          parent: chainId,
+          labels: { ...labels, [GC_ROOT_LABEL]: new Date().toISOString() },
+        }));
+      } catch (error) {
+        if (error instanceof AlreadyExistsError) throw new AlreadyExistsError(`sandbox ${sandboxId} already exists (snapshot ${containerId} is present)`);
+        throw error;
+      }
+      undo.push({ step: "snapshot", run: () => this.client.snapshots.remove({ snapshotter: this.options.snapshotter, key: containerId }) });
+      timings.snapshot = lap();
+      const runtimeOptions = runcOptions(record.binaryName);
+      try {
+        await this.client.containers.create({
+          container: {
+            id: containerId,
+            labels,
+            image: record.image,
+            runtime: { name: RUNC_V2, options: runtimeOptions },
+            spec: { typeUrl: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(ociSpec)) },
+            snapshotter: this.options.snapshotter,
+            snapshotKey: containerId,
+          },
+        });
+      } catch (error) {
+        if (error instanceof AlreadyExistsError) throw new AlreadyExistsError(`sandbox ${sandboxId} already exists in containerd (container ${containerId})`);
+        throw error;
+      }
+      undo.push({ step: "container", run: () => this.client.containers.delete({ id: containerId }) });
+      timings.container = lap();
+      await this.client.tasks.create({
+        containerId,
+        rootfs: mounts,
+        stdout: `file://${spec.logPath}`,
+        stderr: `file://${spec.logPath}`,
+        // Task options replace the container's runtime options wholesale: the wrapper is repeated.
+        options: runcOptions(record.binaryName, join(this.checkpointDir(record.checkpointId), IMAGE_DIR)),
+      });
+      undo.push({ step: "task", run: () => this.killTask(containerId) });
+      timings.task = lap();
+      if (network) {
+        // Nothing of the copy runs before its egress policy is in force.
+        await network.policyApplied;
+        timings.network += lap();
+      }
+      await this.client.tasks.start({ containerId }, { timeoutMs: 60_000 });
+      timings.start = lap();
+      await this.giveIdentity(containerId, ociSpec, record, sandboxHostname(spec));
+      timings.identity = lap();
+      const { process: task } = await this.client.tasks.get({ containerId });
+      this.logger.info({ sandboxId, checkpointId: record.checkpointId, timings, totalMs: performance.now() - started }, "sandbox restored");
+      return {
+        sandboxId,
+        namespace: spec.namespace,
+        name: spec.name,
+        pool: spec.pool,
+        image: record.image,
+        state: "running",
+        ...(task?.pid ? { pid: task.pid } : {}),
+        ...(spec.exposedPorts?.length ? { exposedPorts: [...spec.exposedPorts] } : {}),
+        ...(network ? { address: network.address } : {}),
+        labels,
+      };
+    } catch (error) {
+      for (const { step, run } of undo.reverse()) {
+        try {
+          await run();
+        } catch (undoError) {
+          if (!isNotFound(undoError))
+            this.logger.warn({ sandboxId, containerId, step, err: undoError }, "could not undo a restore step; the janitor must remove it");
+        }
+      }
+      throw FsbError.from(error);
+    } finally {
+      if (isolated) this.options.refillNetworks();
+    }
+  }
+
+  /** Replaces the checkpointed (stopped) task of the sandbox by one restored from `record`. */
+  private async restoreInPlace(containerId: string, stdout: string, stderr: string, record: CheckpointRecord): Promise<Record<string, number>> {
+    const steps: Record<string, number> = {};
+    let mark = performance.now();
+    const lap = (step: string) => {
+      const now = performance.now();
+      steps[step] = now - mark;
+      mark = now;
+    };
+    // runsc's checkpoint returns as the sandbox exits; the shim reports the exit a moment later (a missing task counts as exited).
+    if (!(await this.options.exitedWithin(containerId, 10_000))) throw new FsbError("internal", `the checkpointed task of ${containerId} did not stop`);
+    lap("exitMs");
+    await this.client.tasks.delete({ containerId }).catch((error: unknown) => {
+      if (!isNotFound(error)) throw error;
+    });
+    lap("deleteMs");
+    if (record.networkMode === "isolated") await this.readdress(record.sourceSandboxId);
+    const { mounts } = await this.client.snapshots.mounts({ snapshotter: this.options.snapshotter, key: containerId });
+    await this.client.tasks.create({
+      containerId,
+      rootfs: mounts,
+      stdout,
+      stderr,
+      options: runcOptions(record.binaryName, join(this.checkpointDir(record.checkpointId), IMAGE_DIR)),
+    });
+    lap("createMs");
+    try {
+      await this.client.tasks.start({ containerId }, { timeoutMs: 60_000 });
+    } catch (error) {
+      await this.killTask(containerId).catch(() => undefined);
+      throw error;
+    }
+    lap("startMs");
+    if (record.envd) await this.control(containerId, record.ociSpec, ["-control", "resume"], "resume the in-sandbox daemon");
+    lap("daemonMs");
+    return steps;
+  }
+
+  /**
+   * Gives the sandbox's network namespace its IPv4 address and default route back: runsc took them
+   * for its own stack when the checkpointed sandbox started, and a restore reads them from there.
+   */
+  private async readdress(sandboxId: string): Promise<void> {
+    const directory = this.options.networkStateDir;
+    const record = directory ? new AttachmentStore(directory).list().find(({ record: r }) => r.sandboxId === sandboxId)?.record : undefined;
+    if (!record?.address) throw new FsbError("internal", `sandbox ${sandboxId} has no network namespace record to restore it into`);
+    const { address, prefixLength, gateway } = record.address;
+    await run("ip", ["-n", record.netnsName, "addr", "replace", `${address}/${prefixLength}`, "dev", SANDBOX_INTERFACE]);
+    await run("ip", ["-n", record.netnsName, "route", "replace", "default", "via", gateway, "dev", SANDBOX_INTERFACE]);
+  }
+
+  /** A copy's own hostname (kernel state, the checkpoint's until set), and its daemon serving in its own network. */
+  private async giveIdentity(containerId: string, ociSpec: OciSpec, record: CheckpointRecord, hostname: string): Promise<void> {
+    if (record.envd) {
+      await this.control(containerId, ociSpec, ["-hostname", hostname, "-control", "resume"], "give the copy its hostname and resume its daemon", true);
+      return;
+    }
+    // Without the daemon: the image's own `hostname`, if it has one.
+    await this.run(containerId, ociSpec, ["hostname", hostname], true).catch((error: unknown) =>
+      this.logger.info({ containerId, hostname, err: error }, "the restored sandbox keeps its checkpoint's hostname (no usable `hostname` in its image)"),
+    );
+  }
+
+  /** Runs the in-sandbox daemon's control client (`fsb-envd -control …`) in the sandbox. */
+  private async control(containerId: string, ociSpec: OciSpec, args: string[], what: string, setsHostname = false): Promise<void> {
+    try {
+      await this.run(containerId, ociSpec, [ENVD_BINARY, ...args], setsHostname);
+    } catch (error) {
+      throw new FailedPreconditionError(`could not ${what}: ${FsbError.from(error).message}`);
+    }
+  }
+
+  /**
+   * Runs a short process in the sandbox as root, with CAP_KILL and CAP_DAC_OVERRIDE (to signal and
+   * read whatever user the sandbox runs as) and, to set the hostname, CAP_SYS_ADMIN — that process
+   * alone; fails with its output when it exits non-zero.
+   */
+  private async run(containerId: string, ociSpec: OciSpec, args: string[], sysAdmin: boolean): Promise<void> {
+    const execId = `fsb-control-${randomBytes(4).toString("hex")}`;
+    const output = join(this.options.stateDir, `${containerId}.${execId}.out`);
+    const capabilities = ["CAP_KILL", "CAP_DAC_OVERRIDE", ...(sysAdmin ? ["CAP_SYS_ADMIN"] : [])];
+    const process = {
+      ...ociSpec.process,
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      args,
+      cwd: "/",
+      capabilities: { bounding: capabilities, effective: capabilities, permitted: capabilities, inheritable: [], ambient: [] },
+    };
+    await this.client.tasks.exec({
+      containerId,
+      execId,
+      stdout: `file://${output}`,
+      stderr: `file://${output}`,
+      terminal: false,
+      spec: { typeUrl: PROCESS_TYPE_URL, value: Buffer.from(JSON.stringify(process)) },
+    });
+    try {
+      await this.client.tasks.start({ containerId, execId });
+      const { exitStatus } = await this.client.tasks.wait({ containerId, execId }, { timeoutMs: CONTROL_EXEC_TIMEOUT_MS });
+      if (exitStatus !== 0) {
+        const text = await readFile(output, "utf8").catch(() => "");
+        throw new FsbError("internal", `${args.join(" ")} exited with ${exitStatus}${text.trim() ? `: ${text.trim()}` : ""}`);
+      }
+    } finally {
+      await this.client.tasks.deleteProcess({ containerId, execId }).catch(() => undefined);
+      await rm(output, { force: true });
+    }
+  }
+
+  /** SIGKILL to process 1 (which ends a gVisor sandbox, restored or not), then Tasks.Delete. */
+  private async killTask(containerId: string): Promise<void> {
+    await this.client.tasks.kill({ containerId, signal: 9, all: false }).catch(() => undefined);
+    await this.options.exitedWithin(containerId, 5_000);
+    await this.client.tasks.delete({ containerId });
+  }
+
+  private async track<T>(checkpointId: string, work: Promise<T>): Promise<T> {
+    let set = this.restoring.get(checkpointId);
+    if (!set) this.restoring.set(checkpointId, (set = new Set()));
+    set.add(work);
+    try {
+      return await work;
+    } finally {
+      set.delete(work);
+      if (set.size === 0) this.restoring.delete(checkpointId);
+    }
+  }
+
+  private checkpointDir(checkpointId: string): string {
+    return join(this.options.directory, checkpointId);
+  }
+
+  private async record(checkpointId: string): Promise<CheckpointRecord> {
+    checkId(checkpointId, "fromCheckpoint");
+    const record = await this.readRecord(checkpointId);
+    if (!record) throw new NotFoundError(`checkpoint ${checkpointId} does not exist on this node`);
+    return record;
+  }
+
+  private async readRecord(checkpointId: string): Promise<CheckpointRecord | undefined> {
+    let text: string;
+    try {
+      text = await readFile(join(this.checkpointDir(checkpointId), METADATA_FILE), "utf8");
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT" || (error as NodeJS.ErrnoException).code === "ENOTDIR") return undefined;
+      throw error;
+    }
+    const record = JSON.parse(text) as CheckpointRecord;
+    return record.version === 1 && record.checkpointId === checkpointId ? record : undefined;
+  }
+
+  private async sandboxContainer(sandboxId: string): Promise<Container> {
+    let container: Container | undefined;
+    try {
+      ({ container } = await this.client.containers.get({ id: containerIdOf(sandboxId) }));
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+    if (!container || sandboxIdOfContainer(container) !== sandboxId || !this.options.owns(container.labels) || !container.labels[LABEL_AGENT]) {
+      throw new NotFoundError(`sandbox ${sandboxId} does not exist on this agent`);
+    }
+    return container;
+  }
+
+  private binaryNameOf(container: Container): string {
+    const options = container.runtime?.options;
+    const binaryName = options?.typeUrl === RUNC_OPTIONS_TYPE_URL ? fromBinary(RuncOptionsSchema, options.value).binaryName : "";
+    if (!binaryName) throw new FailedPreconditionError(`container ${container.id} names no runsc binary in its runtime options`);
+    return binaryName;
+  }
+}
+
+function runcOptions(binaryName: string, criuImagePath?: string): { typeUrl: string; value: Uint8Array } {
+  return {
+    typeUrl: RUNC_OPTIONS_TYPE_URL,
+    value: toBinary(RuncOptionsSchema, create(RuncOptionsSchema, { binaryName, ...(criuImagePath ? { criuImagePath } : {}) })),
+  };
+}
+
+/**
+ * The OCI spec of a copy: the checkpoint's, with what is the copy's own rewritten — the sources of
+ * its run directory's mounts (the helper's directory and an Isolated sandbox's /etc files), its
+ * network namespace, cgroup and hostname. Mount order, destinations, process and namespaces stay
+ * (runsc restores the mount tree of the image onto them).
+ */
+export function copySpec(
+  record: Pick<CheckpointRecord, "ociSpec" | "runDir">,
+  own: { runDir: string; cgroupsPath: string; hostname: string; netnsPath?: string },
+): OciSpec {
+  const spec = structuredClone(record.ociSpec);
+  const prefix = record.runDir.endsWith("/") ? record.runDir : `${record.runDir}/`;
+  for (const mount of spec.mounts) {
+    if (mount.source === record.runDir) mount.source = own.runDir;
+    else if (mount.source.startsWith(prefix)) mount.source = join(own.runDir, mount.source.slice(prefix.length));
+  }
+  for (const namespace of spec.linux.namespaces) {
+    if (namespace.type === "network" && namespace.path !== undefined) {
+      if (!own.netnsPath) throw new FsbError("internal", "an Isolated checkpoint needs the copy's network namespace");
+      namespace.path = own.netnsPath;
+    }
+  }
+  spec.linux.cgroupsPath = own.cgroupsPath;
+  spec.hostname = own.hostname;
+  return spec;
+}
+
+/** The user's command and working directory inside the helper's arguments (`helper --workdir W [--envd E] -- CMD…`). */
+export function userCommandOf(spec: Pick<OciSpec, "process">): { command: string[]; workingDir: string } {
+  const args = spec.process.args;
+  if (args[0] !== HELPER_BINARY) return { command: [...args], workingDir: spec.process.cwd || "/" };
+  const separator = args.indexOf("--");
+  const workdirAt = args.indexOf("--workdir");
+  return {
+    command: separator >= 0 ? args.slice(separator + 1) : args.slice(1),
+    workingDir: workdirAt >= 0 && workdirAt < (separator >= 0 ? separator : args.length) ? (args[workdirAt + 1] ?? "/") : "/",
+  };
+}
+
+/** runsc's refusal, as a FailedPreconditionError that says what to change; anything else as it is. */
+export function checkpointError(error: unknown, sandboxId: string): FsbError {
+  const text = error instanceof Error ? error.message : String(error);
+  const connected = /cannot be saved in connected state: (local [^,]+, remote [^:]+:\d+)/.exec(text);
+  if (connected || /save rejected|still has waiters upon save/.test(text)) {
+    return new FailedPreconditionError(
+      `sandbox ${sandboxId} holds TCP sockets this gVisor (runsc 20221219) cannot save` +
+        (connected
+          ? ` (a connection ${connected[1]})`
+          : /waiters/.test(text)
+            ? " (a socket a process waits on through epoll, as Go, Node.js and asyncio servers do)"
+            : "") +
+        ": close connections, wait 60 s after the last one closed (TIME-WAIT), stop such servers, then retry; the sandbox runs on",
+    );
+  }
+  return FsbError.from(error);
+}
+
+function publicView(record: CheckpointRecord): RuntimeCheckpoint {
+  const { version: _version, ociSpec: _spec, runDir: _runDir, binaryName: _binary, envd: _envd, ...view } = record;
+  return view;
+}
+
+function checkId(id: string, field: string): void {
+  if (!isSandboxId(id)) throw new ValidationError(field, `${JSON.stringify(id)} is not a valid checkpoint id (lower-case letters, digits, '.', '_' and '-')`);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function directorySize(path: string): Promise<number> {
+  let total = 0;
+  for (const entry of await readdir(path, { withFileTypes: true })) {
+    const child = join(path, entry.name);
+    if (entry.isDirectory()) total += await directorySize(child);
+    else if (entry.isFile()) total += (await stat(child)).size;
+  }
+  return total;
+}

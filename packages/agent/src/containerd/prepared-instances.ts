@@ -1,0 +1,103 @@
+/**
+ * Prepared instances: sandboxes made before anyone asks for them, so that a create costs what
+ * handing one over costs. A prepared instance is a complete sandbox of the pool's template — image
+ * resolved, snapshot prepared, container created, task started, cgroup limits set and (Isolated)
+ * network namespace attached with its egress policy in force — whose process 1, the helper in
+ * `--prepared` mode, waits for a claim and runs nothing else.
+ *
+ * A create whose template (image, runtime, resources, network) matches claims one: the agent moves
+ * the instance's host files under the sandbox id, relabels the container as the sandbox and records
+ * the command's process in its stored spec, and writes the claim (working directory, argv, the
+ * whole environment) into the FIFO `run/claim`. The helper reads it, starts the command exactly as
+ * for a cold create and reports its start; the create answers once the command runs.
+ *
+ * What a claim cannot change late, and is therefore part of the template: the image, runtime,
+ * resources and network (a create that differs takes the cold path); the hostname, which is the
+ * instance's (`fsb-prepared-…`: changing it needs CAP_SYS_ADMIN, which sandboxes never hold); and
+ * the user, which is the image's for every sandbox anyway. Nothing of one instance is shared with
+ * another (each has its own snapshot, cgroup, namespaces and run directory), and an instance is
+ * claimed at most once: the stock hands each out once, and its FIFO accepts one claim.
+ */
+import { closeSync, constants, openSync, writeSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { FsbError, normalizeImageName } from "@fast-sandbox/api";
+import type { RuntimeSandboxSpec } from "../runtime/runtime.js";
+
+/** Value of LABEL_ROLE on a prepared instance until it is claimed. */
+export const ROLE_PREPARED_INSTANCE = "prepared-instance";
+
+/** The FIFO in the instance's run directory the claim is written into. */
+export const CLAIM_FIFO = "claim";
+
+/** What every sandbox made from a template shares: what a claim cannot change. */
+export type PreparedTemplate = Pick<RuntimeSandboxSpec, "namespace" | "pool" | "image" | "runtimeType" | "resources" | "network">;
+
+export interface PreparedInstancesSettings {
+  /** Instances kept ready. 0: none. */
+  count: number;
+  template: PreparedTemplate;
+}
+
+/** The part of a create that must match a template for the create to claim its instance. */
+export function templateKey(spec: PreparedTemplate): string {
+  const resources = spec.resources ?? {};
+  const network = spec.network ?? { mode: "shared" };
+  return JSON.stringify([
+    spec.namespace,
+    spec.pool,
+    normalizeImageName(spec.image),
+    spec.runtimeType,
+    [resources.cpuMillis ?? 0, resources.memoryBytes ?? 0, resources.pids ?? 0],
+    network.mode,
+    network.mode === "isolated" ? [network.egress ?? { kind: "allowAll" }, network.allowSandboxToSandbox ?? false] : [],
+  ]);
+}
+
+/** A fresh instance id: a valid containerd id and sandbox-id-shaped host file name, never a sandbox's own. */
+export function newInstanceId(): string {
+  return `fsb-prepared-${randomBytes(8).toString("hex")}`;
+}
+
+/** The claim the helper reads (fsb-helper.c): NUL-terminated strings, see there. */
+export function encodeClaim(claim: { workingDir: string; args: readonly string[]; env: readonly string[] }): Buffer {
+  if (claim.args.length === 0) throw new FsbError("internal", "a claim needs a command");
+  const strings = ["fsb-claim-v1", claim.workingDir, String(claim.args.length), ...claim.args, String(claim.env.length), ...claim.env];
+  for (const value of strings) {
+    if (value.includes("\0")) throw new FsbError("invalid_argument", "the command, its environment and working directory must not contain NUL bytes");
+  }
+  return Buffer.from(strings.map((value) => `${value}\0`).join(""), "utf8");
+}
+
+/** The largest claim the helper accepts (its buffer). */
+export const CLAIM_MAX_BYTES = 4 << 20;
+
+/**
+ * Writes the claim into the instance's FIFO, synchronously (a few system calls; the thread pool's
+ * queue would cost more than the writes). Opening without blocking fails at once (ENXIO) when no
+ * helper waits on the other end — the instance died or was claimed already — which the caller
+ * treats as "no instance". Closing the FIFO is the helper's end of the claim.
+ */
+export function writeClaim(fifoPath: string, claim: Buffer): boolean {
+  let fd: number;
+  try {
+    fd = openSync(fifoPath, constants.O_WRONLY | constants.O_NONBLOCK);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENXIO" || code === "ENOENT") return false;
+    throw error;
+  }
+  try {
+    let offset = 0;
+    while (offset < claim.length) {
+      try {
+        offset += writeSync(fd, claim, offset, claim.length - offset);
+      } catch (error) {
+        // The pipe is full (a claim over its 64 KiB): the helper is reading it; go on at once.
+        if ((error as NodeJS.ErrnoException).code !== "EAGAIN") throw error;
+      }
+    }
+    return true;
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * `fsb checkpoint NAME [-n CHECKPOINT]`, `fsb checkpoint ls`, `fsb checkpoint rm`, `fsb run
+ * --from-checkpoint C` and `fsb fork NAME -n K`: checkpoints of sandboxes in gVisor pools. In these
+ * commands `-n` is the checkpoint's name (checkpoint) or the number of copies (fork), as the issue
+ * that asked for them writes it; the namespace is `--namespace`.
+ */
+import { ValidationError, parseDurationMs } from "@fast-sandbox/api";
+import type { CheckpointInfo, CreatedSandbox } from "@fast-sandbox/sdk";
+import { saveAccessToken } from "../access-tokens.js";
+import { connect, type GlobalOptions } from "../connection.js";
+import { age, printObjects, printTable, type OutputFormat } from "../output.js";
+import { parsePorts } from "./sandboxes.js";
+
+export async function checkpoint(sandbox: string, options: GlobalOptions & { namespace?: string; name?: string }): Promise<void> {
+  const { client, namespace } = await connect(options);
+  const made = await client.checkpoints.create(sandbox, { namespace, ...(options.name ? { name: options.name } : {}) });
+  process.stdout.write(`checkpoint of ${sandbox} saved on node ${made.nodeName || "?"} (${formatBytes(made.sizeBytes)}); ${sandbox} runs on: ${made.name}\n`);
+}
+
+const CHECKPOINT_HEADERS = ["NAME", "SANDBOX", "POOL", "NODE", "SIZE", "AGE"];
+
+function checkpointRow(c: CheckpointInfo): string[] {
+  return [c.name, c.sandbox, c.pool, c.nodeName || "-", formatBytes(c.sizeBytes), age(c.createTime)];
+}
+
+export async function list(options: GlobalOptions & { namespace?: string; allNamespaces?: boolean; output: OutputFormat }): Promise<void> {
+  const { client, namespace } = await connect(options);
+  const checkpoints = await client.checkpoints.list({ namespace: options.allNamespaces ? "*" : namespace });
+  printObjects(options.output, { kind: "List", items: checkpoints }, () => {
+    if (checkpoints.length === 0) {
+      process.stdout.write("No checkpoints. Save one of a running sandbox of a gVisor pool with: npx fsb checkpoint NAME\n");
+      return;
+    }
+    const withNamespace = options.allNamespaces === true;
+    printTable(
+      withNamespace ? ["NAMESPACE", ...CHECKPOINT_HEADERS] : CHECKPOINT_HEADERS,
+      checkpoints.map((c) => (withNamespace ? [c.namespace, ...checkpointRow(c)] : checkpointRow(c))),
+    );
+  });
+}
+
+export async function remove(names: string[], options: GlobalOptions & { namespace?: string }): Promise<void> {
+  const { client, namespace } = await connect(options);
+  for (const name of names) {
+    await client.checkpoints.delete(name, { namespace });
+    process.stdout.write(`checkpoint ${name} deleted\n`);
+  }
+}
+
+export interface RunFromCheckpointOptions extends GlobalOptions {
+  fromCheckpoint: string;
+  name?: string;
+  namespace?: string;
+  port: string[];
+  expire?: string;
+}
+
+/** `fsb run --from-checkpoint C`: image, pool, command and environment are the checkpoint's. */
+export async function runFromCheckpoint(options: RunFromCheckpointOptions): Promise<void> {
+  const { client, namespace, dataDir } = await connect(options);
+  const sandbox = await client.checkpoints.restore(options.fromCheckpoint, {
+    namespace,
+    ...(options.name ? { name: options.name } : {}),
+    exposedPorts: parsePorts(options.port),
+    ...(options.expire ? { ttlMs: parseDurationMs(options.expire, "--expire") } : {}),
+  });
+  printCreated(sandbox, namespace, dataDir, `restored from checkpoint ${options.fromCheckpoint}`);
+}
+
+export async function fork(sandbox: string, options: GlobalOptions & { namespace?: string; count: string; checkpoint?: string }): Promise<void> {
+  const count = Number(options.count);
+  if (!/^\d+$/.test(options.count) || count < 1) throw new ValidationError("--count", `${JSON.stringify(options.count)} is not a number of copies (1 or more)`);
+  const { client, namespace, dataDir } = await connect(options);
+  const result = await client.checkpoints.fork(sandbox, { namespace, count, ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}) });
+  for (const copy of result.sandboxes) printCreated(copy, namespace, dataDir, `copy of ${sandbox}`);
+  if (result.checkpoint) process.stdout.write(`checkpoint kept: ${result.checkpoint.name}\n`);
+}
+
+function printCreated(sandbox: CreatedSandbox, namespace: string, dataDir: string | undefined, what: string): void {
+  const name = sandbox.metadata.name;
+  const saved = dataDir && sandbox.accessToken ? saveAccessToken(dataDir, namespace, name, sandbox.accessToken) : undefined;
+  process.stdout.write(`access token: ${sandbox.accessToken}${saved ? ` (saved in ${saved})` : ""}\n`);
+  const address = sandbox.status?.sandboxIP ? `, address ${sandbox.status.sandboxIP}` : "";
+  process.stdout.write(`sandbox ${what} running on agent ${sandbox.status?.assignedPod ?? "?"}${address}: ${name}\n`);
+}
+
+function formatBytes(bytes: number): string {
+  if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
+  if (bytes >= 1 << 10) return `${(bytes / (1 << 10)).toFixed(1)} KiB`;
+  return `${bytes} B`;
+}

@@ -1,0 +1,224 @@
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { AlreadyExistsError, FailedPreconditionError, NoCapacityError, NotFoundError, ValidationError } from "@fast-sandbox/api";
+import { pino } from "pino";
+import type { AgentCheckpoint, AgentCheckpointClient, AgentCheckpointRequest } from "../agent-client/agent-checkpoints.js";
+import { CheckpointManager, RESTORED_FROM_ANNOTATION } from "./checkpoint-manager.js";
+import { FakeAgentClient, SandboxManagerFixture, poolOf, sandboxSpec } from "./sandbox-manager.fixture.js";
+
+/** Checkpoints on one node: the pool's agents there share its directory, as in the embedded mode. */
+class NodeCheckpoints {
+  readonly byId = new Map<string, AgentCheckpoint>();
+}
+
+/** A fake agent that also keeps checkpoints (in its node's directory) and records the calls. */
+class FakeCheckpointingAgent extends FakeAgentClient implements AgentCheckpointClient {
+  readonly checkpointCalls: AgentCheckpointRequest[] = [];
+  constructor(
+    name: string,
+    readonly node: NodeCheckpoints,
+  ) {
+    super(name);
+  }
+
+  async checkpointSandbox(request: AgentCheckpointRequest): Promise<AgentCheckpoint> {
+    this.checkpointCalls.push(request);
+    const sandbox = this.sandboxes.get(request.sandboxId);
+    if (!sandbox) throw new NotFoundError(`sandbox ${request.sandboxId} does not exist`);
+    const checkpoint: AgentCheckpoint = {
+      checkpointId: request.checkpointId,
+      namespace: request.namespace,
+      name: request.name,
+      pool: "default",
+      sourceSandboxId: request.sandboxId,
+      sourceName: sandbox.name,
+      image: sandbox.image,
+      runtimeType: "gvisor",
+      networkMode: "isolated",
+      command: ["sh", "-c", "loop"],
+      workingDir: "/work",
+      createdAt: new Date(2026, 0, 1, 0, 0, this.node.byId.size).toISOString(),
+      sizeBytes: 1000,
+    };
+    this.node.byId.set(checkpoint.checkpointId, checkpoint);
+    return checkpoint;
+  }
+
+  async resumeSandbox(): Promise<void> {}
+
+  async listCheckpoints(): Promise<AgentCheckpoint[]> {
+    return [...this.node.byId.values()];
+  }
+
+  async deleteCheckpoint(checkpointId: string): Promise<void> {
+    this.calls.push(`delete-checkpoint ${checkpointId}`);
+    this.node.byId.delete(checkpointId);
+  }
+}
+
+describe("CheckpointManager", () => {
+  let fixture: SandboxManagerFixture;
+  let checkpoints: CheckpointManager;
+  const nodeA = new NodeCheckpoints();
+  const nodeB = new NodeCheckpoints();
+
+  /** A ready agent of the default pool, on `node`. */
+  const addAgent = (name: string, node: NodeCheckpoints, capacity = 4): FakeCheckpointingAgent => {
+    fixture.addAgent(name, { capacity });
+    const client = new FakeCheckpointingAgent(name, node);
+    fixture.clients.set(name, client);
+    return client;
+  };
+
+  beforeEach(async () => {
+    nodeA.byId.clear();
+    nodeB.byId.clear();
+    const pool = poolOf("default", { runtimeType: "gvisor" });
+    fixture = new SandboxManagerFixture({ pool });
+    fixture.manager.setPool(poolOf("plain"));
+    await fixture.store.create("SandboxPool", pool);
+    await fixture.store.create("SandboxPool", poolOf("plain"));
+    checkpoints = new CheckpointManager({
+      manager: fixture.manager,
+      store: fixture.store,
+      registry: fixture.registry,
+      agents: fixture.agents,
+      logger: pino({ level: "silent" }),
+    });
+  });
+
+  afterEach(() => fixture.close());
+
+  it("checkpoints a running sandbox of a gVisor pool on its agent, under a generated name when none is given", async () => {
+    const agent = addAgent("agent-a", nodeA);
+    const source = await fixture.manager.create({ name: "source", spec: sandboxSpec() });
+    const named = await checkpoints.checkpoint({ sandbox: "source", checkpoint: "ck1" });
+    assert.deepEqual(agent.checkpointCalls[0], { sandboxId: source.status?.sandboxID, checkpointId: named.id, namespace: "default", name: "ck1" });
+    assert.deepEqual(
+      { name: named.name, sandbox: named.sandbox, agents: named.agents, nodeName: named.nodeName },
+      {
+        name: "ck1",
+        sandbox: "source",
+        agents: ["agent-a"],
+        nodeName: "node-1",
+      },
+    );
+    const generated = await checkpoints.checkpoint({ sandbox: "source" });
+    assert.match(generated.name, /^source-[0-9a-f]{10}$/);
+    assert.deepEqual(
+      (await checkpoints.list()).map((c) => c.name),
+      ["ck1", generated.name],
+    );
+  });
+
+  it("refuses a runc sandbox, a taken or bad name, and a sandbox that does not exist, saying why", async () => {
+    addAgent("agent-a", nodeA);
+    fixture.addAgent("runc-agent", { pool: "plain" });
+    await fixture.manager.create({ name: "on-runc", spec: sandboxSpec({ poolRef: "plain" }) });
+    await assert.rejects(checkpoints.checkpoint({ sandbox: "on-runc" }), (error: unknown) => {
+      assert.ok(error instanceof FailedPreconditionError);
+      assert.match(error.message, /checkpoint needs runtimeType gvisor: sandbox default\/on-runc is in pool plain, whose runtimeType is container/);
+      return true;
+    });
+    await fixture.manager.create({ name: "source", spec: sandboxSpec() });
+    await checkpoints.checkpoint({ sandbox: "source", checkpoint: "ck1" });
+    await assert.rejects(checkpoints.checkpoint({ sandbox: "source", checkpoint: "ck1" }), AlreadyExistsError);
+    await assert.rejects(checkpoints.checkpoint({ sandbox: "source", checkpoint: "Not_A_Name" }), ValidationError);
+    await assert.rejects(checkpoints.checkpoint({ sandbox: "missing" }), NotFoundError);
+    await assert.rejects(checkpoints.get(undefined, "missing"), /checkpoint default\/missing not found; 'fsb checkpoint ls' lists the checkpoints/);
+  });
+
+  it("restores on an agent that holds the checkpoint, with the checkpoint's image, pool and command", async () => {
+    const a = addAgent("agent-a", nodeA);
+    const b = addAgent("agent-b", nodeB);
+    // agent-a has more free slots: only the checkpoint keeps the restore on agent-b.
+    await fixture.manager.create({ name: "source", spec: sandboxSpec({ image: "base:1" }) });
+    const placedOn = a.sandboxes.size === 1 ? a : b;
+    const other = placedOn === a ? b : a;
+    const checkpoint = await checkpoints.checkpoint({ sandbox: "source", checkpoint: "ck1" });
+    await fixture.manager.create({ name: "filler", spec: sandboxSpec() });
+    const restored = await checkpoints.createFrom({ name: "copy", fromCheckpoint: "ck1", spec: { poolRef: "", image: "" } });
+    const request = placedOn.createRequests.at(-1);
+    assert.equal(request?.name, "copy");
+    assert.equal(request?.fromCheckpoint, checkpoint.id);
+    assert.ok(!other.createRequests.some((r) => r.name === "copy"));
+    assert.deepEqual(
+      { image: restored.spec.image, pool: restored.spec.poolRef, command: restored.spec.command, workingDir: restored.spec.workingDir },
+      {
+        image: "base:1",
+        pool: "default",
+        command: ["sh", "-c", "loop"],
+        workingDir: "/work",
+      },
+    );
+    assert.equal(restored.metadata.annotations?.[RESTORED_FROM_ANNOTATION], "ck1");
+    assert.equal(restored.status?.phase, "Running");
+  });
+
+  it("says what is wrong with a restore: an unknown checkpoint, a command, another pool, a full holder", async () => {
+    addAgent("agent-a", nodeA, 1);
+    await fixture.manager.create({ name: "source", spec: sandboxSpec() });
+    await checkpoints.checkpoint({ sandbox: "source", checkpoint: "ck1" });
+    await assert.rejects(checkpoints.createFrom({ fromCheckpoint: "nope" }), NotFoundError);
+    await assert.rejects(checkpoints.createFrom({ fromCheckpoint: "ck1", spec: { command: ["sh"] } }), /spec\.command|leave command empty/);
+    await assert.rejects(checkpoints.createFrom({ fromCheckpoint: "ck1", spec: { poolRef: "plain" } }), /is in pool default/);
+    await assert.rejects(checkpoints.createFrom({ fromCheckpoint: "ck1", spec: { image: "other:2" } }), /leave the image empty/);
+    // The one agent that holds it is full: no waiting for a new agent, which would not hold it.
+    await assert.rejects(
+      checkpoints.createFrom({ fromCheckpoint: "ck1" }),
+      (error: unknown) => error instanceof NoCapacityError && /agent-a/.test(error.message),
+    );
+    assert.equal(await fixture.stored("copy"), undefined);
+  });
+
+  it("forks K running copies from one checkpoint and deletes that checkpoint, unless asked to keep it", async () => {
+    addAgent("agent-a", nodeA, 8);
+    await fixture.manager.create({ name: "source", spec: sandboxSpec() });
+    const fork = await checkpoints.fork({ name: "source", count: 3 });
+    assert.equal(fork.sandboxes.length, 3);
+    assert.equal(new Set(fork.sandboxes.map((s) => s.sandbox.status?.sandboxID)).size, 3);
+    assert.ok(fork.sandboxes.every((s) => s.accessToken && s.sandbox.metadata.name.startsWith("source-")));
+    assert.deepEqual(await checkpoints.list(), []);
+    const kept = await checkpoints.fork({ name: "source", count: 1, checkpoint: "golden" });
+    assert.equal(kept.checkpoint?.name, "golden");
+    assert.deepEqual(
+      (await checkpoints.list()).map((c) => c.name),
+      ["golden"],
+    );
+    await assert.rejects(checkpoints.fork({ name: "source", count: 0 }), ValidationError);
+    await assert.rejects(checkpoints.fork({ name: "source", count: 33 }), ValidationError);
+  });
+
+  it("makes all copies of a fork or none: a failed copy removes the others and the checkpoint", async () => {
+    const agent = addAgent("agent-a", nodeA, 8);
+    await fixture.manager.create({ name: "source", spec: sandboxSpec() });
+    let creates = 0;
+    agent.onCreate = (spec) => {
+      if (spec.fromCheckpoint && ++creates === 2) agent.createError = new FailedPreconditionError("runsc could not restore it");
+    };
+    await assert.rejects(checkpoints.fork({ name: "source", count: 3 }), /fork of default\/source: \d of 3 copies ran before one failed \(all removed\)/);
+    agent.createError = undefined;
+    const left = await fixture.manager.list(undefined);
+    assert.deepEqual(
+      left.map((s) => s.metadata.name),
+      ["source"],
+    );
+    assert.deepEqual(await checkpoints.list(), []);
+  });
+
+  it("deletes a checkpoint from its node, and a pool's checkpoints with the pool", async () => {
+    addAgent("agent-a", nodeA);
+    await fixture.manager.create({ name: "source", spec: sandboxSpec() });
+    await checkpoints.checkpoint({ sandbox: "source", checkpoint: "ck1" });
+    await checkpoints.checkpoint({ sandbox: "source", checkpoint: "ck2" });
+    await checkpoints.delete(undefined, "ck1");
+    assert.deepEqual(
+      [...nodeA.byId.values()].map((c) => c.name),
+      ["ck2"],
+    );
+    await assert.rejects(checkpoints.delete(undefined, "ck1"), NotFoundError);
+    assert.equal(await checkpoints.deletePoolCheckpoints("default", "other-pool"), 0);
+    assert.equal(await checkpoints.deletePoolCheckpoints("default", "default"), 1);
+    assert.equal(nodeA.byId.size, 0);
+  });
+});

@@ -1,0 +1,357 @@
+/**
+ * Checkpoints of gVisor sandboxes, restores from them and forks, on the fast path.
+ *
+ * A checkpoint lives on one node, in its pool's checkpoint directory there (the agent's
+ * FSB_CHECKPOINT_DIR/<namespace>/<pool>; embedded: `<dataDir>/checkpoints/...`), and is known by
+ * the agents that report it (ListCheckpoints): there is no record of it in the store. So every
+ * lookup asks the namespace's ready agents, and a restore is placed on one of the agents that
+ * reported the checkpoint — the registry restricts the placement to them (PlacementRequest.agents).
+ *
+ * - checkpoint: the sandbox runs on (its agent restores it in place), under its name, id and address.
+ * - create from a checkpoint: a new sandbox of the checkpoint's pool and image, whose spec records the
+ *   checkpointed command; its instance is restored, not started. A later replacement of that instance
+ *   (reset, AutoRecreate) starts fresh from the image and that command: it does not restore again.
+ * - fork: one checkpoint of a running sandbox, then `count` restores in parallel; the checkpoint is
+ *   deleted once the copies run unless the request names it. All or nothing: a fork that cannot
+ *   make every copy deletes those it made.
+ */
+import { randomBytes } from "node:crypto";
+import type { Logger } from "pino";
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  FsbError,
+  NAME_MAX_LENGTH,
+  NAME_PATTERN,
+  NotFoundError,
+  UnavailableError,
+  ValidationError,
+  normalizeImageName,
+  type Sandbox,
+  type SandboxSpec,
+} from "@fast-sandbox/api";
+import type { AgentClient } from "../agent-client/agent-client.js";
+import { canCheckpoint, type AgentCheckpoint, type AgentCheckpointClient } from "../agent-client/agent-checkpoints.js";
+import type { AgentRegistry } from "../registry/agent-registry.js";
+import type { ResourceStore } from "../store/resource-store.js";
+import { hashAccessToken, newAccessToken } from "../proxy/access-token.js";
+import { newInstanceId } from "./instance-id.js";
+import { DEFAULT_NAMESPACE, type AgentClients, type CreateSandboxInput, type SandboxManager } from "./sandbox-manager.js";
+
+/** On a sandbox restored from a checkpoint: the checkpoint's name. */
+export const RESTORED_FROM_ANNOTATION = "sandbox.fast.io/restored-from";
+/** The most copies one fork makes. */
+export const MAX_FORK_COUNT = 32;
+/** How long a lookup waits for each agent's list of checkpoints. */
+const LIST_TIMEOUT_MS = 5_000;
+
+/** A checkpoint, as the API shows it. */
+export interface Checkpoint {
+  namespace: string;
+  name: string;
+  /** Its id on its node. */
+  id: string;
+  /** The sandbox it was taken of: its name and instance id. */
+  sandbox: string;
+  sandboxId: string;
+  pool: string;
+  image: string;
+  /** The checkpointed command and working directory (restored copies run on from where it was). */
+  command: string[];
+  workingDir: string;
+  /** `shared` or `isolated`. */
+  networkMode: string;
+  /** RFC 3339. */
+  createTime: string;
+  sizeBytes: number;
+  /** The node that holds it and the agents there that reported it (restores go to one of them). */
+  nodeName: string;
+  agents: string[];
+}
+
+export interface CheckpointManagerOptions {
+  manager: SandboxManager;
+  store: ResourceStore;
+  registry: AgentRegistry;
+  agents: AgentClients;
+  logger: Logger;
+}
+
+export interface CreateFromCheckpointInput extends Omit<CreateSandboxInput, "restore" | "spec"> {
+  /** The checkpoint's name in the input's namespace. */
+  fromCheckpoint: string;
+  /** May leave out image and poolRef (they are the checkpoint's); command, args, envs and workingDir must be empty. */
+  spec?: Partial<SandboxSpec>;
+}
+
+export interface ForkInput {
+  namespace?: string;
+  /** The running sandbox to copy. */
+  name: string;
+  count: number;
+  /** Keep the checkpoint under this name; empty: it is deleted once the copies run. */
+  checkpoint?: string;
+  labels?: Record<string, string>;
+}
+
+export interface ForkResult {
+  sandboxes: { sandbox: Sandbox; accessToken: string }[];
+  /** The checkpoint, when the input named one to keep. */
+  checkpoint?: Checkpoint;
+}
+
+export class CheckpointManager {
+  private readonly options: CheckpointManagerOptions;
+  private readonly logger: Logger;
+  /** Checkpoint names being created now (namespace/name): a second one of a name fails fast. */
+  private readonly creating = new Set<string>();
+
+  constructor(options: CheckpointManagerOptions) {
+    this.options = options;
+    this.logger = options.logger.child({ component: "checkpoints" });
+  }
+
+  /** Checkpoints a running sandbox of a gVisor pool; it runs on. */
+  async checkpoint(input: { namespace?: string; sandbox: string; checkpoint?: string }): Promise<Checkpoint> {
+    const namespace = input.namespace || DEFAULT_NAMESPACE;
+    const name = input.checkpoint || `${input.sandbox.slice(0, NAME_MAX_LENGTH - 11)}-${randomBytes(5).toString("hex")}`;
+    checkName(name, input.checkpoint ? "checkpoint" : "name");
+    const key = `${namespace}/${name}`;
+    if (this.creating.has(key)) throw new AlreadyExistsError(`checkpoint ${key} is being created; choose another name`);
+    this.creating.add(key);
+    try {
+      const { sandbox, client } = await this.checkpointable(namespace, input.sandbox);
+      if (await this.find(namespace, name))
+        throw new AlreadyExistsError(`checkpoint ${key} already exists; choose another name or delete it first ('fsb checkpoint rm ${name}')`);
+      const agentName = sandbox.status?.assignedPod ?? "";
+      const made = await client.checkpointSandbox({ sandboxId: sandbox.status?.sandboxID ?? "", checkpointId: newInstanceId(), namespace, name });
+      this.logger.info({ checkpoint: key, sandbox: sandbox.metadata.name, agent: agentName, sizeBytes: made.sizeBytes }, "sandbox checkpointed");
+      return this.view(made, [agentName]);
+    } finally {
+      this.creating.delete(key);
+    }
+  }
+
+  /** Every checkpoint of the namespace (`*`: of every namespace) that a ready agent reports. */
+  async list(namespace?: string): Promise<Checkpoint[]> {
+    const all = namespace === "*";
+    const checkpoints = await this.lookup(all ? undefined : namespace || DEFAULT_NAMESPACE);
+    return checkpoints.sort((a, b) => a.namespace.localeCompare(b.namespace) || a.createTime.localeCompare(b.createTime) || a.name.localeCompare(b.name));
+  }
+
+  async get(namespace: string | undefined, name: string): Promise<Checkpoint> {
+    const ns = namespace || DEFAULT_NAMESPACE;
+    if (!name) throw new ValidationError("name", "name the checkpoint");
+    const found = await this.find(ns, name);
+    if (!found) throw new NotFoundError(`checkpoint ${ns}/${name} not found; 'fsb checkpoint ls' lists the checkpoints`);
+    return found;
+  }
+
+  /** Removes the checkpoint's files from its node; sandboxes restored from it run on. */
+  async delete(namespace: string | undefined, name: string): Promise<void> {
+    const checkpoint = await this.get(namespace, name);
+    // The pool's agents on a node share its directory: the first removes it, the others find nothing.
+    for (const agentName of checkpoint.agents) await this.client(agentName).deleteCheckpoint(checkpoint.id);
+    this.logger.info({ checkpoint: `${checkpoint.namespace}/${checkpoint.name}` }, "checkpoint deleted");
+  }
+
+  /** Removes every checkpoint of a pool that its ready agents report (the pool is being deleted). */
+  async deletePoolCheckpoints(namespace: string, pool: string): Promise<number> {
+    const checkpoints = (await this.lookup(namespace)).filter((checkpoint) => checkpoint.pool === pool);
+    for (const checkpoint of checkpoints) {
+      for (const agentName of checkpoint.agents) await this.client(agentName).deleteCheckpoint(checkpoint.id);
+    }
+    if (checkpoints.length > 0)
+      this.logger.info({ pool: `${namespace}/${pool}`, checkpoints: checkpoints.map((c) => c.name) }, "pool deleted: its checkpoints are removed");
+    return checkpoints.length;
+  }
+
+  /** Creates a sandbox restored from a checkpoint, on an agent that holds it. */
+  async createFrom(input: CreateFromCheckpointInput): Promise<Sandbox> {
+    const namespace = input.namespace || DEFAULT_NAMESPACE;
+    const checkpoint = await this.get(namespace, input.fromCheckpoint);
+    const given = input.spec ?? {};
+    if (given.image && normalizeImageName(given.image) !== normalizeImageName(checkpoint.image)) {
+      throw new ValidationError(
+        "spec.image",
+        `a sandbox restored from checkpoint ${checkpoint.name} runs its image ${checkpoint.image}; leave the image empty`,
+      );
+    }
+    if (given.poolRef && given.poolRef !== checkpoint.pool) {
+      throw new ValidationError(
+        "spec.poolRef",
+        `checkpoint ${checkpoint.name} is in pool ${checkpoint.pool} (on node ${checkpoint.nodeName}); restore it there (leave the pool empty)`,
+      );
+    }
+    for (const field of ["command", "args", "envs", "workingDir"] as const) {
+      const value = given[field];
+      if (value !== undefined && value !== "" && !(Array.isArray(value) && value.length === 0)) {
+        throw new ValidationError(`spec.${field}`, `a restored sandbox runs on the checkpoint's processes, with their environment: leave ${field} empty`);
+      }
+    }
+    const spec: SandboxSpec = {
+      ...given,
+      image: checkpoint.image,
+      poolRef: checkpoint.pool,
+      // What runs is the checkpoint's command: the record says so (and a replacement starts it afresh).
+      command: checkpoint.command,
+      ...(checkpoint.workingDir && checkpoint.workingDir !== "/" ? { workingDir: checkpoint.workingDir } : {}),
+    };
+    const { fromCheckpoint: _name, spec: _spec, ...rest } = input;
+    return this.options.manager.create({
+      ...rest,
+      spec,
+      annotations: { ...input.annotations, [RESTORED_FROM_ANNOTATION]: checkpoint.name },
+      restore: { checkpointId: checkpoint.id, agents: checkpoint.agents },
+    });
+  }
+
+  /** `count` running copies of a running gVisor sandbox, from one checkpoint of it. */
+  async fork(input: ForkInput): Promise<ForkResult> {
+    const namespace = input.namespace || DEFAULT_NAMESPACE;
+    if (!Number.isInteger(input.count) || input.count < 1 || input.count > MAX_FORK_COUNT) {
+      throw new ValidationError("count", `${input.count} copies: give a number from 1 to ${MAX_FORK_COUNT}`);
+    }
+    const keep = Boolean(input.checkpoint);
+    const checkpoint = await this.checkpoint({
+      namespace,
+      sandbox: input.name,
+      ...(input.checkpoint
+        ? { checkpoint: input.checkpoint }
+        : { checkpoint: `${input.name.slice(0, NAME_MAX_LENGTH - 16)}-fork-${randomBytes(5).toString("hex")}` }),
+    });
+    const base = input.name.slice(0, NAME_MAX_LENGTH - 11);
+    const results = await Promise.allSettled(
+      Array.from({ length: input.count }, async () => {
+        const accessToken = newAccessToken();
+        const sandbox = await this.createFrom({
+          namespace,
+          name: `${base}-${randomBytes(5).toString("hex")}`,
+          fromCheckpoint: checkpoint.name,
+          ...(input.labels ? { labels: input.labels } : {}),
+          accessTokenHash: hashAccessToken(accessToken),
+        });
+        return { sandbox, accessToken };
+      }),
+    );
+    const made = results.flatMap((result) => (result.status === "fulfilled" ? [result.value] : []));
+    const failed = results.find((result): result is PromiseRejectedResult => result.status === "rejected");
+    if (failed) {
+      // All or nothing: the caller learns of no sandbox it would have to find and delete.
+      await Promise.allSettled(made.map(({ sandbox }) => this.options.manager.delete(namespace, sandbox.metadata.name, 0)));
+    }
+    if (!keep || failed) {
+      await this.delete(namespace, checkpoint.name).catch((error: unknown) =>
+        this.logger.warn({ err: error, checkpoint: checkpoint.name }, "could not delete a fork's checkpoint; 'fsb checkpoint rm' removes it"),
+      );
+    }
+    if (failed) {
+      const error = FsbError.from(failed.reason);
+      throw new FsbError(
+        error.code,
+        `fork of ${namespace}/${input.name}: ${made.length} of ${input.count} copies ran before one failed (all removed): ${error.message}`,
+        {
+          cause: error,
+        },
+      );
+    }
+    return { sandboxes: made, ...(keep ? { checkpoint } : {}) };
+  }
+
+  /** The sandbox, if it can be checkpointed now, and its agent's client. */
+  private async checkpointable(namespace: string, name: string): Promise<{ sandbox: Sandbox; client: AgentCheckpointClient }> {
+    const sandbox = await this.options.manager.get(namespace, name);
+    const pool = await this.options.store.get("SandboxPool", { namespace, name: sandbox.spec.poolRef });
+    const runtimeType = pool?.spec.runtimeType ?? "container";
+    if (runtimeType !== "gvisor") {
+      throw new FailedPreconditionError(
+        `checkpoint needs runtimeType gvisor: sandbox ${namespace}/${name} is in pool ${sandbox.spec.poolRef}, whose runtimeType is ${runtimeType}`,
+      );
+    }
+    if (sandbox.metadata.deletionTimestamp) throw new FailedPreconditionError(`sandbox ${namespace}/${name} is being deleted`);
+    const agentName = sandbox.status?.assignedPod;
+    if (sandbox.status?.phase !== "Running" || !agentName || !sandbox.status.sandboxID) {
+      throw new FailedPreconditionError(`sandbox ${namespace}/${name} is ${sandbox.status?.phase ?? "Pending"}: only a Running sandbox can be checkpointed`);
+    }
+    return { sandbox, client: this.client(agentName) };
+  }
+
+  private client(agentName: string): AgentClient & AgentCheckpointClient {
+    const client = this.options.agents.get(agentName);
+    if (!client) throw new UnavailableError(`agent ${agentName} is not connected; retry shortly`);
+    if (!canCheckpoint(client)) throw new FailedPreconditionError(`agent ${agentName} cannot checkpoint (it predates checkpoints)`);
+    return client;
+  }
+
+  private async find(namespace: string, name: string): Promise<Checkpoint | undefined> {
+    return (await this.lookup(namespace)).find((checkpoint) => checkpoint.name === name);
+  }
+
+  /**
+   * The checkpoints the ready agents (of `namespace`, or all) report, merged by id: each with the
+   * agents that reported it. An agent that does not answer in time is left out.
+   */
+  private async lookup(namespace: string | undefined): Promise<Checkpoint[]> {
+    const agents = this.options.registry.listAgents(namespace === undefined ? {} : { namespace }).filter((agent) => agent.ready);
+    const reports = await Promise.all(
+      agents.map(async (agent) => {
+        const client = this.options.agents.get(agent.name);
+        if (!client || !canCheckpoint(client)) return [];
+        try {
+          const listed = await withTimeout(client.listCheckpoints(), LIST_TIMEOUT_MS, `agent ${agent.name} did not list its checkpoints in time`);
+          return listed.map((checkpoint) => ({ agent: agent.name, checkpoint }));
+        } catch (error) {
+          this.logger.debug({ err: error, agent: agent.name }, "an agent's checkpoints are left out of a lookup");
+          return [];
+        }
+      }),
+    );
+    const byId = new Map<string, { checkpoint: AgentCheckpoint; agents: string[] }>();
+    for (const { agent, checkpoint } of reports.flat()) {
+      if (namespace !== undefined && checkpoint.namespace !== namespace) continue;
+      const entry = byId.get(checkpoint.checkpointId);
+      if (entry) entry.agents.push(agent);
+      else byId.set(checkpoint.checkpointId, { checkpoint, agents: [agent] });
+    }
+    return [...byId.values()].map(({ checkpoint, agents: holders }) => this.view(checkpoint, holders.sort()));
+  }
+
+  private view(checkpoint: AgentCheckpoint, agents: string[]): Checkpoint {
+    const nodeName = agents.map((name) => this.options.registry.getAgent(name)?.nodeName).find(Boolean) ?? "";
+    return {
+      namespace: checkpoint.namespace,
+      name: checkpoint.name,
+      id: checkpoint.checkpointId,
+      sandbox: checkpoint.sourceName,
+      sandboxId: checkpoint.sourceSandboxId,
+      pool: checkpoint.pool,
+      image: checkpoint.image,
+      command: checkpoint.command,
+      workingDir: checkpoint.workingDir,
+      networkMode: checkpoint.networkMode,
+      createTime: checkpoint.createdAt,
+      sizeBytes: checkpoint.sizeBytes,
+      nodeName,
+      agents,
+    };
+  }
+}
+
+function checkName(name: string, field: string): void {
+  if (name.length > NAME_MAX_LENGTH || !new RegExp(NAME_PATTERN).test(name)) {
+    throw new ValidationError(
+      field,
+      `${JSON.stringify(name)} is not a valid checkpoint name: lower-case letters, digits and '-', at most ${NAME_MAX_LENGTH} characters`,
+    );
+  }
+}
+
+async function withTimeout<T>(work: Promise<T>, timeoutMs: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new UnavailableError(message)), timeoutMs)));
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

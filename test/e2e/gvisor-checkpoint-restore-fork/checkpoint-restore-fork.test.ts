@@ -1,0 +1,189 @@
+/**
+ * Checkpoint, restore and fork of gVisor sandboxes on the real containerd and runsc, through the
+ * public API of an embedded Fast Sandbox (Isolated network, the in-sandbox daemon running):
+ * - a copy restored from a checkpoint runs on from the checkpointed state (a file written before,
+ *   a counter that goes on counting), while the checkpointed sandbox runs on too;
+ * - each copy has its own identity (sandbox id, address, hostname, its daemon serving on its own
+ *   address) and sees none of its siblings' writes, nor what the source wrote after the checkpoint;
+ * - a fork of 3 gives 3 running copies and leaves no checkpoint behind;
+ * - what is refused says why (runc sandboxes, unknown checkpoints, a command with a restore);
+ * - deleting the sandboxes and the checkpoints, then the pool, leaves no container, task,
+ *   snapshot or checkpoint file.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { AlreadyExistsError, FailedPreconditionError, NotFoundError, ValidationError } from "@fast-sandbox/sdk";
+import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
+
+/** Counts in /tmp/counter ten times a second, after writing /root/state: all of it in the sandbox's memory. */
+const COUNTER = "echo before > /root/state; i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done";
+
+describe("gVisor sandboxes are checkpointed, restored and forked with their state, each copy on its own", () => {
+  let embedded: EmbeddedCase;
+  const checkpointDir = () => join(embedded.dataDir, "checkpoints", "default", "gv");
+
+  before(async () => {
+    embedded = await startEmbedded({
+      name: "gvisor-ckpt",
+      pools: [
+        pool("gv", { maxSandboxesPerPod: 8, runtimeType: "gvisor" }),
+        pool("gv-shared", { maxSandboxesPerPod: 2, runtimeType: "gvisor", network: { mode: "Shared" } }),
+        pool("plain", { maxSandboxesPerPod: 1 }),
+      ],
+    });
+  });
+
+  after(async () => {
+    await embedded?.stop();
+  });
+
+  const sh = async (name: string, script: string) => {
+    const result = await embedded.client.sandboxes.exec(name, ["sh", "-c", script]);
+    assert.equal(result.exitCode, 0, `${script} in ${name}: ${result.stderr}`);
+    return result.stdout.trim();
+  };
+  const counter = async (name: string) => Number(await sh(name, "cat /tmp/counter"));
+  const daemonAnswers = async (address: string) => (await fetch(`http://${address}:49983/health`)).status === 204;
+
+  it("restores copies that run on from the checkpointed state, with identities of their own and nothing shared", async () => {
+    const { client } = embedded;
+    const source = await client.sandboxes.create({ name: "source", pool: "gv", image: BASE_IMAGE, command: ["sh", "-c", COUNTER] });
+    await waitFor(async () => (await sh("source", "cat /tmp/counter 2>/dev/null || echo 0").then(Number)) >= 5, 20_000, "the source's counter");
+
+    const checkpoint = await client.checkpoints.create("source", { name: "ck1" });
+    assert.equal(checkpoint.name, "ck1");
+    assert.equal(checkpoint.sandbox, "source");
+    assert.equal(checkpoint.pool, "gv");
+    assert.ok(checkpoint.sizeBytes > 0);
+    const atCheckpoint = await counter("source");
+    // The source runs on under its id and address, from where it was.
+    const sourceNow = await client.sandboxes.get("source");
+    assert.equal(sourceNow.status?.phase, "Running");
+    assert.equal(sourceNow.status?.sandboxID, source.status?.sandboxID);
+    assert.equal(sourceNow.status?.sandboxIP, source.status?.sandboxIP);
+    assert.equal(await sh("source", "cat /root/state"), "before");
+    await waitFor(async () => (await counter("source")) > atCheckpoint, 10_000, "the source counting on");
+    // Restored in place in its own network namespace, where runsc had taken the address for itself.
+    assert.ok(sourceNow.status?.sandboxIP && (await daemonAnswers(sourceNow.status.sandboxIP)), "the source's daemon serves on its address");
+    assert.ok(!sourceNow.status?.conditions?.some((c) => c.type === "CommandExited"), "the checkpoint is not taken for the command's exit");
+    // Written after the checkpoint: no copy may see it.
+    await sh("source", "echo after > /root/state");
+
+    const [a, b] = await Promise.all([client.checkpoints.restore("ck1", { name: "copy-a" }), client.checkpoints.restore("ck1", { name: "copy-b" })]);
+    for (const copy of [a, b]) {
+      assert.equal(copy.status?.phase, "Running");
+      assert.ok(copy.accessToken);
+      assert.equal(copy.spec.poolRef, "gv");
+      assert.equal(copy.metadata.annotations?.["sandbox.fast.io/restored-from"], "ck1");
+      // The checkpointed state: the file, and a counter that starts where the checkpoint was and goes on.
+      assert.equal(await sh(copy.metadata.name, "cat /root/state"), "before");
+      const first = await counter(copy.metadata.name);
+      assert.ok(first >= atCheckpoint - 10 && first <= atCheckpoint + 10, `${copy.metadata.name} counts from ${first}, the checkpoint was at ${atCheckpoint}`);
+      await waitFor(async () => (await counter(copy.metadata.name)) > first, 10_000, `${copy.metadata.name} counting on`);
+      // Its own name (hostname), id and address, where its own daemon serves.
+      assert.equal(await sh(copy.metadata.name, "hostname"), copy.metadata.name);
+      assert.ok(copy.status?.sandboxIP && (await daemonAnswers(copy.status.sandboxIP)), `the daemon of ${copy.metadata.name} serves on its address`);
+    }
+    const ids = new Set([source.status?.sandboxID, a.status?.sandboxID, b.status?.sandboxID]);
+    const addresses = new Set([source.status?.sandboxIP, a.status?.sandboxIP, b.status?.sandboxIP]);
+    assert.equal(ids.size, 3, "three sandbox ids");
+    assert.equal(addresses.size, 3, "three addresses");
+    assert.equal(await sh("source", "hostname"), "source");
+
+    // Nothing writable is shared: root file system, /tmp and the run directory are each copy's own.
+    await sh("copy-a", "echo from-a > /root/mine; echo from-a > /tmp/mine; echo from-a > /root/state");
+    assert.equal(await sh("copy-b", "cat /root/mine /tmp/mine 2>/dev/null; cat /root/state"), "before");
+    assert.equal(await sh("source", "cat /root/mine 2>/dev/null; cat /root/state"), "after");
+    const listed = await client.checkpoints.list();
+    assert.deepEqual(
+      listed.map((c) => c.name),
+      ["ck1"],
+    );
+  });
+
+  it("forks a running sandbox into 3 running copies and keeps no checkpoint of it", async () => {
+    const { client } = embedded;
+    const fork = await client.checkpoints.fork("source", { count: 3 });
+    assert.equal(fork.sandboxes.length, 3);
+    assert.equal(fork.checkpoint, undefined);
+    const names = fork.sandboxes.map((s) => s.metadata.name);
+    assert.equal(new Set(names).size, 3);
+    assert.equal(new Set(fork.sandboxes.map((s) => s.status?.sandboxIP)).size, 3);
+    for (const copy of fork.sandboxes) {
+      assert.equal((await client.sandboxes.get(copy.metadata.name)).status?.phase, "Running");
+      // The source's state at the fork.
+      assert.equal(await sh(copy.metadata.name, "cat /root/state"), "after");
+      assert.equal(await sh(copy.metadata.name, "hostname"), copy.metadata.name);
+    }
+    await sh(names[0] ?? "", "echo mine > /root/fork-write");
+    assert.equal(await sh(names[1] ?? "", "cat /root/fork-write 2>/dev/null || echo none"), "none");
+    assert.deepEqual(
+      (await client.checkpoints.list()).map((c) => c.name),
+      ["ck1"],
+    );
+    const source = await client.sandboxes.get("source");
+    assert.equal(source.status?.phase, "Running");
+    assert.ok(source.status?.sandboxIP && (await daemonAnswers(source.status.sandboxIP)), "the source's daemon serves on after the fork");
+  });
+
+  it("restores a sandbox of a Shared-network pool too (loopback only, no daemon)", async () => {
+    const { client } = embedded;
+    await client.sandboxes.create({ name: "shared-source", pool: "gv-shared", image: BASE_IMAGE, command: ["sh", "-c", COUNTER] });
+    await waitFor(async () => (await sh("shared-source", "cat /tmp/counter 2>/dev/null || echo 0").then(Number)) >= 3, 20_000, "the counter");
+    await client.checkpoints.create("shared-source", { name: "shared-ck" });
+    const copy = await client.checkpoints.restore("shared-ck", { name: "shared-copy" });
+    assert.equal(copy.spec.poolRef, "gv-shared");
+    assert.equal(await sh("shared-copy", "cat /root/state"), "before");
+    assert.equal(await sh("shared-copy", "hostname"), "shared-copy");
+    assert.ok((await counter("shared-source")) > 0);
+    await client.sandboxes.delete("shared-copy", { gracePeriodMs: 0 });
+    await client.sandboxes.delete("shared-source", { gracePeriodMs: 0 });
+    await client.checkpoints.delete("shared-ck");
+  });
+
+  it("refuses what it cannot do, saying why", async () => {
+    const { client } = embedded;
+    await client.sandboxes.create({ name: "on-runc", pool: "plain", image: BASE_IMAGE, command: ["sleep", "3600"] });
+    await assert.rejects(
+      client.checkpoints.create("on-runc"),
+      (error: unknown) => error instanceof FailedPreconditionError && /checkpoint needs runtimeType gvisor/.test(error.message),
+    );
+    await client.sandboxes.delete("on-runc", { gracePeriodMs: 0 });
+    await assert.rejects(
+      client.checkpoints.restore("no-such-checkpoint"),
+      (error: unknown) => error instanceof NotFoundError && /checkpoint default\/no-such-checkpoint not found/.test(error.message),
+    );
+    await assert.rejects(client.checkpoints.create("source", { name: "ck1" }), AlreadyExistsError);
+    await assert.rejects(client.checkpoints.create("no-such-sandbox"), NotFoundError);
+    await assert.rejects(client.checkpoints.fork("source", { count: 0 }), ValidationError);
+    await assert.rejects(client.checkpoints.delete("no-such-checkpoint"), NotFoundError);
+  });
+
+  it("leaves no container, task, snapshot or checkpoint file once sandboxes, checkpoints and pool are deleted", async () => {
+    const { client, containerdNamespace } = embedded;
+    await client.checkpoints.create("source", { name: "ck2" });
+    assert.deepEqual(readdirSync(checkpointDir()).sort(), (await client.checkpoints.list()).map((c) => c.id).sort());
+    await client.checkpoints.delete("ck1");
+    assert.deepEqual(
+      (await client.checkpoints.list()).map((c) => c.name),
+      ["ck2"],
+    );
+    for (const sandbox of await client.sandboxes.list()) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
+    // The runc pool's agent keeps prepared instances (infrastructure, not sandboxes).
+    const left = containerdLeftovers(containerdNamespace);
+    const sandboxes = (ids: string[]) => ids.filter((id) => !id.startsWith("fsb-prepared-"));
+    assert.deepEqual(
+      { containers: sandboxes(left.containers), tasks: sandboxes(left.tasks), snapshots: sandboxes(left.snapshots) },
+      { containers: [], tasks: [], snapshots: [] },
+    );
+    // Nor a run directory or log of a restored sandbox on the agent.
+    const agentDir = join(embedded.dataDir, "agents", "gv-0");
+    assert.deepEqual(readdirSync(join(agentDir, "run")), []);
+    assert.deepEqual(readdirSync(join(agentDir, "logs")), []);
+    // Deleting the pool removes the checkpoints it still has.
+    await client.pools.delete("gv");
+    await waitFor(() => !existsSync(checkpointDir()) || readdirSync(checkpointDir()).length === 0, 30_000, "the pool's checkpoints removed");
+  });
+});

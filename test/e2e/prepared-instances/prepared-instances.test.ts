@@ -1,0 +1,223 @@
+/**
+ * Prepared instances on the real containerd and runc (packages/agent/src/containerd/prepared-instances.ts):
+ * a claim runs exactly the requested command, env and working directory; two claims never get the
+ * same instance; a claim leaks nothing of another instance; a create that does not match the
+ * template takes the cold path; a claimed command that cannot start fails the create like a cold
+ * one and leaves nothing; and removing the stock leaves nothing behind. Shared and Isolated networks.
+ * Everything runs in its own containerd namespace and network, removed at the end.
+ */
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, it } from "node:test";
+import { pino } from "pino";
+import { FailedPreconditionError, ValidationError } from "@fast-sandbox/api";
+import { DEFAULT_HELPER_PATH, createContainerdRuntime, type ContainerdRuntime, type CreateTimings } from "@fast-sandbox/agent";
+import type { PreparedTemplate } from "../../../packages/agent/src/containerd/prepared-instances.js";
+import type { RuntimeSandboxSpec } from "../../../packages/agent/src/runtime/runtime.js";
+import { BASE_IMAGE, ctr, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
+import { removeTestNetwork, testNetworkSettings } from "../../support/sandbox-network.js";
+
+const NAMESPACE = "fsb-test-prepared";
+const CGROUP_PARENT = "/fsb-test-prepared";
+const workDir = mkdtempSync(join(tmpdir(), "fsb-prepared-"));
+const settings = testNetworkSettings();
+let counter = 0;
+
+const templates: Record<"shared" | "isolated", PreparedTemplate> = {
+  shared: { namespace: "team", pool: "pool", image: BASE_IMAGE, runtimeType: "container", resources: { memoryBytes: 64 << 20 } },
+  isolated: {
+    namespace: "team",
+    pool: "pool",
+    image: BASE_IMAGE,
+    runtimeType: "container",
+    resources: { memoryBytes: 64 << 20 },
+    network: { mode: "isolated", egress: { kind: "denyAll" }, allowSandboxToSandbox: false },
+  },
+};
+
+function newRuntime(mode: "shared" | "isolated", timings: CreateTimings[]): ContainerdRuntime {
+  return createContainerdRuntime({
+    namespace: NAMESPACE,
+    agentName: `prep-${mode}`,
+    stateDir: join(workDir, mode, "state"),
+    cgroupParent: `${CGROUP_PARENT}/${mode}`,
+    helperPath: DEFAULT_HELPER_PATH,
+    ...(mode === "isolated" ? { network: { ...settings, preparedNamespaces: 0 } } : {}),
+    preparedInstances: { count: 2, template: templates[mode] },
+    onCreateTimings: (t) => timings.push(t),
+    logger: pino({ level: process.env.FSB_TEST_LOG_LEVEL ?? "warn" }),
+  });
+}
+
+function spec(mode: "shared" | "isolated", overrides: Partial<RuntimeSandboxSpec> = {}): RuntimeSandboxSpec {
+  counter += 1;
+  const sandboxId = `p${process.pid}x${counter}`;
+  const template = templates[mode];
+  return {
+    sandboxId,
+    namespace: template.namespace,
+    name: `box-${counter}`,
+    pool: template.pool,
+    image: template.image,
+    command: ["sh", "-c", "sleep 1000"],
+    args: [],
+    env: [],
+    runtimeType: "container",
+    ...(template.resources ? { resources: template.resources } : {}),
+    ...(template.network ? { network: template.network } : {}),
+    logPath: join(workDir, mode, `${sandboxId}.log`),
+    ...overrides,
+  };
+}
+
+async function execOut(runtime: ContainerdRuntime, sandboxId: string, script: string): Promise<string> {
+  let stdout = "";
+  const code = await runtime.exec(
+    sandboxId,
+    { command: ["sh", "-c", script] },
+    { onStdout: (chunk) => void (stdout += Buffer.from(chunk).toString()), onStderr: () => undefined },
+  );
+  assert.equal(code, 0, `exec ${script} failed`);
+  return stdout;
+}
+
+async function logOf(path: string, until: (text: string) => boolean): Promise<string> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const text = existsSync(path) ? readFileSync(path, "utf8") : "";
+    if (until(text)) return text;
+    await sleep(25);
+  }
+  return existsSync(path) ? readFileSync(path, "utf8") : "";
+}
+
+const containersOf = (agent: string) => ctr(NAMESPACE, "containers", "list", "-q", `labels."fast-sandbox.io/agent"==${agent}`).split("\n").filter(Boolean);
+
+before(() => {
+  importBaseImage(NAMESPACE);
+});
+
+after(async () => {
+  for (const [what, step] of [
+    ["network", () => removeTestNetwork(settings)],
+    ["containerd namespace", () => removeNamespace(NAMESPACE)],
+    ["cgroups", () => removeCgroupTree(CGROUP_PARENT)],
+    ["work directory", () => rmSync(workDir, { recursive: true, force: true })],
+  ] as const) {
+    try {
+      await step();
+    } catch (error) {
+      console.error(`clean-up of ${what} failed:`, error);
+    }
+  }
+});
+
+for (const mode of ["shared", "isolated"] as const) {
+  describe(`prepared instances, ${mode} network`, () => {
+    const timings: CreateTimings[] = [];
+    let runtime: ContainerdRuntime;
+
+    before(async () => {
+      runtime = newRuntime(mode, timings);
+      await runtime.prepare();
+      await runtime.preparedInstancesReady();
+    });
+
+    after(async () => {
+      for (const sandbox of await runtime.list()) await runtime.delete(sandbox.sandboxId, { gracePeriodMs: 0 });
+      await runtime.unprepare();
+      runtime.close();
+    });
+
+    it("a claim runs exactly the requested command, env and working directory, and execs inherit them", async () => {
+      assert.equal(runtime.preparedInstanceCount, 2);
+      const request = spec(mode, {
+        command: ["sh", "-c", 'echo "greeting=$GREETING dir=$(pwd) args=$0,$1"; echo "$SECRET_OF_TEMPLATE" > /tmp/seen; sleep 1000', "first", "second"],
+        env: [{ name: "GREETING", value: "hello world" }],
+        workingDir: "/srv/app",
+      });
+      const sandbox = await runtime.create(request);
+      assert.equal(timings.at(-1)?.prepared, true, "the create claimed a prepared instance");
+      assert.equal(sandbox.state, "running");
+      assert.equal(sandbox.sandboxId, request.sandboxId);
+      const log = await logOf(request.logPath, (text) => text.includes("greeting="));
+      assert.equal(log, "greeting=hello world dir=/srv/app args=first,second\n");
+      assert.equal(await execOut(runtime, request.sandboxId, 'echo "$GREETING|$(pwd)"'), "hello world|/srv/app\n");
+      // The image's environment is kept under the request's (PATH comes from the image).
+      assert.match(await execOut(runtime, request.sandboxId, "echo $PATH"), /\/bin/);
+      const got = await runtime.get(request.sandboxId);
+      assert.equal(got?.name, request.name);
+      assert.equal(got?.state, "running");
+      if (mode === "isolated") assert.match(sandbox.address ?? "", /^\d+\.\d+\.\d+\.\d+$/);
+      await runtime.delete(request.sandboxId, { gracePeriodMs: 0 });
+      assert.equal(await runtime.get(request.sandboxId), undefined);
+    });
+
+    it("concurrent claims never get the same instance, and one sees nothing of another", async () => {
+      await runtime.preparedInstancesReady();
+      const requests = [0, 1].map((index) =>
+        spec(mode, { command: ["sh", "-c", `echo mine-${index} > /tmp/owner; ls /tmp; sleep 1000`], env: [{ name: "INDEX", value: String(index) }] }),
+      );
+      const before = timings.length;
+      const sandboxes = await Promise.all(requests.map((request) => runtime.create(request)));
+      assert.deepEqual(
+        timings.slice(before).map((t) => t.prepared),
+        [true, true],
+      );
+      assert.notEqual(sandboxes[0]?.pid, sandboxes[1]?.pid);
+      for (const [index, request] of requests.entries()) {
+        const log = await logOf(request.logPath, (text) => text.includes("owner"));
+        assert.equal(log, "owner\n", "each sandbox's /tmp holds its own file only");
+        assert.equal(await execOut(runtime, request.sandboxId, "cat /tmp/owner; echo $INDEX"), `mine-${index}\n${index}\n`);
+      }
+      const hostnames = await Promise.all(requests.map((request) => execOut(runtime, request.sandboxId, "hostname")));
+      assert.notEqual(hostnames[0], hostnames[1]);
+      if (mode === "isolated") assert.notEqual(sandboxes[0]?.address, sandboxes[1]?.address);
+      const containers = containersOf(`prep-${mode}`);
+      for (const sandbox of sandboxes) await runtime.delete(sandbox.sandboxId, { gracePeriodMs: 0 });
+      assert.ok(containers.length >= 2);
+    });
+
+    it("a create that differs from the template takes the cold path", async () => {
+      const request = spec(mode, { resources: { memoryBytes: 128 << 20 } });
+      const before = runtime.preparedInstanceCount;
+      await runtime.create(request);
+      assert.notEqual(timings.at(-1)?.prepared, true);
+      assert.equal(runtime.preparedInstanceCount, before, "no instance was taken");
+      await runtime.delete(request.sandboxId, { gracePeriodMs: 0 });
+    });
+
+    it("a claimed command that cannot start fails the create like a cold one, and leaves nothing of the instance", async () => {
+      await runtime.preparedInstancesReady();
+      const request = spec(mode, { command: ["/no/such/program"] });
+      await assert.rejects(runtime.create(request), (error: unknown) => error instanceof FailedPreconditionError || error instanceof ValidationError);
+      assert.equal(await runtime.get(request.sandboxId), undefined);
+      assert.equal(existsSync(join(workDir, mode, "state", "run", request.sandboxId)), false);
+      // Only the stock is left (being refilled): every container of the agent is a prepared instance or an anchor.
+      for (const id of containersOf(`prep-${mode}`)) assert.match(id, /^(fsb-prepared-|fsb-anchor\.)/);
+    });
+
+    it("removing the stock leaves no container, snapshot, run directory or log of an instance", async () => {
+      await runtime.preparedInstancesReady();
+      await runtime.removePreparedInstances();
+      assert.deepEqual(
+        containersOf(`prep-${mode}`).filter((id) => !id.startsWith("fsb-anchor.")),
+        [],
+      );
+      const snapshots = ctr(NAMESPACE, "snapshots", "list");
+      assert.doesNotMatch(snapshots, /fsb-prepared-/);
+      const stateDir = join(workDir, mode, "state");
+      assert.deepEqual(
+        readdirSync(join(stateDir, "run")).filter((name) => name.startsWith("fsb-prepared-")),
+        [],
+      );
+      assert.deepEqual(
+        readdirSync(join(stateDir, "logs")).filter((name) => name.startsWith("fsb-prepared-")),
+        [],
+      );
+      assert.equal(runtime.preparedInstanceCount, 0);
+    });
+  });
+}
