@@ -24,6 +24,18 @@ export default tseslint.config(
     },
   },
   {
+    // The agent validates no resource: the API's main entry would load TypeBox and the schemas into
+    // every agent process (~10 MiB; docs/PERFORMANCE.md, "Footprint at scale"). Specs may use it.
+    files: ["packages/agent/src/**/*.ts"],
+    ignores: ["**/*.spec.ts", "**/*.fixture.ts"],
+    rules: {
+      "no-restricted-imports": [
+        "error",
+        { paths: [{ name: "@fast-sandbox/api", message: "import from @fast-sandbox/api/core: the agent must not load the resource schemas (TypeBox)" }] },
+      ],
+    },
+  },
+  {
     // node:test's describe/it return promises the runner itself awaits; tests build malformed and
     // untyped input on purpose (and the cluster harness reads raw Kubernetes JSON). Fixtures are
     // test code shared by specs.

@@ -76,7 +76,7 @@ const USAGE = `usage: npm run bench -- create [options]
   restore: gVisor restores from one checkpoint of a running template (restore.ts states the method):
   N on-demand restores one after another (default 20, 2 warm-up), F forks of 4 and F checkpoints
   (default 3), and the agent's steps of each restore. Prints
-  RESULT restore_p50_ms=… fork_k4_wall_ms=… pooled_claim_p50_ms=… (n/a: no gVisor prepared instances yet)`;
+  RESULT restore_p50_ms=… fork_k4_wall_ms=… pooled_claim_p50_ms=…`;
 
 function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
   if (value === undefined) return fallback;

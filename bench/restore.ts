@@ -17,8 +17,11 @@
  * - checkpoint: the SDK's `checkpoints.create(template)` then its delete, timed alone (the source's
  *   time without a running process is about its checkpoint + in-place restore), `--forks` rounds.
  * The agent's own step timings of every restore are read from its log (`sandbox restored`).
- * pooled_claim_p50_ms — claiming a copy restored ahead of time — needs gVisor prepared instances,
- * which do not exist yet (prepared instances are runc-only): it prints `n/a`.
+ * - pooled claim: a second gVisor pool keeps 2 copies of its own template's checkpoint restored ahead
+ *   (`preparedInstances: 2, preparedFromCheckpoint`); the same SDK restore claims one (no runsc on
+ *   the path: the agent hands the running copy over). Timed from the call to its answer; before
+ *   each round the agent's stock is full again (its `fsb_agent_prepared_instances` gauge), so no
+ *   refill runs during a timed restore; `--count` rounds after `--warmup`.
  * The last line is `RESULT restore_p50_ms=… fork_k4_wall_ms=… pooled_claim_p50_ms=…`.
  */
 import { execFileSync } from "node:child_process";
@@ -38,6 +41,9 @@ import { formatTable, summarize, type Summary } from "./stats.js";
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const POOL = "bench-restore";
+/** The pool whose agent keeps copies of its template's checkpoint restored ahead. */
+const AHEAD_POOL = "bench-restore-ahead";
+const AHEAD_CHECKPOINT = "bench-ahead";
 const TEMPLATE = "restore-template";
 const COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done";
 
@@ -76,7 +82,7 @@ export interface RestoreBenchResult {
   /** The agent's steps of every checkpoint (the forks' included): quiesce, runsc checkpoint, resume in place, total. */
   checkpointSteps: { quiesce: Summary; checkpoint: Summary; resume: Summary; total: Summary } | undefined;
   checkpointSizeBytes: number;
-  /** Undefined: gVisor prepared instances do not exist yet. */
+  /** Restores that claimed a copy restored ahead; undefined when the run ended before them. */
   pooledClaim: Summary | undefined;
   machine: ReturnType<typeof machine>;
   cleanup: { leftoverTasks: string[]; leftoverContainers: string[]; cgroupDirsLeft: number };
@@ -93,7 +99,7 @@ export async function runRestoreBench(options: RestoreBenchOptions): Promise<Res
   const token = randomBytes(24).toString("base64url");
   let controlPlane: EmbeddedControlPlane | undefined;
   let client: FastSandboxClient | undefined;
-  const samples = { restore: [] as number[], fork: [] as number[], checkpoint: [] as number[] };
+  const samples = { restore: [] as number[], fork: [] as number[], checkpoint: [] as number[], pooled: [] as number[] };
   let sizeBytes = 0;
   let cleanup: RestoreBenchResult["cleanup"] = { leftoverTasks: [], leftoverContainers: [], cgroupDirsLeft: 0 };
   let agentSteps: RestoreSteps | undefined;
@@ -116,12 +122,7 @@ export async function runRestoreBench(options: RestoreBenchOptions): Promise<Res
       spec: { capacity: { poolMin: 1, poolMax: 1, bufferMin: 0 }, maxSandboxesPerPod: 8, runtimeType: "gvisor", image, network: { mode: "Isolated" } },
     });
     const c = client;
-    for (let attempt = 0; ; attempt++) {
-      const agents = await c.pools.agents({ pool: POOL });
-      if (agents.some((agent) => agent.ready)) break;
-      if (attempt > 600) throw new Error("the bench pool's agent did not become ready");
-      await new Promise((done) => setTimeout(done, 50));
-    }
+    await waitForReadyAgent(c, POOL);
     await c.sandboxes.create({ name: TEMPLATE, pool: POOL, image, command: ["sh", "-c", COUNTER] });
     // Some state to carry: the loop has counted for a second.
     await new Promise((done) => setTimeout(done, 1000));
@@ -152,6 +153,38 @@ export async function runRestoreBench(options: RestoreBenchOptions): Promise<Res
     }
     await c.checkpoints.delete(checkpoint.name);
     await c.sandboxes.delete(TEMPLATE, { gracePeriodMs: 0 });
+
+    log(`pooled claims: ${warmup} warm-up + ${count} measured restores from copies restored ahead`);
+    await c.pools.apply({
+      apiVersion: API_VERSION,
+      kind: "SandboxPool",
+      metadata: { name: AHEAD_POOL, namespace: "default" },
+      spec: {
+        capacity: { poolMin: 1, poolMax: 1, bufferMin: 0 },
+        maxSandboxesPerPod: 8,
+        runtimeType: "gvisor",
+        image,
+        network: { mode: "Isolated" },
+        preparedInstances: 2,
+        preparedFromCheckpoint: AHEAD_CHECKPOINT,
+      },
+    });
+    await waitForReadyAgent(c, AHEAD_POOL);
+    await c.sandboxes.create({ name: `${TEMPLATE}-ahead`, pool: AHEAD_POOL, image, command: ["sh", "-c", COUNTER] });
+    await new Promise((done) => setTimeout(done, 1000));
+    await c.checkpoints.create(`${TEMPLATE}-ahead`, { name: AHEAD_CHECKPOINT });
+    const cp = controlPlane;
+    for (let round = 0; round < warmup + count; round++) {
+      await waitForStock(cp, AHEAD_POOL, 2, 120_000);
+      const name = `claimed-${round}`;
+      const started = performance.now();
+      await c.checkpoints.restore(AHEAD_CHECKPOINT, { name });
+      const elapsed = performance.now() - started;
+      if (round >= warmup) samples.pooled.push(elapsed);
+      await c.sandboxes.delete(name, { gracePeriodMs: 0 });
+    }
+    await c.sandboxes.delete(`${TEMPLATE}-ahead`, { gracePeriodMs: 0 });
+    await c.pools.delete(AHEAD_POOL);
     agentSteps = agentRestoreSteps(join(dataDir, "agents", `${POOL}-0`, "agent.log"), warmup, count);
     checkpointSteps = agentCheckpointSteps(join(dataDir, "agents", `${POOL}-0`, "agent.log"));
   } finally {
@@ -174,10 +207,33 @@ export async function runRestoreBench(options: RestoreBenchOptions): Promise<Res
     agentSteps,
     checkpointSteps,
     checkpointSizeBytes: sizeBytes,
-    pooledClaim: undefined,
+    pooledClaim: samples.pooled.length > 0 ? summarize(samples.pooled) : undefined,
     machine: machine(),
     cleanup,
   };
+}
+
+async function waitForReadyAgent(client: FastSandboxClient, pool: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    const agents = await client.pools.agents({ pool });
+    if (agents.some((agent) => agent.ready)) return;
+    if (attempt > 600) throw new Error(`the agent of pool ${pool} did not become ready`);
+    await new Promise((done) => setTimeout(done, 50));
+  }
+}
+
+/** Until the pool's agent reports `target` instances ready (its fsb_agent_prepared_instances gauge). */
+async function waitForStock(controlPlane: EmbeddedControlPlane, pool: string, target: number, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const agent = controlPlane.fleet.listAgents().find((candidate) => candidate.pool === pool);
+    if (agent?.endpoint) {
+      const text = await (await fetch(`http://${agent.endpoint}/metrics`)).text();
+      if (Number(/^fsb_agent_prepared_instances (\d+)$/m.exec(text)?.[1] ?? 0) >= target) return;
+    }
+    if (performance.now() > deadline) throw new Error(`the agent of pool ${pool} did not restore ${target} copies ahead within ${timeoutMs} ms`);
+    await new Promise((done) => setTimeout(done, 20));
+  }
 }
 
 /** The steps of the on-demand restores (the `count` the agent logged after the warm-up ones). */
@@ -237,6 +293,7 @@ export function formatRestoreBench(result: RestoreBenchResult): string[] {
       { label: "restore on demand (SDK)", summary: result.restore },
       { label: "fork K=4, wall (SDK)", summary: result.forkK4Wall },
       { label: "checkpoint + resume (SDK)", summary: result.checkpoint },
+      ...(result.pooledClaim ? [{ label: "restore claiming a copy restored ahead (SDK)", summary: result.pooledClaim }] : []),
     ]),
   ];
   const s = result.agentSteps;
@@ -267,7 +324,6 @@ export function formatRestoreBench(result: RestoreBenchResult): string[] {
     );
   }
   lines.push(
-    "pooled claim: n/a — gVisor prepared instances (copies restored ahead, handed over on create) are not built yet",
     `CLEANUP leftover_containers=${result.cleanup.leftoverContainers.length} leftover_tasks=${result.cleanup.leftoverTasks.length}`,
     `RESULT restore_p50_ms=${result.restore.p50.toFixed(1)} fork_k4_wall_ms=${result.forkK4Wall.p50.toFixed(1)} pooled_claim_p50_ms=${result.pooledClaim ? result.pooledClaim.p50.toFixed(1) : "n/a"}`,
   );

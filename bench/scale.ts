@@ -9,7 +9,8 @@
  *    the SDK (`FastSandboxClient`, HTTP/2 on loopback), applies `pools` pools with `agents` agents in
  *    all (poolMin = poolMax), waits until they are ready, creates `sandboxes` sandboxes
  *    (`concurrency` in flight), then times, one call at a time: `gets` gets of random sandboxes,
- *    `lists` lists of all of them (ListSandboxes is not paginated: one call returns every sandbox),
+ *    `lists` lists of all of them (`sandboxes.list()`: the SDK reads them in pages of 500 and the
+ *    time is that of every page),
  *    and `creates` more creates (each deleted after the measured ones, so memory is read at exactly
  *    `sandboxes`). Memory: the child's `process.memoryUsage().rss` after full GCs (`--expose-gc`,
  *    three collections, a `settleMs` pause, one more), read with 500 agents' heartbeats running.
@@ -112,7 +113,7 @@ export interface ScaleBenchResult {
   agentsReadyMs: number;
   populate: { latencyMs: Percentiles; wallMs: number; perSecond: number };
   latencyMs: { get: Percentiles; list: Percentiles; create: Percentiles; delete: Percentiles };
-  /** Sandboxes one list returned (every one, in one answer). */
+  /** Sandboxes one list returned (every one, over all its pages). */
   listedSandboxes: number;
   /**
    * The control plane's memory: started (imports, no pool), agents ready (no sandbox), populated (before

@@ -12,6 +12,7 @@ import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
 import { startEmbeddedControlPlane, type EmbeddedControlPlane, type LocalJanitorOptions } from "@fast-sandbox/controlplane";
 import { FastSandboxClient, NotFoundError } from "@fast-sandbox/sdk";
 import { BASE_IMAGE, ctr, importBaseImage, removeCgroupTree, removeNamespace } from "./containerd.js";
+import { containerKind, isAnchor, isPreparedInstance } from "./containerd-contents.js";
 
 export { BASE_IMAGE, ctr } from "./containerd.js";
 
@@ -163,21 +164,65 @@ export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs
   }
 }
 
-/** Container ids, task ids and snapshot keys (other than image layers) of a containerd namespace. */
-export function containerdLeftovers(namespace: string): { containers: string[]; tasks: string[]; snapshots: string[] } {
+/**
+ * What a containerd namespace holds besides images: container ids, task ids and snapshot keys
+ * (image layers left out), a sandbox's named by its sandbox id — a sandbox that claimed a prepared
+ * instance lives in the instance's container (`fsb-prepared-…`), labelled with its id. The agents'
+ * own containers are left out: their shim anchors always, and their prepared instances in stock
+ * (with their tasks and snapshots) unless `withPreparedStock` — set it where nothing at all may be
+ * left (after a pool's deletion or its agents' end).
+ *
+ * An agent refills its stock in the background after a claim, so an instance may be caught half
+ * made (its snapshot before its container exists, or its container removed before its snapshot):
+ * what of `fsb-prepared-…` no container explains is looked at again for up to 3 s, and reported
+ * only when it stays (a real leftover does).
+ */
+export function containerdLeftovers(
+  namespace: string,
+  options: { withPreparedStock?: boolean } = {},
+): { containers: string[]; tasks: string[]; snapshots: string[] } {
+  const deadline = Date.now() + 3_000;
+  for (;;) {
+    const { leftovers, unexplained } = readLeftovers(namespace, options.withPreparedStock ?? false);
+    if (!unexplained || Date.now() > deadline) return leftovers;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+  }
+}
+
+function readLeftovers(
+  namespace: string,
+  withPreparedStock: boolean,
+): { leftovers: { containers: string[]; tasks: string[]; snapshots: string[] }; unexplained: boolean } {
   const lines = (text: string) =>
     text
       .split("\n")
       .map((l) => l.trim())
       .filter(Boolean);
-  const snapshots = lines(ctr(namespace, "snapshots", "ls"))
+  // Snapshots and tasks first: each is made before (and removed after) its container, so a
+  // container listed last explains whatever of it the earlier lists caught.
+  const snapshotKeys = lines(ctr(namespace, "snapshots", "ls"))
     .slice(1)
     .map((l) => l.split(/\s+/)[0] ?? "")
     .filter((key) => !key.startsWith("sha256:"));
+  const taskIds = lines(ctr(namespace, "tasks", "ls", "-q"));
+  const containerIdsNow = lines(ctr(namespace, "containers", "ls", "-q"));
+  const kinds = new Map(containerIdsNow.map((id) => [id, containerKind(namespace, id)]));
+  let unexplained = false;
+  const name = (id: string): string[] => {
+    const what = kinds.has(id) ? kinds.get(id) : undefined;
+    if (what?.kind === "anchor" || isAnchor(id)) return [];
+    if (what?.kind === "prepared-stock") return withPreparedStock ? [id] : [];
+    if (what?.kind === "sandbox") return [what.sandboxId];
+    // No container (any more, or yet): a prepared instance's leftover, or one being made or removed.
+    if (isPreparedInstance(id)) unexplained = true;
+    return [id];
+  };
   return {
-    // The agents' shim anchors are infrastructure, not sandboxes.
-    containers: lines(ctr(namespace, "containers", "ls", "-q")).filter((id) => !id.startsWith("fsb-anchor.")),
-    tasks: lines(ctr(namespace, "tasks", "ls", "-q")).filter((id) => !id.startsWith("fsb-anchor.")),
-    snapshots,
+    leftovers: {
+      containers: containerIdsNow.flatMap(name),
+      tasks: taskIds.flatMap(name),
+      snapshots: snapshotKeys.flatMap(name),
+    },
+    unexplained,
   };
 }

@@ -63,6 +63,25 @@ describe("agentConfigFromEnv", () => {
     assert.throws(() => agentConfigFromEnv({ ...base, FSB_PREPARED_INSTANCES: "2", FSB_PREPARED_TEMPLATE: "{}" }), /names no image/);
   });
 
+  it("reads the checkpoint a gVisor pool's instances are restored from, and refuses it for another runtime", () => {
+    const base = { FSB_AGENT_NAME: "g-0", FSB_AGENT_POOL: "g", FSB_AGENT_TOKEN: "t", FSB_AGENT_STATE_DIR: "/tmp/s", FSB_PREPARED_INSTANCES: "2" };
+    const gvisor = JSON.stringify({ runtimeType: "gvisor", network: { mode: "ISOLATED" } });
+    const config = agentConfigFromEnv({ ...base, FSB_PREPARED_TEMPLATE: gvisor, FSB_PREPARED_FROM_CHECKPOINT: "golden" });
+    assert.equal(config.preparedInstances?.fromCheckpoint, "golden");
+    assert.equal(config.preparedInstances?.template.runtimeType, "gvisor");
+    assert.equal(config.preparedInstances?.template.network?.mode, "isolated");
+    assert.throws(
+      () =>
+        agentConfigFromEnv({
+          ...base,
+          FSB_PREPARED_TEMPLATE: JSON.stringify({ image: "busybox", runtimeType: "container" }),
+          FSB_PREPARED_FROM_CHECKPOINT: "golden",
+        }),
+      /FSB_PREPARED_FROM_CHECKPOINT.*gvisor/,
+    );
+    assert.throws(() => agentConfigFromEnv({ ...base, FSB_PREPARED_TEMPLATE: gvisor }), /names no image/);
+  });
+
   it("reads every variable when set", () => {
     const config = agentConfigFromEnv({
       ...REQUIRED,

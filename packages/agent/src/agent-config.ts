@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { fromJsonString } from "@bufbuild/protobuf";
-import { ValidationError, pb } from "@fast-sandbox/api";
+import { ValidationError, pb } from "@fast-sandbox/api/core";
 import type { PreparedInstancesSettings } from "./containerd/prepared-instances.js";
 import { runtimeSpecOf } from "./server/create-request.js";
 
@@ -55,7 +55,8 @@ export interface AgentConfig {
   /**
    * FSB_PREPARED_INSTANCES (a count, 0–64) and FSB_PREPARED_TEMPLATE (the pool's template as an
    * agent create request in protobuf JSON, without sandbox id or command): sandboxes the agent keeps
-   * ready to be claimed. Undefined when the count is 0 or unset.
+   * ready to be claimed; with FSB_PREPARED_FROM_CHECKPOINT (a checkpoint name, gVisor templates),
+   * copies restored ahead from that checkpoint. Undefined when the count is 0 or unset.
    */
   preparedInstances: PreparedInstancesSettings | undefined;
 }
@@ -76,10 +77,15 @@ function preparedInstancesFromEnv(env: NodeJS.ProcessEnv, namespace: string, poo
   } catch (error) {
     throw new ValidationError("FSB_PREPARED_TEMPLATE", `must be an agent create request in protobuf JSON (the pool's template): ${String(error)}`);
   }
-  if (!request.image) throw new ValidationError("FSB_PREPARED_TEMPLATE", "names no image: prepared instances need the pool's image");
+  const fromCheckpoint = env.FSB_PREPARED_FROM_CHECKPOINT ?? "";
+  if (fromCheckpoint && request.runtimeType !== "gvisor") {
+    throw new ValidationError("FSB_PREPARED_FROM_CHECKPOINT", "instances restored from a checkpoint need a gvisor template (runtimeType gvisor)");
+  }
+  if (!request.image && !fromCheckpoint) throw new ValidationError("FSB_PREPARED_TEMPLATE", "names no image: prepared instances need the pool's image");
   const spec = runtimeSpecOf({ ...request, namespace: request.namespace || namespace }, pool, "");
   return {
     count,
+    ...(fromCheckpoint ? { fromCheckpoint } : {}),
     template: {
       namespace: spec.namespace,
       pool,

@@ -8,7 +8,7 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { FsbError } from "@fast-sandbox/api";
+import { FsbError } from "@fast-sandbox/api/core";
 import { destination, pino } from "pino";
 import { agentConfigFromEnv } from "./agent-config.js";
 import { detectCgroupLayout, joinCgroup } from "./cgroup.js";
@@ -18,7 +18,8 @@ import { networkSettingsFromEnv } from "./network/network-settings.js";
 import { startAgentServer } from "./server/agent-server.js";
 import { AgentMetrics } from "./server/agent-metrics.js";
 
-const logger = pino({ name: "fsb-agent" }, destination(2));
+/** FSB_LOG_LEVEL: pino level (trace, debug, info, warn, error, fatal, silent); info by default. */
+const logger = pino({ name: "fsb-agent", level: process.env.FSB_LOG_LEVEL || "info" }, destination(2));
 /** How long a stopping agent lets its creates in flight finish. */
 const CREATE_DRAIN_TIMEOUT_MS = 10_000;
 

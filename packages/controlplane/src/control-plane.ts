@@ -20,6 +20,7 @@ import type { ResourceStore } from "./store/resource-store.js";
 import { DEFAULT_NAMESPACE, SandboxManager } from "./fastpath/sandbox-manager.js";
 import { startApiServer, type ApiServer } from "./fastpath/api-server.js";
 import { CheckpointManager } from "./fastpath/checkpoint-manager.js";
+import { SandboxPauses } from "./fastpath/checkpoint-pauses.js";
 import { SandboxDirectory } from "./proxy/sandbox-directory.js";
 import { startSandboxProxy, type SandboxProxy } from "./proxy/sandbox-proxy.js";
 import { ProxyMetrics } from "./proxy/proxy-metrics.js";
@@ -29,6 +30,7 @@ import { applySandboxPool } from "./fastpath/pool-service.js";
 import { SandboxReconciler } from "./reconcile/sandbox-reconciler.js";
 import { HotImagesReconciler } from "./reconcile/hot-images-reconciler.js";
 import { recordSandboxFacts } from "./reconcile/sandbox-facts.js";
+import { sandboxInformer } from "./reconcile/sandbox-informer.js";
 import { AgentAdoption } from "./reconcile/agent-adoption.js";
 import { AgentOnboarding } from "./reconcile/agent-onboarding.js";
 import { ImagePrewarmer } from "./reconcile/image-prewarmer.js";
@@ -162,7 +164,9 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   const cgroupRoot = options.cgroupRoot ?? "fast-sandbox";
   const heartbeatIntervalMs = options.heartbeatIntervalMs ?? 2000;
   const agentToken = randomBytes(24).toString("base64url");
-  const directory = new SandboxDirectory({ store, logger });
+  // One cache of every sandbox for the proxy's directory, the controllers and the heartbeats' facts.
+  const sandboxCache = sandboxInformer({ store, logger, clock });
+  const directory = new SandboxDirectory({ store, logger, informer: sandboxCache });
   const configuredProxy = options.proxy?.baseUrl ? parseProxyBaseUrl(options.proxy.baseUrl, "proxy.baseUrl") : undefined;
   const proxyHost = options.proxy?.host ?? "127.0.0.1";
   // Derives the access tokens of sandboxes the E2B-compatible API creates (its presigned file URLs are signed with them).
@@ -215,14 +219,17 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     metrics,
     heartbeatIntervalMs,
     onConnected: (agentName, status) => onboarding.onConnected(agentName, status),
-    onStatus: (agentName, status) => recordSandboxFacts(store, agentName, status, clock),
+    onStatus: (agentName, status) => recordSandboxFacts(store, agentName, status, { clock, cached: (key) => sandboxCache.get(key) }),
   });
   const manager = new SandboxManager({ store, registry, agents: connections, logger, clock, proxyAddress });
   const checkpoints = new CheckpointManager({ manager, store, registry, agents: connections, logger });
+  const pauses = new SandboxPauses({ manager, store, registry, agents: connections, checkpoints, logger, clock });
+  manager.setSavedStateCleanup((sandbox) => pauses.removeSavedState(sandbox));
   const adoption = new AgentAdoption({ store, registry, manager, agents: connections, logger, clock });
   const allocations = new AllocationSync({
     clock,
     store,
+    informer: sandboxCache,
     registry,
     logger,
     isBusy: (namespace, name) => manager.isBusy(namespace, name),
@@ -266,7 +273,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   });
   let releaseWrites: () => void = () => undefined;
   manager.holdWritesUntil(new Promise<void>((resolve) => (releaseWrites = resolve)));
-  const sandboxes = new SandboxReconciler({ store, manager, registry, agents: connections, logger, clock });
+  const sandboxes = new SandboxReconciler({ store, manager, registry, agents: connections, logger, clock, informer: sandboxCache });
   const hotImages = new HotImagesReconciler({ store, registry, agents: connections, logger, clock });
 
   let api: ApiServer | undefined;
@@ -296,6 +303,8 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
         logger,
         clock,
         ...(options.defaultPool ? { defaultPool: options.defaultPool.metadata.name } : {}),
+        pauses,
+        checkpoints,
       }),
       apiKeys,
       host: options.e2b?.host ?? "127.0.0.1",

@@ -1,3 +1,5 @@
+// The Kubernetes store and composition roots are `@fast-sandbox/controlplane/kubernetes`: this entry
+// (the embedded mode) must not load @kubernetes/client-node (index.spec.ts).
 export {
   startEmbeddedControlPlane,
   defaultPool,
@@ -23,7 +25,6 @@ export { AgentRegistry, type AgentInfo, type Placement, type PlacementRequest } 
 export type { ResourceStore, ResourceKind, WatchEvent, Watch, WriteOptions } from "./store/resource-store.js";
 export { openSqliteResourceStore } from "./store/sqlite-resource-store.js";
 export { MemoryResourceStore, type MemoryResourceStoreOptions } from "./store/memory-resource-store.js";
-export { openKubernetesResourceStore, type KubernetesResourceStore, type KubernetesResourceStoreOptions } from "./store/kubernetes-resource-store.js";
 export { updateWithRetry, type RetryOnConflictOptions } from "./store/retry-on-conflict.js";
 export type {
   AgentClient,

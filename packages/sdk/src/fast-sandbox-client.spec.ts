@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { createRouterTransport } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import {
   API_VERSION,
@@ -296,5 +298,62 @@ describe("FastSandboxClient against an in-process control plane", () => {
     } finally {
       closeClient(client);
     }
+  });
+});
+
+describe("sandboxes.list reads page by page", () => {
+  /** A SandboxService answering ListSandboxes from `names`, in pages when asked (`paged: false`: as a server from before pages). */
+  function clientOf(names: string[], paged = true): { client: FastSandboxClient; requests: { pageSize: number; pageToken: string; pool: string }[] } {
+    const requests: { pageSize: number; pageToken: string; pool: string }[] = [];
+    const message = (name: string) =>
+      sandboxToMessage({ apiVersion: API_VERSION, kind: "Sandbox", metadata: { name, namespace: "default" }, spec: { image: "img", poolRef: "p" } });
+    const transport = createRouterTransport((router) =>
+      router.service(pb.SandboxService, {
+        listSandboxes: (request) => {
+          requests.push({ pageSize: request.pageSize, pageToken: request.pageToken, pool: request.pool });
+          if (!paged) return create(pb.ListSandboxesResponseSchema, { sandboxes: names.map(message) });
+          const start = request.pageToken === "" ? 0 : Number(request.pageToken);
+          const end = Math.min(names.length, start + request.pageSize);
+          return create(pb.ListSandboxesResponseSchema, {
+            sandboxes: names.slice(start, end).map(message),
+            nextPageToken: end < names.length ? String(end) : "",
+          });
+        },
+      }),
+    );
+    return { client: new FastSandboxClient({ transport }), requests };
+  }
+
+  it("follows the next page tokens until the last page, asking pageSize at a time", async () => {
+    const names = Array.from({ length: 7 }, (_, i) => `s${i}`);
+    const { client, requests } = clientOf(names);
+    const listed = await client.sandboxes.list({ pool: "p", pageSize: 3 });
+    assert.deepEqual(
+      listed.map((s) => s.metadata.name),
+      names,
+    );
+    assert.deepEqual(requests, [
+      { pageSize: 3, pageToken: "", pool: "p" },
+      { pageSize: 3, pageToken: "3", pool: "p" },
+      { pageSize: 3, pageToken: "6", pool: "p" },
+    ]);
+  });
+
+  it("asks 500 at a time by default, and takes every sandbox at once from a server from before pages", async () => {
+    const { client, requests } = clientOf(["a", "b"], false);
+    assert.deepEqual(
+      (await client.sandboxes.list()).map((s) => s.metadata.name),
+      ["a", "b"],
+    );
+    assert.deepEqual(
+      requests.map((r) => r.pageSize),
+      [500],
+    );
+  });
+
+  it("refuses a pageSize that is not a whole number > 0", async () => {
+    const { client, requests } = clientOf(["a"]);
+    await assert.rejects(client.sandboxes.list({ pageSize: 0 }), (error: unknown) => error instanceof ValidationError && error.field === "pageSize");
+    assert.deepEqual(requests, []);
   });
 });

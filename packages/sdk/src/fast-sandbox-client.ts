@@ -37,6 +37,18 @@ export interface FastSandboxClientOptions {
   transport?: Transport;
 }
 
+/** Sandboxes a call of `sandboxes.list()` asks for at a time. */
+const DEFAULT_LIST_PAGE_SIZE = 500;
+
+export interface ListSandboxesOptions extends ClientCallOptions {
+  /** `"*"`: every namespace. @default "default" */
+  namespace?: string;
+  /** Only the sandboxes of this pool. @default every pool */
+  pool?: string;
+  /** Sandboxes per call (the server caps it at 1000). @default 500 */
+  pageSize?: number;
+}
+
 /** What every call of the client accepts besides its own options. */
 export interface ClientCallOptions {
   /** Stops the call; it then rejects with the signal's reason. */
@@ -238,11 +250,27 @@ export class Sandboxes {
     return sandboxFromMessage(await translate(() => this.client.getSandbox({ name, namespace: options.namespace ?? "" }, call), context));
   }
 
-  /** `namespace: "*"` lists every namespace. */
-  async list(options: { namespace?: string; pool?: string } & ClientCallOptions = {}): Promise<Sandbox[]> {
+  /**
+   * Every sandbox (of the namespace; `namespace: "*"`: of every namespace), read page by page
+   * (`pageSize` at a time, each page a call of its own with its own `requestTimeoutMs`), so the
+   * server never holds thousands at once; a server from before pages answers with all of them at once.
+   */
+  async list(options: ListSandboxesOptions = {}): Promise<Sandbox[]> {
     const { call, context } = callOptions("ListSandboxes", this.timeoutMs, options);
-    const response = await translate(() => this.client.listSandboxes({ namespace: options.namespace ?? "", pool: options.pool ?? "" }, call), context);
-    return response.sandboxes.map(sandboxFromMessage);
+    const pageSize = options.pageSize ?? DEFAULT_LIST_PAGE_SIZE;
+    if (!Number.isSafeInteger(pageSize) || pageSize < 1) throw new ValidationError("pageSize", `${String(pageSize)} is not a whole number of sandboxes > 0`);
+    const sandboxes: Sandbox[] = [];
+    let pageToken = "";
+    do {
+      const request = { namespace: options.namespace ?? "", pool: options.pool ?? "", pageSize, pageToken };
+      const response = await translate(() => this.client.listSandboxes(request, call), context);
+      for (const message of response.sandboxes) sandboxes.push(sandboxFromMessage(message));
+      if (response.nextPageToken !== "" && response.nextPageToken === pageToken) {
+        throw new FsbError("internal", "ListSandboxes answered the page it was asked for as the next one");
+      }
+      pageToken = response.nextPageToken;
+    } while (pageToken !== "");
+    return sandboxes;
   }
 
   async update(

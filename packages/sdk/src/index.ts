@@ -8,6 +8,7 @@ export {
   type ClientCallOptions,
   type CreateSandboxOptions,
   type CreatedSandbox,
+  type ListSandboxesOptions,
   type ExecOptions,
   type ExecResult,
   type AgentSummary,

@@ -243,7 +243,16 @@ class FakeFastSandbox:
             sandbox["metadata"]["labels"] = body.get("labels") or {}
             return httpx.Response(200, json=sandbox, headers={"fsb-access-token": f"token-of-{name}"})
         if method == "ListSandboxes":
-            return httpx.Response(200, json={"sandboxes": list(self.sandboxes.values())})
+            listed = list(self.sandboxes.values())
+            page_size = int(body.get("pageSize") or 0)
+            if page_size <= 0:
+                return httpx.Response(200, json={"sandboxes": listed})
+            start = int(body.get("pageToken") or 0)
+            end = min(len(listed), start + page_size)
+            page: Dict[str, Any] = {"sandboxes": listed[start:end]}
+            if end < len(listed):
+                page["nextPageToken"] = str(end)
+            return httpx.Response(200, json=page)
         if method in ("GetSandbox", "UpdateSandbox", "DeleteSandbox", "RotateAccessToken", "Logs"):
             found = self.sandboxes.get(key)
             if found is None:

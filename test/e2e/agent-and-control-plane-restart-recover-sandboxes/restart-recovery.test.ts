@@ -4,6 +4,7 @@ import { execFileSync } from "node:child_process";
 import { NoCapacityError } from "@fast-sandbox/sdk";
 import { BASE_IMAGE, containerdLeftovers, ctr, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 import { agentNamed, portsHeld, slotsHeld } from "../../support/pool-agents.js";
+import { containerOfSandbox } from "../../support/containerd-contents.js";
 
 describe("crashes and restarts converge to the truth", () => {
   let embedded: EmbeddedCase;
@@ -67,17 +68,18 @@ describe("crashes and restarts converge to the truth", () => {
   it("marks a sandbox whose container vanished while the control plane was down as Lost, and removes containers nobody owns", async () => {
     const { containerdNamespace } = embedded;
     const lost = await embedded.client.sandboxes.get("survivor-b");
-    const lostId = lost.status?.sandboxID ?? "";
+    // Its container: the prepared instance's it claimed (the pool keeps 2 by default), else named after it.
+    const lostContainer = containerOfSandbox(containerdNamespace, lost.status?.sandboxID ?? "");
     await embedded.shutdown();
     // While it is down: survivor-b's container disappears, and an unknown container appears.
-    execFileSync("ctr", ["-n", containerdNamespace, "tasks", "kill", "-s", "SIGKILL", lostId]);
+    execFileSync("ctr", ["-n", containerdNamespace, "tasks", "kill", "-s", "SIGKILL", lostContainer]);
     await waitFor(
-      () => !ctr(containerdNamespace, "tasks", "ls").includes(`${lostId} `) || ctr(containerdNamespace, "tasks", "ls").includes("STOPPED"),
+      () => !ctr(containerdNamespace, "tasks", "ls").includes(`${lostContainer} `) || ctr(containerdNamespace, "tasks", "ls").includes("STOPPED"),
       10_000,
       "the task to stop",
     );
-    execFileSync("ctr", ["-n", containerdNamespace, "tasks", "rm", "-f", lostId], { stdio: "ignore" });
-    execFileSync("ctr", ["-n", containerdNamespace, "containers", "rm", lostId]);
+    execFileSync("ctr", ["-n", containerdNamespace, "tasks", "rm", "-f", lostContainer], { stdio: "ignore" });
+    execFileSync("ctr", ["-n", containerdNamespace, "containers", "rm", lostContainer]);
     // (removing the container removes its snapshot too)
     execFileSync("ctr", [
       "-n",

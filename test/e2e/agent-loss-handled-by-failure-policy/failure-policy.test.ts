@@ -8,7 +8,8 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import type { Sandbox } from "@fast-sandbox/api";
-import { BASE_IMAGE, ctr, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
+import { sandboxesInContainerd } from "../../support/containerd-contents.js";
+import { BASE_IMAGE, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
 /** A killed agent stays away this long before its supervisor restarts it. */
 const AGENT_RESTART_DELAY_MS = 6000;
@@ -71,7 +72,7 @@ describe("an agent's loss is handled by the sandbox's failure policy", () => {
 
     // The lost agent comes back: the old instance, owned by no record any more, is removed.
     await waitForAgentsReady();
-    await waitFor(() => !ctr(embedded.containerdNamespace, "containers", "ls", "-q").includes(oldId), 15_000, "the old instance removed");
+    await waitFor(() => !sandboxesInContainerd(embedded.containerdNamespace).includes(oldId), 15_000, "the old instance removed");
     assert.equal((await get("auto")).status?.sandboxID, recreated.status?.sandboxID, "the new instance stays");
   });
 
@@ -106,7 +107,7 @@ describe("an agent's loss is handled by the sandbox's failure policy", () => {
       false,
     );
     await waitForAgentsReady();
-    await waitFor(() => !ctr(embedded.containerdNamespace, "containers", "ls", "-q").includes(id), 15_000, "the container removed");
+    await waitFor(() => !sandboxesInContainerd(embedded.containerdNamespace).includes(id), 15_000, "the container removed");
   });
 
   it("an agent back inside recoveryTimeoutSeconds changes nothing: same instance, still running", async () => {
@@ -137,7 +138,7 @@ describe("an agent's loss is handled by the sandbox's failure policy", () => {
     assert.equal(reset.status?.recreations, 1);
     const fresh = await embedded.client.sandboxes.exec("reset-me", ["sh", "-c", "cat /tmp/state 2>/dev/null || echo fresh"]);
     assert.equal(fresh.stdout, "fresh\n", "the new instance starts from the image, not the old state");
-    assert.equal(ctr(embedded.containerdNamespace, "containers", "ls", "-q").includes(first.status?.sandboxID ?? "?"), false, "the old instance is gone");
+    assert.equal(sandboxesInContainerd(embedded.containerdNamespace).includes(first.status?.sandboxID ?? "?"), false, "the old instance is gone");
     const slots = (await embedded.client.pools.agents({ pool: "heal" })).reduce((sum, a) => sum + a.allocated, 0);
     const sandboxes = (await embedded.client.sandboxes.list()).filter((s) => s.status?.phase === "Running").length;
     assert.equal(slots, sandboxes, "one slot per running sandbox: the replaced instance's slot was released");

@@ -6,8 +6,10 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { ValidationError, type CreateSandboxOptions } from "@fast-sandbox/sdk";
+import { isPreparedInstance, preparedStock } from "../../support/containerd-contents.js";
 import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
 /** Files an agent keeps per sandbox on the host, under its state directory `<dataDir>/agents/<agent>`. */
@@ -24,6 +26,23 @@ function agentFiles(dataDir: string): string[] {
     }
   }
   return found;
+}
+
+/**
+ * The agents' files of sandboxes: those of their prepared instances in stock left out (the runc pool
+ * keeps 2 by default; infrastructure, like their containers). An instance being made has its files
+ * a moment before its container: what only such an instance could explain is looked at again for up
+ * to 3 s, and reported when it stays.
+ */
+async function sandboxFiles(dataDir: string, containerdNamespace: string): Promise<string[]> {
+  const deadline = Date.now() + 3_000;
+  for (;;) {
+    const files = agentFiles(dataDir);
+    const stock = new Set(preparedStock(containerdNamespace));
+    const left = files.filter((path) => !stock.has(basename(path).replace(/\.log$/, "")));
+    if (!left.some((path) => isPreparedInstance(basename(path))) || Date.now() > deadline) return left;
+    await sleep(100);
+  }
 }
 
 describe("a create fails when the command cannot start, and leaves nothing", () => {
@@ -49,7 +68,7 @@ describe("a create fails when the command cannot start, and leaves nothing", () 
     assert.deepEqual(await client.sandboxes.list({ namespace: "*" }), []);
     for (const agent of await client.pools.agents({ namespace: "*" })) assert.equal(agent.allocated, 0, `agent ${agent.name} holds a slot`);
     assert.deepEqual(containerdLeftovers(embedded.containerdNamespace), { containers: [], tasks: [], snapshots: [] });
-    assert.deepEqual(agentFiles(embedded.dataDir), []);
+    assert.deepEqual(await sandboxFiles(embedded.dataDir, embedded.containerdNamespace), []);
   }
 
   async function assertCreateFails(options: CreateSandboxOptions, message: string): Promise<void> {

@@ -273,12 +273,29 @@ describe("the E2B-compatible API in raw HTTP", () => {
     assertError(await call("GET", `/sandboxes/${created.sandboxID}`), 404, /not found/);
   });
 
+  it("refuses to pause or fork a sandbox of a runc template with 400, saying a gVisor template is needed; it runs on", async () => {
+    const created = await create({ metadata: { run: "pause-runc" } });
+    assertError(
+      await call("POST", `/sandboxes/${created.sandboxID}/pause`, {}),
+      400,
+      /cannot be paused: its template "base" is pool default\/default, whose runtimeType is container.*a template whose pool has runtimeType gvisor/,
+    );
+    assertError(await call("POST", `/sandboxes/${created.sandboxID}/fork`, { count: 1 }), 400, /cannot be forked: .*runtimeType gvisor/);
+    assert.equal(((await call("GET", `/sandboxes/${created.sandboxID}`)).body as { state: string }).state, "running");
+    assert.equal(await daemonHealth(created.sandboxID, created.envdAccessToken), 204);
+    assert.equal((await call("DELETE", `/sandboxes/${created.sandboxID}`)).status, 204);
+  });
+
   it("refuses bad requests with E2B's JSON errors saying what is wrong and what is allowed, creating nothing", async () => {
     assertError(await call("POST", "/v2/sandboxes", "{"), 400, /not valid JSON/);
     assertError(await call("POST", "/v2/sandboxes", { timeout: 10 }), 400, /^templateID: is required/);
     assertError(await call("POST", "/v2/sandboxes", { templateID: "base", timeout: "10" }), 400, /^timeout: must be a whole number of seconds/);
     assertError(await call("POST", "/v2/sandboxes", { templateID: "base", envVars: { A: 1 } }), 400, /^envVars\.A: must be a string/);
-    assertError(await call("POST", "/v2/sandboxes", { templateID: "base", autoPause: true }), 400, /pausing is not supported/);
+    assertError(
+      await call("POST", "/v2/sandboxes", { templateID: "base", autoPause: true }),
+      400,
+      /^autoPause: pausing when the timeout passes is not supported/,
+    );
     assertError(await call("POST", "/v2/sandboxes", { templateID: "nosuch" }), 404, /template "nosuch" not found.*templates here: default, shared/);
     assertError(
       await call("POST", "/v2/sandboxes", { templateID: "shared" }),
@@ -288,6 +305,8 @@ describe("the E2B-compatible API in raw HTTP", () => {
     assertError(await call("GET", "/v2/sandboxes?limit=500"), 400, /^limit: must be a whole number from 1 to 100/);
     assertError(await call("GET", "/sandboxes/UPPER"), 400, /lower-case letters and digits/);
     assertError(await call("GET", "/v1/nothing"), 404, /no route GET \/v1\/nothing/);
+    assertError(await call("POST", "/sandboxes/unknownunknownunknow/pause"), 404, /not found/);
+    assertError(await call("POST", "/sandboxes/unknownunknownunknow/fork", { count: 0 }), 400, /^count: must be a whole number of copies from 1 to 20/);
     assert.deepEqual(await embedded.client.sandboxes.list(), []);
     assert.deepEqual(containerdLeftovers(embedded.containerdNamespace), { containers: [], tasks: [], snapshots: [] });
   });

@@ -1,13 +1,15 @@
 /**
- * E2B's official Python SDK (PyPI `e2b`, pinned in requirements.txt) runs its own pytest module
- * (test_e2b_python_sdk.py, written from E2B's public documentation) against a real embedded Fast
- * Sandbox, with nothing but the three variables `fsb e2b env` prints. The SDK is installed into a
- * virtualenv under the cache directory (made once per requirements.txt), never into the repository.
+ * E2B's official Python SDK (PyPI `e2b`, pinned in requirements.txt) runs its own pytest modules
+ * (written from E2B's public documentation) against a real embedded Fast Sandbox, with nothing but
+ * the three variables `fsb e2b env` prints: test_e2b_python_sdk.py on the default (runc) template,
+ * test_e2b_python_sdk_pause.py — pause, connect resuming a paused sandbox, fork — on a gVisor
+ * template (pool `gvisor`) on the real runsc. The SDK is installed into a virtualenv under the cache
+ * directory (made once per requirements.txt), never into the repository.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -62,7 +64,10 @@ describe("E2B's official Python SDK against the E2B-compatible API", () => {
   before(
     async () => {
       venv = await virtualenv();
-      embedded = await startEmbedded({ name: "e2b-py-sdk", pools: [pool("default", { maxSandboxesPerPod: 8 })] });
+      embedded = await startEmbedded({
+        name: "e2b-py-sdk",
+        pools: [pool("default", { maxSandboxesPerPod: 8 }), pool("gvisor", { maxSandboxesPerPod: 6, runtimeType: "gvisor" })],
+      });
     },
     { timeout: 900_000 },
   );
@@ -87,6 +92,22 @@ describe("E2B's official Python SDK against the E2B-compatible API", () => {
     },
   );
 
+  it(
+    "passes the SDK's pause module on a gVisor template: pause (True, then False), connect resuming files and a process's memory, fork, refusals, kill",
+    { timeout: 600_000 },
+    async () => {
+      const env = { ...(await e2bEnvironment(embedded)), FSB_E2B_GVISOR_TEMPLATE: "gvisor" };
+      const result = await run(join(venv, "bin", "python"), ["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_e2b_python_sdk_pause.py"], {
+        env,
+        timeoutMs: 540_000,
+      });
+      assert.equal(result.code, 0, result.output);
+      const passed = /(\d+) passed/.exec(result.output);
+      assert.ok(passed && Number(passed[1]) >= 5, `pytest summary: ${result.output.split("\n").slice(-3).join(" ")}`);
+      assert.doesNotMatch(result.output, /\d+ (failed|skipped|error)/);
+    },
+  );
+
   it("leaves no sandbox behind", async () => {
     const sandboxes = await embedded.client.sandboxes.list({ namespace: "*" });
     assert.deepEqual(
@@ -97,5 +118,7 @@ describe("E2B's official Python SDK against the E2B-compatible API", () => {
       containerdLeftovers(embedded.containerdNamespace).containers.filter((id) => !id.startsWith("fsb-anchor")),
       [],
     );
+    const checkpoints = join(embedded.dataDir, "checkpoints", "default", "gvisor");
+    assert.deepEqual(existsSync(checkpoints) ? readdirSync(checkpoints) : [], [], "no checkpoint of a pause or fork is left");
   });
 });

@@ -8,7 +8,8 @@
  * - no sandbox stays in an intermediate phase (Pending, Bound, Terminating);
  * - slots and ports match the sandboxes exactly (no leak);
  * - containerd holds exactly the sandboxes' containers, running tasks and snapshots, and the
- *   cgroup tree exactly their cgroups (the janitor, protection window 3 s, reclaims the rest);
+ *   cgroup tree exactly their cgroups (the janitor, protection window 3 s, reclaims the rest),
+ *   besides the agents' prepared instances in stock, each whole (running task, snapshot, cgroup);
  * - `fsb down --delete-sandboxes` leaves nothing of Fast Sandbox running.
  */
 import { after, before, describe, it } from "node:test";
@@ -21,6 +22,7 @@ import { join } from "node:path";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
 import type { Sandbox } from "@fast-sandbox/api";
 import { BASE_IMAGE, REPO_ROOT, ctr, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
+import { containerKind, isAnchor } from "../../support/containerd-contents.js";
 import { waitFor } from "../../support/embedded.js";
 
 const CLI = join(REPO_ROOT, "packages/cli/src/main.ts");
@@ -139,26 +141,62 @@ describe("faults in the middle of bursts converge to the truth", () => {
     return result;
   }
 
+  /**
+   * What containerd and the cgroup tree hold, by sandbox id: a sandbox's container, task, snapshot
+   * and cgroup carry its container's id — the prepared instance's it claimed, when it claimed one
+   * (the default pool keeps 2 per agent) — so ids go through the containers' sandbox-id labels.
+   * The agents' prepared instances in stock are kept apart (`stock`): infrastructure, which must be
+   * whole. Tasks and snapshots are listed before the containers that explain them.
+   */
   function containerdState() {
     const lines = (text: string) =>
       text
         .split("\n")
         .map((line) => line.trim())
         .filter(Boolean);
-    const containers = lines(ctr(namespace, "containers", "ls", "-q")).filter((id) => !id.startsWith("fsb-anchor."));
-    const tasks = lines(ctr(namespace, "tasks", "ls"))
+    const taskRows = lines(ctr(namespace, "tasks", "ls"))
       .slice(1)
       .map((line) => line.split(/\s+/))
-      .filter(([id]) => id && !id.startsWith("fsb-anchor."))
+      .filter(([id]) => id && !isAnchor(id))
       .map(([id, , status]) => ({ id: id ?? "", status: status ?? "" }));
-    const snapshots = lines(ctr(namespace, "snapshots", "ls"))
+    const snapshotKeys = lines(ctr(namespace, "snapshots", "ls"))
       .slice(1)
       .map((line) => line.split(/\s+/)[0] ?? "")
-      .filter((key) => !key.startsWith("sha256:") && !key.startsWith("fsb-anchor."));
-    return { containers: containers.sort(), tasks, snapshots: snapshots.sort() };
+      .filter((key) => !key.startsWith("sha256:") && !isAnchor(key));
+    const cgroupNames = sandboxCgroups();
+    const containerIdsNow = lines(ctr(namespace, "containers", "ls", "-q")).filter((id) => !isAnchor(id));
+    const kinds = new Map(containerIdsNow.map((id) => [id, containerKind(namespace, id)]));
+    const stock = containerIdsNow.filter((id) => kinds.get(id)?.kind === "prepared-stock").sort();
+    const inStock = (id: string) => stock.includes(id);
+    /** A sandbox's id for its container's id; any other id (an instance's leftover, a stranger) as it is. */
+    const named = (id: string) => {
+      const kind = kinds.get(id);
+      return kind?.kind === "sandbox" ? kind.sandboxId : id;
+    };
+    return {
+      containers: containerIdsNow
+        .filter((id) => !inStock(id))
+        .map(named)
+        .sort(),
+      tasks: taskRows.filter((task) => !inStock(task.id)).map((task) => ({ id: named(task.id), status: task.status })),
+      snapshots: snapshotKeys
+        .filter((key) => !inStock(key))
+        .map(named)
+        .sort(),
+      cgroups: cgroupNames
+        .filter((name) => !inStock(name))
+        .map(named)
+        .sort(),
+      stock: {
+        containers: stock,
+        tasks: taskRows.filter((task) => inStock(task.id)),
+        snapshots: snapshotKeys.filter(inStock).sort(),
+        cgroups: cgroupNames.filter(inStock).sort(),
+      },
+    };
   }
 
-  /** Sandbox cgroups under every agent of this instance (the v1 memory hierarchy stands for all). */
+  /** Sandbox cgroups under every agent of this instance (the v1 memory hierarchy stands for all), by container id. */
   function sandboxCgroups(): string[] {
     const root = `/sys/fs/cgroup/memory/${namespace}`;
     if (!existsSync(root)) return [];
@@ -192,7 +230,12 @@ describe("faults in the middle of bursts converge to the truth", () => {
           const usedPorts = agents.flatMap((a) => a.usedPorts).sort();
           // A sandbox with an address of its own (Isolated network) holds none of its agent's ports.
           const declaredPorts = sandboxes.flatMap((s) => (s.status?.sandboxIP ? [] : (s.spec.exposedPorts ?? []))).sort();
-          const cgroups = sandboxCgroups();
+          const { cgroups, stock } = state;
+          const stockWhole =
+            JSON.stringify(stock.tasks.map((t) => t.id).sort()) === JSON.stringify(stock.containers) &&
+            stock.tasks.every((t) => t.status === "RUNNING") &&
+            JSON.stringify(stock.snapshots) === JSON.stringify(stock.containers) &&
+            JSON.stringify(stock.cgroups) === JSON.stringify(stock.containers);
           last = JSON.stringify({
             intermediate: intermediate.map((s) => `${s.metadata.name}:${s.status?.phase ?? "Pending"}`),
             missing,
@@ -203,6 +246,7 @@ describe("faults in the middle of bursts converge to the truth", () => {
             extraContainers: state.containers.filter((id) => !ids.includes(id)),
             extraSnapshots: state.snapshots.filter((id) => !ids.includes(id)),
             extraCgroups: cgroups.filter((id) => !ids.includes(id)),
+            preparedStock: stockWhole ? stock.containers.length : stock,
             unreadyAgents: agents.filter((a) => !a.ready).map((a) => a.name),
             allocated,
             usedPorts,
@@ -217,6 +261,7 @@ describe("faults in the middle of bursts converge to the truth", () => {
             JSON.stringify(state.tasks.map((t) => t.id).sort()) === JSON.stringify(ids) &&
             state.tasks.every((t) => t.status === "RUNNING") &&
             JSON.stringify(cgroups) === JSON.stringify(ids) &&
+            stockWhole &&
             agents.every((a) => a.ready) &&
             allocated === sandboxes.length &&
             JSON.stringify(usedPorts) === JSON.stringify(declaredPorts)

@@ -6,6 +6,9 @@
  * - each copy has its own identity (sandbox id, address, hostname, its daemon serving on its own
  *   address) and sees none of its siblings' writes, nor what the source wrote after the checkpoint;
  * - a fork of 3 gives 3 running copies and leaves no checkpoint behind;
+ * - a pool that keeps copies of its checkpoint restored ahead hands them to restores: each copy
+ *   runs on from the checkpoint with its own id, address and hostname, sees none of its siblings'
+ *   writes, and deleting the pool leaves none of them behind;
  * - what is refused says why (runc sandboxes, unknown checkpoints, a command with a restore);
  * - deleting the sandboxes and the checkpoints, then the pool, leaves no container, task,
  *   snapshot or checkpoint file.
@@ -15,6 +18,7 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError, ValidationError } from "@fast-sandbox/sdk";
+import { ctr } from "../../support/containerd.js";
 import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
 /** Counts in /tmp/counter ten times a second, after writing /root/state: all of it in the sandbox's memory. */
@@ -31,6 +35,8 @@ describe("gVisor sandboxes are checkpointed, restored and forked with their stat
         pool("gv", { maxSandboxesPerPod: 8, runtimeType: "gvisor" }),
         pool("gv-shared", { maxSandboxesPerPod: 2, runtimeType: "gvisor", network: { mode: "Shared" } }),
         pool("plain", { maxSandboxesPerPod: 1 }),
+        // Keeps 2 copies of its checkpoint "golden" restored ahead, once the checkpoint exists.
+        pool("gv-ahead", { maxSandboxesPerPod: 6, runtimeType: "gvisor", preparedInstances: 2, preparedFromCheckpoint: "golden" }),
       ],
     });
   });
@@ -141,6 +147,70 @@ describe("gVisor sandboxes are checkpointed, restored and forked with their stat
     await client.sandboxes.delete("shared-copy", { gracePeriodMs: 0 });
     await client.sandboxes.delete("shared-source", { gracePeriodMs: 0 });
     await client.checkpoints.delete("shared-ck");
+  });
+
+  it("hands copies restored ahead from the pool's checkpoint to restores, and deleting the pool removes the rest", async () => {
+    const { client, containerdNamespace } = embedded;
+    await client.sandboxes.create({ name: "golden-source", pool: "gv-ahead", image: BASE_IMAGE, command: ["sh", "-c", COUNTER] });
+    await waitFor(async () => (await sh("golden-source", "cat /tmp/counter 2>/dev/null || echo 0").then(Number)) >= 3, 20_000, "the counter");
+    await client.checkpoints.create("golden-source", { name: "golden" });
+    await sh("golden-source", "echo after > /root/state");
+    // The pool's agent restores 2 copies ahead once it finds the checkpoint.
+    const poolContainers = (role?: string) =>
+      ctr(containerdNamespace, "containers", "ls", "-q", `labels."fast-sandbox.io/pool"==gv-ahead${role ? `,labels."fast-sandbox.io/role"==${role}` : ""}`)
+        .split("\n")
+        .filter(Boolean);
+    // Ready to be claimed (restored and handed to the stock): the agent's gauge.
+    const ready = async () => {
+      const agent = embedded.controlPlane.fleet.listAgents().find((candidate) => candidate.pool === "gv-ahead");
+      if (!agent?.endpoint) return 0;
+      const metrics = await (await fetch(`http://${agent.endpoint}/metrics`)).text();
+      return Number(/^fsb_agent_prepared_instances (\d+)$/m.exec(metrics)?.[1] ?? 0);
+    };
+    await waitFor(async () => (await ready()) === 2, 60_000, "2 copies of golden restored ahead");
+    const stock = poolContainers("prepared-instance");
+    assert.equal(stock.length, 2);
+
+    const [x, y] = await Promise.all([client.checkpoints.restore("golden", { name: "ahead-x" }), client.checkpoints.restore("golden", { name: "ahead-y" })]);
+    const claimed = new Set<string>();
+    for (const copy of [x, y]) {
+      assert.equal(copy.status?.phase, "Running");
+      assert.equal(copy.metadata.annotations?.["sandbox.fast.io/restored-from"], "golden");
+      // Claimed: the container is one of the stock's, now labelled as the sandbox.
+      const [container] = ctr(containerdNamespace, "containers", "ls", "-q", `labels."fast-sandbox.io/sandbox-id"==${copy.status?.sandboxID ?? ""}`)
+        .split("\n")
+        .filter(Boolean);
+      assert.ok(container && stock.includes(container), `${copy.metadata.name} runs in a copy restored ahead (${container ?? "none"} of ${stock.join(", ")})`);
+      claimed.add(container);
+      // The checkpoint's state, running on; the hostname is the instance's own (set when it was restored).
+      assert.equal(await sh(copy.metadata.name, "cat /root/state"), "before");
+      const first = await counter(copy.metadata.name);
+      await waitFor(async () => (await counter(copy.metadata.name)) > first, 10_000, `${copy.metadata.name} counting on`);
+      assert.match(await sh(copy.metadata.name, "hostname"), /^fsb-prepared-[0-9a-f]+$/);
+      assert.ok(copy.status?.sandboxIP && (await daemonAnswers(copy.status.sandboxIP)), `the daemon of ${copy.metadata.name} serves on its address`);
+    }
+    assert.equal(claimed.size, 2, "two claims, two instances");
+    assert.notEqual(x.status?.sandboxIP, y.status?.sandboxIP);
+    assert.notEqual(await sh("ahead-x", "hostname"), await sh("ahead-y", "hostname"));
+    await sh("ahead-x", "echo from-x > /root/state; echo from-x > /tmp/mine");
+    assert.equal(await sh("ahead-y", "cat /tmp/mine 2>/dev/null; cat /root/state"), "before");
+    assert.equal(await sh("golden-source", "cat /root/state"), "after");
+    // The stock is made again in the background.
+    await waitFor(async () => (await ready()) === 2, 60_000, "the stock refilled");
+
+    for (const name of ["ahead-x", "ahead-y", "golden-source"]) await client.sandboxes.delete(name, { gracePeriodMs: 0 });
+    await client.pools.delete("gv-ahead");
+    await waitFor(() => poolContainers().length === 0, 60_000, "no container of the pool left");
+    const left = containerdLeftovers(containerdNamespace);
+    assert.deepEqual(
+      left.snapshots.filter((key) => key.startsWith("fsb-prepared-") && !left.containers.includes(key)),
+      [],
+      "no snapshot of an instance left",
+    );
+    const agentDir = join(embedded.dataDir, "agents", "gv-ahead-0");
+    await waitFor(() => !existsSync(join(agentDir, "run")) || readdirSync(join(agentDir, "run")).length === 0, 30_000, "no run directory left");
+    const checkpoints = join(embedded.dataDir, "checkpoints", "default", "gv-ahead");
+    await waitFor(() => !existsSync(checkpoints) || readdirSync(checkpoints).length === 0, 30_000, "the pool's checkpoint removed");
   });
 
   it("refuses what it cannot do, saying why", async () => {

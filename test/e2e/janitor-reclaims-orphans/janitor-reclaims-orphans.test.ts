@@ -1,9 +1,10 @@
 /**
  * The janitor on the real containerd, runc and agent processes: a dead agent's sandboxes (task,
- * container, snapshot, cgroup, run directory, log, exec FIFOs) and shim anchors are reclaimed once
- * the protection window has passed, with counts per reason; record-less containers of a live agent
- * go after the window and not before; nothing without the managed label is touched. Then the
- * janitor process that the embedded control plane supervises does the same by itself.
+ * container, snapshot, cgroup, run directory, log, exec FIFOs), shim anchors and prepared instances
+ * are reclaimed once the protection window has passed, with counts per reason; record-less
+ * containers of a live agent go after the window and not before; a live agent's prepared instances
+ * (and a sandbox that claimed one) are left alone; nothing without the managed label is touched.
+ * Then the janitor process that the embedded control plane supervises does the same by itself.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -17,6 +18,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { destination, pino } from "pino";
 import { createAgentClient, type AgentClient, type AgentSandboxSpec } from "@fast-sandbox/controlplane";
 import { Janitor, LocalHostLeftovers, controlPlaneInventory, createContainerdNodeContainers, type NodeContainers } from "@fast-sandbox/janitor";
+import { containerOfSandbox, isPreparedInstance, preparedStock } from "../../support/containerd-contents.js";
 import { BASE_IMAGE, ctr, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
 const PROTECTION_MS = 5_000;
@@ -54,6 +56,18 @@ interface GhostAgent {
   stateDir: string;
 }
 
+/**
+ * The ghost's prepared instances: 64 MiB ones, so its own creates (no limits) do not claim them and
+ * they are left unclaimed when it dies.
+ */
+const GHOST_PREPARED_TEMPLATE = JSON.stringify({
+  namespace: "default",
+  image: BASE_IMAGE,
+  runtimeType: "container",
+  memoryBytes: String(64 << 20),
+  network: { mode: "SHARED" },
+});
+
 /** An agent process no control plane knows (as after its pool was deleted): started, used, then killed for good. */
 async function startGhostAgent(embedded: EmbeddedCase, name: string): Promise<GhostAgent> {
   const token = randomBytes(16).toString("hex");
@@ -69,6 +83,8 @@ async function startGhostAgent(embedded: EmbeddedCase, name: string): Promise<Gh
       FSB_AGENT_STATE_DIR: stateDir,
       FSB_CONTAINERD_NAMESPACE: embedded.containerdNamespace,
       FSB_CGROUP_PARENT: `/${embedded.cgroupRoot}/${name}`,
+      FSB_PREPARED_INSTANCES: "2",
+      FSB_PREPARED_TEMPLATE: GHOST_PREPARED_TEMPLATE,
     },
   });
   const endpoint = await new Promise<string>((resolve, reject) => {
@@ -140,6 +156,11 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     const ns = embedded.containerdNamespace;
     const kept = await embedded.client.sandboxes.create({ pool: "live", image: BASE_IMAGE, command: ["sleep", "3600"], name: "kept" });
     const keptId = kept.status?.sandboxID ?? "";
+    // The live pool keeps prepared instances (2 by default); "kept" may have claimed one and live in its container.
+    const madeStock = (agent: string) => preparedStock(ns, { "fast-sandbox.io/agent": agent }).filter((id) => tasks(ns).includes(id));
+    await waitFor(() => madeStock("live-0").length === 2, 30_000, "the live agent's prepared instances");
+    const liveStock = madeStock("live-0");
+    const keptContainer = containerOfSandbox(ns, keptId);
 
     // A ghost agent runs two sandboxes and an exec, then dies for good in the middle of the exec.
     ghost = await startGhostAgent(embedded, "ghost-0");
@@ -152,6 +173,9 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     })().catch(() => undefined);
     const fifos = () => readdirSync(ghost?.stateDir ?? "").filter((name) => /^ghost\.a\.exec-[0-9a-f]+\.std(out|err)$/.test(name));
     await waitFor(() => fifos().length === 2, 10_000, "the exec's FIFOs");
+    await waitFor(() => madeStock("ghost-0").length === 2, 30_000, "the ghost's prepared instances");
+    const ghostStock = madeStock("ghost-0");
+    assert.ok(existsSync(join(ghost.stateDir, "run", ghostStock[0] ?? "?")), "a prepared instance has a run directory");
     const ghostAnchors = containers(ns).filter((id) => id.startsWith("fsb-anchor.ghost-0."));
     const liveAnchors = containers(ns).filter((id) => id.startsWith("fsb-anchor.live-0."));
     assert.ok(ghostAnchors.length >= 1 && liveAnchors.length >= 1, `anchors: ${containers(ns).join(", ")}`);
@@ -168,7 +192,7 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     ctrRun(ns, "stray-old", managedBy("live-0", "stray-old"));
     ctrRun(ns, "imposter", { "fast-sandbox.io/agent": "ghost-0", "fast-sandbox.io/sandbox-id": "imposter" });
     ctrRun(ns, "plain", {});
-    const untouchable = ["imposter", "plain", keptId, ...liveAnchors];
+    const untouchable = ["imposter", "plain", keptContainer, ...liveAnchors, ...liveStock];
 
     // First pass: the ghost has not been missing for a window yet and stray-old is too young.
     const first = await janitor.runPass();
@@ -184,19 +208,19 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     const second = await janitor.runPass();
     assert.equal(second.outcome, "completed", second.error?.message);
     assert.equal(second.failures, 0);
-    assert.deepEqual(second.reclaimed, { agent_gone: 2, record_gone: 1, anchor_orphaned: ghostAnchors.length, prepared_orphaned: 0 });
+    assert.deepEqual(second.reclaimed, { agent_gone: 2, record_gone: 1, anchor_orphaned: ghostAnchors.length, prepared_orphaned: 2 });
     const removedOf = (kind: string) =>
       second.removed
         .filter((object) => object.kind === kind)
         .map((object) => object.id)
         .sort();
-    assert.deepEqual(removedOf("container"), ["ghost.a", "ghost.b", ...ghostAnchors, "stray-old"].sort());
-    assert.deepEqual(removedOf("snapshot"), ["ghost.a", "ghost.b", "stray-old"]);
+    assert.deepEqual(removedOf("container"), ["ghost.a", "ghost.b", ...ghostAnchors, ...ghostStock, "stray-old"].sort());
+    assert.deepEqual(removedOf("snapshot"), ["ghost.a", "ghost.b", ...ghostStock, "stray-old"].sort());
     assert.deepEqual(removedOf("fifo").length, 2);
 
     // containerd's own view.
     const leftContainers = containers(ns);
-    for (const id of ["ghost.a", "ghost.b", "stray-old", ...ghostAnchors]) {
+    for (const id of ["ghost.a", "ghost.b", "stray-old", ...ghostAnchors, ...ghostStock]) {
       assert.ok(!leftContainers.includes(id), `container ${id} is gone`);
       assert.ok(!tasks(ns).includes(id), `task ${id} is gone`);
       assert.ok(!snapshots(ns).includes(id), `snapshot ${id} is gone`);
@@ -208,7 +232,9 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     assert.deepEqual(cgroupDirectories(ghostCgroup), []);
     assert.deepEqual(fifos(), []);
     assert.ok(!existsSync(join(ghost.stateDir, "run", "ghost.a")) && !existsSync(join(ghost.stateDir, "logs", "ghost.a.log")));
-    assert.ok(cgroupDirectories(`/${embedded.cgroupRoot}/live-0/sandboxes/${keptId}`).length > 0, "the live sandbox keeps its cgroup");
+    assert.deepEqual(readdirSync(join(ghost.stateDir, "run")).filter(isPreparedInstance), [], "the ghost's prepared instances' run directories are gone");
+    assert.deepEqual(readdirSync(join(ghost.stateDir, "logs")).filter(isPreparedInstance), [], "the ghost's prepared instances' logs are gone");
+    assert.ok(cgroupDirectories(`/${embedded.cgroupRoot}/live-0/sandboxes/${keptContainer}`).length > 0, "the live sandbox keeps its cgroup");
     // The ghost's shims exit with their last container.
     await waitFor(() => !shimProcesses(ns).some((args) => args.includes("-id ghost-0.")), 10_000, "the ghost's shims to exit");
 
@@ -216,6 +242,7 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     assert.match(metrics, /^fsb_janitor_orphans_reclaimed_total\{reason="agent_gone"\} 2$/m);
     assert.match(metrics, /^fsb_janitor_orphans_reclaimed_total\{reason="record_gone"\} 1$/m);
     assert.match(metrics, new RegExp(`^fsb_janitor_orphans_reclaimed_total\\{reason="anchor_orphaned"\\} ${ghostAnchors.length}$`, "m"));
+    assert.match(metrics, /^fsb_janitor_orphans_reclaimed_total\{reason="prepared_orphaned"\} 2$/m);
 
     // The live sandbox still works, and a pass after the young one's window takes only it.
     assert.equal((await embedded.client.sandboxes.exec("kept", ["sh", "-c", "echo alive"])).stdout, "alive\n");

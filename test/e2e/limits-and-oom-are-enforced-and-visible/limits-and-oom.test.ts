@@ -13,6 +13,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { REPO_ROOT } from "../../support/containerd.js";
+import { containerOfSandbox } from "../../support/containerd-contents.js";
 import { BASE_IMAGE, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
 const PIDS_LIMIT = 20;
@@ -21,30 +22,33 @@ const LIMITED_MAX_CORES = 0.3;
 /** Clearly past the quota: the unlimited sandbox's best window must exceed it. */
 const UNLIMITED_MIN_CORES = 0.35;
 
-/** The sandbox's cgroup directory in `hierarchy` (a v1 controller's mount, or the v2 root), found by its sandbox id. */
-function sandboxCgroup(hierarchy: string, cgroupRoot: string, sandboxId: string): string {
+/**
+ * The sandbox's cgroup directory in `hierarchy` (a v1 controller's mount, or the v2 root), found by
+ * its container id: the sandbox id, or the prepared instance's id when the sandbox claimed one.
+ */
+function sandboxCgroup(hierarchy: string, cgroupRoot: string, containerId: string): string {
   const search = (directory: string, depth: number): string | undefined => {
     for (const entry of readdirSync(directory, { withFileTypes: true })) {
       if (!entry.isDirectory()) continue;
       const path = join(directory, entry.name);
-      if (entry.name === sandboxId) return path;
+      if (entry.name === containerId) return path;
       const found = depth > 0 ? search(path, depth - 1) : undefined;
       if (found) return found;
     }
     return undefined;
   };
   const found = search(join(hierarchy, cgroupRoot), 3);
-  if (!found) throw new Error(`no cgroup of sandbox ${sandboxId} under ${join(hierarchy, cgroupRoot)}`);
+  if (!found) throw new Error(`no cgroup of container ${containerId} under ${join(hierarchy, cgroupRoot)}`);
   return found;
 }
 
 /** CPU time the sandbox's cgroup has used, in seconds (v1 cpuacct, or v2 cpu.stat). */
-function cpuSeconds(cgroupRoot: string, sandboxId: string): number {
+function cpuSeconds(cgroupRoot: string, containerId: string): number {
   if (existsSync("/sys/fs/cgroup/cgroup.controllers")) {
-    const stat = readFileSync(join(sandboxCgroup("/sys/fs/cgroup", cgroupRoot, sandboxId), "cpu.stat"), "utf8");
+    const stat = readFileSync(join(sandboxCgroup("/sys/fs/cgroup", cgroupRoot, containerId), "cpu.stat"), "utf8");
     return Number(/^usage_usec (\d+)$/m.exec(stat)?.[1]) / 1e6;
   }
-  return Number(readFileSync(join(sandboxCgroup("/sys/fs/cgroup/cpuacct", cgroupRoot, sandboxId), "cpuacct.usage"), "utf8")) / 1e9;
+  return Number(readFileSync(join(sandboxCgroup("/sys/fs/cgroup/cpuacct", cgroupRoot, containerId), "cpuacct.usage"), "utf8")) / 1e9;
 }
 
 describe("sandbox limits are enforced and an OOM kill is visible", () => {
@@ -86,12 +90,13 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
   });
 
   it("cpu: busy loops limited to 200m stay within the quota, unlimited ones go past it", async () => {
-    const { client, cgroupRoot } = embedded;
+    const { client, cgroupRoot, containerdNamespace } = embedded;
     // Eight loops, so that the unlimited sandbox gets most of a core even on a busy machine.
     const busy = ["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sh -c 'while :; do :; done' & done; wait"];
     const limited = await client.sandboxes.create({ pool: "limited", image: BASE_IMAGE, command: busy });
     const unlimited = await client.sandboxes.create({ pool: "unlimited", image: BASE_IMAGE, command: busy });
-    const ids = [limited.status?.sandboxID ?? "", unlimited.status?.sandboxID ?? ""] as const;
+    // Their cgroups are named after their containers (the pools keep prepared instances by default).
+    const ids = [limited, unlimited].map((sandbox) => containerOfSandbox(containerdNamespace, sandbox.status?.sandboxID ?? ""));
     // Cores used in 2 s windows, both sandboxes measured in the same windows: at least two, and
     // until the unlimited one has clearly gone past the 200m quota in one, at most ten. The
     // bounds hold on a loaded machine too: the quota caps the limited sandbox whatever the load,

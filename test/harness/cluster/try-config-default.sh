@@ -272,7 +272,8 @@ echo "kubectl fs exec hello -- sh -c 'exit 3': exit code $code"
 # the agent at that moment (e.g. a missed readiness probe) — through the janitor, once the container
 # is older than the janitor's protection window (config/janitor: 2 min, every 10 s).
 kubectl delete sandbox hello --timeout=120s
-sandbox_containers() { ctr -n "$NS" containers ls -q "labels.\"fast-sandbox.io/namespace\"==$SAMPLES"; }
+# Its own container only: the pool's agents also keep prepared instances (role=prepared-instance, no name) in that namespace.
+sandbox_containers() { ctr -n "$NS" containers ls -q "labels.\"fast-sandbox.io/namespace\"==$SAMPLES,labels.\"fast-sandbox.io/name\"==hello"; }
 deleted_at=$SECONDS
 until [ -z "$(sandbox_containers)" ]; do
   [ $((SECONDS - deleted_at)) -lt 180 ] || die "sandbox hello's container is still in containerd 180 s after its deletion: $(sandbox_containers)"

@@ -51,7 +51,7 @@ import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
-import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, ValidationError, isSandboxId } from "@fast-sandbox/api";
+import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, ValidationError, isSandboxId } from "@fast-sandbox/api/core";
 import {
   LABEL_AGENT,
   LABEL_EXPOSED_PORTS,
@@ -74,7 +74,7 @@ import type { Container } from "./gen/github.com/containerd/containerd/api/servi
 import { isNotFound } from "./grpc-errors.js";
 import { ENVD_BINARY, HELPER_BINARY, sandboxHostname, type OciSpec } from "./oci-spec.js";
 // Read at call time only (the runtime module imports this one to build its sub-service).
-import { LABEL_HELPER, LABEL_IMAGE, LABEL_RUNTIME_TYPE } from "./containerd-runtime.js";
+import { LABEL_HELPER, LABEL_IMAGE, LABEL_ROLE, LABEL_RUNTIME_TYPE } from "./containerd-runtime.js";
 
 /** On a sandbox restored from a checkpoint: the checkpoint's id. */
 export const LABEL_RESTORED_FROM = "fast-sandbox.io/restored-from";
@@ -146,7 +146,18 @@ export interface GvisorCheckpointsOptions {
   networkStateDir?: string;
   /** Called after each checkpoint with its steps' durations. */
   onCheckpointTimings?: (timings: CheckpointTimings) => void;
+  /**
+   * Hands a copy restored ahead of time (a pre-restored instance of the pool) over to a restore of
+   * the same checkpoint; undefined: none is ready, the restore runs. @default none
+   */
+  claimRestored?: (spec: RuntimeSandboxSpec) => Promise<RuntimeSandbox | undefined>;
   logger: Logger;
+}
+
+/** A restore that makes a pre-restored instance (labelled with `role`, no sandbox of its own yet), not a sandbox. */
+export interface RestoreAhead {
+  /** LABEL_ROLE's value on the instance's container. */
+  role: string;
 }
 
 export class GvisorCheckpoints implements RuntimeCheckpoints {
@@ -340,10 +351,23 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
   async restore(spec: RuntimeSandboxSpec): Promise<RuntimeSandbox> {
     const checkpointId = spec.fromCheckpoint ?? "";
     const record = await this.record(checkpointId);
+    const claimed = await this.options.claimRestored?.(spec);
+    if (claimed) return claimed;
     return this.track(checkpointId, this.restoreInto(spec, record));
   }
 
-  private async restoreInto(spec: RuntimeSandboxSpec, record: CheckpointRecord): Promise<RuntimeSandbox> {
+  /**
+   * Restores an instance of the pool ahead of need from checkpoint `spec.fromCheckpoint` (spec.sandboxId
+   * and name: the instance's id): a complete copy, its hostname the instance's, labelled with
+   * `ahead.role` instead of a sandbox id, so list() and get() leave it out until it is claimed.
+   */
+  async restoreAhead(spec: RuntimeSandboxSpec, ahead: RestoreAhead): Promise<RuntimeSandbox> {
+    const checkpointId = spec.fromCheckpoint ?? "";
+    const record = await this.record(checkpointId);
+    return this.track(checkpointId, this.restoreInto(spec, record, ahead));
+  }
+
+  private async restoreInto(spec: RuntimeSandboxSpec, record: CheckpointRecord, ahead?: RestoreAhead): Promise<RuntimeSandbox> {
     const started = performance.now();
     const sandboxId = spec.sandboxId;
     const containerId = containerIdOf(sandboxId);
@@ -366,6 +390,11 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       ...(spec.exposedPorts?.length ? { [LABEL_EXPOSED_PORTS]: spec.exposedPorts.join(",") } : {}),
       ...(record.ociSpec.process.args[0] === HELPER_BINARY ? { [LABEL_HELPER]: "true" } : {}),
     };
+    if (ahead) {
+      delete labels[LABEL_SANDBOX_ID];
+      delete labels[LABEL_NAME];
+      labels[LABEL_ROLE] = ahead.role;
+    }
     const runDir = this.options.runDir(sandboxId);
     const undo: UndoStep[] = [];
     const timings = { network: 0, snapshot: 0, container: 0, task: 0, start: 0, identity: 0 };

@@ -8,7 +8,7 @@
 import { watch, readFileSync, type FSWatcher } from "node:fs";
 import { join } from "node:path";
 import { getSystemErrorMap } from "node:util";
-import { FailedPreconditionError, ValidationError, type FsbError } from "@fast-sandbox/api";
+import { FailedPreconditionError, ValidationError, type FsbError } from "@fast-sandbox/api/core";
 
 /** The file the helper writes in its run directory once the command is executing or has failed to. */
 export const COMMAND_START_FILE = "command-start";

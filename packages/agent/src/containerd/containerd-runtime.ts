@@ -22,7 +22,7 @@ import { availableParallelism } from "node:os";
 import { performance } from "node:perf_hooks";
 import { create, toBinary } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
-import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, UnavailableError } from "@fast-sandbox/api";
+import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, UnavailableError } from "@fast-sandbox/api/core";
 import {
   LABEL_AGENT,
   LABEL_AGENT_UID,
@@ -91,6 +91,8 @@ export const LABEL_RUNTIME_TYPE = "fast-sandbox.io/runtime-type";
 export const LABEL_HELPER = "fast-sandbox.io/helper";
 /** Marks infrastructure containers of an agent (value `shim-anchor`); they are not sandboxes. */
 export const LABEL_ROLE = "fast-sandbox.io/role";
+/** How often a gVisor pool's agent looks for the checkpoint its instances are restored from, until it exists. */
+const CHECKPOINT_POLL_MS = 500;
 /** Value of LABEL_ROLE on an agent's shim anchors (`fsb-anchor.<agent>.<n>`). */
 export const ROLE_SHIM_ANCHOR = "shim-anchor";
 /** When an agent (re)started last adopted this anchor. */
@@ -187,17 +189,41 @@ export interface ContainerdRuntimeOptions {
 }
 
 /** A prepared instance in the stock: everything a claim needs to hand it over. */
-interface PreparedInstance {
+interface PreparedInstanceBase {
   id: string;
   containerId: string;
   pid: number;
   runDir: string;
   logPath: string;
   labels: Record<string, string>;
+  address?: string;
+}
+
+/** A runc instance whose helper waits for its command (prepared-instances.ts). */
+interface WaitingInstance extends PreparedInstanceBase {
+  kind: "waiting";
   ociSpec: OciSpec;
   image: Awaited<ReturnType<ImageResolver["resolve"]>>;
   envd: boolean;
-  address?: string;
+}
+
+/** A gVisor copy restored ahead from the pool's checkpoint, running its processes. */
+interface RestoredInstance extends PreparedInstanceBase {
+  kind: "restored";
+  checkpointId: string;
+}
+
+type PreparedInstance = WaitingInstance | RestoredInstance;
+
+/** Whether a process exists (signal 0). */
+function processAlive(pid: number): boolean {
+  if (pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 export interface CreateTimings {
@@ -276,7 +302,11 @@ export class ContainerdRuntime implements Runtime {
     this.helperPath = options.helperPath;
     this.envdPath = options.envdPath && existsSync(options.envdPath) ? options.envdPath : undefined;
     const prepared = options.preparedInstances;
-    this.preparedSettings = prepared && prepared.count > 0 && options.helperPath && prepared.template.runtimeType === "container" ? prepared : undefined;
+    // runc instances wait in the helper for their command; gVisor ones are copies restored from the pool's checkpoint.
+    const preparable = prepared?.fromCheckpoint
+      ? prepared.template.runtimeType === "gvisor"
+      : prepared?.template.runtimeType === "container" && options.helperPath;
+    this.preparedSettings = prepared && prepared.count > 0 && preparable ? prepared : undefined;
     this.preparedKey = this.preparedSettings ? templateKey(this.preparedSettings.template) : "";
     this.groupLoad = new Array<number>(Math.max(1, options.shimGroups ?? Math.min(4, availableParallelism()))).fill(0);
     this.logger = options.logger.child({
@@ -318,6 +348,7 @@ export class ContainerdRuntime implements Runtime {
       client: this.client,
       snapshotter: this.snapshotter,
       directory: options.checkpointDir ?? join(this.stateDir, "checkpoints"),
+      claimRestored: (spec) => this.claimRestored(spec),
       stateDir: this.stateDir,
       runDir: (sandboxId) => this.runDir(sandboxId),
       cgroupsPath: (containerId) => sandboxCgroupsPath(this.cgroupParent, containerId),
@@ -419,14 +450,14 @@ export class ContainerdRuntime implements Runtime {
    * prepared-instances.ts); undefined: none is, the caller takes the cold path.
    */
   private async claimPrepared(spec: RuntimeSandboxSpec): Promise<RuntimeSandbox | undefined> {
-    if (!this.preparedStock || templateKey(spec) !== this.preparedKey) return undefined;
+    if (!this.preparedStock || this.preparedSettings?.fromCheckpoint || templateKey(spec) !== this.preparedKey) return undefined;
     const sandboxId = spec.sandboxId;
     const runDir = this.runDir(sandboxId);
     // A second create of an existing sandbox takes nothing from the stock (its create fails as a duplicate in the cold path).
     if (this.claimedContainers.has(sandboxId) || existsSync(runDir)) return undefined;
     const { image } = spec;
     for (;;) {
-      const instance = this.preparedStock.take();
+      const instance = this.preparedStock.take((candidate): candidate is WaitingInstance => candidate.kind === "waiting");
       if (!instance) return undefined;
       const sandbox = await this.claimInstance(instance, spec, runDir);
       if (sandbox) return sandbox;
@@ -435,7 +466,7 @@ export class ContainerdRuntime implements Runtime {
   }
 
   /** The claim of one instance; undefined when its helper no longer waits (the instance is removed). Throws what a cold create would. */
-  private async claimInstance(instance: PreparedInstance, spec: RuntimeSandboxSpec, runDir: string): Promise<RuntimeSandbox | undefined> {
+  private async claimInstance(instance: WaitingInstance, spec: RuntimeSandboxSpec, runDir: string): Promise<RuntimeSandbox | undefined> {
     const started = performance.now();
     const sandboxId = spec.sandboxId;
     const containerId = instance.containerId;
@@ -453,7 +484,6 @@ export class ContainerdRuntime implements Runtime {
     if (instance.logPath !== spec.logPath) renameSync(instance.logPath, spec.logPath);
     this.claimedContainers.set(sandboxId, containerId);
     const isolated = spec.network?.mode === "isolated";
-    if (isolated) this.networks?.reassign(instance.id, sandboxId);
     const labels: Record<string, string> = {
       ...instance.labels,
       [LABEL_SANDBOX_ID]: sandboxId,
@@ -466,10 +496,18 @@ export class ContainerdRuntime implements Runtime {
     const ociSpec: OciSpec = { ...instance.ociSpec, process: { ...instance.ociSpec.process, args: helperArgs(workingDir, userArgs, instance.envd), env } };
     const commandStart = new CommandStartWatcher(runDir);
     try {
-      // containerd learns of the claim while the command starts (its metadata commit is the
-      // slowest step); every other operation on the sandbox waits for it (claimRecorded).
-      this.recordClaim(sandboxId, containerId, labels, ociSpec);
-      if (!writeClaim(join(runDir, CLAIM_FIFO), claim)) {
+      // The helper starts the command at once; the agent's own records of the claim (the network's
+      // attachment, containerd's labels and spec: its metadata commit is the slowest step) are
+      // written meanwhile, on the other core. Every other operation on the sandbox waits for
+      // containerd's (claimRecorded).
+      let written: boolean;
+      try {
+        written = writeClaim(join(runDir, CLAIM_FIFO), claim);
+      } finally {
+        if (isolated) this.networks?.reassign(instance.id, sandboxId);
+        this.recordClaim(sandboxId, containerId, labels, ociSpec);
+      }
+      if (!written) {
         await this.discardClaimed(sandboxId, containerId);
         return undefined;
       }
@@ -522,13 +560,13 @@ export class ContainerdRuntime implements Runtime {
    * its spec, in the background; a few attempts, then the sandbox is left to look unclaimed (its
    * control plane then finds it lost). Never rejects.
    */
-  private recordClaim(sandboxId: string, containerId: string, labels: Record<string, string>, ociSpec: OciSpec): void {
+  private recordClaim(sandboxId: string, containerId: string, labels: Record<string, string>, ociSpec: OciSpec | undefined): void {
     const update = async () => {
       for (let attempt = 1; ; attempt++) {
         try {
           await this.client.containers.update({
-            container: { id: containerId, labels, spec: { typeUrl: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(ociSpec)) } },
-            updateMask: { paths: ["labels", "spec"] },
+            container: { id: containerId, labels, ...(ociSpec ? { spec: { typeUrl: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(ociSpec)) } } : {}) },
+            updateMask: { paths: ociSpec ? ["labels", "spec"] : ["labels"] },
           });
           return;
         } catch (error) {
@@ -565,6 +603,7 @@ export class ContainerdRuntime implements Runtime {
   private async makeInstance(): Promise<PreparedInstance> {
     const settings = this.preparedSettings;
     if (!settings) throw new FsbError("internal", "this agent keeps no prepared instances");
+    if (settings.fromCheckpoint) return this.restoreInstance(settings.fromCheckpoint);
     const id = newInstanceId();
     const { template } = settings;
     const logPath = sandboxLogPath(this.stateDir, id);
@@ -599,7 +638,133 @@ export class ContainerdRuntime implements Runtime {
       image: built.image,
       envd: built.ociSpec.process.args.includes("--envd"),
       ...(sandbox.address ? { address: sandbox.address } : {}),
+      kind: "waiting",
     };
+  }
+
+  /**
+   * Restores one instance of the pool ahead from its checkpoint `name` (gVisor): the newest of that
+   * name in the pool's namespace on this node; NotFoundError until it exists (the stock retries).
+   */
+  private async restoreInstance(name: string): Promise<PreparedInstance> {
+    const { template } = this.preparedSettings ?? {};
+    if (!template) throw new FsbError("internal", "this agent keeps no prepared instances");
+    const record = (await this.checkpoints.list())
+      .filter((checkpoint) => checkpoint.namespace === template.namespace && checkpoint.name === name)
+      .sort((a, b) => b.createdAt.localeCompare(a.createdAt))[0];
+    if (!record) throw new NotFoundError(`checkpoint ${template.namespace}/${name}, which the pool's instances are restored from, is not on this node yet`);
+    const id = newInstanceId();
+    const logPath = sandboxLogPath(this.stateDir, id);
+    await mkdir(join(this.stateDir, "logs"), { recursive: true });
+    const sandbox = await this.checkpoints.restoreAhead(
+      {
+        sandboxId: id,
+        name: id,
+        namespace: template.namespace,
+        pool: template.pool,
+        image: record.image,
+        command: [],
+        args: [],
+        env: [],
+        runtimeType: "gvisor",
+        ...(template.network ? { network: template.network } : {}),
+        logPath,
+        fromCheckpoint: record.checkpointId,
+      },
+      { role: ROLE_PREPARED_INSTANCE },
+    );
+    return {
+      id,
+      containerId: containerIdOf(id),
+      pid: sandbox.pid ?? 0,
+      runDir: this.runDir(id),
+      logPath,
+      labels: sandbox.labels,
+      ...(sandbox.address ? { address: sandbox.address } : {}),
+      kind: "restored",
+      checkpointId: record.checkpointId,
+    };
+  }
+
+  /**
+   * Hands a copy restored ahead from checkpoint `spec.fromCheckpoint` over to the sandbox (gVisor
+   * pools that keep instances of their checkpoint): its host files move under the sandbox id, its
+   * network namespace becomes the sandbox's, containerd learns the sandbox's labels in the
+   * background. Nothing runs in it that the restore would not have run: the copy has been running
+   * the checkpoint's processes since it was restored. Undefined: none of that checkpoint is ready.
+   */
+  private async claimRestored(spec: RuntimeSandboxSpec): Promise<RuntimeSandbox | undefined> {
+    const settings = this.preparedSettings;
+    if (!this.preparedStock || !settings?.fromCheckpoint || !spec.fromCheckpoint) return undefined;
+    if ((spec.network?.mode ?? "shared") !== (settings.template.network?.mode ?? "shared")) return undefined;
+    const sandboxId = spec.sandboxId;
+    const runDir = this.runDir(sandboxId);
+    if (this.claimedContainers.has(sandboxId) || existsSync(runDir)) return undefined;
+    this.createsInFlight += 1;
+    try {
+      for (;;) {
+        const instance = this.preparedStock.take(
+          (candidate): candidate is RestoredInstance => candidate.kind === "restored" && candidate.checkpointId === spec.fromCheckpoint,
+        );
+        if (!instance) return undefined;
+        if (!processAlive(instance.pid)) {
+          this.logger.warn({ instance: instance.id }, "a pre-restored instance is gone; trying the next");
+          await this.discardInstance(instance);
+          continue;
+        }
+        const started = performance.now();
+        renameSync(instance.runDir, runDir);
+        if (instance.logPath !== spec.logPath) renameSync(instance.logPath, spec.logPath);
+        this.claimedContainers.set(sandboxId, instance.containerId);
+        if (spec.network?.mode === "isolated") this.networks?.reassign(instance.id, sandboxId);
+        const labels: Record<string, string> = {
+          ...instance.labels,
+          [LABEL_SANDBOX_ID]: sandboxId,
+          [LABEL_NAME]: spec.name,
+          ...(spec.exposedPorts?.length ? { [LABEL_EXPOSED_PORTS]: spec.exposedPorts.join(",") } : {}),
+        };
+        delete labels[LABEL_ROLE];
+        this.recordClaim(sandboxId, instance.containerId, labels, undefined);
+        const totalMs = performance.now() - started;
+        this.logger.debug({ sandboxId, instance: instance.id, checkpointId: instance.checkpointId, totalMs }, "sandbox claimed a pre-restored instance");
+        this.onCreateTimings?.({
+          imageMs: 0,
+          networkMs: 0,
+          snapshotMs: 0,
+          containerMs: 0,
+          taskMs: 0,
+          startMs: 0,
+          commandStartMs: totalMs,
+          totalMs,
+          prepared: true,
+        });
+        return {
+          sandboxId,
+          namespace: spec.namespace,
+          name: spec.name,
+          pool: spec.pool,
+          image: labels[LABEL_IMAGE] ?? spec.image,
+          state: "running",
+          pid: instance.pid,
+          ...(spec.exposedPorts?.length ? { exposedPorts: [...spec.exposedPorts] } : {}),
+          ...(instance.address ? { address: instance.address } : {}),
+          labels,
+        };
+      }
+    } finally {
+      this.createsInFlight -= 1;
+      this.lastCreateEndedAt = performance.now();
+    }
+  }
+
+  /** Removes an instance of the stock that cannot be claimed, and its host files. */
+  private async discardInstance(instance: PreparedInstance): Promise<void> {
+    await this.removeContainer(instance.containerId, 0).catch((error: unknown) =>
+      this.logger.warn({ instance: instance.id, err: error }, "could not remove a dead prepared instance; the janitor must"),
+    );
+    await this.networks?.release(instance.id);
+    await rm(instance.runDir, { recursive: true, force: true });
+    await rm(instance.logPath, { force: true });
   }
 
   /** Until the prepared helper says it waits for its claim (run/prepared). */
@@ -609,6 +774,13 @@ export class ContainerdRuntime implements Runtime {
       if (performance.now() > deadline)
         throw new UnavailableError(`the prepared instance's helper did not start waiting within ${this.commandStartTimeoutMs} ms`);
       await sleep(2);
+    }
+  }
+
+  /** Until the checkpoint a gVisor pool's instances are restored from is on this node (polled: it is made after the pool). */
+  private async checkpointAvailable(namespace: string, name: string, signal: AbortSignal): Promise<void> {
+    while (!(await this.checkpoints.list()).some((checkpoint) => checkpoint.namespace === namespace && checkpoint.name === name)) {
+      await sleep(CHECKPOINT_POLL_MS, undefined, { signal });
     }
   }
 
@@ -660,7 +832,10 @@ export class ContainerdRuntime implements Runtime {
     this.preparedStock = new PreparedPool({
       target: settings.count,
       prepare: () => this.makeInstance(),
-      beforeEachPrepare: (signal) => this.quietForRefill(signal),
+      beforeEachPrepare: async (signal) => {
+        if (settings.fromCheckpoint) await this.checkpointAvailable(settings.template.namespace, settings.fromCheckpoint, signal);
+        await this.quietForRefill(signal);
+      },
       onError: (error) => this.logger.warn({ err: error }, "could not make a prepared instance; retrying"),
     });
     this.preparedStock.fill();

@@ -7,7 +7,7 @@
  * so no partial data stays behind.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { AlreadyExistsError, FsbError, UnavailableError } from "@fast-sandbox/api";
+import { AlreadyExistsError, FsbError, UnavailableError } from "@fast-sandbox/api/core";
 import type { ContainerdClient } from "./containerd-client.js";
 import { WriteAction } from "./gen/github.com/containerd/containerd/api/services/content/v1/content_pb.js";
 import { isNotFound } from "./grpc-errors.js";

@@ -3,7 +3,7 @@
  * Everything above the client sees only FsbError subclasses.
  */
 import { status as GrpcStatus, type ServiceError } from "@grpc/grpc-js";
-import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, UnavailableError } from "@fast-sandbox/api";
+import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, UnavailableError } from "@fast-sandbox/api/core";
 
 function isServiceError(error: unknown): error is ServiceError {
   return error instanceof Error && typeof (error as Partial<ServiceError>).code === "number" && "metadata" in error;

@@ -3,7 +3,7 @@
  * (config + layers) and the config (diff IDs). Parsing checks every digest before it is used in a
  * URL or a containerd call, since the documents come from a registry.
  */
-import { FailedPreconditionError, NotFoundError } from "@fast-sandbox/api";
+import { FailedPreconditionError, NotFoundError } from "@fast-sandbox/api/core";
 
 export const INDEX_MEDIA_TYPES: ReadonlySet<string> = new Set([
   "application/vnd.oci.image.index.v1+json",

@@ -14,7 +14,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import type { Logger } from "pino";
-import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, parseImageReference, type ImageReference } from "@fast-sandbox/api";
+import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, parseImageReference, type ImageReference } from "@fast-sandbox/api/core";
 import type { ImagePullProgress, PulledImage } from "../runtime/runtime.js";
 import { loadRegistryCredentials } from "../registry/registry-credentials.js";
 import { RegistryClient, type RegistryClientOptions } from "../registry/registry-client.js";

@@ -5,7 +5,7 @@
  * the hot path pays for it once per image. A reference re-imported with other content keeps its
  * cached resolution until `forget()` (called when its snapshot is missing) or an agent restart.
  */
-import { NotFoundError, FsbError } from "@fast-sandbox/api";
+import { NotFoundError, FsbError } from "@fast-sandbox/api/core";
 import type { ContainerdClient } from "./containerd-client.js";
 import { chainId } from "./chain-id.js";
 

@@ -7,7 +7,7 @@
  * Prepare whose `containerd.io/snapshot.ref` target exists) and drops its own copy.
  */
 import { randomBytes } from "node:crypto";
-import { AlreadyExistsError, FailedPreconditionError } from "@fast-sandbox/api";
+import { AlreadyExistsError, FailedPreconditionError } from "@fast-sandbox/api/core";
 import { chainId } from "./chain-id.js";
 import type { ContainerdClient } from "./containerd-client.js";
 import { isNotFound } from "./grpc-errors.js";

@@ -20,7 +20,7 @@
  */
 import { closeSync, constants, openSync, writeSync } from "node:fs";
 import { randomBytes } from "node:crypto";
-import { FsbError, normalizeImageName } from "@fast-sandbox/api";
+import { FsbError, normalizeImageName } from "@fast-sandbox/api/core";
 import type { RuntimeSandboxSpec } from "../runtime/runtime.js";
 
 /** Value of LABEL_ROLE on a prepared instance until it is claimed. */
@@ -36,6 +36,12 @@ export interface PreparedInstancesSettings {
   /** Instances kept ready. 0: none. */
   count: number;
   template: PreparedTemplate;
+  /**
+   * gVisor pools: the name of the checkpoint (in the template's namespace) the instances are
+   * restored from, ahead of need; a restore of that checkpoint claims one. Unset: runc instances
+   * whose helper waits for a create's command.
+   */
+  fromCheckpoint?: string;
 }
 
 /** The part of a create that must match a template for the create to claim its instance. */

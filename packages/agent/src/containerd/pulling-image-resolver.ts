@@ -7,7 +7,7 @@
  * removed) is unpacked again. Resolutions are cached per reference, so concurrent creates of a
  * missing image wait for one pull, and the hot path pays nothing once it is there.
  */
-import { NotFoundError, normalizeImageName } from "@fast-sandbox/api";
+import { NotFoundError, normalizeImageName } from "@fast-sandbox/api/core";
 import type { PullImageOptions, PulledImage } from "../runtime/runtime.js";
 import type { ImagePuller } from "./image-puller.js";
 import type { ImageResolver, ResolvedImage } from "./image-resolver.js";

@@ -14,7 +14,7 @@
  *   once the namespace is gone (after a reboot, or a namespace deleted by hand).
  */
 import { join } from "node:path";
-import { FsbError } from "@fast-sandbox/api";
+import { FsbError } from "@fast-sandbox/api/core";
 import type { CniNetworkList, CniResult } from "./cni-invoker.js";
 import { parseIpv4Cidr } from "./egress-policy.js";
 

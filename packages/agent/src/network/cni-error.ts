@@ -3,7 +3,7 @@
  * (`{"cniVersion", "code", "msg", "details"}` on stdout with a non-zero exit) and a plugin that
  * could not run at all are translated into the repo's error hierarchy.
  */
-import { FsbError, type ErrorCode } from "@fast-sandbox/api";
+import { FsbError, type ErrorCode } from "@fast-sandbox/api/core";
 
 export type CniCommand = "ADD" | "DEL" | "CHECK" | "VERSION";
 

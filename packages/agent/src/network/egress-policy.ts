@@ -3,7 +3,7 @@
  * address arithmetic the firewall rules need. Pure functions, unit-tested.
  */
 import { isIPv4, isIPv6 } from "node:net";
-import { ValidationError } from "@fast-sandbox/api";
+import { ValidationError } from "@fast-sandbox/api/core";
 import type { EgressPolicy, EgressRule, SandboxNetworkSpec } from "../runtime/runtime.js";
 
 export interface Ipv4Cidr {

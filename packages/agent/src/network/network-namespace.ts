@@ -9,7 +9,7 @@ import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { FsbError } from "@fast-sandbox/api";
+import { FsbError } from "@fast-sandbox/api/core";
 
 const run = promisify(execFile);
 

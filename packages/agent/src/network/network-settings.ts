@@ -6,7 +6,7 @@
  */
 import { isIPv4 } from "node:net";
 import { join } from "node:path";
-import { ValidationError } from "@fast-sandbox/api";
+import { ValidationError } from "@fast-sandbox/api/core";
 import { parseIpv4Cidr } from "./egress-policy.js";
 
 /** Where each network keeps its state unless told otherwise: `<root>/<name>` (a tmpfs: it goes with a reboot, as network namespaces do). */

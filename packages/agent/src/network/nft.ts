@@ -3,7 +3,7 @@
  * nothing), list a table as JSON. Its failures are translated here into FsbError, once.
  */
 import { spawn } from "node:child_process";
-import { FsbError } from "@fast-sandbox/api";
+import { FsbError } from "@fast-sandbox/api/core";
 import type { NftCommand, NftFamily, NftListing } from "./firewall-rules.js";
 
 export interface NftOptions {

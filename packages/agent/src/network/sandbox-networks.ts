@@ -12,7 +12,7 @@
 import { readFileSync } from "node:fs";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { AlreadyExistsError, FailedPreconditionError, FsbError } from "@fast-sandbox/api";
+import { AlreadyExistsError, FailedPreconditionError, FsbError } from "@fast-sandbox/api/core";
 import type { Logger } from "pino";
 import type { SandboxNetworkSpec } from "../runtime/runtime.js";
 import { AttachmentStore, type AttachmentOwner, type AttachmentRecord } from "./attachment-store.js";

@@ -18,7 +18,7 @@ import {
   PermissionDeniedError,
   UnauthenticatedError,
   UnavailableError,
-} from "@fast-sandbox/api";
+} from "@fast-sandbox/api/core";
 import { parseAuthChallenges, type AuthChallenge } from "./auth-challenge.js";
 import type { RegistryCredentials } from "./registry-credentials.js";
 

@@ -10,7 +10,7 @@
  * The file is read at every pull, so a `fsb login` takes effect without restarting agents.
  */
 import { readFile } from "node:fs/promises";
-import { FailedPreconditionError, normalizeRegistryHost } from "@fast-sandbox/api";
+import { FailedPreconditionError, normalizeRegistryHost } from "@fast-sandbox/api/core";
 
 export interface RegistryCredentials {
   username: string;

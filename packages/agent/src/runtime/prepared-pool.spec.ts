@@ -18,6 +18,23 @@ function preparer(failures: Set<number> = new Set()) {
 }
 
 describe("PreparedPool", () => {
+  it("takes the oldest item a predicate accepts, leaving the others in order, and refills", async () => {
+    const source = preparer();
+    const pool = new PreparedPool({ target: 4, prepare: source.prepare });
+    await pool.filled();
+    assert.equal(
+      pool.take((n): n is number => n % 2 === 0),
+      2,
+    );
+    assert.equal(
+      pool.take((n): n is number => n > 10),
+      undefined,
+    );
+    await pool.filled();
+    assert.equal(pool.size, 4);
+    assert.deepEqual([pool.take(), pool.take(), pool.take(), pool.take()], [1, 3, 4, 5]);
+  });
+
   it("prepares nothing until asked, then fills up to its target, one at a time", async () => {
     const source = preparer();
     let running = 0;

@@ -38,9 +38,15 @@ export class PreparedPool<T> {
     return this.ready.length;
   }
 
-  /** The oldest ready item, or undefined when none is; starts refilling either way. */
-  take(): T | undefined {
-    const item = this.ready.shift();
+  /**
+   * The oldest ready item (that `accept` accepts, when given), or undefined when none is; starts
+   * refilling either way.
+   */
+  take(): T | undefined;
+  take<S extends T>(accept: (item: T) => item is S): S | undefined;
+  take(accept?: (item: T) => boolean): T | undefined {
+    const index = accept ? this.ready.findIndex(accept) : 0;
+    const item = index >= 0 ? this.ready.splice(index, 1)[0] : undefined;
     this.fill();
     return item;
   }

@@ -1,4 +1,4 @@
-import { NoCapacityError, UnavailableError, ValidationError } from "@fast-sandbox/api";
+import { NoCapacityError, UnavailableError, ValidationError } from "@fast-sandbox/api/core";
 import type { RuntimeSandbox } from "../runtime/runtime.js";
 
 /** What a create asks of the agent's admission. */

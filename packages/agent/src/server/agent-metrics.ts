@@ -4,7 +4,7 @@
  */
 import type { Interceptor } from "@connectrpc/connect";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import { fromConnectError, pb } from "@fast-sandbox/api";
+import { fromConnectError, pb } from "@fast-sandbox/api/core";
 
 export type AgentOperation = "create" | "delete" | "exec";
 

@@ -1,6 +1,6 @@
 import { mkdirSync } from "node:fs";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { listenCleartext, pb, requireBearerToken, withProbeRoutes } from "@fast-sandbox/api";
+import { listenCleartext, pb, requireBearerToken, withProbeRoutes } from "@fast-sandbox/api/core";
 import type { Runtime } from "../runtime/runtime.js";
 import { sandboxLogDir } from "../state-layout.js";
 import { Admission } from "./admission.js";

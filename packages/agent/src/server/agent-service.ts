@@ -13,7 +13,7 @@ import {
   parseImageReference,
   pb,
   toConnectError,
-} from "@fast-sandbox/api";
+} from "@fast-sandbox/api/core";
 import type { ImagePullProgress, Runtime, RuntimeSandbox } from "../runtime/runtime.js";
 import { runtimeSpecOf, sandboxNetworkOf } from "./create-request.js";
 import { readLog } from "../log-follower.js";

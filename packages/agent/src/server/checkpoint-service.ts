@@ -11,7 +11,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { FailedPreconditionError, ValidationError, isSandboxId, pb, toConnectError } from "@fast-sandbox/api";
+import { FailedPreconditionError, ValidationError, isSandboxId, pb, toConnectError } from "@fast-sandbox/api/core";
 import type { Runtime, RuntimeSandbox } from "../runtime/runtime.js";
 import type { RuntimeCheckpoint, RuntimeCheckpoints } from "../runtime/checkpoint.js";
 

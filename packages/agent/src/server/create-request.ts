@@ -3,7 +3,7 @@
  * and by the pool's prepared-instance template (FSB_PREPARED_TEMPLATE carries a create request),
  * so a create and the template it must match are read the same way.
  */
-import { pb } from "@fast-sandbox/api";
+import { pb } from "@fast-sandbox/api/core";
 import type { EgressPolicy, RuntimeSandboxSpec, RuntimeType, SandboxNetworkSpec } from "../runtime/runtime.js";
 import { checkSandboxNetwork } from "../network/egress-policy.js";
 

@@ -11,7 +11,7 @@
 import type http from "node:http";
 import net from "node:net";
 import type { Duplex } from "node:stream";
-import { SANDBOX_DAEMON_PORT, equalTokens } from "@fast-sandbox/api";
+import { SANDBOX_DAEMON_PORT, equalTokens } from "@fast-sandbox/api/core";
 import type { RuntimeSandbox } from "../runtime/runtime.js";
 import type { RelayResult } from "./agent-metrics.js";
 

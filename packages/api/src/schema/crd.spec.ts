@@ -90,7 +90,7 @@ describe("renderCrds", () => {
     assert.deepEqual(spec.failurePolicy?.enum, ["Manual", "AutoRecreate"]);
     assert.equal(spec.failurePolicy?.type, "string");
     assert.deepEqual(spec.consistencyMode?.enum, ["fast", "strong"]);
-    assert.deepEqual(status.phase?.enum, ["Pending", "Bound", "Running", "Terminating", "Expired", "Failed", "Lost"]);
+    assert.deepEqual(status.phase?.enum, ["Pending", "Bound", "Running", "Terminating", "Expired", "Failed", "Lost", "Paused"]);
     const pool = openApiSchema("SandboxPool") as {
       properties: { spec: { properties: Record<string, Json> } };
     };

@@ -22,12 +22,8 @@ import { cidrContains, parseCidr } from "./cidr.js";
  */
 export const DEFAULT_NETWORK_MODE: "Isolated" | "Shared" = "Isolated";
 
-/**
- * The port of the in-sandbox daemon (process and filesystem API, E2B's envd port). Every Isolated
- * sandbox serves it on its own address, so it is reachable through the sandbox proxy (and an
- * agent's relay) without being declared in `spec.exposedPorts`.
- */
-export const SANDBOX_DAEMON_PORT = 49983;
+// In a module of its own: the agent reads it through `@fast-sandbox/api/core`, which loads no schema.
+export { SANDBOX_DAEMON_PORT } from "./sandbox-daemon-port.js";
 
 export const NetworkMode = Type.Union([Type.Literal("Isolated"), Type.Literal("Shared")], {
   description: `Isolated: each sandbox has its own network namespace and address on its node's sandbox bridge, so sandboxes' ports never collide. Shared: sandboxes use their agent's network; each exposed port is exclusive on the agent's address. Unset: ${DEFAULT_NETWORK_MODE}.`,

@@ -73,7 +73,16 @@ export const SandboxPoolSpec = Type.Object(
         minimum: 0,
         maximum: 64,
         description:
-          "Sandboxes of the pool's template (image, runtime, resources, network) each agent keeps prepared ahead: a create that matches claims one in milliseconds. Needs spec.image and runtimeType container; at most maxSandboxesPerPod. Default 0 (opt-in).",
+          "Sandboxes of the pool's template (image, runtime, resources, network) each agent keeps prepared ahead: a create that matches claims one in milliseconds. Needs spec.image and runtimeType container; at most maxSandboxesPerPod. Unset: 2 (at most maxSandboxesPerPod) for a runtimeType container pool with spec.image or a gvisor pool with spec.preparedFromCheckpoint, else 0; 0: none. Unclaimed instances take no sandbox slot: a claimed one becomes a sandbox and takes one.",
+      }),
+    ),
+    preparedFromCheckpoint: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 63,
+        pattern: "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description:
+          "gVisor pools: the checkpoint (of this namespace, taken of one of the pool's sandboxes) that each agent restores its preparedInstances from, ahead of need: a restore of that checkpoint ('fsb run --from-checkpoint') claims one. Until the checkpoint exists the agents keep none. preparedInstances unset: 2 (at most maxSandboxesPerPod).",
       }),
     ),
     network: Type.Optional(PoolNetwork),
@@ -133,14 +142,23 @@ export const SandboxPool = Type.Object(
 );
 export type SandboxPool = Static<typeof SandboxPool>;
 
-/** Prepared instances an agent of the pool keeps (spec.preparedInstances, or its default). */
+/**
+ * Prepared instances an agent of the pool keeps: spec.preparedInstances when set (0: none), else
+ * DEFAULT_PREPARED_INSTANCES, at most maxSandboxesPerPod, for a runc pool that names an image or a
+ * gVisor pool that names preparedFromCheckpoint, and none for any other (without an image or a
+ * checkpoint there is no template to prepare). The one place the
+ * default is decided: stored pools keep the field unset, so they follow it.
+ */
 export function preparedInstancesOf(spec: SandboxPoolSpec): number {
   if (spec.preparedInstances !== undefined) return spec.preparedInstances;
-  return spec.image && (spec.runtimeType ?? "container") === "container" ? Math.min(DEFAULT_PREPARED_INSTANCES, spec.maxSandboxesPerPod) : 0;
+  const runc = spec.image && (spec.runtimeType ?? "container") === "container";
+  const gvisorCopies = spec.runtimeType === "gvisor" && spec.preparedFromCheckpoint;
+  return runc || gvisorCopies ? Math.min(DEFAULT_PREPARED_INSTANCES, spec.maxSandboxesPerPod) : 0;
 }
 
 /**
- * Prepared instances per agent when a pool that names an image says nothing: 0 for now (opt-in),
- * until every e2e test that counts a namespace's containers knows about them.
+ * Prepared instances per agent of a runc pool that names an image and leaves preparedInstances
+ * unset: two creates in a row are served at once while the stock refills in the background, and
+ * an idle agent holds only two extra waiting processes.
  */
-export const DEFAULT_PREPARED_INSTANCES = 0;
+export const DEFAULT_PREPARED_INSTANCES = 2;

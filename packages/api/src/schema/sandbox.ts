@@ -118,6 +118,8 @@ export const SandboxPhase = Type.Union([
   Type.Literal("Expired"),
   Type.Literal("Failed"),
   Type.Literal("Lost"),
+  // Saved (memory and files, a gVisor checkpoint on its node) with no instance running: resumed on demand.
+  Type.Literal("Paused"),
 ]);
 export type SandboxPhase = Static<typeof SandboxPhase>;
 

@@ -217,7 +217,7 @@ describe("validateSandbox", () => {
     assertSandboxRejected(
       (s) => (s.status.phase = "Zombie"),
       "status.phase",
-      /"Zombie" is not allowed; allowed: Pending, Bound, Running, Terminating, Expired, Failed, Lost$/,
+      /"Zombie" is not allowed; allowed: Pending, Bound, Running, Terminating, Expired, Failed, Lost, Paused$/,
     );
     assertSandboxRejected((s) => (s.status.conditions[0].status = "Yes"), "status.conditions[0].status", /allowed: True, False, Unknown$/);
     assertSandboxRejected((s) => (s.kind = "Pod"), "kind", /"Pod" is not allowed; allowed: Sandbox$/);

@@ -121,15 +121,24 @@ export function validateSandboxPool(value: unknown): asserts value is SandboxPoo
     throw new ValidationError("spec.capacity.bufferMin", `${capacity.bufferMin} is greater than bufferMax ${capacity.bufferMax}`);
   }
   checkPoolNetwork((value as SandboxPool).spec);
-  const { preparedInstances, image, runtimeType, maxSandboxesPerPod } = (value as SandboxPool).spec;
+  const { preparedInstances, image, runtimeType, maxSandboxesPerPod, preparedFromCheckpoint } = (value as SandboxPool).spec;
+  if (preparedFromCheckpoint && runtimeType !== "gvisor") {
+    throw new ValidationError("spec.preparedFromCheckpoint", `instances restored from a checkpoint need runtimeType gvisor, not ${runtimeType ?? "container"}`);
+  }
   if (preparedInstances) {
-    if (!image)
-      throw new ValidationError("spec.preparedInstances", "needs spec.image: prepared instances are made of the pool's image before any create names one");
-    if ((runtimeType ?? "container") !== "container") {
-      throw new ValidationError("spec.preparedInstances", `is for runtimeType container; a ${runtimeType} pool cannot keep prepared instances (set it to 0)`);
-    }
     if (preparedInstances > maxSandboxesPerPod) {
       throw new ValidationError("spec.preparedInstances", `${preparedInstances} is greater than maxSandboxesPerPod ${maxSandboxesPerPod}`);
+    }
+    // A gVisor pool's instances are copies of its checkpoint: image and command are the checkpoint's.
+    if (!preparedFromCheckpoint) {
+      if ((runtimeType ?? "container") !== "container") {
+        throw new ValidationError(
+          "spec.preparedInstances",
+          `is for runtimeType container, or for a gvisor pool that names spec.preparedFromCheckpoint; a ${runtimeType} pool without it cannot keep prepared instances (set it to 0)`,
+        );
+      }
+      if (!image)
+        throw new ValidationError("spec.preparedInstances", "needs spec.image: prepared instances are made of the pool's image before any create names one");
     }
   }
 }

@@ -7,7 +7,7 @@ import { ValidationError } from "../errors.js";
 import { API_VERSION, Condition, ObjectMeta } from "../schema/object-meta.js";
 import { EgressPolicy, EgressRule, PoolNetwork } from "../schema/network.js";
 import { EnvVar, Sandbox, SandboxSpec, SandboxStatus } from "../schema/sandbox.js";
-import { PoolCapacity, SandboxPool, SandboxPoolSpec, SandboxPoolStatus, SandboxResources } from "../schema/sandbox-pool.js";
+import { PoolCapacity, SandboxPool, SandboxPoolSpec, SandboxPoolStatus, SandboxResources, preparedInstancesOf } from "../schema/sandbox-pool.js";
 import { validateSandbox, validateSandboxPool } from "../schema/validation.js";
 import { sandboxFromMessage, sandboxPoolFromMessage, sandboxPoolToMessage, sandboxSpecFromMessage, sandboxSpecToMessage, sandboxToMessage } from "./convert.js";
 
@@ -257,6 +257,17 @@ describe("sandbox pool conversion", () => {
     assert.deepEqual(poolOverTheWire(pool).spec.network, { mode: "Isolated", allowSandboxToSandbox: false });
     delete pool.spec.network;
     assert.equal("network" in poolOverTheWire(pool).spec, false);
+  });
+
+  it("keeps preparedInstances 0 (none) apart from absent (the default)", () => {
+    const pool = fullPool();
+    pool.spec.runtimeType = "container";
+    pool.spec.preparedInstances = 0;
+    assert.equal(poolOverTheWire(pool).spec.preparedInstances, 0);
+    assert.equal(preparedInstancesOf(poolOverTheWire(pool).spec), 0);
+    delete pool.spec.preparedInstances;
+    assert.equal("preparedInstances" in poolOverTheWire(pool).spec, false);
+    assert.equal(preparedInstancesOf(poolOverTheWire(pool).spec), 2);
   });
 
   it("keeps an absent agentTemplate absent and an empty one empty", () => {

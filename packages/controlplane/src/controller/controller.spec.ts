@@ -156,4 +156,31 @@ describe("Controller", () => {
     await new Promise((resolve) => setTimeout(resolve, 10));
     assert.deepEqual(reconciler.calls, ["default/slow"]);
   });
+
+  it("shares an informer with another controller: each reconciles every object, and one stopping leaves the other running", async () => {
+    await store.create("Sandbox", sandbox("a"));
+    const shared = new Informer({ store, kind: "Sandbox", logger, clock });
+    controller = new Controller({ name: "first", reconciler, logger, clock });
+    controller.watch(shared);
+    await controller.start();
+    await controller.whenIdle();
+    // The second joins the running informer later, as a new leader's reconciler does.
+    const other = new RecordingReconciler();
+    const second = new Controller({ name: "second", reconciler: other, logger, clock });
+    second.watch(shared);
+    await second.start();
+    await second.whenIdle();
+    assert.deepEqual(other.calls, ["default/a"]);
+
+    await second.stop();
+    await store.create("Sandbox", sandbox("b"));
+    await controller.whenIdle();
+    assert.deepEqual(reconciler.calls, ["default/a", "default/b"], "the informer runs on for the first");
+    assert.deepEqual(other.calls, ["default/a"], "the stopped one hears nothing more");
+    await controller.stop();
+    assert.equal(shared.isIdle(), true);
+    await store.create("Sandbox", sandbox("c"));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(shared.get("default/c"), undefined, "stopped with its last user");
+  });
 });

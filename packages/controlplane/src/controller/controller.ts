@@ -48,8 +48,12 @@ export class Controller {
   readonly queue: WorkQueue;
   private readonly options: ControllerOptions;
   private readonly informers: InformerLifecycle[] = [];
+  /** Remove this controller's handlers from its informers (which other controllers may share). */
+  private readonly removeHandlers: (() => void)[] = [];
   private workers: Promise<void>[] = [];
   private started = false;
+  /** Between start() and the first stop(): the informers are held. */
+  private holdingInformers = false;
 
   constructor(options: ControllerOptions) {
     this.options = options;
@@ -60,12 +64,16 @@ export class Controller {
     });
   }
 
-  /** Reconciles the keys of every object the informer adds, changes or deletes. Before start(). */
+  /**
+   * Reconciles the keys of every object the informer adds, changes or deletes. Before start(). The
+   * informer may be shared with other controllers (it may even run already): start() and stop() hold
+   * and release it.
+   */
   watch<K extends ResourceKind>(informer: Informer<K>, keysOf: KeysOf<ResourceByKind[K]> = (object) => [objectKey(object)]): void {
     const enqueue = (object: ResourceByKind[K]): void => {
       for (const key of keysOf(object)) this.queue.add(key);
     };
-    informer.addHandlers({ onAdd: enqueue, onUpdate: (_previous, current) => enqueue(current), onDelete: enqueue });
+    this.removeHandlers.push(informer.addHandlers({ onAdd: enqueue, onUpdate: (_previous, current) => enqueue(current), onDelete: enqueue }));
     this.informers.push(informer);
   }
 
@@ -79,16 +87,21 @@ export class Controller {
     if (this.started) return;
     this.started = true;
     for (const informer of this.informers) informer.start();
+    this.holdingInformers = true;
     await Promise.all(this.informers.map((informer) => informer.waitForSync()));
     const count = Math.max(1, this.options.workers ?? 4);
     this.workers = Array.from({ length: count }, () => this.work());
     this.options.logger.debug({ controller: this.options.name, workers: count }, "controller started");
   }
 
-  /** Stops taking keys, waits for the reconciles in progress, then stops the informers. */
+  /** Stops taking keys, waits for the reconciles in progress, then leaves the informers (stopping those nobody else holds). */
   async stop(): Promise<void> {
     this.queue.shutDown();
+    for (const remove of this.removeHandlers.splice(0)) remove();
     await Promise.all(this.workers);
+    // Only what start() held is released: a shared informer is not stopped under its other users.
+    if (!this.holdingInformers) return;
+    this.holdingInformers = false;
     for (const informer of this.informers) informer.stop();
   }
 

@@ -286,9 +286,85 @@ describe("Informer", () => {
     assert.deepEqual(seen, []);
   });
 
-  it("takes handlers only before it starts", () => {
+  it("tells handlers added while it runs about every cached object first, then about every change after", async () => {
+    await store.create("Sandbox", sandbox("a"));
     const informer = startInformer();
-    assert.throws(() => informer.addHandlers({}), /before start/);
+    await informer.waitForSync();
+    await store.create("Sandbox", sandbox("b"));
+    // Added with the change to b still on its way: b's add is told once, in order.
+    const late: string[] = [];
+    informer.addHandlers({
+      onAdd: (s) => late.push(`add ${s.metadata.name}`),
+      onUpdate: (_previous, current) => late.push(`update ${current.metadata.name} ${current.status?.phase ?? "-"}`),
+      onDelete: (s) => late.push(`delete ${s.metadata.name}`),
+    });
+    await informer.whenIdle();
+    assert.deepEqual(late.sort(), ["add a", "add b"]);
+    await setStatus("a", "Running", "agent-0");
+    await store.delete("Sandbox", { namespace: "default", name: "b" });
+    await informer.whenIdle();
+    assert.deepEqual(late.slice(2), ["update a Running", "delete b"]);
+  });
+
+  it("tells a removed handler nothing more, even one removed before it was told about the cache", async () => {
+    await store.create("Sandbox", sandbox("a"));
+    const informer = startInformer();
+    await informer.waitForSync();
+    const told: string[] = [];
+    const joined = informer.addHandlers({ onAdd: (s) => told.push(`joined ${s.metadata.name}`) });
+    const removedAtOnce = informer.addHandlers({ onAdd: (s) => told.push(`removed ${s.metadata.name}`) });
+    removedAtOnce();
+    await informer.whenIdle();
+    joined();
+    await store.create("Sandbox", sandbox("b"));
+    await informer.whenIdle();
+    assert.deepEqual(told, ["joined a"]);
+    assert.deepEqual(seen, ["add a", "add b"], "the other handlers still hear");
+  });
+
+  it("serves all its users with one list and one watch, and runs until the last of them stops", async () => {
+    await store.create("Sandbox", sandbox("a"));
+    const { source, spy } = spied(store);
+    const informer = startInformer(source);
+    informer.start();
+    await informer.waitForSync();
+    assert.equal(spy.lists, 1);
+    assert.equal(spy.watchedFrom.length, 1);
+
+    informer.stop();
+    await store.create("Sandbox", sandbox("b"));
+    await informer.whenIdle();
+    assert.deepEqual(seen.sort(), ["add a", "add b"], "one user left: it still follows the store");
+    informer.stop();
+    await store.create("Sandbox", sandbox("c"));
+    await informer.whenIdle();
+    assert.deepEqual(seen.sort(), ["add a", "add b"], "the last user stopped it");
+    informer.start();
+    await settle(informer);
+    assert.equal(spy.lists, 1, "a stopped informer does not start again");
+  });
+
+  it("takes indexes while it runs, built over the cache; an index of the same name must be the same function", async () => {
+    const informer = startInformer();
+    await informer.waitForSync();
+    await store.create("Sandbox", sandbox("a"));
+    await setStatus("a", "Running", "agent-0");
+    await informer.whenIdle();
+    const byPhase = (s: Sandbox) => (s.status?.phase ? [s.status.phase] : []);
+    informer.addIndexes({ phase: byPhase });
+    informer.addIndexes({ phase: byPhase });
+    assert.deepEqual(
+      informer.byIndex("phase", "Running").map((s) => s.metadata.name),
+      ["a"],
+    );
+    await setStatus("a", "Lost", "agent-0");
+    await informer.whenIdle();
+    assert.deepEqual(informer.byIndex("phase", "Running"), []);
+    assert.deepEqual(
+      informer.byIndex("phase", "Lost").map((s) => s.metadata.name),
+      ["a"],
+    );
+    assert.throws(() => informer.addIndexes({ phase: (s) => byPhase(s) }), /has an index "phase" already, made by another function/);
   });
 });
 

@@ -7,6 +7,10 @@
  *   started again from the last version seen. One that fails (ExpiredError: its version is too old
  *   to replay; or any other error) makes the informer list again, after a back-off through the
  *   Clock, and tell the handlers what changed between the two lists (adds, updates, deletes).
+ * - It can be shared: several controllers of one process watch one kind through one cache (one copy
+ *   of every object, one watch). Each adds its handlers and indexes — also once it runs: handlers
+ *   added late are first told about every cached object (onAdd), in order with the other changes —
+ *   and each start() is matched by a stop(): it stops with the last of its users.
  */
 import type { Logger } from "pino";
 import { ExpiredError, UnavailableError } from "@fast-sandbox/api";
@@ -46,7 +50,13 @@ export interface InformerOptions<K extends ResourceKind> {
 /** A watch that lasted this long was healthy: its end does not count as a repeated failure. */
 const HEALTHY_WATCH_MS = 1000;
 
-type Delta<T> = { type: "replace"; items: T[] } | { type: "event"; event: WatchEvent<T> };
+type Delta<T> = { type: "replace"; items: T[] } | { type: "event"; event: WatchEvent<T> } | { type: "join"; handlers: HandlerEntry<T> };
+
+interface HandlerEntry<T> {
+  handlers: InformerHandlers<T>;
+  /** False once removed: a late handler removed before it joined never joins. */
+  active: boolean;
+}
 
 interface Index<T> {
   valuesOf: IndexFunction<T>;
@@ -59,7 +69,7 @@ export class Informer<K extends ResourceKind> {
   private readonly clock: Clock;
   private readonly cache = new Map<string, ResourceByKind[K]>();
   private readonly indexes = new Map<string, Index<ResourceByKind[K]>>();
-  private readonly handlers: InformerHandlers<ResourceByKind[K]>[] = [];
+  private readonly handlers: HandlerEntry<ResourceByKind[K]>[] = [];
   /** Changes received from the store and not yet applied to the cache. */
   private inbox: Delta<ResourceByKind[K]>[] = [];
   private deliveryScheduled = false;
@@ -70,6 +80,8 @@ export class Informer<K extends ResourceKind> {
   private retryTimer: Timer | undefined;
   private failures = 0;
   private started = false;
+  /** The users holding it: start() adds one, stop() removes one; the last stop() stops it. */
+  private holders = 0;
   private stopped = false;
   private synced = false;
   private readonly syncWaiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
@@ -79,17 +91,47 @@ export class Informer<K extends ResourceKind> {
     this.options = options;
     this.kind = options.kind;
     this.clock = options.clock ?? systemClock;
-    for (const [name, valuesOf] of Object.entries(options.indexes ?? {})) this.indexes.set(name, { valuesOf, keysByValue: new Map() });
+    this.addIndexes(options.indexes ?? {});
   }
 
-  /** Registers handlers; only before start(), so every handler sees every object from the first list on. */
-  addHandlers(handlers: InformerHandlers<ResourceByKind[K]>): void {
-    if (this.started) throw new Error(`informer of ${this.kind}: add handlers before start()`);
-    this.handlers.push(handlers);
+  /**
+   * Registers handlers, which see every object: added before start(), from the first list on; added
+   * later, they are first told about every object in the cache (onAdd, asynchronously, after the
+   * changes received before and before those received after). Returns the function that removes them.
+   */
+  addHandlers(handlers: InformerHandlers<ResourceByKind[K]>): () => void {
+    const entry: HandlerEntry<ResourceByKind[K]> = { handlers, active: true };
+    if (this.started) this.receive({ type: "join", handlers: entry });
+    else this.handlers.push(entry);
+    return () => {
+      entry.active = false;
+      const at = this.handlers.indexOf(entry);
+      if (at >= 0) this.handlers.splice(at, 1);
+    };
   }
 
-  /** Lists and watches in the background; `waitForSync()` tells when the first list is in the cache. */
+  /**
+   * Adds named indexes, built at once over what the cache holds. An index of a name it has already
+   * is kept when it is the same function (users sharing the informer and an index), refused otherwise.
+   */
+  addIndexes(indexes: Record<string, IndexFunction<ResourceByKind[K]>>): void {
+    for (const [name, valuesOf] of Object.entries(indexes)) {
+      const existing = this.indexes.get(name);
+      if (existing?.valuesOf === valuesOf) continue;
+      if (existing) throw new Error(`informer of ${this.kind} has an index ${JSON.stringify(name)} already, made by another function`);
+      const index: Index<ResourceByKind[K]> = { valuesOf, keysByValue: new Map() };
+      this.indexes.set(name, index);
+      for (const [key, object] of this.cache) this.indexUnder(index, key, object);
+    }
+  }
+
+  /**
+   * Lists and watches in the background; `waitForSync()` tells when the first list is in the cache.
+   * Each call holds the informer until a matching stop().
+   */
   start(): void {
+    if (this.stopped) return;
+    this.holders += 1;
     if (this.started) return;
     this.started = true;
     void this.listAndWatch();
@@ -134,8 +176,14 @@ export class Informer<K extends ResourceKind> {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /** Releases what one start() holds; the last holder's stop() (or a stop() before any start) stops it for good. */
   stop(): void {
     if (this.stopped) return;
+    if (this.holders > 1) {
+      this.holders -= 1;
+      return;
+    }
+    this.holders = 0;
     this.stopped = true;
     this.watch?.stop();
     this.watch = undefined;
@@ -243,9 +291,17 @@ export class Informer<K extends ResourceKind> {
     for (const delta of batch) {
       if (this.stopped) break;
       if (delta.type === "replace") this.replace(delta.items);
-      else this.apply(delta.event);
+      else if (delta.type === "event") this.apply(delta.event);
+      else this.join(delta.handlers);
     }
     this.notifyIfIdle();
+  }
+
+  /** A handler added while running: it is told about what the cache holds now, then about every change after. */
+  private join(entry: HandlerEntry<ResourceByKind[K]>): void {
+    if (!entry.active) return;
+    this.handlers.push(entry);
+    for (const object of this.cache.values()) this.notifyOne(entry.handlers, (handlers) => handlers.onAdd?.(object));
   }
 
   /** Makes the cache equal to a fresh list, telling the handlers the difference. */
@@ -285,15 +341,17 @@ export class Informer<K extends ResourceKind> {
     if (previous && previous.metadata.resourceVersion === object.metadata.resourceVersion) return;
     if (previous) this.unindex(key, previous);
     this.cache.set(key, object);
-    for (const index of this.indexes.values()) {
-      for (const value of index.valuesOf(object)) {
-        let keys = index.keysByValue.get(value);
-        if (!keys) index.keysByValue.set(value, (keys = new Set()));
-        keys.add(key);
-      }
-    }
+    for (const index of this.indexes.values()) this.indexUnder(index, key, object);
     if (previous) this.notify((handlers) => handlers.onUpdate?.(previous, object));
     else this.notify((handlers) => handlers.onAdd?.(object));
+  }
+
+  private indexUnder(index: Index<ResourceByKind[K]>, key: string, object: ResourceByKind[K]): void {
+    for (const value of index.valuesOf(object)) {
+      let keys = index.keysByValue.get(value);
+      if (!keys) index.keysByValue.set(value, (keys = new Set()));
+      keys.add(key);
+    }
   }
 
   private remove(key: string, previous: ResourceByKind[K]): void {
@@ -312,12 +370,15 @@ export class Informer<K extends ResourceKind> {
   }
 
   private notify(call: (handlers: InformerHandlers<ResourceByKind[K]>) => void): void {
-    for (const handlers of this.handlers) {
-      try {
-        call(handlers);
-      } catch (error) {
-        this.options.logger.error({ err: error, kind: this.kind }, "an informer handler failed; the others still run");
-      }
+    // A copy: a handler may remove handlers (its own user stopping).
+    for (const entry of [...this.handlers]) if (entry.active) this.notifyOne(entry.handlers, call);
+  }
+
+  private notifyOne(handlers: InformerHandlers<ResourceByKind[K]>, call: (handlers: InformerHandlers<ResourceByKind[K]>) => void): void {
+    try {
+      call(handlers);
+    } catch (error) {
+      this.options.logger.error({ err: error, kind: this.kind }, "an informer handler failed; the others still run");
     }
   }
 

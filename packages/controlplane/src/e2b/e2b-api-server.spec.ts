@@ -148,6 +148,39 @@ describe("the E2B-compatible API over HTTP", () => {
     assertError(await call("POST", `/sandboxes/${id}/connect`, { timeout: 60 }), 404, /not found/);
   });
 
+  it("pauses (204, then 409), connects to the paused sandbox (201, resumed; then 200), resumes (409 while it runs) and forks (201, one result per copy)", async () => {
+    await e2b.addPool("gvisor", { runtimeType: "gvisor" });
+    const created = (await call("POST", "/v2/sandboxes", { ...createBody, templateID: "gvisor" })).body as { sandboxID: string };
+    const id = created.sandboxID;
+    assertError(await call("POST", `/sandboxes/${id}/pause`, { memory: false }), 400, /^memory: a pause without memory is not offered/);
+    const paused = await call("POST", `/sandboxes/${id}/pause`, {});
+    assert.equal(paused.status, 204);
+    assert.equal(paused.body, undefined);
+    assertError(await call("POST", `/sandboxes/${id}/pause`), 409, new RegExp(`sandbox ${id} is already paused`));
+    assert.equal(((await call("GET", `/sandboxes/${id}`)).body as { state: string }).state, "paused");
+    assertError(await call("POST", `/sandboxes/${id}/fork`, { count: 1 }), 409, /paused and cannot be forked/);
+    assertError(await call("POST", `/v2/sandboxes/${id}/connect`, { timeout: 60, memory: false }), 400, /^memory: a resume without memory is not offered/);
+
+    const resumed = await call("POST", `/v2/sandboxes/${id}/connect`, { timeout: 60 });
+    assert.equal(resumed.status, 201, "resumed");
+    assert.deepEqual(resumed.body, created);
+    assert.equal((await call("POST", `/sandboxes/${id}/connect`, { timeout: 60 })).status, 200, "running already");
+    assertError(await call("POST", `/sandboxes/${id}/resume`, { timeout: 60 }), 409, /already running/);
+
+    const fork = await call("POST", `/sandboxes/${id}/fork`, { timeout: 60, count: 2 });
+    assert.equal(fork.status, 201);
+    const results = fork.body as { sandbox?: { sandboxID: string } }[];
+    assert.equal(results.length, 2);
+    assert.ok(results.every((result) => result.sandbox && result.sandbox.sandboxID !== id));
+    assertError(await call("POST", `/sandboxes/${id}/fork`, { count: 21 }), 400, /^count: must be a whole number of copies from 1 to 20/);
+  });
+
+  it("refuses to pause a sandbox of a runc template with 400, saying what is allowed", async () => {
+    const created = (await call("POST", "/v2/sandboxes", createBody)).body as { sandboxID: string };
+    assertError(await call("POST", `/sandboxes/${created.sandboxID}/pause`), 400, /cannot be paused: .*runtimeType is container.*runtimeType gvisor/);
+    assertError(await call("POST", "/sandboxes/unknownunknownunknow/pause"), 404, /not found/);
+  });
+
   it("answers every refusal as E2B's error body, saying what is wrong and what is allowed", async () => {
     assertError(await call("POST", "/v2/sandboxes", "{not json"), 400, /not valid JSON/);
     assertError(await call("POST", "/v2/sandboxes", {}), 400, /^templateID: is required/);

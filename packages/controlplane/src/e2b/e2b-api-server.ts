@@ -9,8 +9,12 @@
  *   GET    /sandboxes/{id}                  200 SandboxDetail
  *   DELETE /sandboxes/{id}                  204
  *   POST   /sandboxes/{id}/timeout          204 ({"timeout": seconds}: end = now + timeout)
- *   POST   /sandboxes/{id}/connect          200 Sandbox ({"timeout": seconds}: end extended, never shortened)
- *   POST   /v2/sandboxes/{id}/connect       200 Sandbox (body optional, timeout 300 by default)
+ *   POST   /sandboxes/{id}/connect          200 Sandbox ({"timeout": seconds}: end extended, never shortened),
+ *                                           201 when it was paused and is resumed (end = now + timeout)
+ *   POST   /v2/sandboxes/{id}/connect       the same (body optional, timeout 300 by default)
+ *   POST   /sandboxes/{id}/pause            204 (gVisor templates; 409 when it is paused already)
+ *   POST   /sandboxes/{id}/resume           201 Sandbox (E2B's legacy resume; 409 when it runs)
+ *   POST   /sandboxes/{id}/fork             201 [{sandbox} | {error}] ({"timeout", "count"}: one result per copy)
  *
  * `{id}` is E2B's sandbox id, or its legacy form `<id>-<clientID>`. Every request but `/health`
  * needs an issued API key in `X-API-KEY`. Every error is `{"code": <status>, "message": "…"}`: this
@@ -22,7 +26,17 @@ import type { Logger } from "pino";
 import { hashApiKey, isWellFormedApiKey } from "./api-key.js";
 import type { ApiKeyStore } from "./api-key-store.js";
 import { e2bError, e2bErrorOf, type E2bError } from "./e2b-errors.js";
-import { DEFAULT_CONNECT_TIMEOUT_SECONDS, parseListQuery, parseNewSandbox, parseSandboxId, parseTimeoutBody } from "./e2b-requests.js";
+import {
+  DEFAULT_CONNECT_TIMEOUT_SECONDS,
+  parseConnectBody,
+  parseForkBody,
+  parseListQuery,
+  parseNewSandbox,
+  parsePauseBody,
+  parseResumeBody,
+  parseSandboxId,
+  parseTimeoutBody,
+} from "./e2b-requests.js";
 import type { E2bSandboxes } from "./e2b-sandboxes.js";
 
 /** Largest request body accepted (a create with its metadata and environment is a few KiB). */
@@ -76,6 +90,11 @@ const ID = "([^/]+)";
 
 function routes(sandboxes: E2bSandboxes): Route[] {
   const create = async (call: Call): Promise<Answer> => ({ status: 201, body: await sandboxes.create(parseNewSandbox(await call.body()), call.signal) });
+  // A connect answers 201 when it resumed a paused sandbox, 200 when the sandbox ran already (as E2B's API).
+  const connect = async (call: Call, timeoutOf: (body: unknown) => number): Promise<Answer> => {
+    const { sandbox, resumed } = await sandboxes.connect(call.sandboxID, timeoutOf(await call.body()), call.signal);
+    return { status: resumed ? 201 : 200, body: sandbox };
+  };
   return [
     { method: "GET", pattern: /^\/health$/, authenticated: false, handle: () => Promise.resolve({ status: 204 }) },
     { method: "POST", pattern: /^\/sandboxes$/, handle: create },
@@ -109,24 +128,37 @@ function routes(sandboxes: E2bSandboxes): Route[] {
         return { status: 204 };
       },
     },
-    {
-      method: "POST",
-      pattern: new RegExp(`^/sandboxes/${ID}/connect$`),
-      handle: async (call) => ({ status: 200, body: await sandboxes.connect(call.sandboxID, parseTimeoutBody(await call.body())) }),
-    },
+    { method: "POST", pattern: new RegExp(`^/sandboxes/${ID}/connect$`), handle: (call) => connect(call, parseConnectBody) },
     {
       method: "POST",
       pattern: new RegExp(`^/v2/sandboxes/${ID}/connect$`),
-      handle: async (call) => ({
-        status: 200,
-        body: await sandboxes.connect(call.sandboxID, parseTimeoutBody(await call.body(), DEFAULT_CONNECT_TIMEOUT_SECONDS)),
-      }),
+      handle: (call) => connect(call, (body) => parseConnectBody(body, DEFAULT_CONNECT_TIMEOUT_SECONDS)),
+    },
+    {
+      method: "POST",
+      pattern: new RegExp(`^/sandboxes/${ID}/pause$`),
+      handle: async (call) => {
+        parsePauseBody(await call.body());
+        await sandboxes.pause(call.sandboxID);
+        return { status: 204 };
+      },
+    },
+    {
+      method: "POST",
+      pattern: new RegExp(`^/sandboxes/${ID}/resume$`),
+      handle: async (call) => ({ status: 201, body: await sandboxes.resume(call.sandboxID, parseResumeBody(await call.body()), call.signal) }),
+    },
+    {
+      method: "POST",
+      pattern: new RegExp(`^/sandboxes/${ID}/fork$`),
+      handle: async (call) => ({ status: 201, body: await sandboxes.fork(call.sandboxID, parseForkBody(await call.body()), call.signal) }),
     },
   ];
 }
 
 const ROUTE_LIST =
-  "GET /health, POST /sandboxes, POST /v2/sandboxes, GET /v2/sandboxes, GET|DELETE /sandboxes/{id}, POST /sandboxes/{id}/timeout, POST /sandboxes/{id}/connect, POST /v2/sandboxes/{id}/connect";
+  "GET /health, POST /sandboxes, POST /v2/sandboxes, GET /v2/sandboxes, GET|DELETE /sandboxes/{id}, POST /sandboxes/{id}/timeout, " +
+  "POST /sandboxes/{id}/connect, POST /v2/sandboxes/{id}/connect, POST /sandboxes/{id}/pause, POST /sandboxes/{id}/resume, POST /sandboxes/{id}/fork";
 
 /** The request body as JSON: undefined when empty; at most MAX_BODY_BYTES. */
 async function readJson(request: HttpRequest): Promise<unknown> {

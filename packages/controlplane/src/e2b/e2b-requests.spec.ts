@@ -6,8 +6,12 @@ import {
   DEFAULT_CREATE_TIMEOUT_SECONDS,
   MAX_LIST_LIMIT,
   MAX_TIMEOUT_SECONDS,
+  parseConnectBody,
+  parseForkBody,
   parseListQuery,
   parseNewSandbox,
+  parsePauseBody,
+  parseResumeBody,
   parseSandboxId,
   parseTimeoutBody,
 } from "./e2b-requests.js";
@@ -81,7 +85,11 @@ describe("E2B create requests (NewSandbox, NewSandboxV2)", () => {
   });
 
   it("refuses what E2B offers and Fast Sandbox does not have, instead of ignoring it", () => {
-    refuses(() => parseNewSandbox({ templateID: "base", autoPause: true }), "autoPause", /pausing is not supported/);
+    refuses(
+      () => parseNewSandbox({ templateID: "base", autoPause: true }),
+      "autoPause",
+      /pausing when the timeout passes is not supported.*POST \/sandboxes\/\{id\}\/pause/,
+    );
     refuses(() => parseNewSandbox({ templateID: "base", autoResume: { enabled: true } }), "autoResume", /not supported/);
     refuses(() => parseNewSandbox({ templateID: "base", network: { denyOut: ["0.0.0.0/0"] } }), "network", /allow_internet_access: false/);
     refuses(() => parseNewSandbox({ templateID: "base", volumeMounts: [{ name: "v", path: "/data" }] }), "volumeMounts", /not supported/);
@@ -150,5 +158,45 @@ describe("E2B sandbox ids in paths", () => {
 
   it("are refused when they cannot be an id, saying what one looks like", () => {
     for (const id of ["", "K3X9", "a.b", "-6532622b", "%41"]) refuses(() => parseSandboxId(id), "sandboxID", /lower-case letters and digits/);
+  });
+});
+
+describe("E2B pause, connect, resume and fork requests", () => {
+  it("pause: takes an empty body, or what the SDKs send (memory true, requireHealthyGuest), and refuses a pause without memory", () => {
+    parsePauseBody(undefined);
+    parsePauseBody({});
+    parsePauseBody({ memory: true, requireHealthyGuest: true });
+    parsePauseBody({ memory: null });
+    refuses(
+      () => parsePauseBody({ memory: false }),
+      "memory",
+      /a pause without memory is not offered: a paused sandbox \(gVisor\) keeps its file changes in its memory.*omit memory or send true/,
+    );
+    refuses(() => parsePauseBody({ memory: "no" }), "memory", /true or false/);
+    refuses(() => parsePauseBody([]), "", /JSON object/);
+  });
+
+  it("connect: the timeout, and a resume from the files alone (E2B's on_resume=reboot, memory false) refused", () => {
+    assert.equal(parseConnectBody({ timeout: 60 }), 60);
+    assert.equal(parseConnectBody(undefined, DEFAULT_CONNECT_TIMEOUT_SECONDS), DEFAULT_CONNECT_TIMEOUT_SECONDS);
+    assert.equal(parseConnectBody({ memory: true }, DEFAULT_CONNECT_TIMEOUT_SECONDS), DEFAULT_CONNECT_TIMEOUT_SECONDS);
+    refuses(() => parseConnectBody({ timeout: 60, memory: false }), "memory", /a resume without memory is not offered/);
+    refuses(() => parseConnectBody({}), "timeout", /is required/);
+  });
+
+  it("resume (E2B's legacy): 15 s by default, autoPause refused", () => {
+    assert.equal(parseResumeBody(undefined), 15);
+    assert.equal(parseResumeBody({ timeout: 120, autoPause: false }), 120);
+    refuses(() => parseResumeBody({ autoPause: true }), "autoPause", /not supported/);
+  });
+
+  it("fork: 1 copy ending in 15 s by default (E2B's), count from 1 to 20", () => {
+    assert.deepEqual(parseForkBody(undefined), { timeoutSeconds: 15, count: 1 });
+    assert.deepEqual(parseForkBody({}), { timeoutSeconds: 15, count: 1 });
+    assert.deepEqual(parseForkBody({ timeout: 300, count: 3 }), { timeoutSeconds: 300, count: 3 });
+    refuses(() => parseForkBody({ count: 0 }), "count", /from 1 to 20; got 0/);
+    refuses(() => parseForkBody({ count: 21 }), "count", /from 1 to 20; got 21/);
+    refuses(() => parseForkBody({ count: 1.5 }), "count", /whole number/);
+    refuses(() => parseForkBody({ timeout: -1 }), "timeout", /from 0 to 86400/);
   });
 });

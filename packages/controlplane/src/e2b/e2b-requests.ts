@@ -1,8 +1,9 @@
 /**
  * What the E2B-compatible API accepts, checked field by field into typed requests: a wrong field is
  * a ValidationError naming it and what is allowed. As E2B's API does, fields it does not know are
- * ignored; fields E2B knows but Fast Sandbox cannot honour (pausing, network rules, volumes, MCP)
- * are refused when they ask for something, rather than dropped silently. JSON `null` counts as absent.
+ * ignored; fields E2B knows but Fast Sandbox cannot honour (pausing on timeout, a pause or resume
+ * without memory, network rules, volumes, MCP) are refused when they ask for something, rather than
+ * dropped silently. JSON `null` counts as absent.
  */
 import { ValidationError } from "@fast-sandbox/api";
 import { decodeMetadataFilter } from "./metadata-filter.js";
@@ -13,6 +14,12 @@ export const MAX_TIMEOUT_SECONDS = 86_400;
 export const DEFAULT_CREATE_TIMEOUT_SECONDS = 15;
 /** The timeout of a `POST /v2/sandboxes/{id}/connect` that names none (E2B's default). */
 export const DEFAULT_CONNECT_TIMEOUT_SECONDS = 300;
+/** The timeout of forked sandboxes that name none (E2B's API default). */
+export const DEFAULT_FORK_TIMEOUT_SECONDS = 15;
+/** The timeout of a legacy `POST /sandboxes/{id}/resume` that names none (E2B's API default). */
+export const DEFAULT_RESUME_TIMEOUT_SECONDS = 15;
+/** Most copies one fork makes (E2B's SDKs allow 1 to 20). */
+export const MAX_E2B_FORK_COUNT = 20;
 /** Most sandboxes a list page holds, and its default size. */
 export const MAX_LIST_LIMIT = 100;
 /** Most bytes of a sandbox's metadata (as JSON), which is kept in one annotation of its record. */
@@ -28,6 +35,12 @@ export interface NewSandboxRequest {
   envVars: Record<string, string>;
   /** false: the sandbox may connect nowhere (egress denyAll); undefined or true: its pool's egress policy. */
   allowInternetAccess: boolean | undefined;
+}
+
+export interface ForkRequest {
+  /** Seconds from now until each copy ends. */
+  timeoutSeconds: number;
+  count: number;
 }
 
 export interface ListSandboxesQuery {
@@ -117,14 +130,20 @@ export function parseNewSandbox(body: unknown): NewSandboxRequest {
   optionalBoolean(request, "secure");
   optionalBoolean(request, "autoPauseMemory");
   if (optionalBoolean(request, "autoPause") === true) {
-    throw new ValidationError("autoPause", "pausing is not supported: a sandbox is killed when its timeout passes; omit autoPause or send false");
+    throw new ValidationError(
+      "autoPause",
+      "pausing when the timeout passes is not supported: a sandbox is killed then (pause it yourself with POST /sandboxes/{id}/pause); omit autoPause or send false",
+    );
   }
   const autoResume = present(request, "autoResume");
   if (
     autoResume !== undefined &&
     (!isObject(autoResume) || (autoResume.enabled !== undefined && autoResume.enabled !== null && autoResume.enabled !== false))
   ) {
-    throw new ValidationError("autoResume", 'pausing and resuming are not supported; omit autoResume or send {"enabled": false}');
+    throw new ValidationError(
+      "autoResume",
+      'resuming on traffic is not supported (connect resumes a paused sandbox); omit autoResume or send {"enabled": false}',
+    );
   }
   refuseIfAsked(request, "network", "network rules are not supported; send allow_internet_access: false for a sandbox that may connect nowhere");
   refuseIfAsked(request, "volumeMounts", "volumes are not supported; omit volumeMounts");
@@ -152,6 +171,57 @@ export function parseTimeoutBody(body: unknown, defaultSeconds?: number): number
     throw new ValidationError("timeout", `is required: seconds from now until the sandbox ends, 0 to ${MAX_TIMEOUT_SECONDS}`);
   }
   return parseTimeoutSeconds(timeout);
+}
+
+/** Refuses `memory: false`: a gVisor sandbox's file changes live in its memory, so a pause saves (and a resume restores) both. */
+function refuseWithoutMemory(request: JsonObject, what: string): void {
+  if (optionalBoolean(request, "memory") === false) {
+    throw new ValidationError(
+      "memory",
+      `${what} without memory is not offered: a paused sandbox (gVisor) keeps its file changes in its memory, so its checkpoint holds both; omit memory or send true`,
+    );
+  }
+}
+
+/** The body of `POST /sandboxes/{id}/pause` (optional): `memory` must not be false; `requireHealthyGuest` is moot (a pause always needs the daemon). */
+export function parsePauseBody(body: unknown): void {
+  if (body === undefined) return;
+  const request = requestObject(body, '{"memory": true}');
+  refuseWithoutMemory(request, "a pause");
+  optionalBoolean(request, "requireHealthyGuest");
+}
+
+/**
+ * The body of `POST /sandboxes/{id}/connect` and `/v2/…/connect`: the timeout (parseTimeoutBody), and
+ * `memory`, which must not be false (E2B's `on_resume="reboot"`, a cold boot from the files alone).
+ */
+export function parseConnectBody(body: unknown, defaultSeconds?: number): number {
+  const timeoutSeconds = parseTimeoutBody(body, defaultSeconds);
+  if (body !== undefined) refuseWithoutMemory(requestObject(body, '{"timeout": 300}'), "a resume");
+  return timeoutSeconds;
+}
+
+/** The body of E2B's legacy `POST /sandboxes/{id}/resume` (`{timeout, autoPause}`): the timeout, 15 s by default. */
+export function parseResumeBody(body: unknown): number {
+  if (body === undefined) return DEFAULT_RESUME_TIMEOUT_SECONDS;
+  const request = requestObject(body, '{"timeout": 300}');
+  if (optionalBoolean(request, "autoPause") === true) {
+    throw new ValidationError("autoPause", "pausing when the timeout passes is not supported: a sandbox is killed then; omit autoPause or send false");
+  }
+  const timeout = present(request, "timeout");
+  return timeout === undefined ? DEFAULT_RESUME_TIMEOUT_SECONDS : parseTimeoutSeconds(timeout);
+}
+
+/** The body of `POST /sandboxes/{id}/fork` (optional): `timeout` of the copies (15 s by default) and `count` (1 to 20, 1 by default). */
+export function parseForkBody(body: unknown): ForkRequest {
+  if (body === undefined) return { timeoutSeconds: DEFAULT_FORK_TIMEOUT_SECONDS, count: 1 };
+  const request = requestObject(body, '{"timeout": 300, "count": 2}');
+  const timeout = present(request, "timeout");
+  const count = present(request, "count") ?? 1;
+  if (typeof count !== "number" || !Number.isInteger(count) || count < 1 || count > MAX_E2B_FORK_COUNT) {
+    throw new ValidationError("count", `must be a whole number of copies from 1 to ${MAX_E2B_FORK_COUNT}; got ${JSON.stringify(count)}`);
+  }
+  return { timeoutSeconds: timeout === undefined ? DEFAULT_FORK_TIMEOUT_SECONDS : parseTimeoutSeconds(timeout), count };
 }
 
 /** The query of `GET /v2/sandboxes`. Array parameters come comma-joined (E2B's SDKs) or repeated. */

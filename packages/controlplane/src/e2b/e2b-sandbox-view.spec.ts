@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { API_VERSION, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
+import { API_VERSION, type Condition, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
 import {
   CLIENT_ID,
   METADATA_ANNOTATION,
@@ -25,7 +25,13 @@ function pool(sandboxResources?: SandboxPool["spec"]["sandboxResources"]): Sandb
 }
 
 function sandbox(
-  overrides: { annotations?: Record<string, string>; phase?: "Running" | "Bound" | "Lost"; deleting?: boolean; expireTime?: string } = {},
+  overrides: {
+    annotations?: Record<string, string>;
+    phase?: "Running" | "Bound" | "Lost" | "Paused" | "Failed";
+    deleting?: boolean;
+    expireTime?: string;
+    conditions?: Condition[];
+  } = {},
 ): Sandbox {
   return {
     apiVersion: API_VERSION,
@@ -42,7 +48,12 @@ function sandbox(
       poolRef: "default",
       ...(overrides.expireTime !== undefined ? { expireTime: overrides.expireTime } : { expireTime: "2026-01-02T03:09:05Z" }),
     },
-    status: { phase: overrides.phase ?? "Running", sandboxID: "k3x9q0m2zt7c1w8r5bn4", sandboxIP: "10.213.0.5" },
+    status: {
+      phase: overrides.phase ?? "Running",
+      sandboxID: "k3x9q0m2zt7c1w8r5bn4",
+      sandboxIP: "10.213.0.5",
+      ...(overrides.conditions ? { conditions: overrides.conditions } : {}),
+    },
   };
 }
 
@@ -98,8 +109,21 @@ describe("a sandbox as E2B's API shows it", () => {
     assert.equal(listedSandboxOf(sandbox({ expireTime: "" }), "0.4.0", HOST).endAt, "9999-12-31T23:59:59.000Z");
   });
 
-  it("E2B clients see only the E2B API's sandboxes that run: not others, not one being deleted, lost or still being created", () => {
+  it("a paused sandbox: state paused, its end the time it was paused (as E2B shows it), whatever its expireTime", () => {
+    const paused = sandbox({
+      phase: "Paused",
+      expireTime: "",
+      conditions: [{ type: "Paused", status: "True", reason: "Paused", lastTransitionTime: "2026-01-02T03:06:00Z" }],
+    });
+    const listed = listedSandboxOf(paused, "0.4.0", HOST);
+    assert.equal(listed.state, "paused");
+    assert.equal(listed.endAt, "2026-01-02T03:06:00.000Z");
+    assert.ok(isVisible(paused));
+  });
+
+  it("E2B clients see only the E2B API's sandboxes that run or are paused: not others, not one being deleted, lost, failed or still being created", () => {
     assert.ok(isVisible(sandbox()));
+    assert.ok(!isVisible(sandbox({ phase: "Failed" })));
     assert.ok(!isVisible(sandbox({ annotations: {} })), "created by fsb run");
     assert.ok(!isVisible(sandbox({ deleting: true })));
     assert.ok(!isVisible(sandbox({ phase: "Lost" })));

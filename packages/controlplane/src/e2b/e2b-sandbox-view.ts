@@ -6,6 +6,7 @@
  * Kubernetes label values and annotation keys do not.
  */
 import { parseCpuMillis, parseMemoryBytes, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
+import { isPaused, pausedAtOf } from "../fastpath/checkpoint-pauses.js";
 import type { HostResources } from "./host-resources.js";
 import type { E2bSandboxState } from "./e2b-requests.js";
 
@@ -68,11 +69,17 @@ export function isE2bSandbox(sandbox: Sandbox): boolean {
 }
 
 /**
- * Whether E2B clients see the sandbox: it is the E2B API's, has an instance id and runs. A sandbox
- * being deleted, expired or lost is gone as far as E2B's API goes (it knows no such states).
+ * Whether E2B clients see the sandbox: it is the E2B API's, has an instance id, and runs or is paused.
+ * A sandbox being deleted, expired, lost or failed is gone as far as E2B's API goes (it knows no such states).
  */
 export function isVisible(sandbox: Sandbox): boolean {
-  return isE2bSandbox(sandbox) && !sandbox.metadata.deletionTimestamp && Boolean(sandbox.status?.sandboxID) && sandbox.status?.phase === "Running";
+  const phase = sandbox.status?.phase;
+  return isE2bSandbox(sandbox) && !sandbox.metadata.deletionTimestamp && Boolean(sandbox.status?.sandboxID) && (phase === "Running" || phase === "Paused");
+}
+
+/** E2B's state of a visible sandbox: `paused` from the moment its pause begins, else `running`. */
+export function stateOf(sandbox: Sandbox): E2bSandboxState {
+  return isPaused(sandbox) ? "paused" : "running";
 }
 
 export function templateOf(sandbox: Sandbox): string {
@@ -97,7 +104,7 @@ export function startedAtOf(sandbox: Sandbox): string {
   return sandbox.metadata.creationTimestamp ?? new Date(0).toISOString();
 }
 
-/** When the sandbox ends: its `spec.expireTime`. */
+/** When the sandbox ends: its `spec.expireTime`. (E2B shows a paused sandbox's as its pause: see listedSandboxOf.) */
 export function endAtOf(sandbox: Sandbox): string {
   return sandbox.spec.expireTime ? new Date(sandbox.spec.expireTime).toISOString() : NO_END;
 }
@@ -136,9 +143,10 @@ export function listedSandboxOf(sandbox: Sandbox, envdVersion: string, resources
     sandboxID: sandbox.status?.sandboxID ?? "",
     clientID: CLIENT_ID,
     startedAt: startedAtOf(sandbox),
-    endAt: endAtOf(sandbox),
+    // A paused sandbox does not end by itself; E2B shows when it was paused.
+    endAt: isPaused(sandbox) ? new Date(pausedAtOf(sandbox) ?? startedAtOf(sandbox)).toISOString() : endAtOf(sandbox),
     ...resources,
-    state: "running",
+    state: stateOf(sandbox),
     metadata: metadataOf(sandbox),
     envdVersion,
   };

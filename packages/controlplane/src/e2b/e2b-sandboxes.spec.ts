@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { FailedPreconditionError, NotFoundError, TimeoutError, UnavailableError } from "@fast-sandbox/api";
+import { ConflictError, FailedPreconditionError, NotFoundError, TimeoutError, UnavailableError } from "@fast-sandbox/api";
+import { PAUSED_CHECKPOINT_ANNOTATION } from "../fastpath/checkpoint-pauses.js";
 import { FIXTURE_NOW } from "../fastpath/sandbox-manager.fixture.js";
 import { hashAccessToken } from "../proxy/access-token.js";
 import { parseListQuery, parseNewSandbox } from "./e2b-requests.js";
@@ -237,7 +238,7 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
     it("connect: the end moves only later, and the answer carries the same token as the create's", async () => {
       const created = await e2b.sandboxes.create(create({ timeout: 600 }));
       const connected = await e2b.sandboxes.connect(created.sandboxID, 60);
-      assert.deepEqual(connected, created);
+      assert.deepEqual(connected, { sandbox: created, resumed: false });
       assert.equal((await e2b.storedById(created.sandboxID))?.spec.expireTime, seconds(600), "not shortened");
       await e2b.sandboxes.connect(created.sandboxID, 3600);
       assert.equal((await e2b.storedById(created.sandboxID))?.spec.expireTime, seconds(3600), "extended");
@@ -252,6 +253,139 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
         (error: unknown) => error instanceof FailedPreconditionError && /was replaced \('fsb token'\)/.test(error.message),
       );
       assert.equal((await e2b.sandboxes.get(created.sandboxID)).envdAccessToken, undefined);
+    });
+  });
+
+  describe("pause, connect of a paused sandbox, resume and fork (gVisor templates)", () => {
+    beforeEach(async () => {
+      await e2b.addPool("gvisor", { runtimeType: "gvisor" });
+    });
+    const gvisor = (body: Record<string, unknown> = {}) => e2b.sandboxes.create(create({ templateID: "gvisor", ...body }));
+
+    it("pause: the sandbox is paused — its state paused, its end the pause time, no instance running — and still listed and got", async () => {
+      const created = await gvisor({ metadata: { app: "x" } });
+      const agent = e2b.checkpointingAgent("gvisor");
+      e2b.fixture.clock.advance(5_000);
+      await e2b.sandboxes.pause(created.sandboxID);
+      assert.deepEqual(
+        agent.checkpointCalls.map((call) => call.leaveStopped),
+        [true],
+      );
+      assert.equal(agent.sandboxes.size, 0, "nothing of it runs");
+      assert.equal(e2b.fixture.allocated("gvisor"), 0, "its slot is free");
+      const detail = await e2b.sandboxes.get(created.sandboxID);
+      assert.equal(detail.state, "paused");
+      assert.equal(detail.endAt, seconds(5), "E2B shows a paused sandbox's end as its pause");
+      assert.equal(detail.envdAccessToken, created.envdAccessToken);
+      const ids = async (query: string) => (await e2b.sandboxes.list(list(query))).page.items.map((item) => item.sandboxID);
+      assert.deepEqual(await ids("state=paused"), [created.sandboxID]);
+      assert.deepEqual(await ids("state=running"), []);
+      assert.deepEqual(await ids(""), [created.sandboxID], "every state when none is asked for");
+      assert.equal((await e2b.sandboxes.list(list())).totalRunning, 0);
+      await assert.rejects(
+        e2b.sandboxes.setTimeout(created.sandboxID, 60),
+        (error: unknown) => error instanceof ConflictError && /is paused/.test(error.message),
+      );
+      await assert.rejects(
+        e2b.sandboxes.pause(created.sandboxID),
+        (error: unknown) => error instanceof ConflictError && new RegExp(`sandbox ${created.sandboxID} is already paused`).test(error.message),
+      );
+    });
+
+    it("pause: refuses a sandbox of a runc template, saying it needs a template whose pool runs gVisor", async () => {
+      const created = await e2b.sandboxes.create(create({}));
+      await assert.rejects(e2b.sandboxes.pause(created.sandboxID), (error: unknown) => {
+        assert.ok(error instanceof FailedPreconditionError);
+        assert.match(
+          error.message,
+          /cannot be paused: its template "base" is pool default\/default, whose runtimeType is container, .* they work for sandboxes of a template whose pool has runtimeType gvisor/,
+        );
+        return true;
+      });
+      assert.equal((await e2b.sandboxes.get(created.sandboxID)).state, "running");
+    });
+
+    it("connect: resumes a paused sandbox under the same id and token, ending timeout from now, once its daemon answers at its new address", async () => {
+      const created = await gvisor({ timeout: 60 });
+      await e2b.sandboxes.pause(created.sandboxID);
+      e2b.fixture.clock.advance(3_600_000);
+      const { sandbox, resumed } = await e2b.sandboxes.connect(created.sandboxID, 120);
+      assert.equal(resumed, true);
+      assert.deepEqual(sandbox, created, "the same sandbox id and access token");
+      const stored = await e2b.storedById(created.sandboxID);
+      assert.equal(stored?.status?.phase, "Running");
+      assert.equal(stored?.spec.expireTime, seconds(3_600 + 120));
+      assert.equal(stored?.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION], undefined);
+      assert.deepEqual(e2b.envdWaits.at(-1), { sandboxID: created.sandboxID, address: stored?.status?.sandboxIP });
+      assert.equal(e2b.node.byId.size, 0, "its checkpoint is gone");
+      assert.equal((await e2b.sandboxes.get(created.sandboxID)).state, "running");
+      const again = await e2b.sandboxes.connect(created.sandboxID, 60);
+      assert.equal(again.resumed, false);
+    });
+
+    it("resume (E2B's legacy): resumes a paused sandbox and refuses one that runs (409)", async () => {
+      const created = await gvisor();
+      await assert.rejects(
+        e2b.sandboxes.resume(created.sandboxID, 60),
+        (error: unknown) => error instanceof ConflictError && /already running/.test(error.message),
+      );
+      await e2b.sandboxes.pause(created.sandboxID);
+      assert.deepEqual(await e2b.sandboxes.resume(created.sandboxID, 60), created);
+    });
+
+    it("kill: deletes a paused sandbox and its checkpoint", async () => {
+      const created = await gvisor();
+      await e2b.sandboxes.pause(created.sandboxID);
+      assert.equal(e2b.node.byId.size, 1);
+      await e2b.sandboxes.kill(created.sandboxID);
+      assert.deepEqual(await e2b.stored(), []);
+      assert.equal(e2b.node.byId.size, 0);
+      await assert.rejects(e2b.sandboxes.get(created.sandboxID), NotFoundError);
+    });
+
+    it("fork: count copies, each an E2B sandbox of its own (id, token, address) with the source's template and metadata; the source runs on", async () => {
+      const source = await gvisor({ metadata: { app: "x" }, allow_internet_access: false });
+      const results = await e2b.sandboxes.fork(source.sandboxID, { timeoutSeconds: 120, count: 2 });
+      const copies = results.map((result) => ("sandbox" in result ? result.sandbox : assert.fail(JSON.stringify(result))));
+      assert.equal(new Set([source.sandboxID, ...copies.map((copy) => copy.sandboxID)]).size, 3);
+      assert.equal(new Set([source.envdAccessToken, ...copies.map((copy) => copy.envdAccessToken)]).size, 3);
+      for (const copy of copies) {
+        assert.equal(copy.templateID, "gvisor");
+        const stored = await e2b.storedById(copy.sandboxID);
+        assert.equal(stored?.spec.expireTime, seconds(120));
+        assert.deepEqual(stored?.spec.egress, { policy: "denyAll" });
+        assert.equal(stored?.status?.accessTokenHash, hashAccessToken(copy.envdAccessToken));
+        assert.deepEqual((await e2b.sandboxes.get(copy.sandboxID)).metadata, { app: "x" });
+        assert.ok(e2b.envdWaits.some((wait) => wait.sandboxID === copy.sandboxID));
+      }
+      assert.equal((await e2b.sandboxes.get(source.sandboxID)).state, "running");
+      assert.equal(e2b.node.byId.size, 0, "the fork's checkpoint is deleted");
+    });
+
+    it("fork: reports each copy that fails on its own, as E2B's error body, and refuses a paused or runc source", async () => {
+      const source = await gvisor();
+      const agent = e2b.checkpointingAgent("gvisor");
+      let restores = 0;
+      agent.onCreate = (spec) => {
+        agent.createError = spec.fromCheckpoint && ++restores === 2 ? new FailedPreconditionError("runsc could not restore it") : undefined;
+      };
+      const results = await e2b.sandboxes.fork(source.sandboxID, { timeoutSeconds: 60, count: 2 });
+      agent.onCreate = undefined;
+      agent.createError = undefined;
+      assert.equal(results.filter((result) => "sandbox" in result).length, 1);
+      const failed = results.find((result) => "error" in result);
+      assert.deepEqual(failed && "error" in failed ? failed.error : undefined, { code: 400, message: "runsc could not restore it" });
+
+      await e2b.sandboxes.pause(source.sandboxID);
+      await assert.rejects(
+        e2b.sandboxes.fork(source.sandboxID, { timeoutSeconds: 60, count: 1 }),
+        (error: unknown) => error instanceof ConflictError && /paused and cannot be forked; resume it first/.test(error.message),
+      );
+      const runc = await e2b.sandboxes.create(create({}));
+      await assert.rejects(
+        e2b.sandboxes.fork(runc.sandboxID, { timeoutSeconds: 60, count: 1 }),
+        /cannot be forked: its template "base" is pool default\/default, whose runtimeType is container/,
+      );
     });
   });
 });

@@ -1,16 +1,26 @@
 /**
  * E2B's sandbox operations over Fast Sandbox's own: create, list, get, kill, set the timeout,
- * connect. An E2B template is a pool of the namespace (`base`, E2B's default, is the embedded default
- * pool unless a pool is called `base`); an E2B sandbox is a Sandbox of that pool that runs the pool's
- * image with no command of its own (the image's, kept alive by the in-sandbox helper, which also
- * starts the daemon E2B's SDKs talk to); its end time is the sandbox's `spec.expireTime`, which the
- * sandbox reconciler enforces (E2B's reaper); its id is the instance id `status.sandboxID`.
+ * connect, pause, resume and fork. An E2B template is a pool of the namespace (`base`, E2B's default,
+ * is the embedded default pool unless a pool is called `base`); an E2B sandbox is a Sandbox of that
+ * pool that runs the pool's image with no command of its own (the image's, kept alive by the
+ * in-sandbox helper, which also starts the daemon E2B's SDKs talk to); its end time is the sandbox's
+ * `spec.expireTime`, which the sandbox reconciler enforces (E2B's reaper); its id is the instance id
+ * `status.sandboxID`.
+ *
+ * Pausing maps onto checkpoints (sandboxes of gVisor pools only): `pause` is SandboxPauses' pause (the
+ * sandbox saved as a checkpoint on its node, no instance left running, phase Paused: E2B's `paused`,
+ * with no end); `connect` (and E2B's legacy `resume`) of a paused sandbox restores it under the same
+ * sandbox id and access token, with its end at now + timeout, and answers once its daemon does;
+ * `fork` checkpoints a running sandbox in place and restores `count` copies of it, each an E2B
+ * sandbox of its own (new id, token, address, hostname), reported one by one as E2B does.
  * Independent of HTTP: e2b-api-server.ts is the edge.
  */
+import { randomBytes } from "node:crypto";
 import {
   ConflictError,
   FailedPreconditionError,
   FsbError,
+  NAME_MAX_LENGTH,
   NAME_PATTERN,
   NotFoundError,
   TimeoutError,
@@ -21,11 +31,14 @@ import {
   type SandboxSpec,
 } from "@fast-sandbox/api";
 import type { Logger } from "pino";
-import { systemClock, type Clock } from "../controller/clock.js";
+import { sleep, systemClock, type Clock } from "../controller/clock.js";
+import type { Checkpoint, CheckpointManager } from "../fastpath/checkpoint-manager.js";
+import { isPaused, type SandboxPauses } from "../fastpath/checkpoint-pauses.js";
 import type { SandboxManager } from "../fastpath/sandbox-manager.js";
 import { accessTokenMatches, hashAccessToken } from "../proxy/access-token.js";
 import type { ResourceStore } from "../store/resource-store.js";
-import type { ListSandboxesQuery, NewSandboxRequest } from "./e2b-requests.js";
+import { e2bErrorOf, type E2bErrorBody } from "./e2b-errors.js";
+import type { ForkRequest, ListSandboxesQuery, NewSandboxRequest } from "./e2b-requests.js";
 import {
   METADATA_ANNOTATION,
   TEMPLATE_ANNOTATION,
@@ -38,6 +51,8 @@ import {
   metadataOf,
   resourcesOf,
   sandboxDetailOf,
+  stateOf,
+  templateOf,
   type E2bListedSandbox,
   type E2bSandbox,
   type E2bSandboxDetail,
@@ -53,6 +68,8 @@ import { pageOf, type ListPage } from "./sandbox-list-page.js";
 export const DEFAULT_TEMPLATE = "base";
 /** Tries of a timeout change whose sandbox changed in between (another change, a status write). */
 const UPDATE_ATTEMPTS = 5;
+/** How long a resume waits for the sandbox proxy's directory to route to the resumed instance. */
+const ROUTED_TIMEOUT_MS = 5_000;
 
 export interface E2bSandboxesOptions {
   manager: Pick<SandboxManager, "create" | "get" | "list" | "update" | "delete">;
@@ -75,6 +92,19 @@ export interface E2bSandboxesOptions {
   defaultPool?: string;
   /** @default the daemon's (packages/envd/version.json) */
   envdVersion?: string;
+  /** Pause and resume (gVisor pools). @default none: pausing is refused */
+  pauses?: SandboxPauses;
+  /** Forks (gVisor pools). @default none: forking is refused */
+  checkpoints?: CheckpointManager;
+}
+
+/** The outcome of one copy of a fork (E2B's `SandboxForkResult`): the sandbox, or why it did not start. */
+export type E2bForkResult = { sandbox: E2bSandbox } | { error: E2bErrorBody };
+
+/** A connect's answer: the sandbox, and whether it was resumed (E2B answers 201 then, else 200). */
+export interface ConnectedSandbox {
+  sandbox: E2bSandbox;
+  resumed: boolean;
 }
 
 export interface ListedSandboxes {
@@ -145,6 +175,171 @@ export class E2bSandboxes {
       },
       accessTokenHash: hashAccessToken(accessToken),
     });
+    await this.untilDaemonAnswers(sandbox, signal);
+    return e2bSandboxOf(sandbox, this.envdVersion, accessToken);
+  }
+
+  /** The running and paused sandboxes that match the query, one page of them. */
+  async list(query: ListSandboxesQuery): Promise<ListedSandboxes> {
+    const visible = (await this.options.manager.list(this.namespace)).filter(isVisible);
+    const pools = await this.pools();
+    const startedAfter = query.startedAfter?.getTime();
+    const matching = visible
+      .filter((sandbox) => !query.states || query.states.has(stateOf(sandbox)))
+      .filter((sandbox) => query.template === undefined || sandbox.metadata.annotations?.[TEMPLATE_ANNOTATION] === query.template)
+      .filter((sandbox) => metadataMatches(metadataOf(sandbox), query.metadata))
+      .map((sandbox) => listedSandboxOf(sandbox, this.envdVersion, resourcesOf(pools.get(sandbox.spec.poolRef), this.options.host)))
+      .filter((listed) => startedAfter === undefined || Date.parse(listed.startedAt) >= startedAfter);
+    return { page: pageOf(matching, query), totalRunning: visible.filter((sandbox) => !isPaused(sandbox)).length };
+  }
+
+  async get(sandboxID: string): Promise<E2bSandboxDetail> {
+    const sandbox = await this.find(sandboxID);
+    const pool = (await this.pools()).get(sandbox.spec.poolRef);
+    return sandboxDetailOf(sandbox, this.envdVersion, resourcesOf(pool, this.options.host), this.accessTokenOf(sandbox));
+  }
+
+  /** Deletes the sandbox at once (no grace period: E2B kills), a paused one with its checkpoint; NotFoundError when there is none to kill. */
+  async kill(sandboxID: string): Promise<void> {
+    const found = await this.options.lookup(sandboxID);
+    if (!found || !isE2bSandbox(found) || found.status?.sandboxID !== sandboxID) throw notFound(sandboxID);
+    try {
+      await this.options.manager.delete(this.namespace, found.metadata.name, 0);
+    } catch (error) {
+      throw error instanceof NotFoundError ? notFound(sandboxID) : error;
+    }
+  }
+
+  /** Ends the sandbox `timeoutSeconds` from now, sooner or later than it would have. ConflictError for a paused one (it has no end). */
+  async setTimeout(sandboxID: string, timeoutSeconds: number): Promise<void> {
+    await this.changeEnd(sandboxID, () => this.clock.now().getTime() + timeoutSeconds * 1000);
+  }
+
+  /**
+   * The sandbox for another client, resumed first when it is paused (its end then `timeoutSeconds`
+   * from now); a running one's end moves to `timeoutSeconds` from now when that is later (never
+   * sooner). The answer carries its access token.
+   */
+  async connect(sandboxID: string, timeoutSeconds: number, signal?: AbortSignal): Promise<ConnectedSandbox> {
+    const found = await this.find(sandboxID);
+    if (isPaused(found)) return { sandbox: await this.resumePaused(found, timeoutSeconds, signal), resumed: true };
+    const sandbox = await this.changeEnd(sandboxID, (endMs) => Math.max(endMs, this.clock.now().getTime() + timeoutSeconds * 1000));
+    return { sandbox: e2bSandboxOf(sandbox, this.envdVersion, this.requireAccessToken(sandbox)), resumed: false };
+  }
+
+  /** E2B's legacy resume: a paused sandbox runs again, ending `timeoutSeconds` from now; ConflictError for one that runs. */
+  async resume(sandboxID: string, timeoutSeconds: number, signal?: AbortSignal): Promise<E2bSandbox> {
+    const found = await this.find(sandboxID);
+    if (!isPaused(found)) throw new ConflictError(`sandbox ${sandboxID} is already running; connect to it instead`);
+    return this.resumePaused(found, timeoutSeconds, signal);
+  }
+
+  /**
+   * Pauses a running sandbox of a gVisor template: its memory and files are saved as a checkpoint and
+   * nothing of it runs until a connect resumes it. ConflictError when it is paused already.
+   */
+  async pause(sandboxID: string): Promise<void> {
+    const sandbox = await this.find(sandboxID);
+    if (isPaused(sandbox)) throw new ConflictError(`sandbox ${sandboxID} is already paused`);
+    await this.requireGvisor(sandbox, "paused");
+    const pauses = this.options.pauses;
+    if (!pauses) throw new FailedPreconditionError("this server does not offer pausing");
+    try {
+      await pauses.pause(this.namespace, sandbox.metadata.name);
+    } catch (error) {
+      if (error instanceof ConflictError) throw new ConflictError(`sandbox ${sandboxID} is already paused`);
+      throw error;
+    }
+  }
+
+  /**
+   * `count` new sandboxes from one checkpoint of a running sandbox of a gVisor template, which runs on
+   * (E2B's fork): each its own E2B sandbox (id, access token, address, hostname; the source's template
+   * and metadata) ending `timeoutSeconds` from now. Each copy succeeds or fails on its own, as E2B
+   * reports them; the checkpoint is deleted once they are made. ConflictError for a paused source.
+   */
+  async fork(sandboxID: string, request: ForkRequest, signal?: AbortSignal): Promise<E2bForkResult[]> {
+    const source = await this.find(sandboxID);
+    if (isPaused(source)) throw new ConflictError(`sandbox ${sandboxID} is paused and cannot be forked; resume it first (connect)`);
+    await this.requireGvisor(source, "forked");
+    const checkpoints = this.options.checkpoints;
+    if (!checkpoints) throw new FailedPreconditionError("this server does not offer forks");
+    const name = source.metadata.name;
+    const checkpoint = await checkpoints.checkpoint({
+      namespace: this.namespace,
+      sandbox: name,
+      checkpoint: `${name.slice(0, NAME_MAX_LENGTH - 16)}-fork-${randomBytes(5).toString("hex")}`,
+    });
+    try {
+      return await Promise.all(
+        Array.from({ length: request.count }, () =>
+          this.forkCopy(source, checkpoint, checkpoints, request.timeoutSeconds, signal).then(
+            (sandbox): E2bForkResult => ({ sandbox }),
+            (error: unknown): E2bForkResult => ({ error: e2bErrorOf(error).body }),
+          ),
+        ),
+      );
+    } finally {
+      await checkpoints
+        .delete(this.namespace, checkpoint.name)
+        .catch((error: unknown) =>
+          this.options.logger.warn({ err: error, checkpoint: checkpoint.name }, "could not delete a fork's checkpoint; 'fsb checkpoint rm' removes it"),
+        );
+    }
+  }
+
+  /** One copy of a fork: a sandbox restored from the checkpoint with an E2B identity of its own, once its daemon answers. */
+  private async forkCopy(
+    source: Sandbox,
+    checkpoint: Checkpoint,
+    checkpoints: CheckpointManager,
+    timeoutSeconds: number,
+    signal?: AbortSignal,
+  ): Promise<E2bSandbox> {
+    const nonce = newTokenNonce();
+    const accessToken = envdAccessToken(this.options.tokenSecret, nonce);
+    const copy = await checkpoints.createFrom({
+      namespace: this.namespace,
+      fromCheckpoint: checkpoint.name,
+      spec: {
+        expireTime: new Date(this.clock.now().getTime() + timeoutSeconds * 1000).toISOString(),
+        ...(source.spec.egress ? { egress: source.spec.egress } : {}),
+      },
+      annotations: {
+        [TEMPLATE_ANNOTATION]: source.metadata.annotations?.[TEMPLATE_ANNOTATION] ?? "",
+        [METADATA_ANNOTATION]: JSON.stringify(metadataOf(source)),
+        [TOKEN_NONCE_ANNOTATION]: nonce,
+      },
+      accessTokenHash: hashAccessToken(accessToken),
+    });
+    await this.untilDaemonAnswers(copy, signal);
+    return e2bSandboxOf(copy, this.envdVersion, accessToken);
+  }
+
+  /** Resumes a paused sandbox, ending `timeoutSeconds` from now, and answers once its daemon does and the proxy routes to it. */
+  private async resumePaused(paused: Sandbox, timeoutSeconds: number, signal?: AbortSignal): Promise<E2bSandbox> {
+    const pauses = this.options.pauses;
+    if (!pauses) throw new FailedPreconditionError("this server does not offer resuming paused sandboxes");
+    const accessToken = this.requireAccessToken(paused);
+    const { sandbox } = await pauses.resume(this.namespace, paused.metadata.name, {
+      expireTime: new Date(this.clock.now().getTime() + timeoutSeconds * 1000).toISOString(),
+    });
+    const sandboxID = sandbox.status?.sandboxID ?? "";
+    const address = sandbox.status?.sandboxIP;
+    if (!address) throw new UnavailableError(`sandbox ${sandboxID} was resumed without a network address of its own`);
+    await this.options.envdReady({ sandboxID, address }, signal);
+    // E2B's SDKs go on through the sandbox proxy at once: its directory must route to the new instance.
+    const deadline = this.clock.now().getTime() + ROUTED_TIMEOUT_MS;
+    for (;;) {
+      const routed = await this.options.lookup(sandboxID);
+      if ((routed?.status?.phase === "Running" && routed.status.sandboxIP === address) || this.clock.now().getTime() >= deadline) break;
+      await sleep(this.clock, 20);
+    }
+    return e2bSandboxOf(sandbox, this.envdVersion, accessToken);
+  }
+
+  /** Waits for a new sandbox's daemon; a sandbox whose daemon does not answer is deleted before the error is thrown. */
+  private async untilDaemonAnswers(sandbox: Sandbox, signal?: AbortSignal): Promise<void> {
     const sandboxID = sandbox.status?.sandboxID ?? "";
     try {
       signal?.throwIfAborted();
@@ -161,64 +356,38 @@ export class E2bSandboxes {
       });
       throw deletedAfter(signal?.aborted ? new UnavailableError(`the client went away during the create: ${String(signal.reason)}`) : error);
     }
-    return e2bSandboxOf(sandbox, this.envdVersion, accessToken);
   }
 
-  /** The running sandboxes that match the query, one page of them. */
-  async list(query: ListSandboxesQuery): Promise<ListedSandboxes> {
-    const running = (await this.options.manager.list(this.namespace)).filter(isVisible);
-    const pools = await this.pools();
-    const startedAfter = query.startedAfter?.getTime();
-    // Every sandbox E2B clients see runs: none is paused.
-    const matching = (!query.states || query.states.has("running") ? running : [])
-      .filter((sandbox) => query.template === undefined || sandbox.metadata.annotations?.[TEMPLATE_ANNOTATION] === query.template)
-      .filter((sandbox) => metadataMatches(metadataOf(sandbox), query.metadata))
-      .map((sandbox) => listedSandboxOf(sandbox, this.envdVersion, resourcesOf(pools.get(sandbox.spec.poolRef), this.options.host)))
-      .filter((listed) => startedAfter === undefined || Date.parse(listed.startedAt) >= startedAfter);
-    return { page: pageOf(matching, query), totalRunning: running.length };
-  }
-
-  async get(sandboxID: string): Promise<E2bSandboxDetail> {
-    const sandbox = await this.find(sandboxID);
+  /** Refuses to pause or fork a sandbox whose pool does not run gVisor, saying what is allowed. */
+  private async requireGvisor(sandbox: Sandbox, what: "paused" | "forked"): Promise<void> {
     const pool = (await this.pools()).get(sandbox.spec.poolRef);
-    return sandboxDetailOf(sandbox, this.envdVersion, resourcesOf(pool, this.options.host), this.accessTokenOf(sandbox));
+    const runtimeType = pool?.spec.runtimeType ?? "container";
+    if (runtimeType === "gvisor") return;
+    throw new FailedPreconditionError(
+      `sandbox ${sandbox.status?.sandboxID ?? ""} cannot be ${what}: its template ${JSON.stringify(templateOf(sandbox))} is pool ${this.namespace}/${sandbox.spec.poolRef}, ` +
+        `whose runtimeType is ${runtimeType}, and pausing, resuming and forking save a sandbox as a gVisor checkpoint; ` +
+        "they work for sandboxes of a template whose pool has runtimeType gvisor",
+    );
   }
 
-  /** Deletes the sandbox at once (no grace period: E2B kills); NotFoundError when there is none to kill. */
-  async kill(sandboxID: string): Promise<void> {
-    const found = await this.options.lookup(sandboxID);
-    if (!found || !isE2bSandbox(found) || found.status?.sandboxID !== sandboxID) throw notFound(sandboxID);
-    try {
-      await this.options.manager.delete(this.namespace, found.metadata.name, 0);
-    } catch (error) {
-      throw error instanceof NotFoundError ? notFound(sandboxID) : error;
-    }
-  }
-
-  /** Ends the sandbox `timeoutSeconds` from now, sooner or later than it would have. */
-  async setTimeout(sandboxID: string, timeoutSeconds: number): Promise<void> {
-    await this.changeEnd(sandboxID, () => this.clock.now().getTime() + timeoutSeconds * 1000);
-  }
-
-  /**
-   * The sandbox for another client: its end moves to `timeoutSeconds` from now when that is later
-   * (never sooner), and the answer carries its access token.
-   */
-  async connect(sandboxID: string, timeoutSeconds: number): Promise<E2bSandbox> {
-    const sandbox = await this.changeEnd(sandboxID, (endMs) => Math.max(endMs, this.clock.now().getTime() + timeoutSeconds * 1000));
+  /** The sandbox's access token, which E2B clients can be given only while it is the one the sandbox was created with. */
+  private requireAccessToken(sandbox: Sandbox): string {
     const accessToken = this.accessTokenOf(sandbox);
     if (!accessToken) {
       throw new FailedPreconditionError(
-        `the access token of sandbox ${sandboxID} was replaced ('fsb token'), and E2B clients can be given only the one it was created with; kill it and create another`,
+        `the access token of sandbox ${sandbox.status?.sandboxID ?? ""} was replaced ('fsb token'), and E2B clients can be given only the one it was created with; kill it and create another`,
       );
     }
-    return e2bSandboxOf(sandbox, this.envdVersion, accessToken);
+    return accessToken;
   }
 
   /** Sets the sandbox's end to `endOf(current end)` (ms), unless that is its end already. */
   private async changeEnd(sandboxID: string, endOf: (endMs: number) => number): Promise<Sandbox> {
     for (let attempt = 1; ; attempt++) {
       const current = await this.find(sandboxID);
+      if (isPaused(current)) {
+        throw new ConflictError(`sandbox ${sandboxID} is paused: it has no end while paused; connect resumes it with a timeout`);
+      }
       const endMs = endOf(Date.parse(endAtOf(current)));
       if (current.spec.expireTime && endMs === Date.parse(current.spec.expireTime)) return current;
       try {
@@ -236,7 +405,7 @@ export class E2bSandboxes {
     }
   }
 
-  /** The running E2B sandbox with this instance id, as stored now (the directory is a cache). */
+  /** The running or paused E2B sandbox with this instance id, as stored now (the directory is a cache). */
   private async find(sandboxID: string): Promise<Sandbox> {
     const found = await this.options.lookup(sandboxID);
     if (!found || !isE2bSandbox(found)) throw notFound(sandboxID);

@@ -1,11 +1,15 @@
 /**
  * Test fixture of the E2B-compatible API: E2bSandboxes over the SandboxManager fixture (a real
  * manager, an in-memory store, fake agents that give Isolated sandboxes addresses), with a fake
- * daemon check that records its calls and fails when told to. Test code only: excluded from the
- * build, like the specs.
+ * daemon check that records its calls and fails when told to, and real checkpoints, pauses and
+ * forks over fake agents that keep checkpoints (pools of runtimeType gvisor). Test code only:
+ * excluded from the build, like the specs.
  */
 import { pino } from "pino";
 import type { Sandbox, SandboxPool } from "@fast-sandbox/api";
+import { FakeCheckpointingAgent, NodeCheckpoints } from "../fastpath/checkpoint-agents.fixture.js";
+import { CheckpointManager } from "../fastpath/checkpoint-manager.js";
+import { SandboxPauses } from "../fastpath/checkpoint-pauses.js";
 import { SandboxManagerFixture, poolOf, type FakeAgentClient } from "../fastpath/sandbox-manager.fixture.js";
 import { E2bSandboxes } from "./e2b-sandboxes.js";
 import type { HostResources } from "./host-resources.js";
@@ -20,10 +24,19 @@ export class E2bFixture {
   readonly envdWaits: { sandboxID: string; address: string }[] = [];
   /** When set, the daemon check fails with it. */
   envdFailure: Error | undefined;
+  /** The checkpoints of the node of the gVisor pools' agents. */
+  readonly node = new NodeCheckpoints();
+  readonly checkpoints: CheckpointManager;
+  readonly pauses: SandboxPauses;
   readonly sandboxes: E2bSandboxes;
 
   constructor() {
     this.agent = this.fixture.addAgent("default-0", { capacity: 16 });
+    const logger = pino({ level: "silent" });
+    const { manager, store, registry, agents, clock } = this.fixture;
+    this.checkpoints = new CheckpointManager({ manager, store, registry, agents, logger });
+    this.pauses = new SandboxPauses({ manager, store, registry, agents, checkpoints: this.checkpoints, logger, clock });
+    manager.setSavedStateCleanup((sandbox) => this.pauses.removeSavedState(sandbox));
     this.sandboxes = new E2bSandboxes({
       manager: this.fixture.manager,
       store: this.fixture.store,
@@ -34,8 +47,10 @@ export class E2bFixture {
       },
       tokenSecret: Buffer.alloc(32, 7),
       host: HOST,
-      logger: pino({ level: "silent" }),
-      clock: this.fixture.clock,
+      logger,
+      clock,
+      pauses: this.pauses,
+      checkpoints: this.checkpoints,
     });
   }
 
@@ -45,12 +60,20 @@ export class E2bFixture {
     return this;
   }
 
-  /** A pool the manager and the store know, with an agent. */
+  /** A pool the manager and the store know, with an agent (one that keeps checkpoints, on `node`, for runtimeType gvisor). */
   async addPool(name: string, spec: Partial<SandboxPool["spec"]> = {}): Promise<SandboxPool> {
     const pool = poolOf(name, { maxSandboxesPerPod: 16, image: `${name}-image`, ...spec });
     this.fixture.manager.setPool(pool);
     this.fixture.addAgent(`${name}-0`, { pool: name, capacity: 16 });
+    if (spec.runtimeType === "gvisor") this.fixture.clients.set(`${name}-0`, new FakeCheckpointingAgent(`${name}-0`, this.node, name));
     return this.fixture.store.create("SandboxPool", pool);
+  }
+
+  /** The fake agent of a pool added with runtimeType gvisor. */
+  checkpointingAgent(pool: string): FakeCheckpointingAgent {
+    const client = this.fixture.client(`${pool}-0`);
+    if (!(client instanceof FakeCheckpointingAgent)) throw new Error(`pool ${pool} was not added with runtimeType gvisor`);
+    return client;
   }
 
   async stored(): Promise<Sandbox[]> {

@@ -2,59 +2,9 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { AlreadyExistsError, FailedPreconditionError, NoCapacityError, NotFoundError, ValidationError } from "@fast-sandbox/api";
 import { pino } from "pino";
-import type { AgentCheckpoint, AgentCheckpointClient, AgentCheckpointRequest } from "../agent-client/agent-checkpoints.js";
+import { FakeCheckpointingAgent, NodeCheckpoints } from "./checkpoint-agents.fixture.js";
 import { CheckpointManager, RESTORED_FROM_ANNOTATION } from "./checkpoint-manager.js";
-import { FakeAgentClient, SandboxManagerFixture, poolOf, sandboxSpec } from "./sandbox-manager.fixture.js";
-
-/** Checkpoints on one node: the pool's agents there share its directory, as in the embedded mode. */
-class NodeCheckpoints {
-  readonly byId = new Map<string, AgentCheckpoint>();
-}
-
-/** A fake agent that also keeps checkpoints (in its node's directory) and records the calls. */
-class FakeCheckpointingAgent extends FakeAgentClient implements AgentCheckpointClient {
-  readonly checkpointCalls: AgentCheckpointRequest[] = [];
-  constructor(
-    name: string,
-    readonly node: NodeCheckpoints,
-  ) {
-    super(name);
-  }
-
-  async checkpointSandbox(request: AgentCheckpointRequest): Promise<AgentCheckpoint> {
-    this.checkpointCalls.push(request);
-    const sandbox = this.sandboxes.get(request.sandboxId);
-    if (!sandbox) throw new NotFoundError(`sandbox ${request.sandboxId} does not exist`);
-    const checkpoint: AgentCheckpoint = {
-      checkpointId: request.checkpointId,
-      namespace: request.namespace,
-      name: request.name,
-      pool: "default",
-      sourceSandboxId: request.sandboxId,
-      sourceName: sandbox.name,
-      image: sandbox.image,
-      runtimeType: "gvisor",
-      networkMode: "isolated",
-      command: ["sh", "-c", "loop"],
-      workingDir: "/work",
-      createdAt: new Date(2026, 0, 1, 0, 0, this.node.byId.size).toISOString(),
-      sizeBytes: 1000,
-    };
-    this.node.byId.set(checkpoint.checkpointId, checkpoint);
-    return checkpoint;
-  }
-
-  async resumeSandbox(): Promise<void> {}
-
-  async listCheckpoints(): Promise<AgentCheckpoint[]> {
-    return [...this.node.byId.values()];
-  }
-
-  async deleteCheckpoint(checkpointId: string): Promise<void> {
-    this.calls.push(`delete-checkpoint ${checkpointId}`);
-    this.node.byId.delete(checkpointId);
-  }
-}
+import { SandboxManagerFixture, poolOf, sandboxSpec } from "./sandbox-manager.fixture.js";
 
 describe("CheckpointManager", () => {
   let fixture: SandboxManagerFixture;

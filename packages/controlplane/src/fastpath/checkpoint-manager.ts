@@ -35,6 +35,7 @@ import { canCheckpoint, type AgentCheckpoint, type AgentCheckpointClient } from 
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { hashAccessToken, newAccessToken } from "../proxy/access-token.js";
+import { PAUSED_CHECKPOINT_ANNOTATION } from "./checkpoint-pauses.js";
 import { newInstanceId } from "./instance-id.js";
 import { DEFAULT_NAMESPACE, type AgentClients, type CreateSandboxInput, type SandboxManager } from "./sandbox-manager.js";
 
@@ -111,8 +112,12 @@ export class CheckpointManager {
     this.logger = options.logger.child({ component: "checkpoints" });
   }
 
-  /** Checkpoints a running sandbox of a gVisor pool; it runs on. */
-  async checkpoint(input: { namespace?: string; sandbox: string; checkpoint?: string }): Promise<Checkpoint> {
+  /**
+   * Checkpoints a running sandbox of a gVisor pool; it runs on, unless `leaveStopped` (a pause,
+   * checkpoint-pauses.ts): then its agent leaves it without a task, its container and address kept.
+   * `current`: the sandbox as read by a caller that holds it (SandboxManager.exclusively), not read again.
+   */
+  async checkpoint(input: { namespace?: string; sandbox: string; checkpoint?: string; leaveStopped?: boolean; current?: Sandbox }): Promise<Checkpoint> {
     const namespace = input.namespace || DEFAULT_NAMESPACE;
     const name = input.checkpoint || `${input.sandbox.slice(0, NAME_MAX_LENGTH - 11)}-${randomBytes(5).toString("hex")}`;
     checkName(name, input.checkpoint ? "checkpoint" : "name");
@@ -120,11 +125,17 @@ export class CheckpointManager {
     if (this.creating.has(key)) throw new AlreadyExistsError(`checkpoint ${key} is being created; choose another name`);
     this.creating.add(key);
     try {
-      const { sandbox, client } = await this.checkpointable(namespace, input.sandbox);
+      const { sandbox, client } = await this.checkpointable(namespace, input.sandbox, input.current);
       if (await this.find(namespace, name))
         throw new AlreadyExistsError(`checkpoint ${key} already exists; choose another name or delete it first ('fsb checkpoint rm ${name}')`);
       const agentName = sandbox.status?.assignedPod ?? "";
-      const made = await client.checkpointSandbox({ sandboxId: sandbox.status?.sandboxID ?? "", checkpointId: newInstanceId(), namespace, name });
+      const made = await client.checkpointSandbox({
+        sandboxId: sandbox.status?.sandboxID ?? "",
+        checkpointId: newInstanceId(),
+        namespace,
+        name,
+        ...(input.leaveStopped ? { leaveStopped: true } : {}),
+      });
       this.logger.info({ checkpoint: key, sandbox: sandbox.metadata.name, agent: agentName, sizeBytes: made.sizeBytes }, "sandbox checkpointed");
       return this.view(made, [agentName]);
     } finally {
@@ -147,9 +158,19 @@ export class CheckpointManager {
     return found;
   }
 
-  /** Removes the checkpoint's files from its node; sandboxes restored from it run on. */
+  /**
+   * Removes the checkpoint's files from its node; sandboxes restored from it run on. A checkpoint that
+   * holds a paused sandbox (checkpoint-pauses.ts) goes with that sandbox, not before: FailedPreconditionError.
+   */
   async delete(namespace: string | undefined, name: string): Promise<void> {
     const checkpoint = await this.get(namespace, name);
+    const { items } = await this.options.store.list("Sandbox", { namespace: checkpoint.namespace });
+    const paused = items.find((sandbox) => !sandbox.metadata.deletionTimestamp && sandbox.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION] === name);
+    if (paused) {
+      throw new FailedPreconditionError(
+        `checkpoint ${checkpoint.namespace}/${name} holds paused sandbox ${paused.metadata.name} (its memory and files): resume or delete that sandbox instead, which removes it`,
+      );
+    }
     // The pool's agents on a node share its directory: the first removes it, the others find nothing.
     for (const agentName of checkpoint.agents) await this.client(agentName).deleteCheckpoint(checkpoint.id);
     this.logger.info({ checkpoint: `${checkpoint.namespace}/${checkpoint.name}` }, "checkpoint deleted");
@@ -259,8 +280,8 @@ export class CheckpointManager {
   }
 
   /** The sandbox, if it can be checkpointed now, and its agent's client. */
-  private async checkpointable(namespace: string, name: string): Promise<{ sandbox: Sandbox; client: AgentCheckpointClient }> {
-    const sandbox = await this.options.manager.get(namespace, name);
+  private async checkpointable(namespace: string, name: string, current?: Sandbox): Promise<{ sandbox: Sandbox; client: AgentCheckpointClient }> {
+    const sandbox = current ?? (await this.options.manager.get(namespace, name));
     const pool = await this.options.store.get("SandboxPool", { namespace, name: sandbox.spec.poolRef });
     const runtimeType = pool?.spec.runtimeType ?? "container";
     if (runtimeType !== "gvisor") {

@@ -22,13 +22,16 @@ export function poolInstanceLimits(pool: SandboxPool): Pick<AgentSandboxSpec, "c
 }
 
 /**
- * The environment that tells a pool's agent which prepared instances to keep: FSB_PREPARED_INSTANCES
- * and FSB_PREPARED_TEMPLATE; none when the pool keeps none or its spec cannot make a sandbox.
+ * The environment that tells a pool's agent which prepared instances to keep: FSB_PREPARED_INSTANCES,
+ * FSB_PREPARED_TEMPLATE and, for a gVisor pool's copies of a checkpoint, FSB_PREPARED_FROM_CHECKPOINT;
+ * none when the pool keeps none or its spec cannot make a sandbox.
  */
 export function preparedInstancesEnv(pool: SandboxPool): Record<string, string> {
   const count = preparedInstancesOf(pool.spec);
-  const image = pool.spec.image;
-  if (count === 0 || !image) return {};
+  const fromCheckpoint = pool.spec.preparedFromCheckpoint;
+  // A gVisor pool's instances are its checkpoint's copies: the checkpoint names the image.
+  const image = pool.spec.image ?? (fromCheckpoint ? "" : undefined);
+  if (count === 0 || image === undefined) return {};
   let template: AgentSandboxSpec;
   try {
     template = {
@@ -51,5 +54,6 @@ export function preparedInstancesEnv(pool: SandboxPool): Record<string, string> 
   return {
     FSB_PREPARED_INSTANCES: String(count),
     FSB_PREPARED_TEMPLATE: toJsonString(pb.AgentCreateSandboxRequestSchema, agentSandboxSpecToMessage(template)),
+    ...(fromCheckpoint ? { FSB_PREPARED_FROM_CHECKPOINT: fromCheckpoint } : {}),
   };
 }

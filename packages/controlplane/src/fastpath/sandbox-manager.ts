@@ -154,6 +154,8 @@ export class SandboxManager {
   private readonly clock: Clock;
   private readonly proxyAddress: ProxyAddress;
   private capacity: PoolCapacity | undefined;
+  /** Removes what a deleted sandbox kept besides its instance (set by setSavedStateCleanup). */
+  private savedStateCleanup: ((sandbox: Sandbox) => Promise<void>) | undefined;
   /** Creates waiting for a free slot, per pool key: demand the pool sizer counts. */
   private readonly waiting = new Map<string, number>();
   /** Keys being created right now: a second create of the same name fails fast instead of racing. */
@@ -187,6 +189,37 @@ export class SandboxManager {
 
   setPoolCapacity(capacity: PoolCapacity): void {
     this.capacity = capacity;
+  }
+
+  /**
+   * What a sandbox's cleanup also removes, besides its instance: the state it keeps while it has none
+   * (a paused sandbox's checkpoint, checkpoint-pauses.ts). Called for every deleted sandbox; it must
+   * be safe to repeat. @default nothing
+   */
+  setSavedStateCleanup(cleanup: (sandbox: Sandbox) => Promise<void>): void {
+    this.savedStateCleanup = cleanup;
+  }
+
+  /**
+   * Runs `work` on an existing sandbox as this process's one operation on it (as a create or a
+   * replacement is): the reconcilers leave it alone meanwhile, and a delete, get or create of the name
+   * waits for it. For steps that other fast-path modules take on a record (a pause and its resume,
+   * checkpoint-pauses.ts); `work` reads and writes the store itself (get() would wait for it).
+   * FailedPreconditionError when the sandbox is being created, changed or deleted here already.
+   */
+  async exclusively<T>(namespace: string, name: string, work: () => Promise<T>): Promise<T> {
+    await this.ready;
+    const key = sandboxKey(namespace, name);
+    if (this.creating.has(key) || this.finalizing.has(key)) {
+      throw new FailedPreconditionError(`sandbox ${key} is being created, changed or deleted right now; retry once that is done`);
+    }
+    const attempt = work();
+    this.creating.set(key, attempt);
+    try {
+      return await attempt;
+    } finally {
+      this.creating.delete(key);
+    }
   }
 
   /** How long a create in the pool may wait for capacity (its wakeTimeoutSeconds), in ms. */
@@ -528,7 +561,12 @@ export class SandboxManager {
       throw FsbError.from(error);
     }
     const running: Sandbox = { ...stored, status: this.runningStatus(stored, placement, { type: "Ready", status: "True", reason: "Started" }, address) };
-    const write = writeStatus(this.store, stored, running.status ?? {});
+    const bound = stored;
+    // fast: the write (synchronous in SQLite, and the watchers it wakes) waits until the answer is on its way.
+    const write =
+      candidate.spec.consistencyMode === "strong"
+        ? writeStatus(this.store, bound, running.status ?? {})
+        : new Promise<void>((resolve) => setImmediate(resolve)).then(() => writeStatus(this.store, bound, running.status ?? {}));
     if (candidate.spec.consistencyMode === "strong") {
       try {
         return await write;
@@ -562,7 +600,8 @@ export class SandboxManager {
     }
   }
 
-  private agentRequest(sandbox: Sandbox, sandboxId: string, pool: SandboxPool, network: AgentSandboxNetwork): AgentSandboxSpec {
+  /** What the agent is asked to create for an instance `sandboxId` of the sandbox (also a resume's restore, checkpoint-pauses.ts). */
+  agentRequest(sandbox: Sandbox, sandboxId: string, pool: SandboxPool, network: AgentSandboxNetwork): AgentSandboxSpec {
     const spec = sandbox.spec;
     return {
       sandboxId,
@@ -865,6 +904,35 @@ export class SandboxManager {
     return pool ? items.filter((s) => s.spec.poolRef === pool) : items;
   }
 
+  /**
+   * One page of `list`: at most `pageSize` sandboxes after where `pageToken` (the previous page's
+   * `nextPageToken`) ended, and the token of the next page ("" after the last). A page reads at most
+   * `pageSize` records of the store at a time, so thousands of sandboxes never pass through memory
+   * at once. ValidationError (page_token) for a token of another list.
+   */
+  async listPage(
+    namespace: string | undefined,
+    pool: string | undefined,
+    page: { pageSize: number; pageToken?: string },
+  ): Promise<{ items: Sandbox[]; nextPageToken: string }> {
+    await Promise.all(this.pendingStatus.values());
+    const filter = namespace === "*" ? {} : { namespace: namespace || DEFAULT_NAMESPACE };
+    const items: Sandbox[] = [];
+    let token = page.pageToken || undefined;
+    try {
+      // A pool's sandboxes are a part of the store's pages: read on until the page is full or the list ends.
+      do {
+        const result = await this.store.list("Sandbox", { ...filter, limit: page.pageSize - items.length, ...(token ? { continue: token } : {}) });
+        for (const sandbox of result.items) if (!pool || sandbox.spec.poolRef === pool) items.push(sandbox);
+        token = result.continue;
+      } while (token && items.length < page.pageSize);
+    } catch (error) {
+      if (error instanceof ValidationError && error.field === "continue") throw new ValidationError("page_token", error.message.replace(/^continue: /, ""));
+      throw error;
+    }
+    return { items, nextPageToken: token ?? "" };
+  }
+
   async update(input: { namespace?: string; name: string; spec: SandboxSpec; labels?: Record<string, string>; resourceVersion?: string }): Promise<Sandbox> {
     await this.ready;
     const current = await this.get(input.namespace, input.name);
@@ -954,6 +1022,7 @@ export class SandboxManager {
         this.logger.warn({ sandbox: key, agent: agentName }, "agent unknown; dropping the record, the janitor reclaims leftovers");
       }
     }
+    await this.savedStateCleanup?.(sandbox);
     this.registry.release(key);
     const current = await this.store.get("Sandbox", { namespace, name: sandbox.metadata.name });
     if (!current) return;

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { createClient, createRouterTransport, type Client } from "@connectrpc/connect";
-import { pb } from "@fast-sandbox/api";
+import { API_VERSION, pb } from "@fast-sandbox/api";
 import { createPoolService } from "./pool-service.js";
 import { SandboxManagerFixture, poolOf, sandboxSpec, type FakeAgentClient } from "./sandbox-manager.fixture.js";
-import { createSandboxService } from "./sandbox-service.js";
+import { MAX_LIST_PAGE_SIZE, createSandboxService } from "./sandbox-service.js";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 
@@ -89,5 +89,91 @@ describe("the fast-path API translates the agents' streams into its wire message
         ["default-0", "done", 1, 3_000_000_000n, 3_000_000_000n, "sha256:abc"],
       ],
     );
+  });
+});
+
+describe("ListSandboxes in pages", () => {
+  let fixture: SandboxManagerFixture;
+  let sandboxes: Client<typeof pb.SandboxService>;
+
+  beforeEach(async () => {
+    fixture = new SandboxManagerFixture();
+    sandboxes = createClient(
+      pb.SandboxService,
+      createRouterTransport((router) => router.service(pb.SandboxService, createSandboxService(fixture.manager))),
+    );
+    // 7 sandboxes: s0…s6, the even ones in pool "even", in the default namespace; one elsewhere.
+    for (let i = 0; i < 7; i++) {
+      await fixture.store.create("Sandbox", {
+        apiVersion: API_VERSION,
+        kind: "Sandbox",
+        metadata: { name: `s${i}`, namespace: "default" },
+        spec: { image: "img", poolRef: i % 2 === 0 ? "even" : "odd" },
+      });
+    }
+    await fixture.store.create("Sandbox", {
+      apiVersion: API_VERSION,
+      kind: "Sandbox",
+      metadata: { name: "s9", namespace: "team" },
+      spec: { image: "img", poolRef: "even" },
+    });
+  });
+
+  afterEach(() => fixture.close());
+
+  /** The names of each page of a list that follows the tokens, as a client does. */
+  async function pages(request: { namespace?: string; pool?: string; pageSize: number }): Promise<string[][]> {
+    const result: string[][] = [];
+    let pageToken = "";
+    do {
+      const response = await sandboxes.listSandboxes({ namespace: request.namespace ?? "", pool: request.pool ?? "", pageSize: request.pageSize, pageToken });
+      result.push(response.sandboxes.map((s) => s.metadata?.name ?? "?"));
+      pageToken = response.nextPageToken;
+    } while (pageToken);
+    return result;
+  }
+
+  it("answers at most page_size sandboxes with the token of the next page, until the last page", async () => {
+    assert.deepEqual(await pages({ pageSize: 3 }), [["s0", "s1", "s2"], ["s3", "s4", "s5"], ["s6"]]);
+    assert.deepEqual(await pages({ namespace: "*", pageSize: 4 }), [
+      ["s0", "s1", "s2", "s3"],
+      ["s4", "s5", "s6", "s9"],
+    ]);
+  });
+
+  it("fills a page of one pool's sandboxes from as many records as it takes", async () => {
+    assert.deepEqual(await pages({ pool: "even", pageSize: 2 }), [
+      ["s0", "s2"],
+      ["s4", "s6"],
+    ]);
+    assert.deepEqual(await pages({ pool: "odd", pageSize: 5 }), [["s1", "s3", "s5"]]);
+  });
+
+  it("answers every sandbox at once to a client from before pages (no page_size, no token)", async () => {
+    const response = await sandboxes.listSandboxes({ namespace: "", pool: "" });
+    assert.equal(response.sandboxes.length, 7);
+    assert.equal(response.nextPageToken, "");
+  });
+
+  it("refuses a negative page_size and a page_token it did not make, naming the field", async () => {
+    await assert.rejects(sandboxes.listSandboxes({ pageSize: -1 }), /page_size: -1 is negative/);
+    await assert.rejects(sandboxes.listSandboxes({ pageSize: 2, pageToken: "forged" }), /page_token: is not a token of this list/);
+  });
+
+  it("caps a page at MAX_LIST_PAGE_SIZE", async () => {
+    for (let i = 0; i < MAX_LIST_PAGE_SIZE; i++) {
+      await fixture.store.create("Sandbox", {
+        apiVersion: API_VERSION,
+        kind: "Sandbox",
+        metadata: { name: `x${i}`, namespace: "default" },
+        spec: { image: "img", poolRef: "odd" },
+      });
+    }
+    const first = await sandboxes.listSandboxes({ pageSize: MAX_LIST_PAGE_SIZE * 10 });
+    assert.equal(first.sandboxes.length, MAX_LIST_PAGE_SIZE);
+    assert.notEqual(first.nextPageToken, "");
+    const second = await sandboxes.listSandboxes({ pageSize: 0, pageToken: first.nextPageToken });
+    assert.equal(second.sandboxes.length, 7);
+    assert.equal(second.nextPageToken, "");
   });
 });

@@ -1,11 +1,22 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { ACCESS_TOKEN_RESPONSE_HEADER, FailedPreconditionError, pb, sandboxSpecFromMessage, sandboxToMessage, toConnectError } from "@fast-sandbox/api";
+import {
+  ACCESS_TOKEN_RESPONSE_HEADER,
+  FailedPreconditionError,
+  ValidationError,
+  pb,
+  sandboxSpecFromMessage,
+  sandboxToMessage,
+  toConnectError,
+} from "@fast-sandbox/api";
 import type { ExecEvent } from "../agent-client/agent-client.js";
 import { hashAccessToken, newAccessToken } from "../proxy/access-token.js";
 import type { SandboxManager } from "./sandbox-manager.js";
 import type { CheckpointManager } from "./checkpoint-manager.js";
 import { checkpointServiceMethods } from "./checkpoint-service.js";
+
+/** The largest page of ListSandboxes (a page_size above it gets this many): bounds what one answer holds. */
+export const MAX_LIST_PAGE_SIZE = 1000;
 
 /** Runs `fn`, translating anything thrown into a ConnectError: the fast-path API's one error edge. */
 export async function edge<T>(fn: () => Promise<T>): Promise<T> {
@@ -65,11 +76,19 @@ export function createSandboxService(manager: SandboxManager, checkpoints?: Chec
       }),
     getSandbox: (request) => edge(async () => sandboxToMessage(await manager.get(request.namespace, request.name))),
     listSandboxes: (request) =>
-      edge(async () =>
-        create(pb.ListSandboxesResponseSchema, {
-          sandboxes: (await manager.list(request.namespace, request.pool || undefined)).map(sandboxToMessage),
-        }),
-      ),
+      edge(async () => {
+        const pool = request.pool || undefined;
+        // Clients from before pages ask for neither: every sandbox, in one answer.
+        if (request.pageSize === 0 && request.pageToken === "") {
+          return create(pb.ListSandboxesResponseSchema, { sandboxes: (await manager.list(request.namespace, pool)).map(sandboxToMessage) });
+        }
+        if (request.pageSize < 0) {
+          throw new ValidationError("page_size", `${request.pageSize} is negative; 0 asks for the largest page (${MAX_LIST_PAGE_SIZE})`);
+        }
+        const pageSize = Math.min(request.pageSize || MAX_LIST_PAGE_SIZE, MAX_LIST_PAGE_SIZE);
+        const page = await manager.listPage(request.namespace, pool, { pageSize, pageToken: request.pageToken });
+        return create(pb.ListSandboxesResponseSchema, { sandboxes: page.items.map(sandboxToMessage), nextPageToken: page.nextPageToken });
+      }),
     updateSandbox: (request) =>
       edge(async () =>
         sandboxToMessage(

@@ -88,6 +88,22 @@ describe("buildAgentPod", () => {
     assert.equal(env(agent, "FSB_CONTAINERD_SOCKET")?.value, "/run/containerd/containerd.sock");
   });
 
+  it("tells the agent to keep the pool's prepared instances: the default for a runc pool with an image, none with preparedInstances 0 or no image", () => {
+    const withImage = pool();
+    withImage.spec.image = "busybox:1.36";
+    const [agent] = buildAgentPod(withImage).spec?.containers ?? [];
+    assert.ok(agent);
+    assert.equal(env(agent, "FSB_PREPARED_INSTANCES")?.value, "2");
+    assert.match(env(agent, "FSB_PREPARED_TEMPLATE")?.value ?? "", /busybox:1\.36/);
+    withImage.spec.preparedInstances = 0;
+    const [optedOut] = buildAgentPod(withImage).spec?.containers ?? [];
+    assert.ok(optedOut);
+    assert.equal(env(optedOut, "FSB_PREPARED_INSTANCES"), undefined);
+    const [withoutImage] = buildAgentPod(pool()).spec?.containers ?? [];
+    assert.ok(withoutImage);
+    assert.equal(env(withoutImage, "FSB_PREPARED_INSTANCES"), undefined);
+  });
+
   it("mounts the host's containerd directories (socket dir and /var/lib/containerd)", () => {
     const pod = buildAgentPod(pool());
     assert.deepEqual(pod.spec?.volumes, [

@@ -34,6 +34,7 @@ import { AllocationSync } from "../reconcile/allocation-sync.js";
 import { HotImagesReconciler } from "../reconcile/hot-images-reconciler.js";
 import { ImagePrewarmer } from "../reconcile/image-prewarmer.js";
 import { recordSandboxFacts } from "../reconcile/sandbox-facts.js";
+import { sandboxInformer } from "../reconcile/sandbox-informer.js";
 import { SandboxReconciler } from "../reconcile/sandbox-reconciler.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { openKubernetesResourceStore } from "../store/kubernetes-resource-store.js";
@@ -99,6 +100,8 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     ...(options.lease.retryPeriodMs !== undefined ? { retryPeriodMs: options.lease.retryPeriodMs } : {}),
   });
   const leading = () => elector.isLeader();
+  // One cache of every sandbox for AllocationSync (every replica), the leader's SandboxReconciler and the heartbeats' facts.
+  const sandboxCache = sandboxInformer({ store, logger, clock });
 
   const connections: AgentConnections = new AgentConnections({
     fleet,
@@ -110,7 +113,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     ...(options.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: options.heartbeatIntervalMs } : {}),
     onConnected: (agentName, status) => onboarding.onConnected(agentName, status),
     onStatus: async (agentName, status) => {
-      if (leading()) await recordSandboxFacts(store, agentName, status, clock);
+      if (leading()) await recordSandboxFacts(store, agentName, status, { clock, cached: (key) => sandboxCache.get(key) });
     },
   });
   const manager = new SandboxManager({
@@ -125,6 +128,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
   const adoption = new AgentAdoption({ store, registry, manager, agents: connections, logger, clock });
   const allocations = new AllocationSync({
     store,
+    informer: sandboxCache,
     registry,
     logger,
     clock,
@@ -189,6 +193,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
       agents: connections,
       logger,
       clock,
+      informer: sandboxCache,
       foreignCreateGraceMs: options.foreignCreateGraceMs ?? DEFAULT_FOREIGN_CREATE_GRACE_MS,
     });
     hotImages = new HotImagesReconciler({ store, registry, agents: connections, logger, clock });

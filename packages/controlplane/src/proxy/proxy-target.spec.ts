@@ -85,6 +85,10 @@ describe("resolveProxyTarget", () => {
       assert.equal(result.status, code, phase);
       assert.match(result.body.message, new RegExp(`team/web is ${phase}`));
     }
+    // Paused: E2B's answer, which its SDKs know.
+    const paused = await resolveProxyTarget(headers(), sources(sandbox({ phase: "Paused" })));
+    assert.ok(isProxyRefusal(paused));
+    assert.deepEqual(paused.body, { sandboxId: ID, message: "The sandbox is paused", code: 409 });
     const deleting = await resolveProxyTarget(headers(), sources(sandbox({}, true)));
     assert.ok(isProxyRefusal(deleting));
     assert.equal(deleting.status, 502);

@@ -4,9 +4,9 @@
  *    the sandbox whose token signed the URL — signed-file-url.ts; else 400);
  * 2. a sandbox with that instance id (else 502 with E2B's body, which its SDKs read as "gone");
  * 3. the sandbox's access token in `X-Access-Token` (else 401);
- * 4. a sandbox that runs (Bound: its create may still be finishing; else 503 with its phase while
- *    it may still run — Pending, Lost — and 502 once it never will: deleted, Terminating, Expired,
- *    Failed);
+ * 4. a sandbox that runs (Bound: its create may still be finishing; else 409 with E2B's "The
+ *    sandbox is paused" while it is Paused, 503 with its phase while it may still run — Pending,
+ *    Lost — and 502 once it never will: deleted, Terminating, Expired, Failed);
  * 5. a port it exposes, or the in-sandbox daemon's port of an Isolated sandbox (else 403 with the
  *    ports it does expose);
  * 6. an address: its own (`status.sandboxIP`, an Isolated network) or its agent's (a Shared network:
@@ -125,6 +125,8 @@ export async function resolveProxyTarget(headers: RoutingHeaders, sources: Proxy
     );
   }
   const phase = sandbox.status?.phase ?? "Pending";
+  // E2B's proxy answers a paused sandbox so (409): it runs again once resumed (connect).
+  if (phase === "Paused" && !sandbox.metadata.deletionTimestamp) return refuse(409, "The sandbox is paused", { sandboxId });
   if (sandbox.metadata.deletionTimestamp || !SERVING_PHASES.has(phase)) {
     const state = sandbox.metadata.deletionTimestamp ? "being deleted" : phase;
     // Gone for good (502, what E2B's SDKs read as "not running"), or not yet / not now (503).

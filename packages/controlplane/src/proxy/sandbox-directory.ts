@@ -6,38 +6,46 @@
  */
 import type { Logger } from "pino";
 import type { Sandbox } from "@fast-sandbox/api";
-import { Informer } from "../controller/informer.js";
+import type { Informer } from "../controller/informer.js";
 import type { ResourceStore } from "../store/resource-store.js";
+import { sandboxInformer } from "../reconcile/sandbox-informer.js";
 
 const BY_SANDBOX_ID = "sandboxID";
 
 export interface SandboxDirectoryOptions {
   store: ResourceStore;
   logger: Logger;
-  /** Only this namespace. @default all namespaces */
+  /** Only this namespace (when it makes its own informer). @default all namespaces */
   namespace?: string;
+  /** The Sandbox informer shared with the control plane's controllers. @default one of its own */
+  informer?: Informer<"Sandbox">;
 }
+
+/** Sandboxes by the id of their current instance. */
+const sandboxesById = (sandbox: Sandbox): string[] => (sandbox.status?.sandboxID ? [sandbox.status.sandboxID] : []);
 
 export class SandboxDirectory {
   private readonly informer: Informer<"Sandbox">;
+  private holdingInformer = false;
 
   constructor(options: SandboxDirectoryOptions) {
-    this.informer = new Informer({
-      store: options.store,
-      kind: "Sandbox",
-      logger: options.logger,
-      ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
-      indexes: { [BY_SANDBOX_ID]: (sandbox) => (sandbox.status?.sandboxID ? [sandbox.status.sandboxID] : []) },
-    });
+    this.informer =
+      options.informer ??
+      sandboxInformer({ store: options.store, logger: options.logger, ...(options.namespace !== undefined ? { namespace: options.namespace } : {}) });
+    this.informer.addIndexes({ [BY_SANDBOX_ID]: sandboxesById });
   }
 
   /** Lists and watches the sandboxes; resolves once the first list is in the cache. */
   async start(): Promise<void> {
-    this.informer.start();
+    if (!this.holdingInformer) this.informer.start();
+    this.holdingInformer = true;
     await this.informer.waitForSync();
   }
 
+  /** Releases the informer (stopping it unless other users hold it). */
   stop(): void {
+    if (!this.holdingInformer) return;
+    this.holdingInformer = false;
     this.informer.stop();
   }
 

@@ -44,7 +44,7 @@ describe("heldOn", () => {
     assert.equal(heldOn(record({ phase: "Running" })), undefined, "no agent assigned");
     assert.equal(heldOn(record({ phase: "Bound", assignedPod: "a" })), "a");
     assert.equal(heldOn(record({ phase: "Running", assignedPod: "a" })), "a");
-    for (const phase of ["Pending", "Terminating", "Expired", "Failed", "Lost"] as const) {
+    for (const phase of ["Pending", "Terminating", "Expired", "Failed", "Lost", "Paused"] as const) {
       assert.equal(heldOn(record({ phase, assignedPod: "a" })), undefined, phase);
     }
   });

@@ -19,10 +19,11 @@ import type { Logger } from "pino";
 import type { Sandbox } from "@fast-sandbox/api";
 import { systemClock, type Clock } from "../controller/clock.js";
 import { Controller, type ReconcileResult, type Reconciler } from "../controller/controller.js";
-import { Informer } from "../controller/informer.js";
+import type { Informer } from "../controller/informer.js";
 import { objectKey, parseObjectKey } from "../controller/object-key.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
+import { SANDBOXES_BY_AGENT, sandboxInformer, sandboxesByAgent } from "./sandbox-informer.js";
 
 /** How soon to look again at a key the local fast path is busy with, or whose agent is not registered. */
 const RECHECK_MS = 500;
@@ -32,17 +33,16 @@ const RECHECK_MS = 500;
  * tens of milliseconds (SandboxManager), which must find this record by then, not the same agent.
  */
 const CONFLICT_RECHECK_MS = 50;
-/** The informer index of sandboxes by `status.assignedPod`. */
-const BY_AGENT = "agent";
-
 export interface AllocationSyncOptions {
   store: ResourceStore;
   registry: AgentRegistry;
   /** True while this replica's fast path creates, replaces or deletes the sandbox. */
   isBusy(namespace: string, name: string): boolean;
   logger: Logger;
-  /** Only this namespace. @default all namespaces */
+  /** Only this namespace (when it makes its own informer). @default all namespaces */
   namespace?: string;
+  /** The Sandbox informer shared with the control plane's other controllers. @default one of its own */
+  informer?: Informer<"Sandbox">;
   /** Called for records waiting to be placed (phase Pending): demand the pool controller counts. */
   onPending?(sandbox: Sandbox): void;
   /**
@@ -69,14 +69,10 @@ export class AllocationSync implements Reconciler {
   constructor(options: AllocationSyncOptions) {
     this.options = options;
     const clock = options.clock ?? systemClock;
-    this.informer = new Informer({
-      store: options.store,
-      kind: "Sandbox",
-      logger: options.logger,
-      clock,
-      ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
-      indexes: { [BY_AGENT]: (sandbox) => (sandbox.status?.assignedPod ? [sandbox.status.assignedPod] : []) },
-    });
+    this.informer =
+      options.informer ??
+      sandboxInformer({ store: options.store, logger: options.logger, clock, ...(options.namespace !== undefined ? { namespace: options.namespace } : {}) });
+    this.informer.addIndexes({ [SANDBOXES_BY_AGENT]: sandboxesByAgent });
     this.controller = new Controller({ name: "allocation-sync", reconciler: this, logger: options.logger, clock, workers: 2, maxBackoffMs: 5000 });
     this.controller.watch(this.informer);
   }
@@ -112,7 +108,7 @@ export class AllocationSync implements Reconciler {
 
   /** The agent was (re)registered in the registry: the records assigned to it get their slots back. */
   agentRegistered(agentName: string): void {
-    for (const sandbox of this.informer.byIndex(BY_AGENT, agentName)) this.controller.enqueue(objectKey(sandbox));
+    for (const sandbox of this.informer.byIndex(SANDBOXES_BY_AGENT, agentName)) this.controller.enqueue(objectKey(sandbox));
   }
 
   reconcile(key: string): Promise<ReconcileResult | void> {

@@ -3,17 +3,19 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import { API_VERSION, type Sandbox } from "@fast-sandbox/api";
 import type { AgentSandbox, AgentStatus } from "../agent-client/agent-client.js";
 import { FakeClock } from "../controller/clock.js";
+import type { ResourceStore } from "../store/resource-store.js";
 import { openSqliteResourceStore, type SqliteResourceStore } from "../store/sqlite-resource-store.js";
 import { CONDITION_COMMAND_EXITED, CONDITION_OOM_KILLED, newSandboxFacts, recordSandboxFacts } from "./sandbox-facts.js";
 
 const AGENT = "default-0";
 const EARLIER = new Date("2026-01-01T00:00:00Z");
 const NOW = new Date("2026-01-01T00:01:00Z");
-/** A clock that reads `date`. */
-const at = (date: Date) => new FakeClock(date);
+/** Options with a clock that reads `date`. */
+const at = (date: Date) => ({ clock: new FakeClock(date) });
 
+/** What an agent reports about a sandbox: by default the one named after its id (`sb-hog` is `default/hog`). */
 function reported(fields: Partial<AgentSandbox> & { sandboxId: string }): AgentSandbox {
-  return { namespace: "", name: "", image: "", state: "running", oomKilled: false, ...fields };
+  return { namespace: "default", name: fields.sandboxId.replace(/^sb-/, ""), image: "", state: "running", oomKilled: false, ...fields };
 }
 
 function status(...sandboxes: AgentSandbox[]): AgentStatus {
@@ -149,7 +151,13 @@ describe("recordSandboxFacts", () => {
     await recordSandboxFacts(
       store,
       AGENT,
-      status(reported({ sandboxId: "sb-1", oomKilled: true }), reported({ sandboxId: "sb-2", oomKilled: true }), reported({ sandboxId: "sb-9", exitCode: 1 })),
+      status(
+        reported({ sandboxId: "sb-1", name: "elsewhere", oomKilled: true }),
+        reported({ sandboxId: "sb-2", name: "leaving", oomKilled: true }),
+        // An earlier instance of the name (replaced since), and one the agent's create alone knows.
+        reported({ sandboxId: "sb-9", name: "quiet", exitCode: 1 }),
+        reported({ sandboxId: "sb-3", namespace: "", name: "", exitCode: 1 }),
+      ),
       at(NOW),
     );
     for (const name of ["elsewhere", "leaving", "quiet"])
@@ -159,4 +167,65 @@ describe("recordSandboxFacts", () => {
         name,
       );
   });
+
+  it("reads only the records of the sandboxes reported with facts, never a list of every sandbox", async () => {
+    for (let i = 0; i < 20; i++) await stored(`idle-${i}`, `sb-idle-${i}`);
+    await stored("hog", "sb-hog");
+    const reads = countingReads(store);
+    await recordSandboxFacts(
+      reads.store,
+      AGENT,
+      status(reported({ sandboxId: "sb-idle-0" }), reported({ sandboxId: "sb-hog", exitCode: 1 }), reported({ sandboxId: "sb-idle-1" })),
+      at(NOW),
+    );
+    assert.deepEqual(reads.calls, ["get default/hog"]);
+    assert.deepEqual(
+      (await conditionsOf("hog")).map(([type]) => type),
+      ["Ready", "CommandExited"],
+    );
+  });
+
+  it("with the cache, reads nothing for facts the cached records show, and skips what the cache does not hold yet", async () => {
+    const hog = await stored("hog", "sb-hog");
+    const cache = new Map<string, Sandbox>([["default/hog", hog]]);
+    const reads = countingReads(store);
+    const heartbeat = status(reported({ sandboxId: "sb-hog", exitCode: 1 }), reported({ sandboxId: "sb-new", exitCode: 0 }));
+    await recordSandboxFacts(reads.store, AGENT, heartbeat, { ...at(NOW), cached: (key) => cache.get(key) });
+    assert.deepEqual(reads.calls, ["get default/hog"], "the fact is new for the cached hog; sb-new is not cached yet");
+    const recorded = (await store.get("Sandbox", { namespace: "default", name: "hog" })) ?? assert.fail("hog is gone");
+    assert.deepEqual(
+      recorded.status?.conditions?.map((c) => c.type),
+      ["Ready", "CommandExited"],
+    );
+
+    // The cache caught up: later heartbeats report the same fact again and cost no read.
+    cache.set("default/hog", recorded);
+    reads.calls.length = 0;
+    await recordSandboxFacts(reads.store, AGENT, status(reported({ sandboxId: "sb-hog", exitCode: 1 })), { ...at(NOW), cached: (key) => cache.get(key) });
+    assert.deepEqual(reads.calls, []);
+  });
 });
+
+/** The store, with the reads made through it (`get namespace/name`, `list`). */
+function countingReads(target: SqliteResourceStore): { store: ResourceStore; calls: string[] } {
+  const calls: string[] = [];
+  const counted = new Proxy(target, {
+    get(store, property) {
+      if (property === "get") {
+        return ((kind, key) => {
+          calls.push(`get ${key.namespace}/${key.name}`);
+          return store.get(kind, key);
+        }) as ResourceStore["get"];
+      }
+      if (property === "list") {
+        return ((kind, options) => {
+          calls.push("list");
+          return store.list(kind, options);
+        }) as ResourceStore["list"];
+      }
+      const value: unknown = Reflect.get(store, property, store);
+      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(store) : value;
+    },
+  });
+  return { store: counted, calls };
+}

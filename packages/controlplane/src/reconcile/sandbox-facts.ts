@@ -2,7 +2,9 @@
  * Facts an agent reports about its sandboxes on every heartbeat, recorded as conditions of their
  * Sandbox objects: the command exited (`CommandExited`; the sandbox stays up for exec), and the
  * kernel's OOM killer killed a process of the sandbox (`OOMKilled`). Each is written once; a
- * heartbeat that brings nothing new writes nothing.
+ * heartbeat that brings nothing new writes nothing, and — with the informer's cache at hand — reads
+ * nothing either: every heartbeat of an agent reports the facts of its sandboxes again, and at
+ * thousands of sandboxes a store read of all of them per heartbeat took a whole core.
  */
 import type { Condition, Sandbox } from "@fast-sandbox/api";
 import type { AgentSandbox, AgentStatus } from "../agent-client/agent-client.js";
@@ -36,19 +38,40 @@ export function newSandboxFacts(sandbox: Sandbox, reported: AgentSandbox): Condi
   return facts;
 }
 
-/** Records, once each, the facts `agentName` reports about the sandboxes assigned to it; `clock` dates them (@default systemClock). */
-export async function recordSandboxFacts(store: ResourceStore, agentName: string, status: AgentStatus, clock: Clock = systemClock): Promise<void> {
-  const reported = new Map(status.sandboxes.filter((s) => s.exitCode !== undefined || s.oomKilled).map((s) => [s.sandboxId, s]));
-  if (reported.size === 0) return;
-  const { items } = await store.list("Sandbox");
-  const now = clock.now();
-  for (const sandbox of items) {
-    const facts = reported.get(sandbox.status?.sandboxID ?? "");
-    if (!facts || sandbox.status?.assignedPod !== agentName || sandbox.metadata.deletionTimestamp) continue;
+export interface SandboxFactsOptions {
+  /** Dates the conditions. @default systemClock */
+  clock?: Clock;
+  /**
+   * The sandboxes as last seen, by `namespace/name` (the Sandbox informer's cache): only a sandbox
+   * whose cached record lacks a reported fact is read from the store (and written). One the cache
+   * does not hold yet is left for a later heartbeat. @default none: a store read per reported sandbox
+   */
+  cached?: (key: string) => Sandbox | undefined;
+}
+
+/**
+ * Records, once each, the facts `agentName` reports about the sandboxes assigned to it: the record
+ * of each reported sandbox (by the namespace and name the agent reports) is looked up, never a
+ * list of every sandbox.
+ */
+export async function recordSandboxFacts(store: ResourceStore, agentName: string, status: AgentStatus, options: SandboxFactsOptions = {}): Promise<void> {
+  const { clock = systemClock, cached } = options;
+  for (const facts of status.sandboxes) {
+    // A sandbox only the agent's create knows yet has no namespace and name: there is no record to mark.
+    if ((facts.exitCode === undefined && !facts.oomKilled) || !facts.namespace || !facts.name) continue;
+    const isTheReported = (sandbox: Sandbox | undefined): sandbox is Sandbox =>
+      sandbox?.status?.sandboxID === facts.sandboxId && sandbox.status.assignedPod === agentName && !sandbox.metadata.deletionTimestamp;
+    if (cached) {
+      const seen = cached(`${facts.namespace}/${facts.name}`);
+      if (!isTheReported(seen) || newSandboxFacts(seen, facts).length === 0) continue;
+    }
+    const sandbox = await store.get("Sandbox", { namespace: facts.namespace, name: facts.name });
+    if (!isTheReported(sandbox)) continue;
     const conditions = newSandboxFacts(sandbox, facts);
     if (conditions.length === 0) continue;
+    const now = clock.now();
     await writeStatus(store, sandbox, {
-      conditions: conditions.reduce((all, condition) => setCondition(all, condition, now), sandbox.status.conditions),
+      conditions: conditions.reduce((all, condition) => setCondition(all, condition, now), sandbox.status?.conditions),
     });
   }
 }

@@ -482,4 +482,19 @@ describe("SandboxReconciler", () => {
       assert.equal((await stored("kept"))?.status?.phase, "Running");
     });
   });
+
+  describe("paused sandboxes", () => {
+    it("leaves a Paused sandbox (its instance removed, its state in a checkpoint) alone: not placed, not Lost, not removed", async () => {
+      addAgent(AGENT);
+      await storeRecord("paused", { phase: "Paused", sandboxID: "pausedpausedpaused01", nodeName: "node-1" });
+      await settle();
+      advance(3600);
+      await settle();
+      const record = await stored("paused");
+      assert.equal(record?.status?.phase, "Paused");
+      assert.equal(record?.status?.assignedPod, undefined);
+      assert.deepEqual(client(AGENT).calls, []);
+      assert.equal(allocated(), 0);
+    });
+  });
 });

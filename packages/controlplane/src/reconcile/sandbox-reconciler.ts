@@ -26,8 +26,9 @@ import { FAST_PATH_ANNOTATION, type SandboxManager } from "../fastpath/sandbox-m
 import { setCondition } from "../fastpath/sandbox-status.js";
 import { systemClock, type Clock } from "../controller/clock.js";
 import { Controller, type ReconcileResult, type Reconciler } from "../controller/controller.js";
-import { Informer } from "../controller/informer.js";
+import type { Informer } from "../controller/informer.js";
 import { objectKey, parseObjectKey } from "../controller/object-key.js";
+import { SANDBOXES_BY_AGENT, sandboxInformer, sandboxesByAgent } from "./sandbox-informer.js";
 
 /** @default 30 */
 export const DEFAULT_RECOVERY_TIMEOUT_SECONDS = 30;
@@ -37,9 +38,6 @@ const BUSY_RECHECK_MS = 1000;
 const REPORT_RECHECK_MS = 1000;
 /** How soon a sandbox that could not be placed is tried again. */
 const PLACEMENT_RETRY_MS = 3000;
-/** The informer index of sandboxes by `status.assignedPod`. */
-const BY_AGENT = "agent";
-
 /** What the deployment mode knows about its agents: connectivity, their last reported sandboxes, and when either changes. */
 export interface AgentObserver {
   /** Whether the agent answers and since when; undefined when the agent does not exist (any more). */
@@ -58,6 +56,8 @@ export interface SandboxReconcilerOptions {
   logger: Logger;
   /** @default systemClock */
   clock?: Clock;
+  /** The Sandbox informer shared with the control plane's other controllers. @default one of its own */
+  informer?: Informer<"Sandbox">;
   /** Sandboxes reconciled at the same time (a placement may wait for capacity). @default 8 */
   workers?: number;
   /** The longest pause between retries of a failing step. @default 5000 */
@@ -86,13 +86,8 @@ export class SandboxReconciler implements Reconciler {
   constructor(options: SandboxReconcilerOptions) {
     this.options = options;
     this.clock = options.clock ?? systemClock;
-    this.informer = new Informer({
-      store: options.store,
-      kind: "Sandbox",
-      logger: options.logger,
-      clock: this.clock,
-      indexes: { [BY_AGENT]: (sandbox) => (sandbox.status?.assignedPod ? [sandbox.status.assignedPod] : []) },
-    });
+    this.informer = options.informer ?? sandboxInformer({ store: options.store, logger: options.logger, clock: this.clock });
+    this.informer.addIndexes({ [SANDBOXES_BY_AGENT]: sandboxesByAgent });
     this.controller = new Controller({
       name: "sandbox",
       reconciler: this,
@@ -127,7 +122,7 @@ export class SandboxReconciler implements Reconciler {
 
   /** The agent's connectivity changed: its sandboxes are reconciled. */
   private agentChanged(agentName: string): void {
-    for (const sandbox of this.informer.byIndex(BY_AGENT, agentName)) this.controller.enqueue(objectKey(sandbox));
+    for (const sandbox of this.informer.byIndex(SANDBOXES_BY_AGENT, agentName)) this.controller.enqueue(objectKey(sandbox));
   }
 
   async reconcile(key: string): Promise<ReconcileResult | void> {

@@ -38,6 +38,7 @@ import type {
   ListOptions,
   ListResult,
   ObjectKey,
+  PageOptions,
   ResourceByKind,
   ResourceKind,
   ResourceStore,
@@ -59,6 +60,7 @@ import {
   consoleLogger,
   describe,
   dropEmptyFinalizers,
+  pageLimit,
   keyOfObject,
   normalize,
   notFoundError,
@@ -155,22 +157,26 @@ export class KubernetesResourceStore implements ResourceStore {
     }
   }
 
-  async list<K extends ResourceKind>(kind: K, options: ListOptions = {}): Promise<ListResult<ResourceByKind[K]>> {
+  async list<K extends ResourceKind>(kind: K, options: ListOptions & PageOptions = {}): Promise<ListResult<ResourceByKind[K]>> {
     this.#assertOpen();
     checkKind(kind);
     const labelSelector = formatLabelSelector(options.labelSelector);
+    // Pages are the API server's own (limit and continue: one consistent snapshot across the pages).
+    const limit = pageLimit(options);
+    const page = { ...(limit !== undefined ? { limit } : {}), ...(options.continue ? { _continue: options.continue } : {}) };
     let raw: unknown;
     try {
       raw =
         options.namespace === undefined
-          ? await this.#api.listClusterCustomObject({ ...this.#resource(kind), labelSelector })
-          : await this.#api.listNamespacedCustomObject({ ...this.#resource(kind), namespace: options.namespace, labelSelector });
+          ? await this.#api.listClusterCustomObject({ ...this.#resource(kind), labelSelector, ...page })
+          : await this.#api.listNamespacedCustomObject({ ...this.#resource(kind), namespace: options.namespace, labelSelector, ...page });
     } catch (error) {
       throw translateKubernetesError(error, { kind, action: `list ${KUBERNETES_PLURALS[kind]}` });
     }
-    const list = raw as { items?: unknown[]; metadata?: { resourceVersion?: string } };
+    const list = raw as { items?: unknown[]; metadata?: { resourceVersion?: string; continue?: string } };
     const items = (list.items ?? []).map(fromKubernetes).sort(byNamespaceAndName);
-    return { items: items as ResourceByKind[K][], resourceVersion: list.metadata?.resourceVersion ?? "" };
+    const next = list.metadata?.continue;
+    return { items: items as ResourceByKind[K][], resourceVersion: list.metadata?.resourceVersion ?? "", ...(next ? { continue: next } : {}) };
   }
 
   async create<K extends ResourceKind>(kind: K, object: ResourceByKind[K]): Promise<ResourceByKind[K]> {

@@ -15,6 +15,7 @@ import type {
   ListOptions,
   ListResult,
   ObjectKey,
+  PageOptions,
   ResourceByKind,
   ResourceKind,
   ResourceStore,
@@ -29,10 +30,14 @@ import {
   checkKey,
   checkKind,
   checkPreconditions,
+  compareKeys,
   consoleLogger,
+  continueAfter,
+  continueToken,
   keyOfObject,
   matchesLabels,
   notFoundError,
+  pageLimit,
   preconditionVersion,
   requireShape,
   type StoreLogger,
@@ -43,7 +48,7 @@ import { planCreate, planDelete, planStatusUpdate, planUpdate, withResourceVersi
 export interface MemoryResourceStoreOptions {
   /**
    * Events kept so that a watch can resume from an older resourceVersion.
-   * @default 10_000
+   * @default DEFAULT_WATCH_HISTORY (1 000)
    */
   watchHistory?: number;
   /**
@@ -119,9 +124,11 @@ export class MemoryResourceStore implements ResourceStore {
     });
   }
 
-  list<K extends ResourceKind>(kind: K, options: ListOptions = {}): Promise<ListResult<ResourceByKind[K]>> {
+  list<K extends ResourceKind>(kind: K, options: ListOptions & PageOptions = {}): Promise<ListResult<ResourceByKind[K]>> {
     return this.#call("list", () => {
       checkKind(kind);
+      const limit = pageLimit(options);
+      const after = continueAfter(options);
       const items: AnyResource[] = [];
       for (const [storedKey, json] of this.#objects) {
         if (!storedKey.startsWith(`${kind}/`)) continue;
@@ -130,7 +137,17 @@ export class MemoryResourceStore implements ResourceStore {
         if (matchesLabels(object.metadata.labels, options.labelSelector)) items.push(object);
       }
       items.sort(byNamespaceAndName);
-      return { items: items as ResourceByKind[K][], resourceVersion: String(this.#resourceVersion) };
+      const keyOf = (object: AnyResource) => ({ namespace: object.metadata.namespace ?? "", name: object.metadata.name });
+      const found = after ? items.findIndex((object) => compareKeys(keyOf(object), after) > 0) : 0;
+      const start = found < 0 ? items.length : found;
+      const end = limit === undefined ? items.length : Math.min(items.length, start + limit);
+      const page = items.slice(start, end);
+      const last = page.at(-1);
+      return {
+        items: page as ResourceByKind[K][],
+        resourceVersion: String(this.#resourceVersion),
+        ...(end < items.length && last ? { continue: continueToken(keyOf(last)) } : {}),
+      };
     });
   }
 

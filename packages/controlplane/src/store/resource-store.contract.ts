@@ -192,6 +192,45 @@ export function describeResourceStoreContract(backend: ContractBackend): void {
         );
       });
 
+      void test("list in pages: at most `limit` objects each, in the list's order, each object once, with the filters; `continue` until the last", async () => {
+        for (const name of ["e", "a", "d", "c", "b"]) await store.create("Sandbox", sandbox(ns, name, { labels: { app: name === "c" ? "y" : "x" } }));
+        for (const name of ["a", "b"]) await store.create("Sandbox", sandbox(other, name, { labels: { app: "x" } }));
+        const names = (items: Sandbox[]) => items.map((s) => `${s.metadata.namespace}/${s.metadata.name}`);
+        const pages = async (options: { namespace?: string; labelSelector?: Record<string, string> }, limit: number) => {
+          const result: string[][] = [];
+          let next: string | undefined;
+          do {
+            const page = await store.list("Sandbox", { ...options, limit, ...(next ? { continue: next } : {}) });
+            assert.ok(page.items.length <= limit, `a page of ${page.items.length} for a limit of ${limit}`);
+            assert.ok(page.resourceVersion);
+            result.push(names(page.items));
+            next = page.continue;
+          } while (next);
+          return result;
+        };
+
+        assert.deepEqual(await pages({ namespace: ns }, 2), [[`${ns}/a`, `${ns}/b`], [`${ns}/c`, `${ns}/d`], [`${ns}/e`]]);
+        assert.deepEqual(await pages({ namespace: ns, labelSelector: { app: "x" } }, 4), [[`${ns}/a`, `${ns}/b`, `${ns}/d`, `${ns}/e`]]);
+        assert.deepEqual((await pages({ namespace: other }, 5)).flat(), [`${other}/a`, `${other}/b`]);
+        // Every namespace: the pages, put together, are the whole list.
+        const whole = names((await store.list("Sandbox")).items);
+        assert.deepEqual((await pages({}, 3)).flat(), whole);
+        const { items } = await store.list("Sandbox", { namespace: ns, limit: 5 });
+        assert.equal(items.length, 5);
+      });
+
+      void test("a list with a limit that is not a whole number > 0, or a continue token it did not make, is ValidationError", async () => {
+        await store.create("Sandbox", sandbox(ns, "a"));
+        for (const limit of [0, -1, 1.5]) {
+          await assert.rejects(store.list("Sandbox", { namespace: ns, limit }), (error: unknown) => {
+            assert.ok(error instanceof ValidationError, String(error));
+            assert.equal(error.field, "limit");
+            return true;
+          });
+        }
+        await assert.rejects(store.list("Sandbox", { namespace: ns, limit: 1, continue: "not-a-token" }), ValidationError);
+      });
+
       void test("an invalid object is ValidationError naming the field, and nothing is stored", async () => {
         const bad = sandbox(ns, "a");
         bad.spec.image = "";

@@ -42,11 +42,26 @@ export interface ListOptions {
   labelSelector?: Record<string, string>;
 }
 
+/**
+ * A list in pages, to bound what one call reads and holds (thousands of sandboxes). Pages follow
+ * the list's order; an object that exists from the first page to the last is in exactly one of
+ * them. Pages are not one snapshot on every backend (SQLite and the memory store read each page
+ * when asked): an object created or deleted meanwhile may be missing.
+ */
+export interface PageOptions {
+  /** At most this many objects (a whole number > 0); more follow when the result has `continue`. @default every object */
+  limit?: number;
+  /** Where the previous page ended: its result's `continue` (opaque; only for the same kind and filters). */
+  continue?: string;
+}
+
 export interface ListResult<T> {
   /** Sorted by namespace, then name. */
   items: T[];
-  /** Watch from here to see every change after this list. */
+  /** Watch from here to see every change after this list (a paged list: after this page). */
   resourceVersion: string;
+  /** Set when more objects follow this page: pass it as `continue` for the next one. */
+  continue?: string;
 }
 
 export type WatchEventType = "ADDED" | "MODIFIED" | "DELETED";
@@ -97,7 +112,8 @@ export interface WriteOptions {
 export interface ResourceStore {
   /** Undefined when the object does not exist. */
   get<K extends ResourceKind>(kind: K, key: ObjectKey): Promise<ResourceByKind[K] | undefined>;
-  list<K extends ResourceKind>(kind: K, options?: ListOptions): Promise<ListResult<ResourceByKind[K]>>;
+  /** ValidationError for a `limit` that is not a whole number > 0 or a `continue` this store did not make; ExpiredError when a `continue` is too old (Kubernetes). */
+  list<K extends ResourceKind>(kind: K, options?: ListOptions & PageOptions): Promise<ListResult<ResourceByKind[K]>>;
   /**
    * Sets uid, resourceVersion, generation 1 and creationTimestamp, and ignores status (written only
    * by updateStatus) and any identity fields sent. AlreadyExistsError on a taken name, ValidationError.

@@ -561,6 +561,21 @@ describe("SqliteResourceStore", () => {
       noHistory.watch("Sandbox", { resourceVersion: "1" }, () => {});
     });
 
+    test("keeps the last 1 000 events by default (a bounded ring: memory does not grow with the store)", async () => {
+      const store = open();
+      const first = await store.create("Sandbox", sandbox("counter"));
+      let current = first;
+      for (let i = 0; i < 1_000; i++) current = await store.updateStatus("Sandbox", { ...current, status: { phase: i % 2 === 0 ? "Running" : "Pending" } });
+      const start = Number(first.metadata.resourceVersion);
+      // 1 001 writes: the one right after `first` is still replayable, `first`'s own predecessor is not.
+      const replayed = recorder<Sandbox>();
+      const fromFirst = store.watch("Sandbox", { resourceVersion: String(start) }, replayed.onEvent);
+      await tick();
+      assert.equal(replayed.summary().length, 1_000);
+      fromFirst.stop();
+      await assert.rejects(store.watch("Sandbox", { resourceVersion: String(start - 1) }, () => {}).done, ExpiredError);
+    });
+
     test("a version newer than the store ends the watch with ExpiredError and a malformed one is ValidationError", async () => {
       const store = open();
       await assert.rejects(store.watch("Sandbox", { resourceVersion: "9" }, () => {}).done, ExpiredError);

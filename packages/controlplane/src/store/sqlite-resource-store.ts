@@ -19,6 +19,7 @@ import type {
   ListOptions,
   ListResult,
   ObjectKey,
+  PageOptions,
   ResourceByKind,
   ResourceKind,
   ResourceStore,
@@ -33,10 +34,13 @@ import {
   checkKind,
   checkPreconditions,
   consoleLogger,
+  continueAfter,
+  continueToken,
   jsonEqual,
   keyOfObject,
   matchesLabels,
   notFoundError,
+  pageLimit,
   preconditionVersion,
   requireShape,
   type StoreLogger,
@@ -51,7 +55,7 @@ export interface SqliteResourceStoreOptions {
   path: string;
   /**
    * Events kept in memory so that a watch can resume from an older resourceVersion.
-   * @default 10_000
+   * @default DEFAULT_WATCH_HISTORY (1 000)
    */
   watchHistory?: number;
   /**
@@ -223,23 +227,47 @@ export class SqliteResourceStore implements ResourceStore {
     });
   }
 
-  list<K extends ResourceKind>(kind: K, options: ListOptions = {}): Promise<ListResult<ResourceByKind[K]>> {
+  list<K extends ResourceKind>(kind: K, options: ListOptions & PageOptions = {}): Promise<ListResult<ResourceByKind[K]>> {
     return attempt(() => {
       this.#assertOpen();
       checkKind(kind);
       const { namespace, labelSelector } = options;
+      const limit = pageLimit(options);
+      const after = continueAfter(options);
       // One read transaction: the items and the version belong to the same snapshot.
       return this.#runDeferred(() => {
-        const rows = namespace === undefined ? this.#statements.selectKind.all(kind) : this.#statements.selectNamespace.all(kind, namespace);
         const items: ResourceByKind[K][] = [];
-        for (const row of rows) {
+        let more = false;
+        // A page reads the rows one at a time (in key order, after the previous page's last), up to
+        // one more match than it returns: never the whole table.
+        for (const row of this.#rows(kind, namespace, after, limit !== undefined)) {
           const object = decodeRow(row);
-          if (matchesLabels(object.metadata.labels, labelSelector)) items.push(object as ResourceByKind[K]);
+          if (!matchesLabels(object.metadata.labels, labelSelector)) continue;
+          if (items.length === limit) {
+            more = true;
+            break;
+          }
+          items.push(object as ResourceByKind[K]);
         }
         const resourceVersion = String(this.#statements.readCounter.get()?.resource_version ?? 0);
-        return { items, resourceVersion };
+        const last = items.at(-1);
+        return { items, resourceVersion, ...(more && last ? { continue: continueToken(keyOfObject(last)) } : {}) };
       }) as ListResult<ResourceByKind[K]>;
     });
+  }
+
+  /** The rows of a kind (in a namespace), in key order, after a key; one at a time (`lazily`) or all at once. */
+  #rows(kind: ResourceKind, namespace: string | undefined, after: ObjectKey | undefined, lazily: boolean): Iterable<ObjectRow> {
+    const statements = this.#statements;
+    if (namespace === undefined) {
+      if (!after) return lazily ? statements.selectKind.iterate(kind) : statements.selectKind.all(kind);
+      return lazily
+        ? statements.selectKindAfter.iterate(kind, after.namespace, after.namespace, after.name)
+        : statements.selectKindAfter.all(kind, after.namespace, after.namespace, after.name);
+    }
+    if (!after) return lazily ? statements.selectNamespace.iterate(kind, namespace) : statements.selectNamespace.all(kind, namespace);
+    if (after.namespace !== namespace) throw new ValidationError("continue", `is a token of a list of another namespace than ${namespace}`);
+    return lazily ? statements.selectNamespaceAfter.iterate(kind, namespace, after.name) : statements.selectNamespaceAfter.all(kind, namespace, after.name);
   }
 
   create<K extends ResourceKind>(kind: K, object: ResourceByKind[K]): Promise<ResourceByKind[K]> {
@@ -395,6 +423,13 @@ function prepareStatements(db: Database.Database) {
     select: db.prepare<[string, string, string], ObjectRow>(`SELECT ${columns} FROM objects WHERE kind = ? AND namespace = ? AND name = ?`),
     selectKind: db.prepare<[string], ObjectRow>(`SELECT ${columns} FROM objects WHERE kind = ? ORDER BY namespace, name`),
     selectNamespace: db.prepare<[string, string], ObjectRow>(`SELECT ${columns} FROM objects WHERE kind = ? AND namespace = ? ORDER BY name`),
+    // Pages: the rows after a key (namespace, name), in the same order.
+    selectKindAfter: db.prepare<[string, string, string, string], ObjectRow>(
+      `SELECT ${columns} FROM objects WHERE kind = ? AND (namespace > ? OR (namespace = ? AND name > ?)) ORDER BY namespace, name`,
+    ),
+    selectNamespaceAfter: db.prepare<[string, string, string], ObjectRow>(
+      `SELECT ${columns} FROM objects WHERE kind = ? AND namespace = ? AND name > ? ORDER BY name`,
+    ),
     insert: db.prepare<[ObjectRow], void>(
       `INSERT INTO objects (${columns}) VALUES (@kind, @namespace, @name, @uid, @resource_version, @api_version, @metadata_json, @spec_json, @status_json)`,
     ),

@@ -12,7 +12,7 @@ import {
   validateSandboxPool,
   type ObjectMeta,
 } from "@fast-sandbox/api";
-import type { AnyResource, ObjectKey, ResourceKind, Watch, WatchEventType, WriteOptions } from "./resource-store.js";
+import type { AnyResource, ObjectKey, PageOptions, ResourceKind, Watch, WatchEventType, WriteOptions } from "./resource-store.js";
 
 /** Where a store reports failures it swallows (watch listeners that throw). A pino logger fits. */
 export interface StoreLogger {
@@ -183,9 +183,46 @@ export function eventTypeForSelector(
 
 /** Sorts by namespace, then name, as every store lists. */
 export function byNamespaceAndName(a: AnyResource, b: AnyResource): number {
-  const left = `${a.metadata.namespace ?? ""}/${a.metadata.name}`;
-  const right = `${b.metadata.namespace ?? ""}/${b.metadata.name}`;
+  return compareKeys({ namespace: a.metadata.namespace ?? "", name: a.metadata.name }, { namespace: b.metadata.namespace ?? "", name: b.metadata.name });
+}
+
+/** The order of byNamespaceAndName, on keys (`namespace/name` as one string, as the API server's keys sort). */
+export function compareKeys(a: ObjectKey, b: ObjectKey): number {
+  const left = `${a.namespace}/${a.name}`;
+  const right = `${b.namespace}/${b.name}`;
   return left < right ? -1 : left > right ? 1 : 0;
+}
+
+/** A list's `limit`, checked: undefined (every object) or a whole number > 0. */
+export function pageLimit(options: PageOptions): number | undefined {
+  const { limit } = options;
+  if (limit === undefined) return undefined;
+  if (!Number.isSafeInteger(limit) || limit < 1) throw new ValidationError("limit", `${String(limit)} is not a whole number of objects > 0`);
+  return limit;
+}
+
+/**
+ * The `continue` token of the stores that page by key (SQLite, memory): the key of the page's last
+ * object, so the next page starts after it whatever was created or deleted meanwhile.
+ */
+export function continueToken(key: ObjectKey): string {
+  return Buffer.from(JSON.stringify([key.namespace, key.name])).toString("base64url");
+}
+
+/** The key a `continue` token (continueToken) ends at; undefined for none; ValidationError for one this store did not make. */
+export function continueAfter(options: PageOptions): ObjectKey | undefined {
+  const token = options.continue;
+  if (token === undefined || token === "") return undefined;
+  let key: unknown;
+  try {
+    key = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
+  } catch {
+    key = undefined;
+  }
+  if (!Array.isArray(key) || key.length !== 2 || typeof key[0] !== "string" || typeof key[1] !== "string") {
+    throw new ValidationError("continue", "is not a token of this list: pass the one the previous page returned, unchanged");
+  }
+  return { namespace: key[0], name: key[1] };
 }
 
 /** Seconds, like Kubernetes' metav1.Time, so every store produces the same shape. */

@@ -11,9 +11,14 @@ import { ExpiredError, ValidationError } from "@fast-sandbox/api";
 import type { AnyResource, ResourceByKind, ResourceKind, Watch, WatchEvent, WatchEventType, WatchOptions } from "./resource-store.js";
 import { WatchEnd, callListener, checkKind, eventTypeForSelector, type StoreLogger } from "./store-rules.js";
 
-const DEFAULT_WATCH_HISTORY = 10_000;
+/**
+ * Enough for what replays: this process's informers watch from the version of the list they just
+ * made, or resume a watch that ended, and list again after a longer gap. The ring holds each event
+ * serialized (some 650 bytes a Sandbox): 10 000 of them were ~6 MiB of a control plane's heap.
+ */
+export const DEFAULT_WATCH_HISTORY = 1_000;
 
-/** A store's `watchHistory` option, checked: how many events it keeps for replay (default 10 000). */
+/** A store's `watchHistory` option, checked: how many events it keeps for replay (default DEFAULT_WATCH_HISTORY). */
 export function watchHistoryOption(value: number | undefined): number {
   const history = value ?? DEFAULT_WATCH_HISTORY;
   if (!Number.isSafeInteger(history) || history < 0) {

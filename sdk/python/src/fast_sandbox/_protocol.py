@@ -35,6 +35,8 @@ from .errors import (
 from .models import CommandResult, PtySize, WriteInfo, format_time
 
 SANDBOX_SERVICE = "fastsandbox.v1alpha1.SandboxService"
+# Sandboxes a ListSandboxes call asks for at a time (the server caps a page at 1000).
+LIST_PAGE_SIZE = 500
 POOL_SERVICE = "fastsandbox.v1alpha1.PoolService"
 PROCESS_SERVICE = "process.Process"
 FILESYSTEM_SERVICE = "filesystem.Filesystem"

@@ -835,15 +835,23 @@ class AsyncSandbox:
     ) -> List[SandboxInfo]:
         """The sandboxes of a namespace (``"*"``: all), of one pool, with all of ``labels``."""
         connection = _connection(url, token, None, data_dir, request_timeout, transport)
+        sandboxes: List[SandboxInfo] = []
         try:
-            reply, _ = await connection.api.unary(
-                f"{protocol.SANDBOX_SERVICE}/ListSandboxes",
-                {"namespace": namespace, "pool": pool or ""},
-                request_timeout=connection.config.request_timeout,
-            )
+            # Page by page (a server from before pages answers with every sandbox, and no token).
+            page_token = ""
+            while True:
+                reply, _ = await connection.api.unary(
+                    f"{protocol.SANDBOX_SERVICE}/ListSandboxes",
+                    {"namespace": namespace, "pool": pool or "", "pageSize": protocol.LIST_PAGE_SIZE, "pageToken": page_token},
+                    request_timeout=connection.config.request_timeout,
+                )
+                sandboxes.extend(SandboxInfo.from_message(sandbox) for sandbox in reply.get("sandboxes") or [])
+                next_token = reply.get("nextPageToken") or ""
+                if not next_token or next_token == page_token:
+                    break
+                page_token = next_token
         finally:
             await connection.aclose()
-        sandboxes = [SandboxInfo.from_message(sandbox) for sandbox in reply.get("sandboxes") or []]
         wanted = dict(labels or {})
         return [sandbox for sandbox in sandboxes if all(sandbox.labels.get(key) == value for key, value in wanted.items())]
 

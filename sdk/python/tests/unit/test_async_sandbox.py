@@ -20,6 +20,7 @@ from fast_sandbox import (
     TimeoutError,
     UnavailableError,
 )
+from fast_sandbox import _protocol as protocol
 
 from fake_fast_sandbox import POOL_IMAGE, FakeFastSandbox, FakeProcess
 
@@ -30,6 +31,16 @@ Options = Dict[str, Any]
 
 async def new_sandbox(fake: FakeFastSandbox, options: Options, **kwargs: Any) -> AsyncSandbox:
     return await AsyncSandbox.create(transport=fake.async_transport(), **options, **kwargs)
+
+
+async def test_list_reads_page_by_page(fake_and_options: Tuple[FakeFastSandbox, Options], monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, options = fake_and_options
+    monkeypatch.setattr(protocol, "LIST_PAGE_SIZE", 2)
+    for name in ["sb-a", "sb-b", "sb-c"]:
+        await new_sandbox(fake, options, name=name)
+    listed = await AsyncSandbox.list(transport=fake.async_transport(), **options)
+    assert [info.name for info in listed] == ["sb-a", "sb-b", "sb-c"]
+    assert [(page["pageSize"], page["pageToken"]) for page in fake.bodies("/ListSandboxes")] == [(2, ""), (2, "2")]
 
 
 async def test_create_waits_for_the_daemon_and_kill_deletes(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:

@@ -26,6 +26,7 @@ from fast_sandbox import (
     UnavailableError,
     ValidationError,
 )
+from fast_sandbox import _protocol as protocol
 
 from fake_fast_sandbox import POOL_IMAGE, FakeFastSandbox, FakeProcess
 
@@ -142,6 +143,16 @@ def test_context_manager_kills_the_sandbox(fake_and_options: Tuple[FakeFastSandb
     with Sandbox.create(transport=fake.transport(), **options) as sandbox:
         assert sandbox.is_running()
     assert fake.sandboxes == {}
+
+
+def test_list_reads_page_by_page(fake_and_options: Tuple[FakeFastSandbox, Options], monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, options = fake_and_options
+    monkeypatch.setattr(protocol, "LIST_PAGE_SIZE", 2)
+    for name in ["sb-a", "sb-b", "sb-c", "sb-d", "sb-e"]:
+        Sandbox.create(name=name, transport=fake.transport(), **options)
+    assert [info.name for info in Sandbox.list(transport=fake.transport(), **options)] == ["sb-a", "sb-b", "sb-c", "sb-d", "sb-e"]
+    pages = fake.bodies("/ListSandboxes")
+    assert [(page["pageSize"], page["pageToken"]) for page in pages] == [(2, ""), (2, "2"), (2, "4")]
 
 
 def test_list_filters_by_labels_and_connect_finds_by_name_or_id(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:

@@ -14,7 +14,7 @@ import path from "node:path";
 import { after, before, describe } from "node:test";
 import { fileURLToPath } from "node:url";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
-import { containerIds, isAnchor, namespaceContainers, runningTasks } from "../../../support/containerd-contents.js";
+import { containerIds, isAnchor, namespaceContainers, preparedStock, runningTasks } from "../../../support/containerd-contents.js";
 import {
   agentPods,
   deleteCaseNamespace,
@@ -145,10 +145,12 @@ export function registerCase(suite: KubernetesSuiteContext): void {
           },
           { timeoutMs: 120_000 },
         );
-        // The old instance and the lost agent's shim anchors (fsb-anchor.<agent>.<n>): nobody runs them any more.
+        // The old instance, the lost agent's shim anchors (fsb-anchor.<agent>.<n>) and its prepared
+        // instances (the pool keeps 2 by default): nobody runs them any more.
         const leftBehind = () => [
           ...sandboxContainers().filter((id) => id !== sandbox?.status?.sandboxID),
           ...containerIds(suite.containerdNamespace).filter((id) => isAnchor(id, lostAgent)),
+          ...preparedStock(suite.containerdNamespace, { "fast-sandbox.io/agent": lostAgent }),
         ];
         await suite.eventually("the janitor to reclaim the lost agent's containers", () => leftBehind().length === 0, {
           timeoutMs: JANITOR_RECLAIMS_WITHIN_MS,

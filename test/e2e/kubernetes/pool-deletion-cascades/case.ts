@@ -1,8 +1,9 @@
 /**
  * Deleting a SandboxPool removes its agents. A pool with no sandbox (idle-pool.yaml), deleted with
  * `kubectl delete`: its agent Pods go (owner references → the garbage collector), their processes
- * exit, and their shim anchors (`fsb-anchor.<agent>.<n>` in containerd) go too (the agent removes
- * them when it stops with no sandbox; otherwise the janitor does).
+ * exit, and their shim anchors (`fsb-anchor.<agent>.<n>` in containerd) and prepared instances
+ * (`fsb-prepared-…`, 2 per agent by default: the pool names an image) go too (the agent removes
+ * them when it stops; otherwise the janitor does).
  *
  * A pool that still has a sandbox (busy-pool.yaml, the sandbox created through the fast path): the
  * fast path refuses to delete it, as `fsb delete pool` documents ("refused while they have
@@ -18,7 +19,7 @@ import { fileURLToPath } from "node:url";
 import type { SandboxPool } from "@fast-sandbox/api";
 import { FailedPreconditionError, FastSandboxClient } from "@fast-sandbox/sdk";
 import { BASE_IMAGE } from "../../../support/containerd.js";
-import { anchorsOf, goneFromContainerd, runtimeState } from "../../../support/containerd-contents.js";
+import { anchorsOf, goneFromContainerd, preparedStock, runtimeState, tasks } from "../../../support/containerd-contents.js";
 import { SANDBOX_POOLS, agentPods, getObject, getSandbox } from "../../../support/kubernetes-cases.js";
 import type { KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
 import { podProcesses } from "../../../support/pod-processes.js";
@@ -36,6 +37,14 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     /** The names of the pool's agent Pods, those being deleted included. */
     const agentPodNames = async (pool: string): Promise<string[]> =>
       (await agentPods(suite, namespace, pool, { includeDeleting: true })).map((pod) => pod.metadata.name);
+
+    /** An agent's prepared instances in stock and any task of `known` instances: `container <id>` and `task <id>`. */
+    const preparedOf = (agent: string, known: readonly string[] = []): string[] => {
+      const stock = preparedStock(suite.containerdNamespace, { "fast-sandbox.io/agent": agent });
+      const ids = new Set([...stock, ...known]);
+      const stockTasks = tasks(suite.containerdNamespace).filter((task) => ids.has(task.id));
+      return [...stock.map((id) => `container ${id}`), ...stockTasks.map((task) => `task ${task.id}`)];
+    };
 
     /** Applies the pool and waits for its ready agent (pool status); returns the agent Pods' names. */
     async function poolWithReadyAgent(file: string, pool: string): Promise<string[]> {
@@ -69,11 +78,19 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       await suite.kubectl("delete", "namespace", namespace, "--timeout=180s");
     });
 
-    it("kubectl delete of a pool with no sandbox removes its agent Pods, their processes and their shim anchors", async () => {
+    it("kubectl delete of a pool with no sandbox removes its agent Pods, their processes, their shim anchors and their prepared instances", async () => {
       const agents = await poolWithReadyAgent("idle-pool.yaml", "idle");
+      const instances = new Map<string, string[]>();
       for (const agent of agents) {
         assert.notDeepEqual(podProcesses(namespace, agent), [], `agent ${agent} has a process`);
         await suite.eventually(`agent ${agent}'s shim anchors`, () => anchorsOf(suite.containerdNamespace, agent).length > 0);
+        const stock = () => preparedStock(suite.containerdNamespace, { "fast-sandbox.io/agent": agent });
+        await suite.eventually(
+          `agent ${agent}'s 2 prepared instances (the default), each with its task`,
+          () => stock().length === 2 && preparedOf(agent).length === 4,
+          { timeoutMs: 60_000 },
+        );
+        instances.set(agent, stock());
       }
 
       await suite.kubectlOk("-n", namespace, "delete", "sandboxpool", "idle", "--timeout=120s");
@@ -85,6 +102,10 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         await suite.eventually(`agent ${agent}'s processes to exit`, () => podProcesses(namespace, agent).length === 0, { timeoutMs: 60_000 });
         // The agent removes them as it stops; the janitor would after its protection window (2 min).
         await suite.eventually(`agent ${agent}'s shim anchors to be gone`, () => anchorsOf(suite.containerdNamespace, agent).length === 0, {
+          timeoutMs: 240_000,
+          intervalMs: 1000,
+        });
+        await suite.eventually(`agent ${agent}'s prepared instances to be gone`, () => preparedOf(agent, instances.get(agent)).length === 0, {
           timeoutMs: 240_000,
           intervalMs: 1000,
         });

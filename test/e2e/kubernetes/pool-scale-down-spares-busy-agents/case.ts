@@ -128,7 +128,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       );
       for (const entry of kept) await stillServes(entry);
       await suite.eventually(
-        `${idleAgent}'s containers (its shim anchors) to be gone`,
+        `${idleAgent}'s containers (its shim anchors and prepared instances) to be gone`,
         () => agentContainers(suite.containerdNamespace, idleAgent).length === 0,
       );
     });

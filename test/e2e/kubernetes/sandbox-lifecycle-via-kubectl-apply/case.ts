@@ -16,7 +16,7 @@ import { fileURLToPath } from "node:url";
 import type { SandboxPool } from "@fast-sandbox/api";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
 import { ctr } from "../../../support/containerd.js";
-import { outputLines, runtimeState } from "../../../support/containerd-contents.js";
+import { containerOfSandbox, outputLines, runtimeState } from "../../../support/containerd-contents.js";
 import {
   SANDBOX_POOLS,
   agentPods,
@@ -69,10 +69,12 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       assert.deepEqual(row?.slice(0, 4), ["hello", "Running", "lifecycle", running.status?.assignedPod]);
       assert.match(row?.[4] ?? "", /^\d+[smhd]/);
 
-      // Its container runs in containerd, labelled with its sandbox id, namespace and name.
+      // Its container runs in containerd, labelled with its sandbox id, namespace and name (named
+      // after the sandbox, or after the prepared instance it claimed: the pool keeps 2 by default).
       const sandboxId = running.status?.sandboxID ?? "";
       assert.deepEqual(runtimeState(suite.containerdNamespace, sandboxId), { container: true, task: "RUNNING", snapshot: true });
-      const info = JSON.parse(ctr(suite.containerdNamespace, "containers", "info", sandboxId)) as { Labels?: Record<string, string> };
+      const containerId = containerOfSandbox(suite.containerdNamespace, sandboxId);
+      const info = JSON.parse(ctr(suite.containerdNamespace, "containers", "info", containerId)) as { Labels?: Record<string, string> };
       assert.equal(info.Labels?.["fast-sandbox.io/sandbox-id"], sandboxId);
       assert.equal(info.Labels?.["fast-sandbox.io/namespace"], namespace);
       assert.equal(info.Labels?.["fast-sandbox.io/name"], "hello");

@@ -5,8 +5,10 @@
  * registry that believes the 3 slots are its own to fill). The agent admits atomically, so exactly
  * 3 creates succeed and the other 9 fail with the SDK's NoCapacityError (code `no_capacity`);
  * exactly those 3 Sandbox objects exist, Running on the agent; containerd runs exactly their 3
- * containers (the agent's shim anchors aside); the pool's status shows 3 sandboxes and 0 free
- * slots. Deleting them frees each slot exactly once: a second burst again gets exactly 3.
+ * containers (the agent's shim anchors and its prepared instances in stock aside: the pool keeps
+ * 2 by default, which take no slot until a create claims one); the pool's status shows 3
+ * sandboxes and 0 free slots. Deleting them frees each slot exactly once: a second burst again
+ * gets exactly 3.
  * Run by ../suite.test.ts on the suite's cluster.
  */
 import assert from "node:assert/strict";
@@ -15,7 +17,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { FastSandboxClient, NoCapacityError, type Sandbox } from "@fast-sandbox/sdk";
-import { agentContainers, isAnchor, runningTasks } from "../../../support/containerd-contents.js";
+import { runningTasks, sandboxesInContainerd } from "../../../support/containerd-contents.js";
 import { agentPods, listSandboxes, poolStatus, removePool, waitForReadyControllers } from "../../../support/kubernetes-cases.js";
 import { BASE_IMAGE, isPodReady, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
 
@@ -31,8 +33,8 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     /** One client per controller replica. */
     let replicas: FastSandboxClient[] = [];
 
-    /** The sandbox containers the agent has in containerd (its `fsb-anchor.*` shim anchors are not sandboxes). */
-    const sandboxContainers = (): string[] => agentContainers(suite.containerdNamespace, agent).filter((id) => !isAnchor(id));
+    /** The sandboxes the agent has a container of in containerd, by sandbox id (its shim anchors and prepared instances in stock are not sandboxes). */
+    const sandboxContainers = (): string[] => sandboxesInContainerd(suite.containerdNamespace, { "fast-sandbox.io/agent": agent });
 
     /** `count` concurrent creates, alternating between the replicas; the results in order. */
     const burst = (prefix: string, count: number) =>

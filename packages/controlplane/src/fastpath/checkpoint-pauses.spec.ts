@@ -1,0 +1,284 @@
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { ConflictError, FailedPreconditionError, NoCapacityError, UnavailableError, type Sandbox } from "@fast-sandbox/api";
+import { pino } from "pino";
+import { FakeCheckpointingAgent, NodeCheckpoints } from "./checkpoint-agents.fixture.js";
+import { CheckpointManager } from "./checkpoint-manager.js";
+import { CONDITION_PAUSED, PAUSED_CHECKPOINT_ANNOTATION, SandboxPauses, isPaused, pausedAtOf } from "./checkpoint-pauses.js";
+import { FIXTURE_NOW, SandboxManagerFixture, poolOf, sandboxSpec } from "./sandbox-manager.fixture.js";
+
+const END = new Date(FIXTURE_NOW.getTime() + 600_000).toISOString();
+const LATER_END = new Date(FIXTURE_NOW.getTime() + 900_000).toISOString();
+
+describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
+  let fixture: SandboxManagerFixture;
+  let checkpoints: CheckpointManager;
+  let pauses: SandboxPauses;
+  const node = new NodeCheckpoints();
+
+  const addAgent = (name: string, capacity = 4): FakeCheckpointingAgent => {
+    fixture.addAgent(name, { capacity });
+    const client = new FakeCheckpointingAgent(name, node);
+    fixture.clients.set(name, client);
+    return client;
+  };
+  const stored = async (name: string): Promise<Sandbox> => (await fixture.stored(name)) ?? assert.fail(`${name} is not stored`);
+  const paused = (name: string) => pauses.pause(undefined, name);
+
+  beforeEach(async () => {
+    node.byId.clear();
+    const pool = poolOf("default", { runtimeType: "gvisor", maxSandboxesPerPod: 4 });
+    fixture = new SandboxManagerFixture({ pool });
+    fixture.manager.setPool(poolOf("plain"));
+    await fixture.store.create("SandboxPool", pool);
+    await fixture.store.create("SandboxPool", poolOf("plain"));
+    const logger = pino({ level: "silent" });
+    checkpoints = new CheckpointManager({ manager: fixture.manager, store: fixture.store, registry: fixture.registry, agents: fixture.agents, logger });
+    pauses = new SandboxPauses({
+      manager: fixture.manager,
+      store: fixture.store,
+      registry: fixture.registry,
+      agents: fixture.agents,
+      checkpoints,
+      logger,
+      clock: fixture.clock,
+    });
+    fixture.manager.setSavedStateCleanup((sandbox) => pauses.removeSavedState(sandbox));
+  });
+
+  afterEach(() => fixture.close());
+
+  it("pauses a Running gVisor sandbox: checkpointed and left stopped, its instance removed and slot freed, the record kept as Paused", async () => {
+    const agent = addAgent("agent-a");
+    const running = await fixture.manager.create({ name: "sb", spec: sandboxSpec({ expireTime: END }) });
+    const sandboxId = running.status?.sandboxID ?? "";
+    assert.equal(fixture.allocated(), 1);
+
+    const result = await paused("sb");
+    assert.deepEqual(
+      agent.checkpointCalls.map((call) => ({ sandboxId: call.sandboxId, leaveStopped: call.leaveStopped })),
+      [{ sandboxId, leaveStopped: true }],
+    );
+    assert.ok(agent.calls.includes(`delete ${sandboxId} 0`), "the stopped instance is removed");
+    assert.equal(agent.sandboxes.size, 0);
+    assert.equal(fixture.allocated(), 0, "its slot is free");
+    const record = await stored("sb");
+    assert.deepEqual(record, result);
+    assert.ok(isPaused(record));
+    assert.equal(record.status?.sandboxID, sandboxId, "the same sandbox id");
+    assert.equal(record.status?.assignedPod, undefined);
+    assert.equal(record.status?.sandboxIP, undefined);
+    assert.equal(record.status?.nodeName, "node-1", "where its checkpoint is");
+    assert.equal(record.spec.expireTime, undefined, "no end while paused");
+    const checkpointName = record.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION] ?? "";
+    assert.match(checkpointName, /^sb-pause-[0-9a-f]{6}$/);
+    assert.deepEqual(
+      [...node.byId.values()].map((c) => c.name),
+      [checkpointName],
+    );
+    const condition = record.status?.conditions?.find((c) => c.type === CONDITION_PAUSED);
+    assert.equal(condition?.status, "True");
+    assert.equal(pausedAtOf(record), FIXTURE_NOW.toISOString());
+  });
+
+  it("refuses to pause a paused sandbox (Conflict), a runc sandbox (saying pause needs gVisor) and one that does not run, changing nothing", async () => {
+    addAgent("agent-a");
+    fixture.addAgent("runc-agent", { pool: "plain" });
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+    await paused("sb");
+    await assert.rejects(paused("sb"), (error: unknown) => error instanceof ConflictError && /sandbox default\/sb is paused already/.test(error.message));
+
+    await fixture.manager.create({ name: "on-runc", spec: sandboxSpec({ poolRef: "plain", expireTime: END }) });
+    const before = await stored("on-runc");
+    await assert.rejects(paused("on-runc"), (error: unknown) => {
+      assert.ok(error instanceof FailedPreconditionError);
+      assert.match(
+        error.message,
+        /pause needs runtimeType gvisor: sandbox default\/on-runc is in pool plain, whose runtimeType is container; only sandboxes of gVisor pools/,
+      );
+      return true;
+    });
+    assert.deepEqual(await stored("on-runc"), before);
+
+    await fixture.storeRecord("pending", { phase: "Pending" });
+    await assert.rejects(paused("pending"), /sandbox default\/pending is Pending: only a Running sandbox can be paused/);
+
+    await fixture.manager.create({ name: "away", spec: sandboxSpec({ expireTime: END }) });
+    const away = await stored("away");
+    fixture.connected = false;
+    await assert.rejects(
+      paused("away"),
+      (error: unknown) => error instanceof UnavailableError && /agent agent-a of sandbox default\/away is not connected/.test(error.message),
+    );
+    fixture.connected = true;
+    assert.deepEqual(await stored("away"), away, "nothing changed");
+  });
+
+  it("resumes a paused sandbox from its checkpoint under the same sandbox id, on an agent that holds it, with the end it is given", async () => {
+    const a = addAgent("agent-a");
+    const running = await fixture.manager.create({ name: "sb", spec: sandboxSpec({ expireTime: END }) });
+    const sandboxId = running.status?.sandboxID ?? "";
+    const before = await paused("sb");
+    const checkpointId = [...node.byId.keys()][0];
+
+    const { sandbox, resumed } = await pauses.resume(undefined, "sb", { expireTime: LATER_END });
+    assert.equal(resumed, true);
+    const request = a.createRequests.at(-1);
+    assert.equal(request?.sandboxId, sandboxId, "restored under its own id");
+    assert.equal(request?.fromCheckpoint, checkpointId);
+    assert.equal(request?.name, "sb");
+    assert.deepEqual(await stored("sb"), sandbox);
+    assert.equal(sandbox.status?.phase, "Running");
+    assert.equal(sandbox.status?.sandboxID, sandboxId);
+    assert.equal(sandbox.status?.assignedPod, "agent-a");
+    assert.match(sandbox.status?.sandboxIP ?? "", /^10\.88\.0\.\d+$/);
+    assert.equal(sandbox.status?.accessTokenHash, before.status?.accessTokenHash, "the same access token");
+    assert.equal(sandbox.spec.expireTime, LATER_END);
+    assert.equal(sandbox.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION], undefined);
+    assert.equal(sandbox.status?.conditions?.find((c) => c.type === CONDITION_PAUSED)?.status, "False");
+    assert.equal(node.byId.size, 0, "the checkpoint is deleted once the sandbox runs");
+    assert.equal(fixture.allocated(), 1);
+
+    const again = await pauses.resume(undefined, "sb", { expireTime: END });
+    assert.equal(again.resumed, false, "a running sandbox is left as it is");
+    assert.equal(again.sandbox.spec.expireTime, LATER_END);
+  });
+
+  it("goes on from what a pause cut short left: a stopped instance on the node is removed before the restore", async () => {
+    const a = addAgent("agent-a");
+    const running = await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+    const sandboxId = running.status?.sandboxID ?? "";
+    await paused("sb");
+    // As if the control plane had died before it removed the stopped instance.
+    a.sandboxes.set(sandboxId, { sandboxId, namespace: "default", name: "sb", image: "python:3.12", state: "stopped", oomKilled: false });
+    a.calls.length = 0;
+    await pauses.resume(undefined, "sb");
+    assert.deepEqual(a.calls.slice(0, 2), [`delete ${sandboxId} 0`, `create ${sandboxId}`]);
+  });
+
+  it("brings back to Running a sandbox whose pause was cut short before anything was saved", async () => {
+    addAgent("agent-a");
+    const running = await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+    // The record says Paused (the pause's first write), the agent still runs it, no checkpoint exists.
+    await fixture.store.updateStatus("Sandbox", { ...running, status: { ...running.status, phase: "Paused" } });
+    const current = await stored("sb");
+    await fixture.store.update("Sandbox", {
+      ...current,
+      metadata: { ...current.metadata, annotations: { [PAUSED_CHECKPOINT_ANNOTATION]: "sb-pause-000000" } },
+    });
+    fixture.registry.release("default/sb");
+    const { sandbox, resumed } = await pauses.resume(undefined, "sb", { expireTime: END });
+    assert.equal(resumed, true);
+    assert.equal(sandbox.status?.phase, "Running");
+    assert.equal(sandbox.status?.sandboxID, running.status?.sandboxID);
+    assert.equal(sandbox.spec.expireTime, END);
+    assert.equal(sandbox.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION], undefined);
+    assert.equal(fixture.allocated(), 1, "its slot is held again");
+  });
+
+  it("keeps a sandbox running, with its end, when runsc refuses to save it", async () => {
+    const a = addAgent("agent-a");
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec({ expireTime: END }) });
+    a.checkpointError = new FailedPreconditionError("sandbox holds TCP sockets this gVisor cannot save; the sandbox runs on");
+    await assert.rejects(paused("sb"), /holds TCP sockets/);
+    const record = await stored("sb");
+    assert.equal(record.status?.phase, "Running");
+    assert.equal(record.spec.expireTime, END);
+    assert.equal(record.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION], undefined);
+    const condition = record.status?.conditions?.find((c) => c.type === CONDITION_PAUSED);
+    assert.equal(condition?.reason, "PauseFailed");
+    assert.match(condition?.message ?? "", /the sandbox runs on: .*holds TCP sockets/);
+    assert.equal(fixture.allocated(), 1);
+  });
+
+  it("marks Failed a sandbox that stopped in a pause whose checkpoint could not be saved", async () => {
+    const a = addAgent("agent-a");
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+    a.checkpointError = new Error("no space left on device");
+    a.stopsOnFailure = true;
+    await assert.rejects(paused("sb"), /no space left on device/);
+    const record = await stored("sb");
+    assert.equal(record.status?.phase, "Failed");
+    assert.match(record.status?.conditions?.find((c) => c.type === "Ready")?.message ?? "", /could not be saved \(no space left on device\); delete it/);
+  });
+
+  it("leaves a sandbox Paused, with its checkpoint and no slot, when its resume fails, and says why", async () => {
+    const a = addAgent("agent-a", 1);
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+    await paused("sb");
+    // The one agent that holds the checkpoint is full now.
+    await fixture.manager.create({ name: "other", spec: sandboxSpec() });
+    await assert.rejects(pauses.resume(undefined, "sb"), NoCapacityError);
+    assert.ok(isPaused(await stored("sb")));
+    assert.equal(node.byId.size, 1);
+    await fixture.manager.delete(undefined, "other", 0);
+
+    a.createError = new FailedPreconditionError("runsc could not restore it");
+    await assert.rejects(pauses.resume(undefined, "sb"), /runsc could not restore it/);
+    assert.ok(isPaused(await stored("sb")));
+    assert.equal(node.byId.size, 1);
+    assert.equal(fixture.allocated(), 0);
+    a.createError = undefined;
+    assert.equal((await pauses.resume(undefined, "sb")).sandbox.status?.phase, "Running");
+  });
+
+  it("says so when the checkpoint is gone, or when no agent of its node is ready to restore it", async () => {
+    addAgent("agent-a");
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+    await paused("sb");
+    fixture.registry.setAgentReady("agent-a", false);
+    await assert.rejects(
+      pauses.resume(undefined, "sb"),
+      (error: unknown) =>
+        error instanceof UnavailableError && /on node node-1, where no agent of pool default is ready now; retry once one is/.test(error.message),
+    );
+    fixture.registry.setAgentReady("agent-a", true);
+    node.byId.clear();
+    await assert.rejects(
+      pauses.resume(undefined, "sb"),
+      (error: unknown) => error instanceof FailedPreconditionError && /which no agent of pool default holds any more .* delete the sandbox/.test(error.message),
+    );
+  });
+
+  it("resumes once for concurrent resumes, and pauses after a resume in flight", async () => {
+    const a = addAgent("agent-a");
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+    await paused("sb");
+    const restores = () => a.createRequests.filter((r) => r.fromCheckpoint).length;
+    const [first, second] = await Promise.all([pauses.resume(undefined, "sb"), pauses.resume(undefined, "sb")]);
+    assert.deepEqual([first.resumed, second.resumed], [true, false]);
+    assert.equal(restores(), 1);
+    const [, again] = await Promise.all([pauses.resume(undefined, "sb"), paused("sb")]);
+    assert.ok(isPaused(again));
+  });
+
+  it("deletes a paused sandbox's checkpoint with the sandbox, and refuses to delete it before", async () => {
+    addAgent("agent-a");
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+    const record = await paused("sb");
+    assert.equal(node.byId.size, 1);
+    await assert.rejects(
+      checkpoints.delete(undefined, record.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION] ?? ""),
+      (error: unknown) => error instanceof FailedPreconditionError && /holds paused sandbox sb .*resume or delete that sandbox instead/.test(error.message),
+    );
+    await fixture.manager.delete(undefined, "sb", 0);
+    assert.equal(await fixture.stored("sb"), undefined);
+    assert.equal(node.byId.size, 0);
+  });
+
+  it("knows a paused sandbox after a restart: a new control plane over the same store resumes it", async () => {
+    addAgent("agent-a");
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+    await paused("sb");
+    const logger = pino({ level: "silent" });
+    const restarted = new SandboxPauses({
+      manager: fixture.manager,
+      store: fixture.store,
+      registry: fixture.registry,
+      agents: fixture.agents,
+      checkpoints,
+      logger,
+    });
+    assert.equal((await restarted.resume(undefined, "sb")).sandbox.status?.phase, "Running");
+  });
+});

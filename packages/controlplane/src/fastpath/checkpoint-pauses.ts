@@ -1,0 +1,410 @@
+/**
+ * Pausing a sandbox and resuming it, over checkpoints of gVisor sandboxes (checkpoint-manager.ts):
+ * what E2B's `pause()` and its `connect()` of a paused sandbox map onto (e2b/e2b-sandboxes.ts).
+ *
+ * - pause: the sandbox is checkpointed and left stopped — its memory, processes and file changes saved
+ *   as a checkpoint on its node — then its instance is removed: nothing of it runs, its slot and
+ *   address are free. The record stays, phase `Paused`, with its sandbox id, the node of its checkpoint
+ *   (`status.nodeName`) and the checkpoint's name (PAUSED_CHECKPOINT_ANNOTATION); it has no end while
+ *   paused (`spec.expireTime` is removed) and the condition `Paused` dates the pause.
+ * - resume: an instance is restored from that checkpoint under the same sandbox id, name (hostname)
+ *   and access token, on an agent of the pool that holds the checkpoint (with an address of its own),
+ *   with the end it is given; the checkpoint is then deleted.
+ * - deleting a paused sandbox deletes its checkpoint (`removeSavedState`, the manager's cleanup hook).
+ *
+ * Crash-safety: the record says Paused (condition Paused=Unknown) before anything is saved, and the
+ * checkpoint is deleted only after the resumed instance is recorded Running, so the store always
+ * knows a paused sandbox as one. A resume works from whatever a pause or a resume cut short left: it
+ * first removes any instance of the sandbox id on the agents that hold the checkpoint; and when there
+ * is no checkpoint but the instance still runs (the pause never saved it), the sandbox is Running again.
+ * Operations on one sandbox run one at a time (a second waits for the first).
+ */
+import { randomBytes } from "node:crypto";
+import type { Logger } from "pino";
+import {
+  ConflictError,
+  FailedPreconditionError,
+  FsbError,
+  NAME_MAX_LENGTH,
+  NotFoundError,
+  UnavailableError,
+  normalizeImageName,
+  type Condition,
+  type Sandbox,
+  type SandboxPool,
+} from "@fast-sandbox/api";
+import type { AgentClient } from "../agent-client/agent-client.js";
+import { systemClock, type Clock } from "../controller/clock.js";
+import type { AgentRegistry } from "../registry/agent-registry.js";
+import type { ResourceStore } from "../store/resource-store.js";
+import type { Checkpoint, CheckpointManager } from "./checkpoint-manager.js";
+import { DEFAULT_NAMESPACE, sandboxKey, type AgentClients, type SandboxManager } from "./sandbox-manager.js";
+import { instanceNetwork, portsOnAgent, withSandboxIP } from "./sandbox-network.js";
+import { setCondition, writeStatus } from "./sandbox-status.js";
+
+/** On a paused sandbox (and while it is being paused or resumed): the name of the checkpoint that holds it. */
+export const PAUSED_CHECKPOINT_ANNOTATION = "sandbox.fast.io/paused-checkpoint";
+/** The condition that dates a pause (True: paused since its lastTransitionTime; Unknown: being paused; False: resumed). */
+export const CONDITION_PAUSED = "Paused";
+
+export interface SandboxPausesOptions {
+  manager: SandboxManager;
+  store: ResourceStore;
+  registry: AgentRegistry;
+  agents: AgentClients;
+  checkpoints: CheckpointManager;
+  logger: Logger;
+  /** Dates the conditions. @default systemClock */
+  clock?: Clock;
+}
+
+export interface ResumeOptions {
+  /** The resumed sandbox's `spec.expireTime` (RFC 3339). @default none: it does not end by itself */
+  expireTime?: string;
+}
+
+/** Whether the sandbox is paused (or being paused): no instance of it runs. */
+export function isPaused(sandbox: Sandbox): boolean {
+  return sandbox.status?.phase === "Paused";
+}
+
+/** When the sandbox was paused (RFC 3339): the transition time of its Paused condition. */
+export function pausedAtOf(sandbox: Sandbox): string | undefined {
+  return sandbox.status?.conditions?.find((condition) => condition.type === CONDITION_PAUSED && condition.status !== "False")?.lastTransitionTime;
+}
+
+export class SandboxPauses {
+  private readonly options: SandboxPausesOptions;
+  private readonly clock: Clock;
+  private readonly logger: Logger;
+  /** The last operation started on each sandbox (namespace/name): the next one waits for it. */
+  private readonly queues = new Map<string, Promise<unknown>>();
+
+  constructor(options: SandboxPausesOptions) {
+    this.options = options;
+    this.clock = options.clock ?? systemClock;
+    this.logger = options.logger.child({ component: "pauses" });
+  }
+
+  /**
+   * Pauses a Running sandbox of a gVisor pool and returns its Paused record. ConflictError when it is
+   * paused already; FailedPreconditionError when it cannot be (another runtime, another phase, state
+   * runsc cannot save — it then runs on).
+   */
+  pause(namespace: string | undefined, name: string): Promise<Sandbox> {
+    const ns = namespace || DEFAULT_NAMESPACE;
+    return this.serially(ns, name, () => this.options.manager.exclusively(ns, name, () => this.pauseNow(ns, name)));
+  }
+
+  /**
+   * Resumes a Paused sandbox from its checkpoint and returns its Running record; a sandbox that runs
+   * already is returned as it is (`resumed: false`).
+   */
+  resume(namespace: string | undefined, name: string, options: ResumeOptions = {}): Promise<{ sandbox: Sandbox; resumed: boolean }> {
+    const ns = namespace || DEFAULT_NAMESPACE;
+    return this.serially(ns, name, () => this.options.manager.exclusively(ns, name, () => this.resumeNow(ns, name, options)));
+  }
+
+  /**
+   * Deletes the checkpoint a deleted sandbox was paused into (the manager's cleanup hook, through
+   * `setSavedStateCleanup`); nothing for a sandbox that holds none. Safe to repeat.
+   */
+  async removeSavedState(sandbox: Sandbox): Promise<void> {
+    const checkpointName = sandbox.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION];
+    if (!checkpointName) return;
+    const namespace = sandbox.metadata.namespace ?? DEFAULT_NAMESPACE;
+    try {
+      await this.options.checkpoints.delete(namespace, checkpointName);
+      this.logger.info({ sandbox: `${namespace}/${sandbox.metadata.name}`, checkpoint: checkpointName }, "a deleted paused sandbox's checkpoint is removed");
+    } catch (error) {
+      if (!(error instanceof NotFoundError)) throw error;
+    }
+  }
+
+  private async serially<T>(namespace: string, name: string, work: () => Promise<T>): Promise<T> {
+    const key = sandboxKey(namespace, name);
+    const before = this.queues.get(key) ?? Promise.resolve();
+    const next = before.catch(() => undefined).then(work);
+    this.queues.set(key, next);
+    try {
+      return await next;
+    } finally {
+      if (this.queues.get(key) === next) this.queues.delete(key);
+    }
+  }
+
+  private async current(namespace: string, name: string): Promise<Sandbox> {
+    const sandbox = await this.options.store.get("Sandbox", { namespace, name });
+    if (!sandbox) throw new NotFoundError(`sandbox ${namespace}/${name} not found; 'fsb ls' lists the sandboxes`);
+    if (sandbox.metadata.deletionTimestamp) throw new FailedPreconditionError(`sandbox ${namespace}/${name} is being deleted`);
+    return sandbox;
+  }
+
+  private async poolOf(sandbox: Sandbox): Promise<SandboxPool> {
+    const namespace = sandbox.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const pool = await this.options.store.get("SandboxPool", { namespace, name: sandbox.spec.poolRef });
+    if (!pool) throw new NotFoundError(`pool ${namespace}/${sandbox.spec.poolRef} of sandbox ${namespace}/${sandbox.metadata.name} does not exist`);
+    return pool;
+  }
+
+  private async pauseNow(namespace: string, name: string): Promise<Sandbox> {
+    const key = sandboxKey(namespace, name);
+    const running = await this.current(namespace, name);
+    if (isPaused(running)) throw new ConflictError(`sandbox ${key} is paused already`);
+    const pool = await this.poolOf(running);
+    const runtimeType = pool.spec.runtimeType ?? "container";
+    if (runtimeType !== "gvisor") {
+      throw new FailedPreconditionError(
+        `pause needs runtimeType gvisor: sandbox ${key} is in pool ${pool.metadata.name}, whose runtimeType is ${runtimeType}; only sandboxes of gVisor pools can be paused (their memory and files saved as a checkpoint)`,
+      );
+    }
+    const agentName = running.status?.assignedPod;
+    const sandboxId = running.status?.sandboxID;
+    if (running.status?.phase !== "Running" || !agentName || !sandboxId) {
+      throw new FailedPreconditionError(`sandbox ${key} is ${running.status?.phase ?? "Pending"}: only a Running sandbox can be paused`);
+    }
+    if (!this.client(agentName)) throw new UnavailableError(`agent ${agentName} of sandbox ${key} is not connected; retry shortly`);
+    const checkpointName = `${name.slice(0, NAME_MAX_LENGTH - 12)}-pause-${randomBytes(3).toString("hex")}`;
+    const previousEnd = running.spec.expireTime;
+    // The intent first (crash-safety, see the top of this file): the checkpoint to come, no end while paused, phase Paused.
+    let record = await this.options.store.update("Sandbox", this.withSavedState(running, checkpointName, undefined));
+    record = await writeStatus(
+      this.options.store,
+      record,
+      { phase: "Paused" },
+      { type: CONDITION_PAUSED, status: "Unknown", reason: "Pausing", message: `saving its memory and files as checkpoint ${checkpointName}` },
+      this.clock.now(),
+    );
+    let checkpoint: Checkpoint;
+    try {
+      checkpoint = await this.options.checkpoints.checkpoint({ namespace, sandbox: name, checkpoint: checkpointName, leaveStopped: true, current: running });
+    } catch (error) {
+      const saved = await this.findCheckpoint(namespace, checkpointName).catch(() => undefined);
+      if (!saved) {
+        await this.undoPause(record, previousEnd, agentName, sandboxId, error);
+        throw FsbError.from(error);
+      }
+      // Saved although the call failed (it timed out, say): the pause goes on.
+      this.logger.warn({ sandbox: key, err: error }, "the pause's checkpoint call failed, but the checkpoint is saved; pausing on");
+      checkpoint = saved;
+    }
+    // The stopped instance goes: its slot, address and container are free (a leftover is removed by the resume).
+    await this.client(agentName)
+      ?.deleteSandbox(sandboxId, 0)
+      .catch((error: unknown) =>
+        this.logger.warn({ sandbox: key, sandboxId, err: error }, "could not remove a paused sandbox's stopped instance; its resume does"),
+      );
+    this.options.registry.release(key);
+    const fresh = (await this.options.store.get("Sandbox", { namespace, name })) ?? record;
+    const paused = await writeStatus(
+      this.options.store,
+      fresh,
+      {
+        phase: "Paused",
+        assignedPod: undefined,
+        sandboxIP: undefined,
+        endpoints: [],
+        ...(checkpoint.nodeName ? { nodeName: checkpoint.nodeName } : {}),
+      },
+      {
+        type: CONDITION_PAUSED,
+        status: "True",
+        reason: "Paused",
+        message: `its memory and files are checkpoint ${checkpoint.name}${checkpoint.nodeName ? ` on node ${checkpoint.nodeName}` : ""}; resuming restores it there`,
+      },
+      this.clock.now(),
+    );
+    this.logger.info({ sandbox: key, sandboxId, checkpoint: checkpoint.name, sizeBytes: checkpoint.sizeBytes }, "sandbox paused");
+    return paused;
+  }
+
+  /**
+   * A pause whose checkpoint was not saved: the sandbox is Running again with its end back, unless its
+   * agent reports it stopped or gone — then it is Failed (runsc stopped it before the save failed:
+   * nothing of it is left). An agent that cannot be asked leaves it Running (adoption corrects that).
+   */
+  private async undoPause(record: Sandbox, previousEnd: string | undefined, agentName: string, sandboxId: string, cause: unknown): Promise<void> {
+    const namespace = record.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const key = sandboxKey(namespace, record.metadata.name);
+    const reason = FsbError.from(cause).message;
+    try {
+      const client = this.client(agentName);
+      /** Whether the agent still runs it; undefined when the agent could not be asked. */
+      const runs = client
+        ? await client
+            .listSandboxes()
+            .then((sandboxes) => sandboxes.find((s) => s.sandboxId === sandboxId)?.state === "running")
+            .catch(() => undefined)
+        : undefined;
+      const fresh = (await this.options.store.get("Sandbox", { namespace, name: record.metadata.name })) ?? record;
+      const restored = await this.options.store.update("Sandbox", this.withSavedState(fresh, undefined, previousEnd));
+      const now = this.clock.now();
+      if (runs !== false) {
+        await writeStatus(
+          this.options.store,
+          restored,
+          { phase: "Running" },
+          { type: CONDITION_PAUSED, status: "False", reason: "PauseFailed", message: `the pause failed and the sandbox runs on: ${reason}` },
+          now,
+        );
+        return;
+      }
+      this.logger.error({ sandbox: key, sandboxId, err: cause }, "a pause failed after its sandbox stopped; the sandbox is Failed");
+      const conditions = setCondition(
+        restored.status?.conditions,
+        { type: CONDITION_PAUSED, status: "False", reason: "PauseFailed", message: `the pause failed: ${reason}` },
+        now,
+      );
+      await writeStatus(
+        this.options.store,
+        restored,
+        { phase: "Failed", conditions },
+        { type: "Ready", status: "False", reason: "PauseFailed", message: `it stopped in a pause whose checkpoint could not be saved (${reason}); delete it` },
+        now,
+      );
+    } catch (error) {
+      this.logger.error({ sandbox: key, err: error }, "could not record the outcome of a failed pause");
+    }
+  }
+
+  private async resumeNow(namespace: string, name: string, options: ResumeOptions): Promise<{ sandbox: Sandbox; resumed: boolean }> {
+    const key = sandboxKey(namespace, name);
+    const paused = await this.current(namespace, name);
+    if (!isPaused(paused)) {
+      if (paused.status?.phase === "Running") return { sandbox: paused, resumed: false };
+      throw new FailedPreconditionError(`sandbox ${key} is ${paused.status?.phase ?? "Pending"}: only a Paused sandbox can be resumed`);
+    }
+    const sandboxId = paused.status?.sandboxID;
+    const checkpointName = paused.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION];
+    if (!sandboxId || !checkpointName) throw new FailedPreconditionError(`sandbox ${key} is Paused but names no checkpoint to resume from; delete it`);
+    const pool = await this.poolOf(paused);
+    const checkpoint = await this.findCheckpoint(namespace, checkpointName);
+    if (!checkpoint) return { sandbox: await this.withoutCheckpoint(paused, pool, checkpointName, options), resumed: true };
+    // Whatever a pause or resume cut short left of the instance on the checkpoint's node.
+    for (const agentName of checkpoint.agents) {
+      await this.client(agentName)
+        ?.deleteSandbox(sandboxId, 0)
+        .catch((error: unknown) => this.logger.warn({ sandbox: key, agent: agentName, err: error }, "could not make sure no earlier instance is left"));
+    }
+    const network = instanceNetwork(paused.spec, pool);
+    // A paused sandbox holds no slot; one the registry still knows of (e.g. restored by an adoption) is not where the checkpoint is.
+    this.options.registry.release(key);
+    const placement = this.options.registry.place({
+      sandboxKey: key,
+      namespace,
+      pool: paused.spec.poolRef,
+      image: normalizeImageName(paused.spec.image),
+      ports: portsOnAgent(paused.spec, network),
+      agents: checkpoint.agents,
+    });
+    const agent = placement.agent;
+    let address: string | undefined;
+    let running: Sandbox;
+    try {
+      const client = this.client(agent.name);
+      if (!client) throw new UnavailableError(`agent ${agent.name} has no connection; retry in a moment`);
+      const request = { ...this.options.manager.agentRequest(paused, sandboxId, pool, network), fromCheckpoint: checkpoint.id };
+      address = (await client.createSandbox(request)).address;
+      const now = this.clock.now();
+      const resumed: Condition = { type: CONDITION_PAUSED, status: "False", reason: "Resumed", message: `resumed from checkpoint ${checkpoint.name}` };
+      running = await writeStatus(
+        this.options.store,
+        paused,
+        withSandboxIP(
+          {
+            phase: "Running",
+            assignedPod: agent.name,
+            ...(agent.nodeName ? { nodeName: agent.nodeName } : {}),
+            endpoints: this.options.manager.endpointsOf(paused),
+            conditions: setCondition(paused.status?.conditions, { type: "Ready", status: "True", reason: "Resumed" }, now),
+          },
+          address,
+        ),
+        resumed,
+        now,
+      );
+    } catch (error) {
+      // Undo: no slot or instance is left of a resume that failed; the sandbox stays Paused.
+      this.options.registry.release(key);
+      await this.client(agent.name)
+        ?.deleteSandbox(sandboxId, 0)
+        .catch(() => undefined);
+      throw FsbError.from(error);
+    }
+    running = await this.options.store.update("Sandbox", this.withSavedState(running, undefined, options.expireTime));
+    await this.options.checkpoints
+      .delete(namespace, checkpoint.name)
+      .catch((error: unknown) =>
+        this.logger.warn(
+          { sandbox: key, checkpoint: checkpoint.name, err: error },
+          "could not delete a resumed sandbox's checkpoint; 'fsb checkpoint rm' removes it",
+        ),
+      );
+    this.logger.info({ sandbox: key, sandboxId, agent: agent.name, checkpoint: checkpoint.name }, "sandbox resumed");
+    return { sandbox: running, resumed: true };
+  }
+
+  /**
+   * A Paused sandbox whose checkpoint no ready agent reports: its pause was cut short before the save
+   * (its agent still runs it: Running again), or the checkpoint is out of reach or gone.
+   */
+  private async withoutCheckpoint(paused: Sandbox, pool: SandboxPool, checkpointName: string, options: ResumeOptions): Promise<Sandbox> {
+    const namespace = paused.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const key = sandboxKey(namespace, paused.metadata.name);
+    const agentName = paused.status?.assignedPod;
+    const reported = agentName
+      ? await this.client(agentName)
+          ?.listSandboxes()
+          .then((sandboxes) => sandboxes.find((s) => s.sandboxId === paused.status?.sandboxID))
+          .catch(() => undefined)
+      : undefined;
+    if (agentName && reported?.state === "running") {
+      this.logger.warn({ sandbox: key }, "a pause was cut short before its checkpoint was saved; the sandbox runs on");
+      this.options.registry.restore({ sandboxKey: key, agentName, ports: this.options.manager.portsHeldBy(paused) });
+      const running = await writeStatus(
+        this.options.store,
+        paused,
+        { phase: "Running" },
+        { type: CONDITION_PAUSED, status: "False", reason: "PauseInterrupted", message: "its pause was cut short before anything was saved; it ran on" },
+        this.clock.now(),
+      );
+      return this.options.store.update("Sandbox", this.withSavedState(running, undefined, options.expireTime));
+    }
+    const node = paused.status?.nodeName;
+    const holders = this.options.registry
+      .listAgents({ namespace, pool: pool.metadata.name })
+      .filter((agent) => agent.ready && (!node || agent.nodeName === node));
+    if (holders.length === 0) {
+      throw new UnavailableError(
+        `sandbox ${key} is paused as checkpoint ${checkpointName}${node ? ` on node ${node}` : ""}, where no agent of pool ${pool.metadata.name} is ready now; retry once one is`,
+      );
+    }
+    throw new FailedPreconditionError(
+      `sandbox ${key} is paused as checkpoint ${checkpointName}, which no agent of pool ${pool.metadata.name} holds any more (was it deleted with 'fsb checkpoint rm'?): its memory and files cannot be restored; delete the sandbox`,
+    );
+  }
+
+  /** The record with its saved state named (or no longer) and its end set (or removed): a spec and metadata write. */
+  private withSavedState(sandbox: Sandbox, checkpointName: string | undefined, expireTime: string | undefined): Sandbox {
+    const { [PAUSED_CHECKPOINT_ANNOTATION]: _previous, ...annotations } = sandbox.metadata.annotations ?? {};
+    const { expireTime: _end, ...spec } = sandbox.spec;
+    return {
+      ...sandbox,
+      metadata: { ...sandbox.metadata, annotations: { ...annotations, ...(checkpointName ? { [PAUSED_CHECKPOINT_ANNOTATION]: checkpointName } : {}) } },
+      spec: { ...spec, ...(expireTime ? { expireTime } : {}) },
+    };
+  }
+
+  private async findCheckpoint(namespace: string, name: string): Promise<Checkpoint | undefined> {
+    try {
+      return await this.options.checkpoints.get(namespace, name);
+    } catch (error) {
+      if (error instanceof NotFoundError) return undefined;
+      throw error;
+    }
+  }
+
+  private client(agentName: string): AgentClient | undefined {
+    return this.options.agents.get(agentName);
+  }
+}
