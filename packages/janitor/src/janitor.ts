@@ -185,7 +185,7 @@ export class Janitor {
         signal?.throwIfAborted();
         if (containerSnapshots.has(snapshot.key)) continue;
         const agent = snapshot.labels[LABEL_AGENT] ?? "";
-        const verdict = judge({ id: snapshot.key, labels: snapshot.labels, changedAtMs: snapshot.changedAtMs }, context);
+        const verdict = judge({ id: snapshot.key, labels: snapshot.labels, changedAtMs: snapshot.changedAtMs, bare: true }, context);
         if (verdict.action === "keep") {
           if (verdict.why === "protected") result.protectedOrphans += 1;
           remain(agent, sandboxIdOf({ id: snapshot.key, labels: snapshot.labels, changedAtMs: snapshot.changedAtMs }));

@@ -80,6 +80,17 @@ describe("judge", () => {
     assert.deepEqual(judge(prepared("live-0", WINDOW * 10), context()), { action: "keep", why: "in_use" });
   });
 
+  it("removes a live agent's prepared snapshot whose container is gone (a prepare cut short), after the window", () => {
+    const bare = (ageMs: number): ManagedObjectFacts => ({
+      id: "fsb-prepared-0123456789abcdef",
+      labels: { [LABEL_MANAGED]: "true", [LABEL_AGENT]: "live-0", [LABEL_ROLE]: ROLE_PREPARED_INSTANCE },
+      changedAtMs: NOW - ageMs,
+      bare: true,
+    });
+    assert.deepEqual(judge(bare(WINDOW), context()), { action: "remove", reason: "prepared_orphaned" });
+    assert.deepEqual(judge(bare(0), context()), { action: "keep", why: "protected", orphanReason: "prepared_orphaned" });
+  });
+
   it("keeps managed objects it cannot attribute: no agent label, or a role it does not know", () => {
     const ownerless = { id: "x", labels: { [LABEL_MANAGED]: "true" }, changedAtMs: 0 };
     assert.deepEqual(judge(ownerless, context()), { action: "keep", why: "no_agent_label" });

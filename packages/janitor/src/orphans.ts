@@ -31,6 +31,8 @@ export interface ManagedObjectFacts {
   labels: Readonly<Record<string, string>>;
   /** Creation or last update: the protection window runs from here. */
   changedAtMs: number;
+  /** A snapshot whose container is gone (or was never made). */
+  bare?: boolean;
 }
 
 export interface JudgeContext {
@@ -75,8 +77,9 @@ export function judge(object: ManagedObjectFacts, context: JudgeContext): Verdic
   if (role === ROLE_SHIM_ANCHOR) {
     if (agentGone) reason = "anchor_orphaned";
   } else if (role === ROLE_PREPARED_INSTANCE) {
-    // Unclaimed: no record names it; it lives as long as its agent.
-    if (agentGone) reason = "prepared_orphaned";
+    // Unclaimed: no record names it; it lives as long as its agent — unless its container is gone
+    // (a prepare cut short by a crash or a containerd restart): no agent keeps such a snapshot.
+    if (agentGone || object.bare) reason = "prepared_orphaned";
   } else if (role) {
     // Infrastructure this version does not know: never guess.
     return { action: "keep", why: "unknown_role" };

@@ -91,6 +91,8 @@ export const LABEL_RUNTIME_TYPE = "fast-sandbox.io/runtime-type";
 export const LABEL_HELPER = "fast-sandbox.io/helper";
 /** Marks infrastructure containers of an agent (value `shim-anchor`); they are not sandboxes. */
 export const LABEL_ROLE = "fast-sandbox.io/role";
+/** How long a claim's containerd record (labels, spec) is retried, e.g. across a containerd restart. */
+const CLAIM_RECORD_TIMEOUT_MS = 60_000;
 /** How often a gVisor pool's agent looks for the checkpoint its instances are restored from, until it exists. */
 const CHECKPOINT_POLL_MS = 500;
 /** Value of LABEL_ROLE on an agent's shim anchors (`fsb-anchor.<agent>.<n>`). */
@@ -557,24 +559,27 @@ export class ContainerdRuntime implements Runtime {
 
   /**
    * Relabels the claimed instance's container as the sandbox and stores its command's process in
-   * its spec, in the background; a few attempts, then the sandbox is left to look unclaimed (its
-   * control plane then finds it lost). Never rejects.
+   * its spec, in the background; retried for up to a minute (containerd may be restarting), then the
+   * sandbox is left to look unclaimed (its control plane then finds it lost). Never rejects.
    */
   private recordClaim(sandboxId: string, containerId: string, labels: Record<string, string>, ociSpec: OciSpec | undefined): void {
     const update = async () => {
+      // containerd may be restarting: a claim not recorded leaves a running sandbox that looks unclaimed.
+      const deadline = performance.now() + CLAIM_RECORD_TIMEOUT_MS;
       for (let attempt = 1; ; attempt++) {
         try {
           await this.client.containers.update({
             container: { id: containerId, labels, ...(ociSpec ? { spec: { typeUrl: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(ociSpec)) } } : {}) },
             updateMask: { paths: ociSpec ? ["labels", "spec"] : ["labels"] },
           });
+          if (attempt > 1) this.logger.info({ sandboxId, containerId, attempts: attempt }, "claimed instance recorded as its sandbox in containerd");
           return;
         } catch (error) {
-          if (attempt >= 3 || isNotFound(error)) {
+          if (isNotFound(error) || performance.now() > deadline) {
             this.logger.error({ sandboxId, containerId, err: error }, "could not record a claimed instance as its sandbox in containerd");
             return;
           }
-          await sleep(50 * attempt);
+          await sleep(Math.min(1_000, 50 * 2 ** (attempt - 1)));
         }
       }
     };
