@@ -52,7 +52,9 @@ describe("images are pulled from registries", { timeout: 600_000 }, () => {
 
   before(async () => {
     registry = await startTestRegistry();
-    embedded = await startEmbedded({ name: "images", pools: [pool("default", { maxSandboxesPerPod: 12 })] });
+    // Pulls and concurrent creates keep containerd busy: an agent's status may take longer than the
+    // tests' usual 0.5 s, and three missed heartbeats would replace the agent mid-test.
+    embedded = await startEmbedded({ name: "images", heartbeatIntervalMs: 2_000, pools: [pool("default", { maxSandboxesPerPod: 12 })] });
   });
 
   after(async () => {
