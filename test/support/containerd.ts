@@ -26,7 +26,11 @@ export function removeNamespace(namespace: string): void {
       .map((line) => line.trim())
       .filter((line) => line !== "");
   for (const task of lines(ctr(namespace, "tasks", "ls", "-q"))) {
-    execFileSync("ctr", ["-n", namespace, "tasks", "kill", "-a", "-s", "SIGKILL", task], { stdio: "ignore" });
+    try {
+      execFileSync("ctr", ["-n", namespace, "tasks", "kill", "-a", "-s", "SIGKILL", task], { stdio: "ignore" });
+    } catch {
+      // Its process has exited already (a stopped task): `rm -f` below removes it all the same.
+    }
     execFileSync("ctr", ["-n", namespace, "tasks", "rm", "-f", task], {
       stdio: "ignore",
     });

@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 from e2b import (
+    NotFoundException,
     Sandbox,
     SandboxException,
     SandboxNotFoundException,
@@ -35,7 +36,11 @@ def wait_for(check, timeout_seconds, what):
 
 
 def counter(sandbox):
-    text = sandbox.files.read("/tmp/counter").strip()
+    """The counter's value; 0 until the background shell has written the file the first time."""
+    try:
+        text = sandbox.files.read("/tmp/counter").strip()
+    except NotFoundException:
+        return 0
     return int(text) if text else 0
 
 
