@@ -4,10 +4,13 @@
  * same instance; a claim leaks nothing of another instance; a create that does not match the
  * template takes the cold path; a claimed command that cannot start fails the create like a cold
  * one and leaves nothing; and removing the stock leaves nothing behind. Shared and Isolated networks.
+ * And a claim whose agent dies before containerd has recorded it (containerd out of reach) is
+ * recorded by the agent's next start: the sandbox runs on, it is not removed as a leftover instance.
  * Everything runs in its own containerd namespace and network, removed at the end.
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -91,6 +94,51 @@ async function logOf(path: string, until: (text: string) => boolean): Promise<st
     await sleep(25);
   }
   return existsSync(path) ? readFileSync(path, "utf8") : "";
+}
+
+/**
+ * containerd's socket behind a gate: while shut, every connection through it is cut and new ones
+ * are refused — containerd out of reach for one runtime only, the rest of the host unaffected.
+ */
+class ContainerdGate {
+  private readonly sockets = new Set<Socket>();
+  private open = true;
+
+  private constructor(
+    readonly path: string,
+    private readonly server: Server,
+  ) {}
+
+  static async listen(path: string, upstream = "/run/containerd/containerd.sock"): Promise<ContainerdGate> {
+    const server = createServer();
+    const gate = new ContainerdGate(path, server);
+    server.on("connection", (client) => {
+      if (!gate.open) return void client.destroy();
+      const target = createConnection(upstream);
+      for (const socket of [client, target]) {
+        gate.sockets.add(socket);
+        socket.on("close", () => gate.sockets.delete(socket));
+        socket.on("error", () => (client.destroy(), target.destroy()));
+      }
+      client.pipe(target).pipe(client);
+    });
+    await new Promise<void>((resolve) => server.listen(path, resolve));
+    return gate;
+  }
+
+  shut(): void {
+    this.open = false;
+    for (const socket of this.sockets) socket.destroy();
+  }
+
+  reopen(): void {
+    this.open = true;
+  }
+
+  async close(): Promise<void> {
+    this.shut();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
 }
 
 const containersOf = (agent: string) => ctr(NAMESPACE, "containers", "list", "-q", `labels."fast-sandbox.io/agent"==${agent}`).split("\n").filter(Boolean);
@@ -221,3 +269,67 @@ for (const mode of ["shared", "isolated"] as const) {
     });
   });
 }
+
+describe("a claim containerd has not recorded when its agent dies", () => {
+  it("is recorded by the agent's next start: the sandbox runs on and is not removed as a leftover instance", async () => {
+    const dir = join(workDir, "journal");
+    mkdirSync(dir, { recursive: true });
+    const gate = await ContainerdGate.listen(join(dir, "containerd.sock"));
+    const agentName = "prep-journal";
+    const stateDir = join(dir, "state");
+    const make = () =>
+      createContainerdRuntime({
+        namespace: NAMESPACE,
+        agentName,
+        socketPath: gate.path,
+        stateDir,
+        cgroupParent: `${CGROUP_PARENT}/journal`,
+        helperPath: DEFAULT_HELPER_PATH,
+        preparedInstances: { count: 1, template: templates.shared },
+        logger: pino({ level: process.env.FSB_TEST_LOG_LEVEL ?? "silent" }),
+      });
+    let second: ContainerdRuntime | undefined;
+    try {
+      const first = make();
+      await first.prepare();
+      await first.preparedInstancesReady();
+      const [instance] = containersOf(agentName).filter((id) => id.startsWith("fsb-prepared-"));
+      assert.ok(instance, "one instance in stock");
+
+      // containerd goes out of the agent's reach; the claim itself needs nothing of it.
+      gate.shut();
+      const request = spec("shared", { command: ["sh", "-c", "echo claimed before the agent died; sleep 1000"] });
+      const created = await first.create(request);
+      assert.equal(created.state, "running");
+      assert.deepEqual(readdirSync(join(stateDir, "claims")), [`${request.sandboxId}.json`], "the claim is in the journal");
+      // The agent dies with its record undone: containerd still holds an instance of the stock.
+      first.close();
+      const labels = JSON.parse(ctr(NAMESPACE, "containers", "info", instance)).Labels as Record<string, string>;
+      assert.equal(labels["fast-sandbox.io/role"], "prepared-instance");
+
+      gate.reopen();
+      second = make();
+      await second.prepare();
+      const listed = await second.list();
+      assert.deepEqual(
+        listed.map((sandbox) => [sandbox.sandboxId, sandbox.state]),
+        [[request.sandboxId, "running"]],
+        "the claimed sandbox is the agent's, running",
+      );
+      assert.ok(containersOf(agentName).includes(instance), "its container was not removed as stock");
+      assert.match(await logOf(request.logPath, (text) => text.includes("claimed before")), /claimed before the agent died/);
+      assert.equal((await execOut(second, request.sandboxId, "echo still here")).trim(), "still here");
+      assert.deepEqual(readdirSync(join(stateDir, "claims")), [], "the journal is empty once containerd has the claim");
+      const recorded = JSON.parse(ctr(NAMESPACE, "containers", "info", instance)).Labels as Record<string, string>;
+      assert.equal(recorded["fast-sandbox.io/sandbox-id"], request.sandboxId);
+      assert.equal(recorded["fast-sandbox.io/role"], undefined);
+    } finally {
+      if (second) {
+        for (const sandbox of await second.list()) await second.delete(sandbox.sandboxId, { gracePeriodMs: 0 });
+        await second.unprepare();
+        second.close();
+      }
+      await gate.close();
+    }
+  });
+});

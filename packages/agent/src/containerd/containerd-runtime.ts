@@ -79,6 +79,7 @@ import {
   type OciSpec,
 } from "./oci-spec.js";
 import { CommandStartWatcher, commandStartError } from "./command-start.js";
+import { ClaimJournal } from "./claim-journal.js";
 import { detectCgroupLayout, readOomKillCount, removeCgroup, type CgroupLayout } from "../cgroup.js";
 import type { SandboxNetworkSettings } from "../network/network-settings.js";
 import { SandboxNetworks, type ClaimedNetwork } from "../network/sandbox-networks.js";
@@ -283,7 +284,10 @@ export class ContainerdRuntime implements Runtime {
   private readonly claimedContainers = new Map<string, string>();
   /** Claims whose container containerd does not know as the sandbox yet (recordClaim). */
   private readonly pendingClaims = new Map<string, Promise<void>>();
+  /** The claims written ahead of containerd (claim-journal.ts). */
+  private readonly claimJournal: ClaimJournal;
   private createsInFlight = 0;
+  private closed = false;
   private lastCreateEndedAt = 0;
 
   constructor(options: ContainerdRuntimeOptions) {
@@ -295,6 +299,7 @@ export class ContainerdRuntime implements Runtime {
     this.cgroupParent = options.cgroupParent ?? `/${this.namespace}`;
     this.cgroupLayout = options.cgroupLayout ?? detectCgroupLayout();
     mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
+    this.claimJournal = new ClaimJournal(this.stateDir);
     const runscPath = options.runscPath ?? "/usr/bin/runsc";
     this.gvisorBinary = writeRunscWrapper(this.stateDir, runscPath);
     this.gvisorOwnNetnsBinary = options.network ? writeRunscOwnNetnsWrapper(this.stateDir, runscPath) : undefined;
@@ -503,6 +508,7 @@ export class ContainerdRuntime implements Runtime {
       // written meanwhile, on the other core. Every other operation on the sandbox waits for
       // containerd's (claimRecorded).
       let written: boolean;
+      this.claimJournal.write({ sandboxId, containerId, labels, ociSpec });
       try {
         written = writeClaim(join(runDir, CLAIM_FIFO), claim);
       } finally {
@@ -549,8 +555,8 @@ export class ContainerdRuntime implements Runtime {
 
   /**
    * Relabels the claimed instance's container as the sandbox and stores its command's process in
-   * its spec, in the background; retried for up to a minute (containerd may be restarting), then the
-   * sandbox is left to look unclaimed (its control plane then finds it lost). Never rejects.
+   * its spec, in the background; retried for up to a minute (containerd may be restarting). The
+   * claim journal keeps what is not recorded by then for the agent's next start. Never rejects.
    */
   private recordClaim(sandboxId: string, containerId: string, labels: Record<string, string>, ociSpec: OciSpec | undefined): void {
     const update = async () => {
@@ -558,15 +564,22 @@ export class ContainerdRuntime implements Runtime {
       const deadline = performance.now() + CLAIM_RECORD_TIMEOUT_MS;
       for (let attempt = 1; ; attempt++) {
         try {
-          await this.client.containers.update({
-            container: { id: containerId, labels, ...(ociSpec ? { spec: { typeUrl: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(ociSpec)) } } : {}) },
-            updateMask: { paths: ociSpec ? ["labels", "spec"] : ["labels"] },
-          });
+          await this.writeClaimRecord(containerId, labels, ociSpec);
+          this.claimJournal.remove(sandboxId);
           if (attempt > 1) this.logger.info({ sandboxId, containerId, attempts: attempt }, "claimed instance recorded as its sandbox in containerd");
           return;
         } catch (error) {
-          if (isNotFound(error) || performance.now() > deadline) {
-            this.logger.error({ sandboxId, containerId, err: error }, "could not record a claimed instance as its sandbox in containerd");
+          if (isNotFound(error)) {
+            this.claimJournal.remove(sandboxId);
+            this.logger.warn({ sandboxId, containerId }, "a claimed instance's container is gone before containerd recorded the claim");
+            return;
+          }
+          if (this.closed) return;
+          if (performance.now() > deadline) {
+            this.logger.error(
+              { sandboxId, containerId, err: error },
+              "could not record a claimed instance as its sandbox in containerd; the agent's next start will",
+            );
             return;
           }
           await sleep(Math.min(1_000, 50 * 2 ** (attempt - 1)));
@@ -577,6 +590,31 @@ export class ContainerdRuntime implements Runtime {
       if (this.pendingClaims.get(sandboxId) === recorded) this.pendingClaims.delete(sandboxId);
     });
     this.pendingClaims.set(sandboxId, recorded);
+  }
+
+  /** containerd's record of a claim: the sandbox's labels, and the user's process in the stored spec. */
+  private async writeClaimRecord(containerId: string, labels: Record<string, string>, ociSpec: OciSpec | undefined): Promise<void> {
+    await this.client.containers.update({
+      container: { id: containerId, labels, ...(ociSpec ? { spec: { typeUrl: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(ociSpec)) } } : {}) },
+      updateMask: { paths: ociSpec ? ["labels", "spec"] : ["labels"] },
+    });
+  }
+
+  /**
+   * Records in containerd the claims a previous process of this agent made and could not record
+   * (it was killed first): before the stock's leftovers are removed, so no claimed sandbox is taken
+   * for one. Throws while containerd does not answer (the agent's start fails and is tried again).
+   */
+  private async replayClaims(): Promise<void> {
+    for (const record of this.claimJournal.pending()) {
+      try {
+        await this.writeClaimRecord(record.containerId, record.labels, record.ociSpec);
+        this.logger.info({ sandboxId: record.sandboxId, containerId: record.containerId }, "recorded a claim the previous agent process left unrecorded");
+      } catch (error) {
+        if (!isNotFound(error)) throw error;
+      }
+      this.claimJournal.remove(record.sandboxId);
+    }
   }
 
   /** A claim's time, as a create's steps: all of it is the command's start. */
@@ -604,6 +642,7 @@ export class ContainerdRuntime implements Runtime {
   private async discardClaimed(sandboxId: string, containerId: string): Promise<void> {
     await this.claimRecorded(sandboxId);
     await this.removeContainer(containerId, 0);
+    this.claimJournal.remove(sandboxId);
     this.claimedContainers.delete(sandboxId);
     await this.networks?.release(sandboxId);
     await rm(this.runDir(sandboxId), { recursive: true, force: true });
@@ -734,6 +773,7 @@ export class ContainerdRuntime implements Runtime {
           ...(spec.exposedPorts?.length ? { [LABEL_EXPOSED_PORTS]: spec.exposedPorts.join(",") } : {}),
         };
         delete labels[LABEL_ROLE];
+        this.claimJournal.write({ sandboxId, containerId: instance.containerId, labels });
         this.recordClaim(sandboxId, instance.containerId, labels, undefined);
         const totalMs = performance.now() - started;
         this.logger.debug({ sandboxId, instance: instance.id, checkpointId: instance.checkpointId, totalMs }, "sandbox claimed a pre-restored instance");
@@ -1118,6 +1158,7 @@ export class ContainerdRuntime implements Runtime {
     await this.claimRecorded(sandboxId);
     const containerId = this.containerIdFor(sandboxId);
     await this.removeContainer(containerId, options.gracePeriodMs, sandboxId);
+    this.claimJournal.remove(sandboxId);
     this.claimedContainers.delete(sandboxId);
     await this.networks?.release(sandboxId);
     await rm(this.runDir(sandboxId), { recursive: true, force: true });
@@ -1186,6 +1227,8 @@ export class ContainerdRuntime implements Runtime {
    * them). Without the helper there are no anchors and no shim sharing.
    */
   async prepare(): Promise<void> {
+    // Claims first: an instance a previous process handed over is a sandbox, not stock.
+    await this.replayClaims();
     // A previous process's instances are not adopted (their stock order and specs are gone): removed, then made anew.
     if (this.preparedSettings) await this.removePreparedInstances();
     if (this.networks) {
@@ -1199,6 +1242,8 @@ export class ContainerdRuntime implements Runtime {
   }
 
   async unprepare(): Promise<void> {
+    // A claim still being recorded is a sandbox: it must not look like stock to what follows.
+    await Promise.all(this.pendingClaims.values());
     await this.removePreparedInstances();
     await this.networks?.releasePrepared();
     await Promise.all(
@@ -1419,7 +1464,10 @@ export class ContainerdRuntime implements Runtime {
     }
   }
 
+  /** Ends this runtime's use of containerd: no refill, no retried claim record (the claim journal keeps those). */
   close(): void {
+    this.closed = true;
+    void this.preparedStock?.drain();
     this.puller.close();
     this.client.close();
   }
