@@ -90,6 +90,13 @@ export class UnavailableError extends FsbError {
 }
 
 /**
+ * The server answered, but what it depends on (an agent's containerd) did not within the call's
+ * deadline: the server itself is alive — a heartbeat that gets this must not replace it — and the
+ * call may be tried again later.
+ */
+export class BusyError extends UnavailableError {}
+
+/**
  * Something did not finish within its deadline: a call's `requestTimeoutMs`, a command's `timeoutMs`, a
  * server's own wait. Whether the work itself stopped depends on the call (a command past its
  * `timeoutMs` is killed); the message says which deadline it was and how to change it.

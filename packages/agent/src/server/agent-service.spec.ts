@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { after, beforeEach, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport, type Client } from "@connectrpc/connect";
-import { AlreadyExistsError, FsbError, NoCapacityError, NotFoundError, fromConnectError, pb } from "@fast-sandbox/api";
+import { AlreadyExistsError, BusyError, FsbError, NoCapacityError, NotFoundError, TimeoutError, fromConnectError, pb } from "@fast-sandbox/api";
 import type {
   DeleteOptions,
   ExecIo,
@@ -18,7 +18,7 @@ import type {
   RuntimeSandboxSpec,
 } from "../runtime/runtime.js";
 import { Admission } from "./admission.js";
-import { EXEC_QUEUE_HIGH, createAgentService, type AgentIdentity } from "./agent-service.js";
+import { EXEC_QUEUE_HIGH, createAgentService, statusBudgetMs, type AgentIdentity } from "./agent-service.js";
 
 /** An in-memory Runtime that records what the service asks of it. */
 class FakeRuntime implements Runtime {
@@ -728,6 +728,42 @@ describe("AgentService", () => {
         sandboxes.map((s) => [s.sandboxId, s.oomKilled]).sort((a, b) => String(a[0]).localeCompare(String(b[0])));
       assert.deepEqual(byId((await client.status({})).sandboxes), expected);
       assert.deepEqual(byId((await client.listSandboxes({})).sandboxes), expected);
+    });
+
+    it("status answers BusyError before the call's deadline when containerd is slower than that (the agent is alive, not hung)", async () => {
+      const list = runtime.list.bind(runtime);
+      runtime.list = () => new Promise(() => undefined);
+      const error = fromConnectError(await rejection(client.status({}, { timeoutMs: 400 })));
+      assert.ok(error instanceof BusyError, `expected BusyError, got ${error.name}: ${error.message}`);
+      assert.match(error.message, /containerd did not list this agent's sandboxes and images within 300 ms/);
+      runtime.list = list;
+      // A runtime that answers in time gives a status as always.
+      assert.equal((await client.status({}, { timeoutMs: 400 })).name, "default-0");
+    });
+
+    it("a status whose agent cannot answer at all still ends at the caller's deadline (a hung agent is told from a busy one)", async () => {
+      runtime.list = () => new Promise(() => undefined);
+      const slowService = createAgentService({ identity, runtime, logDir });
+      const hung = createClient(
+        pb.AgentService,
+        createRouterTransport(({ service: register }) => {
+          register(pb.AgentService, {
+            ...slowService,
+            // The event loop of a hung agent never gets to its own budget: nothing answers.
+            status: () => new Promise(() => undefined),
+          });
+        }),
+      );
+      const error = fromConnectError(await rejection(hung.status({}, { timeoutMs: 200 })));
+      assert.ok(error instanceof TimeoutError && !(error instanceof BusyError));
+    });
+
+    it("gives containerd three quarters of a status call's deadline, leaving at most 500 ms for the answer", () => {
+      assert.equal(statusBudgetMs(undefined), undefined);
+      assert.equal(statusBudgetMs(400), 300);
+      assert.equal(statusBudgetMs(2000), 1500);
+      assert.equal(statusBudgetMs(10_000), 9500);
+      assert.equal(statusBudgetMs(20), 50);
     });
 
     it("status fails with the runtime's error", async () => {

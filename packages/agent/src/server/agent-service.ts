@@ -5,6 +5,7 @@ import { create } from "@bufbuild/protobuf";
 import {
   AlreadyExistsError,
   AsyncQueue,
+  BusyError,
   NotFoundError,
   SANDBOX_ID_MAX_LENGTH,
   ValidationError,
@@ -78,6 +79,37 @@ function checkSandboxId(id: string): void {
   }
 }
 
+/**
+ * How long Status waits for containerd's lists within a call whose deadline is `timeoutMs` away: a
+ * quarter of it (at most 500 ms) is left for the answer to travel. Undefined: no deadline, no budget.
+ */
+export function statusBudgetMs(timeoutMs: number | undefined): number | undefined {
+  if (timeoutMs === undefined) return undefined;
+  return Math.max(50, timeoutMs - Math.min(500, timeoutMs / 4));
+}
+
+/**
+ * `work`, or a BusyError once `budgetMs` has passed without it: a heartbeat then hears that the agent
+ * is alive and containerd slow (a churn of deletes makes its task list wait on every busy shim), and
+ * does not take the agent for hung.
+ */
+async function withinBudget<T>(work: Promise<T>, budgetMs: number | undefined, what: string): Promise<T> {
+  if (budgetMs === undefined) return work;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new BusyError(`containerd did not ${what} within ${Math.round(budgetMs)} ms (busy or restarting); the agent itself is alive — ask again`)),
+      budgetMs,
+    );
+  });
+  work.catch(() => undefined);
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Runs `fn` and translates anything it throws into a ConnectError (the agent's API edge). */
 async function edge<T>(fn: () => Promise<T>): Promise<T> {
   try {
@@ -106,11 +138,15 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
 
   return {
     ...checkpointMethods({ agentName: identity.name, runtime, inFlight: checkpointsInFlight }),
-    async status() {
+    async status(_request, context) {
       return edge(async () => {
         const inFlight = creates.ids();
         const mark = admission.mark();
-        const [images, listed] = await Promise.all([runtime.listImages(), runtime.list()]);
+        const [images, listed] = await withinBudget(
+          Promise.all([runtime.listImages(), runtime.list()]),
+          statusBudgetMs(context.timeoutMs()),
+          "list this agent's sandboxes and images",
+        );
         admission.reconcile(listed, mark);
         // A create in flight is `creating` whatever its container's state, and listed even before its container exists.
         const creating = new Set(creates.ids().filter((id) => inFlight.includes(id)));

@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import {
   AlreadyExistsError,
+  BusyError,
   ConflictError,
   ExpiredError,
   FailedPreconditionError,
@@ -28,6 +29,7 @@ const errors: [string, () => FsbError, Code][] = [
   ["NoCapacityError", () => new NoCapacityError("no agent of pool default has a free slot"), Code.ResourceExhausted],
   ["UnauthenticatedError", () => new UnauthenticatedError("missing bearer token"), Code.Unauthenticated],
   ["UnavailableError", () => new UnavailableError("agent-0 is not reachable"), Code.Unavailable],
+  ["BusyError", () => new BusyError("containerd did not list the sandboxes within 1750 ms"), Code.Unavailable],
   ["FailedPreconditionError", () => new FailedPreconditionError("the pool is being deleted"), Code.FailedPrecondition],
   ["ExpiredError", () => new ExpiredError("resourceVersion 1 is too old; list again"), Code.FailedPrecondition],
   ["PermissionDeniedError", () => new PermissionDeniedError("registry r.io denied access to team/app"), Code.PermissionDenied],
@@ -124,6 +126,14 @@ describe("toConnectError / fromConnectError", () => {
   it("maps a network failure to unavailable", () => {
     const error = fromConnectError(new ConnectError("connect ECONNREFUSED", Code.Unavailable));
     assert.ok(error instanceof UnavailableError);
+  });
+
+  it("maps a connection reset (Aborted without Fast Sandbox metadata) to unavailable, not to a conflict", () => {
+    const error = fromConnectError(new ConnectError("read ECONNRESET", Code.Aborted));
+    assert.ok(error instanceof UnavailableError);
+    assert.ok(!(error instanceof ConflictError));
+    assert.match(error.message, /connection was lost: read ECONNRESET/);
+    assert.ok(fromConnectError(toConnectError(new ConflictError("stale"))) instanceof ConflictError, "a server's conflict stays one");
   });
 
   it("passes FsbErrors and ConnectErrors through unchanged", () => {

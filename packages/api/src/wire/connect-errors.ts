@@ -5,6 +5,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   AlreadyExistsError,
+  BusyError,
   ConflictError,
   ExpiredError,
   FailedPreconditionError,
@@ -40,6 +41,7 @@ const ERROR_FIELD_KEY = "fsb-error-field";
 /** Distinguishes subclasses that share a code (ExpiredError is a failed_precondition a watcher must answer by relisting). */
 const ERROR_REASON_KEY = "fsb-error-reason";
 const EXPIRED_REASON = "expired";
+const BUSY_REASON = "busy";
 
 export function toConnectError(error: unknown): ConnectError {
   if (error instanceof ConnectError) return error;
@@ -47,6 +49,7 @@ export function toConnectError(error: unknown): ConnectError {
   const metadata = new Headers({ [ERROR_CODE_KEY]: fsb.code });
   if (fsb instanceof ValidationError) metadata.set(ERROR_FIELD_KEY, encodeURIComponent(fsb.field));
   if (fsb instanceof ExpiredError) metadata.set(ERROR_REASON_KEY, EXPIRED_REASON);
+  if (fsb instanceof BusyError) metadata.set(ERROR_REASON_KEY, BUSY_REASON);
   return new ConnectError(fsb.message, CODE_TO_CONNECT[fsb.code], metadata, undefined, fsb);
 }
 
@@ -55,6 +58,9 @@ export function fromConnectError(error: unknown): FsbError {
   const connect = ConnectError.from(error);
   const message = connect.rawMessage;
   const code = (connect.metadata.get(ERROR_CODE_KEY) ?? "") as ErrorCode | "";
+  // Aborted without a Fast Sandbox code is the transport's (a connection reset mid-call), not a
+  // server's conflict: the peer went away.
+  if (!code && connect.code === Code.Aborted) return new UnavailableError(`the connection was lost: ${message}`, { cause: connect });
   switch (code || connectCodeToErrorCode(connect.code)) {
     case "invalid_argument": {
       const field = decodeField(connect.metadata.get(ERROR_FIELD_KEY));
@@ -77,6 +83,7 @@ export function fromConnectError(error: unknown): FsbError {
       if (connect.metadata.get(ERROR_REASON_KEY) === EXPIRED_REASON) return new ExpiredError(message);
       return new FailedPreconditionError(message);
     case "unavailable":
+      if (connect.metadata.get(ERROR_REASON_KEY) === BUSY_REASON) return new BusyError(message, { cause: connect });
       return new UnavailableError(message, { cause: connect });
     case "deadline_exceeded":
       return new TimeoutError(message, { cause: connect });

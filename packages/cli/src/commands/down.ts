@@ -6,6 +6,9 @@ import { sweepAfterShutdown } from "@fast-sandbox/janitor";
 import { clearRunFiles, isAlive, readSettings, resolveDataDir, runningPid } from "../data-dir.js";
 import { connect } from "../connection.js";
 
+/** How many times `down --delete-sandboxes` lists and deletes what is left before it gives up. */
+const DELETE_ROUNDS = 6;
+
 export async function down(options: { dataDir?: string; deleteSandboxes?: boolean }): Promise<void> {
   const dataDir = resolveDataDir(options.dataDir);
   const pid = runningPid(dataDir);
@@ -16,13 +19,31 @@ export async function down(options: { dataDir?: string; deleteSandboxes?: boolea
   }
   if (options.deleteSandboxes) {
     const { client } = await connect({ dataDir });
-    // Again until none is left: a create that was in flight during the first round shows up in the next.
+    // Again until none is left: a create that was in flight during the first round shows up in the
+    // next, and a delete its agent could not finish yet (busy, restarting) is tried again.
     let deleted = 0;
-    for (let round = 0; round < 3; round++) {
+    let failures: string[] = [];
+    for (let round = 0; round < DELETE_ROUNDS; round++) {
       const sandboxes = await client.sandboxes.list({ namespace: "*" });
-      if (sandboxes.length === 0) break;
-      await Promise.all(sandboxes.map((s) => client.sandboxes.delete(s.metadata.name, { namespace: s.metadata.namespace ?? "default" })));
-      deleted += sandboxes.length;
+      if (sandboxes.length === 0) {
+        failures = [];
+        break;
+      }
+      const results = await Promise.allSettled(
+        sandboxes.map((s) => client.sandboxes.delete(s.metadata.name, { namespace: s.metadata.namespace ?? "default" })),
+      );
+      failures = results.flatMap((result, i) =>
+        result.status === "rejected" ? [`${sandboxes[i]?.metadata.namespace ?? "default"}/${sandboxes[i]?.metadata.name}: ${String(result.reason)}`] : [],
+      );
+      deleted += results.length - failures.length;
+      if (failures.length > 0) await sleep(Math.min(5_000, 500 * 2 ** round));
+    }
+    const left = await client.sandboxes.list({ namespace: "*" });
+    if (left.length > 0) {
+      throw new FsbError(
+        "unavailable",
+        `${left.length} sandboxes are still there after ${DELETE_ROUNDS} rounds of deletes${failures[0] ? ` (last error: ${failures[0]})` : ""}; Fast Sandbox keeps running — run 'fsb down --delete-sandboxes' again`,
+      );
     }
     process.stdout.write(`deleted ${deleted} sandboxes\n`);
   }

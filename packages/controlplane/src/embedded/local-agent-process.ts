@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
+import { BusyError } from "@fast-sandbox/api";
 import { every, systemClock, type Clock, type Timer } from "../controller/clock.js";
 import type { AgentClient, AgentStatus } from "../agent-client/agent-client.js";
 import { createAgentClient } from "../agent-client/grpc-agent-client.js";
@@ -178,8 +179,14 @@ export class LocalAgentProcess {
           this.events.onHeartbeat(this, status);
         },
         (error: unknown) => {
-          this.failures += 1;
           this.settings.metrics?.heartbeat(this.name, false);
+          if (error instanceof BusyError) {
+            // The agent answered: it is alive, its containerd is slow. Replacing it would not help.
+            this.failures = 0;
+            this.settings.logger.warn({ err: error, agent: this.name }, "agent heartbeat: containerd is slow");
+            return;
+          }
+          this.failures += 1;
           this.settings.logger.warn({ err: error, agent: this.name, failures: this.failures }, "agent heartbeat failed");
           // Three missed heartbeats: the agent hangs; replace it.
           if (this.failures >= 3) this.supervisor.kill("SIGKILL");

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { pino } from "pino";
+import { BusyError } from "@fast-sandbox/api";
 import type { AgentClient, AgentSandbox, AgentStatus, ExecEvent, PullProgress } from "../agent-client/agent-client.js";
 import { FakeClock } from "../controller/clock.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
@@ -67,7 +68,7 @@ class FakeFleet implements AgentFleet {
 
 /** An agent client whose heartbeats answer, fail or hang as the test says; it counts them. */
 class FakeAgentClient implements AgentClient {
-  mode: "answer" | "fail" = "answer";
+  mode: "answer" | "fail" | "busy" = "answer";
   images: string[] = [];
   statusCalls = 0;
   answered = 0;
@@ -78,6 +79,7 @@ class FakeAgentClient implements AgentClient {
   async status(): Promise<AgentStatus> {
     this.statusCalls += 1;
     if (this.mode === "fail") throw new Error(`agent at ${this.endpoint} does not answer`);
+    if (this.mode === "busy") throw new BusyError("containerd did not list this agent's sandboxes and images within 1500 ms");
     this.answered += 1;
     return agentStatus({ images: [...this.images], pid: this.answered });
   }
@@ -342,6 +344,29 @@ describe("AgentConnections", () => {
 
     connections.stop();
     assert.equal(clock.pendingTimers, 0, "stop() cancels the heartbeats");
+  });
+
+  it("a busy agent (it answers that its containerd is slow) stays connected and ready however long it lasts; its last report stays the observed one", async () => {
+    registerAgent();
+    fleet.ready(AGENT, "10.1.0.1:7071");
+    startConnections();
+    await waitFor(() => connected(), "the agent is connected");
+    const client = clientAt("10.1.0.1:7071");
+    const observed = connections.observedStatus(AGENT);
+    client.mode = "busy";
+    const before = client.statusCalls;
+    await waitFor(() => client.statusCalls >= before + 10, "ten busy answers");
+    assert.equal(connected(), true);
+    assert.equal(registry.getAgent(AGENT)?.ready, true);
+    assert.equal(connections.observedStatus(AGENT), observed);
+    // Two unanswered heartbeats, then a busy answer: the count starts over, so two more do not disconnect it.
+    client.mode = "fail";
+    await waitFor(() => client.statusCalls >= before + 12, "two unanswered");
+    client.mode = "busy";
+    await waitFor(() => client.statusCalls >= before + 13, "a busy answer");
+    client.mode = "fail";
+    await waitFor(() => client.statusCalls >= before + 15, "two unanswered again");
+    assert.equal(connected(), true);
   });
 
   it("stays connected while fewer than missedHeartbeats heartbeats in a row go unanswered", async () => {

@@ -9,6 +9,7 @@
  * in a row went unanswered. `onConnected` runs at each (re)connection with the first report
  * (adoption), `onStatus` with every report (facts the agent saw).
  */
+import { BusyError } from "@fast-sandbox/api";
 import type { Logger } from "pino";
 import { every, systemClock, type Clock, type Timer } from "../controller/clock.js";
 import type { AgentClient, AgentStatus } from "../agent-client/agent-client.js";
@@ -170,6 +171,11 @@ export class AgentConnections implements AgentObserver, AgentClients {
         (error: unknown) => {
           if (this.connections.get(name) !== connection) return;
           this.options.metrics?.heartbeat(name, false);
+          // A busy agent answered (its containerd is slow): alive, but with nothing new to observe.
+          if (error instanceof BusyError) {
+            if (connection.connected) connection.failures = 0;
+            return;
+          }
           connection.failures += 1;
           if (connection.connected && connection.failures >= (this.options.missedHeartbeats ?? 3)) {
             connection.connected = false;
