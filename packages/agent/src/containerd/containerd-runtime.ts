@@ -486,19 +486,8 @@ export class ContainerdRuntime implements Runtime {
       this.preparedStock?.adopt([instance]);
       throw new FsbError("invalid_argument", `the command and its environment take ${claim.length} bytes; at most ${CLAIM_MAX_BYTES} are allowed`);
     }
-    // The instance's host files become the sandbox's (the mounts and the shim's log file follow the inodes).
-    renameSync(instance.runDir, runDir);
-    if (instance.logPath !== spec.logPath) renameSync(instance.logPath, spec.logPath);
-    this.claimedContainers.set(sandboxId, containerId);
+    const labels = this.handOver(instance, spec, runDir, { [LABEL_IMAGE]: spec.image });
     const isolated = spec.network?.mode === "isolated";
-    const labels: Record<string, string> = {
-      ...instance.labels,
-      [LABEL_SANDBOX_ID]: sandboxId,
-      [LABEL_NAME]: spec.name,
-      [LABEL_IMAGE]: spec.image,
-      ...(spec.exposedPorts?.length ? { [LABEL_EXPOSED_PORTS]: spec.exposedPorts.join(",") } : {}),
-    };
-    delete labels[LABEL_ROLE];
     // The stored spec tells the truth from now on: execs take their defaults (env, cwd) from it.
     const ociSpec: OciSpec = { ...instance.ociSpec, process: { ...instance.ociSpec.process, args: helperArgs(workingDir, userArgs, instance.envd), env } };
     const commandStart = new CommandStartWatcher(runDir);
@@ -551,6 +540,26 @@ export class ContainerdRuntime implements Runtime {
       ...(instance.address ? { address: instance.address } : {}),
       labels,
     };
+  }
+
+  /**
+   * Hands a claimed instance's host files over to the sandbox — its run directory and log file move
+   * under the sandbox id (the mounts and the shim's log file follow the inodes) — and returns the
+   * labels its container gets: the instance's, with the sandbox's identity in place of its role.
+   */
+  private handOver(instance: PreparedInstance, spec: RuntimeSandboxSpec, runDir: string, extraLabels: Record<string, string> = {}): Record<string, string> {
+    renameSync(instance.runDir, runDir);
+    if (instance.logPath !== spec.logPath) renameSync(instance.logPath, spec.logPath);
+    this.claimedContainers.set(spec.sandboxId, instance.containerId);
+    const labels: Record<string, string> = {
+      ...instance.labels,
+      [LABEL_SANDBOX_ID]: spec.sandboxId,
+      [LABEL_NAME]: spec.name,
+      ...extraLabels,
+      ...(spec.exposedPorts?.length ? { [LABEL_EXPOSED_PORTS]: spec.exposedPorts.join(",") } : {}),
+    };
+    delete labels[LABEL_ROLE];
+    return labels;
   }
 
   /**
@@ -762,17 +771,8 @@ export class ContainerdRuntime implements Runtime {
           continue;
         }
         const started = performance.now();
-        renameSync(instance.runDir, runDir);
-        if (instance.logPath !== spec.logPath) renameSync(instance.logPath, spec.logPath);
-        this.claimedContainers.set(sandboxId, instance.containerId);
+        const labels = this.handOver(instance, spec, runDir);
         if (spec.network?.mode === "isolated") this.networks?.reassign(instance.id, sandboxId);
-        const labels: Record<string, string> = {
-          ...instance.labels,
-          [LABEL_SANDBOX_ID]: sandboxId,
-          [LABEL_NAME]: spec.name,
-          ...(spec.exposedPorts?.length ? { [LABEL_EXPOSED_PORTS]: spec.exposedPorts.join(",") } : {}),
-        };
-        delete labels[LABEL_ROLE];
         this.claimJournal.write({ sandboxId, containerId: instance.containerId, labels });
         this.recordClaim(sandboxId, instance.containerId, labels, undefined);
         const totalMs = performance.now() - started;
