@@ -168,6 +168,21 @@ function program(programName: string): Command {
     .action(async (sandbox, options) => (await checkpointCommands()).fork(sandbox, { ...globals(), ...options }));
 
   fsb
+    .command("pause")
+    .description("pause a running sandbox of a gVisor pool: its memory, processes and files are saved on its node and nothing of it runs until 'fsb resume'")
+    .argument("<sandbox>")
+    .option("--namespace <namespace>", "namespace (default: default)")
+    .action(async (sandbox, options) => (await checkpointCommands()).pause(sandbox, { ...globals(), ...options }));
+
+  fsb
+    .command("resume")
+    .description("resume a paused sandbox where it was (same name, id, hostname and access token; a new address)")
+    .argument("<sandbox>")
+    .option("--namespace <namespace>", "namespace (default: default)")
+    .option("--expire <duration>", "delete it this long after the resume, e.g. 30s, 10m, 2h (default: never)")
+    .action(async (sandbox, options) => (await checkpointCommands()).resume(sandbox, { ...globals(), ...options }));
+
+  fsb
     .command("token")
     .description("give a sandbox a new access token and print it (the X-Access-Token of its endpoints); the previous one stops working")
     .argument("<name>")

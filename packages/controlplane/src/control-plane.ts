@@ -321,6 +321,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
       port: options.port ?? 0,
       metrics,
       checkpoints,
+      pauses,
       // The SDKs reach every sandbox at one URL, routing by headers: the proxy's public address if it has one.
       e2b: { apiKeys, apiUrl: e2bApi.url, sandboxUrl: options.proxy?.baseUrl ? new URL(options.proxy.baseUrl).origin : proxyUrl },
     });

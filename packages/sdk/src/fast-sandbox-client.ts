@@ -310,6 +310,29 @@ export class Sandboxes {
   }
 
   /**
+   * Pauses a running sandbox of a gVisor pool: its memory, processes and files are saved as a
+   * checkpoint on its node and nothing of it runs — no slot, no address, no end — until `resume`.
+   * Returns its record (phase `Paused`). ConflictError when it is paused already;
+   * FailedPreconditionError for a sandbox of a runc pool or one that is not Running.
+   */
+  async pause(name: string, options: { namespace?: string } & ClientCallOptions = {}): Promise<Sandbox> {
+    const { call, context } = callOptions(`PauseSandbox ${name}`, this.timeoutMs, options);
+    return sandboxFromMessage(await translate(() => this.client.pauseSandbox({ name, namespace: options.namespace ?? "" }, call), context));
+  }
+
+  /**
+   * Resumes a paused sandbox where it was — same name, sandbox id, hostname and access token, its
+   * processes and files as they were, a new address — and returns its Running record; a sandbox that
+   * runs is returned as it is. `expireTime` (RFC 3339): when it ends; @default never
+   */
+  async resume(name: string, options: { namespace?: string; expireTime?: string } & ClientCallOptions = {}): Promise<Sandbox> {
+    const { call, context } = callOptions(`ResumeSandbox ${name}`, this.timeoutMs, options);
+    return sandboxFromMessage(
+      await translate(() => this.client.resumeSandbox({ name, namespace: options.namespace ?? "", expireTime: options.expireTime ?? "" }, call), context),
+    );
+  }
+
+  /**
    * Where clients reach the sandboxes: the sandbox proxy's base URL (e.g. `http://localhost:7072`),
    * as the control plane knows it.
    */

@@ -9,16 +9,19 @@
  * - a pool that keeps copies of its checkpoint restored ahead hands them to restores: each copy
  *   runs on from the checkpoint with its own id, address and hostname, sees none of its siblings'
  *   writes, and deleting the pool leaves none of them behind;
+ * - `fsb pause` saves a sandbox and removes its instance (phase Paused, no end); `fsb resume` runs
+ *   it on where it was (its files, its process counting on) under the same name, id and hostname;
  * - what is refused says why (runc sandboxes, unknown checkpoints, a command with a restore);
  * - deleting the sandboxes and the checkpoints, then the pool, leaves no container, task,
  *   snapshot or checkpoint file.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError, ValidationError } from "@fast-sandbox/sdk";
-import { ctr } from "../../support/containerd.js";
+import { REPO_ROOT, ctr } from "../../support/containerd.js";
 import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
 /** Counts in /tmp/counter ten times a second, after writing /root/state: all of it in the sandbox's memory. */
@@ -217,6 +220,59 @@ describe("gVisor sandboxes are checkpointed, restored and forked with their stat
     await waitFor(() => !existsSync(join(agentDir, "run")) || readdirSync(join(agentDir, "run")).length === 0, 30_000, "no run directory left");
     const checkpoints = join(embedded.dataDir, "checkpoints", "default", "gv-ahead");
     await waitFor(() => !existsSync(checkpoints) || readdirSync(checkpoints).length === 0, 30_000, "the pool's checkpoint removed");
+  });
+
+  it("fsb pause saves a sandbox and frees its instance; fsb resume runs it on where it was, under the same name and id", async () => {
+    const { client } = embedded;
+    // Asynchronously: the control plane the CLI talks to runs in this process.
+    const fsb = (...args: string[]) =>
+      new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
+        execFile(
+          process.execPath,
+          ["--conditions=development", "--import", "tsx", join(REPO_ROOT, "packages/cli/src/main.ts"), ...args],
+          { encoding: "utf8", cwd: REPO_ROOT, timeout: 120_000, env: { ...process.env, FSB_URL: embedded.controlPlane.url, FSB_TOKEN: embedded.token } },
+          (error, stdout, stderr) => resolve({ status: error ? (typeof error.code === "number" ? error.code : 1) : 0, stdout, stderr }),
+        );
+      });
+    const made = await client.sandboxes.create({ name: "napper", pool: "gv", image: BASE_IMAGE, command: ["sh", "-c", COUNTER] });
+    const sandboxId = made.status?.sandboxID ?? "";
+    await waitFor(async () => (await sh("napper", "cat /tmp/counter 2>/dev/null || echo 0").then(Number)) >= 5, 20_000, "the counter");
+    await sh("napper", "echo kept > /root/kept");
+    const atPause = await counter("napper");
+
+    const paused = await fsb("pause", "napper");
+    assert.equal(paused.status, 0, paused.stderr);
+    assert.match(paused.stdout, /sandbox napper paused/);
+    const record = await client.sandboxes.get("napper");
+    assert.equal(record.status?.phase, "Paused");
+    assert.equal(record.spec.expireTime, undefined, "no end while paused");
+    assert.equal(
+      ctr(embedded.containerdNamespace, "containers", "ls", "-q", `labels."fast-sandbox.io/sandbox-id"==${sandboxId}`).trim(),
+      "",
+      "nothing of it runs",
+    );
+    const again = await fsb("pause", "napper");
+    assert.notEqual(again.status, 0);
+    assert.match(again.stderr, /paused already/);
+    const badEnd = await fsb("resume", "napper", "--expire", "soon");
+    assert.notEqual(badEnd.status, 0);
+    assert.match(badEnd.stderr, /--expire/);
+    assert.equal((await client.sandboxes.get("napper")).status?.phase, "Paused", "a refused resume leaves it paused");
+
+    const resumed = await fsb("resume", "napper", "--expire", "10m");
+    assert.equal(resumed.status, 0, resumed.stderr);
+    assert.match(resumed.stdout, /sandbox napper running on agent/);
+    const back = await client.sandboxes.get("napper");
+    assert.equal(back.status?.phase, "Running");
+    assert.equal(back.status?.sandboxID, sandboxId, "the same sandbox id");
+    const endsInMs = Date.parse(back.spec.expireTime ?? "") - Date.now();
+    assert.ok(endsInMs > 8 * 60_000 && endsInMs <= 10 * 60_000, `it ends in about 10 minutes (${endsInMs} ms)`);
+    assert.equal(await sh("napper", "cat /root/kept"), "kept");
+    assert.equal(await sh("napper", "hostname"), "napper");
+    const first = await counter("napper");
+    assert.ok(first >= atPause, `the counter goes on from where it was (${first} ≥ ${atPause})`);
+    await waitFor(async () => (await counter("napper")) > first, 10_000, "the counter counting on");
+    await client.sandboxes.delete("napper");
   });
 
   it("refuses what it cannot do, saying why", async () => {

@@ -1,6 +1,7 @@
 /**
  * `fsb checkpoint NAME [-n CHECKPOINT]`, `fsb checkpoint ls`, `fsb checkpoint rm`, `fsb run
- * --from-checkpoint C` and `fsb fork NAME -n K`: checkpoints of sandboxes in gVisor pools. In these
+ * --from-checkpoint C`, `fsb fork NAME -n K`, `fsb pause NAME` and `fsb resume NAME`: checkpoints of
+ * sandboxes in gVisor pools. In these
  * commands `-n` is the checkpoint's name (checkpoint) or the number of copies (fork), as the issue
  * that asked for them writes it; the namespace is `--namespace`.
  */
@@ -88,4 +89,21 @@ function formatBytes(bytes: number): string {
   if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
   if (bytes >= 1 << 10) return `${(bytes / (1 << 10)).toFixed(1)} KiB`;
   return `${bytes} B`;
+}
+
+export async function pause(sandbox: string, options: GlobalOptions & { namespace?: string }): Promise<void> {
+  const { client, namespace } = await connect(options);
+  const paused = await client.sandboxes.pause(sandbox, { namespace });
+  process.stdout.write(
+    `sandbox ${sandbox} paused: its memory, processes and files are saved on node ${paused.status?.nodeName || "?"}; 'fsb resume ${sandbox}' runs it on\n`,
+  );
+}
+
+export async function resume(sandbox: string, options: GlobalOptions & { namespace?: string; expire?: string }): Promise<void> {
+  const { client, namespace } = await connect(options);
+  const expireTime = options.expire ? new Date(Date.now() + parseDurationMs(options.expire, "--expire")).toISOString() : undefined;
+  const resumed = await client.sandboxes.resume(sandbox, { namespace, ...(expireTime ? { expireTime } : {}) });
+  const address = resumed.status?.sandboxIP ? `, address ${resumed.status.sandboxIP}` : "";
+  const end = resumed.spec.expireTime ? `; it ends at ${resumed.spec.expireTime}` : "";
+  process.stdout.write(`sandbox ${sandbox} running on agent ${resumed.status?.assignedPod ?? "?"}${address}${end}\n`);
 }

@@ -6,6 +6,7 @@ import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { createSandboxService } from "./sandbox-service.js";
 import type { CheckpointManager } from "./checkpoint-manager.js";
+import type { SandboxPauses } from "./checkpoint-pauses.js";
 import { createPoolService } from "./pool-service.js";
 import { createE2bService, type E2bApiAccess } from "./e2b-service.js";
 import { ControlPlaneMetrics } from "./control-plane-metrics.js";
@@ -26,6 +27,8 @@ export interface ApiServerOptions {
   e2b?: E2bApiAccess;
   /** Checkpoints, restores and forks of gVisor sandboxes. */
   checkpoints: CheckpointManager;
+  /** Pauses and resumes of gVisor sandboxes. @default none (PauseSandbox and ResumeSandbox fail) */
+  pauses?: SandboxPauses;
 }
 
 export interface ApiServer {
@@ -74,7 +77,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   const api = connectNodeAdapter({
     interceptors: [requireBearerToken(options.token), timeCreates(metrics)],
     routes: (router) => {
-      router.service(pb.SandboxService, createSandboxService(options.manager, options.checkpoints));
+      router.service(pb.SandboxService, createSandboxService(options.manager, options.checkpoints, options.pauses));
       router.service(pb.PoolService, createPoolService({ store: options.store, registry: options.registry, manager: options.manager, agents: options.agents }));
       router.service(pb.E2bService, createE2bService(options.e2b));
     },

@@ -1,15 +1,31 @@
 /**
  * The fast-path API's checkpoint calls (CheckpointSandbox, ListCheckpoints, DeleteCheckpoint,
- * ForkSandbox) over the CheckpointManager; CreateSandbox with `from_checkpoint` is in
- * sandbox-service.ts. A control plane without checkpoints answers FailedPrecondition.
+ * ForkSandbox) over the CheckpointManager, and PauseSandbox / ResumeSandbox over SandboxPauses;
+ * CreateSandbox with `from_checkpoint` is in sandbox-service.ts. A control plane without checkpoints
+ * (or pauses) answers FailedPrecondition.
  */
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { FailedPreconditionError, pb, sandboxToMessage } from "@fast-sandbox/api";
+import { FailedPreconditionError, ValidationError, pb, sandboxToMessage } from "@fast-sandbox/api";
 import type { Checkpoint, CheckpointManager } from "./checkpoint-manager.js";
+import type { SandboxPauses } from "./checkpoint-pauses.js";
 import { edge } from "./sandbox-service.js";
 
-type CheckpointMethods = Pick<ServiceImpl<typeof pb.SandboxService>, "checkpointSandbox" | "listCheckpoints" | "deleteCheckpoint" | "forkSandbox">;
+type CheckpointMethods = Pick<
+  ServiceImpl<typeof pb.SandboxService>,
+  "checkpointSandbox" | "listCheckpoints" | "deleteCheckpoint" | "forkSandbox" | "pauseSandbox" | "resumeSandbox"
+>;
+
+/** A resume's `expire_time`: empty (no end) or an RFC 3339 time in the future. */
+function resumeExpireTime(value: string, now = Date.now()): string | undefined {
+  if (!value) return undefined;
+  const at = Date.parse(value);
+  if (!/^\d{4}-\d{2}-\d{2}T/.test(value) || Number.isNaN(at)) {
+    throw new ValidationError("expireTime", `${JSON.stringify(value)} is not an RFC 3339 time (e.g. 2026-12-01T10:00:00Z); leave it empty for no end`);
+  }
+  if (at <= now) throw new ValidationError("expireTime", `${value} has passed; give a time in the future, or leave it empty for no end`);
+  return new Date(at).toISOString();
+}
 
 export function checkpointToMessage(checkpoint: Checkpoint): pb.Checkpoint {
   return create(pb.CheckpointSchema, {
@@ -26,12 +42,23 @@ export function checkpointToMessage(checkpoint: Checkpoint): pb.Checkpoint {
   });
 }
 
-export function checkpointServiceMethods(checkpoints: CheckpointManager | undefined): CheckpointMethods {
+export function checkpointServiceMethods(checkpoints: CheckpointManager | undefined, pauses?: SandboxPauses): CheckpointMethods {
   const required = (): CheckpointManager => {
     if (!checkpoints) throw new FailedPreconditionError("this control plane does not offer checkpoints");
     return checkpoints;
   };
+  const pausing = (): SandboxPauses => {
+    if (!pauses) throw new FailedPreconditionError("this control plane does not pause sandboxes (the embedded mode does)");
+    return pauses;
+  };
   return {
+    pauseSandbox: (request) => edge(async () => sandboxToMessage(await pausing().pause(request.namespace, request.name))),
+    resumeSandbox: (request) =>
+      edge(async () => {
+        const expireTime = resumeExpireTime(request.expireTime);
+        const { sandbox } = await pausing().resume(request.namespace, request.name, expireTime ? { expireTime } : {});
+        return sandboxToMessage(sandbox);
+      }),
     checkpointSandbox: (request) =>
       edge(async () =>
         checkpointToMessage(

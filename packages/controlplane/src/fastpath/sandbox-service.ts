@@ -14,6 +14,7 @@ import { hashAccessToken, newAccessToken } from "../proxy/access-token.js";
 import type { SandboxManager } from "./sandbox-manager.js";
 import type { CheckpointManager } from "./checkpoint-manager.js";
 import { checkpointServiceMethods } from "./checkpoint-service.js";
+import type { SandboxPauses } from "./checkpoint-pauses.js";
 
 /** The largest page of ListSandboxes (a page_size above it gets this many): bounds what one answer holds. */
 export const MAX_LIST_PAGE_SIZE = 1000;
@@ -46,9 +47,12 @@ function execEventToMessage(event: ExecEvent): pb.ExecResponse {
   }
 }
 
-/** `checkpoints`: CheckpointSandbox, ForkSandbox… and CreateSandbox(from_checkpoint); @default none (they fail with FailedPrecondition) */
-export function createSandboxService(manager: SandboxManager, checkpoints?: CheckpointManager): ServiceImpl<typeof pb.SandboxService> {
-  const checkpointMethods = checkpointServiceMethods(checkpoints);
+/**
+ * `checkpoints`: CheckpointSandbox, ForkSandbox… and CreateSandbox(from_checkpoint); `pauses`:
+ * PauseSandbox, ResumeSandbox; @default none (they fail with FailedPrecondition)
+ */
+export function createSandboxService(manager: SandboxManager, checkpoints?: CheckpointManager, pauses?: SandboxPauses): ServiceImpl<typeof pb.SandboxService> {
+  const checkpointMethods = checkpointServiceMethods(checkpoints, pauses);
   return {
     ...checkpointMethods,
     createSandbox: (request, context) =>
