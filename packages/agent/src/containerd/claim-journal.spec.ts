@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -23,6 +23,7 @@ describe("ClaimJournal", () => {
     };
     journal.write(a);
     journal.write(b);
+    assert.equal(statSync(join(stateDir, "claims", "sb-b.json")).mode & 0o777, 0o600, "root alone reads a claim (it holds the user's env)");
     const byId = (records: { sandboxId: string }[]) => [...records].sort((x, y) => x.sandboxId.localeCompare(y.sandboxId));
     assert.deepEqual(byId(new ClaimJournal(stateDir).pending()), [a, b], "another process (the next start) reads them back");
     journal.remove("sb-a");

@@ -34,10 +34,11 @@ export class ClaimJournal {
 
   /** Records a claim before anything of it can be seen (synchronous: it must be on disk before the user's command starts). */
   write(record: ClaimRecord): void {
-    mkdirSync(this.dir, { recursive: true });
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const path = this.pathOf(record.sandboxId);
     const temporary = `${path}.${process.pid}.tmp`;
-    writeFileSync(temporary, JSON.stringify(record));
+    // The user's environment is in it: readable by root alone, as containerd's copy is.
+    writeFileSync(temporary, JSON.stringify(record), { mode: 0o600 });
     renameSync(temporary, path);
   }
 
