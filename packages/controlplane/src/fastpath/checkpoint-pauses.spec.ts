@@ -4,8 +4,9 @@ import { ConflictError, FailedPreconditionError, NoCapacityError, UnavailableErr
 import { pino } from "pino";
 import { FakeCheckpointingAgent, NodeCheckpoints } from "./checkpoint-agents.fixture.js";
 import { CheckpointManager } from "./checkpoint-manager.js";
-import { CONDITION_PAUSED, PAUSED_CHECKPOINT_ANNOTATION, SandboxPauses, isPaused, pausedAtOf } from "./checkpoint-pauses.js";
-import { FIXTURE_NOW, SandboxManagerFixture, poolOf, sandboxSpec } from "./sandbox-manager.fixture.js";
+import { CONDITION_PAUSED, PAUSED_CHECKPOINT_ANNOTATION, RESUMING_ANNOTATION, SandboxPauses, isPaused, pausedAtOf } from "./checkpoint-pauses.js";
+import { SandboxManager } from "./sandbox-manager.js";
+import { FIXTURE_NOW, SandboxManagerFixture, deferred, poolOf, sandboxSpec } from "./sandbox-manager.fixture.js";
 
 const END = new Date(FIXTURE_NOW.getTime() + 600_000).toISOString();
 const LATER_END = new Date(FIXTURE_NOW.getTime() + 900_000).toISOString();
@@ -280,5 +281,111 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
       logger,
     });
     assert.equal((await restarted.resume(undefined, "sb")).sandbox.status?.phase, "Running");
+  });
+
+  describe("several replicas over one store (Kubernetes mode)", () => {
+    const GRACE_MS = 180_000;
+    /** Another replica: its own manager and pauses over the same store, registry and agents. */
+    const replica = (): SandboxPauses => {
+      const logger = pino({ level: "silent" });
+      const manager = new SandboxManager({ store: fixture.store, registry: fixture.registry, agents: fixture.agents, logger, clock: fixture.clock });
+      manager.setPool(poolOf("default", { runtimeType: "gvisor", maxSandboxesPerPod: 4 }));
+      const ownCheckpoints = new CheckpointManager({ manager, store: fixture.store, registry: fixture.registry, agents: fixture.agents, logger });
+      return new SandboxPauses({
+        manager,
+        store: fixture.store,
+        registry: fixture.registry,
+        agents: fixture.agents,
+        checkpoints: ownCheckpoints,
+        logger,
+        clock: fixture.clock,
+        inFlightElsewhereMs: GRACE_MS,
+      });
+    };
+
+    it("refuses a resume while another replica resumes the sandbox, and that one resumes it alone", async () => {
+      const a = addAgent("agent-a");
+      await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+      await paused("sb");
+      const [one, two] = [replica(), replica()];
+      let release = () => {};
+      a.createGate = new Promise<void>((resolve) => (release = resolve));
+      a.createEntered = deferred();
+      const first = one.resume(undefined, "sb");
+      await a.createEntered.promise;
+      const during = await stored("sb");
+      assert.ok(isPaused(during), "Paused until the restored instance runs");
+      assert.equal(during.metadata.annotations?.[RESUMING_ANNOTATION], fixture.clock.now().toISOString(), "the resume's intent, dated");
+      await assert.rejects(
+        two.resume(undefined, "sb"),
+        (error: unknown) =>
+          error instanceof FailedPreconditionError && /is being resumed by another replica of the control plane .*retry in a moment/.test(error.message),
+      );
+      release();
+      const { sandbox, resumed } = await first;
+      assert.equal(resumed, true);
+      assert.equal(sandbox.status?.phase, "Running");
+      assert.equal(sandbox.metadata.annotations?.[RESUMING_ANNOTATION], undefined, "the intent goes with the resume");
+      assert.equal(a.createRequests.filter((r) => r.fromCheckpoint).length, 1, "one restore");
+      assert.equal(a.sandboxes.size, 1, "the restored instance runs on");
+      assert.equal((await two.resume(undefined, "sb")).resumed, false, "the other replica then finds it running");
+    });
+
+    it("leaves a pause or resume another replica started to it for the grace, and goes on from what it left after that", async () => {
+      addAgent("agent-a");
+      const running = await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+      // Another replica's pause: its first writes are in the store, its checkpoint is being taken.
+      const pausing = await fixture.store.update("Sandbox", {
+        ...running,
+        metadata: { ...running.metadata, annotations: { [PAUSED_CHECKPOINT_ANNOTATION]: "sb-pause-000000" } },
+      });
+      await fixture.store.updateStatus("Sandbox", {
+        ...pausing,
+        status: {
+          ...pausing.status,
+          phase: "Paused",
+          conditions: [{ type: CONDITION_PAUSED, status: "Unknown", reason: "Pausing", lastTransitionTime: fixture.clock.now().toISOString() }],
+        },
+      });
+      fixture.registry.release("default/sb");
+      const other = replica();
+      await assert.rejects(
+        other.resume(undefined, "sb"),
+        (error: unknown) => error instanceof FailedPreconditionError && /is being paused by another replica/.test(error.message),
+      );
+      assert.ok(isPaused(await stored("sb")), "a refused resume changes nothing");
+      // That replica died: past the grace the pause counts as cut short (nothing was saved; the agent runs it).
+      fixture.clock.advance(GRACE_MS);
+      const { sandbox, resumed } = await other.resume(undefined, "sb");
+      assert.equal(resumed, true);
+      assert.equal(sandbox.status?.phase, "Running");
+
+      // A resume another replica started and never finished: its intent, then the grace.
+      await paused("sb");
+      const record = await stored("sb");
+      await fixture.store.update("Sandbox", {
+        ...record,
+        metadata: { ...record.metadata, annotations: { ...record.metadata.annotations, [RESUMING_ANNOTATION]: fixture.clock.now().toISOString() } },
+      });
+      await assert.rejects(other.resume(undefined, "sb"), /is being resumed by another replica/);
+      fixture.clock.advance(GRACE_MS);
+      const later = await other.resume(undefined, "sb");
+      assert.equal(later.sandbox.status?.phase, "Running");
+      assert.equal(later.sandbox.metadata.annotations?.[RESUMING_ANNOTATION], undefined);
+    });
+
+    it("removes a failed resume's intent: the sandbox stays Paused and a resume right after goes ahead", async () => {
+      const a = addAgent("agent-a");
+      await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+      await paused("sb");
+      const other = replica();
+      a.createError = new FailedPreconditionError("runsc could not restore it");
+      await assert.rejects(other.resume(undefined, "sb"), /runsc could not restore it/);
+      const after = await stored("sb");
+      assert.ok(isPaused(after));
+      assert.equal(after.metadata.annotations?.[RESUMING_ANNOTATION], undefined);
+      a.createError = undefined;
+      assert.equal((await other.resume(undefined, "sb")).sandbox.status?.phase, "Running");
+    });
   });
 });

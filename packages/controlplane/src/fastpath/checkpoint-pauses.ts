@@ -44,6 +44,8 @@ import { setCondition, writeStatus } from "./sandbox-status.js";
 
 /** On a paused sandbox (and while it is being paused or resumed): the name of the checkpoint that holds it. */
 export const PAUSED_CHECKPOINT_ANNOTATION = "sandbox.fast.io/paused-checkpoint";
+/** On a paused sandbox being resumed: when the resume started (RFC 3339). */
+export const RESUMING_ANNOTATION = "sandbox.fast.io/resuming-since";
 /** The condition that dates a pause (True: paused since its lastTransitionTime; Unknown: being paused; False: resumed). */
 export const CONDITION_PAUSED = "Paused";
 
@@ -56,6 +58,14 @@ export interface SandboxPausesOptions {
   logger: Logger;
   /** Dates the conditions. @default systemClock */
   clock?: Clock;
+  /**
+   * Several control planes over one store (Kubernetes: every replica serves the fast path): how long
+   * a pause or resume another replica started (the record says when) is left to it — a resume
+   * meanwhile is refused — before it counts as cut short. Longer than a pause can take (its
+   * checkpoint call is given 120 s). @default 0: one control plane, whose own operations on a
+   * sandbox run one at a time, so an unfinished one it is not running was cut short
+   */
+  inFlightElsewhereMs?: number;
 }
 
 export interface ResumeOptions {
@@ -269,11 +279,62 @@ export class SandboxPauses {
 
   private async resumeNow(namespace: string, name: string, options: ResumeOptions): Promise<{ sandbox: Sandbox; resumed: boolean }> {
     const key = sandboxKey(namespace, name);
-    const paused = await this.current(namespace, name);
-    if (!isPaused(paused)) {
-      if (paused.status?.phase === "Running") return { sandbox: paused, resumed: false };
-      throw new FailedPreconditionError(`sandbox ${key} is ${paused.status?.phase ?? "Pending"}: only a Paused sandbox can be resumed`);
+    const found = await this.current(namespace, name);
+    if (!isPaused(found)) {
+      if (found.status?.phase === "Running") return { sandbox: found, resumed: false };
+      throw new FailedPreconditionError(`sandbox ${key} is ${found.status?.phase ?? "Pending"}: only a Paused sandbox can be resumed`);
     }
+    const elsewhere = this.inFlightElsewhere(found);
+    if (elsewhere) {
+      throw new FailedPreconditionError(
+        `sandbox ${key} is being ${elsewhere.what} by another replica of the control plane (since ${elsewhere.since}); retry in a moment`,
+      );
+    }
+    // The resume's intent, written on the condition that the record did not change: of two resumes
+    // racing on different replicas, one writes it and the other stops here.
+    let paused: Sandbox;
+    try {
+      paused = await this.options.store.update("Sandbox", withAnnotation(found, RESUMING_ANNOTATION, this.clock.now().toISOString()));
+    } catch (error) {
+      if (!(error instanceof ConflictError)) throw error;
+      const now = await this.current(namespace, name);
+      if (now.status?.phase === "Running") return { sandbox: now, resumed: false };
+      throw new FailedPreconditionError(`sandbox ${key} changed while its resume started (another resume or pause of it is under way); retry in a moment`);
+    }
+    try {
+      return await this.resumeFrom(paused, options);
+    } catch (error) {
+      // A resume that failed leaves the sandbox Paused, without its intent.
+      const fresh = await this.options.store.get("Sandbox", { namespace, name }).catch(() => undefined);
+      if (fresh && isPaused(fresh) && fresh.metadata.annotations?.[RESUMING_ANNOTATION]) {
+        await this.options.store
+          .update("Sandbox", withAnnotation(fresh, RESUMING_ANNOTATION, undefined))
+          .catch((cause: unknown) => this.logger.warn({ sandbox: key, err: cause }, "could not remove a failed resume's intent; it expires by itself"));
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * A pause or resume of the sandbox that another replica may be running now: the record says it
+   * started (Paused condition Unknown, or RESUMING_ANNOTATION) less than `inFlightElsewhereMs` ago.
+   * This process's own operations on the sandbox are over by now (they run one at a time).
+   */
+  private inFlightElsewhere(sandbox: Sandbox): { what: string; since: string } | undefined {
+    const graceMs = this.options.inFlightElsewhereMs ?? 0;
+    if (graceMs <= 0) return undefined;
+    const now = this.clock.now().getTime();
+    const recent = (time: string | undefined) => time !== undefined && now - (Date.parse(time) || 0) < graceMs;
+    const resuming = sandbox.metadata.annotations?.[RESUMING_ANNOTATION];
+    if (recent(resuming)) return { what: "resumed", since: resuming ?? "" };
+    const pausing = sandbox.status?.conditions?.find((c) => c.type === CONDITION_PAUSED && c.status === "Unknown")?.lastTransitionTime;
+    if (recent(pausing)) return { what: "paused", since: pausing ?? "" };
+    return undefined;
+  }
+
+  private async resumeFrom(paused: Sandbox, options: ResumeOptions): Promise<{ sandbox: Sandbox; resumed: boolean }> {
+    const namespace = paused.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const key = sandboxKey(namespace, paused.metadata.name);
     const sandboxId = paused.status?.sandboxID;
     const checkpointName = paused.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION];
     if (!sandboxId || !checkpointName) throw new FailedPreconditionError(`sandbox ${key} is Paused but names no checkpoint to resume from; delete it`);
@@ -386,7 +447,7 @@ export class SandboxPauses {
 
   /** The record with its saved state named (or no longer) and its end set (or removed): a spec and metadata write. */
   private withSavedState(sandbox: Sandbox, checkpointName: string | undefined, expireTime: string | undefined): Sandbox {
-    const { [PAUSED_CHECKPOINT_ANNOTATION]: _previous, ...annotations } = sandbox.metadata.annotations ?? {};
+    const { [PAUSED_CHECKPOINT_ANNOTATION]: _previous, [RESUMING_ANNOTATION]: _resuming, ...annotations } = sandbox.metadata.annotations ?? {};
     const { expireTime: _end, ...spec } = sandbox.spec;
     return {
       ...sandbox,
@@ -407,4 +468,10 @@ export class SandboxPauses {
   private client(agentName: string): AgentClient | undefined {
     return this.options.agents.get(agentName);
   }
+}
+
+/** The sandbox with the annotation set to `value`, or without it. */
+function withAnnotation(sandbox: Sandbox, annotation: string, value: string | undefined): Sandbox {
+  const { [annotation]: _previous, ...annotations } = sandbox.metadata.annotations ?? {};
+  return { ...sandbox, metadata: { ...sandbox.metadata, annotations: { ...annotations, ...(value === undefined ? {} : { [annotation]: value }) } } };
 }

@@ -48,7 +48,7 @@ export function checkpointServiceMethods(checkpoints: CheckpointManager | undefi
     return checkpoints;
   };
   const pausing = (): SandboxPauses => {
-    if (!pauses) throw new FailedPreconditionError("this control plane does not pause sandboxes (the embedded mode does)");
+    if (!pauses) throw new FailedPreconditionError("this control plane does not pause sandboxes (it was started without them)");
     return pauses;
   };
   return {

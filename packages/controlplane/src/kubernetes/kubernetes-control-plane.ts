@@ -21,6 +21,7 @@ import { createAgentClient } from "../agent-client/grpc-agent-client.js";
 import { sleep, systemClock, type Clock } from "../controller/clock.js";
 import { startApiServer, type ApiServer } from "../fastpath/api-server.js";
 import { CheckpointManager } from "../fastpath/checkpoint-manager.js";
+import { SandboxPauses } from "../fastpath/checkpoint-pauses.js";
 import { ControlPlaneMetrics } from "../fastpath/control-plane-metrics.js";
 import { SandboxManager } from "../fastpath/sandbox-manager.js";
 import { AgentConnections } from "../fleet/agent-connections.js";
@@ -44,6 +45,8 @@ import type { ProxyAddress } from "../proxy/sandbox-endpoints.js";
 
 /** How long a Bound record may be another replica's create in flight (image pull and create) before the leader finishes it. */
 export const DEFAULT_FOREIGN_CREATE_GRACE_MS = 120_000;
+/** A pause another replica started is its own this long (its checkpoint call alone may take 120 s). */
+const PAUSE_IN_FLIGHT_ELSEWHERE_MS = 180_000;
 
 export interface KubernetesControlPlaneOptions {
   kubeConfig: KubeConfig;
@@ -125,6 +128,20 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     ...(options.proxyAddress ? { proxyAddress: options.proxyAddress } : {}),
   });
   const checkpoints = new CheckpointManager({ manager, store, registry, agents: connections, logger });
+  // Pauses live in the store (phase Paused, the checkpoint's name and node): any replica resumes
+  // what another paused, and the leader's reconciler leaves a paused sandbox alone. A pause or
+  // resume another replica started is left to it for as long as it can take.
+  const pauses = new SandboxPauses({
+    manager,
+    store,
+    registry,
+    agents: connections,
+    checkpoints,
+    logger,
+    clock,
+    inFlightElsewhereMs: PAUSE_IN_FLIGHT_ELSEWHERE_MS,
+  });
+  manager.setSavedStateCleanup((sandbox) => pauses.removeSavedState(sandbox));
   const adoption = new AgentAdoption({ store, registry, manager, agents: connections, logger, clock });
   const allocations = new AllocationSync({
     store,
@@ -221,6 +238,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
       registry,
       agents: connections,
       checkpoints,
+      pauses,
       token: options.token,
       host: options.host,
       port: options.port,
