@@ -37,6 +37,8 @@ export interface CreateBenchOptions {
    * Adds a third side to the rounds, not part of RESULT: the agent's CreateSandbox called directly
    * over the control plane's own agent connection (no SDK, no HTTP API, no store, no registry), and
    * times SDK `get` round trips; the differences locate the control plane's share of a create.
+   * Then agent calls with an empty answer (the control plane → agent hop alone), and the means of
+   * the control plane's CreateSandbox handler and of the agent's claims from their own histograms.
    */
   breakdown: boolean;
   /**
@@ -75,6 +77,15 @@ export interface CreateBenchResult {
     sdkGetRoundTrip: Summary;
     /** CPU ms per measured fast-sandbox create: this process (SDK + control plane) and the agent processes. */
     cpuMsPerCreate: { sdkAndControlPlane: number; agents: number };
+    /**
+     * Means over every SDK create of the run (warm-up included), from the processes' own histograms:
+     * the control plane's CreateSandbox handler (fsb_sandbox_create_duration_seconds: from the API
+     * interceptor to the answer, the agent call inside), and the agent's claim of a prepared instance
+     * (fsb_agent_create_step_duration_seconds{step="claim"}; null when no create claimed one).
+     */
+    handlerMeanMs: { controlPlane: number | null; agentClaim: number | null };
+    /** Round trips of an agent call with an empty answer (ListCheckpoints of a runc pool): the control plane → agent hop alone. */
+    agentRpcRoundTrip: Summary | null;
   };
   /** Only for `--kubernetes` (create-kubernetes.ts): where the fast-sandbox side ran. */
   kubernetes?: {
@@ -117,6 +128,8 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
   const agentSamples: number[] = [];
   const agentIds: string[] = [];
   let getSamples: number[] = [];
+  let handlerMeanMs: { controlPlane: number | null; agentClaim: number | null } = { controlPlane: null, agentClaim: null };
+  let agentRpcSamples: number[] = [];
   let cleanupResult: CreateBenchResult["cleanup"] = { leftoverTasks: [], leftoverContainers: [], cgroupDirsLeft: 0 };
 
   try {
@@ -182,6 +195,8 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
     await run.run(options.breakdown ? [agentBurst] : []);
     if (options.breakdown) {
       getSamples = await run.getRoundTrips(count);
+      handlerMeanMs = await handlerMeans(cp);
+      agentRpcSamples = await emptyAgentRoundTrips(cp, count);
       const agent = cp.connections.get(cp.fleet.listAgents()[0]?.name ?? "");
       for (const id of agentIds.splice(0)) await agent?.deleteSandbox(id, 1).catch((e: unknown) => log(`direct delete ${id}: ${String(e)}`));
     }
@@ -219,6 +234,8 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
             agentDirectCreate: summarize(agentSamples),
             sdkGetRoundTrip: summarize(getSamples),
             cpuMsPerCreate: { sdkAndControlPlane: rounds.cpu.self / count, agents: rounds.cpu.agents / count },
+            handlerMeanMs,
+            agentRpcRoundTrip: agentRpcSamples.length > 0 ? summarize(agentRpcSamples) : null,
           },
         }
       : {}),
@@ -227,6 +244,40 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
     machine: machine(),
     cleanup: cleanupResult,
   };
+}
+
+/** A histogram's sum / count in a Prometheus text exposition, in ms; null when it counted nothing. */
+function histogramMeanMs(text: string, name: string, labels: string): number | null {
+  const value = (suffix: string) => Number(new RegExp(`^${name}_${suffix}\\{${labels}\\} (\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN);
+  const count = value("count");
+  return count > 0 ? (value("sum") / count) * 1000 : null;
+}
+
+/** The control plane's create handler and the first agent's claim, as their own histograms saw them. */
+async function handlerMeans(cp: EmbeddedControlPlane): Promise<{ controlPlane: number | null; agentClaim: number | null }> {
+  const controlPlane = histogramMeanMs(await (await fetch(`${cp.url}/metrics`)).text(), "fsb_sandbox_create_duration_seconds", 'outcome="ok"');
+  const endpoint = cp.fleet.listAgents()[0]?.endpoint;
+  const agentClaim = endpoint
+    ? histogramMeanMs(await (await fetch(`http://${endpoint}/metrics`)).text(), "fsb_agent_create_step_duration_seconds", 'step="claim"')
+    : null;
+  return { controlPlane, agentClaim };
+}
+
+/**
+ * `n` calls of the first agent's ListCheckpoints (an empty answer for a runc pool: no containerd,
+ * no disk) over the control plane's own connection, 20 ms apart as the creates are: one hop's cost.
+ */
+async function emptyAgentRoundTrips(cp: EmbeddedControlPlane, n: number): Promise<number[]> {
+  const agent = cp.connections.get(cp.fleet.listAgents()[0]?.name ?? "") as Partial<{ listCheckpoints(): Promise<unknown[]> }> | undefined;
+  if (!agent?.listCheckpoints) return [];
+  const samples: number[] = [];
+  for (let i = 0; i < n; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const t0 = performance.now();
+    await agent.listCheckpoints();
+    samples.push(performance.now() - t0);
+  }
+  return samples;
 }
 
 /** Until every agent of the control plane reports `target` prepared instances (its /metrics gauge). */

@@ -56,8 +56,9 @@ const USAGE = `usage: npm run bench -- create [options]
                     (not with --kubernetes)
   --agents N        agents in the pool (default 1; each agent's sandboxes share one shim)
   --breakdown       also time the agent's CreateSandbox called directly (a third interleaved side)
-                    and SDK get round trips, to split a create between control plane and agent
-                    (embedded only)
+                    and SDK get round trips, to split a create between control plane and agent;
+                    then agent calls with an empty answer (one hop), and the control plane's and
+                    the agent's own handler times from their metrics (embedded only)
   --network MODE    the bench pool's network: isolated (default: a network namespace per sandbox,
                     prepared ahead) or shared (the agent's network)
   --prepared        the pool keeps prepared instances (max(2, C) per agent) and every burst of either
@@ -292,6 +293,7 @@ async function main(): Promise<void> {
         ? [
             { label: "agent CreateSandbox direct", summary: result.breakdown.agentDirectCreate },
             { label: "SDK get round trip", summary: result.breakdown.sdkGetRoundTrip },
+            ...(result.breakdown.agentRpcRoundTrip ? [{ label: "agent RPC round trip (empty)", summary: result.breakdown.agentRpcRoundTrip }] : []),
           ]
         : []),
       ...(result.fastSandbox.delete ? [{ label: "fast-sandbox delete (SDK)", summary: result.fastSandbox.delete }] : []),
@@ -306,6 +308,13 @@ async function main(): Promise<void> {
   if (result.breakdown) {
     const c = result.breakdown.cpuMsPerCreate;
     console.log(`CPU per fast-sandbox create: SDK + control plane ${c.sdkAndControlPlane.toFixed(1)} ms, agent ${c.agents.toFixed(1)} ms (10 ms resolution)`);
+    const h = result.breakdown.handlerMeanMs;
+    if (h) {
+      const ms = (value: number | null) => (value === null ? "n/a" : `${value.toFixed(2)} ms`);
+      console.log(
+        `handlers (mean over every SDK create, warm-up included): control plane CreateSandbox ${ms(h.controlPlane)}, agent claim ${ms(h.agentClaim)}`,
+      );
+    }
   }
   if (values.json) console.log(JSON.stringify(result));
   console.log(
