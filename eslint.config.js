@@ -24,14 +24,22 @@ export default tseslint.config(
     },
   },
   {
-    // The agent validates no resource: the API's main entry would load TypeBox and the schemas into
-    // every agent process (~10 MiB; docs/PERFORMANCE.md, "Footprint at scale"). Specs may use it.
-    files: ["packages/agent/src/**/*.ts"],
+    // The agent, the janitor and the SDK validate no resource: the API's main entry would load
+    // TypeBox and the schemas into every agent, janitor and SDK user's process (~10 MiB;
+    // docs/PERFORMANCE.md, "Footprint at scale"). Specs may use it.
+    files: ["packages/agent/src/**/*.ts", "packages/janitor/src/**/*.ts", "packages/sdk/src/**/*.ts"],
     ignores: ["**/*.spec.ts", "**/*.fixture.ts"],
     rules: {
       "no-restricted-imports": [
         "error",
-        { paths: [{ name: "@fast-sandbox/api", message: "import from @fast-sandbox/api/core: the agent must not load the resource schemas (TypeBox)" }] },
+        {
+          paths: [
+            {
+              name: "@fast-sandbox/api",
+              message: "import from @fast-sandbox/api/core: the agent, the janitor and the SDK must not load the resource schemas (TypeBox)",
+            },
+          ],
+        },
       ],
     },
   },

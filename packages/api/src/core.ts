@@ -1,9 +1,10 @@
 /**
  * `@fast-sandbox/api/core`: the API without the resource schemas and the CRD renderer — errors, the
- * wire messages and their Connect plumbing, the cleartext server and its probes, image references,
- * sandbox ids. Processes that never validate a Sandbox or a SandboxPool (the agent) import this
- * entry instead of the package's, and so never load TypeBox and the schemas built with it (up to
- * 10 MiB of an agent's memory at start, 3–5 MiB once idle: docs/PERFORMANCE.md, "Footprint at
+ * wire messages, their conversion to and from the resource types, and their Connect plumbing, the
+ * cleartext server and its probes, image references, sandbox ids, quantities. Processes that never
+ * validate a Sandbox or a SandboxPool (the agent, the janitor, the SDK's users) import this entry
+ * instead of the package's, and so never load TypeBox and the schemas built with it, nor yaml (up
+ * to 10 MiB of an agent's memory at start, 3–5 MiB once idle: docs/PERFORMANCE.md, "Footprint at
  * scale"). Everything here is also exported by the package's main entry, as the same objects.
  */
 export * from "./errors.js";
@@ -18,3 +19,18 @@ export * as pb from "./wire/messages.js";
 export { AsyncQueue } from "./util/async-queue.js";
 export { listenCleartext, type CleartextServer, type CleartextServerOptions } from "./server/cleartext-server.js";
 export { withProbeRoutes, PROBE_PATHS, type HttpHandler, type Probes } from "./server/probe-routes.js";
+export { GROUP, VERSION, API_VERSION } from "./schema/api-version.js";
+export { parseMemoryBytes, parseCpuMillis, parseDurationMs } from "./schema/quantity.js";
+export {
+  sandboxToMessage,
+  sandboxFromMessage,
+  sandboxSpecToMessage,
+  sandboxSpecFromMessage,
+  sandboxPoolToMessage,
+  sandboxPoolFromMessage,
+} from "./wire/convert.js";
+/** The resource types (types only: their schemas stay in the main entry). */
+export type { Condition, ObjectMeta } from "./schema/object-meta.js";
+export type { Sandbox, SandboxSpec, SandboxStatus, SandboxPhase, EnvVar } from "./schema/sandbox.js";
+export type { SandboxPool, SandboxPoolSpec, SandboxPoolStatus } from "./schema/sandbox-pool.js";
+export type { EgressPolicy, EgressRule, NetworkMode, PoolNetwork } from "./schema/network.js";

@@ -3,7 +3,7 @@
  * tasks, containers and snapshots idempotently ("not found" means done).
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { FsbError } from "@fast-sandbox/api";
+import { FsbError } from "@fast-sandbox/api/core";
 import { ContainerdClient, LABEL_MANAGED, isNotFound } from "@fast-sandbox/agent";
 import type { ManagedContainer, ManagedSnapshot, NodeContainers } from "./node-containers.js";
 

@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { ValidationError, parseDurationMs } from "@fast-sandbox/api";
+import { ValidationError, parseDurationMs } from "@fast-sandbox/api/core";
 import { DEFAULT_INTERVAL_MS, DEFAULT_PROTECTION_MS } from "./janitor.js";
 import { parseLoopbackListen } from "./metrics.js";
 import type { JanitorProcessOptions } from "./janitor-process.js";

@@ -4,16 +4,14 @@
  * metrics endpoint. `fsb janitor`,
  * the process `fsb up` supervises (main.ts) and `fsb down --delete-sandboxes` all start here.
  */
-import { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { ValidationError } from "@fast-sandbox/api";
+import { ValidationError } from "@fast-sandbox/api/core";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
 import { controlPlaneInventory } from "./control-plane-inventory.js";
 import { createContainerdNodeContainers } from "./containerd-node-containers.js";
 import { LocalHostLeftovers } from "./host-leftovers.js";
 import { LocalNodeNetworks } from "./local-node-networks.js";
 import { staticInventory, type Inventory } from "./inventory.js";
-import { kubernetesInventory } from "./kubernetes-inventory.js";
 import { Janitor, type PassResult } from "./janitor.js";
 import { startMetricsServer } from "./metrics.js";
 
@@ -79,8 +77,13 @@ function compose(scope: NodeScope, inventory: Inventory, options: { intervalMs?:
   return { janitor, close: () => nodes.forEach((node) => node.close()) };
 }
 
-function openInventory(options: Pick<JanitorProcessOptions, "url" | "token" | "kubernetes">): { inventory: Inventory; close(): void } {
+/**
+ * The inventory source. The Kubernetes client is loaded only for the Kubernetes inventory: the
+ * embedded mode's janitor never needs it, and loading it costs that process tens of MiB.
+ */
+async function openInventory(options: Pick<JanitorProcessOptions, "url" | "token" | "kubernetes">): Promise<{ inventory: Inventory; close(): void }> {
   if (options.kubernetes) {
+    const [{ KubeConfig }, { kubernetesInventory }] = await Promise.all([import("@kubernetes/client-node"), import("./kubernetes-inventory.js")]);
     const kubeConfig = new KubeConfig();
     if (options.kubernetes.kubeconfigPath) kubeConfig.loadFromFile(options.kubernetes.kubeconfigPath);
     else kubeConfig.loadFromDefault();
@@ -93,7 +96,7 @@ function openInventory(options: Pick<JanitorProcessOptions, "url" | "token" | "k
 
 /** Starts the periodic janitor (and its metrics endpoint when asked). */
 export async function startJanitorProcess(options: JanitorProcessOptions): Promise<RunningJanitor> {
-  const inventorySource = openInventory(options);
+  const inventorySource = await openInventory(options);
   const { janitor, close } = compose(options, inventorySource.inventory, options);
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   try {
@@ -122,7 +125,7 @@ export async function startJanitorProcess(options: JanitorProcessOptions): Promi
 
 /** One pass against the control plane, then everything is closed (`fsb janitor --once`). */
 export async function runJanitorOnce(options: Omit<JanitorProcessOptions, "intervalMs" | "metricsListen">): Promise<PassResult> {
-  const inventorySource = openInventory(options);
+  const inventorySource = await openInventory(options);
   const { janitor, close } = compose(options, inventorySource.inventory, options);
   try {
     return await janitor.runPass();

@@ -10,7 +10,7 @@
  * step is idempotent. When the inventory cannot be read the pass removes nothing.
  */
 import type { Logger } from "pino";
-import { FsbError } from "@fast-sandbox/api";
+import { FsbError } from "@fast-sandbox/api/core";
 import { LABEL_AGENT } from "@fast-sandbox/agent";
 import { systemClock, type Clock } from "./clock.js";
 import type { HostLeftovers } from "./host-leftovers.js";

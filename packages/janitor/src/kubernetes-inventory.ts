@@ -12,7 +12,7 @@
  * server makes the janitor remove nothing.
  */
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
-import { GROUP, UnavailableError, VERSION } from "@fast-sandbox/api";
+import { GROUP, UnavailableError, VERSION } from "@fast-sandbox/api/core";
 import type { Inventory, InventorySnapshot } from "./inventory.js";
 
 export const LABEL_POOL = "fast-sandbox.io/pool";

@@ -5,7 +5,7 @@
 import { createServer, type Server, type ServerResponse } from "node:http";
 import { isIP } from "node:net";
 import { Counter, Gauge, Registry } from "prom-client";
-import { ValidationError, withProbeRoutes } from "@fast-sandbox/api";
+import { ValidationError, withProbeRoutes } from "@fast-sandbox/api/core";
 import { ORPHAN_REASONS, type OrphanReason } from "./orphans.js";
 
 export type RemovedKind = "task" | "container" | "snapshot" | "cgroup" | "run_dir" | "log_file" | "fifo" | "network";

@@ -4,8 +4,8 @@
  * `client.checkpoints` of FastSandboxClient.
  */
 import type { Client } from "@connectrpc/connect";
-import type { pb } from "@fast-sandbox/api";
-import { ACCESS_TOKEN_RESPONSE_HEADER, FsbError, sandboxFromMessage, sandboxSpecToMessage, type SandboxSpec } from "@fast-sandbox/api";
+import type { pb } from "@fast-sandbox/api/core";
+import { ACCESS_TOKEN_RESPONSE_HEADER, FsbError, sandboxFromMessage, sandboxSpecToMessage, type SandboxSpec } from "@fast-sandbox/api/core";
 import { callError, type CallContext } from "./errors.js";
 import type { ClientCallOptions, CreatedSandbox } from "./fast-sandbox-client.js";
 

@@ -4,7 +4,7 @@
  * `pty.create()` and `pty.connect(pid)`; it reads the daemon's event stream from the moment it
  * exists, so no output is lost between the start and the first `wait()`.
  */
-import { FailedPreconditionError, FsbError, TimeoutError } from "@fast-sandbox/api";
+import { FailedPreconditionError, FsbError, TimeoutError } from "@fast-sandbox/api/core";
 import { CommandExitError, type CommandResult } from "./errors.js";
 import type { ProcessEvent } from "./gen/envd/process/process_pb.js";
 import type { RequestOptions } from "./request-options.js";

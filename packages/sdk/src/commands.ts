@@ -4,7 +4,7 @@
  * daemon uses /bin/sh where there is no bash); an array runs as a program and its arguments.
  */
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
-import { TimeoutError, ValidationError } from "@fast-sandbox/api";
+import { TimeoutError, ValidationError } from "@fast-sandbox/api/core";
 import { CommandHandle } from "./command-handle.js";
 import type { CommandResult } from "./errors.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";

@@ -4,7 +4,7 @@
  * share: every sandbox handle of a program can use one. Both transports can be injected, which is
  * how the SDK's unit specs run without sockets.
  */
-import { ValidationError } from "@fast-sandbox/api";
+import { ValidationError } from "@fast-sandbox/api/core";
 import { FastSandboxClient, type FastSandboxClientOptions } from "./fast-sandbox-client.js";
 import { throughSandboxProxy, type DaemonChannel, type DaemonChannelFactory, type DaemonTarget } from "./daemon-channel.js";
 import { EmbeddedInstance, defaultDataDir } from "./embedded-instance.js";

@@ -7,7 +7,7 @@
  */
 import type { Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { ACCESS_TOKEN_HEADER, SANDBOX_DAEMON_PORT } from "@fast-sandbox/api";
+import { ACCESS_TOKEN_HEADER, SANDBOX_DAEMON_PORT } from "@fast-sandbox/api/core";
 
 /** The sandbox whose daemon a channel reaches. */
 export interface DaemonTarget {

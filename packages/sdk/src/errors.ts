@@ -14,7 +14,7 @@ import {
   UnavailableError,
   ValidationError,
   fromConnectError,
-} from "@fast-sandbox/api";
+} from "@fast-sandbox/api/core";
 
 /** What a finished command left: its exit code and everything it printed. */
 export interface CommandResult {

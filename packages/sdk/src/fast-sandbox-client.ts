@@ -18,7 +18,7 @@ import {
   type Sandbox,
   type SandboxPool,
   type SandboxSpec,
-} from "@fast-sandbox/api";
+} from "@fast-sandbox/api/core";
 
 export interface FastSandboxClientOptions {
   /** Base URL of the control plane, e.g. `http://127.0.0.1:7070`. Falls back to `FSB_URL`. */

@@ -5,7 +5,7 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { FsbError, TimeoutError, ValidationError } from "@fast-sandbox/api";
+import { FsbError, TimeoutError, ValidationError } from "@fast-sandbox/api/core";
 import { fetchError, httpError } from "./errors.js";
 import { FileType, type EntryInfo as EntryInfoMessage, type WatchDirResponse } from "./gen/envd/filesystem/filesystem_pb.js";
 import { KEEPALIVE_HEADER, KEEPALIVE_SECONDS, StreamStart, checkDuration, deadline, type RequestOptions } from "./request-options.js";

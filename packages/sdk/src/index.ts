@@ -64,4 +64,4 @@ export {
   type SandboxPool,
   type SandboxSpec,
   type SandboxStatus,
-} from "@fast-sandbox/api";
+} from "@fast-sandbox/api/core";

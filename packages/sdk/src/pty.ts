@@ -3,7 +3,7 @@
  * output is one raw byte stream (`onData`, with the terminal's echo and escape sequences); input goes
  * in with `sendInput`, and `resize` tells the programs in it the new window size (SIGWINCH).
  */
-import { ValidationError } from "@fast-sandbox/api";
+import { ValidationError } from "@fast-sandbox/api/core";
 import { CommandHandle } from "./command-handle.js";
 import { checkPid, processConfig, signalProcess, startProcessStream, type Command, type OpenProcessStream } from "./commands.js";
 import { checkDuration, deadline, type RequestOptions } from "./request-options.js";

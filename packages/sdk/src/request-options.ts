@@ -3,7 +3,7 @@
  * (a command's output, a directory watch, a download) use the deadline until they start; how long
  * they may then last is their own `timeoutMs`.
  */
-import { ValidationError } from "@fast-sandbox/api";
+import { ValidationError } from "@fast-sandbox/api/core";
 
 /** Options every call accepts. */
 export interface RequestOptions {

@@ -15,7 +15,7 @@ import {
   type EgressPolicy,
   type Sandbox,
   type SandboxSpec,
-} from "@fast-sandbox/api";
+} from "@fast-sandbox/api/core";
 import { Commands } from "./commands.js";
 import { sharedConnection, type Connection, type ConnectionOptions } from "./connection.js";
 import { fetchError, httpError } from "./errors.js";

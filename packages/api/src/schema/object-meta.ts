@@ -36,6 +36,4 @@ export const Condition = Type.Object(
 );
 export type Condition = Static<typeof Condition>;
 
-export const GROUP = "sandbox.fast.io";
-export const VERSION = "v1alpha1";
-export const API_VERSION = `${GROUP}/${VERSION}`;
+export { GROUP, VERSION, API_VERSION } from "./api-version.js";

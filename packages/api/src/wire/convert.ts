@@ -4,7 +4,7 @@
  * canonical JSON mapping and only patches the few fields whose shapes differ.
  */
 import { fromJson, toJson, type JsonObject } from "@bufbuild/protobuf";
-import { API_VERSION } from "../schema/object-meta.js";
+import { API_VERSION } from "../schema/api-version.js";
 import type { Sandbox, SandboxSpec } from "../schema/sandbox.js";
 import type { SandboxPool } from "../schema/sandbox-pool.js";
 import {
