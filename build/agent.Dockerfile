@@ -1,8 +1,10 @@
 # The agent image (config/agent): the agent, plus what the node's containerd needs from it — the
-# static in-sandbox helper (scripts/build-helper.sh) and runsc (gVisor, Debian's package) in
-# /opt/fast-sandbox/bin, which the agent Pod's init container copies to the host (the entry point's
-# install mode, `main.js install-node-binaries DIR`, finds them through FSB_HELPER_PATH and
-# FSB_RUNSC_SOURCE below). Built by scripts/build-images.sh from the repository root.
+# static in-sandbox helper (scripts/build-helper.sh), runsc (gVisor, Debian's package) and the
+# static in-sandbox daemon (Go: built by scripts/build-images.sh before this build, with
+# scripts/build-envd.sh, and copied from the build context) in /opt/fast-sandbox/bin, which the agent
+# Pod's init container copies to the host (the entry point's install mode, `main.js
+# install-node-binaries DIR`, finds them through FSB_HELPER_PATH, FSB_RUNSC_SOURCE and
+# FSB_ENVD_SOURCE below). Built by scripts/build-images.sh from the repository root.
 # BASE_IMAGE: a Debian image with Node.js 20.19+ and npm; the build needs the npm registry and a
 # Debian mirror.
 ARG BASE_IMAGE=docker.io/library/node:20-bookworm-slim
@@ -55,5 +57,7 @@ COPY --from=build /app/packages/agent/helper/build/fsb-helper /opt/fast-sandbox/
 ENV FSB_HELPER_PATH=/opt/fast-sandbox/bin/fsb-helper
 # runsc is not on PATH (moved above): the install mode takes it from here.
 ENV FSB_RUNSC_SOURCE=/opt/fast-sandbox/bin/runsc
+COPY packages/envd/build/fsb-envd /opt/fast-sandbox/bin/fsb-envd
+ENV FSB_ENVD_SOURCE=/opt/fast-sandbox/bin/fsb-envd
 # Runs as root (the agent Pod is privileged): it has containerd create containers and cgroups.
 ENTRYPOINT ["node", "--enable-source-maps", "/app/packages/agent/dist/main.js"]

@@ -11,7 +11,8 @@
 # docker.io/library/node:20-bookworm-slim) must already be in buildah's local storage, e.g.
 #   skopeo copy oci-archive:node-20-bookworm-slim.tar containers-storage:docker.io/library/node:20-bookworm-slim
 # or `buildah pull docker.io/library/node:20-bookworm-slim` where a registry is reachable. The
-# builds themselves install from the npm registry and a Debian mirror (npm ci, apt-get). Behind a
+# builds themselves install from the npm registry and a Debian mirror (npm ci, apt-get); the agent
+# image's in-sandbox daemon is built on this machine first (scripts/build-envd.sh: Go). Behind a
 # TLS-inspecting proxy, --ca-file (default $NODE_EXTRA_CA_CERTS) names extra CA certificates that
 # npm trusts during the build; they are mounted into the build steps only, never into an image.
 #
@@ -70,6 +71,11 @@ if [ -n "$ca_file" ]; then
 fi
 
 mkdir -p "$out"
+# The in-sandbox daemon is Go (1.24+, which no Debian 12 package has): built here, as `npm run build`
+# builds it, into packages/envd/build/fsb-envd (static), which the agent image copies as it is.
+for name in "${images[@]}"; do
+  if [ "$name" = agent ]; then bash scripts/build-envd.sh; fi
+done
 for name in "${images[@]}"; do
   image="localhost/fast-sandbox/$name:$tag"
   archive="$out/fast-sandbox-$name-$tag.oci.tar"

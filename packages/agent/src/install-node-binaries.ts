@@ -5,13 +5,17 @@
  *   - fsb-helper: the in-sandbox helper, the one this agent would use itself (FSB_HELPER_PATH, else
  *     the helper built beside this package, DEFAULT_HELPER_PATH); missing → error;
  *   - runsc: FSB_RUNSC_SOURCE (missing → error), else `runsc` on PATH; none → a warning and no
- *     runsc (the node can then run `container` pools but not `gvisor` ones).
+ *     runsc (the node can then run `container` pools but not `gvisor` ones);
+ *   - fsb-envd: the in-sandbox daemon (Isolated sandboxes run it: the SDK's commands, files and
+ *     PTYs, the E2B-compatible API) — FSB_ENVD_SOURCE (missing → error; set but empty: none),
+ *     else the daemon built beside this package (DEFAULT_ENVD_PATH); none → a warning, and the
+ *     node's sandboxes run without it.
  * Each goes to a temporary name in DIR first and is renamed over the old one, so a running sandbox
  * (or a create in flight) never sees a half-written file.
  */
 import { accessSync, chmodSync, constants, copyFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { delimiter, join } from "node:path";
-import { DEFAULT_HELPER_PATH } from "./agent-config.js";
+import { DEFAULT_ENVD_PATH, DEFAULT_HELPER_PATH } from "./agent-config.js";
 
 export const INSTALL_NODE_BINARIES = "install-node-binaries";
 
@@ -47,8 +51,11 @@ export function findOnPath(name: string, path: string | undefined): string | und
   return undefined;
 }
 
-/** What to install, from the environment; throws when the helper or an explicit runsc is missing. */
-export function nodeBinariesFromEnv(env: NodeJS.ProcessEnv = process.env): { binaries: NodeBinary[]; warnings: string[] } {
+/** What to install, from the environment; throws when the helper, or an explicit runsc or daemon, is missing. */
+export function nodeBinariesFromEnv(
+  env: NodeJS.ProcessEnv = process.env,
+  defaults: { envd: string } = { envd: DEFAULT_ENVD_PATH },
+): { binaries: NodeBinary[]; warnings: string[] } {
   const helper = env.FSB_HELPER_PATH || DEFAULT_HELPER_PATH;
   if (!isExecutableFile(helper)) {
     throw new InstallError(
@@ -64,6 +71,16 @@ export function nodeBinariesFromEnv(env: NodeJS.ProcessEnv = process.env): { bin
     const runsc = findOnPath("runsc", env.PATH);
     if (runsc) binaries.push({ name: "runsc", source: runsc });
     else warnings.push("no runsc: FSB_RUNSC_SOURCE is not set and there is no runsc on PATH; runsc is not installed, gvisor pools cannot run on this node");
+  }
+  if (env.FSB_ENVD_SOURCE) {
+    if (!isExecutableFile(env.FSB_ENVD_SOURCE)) throw new InstallError(`FSB_ENVD_SOURCE: ${env.FSB_ENVD_SOURCE} is not an executable file`);
+    binaries.push({ name: "fsb-envd", source: env.FSB_ENVD_SOURCE });
+  } else if (env.FSB_ENVD_SOURCE === undefined && isExecutableFile(defaults.envd)) {
+    binaries.push({ name: "fsb-envd", source: defaults.envd });
+  } else if (env.FSB_ENVD_SOURCE === undefined) {
+    warnings.push(
+      `no in-sandbox daemon: FSB_ENVD_SOURCE is not set and ${defaults.envd} is missing (scripts/build-envd.sh builds it); the node's sandboxes run without it (no SDK commands, files or PTYs, no E2B-compatible API)`,
+    );
   }
   return { binaries, warnings };
 }
@@ -108,7 +125,7 @@ export function runInstallNodeBinaries(
 ): number {
   const prefix = `${INSTALL_NODE_BINARIES}:`;
   if (args.length !== 1 || args[0] === "" || args[0]!.startsWith("-")) {
-    err(`usage: main.js ${INSTALL_NODE_BINARIES} DIR   (copies the in-sandbox helper and runsc into DIR)`);
+    err(`usage: main.js ${INSTALL_NODE_BINARIES} DIR   (copies the in-sandbox helper, runsc and the in-sandbox daemon into DIR)`);
     return 2;
   }
   const targetDir = args[0]!;

@@ -522,6 +522,8 @@ describe("buildAgentPod with a base template (config/agent/agent-pod-template.ya
     assert.equal(agent.image, AGENT_IMAGE);
     assert.deepEqual(agent.resources, { limits: { cpu: "16", memory: "32Gi" } });
     assert.equal(env(agent, "FSB_RUNSC_PATH")?.value, "/var/lib/fast-sandbox/bin/runsc");
+    // The daemon the init container installed on the host: the host's containerd mounts it into sandboxes.
+    assert.equal(env(agent, "FSB_ENVD_PATH")?.value, "/var/lib/fast-sandbox/bin/fsb-envd");
     assertBefore(agent, "FSB_AGENT_NAME", "FSB_AGENT_STATE_DIR");
     assert.deepEqual(agent.volumeMounts?.map((m) => m.mountPath).sort(), [
       "/run/containerd",

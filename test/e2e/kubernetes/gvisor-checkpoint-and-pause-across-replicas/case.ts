@@ -3,8 +3,9 @@
  * sandbox checkpointed through one replica is restored as a copy through the other (the copy runs on
  * from the checkpointed file, under its own id and hostname) and forked into two; a sandbox paused
  * through one replica is a Paused Sandbox object with no container left, and the other replica
- * resumes it under the same sandbox id with its files. Run by ../suite.test.ts on the suite's
- * cluster, with the pool in pool.yaml.
+ * resumes it under the same sandbox id with its files. Every one of them runs the in-sandbox daemon
+ * (the node's copy the agent Pod's init container installed: FSB_ENVD_PATH), serving again after
+ * each restore. Run by ../suite.test.ts on the suite's cluster, with the pool in pool.yaml.
  */
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -33,6 +34,10 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       assert.equal(result.exitCode, 0, `${script} in ${name}: ${result.stderr}`);
       return result.stdout.trim();
     };
+
+    /** The in-sandbox daemon answers its health check on the sandbox's loopback (busybox wget prints the status line). */
+    const daemonServes = async (client: FastSandboxClient, name: string): Promise<boolean> =>
+      /HTTP\/1\.1 204/.test(await sh(client, name, "wget -q -S -O /dev/null http://127.0.0.1:49983/health 2>&1 || true"));
 
     before(async () => {
       namespace = await suite.createNamespace("gvisor-ckpt");
@@ -68,6 +73,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
           timeoutMs: 30_000,
           intervalMs: 250,
         });
+        assert.ok(await daemonServes(one, "source"), "the source runs the in-sandbox daemon");
         const checkpoint = await one.checkpoints.create("source", { namespace, name: "ck" });
         assert.equal(checkpoint.name, "ck");
         assert.equal(checkpoint.pool, POOL);
@@ -81,6 +87,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         assert.equal(copy.metadata.annotations?.["sandbox.fast.io/restored-from"], "ck");
         assert.equal(await sh(one, "copy", "cat /root/state"), "before");
         assert.equal(await sh(one, "copy", "hostname"), "copy");
+        assert.ok(await daemonServes(one, "copy"), "the copy's daemon serves");
         const stored = await waitForPhase(suite, namespace, "copy", "Running");
         assert.equal(stored.status?.sandboxID, copy.status?.sandboxID);
         assert.deepEqual(
@@ -129,6 +136,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         assert.equal(resumed.status?.sandboxID, sandboxId, "the same sandbox id");
         assert.equal(await sh(one, "source", "cat /root/state"), "paused-with-me");
         assert.equal(await sh(one, "source", "hostname"), "source");
+        assert.ok(await daemonServes(other, "source"), "the resumed sandbox's daemon serves");
         const after = await waitForPhase(suite, namespace, "source", "Running");
         assert.equal(after.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION], undefined);
         assert.ok(inContainerd(suite.containerdNamespace, sandboxId).container);
