@@ -139,8 +139,8 @@ export class SandboxDialer {
   /** A request option that makes a fresh connection (no pool) to the target: for WebSocket upgrades. */
   freshConnection(target: DialTarget): Pick<http.ClientRequestArgs, "agent" | "createConnection"> {
     if (!target.relay) return { agent: false };
+    // No `agent` at all: Node uses `createConnection` only then (an `agent: false` request dials with a new Agent's own).
     return {
-      agent: false,
       createConnection: (_options, oncreate) => {
         this.connect(target).then(
           (socket) => oncreate(null, socket),

@@ -118,12 +118,15 @@ describe("the sandbox proxy through an agent's relay", () => {
 
   it("relays a WebSocket and a CONNECT tunnel", async () => {
     const proxy = await proxyWith(AGENT_TOKEN);
+    const openedBefore = relayed.filter((result) => result === "opened").length;
     const socket = new WebSocket(`ws://127.0.0.1:${proxy.port}/ws`, { headers: { host: `${port}-${ID}.localhost`, "x-access-token": TOKEN } });
     await new Promise((resolve, reject) => socket.once("open", resolve).once("error", reject));
     const echoed = new Promise<string>((resolve) => socket.once("message", (data: Buffer) => resolve(data.toString())));
     socket.send("hello through the relay");
     assert.equal(await echoed, "hello through the relay");
     socket.close();
+    // Through a tunnel of its own, not dialed directly (the sandbox's address is reachable here, not in a cluster).
+    assert.equal(relayed.filter((result) => result === "opened").length, openedBefore + 1, "the WebSocket went through the relay");
 
     const tunnel = await new Promise<net.Socket>((resolve, reject) => {
       const request = http.request({
