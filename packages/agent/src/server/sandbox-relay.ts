@@ -5,13 +5,17 @@
  * its node's bridge (inside the agent Pod's network) and not routable from anywhere else.
  *
  * It is not an open proxy: the caller must send the agent token (`Authorization: Bearer <token>`,
- * the same as the agent API), and the target must be the address of a sandbox this agent runs and a
- * port that sandbox exposes, or the in-sandbox daemon's port. Refusals are JSON `{code, message}`.
+ * the same as the agent API), and the target must be the address of a sandbox this agent runs.
+ * Any port of it: which ports are public is the sandbox proxy's decision (the ports a sandbox
+ * exposes, its daemon's, and every port of the sandboxes E2B's API created, as E2B's `getHost(port)`
+ * expects), checked with the sandbox's access token before it dials. A port rule here would protect
+ * nothing: whoever holds the agent token can run commands in this agent's sandboxes anyway. Refusals
+ * are JSON `{code, message}`.
  */
 import type http from "node:http";
 import net from "node:net";
 import type { Duplex } from "node:stream";
-import { SANDBOX_DAEMON_PORT, equalTokens } from "@fast-sandbox/api/core";
+import { equalTokens } from "@fast-sandbox/api/core";
 import type { RuntimeSandbox } from "../runtime/runtime.js";
 import type { RelayResult } from "./agent-metrics.js";
 
@@ -84,16 +88,9 @@ export function createSandboxRelay(options: SandboxRelayOptions): SandboxRelay {
         return;
       }
       const sandbox = sandboxes.find((candidate) => candidate.address === target.host);
-      const allowed = sandbox && (target.port === SANDBOX_DAEMON_PORT || (sandbox.exposedPorts ?? []).includes(target.port));
-      if (!sandbox || !allowed) {
+      if (!sandbox) {
         observe("forbidden");
-        refuse(
-          socket,
-          403,
-          sandbox
-            ? `port ${target.port} is not exposed by sandbox ${sandbox.namespace}/${sandbox.name} (exposed: ${(sandbox.exposedPorts ?? []).join(", ") || "none"}; and ${SANDBOX_DAEMON_PORT}, its daemon)`
-            : `${target.host} is not the address of a sandbox of this agent: the relay reaches only its own sandboxes`,
-        );
+        refuse(socket, 403, `${target.host} is not the address of a sandbox of this agent: the relay reaches only its own sandboxes`);
         return;
       }
       const upstream = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });

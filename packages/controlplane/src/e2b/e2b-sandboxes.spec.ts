@@ -42,7 +42,8 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
 
     it("answers E2B's Sandbox once the daemon at the sandbox's own address answered, with the access token the proxy checks", async () => {
       const created = await e2b.sandboxes.create(create({}));
-      assert.deepEqual(e2b.envdWaits, [{ sandboxID: created.sandboxID, address: "10.88.0.1" }]);
+      // The agent too: on Kubernetes the daemon is asked through its relay.
+      assert.deepEqual(e2b.envdWaits, [{ sandboxID: created.sandboxID, address: "10.88.0.1", agent: "default-0" }]);
       assert.deepEqual(created, {
         templateID: "base",
         sandboxID: created.sandboxID,
@@ -316,7 +317,7 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
       assert.equal(stored?.status?.phase, "Running");
       assert.equal(stored?.spec.expireTime, seconds(3_600 + 120));
       assert.equal(stored?.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION], undefined);
-      assert.deepEqual(e2b.envdWaits.at(-1), { sandboxID: created.sandboxID, address: stored?.status?.sandboxIP });
+      assert.deepEqual(e2b.envdWaits.at(-1), { sandboxID: created.sandboxID, address: stored?.status?.sandboxIP, agent: stored?.status?.assignedPod });
       assert.equal(e2b.node.byId.size, 0, "its checkpoint is gone");
       assert.equal((await e2b.sandboxes.get(created.sandboxID)).state, "running");
       const again = await e2b.sandboxes.connect(created.sandboxID, 60);

@@ -327,7 +327,7 @@ export class E2bSandboxes {
     const sandboxID = sandbox.status?.sandboxID ?? "";
     const address = sandbox.status?.sandboxIP;
     if (!address) throw new UnavailableError(`sandbox ${sandboxID} was resumed without a network address of its own`);
-    await this.options.envdReady({ sandboxID, address }, signal);
+    await this.options.envdReady({ sandboxID, address, ...(sandbox.status?.assignedPod ? { agent: sandbox.status.assignedPod } : {}) }, signal);
     // E2B's SDKs go on through the sandbox proxy at once: its directory must route to the new instance.
     const deadline = this.clock.now().getTime() + ROUTED_TIMEOUT_MS;
     for (;;) {
@@ -345,7 +345,7 @@ export class E2bSandboxes {
       signal?.throwIfAborted();
       const address = sandbox.status?.sandboxIP;
       if (!address) throw new UnavailableError(`sandbox ${sandboxID} got no network address of its own from its agent`);
-      await this.options.envdReady({ sandboxID, address }, signal);
+      await this.options.envdReady({ sandboxID, address, ...(sandbox.status?.assignedPod ? { agent: sandbox.status.assignedPod } : {}) }, signal);
       signal?.throwIfAborted();
     } catch (error) {
       await this.options.manager.delete(this.namespace, sandbox.metadata.name, 0).catch((cleanup: unknown) => {

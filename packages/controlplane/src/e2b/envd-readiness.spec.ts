@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
+import { createSandboxRelay, type RelayResult, type SandboxRelay } from "@fast-sandbox/agent";
 import { TimeoutError, UnavailableError } from "@fast-sandbox/api";
 import { envdHealthUrl, pollEnvdHealth } from "./envd-readiness.js";
 
@@ -75,5 +76,78 @@ describe("the wait for a new sandbox's daemon (GET /health on its address)", () 
   it("addresses IPv6 sandboxes in brackets, on the daemon's port 49983 by default", () => {
     assert.equal(envdHealthUrl("10.213.0.5"), "http://10.213.0.5:49983/health");
     assert.equal(envdHealthUrl("fd00::5"), "http://[fd00::5]:49983/health");
+  });
+});
+
+describe("the wait for a new sandbox's daemon through its agent's relay (Kubernetes)", () => {
+  const AGENT_TOKEN = "agent-token-0123456789abcdef";
+  let daemon: http.Server;
+  let port: number;
+  let relayServer: http.Server;
+  let relay: SandboxRelay;
+  let relayEndpoint: string;
+  const relayed: RelayResult[] = [];
+  let healthRequests = 0;
+  const sandbox = { sandboxID: "r3l4yq0m2zt7c1w8r5bn", address: "127.0.0.1", agent: "agent-0" };
+
+  before(async () => {
+    daemon = http.createServer((request, response) => {
+      if (request.url === "/health") healthRequests++;
+      response.writeHead(healthRequests < 2 ? 503 : 204).end();
+    });
+    await new Promise<void>((resolve) => daemon.listen(0, "127.0.0.1", resolve));
+    port = (daemon.address() as AddressInfo).port;
+    relay = createSandboxRelay({
+      token: AGENT_TOKEN,
+      sandboxes: () =>
+        Promise.resolve([
+          {
+            sandboxId: sandbox.sandboxID,
+            namespace: "default",
+            name: "e2b",
+            pool: "default",
+            image: "busybox",
+            state: "running",
+            address: "127.0.0.1",
+            labels: {},
+          },
+        ]),
+      observe: (result) => relayed.push(result),
+    });
+    relayServer = http.createServer((_request, response) => response.end());
+    relayServer.on("connect", relay.onConnect);
+    await new Promise<void>((resolve) => relayServer.listen(0, "127.0.0.1", resolve));
+    relayEndpoint = `127.0.0.1:${(relayServer.address() as AddressInfo).port}`;
+  });
+
+  after(async () => {
+    relay.close();
+    daemon.closeAllConnections();
+    await new Promise((resolve) => relayServer.close(resolve));
+    await new Promise((resolve) => daemon.close(resolve));
+  });
+
+  const endpointOf = (agent: string) => (agent === "agent-0" ? relayEndpoint : undefined);
+
+  it("asks through the relay of the sandbox's agent, a tunnel per try, until it answers 204", async () => {
+    healthRequests = 0;
+    relayed.length = 0;
+    await pollEnvdHealth({ port, intervalMs: 5, timeoutMs: 5000, relay: { endpointOf, token: AGENT_TOKEN } })(sandbox);
+    assert.equal(healthRequests, 2);
+    assert.deepEqual(relayed, ["opened", "opened"], "each try went through the relay");
+  });
+
+  it("says why when the relay refuses (a wrong agent token: 401)", async () => {
+    await assert.rejects(
+      pollEnvdHealth({ port, intervalMs: 10, timeoutMs: 300, relay: { endpointOf, token: "not-the-agent-token" } })(sandbox),
+      (error: unknown) => error instanceof TimeoutError && /the agent relay answered 401/.test(error.message),
+    );
+  });
+
+  it("waits for the agent's relay to be known, and says so at its deadline", async () => {
+    await assert.rejects(
+      pollEnvdHealth({ port, intervalMs: 10, timeoutMs: 200, relay: { endpointOf, token: AGENT_TOKEN } })({ ...sandbox, agent: "agent-9" }),
+      (error: unknown) => error instanceof TimeoutError && /the relay of agent agent-9 is not known yet/.test(error.message),
+    );
   });
 });

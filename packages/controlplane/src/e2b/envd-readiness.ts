@@ -2,13 +2,25 @@
  * Whether a new sandbox's in-sandbox daemon (E2B's "envd", on SANDBOX_DAEMON_PORT) answers: E2B's
  * SDKs send commands right after a create returns, without a readiness probe of their own, so the
  * create answers only once `GET /health` gives 204. The check is a port so unit specs can fake it;
- * `pollEnvdHealth` is the real one, with a bounded deadline.
+ * `pollEnvdHealth` is the real one, with a bounded deadline. The embedded mode asks the address
+ * directly (one host); the Kubernetes mode through the relay of the sandbox's agent (`relay`): an
+ * Isolated sandbox's address is on a bridge inside its agent's network, routable from nowhere else.
  */
+import http from "node:http";
 import { SANDBOX_DAEMON_PORT, TimeoutError, UnavailableError } from "@fast-sandbox/api";
 import { sleep, systemClock, type Clock } from "../controller/clock.js";
+import { SandboxDialer } from "../proxy/sandbox-dialer.js";
 
 /** Resolves once the sandbox's daemon answers; rejects (TimeoutError, UnavailableError) when it does not. */
-export type EnvdReadiness = (sandbox: { sandboxID: string; address: string }, signal?: AbortSignal) => Promise<void>;
+export type EnvdReadiness = (sandbox: { sandboxID: string; address: string; agent?: string }, signal?: AbortSignal) => Promise<void>;
+
+/** The agents' relays, through which the daemons are asked (Kubernetes). */
+export interface EnvdRelay {
+  /** The relay (`host:port` of the agent's API) of an agent, undefined while it is not known. */
+  endpointOf(agentName: string): string | undefined;
+  /** The agents' token, which their relays require. */
+  token: string;
+}
 
 export interface PollEnvdHealthOptions {
   /** How long the daemon has to answer 204 after the sandbox started. @default 20000 */
@@ -21,6 +33,8 @@ export interface PollEnvdHealthOptions {
   port?: number;
   /** @default systemClock */
   clock?: Clock;
+  /** Ask through the relay of the sandbox's agent. @default the address directly */
+  relay?: EnvdRelay;
 }
 
 /** The daemon's health URL at `address` (IPv4 or IPv6). */
@@ -34,18 +48,30 @@ export function pollEnvdHealth(options: PollEnvdHealthOptions = {}): EnvdReadine
   const intervalMs = options.intervalMs ?? 50;
   const requestTimeoutMs = options.requestTimeoutMs ?? 2000;
   const clock = options.clock ?? systemClock;
-  return async ({ sandboxID, address }, signal) => {
-    const url = envdHealthUrl(address, options.port);
+  const port = options.port ?? SANDBOX_DAEMON_PORT;
+  const relay = options.relay;
+  const dialer = relay ? new SandboxDialer(relay.token) : undefined;
+  return async ({ sandboxID, address, agent }, signal) => {
+    const url = envdHealthUrl(address, port);
     const deadline = clock.now().getTime() + timeoutMs;
     let last = "no answer yet";
     for (;;) {
       if (signal?.aborted) throw new UnavailableError(`stopped waiting for the daemon of sandbox ${sandboxID}: ${String(signal.reason)}`);
       try {
         const timeout = AbortSignal.timeout(Math.max(1, Math.min(requestTimeoutMs, deadline - clock.now().getTime())));
-        const response = await fetch(url, { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
-        await response.body?.cancel();
-        if (response.status === 204) return;
-        last = `it answered ${response.status}`;
+        const both = signal ? AbortSignal.any([signal, timeout]) : timeout;
+        let status: number;
+        if (relay && dialer) {
+          const endpoint = agent ? relay.endpointOf(agent) : undefined;
+          if (!endpoint) throw new Error(`the relay of agent ${agent ?? "(none)"} is not known yet`);
+          status = await getStatus(url, dialer.freshConnection({ host: address, port, relay: endpoint }), both);
+        } else {
+          const response = await fetch(url, { signal: both });
+          await response.body?.cancel();
+          status = response.status;
+        }
+        if (status === 204) return;
+        last = `it answered ${status}`;
       } catch (error) {
         const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
         // A try the overall deadline cut short says less than the answer before it.
@@ -58,4 +84,16 @@ export function pollEnvdHealth(options: PollEnvdHealthOptions = {}): EnvdReadine
       await sleep(clock, intervalMs);
     }
   };
+}
+
+/** The status of `GET url` over a connection of its own (a tunnel through a relay, closed after), the body discarded. */
+function getStatus(url: string, connection: Pick<http.ClientRequestArgs, "agent" | "createConnection">, signal: AbortSignal): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const request = http.get(url, { ...connection, signal, headers: { connection: "close" } }, (response) => {
+      response.resume();
+      response.once("end", () => resolve(response.statusCode ?? 0));
+      response.once("error", reject);
+    });
+    request.once("error", reject);
+  });
 }

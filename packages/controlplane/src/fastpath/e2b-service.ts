@@ -19,13 +19,15 @@ export interface E2bApiAccess {
   sandboxUrl: string;
 }
 
-/** `access` undefined: this control plane does not serve the E2B-compatible API (the Kubernetes mode, for now). */
+/** `access` undefined: this control plane does not serve the E2B-compatible API (a controller with FSB_E2B_LISTEN=off). */
 export function createE2bService(access: E2bApiAccess | undefined, clock: Clock = systemClock): ServiceImpl<typeof pb.E2bService> {
   return {
     createApiKey: () =>
       edge(async () => {
         if (!access) {
-          throw new FailedPreconditionError("this control plane does not serve the E2B-compatible API; the embedded mode does ('fsb up', then 'fsb e2b env')");
+          throw new FailedPreconditionError(
+            "this control plane does not serve the E2B-compatible API: its controller runs with FSB_E2B_LISTEN=off; set it to host:port (e.g. 0.0.0.0:7073) to serve it",
+          );
         }
         const apiKey = newApiKey();
         await access.apiKeys.add(hashApiKey(apiKey), clock.now());

@@ -60,6 +60,7 @@ describe("controllerConfigFromEnv", () => {
       agentPod: {},
       heartbeatIntervalMs: 2000,
       proxyAddress: { protocol: "http:", domain: "localhost", portSuffix: ":7072" },
+      e2b: { host: "0.0.0.0", port: 7073, apiUrl: "http://localhost:7073", sandboxUrl: "http://localhost:7072", sandboxNamespace: "default" },
     });
   });
 
@@ -92,6 +93,35 @@ describe("controllerConfigFromEnv", () => {
     assert.equal(config.leaseName, "fast-sandbox-controller");
     assert.equal(config.leaseDurationSeconds, 15);
     assert.deepEqual(config.agentPod, {});
+  });
+
+  describe("the E2B-compatible API", () => {
+    it("takes its listen address and public URLs; E2B_SANDBOX_URL follows the proxy's base URL unless given", () => {
+      assert.deepEqual(
+        controllerConfigFromEnv(
+          minimalEnv({
+            FSB_E2B_LISTEN: "127.0.0.1:9073",
+            FSB_E2B_API_URL: "https://e2b.example.com/",
+            FSB_PROXY_BASE_URL: "https://sandboxes.example.com",
+            FSB_E2B_NAMESPACE: "agents",
+          }),
+        ).e2b,
+        { host: "127.0.0.1", port: 9073, apiUrl: "https://e2b.example.com", sandboxUrl: "https://sandboxes.example.com", sandboxNamespace: "agents" },
+      );
+      assert.equal(controllerConfigFromEnv(minimalEnv({ FSB_E2B_SANDBOX_URL: "http://proxy.internal:7072" })).e2b?.sandboxUrl, "http://proxy.internal:7072");
+    });
+
+    it("is off with FSB_E2B_LISTEN=off", () => {
+      assert.equal(controllerConfigFromEnv(minimalEnv({ FSB_E2B_LISTEN: "off" })).e2b, undefined);
+    });
+
+    it("names the variable that is wrong and what it may be", () => {
+      assertInvalid(minimalEnv({ FSB_E2B_LISTEN: "7073" }), "FSB_E2B_LISTEN", /"7073" is not host:port \(e\.g\. 0\.0\.0\.0:7073\) or off/);
+      assertInvalid(minimalEnv({ FSB_E2B_API_URL: "e2b.example.com" }), "FSB_E2B_API_URL", /is not a URL; e\.g\. http:\/\/localhost:7073/);
+      assertInvalid(minimalEnv({ FSB_E2B_API_URL: "https://e2b.example.com/api" }), "FSB_E2B_API_URL", /a host and optionally a port, nothing else/);
+      assertInvalid(minimalEnv({ FSB_E2B_SANDBOX_URL: "ftp://proxy" }), "FSB_E2B_SANDBOX_URL", /must be an http:\/\/ or https:\/\//);
+      assertInvalid(minimalEnv({ FSB_E2B_NAMESPACE: "Team_A" }), "FSB_E2B_NAMESPACE", /"Team_A" is not a namespace name/);
+    });
   });
 
   it("refuses a FSB_PROXY_BASE_URL sandboxes cannot be named under", () => {

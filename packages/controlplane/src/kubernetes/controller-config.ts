@@ -14,6 +14,13 @@
  * - FSB_PROXY_BASE_URL: the sandbox proxy's address as clients reach it; `status.endpoints` are
  *   `<port>-<sandboxID>.` + its host (default `http://localhost:7072`, which works on a machine that
  *   port-forwards the proxy's Service: `kubectl port-forward svc/fast-sandbox-proxy 7072`).
+ * - FSB_E2B_LISTEN `host:port` of the E2B-compatible API (default `0.0.0.0:7073`; `off`: not served);
+ *   FSB_E2B_API_URL: that API as clients reach it, what `fsb e2b env` prints as E2B_API_URL (default
+ *   `http://localhost:7073`: `kubectl port-forward svc/fast-sandbox-controller 7073`);
+ *   FSB_E2B_SANDBOX_URL: E2B_SANDBOX_URL, the sandbox proxy as clients reach it (default the
+ *   origin of FSB_PROXY_BASE_URL); FSB_E2B_NAMESPACE: the namespace whose pools are E2B's templates
+ *   and where E2B's sandboxes are (default `default`; it needs the agents' ServiceAccount and token
+ *   Secret, as every namespace that runs pools).
  * The API server is found through KUBECONFIG or the in-cluster service account.
  */
 import { readFileSync } from "node:fs";
@@ -21,7 +28,7 @@ import { loadYaml, type V1PodTemplateSpec } from "@kubernetes/client-node";
 import { ValidationError } from "@fast-sandbox/api";
 import type { AgentPodOptions } from "../fleet/agent-pod.js";
 import { DEFAULT_PROXY_BASE_URL } from "../fastpath/sandbox-manager.js";
-import { parseProxyBaseUrl, type ProxyAddress } from "../proxy/sandbox-endpoints.js";
+import { parseProxyBaseUrl, proxyBaseUrl, type ProxyAddress } from "../proxy/sandbox-endpoints.js";
 
 export interface ControllerConfig {
   host: string;
@@ -36,6 +43,19 @@ export interface ControllerConfig {
   heartbeatIntervalMs: number;
   /** Where `status.endpoints` point: the sandbox proxy's public address. */
   proxyAddress: ProxyAddress;
+  /** The E2B-compatible API; undefined: not served (FSB_E2B_LISTEN=off). */
+  e2b: E2bEndpointConfig | undefined;
+}
+
+export interface E2bEndpointConfig {
+  host: string;
+  port: number;
+  /** E2B_API_URL as clients reach it. */
+  apiUrl: string;
+  /** E2B_SANDBOX_URL as clients reach it. */
+  sandboxUrl: string;
+  /** Where E2B's templates (pools) and sandboxes are. */
+  sandboxNamespace: string;
 }
 
 /** A secret from `<key>` or the file `<key>_FILE` names (a mounted Secret); `what` says why it is required. */
@@ -55,6 +75,7 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): C
   const secret = (key: string, what: string): string => secretFromEnv(env, key, what);
   const { host, port } = parseListen(env.FSB_LISTEN || "0.0.0.0:7070");
   const templateFile = env.FSB_AGENT_TEMPLATE_FILE;
+  const proxyAddress = parseProxyBaseUrl(env.FSB_PROXY_BASE_URL || DEFAULT_PROXY_BASE_URL, "FSB_PROXY_BASE_URL");
   return {
     host,
     port,
@@ -70,8 +91,56 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): C
       ...(templateFile ? { baseTemplate: readTemplate(templateFile) } : {}),
     },
     heartbeatIntervalMs: positiveInteger(env, "FSB_HEARTBEAT_INTERVAL_MS", 2000),
-    proxyAddress: parseProxyBaseUrl(env.FSB_PROXY_BASE_URL || DEFAULT_PROXY_BASE_URL, "FSB_PROXY_BASE_URL"),
+    proxyAddress,
+    e2b: e2bConfig(env, proxyAddress),
   };
+}
+
+function e2bConfig(env: NodeJS.ProcessEnv, proxyAddress: ProxyAddress): E2bEndpointConfig | undefined {
+  const listen = env.FSB_E2B_LISTEN || "0.0.0.0:7073";
+  if (listen === "off") return undefined;
+  let address: { host: string; port: number };
+  try {
+    address = parseListen(listen);
+  } catch {
+    throw new ValidationError("FSB_E2B_LISTEN", `${JSON.stringify(listen)} is not host:port (e.g. 0.0.0.0:7073) or off`);
+  }
+  return {
+    ...address,
+    apiUrl: serviceUrl(env, "FSB_E2B_API_URL", "http://localhost:7073"),
+    sandboxUrl: serviceUrl(env, "FSB_E2B_SANDBOX_URL", proxyBaseUrl(proxyAddress)),
+    sandboxNamespace: namespaceName(env, "FSB_E2B_NAMESPACE", "default"),
+  };
+}
+
+/** A namespace's name (an RFC 1123 label) from `key`. */
+function namespaceName(env: NodeJS.ProcessEnv, key: string, fallback: string): string {
+  const text = env[key] || fallback;
+  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(text)) {
+    throw new ValidationError(
+      key,
+      `${JSON.stringify(text)} is not a namespace name (lower-case letters, digits and '-', at most 63, starting and ending with a letter or digit)`,
+    );
+  }
+  return text;
+}
+
+/** An http(s) origin from `key` (no path: E2B's SDKs append theirs). */
+function serviceUrl(env: NodeJS.ProcessEnv, key: string, fallback: string): string {
+  const text = env[key] || fallback;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new ValidationError(key, `${JSON.stringify(text)} is not a URL; e.g. ${fallback}`);
+  }
+  if ((url.protocol !== "http:" && url.protocol !== "https:") || url.pathname !== "/" || url.search || url.hash || url.username || url.password) {
+    throw new ValidationError(
+      key,
+      `${JSON.stringify(text)} must be an http:// or https:// scheme, a host and optionally a port, nothing else; e.g. ${fallback}`,
+    );
+  }
+  return url.origin;
 }
 
 /** `host:port` or `[v6]:port`, port 0–65535. */

@@ -14,6 +14,10 @@
  * On the leader only: pool sizing and pool status, the sandbox reconciler (placement of sandboxes
  * written with kubectl, deletion, expiry, failure policy, reset), adoption of what agents run,
  * facts from heartbeats (CommandExited, OOMKilled), hot images. Leadership ends → those stop.
+ *
+ * The E2B-compatible API (`e2b`), on every replica: its keys are Secrets in the controller's namespace
+ * (KubernetesApiKeyStore), the sandboxes' tokens derive from one Secret every replica shares, and a
+ * new sandbox's daemon is asked through the relay of its agent.
  */
 import type { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
@@ -42,6 +46,13 @@ import { openKubernetesResourceStore } from "../store/kubernetes-resource-store.
 import { PoolController } from "../reconcile/pool-controller.js";
 import { agentPoolOf, poolControllerHooks } from "../reconcile/pool-controller-hooks.js";
 import type { ProxyAddress } from "../proxy/sandbox-endpoints.js";
+import { SandboxDirectory } from "../proxy/sandbox-directory.js";
+import { startE2bApiServer, type E2bApiServer } from "../e2b/e2b-api-server.js";
+import { E2bSandboxes } from "../e2b/e2b-sandboxes.js";
+import { pollEnvdHealth } from "../e2b/envd-readiness.js";
+import { hostResources } from "../e2b/host-resources.js";
+import { KubernetesApiKeyStore } from "../e2b/kubernetes-api-key-store.js";
+import { loadOrCreateKubernetesTokenSecret } from "../e2b/kubernetes-token-secret.js";
 
 /** How long a Bound record may be another replica's create in flight (image pull and create) before the leader finishes it. */
 export const DEFAULT_FOREIGN_CREATE_GRACE_MS = 120_000;
@@ -70,6 +81,8 @@ export interface KubernetesControlPlaneOptions {
   recoveryTimeoutMs?: number;
   /** @default DEFAULT_FOREIGN_CREATE_GRACE_MS */
   foreignCreateGraceMs?: number;
+  /** Serve the E2B-compatible API. @default not served */
+  e2b?: KubernetesE2bOptions;
   /** Called when this replica stops leading (the process usually exits then, to start clean). */
   onStoppedLeading?(): void;
   logger: Logger;
@@ -77,8 +90,23 @@ export interface KubernetesControlPlaneOptions {
   clock?: Clock;
 }
 
+export interface KubernetesE2bOptions {
+  host: string;
+  port: number;
+  /** Where its Secrets are (the keys, the tokens' secret): the controller's namespace. */
+  namespace: string;
+  /** E2B_API_URL as clients reach this API (what `fsb e2b env` prints). */
+  apiUrl: string;
+  /** E2B_SANDBOX_URL: the sandbox proxy as clients reach it. */
+  sandboxUrl: string;
+  /** Where E2B's templates (pools) and sandboxes are. @default "default" */
+  sandboxNamespace?: string;
+}
+
 export interface KubernetesControlPlane {
   url: string;
+  /** Where the E2B-compatible API listens, when it is served. */
+  e2bUrl: string | undefined;
   registry: AgentRegistry;
   manager: SandboxManager;
   isLeader(): boolean;
@@ -226,12 +254,46 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
   };
 
   let api: ApiServer | undefined;
+  let e2bApi: E2bApiServer | undefined;
+  let directory: SandboxDirectory | undefined;
+  const e2b = options.e2b;
+  const apiKeys = e2b ? new KubernetesApiKeyStore({ kubeConfig, namespace: e2b.namespace }) : undefined;
   try {
     await poolController.start();
     await fleet.start();
     connections.start();
     await allocations.start();
     metrics.observe({ sandboxes: () => allocations.cachedSandboxes(), registry });
+    if (e2b && apiKeys) {
+      const tokenSecret = await loadOrCreateKubernetesTokenSecret({ kubeConfig, namespace: e2b.namespace });
+      const sandboxDirectory = new SandboxDirectory({ store, logger, informer: sandboxCache });
+      directory = sandboxDirectory;
+      await sandboxDirectory.start();
+      e2bApi = await startE2bApiServer({
+        sandboxes: new E2bSandboxes({
+          manager,
+          store,
+          lookup: (sandboxId) => sandboxDirectory.lookup(sandboxId),
+          // An Isolated sandbox's address is inside its agent's network: asked through its agent's relay.
+          envdReady: pollEnvdHealth({
+            clock,
+            relay: { endpointOf: (agentName) => fleet.listAgents().find((agent) => agent.name === agentName)?.endpoint, token: options.agentToken },
+          }),
+          tokenSecret,
+          // A sandbox of a pool without limits is bounded by its node: this replica's node stands for the nodes.
+          host: hostResources("/"),
+          logger,
+          clock,
+          pauses,
+          checkpoints,
+          ...(e2b.sandboxNamespace ? { namespace: e2b.sandboxNamespace } : {}),
+        }),
+        apiKeys,
+        host: e2b.host,
+        port: e2b.port,
+        logger,
+      });
+    }
     api = await startApiServer({
       manager,
       store,
@@ -243,9 +305,13 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
       host: options.host,
       port: options.port,
       metrics,
+      ...(e2b && apiKeys ? { e2b: { apiKeys, apiUrl: e2b.apiUrl, sandboxUrl: e2b.sandboxUrl } } : {}),
     });
   } catch (error) {
     await api?.close();
+    await e2bApi?.close();
+    directory?.stop();
+    await apiKeys?.close();
     connections.stop();
     await allocations.stop();
     await poolController.stop();
@@ -254,6 +320,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     throw error;
   }
   const server = api;
+  const e2bServer = e2bApi;
   void waitForAgents(fleet, connections, options.recoveryTimeoutMs ?? 15_000, clock).then((all) => {
     if (!all) logger.warn("not every ready agent answered in time; serving anyway");
     releaseWrites();
@@ -270,11 +337,15 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
   });
   return {
     url: server.url,
+    e2bUrl: e2bServer?.url,
     registry,
     manager,
     isLeader: leading,
     async close() {
       await server.close();
+      await e2bServer?.close();
+      directory?.stop();
+      await apiKeys?.close();
       await manager.drain();
       await elector.stop();
       await leaderWork;

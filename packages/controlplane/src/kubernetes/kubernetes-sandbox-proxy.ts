@@ -8,7 +8,12 @@
  * is reachable from any node. An Isolated sandbox's address (`status.sandboxIP`) is on a bridge
  * inside its agent's network and not routable from anywhere else: the proxy dials it through the
  * relay of the agent that runs it (`CONNECT` on `<agent Pod IP>:<agent port>` with the agent token,
- * which only reaches that agent's own sandboxes' ports).
+ * which only reaches that agent's own sandboxes).
+ *
+ * Sandboxes the E2B-compatible API created reach every port (E2B's `getHost(port)`), and E2B's
+ * presigned file URLs go to the sandbox whose token signed them: the proxy derives those tokens from
+ * the controllers' Secret (e2b/kubernetes-token-secret.ts), read at start and, while it does not
+ * exist yet, again every `e2bSecretRetryMs`.
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -22,6 +27,8 @@ import { SandboxDirectory } from "../proxy/sandbox-directory.js";
 import { startSandboxProxy } from "../proxy/sandbox-proxy.js";
 import { openKubernetesResourceStore } from "../store/kubernetes-resource-store.js";
 import type { ProxyConfig } from "./proxy-config.js";
+import { createdThroughE2b, signingSandboxes } from "../e2b/signing-sandboxes.js";
+import { readKubernetesTokenSecret } from "../e2b/kubernetes-token-secret.js";
 
 export interface KubernetesSandboxProxy {
   port: number;
@@ -29,8 +36,33 @@ export interface KubernetesSandboxProxy {
   close(): Promise<void>;
 }
 
-export async function startKubernetesSandboxProxy(options: { kubeConfig: KubeConfig; config: ProxyConfig; logger: Logger }): Promise<KubernetesSandboxProxy> {
+export async function startKubernetesSandboxProxy(options: {
+  kubeConfig: KubeConfig;
+  config: ProxyConfig;
+  logger: Logger;
+  /** @default 10000 */
+  e2bSecretRetryMs?: number;
+}): Promise<KubernetesSandboxProxy> {
   const { kubeConfig, config, logger } = options;
+  let tokenSecret: Buffer | undefined;
+  let secretTimer: NodeJS.Timeout | undefined;
+  let closed = false;
+  let toldAbsent = false;
+  const secretNamespace = config.e2bSecretNamespace;
+  const readSecret = async (): Promise<void> => {
+    if (!secretNamespace) return;
+    try {
+      tokenSecret = await readKubernetesTokenSecret({ kubeConfig, namespace: secretNamespace });
+      if (!tokenSecret && !toldAbsent) {
+        toldAbsent = true;
+        logger.info("no E2B token secret yet (the controllers make it): E2B's presigned file URLs are not routed until it exists");
+      }
+    } catch (error) {
+      logger.warn({ err: error }, "could not read the E2B token secret; retrying");
+    }
+    if (!tokenSecret && !closed) secretTimer = setTimeout(() => void readSecret(), options.e2bSecretRetryMs ?? 10_000);
+  };
+  await readSecret();
   const store = openKubernetesResourceStore({ kubeConfig });
   const directory = new SandboxDirectory({ store, logger });
   const agents = new KubernetesAgentFleet({ kubeConfig, logger, pod: { port: config.agentPort } });
@@ -46,6 +78,8 @@ export async function startKubernetesSandboxProxy(options: { kubeConfig: KubeCon
       // Its API's address, where its relay answers.
       agentRelay: endpointOf,
       domain: config.proxyAddress.domain,
+      exposesEveryPort: createdThroughE2b,
+      signingSandboxes: () => (tokenSecret ? signingSandboxes(directory.list(), tokenSecret) : []),
     },
     agentToken: config.agentToken,
     host: config.host,
@@ -69,6 +103,8 @@ export async function startKubernetesSandboxProxy(options: { kubeConfig: KubeCon
     port: proxy.port,
     probePort: (probes.address() as AddressInfo).port,
     async close() {
+      closed = true;
+      clearTimeout(secretTimer);
       await new Promise((resolve) => probes.close(resolve));
       await proxy.close();
       directory.stop();

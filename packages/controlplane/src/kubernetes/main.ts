@@ -40,11 +40,12 @@ async function main(): Promise<void> {
     agentPod: config.agentPod,
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     proxyAddress: config.proxyAddress,
+    ...(config.e2b ? { e2b: { ...config.e2b, namespace: config.namespace } } : {}),
     logger,
     onStoppedLeading: () => exit(1, "lost the leadership"),
   });
-  logger.info({ url: controlPlane.url, identity: config.identity }, "controller serving");
-  process.stdout.write(`${JSON.stringify({ event: "started", pid: process.pid, url: controlPlane.url })}\n`);
+  logger.info({ url: controlPlane.url, e2bUrl: controlPlane.e2bUrl, identity: config.identity }, "controller serving");
+  process.stdout.write(`${JSON.stringify({ event: "started", pid: process.pid, url: controlPlane.url, e2bUrl: controlPlane.e2bUrl })}\n`);
   process.on("SIGTERM", () => exit(0, "SIGTERM"));
   process.on("SIGINT", () => exit(0, "SIGINT"));
 }

@@ -18,6 +18,7 @@ describe("proxyConfigFromEnv", () => {
       proxyAddress: { protocol: "http:", domain: "localhost", portSuffix: ":7072" },
       agentPort: 7071,
       agentToken: "agent-token-0123456789",
+      e2bSecretNamespace: undefined,
     });
   });
 
@@ -41,6 +42,7 @@ describe("proxyConfigFromEnv", () => {
       FSB_PROBE_LISTEN: "127.0.0.1:9000",
       FSB_PROXY_BASE_URL: "https://sandboxes.example.com",
       FSB_AGENT_PORT: "7171",
+      FSB_POD_NAMESPACE: "fast-sandbox-system",
       ...token,
     });
     assert.deepEqual(config, {
@@ -51,6 +53,7 @@ describe("proxyConfigFromEnv", () => {
       proxyAddress: { protocol: "https:", domain: "sandboxes.example.com", portSuffix: "" },
       agentPort: 7171,
       agentToken: "agent-token-0123456789",
+      e2bSecretNamespace: "fast-sandbox-system",
     });
   });
 

@@ -8,6 +8,9 @@
  * - FSB_AGENT_PORT: the agents' port, to tell agent Pods' addresses (default 7071);
  * - FSB_AGENT_TOKEN or FSB_AGENT_TOKEN_FILE (required): the agents' token, which their relays require
  *   (an Isolated sandbox is reached through the relay of its agent).
+ * - FSB_POD_NAMESPACE: the namespace of the controller and this proxy (Downward API), where the
+ *   controllers keep the secret of E2B sandboxes' tokens (e2b/kubernetes-token-secret.ts), read to
+ *   route E2B's presigned file URLs; unset: those URLs are not routed.
  * The API server is found through KUBECONFIG or the in-cluster service account.
  */
 import { parseProxyBaseUrl, type ProxyAddress } from "../proxy/sandbox-endpoints.js";
@@ -23,6 +26,8 @@ export interface ProxyConfig {
   proxyAddress: ProxyAddress;
   agentPort: number;
   agentToken: string;
+  /** Where the E2B token secret is; undefined: E2B's presigned file URLs are not routed. */
+  e2bSecretNamespace: string | undefined;
 }
 
 export function proxyConfigFromEnv(env: NodeJS.ProcessEnv = process.env): ProxyConfig {
@@ -46,5 +51,6 @@ export function proxyConfigFromEnv(env: NodeJS.ProcessEnv = process.env): ProxyC
     proxyAddress: parseProxyBaseUrl(env.FSB_PROXY_BASE_URL || DEFAULT_PROXY_BASE_URL, "FSB_PROXY_BASE_URL"),
     agentPort,
     agentToken: secretFromEnv(env, "FSB_AGENT_TOKEN", "Isolated sandboxes are reached through their agents' relays, which require it"),
+    e2bSecretNamespace: env.FSB_POD_NAMESPACE || undefined,
   };
 }

@@ -105,6 +105,8 @@ describe("config/default rendered by kustomize", () => {
       ["ClusterRoleBinding", "fast-sandbox-controller"],
       ["Role", "fast-sandbox-leader-election"],
       ["RoleBinding", "fast-sandbox-leader-election"],
+      ["Role", "fast-sandbox-e2b-secrets"],
+      ["RoleBinding", "fast-sandbox-e2b-secrets"],
       ["ClusterRole", "fast-sandbox-janitor"],
       ["ClusterRoleBinding", "fast-sandbox-janitor"],
       ["Deployment", "fast-sandbox-controller"],
@@ -114,6 +116,8 @@ describe("config/default rendered by kustomize", () => {
       ["ServiceAccount", "fast-sandbox-proxy"],
       ["ClusterRole", "fast-sandbox-proxy"],
       ["ClusterRoleBinding", "fast-sandbox-proxy"],
+      ["Role", "fast-sandbox-proxy-e2b-secret"],
+      ["RoleBinding", "fast-sandbox-proxy-e2b-secret"],
       ["Deployment", "fast-sandbox-proxy"],
       ["Service", "fast-sandbox-proxy"],
     ]) {

@@ -3,8 +3,9 @@
  * enough: the suite's cluster runs the controller, agents and janitor with those roles only.
  * - What each ServiceAccount may and may not do, asked of the API server's authorizer with
  *   `kubectl auth can-i --as` (the admin impersonates): the controller works on sandboxes, pools,
- *   agent Pods, its own Lease and Secrets by name, and nothing else; the janitor only reads Pods and
- *   Sandboxes; agents have no API access at all.
+ *   agent Pods, its own Lease, Secrets by name and new Secrets in its own namespace (the E2B API's
+ *   keys and token secret), and nothing else; the proxy reads Sandboxes, Pods and the one E2B token
+ *   Secret; the janitor only reads Pods and Sandboxes; agents have no API access at all.
  * - Enough: after the cases before this one (alphabetical order) placed, deleted, recreated and
  *   reset sandboxes and scaled pools, no controller replica and no janitor logged a `forbidden`
  *   answer of the API server — a permission the code needs and the role lacks fails this case.
@@ -14,8 +15,11 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { CONTROLLER_SELECTOR, JANITOR_SELECTOR, SYSTEM_NAMESPACE, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
 
+const PROXY_SELECTOR = "app.kubernetes.io/component=proxy";
+
 const CONTROLLER = `system:serviceaccount:${SYSTEM_NAMESPACE}:fast-sandbox-controller`;
 const JANITOR = `system:serviceaccount:${SYSTEM_NAMESPACE}:fast-sandbox-janitor`;
+const PROXY = `system:serviceaccount:${SYSTEM_NAMESPACE}:fast-sandbox-proxy`;
 
 /**
  * `kubectl auth can-i` as a ServiceAccount: true for yes, false for no. `resource` is TYPE or
@@ -51,6 +55,8 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       assert.equal(await can(suite, CONTROLLER, "get", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM_NAMESPACE), true);
       assert.equal(await can(suite, CONTROLLER, "update", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM_NAMESPACE), true);
       assert.equal(await can(suite, CONTROLLER, "create", "leases.coordination.k8s.io", SYSTEM_NAMESPACE), true);
+      // The E2B-compatible API's key Secrets and token secret, in its own namespace.
+      assert.equal(await can(suite, CONTROLLER, "create", "secrets", SYSTEM_NAMESPACE), true);
     });
 
     it("denies the controller everything else", async () => {
@@ -58,7 +64,10 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         // Secrets: one by name only; never listed, watched or written.
         ["list", "secrets", undefined],
         ["watch", "secrets", "default"],
-        ["create", "secrets", SYSTEM_NAMESPACE],
+        ["create", "secrets", "default"],
+        ["update", "secrets", SYSTEM_NAMESPACE],
+        ["delete", "secrets", SYSTEM_NAMESPACE],
+        ["list", "secrets", SYSTEM_NAMESPACE],
         ["update", "secrets", "default"],
         ["delete", "nodes", undefined],
         ["list", "configmaps", SYSTEM_NAMESPACE],
@@ -111,6 +120,22 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       }
     });
 
+    it("lets the proxy read Sandboxes, agent Pods and the E2B token secret, and nothing else", async () => {
+      assert.equal(await can(suite, PROXY, "watch", "sandboxes.sandbox.fast.io"), true);
+      assert.equal(await can(suite, PROXY, "list", "pods"), true);
+      assert.equal(await can(suite, PROXY, "get", "secrets/fast-sandbox-e2b-token-secret", SYSTEM_NAMESPACE), true);
+      for (const [verb, resource, namespace] of [
+        ["get", "secrets/fast-sandbox-agent-token", SYSTEM_NAMESPACE],
+        ["get", "secrets/fast-sandbox-e2b-token-secret", "default"],
+        ["list", "secrets", SYSTEM_NAMESPACE],
+        ["create", "secrets", SYSTEM_NAMESPACE],
+        ["update", "sandboxes.sandbox.fast.io", "default"],
+        ["create", "pods", "default"],
+      ] as const) {
+        assert.equal(await can(suite, PROXY, verb, resource, namespace), false, `proxy must not: ${verb} ${resource} in ${namespace}`);
+      }
+    });
+
     it("gives the agents no Kubernetes API access", async () => {
       const agent = `system:serviceaccount:${SYSTEM_NAMESPACE}:fast-sandbox-agent`;
       for (const [verb, resource] of [
@@ -122,10 +147,11 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       }
     });
 
-    it("was enough: no controller replica and no janitor was refused anything by the API server", async () => {
+    it("was enough: no controller, proxy or janitor replica was refused anything by the API server", async () => {
       for (const [component, selector] of [
         ["controller", CONTROLLER_SELECTOR],
         ["janitor", JANITOR_SELECTOR],
+        ["proxy", PROXY_SELECTOR],
       ] as const) {
         const pods = await suite.pods(SYSTEM_NAMESPACE, selector, { includeDeleting: true });
         assert.ok(pods.length > 0, `no ${component} Pod`);

@@ -1,0 +1,103 @@
+/**
+ * The Kubernetes mode's ApiKeyStore: each issued key's hash is one Secret in the controller's
+ * namespace, named after the hash (`fast-sandbox-e2b-key-<sha256 hex>`), so a key is checked with one
+ * GET by name — no list or watch of Secrets, and every controller replica sees the keys any replica
+ * issued. The Secret holds the hash and its time of issue, never the key. Keys are never revoked
+ * through the API (as in the embedded mode); deleting a key's Secret revokes it, within
+ * `cacheMs` on a replica that already accepted it.
+ */
+import { ApiException, CoreV1Api, type KubeConfig, type V1Secret } from "@kubernetes/client-node";
+import { ValidationError } from "@fast-sandbox/api";
+import { translateKubernetesError } from "../store/kubernetes-resource-store.js";
+import type { ApiKeyStore } from "./api-key-store.js";
+
+/** Names the Secret of a key: this prefix and the hex digits of its sha256. */
+export const API_KEY_SECRET_PREFIX = "fast-sandbox-e2b-key-";
+/** The label every key's Secret carries (`kubectl get secrets -l sandbox.fast.io/e2b-api-key`). */
+export const API_KEY_SECRET_LABEL = "sandbox.fast.io/e2b-api-key";
+const HASH_PATTERN = /^sha256:([0-9a-f]{64})$/;
+
+export interface KubernetesApiKeyStoreOptions {
+  kubeConfig: KubeConfig;
+  /** Where the keys' Secrets are: the controller's namespace. */
+  namespace: string;
+  /** How long a replica trusts a key it found without asking again. @default 60000 */
+  cacheMs?: number;
+  /** @default Date.now */
+  now?: () => number;
+}
+
+/** The name of the Secret that records the key with this hash (`sha256:<64 hex>`). */
+export function apiKeySecretName(hash: string): string {
+  const match = HASH_PATTERN.exec(hash);
+  if (!match) throw new ValidationError("hash", `${JSON.stringify(hash)} is not an API key hash (sha256: and 64 lower-case hex digits)`);
+  return `${API_KEY_SECRET_PREFIX}${match[1]}`;
+}
+
+export class KubernetesApiKeyStore implements ApiKeyStore {
+  readonly #core: CoreV1Api;
+  readonly #namespace: string;
+  readonly #cacheMs: number;
+  readonly #now: () => number;
+  /** Hashes found, with when they were: E2B's SDKs send the key with every call. */
+  readonly #found = new Map<string, number>();
+
+  constructor(options: KubernetesApiKeyStoreOptions) {
+    this.#core = options.kubeConfig.makeApiClient(CoreV1Api);
+    this.#namespace = options.namespace;
+    this.#cacheMs = options.cacheMs ?? 60_000;
+    this.#now = options.now ?? Date.now;
+  }
+
+  async add(hash: string, createdAt: Date): Promise<void> {
+    const name = apiKeySecretName(hash);
+    const body: V1Secret = {
+      apiVersion: "v1",
+      kind: "Secret",
+      type: "Opaque",
+      metadata: {
+        name,
+        namespace: this.#namespace,
+        labels: { [API_KEY_SECRET_LABEL]: "true", "app.kubernetes.io/part-of": "fast-sandbox" },
+        annotations: { "sandbox.fast.io/created-at": createdAt.toISOString() },
+      },
+      stringData: { hash },
+    };
+    try {
+      await this.#core.createNamespacedSecret({ namespace: this.#namespace, body });
+    } catch (error) {
+      // Adding a hash again changes nothing.
+      if (!(error instanceof ApiException && error.code === 409)) {
+        throw translateKubernetesError(error, { action: `record an E2B API key as Secret ${this.#namespace}/${name}` });
+      }
+    }
+    this.#found.set(hash, this.#now());
+  }
+
+  async has(hash: string): Promise<boolean> {
+    const match = HASH_PATTERN.exec(hash);
+    if (!match) return false;
+    const seen = this.#found.get(hash);
+    if (seen !== undefined && this.#now() - seen < this.#cacheMs) return true;
+    const name = apiKeySecretName(hash);
+    let secret: V1Secret;
+    try {
+      secret = await this.#core.readNamespacedSecret({ namespace: this.#namespace, name });
+    } catch (error) {
+      if (error instanceof ApiException && error.code === 404) {
+        this.#found.delete(hash);
+        return false;
+      }
+      throw translateKubernetesError(error, { action: `look up the E2B API key Secret ${this.#namespace}/${name}` });
+    }
+    // A Secret of that name that is not ours (no label) does not make a key.
+    const ours = secret.metadata?.labels?.[API_KEY_SECRET_LABEL] === "true";
+    if (ours) this.#found.set(hash, this.#now());
+    return ours;
+  }
+
+  close(): Promise<void> {
+    this.#found.clear();
+    return Promise.resolve();
+  }
+}
