@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import http from "node:http";
-import type { AddressInfo } from "node:net";
+import net, { type AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { createSandboxRelay, type RelayResult, type SandboxRelay } from "@fast-sandbox/agent";
 import { TimeoutError, UnavailableError } from "@fast-sandbox/api";
@@ -81,19 +81,46 @@ describe("the wait for a new sandbox's daemon (GET /health on its address)", () 
 
 describe("the wait for a new sandbox's daemon through its agent's relay (Kubernetes)", () => {
   const AGENT_TOKEN = "agent-token-0123456789abcdef";
-  let daemon: http.Server;
+  let daemon: net.Server;
   let port: number;
   let relayServer: http.Server;
   let relay: SandboxRelay;
   let relayEndpoint: string;
   const relayed: RelayResult[] = [];
   let healthRequests = 0;
+  let connectionHeaders: (string | undefined)[] = [];
+  /** Each connection to the daemon: whether the asking side closed it first (the daemon saw its end before closing its own side). */
+  const connections: { closedByAsker: boolean }[] = [];
   const sandbox = { sandboxID: "r3l4yq0m2zt7c1w8r5bn", address: "127.0.0.1", agent: "agent-0" };
 
   before(async () => {
-    daemon = http.createServer((request, response) => {
-      if (request.url === "/health") healthRequests++;
-      response.writeHead(healthRequests < 2 ? 503 : 204).end();
+    // A daemon on raw sockets, to see who closes a connection first: it answers each request and
+    // keeps the connection open unless asked to close it (as Go's server does).
+    daemon = net.createServer((socket) => {
+      let text = "";
+      let closedHere = false;
+      const connection = { closedByAsker: false };
+      connections.push(connection);
+      socket.on("data", (chunk: Buffer) => {
+        text += chunk.toString();
+        if (!text.includes("\r\n\r\n")) return;
+        const head = text.slice(0, text.indexOf("\r\n\r\n"));
+        text = "";
+        if (head.startsWith("GET /health ")) healthRequests++;
+        const asked = /^connection: *(.*)$/im.exec(head)?.[1]?.trim();
+        connectionHeaders.push(asked);
+        const status = healthRequests < 2 ? "503 Service Unavailable" : "204 No Content";
+        socket.write(`HTTP/1.1 ${status}\r\nContent-Length: 0\r\n\r\n`);
+        if (asked?.toLowerCase() === "close") {
+          closedHere = true;
+          socket.end();
+        }
+      });
+      socket.once("end", () => {
+        connection.closedByAsker = !closedHere;
+        socket.end();
+      });
+      socket.on("error", () => undefined);
     });
     await new Promise<void>((resolve) => daemon.listen(0, "127.0.0.1", resolve));
     port = (daemon.address() as AddressInfo).port;
@@ -122,7 +149,6 @@ describe("the wait for a new sandbox's daemon through its agent's relay (Kuberne
 
   after(async () => {
     relay.close();
-    daemon.closeAllConnections();
     await new Promise((resolve) => relayServer.close(resolve));
     await new Promise((resolve) => daemon.close(resolve));
   });
@@ -135,6 +161,16 @@ describe("the wait for a new sandbox's daemon through its agent's relay (Kuberne
     await pollEnvdHealth({ port, intervalMs: 5, timeoutMs: 5000, relay: { endpointOf, token: AGENT_TOKEN } })(sandbox);
     assert.equal(healthRequests, 2);
     assert.deepEqual(relayed, ["opened", "opened"], "each try went through the relay");
+  });
+
+  it("closes each tunnel itself, never asking the daemon to (no TIME-WAIT inside the sandbox, which a gVisor checkpoint refuses)", async () => {
+    healthRequests = 0;
+    connectionHeaders = [];
+    const before = connections.length;
+    await pollEnvdHealth({ port, intervalMs: 5, timeoutMs: 5000, relay: { endpointOf, token: AGENT_TOKEN } })(sandbox);
+    assert.deepEqual(connectionHeaders, ["keep-alive", "keep-alive"]);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.deepEqual(connections.slice(before), [{ closedByAsker: true }, { closedByAsker: true }], "the daemon saw both connections end from the asking side");
   });
 
   it("says why when the relay refuses (a wrong agent token: 401)", async () => {

@@ -86,12 +86,23 @@ export function pollEnvdHealth(options: PollEnvdHealthOptions = {}): EnvdReadine
   };
 }
 
-/** The status of `GET url` over a connection of its own (a tunnel through a relay, closed after), the body discarded. */
+/**
+ * The status of `GET url` over a connection of its own (a tunnel through a relay), the body
+ * discarded. This side closes the tunnel after the answer, never the daemon (so `keep-alive`, which
+ * Node would otherwise replace with `close` on a connection of no Agent): a connection the sandbox
+ * closed first would sit in TIME-WAIT inside it for 60 s, which runsc 20221219 refuses to
+ * checkpoint (an E2B pause right after the create would fail).
+ */
 function getStatus(url: string, connection: Pick<http.ClientRequestArgs, "agent" | "createConnection">, signal: AbortSignal): Promise<number> {
   return new Promise((resolve, reject) => {
-    const request = http.get(url, { ...connection, signal, headers: { connection: "close" } }, (response) => {
+    const request = http.get(url, { ...connection, signal, headers: { connection: "keep-alive" } }, (response) => {
+      // The tunnel itself: a kept-alive connection is detached from its request once the answer is read.
+      const tunnel = response.socket;
       response.resume();
-      response.once("end", () => resolve(response.statusCode ?? 0));
+      response.once("end", () => {
+        tunnel.destroy();
+        resolve(response.statusCode ?? 0);
+      });
       response.once("error", reject);
     });
     request.once("error", reject);

@@ -6,8 +6,9 @@
  * commands and files through the proxy, is connected to through the other replica with the same
  * access token (one token secret for every replica, made by the controllers), reaches a port it
  * never declared (E2B's every-port semantics, through the relay), serves E2B's presigned file URLs
- * through the proxy, and is killed through the other replica. Run by ../suite.test.ts on the
- * suite's cluster, with the pool in pool.yaml.
+ * through the proxy, and is killed through the other replica. A gVisor sandbox paused through one
+ * replica is resumed by `connect` through the other, its files as they were. Run by
+ * ../suite.test.ts on the suite's cluster, with the pools in pool.yaml.
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -29,6 +30,7 @@ import { SYSTEM_NAMESPACE, isPodReady, type KubernetesSuiteContext } from "../..
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const POOL = "e2b-k8s";
+const GVISOR_POOL = "e2b-k8s-gvisor";
 const NAMESPACE = "default";
 const E2B_PORT = 7073;
 const PROXY_PORT = 7072;
@@ -49,6 +51,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     let issued: { apiUrl: string; sandboxUrl: string } = { apiUrl: "", sandboxUrl: "" };
     let proxyUrl = "";
     let sandbox: Sandbox | undefined;
+    let paused: Sandbox | undefined;
     const e2bUrl = (replica: ControllerReplica) => `http://${replica.podIP}:${E2B_PORT}`;
     /** E2B's SDK options for one replica: the key, that replica's API and the proxy. */
     const through = (replica: ControllerReplica) => ({ apiKey, apiUrl: e2bUrl(replica), sandboxUrl: proxyUrl });
@@ -81,6 +84,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         );
         proxyUrl = `http://${proxies[0]!.status!.podIP!}:${PROXY_PORT}`;
         await waitForReadyAgents(suite, NAMESPACE, POOL, 1);
+        await waitForReadyAgents(suite, NAMESPACE, GVISOR_POOL, 1);
       },
       { timeout: 240_000 },
     );
@@ -89,7 +93,9 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       async () => {
         await sandbox?.kill().catch(() => undefined);
         client?.close();
+        await paused?.kill().catch(() => undefined);
         await removePool(suite, NAMESPACE, POOL);
+        await removePool(suite, NAMESPACE, GVISOR_POOL);
         await suite.kubectl("-n", NAMESPACE, "delete", "secret", AGENT_TOKEN_SECRET, "--ignore-not-found");
         await suite.kubectl("-n", NAMESPACE, "delete", "-f", path.join(REPO_ROOT, "config/samples/agent-service-account.yaml"), "--ignore-not-found");
       },
@@ -213,6 +219,27 @@ export function registerCase(suite: KubernetesSuiteContext): void {
           },
           { timeoutMs: 90_000 },
         );
+      },
+    );
+
+    itWithDiagnostics(
+      suite,
+      () => NAMESPACE,
+      "pauses a gVisor sandbox through one replica and resumes it with connect through the other",
+      240_000,
+      async () => {
+        paused = await Sandbox.create(GVISOR_POOL, { ...through(replicas[0]!), timeoutMs: 300_000 });
+        await paused.files.write("/root/kept.txt", "written before the pause");
+        const hostname = (await paused.commands.run("hostname")).stdout;
+        assert.equal(await paused.pause(), true);
+        assert.equal((await Sandbox.getInfo(paused.sandboxId, through(replicas[1]!))).state, "paused");
+        const record = (await listSandboxes(suite, NAMESPACE)).find((item) => item.status?.sandboxID === paused!.sandboxId);
+        assert.equal(record?.status?.phase, "Paused");
+        const resumed = await Sandbox.connect(paused.sandboxId, { ...through(replicas[1]!), timeoutMs: 120_000 });
+        assert.equal(resumed.sandboxId, paused.sandboxId);
+        assert.equal(await resumed.files.read("/root/kept.txt"), "written before the pause");
+        assert.equal((await resumed.commands.run("hostname")).stdout, hostname, "the same sandbox: its hostname");
+        assert.equal((await Sandbox.getInfo(paused.sandboxId, through(replicas[0]!))).state, "running");
       },
     );
   });
