@@ -7,7 +7,7 @@
  * access token (one token secret for every replica, made by the controllers), reaches a port it
  * never declared (E2B's every-port semantics, through the relay), serves E2B's presigned file URLs
  * through the proxy, and is killed through the other replica. A gVisor sandbox paused through one
- * replica is resumed by `connect` through the other, its files as they were. Run by
+ * replica is resumed by `connect` through the other, its files as they were, and forked. Run by
  * ../suite.test.ts on the suite's cluster, with the pools in pool.yaml.
  */
 import assert from "node:assert/strict";
@@ -240,6 +240,25 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         assert.equal(await resumed.files.read("/root/kept.txt"), "written before the pause");
         assert.equal((await resumed.commands.run("hostname")).stdout, hostname, "the same sandbox: its hostname");
         assert.equal((await Sandbox.getInfo(paused.sandboxId, through(replicas[0]!))).state, "running");
+      },
+    );
+
+    itWithDiagnostics(
+      suite,
+      () => NAMESPACE,
+      "forks the resumed sandbox through the other replica: a running copy of its own from its state",
+      240_000,
+      async () => {
+        const source = await Sandbox.connect(paused!.sandboxId, through(replicas[1]!));
+        const forks = await source.fork({ count: 1, timeoutMs: 120_000 });
+        assert.equal(forks.length, 1);
+        const copy = forks[0] instanceof Sandbox ? forks[0] : assert.fail(`the fork failed: ${String(forks[0])}`);
+        assert.notEqual(copy.sandboxId, source.sandboxId);
+        assert.equal(await copy.files.read("/root/kept.txt"), "written before the pause");
+        assert.notEqual((await copy.commands.run("hostname")).stdout, (await source.commands.run("hostname")).stdout, "a hostname of its own");
+        await copy.files.write("/root/kept.txt", "the copy's own");
+        assert.equal(await source.files.read("/root/kept.txt"), "written before the pause", "nothing writable is shared");
+        assert.equal(await Sandbox.kill(copy.sandboxId, through(replicas[0]!)), true);
       },
     );
   });
