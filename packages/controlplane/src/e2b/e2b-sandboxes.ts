@@ -1,7 +1,7 @@
 /**
  * E2B's sandbox operations over Fast Sandbox's own: create, list, get, kill, set the timeout,
  * connect, pause, resume and fork. An E2B template is a pool of the namespace (`base`, E2B's default,
- * is the embedded default pool unless a pool is called `base`); an E2B sandbox is a Sandbox of that
+ * is the pool `default` — the embedded mode's default pool — unless a pool is called `base`); an E2B sandbox is a Sandbox of that
  * pool that runs the pool's image with no command of its own (the image's, kept alive by the
  * in-sandbox helper, which also starts the daemon E2B's SDKs talk to); its end time is the sandbox's
  * `spec.expireTime`, which the sandbox reconciler enforces (E2B's reaper); its id is the instance id

@@ -3,7 +3,8 @@
  * which its SDKs send as `X-Access-Token` through the sandbox proxy). E2B hands the same token to
  * every `connect` of a sandbox, while Fast Sandbox keeps only a token's hash in the record; so the
  * token is not random but derived: HMAC-SHA256 of a nonce (an annotation of the sandbox, not secret)
- * under a secret of the control plane (a file of the data directory, mode 0600). `connect` derives
+ * under a secret of the control plane (embedded: a file of the data directory, mode 0600; Kubernetes:
+ * a Secret every replica reads, kubernetes-token-secret.ts). `connect` derives
  * it again and checks it against `status.accessTokenHash`. `fsb token NAME` replaces it with a
  * random one, which E2B clients then cannot be given.
  */
