@@ -7,7 +7,11 @@
  *   `CONNECT <address>:<port>` to the agent's port with the agent token, after which the connection
  *   is the sandbox's (packages/agent/src/server/sandbox-relay.ts).
  * Requests reuse connections (keep-alive), per agent for relayed ones, since two nodes' bridges may
- * hand out the same address.
+ * hand out the same address. An idle kept-alive connection is closed by this side after
+ * `idleTimeoutMs`: the sandbox's side then closes passively, leaving no TIME-WAIT in the sandbox —
+ * and a gVisor checkpoint (pause, fork) is refused while the sandbox holds any open or TIME-WAIT
+ * connection (runsc 20221219), so an idle one must not linger. A request in progress, however long
+ * it streams or waits, is never cut by it.
  */
 import http from "node:http";
 import net from "node:net";
@@ -86,13 +90,56 @@ export function dialThroughRelay(relay: string, token: string, host: string, por
   });
 }
 
+/** How long a kept-alive connection to a sandbox may stay idle before this side closes it. */
+export const DEFAULT_IDLE_CONNECTION_TIMEOUT_MS = 4000;
+
+/**
+ * The Agent methods Node documents for subclasses to override (https://nodejs.org/api/http.html#agentkeepsocketalivesocket,
+ * #agentreusesocketsocket-request), which @types/node does not declare.
+ */
+interface AgentHooks {
+  keepSocketAlive(this: http.Agent, socket: Duplex): boolean;
+  reuseSocket(this: http.Agent, socket: Duplex, request: http.ClientRequest): void;
+}
+const agentHooks = http.Agent.prototype as unknown as AgentHooks;
+
+/**
+ * A keep-alive pool whose idle connections this side closes after `idleTimeoutMs`. Not Node's Agent
+ * `timeout`, which also times out a request in progress: a timer armed when a connection goes back
+ * to the pool (`keepSocketAlive`) and cleared when a request takes it again (`reuseSocket`).
+ */
+class KeepAliveAgent extends http.Agent {
+  private readonly idleTimers = new WeakMap<Duplex, NodeJS.Timeout>();
+
+  constructor(private readonly idleTimeoutMs: number) {
+    super({ keepAlive: true });
+  }
+
+  keepSocketAlive(socket: Duplex): boolean {
+    const kept = agentHooks.keepSocketAlive.call(this, socket);
+    if (kept) {
+      const timer = setTimeout(() => socket.destroy(), this.idleTimeoutMs);
+      timer.unref();
+      this.idleTimers.set(socket, timer);
+    }
+    return kept;
+  }
+
+  reuseSocket(socket: Duplex, request: http.ClientRequest): void {
+    clearTimeout(this.idleTimers.get(socket));
+    this.idleTimers.delete(socket);
+    agentHooks.reuseSocket.call(this, socket, request);
+  }
+}
+
 /** A keep-alive pool whose connections are tunnels through one agent's relay. */
-class RelayAgent extends http.Agent {
+class RelayAgent extends KeepAliveAgent {
   constructor(
     private readonly relay: string,
     private readonly token: string,
+    idleTimeoutMs: number,
   ) {
-    super({ keepAlive: true });
+    super(idleTimeoutMs);
   }
 
   // Node's Agent creates each connection with this method; a callback answers asynchronously.
@@ -106,11 +153,19 @@ class RelayAgent extends http.Agent {
 }
 
 export class SandboxDialer {
-  private readonly direct = new http.Agent({ keepAlive: true });
+  private readonly direct: http.Agent;
   private readonly relayed = new Map<string, RelayAgent>();
 
-  /** @param relayToken the agent token, which relays require; without it no target may name a relay. */
-  constructor(private readonly relayToken?: string) {}
+  /**
+   * @param relayToken the agent token, which relays require; without it no target may name a relay.
+   * @param idleTimeoutMs how long a kept-alive connection may stay idle.
+   */
+  constructor(
+    private readonly relayToken?: string,
+    private readonly idleTimeoutMs = DEFAULT_IDLE_CONNECTION_TIMEOUT_MS,
+  ) {
+    this.direct = new KeepAliveAgent(idleTimeoutMs);
+  }
 
   /** A raw TCP connection to the target (tunnels, WebSockets). */
   connect(target: DialTarget): Promise<net.Socket> {
@@ -130,7 +185,7 @@ export class SandboxDialer {
     if (!target.relay) return this.direct;
     let agent = this.relayed.get(target.relay);
     if (!agent) {
-      agent = new RelayAgent(target.relay, this.token(target.relay));
+      agent = new RelayAgent(target.relay, this.token(target.relay), this.idleTimeoutMs);
       this.relayed.set(target.relay, agent);
     }
     return agent;

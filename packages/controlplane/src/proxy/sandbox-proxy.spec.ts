@@ -296,3 +296,86 @@ function readUntil(socket: net.Socket, marker: string): Promise<string> {
     socket.once("error", reject);
   });
 }
+
+describe("the sandbox proxy's kept-alive connections to a sandbox", () => {
+  const IDLE_MS = 200;
+  /** Each connection the sandbox's server accepted: whether the proxy closed it first. */
+  const connections: { closedByProxy: boolean }[] = [];
+  // A server on raw sockets, to see who closes first: it answers and keeps the connection, as servers
+  // with keep-alive do; `/slow` sends half its body, pauses past the idle timeout, then the rest.
+  const server = net.createServer((socket) => {
+    const connection = { closedByProxy: false };
+    connections.push(connection);
+    let text = "";
+    socket.on("data", (chunk: Buffer) => {
+      text += chunk.toString();
+      if (!text.includes("\r\n\r\n")) return;
+      const slow = text.startsWith("GET /slow ");
+      text = "";
+      if (!slow) {
+        socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        return;
+      }
+      socket.write("HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nhalf");
+      setTimeout(() => socket.write("done"), IDLE_MS * 3);
+    });
+    socket.once("end", () => {
+      connection.closedByProxy = true;
+      socket.end();
+    });
+    socket.on("error", () => undefined);
+  });
+  let proxy: SandboxProxy;
+  let port: number;
+
+  before(async () => {
+    port = await listen(server);
+    const record: Sandbox = {
+      apiVersion: API_VERSION,
+      kind: "Sandbox",
+      metadata: { name: "web", namespace: "default" },
+      spec: { image: "busybox", poolRef: "default", exposedPorts: [port] },
+      status: { phase: "Running", assignedPod: "agent-0", sandboxID: ID, accessTokenHash: hashAccessToken(TOKEN) },
+    };
+    proxy = await startSandboxProxy({
+      sources: {
+        lookup: (sandboxId) => Promise.resolve(sandboxId === ID ? record : undefined),
+        agentAddress: () => "127.0.0.1",
+        domain: "localhost",
+      },
+      logger: pino({ level: "silent" }),
+      idleConnectionTimeoutMs: IDLE_MS,
+    });
+  });
+
+  after(async () => {
+    await proxy.close();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  const get = (path: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const outgoing = http.get(
+        { host: "127.0.0.1", port: proxy.port, path, headers: { host: `${port}-${ID}.localhost`, "x-access-token": TOKEN }, agent: false },
+        (response) => {
+          let body = "";
+          response.on("data", (chunk: Buffer) => (body += chunk.toString()));
+          response.on("end", () => resolve(body));
+        },
+      );
+      outgoing.on("error", reject);
+    });
+
+  it("closes an idle one itself after the idle timeout (no TIME-WAIT left in the sandbox to block a pause)", async () => {
+    const before = connections.length;
+    assert.equal(await get("/quick"), "ok");
+    assert.equal(connections.length, before + 1);
+    assert.equal(connections[before]?.closedByProxy, false, "kept alive right after the answer");
+    await new Promise((resolve) => setTimeout(resolve, IDLE_MS * 4));
+    assert.equal(connections[before]?.closedByProxy, true, "closed by the proxy once idle");
+  });
+
+  it("never cuts a request in progress, however long it pauses", async () => {
+    assert.equal(await get("/slow"), "halfdone");
+  });
+});

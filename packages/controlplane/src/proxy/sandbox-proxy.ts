@@ -34,6 +34,8 @@ export interface SandboxProxyOptions {
   metrics?: ProxyMetrics;
   /** The agent token, for targets reached through an agent's relay (`sources.agentRelay`). */
   agentToken?: string;
+  /** How long a kept-alive connection to a sandbox may stay idle before the proxy closes it. @default DEFAULT_IDLE_CONNECTION_TIMEOUT_MS */
+  idleConnectionTimeoutMs?: number;
 }
 
 export interface SandboxProxy {
@@ -80,10 +82,10 @@ function portUnreachable(target: ProxyTarget, error: unknown): ProxyRefusal {
 
 export async function startSandboxProxy(options: SandboxProxyOptions): Promise<SandboxProxy> {
   const { sources, logger, metrics } = options;
-  // Keep-alive connections to sandbox ports, per address and port (and agent relay). No timeout: a
-  // request may stream or wait for as long as the sandbox and the caller like (the sandbox's server
-  // closes idle ones).
-  const dialer = new SandboxDialer(options.agentToken);
+  // Keep-alive connections to sandbox ports, per address and port (and agent relay). A request may
+  // stream or wait for as long as the sandbox and the caller like; an idle connection is closed by
+  // the proxy after a few seconds (sandbox-dialer.ts: no TIME-WAIT left in the sandbox to block a pause).
+  const dialer = new SandboxDialer(options.agentToken, options.idleConnectionTimeoutMs);
   const rawConnections = new Set<Duplex>();
 
   const resolve = async (headers: Record<string, string | string[] | undefined>, line?: RequestLine): Promise<ProxyTarget | ProxyRefusal> => {
