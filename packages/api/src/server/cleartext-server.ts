@@ -1,7 +1,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net, { type AddressInfo } from "node:net";
-import { Duplex } from "node:stream";
+import type { Duplex } from "node:stream";
 
 type Handler = (request: http.IncomingMessage | http2.Http2ServerRequest, response: http.ServerResponse | http2.Http2ServerResponse) => void;
 
@@ -19,35 +19,6 @@ export interface CleartextServer {
   /** The bound port (useful with port 0). */
   port: number;
   close(): Promise<void>;
-}
-
-function replayingStream(socket: net.Socket, head: Buffer): Duplex {
-  const duplex = new Duplex({
-    read() {
-      socket.resume();
-    },
-    write(chunk: Buffer, _encoding, callback) {
-      socket.write(chunk, callback);
-    },
-    final(callback) {
-      socket.end(callback);
-    },
-    destroy(error, callback) {
-      socket.destroy(error ?? undefined);
-      callback(error);
-    },
-  });
-  // Who is at either end, as a socket says it (HTTP/2 handlers read it through request.socket).
-  for (const property of ["remoteAddress", "remotePort", "remoteFamily", "localAddress", "localPort"] as const) {
-    Object.defineProperty(duplex, property, { get: () => socket[property] });
-  }
-  duplex.push(head);
-  socket.on("data", (chunk: Buffer) => {
-    if (!duplex.push(chunk)) socket.pause();
-  });
-  socket.once("end", () => duplex.push(null));
-  socket.once("close", () => duplex.destroy());
-  return duplex;
 }
 
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -76,15 +47,15 @@ export async function listenCleartext(handler: Handler, host: string, port: numb
       if (isHttp2 && received.length < HTTP2_PREFACE.length) return;
       socket.off("data", onData);
       socket.pause();
+      socket.unshift(received);
       if (isHttp2) {
-        // Node's HTTP/2 session reads the socket's native handle, bypassing unshift(): give it a
-        // stream that replays the bytes already read, then forwards the socket both ways.
-        h2.emit("connection", replayingStream(socket, received));
+        // The session takes over the socket's handle and first replays what sits in its buffer
+        // (the bytes unshifted above); resuming would let those bytes flow past it, unread.
+        h2.emit("connection", socket);
       } else {
-        socket.unshift(received);
         h1.emit("connection", socket);
+        socket.resume();
       }
-      socket.resume();
     };
     socket.on("data", onData);
     socket.on("error", () => socket.destroy());
