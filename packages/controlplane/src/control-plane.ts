@@ -14,7 +14,7 @@ import { destination, pino, type Logger } from "pino";
 import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
 import { sleep, systemClock, type Clock } from "./controller/clock.js";
 import { AgentRegistry } from "./registry/agent-registry.js";
-import { createAgentClient } from "./agent-client/grpc-agent-client.js";
+import { createAgentClient } from "./agent-client/rpc-agent-client.js";
 import { openSqliteResourceStore } from "./store/sqlite-resource-store.js";
 import type { ResourceStore } from "./store/resource-store.js";
 import { DEFAULT_NAMESPACE, SandboxManager } from "./fastpath/sandbox-manager.js";

@@ -37,5 +37,5 @@ export type {
   PullPhase,
   PullProgress,
 } from "./agent-client/agent-client.js";
-export { createAgentClient } from "./agent-client/grpc-agent-client.js";
+export { createAgentClient } from "./agent-client/rpc-agent-client.js";
 export { registryConfigPath } from "./embedded/local-agent-process.js";

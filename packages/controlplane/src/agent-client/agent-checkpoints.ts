@@ -1,6 +1,6 @@
 /**
  * The control plane's port to an agent's checkpoints (gVisor sandboxes saved on the agent's node),
- * beside AgentClient: the gRPC adapter implements both (grpc-agent-client.ts); a client that does not
+ * beside AgentClient: the Connect adapter implements both (rpc-agent-client.ts); a client that does not
  * (a fake, an agent built before checkpoints) is told apart by `canCheckpoint`.
  */
 import type { Client } from "@connectrpc/connect";

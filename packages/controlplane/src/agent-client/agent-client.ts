@@ -1,6 +1,6 @@
 /**
- * The control plane's port to one agent, in the control plane's own terms. The gRPC adapter
- * (`grpc-agent-client.ts`) is the only place that knows the wire messages; fakes implement this
+ * The control plane's port to one agent, in the control plane's own terms. The Connect adapter
+ * (`rpc-agent-client.ts`) is the only place that knows the wire messages; fakes implement this
  * interface for unit tests.
  */
 import type { EgressPolicy, EnvVar, RuntimeType } from "@fast-sandbox/api";

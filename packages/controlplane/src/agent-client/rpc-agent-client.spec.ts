@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import { Code, ConnectError, createRouterTransport, type ServiceImpl } from "@connectrpc/connect";
 import { FsbError, NotFoundError, UnavailableError, pb, toConnectError } from "@fast-sandbox/api";
 import type { AgentClient, AgentSandboxSpec, ExecEvent, PullProgress } from "./agent-client.js";
-import { createAgentClientOnTransport } from "./grpc-agent-client.js";
+import { createAgentClientOnTransport } from "./rpc-agent-client.js";
 
 const ENDPOINT = "10.0.0.7:7070";
 
@@ -37,7 +37,7 @@ function spec(overrides: Partial<AgentSandboxSpec> = {}): AgentSandboxSpec {
   };
 }
 
-describe("the gRPC AgentClient", () => {
+describe("the AgentClient over Connect", () => {
   describe("translates the agent's answers into domain types", () => {
     it("status: the agent's identity, images and sandboxes, with absent values left out rather than zero", async () => {
       const client = clientOf({

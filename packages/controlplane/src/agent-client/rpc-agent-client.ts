@@ -1,9 +1,9 @@
 /**
- * The AgentClient adapter over gRPC (Connect): the one place where the agent's wire messages are
+ * The AgentClient adapter over Connect RPC: the one place where the agent's wire messages are
  * translated to and from the port's domain types, and its errors into FsbError.
  */
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
-import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
+import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
 import { create } from "@bufbuild/protobuf";
 import { UnavailableError, fromConnectError, pb, sendBearerToken, type EgressPolicyName } from "@fast-sandbox/api";
 import type {
@@ -27,11 +27,22 @@ const LIST_TIMEOUT_MS = 10_000;
 const DELETE_MARGIN_MS = 30_000;
 const DEFAULT_STATUS_TIMEOUT_MS = 5000;
 
-/** Calls the agent at `endpoint` (`host:port`) over gRPC on a kept-alive HTTP/2 connection; errors arrive as FsbError. */
+/**
+ * Calls the agent at `endpoint` (`host:port`) on a kept-alive HTTP/2 connection; errors arrive as
+ * FsbError. The agent serves gRPC, gRPC-Web and Connect on one port; the client speaks Connect's
+ * own protocol with binary messages, which costs less per call than gRPC's framing and trailers
+ * (an empty call: 3.5 vs 4.3 ms p50, docs/PERFORMANCE.md).
+ */
 export function createAgentClient(endpoint: string, token: string): AgentClient & AgentCheckpointClient {
   const baseUrl = `http://${endpoint}`;
   const sessions = new Http2SessionManager(baseUrl, { pingIntervalMs: 10_000, idleConnectionTimeoutMs: 60_000 });
-  const transport = createGrpcTransport({ baseUrl, interceptors: [sendBearerToken(token)], sessionManager: sessions });
+  const transport = createConnectTransport({
+    baseUrl,
+    httpVersion: "2",
+    useBinaryFormat: true,
+    interceptors: [sendBearerToken(token)],
+    sessionManager: sessions,
+  });
   return createAgentClientOnTransport(transport, { endpoint, close: () => sessions.abort() });
 }
 
@@ -42,7 +53,7 @@ export interface AgentTransportOptions {
   close?: () => void;
 }
 
-/** The AgentClient over any Connect transport: gRPC to a real agent, or an in-process router (tests). */
+/** The AgentClient over any Connect transport: HTTP/2 to a real agent, or an in-process router (tests). */
 export function createAgentClientOnTransport(transport: Transport, options: AgentTransportOptions): AgentClient & AgentCheckpointClient {
   const client: Client<typeof pb.AgentService> = createClient(pb.AgentService, transport);
   const unary = async <T>(fn: () => Promise<T>): Promise<T> => {

@@ -12,7 +12,7 @@ import type { Logger } from "pino";
 import { BusyError } from "@fast-sandbox/api";
 import { every, systemClock, type Clock, type Timer } from "../controller/clock.js";
 import type { AgentClient, AgentStatus } from "../agent-client/agent-client.js";
-import { createAgentClient } from "../agent-client/grpc-agent-client.js";
+import { createAgentClient } from "../agent-client/rpc-agent-client.js";
 import { SupervisedProcess } from "./supervised-process.js";
 
 export interface LocalAgentSettings {

@@ -8,7 +8,7 @@
 import { toJsonString } from "@bufbuild/protobuf";
 import { parseCpuMillis, parseMemoryBytes, pb, preparedInstancesOf, type SandboxPool } from "@fast-sandbox/api";
 import type { AgentSandboxSpec } from "../agent-client/agent-client.js";
-import { agentSandboxSpecToMessage } from "../agent-client/grpc-agent-client.js";
+import { agentSandboxSpecToMessage } from "../agent-client/rpc-agent-client.js";
 import { instanceNetwork } from "./sandbox-network.js";
 
 /** The pool's per-sandbox limits, as an agent create request carries them (undefined: none). */

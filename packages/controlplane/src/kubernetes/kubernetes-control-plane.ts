@@ -21,7 +21,7 @@
  */
 import type { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { createAgentClient } from "../agent-client/grpc-agent-client.js";
+import { createAgentClient } from "../agent-client/rpc-agent-client.js";
 import { sleep, systemClock, type Clock } from "../controller/clock.js";
 import { startApiServer, type ApiServer } from "../fastpath/api-server.js";
 import { CheckpointManager } from "../fastpath/checkpoint-manager.js";
