@@ -141,6 +141,15 @@ class ContainerdGate {
   }
 }
 
+/** The snapshot of a claimed instance's container is labelled as the sandbox's, containerd's own labels kept. */
+function assertSnapshotOfSandbox(containerId: string | undefined, sandboxId: string): void {
+  assert.ok(containerId, `a container of sandbox ${sandboxId}`);
+  const labels = (JSON.parse(ctr(NAMESPACE, "snapshots", "info", containerId)) as { Labels?: Record<string, string> }).Labels ?? {};
+  assert.equal(labels["fast-sandbox.io/sandbox-id"], sandboxId, "the snapshot names the sandbox");
+  assert.equal(labels["fast-sandbox.io/role"], undefined, "the snapshot is not stock any more");
+  assert.ok(labels["containerd.io/gc.root"], "containerd's own label is kept");
+}
+
 const containersOf = (agent: string) => ctr(NAMESPACE, "containers", "list", "-q", `labels."fast-sandbox.io/agent"==${agent}`).split("\n").filter(Boolean);
 
 before(() => {
@@ -198,6 +207,9 @@ for (const mode of ["shared", "isolated"] as const) {
       const got = await runtime.get(request.sandboxId);
       assert.equal(got?.name, request.name);
       assert.equal(got?.state, "running");
+      // get() waited for the claim's record: the instance's snapshot is now the sandbox's too.
+      const [containerId] = ctr(NAMESPACE, "containers", "list", "-q", `labels."fast-sandbox.io/sandbox-id"==${request.sandboxId}`).split("\n").filter(Boolean);
+      assertSnapshotOfSandbox(containerId, request.sandboxId);
       if (mode === "isolated") assert.match(sandbox.address ?? "", /^\d+\.\d+\.\d+\.\d+$/);
       await runtime.delete(request.sandboxId, { gracePeriodMs: 0 });
       assert.equal(await runtime.get(request.sandboxId), undefined);
@@ -323,6 +335,7 @@ describe("a claim containerd has not recorded when its agent dies", () => {
       const recorded = JSON.parse(ctr(NAMESPACE, "containers", "info", instance)).Labels as Record<string, string>;
       assert.equal(recorded["fast-sandbox.io/sandbox-id"], request.sandboxId);
       assert.equal(recorded["fast-sandbox.io/role"], undefined);
+      assertSnapshotOfSandbox(instance, request.sandboxId);
     } finally {
       if (second) {
         for (const sandbox of await second.list()) await second.delete(sandbox.sandboxId, { gracePeriodMs: 0 });

@@ -601,12 +601,19 @@ export class ContainerdRuntime implements Runtime {
     this.pendingClaims.set(sandboxId, recorded);
   }
 
-  /** containerd's record of a claim: the sandbox's labels, and the user's process in the stored spec. */
+  /**
+   * containerd's record of a claim: the sandbox's labels, and the user's process in the stored spec;
+   * then its snapshot's labels (the role removed, the sandbox's id and name added; containerd's own,
+   * such as the GC root, kept), so the janitor judges the snapshot as the sandbox's from then on.
+   */
   private async writeClaimRecord(containerId: string, labels: Record<string, string>, ociSpec: OciSpec | undefined): Promise<void> {
     await this.client.containers.update({
       container: { id: containerId, labels, ...(ociSpec ? { spec: { typeUrl: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(ociSpec)) } } : {}) },
       updateMask: { paths: ociSpec ? ["labels", "spec"] : ["labels"] },
     });
+    // A path naming a label the update does not carry removes that label.
+    const paths = [...Object.keys(labels), LABEL_ROLE].map((key) => `labels.${key}`);
+    await this.client.snapshots.update({ snapshotter: this.snapshotter, info: { name: containerId, labels }, updateMask: { paths } });
   }
 
   /**
