@@ -2,13 +2,9 @@ export { Janitor, DEFAULT_INTERVAL_MS, DEFAULT_PROTECTION_MS, type JanitorOption
 export { judge, judgeAttachment, AgentAbsence, ORPHAN_REASONS, type OrphanReason, type Verdict, type KeepReason, type JudgeContext } from "./orphans.js";
 export { staticInventory, type Inventory, type InventorySnapshot } from "./inventory.js";
 export { controlPlaneInventory } from "./control-plane-inventory.js";
-export {
-  kubernetesInventory,
-  LABEL_POOL,
-  type KubernetesInventory,
-  type KubernetesInventoryOptions,
-  type KubernetesInventorySnapshot,
-} from "./kubernetes-inventory.js";
+// The Kubernetes inventory (kubernetes-inventory.ts) is not exported here: it loads the Kubernetes
+// client, which `fsb up` and `fsb down` import this entry without needing; janitor-process.ts
+// imports it when the janitor runs as the DaemonSet.
 export { systemClock, type Clock } from "./clock.js";
 export type { NodeContainers, ManagedContainer, ManagedSnapshot } from "./node-containers.js";
 export type { NodeNetworks, NetworkAttachmentFacts } from "./node-networks.js";

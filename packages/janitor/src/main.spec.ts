@@ -22,3 +22,14 @@ test("the janitor's program loads neither the Kubernetes client, nor the API's m
   for (const unwanted of ["@kubernetes/client-node", "@sinclair/typebox", "yaml"]) assert.ok(!packages.has(unwanted), `the janitor loads ${unwanted}`);
   assert.deepEqual(apiMainEntryFrom, []);
 });
+
+test("the package's main entry (what fsb up and fsb down import) does not load the Kubernetes client", () => {
+  const index = new URL("./index.ts", import.meta.url);
+  const { status, stderr, packages } = loadedPackages(
+    `const janitor = await import(${JSON.stringify(index.href)}); if (typeof janitor.startJanitorProcess !== "function") process.exit(3);`,
+    import.meta.dirname,
+  );
+  assert.equal(status, 0, stderr);
+  assert.ok(packages.has("@connectrpc/connect"), `the probe sees what the entry loads: ${[...packages].join(", ")}`);
+  assert.ok(!packages.has("@kubernetes/client-node"), "the entry loads the Kubernetes client");
+});
