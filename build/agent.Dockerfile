@@ -35,10 +35,13 @@ RUN nodedir="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")" \
 COPY tsconfig.base.json tsconfig.json ./
 COPY packages packages
 COPY scripts/build-helper.sh scripts/
+# Sources are removed once built; so is the in-sandbox daemon's Go module with its binary, which the
+# final stage copies from the build context to /opt/fast-sandbox/bin (the image held it twice).
 RUN bash scripts/build-helper.sh \
   && npx tsc -b packages/agent \
   && npm prune --omit=dev --no-audit --no-fund \
-  && find packages -mindepth 2 -maxdepth 2 -name src -prune -exec rm -rf {} +
+  && find packages -mindepth 2 -maxdepth 2 -name src -prune -exec rm -rf {} + \
+  && rm -rf packages/envd
 
 FROM ${BASE_IMAGE}
 # Isolated sandboxes' networks (packages/agent/src/network): the CNI plugins (in /usr/lib/cni),

@@ -29,9 +29,12 @@ RUN nodedir="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")" \
   && npm ci --no-audit --no-fund
 COPY tsconfig.base.json tsconfig.json ./
 COPY packages packages
+# Sources are removed once built, and the in-sandbox daemon's Go module (only the agent image has
+# its binary, copied from the build context).
 RUN npx tsc -b packages/janitor \
   && npm prune --omit=dev --no-audit --no-fund \
-  && find packages -mindepth 2 -maxdepth 2 -name src -prune -exec rm -rf {} +
+  && find packages -mindepth 2 -maxdepth 2 -name src -prune -exec rm -rf {} + \
+  && rm -rf packages/envd
 
 FROM ${BASE_IMAGE}
 # It tears down the network namespaces of isolated sandboxes it reclaims (CNI DEL, nftables, iproute2).
