@@ -15,7 +15,7 @@ export async function resolve(specifier, context, next) {
   const resolved = await next(specifier, context);
   const inPackage = /\\/node_modules\\/((?:@[^/]+\\/)?[^/]+)\\//.exec(resolved.url);
   const fromPackage = /\\/node_modules\\/((?:@[^/]+\\/)?[^/]+)\\//.exec(context.parentURL ?? "");
-  if (inPackage && inPackage[1] !== fromPackage?.[1]) process.stderr.write(${JSON.stringify(MARK)} + " " + inPackage[1] + "\\n");
+  if (inPackage && inPackage[1] !== fromPackage?.[1]) process.stderr.write(${JSON.stringify(MARK)} + " " + inPackage[1] + " from " + context.parentURL + "\\n");
   if (resolved.url.includes("/packages/api/src/index.ts") || resolved.url.includes("/packages/api/dist/index.js")) {
     process.stderr.write(${JSON.stringify(`${MARK} ${API_MAIN_ENTRY}`)} + " from " + context.parentURL + "\\n");
   }
@@ -27,8 +27,11 @@ export interface LoadedPackages {
   /** The program's exit status. */
   status: number | null;
   stderr: string;
+  stdout: string;
   /** Packages resolved (`@scope/name` or `name`). */
   packages: Set<string>;
+  /** The modules (URLs) that resolved each package from outside it. */
+  importers: Map<string, string[]>;
   /** Who resolved the API's main entry (empty: nobody). */
   apiMainEntryFrom: string[];
 }
@@ -44,10 +47,15 @@ export function loadedPackages(code: string, cwd: string): LoadedPackages {
     .split("\n")
     .filter((line) => line.startsWith(MARK))
     .map((line) => line.slice(MARK.length + 1));
-  return {
-    status: result.status,
-    stderr: result.stderr,
-    packages: new Set(marked.filter((name) => !name.startsWith(API_MAIN_ENTRY))),
-    apiMainEntryFrom: marked.filter((name) => name.startsWith(API_MAIN_ENTRY)).map((name) => name.slice(API_MAIN_ENTRY.length + 1)),
-  };
+  const importers = new Map<string, string[]>();
+  const apiMainEntryFrom: string[] = [];
+  for (const line of marked) {
+    if (line.startsWith(API_MAIN_ENTRY)) {
+      apiMainEntryFrom.push(line.slice(`${API_MAIN_ENTRY} from `.length));
+      continue;
+    }
+    const [name = "", from = ""] = line.split(" from ");
+    importers.set(name, [...(importers.get(name) ?? []), from]);
+  }
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr, packages: new Set(importers.keys()), importers, apiMainEntryFrom };
 }

@@ -2,46 +2,21 @@
  * The package's entries and what they load. The main entry is the embedded mode's (`fsb up`, the
  * benches): it must not load @kubernetes/client-node, which alone costs some 50 MiB of a control
  * plane's memory (docs/PERFORMANCE.md, "Footprint at scale"). The Kubernetes parts are
- * `@fast-sandbox/controlplane/kubernetes`.
- *
- * Each probe imports an entry in a fresh node (with this test's conditions, so the sources are what
- * is loaded) under a module hook that reports every module resolved inside @kubernetes/client-node.
+ * `@fast-sandbox/controlplane/kubernetes`. Each probe imports an entry in a fresh node
+ * (test/support/loaded-packages.ts) and prints the entry's exports.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { test } from "node:test";
+import { loadedPackages } from "../../../test/support/loaded-packages.js";
 
-const KUBERNETES_MARK = "loaded @kubernetes/client-node";
-
-const HOOKS = `
-export async function resolve(specifier, context, next) {
-  const resolved = await next(specifier, context);
-  if (resolved.url.includes("/node_modules/@kubernetes/client-node/") && !(context.parentURL ?? "").includes("/node_modules/@kubernetes/client-node/")) {
-    process.stderr.write(${JSON.stringify(KUBERNETES_MARK)} + " from " + context.parentURL + "\\n");
-  }
-  return resolved;
-}
-`;
-
-/** Imports `specifier` in a new node process and returns what the hook reported. */
+/** Imports `specifier` in a new node process: its exports, and the modules that imported the Kubernetes client. */
 function probe(specifier: string): { exports: string[]; kubernetesImporters: string[] } {
-  const script = `
-    import { register } from "node:module";
-    register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(HOOKS)}`)});
-    const entry = await import(${JSON.stringify(specifier)});
-    process.stdout.write(JSON.stringify(Object.keys(entry)));
-  `;
-  const result = spawnSync(process.execPath, [...process.execArgv, "--input-type=module", "-e", script], {
-    cwd: import.meta.dirname,
-    encoding: "utf8",
-    timeout: 60_000,
-  });
-  assert.equal(result.status, 0, `importing ${specifier} failed:\n${result.stderr}`);
-  const kubernetesImporters = result.stderr
-    .split("\n")
-    .filter((line) => line.startsWith(KUBERNETES_MARK))
-    .map((line) => line.slice(KUBERNETES_MARK.length + " from ".length));
-  return { exports: JSON.parse(result.stdout) as string[], kubernetesImporters };
+  const { status, stdout, stderr, importers } = loadedPackages(
+    `const entry = await import(${JSON.stringify(specifier)}); process.stdout.write(JSON.stringify(Object.keys(entry)));`,
+    import.meta.dirname,
+  );
+  assert.equal(status, 0, `importing ${specifier} failed:\n${stderr}`);
+  return { exports: JSON.parse(stdout) as string[], kubernetesImporters: importers.get("@kubernetes/client-node") ?? [] };
 }
 
 test("the main entry (the embedded mode) does not load @kubernetes/client-node", () => {
