@@ -117,6 +117,25 @@ const SIGTERM = 15;
 const SIGKILL = 9;
 
 const run = promisify(execFile);
+/**
+ * How long a claim's containerd record waits after the create returns. Connect takes ~2 ms of the
+ * agent's event loop to encode and write an answer after the handler returns (measured here), in
+ * several turns of the loop, so the record's gRPC call, started any sooner, delays the answer by its
+ * own few ms. A client's next request about the sandbox arrives no sooner than this anyway.
+ */
+const CLAIM_RECORD_DELAY_MS = 5;
+
+/**
+ * Lets work wait until a create's answer is on its way: `soon()` (the create is returning) resolves
+ * the promise CLAIM_RECORD_DELAY_MS later; `now()` (nothing to answer first: a failed claim being
+ * undone) at once.
+ */
+function afterAnswer(): { promise: Promise<void>; soon(): void; now(): void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((done) => (resolve = done));
+  return { promise, soon: () => setTimeout(resolve, CLAIM_RECORD_DELAY_MS), now: () => resolve() };
+}
+
 /** A refill of prepared instances waits this long after the last create ended (bursts come in waves). */
 const PREPARED_REFILL_QUIET_MS = 20;
 
@@ -491,20 +510,23 @@ export class ContainerdRuntime implements Runtime {
     // The stored spec tells the truth from now on: execs take their defaults (env, cwd) from it.
     const ociSpec: OciSpec = { ...instance.ociSpec, process: { ...instance.ociSpec.process, args: helperArgs(workingDir, userArgs, instance.envd), env } };
     const commandStart = new CommandStartWatcher(runDir);
+    const answered = afterAnswer();
     try {
-      // The helper starts the command at once; the agent's own records of the claim (the network's
-      // attachment, containerd's labels and spec: its metadata commit is the slowest step) are
-      // written meanwhile, on the other core. Every other operation on the sandbox waits for
-      // containerd's (claimRecorded).
+      // The helper starts the command at once; the agent's own record of the network's attachment
+      // is written meanwhile. containerd's (labels and spec) waits until the answer is on its way:
+      // its gRPC call costs this event loop a few ms, which delayed the answer by as much. Every
+      // other operation on the sandbox waits for it (claimRecorded); the journal entry, written
+      // first, keeps the claim if the agent dies before.
       let written: boolean;
       this.claimJournal.write({ sandboxId, containerId, labels, ociSpec });
       try {
         written = writeClaim(join(runDir, CLAIM_FIFO), claim);
       } finally {
         if (isolated) this.networks?.reassign(instance.id, sandboxId);
-        this.recordClaim(sandboxId, containerId, labels, ociSpec);
+        this.recordClaim(sandboxId, containerId, labels, ociSpec, answered.promise);
       }
       if (!written) {
+        answered.now();
         await this.discardClaimed(sandboxId, containerId);
         return undefined;
       }
@@ -519,12 +541,14 @@ export class ContainerdRuntime implements Runtime {
       }
       if (!report) this.logger.warn({ sandboxId, timeoutMs: this.commandStartTimeoutMs }, "the helper did not report on the claimed command's start in time");
     } catch (error) {
+      answered.now();
       await this.discardClaimed(sandboxId, containerId).catch((undoError: unknown) =>
         this.logger.warn({ sandboxId, containerId, err: undoError }, "could not remove a claimed instance whose create failed; the janitor must"),
       );
       throw FsbError.from(error);
     } finally {
       commandStart.close();
+      answered.soon();
     }
     const totalMs = performance.now() - started;
     this.logger.debug({ sandboxId, containerId, instance: instance.id, totalMs }, "sandbox created from a prepared instance");
@@ -564,11 +588,13 @@ export class ContainerdRuntime implements Runtime {
 
   /**
    * Relabels the claimed instance's container as the sandbox and stores its command's process in
-   * its spec, in the background; retried for up to a minute (containerd may be restarting). The
-   * claim journal keeps what is not recorded by then for the agent's next start. Never rejects.
+   * its spec, in the background once `after` resolves; retried for up to a minute (containerd may be
+   * restarting). The claim journal keeps what is not recorded by then for the agent's next start.
+   * Never rejects.
    */
-  private recordClaim(sandboxId: string, containerId: string, labels: Record<string, string>, ociSpec: OciSpec | undefined): void {
+  private recordClaim(sandboxId: string, containerId: string, labels: Record<string, string>, ociSpec: OciSpec | undefined, after: Promise<void>): void {
     const update = async () => {
+      await after;
       // containerd may be restarting: a claim not recorded leaves a running sandbox that looks unclaimed.
       const deadline = performance.now() + CLAIM_RECORD_TIMEOUT_MS;
       for (let attempt = 1; ; attempt++) {
@@ -781,7 +807,9 @@ export class ContainerdRuntime implements Runtime {
         const labels = this.handOver(instance, spec, runDir);
         if (spec.network?.mode === "isolated") this.networks?.reassign(instance.id, sandboxId);
         this.claimJournal.write({ sandboxId, containerId: instance.containerId, labels });
-        this.recordClaim(sandboxId, instance.containerId, labels, undefined);
+        const answered = afterAnswer();
+        this.recordClaim(sandboxId, instance.containerId, labels, undefined, answered.promise);
+        answered.soon();
         const totalMs = performance.now() - started;
         this.logger.debug({ sandboxId, instance: instance.id, checkpointId: instance.checkpointId, totalMs }, "sandbox claimed a pre-restored instance");
         this.reportClaim(totalMs);
