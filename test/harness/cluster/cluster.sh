@@ -69,7 +69,16 @@ start_proc() {
   local name="$1"; shift
   if pid_alive "$STATE/pids/$name.pid"; then return 0; fi
   setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null 8>&- 9>&- &
-  echo $! >"$STATE/pids/$name.pid"
+  local pid=$!
+  echo "$pid" >"$STATE/pids/$name.pid"
+  # Until it has exec'd the program, the child is a copy of this shell, whose command line does not
+  # name the state dir: pid_alive would take a process still starting (on a loaded machine, for a
+  # while) for one that exited. Wait for the exec, or for the child to end.
+  local tries=0
+  while [ -d "/proc/$pid" ] && ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE" && [ "$tries" -lt 200 ]; do
+    tries=$((tries + 1))
+    sleep 0.05
+  done
 }
 
 # wait_for DESCRIPTION TIMEOUT_SECONDS PIDNAME CMD... : poll CMD until it succeeds
@@ -237,8 +246,7 @@ cmd_up() {
 
   local p="$STATE/pki"
   # Admission: the default enabled set of the release plus NodeRestriction.
-  # Started a second time if it exits before it is ready: seen once in CI, an instant exit with an
-  # empty log (cause unknown); a second failure is reported with its log as before.
+  # Started a second time if it exits before it is ready (a failure is reported with its log).
   local attempt
   for attempt in 1 2; do
     start_proc kube-apiserver "$BIN/kube-apiserver" \

@@ -14,7 +14,14 @@ import { fileURLToPath } from "node:url";
 import { FastSandboxClient, NotFoundError } from "@fast-sandbox/sdk";
 import { BASE_IMAGE } from "../../../support/containerd.js";
 import { inContainerd } from "../../../support/containerd-contents.js";
-import { controllerReplicas, deleteCaseNamespace, getSandbox, listSandboxes, waitForPhase } from "../../../support/kubernetes-cases.js";
+import {
+  controllerReplicas,
+  deleteCaseNamespace,
+  getSandbox,
+  listSandboxes,
+  waitForPhase,
+  waitForReadyControllers,
+} from "../../../support/kubernetes-cases.js";
 import type { KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -48,9 +55,10 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     });
 
     it("has two Ready controller replicas, and the fast path answers on each one's Pod IP with the pool's ready agent", async () => {
-      const live = await controllerReplicas(suite);
-      assert.equal(live.length, 2, `controller Pods: ${live.map((replica) => replica.name).join(", ")}`);
-      for (const replica of live) assert.ok(replica.ready, `controller Pod ${replica.name} is not Ready`);
+      // Ready is what the Pods' readiness probes say now: waited for, as a probe may miss once on a
+      // loaded machine (the Deployment was Available before the cases began).
+      const live = await waitForReadyControllers(suite, 2);
+      assert.equal((await controllerReplicas(suite)).length, 2, `controller Pods: ${live.map((replica) => replica.name).join(", ")}`);
       assert.equal(new Set(live.map((replica) => replica.podIP)).size, 2, "each replica has its own Pod IP");
       assert.equal(replicas.length, 2);
       for (const replica of replicas) {
