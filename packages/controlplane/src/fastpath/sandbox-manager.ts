@@ -140,14 +140,6 @@ export function requestName(namespace: string, requestId: string): string {
   return `sb-${createHash("sha256").update(`${namespace}/${requestId}`).digest("hex").slice(0, 10)}`;
 }
 
-/**
- * How long a fast create's Running status write waits after the create returns. Connect takes ~2 ms
- * of the event loop, in several of its turns, to encode and write an answer, so the write and the
- * watchers it wakes, started sooner (setImmediate was), delay the answer (bench create --prepared:
- * 15.1–15.6 ms p50 with setImmediate, 12.0–13.7 with this). Later operations on the sandbox wait for it.
- */
-const RUNNING_STATUS_DELAY_MS = 5;
-
 /** How long a retried request waits for the create another replica is running to finish. */
 const REQUEST_SETTLE_MS = 90_000;
 
@@ -574,7 +566,7 @@ export class SandboxManager {
     const write =
       candidate.spec.consistencyMode === "strong"
         ? writeStatus(this.store, bound, running.status ?? {})
-        : new Promise<void>((resolve) => setTimeout(resolve, RUNNING_STATUS_DELAY_MS)).then(() => writeStatus(this.store, bound, running.status ?? {}));
+        : new Promise<void>((resolve) => setImmediate(resolve)).then(() => writeStatus(this.store, bound, running.status ?? {}));
     if (candidate.spec.consistencyMode === "strong") {
       try {
         return await write;
