@@ -31,7 +31,7 @@ const DEFAULT_STATUS_TIMEOUT_MS = 5000;
  * Calls the agent at `endpoint` (`host:port`) on a kept-alive HTTP/2 connection; errors arrive as
  * FsbError. The agent serves gRPC, gRPC-Web and Connect on one port; the client speaks Connect's
  * own protocol with binary messages, which costs less per call than gRPC's framing and trailers
- * (an empty call: 3.5 vs 4.3 ms p50, docs/PERFORMANCE.md).
+ * (the bench's empty agent call: 3.6 vs 4.4 ms p50, docs/PERFORMANCE.md).
  */
 export function createAgentClient(endpoint: string, token: string): AgentClient & AgentCheckpointClient {
   const baseUrl = `http://${endpoint}`;
