@@ -28,11 +28,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { BASE_IMAGE, REPO_ROOT, ctr, importBaseImage, removeCgroupTree, removeNamespace } from "./containerd.js";
 import { outputLines } from "./containerd-contents.js";
 import { liveProcesses, processAlive } from "./pod-processes.js";
+import { CLUSTER_SH, clusterDown, clusterUp } from "./test-cluster.js";
 
 export { BASE_IMAGE };
 
 const SUITE_DIR = path.join(REPO_ROOT, "test/e2e/kubernetes");
-const CLUSTER_SH = path.join(REPO_ROOT, "test/harness/cluster/cluster.sh");
 /** The suite's overlay over config/default. */
 export const DEPLOY_DIR = path.join(SUITE_DIR, "deploy");
 const IMAGE_MAP = path.join(SUITE_DIR, "images.json");
@@ -410,11 +410,7 @@ export class KubernetesSuite implements KubernetesSuiteContext {
     mkdirSync(path.join(HOST_DIR, "bin"), { recursive: true });
 
     // On a fresh machine this builds the binaries first (`npm run cluster -- build`; scripts/test.sh and CI do it before).
-    const up = await run("bash", [CLUSTER_SH, "up"], { env: this.clusterEnv, timeoutMs: 60 * 60_000 });
-    assert.equal(up.code, 0, `cluster.sh up failed:\n${up.stderr}`);
-    const kubeconfig = /KUBECONFIG=(\S+)/.exec(up.stdout)?.[1];
-    assert.ok(kubeconfig, up.stdout);
-    this.kubeconfig = kubeconfig;
+    this.kubeconfig = await clusterUp(this.clusterEnv);
 
     // config/manager's required Secrets, with random tokens.
     this.tokens = { api: randomBytes(32).toString("hex"), agent: randomBytes(32).toString("hex") };
@@ -469,7 +465,7 @@ export class KubernetesSuite implements KubernetesSuiteContext {
     }
 
     if (clusterExists) {
-      const down = await run("bash", [CLUSTER_SH, "down"], { env: this.clusterEnv, timeoutMs: 120_000 });
+      const down = await clusterDown(this.clusterEnv);
       if (down.code !== 0) problems.push(`cluster.sh down failed: ${down.stderr.trim()}`);
     }
     if (existsSync(this.stateDir)) problems.push(`the cluster's state dir ${this.stateDir} is left`);

@@ -10,8 +10,8 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { REPO_ROOT } from "../../support/containerd.js";
+import { clusterDown, clusterUp } from "../../support/test-cluster.js";
 
-const CLUSTER_SH = path.join(REPO_ROOT, "test/harness/cluster/cluster.sh");
 const STATE = path.join(os.tmpdir(), `fsb-cluster-crds-${process.pid}-${Date.now()}`);
 const env: NodeJS.ProcessEnv = { ...process.env, FSB_CLUSTER_DIR: STATE };
 delete env.FSB_APISERVER_PORT;
@@ -34,14 +34,11 @@ async function kubectl(...args: string[]): Promise<{ code: number; stdout: strin
 describe("the generated CRDs on a real API server", () => {
   before(async () => {
     // The first run on a fresh machine builds the binaries (CI builds them in a step before).
-    const up = await run("bash", [CLUSTER_SH, "up"], 60 * 60_000);
-    assert.equal(up.code, 0, up.stderr);
-    kubeconfig = /KUBECONFIG=(\S+)/.exec(up.stdout)?.[1] ?? "";
-    assert.ok(kubeconfig, up.stdout);
+    kubeconfig = await clusterUp(env);
   });
 
   after(async () => {
-    await run("bash", [CLUSTER_SH, "down"]);
+    await clusterDown(env);
     rmSync(STATE, { recursive: true, force: true });
   });
 
