@@ -62,10 +62,16 @@ export interface RestoreSteps {
   snapshot: Summary;
   container: Summary;
   task: Summary;
+  /** Waiting for the copy's egress policy to be in force (after Tasks.Create). */
+  policy: Summary;
   /** Tasks.Start: `runsc restore`. */
   start: Summary;
-  /** The copy's hostname and daemon (one exec). */
+  /** The copy's hostname and daemon: one exec, or (a runsc that sets the hostname itself) the helper's signal. */
   identity: Summary;
+  /** How many restores gave the identity which way (`exec`, `signal`, `none`: the agent's log). */
+  identityBy: Record<string, number>;
+  /** How many claimed a network namespace prepared ahead (the others made theirs). */
+  networkPrepared: number;
   total: Summary;
 }
 
@@ -244,7 +250,7 @@ function agentRestoreSteps(logPath: string, warmup: number, count: number): Rest
   } catch {
     return undefined;
   }
-  type Logged = { msg?: string; totalMs?: number; timings?: Record<string, number> };
+  type Logged = { msg?: string; totalMs?: number; timings?: Record<string, number>; identityBy?: string; networkPrepared?: boolean };
   const restores = text
     .split("\n")
     .filter((line) => line.includes('"sandbox restored"'))
@@ -259,8 +265,15 @@ function agentRestoreSteps(logPath: string, warmup: number, count: number): Rest
     snapshot: step("snapshot"),
     container: step("container"),
     task: step("task"),
+    policy: step("policy"),
     start: step("start"),
     identity: step("identity"),
+    identityBy: onDemand.reduce<Record<string, number>>((counts, entry) => {
+      const by = entry.identityBy ?? "exec";
+      counts[by] = (counts[by] ?? 0) + 1;
+      return counts;
+    }, {}),
+    networkPrepared: onDemand.filter((entry) => entry.networkPrepared).length,
     total: summarize(onDemand.map((entry) => entry.totalMs ?? 0)),
   };
 }
@@ -301,14 +314,18 @@ export function formatRestoreBench(result: RestoreBenchResult): string[] {
     lines.push(
       "agent steps of each on-demand restore:",
       formatTable([
-        { label: "network namespace", summary: s.network },
-        { label: "snapshot", summary: s.snapshot },
+        { label: "network namespace (at once with the snapshot)", summary: s.network },
+        { label: "snapshot (at once with the network)", summary: s.snapshot },
         { label: "container", summary: s.container },
         { label: "Tasks.Create", summary: s.task },
+        { label: "egress policy in force (wait)", summary: s.policy },
         { label: "Tasks.Start (runsc restore)", summary: s.start },
-        { label: "hostname + daemon (exec)", summary: s.identity },
+        { label: "hostname + daemon (exec or signal)", summary: s.identity },
         { label: "agent total", summary: s.total },
       ]),
+      `identity given by: ${Object.entries(s.identityBy)
+        .map(([by, n]) => `${by} ${n}`)
+        .join(", ")}; network namespace prepared ahead: ${s.networkPrepared} of ${s.total.count}`,
     );
   }
   const c = result.checkpointSteps;

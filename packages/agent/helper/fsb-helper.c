@@ -35,7 +35,12 @@
  * back to 0.1 s once it ran 10 s), left dead when it cannot be executed at all (status 127), and
  * stopped with the sandbox. Its exits are reaped like orphans and never recorded as the command's.
  * The agent passes it only to sandboxes with a network of their own (the port would collide in a
- * shared one).
+ * shared one). DAEMON_RESUME_SIGNAL (SIGWINCH) to the helper becomes SIGUSR2 to the daemon ("resume
+ * serving", after a gVisor restore; see packages/envd/internal/quiesce), never the command's: the
+ * agent's containerd cannot send a real-time signal through runsc, whose `kill` takes only named
+ * ones, and SIGWINCH is one process 1 never needs otherwise (and ignores by default, so an older
+ * helper is unharmed). The helper announces it by writing the signal's number to
+ * run/daemon-resume-signal when it starts the daemon; the agent sends it only then.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -176,6 +181,8 @@ static const char *run_command(char **argv) {
 #define ENVD_MIN_BACKOFF_MS 100
 #define ENVD_MAX_BACKOFF_MS 5000
 #define ENVD_STABLE_MS 10000
+/* The agent sends the number it reads from run/daemon-resume-signal. */
+#define DAEMON_RESUME_SIGNAL SIGWINCH
 
 static long long now_ms(void) {
   struct timespec now;
@@ -312,6 +319,8 @@ int main(int argc, char **argv) {
   int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
   for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) sigaddset(&handled, forwarded[i]);
   sigaddset(&handled, SIGCHLD);
+  int resume_signal = envd != NULL;
+  if (resume_signal) sigaddset(&handled, DAEMON_RESUME_SIGNAL);
   sigprocmask(SIG_BLOCK, &handled, &original);
 
   if (!prepared && argc > 1 && strcmp(argv[1], "--pause") == 0) {
@@ -360,6 +369,11 @@ int main(int argc, char **argv) {
   else record("command-start", report, length, 0);
 
   pid_t envd_pid = envd ? start_envd(envd, &original) : -1;
+  if (resume_signal) {
+    char text[16];
+    int length = snprintf(text, sizeof text, "%d\n", DAEMON_RESUME_SIGNAL);
+    record("daemon-resume-signal", text, (size_t)length, 0);
+  }
   long long envd_started_ms = now_ms(), envd_restart_ms = -1;
   int envd_backoff_ms = ENVD_MIN_BACKOFF_MS;
 
@@ -401,6 +415,10 @@ int main(int argc, char **argv) {
         }
       }
       if (!child_running && stopping) return child_code;
+      continue;
+    }
+    if (resume_signal && sig == DAEMON_RESUME_SIGNAL) {
+      if (envd_pid > 0) kill(envd_pid, SIGUSR2);
       continue;
     }
     if ((sig == SIGTERM || sig == SIGINT) && envd_pid > 0) {

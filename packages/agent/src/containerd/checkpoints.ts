@@ -32,6 +32,15 @@
  * - the hostname is kernel state: it is set again in every copy by an exec that alone holds
  *   CAP_SYS_ADMIN (the in-sandbox daemon's `-hostname`, else the image's `hostname`, best effort).
  *
+ * A current runsc (runsc-features.ts: `hostnameOnRestore`) gives a restored kernel the hostname of
+ * the copy's OCI spec itself, so a copy needs no exec at all: its quiesced daemon, which watches its
+ * hostname, serves again as soon as it sees the new one (run/envd.resume-watch says it does), and
+ * the agent answers once the daemon accepts connections on the copy's address. Under an unchanged
+ * name (in place), or when the daemon does not serve within a second, the helper (process 1) is
+ * signalled and passes a resume on (fsb-helper.c, run/daemon-resume-signal); checkpoints of
+ * sandboxes whose helper and daemon predate both, and a daemon still silent, resume through the
+ * exec. A sandbox that set its own hostname keeps it in its copies (gVisor's rule).
+ *
  * A copy shares nothing writable with its checkpoint or its siblings: its own snapshot (the memory
  * overlay is private to its sandbox), run directory (a copy of the checkpoint's), /etc files,
  * network namespace and address, cgroup and log. What stays the checkpoint's, being memory: the
@@ -44,6 +53,9 @@
  * shared by the pool's agents on the node.
  */
 import { execFile } from "node:child_process";
+import { connect } from "node:net";
+import { setTimeout as delay } from "node:timers/promises";
+import { cpSync } from "node:fs";
 import { cp, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { join } from "node:path";
@@ -51,7 +63,15 @@ import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
-import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, ValidationError, isSandboxId } from "@fast-sandbox/api/core";
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  FsbError,
+  NotFoundError,
+  SANDBOX_DAEMON_PORT,
+  ValidationError,
+  isSandboxId,
+} from "@fast-sandbox/api/core";
 import {
   LABEL_AGENT,
   LABEL_EXPOSED_PORTS,
@@ -72,6 +92,7 @@ import { CheckpointOptionsSchema, OptionsSchema as RuncOptionsSchema } from "./g
 import { Status as TaskStatus } from "./gen/github.com/containerd/containerd/api/types/task/task_pb.js";
 import type { Container } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
 import { isNotFound } from "./grpc-errors.js";
+import type { RunscFeatures } from "./runsc-features.js";
 import { ENVD_BINARY, HELPER_BINARY, sandboxHostname, type OciSpec } from "./oci-spec.js";
 // Read at call time only (the runtime module imports this one to build its sub-service).
 import { LABEL_HELPER, LABEL_IMAGE, LABEL_ROLE, LABEL_RUNTIME_TYPE } from "./containerd-runtime.js";
@@ -97,6 +118,14 @@ const RUN_COPY_DIR = "run";
 const INCOMPLETE_LEFTOVER_MS = 10 * 60_000;
 /** The control execs (quiesce, resume, hostname) get this long. */
 const CONTROL_EXEC_TIMEOUT_MS = 10_000;
+/** How long a daemon resumed by signal may take to accept connections before the exec resumes it. */
+const DAEMON_RESUME_TIMEOUT_MS = 3_000;
+/** What the in-sandbox daemon resumes on by itself while quiesced (packages/envd/internal/quiesce). */
+const DAEMON_RESUME_WATCH_FILE = "envd.resume-watch";
+/** How long a copy's daemon, which resumes by itself on its new hostname, may take before the agent signals it. */
+const DAEMON_SELF_RESUME_TIMEOUT_MS = 1_000;
+/** What the helper writes when it takes the daemon's resume signal (fsb-helper.c). */
+const DAEMON_RESUME_SIGNAL_FILE = "daemon-resume-signal";
 
 /** What the checkpoint directory keeps besides the port's fields: everything a restore needs. */
 interface CheckpointRecord extends RuntimeCheckpoint {
@@ -112,9 +141,19 @@ interface CheckpointRecord extends RuntimeCheckpoint {
   /** Where the checkpointed task's output went (its log): a resume in place writes there again. */
   stdout: string;
   stderr: string;
+  /** The signal that makes the checkpointed helper resume its daemon (run/daemon-resume-signal); absent: older helper, resume by exec. */
+  daemonResumeSignal?: number;
+  /** The quiesced daemon serves again by itself once its hostname changes (run/envd.resume-watch: `hostname`). */
+  daemonResumesOnHostname?: boolean;
 }
 
 type UndoStep = { step: string; run: () => Promise<unknown> };
+/**
+ * How a restored copy got its identity: an exec in it (hostname and daemon), or runsc set the
+ * hostname and the daemon resumed on it (`hostname`), on the helper's signal (`signal`), or there is
+ * no daemon (`none`).
+ */
+type IdentityStep = "exec" | "hostname" | "signal" | "none";
 
 export interface GvisorCheckpointsOptions {
   client: ContainerdClient;
@@ -142,6 +181,8 @@ export interface GvisorCheckpointsOptions {
   owns(labels: Readonly<Record<string, string>>): boolean;
   /** Waits up to `timeoutMs` for the task's process 1 to exit; true when it has (or is gone). */
   exitedWithin(containerId: string, timeoutMs: number): Promise<boolean>;
+  /** What the agent's runsc can do (probed once). */
+  runscFeatures(): Promise<RunscFeatures>;
   /** The sandbox network's state directory (its namespaces' records), for Isolated sandboxes restored in place. @default none */
   networkStateDir?: string;
   /** Called after each checkpoint with its steps' durations. */
@@ -234,6 +275,8 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       checkpointMs = performance.now() - mark;
       // The sandbox has stopped: its run directory is what the checkpointed helper last wrote.
       await cp(runDir, join(partial, RUN_COPY_DIR), { recursive: true });
+      const daemonResumeSignal = envd ? await readResumeSignal(runDir) : undefined;
+      const daemonResumesOnHostname = envd && (await readFile(join(runDir, DAEMON_RESUME_WATCH_FILE), "utf8").catch(() => "")).trim() === "hostname";
       const record: CheckpointRecord = {
         version: 1,
         checkpointId: request.checkpointId,
@@ -254,6 +297,8 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
         envd,
         stdout: task.stdout,
         stderr: task.stderr,
+        ...(daemonResumeSignal ? { daemonResumeSignal } : {}),
+        ...(daemonResumesOnHostname ? { daemonResumesOnHostname } : {}),
       };
       await writeFile(join(partial, METADATA_FILE), `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
       await rename(partial, target);
@@ -397,7 +442,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     }
     const runDir = this.options.runDir(sandboxId);
     const undo: UndoStep[] = [];
-    const timings = { network: 0, snapshot: 0, container: 0, task: 0, start: 0, identity: 0 };
+    const timings = { network: 0, snapshot: 0, container: 0, task: 0, policy: 0, start: 0, identity: 0 };
     let mark = performance.now();
     const lap = () => {
       const now = performance.now();
@@ -408,34 +453,47 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     try {
       if (await exists(runDir)) throw new AlreadyExistsError(`sandbox ${sandboxId} already exists (its run directory is present)`);
       undo.push({ step: "run directory", run: () => rm(runDir, { recursive: true, force: true }) });
-      // The copy's own run directory: what the checkpointed helper had written, then its own /etc files.
-      await cp(join(this.checkpointDir(record.checkpointId), RUN_COPY_DIR), runDir, { recursive: true });
+      // Two independent steps at once: the copy's run directory (what the checkpointed helper had
+      // written) and network namespace (its own /etc files), and its snapshot (labelled before the
+      // network is known: the namespace has its own record).
+      const since = performance.now();
       let network: ClaimedNetwork | undefined;
-      if (isolated) {
-        network = await this.options.claimNetwork(spec, runDir, labels, undo);
-        timings.network = lap();
-      }
+      let mounts: Awaited<ReturnType<ContainerdClient["snapshots"]["prepare"]>>["mounts"] = [];
+      const steps = await Promise.allSettled([
+        (async () => {
+          // A few small files: copied at once (fs.promises.cp took 14-20 ms of the restore's loop).
+          cpSync(join(this.checkpointDir(record.checkpointId), RUN_COPY_DIR), runDir, { recursive: true });
+          if (isolated) {
+            network = await this.options.claimNetwork(spec, runDir, labels, undo);
+            timings.network = performance.now() - since;
+          }
+        })(),
+        (async () => {
+          const snapshotLabels = { ...labels, [GC_ROOT_LABEL]: new Date().toISOString() };
+          const { chainId } = await this.options.resolveImage(record.image);
+          try {
+            ({ mounts } = await this.client.snapshots.prepare({
+              snapshotter: this.options.snapshotter,
+              key: containerId,
+              parent: chainId,
+              labels: snapshotLabels,
+            }));
+          } catch (error) {
+            if (error instanceof AlreadyExistsError) throw new AlreadyExistsError(`sandbox ${sandboxId} already exists (snapshot ${containerId} is present)`);
+            throw error;
+          }
+          undo.push({ step: "snapshot", run: () => this.client.snapshots.remove({ snapshotter: this.options.snapshotter, key: containerId }) });
+          timings.snapshot = performance.now() - since;
+        })(),
+      ]);
+      for (const step of steps) if (step.status === "rejected") throw step.reason;
+      lap();
       const ociSpec = copySpec(record, {
         runDir,
         cgroupsPath: this.options.cgroupsPath(containerId),
         hostname: sandboxHostname(spec),
         ...(network ? { netnsPath: network.netnsPath } : {}),
       });
-      const { chainId } = await this.options.resolveImage(record.image);
-      let mounts;
-      try {
-        ({ mounts } = await this.client.snapshots.prepare({
-          snapshotter: this.options.snapshotter,
-          key: containerId,
-          parent: chainId,
-          labels: { ...labels, [GC_ROOT_LABEL]: new Date().toISOString() },
-        }));
-      } catch (error) {
-        if (error instanceof AlreadyExistsError) throw new AlreadyExistsError(`sandbox ${sandboxId} already exists (snapshot ${containerId} is present)`);
-        throw error;
-      }
-      undo.push({ step: "snapshot", run: () => this.client.snapshots.remove({ snapshotter: this.options.snapshotter, key: containerId }) });
-      timings.snapshot = lap();
       const runtimeOptions = runcOptions(record.binaryName);
       try {
         await this.client.containers.create({
@@ -468,14 +526,24 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       if (network) {
         // Nothing of the copy runs before its egress policy is in force.
         await network.policyApplied;
-        timings.network += lap();
+        timings.policy = lap();
       }
       await this.client.tasks.start({ containerId }, { timeoutMs: 60_000 });
       timings.start = lap();
-      await this.giveIdentity(containerId, ociSpec, record, sandboxHostname(spec));
+      const identityBy = await this.giveIdentity(containerId, ociSpec, record, sandboxHostname(spec), network?.address);
       timings.identity = lap();
       const { process: task } = await this.client.tasks.get({ containerId });
-      this.logger.info({ sandboxId, checkpointId: record.checkpointId, timings, totalMs: performance.now() - started }, "sandbox restored");
+      this.logger.info(
+        {
+          sandboxId,
+          checkpointId: record.checkpointId,
+          timings,
+          identityBy,
+          ...(network ? { networkPrepared: network.prepared } : {}),
+          totalMs: performance.now() - started,
+        },
+        "sandbox restored",
+      );
       return {
         sandboxId,
         namespace: spec.namespace,
@@ -519,7 +587,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       if (!isNotFound(error)) throw error;
     });
     lap("deleteMs");
-    if (record.networkMode === "isolated") await this.readdress(record.sourceSandboxId);
+    const address = record.networkMode === "isolated" ? await this.readdress(record.sourceSandboxId) : undefined;
     const { mounts } = await this.client.snapshots.mounts({ snapshotter: this.options.snapshotter, key: containerId });
     await this.client.tasks.create({
       containerId,
@@ -536,8 +604,9 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       throw error;
     }
     lap("startMs");
-    if (record.envd) await this.control(containerId, record.ociSpec, ["-control", "resume"], "resume the in-sandbox daemon");
+    const resumedBy = record.envd ? await this.resumeDaemon(containerId, record.ociSpec, record, address) : "none";
     lap("daemonMs");
+    this.logger.info({ containerId, checkpointId: record.checkpointId, resumedBy, steps }, "sandbox restored in place");
     return steps;
   }
 
@@ -545,25 +614,64 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
    * Gives the sandbox's network namespace its IPv4 address and default route back: runsc took them
    * for its own stack when the checkpointed sandbox started, and a restore reads them from there.
    */
-  private async readdress(sandboxId: string): Promise<void> {
+  private async readdress(sandboxId: string): Promise<string> {
     const directory = this.options.networkStateDir;
     const record = directory ? new AttachmentStore(directory).list().find(({ record: r }) => r.sandboxId === sandboxId)?.record : undefined;
     if (!record?.address) throw new FsbError("internal", `sandbox ${sandboxId} has no network namespace record to restore it into`);
     const { address, prefixLength, gateway } = record.address;
     await run("ip", ["-n", record.netnsName, "addr", "replace", `${address}/${prefixLength}`, "dev", SANDBOX_INTERFACE]);
     await run("ip", ["-n", record.netnsName, "route", "replace", "default", "via", gateway, "dev", SANDBOX_INTERFACE]);
+    return address;
   }
 
   /** A copy's own hostname (kernel state, the checkpoint's until set), and its daemon serving in its own network. */
-  private async giveIdentity(containerId: string, ociSpec: OciSpec, record: CheckpointRecord, hostname: string): Promise<void> {
+  private async giveIdentity(
+    containerId: string,
+    ociSpec: OciSpec,
+    record: CheckpointRecord,
+    hostname: string,
+    address: string | undefined,
+  ): Promise<IdentityStep> {
+    if ((await this.options.runscFeatures()).hostnameOnRestore) {
+      // runsc gave the copy the hostname of its spec; a daemon that watches its hostname sees it.
+      if (!record.envd) return "none";
+      const selfResuming = record.daemonResumesOnHostname && hostname !== record.ociSpec.hostname;
+      return this.resumeDaemon(containerId, ociSpec, record, address, selfResuming);
+    }
     if (record.envd) {
       await this.control(containerId, ociSpec, ["-hostname", hostname, "-control", "resume"], "give the copy its hostname and resume its daemon", true);
-      return;
+      return "exec";
     }
     // Without the daemon: the image's own `hostname`, if it has one.
     await this.run(containerId, ociSpec, ["hostname", hostname], true).catch((error: unknown) =>
       this.logger.info({ containerId, hostname, err: error }, "the restored sandbox keeps its checkpoint's hostname (no usable `hostname` in its image)"),
     );
+    return "exec";
+  }
+
+  /**
+   * Resumes the restored sandbox's quiesced daemon: by the helper's signal when the checkpointed
+   * helper takes one and the daemon's address is known (then done once the daemon accepts a
+   * connection), else — or when it does not serve within DAEMON_RESUME_TIMEOUT_MS — by the exec.
+   */
+  private async resumeDaemon(
+    containerId: string,
+    ociSpec: OciSpec,
+    record: CheckpointRecord,
+    address: string | undefined,
+    selfResuming = false,
+  ): Promise<IdentityStep> {
+    if (selfResuming && address) {
+      if (await acceptsConnections(address, SANDBOX_DAEMON_PORT, DAEMON_SELF_RESUME_TIMEOUT_MS)) return "hostname";
+      this.logger.warn({ containerId, address }, "the in-sandbox daemon did not serve on its new hostname; signalling it");
+    }
+    if (record.daemonResumeSignal && address) {
+      await this.client.tasks.kill({ containerId, signal: record.daemonResumeSignal, all: false });
+      if (await acceptsConnections(address, SANDBOX_DAEMON_PORT, DAEMON_RESUME_TIMEOUT_MS)) return "signal";
+      this.logger.warn({ containerId, address }, "the in-sandbox daemon did not serve after the resume signal; resuming it by exec");
+    }
+    await this.control(containerId, ociSpec, ["-control", "resume"], "resume the in-sandbox daemon");
+    return "exec";
   }
 
   /** Runs the in-sandbox daemon's control client (`fsb-envd -control …`) in the sandbox. */
@@ -676,6 +784,36 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
   }
 }
 
+/** The signal the sandbox's helper takes to resume its daemon, from its run directory; undefined: none (an older helper). */
+async function readResumeSignal(runDir: string): Promise<number | undefined> {
+  const text = await readFile(join(runDir, DAEMON_RESUME_SIGNAL_FILE), "utf8").catch(() => "");
+  const signal = Number.parseInt(text.trim(), 10);
+  return Number.isInteger(signal) && signal > 0 && signal < 65 ? signal : undefined;
+}
+
+/** Polls a TCP connect to address:port every few ms until one is accepted (true) or `timeoutMs` passed (false). */
+async function acceptsConnections(address: string, port: number, timeoutMs: number): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const accepted = await new Promise<boolean>((resolve) => {
+      const socket = connect({ host: address, port });
+      socket.setTimeout(Math.max(1, deadline - performance.now()));
+      socket.once("connect", () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once("error", () => resolve(false));
+      socket.once("timeout", () => {
+        socket.destroy();
+        resolve(false);
+      });
+    });
+    if (accepted) return true;
+    if (performance.now() >= deadline) return false;
+    await delay(2);
+  }
+}
+
 function runcOptions(binaryName: string, criuImagePath?: string): { typeUrl: string; value: Uint8Array } {
   return {
     typeUrl: RUNC_OPTIONS_TYPE_URL,
@@ -741,7 +879,16 @@ export function checkpointError(error: unknown, sandboxId: string): FsbError {
 }
 
 function publicView(record: CheckpointRecord): RuntimeCheckpoint {
-  const { version: _version, ociSpec: _spec, runDir: _runDir, binaryName: _binary, envd: _envd, ...view } = record;
+  const {
+    version: _version,
+    ociSpec: _spec,
+    runDir: _runDir,
+    binaryName: _binary,
+    envd: _envd,
+    daemonResumeSignal: _signal,
+    daemonResumesOnHostname: _watch,
+    ...view
+  } = record;
   return view;
 }
 

@@ -33,10 +33,19 @@ export interface SandboxNetworksOptions {
   owner: AttachmentOwner;
   /** @default the real CNI plugins, iproute2, nftables and the settings' state directory */
   tools?: AttachmentTools;
-  /** The host's IPv4 addresses: resolvers there are not given to sandboxes. @default read from the interfaces */
+  /** The host's IPv4 addresses: resolvers there are not given to sandboxes. @default read from the interfaces, at most every HOST_ADDRESSES_TTL_MS */
   hostAddresses?: () => ReadonlySet<string>;
+  /** Awaited before each namespace the background refill makes (e.g. until no create is in flight). @default none */
+  beforeEachPrepare?: (signal: AbortSignal) => Promise<void>;
   logger: Logger;
 }
+
+/**
+ * How long the host's addresses are taken as known: reading them lists every interface of the host
+ * (one per sandbox and per prepared namespace: milliseconds on a claim's path), and they change
+ * rarely (a resolver on an address the host just gained is kept from sandboxes this much later).
+ */
+const HOST_ADDRESSES_TTL_MS = 5_000;
 
 export interface NetworkClaim {
   sandboxId: string;
@@ -69,6 +78,7 @@ export class SandboxNetworks {
   private readonly owner: AttachmentOwner;
   private readonly tools: AttachmentTools;
   private readonly hostAddresses: () => ReadonlySet<string>;
+  private readonly beforeEachPrepare: ((signal: AbortSignal) => Promise<void>) | undefined;
   private readonly logger: Logger;
   private pool: PreparedPool<AttachmentRecord>;
   /** Claimed attachments by sandbox id. */
@@ -87,7 +97,8 @@ export class SandboxNetworks {
       firewall: new SandboxFirewall({ table: name, bridge: name, subnet }),
       store: new AttachmentStore(options.settings.stateDir),
     };
-    this.hostAddresses = options.hostAddresses ?? hostIpv4Addresses;
+    this.hostAddresses = options.hostAddresses ?? cachedFor(HOST_ADDRESSES_TTL_MS, hostIpv4Addresses);
+    this.beforeEachPrepare = options.beforeEachPrepare;
     this.logger = options.logger.child({ component: "sandbox-networks", network: name });
     this.pool = this.newPool();
   }
@@ -96,6 +107,7 @@ export class SandboxNetworks {
     return new PreparedPool({
       target: this.settings.preparedNamespaces,
       prepare: () => this.prepare(),
+      ...(this.beforeEachPrepare ? { beforeEachPrepare: this.beforeEachPrepare } : {}),
       onError: (error) => this.logger.warn({ err: error }, "could not prepare a network namespace; retrying"),
     });
   }
@@ -280,4 +292,18 @@ function readHostResolvConf(path: string): string {
   } catch {
     return "";
   }
+}
+
+/** `read`'s last result while younger than `ttlMs`. */
+function cachedFor<T>(ttlMs: number, read: () => T): () => T {
+  let value: T | undefined;
+  let readAt = -Infinity;
+  return () => {
+    const now = performance.now();
+    if (value === undefined || now - readAt >= ttlMs) {
+      value = read();
+      readAt = now;
+    }
+    return value;
+  };
 }

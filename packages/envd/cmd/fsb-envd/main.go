@@ -94,10 +94,14 @@ func run() error {
 		if err != nil || !quiesced {
 			return err
 		}
+		watch := quiesce.NewHostnameWatch(nil)
+		if err := recorder.RecordResumeWatch("hostname"); err != nil {
+			fmt.Fprintf(os.Stderr, "fsb-envd: cannot record the resume watch: %v\n", err)
+		}
 		if err := recorder.RecordState(quiesce.Quiesced); err != nil {
 			fmt.Fprintf(os.Stderr, "fsb-envd: cannot record the state: %v\n", err)
 		}
-		if !waitForResume(ctx, requests) {
+		if !waitForResume(ctx, requests, watch) {
 			return nil
 		}
 	}
@@ -124,12 +128,19 @@ func serveUntilQuiesced(ctx context.Context, daemon *server.Daemon, listener net
 	return daemon.ServeUntilQuiesced(ctx, listener, quiesceNow)
 }
 
-// waitForResume waits, holding no socket, for a resume request (true) or the end of ctx (false).
-func waitForResume(ctx context.Context, requests <-chan os.Signal) bool {
+// waitForResume waits, holding no socket, for a resume request or a new hostname (a copy restored
+// under its own name) (true), or the end of ctx (false).
+func waitForResume(ctx context.Context, requests <-chan os.Signal, watch quiesce.HostnameWatch) bool {
+	ticker := time.NewTicker(quiesce.HostnameWatchInterval)
+	defer ticker.Stop()
 	for {
 		select {
 		case request := <-requests:
 			if request == quiesce.ResumeSignal {
+				return true
+			}
+		case <-ticker.C:
+			if watch.Changed() {
 				return true
 			}
 		case <-ctx.Done():

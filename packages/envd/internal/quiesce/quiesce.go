@@ -12,6 +12,11 @@
 // by the pid the daemon records in its state directory, and waits until the daemon records the
 // new state there (`envd.state`: `serving` or `quiesced`). A restored copy keeps the process ids
 // of its checkpoint, so the same pid reaches the copy's daemon.
+//
+// A current runsc gives a restored copy the hostname of its own spec. A quiesced daemon watches
+// its hostname (HostnameWatch) and serves again by itself as soon as it changes — a copy then
+// needs nothing from the agent — and says so before it records `quiesced`: `envd.resume-watch`
+// holds `hostname`. A sandbox restored under its own name (in place) still needs the resume.
 package quiesce
 
 import (
@@ -39,7 +44,12 @@ const (
 	PidFile = "envd.pid"
 	// StateFile holds Serving or Quiesced and a newline.
 	StateFile = "envd.state"
+	// ResumeWatchFile holds what a quiesced daemon resumes on by itself ("hostname") and a newline.
+	ResumeWatchFile = "envd.resume-watch"
 )
+
+// HostnameWatchInterval is how often a quiesced daemon reads its hostname.
+const HostnameWatchInterval = time.Millisecond
 
 // Signals the daemon understands.
 var (
@@ -65,6 +75,43 @@ func (r Recorder) RecordState(state string) error {
 		return nil
 	}
 	return writeAtomically(filepath.Join(r.Dir, StateFile), state+"\n")
+}
+
+// RecordResumeWatch writes what the quiesced daemon resumes on by itself.
+func (r Recorder) RecordResumeWatch(what string) error {
+	if r.Dir == "" {
+		return nil
+	}
+	return writeAtomically(filepath.Join(r.Dir, ResumeWatchFile), what+"\n")
+}
+
+// HostnameWatch tells whether the hostname is still the one it started with: a change while the
+// daemon is quiesced means the sandbox was restored as a copy with a name of its own.
+type HostnameWatch struct {
+	at   string
+	read func() (string, error)
+}
+
+// NewHostnameWatch starts watching the sandbox's hostname (read with read; nil: os.Hostname).
+func NewHostnameWatch(read func() (string, error)) HostnameWatch {
+	if read == nil {
+		read = os.Hostname
+	}
+	at, err := read()
+	if err != nil {
+		at = ""
+	}
+	return HostnameWatch{at: at, read: read}
+}
+
+// Changed reports whether the hostname now differs from the one at the start (false when either
+// could not be read).
+func (w HostnameWatch) Changed() bool {
+	if w.at == "" {
+		return false
+	}
+	now, err := w.read()
+	return err == nil && now != "" && now != w.at
 }
 
 // StateDirIfPresent returns dir when it is a directory, else "" (nothing is recorded).

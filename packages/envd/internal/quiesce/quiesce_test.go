@@ -1,6 +1,7 @@
 package quiesce_test
 
 import (
+	"errors"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -64,5 +65,50 @@ func TestAZeroRecorderRecordsNothing(t *testing.T) {
 	}
 	if dir := quiesce.StateDirIfPresent(filepath.Join(t.TempDir(), "missing")); dir != "" {
 		t.Fatalf("StateDirIfPresent of a missing directory: %q", dir)
+	}
+}
+
+func TestHostnameWatchSeesANewName(t *testing.T) {
+	name := "source"
+	watch := quiesce.NewHostnameWatch(func() (string, error) { return name, nil })
+	if watch.Changed() {
+		t.Fatal("Changed() before the hostname changed")
+	}
+	name = "copy-a"
+	if !watch.Changed() {
+		t.Fatal("Changed() missed the new hostname")
+	}
+}
+
+func TestHostnameWatchIgnoresFailedReads(t *testing.T) {
+	failing := errors.New("no hostname")
+	calls := 0
+	watch := quiesce.NewHostnameWatch(func() (string, error) {
+		calls++
+		if calls == 1 {
+			return "source", nil
+		}
+		return "", failing
+	})
+	if watch.Changed() {
+		t.Fatal("a failed read counted as a new hostname")
+	}
+	unknown := quiesce.NewHostnameWatch(func() (string, error) { return "", failing })
+	if unknown.Changed() {
+		t.Fatal("a watch that never read a hostname reported a change")
+	}
+}
+
+func TestRecordResumeWatch(t *testing.T) {
+	dir := t.TempDir()
+	if err := (quiesce.Recorder{Dir: dir}).RecordResumeWatch("hostname"); err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile(filepath.Join(dir, quiesce.ResumeWatchFile))
+	if err != nil || string(text) != "hostname\n" {
+		t.Fatalf("%s = %q, %v", quiesce.ResumeWatchFile, text, err)
+	}
+	if err := (quiesce.Recorder{}).RecordResumeWatch("hostname"); err != nil {
+		t.Fatalf("a recorder without a directory failed: %v", err)
 	}
 }
