@@ -6,9 +6,11 @@
  * shell loop that writes a counter ten times a second; it is checkpointed once (the source runs on).
  * Then, one after another:
  * - restore (on demand): the SDK's `checkpoints.restore(checkpoint)` — fast-path API, placement on
- *   the agent that holds the checkpoint, the agent's restore (network namespace, snapshot,
- *   container, Tasks.Create with criu_image_path, Tasks.Start = `runsc restore`, the copy's hostname
- *   and daemon) — timed from the call to its answer (the copy runs); the copy is deleted untimed.
+ *   the agent that holds the checkpoint, the agent's restore (network namespace and snapshot at
+ *   once, container, Tasks.Create with criu_image_path, Tasks.Start = `runsc restore`, the copy's
+ *   hostname and daemon: an exec with Debian's runsc, the daemon's own resume on its new hostname
+ *   with a current one) — timed from the call to its answer (the copy runs); the copy is deleted
+ *   untimed. `FSB_RUNSC_PATH=$(bash scripts/build-runsc.sh)` runs it on a current runsc.
  *   `--count` measured rounds after `--warmup` unrecorded ones (defaults 20 and 2).
  * - fork K=4: the SDK's `checkpoints.fork(template, {count: 4})` — a checkpoint of the running
  *   template (the template is saved and restored in place), 4 restores in parallel, the checkpoint
