@@ -93,7 +93,7 @@ import { Status as TaskStatus } from "./gen/github.com/containerd/containerd/api
 import type { Container } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
 import { isNotFound } from "./grpc-errors.js";
 import type { RunscFeatures } from "./runsc-features.js";
-import { ENVD_BINARY, HELPER_BINARY, sandboxHostname, type OciSpec } from "./oci-spec.js";
+import { ENVD_BINARY, HELPER_BINARY, SHIM_GROUP_ANNOTATION, sandboxHostname, type OciSpec } from "./oci-spec.js";
 // Read at call time only (the runtime module imports this one to build its sub-service).
 import { LABEL_HELPER, LABEL_IMAGE, LABEL_ROLE, LABEL_RUNTIME_TYPE } from "./containerd-runtime.js";
 
@@ -181,6 +181,8 @@ export interface GvisorCheckpointsOptions {
   owns(labels: Readonly<Record<string, string>>): boolean;
   /** Waits up to `timeoutMs` for the task's process 1 to exit; true when it has (or is gone). */
   exitedWithin(containerId: string, timeoutMs: number): Promise<boolean>;
+  /** One of the agent's shim groups for a restore (done() when it is made); undefined: a shim of its own. */
+  shimGroup(): { name: string; done(): void } | undefined;
   /** What the agent's runsc can do (probed once). */
   runscFeatures(): Promise<RunscFeatures>;
   /** The sandbox network's state directory (its namespaces' records), for Isolated sandboxes restored in place. @default none */
@@ -442,6 +444,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     }
     const runDir = this.options.runDir(sandboxId);
     const undo: UndoStep[] = [];
+    const group = this.options.shimGroup();
     const timings = { network: 0, snapshot: 0, container: 0, task: 0, policy: 0, start: 0, identity: 0 };
     let mark = performance.now();
     const lap = () => {
@@ -493,6 +496,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
         cgroupsPath: this.options.cgroupsPath(containerId),
         hostname: sandboxHostname(spec),
         ...(network ? { netnsPath: network.netnsPath } : {}),
+        ...(group ? { shimGroup: group.name } : {}),
       });
       const runtimeOptions = runcOptions(record.binaryName);
       try {
@@ -567,6 +571,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       }
       throw FsbError.from(error);
     } finally {
+      group?.done();
       if (isolated) this.options.refillNetworks();
     }
   }
@@ -829,7 +834,7 @@ function runcOptions(binaryName: string, criuImagePath?: string): { typeUrl: str
  */
 export function copySpec(
   record: Pick<CheckpointRecord, "ociSpec" | "runDir">,
-  own: { runDir: string; cgroupsPath: string; hostname: string; netnsPath?: string },
+  own: { runDir: string; cgroupsPath: string; hostname: string; netnsPath?: string; shimGroup?: string },
 ): OciSpec {
   const spec = structuredClone(record.ociSpec);
   const prefix = record.runDir.endsWith("/") ? record.runDir : `${record.runDir}/`;
@@ -845,6 +850,9 @@ export function copySpec(
   }
   spec.linux.cgroupsPath = own.cgroupsPath;
   spec.hostname = own.hostname;
+  // The source's shim group is its agent's: a copy joins one of its own agent's, or has a shim of its own.
+  const { [SHIM_GROUP_ANNOTATION]: _sourceGroup, ...annotations } = spec.annotations ?? {};
+  spec.annotations = own.shimGroup ? { ...annotations, [SHIM_GROUP_ANNOTATION]: own.shimGroup } : annotations;
   return spec;
 }
 

@@ -390,6 +390,12 @@ export class ContainerdRuntime implements Runtime {
       ownerLabels: () => ({ [LABEL_MANAGED]: "true", [LABEL_AGENT]: this.agentName, ...this.agentUidLabel() }),
       owns: (labels) => this.owns(labels),
       exitedWithin: (containerId, timeoutMs) => this.exitedWithin(containerId, timeoutMs),
+      shimGroup: () => {
+        if (!this.helperPath) return undefined;
+        const group = this.leastBusyGroup();
+        this.groupLoad[group] = (this.groupLoad[group] ?? 0) + 1;
+        return { name: this.shimGroup(group), done: () => (this.groupLoad[group] = (this.groupLoad[group] ?? 1) - 1) };
+      },
       runscFeatures: () => (this.runscFeatures ??= probeRunscFeatures(runscPath)),
       ...(options.network ? { networkStateDir: options.network.stateDir } : {}),
       logger: this.logger,
@@ -458,16 +464,15 @@ export class ContainerdRuntime implements Runtime {
       delete labels[LABEL_NAME];
       labels[LABEL_ROLE] = ROLE_PREPARED_INSTANCE;
     }
-    const gvisor = spec.runtimeType === "gvisor";
     const runDir = this.runDir(sandboxId);
     if (this.helperPath) {
       labels[LABEL_HELPER] = "true";
       rmSync(runDir, { recursive: true, force: true });
       mkdirSync(runDir, { recursive: true, mode: 0o755 });
     }
-    // runc sandboxes share the agent's shims, kept alive by their anchors (prepare()). gVisor
-    // sandboxes get a shim each: without an anchor a group's shim may exit under a new create.
-    const group = gvisor || !this.helperPath ? undefined : this.leastBusyGroup();
+    // Sandboxes share the agent's shims, kept alive by their anchors (prepare()): runc's and gVisor's
+    // alike (the runc v2 shim takes the runtime binary per container).
+    const group = !this.helperPath ? undefined : this.leastBusyGroup();
     if (group !== undefined) this.groupLoad[group] = (this.groupLoad[group] ?? 0) + 1;
     try {
       return await this.createIn(spec, image, labels, runDir, group, started, lap, imageMs, prepared?.built);
