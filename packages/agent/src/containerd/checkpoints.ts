@@ -55,7 +55,7 @@
 import { execFile } from "node:child_process";
 import { connect } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
-import { cpSync } from "node:fs";
+import { cpSync, existsSync } from "node:fs";
 import { cp, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { join } from "node:path";
@@ -181,6 +181,8 @@ export interface GvisorCheckpointsOptions {
   owns(labels: Readonly<Record<string, string>>): boolean;
   /** Waits up to `timeoutMs` for the task's process 1 to exit; true when it has (or is gone). */
   exitedWithin(containerId: string, timeoutMs: number): Promise<boolean>;
+  /** Counts a restore as a create in flight until the returned function is called (background refills yield to creates). @default none */
+  createStarted?: () => () => void;
   /** One of the agent's shim groups for a restore (done() when it is made); undefined: a shim of its own. */
   shimGroup(): { name: string; done(): void } | undefined;
   /** What the agent's runsc can do (probed once). */
@@ -207,6 +209,8 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
   private readonly options: GvisorCheckpointsOptions;
   private readonly client: ContainerdClient;
   private readonly logger: Logger;
+  /** The records read so far, by checkpoint id (readRecord). */
+  private readonly records = new Map<string, CheckpointRecord>();
   /** Restores running now, per checkpoint: its delete waits for them. */
   private readonly restoring = new Map<string, Set<Promise<unknown>>>();
 
@@ -359,6 +363,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       throw error;
     }
     const checkpoints: RuntimeCheckpoint[] = [];
+    for (const id of this.records.keys()) if (!names.includes(id)) this.records.delete(id);
     for (const name of names) {
       const path = join(this.options.directory, name);
       if (name.includes(".partial-")) {
@@ -387,6 +392,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     // A restore reads the image until its sandbox runs; deleting waits for those in flight.
     await Promise.allSettled([...(this.restoring.get(checkpointId) ?? [])]);
     await rm(this.checkpointDir(checkpointId), { recursive: true, force: true });
+    this.records.delete(checkpointId);
     this.logger.info({ checkpointId }, "checkpoint deleted");
   }
 
@@ -396,11 +402,16 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
    * checkpoint's. On any failure every step taken is undone.
    */
   async restore(spec: RuntimeSandboxSpec): Promise<RuntimeSandbox> {
-    const checkpointId = spec.fromCheckpoint ?? "";
-    const record = await this.record(checkpointId);
-    const claimed = await this.options.claimRestored?.(spec);
-    if (claimed) return claimed;
-    return this.track(checkpointId, this.restoreInto(spec, record));
+    const done = this.options.createStarted?.();
+    try {
+      const checkpointId = spec.fromCheckpoint ?? "";
+      const record = await this.record(checkpointId);
+      const claimed = await this.options.claimRestored?.(spec);
+      if (claimed) return claimed;
+      return await this.track(checkpointId, this.restoreInto(spec, record));
+    } finally {
+      done?.();
+    }
   }
 
   /**
@@ -756,16 +767,29 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     return record;
   }
 
+  /**
+   * A checkpoint's record. Records are written once (last, by a rename) and never change, so they
+   * are read once and kept while their file exists (another agent of the node may delete it).
+   */
   private async readRecord(checkpointId: string): Promise<CheckpointRecord | undefined> {
+    const path = join(this.checkpointDir(checkpointId), METADATA_FILE);
+    const known = this.records.get(checkpointId);
+    if (known) {
+      if (existsSync(path)) return known;
+      this.records.delete(checkpointId);
+      return undefined;
+    }
     let text: string;
     try {
-      text = await readFile(join(this.checkpointDir(checkpointId), METADATA_FILE), "utf8");
+      text = await readFile(path, "utf8");
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === "ENOENT" || (error as NodeJS.ErrnoException).code === "ENOTDIR") return undefined;
       throw error;
     }
     const record = JSON.parse(text) as CheckpointRecord;
-    return record.version === 1 && record.checkpointId === checkpointId ? record : undefined;
+    if (record.version !== 1 || record.checkpointId !== checkpointId) return undefined;
+    this.records.set(checkpointId, record);
+    return record;
   }
 
   private async sandboxContainer(sandboxId: string): Promise<Container> {

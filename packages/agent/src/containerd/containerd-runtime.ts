@@ -390,6 +390,13 @@ export class ContainerdRuntime implements Runtime {
       ownerLabels: () => ({ [LABEL_MANAGED]: "true", [LABEL_AGENT]: this.agentName, ...this.agentUidLabel() }),
       owns: (labels) => this.owns(labels),
       exitedWithin: (containerId, timeoutMs) => this.exitedWithin(containerId, timeoutMs),
+      createStarted: () => {
+        this.createsInFlight += 1;
+        return () => {
+          this.createsInFlight -= 1;
+          this.lastCreateEndedAt = performance.now();
+        };
+      },
       shimGroup: () => {
         if (!this.helperPath) return undefined;
         const group = this.leastBusyGroup();

@@ -82,6 +82,51 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     assert.equal(pausedAtOf(record), FIXTURE_NOW.toISOString());
   });
 
+  it("pauses a sandbox whose record another writer changed between the pause's read and its write (a status update)", async () => {
+    addAgent("agent-a");
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec({ expireTime: END }) });
+    // The first saved-state write meets a record another writer has just changed (as the Kubernetes
+    // store does when the sandbox's CommandExited condition lands first): a stale resourceVersion.
+    let raced = false;
+    const store = fixture.store;
+    const racingUpdate = (async (kind, object, options) => {
+      if (!raced && kind === "Sandbox") {
+        raced = true;
+        const current = await store.get("Sandbox", { namespace: "default", name: "sb" });
+        assert.ok(current);
+        const conditions = [
+          ...(current.status?.conditions ?? []),
+          { type: "CommandExited", status: "True" as const, reason: "Succeeded", lastTransitionTime: END },
+        ];
+        await store.updateStatus("Sandbox", { ...current, status: { ...current.status, conditions } });
+      }
+      return store.update(kind, object, options);
+    }) as typeof store.update;
+    const racing = new Proxy(store, {
+      get: (target, property) => {
+        if (property === "update") return racingUpdate;
+        const value = Reflect.get(target, property) as unknown;
+        return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const racingPauses = new SandboxPauses({
+      manager: fixture.manager,
+      store: racing,
+      registry: fixture.registry,
+      agents: fixture.agents,
+      checkpoints,
+      logger: pino({ level: "silent" }),
+      clock: fixture.clock,
+    });
+    const record = await racingPauses.pause(undefined, "sb");
+    assert.ok(raced, "the competing write happened");
+    assert.ok(isPaused(record));
+    assert.ok(
+      record.status?.conditions?.some((c) => c.type === "CommandExited"),
+      "the other writer's change is kept",
+    );
+  });
+
   it("refuses to pause a paused sandbox (Conflict), a runc sandbox (saying pause needs gVisor) and one that does not run, changing nothing", async () => {
     addAgent("agent-a");
     fixture.addAgent("runc-agent", { pool: "plain" });

@@ -48,6 +48,8 @@ export const PAUSED_CHECKPOINT_ANNOTATION = "sandbox.fast.io/paused-checkpoint";
 export const RESUMING_ANNOTATION = "sandbox.fast.io/resuming-since";
 /** The condition that dates a pause (True: paused since its lastTransitionTime; Unknown: being paused; False: resumed). */
 export const CONDITION_PAUSED = "Paused";
+/** Writes of a sandbox's saved state tried this many times when other writers keep changing it first. */
+const SAVED_STATE_WRITE_ATTEMPTS = 5;
 
 export interface SandboxPausesOptions {
   manager: SandboxManager;
@@ -177,7 +179,13 @@ export class SandboxPauses {
     const checkpointName = `${name.slice(0, NAME_MAX_LENGTH - 12)}-pause-${randomBytes(3).toString("hex")}`;
     const previousEnd = running.spec.expireTime;
     // The intent first (crash-safety, see the top of this file): the checkpoint to come, no end while paused, phase Paused.
-    let record = await this.options.store.update("Sandbox", this.withSavedState(running, checkpointName, undefined));
+    let record = await this.saveState(running, checkpointName, undefined, (fresh) => {
+      // Changed meanwhile (a status write of its own, another replica): the pause still applies only to this running sandbox.
+      if (isPaused(fresh)) throw new ConflictError(`sandbox ${key} is paused already`);
+      if (fresh.status?.phase !== "Running" || fresh.status.sandboxID !== sandboxId || fresh.status.assignedPod !== agentName) {
+        throw new FailedPreconditionError(`sandbox ${key} changed while its pause began (now ${fresh.status?.phase ?? "Pending"}); retry`);
+      }
+    });
     record = await writeStatus(
       this.options.store,
       record,
@@ -392,7 +400,7 @@ export class SandboxPauses {
         .catch(() => undefined);
       throw FsbError.from(error);
     }
-    running = await this.options.store.update("Sandbox", this.withSavedState(running, undefined, options.expireTime));
+    running = await this.saveState(running, undefined, options.expireTime);
     await this.options.checkpoints
       .delete(namespace, checkpoint.name)
       .catch((error: unknown) =>
@@ -429,7 +437,7 @@ export class SandboxPauses {
         { type: CONDITION_PAUSED, status: "False", reason: "PauseInterrupted", message: "its pause was cut short before anything was saved; it ran on" },
         this.clock.now(),
       );
-      return this.options.store.update("Sandbox", this.withSavedState(running, undefined, options.expireTime));
+      return this.saveState(running, undefined, options.expireTime);
     }
     const node = paused.status?.nodeName;
     const holders = this.options.registry
@@ -443,6 +451,32 @@ export class SandboxPauses {
     throw new FailedPreconditionError(
       `sandbox ${key} is paused as checkpoint ${checkpointName}, which no agent of pool ${pool.metadata.name} holds any more (was it deleted with 'fsb checkpoint rm'?): its memory and files cannot be restored; delete the sandbox`,
     );
+  }
+
+  /**
+   * Writes the record with its saved state named (or no longer) and its end set (or removed). The
+   * write is conditional on the record's resourceVersion: after a conflict (another writer, such as a
+   * status update of the sandbox, came first) the same change is applied to a fresh read, which
+   * `check` may refuse; the uid check of the write refuses another object of the same name.
+   */
+  private async saveState(
+    sandbox: Sandbox,
+    checkpointName: string | undefined,
+    expireTime: string | undefined,
+    check?: (fresh: Sandbox) => void,
+  ): Promise<Sandbox> {
+    let current = sandbox;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.options.store.update("Sandbox", this.withSavedState(current, checkpointName, expireTime));
+      } catch (error) {
+        if (!(error instanceof ConflictError) || attempt >= SAVED_STATE_WRITE_ATTEMPTS) throw error;
+        const fresh = await this.options.store.get("Sandbox", { namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, name: sandbox.metadata.name });
+        if (!fresh || fresh.metadata.uid !== sandbox.metadata.uid) throw error;
+        check?.(fresh);
+        current = fresh;
+      }
+    }
   }
 
   /** The record with its saved state named (or no longer) and its end set (or removed): a spec and metadata write. */
