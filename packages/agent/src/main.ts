@@ -9,7 +9,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { FsbError } from "@fast-sandbox/api/core";
-import { destination, pino } from "pino";
+import { stderrLogger } from "./stderr-logger.js";
 import { agentConfigFromEnv } from "./agent-config.js";
 import { detectCgroupLayout, joinCgroup } from "./cgroup.js";
 import { createContainerdRuntime } from "./containerd/containerd-runtime.js";
@@ -19,7 +19,7 @@ import { startAgentServer } from "./server/agent-server.js";
 import { AgentMetrics } from "./server/agent-metrics.js";
 
 /** FSB_LOG_LEVEL: pino level (trace, debug, info, warn, error, fatal, silent); info by default. */
-const logger = pino({ name: "fsb-agent", level: process.env.FSB_LOG_LEVEL || "info" }, destination(2));
+const logger = stderrLogger({ name: "fsb-agent", level: process.env.FSB_LOG_LEVEL || "info" });
 /** How long a stopping agent lets its creates in flight finish. */
 const CREATE_DRAIN_TIMEOUT_MS = 10_000;
 

@@ -10,7 +10,8 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { destination, pino, type Logger } from "pino";
+import type { Logger } from "pino";
+import { stderrLogger } from "@fast-sandbox/agent/stderr-logger";
 import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
 import { sleep, systemClock, type Clock } from "./controller/clock.js";
 import { AgentRegistry } from "./registry/agent-registry.js";
@@ -153,7 +154,7 @@ export function defaultPool(image: string): SandboxPool {
 }
 
 export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOptions): Promise<EmbeddedControlPlane> {
-  const logger = options.logger ?? pino({ name: "fsb-controlplane" }, destination(2));
+  const logger = options.logger ?? stderrLogger({ name: "fsb-controlplane" });
   mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
   const clock = options.clock ?? systemClock;
   const store = openSqliteResourceStore({ path: join(options.dataDir, "state.db"), clock });

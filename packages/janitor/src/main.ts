@@ -4,11 +4,11 @@
  * `{"event":"started","pid":…,"metrics":…}` on stdout once it runs; stops on SIGTERM, SIGINT, or
  * when its stdin closes with FSB_JANITOR_EXIT_ON_STDIN_CLOSE=1 (its supervisor is gone).
  */
-import { destination, pino } from "pino";
+import { stderrLogger } from "@fast-sandbox/agent/stderr-logger";
 import { janitorConfigFromEnv } from "./janitor-config.js";
 import { startJanitorProcess } from "./janitor-process.js";
 
-const logger = pino({ name: "fsb-janitor" }, destination(2));
+const logger = stderrLogger({ name: "fsb-janitor" });
 
 async function main(): Promise<void> {
   const running = await startJanitorProcess({ ...janitorConfigFromEnv(), logger });

@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { destination, pino } from "pino";
+import { stderrLogger } from "@fast-sandbox/agent/stderr-logger";
 import { FsbError } from "@fast-sandbox/sdk";
 import { sweepAfterShutdown } from "@fast-sandbox/janitor";
 import { clearRunFiles, isAlive, readSettings, resolveDataDir, runningPid } from "../data-dir.js";
@@ -71,7 +71,7 @@ async function removeAnchors(dataDir: string): Promise<void> {
     containerdSocket: settings.containerdSocket,
     agentsDir: join(dataDir, "agents"),
     cgroupRoot: settings.cgroupRoot,
-    logger: pino({ name: "fsb-down", level: "warn" }, destination(2)),
+    logger: stderrLogger({ name: "fsb-down", level: "warn" }),
   });
   if (result.outcome !== "completed" || result.failures > 0) {
     throw new FsbError(

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { destination, pino } from "pino";
+import { stderrLogger } from "@fast-sandbox/agent/stderr-logger";
 import { UnavailableError } from "@fast-sandbox/sdk";
 import { parseDuration, parseLoopbackListen, runJanitorOnce, startJanitorProcess, type PassResult } from "@fast-sandbox/janitor";
 import { readSettings, resolveDataDir } from "../data-dir.js";
@@ -46,7 +46,7 @@ export async function janitor(options: JanitorCommandOptions): Promise<void> {
     agentsDir: join(dataDir, "agents"),
     cgroupRoot: options.cgroupRoot ?? process.env.FSB_CGROUP_ROOT ?? settings?.cgroupRoot ?? "fast-sandbox",
     protectionMs,
-    logger: pino({ name: "fsb-janitor" }, destination(2)),
+    logger: stderrLogger({ name: "fsb-janitor" }),
   };
 
   if (options.once) {

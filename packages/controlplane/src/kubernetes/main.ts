@@ -8,11 +8,11 @@
  */
 import { randomBytes } from "node:crypto";
 import { KubeConfig } from "@kubernetes/client-node";
-import { destination, pino } from "pino";
+import { stderrLogger } from "@fast-sandbox/agent/stderr-logger";
 import { controllerConfigFromEnv } from "./controller-config.js";
 import { startKubernetesControlPlane } from "./kubernetes-control-plane.js";
 
-const logger = pino({ name: "fsb-controller" }, destination(2));
+const logger = stderrLogger({ name: "fsb-controller" });
 
 async function main(): Promise<void> {
   const config = controllerConfigFromEnv();

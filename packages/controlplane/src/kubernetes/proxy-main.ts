@@ -4,11 +4,11 @@
  * closes the listener and the connections, then exits.
  */
 import { KubeConfig } from "@kubernetes/client-node";
-import { destination, pino } from "pino";
+import { stderrLogger } from "@fast-sandbox/agent/stderr-logger";
 import { proxyConfigFromEnv } from "./proxy-config.js";
 import { startKubernetesSandboxProxy } from "./kubernetes-sandbox-proxy.js";
 
-const logger = pino({ name: "fsb-proxy" }, destination(2));
+const logger = stderrLogger({ name: "fsb-proxy" });
 
 async function main(): Promise<void> {
   const config = proxyConfigFromEnv();
