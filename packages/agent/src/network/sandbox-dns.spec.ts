@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { hostIpv4Addresses, hostsText, resolvConfText, sandboxResolvers } from "./sandbox-dns.js";
+import { cachedFor, hostIpv4Addresses, hostsText, resolvConfText, sandboxResolvers } from "./sandbox-dns.js";
 
 const UPSTREAM = ["8.8.8.8", "1.1.1.1"];
 
@@ -47,5 +47,35 @@ describe("the sandbox's files", () => {
 
   it("hosts names localhost and the sandbox's own address", () => {
     assert.equal(hostsText("box-1", "10.213.0.7"), "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.213.0.7\tbox-1\n");
+  });
+});
+
+describe("cachedFor (the host's addresses, read at most once per TTL)", () => {
+  it("answers from the last read while it is younger than the TTL, then reads again", () => {
+    let clock = 1_000;
+    let reads = 0;
+    const addresses = cachedFor(5_000, () => new Set([`10.0.0.${++reads}`]), () => clock);
+    assert.deepEqual([...addresses()], ["10.0.0.1"]);
+    clock += 4_999;
+    assert.deepEqual([...addresses()], ["10.0.0.1"]);
+    assert.equal(reads, 1);
+    clock += 1;
+    assert.deepEqual([...addresses()], ["10.0.0.2"], "read again once the TTL has passed");
+    clock += 10;
+    assert.deepEqual([...addresses()], ["10.0.0.2"]);
+    assert.equal(reads, 2);
+  });
+
+  it("keeps no failed read: the next call reads again", () => {
+    let reads = 0;
+    const flaky = cachedFor(5_000, () => {
+      reads += 1;
+      if (reads === 1) throw new Error("no interfaces");
+      return "ok";
+    }, () => 0);
+    assert.throws(() => flaky(), /no interfaces/);
+    assert.equal(flaky(), "ok");
+    assert.equal(flaky(), "ok");
+    assert.equal(reads, 2);
   });
 });

@@ -63,3 +63,21 @@ export function resolvConfText(resolvers: SandboxResolvers): string {
 export function hostsText(hostname: string, address: string): string {
   return ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback", `${address}\t${hostname}`, ""].join("\n");
 }
+
+/**
+ * `read`'s last result while younger than `ttlMs` (by `now`, milliseconds). Listing every interface
+ * of a busy host took 6–8 ms of each network claim; a new address matters at the next claim after
+ * the TTL, not within it.
+ */
+export function cachedFor<T>(ttlMs: number, read: () => T, now: () => number = () => performance.now()): () => T {
+  let value: T | undefined;
+  let readAt = -Infinity;
+  return () => {
+    const at = now();
+    if (value === undefined || at - readAt >= ttlMs) {
+      value = read();
+      readAt = at;
+    }
+    return value;
+  };
+}

@@ -23,7 +23,7 @@ import { IpNetworkNamespaces } from "./network-namespace.js";
 import type { SandboxNetworkSettings } from "./network-settings.js";
 import { PreparedPool } from "../runtime/prepared-pool.js";
 import { SandboxFirewall } from "./sandbox-firewall.js";
-import { hostIpv4Addresses, hostsText, resolvConfText, sandboxResolvers } from "./sandbox-dns.js";
+import { cachedFor, hostIpv4Addresses, hostsText, resolvConfText, sandboxResolvers } from "./sandbox-dns.js";
 
 const run = promisify(execFile);
 
@@ -292,18 +292,4 @@ function readHostResolvConf(path: string): string {
   } catch {
     return "";
   }
-}
-
-/** `read`'s last result while younger than `ttlMs`. */
-function cachedFor<T>(ttlMs: number, read: () => T): () => T {
-  let value: T | undefined;
-  let readAt = -Infinity;
-  return () => {
-    const now = performance.now();
-    if (value === undefined || now - readAt >= ttlMs) {
-      value = read();
-      readAt = now;
-    }
-    return value;
-  };
 }
