@@ -54,7 +54,11 @@ describe("cachedFor (the host's addresses, read at most once per TTL)", () => {
   it("answers from the last read while it is younger than the TTL, then reads again", () => {
     let clock = 1_000;
     let reads = 0;
-    const addresses = cachedFor(5_000, () => new Set([`10.0.0.${++reads}`]), () => clock);
+    const addresses = cachedFor(
+      5_000,
+      () => new Set([`10.0.0.${++reads}`]),
+      () => clock,
+    );
     assert.deepEqual([...addresses()], ["10.0.0.1"]);
     clock += 4_999;
     assert.deepEqual([...addresses()], ["10.0.0.1"]);
@@ -68,11 +72,15 @@ describe("cachedFor (the host's addresses, read at most once per TTL)", () => {
 
   it("keeps no failed read: the next call reads again", () => {
     let reads = 0;
-    const flaky = cachedFor(5_000, () => {
-      reads += 1;
-      if (reads === 1) throw new Error("no interfaces");
-      return "ok";
-    }, () => 0);
+    const flaky = cachedFor(
+      5_000,
+      () => {
+        reads += 1;
+        if (reads === 1) throw new Error("no interfaces");
+        return "ok";
+      },
+      () => 0,
+    );
     assert.throws(() => flaky(), /no interfaces/);
     assert.equal(flaky(), "ok");
     assert.equal(flaky(), "ok");
