@@ -5,7 +5,7 @@
  */
 import type { Client } from "@connectrpc/connect";
 import type { pb } from "@fast-sandbox/api/core";
-import { ACCESS_TOKEN_RESPONSE_HEADER, FsbError, sandboxFromMessage, sandboxSpecToMessage, type SandboxSpec } from "@fast-sandbox/api/core";
+import { ACCESS_TOKEN_RESPONSE_HEADER, FsbError, sandboxFromMessage, sandboxSpecToMessage, type EgressPolicy, type SandboxSpec } from "@fast-sandbox/api/core";
 import { callError, type CallContext } from "./errors.js";
 import type { ClientCallOptions, CreatedSandbox } from "./fast-sandbox-client.js";
 
@@ -35,6 +35,8 @@ export interface RestoreOptions extends ClientCallOptions {
   labels?: Record<string, string>;
   /** Ports it exposes through the sandbox proxy (what its restored processes listen on). */
   exposedPorts?: number[];
+  /** Where the copy may connect to, within its pool's egress policy (an Isolated network). @default the pool's */
+  egress?: EgressPolicy;
   /** Absolute time or a time-to-live in milliseconds from now. */
   expireTime?: Date | string;
   ttlMs?: number;
@@ -123,6 +125,7 @@ export class Checkpoints {
       image: "",
       poolRef: "",
       ...(options.exposedPorts ? { exposedPorts: options.exposedPorts } : {}),
+      ...(options.egress ? { egress: options.egress } : {}),
       ...(expireTime ? { expireTime } : {}),
     } satisfies SandboxSpec;
     let accessToken = "";

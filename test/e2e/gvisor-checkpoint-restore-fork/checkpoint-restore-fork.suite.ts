@@ -246,7 +246,22 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
       // The stock is made again in the background.
       await waitFor(async () => (await ready()) === 2, 60_000, "the stock refilled");
 
-      for (const name of ["ahead-x", "ahead-y", "golden-source"]) await client.sandboxes.delete(name, { gracePeriodMs: 0 });
+      // A restore asking a narrower egress policy than the pool's is restored cold: a copy made ahead
+      // runs behind the pool's firewall (allowAll), and a claim applies no policy of its own.
+      const refilled = poolContainers("prepared-instance");
+      const denied = await client.checkpoints.restore("golden", { name: "ahead-denied", egress: { policy: "denyAll" } });
+      assert.equal(denied.status?.phase, "Running");
+      const [deniedContainer] = ctr(containerdNamespace, "containers", "ls", "-q", `labels."fast-sandbox.io/sandbox-id"==${denied.status?.sandboxID ?? ""}`)
+        .split("\n")
+        .filter(Boolean);
+      assert.ok(
+        deniedContainer && !refilled.includes(deniedContainer),
+        `ahead-denied was restored cold (${deniedContainer ?? "none"}; stock ${refilled.join(", ")})`,
+      );
+      assert.deepEqual(poolContainers("prepared-instance").sort(), [...refilled].sort(), "the stock untouched");
+      assert.equal(await sh("ahead-denied", "cat /root/state"), "before");
+
+      for (const name of ["ahead-x", "ahead-y", "ahead-denied", "golden-source"]) await client.sandboxes.delete(name, { gracePeriodMs: 0 });
       await client.pools.delete("gv-ahead");
       await waitFor(() => poolContainers().length === 0, 60_000, "no container of the pool left");
       const left = containerdLeftovers(containerdNamespace);

@@ -51,6 +51,7 @@ import {
   encodeClaim,
   newInstanceId,
   templateKey,
+  networkKey,
   writeClaim,
   type PreparedInstancesSettings,
 } from "./prepared-instances.js";
@@ -806,7 +807,8 @@ export class ContainerdRuntime implements Runtime {
   private async claimRestored(spec: RuntimeSandboxSpec): Promise<RuntimeSandbox | undefined> {
     const settings = this.preparedSettings;
     if (!this.preparedStock || !settings?.fromCheckpoint || !spec.fromCheckpoint) return undefined;
-    if ((spec.network?.mode ?? "shared") !== (settings.template.network?.mode ?? "shared")) return undefined;
+    // The copy was restored with the pool's network policy; a sandbox asking another one is restored cold.
+    if (networkKey(spec.network) !== networkKey(settings.template.network)) return undefined;
     const sandboxId = spec.sandboxId;
     const runDir = this.runDir(sandboxId);
     if (this.claimedContainers.has(sandboxId) || existsSync(runDir)) return undefined;

@@ -47,16 +47,25 @@ export interface PreparedInstancesSettings {
 /** The part of a create that must match a template for the create to claim its instance. */
 export function templateKey(spec: PreparedTemplate): string {
   const resources = spec.resources ?? {};
-  const network = spec.network ?? { mode: "shared" };
   return JSON.stringify([
     spec.namespace,
     spec.pool,
     normalizeImageName(spec.image),
     spec.runtimeType,
     [resources.cpuMillis ?? 0, resources.memoryBytes ?? 0, resources.pids ?? 0],
-    network.mode,
-    network.mode === "isolated" ? [network.egress ?? { kind: "allowAll" }, network.allowSandboxToSandbox ?? false] : [],
+    networkKey(spec.network),
   ]);
+}
+
+/**
+ * What of a sandbox's network an instance made ahead must match to be claimed: the mode and, for
+ * an isolated namespace, its egress policy and whether sandboxes may reach each other (a claim
+ * applies no policy of its own: the instance's firewall is the one it was made with).
+ */
+export function networkKey(network: PreparedTemplate["network"]): string {
+  if (network?.mode !== "isolated") return JSON.stringify(["shared"]);
+  const egress = network.egress ?? { kind: "allowAll" };
+  return JSON.stringify(["isolated", egress.kind, egress.allow ?? [], network.allowSandboxToSandbox ?? false]);
 }
 
 /** A fresh instance id: a valid containerd id and sandbox-id-shaped host file name, never a sandbox's own. */
