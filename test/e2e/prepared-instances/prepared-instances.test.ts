@@ -259,9 +259,17 @@ for (const mode of ["shared", "isolated"] as const) {
       for (const id of containersOf(`prep-${mode}`)) assert.match(id, /^(fsb-prepared-|fsb-anchor\.)/);
     });
 
-    it("removing the stock leaves no container, snapshot, run directory or log of an instance", async () => {
+    it("removing the stock leaves no container, snapshot, run directory or log of an instance, and spares a claim just answered", async () => {
       await runtime.preparedInstancesReady();
+      // containerd relabels a claimed instance as its sandbox only after the create's answer: the
+      // stock's removal right behind it (an agent stopping) must still tell the claim from the stock.
+      const claim = spec(mode, { command: ["sh", "-c", "sleep 1000"] });
+      const before = timings.length;
+      await runtime.create(claim);
       await runtime.removePreparedInstances();
+      assert.equal(timings[before]?.prepared, true, "the create claimed an instance");
+      assert.equal((await runtime.get(claim.sandboxId))?.state, "running", "the claimed sandbox survives the stock's removal");
+      await runtime.delete(claim.sandboxId, { gracePeriodMs: 0 });
       assert.deepEqual(
         containersOf(`prep-${mode}`).filter((id) => !id.startsWith("fsb-anchor.")),
         [],

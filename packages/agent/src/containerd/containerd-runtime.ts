@@ -910,7 +910,10 @@ export class ContainerdRuntime implements Runtime {
     const { containers } = await this.client.containers.list({
       filters: [`labels."${LABEL_ROLE}"==${quoteFilterValue(ROLE_PREPARED_INSTANCE)}`],
     });
-    const ids = new Set([...drained.map((instance) => instance.id), ...containers.filter((c) => this.owns(c.labels)).map((c) => c.id)]);
+    // A claimed instance is a sandbox, though containerd may still label it as stock: its relabel
+    // runs after the create's answer (and is retried while containerd is away).
+    const claimed = new Set(this.claimedContainers.values());
+    const ids = new Set([...drained.map((instance) => instance.id), ...containers.filter((c) => this.owns(c.labels) && !claimed.has(c.id)).map((c) => c.id)]);
     await Promise.all(
       [...ids].map(async (id) => {
         await this.removeContainer(id, 0);
