@@ -324,6 +324,18 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
       assert.equal(again.resumed, false);
     });
 
+    it("connect: of two concurrent connects to a paused sandbox one resumes it (201), and the later of their ends holds", async () => {
+      const created = await gvisor({ timeout: 60 });
+      await e2b.sandboxes.pause(created.sandboxID);
+      const [short, long] = await Promise.all([e2b.sandboxes.connect(created.sandboxID, 60), e2b.sandboxes.connect(created.sandboxID, 600)]);
+      assert.deepEqual([short.resumed, long.resumed].sort(), [false, true], "resumed once");
+      assert.deepEqual(long.sandbox, created);
+      assert.equal(e2b.checkpointingAgent("gvisor").createRequests.filter((request) => request.fromCheckpoint).length, 1, "restored once");
+      const stored = await e2b.storedById(created.sandboxID);
+      assert.equal(stored?.status?.phase, "Running");
+      assert.equal(stored?.spec.expireTime, seconds(600), "the second connect's timeout is not lost");
+    });
+
     it("resume (E2B's legacy): resumes a paused sandbox and refuses one that runs (409)", async () => {
       const created = await gvisor();
       await assert.rejects(

@@ -222,7 +222,7 @@ export class E2bSandboxes {
    */
   async connect(sandboxID: string, timeoutSeconds: number, signal?: AbortSignal): Promise<ConnectedSandbox> {
     const found = await this.find(sandboxID);
-    if (isPaused(found)) return { sandbox: await this.resumePaused(found, timeoutSeconds, signal), resumed: true };
+    if (isPaused(found)) return this.resumePaused(found, timeoutSeconds, signal);
     const sandbox = await this.changeEnd(sandboxID, (endMs) => Math.max(endMs, this.clock.now().getTime() + timeoutSeconds * 1000));
     return { sandbox: e2bSandboxOf(sandbox, this.envdVersion, this.requireAccessToken(sandbox)), resumed: false };
   }
@@ -231,7 +231,7 @@ export class E2bSandboxes {
   async resume(sandboxID: string, timeoutSeconds: number, signal?: AbortSignal): Promise<E2bSandbox> {
     const found = await this.find(sandboxID);
     if (!isPaused(found)) throw new ConflictError(`sandbox ${sandboxID} is already running; connect to it instead`);
-    return this.resumePaused(found, timeoutSeconds, signal);
+    return (await this.resumePaused(found, timeoutSeconds, signal)).sandbox;
   }
 
   /**
@@ -316,14 +316,18 @@ export class E2bSandboxes {
     return e2bSandboxOf(copy, this.envdVersion, accessToken);
   }
 
-  /** Resumes a paused sandbox, ending `timeoutSeconds` from now, and answers once its daemon does and the proxy routes to it. */
-  private async resumePaused(paused: Sandbox, timeoutSeconds: number, signal?: AbortSignal): Promise<E2bSandbox> {
+  /**
+   * Resumes a paused sandbox, ending `timeoutSeconds` from now, and answers once its daemon does and
+   * the proxy routes to it. `resumed` is false when a concurrent call resumed it first: this call's
+   * end then applies as to a running sandbox (when later than the end that call gave it).
+   */
+  private async resumePaused(paused: Sandbox, timeoutSeconds: number, signal?: AbortSignal): Promise<ConnectedSandbox> {
     const pauses = this.options.pauses;
     if (!pauses) throw new FailedPreconditionError("this server does not offer resuming paused sandboxes");
     const accessToken = this.requireAccessToken(paused);
-    const { sandbox } = await pauses.resume(this.namespace, paused.metadata.name, {
-      expireTime: new Date(this.clock.now().getTime() + timeoutSeconds * 1000).toISOString(),
-    });
+    const endMs = this.clock.now().getTime() + timeoutSeconds * 1000;
+    const outcome = await pauses.resume(this.namespace, paused.metadata.name, { expireTime: new Date(endMs).toISOString() });
+    const sandbox = outcome.resumed ? outcome.sandbox : await this.changeEnd(outcome.sandbox.status?.sandboxID ?? "", (current) => Math.max(current, endMs));
     const sandboxID = sandbox.status?.sandboxID ?? "";
     const address = sandbox.status?.sandboxIP;
     if (!address) throw new UnavailableError(`sandbox ${sandboxID} was resumed without a network address of its own`);
@@ -335,7 +339,7 @@ export class E2bSandboxes {
       if ((routed?.status?.phase === "Running" && routed.status.sandboxIP === address) || this.clock.now().getTime() >= deadline) break;
       await sleep(this.clock, 20);
     }
-    return e2bSandboxOf(sandbox, this.envdVersion, accessToken);
+    return { sandbox: e2bSandboxOf(sandbox, this.envdVersion, accessToken), resumed: outcome.resumed };
   }
 
   /** Waits for a new sandbox's daemon; a sandbox whose daemon does not answer is deleted before the error is thrown. */

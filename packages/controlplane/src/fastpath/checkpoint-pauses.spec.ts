@@ -82,23 +82,16 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     assert.equal(pausedAtOf(record), FIXTURE_NOW.toISOString());
   });
 
-  it("pauses a sandbox whose record another writer changed between the pause's read and its write (a status update)", async () => {
-    addAgent("agent-a");
-    await fixture.manager.create({ name: "sb", spec: sandboxSpec({ expireTime: END }) });
-    // The first saved-state write meets a record another writer has just changed (as the Kubernetes
-    // store does when the sandbox's CommandExited condition lands first): a stale resourceVersion.
-    let raced = false;
+  /** Pauses over a store whose first Sandbox update is preceded by `compete`'s write (another writer, in between). */
+  const pausesRacing = (compete: (current: Sandbox) => Promise<unknown>) => {
     const store = fixture.store;
+    const state = { raced: false };
     const racingUpdate = (async (kind, object, options) => {
-      if (!raced && kind === "Sandbox") {
-        raced = true;
+      if (!state.raced && kind === "Sandbox") {
+        state.raced = true;
         const current = await store.get("Sandbox", { namespace: "default", name: "sb" });
         assert.ok(current);
-        const conditions = [
-          ...(current.status?.conditions ?? []),
-          { type: "CommandExited", status: "True" as const, reason: "Succeeded", lastTransitionTime: END },
-        ];
-        await store.updateStatus("Sandbox", { ...current, status: { ...current.status, conditions } });
+        await compete(current);
       }
       return store.update(kind, object, options);
     }) as typeof store.update;
@@ -118,13 +111,47 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
       logger: pino({ level: "silent" }),
       clock: fixture.clock,
     });
-    const record = await racingPauses.pause(undefined, "sb");
-    assert.ok(raced, "the competing write happened");
+    return { pauses: racingPauses, state };
+  };
+
+  it("pauses a sandbox whose record another writer changed between the pause's read and its write (a status update)", async () => {
+    addAgent("agent-a");
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec({ expireTime: END }) });
+    // The first saved-state write meets a record another writer has just changed (as the Kubernetes
+    // store does when the sandbox's CommandExited condition lands first): a stale resourceVersion.
+    const racing = pausesRacing((current) => {
+      const conditions = [
+        ...(current.status?.conditions ?? []),
+        { type: "CommandExited", status: "True" as const, reason: "Succeeded", lastTransitionTime: END },
+      ];
+      return fixture.store.updateStatus("Sandbox", { ...current, status: { ...current.status, conditions } });
+    });
+    const record = await racing.pauses.pause(undefined, "sb");
+    assert.ok(racing.state.raced, "the competing write happened");
     assert.ok(isPaused(record));
     assert.ok(
       record.status?.conditions?.some((c) => c.type === "CommandExited"),
       "the other writer's change is kept",
     );
+  });
+
+  it("refuses a pause whose write meets another pause's intent (another replica), leaving that pause's checkpoint named", async () => {
+    const agent = addAgent("agent-a");
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec({ expireTime: END }) });
+    // Another replica's pause wrote its intent (its checkpoint's name, no end) and has yet to write Paused.
+    const racing = pausesRacing((current) => {
+      const { expireTime: _end, ...spec } = current.spec;
+      const annotations = { ...current.metadata.annotations, [PAUSED_CHECKPOINT_ANNOTATION]: "sb-pause-other" };
+      return fixture.store.update("Sandbox", { ...current, metadata: { ...current.metadata, annotations }, spec });
+    });
+    await assert.rejects(
+      racing.pauses.pause(undefined, "sb"),
+      (error: unknown) => error instanceof ConflictError && /another pause of it began/.test(error.message),
+    );
+    assert.ok(racing.state.raced, "the competing write happened");
+    const record = await stored("sb");
+    assert.equal(record.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION], "sb-pause-other", "the other pause's checkpoint stays named");
+    assert.equal(agent.checkpointCalls.length, 0, "nothing was checkpointed by the refused pause");
   });
 
   it("refuses to pause a paused sandbox (Conflict), a runc sandbox (saying pause needs gVisor) and one that does not run, changing nothing", async () => {

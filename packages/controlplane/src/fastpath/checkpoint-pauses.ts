@@ -182,6 +182,10 @@ export class SandboxPauses {
     let record = await this.saveState(running, checkpointName, undefined, (fresh) => {
       // Changed meanwhile (a status write of its own, another replica): the pause still applies only to this running sandbox.
       if (isPaused(fresh)) throw new ConflictError(`sandbox ${key} is paused already`);
+      // Another replica's pause wrote its intent first (its status is still Running): that pause goes on, this one yields.
+      if (fresh.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION] !== running.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION]) {
+        throw new ConflictError(`sandbox ${key} is being paused: another pause of it began meanwhile`);
+      }
       if (fresh.status?.phase !== "Running" || fresh.status.sandboxID !== sandboxId || fresh.status.assignedPod !== agentName) {
         throw new FailedPreconditionError(`sandbox ${key} changed while its pause began (now ${fresh.status?.phase ?? "Pending"}); retry`);
       }
