@@ -243,6 +243,16 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
       await sh("ahead-x", "echo from-x > /root/state; echo from-x > /tmp/mine");
       assert.equal(await sh("ahead-y", "cat /tmp/mine 2>/dev/null; cat /root/state"), "before");
       assert.equal(await sh("golden-source", "cat /root/state"), "after");
+      // A sandbox running in a copy made ahead is a sandbox like any: checkpointed (and restored in
+      // place, running on) and restored from, though its container and run directory were the copy's.
+      await client.checkpoints.create("ahead-x", { name: "from-ahead" });
+      const counted = await counter("ahead-x");
+      await waitFor(async () => (await counter("ahead-x")) > counted, 10_000, "ahead-x counting on after its checkpoint");
+      const x2 = await client.checkpoints.restore("from-ahead", { name: "ahead-x2" });
+      assert.equal(x2.status?.phase, "Running");
+      assert.equal(await sh("ahead-x2", "cat /root/state /tmp/mine"), "from-x\nfrom-x");
+      await client.sandboxes.delete("ahead-x2", { gracePeriodMs: 0 });
+      await client.checkpoints.delete("from-ahead");
       // The stock is made again in the background.
       await waitFor(async () => (await ready()) === 2, 60_000, "the stock refilled");
 

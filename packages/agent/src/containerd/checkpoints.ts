@@ -196,6 +196,11 @@ export interface GvisorCheckpointsOptions {
    * the same checkpoint; undefined: none is ready, the restore runs. @default none
    */
   claimRestored?: (spec: RuntimeSandboxSpec) => Promise<RuntimeSandbox | undefined>;
+  /**
+   * containerd's id of a sandbox's container, once containerd has recorded any claim of it: a
+   * sandbox that claimed a copy restored ahead runs in that copy's container. @default containerIdOf
+   */
+  containerIdFor?: (sandboxId: string) => Promise<string>;
   logger: Logger;
 }
 
@@ -223,8 +228,8 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
   async checkpoint(request: CheckpointRequest): Promise<RuntimeCheckpoint> {
     checkId(request.checkpointId, "checkpointId");
     const started = performance.now();
-    const containerId = containerIdOf(request.sandboxId);
-    const container = await this.sandboxContainer(request.sandboxId);
+    const containerId = await this.containerIdFor(request.sandboxId);
+    const container = await this.sandboxContainer(request.sandboxId, containerId);
     if (container.labels[LABEL_RUNTIME_TYPE] !== "gvisor") {
       throw new FailedPreconditionError(`sandbox ${request.sandboxId} runs on runc: checkpoint needs runtimeType gvisor`);
     }
@@ -344,8 +349,8 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
         `checkpoint ${record.name} is of sandbox ${record.sourceSandboxId}, not ${sandboxId}: restore it into a new sandbox instead`,
       );
     }
-    const containerId = containerIdOf(sandboxId);
-    await this.sandboxContainer(sandboxId);
+    const containerId = await this.containerIdFor(sandboxId);
+    await this.sandboxContainer(sandboxId, containerId);
     const { process: task } = await this.client.tasks.get({ containerId }).catch((error: unknown) => {
       if (isNotFound(error)) return { process: undefined };
       throw error;
@@ -792,10 +797,14 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     return record;
   }
 
-  private async sandboxContainer(sandboxId: string): Promise<Container> {
+  private containerIdFor(sandboxId: string): Promise<string> {
+    return this.options.containerIdFor?.(sandboxId) ?? Promise.resolve(containerIdOf(sandboxId));
+  }
+
+  private async sandboxContainer(sandboxId: string, containerId: string): Promise<Container> {
     let container: Container | undefined;
     try {
-      ({ container } = await this.client.containers.get({ id: containerIdOf(sandboxId) }));
+      ({ container } = await this.client.containers.get({ id: containerId }));
     } catch (error) {
       if (!isNotFound(error)) throw error;
     }
@@ -860,12 +869,7 @@ export function copySpec(
   record: Pick<CheckpointRecord, "ociSpec" | "runDir">,
   own: { runDir: string; cgroupsPath: string; hostname: string; netnsPath?: string; shimGroup?: string },
 ): OciSpec {
-  const spec = structuredClone(record.ociSpec);
-  const prefix = record.runDir.endsWith("/") ? record.runDir : `${record.runDir}/`;
-  for (const mount of spec.mounts) {
-    if (mount.source === record.runDir) mount.source = own.runDir;
-    else if (mount.source.startsWith(prefix)) mount.source = join(own.runDir, mount.source.slice(prefix.length));
-  }
+  const spec = moveRunDir(record.ociSpec, record.runDir, own.runDir);
   for (const namespace of spec.linux.namespaces) {
     if (namespace.type === "network" && namespace.path !== undefined) {
       if (!own.netnsPath) throw new FsbError("internal", "an Isolated checkpoint needs the copy's network namespace");
@@ -878,6 +882,17 @@ export function copySpec(
   const { [SHIM_GROUP_ANNOTATION]: _sourceGroup, ...annotations } = spec.annotations ?? {};
   spec.annotations = own.shimGroup ? { ...annotations, [SHIM_GROUP_ANNOTATION]: own.shimGroup } : annotations;
   return spec;
+}
+
+/** A copy of `spec` whose mounts of `from` (the run directory) or below it come from `to` instead. */
+export function moveRunDir(spec: OciSpec, from: string, to: string): OciSpec {
+  const moved = structuredClone(spec);
+  const prefix = from.endsWith("/") ? from : `${from}/`;
+  for (const mount of moved.mounts) {
+    if (mount.source === from) mount.source = to;
+    else if (mount.source.startsWith(prefix)) mount.source = join(to, mount.source.slice(prefix.length));
+  }
+  return moved;
 }
 
 /** The user's command and working directory inside the helper's arguments (`helper --workdir W [--envd E] -- CMD…`). */

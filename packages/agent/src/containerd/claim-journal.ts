@@ -21,6 +21,14 @@ export interface ClaimRecord {
   labels: Record<string, string>;
   /** The container's spec as it is now (the user's process); undefined: unchanged. */
   ociSpec?: OciSpec;
+  /** A copy restored ahead moved its run directory from `from` to `to`: its stored spec's mounts follow. */
+  runDirMove?: RunDirMove;
+}
+
+/** A claimed instance's run directory, moved under the sandbox's id. */
+export interface RunDirMove {
+  from: string;
+  to: string;
 }
 
 const SUFFIX = ".json";

@@ -60,7 +60,7 @@ import { containerIdOf, sandboxIdOfContainer } from "./container-id.js";
 import { ExecFifos } from "./exec-fifos.js";
 import { writeRunscOwnNetnsWrapper, writeRunscWrapper } from "./gvisor-binary.js";
 import { probeRunscFeatures, type RunscFeatures } from "./runsc-features.js";
-import { GvisorCheckpoints, LABEL_RESTORED_FROM, LABEL_ROOTFS_OVERLAY, ROOTFS_OVERLAY_MEMORY } from "./checkpoints.js";
+import { GvisorCheckpoints, LABEL_RESTORED_FROM, LABEL_ROOTFS_OVERLAY, ROOTFS_OVERLAY_MEMORY, moveRunDir } from "./checkpoints.js";
 import { Status as TaskStatus, type Process } from "./gen/github.com/containerd/containerd/api/types/task/task_pb.js";
 import type { Container } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
 import { OptionsSchema as RuncOptionsSchema } from "./gen/github.com/containerd/containerd/runtime/v2/runc/options/oci_pb.js";
@@ -81,7 +81,7 @@ import {
   type OciSpec,
 } from "./oci-spec.js";
 import { CommandStartWatcher, commandStartError } from "./command-start.js";
-import { ClaimJournal } from "./claim-journal.js";
+import { ClaimJournal, type RunDirMove } from "./claim-journal.js";
 import { detectCgroupLayout, readOomKillCount, removeCgroup, type CgroupLayout } from "../cgroup.js";
 import type { SandboxNetworkSettings } from "../network/network-settings.js";
 import { SandboxNetworks, type ClaimedNetwork } from "../network/sandbox-networks.js";
@@ -405,6 +405,10 @@ export class ContainerdRuntime implements Runtime {
         return { name: this.shimGroup(group), done: () => (this.groupLoad[group] = (this.groupLoad[group] ?? 1) - 1) };
       },
       runscFeatures: () => (this.runscFeatures ??= probeRunscFeatures(runscPath)),
+      containerIdFor: async (sandboxId) => {
+        await this.claimRecorded(sandboxId);
+        return this.containerIdFor(sandboxId);
+      },
       ...(options.network ? { networkStateDir: options.network.stateDir } : {}),
       logger: this.logger,
     });
@@ -612,14 +616,21 @@ export class ContainerdRuntime implements Runtime {
    * restarting). The claim journal keeps what is not recorded by then for the agent's next start.
    * Never rejects.
    */
-  private recordClaim(sandboxId: string, containerId: string, labels: Record<string, string>, ociSpec: OciSpec | undefined, after: Promise<void>): void {
+  private recordClaim(
+    sandboxId: string,
+    containerId: string,
+    labels: Record<string, string>,
+    ociSpec: OciSpec | undefined,
+    after: Promise<void>,
+    runDirMove?: RunDirMove,
+  ): void {
     const update = async () => {
       await after;
       // containerd may be restarting: a claim not recorded leaves a running sandbox that looks unclaimed.
       const deadline = performance.now() + CLAIM_RECORD_TIMEOUT_MS;
       for (let attempt = 1; ; attempt++) {
         try {
-          await this.writeClaimRecord(containerId, labels, ociSpec);
+          await this.writeClaimRecord(containerId, labels, ociSpec, runDirMove);
           this.claimJournal.remove(sandboxId);
           if (attempt > 1) this.logger.info({ sandboxId, containerId, attempts: attempt }, "claimed instance recorded as its sandbox in containerd");
           return;
@@ -652,7 +663,15 @@ export class ContainerdRuntime implements Runtime {
    * then its snapshot's labels (the role removed, the sandbox's id and name added; containerd's own,
    * such as the GC root, kept), so the janitor judges the snapshot as the sandbox's from then on.
    */
-  private async writeClaimRecord(containerId: string, labels: Record<string, string>, ociSpec: OciSpec | undefined): Promise<void> {
+  private async writeClaimRecord(
+    containerId: string,
+    labels: Record<string, string>,
+    claimedSpec: OciSpec | undefined,
+    runDirMove?: RunDirMove,
+  ): Promise<void> {
+    // A copy restored ahead keeps its spec, but its run directory moved: the mounts must say where
+    // to (a checkpoint of the sandbox restores with that spec, in place and into copies).
+    const ociSpec = claimedSpec ?? (runDirMove ? await this.specWithRunDir(containerId, runDirMove) : undefined);
     await this.client.containers.update({
       container: { id: containerId, labels, ...(ociSpec ? { spec: { typeUrl: SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(ociSpec)) } } : {}) },
       updateMask: { paths: ociSpec ? ["labels", "spec"] : ["labels"] },
@@ -660,6 +679,13 @@ export class ContainerdRuntime implements Runtime {
     // A path naming a label the update does not carry removes that label.
     const paths = [...Object.keys(labels), LABEL_ROLE].map((key) => `labels.${key}`);
     await this.client.snapshots.update({ snapshotter: this.snapshotter, info: { name: containerId, labels }, updateMask: { paths } });
+  }
+
+  /** The container's stored spec with its run directory's mounts moved (idempotent: a moved spec stays as it is). */
+  private async specWithRunDir(containerId: string, move: RunDirMove): Promise<OciSpec> {
+    const { container } = await this.client.containers.get({ id: containerId });
+    const spec = JSON.parse(Buffer.from(container?.spec?.value ?? []).toString("utf8")) as OciSpec;
+    return moveRunDir(spec, move.from, move.to);
   }
 
   /**
@@ -670,7 +696,7 @@ export class ContainerdRuntime implements Runtime {
   private async replayClaims(): Promise<void> {
     for (const record of this.claimJournal.pending()) {
       try {
-        await this.writeClaimRecord(record.containerId, record.labels, record.ociSpec);
+        await this.writeClaimRecord(record.containerId, record.labels, record.ociSpec, record.runDirMove);
         this.logger.info({ sandboxId: record.sandboxId, containerId: record.containerId }, "recorded a claim the previous agent process left unrecorded");
       } catch (error) {
         if (!isNotFound(error)) throw error;
@@ -827,9 +853,10 @@ export class ContainerdRuntime implements Runtime {
         const started = performance.now();
         const labels = this.handOver(instance, spec, runDir);
         if (spec.network?.mode === "isolated") this.networks?.reassign(instance.id, sandboxId);
-        this.claimJournal.write({ sandboxId, containerId: instance.containerId, labels });
+        const runDirMove = { from: instance.runDir, to: runDir };
+        this.claimJournal.write({ sandboxId, containerId: instance.containerId, labels, runDirMove });
         const answered = afterAnswer();
-        this.recordClaim(sandboxId, instance.containerId, labels, undefined, answered.promise);
+        this.recordClaim(sandboxId, instance.containerId, labels, undefined, answered.promise, runDirMove);
         answered.soon();
         const totalMs = performance.now() - started;
         this.logger.debug({ sandboxId, instance: instance.id, checkpointId: instance.checkpointId, totalMs }, "sandbox claimed a pre-restored instance");
