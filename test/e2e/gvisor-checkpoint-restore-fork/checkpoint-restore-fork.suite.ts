@@ -271,7 +271,27 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
       assert.deepEqual(poolContainers("prepared-instance").sort(), [...refilled].sort(), "the stock untouched");
       assert.equal(await sh("ahead-denied", "cat /root/state"), "before");
 
-      for (const name of ["ahead-x", "ahead-y", "ahead-denied", "golden-source"]) await client.sandboxes.delete(name, { gracePeriodMs: 0 });
+      // The checkpoint made again under its name: the copies of the deleted one go, the stock is
+      // restored from the new one, and a restore claims one of those.
+      await client.checkpoints.delete("golden");
+      await client.checkpoints.create("golden-source", { name: "golden" });
+      await waitFor(
+        async () => (await ready()) === 2 && poolContainers("prepared-instance").every((id) => !refilled.includes(id)),
+        60_000,
+        "the stock restored again from the new golden",
+      );
+      const renewed = poolContainers("prepared-instance");
+      const fresh = await client.checkpoints.restore("golden", { name: "ahead-new" });
+      const [freshContainer] = ctr(containerdNamespace, "containers", "ls", "-q", `labels."fast-sandbox.io/sandbox-id"==${fresh.status?.sandboxID ?? ""}`)
+        .split("\n")
+        .filter(Boolean);
+      assert.ok(
+        freshContainer && renewed.includes(freshContainer),
+        `ahead-new runs in a copy of the new golden (${freshContainer ?? "none"} of ${renewed.join(", ")})`,
+      );
+      assert.equal(await sh("ahead-new", "cat /root/state"), "after", "the new golden's state");
+
+      for (const name of ["ahead-x", "ahead-y", "ahead-denied", "ahead-new", "golden-source"]) await client.sandboxes.delete(name, { gracePeriodMs: 0 });
       await client.pools.delete("gv-ahead");
       await waitFor(() => poolContainers().length === 0, 60_000, "no container of the pool left");
       const left = containerdLeftovers(containerdNamespace);

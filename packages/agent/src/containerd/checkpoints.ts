@@ -201,6 +201,8 @@ export interface GvisorCheckpointsOptions {
    * sandbox that claimed a copy restored ahead runs in that copy's container. @default containerIdOf
    */
   containerIdFor?: (sandboxId: string) => Promise<string>;
+  /** Called once a checkpoint's files are removed. @default none */
+  onDeleted?: (checkpointId: string) => void;
   logger: Logger;
 }
 
@@ -263,7 +265,11 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     try {
       let mark = performance.now();
       if (envd) {
-        await this.control(containerId, ociSpec, ["-control", "quiesce"], "quiesce the in-sandbox daemon");
+        await this.control(containerId, ociSpec, ["-control", "quiesce"], "quiesce the in-sandbox daemon").catch(async (error: unknown) => {
+          // The daemon may have quiesced before the exec failed (its report lost, the exec's wait timed out): it serves again.
+          await this.control(containerId, ociSpec, ["-control", "resume"], "resume the in-sandbox daemon").catch(() => undefined);
+          throw error;
+        });
         quiesceMs = performance.now() - mark;
         mark = performance.now();
       }
@@ -315,7 +321,8 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       await rename(partial, target);
       if (!request.leaveStopped) {
         mark = performance.now();
-        resumeSteps = await this.restoreInPlace(containerId, task.stdout, task.stderr, record).catch((error: unknown) => {
+        // Tracked as a restore of the checkpoint: a delete of it (listed from the rename on) waits for it.
+        resumeSteps = await this.track(request.checkpointId, this.restoreInPlace(containerId, task.stdout, task.stderr, record)).catch((error: unknown) => {
           throw new FsbError(
             FsbError.from(error).code,
             `checkpoint ${request.name} of sandbox ${request.sandboxId} is saved, but the sandbox could not run on: ${FsbError.from(error).message}`,
@@ -399,6 +406,12 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     await rm(this.checkpointDir(checkpointId), { recursive: true, force: true });
     this.records.delete(checkpointId);
     this.logger.info({ checkpointId }, "checkpoint deleted");
+    this.options.onDeleted?.(checkpointId);
+  }
+
+  /** Whether the checkpoint's files are on the node (another agent of the pool may have deleted them). */
+  exists(checkpointId: string): boolean {
+    return existsSync(this.checkpointDir(checkpointId));
   }
 
   /**

@@ -405,6 +405,7 @@ export class ContainerdRuntime implements Runtime {
         return { name: this.shimGroup(group), done: () => (this.groupLoad[group] = (this.groupLoad[group] ?? 1) - 1) };
       },
       runscFeatures: () => (this.runscFeatures ??= probeRunscFeatures(runscPath)),
+      onDeleted: () => void this.discardStaleRestored(),
       containerIdFor: async (sandboxId) => {
         await this.claimRecorded(sandboxId);
         return this.containerIdFor(sandboxId);
@@ -844,7 +845,11 @@ export class ContainerdRuntime implements Runtime {
         const instance = this.preparedStock.take(
           (candidate): candidate is RestoredInstance => candidate.kind === "restored" && candidate.checkpointId === spec.fromCheckpoint,
         );
-        if (!instance) return undefined;
+        if (!instance) {
+          // Perhaps the stock is of a checkpoint since deleted and made again under its name (by another agent of the pool).
+          void this.discardStaleRestored();
+          return undefined;
+        }
         if (!processAlive(instance.pid)) {
           this.logger.warn({ instance: instance.id }, "a pre-restored instance is gone; trying the next");
           await this.discardInstance(instance);
@@ -881,6 +886,30 @@ export class ContainerdRuntime implements Runtime {
   }
 
   /** Removes an instance of the stock that cannot be claimed, and its host files. */
+  /**
+   * Removes the copies restored ahead from a checkpoint whose files are gone (deleted, perhaps made
+   * again under its name) and refills the stock, from the newest checkpoint of the pool's name.
+   */
+  private async discardStaleRestored(): Promise<void> {
+    const stock = this.preparedStock;
+    if (!stock || !this.preparedSettings?.fromCheckpoint) return;
+    const stale: RestoredInstance[] = [];
+    for (;;) {
+      const instance = stock.take(
+        (candidate): candidate is RestoredInstance => candidate.kind === "restored" && !this.checkpoints.exists(candidate.checkpointId),
+      );
+      if (!instance) break;
+      stale.push(instance);
+    }
+    if (stale.length === 0) return;
+    this.logger.info(
+      { instances: stale.length, checkpointIds: [...new Set(stale.map((instance) => instance.checkpointId))] },
+      "copies restored ahead from a deleted checkpoint removed",
+    );
+    await Promise.all(stale.map((instance) => this.discardInstance(instance)));
+    stock.fill();
+  }
+
   private async discardInstance(instance: PreparedInstance): Promise<void> {
     await this.removeContainer(instance.containerId, 0).catch((error: unknown) =>
       this.logger.warn({ instance: instance.id, err: error }, "could not remove a dead prepared instance; the janitor must"),
