@@ -3,7 +3,9 @@
  * by the pool's agents on a node, as in the embedded mode) and record the calls. Test code only:
  * excluded from the build, like the specs.
  */
+import assert from "node:assert/strict";
 import { NotFoundError } from "@fast-sandbox/api";
+import type { AgentSandbox } from "../agent-client/agent-client.js";
 import type { AgentCheckpoint, AgentCheckpointClient, AgentCheckpointRequest } from "../agent-client/agent-checkpoints.js";
 import { FakeAgentClient } from "./sandbox-manager.fixture.js";
 
@@ -19,6 +21,9 @@ export class FakeCheckpointingAgent extends FakeAgentClient implements AgentChec
   checkpointError: Error | undefined;
   /** With checkpointError: the sandbox was stopped before the save failed. */
   stopsOnFailure = false;
+  /** With checkpointError: the call fails (times out) but the agent saves on; `finishLateSave()` completes the save. */
+  savesLate = false;
+  private lateSave: (() => void) | undefined;
 
   constructor(
     name: string,
@@ -35,8 +40,20 @@ export class FakeCheckpointingAgent extends FakeAgentClient implements AgentChec
     if (!sandbox) throw new NotFoundError(`sandbox ${request.sandboxId} does not exist`);
     if (this.checkpointError) {
       if (this.stopsOnFailure) this.sandboxes.set(request.sandboxId, { ...sandbox, state: "stopped" });
+      if (this.savesLate) this.lateSave = () => this.save(request, sandbox);
       throw this.checkpointError;
     }
+    return this.save(request, sandbox);
+  }
+
+  /** Completes the save a failed call left going (`savesLate`). */
+  finishLateSave(): void {
+    assert.ok(this.lateSave, "no save is left going");
+    this.lateSave();
+    this.lateSave = undefined;
+  }
+
+  private save(request: AgentCheckpointRequest, sandbox: AgentSandbox): AgentCheckpoint {
     const checkpoint: AgentCheckpoint = {
       checkpointId: request.checkpointId,
       namespace: request.namespace,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { ConflictError, FailedPreconditionError, NoCapacityError, UnavailableError, type Sandbox } from "@fast-sandbox/api";
+import { ConflictError, FailedPreconditionError, NoCapacityError, TimeoutError, UnavailableError, type Sandbox } from "@fast-sandbox/api";
 import { pino } from "pino";
 import { FakeCheckpointingAgent, NodeCheckpoints } from "./checkpoint-agents.fixture.js";
 import { CheckpointManager } from "./checkpoint-manager.js";
@@ -262,6 +262,35 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     assert.equal(condition?.reason, "PauseFailed");
     assert.match(condition?.message ?? "", /the sandbox runs on: .*holds TCP sockets/);
     assert.equal(fixture.allocated(), 1);
+  });
+
+  it("leaves Paused a sandbox whose pause got no answer, and a resume finds out: the checkpoint saved late, or the sandbox running on", async () => {
+    const a = addAgent("agent-a");
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec({ expireTime: END }) });
+    // The call times out while the agent saves on; the checkpoint appears afterwards.
+    a.checkpointError = new TimeoutError("CreateCheckpoint did not answer within 120000 ms");
+    a.savesLate = true;
+    await assert.rejects(paused("sb"), (error: unknown) => error instanceof UnavailableError && /stays Paused, and a resume finds out/.test(error.message));
+    a.finishLateSave();
+    let record = await stored("sb");
+    assert.ok(isPaused(record), "not undone over a sandbox the agent may be stopping");
+    assert.match(record.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION] ?? "", /^sb-pause-/);
+    assert.equal(fixture.allocated(), 0, "no slot held while Paused");
+    a.checkpointError = undefined;
+    const { resumed, sandbox } = await pauses.resume(undefined, "sb");
+    assert.equal(resumed, true);
+    assert.equal(sandbox.status?.phase, "Running", "restored from the checkpoint saved after the timeout");
+
+    // Nothing saved, the sandbox still running: the resume brings the record back to Running.
+    a.checkpointError = new UnavailableError("the connection to the agent was lost");
+    a.savesLate = false;
+    await assert.rejects(paused("sb"), UnavailableError);
+    record = await stored("sb");
+    assert.ok(isPaused(record));
+    a.checkpointError = undefined;
+    const again = await pauses.resume(undefined, "sb");
+    assert.equal(again.sandbox.status?.phase, "Running");
+    assert.equal(fixture.allocated(), 1, "its slot is held again");
   });
 
   it("marks Failed a sandbox that stopped in a pause whose checkpoint could not be saved", async () => {

@@ -202,9 +202,25 @@ export class SandboxPauses {
       checkpoint = await this.options.checkpoints.checkpoint({ namespace, sandbox: name, checkpoint: checkpointName, leaveStopped: true, current: running });
     } catch (error) {
       const saved = await this.findCheckpoint(namespace, checkpointName).catch(() => undefined);
+      const failure = FsbError.from(error);
+      if (!saved && (failure.code === "deadline_exceeded" || failure.code === "unavailable")) {
+        // No answer: the agent may still be saving it (a checkpoint is listed only once complete) and
+        // then stop the sandbox. Undone now, the record would say Running over a stopped sandbox and
+        // an orphaned checkpoint. It stays Paused, as after a crash mid-pause: a resume finds out
+        // which it was (the checkpoint saved, or the sandbox running on).
+        this.options.registry.release(key);
+        this.logger.warn(
+          { sandbox: key, sandboxId, checkpoint: checkpointName, err: error },
+          "a pause's checkpoint call did not answer; its outcome is left to the resume",
+        );
+        throw new UnavailableError(
+          `the pause of sandbox ${key} got no answer from agent ${agentName} (${failure.message}); it stays Paused, and a resume finds out whether checkpoint ${checkpointName} was saved or the sandbox ran on`,
+          { cause: error },
+        );
+      }
       if (!saved) {
         await this.undoPause(record, previousEnd, agentName, sandboxId, error);
-        throw FsbError.from(error);
+        throw failure;
       }
       // Saved although the call failed (it timed out, say): the pause goes on.
       this.logger.warn({ sandbox: key, err: error }, "the pause's checkpoint call failed, but the checkpoint is saved; pausing on");
