@@ -82,6 +82,27 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     assert.equal(pausedAtOf(record), FIXTURE_NOW.toISOString());
   });
 
+  /** Pauses over the fixture's store with its Sandbox `update` replaced. */
+  const pausesWithUpdate = (update: SandboxManagerFixture["store"]["update"]) => {
+    const store = fixture.store;
+    const replaced = new Proxy(store, {
+      get: (target, property) => {
+        if (property === "update") return update;
+        const value = Reflect.get(target, property) as unknown;
+        return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    return new SandboxPauses({
+      manager: fixture.manager,
+      store: replaced,
+      registry: fixture.registry,
+      agents: fixture.agents,
+      checkpoints,
+      logger: pino({ level: "silent" }),
+      clock: fixture.clock,
+    });
+  };
+
   /** Pauses over a store whose first Sandbox update is preceded by `compete`'s write (another writer, in between). */
   const pausesRacing = (compete: (current: Sandbox) => Promise<unknown>) => {
     const store = fixture.store;
@@ -95,23 +116,7 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
       }
       return store.update(kind, object, options);
     }) as typeof store.update;
-    const racing = new Proxy(store, {
-      get: (target, property) => {
-        if (property === "update") return racingUpdate;
-        const value = Reflect.get(target, property) as unknown;
-        return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-      },
-    });
-    const racingPauses = new SandboxPauses({
-      manager: fixture.manager,
-      store: racing,
-      registry: fixture.registry,
-      agents: fixture.agents,
-      checkpoints,
-      logger: pino({ level: "silent" }),
-      clock: fixture.clock,
-    });
-    return { pauses: racingPauses, state };
+    return { pauses: pausesWithUpdate(racingUpdate), state };
   };
 
   it("pauses a sandbox whose record another writer changed between the pause's read and its write (a status update)", async () => {
@@ -215,6 +220,33 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     const again = await pauses.resume(undefined, "sb", { expireTime: END });
     assert.equal(again.resumed, false, "a running sandbox is left as it is");
     assert.equal(again.sandbox.spec.expireTime, LATER_END);
+  });
+
+  it("gives a resumed sandbox its end with the resume's intent: a resume whose last write fails leaves no sandbox running without an end", async () => {
+    addAgent("agent-a");
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec({ expireTime: END }) });
+    await paused("sb");
+    const store = fixture.store;
+    const failing = pausesWithUpdate(async (kind, object, options) => {
+      if (kind === "Sandbox" && (object as Sandbox).status?.phase === "Running") throw new UnavailableError("the store is away");
+      return store.update(kind, object, options);
+    });
+    await assert.rejects(failing.resume(undefined, "sb", { expireTime: LATER_END }), /the store is away/);
+    const record = await stored("sb");
+    assert.equal(record.status?.phase, "Running");
+    assert.equal(record.spec.expireTime, LATER_END, "the end came with the resume's intent");
+  });
+
+  it("removes a failed resume's end with its intent: a Paused sandbox keeps no end", async () => {
+    const a = addAgent("agent-a");
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec({ expireTime: END }) });
+    await paused("sb");
+    a.createError = new UnavailableError("containerd is restarting");
+    await assert.rejects(pauses.resume(undefined, "sb", { expireTime: LATER_END }), /containerd is restarting/);
+    const record = await stored("sb");
+    assert.ok(isPaused(record));
+    assert.equal(record.spec.expireTime, undefined);
+    assert.equal(record.metadata.annotations?.[RESUMING_ANNOTATION], undefined);
   });
 
   it("goes on from what a pause cut short left: a stopped instance on the node is removed before the restore", async () => {

@@ -319,10 +319,12 @@ export class SandboxPauses {
       );
     }
     // The resume's intent, written on the condition that the record did not change: of two resumes
-    // racing on different replicas, one writes it and the other stops here.
+    // racing on different replicas, one writes it and the other stops here. It carries the end the
+    // sandbox gets (a Paused sandbox does not expire), so the sandbox never runs without it.
     let paused: Sandbox;
     try {
-      paused = await this.options.store.update("Sandbox", withAnnotation(found, RESUMING_ANNOTATION, this.clock.now().toISOString()));
+      const intent = withAnnotation(found, RESUMING_ANNOTATION, this.clock.now().toISOString());
+      paused = await this.options.store.update("Sandbox", { ...intent, spec: withEnd(intent.spec, options.expireTime) });
     } catch (error) {
       if (!(error instanceof ConflictError)) throw error;
       const now = await this.current(namespace, name);
@@ -335,8 +337,9 @@ export class SandboxPauses {
       // A resume that failed leaves the sandbox Paused, without its intent.
       const fresh = await this.options.store.get("Sandbox", { namespace, name }).catch(() => undefined);
       if (fresh && isPaused(fresh) && fresh.metadata.annotations?.[RESUMING_ANNOTATION]) {
+        const withoutIntent = withAnnotation(fresh, RESUMING_ANNOTATION, undefined);
         await this.options.store
-          .update("Sandbox", withAnnotation(fresh, RESUMING_ANNOTATION, undefined))
+          .update("Sandbox", { ...withoutIntent, spec: withEnd(withoutIntent.spec, undefined) })
           .catch((cause: unknown) => this.logger.warn({ sandbox: key, err: cause }, "could not remove a failed resume's intent; it expires by itself"));
       }
       throw error;
@@ -502,11 +505,10 @@ export class SandboxPauses {
   /** The record with its saved state named (or no longer) and its end set (or removed): a spec and metadata write. */
   private withSavedState(sandbox: Sandbox, checkpointName: string | undefined, expireTime: string | undefined): Sandbox {
     const { [PAUSED_CHECKPOINT_ANNOTATION]: _previous, [RESUMING_ANNOTATION]: _resuming, ...annotations } = sandbox.metadata.annotations ?? {};
-    const { expireTime: _end, ...spec } = sandbox.spec;
     return {
       ...sandbox,
       metadata: { ...sandbox.metadata, annotations: { ...annotations, ...(checkpointName ? { [PAUSED_CHECKPOINT_ANNOTATION]: checkpointName } : {}) } },
-      spec: { ...spec, ...(expireTime ? { expireTime } : {}) },
+      spec: withEnd(sandbox.spec, expireTime),
     };
   }
 
@@ -528,4 +530,10 @@ export class SandboxPauses {
 function withAnnotation(sandbox: Sandbox, annotation: string, value: string | undefined): Sandbox {
   const { [annotation]: _previous, ...annotations } = sandbox.metadata.annotations ?? {};
   return { ...sandbox, metadata: { ...sandbox.metadata, annotations: { ...annotations, ...(value === undefined ? {} : { [annotation]: value }) } } };
+}
+
+/** The spec with its end set to `expireTime`, or without one. */
+function withEnd(spec: Sandbox["spec"], expireTime: string | undefined): Sandbox["spec"] {
+  const { expireTime: _end, ...rest } = spec;
+  return expireTime ? { ...rest, expireTime } : rest;
 }

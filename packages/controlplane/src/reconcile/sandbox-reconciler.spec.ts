@@ -461,6 +461,20 @@ describe("SandboxReconciler", () => {
       assert.equal(allocated(), 0);
     });
 
+    it("leaves a Paused sandbox alone whatever end it carries (the end its resume will give it)", async () => {
+      await manager.create({ name: "paused", spec: spec({ expireTime: new Date(T0.getTime() + 60_000).toISOString() }) });
+      await settle();
+      const running = await stored("paused");
+      assert.ok(running);
+      await store.updateStatus("Sandbox", { ...running, status: { ...running.status, phase: "Paused" } });
+      // Minute by minute: a reconcile that fails (a stale cached record) is retried on the clock too.
+      for (let minute = 0; minute < 60; minute++) {
+        advance(60);
+        await settle();
+      }
+      assert.equal((await stored("paused"))?.status?.phase, "Paused");
+    });
+
     it("follows a changed expireTime: an earlier one deletes earlier, a removed one never", async () => {
       const at = (seconds: number) => new Date(T0.getTime() + seconds * 1000).toISOString();
       await manager.create({ name: "sooner", spec: spec({ expireTime: at(600) }) });

@@ -139,7 +139,9 @@ export class SandboxReconciler implements Reconciler {
       return;
     }
     const now = this.clock.now();
-    const expiresInMs = sandbox.spec.expireTime ? Date.parse(sandbox.spec.expireTime) - now.getTime() : Number.NaN;
+    // A Paused sandbox has no end; one it carries is the end a resume in flight (or cut short) wrote with its intent.
+    const expires = sandbox.spec.expireTime && sandbox.status?.phase !== "Paused";
+    const expiresInMs = expires && sandbox.spec.expireTime ? Date.parse(sandbox.spec.expireTime) - now.getTime() : Number.NaN;
     if (expiresInMs <= 0) {
       this.options.logger.info({ sandbox: key }, "sandbox expired; deleting it");
       await this.writeStatus(sandbox, { phase: "Expired" });
