@@ -400,6 +400,25 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     assert.equal(node.byId.size, 0);
   });
 
+  it("removes with a deleted paused sandbox what its pause could not: the stopped instance left on its agent", async () => {
+    const a = addAgent("agent-a");
+    const running = await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+    const sandboxId = running.status?.sandboxID ?? "";
+    // The pause's removal of the stopped instance fails (the agent's containerd was away).
+    const remove = a.deleteSandbox.bind(a);
+    let refusals = 1;
+    a.deleteSandbox = async (id, grace) => {
+      if (refusals-- > 0) throw new UnavailableError("containerd is restarting");
+      return remove(id, grace);
+    };
+    await paused("sb");
+    assert.ok(a.sandboxes.has(sandboxId), "the stopped instance is left");
+    await fixture.manager.delete(undefined, "sb", 0);
+    assert.equal(await fixture.stored("sb"), undefined);
+    assert.equal(a.sandboxes.has(sandboxId), false, "removed with the sandbox");
+    assert.equal(node.byId.size, 0);
+  });
+
   it("knows a paused sandbox after a restart: a new control plane over the same store resumes it", async () => {
     addAgent("agent-a");
     await fixture.manager.create({ name: "sb", spec: sandboxSpec() });

@@ -125,11 +125,36 @@ export class SandboxPauses {
     const checkpointName = sandbox.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION];
     if (!checkpointName) return;
     const namespace = sandbox.metadata.namespace ?? DEFAULT_NAMESPACE;
+    await this.removeLeftoverInstance(sandbox);
     try {
       await this.options.checkpoints.delete(namespace, checkpointName);
       this.logger.info({ sandbox: `${namespace}/${sandbox.metadata.name}`, checkpoint: checkpointName }, "a deleted paused sandbox's checkpoint is removed");
     } catch (error) {
       if (!(error instanceof NotFoundError)) throw error;
+    }
+  }
+
+  /**
+   * A paused sandbox is on no agent, but a pause whose instance could not be removed, or a resume cut
+   * short after its restore, may have left one on the checkpoint's node: removed (best effort) with
+   * the sandbox, rather than holding an agent's slot until that agent reconnects.
+   */
+  private async removeLeftoverInstance(sandbox: Sandbox): Promise<void> {
+    const sandboxId = sandbox.status?.sandboxID;
+    const node = sandbox.status?.nodeName;
+    if (!sandboxId || !node || sandbox.status?.assignedPod) return;
+    const holders = this.options.registry
+      .listAgents({ namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, pool: sandbox.spec.poolRef })
+      .filter((agent) => agent.ready && agent.nodeName === node);
+    for (const agent of holders) {
+      await this.client(agent.name)
+        ?.deleteSandbox(sandboxId, 0)
+        .catch((error: unknown) =>
+          this.logger.warn(
+            { sandbox: `${sandbox.metadata.namespace}/${sandbox.metadata.name}`, agent: agent.name, err: error },
+            "could not make sure a deleted paused sandbox left no instance",
+          ),
+        );
     }
   }
 
