@@ -419,6 +419,36 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     assert.equal(node.byId.size, 0);
   });
 
+  it("keeps a deleted paused sandbox until an agent of its checkpoint's node can remove the checkpoint (for a while)", async () => {
+    addAgent("agent-a");
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+    await paused("sb");
+    fixture.registry.setAgentReady("agent-a", false);
+    await assert.rejects(
+      fixture.manager.delete(undefined, "sb", 0),
+      (error: unknown) => error instanceof UnavailableError && /on node node-1, where no agent of pool default is ready to remove it/.test(error.message),
+    );
+    assert.ok((await fixture.stored("sb"))?.metadata.deletionTimestamp, "the delete is under way, the record kept");
+    assert.equal(node.byId.size, 1);
+    fixture.registry.setAgentReady("agent-a", true);
+    const record = await stored("sb");
+    await fixture.manager.finalize(record, 0);
+    assert.equal(await fixture.stored("sb"), undefined);
+    assert.equal(node.byId.size, 0, "the checkpoint is removed once its node's agent is back");
+
+    // Out of reach for longer than the patience: the record goes, the files stay (logged).
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+    await paused("sb");
+    fixture.registry.setAgentReady("agent-a", false);
+    await assert.rejects(fixture.manager.delete(undefined, "sb", 0), UnavailableError);
+    // The store stamps the deletion with the real time; the pauses' clock (the fixture's) moves past it by the patience.
+    const deletedAt = Date.parse((await stored("sb")).metadata.deletionTimestamp ?? "");
+    fixture.clock.advance(deletedAt - fixture.clock.now().getTime() + 10 * 60_000);
+    await fixture.manager.finalize(await stored("sb"), 0);
+    assert.equal(await fixture.stored("sb"), undefined);
+    assert.equal(node.byId.size, 1);
+  });
+
   it("knows a paused sandbox after a restart: a new control plane over the same store resumes it", async () => {
     addAgent("agent-a");
     await fixture.manager.create({ name: "sb", spec: sandboxSpec() });

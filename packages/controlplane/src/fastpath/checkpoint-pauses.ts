@@ -35,7 +35,7 @@ import {
 } from "@fast-sandbox/api";
 import type { AgentClient } from "../agent-client/agent-client.js";
 import { systemClock, type Clock } from "../controller/clock.js";
-import type { AgentRegistry } from "../registry/agent-registry.js";
+import type { AgentRegistry, AgentSnapshot } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import type { Checkpoint, CheckpointManager } from "./checkpoint-manager.js";
 import { DEFAULT_NAMESPACE, sandboxKey, type AgentClients, type SandboxManager } from "./sandbox-manager.js";
@@ -50,6 +50,8 @@ export const RESUMING_ANNOTATION = "sandbox.fast.io/resuming-since";
 export const CONDITION_PAUSED = "Paused";
 /** Writes of a sandbox's saved state tried this many times when other writers keep changing it first. */
 const SAVED_STATE_WRITE_ATTEMPTS = 5;
+/** How long a deleted paused sandbox waits for an agent of its checkpoint's node before its checkpoint is left there. */
+const SAVED_STATE_PATIENCE_MS = 10 * 60_000;
 
 export interface SandboxPausesOptions {
   manager: SandboxManager;
@@ -126,12 +128,33 @@ export class SandboxPauses {
     if (!checkpointName) return;
     const namespace = sandbox.metadata.namespace ?? DEFAULT_NAMESPACE;
     await this.removeLeftoverInstance(sandbox);
+    const key = `${namespace}/${sandbox.metadata.name}`;
     try {
       await this.options.checkpoints.delete(namespace, checkpointName);
-      this.logger.info({ sandbox: `${namespace}/${sandbox.metadata.name}`, checkpoint: checkpointName }, "a deleted paused sandbox's checkpoint is removed");
+      this.logger.info({ sandbox: key, checkpoint: checkpointName }, "a deleted paused sandbox's checkpoint is removed");
     } catch (error) {
       if (!(error instanceof NotFoundError)) throw error;
+      // Not found can mean out of reach: no agent of its pool on its node is ready to remove it.
+      const node = sandbox.status?.nodeName;
+      if (!node || this.readyOnNode(sandbox, node).length > 0) return;
+      const deletedAt = Date.parse(sandbox.metadata.deletionTimestamp ?? "");
+      if (Number.isFinite(deletedAt) && this.clock.now().getTime() - deletedAt < SAVED_STATE_PATIENCE_MS) {
+        throw new UnavailableError(
+          `checkpoint ${checkpointName} of paused sandbox ${key} is on node ${node}, where no agent of pool ${sandbox.spec.poolRef} is ready to remove it; the delete finishes once one is`,
+        );
+      }
+      this.logger.warn(
+        { sandbox: key, checkpoint: checkpointName, node },
+        "a deleted paused sandbox's checkpoint stayed out of reach; its files are left on its node",
+      );
     }
+  }
+
+  /** The ready agents of the sandbox's pool on `node` (where its checkpoint is). */
+  private readyOnNode(sandbox: Sandbox, node: string): AgentSnapshot[] {
+    return this.options.registry
+      .listAgents({ namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, pool: sandbox.spec.poolRef })
+      .filter((agent) => agent.ready && agent.nodeName === node);
   }
 
   /**
@@ -143,10 +166,7 @@ export class SandboxPauses {
     const sandboxId = sandbox.status?.sandboxID;
     const node = sandbox.status?.nodeName;
     if (!sandboxId || !node || sandbox.status?.assignedPod) return;
-    const holders = this.options.registry
-      .listAgents({ namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, pool: sandbox.spec.poolRef })
-      .filter((agent) => agent.ready && agent.nodeName === node);
-    for (const agent of holders) {
+    for (const agent of this.readyOnNode(sandbox, node)) {
       await this.client(agent.name)
         ?.deleteSandbox(sandboxId, 0)
         .catch((error: unknown) =>
