@@ -212,6 +212,19 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
         const metrics = await (await fetch(`http://${agent.endpoint}/metrics`)).text();
         return Number(/^fsb_agent_prepared_instances (\d+)$/m.exec(metrics)?.[1] ?? 0);
       };
+      // The sandbox's container: containerd learns a claimed copy's labels just after the answer.
+      const containerOf = async (sandboxID: string) => {
+        let found: string | undefined;
+        await waitFor(
+          () => {
+            [found] = ctr(containerdNamespace, "containers", "ls", "-q", `labels."fast-sandbox.io/sandbox-id"==${sandboxID}`).split("\n").filter(Boolean);
+            return found !== undefined;
+          },
+          10_000,
+          `containerd's record of sandbox ${sandboxID}`,
+        );
+        return found;
+      };
       await waitFor(async () => (await ready()) === 2, 60_000, "2 copies of golden restored ahead");
       const stock = poolContainers("prepared-instance");
       assert.equal(stock.length, 2);
@@ -222,9 +235,7 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
         assert.equal(copy.status?.phase, "Running");
         assert.equal(copy.metadata.annotations?.["sandbox.fast.io/restored-from"], "golden");
         // Claimed: the container is one of the stock's, now labelled as the sandbox.
-        const [container] = ctr(containerdNamespace, "containers", "ls", "-q", `labels."fast-sandbox.io/sandbox-id"==${copy.status?.sandboxID ?? ""}`)
-          .split("\n")
-          .filter(Boolean);
+        const container = await containerOf(copy.status?.sandboxID ?? "");
         assert.ok(
           container && stock.includes(container),
           `${copy.metadata.name} runs in a copy restored ahead (${container ?? "none"} of ${stock.join(", ")})`,
@@ -261,9 +272,7 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
       const refilled = poolContainers("prepared-instance");
       const denied = await client.checkpoints.restore("golden", { name: "ahead-denied", egress: { policy: "denyAll" } });
       assert.equal(denied.status?.phase, "Running");
-      const [deniedContainer] = ctr(containerdNamespace, "containers", "ls", "-q", `labels."fast-sandbox.io/sandbox-id"==${denied.status?.sandboxID ?? ""}`)
-        .split("\n")
-        .filter(Boolean);
+      const deniedContainer = await containerOf(denied.status?.sandboxID ?? "");
       assert.ok(
         deniedContainer && !refilled.includes(deniedContainer),
         `ahead-denied was restored cold (${deniedContainer ?? "none"}; stock ${refilled.join(", ")})`,
@@ -282,9 +291,7 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
       );
       const renewed = poolContainers("prepared-instance");
       const fresh = await client.checkpoints.restore("golden", { name: "ahead-new" });
-      const [freshContainer] = ctr(containerdNamespace, "containers", "ls", "-q", `labels."fast-sandbox.io/sandbox-id"==${fresh.status?.sandboxID ?? ""}`)
-        .split("\n")
-        .filter(Boolean);
+      const freshContainer = await containerOf(fresh.status?.sandboxID ?? "");
       assert.ok(
         freshContainer && renewed.includes(freshContainer),
         `ahead-new runs in a copy of the new golden (${freshContainer ?? "none"} of ${renewed.join(", ")})`,

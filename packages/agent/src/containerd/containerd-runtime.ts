@@ -885,7 +885,6 @@ export class ContainerdRuntime implements Runtime {
     }
   }
 
-  /** Removes an instance of the stock that cannot be claimed, and its host files. */
   /**
    * Removes the copies restored ahead from a checkpoint whose files are gone (deleted, perhaps made
    * again under its name) and refills the stock, from the newest checkpoint of the pool's name.
@@ -910,6 +909,7 @@ export class ContainerdRuntime implements Runtime {
     stock.fill();
   }
 
+  /** Removes an instance of the stock that cannot be claimed, and its host files. */
   private async discardInstance(instance: PreparedInstance): Promise<void> {
     await this.removeContainer(instance.containerId, 0).catch((error: unknown) =>
       this.logger.warn({ instance: instance.id, err: error }, "could not remove a dead prepared instance; the janitor must"),
