@@ -297,6 +297,8 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
         `ahead-new runs in a copy of the new golden (${freshContainer ?? "none"} of ${renewed.join(", ")})`,
       );
       assert.equal(await sh("ahead-new", "cat /root/state"), "after", "the new golden's state");
+      // As above: the pool is deleted with a full stock, not while a copy is being restored.
+      await waitFor(async () => (await ready()) === 2, 60_000, "the stock refilled after ahead-new");
 
       for (const name of ["ahead-x", "ahead-y", "ahead-denied", "ahead-new", "golden-source"]) await client.sandboxes.delete(name, { gracePeriodMs: 0 });
       await client.pools.delete("gv-ahead");

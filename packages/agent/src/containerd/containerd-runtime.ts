@@ -307,6 +307,8 @@ export class ContainerdRuntime implements Runtime {
   private readonly claimedContainers = new Map<string, string>();
   /** Claims whose container containerd does not know as the sandbox yet (recordClaim). */
   private readonly pendingClaims = new Map<string, Promise<void>>();
+  /** Discards of copies restored ahead from a deleted checkpoint, in flight. */
+  private readonly staleDiscards = new Set<Promise<void>>();
   /** The claims written ahead of containerd (claim-journal.ts). */
   private readonly claimJournal: ClaimJournal;
   private createsInFlight = 0;
@@ -889,7 +891,13 @@ export class ContainerdRuntime implements Runtime {
    * Removes the copies restored ahead from a checkpoint whose files are gone (deleted, perhaps made
    * again under its name) and refills the stock, from the newest checkpoint of the pool's name.
    */
-  private async discardStaleRestored(): Promise<void> {
+  private discardStaleRestored(): Promise<void> {
+    const discard = this.discardStale().finally(() => this.staleDiscards.delete(discard));
+    this.staleDiscards.add(discard);
+    return discard;
+  }
+
+  private async discardStale(): Promise<void> {
     const stock = this.preparedStock;
     if (!stock || !this.preparedSettings?.fromCheckpoint) return;
     const stale: RestoredInstance[] = [];
@@ -963,6 +971,9 @@ export class ContainerdRuntime implements Runtime {
     const stock = this.preparedStock;
     this.preparedStock = undefined;
     const drained = stock ? await stock.drain() : [];
+    // Copies being discarded (their checkpoint deleted, as a pool's deletion does just before its
+    // agents stop) are removed by that discard: two removals of one container fail each other.
+    await Promise.allSettled([...this.staleDiscards]);
     const { containers } = await this.client.containers.list({
       filters: [`labels."${LABEL_ROLE}"==${quoteFilterValue(ROLE_PREPARED_INSTANCE)}`],
     });
