@@ -82,7 +82,9 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
       assert.equal(result.exitCode, 0, `${script} in ${name}: ${result.stderr}`);
       return result.stdout.trim();
     };
-    const counter = async (name: string) => Number(await sh(name, "cat /tmp/counter"));
+    // The loop rewrites the file (truncate, then write): a read in between finds it empty, so read again.
+    const counter = async (name: string) =>
+      Number(await sh(name, 'for try in 1 2 3 4 5 6 7 8 9 10; do c=$(cat /tmp/counter); [ -n "$c" ] && break; sleep 0.02; done; echo "$c"'));
     const daemonAnswers = async (address: string) => (await fetch(`http://${address}:49983/health`)).status === 204;
 
     it("restores copies that run on from the checkpointed state, with identities of their own and nothing shared", async () => {
