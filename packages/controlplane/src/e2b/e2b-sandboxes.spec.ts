@@ -336,6 +336,27 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
       assert.equal(stored?.spec.expireTime, seconds(600), "the second connect's timeout is not lost");
     });
 
+    it("connect: a pause landing between its read of the sandbox and its write of the end makes it resume the sandbox (not 409)", async () => {
+      const created = await gvisor({ timeout: 60 });
+      const manager = e2b.fixture.manager;
+      const update = manager.update.bind(manager);
+      let paused = false;
+      manager.update = async (input) => {
+        if (!paused) {
+          paused = true;
+          await e2b.sandboxes.pause(created.sandboxID);
+        }
+        return update(input);
+      };
+      const { sandbox, resumed } = await e2b.sandboxes.connect(created.sandboxID, 600);
+      assert.equal(paused, true, "the pause landed in the connect");
+      assert.equal(resumed, true);
+      assert.deepEqual(sandbox, created);
+      const stored = await e2b.storedById(created.sandboxID);
+      assert.equal(stored?.status?.phase, "Running");
+      assert.equal(stored?.spec.expireTime, seconds(600));
+    });
+
     it("resume (E2B's legacy): resumes a paused sandbox and refuses one that runs (409)", async () => {
       const created = await gvisor();
       await assert.rejects(

@@ -221,9 +221,10 @@ export class E2bSandboxes {
    * sooner). The answer carries its access token.
    */
   async connect(sandboxID: string, timeoutSeconds: number, signal?: AbortSignal): Promise<ConnectedSandbox> {
-    const found = await this.find(sandboxID);
-    if (isPaused(found)) return this.resumePaused(found, timeoutSeconds, signal);
-    const sandbox = await this.changeEnd(sandboxID, (endMs) => Math.max(endMs, this.clock.now().getTime() + timeoutSeconds * 1000));
+    // A pause that lands between the read and the write of the end makes the write conflict; the
+    // next read then finds the sandbox paused, and this connect resumes it.
+    const sandbox = await this.changeEnd(sandboxID, (endMs) => Math.max(endMs, this.clock.now().getTime() + timeoutSeconds * 1000), "resume");
+    if (isPaused(sandbox)) return this.resumePaused(sandbox, timeoutSeconds, signal);
     return { sandbox: e2bSandboxOf(sandbox, this.envdVersion, this.requireAccessToken(sandbox)), resumed: false };
   }
 
@@ -385,11 +386,16 @@ export class E2bSandboxes {
     return accessToken;
   }
 
-  /** Sets the sandbox's end to `endOf(current end)` (ms), unless that is its end already. */
-  private async changeEnd(sandboxID: string, endOf: (endMs: number) => number): Promise<Sandbox> {
+  /**
+   * Sets the sandbox's end to `endOf(current end)` (ms), unless that is its end already. A paused
+   * sandbox has no end: ConflictError, or with `whenPaused` "resume" its record, unchanged, for the
+   * caller to resume.
+   */
+  private async changeEnd(sandboxID: string, endOf: (endMs: number) => number, whenPaused: "refuse" | "resume" = "refuse"): Promise<Sandbox> {
     for (let attempt = 1; ; attempt++) {
       const current = await this.find(sandboxID);
       if (isPaused(current)) {
+        if (whenPaused === "resume") return current;
         throw new ConflictError(`sandbox ${sandboxID} is paused: it has no end while paused; connect resumes it with a timeout`);
       }
       const endMs = endOf(Date.parse(endAtOf(current)));
