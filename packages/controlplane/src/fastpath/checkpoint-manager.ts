@@ -78,6 +78,15 @@ export interface CheckpointManagerOptions {
   logger: Logger;
 }
 
+export interface CheckpointDeleteOptions {
+  /**
+   * The node the checkpoint is known to be on (a paused sandbox's): when none of the answers has it
+   * and an agent of that node did not answer, the delete fails with UnavailableError rather than
+   * NotFoundError.
+   */
+  node?: string;
+}
+
 export interface CreateFromCheckpointInput extends Omit<CreateSandboxInput, "restore" | "spec"> {
   /** The checkpoint's name in the input's namespace. */
   fromCheckpoint: string;
@@ -162,8 +171,8 @@ export class CheckpointManager {
    * Removes the checkpoint's files from its node; sandboxes restored from it run on. A checkpoint that
    * holds a paused sandbox (checkpoint-pauses.ts) goes with that sandbox, not before: FailedPreconditionError.
    */
-  async delete(namespace: string | undefined, name: string): Promise<void> {
-    const checkpoint = await this.get(namespace, name);
+  async delete(namespace: string | undefined, name: string, options: CheckpointDeleteOptions = {}): Promise<void> {
+    const checkpoint = options.node ? await this.getFromNode(namespace || DEFAULT_NAMESPACE, name, options.node) : await this.get(namespace, name);
     const { items } = await this.options.store.list("Sandbox", { namespace: checkpoint.namespace });
     const paused = items.find((sandbox) => !sandbox.metadata.deletionTimestamp && sandbox.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION] === name);
     if (paused) {
@@ -309,11 +318,35 @@ export class CheckpointManager {
   }
 
   /**
+   * The checkpoint, known to be on `node`: not found only when every ready agent of that node said
+   * so. One that did not answer may hold it: UnavailableError, not a NotFoundError a caller would
+   * take for "already gone".
+   */
+  private async getFromNode(namespace: string, name: string, node: string): Promise<Checkpoint> {
+    const { checkpoints, unanswered } = await this.lookupReport(namespace);
+    const found = checkpoints.find((checkpoint) => checkpoint.name === name);
+    if (found) return found;
+    const silent = unanswered.filter((agent) => this.options.registry.getAgent(agent)?.nodeName === node);
+    if (silent.length > 0) {
+      throw new UnavailableError(
+        `checkpoint ${namespace}/${name} is on node ${node}, whose agent ${silent.join(", ")} did not list its checkpoints in time; retry shortly`,
+      );
+    }
+    throw new NotFoundError(`checkpoint ${namespace}/${name} not found; 'fsb checkpoint ls' lists the checkpoints`);
+  }
+
+  /**
    * The checkpoints the ready agents (of `namespace`, or all) report, merged by id: each with the
    * agents that reported it. An agent that does not answer in time is left out.
    */
   private async lookup(namespace: string | undefined): Promise<Checkpoint[]> {
+    return (await this.lookupReport(namespace)).checkpoints;
+  }
+
+  /** `lookup`, and the ready agents that did not answer in time. */
+  private async lookupReport(namespace: string | undefined): Promise<{ checkpoints: Checkpoint[]; unanswered: string[] }> {
     const agents = this.options.registry.listAgents(namespace === undefined ? {} : { namespace }).filter((agent) => agent.ready);
+    const unanswered: string[] = [];
     const reports = await Promise.all(
       agents.map(async (agent) => {
         const client = this.options.agents.get(agent.name);
@@ -323,6 +356,7 @@ export class CheckpointManager {
           return listed.map((checkpoint) => ({ agent: agent.name, checkpoint }));
         } catch (error) {
           this.logger.debug({ err: error, agent: agent.name }, "an agent's checkpoints are left out of a lookup");
+          unanswered.push(agent.name);
           return [];
         }
       }),
@@ -334,7 +368,7 @@ export class CheckpointManager {
       if (entry) entry.agents.push(agent);
       else byId.set(checkpoint.checkpointId, { checkpoint, agents: [agent] });
     }
-    return [...byId.values()].map(({ checkpoint, agents: holders }) => this.view(checkpoint, holders.sort()));
+    return { checkpoints: [...byId.values()].map(({ checkpoint, agents: holders }) => this.view(checkpoint, holders.sort())), unanswered: unanswered.sort() };
   }
 
   private view(checkpoint: AgentCheckpoint, agents: string[]): Checkpoint {

@@ -419,6 +419,25 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     assert.equal(node.byId.size, 0);
   });
 
+  it("keeps a deleted paused sandbox whose node's agent is ready but does not list its checkpoints, until it does", async () => {
+    const a = addAgent("agent-a");
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+    await paused("sb");
+    const list = a.listCheckpoints.bind(a);
+    a.listCheckpoints = () => Promise.reject(new UnavailableError("containerd is restarting"));
+    await assert.rejects(
+      fixture.manager.delete(undefined, "sb", 0),
+      (error: unknown) =>
+        error instanceof UnavailableError && /is on node node-1, whose agent agent-a did not list its checkpoints in time/.test(error.message),
+    );
+    assert.ok((await fixture.stored("sb"))?.metadata.deletionTimestamp, "the delete is under way, the record kept");
+    assert.equal(node.byId.size, 1, "the checkpoint is kept");
+    a.listCheckpoints = list;
+    await fixture.manager.finalize(await stored("sb"), 0);
+    assert.equal(await fixture.stored("sb"), undefined);
+    assert.equal(node.byId.size, 0, "the checkpoint is removed once the agent answers");
+  });
+
   it("keeps a deleted paused sandbox until an agent of its checkpoint's node can remove the checkpoint (for a while)", async () => {
     addAgent("agent-a");
     await fixture.manager.create({ name: "sb", spec: sandboxSpec() });

@@ -129,16 +129,19 @@ export class SandboxPauses {
     const namespace = sandbox.metadata.namespace ?? DEFAULT_NAMESPACE;
     await this.removeLeftoverInstance(sandbox);
     const key = `${namespace}/${sandbox.metadata.name}`;
+    const node = sandbox.status?.nodeName;
     try {
-      await this.options.checkpoints.delete(namespace, checkpointName);
+      await this.options.checkpoints.delete(namespace, checkpointName, node ? { node } : {});
       this.logger.info({ sandbox: key, checkpoint: checkpointName }, "a deleted paused sandbox's checkpoint is removed");
     } catch (error) {
-      if (!(error instanceof NotFoundError)) throw error;
       // Not found can mean out of reach: no agent of its pool on its node is ready to remove it.
-      const node = sandbox.status?.nodeName;
-      if (!node || this.readyOnNode(sandbox, node).length > 0) return;
+      // Unavailable: one there is, but it did not answer (or is not connected).
+      if (!(error instanceof NotFoundError) && !(error instanceof UnavailableError)) throw error;
+      if (error instanceof NotFoundError && (!node || this.readyOnNode(sandbox, node).length > 0)) return;
       const deletedAt = Date.parse(sandbox.metadata.deletionTimestamp ?? "");
+      if (error instanceof UnavailableError && !Number.isFinite(deletedAt)) throw error;
       if (Number.isFinite(deletedAt) && this.clock.now().getTime() - deletedAt < SAVED_STATE_PATIENCE_MS) {
+        if (error instanceof UnavailableError) throw error;
         throw new UnavailableError(
           `checkpoint ${checkpointName} of paused sandbox ${key} is on node ${node}, where no agent of pool ${sandbox.spec.poolRef} is ready to remove it; the delete finishes once one is`,
         );
