@@ -117,6 +117,8 @@ const GC_ROOT_LABEL = "containerd.io/gc.root";
 
 const SIGTERM = 15;
 const SIGKILL = 9;
+/** How long a task whose kill failed may take to be seen exited before the failure counts (see `signal`). */
+const KILL_FAILED_EXIT_WAIT_MS = 3_000;
 
 const run = promisify(execFile);
 /**
@@ -1646,7 +1648,10 @@ export class ContainerdRuntime implements Runtime {
   /**
    * Sends a signal to the task; true when there is nothing left to signal. A process that exits
    * while the signal is on its way makes runc/runsc fail the kill ("not running", "process already
-   * finished"); what counts then is whether the task has stopped.
+   * finished"); what counts then is whether the task has stopped. runsc fails it too while its
+   * sandbox process is going away and containerd has not yet seen the exit ("connecting to control
+   * server at PID …: connection refused"), so a failed kill waits a moment for the task's exit
+   * before it counts as a failure.
    */
   private async signal(containerId: string, signal: number, all: boolean): Promise<boolean> {
     try {
@@ -1657,8 +1662,9 @@ export class ContainerdRuntime implements Runtime {
       try {
         const { process } = await this.client.tasks.get({ containerId });
         if (process?.status === TaskStatus.STOPPED) return true;
-      } catch (getError) {
-        if (isNotFound(getError)) return true;
+        if (await this.exitedWithin(containerId, KILL_FAILED_EXIT_WAIT_MS)) return true;
+      } catch (checkError) {
+        if (isNotFound(checkError)) return true;
       }
       throw error;
     }
