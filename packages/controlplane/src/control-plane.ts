@@ -381,6 +381,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
       await e2bServer.close();
       await sandboxProxy.close();
       directory.stop();
+      checkpoints.close();
       await manager.drain();
       await sandboxes.stop();
       hotImages.stop();

@@ -3,7 +3,16 @@
  * (`rpc-agent-client.ts`) is the only place that knows the wire messages; fakes implement this
  * interface for unit tests.
  */
-import type { EgressPolicy, EnvVar, RuntimeType } from "@fast-sandbox/api";
+import { FsbError, type EgressPolicy, type EnvVar, type RuntimeType } from "@fast-sandbox/api";
+
+/**
+ * Whether an agent call failed without an answer (its deadline passed, its connection broke): what
+ * it asked for may still be done, or be under way.
+ */
+export function gotNoAnswer(error: unknown): boolean {
+  const code = FsbError.from(error).code;
+  return code === "deadline_exceeded" || code === "unavailable";
+}
 
 /**
  * What a sandbox is doing on its agent. `creating`: a create of it is in flight there (it may have

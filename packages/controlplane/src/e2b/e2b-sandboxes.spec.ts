@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import { setTimeout } from "node:timers/promises";
 import { ConflictError, FailedPreconditionError, NotFoundError, TimeoutError, UnavailableError } from "@fast-sandbox/api";
 import { PAUSED_CHECKPOINT_ANNOTATION } from "../fastpath/checkpoint-pauses.js";
 import { FIXTURE_NOW } from "../fastpath/sandbox-manager.fixture.js";
@@ -394,6 +395,20 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
       }
       assert.equal((await e2b.sandboxes.get(source.sandboxID)).state, "running");
       assert.equal(e2b.node.byId.size, 0, "the fork's checkpoint is deleted");
+    });
+
+    it("fork: a checkpoint its agent saved after the call got no answer is removed once it appears", async () => {
+      const source = await gvisor();
+      const agent = e2b.checkpointingAgent("gvisor");
+      agent.checkpointError = new TimeoutError("the checkpoint call's deadline passed");
+      agent.savesLate = true;
+      await assert.rejects(e2b.sandboxes.fork(source.sandboxID, { timeoutSeconds: 60, count: 1 }), TimeoutError);
+      agent.finishLateSave();
+      assert.equal(e2b.node.byId.size, 1, "saved after the call failed");
+      for (let waited = 0; e2b.node.byId.size > 0; waited += 5) {
+        if (waited > 5_000) assert.fail("the fork's checkpoint was not removed");
+        await setTimeout(5);
+      }
     });
 
     it("fork: reports each copy that fails on its own, as E2B's error body, and refuses a paused or runc source", async () => {

@@ -31,6 +31,7 @@ import {
   type SandboxSpec,
 } from "@fast-sandbox/api";
 import type { Logger } from "pino";
+import { gotNoAnswer } from "../agent-client/agent-client.js";
 import { sleep, systemClock, type Clock } from "../controller/clock.js";
 import type { Checkpoint, CheckpointManager } from "../fastpath/checkpoint-manager.js";
 import { isPaused, type SandboxPauses } from "../fastpath/checkpoint-pauses.js";
@@ -266,11 +267,14 @@ export class E2bSandboxes {
     const checkpoints = this.options.checkpoints;
     if (!checkpoints) throw new FailedPreconditionError("this server does not offer forks");
     const name = source.metadata.name;
-    const checkpoint = await checkpoints.checkpoint({
-      namespace: this.namespace,
-      sandbox: name,
-      checkpoint: `${name.slice(0, NAME_MAX_LENGTH - 16)}-fork-${randomBytes(5).toString("hex")}`,
-    });
+    const checkpointName = `${name.slice(0, NAME_MAX_LENGTH - 16)}-fork-${randomBytes(5).toString("hex")}`;
+    let checkpoint: Checkpoint;
+    try {
+      checkpoint = await checkpoints.checkpoint({ namespace: this.namespace, sandbox: name, checkpoint: checkpointName });
+    } catch (error) {
+      if (gotNoAnswer(error)) checkpoints.removeWhenSaved(this.namespace, checkpointName);
+      throw error;
+    }
     try {
       return await Promise.all(
         Array.from({ length: request.count }, () =>

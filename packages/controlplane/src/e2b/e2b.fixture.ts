@@ -34,7 +34,7 @@ export class E2bFixture {
     this.agent = this.fixture.addAgent("default-0", { capacity: 16 });
     const logger = pino({ level: "silent" });
     const { manager, store, registry, agents, clock } = this.fixture;
-    this.checkpoints = new CheckpointManager({ manager, store, registry, agents, logger });
+    this.checkpoints = new CheckpointManager({ manager, store, registry, agents, logger, unansweredCheckpoints: { pollMs: 5, patienceMs: 10_000 } });
     this.pauses = new SandboxPauses({ manager, store, registry, agents, checkpoints: this.checkpoints, logger, clock });
     manager.setSavedStateCleanup((sandbox) => this.pauses.removeSavedState(sandbox));
     this.sandboxes = new E2bSandboxes({
@@ -85,6 +85,7 @@ export class E2bFixture {
   }
 
   close(): Promise<void> {
+    this.checkpoints.close();
     return this.fixture.close();
   }
 }

@@ -1,10 +1,19 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { AlreadyExistsError, FailedPreconditionError, NoCapacityError, NotFoundError, ValidationError } from "@fast-sandbox/api";
+import { setTimeout } from "node:timers/promises";
+import { AlreadyExistsError, TimeoutError, FailedPreconditionError, NoCapacityError, NotFoundError, ValidationError } from "@fast-sandbox/api";
 import { pino } from "pino";
 import { FakeCheckpointingAgent, NodeCheckpoints } from "./checkpoint-agents.fixture.js";
 import { CheckpointManager, RESTORED_FROM_ANNOTATION } from "./checkpoint-manager.js";
 import { SandboxManagerFixture, poolOf, sandboxSpec } from "./sandbox-manager.fixture.js";
+
+/** Waits until `done()` holds (a background removal is not awaited by anyone). */
+async function until(done: () => boolean, what: string): Promise<void> {
+  for (let waited = 0; !done(); waited += 5) {
+    if (waited > 5_000) assert.fail(`timed out waiting for ${what}`);
+    await setTimeout(5);
+  }
+}
 
 describe("CheckpointManager", () => {
   let fixture: SandboxManagerFixture;
@@ -154,6 +163,39 @@ describe("CheckpointManager", () => {
       ["source"],
     );
     assert.deepEqual(await checkpoints.list(), []);
+  });
+
+  it("removes a fork's checkpoint that its agent saved after the call got no answer; a named one is the caller's", async () => {
+    const agent = addAgent("agent-a", nodeA);
+    await fixture.manager.create({ name: "source", spec: sandboxSpec() });
+    const patient = new CheckpointManager({
+      manager: fixture.manager,
+      store: fixture.store,
+      registry: fixture.registry,
+      agents: fixture.agents,
+      logger: pino({ level: "silent" }),
+      unansweredCheckpoints: { pollMs: 5, patienceMs: 10_000 },
+    });
+    try {
+      agent.checkpointError = new TimeoutError("the checkpoint call's deadline passed");
+      agent.savesLate = true;
+      await assert.rejects(patient.fork({ name: "source", count: 2 }), TimeoutError);
+      await setTimeout(50);
+      agent.finishLateSave();
+      assert.equal(nodeA.byId.size, 1, "saved after the call failed");
+      await until(() => nodeA.byId.size === 0, "the fork's checkpoint to be removed");
+
+      await assert.rejects(patient.fork({ name: "source", count: 2, checkpoint: "kept" }), TimeoutError);
+      agent.finishLateSave();
+      await setTimeout(50);
+      assert.deepEqual(
+        (await patient.list()).map((checkpoint) => checkpoint.name),
+        ["kept"],
+        "a checkpoint the caller named stays",
+      );
+    } finally {
+      patient.close();
+    }
   });
 
   it("deletes a checkpoint from its node, and a pool's checkpoints with the pool", async () => {

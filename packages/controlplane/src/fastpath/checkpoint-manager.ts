@@ -16,6 +16,7 @@
  *   make every copy deletes those it made.
  */
 import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import {
   AlreadyExistsError,
@@ -30,7 +31,7 @@ import {
   type Sandbox,
   type SandboxSpec,
 } from "@fast-sandbox/api";
-import type { AgentClient } from "../agent-client/agent-client.js";
+import { gotNoAnswer, type AgentClient } from "../agent-client/agent-client.js";
 import { canCheckpoint, type AgentCheckpoint, type AgentCheckpointClient } from "../agent-client/agent-checkpoints.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
@@ -45,6 +46,9 @@ export const RESTORED_FROM_ANNOTATION = "sandbox.fast.io/restored-from";
 export const MAX_FORK_COUNT = 32;
 /** How long a lookup waits for each agent's list of checkpoints. */
 const LIST_TIMEOUT_MS = 5_000;
+/** `removeWhenSaved`: how often it looks for the checkpoint, and for how long. */
+const UNANSWERED_POLL_MS = 5_000;
+const UNANSWERED_PATIENCE_MS = 10 * 60_000;
 
 /** A checkpoint, as the API shows it. */
 export interface Checkpoint {
@@ -76,6 +80,8 @@ export interface CheckpointManagerOptions {
   registry: AgentRegistry;
   agents: AgentClients;
   logger: Logger;
+  /** `removeWhenSaved`'s polling: how often, and for how long. @default { pollMs: 5 s, patienceMs: 10 min } */
+  unansweredCheckpoints?: { pollMs: number; patienceMs: number };
 }
 
 export interface CheckpointDeleteOptions {
@@ -115,6 +121,8 @@ export class CheckpointManager {
   private readonly logger: Logger;
   /** Checkpoint names being created now (namespace/name): a second one of a name fails fast. */
   private readonly creating = new Set<string>();
+  /** Stops the background removals of `removeWhenSaved`. */
+  private readonly closing = new AbortController();
 
   constructor(options: CheckpointManagerOptions) {
     this.options = options;
@@ -185,6 +193,40 @@ export class CheckpointManager {
     this.logger.info({ checkpoint: `${checkpoint.namespace}/${checkpoint.name}` }, "checkpoint deleted");
   }
 
+  /**
+   * Removes, in the background, a checkpoint whose creation got no answer (the call's deadline passed
+   * or its connection broke) and whose name only the caller knew (a fork's): its agent may still be
+   * saving it, and nobody would ever delete it. Looks for it every little while and deletes it once
+   * it is listed; gives up (logged) after a while.
+   */
+  removeWhenSaved(namespace: string, name: string): void {
+    const { pollMs, patienceMs } = this.options.unansweredCheckpoints ?? { pollMs: UNANSWERED_POLL_MS, patienceMs: UNANSWERED_PATIENCE_MS };
+    const key = `${namespace}/${name}`;
+    const signal = this.closing.signal;
+    const remove = async () => {
+      for (let waited = 0; waited < patienceMs; waited += pollMs) {
+        await sleep(pollMs, undefined, { signal, ref: false });
+        try {
+          await this.delete(namespace, name);
+          this.logger.info({ checkpoint: key }, "a checkpoint whose creation got no answer was saved after all; it is removed");
+          return;
+        } catch (error) {
+          if (!(error instanceof NotFoundError))
+            this.logger.debug({ checkpoint: key, err: error }, "a checkpoint whose creation got no answer is not removed yet");
+        }
+      }
+      this.logger.warn({ checkpoint: key }, "a checkpoint whose creation got no answer was not found to remove; 'fsb checkpoint rm' removes it if it appears");
+    };
+    remove().catch((error: unknown) => {
+      if (!signal.aborted) this.logger.warn({ checkpoint: key, err: error }, "could not remove a checkpoint whose creation got no answer");
+    });
+  }
+
+  /** Stops the background work (`removeWhenSaved`). */
+  close(): void {
+    this.closing.abort();
+  }
+
   /** Removes every checkpoint of a pool that its ready agents report (the pool is being deleted). */
   async deletePoolCheckpoints(namespace: string, pool: string): Promise<number> {
     const checkpoints = (await this.lookup(namespace)).filter((checkpoint) => checkpoint.pool === pool);
@@ -243,13 +285,14 @@ export class CheckpointManager {
       throw new ValidationError("count", `${input.count} copies: give a number from 1 to ${MAX_FORK_COUNT}`);
     }
     const keep = Boolean(input.checkpoint);
-    const checkpoint = await this.checkpoint({
-      namespace,
-      sandbox: input.name,
-      ...(input.checkpoint
-        ? { checkpoint: input.checkpoint }
-        : { checkpoint: `${input.name.slice(0, NAME_MAX_LENGTH - 16)}-fork-${randomBytes(5).toString("hex")}` }),
-    });
+    const name = input.checkpoint || `${input.name.slice(0, NAME_MAX_LENGTH - 16)}-fork-${randomBytes(5).toString("hex")}`;
+    let checkpoint: Checkpoint;
+    try {
+      checkpoint = await this.checkpoint({ namespace, sandbox: input.name, checkpoint: name });
+    } catch (error) {
+      if (!keep && gotNoAnswer(error)) this.removeWhenSaved(namespace, name);
+      throw error;
+    }
     const base = input.name.slice(0, NAME_MAX_LENGTH - 11);
     const results = await Promise.allSettled(
       Array.from({ length: input.count }, async () => {

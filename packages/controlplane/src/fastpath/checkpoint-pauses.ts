@@ -33,7 +33,7 @@ import {
   type Sandbox,
   type SandboxPool,
 } from "@fast-sandbox/api";
-import type { AgentClient } from "../agent-client/agent-client.js";
+import { gotNoAnswer, type AgentClient } from "../agent-client/agent-client.js";
 import { systemClock, type Clock } from "../controller/clock.js";
 import type { AgentRegistry, AgentSnapshot } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
@@ -251,7 +251,7 @@ export class SandboxPauses {
     } catch (error) {
       const saved = await this.findCheckpoint(namespace, checkpointName).catch(() => undefined);
       const failure = FsbError.from(error);
-      if (!saved && (failure.code === "deadline_exceeded" || failure.code === "unavailable")) {
+      if (!saved && gotNoAnswer(failure)) {
         // No answer: the agent may still be saving it (a checkpoint is listed only once complete) and
         // then stop the sandbox. Undone now, the record would say Running over a stopped sandbox and
         // an orphaned checkpoint. It stays Paused, as after a crash mid-pause: a resume finds out

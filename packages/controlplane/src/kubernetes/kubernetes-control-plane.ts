@@ -345,6 +345,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
       await server.close();
       await e2bServer?.close();
       directory?.stop();
+      checkpoints.close();
       await apiKeys?.close();
       await manager.drain();
       await elector.stop();
