@@ -11,6 +11,8 @@
  *   writes, and deleting the pool leaves none of them behind;
  * - `fsb pause` saves a sandbox and removes its instance (phase Paused, no end); `fsb resume` runs
  *   it on where it was (its files, its process counting on) under the same name, id and hostname;
+ * - a checkpoint whose save fails after runsc stopped the sandbox (a fault on the host) leaves the
+ *   sandbox running on from where it was, and no checkpoint;
  * - what is refused says why (runc sandboxes, unknown checkpoints, a command with a restore);
  * - deleting the sandboxes and the checkpoints, then the pool, leaves no container, task,
  *   snapshot or checkpoint file.
@@ -21,7 +23,8 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { promisify } from "node:util";
 import { join } from "node:path";
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError, ValidationError } from "@fast-sandbox/sdk";
 import { REPO_ROOT, ctr } from "../../support/containerd.js";
@@ -368,6 +371,42 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
       assert.ok(first >= atPause, `the counter goes on from where it was (${first} ≥ ${atPause})`);
       await waitFor(async () => (await counter("napper")) > first, 10_000, "the counter counting on");
       await client.sandboxes.delete("napper");
+    });
+
+    it("a checkpoint whose save fails after runsc stopped the sandbox leaves the sandbox running on, and no checkpoint", async () => {
+      const { client } = embedded;
+      const piper = await client.sandboxes.create({ name: "piper", pool: "gv", image: BASE_IMAGE, command: ["sh", "-c", COUNTER] });
+      await waitFor(async () => (await sh("piper", "cat /tmp/counter 2>/dev/null || echo 0").then(Number)) >= 3, 20_000, "the counter");
+      // A fault on the host: a named pipe in the sandbox's run directory, which the agent copies into
+      // the checkpoint once runsc has saved and stopped the sandbox (Node's cp refuses pipes).
+      const runDir = join(embedded.dataDir, "agents", "gv-0", "run", piper.status?.sandboxID ?? "");
+      assert.ok(existsSync(runDir), `the sandbox's run directory ${runDir}`);
+      await promisify(execFile)("mkfifo", [join(runDir, "host-pipe")]);
+      try {
+        await assert.rejects(client.checkpoints.create("piper", { name: "ck-pipe" }), (error: unknown) => {
+          assert.match(String(error), /checkpoint ck-pipe of sandbox \S+ could not be saved after runsc stopped the sandbox \(.*\); the sandbox runs on/);
+          return true;
+        });
+      } finally {
+        rmSync(join(runDir, "host-pipe"), { force: true });
+      }
+      const after = await client.sandboxes.get("piper");
+      assert.equal(after.status?.phase, "Running");
+      assert.equal(after.status?.sandboxID, piper.status?.sandboxID);
+      assert.equal(await sh("piper", "cat /root/state"), "before");
+      const first = await counter("piper");
+      await waitFor(async () => (await counter("piper")) > first, 10_000, "the sandbox counting on");
+      assert.ok(after.status?.sandboxIP && (await daemonAnswers(after.status.sandboxIP)), "its daemon serves on its address");
+      assert.deepEqual(
+        (await client.checkpoints.list()).map((c) => c.name).filter((name) => name === "ck-pipe"),
+        [],
+      );
+      assert.deepEqual(
+        readdirSync(checkpointDir()).filter((entry) => entry.includes(".partial-")),
+        [],
+        "no partial checkpoint left",
+      );
+      await client.sandboxes.delete("piper", { gracePeriodMs: 0 });
     });
 
     it("refuses what it cannot do, saying why", async () => {

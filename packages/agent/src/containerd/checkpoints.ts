@@ -291,7 +291,6 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       }
       checkpointMs = performance.now() - mark;
       // The sandbox has stopped: its run directory is what the checkpointed helper last wrote.
-      await cp(runDir, join(partial, RUN_COPY_DIR), { recursive: true });
       const daemonResumeSignal = envd ? await readResumeSignal(runDir) : undefined;
       const daemonResumesOnHostname = envd && (await readFile(join(runDir, DAEMON_RESUME_WATCH_FILE), "utf8").catch(() => "")).trim() === "hostname";
       const record: CheckpointRecord = {
@@ -307,7 +306,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
         networkMode: ociSpec.linux.namespaces.some((ns) => ns.type === "network" && ns.path) ? "isolated" : "shared",
         ...userCommandOf(ociSpec),
         createdAt: new Date().toISOString(),
-        sizeBytes: await directorySize(partial),
+        sizeBytes: 0,
         ociSpec,
         runDir,
         binaryName,
@@ -317,8 +316,14 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
         ...(daemonResumeSignal ? { daemonResumeSignal } : {}),
         ...(daemonResumesOnHostname ? { daemonResumesOnHostname } : {}),
       };
-      await writeFile(join(partial, METADATA_FILE), `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
-      await rename(partial, target);
+      try {
+        await cp(runDir, join(partial, RUN_COPY_DIR), { recursive: true });
+        record.sizeBytes = await directorySize(partial);
+        await writeFile(join(partial, METADATA_FILE), `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+        await rename(partial, target);
+      } catch (error) {
+        throw await this.runOnAfterFailedSave(containerId, record, join(partial, IMAGE_DIR), error);
+      }
       if (!request.leaveStopped) {
         mark = performance.now();
         // Tracked as a restore of the checkpoint: a delete of it (listed from the rename on) waits for it.
@@ -605,8 +610,35 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     }
   }
 
-  /** Replaces the checkpointed (stopped) task of the sandbox by one restored from `record`. */
-  private async restoreInPlace(containerId: string, stdout: string, stderr: string, record: CheckpointRecord): Promise<Record<string, number>> {
+  /**
+   * runsc saved the sandbox and stopped it, but the checkpoint could not be completed (a full disk…):
+   * the sandbox runs on from the image runsc saved (still in the partial directory), so a failed
+   * checkpoint or pause costs it nothing. Returns the error to throw, saying which it was.
+   */
+  private async runOnAfterFailedSave(containerId: string, record: CheckpointRecord, imageDir: string, error: unknown): Promise<FsbError> {
+    const failure = FsbError.from(error);
+    const what = `checkpoint ${record.name} of sandbox ${record.sourceSandboxId} could not be saved after runsc stopped the sandbox (${failure.message})`;
+    try {
+      await this.restoreInPlace(containerId, record.stdout, record.stderr, record, imageDir);
+      this.logger.warn(
+        { sandboxId: record.sourceSandboxId, checkpointId: record.checkpointId, err: error },
+        "a checkpoint could not be saved; the sandbox runs on",
+      );
+      return new FsbError(failure.code, `${what}; the sandbox runs on`, { cause: error });
+    } catch (restoreError) {
+      this.logger.error({ sandboxId: record.sourceSandboxId, err: restoreError }, "a sandbox whose checkpoint could not be saved could not run on");
+      return new FsbError(failure.code, `${what}, and it could not run on (${FsbError.from(restoreError).message}): delete it`, { cause: error });
+    }
+  }
+
+  /** Replaces the checkpointed (stopped) task of the sandbox by one restored from `record` (its image in `imageDir`). */
+  private async restoreInPlace(
+    containerId: string,
+    stdout: string,
+    stderr: string,
+    record: CheckpointRecord,
+    imageDir = join(this.checkpointDir(record.checkpointId), IMAGE_DIR),
+  ): Promise<Record<string, number>> {
     const steps: Record<string, number> = {};
     let mark = performance.now();
     const lap = (step: string) => {
@@ -628,7 +660,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       rootfs: mounts,
       stdout,
       stderr,
-      options: runcOptions(record.binaryName, join(this.checkpointDir(record.checkpointId), IMAGE_DIR)),
+      options: runcOptions(record.binaryName, imageDir),
     });
     lap("createMs");
     try {
