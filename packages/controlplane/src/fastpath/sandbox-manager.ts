@@ -14,9 +14,11 @@ import {
   NotFoundError,
   UnavailableError,
   ValidationError,
+  networkModeOf,
   normalizeImageName,
   validateSandbox,
   type EnvVar,
+  type NetworkMode,
   type Sandbox,
   type SandboxPool,
   type SandboxSpec,
@@ -269,6 +271,12 @@ export class SandboxManager {
   /** The pool cache is fed by the pool reconciler's watch. */
   setPool(pool: SandboxPool): void {
     this.pools.set(sandboxKey(pool.metadata.namespace ?? DEFAULT_NAMESPACE, pool.metadata.name), pool);
+  }
+
+  /** The network mode of the sandbox's pool, when the pool cache has the pool. */
+  networkModeOf(sandbox: Sandbox): NetworkMode | undefined {
+    const pool = this.pools.get(sandboxKey(sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, sandbox.spec.poolRef));
+    return pool ? networkModeOf(pool.spec) : undefined;
   }
 
   deletePool(namespace: string, name: string): void {

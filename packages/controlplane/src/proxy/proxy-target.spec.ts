@@ -71,7 +71,17 @@ describe("resolveProxyTarget", () => {
   });
 
   it("serves Bound sandboxes (a fast create answers before Running is stored) and refuses the other phases and deletions", async () => {
-    assert.equal(await status(headers(), sources(sandbox({ phase: "Bound" }))), 200);
+    const withMode = (found: Sandbox, mode: "Shared" | "Isolated" | undefined): ProxyTargetSources => ({ ...sources(found), networkModeOf: () => mode });
+    assert.equal(await status(headers(), withMode(sandbox({ phase: "Bound" }), "Shared")), 200);
+    assert.equal(await status(headers(), withMode(sandbox({ phase: "Bound", sandboxIP: "10.88.0.5" }), "Isolated")), 200);
+    // An Isolated sandbox has no address until it runs, and never listens at its agent's: not routed there.
+    for (const mode of ["Isolated", undefined] as const) {
+      const starting = await resolveProxyTarget(headers(), withMode(sandbox({ phase: "Bound" }), mode));
+      assert.ok(isProxyRefusal(starting), `Bound, pool mode ${String(mode)}: ${JSON.stringify(starting)}`);
+      assert.equal(starting.status, 503);
+      assert.match(starting.body.message, /team\/web is starting \(Bound\), not running yet; retry shortly/);
+    }
+    assert.equal(await status(headers(), sources(sandbox({ phase: "Bound" }))), 503, "no pool mode known here (the Kubernetes proxy)");
     // 503 while the instance may still serve; 502 (E2B's "gone") once it never will.
     for (const [phase, code] of [
       ["Pending", 503],

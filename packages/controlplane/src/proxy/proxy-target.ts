@@ -4,9 +4,11 @@
  *    the sandbox whose token signed the URL — signed-file-url.ts; else 400);
  * 2. a sandbox with that instance id (else 502 with E2B's body, which its SDKs read as "gone");
  * 3. the sandbox's access token in `X-Access-Token` (else 401);
- * 4. a sandbox that runs (Bound: its create may still be finishing; else 409 with E2B's "The
- *    sandbox is paused" while it is Paused, 503 with its phase while it may still run — Pending,
- *    Lost — and 502 once it never will: deleted, Terminating, Expired, Failed);
+ * 4. a sandbox that runs (Bound: its create may still be finishing — served when it has an address
+ *    of its own or its pool's network is known to be Shared, else 503: its agent's address is not
+ *    where an Isolated sandbox listens; else 409 with E2B's "The sandbox is paused" while it is
+ *    Paused, 503 with its phase while it may still run — Pending, Lost — and 502 once it never
+ *    will: deleted, Terminating, Expired, Failed);
  * 5. a port it exposes, or the in-sandbox daemon's port of an Isolated sandbox (else 403 with the
  *    ports it does expose);
  * 6. an address: its own (`status.sandboxIP`, an Isolated network) or its agent's (a Shared network:
@@ -14,7 +16,7 @@
  *    sandboxes through their agents' relays (Kubernetes), the relay of its agent (else 503).
  * Nothing about the sandbox beyond "not found" is told before the token matched.
  */
-import { ACCESS_TOKEN_HEADER, SANDBOX_DAEMON_PORT, type Sandbox } from "@fast-sandbox/api";
+import { ACCESS_TOKEN_HEADER, SANDBOX_DAEMON_PORT, type NetworkMode, type Sandbox } from "@fast-sandbox/api";
 import { accessTokenMatches } from "./access-token.js";
 import { isRefusal, routeOf, type RoutingHeaders } from "./sandbox-route.js";
 import { parseSignedFileRequest, signatureExpired, signedBy } from "./signed-file-url.js";
@@ -58,6 +60,12 @@ export interface ProxyTargetSources {
    * semantics, for the sandboxes its API created: `getHost(port)` works for any port). @default none
    */
   exposesEveryPort?(sandbox: Sandbox): boolean;
+  /**
+   * The network mode of the sandbox's pool, when known here. A sandbox being created (Bound) has no
+   * address of its own yet, and only a Shared one listens at its agent's address: a Bound sandbox
+   * without an address is routed only when this says Shared (else 503 until it runs).
+   */
+  networkModeOf?(sandbox: Sandbox): NetworkMode | undefined;
   /** The proxy's public domain, e.g. `localhost`. */
   domain: string;
 }
@@ -133,8 +141,11 @@ export async function resolveProxyTarget(headers: RoutingHeaders, sources: Proxy
     const gone = Boolean(sandbox.metadata.deletionTimestamp) || GONE_PHASES.has(phase);
     return refuse(gone ? 502 : 503, `sandbox ${namespace}/${name} is ${state}, not running`, { sandboxId });
   }
-  const exposed = sandbox.spec.exposedPorts ?? [];
   const isolated = Boolean(sandbox.status?.sandboxIP);
+  if (phase === "Bound" && !isolated && sources.networkModeOf?.(sandbox) !== "Shared") {
+    return refuse(503, `sandbox ${namespace}/${name} is starting (Bound), not running yet; retry shortly`, { sandboxId });
+  }
+  const exposed = sandbox.spec.exposedPorts ?? [];
   const open = isolated && (port === SANDBOX_DAEMON_PORT || sources.exposesEveryPort?.(sandbox) === true);
   if (!exposed.includes(port) && !open) {
     return refuse(
