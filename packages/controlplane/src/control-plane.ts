@@ -173,7 +173,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   // Derives the access tokens of sandboxes the E2B-compatible API creates (its presigned file URLs are signed with them).
   const e2bTokenSecret = loadOrCreateTokenSecret(join(options.dataDir, TOKEN_SECRET_FILE));
   let sandboxProxy: SandboxProxy;
-  let poolModes: Pick<SandboxManager, "networkModeOf"> | undefined;
+  const poolModes: { of?: Pick<SandboxManager, "networkModeOf"> } = {};
   try {
     sandboxProxy = await startSandboxProxy({
       sources: {
@@ -184,7 +184,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
         signingSandboxes: () => signingSandboxes(directory.list(), e2bTokenSecret),
         exposesEveryPort: createdThroughE2b,
         // The manager's pool cache, once there is one (the proxy starts first): a Bound Shared sandbox is served.
-        networkModeOf: (sandbox) => poolModes?.networkModeOf(sandbox),
+        networkModeOf: (sandbox) => poolModes.of?.networkModeOf(sandbox),
       },
       host: proxyHost,
       port: options.proxy?.port ?? 0,
@@ -226,7 +226,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     onStatus: (agentName, status) => recordSandboxFacts(store, agentName, status, { clock, cached: (key) => sandboxCache.get(key) }),
   });
   const manager = new SandboxManager({ store, registry, agents: connections, logger, clock, proxyAddress });
-  poolModes = manager;
+  poolModes.of = manager;
   const checkpoints = new CheckpointManager({ manager, store, registry, agents: connections, logger });
   const pauses = new SandboxPauses({ manager, store, registry, agents: connections, checkpoints, logger, clock });
   manager.setSavedStateCleanup((sandbox) => pauses.removeSavedState(sandbox));
