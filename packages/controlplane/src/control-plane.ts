@@ -279,7 +279,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   let releaseWrites: () => void = () => undefined;
   manager.holdWritesUntil(new Promise<void>((resolve) => (releaseWrites = resolve)));
   const sandboxes = new SandboxReconciler({ store, manager, registry, agents: connections, logger, clock, informer: sandboxCache });
-  const hotImages = new HotImagesReconciler({ store, registry, agents: connections, logger, clock });
+  const hotImages = new HotImagesReconciler({ store, registry, agents: connections, logger, clock, informer: sandboxCache });
 
   let api: ApiServer | undefined;
   let e2bApi: E2bApiServer | undefined;

@@ -241,7 +241,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
       informer: sandboxCache,
       foreignCreateGraceMs: options.foreignCreateGraceMs ?? DEFAULT_FOREIGN_CREATE_GRACE_MS,
     });
-    hotImages = new HotImagesReconciler({ store, registry, agents: connections, logger, clock });
+    hotImages = new HotImagesReconciler({ store, registry, agents: connections, logger, clock, informer: sandboxCache });
     await sandboxes.start();
     await hotImages.start();
     for (const agent of fleet.listAgents()) poolController.wake(agent.namespace, agent.pool);

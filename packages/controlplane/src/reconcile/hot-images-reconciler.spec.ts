@@ -6,6 +6,7 @@ import type { AgentClient, AgentStatus, PullProgress } from "../agent-client/age
 import { FakeClock } from "../controller/clock.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { openSqliteResourceStore, type SqliteResourceStore } from "../store/sqlite-resource-store.js";
+import { MemoryResourceStore } from "../store/memory-resource-store.js";
 import { HotImagesReconciler } from "./hot-images-reconciler.js";
 
 class FakeAgent implements Partial<AgentClient> {
@@ -132,6 +133,32 @@ describe("HotImagesReconciler", () => {
     await settle();
     assert.deepEqual(agents.get("web-0")?.pulls, ["r.io/tools:v1"]);
     assert.equal(await hotImages(), undefined);
+  });
+
+  it("goes on counting creates after the store ended its watch (the API server ends watches every so often)", async () => {
+    const memory = new MemoryResourceStore();
+    await memory.create("SandboxPool", pool("web"));
+    const counting = new HotImagesReconciler({
+      store: memory,
+      registry,
+      agents: { get: (name) => agents.get(name) as AgentClient | undefined },
+      logger: pino({ level: "silent" }),
+      intervalMs: 3_600_000,
+    });
+    try {
+      await counting.start();
+      memory.endWatches();
+      for (const name of ["a", "b"]) await memory.create("Sandbox", sandbox(name, "python:3.12"));
+      const written = async () => (await memory.get("SandboxPool", { namespace: "default", name: "web" }))?.status?.hotImages;
+      // The informer watches again (or lists again) on its own: give it a moment, pass after pass.
+      for (let attempt = 0; attempt < 100 && !(await written()); attempt++) {
+        await settle();
+        await counting.pass();
+      }
+      assert.deepEqual(await written(), ["docker.io/library/python:3.12"]);
+    } finally {
+      counting.stop();
+    }
   });
 
   it("keeps other pools' creates out of a pool's hot images", async () => {

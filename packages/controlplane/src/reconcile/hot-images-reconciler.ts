@@ -11,10 +11,12 @@ import type { Logger } from "pino";
 import { normalizeImageName, type SandboxPool } from "@fast-sandbox/api";
 import { every, systemClock, type Clock, type Timer } from "../controller/clock.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
-import type { ResourceStore, Watch } from "../store/resource-store.js";
+import type { Informer } from "../controller/informer.js";
+import type { ResourceStore } from "../store/resource-store.js";
 import { DEFAULT_NAMESPACE, type AgentClients } from "../fastpath/sandbox-manager.js";
 import { ImagePrewarmer } from "./image-prewarmer.js";
 import { RecentImageUsage, type RecentImageUsageOptions } from "./recent-image-usage.js";
+import { sandboxInformer } from "./sandbox-informer.js";
 
 export interface HotImagesReconcilerOptions {
   store: ResourceStore;
@@ -27,13 +29,21 @@ export interface HotImagesReconcilerOptions {
   usage?: Omit<RecentImageUsageOptions, "clock">;
   /** Times the passes, the hot-image window and the background pulls. @default systemClock */
   clock?: Clock;
+  /**
+   * The control plane's shared informer of Sandboxes (sandbox-informer.ts), which tells of every
+   * sandbox added, across ended watches and relists. @default one of its own
+   */
+  informer?: Informer<"Sandbox">;
 }
 
 export class HotImagesReconciler {
   private readonly options: HotImagesReconcilerOptions;
   private readonly usage: RecentImageUsage;
   private readonly prewarmer: ImagePrewarmer;
-  private watch: Watch | undefined;
+  private readonly informer: Informer<"Sandbox">;
+  private removeHandlers: (() => void) | undefined;
+  /** Whether start() holds the informer (a stop() before any start() must not release another user's hold). */
+  private holding = false;
   private readonly clock: Clock;
   private timer: Timer | undefined;
   private running: Promise<void> | undefined;
@@ -44,18 +54,19 @@ export class HotImagesReconciler {
     this.clock = options.clock ?? systemClock;
     this.usage = new RecentImageUsage({ ...options.usage, clock: this.clock });
     this.prewarmer = new ImagePrewarmer({ logger: options.logger, clock: this.clock });
+    this.informer = options.informer ?? sandboxInformer({ store: options.store, logger: options.logger, clock: this.clock });
   }
 
   async start(): Promise<void> {
-    // Creates of the last minutes count after a restart too: replay them from their records.
-    const { items, resourceVersion } = await this.options.store.list("Sandbox");
-    for (const sandbox of items) this.record(sandbox.metadata.namespace, sandbox.spec.poolRef, sandbox.spec.image, sandbox.metadata.creationTimestamp);
-    this.watch = this.options.store.watch("Sandbox", { resourceVersion }, (event) => {
-      if (event.type === "ADDED") {
-        const sandbox = event.object;
-        this.record(sandbox.metadata.namespace, sandbox.spec.poolRef, sandbox.spec.image, sandbox.metadata.creationTimestamp);
-      }
+    // Every sandbox the informer holds is told first (creates of the last minutes count after a
+    // restart too: their creationTimestamp places them), then every one added — across watches the
+    // API server ends and relists after a compaction.
+    this.removeHandlers = this.informer.addHandlers({
+      onAdd: (sandbox) => this.record(sandbox.metadata.namespace, sandbox.spec.poolRef, sandbox.spec.image, sandbox.metadata.creationTimestamp),
     });
+    this.informer.start();
+    this.holding = true;
+    await this.informer.waitForSync();
     this.timer = every(this.clock, this.options.intervalMs ?? 5000, () => this.trigger());
   }
 
@@ -80,8 +91,10 @@ export class HotImagesReconciler {
   }
 
   stop(): void {
+    if (this.stopped) return;
     this.stopped = true;
-    this.watch?.stop();
+    this.removeHandlers?.();
+    if (this.holding) this.informer.stop();
     this.timer?.cancel();
   }
 
