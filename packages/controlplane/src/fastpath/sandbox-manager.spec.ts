@@ -401,6 +401,49 @@ describe("SandboxManager", () => {
     });
   });
 
+  describe("a cleanup during a create", () => {
+    it("of this replica (the reconciler's finalize) waits for the create, then removes the instance", async () => {
+      const gate = deferred();
+      agent.createGate = gate.promise;
+      agent.createEntered = deferred();
+      const creating = manager.create({ name: "pulling", spec: spec() });
+      await agent.createEntered.promise;
+      const marked = await store.delete("Sandbox", { namespace: "default", name: "pulling" });
+      assert.ok(marked?.metadata.deletionTimestamp);
+      let finalized = false;
+      const finalizing = manager.finalize(marked, 0).then(() => (finalized = true));
+      for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(finalized, false, "the cleanup waits for the create in flight");
+      gate.resolve();
+      const sandbox = await creating;
+      await finalizing;
+      const sandboxId = sandbox.status?.sandboxID ?? "";
+      assert.deepEqual(agent.calls.slice(-2), [`create ${sandboxId}`, `delete ${sandboxId} 0`]);
+      assert.equal(agent.sandboxes.size, 0);
+      assert.equal(await stored("pulling"), undefined);
+      assert.equal(allocated(), 0);
+    });
+
+    it("of another replica, done before the instance existed, makes the creating replica remove the instance", async () => {
+      const other = new SandboxManager({ store, registry: new AgentRegistry(), agents: fixture.agents, logger: pino({ level: "silent" }), clock });
+      const gate = deferred();
+      agent.createGate = gate.promise;
+      agent.createEntered = deferred();
+      const creating = manager.create({ name: "raced", spec: spec({ consistencyMode: "fast" }) });
+      await agent.createEntered.promise;
+      const marked = await store.delete("Sandbox", { namespace: "default", name: "raced" });
+      assert.ok(marked);
+      await other.finalize(marked, 0);
+      assert.equal(await stored("raced"), undefined, "the other replica dropped the record");
+      gate.resolve();
+      const sandbox = await creating;
+      await manager.drain();
+      const sandboxId = sandbox.status?.sandboxID ?? "";
+      assert.equal(agent.sandboxes.has(sandboxId), false, "the instance made after the cleanup is removed");
+      assert.equal(allocated(), 0, "its slot is free");
+    });
+  });
+
   describe("pool deletion", () => {
     it("waits for creates in flight and refuses new ones in the pool while it runs", async () => {
       const gate = deferred();

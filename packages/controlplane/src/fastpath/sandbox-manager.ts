@@ -591,7 +591,25 @@ export class SandboxManager {
     }
     // fast: answer now; the status lands right after. Later operations on the key wait for it.
     const tracked = write
-      .catch((error: unknown) => this.logger.error({ err: error, sandbox: key }, "could not store the Running status"))
+      .catch(async (error: unknown) => {
+        const now = await this.store.get("Sandbox", { namespace, name: bound.metadata.name }).then(
+          (found) => found ?? "gone",
+          () => undefined,
+        );
+        // Still there (or unknown): the write failed for another reason, and the record stays Bound for the reconciler.
+        if (now === undefined || (now !== "gone" && now.metadata.uid === bound.metadata.uid)) {
+          this.logger.error({ err: error, sandbox: key }, "could not store the Running status");
+          return;
+        }
+        // Deleted meanwhile and cleaned up elsewhere (another replica) before its instance existed:
+        // nobody else knows of the instance now.
+        this.logger.warn({ sandbox: key, sandboxId }, "the sandbox was deleted while it was being created; its instance is removed");
+        this.registry.release(key);
+        await this.agents
+          .get(agent.name)
+          ?.deleteSandbox(sandboxId, 0)
+          .catch((cause: unknown) => this.logger.warn({ err: cause, sandbox: key }, "could not remove the instance of a sandbox deleted during its create"));
+      })
       .finally(() => this.pendingStatus.delete(key));
     this.pendingStatus.set(key, tracked);
     return running;
@@ -1009,6 +1027,10 @@ export class SandboxManager {
   private async finalizeOnce(seen: Sandbox, gracePeriodMs: number): Promise<void> {
     const namespace = seen.metadata.namespace ?? DEFAULT_NAMESPACE;
     const key = sandboxKey(namespace, seen.metadata.name);
+    // A create of it in flight here (its image still pulling, its agent call pending) would make the
+    // instance after this cleanup looked: the cleanup starts once it has (the reconciler calls this
+    // directly, without the API delete's wait).
+    await this.creating.get(key)?.catch(() => undefined);
     // Act on the record as it is now: the caller's copy may be stale, and a sandbox of the same
     // name created since is not this one (different uid) and must be left alone.
     let sandbox = await this.store.get("Sandbox", { namespace, name: seen.metadata.name });
