@@ -33,6 +33,12 @@ export interface FleetAgent extends PoolRef {
   uid?: string;
   /** The agent's process id on this host, when the mode runs it as a local process (embedded). */
   pid?: number;
+  /**
+   * Why the agent will never run again although it still exists (Kubernetes: its Pod's phase is
+   * Failed or Succeeded — evicted, shut down with its node — and a Pod never leaves those phases):
+   * the pool controller removes it, which replaces it. Undefined while it may run.
+   */
+  terminated?: string;
 }
 
 /** A ready agent: its endpoint is known. */

@@ -6,7 +6,9 @@
  * Pods labelled `fast-sandbox.io/pool` are watched with client-node's informer (list + watch,
  * restarted after an error). An agent is ready when its Pod has an IP and `Ready=True` (the
  * readiness probe asks the agent) and is not being deleted; its endpoint is `<podIP>:<port>`. A Pod
- * that stops being ready is `lost`; a deleted one `lost` (if it was ready) then `removed`.
+ * that stops being ready is `lost`; a deleted one `lost` (if it was ready) then `removed`. A Pod in
+ * phase Failed or Succeeded (evicted, its node shut down) never runs again: its agent is `terminated`,
+ * and the pool controller deletes it.
  */
 import { ApiException, CoreV1Api, makeInformer, type Informer, type KubeConfig, type ObjectCache, type V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
@@ -32,8 +34,14 @@ export interface KubernetesAgentFleetOptions {
 
 /** What the fleet knows about one Pod. */
 function agentOf(pod: V1Pod, port: number): FleetAgent {
+  const phase = pod.status?.phase;
+  const ended = phase === "Failed" || phase === "Succeeded";
   const ready =
-    !pod.metadata?.deletionTimestamp && Boolean(pod.status?.podIP) && (pod.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
+    !ended &&
+    !pod.metadata?.deletionTimestamp &&
+    Boolean(pod.status?.podIP) &&
+    (pod.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
+  const why = [pod.status?.reason, pod.status?.message].filter(Boolean).join(": ");
   return {
     name: pod.metadata?.name ?? "",
     namespace: pod.metadata?.namespace ?? "default",
@@ -43,6 +51,7 @@ function agentOf(pod: V1Pod, port: number): FleetAgent {
     ...(pod.spec?.nodeName ? { nodeName: pod.spec.nodeName } : {}),
     ...(pod.status?.hostIP ? { hostIP: pod.status.hostIP } : {}),
     ...(pod.metadata?.uid ? { uid: pod.metadata.uid } : {}),
+    ...(ended ? { terminated: `its Pod is ${phase}${why ? ` (${why})` : ""}` } : {}),
   };
 }
 

@@ -75,6 +75,14 @@ class FakeFleet implements AgentFleet {
     this.emit({ type: "lost", agent, reason: "Pod is not ready" });
   }
 
+  /** The Pod ended for good (phase Failed: evicted), its object still there. */
+  terminate(name: string): void {
+    const agent: FleetAgent = { ...this.agents.get(name)!, ready: false, terminated: "its Pod is Failed (Evicted: the node was low on memory)" };
+    delete agent.endpoint;
+    this.agents.set(name, agent);
+    this.emit({ type: "lost", agent, reason: "Pod is not ready" });
+  }
+
   remove(name: string): void {
     const agent = this.agents.get(name)!;
     this.agents.delete(name);
@@ -325,6 +333,25 @@ describe("PoolController", () => {
     await settle();
     assert.equal(registry.getAgent(agent), undefined);
     assert.equal(fleet.requested.length, 3, "a removed agent is replaced to keep poolMin");
+  });
+
+  it("removes an agent whose Pod ended for good (evicted) and starts its replacement, busy or not", async () => {
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 2 }));
+    await settle();
+    await allReady();
+    const [agent] = place(1);
+    assert.ok(agent);
+    fleet.terminate(agent);
+    await settle();
+    assert.deepEqual(fleet.stopCalls, [[agent]], "the ended agent is removed");
+    assert.equal(fleet.requested.length, 2, "and replaced");
+    await allReady();
+    assert.equal(registry.getAgent(agent)?.ready, false, "it takes no placement meanwhile");
+    fleet.remove(agent);
+    await settle();
+    assert.equal(registry.getAgent(agent), undefined);
+    assert.equal(fleet.requested.length, 2, "one replacement");
+    assert.equal(fleet.stopCalls.length, 1, "stopped once");
   });
 
   it("writes the status again from a fresh read when the write meets a conflict", async () => {

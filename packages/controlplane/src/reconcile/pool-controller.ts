@@ -226,6 +226,30 @@ export class PoolController implements Reconciler {
       );
     }
 
+    // An agent whose Pod ended for good (evicted, its node shut down) holds its place in the pool
+    // and would never serve again: it goes (its sandboxes follow their failure policy), and the
+    // sizing below starts its replacement.
+    const ended = agents.filter((agent) => agent.terminated && !this.stopping.has(agent.name));
+    if (ended.length > 0) {
+      this.options.logger.warn(
+        { pool: key, agents: ended.map((agent) => `${agent.name}: ${agent.terminated ?? ""}`) },
+        "removing agents that will never run again; they are replaced",
+      );
+      for (const agent of ended) {
+        this.stopping.set(agent.name, key);
+        if (this.options.registry.getAgent(agent.name)?.ready) this.options.registry.setAgentReady(agent.name, false);
+      }
+      try {
+        await this.options.fleet.stopAgents(
+          ref,
+          ended.map((agent) => agent.name),
+        );
+      } catch (error) {
+        for (const agent of ended) this.stopping.delete(agent.name);
+        throw error;
+      }
+    }
+
     const now = this.clock.now();
     const expected = this.pendingStarts(key, agents, now);
     const plan = planPoolSize({
