@@ -444,6 +444,29 @@ describe("SandboxManager", () => {
     });
   });
 
+  describe("a cleanup whose agent is away", () => {
+    it("waits for the agent while it still exists, and gives up once it has been away for recoveryTimeoutSeconds, conditions or not", async () => {
+      const awaySince = clock.now();
+      const cut = new SandboxManager({
+        store,
+        registry,
+        agents: { get: () => undefined, exists: () => true, agentConnectivity: () => ({ connected: false, since: awaySince }) },
+        logger: pino({ level: "silent" }),
+        clock,
+      });
+      cut.setPool(pool("default"));
+      // Bound on the agent (its create's answer lost with the agent): no condition was written.
+      await storeRecord("stranded", { phase: "Bound", assignedPod: AGENT, sandboxID: "stranded0000000000000" }, { recoveryTimeoutSeconds: 30 });
+      const marked = await store.delete("Sandbox", { namespace: "default", name: "stranded" });
+      assert.ok(marked);
+      await assert.rejects(cut.finalize(marked, 0), (error: unknown) => error instanceof UnavailableError && /does not answer right now/.test(error.message));
+      assert.ok(await stored("stranded"), "kept while the agent may come back");
+      clock.advance(31_000);
+      await cut.finalize(marked, 0);
+      assert.equal(await stored("stranded"), undefined, "given up after recoveryTimeoutSeconds");
+    });
+  });
+
   describe("pool deletion", () => {
     it("waits for creates in flight and refuses new ones in the pool while it runs", async () => {
       const gate = deferred();

@@ -68,6 +68,13 @@ export interface AgentClients {
    * @default the agent exists only while it has a client
    */
   exists?(agentName: string): boolean;
+  /**
+   * Whether the agent's connection serves now, and since when it does (or does not). A deleted
+   * sandbox's cleanup gives up on an agent away for longer than the sandbox's recoveryTimeoutSeconds
+   * by this, when its record carries no condition that says so (deleted before one was written).
+   * @default unknown
+   */
+  agentConnectivity?(agentName: string): { connected: boolean; since: Date } | undefined;
 }
 
 /** The pool controller's side of capacity: whether a pool can still gain a slot, and a nudge to do it now. */
@@ -1019,9 +1026,14 @@ export class SandboxManager {
   private givenUp(sandbox: Sandbox): boolean {
     const conditions = sandbox.status?.conditions ?? [];
     if (conditions.some((c) => c.type === "Ready" && c.status === "False" && c.reason === "AgentLost")) return true;
+    const timeoutMs = (sandbox.spec.recoveryTimeoutSeconds ?? 30) * 1000;
     const away = conditions.find((c) => c.type === "AgentConnected" && c.status === "False");
     const since = Date.parse(away?.lastTransitionTime ?? "");
-    return Number.isFinite(since) && this.clock.now().getTime() - since > (sandbox.spec.recoveryTimeoutSeconds ?? 30) * 1000;
+    if (Number.isFinite(since) && this.clock.now().getTime() - since > timeoutMs) return true;
+    // The conditions are written while the sandbox lives; one deleted before (Bound, or at once) has
+    // none: the connection's own record of how long the agent has been away says it.
+    const connectivity = sandbox.status?.assignedPod ? this.agents.agentConnectivity?.(sandbox.status.assignedPod) : undefined;
+    return connectivity !== undefined && !connectivity.connected && this.clock.now().getTime() - connectivity.since.getTime() > timeoutMs;
   }
 
   private async finalizeOnce(seen: Sandbox, gracePeriodMs: number): Promise<void> {
