@@ -1,6 +1,6 @@
 import type { TSchema } from "@sinclair/typebox";
 import { stringify } from "yaml";
-import { GROUP, VERSION } from "./object-meta.js";
+import { GROUP, NAME_MAX_LENGTH, NAME_PATTERN, VERSION } from "./object-meta.js";
 import { SandboxSpec, SandboxStatus } from "./sandbox.js";
 import { SandboxPoolSpec, SandboxPoolStatus } from "./sandbox-pool.js";
 
@@ -95,7 +95,8 @@ function customResourceDefinition(names: CrdNames, spec: TSchema, status: TSchem
               properties: {
                 apiVersion: { type: "string" },
                 kind: { type: "string" },
-                metadata: { type: "object" },
+                // The API server lets a CRD restrict only a name: the fast path's own rule (a DNS label).
+                metadata: { type: "object", properties: { name: { type: "string", pattern: NAME_PATTERN, maxLength: NAME_MAX_LENGTH } } },
                 spec: toStructuralSchema(spec),
                 status: toStructuralSchema(status),
               },

@@ -111,7 +111,33 @@ export const SandboxPoolSpec = Type.Object(
       ),
     ),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    // The cross-field rules of validateSandboxPool about prepared instances, for the API server (CEL):
+    // a pool the controller's own writes would refuse must not be accepted by kubectl.
+    "x-kubernetes-validations": [
+      {
+        rule: "!has(self.preparedFromCheckpoint) || (has(self.runtimeType) && self.runtimeType == 'gvisor')",
+        message: "instances restored from a checkpoint need runtimeType gvisor",
+        fieldPath: ".preparedFromCheckpoint",
+        reason: "FieldValueInvalid",
+      },
+      {
+        rule: "!has(self.preparedInstances) || self.preparedInstances <= self.maxSandboxesPerPod",
+        message: "is greater than maxSandboxesPerPod",
+        fieldPath: ".preparedInstances",
+        reason: "FieldValueInvalid",
+      },
+      {
+        rule:
+          "!has(self.preparedInstances) || self.preparedInstances == 0 || has(self.preparedFromCheckpoint) || " +
+          "((!has(self.runtimeType) || self.runtimeType == 'container') && has(self.image))",
+        message: "needs runtimeType container and spec.image, or a gvisor pool that names spec.preparedFromCheckpoint (or set it to 0)",
+        fieldPath: ".preparedInstances",
+        reason: "FieldValueInvalid",
+      },
+    ],
+  },
 );
 export type SandboxPoolSpec = Static<typeof SandboxPoolSpec>;
 

@@ -2,10 +2,13 @@ import { Type, type Static } from "@sinclair/typebox";
 import { SandboxEgressPolicy } from "./network.js";
 import { API_VERSION, Condition, NAME_MAX_LENGTH, NAME_PATTERN, ObjectMeta } from "./object-meta.js";
 
+/** A string a process can take as an argument, environment value or path: no NUL byte (C strings end there). */
+const NO_NUL = "^[^\\x00]*$";
+
 export const EnvVar = Type.Object(
   {
     name: Type.String({ minLength: 1, pattern: "^[^=\\x00]+$", description: "Variable name; must not contain '='." }),
-    value: Type.String({ description: "Variable value (may be empty)." }),
+    value: Type.String({ pattern: NO_NUL, description: "Variable value (may be empty); must not contain NUL bytes." }),
   },
   { additionalProperties: false },
 );
@@ -27,10 +30,12 @@ export const SandboxSpec = Type.Object(
       minLength: 1,
       description: "Image reference (e.g. python:3.12, registry.example.com/team/app@sha256:…); pulled by the agent when missing.",
     }),
-    command: Type.Optional(Type.Array(Type.String(), { description: "Replaces the image's entrypoint." })),
-    args: Type.Optional(Type.Array(Type.String(), { description: "Replaces the image's cmd." })),
+    command: Type.Optional(
+      Type.Array(Type.String({ pattern: NO_NUL, description: "must not contain NUL bytes" }), { description: "Replaces the image's entrypoint." }),
+    ),
+    args: Type.Optional(Type.Array(Type.String({ pattern: NO_NUL, description: "must not contain NUL bytes" }), { description: "Replaces the image's cmd." })),
     envs: Type.Optional(Type.Array(EnvVar)),
-    workingDir: Type.Optional(Type.String({ pattern: "^/", description: "Absolute path." })),
+    workingDir: Type.Optional(Type.String({ pattern: "^/[^\\x00]*$", description: "Absolute path, without NUL bytes." })),
     exposedPorts: Type.Optional(
       Type.Array(Type.Integer({ minimum: 1, maximum: 65535 }), {
         uniqueItems: true,

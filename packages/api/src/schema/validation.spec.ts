@@ -244,9 +244,16 @@ describe("validateSandbox", () => {
       /"A=B" is not valid \(Variable name; must not contain '='\.\)/,
     );
     assertSandboxRejected((s) => (s.spec.envs = [{ name: "", value: "" }]), "spec.envs[0].name", /must not be empty/);
-    assertSandboxRejected((s) => (s.spec.workingDir = "srv"), "spec.workingDir", /"srv" is not valid \(Absolute path\.\)/);
+    assertSandboxRejected((s) => (s.spec.workingDir = "srv"), "spec.workingDir", /"srv" is not valid \(Absolute path, without NUL bytes\.\)/);
     assertSandboxRejected((s) => (s.spec.recoveryTimeoutSeconds = -1), "spec.recoveryTimeoutSeconds", /-1 is out of range; allowed: 0\.\.86400/);
     assertSandboxRejected((s) => (s.spec.recoveryTimeoutSeconds = 86401), "spec.recoveryTimeoutSeconds", /allowed: 0\.\.86400/);
+  });
+
+  it("rejects NUL bytes in the command, its arguments, env values and working dir (a process cannot take them)", () => {
+    assertSandboxRejected((s) => (s.spec.command = ["sh", "a\0b"]), "spec.command[1]", /is not valid \(must not contain NUL bytes\)/);
+    assertSandboxRejected((s) => (s.spec.args = ["a\0"]), "spec.args[0]", /is not valid \(must not contain NUL bytes\)/);
+    assertSandboxRejected((s) => (s.spec.envs = [{ name: "A", value: "x\0y" }]), "spec.envs[0].value", /must not contain NUL bytes/);
+    assertSandboxRejected((s) => (s.spec.workingDir = "/srv\0x"), "spec.workingDir", /without NUL bytes/);
   });
 
   it("rejects an egress CIDR that is not one, saying what is wrong and showing examples", () => {

@@ -71,6 +71,10 @@ const BAD_SANDBOXES: BadSpec[] = [
     field: "spec.egress.allow[0].protocol",
   },
   { what: "unknown egress policy", kind: "Sandbox", path: ["spec", "egress", "policy"], value: "deny", field: "spec.egress.policy" },
+  { what: "a NUL byte in an argument of the command", kind: "Sandbox", path: ["spec", "command"], value: ["sh", "a\u0000b"], field: "spec.command[1]" },
+  { what: "a NUL byte in an env value", kind: "Sandbox", path: ["spec", "envs"], value: [{ name: "A", value: "x\u0000" }], field: "spec.envs[0].value" },
+  // The fast path's names are DNS labels; a dotted name (allowed by Kubernetes) would be refused by the controller's own writes.
+  { what: "a name that is not a DNS label", kind: "Sandbox", path: ["metadata", "name"], value: "job.1", field: "metadata.name" },
 ];
 
 /** The embedded validation's rules across fields of an egress policy (validateSandbox), CEL in the CRD. */
@@ -117,6 +121,29 @@ const CROSS_FIELD_POOLS: BadSpec[] = [
   { what: "poolMin greater than poolMax", kind: "SandboxPool", path: ["spec", "capacity", "poolMin"], value: 3, field: "spec.capacity.poolMin" },
   { what: "bufferMin greater than bufferMax", kind: "SandboxPool", path: ["spec", "capacity", "bufferMin"], value: 3, field: "spec.capacity.bufferMin" },
   { what: "an egress policy on a Shared network", kind: "SandboxPool", path: ["spec", "network", "mode"], value: "Shared", field: "spec.network.egress" },
+  {
+    what: "preparedInstances greater than maxSandboxesPerPod",
+    kind: "SandboxPool",
+    path: ["spec", "preparedInstances"],
+    value: 3,
+    field: "spec.preparedInstances",
+  },
+  {
+    what: "preparedFromCheckpoint on a runtimeType container pool",
+    kind: "SandboxPool",
+    path: ["spec", "preparedFromCheckpoint"],
+    value: "golden",
+    field: "spec.preparedFromCheckpoint",
+  },
+  {
+    what: "preparedInstances on a gvisor pool without preparedFromCheckpoint",
+    kind: "SandboxPool",
+    path: ["spec", "runtimeType"],
+    value: "gvisor",
+    field: "spec.preparedInstances",
+  },
+  { what: "preparedInstances without an image", kind: "SandboxPool", path: ["spec", "image"], value: undefined, field: "spec.preparedInstances" },
+  { what: "a name that is not a DNS label", kind: "SandboxPool", path: ["metadata", "name"], value: "team.a", field: "metadata.name" },
 ];
 
 function load(file: string): Manifest {
