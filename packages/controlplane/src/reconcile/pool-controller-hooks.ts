@@ -19,9 +19,12 @@ export interface PoolControllerHooksOptions {
   manager: SandboxManager;
 }
 
-export function poolControllerHooks(options: PoolControllerHooksOptions): Pick<PoolControllerOptions, "agentUsable" | "onAgentRegistered" | "waitingFor"> {
+export function poolControllerHooks(
+  options: PoolControllerHooksOptions,
+): Pick<PoolControllerOptions, "agentUsable" | "onAgentRegistered" | "waitingFor" | "closingPool"> {
   const { connections, registry, allocations, manager } = options;
   return {
+    closingPool: (namespace, pool, work) => manager.withPoolClosed(namespace, pool, work),
     agentUsable: (name) => connections.agentConnectivity(name)?.connected === true,
     onAgentRegistered: (name) => {
       // Its first heartbeat may have answered before it was registered: placement (image affinity,

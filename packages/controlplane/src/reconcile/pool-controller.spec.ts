@@ -184,6 +184,44 @@ describe("PoolController", () => {
     assert.equal(await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL }), undefined);
   });
 
+  it("looks for a deleted pool's sandboxes inside closingPool (the fast path's creates held), so a create in flight is not missed", async () => {
+    await controller.stop();
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const closings: string[] = [];
+    controller = new PoolController({
+      store,
+      fleet,
+      registry,
+      clock,
+      logger: pino({ level: "silent" }),
+      waitingFor: () => waiting,
+      resyncIntervalMs: 60_000,
+      closingPool: async (namespace, pool, work) => {
+        closings.push(`${namespace}/${pool}`);
+        await gate;
+        return work();
+      },
+    });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 0, poolMax: 1 }));
+    await settle();
+    await store.delete("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    for (let i = 0; i < 100 && closings.length === 0; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(closings, [`${NAMESPACE}/${POOL}`]);
+    // A create that passed its pool check before the deletion stores its sandbox while the fast path finishes it.
+    await store.create("Sandbox", {
+      apiVersion: API_VERSION,
+      kind: "Sandbox",
+      metadata: { name: "late", namespace: NAMESPACE, finalizers: ["sandbox.fast.io/agent-cleanup"] },
+      spec: { image: "python", poolRef: POOL },
+    });
+    open();
+    await settle();
+    assert.ok((await store.get("Sandbox", { namespace: NAMESPACE, name: "late" }))?.metadata.deletionTimestamp, "the late sandbox is deleted with the pool");
+    assert.ok(await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL }), "the pool waits for it");
+  });
+
   it("starts poolMin agents and no more while their Pods are requested but not yet observed, or observed but not ready", async () => {
     await store.create("SandboxPool", poolObject({ poolMin: 2, poolMax: 4 }));
     await settle();

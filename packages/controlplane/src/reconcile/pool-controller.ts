@@ -65,6 +65,13 @@ export interface PoolControllerOptions {
    * (its checkpoints' files are removed); a failure is retried like any reconcile. @default nothing
    */
   onPoolEmptied?(namespace: string, pool: string): Promise<void>;
+  /**
+   * Runs a deleted pool's last look for sandboxes (and the removal of its finalizer) while this
+   * replica's fast path takes no create in the pool and its creates in flight have finished
+   * (SandboxManager.withPoolClosed): a create that passed its pool check just before the deletion
+   * cannot store a sandbox after that look. @default runs it as it is
+   */
+  closingPool?<T>(namespace: string, pool: string, work: () => Promise<T>): Promise<T>;
   /** How often every pool is reconciled even when nothing it watches changed (placements, releases). @default 5000 */
   resyncIntervalMs?: number;
   /**
@@ -307,6 +314,11 @@ export class PoolController implements Reconciler {
   private async cascade(pool: SandboxPool): Promise<ReconcileResult | void> {
     if (!pool.metadata.finalizers?.includes(POOL_CLEANUP_FINALIZER)) return;
     const namespace = pool.metadata.namespace ?? "default";
+    const closing = this.options.closingPool?.bind(this.options) ?? (<T>(_namespace: string, _pool: string, work: () => Promise<T>) => work());
+    return closing(namespace, pool.metadata.name, () => this.cascadeClosed(pool, namespace));
+  }
+
+  private async cascadeClosed(pool: SandboxPool, namespace: string): Promise<ReconcileResult | void> {
     const { items } = await this.options.store.list("Sandbox", { namespace });
     const left = items.filter((sandbox) => sandbox.spec.poolRef === pool.metadata.name);
     if (left.length > 0) {
