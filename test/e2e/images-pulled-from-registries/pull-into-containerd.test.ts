@@ -151,4 +151,66 @@ describe("pulling images into containerd", { timeout: 300_000 }, () => {
       await fresh.delete(sandboxId, { gracePeriodMs: 0 });
     }
   });
+
+  it("retires the prepared instances of an image whose tag a pull moved: a claim runs what the tag names now", async () => {
+    const first = await registry.pushVariant("team/moving", "v1", "first");
+    const stateDir = join(workDir, "agent-prepared");
+    const prepared = createContainerdRuntime({
+      namespace: NAMESPACE,
+      agentName: "agent-prepared",
+      stateDir,
+      cgroupParent: CGROUP_PARENT,
+      helperPath: DEFAULT_HELPER_PATH,
+      registryConfigPath: join(workDir, "config.json"),
+      preparedInstances: { count: 1, template: { namespace: "default", pool: "default", image: first.reference, runtimeType: "container" } },
+      onCreateTimings: (timings) => claimed.push(timings.prepared === true),
+      logger: pino({ level: "warn" }),
+    });
+    const claimed: boolean[] = [];
+    const sandboxIds: string[] = [];
+    const create = async () => {
+      const sandboxId = `sb-moved-${process.pid}-${sandboxIds.length}`;
+      sandboxIds.push(sandboxId);
+      await prepared.create({
+        sandboxId,
+        namespace: "default",
+        name: `moved-${sandboxIds.length}`,
+        pool: "default",
+        image: first.reference,
+        command: ["sleep", "600"],
+        args: [],
+        env: [],
+        runtimeType: "container",
+        logPath: join(workDir, `${sandboxId}.log`),
+      });
+      let output = "";
+      const exitCode = await prepared.exec(
+        sandboxId,
+        { command: ["cat", "/fsb-image"] },
+        { onStdout: (chunk) => void (output += Buffer.from(chunk).toString()), onStderr: () => undefined },
+      );
+      assert.equal(exitCode, 0);
+      return output.trim();
+    };
+    try {
+      await prepared.pullImage(first.reference);
+      await prepared.prepare();
+      await prepared.preparedInstancesReady();
+      assert.equal(await create(), "first", "a claim of the stock made of the first image");
+      await prepared.preparedInstancesReady();
+      // The tag moves: the same reference now names another image, and the agent pulls it.
+      const second = await registry.pushVariant("team/moving", "v1", "second");
+      assert.equal(second.reference, first.reference);
+      await prepared.pullImage(second.reference);
+      assert.equal(await create(), "second", "no claim of an instance made of the image the tag named before");
+      await prepared.preparedInstancesReady();
+      assert.equal(await create(), "second", "the stock is made of the new image again");
+      assert.deepEqual(claimed, [true, false, true], "claimed, cold (the stale instance retired), claimed");
+    } finally {
+      for (const sandboxId of sandboxIds) await prepared.delete(sandboxId, { gracePeriodMs: 0 }).catch(() => undefined);
+      await prepared.removePreparedInstances();
+      await prepared.unprepare();
+      prepared.close();
+    }
+  });
 });

@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { pino } from "pino";
-import { FailedPreconditionError, ValidationError } from "@fast-sandbox/api";
+import { AlreadyExistsError, FailedPreconditionError, ValidationError } from "@fast-sandbox/api";
 import { DEFAULT_HELPER_PATH, createContainerdRuntime, type ContainerdRuntime, type CreateTimings } from "@fast-sandbox/agent";
 import type { PreparedTemplate } from "../../../packages/agent/src/containerd/prepared-instances.js";
 import type { RuntimeSandboxSpec } from "../../../packages/agent/src/runtime/runtime.js";
@@ -257,6 +257,38 @@ for (const mode of ["shared", "isolated"] as const) {
       assert.equal(existsSync(join(workDir, mode, "state", "run", request.sandboxId)), false);
       // Only the stock is left (being refilled): every container of the agent is a prepared instance or an anchor.
       for (const id of containersOf(`prep-${mode}`)) assert.match(id, /^(fsb-prepared-|fsb-anchor\.)/);
+    });
+
+    it("a second create of a sandbox it runs, claimed or cold, fails as a duplicate and leaves the sandbox as it was", async () => {
+      await runtime.preparedInstancesReady();
+      for (const [how, overrides] of [
+        ["claimed", {}],
+        ["cold", { resources: { memoryBytes: 128 << 20 } }],
+      ] as const) {
+        const request = spec(mode, { command: ["sh", "-c", "sleep 1000"], ...overrides });
+        await runtime.create(request);
+        await assert.rejects(runtime.create(request), (error: unknown) => error instanceof AlreadyExistsError, how);
+        assert.equal((await runtime.get(request.sandboxId))?.state, "running", how);
+        const labelled = () =>
+          ctr(NAMESPACE, "containers", "list", "-q", `labels."fast-sandbox.io/sandbox-id"==${request.sandboxId}`).split("\n").filter(Boolean);
+        assert.equal(labelled().length, 1, `${how}: one container of the sandbox`);
+        const runDir = join(workDir, mode, "state", "run", request.sandboxId);
+        assert.ok(existsSync(join(runDir, "command-start")), `${how}: its run directory is intact (${readdirSync(runDir).join(", ")})`);
+        await runtime.delete(request.sandboxId, { gracePeriodMs: 0 });
+        assert.deepEqual(labelled(), [], `${how}: nothing left`);
+      }
+    });
+
+    it("a create whose claim is refused before the instance is touched (a NUL byte in its env) gives the instance back to the stock", async () => {
+      await runtime.preparedInstancesReady();
+      const prepared = () => containersOf(`prep-${mode}`).filter((id) => id.startsWith("fsb-prepared-"));
+      assert.equal(prepared().length, 2);
+      const request = spec(mode, { env: [{ name: "BAD", value: "a\0b" }] });
+      await assert.rejects(runtime.create(request), (error: unknown) => /must not contain NUL bytes/.test(String(error)));
+      assert.equal(runtime.preparedInstanceCount, 2, "the instance is back in the stock");
+      await runtime.preparedInstancesReady();
+      assert.equal(prepared().length, runtime.preparedInstanceCount, "no instance is left outside the stock");
+      assert.equal(await runtime.get(request.sandboxId), undefined);
     });
 
     it("removing the stock leaves no container, snapshot, run directory or log of an instance, and spares a claim just answered", async () => {

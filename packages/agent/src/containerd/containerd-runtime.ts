@@ -22,7 +22,7 @@ import { availableParallelism } from "node:os";
 import { performance } from "node:perf_hooks";
 import { create, toBinary } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
-import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, UnavailableError } from "@fast-sandbox/api/core";
+import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, UnavailableError, ValidationError } from "@fast-sandbox/api/core";
 import {
   LABEL_AGENT,
   LABEL_AGENT_UID,
@@ -431,11 +431,23 @@ export class ContainerdRuntime implements Runtime {
   async create(spec: RuntimeSandboxSpec): Promise<RuntimeSandbox> {
     this.createsInFlight += 1;
     try {
+      await this.refuseDuplicate(spec.sandboxId);
       return (await this.claimPrepared(spec)) ?? (await this.createSandbox(spec));
     } finally {
       this.createsInFlight -= 1;
       this.lastCreateEndedAt = performance.now();
     }
+  }
+
+  /**
+   * A create of a sandbox this agent runs already fails as a duplicate before it touches anything of
+   * it — its run directory above all, which the cold path makes afresh. A sandbox has a run directory
+   * from its create on, so only then is containerd asked (for a claimed one too: its container is
+   * the instance's).
+   */
+  private async refuseDuplicate(sandboxId: string): Promise<void> {
+    if (!this.claimedContainers.has(sandboxId) && !existsSync(this.runDir(sandboxId))) return;
+    if (await this.sandboxContainer(sandboxId)) throw new AlreadyExistsError(`sandbox ${sandboxId} already exists on this agent`);
   }
 
   /**
@@ -460,6 +472,7 @@ export class ContainerdRuntime implements Runtime {
     const image = await this.images.resolve(spec.image);
     const imageMs = lap();
     if (prepared) prepared.built.image = image;
+    else if (processArgs(spec, image.config).length === 0) throw noCommand(spec.image);
 
     const labels: Record<string, string> = {
       [LABEL_MANAGED]: "true",
@@ -511,9 +524,20 @@ export class ContainerdRuntime implements Runtime {
     // A second create of an existing sandbox takes nothing from the stock (its create fails as a duplicate in the cold path).
     if (this.claimedContainers.has(sandboxId) || existsSync(runDir)) return undefined;
     const { image } = spec;
+    // What a cold create would run now (cached: a map lookup); a pull that moved the tag since the
+    // stock was made forgot the old resolution.
+    const current = await this.images.resolve(image);
     for (;;) {
       const instance = this.preparedStock.take((candidate): candidate is WaitingInstance => candidate.kind === "waiting");
       if (!instance) return undefined;
+      if (instance.image.targetDigest !== current.targetDigest) {
+        this.logger.info(
+          { instance: instance.id, image, was: instance.image.targetDigest, now: current.targetDigest },
+          "a prepared instance is of an image its tag no longer names (pulled anew); it is replaced",
+        );
+        void this.discardInstance(instance);
+        continue;
+      }
       const sandbox = await this.claimInstance(instance, spec, runDir);
       if (sandbox) return sandbox;
       this.logger.warn({ instance: instance.id, image }, "a prepared instance could not be claimed (its helper is gone); trying the next");
@@ -529,10 +553,17 @@ export class ContainerdRuntime implements Runtime {
     const userArgs = processArgs(spec, config);
     const workingDir = spec.workingDir || config.workingDir || "/";
     const env = mergeEnv(config.env, spec.env);
-    const claim = encodeClaim({ workingDir, args: userArgs, env });
-    if (claim.length > CLAIM_MAX_BYTES) {
+    let claim: Buffer;
+    try {
+      if (userArgs.length === 0) throw noCommand(spec.image);
+      claim = encodeClaim({ workingDir, args: userArgs, env });
+      if (claim.length > CLAIM_MAX_BYTES) {
+        throw new FsbError("invalid_argument", `the command and its environment take ${claim.length} bytes; at most ${CLAIM_MAX_BYTES} are allowed`);
+      }
+    } catch (error) {
+      // Refused before the instance was touched: it goes back to the stock.
       this.preparedStock?.adopt([instance]);
-      throw new FsbError("invalid_argument", `the command and its environment take ${claim.length} bytes; at most ${CLAIM_MAX_BYTES} are allowed`);
+      throw error;
     }
     const labels = this.handOver(instance, spec, runDir, { [LABEL_IMAGE]: spec.image });
     const isolated = spec.network?.mode === "isolated";
@@ -1697,6 +1728,11 @@ export class ContainerdRuntime implements Runtime {
     }
     return error;
   }
+}
+
+/** A sandbox with no command of its own whose image has none either. */
+function noCommand(image: string): ValidationError {
+  return new ValidationError("command", `image "${image}" has neither an entrypoint nor a cmd: give the sandbox a command`);
 }
 
 function taskState(status: TaskStatus): RuntimeSandboxState {

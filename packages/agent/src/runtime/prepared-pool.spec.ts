@@ -131,6 +131,26 @@ describe("PreparedPool", () => {
     assert.equal(made, 1, "a drained pool prepares nothing more");
   });
 
+  it("prepares nothing when a taken item is given back while the refill waits (a claim refused before it touched the item)", async () => {
+    let gate: () => void = () => undefined;
+    let made = 0;
+    const pool = new PreparedPool({
+      target: 2,
+      prepare: async () => 100 + ++made,
+      beforeEachPrepare: () => new Promise<void>((resolve) => (gate = resolve)),
+    });
+    pool.adopt([1, 2]);
+    const taken = pool.take();
+    assert.equal(taken, 1);
+    await new Promise((resolve) => setImmediate(resolve));
+    pool.adopt([1]);
+    gate();
+    await pool.filled();
+    assert.equal(made, 0, "the pool is at its target again: nothing more is made");
+    assert.equal(pool.size, 2);
+    await pool.drain();
+  });
+
   it("randomized takes, adoptions and fills against a model: every item is handed out once, kept, or drained", async () => {
     let seed = 42;
     const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;

@@ -89,7 +89,8 @@ export class PreparedPool<T> {
       try {
         if (this.options.beforeEachPrepare) {
           await this.options.beforeEachPrepare(this.stopping.signal).catch(() => undefined);
-          if (this.stopped) break;
+          // Items given back meanwhile (a take undone: `adopt`) may have filled it already.
+          if (this.stopped || this.ready.length >= this.target) break;
         }
         const item = await this.options.prepare();
         this.ready.push(item);

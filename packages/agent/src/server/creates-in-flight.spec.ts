@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { AlreadyExistsError } from "@fast-sandbox/api/core";
 import { CreatesInFlight } from "./creates-in-flight.js";
 
 describe("CreatesInFlight", () => {
@@ -13,6 +14,32 @@ describe("CreatesInFlight", () => {
     assert.deepEqual(creates.ids(), ["a"]);
     finish("done");
     assert.equal(await ok, "done");
+    assert.deepEqual(creates.ids(), []);
+  });
+
+  it("refuses a retry of a create in flight as a duplicate, running nothing more, and keeps tracking the first", async () => {
+    const creates = new CreatesInFlight();
+    let finish: (value: string) => void = () => undefined;
+    let runs = 0;
+    const first = creates.track("a", () => {
+      runs += 1;
+      return new Promise<string>((resolve) => (finish = resolve));
+    });
+    await assert.rejects(
+      creates.track("a", () => {
+        runs += 1;
+        return Promise.resolve("second");
+      }),
+      (error: unknown) => error instanceof AlreadyExistsError && /is being created already/.test(error.message),
+    );
+    assert.equal(runs, 1, "the retry ran no create of its own");
+    let settled = false;
+    const waiting = creates.settled("a").then(() => (settled = true));
+    await Promise.resolve();
+    assert.equal(settled, false, "the first create is still tracked");
+    finish("first");
+    assert.equal(await first, "first");
+    await waiting;
     assert.deepEqual(creates.ids(), []);
   });
 

@@ -3,11 +3,18 @@
  * control plane that restarted meanwhile waits for them instead of taking them for leftovers, and
  * an agent that is asked to stop lets them finish (bounded) instead of leaving half-made containers.
  */
+import { AlreadyExistsError } from "@fast-sandbox/api/core";
+
 export class CreatesInFlight {
   private readonly creates = new Map<string, Promise<unknown>>();
 
-  /** Runs `create` for `sandboxId`, visible in `ids()` until it settles. */
+  /**
+   * Runs `create` for `sandboxId`, visible in `ids()` until it settles. A create of an id whose create
+   * is still in flight (a retry) runs nothing and fails as a duplicate, as one of a sandbox that
+   * exists does: the first create's steps are never raced, and it stays the one tracked.
+   */
   async track<T>(sandboxId: string, create: () => Promise<T>): Promise<T> {
+    if (this.creates.has(sandboxId)) throw new AlreadyExistsError(`sandbox ${sandboxId} is being created already`);
     const running = create();
     this.creates.set(sandboxId, running);
     try {
