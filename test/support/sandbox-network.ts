@@ -157,7 +157,8 @@ export class ServerNamespace {
   readonly name: string;
   readonly hostAddress: string;
   readonly address: string;
-  readonly metadataAddress = "169.254.169.254";
+  /** Cloud metadata addresses (link-local, Alibaba Cloud's), served here so a test can show no sandbox reaches them. */
+  readonly metadataAddresses = ["169.254.169.254", "100.100.100.200"] as const;
   private readonly hostInterface: string;
   private readonly children: ChildProcess[] = [];
 
@@ -182,9 +183,9 @@ export class ServerNamespace {
     run("ip", "-n", server.name, "addr", "add", `${server.address}/30`, "dev", inside);
     run("ip", "-n", server.name, "link", "set", inside, "up");
     run("ip", "-n", server.name, "link", "set", "lo", "up");
-    run("ip", "-n", server.name, "addr", "add", `${server.metadataAddress}/32`, "dev", "lo");
+    for (const address of server.metadataAddresses) run("ip", "-n", server.name, "addr", "add", `${address}/32`, "dev", "lo");
     run("ip", "-n", server.name, "route", "add", "default", "via", server.hostAddress);
-    run("ip", "route", "add", `${server.metadataAddress}/32`, "via", server.address);
+    for (const address of server.metadataAddresses) run("ip", "route", "add", `${address}/32`, "via", server.address);
     return server;
   }
 
@@ -206,7 +207,7 @@ export class ServerNamespace {
 
   remove(): void {
     for (const child of this.children) child.kill("SIGKILL");
-    quietly("ip", "route", "del", `${this.metadataAddress}/32`);
+    for (const address of this.metadataAddresses) quietly("ip", "route", "del", `${address}/32`);
     quietly("ip", "link", "delete", this.hostInterface);
     quietly("ip", "netns", "delete", this.name);
   }

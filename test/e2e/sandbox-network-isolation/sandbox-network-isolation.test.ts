@@ -2,7 +2,7 @@
  * Isolated sandboxes on the real containerd, runc and runsc, created through the agent's API: each
  * has a network namespace of its own on the test's own sandbox network, and the host-side rules
  * hold for both runtimes — no host (loopback listener, the agent's port, any host address), no
- * 169.254.0.0/16, no other sandbox unless its pool allows it, and the egress policy (denyAll,
+ * 169.254.0.0/16 or 100.100.100.200 (cloud metadata), no other sandbox unless its pool allows it, and the egress policy (denyAll,
  * allowAll, allowList) towards a server in a network namespace the test owns. Two sandboxes bind the
  * same port. A Shared sandbox keeps today's behaviour (it reaches the host's loopback), which also
  * shows the loopback probe can succeed.
@@ -241,9 +241,11 @@ for (const runtimeType of ["container", "gvisor"]) {
       assert.deepEqual(answers, ["", "", "", "", "", ""]);
     });
 
-    it("cannot reach 169.254.169.254, even allowed everywhere else", async () => {
-      assert.equal((await readBanner(server.metadataAddress, SERVER_PORT)).trim(), `srv-${SERVER_PORT}`);
-      assert.equal(await answerTo(sandboxes.a as pb.AgentSandbox, server.metadataAddress, SERVER_PORT), "");
+    it("cannot reach the clouds' metadata addresses (169.254.169.254, Alibaba's 100.100.100.200), even allowed everywhere else", async () => {
+      for (const address of server.metadataAddresses) {
+        assert.equal((await readBanner(address, SERVER_PORT)).trim(), `srv-${SERVER_PORT}`, `the host reaches ${address}`);
+        assert.equal(await answerTo(sandboxes.a as pb.AgentSandbox, address, SERVER_PORT), "", address);
+      }
     });
 
     it("egress: allowAll reaches a server on another local address, denyAll does not, an allow list only what it lists", async () => {

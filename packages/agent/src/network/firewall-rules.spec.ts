@@ -85,12 +85,14 @@ describe("sandboxPolicyCommands", () => {
   it("allowAll: DNS, then the always-denied destinations, then everything else", async () => {
     const commands = sandboxPolicyCommands(NETWORK, policy());
     const rules = rulesOf(commands, "sandbox_a1b2c3d4e5f6");
-    assert.equal(rules.length, 5);
+    assert.equal(rules.length, 7);
     assert.match(rules[0] ?? "", /"10\.255\.255\.53".*"protocol":"th","field":"dport"\}\},"right":53\}\},\{"accept":null\}/);
     assert.match(rules[1] ?? "", /"addr":"169\.254\.0\.0","len":16.*drop/);
-    assert.match(rules[2] ?? "", /"addr":"127\.0\.0\.0","len":8.*drop/);
-    assert.match(rules[3] ?? "", /"addr":"10\.77\.0\.0","len":16.*drop/);
-    assert.equal(rules[4], JSON.stringify([{ accept: null }]));
+    assert.match(rules[2] ?? "", /"right":"100\.100\.100\.200"\}\},\{"drop":null\}/, "Alibaba Cloud's metadata");
+    assert.match(rules[3] ?? "", /"right":"168\.63\.129\.16"\}\},\{"drop":null\}/, "Azure's WireServer");
+    assert.match(rules[4] ?? "", /"addr":"127\.0\.0\.0","len":8.*drop/);
+    assert.match(rules[5] ?? "", /"addr":"10\.77\.0\.0","len":16.*drop/);
+    assert.equal(rules[6], JSON.stringify([{ accept: null }]));
     // The sandbox's address leads to its chain.
     assert.match(JSON.stringify(commands.at(-1)), /"egress".*\["10\.77\.0\.2",\{"jump":\{"target":"sandbox_a1b2c3d4e5f6"\}\}\]/);
     await assertNftAccepts([...portGuardCommands(NETWORK, GUARD), ...commands]);
@@ -120,7 +122,7 @@ describe("sandboxPolicyCommands", () => {
         },
       }),
     );
-    const rules = rulesOf(commands, "sandbox_a1b2c3d4e5f6").slice(4);
+    const rules = rulesOf(commands, "sandbox_a1b2c3d4e5f6").slice(6);
     assert.deepEqual(rules, [
       JSON.stringify([
         { match: { op: "==", left: { payload: { protocol: "ip", field: "daddr" } }, right: { prefix: { addr: "192.0.2.0", len: 24 } } } },

@@ -16,8 +16,9 @@
  *     forward              from a sandbox: its own chain, found by its source address (which the
  *                          bridge table vouches for); unknown sources dropped. To a sandbox: only
  *                          replies (nothing from elsewhere opens connections to sandboxes)
- *     sandbox_<id>         DNS to its resolvers (unless denyAll), never 169.254.0.0/16, loopback or
- *                          other sandboxes (save its peer group), then its egress policy
+ *     sandbox_<id>         DNS to its resolvers (unless denyAll), never the clouds' metadata
+ *                          addresses (NEVER_REACHED), loopback or other sandboxes (save its peer
+ *                          group), then its egress policy
  *     postrouting          masquerades what leaves the subnet (one rule for every sandbox)
  *
  * Per-sandbox objects are keyed by the network namespace's id (`<id>`) and found again from the
@@ -177,6 +178,14 @@ export function portGuardCommands(network: FirewallNetwork, guard: PortGuard): N
   ];
 }
 
+/**
+ * Where no sandbox goes, whatever its egress policy: the clouds' instance metadata and host services
+ * — link-local (169.254.169.254 of AWS, GCP, Azure, OpenStack…), Alibaba Cloud's 100.100.100.200,
+ * Azure's WireServer 168.63.129.16 (Azure's DNS at that address stays reachable on port 53 through
+ * the DNS rule before these, when it is the host's resolver) — and loopback.
+ */
+export const NEVER_REACHED = ["169.254.0.0/16", "100.100.100.200/32", "168.63.129.16/32", "127.0.0.0/8"] as const;
+
 /** A claimed sandbox's egress policy (and peer group), in force once the commands are applied. */
 export function sandboxPolicyCommands(network: FirewallNetwork, policy: SandboxPolicy): NftCommand[] {
   const name = network.table;
@@ -189,7 +198,7 @@ export function sandboxPolicyCommands(network: FirewallNetwork, policy: SandboxP
       egressRule(match(daddr, anyOf(policy.dnsServers)), match(meta("l4proto"), { set: ["tcp", "udp"] }), match(payload("th", "dport"), 53), ACCEPT),
     );
   }
-  commands.push(egressRule(match(daddr, prefix("169.254.0.0/16")), DROP), egressRule(match(daddr, prefix("127.0.0.0/8")), DROP));
+  commands.push(...NEVER_REACHED.map((cidr) => egressRule(match(daddr, prefix(cidr)), DROP)));
   if (policy.peerGroup) {
     const set = groupSet(policy.peerGroup);
     commands.push(
