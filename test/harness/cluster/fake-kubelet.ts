@@ -393,6 +393,8 @@ class Container {
 }
 
 const pods = new Map<string, PodRunner>();
+/** Set on a Pod (its value the message), the Pod is evicted: its containers stopped, the Pod left Failed (Evicted). */
+const EVICT_ANNOTATION = "fake-kubelet.fast-sandbox.io/evict";
 
 class PodRunner {
   pod: KObj;
@@ -1041,6 +1043,23 @@ class PodRunner {
     clearTimeout(timer);
   }
 
+  /**
+   * Eviction, as a kubelet under node pressure does it: every container is stopped (no restart),
+   * and the Pod object stays, in phase Failed with reason Evicted, for good — until someone deletes it.
+   */
+  async evict(message: string): Promise<void> {
+    if (this.terminating || this.finished) return;
+    this.finished = true;
+    this.phase = "Failed";
+    this.failedReason = "Evicted";
+    this.failedMessage = message;
+    log(`pod ${this.key} evicted: ${message}`);
+    await Promise.all([...this.initContainers, ...this.containers].map((c) => this.killContainer(c, "eviction", true, 0)));
+    for (const c of [...this.initContainers, ...this.containers]) if (c.backoffTimer) clearTimeout(c.backoffTimer);
+    void event(this.pod, "Warning", "Evicted", message);
+    this.updateStatus();
+  }
+
   /** Graceful deletion: stop every container, then remove the Pod object. */
   async terminate(graceSeconds: number | undefined, deleteFromApi: boolean): Promise<void> {
     if (this.terminating) return;
@@ -1142,6 +1161,10 @@ class PodRunner {
       containerStatuses: this.containers.map((c) => c.status()),
     };
     if (this.initContainers.length) s.initContainerStatuses = this.initContainers.map((c) => c.status());
+    if (this.failedReason) {
+      s.reason = this.failedReason;
+      s.message = this.failedMessage;
+    }
     return s;
   }
 }
@@ -1221,6 +1244,8 @@ function onPod(type: string, pod: KObj): void {
     return;
   }
   r.pod = pod;
+  const eviction = pod.metadata.annotations?.[EVICT_ANNOTATION];
+  if (eviction && !pod.metadata.deletionTimestamp) void r.evict(eviction);
   if (pod.metadata.deletionTimestamp && !r.terminating) {
     void r.terminate(pod.metadata.deletionGracePeriodSeconds ?? pod.spec.terminationGracePeriodSeconds ?? 30, true);
   }

@@ -4,7 +4,10 @@
  * the sandbox shows AgentConnected=False first; once recoveryTimeoutSeconds have passed, a new
  * instance runs on the surviving agent (new sandboxID, status.recreations 1, a Recreated condition,
  * Running) and exec reaches it; the pool starts an agent in place of the lost one; the janitor
- * reclaims what the lost agent left in containerd (the old instance, its shim anchors). Asserted
+ * reclaims what the lost agent left in containerd (the old instance, its shim anchors). Then an
+ * agent whose Pod is evicted (the fake kubelet stops its containers and leaves the Pod Failed, as a
+ * kubelet under node pressure does) is deleted and replaced by the pool, and the sandbox it ran is
+ * recreated on another agent. Asserted
  * through the Sandbox and SandboxPool objects, the fast path and containerd.
  * Run by ../suite.test.ts on the suite's cluster.
  */
@@ -157,10 +160,45 @@ export function registerCase(suite: KubernetesSuiteContext): void {
           intervalMs: 1000,
         });
         assert.deepEqual(sandboxContainers(), [sandbox?.status?.sandboxID], "the current instance is left alone");
+      },
+    );
+
+    itWithDiagnostics(
+      suite,
+      () => namespace,
+      "an agent whose Pod is evicted (phase Failed, the object kept) is deleted and replaced, and its sandbox runs again",
+      600_000,
+      async () => {
+        const before = await getSandbox(suite, namespace, "phoenix");
+        const evicted = before?.status?.assignedPod ?? "";
+        assert.ok(evicted, "the sandbox runs on an agent");
+        // What a kubelet under memory pressure does: containers stopped, the Pod left in phase Failed for good.
+        await suite.kubectlOk("-n", namespace, "annotate", "pod", evicted, "fake-kubelet.fast-sandbox.io/evict=The node was low on resource: memory.");
+        await suite.eventually(
+          "the evicted agent's Pod deleted, two ready agents again",
+          async () => {
+            const all = await agentPods(suite, namespace, POOL, { includeDeleting: true });
+            const ready = all.filter(isPodReady).map((pod) => pod.metadata.name);
+            return !all.some((pod) => pod.metadata.name === evicted) && ready.length === 2 && (await getPool(suite, namespace, POOL)).status?.readyAgents === 2;
+          },
+          { timeoutMs: 120_000 },
+        );
+        const again = await waitForSandbox(
+          suite,
+          namespace,
+          "phoenix",
+          "the sandbox running again on another agent",
+          (sandbox) => sandbox.status?.phase === "Running" && Boolean(sandbox.status.assignedPod) && sandbox.status.assignedPod !== evicted,
+          { timeoutMs: 120_000 },
+        );
+        assert.equal(again.status?.recreations, 2, "recreated once more (AutoRecreate)");
+        const answer = await client.sandboxes.exec("phoenix", ["sh", "-c", "echo third"], { namespace });
+        assert.deepEqual([answer.exitCode, answer.stdout], [0, "third\n"]);
 
         await client.sandboxes.delete("phoenix", { namespace });
         assert.equal(await getSandbox(suite, namespace, "phoenix"), undefined);
-        assert.deepEqual(sandboxContainers(), [], "the deleted sandbox's container is gone");
+        // The evicted agent's instance stays in containerd for the janitor, as the lost agent's did above.
+        assert.ok(!sandboxContainers().includes(again.status?.sandboxID ?? ""), "the deleted sandbox's container is gone");
       },
     );
   });
