@@ -611,7 +611,8 @@ export class SandboxManager {
         // Deleted meanwhile and cleaned up elsewhere (another replica) before its instance existed:
         // nobody else knows of the instance now.
         this.logger.warn({ sandbox: key, sandboxId }, "the sandbox was deleted while it was being created; its instance is removed");
-        this.registry.release(key);
+        // The name's placement is this sandbox's, unless a sandbox of the same name is stored or being created since.
+        if (now === "gone" && !this.creating.has(key)) this.registry.release(key);
         await this.agents
           .get(agent.name)
           ?.deleteSandbox(sandboxId, 0)
