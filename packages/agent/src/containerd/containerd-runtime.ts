@@ -521,7 +521,8 @@ export class ContainerdRuntime implements Runtime {
     if (!this.preparedStock || this.preparedSettings?.fromCheckpoint || templateKey(spec) !== this.preparedKey) return undefined;
     const sandboxId = spec.sandboxId;
     const runDir = this.runDir(sandboxId);
-    // A second create of an existing sandbox takes nothing from the stock (its create fails as a duplicate in the cold path).
+    // A second create of an existing sandbox was refused already (refuseDuplicate); a run directory a
+    // failed create left behind sends the create down the cold path, which makes it afresh.
     if (this.claimedContainers.has(sandboxId) || existsSync(runDir)) return undefined;
     const { image } = spec;
     // What a cold create would run now (cached: a map lookup); a pull that moved the tag since the
