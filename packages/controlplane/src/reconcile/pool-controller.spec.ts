@@ -6,7 +6,7 @@ import { FakeClock } from "../controller/clock.js";
 import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "../fleet/agent-fleet.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { MemoryResourceStore } from "../store/memory-resource-store.js";
-import { POOL_CLEANUP_FINALIZER, PoolController } from "./pool-controller.js";
+import { POOL_CLEANUP_FINALIZER, PoolController, type PoolControllerOptions } from "./pool-controller.js";
 
 const NAMESPACE = "team";
 const POOL = "python";
@@ -120,15 +120,7 @@ describe("PoolController", () => {
     clock = new FakeClock();
     waiting = 0;
     sandboxes = 0;
-    controller = new PoolController({
-      store,
-      fleet,
-      registry,
-      clock,
-      logger: pino({ level: "silent" }),
-      waitingFor: () => waiting,
-      resyncIntervalMs: 60_000,
-    });
+    controller = newController();
     await controller.start();
   });
 
@@ -136,6 +128,19 @@ describe("PoolController", () => {
     await controller.stop();
     await store.close();
   });
+
+  /** The controller under test, over this test's store, fleet, registry and clock. */
+  const newController = (extra: Partial<PoolControllerOptions> = {}) =>
+    new PoolController({
+      store,
+      fleet,
+      registry,
+      clock,
+      logger: pino({ level: "silent" }),
+      waitingFor: () => waiting,
+      resyncIntervalMs: 60_000,
+      ...extra,
+    });
 
   const status = async () => (await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL }))?.status;
 
@@ -189,14 +194,7 @@ describe("PoolController", () => {
     let open: () => void = () => undefined;
     const gate = new Promise<void>((resolve) => (open = resolve));
     const closings: string[] = [];
-    controller = new PoolController({
-      store,
-      fleet,
-      registry,
-      clock,
-      logger: pino({ level: "silent" }),
-      waitingFor: () => waiting,
-      resyncIntervalMs: 60_000,
+    controller = newController({
       closingPool: async (namespace, pool, work) => {
         closings.push(`${namespace}/${pool}`);
         await gate;
