@@ -246,6 +246,24 @@ describe("the sandbox proxy", () => {
     assert.equal(status, 401);
   });
 
+  it("relays a WebSocket whose Upgrade header is spelled in any case, and answers (not hangs up on) an upgrade it cannot relay", async () => {
+    const host = `${port}-${ID}.localhost:${proxy.port}`;
+    const upgrade = (method: string, spelled: string, to = host) =>
+      `${method} /socket HTTP/1.1\r\nhost: ${to}\r\nupgrade: ${spelled}\r\nconnection: Upgrade\r\n` +
+      `sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\nx-access-token: ${TOKEN}\r\n\r\n`;
+    const answer = async (raw: string) => {
+      const connection = net.connect(proxy.port, "127.0.0.1");
+      connection.write(raw);
+      const head = await headOrClose(connection);
+      connection.destroy();
+      return head;
+    };
+    assert.match(await answer(upgrade("GET", "WebSocket")), /^HTTP\/1\.1 101/);
+    assert.match(await answer(upgrade("POST", "websocket")), /^HTTP\/1\.1 405/);
+    // A port nothing listens on: the upgrade is answered 502, as a request would be.
+    assert.match(await answer(upgrade("GET", "websocket", `${closedPort}-${ID}.localhost:${proxy.port}`)), /^HTTP\/1\.1 502/);
+  });
+
   it("opens a raw TCP tunnel with CONNECT that carries bytes both ways, and refuses one without the token", async () => {
     const tcpPort = (record as { tcpPort?: number }).tcpPort ?? 0;
     const authority = `${tcpPort}-${ID}.localhost:${proxy.port}`;
@@ -281,6 +299,19 @@ describe("the sandbox proxy", () => {
     return Number(line?.split(" ").at(-1) ?? Number.NaN);
   }
 });
+
+/** The head of the answer on a raw connection, or whatever came before the proxy closed it (empty: closed without an answer). */
+function headOrClose(socket: net.Socket): Promise<string> {
+  return new Promise((resolve) => {
+    let text = "";
+    socket.on("data", (data: Buffer) => {
+      text += data.toString();
+      if (text.includes("\r\n\r\n")) resolve(text);
+    });
+    socket.once("close", () => resolve(text));
+    socket.once("error", () => resolve(text));
+  });
+}
 
 function readUntil(socket: net.Socket, marker: string): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -48,7 +48,16 @@ export interface SandboxProxy {
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
 type Response = http.ServerResponse | http2.Http2ServerResponse;
 
-const STATUS_TEXT: Record<number, string> = { 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 502: "Bad Gateway", 503: "Service Unavailable" };
+const STATUS_TEXT: Record<number, string> = {
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  405: "Method Not Allowed",
+  409: "Conflict",
+  429: "Too Many Requests",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+};
 
 function single(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
@@ -182,12 +191,19 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
         metrics?.answered("websocket", refusal.status);
         return;
       }
+      if (request.method !== "GET") {
+        refuseRaw(socket, { status: 405, body: { code: 405, message: `a WebSocket upgrade is a GET request, not ${request.method ?? "?"}` } });
+        metrics?.answered("websocket", 405);
+        return;
+      }
       const target = await resolve(request.headers);
       if (isProxyRefusal(target)) {
         refuseRaw(socket, target);
         metrics?.answered("websocket", target.status);
         return;
       }
+      // The Upgrade token is case-insensitive (RFC 9110), http2-proxy compares it to "websocket" as is.
+      request.headers.upgrade = "websocket";
       let upstreamSocket: net.Socket | undefined;
       let upgraded = false;
       try {
@@ -208,7 +224,8 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
           },
         });
       } catch (error) {
-        if (!upgraded && upstreamSocket?.bytesRead === 0) {
+        // Nothing came back from the sandbox (no connection made, or it said nothing): the caller is told why.
+        if (!upgraded && (upstreamSocket?.bytesRead ?? 0) === 0) {
           refuseRaw(socket, portUnreachable(target, error));
           metrics?.answered("websocket", 502);
         } else socket.destroy();
