@@ -26,6 +26,7 @@ import { SandboxDirectory } from "./proxy/sandbox-directory.js";
 import { startSandboxProxy, type SandboxProxy } from "./proxy/sandbox-proxy.js";
 import { ProxyMetrics } from "./proxy/proxy-metrics.js";
 import { parseProxyBaseUrl } from "./proxy/sandbox-endpoints.js";
+import { SignedFileLookup } from "./proxy/signed-file-lookup.js";
 import { ControlPlaneMetrics } from "./fastpath/control-plane-metrics.js";
 import { applySandboxPool } from "./fastpath/pool-service.js";
 import { SandboxReconciler } from "./reconcile/sandbox-reconciler.js";
@@ -45,7 +46,7 @@ import type { AgentClient } from "./agent-client/agent-client.js";
 import { LocalJanitorProcess, type LocalJanitorOptions } from "./embedded/local-janitor-process.js";
 import { startE2bApiServer, type E2bApiServer } from "./e2b/e2b-api-server.js";
 import { E2bSandboxes } from "./e2b/e2b-sandboxes.js";
-import { createdThroughE2b, signingSandboxes } from "./e2b/signing-sandboxes.js";
+import { createdThroughE2b, SigningSandboxes } from "./e2b/signing-sandboxes.js";
 import { pollEnvdHealth } from "./e2b/envd-readiness.js";
 import { TOKEN_SECRET_FILE, loadOrCreateTokenSecret } from "./e2b/envd-access-token.js";
 import { hostResources } from "./e2b/host-resources.js";
@@ -181,7 +182,13 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
         // Shared network: the sandbox listens on its agent's address (this host).
         agentAddress: (agentName) => registry.getAgent(agentName)?.hostIP,
         domain: configuredProxy?.domain ?? "localhost",
-        signingSandboxes: () => signingSandboxes(directory.list(), e2bTokenSecret),
+        signedFiles: new SignedFileLookup({
+          signers: new SigningSandboxes(
+            () => directory.list(),
+            () => e2bTokenSecret,
+          ),
+          lookup: (sandboxId) => directory.lookup(sandboxId),
+        }),
         exposesEveryPort: createdThroughE2b,
         // The manager's pool cache, once there is one (the proxy starts first): a Bound Shared sandbox is served.
         networkModeOf: (sandbox) => poolModes.of?.networkModeOf(sandbox),

@@ -1,17 +1,46 @@
 /**
  * The sandboxes the E2B-compatible API created, with their access tokens derived again (their
  * nonce annotation under the control plane's secret): what the sandbox proxy checks E2B's presigned
- * file URLs against (proxy/signed-file-url.ts), since those URLs name no sandbox; and which sandboxes
- * are E2B's, whose every port the proxy reaches.
+ * file URLs against (proxy/signed-file-lookup.ts), since those URLs name no sandbox; and which
+ * sandboxes are E2B's, whose every port the proxy reaches. A token is derived once per record (an
+ * HMAC per sandbox per URL adds up at thousands of sandboxes) and again when the record, its nonce
+ * or the secret changes.
  */
 import type { Sandbox } from "@fast-sandbox/api";
 import { envdAccessToken } from "./envd-access-token.js";
 import { TOKEN_NONCE_ANNOTATION } from "./e2b-sandbox-view.js";
 
-export function* signingSandboxes(sandboxes: Iterable<Sandbox>, secret: Buffer): Generator<{ sandbox: Sandbox; token: string }> {
-  for (const sandbox of sandboxes) {
+export class SigningSandboxes {
+  /** Keyed by the record itself: an informer replaces a record on change, and a dropped one goes with its entry. */
+  private readonly derived = new WeakMap<Sandbox, { nonce: string; secret: Buffer; token: string }>();
+
+  /**
+   * @param sandboxes every sandbox the proxy may route to (an informer's cache)
+   * @param secret the control plane's token secret; undefined while it is not known (Kubernetes: the Secret is read later)
+   */
+  constructor(
+    private readonly sandboxes: () => Iterable<Sandbox>,
+    private readonly secret: () => Buffer | undefined,
+  ) {}
+
+  /** Every sandbox whose token can be derived, with its token. */
+  *list(): Generator<{ sandbox: Sandbox; token: string }> {
+    for (const sandbox of this.sandboxes()) {
+      const token = this.tokenOf(sandbox);
+      if (token) yield { sandbox, token };
+    }
+  }
+
+  /** The sandbox's token, if the E2B-compatible API created it and the secret is known. */
+  tokenOf(sandbox: Sandbox): string | undefined {
     const nonce = sandbox.metadata.annotations?.[TOKEN_NONCE_ANNOTATION];
-    if (nonce) yield { sandbox, token: envdAccessToken(secret, nonce) };
+    const secret = this.secret();
+    if (!nonce || !secret) return undefined;
+    const known = this.derived.get(sandbox);
+    if (known?.nonce === nonce && known.secret === secret) return known.token;
+    const token = envdAccessToken(secret, nonce);
+    this.derived.set(sandbox, { nonce, secret, token });
+    return token;
   }
 }
 

@@ -25,9 +25,10 @@ import { KubernetesAgentFleet } from "../fleet/kubernetes-agent-fleet.js";
 import { ProxyMetrics } from "../proxy/proxy-metrics.js";
 import { SandboxDirectory } from "../proxy/sandbox-directory.js";
 import { startSandboxProxy } from "../proxy/sandbox-proxy.js";
+import { SignedFileLookup } from "../proxy/signed-file-lookup.js";
 import { openKubernetesResourceStore } from "../store/kubernetes-resource-store.js";
 import type { ProxyConfig } from "./proxy-config.js";
-import { createdThroughE2b, signingSandboxes } from "../e2b/signing-sandboxes.js";
+import { createdThroughE2b, SigningSandboxes } from "../e2b/signing-sandboxes.js";
 import { readKubernetesTokenSecret } from "../e2b/kubernetes-token-secret.js";
 
 export interface KubernetesSandboxProxy {
@@ -79,7 +80,13 @@ export async function startKubernetesSandboxProxy(options: {
       agentRelay: endpointOf,
       domain: config.proxyAddress.domain,
       exposesEveryPort: createdThroughE2b,
-      signingSandboxes: () => (tokenSecret ? signingSandboxes(directory.list(), tokenSecret) : []),
+      signedFiles: new SignedFileLookup({
+        signers: new SigningSandboxes(
+          () => directory.list(),
+          () => tokenSecret,
+        ),
+        lookup: (sandboxId) => directory.lookup(sandboxId),
+      }),
     },
     agentToken: config.agentToken,
     host: config.host,

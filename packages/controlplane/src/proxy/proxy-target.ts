@@ -19,7 +19,8 @@
 import { ACCESS_TOKEN_HEADER, SANDBOX_DAEMON_PORT, type NetworkMode, type Sandbox } from "@fast-sandbox/api";
 import { accessTokenMatches } from "./access-token.js";
 import { isRefusal, routeOf, type RoutingHeaders } from "./sandbox-route.js";
-import { parseSignedFileRequest, signatureExpired, signedBy } from "./signed-file-url.js";
+import type { SignedFileLookup } from "./signed-file-lookup.js";
+import { parseSignedFileRequest, signatureExpired } from "./signed-file-url.js";
 
 export interface ProxyTarget {
   sandboxId: string;
@@ -50,11 +51,11 @@ export interface ProxyTargetSources {
    */
   agentRelay?(agentName: string): string | undefined;
   /**
-   * The sandboxes whose access tokens the proxy can derive (those the E2B-compatible API created),
-   * with their tokens: E2B's presigned file URLs are routed to the one whose token signed them.
-   * Absent: such URLs are not routed.
+   * Which sandbox signed an E2B presigned file URL, among those whose access tokens the proxy can
+   * derive (those the E2B-compatible API created): such URLs are routed to it. Absent: such URLs
+   * are not routed.
    */
-  signingSandboxes?(): Iterable<{ sandbox: Sandbox; token: string }>;
+  signedFiles?: Pick<SignedFileLookup, "find">;
   /**
    * Whether every port of an Isolated sandbox is reachable, not only its exposed ones (E2B's
    * semantics, for the sandboxes its API created: `getHost(port)` works for any port). @default none
@@ -94,23 +95,27 @@ export interface RequestLine {
 }
 
 /** The sandbox whose token signed a presigned file URL, or the refusal; undefined when the request is not one. */
-function signedFileSandbox(request: RequestLine | undefined, sources: ProxyTargetSources): Sandbox | ProxyRefusal | undefined {
-  const signed = sources.signingSandboxes ? parseSignedFileRequest(request?.method, request?.url) : undefined;
-  if (!signed || !sources.signingSandboxes) return undefined;
-  for (const { sandbox, token } of sources.signingSandboxes()) {
-    if (!signedBy(signed, token)) continue;
-    if (!accessTokenMatches(token, sandbox.status?.accessTokenHash)) break; // the token was rotated since the URL was signed
-    if (signatureExpired(signed, Math.floor(Date.now() / 1000))) return refuse(401, "this file URL has expired: ask for a new one");
-    return sandbox;
+async function signedFileSandbox(request: RequestLine | undefined, sources: ProxyTargetSources): Promise<Sandbox | ProxyRefusal | undefined> {
+  const signed = sources.signedFiles ? parseSignedFileRequest(request?.method, request?.url) : undefined;
+  if (!signed || !sources.signedFiles) return undefined;
+  // The expiration is in the URL: an expired one is refused before any signature is computed.
+  if (signatureExpired(signed, Math.floor(Date.now() / 1000))) return refuse(401, "this file URL has expired: ask for a new one");
+  const found = await sources.signedFiles.find(signed);
+  if (found === "busy") {
+    return refuse(429, "too many file URLs whose signatures match no sandbox were tried lately; retry in a few seconds");
   }
-  return refuse(401, "the signature of this file URL matches no sandbox: ask the sandbox for a new URL (download_url/upload_url)");
+  // A match whose token was rotated since the URL was signed (`fsb token NAME`) no longer counts.
+  if (found === "unmatched" || !accessTokenMatches(found.token, found.sandbox.status?.accessTokenHash)) {
+    return refuse(401, "the signature of this file URL matches no sandbox: ask the sandbox for a new URL (download_url/upload_url)");
+  }
+  return found.sandbox;
 }
 
 export async function resolveProxyTarget(headers: RoutingHeaders, sources: ProxyTargetSources, request?: RequestLine): Promise<ProxyTarget | ProxyRefusal> {
   const route = routeOf(headers, sources.domain);
   let signedFor: Sandbox | undefined;
   if (isRefusal(route)) {
-    const signed = signedFileSandbox(request, sources);
+    const signed = await signedFileSandbox(request, sources);
     if (!signed) return refuse(400, route.refused);
     if ("body" in signed) return signed;
     signedFor = signed;

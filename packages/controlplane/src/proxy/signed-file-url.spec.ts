@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { API_VERSION, type Sandbox } from "@fast-sandbox/api";
 import { hashAccessToken } from "./access-token.js";
 import { resolveProxyTarget, type ProxyTargetSources } from "./proxy-target.js";
+import { SignedFileLookup } from "./signed-file-lookup.js";
 import { fileSignature, parseSignedFileRequest, signatureExpired, signedBy } from "./signed-file-url.js";
 
 // Vectors computed with E2B's Python SDK 2.63.0 (e2b.sandbox.signature.get_signature).
@@ -59,7 +60,10 @@ describe("E2B's presigned file URLs", () => {
       lookup: () => Promise.resolve(undefined),
       agentAddress: () => "127.0.0.1",
       domain: "localhost",
-      signingSandboxes: () => signing,
+      signedFiles: new SignedFileLookup({
+        signers: { list: () => signing, tokenOf: (sandbox) => signing.find((s) => s.sandbox === sandbox)?.token },
+        lookup: (id) => Promise.resolve(signing.find((s) => s.sandbox.status?.sandboxID === id)?.sandbox),
+      }),
     });
 
     it("sends a URL without a route to the daemon of the sandbox whose token signed it, without X-Access-Token", async () => {
@@ -94,6 +98,17 @@ describe("E2B's presigned file URLs", () => {
         url: fileUrl({ path: "/tmp/a.txt", signature, signature_expiration: String(expiration) }),
       });
       assert.ok("body" in expired && expired.status === 401 && /expired/.test(expired.body.message));
+    });
+
+    it("answers 429 without a scan once signatures matching nothing used up their budget", async () => {
+      const from = sources([{ sandbox: mine, token: TOKEN }]);
+      from.signedFiles = new SignedFileLookup({
+        signers: { list: () => [{ sandbox: mine, token: TOKEN }], tokenOf: () => TOKEN },
+        lookup: () => Promise.resolve(mine),
+        unmatchedBurstMs: 0,
+      });
+      const forged = await resolveProxyTarget({ host: "127.0.0.1:7072" }, from, { method: "GET", url: fileUrl({ path: "/tmp/other.txt", signature: READ_VECTOR }) });
+      assert.ok("body" in forged && forged.status === 429 && /retry/.test(forged.body.message));
     });
 
     it("still answers 400 for a request with no route and no signature", async () => {
