@@ -45,9 +45,10 @@ RUN bash scripts/build-helper.sh \
 
 FROM ${BASE_IMAGE}
 # Isolated sandboxes' networks (packages/agent/src/network): the CNI plugins (in /usr/lib/cni),
-# nftables for the agent's rules, iptables for the CNI firewall plugin, iproute2 for the namespaces.
+# nftables for the agent's rules, iptables for the CNI firewall plugin, iproute2 for the namespaces,
+# conntrack to forget a released address's tracked connections.
 RUN apt-get update \
-  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends runsc containernetworking-plugins nftables iptables iproute2 \
+  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends runsc containernetworking-plugins nftables iptables iproute2 conntrack \
   && mkdir -p /opt/fast-sandbox/bin \
   && mv /usr/bin/runsc /opt/fast-sandbox/bin/runsc \
   && rm -rf /var/lib/apt/lists/*

@@ -37,9 +37,9 @@ RUN npx tsc -b packages/janitor \
   && rm -rf packages/envd
 
 FROM ${BASE_IMAGE}
-# It tears down the network namespaces of isolated sandboxes it reclaims (CNI DEL, nftables, iproute2).
+# It tears down the network namespaces of isolated sandboxes it reclaims (CNI DEL, nftables, iproute2, conntrack).
 RUN apt-get update \
-  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends containernetworking-plugins nftables iptables iproute2 \
+  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends containernetworking-plugins nftables iptables iproute2 conntrack \
   && rm -rf /var/lib/apt/lists/*
 ENV NODE_ENV=production
 WORKDIR /app

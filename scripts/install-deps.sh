@@ -6,13 +6,14 @@ cd "$(dirname "$0")/.."
 
 # Runtime: containerd + runc (default) + runsc (gVisor); base image: busybox-static + umoci;
 # sandbox networks: the CNI plugins (bridge, host-local, firewall, loopback), nftables (the agent's
-# rules), iptables (the CNI firewall plugin), iproute2 (network namespaces);
+# rules), iptables (the CNI firewall plugin), iproute2 (network namespaces), conntrack (forgetting a
+# released address's connections);
 # code generation: protoc and containerd's API protos; registry tests: skopeo, docker-registry (the CNCF
 # distribution server, started by the tests on loopback) and htpasswd (apache2-utils); the Python
 # SDK's tests: python3 with venv (test/e2e/python-sdk makes a virtual environment and pip-installs into it).
 PACKAGES=(containerd runc runsc busybox-static umoci skopeo protobuf-compiler python3 python3-venv
   golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev
-  containernetworking-plugins nftables iptables
+  containernetworking-plugins nftables iptables conntrack
   iproute2 openssl curl util-linux gcc libc6-dev docker-registry apache2-utils)
 
 if [ "${FSB_SKIP_APT:-}" != 1 ]; then

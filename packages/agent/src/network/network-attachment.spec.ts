@@ -4,13 +4,14 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { FsbError } from "@fast-sandbox/api";
 import { AttachmentStore } from "./attachment-store.js";
 import { CniInvoker } from "./cni-invoker.js";
+import { Conntrack } from "./conntrack.js";
 import { prepareAttachment, teardownAttachment, toolsForRecord, type AttachmentTools } from "./network-attachment.js";
 import { IpNetworkNamespaces } from "./network-namespace.js";
 import { SandboxFirewall } from "./sandbox-firewall.js";
@@ -25,6 +26,7 @@ function tools(pluginDirs = ["/usr/lib/cni"]): AttachmentTools {
     cni: new CniInvoker({ pluginDirs }),
     namespaces: new IpNetworkNamespaces(),
     firewall: new SandboxFirewall({ table: NAME, bridge: NAME, subnet: NETWORK.subnet }),
+    conntrack: new Conntrack(),
     store: new AttachmentStore(stateDir),
   };
 }
@@ -106,6 +108,29 @@ describe("a network attachment", () => {
     assert.equal(sh("ip", "netns", "list"), before);
     assert.deepEqual(reservations(), []);
     assert.equal(new AttachmentStore(stateDir).list().length, 0);
+  });
+
+  it("an address comes to a new namespace without the tracked connections of its last holder, and leaves without its own", async () => {
+    // host-local hands out the address after the last one it reserved (the network's first, .2, at first).
+    const lastFile = join(stateDir, "ipam", NAME, "last_reserved_ip.0");
+    const last = existsSync(lastFile) ? readFileSync(lastFile, "utf8").trim() : "10.79.0.1";
+    const next = `10.79.0.${Number(last.split(".")[3]) + 1}`;
+    // Connections from and to the address, as a sandbox that held it would have left them (one established TCP each way).
+    const track = (address: string) => {
+      sh("conntrack", "-I", "-s", address, "-d", "192.0.2.1", "-p", "tcp", "--sport", "40000", "--dport", "443", "--state", "ESTABLISHED", "-t", "600", "-u", "ASSURED");
+      sh("conntrack", "-I", "-s", "192.0.2.1", "-d", address, "-p", "tcp", "--sport", "40001", "--dport", "8080", "--state", "ESTABLISHED", "-t", "600", "-u", "ASSURED");
+    };
+    const tracked = (address: string) =>
+      (sh("conntrack", "-L", "--orig-src", address) + sh("conntrack", "-L", "--orig-dst", address)).split("\n").filter((line) => line.includes(address)).length;
+    track(next);
+    assert.equal(tracked(next), 2);
+    const record = await prepareAttachment(tools(), { network: NETWORK, stateDir, owner });
+    const address = record.address?.address ?? "";
+    assert.equal(address, next, "the address the test left connections of");
+    assert.equal(tracked(address), 0, "a new namespace inherits no tracked connection of its address");
+    track(address);
+    await teardownAttachment(tools(), record);
+    assert.equal(tracked(address), 0, "teardown forgets the namespace's own");
   });
 
   it("the tools for a record come from the record alone (what the janitor has)", async () => {

@@ -4,15 +4,20 @@
  * the janitor alike.
  *
  *   prepare:  record (preparing) → ip netns add → CNI ADD loopback → CNI ADD sandbox network
- *             (each result recorded as it comes) → port guard → record (prepared)
- *   teardown: firewall rules → CNI DEL sandbox network → CNI DEL loopback → ip netns delete → record
+ *             (each result recorded as it comes) → the address's tracked connections forgotten →
+ *             port guard → record (prepared)
+ *   teardown: firewall rules → CNI DEL sandbox network → CNI DEL loopback → ip netns delete →
+ *             the address's tracked connections forgotten (best effort) → record
  *
  * Teardown runs the DELs while the namespace still exists (plugins find what they made through
- * it) and removes the record last, so a teardown cut short is finished by the next one.
+ * it) and removes the record last, so a teardown cut short is finished by the next one. An address
+ * comes back from the network's pool clean (conntrack.ts says why): prepare makes sure of it, and
+ * teardown frees the table of the old entries early.
  */
 import { randomBytes } from "node:crypto";
 import { AttachmentStore, type AttachmentOwner, type AttachmentRecord } from "./attachment-store.js";
 import { CniInvoker, type CniAttachment, type CniResult } from "./cni-invoker.js";
+import { Conntrack } from "./conntrack.js";
 import { LOOPBACK_NETWORK, SANDBOX_INTERFACE, sandboxAddressOf, sandboxNetworkList, type SandboxNetworkIdentity } from "./cni-conflist.js";
 import { IpNetworkNamespaces, type NetworkNamespaces } from "./network-namespace.js";
 import { SandboxFirewall } from "./sandbox-firewall.js";
@@ -22,6 +27,7 @@ export interface AttachmentTools {
   cni: CniInvoker;
   namespaces: NetworkNamespaces;
   firewall: SandboxFirewall;
+  conntrack: Conntrack;
   store: AttachmentStore;
 }
 
@@ -31,6 +37,7 @@ export function toolsForRecord(record: AttachmentRecord, stateDir: string): Atta
     cni: new CniInvoker({ pluginDirs: record.cniPluginDirs }),
     namespaces: new IpNetworkNamespaces(),
     firewall: new SandboxFirewall({ table: record.network.name, bridge: record.network.name, subnet: record.network.subnet }),
+    conntrack: new Conntrack(),
     store: new AttachmentStore(stateDir),
   };
 }
@@ -71,6 +78,7 @@ export async function prepareAttachment(tools: AttachmentTools, input: PrepareAt
     const result = await tools.cni.add(record.lists.sandbox, cniAttachment(record, SANDBOX_INTERFACE), recordResult("sandbox"));
     record.address = sandboxAddressOf(result, record.netnsPath);
     tools.store.write(record);
+    await tools.conntrack.forget(record.address.address);
     await tools.firewall.guardPort({ id, hostInterface: record.address.hostInterface, sandboxMac: record.address.sandboxMac, address: record.address.address });
     record.state = "prepared";
     tools.store.write(record);
@@ -99,6 +107,8 @@ export async function teardownAttachment(tools: AttachmentTools, record: Attachm
     await del().catch(del);
     await tools.cni.del(record.lists.loopback, cniAttachment(record, "lo"), record.results?.loopback);
     await tools.namespaces.delete(record.netnsName);
+    // Prepare forgets them again before the address serves anyone: a failure here costs nothing.
+    if (record.address) await tools.conntrack.forget(record.address.address).catch(() => undefined);
   })();
   const [rulesDone, namespaceDone] = await Promise.allSettled([rules, namespace]);
   if (rulesDone.status === "rejected") throw rulesDone.reason;

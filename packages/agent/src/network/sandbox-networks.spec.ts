@@ -15,6 +15,7 @@ import { CniError } from "./cni-error.js";
 import { CniInvoker } from "./cni-invoker.js";
 import { IpNetworkNamespaces } from "./network-namespace.js";
 import { SandboxFirewall } from "./sandbox-firewall.js";
+import { Conntrack } from "./conntrack.js";
 import type { SandboxNetworkSettings } from "./network-settings.js";
 import { SandboxNetworks } from "./sandbox-networks.js";
 
@@ -123,6 +124,7 @@ describe("SandboxNetworks", () => {
       cni,
       namespaces: new IpNetworkNamespaces(),
       firewall: new SandboxFirewall({ table: NAME, bridge: NAME, subnet: settings.subnet }),
+      conntrack: new Conntrack(),
       store: new AttachmentStore(settings.stateDir),
     };
     const agent = new SandboxNetworks({

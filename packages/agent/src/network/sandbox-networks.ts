@@ -18,6 +18,7 @@ import type { SandboxNetworkSpec } from "../runtime/runtime.js";
 import { AttachmentStore, type AttachmentOwner, type AttachmentRecord } from "./attachment-store.js";
 import { CniInvoker } from "./cni-invoker.js";
 import { peerGroupOf } from "./firewall-rules.js";
+import { Conntrack } from "./conntrack.js";
 import { prepareAttachment, teardownAttachment, type AttachmentTools } from "./network-attachment.js";
 import { IpNetworkNamespaces } from "./network-namespace.js";
 import type { SandboxNetworkSettings } from "./network-settings.js";
@@ -95,6 +96,7 @@ export class SandboxNetworks {
       cni: new CniInvoker({ pluginDirs: options.settings.cniPluginDirs }),
       namespaces: new IpNetworkNamespaces(),
       firewall: new SandboxFirewall({ table: name, bridge: name, subnet }),
+      conntrack: new Conntrack(),
       store: new AttachmentStore(options.settings.stateDir),
     };
     this.hostAddresses = options.hostAddresses ?? cachedFor(HOST_ADDRESSES_TTL_MS, hostIpv4Addresses);
