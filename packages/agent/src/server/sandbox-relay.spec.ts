@@ -13,14 +13,14 @@ function listen(server: net.Server): Promise<number> {
 }
 
 /** A CONNECT to the relay: the status, and either the open socket or the refusal's body. */
-function connect(relayPort: number, target: string, token?: string): Promise<{ status: number; socket: net.Socket; body: string }> {
+function connect(relayPort: number, target: string, token?: string, headers: Record<string, string> = {}): Promise<{ status: number; socket: net.Socket; body: string }> {
   return new Promise((resolve, reject) => {
     const request = http.request({
       host: "127.0.0.1",
       port: relayPort,
       method: "CONNECT",
       path: target,
-      headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+      headers: { ...headers, ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
       agent: false,
     });
     request.once("connect", (response: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
@@ -108,6 +108,16 @@ describe("the agent's sandbox relay", () => {
     assert.equal(refused.status, 403);
     assert.match(JSON.parse(refused.body).message, /not the address of a sandbox of this agent/);
     assert.equal(results.at(-1), "forbidden");
+  });
+
+  it("refuses (404) a caller that means another sandbox than the one at the address now", async () => {
+    const stale = await connect(relayPort, `127.0.0.1:${echoPort}`, TOKEN, { "fsb-sandbox-id": "sb-before-the-restart" });
+    assert.equal(stale.status, 404);
+    assert.match(JSON.parse(stale.body).message, /sandbox sb-before-the-restart is not at 127\.0\.0\.1 on this agent/);
+    assert.equal(results.at(-1), "forbidden");
+    const meant = await connect(relayPort, `127.0.0.1:${echoPort}`, TOKEN, { "fsb-sandbox-id": "sb127001" });
+    assert.equal(meant.status, 200);
+    meant.socket.destroy();
   });
 
   it("reaches a port its sandbox does not expose: which ports are public is the proxy's decision", async () => {

@@ -5,7 +5,9 @@
  * its node's bridge (inside the agent Pod's network) and not routable from anywhere else.
  *
  * It is not an open proxy: the caller must send the agent token (`Authorization: Bearer <token>`,
- * the same as the agent API), and the target must be the address of a sandbox this agent runs.
+ * the same as the agent API), and the target must be the address of a sandbox this agent runs —
+ * the sandbox the caller names in `fsb-sandbox-id`, when it names one (the sandbox proxy does): a
+ * caller's record may be older than the address's current holder.
  * Any port of it: which ports are public is the sandbox proxy's decision (the ports a sandbox
  * exposes, its daemon's, and every port of the sandboxes E2B's API created, as E2B's `getHost(port)`
  * expects), checked with the sandbox's access token before it dials. A port rule here would protect
@@ -15,7 +17,7 @@
 import type http from "node:http";
 import net from "node:net";
 import type { Duplex } from "node:stream";
-import { equalTokens } from "@fast-sandbox/api/core";
+import { equalTokens, RELAY_SANDBOX_HEADER } from "@fast-sandbox/api/core";
 import type { RuntimeSandbox } from "../runtime/runtime.js";
 import type { RelayResult } from "./agent-metrics.js";
 
@@ -34,7 +36,7 @@ export interface SandboxRelay {
   close(): void;
 }
 
-const STATUS_TEXT: Record<number, string> = { 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 502: "Bad Gateway" };
+const STATUS_TEXT: Record<number, string> = { 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 502: "Bad Gateway" };
 
 function refuse(socket: Duplex, status: number, message: string): void {
   const body = JSON.stringify({ code: status, message });
@@ -91,6 +93,12 @@ export function createSandboxRelay(options: SandboxRelayOptions): SandboxRelay {
       if (!sandbox) {
         observe("forbidden");
         refuse(socket, 403, `${target.host} is not the address of a sandbox of this agent: the relay reaches only its own sandboxes`);
+        return;
+      }
+      const meant = request.headers[RELAY_SANDBOX_HEADER];
+      if (typeof meant === "string" && meant !== sandbox.sandboxId) {
+        observe("forbidden");
+        refuse(socket, 404, `sandbox ${meant} is not at ${target.host} on this agent (the address is another sandbox's now)`);
         return;
       }
       const upstream = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });

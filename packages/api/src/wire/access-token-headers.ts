@@ -9,3 +9,10 @@ export const ACCESS_TOKEN_RESPONSE_HEADER = "fsb-access-token";
 
 /** Request header of every request through the sandbox proxy (removed before the sandbox sees it). */
 export const ACCESS_TOKEN_HEADER = "x-access-token";
+
+/**
+ * Request header of a CONNECT to an agent's relay: the instance id of the sandbox the caller means
+ * at the address it names. The relay refuses when the address is another sandbox's now (a record
+ * older than a node's restart, an address handed out again).
+ */
+export const RELAY_SANDBOX_HEADER = "fsb-sandbox-id";

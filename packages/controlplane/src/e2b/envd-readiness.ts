@@ -64,7 +64,7 @@ export function pollEnvdHealth(options: PollEnvdHealthOptions = {}): EnvdReadine
         if (relay && dialer) {
           const endpoint = agent ? relay.endpointOf(agent) : undefined;
           if (!endpoint) throw new Error(`the relay of agent ${agent ?? "(none)"} is not known yet`);
-          status = await getStatus(url, dialer.freshConnection({ host: address, port, relay: endpoint }), both);
+          status = await getStatus(url, dialer.freshConnection({ host: address, port, relay: endpoint, sandboxId: sandboxID }), both);
         } else {
           const response = await fetch(url, { signal: both });
           await response.body?.cancel();

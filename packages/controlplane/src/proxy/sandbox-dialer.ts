@@ -16,13 +16,21 @@
 import http from "node:http";
 import net from "node:net";
 import type { Duplex } from "node:stream";
+import { RELAY_SANDBOX_HEADER } from "@fast-sandbox/api";
 
-/** Where a connection goes: the address and port, and the agent relay (`host:port`) to dial through, if any. */
+/**
+ * Where a connection goes: the address and port, and the agent relay (`host:port`) to dial through,
+ * if any, with the instance id of the sandbox meant at that address (the relay checks it).
+ */
 export interface DialTarget {
   host: string;
   port: number;
   relay?: string;
+  sandboxId?: string;
 }
+
+/** Request options that carry the sandbox meant to a relayed pool's `createConnection` (Node passes unknown options through). */
+type SandboxRequestOptions = http.ClientRequestArgs & { sandboxId?: string };
 
 export class RelayRefusedError extends Error {
   constructor(
@@ -54,7 +62,7 @@ function refusalMessage(status: number, body: string): string {
 }
 
 /** A TCP connection to `host:port` through the agent relay at `relay`, ready to carry the sandbox's bytes. */
-export function dialThroughRelay(relay: string, token: string, host: string, port: number): Promise<net.Socket> {
+export function dialThroughRelay(relay: string, token: string, host: string, port: number, sandboxId?: string): Promise<net.Socket> {
   const agent = splitEndpoint(relay);
   const authority = net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
   return new Promise((resolve, reject) => {
@@ -63,7 +71,7 @@ export function dialThroughRelay(relay: string, token: string, host: string, por
       port: agent.port,
       method: "CONNECT",
       path: authority,
-      headers: { host: authority, authorization: `Bearer ${token}` },
+      headers: { host: authority, authorization: `Bearer ${token}`, ...(sandboxId ? { [RELAY_SANDBOX_HEADER]: sandboxId } : {}) },
       agent: false,
     });
     request.once("connect", (response: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
@@ -95,11 +103,12 @@ export const DEFAULT_IDLE_CONNECTION_TIMEOUT_MS = 4000;
 
 /**
  * The Agent methods Node documents for subclasses to override (https://nodejs.org/api/http.html#agentkeepsocketalivesocket,
- * #agentreusesocketsocket-request), which @types/node does not declare.
+ * #agentreusesocketsocket-request, #agentgetnameoptions), which @types/node does not declare.
  */
 interface AgentHooks {
   keepSocketAlive(this: http.Agent, socket: Duplex): boolean;
   reuseSocket(this: http.Agent, socket: Duplex, request: http.ClientRequest): void;
+  getName(this: http.Agent, options?: http.ClientRequestArgs): string;
 }
 const agentHooks = http.Agent.prototype as unknown as AgentHooks;
 
@@ -142,9 +151,14 @@ class RelayAgent extends KeepAliveAgent {
     super(idleTimeoutMs);
   }
 
+  // Kept-alive tunnels are per sandbox too: each was opened for the sandbox it names.
+  getName(options?: SandboxRequestOptions): string {
+    return `${agentHooks.getName.call(this, options)}:${options?.sandboxId ?? ""}`;
+  }
+
   // Node's Agent creates each connection with this method; a callback answers asynchronously.
-  createConnection(options: http.ClientRequestArgs, callback: (error: Error | null, socket?: Duplex) => void): undefined {
-    dialThroughRelay(this.relay, this.token, options.host ?? "", Number(options.port)).then(
+  createConnection(options: SandboxRequestOptions, callback: (error: Error | null, socket?: Duplex) => void): undefined {
+    dialThroughRelay(this.relay, this.token, options.host ?? "", Number(options.port), options.sandboxId).then(
       (socket) => callback(null, socket),
       (error: unknown) => callback(error instanceof Error ? error : new Error(String(error))),
     );
@@ -169,7 +183,7 @@ export class SandboxDialer {
 
   /** A raw TCP connection to the target (tunnels, WebSockets). */
   connect(target: DialTarget): Promise<net.Socket> {
-    if (target.relay) return dialThroughRelay(target.relay, this.token(target.relay), target.host, target.port);
+    if (target.relay) return dialThroughRelay(target.relay, this.token(target.relay), target.host, target.port, target.sandboxId);
     return new Promise((resolve, reject) => {
       const socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
       socket.once("connect", () => {
@@ -180,15 +194,16 @@ export class SandboxDialer {
     });
   }
 
-  /** The keep-alive pool for requests to the target. */
-  agentFor(target: DialTarget): http.Agent {
-    if (!target.relay) return this.direct;
+  /** Request options that take a kept-alive connection to the target (or make one). */
+  pooledConnection(target: DialTarget): Pick<http.ClientRequestArgs, "agent"> {
+    if (!target.relay) return { agent: this.direct };
     let agent = this.relayed.get(target.relay);
     if (!agent) {
       agent = new RelayAgent(target.relay, this.token(target.relay), this.idleTimeoutMs);
       this.relayed.set(target.relay, agent);
     }
-    return agent;
+    const options: Pick<SandboxRequestOptions, "agent" | "sandboxId"> = { agent, ...(target.sandboxId ? { sandboxId: target.sandboxId } : {}) };
+    return options;
   }
 
   /** A request option that makes a fresh connection (no pool) to the target: for WebSocket upgrades. */

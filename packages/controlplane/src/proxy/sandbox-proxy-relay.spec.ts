@@ -58,9 +58,12 @@ describe("the sandbox proxy through an agent's relay", () => {
     return proxy;
   }
 
+  /** What the agent runs. */
+  let sandboxes: RuntimeSandbox[] = [];
+
   before(async () => {
     port = await listen(upstream);
-    const sandboxes: RuntimeSandbox[] = [
+    sandboxes = [
       {
         sandboxId: ID,
         namespace: "default",
@@ -114,6 +117,19 @@ describe("the sandbox proxy through an agent's relay", () => {
       assert.deepEqual(JSON.parse(answer.body), { url: "/through", relayed: true });
     }
     assert.equal(relayed.filter((result) => result === "opened").length - before, 1);
+  });
+
+  it("answers 502 when the sandbox's address is another sandbox's on the agent now (the record is older)", async () => {
+    const proxy = await proxyWith(AGENT_TOKEN);
+    const runs = sandboxes;
+    sandboxes = runs.map((sandbox) => ({ ...sandbox, sandboxId: "the-address-holder-now" }));
+    try {
+      const answer = await get(proxy.port, port);
+      assert.equal(answer.status, 502);
+      assert.match(JSON.parse(answer.body).message, new RegExp(`sandbox ${ID} is not at 127\\.0\\.0\\.1`));
+    } finally {
+      sandboxes = runs;
+    }
   });
 
   it("relays a WebSocket and a CONNECT tunnel", async () => {

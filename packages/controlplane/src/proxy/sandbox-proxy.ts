@@ -151,7 +151,7 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
       await proxy.web(request as http.IncomingMessage, response as http.ServerResponse, {
         hostname: target.host,
         port: target.port,
-        onReq: (incoming, requestOptions) => Promise.resolve(upstreamRequest(incoming, requestOptions, counted, { agent: dialer.agentFor(target) })),
+        onReq: (incoming, requestOptions) => Promise.resolve(upstreamRequest(incoming, requestOptions, counted, dialer.pooledConnection(target))),
         // http2-proxy's own answer, except that the head goes out at once (not with the first byte
         // of the body): a streaming answer (server-sent events, a long poll) is seen to start.
         onRes: (_incoming, outgoing, answer) => {
