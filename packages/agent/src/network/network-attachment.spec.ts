@@ -117,8 +117,46 @@ describe("a network attachment", () => {
     const next = `10.79.0.${Number(last.split(".")[3]) + 1}`;
     // Connections from and to the address, as a sandbox that held it would have left them (one established TCP each way).
     const track = (address: string) => {
-      sh("conntrack", "-I", "-s", address, "-d", "192.0.2.1", "-p", "tcp", "--sport", "40000", "--dport", "443", "--state", "ESTABLISHED", "-t", "600", "-u", "ASSURED");
-      sh("conntrack", "-I", "-s", "192.0.2.1", "-d", address, "-p", "tcp", "--sport", "40001", "--dport", "8080", "--state", "ESTABLISHED", "-t", "600", "-u", "ASSURED");
+      sh(
+        "conntrack",
+        "-I",
+        "-s",
+        address,
+        "-d",
+        "192.0.2.1",
+        "-p",
+        "tcp",
+        "--sport",
+        "40000",
+        "--dport",
+        "443",
+        "--state",
+        "ESTABLISHED",
+        "-t",
+        "600",
+        "-u",
+        "ASSURED",
+      );
+      sh(
+        "conntrack",
+        "-I",
+        "-s",
+        "192.0.2.1",
+        "-d",
+        address,
+        "-p",
+        "tcp",
+        "--sport",
+        "40001",
+        "--dport",
+        "8080",
+        "--state",
+        "ESTABLISHED",
+        "-t",
+        "600",
+        "-u",
+        "ASSURED",
+      );
     };
     const tracked = (address: string) =>
       (sh("conntrack", "-L", "--orig-src", address) + sh("conntrack", "-L", "--orig-dst", address)).split("\n").filter((line) => line.includes(address)).length;

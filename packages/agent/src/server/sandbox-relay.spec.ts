@@ -13,7 +13,12 @@ function listen(server: net.Server): Promise<number> {
 }
 
 /** A CONNECT to the relay: the status, and either the open socket or the refusal's body. */
-function connect(relayPort: number, target: string, token?: string, headers: Record<string, string> = {}): Promise<{ status: number; socket: net.Socket; body: string }> {
+function connect(
+  relayPort: number,
+  target: string,
+  token?: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; socket: net.Socket; body: string }> {
   return new Promise((resolve, reject) => {
     const request = http.request({
       host: "127.0.0.1",

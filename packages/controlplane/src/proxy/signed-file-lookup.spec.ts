@@ -54,7 +54,10 @@ describe("SignedFileLookup", () => {
   it("forgets a remembered URL whose sandbox is gone, and looks for it again", async () => {
     const from = signers(3);
     let present = true;
-    const lookup = new SignedFileLookup({ signers: from, lookup: (id) => Promise.resolve(present ? from.records.find((r) => r.status?.sandboxID === id) : undefined) });
+    const lookup = new SignedFileLookup({
+      signers: from,
+      lookup: (id) => Promise.resolve(present ? from.records.find((r) => r.status?.sandboxID === id) : undefined),
+    });
     const url = request("/tmp/a.txt", "token-1");
     assert.notEqual(await lookup.find(url), "unmatched");
     present = false;
@@ -101,7 +104,11 @@ describe("SignedFileLookup", () => {
 
   it("remembers at most `remembered` URLs, the least recently used going first", async () => {
     const from = signers(4);
-    const lookup = new SignedFileLookup({ signers: from, lookup: (id) => Promise.resolve(from.records.find((r) => r.status?.sandboxID === id)), remembered: 2 });
+    const lookup = new SignedFileLookup({
+      signers: from,
+      lookup: (id) => Promise.resolve(from.records.find((r) => r.status?.sandboxID === id)),
+      remembered: 2,
+    });
     const urls = [0, 1, 2].map((i) => request(`/f${i}`, `token-${i}`));
     for (const url of urls) await lookup.find(url);
     from.listed = 0;

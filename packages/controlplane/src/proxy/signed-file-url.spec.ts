@@ -107,7 +107,10 @@ describe("E2B's presigned file URLs", () => {
         lookup: () => Promise.resolve(mine),
         unmatchedBurstMs: 0,
       });
-      const forged = await resolveProxyTarget({ host: "127.0.0.1:7072" }, from, { method: "GET", url: fileUrl({ path: "/tmp/other.txt", signature: READ_VECTOR }) });
+      const forged = await resolveProxyTarget({ host: "127.0.0.1:7072" }, from, {
+        method: "GET",
+        url: fileUrl({ path: "/tmp/other.txt", signature: READ_VECTOR }),
+      });
       assert.ok("body" in forged && forged.status === 429 && /retry/.test(forged.body.message));
     });
 
