@@ -30,7 +30,7 @@ export {
   sandboxPoolFromMessage,
 } from "./wire/convert.js";
 /** The resource types (types only: their schemas stay in the main entry). */
-export type { Condition, ObjectMeta } from "./schema/object-meta.js";
+export type { Condition, ObjectMeta, OwnerReference } from "./schema/object-meta.js";
 export type { Sandbox, SandboxSpec, SandboxStatus, SandboxPhase, EnvVar } from "./schema/sandbox.js";
 export type { SandboxPool, SandboxPoolSpec, SandboxPoolStatus } from "./schema/sandbox-pool.js";
 export type { EgressPolicy, EgressRule, NetworkMode, PoolNetwork } from "./schema/network.js";

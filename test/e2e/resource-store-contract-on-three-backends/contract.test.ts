@@ -189,7 +189,7 @@ describe("the ResourceStore contract on SQLite, in memory and on a real kube-api
       }
     });
 
-    it("keeps metadata the port does not model (ownerReferences) through updates, and reads objects kubectl wrote", async () => {
+    it("keeps owner references through updates, sends them on create, and reads objects kubectl wrote", async () => {
       const store = kubernetesStore();
       const ns = await createNamespace();
       try {
@@ -211,14 +211,34 @@ describe("the ResourceStore contract on SQLite, in memory and on a real kube-api
         assert.equal(apply.code, 0, apply.stderr);
         const read = await store.get("Sandbox", { namespace: ns, name: "owned" });
         assert.ok(read);
-        // Only the fields the schema knows (kubectl adds its last-applied annotation).
-        assert.deepEqual(Object.keys(read.metadata).sort(), ["annotations", "creationTimestamp", "generation", "name", "namespace", "resourceVersion", "uid"]);
+        // Only the fields the schema knows (kubectl adds its last-applied annotation; managedFields are not read).
+        assert.deepEqual(Object.keys(read.metadata).sort(), [
+          "annotations",
+          "creationTimestamp",
+          "generation",
+          "name",
+          "namespace",
+          "ownerReferences",
+          "resourceVersion",
+          "uid",
+        ]);
+        assert.equal(read.metadata.ownerReferences?.[0]?.uid, owner.metadata.uid);
         await store.update("Sandbox", { ...read, metadata: { ...read.metadata, labels: { team: "x" } } });
         await store.updateStatus("Sandbox", { ...read, status: { phase: "Pending" } }, { unconditional: true });
         const raw = JSON.parse((await kubectl("get", "sandbox", "owned", "-n", ns, "-o", "json")).stdout);
         assert.equal(raw.metadata.ownerReferences?.[0]?.uid, owner.metadata.uid);
         assert.deepEqual(raw.metadata.labels, { team: "x" });
         assert.equal(raw.status.phase, "Pending");
+
+        // What the fast path creates for a pool: the owner goes with the create.
+        const reference = { apiVersion: "sandbox.fast.io/v1alpha1", kind: "SandboxPool", name: "pool", uid: owner.metadata.uid ?? "" };
+        const created = await store.create("Sandbox", {
+          ...sandbox(ns, "created-owned"),
+          metadata: { name: "created-owned", namespace: ns, ownerReferences: [reference] },
+        });
+        assert.deepEqual(created.metadata.ownerReferences, [reference]);
+        const createdRaw = JSON.parse((await kubectl("get", "sandbox", "created-owned", "-n", ns, "-o", "json")).stdout);
+        assert.deepEqual(createdRaw.metadata.ownerReferences, [reference]);
       } finally {
         await store.close();
       }

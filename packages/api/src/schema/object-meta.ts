@@ -4,6 +4,25 @@ import { Type, type Static } from "@sinclair/typebox";
 export const NAME_PATTERN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 export const NAME_MAX_LENGTH = 63;
 
+/**
+ * An owner of an object (Kubernetes' metav1.OwnerReference). In the Kubernetes mode its garbage
+ * collector deletes an object whose owner is gone — also one created after its owner was deleted,
+ * which is how a sandbox a replica creates for a pool being deleted at that moment still goes.
+ * The embedded store keeps it and nothing acts on it.
+ */
+export const OwnerReference = Type.Object(
+  {
+    apiVersion: Type.String({ minLength: 1 }),
+    kind: Type.String({ minLength: 1 }),
+    name: Type.String({ minLength: 1 }),
+    uid: Type.String({ minLength: 1 }),
+    controller: Type.Optional(Type.Boolean()),
+    blockOwnerDeletion: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+);
+export type OwnerReference = Static<typeof OwnerReference>;
+
 export const ObjectMeta = Type.Object(
   {
     name: Type.String({ pattern: NAME_PATTERN, minLength: 1, maxLength: NAME_MAX_LENGTH }),
@@ -14,6 +33,7 @@ export const ObjectMeta = Type.Object(
     creationTimestamp: Type.Optional(Type.String()),
     deletionTimestamp: Type.Optional(Type.String()),
     finalizers: Type.Optional(Type.Array(Type.String())),
+    ownerReferences: Type.Optional(Type.Array(OwnerReference)),
     labels: Type.Optional(Type.Record(Type.String(), Type.String())),
     annotations: Type.Optional(Type.Record(Type.String(), Type.String())),
   },

@@ -24,6 +24,10 @@ function fullSandbox(): Sandbox {
       creationTimestamp: "2026-01-02T15:04:05Z",
       deletionTimestamp: "2026-01-02T16:00:00Z",
       finalizers: ["sandbox.fast.io/agent", "sandbox.fast.io/ports"],
+      ownerReferences: [
+        { apiVersion: API_VERSION, kind: "SandboxPool", name: "pool", uid: "0d5e-17" },
+        { apiVersion: "v1", kind: "ConfigMap", name: "settings", uid: "9a1b-33", controller: false, blockOwnerDeletion: true },
+      ],
       labels: { app: "web", "app.kubernetes.io/name": "demo" },
       annotations: { "fast.io/note": "hello: world", empty: "" },
     },

@@ -328,6 +328,22 @@ describe("SandboxManager", () => {
     });
   });
 
+  describe("ownership", () => {
+    it("makes the pool the owner of the records it creates (Kubernetes' garbage collector removes one whose pool went meanwhile)", async () => {
+      const owning = pool("default", { network: { mode: "Shared" } });
+      owning.metadata.uid = "the-pool-uid";
+      manager.setPool(owning);
+      await manager.create({ name: "owned", spec: spec() });
+      assert.deepEqual((await stored("owned"))?.metadata.ownerReferences, [
+        { apiVersion: owning.apiVersion, kind: "SandboxPool", name: "default", uid: "the-pool-uid" },
+      ]);
+      // A pool known without a uid (never stored) names no owner.
+      manager.setPool(pool("default", { network: { mode: "Shared" } }));
+      await manager.create({ name: "unowned", spec: spec() });
+      assert.equal((await stored("unowned"))?.metadata.ownerReferences, undefined);
+    });
+  });
+
   describe("held writes (crash recovery)", () => {
     it("reports writes as held until the recovery promise resolves, then released", async () => {
       assert.equal(manager.writesReleased, true);

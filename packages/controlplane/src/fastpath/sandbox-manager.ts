@@ -24,6 +24,7 @@ import {
   type SandboxSpec,
   type SandboxStatus,
   type Condition,
+  type OwnerReference,
 } from "@fast-sandbox/api";
 import type { Logger } from "pino";
 import type { AgentClient, AgentSandbox, AgentSandboxNetwork, AgentSandboxSpec, ExecEvent } from "../agent-client/agent-client.js";
@@ -135,6 +136,11 @@ export interface ExecInput {
 
 export function sandboxKey(namespace: string, name: string): string {
   return `${namespace}/${name}`;
+}
+
+/** A sandbox's reference to its pool: not its controller (the sandbox reconcilers are), and blocking nothing. */
+function poolOwnerReference(pool: SandboxPool): OwnerReference {
+  return { apiVersion: API_VERSION, kind: "SandboxPool", name: pool.metadata.name, uid: pool.metadata.uid ?? "" };
 }
 
 function generatedName(): string {
@@ -341,6 +347,9 @@ export class SandboxManager {
     if (this.closingPools.has(sandboxKey(namespace, input.spec.poolRef)) || pool.metadata.deletionTimestamp) {
       throw new FailedPreconditionError(`pool ${namespace}/${input.spec.poolRef} is being deleted`);
     }
+    // The pool owns the record: a pool deleted through another replica while this create runs
+    // (its last look for sandboxes done) still takes the sandbox with it (Kubernetes' garbage collector).
+    if (pool.metadata.uid) candidate.metadata.ownerReferences = [poolOwnerReference(pool)];
     // An egress policy the pool does not allow is refused before anything is stored or placed.
     instanceNetwork(input.spec, pool);
     const key = sandboxKey(namespace, name);

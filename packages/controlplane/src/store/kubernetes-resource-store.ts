@@ -4,9 +4,9 @@
  * `@kubernetes/client-node`.
  *
  * - Reads and writes go to the API server (no cache here: an informer on top caches).
- * - `update` is a JSON patch of spec, labels, annotations and finalizers, conditional on the
- *   resourceVersion sent (the patch sets it, so a stale one is 409 Conflict), so metadata this port
- *   does not model (ownerReferences, managedFields…) survives; `updateStatus` is a PUT of the status
+ * - `create` sends labels, annotations, finalizers and ownerReferences. `update` is a JSON patch
+ *   of spec, labels, annotations and finalizers, conditional on the resourceVersion sent (the patch
+ *   sets it, so a stale one is 409 Conflict), so the other metadata (ownerReferences, managedFields…) survives; `updateStatus` is a PUT of the status
  *   subresource with the resourceVersion. An unconditional write reads the object and writes it
  *   conditionally, repeating on conflict.
  * - Objects are validated here with the same schemas as the embedded mode before they are sent,
@@ -184,11 +184,11 @@ export class KubernetesResourceStore implements ResourceStore {
     checkKind(kind);
     const given = requireShape(object);
     const key = keyOfObject(given);
-    const { labels, annotations, finalizers } = given.metadata;
+    const { labels, annotations, finalizers, ownerReferences } = given.metadata;
     const body = normalize({
       apiVersion: API_VERSION,
       kind,
-      metadata: { name: key.name, namespace: key.namespace, labels, annotations, finalizers },
+      metadata: { name: key.name, namespace: key.namespace, labels, annotations, finalizers, ownerReferences },
       spec: given.spec,
     });
     dropEmptyFinalizers(body.metadata);

@@ -124,6 +124,16 @@ export function describeResourceStoreContract(backend: ContractBackend): void {
         assert.deepEqual(await store.get("Sandbox", key("a")), created);
       });
 
+      void test("create keeps the owner references sent (Kubernetes' garbage collector acts on them)", async () => {
+        const owner = await store.create("SandboxPool", pool(ns, "owner"));
+        const reference = { apiVersion: owner.apiVersion, kind: "SandboxPool", name: "owner", uid: owner.metadata.uid ?? "" };
+        const input = sandbox(ns, "owned");
+        input.metadata.ownerReferences = [reference];
+        const created = await store.create("Sandbox", input);
+        assert.deepEqual(created.metadata.ownerReferences, [reference]);
+        assert.deepEqual((await store.get("Sandbox", key("owned")))?.metadata.ownerReferences, [reference]);
+      });
+
       void test("create ignores status and the identity fields the caller sent", async () => {
         const input = sandbox(ns, "a");
         input.status = { phase: "Running" };

@@ -16,7 +16,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import type { SandboxPool } from "@fast-sandbox/api";
+import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
 import { FailedPreconditionError, FastSandboxClient } from "@fast-sandbox/sdk";
 import { BASE_IMAGE } from "../../../support/containerd.js";
 import { anchorsOf, goneFromContainerd, preparedStock, runtimeState, tasks } from "../../../support/containerd-contents.js";
@@ -137,6 +137,13 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     it("kubectl delete of a pool that still has a sandbox deletes the sandbox first (its container with it), then the pool and its agent", async () => {
       assert.ok(busySandboxId, "the previous test created the busy pool's sandbox");
       const agents = await agentPodNames("busy");
+      const poolUid = (await getPool("busy"))?.metadata.uid ?? "";
+      assert.ok(poolUid);
+      // The fast path's record names its pool as its owner (a create racing the deletion on another replica is covered below).
+      assert.deepEqual(
+        (await getSandbox(suite, namespace, "still-running"))?.metadata.ownerReferences?.map((owner) => `${owner.kind}/${owner.name}/${owner.uid}`),
+        [`SandboxPool/busy/${poolUid}`],
+      );
       await suite.kubectlOk("-n", namespace, "delete", "sandboxpool", "busy", "--wait=false");
       // Held by its cleanup finalizer meanwhile: no new sandbox goes into a pool being deleted.
       const held = await getPool("busy");
@@ -153,6 +160,31 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       await suite.eventually("the pool to be gone", async () => (await getPool("busy")) === undefined, { timeoutMs: 60_000 });
       await suite.eventually("its agent Pod to be gone", async () => (await agentPodNames("busy")).length === 0, { timeoutMs: 120_000 });
       assert.ok(agents.length > 0);
+
+      // A create on another replica that checked the pool just before the deletion writes its record
+      // after the pool's last look for sandboxes: owned by the pool that is gone, it goes too.
+      await suite.apply(
+        JSON.stringify({
+          apiVersion: API_VERSION,
+          kind: "Sandbox",
+          metadata: {
+            name: "raced-the-deletion",
+            annotations: { "sandbox.fast.io/created-by-fast-path": "true" },
+            finalizers: ["sandbox.fast.io/agent-cleanup"],
+            ownerReferences: [{ apiVersion: API_VERSION, kind: "SandboxPool", name: "busy", uid: poolUid }],
+          },
+          spec: { poolRef: "busy", image: BASE_IMAGE, command: ["sleep", "60"] },
+        }),
+        namespace,
+      );
+      await suite.eventually(
+        "a sandbox whose owning pool is gone to be deleted (garbage collector) and cleaned up",
+        async () => !(await getSandbox(suite, namespace, "raced-the-deletion")),
+        {
+          timeoutMs: 120_000,
+          intervalMs: 1000,
+        },
+      );
     });
   });
 }

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fastsandbox/v1alpha1/resources.proto.
  */
 export const file_fastsandbox_v1alpha1_resources: GenFile = /*@__PURE__*/
-  fileDesc("CiRmYXN0c2FuZGJveC92MWFscGhhMS9yZXNvdXJjZXMucHJvdG8SFGZhc3RzYW5kYm94LnYxYWxwaGExIrkDCgpPYmplY3RNZXRhEgwKBG5hbWUYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgsKA3VpZBgDIAEoCRIYChByZXNvdXJjZV92ZXJzaW9uGAQgASgJEhIKCmdlbmVyYXRpb24YBSABKAMSGgoSY3JlYXRpb25fdGltZXN0YW1wGAYgASgJEh8KEmRlbGV0aW9uX3RpbWVzdGFtcBgHIAEoCUgAiAEBEhIKCmZpbmFsaXplcnMYCCADKAkSPAoGbGFiZWxzGAkgAygLMiwuZmFzdHNhbmRib3gudjFhbHBoYTEuT2JqZWN0TWV0YS5MYWJlbHNFbnRyeRJGCgthbm5vdGF0aW9ucxgKIAMoCzIxLmZhc3RzYW5kYm94LnYxYWxwaGExLk9iamVjdE1ldGEuQW5ub3RhdGlvbnNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjIKEEFubm90YXRpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIVChNfZGVsZXRpb25fdGltZXN0YW1wIoUBCglDb25kaXRpb24SDAoEdHlwZRgBIAEoCRIOCgZzdGF0dXMYAiABKAkSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAkSHAoUbGFzdF90cmFuc2l0aW9uX3RpbWUYBSABKAkSGwoTb2JzZXJ2ZWRfZ2VuZXJhdGlvbhgGIAEoAyIlCgZFbnZWYXISDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoCSL6AgoLU2FuZGJveFNwZWMSDQoFaW1hZ2UYASABKAkSDwoHY29tbWFuZBgCIAMoCRIMCgRhcmdzGAMgAygJEioKBGVudnMYBCADKAsyHC5mYXN0c2FuZGJveC52MWFscGhhMS5FbnZWYXISEwoLd29ya2luZ19kaXIYBSABKAkSFQoNZXhwb3NlZF9wb3J0cxgGIAMoBRIQCghwb29sX3JlZhgHIAEoCRITCgtleHBpcmVfdGltZRgIIAEoCRIWCg5mYWlsdXJlX3BvbGljeRgJIAEoCRIlChhyZWNvdmVyeV90aW1lb3V0X3NlY29uZHMYCiABKAVIAIgBARIWCg5yZXNldF9yZXZpc2lvbhgLIAEoCRIYChBjb25zaXN0ZW5jeV9tb2RlGAwgASgJEjAKBmVncmVzcxgNIAEoCzIgLmZhc3RzYW5kYm94LnYxYWxwaGExLkVncmVzc1NwZWNCGwoZX3JlY292ZXJ5X3RpbWVvdXRfc2Vjb25kcyJRCgpFZ3Jlc3NTcGVjEg4KBnBvbGljeRgBIAEoCRIzCgVhbGxvdxgCIAMoCzIkLmZhc3RzYW5kYm94LnYxYWxwaGExLkVncmVzc1J1bGVTcGVjIj8KDkVncmVzc1J1bGVTcGVjEgwKBGNpZHIYASABKAkSDQoFcG9ydHMYAiADKAUSEAoIcHJvdG9jb2wYAyABKAki0AIKDVNhbmRib3hTdGF0dXMSDQoFcGhhc2UYASABKAkSFAoMYXNzaWduZWRfcG9kGAIgASgJEhEKCW5vZGVfbmFtZRgDIAEoCRIdCgpzYW5kYm94X2lkGAQgASgJUglzYW5kYm94SUQSEQoJZW5kcG9pbnRzGAUgAygJEjMKCmNvbmRpdGlvbnMYBiADKAsyHy5mYXN0c2FuZGJveC52MWFscGhhMS5Db25kaXRpb24SHwoXYWNjZXB0ZWRfcmVzZXRfcmV2aXNpb24YByABKAkSGAoLcmVjcmVhdGlvbnMYCCABKAVIAIgBARIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAkgASgDEh0KCnNhbmRib3hfaXAYCiABKAlSCXNhbmRib3hJUBIZChFhY2Nlc3NfdG9rZW5faGFzaBgLIAEoCUIOCgxfcmVjcmVhdGlvbnMixgEKB1NhbmRib3gSEwoLYXBpX3ZlcnNpb24YASABKAkSDAoEa2luZBgCIAEoCRIyCghtZXRhZGF0YRgDIAEoCzIgLmZhc3RzYW5kYm94LnYxYWxwaGExLk9iamVjdE1ldGESLwoEc3BlYxgEIAEoCzIhLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hTcGVjEjMKBnN0YXR1cxgFIAEoCzIjLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hTdGF0dXMiggIKDFBvb2xDYXBhY2l0eRIQCghwb29sX21pbhgBIAEoBRIQCghwb29sX21heBgCIAEoBRIXCgpidWZmZXJfbWluGAMgASgFSACIAQESFwoKYnVmZmVyX21heBgEIAEoBUgBiAEBEiUKGHNjYWxlX2Rvd25fZGVsYXlfc2Vjb25kcxgFIAEoBUgCiAEBEiEKFHdha2VfdGltZW91dF9zZWNvbmRzGAYgASgFSAOIAQFCDQoLX2J1ZmZlcl9taW5CDQoLX2J1ZmZlcl9tYXhCGwoZX3NjYWxlX2Rvd25fZGVsYXlfc2Vjb25kc0IXChVfd2FrZV90aW1lb3V0X3NlY29uZHMiSwoQU2FuZGJveFJlc291cmNlcxILCgNjcHUYASABKAkSDgoGbWVtb3J5GAIgASgJEhEKBHBpZHMYAyABKAVIAIgBAUIHCgVfcGlkcyKsAwoPU2FuZGJveFBvb2xTcGVjEjQKCGNhcGFjaXR5GAEgASgLMiIuZmFzdHNhbmRib3gudjFhbHBoYTEuUG9vbENhcGFjaXR5Eh0KFW1heF9zYW5kYm94ZXNfcGVyX3BvZBgCIAEoBRIUCgxydW50aW1lX3R5cGUYAyABKAkSDQoFaW1hZ2UYBCABKAkSQQoRc2FuZGJveF9yZXNvdXJjZXMYBSABKAsyJi5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94UmVzb3VyY2VzEhsKE2FnZW50X3RlbXBsYXRlX2pzb24YBiABKAkSFgoOcHJld2FybV9pbWFnZXMYByADKAkSGQoRaW1hZ2VfcHVsbF9zZWNyZXQYCCABKAkSMgoHbmV0d29yaxgJIAEoCzIhLmZhc3RzYW5kYm94LnYxYWxwaGExLk5ldHdvcmtTcGVjEh8KEnByZXBhcmVkX2luc3RhbmNlcxgKIAEoBUgAiAEBEiAKGHByZXBhcmVkX2Zyb21fY2hlY2twb2ludBgLIAEoCUIVChNfcHJlcGFyZWRfaW5zdGFuY2VzIpEBCgtOZXR3b3JrU3BlYxIMCgRtb2RlGAEgASgJEjAKBmVncmVzcxgCIAEoCzIgLmZhc3RzYW5kYm94LnYxYWxwaGExLkVncmVzc1NwZWMSJQoYYWxsb3dfc2FuZGJveF90b19zYW5kYm94GAMgASgISACIAQFCGwoZX2FsbG93X3NhbmRib3hfdG9fc2FuZGJveCL2AQoRU2FuZGJveFBvb2xTdGF0dXMSDgoGYWdlbnRzGAEgASgFEhQKDHJlYWR5X2FnZW50cxgCIAEoBRIRCglzYW5kYm94ZXMYAyABKAUSEgoKZnJlZV9zbG90cxgEIAEoBRIzCgpjb25kaXRpb25zGAUgAygLMh8uZmFzdHNhbmRib3gudjFhbHBoYTEuQ29uZGl0aW9uEhsKDmRlc2lyZWRfYWdlbnRzGAYgASgFSACIAQESEgoKaG90X2ltYWdlcxgHIAMoCRIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAggASgDQhEKD19kZXNpcmVkX2FnZW50cyLSAQoLU2FuZGJveFBvb2wSEwoLYXBpX3ZlcnNpb24YASABKAkSDAoEa2luZBgCIAEoCRIyCghtZXRhZGF0YRgDIAEoCzIgLmZhc3RzYW5kYm94LnYxYWxwaGExLk9iamVjdE1ldGESMwoEc3BlYxgEIAEoCzIlLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hQb29sU3BlYxI3CgZzdGF0dXMYBSABKAsyJy5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94UG9vbFN0YXR1c2IGcHJvdG8z");
+  fileDesc("CiRmYXN0c2FuZGJveC92MWFscGhhMS9yZXNvdXJjZXMucHJvdG8SFGZhc3RzYW5kYm94LnYxYWxwaGExIvkDCgpPYmplY3RNZXRhEgwKBG5hbWUYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgsKA3VpZBgDIAEoCRIYChByZXNvdXJjZV92ZXJzaW9uGAQgASgJEhIKCmdlbmVyYXRpb24YBSABKAMSGgoSY3JlYXRpb25fdGltZXN0YW1wGAYgASgJEh8KEmRlbGV0aW9uX3RpbWVzdGFtcBgHIAEoCUgAiAEBEhIKCmZpbmFsaXplcnMYCCADKAkSPAoGbGFiZWxzGAkgAygLMiwuZmFzdHNhbmRib3gudjFhbHBoYTEuT2JqZWN0TWV0YS5MYWJlbHNFbnRyeRJGCgthbm5vdGF0aW9ucxgKIAMoCzIxLmZhc3RzYW5kYm94LnYxYWxwaGExLk9iamVjdE1ldGEuQW5ub3RhdGlvbnNFbnRyeRI+ChBvd25lcl9yZWZlcmVuY2VzGAsgAygLMiQuZmFzdHNhbmRib3gudjFhbHBoYTEuT3duZXJSZWZlcmVuY2UaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARoyChBBbm5vdGF0aW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCFQoTX2RlbGV0aW9uX3RpbWVzdGFtcCKyAQoOT3duZXJSZWZlcmVuY2USEwoLYXBpX3ZlcnNpb24YASABKAkSDAoEa2luZBgCIAEoCRIMCgRuYW1lGAMgASgJEgsKA3VpZBgEIAEoCRIXCgpjb250cm9sbGVyGAUgASgISACIAQESIQoUYmxvY2tfb3duZXJfZGVsZXRpb24YBiABKAhIAYgBAUINCgtfY29udHJvbGxlckIXChVfYmxvY2tfb3duZXJfZGVsZXRpb24ihQEKCUNvbmRpdGlvbhIMCgR0eXBlGAEgASgJEg4KBnN0YXR1cxgCIAEoCRIOCgZyZWFzb24YAyABKAkSDwoHbWVzc2FnZRgEIAEoCRIcChRsYXN0X3RyYW5zaXRpb25fdGltZRgFIAEoCRIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAYgASgDIiUKBkVudlZhchIMCgRuYW1lGAEgASgJEg0KBXZhbHVlGAIgASgJIvoCCgtTYW5kYm94U3BlYxINCgVpbWFnZRgBIAEoCRIPCgdjb21tYW5kGAIgAygJEgwKBGFyZ3MYAyADKAkSKgoEZW52cxgEIAMoCzIcLmZhc3RzYW5kYm94LnYxYWxwaGExLkVudlZhchITCgt3b3JraW5nX2RpchgFIAEoCRIVCg1leHBvc2VkX3BvcnRzGAYgAygFEhAKCHBvb2xfcmVmGAcgASgJEhMKC2V4cGlyZV90aW1lGAggASgJEhYKDmZhaWx1cmVfcG9saWN5GAkgASgJEiUKGHJlY292ZXJ5X3RpbWVvdXRfc2Vjb25kcxgKIAEoBUgAiAEBEhYKDnJlc2V0X3JldmlzaW9uGAsgASgJEhgKEGNvbnNpc3RlbmN5X21vZGUYDCABKAkSMAoGZWdyZXNzGA0gASgLMiAuZmFzdHNhbmRib3gudjFhbHBoYTEuRWdyZXNzU3BlY0IbChlfcmVjb3ZlcnlfdGltZW91dF9zZWNvbmRzIlEKCkVncmVzc1NwZWMSDgoGcG9saWN5GAEgASgJEjMKBWFsbG93GAIgAygLMiQuZmFzdHNhbmRib3gudjFhbHBoYTEuRWdyZXNzUnVsZVNwZWMiPwoORWdyZXNzUnVsZVNwZWMSDAoEY2lkchgBIAEoCRINCgVwb3J0cxgCIAMoBRIQCghwcm90b2NvbBgDIAEoCSLQAgoNU2FuZGJveFN0YXR1cxINCgVwaGFzZRgBIAEoCRIUCgxhc3NpZ25lZF9wb2QYAiABKAkSEQoJbm9kZV9uYW1lGAMgASgJEh0KCnNhbmRib3hfaWQYBCABKAlSCXNhbmRib3hJRBIRCgllbmRwb2ludHMYBSADKAkSMwoKY29uZGl0aW9ucxgGIAMoCzIfLmZhc3RzYW5kYm94LnYxYWxwaGExLkNvbmRpdGlvbhIfChdhY2NlcHRlZF9yZXNldF9yZXZpc2lvbhgHIAEoCRIYCgtyZWNyZWF0aW9ucxgIIAEoBUgAiAEBEhsKE29ic2VydmVkX2dlbmVyYXRpb24YCSABKAMSHQoKc2FuZGJveF9pcBgKIAEoCVIJc2FuZGJveElQEhkKEWFjY2Vzc190b2tlbl9oYXNoGAsgASgJQg4KDF9yZWNyZWF0aW9ucyLGAQoHU2FuZGJveBITCgthcGlfdmVyc2lvbhgBIAEoCRIMCgRraW5kGAIgASgJEjIKCG1ldGFkYXRhGAMgASgLMiAuZmFzdHNhbmRib3gudjFhbHBoYTEuT2JqZWN0TWV0YRIvCgRzcGVjGAQgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFNwZWMSMwoGc3RhdHVzGAUgASgLMiMuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFN0YXR1cyKCAgoMUG9vbENhcGFjaXR5EhAKCHBvb2xfbWluGAEgASgFEhAKCHBvb2xfbWF4GAIgASgFEhcKCmJ1ZmZlcl9taW4YAyABKAVIAIgBARIXCgpidWZmZXJfbWF4GAQgASgFSAGIAQESJQoYc2NhbGVfZG93bl9kZWxheV9zZWNvbmRzGAUgASgFSAKIAQESIQoUd2FrZV90aW1lb3V0X3NlY29uZHMYBiABKAVIA4gBAUINCgtfYnVmZmVyX21pbkINCgtfYnVmZmVyX21heEIbChlfc2NhbGVfZG93bl9kZWxheV9zZWNvbmRzQhcKFV93YWtlX3RpbWVvdXRfc2Vjb25kcyJLChBTYW5kYm94UmVzb3VyY2VzEgsKA2NwdRgBIAEoCRIOCgZtZW1vcnkYAiABKAkSEQoEcGlkcxgDIAEoBUgAiAEBQgcKBV9waWRzIqwDCg9TYW5kYm94UG9vbFNwZWMSNAoIY2FwYWNpdHkYASABKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5Qb29sQ2FwYWNpdHkSHQoVbWF4X3NhbmRib3hlc19wZXJfcG9kGAIgASgFEhQKDHJ1bnRpbWVfdHlwZRgDIAEoCRINCgVpbWFnZRgEIAEoCRJBChFzYW5kYm94X3Jlc291cmNlcxgFIAEoCzImLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hSZXNvdXJjZXMSGwoTYWdlbnRfdGVtcGxhdGVfanNvbhgGIAEoCRIWCg5wcmV3YXJtX2ltYWdlcxgHIAMoCRIZChFpbWFnZV9wdWxsX3NlY3JldBgIIAEoCRIyCgduZXR3b3JrGAkgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuTmV0d29ya1NwZWMSHwoScHJlcGFyZWRfaW5zdGFuY2VzGAogASgFSACIAQESIAoYcHJlcGFyZWRfZnJvbV9jaGVja3BvaW50GAsgASgJQhUKE19wcmVwYXJlZF9pbnN0YW5jZXMikQEKC05ldHdvcmtTcGVjEgwKBG1vZGUYASABKAkSMAoGZWdyZXNzGAIgASgLMiAuZmFzdHNhbmRib3gudjFhbHBoYTEuRWdyZXNzU3BlYxIlChhhbGxvd19zYW5kYm94X3RvX3NhbmRib3gYAyABKAhIAIgBAUIbChlfYWxsb3dfc2FuZGJveF90b19zYW5kYm94IvYBChFTYW5kYm94UG9vbFN0YXR1cxIOCgZhZ2VudHMYASABKAUSFAoMcmVhZHlfYWdlbnRzGAIgASgFEhEKCXNhbmRib3hlcxgDIAEoBRISCgpmcmVlX3Nsb3RzGAQgASgFEjMKCmNvbmRpdGlvbnMYBSADKAsyHy5mYXN0c2FuZGJveC52MWFscGhhMS5Db25kaXRpb24SGwoOZGVzaXJlZF9hZ2VudHMYBiABKAVIAIgBARISCgpob3RfaW1hZ2VzGAcgAygJEhsKE29ic2VydmVkX2dlbmVyYXRpb24YCCABKANCEQoPX2Rlc2lyZWRfYWdlbnRzItIBCgtTYW5kYm94UG9vbBITCgthcGlfdmVyc2lvbhgBIAEoCRIMCgRraW5kGAIgASgJEjIKCG1ldGFkYXRhGAMgASgLMiAuZmFzdHNhbmRib3gudjFhbHBoYTEuT2JqZWN0TWV0YRIzCgRzcGVjGAQgASgLMiUuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFBvb2xTcGVjEjcKBnN0YXR1cxgFIAEoCzInLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hQb29sU3RhdHVzYgZwcm90bzM");
 
 /**
  * @generated from message fastsandbox.v1alpha1.ObjectMeta
@@ -69,6 +69,13 @@ export type ObjectMeta = Message<"fastsandbox.v1alpha1.ObjectMeta"> & {
    * @generated from field: map<string, string> annotations = 10;
    */
   annotations: { [key: string]: string };
+
+  /**
+   * In the Kubernetes mode the garbage collector deletes an object whose owner is gone.
+   *
+   * @generated from field: repeated fastsandbox.v1alpha1.OwnerReference owner_references = 11;
+   */
+  ownerReferences: OwnerReference[];
 };
 
 /**
@@ -77,6 +84,48 @@ export type ObjectMeta = Message<"fastsandbox.v1alpha1.ObjectMeta"> & {
  */
 export const ObjectMetaSchema: GenMessage<ObjectMeta> = /*@__PURE__*/
   messageDesc(file_fastsandbox_v1alpha1_resources, 0);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.OwnerReference
+ */
+export type OwnerReference = Message<"fastsandbox.v1alpha1.OwnerReference"> & {
+  /**
+   * @generated from field: string api_version = 1;
+   */
+  apiVersion: string;
+
+  /**
+   * @generated from field: string kind = 2;
+   */
+  kind: string;
+
+  /**
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string uid = 4;
+   */
+  uid: string;
+
+  /**
+   * @generated from field: optional bool controller = 5;
+   */
+  controller?: boolean | undefined;
+
+  /**
+   * @generated from field: optional bool block_owner_deletion = 6;
+   */
+  blockOwnerDeletion?: boolean | undefined;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.OwnerReference.
+ * Use `create(OwnerReferenceSchema)` to create a new message.
+ */
+export const OwnerReferenceSchema: GenMessage<OwnerReference> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_resources, 1);
 
 /**
  * @generated from message fastsandbox.v1alpha1.Condition
@@ -118,7 +167,7 @@ export type Condition = Message<"fastsandbox.v1alpha1.Condition"> & {
  * Use `create(ConditionSchema)` to create a new message.
  */
 export const ConditionSchema: GenMessage<Condition> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 1);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 2);
 
 /**
  * @generated from message fastsandbox.v1alpha1.EnvVar
@@ -140,7 +189,7 @@ export type EnvVar = Message<"fastsandbox.v1alpha1.EnvVar"> & {
  * Use `create(EnvVarSchema)` to create a new message.
  */
 export const EnvVarSchema: GenMessage<EnvVar> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 2);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 3);
 
 /**
  * @generated from message fastsandbox.v1alpha1.SandboxSpec
@@ -225,7 +274,7 @@ export type SandboxSpec = Message<"fastsandbox.v1alpha1.SandboxSpec"> & {
  * Use `create(SandboxSpecSchema)` to create a new message.
  */
 export const SandboxSpecSchema: GenMessage<SandboxSpec> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 3);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 4);
 
 /**
  * Where sandboxes may connect to (the resources' form; the agent API has its own EgressPolicy).
@@ -251,7 +300,7 @@ export type EgressSpec = Message<"fastsandbox.v1alpha1.EgressSpec"> & {
  * Use `create(EgressSpecSchema)` to create a new message.
  */
 export const EgressSpecSchema: GenMessage<EgressSpec> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 4);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 5);
 
 /**
  * @generated from message fastsandbox.v1alpha1.EgressRuleSpec
@@ -284,7 +333,7 @@ export type EgressRuleSpec = Message<"fastsandbox.v1alpha1.EgressRuleSpec"> & {
  * Use `create(EgressRuleSpecSchema)` to create a new message.
  */
 export const EgressRuleSpecSchema: GenMessage<EgressRuleSpec> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 5);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 6);
 
 /**
  * @generated from message fastsandbox.v1alpha1.SandboxStatus
@@ -355,7 +404,7 @@ export type SandboxStatus = Message<"fastsandbox.v1alpha1.SandboxStatus"> & {
  * Use `create(SandboxStatusSchema)` to create a new message.
  */
 export const SandboxStatusSchema: GenMessage<SandboxStatus> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 6);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 7);
 
 /**
  * @generated from message fastsandbox.v1alpha1.Sandbox
@@ -392,7 +441,7 @@ export type Sandbox = Message<"fastsandbox.v1alpha1.Sandbox"> & {
  * Use `create(SandboxSchema)` to create a new message.
  */
 export const SandboxSchema: GenMessage<Sandbox> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 7);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 8);
 
 /**
  * @generated from message fastsandbox.v1alpha1.PoolCapacity
@@ -434,7 +483,7 @@ export type PoolCapacity = Message<"fastsandbox.v1alpha1.PoolCapacity"> & {
  * Use `create(PoolCapacitySchema)` to create a new message.
  */
 export const PoolCapacitySchema: GenMessage<PoolCapacity> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 8);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 9);
 
 /**
  * @generated from message fastsandbox.v1alpha1.SandboxResources
@@ -461,7 +510,7 @@ export type SandboxResources = Message<"fastsandbox.v1alpha1.SandboxResources"> 
  * Use `create(SandboxResourcesSchema)` to create a new message.
  */
 export const SandboxResourcesSchema: GenMessage<SandboxResources> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 9);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 10);
 
 /**
  * @generated from message fastsandbox.v1alpha1.SandboxPoolSpec
@@ -537,7 +586,7 @@ export type SandboxPoolSpec = Message<"fastsandbox.v1alpha1.SandboxPoolSpec"> & 
  * Use `create(SandboxPoolSpecSchema)` to create a new message.
  */
 export const SandboxPoolSpecSchema: GenMessage<SandboxPoolSpec> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 10);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 11);
 
 /**
  * @generated from message fastsandbox.v1alpha1.NetworkSpec
@@ -566,7 +615,7 @@ export type NetworkSpec = Message<"fastsandbox.v1alpha1.NetworkSpec"> & {
  * Use `create(NetworkSpecSchema)` to create a new message.
  */
 export const NetworkSpecSchema: GenMessage<NetworkSpec> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 11);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 12);
 
 /**
  * @generated from message fastsandbox.v1alpha1.SandboxPoolStatus
@@ -618,7 +667,7 @@ export type SandboxPoolStatus = Message<"fastsandbox.v1alpha1.SandboxPoolStatus"
  * Use `create(SandboxPoolStatusSchema)` to create a new message.
  */
 export const SandboxPoolStatusSchema: GenMessage<SandboxPoolStatus> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 12);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 13);
 
 /**
  * @generated from message fastsandbox.v1alpha1.SandboxPool
@@ -655,5 +704,5 @@ export type SandboxPool = Message<"fastsandbox.v1alpha1.SandboxPool"> & {
  * Use `create(SandboxPoolSchema)` to create a new message.
  */
 export const SandboxPoolSchema: GenMessage<SandboxPool> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_resources, 13);
+  messageDesc(file_fastsandbox_v1alpha1_resources, 14);
 
