@@ -23,11 +23,12 @@
  * runs it as a tiny "anchor" container that keeps its sandboxes' shared shim process alive.
  *
  * `fsb-helper --prepared [--envd PATH]` is process 1 of a prepared instance (a sandbox made before
- * anyone asked for it): it writes `waiting` to run/prepared and waits, doing nothing, until the
- * agent writes the claim into the FIFO run/claim (which the agent made), then runs it as above. The claim is a sequence of NUL-terminated strings:
- * `fsb-claim-v1`, the working directory, the number of arguments and the arguments, the number of
- * environment entries and the entries (`NAME=value`, the whole environment: the image's is not
- * kept). A claim that is cut short or malformed makes the helper exit with status 2.
+ * anyone asked for it): it opens the FIFO run/claim (which the agent made), writes `waiting` to
+ * run/prepared and waits, doing nothing, until the agent writes the claim into the FIFO, then runs
+ * it as above. The claim is a sequence of NUL-terminated strings: `fsb-claim-v1`, the working
+ * directory, the number of arguments and the arguments, the number of environment entries and the
+ * entries (`NAME=value`, the whole environment: the image's is not kept). A claim that is cut
+ * short or malformed makes the helper exit with status 2.
  *
  * `--envd PATH` (before `--`, with or without `--workdir`) also runs the in-sandbox daemon
  * (packages/envd, E2B's envd interface on port 49983) as a second, supervised child: started
@@ -46,6 +47,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -239,14 +241,23 @@ static long claim_count(char *buffer, size_t length, size_t *at) {
  * (NULL-terminated), with its working directory in *workdir; NULL when the claim is unusable.
  */
 static char **read_claim(char **workdir) {
-  record("prepared", "waiting\n", 8, 0); /* the agent hands the instance out once it waits */
+  /*
+   * The FIFO is open for reading before the instance is reported waiting: the agent opens it
+   * without blocking and takes a FIFO without a reader (ENXIO) for a dead instance. Opened without
+   * blocking here too (a blocking open would wait for the writer), then polled: until a writer has
+   * come, Linux reports neither data nor a hang-up on it.
+   */
   int fd;
-  do fd = open(RUN_DIR "/claim", O_RDONLY | O_CLOEXEC);
+  do fd = open(RUN_DIR "/claim", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   while (fd < 0 && errno == EINTR);
   if (fd < 0) {
     fprintf(stderr, "fast-sandbox helper: cannot open the claim: %s\n", strerror(errno));
     return NULL;
   }
+  record("prepared", "waiting\n", 8, 0); /* the agent hands the instance out once it waits */
+  struct pollfd claim_ready = {.fd = fd, .events = POLLIN};
+  while (poll(&claim_ready, 1, -1) < 0 && errno == EINTR) {}
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK); /* the rest of the claim: read as the agent writes it */
   char *buffer = malloc(CLAIM_MAX);
   size_t length = 0;
   for (;;) {

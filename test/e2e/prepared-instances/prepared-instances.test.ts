@@ -5,11 +5,17 @@
  * template takes the cold path; a claimed command that cannot start fails the create like a cold
  * one and leaves nothing; and removing the stock leaves nothing behind. Shared and Isolated networks.
  * And a claim whose agent dies before containerd has recorded it (containerd out of reach) is
- * recorded by the agent's next start: the sandbox runs on, it is not removed as a leftover instance.
- * Everything runs in its own containerd namespace and network, removed at the end.
+ * recorded by the agent's next start: the sandbox runs on, it is not removed as a leftover instance;
+ * one containerd has not recorded in time is recorded by the same agent once containerd is back. A
+ * claim bigger than the FIFO's pipe arrives whole. The helper reports an instance waiting only once
+ * a claim can be written. A failed prepare leaves nothing, and a start that keeps no instances
+ * removes those a previous process left. Everything runs in its own containerd namespace and
+ * network, removed at the end.
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { once } from "node:events";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,7 +24,7 @@ import { after, before, describe, it } from "node:test";
 import { pino } from "pino";
 import { AlreadyExistsError, FailedPreconditionError, ValidationError } from "@fast-sandbox/api";
 import { DEFAULT_HELPER_PATH, createContainerdRuntime, type ContainerdRuntime, type CreateTimings } from "@fast-sandbox/agent";
-import type { PreparedTemplate } from "../../../packages/agent/src/containerd/prepared-instances.js";
+import { encodeClaim, writeClaim, type PreparedTemplate } from "../../../packages/agent/src/containerd/prepared-instances.js";
 import type { RuntimeSandboxSpec } from "../../../packages/agent/src/runtime/runtime.js";
 import { BASE_IMAGE, ctr, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
 import { removeTestNetwork, testNetworkSettings } from "../../support/sandbox-network.js";
@@ -279,6 +285,19 @@ for (const mode of ["shared", "isolated"] as const) {
       }
     });
 
+    it("a claim bigger than the FIFO's pipe (200 KiB of env) runs with the whole of it", async () => {
+      await runtime.preparedInstancesReady();
+      const env = ["A", "B", "C", "D"].map((letter, index) => ({ name: `BIG_${index}`, value: letter.repeat(50 << 10) }));
+      const request = spec(mode, { command: ["sh", "-c", 'echo "${#BIG_0} ${#BIG_1} ${#BIG_2} ${#BIG_3} ${BIG_3#DDDDDDD}"; sleep 1000'], env });
+      const before = timings.length;
+      await runtime.create(request);
+      assert.equal(timings[before]?.prepared, true, "the create claimed an instance");
+      const log = await logOf(request.logPath, (text) => text.endsWith("\n"));
+      assert.equal(log, `51200 51200 51200 51200 ${"D".repeat((50 << 10) - 7)}\n`);
+      assert.equal(await execOut(runtime, request.sandboxId, 'echo "${#BIG_3}"'), "51200\n");
+      await runtime.delete(request.sandboxId, { gracePeriodMs: 0 });
+    });
+
     it("a create whose claim is refused before the instance is touched (a NUL byte in its env) gives the instance back to the stock", async () => {
       await runtime.preparedInstancesReady();
       const prepared = () => containersOf(`prep-${mode}`).filter((id) => id.startsWith("fsb-prepared-"));
@@ -382,6 +401,186 @@ describe("a claim containerd has not recorded when its agent dies", () => {
         await second.unprepare();
         second.close();
       }
+      await gate.close();
+    }
+  });
+});
+
+/** A logger that also tells `onMessage` every message it writes (as JSON lines). */
+function watchedLogger(onMessage: (msg: string) => void) {
+  return pino(
+    { level: "warn" },
+    {
+      write: (line: string) => {
+        onMessage((JSON.parse(line) as { msg: string }).msg);
+        if (process.env.FSB_TEST_LOG_LEVEL) process.stderr.write(line);
+      },
+    },
+  );
+}
+
+describe("the prepared helper, process 1 of an instance", () => {
+  // The helper alone, as a prepared instance's process 1 but in a bare root: its run directory at
+  // /.fast-sandbox/run, and itself as the only program.
+  const root = join(workDir, "helper-root");
+  const run = join(root, ".fast-sandbox", "run");
+  const startHelper = () => spawn("chroot", [root, "/helper", "--prepared"], { stdio: ["ignore", "ignore", "ignore"] });
+
+  before(() => {
+    mkdirSync(run, { recursive: true });
+    copyFileSync(DEFAULT_HELPER_PATH, join(root, "helper"));
+  });
+
+  it("reports waiting only with its claim FIFO open: without the FIFO it reports nothing and exits", async () => {
+    const helper = startHelper();
+    const [code] = (await once(helper, "exit")) as [number | null];
+    assert.equal(code, 2);
+    assert.equal(existsSync(join(run, "prepared")), false, "no instance reported waiting");
+  });
+
+  it("takes a claim written the moment it reports waiting, and runs it", async () => {
+    rmSync(join(run, "prepared"), { force: true });
+    const fifo = join(run, "claim");
+    execFileSync("mkfifo", ["-m", "0600", fifo]);
+    const helper = startHelper();
+    const exited = once(helper, "exit");
+    try {
+      while (!existsSync(join(run, "prepared")) && helper.exitCode === null) await sleep(1);
+      // Its own binary with no arguments: a command that starts (and exits with 2 at once).
+      assert.equal(await writeClaim(fifo, encodeClaim({ workingDir: "/", args: ["/helper"], env: ["GREETING=hello"] })), true, "a claim is taken");
+      while (!existsSync(join(run, "exit-code")) && helper.exitCode === null) await sleep(5);
+      assert.equal(readFileSync(join(run, "command-start"), "utf8"), "started\n");
+      assert.equal(readFileSync(join(run, "exit-code"), "utf8"), "2\n");
+    } finally {
+      helper.kill("SIGTERM");
+      await exited;
+    }
+  });
+});
+
+describe("a prepare that fails", () => {
+  it("leaves nothing of its instance: no container, run directory or log file", async () => {
+    const agentName = "prep-failing";
+    const stateDir = join(workDir, "failing", "state");
+    let failed!: () => void;
+    const prepareFailed = new Promise<void>((resolve) => (failed = resolve));
+    const runtime = createContainerdRuntime({
+      namespace: NAMESPACE,
+      agentName,
+      stateDir,
+      cgroupParent: `${CGROUP_PARENT}/failing`,
+      helperPath: DEFAULT_HELPER_PATH,
+      // Less memory than runc's init of the container needs: Tasks.Create fails after the shim opened the log.
+      preparedInstances: { count: 1, template: { ...templates.shared, resources: { memoryBytes: 1 << 20 } } },
+      logger: watchedLogger((msg) => {
+        if (msg.startsWith("could not make a prepared instance")) failed();
+      }),
+    });
+    try {
+      await runtime.prepare();
+      await prepareFailed;
+      // Waits for a prepare in progress (retrying the failed one) to end.
+      await runtime.removePreparedInstances();
+      const leftovers = (dir: string) => (existsSync(dir) ? readdirSync(dir).filter((name) => name.startsWith("fsb-prepared-")) : []);
+      assert.deepEqual(leftovers(join(stateDir, "logs")), [], "no log file");
+      assert.deepEqual(leftovers(join(stateDir, "run")), [], "no run directory");
+      assert.deepEqual(
+        containersOf(agentName).filter((id) => id.startsWith("fsb-prepared-")),
+        [],
+        "no container",
+      );
+    } finally {
+      await runtime.unprepare();
+      runtime.close();
+    }
+  });
+});
+
+describe("instances a previous process of the agent left", () => {
+  it("are removed by a start that keeps none (prepared instances turned off)", async () => {
+    const agentName = "prep-retired";
+    const stateDir = join(workDir, "retired", "state");
+    const make = (preparedInstances?: { count: number; template: PreparedTemplate }) =>
+      createContainerdRuntime({
+        namespace: NAMESPACE,
+        agentName,
+        stateDir,
+        cgroupParent: `${CGROUP_PARENT}/retired`,
+        helperPath: DEFAULT_HELPER_PATH,
+        ...(preparedInstances ? { preparedInstances } : {}),
+        logger: pino({ level: process.env.FSB_TEST_LOG_LEVEL ?? "warn" }),
+      });
+    const instances = () => containersOf(agentName).filter((id) => id.startsWith("fsb-prepared-"));
+    const first = make({ count: 1, template: templates.shared });
+    await first.prepare();
+    await first.preparedInstancesReady();
+    assert.equal(instances().length, 1);
+    // Killed: its stock is left running.
+    first.close();
+    const second = make();
+    try {
+      await second.prepare();
+      assert.deepEqual(instances(), [], "the previous process's instance is removed");
+      assert.deepEqual(
+        readdirSync(join(stateDir, "logs")).filter((name) => name.startsWith("fsb-prepared-")),
+        [],
+      );
+      assert.deepEqual(
+        readdirSync(join(stateDir, "run")).filter((name) => name.startsWith("fsb-prepared-")),
+        [],
+      );
+      assert.equal(second.preparedInstanceCount, 0);
+    } finally {
+      await second.unprepare();
+      second.close();
+    }
+  });
+});
+
+describe("a claim containerd has not recorded in time", () => {
+  it("is recorded by the same agent process once containerd is back: the sandbox is found again", async () => {
+    const dir = join(workDir, "late-record");
+    mkdirSync(dir, { recursive: true });
+    const gate = await ContainerdGate.listen(join(dir, "containerd.sock"));
+    const agentName = "prep-late-record";
+    const stateDir = join(dir, "state");
+    const runtime = createContainerdRuntime({
+      namespace: NAMESPACE,
+      agentName,
+      socketPath: gate.path,
+      stateDir,
+      cgroupParent: `${CGROUP_PARENT}/late-record`,
+      helperPath: DEFAULT_HELPER_PATH,
+      preparedInstances: { count: 1, template: templates.shared },
+      claimRecordTimeoutMs: 200,
+      logger: pino({ level: process.env.FSB_TEST_LOG_LEVEL ?? "silent" }),
+    });
+    try {
+      await runtime.prepare();
+      await runtime.preparedInstancesReady();
+      const [instance] = containersOf(agentName).filter((id) => id.startsWith("fsb-prepared-"));
+      assert.ok(instance, "one instance in stock");
+
+      gate.shut();
+      const request = spec("shared", { command: ["sh", "-c", "sleep 1000"] });
+      assert.equal((await runtime.create(request)).state, "running");
+      // Past claimRecordTimeoutMs operations on the sandbox stop waiting for the record: containerd is still away.
+      await assert.rejects(runtime.get(request.sandboxId));
+      assert.deepEqual(readdirSync(join(stateDir, "claims")), [`${request.sandboxId}.json`], "the claim is in the journal");
+
+      gate.reopen();
+      // The journal entry goes once containerd has the whole record (container and snapshot).
+      for (let attempt = 0; attempt < 240 && readdirSync(join(stateDir, "claims")).length > 0; attempt++) await sleep(250);
+      assert.deepEqual(readdirSync(join(stateDir, "claims")), [], "containerd has the claim");
+      assert.equal((await runtime.get(request.sandboxId))?.state, "running", "the sandbox is found");
+      const labels = JSON.parse(ctr(NAMESPACE, "containers", "info", instance)).Labels as Record<string, string>;
+      assert.equal(labels["fast-sandbox.io/sandbox-id"], request.sandboxId);
+      assertSnapshotOfSandbox(instance, request.sandboxId);
+    } finally {
+      gate.reopen();
+      for (const sandbox of await runtime.list()) await runtime.delete(sandbox.sandboxId, { gracePeriodMs: 0 });
+      await runtime.unprepare();
+      runtime.close();
       await gate.close();
     }
   });

@@ -94,8 +94,8 @@ export const LABEL_RUNTIME_TYPE = "fast-sandbox.io/runtime-type";
 export const LABEL_HELPER = "fast-sandbox.io/helper";
 /** Marks infrastructure containers of an agent (value `shim-anchor`); they are not sandboxes. */
 export const LABEL_ROLE = "fast-sandbox.io/role";
-/** How long a claim's containerd record (labels, spec) is retried, e.g. across a containerd restart. */
-const CLAIM_RECORD_TIMEOUT_MS = 60_000;
+/** The longest pause between two attempts at a claim's containerd record (containerd away for long). */
+const CLAIM_RECORD_RETRY_MAX_MS = 5_000;
 /** How often a gVisor pool's agent looks for the checkpoint its instances are restored from, until it exists. */
 const CHECKPOINT_POLL_MS = 500;
 /** Value of LABEL_ROLE on an agent's shim anchors (`fsb-anchor.<agent>.<n>`). */
@@ -209,6 +209,12 @@ export interface ContainerdRuntimeOptions {
    * helper only. @default none
    */
   preparedInstances?: PreparedInstancesSettings;
+  /**
+   * How long operations on a sandbox that claimed an instance wait for containerd to record the
+   * claim (e.g. across a containerd restart) before they go on without it; the record itself is
+   * retried until it is written or the container is gone. @default 60_000
+   */
+  claimRecordTimeoutMs?: number;
   /** This pool's gVisor checkpoints on the node (checkpoints.ts). @default "<stateDir>/checkpoints" */
   checkpointDir?: string;
   logger: Logger;
@@ -298,6 +304,7 @@ export class ContainerdRuntime implements Runtime {
   private readonly groupLoad: number[];
   private readonly onCreateTimings: ((timings: CreateTimings) => void) | undefined;
   private readonly commandStartTimeoutMs: number;
+  private readonly claimRecordTimeoutMs: number;
   private readonly logger: Logger;
   private readonly client: ContainerdClient;
   private readonly images: PullingImageResolver;
@@ -315,6 +322,8 @@ export class ContainerdRuntime implements Runtime {
   private readonly claimJournal: ClaimJournal;
   private createsInFlight = 0;
   private closed = false;
+  /** Aborted by close(): ends the waits of background work. */
+  private readonly closing = new AbortController();
   private lastCreateEndedAt = 0;
 
   constructor(options: ContainerdRuntimeOptions) {
@@ -333,6 +342,7 @@ export class ContainerdRuntime implements Runtime {
     this.hostNetworkFiles = options.hostNetworkFiles ?? ["/etc/resolv.conf", "/etc/hosts"];
     this.onCreateTimings = options.onCreateTimings;
     this.commandStartTimeoutMs = options.commandStartTimeoutMs ?? 5_000;
+    this.claimRecordTimeoutMs = options.claimRecordTimeoutMs ?? 60_000;
     this.helperPath = options.helperPath;
     this.envdPath = options.envdPath && existsSync(options.envdPath) ? options.envdPath : undefined;
     const prepared = options.preparedInstances;
@@ -576,15 +586,16 @@ export class ContainerdRuntime implements Runtime {
       // The helper starts the command at once; the agent's own record of the network's attachment
       // is written meanwhile. containerd's (labels and spec) waits until the answer is on its way:
       // its gRPC call costs this event loop a few ms, which delayed the answer by as much. Every
-      // other operation on the sandbox waits for it (claimRecorded); the journal entry, written
-      // first, keeps the claim if the agent dies before.
+      // other operation on the sandbox waits for it (claimRecorded), from before the write (a
+      // claim bigger than the pipe lets the event loop run); the journal entry, written first,
+      // keeps the claim if the agent dies before.
       let written: boolean;
       this.claimJournal.write({ sandboxId, containerId, labels, ociSpec });
+      this.recordClaim(sandboxId, containerId, labels, ociSpec, answered.promise);
       try {
-        written = writeClaim(join(runDir, CLAIM_FIFO), claim);
+        written = await writeClaim(join(runDir, CLAIM_FIFO), claim);
       } finally {
         if (isolated) this.networks?.reassign(instance.id, sandboxId);
-        this.recordClaim(sandboxId, containerId, labels, ociSpec, answered.promise);
       }
       if (!written) {
         answered.now();
@@ -649,9 +660,10 @@ export class ContainerdRuntime implements Runtime {
 
   /**
    * Relabels the claimed instance's container as the sandbox and stores its command's process in
-   * its spec, in the background once `after` resolves; retried for up to a minute (containerd may be
-   * restarting). The claim journal keeps what is not recorded by then for the agent's next start.
-   * Never rejects.
+   * its spec, in the background once `after` resolves; retried with backoff (containerd may be
+   * restarting) until containerd has it, the container is gone or the sandbox deleted. Operations
+   * on the sandbox wait for it (claimRecorded) for claimRecordTimeoutMs at most. The claim journal
+   * keeps it meanwhile for the agent's next start. Never rejects.
    */
   private recordClaim(
     sandboxId: string,
@@ -661,10 +673,16 @@ export class ContainerdRuntime implements Runtime {
     after: Promise<void>,
     runDirMove?: RunDirMove,
   ): void {
+    let release!: () => void;
+    const waited = new Promise<void>((resolve) => (release = resolve));
+    const stopWaiting = () => {
+      if (this.pendingClaims.get(sandboxId) === waited) this.pendingClaims.delete(sandboxId);
+      release();
+    };
     const update = async () => {
       await after;
       // containerd may be restarting: a claim not recorded leaves a running sandbox that looks unclaimed.
-      const deadline = performance.now() + CLAIM_RECORD_TIMEOUT_MS;
+      const deadline = performance.now() + this.claimRecordTimeoutMs;
       for (let attempt = 1; ; attempt++) {
         try {
           await this.writeClaimRecord(containerId, labels, ociSpec, runDirMove);
@@ -677,22 +695,23 @@ export class ContainerdRuntime implements Runtime {
             this.logger.warn({ sandboxId, containerId }, "a claimed instance's container is gone before containerd recorded the claim");
             return;
           }
-          if (this.closed) return;
-          if (performance.now() > deadline) {
+          // Deleted meanwhile (its removal is the delete's), or the agent is stopping (the journal keeps it).
+          if (this.closed || this.claimedContainers.get(sandboxId) !== containerId) return;
+          if (performance.now() > deadline && this.pendingClaims.get(sandboxId) === waited) {
             this.logger.error(
               { sandboxId, containerId, err: error },
-              "could not record a claimed instance as its sandbox in containerd; the agent's next start will",
+              "could not record a claimed instance as its sandbox in containerd in time; still retrying, the sandbox is unseen until then",
             );
-            return;
+            stopWaiting();
           }
-          await sleep(Math.min(1_000, 50 * 2 ** (attempt - 1)));
+          await sleep(Math.min(CLAIM_RECORD_RETRY_MAX_MS, 50 * 2 ** (attempt - 1)), undefined, { signal: this.closing.signal }).catch(() => undefined);
         }
       }
     };
-    const recorded = update().finally(() => {
-      if (this.pendingClaims.get(sandboxId) === recorded) this.pendingClaims.delete(sandboxId);
-    });
-    this.pendingClaims.set(sandboxId, recorded);
+    this.pendingClaims.set(sandboxId, waited);
+    void update()
+      .catch((error: unknown) => this.logger.error({ sandboxId, containerId, err: error }, "recording a claim failed; the agent's next start will"))
+      .finally(stopWaiting);
   }
 
   /**
@@ -783,22 +802,24 @@ export class ContainerdRuntime implements Runtime {
     const logPath = sandboxLogPath(this.stateDir, id);
     await mkdir(join(this.stateDir, "logs"), { recursive: true });
     const built: { ociSpec?: OciSpec; image?: Awaited<ReturnType<ImageResolver["resolve"]>> } = {};
-    const sandbox = await this.createSandbox(
-      {
-        sandboxId: id,
-        name: id,
-        namespace: template.namespace,
-        pool: template.pool,
-        image: template.image,
-        command: [],
-        args: [],
-        env: [],
-        runtimeType: template.runtimeType,
-        ...(template.resources ? { resources: template.resources } : {}),
-        ...(template.network ? { network: template.network } : {}),
-        logPath,
-      },
-      { built },
+    const sandbox = await this.removingLogOnFailure(logPath, () =>
+      this.createSandbox(
+        {
+          sandboxId: id,
+          name: id,
+          namespace: template.namespace,
+          pool: template.pool,
+          image: template.image,
+          command: [],
+          args: [],
+          env: [],
+          runtimeType: template.runtimeType,
+          ...(template.resources ? { resources: template.resources } : {}),
+          ...(template.network ? { network: template.network } : {}),
+          logPath,
+        },
+        { built },
+      ),
     );
     if (!built.ociSpec || !built.image) throw new FsbError("internal", `prepared instance ${id} was made without its spec`);
     return {
@@ -817,6 +838,19 @@ export class ContainerdRuntime implements Runtime {
   }
 
   /**
+   * An instance's make, whose failure removes the log file the shim opened for it: the create's
+   * undo leaves a sandbox's log to the agent service, which has none of an instance.
+   */
+  private async removingLogOnFailure<T>(logPath: string, make: () => Promise<T>): Promise<T> {
+    try {
+      return await make();
+    } catch (error) {
+      await rm(logPath, { force: true });
+      throw error;
+    }
+  }
+
+  /**
    * Restores one instance of the pool ahead from its checkpoint `name` (gVisor): the newest of that
    * name in the pool's namespace on this node; NotFoundError until it exists (the stock retries).
    */
@@ -830,22 +864,24 @@ export class ContainerdRuntime implements Runtime {
     const id = newInstanceId();
     const logPath = sandboxLogPath(this.stateDir, id);
     await mkdir(join(this.stateDir, "logs"), { recursive: true });
-    const sandbox = await this.checkpoints.restoreAhead(
-      {
-        sandboxId: id,
-        name: id,
-        namespace: template.namespace,
-        pool: template.pool,
-        image: record.image,
-        command: [],
-        args: [],
-        env: [],
-        runtimeType: "gvisor",
-        ...(template.network ? { network: template.network } : {}),
-        logPath,
-        fromCheckpoint: record.checkpointId,
-      },
-      { role: ROLE_PREPARED_INSTANCE },
+    const sandbox = await this.removingLogOnFailure(logPath, () =>
+      this.checkpoints.restoreAhead(
+        {
+          sandboxId: id,
+          name: id,
+          namespace: template.namespace,
+          pool: template.pool,
+          image: record.image,
+          command: [],
+          args: [],
+          env: [],
+          runtimeType: "gvisor",
+          ...(template.network ? { network: template.network } : {}),
+          logPath,
+          fromCheckpoint: record.checkpointId,
+        },
+        { role: ROLE_PREPARED_INSTANCE },
+      ),
     );
     return {
       id,
@@ -1388,8 +1424,9 @@ export class ContainerdRuntime implements Runtime {
   async prepare(): Promise<void> {
     // Claims first: an instance a previous process handed over is a sandbox, not stock.
     await this.replayClaims();
-    // A previous process's instances are not adopted (their stock order and specs are gone): removed, then made anew.
-    if (this.preparedSettings) await this.removePreparedInstances();
+    // A previous process's instances are not adopted (their stock order and specs are gone): removed,
+    // then made anew — also when this process keeps none (turned off, or the pool's count lowered to 0).
+    await this.removePreparedInstances();
     if (this.networks) {
       const existing = new Set((await this.list()).map((sandbox) => sandbox.sandboxId));
       const recovered = await this.networks.recover(existing);
@@ -1626,6 +1663,7 @@ export class ContainerdRuntime implements Runtime {
   /** Ends this runtime's use of containerd: no refill, no retried claim record (the claim journal keeps those). */
   close(): void {
     this.closed = true;
+    this.closing.abort();
     void this.preparedStock?.drain();
     this.puller.close();
     this.client.close();

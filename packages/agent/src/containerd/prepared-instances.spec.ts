@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
-import { networkKey, templateKey, type PreparedTemplate } from "./prepared-instances.js";
+import { execFileSync } from "node:child_process";
+import { once } from "node:events";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { Worker } from "node:worker_threads";
+import { encodeClaim, networkKey, templateKey, writeClaim, type PreparedTemplate } from "./prepared-instances.js";
 
 const TEMPLATE: PreparedTemplate = {
   namespace: "default",
@@ -42,5 +48,63 @@ describe("what a create must match to claim an instance made ahead", () => {
 
   it("a shared network has no policy of its own: no network spec is a shared one", () => {
     assert.equal(networkKey(undefined), networkKey({ mode: "shared" }));
+  });
+});
+
+/**
+ * The helper's end of a claim FIFO, in a thread of its own: it opens the FIFO for reading at once
+ * and drains it when told to — or, should the test's thread never get to say so (its event loop
+ * held by the write), on its own a while later, so that the test fails instead of hanging.
+ */
+const HELPER_END = `
+const { parentPort, workerData } = require("node:worker_threads");
+const { openSync, constants } = require("node:fs");
+const { Socket } = require("node:net");
+const fd = openSync(workerData.fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+let draining = false;
+const drain = (whenTold) => {
+  if (draining) return;
+  draining = true;
+  const chunks = [];
+  const reader = new Socket({ fd, readable: true, writable: false });
+  reader.on("data", (chunk) => chunks.push(chunk));
+  reader.on("end", () => parentPort.postMessage({ whenTold, claim: Buffer.concat(chunks) }));
+};
+const unprompted = setTimeout(() => drain(false), 10000);
+parentPort.once("message", () => (clearTimeout(unprompted), drain(true)));
+parentPort.postMessage("open");
+`;
+
+describe("writing a claim into the instance's FIFO", () => {
+  const directory = mkdtempSync(join(tmpdir(), "fsb-claim-"));
+  after(() => rmSync(directory, { recursive: true, force: true }));
+
+  it("a claim bigger than the pipe lets the event loop run while the helper drains it, and arrives whole", async () => {
+    const fifo = join(directory, "claim");
+    execFileSync("mkfifo", [fifo]);
+    const env = ["A", "B", "C", "D"].map((name) => `${name}=${name.repeat(50 << 10)}`);
+    const claim = encodeClaim({ workingDir: "/", args: ["sh", "-c", "env"], env });
+    assert.ok(claim.length > 64 << 10, "bigger than a pipe's default capacity");
+    const helper = new Worker(HELPER_END, { eval: true, workerData: { fifo } });
+    try {
+      assert.equal((await once(helper, "message"))[0], "open");
+      const writing = writeClaim(fifo, claim);
+      // A write that held the loop until the pipe was drained comes back only after the helper drained it unprompted.
+      await new Promise((resolve) => setImmediate(resolve));
+      helper.postMessage("drain");
+      const [{ whenTold, claim: received }] = (await once(helper, "message")) as [{ whenTold: boolean; claim: Uint8Array }];
+      assert.equal(await writing, true);
+      assert.equal(whenTold, true, "the event loop ran while the claim waited for room in the pipe");
+      assert.ok(Buffer.from(received).equals(claim), "the helper read the whole claim");
+    } finally {
+      await helper.terminate();
+    }
+  });
+
+  it("no helper on the other end (the instance died or was claimed) is no instance", async () => {
+    const fifo = join(directory, "unread");
+    execFileSync("mkfifo", [fifo]);
+    assert.equal(await writeClaim(fifo, encodeClaim({ workingDir: "/", args: ["true"], env: [] })), false);
+    assert.equal(await writeClaim(join(directory, "missing"), encodeClaim({ workingDir: "/", args: ["true"], env: [] })), false);
   });
 });

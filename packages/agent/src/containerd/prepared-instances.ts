@@ -19,6 +19,7 @@
  * claimed at most once: the stock hands each out once, and its FIFO accepts one claim.
  */
 import { closeSync, constants, openSync, writeSync } from "node:fs";
+import { Socket } from "node:net";
 import { randomBytes } from "node:crypto";
 import { FsbError, normalizeImageName } from "@fast-sandbox/api/core";
 import type { RuntimeSandboxSpec } from "../runtime/runtime.js";
@@ -87,12 +88,14 @@ export function encodeClaim(claim: { workingDir: string; args: readonly string[]
 export const CLAIM_MAX_BYTES = 4 << 20;
 
 /**
- * Writes the claim into the instance's FIFO, synchronously (a few system calls; the thread pool's
- * queue would cost more than the writes). Opening without blocking fails at once (ENXIO) when no
+ * Writes the claim into the instance's FIFO. Opening without blocking fails at once (ENXIO) when no
  * helper waits on the other end — the instance died or was claimed already — which the caller
- * treats as "no instance". Closing the FIFO is the helper's end of the claim.
+ * treats as "no instance". What fits the pipe (64 KiB: every ordinary claim) is written at once, in
+ * one system call (the thread pool's queue would cost more); the rest of a bigger one follows as
+ * the helper drains the pipe, through the event loop, which goes on serving meanwhile. Closing the
+ * FIFO is the helper's end of the claim.
  */
-export function writeClaim(fifoPath: string, claim: Buffer): boolean {
+export async function writeClaim(fifoPath: string, claim: Buffer): Promise<boolean> {
   let fd: number;
   try {
     fd = openSync(fifoPath, constants.O_WRONLY | constants.O_NONBLOCK);
@@ -101,18 +104,27 @@ export function writeClaim(fifoPath: string, claim: Buffer): boolean {
     if (code === "ENXIO" || code === "ENOENT") return false;
     throw error;
   }
+  let written = 0;
   try {
-    let offset = 0;
-    while (offset < claim.length) {
-      try {
-        offset += writeSync(fd, claim, offset, claim.length - offset);
-      } catch (error) {
-        // The pipe is full (a claim over its 64 KiB): the helper is reading it; go on at once.
-        if ((error as NodeJS.ErrnoException).code !== "EAGAIN") throw error;
-      }
+    written = writeSync(fd, claim);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EAGAIN") {
+      closeSync(fd);
+      throw error;
     }
-    return true;
-  } finally {
-    closeSync(fd);
   }
+  if (written === claim.length) {
+    closeSync(fd);
+    return true;
+  }
+  // The socket owns the descriptor from here on, and closes it (once everything is written, or on an error).
+  const rest = new Socket({ fd, readable: false, writable: true });
+  await new Promise<void>((resolve, reject) => {
+    rest.once("error", reject);
+    rest.once("close", (hadError) => {
+      if (!hadError) resolve();
+    });
+    rest.end(claim.subarray(written));
+  });
+  return true;
 }
