@@ -478,7 +478,11 @@ describe("a prepare that fails", () => {
     });
     try {
       await runtime.prepare();
-      await prepareFailed;
+      // Should a kernel let runc's init live in 1 MiB, the test fails rather than waits forever.
+      const hopeless = sleep(120_000, undefined, { ref: false }).then(() =>
+        assert.fail("no prepare failed in 2 minutes: the memory limit did not stop the instance"),
+      );
+      await Promise.race([prepareFailed, hopeless]);
       // Waits for a prepare in progress (retrying the failed one) to end.
       await runtime.removePreparedInstances();
       const leftovers = (dir: string) => (existsSync(dir) ? readdirSync(dir).filter((name) => name.startsWith("fsb-prepared-")) : []);

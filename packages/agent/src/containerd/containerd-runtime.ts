@@ -11,6 +11,7 @@
  * of its state directory; containerd knows each one under the container id it maps to
  * (container-id.ts), which also names its task, snapshot and cgroup.
  */
+import { setMaxListeners } from "node:events";
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { chown, mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -64,7 +65,7 @@ import { GvisorCheckpoints, LABEL_RESTORED_FROM, LABEL_ROOTFS_OVERLAY, ROOTFS_OV
 import { Status as TaskStatus, type Process } from "./gen/github.com/containerd/containerd/api/types/task/task_pb.js";
 import type { Container } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
 import { OptionsSchema as RuncOptionsSchema } from "./gen/github.com/containerd/containerd/runtime/v2/runc/options/oci_pb.js";
-import { isNotFound } from "./grpc-errors.js";
+import { isNotFound, isTransient } from "./grpc-errors.js";
 import { ImageResolver } from "./image-resolver.js";
 import { ImagePuller } from "./image-puller.js";
 import { PullingImageResolver } from "./pulling-image-resolver.js";
@@ -343,6 +344,8 @@ export class ContainerdRuntime implements Runtime {
     this.onCreateTimings = options.onCreateTimings;
     this.commandStartTimeoutMs = options.commandStartTimeoutMs ?? 5_000;
     this.claimRecordTimeoutMs = options.claimRecordTimeoutMs ?? 60_000;
+    // Every claim retrying its record waits on it: any number of them is expected.
+    setMaxListeners(0, this.closing.signal);
     this.helperPath = options.helperPath;
     this.envdPath = options.envdPath && existsSync(options.envdPath) ? options.envdPath : undefined;
     const prepared = options.preparedInstances;
@@ -593,7 +596,7 @@ export class ContainerdRuntime implements Runtime {
       this.claimJournal.write({ sandboxId, containerId, labels, ociSpec });
       this.recordClaim(sandboxId, containerId, labels, ociSpec, answered.promise);
       try {
-        written = await writeClaim(join(runDir, CLAIM_FIFO), claim);
+        written = await writeClaim(join(runDir, CLAIM_FIFO), claim, this.commandStartTimeoutMs);
       } finally {
         if (isolated) this.networks?.reassign(instance.id, sandboxId);
       }
@@ -679,9 +682,19 @@ export class ContainerdRuntime implements Runtime {
       if (this.pendingClaims.get(sandboxId) === waited) this.pendingClaims.delete(sandboxId);
       release();
     };
+    let lastError: unknown;
+    let patience: NodeJS.Timeout | undefined;
     const update = async () => {
       await after;
-      // containerd may be restarting: a claim not recorded leaves a running sandbox that looks unclaimed.
+      // Operations on the sandbox wait this long at most, however long one attempt takes.
+      patience = setTimeout(() => {
+        this.logger.error(
+          { sandboxId, containerId, err: lastError },
+          "could not record a claimed instance as its sandbox in containerd in time; still retrying while containerd is away, the sandbox is unseen until then",
+        );
+        stopWaiting();
+      }, this.claimRecordTimeoutMs);
+      patience.unref();
       const deadline = performance.now() + this.claimRecordTimeoutMs;
       for (let attempt = 1; ; attempt++) {
         try {
@@ -690,6 +703,7 @@ export class ContainerdRuntime implements Runtime {
           if (attempt > 1) this.logger.info({ sandboxId, containerId, attempts: attempt }, "claimed instance recorded as its sandbox in containerd");
           return;
         } catch (error) {
+          lastError = error;
           if (isNotFound(error)) {
             this.claimJournal.remove(sandboxId);
             this.logger.warn({ sandboxId, containerId }, "a claimed instance's container is gone before containerd recorded the claim");
@@ -697,12 +711,14 @@ export class ContainerdRuntime implements Runtime {
           }
           // Deleted meanwhile (its removal is the delete's), or the agent is stopping (the journal keeps it).
           if (this.closed || this.claimedContainers.get(sandboxId) !== containerId) return;
-          if (performance.now() > deadline && this.pendingClaims.get(sandboxId) === waited) {
+          // containerd away (restarting): retried until it is back. Anything else is not going to
+          // change by asking again: given up after the patience, the journal keeps it for the next start.
+          if (!isTransient(error) && performance.now() > deadline) {
             this.logger.error(
               { sandboxId, containerId, err: error },
-              "could not record a claimed instance as its sandbox in containerd in time; still retrying, the sandbox is unseen until then",
+              "could not record a claimed instance as its sandbox in containerd; the agent's next start will",
             );
-            stopWaiting();
+            return;
           }
           await sleep(Math.min(CLAIM_RECORD_RETRY_MAX_MS, 50 * 2 ** (attempt - 1)), undefined, { signal: this.closing.signal }).catch(() => undefined);
         }
@@ -711,7 +727,10 @@ export class ContainerdRuntime implements Runtime {
     this.pendingClaims.set(sandboxId, waited);
     void update()
       .catch((error: unknown) => this.logger.error({ sandboxId, containerId, err: error }, "recording a claim failed; the agent's next start will"))
-      .finally(stopWaiting);
+      .finally(() => {
+        clearTimeout(patience);
+        stopWaiting();
+      });
   }
 
   /**
@@ -845,7 +864,7 @@ export class ContainerdRuntime implements Runtime {
     try {
       return await make();
     } catch (error) {
-      await rm(logPath, { force: true });
+      await rm(logPath, { force: true }).catch(() => undefined);
       throw error;
     }
   }

@@ -49,3 +49,8 @@ export function translateGrpcError(error: unknown, operation: string): FsbError 
 export function isNotFound(error: unknown): boolean {
   return error instanceof NotFoundError;
 }
+
+/** True for an error containerd may not give again: it is away (restarting, its socket gone) or answered too late. */
+export function isTransient(error: unknown): boolean {
+  return error instanceof UnavailableError || (error instanceof FsbError && error.code === "deadline_exceeded");
+}

@@ -92,10 +92,11 @@ export const CLAIM_MAX_BYTES = 4 << 20;
  * helper waits on the other end — the instance died or was claimed already — which the caller
  * treats as "no instance". What fits the pipe (64 KiB: every ordinary claim) is written at once, in
  * one system call (the thread pool's queue would cost more); the rest of a bigger one follows as
- * the helper drains the pipe, through the event loop, which goes on serving meanwhile. Closing the
- * FIFO is the helper's end of the claim.
+ * the helper drains the pipe, through the event loop, which goes on serving meanwhile — for
+ * `timeoutMs` at most, after which it is no instance either. Closing the FIFO is the helper's end of
+ * the claim.
  */
-export async function writeClaim(fifoPath: string, claim: Buffer): Promise<boolean> {
+export async function writeClaim(fifoPath: string, claim: Buffer, timeoutMs = 5_000): Promise<boolean> {
   let fd: number;
   try {
     fd = openSync(fifoPath, constants.O_WRONLY | constants.O_NONBLOCK);
@@ -119,12 +120,21 @@ export async function writeClaim(fifoPath: string, claim: Buffer): Promise<boole
   }
   // The socket owns the descriptor from here on, and closes it (once everything is written, or on an error).
   const rest = new Socket({ fd, readable: false, writable: true });
-  await new Promise<void>((resolve, reject) => {
-    rest.once("error", reject);
+  return new Promise<boolean>((resolve, reject) => {
+    // A helper that stops reading (its cgroup frozen, say) leaves a claim that is cut short: the
+    // helper takes it for malformed and exits, and the caller for no instance.
+    const stuck = setTimeout(() => {
+      rest.destroy();
+      resolve(false);
+    }, timeoutMs);
+    rest.once("error", (error) => {
+      clearTimeout(stuck);
+      reject(error);
+    });
     rest.once("close", (hadError) => {
-      if (!hadError) resolve();
+      clearTimeout(stuck);
+      if (!hadError) resolve(true);
     });
     rest.end(claim.subarray(written));
   });
-  return true;
 }
