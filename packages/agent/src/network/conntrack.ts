@@ -15,6 +15,11 @@ export interface ConntrackOptions {
   binary?: string;
   /** @default 10_000 */
   timeoutMs?: number;
+  /**
+   * Told once when the binary is missing; `forget` then does nothing (as kube-proxy and CNI's
+   * portmap go on without it). @default none: forget fails with FailedPrecondition
+   */
+  onMissing?: (message: string) => void;
 }
 
 /** What `conntrack -D` prints (and exits 1 with) when nothing matched: not a failure here. */
@@ -23,15 +28,25 @@ const NOTHING_DELETED = /\b0 flow entries have been deleted/;
 export class Conntrack {
   private readonly binary: string;
   private readonly timeoutMs: number;
+  private readonly onMissing: ((message: string) => void) | undefined;
+  private missing = false;
 
   constructor(options: ConntrackOptions = {}) {
     this.binary = options.binary ?? "conntrack";
     this.timeoutMs = options.timeoutMs ?? 10_000;
+    this.onMissing = options.onMissing;
   }
 
   /** Deletes every tracked connection from or to `address` (as first seen: its replies go with it). */
   async forget(address: string): Promise<void> {
-    await Promise.all([this.delete(["--orig-src", address]), this.delete(["--orig-dst", address])]);
+    if (this.missing) return;
+    try {
+      await Promise.all([this.delete(["--orig-src", address]), this.delete(["--orig-dst", address])]);
+    } catch (error) {
+      if (!(this.onMissing && error instanceof FsbError && error.code === "failed_precondition")) throw error;
+      this.missing = true;
+      this.onMissing(`${error.message}; until then an address is handed out again with its last holder's tracked connections`);
+    }
   }
 
   private delete(filter: string[]): Promise<void> {

@@ -6,13 +6,12 @@
  *   prepare:  record (preparing) → ip netns add → CNI ADD loopback → CNI ADD sandbox network
  *             (each result recorded as it comes) → the address's tracked connections forgotten →
  *             port guard → record (prepared)
- *   teardown: firewall rules → CNI DEL sandbox network → CNI DEL loopback → ip netns delete →
- *             the address's tracked connections forgotten (best effort) → record
+ *   teardown: firewall rules → CNI DEL sandbox network → CNI DEL loopback → ip netns delete → record
  *
  * Teardown runs the DELs while the namespace still exists (plugins find what they made through
  * it) and removes the record last, so a teardown cut short is finished by the next one. An address
- * comes back from the network's pool clean (conntrack.ts says why): prepare makes sure of it, and
- * teardown frees the table of the old entries early.
+ * comes back from the network's pool clean (conntrack.ts says why): prepare makes sure of it — not
+ * teardown, whose DEL has handed the address back by then: another prepare may hold it already.
  */
 import { randomBytes } from "node:crypto";
 import { AttachmentStore, type AttachmentOwner, type AttachmentRecord } from "./attachment-store.js";
@@ -107,8 +106,6 @@ export async function teardownAttachment(tools: AttachmentTools, record: Attachm
     await del().catch(del);
     await tools.cni.del(record.lists.loopback, cniAttachment(record, "lo"), record.results?.loopback);
     await tools.namespaces.delete(record.netnsName);
-    // Prepare forgets them again before the address serves anyone: a failure here costs nothing.
-    if (record.address) await tools.conntrack.forget(record.address.address).catch(() => undefined);
   })();
   const [rulesDone, namespaceDone] = await Promise.allSettled([rules, namespace]);
   if (rulesDone.status === "rejected") throw rulesDone.reason;

@@ -96,7 +96,7 @@ export class SandboxNetworks {
       cni: new CniInvoker({ pluginDirs: options.settings.cniPluginDirs }),
       namespaces: new IpNetworkNamespaces(),
       firewall: new SandboxFirewall({ table: name, bridge: name, subnet }),
-      conntrack: new Conntrack(),
+      conntrack: new Conntrack({ onMissing: (message) => options.logger.error(message) }),
       store: new AttachmentStore(options.settings.stateDir),
     };
     this.hostAddresses = options.hostAddresses ?? cachedFor(HOST_ADDRESSES_TTL_MS, hostIpv4Addresses);
