@@ -18,7 +18,7 @@ export { startApiServer, type ApiServer, type ApiServerOptions } from "./fastpat
 export { startSandboxProxy, type SandboxProxy, type SandboxProxyOptions } from "./proxy/sandbox-proxy.js";
 export { SandboxDirectory, type SandboxDirectoryOptions } from "./proxy/sandbox-directory.js";
 export type { ProxyTargetSources } from "./proxy/proxy-target.js";
-export { SignedFileLookup, type SignedFileLookupOptions, type SignedFileMatch, type UrlSigners } from "./proxy/signed-file-lookup.js";
+export { SignedFileLookup, type ScanBudget, type SignedFileLookupOptions, type SignedFileMatch, type UrlSigners } from "./proxy/signed-file-lookup.js";
 export { ProxyMetrics } from "./proxy/proxy-metrics.js";
 export { endpointUrl, parseProxyBaseUrl, type ProxyAddress } from "./proxy/sandbox-endpoints.js";
 export { ControlPlaneMetrics, type ControlPlaneMetricsSources } from "./fastpath/control-plane-metrics.js";

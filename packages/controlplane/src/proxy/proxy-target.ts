@@ -92,6 +92,8 @@ function refuse(status: number, message: string, extra: { sandboxId?: string; po
 export interface RequestLine {
   method?: string | undefined;
   url?: string | undefined;
+  /** The caller's address (presigned URL lookups are budgeted per caller). */
+  remoteAddress?: string | undefined;
 }
 
 /** The sandbox whose token signed a presigned file URL, or the refusal; undefined when the request is not one. */
@@ -100,10 +102,8 @@ async function signedFileSandbox(request: RequestLine | undefined, sources: Prox
   if (!signed || !sources.signedFiles) return undefined;
   // The expiration is in the URL: an expired one is refused before any signature is computed.
   if (signatureExpired(signed, Math.floor(Date.now() / 1000))) return refuse(401, "this file URL has expired: ask for a new one");
-  const found = await sources.signedFiles.find(signed);
-  if (found === "busy") {
-    return refuse(429, "too many file URLs whose signatures match no sandbox were tried lately; retry in a few seconds");
-  }
+  const found = await sources.signedFiles.find(signed, request?.remoteAddress);
+  if (found === "busy") return refuse(429, "too many new file URLs were looked up lately; retry in a few seconds");
   // A match whose token was rotated since the URL was signed (`fsb token NAME`) no longer counts.
   if (found === "unmatched" || !accessTokenMatches(found.token, found.sandbox.status?.accessTokenHash)) {
     return refuse(401, "the signature of this file URL matches no sandbox: ask the sandbox for a new URL (download_url/upload_url)");

@@ -5,8 +5,7 @@
  */
 import assert from "node:assert/strict";
 import http from "node:http";
-import type net from "node:net";
-import { type AddressInfo } from "node:net";
+import net, { type AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { pino } from "pino";
 import WebSocket, { WebSocketServer } from "ws";
@@ -16,6 +15,8 @@ import { hashAccessToken } from "./access-token.js";
 import { startSandboxProxy, type SandboxProxy } from "./sandbox-proxy.js";
 
 const ID = "r3l4yq0m2zt7c1w8r5bn";
+/** A later sandbox given the same address on the same agent. */
+const NEXT_ID = "n3xtq0m2zt7c1w8r5bn4";
 const TOKEN = "the-sandbox-token";
 const AGENT_TOKEN = "agent-token-0123456789abcdef";
 
@@ -34,19 +35,23 @@ describe("the sandbox proxy through an agent's relay", () => {
   let relayEndpoint: string | undefined;
   const proxies: SandboxProxy[] = [];
 
-  const record = (): Sandbox => ({
+  /** A port that takes connections and closes them without a word. */
+  const mute = net.createServer((socket) => socket.destroy());
+  let mutePort: number;
+
+  const record = (sandboxID = ID): Sandbox => ({
     apiVersion: API_VERSION,
     kind: "Sandbox",
     metadata: { name: "web", namespace: "default" },
-    spec: { image: "busybox", poolRef: "default", exposedPorts: [port] },
+    spec: { image: "busybox", poolRef: "default", exposedPorts: [port, mutePort] },
     // Isolated: its own address (loopback here, as the agent would see its bridge address).
-    status: { phase: "Running", assignedPod: "agent-0", sandboxID: ID, sandboxIP: "127.0.0.1", accessTokenHash: hashAccessToken(TOKEN) },
+    status: { phase: "Running", assignedPod: "agent-0", sandboxID, sandboxIP: "127.0.0.1", accessTokenHash: hashAccessToken(TOKEN) },
   });
 
   async function proxyWith(agentToken: string): Promise<SandboxProxy> {
     const proxy = await startSandboxProxy({
       sources: {
-        lookup: (sandboxId) => Promise.resolve(sandboxId === ID ? record() : undefined),
+        lookup: (sandboxId) => Promise.resolve(sandboxId === ID || sandboxId === NEXT_ID ? record(sandboxId) : undefined),
         agentAddress: () => "192.0.2.1",
         agentRelay: (name) => (name === "agent-0" ? relayEndpoint : undefined),
         domain: "localhost",
@@ -63,6 +68,7 @@ describe("the sandbox proxy through an agent's relay", () => {
 
   before(async () => {
     port = await listen(upstream);
+    mutePort = await listen(mute);
     sandboxes = [
       {
         sandboxId: ID,
@@ -87,16 +93,18 @@ describe("the sandbox proxy through an agent's relay", () => {
     websockets.close();
     await new Promise((resolve) => relayServer.close(resolve));
     await new Promise((resolve) => upstream.close(resolve));
+    await new Promise((resolve) => mute.close(resolve));
   });
 
   function get(
     proxyPort: number,
     targetPort: number,
     headers: Record<string, string> = { "x-access-token": TOKEN },
+    sandboxId = ID,
   ): Promise<{ status: number; body: string }> {
     return new Promise((resolve, reject) => {
       const outgoing = http.request(
-        { host: "127.0.0.1", port: proxyPort, path: "/through", headers: { host: `${targetPort}-${ID}.localhost`, ...headers }, agent: false },
+        { host: "127.0.0.1", port: proxyPort, path: "/through", headers: { host: `${targetPort}-${sandboxId}.localhost`, ...headers }, agent: false },
         (response) => {
           let body = "";
           response.on("data", (chunk: Buffer) => (body += chunk.toString()));
@@ -130,6 +138,39 @@ describe("the sandbox proxy through an agent's relay", () => {
     } finally {
       sandboxes = runs;
     }
+  });
+
+  it("keeps a tunnel to the sandbox it was opened for: a later sandbox at the same address gets its own", async () => {
+    const proxy = await proxyWith(AGENT_TOKEN);
+    const opened = () => relayed.filter((result) => result === "opened").length;
+    const before = opened();
+    assert.equal((await get(proxy.port, port)).status, 200);
+    const runs = sandboxes;
+    // The first sandbox is gone, and the agent gave its address to the next one.
+    sandboxes = runs.map((sandbox) => ({ ...sandbox, sandboxId: NEXT_ID }));
+    try {
+      const answer = await get(proxy.port, port, undefined, NEXT_ID);
+      assert.equal(answer.status, 200, answer.body);
+      assert.equal(opened() - before, 2, "the next sandbox's request did not reuse the first one's tunnel");
+    } finally {
+      sandboxes = runs;
+    }
+  });
+
+  it("answers a WebSocket upgrade 502 when the sandbox's port closes without a word, as a request", async () => {
+    const proxy = await proxyWith(AGENT_TOKEN);
+    const connection = net.connect(proxy.port, "127.0.0.1");
+    connection.write(
+      `GET /ws HTTP/1.1\r\nhost: ${mutePort}-${ID}.localhost\r\nupgrade: websocket\r\nconnection: Upgrade\r\n` +
+        `sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\nx-access-token: ${TOKEN}\r\n\r\n`,
+    );
+    const answer = await new Promise<string>((resolve) => {
+      let text = "";
+      connection.on("data", (chunk: Buffer) => (text += chunk.toString()));
+      connection.once("close", () => resolve(text));
+      connection.once("error", () => resolve(text));
+    });
+    assert.match(answer, /^HTTP\/1\.1 502/);
   });
 
   it("relays a WebSocket and a CONNECT tunnel", async () => {

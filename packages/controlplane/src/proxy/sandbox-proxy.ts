@@ -140,7 +140,7 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
   };
 
   const onRequest = async (request: Request, response: Response): Promise<void> => {
-    const target = await resolve(request.headers, { method: request.method, url: request.url });
+    const target = await resolve(request.headers, { method: request.method, url: request.url, remoteAddress: request.socket.remoteAddress });
     if (isProxyRefusal(target)) {
       sendJson(response, target);
       metrics?.answered("http", target.status);
@@ -205,6 +205,9 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
       // The Upgrade token is case-insensitive (RFC 9110), http2-proxy compares it to "websocket" as is.
       request.headers.upgrade = "websocket";
       let upstreamSocket: net.Socket | undefined;
+      /** What the connection had read before the request (a relay tunnel: the CONNECT's answer). */
+      let readBefore = 0;
+      const readFromSandbox = () => (upstreamSocket ? upstreamSocket.bytesRead - readBefore : 0);
       let upgraded = false;
       try {
         await proxy.ws(request, socket as net.Socket, head, {
@@ -213,7 +216,10 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
           onReq: (incoming, requestOptions) => {
             // A fresh connection: after the upgrade it belongs to this WebSocket alone.
             const upstream = upstreamRequest(incoming, requestOptions, { toSandbox: 0 }, dialer.freshConnection(target));
-            upstream.once("socket", (connection: net.Socket) => (upstreamSocket = connection));
+            upstream.once("socket", (connection: net.Socket) => {
+              upstreamSocket = connection;
+              readBefore = connection.bytesRead;
+            });
             upstream.once("upgrade", () => {
               upgraded = true;
               metrics?.answered("websocket", 101);
@@ -225,14 +231,14 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
         });
       } catch (error) {
         // Nothing came back from the sandbox (no connection made, or it said nothing): the caller is told why.
-        if (!upgraded && (upstreamSocket?.bytesRead ?? 0) === 0) {
+        if (!upgraded && readFromSandbox() === 0) {
           refuseRaw(socket, portUnreachable(target, error));
           metrics?.answered("websocket", 502);
         } else socket.destroy();
         logger.debug({ err: error, sandboxId: target.sandboxId, port: target.port }, "sandbox proxy: WebSocket ended with an error");
       } finally {
         if (upgraded) metrics?.closed("websocket");
-        if (upstreamSocket) metrics?.transferred(upstreamSocket.bytesWritten, upstreamSocket.bytesRead);
+        if (upstreamSocket) metrics?.transferred(upstreamSocket.bytesWritten, readFromSandbox());
       }
     })();
   };

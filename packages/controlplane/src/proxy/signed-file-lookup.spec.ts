@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { API_VERSION, type Sandbox } from "@fast-sandbox/api";
-import { SignedFileLookup, type UrlSigners } from "./signed-file-lookup.js";
+import { SignedFileLookup, type ScanBudget, type UrlSigners } from "./signed-file-lookup.js";
 import { fileSignature, type SignedFileRequest } from "./signed-file-url.js";
 
 function sandbox(i: number): Sandbox {
@@ -67,14 +67,14 @@ describe("SignedFileLookup", () => {
     assert.equal(from.listed, 2);
   });
 
-  it("answers busy once scans for unknown signatures used up their budget, serves remembered URLs meanwhile, and refills", async () => {
+  /** 10 sandboxes; every signature computed takes the fake clock 1 ms: a full scan costs 10 ms. */
+  function timedLookup(options: { perClient?: ScanBudget; total?: ScanBudget }) {
     const from = signers(10);
-    let now = 0;
-    // Every signature computed takes the fake clock 1 ms: a scan of 10 sandboxes costs 10 ms.
+    const clock = { now: 0 };
     const counting: UrlSigners = {
       *list() {
         for (const signer of from.list()) {
-          now += 1;
+          clock.now += 1;
           yield signer;
         }
       },
@@ -83,23 +83,46 @@ describe("SignedFileLookup", () => {
     const lookup = new SignedFileLookup({
       signers: counting,
       lookup: (id) => Promise.resolve(from.records.find((r) => r.status?.sandboxID === id)),
-      unmatchedMsPerSecond: 10,
-      unmatchedBurstMs: 25,
-      now: () => now,
+      ...options,
+      now: () => clock.now,
     });
-    const known = request("/tmp/known.txt", "token-0");
-    assert.notEqual(await lookup.find(known), "unmatched");
-    const forged = (i: number) => request(`/tmp/${i}`, `forged-${i}`);
+    return { lookup, clock };
+  }
+  const forged = (i: number) => request(`/tmp/${i}`, `forged-${i}`);
+  const big = { msPerSecond: 1000, burstMs: 10_000 };
+
+  it("answers a client busy once its scans used up its budget, serves others and remembered URLs meanwhile, and refills", async () => {
+    const { lookup, clock } = timedLookup({ perClient: { msPerSecond: 10, burstMs: 25 }, total: big });
+    const known = request("/tmp/known.txt", "token-9");
+    assert.notEqual(await lookup.find(known, "flooder"), "unmatched");
     const answers: string[] = [];
-    for (let i = 0; i < 5; i++) answers.push((await lookup.find(forged(i))) as string);
-    // 25 ms of budget: scans go on while some is left (the third overdraws it), then none.
-    assert.deepEqual(answers, ["unmatched", "unmatched", "unmatched", "busy", "busy"]);
-    const remembered = await lookup.find(known);
+    for (let i = 0; i < 4; i++) answers.push((await lookup.find(forged(i), "flooder")) as string);
+    // 25 ms: the known URL's scan (10) and two more, the second overdrawing it; then none.
+    assert.deepEqual(answers, ["unmatched", "unmatched", "busy", "busy"]);
+    assert.equal(await lookup.find(forged(5), "someone-else"), "unmatched", "another client has its own budget");
+    const remembered = await lookup.find(known, "flooder");
     assert.ok(remembered !== "busy" && remembered !== "unmatched", "a remembered URL is served while the budget is out");
     // 10 ms per second: a second later the budget is back above zero for one more scan.
-    now += 1000;
-    assert.equal(await lookup.find(forged(9)), "unmatched");
-    assert.equal(await lookup.find(forged(10)), "busy");
+    clock.now += 1000;
+    assert.equal(await lookup.find(forged(9), "flooder"), "unmatched");
+    assert.equal(await lookup.find(forged(10), "flooder"), "busy");
+  });
+
+  it("charges scans that find their sandbox too: new URLs signed by one's own sandbox use up one's budget", async () => {
+    const { lookup } = timedLookup({ perClient: { msPerSecond: 0, burstMs: 25 }, total: big });
+    const answers: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const found = await lookup.find(request(`/tmp/new-${i}`, "token-9"), "signer");
+      answers.push(typeof found === "string" ? found : "found");
+    }
+    assert.deepEqual(answers, ["found", "found", "found", "busy"]);
+  });
+
+  it("answers everyone busy once all clients together used up the total", async () => {
+    const { lookup } = timedLookup({ perClient: big, total: { msPerSecond: 0, burstMs: 25 } });
+    const answers: string[] = [];
+    for (let i = 0; i < 4; i++) answers.push((await lookup.find(forged(i), `client-${i}`)) as string);
+    assert.deepEqual(answers, ["unmatched", "unmatched", "unmatched", "busy"]);
   });
 
   it("remembers at most `remembered` URLs, the least recently used going first", async () => {

@@ -6,10 +6,13 @@
  * - A signature that matched is remembered (most recently used first, up to `remembered`): the
  *   same URL again (a retried or resumed download, a second reader) goes to its sandbox at once,
  *   its signature checked against that sandbox's token alone.
- * - The time spent on signatures that matched nothing is budgeted (a token bucket of milliseconds):
- *   once a flood of made-up signatures has used it up, further unknown signatures are answered "busy"
- *   (429) without a scan until it refills. Remembered URLs and every other request through the proxy
- *   are served meanwhile; a scan that finds its sandbox costs the budget nothing.
+ * - The time spent scanning is budgeted (token buckets of milliseconds): per client address, so one
+ *   client flooding the proxy with made-up signatures (or with new URLs its own sandbox signed)
+ *   spends its own budget, and in all, so that many clients together cannot hold the event loop
+ *   either. A URL met while its client's budget or the total is used up is answered "busy" (429)
+ *   without a scan until they refill; remembered URLs and every other request through the proxy
+ *   are served meanwhile. Behind a load balancer every client has its address: then the total
+ *   budget is the only one that counts.
  */
 import { performance } from "node:perf_hooks";
 import type { Sandbox } from "@fast-sandbox/api";
@@ -21,58 +24,122 @@ export interface UrlSigners {
   tokenOf(sandbox: Sandbox): string | undefined;
 }
 
+/** A budget of scanning time: `msPerSecond` on average, `burstMs` at once after a quiet while. */
+export interface ScanBudget {
+  msPerSecond: number;
+  burstMs: number;
+}
+
 export interface SignedFileLookupOptions {
   signers: UrlSigners;
   /** The sandbox whose current instance has this id (a remembered URL's sandbox). */
   lookup: (sandboxId: string) => Promise<Sandbox | undefined>;
-  /** Milliseconds per second that scans for signatures matching no sandbox may take, on average. @default 100 (a tenth of a core) */
-  unmatchedMsPerSecond?: number;
-  /** Milliseconds such scans may take at once, after a quiet while. @default 500 */
-  unmatchedBurstMs?: number;
+  /** Each client address's budget. @default 100 ms per second (a tenth of a core), 500 ms at once */
+  perClient?: ScanBudget;
+  /** The budget of all clients together. @default 250 ms per second (a quarter of a core), 1000 ms at once */
+  total?: ScanBudget;
   /** Matched signatures remembered. @default 10000 */
   remembered?: number;
+  /** Client addresses whose budgets are tracked at once (the idle ones go first). @default 10000 */
+  clients?: number;
   /** A monotonic clock in ms. @default performance.now */
   now?: () => number;
 }
 
 export type SignedFileMatch = { sandbox: Sandbox; token: string } | "unmatched" | "busy";
 
+/** A token bucket of milliseconds. */
+class Bucket {
+  private left: number;
+  private at: number;
+
+  constructor(
+    private readonly budget: ScanBudget,
+    now: number,
+  ) {
+    this.left = budget.burstMs;
+    this.at = now;
+  }
+
+  /** What is left at `now`, refilled for the time since it was last looked at. */
+  available(now: number): number {
+    this.left = Math.min(this.budget.burstMs, this.left + ((now - this.at) * this.budget.msPerSecond) / 1000);
+    this.at = now;
+    return this.left;
+  }
+
+  spend(ms: number): void {
+    this.left -= ms;
+  }
+
+  /** Whether it is full again by `now` (nothing to remember about its client). */
+  full(now: number): boolean {
+    return this.available(now) >= this.budget.burstMs;
+  }
+}
+
 export class SignedFileLookup {
   private readonly signers: UrlSigners;
   private readonly lookup: (sandboxId: string) => Promise<Sandbox | undefined>;
-  private readonly ratePerMs: number;
-  private readonly burstMs: number;
+  private readonly perClient: ScanBudget;
   private readonly capacity: number;
+  private readonly clientCapacity: number;
   private readonly now: () => number;
   /** Signature → the instance id of the sandbox that signed it; a Map iterates oldest first. */
   private readonly matched = new Map<string, string>();
-  private budgetMs: number;
-  private budgetAt: number;
+  private readonly total: Bucket;
+  /** By client address, least recently used first. */
+  private readonly clients = new Map<string, Bucket>();
 
   constructor(options: SignedFileLookupOptions) {
     this.signers = options.signers;
     this.lookup = options.lookup;
-    this.ratePerMs = (options.unmatchedMsPerSecond ?? 100) / 1000;
-    this.burstMs = options.unmatchedBurstMs ?? 500;
+    this.perClient = options.perClient ?? { msPerSecond: 100, burstMs: 500 };
     this.capacity = options.remembered ?? 10_000;
+    this.clientCapacity = options.clients ?? 10_000;
     this.now = options.now ?? (() => performance.now());
-    this.budgetMs = this.burstMs;
-    this.budgetAt = this.now();
+    this.total = new Bucket(options.total ?? { msPerSecond: 250, burstMs: 1000 }, this.now());
   }
 
-  async find(request: SignedFileRequest): Promise<SignedFileMatch> {
+  /** The sandbox that signed the request's URL; `client` is the caller's address (its own budget). */
+  async find(request: SignedFileRequest, client = ""): Promise<SignedFileMatch> {
     const remembered = await this.rememberedMatch(request);
     if (remembered) return remembered;
-    if (this.budget() <= 0) return "busy";
     const started = this.now();
+    const own = this.bucketOf(client, started);
+    if (own.available(started) <= 0 || this.total.available(started) <= 0) return "busy";
+    let found: { sandbox: Sandbox; token: string } | undefined;
     for (const signer of this.signers.list()) {
       if (!signedBy(request, signer.token)) continue;
-      const sandboxId = signer.sandbox.status?.sandboxID;
-      if (sandboxId) this.remember(request.signature, sandboxId);
-      return signer;
+      found = signer;
+      break;
     }
-    this.budgetMs -= this.now() - started;
-    return "unmatched";
+    // A match costs as much as a miss: anyone with a sandbox can sign any number of new URLs.
+    const spent = this.now() - started;
+    own.spend(spent);
+    this.total.spend(spent);
+    if (!found) return "unmatched";
+    const sandboxId = found.sandbox.status?.sandboxID;
+    if (sandboxId) this.remember(request.signature, sandboxId);
+    return found;
+  }
+
+  private bucketOf(client: string, now: number): Bucket {
+    let bucket = this.clients.get(client);
+    if (bucket) {
+      this.clients.delete(client);
+    } else {
+      if (this.clients.size >= this.clientCapacity) this.forgetIdleClients(now);
+      bucket = new Bucket(this.perClient, now);
+    }
+    this.clients.set(client, bucket);
+    return bucket;
+  }
+
+  /** Drops the clients whose budgets are full again (a new bucket would be the same); else the least recently seen. */
+  private forgetIdleClients(now: number): void {
+    for (const [client, bucket] of this.clients) if (bucket.full(now)) this.clients.delete(client);
+    if (this.clients.size >= this.clientCapacity) this.clients.delete(this.clients.keys().next().value as string);
   }
 
   private async rememberedMatch(request: SignedFileRequest): Promise<{ sandbox: Sandbox; token: string } | undefined> {
@@ -93,13 +160,5 @@ export class SignedFileLookup {
     this.matched.delete(signature);
     this.matched.set(signature, sandboxId);
     if (this.matched.size > this.capacity) this.matched.delete(this.matched.keys().next().value as string);
-  }
-
-  /** The budget left for unmatched scans, refilled for the time since it was last looked at. */
-  private budget(): number {
-    const now = this.now();
-    this.budgetMs = Math.min(this.burstMs, this.budgetMs + (now - this.budgetAt) * this.ratePerMs);
-    this.budgetAt = now;
-    return this.budgetMs;
   }
 }

@@ -100,18 +100,18 @@ describe("E2B's presigned file URLs", () => {
       assert.ok("body" in expired && expired.status === 401 && /expired/.test(expired.body.message));
     });
 
-    it("answers 429 without a scan once signatures matching nothing used up their budget", async () => {
+    it("answers 429 without a scan once the caller's lookups used up their budget", async () => {
       const from = sources([{ sandbox: mine, token: TOKEN }]);
       from.signedFiles = new SignedFileLookup({
         signers: { list: () => [{ sandbox: mine, token: TOKEN }], tokenOf: () => TOKEN },
         lookup: () => Promise.resolve(mine),
-        unmatchedBurstMs: 0,
+        perClient: { msPerSecond: 0, burstMs: 0 },
       });
       const forged = await resolveProxyTarget({ host: "127.0.0.1:7072" }, from, {
         method: "GET",
         url: fileUrl({ path: "/tmp/other.txt", signature: READ_VECTOR }),
       });
-      assert.ok("body" in forged && forged.status === 429 && /retry/.test(forged.body.message));
+      assert.ok("body" in forged && forged.status === 429 && /retry in a few seconds/.test(forged.body.message));
     });
 
     it("still answers 400 for a request with no route and no signature", async () => {
