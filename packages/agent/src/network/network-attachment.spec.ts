@@ -116,51 +116,12 @@ describe("a network attachment", () => {
     const last = existsSync(lastFile) ? readFileSync(lastFile, "utf8").trim() : "10.79.0.1";
     const next = `10.79.0.${Number(last.split(".")[3]) + 1}`;
     // Connections from and to the address, as a sandbox that held it would have left them (one established TCP each way).
-    const track = (address: string) => {
-      sh(
-        "conntrack",
-        "-I",
-        "-s",
-        address,
-        "-d",
-        "192.0.2.1",
-        "-p",
-        "tcp",
-        "--sport",
-        "40000",
-        "--dport",
-        "443",
-        "--state",
-        "ESTABLISHED",
-        "-t",
-        "600",
-        "-u",
-        "ASSURED",
-      );
-      sh(
-        "conntrack",
-        "-I",
-        "-s",
-        "192.0.2.1",
-        "-d",
-        address,
-        "-p",
-        "tcp",
-        "--sport",
-        "40001",
-        "--dport",
-        "8080",
-        "--state",
-        "ESTABLISHED",
-        "-t",
-        "600",
-        "-u",
-        "ASSURED",
-      );
-    };
+    const established = (from: string, to: string, sport: string, dport: string) =>
+      sh("conntrack", "-I", "-s", from, "-d", to, "-p", "tcp", "--sport", sport, "--dport", dport, "--state", "ESTABLISHED", "-t", "600", "-u", "ASSURED");
     const tracked = (address: string) =>
       (sh("conntrack", "-L", "--orig-src", address) + sh("conntrack", "-L", "--orig-dst", address)).split("\n").filter((line) => line.includes(address)).length;
-    track(next);
+    established(next, "192.0.2.1", "40000", "443");
+    established("192.0.2.1", next, "40001", "8080");
     assert.equal(tracked(next), 2);
     const record = await prepareAttachment(tools(), { network: NETWORK, stateDir, owner });
     const address = record.address?.address ?? "";
