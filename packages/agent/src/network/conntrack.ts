@@ -44,8 +44,9 @@ export class Conntrack {
       await Promise.all([this.delete(["--orig-src", address]), this.delete(["--orig-dst", address])]);
     } catch (error) {
       if (!(this.onMissing && error instanceof FsbError && error.code === "failed_precondition")) throw error;
+      if (this.missing) return; // two forgets at once found it missing: told once
       this.missing = true;
-      this.onMissing(`${error.message}; until then an address is handed out again with its last holder's tracked connections`);
+      this.onMissing(`${error.message}, then restart the agent; until then an address is handed out again with its last holder's tracked connections`);
     }
   }
 

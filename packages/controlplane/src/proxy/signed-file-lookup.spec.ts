@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { API_VERSION, type Sandbox } from "@fast-sandbox/api";
-import { SignedFileLookup, type ScanBudget, type UrlSigners } from "./signed-file-lookup.js";
+import { SignedFileLookup, clientKey, type ScanBudget, type UrlSigners } from "./signed-file-lookup.js";
 import { fileSignature, type SignedFileRequest } from "./signed-file-url.js";
 
 function sandbox(i: number): Sandbox {
@@ -116,6 +116,20 @@ describe("SignedFileLookup", () => {
       answers.push(typeof found === "string" ? found : "found");
     }
     assert.deepEqual(answers, ["found", "found", "found", "busy"]);
+  });
+
+  it("counts an IPv6 client by its /64, an IPv4 one by its address (however written)", async () => {
+    assert.equal(clientKey("2001:db8:aa:bb:1:2:3:4"), "2001:db8:aa:bb::/64");
+    assert.equal(clientKey("2001:db8:aa:bb::99"), "2001:db8:aa:bb::/64");
+    assert.equal(clientKey("2001:0db8::1"), "2001:db8:0:0::/64");
+    assert.equal(clientKey("::1"), "0:0:0:0::/64");
+    assert.equal(clientKey("::ffff:192.0.2.7"), "192.0.2.7");
+    assert.equal(clientKey("192.0.2.7"), "192.0.2.7");
+    const { lookup } = timedLookup({ perClient: { msPerSecond: 0, burstMs: 15 }, total: big });
+    assert.equal(await lookup.find(forged(0), "2001:db8:aa:bb::1"), "unmatched");
+    assert.equal(await lookup.find(forged(1), "2001:db8:aa:bb::2"), "unmatched");
+    assert.equal(await lookup.find(forged(2), "2001:db8:aa:bb::3"), "busy", "another address of the same /64 shares its budget");
+    assert.equal(await lookup.find(forged(3), "2001:db8:aa:cc::1"), "unmatched");
   });
 
   it("answers everyone busy once all clients together used up the total", async () => {

@@ -6,13 +6,15 @@
  * - A signature that matched is remembered (most recently used first, up to `remembered`): the
  *   same URL again (a retried or resumed download, a second reader) goes to its sandbox at once,
  *   its signature checked against that sandbox's token alone.
- * - The time spent scanning is budgeted (token buckets of milliseconds): per client address, so one
- *   client flooding the proxy with made-up signatures (or with new URLs its own sandbox signed)
- *   spends its own budget, and in all, so that many clients together cannot hold the event loop
- *   either. A URL met while its client's budget or the total is used up is answered "busy" (429)
- *   without a scan until they refill; remembered URLs and every other request through the proxy
- *   are served meanwhile. Behind a load balancer every client has its address: then the total
- *   budget is the only one that counts.
+ * - The time spent scanning is budgeted (token buckets of milliseconds): per client address (an
+ *   IPv6 one by its /64, what one host gets), so one client flooding the proxy with made-up
+ *   signatures (or with new URLs its own sandbox signed) spends its own budget, and in all, so that
+ *   many clients together cannot hold the event loop either. A URL met while its client's budget or
+ *   the total is used up is answered "busy" (429) without a scan until they refill; remembered URLs
+ *   and every other request through the proxy are served meanwhile. Clients that reach the proxy
+ *   from one address (through a load balancer that does not keep the client's address, NAT,
+ *   `kubectl port-forward`) share one budget: one of them flooding delays the others' first use of
+ *   new URLs.
  */
 import { performance } from "node:perf_hooks";
 import type { Sandbox } from "@fast-sandbox/api";
@@ -124,7 +126,8 @@ export class SignedFileLookup {
     return found;
   }
 
-  private bucketOf(client: string, now: number): Bucket {
+  private bucketOf(address: string, now: number): Bucket {
+    const client = clientKey(address);
     let bucket = this.clients.get(client);
     if (bucket) {
       this.clients.delete(client);
@@ -161,4 +164,22 @@ export class SignedFileLookup {
     this.matched.set(signature, sandboxId);
     if (this.matched.size > this.capacity) this.matched.delete(this.matched.keys().next().value as string);
   }
+}
+
+/**
+ * The budget's key for a client address: an IPv4 address itself (also written IPv4-mapped), an IPv6
+ * one its /64 — a host is given a /64 and can use any address in it.
+ */
+export function clientKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1] ?? address;
+  if (!address.includes(":")) return address;
+  const [head = "", tail] = address.toLowerCase().split("::");
+  const left = head ? head.split(":") : [];
+  const right = tail ? tail.split(":") : [];
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
+  return `${groups
+    .slice(0, 4)
+    .map((group) => group.replace(/^0+(?=.)/, ""))
+    .join(":")}::/64`;
 }
