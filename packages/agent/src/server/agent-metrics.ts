@@ -48,7 +48,7 @@ export class AgentMetrics {
 
   private readonly relayTunnels = new Counter({
     name: "fsb_agent_relay_tunnels_total",
-    help: "CONNECT tunnels asked of this agent's relay (the sandbox proxy reaching an Isolated sandbox), by result: opened, unauthorized, forbidden, bad_request, unreachable.",
+    help: "CONNECT tunnels asked of this agent's relay (the sandbox proxy reaching an Isolated sandbox), by result: opened, unauthorized, forbidden (not its sandbox's address, or the address of another sandbox than the one named), bad_request, unreachable.",
     labelNames: ["result"] as const,
     registers: [this.registry],
   });

@@ -1,7 +1,8 @@
 /**
  * Where a request through the sandbox proxy goes, or the answer it gets instead. In order:
  * 1. a route (Host label or E2B headers; or, for E2B's presigned file URLs, which name no sandbox,
- *    the sandbox whose token signed the URL — signed-file-url.ts; else 400);
+ *    the sandbox whose token signed the URL — signed-file-url.ts, signed-file-lookup.ts: 401 for an
+ *    expired or foreign signature, 429 past the lookup budget; else 400);
  * 2. a sandbox with that instance id (else 502 with E2B's body, which its SDKs read as "gone");
  * 3. the sandbox's access token in `X-Access-Token` (else 401);
  * 4. a sandbox that runs (Bound: its create may still be finishing — served when it has an address
