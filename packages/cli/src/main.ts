@@ -102,7 +102,7 @@ function program(programName: string): Command {
 
   fsb
     .command("run")
-    .description("create a sandbox running COMMAND (default: the image's command); prints its name last")
+    .description("create a sandbox running COMMAND (default: the image's command); prints its name last (-q: alone)")
     .argument("[command...]", "command and arguments, after --")
     .option("--name <name>", "sandbox name (default: generated)")
     .addOption(namespaceOption())
@@ -121,6 +121,7 @@ function program(programName: string): Command {
       [] as string[],
     )
     .option("--from-checkpoint <checkpoint>", "restore the sandbox from this checkpoint (gVisor pools): its pool, image, command, environment and state")
+    .option("-q, --quiet", "print the sandbox's name alone (its access token to stderr when there is no data directory to save it in)")
     .action(async (command, options) => {
       const { fromCheckpoint } = options;
       if (fromCheckpoint === undefined) return (await sandboxCommands()).run(command, { ...globals(), ...options });
@@ -165,6 +166,7 @@ function program(programName: string): Command {
     .requiredOption("-n, --count <copies>", "how many copies (1-32)")
     .option("--checkpoint <name>", "keep the checkpoint under this name (default: deleted once the copies run)")
     .option("--namespace <namespace>", "namespace (default: default)")
+    .option("-q, --quiet", "print the copies' names alone, one per line")
     .action(async (sandbox, options) => (await checkpointCommands()).fork(sandbox, { ...globals(), ...options }));
 
   fsb

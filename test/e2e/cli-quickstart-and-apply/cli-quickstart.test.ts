@@ -93,6 +93,20 @@ describe("fsb on the command line", () => {
     assert.match(gone.stderr, /error: sandbox default\/.+ not found/);
   });
 
+  it("run -q prints the new sandbox's name alone, for scripts; its token is saved as without -q", async () => {
+    const run = fsb("run", "-q", "--", "sleep", "3600");
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /^sb-[0-9a-f]{10}\n$/, "the name and nothing else");
+    assert.equal(run.stderr, "", "the token went to the data directory, not to stderr");
+    const name = run.stdout.trim();
+    const get = fsb("get", name, "-o", "json");
+    assert.equal(get.status, 0, get.stderr);
+    assert.equal((JSON.parse(get.stdout) as { status: { phase: string } }).status.phase, "Running");
+    assert.match(readFileSync(join(dataDir, "access-tokens", "default", name), "utf8").trim(), /^[A-Za-z0-9_-]{20,}$/, "the saved token");
+    const rm = fsb("rm", name);
+    assert.equal(rm.status, 0, rm.stderr);
+  });
+
   it("applies a multi-document manifest of a pool and a sandbox", async () => {
     const apply = fsb("apply", "-f", join(here, "pool-and-sandbox.yaml"));
     assert.equal(apply.status, 0, apply.stderr);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, rmSync } from "node:fs";
+import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -98,6 +98,29 @@ describe("writing a claim into the instance's FIFO", () => {
       assert.ok(Buffer.from(received).equals(claim), "the helper read the whole claim");
     } finally {
       await helper.terminate();
+    }
+  });
+
+  it("a helper that stops reading leaves a claim that is no instance after the deadline, and the FIFO's write end closed", async () => {
+    const fifo = join(directory, "stalled");
+    execFileSync("mkfifo", [fifo]);
+    // The helper's end: open (so the write does not fail with ENXIO) but never read until the deadline passed.
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    try {
+      const claim = encodeClaim({ workingDir: "/", args: ["env"], env: [`BIG=${"x".repeat(200 << 10)}`] });
+      assert.equal(await writeClaim(fifo, claim, 100), false, "a claim cut short is no instance");
+      // Drain what reached the pipe: with the write end closed the reader then sees end-of-file, not
+      // EAGAIN (a writer still holding the FIFO open).
+      const buffer = Buffer.alloc(64 << 10);
+      let received = 0;
+      for (;;) {
+        const n = readSync(reader, buffer);
+        if (n === 0) break;
+        received += n;
+      }
+      assert.ok(received > 0 && received < claim.length, `a part of the claim arrived (${received} of ${claim.length} bytes)`);
+    } finally {
+      closeSync(reader);
     }
   });
 

@@ -6,9 +6,9 @@
  * that asked for them writes it; the namespace is `--namespace`.
  */
 import { ValidationError, parseDurationMs } from "@fast-sandbox/api";
-import type { CheckpointInfo, CreatedSandbox } from "@fast-sandbox/sdk";
-import { saveAccessToken } from "../access-tokens.js";
+import type { CheckpointInfo } from "@fast-sandbox/sdk";
 import { connect, type GlobalOptions } from "../connection.js";
+import { printCreated } from "../created-sandbox.js";
 import { age, printObjects, printTable, type OutputFormat } from "../output.js";
 import { parsePorts } from "./sandboxes.js";
 
@@ -54,6 +54,8 @@ export interface RunFromCheckpointOptions extends GlobalOptions {
   namespace?: string;
   port: string[];
   expire?: string;
+  /** Print the sandbox's name alone (created-sandbox.ts). */
+  quiet?: boolean;
 }
 
 /** `fsb run --from-checkpoint C`: image, pool, command and environment are the checkpoint's. */
@@ -65,24 +67,19 @@ export async function runFromCheckpoint(options: RunFromCheckpointOptions): Prom
     exposedPorts: parsePorts(options.port),
     ...(options.expire ? { ttlMs: parseDurationMs(options.expire, "--expire") } : {}),
   });
-  printCreated(sandbox, namespace, dataDir, `restored from checkpoint ${options.fromCheckpoint}`);
+  printCreated(sandbox, { namespace, dataDir, origin: `restored from checkpoint ${options.fromCheckpoint}`, quiet: options.quiet === true });
 }
 
-export async function fork(sandbox: string, options: GlobalOptions & { namespace?: string; count: string; checkpoint?: string }): Promise<void> {
+export async function fork(
+  sandbox: string,
+  options: GlobalOptions & { namespace?: string; count: string; checkpoint?: string; quiet?: boolean },
+): Promise<void> {
   const count = Number(options.count);
   if (!/^\d+$/.test(options.count) || count < 1) throw new ValidationError("--count", `${JSON.stringify(options.count)} is not a number of copies (1 or more)`);
   const { client, namespace, dataDir } = await connect(options);
   const result = await client.checkpoints.fork(sandbox, { namespace, count, ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}) });
-  for (const copy of result.sandboxes) printCreated(copy, namespace, dataDir, `copy of ${sandbox}`);
-  if (result.checkpoint) process.stdout.write(`checkpoint kept: ${result.checkpoint.name}\n`);
-}
-
-function printCreated(sandbox: CreatedSandbox, namespace: string, dataDir: string | undefined, what: string): void {
-  const name = sandbox.metadata.name;
-  const saved = dataDir && sandbox.accessToken ? saveAccessToken(dataDir, namespace, name, sandbox.accessToken) : undefined;
-  process.stdout.write(`access token: ${sandbox.accessToken}${saved ? ` (saved in ${saved})` : ""}\n`);
-  const address = sandbox.status?.sandboxIP ? `, address ${sandbox.status.sandboxIP}` : "";
-  process.stdout.write(`sandbox ${what} running on agent ${sandbox.status?.assignedPod ?? "?"}${address}: ${name}\n`);
+  for (const copy of result.sandboxes) printCreated(copy, { namespace, dataDir, origin: `copy of ${sandbox}`, quiet: options.quiet === true });
+  if (result.checkpoint) (options.quiet ? process.stderr : process.stdout).write(`checkpoint kept: ${result.checkpoint.name}\n`);
 }
 
 function formatBytes(bytes: number): string {

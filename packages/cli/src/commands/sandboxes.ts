@@ -1,6 +1,7 @@
 import { UnavailableError, ValidationError, parseDurationMs, type EgressPolicy, type EgressRule, type Sandbox } from "@fast-sandbox/api";
-import { forgetAccessToken, saveAccessToken } from "../access-tokens.js";
+import { forgetAccessToken } from "../access-tokens.js";
 import { connect, type GlobalOptions } from "../connection.js";
+import { printCreated } from "../created-sandbox.js";
 import { age, printObjects, printTable, type OutputFormat } from "../output.js";
 
 export interface RunOptions extends GlobalOptions {
@@ -15,6 +16,8 @@ export interface RunOptions extends GlobalOptions {
   failurePolicy?: string;
   recoveryTimeout?: string;
   egress: string[];
+  /** Print the sandbox's name alone (created-sandbox.ts). */
+  quiet?: boolean;
 }
 
 function parseFailurePolicy(value: string | undefined): "Manual" | "AutoRecreate" | undefined {
@@ -90,13 +93,7 @@ export async function run(command: string[], options: RunOptions): Promise<void>
     ...(options.recoveryTimeout ? { recoveryTimeoutSeconds: Math.round(parseDurationMs(options.recoveryTimeout, "--recovery-timeout") / 1000) } : {}),
     ...(egress ? { egress } : {}),
   });
-  const saved = dataDir && sandbox.accessToken ? saveAccessToken(dataDir, namespace, sandbox.metadata.name, sandbox.accessToken) : undefined;
-  process.stdout.write(
-    `access token: ${sandbox.accessToken} (send it as the X-Access-Token header to its endpoints${saved ? `; saved in ${saved}` : ""}; ` +
-      `'fsb token ${sandbox.metadata.name}' replaces it)\n`,
-  );
-  const endpoints = sandbox.status?.endpoints?.length ? ` (endpoints: ${sandbox.status.endpoints.join(", ")})` : "";
-  process.stdout.write(`sandbox running on agent ${sandbox.status?.assignedPod ?? "?"}${endpoints}: ${sandbox.metadata.name}\n`);
+  printCreated(sandbox, { namespace, dataDir, quiet: options.quiet === true });
 }
 
 function sandboxRow(s: Sandbox): string[] {
