@@ -13,6 +13,7 @@
 # Needs root (ctr talks to containerd's socket) and the Debian packages busybox-static, umoci
 # and containerd.
 set -euo pipefail
+source "$(dirname "$0")/lib/oci-image.sh"
 
 IMAGE="${1:-${FSB_BASE_IMAGE:-fast-sandbox.io/base:latest}}"
 NAMESPACE="${2:-${FSB_CONTAINERD_NAMESPACE:-fast-sandbox}}"
@@ -30,15 +31,7 @@ done
 file_type="$(LC_ALL=C "$BUSYBOX" 2>&1 | head -n1 || true)"
 [[ "$file_type" == BusyBox* ]] || die "$BUSYBOX is not busybox"
 
-# Split IMAGE into repository and tag (a ':' after the last '/' starts the tag).
-if [[ "${IMAGE##*/}" == *:* ]]; then
-  REPOSITORY="${IMAGE%:*}"
-  TAG="${IMAGE##*:}"
-else
-  REPOSITORY="$IMAGE"
-  TAG="latest"
-  IMAGE="$REPOSITORY:$TAG"
-fi
+oci_split_reference "$IMAGE"
 
 ctr_ns() { ctr --address "$ADDRESS" -n "$NAMESPACE" "$@"; }
 
@@ -56,43 +49,22 @@ if [[ ! -s "$ARCHIVE" ]]; then
   mkdir -p "$CACHE_DIR"
   work="$(mktemp -d "$CACHE_DIR/.build.XXXXXX")"
   trap 'rm -rf "$work"' EXIT
-  layout="$work/layout"
-  bundle="$work/bundle"
-
-  umoci init --layout "$layout"
-  umoci new --image "$layout:$TAG"
-  umoci unpack --image "$layout:$TAG" "$bundle"
-
-  rootfs="$bundle/rootfs"
-  mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,etc,root,tmp,proc,sys,dev,run,var/tmp}
-  chmod 1777 "$rootfs/tmp" "$rootfs/var/tmp"
-  chmod 0700 "$rootfs/root"
-  cp "$BUSYBOX" "$rootfs/bin/busybox"
-  # busybox-static runs inside the chroot without any library; --install -s adds a symlink
-  # per applet (sh, echo, cat, sleep, ls, env, ...).
-  chroot "$rootfs" /bin/busybox --install -s
+  oci_new_bundle "$work" "$TAG"
+  rootfs="$work/bundle/rootfs"
+  oci_busybox_rootfs "$rootfs" "$BUSYBOX"
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
-  printf 'hosts: files dns\n' >"$rootfs/etc/nsswitch.conf"
 
-  umoci repack --image "$layout:$TAG" "$bundle"
-  umoci config --image "$layout:$TAG" \
+  umoci repack --image "$work/layout:$TAG" "$work/bundle"
+  umoci config --image "$work/layout:$TAG" \
     --config.cmd sh \
     --config.env "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     --config.workingdir / \
     --config.user 0:0
-  umoci gc --layout "$layout"
-
-  tar -C "$layout" -cf "$work/image.tar" .
-  mv "$work/image.tar" "$ARCHIVE"
-  rm -rf "$work"
+  oci_write_archive "$work" "$ARCHIVE"
   trap - EXIT
 else
   log "using cached $ARCHIVE"
 fi
 
-# ctr unpacks into the default snapshotter (overlayfs) on import.
-log "importing $IMAGE into containerd namespace $NAMESPACE"
-ctr_ns images import --base-name "$REPOSITORY" "$ARCHIVE" >&2
-ctr_ns images ls -q | grep -Fxq "$IMAGE" || die "import finished but $IMAGE is not listed"
-log "imported $IMAGE"
+oci_import "$ADDRESS" "$NAMESPACE" "$REPOSITORY" "$IMAGE" "$ARCHIVE"

@@ -6,6 +6,8 @@ import { dirname, resolve } from "node:path";
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const BASE_IMAGE = "fast-sandbox.io/base:latest";
+/** The code-interpreter image (scripts/build-code-interpreter-image.sh): E2B's code-interpreter API on Python. */
+export const CODE_INTERPRETER_IMAGE = "fast-sandbox.io/code-interpreter:latest";
 
 export function ctr(namespace: string, ...args: string[]): string {
   return execFileSync("ctr", ["-n", namespace, ...args], { encoding: "utf8" });
@@ -14,6 +16,13 @@ export function ctr(namespace: string, ...args: string[]): string {
 /** Imports the base image into `namespace` (idempotent, cached build). */
 export function importBaseImage(namespace: string): void {
   execFileSync("bash", [resolve(REPO_ROOT, "scripts/build-base-image.sh"), BASE_IMAGE, namespace], {
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+}
+
+/** Imports the code-interpreter image into `namespace` (idempotent, cached build). */
+export function importCodeInterpreterImage(namespace: string): void {
+  execFileSync("bash", [resolve(REPO_ROOT, "scripts/build-code-interpreter-image.sh"), CODE_INTERPRETER_IMAGE, namespace], {
     stdio: ["ignore", "inherit", "inherit"],
   });
 }

@@ -12,7 +12,7 @@ export { renderCrds, toStructuralSchema } from "./schema/crd.js";
 export * from "./wire/convert.js";
 export { fromConnectError, toConnectError } from "./wire/connect-errors.js";
 export { equalTokens, requireBearerToken, sendBearerToken } from "./wire/bearer-auth.js";
-export { ACCESS_TOKEN_HEADER, ACCESS_TOKEN_RESPONSE_HEADER, RELAY_SANDBOX_HEADER } from "./wire/access-token-headers.js";
+export { ACCESS_TOKEN_HEADER, ACCESS_TOKEN_RESPONSE_HEADER, RELAY_SANDBOX_HEADER, TRAFFIC_ACCESS_TOKEN_HEADER } from "./wire/access-token-headers.js";
 /** Generated wire messages and services (protobuf-es), namespaced to keep them apart from the resource types. */
 export * as pb from "./wire/messages.js";
 export { AsyncQueue } from "./util/async-queue.js";

@@ -11,6 +11,13 @@ export const ACCESS_TOKEN_RESPONSE_HEADER = "fsb-access-token";
 export const ACCESS_TOKEN_HEADER = "x-access-token";
 
 /**
+ * The same token under E2B's name for traffic to a sandbox's own ports (its "traffic access token",
+ * which E2B API answers carry as `trafficAccessToken`): E2B's code-interpreter SDKs send only this one
+ * on some calls (contexts). The proxy takes either header, and removes both.
+ */
+export const TRAFFIC_ACCESS_TOKEN_HEADER = "e2b-traffic-access-token";
+
+/**
  * Request header of a CONNECT to an agent's relay: the instance id of the sandbox the caller means
  * at the address it names. The relay refuses when the address is another sandbox's now (a record
  * older than a node's restart, an address handed out again).

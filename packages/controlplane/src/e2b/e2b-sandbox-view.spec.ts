@@ -66,7 +66,7 @@ describe("a sandbox as E2B's API shows it", () => {
       clientID: CLIENT_ID,
       envdVersion: "0.4.0",
       envdAccessToken: "token",
-      trafficAccessToken: null,
+      trafficAccessToken: "token",
       domain: null,
     });
     assert.equal(CLIENT_ID, "6532622b");

@@ -30,7 +30,12 @@ export interface E2bSandbox {
   clientID: string;
   envdVersion: string;
   envdAccessToken: string;
-  trafficAccessToken: null;
+  /**
+   * The same token: every port of a sandbox is behind it (E2B sets this when a sandbox's public
+   * traffic is restricted, which here it always is), and E2B's code-interpreter SDKs send it, in
+   * `E2B-Traffic-Access-Token`, on the calls that carry no envd token.
+   */
+  trafficAccessToken: string;
   domain: null;
 }
 
@@ -129,7 +134,7 @@ export function e2bSandboxOf(sandbox: Sandbox, envdVersion: string, accessToken:
     clientID: CLIENT_ID,
     envdVersion,
     envdAccessToken: accessToken,
-    trafficAccessToken: null,
+    trafficAccessToken: accessToken,
     // Null: E2B's SDKs then reach the sandbox through E2B_SANDBOX_URL (the sandbox proxy).
     domain: null,
   };

@@ -52,7 +52,7 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
         clientID: "6532622b",
         envdVersion: readEnvdVersion(),
         envdAccessToken: created.envdAccessToken,
-        trafficAccessToken: null,
+        trafficAccessToken: created.envdAccessToken,
         domain: null,
       });
       const stored = await e2b.storedById(created.sandboxID);

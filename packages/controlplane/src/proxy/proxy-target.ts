@@ -17,7 +17,7 @@
  *    sandboxes through their agents' relays (Kubernetes), the relay of its agent (else 503).
  * Nothing about the sandbox beyond "not found" is told before the token matched.
  */
-import { ACCESS_TOKEN_HEADER, SANDBOX_DAEMON_PORT, type NetworkMode, type Sandbox } from "@fast-sandbox/api";
+import { ACCESS_TOKEN_HEADER, SANDBOX_DAEMON_PORT, TRAFFIC_ACCESS_TOKEN_HEADER, type NetworkMode, type Sandbox } from "@fast-sandbox/api";
 import { accessTokenMatches } from "./access-token.js";
 import { isRefusal, routeOf, type RoutingHeaders } from "./sandbox-route.js";
 import type { SignedFileLookup } from "./signed-file-lookup.js";
@@ -127,7 +127,7 @@ export async function resolveProxyTarget(headers: RoutingHeaders, sources: Proxy
   if (!sandbox) return refuse(502, "The sandbox was not found", { sandboxId });
   const namespace = sandbox.metadata.namespace ?? "default";
   const name = sandbox.metadata.name;
-  const token = single(headers[ACCESS_TOKEN_HEADER]);
+  const token = single(headers[ACCESS_TOKEN_HEADER]) ?? single(headers[TRAFFIC_ACCESS_TOKEN_HEADER]);
   // A presigned URL's signature stands for the token.
   if (!signedFor && !accessTokenMatches(token, sandbox.status?.accessTokenHash)) {
     return refuse(

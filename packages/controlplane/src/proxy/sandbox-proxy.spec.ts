@@ -137,6 +137,16 @@ describe("the sandbox proxy", () => {
     assert.equal(seen.headers?.["x-forwarded-for"], "127.0.0.1");
   });
 
+  it("takes the token under E2B's traffic-token header too (E2B's code-interpreter SDKs send only that one on some calls), and forwards neither", async () => {
+    const answer = await request({
+      host: `localhost:${proxy.port}`,
+      headers: { "e2b-traffic-access-token": TOKEN, "e2b-sandbox-id": ID, "e2b-sandbox-port": String(port) },
+    });
+    assert.equal(answer.status, 200);
+    assert.equal(seen.headers?.["e2b-traffic-access-token"], undefined);
+    assert.equal((await request({ headers: { "e2b-traffic-access-token": "nope" } })).status, 401);
+  });
+
   it("forwards a request routed by the E2B headers", async () => {
     const answer = await request({ host: `localhost:${proxy.port}`, headers: { ...withToken, "e2b-sandbox-id": ID, "e2b-sandbox-port": String(port) } });
     assert.equal(answer.status, 200);

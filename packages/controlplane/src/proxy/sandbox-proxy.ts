@@ -17,7 +17,7 @@ import type net from "node:net";
 import type { Duplex } from "node:stream";
 import proxy from "http2-proxy";
 import type { Logger } from "pino";
-import { ACCESS_TOKEN_HEADER, listenCleartext } from "@fast-sandbox/api";
+import { ACCESS_TOKEN_HEADER, TRAFFIC_ACCESS_TOKEN_HEADER, listenCleartext } from "@fast-sandbox/api";
 import { SandboxDialer } from "./sandbox-dialer.js";
 import { isProxyRefusal, resolveProxyTarget, type ProxyRefusal, type ProxyTarget, type ProxyTargetSources, type RequestLine } from "./proxy-target.js";
 import type { ProxyMetrics } from "./proxy-metrics.js";
@@ -115,6 +115,7 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
   ): http.ClientRequest => {
     const headers = (options.headers ?? {}) as http.OutgoingHttpHeaders;
     delete headers[ACCESS_TOKEN_HEADER];
+    delete headers[TRAFFIC_ACCESS_TOKEN_HEADER];
     const host = single(request.headers[":authority"]) ?? request.headers.host;
     if (host) {
       headers.host = host;

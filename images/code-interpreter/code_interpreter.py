@@ -1,0 +1,542 @@
+#!/usr/bin/env python3
+"""Fast Sandbox's code interpreter: E2B's code-interpreter API, served inside a sandbox.
+
+E2B's code-interpreter SDKs (PyPI `e2b-code-interpreter`, npm `@e2b/code-interpreter`) run code
+through a server on port 49999 of the sandbox, which Fast Sandbox's sandbox proxy reaches like any
+other port of a sandbox made through the E2B-compatible API. This is that server, written from the
+SDKs' wire contract, on Python's standard library alone (3.8 or newer), so any image with a
+`python3` can run it:
+
+- ``POST /execute`` ``{"code", "context_id"?, "language"?, "env_vars"?}``: runs the code in a
+  context (by default the one of its language) and answers a stream of JSON lines, each written as
+  it happens: ``stdout`` / ``stderr`` (``text``, ``timestamp``), ``result`` (the value of the
+  code's last expression, ``is_main_result``, and what ``display(obj)`` shows: ``text`` always,
+  ``html``/``markdown``/``svg``/``png``/``jpeg``/``latex``/``json`` when the object renders so,
+  as IPython's ``_repr_*_`` methods say), ``error`` (``name``, ``value``, ``traceback``),
+  ``number_of_executions`` (``execution_count``), then ``end_of_execution``.
+- ``POST /contexts`` ``{"language"?, "cwd"?}``, ``GET /contexts``, ``DELETE /contexts/{id}``,
+  ``POST /contexts/{id}/restart``: contexts are independent interpreters; variables, imports and
+  functions live on between executions of the same context, never across contexts.
+- ``GET /health``: 200 once it listens.
+
+A context is a Python process of its own (this file with ``--worker``): the code runs in its main
+thread; what it prints, and what processes it starts write to their stdout and stderr, is streamed
+back (file descriptors 1 and 2 are pipes the worker reads). Executions of one context run one at a
+time, in order; contexts run in parallel. An execution whose client went away (the SDK's timeout)
+is interrupted (SIGINT: KeyboardInterrupt in the code). A worker that dies is reported as the
+execution's error, and a new one starts with the next execution. Languages: Python only (a context
+of another language is refused with 400).
+
+Usage: ``python3 code_interpreter.py [--port 49999] [--host 0.0.0.0] [--cwd DIR]``. The default
+working directory is ``/home/user`` when it exists (E2B's), else ``$HOME``, else ``/``.
+"""
+
+import socket
+import sys
+
+
+def _listen(host, port):
+    # Bound before anything else is imported: the port accepts connections (its backlog holds them)
+    # within the interpreter's start-up.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server = socket.socket(family, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((host, port))
+    server.listen(128)
+    return server
+
+
+def _argument(name, default):
+    if name in sys.argv:
+        index = sys.argv.index(name)
+        if index + 1 < len(sys.argv):
+            return sys.argv[index + 1]
+    return default
+
+
+if __name__ == "__main__" and "--worker" not in sys.argv:
+    _LISTENING = _listen(_argument("--host", "0.0.0.0"), int(_argument("--port", "49999")))
+
+import ast  # noqa: E402
+import base64  # noqa: E402
+import datetime  # noqa: E402
+import http.server  # noqa: E402
+import json  # noqa: E402
+import linecache  # noqa: E402
+import os  # noqa: E402
+import select  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+import uuid  # noqa: E402
+
+LANGUAGES = ("python",)
+MAX_REQUEST_BYTES = 16 << 20
+INTERRUPT_GRACE_S = 10
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+# --- the worker: one context's interpreter -----------------------------------------------------
+
+
+class _Worker:
+    """Runs executions read from `requests` and writes their events to `events` (JSON lines)."""
+
+    SYNC = b"\x00fsb-code-interpreter-sync\x00"
+
+    def __init__(self, requests_fd, events_fd):
+        self.requests = os.fdopen(requests_fd, "rb", buffering=0)
+        self.events = os.fdopen(events_fd, "wb", buffering=0)
+        self.events_lock = threading.Lock()
+        self.namespace = {"__name__": "__main__", "__builtins__": __builtins__, "display": self.display}
+        self.synced = {1: threading.Event(), 2: threading.Event()}
+        # fds 1 and 2 become pipes this process reads: print() and child processes alike are streamed.
+        for fd, kind in ((1, "stdout"), (2, "stderr")):
+            read_end, write_end = os.pipe()
+            os.dup2(write_end, fd)
+            os.close(write_end)
+            threading.Thread(target=self.pump, args=(read_end, fd, kind), daemon=True).start()
+        sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
+        sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
+        stdin = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(stdin, 0)
+        os.close(stdin)
+
+    def emit(self, event):
+        line = (json.dumps(event) + "\n").encode("utf-8")
+        with self.events_lock:
+            self.events.write(line)
+
+    def pump(self, fd, number, kind):
+        """Streams what is written to fd `number` as `kind` events; a SYNC marker in it releases sync_output."""
+        pending = b""
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            pending += chunk
+            while True:
+                at = pending.find(self.SYNC)
+                if at < 0:
+                    break
+                self.send_text(kind, pending[:at].decode("utf-8", errors="replace"))
+                pending = pending[at + len(self.SYNC):]
+                self.synced[number].set()
+            # What could be the start of a marker, or of a UTF-8 sequence, waits for the next read.
+            keep = next((size for size in range(min(len(self.SYNC) - 1, len(pending)), 0, -1) if self.SYNC.startswith(pending[-size:])), 0)
+            text, rest = _whole_utf8(pending[: len(pending) - keep])
+            self.send_text(kind, text)
+            pending = rest + pending[len(pending) - keep:]
+
+    def send_text(self, kind, text):
+        if text:
+            self.emit({"type": kind, "text": text, "timestamp": _now()})
+
+    def sync_output(self):
+        """Waits until everything the code wrote to fds 1 and 2 so far was emitted."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, event in self.synced.items():
+            event.clear()
+            os.write(fd, self.SYNC)
+        for event in self.synced.values():
+            event.wait(5)
+
+    def display(self, value, is_main_result=False):
+        """Shows `value` as a result of the execution (as IPython's display())."""
+        self.emit(dict(_representations(value), type="result", is_main_result=is_main_result))
+
+    def run(self):
+        count = 0
+        for line in self.requests:
+            request = json.loads(line)
+            count += 1
+            previous = dict(os.environ)
+            os.environ.update({str(k): str(v) for k, v in (request.get("env_vars") or {}).items()})
+            # The server's SIGINT interrupts an execution (KeyboardInterrupt); between executions it is ignored.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:
+                value = self.execute(request.get("code", ""), "<cell %d>" % count)
+                self.sync_output()
+                if value is not None:
+                    self.display(value, is_main_result=True)
+            except BaseException as error:  # noqa: BLE001 - the code's errors, KeyboardInterrupt and SystemExit included, are the execution's
+                self.sync_output()
+                self.emit(
+                    {
+                        "type": "error",
+                        "name": type(error).__name__,
+                        "value": str(error),
+                        "traceback": "".join(_user_traceback(error)),
+                    }
+                )
+            finally:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                os.environ.clear()
+                os.environ.update(previous)
+            self.emit({"type": "number_of_executions", "execution_count": count})
+            self.emit({"type": "done"})
+
+    def execute(self, code, filename):
+        # The source is kept under the cell's name so tracebacks (now and later) show its lines.
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        tree = ast.parse(code, filename, "exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, filename, "exec"), self.namespace)  # noqa: S102 - running the user's code is the point
+        if last is not None:
+            return eval(compile(last, filename, "eval"), self.namespace)  # noqa: S307
+        return None
+
+
+def _whole_utf8(data):
+    """`data` decoded up to its last whole UTF-8 sequence, and the bytes of a sequence cut short (at most 3)."""
+    for cut in range(len(data), max(len(data) - 4, -1), -1):
+        try:
+            return data[:cut].decode("utf-8"), data[cut:]
+        except UnicodeDecodeError:
+            continue
+    return data.decode("utf-8", errors="replace"), b""
+
+
+def _user_traceback(error):
+    """The traceback from the user's code on (this file's frames left out)."""
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename != __file__]
+    lines = ["Traceback (most recent call last):\n"] if frames else []
+    lines += traceback.format_list(frames)
+    lines += traceback.format_exception_only(type(error), error)
+    return lines
+
+
+def _representations(value):
+    """A result's formats: `text` always, others as the object's IPython-style _repr_*_ methods give them."""
+    formats = {"text": repr(value)}
+    for name, method in (
+        ("html", "_repr_html_"),
+        ("markdown", "_repr_markdown_"),
+        ("svg", "_repr_svg_"),
+        ("png", "_repr_png_"),
+        ("jpeg", "_repr_jpeg_"),
+        ("latex", "_repr_latex_"),
+        ("json", "_repr_json_"),
+        ("javascript", "_repr_javascript_"),
+    ):
+        render = getattr(value, method, None)
+        if not callable(render):
+            continue
+        try:
+            rendered = render()
+        except Exception:  # noqa: BLE001 - a broken renderer leaves that format out
+            continue
+        if rendered is None:
+            continue
+        if isinstance(rendered, bytes):
+            rendered = base64.b64encode(rendered).decode("ascii")
+        formats[name] = rendered
+    return formats
+
+
+def worker_main():
+    requests_fd, events_fd = int(_argument("--requests", "-1")), int(_argument("--events", "-1"))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _Worker(requests_fd, events_fd).run()
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+
+class ContextGone(Exception):
+    pass
+
+
+class Context:
+    """One interpreter: a worker process, started at the first execution, one execution at a time."""
+
+    def __init__(self, language, cwd):
+        self.id = str(uuid.uuid4())
+        self.language = language
+        self.cwd = cwd
+        self.lock = threading.Lock()
+        self.process = None
+        self.requests = None
+        self.events = None
+
+    def view(self):
+        return {"id": self.id, "language": self.language, "cwd": self.cwd}
+
+    def start(self):
+        requests_read, requests_write = os.pipe()
+        events_read, events_write = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-u", os.path.abspath(__file__), "--worker", "--requests", str(requests_read), "--events", str(events_write)],
+                cwd=self.cwd,
+                pass_fds=(requests_read, events_write),
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(requests_read)
+            os.close(events_write)
+        self.requests = os.fdopen(requests_write, "wb", buffering=0)
+        self.events = events_read
+
+    def stop(self):
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.requests.close()
+            os.close(self.events)
+            self.process = None
+
+    def execute(self, code, env_vars, send, client):
+        """Runs `code`, passing each event to `send`. A client that goes away (`send` fails, or its
+        socket `client` reaches its end) interrupts the execution (SIGINT); code that does not stop
+        within INTERRUPT_GRACE_S loses its interpreter (the next execution starts a new one)."""
+        with self.lock:
+            if self.process is None or self.process.poll() is not None:
+                self.stop()
+                self.start()
+            self.requests.write((json.dumps({"code": code, "env_vars": env_vars}) + "\n").encode("utf-8"))
+            pending = b""
+            interrupted_at = None
+            watched = [self.events, client]
+            while True:
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    event = json.loads(line)
+                    if event["type"] == "done":
+                        return
+                    if not send(event) and interrupted_at is None:
+                        interrupted_at = self.interrupt()
+                timeout = None if interrupted_at is None else max(0.0, interrupted_at + INTERRUPT_GRACE_S - time.monotonic())
+                readable, _, _ = select.select([fd for fd in watched if fd is not None], [], [], timeout)
+                if not readable:
+                    status = self.process.returncode
+                    self.stop()
+                    raise ContextGone("the interrupted code did not stop within %ss: its interpreter was stopped (%s)" % (INTERRUPT_GRACE_S, status))
+                if client is not None and client in readable:
+                    # The request was read whole: anything readable now is the client's end (or a
+                    # pipelined request, which waits in the socket's buffer either way).
+                    try:
+                        gone = client.recv(1, socket.MSG_PEEK) == b""
+                    except OSError:
+                        gone = True
+                    if gone:
+                        watched[1] = None
+                        if interrupted_at is None:
+                            interrupted_at = self.interrupt()
+                if self.events in readable:
+                    chunk = os.read(self.events, 65536)
+                    if not chunk:
+                        status = self.process.wait()
+                        self.stop()
+                        raise ContextGone("the context's interpreter exited (status %s); a new one starts at the next execution" % status)
+                    pending += chunk
+
+    def interrupt(self):
+        self.process.send_signal(signal.SIGINT)
+        return time.monotonic()
+
+
+class Contexts:
+    def __init__(self, default_cwd):
+        self.default_cwd = default_cwd
+        self.lock = threading.Lock()
+        self.by_id = {}
+        self.defaults = {}
+
+    def create(self, language, cwd):
+        context = Context(language, cwd or self.default_cwd)
+        with self.lock:
+            self.by_id[context.id] = context
+        return context
+
+    def default(self, language):
+        with self.lock:
+            context = self.defaults.get(language)
+            if context is None:
+                context = Context(language, self.default_cwd)
+                self.defaults[language] = context
+                self.by_id[context.id] = context
+            return context
+
+    def get(self, context_id):
+        with self.lock:
+            return self.by_id.get(context_id)
+
+    def remove(self, context_id):
+        with self.lock:
+            context = self.by_id.pop(context_id, None)
+            for language, known in list(self.defaults.items()):
+                if known is context:
+                    del self.defaults[language]
+        if context is not None:
+            with context.lock:
+                context.stop()
+        return context
+
+    def all(self):
+        with self.lock:
+            return list(self.by_id.values())
+
+
+def _language(value):
+    language = (value or "python").lower()
+    if language in ("python3", "py"):
+        language = "python"
+    return language
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "fast-sandbox-code-interpreter"
+    contexts = None  # set by serve()
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+    def answer(self, status, body=None):
+        data = b"" if body is None else json.dumps(body).encode("utf-8")
+        self.send_response(status)
+        if body is not None:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def refuse(self, status, message):
+        self.answer(status, {"code": status, "message": message})
+
+    def body(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_REQUEST_BYTES:
+            raise ValueError("the request body is over %d bytes" % MAX_REQUEST_BYTES)
+        data = self.rfile.read(length) if length else b""
+        value = json.loads(data) if data.strip() else {}
+        if not isinstance(value, dict):
+            raise ValueError("the request body must be a JSON object")
+        return value
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        path = self.path.split("?", 1)[0]
+        if path == "/health":
+            return self.answer(200, {"status": "ok"})
+        if path == "/contexts":
+            return self.answer(200, [context.view() for context in self.contexts.all()])
+        return self.refuse(404, "no route %s %s" % (self.command, path))
+
+    def do_DELETE(self):  # noqa: N802
+        parts = self.path.split("?", 1)[0].strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "contexts":
+            if self.contexts.remove(parts[1]) is None:
+                return self.refuse(404, "context %s not found" % parts[1])
+            return self.answer(204)
+        return self.refuse(404, "no route %s %s" % (self.command, self.path))
+
+    def do_POST(self):  # noqa: N802
+        path = self.path.split("?", 1)[0]
+        parts = path.strip("/").split("/")
+        try:
+            body = self.body()
+        except ValueError as error:
+            return self.refuse(400, str(error))
+        if path == "/execute":
+            return self.execute(body)
+        if path == "/contexts":
+            language = _language(body.get("language"))
+            if language not in LANGUAGES:
+                return self.refuse(400, "language %r is not served here; languages: %s" % (body.get("language"), ", ".join(LANGUAGES)))
+            cwd = body.get("cwd")
+            if cwd is not None and not os.path.isdir(cwd):
+                return self.refuse(400, "cwd %r is not a directory" % cwd)
+            return self.answer(200, self.contexts.create(language, cwd).view())
+        if len(parts) == 3 and parts[0] == "contexts" and parts[2] == "restart":
+            context = self.contexts.get(parts[1])
+            if context is None:
+                return self.refuse(404, "context %s not found" % parts[1])
+            with context.lock:
+                context.stop()
+            return self.answer(204)
+        return self.refuse(404, "no route %s %s" % (self.command, path))
+
+    def execute(self, body):
+        code = body.get("code")
+        if not isinstance(code, str):
+            return self.refuse(400, "code must be a string")
+        env_vars = body.get("env_vars") or {}
+        if not isinstance(env_vars, dict):
+            return self.refuse(400, "env_vars must be an object of strings")
+        if body.get("context_id"):
+            context = self.contexts.get(body["context_id"])
+            if context is None:
+                return self.refuse(404, "context %s not found" % body["context_id"])
+        else:
+            language = _language(body.get("language"))
+            if language not in LANGUAGES:
+                return self.refuse(400, "language %r is not served here; languages: %s" % (body.get("language"), ", ".join(LANGUAGES)))
+            context = self.contexts.default(language)
+
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        alive = [True]
+
+        def send(event):
+            if not alive[0]:
+                return False
+            data = (json.dumps(event) + "\n").encode("utf-8")
+            try:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+            except OSError:
+                alive[0] = False
+            return alive[0]
+
+        try:
+            context.execute(code, env_vars, send, self.connection)
+            send({"type": "end_of_execution"})
+        except ContextGone as error:
+            send({"type": "error", "name": "ContextRestarting", "value": str(error), "traceback": ""})
+            send({"type": "unexpected_end_of_execution"})
+        if alive[0]:
+            try:
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+            except OSError:
+                pass
+        else:
+            self.close_connection = True
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+
+def serve(listening, cwd):
+    Handler.contexts = Contexts(cwd)
+    server = Server(listening.getsockname()[:2], Handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = listening
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    server.serve_forever()
+
+
+def _default_cwd():
+    for candidate in (_argument("--cwd", None), "/home/user", os.environ.get("HOME"), "/"):
+        if candidate and os.path.isdir(candidate):
+            return candidate
+    return "/"
+
+
+if __name__ == "__main__":
+    if "--worker" in sys.argv:
+        worker_main()
+    else:
+        serve(_LISTENING, _default_cwd())

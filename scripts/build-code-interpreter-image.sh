@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Builds the code-interpreter image — images/code-interpreter/code_interpreter.py (E2B's
+# code-interpreter API on port 49999) on Python's standard library — and imports it into containerd.
+# Offline, from this host's files, like the base image: busybox-static for the shell and tools,
+# Debian's python3 (the interpreter, its standard library and the shared libraries they link),
+# a `user` account with home /home/user (E2B's). A pool named `code-interpreter-v1` (the
+# template E2B's code-interpreter SDKs ask for; config/samples/code-interpreter-pool.yaml) with this
+# image serves their `run_code`; see the README. Code that needs packages beyond the standard library
+# needs an image that has them: any image with python3 serves the same API with the server copied in
+# and run as its command.
+#
+# Idempotent: the OCI archive is cached (keyed by the python binary, the server and this script)
+# and rebuilt only when missing; the import is skipped when containerd's namespace has the image.
+#
+# Usage: scripts/build-code-interpreter-image.sh [IMAGE] [CONTAINERD_NAMESPACE]
+#   IMAGE                 env FSB_CODE_INTERPRETER_IMAGE, default fast-sandbox.io/code-interpreter:latest
+#   CONTAINERD_NAMESPACE  env FSB_CONTAINERD_NAMESPACE,   default fast-sandbox
+#   cache directory       env FSB_IMAGE_CACHE_DIR,        default ${XDG_CACHE_HOME:-$HOME/.cache}/fast-sandbox/images
+#   containerd socket     env FSB_CONTAINERD_ADDRESS,     default /run/containerd/containerd.sock
+#   python                env FSB_PYTHON,                 default /usr/bin/python3 (Debian's python3)
+# Needs root (ctr, chroot) and the Debian packages busybox-static, umoci, python3 and containerd.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/oci-image.sh
+
+IMAGE="${1:-${FSB_CODE_INTERPRETER_IMAGE:-fast-sandbox.io/code-interpreter:latest}}"
+NAMESPACE="${2:-${FSB_CONTAINERD_NAMESPACE:-fast-sandbox}}"
+CACHE_DIR="${FSB_IMAGE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fast-sandbox/images}"
+ADDRESS="${FSB_CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}"
+BUSYBOX="${FSB_BUSYBOX:-/bin/busybox}"
+PYTHON="${FSB_PYTHON:-/usr/bin/python3}"
+SERVER="images/code-interpreter/code_interpreter.py"
+
+log() { echo "build-code-interpreter-image: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+for tool in umoci ctr sha256sum ldd; do
+  command -v "$tool" >/dev/null || die "$tool is missing; apt-get install -y umoci containerd libc-bin"
+done
+[[ -x "$BUSYBOX" ]] || die "$BUSYBOX is missing; apt-get install -y busybox-static"
+[[ -x "$PYTHON" ]] || die "$PYTHON is missing; apt-get install -y python3"
+python_bin="$(readlink -f "$PYTHON")"
+# The interpreter's own prefix and version (a Debian python: /usr, /usr/lib/pythonX.Y).
+read -r py_version py_stdlib py_dynload < <("$python_bin" -S -c 'import sys, sysconfig; print("%d.%d" % sys.version_info[:2], sysconfig.get_paths()["stdlib"], sysconfig.get_config_var("DESTSHARED"))')
+[[ -d "$py_stdlib" ]] || die "$python_bin's standard library $py_stdlib is missing"
+
+oci_split_reference "$IMAGE"
+
+ctr_ns() { ctr --address "$ADDRESS" -n "$NAMESPACE" "$@"; }
+
+digest="$(cat "$python_bin" "$BUSYBOX" "$SERVER" "$0" | sha256sum | cut -c1-16)"
+ARCHIVE="$CACHE_DIR/code-interpreter-${digest}-${TAG}.oci.tar"
+# A changed server or python makes a new archive: an image of that name from an older one is replaced.
+if ctr_ns images ls -q | grep -Fxq "$IMAGE"; then
+  if [[ "$(ctr_ns images ls "name==$IMAGE" 2>/dev/null | awk 'NR == 2 { print $3 }')" == "$(cat "$ARCHIVE.digest" 2>/dev/null)" ]]; then
+    log "$IMAGE already present in containerd namespace $NAMESPACE"
+    exit 0
+  fi
+fi
+
+if [[ ! -s "$ARCHIVE" ]]; then
+  log "building $ARCHIVE (python $py_version from $python_bin)"
+  mkdir -p "$CACHE_DIR"
+  work="$(mktemp -d "$CACHE_DIR/.build.XXXXXX")"
+  trap 'rm -rf "$work"' EXIT
+  oci_new_bundle "$work" "$TAG"
+  rootfs="$work/bundle/rootfs"
+  oci_busybox_rootfs "$rootfs" "$BUSYBOX"
+  mkdir -p "$rootfs"/{usr/local/bin,home/user,opt/fast-sandbox}
+
+  # The interpreter and its standard library (without its tests, IDLE, Tk and ensurepip's wheels).
+  cp "$python_bin" "$rootfs/usr/bin/python$py_version"
+  ln -sf "python$py_version" "$rootfs/usr/bin/python3"
+  ln -sf "python$py_version" "$rootfs/usr/bin/python"
+  mkdir -p "$rootfs$py_stdlib"
+  tar -C "$py_stdlib" --exclude=./test --exclude=./idlelib --exclude=./tkinter --exclude=./turtledemo \
+    --exclude=./ensurepip --exclude=./site-packages --exclude=./dist-packages --exclude='*/tests' \
+    --exclude='_tkinter*' -cf - . | tar -C "$rootfs$py_stdlib" -xf -
+  if [[ -d "$py_dynload" && "$py_dynload" != "$py_stdlib"/* ]]; then
+    mkdir -p "$rootfs$py_dynload"
+    cp -a "$py_dynload"/. "$rootfs$py_dynload"/
+    rm -f "$rootfs$py_dynload"/_tkinter*
+  fi
+  # The shared libraries the interpreter and its extension modules link (ld.so included), at their paths.
+  find "$rootfs/usr/bin/python$py_version" "$rootfs$py_stdlib" "$rootfs$py_dynload" -name '*.so*' -o -name "python$py_version" 2>/dev/null |
+    while read -r file; do ldd "$file" 2>/dev/null || true; done |
+    awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $2 ~ /^\(0x/ { print $1 }' | sort -u |
+    while read -r library; do
+      mkdir -p "$rootfs$(dirname "$library")"
+      cp -L "$library" "$rootfs$library"
+    done
+  [[ -e "$rootfs/lib64/ld-linux-x86-64.so.2" || "$(uname -m)" != x86_64 ]] || die "the dynamic loader was not copied"
+  # Debian's python reads its own site-packages only; the image has none.
+  install -m 0644 "$SERVER" "$rootfs/opt/fast-sandbox/code_interpreter.py"
+
+  printf 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs/etc/passwd"
+  printf 'root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+  chown 1000:1000 "$rootfs/home/user"
+  # The interpreter starts in the sandbox: it must run in this root, with nothing of the host's.
+  chroot "$rootfs" /usr/bin/python3 -S -c 'import ast, json, http.server, subprocess, uuid' || die "python does not run inside the image's root"
+
+  umoci repack --image "$work/layout:$TAG" "$work/bundle"
+  umoci config --image "$work/layout:$TAG" \
+    --config.cmd=python3 --config.cmd=-S --config.cmd=/opt/fast-sandbox/code_interpreter.py \
+    --config.env "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    --config.env "PYTHONUNBUFFERED=1" \
+    --config.exposedports 49999/tcp \
+    --config.workingdir /home/user \
+    --config.user 0:0
+  oci_write_archive "$work" "$ARCHIVE"
+  trap - EXIT
+else
+  log "using cached $ARCHIVE"
+fi
+
+oci_import "$ADDRESS" "$NAMESPACE" "$REPOSITORY" "$IMAGE" "$ARCHIVE"
+ctr_ns images ls "name==$IMAGE" | awk 'NR == 2 { print $3 }' >"$ARCHIVE.digest"

@@ -1,0 +1,113 @@
+"""E2B's code-interpreter SDK (PyPI `e2b-code-interpreter`, pinned in requirements.txt) against an embedded Fast Sandbox.
+
+Written from E2B's public documentation, as a user of the SDK would: only E2B_API_URL,
+E2B_SANDBOX_URL and E2B_API_KEY are set (by e2b-code-interpreter.test.ts, from `fsb e2b env`'s
+values), and `Sandbox.create()` asks for the SDK's default template, `code-interpreter-v1` — a pool
+of that name running Fast Sandbox's code-interpreter image. Nothing is patched.
+"""
+
+import time
+
+import pytest
+from e2b import TimeoutException
+from e2b_code_interpreter import Sandbox
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    sbx = Sandbox.create(timeout=300, envs={"FROM_CREATE": "set-at-create"})
+    yield sbx
+    sbx.kill()
+
+
+def test_first_run_right_after_create_gives_the_last_expression_and_streams_stdout():
+    # A sandbox of its own: the first request reaches the interpreter the moment create returns.
+    with Sandbox.create(timeout=120) as fresh:
+        printed = []
+        execution = fresh.run_code("x = 41\nprint('hello')\nx + 1", on_stdout=lambda message: printed.append(message.line))
+        assert execution.error is None
+        assert execution.text == "42"
+        assert execution.logs.stdout == ["hello\n"]
+        assert printed == ["hello\n"]
+        assert execution.execution_count == 1
+
+
+def test_variables_imports_and_functions_live_on_between_runs(sandbox):
+    sandbox.run_code("import math\ncounter = 1\ndef double(n):\n    return 2 * n")
+    sandbox.run_code("counter += 1")
+    assert sandbox.run_code("double(counter) + math.floor(0.5)").text == "4"
+
+
+def test_an_error_is_the_execution_s_error_with_its_traceback(sandbox):
+    errors = []
+    execution = sandbox.run_code("def broken():\n    return 1 / 0\nbroken()", on_error=errors.append)
+    assert execution.error is not None
+    assert execution.error.name == "ZeroDivisionError"
+    assert execution.error.value == "division by zero"
+    assert "line 2, in broken" in execution.error.traceback
+    assert "return 1 / 0" in execution.error.traceback
+    assert "ZeroDivisionError" in execution.error.traceback
+    assert [error.name for error in errors] == ["ZeroDivisionError"]
+    assert sandbox.run_code("undefined_name").error.name == "NameError"
+    assert sandbox.run_code("def (:").error.name == "SyntaxError"
+
+
+def test_stderr_and_the_output_of_processes_the_code_starts_are_streamed(sandbox):
+    execution = sandbox.run_code(
+        "import sys, subprocess\nprint('to stderr', file=sys.stderr)\nsubprocess.run(['sh', '-c', 'echo from a child'])\nNone"
+    )
+    assert execution.error is None
+    assert "".join(execution.logs.stderr) == "to stderr\n"
+    assert "".join(execution.logs.stdout) == "from a child\n"
+    assert execution.results == []
+
+
+def test_envs_of_a_run_apply_to_that_run_only_and_the_sandbox_s_to_every_run(sandbox):
+    assert sandbox.run_code("import os\nos.environ['PER_RUN']", envs={"PER_RUN": "just-this-once"}).text == "'just-this-once'"
+    assert sandbox.run_code("os.environ.get('PER_RUN')").text is None
+    assert sandbox.run_code("os.environ['FROM_CREATE']").text == "'set-at-create'"
+
+
+def test_rich_results_and_display(sandbox):
+    execution = sandbox.run_code(
+        "class Bold:\n"
+        "    def _repr_html_(self):\n"
+        "        return '<b>bold</b>'\n"
+        "    def __repr__(self):\n"
+        "        return 'Bold()'\n"
+        "display({'shown': True})\n"
+        "Bold()"
+    )
+    assert execution.error is None
+    assert [result.is_main_result for result in execution.results] == [False, True]
+    assert execution.results[0].text == "{'shown': True}"
+    assert execution.results[1].html == "<b>bold</b>"
+    assert execution.text == "Bold()"
+
+
+def test_contexts_are_separate_interpreters(sandbox):
+    context = sandbox.create_code_context(cwd="/tmp")
+    assert context.language == "python"
+    assert context.cwd == "/tmp"
+    assert sandbox.run_code("only_here = 'in the context'\nimport os\nos.getcwd()", context=context).text == "'/tmp'"
+    assert sandbox.run_code("only_here", context=context).text == "'in the context'"
+    assert sandbox.run_code("only_here").error.name == "NameError"
+    assert context.id in [known.id for known in sandbox.list_code_contexts()]
+    sandbox.remove_code_context(context)
+    assert context.id not in [known.id for known in sandbox.list_code_contexts()]
+
+
+def test_a_run_past_its_timeout_is_interrupted_and_the_context_keeps_its_state(sandbox):
+    sandbox.run_code("survivor = 'still here'")
+    started = time.monotonic()
+    with pytest.raises(TimeoutException):
+        sandbox.run_code("import time\nwhile True:\n    time.sleep(0.05)", timeout=1)
+    assert time.monotonic() - started < 30
+    # Interrupted, not killed: the next run in the same context finds its variables.
+    assert sandbox.run_code("survivor").text == "'still here'"
+
+
+def test_the_sandbox_is_a_whole_e2b_sandbox_too(sandbox):
+    assert sandbox.commands.run("echo via envd").stdout == "via envd\n"
+    sandbox.files.write("/tmp/written-by-files.txt", "through the files API")
+    assert sandbox.run_code("open('/tmp/written-by-files.txt').read()").text == "'through the files API'"
