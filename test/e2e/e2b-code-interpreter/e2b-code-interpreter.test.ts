@@ -1,7 +1,8 @@
 /**
- * E2B's code-interpreter SDK for Python (PyPI `e2b-code-interpreter`, pinned in requirements.txt)
- * runs its pytest module (written from E2B's public documentation) against a real embedded Fast
- * Sandbox, with nothing but the three variables `fsb e2b env` prints. Its default template,
+ * E2B's code-interpreter SDKs against a real embedded Fast Sandbox, with nothing but the three
+ * variables `fsb e2b env` prints: the Python one (PyPI `e2b-code-interpreter`, pinned in
+ * requirements.txt) runs its pytest module, the JS one (npm `@e2b/code-interpreter`, pinned in the
+ * root package.json) the cases below, both written from E2B's public documentation. Its default template,
  * `code-interpreter-v1`, is the sample pool of that name (config/samples/code-interpreter-pool.yaml) running the code-interpreter image
  * (scripts/build-code-interpreter-image.sh: images/code-interpreter/code_interpreter.py, E2B's
  * code-interpreter API on port 49999, reached through the sandbox proxy like any port of a sandbox
@@ -13,10 +14,11 @@ import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { Sandbox, TimeoutError, type OutputMessage } from "@e2b/code-interpreter";
 import { parse } from "yaml";
 import type { SandboxPool } from "@fast-sandbox/api";
 import { CODE_INTERPRETER_IMAGE, REPO_ROOT, importCodeInterpreterImage } from "../../support/containerd.js";
-import { e2bEnvironment } from "../../support/e2b-env.js";
+import { e2bEnvironment, useFsbE2bEnv } from "../../support/e2b-env.js";
 import { containerdLeftovers, pool, startEmbedded, type EmbeddedCase } from "../../support/embedded.js";
 import { assertPytestPasses, virtualenv } from "../../support/python-venv.js";
 
@@ -51,6 +53,59 @@ describe("E2B's code-interpreter SDK against the E2B-compatible API and the code
       await assertPytestPasses(venv, "test_e2b_code_interpreter.py", { env, cwd: HERE, timeoutMs: 540_000, atLeast: 9 });
     },
   );
+
+  describe("the JS SDK", () => {
+    let restore: () => void = () => undefined;
+    let sandbox: Sandbox;
+
+    before(async () => {
+      // Only the three variables: nothing else of E2B's is set in this process.
+      restore = await useFsbE2bEnv(embedded);
+      sandbox = await Sandbox.create({ timeoutMs: 300_000, envs: { FROM_CREATE: "js" } });
+    });
+
+    after(async () => {
+      await sandbox.kill();
+      restore();
+    });
+
+    it("runCode: the last expression's value, streamed stdout, state across runs, the sandbox's envs", async () => {
+      const printed: string[] = [];
+      const execution = await sandbox.runCode("x = 40\nprint('from js')\nx + 2", { onStdout: (message: OutputMessage) => void printed.push(message.line) });
+      assert.equal(execution.error, undefined);
+      assert.equal(execution.text, "42");
+      assert.deepEqual(execution.logs.stdout, ["from js\n"]);
+      assert.deepEqual(printed, ["from js\n"]);
+      assert.equal((await sandbox.runCode("x * 2")).text, "80");
+      assert.equal((await sandbox.runCode("import os\nos.environ['FROM_CREATE']")).text, "'js'");
+      assert.equal((await sandbox.runCode("os.environ['ONLY_NOW']", { envs: { ONLY_NOW: "yes" } })).text, "'yes'");
+    });
+
+    it("an error is the execution's, with name, value and traceback", async () => {
+      const execution = await sandbox.runCode("int('not a number')");
+      assert.equal(execution.error?.name, "ValueError");
+      assert.match(execution.error?.value ?? "", /invalid literal for int/);
+      assert.match(execution.error?.traceback ?? "", /int\('not a number'\)/);
+    });
+
+    it("contexts: separate state, listed, restarted (state cleared) and removed", async () => {
+      const context = await sandbox.createCodeContext({ cwd: "/tmp" });
+      assert.equal(context.cwd, "/tmp");
+      assert.equal((await sandbox.runCode("mine = 1\nmine", { context })).text, "1");
+      assert.equal((await sandbox.runCode("mine")).error?.name, "NameError", "the default context does not see it");
+      assert.ok((await sandbox.listCodeContexts()).some((known) => known.id === context.id));
+      await sandbox.restartCodeContext(context);
+      assert.equal((await sandbox.runCode("mine", { context })).error?.name, "NameError", "a restart clears the context's state");
+      await sandbox.removeCodeContext(context);
+      assert.ok(!(await sandbox.listCodeContexts()).some((known) => known.id === context.id));
+    });
+
+    it("a run past its timeoutMs is interrupted: TimeoutError, and the context keeps its state", async () => {
+      await sandbox.runCode("kept = 'yes'");
+      await assert.rejects(sandbox.runCode("import time\nwhile True:\n    time.sleep(0.05)", { timeoutMs: 1000 }), TimeoutError);
+      assert.equal((await sandbox.runCode("kept")).text, "'yes'");
+    });
+  });
 
   it("leaves no sandbox behind", async () => {
     const sandboxes = await embedded.client.sandboxes.list({ namespace: "*" });
