@@ -27,8 +27,10 @@ is interrupted (SIGINT: KeyboardInterrupt in the code). A worker that dies is re
 execution's error, and a new one starts with the next execution. Languages: Python only (a context
 of another language is refused with 400).
 
-Usage: ``python3 code_interpreter.py [--port 49999] [--host 0.0.0.0] [--cwd DIR]``. The default
-working directory is ``/home/user`` when it exists (E2B's), else ``$HOME``, else ``/``.
+Usage: ``python3 code_interpreter.py [--port 49999] [--host 0.0.0.0] [--cwd DIR] [--user NAME]``.
+The code runs as E2B's account ``user`` when the image has one (``--user root``: as the server, so
+as root), with its HOME; the default working directory is ``/home/user`` when it exists (E2B's),
+else ``$HOME``, else ``/``.
 """
 
 import socket
@@ -64,6 +66,7 @@ import http.server  # noqa: E402
 import json  # noqa: E402
 import linecache  # noqa: E402
 import os  # noqa: E402
+import pwd  # noqa: E402
 import select  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -273,12 +276,20 @@ class Context:
     def start(self):
         requests_read, requests_write = os.pipe()
         events_read, events_write = os.pipe()
+        account = RUN_AS
+        identity = {}
+        env = dict(os.environ)
+        if account is not None:
+            identity = _identity(account)
+            env.update(HOME=account.pw_dir, USER=account.pw_name, LOGNAME=account.pw_name)
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-u", os.path.abspath(__file__), "--worker", "--requests", str(requests_read), "--events", str(events_write)],
                 cwd=self.cwd,
+                env=env,
                 pass_fds=(requests_read, events_write),
                 stdin=subprocess.DEVNULL,
+                **identity,
             )
         finally:
             os.close(requests_read)
@@ -528,6 +539,33 @@ def serve(listening, cwd):
     server.serve_forever()
 
 
+def _identity(account):
+    """Popen's arguments that start a worker as `account` (its groups, group and user)."""
+    groups = os.getgrouplist(account.pw_name, account.pw_gid)
+    if sys.version_info >= (3, 9):
+        return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": groups}
+
+    def change():  # Python 3.8: in the child, before its interpreter starts
+        os.setgroups(groups)
+        os.setgid(account.pw_gid)
+        os.setuid(account.pw_uid)
+
+    return {"preexec_fn": change}
+
+
+def _run_as():
+    """The account code runs as: --user NAME, else E2B's `user` when the image has it; None: this process's own."""
+    name = _argument("--user", None)
+    if os.getuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(name or "user")
+    except KeyError:
+        if name and name != "root":
+            sys.exit("code interpreter: no account %r in this image" % name)
+        return None
+
+
 def _default_cwd():
     for candidate in (_argument("--cwd", None), "/home/user", os.environ.get("HOME"), "/"):
         if candidate and os.path.isdir(candidate):
@@ -535,7 +573,11 @@ def _default_cwd():
     return "/"
 
 
+RUN_AS = None
+
 if __name__ == "__main__":
+    if "--worker" not in sys.argv:
+        RUN_AS = _run_as()
     if "--worker" in sys.argv:
         worker_main()
     else:

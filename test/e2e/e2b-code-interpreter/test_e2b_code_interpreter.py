@@ -109,5 +109,10 @@ def test_a_run_past_its_timeout_is_interrupted_and_the_context_keeps_its_state(s
 
 def test_the_sandbox_is_a_whole_e2b_sandbox_too(sandbox):
     assert sandbox.commands.run("echo via envd").stdout == "via envd\n"
-    sandbox.files.write("/tmp/written-by-files.txt", "through the files API")
-    assert sandbox.run_code("open('/tmp/written-by-files.txt').read()").text == "'through the files API'"
+    sandbox.files.write("/home/user/written-by-files.txt", "through the files API")
+    assert sandbox.run_code("open('/home/user/written-by-files.txt').read()").text == "'through the files API'"
+    # The code runs as E2B's `user`, as commands and files do: what one writes, the other may change.
+    assert sandbox.run_code("import os, pwd\n(pwd.getpwuid(os.getuid()).pw_name, os.environ['HOME'])").text == "('user', '/home/user')"
+    sandbox.run_code("open('/home/user/written-by-code.txt', 'w').write('by run_code')")
+    sandbox.files.write("/home/user/written-by-code.txt", "replaced through the files API")
+    assert sandbox.commands.run("cat /home/user/written-by-code.txt").stdout == "replaced through the files API"

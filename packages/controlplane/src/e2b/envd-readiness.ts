@@ -50,7 +50,8 @@ export function pollEnvdHealth(options: PollEnvdHealthOptions = {}): EnvdReadine
   const clock = options.clock ?? systemClock;
   const port = options.port ?? SANDBOX_DAEMON_PORT;
   const relay = options.relay;
-  const dialer = relay ? new SandboxDialer(relay.token) : undefined;
+  // No grace for a port still closed: this poll is the waiting.
+  const dialer = relay ? new SandboxDialer(relay.token, { portStartGraceMs: 0 }) : undefined;
   return async ({ sandboxID, address, agent }, signal) => {
     const url = envdHealthUrl(address, port);
     const deadline = clock.now().getTime() + timeoutMs;

@@ -62,6 +62,7 @@ describe("the sandbox proxy", () => {
   let proxy: SandboxProxy;
   let port: number;
   let closedPort: number;
+  let latePort: number;
   let record: Sandbox;
 
   before(async () => {
@@ -71,11 +72,14 @@ describe("the sandbox proxy", () => {
     const spare = net.createServer();
     closedPort = await listen(spare);
     await new Promise((resolve) => spare.close(resolve));
+    const late = net.createServer();
+    latePort = await listen(late);
+    await new Promise((resolve) => late.close(resolve));
     record = {
       apiVersion: API_VERSION,
       kind: "Sandbox",
       metadata: { name: "web", namespace: "default" },
-      spec: { image: "busybox", poolRef: "default", exposedPorts: [port, tcpPort, closedPort] },
+      spec: { image: "busybox", poolRef: "default", exposedPorts: [port, tcpPort, closedPort, latePort] },
       status: { phase: "Running", assignedPod: "agent-0", sandboxID: ID, accessTokenHash: hashAccessToken(TOKEN) },
     };
     proxy = await startSandboxProxy({
@@ -86,6 +90,8 @@ describe("the sandbox proxy", () => {
       },
       logger: pino({ level: "silent" }),
       metrics: new ProxyMetrics(registry),
+      // Short, so the refused port's cases answer soon.
+      portStartGraceMs: 300,
     });
     (record as { tcpPort?: number }).tcpPort = tcpPort;
   });
@@ -170,6 +176,45 @@ describe("the sandbox proxy", () => {
     const answer = await request({ host: `${closedPort}-${ID}.localhost`, headers: withToken });
     assert.equal(answer.status, 502);
     assert.match(JSON.parse(answer.body.toString()).message, new RegExp(`port ${closedPort} is not open`));
+  });
+
+  it("waits for a port whose server starts listening just after the first request (a sandbox still starting), body and all; 502 once it went away", async () => {
+    // Long enough for the server below to start within it, however slow the machine.
+    const patient = await startSandboxProxy({
+      sources: { lookup: () => Promise.resolve(record), agentAddress: () => "127.0.0.1", domain: "localhost" },
+      logger: pino({ level: "silent" }),
+      portStartGraceMs: 30_000,
+    });
+    const late = sandboxServer();
+    const post = (path: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const outgoing = http.request(
+          { host: "127.0.0.1", port: patient.port, path, method: "POST", headers: { host: `${latePort}-${ID}.localhost`, ...withToken }, agent: false },
+          (response) => {
+            let body = "";
+            response.on("data", (chunk: Buffer) => (body += chunk.toString()));
+            response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
+          },
+        );
+        outgoing.on("error", reject);
+        outgoing.end("a body of 20 bytes..");
+      });
+    try {
+      const answering = post("/late");
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await new Promise<void>((resolve) => late.listen(latePort, "127.0.0.1", resolve));
+      const answer = await answering;
+      assert.equal(answer.status, 200, answer.body);
+      assert.deepEqual(JSON.parse(answer.body), { method: "POST", url: "/late", body: 20 });
+      late.closeAllConnections();
+      await new Promise((resolve) => late.close(resolve));
+      const gone = await post("/");
+      assert.equal(gone.status, 502, "a port reached before that refuses is answered at once");
+    } finally {
+      late.closeAllConnections();
+      if (late.listening) await new Promise((resolve) => late.close(resolve));
+      await patient.close();
+    }
   });
 
   it("streams a request body and its echo chunk by chunk over HTTP/1.1: nothing waits for the whole body", async () => {

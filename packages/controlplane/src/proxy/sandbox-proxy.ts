@@ -36,6 +36,8 @@ export interface SandboxProxyOptions {
   agentToken?: string;
   /** How long a kept-alive connection to a sandbox may stay idle before the proxy closes it. @default DEFAULT_IDLE_CONNECTION_TIMEOUT_MS */
   idleConnectionTimeoutMs?: number;
+  /** How long the first connection to a port of a sandbox is tried again while the port refuses it (port-start-grace.ts). @default 3000 */
+  portStartGraceMs?: number;
 }
 
 export interface SandboxProxy {
@@ -94,7 +96,10 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
   // Keep-alive connections to sandbox ports, per address and port (and agent relay). A request may
   // stream or wait for as long as the sandbox and the caller like; an idle connection is closed by
   // the proxy after a few seconds (sandbox-dialer.ts: no TIME-WAIT left in the sandbox to block a pause).
-  const dialer = new SandboxDialer(options.agentToken, options.idleConnectionTimeoutMs);
+  const dialer = new SandboxDialer(options.agentToken, {
+    ...(options.idleConnectionTimeoutMs !== undefined ? { idleTimeoutMs: options.idleConnectionTimeoutMs } : {}),
+    ...(options.portStartGraceMs !== undefined ? { portStartGraceMs: options.portStartGraceMs } : {}),
+  });
   const rawConnections = new Set<Duplex>();
 
   const resolve = async (headers: Record<string, string | string[] | undefined>, line?: RequestLine): Promise<ProxyTarget | ProxyRefusal> => {

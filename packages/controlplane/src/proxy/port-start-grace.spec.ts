@@ -1,0 +1,97 @@
+import assert from "node:assert/strict";
+import net, { type AddressInfo } from "node:net";
+import { after, describe, it } from "node:test";
+import { PortStartGrace, isRefused } from "./port-start-grace.js";
+import { RelayRefusedError, type DialTarget } from "./relay-dial.js";
+
+/** A loopback port nothing listens on (bound, then closed). */
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Dials loopback for real, counting the tries. */
+function countingDial(): { dial: (target: DialTarget) => Promise<net.Socket>; tries: () => number } {
+  let tries = 0;
+  const dial = (target: DialTarget) =>
+    new Promise<net.Socket>((resolve, reject) => {
+      tries += 1;
+      const socket = net.connect({ host: target.host, port: target.port });
+      socket.once("connect", () => resolve(socket));
+      socket.once("error", reject);
+    });
+  return { dial, tries: () => tries };
+}
+
+describe("the grace a sandbox's port gets to start listening", () => {
+  const servers: net.Server[] = [];
+  after(() => servers.forEach((server) => server.close()));
+  const serve = (port: number) => {
+    const server = net.createServer((socket) => socket.destroy());
+    servers.push(server);
+    return new Promise<net.Server>((resolve) => server.listen(port, "127.0.0.1", () => resolve(server)));
+  };
+
+  it("waits for a port that starts listening after the first try, then never tries it again", async () => {
+    const port = await freePort();
+    const { dial, tries } = countingDial();
+    const grace = new PortStartGrace(dial, { graceMs: 10_000, intervalMs: 20 });
+    const target = { host: "127.0.0.1", port, sandboxId: "late" };
+    const connecting = grace.connect(target);
+    setTimeout(() => void serve(port), 150);
+    (await connecting).destroy();
+    assert.ok(tries() > 1, `refused at first, tried again (${tries()} tries)`);
+    const before = tries();
+    (await grace.connect(target)).destroy();
+    assert.equal(tries(), before + 1, "a port reached before is dialled once, as any connection");
+  });
+
+  it("gives up on a port that never opens after the grace, and a port reached before gets no grace once it refuses", async () => {
+    const never = await freePort();
+    const { dial, tries } = countingDial();
+    const grace = new PortStartGrace(dial, { graceMs: 200, intervalMs: 20 });
+    await assert.rejects(grace.connect({ host: "127.0.0.1", port: never, sandboxId: "never" }), (error: unknown) => isRefused(error));
+    assert.ok(tries() > 2, `tried again within the grace (${tries()} tries)`);
+
+    const port = await freePort();
+    const server = await serve(port);
+    const target = { host: "127.0.0.1", port, sandboxId: "went-away" };
+    (await grace.connect(target)).destroy();
+    await new Promise((resolve) => server.close(resolve));
+    const before = tries();
+    await assert.rejects(grace.connect(target), (error: unknown) => isRefused(error));
+    assert.equal(tries(), before + 1, "one try: the server went away, which is the answer");
+  });
+
+  it("remembers ports per instance: another sandbox id at the same address and port gets its own grace", async () => {
+    const port = await freePort();
+    const server = await serve(port);
+    const { dial, tries } = countingDial();
+    const grace = new PortStartGrace(dial, { graceMs: 200, intervalMs: 20 });
+    (await grace.connect({ host: "127.0.0.1", port, sandboxId: "first" })).destroy();
+    await new Promise((resolve) => server.close(resolve));
+    const before = tries();
+    await assert.rejects(grace.connect({ host: "127.0.0.1", port, sandboxId: "second" }), (error: unknown) => isRefused(error));
+    assert.ok(tries() - before > 1, "the new instance's port was tried again while it refused");
+  });
+
+  it("tries again only refusals: a relay's 502 for a refused port is one, its other answers are not", async () => {
+    assert.equal(isRefused(Object.assign(new Error("connect ECONNREFUSED 10.0.0.2:8080"), { code: "ECONNREFUSED" })), true);
+    assert.equal(
+      isRefused(new RelayRefusedError(502, "the agent relay answered 502: port 8080 of sandbox a/b is not open (connect ECONNREFUSED 10.0.0.2:8080)")),
+      true,
+    );
+    assert.equal(isRefused(new RelayRefusedError(404, "the agent relay answered 404: sandbox x is not at 10.0.0.2 on this agent")), false);
+    assert.equal(isRefused(Object.assign(new Error("connect EHOSTUNREACH"), { code: "EHOSTUNREACH" })), false);
+    let tries = 0;
+    const grace = new PortStartGrace(() => (tries++, Promise.reject(new RelayRefusedError(403, "not a sandbox of this agent"))), {
+      graceMs: 5000,
+      intervalMs: 10,
+    });
+    await assert.rejects(grace.connect({ host: "10.0.0.2", port: 1, relay: "agent:7071", sandboxId: "x" }), RelayRefusedError);
+    assert.equal(tries, 1);
+  });
+});

@@ -1,0 +1,76 @@
+/**
+ * A sandbox's own server may still be starting when the first request for its port arrives: a
+ * create answers once the sandbox's command runs (and, through the E2B-compatible API, once the
+ * in-sandbox daemon answers), not once the command listens — and E2B's SDKs call a port the moment
+ * create returns (the code interpreter's 49999, say). So the first connection the proxy makes to a
+ * port of a sandbox instance is tried again while the port refuses it, for `graceMs` at most, before
+ * the request is given the connection (so no byte of its body is spent on a refused one). Once
+ * the proxy has reached a port of an instance, a refusal there is the answer (a 502 at once): the
+ * server went away. A port that never opens costs its first caller `graceMs` before that 502.
+ * Ports are remembered per instance (a reset or recreated sandbox has a new id, and a new grace),
+ * the most recently reached `capacity` of them.
+ */
+import type net from "node:net";
+import { RelayRefusedError, type DialTarget } from "./relay-dial.js";
+
+export interface PortStartGraceOptions {
+  /** How long a port's first connection is tried again while the port refuses it. @default 3000 */
+  graceMs?: number;
+  /** Pause between tries. @default 25 */
+  intervalMs?: number;
+  /** Ports remembered as reached. @default 50000 */
+  capacity?: number;
+}
+
+/** The port refused the connection (nothing listens there yet), directly or at the agent's relay. */
+export function isRefused(error: unknown): boolean {
+  if ((error as NodeJS.ErrnoException | undefined)?.code === "ECONNREFUSED") return true;
+  return error instanceof RelayRefusedError && error.status === 502 && error.message.includes("ECONNREFUSED");
+}
+
+export class PortStartGrace {
+  private readonly graceMs: number;
+  private readonly intervalMs: number;
+  private readonly capacity: number;
+  /** `<sandbox id>:<port>` of the ports reached, oldest first. */
+  private readonly reached = new Map<string, true>();
+
+  constructor(
+    private readonly dial: (target: DialTarget) => Promise<net.Socket>,
+    options: PortStartGraceOptions = {},
+  ) {
+    this.graceMs = options.graceMs ?? 3000;
+    this.intervalMs = options.intervalMs ?? 25;
+    this.capacity = options.capacity ?? 50_000;
+  }
+
+  /**
+   * A connection to the target: the first one to a port of an instance is tried again while the
+   * port refuses, within the grace; any other failure (and a refusal past the grace, or at a port
+   * reached before) is thrown as it is.
+   */
+  async connect(target: DialTarget): Promise<net.Socket> {
+    const key = this.keyOf(target);
+    const deadline = Date.now() + this.graceMs;
+    for (;;) {
+      try {
+        const socket = await this.dial(target);
+        if (key) this.remember(key);
+        return socket;
+      } catch (error) {
+        if (!key || this.reached.has(key) || !isRefused(error) || Date.now() + this.intervalMs > deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, this.intervalMs));
+      }
+    }
+  }
+
+  private keyOf(target: DialTarget): string | undefined {
+    return target.sandboxId ? `${target.sandboxId}:${target.port}` : undefined;
+  }
+
+  private remember(key: string): void {
+    this.reached.delete(key);
+    this.reached.set(key, true);
+    if (this.reached.size > this.capacity) this.reached.delete(this.reached.keys().next().value as string);
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * A TCP connection to a sandbox's port through the relay of the agent that runs it (Kubernetes, an
+ * Isolated sandbox: its address is on a bridge inside its agent's network, reachable from nowhere
+ * else): an HTTP/1.1 `CONNECT <address>:<port>` to the agent's port with the agent token, after which
+ * the connection is the sandbox's (packages/agent/src/server/sandbox-relay.ts). The relay names the
+ * sandbox meant (`fsb-sandbox-id`) and refuses when the address is another's now.
+ */
+import http from "node:http";
+import net from "node:net";
+import { RELAY_SANDBOX_HEADER } from "@fast-sandbox/api";
+
+/**
+ * Where a connection goes: the address and port, and the agent relay (`host:port`) to dial through,
+ * if any, with the instance id of the sandbox meant at that address (the relay checks it).
+ */
+export interface DialTarget {
+  host: string;
+  port: number;
+  relay?: string;
+  sandboxId?: string;
+}
+
+export class RelayRefusedError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = "RelayRefusedError";
+  }
+}
+
+/** How long a relay's refusal body may take to arrive before the refusal is reported without it. */
+const REFUSAL_BODY_WAIT_MS = 2000;
+
+function splitEndpoint(endpoint: string): { host: string; port: number } {
+  const at = endpoint.lastIndexOf(":");
+  return { host: endpoint.slice(0, at).replace(/^\[|\]$/g, ""), port: Number(endpoint.slice(at + 1)) };
+}
+
+/** The message of a relay's JSON refusal (`{code, message}`), or the raw text. */
+function refusalMessage(status: number, body: string): string {
+  try {
+    const parsed = JSON.parse(body) as { message?: unknown };
+    if (typeof parsed.message === "string") return `the agent relay answered ${status}: ${parsed.message}`;
+  } catch {
+    // not JSON: reported as it is
+  }
+  return `the agent relay answered ${status}${body ? `: ${body.slice(0, 200)}` : ""}`;
+}
+
+/** A TCP connection to `host:port` through the agent relay at `relay`, ready to carry the sandbox's bytes. */
+export function dialThroughRelay(relay: string, token: string, host: string, port: number, sandboxId?: string): Promise<net.Socket> {
+  const agent = splitEndpoint(relay);
+  const authority = net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+  return new Promise((resolve, reject) => {
+    const request = http.request({
+      host: agent.host,
+      port: agent.port,
+      method: "CONNECT",
+      path: authority,
+      headers: { host: authority, authorization: `Bearer ${token}`, ...(sandboxId ? { [RELAY_SANDBOX_HEADER]: sandboxId } : {}) },
+      agent: false,
+    });
+    request.once("connect", (response: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+      const status = response.statusCode ?? 0;
+      if (status === 200) {
+        if (head.length > 0) socket.unshift(head);
+        resolve(socket);
+        return;
+      }
+      // A refusal: its JSON body follows on the socket, which the relay then closes.
+      const chunks: Buffer[] = [head];
+      const done = () => {
+        clearTimeout(timer);
+        socket.destroy();
+        reject(new RelayRefusedError(status, refusalMessage(status, Buffer.concat(chunks).toString())));
+      };
+      const timer = setTimeout(done, REFUSAL_BODY_WAIT_MS);
+      socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+      socket.once("end", done);
+      socket.once("error", done);
+    });
+    request.once("error", (error) => reject(new Error(`the agent relay at ${relay} cannot be reached: ${error.message}`)));
+    request.end();
+  });
+}
