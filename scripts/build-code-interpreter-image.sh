@@ -20,7 +20,8 @@
 #   python                env FSB_PYTHON,                 default /usr/bin/python3 (Debian's python3)
 # Needs root (ctr, chroot) and the Debian packages busybox-static, umoci, python3 and containerd.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+SELF="$(readlink -f "$0")"
+cd "$(dirname "$SELF")/.."
 source scripts/lib/oci-image.sh
 
 IMAGE="${1:-${FSB_CODE_INTERPRETER_IMAGE:-fast-sandbox.io/code-interpreter:latest}}"
@@ -48,7 +49,20 @@ oci_split_reference "$IMAGE"
 
 ctr_ns() { ctr --address "$ADDRESS" -n "$NAMESPACE" "$@"; }
 
-digest="$(cat "$python_bin" "$BUSYBOX" "$SERVER" "$0" | sha256sum | cut -c1-16)"
+# The shared libraries the interpreter and its extension modules link (ld.so included), and what
+# else of the host the image takes: their contents are part of the archive's key, so a security
+# update of one of them (libssl, libexpat…) makes a new image.
+shared_libraries() {
+  find "$python_bin" "$py_stdlib" "$py_dynload" \( -name '*.so*' -o -path "$python_bin" \) -not -name '_tkinter*' 2>/dev/null |
+    while read -r file; do ldd "$file" 2>/dev/null || true; done |
+    awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $2 ~ /^\(0x/ { print $1 }' | sort -u
+  # glibc loads libgcc_s at a thread's exit (pthread_exit), which no ldd lists.
+  ldconfig -p 2>/dev/null | awk '$1 == "libgcc_s.so.1" && $NF ~ /^\// { print $NF; exit }'
+}
+mapfile -t LIBRARIES < <(shared_libraries)
+[[ ${#LIBRARIES[@]} -gt 0 ]] || die "no shared library of $python_bin was found (ldd)"
+EXTRAS=(/etc/ssl/certs/ca-certificates.crt /usr/share/zoneinfo)
+digest="$( (cat "$python_bin" "$BUSYBOX" "$SERVER" "$SELF" scripts/lib/oci-image.sh "${LIBRARIES[@]}"; find "${EXTRAS[@]}" -type f 2>/dev/null | sort | xargs -r cat) | sha256sum | cut -c1-16)"
 ARCHIVE="$CACHE_DIR/code-interpreter-${digest}-${TAG}.oci.tar"
 # A changed server or python makes a new archive: an image of that name from an older one is replaced.
 if ctr_ns images ls -q | grep -Fxq "$IMAGE"; then
@@ -81,15 +95,25 @@ if [[ ! -s "$ARCHIVE" ]]; then
     cp -a "$py_dynload"/. "$rootfs$py_dynload"/
     rm -f "$rootfs$py_dynload"/_tkinter*
   fi
-  # The shared libraries the interpreter and its extension modules link (ld.so included), at their paths.
-  find "$rootfs/usr/bin/python$py_version" "$rootfs$py_stdlib" "$rootfs$py_dynload" -name '*.so*' -o -name "python$py_version" 2>/dev/null |
-    while read -r file; do ldd "$file" 2>/dev/null || true; done |
-    awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $2 ~ /^\(0x/ { print $1 }' | sort -u |
-    while read -r library; do
-      mkdir -p "$rootfs$(dirname "$library")"
-      cp -L "$library" "$rootfs$library"
-    done
+  # The shared libraries (see shared_libraries), at their paths; the CA certificates (https from
+  # the code) and the time zones (zoneinfo), when the host has them.
+  for library in "${LIBRARIES[@]}"; do
+    mkdir -p "$rootfs$(dirname "$library")"
+    cp -L "$library" "$rootfs$library"
+  done
   [[ -e "$rootfs/lib64/ld-linux-x86-64.so.2" || "$(uname -m)" != x86_64 ]] || die "the dynamic loader was not copied"
+  for extra in "${EXTRAS[@]}"; do
+    if [[ -e "$extra" ]]; then
+      mkdir -p "$rootfs$(dirname "$extra")"
+      cp -rL "$extra" "$rootfs$extra"
+    fi
+  done
+  # Where this python's OpenSSL looks for CA certificates by default (Debian: /usr/lib/ssl/cert.pem).
+  openssl_cafile="$("$python_bin" -S -c 'import ssl; print(ssl.get_default_verify_paths().openssl_cafile)')"
+  if [[ -e "$rootfs/etc/ssl/certs/ca-certificates.crt" && -n "$openssl_cafile" && ! -e "$rootfs$openssl_cafile" ]]; then
+    mkdir -p "$rootfs$(dirname "$openssl_cafile")"
+    ln -s /etc/ssl/certs/ca-certificates.crt "$rootfs$openssl_cafile"
+  fi
   # Debian's python reads its own site-packages only; the image has none.
   install -m 0644 "$SERVER" "$rootfs/opt/fast-sandbox/code_interpreter.py"
 

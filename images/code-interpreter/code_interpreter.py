@@ -67,12 +67,13 @@ import json  # noqa: E402
 import linecache  # noqa: E402
 import os  # noqa: E402
 import pwd  # noqa: E402
-import select  # noqa: E402
+import selectors  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
+import types  # noqa: E402
 import uuid  # noqa: E402
 
 LANGUAGES = ("python",)
@@ -90,14 +91,26 @@ def _now():
 class _Worker:
     """Runs executions read from `requests` and writes their events to `events` (JSON lines)."""
 
-    SYNC = b"\x00fsb-code-interpreter-sync\x00"
+    # A marker written to fds 1 and 2 after an execution: `SYNC<number>\x00`, a number per sync, so a
+    # marker that arrives late never releases a later sync.
+    SYNC = b"\x00fsb-code-interpreter-sync-"
 
     def __init__(self, requests_fd, events_fd):
+        # Not inherited by what the code starts: a child holding them would keep a dead worker's events open.
+        os.set_inheritable(requests_fd, False)
+        os.set_inheritable(events_fd, False)
         self.requests = os.fdopen(requests_fd, "rb", buffering=0)
         self.events = os.fdopen(events_fd, "wb", buffering=0)
         self.events_lock = threading.Lock()
-        self.namespace = {"__name__": "__main__", "__builtins__": __builtins__, "display": self.display}
-        self.synced = {1: threading.Event(), 2: threading.Event()}
+        # The code runs in a module registered as __main__ (as in IPython): pickle and multiprocessing
+        # find what a cell defines.
+        main = types.ModuleType("__main__")
+        main.__dict__["display"] = self.display
+        sys.modules["__main__"] = main
+        self.namespace = main.__dict__
+        self.sync_number = 0
+        self.synced = {1: threading.Condition(), 2: threading.Condition()}
+        self.seen = {1: 0, 2: 0}
         # fds 1 and 2 become pipes this process reads: print() and child processes alike are streamed.
         for fd, kind in ((1, "stdout"), (2, "stderr")):
             read_end, write_end = os.pipe()
@@ -125,13 +138,22 @@ class _Worker:
             pending += chunk
             while True:
                 at = pending.find(self.SYNC)
-                if at < 0:
+                end = pending.find(b"\x00", at + len(self.SYNC)) if at >= 0 else -1
+                if end < 0:
                     break
                 self.send_text(kind, pending[:at].decode("utf-8", errors="replace"))
-                pending = pending[at + len(self.SYNC):]
-                self.synced[number].set()
-            # What could be the start of a marker, or of a UTF-8 sequence, waits for the next read.
-            keep = next((size for size in range(min(len(self.SYNC) - 1, len(pending)), 0, -1) if self.SYNC.startswith(pending[-size:])), 0)
+                marker = pending[at + len(self.SYNC) : end]
+                pending = pending[end + 1 :]
+                with self.synced[number]:
+                    self.seen[number] = int(marker) if marker.isdigit() else self.seen[number]
+                    self.synced[number].notify_all()
+            # What could be the start of a marker (or a marker without its end), or of a UTF-8
+            # sequence, waits for the next read.
+            at = pending.find(self.SYNC)
+            if at >= 0:
+                keep = len(pending) - at
+            else:
+                keep = next((size for size in range(min(len(self.SYNC) - 1, len(pending)), 0, -1) if self.SYNC.startswith(pending[-size:])), 0)
             text, rest = _whole_utf8(pending[: len(pending) - keep])
             self.send_text(kind, text)
             pending = rest + pending[len(pending) - keep:]
@@ -141,14 +163,20 @@ class _Worker:
             self.emit({"type": kind, "text": text, "timestamp": _now()})
 
     def sync_output(self):
-        """Waits until everything the code wrote to fds 1 and 2 so far was emitted."""
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for fd, event in self.synced.items():
-            event.clear()
-            os.write(fd, self.SYNC)
-        for event in self.synced.values():
-            event.wait(5)
+        """Waits until everything the code wrote to fds 1 and 2 so far was emitted (the server reads
+        events as long as the execution lasts, so this ends)."""
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass  # the code closed or replaced it
+        self.sync_number += 1
+        marker = self.SYNC + str(self.sync_number).encode("ascii") + b"\x00"
+        for fd in self.synced:
+            os.write(fd, marker)
+        for fd, condition in self.synced.items():
+            with condition:
+                condition.wait_for(lambda fd=fd: self.seen[fd] >= self.sync_number)
 
     def display(self, value, is_main_result=False):
         """Shows `value` as a result of the execution (as IPython's display())."""
@@ -159,31 +187,39 @@ class _Worker:
         for line in self.requests:
             request = json.loads(line)
             count += 1
-            previous = dict(os.environ)
-            os.environ.update({str(k): str(v) for k, v in (request.get("env_vars") or {}).items()})
-            # The server's SIGINT interrupts an execution (KeyboardInterrupt); between executions it is ignored.
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            try:
-                value = self.execute(request.get("code", ""), "<cell %d>" % count)
-                self.sync_output()
-                if value is not None:
+            # A run's env_vars apply to that run: afterwards those names get their values back (or go);
+            # what the code itself sets in os.environ stays, as in a notebook.
+            env_vars = {str(k): str(v) for k, v in (request.get("env_vars") or {}).items()}
+            before = {name: os.environ.get(name) for name in env_vars}
+            os.environ.update(env_vars)
+            value, error = self.interruptible(request.get("code", ""), "<cell %d>" % count)
+            self.sync_output()
+            if error is None and value is not None:
+                try:
                     self.display(value, is_main_result=True)
-            except BaseException as error:  # noqa: BLE001 - the code's errors, KeyboardInterrupt and SystemExit included, are the execution's
-                self.sync_output()
-                self.emit(
-                    {
-                        "type": "error",
-                        "name": type(error).__name__,
-                        "value": str(error),
-                        "traceback": "".join(_user_traceback(error)),
-                    }
-                )
-            finally:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                os.environ.clear()
-                os.environ.update(previous)
+                except Exception as failure:  # noqa: BLE001 - a result that cannot be shown is the execution's error
+                    error = failure
+            if error is not None:
+                self.emit({"type": "error", "name": type(error).__name__, "value": str(error), "traceback": "".join(_user_traceback(error))})
+            for name, old in before.items():
+                if os.environ.get(name) != env_vars[name]:
+                    continue  # the code changed it: its value stays
+                if old is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = old
             self.emit({"type": "number_of_executions", "execution_count": count})
             self.emit({"type": "done"})
+
+    def interruptible(self, code, filename):
+        """Runs the code with the server's SIGINT as KeyboardInterrupt, and only the code: (value, error)."""
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return self.execute(code, filename), None
+        except BaseException as error:  # noqa: BLE001 - the code's errors, KeyboardInterrupt and SystemExit included, are the execution's
+            return None, error
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def execute(self, code, filename):
         # The source is kept under the cell's name so tracebacks (now and later) show its lines.
@@ -266,6 +302,7 @@ class Context:
         self.language = language
         self.cwd = cwd
         self.lock = threading.Lock()
+        self.removed = False
         self.process = None
         self.requests = None
         self.events = None
@@ -291,6 +328,10 @@ class Context:
                 stdin=subprocess.DEVNULL,
                 **identity,
             )
+        except OSError as error:
+            os.close(requests_write)
+            os.close(events_read)
+            raise ContextGone("the context's interpreter cannot start in %s: %s" % (self.cwd, error.strerror or error)) from error
         finally:
             os.close(requests_read)
             os.close(events_write)
@@ -298,6 +339,7 @@ class Context:
         self.events = events_read
 
     def stop(self):
+        """Stops the interpreter and closes its pipes; the caller holds the lock."""
         if self.process is not None:
             self.process.kill()
             self.process.wait()
@@ -305,50 +347,76 @@ class Context:
             os.close(self.events)
             self.process = None
 
+    def restart(self, remove=False):
+        """Stops the interpreter at once, a running execution included (it ends with an error), and
+        with `remove` for good: an execution that waited for the context finds it removed."""
+        if remove:
+            self.removed = True
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.kill()
+        with self.lock:
+            self.stop()
+
     def execute(self, code, env_vars, send, client):
         """Runs `code`, passing each event to `send`. A client that goes away (`send` fails, or its
         socket `client` reaches its end) interrupts the execution (SIGINT); code that does not stop
         within INTERRUPT_GRACE_S loses its interpreter (the next execution starts a new one)."""
         with self.lock:
+            if self.removed:
+                raise ContextGone("context %s was removed" % self.id)
             if self.process is None or self.process.poll() is not None:
                 self.stop()
                 self.start()
-            self.requests.write((json.dumps({"code": code, "env_vars": env_vars}) + "\n").encode("utf-8"))
-            pending = b""
-            interrupted_at = None
-            watched = [self.events, client]
-            while True:
-                while b"\n" in pending:
-                    line, pending = pending.split(b"\n", 1)
-                    event = json.loads(line)
-                    if event["type"] == "done":
-                        return
-                    if not send(event) and interrupted_at is None:
-                        interrupted_at = self.interrupt()
-                timeout = None if interrupted_at is None else max(0.0, interrupted_at + INTERRUPT_GRACE_S - time.monotonic())
-                readable, _, _ = select.select([fd for fd in watched if fd is not None], [], [], timeout)
-                if not readable:
-                    status = self.process.returncode
-                    self.stop()
-                    raise ContextGone("the interrupted code did not stop within %ss: its interpreter was stopped (%s)" % (INTERRUPT_GRACE_S, status))
-                if client is not None and client in readable:
-                    # The request was read whole: anything readable now is the client's end (or a
-                    # pipelined request, which waits in the socket's buffer either way).
+            try:
+                self.requests.write((json.dumps({"code": code, "env_vars": env_vars}) + "\n").encode("utf-8"))
+            except OSError as error:
+                self.stop()
+                raise ContextGone("the context's interpreter exited; a new one starts at the next execution") from error
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.events, selectors.EVENT_READ, "events")
+                if client is not None:
+                    selector.register(client, selectors.EVENT_READ, "client")
+                self.pump(selector, client, send)
+
+    def pump(self, selector, client, send):
+        pending = b""
+        interrupted_at = None
+        while True:
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                event = json.loads(line)
+                if event["type"] == "done":
+                    return
+                if not send(event) and interrupted_at is None:
+                    interrupted_at = self.interrupt()
+            if interrupted_at is not None and time.monotonic() > interrupted_at + INTERRUPT_GRACE_S:
+                self.stop()
+                raise ContextGone("the interrupted code did not stop within %ss: its interpreter was stopped" % INTERRUPT_GRACE_S)
+            ready = selector.select(timeout=1.0)
+            if not ready and self.process.poll() is not None:
+                # Dead, though something it started may hold its events open.
+                status = self.process.returncode
+                self.stop()
+                raise ContextGone("the context's interpreter exited (status %s); a new one starts at the next execution" % status)
+            for key, _ in ready:
+                if key.data == "client":
+                    # The request was read whole: what is readable now is the client's end, or a
+                    # pipelined request, which waits in the socket's buffer (no longer watched).
                     try:
                         gone = client.recv(1, socket.MSG_PEEK) == b""
                     except OSError:
                         gone = True
-                    if gone:
-                        watched[1] = None
-                        if interrupted_at is None:
-                            interrupted_at = self.interrupt()
-                if self.events in readable:
-                    chunk = os.read(self.events, 65536)
-                    if not chunk:
-                        status = self.process.wait()
-                        self.stop()
-                        raise ContextGone("the context's interpreter exited (status %s); a new one starts at the next execution" % status)
-                    pending += chunk
+                    selector.unregister(client)
+                    if gone and interrupted_at is None:
+                        interrupted_at = self.interrupt()
+                    continue
+                chunk = os.read(self.events, 65536)
+                if not chunk:
+                    status = self.process.wait()
+                    self.stop()
+                    raise ContextGone("the context's interpreter exited (status %s); a new one starts at the next execution" % status)
+                pending += chunk
 
     def interrupt(self):
         self.process.send_signal(signal.SIGINT)
@@ -388,8 +456,7 @@ class Contexts:
                 if known is context:
                     del self.defaults[language]
         if context is not None:
-            with context.lock:
-                context.stop()
+            context.restart(remove=True)
         return context
 
     def all(self):
@@ -415,6 +482,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def answer(self, status, body=None):
         data = b"" if body is None else json.dumps(body).encode("utf-8")
         self.send_response(status)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         if body is not None:
             self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -422,6 +491,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def refuse(self, status, message):
+        # A request refused before its body was read leaves the connection out of step: closed after.
+        self.close_connection = True
         self.answer(status, {"code": status, "message": message})
 
     def body(self):
@@ -471,8 +542,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             context = self.contexts.get(parts[1])
             if context is None:
                 return self.refuse(404, "context %s not found" % parts[1])
-            with context.lock:
-                context.stop()
+            context.restart()
             return self.answer(204)
         return self.refuse(404, "no route %s %s" % (self.command, path))
 
@@ -515,6 +585,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             send({"type": "end_of_execution"})
         except ContextGone as error:
             send({"type": "error", "name": "ContextRestarting", "value": str(error), "traceback": ""})
+            send({"type": "unexpected_end_of_execution"})
+        except Exception as error:  # noqa: BLE001 - whatever went wrong, the stream ends with it said
+            send({"type": "error", "name": type(error).__name__, "value": "the code interpreter failed: %s" % error, "traceback": ""})
             send({"type": "unexpected_end_of_execution"})
         if alive[0]:
             try:

@@ -174,6 +174,10 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   // Derives the access tokens of sandboxes the E2B-compatible API creates (its presigned file URLs are signed with them).
   const e2bTokenSecret = loadOrCreateTokenSecret(join(options.dataDir, TOKEN_SECRET_FILE));
   let sandboxProxy: SandboxProxy;
+  const signers = new SigningSandboxes(
+    () => directory.list(),
+    () => e2bTokenSecret,
+  );
   const poolModes: { of?: Pick<SandboxManager, "networkModeOf"> } = {};
   try {
     sandboxProxy = await startSandboxProxy({
@@ -182,14 +186,9 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
         // Shared network: the sandbox listens on its agent's address (this host).
         agentAddress: (agentName) => registry.getAgent(agentName)?.hostIP,
         domain: configuredProxy?.domain ?? "localhost",
-        signedFiles: new SignedFileLookup({
-          signers: new SigningSandboxes(
-            () => directory.list(),
-            () => e2bTokenSecret,
-          ),
-          lookup: (sandboxId) => directory.lookup(sandboxId),
-        }),
+        signedFiles: new SignedFileLookup({ signers, lookup: (sandboxId) => directory.lookup(sandboxId) }),
         exposesEveryPort: createdThroughE2b,
+        trafficTokenOf: (sandbox) => signers.trafficTokenOf(sandbox),
         // The manager's pool cache, once there is one (the proxy starts first): a Bound Shared sandbox is served.
         networkModeOf: (sandbox) => poolModes.of?.networkModeOf(sandbox),
       },

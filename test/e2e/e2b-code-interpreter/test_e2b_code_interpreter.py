@@ -6,6 +6,7 @@ values), and `Sandbox.create()` asks for the SDK's default template, `code-inter
 of that name running Fast Sandbox's code-interpreter image. Nothing is patched.
 """
 
+import threading
 import time
 
 import pytest
@@ -66,6 +67,14 @@ def test_envs_of_a_run_apply_to_that_run_only_and_the_sandbox_s_to_every_run(san
     assert sandbox.run_code("import os\nos.environ['PER_RUN']", envs={"PER_RUN": "just-this-once"}).text == "'just-this-once'"
     assert sandbox.run_code("os.environ.get('PER_RUN')").text is None
     assert sandbox.run_code("os.environ['FROM_CREATE']").text == "'set-at-create'"
+    # What the code sets in os.environ stays, as in a notebook.
+    sandbox.run_code("os.environ['SET_BY_CODE'] = 'kept'")
+    assert sandbox.run_code("os.environ.get('SET_BY_CODE')").text == "'kept'"
+
+
+def test_what_a_cell_defines_pickles_and_the_image_has_ca_certificates(sandbox):
+    assert sandbox.run_code("import pickle\nclass Point:\n    x = 1\npickle.loads(pickle.dumps(Point())).x").text == "1"
+    assert sandbox.run_code("import ssl\nssl.create_default_context().cert_store_stats()['x509_ca'] > 0").text == "True"
 
 
 def test_rich_results_and_display(sandbox):
@@ -95,6 +104,25 @@ def test_contexts_are_separate_interpreters(sandbox):
     assert context.id in [known.id for known in sandbox.list_code_contexts()]
     sandbox.remove_code_context(context)
     assert context.id not in [known.id for known in sandbox.list_code_contexts()]
+
+
+def test_restarting_a_context_stops_its_running_code_at_once_and_clears_its_state(sandbox):
+    context = sandbox.create_code_context()
+    sandbox.run_code("state = 'before the restart'", context=context)
+    outcome = {}
+
+    def long_run():
+        outcome["execution"] = sandbox.run_code("import time\ntime.sleep(60)", context=context)
+
+    runner = threading.Thread(target=long_run)
+    runner.start()
+    time.sleep(1)
+    sandbox.restart_code_context(context)
+    runner.join(30)
+    assert not runner.is_alive(), "the running code was stopped by the restart"
+    assert outcome["execution"].error is not None
+    assert sandbox.run_code("state", context=context).error.name == "NameError"
+    sandbox.remove_code_context(context)
 
 
 def test_a_run_past_its_timeout_is_interrupted_and_the_context_keeps_its_state(sandbox):

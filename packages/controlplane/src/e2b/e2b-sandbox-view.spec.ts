@@ -59,14 +59,14 @@ function sandbox(
 
 describe("a sandbox as E2B's API shows it", () => {
   it("create and connect: E2B's Sandbox with every field its SDKs require, the access token, and domain null", () => {
-    assert.deepEqual(e2bSandboxOf(sandbox(), "0.4.0", "token"), {
+    assert.deepEqual(e2bSandboxOf(sandbox(), "0.4.0", "token", "traffic"), {
       templateID: "base",
       sandboxID: "k3x9q0m2zt7c1w8r5bn4",
       alias: "base",
       clientID: CLIENT_ID,
       envdVersion: "0.4.0",
       envdAccessToken: "token",
-      trafficAccessToken: "token",
+      trafficAccessToken: "traffic",
       domain: null,
     });
     assert.equal(CLIENT_ID, "6532622b");

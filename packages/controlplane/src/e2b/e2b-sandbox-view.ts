@@ -31,9 +31,9 @@ export interface E2bSandbox {
   envdVersion: string;
   envdAccessToken: string;
   /**
-   * The same token: every port of a sandbox is behind it (E2B sets this when a sandbox's public
-   * traffic is restricted, which here it always is), and E2B's code-interpreter SDKs send it, in
-   * `E2B-Traffic-Access-Token`, on the calls that carry no envd token.
+   * The token of the sandbox's own ports, not its daemon's (envd-access-token.ts): every port is
+   * behind a token here (E2B sets this when a sandbox's public traffic is restricted), and E2B's
+   * code-interpreter SDKs send it, in `E2B-Traffic-Access-Token`, on the calls that carry no envd token.
    */
   trafficAccessToken: string;
   domain: null;
@@ -125,7 +125,7 @@ export function resourcesOf(pool: SandboxPool | undefined, host: HostResources):
   return { cpuCount: Math.max(1, cpuCount), memoryMB: Math.max(128, memoryMB), diskSizeMB: host.diskSizeMB };
 }
 
-export function e2bSandboxOf(sandbox: Sandbox, envdVersion: string, accessToken: string): E2bSandbox {
+export function e2bSandboxOf(sandbox: Sandbox, envdVersion: string, accessToken: string, trafficAccessToken: string): E2bSandbox {
   const templateID = templateOf(sandbox);
   return {
     templateID,
@@ -134,7 +134,7 @@ export function e2bSandboxOf(sandbox: Sandbox, envdVersion: string, accessToken:
     clientID: CLIENT_ID,
     envdVersion,
     envdAccessToken: accessToken,
-    trafficAccessToken: accessToken,
+    trafficAccessToken,
     // Null: E2B's SDKs then reach the sandbox through E2B_SANDBOX_URL (the sandbox proxy).
     domain: null,
   };

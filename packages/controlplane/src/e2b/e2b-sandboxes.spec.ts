@@ -9,6 +9,7 @@ import { parseListQuery, parseNewSandbox } from "./e2b-requests.js";
 import { METADATA_ANNOTATION, TEMPLATE_ANNOTATION } from "./e2b-sandbox-view.js";
 import { DEFAULT_IMAGE, E2bFixture, HOST } from "./e2b.fixture.js";
 import { readEnvdVersion } from "./envd-version.js";
+import { SigningSandboxes } from "./signing-sandboxes.js";
 
 const seconds = (count: number) => new Date(FIXTURE_NOW.getTime() + count * 1000).toISOString();
 const create = (body: Record<string, unknown>) => parseNewSandbox({ templateID: "base", timeout: 300, ...body });
@@ -52,11 +53,21 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
         clientID: "6532622b",
         envdVersion: readEnvdVersion(),
         envdAccessToken: created.envdAccessToken,
-        trafficAccessToken: created.envdAccessToken,
+        trafficAccessToken: created.trafficAccessToken,
         domain: null,
       });
       const stored = await e2b.storedById(created.sandboxID);
       assert.equal(stored?.status?.accessTokenHash, hashAccessToken(created.envdAccessToken));
+      // A token of its own for the sandbox's ports (not the daemon's): what the proxy derives from the record.
+      assert.match(created.trafficAccessToken, /^[A-Za-z0-9_-]{43}$/);
+      assert.notEqual(created.trafficAccessToken, created.envdAccessToken);
+      assert.equal(
+        new SigningSandboxes(
+          () => [],
+          () => e2b.tokenSecret,
+        ).trafficTokenOf(stored),
+        created.trafficAccessToken,
+      );
       assert.ok(!JSON.stringify(stored).includes(created.envdAccessToken), "the record keeps only the token's hash");
     });
 

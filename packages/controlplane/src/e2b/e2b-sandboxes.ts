@@ -58,7 +58,7 @@ import {
   type E2bSandbox,
   type E2bSandboxDetail,
 } from "./e2b-sandbox-view.js";
-import { envdAccessToken, newTokenNonce } from "./envd-access-token.js";
+import { e2bTrafficAccessToken, envdAccessToken, newTokenNonce } from "./envd-access-token.js";
 import type { EnvdReadiness } from "./envd-readiness.js";
 import { readEnvdVersion } from "./envd-version.js";
 import type { HostResources } from "./host-resources.js";
@@ -177,7 +177,7 @@ export class E2bSandboxes {
       accessTokenHash: hashAccessToken(accessToken),
     });
     await this.untilDaemonAnswers(sandbox, signal);
-    return e2bSandboxOf(sandbox, this.envdVersion, accessToken);
+    return this.viewOf(sandbox, accessToken);
   }
 
   /** The running and paused sandboxes that match the query, one page of them. */
@@ -226,7 +226,7 @@ export class E2bSandboxes {
     // next read then finds the sandbox paused, and this connect resumes it.
     const sandbox = await this.changeEnd(sandboxID, (endMs) => Math.max(endMs, this.clock.now().getTime() + timeoutSeconds * 1000), "resume");
     if (isPaused(sandbox)) return this.resumePaused(sandbox, timeoutSeconds, signal);
-    return { sandbox: e2bSandboxOf(sandbox, this.envdVersion, this.requireAccessToken(sandbox)), resumed: false };
+    return { sandbox: this.viewOf(sandbox, this.requireAccessToken(sandbox)), resumed: false };
   }
 
   /** E2B's legacy resume: a paused sandbox runs again, ending `timeoutSeconds` from now; ConflictError for one that runs. */
@@ -318,7 +318,7 @@ export class E2bSandboxes {
       accessTokenHash: hashAccessToken(accessToken),
     });
     await this.untilDaemonAnswers(copy, signal);
-    return e2bSandboxOf(copy, this.envdVersion, accessToken);
+    return this.viewOf(copy, accessToken);
   }
 
   /**
@@ -344,7 +344,7 @@ export class E2bSandboxes {
       if ((routed?.status?.phase === "Running" && routed.status.sandboxIP === address) || this.clock.now().getTime() >= deadline) break;
       await sleep(this.clock, 20);
     }
-    return { sandbox: e2bSandboxOf(sandbox, this.envdVersion, accessToken), resumed: outcome.resumed };
+    return { sandbox: this.viewOf(sandbox, accessToken), resumed: outcome.resumed };
   }
 
   /** Waits for a new sandbox's daemon; a sandbox whose daemon does not answer is deleted before the error is thrown. */
@@ -429,6 +429,16 @@ export class E2bSandboxes {
     });
     if (!current || current.status?.sandboxID !== sandboxID || !isVisible(current)) throw notFound(sandboxID);
     return current;
+  }
+
+  /** E2B's view of a sandbox this API made, with its access token. */
+  private viewOf(sandbox: Sandbox, accessToken: string): E2bSandbox {
+    return e2bSandboxOf(sandbox, this.envdVersion, accessToken, this.trafficTokenOf(sandbox, accessToken));
+  }
+
+  /** The sandbox's traffic token (envd-access-token.ts), for its access token. */
+  private trafficTokenOf(sandbox: Sandbox, accessToken: string): string {
+    return e2bTrafficAccessToken(this.options.tokenSecret, sandbox.metadata.annotations?.[TOKEN_NONCE_ANNOTATION] ?? "", hashAccessToken(accessToken));
   }
 
   /** The sandbox's access token, derived again; undefined when another one replaced it. */

@@ -18,6 +18,8 @@ export const HOST: HostResources = { cpuCount: 8, memoryMB: 16_000, diskSizeMB: 
 export const DEFAULT_IMAGE = "fast-sandbox.io/base:latest";
 
 export class E2bFixture {
+  /** The control plane's secret the E2B sandboxes' tokens derive from. */
+  readonly tokenSecret = Buffer.alloc(32, 7);
   readonly fixture = new SandboxManagerFixture({ pool: poolOf("default", { maxSandboxesPerPod: 16, image: DEFAULT_IMAGE }) });
   readonly agent: FakeAgentClient;
   /** The sandboxes whose daemon was waited for, in order. */
@@ -45,7 +47,7 @@ export class E2bFixture {
         this.envdWaits.push(sandbox);
         if (this.envdFailure) throw this.envdFailure;
       },
-      tokenSecret: Buffer.alloc(32, 7),
+      tokenSecret: this.tokenSecret,
       host: HOST,
       logger,
       clock,

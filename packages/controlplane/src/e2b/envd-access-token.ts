@@ -32,6 +32,17 @@ export function newTokenNonce(): string {
   return randomBytes(16).toString("base64url");
 }
 
+/**
+ * E2B's `trafficAccessToken` of the sandbox: what reaches its own ports through the sandbox proxy
+ * (`E2B-Traffic-Access-Token`), never its daemon's (49983: commands, files), so that it can be handed
+ * to the clients of a service the sandbox runs, as E2B's documentation has users do. Derived from the
+ * nonce and the hash of the sandbox's current access token, so the proxy derives it from the record
+ * alone, and a new access token (`fsb token NAME`) makes a new one.
+ */
+export function e2bTrafficAccessToken(secret: Buffer, nonce: string, accessTokenHash: string): string {
+  return createHmac("sha256", secret).update(`fast-sandbox e2b traffic access token\0${nonce}\0${accessTokenHash}`, "utf8").digest("base64url");
+}
+
 /** The token of the sandbox whose nonce is `nonce`: 43 base64url characters, like the fast path's tokens. */
 export function envdAccessToken(secret: Buffer, nonce: string): string {
   return createHmac("sha256", secret).update(`fast-sandbox e2b envd access token\0${nonce}`, "utf8").digest("base64url");

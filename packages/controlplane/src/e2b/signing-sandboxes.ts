@@ -7,12 +7,13 @@
  * or the secret changes.
  */
 import type { Sandbox } from "@fast-sandbox/api";
-import { envdAccessToken } from "./envd-access-token.js";
+import { e2bTrafficAccessToken, envdAccessToken } from "./envd-access-token.js";
 import { TOKEN_NONCE_ANNOTATION } from "./e2b-sandbox-view.js";
 
 export class SigningSandboxes {
   /** Keyed by the record itself: an informer replaces a record on change, and a dropped one goes with its entry. */
   private readonly derived = new WeakMap<Sandbox, { nonce: string; secret: Buffer; token: string }>();
+  private readonly traffic = new WeakMap<Sandbox, { nonce: string; secret: Buffer; hash: string; token: string }>();
 
   /**
    * @param sandboxes every sandbox the proxy may route to (an informer's cache)
@@ -40,6 +41,19 @@ export class SigningSandboxes {
     if (known?.nonce === nonce && known.secret === secret) return known.token;
     const token = envdAccessToken(secret, nonce);
     this.derived.set(sandbox, { nonce, secret, token });
+    return token;
+  }
+
+  /** The sandbox's traffic token (e2bTrafficAccessToken), derived once per record, nonce, token hash and secret. */
+  trafficTokenOf(sandbox: Sandbox): string | undefined {
+    const nonce = sandbox.metadata.annotations?.[TOKEN_NONCE_ANNOTATION];
+    const hash = sandbox.status?.accessTokenHash;
+    const secret = this.secret();
+    if (!nonce || !hash || !secret) return undefined;
+    const known = this.traffic.get(sandbox);
+    if (known?.nonce === nonce && known.hash === hash && known.secret === secret) return known.token;
+    const token = e2bTrafficAccessToken(secret, nonce, hash);
+    this.traffic.set(sandbox, { nonce, secret, hash, token });
     return token;
   }
 }

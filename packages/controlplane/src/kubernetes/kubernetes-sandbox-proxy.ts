@@ -71,6 +71,10 @@ export async function startKubernetesSandboxProxy(options: {
   await agents.start();
   await directory.start();
   const endpointOf = (agentName: string) => agents.listAgents().find((agent) => agent.name === agentName)?.endpoint;
+  const signers = new SigningSandboxes(
+    () => directory.list(),
+    () => tokenSecret,
+  );
   const proxy = await startSandboxProxy({
     sources: {
       lookup: (sandboxId) => directory.lookup(sandboxId),
@@ -80,13 +84,8 @@ export async function startKubernetesSandboxProxy(options: {
       agentRelay: endpointOf,
       domain: config.proxyAddress.domain,
       exposesEveryPort: createdThroughE2b,
-      signedFiles: new SignedFileLookup({
-        signers: new SigningSandboxes(
-          () => directory.list(),
-          () => tokenSecret,
-        ),
-        lookup: (sandboxId) => directory.lookup(sandboxId),
-      }),
+      trafficTokenOf: (sandbox) => signers.trafficTokenOf(sandbox),
+      signedFiles: new SignedFileLookup({ signers, lookup: (sandboxId) => directory.lookup(sandboxId) }),
     },
     agentToken: config.agentToken,
     host: config.host,

@@ -17,6 +17,13 @@ export function hashAccessToken(token: string): string {
   return `${HASH_PREFIX}${createHash("sha256").update(token, "utf8").digest("hex")}`;
 }
 
+/** Whether two tokens are the same, in constant time; false when either is missing. */
+export function tokensEqual(given: string | undefined, expected: string | undefined): boolean {
+  if (!given || !expected) return false;
+  const digest = (token: string) => createHash("sha256").update(token, "utf8").digest();
+  return timingSafeEqual(digest(given), digest(expected));
+}
+
 /** Whether `token` is the one whose hash is `hash`, in constant time; false when either is missing. */
 export function accessTokenMatches(token: string | undefined, hash: string | undefined): boolean {
   if (!token || !hash?.startsWith(HASH_PREFIX)) return false;

@@ -32,7 +32,7 @@ describe("the grace a sandbox's port gets to start listening", () => {
   const serve = (port: number) => {
     const server = net.createServer((socket) => socket.destroy());
     servers.push(server);
-    return new Promise<net.Server>((resolve) => server.listen(port, "127.0.0.1", () => resolve(server)));
+    return new Promise<net.Server>((resolve, reject) => server.once("error", reject).listen(port, "127.0.0.1", () => resolve(server)));
   };
 
   it("waits for a port that starts listening after the first try, then never tries it again", async () => {
@@ -41,7 +41,8 @@ describe("the grace a sandbox's port gets to start listening", () => {
     const grace = new PortStartGrace(dial, { graceMs: 10_000, intervalMs: 20 });
     const target = { host: "127.0.0.1", port, sandboxId: "late" };
     const connecting = grace.connect(target);
-    setTimeout(() => void serve(port), 150);
+    const serving = new Promise<void>((resolve, reject) => setTimeout(() => void serve(port).then(() => resolve(), reject), 150));
+    await serving;
     (await connecting).destroy();
     assert.ok(tries() > 1, `refused at first, tried again (${tries()} tries)`);
     const before = tries();
@@ -55,6 +56,10 @@ describe("the grace a sandbox's port gets to start listening", () => {
     const grace = new PortStartGrace(dial, { graceMs: 200, intervalMs: 20 });
     await assert.rejects(grace.connect({ host: "127.0.0.1", port: never, sandboxId: "never" }), (error: unknown) => isRefused(error));
     assert.ok(tries() > 2, `tried again within the grace (${tries()} tries)`);
+    // Refused through a whole grace: the next callers get their answer at once for a while.
+    const afterGrace = tries();
+    await assert.rejects(grace.connect({ host: "127.0.0.1", port: never, sandboxId: "never" }), (error: unknown) => isRefused(error));
+    assert.equal(tries(), afterGrace + 1, "no grace again right after one ran out");
 
     const port = await freePort();
     const server = await serve(port);

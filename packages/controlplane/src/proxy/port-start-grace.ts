@@ -6,9 +6,11 @@
  * port of a sandbox instance is tried again while the port refuses it, for `graceMs` at most, before
  * the request is given the connection (so no byte of its body is spent on a refused one). Once
  * the proxy has reached a port of an instance, a refusal there is the answer (a 502 at once): the
- * server went away. A port that never opens costs its first caller `graceMs` before that 502.
- * Ports are remembered per instance (a reset or recreated sandbox has a new id, and a new grace),
- * the most recently reached `capacity` of them.
+ * server went away. A port that never opens costs its first caller `graceMs` before that 502, and
+ * gets no grace for `refusedForMs` after (a client polling a port whose server takes long to start
+ * gets quick answers, and the sandbox, or its agent's relay, no storm of dials). Tries back off from
+ * `intervalMs` to 10 times that. Ports are remembered per instance (a reset or recreated sandbox has
+ * a new id, and a new grace), the most recent `capacity` of each kind.
  */
 import type net from "node:net";
 import { RelayRefusedError, type DialTarget } from "./relay-dial.js";
@@ -16,9 +18,11 @@ import { RelayRefusedError, type DialTarget } from "./relay-dial.js";
 export interface PortStartGraceOptions {
   /** How long a port's first connection is tried again while the port refuses it. @default 3000 */
   graceMs?: number;
-  /** Pause between tries. @default 25 */
+  /** First pause between tries, doubling up to 10 times this. @default 25 */
   intervalMs?: number;
-  /** Ports remembered as reached. @default 50000 */
+  /** How long a port that refused through a whole grace gets no grace. @default 30000 */
+  refusedForMs?: number;
+  /** Ports remembered, reached and refused each. @default 50000 */
   capacity?: number;
 }
 
@@ -31,9 +35,12 @@ export function isRefused(error: unknown): boolean {
 export class PortStartGrace {
   private readonly graceMs: number;
   private readonly intervalMs: number;
+  private readonly refusedForMs: number;
   private readonly capacity: number;
   /** `<sandbox id>:<port>` of the ports reached, oldest first. */
   private readonly reached = new Map<string, true>();
+  /** `<sandbox id>:<port>` of the ports that refused through a whole grace → until when they get none. */
+  private readonly refused = new Map<string, number>();
 
   constructor(
     private readonly dial: (target: DialTarget) => Promise<net.Socket>,
@@ -41,6 +48,7 @@ export class PortStartGrace {
   ) {
     this.graceMs = options.graceMs ?? 3000;
     this.intervalMs = options.intervalMs ?? 25;
+    this.refusedForMs = options.refusedForMs ?? 30_000;
     this.capacity = options.capacity ?? 50_000;
   }
 
@@ -51,15 +59,25 @@ export class PortStartGrace {
    */
   async connect(target: DialTarget): Promise<net.Socket> {
     const key = this.keyOf(target);
+    const graceless = !key || this.reached.has(key) || (this.refused.get(key) ?? 0) > Date.now();
     const deadline = Date.now() + this.graceMs;
+    let pause = this.intervalMs;
     for (;;) {
       try {
         const socket = await this.dial(target);
-        if (key) this.remember(key);
+        if (key) {
+          this.refused.delete(key);
+          remember(this.reached, key, true, this.capacity);
+        }
         return socket;
       } catch (error) {
-        if (!key || this.reached.has(key) || !isRefused(error) || Date.now() + this.intervalMs > deadline) throw error;
-        await new Promise((resolve) => setTimeout(resolve, this.intervalMs));
+        if (graceless || !key || !isRefused(error)) throw error;
+        if (Date.now() + pause > deadline) {
+          remember(this.refused, key, Date.now() + this.refusedForMs, this.capacity);
+          throw error;
+        }
+        await new Promise((resolve) => setTimeout(resolve, pause));
+        pause = Math.min(pause * 2, this.intervalMs * 10);
       }
     }
   }
@@ -67,10 +85,11 @@ export class PortStartGrace {
   private keyOf(target: DialTarget): string | undefined {
     return target.sandboxId ? `${target.sandboxId}:${target.port}` : undefined;
   }
+}
 
-  private remember(key: string): void {
-    this.reached.delete(key);
-    this.reached.set(key, true);
-    if (this.reached.size > this.capacity) this.reached.delete(this.reached.keys().next().value as string);
-  }
+/** Sets `key` as the newest entry of `map`, dropping the oldest past `capacity`. */
+function remember<T>(map: Map<string, T>, key: string, value: T, capacity: number): void {
+  map.delete(key);
+  map.set(key, value);
+  if (map.size > capacity) map.delete(map.keys().next().value as string);
 }

@@ -4,7 +4,8 @@
  *    the sandbox whose token signed the URL — signed-file-url.ts, signed-file-lookup.ts: 401 for an
  *    expired or foreign signature, 429 past the lookup budget; else 400);
  * 2. a sandbox with that instance id (else 502 with E2B's body, which its SDKs read as "gone");
- * 3. the sandbox's access token in `X-Access-Token` (else 401);
+ * 3. the sandbox's access token in `X-Access-Token`, or, for any port but its daemon's, the traffic
+ *    token of a sandbox of the E2B-compatible API in `E2B-Traffic-Access-Token` (else 401);
  * 4. a sandbox that runs (Bound: its create may still be finishing — served when it has an address
  *    of its own or its pool's network is known to be Shared, else 503: its agent's address is not
  *    where an Isolated sandbox listens; else 409 with E2B's "The sandbox is paused" while it is
@@ -18,7 +19,7 @@
  * Nothing about the sandbox beyond "not found" is told before the token matched.
  */
 import { ACCESS_TOKEN_HEADER, SANDBOX_DAEMON_PORT, TRAFFIC_ACCESS_TOKEN_HEADER, type NetworkMode, type Sandbox } from "@fast-sandbox/api";
-import { accessTokenMatches } from "./access-token.js";
+import { accessTokenMatches, tokensEqual } from "./access-token.js";
 import { isRefusal, routeOf, type RoutingHeaders } from "./sandbox-route.js";
 import type { SignedFileLookup } from "./signed-file-lookup.js";
 import { parseSignedFileRequest, signatureExpired } from "./signed-file-url.js";
@@ -62,6 +63,8 @@ export interface ProxyTargetSources {
    * semantics, for the sandboxes its API created: `getHost(port)` works for any port). @default none
    */
   exposesEveryPort?(sandbox: Sandbox): boolean;
+  /** The sandbox's E2B traffic token (its own ports, not its daemon's), if it has one (e2b/envd-access-token.ts). */
+  trafficTokenOf?(sandbox: Sandbox): string | undefined;
   /**
    * The network mode of the sandbox's pool, when known here. A sandbox being created (Bound) has no
    * address of its own yet, and only a Shared one listens at its agent's address: a Bound sandbox
@@ -127,9 +130,11 @@ export async function resolveProxyTarget(headers: RoutingHeaders, sources: Proxy
   if (!sandbox) return refuse(502, "The sandbox was not found", { sandboxId });
   const namespace = sandbox.metadata.namespace ?? "default";
   const name = sandbox.metadata.name;
-  const token = single(headers[ACCESS_TOKEN_HEADER]) ?? single(headers[TRAFFIC_ACCESS_TOKEN_HEADER]);
-  // A presigned URL's signature stands for the token.
-  if (!signedFor && !accessTokenMatches(token, sandbox.status?.accessTokenHash)) {
+  const token = single(headers[ACCESS_TOKEN_HEADER]);
+  const traffic = single(headers[TRAFFIC_ACCESS_TOKEN_HEADER]);
+  // A presigned URL's signature stands for the token; the traffic token opens any port but the daemon's.
+  const trafficAllowed = port !== SANDBOX_DAEMON_PORT && tokensEqual(traffic, sources.trafficTokenOf?.(sandbox));
+  if (!signedFor && !trafficAllowed && !accessTokenMatches(token, sandbox.status?.accessTokenHash)) {
     return refuse(
       401,
       token

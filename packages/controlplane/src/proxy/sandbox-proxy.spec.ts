@@ -13,6 +13,8 @@ import { startSandboxProxy, type SandboxProxy } from "./sandbox-proxy.js";
 
 const ID = "k3x9q0m2zt7c1w8r5bn4";
 const TOKEN = "the-token";
+/** The sandbox's E2B traffic token: its own ports, not its daemon's. */
+const TRAFFIC = "the-traffic-token";
 
 /** What the sandbox's server saw of the last request. */
 let seen: { method?: string; url?: string; headers?: http.IncomingHttpHeaders } = {};
@@ -87,6 +89,7 @@ describe("the sandbox proxy", () => {
         lookup: (sandboxId) => Promise.resolve(sandboxId === ID ? record : undefined),
         agentAddress: (name) => (name === "agent-0" ? "127.0.0.1" : undefined),
         domain: "localhost",
+        trafficTokenOf: (sandbox) => (sandbox === record ? TRAFFIC : undefined),
       },
       logger: pino({ level: "silent" }),
       metrics: new ProxyMetrics(registry),
@@ -143,14 +146,16 @@ describe("the sandbox proxy", () => {
     assert.equal(seen.headers?.["x-forwarded-for"], "127.0.0.1");
   });
 
-  it("takes the token under E2B's traffic-token header too (E2B's code-interpreter SDKs send only that one on some calls), and forwards neither", async () => {
-    const answer = await request({
-      host: `localhost:${proxy.port}`,
-      headers: { "e2b-traffic-access-token": TOKEN, "e2b-sandbox-id": ID, "e2b-sandbox-port": String(port) },
-    });
+  it("takes E2B's traffic token (E2B-Traffic-Access-Token) for the sandbox's own ports, never for its daemon's, and forwards neither token", async () => {
+    const viaE2b = (traffic: string, toPort: number) =>
+      request({ host: `localhost:${proxy.port}`, headers: { "e2b-traffic-access-token": traffic, "e2b-sandbox-id": ID, "e2b-sandbox-port": String(toPort) } });
+    const answer = await viaE2b(TRAFFIC, port);
     assert.equal(answer.status, 200);
     assert.equal(seen.headers?.["e2b-traffic-access-token"], undefined);
-    assert.equal((await request({ headers: { "e2b-traffic-access-token": "nope" } })).status, 401);
+    assert.equal((await viaE2b("nope", port)).status, 401);
+    assert.equal((await viaE2b(TOKEN, port)).status, 401, "the header takes the traffic token, not the access token");
+    // The daemon's port (commands, files) needs the access token: the traffic token is handed to a service's clients.
+    assert.equal((await viaE2b(TRAFFIC, 49983)).status, 401);
   });
 
   it("forwards a request routed by the E2B headers", async () => {
@@ -202,7 +207,7 @@ describe("the sandbox proxy", () => {
     try {
       const answering = post("/late");
       await new Promise((resolve) => setTimeout(resolve, 200));
-      await new Promise<void>((resolve) => late.listen(latePort, "127.0.0.1", resolve));
+      await new Promise<void>((resolve, reject) => late.once("error", reject).listen(latePort, "127.0.0.1", resolve));
       const answer = await answering;
       assert.equal(answer.status, 200, answer.body);
       assert.deepEqual(JSON.parse(answer.body), { method: "POST", url: "/late", body: 20 });
