@@ -36,7 +36,7 @@ describe("E2B's code-interpreter SDK against the E2B-compatible API and the code
       // The pool as the README has users apply it.
       const sample = parse(readFileSync(join(REPO_ROOT, "config/samples/code-interpreter-pool.yaml"), "utf8")) as SandboxPool;
       assert.equal(sample.spec.image, CODE_INTERPRETER_IMAGE);
-      await embedded.client.pools.apply(sample);
+      await embedded.client.pools.apply({ ...sample, metadata: { ...sample.metadata, namespace: "default" } });
     },
     { timeout: 900_000 },
   );

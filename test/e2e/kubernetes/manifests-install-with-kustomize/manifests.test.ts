@@ -235,6 +235,8 @@ describe("kubectl apply -k config/default on a real control plane", () => {
     assert.equal((pool.spec as { maxSandboxesPerPod: number }).maxSandboxesPerPod, 8);
     const sandbox = JSON.parse(await kubectlOk("-n", SAMPLES_NAMESPACE, "get", "sandbox", "hello", "-o", "json")) as KubeObject;
     assert.equal((sandbox.spec as { poolRef: string }).poolRef, "default");
+    const interpreter = JSON.parse(await kubectlOk("-n", SAMPLES_NAMESPACE, "get", "sandboxpool", "code-interpreter-v1", "-o", "json")) as KubeObject;
+    assert.equal((interpreter.spec as { image: string }).image, "fast-sandbox.io/code-interpreter:latest");
     await kubectlOk("delete", "namespace", SAMPLES_NAMESPACE, "--timeout=120s");
   });
 
