@@ -53,16 +53,26 @@ ctr_ns() { ctr --address "$ADDRESS" -n "$NAMESPACE" "$@"; }
 # else of the host the image takes: their contents are part of the archive's key, so a security
 # update of one of them (libssl, libexpat…) makes a new image.
 shared_libraries() {
-  find "$python_bin" "$py_stdlib" "$py_dynload" \( -name '*.so*' -o -path "$python_bin" \) -not -name '_tkinter*' 2>/dev/null |
+  local roots=("$python_bin" "$py_stdlib")
+  [[ -d "$py_dynload" ]] && roots+=("$py_dynload")
+  find "${roots[@]}" \( -name '*.so*' -o -path "$python_bin" \) -not -name '_tkinter*' |
     while read -r file; do ldd "$file" 2>/dev/null || true; done |
     awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $2 ~ /^\(0x/ { print $1 }' | sort -u
-  # glibc loads libgcc_s at a thread's exit (pthread_exit), which no ldd lists.
-  ldconfig -p 2>/dev/null | awk '$1 == "libgcc_s.so.1" && $NF ~ /^\// { print $NF; exit }'
 }
-mapfile -t LIBRARIES < <(shared_libraries)
-[[ ${#LIBRARIES[@]} -gt 0 ]] || die "no shared library of $python_bin was found (ldd)"
-EXTRAS=(/etc/ssl/certs/ca-certificates.crt /usr/share/zoneinfo)
-digest="$( (cat "$python_bin" "$BUSYBOX" "$SERVER" "$SELF" scripts/lib/oci-image.sh "${LIBRARIES[@]}"; find "${EXTRAS[@]}" -type f 2>/dev/null | sort | xargs -r cat) | sha256sum | cut -c1-16)"
+libraries="$(shared_libraries)" || die "listing the shared libraries of $python_bin failed"
+# glibc loads libgcc_s at a thread's exit (pthread_exit), which no ldd lists.
+libgcc="$({ /sbin/ldconfig -p 2>/dev/null || ldconfig -p 2>/dev/null || true; } | awk '$1 == "libgcc_s.so.1" && $NF ~ /^\// && !found { found = $NF } END { if (found) print found }')"
+[[ -n "$libgcc" ]] || libgcc="$(ls /lib/*-linux-gnu/libgcc_s.so.1 /usr/lib/*-linux-gnu/libgcc_s.so.1 /lib64/libgcc_s.so.1 2>/dev/null | head -n1 || true)"
+[[ -n "$libgcc" ]] || die "libgcc_s.so.1 was not found (apt-get install -y libgcc-s1)"
+mapfile -t LIBRARIES < <(printf '%s\n' "$libraries" "$libgcc" | sort -u)
+[[ ${#LIBRARIES[@]} -gt 2 ]] || die "no shared library of $python_bin was found (ldd)"
+# CA certificates (https from the code) and time zones (zoneinfo): copied when the host has them.
+EXTRAS=()
+for extra in /etc/ssl/certs/ca-certificates.crt /usr/share/zoneinfo; do
+  [[ -e "$extra" ]] && EXTRAS+=("$extra")
+done
+digest="$( (cat "$python_bin" "$BUSYBOX" "$SERVER" "$SELF" scripts/lib/oci-image.sh "${LIBRARIES[@]}"
+  if [[ ${#EXTRAS[@]} -gt 0 ]]; then find "${EXTRAS[@]}" -type f -print0 | LC_ALL=C sort -z | xargs -0r cat; fi) | sha256sum | cut -c1-16)"
 ARCHIVE="$CACHE_DIR/code-interpreter-${digest}-${TAG}.oci.tar"
 # A changed server or python makes a new archive: an image of that name from an older one is replaced.
 if ctr_ns images ls -q | grep -Fxq "$IMAGE"; then
@@ -103,10 +113,9 @@ if [[ ! -s "$ARCHIVE" ]]; then
   done
   [[ -e "$rootfs/lib64/ld-linux-x86-64.so.2" || "$(uname -m)" != x86_64 ]] || die "the dynamic loader was not copied"
   for extra in "${EXTRAS[@]}"; do
-    if [[ -e "$extra" ]]; then
-      mkdir -p "$rootfs$(dirname "$extra")"
-      cp -rL "$extra" "$rootfs$extra"
-    fi
+    mkdir -p "$rootfs$(dirname "$extra")"
+    # Links kept as they are (zoneinfo's localtime points outside it).
+    cp -a "$extra" "$rootfs$extra"
   done
   # Where this python's OpenSSL looks for CA certificates by default (Debian: /usr/lib/ssl/cert.pem).
   openssl_cafile="$("$python_bin" -S -c 'import ssl; print(ssl.get_default_verify_paths().openssl_cafile)')"

@@ -79,6 +79,8 @@ import uuid  # noqa: E402
 LANGUAGES = ("python",)
 MAX_REQUEST_BYTES = 16 << 20
 INTERRUPT_GRACE_S = 10
+# How long an execution waits for its output to be sent once the code is done (as long as a client reads).
+SYNC_TIMEOUT_S = 30
 
 
 def _now():
@@ -112,10 +114,12 @@ class _Worker:
         self.synced = {1: threading.Condition(), 2: threading.Condition()}
         self.seen = {1: 0, 2: 0}
         # fds 1 and 2 become pipes this process reads: print() and child processes alike are streamed.
+        self.pipes = {}
         for fd, kind in ((1, "stdout"), (2, "stderr")):
             read_end, write_end = os.pipe()
             os.dup2(write_end, fd)
             os.close(write_end)
+            self.pipes[fd] = os.fstat(fd).st_ino
             threading.Thread(target=self.pump, args=(read_end, fd, kind), daemon=True).start()
         sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
         sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
@@ -141,11 +145,16 @@ class _Worker:
                 end = pending.find(b"\x00", at + len(self.SYNC)) if at >= 0 else -1
                 if end < 0:
                     break
-                self.send_text(kind, pending[:at].decode("utf-8", errors="replace"))
                 marker = pending[at + len(self.SYNC) : end]
+                if not marker.isdigit() or len(marker) > 18:
+                    # Output that only looks like a marker's start: text, like the rest.
+                    self.send_text(kind, pending[: at + len(self.SYNC)].decode("utf-8", errors="replace"))
+                    pending = pending[at + len(self.SYNC) :]
+                    continue
+                self.send_text(kind, pending[:at].decode("utf-8", errors="replace"))
                 pending = pending[end + 1 :]
                 with self.synced[number]:
-                    self.seen[number] = int(marker) if marker.isdigit() else self.seen[number]
+                    self.seen[number] = int(marker)
                     self.synced[number].notify_all()
             # What could be the start of a marker (or a marker without its end), or of a UTF-8
             # sequence, waits for the next read.
@@ -172,11 +181,19 @@ class _Worker:
                 pass  # the code closed or replaced it
         self.sync_number += 1
         marker = self.SYNC + str(self.sync_number).encode("ascii") + b"\x00"
-        for fd in self.synced:
-            os.write(fd, marker)
-        for fd, condition in self.synced.items():
-            with condition:
-                condition.wait_for(lambda fd=fd: self.seen[fd] >= self.sync_number)
+        written = []
+        for fd, inode in self.pipes.items():
+            try:
+                # The code may have pointed fd 1 or 2 elsewhere (or closed it): then nothing of it is ours to wait for.
+                if os.fstat(fd).st_ino != inode:
+                    continue
+                os.write(fd, marker)
+                written.append(fd)
+            except OSError:
+                continue
+        for fd in written:
+            with self.synced[fd]:
+                self.synced[fd].wait_for(lambda fd=fd: self.seen[fd] >= self.sync_number, timeout=SYNC_TIMEOUT_S)
 
     def display(self, value, is_main_result=False):
         """Shows `value` as a result of the execution (as IPython's display())."""
@@ -193,7 +210,6 @@ class _Worker:
             before = {name: os.environ.get(name) for name in env_vars}
             os.environ.update(env_vars)
             value, error = self.interruptible(request.get("code", ""), "<cell %d>" % count)
-            self.sync_output()
             if error is None and value is not None:
                 try:
                     self.display(value, is_main_result=True)
@@ -212,12 +228,19 @@ class _Worker:
             self.emit({"type": "done"})
 
     def interruptible(self, code, filename):
-        """Runs the code with the server's SIGINT as KeyboardInterrupt, and only the code: (value, error)."""
+        """Runs the code, then waits for its output to be sent, with the server's SIGINT as
+        KeyboardInterrupt (ignored again after): (value, error)."""
         signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
-            return self.execute(code, filename), None
-        except BaseException as error:  # noqa: BLE001 - the code's errors, KeyboardInterrupt and SystemExit included, are the execution's
-            return None, error
+            try:
+                value, error = self.execute(code, filename), None
+            except BaseException as failure:  # noqa: BLE001 - the code's errors, KeyboardInterrupt and SystemExit included, are the execution's
+                value, error = None, failure
+            try:
+                self.sync_output()
+            except KeyboardInterrupt as interrupted:
+                error = error or interrupted
+            return value, error
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -303,6 +326,8 @@ class Context:
         self.cwd = cwd
         self.lock = threading.Lock()
         self.removed = False
+        # Events read but not yet handled: the next execution's start when a read brought both.
+        self.pending = b""
         self.process = None
         self.requests = None
         self.events = None
@@ -314,12 +339,11 @@ class Context:
         requests_read, requests_write = os.pipe()
         events_read, events_write = os.pipe()
         account = RUN_AS
-        identity = {}
         env = dict(os.environ)
         if account is not None:
-            identity = _identity(account)
             env.update(HOME=account.pw_dir, USER=account.pw_name, LOGNAME=account.pw_name)
         try:
+            identity = _identity(account) if account is not None else {}
             self.process = subprocess.Popen(
                 [sys.executable, "-u", os.path.abspath(__file__), "--worker", "--requests", str(requests_read), "--events", str(events_write)],
                 cwd=self.cwd,
@@ -328,10 +352,11 @@ class Context:
                 stdin=subprocess.DEVNULL,
                 **identity,
             )
-        except OSError as error:
+        except BaseException as error:
             os.close(requests_write)
             os.close(events_read)
-            raise ContextGone("the context's interpreter cannot start in %s: %s" % (self.cwd, error.strerror or error)) from error
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise ContextGone("the context's interpreter cannot start in %s: %s" % (self.cwd, reason)) from error
         finally:
             os.close(requests_read)
             os.close(events_write)
@@ -346,17 +371,22 @@ class Context:
             self.requests.close()
             os.close(self.events)
             self.process = None
+            self.pending = b""
 
     def restart(self, remove=False):
-        """Stops the interpreter at once, a running execution included (it ends with an error), and
-        with `remove` for good: an execution that waited for the context finds it removed."""
+        """Stops the interpreter at once, a running execution included (it ends with an error, and
+        cleans up), without waiting for anything; with `remove` for good: an execution still waiting
+        for the context finds it removed. One waiting to run on it gets a new interpreter."""
         if remove:
             self.removed = True
         process = self.process
         if process is not None and process.poll() is None:
             process.kill()
-        with self.lock:
-            self.stop()
+        if self.lock.acquire(blocking=False):
+            try:
+                self.stop()
+            finally:
+                self.lock.release()
 
     def execute(self, code, env_vars, send, client):
         """Runs `code`, passing each event to `send`. A client that goes away (`send` fails, or its
@@ -373,18 +403,24 @@ class Context:
             except OSError as error:
                 self.stop()
                 raise ContextGone("the context's interpreter exited; a new one starts at the next execution") from error
-            with selectors.DefaultSelector() as selector:
-                selector.register(self.events, selectors.EVENT_READ, "events")
-                if client is not None:
-                    selector.register(client, selectors.EVENT_READ, "client")
-                self.pump(selector, client, send)
+            try:
+                with selectors.DefaultSelector() as selector:
+                    selector.register(self.events, selectors.EVENT_READ, "events")
+                    if client is not None:
+                        selector.register(client, selectors.EVENT_READ, "client")
+                    self.pump(selector, client, send)
+            except ContextGone:
+                raise
+            except BaseException:
+                # Whatever it was, this interpreter's events cannot be trusted to line up any more.
+                self.stop()
+                raise
 
     def pump(self, selector, client, send):
-        pending = b""
         interrupted_at = None
         while True:
-            while b"\n" in pending:
-                line, pending = pending.split(b"\n", 1)
+            while b"\n" in self.pending:
+                line, self.pending = self.pending.split(b"\n", 1)
                 event = json.loads(line)
                 if event["type"] == "done":
                     return
@@ -416,7 +452,7 @@ class Context:
                     status = self.process.wait()
                     self.stop()
                     raise ContextGone("the context's interpreter exited (status %s); a new one starts at the next execution" % status)
-                pending += chunk
+                self.pending += chunk
 
     def interrupt(self):
         self.process.send_signal(signal.SIGINT)

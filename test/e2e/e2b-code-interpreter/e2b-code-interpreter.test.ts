@@ -20,7 +20,7 @@ import type { SandboxPool } from "@fast-sandbox/api";
 import { CODE_INTERPRETER_IMAGE, REPO_ROOT, importCodeInterpreterImage } from "../../support/containerd.js";
 import { e2bEnvironment, useFsbE2bEnv } from "../../support/e2b-env.js";
 import { containerdLeftovers, pool, startEmbedded, type EmbeddedCase } from "../../support/embedded.js";
-import { assertPytestPasses, virtualenv } from "../../support/python-venv.js";
+import { assertPytestPasses, runProgram, virtualenv } from "../../support/python-venv.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -33,10 +33,17 @@ describe("E2B's code-interpreter SDK against the E2B-compatible API and the code
       venv = await virtualenv("e2b-code-interpreter", join(HERE, "requirements.txt"));
       embedded = await startEmbedded({ name: "e2b-code-interp", pools: [pool("default", { maxSandboxesPerPod: 4 })] });
       importCodeInterpreterImage(embedded.containerdNamespace);
-      // The pool as the README has users apply it.
-      const sample = parse(readFileSync(join(REPO_ROOT, "config/samples/code-interpreter-pool.yaml"), "utf8")) as SandboxPool;
-      assert.equal(sample.spec.image, CODE_INTERPRETER_IMAGE);
-      await embedded.client.pools.apply({ ...sample, metadata: { ...sample.metadata, namespace: "default" } });
+      // The pool as the README has users apply it: `fsb apply -n default -f config/samples/code-interpreter-pool.yaml`.
+      const sample = join(REPO_ROOT, "config/samples/code-interpreter-pool.yaml");
+      assert.equal((parse(readFileSync(sample, "utf8")) as SandboxPool).spec.image, CODE_INTERPRETER_IMAGE);
+      // Not spawnSync: the control plane answering it runs in this process.
+      const applied = await runProgram(
+        process.execPath,
+        [join(REPO_ROOT, "packages/cli/bin/fsb.js"), "--url", embedded.controlPlane.url, "apply", "-n", "default", "-f", sample],
+        { env: { ...process.env, FSB_TOKEN: embedded.token, FSB_DATA_DIR: embedded.dataDir }, cwd: HERE, timeoutMs: 60_000 },
+      );
+      assert.equal(applied.code, 0, applied.output);
+      assert.equal((await embedded.client.pools.get("code-interpreter-v1", { namespace: "default" })).spec.image, CODE_INTERPRETER_IMAGE);
     },
     { timeout: 900_000 },
   );

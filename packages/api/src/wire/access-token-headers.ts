@@ -11,9 +11,10 @@ export const ACCESS_TOKEN_RESPONSE_HEADER = "fsb-access-token";
 export const ACCESS_TOKEN_HEADER = "x-access-token";
 
 /**
- * The same token under E2B's name for traffic to a sandbox's own ports (its "traffic access token",
- * which E2B API answers carry as `trafficAccessToken`): E2B's code-interpreter SDKs send only this one
- * on some calls (contexts). The proxy takes either header, and removes both.
+ * E2B's header for traffic to a sandbox's own ports: it carries the sandbox's traffic token (E2B API
+ * answers' `trafficAccessToken`, a token of its own that opens every port but the daemon's), which
+ * E2B's code-interpreter SDKs send alone on some calls (contexts). The proxy removes it, and
+ * `X-Access-Token`, before the sandbox sees the request.
  */
 export const TRAFFIC_ACCESS_TOKEN_HEADER = "e2b-traffic-access-token";
 

@@ -132,14 +132,21 @@ export async function resolveProxyTarget(headers: RoutingHeaders, sources: Proxy
   const name = sandbox.metadata.name;
   const token = single(headers[ACCESS_TOKEN_HEADER]);
   const traffic = single(headers[TRAFFIC_ACCESS_TOKEN_HEADER]);
-  // A presigned URL's signature stands for the token; the traffic token opens any port but the daemon's.
-  const trafficAllowed = port !== SANDBOX_DAEMON_PORT && tokensEqual(traffic, sources.trafficTokenOf?.(sandbox));
-  if (!signedFor && !trafficAllowed && !accessTokenMatches(token, sandbox.status?.accessTokenHash)) {
+  // A presigned URL's signature stands for the token. The traffic header opens any port but the
+  // daemon's with the traffic token, and any with the access token (which opens everything anyway:
+  // E2B clients of an older answer hold it there).
+  const hash = sandbox.status?.accessTokenHash;
+  const trafficAllowed = (port !== SANDBOX_DAEMON_PORT && tokensEqual(traffic, sources.trafficTokenOf?.(sandbox))) || accessTokenMatches(traffic, hash);
+  if (!signedFor && !trafficAllowed && !accessTokenMatches(token, hash)) {
+    const daemonOnly =
+      port === SANDBOX_DAEMON_PORT ? " (the traffic token opens the sandbox's own ports, not its daemon's: send the access token in X-Access-Token)" : "";
     return refuse(
       401,
       token
         ? "the X-Access-Token header does not hold this sandbox's access token ('fsb token NAME' makes a new one)"
-        : "the X-Access-Token header is missing: send the sandbox's access token (printed by 'fsb run'; 'fsb token NAME' makes a new one)",
+        : traffic
+          ? `the E2B-Traffic-Access-Token header does not hold this sandbox's traffic token${daemonOnly}`
+          : "the X-Access-Token header is missing: send the sandbox's access token (printed by 'fsb run'; 'fsb token NAME' makes a new one)",
       { sandboxId },
     );
   }
