@@ -62,7 +62,11 @@ shared_libraries() {
 libraries="$(shared_libraries)" || die "listing the shared libraries of $python_bin failed"
 # glibc loads libgcc_s at a thread's exit (pthread_exit), which no ldd lists.
 libgcc="$({ /sbin/ldconfig -p 2>/dev/null || ldconfig -p 2>/dev/null || true; } | awk '$1 == "libgcc_s.so.1" && $NF ~ /^\// && !found { found = $NF } END { if (found) print found }')"
-[[ -n "$libgcc" ]] || libgcc="$(ls /lib/*-linux-gnu/libgcc_s.so.1 /usr/lib/*-linux-gnu/libgcc_s.so.1 /lib64/libgcc_s.so.1 2>/dev/null | head -n1 || true)"
+if [[ -z "$libgcc" ]]; then
+  # Beside the libc python links (not another architecture's).
+  libc_dir="$(dirname "$(grep -m1 '/libc\.so\.6$' <<<"$libraries" || echo /nonexistent/libc.so.6)")"
+  [[ -e "$libc_dir/libgcc_s.so.1" ]] && libgcc="$libc_dir/libgcc_s.so.1"
+fi
 [[ -n "$libgcc" ]] || die "libgcc_s.so.1 was not found (apt-get install -y libgcc-s1)"
 mapfile -t LIBRARIES < <(printf '%s\n' "$libraries" "$libgcc" | sort -u)
 [[ ${#LIBRARIES[@]} -gt 2 ]] || die "no shared library of $python_bin was found (ldd)"
@@ -72,7 +76,7 @@ for extra in /etc/ssl/certs/ca-certificates.crt /usr/share/zoneinfo; do
   [[ -e "$extra" ]] && EXTRAS+=("$extra")
 done
 digest="$( (cat "$python_bin" "$BUSYBOX" "$SERVER" "$SELF" scripts/lib/oci-image.sh "${LIBRARIES[@]}"
-  if [[ ${#EXTRAS[@]} -gt 0 ]]; then find "${EXTRAS[@]}" -type f -print0 | LC_ALL=C sort -z | xargs -0r cat; fi) | sha256sum | cut -c1-16)"
+  if [[ ${#EXTRAS[@]} -gt 0 ]]; then { find -L "${EXTRAS[@]}" -type f -print0 2>/dev/null || true; } | LC_ALL=C sort -z | xargs -0r cat; fi) | sha256sum | cut -c1-16)"
 ARCHIVE="$CACHE_DIR/code-interpreter-${digest}-${TAG}.oci.tar"
 # A changed server or python makes a new archive: an image of that name from an older one is replaced.
 if ctr_ns images ls -q | grep -Fxq "$IMAGE"; then
@@ -114,8 +118,9 @@ if [[ ! -s "$ARCHIVE" ]]; then
   [[ -e "$rootfs/lib64/ld-linux-x86-64.so.2" || "$(uname -m)" != x86_64 ]] || die "the dynamic loader was not copied"
   for extra in "${EXTRAS[@]}"; do
     mkdir -p "$rootfs$(dirname "$extra")"
-    # Links kept as they are (zoneinfo's localtime points outside it).
-    cp -a "$extra" "$rootfs$extra"
+    # A file as its contents (it may be a link elsewhere); a directory with its links as they are
+    # (zoneinfo's localtime points outside it).
+    if [[ -d "$extra" ]]; then cp -a "$extra" "$rootfs$extra"; else cp -L "$extra" "$rootfs$extra"; fi
   done
   # Where this python's OpenSSL looks for CA certificates by default (Debian: /usr/lib/ssl/cert.pem).
   openssl_cafile="$("$python_bin" -S -c 'import ssl; print(ssl.get_default_verify_paths().openssl_cafile)')"

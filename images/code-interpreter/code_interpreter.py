@@ -94,15 +94,18 @@ class _Worker:
     """Runs executions read from `requests` and writes their events to `events` (JSON lines)."""
 
     # A marker written to fds 1 and 2 after an execution: `SYNC<number>\x00`, a number per sync, so a
-    # marker that arrives late never releases a later sync.
-    SYNC = b"\x00fsb-code-interpreter-sync-"
+    # marker that arrives late never releases a later sync; SYNC has a part random per worker, so
+    # output cannot forge one.
+    SYNC = b"\x00fsb-code-interpreter-sync-" + uuid.uuid4().hex.encode("ascii") + b"-"
 
     def __init__(self, requests_fd, events_fd):
         # Not inherited by what the code starts: a child holding them would keep a dead worker's events open.
         os.set_inheritable(requests_fd, False)
         os.set_inheritable(events_fd, False)
         self.requests = os.fdopen(requests_fd, "rb", buffering=0)
-        self.events = os.fdopen(events_fd, "wb", buffering=0)
+        # Buffered, flushed per event: a write cut short by an interrupt keeps the rest of its line
+        # for the next flush, so the server never reads half a line.
+        self.events = os.fdopen(events_fd, "wb")
         self.events_lock = threading.Lock()
         # The code runs in a module registered as __main__ (as in IPython): pickle and multiprocessing
         # find what a cell defines.
@@ -111,6 +114,9 @@ class _Worker:
         sys.modules["__main__"] = main
         self.namespace = main.__dict__
         self.sync_number = 0
+        # The server's SIGINT interrupts what runs for an execution (KeyboardInterrupt), and nothing else.
+        self.running = False
+        signal.signal(signal.SIGINT, self.on_interrupt)
         self.synced = {1: threading.Condition(), 2: threading.Condition()}
         self.seen = {1: 0, 2: 0}
         # fds 1 and 2 become pipes this process reads: print() and child processes alike are streamed.
@@ -119,7 +125,7 @@ class _Worker:
             read_end, write_end = os.pipe()
             os.dup2(write_end, fd)
             os.close(write_end)
-            self.pipes[fd] = os.fstat(fd).st_ino
+            self.pipes[fd] = _identity_of(fd)
             threading.Thread(target=self.pump, args=(read_end, fd, kind), daemon=True).start()
         sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
         sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
@@ -131,6 +137,7 @@ class _Worker:
         line = (json.dumps(event) + "\n").encode("utf-8")
         with self.events_lock:
             self.events.write(line)
+            self.events.flush()
 
     def pump(self, fd, number, kind):
         """Streams what is written to fd `number` as `kind` events; a SYNC marker in it releases sync_output."""
@@ -154,7 +161,7 @@ class _Worker:
                 self.send_text(kind, pending[:at].decode("utf-8", errors="replace"))
                 pending = pending[end + 1 :]
                 with self.synced[number]:
-                    self.seen[number] = int(marker)
+                    self.seen[number] = max(self.seen[number], int(marker))
                     self.synced[number].notify_all()
             # What could be the start of a marker (or a marker without its end), or of a UTF-8
             # sequence, waits for the next read.
@@ -185,7 +192,7 @@ class _Worker:
         for fd, inode in self.pipes.items():
             try:
                 # The code may have pointed fd 1 or 2 elsewhere (or closed it): then nothing of it is ours to wait for.
-                if os.fstat(fd).st_ino != inode:
+                if _identity_of(fd) != inode:
                     continue
                 os.write(fd, marker)
                 written.append(fd)
@@ -209,7 +216,10 @@ class _Worker:
             env_vars = {str(k): str(v) for k, v in (request.get("env_vars") or {}).items()}
             before = {name: os.environ.get(name) for name in env_vars}
             os.environ.update(env_vars)
-            value, error = self.interruptible(request.get("code", ""), "<cell %d>" % count)
+            try:
+                value, error = self.interruptible(request.get("code", ""), "<cell %d>" % count)
+            except KeyboardInterrupt as interrupted:  # one that came at the edge of the execution
+                value, error = None, interrupted
             if error is None and value is not None:
                 try:
                     self.display(value, is_main_result=True)
@@ -227,11 +237,15 @@ class _Worker:
             self.emit({"type": "number_of_executions", "execution_count": count})
             self.emit({"type": "done"})
 
+    def on_interrupt(self, signum, frame):
+        if self.running:
+            raise KeyboardInterrupt
+
     def interruptible(self, code, filename):
         """Runs the code, then waits for its output to be sent, with the server's SIGINT as
-        KeyboardInterrupt (ignored again after): (value, error)."""
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        KeyboardInterrupt: (value, error)."""
         try:
+            self.running = True
             try:
                 value, error = self.execute(code, filename), None
             except BaseException as failure:  # noqa: BLE001 - the code's errors, KeyboardInterrupt and SystemExit included, are the execution's
@@ -242,7 +256,7 @@ class _Worker:
                 error = error or interrupted
             return value, error
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self.running = False
 
     def execute(self, code, filename):
         # The source is kept under the cell's name so tracebacks (now and later) show its lines.
@@ -255,6 +269,12 @@ class _Worker:
         if last is not None:
             return eval(compile(last, filename, "eval"), self.namespace)  # noqa: S307
         return None
+
+
+def _identity_of(fd):
+    """What an open file descriptor refers to: (device, inode)."""
+    status = os.fstat(fd)
+    return (status.st_dev, status.st_ino)
 
 
 def _whole_utf8(data):
@@ -306,7 +326,7 @@ def _representations(value):
 
 def worker_main():
     requests_fd, events_fd = int(_argument("--requests", "-1")), int(_argument("--events", "-1"))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the worker's own handler is in place
     _Worker(requests_fd, events_fd).run()
 
 
@@ -326,6 +346,7 @@ class Context:
         self.cwd = cwd
         self.lock = threading.Lock()
         self.removed = False
+        self.generation = 0
         # Events read but not yet handled: the next execution's start when a read brought both.
         self.pending = b""
         self.process = None
@@ -379,6 +400,7 @@ class Context:
         for the context finds it removed. One waiting to run on it gets a new interpreter."""
         if remove:
             self.removed = True
+        self.generation += 1
         process = self.process
         if process is not None and process.poll() is None:
             process.kill()
@@ -393,11 +415,16 @@ class Context:
         socket `client` reaches its end) interrupts the execution (SIGINT); code that does not stop
         within INTERRUPT_GRACE_S loses its interpreter (the next execution starts a new one)."""
         with self.lock:
+            generation = self.generation
             if self.removed:
                 raise ContextGone("context %s was removed" % self.id)
             if self.process is None or self.process.poll() is not None:
                 self.stop()
                 self.start()
+            if self.removed or self.generation != generation:
+                # Restarted or removed while its interpreter started (restart() saw none to stop).
+                self.stop()
+                raise ContextGone("context %s was restarted or removed" % self.id)
             try:
                 self.requests.write((json.dumps({"code": code, "env_vars": env_vars}) + "\n").encode("utf-8"))
             except OSError as error:
@@ -415,6 +442,9 @@ class Context:
                 # Whatever it was, this interpreter's events cannot be trusted to line up any more.
                 self.stop()
                 raise
+            finally:
+                if self.removed:
+                    self.stop()
 
     def pump(self, selector, client, send):
         interrupted_at = None
@@ -430,6 +460,9 @@ class Context:
                 self.stop()
                 raise ContextGone("the interrupted code did not stop within %ss: its interpreter was stopped" % INTERRUPT_GRACE_S)
             ready = selector.select(timeout=1.0)
+            if not ready and interrupted_at is not None and self.process.poll() is None:
+                # Again each second: one that came while the code was not running yet was ignored.
+                self.process.send_signal(signal.SIGINT)
             if not ready and self.process.poll() is not None:
                 # Dead, though something it started may hold its events open.
                 status = self.process.returncode
