@@ -45,6 +45,7 @@ export async function runBurstBench(options: BurstBenchOptions): Promise<CreateB
     breakdown: false,
     agents: Math.ceil(count / INSTANCES_PER_AGENT),
     network: options.network,
+    runtimeType: "container",
     prepared: !options.cold,
     log: options.log,
   });

@@ -164,6 +164,7 @@ export async function runKubernetesCreateBench(options: KubernetesCreateBenchOpt
     concurrency,
     agents,
     image,
+    runtimeType: "container",
     containerdNamespace: CONTAINERD_NAMESPACE,
     command,
     order: rounds.order(0),

@@ -21,7 +21,7 @@
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
-import { API_VERSION, type NetworkMode, type SandboxPool } from "@fast-sandbox/api";
+import { API_VERSION, type NetworkMode, type RuntimeType, type SandboxPool } from "@fast-sandbox/api";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
 import { ctr, removeCtrContainer, timedCtrRun, type CtrOptions } from "./ctr-baseline.js";
 import { ratio, summarize, type Summary } from "./stats.js";
@@ -72,6 +72,8 @@ export function benchPool(options: {
   network: NetworkMode;
   /** Prepared instances per agent. @default 0: every create takes the cold path */
   preparedInstances?: number;
+  /** @default "container" (runc) */
+  runtimeType?: RuntimeType;
 }): SandboxPool {
   return {
     apiVersion: API_VERSION,
@@ -80,7 +82,7 @@ export function benchPool(options: {
     spec: {
       capacity: { poolMin: options.agents, poolMax: options.agents, bufferMin: 0 },
       maxSandboxesPerPod: Math.min(1024, Math.ceil(options.total / options.agents) + options.concurrency),
-      runtimeType: "container",
+      runtimeType: options.runtimeType ?? "container",
       image: options.image,
       network: { mode: options.network },
       preparedInstances: options.preparedInstances ?? 0,

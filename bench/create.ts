@@ -13,7 +13,8 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 import { destination, pino } from "pino";
-import type { NetworkMode } from "@fast-sandbox/api";
+import type { NetworkMode, RuntimeType } from "@fast-sandbox/api";
+import { writeRunscWrapper } from "../packages/agent/src/containerd/gvisor-binary.js";
 import { startEmbeddedControlPlane, type EmbeddedControlPlane } from "@fast-sandbox/controlplane";
 import { benchPool, CreateRounds, type Burst } from "./create-rounds.js";
 import { cleanNamespace, leftovers, removeCgroupTree, type CtrOptions } from "./ctr-baseline.js";
@@ -49,6 +50,12 @@ export interface CreateBenchOptions {
   /** The bench pool's network mode. */
   network: NetworkMode;
   /**
+   * The bench pool's runtime. gvisor: the baseline's `ctr run` takes the runsc the agents take
+   * (FSB_RUNSC_PATH, default /usr/bin/runsc) through the same wrapper as a Shared sandbox
+   * (--network=none, the memory root overlay, host FIFOs: gvisor-binary.ts).
+   */
+  runtimeType: RuntimeType;
+  /**
    * The pool keeps prepared instances (max(2, concurrency) per agent, at most 64) and every burst
    * of either side starts once every agent's stock is full again: creates claim prepared instances,
    * and no refill runs during any side's burst.
@@ -65,6 +72,8 @@ export interface CreateBenchResult {
   concurrency: number;
   agents: number;
   image: string;
+  /** The pool's runtime, and the baseline's (`ctr run --runc-binary` a runsc wrapper for gvisor). */
+  runtimeType: RuntimeType;
   containerdNamespace: string;
   command: string[];
   order: string;
@@ -113,14 +122,21 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
   const { count, warmup, concurrency, image, namespace, command, log } = options;
   if (process.getuid?.() !== 0) throw new Error("the benchmark needs root (containerd's socket, cgroups)");
   if (!existsSync(HELPER)) throw new Error(`${HELPER} is missing: run 'bash scripts/build-helper.sh' (or 'npm run build')`);
-  const ctrOptions: CtrOptions = { namespace };
+  const dataDir = mkdtempSync(join(tmpdir(), "fsb-bench-"));
+  const runscPath = process.env.FSB_RUNSC_PATH || "/usr/bin/runsc";
+  const ctrOptions: CtrOptions = { namespace, ...(options.runtimeType === "gvisor" ? { runcBinary: writeRunscWrapper(dataDir, runscPath) } : {}) };
 
   log(`importing ${image} into containerd namespace ${namespace} (cached)`);
-  execFileSync("bash", [join(REPO_ROOT, "scripts/build-base-image.sh"), image, namespace], { stdio: ["ignore", "ignore", "inherit"] });
-  const stale = await cleanNamespace(ctrOptions);
+  let stale: Awaited<ReturnType<typeof cleanNamespace>>;
+  try {
+    execFileSync("bash", [join(REPO_ROOT, "scripts/build-base-image.sh"), image, namespace], { stdio: ["ignore", "ignore", "inherit"] });
+    stale = await cleanNamespace(ctrOptions);
+  } catch (error) {
+    rmSync(dataDir, { recursive: true, force: true });
+    throw error;
+  }
   if (stale.containers > 0 || stale.snapshots > 0) log(`removed leftovers of an earlier run: ${JSON.stringify(stale)}`);
 
-  const dataDir = mkdtempSync(join(tmpdir(), "fsb-bench-"));
   const preparedInstances = options.prepared ? Math.min(64, Math.max(2, concurrency)) : 0;
   const token = randomBytes(24).toString("base64url");
   let controlPlane: EmbeddedControlPlane | undefined;
@@ -160,7 +176,17 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
     // The breakdown side's sandboxes, created on the agent directly, hold slots of the first agent too.
     const total = (count + warmup) * (options.breakdown ? 2 : 1);
     await run.client.pools.apply(
-      benchPool({ name: POOL, namespace: "default", image, agents: options.agents, total, concurrency, network: options.network, preparedInstances }),
+      benchPool({
+        name: POOL,
+        namespace: "default",
+        image,
+        agents: options.agents,
+        total,
+        concurrency,
+        network: options.network,
+        preparedInstances,
+        runtimeType: options.runtimeType,
+      }),
     );
     const readyStarted = performance.now();
     await run.waitForReadyAgents(options.agents, 60_000);
@@ -182,7 +208,7 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
             command,
             args: [],
             envs: [],
-            runtimeType: "container",
+            runtimeType: options.runtimeType,
             exposedPorts: [],
             network: { mode: "Shared" },
           });
@@ -222,6 +248,7 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
     concurrency,
     agents: options.agents,
     image,
+    runtimeType: options.runtimeType,
     containerdNamespace: namespace,
     command,
     order: rounds.order(options.breakdown ? 1 : 0),

@@ -15,6 +15,8 @@ export interface CtrOptions {
   namespace: string;
   /** containerd socket. @default "/run/containerd/containerd.sock" */
   address?: string;
+  /** `ctr run --runc-binary`: the runtime binary of the baseline's containers (a runsc wrapper for gVisor). @default runc */
+  runcBinary?: string;
 }
 
 function ctrArgs(options: CtrOptions, args: string[]): string[] {
@@ -27,12 +29,13 @@ export async function ctr(options: CtrOptions, ...args: string[]): Promise<strin
 }
 
 /**
- * Runs `ctr -n NS run -d IMAGE ID COMMAND...` and returns how long the whole command took (process
+ * Runs `ctr -n NS run -d [--runc-binary B] IMAGE ID COMMAND...` and returns how long the whole command took (process
  * spawn to exit, ms). `ctr run -d` returns after containerd's Tasks.Start, as CreateSandbox does.
  */
 export async function timedCtrRun(options: CtrOptions, image: string, id: string, command: readonly string[]): Promise<number> {
   const started = performance.now();
-  await execFileAsync("ctr", ctrArgs(options, ["run", "-d", image, id, ...command]), { encoding: "utf8" });
+  const binary = options.runcBinary ? ["--runc-binary", options.runcBinary] : [];
+  await execFileAsync("ctr", ctrArgs(options, ["run", "-d", ...binary, image, id, ...command]), { encoding: "utf8" });
   return performance.now() - started;
 }
 

@@ -9,7 +9,7 @@
  * stdout is `RESULT create_p50_ms=X baseline_ctr_p50_ms=Y ratio=Z`.
  */
 import { parseArgs } from "node:util";
-import type { NetworkMode } from "@fast-sandbox/api";
+import type { NetworkMode, RuntimeType } from "@fast-sandbox/api";
 import { runCreateBench, type CreateBenchResult } from "./create.js";
 import { runKubernetesCreateBench } from "./create-kubernetes.js";
 import { runExecBench } from "./exec.js";
@@ -63,6 +63,9 @@ const USAGE = `usage: npm run bench -- create [options]
                     prepared ahead) or shared (the agent's network)
   --prepared        the pool keeps prepared instances (max(2, C) per agent) and every burst of either
                     side waits until each agent's stock is full again: a create claims one
+  --runtime R       runc (default) or gvisor: the pool's runtime, and the baseline's ('ctr run
+                    --runc-binary' a wrapper of the agents' runsc with their flags; not with
+                    --kubernetes)
   --json            print the results as one JSON line before the RESULT line
   -h, --help
 
@@ -100,6 +103,7 @@ async function main(): Promise<void> {
       agents: { type: "string" },
       network: { type: "string", default: "isolated" },
       prepared: { type: "boolean", default: false },
+      runtime: { type: "string", default: "runc" },
       cold: { type: "boolean", default: false },
       kubernetes: { type: "boolean", default: false },
       sandboxes: { type: "string" },
@@ -241,6 +245,9 @@ async function main(): Promise<void> {
   const networks: Record<string, NetworkMode> = { isolated: "Isolated", shared: "Shared" };
   const network = networks[values.network];
   if (!network) throw new Error(`--network must be isolated or shared, got ${JSON.stringify(values.network)}`);
+  const runtimes: Record<string, RuntimeType> = { runc: "container", gvisor: "gvisor" };
+  const runtimeType = runtimes[values.runtime];
+  if (!runtimeType) throw new Error(`--runtime must be runc or gvisor, got ${JSON.stringify(values.runtime)}`);
   const sandboxCommand = ["sleep", "3600"];
   const log = (message: string) => process.stderr.write(`bench: ${message}\n`);
 
@@ -253,6 +260,11 @@ async function main(): Promise<void> {
         process.exitCode = 2;
         return;
       }
+    }
+    if (runtimeType !== "container") {
+      console.error(`--runtime ${values.runtime} does not apply to --kubernetes (the suite's pool is runc)\n\n${USAGE}`);
+      process.exitCode = 2;
+      return;
     }
     result = await runKubernetesCreateBench({ count, warmup, concurrency, agents, network, command: sandboxCommand, log });
   } else {
@@ -267,6 +279,7 @@ async function main(): Promise<void> {
       breakdown: values.breakdown,
       agents,
       network,
+      runtimeType,
       prepared: values.prepared,
       log,
     });
@@ -281,7 +294,7 @@ async function main(): Promise<void> {
     );
   }
   console.log(
-    `create: ${count} measured (+${warmup} warm-up) per side, concurrency ${concurrency}, ${result.agents} agent(s), network ${network}, image ${result.image}, ` +
+    `create: ${count} measured (+${warmup} warm-up) per side, concurrency ${concurrency}, ${result.agents} agent(s), runtime ${values.runtime}, network ${network}, image ${result.image}, ` +
       `command '${result.command.join(" ")}', ${m.cpus} CPUs, ${m.memoryGiB} GiB, kernel ${m.kernel}, node ${m.node}`,
   );
   console.log(`order: ${result.order}`);
