@@ -3,7 +3,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { detectCgroupLayout, joinCgroup, readOomKillCount, removeCgroup } from "./cgroup.js";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { detectCgroupLayout, joinCgroup, killCgroupProcesses, readOomKillCount, removeCgroup } from "./cgroup.js";
 
 const roots: string[] = [];
 
@@ -186,5 +188,42 @@ describe("removeCgroup", () => {
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
+  });
+});
+
+describe("killCgroupProcesses", () => {
+  /** A process to kill, listed as the cgroup's member in each of `directories`. */
+  function member(directories: string[]) {
+    const child = spawn("sleep", ["60"], { stdio: "ignore" });
+    for (const directory of directories) {
+      mkdirSync(directory, { recursive: true });
+      writeFileSync(join(directory, "cgroup.procs"), `${child.pid}\n`);
+    }
+    return { exited: once(child, "exit") as Promise<[number | null, NodeJS.Signals | null]> };
+  }
+
+  it("v1: SIGKILLs the members it finds in any hierarchy", async () => {
+    const root = tempRoot();
+    for (const dir of ["cpu", "pids"]) mkdirSync(join(root, dir));
+    const { exited } = member([join(root, "pids", "parent/box")]);
+    assert.ok(killCgroupProcesses(detectCgroupLayout(root), "/parent/box") >= 1);
+    const [, signal] = await exited;
+    assert.equal(signal, "SIGKILL");
+  });
+
+  it("v2: writes cgroup.kill and SIGKILLs the members all the same (a kernel without cgroup.kill)", async () => {
+    const root = v2Tree({ ".": "cpu memory pids" });
+    const { exited } = member([join(root, "parent/box")]);
+    killCgroupProcesses(detectCgroupLayout(root), "parent/box");
+    assert.equal(read(join(root, "parent/box/cgroup.kill")), "1");
+    const [, signal] = await exited;
+    assert.equal(signal, "SIGKILL");
+  });
+
+  it("signals nothing for a cgroup that is not there, or the root", () => {
+    const root = tempRoot();
+    mkdirSync(join(root, "pids"));
+    assert.equal(killCgroupProcesses(detectCgroupLayout(root), "/absent"), 0);
+    assert.equal(killCgroupProcesses(detectCgroupLayout(root), "/"), 0);
   });
 });

@@ -96,6 +96,49 @@ export function removeCgroup(layout: CgroupLayout, path: string): string[] {
   return busy;
 }
 
+/**
+ * SIGKILLs every host process in the cgroup at `path` (v2: through cgroup.kill where the kernel
+ * has it), a few passes over its members in case one forked meanwhile; returns how many it
+ * signalled. The last resort of a sandbox that a kill through its runtime did not end (a gVisor
+ * sandbox whose task is stuck in an open of a host FIFO ignores the Sentry's SIGKILL).
+ */
+export function killCgroupProcesses(layout: CgroupLayout, path: string): number {
+  const relative = path.replace(/^\/+/, "");
+  if (relative === "") return 0;
+  const directories = layout.version === 2 ? [join(layout.root, relative)] : v1Hierarchies(layout.root).map((hierarchy) => join(hierarchy, relative));
+  if (layout.version === 2) {
+    try {
+      writeFileSync(join(directories[0] ?? "", "cgroup.kill"), "1");
+    } catch {
+      // an older kernel (no cgroup.kill) or no such cgroup: the members are signalled one by one
+    }
+  }
+  let signalled = 0;
+  for (let pass = 0; pass < 3; pass++) {
+    const members = new Set<number>();
+    for (const directory of directories) {
+      try {
+        for (const line of readFileSync(join(directory, "cgroup.procs"), "utf8").split("\n")) {
+          const pid = Number.parseInt(line, 10);
+          if (pid > 0) members.add(pid);
+        }
+      } catch {
+        // no such cgroup in this hierarchy
+      }
+    }
+    if (members.size === 0) break;
+    for (const pid of members) {
+      try {
+        process.kill(pid, "SIGKILL");
+        signalled += 1;
+      } catch {
+        // gone already
+      }
+    }
+  }
+  return signalled;
+}
+
 /** The distinct v1 hierarchies under `root` (`cpu` and `cpuacct` are often links to `cpu,cpuacct`). */
 function v1Hierarchies(root: string): string[] {
   const seen = new Set<string>();

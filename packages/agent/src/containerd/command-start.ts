@@ -5,10 +5,11 @@
  * `failed <step> <errno>` and the path concerned on the next line. The create path watches the run
  * directory (inotify, no polling) from before Tasks.Start and turns a failure into a create error.
  */
-import { watch, readFileSync, type FSWatcher } from "node:fs";
+import { watch, type FSWatcher } from "node:fs";
 import { join } from "node:path";
 import { getSystemErrorMap } from "node:util";
 import { FailedPreconditionError, ValidationError, type FsbError } from "@fast-sandbox/api/core";
+import { readRunFile } from "./run-file.js";
 
 /** The file the helper writes in its run directory once the command is executing or has failed to. */
 export const COMMAND_START_FILE = "command-start";
@@ -128,12 +129,8 @@ export class CommandStartWatcher {
   /** Reads the report once it is there (the helper renames it into place, so it is whole). */
   private check(): boolean {
     if (this.report) return true;
-    let text: string;
-    try {
-      text = readFileSync(this.path, "utf8");
-    } catch {
-      return false;
-    }
+    const text = readRunFile(this.path);
+    if (text === undefined) return false;
     this.report = parseCommandStartReport(text);
     if (this.report) this.notify?.();
     return this.report !== undefined;
