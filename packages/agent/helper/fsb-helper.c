@@ -27,8 +27,10 @@
  * run/prepared and waits, doing nothing, until the agent writes the claim into the FIFO, then runs
  * it as above. The claim is a sequence of NUL-terminated strings: `fsb-claim-v1`, the working
  * directory, the number of arguments and the arguments, the number of environment entries and the
- * entries (`NAME=value`, the whole environment: the image's is not kept). A claim that is cut
- * short or malformed makes the helper exit with status 2.
+ * entries (`NAME=value`, the whole environment: the image's is not kept). The helper reads until
+ * the claim is whole by its own counts (it holds the FIFO open for writing too, so it never sees
+ * an end of file); a claim that is malformed, or cut short (the rest not there within 30 s of its
+ * first bytes, FSB_CLAIM_REST_TIMEOUT_MS to change), makes it exit with status 2.
  *
  * `--envd PATH` (before `--`, with or without `--workdir`) also runs the in-sandbox daemon
  * (packages/envd, E2B's envd interface on port 49983) as a second, supervised child: started
@@ -217,6 +219,8 @@ static pid_t start_envd(const char *path, const sigset_t *original) {
 }
 
 #define CLAIM_MAX (4 << 20)
+/* How long the rest of a claim begun may take; FSB_CLAIM_REST_TIMEOUT_MS overrides it (tests). */
+#define CLAIM_REST_TIMEOUT_MS 30000
 
 /* Next NUL-terminated string of the claim at *at, or NULL past its end. */
 static char *claim_string(char *buffer, size_t length, size_t *at) {
@@ -237,35 +241,72 @@ static long claim_count(char *buffer, size_t length, size_t *at) {
 }
 
 /*
+ * Whether the claim in buffer is whole: 1 when every string its counts announce is there, or when
+ * it can never become valid (read_claim then refuses it); 0 while more is to come.
+ */
+static int claim_whole(char *buffer, size_t length) {
+  size_t at = 0;
+  char *magic = claim_string(buffer, length, &at);
+  if (!magic) return 0;
+  if (strcmp(magic, "fsb-claim-v1") != 0) return 1;
+  if (!claim_string(buffer, length, &at)) return 0; /* the working directory */
+  for (int list = 0; list < 2; list++) {            /* the arguments, then the environment */
+    size_t count_at = at;
+    if (!claim_string(buffer, length, &count_at)) return 0;
+    long count = claim_count(buffer, length, &at);
+    if (count < 0) return 1;
+    for (long i = 0; i < count; i++) {
+      if (!claim_string(buffer, length, &at)) return 0;
+    }
+  }
+  return 1;
+}
+
+/*
  * Waits for the claim (see above), then sets the environment it names and returns its argv
  * (NULL-terminated), with its working directory in *workdir; NULL when the claim is unusable.
  */
 static char **read_claim(char **workdir) {
   /*
-   * The FIFO is open for reading before the instance is reported waiting: the agent opens it
-   * without blocking and takes a FIFO without a reader (ENXIO) for a dead instance. Opened without
-   * blocking here too (a blocking open would wait for the writer), then polled: until a writer has
-   * come, Linux reports neither data nor a hang-up on it.
+   * The FIFO is open before the instance is reported waiting: the agent opens it without blocking
+   * and takes a FIFO without a reader (ENXIO) for a dead instance. Opened for reading and writing,
+   * which never waits for a writer — under gVisor too, whose open of a host FIFO (runsc
+   * --host-fifo=open) waits for one even when asked not to block — and then polled. The end of the
+   * claim is told by its counts (claim_whole), not by an end of file, which this open never sees.
    */
   int fd;
-  do fd = open(RUN_DIR "/claim", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  do fd = open(RUN_DIR "/claim", O_RDWR | O_CLOEXEC);
   while (fd < 0 && errno == EINTR);
   if (fd < 0) {
     fprintf(stderr, "fast-sandbox helper: cannot open the claim: %s\n", strerror(errno));
     return NULL;
   }
   record("prepared", "waiting\n", 8, 0); /* the agent hands the instance out once it waits */
+  int rest_timeout_ms = CLAIM_REST_TIMEOUT_MS;
+  const char *timeout_setting = getenv("FSB_CLAIM_REST_TIMEOUT_MS");
+  if (timeout_setting && atoi(timeout_setting) > 0) rest_timeout_ms = atoi(timeout_setting);
   struct pollfd claim_ready = {.fd = fd, .events = POLLIN};
   while (poll(&claim_ready, 1, -1) < 0 && errno == EINTR) {}
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK); /* the rest of the claim: read as the agent writes it */
   char *buffer = malloc(CLAIM_MAX);
   size_t length = 0;
   for (;;) {
     if (!buffer || length == CLAIM_MAX) break;
+    if (length > 0) {
+      /* The rest of a claim begun follows at once; one cut short (its writer died) is refused. */
+      int ready;
+      while ((ready = poll(&claim_ready, 1, rest_timeout_ms)) < 0 && errno == EINTR) {}
+      if (ready == 0) break;
+    }
     ssize_t got = read(fd, buffer + length, CLAIM_MAX - length);
-    if (got > 0) length += (size_t)got;
-    else if (got < 0 && errno == EINTR) continue;
-    else break;
+    if (got > 0) {
+      length += (size_t)got;
+      /* Every whole claim ends with a NUL: only then can it be whole. */
+      if (buffer[length - 1] == '\0' && claim_whole(buffer, length)) break;
+    } else if (got < 0 && errno == EINTR) {
+      continue;
+    } else {
+      break;
+    }
   }
   close(fd);
   size_t at = 0;

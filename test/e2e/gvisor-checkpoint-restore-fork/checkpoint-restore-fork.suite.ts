@@ -23,8 +23,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
-import { promisify } from "node:util";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, watch, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError, ValidationError } from "@fast-sandbox/sdk";
 import { REPO_ROOT, ctr } from "../../support/containerd.js";
@@ -377,19 +376,29 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
       const { client } = embedded;
       const piper = await client.sandboxes.create({ name: "piper", pool: "gv", image: BASE_IMAGE, command: ["sh", "-c", COUNTER] });
       await waitFor(async () => (await sh("piper", "cat /tmp/counter 2>/dev/null || echo 0").then(Number)) >= 3, 20_000, "the counter");
-      // A fault on the host: a named pipe in the sandbox's run directory, which the agent copies into
-      // the checkpoint once runsc has saved and stopped the sandbox (Node's cp refuses pipes).
-      const runDir = join(embedded.dataDir, "agents", "gv-0", "run", piper.status?.sandboxID ?? "");
-      assert.ok(existsSync(runDir), `the sandbox's run directory ${runDir}`);
-      await promisify(execFile)("mkfifo", [join(runDir, "host-pipe")]);
+      // A fault on the host: while runsc saves (and has stopped the sandbox), something takes the
+      // checkpoint's place — a directory that is not empty — so the agent's last step, the rename of
+      // its partial checkpoint into place, fails.
+      const occupied: string[] = [];
+      const watcher = watch(checkpointDir(), (_event, entry) => {
+        const at = String(entry ?? "").indexOf(".partial-");
+        if (at <= 0) return;
+        const target = join(checkpointDir(), String(entry).slice(0, at));
+        if (occupied.includes(target)) return;
+        occupied.push(target);
+        mkdirSync(target, { recursive: true });
+        writeFileSync(join(target, "occupied"), "");
+      });
       try {
         await assert.rejects(client.checkpoints.create("piper", { name: "ck-pipe" }), (error: unknown) => {
           assert.match(String(error), /checkpoint ck-pipe of sandbox \S+ could not be saved after runsc stopped the sandbox \(.*\); the sandbox runs on/);
           return true;
         });
       } finally {
-        rmSync(join(runDir, "host-pipe"), { force: true });
+        watcher.close();
+        for (const target of occupied) rmSync(target, { recursive: true, force: true });
       }
+      assert.equal(occupied.length, 1, "the checkpoint's place was taken");
       const after = await client.sandboxes.get("piper");
       assert.equal(after.status?.phase, "Running");
       assert.equal(after.status?.sandboxID, piper.status?.sandboxID);

@@ -1,21 +1,22 @@
 /**
- * Prepared instances on the real containerd and runc (packages/agent/src/containerd/prepared-instances.ts):
+ * Prepared instances on the real containerd, runc and runsc (packages/agent/src/containerd/prepared-instances.ts):
  * a claim runs exactly the requested command, env and working directory; two claims never get the
  * same instance; a claim leaks nothing of another instance; a create that does not match the
  * template takes the cold path; a claimed command that cannot start fails the create like a cold
- * one and leaves nothing; and removing the stock leaves nothing behind. Shared and Isolated networks.
+ * one and leaves nothing; and removing the stock leaves nothing behind.
  * And a claim whose agent dies before containerd has recorded it (containerd out of reach) is
  * recorded by the agent's next start: the sandbox runs on, it is not removed as a leftover instance;
  * one containerd has not recorded in time is recorded by the same agent once containerd is back. A
  * claim bigger than the FIFO's pipe arrives whole. The helper reports an instance waiting only once
  * a claim can be written. A failed prepare leaves nothing, and a start that keeps no instances
- * removes those a previous process left. Everything runs in its own containerd namespace and
- * network, removed at the end.
+ * removes those a previous process left. runc with Shared and Isolated networks, and gVisor (whose
+ * helper waits on a host FIFO: runsc --host-fifo=open). Everything runs in its own containerd
+ * namespace and network, removed at the end.
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -35,7 +36,9 @@ const workDir = mkdtempSync(join(tmpdir(), "fsb-prepared-"));
 const settings = testNetworkSettings();
 let counter = 0;
 
-const templates: Record<"shared" | "isolated", PreparedTemplate> = {
+type Mode = "shared" | "isolated" | "gvisor";
+
+const templates: Record<Mode, PreparedTemplate> = {
   shared: { namespace: "team", pool: "pool", image: BASE_IMAGE, runtimeType: "container", resources: { memoryBytes: 64 << 20 } },
   isolated: {
     namespace: "team",
@@ -45,23 +48,34 @@ const templates: Record<"shared" | "isolated", PreparedTemplate> = {
     resources: { memoryBytes: 64 << 20 },
     network: { mode: "isolated", egress: { kind: "denyAll" }, allowSandboxToSandbox: false },
   },
+  // gVisor's helper waits on a host FIFO (runsc --host-fifo=open, gvisor-binary.ts).
+  gvisor: {
+    namespace: "team",
+    pool: "pool",
+    image: BASE_IMAGE,
+    runtimeType: "gvisor",
+    resources: { memoryBytes: 64 << 20 },
+    network: { mode: "isolated", egress: { kind: "denyAll" }, allowSandboxToSandbox: false },
+  },
 };
 
-function newRuntime(mode: "shared" | "isolated", timings: CreateTimings[]): ContainerdRuntime {
+const titles: Record<Mode, string> = { shared: "runc, shared network", isolated: "runc, isolated network", gvisor: "gVisor, isolated network" };
+
+function newRuntime(mode: Mode, timings: CreateTimings[]): ContainerdRuntime {
   return createContainerdRuntime({
     namespace: NAMESPACE,
     agentName: `prep-${mode}`,
     stateDir: join(workDir, mode, "state"),
     cgroupParent: `${CGROUP_PARENT}/${mode}`,
     helperPath: DEFAULT_HELPER_PATH,
-    ...(mode === "isolated" ? { network: { ...settings, preparedNamespaces: 0 } } : {}),
+    ...(mode !== "shared" ? { network: { ...settings, preparedNamespaces: 0 } } : {}),
     preparedInstances: { count: 2, template: templates[mode] },
     onCreateTimings: (t) => timings.push(t),
     logger: pino({ level: process.env.FSB_TEST_LOG_LEVEL ?? "warn" }),
   });
 }
 
-function spec(mode: "shared" | "isolated", overrides: Partial<RuntimeSandboxSpec> = {}): RuntimeSandboxSpec {
+function spec(mode: Mode, overrides: Partial<RuntimeSandboxSpec> = {}): RuntimeSandboxSpec {
   counter += 1;
   const sandboxId = `p${process.pid}x${counter}`;
   const template = templates[mode];
@@ -74,7 +88,7 @@ function spec(mode: "shared" | "isolated", overrides: Partial<RuntimeSandboxSpec
     command: ["sh", "-c", "sleep 1000"],
     args: [],
     env: [],
-    runtimeType: "container",
+    runtimeType: template.runtimeType,
     ...(template.resources ? { resources: template.resources } : {}),
     ...(template.network ? { network: template.network } : {}),
     logPath: join(workDir, mode, `${sandboxId}.log`),
@@ -177,8 +191,8 @@ after(async () => {
   }
 });
 
-for (const mode of ["shared", "isolated"] as const) {
-  describe(`prepared instances, ${mode} network`, () => {
+for (const mode of ["shared", "isolated", "gvisor"] as const) {
+  describe(`prepared instances, ${titles[mode]}`, () => {
     const timings: CreateTimings[] = [];
     let runtime: ContainerdRuntime;
 
@@ -216,7 +230,9 @@ for (const mode of ["shared", "isolated"] as const) {
       // get() waited for the claim's record: the instance's snapshot is now the sandbox's too.
       const [containerId] = ctr(NAMESPACE, "containers", "list", "-q", `labels."fast-sandbox.io/sandbox-id"==${request.sandboxId}`).split("\n").filter(Boolean);
       assertSnapshotOfSandbox(containerId, request.sandboxId);
-      if (mode === "isolated") assert.match(sandbox.address ?? "", /^\d+\.\d+\.\d+\.\d+$/);
+      if (mode !== "shared") assert.match(sandbox.address ?? "", /^\d+\.\d+\.\d+\.\d+$/);
+      // gVisor's own kernel answers: its dmesg is the Sentry's boot log, not the host's.
+      if (mode === "gvisor") assert.match(await execOut(runtime, request.sandboxId, "dmesg"), /gVisor/i);
       await runtime.delete(request.sandboxId, { gracePeriodMs: 0 });
       assert.equal(await runtime.get(request.sandboxId), undefined);
     });
@@ -240,7 +256,7 @@ for (const mode of ["shared", "isolated"] as const) {
       }
       const hostnames = await Promise.all(requests.map((request) => execOut(runtime, request.sandboxId, "hostname")));
       assert.notEqual(hostnames[0], hostnames[1]);
-      if (mode === "isolated") assert.notEqual(sandboxes[0]?.address, sandboxes[1]?.address);
+      if (mode !== "shared") assert.notEqual(sandboxes[0]?.address, sandboxes[1]?.address);
       const containers = containersOf(`prep-${mode}`);
       for (const sandbox of sandboxes) await runtime.delete(sandbox.sandboxId, { gracePeriodMs: 0 });
       assert.ok(containers.length >= 2);
@@ -253,6 +269,28 @@ for (const mode of ["shared", "isolated"] as const) {
       assert.notEqual(timings.at(-1)?.prepared, true);
       assert.equal(runtime.preparedInstanceCount, before, "no instance was taken");
       await runtime.delete(request.sandboxId, { gracePeriodMs: 0 });
+    });
+
+    it("a FIFO where the agent reads a file blocks nothing, and one the sandbox waits on keeps it from nothing", async () => {
+      await runtime.preparedInstancesReady();
+      const trap = "/.fast-sandbox/run/trap";
+      const request = spec(mode, { command: ["sh", "-c", `until [ -p ${trap} ]; do sleep 0.05; done; echo opening; cat ${trap}; echo opened`] });
+      await runtime.create(request);
+      assert.equal(timings.at(-1)?.prepared, true, "the create claimed a prepared instance");
+      const runDir = join(workDir, mode, "state", "run", request.sandboxId);
+      assert.equal(existsSync(join(runDir, "claim")), false, "the claim FIFO is gone once it served");
+      // FIFOs with nothing on their other end (as an image's layer may hold, or code in the sandbox
+      // may make): one the command opens, one where the helper records the command's exit.
+      execFileSync("mkfifo", [join(runDir, "trap")]);
+      execFileSync("mkfifo", [join(runDir, "exit-code")]);
+      await logOf(request.logPath, (text) => text.includes("opening"));
+      const got = await runtime.get(request.sandboxId);
+      assert.equal(got?.state, "running");
+      assert.equal(got?.exitCode, undefined, "a FIFO is no exit code");
+      await runtime.delete(request.sandboxId, { gracePeriodMs: 0 });
+      assert.equal(await runtime.get(request.sandboxId), undefined);
+      const left = ctr(NAMESPACE, "containers", "list", "-q", `labels."fast-sandbox.io/sandbox-id"==${request.sandboxId}`);
+      assert.equal(left.trim(), "", "its container is gone");
     });
 
     it("a claimed command that cannot start fails the create like a cold one, and leaves nothing of the instance", async () => {
@@ -424,7 +462,8 @@ describe("the prepared helper, process 1 of an instance", () => {
   // /.fast-sandbox/run, and itself as the only program.
   const root = join(workDir, "helper-root");
   const run = join(root, ".fast-sandbox", "run");
-  const startHelper = () => spawn("chroot", [root, "/helper", "--prepared"], { stdio: ["ignore", "ignore", "ignore"] });
+  const startHelper = (env: Record<string, string> = {}) =>
+    spawn("chroot", [root, "/helper", "--prepared"], { stdio: ["ignore", "ignore", "ignore"], env: { ...process.env, ...env } });
 
   before(() => {
     mkdirSync(run, { recursive: true });
@@ -455,6 +494,70 @@ describe("the prepared helper, process 1 of an instance", () => {
       helper.kill("SIGTERM");
       await exited;
     }
+  });
+
+  /** A fresh run directory with its claim FIFO, and the helper waiting on it. */
+  async function waitingHelper(
+    env: Record<string, string> = {},
+  ): Promise<{ fifo: string; helper: ReturnType<typeof startHelper>; exited: Promise<unknown[]> }> {
+    for (const name of readdirSync(run)) rmSync(join(run, name), { force: true });
+    const fifo = join(run, "claim");
+    execFileSync("mkfifo", ["-m", "0600", fifo]);
+    const helper = startHelper(env);
+    const exited = once(helper, "exit");
+    while (!existsSync(join(run, "prepared")) && helper.exitCode === null) await sleep(1);
+    return { fifo, helper, exited };
+  }
+
+  it("reads a claim that comes in pieces until its counts are met, with no end of file to tell it", async () => {
+    const { fifo, helper, exited } = await waitingHelper();
+    try {
+      const claim = encodeClaim({ workingDir: "/", args: ["/helper"], env: ["GREETING=hello"] });
+      const fd = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+      try {
+        // Cut after a NUL, so the first piece looks like a claim's end (the helper's cheap check).
+        const cut = claim.indexOf(0, claim.indexOf(Buffer.from("/helper"))) + 1;
+        writeSync(fd, claim.subarray(0, cut));
+        await sleep(200);
+        assert.equal(existsSync(join(run, "command-start")), false, "no command runs from half a claim");
+        assert.equal(helper.exitCode, null, "the helper waits for the rest");
+        writeSync(fd, claim.subarray(cut));
+        // The writer stays open: the claim's own counts end it (5 s at most, then the assertion says so).
+        for (let waited = 0; waited < 5_000 && !existsSync(join(run, "exit-code")) && helper.exitCode === null; waited += 5) await sleep(5);
+        assert.equal(existsSync(join(run, "command-start")), true, "the whole claim was taken with its writer still open");
+      } finally {
+        closeSync(fd);
+      }
+      assert.equal(readFileSync(join(run, "command-start"), "utf8"), "started\n");
+    } finally {
+      helper.kill("SIGTERM");
+      await exited;
+    }
+  });
+
+  it("refuses a claim cut short once the rest is overdue (exit status 2, no command)", async () => {
+    const { fifo, helper, exited } = await waitingHelper({ FSB_CLAIM_REST_TIMEOUT_MS: "300" });
+    const claim = encodeClaim({ workingDir: "/", args: ["/helper"], env: ["GREETING=hello"] });
+    const fd = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+    try {
+      writeSync(fd, claim.subarray(0, claim.length - 3));
+      // The writer stays open (an agent that stopped mid-claim): only the helper's timeout ends it.
+      const [code] = (await exited) as [number | null];
+      assert.equal(code, 2);
+      assert.equal(existsSync(join(run, "command-start")), false, "no command runs from part of a claim");
+    } finally {
+      closeSync(fd);
+      helper.kill("SIGTERM");
+    }
+  });
+
+  it("refuses a claim that is not one (exit status 2, no command)", async () => {
+    const { fifo, helper, exited } = await waitingHelper();
+    assert.equal(await writeClaim(fifo, Buffer.from(["not-a-claim", "/", "1", "/helper", "0", ""].join("\0"))), true);
+    const [code] = (await exited) as [number | null];
+    assert.equal(code, 2);
+    assert.equal(existsSync(join(run, "command-start")), false);
+    assert.equal(helper.exitCode, 2);
   });
 });
 

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
 import { FailedPreconditionError, FsbError } from "@fast-sandbox/api";
-import { checkpointError, copySpec, userCommandOf } from "./checkpoints.js";
+import { checkpointError, copyRunDirectory, copySpec, userCommandOf } from "./checkpoints.js";
 import { ENVD_BINARY, HELPER_BINARY, HELPER_RUN_DIR, type OciSpec } from "./oci-spec.js";
 
 const TEMPLATE_RUN = "/var/lib/fsb/agents/gv-0/run/tmpl";
@@ -102,5 +107,31 @@ describe("checkpointError", () => {
   it("leaves other failures as they are", () => {
     const other = checkpointError(new FsbError("unavailable", "containerd is gone"), "sb-1");
     assert.equal(other.code, "unavailable");
+  });
+});
+
+describe("copyRunDirectory", () => {
+  const dir = mkdtempSync(join(tmpdir(), "fsb-run-copy-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("copies files, directories and links, and leaves FIFOs and sockets out (a claim FIFO, or one a sandbox made)", async () => {
+    const from = join(dir, "from");
+    mkdirSync(join(from, "etc"), { recursive: true });
+    writeFileSync(join(from, "command-start"), "started\n");
+    writeFileSync(join(from, "etc", "hosts"), "127.0.0.1 localhost\n");
+    symlinkSync("etc/hosts", join(from, "hosts-link"));
+    execFileSync("mkfifo", [join(from, "claim"), join(from, "etc", "made-by-the-sandbox")]);
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(join(from, "socket"), resolve));
+    try {
+      const to = join(dir, "to");
+      copyRunDirectory(from, to);
+      assert.deepEqual(readdirSync(to).sort(), ["command-start", "etc", "hosts-link"]);
+      assert.deepEqual(readdirSync(join(to, "etc")), ["hosts"]);
+      assert.equal(readFileSync(join(to, "command-start"), "utf8"), "started\n");
+      assert.equal(readlinkSync(join(to, "hosts-link")), "etc/hosts");
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });

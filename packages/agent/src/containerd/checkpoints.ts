@@ -55,8 +55,8 @@
 import { execFile } from "node:child_process";
 import { connect } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
-import { cpSync, existsSync } from "node:fs";
-import { cp, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { cpSync, existsSync, lstatSync } from "node:fs";
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -92,6 +92,7 @@ import { CheckpointOptionsSchema, OptionsSchema as RuncOptionsSchema } from "./g
 import { Status as TaskStatus } from "./gen/github.com/containerd/containerd/api/types/task/task_pb.js";
 import type { Container } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
 import { isNotFound } from "./grpc-errors.js";
+import { readRunFile } from "./run-file.js";
 import type { RunscFeatures } from "./runsc-features.js";
 import { ENVD_BINARY, HELPER_BINARY, SHIM_GROUP_ANNOTATION, sandboxHostname, type OciSpec } from "./oci-spec.js";
 // Read at call time only (the runtime module imports this one to build its sub-service).
@@ -164,6 +165,8 @@ export interface GvisorCheckpointsOptions {
   stateDir: string;
   /** The helper's run directory of a sandbox. */
   runDir(sandboxId: string): string;
+  /** A sandbox's log file (its task's output). */
+  logPath(sandboxId: string): string;
   /** The cgroups path of a container. */
   cgroupsPath(containerId: string): string;
   /** The image's chain id (its snapshot parent), pulling nothing: a checkpoint's image is on the node. */
@@ -253,6 +256,9 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     const binaryName = this.binaryNameOf(container);
     const envd = ociSpec.mounts.some((mount) => mount.destination === ENVD_BINARY);
     const runDir = this.options.runDir(request.sandboxId);
+    // The sandbox's log, which its task may have opened under another name: a prepared instance's
+    // (the claim renamed the file, the task's record kept the name).
+    const output = `file://${this.options.logPath(request.sandboxId)}`;
 
     const target = this.checkpointDir(request.checkpointId);
     if (await exists(target)) throw new AlreadyExistsError(`checkpoint ${request.checkpointId} already exists on this node`);
@@ -291,8 +297,8 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       }
       checkpointMs = performance.now() - mark;
       // The sandbox has stopped: its run directory is what the checkpointed helper last wrote.
-      const daemonResumeSignal = envd ? await readResumeSignal(runDir) : undefined;
-      const daemonResumesOnHostname = envd && (await readFile(join(runDir, DAEMON_RESUME_WATCH_FILE), "utf8").catch(() => "")).trim() === "hostname";
+      const daemonResumeSignal = envd ? readResumeSignal(runDir) : undefined;
+      const daemonResumesOnHostname = envd && (readRunFile(join(runDir, DAEMON_RESUME_WATCH_FILE)) ?? "").trim() === "hostname";
       const record: CheckpointRecord = {
         version: 1,
         checkpointId: request.checkpointId,
@@ -311,13 +317,13 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
         runDir,
         binaryName,
         envd,
-        stdout: task.stdout,
-        stderr: task.stderr,
+        stdout: output,
+        stderr: output,
         ...(daemonResumeSignal ? { daemonResumeSignal } : {}),
         ...(daemonResumesOnHostname ? { daemonResumesOnHostname } : {}),
       };
       try {
-        await cp(runDir, join(partial, RUN_COPY_DIR), { recursive: true });
+        copyRunDirectory(runDir, join(partial, RUN_COPY_DIR));
         record.sizeBytes = await directorySize(partial);
         await writeFile(join(partial, METADATA_FILE), `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
         await rename(partial, target);
@@ -327,7 +333,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       if (!request.leaveStopped) {
         mark = performance.now();
         // Tracked as a restore of the checkpoint: a delete of it (listed from the rename on) waits for it.
-        resumeSteps = await this.track(request.checkpointId, this.restoreInPlace(containerId, task.stdout, task.stderr, record)).catch((error: unknown) => {
+        resumeSteps = await this.track(request.checkpointId, this.restoreInPlace(containerId, output, output, record)).catch((error: unknown) => {
           throw new FsbError(
             FsbError.from(error).code,
             `checkpoint ${request.name} of sandbox ${request.sandboxId} is saved, but the sandbox could not run on: ${FsbError.from(error).message}`,
@@ -498,8 +504,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       let mounts: Awaited<ReturnType<ContainerdClient["snapshots"]["prepare"]>>["mounts"] = [];
       const steps = await Promise.allSettled([
         (async () => {
-          // A few small files: copied at once (fs.promises.cp took 14-20 ms of the restore's loop).
-          cpSync(join(this.checkpointDir(record.checkpointId), RUN_COPY_DIR), runDir, { recursive: true });
+          copyRunDirectory(join(this.checkpointDir(record.checkpointId), RUN_COPY_DIR), runDir);
           if (isolated) {
             network = await this.options.claimNetwork(spec, runDir, labels, undo);
             timings.network = performance.now() - since;
@@ -868,8 +873,8 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
 }
 
 /** The signal the sandbox's helper takes to resume its daemon, from its run directory; undefined: none (an older helper). */
-async function readResumeSignal(runDir: string): Promise<number | undefined> {
-  const text = await readFile(join(runDir, DAEMON_RESUME_SIGNAL_FILE), "utf8").catch(() => "");
+function readResumeSignal(runDir: string): number | undefined {
+  const text = readRunFile(join(runDir, DAEMON_RESUME_SIGNAL_FILE)) ?? "";
   const signal = Number.parseInt(text.trim(), 10);
   return Number.isInteger(signal) && signal > 0 && signal < 65 ? signal : undefined;
 }
@@ -902,6 +907,24 @@ function runcOptions(binaryName: string, criuImagePath?: string): { typeUrl: str
     typeUrl: RUNC_OPTIONS_TYPE_URL,
     value: toBinary(RuncOptionsSchema, create(RuncOptionsSchema, { binaryName, ...(criuImagePath ? { criuImagePath } : {}) })),
   };
+}
+
+/**
+ * Copies a helper's run directory (a few small files: at once, fs.promises.cp took 14-20 ms of a
+ * restore's event loop): its files, directories and symbolic links. FIFOs, sockets and devices are
+ * not state and cannot be copied — a prepared instance's claim FIFO, or one the sandbox's user made
+ * in its writable run directory — and are left out.
+ */
+export function copyRunDirectory(from: string, to: string): void {
+  cpSync(from, to, {
+    recursive: true,
+    // A link stays as it was written (cp would point a relative one back into `from`).
+    verbatimSymlinks: true,
+    filter: (source) => {
+      const stats = lstatSync(source);
+      return stats.isFile() || stats.isDirectory() || stats.isSymbolicLink();
+    },
+  });
 }
 
 /**

@@ -12,7 +12,7 @@
  * (container-id.ts), which also names its task, snapshot and cgroup.
  */
 import { setMaxListeners } from "node:events";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { chown, mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -61,6 +61,7 @@ import { containerIdOf, sandboxIdOfContainer } from "./container-id.js";
 import { ExecFifos } from "./exec-fifos.js";
 import { writeRunscOwnNetnsWrapper, writeRunscWrapper } from "./gvisor-binary.js";
 import { probeRunscFeatures, type RunscFeatures } from "./runsc-features.js";
+import { readRunFile } from "./run-file.js";
 import { GvisorCheckpoints, LABEL_RESTORED_FROM, LABEL_ROOTFS_OVERLAY, ROOTFS_OVERLAY_MEMORY, moveRunDir } from "./checkpoints.js";
 import { Status as TaskStatus, type Process } from "./gen/github.com/containerd/containerd/api/types/task/task_pb.js";
 import type { Container } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
@@ -83,7 +84,7 @@ import {
 } from "./oci-spec.js";
 import { CommandStartWatcher, commandStartError } from "./command-start.js";
 import { ClaimJournal, type RunDirMove } from "./claim-journal.js";
-import { detectCgroupLayout, readOomKillCount, removeCgroup, type CgroupLayout } from "../cgroup.js";
+import { detectCgroupLayout, killCgroupProcesses, readOomKillCount, removeCgroup, type CgroupLayout } from "../cgroup.js";
 import type { SandboxNetworkSettings } from "../network/network-settings.js";
 import { SandboxNetworks, type ClaimedNetwork } from "../network/sandbox-networks.js";
 
@@ -206,8 +207,8 @@ export interface ContainerdRuntimeOptions {
   /** Called after every successful create with the duration of each step (metrics, benchmarks). */
   onCreateTimings?: (timings: CreateTimings) => void;
   /**
-   * Sandboxes of the pool's template kept ready (prepared-instances.ts); runc sandboxes with the
-   * helper only. @default none
+   * Sandboxes of the pool's template kept ready (prepared-instances.ts): with the helper, of runc or
+   * gVisor; or gVisor copies restored ahead from a checkpoint. @default none
    */
   preparedInstances?: PreparedInstancesSettings;
   /**
@@ -232,7 +233,7 @@ interface PreparedInstanceBase {
   address?: string;
 }
 
-/** A runc instance whose helper waits for its command (prepared-instances.ts). */
+/** An instance (runc or gVisor) whose helper waits for its command (prepared-instances.ts). */
 interface WaitingInstance extends PreparedInstanceBase {
   kind: "waiting";
   ociSpec: OciSpec;
@@ -349,10 +350,9 @@ export class ContainerdRuntime implements Runtime {
     this.helperPath = options.helperPath;
     this.envdPath = options.envdPath && existsSync(options.envdPath) ? options.envdPath : undefined;
     const prepared = options.preparedInstances;
-    // runc instances wait in the helper for their command; gVisor ones are copies restored from the pool's checkpoint.
-    const preparable = prepared?.fromCheckpoint
-      ? prepared.template.runtimeType === "gvisor"
-      : prepared?.template.runtimeType === "container" && options.helperPath;
+    // Instances of an image wait in the helper for their command (runc or gVisor); those of a
+    // gVisor pool's checkpoint are copies restored from it.
+    const preparable = prepared?.fromCheckpoint ? prepared.template.runtimeType === "gvisor" : Boolean(prepared && options.helperPath);
     this.preparedSettings = prepared && prepared.count > 0 && preparable ? prepared : undefined;
     this.preparedKey = this.preparedSettings ? templateKey(this.preparedSettings.template) : "";
     this.groupLoad = new Array<number>(Math.max(1, options.shimGroups ?? Math.min(4, availableParallelism()))).fill(0);
@@ -401,6 +401,7 @@ export class ContainerdRuntime implements Runtime {
       claimRestored: (spec) => this.claimRestored(spec),
       stateDir: this.stateDir,
       runDir: (sandboxId) => this.runDir(sandboxId),
+      logPath: (sandboxId) => sandboxLogPath(this.stateDir, sandboxId),
       cgroupsPath: (containerId) => sandboxCgroupsPath(this.cgroupParent, containerId),
       resolveImage: (image) => this.images.resolve(image),
       claimNetwork: (spec, runDir, labels, undo) => this.claimNetwork(spec, runDir, labels, undo),
@@ -581,8 +582,10 @@ export class ContainerdRuntime implements Runtime {
     }
     const labels = this.handOver(instance, spec, runDir, { [LABEL_IMAGE]: spec.image });
     const isolated = spec.network?.mode === "isolated";
-    // The stored spec tells the truth from now on: execs take their defaults (env, cwd) from it.
-    const ociSpec: OciSpec = { ...instance.ociSpec, process: { ...instance.ociSpec.process, args: helperArgs(workingDir, userArgs, instance.envd), env } };
+    // The stored spec tells the truth from now on: execs take their defaults (env, cwd) from it, and
+    // a checkpoint of the sandbox restores its mounts — from the run directory's new place.
+    const moved = moveRunDir(instance.ociSpec, instance.runDir, runDir);
+    const ociSpec: OciSpec = { ...moved, process: { ...moved.process, args: helperArgs(workingDir, userArgs, instance.envd), env } };
     const commandStart = new CommandStartWatcher(runDir);
     const answered = afterAnswer();
     try {
@@ -600,6 +603,9 @@ export class ContainerdRuntime implements Runtime {
       } finally {
         if (isolated) this.networks?.reassign(instance.id, sandboxId);
       }
+      // The FIFO has served: it goes before the user's command could move it where the agent
+      // reads a file (a FIFO there would block the read).
+      rmSync(join(runDir, CLAIM_FIFO), { force: true });
       if (!written) {
         answered.now();
         await this.discardClaimed(sandboxId, containerId);
@@ -1636,7 +1642,7 @@ export class ContainerdRuntime implements Runtime {
   /** The exit code the helper recorded for the user's command, once it exited. */
   private recordedExitCode(sandboxId: string): number | undefined {
     try {
-      const text = readFileSync(join(this.runDir(sandboxId), "exit-code"), "utf8").trim();
+      const text = (readRunFile(join(this.runDir(sandboxId), "exit-code")) ?? "").trim();
       return /^\d{1,3}$/.test(text) ? Number(text) : undefined;
     } catch {
       return undefined;
@@ -1728,10 +1734,23 @@ export class ContainerdRuntime implements Runtime {
       if (await this.signal(containerId, SIGTERM, false)) return;
       if (await this.exitedWithin(containerId, gracePeriodMs)) return;
     }
-    if (await this.signal(containerId, SIGKILL, killAll)) return;
-    if (!(await this.exitedWithin(containerId, 10_000))) {
-      throw new UnavailableError(`sandbox ${sandboxId} did not exit after SIGKILL`);
+    let failure: unknown;
+    try {
+      if (await this.signal(containerId, SIGKILL, killAll)) return;
+      if (await this.exitedWithin(containerId, 10_000)) return;
+    } catch (error) {
+      failure = error;
     }
+    // The last resort: the host processes of its cgroup. A gVisor sandbox whose task is stuck in the
+    // open of a host FIFO (one in its image, say) outlives the Sentry's SIGKILL, and runsc's kill
+    // of it hangs; its sandbox and gofer processes die like any.
+    const killed = killCgroupProcesses(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, containerId));
+    this.logger.warn(
+      { sandboxId, containerId, processes: killed, err: failure },
+      "the sandbox did not end on its runtime's SIGKILL; its cgroup's processes were killed",
+    );
+    if (killed > 0 && (await this.exitedWithin(containerId, 10_000))) return;
+    throw failure === undefined ? new UnavailableError(`sandbox ${sandboxId} did not exit after SIGKILL`) : FsbError.from(failure);
   }
 
   /**

@@ -25,6 +25,14 @@
  * its own memory (never in the host snapshot), so a checkpoint carries them and every copy restored
  * from it starts from the same read-only image snapshot (checkpoints.ts). Newer runsc releases do
  * this by default (`root:self`); Debian 12's writes through to the snapshot unless told.
+ *
+ * Both add `--host-fifo=open`: a prepared instance's helper waits on the FIFO `run/claim` of its
+ * run directory (prepared-instances.ts), a host FIFO, which runsc refuses to open otherwise. The
+ * sandbox sees no host FIFO but those of its own mounts: its run directory's (the claim FIFO is
+ * removed once it served; a FIFO made inside the sandbox is the Sentry's own, not the host's) and
+ * any in its image's layers, whose other end nothing on the host holds. A task stuck opening one
+ * ignores the Sentry's SIGKILL and `runsc kill --all` hangs on it: a delete then kills the
+ * sandbox's host processes through its cgroup (containerd-runtime.ts, stopTask).
  */
 import { chmodSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -32,9 +40,12 @@ import { join } from "node:path";
 /** runsc's flag that keeps a sandbox's root file system changes in its memory. */
 export const ROOT_OVERLAY_FLAG = "--overlay2=root:memory";
 
+/** runsc's flag that lets a sandbox open the host FIFOs of its mounts (the claim FIFO of a prepared instance). */
+export const HOST_FIFO_FLAG = "--host-fifo=open";
+
 /** Writes (atomically, only when it changed) `<stateDir>/runsc-network-none` and returns its path. */
 export function writeRunscWrapper(stateDir: string, runscPath: string): string {
-  return writeWrapper(join(stateDir, "runsc-network-none"), `exec ${shellQuote(runscPath)} --network=none ${ROOT_OVERLAY_FLAG} "$@"`);
+  return writeWrapper(join(stateDir, "runsc-network-none"), `exec ${shellQuote(runscPath)} --network=none ${ROOT_OVERLAY_FLAG} ${HOST_FIFO_FLAG} "$@"`);
 }
 
 /** Writes (atomically, only when it changed) `<stateDir>/runsc-own-netns` and returns its path. */
@@ -42,7 +53,7 @@ export function writeRunscOwnNetnsWrapper(stateDir: string, runscPath: string): 
   const hide = 'mount -t tmpfs -o size=4k,mode=0555 fsb-hidden /proc/sys/net && exec "$0" "$@"';
   return writeWrapper(
     join(stateDir, "runsc-own-netns"),
-    `exec unshare --mount --propagation slave /bin/sh -c ${shellQuote(hide)} ${shellQuote(runscPath)} ${ROOT_OVERLAY_FLAG} "$@"`,
+    `exec unshare --mount --propagation slave /bin/sh -c ${shellQuote(hide)} ${shellQuote(runscPath)} ${ROOT_OVERLAY_FLAG} ${HOST_FIFO_FLAG} "$@"`,
   );
 }
 

@@ -93,8 +93,8 @@ export const CLAIM_MAX_BYTES = 4 << 20;
  * treats as "no instance". What fits the pipe (64 KiB: every ordinary claim) is written at once, in
  * one system call (the thread pool's queue would cost more); the rest of a bigger one follows as
  * the helper drains the pipe, through the event loop, which goes on serving meanwhile — for
- * `timeoutMs` at most, after which it is no instance either. Closing the FIFO is the helper's end of
- * the claim.
+ * `timeoutMs` at most, after which it is no instance either. The helper tells the claim's end by
+ * its counts (it holds the FIFO open for writing too, so it sees no end of file).
  */
 export async function writeClaim(fifoPath: string, claim: Buffer, timeoutMs = 5_000): Promise<boolean> {
   let fd: number;
@@ -122,7 +122,7 @@ export async function writeClaim(fifoPath: string, claim: Buffer, timeoutMs = 5_
   const rest = new Socket({ fd, readable: false, writable: true });
   return new Promise<boolean>((resolve, reject) => {
     // A helper that stops reading (its cgroup frozen, say) leaves a claim that is cut short: the
-    // helper takes it for malformed and exits, and the caller for no instance.
+    // helper waits for the rest of it, and the caller takes it for no instance (and removes it).
     const stuck = setTimeout(() => {
       rest.destroy();
       resolve(false);

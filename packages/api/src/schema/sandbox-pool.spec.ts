@@ -69,9 +69,17 @@ describe("validateSandboxPool: preparedInstances", () => {
     validateSandboxPool(pool({ image: undefined, preparedInstances: 0 }));
   });
 
-  it("refuses a count on a pool without an image or a runc runtime, and one above the slots or 64", () => {
+  it("takes a count on a gVisor pool with an image: its instances wait in the helper like runc ones", () => {
+    validateSandboxPool(pool({ runtimeType: "gvisor", preparedInstances: 3 }));
+    assert.equal(preparedInstancesOf(spec({ runtimeType: "gvisor", preparedInstances: 3 })), 3);
+  });
+
+  it("refuses a count on a pool without an image (or a gVisor checkpoint), and one above the slots or 64", () => {
     assert.throws(() => validateSandboxPool(pool({ image: undefined, preparedInstances: 1 })), /spec\.preparedInstances.*needs spec\.image/);
-    assert.throws(() => validateSandboxPool(pool({ runtimeType: "gvisor", preparedInstances: 1 })), /spec\.preparedInstances.*runtimeType container/);
+    assert.throws(
+      () => validateSandboxPool(pool({ runtimeType: "gvisor", image: undefined, preparedInstances: 1 })),
+      /spec\.preparedInstances.*needs spec\.image/,
+    );
     assert.throws(() => validateSandboxPool(pool({ maxSandboxesPerPod: 2, preparedInstances: 3 })), /greater than maxSandboxesPerPod 2/);
     assert.throws(() => validateSandboxPool(pool({ maxSandboxesPerPod: 100, preparedInstances: 65 })), /spec\.preparedInstances/);
     assert.throws(() => validateSandboxPool(pool({ preparedInstances: -1 })), /spec\.preparedInstances/);

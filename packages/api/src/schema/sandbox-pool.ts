@@ -73,7 +73,7 @@ export const SandboxPoolSpec = Type.Object(
         minimum: 0,
         maximum: 64,
         description:
-          "Sandboxes of the pool's template (image, runtime, resources, network) each agent keeps prepared ahead: a create that matches claims one in milliseconds. Needs spec.image and runtimeType container; at most maxSandboxesPerPod. Unset: 2 (at most maxSandboxesPerPod) for a runtimeType container pool with spec.image or a gvisor pool with spec.preparedFromCheckpoint, else 0; 0: none. Unclaimed instances take no sandbox slot: a claimed one becomes a sandbox and takes one.",
+          "Sandboxes of the pool's template (image, runtime, resources, network) each agent keeps prepared ahead: a create that matches claims one in milliseconds. Needs spec.image (runc or gvisor), or a gvisor pool's spec.preparedFromCheckpoint; at most maxSandboxesPerPod. Unset: 2 (at most maxSandboxesPerPod) for a runtimeType container pool with spec.image or a gvisor pool with spec.preparedFromCheckpoint, else 0 (a gvisor pool's instances of its image are asked for: each holds a gVisor kernel's memory); 0: none. Unclaimed instances take no sandbox slot: a claimed one becomes a sandbox and takes one.",
       }),
     ),
     preparedFromCheckpoint: Type.Optional(
@@ -129,10 +129,8 @@ export const SandboxPoolSpec = Type.Object(
         reason: "FieldValueInvalid",
       },
       {
-        rule:
-          "!has(self.preparedInstances) || self.preparedInstances == 0 || has(self.preparedFromCheckpoint) || " +
-          "((!has(self.runtimeType) || self.runtimeType == 'container') && has(self.image))",
-        message: "needs runtimeType container and spec.image, or a gvisor pool that names spec.preparedFromCheckpoint (or set it to 0)",
+        rule: "!has(self.preparedInstances) || self.preparedInstances == 0 || has(self.preparedFromCheckpoint) || has(self.image)",
+        message: "needs spec.image, or a gvisor pool that names spec.preparedFromCheckpoint (or set it to 0)",
         fieldPath: ".preparedInstances",
         reason: "FieldValueInvalid",
       },
@@ -171,9 +169,11 @@ export type SandboxPool = Static<typeof SandboxPool>;
 /**
  * Prepared instances an agent of the pool keeps: spec.preparedInstances when set (0: none), else
  * DEFAULT_PREPARED_INSTANCES, at most maxSandboxesPerPod, for a runc pool that names an image or a
- * gVisor pool that names preparedFromCheckpoint, and none for any other (without an image or a
- * checkpoint there is no template to prepare). The one place the
- * default is decided: stored pools keep the field unset, so they follow it.
+ * gVisor pool that names preparedFromCheckpoint, and none for any other: without an image or a
+ * checkpoint there is no template to prepare, and a gVisor pool's instances of its image are asked
+ * for explicitly (each waiting one holds a gVisor kernel's memory, tens of MiB, where a runc one
+ * holds a process). The one place the default is decided: stored pools keep the field unset, so
+ * they follow it.
  */
 export function preparedInstancesOf(spec: SandboxPoolSpec): number {
   if (spec.preparedInstances !== undefined) return spec.preparedInstances;

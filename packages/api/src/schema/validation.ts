@@ -129,16 +129,13 @@ export function validateSandboxPool(value: unknown): asserts value is SandboxPoo
     if (preparedInstances > maxSandboxesPerPod) {
       throw new ValidationError("spec.preparedInstances", `${preparedInstances} is greater than maxSandboxesPerPod ${maxSandboxesPerPod}`);
     }
-    // A gVisor pool's instances are copies of its checkpoint: image and command are the checkpoint's.
-    if (!preparedFromCheckpoint) {
-      if ((runtimeType ?? "container") !== "container") {
-        throw new ValidationError(
-          "spec.preparedInstances",
-          `is for runtimeType container, or for a gvisor pool that names spec.preparedFromCheckpoint; a ${runtimeType} pool without it cannot keep prepared instances (set it to 0)`,
-        );
-      }
-      if (!image)
-        throw new ValidationError("spec.preparedInstances", "needs spec.image: prepared instances are made of the pool's image before any create names one");
+    // Instances are made of the pool's image (runc or gVisor), or are copies of a gVisor pool's
+    // checkpoint, whose image and command are the checkpoint's.
+    if (!preparedFromCheckpoint && !image) {
+      throw new ValidationError(
+        "spec.preparedInstances",
+        "needs spec.image (or, for a gvisor pool, spec.preparedFromCheckpoint): prepared instances are made of the pool's image before any create names one",
+      );
     }
   }
 }

@@ -27,6 +27,19 @@ describe("preparedInstancesEnv", () => {
     assert.equal(template.network?.mode, pb.SandboxNetwork_Mode.ISOLATED);
   });
 
+  it("tells a gVisor pool with an image that asks for instances to make them of its image, no checkpoint", () => {
+    const gvisor = pool({ runtimeType: "gvisor", image: "busybox", preparedInstances: 2, network: { mode: "Isolated" } });
+    validateSandboxPool(gvisor);
+    const env = preparedInstancesEnv(gvisor);
+    assert.equal(env.FSB_PREPARED_INSTANCES, "2");
+    assert.equal(env.FSB_PREPARED_FROM_CHECKPOINT, undefined);
+    const template = fromJsonString(pb.AgentCreateSandboxRequestSchema, env.FSB_PREPARED_TEMPLATE ?? "");
+    assert.equal(template.runtimeType, "gvisor");
+    assert.equal(template.image, "busybox");
+    // Left unset, a gVisor pool with an image keeps none.
+    assert.deepEqual(preparedInstancesEnv(pool({ runtimeType: "gvisor", image: "busybox" })), {});
+  });
+
   it("gives a runc pool's agents no checkpoint", () => {
     const env = preparedInstancesEnv(pool({ image: "busybox", preparedInstances: 1 }));
     assert.equal(env.FSB_PREPARED_INSTANCES, "1");
