@@ -124,11 +124,11 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
   if (!existsSync(HELPER)) throw new Error(`${HELPER} is missing: run 'bash scripts/build-helper.sh' (or 'npm run build')`);
   const dataDir = mkdtempSync(join(tmpdir(), "fsb-bench-"));
   const runscPath = process.env.FSB_RUNSC_PATH || "/usr/bin/runsc";
-  const ctrOptions: CtrOptions = { namespace, ...(options.runtimeType === "gvisor" ? { runcBinary: writeRunscWrapper(dataDir, runscPath) } : {}) };
-
+  let ctrOptions: CtrOptions = { namespace };
   log(`importing ${image} into containerd namespace ${namespace} (cached)`);
   let stale: Awaited<ReturnType<typeof cleanNamespace>>;
   try {
+    if (options.runtimeType === "gvisor") ctrOptions = { namespace, runcBinary: writeRunscWrapper(dataDir, runscPath) };
     execFileSync("bash", [join(REPO_ROOT, "scripts/build-base-image.sh"), image, namespace], { stdio: ["ignore", "ignore", "inherit"] });
     stale = await cleanNamespace(ctrOptions);
   } catch (error) {

@@ -295,7 +295,7 @@ static char **read_claim(char **workdir) {
       /* The rest of a claim begun follows at once; one cut short (its writer died) is refused. */
       int ready;
       while ((ready = poll(&claim_ready, 1, rest_timeout_ms)) < 0 && errno == EINTR) {}
-      if (ready == 0) break;
+      if (ready <= 0) break; /* overdue, or poll failed: either way no whole claim */
     }
     ssize_t got = read(fd, buffer + length, CLAIM_MAX - length);
     if (got > 0) {

@@ -199,31 +199,65 @@ describe("killCgroupProcesses", () => {
       mkdirSync(directory, { recursive: true });
       writeFileSync(join(directory, "cgroup.procs"), `${child.pid}\n`);
     }
-    return { exited: once(child, "exit") as Promise<[number | null, NodeJS.Signals | null]> };
+    return { child, exited: once(child, "exit") as Promise<[number | null, NodeJS.Signals | null]> };
   }
 
-  it("v1: SIGKILLs the members it finds in any hierarchy", async () => {
+  it("v1: freezes the cgroup, SIGKILLs its members and thaws it", async () => {
+    const root = tempRoot();
+    for (const dir of ["cpu", "pids", "freezer"]) mkdirSync(join(root, dir));
+    const { exited } = member([join(root, "freezer", "parent/box"), join(root, "pids", "parent/box")]);
+    // A real freezer reports FREEZING, then FROZEN; this file reads back what was written.
+    writeFileSync(join(root, "freezer", "parent/box/freezer.state"), "THAWED\n");
+    assert.equal(await killCgroupProcesses(detectCgroupLayout(root), "/parent/box"), 1);
+    const [, signal] = await exited;
+    assert.equal(signal, "SIGKILL");
+    assert.equal(read(join(root, "freezer", "parent/box/freezer.state")), "THAWED");
+  });
+
+  it("v1 without a freezer: spares a listed pid that is not the cgroup's (as a pid reused by another process would be)", async () => {
     const root = tempRoot();
     for (const dir of ["cpu", "pids"]) mkdirSync(join(root, dir));
-    const { exited } = member([join(root, "pids", "parent/box")]);
-    assert.ok(killCgroupProcesses(detectCgroupLayout(root), "/parent/box") >= 1);
-    const [, signal] = await exited;
-    assert.equal(signal, "SIGKILL");
+    const { child, exited } = member([join(root, "pids", "parent/box")]);
+    try {
+      assert.equal(await killCgroupProcesses(detectCgroupLayout(root), "/parent/box"), 0);
+      assert.equal(child.exitCode, null);
+      assert.equal(child.signalCode, null, "the process outside the cgroup runs on");
+    } finally {
+      child.kill("SIGKILL");
+      await exited;
+    }
   });
 
-  it("v2: writes cgroup.kill and SIGKILLs the members all the same (a kernel without cgroup.kill)", async () => {
+  it("v2: kills through cgroup.kill, and signals no pid itself", async () => {
     const root = v2Tree({ ".": "cpu memory pids" });
-    const { exited } = member([join(root, "parent/box")]);
-    killCgroupProcesses(detectCgroupLayout(root), "parent/box");
-    assert.equal(read(join(root, "parent/box/cgroup.kill")), "1");
-    const [, signal] = await exited;
-    assert.equal(signal, "SIGKILL");
+    const { child, exited } = member([join(root, "parent/box")]);
+    try {
+      assert.equal(await killCgroupProcesses(detectCgroupLayout(root), "parent/box"), 1);
+      assert.equal(read(join(root, "parent/box/cgroup.kill")), "1");
+      assert.equal(child.signalCode, null, "the kernel's cgroup.kill does the killing");
+    } finally {
+      child.kill("SIGKILL");
+      await exited;
+    }
   });
 
-  it("signals nothing for a cgroup that is not there, or the root", () => {
+  it("v2 without cgroup.kill (a kernel before 5.14): spares a listed pid that is not the cgroup's", async () => {
+    const root = v2Tree({ ".": "cpu memory pids" });
+    const { child, exited } = member([join(root, "parent/box")]);
+    mkdirSync(join(root, "parent/box/cgroup.kill")); // a write to it fails
+    try {
+      assert.equal(await killCgroupProcesses(detectCgroupLayout(root), "parent/box"), 0);
+      assert.equal(child.signalCode, null);
+    } finally {
+      child.kill("SIGKILL");
+      await exited;
+    }
+  });
+
+  it("signals nothing for a cgroup that is not there, or the root", async () => {
     const root = tempRoot();
     mkdirSync(join(root, "pids"));
-    assert.equal(killCgroupProcesses(detectCgroupLayout(root), "/absent"), 0);
-    assert.equal(killCgroupProcesses(detectCgroupLayout(root), "/"), 0);
+    assert.equal(await killCgroupProcesses(detectCgroupLayout(root), "/absent"), 0);
+    assert.equal(await killCgroupProcesses(detectCgroupLayout(root), "/"), 0);
   });
 });

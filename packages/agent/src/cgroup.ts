@@ -1,5 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 
 export type CgroupVersion = 1 | 2;
 
@@ -97,46 +98,89 @@ export function removeCgroup(layout: CgroupLayout, path: string): string[] {
 }
 
 /**
- * SIGKILLs every host process in the cgroup at `path` (v2: through cgroup.kill where the kernel
- * has it), a few passes over its members in case one forked meanwhile; returns how many it
- * signalled. The last resort of a sandbox that a kill through its runtime did not end (a gVisor
- * sandbox whose task is stuck in an open of a host FIFO ignores the Sentry's SIGKILL).
+ * SIGKILLs every host process in the cgroup at `path` and returns how many there were. The last
+ * resort of a sandbox that a kill through its runtime did not end (a gVisor sandbox whose task is
+ * stuck in the open of a host FIFO ignores the Sentry's SIGKILL). No process outside the cgroup is
+ * signalled, a pid reused meanwhile included: v2 kills through cgroup.kill (the kernel's, atomic);
+ * v1 freezes the cgroup first (a frozen member cannot exit, so its pid cannot be reused), signals
+ * its members and thaws it, so they die. Without either (a v2 kernel before 5.14, no v1 freezer),
+ * each pid is checked to be the cgroup's just before its signal.
  */
-export function killCgroupProcesses(layout: CgroupLayout, path: string): number {
+export async function killCgroupProcesses(layout: CgroupLayout, path: string): Promise<number> {
   const relative = path.replace(/^\/+/, "");
   if (relative === "") return 0;
-  const directories = layout.version === 2 ? [join(layout.root, relative)] : v1Hierarchies(layout.root).map((hierarchy) => join(hierarchy, relative));
   if (layout.version === 2) {
+    const directory = join(layout.root, relative);
+    const members = cgroupMembers([directory]);
+    if (members.length === 0) return 0;
     try {
-      writeFileSync(join(directories[0] ?? "", "cgroup.kill"), "1");
+      writeFileSync(join(directory, "cgroup.kill"), "1");
+      return members.length;
     } catch {
-      // an older kernel (no cgroup.kill) or no such cgroup: the members are signalled one by one
+      return killCheckedMembers(members, `0::/${relative}`);
     }
   }
+  const freezer = join(layout.root, "freezer", relative);
+  const state = join(freezer, "freezer.state");
+  let frozen = false;
+  try {
+    writeFileSync(state, "FROZEN");
+    frozen = true;
+    // Freezing takes a moment (FREEZING until every member stopped); one that will not freeze is
+    // signalled all the same, its pid checked like without a freezer.
+    for (let waited = 0; waited < 1_000 && readFileSync(state, "utf8").trim() !== "FROZEN"; waited += 5) await sleep(5);
+    if (readFileSync(state, "utf8").trim() === "FROZEN") {
+      const members = cgroupMembers([freezer]);
+      for (const pid of members) signalKill(pid);
+      return members.length;
+    }
+  } catch {
+    // no freezer hierarchy, or no such cgroup in it
+  } finally {
+    if (frozen) writeFileSync(state, "THAWED");
+  }
+  const members = cgroupMembers(v1Hierarchies(layout.root).map((hierarchy) => join(hierarchy, relative)));
+  return killCheckedMembers(members, `:/${relative}`);
+}
+
+/** The pids in the cgroup.procs of each of `directories` (a missing one has none). */
+function cgroupMembers(directories: string[]): number[] {
+  const members = new Set<number>();
+  for (const directory of directories) {
+    try {
+      for (const line of readFileSync(join(directory, "cgroup.procs"), "utf8").split("\n")) {
+        const pid = Number.parseInt(line, 10);
+        if (pid > 0) members.add(pid);
+      }
+    } catch {
+      // no such cgroup in this hierarchy
+    }
+  }
+  return [...members];
+}
+
+/** SIGKILLs each of `pids` whose /proc/PID/cgroup still has a line ending in `suffix`; how many it signalled. */
+function killCheckedMembers(pids: number[], suffix: string): number {
   let signalled = 0;
-  for (let pass = 0; pass < 3; pass++) {
-    const members = new Set<number>();
-    for (const directory of directories) {
-      try {
-        for (const line of readFileSync(join(directory, "cgroup.procs"), "utf8").split("\n")) {
-          const pid = Number.parseInt(line, 10);
-          if (pid > 0) members.add(pid);
-        }
-      } catch {
-        // no such cgroup in this hierarchy
-      }
+  for (const pid of pids) {
+    let lines: string[];
+    try {
+      lines = readFileSync(`/proc/${pid}/cgroup`, "utf8").split("\n");
+    } catch {
+      continue; // gone
     }
-    if (members.size === 0) break;
-    for (const pid of members) {
-      try {
-        process.kill(pid, "SIGKILL");
-        signalled += 1;
-      } catch {
-        // gone already
-      }
-    }
+    if (lines.some((line) => line.endsWith(suffix)) && signalKill(pid)) signalled += 1;
   }
   return signalled;
+}
+
+function signalKill(pid: number): boolean {
+  try {
+    process.kill(pid, "SIGKILL");
+    return true;
+  } catch {
+    return false; // gone already
+  }
 }
 
 /** The distinct v1 hierarchies under `root` (`cpu` and `cpuacct` are often links to `cpu,cpuacct`). */

@@ -22,8 +22,8 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, watch, writeFileSync } from "node:fs";
+import { execFile, execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, watch, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError, ValidationError } from "@fast-sandbox/sdk";
 import { REPO_ROOT, ctr } from "../../support/containerd.js";
@@ -376,10 +376,11 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
       const { client } = embedded;
       const piper = await client.sandboxes.create({ name: "piper", pool: "gv", image: BASE_IMAGE, command: ["sh", "-c", COUNTER] });
       await waitFor(async () => (await sh("piper", "cat /tmp/counter 2>/dev/null || echo 0").then(Number)) >= 3, 20_000, "the counter");
-      // A fault on the host: while runsc saves (and has stopped the sandbox), something takes the
+      // A fault on the host: as soon as the agent makes its partial checkpoint, something takes the
       // checkpoint's place — a directory that is not empty — so the agent's last step, the rename of
-      // its partial checkpoint into place, fails.
+      // the partial checkpoint into place once runsc saved and stopped the sandbox, fails.
       const occupied: string[] = [];
+      mkdirSync(checkpointDir(), { recursive: true });
       const watcher = watch(checkpointDir(), (_event, entry) => {
         const at = String(entry ?? "").indexOf(".partial-");
         if (at <= 0) return;
@@ -399,6 +400,7 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
         for (const target of occupied) rmSync(target, { recursive: true, force: true });
       }
       assert.equal(occupied.length, 1, "the checkpoint's place was taken");
+      const runDir = join(embedded.dataDir, "agents", "gv-0", "run", piper.status?.sandboxID ?? "");
       const after = await client.sandboxes.get("piper");
       assert.equal(after.status?.phase, "Running");
       assert.equal(after.status?.sandboxID, piper.status?.sandboxID);
@@ -415,6 +417,18 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
         [],
         "no partial checkpoint left",
       );
+      // A named pipe and a link in its run directory (the sandbox may make them): no state, left out
+      // of the checkpoint, which is saved all the same.
+      assert.ok(existsSync(runDir), `the sandbox's run directory ${runDir}`);
+      execFileSync("mkfifo", [join(runDir, "made-pipe")]);
+      symlinkSync("/etc/hostname", join(runDir, "made-link"));
+      const saved = await client.checkpoints.create("piper", { name: "ck-pipe" });
+      const savedRun = join(checkpointDir(), saved.id, "run");
+      assert.ok(existsSync(join(savedRun, "command-start")), "the run directory's files are saved");
+      assert.equal(existsSync(join(savedRun, "made-pipe")), false);
+      assert.equal(existsSync(join(savedRun, "made-link")), false);
+      await waitFor(async () => (await counter("piper")) > first, 10_000, "the sandbox counting on after its checkpoint");
+      await client.checkpoints.delete("ck-pipe");
       await client.sandboxes.delete("piper", { gracePeriodMs: 0 });
     });
 

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { FailedPreconditionError, FsbError } from "@fast-sandbox/api";
-import { checkpointError, copyRunDirectory, copySpec, userCommandOf } from "./checkpoints.js";
+import { checkpointError, copyRunDirectory, copySpec, linkedRunDirMounts, userCommandOf } from "./checkpoints.js";
 import { ENVD_BINARY, HELPER_BINARY, HELPER_RUN_DIR, type OciSpec } from "./oci-spec.js";
 
 const TEMPLATE_RUN = "/var/lib/fsb/agents/gv-0/run/tmpl";
@@ -114,7 +114,7 @@ describe("copyRunDirectory", () => {
   const dir = mkdtempSync(join(tmpdir(), "fsb-run-copy-"));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("copies files, directories and links, and leaves FIFOs and sockets out (a claim FIFO, or one a sandbox made)", async () => {
+  it("copies files and directories, and leaves links, FIFOs and sockets out (a claim FIFO, or what a sandbox made)", async () => {
     const from = join(dir, "from");
     mkdirSync(join(from, "etc"), { recursive: true });
     writeFileSync(join(from, "command-start"), "started\n");
@@ -126,12 +126,55 @@ describe("copyRunDirectory", () => {
     try {
       const to = join(dir, "to");
       copyRunDirectory(from, to);
-      assert.deepEqual(readdirSync(to).sort(), ["command-start", "etc", "hosts-link"]);
+      assert.deepEqual(readdirSync(to).sort(), ["command-start", "etc"]);
       assert.deepEqual(readdirSync(join(to, "etc")), ["hosts"]);
       assert.equal(readFileSync(join(to, "command-start"), "utf8"), "started\n");
-      assert.equal(readlinkSync(join(to, "hosts-link")), "etc/hosts");
+      assert.equal(readFileSync(join(to, "etc", "hosts"), "utf8"), "127.0.0.1 localhost\n");
     } finally {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
+  });
+});
+
+describe("linkedRunDirMounts", () => {
+  const dir = mkdtempSync(join(tmpdir(), "fsb-run-links-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("names the mount sources in the run directory that a link leads elsewhere, or that are gone", () => {
+    const runDir = join(dir, "run", "sb-1");
+    mkdirSync(join(runDir, "etc"), { recursive: true });
+    writeFileSync(join(dir, "host-secret"), "secret");
+    writeFileSync(join(runDir, "etc", "hosts"), "127.0.0.1 localhost\n");
+    symlinkSync(join(dir, "host-secret"), join(runDir, "etc", "resolv.conf"));
+    mkdirSync(join(dir, "elsewhere"));
+    writeFileSync(join(dir, "elsewhere", "hostname"), "x");
+    symlinkSync(join(dir, "elsewhere"), join(runDir, "linked-dir"));
+    const mount = (source: string) => ({ destination: `/m/${source}`, type: "bind", source, options: ["rbind"] });
+    const spec = {
+      mounts: [
+        mount(runDir),
+        mount(join(runDir, "etc", "hosts")),
+        mount(join(runDir, "etc", "resolv.conf")),
+        mount(join(runDir, "linked-dir", "hostname")),
+        mount(join(runDir, "etc", "gone")),
+        mount(join(dir, "host-secret")),
+      ],
+    };
+    assert.deepEqual(linkedRunDirMounts(spec, runDir), [
+      join(runDir, "etc", "resolv.conf"),
+      join(runDir, "linked-dir", "hostname"),
+      join(runDir, "etc", "gone"),
+    ]);
+  });
+
+  it("takes a run directory reached through a link of the host's own (a state directory on a linked path) as it is", () => {
+    mkdirSync(join(dir, "real", "sb-2", "etc"), { recursive: true });
+    writeFileSync(join(dir, "real", "sb-2", "etc", "hosts"), "");
+    symlinkSync(join(dir, "real"), join(dir, "linked-state"));
+    const runDir = join(dir, "linked-state", "sb-2");
+    assert.deepEqual(
+      linkedRunDirMounts({ mounts: [{ destination: "/etc/hosts", type: "bind", source: join(runDir, "etc", "hosts"), options: [] }] }, runDir),
+      [],
+    );
   });
 });

@@ -55,7 +55,7 @@
 import { execFile } from "node:child_process";
 import { connect } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
-import { cpSync, existsSync, lstatSync } from "node:fs";
+import { cpSync, existsSync, lstatSync, realpathSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { join } from "node:path";
@@ -658,6 +658,14 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       if (!isNotFound(error)) throw error;
     });
     lap("deleteMs");
+    // The run directory is the sandbox's to write: a mount source in it that became a link would
+    // show the sandbox a file of the host once mounted again.
+    const linked = linkedRunDirMounts(record.ociSpec, record.runDir);
+    if (linked.length > 0) {
+      throw new FailedPreconditionError(
+        `the sandbox made ${linked.join(", ")} in its run directory a link (or a link's child); it is not resumed, as a mount through a link would show it a file of the host`,
+      );
+    }
     const address = record.networkMode === "isolated" ? await this.readdress(record.sourceSandboxId) : undefined;
     const { mounts } = await this.client.snapshots.mounts({ snapshotter: this.options.snapshotter, key: containerId });
     await this.client.tasks.create({
@@ -911,20 +919,41 @@ function runcOptions(binaryName: string, criuImagePath?: string): { typeUrl: str
 
 /**
  * Copies a helper's run directory (a few small files: at once, fs.promises.cp took 14-20 ms of a
- * restore's event loop): its files, directories and symbolic links. FIFOs, sockets and devices are
- * not state and cannot be copied — a prepared instance's claim FIFO, or one the sandbox's user made
- * in its writable run directory — and are left out.
+ * restore's event loop): its regular files and directories. The directory is the sandbox's to
+ * write, and the helper makes nothing else: a link would lead the agent's writes into a copy (its
+ * /etc files) and a copy's mounts to files of the host; FIFOs, sockets and devices are no state and
+ * cannot be copied. All are left out.
  */
 export function copyRunDirectory(from: string, to: string): void {
   cpSync(from, to, {
     recursive: true,
-    // A link stays as it was written (cp would point a relative one back into `from`).
-    verbatimSymlinks: true,
     filter: (source) => {
       const stats = lstatSync(source);
-      return stats.isFile() || stats.isDirectory() || stats.isSymbolicLink();
+      return stats.isFile() || stats.isDirectory();
     },
   });
+}
+
+/** The sources of `spec`'s mounts in `runDir` (or below) that a link leads elsewhere, or that are gone. */
+export function linkedRunDirMounts(spec: Pick<OciSpec, "mounts">, runDir: string): string[] {
+  const prefix = runDir.endsWith("/") ? runDir : `${runDir}/`;
+  let realRunDir: string;
+  try {
+    realRunDir = realpathSync(runDir);
+  } catch {
+    return [runDir];
+  }
+  return spec.mounts
+    .filter((mount) => mount.source === runDir || mount.source.startsWith(prefix))
+    .filter((mount) => {
+      const expected = mount.source === runDir ? realRunDir : join(realRunDir, mount.source.slice(prefix.length));
+      try {
+        return realpathSync(mount.source) !== expected || lstatSync(mount.source).isSymbolicLink();
+      } catch {
+        return true;
+      }
+    })
+    .map((mount) => mount.source);
 }
 
 /**

@@ -603,9 +603,14 @@ export class ContainerdRuntime implements Runtime {
       } finally {
         if (isolated) this.networks?.reassign(instance.id, sandboxId);
       }
-      // The FIFO has served: it goes before the user's command could move it where the agent
-      // reads a file (a FIFO there would block the read).
-      rmSync(join(runDir, CLAIM_FIFO), { force: true });
+      // The FIFO has served: it goes, so that no checkpoint or copy carries it and nothing in the
+      // sandbox finds a host FIFO to open. (The command may run already and may have moved it:
+      // the agent reads the run directory's files without blocking on FIFOs, run-file.ts.)
+      try {
+        rmSync(join(runDir, CLAIM_FIFO), { force: true });
+      } catch {
+        // the sandbox put a directory in its place: its own business
+      }
       if (!written) {
         answered.now();
         await this.discardClaimed(sandboxId, containerId);
@@ -1744,13 +1749,33 @@ export class ContainerdRuntime implements Runtime {
     // The last resort: the host processes of its cgroup. A gVisor sandbox whose task is stuck in the
     // open of a host FIFO (one in its image, say) outlives the Sentry's SIGKILL, and runsc's kill
     // of it hangs; its sandbox and gofer processes die like any.
-    const killed = killCgroupProcesses(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, containerId));
+    const cgroup = await this.cgroupOf(containerId);
+    const killed = await killCgroupProcesses(this.cgroupLayout, cgroup);
     this.logger.warn(
-      { sandboxId, containerId, processes: killed, err: failure },
+      { sandboxId, containerId, cgroup, processes: killed, err: failure },
       "the sandbox did not end on its runtime's SIGKILL; its cgroup's processes were killed",
     );
-    if (killed > 0 && (await this.exitedWithin(containerId, 10_000))) return;
-    throw failure === undefined ? new UnavailableError(`sandbox ${sandboxId} did not exit after SIGKILL`) : FsbError.from(failure);
+    if (await this.exitedWithin(containerId, 10_000)) return;
+    const cause = failure === undefined ? "it did not exit after SIGKILL" : FsbError.from(failure).message;
+    throw new UnavailableError(
+      `sandbox ${sandboxId} could not be stopped: ${cause}; ${killed} processes of its cgroup ${cgroup} were killed, and it has not exited`,
+      {
+        cause: failure,
+      },
+    );
+  }
+
+  /** The cgroup a container's spec names (one made under another parent, say), or the one this agent would give it. */
+  private async cgroupOf(containerId: string): Promise<string> {
+    try {
+      const { container } = await this.client.containers.get({ id: containerId });
+      const spec = JSON.parse(Buffer.from(container?.spec?.value ?? []).toString("utf8")) as Partial<OciSpec>;
+      // A path of the cgroupfs driver (systemd's `slice:prefix:name` is not one).
+      if (spec.linux?.cgroupsPath?.startsWith("/") && !spec.linux.cgroupsPath.includes(":")) return spec.linux.cgroupsPath;
+    } catch {
+      // no such container, or no spec to read: the path this agent gives its containers
+    }
+    return sandboxCgroupsPath(this.cgroupParent, containerId);
   }
 
   /**

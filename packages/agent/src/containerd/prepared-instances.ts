@@ -39,8 +39,8 @@ export interface PreparedInstancesSettings {
   template: PreparedTemplate;
   /**
    * gVisor pools: the name of the checkpoint (in the template's namespace) the instances are
-   * restored from, ahead of need; a restore of that checkpoint claims one. Unset: runc instances
-   * whose helper waits for a create's command.
+   * restored from, ahead of need; a restore of that checkpoint claims one. Unset: instances (runc
+   * or gVisor) whose helper waits for a create's command.
    */
   fromCheckpoint?: string;
 }
