@@ -112,8 +112,8 @@ export async function killCgroupProcesses(layout: CgroupLayout, path: string): P
   if (layout.version === 2) {
     const directory = join(layout.root, relative);
     const members = cgroupMembers([directory]);
-    if (members.length === 0) return 0;
     try {
+      // Written whatever the members read: it kills the cgroups below too, and who joined since.
       writeFileSync(join(directory, "cgroup.kill"), "1");
       return members.length;
     } catch {
@@ -137,10 +137,24 @@ export async function killCgroupProcesses(layout: CgroupLayout, path: string): P
   } catch {
     // no freezer hierarchy, or no such cgroup in it
   } finally {
-    if (frozen) writeFileSync(state, "THAWED");
+    // Thawed, the members signalled die; left frozen they would not. A cgroup gone meanwhile (its
+    // last member exited, the runtime removed it) needs no thaw.
+    if (frozen) thaw(state);
   }
   const members = cgroupMembers(v1Hierarchies(layout.root).map((hierarchy) => join(hierarchy, relative)));
   return killCheckedMembers(members, `:/${relative}`);
+}
+
+function thaw(state: string): void {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      writeFileSync(state, "THAWED");
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+      if (attempt >= 3) throw error;
+    }
+  }
 }
 
 /** The pids in the cgroup.procs of each of `directories` (a missing one has none). */

@@ -23,7 +23,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, watch, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, watch, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError, ValidationError } from "@fast-sandbox/sdk";
 import { REPO_ROOT, ctr } from "../../support/containerd.js";
@@ -400,7 +400,8 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
         for (const target of occupied) rmSync(target, { recursive: true, force: true });
       }
       assert.equal(occupied.length, 1, "the checkpoint's place was taken");
-      const runDir = join(embedded.dataDir, "agents", "gv-0", "run", piper.status?.sandboxID ?? "");
+      assert.ok(piper.status?.sandboxID, "the sandbox's id");
+      const runDir = join(embedded.dataDir, "agents", "gv-0", "run", piper.status.sandboxID);
       const after = await client.sandboxes.get("piper");
       assert.equal(after.status?.phase, "Running");
       assert.equal(after.status?.sandboxID, piper.status?.sandboxID);
@@ -425,9 +426,19 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
       const saved = await client.checkpoints.create("piper", { name: "ck-pipe" });
       const savedRun = join(checkpointDir(), saved.id, "run");
       assert.ok(existsSync(join(savedRun, "command-start")), "the run directory's files are saved");
-      assert.equal(existsSync(join(savedRun, "made-pipe")), false);
-      assert.equal(existsSync(join(savedRun, "made-link")), false);
-      await waitFor(async () => (await counter("piper")) > first, 10_000, "the sandbox counting on after its checkpoint");
+      assert.equal(lstatSync(join(savedRun, "made-pipe"), { throwIfNoEntry: false }), undefined, "no pipe in the checkpoint");
+      assert.equal(lstatSync(join(savedRun, "made-link"), { throwIfNoEntry: false }), undefined, "no link in the checkpoint");
+      const atSave = await counter("piper");
+      await waitFor(async () => (await counter("piper")) > atSave, 10_000, "the sandbox counting on after its checkpoint");
+      // The source of its /etc/hosts mount made a link to a file of the host: saved, never resumed
+      // onto it (the sandbox would read the host's file).
+      rmSync(join(runDir, "etc", "hosts"));
+      symlinkSync("/etc/hostname", join(runDir, "etc", "hosts"));
+      await assert.rejects(client.checkpoints.create("piper", { name: "ck-link" }), (error: unknown) => {
+        assert.match(String(error), /is saved, but the sandbox could not run on: the sandbox replaced the source of its mount \/etc\/hosts with a link/);
+        return true;
+      });
+      await client.checkpoints.delete("ck-link");
       await client.checkpoints.delete("ck-pipe");
       await client.sandboxes.delete("piper", { gracePeriodMs: 0 });
     });

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { FailedPreconditionError, FsbError } from "@fast-sandbox/api";
-import { checkpointError, copyRunDirectory, copySpec, linkedRunDirMounts, userCommandOf } from "./checkpoints.js";
+import { checkpointError, copyRunDirectory, copySpec, unsafeRunDirMounts, userCommandOf } from "./checkpoints.js";
 import { ENVD_BINARY, HELPER_BINARY, HELPER_RUN_DIR, type OciSpec } from "./oci-spec.js";
 
 const TEMPLATE_RUN = "/var/lib/fsb/agents/gv-0/run/tmpl";
@@ -136,11 +136,11 @@ describe("copyRunDirectory", () => {
   });
 });
 
-describe("linkedRunDirMounts", () => {
+describe("unsafeRunDirMounts", () => {
   const dir = mkdtempSync(join(tmpdir(), "fsb-run-links-"));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("names the mount sources in the run directory that a link leads elsewhere, or that are gone", () => {
+  it("names the mounts whose source in the run directory a link leads elsewhere, or that is gone", () => {
     const runDir = join(dir, "run", "sb-1");
     mkdirSync(join(runDir, "etc"), { recursive: true });
     writeFileSync(join(dir, "host-secret"), "secret");
@@ -160,11 +160,18 @@ describe("linkedRunDirMounts", () => {
         mount(join(dir, "host-secret")),
       ],
     };
-    assert.deepEqual(linkedRunDirMounts(spec, runDir), [
-      join(runDir, "etc", "resolv.conf"),
-      join(runDir, "linked-dir", "hostname"),
-      join(runDir, "etc", "gone"),
-    ]);
+    assert.deepEqual(unsafeRunDirMounts(spec, runDir), {
+      linked: [`/m/${join(runDir, "etc", "resolv.conf")}`, `/m/${join(runDir, "linked-dir", "hostname")}`],
+      gone: [`/m/${join(runDir, "etc", "gone")}`],
+    });
+    // A dangling link is a link, not a file gone.
+    symlinkSync(join(dir, "nowhere"), join(runDir, "etc", "dangling"));
+    assert.deepEqual(unsafeRunDirMounts({ mounts: [mount(join(runDir, "etc", "dangling"))] }, runDir), {
+      linked: [`/m/${join(runDir, "etc", "dangling")}`],
+      gone: [],
+    });
+    // No mount in the run directory: nothing to check, even with the directory gone.
+    assert.deepEqual(unsafeRunDirMounts({ mounts: [mount(join(dir, "host-secret"))] }, join(dir, "no-run-dir")), { linked: [], gone: [] });
   });
 
   it("takes a run directory reached through a link of the host's own (a state directory on a linked path) as it is", () => {
@@ -172,9 +179,9 @@ describe("linkedRunDirMounts", () => {
     writeFileSync(join(dir, "real", "sb-2", "etc", "hosts"), "");
     symlinkSync(join(dir, "real"), join(dir, "linked-state"));
     const runDir = join(dir, "linked-state", "sb-2");
-    assert.deepEqual(
-      linkedRunDirMounts({ mounts: [{ destination: "/etc/hosts", type: "bind", source: join(runDir, "etc", "hosts"), options: [] }] }, runDir),
-      [],
-    );
+    assert.deepEqual(unsafeRunDirMounts({ mounts: [{ destination: "/etc/hosts", type: "bind", source: join(runDir, "etc", "hosts"), options: [] }] }, runDir), {
+      linked: [],
+      gone: [],
+    });
   });
 });

@@ -660,12 +660,13 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     lap("deleteMs");
     // The run directory is the sandbox's to write: a mount source in it that became a link would
     // show the sandbox a file of the host once mounted again.
-    const linked = linkedRunDirMounts(record.ociSpec, record.runDir);
+    const { linked, gone } = unsafeRunDirMounts(record.ociSpec, record.runDir);
     if (linked.length > 0) {
       throw new FailedPreconditionError(
-        `the sandbox made ${linked.join(", ")} in its run directory a link (or a link's child); it is not resumed, as a mount through a link would show it a file of the host`,
+        `the sandbox replaced the source of its mount ${linked.join(", ")} with a link; it is not resumed, as a mount through a link would show it a file of the host`,
       );
     }
+    if (gone.length > 0) throw new FailedPreconditionError(`the source of the sandbox's mount ${gone.join(", ")} is gone; it cannot be resumed`);
     const address = record.networkMode === "isolated" ? await this.readdress(record.sourceSandboxId) : undefined;
     const { mounts } = await this.client.snapshots.mounts({ snapshotter: this.options.snapshotter, key: containerId });
     await this.client.tasks.create({
@@ -934,26 +935,30 @@ export function copyRunDirectory(from: string, to: string): void {
   });
 }
 
-/** The sources of `spec`'s mounts in `runDir` (or below) that a link leads elsewhere, or that are gone. */
-export function linkedRunDirMounts(spec: Pick<OciSpec, "mounts">, runDir: string): string[] {
+/**
+ * The mounts of `spec` whose source is `runDir` or below it and that a link leads elsewhere
+ * (`linked`), or that are not there (`gone`), by destination.
+ */
+export function unsafeRunDirMounts(spec: Pick<OciSpec, "mounts">, runDir: string): { linked: string[]; gone: string[] } {
   const prefix = runDir.endsWith("/") ? runDir : `${runDir}/`;
-  let realRunDir: string;
+  const inRunDir = spec.mounts.filter((mount) => mount.source === runDir || mount.source.startsWith(prefix));
+  const unsafe = { linked: [] as string[], gone: [] as string[] };
+  if (inRunDir.length === 0) return unsafe;
+  let realRunDir: string | undefined;
   try {
     realRunDir = realpathSync(runDir);
   } catch {
-    return [runDir];
+    // gone with everything below it
   }
-  return spec.mounts
-    .filter((mount) => mount.source === runDir || mount.source.startsWith(prefix))
-    .filter((mount) => {
-      const expected = mount.source === runDir ? realRunDir : join(realRunDir, mount.source.slice(prefix.length));
-      try {
-        return realpathSync(mount.source) !== expected || lstatSync(mount.source).isSymbolicLink();
-      } catch {
-        return true;
-      }
-    })
-    .map((mount) => mount.source);
+  for (const mount of inRunDir) {
+    if (realRunDir === undefined || !existsSync(mount.source)) {
+      (lstatSync(mount.source, { throwIfNoEntry: false }) ? unsafe.linked : unsafe.gone).push(mount.destination);
+      continue;
+    }
+    const expected = mount.source === runDir ? realRunDir : join(realRunDir, mount.source.slice(prefix.length));
+    if (realpathSync(mount.source) !== expected || lstatSync(mount.source).isSymbolicLink()) unsafe.linked.push(mount.destination);
+  }
+  return unsafe;
 }
 
 /**
