@@ -203,6 +203,18 @@ describe("killCgroupProcesses", () => {
     return { child, exited: once(child, "exit") as Promise<[number | null, NodeJS.Signals | null]> };
   }
 
+  /** A process listed in `directories` but not in the cgroup (as a pid reused meanwhile would be) is not signalled. */
+  async function assertSpared(root: string, path: string, directories: string[]): Promise<void> {
+    const { child, exited } = member(directories);
+    try {
+      assert.equal(await killCgroupProcesses(detectCgroupLayout(root), path), 0);
+      assert.ok(await runsOn(child), "the process outside the cgroup runs on");
+    } finally {
+      child.kill("SIGKILL");
+      await exited;
+    }
+  }
+
   /** Whether `child` still runs 200 ms on (an exit reported meanwhile says it was signalled). */
   async function runsOn(child: ReturnType<typeof spawn>): Promise<boolean> {
     await sleep(200);
@@ -224,14 +236,7 @@ describe("killCgroupProcesses", () => {
   it("v1 without a freezer: spares a listed pid that is not the cgroup's (as a pid reused by another process would be)", async () => {
     const root = tempRoot();
     for (const dir of ["cpu", "pids"]) mkdirSync(join(root, dir));
-    const { child, exited } = member([join(root, "pids", "parent/box")]);
-    try {
-      assert.equal(await killCgroupProcesses(detectCgroupLayout(root), "/parent/box"), 0);
-      assert.ok(await runsOn(child), "the process outside the cgroup runs on");
-    } finally {
-      child.kill("SIGKILL");
-      await exited;
-    }
+    await assertSpared(root, "/parent/box", [join(root, "pids", "parent/box")]);
   });
 
   it("v2: kills through cgroup.kill, and signals no pid itself", async () => {
@@ -249,30 +254,16 @@ describe("killCgroupProcesses", () => {
 
   it("v2 without cgroup.kill (a kernel before 5.14): spares a listed pid that is not the cgroup's", async () => {
     const root = v2Tree({ ".": "cpu memory pids" });
-    const { child, exited } = member([join(root, "parent/box")]);
-    mkdirSync(join(root, "parent/box/cgroup.kill")); // a write to it fails
-    try {
-      assert.equal(await killCgroupProcesses(detectCgroupLayout(root), "parent/box"), 0);
-      assert.ok(await runsOn(child), "the process outside the cgroup runs on");
-    } finally {
-      child.kill("SIGKILL");
-      await exited;
-    }
+    mkdirSync(join(root, "parent/box/cgroup.kill"), { recursive: true }); // a write to it fails
+    await assertSpared(root, "parent/box", [join(root, "parent/box")]);
   });
 
-  it("v1 with a cgroup that will not freeze: thaws it and spares a listed pid that is not the cgroup's", async () => {
+  it("v1 whose freezer refuses the cgroup: spares a listed pid that is not the cgroup's", async () => {
     const root = tempRoot();
     for (const dir of ["pids", "freezer"]) mkdirSync(join(root, dir));
-    const { child, exited } = member([join(root, "freezer", "parent/box"), join(root, "pids", "parent/box")]);
-    // A directory where freezer.state would be read: a write fails, as on a freezer that refuses.
-    mkdirSync(join(root, "freezer", "parent/box/freezer.state"));
-    try {
-      assert.equal(await killCgroupProcesses(detectCgroupLayout(root), "/parent/box"), 0);
-      assert.ok(await runsOn(child), "the process outside the cgroup runs on");
-    } finally {
-      child.kill("SIGKILL");
-      await exited;
-    }
+    // A directory where freezer.state would be written: the write fails, as on a freezer that refuses.
+    mkdirSync(join(root, "freezer", "parent/box/freezer.state"), { recursive: true });
+    await assertSpared(root, "/parent/box", [join(root, "freezer", "parent/box"), join(root, "pids", "parent/box")]);
   });
 
   it("signals nothing for a cgroup that is not there, or the root", async () => {
