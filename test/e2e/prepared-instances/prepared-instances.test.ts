@@ -38,25 +38,20 @@ let counter = 0;
 
 type Mode = "shared" | "isolated" | "gvisor";
 
+const isolatedTemplate: PreparedTemplate = {
+  namespace: "team",
+  pool: "pool",
+  image: BASE_IMAGE,
+  runtimeType: "container",
+  resources: { memoryBytes: 64 << 20 },
+  network: { mode: "isolated", egress: { kind: "denyAll" }, allowSandboxToSandbox: false },
+};
+
 const templates: Record<Mode, PreparedTemplate> = {
   shared: { namespace: "team", pool: "pool", image: BASE_IMAGE, runtimeType: "container", resources: { memoryBytes: 64 << 20 } },
-  isolated: {
-    namespace: "team",
-    pool: "pool",
-    image: BASE_IMAGE,
-    runtimeType: "container",
-    resources: { memoryBytes: 64 << 20 },
-    network: { mode: "isolated", egress: { kind: "denyAll" }, allowSandboxToSandbox: false },
-  },
+  isolated: isolatedTemplate,
   // gVisor's helper waits on a host FIFO (runsc --host-fifo=open, gvisor-binary.ts).
-  gvisor: {
-    namespace: "team",
-    pool: "pool",
-    image: BASE_IMAGE,
-    runtimeType: "gvisor",
-    resources: { memoryBytes: 64 << 20 },
-    network: { mode: "isolated", egress: { kind: "denyAll" }, allowSandboxToSandbox: false },
-  },
+  gvisor: { ...isolatedTemplate, runtimeType: "gvisor" },
 };
 
 const titles: Record<Mode, string> = { shared: "runc, shared network", isolated: "runc, isolated network", gvisor: "gVisor, isolated network" };

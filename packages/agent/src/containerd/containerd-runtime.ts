@@ -1646,12 +1646,8 @@ export class ContainerdRuntime implements Runtime {
 
   /** The exit code the helper recorded for the user's command, once it exited. */
   private recordedExitCode(sandboxId: string): number | undefined {
-    try {
-      const text = (readRunFile(join(this.runDir(sandboxId), "exit-code")) ?? "").trim();
-      return /^\d{1,3}$/.test(text) ? Number(text) : undefined;
-    } catch {
-      return undefined;
-    }
+    const text = (readRunFile(join(this.runDir(sandboxId), "exit-code")) ?? "").trim();
+    return /^\d{1,3}$/.test(text) ? Number(text) : undefined;
   }
 
   /**
