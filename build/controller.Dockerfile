@@ -31,11 +31,13 @@ RUN nodedir="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")" \
 COPY tsconfig.base.json tsconfig.json ./
 COPY packages packages
 # Sources are removed once built, and the in-sandbox daemon's Go module (only the agent image has
-# its binary, copied from the build context).
+# its binary, copied from the build context) but for its version.json: the E2B-compatible API
+# reports that version to E2B's SDKs (packages/controlplane/src/e2b/envd-version.ts) and the
+# controller does not start without it.
 RUN npx tsc -b packages/controlplane \
   && npm prune --omit=dev --no-audit --no-fund \
   && find packages -mindepth 2 -maxdepth 2 -name src -prune -exec rm -rf {} + \
-  && rm -rf packages/envd
+  && find packages/envd -mindepth 1 -maxdepth 1 ! -name version.json -exec rm -rf {} +
 
 FROM ${BASE_IMAGE}
 ENV NODE_ENV=production

@@ -10,7 +10,8 @@
 # It never pulls: the base image (a Debian image with Node.js 20.19+ and npm, default
 # docker.io/library/node:20-bookworm-slim) must already be in buildah's local storage, e.g.
 #   skopeo copy oci-archive:node-20-bookworm-slim.tar containers-storage:docker.io/library/node:20-bookworm-slim
-# or `buildah pull docker.io/library/node:20-bookworm-slim` where a registry is reachable. The
+# or `buildah pull docker.io/library/node:20-bookworm-slim` where a registry is reachable, or built
+# here without one (scripts/build-node-base-image.sh: Debian 12 and this machine's Node.js). The
 # builds themselves install from the npm registry and a Debian mirror (npm ci, apt-get); the agent
 # image's in-sandbox daemon is built on this machine first (scripts/build-envd.sh: Go). Behind a
 # TLS-inspecting proxy, --ca-file (default $NODE_EXTRA_CA_CERTS) names extra CA certificates that
@@ -19,7 +20,7 @@
 #   scripts/build-images.sh [--base IMAGE] [--tag TAG] [--out DIR] [--ca-file FILE] [--containerd-namespace NS] [controller|agent|janitor]…
 #
 # Defaults: all three images; tag = the version in package.json; out = .cache/images. Needs root
-# (buildah's chroot isolation and storage). Not used by the tests.
+# (buildah's chroot isolation and storage). test/e2e/images-build-and-run builds and runs the images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,6 +58,7 @@ if ! buildah inspect --type image "$base" >/dev/null 2>&1; then
   echo "build-images: the base image '$base' is not in buildah's local storage, and this script never pulls." >&2
   echo "  Load it first, e.g.: skopeo copy oci-archive:FILE containers-storage:$base" >&2
   echo "  or name a local Debian + Node.js 20 image with --base (buildah images lists them)." >&2
+  echo "  Without a registry: bash scripts/build-node-base-image.sh, then --base localhost/fast-sandbox/node-base:20-bookworm" >&2
   exit 1
 fi
 if [ -n "$containerd_namespace" ] && ! command -v ctr >/dev/null 2>&1; then

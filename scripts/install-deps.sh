@@ -10,11 +10,13 @@ cd "$(dirname "$0")/.."
 # released address's connections);
 # code generation: protoc and containerd's API protos; registry tests: skopeo, docker-registry (the CNCF
 # distribution server, started by the tests on loopback) and htpasswd (apache2-utils); the Python
-# SDK's tests: python3 with venv (test/e2e/python-sdk makes a virtual environment and pip-installs into it).
+# SDK's tests: python3 with venv (test/e2e/python-sdk makes a virtual environment and pip-installs into it);
+# the Kubernetes mode's images (test/e2e/images-build-and-run): buildah, and debootstrap for their
+# base image (scripts/build-node-base-image.sh).
 PACKAGES=(containerd runc runsc busybox-static umoci skopeo protobuf-compiler python3 python3-venv
   golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev
   containernetworking-plugins nftables iptables conntrack
-  iproute2 openssl curl util-linux gcc libc6-dev docker-registry apache2-utils)
+  iproute2 openssl curl util-linux gcc libc6-dev docker-registry apache2-utils buildah debootstrap)
 
 if [ "${FSB_SKIP_APT:-}" != 1 ]; then
   missing=()
