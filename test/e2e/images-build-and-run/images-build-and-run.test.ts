@@ -9,7 +9,8 @@
  *   which run the command with its environment and serve the in-sandbox daemon.
  * - controller: as uid 1000 on a read-only root file system, with its ServiceAccount's token, against
  *   a real kube-apiserver: it takes the Lease, serves the authenticated fast path, and makes an
- *   agent Pod for a pool applied through it.
+ *   agent Pod for a pool applied through it; in its other role (the proxy Deployment's `args:
+ *   [proxy]`), it serves with its own ServiceAccount and answers for a sandbox it does not know.
  * - janitor: with its ServiceAccount's token and the Kubernetes inventory, it reclaims what the agent
  *   left when it died (its Pod never existed): sandbox, shim anchors and network namespaces.
  * The Kubernetes e2e suite runs the components from the built packages (the fake kubelet runs no
@@ -47,6 +48,8 @@ const nodeBinaries = join(work, "bin");
 const network = testNetworkSettings({ preparedNamespaces: 1 });
 const clusterEnv = { ...process.env, FSB_CLUSTER_DIR: join(work, "cluster") };
 const agentToken = randomBytes(24).toString("base64url");
+/** The controller's (and the proxy's) files: its tokens and the agent Pod template, as its Secrets and ConfigMap would mount them. */
+const settings = join(work, "controller");
 const apiToken = randomBytes(24).toString("base64url");
 
 /** Runs a script of the repository, its output into `log`; on failure the log's end is in the error. */
@@ -329,7 +332,6 @@ describe("the Kubernetes mode's images, built and run", { timeout: 30 * 60_000 }
       30_000,
       () => "the SandboxPool CRD to serve",
     );
-    const settings = join(work, "controller");
     mkdirSync(settings, { mode: 0o755 });
     writeFileSync(join(settings, "api-token"), apiToken, { mode: 0o644 });
     writeFileSync(join(settings, "agent-token"), agentToken, { mode: 0o644 });
@@ -394,6 +396,44 @@ describe("the Kubernetes mode's images, built and run", { timeout: 30 * 60_000 }
       60_000,
       () => "the pool's agent Pods to go with it",
     );
+  });
+
+  it("the controller image's other role, the sandbox proxy (args: proxy), serves with its ServiceAccount and says a sandbox is unknown", async () => {
+    assert.ok(existsSync(join(settings, "agent-token")), "the controller case wrote the settings");
+    for (const file of ["proxy-service-account.yaml", "proxy-cluster-role.yaml", "proxy-cluster-role-binding.yaml"]) {
+      kubectl("apply", "-n", "fast-sandbox-system", "-f", join(REPO_ROOT, "config/proxy", file));
+    }
+    const proxyKubeconfig = serviceAccountKubeconfig("fast-sandbox-system", "fast-sandbox-proxy");
+    const port = await freePort();
+    const probePort = await freePort();
+    started.push("proxy");
+    start("proxy", "controller", {
+      readOnly: true,
+      tmpfs: ["/tmp"],
+      mounts: [
+        [settings, "/etc/fast-sandbox", "ro"],
+        [proxyKubeconfig, "/etc/fast-sandbox-kube/config", "ro"],
+      ],
+      env: {
+        KUBECONFIG: "/etc/fast-sandbox-kube/config",
+        FSB_PROXY_LISTEN: `127.0.0.1:${port}`,
+        FSB_PROBE_LISTEN: `127.0.0.1:${probePort}`,
+        FSB_PROXY_BASE_URL: `http://localhost:${port}`,
+        FSB_AGENT_TOKEN_FILE: "/etc/fast-sandbox/agent-token",
+        FSB_POD_NAMESPACE: "fast-sandbox-system",
+      },
+      // The Deployment's `args: ["proxy"]` after the image's entry point.
+      args: [...entrypoint("controller"), "proxy"],
+    });
+    await waitFor(
+      async () => (await fetch(`http://127.0.0.1:${probePort}/readyz`)).ok || undefined,
+      60_000,
+      () => `the proxy's /readyz; its log:\n${logOf("proxy")}`,
+    );
+    const response = await fetch(`http://127.0.0.1:${port}/`, { headers: { "e2b-sandbox-id": "nosuchsandbox", "e2b-sandbox-port": "8080" } });
+    const body = (await response.json()) as { message?: string };
+    assert.equal(response.status, 502);
+    assert.equal(body.message, "The sandbox was not found");
   });
 
   it("the janitor image reclaims what an agent left when it died: sandbox, shim anchors and network namespaces", async () => {

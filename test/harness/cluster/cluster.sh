@@ -362,12 +362,43 @@ release_ips() {
   return 0
 }
 
+# wait_exited ID...: waits (10 s at most) until none of the processes (PID) or process groups (-PGID)
+# exists but as a zombie. pid_alive says "gone" as soon as a process's command line reads empty, which
+# happens early in its exit, while a big process may still be tearing its memory down (and is still
+# there for kill -0): `down` returns only once everything it stopped has really ended.
+wait_exited() {
+  local i id state alive
+  for ((i = 0; i < 100; i++)); do
+    alive=""
+    for id in "$@"; do
+      kill -0 -- "$id" 2>/dev/null || continue
+      if [[ "$id" != -* ]]; then
+        state="$(awk '{print $3}' "/proc/$id/stat" 2>/dev/null || true)"
+        [ -z "$state" ] || [ "$state" = Z ] && continue
+      fi
+      alive="$id"
+      break
+    done
+    [ -z "$alive" ] && return 0
+    sleep 0.1
+  done
+  log "still running 10 s after down stopped it: $alive"
+}
+
 cmd_down() {
   [ -d "$STATE" ] || { log "nothing to stop ($STATE does not exist)"; return 0; }
   [ -f "$STATE/.fsb-cluster" ] || die "$STATE is not a cluster state dir (no .fsb-cluster marker); not touching it"
   exec 8>"$STATE/.lock"
   flock 8
-  local n f
+  local n f stopped=()
+  # What this run started and down stops: the control plane and kubelets (while pid_alive still
+  # recognises them by their command lines) and the pods' process groups.
+  for f in "$STATE"/pids/*.pid; do
+    [ -f "$f" ] && pid_alive "$f" && stopped+=("$(cat "$f")")
+  done
+  for f in "$STATE"/kubelet/*/pods/*/*.pgid; do
+    [ -f "$f" ] && [ -n "$(cat "$f")" ] && stopped+=("-$(cat "$f")")
+  done
   # Kubelets first (they stop their pods on SIGTERM), then the control plane.
   for f in "$STATE"/pids/kubelet-*.pid; do
     [ -f "$f" ] || continue
@@ -380,6 +411,7 @@ cmd_down() {
   stop_group kube-controller-manager 10
   stop_group kube-apiserver 20
   stop_group etcd 10
+  [ ${#stopped[@]} -eq 0 ] || wait_exited "${stopped[@]}"
   rm -rf "$STATE"
   log "stopped; removed $STATE"
 }
