@@ -4,10 +4,13 @@
  * hold for both runtimes — no host (loopback listener, the agent's port, any host address), no
  * 169.254.0.0/16 or 100.100.100.200 (cloud metadata), no other sandbox unless its pool allows it, and the egress policy (denyAll,
  * allowAll, allowList) towards a server in a network namespace the test owns. Two sandboxes bind the
- * same port. A Shared sandbox keeps today's behaviour (it reaches the host's loopback), which also
- * shows the loopback probe can succeed.
+ * same port. A host's destination NAT (a published port, as Docker's or kube-proxy's) does not open
+ * the host to an allowAll sandbox, while a DNAT to an address elsewhere still works. A Shared sandbox
+ * keeps today's behaviour (it reaches the host's loopback), which also shows the loopback probe can
+ * succeed.
  */
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo, type Server } from "node:net";
@@ -38,6 +41,10 @@ const TOKEN = randomBytes(16).toString("hex");
 const SERVER_PORT = 8000;
 const OTHER_SERVER_PORT = 8001;
 const SANDBOX_PORT = 8080;
+/** Published by the test's DNAT table on the host's addresses, and on an address that is not the host's. */
+const PUBLISHED_PORT = 18000;
+const NOT_THE_HOST = "198.51.100.200";
+const DNAT_TABLE = `fsbt-dnat-${suffix}`;
 
 const settings = testNetworkSettings();
 const workDir = mkdtempSync(join(tmpdir(), "fsb-e2e-netiso-"));
@@ -113,6 +120,26 @@ function listen(host: string, banner: string): Promise<Server> {
 const portOf = (listener: Server) => (listener.address() as AddressInfo).port;
 const gateway = settings.subnet.replace(/0\/24$/, "1");
 
+/**
+ * What Docker does for `-p`, and kube-proxy for a NodePort: connections to a port of the host's
+ * addresses are rewritten to a server behind the host — here the test's server namespace — and so
+ * are forwarded rather than delivered to the host. The same rule for an address that is not the
+ * host's (as a Service's virtual address) is the control: destination NAT itself keeps working.
+ */
+function publishThroughDnat(): void {
+  const to = `${server.address}:${SERVER_PORT}`;
+  execFileSync("nft", ["-f", "-"], {
+    input: `table ip ${DNAT_TABLE} {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr { ${gateway}, ${server.hostAddress} } tcp dport ${PUBLISHED_PORT} dnat to ${to}
+    ip daddr ${NOT_THE_HOST} tcp dport ${PUBLISHED_PORT} dnat to ${to}
+  }
+}
+`,
+  });
+}
+
 before(async () => {
   importBaseImage(NAMESPACE);
   server = ServerNamespace.create();
@@ -122,6 +149,7 @@ before(async () => {
   server.serveDns();
   hostLoopback = await listen("127.0.0.1", "host-loopback");
   hostAnyAddress = await listen("0.0.0.0", "host-any-address");
+  publishThroughDnat();
   runtime = createContainerdRuntime({
     namespace: NAMESPACE,
     agentName: "netiso-0",
@@ -164,6 +192,7 @@ after(async () => {
       },
     ],
     ["listeners", () => [hostLoopback, hostAnyAddress].forEach((listener) => listener.close())],
+    ["DNAT table", () => execFileSync("nft", ["delete", "table", "ip", DNAT_TABLE])],
     ["server namespace", () => server.remove()],
     ["network", () => removeTestNetwork(settings)],
     ["containerd namespace", () => removeNamespace(NAMESPACE)],
@@ -239,6 +268,16 @@ for (const runtimeType of ["container", "gvisor"]) {
         answerTo(a, server.hostAddress, agentPort),
       ]);
       assert.deepEqual(answers, ["", "", "", "", "", ""]);
+    });
+
+    it("reaches no port the host publishes through destination NAT, even allowed everywhere; a DNAT to an address elsewhere still works", async () => {
+      const a = sandboxes.a as pb.AgentSandbox;
+      const [control, throughGateway, throughHostAddress] = await Promise.all([
+        answerTo(a, NOT_THE_HOST, PUBLISHED_PORT),
+        answerTo(a, gateway, PUBLISHED_PORT),
+        answerTo(a, server.hostAddress, PUBLISHED_PORT),
+      ]);
+      assert.deepEqual({ control, throughGateway, throughHostAddress }, { control: `srv-${SERVER_PORT}`, throughGateway: "", throughHostAddress: "" });
     });
 
     it("cannot reach the clouds' metadata addresses (169.254.169.254, Alibaba's 100.100.100.200), even allowed everywhere else", async () => {

@@ -45,7 +45,15 @@ describe("nodeCommands", () => {
   it("creates both tables and rewrites their base chains in one idempotent batch", async () => {
     const commands = nodeCommands(NETWORK);
     const flushed = commands.flatMap((command) => ("flush" in command ? [`${String(command.flush.chain?.family)} ${String(command.flush.chain?.name)}`] : []));
-    assert.deepEqual(flushed, ["inet input", "inet forward", "inet from_sandbox", "bridge prerouting", "bridge forward", "inet postrouting"]);
+    assert.deepEqual(flushed, [
+      "inet input",
+      "inet forward",
+      "inet from_sandbox",
+      "bridge prerouting",
+      "bridge forward",
+      "inet before_nat",
+      "inet postrouting",
+    ]);
     // Nothing from the bridge reaches the host but replies; unknown sources are dropped.
     assert.deepEqual(rulesOf(commands, "input"), [
       JSON.stringify([
@@ -54,6 +62,24 @@ describe("nodeCommands", () => {
         { accept: null },
       ]),
       JSON.stringify([{ match: { op: "==", left: { meta: { key: "iifname" } }, right: "fsbrules" } }, { drop: null }]),
+    ]);
+    // The same verdict before the host's destination NAT: a connection to a host address is dropped
+    // before a DNAT rule (a published port) can make it forwarded traffic.
+    const beforeNat = commands.find((command) => "add" in command && command.add.chain?.name === "before_nat");
+    assert.deepEqual(beforeNat, {
+      add: { chain: { family: "inet", table: "fsbrules", name: "before_nat", type: "filter", hook: "prerouting", prio: -150, policy: "accept" } },
+    });
+    assert.deepEqual(rulesOf(commands, "before_nat"), [
+      JSON.stringify([
+        { match: { op: "==", left: { meta: { key: "iifname" } }, right: "fsbrules" } },
+        { match: { op: "in", left: { ct: { key: "state" } }, right: ["established", "related"] } },
+        { accept: null },
+      ]),
+      JSON.stringify([
+        { match: { op: "==", left: { meta: { key: "iifname" } }, right: "fsbrules" } },
+        { match: { op: "==", left: { fib: { result: "type", flags: ["daddr"] } }, right: "local" } },
+        { drop: null },
+      ]),
     ]);
     assert.equal(rulesOf(commands, "from_sandbox").at(-1), JSON.stringify([{ drop: null }]));
     // Outbound traffic leaves with the host's address; traffic inside the subnet keeps its own.

@@ -10,6 +10,11 @@
  *                          address, IPv4 and ARP only: no spoofing another sandbox or the gateway
  *     forward              port-to-port frames (sandbox to sandbox) only inside a peer group
  *   table inet <net>       layer 3
+ *     before_nat           the input chain's verdict, taken before the host's destination NAT: a
+ *                          connection from the bridge to any of the host's addresses is dropped
+ *                          here, so no DNAT rule of the host (Docker's or kube-proxy's published
+ *                          ports, a NodePort) can turn it into forwarded traffic that a sandbox's
+ *                          allowAll would let through to the host's services
  *     input                nothing from the bridge reaches the host itself (any of its addresses,
  *                          its services, the agents, the control plane) but replies to the host's
  *                          own connections (e.g. a proxy reaching a sandbox)
@@ -111,6 +116,10 @@ const element = (family: NftFamily, tableName: string, name: string, elem: unkno
 const FILTER_PRIORITY = { inet: 0, bridge: -200 } as const;
 /** `srcnat`. */
 const SOURCE_NAT_PRIORITY = 100;
+/** `mangle`: after conntrack (-200), before destination NAT (`dstnat`, -100). */
+const BEFORE_DESTINATION_NAT_PRIORITY = -150;
+/** The packet is addressed to one of the host's own addresses (before any NAT rewrites it). */
+const toHostAddress = match({ fib: { result: "type", flags: ["daddr"] } }, "local");
 
 /**
  * Creates both tables, their maps and sets, and (re)writes their base chains. Idempotent and
@@ -142,9 +151,17 @@ export function nodeCommands(network: FirewallNetwork): NftCommand[] {
       { add: chain(family, name, chainName, hook ? { hook, prio: FILTER_PRIORITY[family] } : undefined) },
       { flush: chain(family, name, chainName) },
     ]),
+    {
+      add: {
+        chain: { family: "inet", table: name, name: "before_nat", type: "filter", hook: "prerouting", prio: BEFORE_DESTINATION_NAT_PRIORITY, policy: "accept" },
+      },
+    },
+    { flush: chain("inet", name, "before_nat") },
     { add: { chain: { family: "inet", table: name, name: "postrouting", type: "nat", hook: "postrouting", prio: SOURCE_NAT_PRIORITY, policy: "accept" } } },
     { flush: chain("inet", name, "postrouting") },
     inet("postrouting", match(payload("ip", "saddr"), subnet), match(payload("ip", "daddr"), subnet, "!="), { masquerade: null }),
+    inet("before_nat", fromBridge, established, ACCEPT),
+    inet("before_nat", fromBridge, toHostAddress, DROP),
     inet("input", fromBridge, established, ACCEPT),
     inet("input", fromBridge, DROP),
     inet("forward", fromBridge, jump("from_sandbox")),
