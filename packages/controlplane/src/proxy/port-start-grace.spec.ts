@@ -83,6 +83,30 @@ describe("the grace a sandbox's port gets to start listening", () => {
     assert.ok(tries() - before > 1, "the new instance's port was tried again while it refused");
   });
 
+  it("stops at once when the caller hangs up: no more tries, its reason thrown, and the port keeps its grace", async () => {
+    const port = await freePort();
+    const { dial, tries } = countingDial();
+    const grace = new PortStartGrace(dial, { graceMs: 10_000, intervalMs: 20 });
+    const target = { host: "127.0.0.1", port, sandboxId: "hung-up" };
+    const hungUp = new AbortController();
+    const connecting = grace.connect(target, hungUp.signal);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const reason = new Error("the client hung up");
+    hungUp.abort(reason);
+    await assert.rejects(connecting, (error: unknown) => error === reason);
+    const atAbort = tries();
+    assert.ok(atAbort > 1, `tried again before the hang-up (${atAbort} tries)`);
+    // Past the longest pause (10 × 20 ms): nothing more was dialled.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    assert.equal(tries(), atAbort, "no try after the hang-up");
+    // Not refused through a grace: the next caller still gets one, and finds the server that started meanwhile.
+    const server = await serve(port);
+    await assert.rejects(grace.connect(target, AbortSignal.abort(reason)), (error: unknown) => error === reason, "an aborted caller makes no try");
+    assert.equal(tries(), atAbort);
+    (await grace.connect(target)).destroy();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
   it("tries again only refusals: a relay's 502 for a refused port is one, its other answers are not", async () => {
     assert.equal(isRefused(Object.assign(new Error("connect ECONNREFUSED 10.0.0.2:8080"), { code: "ECONNREFUSED" })), true);
     assert.equal(

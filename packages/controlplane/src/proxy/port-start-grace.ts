@@ -10,9 +10,11 @@
  * gets no grace for `refusedForMs` after (a client polling a port whose server takes long to start
  * gets quick answers, and the sandbox, or its agent's relay, no storm of dials). Tries back off from
  * `intervalMs` to 10 times that. Ports are remembered per instance (a reset or recreated sandbox has
- * a new id, and a new grace), the most recent `capacity` of each kind.
+ * a new id, and a new grace), the most recent `capacity` of each kind. A caller that hangs up
+ * (its `signal` aborts) ends the tries at once, and the port is not counted as refused.
  */
 import type net from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 import { RelayRefusedError, type DialTarget } from "./relay-dial.js";
 
 export interface PortStartGraceOptions {
@@ -55,28 +57,35 @@ export class PortStartGrace {
   /**
    * A connection to the target: the first one to a port of an instance is tried again while the
    * port refuses, within the grace; any other failure (and a refusal past the grace, or at a port
-   * reached before) is thrown as it is.
+   * reached before) is thrown as it is. Once `signal` aborts (the caller hung up) no try is made
+   * and no pause waited out: the abort's reason is thrown, and a connection made meanwhile closed.
    */
-  async connect(target: DialTarget): Promise<net.Socket> {
+  async connect(target: DialTarget, signal?: AbortSignal): Promise<net.Socket> {
     const key = this.keyOf(target);
     const graceless = !key || this.reached.has(key) || (this.refused.get(key) ?? 0) > Date.now();
     const deadline = Date.now() + this.graceMs;
     let pause = this.intervalMs;
     for (;;) {
+      signal?.throwIfAborted();
       try {
         const socket = await this.dial(target);
+        if (signal?.aborted) {
+          socket.destroy();
+          signal.throwIfAborted();
+        }
         if (key) {
           this.refused.delete(key);
           remember(this.reached, key, true, this.capacity);
         }
         return socket;
       } catch (error) {
-        if (graceless || !key || !isRefused(error)) throw error;
+        if (graceless || !key || !isRefused(error) || signal?.aborted) throw error;
         if (Date.now() + pause > deadline) {
           remember(this.refused, key, Date.now() + this.refusedForMs, this.capacity);
           throw error;
         }
-        await new Promise((resolve) => setTimeout(resolve, pause));
+        // An abort ends the pause with the abort's reason, as it ends a try.
+        await sleep(pause, undefined, signal ? { signal } : {}).catch(() => signal?.throwIfAborted());
         pause = Math.min(pause * 2, this.intervalMs * 10);
       }
     }

@@ -65,11 +65,14 @@ class KeepAliveAgent extends http.Agent {
   }
 }
 
-/** Request options that carry the sandbox meant to a pool's `createConnection` (Node passes unknown options through). */
-type SandboxRequestOptions = http.ClientRequestArgs & { sandboxId?: string };
+/**
+ * Request options that carry the sandbox meant, and the signal of the caller's hang-up (which ends
+ * a port's grace), to a pool's `createConnection` (Node passes unknown options through).
+ */
+type SandboxRequestOptions = http.ClientRequestArgs & { sandboxId?: string; dialSignal?: AbortSignal };
 
 /** How a pool's connections are made: to the host and port of the request options, through the relay if any. */
-type Dial = (target: DialTarget) => Promise<net.Socket>;
+type Dial = (target: DialTarget, signal?: AbortSignal) => Promise<net.Socket>;
 
 /**
  * A keep-alive pool whose connections the dialer makes (the first to a port of a sandbox waits for it
@@ -93,7 +96,7 @@ class DialingAgent extends KeepAliveAgent {
   createConnection(options: SandboxRequestOptions, callback: (error: Error | null, socket?: Duplex) => void): undefined {
     const target: DialTarget = { host: options.host ?? "", port: Number(options.port), ...(this.relay ? { relay: this.relay } : {}) };
     if (options.sandboxId) target.sandboxId = options.sandboxId;
-    this.dial(target).then(
+    this.dial(target, options.dialSignal).then(
       (socket) => callback(null, socket),
       (error: unknown) => callback(error instanceof Error ? error : new Error(String(error))),
     );
@@ -123,31 +126,38 @@ export class SandboxDialer {
     this.grace = new PortStartGrace((target) => this.dialOnce(target), {
       ...(options.portStartGraceMs !== undefined ? { graceMs: options.portStartGraceMs } : {}),
     });
-    this.direct = new DialingAgent((target) => this.connect(target), undefined, this.idleTimeoutMs);
+    this.direct = new DialingAgent((target, signal) => this.connect(target, signal), undefined, this.idleTimeoutMs);
   }
 
-  /** A raw TCP connection to the target (tunnels, WebSockets, pooled requests). */
-  connect(target: DialTarget): Promise<net.Socket> {
-    return this.grace.connect(target);
+  /**
+   * A raw TCP connection to the target (tunnels, WebSockets, pooled requests). `signal`: the caller
+   * hung up; a port's grace ends (port-start-grace.ts).
+   */
+  connect(target: DialTarget, signal?: AbortSignal): Promise<net.Socket> {
+    return this.grace.connect(target, signal);
   }
 
-  /** Request options that take a kept-alive connection to the target (or make one). */
-  pooledConnection(target: DialTarget): Pick<http.ClientRequestArgs, "agent"> {
+  /** Request options that take a kept-alive connection to the target (or make one, until `signal` aborts). */
+  pooledConnection(target: DialTarget, signal?: AbortSignal): Pick<http.ClientRequestArgs, "agent"> {
     let agent = this.direct;
     if (target.relay) {
-      agent = this.relayed.get(target.relay) ?? new DialingAgent((dialed) => this.connect(dialed), target.relay, this.idleTimeoutMs);
+      agent = this.relayed.get(target.relay) ?? new DialingAgent((dialed, dialSignal) => this.connect(dialed, dialSignal), target.relay, this.idleTimeoutMs);
       this.relayed.set(target.relay, agent);
     }
-    const options: Pick<SandboxRequestOptions, "agent" | "sandboxId"> = { agent, ...(target.sandboxId ? { sandboxId: target.sandboxId } : {}) };
+    const options: Pick<SandboxRequestOptions, "agent" | "sandboxId" | "dialSignal"> = {
+      agent,
+      ...(target.sandboxId ? { sandboxId: target.sandboxId } : {}),
+      ...(signal ? { dialSignal: signal } : {}),
+    };
     return options;
   }
 
-  /** A request option that makes a fresh connection (no pool) to the target: for WebSocket upgrades. */
-  freshConnection(target: DialTarget): Pick<http.ClientRequestArgs, "agent" | "createConnection"> {
+  /** A request option that makes a fresh connection (no pool) to the target, until `signal` aborts: for WebSocket upgrades. */
+  freshConnection(target: DialTarget, signal?: AbortSignal): Pick<http.ClientRequestArgs, "agent" | "createConnection"> {
     // No `agent` at all: Node uses `createConnection` only then (an `agent: false` request dials with a new Agent's own).
     return {
       createConnection: (_options, oncreate) => {
-        this.connect(target).then(
+        this.connect(target, signal).then(
           (socket) => oncreate(null, socket),
           (error: unknown) => oncreate(error instanceof Error ? error : new Error(String(error)), undefined as unknown as Duplex),
         );

@@ -225,6 +225,49 @@ describe("the sandbox proxy", () => {
     }
   });
 
+  it("stops dialling a port that is not open yet once the client hangs up (a request, a WebSocket, a tunnel)", async () => {
+    const patient = await startSandboxProxy({
+      sources: { lookup: () => Promise.resolve(record), agentAddress: () => "127.0.0.1", domain: "localhost" },
+      logger: pino({ level: "silent" }),
+      portStartGraceMs: 30_000,
+    });
+    const late = net.createServer((socket) => socket.destroy());
+    let accepted = 0;
+    late.on("connection", () => (accepted += 1));
+    try {
+      // A request, a WebSocket and a tunnel to the port, each dropped by its client while the proxy waits for the port.
+      const hungUpRequest = http.request({
+        host: "127.0.0.1",
+        port: patient.port,
+        path: "/",
+        headers: { host: `${latePort}-${ID}.localhost`, ...withToken },
+        agent: false,
+      });
+      hungUpRequest.on("error", () => undefined);
+      hungUpRequest.end();
+      const authority = `${latePort}-${ID}.localhost:${patient.port}`;
+      const hungUpTunnel = net.connect(patient.port, "127.0.0.1");
+      hungUpTunnel.on("error", () => undefined);
+      hungUpTunnel.write(`CONNECT ${authority} HTTP/1.1\r\nhost: ${authority}\r\nx-access-token: ${TOKEN}\r\n\r\n`);
+      const hungUpWebSocket = net.connect(patient.port, "127.0.0.1");
+      hungUpWebSocket.on("error", () => undefined);
+      hungUpWebSocket.write(
+        `GET / HTTP/1.1\r\nhost: ${latePort}-${ID}.localhost\r\nx-access-token: ${TOKEN}\r\nconnection: Upgrade\r\nupgrade: websocket\r\n` +
+          "sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+      );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      for (const client of [hungUpRequest, hungUpTunnel, hungUpWebSocket]) client.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      // The server starts: a proxy still dialling for them would reach it within its longest pause (250 ms).
+      await new Promise<void>((resolve, reject) => late.once("error", reject).listen(latePort, "127.0.0.1", resolve));
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      assert.equal(accepted, 0, "no connection was made for clients that had gone");
+    } finally {
+      if (late.listening) await new Promise((resolve) => late.close(resolve));
+      await patient.close();
+    }
+  });
+
   it("streams a request body and its echo chunk by chunk over HTTP/1.1: nothing waits for the whole body", async () => {
     const outgoing = http.request({
       host: "127.0.0.1",

@@ -153,11 +153,15 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
       return;
     }
     const counted = { toSandbox: 0, fromSandbox: 0 };
+    // The client hung up: a port's grace stops dialling for it.
+    const hungUp = new AbortController();
+    response.once("close", () => hungUp.abort(new Error("the client hung up")));
     try {
       await proxy.web(request as http.IncomingMessage, response as http.ServerResponse, {
         hostname: target.host,
         port: target.port,
-        onReq: (incoming, requestOptions) => Promise.resolve(upstreamRequest(incoming, requestOptions, counted, dialer.pooledConnection(target))),
+        onReq: (incoming, requestOptions) =>
+          Promise.resolve(upstreamRequest(incoming, requestOptions, counted, dialer.pooledConnection(target, hungUp.signal))),
         // http2-proxy's own answer, except that the head goes out at once (not with the first byte
         // of the body): a streaming answer (server-sent events, a long poll) is seen to start.
         onRes: (_incoming, outgoing, answer) => {
@@ -210,6 +214,8 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
       }
       // The Upgrade token is case-insensitive (RFC 9110), http2-proxy compares it to "websocket" as is.
       request.headers.upgrade = "websocket";
+      const hungUp = new AbortController();
+      socket.once("close", () => hungUp.abort(new Error("the client hung up")));
       let upstreamSocket: net.Socket | undefined;
       /** What the connection had read before the request (a relay tunnel: the CONNECT's answer). */
       let readBefore = 0;
@@ -221,7 +227,7 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
           port: target.port,
           onReq: (incoming, requestOptions) => {
             // A fresh connection: after the upgrade it belongs to this WebSocket alone.
-            const upstream = upstreamRequest(incoming, requestOptions, { toSandbox: 0 }, dialer.freshConnection(target));
+            const upstream = upstreamRequest(incoming, requestOptions, { toSandbox: 0 }, dialer.freshConnection(target, hungUp.signal));
             upstream.once("socket", (connection: net.Socket) => {
               upstreamSocket = connection;
               readBefore = connection.bytesRead;
@@ -261,9 +267,11 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
         metrics?.answered("tunnel", target.status);
         return;
       }
+      const hungUp = new AbortController();
+      socket.once("close", () => hungUp.abort(new Error("the client hung up")));
       let upstream: net.Socket;
       try {
-        upstream = await dialer.connect(target);
+        upstream = await dialer.connect(target, hungUp.signal);
       } catch (error) {
         refuseRaw(socket, portUnreachable(target, error));
         metrics?.answered("tunnel", 502);
