@@ -47,7 +47,30 @@ describe("agentConfigFromEnv", () => {
       runscPath: "",
       checkpointDir: "/var/lib/fsb/agents/default-0/checkpoints/default/default",
       preparedInstances: undefined,
+      limits: {},
     });
+  });
+
+  it("reads the agent's limits (the Downward API's limits.cpu in millicores and limits.memory in bytes), and refuses what is not a whole number", () => {
+    assert.deepEqual(agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_CPU_LIMIT_MILLICORES: "4000", FSB_AGENT_MEMORY_LIMIT_BYTES: "8589934592" }).limits, {
+      cpuMillis: 4000,
+      memoryBytes: 8589934592,
+    });
+    assert.deepEqual(agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_MEMORY_LIMIT_BYTES: "67108864", FSB_AGENT_CPU_LIMIT_MILLICORES: "" }).limits, {
+      memoryBytes: 67108864,
+    });
+    assertValidationError(
+      () => agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_CPU_LIMIT_MILLICORES: "1.5" }),
+      "FSB_AGENT_CPU_LIMIT_MILLICORES",
+      /whole number of millicores, at least 10/,
+    );
+    assertValidationError(() => agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_CPU_LIMIT_MILLICORES: "0" }), "FSB_AGENT_CPU_LIMIT_MILLICORES");
+    assertValidationError(
+      () => agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_MEMORY_LIMIT_BYTES: "512Mi" }),
+      "FSB_AGENT_MEMORY_LIMIT_BYTES",
+      /whole number of bytes, at least 4194304/,
+    );
+    assertValidationError(() => agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_MEMORY_LIMIT_BYTES: "1024" }), "FSB_AGENT_MEMORY_LIMIT_BYTES");
   });
 
   it("reads the pool's prepared-instance template, and refuses a bad count or template", () => {

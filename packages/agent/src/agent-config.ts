@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { fromJsonString } from "@bufbuild/protobuf";
 import { ValidationError, pb } from "@fast-sandbox/api/core";
+import type { CgroupLimits } from "./cgroup.js";
 import type { PreparedInstancesSettings } from "./containerd/prepared-instances.js";
 import { runtimeSpecOf } from "./server/create-request.js";
 
@@ -59,6 +60,13 @@ export interface AgentConfig {
    * copies restored ahead from that checkpoint. Undefined when the count is 0 or unset.
    */
   preparedInstances: PreparedInstancesSettings | undefined;
+  /**
+   * FSB_AGENT_CPU_LIMIT_MILLICORES and FSB_AGENT_MEMORY_LIMIT_BYTES (whole numbers, Kubernetes sets
+   * them from the agent container's limits through the Downward API; the embedded mode from the
+   * pool's agentTemplate): what all of the agent's sandboxes may use together, each within its own
+   * limits. Empty: no bound beyond each sandbox's.
+   */
+  limits: CgroupLimits;
 }
 
 /** The most prepared instances an agent keeps. */
@@ -95,6 +103,25 @@ function preparedInstancesFromEnv(env: NodeJS.ProcessEnv, namespace: string, poo
       ...(spec.network ? { network: spec.network } : {}),
     },
   };
+}
+
+/** A whole number of at least `min` from `key`, or undefined when unset or empty. */
+function positiveIntegerFromEnv(env: NodeJS.ProcessEnv, key: string, what: string, min: number): number | undefined {
+  const text = env[key] ?? "";
+  if (text === "") return undefined;
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min) {
+    throw new ValidationError(key, `${JSON.stringify(text)} must be a whole number of ${what}, at least ${min}`);
+  }
+  return value;
+}
+
+/** The bound on all of the agent's sandboxes together (see AgentConfig.limits). */
+function agentLimitsFromEnv(env: NodeJS.ProcessEnv): CgroupLimits {
+  const cpuMillis = positiveIntegerFromEnv(env, "FSB_AGENT_CPU_LIMIT_MILLICORES", "millicores", 10);
+  // Below 4 MiB the kernel would OOM-kill the first process a sandbox starts.
+  const memoryBytes = positiveIntegerFromEnv(env, "FSB_AGENT_MEMORY_LIMIT_BYTES", "bytes", 4 * 1024 * 1024);
+  return { ...(cpuMillis !== undefined ? { cpuMillis } : {}), ...(memoryBytes !== undefined ? { memoryBytes } : {}) };
 }
 
 /** The helper `scripts/build-helper.sh` builds, found relative to this file in src/ and dist/ alike. */
@@ -141,5 +168,6 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv = process.env): AgentC
       required("FSB_AGENT_POOL"),
     ),
     preparedInstances: preparedInstancesFromEnv(env, env.FSB_AGENT_NAMESPACE ?? "default", required("FSB_AGENT_POOL")),
+    limits: agentLimitsFromEnv(env),
   };
 }

@@ -6,7 +6,7 @@ import { after, describe, it } from "node:test";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
-import { detectCgroupLayout, joinCgroup, killCgroupProcesses, readOomKillCount, removeCgroup } from "./cgroup.js";
+import { detectCgroupLayout, joinCgroup, killCgroupProcesses, limitCgroup, readOomKillCount, removeCgroup } from "./cgroup.js";
 
 const roots: string[] = [];
 
@@ -114,6 +114,67 @@ describe("joinCgroup", () => {
     assert.doesNotThrow(() => joinCgroup({ version: 2, root, controllers: [] }, "/busy/leaf/agent", 3));
     assert.equal(read(join(root, "busy/leaf/agent/cgroup.procs")), "3");
     assert.equal(read(join(root, "cgroup.subtree_control")), "+cpu +memory +pids");
+  });
+});
+
+describe("limitCgroup", () => {
+  it("v1: writes the CPU quota over a 100 ms period and the memory limit, creating the cgroup in those hierarchies only", () => {
+    const root = tempRoot();
+    for (const dir of ["cpu", "memory", "pids"]) mkdirSync(join(root, dir));
+    limitCgroup(detectCgroupLayout(root), "/k8s.io/pool-agent-x", { cpuMillis: 1500, memoryBytes: 256 * 1024 * 1024 });
+    assert.equal(read(join(root, "cpu/k8s.io/pool-agent-x/cpu.cfs_period_us")), "100000");
+    assert.equal(read(join(root, "cpu/k8s.io/pool-agent-x/cpu.cfs_quota_us")), "150000");
+    assert.equal(read(join(root, "memory/k8s.io/pool-agent-x/memory.limit_in_bytes")), String(256 * 1024 * 1024));
+    assert.equal(existsSync(join(root, "pids/k8s.io")), false);
+  });
+
+  it("v1: leaves out what is not given, and a quota below the kernel's 1 ms becomes 1 ms", () => {
+    const root = tempRoot();
+    for (const dir of ["cpu", "memory"]) mkdirSync(join(root, dir));
+    limitCgroup(detectCgroupLayout(root), "a/sandboxes", { cpuMillis: 5 });
+    assert.equal(read(join(root, "cpu/a/sandboxes/cpu.cfs_quota_us")), "1000");
+    assert.equal(existsSync(join(root, "memory/a")), false);
+  });
+
+  it("v2: enables cpu, memory and pids down to the cgroup and for its children, and writes cpu.max and memory.max", () => {
+    const all = "cpu memory pids io";
+    const root = v2Tree({ ".": all, a: all, "a/sandboxes": all });
+    limitCgroup(detectCgroupLayout(root), "/a/sandboxes", { cpuMillis: 250, memoryBytes: 64 * 1024 * 1024 });
+    for (const parent of [".", "a", "a/sandboxes"]) assert.equal(read(join(root, parent, "cgroup.subtree_control")), "+cpu +memory +pids", parent);
+    assert.equal(read(join(root, "a/sandboxes/cpu.max")), "25000 100000");
+    assert.equal(read(join(root, "a/sandboxes/memory.max")), String(64 * 1024 * 1024));
+  });
+
+  it("refuses the root", () => {
+    assert.throws(() => limitCgroup({ version: 2, root: tempRoot(), controllers: [] }, "/", { cpuMillis: 100 }), /root cgroup/);
+  });
+
+  it("on this machine's kernel: the limits are taken, and a process below them is held to the memory limit", async () => {
+    const layout = detectCgroupLayout();
+    const path = `/fsb-test-limit-${process.pid}`;
+    const child = `${path}/sandbox`;
+    try {
+      limitCgroup(layout, path, { cpuMillis: 300, memoryBytes: 32 * 1024 * 1024 });
+      if (layout.version === 2) {
+        assert.equal(read(join(layout.root, path, "cpu.max")).trim(), "30000 100000");
+        assert.equal(read(join(layout.root, path, "memory.max")).trim(), String(32 * 1024 * 1024));
+      } else {
+        assert.equal(read(join(layout.root, "cpu", path, "cpu.cfs_quota_us")).trim(), "30000");
+        assert.equal(read(join(layout.root, "memory", path, "memory.limit_in_bytes")).trim(), String(32 * 1024 * 1024));
+      }
+      // A process in a cgroup made below it (as a sandbox's is) that allocates 100 MiB is OOM-killed.
+      // The shell waits for a line until it is in the cgroup: what it starts then is made there.
+      const hog = spawn("sh", ["-c", "read go; head -c 100m /dev/zero | tail; echo tail-exited-$?"], { stdio: ["pipe", "pipe", "ignore"] });
+      let output = "";
+      hog.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+      joinCgroup(layout, child, hog.pid ?? 0);
+      hog.stdin.end("go\n");
+      await once(hog, "exit");
+      assert.equal(output.trim(), "tail-exited-137", "tail, holding 100 MiB, was SIGKILLed");
+      assert.ok(readOomKillCount(layout, path) + readOomKillCount(layout, child) > 0, "the kernel counted an OOM kill");
+    } finally {
+      for (let i = 0; i < 50 && (removeCgroup(layout, child).length > 0 || removeCgroup(layout, path).length > 0); i++) await sleep(20);
+    }
   });
 });
 

@@ -34,6 +34,51 @@ export function joinCgroup(layout: CgroupLayout, path: string, pid: number): voi
   if (layout.version === 2) enableV2Controllers(layout.root, path);
 }
 
+/** A bound on everything below a cgroup together: CPU in thousandths of a core, memory in bytes. */
+export interface CgroupLimits {
+  cpuMillis?: number;
+  memoryBytes?: number;
+}
+
+/** The CFS period the CPU bound is written with (100 ms, the kernel's default). */
+const CPU_PERIOD_US = 100_000;
+/** The smallest CFS quota the kernel accepts (1 ms). */
+const MIN_CPU_QUOTA_US = 1_000;
+
+/**
+ * Creates the cgroup at `path` and bounds it with `limits`, so that the cgroups made below it later
+ * (an agent's sandboxes) share them: v2 `cpu.max` and `memory.max`, with cpu, memory and pids
+ * enabled for its ancestors' children and its own; v1 `cpu.cfs_quota_us` over `cpu.cfs_period_us`
+ * and `memory.limit_in_bytes` (hierarchical: the kernel's `memory.use_hierarchy`, always on since
+ * Linux 5.x). A limit left out is left as it is; on v1 a controller the layout lacks is skipped.
+ * Throws what the kernel refuses (e.g. a memory limit below what the cgroup holds already).
+ */
+export function limitCgroup(layout: CgroupLayout, path: string, limits: CgroupLimits): void {
+  const relative = path.replace(/^\/+/, "");
+  if (relative === "") throw new Error("refusing to limit the root cgroup");
+  const quota = limits.cpuMillis === undefined ? undefined : Math.max(MIN_CPU_QUOTA_US, Math.round((limits.cpuMillis * CPU_PERIOD_US) / 1000));
+  if (layout.version === 2) {
+    const directory = join(layout.root, relative);
+    mkdirSync(directory, { recursive: true });
+    // Its ancestors' subtree_control makes its own files appear; its own, its children's.
+    enableV2Controllers(layout.root, `${relative}/child`);
+    if (quota !== undefined) writeFileSync(join(directory, "cpu.max"), `${quota} ${CPU_PERIOD_US}`);
+    if (limits.memoryBytes !== undefined) writeFileSync(join(directory, "memory.max"), String(limits.memoryBytes));
+    return;
+  }
+  if (quota !== undefined && layout.controllers.includes("cpu")) {
+    const directory = join(layout.root, "cpu", relative);
+    mkdirSync(directory, { recursive: true });
+    writeFileSync(join(directory, "cpu.cfs_period_us"), String(CPU_PERIOD_US));
+    writeFileSync(join(directory, "cpu.cfs_quota_us"), String(quota));
+  }
+  if (limits.memoryBytes !== undefined && layout.controllers.includes("memory")) {
+    const directory = join(layout.root, "memory", relative);
+    mkdirSync(directory, { recursive: true });
+    writeFileSync(join(directory, "memory.limit_in_bytes"), String(limits.memoryBytes));
+  }
+}
+
 /**
  * Enables cpu, memory and pids for the children of every ancestor of the leaf `path` (v2), the
  * agent's own cgroup included: its sandboxes' cgroups are the leaf's siblings.

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { FsbError } from "@fast-sandbox/api/core";
 import { stderrLogger } from "./stderr-logger.js";
 import { agentConfigFromEnv } from "./agent-config.js";
-import { detectCgroupLayout, joinCgroup } from "./cgroup.js";
+import { detectCgroupLayout, joinCgroup, limitCgroup } from "./cgroup.js";
 import { createContainerdRuntime } from "./containerd/containerd-runtime.js";
 import { INSTALL_NODE_BINARIES, runInstallNodeBinaries } from "./install-node-binaries.js";
 import { networkSettingsFromEnv } from "./network/network-settings.js";
@@ -33,6 +33,20 @@ async function main(): Promise<void> {
     );
   }
   if (config.cgroupParent) joinCgroup(detectCgroupLayout(), `${config.cgroupParent}/agent`, process.pid);
+  // Without a cgroup of its own, the agent's sandboxes still get a parent of their own: several
+  // agents share a node's containerd namespace (Kubernetes mode), and their anchors' and
+  // sandboxes' cgroups must not collide.
+  const sandboxesCgroup = config.cgroupParent ? `${config.cgroupParent}/sandboxes` : `/${config.containerdNamespace}/${config.name}`;
+  if (config.limits.cpuMillis !== undefined || config.limits.memoryBytes !== undefined) {
+    // Every sandbox's cgroup is made below this one: together they stay within the agent's limits.
+    try {
+      limitCgroup(detectCgroupLayout(), sandboxesCgroup, config.limits);
+      log.info({ cgroup: sandboxesCgroup, ...config.limits }, "the agent's limits bound its sandboxes together");
+    } catch (error) {
+      // E.g. a memory limit below what the sandboxes it adopts hold already: they keep running, unbounded together.
+      log.error({ cgroup: sandboxesCgroup, ...config.limits, err: error }, "could not bound the agent's sandboxes by its limits; each keeps its own");
+    }
+  }
   const metrics = new AgentMetrics();
   const runtime = createContainerdRuntime({
     socketPath: config.containerdSocket,
@@ -40,10 +54,7 @@ async function main(): Promise<void> {
     agentName: config.name,
     ...(config.uid ? { agentUid: config.uid } : {}),
     stateDir: config.stateDir,
-    // Without a cgroup of its own, the agent's sandboxes still get a parent of their own: several
-    // agents share a node's containerd namespace (Kubernetes mode), and their anchors' and
-    // sandboxes' cgroups must not collide.
-    cgroupParent: config.cgroupParent ? `${config.cgroupParent}/sandboxes` : `/${config.containerdNamespace}/${config.name}`,
+    cgroupParent: sandboxesCgroup,
     helperPath: config.helperPath,
     ...(config.envdPath ? { envdPath: config.envdPath } : {}),
     ...(config.runscPath ? { runscPath: config.runscPath } : {}),

@@ -5,6 +5,7 @@ export * from "./schema/sandbox-pool.js";
 export * from "./schema/network.js";
 export { cidrContains, parseCidr, type Cidr } from "./schema/cidr.js";
 export * from "./schema/quantity.js";
+export { AGENT_CONTAINER_NAME, agentLimitsOf, type AgentLimits } from "./schema/agent-limits.js";
 export * from "./schema/image-reference.js";
 export { SANDBOX_ID_MAX_LENGTH, isSandboxId } from "./schema/sandbox-id.js";
 export { assertValid, fieldPath, validateSandbox, validateSandboxPool } from "./schema/validation.js";

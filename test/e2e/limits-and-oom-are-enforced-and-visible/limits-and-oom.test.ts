@@ -2,15 +2,17 @@
  * A pool's sandboxResources hold, tested by what a sandbox can do rather than by the files that
  * configure them: a pids limit makes forks fail, a CPU limit keeps a busy loop near its share, a
  * memory limit gets a hungry process OOM-killed — and that sandbox then shows an `OOMKilled`
- * condition through the public API and in `fsb get`. A sandbox of a pool without limits is the
- * control: the same programs go further there, so each check can fail.
+ * condition through the public API and in `fsb get`. So do the limits of a pool's agents (its
+ * agentTemplate's agent container, what the Downward API gives an agent Pod), which bound all of an
+ * agent's sandboxes together: a sandbox without limits of its own is held to them. A sandbox of a
+ * pool without limits is the control: the same programs go further there, so each check can fail.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { REPO_ROOT } from "../../support/containerd.js";
 import { containerOfSandbox } from "../../support/containerd-contents.js";
@@ -21,6 +23,10 @@ const PIDS_LIMIT = 20;
 const LIMITED_MAX_CORES = 0.3;
 /** Clearly past the quota: the unlimited sandbox's best window must exceed it. */
 const UNLIMITED_MIN_CORES = 0.35;
+/** The agent-limited pool's agents: 300m and 48Mi for all their sandboxes together. */
+const AGENT_LIMITS = { cpu: "300m", memory: "48Mi" };
+/** Its 300m quota plus scheduling slack. */
+const AGENT_LIMITED_MAX_CORES = 0.4;
 
 /**
  * The sandbox's cgroup directory in `hierarchy` (a v1 controller's mount, or the v2 root), found by
@@ -60,6 +66,10 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
       pools: [
         pool("limited", { maxSandboxesPerPod: 4, sandboxResources: { cpu: "200m", memory: "32Mi", pids: PIDS_LIMIT } }),
         pool("unlimited", { maxSandboxesPerPod: 4 }),
+        pool("agent-limited", {
+          maxSandboxesPerPod: 4,
+          agentTemplate: { spec: { containers: [{ name: "agent", resources: { limits: AGENT_LIMITS } }] } },
+        }),
       ],
     });
   });
@@ -85,24 +95,25 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     assert.match(refused.stderr, /can't fork: Resource temporarily unavailable/);
     // Without the limit the same loop starts all of them.
     assert.deepEqual(await forkUntilRefused(unlimited.metadata.name), { started: 60, stderr: "" });
-    await client.sandboxes.delete(limited.metadata.name, { gracePeriodMs: 0 });
-    await client.sandboxes.delete(unlimited.metadata.name, { gracePeriodMs: 0 });
+    for (const sandbox of [limited, unlimited]) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
   });
 
-  it("cpu: busy loops limited to 200m stay within the quota, unlimited ones go past it", async () => {
+  it("cpu: busy loops limited to 200m (or on an agent limited to 300m) stay within the quota, unlimited ones go past it", async () => {
     const { client, cgroupRoot, containerdNamespace } = embedded;
     // Eight loops, so that the unlimited sandbox gets most of a core even on a busy machine.
     const busy = ["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sh -c 'while :; do :; done' & done; wait"];
     const limited = await client.sandboxes.create({ pool: "limited", image: BASE_IMAGE, command: busy });
     const unlimited = await client.sandboxes.create({ pool: "unlimited", image: BASE_IMAGE, command: busy });
+    const agentLimited = await client.sandboxes.create({ pool: "agent-limited", image: BASE_IMAGE, command: busy });
     // Their cgroups are named after their containers (the pools keep prepared instances by default).
-    const ids = [limited, unlimited].map((sandbox) => containerOfSandbox(containerdNamespace, sandbox.status?.sandboxID ?? ""));
+    const ids = [limited, unlimited, agentLimited].map((sandbox) => containerOfSandbox(containerdNamespace, sandbox.status?.sandboxID ?? ""));
     // Cores used in 2 s windows, both sandboxes measured in the same windows: at least two, and
     // until the unlimited one has clearly gone past the 200m quota in one, at most ten. The
     // bounds hold on a loaded machine too: the quota caps the limited sandbox whatever the load,
     // and the unlimited one only has to exceed that quota by a margin, not win a core.
     const limitedCores: number[] = [];
     const unlimitedCores: number[] = [];
+    const agentLimitedCores: number[] = [];
     for (let window = 0; window < 10 && !(unlimitedCores.some((cores) => cores > UNLIMITED_MIN_CORES) && window >= 2); window++) {
       const start = performance.now();
       const before = ids.map((id) => cpuSeconds(cgroupRoot, id));
@@ -111,8 +122,14 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
       const wallSeconds = (performance.now() - start) / 1000;
       limitedCores.push(((after[0] ?? 0) - (before[0] ?? 0)) / wallSeconds);
       unlimitedCores.push(((after[1] ?? 0) - (before[1] ?? 0)) / wallSeconds);
+      agentLimitedCores.push(((after[2] ?? 0) - (before[2] ?? 0)) / wallSeconds);
     }
-    const shown = `limited ${limitedCores.map((c) => c.toFixed(2)).join(", ")}; unlimited ${unlimitedCores.map((c) => c.toFixed(2)).join(", ")}`;
+    const cores = (samples: number[]) => samples.map((c) => c.toFixed(2)).join(", ");
+    const shown = `limited ${cores(limitedCores)}; unlimited ${cores(unlimitedCores)}; agent-limited ${cores(agentLimitedCores)}`;
+    assert.ok(
+      agentLimitedCores.every((used) => used < AGENT_LIMITED_MAX_CORES) && agentLimitedCores.some((used) => used > 0.05),
+      `the sandbox of the agent limited to ${AGENT_LIMITS.cpu} used more than ${AGENT_LIMITED_MAX_CORES} of a core, or none: ${shown}`,
+    );
     assert.ok(
       limitedCores.every((cores) => cores < LIMITED_MAX_CORES),
       `the 200m sandbox used more than ${LIMITED_MAX_CORES} of a core: ${shown}`,
@@ -125,8 +142,7 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
       unlimitedCores.some((cores) => cores > UNLIMITED_MIN_CORES),
       `the unlimited sandbox never used more than ${UNLIMITED_MIN_CORES} of a core: ${shown}`,
     );
-    await client.sandboxes.delete(limited.metadata.name, { gracePeriodMs: 0 });
-    await client.sandboxes.delete(unlimited.metadata.name, { gracePeriodMs: 0 });
+    for (const sandbox of [limited, unlimited, agentLimited]) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
   });
 
   it("memory: a process allocating 100 MiB in a 32Mi sandbox is OOM-killed, and the sandbox shows it", async () => {
@@ -182,5 +198,28 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     assert.match(get.stdout, /^OOMKilled\s+True\s+OOMKilled\s+\d+[smhd]\s+the kernel's OOM killer killed a process of the sandbox/m);
 
     for (const sandbox of [hog, calm, control]) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
+  });
+
+  it("agent limits: a sandbox without limits of its own, on an agent limited to 48Mi, is held to them (its 100 MiB process is OOM-killed)", async () => {
+    const { client, cgroupRoot, containerdNamespace } = embedded;
+    const allocate = "head -c 100m /dev/zero | sh -c 'echo 1000 > /proc/self/oom_score_adj && exec tail'; echo tail-exited-$?; sleep 3600";
+    const hog = await client.sandboxes.create({ pool: "agent-limited", image: BASE_IMAGE, command: ["sh", "-c", allocate] });
+    let log = "";
+    await waitFor(
+      async () => {
+        log = "";
+        for await (const chunk of client.sandboxes.logs(hog.metadata.name)) log += new TextDecoder().decode(chunk);
+        return log.includes("tail-exited-");
+      },
+      30_000,
+      "the hog's allocation to end",
+    );
+    assert.match(log, /tail-exited-137/, "tail, holding 100 MiB, was SIGKILLed by the OOM killer");
+    // The bound is on the cgroup the agent's sandboxes are made in, as the agent wrote it.
+    const id = containerOfSandbox(containerdNamespace, hog.status?.sandboxID ?? "");
+    const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
+    const sandboxes = dirname(sandboxCgroup(v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/memory", cgroupRoot, id));
+    assert.equal(readFileSync(join(sandboxes, v2 ? "memory.max" : "memory.limit_in_bytes"), "utf8").trim(), String(48 * 1024 * 1024));
+    await client.sandboxes.delete(hog.metadata.name, { gracePeriodMs: 0 });
   });
 });

@@ -99,6 +99,14 @@ describe("a sandbox as E2B's API shows it", () => {
     assert.deepEqual(resourcesOf(undefined, HOST), HOST);
   });
 
+  it("resources without the pool's limits: its agents' limits (all their sandboxes together), each one left out the host's", () => {
+    const agent = { cpuMillis: 1500, memoryBytes: 2 * 1024 ** 3 };
+    assert.deepEqual(resourcesOf(pool(), HOST, agent), { cpuCount: 2, memoryMB: 2048, diskSizeMB: 100_000 });
+    assert.deepEqual(resourcesOf(pool(), HOST, { memoryBytes: 64 * 1024 ** 2 }), { cpuCount: 8, memoryMB: 128, diskSizeMB: 100_000 });
+    // The pool's own limits come first.
+    assert.deepEqual(resourcesOf(pool({ cpu: "500m" }), HOST, agent), { cpuCount: 1, memoryMB: 2048, diskSizeMB: 100_000 });
+  });
+
   it("metadata: a broken annotation (edited by hand) reads as none, and only string values count", () => {
     assert.deepEqual(metadataOf(sandbox({ annotations: { [TEMPLATE_ANNOTATION]: "base", [METADATA_ANNOTATION]: "{not json" } })), {});
     assert.deepEqual(metadataOf(sandbox({ annotations: { [TEMPLATE_ANNOTATION]: "base", [METADATA_ANNOTATION]: '{"a":"1","b":2}' } })), { a: "1" });

@@ -5,7 +5,7 @@
  * annotation rather than labels or one annotation per key: E2B allows any key and value, which
  * Kubernetes label values and annotation keys do not.
  */
-import { parseCpuMillis, parseMemoryBytes, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
+import { parseCpuMillis, parseMemoryBytes, type AgentLimits, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
 import { isPaused, pausedAtOf } from "../fastpath/checkpoint-pauses.js";
 import type { HostResources } from "./host-resources.js";
 import type { E2bSandboxState } from "./e2b-requests.js";
@@ -115,13 +115,16 @@ export function endAtOf(sandbox: Sandbox): string {
 }
 
 /**
- * The CPUs, memory and disk of the pool's sandboxes: its `sandboxResources`, else the host's. E2B
+ * The CPUs, memory and disk of the pool's sandboxes: its `sandboxResources`, else its agents' limits
+ * (which bound all of an agent's sandboxes together, so one sandbox at most), else the host's. E2B
  * counts whole CPUs (at least 1) and at least 128 MiB, so smaller limits are rounded up to those.
  */
-export function resourcesOf(pool: SandboxPool | undefined, host: HostResources): SandboxResources {
+export function resourcesOf(pool: SandboxPool | undefined, host: HostResources, agent: AgentLimits = {}): SandboxResources {
   const limits = pool?.spec.sandboxResources;
-  const cpuCount = limits?.cpu ? Math.max(1, Math.ceil(parseCpuMillis(limits.cpu, "sandboxResources.cpu") / 1000)) : host.cpuCount;
-  const memoryMB = limits?.memory ? Math.max(128, Math.floor(parseMemoryBytes(limits.memory, "sandboxResources.memory") / MIB)) : host.memoryMB;
+  const cpuMillis = limits?.cpu ? parseCpuMillis(limits.cpu, "sandboxResources.cpu") : agent.cpuMillis;
+  const memoryBytes = limits?.memory ? parseMemoryBytes(limits.memory, "sandboxResources.memory") : agent.memoryBytes;
+  const cpuCount = cpuMillis !== undefined ? Math.ceil(cpuMillis / 1000) : host.cpuCount;
+  const memoryMB = memoryBytes !== undefined ? Math.floor(memoryBytes / MIB) : host.memoryMB;
   return { cpuCount: Math.max(1, cpuCount), memoryMB: Math.max(128, memoryMB), diskSizeMB: host.diskSizeMB };
 }
 

@@ -26,6 +26,7 @@ import {
   TimeoutError,
   UnavailableError,
   networkModeOf,
+  type AgentLimits,
   type Sandbox,
   type SandboxPool,
   type SandboxSpec,
@@ -36,6 +37,7 @@ import { sleep, systemClock, type Clock } from "../controller/clock.js";
 import type { Checkpoint, CheckpointManager } from "../fastpath/checkpoint-manager.js";
 import { isPaused, type SandboxPauses } from "../fastpath/checkpoint-pauses.js";
 import type { SandboxManager } from "../fastpath/sandbox-manager.js";
+import { agentPodLimits } from "../fleet/agent-pod.js";
 import { accessTokenMatches, hashAccessToken } from "../proxy/access-token.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { e2bErrorOf, type E2bErrorBody } from "./e2b-errors.js";
@@ -57,6 +59,7 @@ import {
   type E2bListedSandbox,
   type E2bSandbox,
   type E2bSandboxDetail,
+  type SandboxResources,
 } from "./e2b-sandbox-view.js";
 import { e2bTrafficAccessToken, envdAccessToken, newTokenNonce } from "./envd-access-token.js";
 import type { EnvdReadiness } from "./envd-readiness.js";
@@ -82,8 +85,10 @@ export interface E2bSandboxesOptions {
   envdReady: EnvdReadiness;
   /** The secret sandboxes' access tokens are derived from (envd-access-token.ts). */
   tokenSecret: Buffer;
-  /** What a sandbox of a pool without `sandboxResources` may use. */
+  /** What a sandbox of a pool without `sandboxResources` nor agent limits may use. */
   host: HostResources;
+  /** The limits of a pool's agents (all their sandboxes together). @default its agentTemplate's (agent-pod.ts agentPodLimits) */
+  agentLimits?: (pool: SandboxPool) => AgentLimits;
   logger: Logger;
   /** @default systemClock */
   clock?: Clock;
@@ -189,7 +194,7 @@ export class E2bSandboxes {
       .filter((sandbox) => !query.states || query.states.has(stateOf(sandbox)))
       .filter((sandbox) => query.template === undefined || sandbox.metadata.annotations?.[TEMPLATE_ANNOTATION] === query.template)
       .filter((sandbox) => metadataMatches(metadataOf(sandbox), query.metadata))
-      .map((sandbox) => listedSandboxOf(sandbox, this.envdVersion, resourcesOf(pools.get(sandbox.spec.poolRef), this.options.host)))
+      .map((sandbox) => listedSandboxOf(sandbox, this.envdVersion, this.resourcesOf(pools.get(sandbox.spec.poolRef))))
       .filter((listed) => startedAfter === undefined || Date.parse(listed.startedAt) >= startedAfter);
     return { page: pageOf(matching, query), totalRunning: visible.filter((sandbox) => !isPaused(sandbox)).length };
   }
@@ -197,7 +202,11 @@ export class E2bSandboxes {
   async get(sandboxID: string): Promise<E2bSandboxDetail> {
     const sandbox = await this.find(sandboxID);
     const pool = (await this.pools()).get(sandbox.spec.poolRef);
-    return sandboxDetailOf(sandbox, this.envdVersion, resourcesOf(pool, this.options.host), this.accessTokenOf(sandbox));
+    return sandboxDetailOf(sandbox, this.envdVersion, this.resourcesOf(pool), this.accessTokenOf(sandbox));
+  }
+
+  private resourcesOf(pool: SandboxPool | undefined): SandboxResources {
+    return resourcesOf(pool, this.options.host, pool ? (this.options.agentLimits ?? agentPodLimits)(pool) : {});
   }
 
   /** Deletes the sandbox at once (no grace period: E2B kills), a paused one with its checkpoint; NotFoundError when there is none to kill. */

@@ -16,6 +16,7 @@ import type { Clock } from "../controller/clock.js";
 import { DEFAULT_NAMESPACE } from "../fastpath/sandbox-manager.js";
 import { preparedInstancesEnv } from "../fastpath/instance-template.js";
 import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "../fleet/agent-fleet.js";
+import { agentLimitsEnv } from "../fleet/agent-limits-env.js";
 import { LocalAgentProcess, registryConfigPath, type LocalAgentEvents, type LocalAgentSettings } from "./local-agent-process.js";
 
 /** Agent names are unique on the host: `<pool>-<n>`, or `<namespace>.<pool>-<n>` outside the default namespace. */
@@ -170,7 +171,7 @@ export class EmbeddedAgentFleet implements AgentFleet {
       cgroupParent: options.cgroupRoot ? `/${options.cgroupRoot}/${name}` : "",
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       ...(options.agentRestartDelayMs !== undefined ? { restartDelayMs: options.agentRestartDelayMs } : {}),
-      env: { ...options.agentEnv, ...(pool ? preparedInstancesEnv(pool) : {}) },
+      env: { ...options.agentEnv, ...(pool ? { ...preparedInstancesEnv(pool), ...agentLimitsEnv(pool) } : {}) },
       registryConfigPath: registryConfigPath(options.dataDir),
       ...(options.metrics ? { metrics: options.metrics } : {}),
       ...(options.clock ? { clock: options.clock } : {}),

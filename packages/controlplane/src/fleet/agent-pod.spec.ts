@@ -3,7 +3,8 @@ import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { loadYaml, type V1Container, type V1EnvVar, type V1PodTemplateSpec } from "@kubernetes/client-node";
 import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
-import { POOL_LABEL, buildAgentPod, mergePodTemplates } from "./agent-pod.js";
+import { agentLimitsEnv } from "./agent-limits-env.js";
+import { POOL_LABEL, agentPodLimits, buildAgentPod, mergePodTemplates } from "./agent-pod.js";
 
 /** The deployment's default agent Pod template, as the controller reads it (FSB_AGENT_TEMPLATE_FILE). */
 function defaultTemplate(): V1PodTemplateSpec {
@@ -383,6 +384,29 @@ describe("mergePodTemplates", () => {
   });
 });
 
+describe("agentPodLimits and agentLimitsEnv: the agent container's limits, which bound all of an agent's sandboxes", () => {
+  it("reads the pool's template over the deployment's: the shipped one's 4 CPUs and 8Gi unless the pool sets its own resources", () => {
+    assert.deepEqual(agentPodLimits(pool(), { baseTemplate: defaultTemplate() }), { cpuMillis: 4000, memoryBytes: 8 * 1024 ** 3 });
+    const limited = pool({ spec: { containers: [{ name: "agent", resources: { limits: { memory: "512Mi" } } }] } });
+    // Containers merge by name, and the pool's container's resources replace the deployment's whole (as in its Pods).
+    assert.deepEqual(agentPodLimits(limited, { baseTemplate: defaultTemplate() }), { memoryBytes: 512 * 1024 ** 2 });
+    assert.deepEqual(buildAgentPod(limited, { baseTemplate: defaultTemplate() }).spec?.containers[0]?.resources, { limits: { memory: "512Mi" } });
+    assert.deepEqual(agentPodLimits(limited), { memoryBytes: 512 * 1024 ** 2 });
+    assert.deepEqual(agentPodLimits(pool()), {});
+    // Not quantities (the API server would refuse the Pod): none.
+    assert.deepEqual(agentPodLimits(pool({ spec: { containers: [{ name: "agent", resources: { limits: { cpu: "fast" } } }] } })), {});
+  });
+
+  it("gives the embedded mode's agents what the Downward API gives agent Pods", () => {
+    const limited = pool({ spec: { containers: [{ name: "agent", resources: { limits: { cpu: "300m", memory: "48Mi" } } }] } });
+    assert.deepEqual(agentLimitsEnv(limited), { FSB_AGENT_CPU_LIMIT_MILLICORES: "300", FSB_AGENT_MEMORY_LIMIT_BYTES: String(48 * 1024 ** 2) });
+    assert.deepEqual(agentLimitsEnv(pool()), {});
+    // The names the agent Pod's Downward API sets.
+    const env = envNames(buildAgentPod(limited).spec?.containers[0]);
+    for (const name of Object.keys(agentLimitsEnv(limited))) assert.ok(env.includes(name), name);
+  });
+});
+
 describe("buildAgentPod with a base template (config/agent/agent-pod-template.yaml)", () => {
   const AGENT_IMAGE = "registry.example/fsb/agent:v3";
 
@@ -482,13 +506,26 @@ describe("buildAgentPod with a base template (config/agent/agent-pod-template.ya
     assert.equal(agent.securityContext?.privileged, true);
     assert.deepEqual(
       agent.volumeMounts?.map((m) => m.mountPath),
-      ["/run/containerd", "/var/lib/containerd", "/var/lib/fast-sandbox/agents", "/var/lib/fast-sandbox/bin", "/run/netns", "/run/fast-sandbox/network"],
+      [
+        "/run/containerd",
+        "/var/lib/containerd",
+        "/var/lib/fast-sandbox/agents",
+        "/var/lib/fast-sandbox/bin",
+        "/run/netns",
+        "/run/fast-sandbox/network",
+        "/sys/fs/cgroup",
+      ],
+    );
+    // The host's cgroup tree (runc's paths), not the view of a private cgroup namespace.
+    assert.deepEqual(
+      spec?.volumes?.find((v) => v.name === "host-cgroup"),
+      { name: "host-cgroup", hostPath: { path: "/sys/fs/cgroup", type: "Directory" } },
     );
     // Isolated sandboxes' namespaces are made by the agent and must be seen by the host's containerd.
     assert.equal(agent.volumeMounts?.find((m) => m.mountPath === "/run/netns")?.mountPropagation, "Bidirectional");
     assert.deepEqual(
       spec?.volumes?.map((v) => v.name),
-      ["containerd-run", "containerd-root", "agents-state", "node-binaries", "netns", "network-state"],
+      ["containerd-run", "containerd-root", "agents-state", "node-binaries", "netns", "network-state", "host-cgroup"],
     );
     assert.deepEqual(base, defaultTemplate(), "the base template itself is untouched");
   });
@@ -530,6 +567,7 @@ describe("buildAgentPod with a base template (config/agent/agent-pod-template.ya
       "/run/fast-sandbox/network",
       "/run/netns",
       "/scratch",
+      "/sys/fs/cgroup",
       "/var/lib/containerd",
       "/var/lib/fast-sandbox/agents",
       "/var/lib/fast-sandbox/bin",
@@ -539,6 +577,7 @@ describe("buildAgentPod with a base template (config/agent/agent-pod-template.ya
       "agents-state",
       "containerd-root",
       "containerd-run",
+      "host-cgroup",
       "netns",
       "network-state",
       "node-binaries",

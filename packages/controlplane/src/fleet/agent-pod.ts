@@ -3,8 +3,8 @@
  * template; the user's containers, resources, node selectors and tolerations are kept) with what
  * the agent needs injected into the container named `agent` (or the first one):
  * - identity through the Downward API (name, UID, namespace, node) and the pool's name;
- * - its own resource limits (`resourceFieldRef`): the sandboxes' cgroups nest inside the agent
- *   Pod's, so these bound all of its sandboxes together;
+ * - its own resource limits (`resourceFieldRef`): the agent bounds the cgroup its sandboxes'
+ *   cgroups are made in with them, so these bound all of its sandboxes together;
  * - the node's containerd (the `/run/containerd` directory, so a restarted containerd's new socket
  *   is seen, and `/var/lib/containerd`), in the namespace `k8s.io` the kubelet uses, so images the
  *   node already holds are shared;
@@ -16,13 +16,13 @@
  * the pool deletes its agents through the garbage collector). Pure: no I/O.
  */
 import type { V1Container, V1EnvVar, V1Pod, V1PodTemplateSpec, V1Probe, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
-import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
+import { AGENT_CONTAINER_NAME, API_VERSION, agentLimitsOf, type AgentLimits, type SandboxPool } from "@fast-sandbox/api";
 import { preparedInstancesEnv } from "../fastpath/instance-template.js";
 
 /** The label every agent Pod carries: the name of its pool. */
 export const POOL_LABEL = "fast-sandbox.io/pool";
 /** The container that runs the agent when the template names one so; otherwise the first. */
-export const AGENT_CONTAINER = "agent";
+export const AGENT_CONTAINER = AGENT_CONTAINER_NAME;
 
 export interface AgentPodOptions {
   /** The agent image, for a template whose agent container names none. @default "fast-sandbox.io/agent:latest" */
@@ -51,6 +51,20 @@ export const AGENT_POD_DEFAULTS: Required<AgentPodOptions> = {
 const CONTAINERD_RUN_DIR = "/run/containerd";
 const CONTAINERD_SOCKET = `${CONTAINERD_RUN_DIR}/containerd.sock`;
 const CONTAINERD_ROOT = "/var/lib/containerd";
+
+/**
+ * The limits of the agent container of the pool's agent Pods (its agentTemplate over `baseTemplate`),
+ * which bound all of an agent's sandboxes together; none for a template that sets none, or limits
+ * that are not quantities (the API server refuses such a Pod).
+ */
+export function agentPodLimits(pool: SandboxPool, options: Pick<AgentPodOptions, "baseTemplate"> = {}): AgentLimits {
+  const agentTemplate = mergePodTemplates(structuredClone(options.baseTemplate ?? {}), structuredClone((pool.spec.agentTemplate ?? {}) as V1PodTemplateSpec));
+  try {
+    return agentLimitsOf({ agentTemplate: agentTemplate });
+  } catch {
+    return {};
+  }
+}
 
 /** `<pool>-agent-`; the API server appends 5 random characters. */
 export function agentPodGenerateName(pool: string): string {

@@ -29,7 +29,7 @@ import { SandboxPauses } from "../fastpath/checkpoint-pauses.js";
 import { ControlPlaneMetrics } from "../fastpath/control-plane-metrics.js";
 import { SandboxManager } from "../fastpath/sandbox-manager.js";
 import { AgentConnections } from "../fleet/agent-connections.js";
-import type { AgentPodOptions } from "../fleet/agent-pod.js";
+import { agentPodLimits, type AgentPodOptions } from "../fleet/agent-pod.js";
 import { KubernetesAgentFleet } from "../fleet/kubernetes-agent-fleet.js";
 import { kubernetesLeaseClient } from "../leader/kubernetes-lease-client.js";
 import { LeaseLeaderElector } from "../leader/lease-leader-elector.js";
@@ -280,8 +280,10 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
             relay: { endpointOf: (agentName) => fleet.listAgents().find((agent) => agent.name === agentName)?.endpoint, token: options.agentToken },
           }),
           tokenSecret,
-          // A sandbox of a pool without limits is bounded by its node: this replica's node stands for the nodes.
+          // A sandbox of a pool without limits is bounded by its agent Pod's (the deployment's
+          // template under the pool's), else by its node: this replica's node stands for the nodes.
           host: hostResources("/"),
+          agentLimits: (pool) => agentPodLimits(pool, options.agentPod ?? {}),
           logger,
           clock,
           pauses,

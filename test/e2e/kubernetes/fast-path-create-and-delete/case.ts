@@ -8,6 +8,7 @@
  * suite's cluster, with the pool in pool.yaml.
  */
 import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -87,6 +88,16 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       assert.equal(stored.status?.sandboxID, sandboxId);
       assert.equal(stored.status?.assignedPod, agent);
       assert.deepEqual(inContainerd(suite.containerdNamespace, sandboxId), { container: true, task: true, snapshot: true });
+      // The agent Pod's limits (the deployment's template: 4 CPUs, 8Gi), handed over by the Downward
+      // API, bound the cgroup the agent's sandboxes are made in.
+      const sandboxes = `${suite.containerdNamespace}/${agent}`;
+      if (existsSync("/sys/fs/cgroup/cgroup.controllers")) {
+        assert.equal(readFileSync(`/sys/fs/cgroup/${sandboxes}/memory.max`, "utf8").trim(), String(8 * 1024 ** 3));
+        assert.equal(readFileSync(`/sys/fs/cgroup/${sandboxes}/cpu.max`, "utf8").trim(), "400000 100000");
+      } else {
+        assert.equal(readFileSync(`/sys/fs/cgroup/memory/${sandboxes}/memory.limit_in_bytes`, "utf8").trim(), String(8 * 1024 ** 3));
+        assert.equal(readFileSync(`/sys/fs/cgroup/cpu/${sandboxes}/cpu.cfs_quota_us`, "utf8").trim(), "400000");
+      }
 
       // The delete resolves once the container, task and snapshot are gone, and the finalizer with them.
       await replica!.client.sandboxes.delete("direct", { namespace });
