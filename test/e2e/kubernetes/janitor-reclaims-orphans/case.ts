@@ -12,7 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -118,6 +118,17 @@ export function registerCase(suite: KubernetesSuiteContext): void {
           () => !containers(suite.containerdNamespace).some((c) => c.labels[CONTAINER_LABELS.agent] === lostAgent.metadata.name),
           { timeoutMs: 180_000, intervalMs: 1000 },
         );
+        // The cgroup its sandboxes were made in (bounded by its Pod's limits) goes with them; the replacement's stays.
+        const agentCgroups = (agent: string) =>
+          readdirSync("/sys/fs/cgroup")
+            .map((hierarchy) => path.join("/sys/fs/cgroup", hierarchy, suite.containerdNamespace, agent))
+            .concat(path.join("/sys/fs/cgroup", suite.containerdNamespace, agent))
+            .filter((directory) => existsSync(directory));
+        await suite.eventually("the lost agent's cgroup to be removed", () => agentCgroups(lostAgent.metadata.name).length === 0, {
+          timeoutMs: 60_000,
+          intervalMs: 1000,
+        });
+        assert.ok(agentCgroups(replacement.metadata.name).length > 0, "the new agent's cgroup is untouched");
         assert.ok(!inContainerd(suite.containerdNamespace, sandboxId).task, "its task is gone");
         assert.ok(!inContainerd(suite.containerdNamespace, sandboxId).snapshot, "its snapshot is gone");
         const after = await janitorMetrics();
