@@ -145,6 +145,15 @@ describe("limitCgroup", () => {
     assert.equal(read(join(root, "a/sandboxes/memory.max")), String(64 * 1024 * 1024));
   });
 
+  it("writes each limit whatever became of the other, then names what was refused", () => {
+    const all = "cpu memory pids";
+    const root = v2Tree({ ".": all, a: all });
+    // A directory where cpu.max should be makes its write fail, as a controller not delegated would.
+    mkdirSync(join(root, "a/cpu.max"), { recursive: true });
+    assert.throws(() => limitCgroup(detectCgroupLayout(root), "/a", { cpuMillis: 500, memoryBytes: 1 << 26 }), /refused .*a\/cpu\.max = 50000 100000/);
+    assert.equal(read(join(root, "a/memory.max")), String(1 << 26));
+  });
+
   it("refuses the root", () => {
     assert.throws(() => limitCgroup({ version: 2, root: tempRoot(), controllers: [] }, "/", { cpuMillis: 100 }), /root cgroup/);
   });

@@ -51,32 +51,40 @@ const MIN_CPU_QUOTA_US = 1_000;
  * enabled for its ancestors' children and its own; v1 `cpu.cfs_quota_us` over `cpu.cfs_period_us`
  * and `memory.limit_in_bytes` (hierarchical: the kernel's `memory.use_hierarchy`, always on since
  * Linux 5.x). A limit left out is left as it is; on v1 a controller the layout lacks is skipped.
- * Throws what the kernel refuses (e.g. a memory limit below what the cgroup holds already).
+ * Each limit is written whatever became of the other; then throws what the kernel refused (e.g. a
+ * memory limit below what the cgroup holds already, a controller not delegated here).
  */
 export function limitCgroup(layout: CgroupLayout, path: string, limits: CgroupLimits): void {
   const relative = path.replace(/^\/+/, "");
   if (relative === "") throw new Error("refusing to limit the root cgroup");
   const quota = limits.cpuMillis === undefined ? undefined : Math.max(MIN_CPU_QUOTA_US, Math.round((limits.cpuMillis * CPU_PERIOD_US) / 1000));
+  /** [controller's directory, file, value] to write, each tried whatever became of the others. */
+  const writes: [string, string, string][] = [];
   if (layout.version === 2) {
     const directory = join(layout.root, relative);
     mkdirSync(directory, { recursive: true });
     // Its ancestors' subtree_control makes its own files appear; its own, its children's.
     enableV2Controllers(layout.root, `${relative}/child`);
-    if (quota !== undefined) writeFileSync(join(directory, "cpu.max"), `${quota} ${CPU_PERIOD_US}`);
-    if (limits.memoryBytes !== undefined) writeFileSync(join(directory, "memory.max"), String(limits.memoryBytes));
-    return;
+    if (quota !== undefined) writes.push([directory, "cpu.max", `${quota} ${CPU_PERIOD_US}`]);
+    if (limits.memoryBytes !== undefined) writes.push([directory, "memory.max", String(limits.memoryBytes)]);
+  } else {
+    const cpu = join(layout.root, "cpu", relative);
+    const memory = join(layout.root, "memory", relative);
+    if (quota !== undefined && layout.controllers.includes("cpu")) {
+      writes.push([cpu, "cpu.cfs_period_us", String(CPU_PERIOD_US)], [cpu, "cpu.cfs_quota_us", String(quota)]);
+    }
+    if (limits.memoryBytes !== undefined && layout.controllers.includes("memory")) writes.push([memory, "memory.limit_in_bytes", String(limits.memoryBytes)]);
   }
-  if (quota !== undefined && layout.controllers.includes("cpu")) {
-    const directory = join(layout.root, "cpu", relative);
-    mkdirSync(directory, { recursive: true });
-    writeFileSync(join(directory, "cpu.cfs_period_us"), String(CPU_PERIOD_US));
-    writeFileSync(join(directory, "cpu.cfs_quota_us"), String(quota));
+  const failures: string[] = [];
+  for (const [directory, file, value] of writes) {
+    try {
+      mkdirSync(directory, { recursive: true });
+      writeFileSync(join(directory, file), value);
+    } catch (error) {
+      failures.push(`${join(directory, file)} = ${value}: ${(error as Error).message}`);
+    }
   }
-  if (limits.memoryBytes !== undefined && layout.controllers.includes("memory")) {
-    const directory = join(layout.root, "memory", relative);
-    mkdirSync(directory, { recursive: true });
-    writeFileSync(join(directory, "memory.limit_in_bytes"), String(limits.memoryBytes));
-  }
+  if (failures.length > 0) throw new Error(`the kernel refused ${failures.join("; ")}`);
 }
 
 /**
