@@ -62,15 +62,17 @@ describe("agentConfigFromEnv", () => {
     assertValidationError(
       () => agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_CPU_LIMIT_MILLICORES: "1.5" }),
       "FSB_AGENT_CPU_LIMIT_MILLICORES",
-      /whole number of millicores, at least 10/,
+      /whole number of millicores, at least 1/,
     );
     assertValidationError(() => agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_CPU_LIMIT_MILLICORES: "0" }), "FSB_AGENT_CPU_LIMIT_MILLICORES");
     assertValidationError(
       () => agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_MEMORY_LIMIT_BYTES: "512Mi" }),
       "FSB_AGENT_MEMORY_LIMIT_BYTES",
-      /whole number of bytes, at least 4194304/,
+      /whole number of bytes, at least 1/,
     );
-    assertValidationError(() => agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_MEMORY_LIMIT_BYTES: "1024" }), "FSB_AGENT_MEMORY_LIMIT_BYTES");
+    assertValidationError(() => agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_MEMORY_LIMIT_BYTES: "-1" }), "FSB_AGENT_MEMORY_LIMIT_BYTES");
+    // What Kubernetes allows, however small: the agent starts.
+    assert.deepEqual(agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_CPU_LIMIT_MILLICORES: "1" }).limits, { cpuMillis: 1 });
   });
 
   it("reads the pool's prepared-instance template, and refuses a bad count or template", () => {

@@ -118,9 +118,9 @@ function positiveIntegerFromEnv(env: NodeJS.ProcessEnv, key: string, what: strin
 
 /** The bound on all of the agent's sandboxes together (see AgentConfig.limits). */
 function agentLimitsFromEnv(env: NodeJS.ProcessEnv): CgroupLimits {
-  const cpuMillis = positiveIntegerFromEnv(env, "FSB_AGENT_CPU_LIMIT_MILLICORES", "millicores", 10);
-  // Below 4 MiB the kernel would OOM-kill the first process a sandbox starts.
-  const memoryBytes = positiveIntegerFromEnv(env, "FSB_AGENT_MEMORY_LIMIT_BYTES", "bytes", 4 * 1024 * 1024);
+  // Whatever Kubernetes allows (1m; a quota below the kernel's 1 ms is written as 1 ms).
+  const cpuMillis = positiveIntegerFromEnv(env, "FSB_AGENT_CPU_LIMIT_MILLICORES", "millicores", 1);
+  const memoryBytes = positiveIntegerFromEnv(env, "FSB_AGENT_MEMORY_LIMIT_BYTES", "bytes", 1);
   return { ...(cpuMillis !== undefined ? { cpuMillis } : {}), ...(memoryBytes !== undefined ? { memoryBytes } : {}) };
 }
 

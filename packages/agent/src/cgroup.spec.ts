@@ -128,12 +128,25 @@ describe("limitCgroup", () => {
     assert.equal(existsSync(join(root, "pids/k8s.io")), false);
   });
 
-  it("v1: leaves out what is not given, and a quota below the kernel's 1 ms becomes 1 ms", () => {
+  it("v1: lifts what is not given (a cgroup kept from an agent that had limits), and a quota below the kernel's 1 ms becomes 1 ms", () => {
     const root = tempRoot();
     for (const dir of ["cpu", "memory"]) mkdirSync(join(root, dir));
+    limitCgroup(detectCgroupLayout(root), "a/sandboxes", { cpuMillis: 5, memoryBytes: 1 << 26 });
     limitCgroup(detectCgroupLayout(root), "a/sandboxes", { cpuMillis: 5 });
     assert.equal(read(join(root, "cpu/a/sandboxes/cpu.cfs_quota_us")), "1000");
-    assert.equal(existsSync(join(root, "memory/a")), false);
+    assert.equal(read(join(root, "memory/a/sandboxes/memory.limit_in_bytes")), "-1");
+    limitCgroup(detectCgroupLayout(root), "a/sandboxes", {});
+    assert.equal(read(join(root, "cpu/a/sandboxes/cpu.cfs_quota_us")), "-1");
+  });
+
+  it("leaves a memory bound as it was when the cgroup holds more than the new one (v2 would OOM-kill its sandboxes), and says so", () => {
+    const all = "cpu memory pids";
+    const root = v2Tree({ ".": all, a: all });
+    writeFileSync(join(root, "a/memory.max"), String(1 << 30));
+    writeFileSync(join(root, "a/memory.current"), String(1 << 27));
+    assert.throws(() => limitCgroup(detectCgroupLayout(root), "/a", { cpuMillis: 500, memoryBytes: 1 << 26 }), /holds 134217728 bytes already/);
+    assert.equal(read(join(root, "a/memory.max")), String(1 << 30));
+    assert.equal(read(join(root, "a/cpu.max")), "50000 100000");
   });
 
   it("v2: enables cpu, memory and pids down to the cgroup and for its children, and writes cpu.max and memory.max", () => {
@@ -150,7 +163,10 @@ describe("limitCgroup", () => {
     const root = v2Tree({ ".": all, a: all });
     // A directory where cpu.max should be makes its write fail, as a controller not delegated would.
     mkdirSync(join(root, "a/cpu.max"), { recursive: true });
-    assert.throws(() => limitCgroup(detectCgroupLayout(root), "/a", { cpuMillis: 500, memoryBytes: 1 << 26 }), /refused .*a\/cpu\.max = 50000 100000/);
+    assert.throws(
+      () => limitCgroup(detectCgroupLayout(root), "/a", { cpuMillis: 500, memoryBytes: 1 << 26 }),
+      /could not bound the cgroup: .*a\/cpu\.max = 50000 100000/,
+    );
     assert.equal(read(join(root, "a/memory.max")), String(1 << 26));
   });
 

@@ -46,45 +46,66 @@ const CPU_PERIOD_US = 100_000;
 const MIN_CPU_QUOTA_US = 1_000;
 
 /**
- * Creates the cgroup at `path` and bounds it with `limits`, so that the cgroups made below it later
- * (an agent's sandboxes) share them: v2 `cpu.max` and `memory.max`, with cpu, memory and pids
- * enabled for its ancestors' children and its own; v1 `cpu.cfs_quota_us` over `cpu.cfs_period_us`
- * and `memory.limit_in_bytes` (hierarchical: the kernel's `memory.use_hierarchy`, always on since
- * Linux 5.x). A limit left out is left as it is; on v1 a controller the layout lacks is skipped.
- * Each limit is written whatever became of the other; then throws what the kernel refused (e.g. a
- * memory limit below what the cgroup holds already, a controller not delegated here).
+ * Creates the cgroup at `path` and bounds it with exactly `limits`, so that the cgroups made below
+ * it (an agent's sandboxes) share them; a limit left out is lifted (a cgroup kept from an agent
+ * that had one). v2: `cpu.max` and `memory.max`, with cpu, memory and pids enabled for its
+ * ancestors' children and its own; v1: `cpu.cfs_quota_us` over `cpu.cfs_period_us` and
+ * `memory.limit_in_bytes` (hierarchical with `memory.use_hierarchy`, which systemd sets on the root
+ * and Linux 5.11+ always has). A memory limit below what the cgroup holds already is not written
+ * (v2 would OOM-kill the sandboxes in it, v1 refuses): the old bound stays. Each limit is written
+ * whatever became of the other; then throws what was refused or skipped (also a controller not
+ * delegated here). On v1 the kernel refuses a CPU bound below a quota of a cgroup under it.
  */
 export function limitCgroup(layout: CgroupLayout, path: string, limits: CgroupLimits): void {
   const relative = path.replace(/^\/+/, "");
   if (relative === "") throw new Error("refusing to limit the root cgroup");
   const quota = limits.cpuMillis === undefined ? undefined : Math.max(MIN_CPU_QUOTA_US, Math.round((limits.cpuMillis * CPU_PERIOD_US) / 1000));
-  /** [controller's directory, file, value] to write, each tried whatever became of the others. */
+  const v2 = layout.version === 2;
+  const cpu = v2 ? join(layout.root, relative) : join(layout.root, "cpu", relative);
+  const memory = v2 ? join(layout.root, relative) : join(layout.root, "memory", relative);
+  /** [directory, file, value] to write, each tried whatever became of the others. */
   const writes: [string, string, string][] = [];
-  if (layout.version === 2) {
-    const directory = join(layout.root, relative);
-    mkdirSync(directory, { recursive: true });
+  if (v2) {
+    mkdirSync(cpu, { recursive: true });
     // Its ancestors' subtree_control makes its own files appear; its own, its children's.
     enableV2Controllers(layout.root, `${relative}/child`);
-    if (quota !== undefined) writes.push([directory, "cpu.max", `${quota} ${CPU_PERIOD_US}`]);
-    if (limits.memoryBytes !== undefined) writes.push([directory, "memory.max", String(limits.memoryBytes)]);
+    writes.push([cpu, "cpu.max", `${quota ?? "max"} ${CPU_PERIOD_US}`], [memory, "memory.max", String(limits.memoryBytes ?? "max")]);
   } else {
-    const cpu = join(layout.root, "cpu", relative);
-    const memory = join(layout.root, "memory", relative);
-    if (quota !== undefined && layout.controllers.includes("cpu")) {
-      writes.push([cpu, "cpu.cfs_period_us", String(CPU_PERIOD_US)], [cpu, "cpu.cfs_quota_us", String(quota)]);
-    }
-    if (limits.memoryBytes !== undefined && layout.controllers.includes("memory")) writes.push([memory, "memory.limit_in_bytes", String(limits.memoryBytes)]);
+    if (layout.controllers.includes("cpu")) writes.push([cpu, "cpu.cfs_period_us", String(CPU_PERIOD_US)], [cpu, "cpu.cfs_quota_us", String(quota ?? -1)]);
+    if (layout.controllers.includes("memory")) writes.push([memory, "memory.limit_in_bytes", String(limits.memoryBytes ?? -1)]);
   }
   const failures: string[] = [];
   for (const [directory, file, value] of writes) {
     try {
       mkdirSync(directory, { recursive: true });
+      const held =
+        file.startsWith("memory") && limits.memoryBytes !== undefined ? readNumber(join(directory, v2 ? "memory.current" : "memory.usage_in_bytes")) : 0;
+      if (held > (limits.memoryBytes ?? Infinity)) {
+        failures.push(`${join(directory, file)} = ${value}: the cgroup holds ${held} bytes already; its bound is left as it was`);
+        continue;
+      }
       writeFileSync(join(directory, file), value);
     } catch (error) {
       failures.push(`${join(directory, file)} = ${value}: ${(error as Error).message}`);
     }
   }
-  if (failures.length > 0) throw new Error(`the kernel refused ${failures.join("; ")}`);
+  if (failures.length > 0) throw new Error(`could not bound the cgroup: ${failures.join("; ")}`);
+}
+
+/** Whether the cgroup at `path` exists (v2: in the unified tree; v1: in the cpu or memory hierarchy). */
+export function cgroupExists(layout: CgroupLayout, path: string): boolean {
+  const relative = path.replace(/^\/+/, "");
+  if (layout.version === 2) return existsSync(join(layout.root, relative));
+  return ["cpu", "memory"].some((controller) => existsSync(join(layout.root, controller, relative)));
+}
+
+/** The number a cgroup file holds; 0 when it cannot be read (a fresh cgroup, a test's tree). */
+function readNumber(file: string): number {
+  try {
+    return Number(readFileSync(file, "utf8").trim()) || 0;
+  } catch {
+    return 0;
+  }
 }
 
 /**

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { FsbError } from "@fast-sandbox/api/core";
 import { stderrLogger } from "./stderr-logger.js";
 import { agentConfigFromEnv } from "./agent-config.js";
-import { detectCgroupLayout, joinCgroup, limitCgroup } from "./cgroup.js";
+import { cgroupExists, detectCgroupLayout, joinCgroup, limitCgroup } from "./cgroup.js";
 import { createContainerdRuntime } from "./containerd/containerd-runtime.js";
 import { INSTALL_NODE_BINARIES, runInstallNodeBinaries } from "./install-node-binaries.js";
 import { networkSettingsFromEnv } from "./network/network-settings.js";
@@ -32,19 +32,22 @@ async function main(): Promise<void> {
       `the in-sandbox helper is missing at ${config.helperPath}: run 'npm run build' (scripts/build-helper.sh) or set FSB_HELPER_PATH`,
     );
   }
-  if (config.cgroupParent) joinCgroup(detectCgroupLayout(), `${config.cgroupParent}/agent`, process.pid);
+  const layout = detectCgroupLayout();
+  if (config.cgroupParent) joinCgroup(layout, `${config.cgroupParent}/agent`, process.pid);
   // Without a cgroup of its own, the agent's sandboxes still get a parent of their own: several
   // agents share a node's containerd namespace (Kubernetes mode), and their anchors' and
   // sandboxes' cgroups must not collide.
   const sandboxesCgroup = config.cgroupParent ? `${config.cgroupParent}/sandboxes` : `/${config.containerdNamespace}/${config.name}`;
-  if (config.limits.cpuMillis !== undefined || config.limits.memoryBytes !== undefined) {
-    // Every sandbox's cgroup is made below this one: together they stay within the agent's limits.
+  // Every sandbox's cgroup is made below this one: together they stay within the agent's limits.
+  // Without limits, those a cgroup kept from this agent's last start may have are lifted.
+  const limited = config.limits.cpuMillis !== undefined || config.limits.memoryBytes !== undefined;
+  if (limited || cgroupExists(layout, sandboxesCgroup)) {
     try {
-      limitCgroup(detectCgroupLayout(), sandboxesCgroup, config.limits);
-      log.info({ cgroup: sandboxesCgroup, ...config.limits }, "the agent's limits bound its sandboxes together");
+      limitCgroup(layout, sandboxesCgroup, config.limits);
+      if (limited) log.info({ cgroup: sandboxesCgroup, ...config.limits }, "the agent's limits bound its sandboxes together");
     } catch (error) {
-      // E.g. a memory limit below what the sandboxes it adopts hold already: they keep running, unbounded together.
-      log.error({ cgroup: sandboxesCgroup, ...config.limits, err: error }, "could not bound the agent's sandboxes by its limits; each keeps its own");
+      // E.g. a memory limit below what the sandboxes it adopts hold already: that bound stays as it was.
+      log.error({ cgroup: sandboxesCgroup, ...config.limits, err: error }, "could not bound the agent's sandboxes by its limits as asked");
     }
   }
   const metrics = new AgentMetrics();
@@ -55,6 +58,7 @@ async function main(): Promise<void> {
     ...(config.uid ? { agentUid: config.uid } : {}),
     stateDir: config.stateDir,
     cgroupParent: sandboxesCgroup,
+    ...(config.limits.cpuMillis !== undefined ? { cpuBoundMillis: config.limits.cpuMillis } : {}),
     helperPath: config.helperPath,
     ...(config.envdPath ? { envdPath: config.envdPath } : {}),
     ...(config.runscPath ? { runscPath: config.runscPath } : {}),

@@ -155,6 +155,23 @@ describe("bad input gets a clear error and creates nothing", () => {
     );
   });
 
+  it("refuses a pool whose agent template's limits are not quantities, naming the field", async () => {
+    const bad = pool("badlimits", {
+      maxSandboxesPerPod: 1,
+      capacity: { poolMin: 0, poolMax: 1 },
+      agentTemplate: { spec: { containers: [{ name: "agent", resources: { limits: { cpu: "1.5", memory: "lots" } } }] } },
+    });
+    await assert.rejects(embedded.client.pools.apply(bad), (thrown: Error) => {
+      assert.ok(thrown instanceof ValidationError);
+      assert.match(thrown.message, /spec\.agentTemplate\.spec\.containers\[0\]\.resources\.limits\.memory: "lots" is not a Kubernetes quantity/);
+      return true;
+    });
+    assert.equal(
+      (await embedded.client.pools.list()).some((p) => p.metadata.name === "badlimits"),
+      false,
+    );
+  });
+
   it("accepts any valid sandbox name, even one containerd would not take as an id", async () => {
     const sandbox = await embedded.client.sandboxes.create({ ...base, name: "a--b", command: ["sh", "-c", "echo started; sleep 3600"] });
     // The sandbox id is a DNS label of its own, whatever the name: the proxy routes by it.

@@ -168,6 +168,11 @@ export interface ContainerdRuntimeOptions {
   cgroupLayout?: CgroupLayout;
   /** Parent cgroup: a sandbox's `linux.cgroupsPath` becomes `<cgroupParent>/<container id>` (cgroupfs driver, v1 and v2). @default "/<namespace>" */
   cgroupParent?: string;
+  /**
+   * The CPU bound of `cgroupParent` (the agent's limit, cgroup.ts limitCgroup): a sandbox's own CPU
+   * limit above it is written as it (v1 refuses a quota above its parent's; v2 caps it the same). @default none
+   */
+  cpuBoundMillis?: number;
   /** runsc binary for runtimeType "gvisor" (run by the runc v2 shim, directly or through a wrapper, see gvisor-binary.ts). @default "/usr/bin/runsc" */
   runscPath?: string;
   /**
@@ -289,6 +294,7 @@ export class ContainerdRuntime implements Runtime {
   private readonly snapshotter: string;
   private readonly stateDir: string;
   private readonly cgroupParent: string;
+  private readonly cpuBoundMillis: number | undefined;
   private readonly cgroupLayout: CgroupLayout;
   private readonly gvisorBinary: string;
   /** runsc for isolated gVisor sandboxes (their own network namespace); written with the network settings. */
@@ -335,6 +341,7 @@ export class ContainerdRuntime implements Runtime {
     this.snapshotter = options.snapshotter ?? "overlayfs";
     this.stateDir = options.stateDir ?? `/run/fast-sandbox/${options.agentName}`;
     this.cgroupParent = options.cgroupParent ?? `/${this.namespace}`;
+    this.cpuBoundMillis = options.cpuBoundMillis;
     this.cgroupLayout = options.cgroupLayout ?? detectCgroupLayout();
     mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
     this.claimJournal = new ClaimJournal(this.stateDir);
@@ -1159,6 +1166,7 @@ export class ContainerdRuntime implements Runtime {
         networkMs = lap();
       }
       const ociSpec = buildOciSpec(spec, image.config, {
+        ...(this.cpuBoundMillis !== undefined ? { cpuBoundMillis: this.cpuBoundMillis } : {}),
         // The in-sandbox daemon only where its port is the sandbox's own (buildOciSpec checks it too).
         ...(this.helperPath
           ? {

@@ -179,6 +179,12 @@ describe("buildOciSpec", () => {
     assert.deepEqual(spec.linux.resources.devices, [{ allow: false, access: "rwm" }]);
   });
 
+  it("writes a CPU limit above the agent's bound as the bound (cgroup v1 refuses a child's quota above its parent's)", () => {
+    const cpu = (cpuMillis: number) => buildOciSpec(sandbox({ resources: { cpuMillis } }), image, { ...options, cpuBoundMillis: 4000 }).linux.resources.cpu;
+    assert.deepEqual(cpu(8000), { quota: 400_000, period: 100_000 });
+    assert.deepEqual(cpu(500), { quota: 50_000, period: 100_000 });
+  });
+
   it("sets no limits when resources are absent", () => {
     const { resources } = buildOciSpec(sandbox(), image, options).linux;
     assert.equal(resources.cpu, undefined);

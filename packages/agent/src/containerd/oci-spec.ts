@@ -117,6 +117,8 @@ export interface OciSpecOptions {
   helper?: HelperInjection;
   /** An isolated sandbox's network (network/sandbox-networks.ts); absent: it shares the agent's. */
   isolatedNetwork?: IsolatedNetworkInjection;
+  /** The CPU bound of the cgroup the sandbox's is made in: a CPU limit above it is written as it. */
+  cpuBoundMillis?: number;
 }
 
 export interface IsolatedNetworkInjection {
@@ -300,8 +302,10 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
   };
   const limits = spec.resources;
   if (limits?.cpuMillis !== undefined && limits.cpuMillis > 0) {
+    // cgroup v1 refuses a quota above its parent's (v2 would cap it the same): at most the agent's.
+    const cpuMillis = Math.min(limits.cpuMillis, options.cpuBoundMillis ?? Infinity);
     resources.cpu = {
-      quota: Math.round((limits.cpuMillis * CPU_PERIOD_US) / 1000),
+      quota: Math.round((cpuMillis * CPU_PERIOD_US) / 1000),
       period: CPU_PERIOD_US,
     };
   }

@@ -10,11 +10,14 @@
  *                          address, IPv4 and ARP only: no spoofing another sandbox or the gateway
  *     forward              port-to-port frames (sandbox to sandbox) only inside a peer group
  *   table inet <net>       layer 3
- *     before_nat           the input chain's verdict, taken before the host's destination NAT: a
- *                          connection from the bridge to any of the host's addresses is dropped
- *                          here, so no DNAT rule of the host (Docker's or kube-proxy's published
- *                          ports, a NodePort) can turn it into forwarded traffic that a sandbox's
- *                          allowAll would let through to the host's services
+ *     before_nat           the input chain's verdict, taken before destination NAT: a connection
+ *                          from the bridge to any address of this network namespace's own is
+ *                          dropped here, so no DNAT rule of it (Docker's published ports, a
+ *                          NodePort where the agent runs in the node's network) can turn it into
+ *                          forwarded traffic that a sandbox's allowAll would let through. (An agent
+ *                          Pod with a network of its own: its addresses; the node's NodePorts are
+ *                          reached as any Pod reaches them. IPVS ClusterIPs are local addresses,
+ *                          already unreachable through the input chain.) Needs nft_fib.
  *     input                nothing from the bridge reaches the host itself (any of its addresses,
  *                          its services, the agents, the control plane) but replies to the host's
  *                          own connections (e.g. a proxy reaching a sandbox)

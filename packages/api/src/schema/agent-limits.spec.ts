@@ -22,35 +22,39 @@ describe("agentLimitsOf", () => {
     assert.deepEqual(agentLimitsOf({ agentTemplate: { metadata: {} } }), {});
   });
 
-  it("takes a number as Kubernetes does (cpu: 2, memory in bytes)", () => {
-    assert.deepEqual(agentLimitsOf(template([{ name: "agent", resources: { limits: { cpu: 2, memory: 1048576 } } }])), {
-      cpuMillis: 2000,
-      memoryBytes: 1048576,
-    });
+  it("reads every quantity Kubernetes accepts, rounded as the Downward API rounds (millicores up, bytes down)", () => {
+    const limits = (cpu: unknown, memory: unknown) => agentLimitsOf(template([{ name: "agent", resources: { limits: { cpu, memory } } }]));
+    assert.deepEqual(limits(2, 1048576), { cpuMillis: 2000, memoryBytes: 1048576 });
+    assert.deepEqual(limits("1.5", "1.5Gi"), { cpuMillis: 1500, memoryBytes: 1.5 * 1024 ** 3 });
+    assert.deepEqual(limits(".5", "129e6"), { cpuMillis: 500, memoryBytes: 129_000_000 });
+    assert.deepEqual(limits("250m", "1k"), { cpuMillis: 250, memoryBytes: 1000 });
+    assert.deepEqual(limits("0.0001", "1Pi"), { cpuMillis: 1, memoryBytes: 1024 ** 5 });
+    assert.deepEqual(limits("1e-3", "2E"), { cpuMillis: 1, memoryBytes: 2e18 });
   });
 
-  it("refuses a limit that is not a quantity, naming the field", () => {
+  it("refuses a limit that is not a positive quantity, naming the field", () => {
     assert.throws(
       () => agentLimitsOf(template([{ name: "x" }, { name: "agent", resources: { limits: { memory: "lots" } } }])),
       (error: unknown) =>
         error instanceof ValidationError &&
         error.field === "spec.agentTemplate.spec.containers[1].resources.limits.memory" &&
-        /"lots" is not a memory quantity/.test(error.message),
+        /"lots" is not a Kubernetes quantity/.test(error.message),
     );
-    assert.throws(() => agentLimitsOf(template([{ name: "agent", resources: { limits: { cpu: true } } }])), /limits\.cpu: true is not a quantity/);
+    assert.throws(() => agentLimitsOf(template([{ name: "agent", resources: { limits: { cpu: true } } }])), /limits\.cpu: true is not a positive quantity/);
+    assert.throws(() => agentLimitsOf(template([{ name: "agent", resources: { limits: { cpu: "0" } } }])), /limits\.cpu: "0" is not a positive quantity/);
+    assert.throws(() => agentLimitsOf(template([{ name: "agent", resources: { limits: { memory: "1GB" } } }])), /not a Kubernetes quantity/);
   });
 });
 
 describe("validateSandboxPool and the agent limits", () => {
-  it("refuses a pool whose agent template's limits are not quantities", () => {
+  it("does not look inside the agent template: a pool kubectl wrote (the API server does not either) stays writable", () => {
     const pool = {
       apiVersion: "sandbox.fast.io/v1alpha1",
       kind: "SandboxPool",
       metadata: { name: "p", namespace: "default" },
       spec: { capacity: { poolMin: 0, poolMax: 1 }, maxSandboxesPerPod: 2, ...template([{ name: "agent", resources: { limits: { cpu: "fast" } } }]) },
     };
-    assert.throws(() => validateSandboxPool(pool), /spec\.agentTemplate\.spec\.containers\[0\]\.resources\.limits\.cpu: "fast" is not a CPU quantity/);
-    (pool.spec.agentTemplate.spec.containers[0] as { resources: { limits: { cpu: string } } }).resources.limits.cpu = "250m";
     assert.doesNotThrow(() => validateSandboxPool(pool));
+    assert.throws(() => agentLimitsOf(pool.spec), /"fast" is not a Kubernetes quantity/);
   });
 });

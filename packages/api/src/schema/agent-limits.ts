@@ -6,7 +6,7 @@
  * reads them here.
  */
 import { ValidationError } from "../errors.js";
-import { parseCpuMillis, parseMemoryBytes } from "./quantity.js";
+import { parseQuantity } from "./quantity.js";
 import type { SandboxPoolSpec } from "./sandbox-pool.js";
 
 /** The container of an agent Pod the agent runs in (the first one when none is named so). */
@@ -29,8 +29,10 @@ function member(value: unknown, key: string): unknown {
 }
 
 /**
- * The agent limits `spec.agentTemplate` sets (none it does not). Throws a ValidationError naming the
- * field for a limit that is not a CPU or memory quantity.
+ * The agent limits `spec.agentTemplate` sets (none it does not), read as Kubernetes reads them.
+ * Throws a ValidationError naming the field for a limit that is not a positive quantity. The API
+ * server does not look inside a pool's agentTemplate, so this is checked where fsb applies a pool
+ * (never on the store's writes: a pool kubectl wrote must stay writable).
  */
 export function agentLimitsOf(spec: Pick<SandboxPoolSpec, "agentTemplate">): AgentLimits {
   const containers = member(member(spec.agentTemplate, "spec"), "containers");
@@ -40,17 +42,19 @@ export function agentLimitsOf(spec: Pick<SandboxPoolSpec, "agentTemplate">): Age
   const limits = (containers[index] as TemplateContainer | undefined)?.resources?.limits;
   if (!limits) return {};
   const field = (name: string) => `spec.agentTemplate.spec.containers[${index}].resources.limits.${name}`;
-  const quantity = (name: string): string | undefined => {
+  /** The limit's value in base units (cores, bytes); undefined when not set. */
+  const quantity = (name: string): number | undefined => {
     const value = limits[name];
     if (value === undefined) return undefined;
-    if (typeof value === "string") return value;
-    if (typeof value === "number" && Number.isFinite(value) && value >= 0) return String(value);
-    throw new ValidationError(field(name), `${JSON.stringify(value)} is not a quantity`);
+    const parsed = typeof value === "string" ? parseQuantity(value, field(name)) : typeof value === "number" ? value : Number.NaN;
+    if (!Number.isFinite(parsed) || parsed <= 0) throw new ValidationError(field(name), `${JSON.stringify(value)} is not a positive quantity`);
+    return parsed;
   };
   const cpu = quantity("cpu");
   const memory = quantity("memory");
   return {
-    ...(cpu !== undefined ? { cpuMillis: parseCpuMillis(cpu, field("cpu")) } : {}),
-    ...(memory !== undefined ? { memoryBytes: parseMemoryBytes(memory, field("memory")) } : {}),
+    // The Downward API's rounding: up to the next millicore, down to the byte.
+    ...(cpu !== undefined ? { cpuMillis: Math.ceil(Math.round(cpu * 1e9) / 1e6) } : {}),
+    ...(memory !== undefined ? { memoryBytes: Math.max(1, Math.floor(memory)) } : {}),
   };
 }

@@ -27,6 +27,34 @@ export function parseCpuMillis(quantity: string, field = "cpu"): number {
   throw new ValidationError(field, `${JSON.stringify(quantity)} is not a CPU quantity (e.g. 500m, 2)`);
 }
 
+const SUFFIX_FACTORS: Record<string, number> = {
+  Ki: 1024,
+  Mi: 1024 ** 2,
+  Gi: 1024 ** 3,
+  Ti: 1024 ** 4,
+  Pi: 1024 ** 5,
+  Ei: 1024 ** 6,
+  m: 1e-3,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  P: 1e15,
+  E: 1e18,
+};
+
+/**
+ * Any quantity Kubernetes accepts (its whole grammar: `1.5Gi`, `500m`, `129e6`, `2`, `.5`), as its
+ * value in base units (cores, bytes). For what only Kubernetes itself checks, such as a Pod
+ * template's resources; `sandboxResources` keeps the narrower parseCpuMillis and parseMemoryBytes.
+ */
+export function parseQuantity(quantity: string, field = "quantity"): number {
+  const match = /^([+-]?(?:\d+\.?\d*|\.\d+))(?:(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)|[eE]([+-]?\d+))?$/.exec(quantity);
+  if (!match) throw new ValidationError(field, `${JSON.stringify(quantity)} is not a Kubernetes quantity (e.g. 500m, 2, 1.5Gi, 129e6)`);
+  const factor = match[2] ? (SUFFIX_FACTORS[match[2]] ?? 1) : match[3] ? 10 ** Number(match[3]) : 1;
+  return Number(match[1]) * factor;
+}
+
 /** `30s`, `5m`, `2h`, `1h30m`, `1d` → milliseconds. */
 export function parseDurationMs(text: string, field = "duration"): number {
   const re = /(\d+)(ms|s|m|h|d)/gy;

@@ -2,7 +2,6 @@ import { FormatRegistry, type TSchema } from "@sinclair/typebox";
 import { TypeCompiler, type TypeCheck } from "@sinclair/typebox/compiler";
 import { ValueErrorType, type ValueError } from "@sinclair/typebox/value";
 import { ValidationError } from "../errors.js";
-import { agentLimitsOf } from "./agent-limits.js";
 import { cidrProblem } from "./cidr.js";
 import { checkEgressPolicy, checkPoolNetwork } from "./network.js";
 import { Sandbox } from "./sandbox.js";
@@ -122,7 +121,6 @@ export function validateSandboxPool(value: unknown): asserts value is SandboxPoo
     throw new ValidationError("spec.capacity.bufferMin", `${capacity.bufferMin} is greater than bufferMax ${capacity.bufferMax}`);
   }
   checkPoolNetwork((value as SandboxPool).spec);
-  agentLimitsOf((value as SandboxPool).spec);
   const { preparedInstances, image, runtimeType, maxSandboxesPerPod, preparedFromCheckpoint } = (value as SandboxPool).spec;
   if (preparedFromCheckpoint && runtimeType !== "gvisor") {
     throw new ValidationError("spec.preparedFromCheckpoint", `instances restored from a checkpoint need runtimeType gvisor, not ${runtimeType ?? "container"}`);

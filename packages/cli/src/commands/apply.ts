@@ -1,6 +1,16 @@
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
-import { API_VERSION, FsbError, NotFoundError, ValidationError, validateSandbox, validateSandboxPool, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
+import {
+  API_VERSION,
+  FsbError,
+  NotFoundError,
+  ValidationError,
+  agentLimitsOf,
+  validateSandbox,
+  validateSandboxPool,
+  type Sandbox,
+  type SandboxPool,
+} from "@fast-sandbox/api";
 import { connect, type GlobalOptions } from "../connection.js";
 
 /** One object of a manifest file and where it came from (`file document N`, counting empty documents too). */
@@ -46,6 +56,7 @@ export function checkManifest(object: unknown, where: string): Sandbox | Sandbox
     case "SandboxPool":
       try {
         validateSandboxPool(object);
+        agentLimitsOf(object.spec);
       } catch (error) {
         prefixed(error);
       }

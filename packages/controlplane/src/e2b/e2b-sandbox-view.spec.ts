@@ -103,6 +103,8 @@ describe("a sandbox as E2B's API shows it", () => {
     const agent = { cpuMillis: 1500, memoryBytes: 2 * 1024 ** 3 };
     assert.deepEqual(resourcesOf(pool(), HOST, agent), { cpuCount: 2, memoryMB: 2048, diskSizeMB: 100_000 });
     assert.deepEqual(resourcesOf(pool(), HOST, { memoryBytes: 64 * 1024 ** 2 }), { cpuCount: 8, memoryMB: 128, diskSizeMB: 100_000 });
+    // An agent's limits above the host's (the shipped template's 4 CPUs and 8Gi on a smaller node): the host's.
+    assert.deepEqual(resourcesOf(pool(), HOST, { cpuMillis: 16_000, memoryBytes: 32 * 1024 ** 3 }), HOST);
     // The pool's own limits come first.
     assert.deepEqual(resourcesOf(pool({ cpu: "500m" }), HOST, agent), { cpuCount: 1, memoryMB: 2048, diskSizeMB: 100_000 });
   });

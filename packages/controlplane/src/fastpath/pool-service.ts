@@ -10,6 +10,7 @@ import {
   pb,
   sandboxPoolFromMessage,
   sandboxPoolToMessage,
+  agentLimitsOf,
   validateSandboxPool,
   ValidationError,
   type SandboxPool,
@@ -30,6 +31,8 @@ export async function applySandboxPool(store: ResourceStore, input: SandboxPool)
   };
   delete pool.status;
   validateSandboxPool(pool);
+  // Inside the agent template only Kubernetes' own Pod validation would look, and only in its mode.
+  agentLimitsOf(pool.spec);
   // The pool's name is part of its agents' names and of their containers' ids in containerd.
   const { name, namespace = DEFAULT_NAMESPACE } = pool.metadata;
   if (name.includes("--"))

@@ -107,6 +107,22 @@ describe("the grace a sandbox's port gets to start listening", () => {
     await new Promise((resolve) => server.close(resolve));
   });
 
+  it("throws the hang-up's reason, not the refusal, when the caller hangs up during a try that is then refused", async () => {
+    const hungUp = new AbortController();
+    const reason = new Error("the client hung up");
+    let tries = 0;
+    const grace = new PortStartGrace(
+      () => {
+        tries += 1;
+        hungUp.abort(reason);
+        return Promise.reject(Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:1"), { code: "ECONNREFUSED" }));
+      },
+      { graceMs: 10_000, intervalMs: 10 },
+    );
+    await assert.rejects(grace.connect({ host: "127.0.0.1", port: 1, sandboxId: "x" }, hungUp.signal), (error: unknown) => error === reason);
+    assert.equal(tries, 1);
+  });
+
   it("tries again only refusals: a relay's 502 for a refused port is one, its other answers are not", async () => {
     assert.equal(isRefused(Object.assign(new Error("connect ECONNREFUSED 10.0.0.2:8080"), { code: "ECONNREFUSED" })), true);
     assert.equal(

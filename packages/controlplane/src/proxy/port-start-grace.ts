@@ -79,7 +79,8 @@ export class PortStartGrace {
         }
         return socket;
       } catch (error) {
-        if (graceless || !key || !isRefused(error) || signal?.aborted) throw error;
+        signal?.throwIfAborted();
+        if (graceless || !key || !isRefused(error)) throw error;
         if (Date.now() + pause > deadline) {
           remember(this.refused, key, Date.now() + this.refusedForMs, this.capacity);
           throw error;
