@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { CPU_PERIOD_US, cpuQuotaUs } from "./containerd/oci-spec.js";
 
 export type CgroupVersion = 1 | 2;
 
@@ -40,8 +41,6 @@ export interface CgroupLimits {
   memoryBytes?: number;
 }
 
-/** The CFS period the CPU bound is written with (100 ms, the kernel's default). */
-const CPU_PERIOD_US = 100_000;
 /** The smallest CFS quota the kernel accepts (1 ms). */
 const MIN_CPU_QUOTA_US = 1_000;
 
@@ -59,7 +58,7 @@ const MIN_CPU_QUOTA_US = 1_000;
 export function limitCgroup(layout: CgroupLayout, path: string, limits: CgroupLimits): void {
   const relative = path.replace(/^\/+/, "");
   if (relative === "") throw new Error("refusing to limit the root cgroup");
-  const quota = limits.cpuMillis === undefined ? undefined : Math.max(MIN_CPU_QUOTA_US, Math.round((limits.cpuMillis * CPU_PERIOD_US) / 1000));
+  const quota = limits.cpuMillis === undefined ? undefined : Math.max(MIN_CPU_QUOTA_US, cpuQuotaUs(limits.cpuMillis));
   const v2 = layout.version === 2;
   const cpu = v2 ? join(layout.root, relative) : join(layout.root, "cpu", relative);
   const memory = v2 ? join(layout.root, relative) : join(layout.root, "memory", relative);

@@ -14,6 +14,11 @@ export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 /** CFS period for CPU limits: quota = cpuMillis * period / 1000. */
 export const CPU_PERIOD_US = 100_000;
 
+/** The CFS quota of a CPU limit in thousandths of a core, over CPU_PERIOD_US. */
+export function cpuQuotaUs(cpuMillis: number): number {
+  return Math.round((cpuMillis * CPU_PERIOD_US) / 1000);
+}
+
 /** Capabilities a sandbox keeps (bounding, effective, permitted); everything else is dropped. */
 export const DEFAULT_CAPABILITIES: readonly string[] = [
   "CAP_CHOWN",
@@ -305,7 +310,7 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
     // cgroup v1 refuses a quota above its parent's (v2 would cap it the same): at most the agent's.
     const cpuMillis = Math.min(limits.cpuMillis, options.cpuBoundMillis ?? Infinity);
     resources.cpu = {
-      quota: Math.round((cpuMillis * CPU_PERIOD_US) / 1000),
+      quota: cpuQuotaUs(cpuMillis),
       period: CPU_PERIOD_US,
     };
   }

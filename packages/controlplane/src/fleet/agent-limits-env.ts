@@ -10,6 +10,6 @@ export function agentLimitsEnv(pool: SandboxPool): Record<string, string> {
   const limits = agentPodLimits(pool);
   return {
     ...(limits.cpuMillis !== undefined ? { FSB_AGENT_CPU_LIMIT_MILLICORES: String(limits.cpuMillis) } : {}),
-    ...(limits.memoryBytes !== undefined ? { FSB_AGENT_MEMORY_LIMIT_BYTES: String(Math.floor(limits.memoryBytes)) } : {}),
+    ...(limits.memoryBytes !== undefined ? { FSB_AGENT_MEMORY_LIMIT_BYTES: String(limits.memoryBytes) } : {}),
   };
 }

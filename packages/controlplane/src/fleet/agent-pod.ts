@@ -60,7 +60,7 @@ const CONTAINERD_ROOT = "/var/lib/containerd";
 export function agentPodLimits(pool: SandboxPool, options: Pick<AgentPodOptions, "baseTemplate"> = {}): AgentLimits {
   const agentTemplate = mergePodTemplates(structuredClone(options.baseTemplate ?? {}), structuredClone((pool.spec.agentTemplate ?? {}) as V1PodTemplateSpec));
   try {
-    return agentLimitsOf({ agentTemplate: agentTemplate });
+    return agentLimitsOf({ agentTemplate });
   } catch {
     return {};
   }

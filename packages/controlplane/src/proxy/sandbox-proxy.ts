@@ -153,15 +153,12 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
       return;
     }
     const counted = { toSandbox: 0, fromSandbox: 0 };
-    // The client hung up: a port's grace stops dialling for it.
-    const hungUp = new AbortController();
-    response.once("close", () => hungUp.abort(new Error("the client hung up")));
+    const hungUp = abortedOnClose(response);
     try {
       await proxy.web(request as http.IncomingMessage, response as http.ServerResponse, {
         hostname: target.host,
         port: target.port,
-        onReq: (incoming, requestOptions) =>
-          Promise.resolve(upstreamRequest(incoming, requestOptions, counted, dialer.pooledConnection(target, hungUp.signal))),
+        onReq: (incoming, requestOptions) => Promise.resolve(upstreamRequest(incoming, requestOptions, counted, dialer.pooledConnection(target, hungUp))),
         // http2-proxy's own answer, except that the head goes out at once (not with the first byte
         // of the body): a streaming answer (server-sent events, a long poll) is seen to start.
         onRes: (_incoming, outgoing, answer) => {
@@ -214,8 +211,7 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
       }
       // The Upgrade token is case-insensitive (RFC 9110), http2-proxy compares it to "websocket" as is.
       request.headers.upgrade = "websocket";
-      const hungUp = new AbortController();
-      socket.once("close", () => hungUp.abort(new Error("the client hung up")));
+      const hungUp = abortedOnClose(socket);
       let upstreamSocket: net.Socket | undefined;
       /** What the connection had read before the request (a relay tunnel: the CONNECT's answer). */
       let readBefore = 0;
@@ -227,7 +223,7 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
           port: target.port,
           onReq: (incoming, requestOptions) => {
             // A fresh connection: after the upgrade it belongs to this WebSocket alone.
-            const upstream = upstreamRequest(incoming, requestOptions, { toSandbox: 0 }, dialer.freshConnection(target, hungUp.signal));
+            const upstream = upstreamRequest(incoming, requestOptions, { toSandbox: 0 }, dialer.freshConnection(target, hungUp));
             upstream.once("socket", (connection: net.Socket) => {
               upstreamSocket = connection;
               readBefore = connection.bytesRead;
@@ -267,11 +263,10 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
         metrics?.answered("tunnel", target.status);
         return;
       }
-      const hungUp = new AbortController();
-      socket.once("close", () => hungUp.abort(new Error("the client hung up")));
+      const hungUp = abortedOnClose(socket);
       let upstream: net.Socket;
       try {
-        upstream = await dialer.connect(target, hungUp.signal);
+        upstream = await dialer.connect(target, hungUp);
       } catch (error) {
         refuseRaw(socket, portUnreachable(target, error));
         metrics?.answered("tunnel", 502);
@@ -315,4 +310,11 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
       await server.close();
     },
   };
+}
+
+/** A signal that aborts once the client's side closes (it hung up): a port's grace stops dialling for it. */
+function abortedOnClose(client: { once(event: "close", listener: () => void): unknown }): AbortSignal {
+  const controller = new AbortController();
+  client.once("close", () => controller.abort(new Error("the client hung up")));
+  return controller.signal;
 }
