@@ -260,8 +260,10 @@ describe("sandbox network teardown", () => {
 
     const node = createContainerdNodeContainers({ containerdNamespace: NAMESPACE });
     const janitor = new Janitor({
-      // No agent and no record exist any more.
-      inventory: staticInventory(),
+      // The agent is gone; the control plane still holds its sandboxes' records (it has not noticed
+      // yet), so nothing is an orphan before the agent's absence has lasted a whole window, however
+      // long ago the sandboxes were made (a loaded machine takes over a second to get here).
+      inventory: staticInventory([], [`killed-${suffix}-0`, `killed-${suffix}-1`]),
       nodes: [node],
       host: new LocalHostLeftovers({ agentsDir: join(workDir, "agents") }),
       networks: new LocalNodeNetworks({ stateDirs: [settings.stateDir] }),
