@@ -9,8 +9,11 @@ export const BASE_IMAGE = "fast-sandbox.io/base:latest";
 /** The code-interpreter image (scripts/build-code-interpreter-image.sh): E2B's code-interpreter API on Python. */
 export const CODE_INTERPRETER_IMAGE = "fast-sandbox.io/code-interpreter:latest";
 
+/** A `ctr` command never waits more than this: a hung shim must fail the caller, not stall the run. */
+const CTR_TIMEOUT_MS = 60_000;
+
 export function ctr(namespace: string, ...args: string[]): string {
-  return execFileSync("ctr", ["-n", namespace, ...args], { encoding: "utf8" });
+  return execFileSync("ctr", ["-n", namespace, ...args], { encoding: "utf8", timeout: CTR_TIMEOUT_MS });
 }
 
 /** Imports the base image into `namespace` (idempotent, cached build). */
@@ -36,13 +39,12 @@ export function removeNamespace(namespace: string): void {
       .filter((line) => line !== "");
   for (const task of lines(ctr(namespace, "tasks", "ls", "-q"))) {
     try {
-      execFileSync("ctr", ["-n", namespace, "tasks", "kill", "-a", "-s", "SIGKILL", task], { stdio: "ignore" });
+      execFileSync("ctr", ["-n", namespace, "tasks", "kill", "-a", "-s", "SIGKILL", task], { stdio: "ignore", timeout: CTR_TIMEOUT_MS });
     } catch {
       // Its process has exited already (a stopped task): `rm -f` below removes it all the same.
     }
-    execFileSync("ctr", ["-n", namespace, "tasks", "rm", "-f", task], {
-      stdio: "ignore",
-    });
+    // Its error (on stderr) says why containerd could not remove it.
+    execFileSync("ctr", ["-n", namespace, "tasks", "rm", "-f", task], { stdio: ["ignore", "ignore", "pipe"], encoding: "utf8", timeout: CTR_TIMEOUT_MS });
   }
   const containers = lines(ctr(namespace, "containers", "ls", "-q"));
   if (containers.length > 0) ctr(namespace, "containers", "rm", ...containers);
@@ -50,12 +52,9 @@ export function removeNamespace(namespace: string): void {
   if (images.length > 0) ctr(namespace, "images", "rm", "--sync", ...images);
   for (const line of lines(ctr(namespace, "snapshots", "ls")).slice(1)) {
     const key = line.split(/\s+/)[0];
-    if (key)
-      execFileSync("ctr", ["-n", namespace, "snapshots", "rm", key], {
-        stdio: "ignore",
-      });
+    if (key) execFileSync("ctr", ["-n", namespace, "snapshots", "rm", key], { stdio: "ignore", timeout: CTR_TIMEOUT_MS });
   }
-  execFileSync("ctr", ["namespaces", "rm", namespace], { stdio: "ignore" });
+  execFileSync("ctr", ["namespaces", "rm", namespace], { stdio: "ignore", timeout: CTR_TIMEOUT_MS });
 }
 
 /** Removes a (now empty) parent cgroup the sandboxes were created under: every v1 controller, or the v2 tree. */

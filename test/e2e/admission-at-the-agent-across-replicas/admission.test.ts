@@ -8,16 +8,14 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { destination, pino } from "pino";
 import { API_VERSION, NoCapacityError, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
 import { AgentRegistry, SandboxManager, createAgentClient, openSqliteResourceStore, type AgentClient } from "@fast-sandbox/controlplane";
+import { startAgentProcess, stopAgentProcess, type AgentProcess } from "../../support/agent-process.js";
 import { BASE_IMAGE, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
 import { containerdLeftovers } from "../../support/embedded.js";
 
@@ -33,39 +31,6 @@ const pool: SandboxPool = {
   // Shared: exposed ports compete for the agent's address (what the port cases check).
   spec: { capacity: { poolMin: 1, poolMax: 1 }, runtimeType: "container", image: BASE_IMAGE, maxSandboxesPerPod: SLOTS, network: { mode: "Shared" } },
 };
-
-interface AgentProcess {
-  process: ChildProcess;
-  endpoint: string;
-}
-
-/** Starts the agent process (as the pool's Pod would) and waits until it serves. */
-async function startAgent(env: Record<string, string>): Promise<AgentProcess> {
-  const entry = fileURLToPath(import.meta.resolve("@fast-sandbox/agent/main"));
-  const child = spawn(process.execPath, ["--conditions=development", "--import", "tsx", entry], {
-    stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, ...env },
-  });
-  const endpoint = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("the agent did not start in 30 s")), 30_000);
-    child.once("exit", (code) => reject(new Error(`the agent exited with ${String(code)}`)));
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      const event = JSON.parse(line) as { event?: string; endpoint?: string };
-      if (event.event === "listening" && event.endpoint) {
-        clearTimeout(timer);
-        resolve(event.endpoint);
-      }
-    });
-  });
-  return { process: child, endpoint };
-}
-
-async function stopAgent(agent: AgentProcess | undefined): Promise<void> {
-  if (!agent || agent.process.exitCode !== null) return;
-  const exited = new Promise((resolve) => agent.process.once("exit", resolve));
-  agent.process.kill("SIGTERM");
-  await exited;
-}
 
 /** One control-plane replica: its own registry (the agent registered with all its slots free) and its own connection to the agent. */
 class Replica {
@@ -152,7 +117,7 @@ describe("admission at the agent, with two control-plane replicas that each have
 
   before(async () => {
     importBaseImage(containerdNamespace);
-    agent = await startAgent(agentEnv);
+    agent = await startAgentProcess(agentEnv);
     replicas = [new Replica("a", store, agent.endpoint, token), new Replica("b", store, agent.endpoint, token)];
   });
 
@@ -161,7 +126,7 @@ describe("admission at the agent, with two control-plane replicas that each have
       await replica.manager.drain();
       replica.close();
     }
-    await stopAgent(agent);
+    await stopAgentProcess(agent);
     await store.close();
     removeNamespace(containerdNamespace);
     removeCgroupTree(`/${containerdNamespace}`);
@@ -225,8 +190,8 @@ describe("admission at the agent, with two control-plane replicas that each have
   it("holds the sandboxes and ports of its predecessor after the agent restarts under the same name", async () => {
     const [first, second] = replicas as [Replica, Replica];
     const kept = { replica: first, sandbox: await first.create("kept", [19800]) };
-    await stopAgent(agent);
-    agent = await startAgent(agentEnv);
+    await stopAgentProcess(agent);
+    agent = await startAgentProcess(agentEnv);
     for (const replica of replicas) replica.reconnect(agent.endpoint);
 
     // The second replica's registry knows nothing of `kept`; the restarted agent does.

@@ -7,19 +7,13 @@
  * on a sandbox network of the test's own.
  */
 import assert from "node:assert/strict";
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
-import { create } from "@bufbuild/protobuf";
-import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
-import { pb, sendBearerToken } from "@fast-sandbox/api";
 import {
   AttachmentStore,
   DEFAULT_HELPER_PATH,
@@ -30,6 +24,7 @@ import {
 } from "@fast-sandbox/agent";
 import { Janitor, LocalHostLeftovers, LocalNodeNetworks, createContainerdNodeContainers, staticInventory } from "@fast-sandbox/janitor";
 import { pino } from "pino";
+import { createIsolatedSleepers, startAgentProcess, stopAgentProcess } from "../../support/agent-process.js";
 import { BASE_IMAGE, ctr, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
 import { networkLeftovers, removeTestNetwork, testNetworkSettings, type NetworkLeftovers } from "../../support/sandbox-network.js";
 
@@ -208,11 +203,8 @@ describe("sandbox network teardown", () => {
     const agentName = "killed-0";
     const stateDir = join(workDir, "agents", agentName);
     const token = randomBytes(16).toString("hex");
-    const entry = fileURLToPath(import.meta.resolve("@fast-sandbox/agent/main"));
-    killed = spawn(process.execPath, ["--conditions=development", "--import", "tsx", entry], {
-      stdio: ["pipe", "pipe", "inherit"],
-      env: {
-        ...process.env,
+    const agent = await startAgentProcess(
+      {
         FSB_AGENT_NAME: agentName,
         FSB_AGENT_POOL: "pool",
         FSB_AGENT_TOKEN: token,
@@ -224,38 +216,20 @@ describe("sandbox network teardown", () => {
         FSB_NETWORK_STATE_DIR: settings.stateDir,
         FSB_NETWORK_PREPARED: "2",
       },
-    });
-    const child = killed;
-    const endpoint = await new Promise<string>((resolve, reject) => {
-      child.once("exit", (code) => reject(new Error(`the agent exited with ${String(code)}`)));
-      createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
-        const event = JSON.parse(line) as { event?: string; endpoint?: string };
-        if (event.event === "listening" && event.endpoint) resolve(event.endpoint);
-      });
-    });
-    const client = createClient(pb.AgentService, createGrpcTransport({ baseUrl: `http://${endpoint}`, interceptors: [sendBearerToken(token)] }));
-    for (const [index, runtimeType] of ["container", "gvisor"].entries()) {
-      const created = await client.createSandbox({
-        sandboxId: `killed-${suffix}-${index}`,
-        namespace: "team",
-        name: `killed-${index}`,
-        image: BASE_IMAGE,
-        command: ["sleep", "3600"],
-        args: [],
-        envs: [],
-        runtimeType,
-        slots: 0,
-        exposedPorts: [],
-        network: create(pb.SandboxNetworkSchema, { mode: pb.SandboxNetwork_Mode.ISOLATED }),
-      });
-      assert.notEqual(created.address, "");
-    }
+      { keepStdin: true },
+    );
+    killed = agent.process;
+    const addresses = await createIsolatedSleepers(
+      agent,
+      token,
+      ["container", "gvisor"].map((runtimeType, index) => ({ sandboxId: `killed-${suffix}-${index}`, name: `killed-${index}`, runtimeType })),
+    );
+    for (const address of addresses) assert.notEqual(address, "");
     // Its prepared namespaces are made in the background after the first isolated create.
     const prepared = () => recordsOf(agentName).filter((record) => record.state === "prepared").length;
     for (let attempt = 0; attempt < 400 && prepared() < 2; attempt++) await sleep(50);
     assert.equal(prepared(), 2);
-    child.kill("SIGKILL");
-    await new Promise((resolve) => child.once("exit", resolve));
+    await stopAgentProcess(agent, "SIGKILL");
     assert.equal(recordsOf(agentName).length, 4);
 
     const node = createContainerdNodeContainers({ containerdNamespace: NAMESPACE });
