@@ -9,8 +9,8 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
-import { BusyError } from "@fast-sandbox/api";
-import { every, systemClock, type Clock, type Timer } from "../controller/clock.js";
+import { systemClock, type Clock } from "../controller/clock.js";
+import { AgentHeartbeat } from "../fleet/agent-heartbeat.js";
 import type { AgentClient, AgentStatus } from "../agent-client/agent-client.js";
 import { createAgentClient } from "../agent-client/rpc-agent-client.js";
 import { SupervisedProcess } from "./supervised-process.js";
@@ -76,8 +76,7 @@ export class LocalAgentProcess {
   private readonly clock: Clock;
   private readonly supervisor: SupervisedProcess;
   private logStream: WriteStream | undefined;
-  private heartbeat: Timer | undefined;
-  private failures = 0;
+  private readonly heartbeat: AgentHeartbeat;
   client: AgentClient | undefined;
   endpoint = "";
 
@@ -86,10 +85,30 @@ export class LocalAgentProcess {
     this.events = events;
     this.clock = settings.clock ?? systemClock;
     const restartDelayMs = settings.restartDelayMs ?? 200;
+    this.heartbeat = new AgentHeartbeat({
+      clock: this.clock,
+      intervalMs: settings.heartbeatIntervalMs,
+      client: () => this.client,
+      onAnswer: (status) => {
+        this.settings.metrics?.heartbeat(this.name, true);
+        this.events.onHeartbeat(this, status);
+      },
+      onBusy: (error) => {
+        // The agent answered: it is alive, its containerd is slow. Replacing it would not help.
+        this.settings.metrics?.heartbeat(this.name, false);
+        this.settings.logger.warn({ err: error, agent: this.name }, "agent heartbeat: containerd is slow");
+      },
+      onMissed: (failures, error) => {
+        this.settings.metrics?.heartbeat(this.name, false);
+        this.settings.logger.warn({ err: error, agent: this.name, failures }, "agent heartbeat failed");
+        // Three missed heartbeats: the agent hangs; replace it.
+        if (failures >= 3) this.supervisor.kill("SIGKILL");
+      },
+    });
     this.supervisor = new SupervisedProcess({
       spawn: () => this.spawnAgent(),
       onExit: (exit) => {
-        this.stopHeartbeat();
+        this.heartbeat.stop();
         if (exit.restartInMs !== undefined) this.lost(`agent process exited (${exit.reason})`, exit.restartInMs);
       },
       restartDelayMs,
@@ -157,47 +176,13 @@ export class LocalAgentProcess {
     this.client = createAgentClient(endpoint, this.settings.agentToken);
     try {
       const status = await this.client.status();
-      this.failures = 0;
       this.supervisor.resetBackoff();
       this.events.onReady(this, status);
-      this.startHeartbeat();
+      this.heartbeat.start();
     } catch (error) {
       this.settings.logger.warn({ err: error, agent: this.name }, "agent does not answer after start");
       this.supervisor.kill("SIGKILL");
     }
-  }
-
-  private startHeartbeat(): void {
-    this.stopHeartbeat();
-    this.heartbeat = every(this.clock, this.settings.heartbeatIntervalMs, () => {
-      const client = this.client;
-      if (!client) return;
-      client.status(this.settings.heartbeatIntervalMs).then(
-        (status) => {
-          this.failures = 0;
-          this.settings.metrics?.heartbeat(this.name, true);
-          this.events.onHeartbeat(this, status);
-        },
-        (error: unknown) => {
-          this.settings.metrics?.heartbeat(this.name, false);
-          if (error instanceof BusyError) {
-            // The agent answered: it is alive, its containerd is slow. Replacing it would not help.
-            this.failures = 0;
-            this.settings.logger.warn({ err: error, agent: this.name }, "agent heartbeat: containerd is slow");
-            return;
-          }
-          this.failures += 1;
-          this.settings.logger.warn({ err: error, agent: this.name, failures: this.failures }, "agent heartbeat failed");
-          // Three missed heartbeats: the agent hangs; replace it.
-          if (this.failures >= 3) this.supervisor.kill("SIGKILL");
-        },
-      );
-    });
-  }
-
-  private stopHeartbeat(): void {
-    this.heartbeat?.cancel();
-    this.heartbeat = undefined;
   }
 
   private lost(reason: string, restartInMs: number): void {
@@ -214,7 +199,7 @@ export class LocalAgentProcess {
 
   /** Stops the agent (its sandboxes keep running in containerd): SIGTERM, SIGKILL after 12 s. */
   async stop(): Promise<void> {
-    this.stopHeartbeat();
+    this.heartbeat.stop();
     this.client?.close();
     await this.supervisor.stop();
     await new Promise<void>((resolve) => (this.logStream ? this.logStream.end(() => resolve()) : resolve()));

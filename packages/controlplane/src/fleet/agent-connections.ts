@@ -17,6 +17,7 @@ import type { AgentClients } from "../fastpath/sandbox-manager.js";
 import type { AgentObserver } from "../reconcile/sandbox-reconciler.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { AgentFleet, AgentFleetEvent, ReadyAgent } from "./agent-fleet.js";
+import { heartbeatDeadlineMs } from "./agent-heartbeat.js";
 
 export interface AgentConnectionsOptions {
   fleet: AgentFleet;
@@ -165,7 +166,7 @@ export class AgentConnections implements AgentObserver, AgentClients {
     const name = connection.agent.name;
     const intervalMs = this.options.heartbeatIntervalMs ?? 2000;
     connection.client
-      .status(Math.max(1000, intervalMs))
+      .status(heartbeatDeadlineMs(intervalMs))
       .then(
         (status) => this.answered(connection, status),
         (error: unknown) => {
