@@ -8,16 +8,14 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
-import { setTimeout as sleep } from "node:timers/promises";
 import { destination, pino } from "pino";
 import { createAgentClient, type AgentClient, type AgentSandboxSpec } from "@fast-sandbox/controlplane";
 import { Janitor, LocalHostLeftovers, controlPlaneInventory, createContainerdNodeContainers, type NodeContainers } from "@fast-sandbox/janitor";
+import { startAgentProcess } from "../../support/agent-process.js";
 import { containerOfSandbox, isPreparedInstance, preparedStock } from "../../support/containerd-contents.js";
 import { BASE_IMAGE, ctr, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
@@ -72,11 +70,8 @@ const GHOST_PREPARED_TEMPLATE = JSON.stringify({
 async function startGhostAgent(embedded: EmbeddedCase, name: string): Promise<GhostAgent> {
   const token = randomBytes(16).toString("hex");
   const stateDir = join(embedded.dataDir, "agents", name);
-  const entry = fileURLToPath(import.meta.resolve("@fast-sandbox/agent/main"));
-  const child = spawn(process.execPath, ["--conditions=development", "--import", "tsx", entry], {
-    stdio: ["pipe", "pipe", "inherit"],
-    env: {
-      ...process.env,
+  const { process: child, endpoint } = await startAgentProcess(
+    {
       FSB_AGENT_NAME: name,
       FSB_AGENT_POOL: "ghost",
       FSB_AGENT_TOKEN: token,
@@ -86,18 +81,8 @@ async function startGhostAgent(embedded: EmbeddedCase, name: string): Promise<Gh
       FSB_PREPARED_INSTANCES: "2",
       FSB_PREPARED_TEMPLATE: GHOST_PREPARED_TEMPLATE,
     },
-  });
-  const endpoint = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("the ghost agent did not start in 30 s")), 30_000);
-    child.once("exit", (code) => reject(new Error(`the ghost agent exited with ${String(code)}`)));
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      const event = JSON.parse(line) as { event?: string; endpoint?: string };
-      if (event.event === "listening" && event.endpoint) {
-        clearTimeout(timer);
-        resolve(event.endpoint);
-      }
-    });
-  });
+    { keepStdin: true },
+  );
   return { name, client: createAgentClient(endpoint, token), process: child, stateDir };
 }
 
@@ -132,6 +117,12 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
   let node: NodeContainers;
   let janitor: Janitor;
   let ghost: GhostAgent | undefined;
+  /**
+   * The janitor's time, set by the case before each pass: a window is then measured from moments
+   * the case took, never from how long its steps happened to take (a loaded machine's creates,
+   * waits and kills may outlast the window between two of them).
+   */
+  const clock = { now: Date.now(), nowMs: () => clock.now };
 
   before(async () => {
     embedded = await startEmbedded({ name: "janitor", pools: [pool("live", { maxSandboxesPerPod: 4 })], heartbeatIntervalMs: 300 });
@@ -141,6 +132,7 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
       nodes: [node],
       host: new LocalHostLeftovers({ agentsDir: join(embedded.dataDir, "agents"), cgroupRoot: embedded.cgroupRoot }),
       protectionMs: PROTECTION_MS,
+      clock,
       logger,
     });
   });
@@ -163,6 +155,7 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     const keptContainer = containerOfSandbox(ns, keptId);
 
     // A ghost agent runs two sandboxes and an exec, then dies for good in the middle of the exec.
+    const beforeGhost = Date.now();
     ghost = await startGhostAgent(embedded, "ghost-0");
     await ghost.client.createSandbox(sleeperRequest("ghost.a"));
     await ghost.client.createSandbox(sleeperRequest("ghost.b"));
@@ -193,18 +186,22 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     ctrRun(ns, "imposter", { "fast-sandbox.io/agent": "ghost-0", "fast-sandbox.io/sandbox-id": "imposter" });
     ctrRun(ns, "plain", {});
     const untouchable = ["imposter", "plain", keptContainer, ...liveAnchors, ...liveStock];
+    const afterStrays = Date.now();
 
-    // First pass: the ghost has not been missing for a window yet and stray-old is too young.
+    // First pass, as if right when the ghost started: its absence begins, everything is too young.
+    clock.now = beforeGhost;
     const first = await janitor.runPass();
     assert.equal(first.outcome, "completed");
     assert.deepEqual(first.removed, []);
     assert.ok(first.protectedOrphans >= 1);
     assert.ok(containers(ns).includes("stray-old"));
 
-    await sleep(PROTECTION_MS + 500);
-    // Created just now: inside the window at the next pass.
+    // Created after afterStrays: inside the window at the next pass.
     ctrRun(ns, "stray-young", managedBy("live-0", "stray-young"));
+    const afterYoung = Date.now();
 
+    // A window after the strays were made: the ghost has been missing for longer than a window.
+    clock.now = afterStrays + PROTECTION_MS;
     const second = await janitor.runPass();
     assert.equal(second.outcome, "completed", second.error?.message);
     assert.equal(second.failures, 0);
@@ -246,7 +243,7 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
 
     // The live sandbox still works, and a pass after the young one's window takes only it.
     assert.equal((await embedded.client.sandboxes.exec("kept", ["sh", "-c", "echo alive"])).stdout, "alive\n");
-    await sleep(PROTECTION_MS);
+    clock.now = afterYoung + PROTECTION_MS;
     const third = await janitor.runPass();
     assert.deepEqual(third.reclaimed, { agent_gone: 0, record_gone: 1, anchor_orphaned: 0, prepared_orphaned: 0 });
     assert.deepEqual(

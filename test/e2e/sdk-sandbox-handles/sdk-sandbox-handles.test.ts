@@ -231,9 +231,12 @@ describe("the SDK's sandbox handles on real sandboxes", () => {
   it("setTimeout() ends the sandbox when the time is up", async () => {
     const short = await FastSandbox.create({ connection, command: ["sleep", "3600"] });
     assert.equal(await short.isRunning(), true);
+    const calledAt = Date.now();
     await short.setTimeout(1_500);
+    const answeredAt = Date.now();
+    // 1.5 s from some moment of the call (however long its round trips took).
     const expireTime = Date.parse(short.info.spec.expireTime ?? "");
-    assert.ok(expireTime - Date.now() <= 1_500 && expireTime - Date.now() > 0);
+    assert.ok(expireTime >= calledAt + 1_500 && expireTime <= answeredAt + 1_500, `${expireTime - calledAt} ms after the call began`);
     await waitFor(
       () =>
         short.getInfo().then(
