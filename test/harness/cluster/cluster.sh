@@ -81,13 +81,32 @@ start_proc() {
   done
 }
 
+# exit_facts PIDFILE: sets FACTS to how the process of the pid file ended, as far as this shell can
+# tell: its exit status or signal when it was this shell's child, or what still runs under its pid.
+# (Not in a command substitution: a subshell cannot wait for this shell's children.)
+exit_facts() {
+  local pid code state
+  FACTS="no pid file"
+  pid="$(cat "$1" 2>/dev/null)" || return 0
+  state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)"
+  if [ -n "$state" ] && [ "$state" != Z ]; then
+    FACTS="pid $pid is there ($state): $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-200)"
+    return 0
+  fi
+  wait "$pid" 2>/dev/null && code=0 || code=$?
+  if [ "$code" = 127 ]; then FACTS="pid $pid, not a child of this shell"
+  elif [ "$code" -gt 128 ]; then FACTS="pid $pid killed by signal $((code - 128))"
+  else FACTS="pid $pid exit status $code"; fi
+}
+
 # wait_for DESCRIPTION TIMEOUT_SECONDS PIDNAME CMD... : poll CMD until it succeeds
 wait_for() {
   local what="$1" timeout="$2" pidname="$3"; shift 3
   local deadline=$((SECONDS + timeout))
   until "$@" >/dev/null 2>&1; do
     if [ -n "$pidname" ] && ! pid_alive "$STATE/pids/$pidname.pid"; then
-      log "$pidname exited; last lines of $STATE/logs/$pidname.log:"
+      exit_facts "$STATE/pids/$pidname.pid"
+      log "$pidname exited ($FACTS); last lines of $STATE/logs/$pidname.log:"
       tail -n 30 "$STATE/logs/$pidname.log" >&2 || true
       return 1
     fi
@@ -246,9 +265,10 @@ cmd_up() {
 
   local p="$STATE/pki"
   # Admission: the default enabled set of the release plus NodeRestriction.
-  # Started a second time if it exits before it is ready (a failure is reported with its log).
+  # Started again if it exits before it is ready (a failure is reported with its log), up to three
+  # times, a few seconds apart: once in a CI run it exited twice in a row at once, leaving no log.
   local attempt
-  for attempt in 1 2; do
+  for attempt in 1 2 3; do
     start_proc kube-apiserver "$BIN/kube-apiserver" \
       --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
       --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
@@ -273,8 +293,9 @@ cmd_up() {
       curl -sf --cacert "$p/ca.crt" --cert "$p/admin.crt" --key "$p/admin.key" "https://127.0.0.1:$APISERVER_PORT/readyz"; then
       break
     fi
-    [ "$attempt" = 2 ] && die "kube-apiserver did not become ready"
-    log "kube-apiserver did not become ready; starting it once more"
+    [ "$attempt" = 3 ] && die "kube-apiserver did not become ready"
+    log "kube-apiserver did not become ready; starting it again in $((attempt * 3)) s"
+    sleep $((attempt * 3))
   done
 
   start_proc kube-controller-manager "$BIN/kube-controller-manager" \

@@ -90,8 +90,8 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         await suite.eventually("the pool's status to count the three sandboxes", async () => (await getPool(suite, namespace, POOL)).status?.sandboxes === 3);
         await client.sandboxes.exec(kept.metadata.name, ["sh", "-c", "echo still-me > /tmp/marker"], { namespace });
 
-        // The agent stays away: frozen, it answers neither heartbeats nor probes (the liveness probe
-        // restarts it only after 3 × 10 s).
+        // The agent stays away: frozen, it answers neither heartbeats nor probes (this pool's liveness
+        // probe restarts it only after 30 × 10 s, pool.yaml).
         const frozen = await agentContainer(awayAgent);
         frozenPid = frozen.pid;
         assert.ok(signalProcessGroup(frozenPid, "SIGSTOP"), "the agent's process group is stopped");
