@@ -214,7 +214,7 @@ describe("images are pulled from registries", { timeout: 600_000 }, () => {
     // The base layer is in containerd already (the base image); the rest is fetched exactly once.
     const once = [`/v2/team/burst/blobs/${burst.configDigest}`, `/v2/team/burst/blobs/${newLayer}`, "/v2/team/burst/manifests/v1"].sort();
     // The registry writes its access log after each answer: wait (bounded) for the lines to arrive.
-    await waitFor(() => fetched().length >= once.length, 5_000, "the registry's access log");
+    await waitFor(() => fetched().length >= once.length, 30_000, "the registry's access log");
     assert.deepEqual(fetched(), once);
     // The agent's own log agrees: one pull of that image.
     const agentLog = readFileSync(join(embedded.dataDir, "agents", "default-0", "agent.log"), "utf8");

@@ -131,12 +131,12 @@ describe("prepared instances of a pool by default", () => {
       for await (const chunk of client.sandboxes.logs(sandbox.metadata.name)) text += new TextDecoder().decode(chunk);
       return text;
     };
-    await waitFor(async () => (await output()) === "ran m1 in /srv\n", 5_000, "the claimed command's output");
+    await waitFor(async () => (await output()) === "ran m1 in /srv\n", 30_000, "the claimed command's output");
     // It checkpoints and restores like any gVisor sandbox: its helper let go of the claim FIFO.
     await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", "echo kept > /root/state"]);
     await client.checkpoints.create(sandbox.metadata.name, { name: "from-prepared" });
     await client.sandboxes.exec(sandbox.metadata.name, ["touch", "/root/again"]);
-    await waitFor(async () => (await output()) === "ran m1 in /srv\nagain\n", 5_000, "the checkpointed sandbox's output, in its log");
+    await waitFor(async () => (await output()) === "ran m1 in /srv\nagain\n", 30_000, "the checkpointed sandbox's output, in its log");
     const copy = await client.checkpoints.restore("from-prepared", { name: "prepared-copy" });
     const state = await client.sandboxes.exec(copy.metadata.name, ["cat", "/root/state"]);
     assert.equal(state.stdout, "kept\n", "the restored copy has the claimed sandbox's files");
