@@ -1,6 +1,6 @@
 /** Test support shared by the e2e cases and benchmarks: containerd namespaces, base image, cgroups. */
 import { execFileSync } from "node:child_process";
-import { readdirSync, rmdirSync, type Dirent } from "node:fs";
+import { readdirSync, rmdirSync, statSync, type Dirent } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, resolve } from "node:path";
 
@@ -72,9 +72,17 @@ export function removeCgroupParent(cgroupParent: string): void {
   }
 }
 
+/** The roots a cgroup path is found under: the v2 root and each v1 hierarchy's (v1 and hybrid); never the v2 root's files. */
+export function cgroupRoots(): string[] {
+  const hierarchies = readdirSync("/sys/fs/cgroup")
+    .map((c) => `/sys/fs/cgroup/${c}`)
+    .filter((path) => statSync(path, { throwIfNoEntry: false })?.isDirectory());
+  return ["/sys/fs/cgroup", ...hierarchies];
+}
+
 /** Removes a cgroup subtree bottom-up in every hierarchy (cgroup directories hold only virtual files). */
 export function removeCgroupTree(cgroupPath: string): void {
-  const roots = ["/sys/fs/cgroup", ...readdirSync("/sys/fs/cgroup").map((c) => `/sys/fs/cgroup/${c}`)];
+  const roots = cgroupRoots();
   const removeTree = (path: string): void => {
     let entries: Dirent[];
     try {

@@ -16,8 +16,8 @@ import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { AttachmentStore, DEFAULT_NETWORK_STATE_ROOT, teardownAttachment, toolsForRecord } from "@fast-sandbox/agent";
-import { removeCgroupTree, removeNamespace } from "./containerd.js";
+import { AttachmentStore, DEFAULT_NETWORK_STATE_ROOT, teardownAttachment, toolsForRecord, type AttachmentRecord } from "@fast-sandbox/agent";
+import { cgroupRoots, removeCgroupTree, removeNamespace } from "./containerd.js";
 
 export interface SweepOptions {
   /** Containerd namespaces and top-level cgroups to remove, and whose network records to tear down. */
@@ -55,15 +55,6 @@ function output(command: string, ...args: string[]): string {
   }
 }
 
-function cgroupHierarchies(): string[] {
-  return [
-    "/sys/fs/cgroup",
-    ...readdirSync("/sys/fs/cgroup", { withFileTypes: true })
-      .filter((e) => e.isDirectory())
-      .map((e) => `/sys/fs/cgroup/${e.name}`),
-  ];
-}
-
 /** Every process in a cgroup subtree (each hierarchy lists its own members). */
 function processesUnder(path: string): number[] {
   const pids: number[] = [];
@@ -99,11 +90,7 @@ async function killCgroupMembers(paths: string[]): Promise<number[]> {
   return left();
 }
 
-async function tearDownRecords(
-  stateDir: string,
-  owned: (record: { owner: { containerdNamespace: string }; network: { name: string } }) => boolean,
-  result: SweepResult,
-) {
+async function tearDownRecords(stateDir: string, owned: (record: AttachmentRecord) => boolean, result: SweepResult) {
   for (const { record } of new AttachmentStore(stateDir).list()) {
     if (!owned(record)) continue;
     try {
@@ -120,7 +107,7 @@ export async function sweepTestLeftovers(options: SweepOptions = {}): Promise<Sw
   const networkObjects = options.networkObjects ?? TEST_NETWORK_OBJECTS;
   const result: SweepResult = { removed: [], problems: [] };
 
-  const cgroups = cgroupHierarchies().flatMap((root) =>
+  const cgroups = cgroupRoots().flatMap((root) =>
     readdirSync(root, { withFileTypes: true })
       .filter((entry) => entry.isDirectory() && namespaces.test(entry.name))
       .map((entry) => join(root, entry.name)),
@@ -165,8 +152,7 @@ export async function sweepTestLeftovers(options: SweepOptions = {}): Promise<Sw
   }
 
   // 4. Network namespaces of the tests' sandboxes, in any network (the embedded default's included).
-  const owned = (record: { owner: { containerdNamespace: string }; network: { name: string } }) =>
-    namespaces.test(record.owner.containerdNamespace) || networkObjects.test(record.network.name);
+  const owned = (record: AttachmentRecord) => namespaces.test(record.owner.containerdNamespace) || networkObjects.test(record.network.name);
   const roots = options.networkStateRoots ?? [DEFAULT_NETWORK_STATE_ROOT];
   const stateDirs = roots.flatMap((root) => (existsSync(root) ? readdirSync(root).map((name) => join(root, name)) : []));
   const testStateDirs = readdirSync(tmpdir())

@@ -8,14 +8,14 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { AttachmentStore } from "@fast-sandbox/agent";
 import { createIsolatedSleepers, startAgentProcess, stopAgentProcess, type AgentProcess } from "../../support/agent-process.js";
-import { ctr, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
+import { cgroupRoots, ctr, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
 import { networkLeftovers, removeTestNetwork, ServerNamespace, testNetworkSettings, type NetworkLeftovers } from "../../support/sandbox-network.js";
 import { sweepTestLeftovers } from "../../support/test-leftovers.js";
 
@@ -38,7 +38,7 @@ const quietly = (command: string, ...args: string[]) => {
   }
 };
 const cgroupDirs = (name: string) =>
-  ["/sys/fs/cgroup", ...readdirSync("/sys/fs/cgroup").map((controller) => `/sys/fs/cgroup/${controller}`)]
+  cgroupRoots()
     .map((root) => join(root, name))
     .filter((dir) => existsSync(dir));
 const netnsNames = () =>
