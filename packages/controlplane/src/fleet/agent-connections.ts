@@ -9,15 +9,14 @@
  * in a row went unanswered. `onConnected` runs at each (re)connection with the first report
  * (adoption), `onStatus` with every report (facts the agent saw).
  */
-import { BusyError } from "@fast-sandbox/api";
 import type { Logger } from "pino";
-import { every, systemClock, type Clock, type Timer } from "../controller/clock.js";
+import { systemClock, type Clock } from "../controller/clock.js";
 import type { AgentClient, AgentStatus } from "../agent-client/agent-client.js";
 import type { AgentClients } from "../fastpath/sandbox-manager.js";
 import type { AgentObserver } from "../reconcile/sandbox-reconciler.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { AgentFleet, AgentFleetEvent, ReadyAgent } from "./agent-fleet.js";
-import { heartbeatDeadlineMs } from "./agent-heartbeat.js";
+import { AgentHeartbeat } from "./agent-heartbeat.js";
 
 export interface AgentConnectionsOptions {
   fleet: AgentFleet;
@@ -44,10 +43,8 @@ interface Connection {
   client: AgentClient;
   connected: boolean;
   since: Date;
-  failures: number;
   observed?: { status: AgentStatus; at: Date };
-  timer?: Timer;
-  inFlight: boolean;
+  heartbeat: AgentHeartbeat;
   /** The onConnected of the current connection has finished. */
   adopted: boolean;
 }
@@ -132,20 +129,26 @@ export class AgentConnections implements AgentObserver, AgentClients {
   }
 
   private open(agent: ReadyAgent): void {
+    const client = this.options.connect(agent.endpoint);
     const connection: Connection = {
       agent,
-      client: this.options.connect(agent.endpoint),
+      client,
       connected: false,
       since: this.away.get(agent.name) ?? this.clock.now(),
-      failures: 0,
-      inFlight: false,
       adopted: false,
+      heartbeat: new AgentHeartbeat({
+        clock: this.clock,
+        intervalMs: this.options.heartbeatIntervalMs ?? 2000,
+        client: () => client,
+        onAnswer: (status) => this.answered(connection, status),
+        // A busy agent answered (its containerd is slow): alive, but with nothing new to observe.
+        onBusy: () => this.options.metrics?.heartbeat(agent.name, false),
+        onMissed: (consecutive, error) => this.missed(connection, consecutive, error),
+      }),
     };
     this.connections.set(agent.name, connection);
     this.away.delete(agent.name);
-    const intervalMs = this.options.heartbeatIntervalMs ?? 2000;
-    connection.timer = every(this.clock, intervalMs, () => this.beat(connection));
-    this.beat(connection);
+    connection.heartbeat.start({ beatNow: true });
   }
 
   private drop(connection: Connection, reason: string): void {
@@ -155,48 +158,26 @@ export class AgentConnections implements AgentObserver, AgentClients {
   }
 
   private close(connection: Connection): void {
-    connection.timer?.cancel();
-    connection.timer = undefined;
+    connection.heartbeat.stop();
     connection.client.close();
   }
 
-  private beat(connection: Connection): void {
-    if (connection.inFlight || this.stopped) return;
-    connection.inFlight = true;
+  private missed(connection: Connection, consecutive: number, error: unknown): void {
     const name = connection.agent.name;
-    const intervalMs = this.options.heartbeatIntervalMs ?? 2000;
-    connection.client
-      .status(heartbeatDeadlineMs(intervalMs))
-      .then(
-        (status) => this.answered(connection, status),
-        (error: unknown) => {
-          if (this.connections.get(name) !== connection) return;
-          this.options.metrics?.heartbeat(name, false);
-          // A busy agent answered (its containerd is slow): alive, but with nothing new to observe.
-          if (error instanceof BusyError) {
-            if (connection.connected) connection.failures = 0;
-            return;
-          }
-          connection.failures += 1;
-          if (connection.connected && connection.failures >= (this.options.missedHeartbeats ?? 3)) {
-            connection.connected = false;
-            connection.since = this.clock.now();
-            this.options.logger.warn({ err: error, agent: name, failures: connection.failures }, "agent does not answer its heartbeats");
-            if (this.options.registry.getAgent(name)?.ready) this.options.registry.setAgentReady(name, false);
-            this.changed(name);
-          }
-        },
-      )
-      .finally(() => {
-        connection.inFlight = false;
-      });
+    if (this.connections.get(name) !== connection) return;
+    this.options.metrics?.heartbeat(name, false);
+    if (!connection.connected || consecutive < (this.options.missedHeartbeats ?? 3)) return;
+    connection.connected = false;
+    connection.since = this.clock.now();
+    this.options.logger.warn({ err: error, agent: name, failures: consecutive }, "agent does not answer its heartbeats");
+    if (this.options.registry.getAgent(name)?.ready) this.options.registry.setAgentReady(name, false);
+    this.changed(name);
   }
 
   private answered(connection: Connection, status: AgentStatus): void {
     const name = connection.agent.name;
     if (this.connections.get(name) !== connection) return;
     this.options.metrics?.heartbeat(name, true);
-    connection.failures = 0;
     connection.observed = { status, at: this.clock.now() };
     if (this.options.registry.getAgent(name)) this.options.registry.setImages(name, status.images);
     if (!connection.connected) {

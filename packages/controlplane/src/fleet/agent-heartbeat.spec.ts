@@ -46,6 +46,24 @@ describe("AgentHeartbeat", () => {
     beat.stop();
   });
 
+  it("beats first one interval after start, or at once with beatNow", () => {
+    const clock = new FakeClock();
+    const client = new HeldClient();
+    const { beat } = heartbeat(clock, () => client);
+    beat.start();
+    assert.equal(client.calls.length, 0, "no beat at start");
+    clock.advance(300);
+    assert.equal(client.calls.length, 1, "the first beat after one interval");
+    const eager = new HeldClient();
+    const { beat: beatNow } = heartbeat(clock, () => eager);
+    beatNow.start({ beatNow: true });
+    assert.equal(eager.calls.length, 1, "a beat at start");
+    clock.advance(300);
+    assert.equal(eager.calls.length, 1, "none beside the one in flight");
+    beat.stop();
+    beatNow.stop();
+  });
+
   it("sends no second call while one is in flight: a slow answer is one beat, not three misses", async () => {
     const clock = new FakeClock();
     const client = new HeldClient();

@@ -1,7 +1,7 @@
 /**
- * An agent's heartbeat as the embedded mode keeps it: a `Status` call every interval, one at a time,
- * and a verdict after each — answered, busy (the agent answered that its containerd is slow: alive),
- * or missed. Each call may take `heartbeatDeadlineMs(interval)`: never under a second, so that a host
+ * An agent's heartbeat, in both modes (the embedded mode's LocalAgentProcess, Kubernetes mode's
+ * AgentConnections): a `Status` call every interval, one at a time, and a verdict after each —
+ * answered, busy (the agent answered that its containerd is slow: alive), or missed. Each call may take `heartbeatDeadlineMs(interval)`: never under a second, so that a host
  * busy for a moment (a full GC, a burst of creates, a caller's synchronous child process) does not
  * make a live agent look hung; a call still in flight when the next one is due is not doubled.
  * An answer to a client that has since been replaced (the agent restarted) is not the agent's.
@@ -37,11 +37,15 @@ export class AgentHeartbeat {
 
   constructor(private readonly options: AgentHeartbeatOptions) {}
 
-  /** Beats from one interval from now; the count of missed beats starts over. */
-  start(): void {
+  /**
+   * Beats every interval from now on (`beatNow`: the first beat at once, else one interval from
+   * now); the count of missed beats starts over.
+   */
+  start(options: { beatNow?: boolean } = {}): void {
     this.stop();
     this.missed = 0;
     this.timer = every(this.options.clock, this.options.intervalMs, () => this.beat());
+    if (options.beatNow) this.beat();
   }
 
   stop(): void {
