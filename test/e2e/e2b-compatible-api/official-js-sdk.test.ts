@@ -88,7 +88,7 @@ describe("E2B's official JS SDK against the E2B-compatible API", () => {
   });
 
   it("loses a sandbox whose timeout passed (E2B's reaper semantics)", async () => {
-    const sandbox = await Sandbox.create({ metadata: { run, step: "reaper" }, timeoutMs: 3000 });
+    const sandbox = await Sandbox.create({ metadata: { run, step: "reaper" }, timeoutMs: 5000 });
     await waitFor(
       () =>
         Sandbox.getInfo(sandbox.sandboxId).then(

@@ -132,7 +132,7 @@ describe("a sandbox's life on the real containerd", () => {
 
   it("expires a sandbox after its expireTime and removes its container", async () => {
     const { client, containerdNamespace } = embedded;
-    const sandbox = await client.sandboxes.create({ pool: "default", image: BASE_IMAGE, command: ["sleep", "3600"], ttlMs: 1500 });
+    const sandbox = await client.sandboxes.create({ pool: "default", image: BASE_IMAGE, command: ["sleep", "3600"], ttlMs: 4000 });
     assert.ok(sandbox.spec.expireTime);
     await waitFor(async () => (await client.sandboxes.list()).every((s) => s.metadata.name !== sandbox.metadata.name), 20_000, "the expired sandbox to go");
     await waitFor(() => containerdLeftovers(containerdNamespace).containers.length === 0, 10_000, "its container to go");
