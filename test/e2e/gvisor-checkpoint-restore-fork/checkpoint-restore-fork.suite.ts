@@ -463,6 +463,46 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
       await assert.rejects(client.checkpoints.delete("no-such-checkpoint"), NotFoundError);
     });
 
+    it("a checkpoint deleted while a restore reads it: the restore runs from its files, the delete waits, and nothing of it is left", async () => {
+      const { client } = embedded;
+      const checkpoint = await client.checkpoints.create("source", { name: "ck-race" });
+      // The checkpoint's own resume in place was its first reader: the readers' directory exists.
+      const readers = join(checkpointDir(), checkpoint.id, "readers");
+      assert.deepEqual(readdirSync(readers), [], "no reader once the checkpoint is made");
+      // The delete goes out as soon as the restore's reader marker appears (runsc reads the image from then on).
+      let markerSeen!: () => void;
+      const reading = new Promise<void>((resolve) => (markerSeen = resolve));
+      // (After the delete, the directory is gone: the watcher's last events find nothing.)
+      const readerNow = () => {
+        try {
+          return readdirSync(readers).length > 0;
+        } catch {
+          return false;
+        }
+      };
+      const watcher = watch(readers, () => {
+        if (readerNow()) markerSeen();
+      });
+      try {
+        const restoring = client.checkpoints.restore("ck-race", { name: "copy-race" });
+        await Promise.race([reading, restoring]);
+        const sawReader = readerNow();
+        const deleting = client.checkpoints.delete("ck-race");
+        const copy = await restoring;
+        await deleting;
+        assert.ok(sawReader, "the delete was sent while the restore read the checkpoint");
+        assert.equal(copy.status?.phase, "Running");
+        // The source's state when ck-race was taken (the first case wrote "after" once ck1 was saved).
+        assert.equal(await sh("copy-race", "cat /root/state"), "after");
+      } finally {
+        watcher.close();
+      }
+      assert.equal(existsSync(join(checkpointDir(), checkpoint.id)), false, "the checkpoint's files are gone");
+      assert.ok(!readdirSync(checkpointDir()).some((name) => name.startsWith(checkpoint.id)), "and no leftover of the delete");
+      assert.ok(!(await client.checkpoints.list()).some((c) => c.name === "ck-race"));
+      await client.sandboxes.delete("copy-race", { gracePeriodMs: 0 });
+    });
+
     it("leaves no container, task, snapshot or checkpoint file once sandboxes, checkpoints and pool are deleted", async () => {
       const { client, containerdNamespace } = embedded;
       await client.checkpoints.create("source", { name: "ck2" });

@@ -50,7 +50,8 @@
  * On the node: `<directory>/<checkpoint id>/` holds `image/` (runsc's), `run/` (the helper's run
  * directory as it was) and `checkpoint.json` (written last: a directory without it is incomplete
  * and is removed when listed), where `<directory>` is per pool (FSB_CHECKPOINT_DIR/<ns>/<pool>),
- * shared by the pool's agents on the node.
+ * shared by the pool's agents on the node; and, across those agents, the markers of the restores
+ * reading it (`readers/`) and a delete's tombstone (`deleting`), checkpoint-readers.ts.
  */
 import { execFile } from "node:child_process";
 import { connect } from "node:net";
@@ -93,6 +94,7 @@ import { Status as TaskStatus } from "./gen/github.com/containerd/containerd/api
 import type { Container } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
 import { isNotFound } from "./grpc-errors.js";
 import { readRunFile } from "./run-file.js";
+import { CheckpointReaders } from "./checkpoint-readers.js";
 import type { RunscFeatures } from "./runsc-features.js";
 import { ENVD_BINARY, HELPER_BINARY, SHIM_GROUP_ANNOTATION, sandboxHostname, type OciSpec } from "./oci-spec.js";
 // Read at call time only (the runtime module imports this one to build its sub-service).
@@ -117,6 +119,8 @@ const IMAGE_DIR = "image";
 const RUN_COPY_DIR = "run";
 /** A checkpoint directory without its metadata this much older than now is a leftover of a crash. */
 const INCOMPLETE_LEFTOVER_MS = 10 * 60_000;
+/** How long a delete waits for the restores reading the checkpoint (the control plane's call waits 120 s). */
+const DELETE_WAIT_MS = 60_000;
 /** The control execs (quiesce, resume, hostname) get this long. */
 const CONTROL_EXEC_TIMEOUT_MS = 10_000;
 /** How long a daemon resumed by signal may take to accept connections before the exec resumes it. */
@@ -161,6 +165,8 @@ export interface GvisorCheckpointsOptions {
   snapshotter: string;
   /** This pool's checkpoints on the node: `<directory>/<checkpoint id>/`. */
   directory: string;
+  /** The agent's name: other agents sharing `directory` see it on the restores their deletes wait for. */
+  agentName: string;
   /** The agent's state directory (output files of the control execs). */
   stateDir: string;
   /** The helper's run directory of a sandbox. */
@@ -221,13 +227,14 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
   private readonly logger: Logger;
   /** The records read so far, by checkpoint id (readRecord). */
   private readonly records = new Map<string, CheckpointRecord>();
-  /** Restores running now, per checkpoint: its delete waits for them. */
-  private readonly restoring = new Map<string, Set<Promise<unknown>>>();
+  /** Restores running now, in any process of the node: a checkpoint's delete waits for them. */
+  private readonly readers: CheckpointReaders;
 
   constructor(options: GvisorCheckpointsOptions) {
     this.options = options;
     this.client = options.client;
     this.logger = options.logger.child({ component: "gvisor-checkpoints" });
+    this.readers = new CheckpointReaders({ owner: options.agentName });
   }
 
   async checkpoint(request: CheckpointRequest): Promise<RuntimeCheckpoint> {
@@ -333,7 +340,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       if (!request.leaveStopped) {
         mark = performance.now();
         // Tracked as a restore of the checkpoint: a delete of it (listed from the rename on) waits for it.
-        resumeSteps = await this.track(request.checkpointId, this.restoreInPlace(containerId, output, output, record)).catch((error: unknown) => {
+        resumeSteps = await this.track(request.checkpointId, () => this.restoreInPlace(containerId, output, output, record)).catch((error: unknown) => {
           throw new FsbError(
             FsbError.from(error).code,
             `checkpoint ${request.name} of sandbox ${request.sandboxId} is saved, but the sandbox could not run on: ${FsbError.from(error).message}`,
@@ -374,7 +381,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       throw error;
     });
     if (task?.status === TaskStatus.RUNNING) throw new FailedPreconditionError(`sandbox ${sandboxId} is running: there is nothing to resume`);
-    await this.track(checkpointId, this.restoreInPlace(containerId, record.stdout, record.stderr, record));
+    await this.track(checkpointId, () => this.restoreInPlace(containerId, record.stdout, record.stderr, record));
   }
 
   async list(): Promise<RuntimeCheckpoint[]> {
@@ -398,6 +405,13 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
         if (since > INCOMPLETE_LEFTOVER_MS) await rm(path, { recursive: true, force: true });
         continue;
       }
+      if (this.readers.deleting(path)) {
+        // Being deleted; or a delete cut short by a crash, long ago, that no restore reads from.
+        if (this.readers.tombstoneOlderThan(path, INCOMPLETE_LEFTOVER_MS) && this.readers.liveReaders(path).length === 0) {
+          await rm(path, { recursive: true, force: true });
+        }
+        continue;
+      }
       const record = await this.readRecord(name);
       if (record) checkpoints.push(publicView(record));
     }
@@ -412,17 +426,31 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
 
   async delete(checkpointId: string): Promise<void> {
     checkId(checkpointId, "checkpointId");
-    // A restore reads the image until its sandbox runs; deleting waits for those in flight.
-    await Promise.allSettled([...(this.restoring.get(checkpointId) ?? [])]);
-    await rm(this.checkpointDir(checkpointId), { recursive: true, force: true });
+    const directory = this.checkpointDir(checkpointId);
+    // A restore reads the image until its sandbox runs; deleting waits for those in flight, in
+    // this agent or another of the node, and no new one starts meanwhile.
+    if (await this.readers.beginDelete(directory, checkpointId, DELETE_WAIT_MS)) {
+      // Out of its name first: a crash during the removal leaves a leftover list() removes, never half a checkpoint.
+      const doomed = join(this.options.directory, `${checkpointId}.partial-deleted-${randomBytes(4).toString("hex")}`);
+      const moved = await rename(directory, doomed).then(
+        () => true,
+        (error: unknown) => {
+          // Another delete of the node removed it meanwhile.
+          if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
+          throw error;
+        },
+      );
+      if (moved) await rm(doomed, { recursive: true, force: true });
+    }
     this.records.delete(checkpointId);
     this.logger.info({ checkpointId }, "checkpoint deleted");
     this.options.onDeleted?.(checkpointId);
   }
 
-  /** Whether the checkpoint's files are on the node (another agent of the pool may have deleted them). */
+  /** Whether the checkpoint's files are on the node (another agent of the pool may have deleted them, or be deleting them). */
   exists(checkpointId: string): boolean {
-    return existsSync(this.checkpointDir(checkpointId));
+    const directory = this.checkpointDir(checkpointId);
+    return existsSync(directory) && !this.readers.deleting(directory);
   }
 
   /**
@@ -437,7 +465,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       const record = await this.record(checkpointId);
       const claimed = await this.options.claimRestored?.(spec);
       if (claimed) return claimed;
-      return await this.track(checkpointId, this.restoreInto(spec, record));
+      return await this.track(checkpointId, () => this.restoreInto(spec, record));
     } finally {
       done?.();
     }
@@ -451,7 +479,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
   async restoreAhead(spec: RuntimeSandboxSpec, ahead: RestoreAhead): Promise<RuntimeSandbox> {
     const checkpointId = spec.fromCheckpoint ?? "";
     const record = await this.record(checkpointId);
-    return this.track(checkpointId, this.restoreInto(spec, record, ahead));
+    return this.track(checkpointId, () => this.restoreInto(spec, record, ahead));
   }
 
   private async restoreInto(spec: RuntimeSandboxSpec, record: CheckpointRecord, ahead?: RestoreAhead): Promise<RuntimeSandbox> {
@@ -808,16 +836,9 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     await this.client.tasks.delete({ containerId });
   }
 
-  private async track<T>(checkpointId: string, work: Promise<T>): Promise<T> {
-    let set = this.restoring.get(checkpointId);
-    if (!set) this.restoring.set(checkpointId, (set = new Set()));
-    set.add(work);
-    try {
-      return await work;
-    } finally {
-      set.delete(work);
-      if (set.size === 0) this.restoring.delete(checkpointId);
-    }
+  /** Runs a restore from the checkpoint as one of its readers: its files stay until the restore is done (checkpoint-readers.ts). */
+  private track<T>(checkpointId: string, work: () => Promise<T>): Promise<T> {
+    return this.readers.read(this.checkpointDir(checkpointId), checkpointId, work);
   }
 
   private checkpointDir(checkpointId: string): string {
@@ -837,6 +858,8 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
    */
   private async readRecord(checkpointId: string): Promise<CheckpointRecord | undefined> {
     const path = join(this.checkpointDir(checkpointId), METADATA_FILE);
+    // A checkpoint being deleted is gone already for anything that would read it.
+    if (this.readers.deleting(this.checkpointDir(checkpointId))) return undefined;
     const known = this.records.get(checkpointId);
     if (known) {
       if (existsSync(path)) return known;

@@ -405,6 +405,7 @@ export class ContainerdRuntime implements Runtime {
       client: this.client,
       snapshotter: this.snapshotter,
       directory: options.checkpointDir ?? join(this.stateDir, "checkpoints"),
+      agentName: this.agentName,
       claimRestored: (spec) => this.claimRestored(spec),
       stateDir: this.stateDir,
       runDir: (sandboxId) => this.runDir(sandboxId),
