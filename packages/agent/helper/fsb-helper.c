@@ -29,8 +29,9 @@
  * directory, the number of arguments and the arguments, the number of environment entries and the
  * entries (`NAME=value`, the whole environment: the image's is not kept). The helper reads until
  * the claim is whole by its own counts (it holds the FIFO open for writing too, so it never sees
- * an end of file); a claim that is malformed, or cut short (the rest not there within 30 s of its
- * first bytes, FSB_CLAIM_REST_TIMEOUT_MS to change), makes it exit with status 2.
+ * an end of file), then removes the FIFO before the command starts; a claim that is malformed, or
+ * cut short (the rest not there within 30 s of its first bytes, FSB_CLAIM_REST_TIMEOUT_MS to
+ * change), makes it exit with status 2.
  *
  * `--envd PATH` (before `--`, with or without `--workdir`) also runs the in-sandbox daemon
  * (packages/envd, E2B's envd interface on port 49983) as a second, supervised child: started
@@ -309,6 +310,8 @@ static char **read_claim(char **workdir) {
     }
   }
   close(fd);
+  /* The FIFO has served: it goes before the command starts, so the command never finds it. */
+  unlink(RUN_DIR "/claim");
   size_t at = 0;
   char *magic = buffer ? claim_string(buffer, length, &at) : NULL;
   if (!magic || strcmp(magic, "fsb-claim-v1") != 0) return NULL;

@@ -206,7 +206,14 @@ for (const mode of ["shared", "isolated", "gvisor"] as const) {
     it("a claim runs exactly the requested command, env and working directory, and execs inherit them", async () => {
       assert.equal(runtime.preparedInstanceCount, 2);
       const request = spec(mode, {
-        command: ["sh", "-c", 'echo "greeting=$GREETING dir=$(pwd) args=$0,$1"; echo "$SECRET_OF_TEMPLATE" > /tmp/seen; sleep 1000', "first", "second"],
+        // (The claim FIFO must be gone before the command starts: a line would say it was not.)
+        command: [
+          "sh",
+          "-c",
+          '[ -e /.fast-sandbox/run/claim ] && echo claim-fifo-visible; echo "greeting=$GREETING dir=$(pwd) args=$0,$1"; echo "$SECRET_OF_TEMPLATE" > /tmp/seen; sleep 1000',
+          "first",
+          "second",
+        ],
         env: [{ name: "GREETING", value: "hello world" }],
         workingDir: "/srv/app",
       });
@@ -485,6 +492,7 @@ describe("the prepared helper, process 1 of an instance", () => {
       while (!existsSync(join(run, "exit-code")) && helper.exitCode === null) await sleep(5);
       assert.equal(readFileSync(join(run, "command-start"), "utf8"), "started\n");
       assert.equal(readFileSync(join(run, "exit-code"), "utf8"), "2\n");
+      assert.equal(existsSync(fifo), false, "the helper removed the claim FIFO");
     } finally {
       helper.kill("SIGTERM");
       await exited;

@@ -612,8 +612,10 @@ export class ContainerdRuntime implements Runtime {
         if (isolated) this.networks?.reassign(instance.id, sandboxId);
       }
       // The FIFO has served: it goes, so that no checkpoint or copy carries it and nothing in the
-      // sandbox finds a host FIFO to open. (The command may run already and may have moved it:
-      // the agent reads the run directory's files without blocking on FIFOs, run-file.ts.)
+      // sandbox finds a host FIFO to open. The helper removes it before it starts the command; this
+      // covers an instance whose helper predates that. (The command may run already and may have
+      // put something there: the agent reads the run directory's files without blocking on FIFOs,
+      // run-file.ts.)
       try {
         rmSync(join(runDir, CLAIM_FIFO), { force: true });
       } catch {

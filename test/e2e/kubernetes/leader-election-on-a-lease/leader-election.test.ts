@@ -27,7 +27,9 @@ delete env.FSB_APISERVER_PORT;
 delete env.KUBECONFIG;
 const NAMESPACE = "default";
 const LEASE = "fsb-leader-election-test";
-const TIMINGS = { leaseDurationSeconds: 2, renewDeadlineMs: 1_500, retryPeriodMs: 250 };
+// Shorter than the product's defaults (15 s, 10 s, 2 s) to keep the case short, yet loose enough
+// for a loaded machine: a renewal may take up to 4 s before the leader steps down.
+const TIMINGS = { leaseDurationSeconds: 6, renewDeadlineMs: 4_000, retryPeriodMs: 500 };
 
 let kubeConfig: KubeConfig;
 
