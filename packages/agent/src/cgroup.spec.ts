@@ -170,6 +170,55 @@ describe("limitCgroup", () => {
     assert.equal(read(join(root, "a/memory.max")), String(1 << 26));
   });
 
+  it("v1: lowers the quotas below the cgroup that exceed the new bound first, deepest first; unlimited ones and those within it stay", () => {
+    const root = tempRoot();
+    mkdirSync(join(root, "cpu"));
+    const quota = (path: string, value: number, period = 100_000) => {
+      mkdirSync(join(root, "cpu", path), { recursive: true });
+      writeFileSync(join(root, "cpu", path, "cpu.cfs_quota_us"), String(value));
+      writeFileSync(join(root, "cpu", path, "cpu.cfs_period_us"), String(period));
+    };
+    quota("agent/big", 200_000);
+    quota("agent/big/inner", 150_000);
+    quota("agent/other-period", 40_000, 20_000); // 2 cores over a 20 ms period
+    quota("agent/small", 20_000);
+    quota("agent/unlimited", -1);
+    limitCgroup(detectCgroupLayout(root), "agent", { cpuMillis: 500 });
+    assert.equal(read(join(root, "cpu/agent/cpu.cfs_quota_us")), "50000");
+    assert.equal(read(join(root, "cpu/agent/big/cpu.cfs_quota_us")), "50000");
+    assert.equal(read(join(root, "cpu/agent/big/inner/cpu.cfs_quota_us")), "50000");
+    assert.equal(read(join(root, "cpu/agent/other-period/cpu.cfs_quota_us")), "10000", "half a core over its own 20 ms period");
+    assert.equal(read(join(root, "cpu/agent/small/cpu.cfs_quota_us")), "20000");
+    assert.equal(read(join(root, "cpu/agent/unlimited/cpu.cfs_quota_us")), "-1");
+  });
+
+  it("on this machine's kernel: a CPU bound below the quota of a cgroup under it is taken (v1 lowers that quota; v2 keeps it, the bound applies)", async () => {
+    const layout = detectCgroupLayout();
+    const path = `/fsb-test-bound-${process.pid}`;
+    const child = `${path}/sandbox`;
+    try {
+      limitCgroup(layout, path, {});
+      // A sandbox's cgroup with 1.5 cores, made while its agent had no bound (an adopted sandbox).
+      if (layout.version === 2) {
+        mkdirSync(join(layout.root, child), { recursive: true });
+        writeFileSync(join(layout.root, child, "cpu.max"), "150000 100000");
+      } else {
+        mkdirSync(join(layout.root, "cpu", child), { recursive: true });
+        writeFileSync(join(layout.root, "cpu", child, "cpu.cfs_quota_us"), "150000");
+      }
+      limitCgroup(layout, path, { cpuMillis: 500 });
+      if (layout.version === 2) {
+        assert.equal(read(join(layout.root, path, "cpu.max")).trim(), "50000 100000");
+        assert.equal(read(join(layout.root, child, "cpu.max")).trim(), "150000 100000");
+      } else {
+        assert.equal(read(join(layout.root, "cpu", path, "cpu.cfs_quota_us")).trim(), "50000");
+        assert.equal(read(join(layout.root, "cpu", child, "cpu.cfs_quota_us")).trim(), "50000");
+      }
+    } finally {
+      for (let i = 0; i < 50 && (removeCgroup(layout, child).length > 0 || removeCgroup(layout, path).length > 0); i++) await sleep(20);
+    }
+  });
+
   it("refuses the root", () => {
     assert.throws(() => limitCgroup({ version: 2, root: tempRoot(), controllers: [] }, "/", { cpuMillis: 100 }), /root cgroup/);
   });

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmdirSync, writeFileSync, type Dirent } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CPU_PERIOD_US, cpuQuotaUs } from "./containerd/oci-spec.js";
@@ -53,7 +53,9 @@ const MIN_CPU_QUOTA_US = 1_000;
  * and Linux 5.11+ always has). A memory limit below what the cgroup holds already is not written
  * (v2 would OOM-kill the sandboxes in it, v1 refuses): the old bound stays. Each limit is written
  * whatever became of the other; then throws what was refused or skipped (also a controller not
- * delegated here). On v1 the kernel refuses a CPU bound below a quota of a cgroup under it.
+ * delegated here). On v1, where the kernel refuses a CPU bound below a quota of a cgroup under it,
+ * such quotas are first lowered to the bound (v2 needs no such step: a cgroup gets the lesser of its
+ * own and its ancestors' bounds).
  */
 export function limitCgroup(layout: CgroupLayout, path: string, limits: CgroupLimits): void {
   const relative = path.replace(/^\/+/, "");
@@ -64,16 +66,21 @@ export function limitCgroup(layout: CgroupLayout, path: string, limits: CgroupLi
   const memory = v2 ? join(layout.root, relative) : join(layout.root, "memory", relative);
   /** [directory, file, value] to write, each tried whatever became of the others. */
   const writes: [string, string, string][] = [];
+  const failures: string[] = [];
   if (v2) {
     mkdirSync(cpu, { recursive: true });
     // Its ancestors' subtree_control makes its own files appear; its own, its children's.
     enableV2Controllers(layout.root, `${relative}/child`);
     writes.push([cpu, "cpu.max", `${quota ?? "max"} ${CPU_PERIOD_US}`], [memory, "memory.max", String(limits.memoryBytes ?? "max")]);
   } else {
-    if (layout.controllers.includes("cpu")) writes.push([cpu, "cpu.cfs_period_us", String(CPU_PERIOD_US)], [cpu, "cpu.cfs_quota_us", String(quota ?? -1)]);
+    if (layout.controllers.includes("cpu")) {
+      // v1 refuses a bound below a quota under it: those quotas come down to the bound first, as
+      // the sandbox's own limit above its agent's is written for a new sandbox (v2 takes the lesser).
+      if (quota !== undefined) clampV1Quotas(cpu, quota / CPU_PERIOD_US, failures);
+      writes.push([cpu, "cpu.cfs_period_us", String(CPU_PERIOD_US)], [cpu, "cpu.cfs_quota_us", String(quota ?? -1)]);
+    }
     if (layout.controllers.includes("memory")) writes.push([memory, "memory.limit_in_bytes", String(limits.memoryBytes ?? -1)]);
   }
-  const failures: string[] = [];
   for (const [directory, file, value] of writes) {
     try {
       mkdirSync(directory, { recursive: true });
@@ -89,6 +96,34 @@ export function limitCgroup(layout: CgroupLayout, path: string, limits: CgroupLi
     }
   }
   if (failures.length > 0) throw new Error(`could not bound the cgroup: ${failures.join("; ")}`);
+}
+
+/**
+ * v1: lowers every CFS quota below `directory` that gives more than `ratio` cores to `ratio` (deepest
+ * first: the kernel checks each against its parent's); an unlimited one (-1) stays, being bounded by
+ * its ancestors. What cannot be lowered goes into `failures`.
+ */
+function clampV1Quotas(directory: string, ratio: number, failures: string[]): void {
+  let entries: Dirent[];
+  try {
+    entries = readdirSync(directory, { withFileTypes: true });
+  } catch {
+    return; // not made yet: nothing under it
+  }
+  for (const entry of entries) {
+    if (!entry.isDirectory()) continue;
+    const child = join(directory, entry.name);
+    clampV1Quotas(child, ratio, failures);
+    const quota = readNumber(join(child, "cpu.cfs_quota_us"));
+    const period = readNumber(join(child, "cpu.cfs_period_us"));
+    if (quota <= 0 || period <= 0 || quota <= ratio * period) continue;
+    const lowered = Math.max(MIN_CPU_QUOTA_US, Math.floor(ratio * period));
+    try {
+      writeFileSync(join(child, "cpu.cfs_quota_us"), String(lowered));
+    } catch (error) {
+      failures.push(`${join(child, "cpu.cfs_quota_us")} = ${lowered} (down from ${quota}, under the new bound): ${(error as Error).message}`);
+    }
+  }
 }
 
 /** Whether the cgroup at `path` exists (v2: in the unified tree; v1: in the cpu or memory hierarchy). */
