@@ -2,7 +2,8 @@
  * Benchmarks. `npm run bench -- create [--kubernetes] [--count N] [--warmup W] [--concurrency C] [--json]`,
  * `npm run bench -- exec [--count N] [--warmup W] [--json]` (exec.ts),
  * `npm run bench -- cli [--count N] [--warmup W] [--fsb FILE] [--json]` (cli.ts),
- * `npm run bench -- scale [--sandboxes N] [--agents M] [--pools P] [--concurrency C] [--skip-idle-agent] [--json]` (scale.ts).
+ * `npm run bench -- scale [--sandboxes N] [--agents M] [--pools P] [--concurrency C] [--skip-idle-agent] [--json]` (scale.ts),
+ * `npm run bench -- transport [--count N] [--warmup W] [--gap MS] [--json]` (transport.ts).
  *
  * Needs root and a running containerd (`--kubernetes`: also the built packages and the test
  * harness's cluster binaries). Tables go to stdout, progress to stderr; the last line of
@@ -17,6 +18,7 @@ import { burstResultLine, runBurstBench } from "./burst.js";
 import { formatScaleReport, runScaleBench } from "./scale.js";
 import { formatCliBench, runCliBench } from "./cli.js";
 import { formatRestoreBench, runRestoreBench } from "./restore.js";
+import { formatTransportBench, runTransportBench } from "./transport.js";
 import { formatTable } from "./stats.js";
 
 const USAGE = `usage: npm run bench -- create [options]
@@ -80,13 +82,28 @@ const USAGE = `usage: npm run bench -- create [options]
   restore: gVisor restores from one checkpoint of a running template (restore.ts states the method):
   N on-demand restores one after another (default 20, 2 warm-up), F forks of 4 and F checkpoints
   (default 3), and the agent's steps of each restore. Prints
-  RESULT restore_p50_ms=… fork_k4_wall_ms=… pooled_claim_p50_ms=…`;
+  RESULT restore_p50_ms=… fork_k4_wall_ms=… pooled_claim_p50_ms=…
+
+       npm run bench -- transport [--count N] [--warmup W] [--gap MS] [--json]
+
+  transport: one round trip between two Node.js processes on loopback, by protocol (transport.ts
+  states the method): raw TCP (the baseline), node:http2, Connect over HTTP/2 and over HTTP/1.1;
+  N per protocol (default 300, 50 warm-up) back to back, then N with MS (default 20) before each.
+  Prints RESULT tcp_p50_ms=… http2_p50_ms=… connect_h2_p50_ms=… connect_h1_p50_ms=… (with the gap)`;
 
 function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
   if (value === undefined) return fallback;
   const n = Number(value);
   if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${JSON.stringify(value)}`);
   return n;
+}
+
+/** A report's lines, then the result as JSON when asked for (`--json`), then its last line (RESULT …). */
+function printReport(lines: string[], json: unknown): void {
+  const resultLine = lines.pop();
+  for (const line of lines) console.log(line);
+  if (json !== undefined) console.log(JSON.stringify(json));
+  console.log(resultLine);
 }
 
 async function main(): Promise<void> {
@@ -111,6 +128,7 @@ async function main(): Promise<void> {
       "skip-idle-agent": { type: "boolean", default: false },
       fsb: { type: "string" },
       forks: { type: "string" },
+      gap: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -119,13 +137,14 @@ async function main(): Promise<void> {
     return;
   }
   const [command, ...rest] = positionals;
+  const log = (message: string) => process.stderr.write(`bench: ${message}\n`);
   if (command === "exec" && rest.length === 0) {
     const result = await runExecBench({
       count: positiveInt("count", values.count, 50),
       warmup: positiveInt("warmup", values.warmup, 5, 0),
       image: values.image ?? "fast-sandbox.io/base:latest",
       namespace: values.namespace ?? "fsb-bench-exec",
-      log: (message) => process.stderr.write(`bench: ${message}\n`),
+      log,
     });
     const m = result.machine;
     console.log(
@@ -152,7 +171,7 @@ async function main(): Promise<void> {
       image: values.image ?? "fast-sandbox.io/base:latest",
       namespace: values.namespace ?? "fsb-bench-cli",
       ...(values.fsb ? { fsb: values.fsb } : {}),
-      log: (message) => process.stderr.write(`bench: ${message}\n`),
+      log,
     });
     if (values.json) console.log(JSON.stringify(result));
     console.log(formatCliBench(result));
@@ -174,13 +193,19 @@ async function main(): Promise<void> {
       idleAgentWindowMs: 20_000,
       placementAgents: 10_000,
       placements: 200_000,
-      log: (message) => process.stderr.write(`bench: ${message}\n`),
+      log,
     });
-    const lines = formatScaleReport(result);
-    const resultLine = lines.pop();
-    for (const line of lines) console.log(line);
-    if (values.json) console.log(JSON.stringify(result));
-    console.log(resultLine);
+    printReport(formatScaleReport(result), values.json ? result : undefined);
+    return;
+  }
+  if (command === "transport" && rest.length === 0) {
+    const result = await runTransportBench({
+      count: positiveInt("count", values.count, 300),
+      warmup: positiveInt("warmup", values.warmup, 50, 0),
+      gapMs: positiveInt("gap", values.gap, 20, 0),
+      log,
+    });
+    printReport(formatTransportBench(result), values.json ? result : undefined);
     return;
   }
   if (command === "restore" && rest.length === 0) {
@@ -190,13 +215,9 @@ async function main(): Promise<void> {
       forks: positiveInt("forks", values.forks, 3),
       image: values.image ?? "fast-sandbox.io/base:latest",
       namespace: values.namespace ?? "fsb-bench-restore",
-      log: (message) => process.stderr.write(`bench: ${message}\n`),
+      log,
     });
-    const lines = formatRestoreBench(result);
-    const resultLine = lines.pop();
-    for (const line of lines) console.log(line);
-    if (values.json) console.log(JSON.stringify(result));
-    console.log(resultLine);
+    printReport(formatRestoreBench(result), values.json ? result : undefined);
     return;
   }
   if (command === "burst" && rest.length === 0) {
@@ -211,7 +232,7 @@ async function main(): Promise<void> {
       namespace: values.namespace ?? "fsb-bench-burst",
       network: networkName,
       cold: values.cold,
-      log: (message) => process.stderr.write(`bench: ${message}\n`),
+      log,
     });
     const m = result.machine;
     console.log(
@@ -249,7 +270,6 @@ async function main(): Promise<void> {
   const runtimeType = runtimes[values.runtime];
   if (!runtimeType) throw new Error(`--runtime must be runc or gvisor, got ${JSON.stringify(values.runtime)}`);
   const sandboxCommand = ["sleep", "3600"];
-  const log = (message: string) => process.stderr.write(`bench: ${message}\n`);
 
   let result: CreateBenchResult;
   if (values.kubernetes) {

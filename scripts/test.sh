@@ -14,7 +14,7 @@ npm run --silent build
 
 # Node 20's --test does not expand globs itself; the shell does.
 shopt -s globstar nullglob
-unit=(packages/*/src/**/*.spec.ts)
+unit=(packages/*/src/**/*.spec.ts bench/*.spec.ts)
 e2e=(test/e2e/**/*.test.ts)
 if [ -n "${FSB_TEST_FILTER:-}" ]; then
   unit=($(printf '%s\n' "${unit[@]}" | grep -E "$FSB_TEST_FILTER" || true))
