@@ -123,7 +123,7 @@ export class CheckpointReaders {
       if (Date.now() >= deadline) {
         rmSync(join(directory, CHECKPOINT_TOMBSTONE), { force: true });
         throw new FailedPreconditionError(
-          `checkpoint ${checkpointId} is still being restored from (${live.map((name) => name.split(".")[0]).join(", ")}) after ${timeoutMs / 1000} s; ` +
+          `checkpoint ${checkpointId} is still being restored from (${live.map(ownerOf).join(", ")}) after ${timeoutMs / 1000} s; ` +
             "delete it again once those restores are done",
         );
       }
@@ -136,6 +136,11 @@ export class CheckpointReaders {
     const placed = mtimeMs(join(directory, CHECKPOINT_TOMBSTONE));
     return placed !== undefined && Date.now() - placed > ms;
   }
+}
+
+/** The owner named in a marker `<owner>.<pid>.<random>` (an owner may hold dots: a Pod's name). */
+function ownerOf(marker: string): string {
+  return marker.split(".").slice(0, -2).join(".");
 }
 
 function gone(checkpointId: string): NotFoundError {
