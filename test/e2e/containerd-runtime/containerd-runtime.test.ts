@@ -3,7 +3,7 @@
  * Everything runs in its own containerd namespace, removed at the end.
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -13,6 +13,7 @@ import { AlreadyExistsError, FailedPreconditionError, NotFoundError, Unavailable
 import { ContainerdClient } from "../../../packages/agent/src/containerd/containerd-client.js";
 import { createContainerdRuntime, type ContainerdRuntime } from "../../../packages/agent/src/containerd/containerd-runtime.js";
 import { containerIdOf } from "../../../packages/agent/src/containerd/container-id.js";
+import { Status as TaskStatus } from "../../../packages/agent/src/containerd/gen/github.com/containerd/containerd/api/types/task/task_pb.js";
 import { DEFAULT_HELPER_PATH } from "../../../packages/agent/src/agent-config.js";
 import type { OciSpec } from "../../../packages/agent/src/containerd/oci-spec.js";
 import type { RuntimeSandboxSpec } from "../../../packages/agent/src/runtime/runtime.js";
@@ -334,6 +335,55 @@ describe("containerd runtime", () => {
       restarted.close();
       otherAgent.close();
     }
+  });
+
+  it("makes a shim anchor anew when its start fails, and gives up with the error after three attempts", async () => {
+    const agent = "anchor-retry";
+    const cgroupParent = `${CGROUP_PARENT}/${agent}`;
+    // The helper is missing at the first attempt (runc cannot bind-mount it) and appears when the
+    // agent logs the failure: the second attempt starts the anchors.
+    const helperPath = join(workDir, "late-helper");
+    const warnings: string[] = [];
+    const retrying = createContainerdRuntime({
+      namespace: NAMESPACE,
+      agentName: agent,
+      stateDir: join(workDir, "anchor-retry-state"),
+      cgroupParent,
+      helperPath,
+      logger: pino(
+        { level: "warn" },
+        {
+          write: (line: string) => {
+            warnings.push((JSON.parse(line) as { msg: string }).msg);
+            if (!existsSync(helperPath)) copyFileSync(DEFAULT_HELPER_PATH, helperPath);
+          },
+        },
+      ),
+    });
+    try {
+      await retrying.prepare();
+      assert.ok(warnings.includes("a shim anchor did not start; making it anew"), warnings.join("\n"));
+      for (const id of retrying.anchorIds) assert.equal((await client.tasks.get({ containerId: id })).process?.status, TaskStatus.RUNNING, id);
+    } finally {
+      await retrying.unprepare();
+      retrying.close();
+    }
+
+    const never = createContainerdRuntime({
+      namespace: NAMESPACE,
+      agentName: agent,
+      stateDir: join(workDir, "anchor-retry-state"),
+      cgroupParent,
+      helperPath: join(workDir, "no-helper"),
+      logger: pino({ level: "silent" }),
+    });
+    try {
+      await assert.rejects(never.prepare(), /no-helper/);
+    } finally {
+      await never.unprepare();
+      never.close();
+    }
+    for (const id of never.anchorIds) assert.deepEqual(leftovers(id), [], `nothing of ${id} is left`);
   });
 
   it("labels its containers with its Pod UID, and a Pod recreated under the same name takes none of them over", async () => {

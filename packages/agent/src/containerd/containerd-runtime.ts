@@ -96,6 +96,8 @@ export const LABEL_RUNTIME_TYPE = "fast-sandbox.io/runtime-type";
 export const LABEL_HELPER = "fast-sandbox.io/helper";
 /** Marks infrastructure containers of an agent (value `shim-anchor`); they are not sandboxes. */
 export const LABEL_ROLE = "fast-sandbox.io/role";
+/** How many times an agent's start makes a shim anchor whose start fails before it gives up. */
+const ANCHOR_START_ATTEMPTS = 3;
 /** The longest pause between two attempts at a claim's containerd record (containerd away for long). */
 const CLAIM_RECORD_RETRY_MAX_MS = 5_000;
 /** How often a gVisor pool's agent looks for the checkpoint its instances are restored from, until it exists. */
@@ -1474,7 +1476,7 @@ export class ContainerdRuntime implements Runtime {
       if (recovered.kept + recovered.adopted + recovered.reclaimed > 0) this.logger.info(recovered, "recovered this agent's network namespaces");
     }
     if (!this.helperPath) return;
-    await Promise.all(this.anchorIds.map((id, index) => this.startAnchor(id, index)));
+    await Promise.all(this.anchorIds.map((id, index) => this.startAnchorWithRetry(id, index)));
     this.startPreparedStock();
   }
 
@@ -1491,6 +1493,29 @@ export class ContainerdRuntime implements Runtime {
       }),
     );
     this.logger.debug({ anchors: this.anchorIds }, "shim anchors removed");
+  }
+
+  /**
+   * An anchor whose start fails is made anew, up to ANCHOR_START_ATTEMPTS times: once in a CI run
+   * of thousands of creates, an anchor's `runc init` was gone between create and start ("cannot
+   * start a stopped process"), and the agent exited at its start for it. The dead task's exit status
+   * is logged, to tell what ended it if it happens again.
+   */
+  private async startAnchorWithRetry(id: string, index: number): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.startAnchor(id, index);
+        return;
+      } catch (error) {
+        if (attempt >= ANCHOR_START_ATTEMPTS) throw error;
+        const { process: task } = await this.client.tasks.get({ containerId: id }).catch(() => ({ process: undefined }));
+        this.logger.warn(
+          { anchor: id, attempt, err: error, ...(task ? { taskStatus: task.status, exitStatus: task.exitStatus } : {}) },
+          "a shim anchor did not start; making it anew",
+        );
+        await sleep(100 * attempt);
+      }
+    }
   }
 
   private async startAnchor(id: string, index: number): Promise<void> {
