@@ -118,8 +118,8 @@ export interface ContainerStatus {
 
 /** A Pod as `kubectl get pod -o json` shows it (the fields the suite and its cases read). */
 export interface PodJson {
-  metadata: { name: string; namespace: string; uid: string; deletionTimestamp?: string };
-  spec: { nodeName?: string; containers: { name: string }[] };
+  metadata: { name: string; namespace: string; uid: string; deletionTimestamp?: string; labels?: Record<string, string> };
+  spec: { nodeName?: string; containers: { name: string; env?: { name: string; value?: string }[] }[] };
   status?: {
     phase?: string;
     podIP?: string;

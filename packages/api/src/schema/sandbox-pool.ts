@@ -146,6 +146,13 @@ export const SandboxPoolStatus = Type.Object(
     sandboxes: Type.Optional(Type.Integer({ minimum: 0 })),
     freeSlots: Type.Optional(Type.Integer({ minimum: 0 })),
     desiredAgents: Type.Optional(Type.Integer({ minimum: 0, description: "Agents the pool sizer wants right now." })),
+    updatedAgents: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description:
+          "Agents started from the pool's current agent settings (agentTemplate, limits, prepared instances). The others are replaced once idle, one at a time.",
+      }),
+    ),
     hotImages: Type.Optional(Type.Array(Type.String(), { description: "Images most used in the pool recently; pre-pulled on agents that lack them." })),
     conditions: Type.Optional(Type.Array(Condition)),
     observedGeneration: Type.Optional(Type.Integer({ minimum: 0, description: "The metadata.generation this status was computed for." })),

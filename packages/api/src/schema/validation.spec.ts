@@ -372,7 +372,7 @@ describe("validateSandboxPool", () => {
     assertPoolRejected(
       (p) => (p.status.surprise = 1),
       "status.surprise",
-      /allowed fields: agents, readyAgents, sandboxes, freeSlots, desiredAgents, hotImages, conditions, observedGeneration$/,
+      /allowed fields: agents, readyAgents, sandboxes, freeSlots, desiredAgents, updatedAgents, hotImages, conditions, observedGeneration$/,
     );
     assertPoolRejected((p) => (p.spec.surprise = 1), "spec.surprise", /allowed fields: capacity, maxSandboxesPerPod, /);
   });

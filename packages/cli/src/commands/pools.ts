@@ -2,7 +2,7 @@ import { networkModeOf, type SandboxPool } from "@fast-sandbox/api";
 import { connect, type GlobalOptions } from "../connection.js";
 import { age, printObjects, printTable, type OutputFormat } from "../output.js";
 
-export const POOL_HEADERS = ["NAME", "AGENTS", "DESIRED", "SANDBOXES", "FREE", "RUNTIME", "NETWORK", "EGRESS", "IMAGE", "AGE"];
+export const POOL_HEADERS = ["NAME", "AGENTS", "DESIRED", "UPDATED", "SANDBOXES", "FREE", "RUNTIME", "NETWORK", "EGRESS", "IMAGE", "AGE"];
 
 /** The EGRESS column: the policy of an Isolated pool (an allowList with its number of entries), `-` for a Shared one. */
 function egressCell(pool: SandboxPool): string {
@@ -13,8 +13,9 @@ function egressCell(pool: SandboxPool): string {
 }
 
 /**
- * One pool as `fsb pools` prints it: AGENTS is ready/total; counts the control plane has not written
- * yet show as `-`; NETWORK is the pool's mode (the default when it sets none).
+ * One pool as `fsb pools` prints it: AGENTS is ready/total; UPDATED counts the agents started from
+ * the pool's current spec (the others are replaced once idle); counts the control plane has not
+ * written yet show as `-`; NETWORK is the pool's mode (the default when it sets none).
  */
 export function poolRow(pool: SandboxPool, now = Date.now()): string[] {
   const status = pool.status;
@@ -23,6 +24,7 @@ export function poolRow(pool: SandboxPool, now = Date.now()): string[] {
     pool.metadata.name,
     `${status?.readyAgents ?? 0}/${status?.agents ?? 0}`,
     count(status?.desiredAgents),
+    count(status?.updatedAgents),
     count(status?.sandboxes),
     count(status?.freeSlots),
     pool.spec.runtimeType ?? "container",

@@ -75,6 +75,23 @@ function fleetWithFakes(existing: readonly ExistingAgent[] = []): {
 const settle = () => new Promise((resolve) => setImmediate(resolve));
 
 describe("EmbeddedAgentFleet", () => {
+  it("records on each agent the hash of what its pool's spec gave its process (prepared instances, limits), which a spec change moves", async () => {
+    const { fleet, processes } = fleetWithFakes();
+    const first = { ...pool("py"), spec: { ...pool("py").spec, image: "python:3.12", preparedInstances: 1 } };
+    await fleet.startAgents(first, 1);
+    const started = fleet.templateHash(first);
+    assert.equal(fleet.listAgents()[0]?.templateHash, started);
+    assert.equal(processes.get("py-0")?.settings.env?.FSB_PREPARED_INSTANCES, "1");
+    const more = { ...first, spec: { ...first.spec, preparedInstances: 2 } };
+    assert.notEqual(fleet.templateHash(more), started, "prepared instances reach the agent only at its start");
+    const limited = { ...first, spec: { ...first.spec, agentTemplate: { spec: { containers: [{ name: "agent", resources: { limits: { cpu: "1" } } }] } } } };
+    assert.notEqual(fleet.templateHash(limited), started, "so do its limits");
+    const resized = { ...first, spec: { ...first.spec, maxSandboxesPerPod: 3, capacity: { poolMin: 1, poolMax: 9 } } };
+    assert.equal(fleet.templateHash(resized), started, "slots and capacity do not reach the process");
+    await fleet.startAgents(more, 1);
+    assert.equal(fleet.listAgents().find((agent) => agent.name === "py-1")?.templateHash, fleet.templateHash(more));
+  });
+
   it("starts agents under the lowest free ordinals of the pool, namespaced outside the default namespace", async () => {
     const { fleet, processes } = fleetWithFakes();
     assert.deepEqual(await fleet.startAgents(pool("py"), 2), ["py-0", "py-1"]);
@@ -95,7 +112,16 @@ describe("EmbeddedAgentFleet", () => {
     await settle();
     assert.deepEqual(events.at(-1), {
       type: "ready",
-      agent: { name: "py-0", namespace: "default", pool: "py", ready: true, endpoint: "127.0.0.1:40001", nodeName: "host-1", hostIP: "127.0.0.1" },
+      agent: {
+        name: "py-0",
+        namespace: "default",
+        pool: "py",
+        ready: true,
+        endpoint: "127.0.0.1:40001",
+        nodeName: "host-1",
+        hostIP: "127.0.0.1",
+        templateHash: fleet.templateHash(pool("py")),
+      },
     });
     agent.die("agent process exited (SIGKILL)");
     await settle();
@@ -104,6 +130,34 @@ describe("EmbeddedAgentFleet", () => {
     agent.answer("127.0.0.1:40002");
     await settle();
     assert.equal(events.at(-1)?.type === "ready" && events.at(-1)?.agent.endpoint, "127.0.0.1:40002");
+  });
+
+  it("reports a ready agent lost as soon as its stop begins, and removed once its process is gone", async () => {
+    const { fleet, processes, events } = fleetWithFakes();
+    await fleet.startAgents(pool("py"), 1);
+    const agent = processes.get("py-0");
+    assert.ok(agent);
+    agent.answer("127.0.0.1:40001");
+    await settle();
+    agent.holdStop = true;
+    const stopping = fleet.stopAgents({ namespace: "default", pool: "py" }, ["py-0"]);
+    await settle();
+    assert.deepEqual(
+      events.map((e) => `${e.type} ${e.agent.name}`),
+      ["ready py-0", "lost py-0"],
+      "lost while its process still stops: its server closes meanwhile",
+    );
+    const lost = events.at(-1);
+    assert.ok(lost?.type === "lost");
+    assert.equal(lost.agent.endpoint, undefined);
+    assert.equal(lost.reason, "agent stopping");
+    agent.finishStop();
+    await stopping;
+    await settle();
+    assert.deepEqual(
+      events.map((e) => `${e.type} ${e.agent.name}`),
+      ["ready py-0", "lost py-0", "removed py-0"],
+    );
   });
 
   it("stops only named agents of the given pool, reports them removed, and ignores what a stopped process still says", async () => {

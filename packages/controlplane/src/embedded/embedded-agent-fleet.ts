@@ -9,6 +9,9 @@
  * control plane, but their sandboxes do; the agents that sandbox records name are started again under
  * their names, whatever their pool's size says, so that they adopt what they ran (the pool
  * controller releases them later like any other idle agent).
+ *
+ * An agent's `templateHash` is the hash of the environment its pool's spec gives it (prepared
+ * instances, agent limits); one started again without its pool (the pool is gone) has none.
  */
 import { join } from "node:path";
 import type { SandboxPool } from "@fast-sandbox/api";
@@ -17,11 +20,17 @@ import { DEFAULT_NAMESPACE } from "../fastpath/sandbox-manager.js";
 import { preparedInstancesEnv } from "../fastpath/instance-template.js";
 import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "../fleet/agent-fleet.js";
 import { agentLimitsEnv } from "../fleet/agent-limits-env.js";
+import { agentTemplateHash } from "../fleet/agent-template-hash.js";
 import { LocalAgentProcess, registryConfigPath, type LocalAgentEvents, type LocalAgentSettings } from "./local-agent-process.js";
 
 /** Agent names are unique on the host: `<pool>-<n>`, or `<namespace>.<pool>-<n>` outside the default namespace. */
 export function agentName(namespace: string, pool: string, ordinal: number): string {
   return namespace === DEFAULT_NAMESPACE ? `${pool}-${ordinal}` : `${namespace}.${pool}-${ordinal}`;
+}
+
+/** What of an agent process's environment comes from its pool's spec (the process's `templateHash` is its hash). */
+function poolAgentEnv(pool: SandboxPool): Record<string, string> {
+  return { ...preparedInstancesEnv(pool), ...agentLimitsEnv(pool) };
 }
 
 /** What the fleet needs of an agent process (LocalAgentProcess; a fake in unit tests). */
@@ -105,6 +114,10 @@ export class EmbeddedAgentFleet implements AgentFleet {
     return Promise.resolve(names);
   }
 
+  templateHash(pool: SandboxPool): string {
+    return agentTemplateHash(poolAgentEnv(pool));
+  }
+
   async stopAgents(pool: PoolRef, names: readonly string[]): Promise<void> {
     await Promise.all(
       names.map(async (name) => {
@@ -114,6 +127,12 @@ export class EmbeddedAgentFleet implements AgentFleet {
         this.processes.delete(name);
         this.agents.delete(name);
         this.stopping.add(name);
+        // Lost at once, as a Pod being deleted is: its server closes while it stops (the stop waits
+        // for its creates and removes its anchors), and nobody should count that as missed heartbeats.
+        if (agent.ready) {
+          const { endpoint: _endpoint, ...away } = agent;
+          this.emit({ type: "lost", agent: { ...away, ready: false }, reason: "agent stopping" });
+        }
         try {
           await agentProcess.stop();
         } finally {
@@ -142,7 +161,14 @@ export class EmbeddedAgentFleet implements AgentFleet {
 
   private add(ref: PoolRef, name: string, pool?: SandboxPool): void {
     const { options } = this;
-    const base: FleetAgent = { name, namespace: ref.namespace, pool: ref.pool, ready: false, hostIP: "127.0.0.1" };
+    const base: FleetAgent = {
+      name,
+      namespace: ref.namespace,
+      pool: ref.pool,
+      ready: false,
+      hostIP: "127.0.0.1",
+      ...(pool ? { templateHash: this.templateHash(pool) } : {}),
+    };
     const current = (): FleetAgent | undefined => (this.processes.get(name) === agentProcess ? this.agents.get(name) : undefined);
     const events: LocalAgentEvents = {
       onReady: (agent, status) => {
@@ -171,7 +197,7 @@ export class EmbeddedAgentFleet implements AgentFleet {
       cgroupParent: options.cgroupRoot ? `/${options.cgroupRoot}/${name}` : "",
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       ...(options.agentRestartDelayMs !== undefined ? { restartDelayMs: options.agentRestartDelayMs } : {}),
-      env: { ...options.agentEnv, ...(pool ? { ...preparedInstancesEnv(pool), ...agentLimitsEnv(pool) } : {}) },
+      env: { ...options.agentEnv, ...(pool ? poolAgentEnv(pool) : {}) },
       registryConfigPath: registryConfigPath(options.dataDir),
       ...(options.metrics ? { metrics: options.metrics } : {}),
       ...(options.clock ? { clock: options.clock } : {}),

@@ -24,6 +24,9 @@ class FakeFleet implements AgentFleet {
     return [];
   }
   async stopAgents(): Promise<void> {}
+  templateHash(): string {
+    return "";
+  }
 
   listAgents(): FleetAgent[] {
     return [...this.agents.values()].map((agent) => ({ ...agent }));

@@ -39,6 +39,12 @@ export interface FleetAgent extends PoolRef {
    * the pool controller removes it, which replaces it. Undefined while it may run.
    */
   terminated?: string;
+  /**
+   * The hash of the settings the agent was started with (agent-template-hash.ts); undefined when
+   * unknown (a Pod of a controller that did not record it). The pool controller replaces idle agents
+   * whose hash is not `AgentFleet.templateHash(pool)`.
+   */
+  templateHash?: string;
 }
 
 /** A ready agent: its endpoint is known. */
@@ -62,6 +68,8 @@ export interface AgentFleet {
    * Resolves with the new agents' names once they are requested, not once they are ready.
    */
   startAgents(pool: SandboxPool, count: number): Promise<string[]>;
+  /** The `templateHash` an agent started now for the pool would carry. */
+  templateHash(pool: SandboxPool): string;
   /**
    * Stops the named agents of the pool. The caller has drained them: the fleet never checks for
    * sandboxes, so a busy agent must never be named here. Names the fleet does not know are ignored.

@@ -4,7 +4,8 @@ import { describe, it } from "node:test";
 import { loadYaml, type V1Container, type V1EnvVar, type V1PodTemplateSpec } from "@kubernetes/client-node";
 import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
 import { agentLimitsEnv } from "./agent-limits-env.js";
-import { POOL_LABEL, agentPodLimits, buildAgentPod, mergePodTemplates } from "./agent-pod.js";
+import { POOL_LABEL, agentPodLimits, agentPodTemplateHash, buildAgentPod, mergePodTemplates, type AgentPodOptions } from "./agent-pod.js";
+import { TEMPLATE_HASH_LABEL } from "./agent-template-hash.js";
 
 /** The deployment's default agent Pod template, as the controller reads it (FSB_AGENT_TEMPLATE_FILE). */
 function defaultTemplate(): V1PodTemplateSpec {
@@ -46,6 +47,23 @@ describe("buildAgentPod", () => {
     assert.deepEqual(pod.metadata?.ownerReferences, [
       { apiVersion: API_VERSION, kind: "SandboxPool", name: "python", uid: "0b5c2c1e-0000-4000-8000-000000000001", controller: true, blockOwnerDeletion: true },
     ]);
+  });
+
+  it("labels the Pod with its template's hash: the same for the same template in any key order, another for any change that reaches the agent", () => {
+    const hash = (p: SandboxPool, options: AgentPodOptions = {}) => buildAgentPod(p, options).metadata?.labels?.[TEMPLATE_HASH_LABEL];
+    const template = { metadata: { labels: { team: "a" } }, spec: { containers: [{ name: "agent", resources: { limits: { cpu: "2", memory: "4Gi" } } }] } };
+    const reordered = { spec: { containers: [{ resources: { limits: { memory: "4Gi", cpu: "2" } }, name: "agent" }] }, metadata: { labels: { team: "a" } } };
+    const base = hash(pool(template));
+    assert.match(base ?? "", /^[0-9a-f]{16}$/);
+    assert.equal(hash(pool(reordered)), base, "key order does not count");
+    assert.equal(agentPodTemplateHash(pool(template)), base);
+    const differs = (p: SandboxPool, options: AgentPodOptions = {}, why = "") => assert.notEqual(hash(p, options), base, why);
+    differs(pool({ ...template, spec: { containers: [{ name: "agent", resources: { limits: { cpu: "3", memory: "4Gi" } } }] } }), {}, "agent limits");
+    differs({ ...pool(template), spec: { ...pool(template).spec, image: "python:3.12", preparedInstances: 3 } }, {}, "prepared instances");
+    differs(pool(template), { image: "fast-sandbox.io/agent:v2" }, "the agent image");
+    differs(pool(template), { baseTemplate: { spec: { containers: [{ name: "agent", args: ["--verbose"] }] } } }, "the deployment's base template");
+    // What does not reach the agent leaves it alone: slots and capacity are the registry's.
+    assert.equal(hash({ ...pool(template), spec: { ...pool(template).spec, maxSandboxesPerPod: 2, capacity: { poolMin: 0, poolMax: 9 } } }), base);
   });
 
   it("refuses a pool read from nowhere (no uid to own the Pod)", () => {

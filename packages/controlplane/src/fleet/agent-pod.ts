@@ -12,12 +12,13 @@
  * The pool's template is merged over the deployment's default template (`baseTemplate`, the file
  * config/agent/agent-pod-template.yaml: containers, init containers and volumes by name, env by
  * name, mounts by path); containers that name no image get the agent image.
- * The Pod is named `<pool>-agent-<random>`, labelled with its pool and owned by the pool (deleting
- * the pool deletes its agents through the garbage collector). Pure: no I/O.
+ * The Pod is named `<pool>-agent-<random>`, labelled with its pool and its template's hash, and owned
+ * by the pool (deleting the pool deletes its agents through the garbage collector). Pure: no I/O.
  */
 import type { V1Container, V1EnvVar, V1Pod, V1PodTemplateSpec, V1Probe, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
 import { AGENT_CONTAINER_NAME, API_VERSION, agentLimitsOf, type AgentLimits, type SandboxPool } from "@fast-sandbox/api";
 import { preparedInstancesEnv } from "../fastpath/instance-template.js";
+import { agentTemplateHash, TEMPLATE_HASH_LABEL } from "./agent-template-hash.js";
 
 /** The label every agent Pod carries: the name of its pool. */
 export const POOL_LABEL = "fast-sandbox.io/pool";
@@ -71,8 +72,23 @@ export function agentPodGenerateName(pool: string): string {
   return `${pool}-agent-`;
 }
 
-/** The agent Pod for `pool` (it must have been read from the API server: its UID is the owner reference's). */
+/**
+ * The agent Pod for `pool` (it must have been read from the API server: its UID is the owner
+ * reference's), labelled with the hash of everything else in it (TEMPLATE_HASH_LABEL): a Pod whose
+ * label differs from a Pod built now was started from an earlier pool spec or base template.
+ */
 export function buildAgentPod(pool: SandboxPool, options: AgentPodOptions = {}): V1Pod {
+  const pod = buildUnlabelledAgentPod(pool, options);
+  const labels = pod.metadata?.labels ?? {};
+  return { ...pod, metadata: { ...pod.metadata, labels: { ...labels, [TEMPLATE_HASH_LABEL]: agentTemplateHash(pod) } } };
+}
+
+/** The hash of the template of the pool's agent Pods (the TEMPLATE_HASH_LABEL of a Pod built now). */
+export function agentPodTemplateHash(pool: SandboxPool, options: AgentPodOptions = {}): string {
+  return buildAgentPod(pool, options).metadata?.labels?.[TEMPLATE_HASH_LABEL] ?? "";
+}
+
+function buildUnlabelledAgentPod(pool: SandboxPool, options: AgentPodOptions): V1Pod {
   const settings = { ...AGENT_POD_DEFAULTS, ...options };
   const poolName = pool.metadata.name;
   const namespace = pool.metadata.namespace ?? "default";

@@ -8,14 +8,16 @@
  * readiness probe asks the agent) and is not being deleted; its endpoint is `<podIP>:<port>`. A Pod
  * that stops being ready is `lost`; a deleted one `lost` (if it was ready) then `removed`. A Pod in
  * phase Failed or Succeeded (evicted, its node shut down) never runs again: its agent is `terminated`,
- * and the pool controller deletes it.
+ * and the pool controller deletes it. A Pod's `fast-sandbox.io/template-hash` label is its agent's
+ * `templateHash`.
  */
 import { ApiException, CoreV1Api, makeInformer, type Informer, type KubeConfig, type ObjectCache, type V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { FailedPreconditionError, type SandboxPool } from "@fast-sandbox/api";
 import { systemClock, type Clock, type Timer } from "../controller/clock.js";
 import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "./agent-fleet.js";
-import { AGENT_POD_DEFAULTS, POOL_LABEL, buildAgentPod, type AgentPodOptions } from "./agent-pod.js";
+import { AGENT_POD_DEFAULTS, POOL_LABEL, agentPodTemplateHash, buildAgentPod, type AgentPodOptions } from "./agent-pod.js";
+import { TEMPLATE_HASH_LABEL } from "./agent-template-hash.js";
 
 export interface KubernetesAgentFleetOptions {
   kubeConfig: KubeConfig;
@@ -52,6 +54,7 @@ function agentOf(pod: V1Pod, port: number): FleetAgent {
     ...(pod.status?.hostIP ? { hostIP: pod.status.hostIP } : {}),
     ...(pod.metadata?.uid ? { uid: pod.metadata.uid } : {}),
     ...(ended ? { terminated: `its Pod is ${phase}${why ? ` (${why})` : ""}` } : {}),
+    ...(pod.metadata?.labels?.[TEMPLATE_HASH_LABEL] ? { templateHash: pod.metadata.labels[TEMPLATE_HASH_LABEL] } : {}),
   };
 }
 
@@ -122,6 +125,10 @@ export class KubernetesAgentFleet implements AgentFleet {
       names.push(name);
     }
     return names;
+  }
+
+  templateHash(pool: SandboxPool): string {
+    return agentPodTemplateHash(pool, this.options.pod);
   }
 
   async stopAgents(pool: PoolRef, names: readonly string[]): Promise<void> {

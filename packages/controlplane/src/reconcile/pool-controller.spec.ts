@@ -4,6 +4,7 @@ import { API_VERSION, ConflictError, type PoolCapacity, type Sandbox, type Sandb
 import { pino } from "pino";
 import { FakeClock } from "../controller/clock.js";
 import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "../fleet/agent-fleet.js";
+import { agentTemplateHash } from "../fleet/agent-template-hash.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { MemoryResourceStore } from "../store/memory-resource-store.js";
 import { POOL_CLEANUP_FINALIZER, PoolController, type PoolControllerOptions } from "./pool-controller.js";
@@ -22,8 +23,14 @@ class FakeFleet implements AgentFleet {
   /** Whether each agent named in stopAgents was unready in the registry at the time. */
   readonly readyWhenStopped: (boolean | undefined)[] = [];
   registry: AgentRegistry | undefined;
+  /** The template hash each requested agent was started with (its pool's agentTemplate then). */
+  private readonly startedWith = new Map<string, string>();
   private readonly listeners = new Set<AgentFleetListener>();
   private next = 0;
+
+  templateHash(pool: SandboxPool): string {
+    return agentTemplateHash(pool.spec.agentTemplate ?? {});
+  }
 
   async start(): Promise<void> {}
   async stop(): Promise<void> {}
@@ -31,6 +38,7 @@ class FakeFleet implements AgentFleet {
   async startAgents(pool: SandboxPool, count: number): Promise<string[]> {
     const names = Array.from({ length: count }, () => `${pool.metadata.name}-agent-${this.next++}`);
     this.requested.push(...names);
+    for (const name of names) this.startedWith.set(name, this.templateHash(pool));
     return names;
   }
 
@@ -50,7 +58,7 @@ class FakeFleet implements AgentFleet {
 
   /** The Pod exists, not ready yet. */
   report(name: string): void {
-    this.agents.set(name, { name, namespace: NAMESPACE, pool: POOL, ready: false, uid: `uid-${name}` });
+    this.agents.set(name, { name, namespace: NAMESPACE, pool: POOL, ready: false, uid: `uid-${name}`, ...this.hashOf(name) });
   }
 
   ready(name: string, podIP: string): void {
@@ -63,6 +71,7 @@ class FakeFleet implements AgentFleet {
       nodeName: "node-0",
       hostIP: "10.0.0.1",
       uid: `uid-${name}`,
+      ...this.hashOf(name),
     };
     this.agents.set(name, agent);
     this.emit({ type: "ready", agent: { ...agent, ready: true, endpoint: `${podIP}:7071` } });
@@ -87,6 +96,11 @@ class FakeFleet implements AgentFleet {
     const agent = this.agents.get(name)!;
     this.agents.delete(name);
     this.emit({ type: "removed", agent });
+  }
+
+  private hashOf(name: string): Pick<FleetAgent, "templateHash"> {
+    const hash = this.startedWith.get(name);
+    return hash === undefined ? {} : { templateHash: hash };
   }
 
   private emit(event: AgentFleetEvent): void {
@@ -234,7 +248,7 @@ describe("PoolController", () => {
     controller.wake(NAMESPACE, POOL);
     await settle();
     assert.equal(fleet.requested.length, 2, "Pods that exist but are not ready count as starting");
-    assert.deepEqual(await status(), { agents: 2, readyAgents: 0, sandboxes: 0, freeSlots: 0, desiredAgents: 2, observedGeneration: 1 });
+    assert.deepEqual(await status(), { agents: 2, readyAgents: 0, sandboxes: 0, freeSlots: 0, desiredAgents: 2, updatedAgents: 2, observedGeneration: 1 });
   });
 
   it("registers ready agents with the pool's slots, their Pod IP and endpoint, and writes the pool status", async () => {
@@ -255,7 +269,7 @@ describe("PoolController", () => {
       },
       { capacity: 3, hostIP: "10.1.0.1", endpoint: "10.1.0.1:7071", ready: true, pool: POOL, namespace: NAMESPACE, nodeName: "node-0" },
     );
-    assert.deepEqual(await status(), { agents: 2, readyAgents: 2, sandboxes: 0, freeSlots: 6, desiredAgents: 2, observedGeneration: 1 });
+    assert.deepEqual(await status(), { agents: 2, readyAgents: 2, sandboxes: 0, freeSlots: 6, desiredAgents: 2, updatedAgents: 2, observedGeneration: 1 });
   });
 
   it("follows spec changes: a higher poolMin starts more agents, a new slot count applies to registered agents, observedGeneration follows", async () => {
@@ -269,7 +283,104 @@ describe("PoolController", () => {
     assert.equal(fleet.requested.length, 2);
     await allReady();
     assert.equal(registry.getAgent("python-agent-0")?.capacity, 5);
-    assert.deepEqual(await status(), { agents: 2, readyAgents: 2, sandboxes: 0, freeSlots: 10, desiredAgents: 2, observedGeneration: 2 });
+    assert.deepEqual(await status(), { agents: 2, readyAgents: 2, sandboxes: 0, freeSlots: 10, desiredAgents: 2, updatedAgents: 2, observedGeneration: 2 });
+  });
+
+  /** The pool's agentTemplate with the agent container's image changed (the fleet's template hash changes with it). */
+  async function changeAgentImage(image: string): Promise<void> {
+    const current = await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    assert.ok(current);
+    await store.update("SandboxPool", { ...current, spec: { ...current.spec, agentTemplate: { spec: { containers: [{ name: "agent", image }] } } } });
+    await settle();
+  }
+
+  it("replaces idle agents of an earlier agentTemplate one at a time: the replacement starts first, the old agent goes drained once it is ready", async () => {
+    await store.create("SandboxPool", poolObject({ poolMin: 2, poolMax: 2 }));
+    await settle();
+    await allReady();
+    await changeAgentImage("agent:v2");
+    assert.deepEqual(fleet.requested, ["python-agent-0", "python-agent-1", "python-agent-2"], "one replacement, above poolMax by one");
+    assert.deepEqual(fleet.stopCalls, [], "nothing stops before the replacement serves");
+    assert.equal((await status())?.updatedAgents, 0);
+
+    fleet.report("python-agent-2");
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.deepEqual(fleet.stopCalls, [], "a replacement that is not ready yet keeps the old agent");
+    assert.equal(fleet.requested.length, 3, "one replacement at a time");
+
+    await allReady();
+    assert.deepEqual(fleet.stopCalls, [["python-agent-1"]], "the highest idle outdated agent goes once its replacement is ready");
+    assert.deepEqual(fleet.readyWhenStopped, [false], "drained before the stop");
+    fleet.remove("python-agent-1");
+    await settle();
+    assert.deepEqual(fleet.requested.slice(3), ["python-agent-3"], "then the next one is replaced");
+    fleet.ready("python-agent-3", "10.1.0.4");
+    await settle();
+    assert.deepEqual(fleet.stopCalls, [["python-agent-1"], ["python-agent-0"]]);
+    fleet.remove("python-agent-0");
+    await settle();
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.equal(fleet.requested.length, 4, "nothing more to replace");
+    assert.deepEqual(await status(), { agents: 2, readyAgents: 2, sandboxes: 0, freeSlots: 4, desiredAgents: 2, updatedAgents: 2, observedGeneration: 2 });
+  });
+
+  it("keeps a busy agent of an earlier agentTemplate serving until its sandboxes are gone, then replaces it", async () => {
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 1 }));
+    await settle();
+    await allReady();
+    const [busy] = place(1);
+    assert.equal(busy, "python-agent-0");
+    await changeAgentImage("agent:v2");
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.deepEqual(fleet.requested, ["python-agent-0"], "no replacement while the only agent is busy");
+    assert.deepEqual(fleet.stopCalls, []);
+    assert.equal(registry.getAgent(busy)?.ready, true, "it still takes placements");
+
+    registry.release(`${NAMESPACE}/s0`);
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.deepEqual(fleet.requested, ["python-agent-0", "python-agent-1"]);
+    await allReady();
+    assert.deepEqual(fleet.stopCalls, [["python-agent-0"]]);
+  });
+
+  it("stops idle outdated agents the pool does not need without replacing them, one at a time, never the busy one", async () => {
+    await store.create("SandboxPool", poolObject({ poolMin: 0, poolMax: 3, bufferMin: 2 }));
+    await settle();
+    await allReady();
+    place(2);
+    waiting = 2;
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    await allReady();
+    waiting = 0;
+    assert.equal(fleet.requested.length, 3);
+    const current = await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    assert.ok(current);
+    // bufferMin 0: the pool needs one agent (two sandboxes on python-agent-0); the two idle ones are spare.
+    await store.update("SandboxPool", {
+      ...current,
+      spec: {
+        ...current.spec,
+        capacity: { poolMin: 0, poolMax: 3, scaleDownDelaySeconds: 3600 },
+        agentTemplate: { spec: { containers: [{ name: "agent", image: "agent:v2" }] } },
+      },
+    });
+    await settle();
+    assert.deepEqual(fleet.requested.length, 3, "no replacement: the pool has enough without it");
+    assert.deepEqual(fleet.stopCalls, [["python-agent-2"]]);
+    fleet.remove("python-agent-2");
+    await settle();
+    assert.deepEqual(fleet.stopCalls, [["python-agent-2"], ["python-agent-1"]], "then the other idle one, one at a time");
+    fleet.remove("python-agent-1");
+    await settle();
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.equal(fleet.stopCalls.length, 2, "the busy agent stays");
+    assert.deepEqual(await status(), { agents: 1, readyAgents: 1, sandboxes: 2, freeSlots: 0, desiredAgents: 1, updatedAgents: 0, observedGeneration: 2 });
   });
 
   it("grows with demand (placements and waiting creates) up to poolMax and not beyond", async () => {
@@ -325,7 +436,7 @@ describe("PoolController", () => {
       registry.listAgents({ namespace: NAMESPACE, pool: POOL }).map((a) => [a.name, a.ready]),
       [[busy, true]],
     );
-    assert.deepEqual(await status(), { agents: 1, readyAgents: 1, sandboxes: 1, freeSlots: 1, desiredAgents: 1, observedGeneration: 2 });
+    assert.deepEqual(await status(), { agents: 1, readyAgents: 1, sandboxes: 1, freeSlots: 1, desiredAgents: 1, updatedAgents: 1, observedGeneration: 2 });
   });
 
   it("spare capacity that is used again before the delay ends is not released", async () => {
@@ -394,7 +505,7 @@ describe("PoolController", () => {
     store.failNext("updateStatus", new ConflictError("the object has been modified"));
     await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 1 }));
     await settle();
-    assert.deepEqual(await status(), { agents: 0, readyAgents: 0, sandboxes: 0, freeSlots: 0, desiredAgents: 1, observedGeneration: 1 });
+    assert.deepEqual(await status(), { agents: 0, readyAgents: 0, sandboxes: 0, freeSlots: 0, desiredAgents: 1, updatedAgents: 0, observedGeneration: 1 });
   });
 
   it("stops the agents of a deleted pool, starts none, and forgets them as the fleet removes them", async () => {

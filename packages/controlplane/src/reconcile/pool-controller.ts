@@ -15,10 +15,14 @@
  * - an idle agent leaves by draining: marked unready in the registry (no placement reaches it), its
  *   allocation checked again (placement is synchronous, so a sandbox placed first shows now), and only
  *   then stopped. A busy agent is never stopped;
- * - the status (agents, readyAgents, sandboxes, freeSlots, desiredAgents, observedGeneration) is
+ * - the status (agents, readyAgents, sandboxes, freeSlots, desiredAgents, updatedAgents, observedGeneration) is
  *   written conditionally on the resourceVersion read, again from a fresh read on conflict;
  * - while spare capacity waits for `scaleDownDelaySeconds`, the key is requeued for when it falls due.
  *
+ * - a change of the pool's spec that reaches its agents only when they start (agentTemplate, agent
+ *   limits, prepared instances: the fleet's `templateHash`) replaces them, one at a time and only
+ *   when idle: a replacement starts first, and the outdated agent is drained and stopped once it is
+ *   ready (status.updatedAgents counts the agents of the current spec);
  * - every pool holds the finalizer `sandbox.fast.io/pool-cleanup`: deleting a pool (kubectl) deletes
  *   its sandboxes first, while its agents still run, then lets the pool go; the agents of a pool
  *   that is gone are stopped (Kubernetes would also garbage-collect the Pods by their owner
@@ -90,6 +94,18 @@ export interface PoolControllerOptions {
 interface ExpectedStart {
   name: string;
   requestedAt: Date;
+}
+
+/** One step of a pool's rolling replacement of outdated agents (PoolController.rolloutStep). */
+interface Rollout {
+  /** The `templateHash` of the pool's spec now. */
+  wanted: string;
+  /** Agents of the pool started from an earlier spec. */
+  outdated: number;
+  /** An agent of the current spec is requested or not serving yet. */
+  starting: boolean;
+  /** The idle outdated agent being replaced now. */
+  replacing?: string;
 }
 
 /** Held by every pool (Kubernetes mode) until its sandboxes are gone: deleting a pool deletes them first. */
@@ -259,10 +275,12 @@ export class PoolController implements Reconciler {
 
     const now = this.clock.now();
     const expected = this.pendingStarts(key, agents, now);
+    const live = agents.filter((agent) => !this.stopping.has(agent.name));
+    const rollout = this.rolloutStep(pool, agents, expected);
     const plan = planPoolSize({
       pool,
       agents: [
-        ...agents.filter((agent) => !this.stopping.has(agent.name)).map((agent) => this.sizingState(agent)),
+        ...live.filter((agent) => agent.name !== rollout.replacing).map((agent) => this.sizingState(agent)),
         ...expected.map(({ name }) => ({ name, allocated: 0, ready: false })),
       ],
       waiting: this.options.waitingFor?.(ref.namespace, ref.pool) ?? 0,
@@ -287,8 +305,15 @@ export class PoolController implements Reconciler {
     }
     const expectedNames = new Set(expected.map(({ name }) => name));
     const drained = plan.remove.filter((name) => !expectedNames.has(name) && this.drain(name));
-    if (drained.length > 0) {
+    // The outdated agent goes once nothing of the pool is starting: its replacement serves (or the pool needs none).
+    const retired = rollout.replacing !== undefined && plan.add === 0 && !rollout.starting && this.drain(rollout.replacing) ? rollout.replacing : undefined;
+    if (retired) {
+      this.options.logger.info({ pool: key, agent: retired, outdated: rollout.outdated }, "replacing an idle agent started from an earlier pool spec");
+      drained.push(retired);
+    } else if (drained.length > 0) {
       this.options.logger.info({ pool: key, agents: drained, desired: plan.desired }, "releasing idle agents (scale-down)");
+    }
+    if (drained.length > 0) {
       for (const name of drained) this.stopping.set(name, key);
       try {
         await this.options.fleet.stopAgents(ref, drained);
@@ -302,8 +327,29 @@ export class PoolController implements Reconciler {
       }
     }
 
-    await this.writeStatus(pool, plan.desired);
+    await this.writeStatus(pool, plan.desired, agents.filter((agent) => agent.templateHash === rollout.wanted).length);
     return { requeueAfterMs: this.requeueAfterMs(pool, plan.spareSince, now) };
+  }
+
+  /**
+   * A pool's agents follow its spec (a rolling replacement, one agent at a time, never a busy one):
+   * an agent started from an earlier spec (its fleet's `templateHash` differs) is `replacing` once
+   * idle. It is left out of the sizing, so a replacement starts when the pool needs one; and it is
+   * stopped, drained like any idle agent, once no agent of the pool is `starting` — the
+   * replacement is ready. A busy outdated agent keeps its sandboxes and serves on until it is idle.
+   * The pool has at most one agent above its size (or poolMax) while one is replaced.
+   */
+  private rolloutStep(pool: SandboxPool, agents: readonly FleetAgent[], expected: readonly ExpectedStart[]): Rollout {
+    const wanted = this.options.fleet.templateHash(pool);
+    const live = agents.filter((agent) => !this.stopping.has(agent.name));
+    const outdated = live.filter((agent) => agent.templateHash !== wanted);
+    const starting =
+      expected.length > 0 ||
+      live.some((agent) => agent.templateHash === wanted && (!agent.ready || this.options.registry.getAgent(agent.name)?.ready !== true));
+    // One at a time: the next waits until the one stopped before is gone.
+    const leaving = agents.some((agent) => this.stopping.has(agent.name) && agent.templateHash !== wanted);
+    const idle = outdated.filter((agent) => this.sizingState(agent).allocated === 0).sort((a, b) => b.name.localeCompare(a.name, undefined, { numeric: true }));
+    return { wanted, outdated: outdated.length, starting, ...(idle[0] && !leaving ? { replacing: idle[0].name } : {}) };
   }
 
   /**
@@ -413,7 +459,7 @@ export class PoolController implements Reconciler {
     return false;
   }
 
-  private async writeStatus(pool: SandboxPool, desiredAgents: number): Promise<void> {
+  private async writeStatus(pool: SandboxPool, desiredAgents: number, updatedAgents: number): Promise<void> {
     const namespace = pool.metadata.namespace ?? "";
     const usage = this.options.registry.poolUsage(namespace, pool.metadata.name);
     const observed: SandboxPoolStatus = {
@@ -422,6 +468,7 @@ export class PoolController implements Reconciler {
       sandboxes: usage.allocated,
       freeSlots: usage.free,
       desiredAgents,
+      updatedAgents,
       ...(pool.metadata.generation !== undefined ? { observedGeneration: pool.metadata.generation } : {}),
     };
     const unchanged = (status: SandboxPoolStatus | undefined): boolean =>

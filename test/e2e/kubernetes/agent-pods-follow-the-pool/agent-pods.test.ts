@@ -154,6 +154,7 @@ describe("agent Pods follow the pool (KubernetesAgentFleet on a real kube-apiser
       assert.equal(pod.metadata?.generateName, "python-agent-");
       assert.equal(pod.metadata?.labels?.["fast-sandbox.io/pool"], POOL);
       assert.equal(pod.metadata?.labels?.team, "data");
+      assert.equal(pod.metadata?.labels?.["fast-sandbox.io/template-hash"], fleet.templateHash(pool), "labelled with the hash of its template");
       assert.deepEqual(
         pod.metadata?.ownerReferences?.map((o) => ({ ...o })),
         [{ apiVersion: API_VERSION, kind: "SandboxPool", name: POOL, uid: pool.metadata.uid, controller: true, blockOwnerDeletion: true }],
@@ -196,6 +197,7 @@ describe("agent Pods follow the pool (KubernetesAgentFleet on a real kube-apiser
       assert.equal(ready.agent.nodeName, pod?.spec?.nodeName);
       assert.equal(ready.agent.hostIP, pod?.status?.hostIP);
       assert.equal(ready.agent.uid, pod?.metadata?.uid);
+      assert.equal(ready.agent.templateHash, fleet?.templateHash(pool), "the fleet reads the hash back from the Pod");
     }
     assert.deepEqual(
       fleet
