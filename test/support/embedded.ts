@@ -45,6 +45,8 @@ export interface EmbeddedCaseOptions {
   agentRestartDelayMs?: number;
   /** Run the supervised janitor process, as `fsb up` does. @default no janitor */
   janitor?: LocalJanitorOptions;
+  /** The window of the pools' create rates (capacity.dynamicBuffer). @default the control plane's */
+  createRateWindowMs?: number;
 }
 
 export function pool(name: string, spec: Partial<SandboxPool["spec"]> & { maxSandboxesPerPod: number }, namespace = "default"): SandboxPool {
@@ -75,6 +77,7 @@ export async function startEmbedded(options: EmbeddedCaseOptions): Promise<Embed
       heartbeatIntervalMs: options.heartbeatIntervalMs ?? 500,
       ...(options.agentRestartDelayMs !== undefined ? { agentRestartDelayMs: options.agentRestartDelayMs } : {}),
       ...(options.janitor ? { janitor: options.janitor } : {}),
+      ...(options.createRateWindowMs !== undefined ? { createRateWindowMs: options.createRateWindowMs } : {}),
       logger,
     });
     const client = new FastSandboxClient({ url: controlPlane.url, token });

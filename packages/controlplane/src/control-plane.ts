@@ -74,6 +74,8 @@ export interface EmbeddedControlPlaneOptions {
   heartbeatIntervalMs?: number;
   /** First restart delay of a lost agent (doubles per restart). @default 200 */
   agentRestartDelayMs?: number;
+  /** The window over which pools with capacity.dynamicBuffer count their creates. @default 60000 */
+  createRateWindowMs?: number;
   /** How long start-up waits for agents before serving writes anyway. @default 30000 */
   recoveryTimeoutMs?: number;
   /** Runs the janitor as a supervised child process (`fsb up` does); its log is `<dataDir>/janitor.log`. @default no janitor */
@@ -255,7 +257,15 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     logger,
     // Local agents start in well under a second: the status follows placements closely.
     resyncIntervalMs: 1000,
-    ...poolControllerHooks({ connections, registry, allocations, manager }),
+    ...poolControllerHooks({
+      connections,
+      registry,
+      allocations,
+      manager,
+      sandboxes: sandboxCache,
+      clock,
+      ...(options.createRateWindowMs !== undefined ? { createRateWindowMs: options.createRateWindowMs } : {}),
+    }),
     onPoolEmptied: async (namespace, pool) => {
       await checkpoints.deletePoolCheckpoints(namespace, pool);
     },

@@ -24,6 +24,12 @@ export const PoolCapacity = Type.Object(
         description: "How long a create waits for the pool to start an agent (scale from zero, or growing under poolMax). Default 30.",
       }),
     ),
+    dynamicBuffer: Type.Optional(
+      Type.Boolean({
+        description:
+          "Flow-aware buffer: keep as many free slots as the creates expected while an agent starts — ceil(creates per second over the last minute × the pool's measured agent start time) — at least bufferMin and at most bufferMax when set. status.buffer shows it. Default false (bufferMin).",
+      }),
+    ),
   },
   {
     additionalProperties: false,
@@ -146,6 +152,12 @@ export const SandboxPoolStatus = Type.Object(
     sandboxes: Type.Optional(Type.Integer({ minimum: 0 })),
     freeSlots: Type.Optional(Type.Integer({ minimum: 0 })),
     desiredAgents: Type.Optional(Type.Integer({ minimum: 0, description: "Agents the pool sizer wants right now." })),
+    buffer: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description: "Free slots the pool keeps for creates now: bufferMin, or with dynamicBuffer what the recent create rate asks for.",
+      }),
+    ),
     updatedAgents: Type.Optional(
       Type.Integer({
         minimum: 0,

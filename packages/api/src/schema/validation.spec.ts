@@ -366,13 +366,13 @@ describe("validateSandboxPool", () => {
     assertPoolRejected(
       (p) => (p.spec.capacity.surprise = 1),
       "spec.capacity.surprise",
-      /allowed fields: poolMin, poolMax, bufferMin, bufferMax, scaleDownDelaySeconds, wakeTimeoutSeconds$/,
+      /allowed fields: poolMin, poolMax, bufferMin, bufferMax, scaleDownDelaySeconds, wakeTimeoutSeconds, dynamicBuffer$/,
     );
     assertPoolRejected((p) => (p.spec.sandboxResources.surprise = 1), "spec.sandboxResources.surprise", /allowed fields: cpu, memory, pids$/);
     assertPoolRejected(
       (p) => (p.status.surprise = 1),
       "status.surprise",
-      /allowed fields: agents, readyAgents, sandboxes, freeSlots, desiredAgents, updatedAgents, hotImages, conditions, observedGeneration$/,
+      /allowed fields: agents, readyAgents, sandboxes, freeSlots, desiredAgents, buffer, updatedAgents, hotImages, conditions, observedGeneration$/,
     );
     assertPoolRejected((p) => (p.spec.surprise = 1), "spec.surprise", /allowed fields: capacity, maxSandboxesPerPod, /);
   });

@@ -190,7 +190,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     logger,
     clock,
     isLeader: leading,
-    ...poolControllerHooks({ connections, registry, allocations, manager }),
+    ...poolControllerHooks({ connections, registry, allocations, manager, sandboxes: sandboxCache, clock }),
     onPoolEmptied: async (namespace, pool) => {
       await checkpoints.deletePoolCheckpoints(namespace, pool);
     },

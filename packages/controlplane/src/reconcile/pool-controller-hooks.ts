@@ -2,14 +2,17 @@
  * How both composition roots connect the pool controller to the rest of the core: which agents may
  * be placed on (connected and adopted), what happens when one is registered (its images and the
  * slots the store records), how much demand waits in a pool (creates waiting here, Pending records),
- * and which pool an agent belongs to. One place, so the two modes cannot drift apart.
+ * how fast creates arrive in it (the flow-aware buffer), and which pool an agent belongs to. One place, so the two modes cannot drift apart.
  */
 import type { SandboxPool } from "@fast-sandbox/api";
 import type { SandboxManager } from "../fastpath/sandbox-manager.js";
 import type { AgentConnections } from "../fleet/agent-connections.js";
 import type { AgentFleet } from "../fleet/agent-fleet.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
+import type { Clock } from "../controller/clock.js";
+import type { Informer } from "../controller/informer.js";
 import type { AllocationSync } from "./allocation-sync.js";
+import { CreateRates } from "./create-rate.js";
 import type { PoolController, PoolControllerOptions } from "./pool-controller.js";
 
 export interface PoolControllerHooksOptions {
@@ -17,13 +20,25 @@ export interface PoolControllerHooksOptions {
   registry: AgentRegistry;
   allocations: AllocationSync;
   manager: SandboxManager;
+  /** The shared Sandbox informer: the pools' create rates are counted from what it adds (every replica's creates). */
+  sandboxes: Informer<"Sandbox">;
+  /** @default systemClock */
+  clock?: Clock;
+  /** The window of the create rates. @default DEFAULT_CREATE_RATE_WINDOW_MS */
+  createRateWindowMs?: number;
 }
 
 export function poolControllerHooks(
   options: PoolControllerHooksOptions,
-): Pick<PoolControllerOptions, "agentUsable" | "onAgentRegistered" | "waitingFor" | "closingPool"> {
+): Pick<PoolControllerOptions, "agentUsable" | "onAgentRegistered" | "waitingFor" | "closingPool" | "createsPerSecond"> {
   const { connections, registry, allocations, manager } = options;
+  const rates = new CreateRates({
+    ...(options.clock ? { clock: options.clock } : {}),
+    ...(options.createRateWindowMs !== undefined ? { windowMs: options.createRateWindowMs } : {}),
+  });
+  rates.follow(options.sandboxes);
   return {
+    createsPerSecond: (namespace, pool) => rates.perSecond(namespace, pool),
     closingPool: (namespace, pool, work) => manager.withPoolClosed(namespace, pool, work),
     agentUsable: (name) => connections.agentConnectivity(name)?.connected === true,
     onAgentRegistered: (name) => {

@@ -248,7 +248,16 @@ describe("PoolController", () => {
     controller.wake(NAMESPACE, POOL);
     await settle();
     assert.equal(fleet.requested.length, 2, "Pods that exist but are not ready count as starting");
-    assert.deepEqual(await status(), { agents: 2, readyAgents: 0, sandboxes: 0, freeSlots: 0, desiredAgents: 2, updatedAgents: 2, observedGeneration: 1 });
+    assert.deepEqual(await status(), {
+      agents: 2,
+      readyAgents: 0,
+      sandboxes: 0,
+      freeSlots: 0,
+      desiredAgents: 2,
+      buffer: 0,
+      updatedAgents: 2,
+      observedGeneration: 1,
+    });
   });
 
   it("registers ready agents with the pool's slots, their Pod IP and endpoint, and writes the pool status", async () => {
@@ -269,7 +278,16 @@ describe("PoolController", () => {
       },
       { capacity: 3, hostIP: "10.1.0.1", endpoint: "10.1.0.1:7071", ready: true, pool: POOL, namespace: NAMESPACE, nodeName: "node-0" },
     );
-    assert.deepEqual(await status(), { agents: 2, readyAgents: 2, sandboxes: 0, freeSlots: 6, desiredAgents: 2, updatedAgents: 2, observedGeneration: 1 });
+    assert.deepEqual(await status(), {
+      agents: 2,
+      readyAgents: 2,
+      sandboxes: 0,
+      freeSlots: 6,
+      desiredAgents: 2,
+      buffer: 0,
+      updatedAgents: 2,
+      observedGeneration: 1,
+    });
   });
 
   it("follows spec changes: a higher poolMin starts more agents, a new slot count applies to registered agents, observedGeneration follows", async () => {
@@ -283,7 +301,16 @@ describe("PoolController", () => {
     assert.equal(fleet.requested.length, 2);
     await allReady();
     assert.equal(registry.getAgent("python-agent-0")?.capacity, 5);
-    assert.deepEqual(await status(), { agents: 2, readyAgents: 2, sandboxes: 0, freeSlots: 10, desiredAgents: 2, updatedAgents: 2, observedGeneration: 2 });
+    assert.deepEqual(await status(), {
+      agents: 2,
+      readyAgents: 2,
+      sandboxes: 0,
+      freeSlots: 10,
+      desiredAgents: 2,
+      buffer: 0,
+      updatedAgents: 2,
+      observedGeneration: 2,
+    });
   });
 
   /** The pool's agentTemplate with the agent container's image changed (the fleet's template hash changes with it). */
@@ -323,7 +350,16 @@ describe("PoolController", () => {
     controller.wake(NAMESPACE, POOL);
     await settle();
     assert.equal(fleet.requested.length, 4, "nothing more to replace");
-    assert.deepEqual(await status(), { agents: 2, readyAgents: 2, sandboxes: 0, freeSlots: 4, desiredAgents: 2, updatedAgents: 2, observedGeneration: 2 });
+    assert.deepEqual(await status(), {
+      agents: 2,
+      readyAgents: 2,
+      sandboxes: 0,
+      freeSlots: 4,
+      desiredAgents: 2,
+      buffer: 0,
+      updatedAgents: 2,
+      observedGeneration: 2,
+    });
   });
 
   it("keeps a busy agent of an earlier agentTemplate serving until its sandboxes are gone, then replaces it", async () => {
@@ -380,7 +416,53 @@ describe("PoolController", () => {
     controller.wake(NAMESPACE, POOL);
     await settle();
     assert.equal(fleet.stopCalls.length, 2, "the busy agent stays");
-    assert.deepEqual(await status(), { agents: 1, readyAgents: 1, sandboxes: 2, freeSlots: 0, desiredAgents: 1, updatedAgents: 0, observedGeneration: 2 });
+    assert.deepEqual(await status(), {
+      agents: 1,
+      readyAgents: 1,
+      sandboxes: 2,
+      freeSlots: 0,
+      desiredAgents: 1,
+      buffer: 0,
+      updatedAgents: 0,
+      observedGeneration: 2,
+    });
+  });
+
+  it("with dynamicBuffer keeps the free slots its create rate asks for over its agents' measured start time, and gives them back when quiet", async () => {
+    await controller.stop();
+    let rate = 0.2;
+    controller = newController({ createsPerSecond: (namespace, pool) => (namespace === NAMESPACE && pool === POOL ? rate : 0) });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 0, poolMax: 6, scaleDownDelaySeconds: 0, dynamicBuffer: true }, 1));
+    await settle();
+    assert.deepEqual(fleet.requested, ["python-agent-0"], "0.2 creates/s over the default 5 s start: one free slot");
+    assert.equal((await status())?.buffer, 1);
+
+    clock.advance(2_000);
+    await allReady();
+    rate = 1;
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.deepEqual(fleet.requested, ["python-agent-0", "python-agent-1"], "1 create/s over the measured 2 s start: two free slots");
+    assert.equal((await status())?.buffer, 2);
+
+    clock.advance(1_000);
+    await allReady();
+    rate = 0;
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.equal((await status())?.buffer, 0);
+    assert.deepEqual(fleet.stopCalls.flat().sort(), ["python-agent-0", "python-agent-1"], "a quiet window releases what the flow held");
+  });
+
+  it("without dynamicBuffer ignores the create rate", async () => {
+    await controller.stop();
+    controller = newController({ createsPerSecond: () => 10 });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 6, bufferMin: 1 }, 1));
+    await settle();
+    assert.deepEqual(fleet.requested, ["python-agent-0"]);
+    assert.equal((await status())?.buffer, 1, "bufferMin");
   });
 
   it("grows with demand (placements and waiting creates) up to poolMax and not beyond", async () => {
@@ -436,7 +518,16 @@ describe("PoolController", () => {
       registry.listAgents({ namespace: NAMESPACE, pool: POOL }).map((a) => [a.name, a.ready]),
       [[busy, true]],
     );
-    assert.deepEqual(await status(), { agents: 1, readyAgents: 1, sandboxes: 1, freeSlots: 1, desiredAgents: 1, updatedAgents: 1, observedGeneration: 2 });
+    assert.deepEqual(await status(), {
+      agents: 1,
+      readyAgents: 1,
+      sandboxes: 1,
+      freeSlots: 1,
+      desiredAgents: 1,
+      buffer: 0,
+      updatedAgents: 1,
+      observedGeneration: 2,
+    });
   });
 
   it("spare capacity that is used again before the delay ends is not released", async () => {
@@ -505,7 +596,16 @@ describe("PoolController", () => {
     store.failNext("updateStatus", new ConflictError("the object has been modified"));
     await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 1 }));
     await settle();
-    assert.deepEqual(await status(), { agents: 0, readyAgents: 0, sandboxes: 0, freeSlots: 0, desiredAgents: 1, updatedAgents: 0, observedGeneration: 1 });
+    assert.deepEqual(await status(), {
+      agents: 0,
+      readyAgents: 0,
+      sandboxes: 0,
+      freeSlots: 0,
+      desiredAgents: 1,
+      buffer: 0,
+      updatedAgents: 0,
+      observedGeneration: 1,
+    });
   });
 
   it("stops the agents of a deleted pool, starts none, and forgets them as the fleet removes them", async () => {

@@ -15,7 +15,9 @@
  * - an idle agent leaves by draining: marked unready in the registry (no placement reaches it), its
  *   allocation checked again (placement is synchronous, so a sandbox placed first shows now), and only
  *   then stopped. A busy agent is never stopped;
- * - the status (agents, readyAgents, sandboxes, freeSlots, desiredAgents, updatedAgents, observedGeneration) is
+ * - a pool with capacity.dynamicBuffer keeps the free slots its recent create rate asks for
+ *   (create-rate.ts), the agents' start time measured here from request to serving;
+ * - the status (agents, readyAgents, sandboxes, freeSlots, desiredAgents, buffer, updatedAgents, observedGeneration) is
  *   written conditionally on the resourceVersion read, again from a fresh read on conflict;
  * - while spare capacity waits for `scaleDownDelaySeconds`, the key is requeued for when it falls due.
  *
@@ -39,6 +41,7 @@ import { Controller, type ReconcileResult, type Reconciler } from "../controller
 import { Informer } from "../controller/informer.js";
 import { parseObjectKey } from "../controller/object-key.js";
 import type { AgentFleet, AgentFleetEvent, FleetAgent, PoolRef } from "../fleet/agent-fleet.js";
+import { AgentStartTimes, flowBuffer } from "./create-rate.js";
 import { DEFAULT_SCALE_DOWN_DELAY_SECONDS, planPoolSize, type PoolAgentState } from "./pool-sizer.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
@@ -55,6 +58,8 @@ export interface PoolControllerOptions {
   namespace?: string;
   /** Creates waiting for a free slot in the pool (they make it grow). @default none wait */
   waitingFor?(namespace: string, pool: string): number;
+  /** The pool's recent creates per second (create-rate.ts), for pools with capacity.dynamicBuffer. @default none */
+  createsPerSecond?(namespace: string, pool: string): number;
   /**
    * Whether this replica sizes pools and writes their status (the leader); the others only keep
    * their registry in step with the fleet. @default always
@@ -134,6 +139,9 @@ export class PoolController implements Reconciler {
   private readonly expectedStarts = new Map<string, ExpectedStart[]>();
   /** Agents asked to stop (drained) → their pool key, until the fleet no longer reports them: never ready again. */
   private readonly stopping = new Map<string, string>();
+  /** Agents requested and not serving yet → their pool key and when: how long a pool's agents take to start. */
+  private readonly startRequested = new Map<string, { key: string; at: number }>();
+  private readonly startTimes = new AgentStartTimes();
   private unsubscribe: (() => void) | undefined;
 
   constructor(options: PoolControllerOptions) {
@@ -227,6 +235,7 @@ export class PoolController implements Reconciler {
     if (!pool || pool.metadata.deletionTimestamp) {
       this.spareSince.delete(key);
       this.expectedStarts.delete(key);
+      this.startTimes.forget(key);
       if (pool) return this.cascade(pool);
       // Gone, so are its sandboxes (the cascade above ran first): its agents go; the registry follows as the fleet reports them removed.
       const leftover = agents.map((agent) => agent.name).filter((name) => !this.stopping.has(name));
@@ -277,8 +286,12 @@ export class PoolController implements Reconciler {
     const expected = this.pendingStarts(key, agents, now);
     const live = agents.filter((agent) => !this.stopping.has(agent.name));
     const rollout = this.rolloutStep(pool, agents, expected);
+    const flow = pool.spec.capacity.dynamicBuffer
+      ? flowBuffer(this.options.createsPerSecond?.(ref.namespace, ref.pool) ?? 0, this.startTimes.of(key))
+      : undefined;
     const plan = planPoolSize({
       pool,
+      ...(flow !== undefined ? { flowBuffer: flow } : {}),
       agents: [
         ...live.filter((agent) => agent.name !== rollout.replacing).map((agent) => this.sizingState(agent)),
         ...expected.map(({ name }) => ({ name, allocated: 0, ready: false })),
@@ -301,6 +314,7 @@ export class PoolController implements Reconciler {
         return { requeueAfterMs: this.options.resyncIntervalMs ?? 5000 };
       }
       this.expectedStarts.set(key, [...expected, ...names.map((name) => ({ name, requestedAt: now }))]);
+      for (const name of names) this.startRequested.set(name, { key, at: now.getTime() });
       this.options.logger.info({ pool: key, agents: names, desired: plan.desired }, "starting agents");
     }
     const expectedNames = new Set(expected.map(({ name }) => name));
@@ -327,7 +341,11 @@ export class PoolController implements Reconciler {
       }
     }
 
-    await this.writeStatus(pool, plan.desired, agents.filter((agent) => agent.templateHash === rollout.wanted).length);
+    await this.writeStatus(pool, {
+      desiredAgents: plan.desired,
+      buffer: plan.buffer,
+      updatedAgents: agents.filter((agent) => agent.templateHash === rollout.wanted).length,
+    });
     return { requeueAfterMs: this.requeueAfterMs(pool, plan.spareSince, now) };
   }
 
@@ -426,6 +444,11 @@ export class PoolController implements Reconciler {
       // is draining, or not usable yet (not answering, not adopted).
       const ready = !this.stopping.has(agent.name) && usable;
       if (registry.getAgent(agent.name)?.ready !== ready) registry.setAgentReady(agent.name, ready);
+      const requested = this.startRequested.get(agent.name);
+      if (ready && requested) {
+        this.startTimes.sample(requested.key, this.clock.now().getTime() - requested.at);
+        this.startRequested.delete(agent.name);
+      }
     }
   }
 
@@ -441,6 +464,8 @@ export class PoolController implements Reconciler {
   private pendingStarts(key: string, agents: readonly FleetAgent[], now: Date): ExpectedStart[] {
     const reported = new Set(agents.map((agent) => agent.name));
     const limitMs = this.options.startExpectationMs ?? 60_000;
+    // An agent that never served (deleted while starting) is not a start time.
+    for (const [name, requested] of this.startRequested) if (now.getTime() - requested.at > 10 * limitMs) this.startRequested.delete(name);
     const pending = (this.expectedStarts.get(key) ?? []).filter(
       (expected) => !reported.has(expected.name) && now.getTime() - expected.requestedAt.getTime() < limitMs,
     );
@@ -459,7 +484,7 @@ export class PoolController implements Reconciler {
     return false;
   }
 
-  private async writeStatus(pool: SandboxPool, desiredAgents: number, updatedAgents: number): Promise<void> {
+  private async writeStatus(pool: SandboxPool, sized: Pick<SandboxPoolStatus, "desiredAgents" | "buffer" | "updatedAgents">): Promise<void> {
     const namespace = pool.metadata.namespace ?? "";
     const usage = this.options.registry.poolUsage(namespace, pool.metadata.name);
     const observed: SandboxPoolStatus = {
@@ -467,8 +492,7 @@ export class PoolController implements Reconciler {
       readyAgents: usage.readyAgents,
       sandboxes: usage.allocated,
       freeSlots: usage.free,
-      desiredAgents,
-      updatedAgents,
+      ...sized,
       ...(pool.metadata.generation !== undefined ? { observedGeneration: pool.metadata.generation } : {}),
     };
     const unchanged = (status: SandboxPoolStatus | undefined): boolean =>

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { API_VERSION, type PoolCapacity, type SandboxPool } from "@fast-sandbox/api";
-import { desiredAgents, planPoolSize, type PoolAgentState } from "./pool-sizer.js";
+import { desiredAgents, planPoolSize, poolBuffer, type PoolAgentState } from "./pool-sizer.js";
 
 function pool(capacity: PoolCapacity, maxSandboxesPerPod: number): SandboxPool {
   return { apiVersion: API_VERSION, kind: "SandboxPool", metadata: { name: "p", namespace: "default" }, spec: { capacity, maxSandboxesPerPod } };
@@ -64,7 +64,7 @@ describe("desiredAgents", () => {
 describe("planPoolSize", () => {
   it("grows at once to the desired count", () => {
     const plan = planPoolSize({ pool: pool({ poolMin: 0, poolMax: 4 }, 2), agents: [agent("p-0", 2)], waiting: 3, now: t0, spareSince: undefined });
-    assert.deepEqual(plan, { desired: 3, add: 2, remove: [], spareSince: undefined });
+    assert.deepEqual(plan, { desired: 3, buffer: 0, add: 2, remove: [], spareSince: undefined });
   });
 
   it("releases idle agents only after the spare capacity lasted scaleDownDelaySeconds", () => {
@@ -143,5 +143,45 @@ describe("planPoolSize", () => {
         assert.ok(now.getTime() - idleSince.getTime() >= (p.spec.capacity.scaleDownDelaySeconds ?? 0) * 1000, "only after the delay");
       }
     }
+  });
+});
+
+describe("poolBuffer and the flow-aware buffer (capacity.dynamicBuffer)", () => {
+  it("is bufferMin and bufferMax (default bufferMin) without dynamicBuffer, whatever the flow", () => {
+    assert.deepEqual(poolBuffer(pool({ poolMin: 0, poolMax: 4, bufferMin: 1 }, 2), 5), { min: 1, max: 1 });
+    assert.deepEqual(poolBuffer(pool({ poolMin: 0, poolMax: 4, bufferMin: 1, bufferMax: 3 }, 2), undefined), { min: 1, max: 3 });
+  });
+
+  it("follows the flow within [bufferMin, bufferMax], and raises max to it so it is not released as spare", () => {
+    const dynamic = (capacity: Omit<PoolCapacity, "poolMin" | "poolMax">) => pool({ poolMin: 0, poolMax: 9, dynamicBuffer: true, ...capacity }, 2);
+    assert.deepEqual(poolBuffer(dynamic({}), 0), { min: 0, max: 0 });
+    assert.deepEqual(poolBuffer(dynamic({}), 5), { min: 5, max: 5 }, "no bufferMax: the flow alone (poolMax bounds the agents)");
+    assert.deepEqual(poolBuffer(dynamic({ bufferMin: 2 }), 1), { min: 2, max: 2 }, "never below bufferMin");
+    assert.deepEqual(poolBuffer(dynamic({ bufferMin: 1, bufferMax: 4 }), 3), { min: 3, max: 4 });
+    assert.deepEqual(poolBuffer(dynamic({ bufferMin: 1, bufferMax: 4 }), 10), { min: 4, max: 4 }, "never above bufferMax");
+  });
+
+  it("sizes the pool for the flow's free slots, and keeps them while it lasts", () => {
+    const p = pool({ poolMin: 0, poolMax: 10, dynamicBuffer: true, scaleDownDelaySeconds: 0 }, 2);
+    const grown = planPoolSize({ pool: p, agents: [agent("p-0", 2)], waiting: 0, now: t0, spareSince: undefined, flowBuffer: 3 });
+    assert.deepEqual({ desired: grown.desired, buffer: grown.buffer, add: grown.add }, { desired: 3, buffer: 3, add: 2 });
+    const held = planPoolSize({
+      pool: p,
+      agents: [agent("p-0", 2), agent("p-1", 0), agent("p-2", 0)],
+      waiting: 0,
+      now: after(1),
+      spareSince: undefined,
+      flowBuffer: 3,
+    });
+    assert.deepEqual(held.remove, [], "4 free slots against a buffer of 3: nothing is spare");
+    const quiet = planPoolSize({
+      pool: p,
+      agents: [agent("p-0", 2), agent("p-1", 0), agent("p-2", 0)],
+      waiting: 0,
+      now: after(2),
+      spareSince: undefined,
+      flowBuffer: 0,
+    });
+    assert.deepEqual({ buffer: quiet.buffer, remove: quiet.remove }, { buffer: 0, remove: ["p-2", "p-1"] }, "a quiet window gives the agents back");
   });
 });
