@@ -10,7 +10,7 @@ import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { it } from "node:test";
 import type { Condition, Sandbox, SandboxPhase, SandboxPool, SandboxPoolStatus } from "@fast-sandbox/api";
-import type { FastSandboxClient } from "@fast-sandbox/sdk";
+import { FastSandboxClient } from "@fast-sandbox/sdk";
 import {
   AGENT_SELECTOR,
   CONTROLLER_LEASE,
@@ -168,6 +168,14 @@ export async function controllerLease(suite: KubernetesSuiteContext): Promise<Le
 /** Waits until a replica holds the controllers' Lease; returns its Pod name. */
 export function waitForLeaseHolder(suite: KubernetesSuiteContext): Promise<string> {
   return suite.eventually("a holder of the controllers' Lease", async () => (await controllerLease(suite)).holderIdentity);
+}
+
+/** A client of the Lease holder's fast path (the replica that sizes the pools), once it is a Ready Pod. */
+export async function leaderClient(suite: KubernetesSuiteContext): Promise<FastSandboxClient> {
+  const leader = await waitForLeaseHolder(suite);
+  const pod = JSON.parse(await suite.kubectlOk("-n", SYSTEM_NAMESPACE, "get", "pod", leader, "-o", "json")) as PodJson;
+  assert.ok(pod.status?.podIP && isPodReady(pod), `the leader ${leader} is a Ready controller Pod`);
+  return new FastSandboxClient({ url: `http://${pod.status.podIP}:${FAST_PATH_PORT}`, token: suite.apiToken });
 }
 
 /** The slots the pool's agents hold, as one controller replica's registry sees them (its fast path). */

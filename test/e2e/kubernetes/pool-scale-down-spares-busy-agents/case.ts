@@ -14,10 +14,10 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { SandboxPoolStatus } from "@fast-sandbox/api";
-import { FastSandboxClient, type Sandbox } from "@fast-sandbox/sdk";
+import type { FastSandboxClient, Sandbox } from "@fast-sandbox/sdk";
 import { agentContainers, runningTasks } from "../../../support/containerd-contents.js";
-import { agentPods, poolStatus, removePool, waitForLeaseHolder } from "../../../support/kubernetes-cases.js";
-import { BASE_IMAGE, FAST_PATH_PORT, SYSTEM_NAMESPACE, isPodReady, type KubernetesSuiteContext, type PodJson } from "../../../support/kubernetes-suite.js";
+import { agentPods, leaderClient, poolStatus, removePool } from "../../../support/kubernetes-cases.js";
+import { BASE_IMAGE, isPodReady, type KubernetesSuiteContext, type PodJson } from "../../../support/kubernetes-suite.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const POOL = "shrinks";
@@ -68,10 +68,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     before(
       async () => {
         namespace = await suite.createNamespace("pool-scale-down");
-        const leader = await waitForLeaseHolder(suite);
-        const pod = JSON.parse(await suite.kubectlOk("-n", SYSTEM_NAMESPACE, "get", "pod", leader, "-o", "json")) as PodJson;
-        assert.ok(pod.status?.podIP && isPodReady(pod), `the leader ${leader} is a Ready controller Pod`);
-        client = new FastSandboxClient({ url: `http://${pod.status.podIP}:${FAST_PATH_PORT}`, token: suite.apiToken });
+        client = await leaderClient(suite);
         await suite.apply(readFileSync(path.join(HERE, "pool.yaml"), "utf8"), namespace);
         await suite.eventually("the leader to know the pool", async () => (await client!.pools.get(POOL, { namespace })).metadata.name === POOL);
       },
