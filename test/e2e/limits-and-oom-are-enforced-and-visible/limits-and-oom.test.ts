@@ -145,6 +145,30 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     for (const sandbox of [limited, unlimited, agentLimited]) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
   });
 
+  it("cpu: the sandboxes of an agent share its CPU by slot, not by process: one busy loop holds its own against eight", async () => {
+    const { client, cgroupRoot, containerdNamespace } = embedded;
+    const loops = (count: number) => ["sh", "-c", `for i in $(seq ${count}); do sh -c 'while :; do :; done' & done; wait`];
+    // Both on the one agent of the pool limited to 300m: each wants far more than half of it.
+    const many = await client.sandboxes.create({ pool: "agent-limited", image: BASE_IMAGE, command: loops(8) });
+    const one = await client.sandboxes.create({ pool: "agent-limited", image: BASE_IMAGE, command: loops(1) });
+    assert.equal(many.status?.assignedPod, one.status?.assignedPod, "one agent holds both");
+    const ids = [many, one].map((sandbox) => containerOfSandbox(containerdNamespace, sandbox.status?.sandboxID ?? ""));
+    // Shared by process, the single loop would get 1/9 of the agent's CPU. Each sandbox is a CPU group
+    // of equal weight: on one CPU it would get half; on this 2-CPU machine about a third, as the
+    // kernel weighs a group on each CPU by where its threads run (the eight loops run on both).
+    await sleep(1_000);
+    const before = ids.map((id) => cpuSeconds(cgroupRoot, id));
+    await sleep(6_000);
+    const after = ids.map((id) => cpuSeconds(cgroupRoot, id));
+    const [manyUsed, oneUsed] = ids.map((_, i) => (after[i] ?? 0) - (before[i] ?? 0));
+    const share = (oneUsed ?? 0) / ((manyUsed ?? 0) + (oneUsed ?? 0));
+    const shown = `eight loops ${manyUsed?.toFixed(2)} s, one loop ${oneUsed?.toFixed(2)} s of CPU in 6 s`;
+    assert.ok((manyUsed ?? 0) > 0.1 && (oneUsed ?? 0) > 0.1, `both ran: ${shown}`);
+    assert.ok(share > 0.2 && share < 0.65, `the single loop's share is ${share.toFixed(2)}, near its 1/9 by process: ${shown}`);
+    assert.ok((manyUsed ?? 0) + (oneUsed ?? 0) < 6 * AGENT_LIMITED_MAX_CORES, `together within the agent's ${AGENT_LIMITS.cpu}: ${shown}`);
+    for (const sandbox of [many, one]) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
+  });
+
   it("memory: a process allocating 100 MiB in a 32Mi sandbox is OOM-killed, and the sandbox shows it", async () => {
     const { client } = embedded;
     // `tail` holds its whole last "line" — 100 MiB of zeros without a newline — in memory. Its
