@@ -8,7 +8,8 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
-import { it } from "node:test";
+import { readFileSync } from "node:fs";
+import { after, before, it } from "node:test";
 import type { Condition, Sandbox, SandboxPhase, SandboxPool, SandboxPoolStatus } from "@fast-sandbox/api";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
 import {
@@ -171,11 +172,43 @@ export function waitForLeaseHolder(suite: KubernetesSuiteContext): Promise<strin
 }
 
 /** A client of the Lease holder's fast path (the replica that sizes the pools), once it is a Ready Pod. */
-export async function leaderClient(suite: KubernetesSuiteContext): Promise<FastSandboxClient> {
+async function leaderClient(suite: KubernetesSuiteContext): Promise<FastSandboxClient> {
   const leader = await waitForLeaseHolder(suite);
   const pod = JSON.parse(await suite.kubectlOk("-n", SYSTEM_NAMESPACE, "get", "pod", leader, "-o", "json")) as PodJson;
   assert.ok(pod.status?.podIP && isPodReady(pod), `the leader ${leader} is a Ready controller Pod`);
   return new FastSandboxClient({ url: `http://${pod.status.podIP}:${FAST_PATH_PORT}`, token: suite.apiToken });
+}
+
+/**
+ * Registers a pool case's `before` and `after`: a namespace of its own (`namespacePrefix`), a client
+ * of the Lease holder's fast path, and the pool of `poolFile` applied there and known to the leader
+ * — handed to `use` — then, afterwards, the pool with its sandboxes and agent Pods removed.
+ */
+export function poolCaseOnLeader(
+  suite: KubernetesSuiteContext,
+  options: { namespacePrefix: string; poolFile: string; pool: string },
+  use: (namespace: string, client: FastSandboxClient) => void,
+): void {
+  let namespace = "";
+  let client: FastSandboxClient | undefined;
+  before(
+    async () => {
+      namespace = await suite.createNamespace(options.namespacePrefix);
+      const leader = await leaderClient(suite);
+      client = leader;
+      await suite.apply(readFileSync(options.poolFile, "utf8"), namespace);
+      await suite.eventually("the leader to know the pool", async () => (await leader.pools.get(options.pool, { namespace })).metadata.name === options.pool);
+      use(namespace, leader);
+    },
+    { timeout: 120_000 },
+  );
+  after(
+    async () => {
+      if (namespace) await removePool(suite, namespace, options.pool);
+      client?.close();
+    },
+    { timeout: 300_000 },
+  );
 }
 
 /** The slots the pool's agents hold, as one controller replica's registry sees them (its fast path). */

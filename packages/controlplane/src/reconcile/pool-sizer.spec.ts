@@ -165,23 +165,10 @@ describe("poolBuffer and the flow-aware buffer (capacity.dynamicBuffer)", () => 
     const p = pool({ poolMin: 0, poolMax: 10, dynamicBuffer: true, scaleDownDelaySeconds: 0 }, 2);
     const grown = planPoolSize({ pool: p, agents: [agent("p-0", 2)], waiting: 0, now: t0, spareSince: undefined, flowBuffer: 3 });
     assert.deepEqual({ desired: grown.desired, buffer: grown.buffer, add: grown.add }, { desired: 3, buffer: 3, add: 2 });
-    const held = planPoolSize({
-      pool: p,
-      agents: [agent("p-0", 2), agent("p-1", 0), agent("p-2", 0)],
-      waiting: 0,
-      now: after(1),
-      spareSince: undefined,
-      flowBuffer: 3,
-    });
-    assert.deepEqual(held.remove, [], "4 free slots against a buffer of 3: nothing is spare");
-    const quiet = planPoolSize({
-      pool: p,
-      agents: [agent("p-0", 2), agent("p-1", 0), agent("p-2", 0)],
-      waiting: 0,
-      now: after(2),
-      spareSince: undefined,
-      flowBuffer: 0,
-    });
+    const three = [agent("p-0", 2), agent("p-1", 0), agent("p-2", 0)];
+    const withFlow = (flowBuffer: number) => planPoolSize({ pool: p, agents: three, waiting: 0, now: after(1), spareSince: undefined, flowBuffer });
+    assert.deepEqual(withFlow(3).remove, [], "4 free slots against a buffer of 3: nothing is spare");
+    const quiet = withFlow(0);
     assert.deepEqual({ buffer: quiet.buffer, remove: quiet.remove }, { buffer: 0, remove: ["p-2", "p-1"] }, "a quiet window gives the agents back");
   });
 });

@@ -9,13 +9,12 @@
  * Run by ../suite.test.ts on the suite's cluster.
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { FastSandboxClient, Sandbox } from "@fast-sandbox/sdk";
 import { agentContainers, containerIds, CONTAINER_LABELS, PREPARED_INSTANCE_ROLE, runningTasks } from "../../../support/containerd-contents.js";
-import { agentPods, leaderClient, poolStatus, removePool } from "../../../support/kubernetes-cases.js";
+import { agentPods, poolCaseOnLeader, poolStatus } from "../../../support/kubernetes-cases.js";
 import { BASE_IMAGE, isPodReady, type KubernetesSuiteContext, type PodJson } from "../../../support/kubernetes-suite.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -35,23 +34,10 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     const preparedOf = (agent: string) =>
       containerIds(suite.containerdNamespace, { [CONTAINER_LABELS.agent]: agent, [CONTAINER_LABELS.role]: PREPARED_INSTANCE_ROLE });
 
-    before(
-      async () => {
-        namespace = await suite.createNamespace("pool-follows");
-        client = await leaderClient(suite);
-        await suite.apply(readFileSync(path.join(HERE, "pool.yaml"), "utf8"), namespace);
-        await suite.eventually("the leader to know the pool", async () => (await client!.pools.get(POOL, { namespace })).metadata.name === POOL);
-      },
-      { timeout: 120_000 },
-    );
-
-    after(
-      async () => {
-        if (namespace) await removePool(suite, namespace, POOL);
-        client?.close();
-      },
-      { timeout: 300_000 },
-    );
+    poolCaseOnLeader(suite, { namespacePrefix: "pool-follows", poolFile: path.join(HERE, "pool.yaml"), pool: POOL }, (created, leader) => {
+      namespace = created;
+      client = leader;
+    });
 
     it("runs two agents of the pool's spec, without prepared instances, one with a sandbox", { timeout: 300_000 }, async () => {
       before2 = await suite.eventually(

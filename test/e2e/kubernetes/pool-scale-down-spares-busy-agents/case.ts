@@ -9,14 +9,13 @@
  * admission across replicas is other cases' subject. Run by ../suite.test.ts on the suite's cluster.
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { SandboxPoolStatus } from "@fast-sandbox/api";
 import type { FastSandboxClient, Sandbox } from "@fast-sandbox/sdk";
 import { agentContainers, runningTasks } from "../../../support/containerd-contents.js";
-import { agentPods, leaderClient, poolStatus, removePool } from "../../../support/kubernetes-cases.js";
+import { agentPods, poolCaseOnLeader, poolStatus } from "../../../support/kubernetes-cases.js";
 import { BASE_IMAGE, isPodReady, type KubernetesSuiteContext, type PodJson } from "../../../support/kubernetes-suite.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -65,23 +64,10 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       assert.deepEqual({ exitCode: result.exitCode, stdout: result.stdout.trim() }, { exitCode: 0, stdout: "alive" });
     };
 
-    before(
-      async () => {
-        namespace = await suite.createNamespace("pool-scale-down");
-        client = await leaderClient(suite);
-        await suite.apply(readFileSync(path.join(HERE, "pool.yaml"), "utf8"), namespace);
-        await suite.eventually("the leader to know the pool", async () => (await client!.pools.get(POOL, { namespace })).metadata.name === POOL);
-      },
-      { timeout: 120_000 },
-    );
-
-    after(
-      async () => {
-        if (namespace) await removePool(suite, namespace, POOL);
-        client?.close();
-      },
-      { timeout: 300_000 },
-    );
+    poolCaseOnLeader(suite, { namespacePrefix: "pool-scale-down", poolFile: path.join(HERE, "pool.yaml"), pool: POOL }, (created, leader) => {
+      namespace = created;
+      client = leader;
+    });
 
     it("grows to 3 agents for 5 sandboxes", { timeout: 300_000 }, async () => {
       const sandboxes = await Promise.all(
