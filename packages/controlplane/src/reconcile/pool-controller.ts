@@ -285,7 +285,7 @@ export class PoolController implements Reconciler {
     const now = this.clock.now();
     const expected = this.pendingStarts(key, agents, now);
     const live = agents.filter((agent) => !this.stopping.has(agent.name));
-    const rollout = this.rolloutStep(pool, agents, expected);
+    const rollout = this.rolloutStep(pool, agents, live, expected);
     const flow = pool.spec.capacity.dynamicBuffer
       ? flowBuffer(this.options.createsPerSecond?.(ref.namespace, ref.pool) ?? 0, this.startTimes.of(key))
       : undefined;
@@ -357,9 +357,8 @@ export class PoolController implements Reconciler {
    * replacement is ready. A busy outdated agent keeps its sandboxes and serves on until it is idle.
    * The pool has at most one agent above its size (or poolMax) while one is replaced.
    */
-  private rolloutStep(pool: SandboxPool, agents: readonly FleetAgent[], expected: readonly ExpectedStart[]): Rollout {
+  private rolloutStep(pool: SandboxPool, agents: readonly FleetAgent[], live: readonly FleetAgent[], expected: readonly ExpectedStart[]): Rollout {
     const wanted = this.options.fleet.templateHash(pool);
-    const live = agents.filter((agent) => !this.stopping.has(agent.name));
     const outdated = live.filter((agent) => agent.templateHash !== wanted);
     const starting =
       expected.length > 0 ||
