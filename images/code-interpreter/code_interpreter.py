@@ -24,8 +24,15 @@ thread; what it prints, and what processes it starts write to their stdout and s
 back (file descriptors 1 and 2 are pipes the worker reads). Executions of one context run one at a
 time, in order; contexts run in parallel. An execution whose client went away (the SDK's timeout)
 is interrupted (SIGINT: KeyboardInterrupt in the code). A worker that dies is reported as the
-execution's error, and a new one starts with the next execution. Languages: Python only (a context
-of another language is refused with 400).
+execution's error, and a new one starts with the next execution. Stopping a context (restart,
+removal, code that ignores an interrupt) kills its worker's whole session: what its code started too.
+
+Languages: ``python`` (also ``python3``, ``py``) and ``bash`` (also ``sh``, ``shell``; when the
+image has a bash): a bash context is one interactive bash fed each execution as a file it sources,
+so variables, functions, the working directory and exports live on; a run's ``env_vars`` are that
+run's alone; a last command that fails is the execution's error ``CommandExitError`` (``exit status
+N``); an interrupt ends the running command line and keeps the shell; ``exit`` ends the context (the
+next execution starts a new shell). Another language is refused with 400.
 
 Usage: ``python3 code_interpreter.py [--port 49999] [--host 0.0.0.0] [--cwd DIR] [--user NAME]``.
 The code runs as E2B's account ``user`` when the image has one (``--user root``: as the server, so
@@ -67,16 +74,22 @@ import json  # noqa: E402
 import linecache  # noqa: E402
 import os  # noqa: E402
 import pwd  # noqa: E402
+import re  # noqa: E402
 import selectors  # noqa: E402
+import shlex  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 import types  # noqa: E402
 import uuid  # noqa: E402
 
-LANGUAGES = ("python",)
+# bash contexts need a bash in the image (Fast Sandbox's has Debian's).
+BASH = shutil.which("bash")
+LANGUAGES = ("python", "bash") if BASH else ("python",)
 MAX_REQUEST_BYTES = 16 << 20
 INTERRUPT_GRACE_S = 10
 # How long an execution waits for its output to be sent once the code is done (as long as a client reads).
@@ -216,6 +229,7 @@ class _Worker:
             env_vars = {str(k): str(v) for k, v in (request.get("env_vars") or {}).items()}
             before = {name: os.environ.get(name) for name in env_vars}
             os.environ.update(env_vars)
+            self.env_vars = env_vars
             try:
                 value, error = self.interruptible(request.get("code", ""), "<cell %d>" % count)
             except KeyboardInterrupt as interrupted:  # one that came at the edge of the execution
@@ -268,6 +282,104 @@ class _Worker:
         exec(compile(tree, filename, "exec"), self.namespace)  # noqa: S102 - running the user's code is the point
         if last is not None:
             return eval(compile(last, filename, "eval"), self.namespace)  # noqa: S307
+        return None
+
+
+class CommandExitError(Exception):
+    """A bash execution whose last command exited with a status other than 0 (E2B's name for a command's)."""
+
+    def __init__(self, status):
+        super().__init__("exit status %d" % status)
+        self.status = status
+
+
+# What a bash context's shell runs first, read from its stdin like every command after it: no
+# prompts, history or history expansion; its stderr becomes the worker's (pumped) from here on;
+# `__fsb_run FILE` sources an execution's file with stdin from /dev/null and without the status pipe,
+# and the prompt command writes each command line's status to that pipe — also after an interrupt,
+# which ends an interactive shell's command line, not the shell. Both are read-only: code cannot
+# unhook the worker.
+_SHELL_SETUP = """set +H +o history
+unset HISTFILE
+PS1= PS2= PS0=
+exec 2>&{stderr} {stderr}>&-
+__fsb_run() {{ {{ . "$1"; }} </dev/null {status}>&-; }}
+readonly -f __fsb_run
+PROMPT_COMMAND='printf "%s\\n" "$?" >&{status}'; readonly PROMPT_COMMAND
+"""
+
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class _ShellWorker(_Worker):
+    """A bash context: one interactive bash (so an interrupt ends the running command line, not the
+    shell), given each execution as a file it sources. Its variables, functions, working directory
+    and exports live on between executions; a run's env_vars are that run's alone (assignments
+    before the `.`). What bash and what it starts write to stdout and stderr is streamed as in a
+    Python context. A last status other than 0 is the execution's error (CommandExitError). An
+    `exit` ends the shell, and with it this worker (the server says so; the next run starts anew)."""
+
+    def __init__(self, requests_fd, events_fd):
+        super().__init__(requests_fd, events_fd)
+        self.env_vars = {}
+        self.interrupted = False
+        self.cells = tempfile.mkdtemp(prefix="fsb-bash-")
+        status_read, status_write = os.pipe()
+        commands_read, commands_write = os.pipe()
+        stderr = os.dup(2)
+        try:
+            # A process group of its own: an interrupt reaches the shell and the command it waits for.
+            self.shell = subprocess.Popen(
+                [BASH, "--noprofile", "--norc", "--noediting", "+m", "-i"],
+                stdin=commands_read,
+                stderr=subprocess.DEVNULL,  # its start-up's "no job control" notice; the setup gives it fd 2 back
+                pass_fds=(status_write, stderr),
+                # Python 3.11's own setpgid; before it, a preexec_fn (this process has threads by now).
+                **({"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}),
+            )
+        finally:
+            os.close(commands_read)
+            os.close(status_write)
+            os.close(stderr)
+        self.commands = os.fdopen(commands_write, "wb", buffering=0)
+        self.statuses = os.fdopen(status_read, "rb")
+        self.commands.write(_SHELL_SETUP.format(stderr=stderr, status=status_write).encode("utf-8"))
+        self.status()
+
+    def status(self):
+        """The next command line's exit status; None once the shell is gone."""
+        line = self.statuses.readline()
+        return int(line) if line.strip().isdigit() else None
+
+    def on_interrupt(self, signum, frame):
+        if self.running:
+            self.interrupted = True
+            try:
+                os.killpg(self.shell.pid, signal.SIGINT)
+            except OSError:
+                pass
+
+    def execute(self, code, filename):
+        for name in self.env_vars:
+            if not _SHELL_NAME.match(name):
+                raise ValueError("env var name %r is not a shell variable's name (letters, digits and _, not first a digit)" % name)
+        cell = os.path.join(self.cells, "cell")
+        with open(cell, "w", encoding="utf-8") as file:
+            file.write(code)
+            if not code.endswith("\n"):
+                file.write("\n")
+        assignments = "".join("%s=%s " % (name, shlex.quote(value)) for name, value in self.env_vars.items())
+        self.interrupted = False
+        self.commands.write(("%s__fsb_run %s\n" % (assignments, shlex.quote(cell))).encode("utf-8"))
+        status = self.status()
+        if status is None:
+            # `exit`, or killed: this worker goes with its shell once the output is out.
+            self.sync_output()
+            os._exit(self.shell.wait() & 0xFF)
+        if status != 0:
+            if self.interrupted and status == 130:
+                raise KeyboardInterrupt()
+            raise CommandExitError(status)
         return None
 
 
@@ -327,7 +439,8 @@ def _representations(value):
 def worker_main():
     requests_fd, events_fd = int(_argument("--requests", "-1")), int(_argument("--events", "-1"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the worker's own handler is in place
-    _Worker(requests_fd, events_fd).run()
+    worker = _ShellWorker if _argument("--language", "python") == "bash" else _Worker
+    worker(requests_fd, events_fd).run()
 
 
 # --- the server ---------------------------------------------------------------------------------
@@ -366,7 +479,20 @@ class Context:
         try:
             identity = _identity(account) if account is not None else {}
             self.process = subprocess.Popen(
-                [sys.executable, "-u", os.path.abspath(__file__), "--worker", "--requests", str(requests_read), "--events", str(events_write)],
+                [
+                    sys.executable,
+                    "-u",
+                    os.path.abspath(__file__),
+                    "--worker",
+                    "--language",
+                    self.language,
+                    "--requests",
+                    str(requests_read),
+                    "--events",
+                    str(events_write),
+                ],
+                # A session of its own: stopping the context stops what its code started too (see stop()).
+                start_new_session=True,
                 cwd=self.cwd,
                 env=env,
                 pass_fds=(requests_read, events_write),
@@ -385,8 +511,9 @@ class Context:
         self.events = events_read
 
     def stop(self):
-        """Stops the interpreter and closes its pipes; the caller holds the lock."""
+        """Stops the interpreter, and every process its code started, and closes its pipes; the caller holds the lock."""
         if self.process is not None:
+            _kill_session(self.process.pid)
             self.process.kill()
             self.process.wait()
             self.requests.close()
@@ -403,6 +530,7 @@ class Context:
         self.generation += 1
         process = self.process
         if process is not None and process.poll() is None:
+            _kill_session(process.pid)
             process.kill()
         if self.lock.acquire(blocking=False):
             try:
@@ -537,7 +665,34 @@ def _language(value):
     language = (value or "python").lower()
     if language in ("python3", "py"):
         language = "python"
+    if language in ("sh", "shell"):
+        language = "bash"
     return language
+
+
+def _kill_session(session):
+    """SIGKILL to every process of a worker's session: the worker and what its code started (a
+    bash context's commands, a Python context's subprocesses), as Jupyter kills a kernel's process
+    group. Again while a pass finds some: one may have forked meanwhile."""
+    for _ in range(3):
+        found = False
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % entry, "rb") as stat:
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            # After the command's name: state, ppid, pgrp, session.
+            if len(fields) > 3 and fields[0] != b"Z" and fields[3] == str(session).encode("ascii"):
+                found = True
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except OSError:
+                    pass
+        if not found:
+            return
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

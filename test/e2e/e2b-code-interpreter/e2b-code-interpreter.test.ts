@@ -57,7 +57,7 @@ describe("E2B's code-interpreter SDK against the E2B-compatible API and the code
     { timeout: 600_000 },
     async () => {
       const env = await e2bEnvironment(embedded);
-      await assertPytestPasses(venv, "test_e2b_code_interpreter.py", { env, cwd: HERE, timeoutMs: 540_000, atLeast: 11 });
+      await assertPytestPasses(venv, "test_e2b_code_interpreter.py", { env, cwd: HERE, timeoutMs: 540_000, atLeast: 16 });
     },
   );
 
@@ -105,6 +105,20 @@ describe("E2B's code-interpreter SDK against the E2B-compatible API and the code
       assert.equal((await sandbox.runCode("mine", { context })).error?.name, "NameError", "a restart clears the context's state");
       await sandbox.removeCodeContext(context);
       assert.ok(!(await sandbox.listCodeContexts()).some((known) => known.id === context.id));
+    });
+
+    it('language "bash": the shell\'s state across runs, its output, a failing last command as the error', async () => {
+      const stdout = (execution: { logs: { stdout: string[] } }) => execution.logs.stdout.join("");
+      assert.equal((await sandbox.runCode("cd /tmp; counted=2", { language: "bash" })).error, undefined);
+      assert.equal(stdout(await sandbox.runCode('echo "$((counted * 21)) in $PWD, $FROM_CREATE"', { language: "bash" })), "42 in /tmp, js\n");
+      const failed = await sandbox.runCode("echo before; cat /no/such/file", { language: "bash" });
+      assert.equal(stdout(failed), "before\n");
+      assert.equal(failed.error?.name, "CommandExitError");
+      assert.equal(failed.error?.value, "exit status 1");
+      const context = await sandbox.createCodeContext({ language: "bash" });
+      assert.equal(context.language, "bash");
+      assert.equal(stdout(await sandbox.runCode('echo "[${counted-}]"', { context })), "[]\n", "a bash context of its own");
+      await sandbox.removeCodeContext(context);
     });
 
     it("a run past its timeoutMs is interrupted: TimeoutError, and the context keeps its state", async () => {

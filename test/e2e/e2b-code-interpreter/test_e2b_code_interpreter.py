@@ -144,3 +144,63 @@ def test_the_sandbox_is_a_whole_e2b_sandbox_too(sandbox):
     sandbox.run_code("open('/home/user/written-by-code.txt', 'w').write('by run_code')")
     sandbox.files.write("/home/user/written-by-code.txt", "replaced through the files API")
     assert sandbox.commands.run("cat /home/user/written-by-code.txt").stdout == "replaced through the files API"
+
+
+def test_bash_runs_keep_the_shell_s_variables_functions_and_directory(sandbox):
+    first = sandbox.run_code("greeting=hello\nshout() { echo \"$1!\"; }\ncd /tmp\necho started", language="bash")
+    assert first.error is None
+    assert first.logs.stdout == ["started\n"]
+    assert first.results == []
+    execution = sandbox.run_code('shout "$greeting"; pwd; echo "$FROM_CREATE"', language="bash")
+    assert execution.error is None
+    assert "".join(execution.logs.stdout) == "hello!\n/tmp\nset-at-create\n"
+    # A context of its own, not the Python one's.
+    assert sandbox.run_code("greeting").error.name == "NameError"
+
+
+def test_a_bash_run_ending_with_a_failing_command_is_an_error_with_its_stderr(sandbox):
+    execution = sandbox.run_code("echo to stderr >&2\nls /no/such/path", language="bash")
+    assert execution.error is not None
+    assert execution.error.name == "CommandExitError"
+    assert execution.error.value == "exit status 1"
+    assert "to stderr\n" in "".join(execution.logs.stderr)
+    assert "/no/such/path" in "".join(execution.logs.stderr)
+    assert sandbox.run_code("(exit 3)", language="bash").error.value == "exit status 3"
+    assert sandbox.run_code("false; true", language="bash").error is None
+
+
+def test_bash_envs_of_a_run_apply_to_that_run_only(sandbox):
+    execution = sandbox.run_code('echo "$PER_RUN"; sh -c \'echo "child: $PER_RUN"\'', language="bash", envs={"PER_RUN": "it's once"})
+    assert "".join(execution.logs.stdout) == "it's once\nchild: it's once\n"
+    assert "".join(sandbox.run_code('echo "[${PER_RUN-}]"', language="bash").logs.stdout) == "[]\n"
+
+
+def test_a_bash_run_past_its_timeout_is_interrupted_and_the_shell_keeps_its_state(sandbox):
+    context = sandbox.create_code_context(language="bash", cwd="/home/user")
+    assert context.language == "bash"
+    sandbox.run_code("survivor='still here'", context=context)
+    started = time.monotonic()
+    with pytest.raises(TimeoutException):
+        sandbox.run_code("sleep 60", context=context, timeout=1)
+    with pytest.raises(TimeoutException):
+        sandbox.run_code("while :; do :; done", context=context, timeout=1)
+    assert time.monotonic() - started < 30
+    assert "".join(sandbox.run_code('echo "$survivor"; pwd', context=context).logs.stdout) == "still here\n/home/user\n"
+    sandbox.remove_code_context(context)
+
+
+def test_exit_ends_a_bash_context_and_a_restart_stops_what_it_started(sandbox):
+    context = sandbox.create_code_context(language="bash")
+    sandbox.run_code("lost=1", context=context)
+    assert sandbox.run_code("exit 4", context=context).error.name == "ContextRestarting"
+    assert "".join(sandbox.run_code('echo "[${lost-}]"', context=context).logs.stdout) == "[]\n"
+    # A background process of the context goes with it at a restart, as a Jupyter kernel's group does.
+    background = sandbox.run_code("sleep 300 &\necho $!", context=context)
+    pid = "".join(background.logs.stdout).strip()
+    assert sandbox.commands.run("kill -0 %s" % pid).exit_code == 0
+    sandbox.restart_code_context(context)
+    deadline = time.monotonic() + 10
+    while sandbox.commands.run("kill -0 %s 2>/dev/null && echo alive || echo gone" % pid).stdout.strip() == "alive":
+        assert time.monotonic() < deadline, "the context's background sleep outlived its restart"
+        time.sleep(0.1)
+    sandbox.remove_code_context(context)
