@@ -3,7 +3,7 @@ import tseslint from "typescript-eslint";
 
 export default tseslint.config(
   {
-    ignores: ["**/dist/**", "**/gen/**", "node_modules/**", "**/*.js", "test/harness/cluster/programs/**"],
+    ignores: ["**/dist/**", "**/gen/**", "node_modules/**", "**/*.js", "**/*.cjs", "test/harness/cluster/programs/**"],
   },
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -3,13 +3,13 @@
 # code-interpreter API on port 49999) on Python's standard library — and imports it into containerd.
 # Offline, from this host's files, like the base image: busybox-static for the shell and tools,
 # Debian's python3 (the interpreter, its standard library and the shared libraries they link),
-# Debian's bash (for bash contexts), a `user` account with home /home/user (E2B's). A pool named `code-interpreter-v1` (the
+# Debian's bash and node (for bash and JavaScript contexts), a `user` account with home /home/user (E2B's). A pool named `code-interpreter-v1` (the
 # template E2B's code-interpreter SDKs ask for; config/samples/code-interpreter-pool.yaml) with this
 # image serves their `run_code`; see the README. Code that needs packages beyond the standard library
 # needs an image that has them: any image with python3 serves the same API with the server copied in
 # and run as its command.
 #
-# Idempotent: the OCI archive is cached (keyed by the python and bash binaries, the server and this script)
+# Idempotent: the OCI archive is cached (keyed by the python, bash and node binaries, the server and this script)
 # and rebuilt only when missing; the import is skipped when containerd's namespace has the image.
 #
 # Usage: scripts/build-code-interpreter-image.sh [IMAGE] [CONTAINERD_NAMESPACE]
@@ -19,6 +19,7 @@
 #   containerd socket     env FSB_CONTAINERD_ADDRESS,     default /run/containerd/containerd.sock
 #   python                env FSB_PYTHON,                 default /usr/bin/python3 (Debian's python3)
 #   bash                  env FSB_BASH,                   default /bin/bash
+#   node                  env FSB_NODE,                   default the node on PATH
 # Needs root (ctr, chroot) and the Debian packages busybox-static, umoci, python3 and containerd.
 set -euo pipefail
 SELF="$(readlink -f "$0")"
@@ -32,6 +33,8 @@ ADDRESS="${FSB_CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}"
 BUSYBOX="${FSB_BUSYBOX:-/bin/busybox}"
 PYTHON="${FSB_PYTHON:-/usr/bin/python3}"
 BASH_BIN="${FSB_BASH:-/bin/bash}"
+NODE_BIN="${FSB_NODE:-$(command -v node || echo /usr/bin/node)}"
+JAVASCRIPT_CONTEXT="images/code-interpreter/javascript_context.cjs"
 SERVER="images/code-interpreter/code_interpreter.py"
 
 log() { echo "build-code-interpreter-image: $*" >&2; }
@@ -43,8 +46,10 @@ done
 [[ -x "$BUSYBOX" ]] || die "$BUSYBOX is missing; apt-get install -y busybox-static"
 [[ -x "$PYTHON" ]] || die "$PYTHON is missing; apt-get install -y python3"
 [[ -x "$BASH_BIN" ]] || die "$BASH_BIN is missing; apt-get install -y bash"
+[[ -x "$NODE_BIN" ]] || die "$NODE_BIN is missing; apt-get install -y nodejs"
 python_bin="$(readlink -f "$PYTHON")"
 bash_bin="$(readlink -f "$BASH_BIN")"
+node_bin="$(readlink -f "$NODE_BIN")"
 # The interpreter's own prefix and version (a Debian python: /usr, /usr/lib/pythonX.Y).
 read -r py_version py_stdlib py_dynload < <("$python_bin" -S -c 'import sys, sysconfig; print("%d.%d" % sys.version_info[:2], sysconfig.get_paths()["stdlib"], sysconfig.get_config_var("DESTSHARED"))')
 [[ -d "$py_stdlib" ]] || die "$python_bin's standard library $py_stdlib is missing"
@@ -57,9 +62,9 @@ ctr_ns() { ctr --address "$ADDRESS" -n "$NAMESPACE" "$@"; }
 # else of the host the image takes: their contents are part of the archive's key, so a security
 # update of one of them (libssl, libexpat…) makes a new image.
 shared_libraries() {
-  local roots=("$python_bin" "$py_stdlib" "$bash_bin")
+  local roots=("$python_bin" "$py_stdlib" "$bash_bin" "$node_bin")
   [[ -d "$py_dynload" ]] && roots+=("$py_dynload")
-  find "${roots[@]}" \( -name '*.so*' -o -path "$python_bin" -o -path "$bash_bin" \) -not -name '_tkinter*' |
+  find "${roots[@]}" \( -name '*.so*' -o -path "$python_bin" -o -path "$bash_bin" -o -path "$node_bin" \) -not -name '_tkinter*' |
     while read -r file; do ldd "$file" 2>/dev/null || true; done |
     awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $2 ~ /^\(0x/ { print $1 }' | sort -u
 }
@@ -79,7 +84,7 @@ EXTRAS=()
 for extra in /etc/ssl/certs/ca-certificates.crt /usr/share/zoneinfo; do
   [[ -e "$extra" ]] && EXTRAS+=("$extra")
 done
-digest="$( (cat "$python_bin" "$bash_bin" "$BUSYBOX" "$SERVER" "$SELF" scripts/lib/oci-image.sh "${LIBRARIES[@]}"
+digest="$( (cat "$python_bin" "$bash_bin" "$node_bin" "$BUSYBOX" "$SERVER" "$JAVASCRIPT_CONTEXT" "$SELF" scripts/lib/oci-image.sh "${LIBRARIES[@]}"
   if [[ ${#EXTRAS[@]} -gt 0 ]]; then { find -L "${EXTRAS[@]}" -type f -print0 2>/dev/null || true; } | LC_ALL=C sort -z | xargs -0r cat; fi) | sha256sum | cut -c1-16)"
 ARCHIVE="$CACHE_DIR/code-interpreter-${digest}-${TAG}.oci.tar"
 # A changed server or python makes a new archive: an image of that name from an older one is replaced.
@@ -113,9 +118,11 @@ if [[ ! -s "$ARCHIVE" ]]; then
     cp -a "$py_dynload"/. "$rootfs$py_dynload"/
     rm -f "$rootfs$py_dynload"/_tkinter*
   fi
-  # bash for the code's bash contexts (language "bash"), in busybox's place.
+  # bash for the code's bash contexts (language "bash"), in busybox's place; node for its
+  # JavaScript contexts.
   rm -f "$rootfs/bin/bash"
   cp "$bash_bin" "$rootfs/bin/bash"
+  cp "$node_bin" "$rootfs/usr/bin/node"
   # The shared libraries (see shared_libraries), at their paths; the CA certificates (https from
   # the code) and the time zones (zoneinfo), when the host has them.
   for library in "${LIBRARIES[@]}"; do
@@ -137,6 +144,7 @@ if [[ ! -s "$ARCHIVE" ]]; then
   fi
   # Debian's python reads its own site-packages only; the image has none.
   install -m 0644 "$SERVER" "$rootfs/opt/fast-sandbox/code_interpreter.py"
+  install -m 0644 "$JAVASCRIPT_CONTEXT" "$rootfs/opt/fast-sandbox/javascript_context.cjs"
 
   printf 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs/etc/passwd"
   printf 'root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
@@ -144,6 +152,7 @@ if [[ ! -s "$ARCHIVE" ]]; then
   # The interpreter starts in the sandbox: it must run in this root, with nothing of the host's.
   chroot "$rootfs" /usr/bin/python3 -S -c 'import ast, json, http.server, subprocess, uuid' || die "python does not run inside the image's root"
   chroot "$rootfs" /bin/bash --norc -c 'true' || die "bash does not run inside the image's root"
+  chroot "$rootfs" /usr/bin/node -e 'require("node:repl"); require("node:vm")' || die "node does not run inside the image's root"
 
   umoci repack --image "$work/layout:$TAG" "$work/bundle"
   umoci config --image "$work/layout:$TAG" \

@@ -32,7 +32,11 @@ image has a bash): a bash context is one interactive bash fed each execution as 
 so variables, functions, the working directory and exports live on; a run's ``env_vars`` are that
 run's alone; a last command that fails is the execution's error ``CommandExitError`` (``exit status
 N``); an interrupt ends the running command line and keeps the shell; ``exit`` ends the context (the
-next execution starts a new shell). Another language is refused with 400.
+next execution starts a new shell). ``javascript`` (also ``js``, ``node``, ``nodejs``; when the image
+has a node and javascript_context.cjs lies beside this file): a Node.js process per context
+(javascript_context.cjs), with declarations kept between executions, top-level ``await``, the last
+expression's value (a promise's, resolved) as the result in ``util.inspect``'s text, and the
+error's name, message and stack. Another language is refused with 400.
 
 Usage: ``python3 code_interpreter.py [--port 49999] [--host 0.0.0.0] [--cwd DIR] [--user NAME]``.
 The code runs as E2B's account ``user`` when the image has one (``--user root``: as the server, so
@@ -87,9 +91,12 @@ import traceback  # noqa: E402
 import types  # noqa: E402
 import uuid  # noqa: E402
 
-# bash contexts need a bash in the image (Fast Sandbox's has Debian's).
+# bash contexts need a bash in the image, JavaScript ones a node and javascript_context.cjs beside
+# this file (Fast Sandbox's image has Debian's bash and node).
 BASH = shutil.which("bash")
-LANGUAGES = ("python", "bash") if BASH else ("python",)
+NODE = shutil.which("node")
+JAVASCRIPT_CONTEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "javascript_context.cjs")
+LANGUAGES = ("python",) + (("bash",) if BASH else ()) + (("javascript",) if NODE and os.path.isfile(JAVASCRIPT_CONTEXT) else ())
 MAX_REQUEST_BYTES = 16 << 20
 INTERRUPT_GRACE_S = 10
 # How long an execution waits for its output to be sent once the code is done (as long as a client reads).
@@ -240,7 +247,7 @@ class _Worker:
                 except Exception as failure:  # noqa: BLE001 - a result that cannot be shown is the execution's error
                     error = failure
             if error is not None:
-                self.emit({"type": "error", "name": type(error).__name__, "value": str(error), "traceback": "".join(_user_traceback(error))})
+                self.emit(self.error_event(error))
             for name, old in before.items():
                 if os.environ.get(name) != env_vars[name]:
                     continue  # the code changed it: its value stays
@@ -250,6 +257,10 @@ class _Worker:
                     os.environ[name] = old
             self.emit({"type": "number_of_executions", "execution_count": count})
             self.emit({"type": "done"})
+
+    def error_event(self, error):
+        """An execution's error as its event."""
+        return {"type": "error", "name": type(error).__name__, "value": str(error), "traceback": "".join(_user_traceback(error))}
 
     def on_interrupt(self, signum, frame):
         if self.running:
@@ -383,6 +394,74 @@ class _ShellWorker(_Worker):
         return None
 
 
+class _Shown:
+    """A value shown as the text another interpreter gave (its repr is that text)."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __repr__(self):
+        return self.text
+
+
+class _ForeignError(Exception):
+    """An error another interpreter reported: its own name, value and traceback."""
+
+    def __init__(self, name, value, traceback_text):
+        super().__init__(value)
+        self.event = {"type": "error", "name": name, "value": value, "traceback": traceback_text}
+
+
+class _JavaScriptWorker(_Worker):
+    """A JavaScript context: one Node.js process running javascript_context.cjs (Node's REPL
+    evaluation: top-level await, declarations kept between executions, the last expression's value
+    as the result). What it prints is streamed as in a Python context; an interrupt is its SIGINT."""
+
+    def __init__(self, requests_fd, events_fd):
+        super().__init__(requests_fd, events_fd)
+        self.env_vars = {}
+        node_requests, self_requests = os.pipe()
+        self_results, node_results = os.pipe()
+        try:
+            self.node = subprocess.Popen(
+                [NODE, JAVASCRIPT_CONTEXT, "--requests", str(node_requests), "--results", str(node_results)],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(node_requests, node_results),
+            )
+        finally:
+            os.close(node_requests)
+            os.close(node_results)
+        self.to_node = os.fdopen(self_requests, "wb", buffering=0)
+        self.from_node = os.fdopen(self_results, "rb")
+
+    def on_interrupt(self, signum, frame):
+        if self.running:
+            try:
+                self.node.send_signal(signal.SIGINT)
+            except OSError:
+                pass
+
+    def error_event(self, error):
+        if isinstance(error, _ForeignError):
+            return error.event
+        return super().error_event(error)
+
+    def execute(self, code, filename):
+        try:
+            self.to_node.write((json.dumps({"code": code, "env_vars": self.env_vars}) + "\n").encode("utf-8"))
+            line = self.from_node.readline()
+        except OSError:
+            line = b""
+        if not line:
+            # Node is gone: this worker goes with it once the output is out.
+            self.sync_output()
+            os._exit(self.node.wait() & 0xFF)
+        outcome = json.loads(line)
+        if not outcome.get("ok"):
+            raise _ForeignError(outcome.get("name") or "Error", outcome.get("value") or "", outcome.get("traceback") or "")
+        return None if outcome.get("text") is None else _Shown(outcome["text"])
+
+
 def _identity_of(fd):
     """What an open file descriptor refers to: (device, inode)."""
     status = os.fstat(fd)
@@ -439,7 +518,7 @@ def _representations(value):
 def worker_main():
     requests_fd, events_fd = int(_argument("--requests", "-1")), int(_argument("--events", "-1"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the worker's own handler is in place
-    worker = _ShellWorker if _argument("--language", "python") == "bash" else _Worker
+    worker = {"bash": _ShellWorker, "javascript": _JavaScriptWorker}.get(_argument("--language", "python"), _Worker)
     worker(requests_fd, events_fd).run()
 
 
@@ -667,6 +746,8 @@ def _language(value):
         language = "python"
     if language in ("sh", "shell"):
         language = "bash"
+    if language in ("js", "node", "nodejs"):
+        language = "javascript"
     return language
 
 

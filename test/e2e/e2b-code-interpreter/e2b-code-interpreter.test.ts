@@ -57,7 +57,7 @@ describe("E2B's code-interpreter SDK against the E2B-compatible API and the code
     { timeout: 600_000 },
     async () => {
       const env = await e2bEnvironment(embedded);
-      await assertPytestPasses(venv, "test_e2b_code_interpreter.py", { env, cwd: HERE, timeoutMs: 540_000, atLeast: 16 });
+      await assertPytestPasses(venv, "test_e2b_code_interpreter.py", { env, cwd: HERE, timeoutMs: 540_000, atLeast: 19 });
     },
   );
 
@@ -119,6 +119,16 @@ describe("E2B's code-interpreter SDK against the E2B-compatible API and the code
       assert.equal(context.language, "bash");
       assert.equal(stdout(await sandbox.runCode('echo "[${counted-}]"', { context })), "[]\n", "a bash context of its own");
       await sandbox.removeCodeContext(context);
+    });
+
+    it('language "js": declarations across runs, top-level await, the last value, errors with their stack', async () => {
+      assert.equal((await sandbox.runCode("const base = await Promise.resolve(40)\nbase + 2", { language: "js" })).text, "42");
+      const later = await sandbox.runCode("console.log('logged'); [base, process.env.FROM_CREATE]", { language: "js" });
+      assert.deepEqual(later.logs.stdout, ["logged\n"]);
+      assert.equal(later.text, "[ 40, 'js' ]");
+      const failed = await sandbox.runCode("JSON.parse('{nope')", { language: "js" });
+      assert.equal(failed.error?.name, "SyntaxError");
+      assert.match(failed.error?.traceback ?? "", /at <cell>:1:6/);
     });
 
     it("a run past its timeoutMs is interrupted: TimeoutError, and the context keeps its state", async () => {

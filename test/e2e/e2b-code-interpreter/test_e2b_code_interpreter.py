@@ -204,3 +204,45 @@ def test_exit_ends_a_bash_context_and_a_restart_stops_what_it_started(sandbox):
         assert time.monotonic() < deadline, "the context's background sleep outlived its restart"
         time.sleep(0.1)
     sandbox.remove_code_context(context)
+
+
+def test_javascript_declarations_live_on_and_the_last_expression_is_the_result(sandbox):
+    execution = sandbox.run_code("let n = 40\nconst add = (a, b) => a + b\nconsole.log('from js')\nadd(n, 2)", language="js")
+    assert execution.error is None
+    assert execution.text == "42"
+    assert execution.logs.stdout == ["from js\n"]
+    assert sandbox.run_code("n * 2", language="javascript").text == "80"
+    # Top-level await; what it declares lives on too.
+    assert sandbox.run_code("const later = await new Promise((r) => setTimeout(() => r(5), 10))\nlater + n", language="js").text == "45"
+    assert sandbox.run_code("later", language="js").text == "5"
+    assert sandbox.run_code("Promise.resolve({ resolved: [1, 2] })", language="js").text == "{ resolved: [ 1, 2 ] }"
+    assert sandbox.run_code("process.env.FROM_CREATE + ' ' + process.env.PER_RUN", language="js", envs={"PER_RUN": "once"}).text == "'set-at-create once'"
+    assert sandbox.run_code("process.env.PER_RUN", language="js").text is None
+    # Not the Python context's.
+    assert sandbox.run_code("n").error.name == "NameError"
+
+
+def test_a_javascript_error_is_the_execution_s_with_its_stack(sandbox):
+    execution = sandbox.run_code("function broken() {\n  throw new TypeError('bad input')\n}\nbroken()", language="js")
+    assert execution.error is not None
+    assert execution.error.name == "TypeError"
+    assert execution.error.value == "bad input"
+    assert "at broken (<cell>:2:9)" in execution.error.traceback
+    assert "javascript_context" not in execution.error.traceback
+    assert sandbox.run_code("await Promise.reject(new RangeError('async'))", language="js").error.name == "RangeError"
+    assert sandbox.run_code("let = = 1", language="js").error.name == "SyntaxError"
+    assert sandbox.run_code("not_declared_anywhere", language="js").error.name == "ReferenceError"
+
+
+def test_a_javascript_run_past_its_timeout_is_interrupted_and_the_context_keeps_its_state(sandbox):
+    context = sandbox.create_code_context(language="js")
+    assert context.language == "javascript"
+    sandbox.run_code("var survivor = 'still here'", context=context)
+    started = time.monotonic()
+    with pytest.raises(TimeoutException):
+        sandbox.run_code("while (true) {}", context=context, timeout=1)
+    with pytest.raises(TimeoutException):
+        sandbox.run_code("await new Promise(() => {})", context=context, timeout=1)
+    assert time.monotonic() - started < 30
+    assert sandbox.run_code("survivor", context=context).text == "'still here'"
+    sandbox.remove_code_context(context)

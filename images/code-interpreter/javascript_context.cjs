@@ -1,0 +1,156 @@
+"use strict";
+/**
+ * A JavaScript context of Fast Sandbox's code interpreter (code_interpreter.py starts one per
+ * context, as its worker's child). Each execution runs as a script in this process's global scope,
+ * so declarations (`let`, `const`, `function`, `class`) live on between executions, and its last
+ * expression's value is its result (a promise: what it resolves to). Code with top-level `await`,
+ * which no script may have, goes through Node.js's own REPL evaluation, which rewrites it so that
+ * its declarations live on too.
+ *
+ * Protocol: executions arrive as JSON lines on the file descriptor named by `--requests`
+ * (`{"code", "env_vars"}`), and each one's outcome leaves as one JSON line on `--results`:
+ * `{"ok": true, "text": <util.inspect of the value, or null for undefined>}` or
+ * `{"ok": false, "name", "value", "traceback"}`. What the code prints goes to stdout and stderr,
+ * which the worker streams. SIGINT interrupts the running execution and the context keeps its
+ * state: a script is broken off (vm's breakOnSigint), an awaited promise is given up on. (Code with
+ * top-level `await` that loops without awaiting cannot be interrupted: Node's REPL evaluation, made
+ * to break on SIGINT, ends the process instead; the worker's server replaces the interpreter.)
+ */
+const fs = require("node:fs");
+const readline = require("node:readline");
+const repl = require("node:repl");
+const { PassThrough } = require("node:stream");
+const util = require("node:util");
+const vm = require("node:vm");
+
+function argument(name) {
+  const at = process.argv.indexOf(name);
+  return at >= 0 ? Number(process.argv[at + 1]) : NaN;
+}
+
+const requestsFd = argument("--requests");
+const resultsFd = argument("--results");
+
+// The REPL reads nothing and writes nowhere: executions are handed to its evaluator one by one.
+const silent = new PassThrough();
+silent.resume();
+const server = repl.start({ input: new PassThrough(), output: silent, terminal: false, prompt: "", useGlobal: true });
+
+/** The execution in progress: its settle function (called once). */
+let current;
+
+// An execution's own uncaught error reaches the REPL's domain, which would print it and never call
+// back: it is the execution's outcome instead.
+const domain = server._domain;
+if (domain) {
+  domain.removeAllListeners("error");
+  domain.on("error", (error) => {
+    if (current) current({ error });
+    else process.stderr.write(`${describe(error).traceback}\n`);
+  });
+}
+
+process.on("SIGINT", () => {
+  // As vm's breakOnSigint says it of a script.
+  if (current) current({ error: new Error("Execution was interrupted by `SIGINT`") });
+});
+
+// What fails later, outside any execution (a timer's callback, a promise nobody awaits), is
+// written to stderr — the next execution's, as a notebook's kernel does — and the context lives on.
+for (const event of ["uncaughtException", "unhandledRejection"]) {
+  process.on(event, (error) => {
+    process.stderr.write(`Uncaught ${describe(error).traceback}\n`);
+  });
+}
+
+/** An error as the execution's: name, message, and the stack without Node's own frames. */
+function describe(thrown) {
+  // Input the REPL would wait for more of (`x = `) is the SyntaxError it is here.
+  const error = thrown instanceof repl.Recoverable ? thrown.err : thrown;
+  if (error instanceof Error) {
+    const stack = (error.stack ?? `${error.name}: ${error.message}`).split("\n");
+    // Below the first frame of this file's, or of Node's REPL and vm, is this file's machinery.
+    const end = stack.findIndex((line) => /^\s+at /.test(line) && (line.includes(__filename) || /REPLServer|ContextifyScript|node:vm:|new Promise/.test(line)));
+    return { name: error.name, value: error.message, traceback: (end >= 0 ? stack.slice(0, end) : stack).join("\n") };
+  }
+  return { name: "Error", value: `Uncaught ${util.inspect(error)}`, traceback: `Uncaught ${util.inspect(error)}` };
+}
+
+function evaluate(code) {
+  return new Promise((resolve) => {
+    let settled = false;
+    current = (outcome) => {
+      if (settled) return;
+      settled = true;
+      current = undefined;
+      resolve(outcome);
+    };
+    const settle = current;
+    const settleValue = (value) => {
+      if (value instanceof Promise)
+        value.then(
+          (resolved) => settle({ value: resolved }),
+          (error) => settle({ error }),
+        );
+      else settle({ value });
+    };
+    const script = compile(code);
+    if (script === undefined) {
+      // Top-level await, or a syntax error, which the REPL's evaluation reports as such.
+      try {
+        server.eval(code, server.context, "<cell>", (error, value) => (error ? settle({ error }) : settleValue(value)));
+      } catch (error) {
+        settle({ error });
+      }
+      return;
+    }
+    try {
+      settleValue(script.runInThisContext({ breakOnSigint: true, displayErrors: false }));
+    } catch (error) {
+      settle({ error });
+    }
+  });
+}
+
+/** The code as a script; undefined when it is none (top-level await, a syntax error). */
+function compile(code) {
+  // `{ a: 1 }` is an object, as in Node's REPL, when it reads as one.
+  const candidates = /^\s*\{/.test(code) && /\}\s*$/.test(code) ? [`(${code}\n)`, code] : [code];
+  for (const source of candidates) {
+    try {
+      return new vm.Script(source, { filename: "<cell>" });
+    } catch (error) {
+      if (!(error instanceof SyntaxError)) throw error;
+    }
+  }
+  return undefined;
+}
+
+const results = fs.createWriteStream("", { fd: resultsFd });
+const requests = readline.createInterface({ input: fs.createReadStream("", { fd: requestsFd }), crlfDelay: Infinity });
+let queue = Promise.resolve();
+
+requests.on("line", (line) => {
+  queue = queue.then(async () => {
+    const request = JSON.parse(line);
+    // A run's env_vars apply to that run: afterwards those names get their values back (or go);
+    // what the code itself sets in process.env stays.
+    const envVars = request.env_vars ?? {};
+    const before = Object.fromEntries(Object.keys(envVars).map((name) => [name, process.env[name]]));
+    Object.assign(process.env, envVars);
+    const outcome = await evaluate(String(request.code ?? ""));
+    for (const [name, old] of Object.entries(before)) {
+      if (process.env[name] !== String(envVars[name])) continue;
+      if (old === undefined) delete process.env[name];
+      else process.env[name] = old;
+    }
+    let answer;
+    if (outcome.error !== undefined) {
+      answer = { ok: false, ...describe(outcome.error) };
+    } else {
+      answer = { ok: true, text: outcome.value === undefined ? null : util.inspect(outcome.value) };
+    }
+    results.write(`${JSON.stringify(answer)}\n`);
+  });
+});
+requests.on("close", () => process.exit(0));
