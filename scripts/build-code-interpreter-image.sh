@@ -3,7 +3,8 @@
 # code-interpreter API on port 49999) on Python's standard library — and imports it into containerd.
 # Offline, from this host's files, like the base image: busybox-static for the shell and tools,
 # Debian's python3 (the interpreter, its standard library and the shared libraries they link),
-# Debian's bash and node (for bash and JavaScript contexts), a `user` account with home /home/user (E2B's). A pool named `code-interpreter-v1` (the
+# Debian's bash and node (for bash and JavaScript contexts), the repository's pinned TypeScript
+# compiler (TypeScript contexts: types stripped), a `user` account with home /home/user (E2B's). A pool named `code-interpreter-v1` (the
 # template E2B's code-interpreter SDKs ask for; config/samples/code-interpreter-pool.yaml) with this
 # image serves their `run_code`; see the README. Code that needs packages beyond the standard library
 # needs an image that has them: any image with python3 serves the same API with the server copied in
@@ -35,6 +36,8 @@ PYTHON="${FSB_PYTHON:-/usr/bin/python3}"
 BASH_BIN="${FSB_BASH:-/bin/bash}"
 NODE_BIN="${FSB_NODE:-$(command -v node || echo /usr/bin/node)}"
 JAVASCRIPT_CONTEXT="images/code-interpreter/javascript_context.cjs"
+# TypeScript contexts strip types with the repository's pinned `typescript` (package.json; npm ci).
+TYPESCRIPT_DIR="node_modules/typescript"
 SERVER="images/code-interpreter/code_interpreter.py"
 
 log() { echo "build-code-interpreter-image: $*" >&2; }
@@ -47,6 +50,7 @@ done
 [[ -x "$PYTHON" ]] || die "$PYTHON is missing; apt-get install -y python3"
 [[ -x "$BASH_BIN" ]] || die "$BASH_BIN is missing; apt-get install -y bash"
 [[ -x "$NODE_BIN" ]] || die "$NODE_BIN is missing; apt-get install -y nodejs"
+[[ -f "$TYPESCRIPT_DIR/lib/typescript.js" ]] || die "$TYPESCRIPT_DIR/lib/typescript.js is missing; run npm ci"
 python_bin="$(readlink -f "$PYTHON")"
 bash_bin="$(readlink -f "$BASH_BIN")"
 node_bin="$(readlink -f "$NODE_BIN")"
@@ -84,7 +88,7 @@ EXTRAS=()
 for extra in /etc/ssl/certs/ca-certificates.crt /usr/share/zoneinfo; do
   [[ -e "$extra" ]] && EXTRAS+=("$extra")
 done
-digest="$( (cat "$python_bin" "$bash_bin" "$node_bin" "$BUSYBOX" "$SERVER" "$JAVASCRIPT_CONTEXT" "$SELF" scripts/lib/oci-image.sh "${LIBRARIES[@]}"
+digest="$( (cat "$python_bin" "$bash_bin" "$node_bin" "$BUSYBOX" "$SERVER" "$JAVASCRIPT_CONTEXT" "$TYPESCRIPT_DIR/lib/typescript.js" "$SELF" scripts/lib/oci-image.sh "${LIBRARIES[@]}"
   if [[ ${#EXTRAS[@]} -gt 0 ]]; then { find -L "${EXTRAS[@]}" -type f -print0 2>/dev/null || true; } | LC_ALL=C sort -z | xargs -0r cat; fi) | sha256sum | cut -c1-16)"
 ARCHIVE="$CACHE_DIR/code-interpreter-${digest}-${TAG}.oci.tar"
 # A changed server or python makes a new archive: an image of that name from an older one is replaced.
@@ -145,6 +149,8 @@ if [[ ! -s "$ARCHIVE" ]]; then
   # Debian's python reads its own site-packages only; the image has none.
   install -m 0644 "$SERVER" "$rootfs/opt/fast-sandbox/code_interpreter.py"
   install -m 0644 "$JAVASCRIPT_CONTEXT" "$rootfs/opt/fast-sandbox/javascript_context.cjs"
+  install -m 0644 "$TYPESCRIPT_DIR/lib/typescript.js" "$rootfs/opt/fast-sandbox/typescript.js"
+  install -m 0644 "$TYPESCRIPT_DIR/LICENSE.txt" "$rootfs/opt/fast-sandbox/typescript.LICENSE.txt"
 
   printf 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs/etc/passwd"
   printf 'root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n' >"$rootfs/etc/group"

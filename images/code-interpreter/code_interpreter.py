@@ -36,7 +36,9 @@ next execution starts a new shell). ``javascript`` (also ``js``, ``node``, ``nod
 has a node and javascript_context.cjs lies beside this file): a Node.js process per context
 (javascript_context.cjs), with declarations kept between executions, top-level ``await``, the last
 expression's value (a promise's, resolved) as the result in ``util.inspect``'s text, and the
-error's name, message and stack. Another language is refused with 400.
+error's name, message and stack. ``typescript`` (also ``ts``; when typescript.js, the
+``typescript`` package's compiler, lies beside this file too): a JavaScript context whose
+executions have their types stripped first (no type check). Another language is refused with 400.
 
 Usage: ``python3 code_interpreter.py [--port 49999] [--host 0.0.0.0] [--cwd DIR] [--user NAME]``.
 The code runs as E2B's account ``user`` when the image has one (``--user root``: as the server, so
@@ -96,7 +98,15 @@ import uuid  # noqa: E402
 BASH = shutil.which("bash")
 NODE = shutil.which("node")
 JAVASCRIPT_CONTEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "javascript_context.cjs")
-LANGUAGES = ("python",) + (("bash",) if BASH else ()) + (("javascript",) if NODE and os.path.isfile(JAVASCRIPT_CONTEXT) else ())
+# The `typescript` package's compiler, for TypeScript contexts (their types stripped).
+TYPESCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "typescript.js")
+_JAVASCRIPT = NODE is not None and os.path.isfile(JAVASCRIPT_CONTEXT)
+LANGUAGES = (
+    ("python",)
+    + (("bash",) if BASH else ())
+    + (("javascript",) if _JAVASCRIPT else ())
+    + (("typescript",) if _JAVASCRIPT and os.path.isfile(TYPESCRIPT) else ())
+)
 MAX_REQUEST_BYTES = 16 << 20
 INTERRUPT_GRACE_S = 10
 # How long an execution waits for its output to be sent once the code is done (as long as a client reads).
@@ -424,7 +434,8 @@ class _JavaScriptWorker(_Worker):
         self_results, node_results = os.pipe()
         try:
             self.node = subprocess.Popen(
-                [NODE, JAVASCRIPT_CONTEXT, "--requests", str(node_requests), "--results", str(node_results)],
+                [NODE, JAVASCRIPT_CONTEXT, "--requests", str(node_requests), "--results", str(node_results)]
+                + (["--typescript", TYPESCRIPT] if _argument("--language", "") == "typescript" else []),
                 stdin=subprocess.DEVNULL,
                 pass_fds=(node_requests, node_results),
             )
@@ -518,7 +529,7 @@ def _representations(value):
 def worker_main():
     requests_fd, events_fd = int(_argument("--requests", "-1")), int(_argument("--events", "-1"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the worker's own handler is in place
-    worker = {"bash": _ShellWorker, "javascript": _JavaScriptWorker}.get(_argument("--language", "python"), _Worker)
+    worker = {"bash": _ShellWorker, "javascript": _JavaScriptWorker, "typescript": _JavaScriptWorker}.get(_argument("--language", "python"), _Worker)
     worker(requests_fd, events_fd).run()
 
 
@@ -748,6 +759,8 @@ def _language(value):
         language = "bash"
     if language in ("js", "node", "nodejs"):
         language = "javascript"
+    if language == "ts":
+        language = "typescript"
     return language
 
 

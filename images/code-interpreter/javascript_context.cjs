@@ -1,6 +1,6 @@
 "use strict";
 /**
- * A JavaScript context of Fast Sandbox's code interpreter (code_interpreter.py starts one per
+ * A JavaScript (or TypeScript: `--typescript`, see stripTypes) context of Fast Sandbox's code interpreter (code_interpreter.py starts one per
  * context, as its worker's child). Each execution runs as a script in this process's global scope,
  * so declarations (`let`, `const`, `function`, `class`) live on between executions, and its last
  * expression's value is its result (a promise: what it resolves to). Code with top-level `await`,
@@ -25,11 +25,39 @@ const vm = require("node:vm");
 
 function argument(name) {
   const at = process.argv.indexOf(name);
-  return at >= 0 ? Number(process.argv[at + 1]) : NaN;
+  return at >= 0 ? process.argv[at + 1] : undefined;
 }
 
-const requestsFd = argument("--requests");
-const resultsFd = argument("--results");
+const requestsFd = Number(argument("--requests"));
+const resultsFd = Number(argument("--results"));
+/** A TypeScript context: the path of the `typescript` package's lib/typescript.js, which strips each execution's types. */
+const typescriptPath = argument("--typescript");
+let typescript;
+
+/**
+ * The JavaScript of a TypeScript execution: its types removed (`transpileModule`: no type check,
+ * as E2B's Deno kernel runs TypeScript), nothing else changed (ES2022, imports kept as written).
+ * A syntax error is thrown as the SyntaxError it is, with its line and column.
+ */
+function stripTypes(code) {
+  typescript ??= require(typescriptPath);
+  const ts = typescript;
+  const { outputText, diagnostics = [] } = ts.transpileModule(code, {
+    fileName: "cell.ts",
+    reportDiagnostics: true,
+    compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.Preserve, isolatedModules: true, sourceMap: false },
+  });
+  const error = diagnostics.find((diagnostic) => diagnostic.category === ts.DiagnosticCategory.Error);
+  if (error) {
+    const message = ts.flattenDiagnosticMessageText(error.messageText, "\n");
+    const where = error.file && error.start !== undefined ? error.file.getLineAndCharacterOfPosition(error.start) : undefined;
+    const syntaxError = new SyntaxError(message);
+    syntaxError.stack = `${where ? `<cell>:${where.line + 1}:${where.character + 1}\n` : ""}SyntaxError: ${message}`;
+    throw syntaxError;
+  }
+  // Sloppy, as a JavaScript execution is: "use strict" would refuse an assignment to an undeclared name.
+  return outputText.replace(/^"use strict";\r?\n/, "");
+}
 
 // The REPL reads nothing and writes nowhere: executions are handed to its evaluator one by one.
 const silent = new PassThrough();
@@ -138,7 +166,13 @@ requests.on("line", (line) => {
     const envVars = request.env_vars ?? {};
     const before = Object.fromEntries(Object.keys(envVars).map((name) => [name, process.env[name]]));
     Object.assign(process.env, envVars);
-    const outcome = await evaluate(String(request.code ?? ""));
+    let outcome;
+    try {
+      const code = String(request.code ?? "");
+      outcome = await evaluate(typescriptPath ? stripTypes(code) : code);
+    } catch (error) {
+      outcome = { error };
+    }
     for (const [name, old] of Object.entries(before)) {
       if (process.env[name] !== String(envVars[name])) continue;
       if (old === undefined) delete process.env[name];

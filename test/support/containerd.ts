@@ -6,7 +6,7 @@ import { dirname, resolve } from "node:path";
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const BASE_IMAGE = "fast-sandbox.io/base:latest";
-/** The code-interpreter image (scripts/build-code-interpreter-image.sh): E2B's code-interpreter API on Python. */
+/** The code-interpreter image (scripts/build-code-interpreter-image.sh): E2B's code-interpreter API (Python, bash, JavaScript, TypeScript). */
 export const CODE_INTERPRETER_IMAGE = "fast-sandbox.io/code-interpreter:latest";
 
 /** A `ctr` command never waits more than this: a hung shim must fail the caller, not stall the run. */

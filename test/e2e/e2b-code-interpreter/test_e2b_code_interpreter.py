@@ -246,3 +246,16 @@ def test_a_javascript_run_past_its_timeout_is_interrupted_and_the_context_keeps_
     assert time.monotonic() - started < 30
     assert sandbox.run_code("survivor", context=context).text == "'still here'"
     sandbox.remove_code_context(context)
+
+
+def test_typescript_runs_with_its_types_stripped(sandbox):
+    execution = sandbox.run_code(
+        "interface Point { x: number; y: number }\nconst origin: Point = { x: 40, y: 2 }\nconst lift = async (p: Point): Promise<number> => p.x + p.y\nawait lift(origin)",
+        language="typescript",
+    )
+    assert execution.error is None
+    assert execution.text == "42"
+    assert sandbox.run_code("enum Level { Low, High }\n(origin.x as number) + Level.High", language="ts").text == "41"
+    failed = sandbox.run_code("const broken: = 1", language="ts")
+    assert failed.error.name == "SyntaxError"
+    assert "<cell>:1:" in failed.error.traceback
