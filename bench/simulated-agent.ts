@@ -13,7 +13,7 @@
  * restarted agent adopts what its predecessor ran); `stop()` leaves its sandboxes in memory, as
  * containers outlive their agent.
  */
-import { NoCapacityError, UnavailableError, normalizeImageName } from "@fast-sandbox/api";
+import { NoCapacityError, NotFoundError, UnavailableError, normalizeImageName, type SandboxStats } from "@fast-sandbox/api";
 import type {
   AgentClient,
   AgentProcess,
@@ -252,6 +252,25 @@ class SimulatedAgentClient implements AgentClient {
 
   listSandboxes(): Promise<AgentSandbox[]> {
     return this.call((agent) => agent.status().sandboxes);
+  }
+
+  /** A simulated sandbox uses nothing. */
+  stats(sandboxId: string): Promise<SandboxStats> {
+    return this.call((agent) => {
+      if (!agent.status().sandboxes.some((sandbox) => sandbox.sandboxId === sandboxId)) throw new NotFoundError(`sandbox ${sandboxId} is not on this agent`);
+      return {
+        timestampMs: Date.now(),
+        cpuUsageNanos: 0,
+        cpuUsedMillis: 0,
+        cpuLimitMillis: 0,
+        memoryUsedBytes: 0,
+        memoryLimitBytes: 0,
+        pids: 0,
+        diskUsedBytes: 0,
+        nodeCpus: 1,
+        nodeMemoryBytes: 0,
+      };
+    });
   }
 
   async *logs(): AsyncIterable<Uint8Array> {

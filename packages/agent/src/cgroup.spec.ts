@@ -6,7 +6,7 @@ import { after, describe, it } from "node:test";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
-import { detectCgroupLayout, joinCgroup, killCgroupProcesses, limitCgroup, readOomKillCount, removeCgroup } from "./cgroup.js";
+import { detectCgroupLayout, joinCgroup, killCgroupProcesses, limitCgroup, readCgroupUsage, readOomKillCount, removeCgroup } from "./cgroup.js";
 
 const roots: string[] = [];
 
@@ -406,5 +406,66 @@ describe("killCgroupProcesses", () => {
     mkdirSync(join(root, "pids"));
     assert.equal(await killCgroupProcesses(detectCgroupLayout(root), "/absent"), 0);
     assert.equal(await killCgroupProcesses(detectCgroupLayout(root), "/"), 0);
+  });
+});
+
+describe("readCgroupUsage", () => {
+  const sandbox = "/fast-sandbox/default-0/sandboxes/sb-1";
+
+  it("v2: cpu.stat's usage_usec, cpu.max, memory.current and memory.max, pids.current", () => {
+    const root = v2Tree({ ".": "cpu memory pids", [sandbox]: "cpu memory pids" });
+    writeFileSync(join(root, sandbox, "cpu.stat"), "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n");
+    writeFileSync(join(root, sandbox, "cpu.max"), "50000 100000\n");
+    writeFileSync(join(root, sandbox, "memory.current"), "67108864\n");
+    writeFileSync(join(root, sandbox, "memory.max"), "268435456\n");
+    writeFileSync(join(root, sandbox, "pids.current"), "4\n");
+    assert.deepEqual(readCgroupUsage(detectCgroupLayout(root), sandbox), {
+      cpuUsageNanos: 2_500_000_000,
+      cpuLimitMillis: 500,
+      memoryUsedBytes: 64 << 20,
+      memoryLimitBytes: 256 << 20,
+      pids: 4,
+    });
+    writeFileSync(join(root, sandbox, "cpu.max"), "max 100000\n");
+    writeFileSync(join(root, sandbox, "memory.max"), "max\n");
+    const unlimited = readCgroupUsage(detectCgroupLayout(root), sandbox);
+    assert.equal(unlimited.cpuLimitMillis, 0);
+    assert.equal(unlimited.memoryLimitBytes, 0);
+  });
+
+  it("v1: cpuacct.usage, the CFS quota over its period, memory.usage_in_bytes and its limit (the kernel's 'none' as 0)", () => {
+    const root = tempRoot();
+    for (const controller of ["cpu", "cpuacct", "memory", "pids"]) mkdirSync(join(root, controller, sandbox), { recursive: true });
+    writeFileSync(join(root, "cpuacct", sandbox, "cpuacct.usage"), "1234567890\n");
+    writeFileSync(join(root, "cpu", sandbox, "cpu.cfs_quota_us"), "20000\n");
+    writeFileSync(join(root, "cpu", sandbox, "cpu.cfs_period_us"), "100000\n");
+    writeFileSync(join(root, "memory", sandbox, "memory.usage_in_bytes"), "1048576\n");
+    writeFileSync(join(root, "memory", sandbox, "memory.limit_in_bytes"), "33554432\n");
+    writeFileSync(join(root, "pids", sandbox, "pids.current"), "3\n");
+    const layout = detectCgroupLayout(root);
+    assert.equal(layout.version, 1);
+    assert.deepEqual(readCgroupUsage(layout, sandbox), {
+      cpuUsageNanos: 1_234_567_890,
+      cpuLimitMillis: 200,
+      memoryUsedBytes: 1 << 20,
+      memoryLimitBytes: 32 << 20,
+      pids: 3,
+    });
+    writeFileSync(join(root, "cpu", sandbox, "cpu.cfs_quota_us"), "-1\n");
+    writeFileSync(join(root, "memory", sandbox, "memory.limit_in_bytes"), "9223372036854771712\n");
+    const unlimited = readCgroupUsage(layout, sandbox);
+    assert.equal(unlimited.cpuLimitMillis, 0);
+    assert.equal(unlimited.memoryLimitBytes, 0);
+  });
+
+  it("is all 0 for a cgroup that is not there", () => {
+    const root = v2Tree({ ".": "cpu memory pids" });
+    assert.deepEqual(readCgroupUsage(detectCgroupLayout(root), "/no/such/cgroup"), {
+      cpuUsageNanos: 0,
+      cpuLimitMillis: 0,
+      memoryUsedBytes: 0,
+      memoryLimitBytes: 0,
+      pids: 0,
+    });
   });
 });

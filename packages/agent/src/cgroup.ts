@@ -183,6 +183,63 @@ export function readOomKillCount(layout: CgroupLayout, path: string): number {
   return match ? Number(match[1]) : 0;
 }
 
+/** What a cgroup's processes use now, and its bounds (0: none, or the controller is not there). */
+export interface CgroupUsage {
+  /** CPU time used since the cgroup was made, in nanoseconds. */
+  cpuUsageNanos: number;
+  /** The CFS bound in thousandths of a core. */
+  cpuLimitMillis: number;
+  /** Memory charged to it (page cache included), in bytes. */
+  memoryUsedBytes: number;
+  memoryLimitBytes: number;
+  /** Tasks (processes and threads) in it. */
+  pids: number;
+}
+
+/** Above this a v1 memory limit means "none" (the kernel's PAGE_COUNTER_MAX, rounded to pages). */
+const V1_NO_MEMORY_LIMIT = 2 ** 62;
+
+/**
+ * The usage of the cgroup at `path` (e.g. `/fast-sandbox/default-0/sandboxes/sb-1`), read from
+ * its files: v2 `cpu.stat` (usage_usec), `cpu.max`, `memory.current`, `memory.max`,
+ * `pids.current`; v1 `cpuacct.usage`, `cpu.cfs_quota_us` over `cpu.cfs_period_us`,
+ * `memory.usage_in_bytes`, `memory.limit_in_bytes`, `pids.current`. A file that cannot be read
+ * counts 0.
+ */
+export function readCgroupUsage(layout: CgroupLayout, path: string): CgroupUsage {
+  const relative = path.replace(/^\/+/, "");
+  const read = (file: string): string => {
+    try {
+      return readFileSync(file, "utf8").trim();
+    } catch {
+      return "";
+    }
+  };
+  if (layout.version === 2) {
+    const directory = join(layout.root, relative);
+    const usageUsec = /^usage_usec (\d+)$/m.exec(read(join(directory, "cpu.stat")))?.[1];
+    const [quota, period] = read(join(directory, "cpu.max")).split(/\s+/);
+    const memoryMax = read(join(directory, "memory.max"));
+    return {
+      cpuUsageNanos: Number(usageUsec ?? 0) * 1000,
+      cpuLimitMillis: quota && quota !== "max" && Number(period) > 0 ? Math.round((Number(quota) / Number(period)) * 1000) : 0,
+      memoryUsedBytes: Number(read(join(directory, "memory.current"))) || 0,
+      memoryLimitBytes: memoryMax && memoryMax !== "max" ? Number(memoryMax) || 0 : 0,
+      pids: Number(read(join(directory, "pids.current"))) || 0,
+    };
+  }
+  const quota = Number(read(join(layout.root, "cpu", relative, "cpu.cfs_quota_us")));
+  const period = Number(read(join(layout.root, "cpu", relative, "cpu.cfs_period_us")));
+  const memoryLimit = Number(read(join(layout.root, "memory", relative, "memory.limit_in_bytes"))) || 0;
+  return {
+    cpuUsageNanos: Number(read(join(layout.root, "cpuacct", relative, "cpuacct.usage"))) || 0,
+    cpuLimitMillis: quota > 0 && period > 0 ? Math.round((quota / period) * 1000) : 0,
+    memoryUsedBytes: Number(read(join(layout.root, "memory", relative, "memory.usage_in_bytes"))) || 0,
+    memoryLimitBytes: memoryLimit >= V1_NO_MEMORY_LIMIT ? 0 : memoryLimit,
+    pids: Number(read(join(layout.root, "pids", relative, "pids.current"))) || 0,
+  };
+}
+
 /**
  * Removes the (empty) cgroup at `path` from every hierarchy it may exist in: the unified tree on v2;
  * on v1 every mounted hierarchy, since runc creates a container's cgroup in all of them. rmdir only:

@@ -29,6 +29,7 @@ export {
   sandboxPoolToMessage,
   sandboxPoolFromMessage,
 } from "./wire/convert.js";
+export { sandboxStatsToMessage, sandboxStatsFromMessage, type SandboxStats } from "./wire/sandbox-stats.js";
 /** The resource types (types only: their schemas stay in the main entry). */
 export type { Condition, ObjectMeta, OwnerReference } from "./schema/object-meta.js";
 export type { Sandbox, SandboxSpec, SandboxStatus, SandboxPhase, EnvVar } from "./schema/sandbox.js";

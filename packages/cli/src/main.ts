@@ -12,6 +12,7 @@ const EXIT_USAGE = 2;
 // Commands are loaded when they run: `up`, `down`, `janitor` and `pull` need the control plane and
 // the janitor, which take a second to import that `ls` or `kubectl fs exec` should not pay.
 const sandboxCommands = () => import("./commands/sandboxes.js");
+const statsCommands = () => import("./commands/stats.js");
 const poolCommands = () => import("./commands/pools.js");
 const imageCommands = () => import("./commands/images.js");
 const checkpointCommands = () => import("./commands/checkpoints.js");
@@ -251,6 +252,14 @@ function program(programName: string): Command {
     .addOption(allNamespacesOption())
     .addOption(outputOption())
     .action(async (options) => (await poolCommands()).pools({ ...globals(), ...options }));
+
+  fsb
+    .command("stats")
+    .description("show sandboxes' resource use now: CPU (over 100 ms), memory, processes, disk written")
+    .argument("<name...>")
+    .addOption(namespaceOption())
+    .addOption(outputOption())
+    .action(async (names: string[], options) => (await statsCommands()).stats(names, { ...globals(), ...options }));
 
   fsb
     .command("logs")

@@ -12,12 +12,14 @@ import {
   sandboxPoolFromMessage,
   sandboxPoolToMessage,
   sandboxSpecToMessage,
+  sandboxStatsFromMessage,
   sendBearerToken,
   type EgressPolicy,
   type EnvVar,
   type Sandbox,
   type SandboxPool,
   type SandboxSpec,
+  type SandboxStats,
 } from "@fast-sandbox/api/core";
 
 export interface FastSandboxClientOptions {
@@ -248,6 +250,12 @@ export class Sandboxes {
   async get(name: string, options: { namespace?: string } & ClientCallOptions = {}): Promise<Sandbox> {
     const { call, context } = callOptions(`GetSandbox ${name}`, this.timeoutMs, options);
     return sandboxFromMessage(await translate(() => this.client.getSandbox({ name, namespace: options.namespace ?? "" }, call), context));
+  }
+
+  /** A running sandbox's resource use now, read by its agent: CPU (over 100 ms), memory, processes, disk written. */
+  async stats(name: string, options: { namespace?: string } & ClientCallOptions = {}): Promise<SandboxStats> {
+    const { call, context } = callOptions(`GetSandboxStats ${name}`, this.timeoutMs, options);
+    return sandboxStatsFromMessage(await translate(() => this.client.getSandboxStats({ name, namespace: options.namespace ?? "" }, call), context));
   }
 
   /**

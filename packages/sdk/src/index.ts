@@ -63,5 +63,6 @@ export {
   type Sandbox,
   type SandboxPool,
   type SandboxSpec,
+  type SandboxStats,
   type SandboxStatus,
 } from "@fast-sandbox/api/core";

@@ -15,6 +15,7 @@ import {
   type EgressPolicy,
   type Sandbox,
   type SandboxSpec,
+  type SandboxStats,
 } from "@fast-sandbox/api/core";
 import { Commands } from "./commands.js";
 import { sharedConnection, type Connection, type ConnectionOptions } from "./connection.js";
@@ -240,6 +241,11 @@ export class FastSandbox {
   async getInfo(options: RequestOptions = {}): Promise<Sandbox> {
     this.record = await this.connection.client.sandboxes.get(this.name, { namespace: this.namespace, ...options });
     return this.record;
+  }
+
+  /** Its resource use now, read by its agent: CPU (over 100 ms), memory, processes, disk written. */
+  async stats(options: RequestOptions = {}): Promise<SandboxStats> {
+    return this.connection.client.sandboxes.stats(this.name, { namespace: this.namespace, ...options });
   }
 
   /** Whether its daemon answers (false once it is gone or not running). */

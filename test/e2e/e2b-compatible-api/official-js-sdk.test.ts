@@ -77,6 +77,28 @@ describe("E2B's official JS SDK against the E2B-compatible API", () => {
     assert.ok(!containerdLeftovers(embedded.containerdNamespace).containers.includes(sandbox.sandboxId));
   });
 
+  it("getMetrics: one sample of the sandbox's CPU, memory and disk, read by its agent", async () => {
+    const sandbox = await Sandbox.create({ metadata: { run, step: "metrics" }, timeoutMs: 120_000 });
+    await sandbox.commands.run("dd if=/dev/zero of=/tmp/written bs=1M count=2");
+    const busy = await sandbox.commands.run("while :; do :; done", { background: true });
+    let metrics: Awaited<ReturnType<typeof sandbox.getMetrics>> = [];
+    const deadline = Date.now() + 30_000;
+    do {
+      metrics = await sandbox.getMetrics();
+    } while (!(metrics[0] && metrics[0].cpuUsedPct > 10) && Date.now() < deadline);
+    const [sample] = metrics;
+    assert.equal(metrics.length, 1);
+    assert.ok(sample, "a sample");
+    assert.ok(sample.timestamp instanceof Date && Math.abs(sample.timestamp.getTime() - Date.now()) < 60_000, String(sample.timestamp));
+    assert.ok(sample.cpuCount >= 1);
+    assert.ok(sample.cpuUsedPct > 10 && sample.cpuUsedPct <= 100, `cpuUsedPct ${sample.cpuUsedPct}`);
+    assert.ok(sample.memUsed > 0 && sample.memUsed <= sample.memTotal, `memUsed ${sample.memUsed} of ${sample.memTotal}`);
+    assert.ok(sample.diskUsed >= 2 * 2 ** 20, `diskUsed ${sample.diskUsed}`);
+    await busy.kill();
+    await sandbox.kill();
+    await assert.rejects(sandbox.getMetrics(), (error: Error) => /not found/i.test(`${error.name} ${error.message}`));
+  });
+
   it("pages through Sandbox.list with the SDK's paginator", async () => {
     const sandboxes = [];
     for (let i = 0; i < 3; i++) sandboxes.push(await Sandbox.create({ metadata: { run, step: "pages" }, timeoutMs: 120_000 }));

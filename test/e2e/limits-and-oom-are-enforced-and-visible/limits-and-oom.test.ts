@@ -16,6 +16,7 @@ import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { REPO_ROOT } from "../../support/containerd.js";
 import { containerOfSandbox } from "../../support/containerd-contents.js";
+import type { SandboxStats } from "@fast-sandbox/sdk";
 import { BASE_IMAGE, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
 const PIDS_LIMIT = 20;
@@ -167,6 +168,76 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     assert.ok(share > 0.2 && share < 0.65, `the single loop's share is ${share.toFixed(2)}, near its 1/9 by process: ${shown}`);
     assert.ok((manyUsed ?? 0) + (oneUsed ?? 0) < 6 * AGENT_LIMITED_MAX_CORES, `together within the agent's ${AGENT_LIMITS.cpu}: ${shown}`);
     for (const sandbox of [many, one]) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
+  });
+
+  it("stats: the agent reads a sandbox's CPU, memory, processes and writes, within its limits (SDK and `fsb stats`)", async () => {
+    const { client } = embedded;
+    // 4 MiB written over the image, then busy loops (eight in the unlimited one, to get past 200m on a busy machine).
+    const program = (loops: number) => [
+      "sh",
+      "-c",
+      `dd if=/dev/zero of=/written bs=1M count=4 2>/dev/null; for i in $(seq ${loops}); do sh -c 'while :; do :; done' & done; wait`,
+    ];
+    const limited = await client.sandboxes.create({ pool: "limited", image: BASE_IMAGE, command: program(2) });
+    const unlimited = await client.sandboxes.create({ pool: "unlimited", image: BASE_IMAGE, command: program(8) });
+    const written = (stats: SandboxStats) => stats.diskUsedBytes >= 4 * 2 ** 20 && stats.pids >= 3;
+    let limitedStats: SandboxStats | undefined;
+    await waitFor(
+      async () => {
+        limitedStats = await client.sandboxes.stats(limited.metadata.name);
+        return written(limitedStats);
+      },
+      30_000,
+      "the limited sandbox's writes and loops",
+    );
+    assert.ok(limitedStats);
+    assert.equal(limitedStats.cpuLimitMillis, 200);
+    assert.equal(limitedStats.memoryLimitBytes, 32 * 2 ** 20);
+    assert.ok(limitedStats.memoryUsedBytes > 0 && limitedStats.memoryUsedBytes <= 32 * 2 ** 20, `memory ${limitedStats.memoryUsedBytes}`);
+    assert.ok(limitedStats.pids <= PIDS_LIMIT, `pids ${limitedStats.pids}`);
+    assert.ok(limitedStats.nodeCpus >= 1 && limitedStats.nodeMemoryBytes > 0);
+    // Readings over 100 ms: the 200m quota (20 ms per 100 ms period; a window may span two periods) bounds every one.
+    const limitedCpu: number[] = [];
+    const unlimitedCpu: number[] = [];
+    for (let reading = 0; reading < 10 && !(reading >= 3 && unlimitedCpu.some((millis) => millis > 350)); reading++) {
+      limitedCpu.push((await client.sandboxes.stats(limited.metadata.name)).cpuUsedMillis);
+      unlimitedCpu.push((await client.sandboxes.stats(unlimited.metadata.name)).cpuUsedMillis);
+    }
+    const shown = `limited ${limitedCpu.join(", ")}; unlimited ${unlimitedCpu.join(", ")} (millicores)`;
+    assert.ok(limitedCpu.every((millis) => millis <= 450) && limitedCpu.some((millis) => millis > 0), shown);
+    assert.ok(
+      unlimitedCpu.some((millis) => millis > 350),
+      shown,
+    );
+    const unlimitedStats = await client.sandboxes.stats(unlimited.metadata.name);
+    assert.equal(unlimitedStats.cpuLimitMillis, 0);
+    assert.equal(unlimitedStats.memoryLimitBytes, 0);
+    assert.ok(unlimitedStats.cpuUsageNanos > limitedStats.cpuUsageNanos, "eight loops used more CPU time than two held to 200m");
+    await assert.rejects(
+      client.sandboxes.stats("no-such-sandbox"),
+      (error: Error) => error.name === "NotFoundError" || /not found|does not exist/.test(error.message),
+    );
+
+    // `fsb stats` prints a row per sandbox. (Not spawnSync: this process serves the API.)
+    const cli = await promisify(execFile)(
+      process.execPath,
+      [
+        "--conditions=development",
+        "--import",
+        "tsx",
+        join(REPO_ROOT, "packages/cli/src/main.ts"),
+        "stats",
+        limited.metadata.name,
+        unlimited.metadata.name,
+        "--url",
+        embedded.controlPlane.url,
+      ],
+      { cwd: REPO_ROOT, encoding: "utf8", timeout: 120_000, env: { ...process.env, FSB_TOKEN: embedded.token } },
+    );
+    assert.match(cli.stdout, /^NAME\s+CPU\s+CPU LIMIT\s+MEMORY\s+MEMORY LIMIT\s+PIDS\s+DISK WRITTEN$/m);
+    assert.match(cli.stdout, new RegExp(`^${limited.metadata.name}\\s+\\d+m\\s+200m\\s+\\S+\\s+32Mi\\s+\\d+\\s+4(\\.\\d)?Mi$`, "m"));
+    assert.match(cli.stdout, new RegExp(`^${unlimited.metadata.name}\\s+\\S+\\s+none \\(\\d+ cpus\\)\\s+\\S+\\s+none \\(\\S+\\)`, "m"));
+    for (const sandbox of [limited, unlimited]) await client.sandboxes.delete(sandbox.metadata.name, { gracePeriodMs: 0 });
   });
 
   it("memory: a process allocating 100 MiB in a 32Mi sandbox is OOM-killed, and the sandbox shows it", async () => {

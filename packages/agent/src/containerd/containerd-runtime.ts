@@ -19,7 +19,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { randomBytes } from "node:crypto";
-import { availableParallelism } from "node:os";
+import { availableParallelism, totalmem } from "node:os";
 import { performance } from "node:perf_hooks";
 import { create, toBinary } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
@@ -41,6 +41,7 @@ import {
   type Runtime,
   type RuntimeSandbox,
   type RuntimeSandboxSpec,
+  type RuntimeSandboxStats,
   type RuntimeSandboxState,
 } from "../runtime/runtime.js";
 import { execFifoName, sandboxLogPath, sandboxRunDir } from "../state-layout.js";
@@ -84,7 +85,7 @@ import {
 } from "./oci-spec.js";
 import { CommandStartWatcher, commandStartError } from "./command-start.js";
 import { ClaimJournal, type RunDirMove } from "./claim-journal.js";
-import { detectCgroupLayout, killCgroupProcesses, readOomKillCount, removeCgroup, type CgroupLayout } from "../cgroup.js";
+import { detectCgroupLayout, killCgroupProcesses, readCgroupUsage, readOomKillCount, removeCgroup, type CgroupLayout } from "../cgroup.js";
 import type { SandboxNetworkSettings } from "../network/network-settings.js";
 import { SandboxNetworks, type ClaimedNetwork } from "../network/sandbox-networks.js";
 
@@ -1564,6 +1565,39 @@ export class ContainerdRuntime implements Runtime {
       if (!isNotFound(error)) throw error;
     }
     return this.toRuntimeSandbox(container, task);
+  }
+
+  async stats(sandboxId: string, windowMs: number): Promise<RuntimeSandboxStats> {
+    const container = await this.sandboxContainer(sandboxId);
+    if (!container || !this.owns(container.labels) || container.labels[LABEL_ROLE]) throw new NotFoundError(`sandbox ${sandboxId} is not on this agent`);
+    const cgroup = await this.cgroupOf(container.id);
+    const first = readCgroupUsage(this.cgroupLayout, cgroup);
+    const started = performance.now();
+    await sleep(windowMs);
+    const usage = readCgroupUsage(this.cgroupLayout, cgroup);
+    const elapsedNanos = (performance.now() - started) * 1e6;
+    let diskUsedBytes = 0;
+    try {
+      const { size } = await this.client.snapshots.usage({
+        snapshotter: container.snapshotter || this.snapshotter,
+        key: container.snapshotKey || container.id,
+      });
+      diskUsedBytes = Number(size);
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+    return {
+      timestampMs: Date.now(),
+      cpuUsageNanos: usage.cpuUsageNanos,
+      cpuUsedMillis: elapsedNanos > 0 ? Math.max(0, Math.round(((usage.cpuUsageNanos - first.cpuUsageNanos) / elapsedNanos) * 1000)) : 0,
+      cpuLimitMillis: usage.cpuLimitMillis,
+      memoryUsedBytes: usage.memoryUsedBytes,
+      memoryLimitBytes: usage.memoryLimitBytes,
+      pids: usage.pids,
+      diskUsedBytes,
+      nodeCpus: availableParallelism(),
+      nodeMemoryBytes: totalmem(),
+    };
   }
 
   /** The container of a sandbox (under its mapped id, and labelled with the sandbox id), or undefined. */

@@ -2,6 +2,7 @@
  * The agent's port to a container runtime. The containerd adapter implements it for real;
  * a fake implements it for unit tests of the agent and control plane.
  */
+import type { SandboxStats } from "@fast-sandbox/api/core";
 import type { RuntimeCheckpoints } from "./checkpoint.js";
 
 /** Labels every managed container carries; the janitor and crash recovery rely on them. */
@@ -126,6 +127,9 @@ export interface RuntimeSandbox {
   labels: Record<string, string>;
 }
 
+/** A sandbox's resource use at one moment (SandboxStats on the wire). */
+export type RuntimeSandboxStats = SandboxStats;
+
 export interface ExecRequest {
   command: string[];
   env?: EnvVar[];
@@ -195,6 +199,11 @@ export interface Runtime {
   get(sandboxId: string): Promise<RuntimeSandbox | undefined>;
   /** The sandboxes this agent owns, rebuilt from the runtime's labels. */
   list(): Promise<RuntimeSandbox[]>;
+  /**
+   * The sandbox's resource use now: its cgroup read twice, `windowMs` apart, for its CPU use; its
+   * snapshot's usage. Throws NotFoundError for a sandbox this agent does not hold.
+   */
+  stats(sandboxId: string, windowMs: number): Promise<RuntimeSandboxStats>;
   /** Runs a process inside the sandbox, streaming its output; resolves with its exit code. */
   exec(sandboxId: string, request: ExecRequest, io: ExecIo): Promise<number>;
   /** Resolves with the exit code when the sandbox's command exits; rejects with the signal's reason when it aborts. */

@@ -5,7 +5,17 @@ import { join } from "node:path";
 import { after, beforeEach, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport, type Client } from "@connectrpc/connect";
-import { AlreadyExistsError, BusyError, FsbError, NoCapacityError, NotFoundError, TimeoutError, fromConnectError, pb } from "@fast-sandbox/api";
+import {
+  AlreadyExistsError,
+  BusyError,
+  FsbError,
+  NoCapacityError,
+  NotFoundError,
+  TimeoutError,
+  fromConnectError,
+  pb,
+  type SandboxStats,
+} from "@fast-sandbox/api";
 import type {
   DeleteOptions,
   ExecIo,
@@ -18,7 +28,7 @@ import type {
   RuntimeSandboxSpec,
 } from "../runtime/runtime.js";
 import { Admission } from "./admission.js";
-import { EXEC_QUEUE_HIGH, createAgentService, statusBudgetMs, type AgentIdentity } from "./agent-service.js";
+import { EXEC_QUEUE_HIGH, STATS_WINDOW_MS, createAgentService, statusBudgetMs, type AgentIdentity } from "./agent-service.js";
 
 /** An in-memory Runtime that records what the service asks of it. */
 class FakeRuntime implements Runtime {
@@ -81,6 +91,25 @@ class FakeRuntime implements Runtime {
 
   async get(sandboxId: string): Promise<RuntimeSandbox | undefined> {
     return this.sandboxes.get(sandboxId);
+  }
+
+  statsWindows: number[] = [];
+
+  async stats(sandboxId: string, windowMs: number): Promise<SandboxStats> {
+    if (!this.sandboxes.has(sandboxId)) throw new NotFoundError(`sandbox ${sandboxId} is not on this agent`);
+    this.statsWindows.push(windowMs);
+    return {
+      timestampMs: 1_700_000_000_000,
+      cpuUsageNanos: 5_000_000_000,
+      cpuUsedMillis: 250,
+      cpuLimitMillis: 500,
+      memoryUsedBytes: 64 << 20,
+      memoryLimitBytes: 256 << 20,
+      pids: 3,
+      diskUsedBytes: 4096,
+      nodeCpus: 2,
+      nodeMemoryBytes: 8 * 2 ** 30,
+    };
   }
 
   async list(): Promise<RuntimeSandbox[]> {
@@ -475,6 +504,24 @@ describe("AgentService", () => {
       assert.equal(error.code, Code.Unavailable);
       assert.match(error.rawMessage, /agent default-0 is stopping/);
       assert.equal(runtime.created.length, 0);
+    });
+  });
+
+  describe("getSandboxStats", () => {
+    it("answers the runtime's reading of the sandbox, its CPU watched for STATS_WINDOW_MS", async () => {
+      runtime.add({ sandboxId: "default.stats.000001" });
+      const stats = await client.getSandboxStats({ sandboxId: "default.stats.000001" });
+      assert.deepEqual(runtime.statsWindows, [STATS_WINDOW_MS]);
+      assert.equal(stats.cpuUsedMillis, 250n);
+      assert.equal(stats.memoryUsedBytes, BigInt(64 << 20));
+      assert.equal(stats.memoryLimitBytes, BigInt(256 << 20));
+      assert.equal(stats.nodeMemoryBytes, BigInt(8 * 2 ** 30));
+      assert.equal(stats.pids, 3);
+    });
+
+    it("answers NotFound for a sandbox the agent does not hold, and InvalidArgument for a malformed id", async () => {
+      assert.equal((await rejection(client.getSandboxStats({ sandboxId: "default.nothere.000001" }))).code, Code.NotFound);
+      assert.equal((await rejection(client.getSandboxStats({ sandboxId: "../etc" }))).code, Code.InvalidArgument);
     });
   });
 

@@ -13,6 +13,7 @@ import {
   normalizeImageName,
   parseImageReference,
   pb,
+  sandboxStatsToMessage,
   toConnectError,
 } from "@fast-sandbox/api/core";
 import type { ImagePullProgress, Runtime, RuntimeSandbox } from "../runtime/runtime.js";
@@ -119,6 +120,9 @@ async function edge<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** How long GetSandboxStats watches a sandbox's CPU time to tell its CPU use. */
+export const STATS_WINDOW_MS = 100;
+
 /** The agent's API: a thin layer over the Runtime that adds log files and streaming. */
 export function createAgentService(options: AgentServiceOptions): ServiceImpl<typeof pb.AgentService> {
   const { identity, logDir } = options;
@@ -205,6 +209,13 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
         admission.deleted(request.sandboxId);
         await rm(logPath(request.sandboxId), { force: true });
         return create(pb.AgentDeleteSandboxResponseSchema, {});
+      });
+    },
+
+    async getSandboxStats(request) {
+      return edge(async () => {
+        checkSandboxId(request.sandboxId);
+        return sandboxStatsToMessage(await runtime.stats(request.sandboxId, STATS_WINDOW_MS));
       });
     },
 

@@ -72,6 +72,9 @@ class FakeCheckpointingRuntime implements Runtime {
   async get(sandboxId: string): Promise<RuntimeSandbox | undefined> {
     return sandboxId === "sb" ? { ...this.sandbox } : undefined;
   }
+  async stats(): Promise<never> {
+    throw new Error("not used");
+  }
   async list(): Promise<RuntimeSandbox[]> {
     return [{ ...this.sandbox }];
   }

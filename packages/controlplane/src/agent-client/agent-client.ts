@@ -3,7 +3,7 @@
  * (`rpc-agent-client.ts`) is the only place that knows the wire messages; fakes implement this
  * interface for unit tests.
  */
-import { FsbError, type EgressPolicy, type EnvVar, type RuntimeType } from "@fast-sandbox/api";
+import { FsbError, type EgressPolicy, type EnvVar, type RuntimeType, type SandboxStats } from "@fast-sandbox/api";
 
 /**
  * Whether an agent call failed without an answer (its deadline passed, its connection broke): what
@@ -147,6 +147,8 @@ export interface AgentClient {
   /** Stops the sandbox (SIGTERM, `gracePeriodMs`, SIGKILL) and removes it; a sandbox already gone is not an error. */
   deleteSandbox(sandboxId: string, gracePeriodMs: number): Promise<void>;
   listSandboxes(): Promise<AgentSandbox[]>;
+  /** A sandbox's resource use now (its CPU watched for 100 ms); NotFoundError when the agent does not hold it. */
+  stats(sandboxId: string): Promise<SandboxStats>;
   /** The sandbox's output; `follow` goes on until its command exits (or `signal` aborts). */
   logs(sandboxId: string, follow: boolean, signal?: AbortSignal): AsyncIterable<Uint8Array>;
   /** Runs a process in the sandbox, streaming its output and then its exit code; aborting `signal` kills it. */

@@ -5,7 +5,7 @@
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
 import { create } from "@bufbuild/protobuf";
-import { UnavailableError, fromConnectError, pb, sendBearerToken, type EgressPolicyName } from "@fast-sandbox/api";
+import { UnavailableError, fromConnectError, pb, sandboxStatsFromMessage, sendBearerToken, type EgressPolicyName } from "@fast-sandbox/api";
 import type {
   AgentClient,
   AgentSandbox,
@@ -23,6 +23,8 @@ import { agentCheckpointCalls, type AgentCheckpointClient } from "./agent-checkp
 /** Deadline of a create: long enough for an image pull the create has to wait for. */
 const CREATE_TIMEOUT_MS = 60_000;
 const LIST_TIMEOUT_MS = 10_000;
+/** A stats call watches the sandbox's CPU for 100 ms, then reads its snapshot's size. */
+const STATS_TIMEOUT_MS = 10_000;
 /** Added to a delete's grace period: the time to remove task, container and snapshot after the kill. */
 const DELETE_MARGIN_MS = 30_000;
 const DEFAULT_STATUS_TIMEOUT_MS = 5000;
@@ -75,6 +77,7 @@ export function createAgentClientOnTransport(transport: Transport, options: Agen
     deleteSandbox: async (sandboxId, gracePeriodMs) => {
       await unary(() => client.deleteSandbox({ sandboxId, gracePeriodMs }, { timeoutMs: gracePeriodMs + DELETE_MARGIN_MS }));
     },
+    stats: async (sandboxId) => sandboxStatsFromMessage(await unary(() => client.getSandboxStats({ sandboxId }, { timeoutMs: STATS_TIMEOUT_MS }))),
     listSandboxes: async () => (await unary(() => client.listSandboxes({}, { timeoutMs: LIST_TIMEOUT_MS }))).sandboxes.map(agentSandboxFromMessage),
     logs: (sandboxId, follow, signal) => translatedStream(() => client.logs({ sandboxId, follow }, callOptions(signal)), logChunkFromMessage),
     exec: (request, signal) => translatedStream(() => client.exec(execRequestToMessage(request), callOptions(signal)), execEventFromMessage),

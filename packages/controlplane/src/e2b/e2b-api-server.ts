@@ -7,6 +7,7 @@
  *   POST   /sandboxes, /v2/sandboxes        201 Sandbox (once the sandbox's daemon answers)
  *   GET    /v2/sandboxes                    200 [ListedSandbox], X-Next-Token while more pages follow
  *   GET    /sandboxes/{id}                  200 SandboxDetail
+ *   GET    /sandboxes/{id}/metrics          200 [SandboxMetric]: one sample, read now (none while paused)
  *   DELETE /sandboxes/{id}                  204
  *   POST   /sandboxes/{id}/timeout          204 ({"timeout": seconds}: end = now + timeout)
  *   POST   /sandboxes/{id}/connect          200 Sandbox ({"timeout": seconds}: end extended, never shortened),
@@ -113,6 +114,11 @@ function routes(sandboxes: E2bSandboxes): Route[] {
     },
     { method: "GET", pattern: new RegExp(`^/sandboxes/${ID}$`), handle: async (call) => ({ status: 200, body: await sandboxes.get(call.sandboxID) }) },
     {
+      method: "GET",
+      pattern: new RegExp(`^/sandboxes/${ID}/metrics$`),
+      handle: async (call) => ({ status: 200, body: await sandboxes.metrics(call.sandboxID) }),
+    },
+    {
       method: "DELETE",
       pattern: new RegExp(`^/sandboxes/${ID}$`),
       handle: async (call) => {
@@ -157,7 +163,7 @@ function routes(sandboxes: E2bSandboxes): Route[] {
 }
 
 const ROUTE_LIST =
-  "GET /health, POST /sandboxes, POST /v2/sandboxes, GET /v2/sandboxes, GET|DELETE /sandboxes/{id}, POST /sandboxes/{id}/timeout, " +
+  "GET /health, POST /sandboxes, POST /v2/sandboxes, GET /v2/sandboxes, GET|DELETE /sandboxes/{id}, GET /sandboxes/{id}/metrics, POST /sandboxes/{id}/timeout, " +
   "POST /sandboxes/{id}/connect, POST /v2/sandboxes/{id}/connect, POST /sandboxes/{id}/pause, POST /sandboxes/{id}/resume, POST /sandboxes/{id}/fork";
 
 /** The request body as JSON: undefined when empty; at most MAX_BODY_BYTES. */

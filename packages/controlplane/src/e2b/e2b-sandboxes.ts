@@ -40,6 +40,7 @@ import type { SandboxManager } from "../fastpath/sandbox-manager.js";
 import { agentPodLimits } from "../fleet/agent-pod.js";
 import { accessTokenMatches, hashAccessToken } from "../proxy/access-token.js";
 import type { ResourceStore } from "../store/resource-store.js";
+import { e2bSandboxMetricOf, type E2bSandboxMetric } from "./e2b-sandbox-metric.js";
 import { e2bErrorOf, type E2bErrorBody } from "./e2b-errors.js";
 import type { ForkRequest, ListSandboxesQuery, NewSandboxRequest } from "./e2b-requests.js";
 import {
@@ -76,7 +77,7 @@ const UPDATE_ATTEMPTS = 5;
 const ROUTED_TIMEOUT_MS = 5_000;
 
 export interface E2bSandboxesOptions {
-  manager: Pick<SandboxManager, "create" | "get" | "list" | "update" | "delete">;
+  manager: Pick<SandboxManager, "create" | "get" | "list" | "update" | "delete" | "stats">;
   /** Where the pools (templates) are read. */
   store: Pick<ResourceStore, "get" | "list">;
   /** The sandbox whose current instance has this id (the sandbox proxy's directory). */
@@ -203,6 +204,16 @@ export class E2bSandboxes {
     const sandbox = await this.find(sandboxID);
     const pool = (await this.pools()).get(sandbox.spec.poolRef);
     return sandboxDetailOf(sandbox, this.envdVersion, this.resourcesOf(pool), this.accessTokenOf(sandbox));
+  }
+
+  /**
+   * The sandbox's resource use as E2B's metrics: one sample, read now (Fast Sandbox keeps no
+   * history, so `start` and `end` select nothing); none for a paused sandbox, which runs nowhere.
+   */
+  async metrics(sandboxID: string): Promise<E2bSandboxMetric[]> {
+    const sandbox = await this.find(sandboxID);
+    if (isPaused(sandbox)) return [];
+    return [e2bSandboxMetricOf(await this.options.manager.stats(this.namespace, sandbox.metadata.name))];
   }
 
   private resourcesOf(pool: SandboxPool | undefined): SandboxResources {

@@ -4,7 +4,7 @@
  * excluded from the build, like the specs.
  */
 import assert from "node:assert/strict";
-import { API_VERSION, type Sandbox, type SandboxPool, type SandboxSpec, type SandboxStatus } from "@fast-sandbox/api";
+import { API_VERSION, NotFoundError, type Sandbox, type SandboxPool, type SandboxSpec, type SandboxStats, type SandboxStatus } from "@fast-sandbox/api";
 import { pino } from "pino";
 import type { AgentClient, AgentSandbox, AgentSandboxSpec, AgentStatus, ExecEvent, ExecRequest, PullProgress } from "../agent-client/agent-client.js";
 import { FakeClock } from "../controller/clock.js";
@@ -83,6 +83,26 @@ export class FakeAgentClient implements AgentClient {
 
   async listSandboxes(): Promise<AgentSandbox[]> {
     return [...this.sandboxes.values()];
+  }
+
+  /** What `stats` answers for a sandbox it holds. */
+  statsAnswer: SandboxStats = {
+    timestampMs: 1_700_000_000_000,
+    cpuUsageNanos: 0,
+    cpuUsedMillis: 0,
+    cpuLimitMillis: 0,
+    memoryUsedBytes: 0,
+    memoryLimitBytes: 0,
+    pids: 0,
+    diskUsedBytes: 0,
+    nodeCpus: 1,
+    nodeMemoryBytes: 0,
+  };
+
+  async stats(sandboxId: string): Promise<SandboxStats> {
+    this.calls.push(`stats ${sandboxId}`);
+    if (!this.sandboxes.has(sandboxId)) throw new NotFoundError(`sandbox ${sandboxId} is not on this agent`);
+    return this.statsAnswer;
   }
 
   async *logs(): AsyncIterable<Uint8Array> {}

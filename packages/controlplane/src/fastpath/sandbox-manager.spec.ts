@@ -181,6 +181,14 @@ describe("SandboxManager", () => {
       assert.equal(read.status?.sandboxID, sandbox.status?.sandboxID);
     });
 
+    it("stats: asks the sandbox's agent for its instance's reading; an unknown name is NotFound", async () => {
+      const sandbox = await manager.create({ name: "measured", spec: spec() });
+      const stats = await manager.stats(undefined, "measured");
+      assert.deepEqual(stats, agent.statsAnswer);
+      assert.ok(agent.calls.includes(`stats ${sandbox.status?.sandboxID}`));
+      assert.ok((await rejection(manager.stats(undefined, "nothing-here"))) instanceof NotFoundError);
+    });
+
     it("gives a sandbox without a name a generated one", async () => {
       const sandbox = await manager.create({ spec: spec() });
       assert.match(sandbox.metadata.name, /^sb-[0-9a-f]{10}$/);

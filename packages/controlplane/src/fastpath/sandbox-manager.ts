@@ -22,6 +22,7 @@ import {
   type Sandbox,
   type SandboxPool,
   type SandboxSpec,
+  type SandboxStats,
   type SandboxStatus,
   type Condition,
   type OwnerReference,
@@ -1097,6 +1098,12 @@ export class SandboxManager {
   async *logs(namespace: string | undefined, name: string, follow: boolean, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
     const { client, sandboxId } = await this.agentOf(namespace, name);
     yield* client.logs(sandboxId, follow, signal);
+  }
+
+  /** The sandbox's resource use now, as its agent reads it (CPU over 100 ms, memory, processes, disk). */
+  async stats(namespace: string | undefined, name: string): Promise<SandboxStats> {
+    const { client, sandboxId } = await this.agentOf(namespace, name);
+    return client.stats(sandboxId);
   }
 
   async *exec(input: ExecInput, signal?: AbortSignal): AsyncGenerator<ExecEvent> {

@@ -6,6 +6,7 @@ import {
   ValidationError,
   pb,
   sandboxSpecFromMessage,
+  sandboxStatsToMessage,
   sandboxToMessage,
   toConnectError,
 } from "@fast-sandbox/api";
@@ -79,6 +80,7 @@ export function createSandboxService(manager: SandboxManager, checkpoints?: Chec
         return sandboxToMessage(sandbox);
       }),
     getSandbox: (request) => edge(async () => sandboxToMessage(await manager.get(request.namespace, request.name))),
+    getSandboxStats: (request) => edge(async () => sandboxStatsToMessage(await manager.stats(request.namespace, request.name))),
     listSandboxes: (request) =>
       edge(async () => {
         const pool = request.pool || undefined;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { pino } from "pino";
-import { BusyError } from "@fast-sandbox/api";
+import { BusyError, type SandboxStats } from "@fast-sandbox/api";
 import type { AgentClient, AgentSandbox, AgentStatus, ExecEvent, PullProgress } from "../agent-client/agent-client.js";
 import { FakeClock } from "../controller/clock.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
@@ -97,6 +97,10 @@ class FakeAgentClient implements AgentClient {
 
   async listSandboxes(): Promise<AgentSandbox[]> {
     return [];
+  }
+
+  async stats(): Promise<SandboxStats> {
+    throw new Error("not used");
   }
 
   async *logs(): AsyncIterable<Uint8Array> {}

@@ -36,6 +36,7 @@ from .models import (
     ProcessInfo,
     PtySize,
     SandboxInfo,
+    SandboxStats,
     WriteInfo,
 )
 from .sandbox import CommandHandle, Commands, Files, Pty, Sandbox, WatchHandle
@@ -72,6 +73,7 @@ __all__ = [
     "PtySize",
     "Sandbox",
     "SandboxInfo",
+    "SandboxStats",
     "TimeoutError",
     "UnauthenticatedError",
     "UnavailableError",

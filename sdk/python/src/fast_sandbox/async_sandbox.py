@@ -39,7 +39,7 @@ from .errors import (
     add_context,
     error_from_transport,
 )
-from .models import CommandResult, EntryInfo, FilesystemEvent, ProcessInfo, PtySize, SandboxInfo, WriteInfo
+from .models import CommandResult, EntryInfo, FilesystemEvent, ProcessInfo, PtySize, SandboxInfo, SandboxStats, WriteInfo
 
 T = TypeVar("T")
 #: A callback: a function or a coroutine function of one argument.
@@ -890,6 +890,13 @@ class AsyncSandbox:
     async def get_info(self, request_timeout: Optional[float] = None) -> SandboxInfo:
         self._info = SandboxInfo.from_message(await self._get(request_timeout))
         return self._info
+
+    async def stats(self, request_timeout: Optional[float] = None) -> SandboxStats:
+        """Its resource use now, read by its agent: CPU (over 100 ms), memory, processes, disk written."""
+        reply, _ = await self._connection.api.unary(
+            f"{protocol.SANDBOX_SERVICE}/GetSandboxStats", self._key(), request_timeout=self._connection.timeout(request_timeout)
+        )
+        return SandboxStats.from_message(reply)
 
     async def is_running(self, request_timeout: Optional[float] = None) -> bool:
         """Whether its daemon answers (False once the sandbox is gone or not running)."""

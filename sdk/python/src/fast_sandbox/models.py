@@ -76,6 +76,49 @@ class SandboxInfo:
 
 
 @dataclass(frozen=True)
+class SandboxStats:
+    """A sandbox's resource use at one moment, as its agent reads it (``Sandbox.stats()``). A limit of 0 is none."""
+
+    timestamp: Optional[datetime]
+    #: CPU time used since the sandbox started, in nanoseconds.
+    cpu_usage_nanos: int
+    #: CPU use over the 100 ms before ``timestamp``, in thousandths of a core.
+    cpu_used_millis: int
+    #: 0: none (the node's ``node_cpus``).
+    cpu_limit_millis: int
+    #: Memory its processes use, page cache included.
+    memory_used_bytes: int
+    #: 0: none (the node's ``node_memory_bytes``).
+    memory_limit_bytes: int
+    #: Processes and threads in it.
+    pids: int
+    #: What it wrote over its image, in bytes.
+    disk_used_bytes: int
+    node_cpus: int
+    node_memory_bytes: int
+
+    @staticmethod
+    def from_message(message: Mapping[str, Any]) -> SandboxStats:
+        # proto3 JSON: 64-bit integers are strings, zero values are left out.
+        def number(key: str) -> int:
+            return int(message.get(key) or 0)
+
+        millis = number("timestampMs")
+        return SandboxStats(
+            timestamp=datetime.fromtimestamp(millis / 1000, tz=timezone.utc) if millis else None,
+            cpu_usage_nanos=number("cpuUsageNanos"),
+            cpu_used_millis=number("cpuUsedMillis"),
+            cpu_limit_millis=number("cpuLimitMillis"),
+            memory_used_bytes=number("memoryUsedBytes"),
+            memory_limit_bytes=number("memoryLimitBytes"),
+            pids=number("pids"),
+            disk_used_bytes=number("diskUsedBytes"),
+            node_cpus=number("nodeCpus"),
+            node_memory_bytes=number("nodeMemoryBytes"),
+        )
+
+
+@dataclass(frozen=True)
 class CommandResult:
     """What a finished command left: its output (decoded as UTF-8) and exit code."""
 

@@ -19,6 +19,7 @@ from fast_sandbox import (
     NotFoundError,
     PtySize,
     Sandbox,
+    SandboxStats,
     TimeoutError,
     UnauthenticatedError,
     ValidationError,
@@ -311,3 +312,23 @@ def test_bad_input_is_refused_with_typed_errors(sandbox: Sandbox, run_labels: Di
         Sandbox.list(token="not-the-token")
     # The refused creates left nothing behind.
     assert {info.name for info in Sandbox.list(namespace="*")} == before
+
+
+def test_stats_read_the_sandbox_s_cpu_memory_processes_and_writes(sandbox: Sandbox) -> None:
+    sandbox.commands.run("dd if=/dev/zero of=/tmp/stats-written bs=1M count=3")
+    busy = sandbox.commands.run("while :; do :; done", background=True)
+    try:
+        readings: List[SandboxStats] = []
+        deadline = time.monotonic() + 30
+        while not readings or readings[-1].cpu_used_millis <= 100:
+            assert time.monotonic() < deadline, f"no CPU use seen: {readings}"
+            readings.append(sandbox.stats())
+        stats = readings[-1]
+        assert stats.timestamp is not None and abs((datetime.now(timezone.utc) - stats.timestamp).total_seconds()) < 60
+        assert stats.cpu_usage_nanos > 0
+        assert stats.pids >= 2, stats
+        assert stats.memory_used_bytes > 0
+        assert stats.disk_used_bytes >= 3 << 20, stats
+        assert stats.node_cpus >= 1 and stats.node_memory_bytes > 0
+    finally:
+        busy.kill()

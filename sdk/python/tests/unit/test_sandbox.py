@@ -22,6 +22,7 @@ from fast_sandbox import (
     NotFoundError,
     PtySize,
     Sandbox,
+    SandboxStats,
     TimeoutError,
     UnavailableError,
     ValidationError,
@@ -470,3 +471,13 @@ def test_an_unreachable_control_plane_or_proxy_says_what_to_check(fake_and_optio
     with pytest.raises(UnavailableError, match="FSB_PROXY_URL"):
         Sandbox.create(transport=httpx.MockTransport(refuse_the_proxy), **options)
     assert fake.sandboxes == {}, "a create whose daemon cannot be reached leaves nothing behind"
+
+
+def test_sandbox_stats_read_proto3_json_numbers_as_strings_and_zeros_left_out() -> None:
+    message = {"timestampMs": "1764800000500", "cpuUsedMillis": "250", "cpuLimitMillis": "500", "memoryUsedBytes": "67108864"}
+    stats = SandboxStats.from_message({**message, "pids": 3, "nodeCpus": 2})
+    assert stats.timestamp is not None and stats.timestamp.timestamp() == 1764800000.5
+    assert (stats.cpu_used_millis, stats.cpu_limit_millis, stats.memory_used_bytes) == (250, 500, 64 << 20)
+    assert (stats.pids, stats.node_cpus) == (3, 2)
+    assert (stats.memory_limit_bytes, stats.disk_used_bytes, stats.cpu_usage_nanos) == (0, 0, 0)
+    assert SandboxStats.from_message({}).timestamp is None

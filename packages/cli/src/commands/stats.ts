@@ -1,0 +1,48 @@
+import type { SandboxStats } from "@fast-sandbox/api/core";
+import { connect, type GlobalOptions } from "../connection.js";
+import { printObjects, printTable, type OutputFormat } from "../output.js";
+
+const STATS_HEADERS = ["NAME", "CPU", "CPU LIMIT", "MEMORY", "MEMORY LIMIT", "PIDS", "DISK WRITTEN"];
+
+/** Cores as kubectl writes CPU: `250m`, `1.5`; `-` for none. */
+export function formatCpu(millis: number): string {
+  if (millis >= 1000) return String(Math.round(millis / 100) / 10);
+  return `${millis}m`;
+}
+
+/** Bytes in binary units, as kubectl top: `512Ki`, `64Mi`, `1.5Gi`. */
+export function formatBytes(bytes: number): string {
+  const units = ["", "Ki", "Mi", "Gi", "Ti"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 || value >= 10 ? Math.round(value) : Math.round(value * 10) / 10}${units[unit]}`;
+}
+
+/** A row of `fsb stats`: a limit of 0 is its node's bound, shown in parentheses. */
+export function statsRow(name: string, stats: SandboxStats): string[] {
+  return [
+    name,
+    formatCpu(stats.cpuUsedMillis),
+    stats.cpuLimitMillis > 0 ? formatCpu(stats.cpuLimitMillis) : `none (${stats.nodeCpus} cpus)`,
+    formatBytes(stats.memoryUsedBytes),
+    stats.memoryLimitBytes > 0 ? formatBytes(stats.memoryLimitBytes) : `none (${formatBytes(stats.nodeMemoryBytes)})`,
+    String(stats.pids),
+    formatBytes(stats.diskUsedBytes),
+  ];
+}
+
+/** `fsb stats NAME...`: each sandbox's resource use now, as its agent reads it. */
+export async function stats(names: string[], options: GlobalOptions & { namespace?: string; output: OutputFormat }): Promise<void> {
+  const { client, namespace } = await connect(options);
+  const readings = await Promise.all(names.map(async (name) => ({ name, stats: await client.sandboxes.stats(name, { namespace }) })));
+  printObjects(options.output, names.length === 1 ? readings[0] : readings, () =>
+    printTable(
+      STATS_HEADERS,
+      readings.map((reading) => statsRow(reading.name, reading.stats)),
+    ),
+  );
+}
