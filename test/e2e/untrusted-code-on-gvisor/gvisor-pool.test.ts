@@ -32,6 +32,10 @@ describe("a pool with runtimeType gvisor runs untrusted code under runsc", () =>
     assert.match(dmesg.stdout, /gVisor/i);
     const exit = await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", "echo err >&2; exit 5"]);
     assert.deepEqual(exit, { exitCode: 5, stdout: "", stderr: "err\n" });
+    // Its agent reads the cgroup runsc put the whole sandbox in (the Sentry and gofer included).
+    const stats = await client.sandboxes.stats(sandbox.metadata.name);
+    assert.ok(stats.memoryUsedBytes > 1 << 20, `memory ${stats.memoryUsedBytes}`);
+    assert.ok(stats.cpuUsageNanos > 0 && stats.pids >= 1, JSON.stringify(stats));
     await client.sandboxes.delete(sandbox.metadata.name);
     assert.deepEqual(containerdLeftovers(containerdNamespace), { containers: [], tasks: [], snapshots: [] });
   });
