@@ -10,8 +10,8 @@ export function formatCpu(millis: number): string {
   return `${millis}m`;
 }
 
-/** Bytes in binary units, as kubectl top: `512Ki`, `64Mi`, `1.5Gi`. */
-export function formatBytes(bytes: number): string {
+/** Bytes as a Kubernetes quantity in binary units, as kubectl top writes memory: `512Ki`, `64Mi`, `1.5Gi`. */
+export function formatQuantityBytes(bytes: number): string {
   const units = ["", "Ki", "Mi", "Gi", "Ti"];
   let value = bytes;
   let unit = 0;
@@ -28,10 +28,10 @@ export function statsRow(name: string, stats: SandboxStats): string[] {
     name,
     formatCpu(stats.cpuUsedMillis),
     stats.cpuLimitMillis > 0 ? formatCpu(stats.cpuLimitMillis) : `none (${stats.nodeCpus} cpus)`,
-    formatBytes(stats.memoryUsedBytes),
-    stats.memoryLimitBytes > 0 ? formatBytes(stats.memoryLimitBytes) : `none (${formatBytes(stats.nodeMemoryBytes)})`,
+    formatQuantityBytes(stats.memoryUsedBytes),
+    stats.memoryLimitBytes > 0 ? formatQuantityBytes(stats.memoryLimitBytes) : `none (${formatQuantityBytes(stats.nodeMemoryBytes)})`,
     String(stats.pids),
-    formatBytes(stats.diskUsedBytes),
+    formatQuantityBytes(stats.diskUsedBytes),
   ];
 }
 

@@ -1,0 +1,27 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { formatCpu, formatQuantityBytes, statsRow } from "./stats.js";
+
+describe("fsb stats", () => {
+  it("writes CPU as kubectl does: millicores below a core, cores above", () => {
+    assert.equal(formatCpu(0), "0m");
+    assert.equal(formatCpu(250), "250m");
+    assert.equal(formatCpu(1000), "1");
+    assert.equal(formatCpu(1530), "1.5");
+  });
+
+  it("writes bytes as binary quantities", () => {
+    assert.equal(formatQuantityBytes(0), "0");
+    assert.equal(formatQuantityBytes(1023), "1023");
+    assert.equal(formatQuantityBytes(4 * 2 ** 20), "4Mi");
+    assert.equal(formatQuantityBytes(1.5 * 2 ** 30), "1.5Gi");
+    assert.equal(formatQuantityBytes(300 * 2 ** 20), "300Mi");
+  });
+
+  it("shows a missing limit as none, with the node's bound", () => {
+    const base = { timestampMs: 0, cpuUsageNanos: 0, pids: 2, diskUsedBytes: 4 * 2 ** 20, nodeCpus: 8, nodeMemoryBytes: 16 * 2 ** 30 };
+    const limited = { ...base, cpuUsedMillis: 120, cpuLimitMillis: 200, memoryUsedBytes: 2 ** 20, memoryLimitBytes: 32 * 2 ** 20 };
+    assert.deepEqual(statsRow("a", limited), ["a", "120m", "200m", "1Mi", "32Mi", "2", "4Mi"]);
+    assert.deepEqual(statsRow("b", { ...limited, cpuLimitMillis: 0, memoryLimitBytes: 0 }), ["b", "120m", "none (8 cpus)", "1Mi", "none (16Gi)", "2", "4Mi"]);
+  });
+});
