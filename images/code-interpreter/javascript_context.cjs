@@ -14,7 +14,8 @@
  * which the worker streams. SIGINT interrupts the running execution and the context keeps its
  * state: a script is broken off (vm's breakOnSigint), an awaited promise is given up on. (Code with
  * top-level `await` that loops without awaiting cannot be interrupted: Node's REPL evaluation, made
- * to break on SIGINT, ends the process instead; the worker's server replaces the interpreter.)
+ * to break on SIGINT, ended the process instead, so it runs without; the worker's server replaces
+ * the interpreter when such code has not stopped 10 s after the interrupt.)
  */
 const fs = require("node:fs");
 const readline = require("node:readline");
