@@ -208,7 +208,7 @@ export class E2bSandboxes {
 
   /**
    * The sandbox's resource use as E2B's metrics: one sample, read now (Fast Sandbox keeps no
-   * history, so `start` and `end` select nothing); none for a paused sandbox, which runs nowhere.
+   * history: `start` and `end` are ignored); none for a paused sandbox, which runs nowhere.
    */
   async metrics(sandboxID: string): Promise<E2bSandboxMetric[]> {
     const sandbox = await this.find(sandboxID);
