@@ -35,8 +35,9 @@ N``); an interrupt ends the running command line and keeps the shell; ``exit`` e
 next execution starts a new shell). ``javascript`` (also ``js``, ``node``, ``nodejs``; when the image
 has a node and javascript_context.cjs lies beside this file): a Node.js process per context
 (javascript_context.cjs), with declarations kept between executions, top-level ``await``, the last
-expression's value (a promise's, resolved) as the result in ``util.inspect``'s text, and the
-error's name, message and stack. ``typescript`` (also ``ts``; when typescript.js, the
+expression's value (a promise's, resolved) as the result in ``util.inspect``'s text, the
+error's name, message and stack, and ``import`` declarations made dynamic imports (with
+typescript.js beside this file). ``typescript`` (also ``ts``; when typescript.js, the
 ``typescript`` package's compiler, lies beside this file too): a JavaScript context whose
 executions have their types stripped first (no type check). Another language is refused with 400.
 
@@ -98,7 +99,8 @@ import uuid  # noqa: E402
 BASH = shutil.which("bash")
 NODE = shutil.which("node")
 JAVASCRIPT_CONTEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "javascript_context.cjs")
-# The `typescript` package's compiler, for TypeScript contexts (their types stripped).
+# The `typescript` package's compiler: TypeScript contexts strip types with it, and JavaScript ones
+# parse `import` declarations (made dynamic imports) with it.
 TYPESCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "typescript.js")
 _JAVASCRIPT = NODE is not None and os.path.isfile(JAVASCRIPT_CONTEXT)
 LANGUAGES = (
@@ -435,7 +437,8 @@ class _JavaScriptWorker(_Worker):
         try:
             self.node = subprocess.Popen(
                 [NODE, JAVASCRIPT_CONTEXT, "--requests", str(node_requests), "--results", str(node_results)]
-                + (["--typescript", TYPESCRIPT] if _argument("--language", "") == "typescript" else []),
+                + (["--compiler", TYPESCRIPT] if os.path.isfile(TYPESCRIPT) else [])
+                + (["--strip-types"] if _argument("--language", "") == "typescript" else []),
                 stdin=subprocess.DEVNULL,
                 pass_fds=(node_requests, node_results),
             )

@@ -1,6 +1,6 @@
 "use strict";
 /**
- * A JavaScript (or TypeScript: `--typescript`, see stripTypes) context of Fast Sandbox's code interpreter (code_interpreter.py starts one per
+ * A JavaScript (or TypeScript: `--strip-types`, see stripTypes) context of Fast Sandbox's code interpreter (code_interpreter.py starts one per
  * context, as its worker's child). Each execution runs as a script in this process's global scope,
  * so declarations (`let`, `const`, `function`, `class`) live on between executions, and its last
  * expression's value is its result (a promise: what it resolves to). Code with top-level `await`,
@@ -31,18 +31,24 @@ function argument(name) {
 
 const requestsFd = Number(argument("--requests"));
 const resultsFd = Number(argument("--results"));
-/** A TypeScript context: the path of the `typescript` package's lib/typescript.js, which strips each execution's types. */
-const typescriptPath = argument("--typescript");
-let typescript;
+/** The `typescript` package's lib/typescript.js, when the image has it: it parses executions' `import` declarations (rewriteImports) and strips types. */
+const compilerPath = argument("--compiler");
+/** A TypeScript context: each execution's types are stripped (stripTypes) first. */
+const typeScript = process.argv.includes("--strip-types");
+let loadedCompiler;
+
+function compiler() {
+  loadedCompiler ??= require(compilerPath);
+  return loadedCompiler;
+}
 
 /**
  * The JavaScript of a TypeScript execution: its types removed (`transpileModule`: no type check,
- * as E2B's Deno kernel runs TypeScript), nothing else changed (ES2022, imports kept as written).
- * A syntax error is thrown as the SyntaxError it is, with its line and column.
+ * as E2B's Deno kernel runs TypeScript), nothing else changed (ES2022, imports kept as written but
+ * those of types only). A syntax error is thrown as the SyntaxError it is, with its line and column.
  */
 function stripTypes(code) {
-  typescript ??= require(typescriptPath);
-  const ts = typescript;
+  const ts = compiler();
   const { outputText, diagnostics = [] } = ts.transpileModule(code, {
     fileName: "cell.ts",
     reportDiagnostics: true,
@@ -58,6 +64,67 @@ function stripTypes(code) {
   }
   // Sloppy, as a JavaScript execution is: "use strict" would refuse an assignment to an undeclared name.
   return outputText.replace(/^"use strict";\r?\n/, "");
+}
+
+/**
+ * The code with its top-level `import` declarations, which no script may have, made into dynamic
+ * imports that bind the same names, as a notebook's cell runs them: `import fs from "node:fs"` is
+ * `var fs = (await import("node:fs")).default`, `import * as ns`, `import { a, b as c }` and a bare
+ * `import "m"` likewise, import attributes (`with { type: "json" }`) kept. `var` so that a cell
+ * run again may import again. Each one stays on its own lines (an error's line number holds), and
+ * the bindings are copies, not live. Specifiers resolve as a module in the working directory would
+ * (its node_modules). Code without `import`, or a context without the compiler, is left as is.
+ */
+function rewriteImports(code) {
+  if (!compilerPath || !/\bimport\b/.test(code)) return code;
+  const ts = compiler();
+  const source = ts.createSourceFile("cell.js", code, ts.ScriptTarget.Latest, true, ts.ScriptKind.JS);
+  let rewritten = "";
+  let from = 0;
+  for (const statement of source.statements) {
+    if (!ts.isImportDeclaration(statement)) continue;
+    const start = statement.getStart(source);
+    const lines = code.slice(start, statement.end).split("\n").length - 1;
+    rewritten += code.slice(from, start) + importAsStatement(ts, source, statement) + "\n".repeat(lines);
+    from = statement.end;
+  }
+  return from === 0 ? code : rewritten + code.slice(from);
+}
+
+/** One import declaration as a statement binding its names from a dynamic import (see rewriteImports). */
+function importAsStatement(ts, source, declaration) {
+  const attributes = declaration.attributes ?? declaration.assertClause;
+  const options = attributes
+    ? `, { with: { ${attributes.elements.map((element) => `${element.name.getText(source)}: ${element.value.getText(source)}`).join(", ")} } }`
+    : "";
+  const load = `await import(${declaration.moduleSpecifier.getText(source)}${options})`;
+  const clause = declaration.importClause;
+  if (!clause) return `${load};`;
+  if (clause.isTypeOnly) return "";
+  const bindings = clause.namedBindings;
+  if (bindings && ts.isNamespaceImport(bindings)) {
+    const namespace = bindings.name.text;
+    return clause.name ? `var ${namespace} = ${load}, ${clause.name.text} = ${namespace}.default;` : `var ${namespace} = ${load};`;
+  }
+  const names = [];
+  if (clause.name) names.push(`default: ${clause.name.text}`);
+  for (const element of bindings?.elements ?? []) {
+    if (element.isTypeOnly) continue;
+    names.push(element.propertyName ? `${element.propertyName.getText(source)}: ${element.name.text}` : element.name.text);
+  }
+  return names.length === 0 ? `${load};` : `var { ${names.join(", ")} } = ${load};`;
+}
+
+// Node 20 calls the main context's loader for a script's import() experimental, and says so once,
+// at the first import() that uses it: one is made now, its warning to nobody, not on a run's stderr.
+if (vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER) {
+  const emitWarning = process.emitWarning;
+  process.emitWarning = () => {};
+  try {
+    new vm.Script('import("node:vm").catch(() => {})', { importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER }).runInThisContext();
+  } finally {
+    process.emitWarning = emitWarning;
+  }
 }
 
 // The REPL reads nothing and writes nowhere: executions are handed to its evaluator one by one.
@@ -99,7 +166,11 @@ function describe(thrown) {
   if (error instanceof Error) {
     const stack = (error.stack ?? `${error.name}: ${error.message}`).split("\n");
     // Below the first frame of this file's, or of Node's REPL and vm, is this file's machinery.
-    const end = stack.findIndex((line) => /^\s+at /.test(line) && (line.includes(__filename) || /REPLServer|ContextifyScript|node:vm:|new Promise/.test(line)));
+    const end = stack.findIndex(
+      (line) =>
+        /^\s+at /.test(line) &&
+        (line.includes(__filename) || /REPLServer|ContextifyScript|node:vm:|node:repl:|processTicksAndRejections|new Promise/.test(line)),
+    );
     return { name: error.name, value: error.message, traceback: (end >= 0 ? stack.slice(0, end) : stack).join("\n") };
   }
   return { name: "Error", value: `Uncaught ${util.inspect(error)}`, traceback: `Uncaught ${util.inspect(error)}` };
@@ -147,7 +218,8 @@ function compile(code) {
   const candidates = /^\s*\{/.test(code) && /\}\s*$/.test(code) ? [`(${code}\n)`, code] : [code];
   for (const source of candidates) {
     try {
-      return new vm.Script(source, { filename: "<cell>" });
+      // import() resolves as in the REPL's evaluation (the working directory's modules).
+      return new vm.Script(source, { filename: "<cell>", importModuleDynamically: vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER });
     } catch (error) {
       if (!(error instanceof SyntaxError)) throw error;
     }
@@ -170,7 +242,7 @@ requests.on("line", (line) => {
     let outcome;
     try {
       const code = String(request.code ?? "");
-      outcome = await evaluate(typescriptPath ? stripTypes(code) : code);
+      outcome = await evaluate(rewriteImports(typeScript ? stripTypes(code) : code));
     } catch (error) {
       outcome = { error };
     }

@@ -248,6 +248,36 @@ def test_a_javascript_run_past_its_timeout_is_interrupted_and_the_context_keeps_
     sandbox.remove_code_context(context)
 
 
+def test_javascript_and_typescript_import_declarations_bind_their_names(sandbox):
+    sandbox.files.write("/home/user/answer.mjs", "export const answer = 42\nexport default 'the default'\n")
+    sandbox.files.write("/home/user/numbers.json", '{"numbers": [1, 2, 3]}')
+    execution = sandbox.run_code(
+        "import fs from 'node:fs'\nimport * as path from 'node:path'\nimport { join as joined } from 'node:path'\n"
+        "import title, { answer } from './answer.mjs'\nimport data from './numbers.json' with { type: 'json' }\n"
+        "[typeof fs.readFileSync, path.sep, joined('a', 'b'), title, answer, data.numbers.length]",
+        language="js",
+    )
+    assert execution.error is None, execution.error
+    assert execution.text == "[ 'function', '/', 'a/b', 'the default', 42, 3 ]"
+    # The names live on; a cell importing again runs again; import() works in any cell.
+    assert sandbox.run_code("import fs from 'node:fs'\nanswer + fs.readdirSync('.').length * 0", language="js").text == "42"
+    assert sandbox.run_code("import('node:os').then((os) => typeof os.cpus)", language="js").text == "'function'"
+    # An error keeps its line through the rewrite (the multi-line import stays on lines 1-4).
+    failed = sandbox.run_code("import {\n  readFileSync,\n  existsSync,\n} from 'node:fs'\nthrow new Error('line five')", language="js")
+    assert failed.error.value == "line five"
+    assert "<cell>:5:" in failed.error.traceback
+    missing = sandbox.run_code("import gone from './no-such-module.mjs'", language="js")
+    assert "Cannot find module" in missing.error.value
+    # TypeScript: imports of types only go; the others bind as in JavaScript.
+    typed = sandbox.run_code(
+        "import type { Stats } from 'node:fs'\nimport { statSync, type Dirent } from 'node:fs'\n"
+        "const home: Stats = statSync('/home/user')\nhome.isDirectory()",
+        language="ts",
+    )
+    assert typed.error is None, typed.error
+    assert typed.text == "true"
+
+
 def test_typescript_runs_with_its_types_stripped(sandbox):
     execution = sandbox.run_code(
         "interface Point { x: number; y: number }\nconst origin: Point = { x: 40, y: 2 }\nconst lift = async (p: Point): Promise<number> => p.x + p.y\nawait lift(origin)",
