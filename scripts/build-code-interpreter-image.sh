@@ -4,14 +4,17 @@
 # Offline, from this host's files, like the base image: busybox-static for the shell and tools,
 # Debian's python3 (the interpreter, its standard library and the shared libraries they link),
 # Debian's bash and node (for bash and JavaScript contexts), the repository's pinned TypeScript
-# compiler (TypeScript contexts: types stripped), a `user` account with home /home/user (E2B's). A pool named `code-interpreter-v1` (the
+# compiler (TypeScript contexts: types stripped), numpy, pandas and matplotlib (the wheels pinned in
+# images/code-interpreter/requirements.txt, downloaded once by the host's pip into the cache
+# directory), a `user` account with home /home/user (E2B's). A pool named `code-interpreter-v1` (the
 # template E2B's code-interpreter SDKs ask for; config/samples/code-interpreter-pool.yaml) with this
-# image serves their `run_code`; see the README. Code that needs packages beyond the standard library
-# needs an image that has them: any image with python3 serves the same API with the server copied in
-# and run as its command.
+# image serves their `run_code`; see the README. Code that needs other packages needs an image that
+# has them: any image with python3 serves the same API with the server copied in and run as its
+# command.
 #
-# Idempotent: the OCI archive is cached (keyed by the python, bash and node binaries, the server and this script)
-# and rebuilt only when missing; the import is skipped when containerd's namespace has the image.
+# Idempotent: the OCI archive is cached (keyed by the python, bash and node binaries, the server, the
+# requirements and this script) and rebuilt only when missing; the import is skipped when
+# containerd's namespace has the image.
 #
 # Usage: scripts/build-code-interpreter-image.sh [IMAGE] [CONTAINERD_NAMESPACE]
 #   IMAGE                 env FSB_CODE_INTERPRETER_IMAGE, default fast-sandbox.io/code-interpreter:latest
@@ -21,6 +24,7 @@
 #   python                env FSB_PYTHON,                 default /usr/bin/python3 (Debian's python3)
 #   bash                  env FSB_BASH,                   default /bin/bash
 #   node                  env FSB_NODE,                   default the node on PATH
+#   pip (downloads)       env FSB_PIP,                    default "python3 -m pip" (any python's pip: wheels for the image's python are asked for)
 # Needs root (ctr, chroot) and the Debian packages busybox-static, umoci, python3 and containerd.
 set -euo pipefail
 SELF="$(readlink -f "$0")"
@@ -39,6 +43,8 @@ JAVASCRIPT_CONTEXT="images/code-interpreter/javascript_context.cjs"
 # TypeScript contexts strip types with the repository's pinned `typescript` (package.json; npm ci).
 TYPESCRIPT_DIR="node_modules/typescript"
 SERVER="images/code-interpreter/code_interpreter.py"
+REQUIREMENTS="images/code-interpreter/requirements.txt"
+read -r -a PIP <<<"${FSB_PIP:-python3 -m pip}"
 
 log() { echo "build-code-interpreter-image: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -51,6 +57,7 @@ done
 [[ -x "$BASH_BIN" ]] || die "$BASH_BIN is missing; apt-get install -y bash"
 [[ -x "$NODE_BIN" ]] || die "$NODE_BIN is missing; apt-get install -y nodejs"
 [[ -f "$TYPESCRIPT_DIR/lib/typescript.js" ]] || die "$TYPESCRIPT_DIR/lib/typescript.js is missing; run npm ci"
+"${PIP[@]}" --version >/dev/null 2>&1 || die "${PIP[*]} does not run; apt-get install -y python3-pip (or set FSB_PIP)"
 python_bin="$(readlink -f "$PYTHON")"
 bash_bin="$(readlink -f "$BASH_BIN")"
 node_bin="$(readlink -f "$NODE_BIN")"
@@ -88,7 +95,7 @@ EXTRAS=()
 for extra in /etc/ssl/certs/ca-certificates.crt /usr/share/zoneinfo; do
   [[ -e "$extra" ]] && EXTRAS+=("$extra")
 done
-digest="$( (cat "$python_bin" "$bash_bin" "$node_bin" "$BUSYBOX" "$SERVER" "$JAVASCRIPT_CONTEXT" "$TYPESCRIPT_DIR/lib/typescript.js" "$SELF" scripts/lib/oci-image.sh "${LIBRARIES[@]}"
+digest="$( (cat "$python_bin" "$bash_bin" "$node_bin" "$BUSYBOX" "$SERVER" "$JAVASCRIPT_CONTEXT" "$TYPESCRIPT_DIR/lib/typescript.js" "$REQUIREMENTS" "$SELF" scripts/lib/oci-image.sh "${LIBRARIES[@]}"
   if [[ ${#EXTRAS[@]} -gt 0 ]]; then { find -L "${EXTRAS[@]}" -type f -print0 2>/dev/null || true; } | LC_ALL=C sort -z | xargs -0r cat; fi) | sha256sum | cut -c1-16)"
 ARCHIVE="$CACHE_DIR/code-interpreter-${digest}-${TAG}.oci.tar"
 # A changed server or python makes a new archive: an image of that name from an older one is replaced.
@@ -146,7 +153,24 @@ if [[ ! -s "$ARCHIVE" ]]; then
     mkdir -p "$rootfs$(dirname "$openssl_cafile")"
     ln -s /etc/ssl/certs/ca-certificates.crt "$rootfs$openssl_cafile"
   fi
-  # Debian's python reads its own site-packages only; the image has none.
+  # numpy, pandas and matplotlib: manylinux wheels for this python (the closure pinned in
+  # requirements.txt), where Debian's python looks for local packages. Their commands (bin/) would
+  # name the host's python, so they go; so do their test suites.
+  wheels="$CACHE_DIR/code-interpreter-wheels-$(sha256sum "$REQUIREMENTS" | cut -c1-16)"
+  wheel_target=(--only-binary=:all: --python-version "$py_version" --implementation cp --abi "cp${py_version/./}"
+    --platform "manylinux_2_28_$(uname -m)" --platform "manylinux_2_17_$(uname -m)" --platform "manylinux2014_$(uname -m)" --platform any)
+  if [[ ! -s "$wheels/.complete" ]]; then
+    log "downloading the wheels of $REQUIREMENTS into $wheels"
+    rm -rf "$wheels" && mkdir -p "$wheels"
+    "${PIP[@]}" download --quiet --disable-pip-version-check --no-deps "${wheel_target[@]}" -d "$wheels" -r "$REQUIREMENTS" ||
+      die "downloading the wheels of $REQUIREMENTS failed"
+    date -u +%FT%TZ >"$wheels/.complete"
+  fi
+  site="$rootfs/usr/local/lib/python$py_version/dist-packages"
+  "${PIP[@]}" install --quiet --disable-pip-version-check --no-deps --no-index --find-links "$wheels" "${wheel_target[@]}" \
+    --target "$site" -r "$REQUIREMENTS" || die "installing the wheels of $REQUIREMENTS failed"
+  rm -rf "$site/bin"
+  find "$site" -depth -type d -name tests -exec rm -rf {} +
   install -m 0644 "$SERVER" "$rootfs/opt/fast-sandbox/code_interpreter.py"
   install -m 0644 "$JAVASCRIPT_CONTEXT" "$rootfs/opt/fast-sandbox/javascript_context.cjs"
   install -m 0644 "$TYPESCRIPT_DIR/lib/typescript.js" "$rootfs/opt/fast-sandbox/typescript.js"
@@ -159,6 +183,14 @@ if [[ ! -s "$ARCHIVE" ]]; then
   chroot "$rootfs" /usr/bin/python3 -S -c 'import ast, json, http.server, subprocess, uuid' || die "python does not run inside the image's root"
   chroot "$rootfs" /bin/bash --norc -c 'true' || die "bash does not run inside the image's root"
   chroot "$rootfs" /usr/bin/node -e 'require("node:repl"); require("node:vm")' || die "node does not run inside the image's root"
+  # The packages load and matplotlib draws, as the code's account: its font cache is made now, not
+  # at a sandbox's first figure.
+  chroot "$rootfs" /bin/sh -c 'HOME=/home/user MPLCONFIGDIR=/home/user/.config/matplotlib exec /usr/bin/python3 -c "
+import io, numpy, pandas, matplotlib
+matplotlib.use(\"agg\")
+import matplotlib.pyplot as plt
+plt.plot(numpy.arange(3)); plt.savefig(io.BytesIO(), format=\"png\")"' || die "numpy, pandas or matplotlib does not load inside the image's root"
+  chown -R 1000:1000 "$rootfs/home/user"
 
   umoci repack --image "$work/layout:$TAG" "$work/bundle"
   umoci config --image "$work/layout:$TAG" \

@@ -26,6 +26,8 @@ time, in order; contexts run in parallel. An execution whose client went away (t
 is interrupted (SIGINT: KeyboardInterrupt in the code). A worker that dies is reported as the
 execution's error, and a new one starts with the next execution. Stopping a context (restart,
 removal, code that ignores an interrupt) kills its worker's whole session: what its code started too.
+When the image's Python has matplotlib, its figures are results (``png`` and ``text``), as IPython's
+inline backend shows them: see _InlineFigures.
 
 Languages: ``python`` (also ``python3``, ``py``) and ``bash`` (also ``sh``, ``shell``; when the
 image has a bash): a bash context is one interactive bash fed each execution as a file it sources,
@@ -77,6 +79,9 @@ import ast  # noqa: E402
 import base64  # noqa: E402
 import datetime  # noqa: E402
 import http.server  # noqa: E402
+import importlib.machinery  # noqa: E402
+import importlib.util  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import linecache  # noqa: E402
 import os  # noqa: E402
@@ -145,6 +150,10 @@ class _Worker:
         main.__dict__["display"] = self.display
         sys.modules["__main__"] = main
         self.namespace = main.__dict__
+        # matplotlib's figures are shown as results (see _InlineFigures); the ids of those this
+        # execution showed.
+        self.figures = _InlineFigures(self)
+        self.figures_shown = set()
         self.sync_number = 0
         # The server's SIGINT interrupts what runs for an execution (KeyboardInterrupt), and nothing else.
         self.running = False
@@ -237,6 +246,8 @@ class _Worker:
     def display(self, value, is_main_result=False):
         """Shows `value` as a result of the execution (as IPython's display())."""
         self.emit(dict(_representations(value), type="result", is_main_result=is_main_result))
+        if _is_figure(value):
+            self.figures_shown.add(id(value))
 
     def run(self):
         count = 0
@@ -249,6 +260,7 @@ class _Worker:
             before = {name: os.environ.get(name) for name in env_vars}
             os.environ.update(env_vars)
             self.env_vars = env_vars
+            self.figures_shown = set()
             try:
                 value, error = self.interruptible(request.get("code", ""), "<cell %d>" % count)
             except KeyboardInterrupt as interrupted:  # one that came at the edge of the execution
@@ -285,6 +297,9 @@ class _Worker:
             self.running = True
             try:
                 value, error = self.execute(code, filename), None
+                # The figures the code left open, as IPython's inline backend shows them at a
+                # cell's end (but the one that is the result: that one is shown as the result).
+                self.figures.flush(keep=value)
             except BaseException as failure:  # noqa: BLE001 - the code's errors, KeyboardInterrupt and SystemExit included, are the execution's
                 value, error = None, failure
             try:
@@ -476,6 +491,95 @@ class _JavaScriptWorker(_Worker):
         return None if outcome.get("text") is None else _Shown(outcome["text"])
 
 
+class _InlineFigures:
+    """matplotlib's figures as an execution's results, as IPython's inline backend shows them: a
+    Python context's matplotlib draws with the backend `module://fast_sandbox_matplotlib` (Agg's
+    canvas), whose ``show()`` (``plt.show()``) displays every open figure (``png`` and its ``text``)
+    and closes it; the figures a cell leaves open are shown and closed at its end. The backend is set
+    when the code first imports matplotlib, unless the code's environment names one (MPLBACKEND) or
+    a matplotlibrc does; processes the code starts keep matplotlib's own default."""
+
+    BACKEND = "fast_sandbox_matplotlib"
+
+    def __init__(self, worker):
+        self.worker = worker
+
+    def install(self):
+        self.hooked = False
+        sys.meta_path.insert(0, self)
+
+    def find_spec(self, name, path=None, target=None):
+        """The import system's call (this is a meta path finder): this backend's spec (this object
+        loads it), and matplotlib's, its loading followed by choosing this backend; every other name
+        is someone else's."""
+        if name == self.BACKEND:
+            return importlib.machinery.ModuleSpec(name, self)
+        if name != "matplotlib" or self.hooked:
+            return None
+        self.hooked = True
+        spec = importlib.util.find_spec(name)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        load = loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            try:
+                chosen = _backend_setting(module)
+                if not os.environ.get("MPLBACKEND") and chosen is getattr(module.rcsetup, "_auto_backend_sentinel", None):
+                    module.rcParams["backend"] = "module://" + self.BACKEND
+            except Exception as error:  # noqa: BLE001 - another matplotlib: its own default stays
+                sys.stderr.write("fast-sandbox: matplotlib's figures will not be shown as results: %s\n" % error)
+
+        loader.exec_module = exec_module
+        return spec
+
+    def create_module(self, spec):
+        return None  # the import system's default module
+
+    def exec_module(self, module):
+        """The backend module, when matplotlib first draws: Agg's canvas, this show()."""
+        from matplotlib.backends import backend_agg
+
+        module.__doc__ = "Fast Sandbox's code interpreter: Agg's canvas, figures shown as the execution's results."
+        module.FigureCanvas = backend_agg.FigureCanvas
+        module.FigureManager = backend_agg.FigureManager
+        module.show = self.show
+
+    def active(self):
+        matplotlib = sys.modules.get("matplotlib")
+        if matplotlib is None or "matplotlib.pyplot" not in sys.modules:
+            return False
+        return _backend_setting(matplotlib) == "module://" + self.BACKEND
+
+    def show(self, *args, **kwargs):
+        """pyplot.show(): every open figure displayed, then closed (`block` and the like mean nothing here)."""
+        self.flush()
+
+    def flush(self, keep=None):
+        """Closes every open figure and displays those but `keep` and the ones already shown, when this backend draws."""
+        if not self.active():
+            return
+        from matplotlib import _pylab_helpers, pyplot
+
+        figures = [manager.canvas.figure for manager in _pylab_helpers.Gcf.get_all_fig_managers()]
+        pyplot.close("all")  # a closed figure still draws: the result's is drawn after this
+        for figure in figures:
+            if figure is not keep and id(figure) not in self.worker.figures_shown:
+                self.worker.display(figure)
+
+
+def _backend_setting(matplotlib):
+    """matplotlib's backend setting as it is (reading rcParams["backend"] would choose one)."""
+    return dict.__getitem__(matplotlib.rcParams, "backend")
+
+
+def _is_figure(value):
+    """A matplotlib Figure (without importing matplotlib)."""
+    return type(value).__module__ == "matplotlib.figure" and callable(getattr(value, "savefig", None))
+
+
 def _identity_of(fd):
     """What an open file descriptor refers to: (device, inode)."""
     status = os.fstat(fd)
@@ -504,6 +608,11 @@ def _user_traceback(error):
 def _representations(value):
     """A result's formats: `text` always, others as the object's IPython-style _repr_*_ methods give them."""
     formats = {"text": repr(value)}
+    if _is_figure(value) and (value.axes or value.lines):
+        # As IPython's inline backend draws one (an empty figure is its text alone).
+        buffer = io.BytesIO()
+        value.savefig(buffer, format="png", bbox_inches="tight")
+        formats["png"] = base64.b64encode(buffer.getvalue()).decode("ascii")
     for name, method in (
         ("html", "_repr_html_"),
         ("markdown", "_repr_markdown_"),
@@ -532,8 +641,11 @@ def _representations(value):
 def worker_main():
     requests_fd, events_fd = int(_argument("--requests", "-1")), int(_argument("--events", "-1"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the worker's own handler is in place
-    worker = {"bash": _ShellWorker, "javascript": _JavaScriptWorker, "typescript": _JavaScriptWorker}.get(_argument("--language", "python"), _Worker)
-    worker(requests_fd, events_fd).run()
+    kind = {"bash": _ShellWorker, "javascript": _JavaScriptWorker, "typescript": _JavaScriptWorker}.get(_argument("--language", "python"), _Worker)
+    worker = kind(requests_fd, events_fd)
+    if kind is _Worker:
+        worker.figures.install()
+    worker.run()
 
 
 # --- the server ---------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ values), and `Sandbox.create()` asks for the SDK's default template, `code-inter
 of that name running Fast Sandbox's code-interpreter image. Nothing is patched.
 """
 
+import base64
+import struct
 import threading
 import time
 
@@ -92,6 +94,42 @@ def test_rich_results_and_display(sandbox):
     assert execution.results[0].text == "{'shown': True}"
     assert execution.results[1].html == "<b>bold</b>"
     assert execution.text == "Bold()"
+
+
+def png_size(result):
+    """The width and height of a result's PNG (its IHDR), asserting that it is one."""
+    data = base64.b64decode(result.png)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:16]
+    return struct.unpack(">II", data[16:24])
+
+
+def test_matplotlib_figures_are_png_results_and_pandas_frames_html(sandbox):
+    # plt.show() shows the open figure (and closes it) where it is called.
+    shown = sandbox.run_code("import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nplt.title('squares')\nplt.show()\nprint('after show')")
+    assert shown.error is None, shown.error
+    assert len(shown.results) == 1
+    assert shown.results[0].text == "<Figure size 640x480 with 1 Axes>"
+    width, height = png_size(shown.results[0])
+    assert 300 < width < 1000 and 200 < height < 800, (width, height)
+    assert shown.logs.stdout == ["after show\n"]
+    # A figure the cell leaves open is shown at its end; the next cell starts with none.
+    left_open = sandbox.run_code("plt.bar(['a', 'b'], [3, 5])\nNone")
+    assert [bool(result.png) for result in left_open.results] == [True]
+    assert sandbox.run_code("len(plt.get_fignums())").text == "0"
+    # A figure that is the cell's value is its main result, shown once.
+    valued = sandbox.run_code("fig, axes = plt.subplots(1, 2, figsize=(8, 3))\naxes[0].plot([1, 2])\nfig")
+    assert [(result.is_main_result, bool(result.png)) for result in valued.results] == [(True, True)]
+    assert valued.text == "<Figure size 800x300 with 2 Axes>"
+    assert png_size(valued.results[0])[0] > png_size(shown.results[0])[0]
+    assert sandbox.run_code("import matplotlib\nmatplotlib.get_backend()").text == "'module://fast_sandbox_matplotlib'"
+    # pandas (and numpy): a DataFrame is its text and its HTML table.
+    frame = sandbox.run_code("import numpy as np, pandas as pd\npd.DataFrame({'n': np.arange(3), 'square': np.arange(3) ** 2})")
+    assert frame.error is None, frame.error
+    assert "<table" in frame.results[0].html
+    assert frame.text.split() == ["n", "square", "0", "0", "0", "1", "1", "1", "2", "2", "4"]
+    # A script the code starts keeps matplotlib's own default backend.
+    child = sandbox.run_code("import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'import matplotlib; print(matplotlib.get_backend())'], capture_output=True, text=True).stdout")
+    assert child.text == "'agg\\n'"
 
 
 def test_contexts_are_separate_interpreters(sandbox):
