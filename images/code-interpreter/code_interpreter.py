@@ -81,6 +81,7 @@ import datetime  # noqa: E402
 import http.server  # noqa: E402
 import importlib.machinery  # noqa: E402
 import importlib.util  # noqa: E402
+import inspect  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import linecache  # noqa: E402
@@ -154,6 +155,8 @@ class _Worker:
         # execution showed.
         self.figures = _InlineFigures(self)
         self.figures_shown = set()
+        # asyncio's loop for runs with top-level await (see evaluate), made by the first one.
+        self.loop = None
         self.sync_number = 0
         # The server's SIGINT interrupts what runs for an execution (KeyboardInterrupt), and nothing else.
         self.running = False
@@ -317,10 +320,43 @@ class _Worker:
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body.pop().value)
-        exec(compile(tree, filename, "exec"), self.namespace)  # noqa: S102 - running the user's code is the point
+        if "asyncio" in sys.modules:
+            self.event_loop()  # the current one for this run's code too (an asyncio.run() leaves none)
+        self.evaluate(compile(tree, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT))
         if last is not None:
-            return eval(compile(last, filename, "eval"), self.namespace)  # noqa: S307
+            return self.evaluate(compile(last, filename, "eval", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT))
         return None
+
+    def evaluate(self, code):
+        """Runs compiled code in the namespace: its value. Code with top-level ``await`` (``async
+        for``, ``async with``), as IPython's autoawait allows, is a coroutine run to its end on this
+        context's event loop (asyncio's current one: tasks it starts run on while a later run awaits)."""
+        if not code.co_flags & inspect.CO_COROUTINE:
+            return eval(code, self.namespace)  # noqa: S307 - running the user's code is the point
+        loop = self.event_loop()
+        task = loop.create_task(eval(code, self.namespace))  # noqa: S307
+        try:
+            return loop.run_until_complete(task)
+        except BaseException:
+            # Interrupted (or the loop stopped): the coroutine is cancelled and given the chance to
+            # clean up, so the loop is free for the next run.
+            if not task.done():
+                task.cancel()
+                try:
+                    loop.run_until_complete(task)
+                except BaseException:  # noqa: BLE001 - the first error is the execution's
+                    pass
+            raise
+
+    def event_loop(self):
+        """This context's asyncio loop (made when first needed: asyncio is imported then), made
+        asyncio's current one, so what a run without await schedules runs when a later one awaits."""
+        import asyncio
+
+        if self.loop is None or self.loop.is_closed():
+            self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        return self.loop
 
 
 class CommandExitError(Exception):

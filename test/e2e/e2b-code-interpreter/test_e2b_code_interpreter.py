@@ -96,6 +96,24 @@ def test_rich_results_and_display(sandbox):
     assert execution.text == "Bold()"
 
 
+def test_top_level_await_runs_on_the_context_s_event_loop(sandbox):
+    context = sandbox.create_code_context()
+    execution = sandbox.run_code("import asyncio\nawait asyncio.sleep(0.01)\nanswer = await asyncio.sleep(0, result=41)\nanswer + 1", context=context)
+    assert execution.error is None, execution.error
+    assert execution.text == "42"
+    assert sandbox.run_code("async def numbers():\n    for n in range(4):\n        yield n\ntotal = 0\nasync for n in numbers():\n    total += n\ntotal", context=context).text == "6"
+    # Without top-level await, asyncio.run() works as in a script.
+    assert sandbox.run_code("async def five():\n    return 5\nasyncio.run(five())", context=context).text == "5"
+    # A task started by one run goes on while a later one awaits.
+    sandbox.run_code("ticks = []\nasync def tick():\n    while True:\n        ticks.append(1)\n        await asyncio.sleep(0.01)\nticker = asyncio.get_event_loop().create_task(tick())", context=context)
+    assert sandbox.run_code("await asyncio.sleep(0.2)\nlen(ticks) > 5", context=context).text == "True"
+    # A timeout interrupts an awaited sleep; the context and its loop go on.
+    with pytest.raises(TimeoutException):
+        sandbox.run_code("await asyncio.sleep(60)", context=context, timeout=1)
+    assert sandbox.run_code("await asyncio.sleep(0, result=answer)", context=context).text == "41"
+    sandbox.remove_code_context(context)
+
+
 def png_size(result):
     """The width and height of a result's PNG (its IHDR), asserting that it is one."""
     data = base64.b64decode(result.png)
