@@ -18,6 +18,7 @@
  * the interpreter when such code has not stopped 10 s after the interrupt.)
  */
 const fs = require("node:fs");
+const { SourceMap } = require("node:module");
 const readline = require("node:readline");
 const repl = require("node:repl");
 const { PassThrough } = require("node:stream");
@@ -42,17 +43,27 @@ function compiler() {
   return loadedCompiler;
 }
 
+/** The source maps of TypeScript executions, by the name their script runs under (`<cell#N>`); the latest 1,000. */
+const sourceMaps = new Map();
+let typeScriptExecutions = 0;
+
 /**
- * The JavaScript of a TypeScript execution: its types removed (`transpileModule`: no type check,
- * as E2B's Deno kernel runs TypeScript), nothing else changed (ES2022, imports kept as written but
- * those of types only). A syntax error is thrown as the SyntaxError it is, with its line and column.
+ * A TypeScript execution as JavaScript: its types removed (`transpileModule`: no type check, as
+ * E2B's Deno kernel runs TypeScript), nothing else changed (ES2022, imports kept as written but
+ * those of types only); `{ code, fileName }`, the name its script runs under, whose positions
+ * `describe` maps back to the TypeScript's (what an enum adds or an interface removes moves lines).
+ * A syntax error is thrown as the SyntaxError it is, with its line and column.
  */
 function stripTypes(code) {
   const ts = compiler();
-  const { outputText, diagnostics = [] } = ts.transpileModule(code, {
+  const {
+    outputText,
+    sourceMapText,
+    diagnostics = [],
+  } = ts.transpileModule(code, {
     fileName: "cell.ts",
     reportDiagnostics: true,
-    compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.Preserve, isolatedModules: true, sourceMap: false },
+    compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.Preserve, isolatedModules: true, sourceMap: true },
   });
   const error = diagnostics.find((diagnostic) => diagnostic.category === ts.DiagnosticCategory.Error);
   if (error) {
@@ -62,8 +73,24 @@ function stripTypes(code) {
     syntaxError.stack = `${where ? `<cell>:${where.line + 1}:${where.character + 1}\n` : ""}SyntaxError: ${message}`;
     throw syntaxError;
   }
-  // Sloppy, as a JavaScript execution is: "use strict" would refuse an assignment to an undeclared name.
-  return outputText.replace(/^"use strict";\r?\n/, "");
+  const fileName = `<cell#${++typeScriptExecutions}>`;
+  sourceMaps.set(fileName, new SourceMap(JSON.parse(sourceMapText)));
+  if (sourceMaps.size > 1000) sourceMaps.delete(sourceMaps.keys().next().value);
+  // Sloppy, as a JavaScript execution is: "use strict" would refuse an assignment to an undeclared
+  // name (its line stays, empty, as the source map counts it). The map's own comment goes.
+  const javascript = outputText.replace(/^"use strict";/, "").replace(/\n\/\/# sourceMappingURL=\S*\s*$/, "\n");
+  return { code: javascript, fileName };
+}
+
+/** `<cell#N>:line:column` in a stack as the TypeScript's `<cell>:line:column`. */
+function typeScriptPositions(text) {
+  return text.replace(/<cell#\d+>(?::(\d+)(?::(\d+))?)?/g, (found, line, column) => {
+    const map = sourceMaps.get(found.split(":")[0]);
+    if (!map || line === undefined) return "<cell>";
+    const entry = map.findEntry(Number(line) - 1, Math.max(Number(column ?? 1) - 1, 0));
+    if (entry?.originalLine === undefined) return "<cell>";
+    return column === undefined ? `<cell>:${entry.originalLine + 1}` : `<cell>:${entry.originalLine + 1}:${entry.originalColumn + 1}`;
+  });
 }
 
 /**
@@ -171,12 +198,12 @@ function describe(thrown) {
         /^\s+at /.test(line) &&
         (line.includes(__filename) || /REPLServer|ContextifyScript|node:vm:|node:repl:|processTicksAndRejections|new Promise/.test(line)),
     );
-    return { name: error.name, value: error.message, traceback: (end >= 0 ? stack.slice(0, end) : stack).join("\n") };
+    return { name: error.name, value: error.message, traceback: typeScriptPositions((end >= 0 ? stack.slice(0, end) : stack).join("\n")) };
   }
   return { name: "Error", value: `Uncaught ${util.inspect(error)}`, traceback: `Uncaught ${util.inspect(error)}` };
 }
 
-function evaluate(code) {
+function evaluate(code, fileName) {
   return new Promise((resolve) => {
     let settled = false;
     current = (outcome) => {
@@ -194,11 +221,11 @@ function evaluate(code) {
         );
       else settle({ value });
     };
-    const script = compile(code);
+    const script = compile(code, fileName);
     if (script === undefined) {
       // Top-level await, or a syntax error, which the REPL's evaluation reports as such.
       try {
-        server.eval(code, server.context, "<cell>", (error, value) => (error ? settle({ error }) : settleValue(value)));
+        server.eval(code, server.context, fileName, (error, value) => (error ? settle({ error }) : settleValue(value)));
       } catch (error) {
         settle({ error });
       }
@@ -213,13 +240,13 @@ function evaluate(code) {
 }
 
 /** The code as a script; undefined when it is none (top-level await, a syntax error). */
-function compile(code) {
+function compile(code, fileName) {
   // `{ a: 1 }` is an object, as in Node's REPL, when it reads as one.
   const candidates = /^\s*\{/.test(code) && /\}\s*$/.test(code) ? [`(${code}\n)`, code] : [code];
   for (const source of candidates) {
     try {
       // import() resolves as in the REPL's evaluation (the working directory's modules).
-      return new vm.Script(source, { filename: "<cell>", importModuleDynamically: vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER });
+      return new vm.Script(source, { filename: fileName, importModuleDynamically: vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER });
     } catch (error) {
       if (!(error instanceof SyntaxError)) throw error;
     }
@@ -242,7 +269,8 @@ requests.on("line", (line) => {
     let outcome;
     try {
       const code = String(request.code ?? "");
-      outcome = await evaluate(rewriteImports(typeScript ? stripTypes(code) : code));
+      const script = typeScript ? stripTypes(code) : { code, fileName: "<cell>" };
+      outcome = await evaluate(rewriteImports(script.code), script.fileName);
     } catch (error) {
       outcome = { error };
     }

@@ -345,3 +345,15 @@ def test_typescript_runs_with_its_types_stripped(sandbox):
     failed = sandbox.run_code("const broken: = 1", language="ts")
     assert failed.error.name == "SyntaxError"
     assert "<cell>:1:" in failed.error.traceback
+    # A stack gives the TypeScript's positions: the interface (gone) and the enum (five lines of
+    # JavaScript) would move them; so in a later run calling it, and with top-level await.
+    thrown = sandbox.run_code(
+        "interface Shape { sides: number }\nenum Kind { Flat, Round }\nfunction check(shape: Shape): never {\n  throw new RangeError(`sides: ${shape.sides} ${Kind.Round}`)\n}\ncheck({ sides: 0 })",
+        language="ts",
+    )
+    assert thrown.error.value == "sides: 0 1"
+    assert "at check (<cell>:4:9)" in thrown.error.traceback, thrown.error.traceback
+    assert "at <cell>:6:1" in thrown.error.traceback
+    later = sandbox.run_code("type Unused = string\nawait Promise.resolve()\ncheck({ sides: 2 } as Shape)", language="ts")
+    assert "at check (<cell>:4:9)" in later.error.traceback, later.error.traceback
+    assert "at <cell>:3:" in later.error.traceback
