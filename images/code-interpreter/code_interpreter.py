@@ -26,8 +26,8 @@ time, in order; contexts run in parallel. An execution whose client went away (t
 is interrupted (SIGINT: KeyboardInterrupt in the code). A worker that dies is reported as the
 execution's error, and a new one starts with the next execution. Stopping a context (restart,
 removal, code that ignores an interrupt) kills its worker's whole session: what its code started too.
-When the image's Python has matplotlib, its figures are results (``png`` and ``text``), as IPython's
-inline backend shows them: see _InlineFigures.
+When the image's Python has matplotlib, its figures are results (``png``, ``text``, and the data
+they draw as E2B's ``chart``: see _chart), as IPython's inline backend shows them: see _InlineFigures.
 
 Languages: ``python`` (also ``python3``, ``py``) and ``bash`` (also ``sh``, ``shell``; when the
 image has a bash): a bash context is one interactive bash fed each execution as a file it sources,
@@ -649,6 +649,9 @@ def _representations(value):
         buffer = io.BytesIO()
         value.savefig(buffer, format="png", bbox_inches="tight")
         formats["png"] = base64.b64encode(buffer.getvalue()).decode("ascii")
+        chart = _chart(value)  # after the drawing: tick labels are set by it
+        if chart is not None:
+            formats["chart"] = chart
     for name, method in (
         ("html", "_repr_html_"),
         ("markdown", "_repr_markdown_"),
@@ -682,6 +685,136 @@ def worker_main():
     if kind is _Worker:
         worker.figures.install()
     worker.run()
+
+
+# --- charts: what a matplotlib figure shows, as E2B's `chart` ------------------------------------
+
+
+def _chart(figure):
+    """The data a figure draws, as E2B's `chart` result (its SDKs' Chart classes): one chart of its
+    one plot — ``line`` (Line2D), ``scatter`` (scatter's points), ``bar`` (bar containers), ``pie``
+    (wedges) — or a ``superchart`` of its plots; None when no plot is one of those (a box plot, an
+    image…) or the figure is beyond what this reads."""
+    try:
+        charts = [chart for chart in (_axes_chart(axes) for axes in figure.axes if axes.get_visible()) if chart is not None]
+        if not charts:
+            return None
+        if len(charts) == 1:
+            return charts[0]
+        suptitle = getattr(figure, "_suptitle", None)
+        return {"type": "superchart", "title": (suptitle.get_text() if suptitle is not None else "") or None, "elements": charts}
+    except Exception:  # noqa: BLE001 - a figure this cannot read is its png and text alone
+        return None
+
+
+def _axes_chart(axes):
+    from matplotlib.collections import PathCollection
+    from matplotlib.container import BarContainer
+    from matplotlib.patches import Wedge
+
+    title = axes.get_title() or None
+    wedges = [patch for patch in axes.patches if isinstance(patch, Wedge)]
+    if wedges:
+        return {
+            "type": "pie",
+            "title": title,
+            "elements": [{"label": _label(wedge.get_label()), "angle": _number(wedge.theta2 - wedge.theta1), "radius": _number(wedge.r)} for wedge in wedges],
+        }
+    x_label, y_label = axes.get_xlabel(), axes.get_ylabel()
+    two_dimensional = {"title": title, "x_label": x_label or None, "y_label": y_label or None, "x_unit": _unit(x_label), "y_unit": _unit(y_label)}
+    bars = [container for container in axes.containers if isinstance(container, BarContainer)]
+    if bars:
+        elements = []
+        for container in bars:
+            horizontal = getattr(container, "orientation", "vertical") == "horizontal"
+            category_axis = axes.yaxis if horizontal else axes.xaxis
+            for patch in container:
+                if horizontal:
+                    at, value = patch.get_y() + patch.get_height() / 2, patch.get_width()
+                else:
+                    at, value = patch.get_x() + patch.get_width() / 2, patch.get_height()
+                elements.append({"label": _category(category_axis, at), "group": _label(container.get_label()), "value": _number(value)})
+        return dict(two_dimensional, type="bar", elements=elements)
+    lines = [line for line in axes.get_lines() if line.get_visible() and len(line.get_xydata())]
+    scatters = [collection for collection in axes.collections if isinstance(collection, PathCollection) and len(collection.get_offsets())]
+    if not lines and not scatters:
+        return None
+    if lines:
+        kind, elements = "line", [{"label": _label(line.get_label()), "points": _points(axes, line.get_xydata())} for line in lines]
+    else:
+        kind, elements = "scatter", [{"label": _label(points.get_label()), "points": _points(axes, points.get_offsets())} for points in scatters]
+    chart = dict(two_dimensional, type=kind, elements=elements)
+    for name, axis in (("x", axes.xaxis), ("y", axes.yaxis)):
+        chart[name + "_scale"] = _scale(axes, axis)
+        # The ticks drawn: those within the axis's view (matplotlib places some beyond it).
+        low, high = sorted(axis.get_view_interval())
+        ticks = [(tick, label.get_text()) for tick, label in zip(axis.get_ticklocs(), axis.get_ticklabels()) if low - 1e-9 * abs(high - low) <= tick <= high + 1e-9 * abs(high - low)]
+        chart[name + "_ticks"] = [_coordinate(axis, tick) for tick, _ in ticks]
+        chart[name + "_tick_labels"] = [text for _, text in ticks]
+    return chart
+
+
+def _points(axes, xy):
+    import numpy
+
+    # Masked coordinates (a scatter's invalid points) as NaN, so as null.
+    values = numpy.ma.filled(numpy.ma.asarray(xy, dtype=float), numpy.nan)
+    return [[_coordinate(axes.xaxis, x), _coordinate(axes.yaxis, y)] for x, y in values]
+
+
+def _converter(axis):
+    get = getattr(axis, "get_converter", None)  # matplotlib 3.10 and later; before, an attribute
+    return get() if callable(get) else getattr(axis, "converter", None)
+
+
+def _scale(axes, axis):
+    converter = _converter(axis)
+    if converter is not None and type(converter).__module__ == "matplotlib.dates":
+        return "datetime"
+    if converter is not None and type(converter).__name__ == "StrCategoryConverter":
+        return "categorical"
+    return axis.get_scale()
+
+
+def _coordinate(axis, value):
+    """A value on an axis as E2B gives it: a date's ISO form, a category's name, else a number."""
+    converter = _converter(axis)
+    if converter is not None and type(converter).__module__ == "matplotlib.dates":
+        from matplotlib import dates
+
+        return dates.num2date(float(value)).isoformat() if _number(value) is not None else None
+    if converter is not None and type(converter).__name__ == "StrCategoryConverter":
+        return _category(axis, value)
+    return _number(value)
+
+
+def _category(axis, at):
+    """The category drawn at a position of an axis (its tick label there when it has no categories)."""
+    mapping = getattr(axis.get_units(), "_mapping", None) or {}
+    for name, position in mapping.items():
+        if abs(position - at) < 1e-9:
+            return str(name)
+    for location, label in zip(axis.get_ticklocs(), axis.get_ticklabels()):
+        if abs(location - at) < 1e-9 and label.get_text():
+            return label.get_text()
+    return str(_number(at))
+
+
+def _number(value):
+    """A float JSON can carry (NaN and infinities as null)."""
+    number = float(value)
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def _label(label):
+    """A legend label; matplotlib's own (``_child0``, ``_nolegend_``) as none."""
+    return "" if not label or label.startswith("_") else label
+
+
+def _unit(label):
+    """The unit a label ends with in parentheses or brackets (``Time (s)``: ``s``)."""
+    found = re.search(r"[(\[]([^()\[\]]+)[)\]]\s*$", label or "")
+    return found.group(1).strip() if found else None
 
 
 # --- the server ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import time
 import pytest
 from e2b import TimeoutException
 from e2b_code_interpreter import Sandbox
+from e2b_code_interpreter.charts import BarChart, ChartType, LineChart, PieChart, ScaleType, SuperChart
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +149,37 @@ def test_matplotlib_figures_are_png_results_and_pandas_frames_html(sandbox):
     # A script the code starts keeps matplotlib's own default backend.
     child = sandbox.run_code("import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'import matplotlib; print(matplotlib.get_backend())'], capture_output=True, text=True).stdout")
     assert child.text == "'agg\\n'"
+
+
+def test_a_figure_s_data_is_its_chart(sandbox):
+    line = sandbox.run_code(
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9], label='squares')\nplt.plot([1, 2, 3], [1, 8, 27])\n"
+        "plt.title('powers'); plt.xlabel('n'); plt.ylabel('Time (s)')\nplt.show()"
+    )
+    chart = line.results[0].chart
+    assert isinstance(chart, LineChart), chart
+    assert (chart.type, chart.title, chart.x_label, chart.y_label, chart.y_unit) == (ChartType.LINE, "powers", "n", "Time (s)", "s")
+    assert [(element.label, element.points) for element in chart.elements] == [("squares", [(1, 1), (2, 4), (3, 9)]), ("", [(1, 1), (2, 8), (3, 27)])]
+    assert chart.x_scale == ScaleType.LINEAR
+    assert chart.y_ticks[0] >= 0 and chart.y_ticks[-1] <= 28 and len(chart.y_ticks) == len(chart.y_tick_labels)
+    bars = sandbox.run_code("plt.bar(['a', 'b', 'c'], [3, 5, 2], label='counts')\nNone").results[0].chart
+    assert isinstance(bars, BarChart), bars
+    assert [(element.label, element.group, element.value) for element in bars.elements] == [("a", "counts", 3), ("b", "counts", 5), ("c", "counts", 2)]
+    pie = sandbox.run_code("plt.pie([1, 3], labels=['one', 'three'])\nNone").results[0].chart
+    assert isinstance(pie, PieChart), pie
+    assert [(element.label, round(element.angle)) for element in pie.elements] == [("one", 90), ("three", 270)]
+    both = sandbox.run_code(
+        "import datetime\nfig, (left, right) = plt.subplots(1, 2)\nleft.plot([datetime.date(2024, 1, 1), datetime.date(2024, 1, 3)], [1, 2])\n"
+        "right.scatter([1, 2], [3, 4], label='dots')\nfig.suptitle('two')\nfig"
+    ).results[0].chart
+    assert isinstance(both, SuperChart), both
+    assert both.title == "two"
+    dated, dots = both.elements
+    assert (dated.type, dated.x_scale, dated.elements[0].points[0]) == (ChartType.LINE, ScaleType.DATETIME, ("2024-01-01T00:00:00+00:00", 1))
+    assert (dots.type, dots.elements[0].label, dots.elements[0].points) == (ChartType.SCATTER, "dots", [(1, 3), (2, 4)])
+    # What is not one of those plots (an image) is its png alone.
+    image = sandbox.run_code("plt.imshow([[1, 2], [3, 4]])\nNone").results[0]
+    assert image.png and image.chart is None
 
 
 def test_contexts_are_separate_interpreters(sandbox):
