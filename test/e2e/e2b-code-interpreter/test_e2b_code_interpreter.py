@@ -14,7 +14,7 @@ import time
 import pytest
 from e2b import TimeoutException
 from e2b_code_interpreter import Sandbox
-from e2b_code_interpreter.charts import BarChart, ChartType, LineChart, PieChart, ScaleType, SuperChart
+from e2b_code_interpreter.charts import BarChart, BoxAndWhiskerChart, ChartType, LineChart, PieChart, ScaleType, SuperChart
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +177,11 @@ def test_a_figure_s_data_is_its_chart(sandbox):
     dated, dots = both.elements
     assert (dated.type, dated.x_scale, dated.elements[0].points[0]) == (ChartType.LINE, ScaleType.DATETIME, ("2024-01-01T00:00:00+00:00", 1))
     assert (dots.type, dots.elements[0].label, dots.elements[0].points) == (ChartType.SCATTER, "dots", [(1, 3), (2, 4)])
+    box = sandbox.run_code("plt.boxplot([[1, 2, 3, 4, 50], [2, 3, 4]], tick_labels=['a', 'b'])\nNone").results[0].chart
+    assert isinstance(box, BoxAndWhiskerChart), box
+    first = box.elements[0]
+    assert (first.label, first.min, first.first_quartile, first.median, first.third_quartile, first.max, first.outliers) == ("a", 1, 2, 3, 4, 4, [50])
+    assert box.elements[1].label == "b"
     # What is not one of those plots (an image) is its png alone.
     image = sandbox.run_code("plt.imshow([[1, 2], [3, 4]])\nNone").results[0]
     assert image.png and image.chart is None
