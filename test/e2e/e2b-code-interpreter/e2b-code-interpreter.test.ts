@@ -14,7 +14,7 @@ import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { Sandbox, TimeoutError, type OutputMessage } from "@e2b/code-interpreter";
+import { Sandbox, TimeoutError, type BarChart, type OutputMessage } from "@e2b/code-interpreter";
 import { parse } from "yaml";
 import type { SandboxPool } from "@fast-sandbox/api";
 import { CODE_INTERPRETER_IMAGE, REPO_ROOT, importCodeInterpreterImage } from "../../support/containerd.js";
@@ -129,6 +129,32 @@ describe("E2B's code-interpreter SDK against the E2B-compatible API and the code
       const failed = await sandbox.runCode("JSON.parse('{nope')", { language: "js" });
       assert.equal(failed.error?.name, "SyntaxError");
       assert.match(failed.error?.traceback ?? "", /at <cell>:1:6/);
+    });
+
+    it("a matplotlib figure: its png and its chart; a DataFrame's HTML", async () => {
+      const execution = await sandbox.runCode("import matplotlib.pyplot as plt\nplt.bar(['a', 'b'], [2, 3], label='n')\nplt.title('counts')\nplt.show()");
+      assert.equal(execution.error, undefined);
+      const [figure] = execution.results;
+      assert.equal(
+        Buffer.from(figure?.png ?? "", "base64")
+          .subarray(1, 4)
+          .toString(),
+        "PNG",
+      );
+      assert.equal(figure?.text, "<Figure size 640x480 with 1 Axes>");
+      assert.deepEqual(figure?.formats(), ["png"], "the SDK lists neither text nor chart; nothing is left over as extra");
+      const chart = figure?.chart as BarChart | undefined;
+      assert.equal(chart?.type, "bar");
+      assert.equal(chart?.title, "counts");
+      assert.deepEqual(
+        chart?.elements.map((bar) => [bar.label, bar.group, bar.value]),
+        [
+          ["a", "n", 2],
+          ["b", "n", 3],
+        ],
+      );
+      const frame = await sandbox.runCode("import pandas as pd\npd.DataFrame({'n': [1, 2]})");
+      assert.match(frame.results[0]?.html ?? "", /<table/);
     });
 
     it("a run past its timeoutMs is interrupted: TimeoutError, and the context keeps its state", async () => {
