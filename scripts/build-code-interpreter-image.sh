@@ -4,7 +4,7 @@
 # Offline, from this host's files, like the base image: busybox-static for the shell and tools,
 # Debian's python3 (the interpreter, its standard library and the shared libraries they link),
 # Debian's bash and node (for bash and JavaScript contexts), the repository's pinned TypeScript
-# compiler (TypeScript contexts: types stripped), numpy, pandas and matplotlib (the wheels pinned in
+# compiler (TypeScript contexts: types stripped), numpy, pandas, matplotlib and pip (the wheels pinned in
 # images/code-interpreter/requirements.txt, downloaded once by the host's pip into the cache
 # directory), a `user` account with home /home/user (E2B's). A pool named `code-interpreter-v1` (the
 # template E2B's code-interpreter SDKs ask for; config/samples/code-interpreter-pool.yaml) with this
@@ -167,10 +167,19 @@ if [[ ! -s "$ARCHIVE" ]]; then
     date -u +%FT%TZ >"$wheels/.complete"
   fi
   site="$rootfs/usr/local/lib/python$py_version/dist-packages"
-  "${PIP[@]}" install --quiet --disable-pip-version-check --no-deps --no-index --find-links "$wheels" "${wheel_target[@]}" \
+  "${PIP[@]}" install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --no-index --find-links "$wheels" "${wheel_target[@]}" \
     --target "$site" -r "$REQUIREMENTS" || die "installing the wheels of $REQUIREMENTS failed"
   rm -rf "$site/bin"
   find "$site" -depth -type d -name tests -exec rm -rf {} +
+  # pip for the code's own installs: as the account `user`, into its site (~/.local, made now so
+  # that a context started before an install imports what it installs); Debian's mark of a python
+  # that only apt may install into does not hold in this image.
+  for command in pip pip3; do
+    printf '#!/bin/sh\nexec /usr/bin/python3 -m pip "$@"\n' >"$rootfs/usr/local/bin/$command"
+    chmod 0755 "$rootfs/usr/local/bin/$command"
+  done
+  rm -f "$rootfs$py_stdlib/EXTERNALLY-MANAGED"
+  mkdir -p "$rootfs/home/user/.local/lib/python$py_version/site-packages"
   install -m 0644 "$SERVER" "$rootfs/opt/fast-sandbox/code_interpreter.py"
   install -m 0644 "$JAVASCRIPT_CONTEXT" "$rootfs/opt/fast-sandbox/javascript_context.cjs"
   install -m 0644 "$TYPESCRIPT_DIR/lib/typescript.js" "$rootfs/opt/fast-sandbox/typescript.js"
@@ -185,11 +194,12 @@ if [[ ! -s "$ARCHIVE" ]]; then
   chroot "$rootfs" /usr/bin/node -e 'require("node:repl"); require("node:vm")' || die "node does not run inside the image's root"
   # The packages load and matplotlib draws, as the code's account: its font cache is made now, not
   # at a sandbox's first figure.
-  chroot "$rootfs" /bin/sh -c 'HOME=/home/user MPLCONFIGDIR=/home/user/.config/matplotlib exec /usr/bin/python3 -c "
+  chroot "$rootfs" /bin/sh -c 'HOME=/home/user MPLCONFIGDIR=/home/user/.config/matplotlib /usr/bin/python3 -c "
 import io, numpy, pandas, matplotlib
 matplotlib.use(\"agg\")
 import matplotlib.pyplot as plt
-plt.plot(numpy.arange(3)); plt.savefig(io.BytesIO(), format=\"png\")"' || die "numpy, pandas or matplotlib does not load inside the image's root"
+plt.plot(numpy.arange(3)); plt.savefig(io.BytesIO(), format=\"png\")" && exec /usr/local/bin/pip --version >/dev/null' ||
+    die "numpy, pandas, matplotlib or pip does not load inside the image's root"
   chown -R 1000:1000 "$rootfs/home/user"
 
   umoci repack --image "$work/layout:$TAG" "$work/bundle"

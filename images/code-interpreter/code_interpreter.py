@@ -26,7 +26,8 @@ time, in order; contexts run in parallel. An execution whose client went away (t
 is interrupted (SIGINT: KeyboardInterrupt in the code). A worker that dies is reported as the
 execution's error, and a new one starts with the next execution. Stopping a context (restart,
 removal, code that ignores an interrupt) kills its worker's whole session: what its code started too.
-When the image's Python has matplotlib, its figures are results (``png``, ``text``, and the data
+Python runs may use IPython's ``!command`` lines, ``%pip``, ``%cd``, ``%matplotlib`` and ``%%bash``
+(see _with_magics) and top-level ``await``. When the image's Python has matplotlib, its figures are results (``png``, ``text``, and the data
 they draw as E2B's ``chart``: see _chart), as IPython's inline backend shows them: see _InlineFigures.
 
 Languages: ``python`` (also ``python3``, ``py``) and ``bash`` (also ``sh``, ``shell``; when the
@@ -149,6 +150,7 @@ class _Worker:
         # find what a cell defines.
         main = types.ModuleType("__main__")
         main.__dict__["display"] = self.display
+        main.__dict__[_MAGIC] = self.magic
         sys.modules["__main__"] = main
         self.namespace = main.__dict__
         # matplotlib's figures are shown as results (see _InlineFigures); the ids of those this
@@ -316,7 +318,15 @@ class _Worker:
     def execute(self, code, filename):
         # The source is kept under the cell's name so tracebacks (now and later) show its lines.
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-        tree = ast.parse(code, filename, "exec")
+        try:
+            tree = ast.parse(code, filename, "exec")
+        except SyntaxError:
+            # IPython's `!command` and magics, as calls on the same lines (code that is Python as
+            # it is never gets here).
+            with_magics = _with_magics(code)
+            if with_magics == code:
+                raise
+            tree = ast.parse(with_magics, filename, "exec")
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body.pop().value)
@@ -347,6 +357,52 @@ class _Worker:
                 except BaseException:  # noqa: BLE001 - the first error is the execution's
                     pass
             raise
+
+    def magic(self, kind, line, body=None):
+        """A shell command (``!ls``) or magic (``%pip install x``, ``%%bash``) of the code, as
+        IPython runs them: what they print is the execution's output, a command's exit status is
+        not an error (IPython's neither)."""
+        if kind == "!":
+            return self.shell(self.expand(line))
+        name, _, arguments = line.strip().partition(" ")
+        arguments = self.expand(arguments.strip())
+        if kind == "%%":
+            if name in ("bash", "sh"):
+                return self.shell(body, executable=BASH if name == "bash" and BASH else "/bin/sh")
+            raise UsageError("Cell magic `%%%%%s` not found (this code interpreter has %%%%bash and %%%%sh)." % name)
+        if name == "pip":
+            self.shell("%s -m pip %s" % (shlex.quote(sys.executable), arguments))
+            importlib.invalidate_caches()  # what it installed imports now
+            return None
+        if name == "matplotlib":
+            return None  # figures are shown as results already (_InlineFigures)
+        if name == "cd":
+            os.chdir(os.path.expanduser(arguments or "~"))
+            print(os.getcwd())
+            return None
+        raise UsageError("Line magic function `%%%s` not found (this code interpreter has %%pip, %%cd and %%matplotlib, and !commands)." % name)
+
+    def expand(self, command):
+        """``{expression}`` in a command line replaced by its value, as IPython does; when one does
+        not evaluate (a shell's own braces: ``{a,b}``, awk's ``{ print $1 }``), the line as it is."""
+
+        def value(found):
+            return str(eval(found.group(1), self.namespace))  # noqa: S307 - the user's own expression
+
+        try:
+            return re.sub(r"\{([^{}]+)\}", value, command)
+        except Exception:  # noqa: BLE001 - not an expression: the shell's
+            return command
+
+    def shell(self, command, executable=None):
+        """Runs a shell command line with the code's output streams; interrupted with the code."""
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        subprocess.run(command, shell=True, executable=executable, stdin=subprocess.DEVNULL)  # noqa: S602 - the user's command is the point
+        return None
 
     def event_loop(self):
         """This context's asyncio loop (made when first needed: asyncio is imported then), made
@@ -615,6 +671,30 @@ def _backend_setting(matplotlib):
 def _is_figure(value):
     """A matplotlib Figure (without importing matplotlib)."""
     return type(value).__module__ == "matplotlib.figure" and callable(getattr(value, "savefig", None))
+
+
+class UsageError(Exception):
+    """A magic this code interpreter does not have (IPython's error of that name)."""
+
+
+# The name under which a Python context's code calls its magics (_with_magics).
+_MAGIC = "__fast_sandbox_magic__"
+_MAGIC_LINE = re.compile(r"^([ \t]*)(!|%)(?=[!%A-Za-z/.~$\"'-])(.*)$")
+
+
+def _with_magics(code):
+    """The code with IPython's ``!command`` lines and ``%magic`` lines as calls of the context's
+    magic(), one line for one (tracebacks keep their line numbers), and a first line ``%%bash`` /
+    ``%%sh`` (any ``%%name``) making the whole cell that cell magic's."""
+    if code.startswith("%%"):
+        first, _, body = code.partition("\n")
+        return "%s(%r, %r, %r)%s" % (_MAGIC, "%%", first[2:], body, "\n" * body.count("\n"))
+    lines = code.split("\n")
+    for index, line in enumerate(lines):
+        found = _MAGIC_LINE.match(line)
+        if found:
+            lines[index] = "%s%s(%r, %r)" % (found.group(1), _MAGIC, found.group(2), found.group(3))
+    return "\n".join(lines)
 
 
 def _identity_of(fd):

@@ -115,6 +115,36 @@ def test_top_level_await_runs_on_the_context_s_event_loop(sandbox):
     sandbox.remove_code_context(context)
 
 
+def test_shell_commands_and_magics_run_as_in_a_notebook(sandbox):
+    context = sandbox.create_code_context()
+    shelled = sandbox.run_code("for n in range(2):\n    !echo line {n * 10} $HOME\n!exit 3\nafter = 'yes'\nafter", context=context)
+    assert shelled.error is None, shelled.error
+    assert shelled.logs.stdout == ["line 0 /home/user\n", "line 10 /home/user\n"]
+    assert shelled.text == "'yes'"
+    assert sandbox.run_code("%%bash\necho $((6 * 7))\necho to stderr >&2", context=context).logs.stderr == ["to stderr\n"]
+    moved = sandbox.run_code("%matplotlib inline\n%cd /tmp\nimport os\nos.getcwd()", context=context)
+    assert (moved.logs.stdout, moved.text) == (["/tmp\n"], "'/tmp'")
+    unknown = sandbox.run_code("%timeit 1", context=context)
+    assert (unknown.error.name, "line 1" in unknown.error.traceback) == ("UsageError", True)
+    # %pip installs into the user's site, and the running context imports it: a wheel made here (no
+    # index is reached).
+    made = sandbox.run_code(
+        "import zipfile\nwith zipfile.ZipFile('/tmp/fsb_probe-1.0-py3-none-any.whl', 'w') as wheel:\n"
+        "    wheel.writestr('fsb_probe/__init__.py', 'ANSWER = 42\\n')\n"
+        "    wheel.writestr('fsb_probe-1.0.dist-info/METADATA', 'Metadata-Version: 2.1\\nName: fsb-probe\\nVersion: 1.0\\n')\n"
+        "    wheel.writestr('fsb_probe-1.0.dist-info/WHEEL', 'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n')\n"
+        "    wheel.writestr('fsb_probe-1.0.dist-info/RECORD', '')",
+        context=context,
+    )
+    assert made.error is None, made.error
+    installed = sandbox.run_code("%pip install --no-index --no-deps /tmp/fsb_probe-1.0-py3-none-any.whl\nimport fsb_probe\nfsb_probe.ANSWER, fsb_probe.__file__", context=context)
+    assert installed.error is None, (installed.error, installed.logs)
+    assert installed.text.startswith("(42, '/home/user/.local/lib/python3"), installed.text
+    assert "Successfully installed fsb-probe-1.0" in "".join(installed.logs.stdout)
+    assert sandbox.run_code("!pip --version", context=context).logs.stdout[0].startswith("pip ")
+    sandbox.remove_code_context(context)
+
+
 def png_size(result):
     """The width and height of a result's PNG (its IHDR), asserting that it is one."""
     data = base64.b64decode(result.png)
