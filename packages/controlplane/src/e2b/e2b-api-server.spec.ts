@@ -148,7 +148,7 @@ describe("the E2B-compatible API over HTTP", () => {
     assertError(await call("POST", `/sandboxes/${id}/connect`, { timeout: 60 }), 404, /not found/);
   });
 
-  it("pauses (204, then 409), connects to the paused sandbox (201, resumed; then 200), resumes (409 while it runs) and forks (201, one result per copy)", async () => {
+  it("pauses (204, then 409; no metrics while paused), connects to the paused sandbox (201, resumed; then 200), resumes (409 while it runs) and forks (201, one result per copy)", async () => {
     await e2b.addPool("gvisor", { runtimeType: "gvisor" });
     const created = (await call("POST", "/v2/sandboxes", { ...createBody, templateID: "gvisor" })).body as { sandboxID: string };
     const id = created.sandboxID;
@@ -159,6 +159,9 @@ describe("the E2B-compatible API over HTTP", () => {
     assertError(await call("POST", `/sandboxes/${id}/pause`), 409, new RegExp(`sandbox ${id} is already paused`));
     assert.equal(((await call("GET", `/sandboxes/${id}`)).body as { state: string }).state, "paused");
     assertError(await call("POST", `/sandboxes/${id}/fork`, { count: 1 }), 409, /paused and cannot be forked/);
+    const pausedMetrics = await call("GET", `/sandboxes/${id}/metrics`);
+    assert.equal(pausedMetrics.status, 200);
+    assert.deepEqual(pausedMetrics.body, [], "a paused sandbox runs nowhere: no sample");
     assertError(await call("POST", `/v2/sandboxes/${id}/connect`, { timeout: 60, memory: false }), 400, /^memory: a resume without memory is not offered/);
 
     const resumed = await call("POST", `/v2/sandboxes/${id}/connect`, { timeout: 60 });
@@ -166,6 +169,7 @@ describe("the E2B-compatible API over HTTP", () => {
     assert.deepEqual(resumed.body, created);
     assert.equal((await call("POST", `/sandboxes/${id}/connect`, { timeout: 60 })).status, 200, "running already");
     assertError(await call("POST", `/sandboxes/${id}/resume`, { timeout: 60 }), 409, /already running/);
+    assert.equal(((await call("GET", `/sandboxes/${id}/metrics`)).body as unknown[]).length, 1, "running again: one sample");
 
     const fork = await call("POST", `/sandboxes/${id}/fork`, { timeout: 60, count: 2 });
     assert.equal(fork.status, 201);
