@@ -7,6 +7,7 @@
  */
 import { ValidationError, parseDurationMs } from "@fast-sandbox/api";
 import type { CheckpointInfo } from "@fast-sandbox/sdk";
+import { formatBytes } from "../byte-sizes.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { printCreated } from "../created-sandbox.js";
 import { age, printObjects, printTable, type OutputFormat } from "../output.js";
@@ -80,12 +81,6 @@ export async function fork(
   const result = await client.checkpoints.fork(sandbox, { namespace, count, ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}) });
   for (const copy of result.sandboxes) printCreated(copy, { namespace, dataDir, origin: `copy of ${sandbox}`, quiet: options.quiet === true });
   if (result.checkpoint) (options.quiet ? process.stderr : process.stdout).write(`checkpoint kept: ${result.checkpoint.name}\n`);
-}
-
-function formatBytes(bytes: number): string {
-  if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
-  if (bytes >= 1 << 10) return `${(bytes / (1 << 10)).toFixed(1)} KiB`;
-  return `${bytes} B`;
 }
 
 export async function pause(sandbox: string, options: GlobalOptions & { namespace?: string }): Promise<void> {

@@ -6,20 +6,10 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { ValidationError } from "@fast-sandbox/api";
 import type { PullProgress } from "@fast-sandbox/sdk";
-import { describeProgress, formatBytes, registryHost, withCredentials } from "./images.js";
+import { describeProgress, registryHost, withCredentials } from "./images.js";
 
 const MAIN = join(import.meta.dirname, "..", "main.ts");
 const REPO_ROOT = join(import.meta.dirname, "..", "..", "..", "..");
-
-describe("formatBytes", () => {
-  it("uses decimal units with one decimal below 10", () => {
-    assert.equal(formatBytes(0), "0 B");
-    assert.equal(formatBytes(999), "999 B");
-    assert.equal(formatBytes(1_088_491), "1.1 MB");
-    assert.equal(formatBytes(52_400_000), "52 MB");
-    assert.equal(formatBytes(5_000_000_000), "5.0 GB");
-  });
-});
 
 describe("describeProgress", () => {
   const progress = (phase: PullProgress["phase"], layersDone: number, bytesDone: number): PullProgress => ({

@@ -9,19 +9,8 @@ import { registryConfigPath } from "@fast-sandbox/controlplane";
 import type { PullProgress } from "@fast-sandbox/sdk";
 import { connect, type GlobalOptions } from "../connection.js";
 import { resolveDataDir } from "../data-dir.js";
+import { formatBytes } from "../byte-sizes.js";
 import { printTable } from "../output.js";
-
-/** 1234567 → "1.2 MB" (decimal units, like registries and docker pull). */
-export function formatBytes(bytes: number): string {
-  const units = ["B", "kB", "MB", "GB", "TB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
-    unit++;
-  }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
-}
 
 /** One agent's progress as text: `default-0: downloading 1/2 layers, 1.2 MB/3.4 MB`. */
 export function describeProgress(progress: PullProgress): string {

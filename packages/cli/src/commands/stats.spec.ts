@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { formatCpu, formatQuantityBytes, statsRow } from "./stats.js";
+import { formatCpu, statsRow } from "./stats.js";
 
 describe("fsb stats", () => {
   it("writes CPU as kubectl does: millicores below a core, cores above", () => {
@@ -8,14 +8,6 @@ describe("fsb stats", () => {
     assert.equal(formatCpu(250), "250m");
     assert.equal(formatCpu(1000), "1");
     assert.equal(formatCpu(1530), "1.5");
-  });
-
-  it("writes bytes as binary quantities", () => {
-    assert.equal(formatQuantityBytes(0), "0");
-    assert.equal(formatQuantityBytes(1023), "1023");
-    assert.equal(formatQuantityBytes(4 * 2 ** 20), "4Mi");
-    assert.equal(formatQuantityBytes(1.5 * 2 ** 30), "1.5Gi");
-    assert.equal(formatQuantityBytes(300 * 2 ** 20), "300Mi");
   });
 
   it("shows a missing limit as none, with the node's bound", () => {

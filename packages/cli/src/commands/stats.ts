@@ -1,4 +1,5 @@
 import type { SandboxStats } from "@fast-sandbox/api/core";
+import { formatQuantityBytes } from "../byte-sizes.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { printObjects, printTable, type OutputFormat } from "../output.js";
 
@@ -8,18 +9,6 @@ const STATS_HEADERS = ["NAME", "CPU", "CPU LIMIT", "MEMORY", "MEMORY LIMIT", "PI
 export function formatCpu(millis: number): string {
   if (millis >= 1000) return String(Math.round(millis / 100) / 10);
   return `${millis}m`;
-}
-
-/** Bytes as a Kubernetes quantity in binary units, as kubectl top writes memory: `512Ki`, `64Mi`, `1.5Gi`. */
-export function formatQuantityBytes(bytes: number): string {
-  const units = ["", "Ki", "Mi", "Gi", "Ti"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${unit === 0 || value >= 10 ? Math.round(value) : Math.round(value * 10) / 10}${units[unit]}`;
 }
 
 /** A row of `fsb stats`: a limit of 0 is its node's bound, shown in parentheses. */
