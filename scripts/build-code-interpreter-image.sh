@@ -4,7 +4,7 @@
 # Offline, from this host's files, like the base image: busybox-static for the shell and tools,
 # Debian's python3 (the interpreter, its standard library and the shared libraries they link),
 # Debian's bash and node (for bash and JavaScript contexts), the repository's pinned TypeScript
-# compiler (TypeScript contexts: types stripped), numpy, pandas, matplotlib and pip (the wheels pinned in
+# compiler (TypeScript contexts: types stripped), numpy, pandas, matplotlib, IPython and pip (the wheels pinned in
 # images/code-interpreter/requirements.txt, downloaded once by the host's pip into the cache
 # directory), a `user` account with home /home/user (E2B's). A pool named `code-interpreter-v1` (the
 # template E2B's code-interpreter SDKs ask for; config/samples/code-interpreter-pool.yaml) with this
@@ -195,11 +195,11 @@ if [[ ! -s "$ARCHIVE" ]]; then
   # The packages load and matplotlib draws, as the code's account: its font cache is made now, not
   # at a sandbox's first figure.
   chroot "$rootfs" /bin/sh -c 'HOME=/home/user MPLCONFIGDIR=/home/user/.config/matplotlib /usr/bin/python3 -c "
-import io, numpy, pandas, matplotlib
+import io, numpy, pandas, matplotlib, IPython.display
 matplotlib.use(\"agg\")
 import matplotlib.pyplot as plt
 plt.plot(numpy.arange(3)); plt.savefig(io.BytesIO(), format=\"png\")" && exec /usr/local/bin/pip --version >/dev/null' ||
-    die "numpy, pandas, matplotlib or pip does not load inside the image's root"
+    die "numpy, pandas, matplotlib, IPython or pip does not load inside the image's root"
   chown -R 1000:1000 "$rootfs/home/user"
 
   umoci repack --image "$work/layout:$TAG" "$work/bundle"

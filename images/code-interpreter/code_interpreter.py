@@ -149,7 +149,7 @@ class _Worker:
         # The code runs in a module registered as __main__ (as in IPython): pickle and multiprocessing
         # find what a cell defines.
         main = types.ModuleType("__main__")
-        main.__dict__["display"] = self.display
+        main.__dict__["display"] = self.display_objects
         main.__dict__[_MAGIC] = self.magic
         sys.modules["__main__"] = main
         self.namespace = main.__dict__
@@ -247,6 +247,16 @@ class _Worker:
         for fd in written:
             with self.synced[fd]:
                 self.synced[fd].wait_for(lambda fd=fd: self.seen[fd] >= self.sync_number, timeout=SYNC_TIMEOUT_S)
+
+    def display_objects(self, *objects, **options):
+        """The code's ``display()`` (and IPython.display's): each object a result of the execution
+        (IPython's options, such as ``display_id`` or ``raw``, mean nothing here)."""
+        for value in objects:
+            self.display(value)
+
+    def use_display(self, module):
+        """IPython (when the image has it) just loaded one of its modules with display(): ours."""
+        module.display = self.display_objects
 
     def display(self, value, is_main_result=False):
         """Shows `value` as a result of the execution (as IPython's display())."""
@@ -583,6 +593,48 @@ class _JavaScriptWorker(_Worker):
         return None if outcome.get("text") is None else _Shown(outcome["text"])
 
 
+class _ImportHooks:
+    """A meta path finder of the code's imports: it runs a callback on a module right after its
+    first loading (before the code gets it), and loads modules this file provides."""
+
+    def __init__(self):
+        self.callbacks = {}
+        self.provided = {}
+
+    def after_import(self, name, callback):
+        self.callbacks[name] = callback
+
+    def provide(self, name, loader):
+        self.provided[name] = loader
+
+    def install(self):
+        sys.meta_path.insert(0, self)
+
+    def find_spec(self, name, path=None, target=None):
+        """The import system's call: a provided module's spec, or the module's own (found by the
+        other finders) with its loading followed by its callback; None for every other name."""
+        if name in self.provided:
+            return importlib.machinery.ModuleSpec(name, self.provided[name])
+        callback = self.callbacks.pop(name, None)  # once: asked again below, this finder passes
+        if callback is None:
+            return None
+        spec = importlib.util.find_spec(name)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        load = loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            try:
+                callback(module)
+            except Exception as error:  # noqa: BLE001 - the module works as it is
+                sys.stderr.write("fast-sandbox: %s is as it came (%s: %s)\n" % (name, type(error).__name__, error))
+
+        loader.exec_module = exec_module
+        return spec
+
+
 class _InlineFigures:
     """matplotlib's figures as an execution's results, as IPython's inline backend shows them: a
     Python context's matplotlib draws with the backend `module://fast_sandbox_matplotlib` (Agg's
@@ -596,36 +648,15 @@ class _InlineFigures:
     def __init__(self, worker):
         self.worker = worker
 
-    def install(self):
-        self.hooked = False
-        sys.meta_path.insert(0, self)
+    def install(self, hooks):
+        hooks.after_import("matplotlib", self.choose_backend)
+        hooks.provide(self.BACKEND, self)
 
-    def find_spec(self, name, path=None, target=None):
-        """The import system's call (this is a meta path finder): this backend's spec (this object
-        loads it), and matplotlib's, its loading followed by choosing this backend; every other name
-        is someone else's."""
-        if name == self.BACKEND:
-            return importlib.machinery.ModuleSpec(name, self)
-        if name != "matplotlib" or self.hooked:
-            return None
-        self.hooked = True
-        spec = importlib.util.find_spec(name)
-        loader = getattr(spec, "loader", None)
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        load = loader.exec_module
-
-        def exec_module(module):
-            load(module)
-            try:
-                chosen = _backend_setting(module)
-                if not os.environ.get("MPLBACKEND") and chosen is getattr(module.rcsetup, "_auto_backend_sentinel", None):
-                    module.rcParams["backend"] = "module://" + self.BACKEND
-            except Exception as error:  # noqa: BLE001 - another matplotlib: its own default stays
-                sys.stderr.write("fast-sandbox: matplotlib's figures will not be shown as results: %s\n" % error)
-
-        loader.exec_module = exec_module
-        return spec
+    def choose_backend(self, matplotlib):
+        """matplotlib just loaded: this backend, unless one is named (MPLBACKEND, a matplotlibrc)."""
+        chosen = _backend_setting(matplotlib)
+        if not os.environ.get("MPLBACKEND") and chosen is getattr(matplotlib.rcsetup, "_auto_backend_sentinel", None):
+            matplotlib.rcParams["backend"] = "module://" + self.BACKEND
 
     def create_module(self, spec):
         return None  # the import system's default module
@@ -666,6 +697,46 @@ class _InlineFigures:
 def _backend_setting(matplotlib):
     """matplotlib's backend setting as it is (reading rcParams["backend"] would choose one)."""
     return dict.__getitem__(matplotlib.rcParams, "backend")
+
+
+# A DataFrame's `data` is left out beyond this many cells (its text and HTML are pandas' abridged ones).
+MAX_DATA_CELLS = 100_000
+
+
+def _frame_data(value):
+    """A pandas DataFrame's columns as E2B's `data` result: ``{column: [values…]}`` (its
+    ``to_dict(orient="list")``), JSON's types only (NaN as null, dates in ISO form, other values as
+    their text); None for anything else, or a frame over MAX_DATA_CELLS cells."""
+    if type(value).__name__ != "DataFrame" or type(value).__module__.split(".")[0] != "pandas":
+        return None
+    try:
+        if value.size > MAX_DATA_CELLS:
+            return None
+        return {str(column): [_json_value(item) for item in items] for column, items in value.to_dict(orient="list").items()}
+    except Exception:  # noqa: BLE001 - a frame this cannot read is its text and HTML alone
+        return None
+
+
+def _json_value(value):
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    isoformat = getattr(value, "isoformat", None)
+    if callable(isoformat):
+        try:
+            return isoformat() if value == value else None  # NaT is not equal to itself
+        except (TypeError, ValueError):
+            return None
+    item = getattr(value, "item", None)  # a numpy scalar
+    if callable(item):
+        try:
+            return _json_value(item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
 
 
 def _is_figure(value):
@@ -733,6 +804,9 @@ def _representations(value):
         chart = _chart(value)  # after the drawing: tick labels are set by it
         if chart is not None:
             formats["chart"] = chart
+    data = _frame_data(value)
+    if data is not None:
+        formats["data"] = data
     for name, method in (
         ("html", "_repr_html_"),
         ("markdown", "_repr_markdown_"),
@@ -764,7 +838,12 @@ def worker_main():
     kind = {"bash": _ShellWorker, "javascript": _JavaScriptWorker, "typescript": _JavaScriptWorker}.get(_argument("--language", "python"), _Worker)
     worker = kind(requests_fd, events_fd)
     if kind is _Worker:
-        worker.figures.install()
+        hooks = _ImportHooks()
+        worker.figures.install(hooks)
+        # IPython.display's display() (`from IPython.display import display, HTML`) is this context's.
+        hooks.after_import("IPython.core.display_functions", worker.use_display)
+        hooks.after_import("IPython.display", worker.use_display)
+        hooks.install()
     worker.run()
 
 

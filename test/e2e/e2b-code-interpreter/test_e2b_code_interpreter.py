@@ -176,6 +176,9 @@ def test_matplotlib_figures_are_png_results_and_pandas_frames_html(sandbox):
     assert frame.error is None, frame.error
     assert "<table" in frame.results[0].html
     assert frame.text.split() == ["n", "square", "0", "0", "0", "1", "1", "1", "2", "2", "4"]
+    assert frame.results[0].data == {"n": [0, 1, 2], "square": [0, 1, 4]}
+    mixed = sandbox.run_code("pd.DataFrame({'x': [0.5, np.nan], 'when': pd.to_datetime(['2024-01-02', None])})").results[0].data
+    assert mixed == {"x": [0.5, None], "when": ["2024-01-02T00:00:00", None]}
     # A script the code starts keeps matplotlib's own default backend.
     child = sandbox.run_code("import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'import matplotlib; print(matplotlib.get_backend())'], capture_output=True, text=True).stdout")
     assert child.text == "'agg\\n'"
@@ -215,6 +218,21 @@ def test_a_figure_s_data_is_its_chart(sandbox):
     # What is not one of those plots (an image) is its png alone.
     image = sandbox.run_code("plt.imshow([[1, 2], [3, 4]])\nNone").results[0]
     assert image.png and image.chart is None
+
+
+def test_ipython_s_display_shows_through_the_context(sandbox):
+    execution = sandbox.run_code(
+        "from IPython.display import display, HTML, Markdown\ndisplay(HTML('<b>bold</b>'), Markdown('*it*'))\ndisplay('plain', {'n': 1})\n'last'"
+    )
+    assert execution.error is None, execution.error
+    shown = [(result.html, result.markdown, result.text, result.is_main_result) for result in execution.results]
+    assert shown == [
+        ("<b>bold</b>", None, "<IPython.core.display.HTML object>", False),
+        (None, "*it*", "<IPython.core.display.Markdown object>", False),
+        (None, None, "'plain'", False),
+        (None, None, "{'n': 1}", False),
+        (None, None, "'last'", True),
+    ]
 
 
 def test_contexts_are_separate_interpreters(sandbox):
