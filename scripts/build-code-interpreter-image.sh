@@ -24,7 +24,7 @@
 #   python                env FSB_PYTHON,                 default /usr/bin/python3 (Debian's python3)
 #   bash                  env FSB_BASH,                   default /bin/bash
 #   node                  env FSB_NODE,                   default the node on PATH
-#   pip (downloads)       env FSB_PIP,                    default "python3 -m pip" (any python's pip: wheels for the image's python are asked for)
+#   pip (downloads)       env FSB_PIP,                    default "python3 -m pip", else a virtual environment's (any python's pip: wheels for the image's python are asked for)
 # Needs root (ctr, chroot) and the Debian packages busybox-static, umoci, python3 and containerd.
 set -euo pipefail
 SELF="$(readlink -f "$0")"
@@ -57,6 +57,13 @@ done
 [[ -x "$BASH_BIN" ]] || die "$BASH_BIN is missing; apt-get install -y bash"
 [[ -x "$NODE_BIN" ]] || die "$NODE_BIN is missing; apt-get install -y nodejs"
 [[ -f "$TYPESCRIPT_DIR/lib/typescript.js" ]] || die "$TYPESCRIPT_DIR/lib/typescript.js is missing; run npm ci"
+if [[ -z "${FSB_PIP:-}" ]] && ! "${PIP[@]}" --version >/dev/null 2>&1; then
+  # A python without pip (Debian's python3 without python3-pip): the pip a virtual environment
+  # brings (python3-venv), made once in the cache directory.
+  pip_venv="$CACHE_DIR/code-interpreter-pip-venv"
+  [[ -x "$pip_venv/bin/pip" ]] || python3 -m venv "$pip_venv" >&2 || die "python3 has no pip and cannot make a virtual environment; apt-get install -y python3-pip or python3-venv (or set FSB_PIP)"
+  PIP=("$pip_venv/bin/pip")
+fi
 "${PIP[@]}" --version >/dev/null 2>&1 || die "${PIP[*]} does not run; apt-get install -y python3-pip (or set FSB_PIP)"
 python_bin="$(readlink -f "$PYTHON")"
 bash_bin="$(readlink -f "$BASH_BIN")"
