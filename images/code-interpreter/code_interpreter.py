@@ -26,8 +26,9 @@ time, in order; contexts run in parallel. An execution whose client went away (t
 is interrupted (SIGINT: KeyboardInterrupt in the code). A worker that dies is reported as the
 execution's error, and a new one starts with the next execution. Stopping a context (restart,
 removal, code that ignores an interrupt) kills its worker's whole session: what its code started too.
-Python runs may use IPython's ``!command`` lines, ``%pip``, ``%cd``, ``%matplotlib`` and ``%%bash``
-(see _with_magics) and top-level ``await``. When the image's Python has matplotlib, its figures are results (``png``, ``text``, and the data
+Python runs may use IPython's ``!command`` lines (``files = !ls`` too), ``%pip``, ``%cd``,
+``%matplotlib`` and ``%%bash`` (see _with_magics), IPython's other magics when the image has IPython
+(see _Worker.magic), and top-level ``await``. When the image's Python has matplotlib, its figures are results (``png``, ``text``, and the data
 they draw as E2B's ``chart``: see _chart), as IPython's inline backend shows them: see _InlineFigures.
 
 Languages: ``python`` (also ``python3``, ``py``) and ``bash`` (also ``sh``, ``shell``; when the
@@ -151,6 +152,7 @@ class _Worker:
         main = types.ModuleType("__main__")
         main.__dict__["display"] = self.display_objects
         main.__dict__[_MAGIC] = self.magic
+        self.ipython_shell = None
         sys.modules["__main__"] = main
         self.namespace = main.__dict__
         # matplotlib's figures are shown as results (see _InlineFigures); the ids of those this
@@ -330,13 +332,17 @@ class _Worker:
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         try:
             tree = ast.parse(code, filename, "exec")
-        except SyntaxError:
+        except SyntaxError as error:
             # IPython's `!command` and magics, as calls on the same lines (code that is Python as
             # it is never gets here).
             with_magics = _with_magics(code)
-            if with_magics == code:
-                raise
-            tree = ast.parse(with_magics, filename, "exec")
+            try:
+                tree = ast.parse(with_magics, filename, "exec") if with_magics != code else None
+            except SyntaxError:
+                tree = None
+            if tree is None:
+                # The code's error alone (without the parser's frames), as IPython shows it.
+                raise error.with_traceback(None) from None
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body.pop().value)
@@ -368,18 +374,26 @@ class _Worker:
                     pass
             raise
 
-    def magic(self, kind, line, body=None):
+    def magic(self, kind, line, body=None, capture=False):
         """A shell command (``!ls``) or magic (``%pip install x``, ``%%bash``) of the code, as
         IPython runs them: what they print is the execution's output, a command's exit status is
-        not an error (IPython's neither)."""
+        not an error (IPython's neither). ``capture`` (``files = !ls``): a command's output (stdout
+        and stderr) is the value, as a list of its lines, instead. A magic this file does not have
+        itself is IPython's (``%timeit``, ``%%writefile``, ``%env``…) when the image has IPython."""
+        caller = sys._getframe(1).f_locals  # the code's: `{n}` in a function's `!` line is its n
         if kind == "!":
-            return self.shell(self.expand(line))
-        name, _, arguments = line.strip().partition(" ")
-        arguments = self.expand(arguments.strip())
+            command = self.expand(line, caller)
+            return self.output_of(command) if capture else self.shell(command)
+        name, _, raw = line.strip().partition(" ")
+        arguments = self.expand(raw.strip(), caller)
         if kind == "%%":
             if name in ("bash", "sh"):
                 return self.shell(body, executable=BASH if name == "bash" and BASH else "/bin/sh")
-            raise UsageError("Cell magic `%%%%%s` not found (this code interpreter has %%%%bash and %%%%sh)." % name)
+            shell = self.ipython()
+            if shell is None or shell.find_cell_magic(name) is None:
+                raise UsageError("Cell magic `%%%%%s` not found." % name)
+            # IPython expands the line itself, in the code's frame (2 above run_cell_magic's).
+            return shell.run_cell_magic(name, raw.strip(), body)
         if name == "pip":
             self.shell("%s -m pip %s" % (shlex.quote(sys.executable), arguments))
             importlib.invalidate_caches()  # what it installed imports now
@@ -390,19 +404,57 @@ class _Worker:
             os.chdir(os.path.expanduser(arguments or "~"))
             print(os.getcwd())
             return None
-        raise UsageError("Line magic function `%%%s` not found (this code interpreter has %%pip, %%cd and %%matplotlib, and !commands)." % name)
+        shell = self.ipython()
+        if shell is None or shell.find_line_magic(name) is None:
+            raise UsageError("Line magic function `%%%s` not found." % name)
+        # The code's frame is 2 above run_line_magic's caller (this method): IPython expands the
+        # line there and gives it to the magics that take the local scope (%time, %timeit).
+        return shell.run_line_magic(name, raw.strip(), _stack_depth=2)
 
-    def expand(self, command):
-        """``{expression}`` in a command line replaced by its value, as IPython does; when one does
-        not evaluate (a shell's own braces: ``{a,b}``, awk's ``{ print $1 }``), the line as it is."""
+    def ipython(self):
+        """IPython's shell over this context's namespace, made when a magic first needs it (its
+        ``get_ipython()`` is this shell from then on); None when the image has no IPython."""
+        if self.ipython_shell is None:
+            try:
+                from IPython.core.interactiveshell import InteractiveShell
+                from traitlets.config import Config
+            except ImportError:
+                return None
+            config = Config()
+            config.HistoryManager.enabled = False  # no history database in the user's home
+            self.ipython_shell = InteractiveShell.instance(config=config, user_module=sys.modules["__main__"])
+            # The namespace's display() stays the context's (IPython puts its own among the builtins).
+            self.namespace["display"] = self.display_objects
+        return self.ipython_shell
+
+    def expand(self, command, local_names=None):
+        """``{expression}`` and ``$name`` in a command line replaced by their values, as IPython
+        does (``$$`` is ``$``); one that does not evaluate (the shell's ``$HOME``, awk's ``{ print
+        $1 }``) is left as it is."""
+        names = self.namespace
+        if local_names is not None and local_names is not self.namespace:
+            names = dict(self.namespace, **local_names)
 
         def value(found):
-            return str(eval(found.group(1), self.namespace))  # noqa: S307 - the user's own expression
+            if found.group(0) == "$$":
+                return "$"
+            try:
+                return str(eval(found.group(1) or found.group(2), names))  # noqa: S307 - the user's own expression
+            except Exception:  # noqa: BLE001 - not a name or expression of the code: the shell's
+                return found.group(0)
 
+        return _EXPANSION.sub(value, command)
+
+    def output_of(self, command):
+        """What a shell command line writes (stdout and stderr), as IPython's ``getoutput``: a list
+        of its lines (IPython's SList, with ``.s``, ``.n``, ``.grep()``…, when the image has it)."""
+        done = subprocess.run(command, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # noqa: S602
+        lines = done.stdout.decode("utf-8", errors="replace").splitlines()
         try:
-            return re.sub(r"\{([^{}]+)\}", value, command)
-        except Exception:  # noqa: BLE001 - not an expression: the shell's
-            return command
+            from IPython.utils.text import SList
+        except ImportError:
+            return lines
+        return SList(lines)
 
     def shell(self, command, executable=None):
         """Runs a shell command line with the code's output streams; interrupted with the code."""
@@ -751,12 +803,16 @@ class UsageError(Exception):
 # The name under which a Python context's code calls its magics (_with_magics).
 _MAGIC = "__fast_sandbox_magic__"
 _MAGIC_LINE = re.compile(r"^([ \t]*)(!|%)(?=[!%A-Za-z/.~$\"'-])(.*)$")
+# `files = !ls`, `t = %timeit -o x`: the targets of an assignment from a command or magic.
+_MAGIC_ASSIGNMENT = re.compile(r"^([ \t]*)([A-Za-z_][\w.]*(?:[ \t]*,[ \t]*[A-Za-z_][\w.]*)*)[ \t]*=[ \t]*(!|%)(?=[!%A-Za-z/.~$\"'-])(.*)$")
+# What a command line's expansion replaces: `$$`, `$name` (`$name.attribute`), `{expression}`.
+_EXPANSION = re.compile(r"\$\$|\$([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)|\{([^{}]+)\}")
 
 
 def _with_magics(code):
-    """The code with IPython's ``!command`` lines and ``%magic`` lines as calls of the context's
-    magic(), one line for one (tracebacks keep their line numbers), and a first line ``%%bash`` /
-    ``%%sh`` (any ``%%name``) making the whole cell that cell magic's."""
+    """The code with IPython's ``!command`` lines and ``%magic`` lines (also as an assignment's
+    value: ``files = !ls``) as calls of the context's magic(), one line for one (tracebacks keep
+    their line numbers), and a first line ``%%name`` making the whole cell that cell magic's."""
     if code.startswith("%%"):
         first, _, body = code.partition("\n")
         return "%s(%r, %r, %r)%s" % (_MAGIC, "%%", first[2:], body, "\n" * body.count("\n"))
@@ -765,6 +821,11 @@ def _with_magics(code):
         found = _MAGIC_LINE.match(line)
         if found:
             lines[index] = "%s%s(%r, %r)" % (found.group(1), _MAGIC, found.group(2), found.group(3))
+            continue
+        assigned = _MAGIC_ASSIGNMENT.match(line)
+        if assigned:
+            indent, targets, kind, rest = assigned.groups()
+            lines[index] = "%s%s = %s(%r, %r, capture=True)" % (indent, targets, _MAGIC, kind, rest)
     return "\n".join(lines)
 
 

@@ -124,8 +124,24 @@ def test_shell_commands_and_magics_run_as_in_a_notebook(sandbox):
     assert sandbox.run_code("%%bash\necho $((6 * 7))\necho to stderr >&2", context=context).logs.stderr == ["to stderr\n"]
     moved = sandbox.run_code("%matplotlib inline\n%cd /tmp\nimport os\nos.getcwd()", context=context)
     assert (moved.logs.stdout, moved.text) == (["/tmp\n"], "'/tmp'")
-    unknown = sandbox.run_code("%timeit 1", context=context)
-    assert (unknown.error.name, "line 1" in unknown.error.traceback) == ("UsageError", True)
+    unknown = sandbox.run_code("%nosuchmagic 1", context=context)
+    assert (unknown.error.name, unknown.error.value, "line 1" in unknown.error.traceback) == ("UsageError", "Line magic function `%nosuchmagic` not found.", True)
+    # A command's output as a value, `$name` in a command (a function's own names too), and
+    # IPython's own magics run by an IPython shell over the context's namespace.
+    captured = sandbox.run_code(
+        "word = 'fsb'\nlisted = !printf '%s\\n' a b $word\ndef shout(word):\n    said = !echo $word {word.upper()} $$HOME\n    return said\nlisted, listed.n, shout('hi')",
+        context=context,
+    )
+    assert captured.error is None, captured.error
+    assert captured.text == "(['a', 'b', 'fsb'], 'a\\nb\\nfsb', ['hi HI /home/user'])", captured.text
+    timed = sandbox.run_code("%timeit -n 2 -r 2 sum(range(word.__len__()))", context=context)
+    assert timed.error is None and "per loop (mean ± std. dev. of 2 runs, 2 loops each)" in "".join(timed.logs.stdout), (timed.error, timed.logs)
+    written = sandbox.run_code("%%writefile /tmp/fsb-magic.txt\nfrom a cell magic\n", context=context)
+    assert (written.error, written.logs.stdout) == (None, ["Writing /tmp/fsb-magic.txt\n"]), written
+    assert sandbox.files.read("/tmp/fsb-magic.txt") == "from a cell magic\n"
+    cell_timed = sandbox.run_code("%%time\ntotal = sum(range(10))\ntotal * 2", context=context)
+    assert (cell_timed.error, cell_timed.text, "Wall time:" in "".join(cell_timed.logs.stdout)) == (None, "90", True), cell_timed
+    assert sandbox.run_code("%env FSB_MAGIC=on\nimport os\nos.environ['FSB_MAGIC'], type(get_ipython()).__name__", context=context).text == "('on', 'InteractiveShell')"
     # %pip installs into the user's site, and the running context imports it: a wheel made here (no
     # index is reached).
     made = sandbox.run_code(
