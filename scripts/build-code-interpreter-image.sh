@@ -109,6 +109,7 @@ ARCHIVE="$CACHE_DIR/code-interpreter-${digest}-${TAG}.oci.tar"
 if ctr_ns images ls -q | grep -Fxq "$IMAGE"; then
   if [[ "$(ctr_ns images ls "name==$IMAGE" 2>/dev/null | awk 'NR == 2 { print $3 }')" == "$(cat "$ARCHIVE.digest" 2>/dev/null)" ]]; then
     log "$IMAGE already present in containerd namespace $NAMESPACE"
+    touch "$ARCHIVE" 2>/dev/null || true # in use (oci_prune_cache)
     exit 0
   fi
 fi
@@ -223,5 +224,7 @@ else
   log "using cached $ARCHIVE"
 fi
 
+oci_prune_cache "$CACHE_DIR" "code-interpreter-*-${TAG}.oci.tar" "$ARCHIVE"
+oci_prune_cache "$CACHE_DIR" "code-interpreter-wheels-*" "$CACHE_DIR/code-interpreter-wheels-$(sha256sum "$REQUIREMENTS" | cut -c1-16)"
 oci_import "$ADDRESS" "$NAMESPACE" "$REPOSITORY" "$IMAGE" "$ARCHIVE"
 ctr_ns images ls "name==$IMAGE" | awk 'NR == 2 { print $3 }' >"$ARCHIVE.digest"

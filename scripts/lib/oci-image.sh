@@ -57,3 +57,18 @@ oci_import() {
   ctr --address "$address" -n "$namespace" images ls -q | grep -Fxq "$image" || die "import finished but $image is not listed"
   log "imported $image"
 }
+
+# oci_prune_cache DIR PATTERN KEEP: the cache entries in DIR named PATTERN (a glob: archives, each
+# with its .digest, or directories) other than KEEP that nothing used for a day are removed: every
+# change to an image's sources names a new archive, and the old ones (~140 MB each for the code
+# interpreter) would pile up. KEEP is touched (it is in use). A day's grace leaves alone what another
+# checkout building a different version now may be about to import.
+oci_prune_cache() {
+  local dir=$1 pattern=$2 keep=$3 entry
+  [[ -e "$keep" ]] && touch "$keep"
+  while IFS= read -r -d '' entry; do
+    [[ "$entry" == "$keep" ]] && continue
+    log "removing $entry from the cache (unused for a day)"
+    rm -rf "$entry" "$entry.digest"
+  done < <(find "$dir" -maxdepth 1 -name "$pattern" -mmin +1440 -print0 2>/dev/null)
+}
