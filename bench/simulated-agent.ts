@@ -273,6 +273,11 @@ class SimulatedAgentClient implements AgentClient {
     });
   }
 
+  /** A simulated agent samples nothing: one reading now. */
+  async statsHistory(sandboxId: string): Promise<SandboxStats[]> {
+    return [await this.stats(sandboxId)];
+  }
+
   async *logs(): AsyncIterable<Uint8Array> {
     await this.call(() => undefined);
   }

@@ -48,7 +48,24 @@ describe("agentConfigFromEnv", () => {
       checkpointDir: "/var/lib/fsb/agents/default-0/checkpoints/default/default",
       preparedInstances: undefined,
       limits: {},
+      statsIntervalMs: 5000,
+      statsHistorySamples: 720,
     });
+  });
+
+  it("reads how often sandboxes are sampled and how many samples are kept, and refuses what is not a whole number in range", () => {
+    const config = agentConfigFromEnv({ ...REQUIRED, FSB_STATS_INTERVAL_MS: "1000", FSB_STATS_HISTORY_SAMPLES: "60" });
+    assert.deepEqual([config.statsIntervalMs, config.statsHistorySamples], [1000, 60]);
+    assertValidationError(
+      () => agentConfigFromEnv({ ...REQUIRED, FSB_STATS_INTERVAL_MS: "10" }),
+      "FSB_STATS_INTERVAL_MS",
+      /whole number of milliseconds, at least 100/,
+    );
+    assertValidationError(
+      () => agentConfigFromEnv({ ...REQUIRED, FSB_STATS_HISTORY_SAMPLES: "0" }),
+      "FSB_STATS_HISTORY_SAMPLES",
+      /whole number of samples, at least 1/,
+    );
   });
 
   it("reads the agent's limits (the Downward API's limits.cpu in millicores and limits.memory in bytes), and refuses what is not a whole number", () => {

@@ -67,6 +67,10 @@ export interface AgentConfig {
    * limits. Empty: no bound beyond each sandbox's.
    */
   limits: CgroupLimits;
+  /** FSB_STATS_INTERVAL_MS: how often each running sandbox's resource use is sampled for its history (stats-history.ts); default 5000. */
+  statsIntervalMs: number;
+  /** FSB_STATS_HISTORY_SAMPLES: the samples kept per sandbox; default 720 (an hour at 5 s). */
+  statsHistorySamples: number;
 }
 
 /** The most prepared instances an agent keeps. */
@@ -169,5 +173,7 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv = process.env): AgentC
     ),
     preparedInstances: preparedInstancesFromEnv(env, env.FSB_AGENT_NAMESPACE ?? "default", required("FSB_AGENT_POOL")),
     limits: agentLimitsFromEnv(env),
+    statsIntervalMs: positiveIntegerFromEnv(env, "FSB_STATS_INTERVAL_MS", "milliseconds", 100) ?? 5000,
+    statsHistorySamples: positiveIntegerFromEnv(env, "FSB_STATS_HISTORY_SAMPLES", "samples", 1) ?? 720,
   };
 }

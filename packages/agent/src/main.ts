@@ -83,6 +83,7 @@ async function main(): Promise<void> {
     host: config.listenHost,
     port: config.listenPort,
     metrics,
+    statsHistory: { intervalMs: config.statsIntervalMs, retain: config.statsHistorySamples },
   });
   process.stdout.write(`${JSON.stringify({ event: "listening", endpoint: server.endpoint, pid: process.pid })}\n`);
   log.info({ endpoint: server.endpoint, logs: join(config.stateDir, "logs") }, "agent serving");

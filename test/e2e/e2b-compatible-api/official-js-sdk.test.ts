@@ -28,6 +28,8 @@ describe("E2B's official JS SDK against the E2B-compatible API", () => {
   const run = Math.random().toString(36).slice(2, 10);
 
   before(async () => {
+    // The agents (child processes) sample their sandboxes every half second instead of every 5 s: getMetrics' history fills fast.
+    process.env.FSB_STATS_INTERVAL_MS = "500";
     embedded = await startEmbedded({ name: "e2b-js-sdk", pools: [pool("default", { maxSandboxesPerPod: 8 })] });
     // Only the three variables: nothing else of E2B's is set in this process.
     restore = await useFsbE2bEnv(embedded);
@@ -77,23 +79,38 @@ describe("E2B's official JS SDK against the E2B-compatible API", () => {
     assert.ok(!containerdLeftovers(embedded.containerdNamespace).containers.includes(sandbox.sandboxId));
   });
 
-  it("getMetrics: one sample of the sandbox's CPU, memory and disk, read by its agent", async () => {
+  it("getMetrics: the samples of the sandbox's CPU, memory and disk its agent took while it ran, within start and end", async () => {
     const sandbox = await Sandbox.create({ metadata: { run, step: "metrics" }, timeoutMs: 120_000 });
     await sandbox.commands.run("dd if=/dev/zero of=/tmp/written bs=1M count=2");
     const busy = await sandbox.commands.run("while :; do :; done", { background: true });
     let metrics: Awaited<ReturnType<typeof sandbox.getMetrics>> = [];
     const deadline = Date.now() + 30_000;
+    // Until the history holds samples from before and after the busy loop started, the disk walked since the write.
     do {
       metrics = await sandbox.getMetrics();
-    } while (!(metrics[0] && metrics[0].cpuUsedPct > 10) && Date.now() < deadline);
-    const [sample] = metrics;
-    assert.equal(metrics.length, 1);
+    } while (!(metrics.length >= 4 && metrics.at(-1)!.cpuUsedPct > 10 && metrics.at(-1)!.diskUsed >= 2 * 2 ** 20) && Date.now() < deadline);
+    const sample = metrics.at(-1);
     assert.ok(sample, "a sample");
+    assert.ok(metrics.length >= 4, `${metrics.length} samples`);
+    const times = metrics.map((metric) => metric.timestamp.getTime());
+    assert.ok(
+      times.every((time, index) => index === 0 || time > times[index - 1]!),
+      `oldest first, one per sampling: ${times.join(", ")}`,
+    );
     assert.ok(sample.timestamp instanceof Date && Math.abs(sample.timestamp.getTime() - Date.now()) < 60_000, String(sample.timestamp));
     assert.ok(sample.cpuCount >= 1);
     assert.ok(sample.cpuUsedPct > 10 && sample.cpuUsedPct <= 100, `cpuUsedPct ${sample.cpuUsedPct}`);
     assert.ok(sample.memUsed > 0 && sample.memUsed <= sample.memTotal, `memUsed ${sample.memUsed} of ${sample.memTotal}`);
     assert.ok(sample.diskUsed >= 2 * 2 ** 20, `diskUsed ${sample.diskUsed}`);
+    // A range of whole seconds: the samples of the second of the latest one, and none of a range before the sandbox.
+    const second = new Date(Math.floor(sample.timestamp.getTime() / 1000) * 1000);
+    const ranged = await sandbox.getMetrics({ start: second, end: second });
+    assert.ok(ranged.length >= 1, "the latest sample's second has it");
+    assert.ok(
+      ranged.every((metric) => Math.floor(metric.timestamp.getTime() / 1000) === second.getTime() / 1000),
+      ranged.map((metric) => metric.timestamp.toISOString()).join(", "),
+    );
+    assert.deepEqual(await sandbox.getMetrics({ start: new Date(Date.now() - 3_600_000), end: new Date(Date.now() - 3_000_000) }), []);
     await busy.kill();
     await sandbox.kill();
     await assert.rejects(sandbox.getMetrics(), (error: Error) => /not found/i.test(`${error.name} ${error.message}`));

@@ -1567,24 +1567,26 @@ export class ContainerdRuntime implements Runtime {
     return this.toRuntimeSandbox(container, task);
   }
 
-  async stats(sandboxId: string, windowMs: number): Promise<RuntimeSandboxStats> {
+  async stats(sandboxId: string, windowMs: number, options: { disk?: boolean } = {}): Promise<RuntimeSandboxStats> {
     const container = await this.sandboxContainer(sandboxId);
     if (!container || !this.owns(container.labels) || container.labels[LABEL_ROLE]) throw new NotFoundError(`sandbox ${sandboxId} is not on this agent`);
-    const cgroup = await this.cgroupOf(container.id);
+    const cgroup = this.cgroupOfContainer(container);
     const first = readCgroupUsage(this.cgroupLayout, cgroup);
     const started = performance.now();
-    await sleep(windowMs);
-    const usage = readCgroupUsage(this.cgroupLayout, cgroup);
-    const elapsedNanos = (performance.now() - started) * 1e6;
+    if (windowMs > 0) await sleep(windowMs);
+    const usage = windowMs > 0 ? readCgroupUsage(this.cgroupLayout, cgroup) : first;
+    const elapsedNanos = windowMs > 0 ? (performance.now() - started) * 1e6 : 0;
     let diskUsedBytes = 0;
-    try {
-      const { size } = await this.client.snapshots.usage({
-        snapshotter: container.snapshotter || this.snapshotter,
-        key: container.snapshotKey || container.id,
-      });
-      diskUsedBytes = Number(size);
-    } catch (error) {
-      if (!isNotFound(error)) throw error;
+    if (options.disk !== false) {
+      try {
+        const { size } = await this.client.snapshots.usage({
+          snapshotter: container.snapshotter || this.snapshotter,
+          key: container.snapshotKey || container.id,
+        });
+        diskUsedBytes = Number(size);
+      } catch (error) {
+        if (!isNotFound(error)) throw error;
+      }
     }
     return {
       timestampMs: Date.now(),
@@ -1835,13 +1837,23 @@ export class ContainerdRuntime implements Runtime {
   private async cgroupOf(containerId: string): Promise<string> {
     try {
       const { container } = await this.client.containers.get({ id: containerId });
-      const spec = JSON.parse(Buffer.from(container?.spec?.value ?? []).toString("utf8")) as Partial<OciSpec>;
+      if (container) return this.cgroupOfContainer(container);
+    } catch {
+      // no such container: the path this agent gives its containers
+    }
+    return sandboxCgroupsPath(this.cgroupParent, containerId);
+  }
+
+  /** The cgroup of a container containerd answered with: its spec's, else the path this agent gives its containers. */
+  private cgroupOfContainer(container: Container): string {
+    try {
+      const spec = JSON.parse(Buffer.from(container.spec?.value ?? []).toString("utf8")) as Partial<OciSpec>;
       // A path of the cgroupfs driver (systemd's `slice:prefix:name` is not one).
       if (spec.linux?.cgroupsPath?.startsWith("/") && !spec.linux.cgroupsPath.includes(":")) return spec.linux.cgroupsPath;
     } catch {
-      // no such container, or no spec to read: the path this agent gives its containers
+      // no spec to read
     }
-    return sandboxCgroupsPath(this.cgroupParent, containerId);
+    return sandboxCgroupsPath(this.cgroupParent, container.id);
   }
 
   /**

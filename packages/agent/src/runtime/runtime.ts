@@ -200,10 +200,11 @@ export interface Runtime {
   /** The sandboxes this agent owns, rebuilt from the runtime's labels. */
   list(): Promise<RuntimeSandbox[]>;
   /**
-   * The sandbox's resource use now: its cgroup read twice, `windowMs` apart, for its CPU use; its
-   * snapshot's usage. Throws NotFoundError for a sandbox this agent does not hold.
+   * The sandbox's resource use now: its cgroup read twice, `windowMs` apart, for its CPU use (0:
+   * read once, `cpuUsedMillis` 0); its snapshot's usage (a walk of what it wrote: left out, as 0,
+   * with `disk: false`). Throws NotFoundError for a sandbox this agent does not hold.
    */
-  stats(sandboxId: string, windowMs: number): Promise<RuntimeSandboxStats>;
+  stats(sandboxId: string, windowMs: number, options?: { disk?: boolean }): Promise<RuntimeSandboxStats>;
   /** Runs a process inside the sandbox, streaming its output; resolves with its exit code. */
   exec(sandboxId: string, request: ExecRequest, io: ExecIo): Promise<number>;
   /** Resolves with the exit code when the sandbox's command exits; rejects with the signal's reason when it aborts. */

@@ -8,6 +8,7 @@ import { createAgentService, type AgentIdentity } from "./agent-service.js";
 import { CreatesInFlight } from "./creates-in-flight.js";
 import { AgentMetrics } from "./agent-metrics.js";
 import { createSandboxRelay } from "./sandbox-relay.js";
+import { StatsHistory } from "./stats-history.js";
 
 export interface AgentServerOptions {
   identity: AgentIdentity;
@@ -18,6 +19,8 @@ export interface AgentServerOptions {
   port: number;
   /** Served at `/metrics`; pass the one the runtime reports create steps to. @default a new one */
   metrics?: AgentMetrics;
+  /** Each running sandbox's resource use sampled for GetSandboxStatsHistory (stats-history.ts). @default every 5 s, 720 kept */
+  statsHistory?: { intervalMs: number; retain: number };
 }
 
 export interface AgentServer {
@@ -42,11 +45,13 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
   admission.adopt(await options.runtime.list());
   const metrics = options.metrics ?? new AgentMetrics();
   metrics.observeCreatesInFlight(() => creates.ids().length);
+  const statsHistory = new StatsHistory({ runtime: options.runtime, intervalMs: options.statsHistory?.intervalMs, retain: options.statsHistory?.retain });
+  statsHistory.start();
   let draining = false;
   const api = connectNodeAdapter({
     interceptors: [requireBearerToken(options.token), metrics.interceptor()],
     routes: (router) => {
-      router.service(pb.AgentService, createAgentService({ identity: options.identity, runtime: options.runtime, logDir, creates, admission }));
+      router.service(pb.AgentService, createAgentService({ identity: options.identity, runtime: options.runtime, logDir, creates, admission, statsHistory }));
     },
   });
   const handler = withProbeRoutes(api, {
@@ -67,6 +72,7 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
       draining = true;
       admission.stop();
       relay.close();
+      await statsHistory.stop();
       const closed = server.close();
       await creates.drain(drainTimeoutMs);
       await closed;

@@ -20,6 +20,7 @@ import type { ImagePullProgress, Runtime, RuntimeSandbox } from "../runtime/runt
 import { runtimeSpecOf, sandboxNetworkOf } from "./create-request.js";
 import { readLog } from "../log-follower.js";
 import { Admission } from "./admission.js";
+import { StatsHistory } from "./stats-history.js";
 import { CreatesInFlight } from "./creates-in-flight.js";
 import { CheckpointsInFlight, checkpointMethods, guardCheckpoints } from "./checkpoint-service.js";
 
@@ -42,6 +43,8 @@ export interface AgentServiceOptions {
    * sandboxes (`adopt`) before serving. @default a new, empty one
    */
   admission?: Admission;
+  /** The sandboxes' sampled resource use (GetSandboxStatsHistory). @default one over `runtime`, never started: empty histories */
+  statsHistory?: StatsHistory;
 }
 
 function toAgentSandbox(sandbox: RuntimeSandbox): pb.AgentSandbox {
@@ -132,6 +135,7 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
   const creates = options.creates ?? new CreatesInFlight();
   const admission = options.admission ?? new Admission(identity.name);
   const logPath = (sandboxId: string) => join(logDir, `${sandboxId}.log`);
+  const statsHistory = options.statsHistory ?? new StatsHistory({ runtime: options.runtime });
 
   async function requireSandbox(sandboxId: string): Promise<RuntimeSandbox> {
     checkSandboxId(sandboxId);
@@ -216,6 +220,14 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
       return edge(async () => {
         checkSandboxId(request.sandboxId);
         return sandboxStatsToMessage(await runtime.stats(request.sandboxId, STATS_WINDOW_MS));
+      });
+    },
+
+    async getSandboxStatsHistory(request) {
+      return edge(async () => {
+        checkSandboxId(request.sandboxId);
+        const samples = await statsHistory.samples(request.sandboxId, Number(request.sinceMs), Number(request.untilMs));
+        return create(pb.AgentSandboxStatsHistoryResponseSchema, { samples: samples.map(sandboxStatsToMessage) });
       });
     },
 

@@ -149,6 +149,12 @@ export interface AgentClient {
   listSandboxes(): Promise<AgentSandbox[]>;
   /** A sandbox's resource use now (its CPU watched for 100 ms); NotFoundError when the agent does not hold it. */
   stats(sandboxId: string): Promise<SandboxStats>;
+  /**
+   * The sandbox's resource use as its agent sampled it while it ran, taken within [sinceMs, untilMs]
+   * (0: open), oldest first; each sample's CPU use is over the time since the one before.
+   * NotFoundError when the agent does not hold it.
+   */
+  statsHistory(sandboxId: string, sinceMs: number, untilMs: number): Promise<SandboxStats[]>;
   /** The sandbox's output; `follow` goes on until its command exits (or `signal` aborts). */
   logs(sandboxId: string, follow: boolean, signal?: AbortSignal): AsyncIterable<Uint8Array>;
   /** Runs a process in the sandbox, streaming its output and then its exit code; aborting `signal` kills it. */

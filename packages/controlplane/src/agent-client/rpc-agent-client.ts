@@ -78,6 +78,15 @@ export function createAgentClientOnTransport(transport: Transport, options: Agen
       await unary(() => client.deleteSandbox({ sandboxId, gracePeriodMs }, { timeoutMs: gracePeriodMs + DELETE_MARGIN_MS }));
     },
     stats: async (sandboxId) => sandboxStatsFromMessage(await unary(() => client.getSandboxStats({ sandboxId }, { timeoutMs: STATS_TIMEOUT_MS }))),
+    statsHistory: async (sandboxId, sinceMs, untilMs) =>
+      (
+        await unary(() =>
+          client.getSandboxStatsHistory(
+            { sandboxId, sinceMs: BigInt(Math.max(0, Math.floor(sinceMs))), untilMs: BigInt(Math.max(0, Math.floor(untilMs))) },
+            { timeoutMs: STATS_TIMEOUT_MS },
+          ),
+        )
+      ).samples.map(sandboxStatsFromMessage),
     listSandboxes: async () => (await unary(() => client.listSandboxes({}, { timeoutMs: LIST_TIMEOUT_MS }))).sandboxes.map(agentSandboxFromMessage),
     logs: (sandboxId, follow, signal) => translatedStream(() => client.logs({ sandboxId, follow }, callOptions(signal)), logChunkFromMessage),
     exec: (request, signal) => translatedStream(() => client.exec(execRequestToMessage(request), callOptions(signal)), execEventFromMessage),

@@ -179,6 +179,35 @@ describe("the E2B-compatible API over HTTP", () => {
     assertError(await call("POST", `/sandboxes/${id}/fork`, { count: 21 }), 400, /^count: must be a whole number of copies from 1 to 20/);
   });
 
+  it("answers GET /sandboxes/{id}/metrics with the agent's samples within ?start&end, one reading now when none is yet, and 400 for a bad range", async () => {
+    const id = ((await call("POST", "/v2/sandboxes", createBody)).body as { sandboxID: string }).sandboxID;
+    const reading = (timestampMs: number, cpuUsedMillis: number) => ({ ...e2b.agent.statsAnswer, timestampMs, cpuUsedMillis, nodeCpus: 2 });
+    // No sample yet (younger than the agent's interval): a reading now.
+    const fresh = (await call("GET", `/sandboxes/${id}/metrics`)).body as { timestampUnix: number }[];
+    assert.deepEqual(
+      fresh.map((metric) => metric.timestampUnix),
+      [1_700_000_000],
+    );
+    e2b.agent.statsHistoryAnswer = [reading(1_700_000_000_000, 500), reading(1_700_000_005_000, 1000), reading(1_700_000_010_000, 2000)];
+    const all = (await call("GET", `/sandboxes/${id}/metrics`)).body as { timestampUnix: number; cpuUsedPct: number; cpuCount: number }[];
+    assert.deepEqual(
+      all.map((metric) => [metric.timestampUnix, metric.cpuUsedPct, metric.cpuCount]),
+      [
+        [1_700_000_000, 25, 2],
+        [1_700_000_005, 50, 2],
+        [1_700_000_010, 100, 2],
+      ],
+    );
+    const ranged = (await call("GET", `/sandboxes/${id}/metrics?start=1700000005&end=1700000009`)).body as { timestampUnix: number }[];
+    assert.deepEqual(
+      ranged.map((metric) => metric.timestampUnix),
+      [1_700_000_005],
+    );
+    assert.deepEqual((await call("GET", `/sandboxes/${id}/metrics?start=1600000000&end=1600000001`)).body, [], "a range before any sample, and before now");
+    assertError(await call("GET", `/sandboxes/${id}/metrics?start=yesterday`), 400, /^start: must be a time in whole seconds since the Unix epoch/);
+    assertError(await call("GET", `/sandboxes/${id}/metrics?start=1700000010&end=1700000000`), 400, /^end: must not be before start \(1700000010\)/);
+  });
+
   it("refuses to pause a sandbox of a runc template with 400, saying what is allowed", async () => {
     const created = (await call("POST", "/v2/sandboxes", createBody)).body as { sandboxID: string };
     assertError(await call("POST", `/sandboxes/${created.sandboxID}/pause`), 400, /cannot be paused: .*runtimeType is container.*runtimeType gvisor/);

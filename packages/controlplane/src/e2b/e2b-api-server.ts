@@ -7,7 +7,7 @@
  *   POST   /sandboxes, /v2/sandboxes        201 Sandbox (once the sandbox's daemon answers)
  *   GET    /v2/sandboxes                    200 [ListedSandbox], X-Next-Token while more pages follow
  *   GET    /sandboxes/{id}                  200 SandboxDetail
- *   GET    /sandboxes/{id}/metrics          200 [SandboxMetric]: one sample, read now (none while paused)
+ *   GET    /sandboxes/{id}/metrics          200 [SandboxMetric]: its agent's samples within ?start&end (none while paused)
  *   DELETE /sandboxes/{id}                  204
  *   POST   /sandboxes/{id}/timeout          204 ({"timeout": seconds}: end = now + timeout)
  *   POST   /sandboxes/{id}/connect          200 Sandbox ({"timeout": seconds}: end extended, never shortened),
@@ -32,6 +32,7 @@ import {
   parseConnectBody,
   parseForkBody,
   parseListQuery,
+  parseMetricsQuery,
   parseNewSandbox,
   parsePauseBody,
   parseResumeBody,
@@ -116,7 +117,7 @@ function routes(sandboxes: E2bSandboxes): Route[] {
     {
       method: "GET",
       pattern: new RegExp(`^/sandboxes/${ID}/metrics$`),
-      handle: async (call) => ({ status: 200, body: await sandboxes.metrics(call.sandboxID) }),
+      handle: async (call) => ({ status: 200, body: await sandboxes.metrics(call.sandboxID, parseMetricsQuery(call.query)) }),
     },
     {
       method: "DELETE",

@@ -224,6 +224,31 @@ export function parseForkBody(body: unknown): ForkRequest {
   return { timeoutSeconds: timeout === undefined ? DEFAULT_FORK_TIMEOUT_SECONDS : parseTimeoutSeconds(timeout), count };
 }
 
+/** The interval of `GET /sandboxes/{id}/metrics`: `start` and `end`, Unix seconds (each optional). */
+export interface MetricsRange {
+  start?: number;
+  end?: number;
+}
+
+/** The query of `GET /sandboxes/{id}/metrics`: `start` and `end` in seconds since the Unix epoch, start ≤ end. */
+export function parseMetricsQuery(query: URLSearchParams): MetricsRange {
+  const range: MetricsRange = {};
+  for (const key of ["start", "end"] as const) {
+    const text = query.get(key);
+    if (text === null || text === "") continue;
+    if (!/^\d{1,12}$/.test(text))
+      throw new ValidationError(
+        key,
+        `must be a time in whole seconds since the Unix epoch, e.g. ${Math.floor(Date.now() / 1000)}; got ${JSON.stringify(text)}`,
+      );
+    range[key] = Number(text);
+  }
+  if (range.start !== undefined && range.end !== undefined && range.start > range.end) {
+    throw new ValidationError("end", `must not be before start (${range.start}); got ${range.end}`);
+  }
+  return range;
+}
+
 /** The query of `GET /v2/sandboxes`. Array parameters come comma-joined (E2B's SDKs) or repeated. */
 export function parseListQuery(query: URLSearchParams): ListSandboxesQuery {
   const metadata = query.get("metadata");

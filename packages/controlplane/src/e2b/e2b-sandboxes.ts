@@ -42,7 +42,7 @@ import { accessTokenMatches, hashAccessToken } from "../proxy/access-token.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { e2bSandboxMetricOf, type E2bSandboxMetric } from "./e2b-sandbox-metric.js";
 import { e2bErrorOf, type E2bErrorBody } from "./e2b-errors.js";
-import type { ForkRequest, ListSandboxesQuery, NewSandboxRequest } from "./e2b-requests.js";
+import type { ForkRequest, ListSandboxesQuery, MetricsRange, NewSandboxRequest } from "./e2b-requests.js";
 import {
   METADATA_ANNOTATION,
   TEMPLATE_ANNOTATION,
@@ -77,7 +77,7 @@ const UPDATE_ATTEMPTS = 5;
 const ROUTED_TIMEOUT_MS = 5_000;
 
 export interface E2bSandboxesOptions {
-  manager: Pick<SandboxManager, "create" | "get" | "list" | "update" | "delete" | "stats">;
+  manager: Pick<SandboxManager, "create" | "get" | "list" | "update" | "delete" | "stats" | "statsHistory">;
   /** Where the pools (templates) are read. */
   store: Pick<ResourceStore, "get" | "list">;
   /** The sandbox whose current instance has this id (the sandbox proxy's directory). */
@@ -207,13 +207,22 @@ export class E2bSandboxes {
   }
 
   /**
-   * The sandbox's resource use as E2B's metrics: one sample, read now (Fast Sandbox keeps no
-   * history: `start` and `end` are ignored); none for a paused sandbox, which runs nowhere.
+   * The sandbox's resource use as E2B's metrics: the samples its agent took while it ran (every
+   * 5 s by default, the last hour's kept) within `start`..`end` (Unix seconds, both ends included,
+   * each optional), oldest first; when none is, yet the range takes in now (a sandbox younger than
+   * the interval), one reading now. None for a paused sandbox, which runs nowhere.
    */
-  async metrics(sandboxID: string): Promise<E2bSandboxMetric[]> {
+  async metrics(sandboxID: string, range: MetricsRange = {}): Promise<E2bSandboxMetric[]> {
     const sandbox = await this.find(sandboxID);
     if (isPaused(sandbox)) return [];
-    return [e2bSandboxMetricOf(await this.options.manager.stats(this.namespace, sandbox.metadata.name))];
+    const name = sandbox.metadata.name;
+    const sinceMs = range.start !== undefined ? range.start * 1000 : 0;
+    const untilMs = range.end !== undefined ? range.end * 1000 + 999 : 0;
+    const samples = await this.options.manager.statsHistory(this.namespace, name, sinceMs, untilMs);
+    if (samples.length > 0) return samples.map(e2bSandboxMetricOf);
+    const now = this.clock.now().getTime();
+    if (now < sinceMs || (untilMs > 0 && now > untilMs)) return [];
+    return [e2bSandboxMetricOf(await this.options.manager.stats(this.namespace, name))];
   }
 
   private resourcesOf(pool: SandboxPool | undefined): SandboxResources {

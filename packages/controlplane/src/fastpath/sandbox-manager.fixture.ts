@@ -105,6 +105,15 @@ export class FakeAgentClient implements AgentClient {
     return this.statsAnswer;
   }
 
+  /** The samples `statsHistoryAnswer` holds, as the agent would filter them. */
+  statsHistoryAnswer: SandboxStats[] = [];
+
+  async statsHistory(sandboxId: string, sinceMs: number, untilMs: number): Promise<SandboxStats[]> {
+    this.calls.push(`statsHistory ${sandboxId} ${sinceMs} ${untilMs}`);
+    if (!this.sandboxes.has(sandboxId)) throw new NotFoundError(`sandbox ${sandboxId} is not on this agent`);
+    return this.statsHistoryAnswer.filter((sample) => sample.timestampMs >= sinceMs && (untilMs <= 0 || sample.timestampMs <= untilMs));
+  }
+
   async *logs(): AsyncIterable<Uint8Array> {}
 
   async *exec(request: ExecRequest): AsyncIterable<ExecEvent> {

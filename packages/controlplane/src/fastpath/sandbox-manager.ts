@@ -1106,6 +1106,12 @@ export class SandboxManager {
     return client.stats(sandboxId);
   }
 
+  /** The sandbox's resource use as its agent sampled it while it ran, within [sinceMs, untilMs] (0: open), oldest first. */
+  async statsHistory(namespace: string | undefined, name: string, sinceMs = 0, untilMs = 0): Promise<SandboxStats[]> {
+    const { client, sandboxId } = await this.agentOf(namespace, name);
+    return client.statsHistory(sandboxId, sinceMs, untilMs);
+  }
+
   async *exec(input: ExecInput, signal?: AbortSignal): AsyncGenerator<ExecEvent> {
     if (input.command.length === 0) throw new ValidationError("command", "must name the program to run, e.g. ['sh', '-c', 'ls']");
     const { client, sandboxId, sandbox } = await this.agentOf(input.namespace, input.name);

@@ -103,6 +103,10 @@ class FakeAgentClient implements AgentClient {
     throw new Error("not used");
   }
 
+  async statsHistory(): Promise<SandboxStats[]> {
+    throw new Error("not used");
+  }
+
   async *logs(): AsyncIterable<Uint8Array> {}
 
   async *exec(): AsyncIterable<ExecEvent> {}

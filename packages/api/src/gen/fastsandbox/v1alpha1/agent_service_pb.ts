@@ -6,7 +6,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { EnvVar, SandboxStatsSchema } from "./resources_pb.js";
+import type { EnvVar, SandboxStats, SandboxStatsSchema } from "./resources_pb.js";
 import { file_fastsandbox_v1alpha1_resources } from "./resources_pb.js";
 import type { ExecResponseSchema, LogsResponseSchema, PullProgressSchema } from "./streams_pb.js";
 import { file_fastsandbox_v1alpha1_streams } from "./streams_pb.js";
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fastsandbox/v1alpha1/agent_service.proto.
  */
 export const file_fastsandbox_v1alpha1_agent_service: GenFile = /*@__PURE__*/
-  fileDesc("CihmYXN0c2FuZGJveC92MWFscGhhMS9hZ2VudF9zZXJ2aWNlLnByb3RvEhRmYXN0c2FuZGJveC52MWFscGhhMSIUChJBZ2VudFN0YXR1c1JlcXVlc3QiowEKC0FnZW50U3RhdHVzEgwKBG5hbWUYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBHBvb2wYAyABKAkSEQoJbm9kZV9uYW1lGAQgASgJEg4KBmltYWdlcxgFIAMoCRI1CglzYW5kYm94ZXMYBiADKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3gSCwoDcGlkGAcgASgFIoMDChlBZ2VudENyZWF0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDQoFaW1hZ2UYBCABKAkSDwoHY29tbWFuZBgFIAMoCRIMCgRhcmdzGAYgAygJEioKBGVudnMYByADKAsyHC5mYXN0c2FuZGJveC52MWFscGhhMS5FbnZWYXISEwoLd29ya2luZ19kaXIYCCABKAkSFAoMcnVudGltZV90eXBlGAkgASgJEhIKCmNwdV9taWxsaXMYCiABKAUSFAoMbWVtb3J5X2J5dGVzGAsgASgDEgwKBHBpZHMYDCABKAUSDQoFc2xvdHMYDSABKAUSFQoNZXhwb3NlZF9wb3J0cxgOIAMoBRI1CgduZXR3b3JrGA8gASgLMiQuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveE5ldHdvcmsSFwoPZnJvbV9jaGVja3BvaW50GBAgASgJItcBCg5TYW5kYm94TmV0d29yaxI3CgRtb2RlGAEgASgOMikuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveE5ldHdvcmsuTW9kZRIyCgZlZ3Jlc3MYAiABKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5FZ3Jlc3NQb2xpY3kSIAoYYWxsb3dfc2FuZGJveF90b19zYW5kYm94GAMgASgIIjYKBE1vZGUSFAoQTU9ERV9VTlNQRUNJRklFRBAAEgoKBlNIQVJFRBABEgwKCElTT0xBVEVEEAIiwQEKDEVncmVzc1BvbGljeRI1CgRraW5kGAEgASgOMicuZmFzdHNhbmRib3gudjFhbHBoYTEuRWdyZXNzUG9saWN5LktpbmQSLwoFYWxsb3cYAiADKAsyIC5mYXN0c2FuZGJveC52MWFscGhhMS5FZ3Jlc3NSdWxlIkkKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEg0KCUFMTE9XX0FMTBABEgwKCERFTllfQUxMEAISDgoKQUxMT1dfTElTVBADIjsKCkVncmVzc1J1bGUSDAoEY2lkchgBIAEoCRINCgVwb3J0cxgCIAMoBRIQCghwcm90b2NvbBgDIAEoCSK5AQoMQWdlbnRTYW5kYm94EhIKCnNhbmRib3hfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDQoFaW1hZ2UYBCABKAkSDQoFc3RhdGUYBSABKAkSCwoDcGlkGAYgASgFEhYKCWV4aXRfY29kZRgHIAEoBUgAiAEBEhIKCm9vbV9raWxsZWQYCCABKAgSDwoHYWRkcmVzcxgJIAEoCUIMCgpfZXhpdF9jb2RlIkgKGUFnZW50RGVsZXRlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIXCg9ncmFjZV9wZXJpb2RfbXMYAiABKAUiHAoaQWdlbnREZWxldGVTYW5kYm94UmVzcG9uc2UiGwoZQWdlbnRMaXN0U2FuZGJveGVzUmVxdWVzdCIuChhBZ2VudFNhbmRib3hTdGF0c1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJTChpBZ2VudExpc3RTYW5kYm94ZXNSZXNwb25zZRI1CglzYW5kYm94ZXMYASADKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3giNgoQQWdlbnRMb2dzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg4KBmZvbGxvdxgCIAEoCCJ4ChBBZ2VudEV4ZWNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDwoHY29tbWFuZBgCIAMoCRIqCgRlbnZzGAMgAygLMhwuZmFzdHNhbmRib3gudjFhbHBoYTEuRW52VmFyEhMKC3dvcmtpbmdfZGlyGAQgASgJIiYKFUFnZW50UHVsbEltYWdlUmVxdWVzdBINCgVpbWFnZRgBIAEoCSKQAgoPQWdlbnRDaGVja3BvaW50EhUKDWNoZWNrcG9pbnRfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDAoEcG9vbBgEIAEoCRIZChFzb3VyY2Vfc2FuZGJveF9pZBgFIAEoCRITCgtzb3VyY2VfbmFtZRgGIAEoCRINCgVpbWFnZRgHIAEoCRIUCgxydW50aW1lX3R5cGUYCCABKAkSFAoMbmV0d29ya19tb2RlGAkgASgJEg8KB2NvbW1hbmQYCiADKAkSEwoLd29ya2luZ19kaXIYCyABKAkSEgoKY3JlYXRlZF9hdBgMIAEoCRISCgpzaXplX2J5dGVzGA0gASgDIoIBCh1BZ2VudENoZWNrcG9pbnRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhUKDWNoZWNrcG9pbnRfaWQYAiABKAkSEQoJbmFtZXNwYWNlGAMgASgJEgwKBG5hbWUYBCABKAkSFQoNbGVhdmVfc3RvcHBlZBgFIAEoCCJGChlBZ2VudFJlc3VtZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSFQoNY2hlY2twb2ludF9pZBgCIAEoCSIcChpBZ2VudFJlc3VtZVNhbmRib3hSZXNwb25zZSIdChtBZ2VudExpc3RDaGVja3BvaW50c1JlcXVlc3QiWgocQWdlbnRMaXN0Q2hlY2twb2ludHNSZXNwb25zZRI6CgtjaGVja3BvaW50cxgBIAMoCzIlLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50Q2hlY2twb2ludCI1ChxBZ2VudERlbGV0ZUNoZWNrcG9pbnRSZXF1ZXN0EhUKDWNoZWNrcG9pbnRfaWQYASABKAkiHwodQWdlbnREZWxldGVDaGVja3BvaW50UmVzcG9uc2UyggoKDEFnZW50U2VydmljZRJVCgZTdGF0dXMSKC5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFN0YXR1c1JlcXVlc3QaIS5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFN0YXR1cxJkCg1DcmVhdGVTYW5kYm94Ei8uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRDcmVhdGVTYW5kYm94UmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50U2FuZGJveBJyCg1EZWxldGVTYW5kYm94Ei8uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnREZWxldGVTYW5kYm94UmVxdWVzdBowLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50RGVsZXRlU2FuZGJveFJlc3BvbnNlEnIKDUxpc3RTYW5kYm94ZXMSLy5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExpc3RTYW5kYm94ZXNSZXF1ZXN0GjAuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRMaXN0U2FuZGJveGVzUmVzcG9uc2USVAoETG9ncxImLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50TG9nc1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5Mb2dzUmVzcG9uc2UwARJUCgRFeGVjEiYuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRFeGVjUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLkV4ZWNSZXNwb25zZTABEl4KCVB1bGxJbWFnZRIrLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50UHVsbEltYWdlUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLlB1bGxQcm9ncmVzczABEm8KEUNoZWNrcG9pbnRTYW5kYm94EjMuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRDaGVja3BvaW50U2FuZGJveFJlcXVlc3QaJS5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudENoZWNrcG9pbnQScgoNUmVzdW1lU2FuZGJveBIvLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50UmVzdW1lU2FuZGJveFJlcXVlc3QaMC5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFJlc3VtZVNhbmRib3hSZXNwb25zZRJ4Cg9MaXN0Q2hlY2twb2ludHMSMS5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExpc3RDaGVja3BvaW50c1JlcXVlc3QaMi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExpc3RDaGVja3BvaW50c1Jlc3BvbnNlEnsKEERlbGV0ZUNoZWNrcG9pbnQSMi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudERlbGV0ZUNoZWNrcG9pbnRSZXF1ZXN0GjMuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnREZWxldGVDaGVja3BvaW50UmVzcG9uc2USZQoPR2V0U2FuZGJveFN0YXRzEi4uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTYW5kYm94U3RhdHNSZXF1ZXN0GiIuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFN0YXRzYgZwcm90bzM", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
+  fileDesc("CihmYXN0c2FuZGJveC92MWFscGhhMS9hZ2VudF9zZXJ2aWNlLnByb3RvEhRmYXN0c2FuZGJveC52MWFscGhhMSIUChJBZ2VudFN0YXR1c1JlcXVlc3QiowEKC0FnZW50U3RhdHVzEgwKBG5hbWUYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBHBvb2wYAyABKAkSEQoJbm9kZV9uYW1lGAQgASgJEg4KBmltYWdlcxgFIAMoCRI1CglzYW5kYm94ZXMYBiADKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3gSCwoDcGlkGAcgASgFIoMDChlBZ2VudENyZWF0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDQoFaW1hZ2UYBCABKAkSDwoHY29tbWFuZBgFIAMoCRIMCgRhcmdzGAYgAygJEioKBGVudnMYByADKAsyHC5mYXN0c2FuZGJveC52MWFscGhhMS5FbnZWYXISEwoLd29ya2luZ19kaXIYCCABKAkSFAoMcnVudGltZV90eXBlGAkgASgJEhIKCmNwdV9taWxsaXMYCiABKAUSFAoMbWVtb3J5X2J5dGVzGAsgASgDEgwKBHBpZHMYDCABKAUSDQoFc2xvdHMYDSABKAUSFQoNZXhwb3NlZF9wb3J0cxgOIAMoBRI1CgduZXR3b3JrGA8gASgLMiQuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveE5ldHdvcmsSFwoPZnJvbV9jaGVja3BvaW50GBAgASgJItcBCg5TYW5kYm94TmV0d29yaxI3CgRtb2RlGAEgASgOMikuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveE5ldHdvcmsuTW9kZRIyCgZlZ3Jlc3MYAiABKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5FZ3Jlc3NQb2xpY3kSIAoYYWxsb3dfc2FuZGJveF90b19zYW5kYm94GAMgASgIIjYKBE1vZGUSFAoQTU9ERV9VTlNQRUNJRklFRBAAEgoKBlNIQVJFRBABEgwKCElTT0xBVEVEEAIiwQEKDEVncmVzc1BvbGljeRI1CgRraW5kGAEgASgOMicuZmFzdHNhbmRib3gudjFhbHBoYTEuRWdyZXNzUG9saWN5LktpbmQSLwoFYWxsb3cYAiADKAsyIC5mYXN0c2FuZGJveC52MWFscGhhMS5FZ3Jlc3NSdWxlIkkKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEg0KCUFMTE9XX0FMTBABEgwKCERFTllfQUxMEAISDgoKQUxMT1dfTElTVBADIjsKCkVncmVzc1J1bGUSDAoEY2lkchgBIAEoCRINCgVwb3J0cxgCIAMoBRIQCghwcm90b2NvbBgDIAEoCSK5AQoMQWdlbnRTYW5kYm94EhIKCnNhbmRib3hfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDQoFaW1hZ2UYBCABKAkSDQoFc3RhdGUYBSABKAkSCwoDcGlkGAYgASgFEhYKCWV4aXRfY29kZRgHIAEoBUgAiAEBEhIKCm9vbV9raWxsZWQYCCABKAgSDwoHYWRkcmVzcxgJIAEoCUIMCgpfZXhpdF9jb2RlIkgKGUFnZW50RGVsZXRlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIXCg9ncmFjZV9wZXJpb2RfbXMYAiABKAUiHAoaQWdlbnREZWxldGVTYW5kYm94UmVzcG9uc2UiGwoZQWdlbnRMaXN0U2FuZGJveGVzUmVxdWVzdCIuChhBZ2VudFNhbmRib3hTdGF0c1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJZCh9BZ2VudFNhbmRib3hTdGF0c0hpc3RvcnlSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEAoIc2luY2VfbXMYAiABKAMSEAoIdW50aWxfbXMYAyABKAMiVwogQWdlbnRTYW5kYm94U3RhdHNIaXN0b3J5UmVzcG9uc2USMwoHc2FtcGxlcxgBIAMoCzIiLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hTdGF0cyJTChpBZ2VudExpc3RTYW5kYm94ZXNSZXNwb25zZRI1CglzYW5kYm94ZXMYASADKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3giNgoQQWdlbnRMb2dzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg4KBmZvbGxvdxgCIAEoCCJ4ChBBZ2VudEV4ZWNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDwoHY29tbWFuZBgCIAMoCRIqCgRlbnZzGAMgAygLMhwuZmFzdHNhbmRib3gudjFhbHBoYTEuRW52VmFyEhMKC3dvcmtpbmdfZGlyGAQgASgJIiYKFUFnZW50UHVsbEltYWdlUmVxdWVzdBINCgVpbWFnZRgBIAEoCSKQAgoPQWdlbnRDaGVja3BvaW50EhUKDWNoZWNrcG9pbnRfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDAoEcG9vbBgEIAEoCRIZChFzb3VyY2Vfc2FuZGJveF9pZBgFIAEoCRITCgtzb3VyY2VfbmFtZRgGIAEoCRINCgVpbWFnZRgHIAEoCRIUCgxydW50aW1lX3R5cGUYCCABKAkSFAoMbmV0d29ya19tb2RlGAkgASgJEg8KB2NvbW1hbmQYCiADKAkSEwoLd29ya2luZ19kaXIYCyABKAkSEgoKY3JlYXRlZF9hdBgMIAEoCRISCgpzaXplX2J5dGVzGA0gASgDIoIBCh1BZ2VudENoZWNrcG9pbnRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhUKDWNoZWNrcG9pbnRfaWQYAiABKAkSEQoJbmFtZXNwYWNlGAMgASgJEgwKBG5hbWUYBCABKAkSFQoNbGVhdmVfc3RvcHBlZBgFIAEoCCJGChlBZ2VudFJlc3VtZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSFQoNY2hlY2twb2ludF9pZBgCIAEoCSIcChpBZ2VudFJlc3VtZVNhbmRib3hSZXNwb25zZSIdChtBZ2VudExpc3RDaGVja3BvaW50c1JlcXVlc3QiWgocQWdlbnRMaXN0Q2hlY2twb2ludHNSZXNwb25zZRI6CgtjaGVja3BvaW50cxgBIAMoCzIlLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50Q2hlY2twb2ludCI1ChxBZ2VudERlbGV0ZUNoZWNrcG9pbnRSZXF1ZXN0EhUKDWNoZWNrcG9pbnRfaWQYASABKAkiHwodQWdlbnREZWxldGVDaGVja3BvaW50UmVzcG9uc2UyjAsKDEFnZW50U2VydmljZRJVCgZTdGF0dXMSKC5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFN0YXR1c1JlcXVlc3QaIS5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFN0YXR1cxJkCg1DcmVhdGVTYW5kYm94Ei8uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRDcmVhdGVTYW5kYm94UmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50U2FuZGJveBJyCg1EZWxldGVTYW5kYm94Ei8uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnREZWxldGVTYW5kYm94UmVxdWVzdBowLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50RGVsZXRlU2FuZGJveFJlc3BvbnNlEnIKDUxpc3RTYW5kYm94ZXMSLy5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExpc3RTYW5kYm94ZXNSZXF1ZXN0GjAuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRMaXN0U2FuZGJveGVzUmVzcG9uc2USVAoETG9ncxImLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50TG9nc1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5Mb2dzUmVzcG9uc2UwARJUCgRFeGVjEiYuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRFeGVjUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLkV4ZWNSZXNwb25zZTABEl4KCVB1bGxJbWFnZRIrLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50UHVsbEltYWdlUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLlB1bGxQcm9ncmVzczABEm8KEUNoZWNrcG9pbnRTYW5kYm94EjMuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRDaGVja3BvaW50U2FuZGJveFJlcXVlc3QaJS5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudENoZWNrcG9pbnQScgoNUmVzdW1lU2FuZGJveBIvLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50UmVzdW1lU2FuZGJveFJlcXVlc3QaMC5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFJlc3VtZVNhbmRib3hSZXNwb25zZRJ4Cg9MaXN0Q2hlY2twb2ludHMSMS5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExpc3RDaGVja3BvaW50c1JlcXVlc3QaMi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExpc3RDaGVja3BvaW50c1Jlc3BvbnNlEnsKEERlbGV0ZUNoZWNrcG9pbnQSMi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudERlbGV0ZUNoZWNrcG9pbnRSZXF1ZXN0GjMuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnREZWxldGVDaGVja3BvaW50UmVzcG9uc2USZQoPR2V0U2FuZGJveFN0YXRzEi4uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTYW5kYm94U3RhdHNSZXF1ZXN0GiIuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFN0YXRzEocBChZHZXRTYW5kYm94U3RhdHNIaXN0b3J5EjUuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTYW5kYm94U3RhdHNIaXN0b3J5UmVxdWVzdBo2LmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50U2FuZGJveFN0YXRzSGlzdG9yeVJlc3BvbnNlYgZwcm90bzM", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentStatusRequest
@@ -470,6 +470,56 @@ export const AgentSandboxStatsRequestSchema: GenMessage<AgentSandboxStatsRequest
   messageDesc(file_fastsandbox_v1alpha1_agent_service, 10);
 
 /**
+ * @generated from message fastsandbox.v1alpha1.AgentSandboxStatsHistoryRequest
+ */
+export type AgentSandboxStatsHistoryRequest = Message<"fastsandbox.v1alpha1.AgentSandboxStatsHistoryRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * The samples taken from this moment on, in milliseconds since the Unix epoch; 0: from the first kept.
+   *
+   * @generated from field: int64 since_ms = 2;
+   */
+  sinceMs: bigint;
+
+  /**
+   * And up to this moment; 0: up to the last.
+   *
+   * @generated from field: int64 until_ms = 3;
+   */
+  untilMs: bigint;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.AgentSandboxStatsHistoryRequest.
+ * Use `create(AgentSandboxStatsHistoryRequestSchema)` to create a new message.
+ */
+export const AgentSandboxStatsHistoryRequestSchema: GenMessage<AgentSandboxStatsHistoryRequest> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 11);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.AgentSandboxStatsHistoryResponse
+ */
+export type AgentSandboxStatsHistoryResponse = Message<"fastsandbox.v1alpha1.AgentSandboxStatsHistoryResponse"> & {
+  /**
+   * Each sample's cpu_used_millis is the sandbox's CPU use since the sample before it.
+   *
+   * @generated from field: repeated fastsandbox.v1alpha1.SandboxStats samples = 1;
+   */
+  samples: SandboxStats[];
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.AgentSandboxStatsHistoryResponse.
+ * Use `create(AgentSandboxStatsHistoryResponseSchema)` to create a new message.
+ */
+export const AgentSandboxStatsHistoryResponseSchema: GenMessage<AgentSandboxStatsHistoryResponse> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 12);
+
+/**
  * @generated from message fastsandbox.v1alpha1.AgentListSandboxesResponse
  */
 export type AgentListSandboxesResponse = Message<"fastsandbox.v1alpha1.AgentListSandboxesResponse"> & {
@@ -484,7 +534,7 @@ export type AgentListSandboxesResponse = Message<"fastsandbox.v1alpha1.AgentList
  * Use `create(AgentListSandboxesResponseSchema)` to create a new message.
  */
 export const AgentListSandboxesResponseSchema: GenMessage<AgentListSandboxesResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 11);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 13);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentLogsRequest
@@ -506,7 +556,7 @@ export type AgentLogsRequest = Message<"fastsandbox.v1alpha1.AgentLogsRequest"> 
  * Use `create(AgentLogsRequestSchema)` to create a new message.
  */
 export const AgentLogsRequestSchema: GenMessage<AgentLogsRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 12);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 14);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentExecRequest
@@ -538,7 +588,7 @@ export type AgentExecRequest = Message<"fastsandbox.v1alpha1.AgentExecRequest"> 
  * Use `create(AgentExecRequestSchema)` to create a new message.
  */
 export const AgentExecRequestSchema: GenMessage<AgentExecRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 13);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 15);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentPullImageRequest
@@ -555,7 +605,7 @@ export type AgentPullImageRequest = Message<"fastsandbox.v1alpha1.AgentPullImage
  * Use `create(AgentPullImageRequestSchema)` to create a new message.
  */
 export const AgentPullImageRequestSchema: GenMessage<AgentPullImageRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 14);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 16);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentCheckpoint
@@ -642,7 +692,7 @@ export type AgentCheckpoint = Message<"fastsandbox.v1alpha1.AgentCheckpoint"> & 
  * Use `create(AgentCheckpointSchema)` to create a new message.
  */
 export const AgentCheckpointSchema: GenMessage<AgentCheckpoint> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 15);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 17);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentCheckpointSandboxRequest
@@ -684,7 +734,7 @@ export type AgentCheckpointSandboxRequest = Message<"fastsandbox.v1alpha1.AgentC
  * Use `create(AgentCheckpointSandboxRequestSchema)` to create a new message.
  */
 export const AgentCheckpointSandboxRequestSchema: GenMessage<AgentCheckpointSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 16);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 18);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentResumeSandboxRequest
@@ -706,7 +756,7 @@ export type AgentResumeSandboxRequest = Message<"fastsandbox.v1alpha1.AgentResum
  * Use `create(AgentResumeSandboxRequestSchema)` to create a new message.
  */
 export const AgentResumeSandboxRequestSchema: GenMessage<AgentResumeSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 17);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 19);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentResumeSandboxResponse
@@ -719,7 +769,7 @@ export type AgentResumeSandboxResponse = Message<"fastsandbox.v1alpha1.AgentResu
  * Use `create(AgentResumeSandboxResponseSchema)` to create a new message.
  */
 export const AgentResumeSandboxResponseSchema: GenMessage<AgentResumeSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 18);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 20);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentListCheckpointsRequest
@@ -732,7 +782,7 @@ export type AgentListCheckpointsRequest = Message<"fastsandbox.v1alpha1.AgentLis
  * Use `create(AgentListCheckpointsRequestSchema)` to create a new message.
  */
 export const AgentListCheckpointsRequestSchema: GenMessage<AgentListCheckpointsRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 19);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 21);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentListCheckpointsResponse
@@ -749,7 +799,7 @@ export type AgentListCheckpointsResponse = Message<"fastsandbox.v1alpha1.AgentLi
  * Use `create(AgentListCheckpointsResponseSchema)` to create a new message.
  */
 export const AgentListCheckpointsResponseSchema: GenMessage<AgentListCheckpointsResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 20);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 22);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentDeleteCheckpointRequest
@@ -766,7 +816,7 @@ export type AgentDeleteCheckpointRequest = Message<"fastsandbox.v1alpha1.AgentDe
  * Use `create(AgentDeleteCheckpointRequestSchema)` to create a new message.
  */
 export const AgentDeleteCheckpointRequestSchema: GenMessage<AgentDeleteCheckpointRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 21);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 23);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentDeleteCheckpointResponse
@@ -779,7 +829,7 @@ export type AgentDeleteCheckpointResponse = Message<"fastsandbox.v1alpha1.AgentD
  * Use `create(AgentDeleteCheckpointResponseSchema)` to create a new message.
  */
 export const AgentDeleteCheckpointResponseSchema: GenMessage<AgentDeleteCheckpointResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 22);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 24);
 
 /**
  * @generated from service fastsandbox.v1alpha1.AgentService
@@ -893,6 +943,17 @@ export const AgentService: GenService<{
     methodKind: "unary";
     input: typeof AgentSandboxStatsRequestSchema;
     output: typeof SandboxStatsSchema;
+  },
+  /**
+   * A sandbox's resource use as the agent sampled it while it ran (every FSB_STATS_INTERVAL_MS,
+   * the last FSB_STATS_HISTORY_SAMPLES kept), oldest first; NotFound for an unknown sandbox.
+   *
+   * @generated from rpc fastsandbox.v1alpha1.AgentService.GetSandboxStatsHistory
+   */
+  getSandboxStatsHistory: {
+    methodKind: "unary";
+    input: typeof AgentSandboxStatsHistoryRequestSchema;
+    output: typeof AgentSandboxStatsHistoryResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fastsandbox_v1alpha1_agent_service, 0);
