@@ -257,6 +257,7 @@ function program(programName: string): Command {
     .command("stats")
     .description("show sandboxes' resource use now: CPU (over 100 ms), memory, processes, disk written")
     .argument("<name...>")
+    .option("--history", "one sandbox's samples its agent took while it ran (every 5 s by default, the last hour's), oldest first")
     .addOption(namespaceOption())
     .addOption(outputOption())
     .action(async (names: string[], options) => (await statsCommands()).stats(names, { ...globals(), ...options }));

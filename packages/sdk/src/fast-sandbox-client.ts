@@ -259,6 +259,29 @@ export class Sandboxes {
   }
 
   /**
+   * A running sandbox's resource use as its agent sampled it (every 5 s by default, the last hour's
+   * kept), oldest first, taken within `since`..`until` (each optional, both included); each
+   * sample's `cpuUsedMillis` is over the time since the one before.
+   */
+  async statsHistory(name: string, options: { namespace?: string; since?: Date; until?: Date } & ClientCallOptions = {}): Promise<SandboxStats[]> {
+    const { call, context } = callOptions(`GetSandboxStatsHistory ${name}`, this.timeoutMs, options);
+    const response = await translate(
+      () =>
+        this.client.getSandboxStatsHistory(
+          {
+            name,
+            namespace: options.namespace ?? "",
+            sinceMs: BigInt(options.since ? Math.max(0, options.since.getTime()) : 0),
+            untilMs: BigInt(options.until ? Math.max(0, options.until.getTime()) : 0),
+          },
+          call,
+        ),
+      context,
+    );
+    return response.samples.map(sandboxStatsFromMessage);
+  }
+
+  /**
    * Every sandbox (of the namespace; `namespace: "*"`: of every namespace), read page by page
    * (`pageSize` at a time, each page a call of its own with its own `requestTimeoutMs`), so the
    * server never holds thousands at once; a server from before pages answers with all of them at once.

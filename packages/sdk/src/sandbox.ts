@@ -248,6 +248,11 @@ export class FastSandbox {
     return this.connection.client.sandboxes.stats(this.name, { namespace: this.namespace, ...options });
   }
 
+  /** Its resource use as its agent sampled it while it ran (every 5 s by default), oldest first, within `since`..`until`. */
+  async statsHistory(options: RequestOptions & { since?: Date; until?: Date } = {}): Promise<SandboxStats[]> {
+    return this.connection.client.sandboxes.statsHistory(this.name, { namespace: this.namespace, ...options });
+  }
+
   /** Whether its daemon answers (false once it is gone or not running). */
   async isRunning(options: RequestOptions = {}): Promise<boolean> {
     checkDuration(options.requestTimeoutMs, "requestTimeoutMs");

@@ -27,6 +27,8 @@ describe("fsb on the command line", () => {
 
   before(() => {
     importBaseImage(namespace);
+    // The agents fsb up starts inherit it: they sample their sandboxes every half second (fsb stats --history).
+    process.env.FSB_STATS_INTERVAL_MS = "500";
     const up = fsb("up", "--detach", "--port", "0", "--proxy-port", "0", "--e2b-port", "0", "--containerd-namespace", namespace, "--cgroup-root", namespace);
     assert.equal(up.status, 0, up.stderr);
     assert.match(up.stdout, /Fast Sandbox is listening on http:\/\/127\.0\.0\.1:\d+/);
@@ -91,6 +93,38 @@ describe("fsb on the command line", () => {
     const gone = fsb("get", name);
     assert.equal(gone.status, 1);
     assert.match(gone.stderr, /error: sandbox default\/.+ not found/);
+  });
+
+  it("stats --history shows one sandbox's samples, oldest first, its CPU over the time between them", async () => {
+    const name = fsb("run", "-q", "--", "sh", "-c", "while :; do :; done").stdout.trim();
+    assert.match(name, /^sb-[0-9a-f]{10}$/);
+    try {
+      type Sample = { timestampMs: number; cpuUsedMillis: number; memoryUsedBytes: number };
+      let samples: Sample[] = [];
+      await waitFor(
+        () => {
+          const shown = fsb("stats", name, "--history", "-o", "json");
+          assert.equal(shown.status, 0, shown.stderr);
+          samples = JSON.parse(shown.stdout) as Sample[];
+          return samples.length >= 3;
+        },
+        20_000,
+        "three samples",
+      );
+      assert.ok(
+        samples.every((sample, index) => index === 0 || sample.timestampMs > samples[index - 1]!.timestampMs),
+        "oldest first",
+      );
+      assert.ok(samples.at(-1)!.cpuUsedMillis > 300, `a busy loop's CPU between the last two samples: ${samples.at(-1)!.cpuUsedMillis}m`);
+      const table = fsb("stats", name, "--history").stdout.trimEnd().split("\n");
+      assert.match(table[0] ?? "", /^TIME\s+CPU\s+MEMORY\s+PIDS\s+DISK WRITTEN$/);
+      assert.match(table[1] ?? "", /^\d{4}-\d{2}-\d{2}T\S+Z\s+\d/);
+      const two = fsb("stats", name, name, "--history");
+      assert.equal(two.status, 2, "a usage error");
+      assert.match(two.stderr, /--history: shows one sandbox's samples; got 2 names/);
+    } finally {
+      assert.equal(fsb("rm", name).status, 0);
+    }
   });
 
   it("run -q prints the new sandbox's name alone, for scripts; its token is saved as without -q", async () => {

@@ -87,6 +87,8 @@ describe("the Python SDK", () => {
 
   before(async () => {
     ensureVenv();
+    // The agents (child processes) sample their sandboxes every half second: stats_history() fills fast.
+    process.env.FSB_STATS_INTERVAL_MS = "500";
     embedded = await startEmbedded({ name: "python-sdk", pools: [pool("default", { maxSandboxesPerPod: 8 })] });
   });
 

@@ -1,4 +1,4 @@
-import type { SandboxStats } from "@fast-sandbox/api/core";
+import { ValidationError, type SandboxStats } from "@fast-sandbox/api/core";
 import { formatQuantityBytes } from "../byte-sizes.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { printObjects, printTable, type OutputFormat } from "../output.js";
@@ -24,9 +24,28 @@ export function statsRow(name: string, stats: SandboxStats): string[] {
   ];
 }
 
-/** `fsb stats NAME...`: each sandbox's resource use now, as its agent reads it. */
-export async function stats(names: string[], options: GlobalOptions & { namespace?: string; output: OutputFormat }): Promise<void> {
+const HISTORY_HEADERS = ["TIME", "CPU", "MEMORY", "PIDS", "DISK WRITTEN"];
+
+/** A row of `fsb stats --history`: one sample, its CPU over the time since the sample before. */
+export function historyRow(stats: SandboxStats): string[] {
+  return [
+    new Date(stats.timestampMs).toISOString(),
+    formatCpu(stats.cpuUsedMillis),
+    formatQuantityBytes(stats.memoryUsedBytes),
+    String(stats.pids),
+    formatQuantityBytes(stats.diskUsedBytes),
+  ];
+}
+
+/** `fsb stats NAME...`: each sandbox's resource use now, as its agent reads it; `--history`: one sandbox's samples, oldest first. */
+export async function stats(names: string[], options: GlobalOptions & { namespace?: string; output: OutputFormat; history?: boolean }): Promise<void> {
+  if (options.history && names.length !== 1) throw new ValidationError("--history", `shows one sandbox's samples; got ${names.length} names`);
   const { client, namespace } = await connect(options);
+  if (options.history) {
+    const samples = await client.sandboxes.statsHistory(names[0]!, { namespace });
+    printObjects(options.output, samples, () => printTable(HISTORY_HEADERS, samples.map(historyRow)));
+    return;
+  }
   const readings = await Promise.all(names.map(async (name) => ({ name, stats: await client.sandboxes.stats(name, { namespace }) })));
   printObjects(options.output, names.length === 1 ? readings[0] : readings, () =>
     printTable(

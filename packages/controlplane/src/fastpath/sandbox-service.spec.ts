@@ -53,6 +53,30 @@ describe("the fast-path API translates the agents' streams into its wire message
     assert.equal(agent.execRequests[0]?.workingDir, "/srv");
   });
 
+  it("GetSandboxStatsHistory: the agent's samples within the range, and InvalidArgument for a range that ends before it starts", async () => {
+    await fixture.manager.create({ name: "web", spec: sandboxSpec() });
+    agent.statsHistoryAnswer = [1000, 2000, 3000].map((timestampMs) => ({ ...agent.statsAnswer, timestampMs, cpuUsedMillis: timestampMs / 10 }));
+    const all = await sandboxes.getSandboxStatsHistory({ namespace: "default", name: "web" });
+    assert.deepEqual(
+      all.samples.map((sample) => [sample.timestampMs, sample.cpuUsedMillis]),
+      [
+        [1000n, 100n],
+        [2000n, 200n],
+        [3000n, 300n],
+      ],
+    );
+    const ranged = await sandboxes.getSandboxStatsHistory({ namespace: "default", name: "web", sinceMs: 1500n, untilMs: 3000n });
+    assert.deepEqual(
+      ranged.samples.map((sample) => sample.timestampMs),
+      [2000n, 3000n],
+    );
+    await assert.rejects(
+      sandboxes.getSandboxStatsHistory({ namespace: "default", name: "web", sinceMs: 3000n, untilMs: 1000n }),
+      /untilMs: must not be before sinceMs \(3000\)/,
+    );
+    await assert.rejects(sandboxes.getSandboxStatsHistory({ namespace: "default", name: "nosuch" }), /not found/);
+  });
+
   it("GetSandboxProxy: the proxy's public base URL, where clients reach the sandboxes' daemons", async () => {
     // The fixture's manager has the default address (DEFAULT_PROXY_BASE_URL).
     assert.deepEqual((await sandboxes.getSandboxProxy({})).url, "http://localhost:7072");

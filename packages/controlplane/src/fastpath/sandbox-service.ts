@@ -37,6 +37,14 @@ export async function* edgeStream<T>(fn: () => AsyncIterable<T>): AsyncGenerator
   }
 }
 
+/** The range of GetSandboxStatsHistory: milliseconds since the Unix epoch, 0 for an open end; until not before since. */
+export function statsHistoryRange(since: bigint, until: bigint): { sinceMs: number; untilMs: number } {
+  if (since < 0n) throw new ValidationError("sinceMs", `must be a time in milliseconds since the Unix epoch, or 0 for the first sample kept; got ${since}`);
+  if (until < 0n) throw new ValidationError("untilMs", `must be a time in milliseconds since the Unix epoch, or 0 for the last sample; got ${until}`);
+  if (until > 0n && until < since) throw new ValidationError("untilMs", `must not be before sinceMs (${since}); got ${until}`);
+  return { sinceMs: Number(since), untilMs: Number(until) };
+}
+
 function execEventToMessage(event: ExecEvent): pb.ExecResponse {
   switch (event.type) {
     case "stdout":
@@ -81,6 +89,12 @@ export function createSandboxService(manager: SandboxManager, checkpoints?: Chec
       }),
     getSandbox: (request) => edge(async () => sandboxToMessage(await manager.get(request.namespace, request.name))),
     getSandboxStats: (request) => edge(async () => sandboxStatsToMessage(await manager.stats(request.namespace, request.name))),
+    getSandboxStatsHistory: (request) =>
+      edge(async () => {
+        const { sinceMs, untilMs } = statsHistoryRange(request.sinceMs, request.untilMs);
+        const samples = await manager.statsHistory(request.namespace, request.name, sinceMs, untilMs);
+        return create(pb.GetSandboxStatsHistoryResponseSchema, { samples: samples.map(sandboxStatsToMessage) });
+      }),
     listSandboxes: (request) =>
       edge(async () => {
         const pool = request.pool || undefined;

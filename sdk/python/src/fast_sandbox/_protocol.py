@@ -135,6 +135,16 @@ def spec_with_timeout(sandbox: Mapping[str, Any], timeout: Optional[float]) -> D
     }
 
 
+def stats_history_range(since: Optional[datetime], until: Optional[datetime]) -> Dict[str, str]:
+    """GetSandboxStatsHistory's range: milliseconds since the Unix epoch (proto3 JSON's int64 strings); left out: open."""
+    range_: Dict[str, str] = {}
+    if since is not None:
+        range_["sinceMs"] = str(max(0, round(since.timestamp() * 1000)))
+    if until is not None:
+        range_["untilMs"] = str(max(0, round(until.timestamp() * 1000)))
+    return range_
+
+
 def sandbox_of(reply: Mapping[str, Any], what: str) -> Dict[str, Any]:
     sandbox = reply.get("sandbox") if "sandbox" in reply and "metadata" not in reply else reply
     if not isinstance(sandbox, dict) or not isinstance(sandbox.get("metadata"), dict):

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import inspect
 import time
+from datetime import datetime
 from typing import (
     IO,
     Any,
@@ -897,6 +898,19 @@ class AsyncSandbox:
             f"{protocol.SANDBOX_SERVICE}/GetSandboxStats", self._key(), request_timeout=self._connection.timeout(request_timeout)
         )
         return SandboxStats.from_message(reply)
+
+    async def stats_history(
+        self, since: Optional[datetime] = None, until: Optional[datetime] = None, request_timeout: Optional[float] = None
+    ) -> List[SandboxStats]:
+        """Its resource use as its agent sampled it while it ran (every 5 s by default, the last hour's
+        kept), oldest first, taken within ``since``..``until`` (each optional, both included); each
+        sample's ``cpu_used_millis`` is over the time since the one before."""
+        reply, _ = await self._connection.api.unary(
+            f"{protocol.SANDBOX_SERVICE}/GetSandboxStatsHistory",
+            {**self._key(), **protocol.stats_history_range(since, until)},
+            request_timeout=self._connection.timeout(request_timeout),
+        )
+        return [SandboxStats.from_message(sample) for sample in reply.get("samples") or []]
 
     async def is_running(self, request_timeout: Optional[float] = None) -> bool:
         """Whether its daemon answers (False once the sandbox is gone or not running)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from datetime import datetime
 from typing import IO, Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Union, overload
 
 import httpx
@@ -868,6 +869,19 @@ class Sandbox:
             f"{protocol.SANDBOX_SERVICE}/GetSandboxStats", self._key(), request_timeout=self._connection.timeout(request_timeout)
         )
         return SandboxStats.from_message(reply)
+
+    def stats_history(
+        self, since: Optional[datetime] = None, until: Optional[datetime] = None, request_timeout: Optional[float] = None
+    ) -> List[SandboxStats]:
+        """Its resource use as its agent sampled it while it ran (every 5 s by default, the last hour's
+        kept), oldest first, taken within ``since``..``until`` (each optional, both included); each
+        sample's ``cpu_used_millis`` is over the time since the one before."""
+        reply, _ = self._connection.api.unary(
+            f"{protocol.SANDBOX_SERVICE}/GetSandboxStatsHistory",
+            {**self._key(), **protocol.stats_history_range(since, until)},
+            request_timeout=self._connection.timeout(request_timeout),
+        )
+        return [SandboxStats.from_message(sample) for sample in reply.get("samples") or []]
 
     def is_running(self, request_timeout: Optional[float] = None) -> bool:
         """Whether its daemon answers (False once the sandbox is gone or not running)."""

@@ -330,5 +330,17 @@ def test_stats_read_the_sandbox_s_cpu_memory_processes_and_writes(sandbox: Sandb
         assert stats.memory_used_bytes > 0
         assert stats.disk_used_bytes >= 3 << 20, stats
         assert stats.node_cpus >= 1 and stats.node_memory_bytes > 0
+        # The agent's samples (every half second in this suite: FSB_STATS_INTERVAL_MS), oldest first.
+        history: List[SandboxStats] = []
+        while len(history) < 3 or history[-1].cpu_used_millis <= 100:
+            assert time.monotonic() < deadline, f"no history of the busy loop: {history}"
+            history = sandbox.stats_history()
+            time.sleep(0.2)
+        stamps = [sample.timestamp for sample in history if sample.timestamp is not None]
+        assert len(stamps) == len(history) and stamps == sorted(stamps) and len(set(stamps)) == len(stamps), stamps
+        last = history[-1].timestamp
+        assert last is not None
+        assert sandbox.stats_history(since=last)[0].timestamp == last
+        assert sandbox.stats_history(until=datetime(2020, 1, 1, tzinfo=timezone.utc)) == []
     finally:
         busy.kill()

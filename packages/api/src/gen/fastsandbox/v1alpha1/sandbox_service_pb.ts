@@ -7,7 +7,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { EnvVar, Sandbox, SandboxPool, SandboxPoolSchema, SandboxSchema, SandboxSpec, SandboxStatsSchema } from "./resources_pb.js";
+import type { EnvVar, Sandbox, SandboxPool, SandboxPoolSchema, SandboxSchema, SandboxSpec, SandboxStats, SandboxStatsSchema } from "./resources_pb.js";
 import { file_fastsandbox_v1alpha1_resources } from "./resources_pb.js";
 import type { ExecResponseSchema, LogsResponseSchema, PullProgressSchema } from "./streams_pb.js";
 import { file_fastsandbox_v1alpha1_streams } from "./streams_pb.js";
@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fastsandbox/v1alpha1/sandbox_service.proto.
  */
 export const file_fastsandbox_v1alpha1_sandbox_service: GenFile = /*@__PURE__*/
-  fileDesc("CipmYXN0c2FuZGJveC92MWFscGhhMS9zYW5kYm94X3NlcnZpY2UucHJvdG8SFGZhc3RzYW5kYm94LnYxYWxwaGExIowCChRDcmVhdGVTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIvCgRzcGVjGAMgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFNwZWMSRgoGbGFiZWxzGAQgAygLMjYuZmFzdHNhbmRib3gudjFhbHBoYTEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuTGFiZWxzRW50cnkSEgoKcmVxdWVzdF9pZBgFIAEoCRIXCg9mcm9tX2NoZWNrcG9pbnQYBiABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI0ChFHZXRTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCSI5ChZHZXRTYW5kYm94U3RhdHNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJIl4KFExpc3RTYW5kYm94ZXNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRwb29sGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJImIKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIwCglzYW5kYm94ZXMYASADKAsyHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSL5AQoUVXBkYXRlU2FuZGJveFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSLwoEc3BlYxgDIAEoCzIhLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hTcGVjEkYKBmxhYmVscxgEIAMoCzI2LmZhc3RzYW5kYm94LnYxYWxwaGExLlVwZGF0ZVNhbmRib3hSZXF1ZXN0LkxhYmVsc0VudHJ5EhgKEHJlc291cmNlX3ZlcnNpb24YBSABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJpChREZWxldGVTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIcCg9ncmFjZV9wZXJpb2RfbXMYAyABKAVIAIgBAUISChBfZ3JhY2VfcGVyaW9kX21zIhcKFURlbGV0ZVNhbmRib3hSZXNwb25zZSI+CgtMb2dzUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZmb2xsb3cYAyABKAgigAEKC0V4ZWNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEg8KB2NvbW1hbmQYAyADKAkSKgoEZW52cxgEIAMoCzIcLmZhc3RzYW5kYm94LnYxYWxwaGExLkVudlZhchITCgt3b3JraW5nX2RpchgFIAEoCSI7ChhSb3RhdGVBY2Nlc3NUb2tlblJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkiYQoZUm90YXRlQWNjZXNzVG9rZW5SZXNwb25zZRIUCgxhY2Nlc3NfdG9rZW4YASABKAkSLgoHc2FuZGJveBgCIAEoCzIdLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3giGAoWR2V0U2FuZGJveFByb3h5UmVxdWVzdCImChdHZXRTYW5kYm94UHJveHlSZXNwb25zZRILCgN1cmwYASABKAkiSgoXQXBwbHlTYW5kYm94UG9vbFJlcXVlc3QSLwoEcG9vbBgBIAEoCzIhLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hQb29sIjgKFUdldFNhbmRib3hQb29sUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCSIsChdMaXN0U2FuZGJveFBvb2xzUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkiTAoYTGlzdFNhbmRib3hQb29sc1Jlc3BvbnNlEjAKBXBvb2xzGAEgAygLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFBvb2wiOwoYRGVsZXRlU2FuZGJveFBvb2xSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJIhsKGURlbGV0ZVNhbmRib3hQb29sUmVzcG9uc2UiQgoQUHVsbEltYWdlUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEcG9vbBgCIAEoCRINCgVpbWFnZRgDIAEoCSI0ChFMaXN0QWdlbnRzUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEcG9vbBgCIAEoCSLAAQoFQWdlbnQSDAoEbmFtZRgBIAEoCRIRCgluYW1lc3BhY2UYAiABKAkSDAoEcG9vbBgDIAEoCRIQCghlbmRwb2ludBgEIAEoCRIQCghjYXBhY2l0eRgFIAEoBRIRCglhbGxvY2F0ZWQYBiABKAUSDgoGaW1hZ2VzGAcgAygJEgsKA3BpZBgIIAEoBRINCgVyZWFkeRgJIAEoCBISCgp1c2VkX3BvcnRzGAogAygFEhEKCW5vZGVfbmFtZRgLIAEoCSJBChJMaXN0QWdlbnRzUmVzcG9uc2USKwoGYWdlbnRzGAEgAygLMhsuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnQiFQoTQ3JlYXRlQXBpS2V5UmVxdWVzdCJNChRDcmVhdGVBcGlLZXlSZXNwb25zZRIPCgdhcGlfa2V5GAEgASgJEg8KB2FwaV91cmwYAiABKAkSEwoLc2FuZGJveF91cmwYAyABKAkiswEKCkNoZWNrcG9pbnQSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHc2FuZGJveBgDIAEoCRIMCgRwb29sGAQgASgJEg0KBWltYWdlGAUgASgJEhMKC2NyZWF0ZV90aW1lGAYgASgJEhIKCnNpemVfYnl0ZXMYByABKAMSEQoJbm9kZV9uYW1lGAggASgJEg4KBmFnZW50cxgJIAMoCRIKCgJpZBgKIAEoCSJPChhDaGVja3BvaW50U2FuZGJveFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKY2hlY2twb2ludBgDIAEoCSIrChZMaXN0Q2hlY2twb2ludHNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCSJQChdMaXN0Q2hlY2twb2ludHNSZXNwb25zZRI1CgtjaGVja3BvaW50cxgBIAMoCzIgLmZhc3RzYW5kYm94LnYxYWxwaGExLkNoZWNrcG9pbnQiOgoXRGVsZXRlQ2hlY2twb2ludFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkiGgoYRGVsZXRlQ2hlY2twb2ludFJlc3BvbnNlIjYKE1BhdXNlU2FuZGJveFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkiTAoUUmVzdW1lU2FuZGJveFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLZXhwaXJlX3RpbWUYAyABKAkizQEKEkZvcmtTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRINCgVjb3VudBgDIAEoBRISCgpjaGVja3BvaW50GAQgASgJEkQKBmxhYmVscxgFIAMoCzI0LmZhc3RzYW5kYm94LnYxYWxwaGExLkZvcmtTYW5kYm94UmVxdWVzdC5MYWJlbHNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIoMBChNGb3JrU2FuZGJveFJlc3BvbnNlEjYKCXNhbmRib3hlcxgBIAMoCzIjLmZhc3RzYW5kYm94LnYxYWxwaGExLkZvcmtlZFNhbmRib3gSNAoKY2hlY2twb2ludBgCIAEoCzIgLmZhc3RzYW5kYm94LnYxYWxwaGExLkNoZWNrcG9pbnQiVQoNRm9ya2VkU2FuZGJveBIuCgdzYW5kYm94GAEgASgLMh0uZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveBIUCgxhY2Nlc3NfdG9rZW4YAiABKAkywwwKDlNhbmRib3hTZXJ2aWNlEloKDUNyZWF0ZVNhbmRib3gSKi5mYXN0c2FuZGJveC52MWFscGhhMS5DcmVhdGVTYW5kYm94UmVxdWVzdBodLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3gSVAoKR2V0U2FuZGJveBInLmZhc3RzYW5kYm94LnYxYWxwaGExLkdldFNhbmRib3hSZXF1ZXN0Gh0uZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveBJjCg9HZXRTYW5kYm94U3RhdHMSLC5mYXN0c2FuZGJveC52MWFscGhhMS5HZXRTYW5kYm94U3RhdHNSZXF1ZXN0GiIuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFN0YXRzEmgKDUxpc3RTYW5kYm94ZXMSKi5mYXN0c2FuZGJveC52MWFscGhhMS5MaXN0U2FuZGJveGVzUmVxdWVzdBorLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJaCg1VcGRhdGVTYW5kYm94EiouZmFzdHNhbmRib3gudjFhbHBoYTEuVXBkYXRlU2FuZGJveFJlcXVlc3QaHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94EmgKDURlbGV0ZVNhbmRib3gSKi5mYXN0c2FuZGJveC52MWFscGhhMS5EZWxldGVTYW5kYm94UmVxdWVzdBorLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hSZXNwb25zZRJPCgRMb2dzEiEuZmFzdHNhbmRib3gudjFhbHBoYTEuTG9nc1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5Mb2dzUmVzcG9uc2UwARJPCgRFeGVjEiEuZmFzdHNhbmRib3gudjFhbHBoYTEuRXhlY1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5FeGVjUmVzcG9uc2UwARJ0ChFSb3RhdGVBY2Nlc3NUb2tlbhIuLmZhc3RzYW5kYm94LnYxYWxwaGExLlJvdGF0ZUFjY2Vzc1Rva2VuUmVxdWVzdBovLmZhc3RzYW5kYm94LnYxYWxwaGExLlJvdGF0ZUFjY2Vzc1Rva2VuUmVzcG9uc2USbgoPR2V0U2FuZGJveFByb3h5EiwuZmFzdHNhbmRib3gudjFhbHBoYTEuR2V0U2FuZGJveFByb3h5UmVxdWVzdBotLmZhc3RzYW5kYm94LnYxYWxwaGExLkdldFNhbmRib3hQcm94eVJlc3BvbnNlEmUKEUNoZWNrcG9pbnRTYW5kYm94Ei4uZmFzdHNhbmRib3gudjFhbHBoYTEuQ2hlY2twb2ludFNhbmRib3hSZXF1ZXN0GiAuZmFzdHNhbmRib3gudjFhbHBoYTEuQ2hlY2twb2ludBJuCg9MaXN0Q2hlY2twb2ludHMSLC5mYXN0c2FuZGJveC52MWFscGhhMS5MaXN0Q2hlY2twb2ludHNSZXF1ZXN0Gi0uZmFzdHNhbmRib3gudjFhbHBoYTEuTGlzdENoZWNrcG9pbnRzUmVzcG9uc2UScQoQRGVsZXRlQ2hlY2twb2ludBItLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZUNoZWNrcG9pbnRSZXF1ZXN0Gi4uZmFzdHNhbmRib3gudjFhbHBoYTEuRGVsZXRlQ2hlY2twb2ludFJlc3BvbnNlEmIKC0ZvcmtTYW5kYm94EiguZmFzdHNhbmRib3gudjFhbHBoYTEuRm9ya1NhbmRib3hSZXF1ZXN0GikuZmFzdHNhbmRib3gudjFhbHBoYTEuRm9ya1NhbmRib3hSZXNwb25zZRJYCgxQYXVzZVNhbmRib3gSKS5mYXN0c2FuZGJveC52MWFscGhhMS5QYXVzZVNhbmRib3hSZXF1ZXN0Gh0uZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveBJaCg1SZXN1bWVTYW5kYm94EiouZmFzdHNhbmRib3gudjFhbHBoYTEuUmVzdW1lU2FuZGJveFJlcXVlc3QaHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94MvoECgtQb29sU2VydmljZRJkChBBcHBseVNhbmRib3hQb29sEi0uZmFzdHNhbmRib3gudjFhbHBoYTEuQXBwbHlTYW5kYm94UG9vbFJlcXVlc3QaIS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94UG9vbBJgCg5HZXRTYW5kYm94UG9vbBIrLmZhc3RzYW5kYm94LnYxYWxwaGExLkdldFNhbmRib3hQb29sUmVxdWVzdBohLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hQb29sEnEKEExpc3RTYW5kYm94UG9vbHMSLS5mYXN0c2FuZGJveC52MWFscGhhMS5MaXN0U2FuZGJveFBvb2xzUmVxdWVzdBouLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RTYW5kYm94UG9vbHNSZXNwb25zZRJ0ChFEZWxldGVTYW5kYm94UG9vbBIuLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hQb29sUmVxdWVzdBovLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hQb29sUmVzcG9uc2USXwoKTGlzdEFnZW50cxInLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RBZ2VudHNSZXF1ZXN0GiguZmFzdHNhbmRib3gudjFhbHBoYTEuTGlzdEFnZW50c1Jlc3BvbnNlElkKCVB1bGxJbWFnZRImLmZhc3RzYW5kYm94LnYxYWxwaGExLlB1bGxJbWFnZVJlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5QdWxsUHJvZ3Jlc3MwATJzCgpFMmJTZXJ2aWNlEmUKDENyZWF0ZUFwaUtleRIpLmZhc3RzYW5kYm94LnYxYWxwaGExLkNyZWF0ZUFwaUtleVJlcXVlc3QaKi5mYXN0c2FuZGJveC52MWFscGhhMS5DcmVhdGVBcGlLZXlSZXNwb25zZWIGcHJvdG8z", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
+  fileDesc("CipmYXN0c2FuZGJveC92MWFscGhhMS9zYW5kYm94X3NlcnZpY2UucHJvdG8SFGZhc3RzYW5kYm94LnYxYWxwaGExIowCChRDcmVhdGVTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIvCgRzcGVjGAMgASgLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFNwZWMSRgoGbGFiZWxzGAQgAygLMjYuZmFzdHNhbmRib3gudjFhbHBoYTEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuTGFiZWxzRW50cnkSEgoKcmVxdWVzdF9pZBgFIAEoCRIXCg9mcm9tX2NoZWNrcG9pbnQYBiABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI0ChFHZXRTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCSI5ChZHZXRTYW5kYm94U3RhdHNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJImQKHUdldFNhbmRib3hTdGF0c0hpc3RvcnlSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEhAKCHNpbmNlX21zGAMgASgDEhAKCHVudGlsX21zGAQgASgDIlUKHkdldFNhbmRib3hTdGF0c0hpc3RvcnlSZXNwb25zZRIzCgdzYW1wbGVzGAEgAygLMiIuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFN0YXRzIl4KFExpc3RTYW5kYm94ZXNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRwb29sGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJImIKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIwCglzYW5kYm94ZXMYASADKAsyHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSL5AQoUVXBkYXRlU2FuZGJveFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSLwoEc3BlYxgDIAEoCzIhLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hTcGVjEkYKBmxhYmVscxgEIAMoCzI2LmZhc3RzYW5kYm94LnYxYWxwaGExLlVwZGF0ZVNhbmRib3hSZXF1ZXN0LkxhYmVsc0VudHJ5EhgKEHJlc291cmNlX3ZlcnNpb24YBSABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJpChREZWxldGVTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIcCg9ncmFjZV9wZXJpb2RfbXMYAyABKAVIAIgBAUISChBfZ3JhY2VfcGVyaW9kX21zIhcKFURlbGV0ZVNhbmRib3hSZXNwb25zZSI+CgtMb2dzUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZmb2xsb3cYAyABKAgigAEKC0V4ZWNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEg8KB2NvbW1hbmQYAyADKAkSKgoEZW52cxgEIAMoCzIcLmZhc3RzYW5kYm94LnYxYWxwaGExLkVudlZhchITCgt3b3JraW5nX2RpchgFIAEoCSI7ChhSb3RhdGVBY2Nlc3NUb2tlblJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkiYQoZUm90YXRlQWNjZXNzVG9rZW5SZXNwb25zZRIUCgxhY2Nlc3NfdG9rZW4YASABKAkSLgoHc2FuZGJveBgCIAEoCzIdLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3giGAoWR2V0U2FuZGJveFByb3h5UmVxdWVzdCImChdHZXRTYW5kYm94UHJveHlSZXNwb25zZRILCgN1cmwYASABKAkiSgoXQXBwbHlTYW5kYm94UG9vbFJlcXVlc3QSLwoEcG9vbBgBIAEoCzIhLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hQb29sIjgKFUdldFNhbmRib3hQb29sUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCSIsChdMaXN0U2FuZGJveFBvb2xzUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkiTAoYTGlzdFNhbmRib3hQb29sc1Jlc3BvbnNlEjAKBXBvb2xzGAEgAygLMiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFBvb2wiOwoYRGVsZXRlU2FuZGJveFBvb2xSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJIhsKGURlbGV0ZVNhbmRib3hQb29sUmVzcG9uc2UiQgoQUHVsbEltYWdlUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEcG9vbBgCIAEoCRINCgVpbWFnZRgDIAEoCSI0ChFMaXN0QWdlbnRzUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEcG9vbBgCIAEoCSLAAQoFQWdlbnQSDAoEbmFtZRgBIAEoCRIRCgluYW1lc3BhY2UYAiABKAkSDAoEcG9vbBgDIAEoCRIQCghlbmRwb2ludBgEIAEoCRIQCghjYXBhY2l0eRgFIAEoBRIRCglhbGxvY2F0ZWQYBiABKAUSDgoGaW1hZ2VzGAcgAygJEgsKA3BpZBgIIAEoBRINCgVyZWFkeRgJIAEoCBISCgp1c2VkX3BvcnRzGAogAygFEhEKCW5vZGVfbmFtZRgLIAEoCSJBChJMaXN0QWdlbnRzUmVzcG9uc2USKwoGYWdlbnRzGAEgAygLMhsuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnQiFQoTQ3JlYXRlQXBpS2V5UmVxdWVzdCJNChRDcmVhdGVBcGlLZXlSZXNwb25zZRIPCgdhcGlfa2V5GAEgASgJEg8KB2FwaV91cmwYAiABKAkSEwoLc2FuZGJveF91cmwYAyABKAkiswEKCkNoZWNrcG9pbnQSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHc2FuZGJveBgDIAEoCRIMCgRwb29sGAQgASgJEg0KBWltYWdlGAUgASgJEhMKC2NyZWF0ZV90aW1lGAYgASgJEhIKCnNpemVfYnl0ZXMYByABKAMSEQoJbm9kZV9uYW1lGAggASgJEg4KBmFnZW50cxgJIAMoCRIKCgJpZBgKIAEoCSJPChhDaGVja3BvaW50U2FuZGJveFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKY2hlY2twb2ludBgDIAEoCSIrChZMaXN0Q2hlY2twb2ludHNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCSJQChdMaXN0Q2hlY2twb2ludHNSZXNwb25zZRI1CgtjaGVja3BvaW50cxgBIAMoCzIgLmZhc3RzYW5kYm94LnYxYWxwaGExLkNoZWNrcG9pbnQiOgoXRGVsZXRlQ2hlY2twb2ludFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkiGgoYRGVsZXRlQ2hlY2twb2ludFJlc3BvbnNlIjYKE1BhdXNlU2FuZGJveFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkiTAoUUmVzdW1lU2FuZGJveFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLZXhwaXJlX3RpbWUYAyABKAkizQEKEkZvcmtTYW5kYm94UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSDAoEbmFtZRgCIAEoCRINCgVjb3VudBgDIAEoBRISCgpjaGVja3BvaW50GAQgASgJEkQKBmxhYmVscxgFIAMoCzI0LmZhc3RzYW5kYm94LnYxYWxwaGExLkZvcmtTYW5kYm94UmVxdWVzdC5MYWJlbHNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIoMBChNGb3JrU2FuZGJveFJlc3BvbnNlEjYKCXNhbmRib3hlcxgBIAMoCzIjLmZhc3RzYW5kYm94LnYxYWxwaGExLkZvcmtlZFNhbmRib3gSNAoKY2hlY2twb2ludBgCIAEoCzIgLmZhc3RzYW5kYm94LnYxYWxwaGExLkNoZWNrcG9pbnQiVQoNRm9ya2VkU2FuZGJveBIuCgdzYW5kYm94GAEgASgLMh0uZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveBIUCgxhY2Nlc3NfdG9rZW4YAiABKAkyyQ0KDlNhbmRib3hTZXJ2aWNlEloKDUNyZWF0ZVNhbmRib3gSKi5mYXN0c2FuZGJveC52MWFscGhhMS5DcmVhdGVTYW5kYm94UmVxdWVzdBodLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3gSVAoKR2V0U2FuZGJveBInLmZhc3RzYW5kYm94LnYxYWxwaGExLkdldFNhbmRib3hSZXF1ZXN0Gh0uZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveBJjCg9HZXRTYW5kYm94U3RhdHMSLC5mYXN0c2FuZGJveC52MWFscGhhMS5HZXRTYW5kYm94U3RhdHNSZXF1ZXN0GiIuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFN0YXRzEoMBChZHZXRTYW5kYm94U3RhdHNIaXN0b3J5EjMuZmFzdHNhbmRib3gudjFhbHBoYTEuR2V0U2FuZGJveFN0YXRzSGlzdG9yeVJlcXVlc3QaNC5mYXN0c2FuZGJveC52MWFscGhhMS5HZXRTYW5kYm94U3RhdHNIaXN0b3J5UmVzcG9uc2USaAoNTGlzdFNhbmRib3hlcxIqLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GisuZmFzdHNhbmRib3gudjFhbHBoYTEuTGlzdFNhbmRib3hlc1Jlc3BvbnNlEloKDVVwZGF0ZVNhbmRib3gSKi5mYXN0c2FuZGJveC52MWFscGhhMS5VcGRhdGVTYW5kYm94UmVxdWVzdBodLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3gSaAoNRGVsZXRlU2FuZGJveBIqLmZhc3RzYW5kYm94LnYxYWxwaGExLkRlbGV0ZVNhbmRib3hSZXF1ZXN0GisuZmFzdHNhbmRib3gudjFhbHBoYTEuRGVsZXRlU2FuZGJveFJlc3BvbnNlEk8KBExvZ3MSIS5mYXN0c2FuZGJveC52MWFscGhhMS5Mb2dzUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLkxvZ3NSZXNwb25zZTABEk8KBEV4ZWMSIS5mYXN0c2FuZGJveC52MWFscGhhMS5FeGVjUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLkV4ZWNSZXNwb25zZTABEnQKEVJvdGF0ZUFjY2Vzc1Rva2VuEi4uZmFzdHNhbmRib3gudjFhbHBoYTEuUm90YXRlQWNjZXNzVG9rZW5SZXF1ZXN0Gi8uZmFzdHNhbmRib3gudjFhbHBoYTEuUm90YXRlQWNjZXNzVG9rZW5SZXNwb25zZRJuCg9HZXRTYW5kYm94UHJveHkSLC5mYXN0c2FuZGJveC52MWFscGhhMS5HZXRTYW5kYm94UHJveHlSZXF1ZXN0Gi0uZmFzdHNhbmRib3gudjFhbHBoYTEuR2V0U2FuZGJveFByb3h5UmVzcG9uc2USZQoRQ2hlY2twb2ludFNhbmRib3gSLi5mYXN0c2FuZGJveC52MWFscGhhMS5DaGVja3BvaW50U2FuZGJveFJlcXVlc3QaIC5mYXN0c2FuZGJveC52MWFscGhhMS5DaGVja3BvaW50Em4KD0xpc3RDaGVja3BvaW50cxIsLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RDaGVja3BvaW50c1JlcXVlc3QaLS5mYXN0c2FuZGJveC52MWFscGhhMS5MaXN0Q2hlY2twb2ludHNSZXNwb25zZRJxChBEZWxldGVDaGVja3BvaW50Ei0uZmFzdHNhbmRib3gudjFhbHBoYTEuRGVsZXRlQ2hlY2twb2ludFJlcXVlc3QaLi5mYXN0c2FuZGJveC52MWFscGhhMS5EZWxldGVDaGVja3BvaW50UmVzcG9uc2USYgoLRm9ya1NhbmRib3gSKC5mYXN0c2FuZGJveC52MWFscGhhMS5Gb3JrU2FuZGJveFJlcXVlc3QaKS5mYXN0c2FuZGJveC52MWFscGhhMS5Gb3JrU2FuZGJveFJlc3BvbnNlElgKDFBhdXNlU2FuZGJveBIpLmZhc3RzYW5kYm94LnYxYWxwaGExLlBhdXNlU2FuZGJveFJlcXVlc3QaHS5mYXN0c2FuZGJveC52MWFscGhhMS5TYW5kYm94EloKDVJlc3VtZVNhbmRib3gSKi5mYXN0c2FuZGJveC52MWFscGhhMS5SZXN1bWVTYW5kYm94UmVxdWVzdBodLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3gy+gQKC1Bvb2xTZXJ2aWNlEmQKEEFwcGx5U2FuZGJveFBvb2wSLS5mYXN0c2FuZGJveC52MWFscGhhMS5BcHBseVNhbmRib3hQb29sUmVxdWVzdBohLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hQb29sEmAKDkdldFNhbmRib3hQb29sEisuZmFzdHNhbmRib3gudjFhbHBoYTEuR2V0U2FuZGJveFBvb2xSZXF1ZXN0GiEuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFBvb2wScQoQTGlzdFNhbmRib3hQb29scxItLmZhc3RzYW5kYm94LnYxYWxwaGExLkxpc3RTYW5kYm94UG9vbHNSZXF1ZXN0Gi4uZmFzdHNhbmRib3gudjFhbHBoYTEuTGlzdFNhbmRib3hQb29sc1Jlc3BvbnNlEnQKEURlbGV0ZVNhbmRib3hQb29sEi4uZmFzdHNhbmRib3gudjFhbHBoYTEuRGVsZXRlU2FuZGJveFBvb2xSZXF1ZXN0Gi8uZmFzdHNhbmRib3gudjFhbHBoYTEuRGVsZXRlU2FuZGJveFBvb2xSZXNwb25zZRJfCgpMaXN0QWdlbnRzEicuZmFzdHNhbmRib3gudjFhbHBoYTEuTGlzdEFnZW50c1JlcXVlc3QaKC5mYXN0c2FuZGJveC52MWFscGhhMS5MaXN0QWdlbnRzUmVzcG9uc2USWQoJUHVsbEltYWdlEiYuZmFzdHNhbmRib3gudjFhbHBoYTEuUHVsbEltYWdlUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLlB1bGxQcm9ncmVzczABMnMKCkUyYlNlcnZpY2USZQoMQ3JlYXRlQXBpS2V5EikuZmFzdHNhbmRib3gudjFhbHBoYTEuQ3JlYXRlQXBpS2V5UmVxdWVzdBoqLmZhc3RzYW5kYm94LnYxYWxwaGExLkNyZWF0ZUFwaUtleVJlc3BvbnNlYgZwcm90bzM", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
 
 /**
  * @generated from message fastsandbox.v1alpha1.CreateSandboxRequest
@@ -117,6 +117,59 @@ export const GetSandboxStatsRequestSchema: GenMessage<GetSandboxStatsRequest> = 
   messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 2);
 
 /**
+ * @generated from message fastsandbox.v1alpha1.GetSandboxStatsHistoryRequest
+ */
+export type GetSandboxStatsHistoryRequest = Message<"fastsandbox.v1alpha1.GetSandboxStatsHistoryRequest"> & {
+  /**
+   * @generated from field: string namespace = 1;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The samples taken from this moment on, in milliseconds since the Unix epoch; 0: from the first kept.
+   *
+   * @generated from field: int64 since_ms = 3;
+   */
+  sinceMs: bigint;
+
+  /**
+   * And up to this moment (included); 0: up to the last.
+   *
+   * @generated from field: int64 until_ms = 4;
+   */
+  untilMs: bigint;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.GetSandboxStatsHistoryRequest.
+ * Use `create(GetSandboxStatsHistoryRequestSchema)` to create a new message.
+ */
+export const GetSandboxStatsHistoryRequestSchema: GenMessage<GetSandboxStatsHistoryRequest> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 3);
+
+/**
+ * @generated from message fastsandbox.v1alpha1.GetSandboxStatsHistoryResponse
+ */
+export type GetSandboxStatsHistoryResponse = Message<"fastsandbox.v1alpha1.GetSandboxStatsHistoryResponse"> & {
+  /**
+   * @generated from field: repeated fastsandbox.v1alpha1.SandboxStats samples = 1;
+   */
+  samples: SandboxStats[];
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.GetSandboxStatsHistoryResponse.
+ * Use `create(GetSandboxStatsHistoryResponseSchema)` to create a new message.
+ */
+export const GetSandboxStatsHistoryResponseSchema: GenMessage<GetSandboxStatsHistoryResponse> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 4);
+
+/**
  * @generated from message fastsandbox.v1alpha1.ListSandboxesRequest
  */
 export type ListSandboxesRequest = Message<"fastsandbox.v1alpha1.ListSandboxesRequest"> & {
@@ -154,7 +207,7 @@ export type ListSandboxesRequest = Message<"fastsandbox.v1alpha1.ListSandboxesRe
  * Use `create(ListSandboxesRequestSchema)` to create a new message.
  */
 export const ListSandboxesRequestSchema: GenMessage<ListSandboxesRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 3);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 5);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ListSandboxesResponse
@@ -178,7 +231,7 @@ export type ListSandboxesResponse = Message<"fastsandbox.v1alpha1.ListSandboxesR
  * Use `create(ListSandboxesResponseSchema)` to create a new message.
  */
 export const ListSandboxesResponseSchema: GenMessage<ListSandboxesResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 4);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 6);
 
 /**
  * @generated from message fastsandbox.v1alpha1.UpdateSandboxRequest
@@ -219,7 +272,7 @@ export type UpdateSandboxRequest = Message<"fastsandbox.v1alpha1.UpdateSandboxRe
  * Use `create(UpdateSandboxRequestSchema)` to create a new message.
  */
 export const UpdateSandboxRequestSchema: GenMessage<UpdateSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 5);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 7);
 
 /**
  * @generated from message fastsandbox.v1alpha1.DeleteSandboxRequest
@@ -248,7 +301,7 @@ export type DeleteSandboxRequest = Message<"fastsandbox.v1alpha1.DeleteSandboxRe
  * Use `create(DeleteSandboxRequestSchema)` to create a new message.
  */
 export const DeleteSandboxRequestSchema: GenMessage<DeleteSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 6);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 8);
 
 /**
  * @generated from message fastsandbox.v1alpha1.DeleteSandboxResponse
@@ -261,7 +314,7 @@ export type DeleteSandboxResponse = Message<"fastsandbox.v1alpha1.DeleteSandboxR
  * Use `create(DeleteSandboxResponseSchema)` to create a new message.
  */
 export const DeleteSandboxResponseSchema: GenMessage<DeleteSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 7);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 9);
 
 /**
  * @generated from message fastsandbox.v1alpha1.LogsRequest
@@ -288,7 +341,7 @@ export type LogsRequest = Message<"fastsandbox.v1alpha1.LogsRequest"> & {
  * Use `create(LogsRequestSchema)` to create a new message.
  */
 export const LogsRequestSchema: GenMessage<LogsRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 8);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 10);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ExecRequest
@@ -325,7 +378,7 @@ export type ExecRequest = Message<"fastsandbox.v1alpha1.ExecRequest"> & {
  * Use `create(ExecRequestSchema)` to create a new message.
  */
 export const ExecRequestSchema: GenMessage<ExecRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 9);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 11);
 
 /**
  * @generated from message fastsandbox.v1alpha1.RotateAccessTokenRequest
@@ -347,7 +400,7 @@ export type RotateAccessTokenRequest = Message<"fastsandbox.v1alpha1.RotateAcces
  * Use `create(RotateAccessTokenRequestSchema)` to create a new message.
  */
 export const RotateAccessTokenRequestSchema: GenMessage<RotateAccessTokenRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 10);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 12);
 
 /**
  * @generated from message fastsandbox.v1alpha1.RotateAccessTokenResponse
@@ -371,7 +424,7 @@ export type RotateAccessTokenResponse = Message<"fastsandbox.v1alpha1.RotateAcce
  * Use `create(RotateAccessTokenResponseSchema)` to create a new message.
  */
 export const RotateAccessTokenResponseSchema: GenMessage<RotateAccessTokenResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 11);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 13);
 
 /**
  * @generated from message fastsandbox.v1alpha1.GetSandboxProxyRequest
@@ -384,7 +437,7 @@ export type GetSandboxProxyRequest = Message<"fastsandbox.v1alpha1.GetSandboxPro
  * Use `create(GetSandboxProxyRequestSchema)` to create a new message.
  */
 export const GetSandboxProxyRequestSchema: GenMessage<GetSandboxProxyRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 12);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 14);
 
 /**
  * @generated from message fastsandbox.v1alpha1.GetSandboxProxyResponse
@@ -403,7 +456,7 @@ export type GetSandboxProxyResponse = Message<"fastsandbox.v1alpha1.GetSandboxPr
  * Use `create(GetSandboxProxyResponseSchema)` to create a new message.
  */
 export const GetSandboxProxyResponseSchema: GenMessage<GetSandboxProxyResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 13);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 15);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ApplySandboxPoolRequest
@@ -420,7 +473,7 @@ export type ApplySandboxPoolRequest = Message<"fastsandbox.v1alpha1.ApplySandbox
  * Use `create(ApplySandboxPoolRequestSchema)` to create a new message.
  */
 export const ApplySandboxPoolRequestSchema: GenMessage<ApplySandboxPoolRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 14);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 16);
 
 /**
  * @generated from message fastsandbox.v1alpha1.GetSandboxPoolRequest
@@ -442,7 +495,7 @@ export type GetSandboxPoolRequest = Message<"fastsandbox.v1alpha1.GetSandboxPool
  * Use `create(GetSandboxPoolRequestSchema)` to create a new message.
  */
 export const GetSandboxPoolRequestSchema: GenMessage<GetSandboxPoolRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 15);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 17);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ListSandboxPoolsRequest
@@ -459,7 +512,7 @@ export type ListSandboxPoolsRequest = Message<"fastsandbox.v1alpha1.ListSandboxP
  * Use `create(ListSandboxPoolsRequestSchema)` to create a new message.
  */
 export const ListSandboxPoolsRequestSchema: GenMessage<ListSandboxPoolsRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 16);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 18);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ListSandboxPoolsResponse
@@ -476,7 +529,7 @@ export type ListSandboxPoolsResponse = Message<"fastsandbox.v1alpha1.ListSandbox
  * Use `create(ListSandboxPoolsResponseSchema)` to create a new message.
  */
 export const ListSandboxPoolsResponseSchema: GenMessage<ListSandboxPoolsResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 17);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 19);
 
 /**
  * @generated from message fastsandbox.v1alpha1.DeleteSandboxPoolRequest
@@ -498,7 +551,7 @@ export type DeleteSandboxPoolRequest = Message<"fastsandbox.v1alpha1.DeleteSandb
  * Use `create(DeleteSandboxPoolRequestSchema)` to create a new message.
  */
 export const DeleteSandboxPoolRequestSchema: GenMessage<DeleteSandboxPoolRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 18);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 20);
 
 /**
  * @generated from message fastsandbox.v1alpha1.DeleteSandboxPoolResponse
@@ -511,7 +564,7 @@ export type DeleteSandboxPoolResponse = Message<"fastsandbox.v1alpha1.DeleteSand
  * Use `create(DeleteSandboxPoolResponseSchema)` to create a new message.
  */
 export const DeleteSandboxPoolResponseSchema: GenMessage<DeleteSandboxPoolResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 19);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 21);
 
 /**
  * @generated from message fastsandbox.v1alpha1.PullImageRequest
@@ -540,7 +593,7 @@ export type PullImageRequest = Message<"fastsandbox.v1alpha1.PullImageRequest"> 
  * Use `create(PullImageRequestSchema)` to create a new message.
  */
 export const PullImageRequestSchema: GenMessage<PullImageRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 20);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 22);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ListAgentsRequest
@@ -562,7 +615,7 @@ export type ListAgentsRequest = Message<"fastsandbox.v1alpha1.ListAgentsRequest"
  * Use `create(ListAgentsRequestSchema)` to create a new message.
  */
 export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 21);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 23);
 
 /**
  * @generated from message fastsandbox.v1alpha1.Agent
@@ -631,7 +684,7 @@ export type Agent = Message<"fastsandbox.v1alpha1.Agent"> & {
  * Use `create(AgentSchema)` to create a new message.
  */
 export const AgentSchema: GenMessage<Agent> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 22);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 24);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ListAgentsResponse
@@ -648,7 +701,7 @@ export type ListAgentsResponse = Message<"fastsandbox.v1alpha1.ListAgentsRespons
  * Use `create(ListAgentsResponseSchema)` to create a new message.
  */
 export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 23);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 25);
 
 /**
  * @generated from message fastsandbox.v1alpha1.CreateApiKeyRequest
@@ -661,7 +714,7 @@ export type CreateApiKeyRequest = Message<"fastsandbox.v1alpha1.CreateApiKeyRequ
  * Use `create(CreateApiKeyRequestSchema)` to create a new message.
  */
 export const CreateApiKeyRequestSchema: GenMessage<CreateApiKeyRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 24);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 26);
 
 /**
  * @generated from message fastsandbox.v1alpha1.CreateApiKeyResponse
@@ -695,7 +748,7 @@ export type CreateApiKeyResponse = Message<"fastsandbox.v1alpha1.CreateApiKeyRes
  * Use `create(CreateApiKeyResponseSchema)` to create a new message.
  */
 export const CreateApiKeyResponseSchema: GenMessage<CreateApiKeyResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 25);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 27);
 
 /**
  * A saved sandbox (gVisor pools only) on one node, from which new sandboxes are restored.
@@ -767,7 +820,7 @@ export type Checkpoint = Message<"fastsandbox.v1alpha1.Checkpoint"> & {
  * Use `create(CheckpointSchema)` to create a new message.
  */
 export const CheckpointSchema: GenMessage<Checkpoint> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 26);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 28);
 
 /**
  * @generated from message fastsandbox.v1alpha1.CheckpointSandboxRequest
@@ -798,7 +851,7 @@ export type CheckpointSandboxRequest = Message<"fastsandbox.v1alpha1.CheckpointS
  * Use `create(CheckpointSandboxRequestSchema)` to create a new message.
  */
 export const CheckpointSandboxRequestSchema: GenMessage<CheckpointSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 27);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 29);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ListCheckpointsRequest
@@ -817,7 +870,7 @@ export type ListCheckpointsRequest = Message<"fastsandbox.v1alpha1.ListCheckpoin
  * Use `create(ListCheckpointsRequestSchema)` to create a new message.
  */
 export const ListCheckpointsRequestSchema: GenMessage<ListCheckpointsRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 28);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 30);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ListCheckpointsResponse
@@ -834,7 +887,7 @@ export type ListCheckpointsResponse = Message<"fastsandbox.v1alpha1.ListCheckpoi
  * Use `create(ListCheckpointsResponseSchema)` to create a new message.
  */
 export const ListCheckpointsResponseSchema: GenMessage<ListCheckpointsResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 29);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 31);
 
 /**
  * @generated from message fastsandbox.v1alpha1.DeleteCheckpointRequest
@@ -856,7 +909,7 @@ export type DeleteCheckpointRequest = Message<"fastsandbox.v1alpha1.DeleteCheckp
  * Use `create(DeleteCheckpointRequestSchema)` to create a new message.
  */
 export const DeleteCheckpointRequestSchema: GenMessage<DeleteCheckpointRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 30);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 32);
 
 /**
  * @generated from message fastsandbox.v1alpha1.DeleteCheckpointResponse
@@ -869,7 +922,7 @@ export type DeleteCheckpointResponse = Message<"fastsandbox.v1alpha1.DeleteCheck
  * Use `create(DeleteCheckpointResponseSchema)` to create a new message.
  */
 export const DeleteCheckpointResponseSchema: GenMessage<DeleteCheckpointResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 31);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 33);
 
 /**
  * @generated from message fastsandbox.v1alpha1.PauseSandboxRequest
@@ -891,7 +944,7 @@ export type PauseSandboxRequest = Message<"fastsandbox.v1alpha1.PauseSandboxRequ
  * Use `create(PauseSandboxRequestSchema)` to create a new message.
  */
 export const PauseSandboxRequestSchema: GenMessage<PauseSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 32);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 34);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ResumeSandboxRequest
@@ -920,7 +973,7 @@ export type ResumeSandboxRequest = Message<"fastsandbox.v1alpha1.ResumeSandboxRe
  * Use `create(ResumeSandboxRequestSchema)` to create a new message.
  */
 export const ResumeSandboxRequestSchema: GenMessage<ResumeSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 33);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 35);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ForkSandboxRequest
@@ -965,7 +1018,7 @@ export type ForkSandboxRequest = Message<"fastsandbox.v1alpha1.ForkSandboxReques
  * Use `create(ForkSandboxRequestSchema)` to create a new message.
  */
 export const ForkSandboxRequestSchema: GenMessage<ForkSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 34);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 36);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ForkSandboxResponse
@@ -989,7 +1042,7 @@ export type ForkSandboxResponse = Message<"fastsandbox.v1alpha1.ForkSandboxRespo
  * Use `create(ForkSandboxResponseSchema)` to create a new message.
  */
 export const ForkSandboxResponseSchema: GenMessage<ForkSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 35);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 37);
 
 /**
  * @generated from message fastsandbox.v1alpha1.ForkedSandbox
@@ -1013,7 +1066,7 @@ export type ForkedSandbox = Message<"fastsandbox.v1alpha1.ForkedSandbox"> & {
  * Use `create(ForkedSandboxSchema)` to create a new message.
  */
 export const ForkedSandboxSchema: GenMessage<ForkedSandbox> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 36);
+  messageDesc(file_fastsandbox_v1alpha1_sandbox_service, 38);
 
 /**
  * @generated from service fastsandbox.v1alpha1.SandboxService
@@ -1047,6 +1100,17 @@ export const SandboxService: GenService<{
     methodKind: "unary";
     input: typeof GetSandboxStatsRequestSchema;
     output: typeof SandboxStatsSchema;
+  },
+  /**
+   * A running sandbox's resource use as its agent sampled it (every 5 s by default, the last hour's
+   * kept), oldest first; each sample's CPU use is over the time since the one before.
+   *
+   * @generated from rpc fastsandbox.v1alpha1.SandboxService.GetSandboxStatsHistory
+   */
+  getSandboxStatsHistory: {
+    methodKind: "unary";
+    input: typeof GetSandboxStatsHistoryRequestSchema;
+    output: typeof GetSandboxStatsHistoryResponseSchema;
   },
   /**
    * @generated from rpc fastsandbox.v1alpha1.SandboxService.ListSandboxes
