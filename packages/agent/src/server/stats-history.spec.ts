@@ -91,6 +91,34 @@ describe("StatsHistory", () => {
     assert.deepEqual(await history.samples("a"), [], "a sandbox of that id made anew starts a new history");
   });
 
+  it("keeps every field of each sample through the ring's growth and wrap-around, oldest first", async () => {
+    const runtime = new CountingRuntime();
+    runtime.sandboxes.set("a", { state: "running", cpuUsageNanos: 0, diskUsedBytes: 7, timestampMs: 0 });
+    const history = new StatsHistory({ runtime, retain: 40, diskEvery: 1 });
+    for (let index = 1; index <= 100; index++) {
+      Object.assign(runtime.sandboxes.get("a")!, { timestampMs: index * 1000, cpuUsageNanos: index * 1e9, diskUsedBytes: index * 10 });
+      await history.sampleAll();
+    }
+    const samples = await history.samples("a");
+    assert.equal(samples.length, 40);
+    assert.deepEqual(samples[0], {
+      timestampMs: 61_000,
+      cpuUsageNanos: 61e9,
+      cpuUsedMillis: 1000,
+      cpuLimitMillis: 0,
+      memoryUsedBytes: 1024,
+      memoryLimitBytes: 0,
+      pids: 1,
+      diskUsedBytes: 610,
+      nodeCpus: 2,
+      nodeMemoryBytes: 4096,
+    });
+    assert.deepEqual(
+      samples.map((sample) => sample.timestampMs / 1000),
+      Array.from({ length: 40 }, (_, index) => 61 + index),
+    );
+  });
+
   it("samples on its own every intervalMs once started, and stops", async () => {
     const runtime = new CountingRuntime();
     runtime.sandboxes.set("a", { state: "running", cpuUsageNanos: 0, diskUsedBytes: 0, timestampMs: 0 });
