@@ -3,7 +3,8 @@
 # code-interpreter API on port 49999) on Python's standard library — and imports it into containerd.
 # Offline, from this host's files, like the base image: busybox-static for the shell and tools,
 # Debian's python3 (the interpreter, its standard library and the shared libraries they link),
-# Debian's bash and node (for bash and JavaScript contexts), the repository's pinned TypeScript
+# Debian's bash and node (for bash and JavaScript contexts), Debian's R (r-base-core: R contexts,
+# with R's base and recommended-free default packages, no X11, Tcl/Tk or cairo), the repository's pinned TypeScript
 # compiler (TypeScript contexts: types stripped), numpy, pandas, matplotlib, IPython and pip (the wheels pinned in
 # images/code-interpreter/requirements.txt, downloaded once by the host's pip into the cache
 # directory), a `user` account with home /home/user (E2B's). A pool named `code-interpreter-v1` (the
@@ -24,8 +25,9 @@
 #   python                env FSB_PYTHON,                 default /usr/bin/python3 (Debian's python3)
 #   bash                  env FSB_BASH,                   default /bin/bash
 #   node                  env FSB_NODE,                   default the node on PATH
+#   Rscript               env FSB_RSCRIPT,                default /usr/bin/Rscript (Debian's r-base-core)
 #   pip (downloads)       env FSB_PIP,                    default "python3 -m pip", else a virtual environment's (any python's pip: wheels for the image's python are asked for)
-# Needs root (ctr, chroot) and the Debian packages busybox-static, umoci, python3 and containerd.
+# Needs root (ctr, chroot) and the Debian packages busybox-static, umoci, python3, r-base-core and containerd.
 set -euo pipefail
 SELF="$(readlink -f "$0")"
 cd "$(dirname "$SELF")/.."
@@ -39,7 +41,9 @@ BUSYBOX="${FSB_BUSYBOX:-/bin/busybox}"
 PYTHON="${FSB_PYTHON:-/usr/bin/python3}"
 BASH_BIN="${FSB_BASH:-/bin/bash}"
 NODE_BIN="${FSB_NODE:-$(command -v node || echo /usr/bin/node)}"
+RSCRIPT_BIN="${FSB_RSCRIPT:-/usr/bin/Rscript}"
 JAVASCRIPT_CONTEXT="images/code-interpreter/javascript_context.cjs"
+R_CONTEXT="images/code-interpreter/r_context.R"
 # TypeScript contexts strip types with the repository's pinned `typescript` (package.json; npm ci).
 TYPESCRIPT_DIR="node_modules/typescript"
 SERVER="images/code-interpreter/code_interpreter.py"
@@ -56,6 +60,7 @@ done
 [[ -x "$PYTHON" ]] || die "$PYTHON is missing; apt-get install -y python3"
 [[ -x "$BASH_BIN" ]] || die "$BASH_BIN is missing; apt-get install -y bash"
 [[ -x "$NODE_BIN" ]] || die "$NODE_BIN is missing; apt-get install -y nodejs"
+[[ -x "$RSCRIPT_BIN" ]] || die "$RSCRIPT_BIN is missing; apt-get install -y --no-install-recommends r-base-core"
 [[ -f "$TYPESCRIPT_DIR/lib/typescript.js" ]] || die "$TYPESCRIPT_DIR/lib/typescript.js is missing; run npm ci"
 if [[ -z "${FSB_PIP:-}" ]] && ! "${PIP[@]}" --version >/dev/null 2>&1; then
   # A python without pip (Debian's python3 without python3-pip): the pip a virtual environment
@@ -68,6 +73,13 @@ fi
 python_bin="$(readlink -f "$PYTHON")"
 bash_bin="$(readlink -f "$BASH_BIN")"
 node_bin="$(readlink -f "$NODE_BIN")"
+rscript_bin="$(readlink -f "$RSCRIPT_BIN")"
+# R's home (Debian: /usr/lib/R, its etc/ links into /etc/R) and what of it the image leaves out: the
+# X11 and data-editor modules, Tcl/Tk and the cairo devices (they would bring X11 and font stacks),
+# and the packages' manuals. Graphics go to R's pdf() device (Rplots.pdf in batch use).
+r_home="$("$rscript_bin" --vanilla -e 'cat(R.home())')" || die "$rscript_bin does not run"
+[[ -x "$r_home/bin/exec/R" ]] || die "R's home $r_home has no bin/exec/R"
+R_EXCLUDES=(--exclude=./modules/R_X11.so --exclude=./modules/R_de.so --exclude=./library/tcltk --exclude=./library/grDevices/libs/cairo.so --exclude='./library/*/doc')
 # The interpreter's own prefix and version (a Debian python: /usr, /usr/lib/pythonX.Y).
 read -r py_version py_stdlib py_dynload < <("$python_bin" -S -c 'import sys, sysconfig; print("%d.%d" % sys.version_info[:2], sysconfig.get_paths()["stdlib"], sysconfig.get_config_var("DESTSHARED"))')
 [[ -d "$py_stdlib" ]] || die "$python_bin's standard library $py_stdlib is missing"
@@ -80,9 +92,10 @@ ctr_ns() { ctr --address "$ADDRESS" -n "$NAMESPACE" "$@"; }
 # else of the host the image takes: their contents are part of the archive's key, so a security
 # update of one of them (libssl, libexpat…) makes a new image.
 shared_libraries() {
-  local roots=("$python_bin" "$py_stdlib" "$bash_bin" "$node_bin")
+  local roots=("$python_bin" "$py_stdlib" "$bash_bin" "$node_bin" "$rscript_bin" "$r_home/")
   [[ -d "$py_dynload" ]] && roots+=("$py_dynload")
-  find "${roots[@]}" \( -name '*.so*' -o -path "$python_bin" -o -path "$bash_bin" -o -path "$node_bin" \) -not -name '_tkinter*' |
+  find "${roots[@]}" \( -name '*.so*' -o -path "$python_bin" -o -path "$bash_bin" -o -path "$node_bin" -o -path "$rscript_bin" -o -path "$r_home/bin/exec/R" \) \
+    -not -name '_tkinter*' -not -name R_X11.so -not -name R_de.so -not -name tcltk.so -not -path '*/grDevices/libs/cairo.so' |
     while read -r file; do ldd "$file" 2>/dev/null || true; done |
     awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $2 ~ /^\(0x/ { print $1 }' | sort -u
 }
@@ -97,12 +110,13 @@ fi
 [[ -n "$libgcc" ]] || die "libgcc_s.so.1 was not found (apt-get install -y libgcc-s1)"
 mapfile -t LIBRARIES < <(printf '%s\n' "$libraries" "$libgcc" | sort -u)
 [[ ${#LIBRARIES[@]} -gt 2 ]] || die "no shared library of $python_bin was found (ldd)"
-# CA certificates (https from the code) and time zones (zoneinfo): copied when the host has them.
+# CA certificates (https from the code), time zones (zoneinfo) and glibc's C.UTF-8 locale (the
+# image's LANG: R reads and prints UTF-8 with it): copied when the host has them.
 EXTRAS=()
-for extra in /etc/ssl/certs/ca-certificates.crt /usr/share/zoneinfo; do
+for extra in /etc/ssl/certs/ca-certificates.crt /usr/share/zoneinfo /usr/lib/locale/C.utf8; do
   [[ -e "$extra" ]] && EXTRAS+=("$extra")
 done
-digest="$( (cat "$python_bin" "$bash_bin" "$node_bin" "$BUSYBOX" "$SERVER" "$JAVASCRIPT_CONTEXT" "$TYPESCRIPT_DIR/lib/typescript.js" "$REQUIREMENTS" "$SELF" scripts/lib/oci-image.sh "${LIBRARIES[@]}"
+digest="$( (cat "$python_bin" "$bash_bin" "$node_bin" "$rscript_bin" "$r_home/bin/exec/R" "$r_home/lib/libR.so" "$BUSYBOX" "$SERVER" "$JAVASCRIPT_CONTEXT" "$R_CONTEXT" "$TYPESCRIPT_DIR/lib/typescript.js" "$REQUIREMENTS" "$SELF" scripts/lib/oci-image.sh "${LIBRARIES[@]}"
   if [[ ${#EXTRAS[@]} -gt 0 ]]; then { find -L "${EXTRAS[@]}" -type f -print0 2>/dev/null || true; } | LC_ALL=C sort -z | xargs -0r cat; fi) | sha256sum | cut -c1-16)"
 ARCHIVE="$CACHE_DIR/code-interpreter-${digest}-${TAG}.oci.tar"
 # A changed server or python makes a new archive: an image of that name from an older one is replaced.
@@ -142,6 +156,13 @@ if [[ ! -s "$ARCHIVE" ]]; then
   rm -f "$rootfs/bin/bash"
   cp "$bash_bin" "$rootfs/bin/bash"
   cp "$node_bin" "$rootfs/usr/bin/node"
+  # R for its contexts: Rscript, R's home with its links resolved (etc/ points into /etc/R), and
+  # the R-level files of R's share directory (not its manuals).
+  cp "$rscript_bin" "$rootfs/usr/bin/Rscript"
+  mkdir -p "$rootfs$r_home" "$rootfs/usr/share/R"
+  tar -C "$r_home" -chf - "${R_EXCLUDES[@]}" . | tar -C "$rootfs$r_home" -xf -
+  [[ -d /usr/share/R/share ]] && cp -a /usr/share/R/share "$rootfs/usr/share/R/share"
+  ln -sf "$r_home/bin/R" "$rootfs/usr/bin/R"
   # The shared libraries (see shared_libraries), at their paths; the CA certificates (https from
   # the code) and the time zones (zoneinfo), when the host has them.
   for library in "${LIBRARIES[@]}"; do
@@ -190,6 +211,7 @@ if [[ ! -s "$ARCHIVE" ]]; then
   mkdir -p "$rootfs/home/user/.local/lib/python$py_version/site-packages"
   install -m 0644 "$SERVER" "$rootfs/opt/fast-sandbox/code_interpreter.py"
   install -m 0644 "$JAVASCRIPT_CONTEXT" "$rootfs/opt/fast-sandbox/javascript_context.cjs"
+  install -m 0644 "$R_CONTEXT" "$rootfs/opt/fast-sandbox/r_context.R"
   install -m 0644 "$TYPESCRIPT_DIR/lib/typescript.js" "$rootfs/opt/fast-sandbox/typescript.js"
   install -m 0644 "$TYPESCRIPT_DIR/LICENSE.txt" "$rootfs/opt/fast-sandbox/typescript.LICENSE.txt"
 
@@ -200,6 +222,8 @@ if [[ ! -s "$ARCHIVE" ]]; then
   chroot "$rootfs" /usr/bin/python3 -S -c 'import ast, json, http.server, subprocess, uuid' || die "python does not run inside the image's root"
   chroot "$rootfs" /bin/bash --norc -c 'true' || die "bash does not run inside the image's root"
   chroot "$rootfs" /usr/bin/node -e 'require("node:repl"); require("node:vm")' || die "node does not run inside the image's root"
+  [[ "$(chroot "$rootfs" /usr/bin/env -i PATH=/usr/bin:/bin LANG=C.UTF-8 /usr/bin/Rscript --vanilla -e 'library(stats); library(methods); cat(sum(1:3), l10n_info()$`UTF-8`)' 2>&1)" == "6 TRUE" ]] ||
+    die "R does not run inside the image's root"
   # The packages load and matplotlib draws, as the code's account: its font cache is made now, not
   # at a sandbox's first figure.
   chroot "$rootfs" /bin/sh -c 'HOME=/home/user MPLCONFIGDIR=/home/user/.config/matplotlib /usr/bin/python3 -c "
@@ -215,6 +239,7 @@ plt.plot(numpy.arange(3)); plt.savefig(io.BytesIO(), format=\"png\")" && exec /u
     --config.cmd=python3 --config.cmd=-S --config.cmd=/opt/fast-sandbox/code_interpreter.py \
     --config.env "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     --config.env "PYTHONUNBUFFERED=1" \
+    --config.env "LANG=C.UTF-8" \
     --config.exposedports 49999/tcp \
     --config.workingdir /home/user \
     --config.user 0:0

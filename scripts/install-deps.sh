@@ -12,25 +12,32 @@ cd "$(dirname "$0")/.."
 # distribution server, started by the tests on loopback) and htpasswd (apache2-utils); the Python
 # SDK's tests: python3 with venv (test/e2e/python-sdk makes a virtual environment and pip-installs into it);
 # the Kubernetes mode's images (test/e2e/images-build-and-run): buildah, and debootstrap for their
-# base image (scripts/build-node-base-image.sh).
+# base image (scripts/build-node-base-image.sh); the code-interpreter image's R contexts: r-base-core,
+# without its recommendations (compilers, manuals and extra packages the image does not take).
 PACKAGES=(containerd runc runsc busybox-static umoci skopeo protobuf-compiler python3 python3-venv
   golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev
   containernetworking-plugins nftables iptables conntrack
   iproute2 openssl curl util-linux gcc libc6-dev docker-registry apache2-utils buildah debootstrap)
+WITHOUT_RECOMMENDS=(r-base-core)
 
 if [ "${FSB_SKIP_APT:-}" != 1 ]; then
-  missing=()
-  for package in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
+  missing_of() {
+    local package
+    for package in "$@"; do
+      dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || echo "$package"
+    done
+  }
+  mapfile -t missing < <(missing_of "${PACKAGES[@]}")
+  mapfile -t missing_plain < <(missing_of "${WITHOUT_RECOMMENDS[@]}")
+  if [ $((${#missing[@]} + ${#missing_plain[@]})) -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
-      echo "install-deps: missing packages (${missing[*]}); run as root or install them: apt-get install -y ${missing[*]}" >&2
+      echo "install-deps: missing packages (${missing[*]} ${missing_plain[*]}); run as root or install them: apt-get install -y ${missing[*]} ${missing_plain[*]}" >&2
       exit 1
     fi
-    echo "install-deps: installing ${missing[*]}" >&2
+    echo "install-deps: installing ${missing[*]} ${missing_plain[*]}" >&2
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    if [ ${#missing[@]} -gt 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; fi
+    if [ ${#missing_plain[@]} -gt 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing_plain[@]}" >/dev/null; fi
   fi
 fi
 

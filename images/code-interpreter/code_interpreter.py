@@ -43,7 +43,12 @@ expression's value (a promise's, resolved) as the result in ``util.inspect``'s t
 error's name, message and stack, and ``import`` declarations made dynamic imports (with
 typescript.js beside this file). ``typescript`` (also ``ts``; when typescript.js, the
 ``typescript`` package's compiler, lies beside this file too): a JavaScript context whose
-executions have their types stripped first (no type check). Another language is refused with 400.
+executions have their types stripped first (no type check). ``r`` (also ``R``; when the image has R's
+``Rscript`` and r_context.R lies beside this file): an R process per context (r_context.R), each
+top-level expression evaluated in the global environment as the R console does: every visible value
+a result in print()'s text (the last one the main result), warnings and messages on stderr, an error
+named ``Error`` (or its condition's class) with R's own text and calls as its traceback; graphics go
+to R's batch device (Rplots.pdf). Another language is refused with 400.
 
 Usage: ``python3 code_interpreter.py [--port 49999] [--host 0.0.0.0] [--cwd DIR] [--user NAME]``.
 The code runs as E2B's account ``user`` when the image has one (``--user root``: as the server, so
@@ -111,11 +116,15 @@ JAVASCRIPT_CONTEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "j
 # parse `import` declarations (made dynamic imports) with it.
 TYPESCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "typescript.js")
 _JAVASCRIPT = NODE is not None and os.path.isfile(JAVASCRIPT_CONTEXT)
+# R contexts need R's Rscript and r_context.R beside this file (Fast Sandbox's image has Debian's R).
+RSCRIPT = shutil.which("Rscript")
+R_CONTEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "r_context.R")
 LANGUAGES = (
     ("python",)
     + (("bash",) if BASH else ())
     + (("javascript",) if _JAVASCRIPT else ())
     + (("typescript",) if _JAVASCRIPT and os.path.isfile(TYPESCRIPT) else ())
+    + (("r",) if RSCRIPT is not None and os.path.isfile(R_CONTEXT) else ())
 )
 MAX_REQUEST_BYTES = 16 << 20
 INTERRUPT_GRACE_S = 10
@@ -593,10 +602,34 @@ class _ForeignError(Exception):
         self.event = {"type": "error", "name": name, "value": value, "traceback": traceback_text}
 
 
-class _JavaScriptWorker(_Worker):
+class _ChildWorker(_Worker):
+    """A context whose code another interpreter runs, as this worker's child (`self.child`): what it
+    prints is streamed as in a Python context, an interrupt is its SIGINT, and its errors are its own."""
+
+    child = None
+
+    def on_interrupt(self, signum, frame):
+        if self.running and self.child is not None:
+            try:
+                self.child.send_signal(signal.SIGINT)
+            except OSError:
+                pass
+
+    def error_event(self, error):
+        if isinstance(error, _ForeignError):
+            return error.event
+        return super().error_event(error)
+
+    def child_gone(self):
+        """The interpreter is gone: this worker goes with it once the output is out."""
+        self.sync_output()
+        os._exit(self.child.wait() & 0xFF)
+
+
+class _JavaScriptWorker(_ChildWorker):
     """A JavaScript context: one Node.js process running javascript_context.cjs (Node's REPL
     evaluation: top-level await, declarations kept between executions, the last expression's value
-    as the result). What it prints is streamed as in a Python context; an interrupt is its SIGINT."""
+    as the result)."""
 
     def __init__(self, requests_fd, events_fd):
         super().__init__(requests_fd, events_fd)
@@ -604,7 +637,7 @@ class _JavaScriptWorker(_Worker):
         node_requests, self_requests = os.pipe()
         self_results, node_results = os.pipe()
         try:
-            self.node = subprocess.Popen(
+            self.child = subprocess.Popen(
                 [NODE, JAVASCRIPT_CONTEXT, "--requests", str(node_requests), "--results", str(node_results)]
                 + (["--compiler", TYPESCRIPT] if os.path.isfile(TYPESCRIPT) else [])
                 + (["--strip-types"] if _argument("--language", "") == "typescript" else []),
@@ -617,18 +650,6 @@ class _JavaScriptWorker(_Worker):
         self.to_node = os.fdopen(self_requests, "wb", buffering=0)
         self.from_node = os.fdopen(self_results, "rb")
 
-    def on_interrupt(self, signum, frame):
-        if self.running:
-            try:
-                self.node.send_signal(signal.SIGINT)
-            except OSError:
-                pass
-
-    def error_event(self, error):
-        if isinstance(error, _ForeignError):
-            return error.event
-        return super().error_event(error)
-
     def execute(self, code, filename):
         try:
             self.to_node.write((json.dumps({"code": code, "env_vars": self.env_vars}) + "\n").encode("utf-8"))
@@ -636,13 +657,76 @@ class _JavaScriptWorker(_Worker):
         except OSError:
             line = b""
         if not line:
-            # Node is gone: this worker goes with it once the output is out.
-            self.sync_output()
-            os._exit(self.node.wait() & 0xFF)
+            self.child_gone()
         outcome = json.loads(line)
         if not outcome.get("ok"):
             raise _ForeignError(outcome.get("name") or "Error", outcome.get("value") or "", outcome.get("traceback") or "")
         return None if outcome.get("text") is None else _Shown(outcome["text"])
+
+
+class _RWorker(_ChildWorker):
+    """An R context: one R process running r_context.R (the R console's evaluation of each top-level
+    expression in the global environment; every visible value shown as print() shows it, the last
+    one as the main result). Its messages are length-prefixed fields (see r_context.R)."""
+
+    def __init__(self, requests_fd, events_fd):
+        super().__init__(requests_fd, events_fd)
+        self.env_vars = {}
+        r_requests, self_requests = os.pipe()
+        self_results, r_results = os.pipe()
+        try:
+            self.child = subprocess.Popen(
+                [RSCRIPT, "--vanilla", R_CONTEXT, str(r_requests), str(r_results)],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(r_requests, r_results),
+            )
+        finally:
+            os.close(r_requests)
+            os.close(r_results)
+        self.to_r = os.fdopen(self_requests, "wb", buffering=0)
+        self.from_r = os.fdopen(self_results, "rb")
+
+    def send(self, fields):
+        encoded = [field.encode("utf-8", errors="surrogateescape") for field in fields]
+        self.to_r.write(b"%d\n" % len(encoded) + b"".join(b"%d\n%s" % (len(field), field) for field in encoded))
+
+    def receive(self):
+        """The next message's fields; None once R is gone."""
+        count = self.from_r.readline()
+        if not count.strip().isdigit():
+            return None
+        fields = []
+        for _ in range(int(count)):
+            size = self.from_r.readline()
+            if not size.strip().isdigit():
+                return None
+            field = self.from_r.read(int(size))
+            if len(field) < int(size):
+                return None
+            fields.append(field.decode("utf-8", errors="replace"))
+        return fields
+
+    def execute(self, code, filename):
+        try:
+            self.send([code] + [text for pair in self.env_vars.items() for text in pair])
+        except OSError:
+            self.child_gone()
+        while True:
+            try:
+                fields = self.receive()
+            except OSError:
+                fields = None
+            if not fields:
+                self.child_gone()
+            kind = fields[0]
+            if kind == "display" and len(fields) == 2:
+                self.display(_Shown(fields[1]))
+            elif kind == "ok":
+                return _Shown(fields[1]) if len(fields) > 1 else None
+            elif kind == "error" and len(fields) == 4:
+                raise _ForeignError(fields[1], fields[2], fields[3])
+            else:
+                raise RuntimeError("the R context sent a message it should not have: %r" % fields[:1])
 
 
 class _ImportHooks:
@@ -896,7 +980,7 @@ def _representations(value):
 def worker_main():
     requests_fd, events_fd = int(_argument("--requests", "-1")), int(_argument("--events", "-1"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the worker's own handler is in place
-    kind = {"bash": _ShellWorker, "javascript": _JavaScriptWorker, "typescript": _JavaScriptWorker}.get(_argument("--language", "python"), _Worker)
+    kind = {"bash": _ShellWorker, "javascript": _JavaScriptWorker, "typescript": _JavaScriptWorker, "r": _RWorker}.get(_argument("--language", "python"), _Worker)
     worker = kind(requests_fd, events_fd)
     if kind is _Worker:
         hooks = _ImportHooks()

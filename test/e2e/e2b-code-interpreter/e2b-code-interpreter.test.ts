@@ -57,7 +57,7 @@ describe("E2B's code-interpreter SDK against the E2B-compatible API and the code
     { timeout: 600_000 },
     async () => {
       const env = await e2bEnvironment(embedded);
-      await assertPytestPasses(venv, "test_e2b_code_interpreter.py", { env, cwd: HERE, timeoutMs: 540_000, atLeast: 26 });
+      await assertPytestPasses(venv, "test_e2b_code_interpreter.py", { env, cwd: HERE, timeoutMs: 540_000, atLeast: 28 });
     },
   );
 
@@ -129,6 +129,38 @@ describe("E2B's code-interpreter SDK against the E2B-compatible API and the code
       const failed = await sandbox.runCode("JSON.parse('{nope')", { language: "js" });
       assert.equal(failed.error?.name, "SyntaxError");
       assert.match(failed.error?.traceback ?? "", /at <cell>:1:6/);
+    });
+
+    it('language "r": the global environment across runs, every visible value, logs, warnings, env vars and R\'s errors', async () => {
+      const defined = await sandbox.runCode("scores <- c(3, 4, 8)\nlength(scores)\nmean(scores)", { language: "r" });
+      assert.equal(defined.error, undefined);
+      assert.deepEqual(
+        defined.results.map((result) => [result.text, result.isMainResult]),
+        [
+          ["[1] 3", false],
+          ["[1] 5", true],
+        ],
+      );
+      assert.equal(defined.text, "[1] 5");
+      const logged = await sandbox.runCode('cat("sum", sum(scores), "\\n"); message("to stderr"); x <- log(-1); invisible(Sys.getenv("ONLY_NOW"))', {
+        language: "R",
+        envs: { ONLY_NOW: "set" },
+      });
+      assert.equal(logged.logs.stdout.join(""), "sum 15 \n");
+      assert.equal(logged.logs.stderr.join(""), "to stderr\nWarning message:\nIn log(-1) : NaNs produced\n");
+      assert.deepEqual(logged.results, [], "an invisible value is no result");
+      assert.equal((await sandbox.runCode('Sys.getenv("ONLY_NOW", "gone")', { language: "r" })).text, '[1] "gone"', "a run's envs are its own");
+      assert.equal((await sandbox.runCode('paste("from create:", Sys.getenv("FROM_CREATE"), "é")', { language: "r" })).text, '[1] "from create: js é"');
+      const failed = await sandbox.runCode('check <- function(x) if (x > 5) stop("too big: ", x)\nrun <- function() check(scores[[3]])\nrun()', {
+        language: "r",
+      });
+      assert.equal(failed.error?.name, "Error");
+      assert.equal(failed.error?.value, "too big: 8");
+      assert.equal(failed.error?.traceback, "Error in check(scores[[3]]) : too big: 8\nCalls: run -> check");
+      assert.equal((await sandbox.runCode("nope(", { language: "r" })).error?.name, "Error", "a parse error");
+      const context = await sandbox.createCodeContext({ language: "r" });
+      assert.equal((await sandbox.runCode('exists("scores")', { context })).text, "[1] FALSE", "an R context of its own");
+      await sandbox.removeCodeContext(context);
     });
 
     it("a matplotlib figure: its png and its chart; a DataFrame's HTML", async () => {

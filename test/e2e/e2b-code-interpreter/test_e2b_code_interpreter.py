@@ -405,6 +405,39 @@ def test_a_javascript_run_past_its_timeout_is_interrupted_and_the_context_keeps_
     sandbox.remove_code_context(context)
 
 
+def test_r_runs_in_the_global_environment_and_shows_values_as_print_does(sandbox):
+    execution = sandbox.run_code(
+        'frame <- data.frame(n = 1:3, word = c("a", "b", "ü"))\nsquare <- function(x) x^2\nprint("printed")\nframe',
+        language="r",
+    )
+    assert execution.error is None
+    assert "".join(execution.logs.stdout) == '[1] "printed"\n'
+    assert execution.text == "  n word\n1 1    a\n2 2    b\n3 3    ü"
+    assert sandbox.run_code("square(nrow(frame))", language="r").text == "[1] 9"
+    assert sandbox.run_code('unname(Sys.getenv(c("FROM_CREATE", "PER_RUN")))', language="r", envs={"PER_RUN": "once"}).text == '[1] "set-at-create" "once"         '
+    assert sandbox.run_code('Sys.getenv("PER_RUN", "unset")', language="r").text == '[1] "unset"'
+    assert sandbox.run_code("getwd()", language="r").text == '[1] "/home/user"'
+    # Not the Python context's, nor the other way round.
+    assert sandbox.run_code("frame").error.name == "NameError"
+    assert sandbox.run_code("undefined_here", language="r").error.value == "object 'undefined_here' not found"
+
+
+def test_an_r_run_past_its_timeout_is_interrupted_and_quit_restarts_the_context(sandbox):
+    context = sandbox.create_code_context(language="r")
+    assert context.language == "r"
+    sandbox.run_code('survivor <- "still here"', context=context)
+    started = time.monotonic()
+    with pytest.raises(TimeoutException):
+        sandbox.run_code("repeat {}", context=context, timeout=1)
+    with pytest.raises(TimeoutException):
+        sandbox.run_code("Sys.sleep(60)", context=context, timeout=1)
+    assert time.monotonic() - started < 30
+    assert sandbox.run_code("survivor", context=context).text == '[1] "still here"'
+    assert sandbox.run_code('quit("no", 5)', context=context).error.name == "ContextRestarting"
+    assert sandbox.run_code('exists("survivor")', context=context).text == "[1] FALSE"
+    sandbox.remove_code_context(context)
+
+
 def test_javascript_and_typescript_import_declarations_bind_their_names(sandbox):
     sandbox.files.write("/home/user/answer.mjs", "export const answer = 42\nexport default 'the default'\n")
     sandbox.files.write("/home/user/numbers.json", '{"numbers": [1, 2, 3]}')

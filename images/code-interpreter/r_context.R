@@ -1,0 +1,177 @@
+# An R context of Fast Sandbox's code interpreter (code_interpreter.py starts one per context, as its
+# worker's child: `Rscript --vanilla r_context.R REQUESTS_FD RESULTS_FD`). Each execution is parsed
+# and its top-level expressions are evaluated one by one in the global environment, as the R console
+# does, so variables, functions and loaded packages live on between executions. Every visible value
+# is shown as R's print() shows it; the last expression's is the execution's main result, the others
+# are results shown on the way (as IRkernel displays each). Warnings are written to stderr as they
+# happen ("Warning message:"), and so are message()s (R's own); an error ends the execution as its
+# error: its name the condition's class ("Error" for stop()'s), its value the message, and its
+# traceback what R prints for it, with the calls that led to it. SIGINT interrupts the running
+# execution and the context keeps its state.
+#
+# Protocol (R's base packages have no JSON, so the fields are length-prefixed): a message is a line
+# with its number of fields, then each field as a line with its length in bytes and the bytes.
+# - requests (REQUESTS_FD): the code, then the run's environment variables as name and value pairs;
+# - results (RESULTS_FD), for each request: any number of `display TEXT` messages, then
+#   `ok` or `ok TEXT` (the main result), or `error NAME VALUE TRACEBACK`.
+# What the code prints goes to stdout and stderr, which the worker streams.
+local({
+  fds <- commandArgs(trailingOnly = TRUE)
+  requests <- file(sprintf("/proc/self/fd/%s", fds[[1]]), open = "rb", raw = TRUE)
+  results <- file(sprintf("/proc/self/fd/%s", fds[[2]]), open = "wb", raw = TRUE)
+  newline <- as.raw(10L)
+
+  read_line <- function() {
+    bytes <- raw(0)
+    repeat {
+      byte <- readBin(requests, "raw", 1L)
+      if (length(byte) == 0L) return(NULL)
+      if (byte == newline) return(rawToChar(bytes))
+      bytes <- c(bytes, byte)
+    }
+  }
+
+  read_field <- function() {
+    size <- read_line()
+    if (is.null(size)) return(NULL)
+    size <- as.numeric(size)
+    bytes <- raw(0)
+    while (length(bytes) < size) {
+      chunk <- readBin(requests, "raw", size - length(bytes))
+      if (length(chunk) == 0L) return(NULL)
+      bytes <- c(bytes, chunk)
+    }
+    # NUL cannot be in an R string: the code is refused by its parse instead.
+    bytes[bytes == as.raw(0L)] <- as.raw(0x1aL)
+    text <- rawToChar(bytes)
+    Encoding(text) <- "UTF-8"
+    text
+  }
+
+  read_request <- function() {
+    count <- read_line()
+    if (is.null(count)) return(NULL)
+    fields <- vapply(seq_len(as.integer(count)), function(i) {
+      field <- read_field()
+      if (is.null(field)) NA_character_ else field
+    }, "")
+    if (anyNA(fields)) return(NULL)
+    fields
+  }
+
+  write_message <- function(...) {
+    fields <- c(...)
+    encoded <- lapply(fields, function(field) {
+      bytes <- charToRaw(enc2utf8(field))
+      c(charToRaw(sprintf("%d\n", length(bytes))), bytes)
+    })
+    writeBin(c(charToRaw(sprintf("%d\n", length(fields))), unlist(encoded)), results)
+    flush(results)
+  }
+
+  shown <- function(value) paste(utils::capture.output(print(value)), collapse = "\n")
+
+  call_text <- function(call) paste(deparse(call, nlines = 1L), collapse = "")
+
+  # The call a condition names, unless it is this file's evaluation of a top-level expression (the
+  # console names none there).
+  evaluated <- quote(eval(expressions[[i]], envir = globalenv()))
+  call_of <- function(condition) {
+    call <- conditionCall(condition)
+    if (identical(call, evaluated)) NULL else call
+  }
+
+  # R's own words for an error: `Error in f(x) : message` (`Error: message` without a call), then
+  # the calls that led to it, as Rscript prints them.
+  error_text <- function(condition, calls) {
+    call <- call_of(condition)
+    head <- if (is.null(call)) "Error: " else sprintf("Error in %s : ", call_text(call))
+    text <- paste0(head, conditionMessage(condition))
+    if (length(calls) > 0L) {
+      names <- vapply(calls, function(c) {
+        f <- c[[1L]]
+        if (is.name(f)) as.character(f) else call_text(f)
+      }, "")
+      text <- paste0(text, "\nCalls: ", paste(names, collapse = " -> "))
+    }
+    text
+  }
+
+  error_name <- function(condition) {
+    class <- class(condition)[[1L]]
+    if (class %in% c("simpleError", "error")) "Error" else class
+  }
+
+  warned <- function(warning) {
+    call <- call_of(warning)
+    where <- if (is.null(call)) "" else sprintf("In %s : ", call_text(call))
+    cat("Warning message:\n", where, conditionMessage(warning), "\n", sep = "", file = stderr())
+    invokeRestart("muffleWarning")
+  }
+
+  run <- function(code) {
+    expressions <- tryCatch(parse(text = code, keep.source = FALSE), error = function(e) e)
+    if (inherits(expressions, "error")) {
+      message <- sub("^<text>:", "", conditionMessage(expressions))
+      return(c("error", "Error", message, paste0("Error: ", message)))
+    }
+    last <- length(expressions)
+    for (i in seq_len(last)) {
+      calls <- NULL
+      outcome <- tryCatch(
+        withCallingHandlers(
+          {
+            value <- withVisible(eval(expressions[[i]], envir = globalenv()))
+            if (value$visible) shown(value$value) else NULL
+          },
+          warning = warned,
+          error = function(e) {
+            # The calls from the code's own down to the error's: after this file's eval of the
+            # expression, before the handler's frames and the stop() itself (as Rscript lists them).
+            stack <- sys.calls()[seq_len(sys.nframe() - 1L)]
+            ours <- which(vapply(stack, function(c) identical(c, evaluated), NA))
+            stack <- stack[-seq_len(if (length(ours) > 0L) max(ours) else 0L)]
+            trailing <- function(name) length(stack) > 0L && identical(stack[[length(stack)]][[1L]], as.name(name))
+            if (trailing(".handleSimpleError")) stack <- stack[-length(stack)]
+            if (trailing("stop")) stack <- stack[-length(stack)]
+            calls <<- stack
+          }
+        ),
+        error = function(e) structure(list(condition = e), class = "fsb_error"),
+        interrupt = function(i) structure(list(), class = "fsb_interrupt")
+      )
+      if (inherits(outcome, "fsb_interrupt")) {
+        return(c("error", "KeyboardInterrupt", "the execution was interrupted", "KeyboardInterrupt: the execution was interrupted"))
+      }
+      if (inherits(outcome, "fsb_error")) {
+        condition <- outcome$condition
+        return(c("error", error_name(condition), conditionMessage(condition), error_text(condition, calls)))
+      }
+      if (i == last) return(c("ok", outcome))
+      if (!is.null(outcome)) write_message("display", outcome)
+    }
+    "ok"
+  }
+
+  repeat {
+    request <- read_request()
+    if (is.null(request)) break
+    code <- request[[1L]]
+    env <- request[-1L]
+    names <- env[c(TRUE, FALSE)]
+    values <- env[c(FALSE, TRUE)]
+    # A run's env_vars are that run's alone: afterwards those names get their values back (or go),
+    # unless the code set them itself.
+    before <- Sys.getenv(names, unset = NA, names = TRUE)
+    if (length(names) > 0L) do.call(Sys.setenv, as.list(stats::setNames(values, names)))
+    outcome <- tryCatch(run(code), interrupt = function(i) c("error", "KeyboardInterrupt", "the execution was interrupted", "KeyboardInterrupt: the execution was interrupted"))
+    for (k in seq_along(names)) {
+      if (!identical(Sys.getenv(names[[k]], unset = NA), values[[k]])) next
+      if (is.na(before[[k]])) Sys.unsetenv(names[[k]]) else do.call(Sys.setenv, stats::setNames(list(before[[k]]), names[[k]]))
+    }
+    # What the code printed is out before its outcome (the worker syncs its pipes after).
+    flush(stdout())
+    flush(stderr())
+    write_message(outcome)
+  }
+})
