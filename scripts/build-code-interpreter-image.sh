@@ -4,7 +4,8 @@
 # Offline, from this host's files, like the base image: busybox-static for the shell and tools,
 # Debian's python3 (the interpreter, its standard library and the shared libraries they link),
 # Debian's bash and node (for bash and JavaScript contexts), Debian's R (r-base-core: R contexts,
-# with R's base and recommended-free default packages, no X11, Tcl/Tk or cairo), the repository's pinned TypeScript
+# with R's base packages, no X11, Tcl/Tk or cairo), a Java runtime made by jlink from the host's JDK
+# (Java contexts: JShell, images/code-interpreter/JavaContext.java compiled), the repository's pinned TypeScript
 # compiler (TypeScript contexts: types stripped), numpy, pandas, matplotlib, IPython and pip (the wheels pinned in
 # images/code-interpreter/requirements.txt, downloaded once by the host's pip into the cache
 # directory), a `user` account with home /home/user (E2B's). A pool named `code-interpreter-v1` (the
@@ -26,8 +27,9 @@
 #   bash                  env FSB_BASH,                   default /bin/bash
 #   node                  env FSB_NODE,                   default the node on PATH
 #   Rscript               env FSB_RSCRIPT,                default /usr/bin/Rscript (Debian's r-base-core)
+#   JDK (javac, jlink)    env FSB_JAVA_HOME,              default the JDK of the javac on PATH (Debian's openjdk-17-jdk-headless)
 #   pip (downloads)       env FSB_PIP,                    default "python3 -m pip", else a virtual environment's (any python's pip: wheels for the image's python are asked for)
-# Needs root (ctr, chroot) and the Debian packages busybox-static, umoci, python3, r-base-core and containerd.
+# Needs root (ctr, chroot) and the Debian packages busybox-static, umoci, python3, r-base-core, a JDK (openjdk-17-jdk-headless) and containerd.
 set -euo pipefail
 SELF="$(readlink -f "$0")"
 cd "$(dirname "$SELF")/.."
@@ -44,6 +46,7 @@ NODE_BIN="${FSB_NODE:-$(command -v node || echo /usr/bin/node)}"
 RSCRIPT_BIN="${FSB_RSCRIPT:-/usr/bin/Rscript}"
 JAVASCRIPT_CONTEXT="images/code-interpreter/javascript_context.cjs"
 R_CONTEXT="images/code-interpreter/r_context.R"
+JAVA_CONTEXT="images/code-interpreter/JavaContext.java"
 # TypeScript contexts strip types with the repository's pinned `typescript` (package.json; npm ci).
 TYPESCRIPT_DIR="node_modules/typescript"
 SERVER="images/code-interpreter/code_interpreter.py"
@@ -61,6 +64,8 @@ done
 [[ -x "$BASH_BIN" ]] || die "$BASH_BIN is missing; apt-get install -y bash"
 [[ -x "$NODE_BIN" ]] || die "$NODE_BIN is missing; apt-get install -y nodejs"
 [[ -x "$RSCRIPT_BIN" ]] || die "$RSCRIPT_BIN is missing; apt-get install -y --no-install-recommends r-base-core"
+java_home="${FSB_JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v javac || echo /nonexistent/bin/javac)")")")}"
+[[ -x "$java_home/bin/jlink" && -x "$java_home/bin/javac" ]] || die "no JDK with javac and jlink ($java_home); apt-get install -y --no-install-recommends openjdk-17-jdk-headless"
 [[ -f "$TYPESCRIPT_DIR/lib/typescript.js" ]] || die "$TYPESCRIPT_DIR/lib/typescript.js is missing; run npm ci"
 if [[ -z "${FSB_PIP:-}" ]] && ! "${PIP[@]}" --version >/dev/null 2>&1; then
   # A python without pip (Debian's python3 without python3-pip): the pip a virtual environment
@@ -92,7 +97,7 @@ ctr_ns() { ctr --address "$ADDRESS" -n "$NAMESPACE" "$@"; }
 # else of the host the image takes: their contents are part of the archive's key, so a security
 # update of one of them (libssl, libexpat…) makes a new image.
 shared_libraries() {
-  local roots=("$python_bin" "$py_stdlib" "$bash_bin" "$node_bin" "$rscript_bin" "$r_home/")
+  local roots=("$python_bin" "$py_stdlib" "$bash_bin" "$node_bin" "$rscript_bin" "$r_home/" "$java_home/lib/")
   [[ -d "$py_dynload" ]] && roots+=("$py_dynload")
   find "${roots[@]}" \( -name '*.so*' -o -path "$python_bin" -o -path "$bash_bin" -o -path "$node_bin" -o -path "$rscript_bin" -o -path "$r_home/bin/exec/R" \) \
     -not -name '_tkinter*' -not -name R_X11.so -not -name R_de.so -not -name tcltk.so -not -path '*/grDevices/libs/cairo.so' |
@@ -116,7 +121,7 @@ EXTRAS=()
 for extra in /etc/ssl/certs/ca-certificates.crt /usr/share/zoneinfo /usr/lib/locale/C.utf8; do
   [[ -e "$extra" ]] && EXTRAS+=("$extra")
 done
-digest="$( (cat "$python_bin" "$bash_bin" "$node_bin" "$rscript_bin" "$r_home/bin/exec/R" "$r_home/lib/libR.so" "$BUSYBOX" "$SERVER" "$JAVASCRIPT_CONTEXT" "$R_CONTEXT" "$TYPESCRIPT_DIR/lib/typescript.js" "$REQUIREMENTS" "$SELF" scripts/lib/oci-image.sh "${LIBRARIES[@]}"
+digest="$( (cat "$python_bin" "$bash_bin" "$node_bin" "$rscript_bin" "$r_home/bin/exec/R" "$r_home/lib/libR.so" "$BUSYBOX" "$SERVER" "$JAVASCRIPT_CONTEXT" "$R_CONTEXT" "$JAVA_CONTEXT" "$java_home/release" "$java_home/lib/modules" "$TYPESCRIPT_DIR/lib/typescript.js" "$REQUIREMENTS" "$SELF" scripts/lib/oci-image.sh "${LIBRARIES[@]}"
   if [[ ${#EXTRAS[@]} -gt 0 ]]; then { find -L "${EXTRAS[@]}" -type f -print0 2>/dev/null || true; } | LC_ALL=C sort -z | xargs -0r cat; fi) | sha256sum | cut -c1-16)"
 ARCHIVE="$CACHE_DIR/code-interpreter-${digest}-${TAG}.oci.tar"
 # A changed server or python makes a new archive: an image of that name from an older one is replaced.
@@ -163,6 +168,12 @@ if [[ ! -s "$ARCHIVE" ]]; then
   tar -C "$r_home" -chf - "${R_EXCLUDES[@]}" . | tar -C "$rootfs$r_home" -xf -
   [[ -d /usr/share/R/share ]] && cp -a /usr/share/R/share "$rootfs/usr/share/R/share"
   ln -sf "$r_home/bin/R" "$rootfs/usr/bin/R"
+  # Java for its contexts: a runtime of the host JDK's modules that Java SE code and JShell need
+  # (jlink), with its class-data archive made below; JavaContext compiled against it.
+  "$java_home/bin/jlink" --add-modules java.se,jdk.jshell,jdk.unsupported,jdk.zipfs,jdk.crypto.ec,jdk.localedata \
+    --strip-debug --no-man-pages --no-header-files --compress=2 --output "$rootfs/opt/java" || die "jlink failed"
+  ln -sf /opt/java/bin/java "$rootfs/usr/bin/java"
+  "$java_home/bin/javac" -nowarn -XDignore.symbol.file -d "$rootfs/opt/fast-sandbox/java" "$JAVA_CONTEXT" || die "compiling $JAVA_CONTEXT failed"
   # The shared libraries (see shared_libraries), at their paths; the CA certificates (https from
   # the code) and the time zones (zoneinfo), when the host has them.
   for library in "${LIBRARIES[@]}"; do
@@ -224,6 +235,9 @@ if [[ ! -s "$ARCHIVE" ]]; then
   chroot "$rootfs" /usr/bin/node -e 'require("node:repl"); require("node:vm")' || die "node does not run inside the image's root"
   [[ "$(chroot "$rootfs" /usr/bin/env -i PATH=/usr/bin:/bin LANG=C.UTF-8 /usr/bin/Rscript --vanilla -e 'library(stats); library(methods); cat(sum(1:3), l10n_info()$`UTF-8`)' 2>&1)" == "6 TRUE" ]] ||
     die "R does not run inside the image's root"
+  # (The launcher finds libjli through $ORIGIN, which needs /proc: a chroot has none, a sandbox has.)
+  chroot "$rootfs" /usr/bin/env LD_LIBRARY_PATH=/opt/java/lib /opt/java/bin/java -Xshare:dump >/dev/null || die "java does not run inside the image's root"
+  chroot "$rootfs" /usr/bin/env LD_LIBRARY_PATH=/opt/java/lib /opt/java/bin/java --list-modules | grep -q '^jdk.jshell@' || die "the image's java has no jdk.jshell"
   # The packages load and matplotlib draws, as the code's account: its font cache is made now, not
   # at a sandbox's first figure.
   chroot "$rootfs" /bin/sh -c 'HOME=/home/user MPLCONFIGDIR=/home/user/.config/matplotlib /usr/bin/python3 -c "

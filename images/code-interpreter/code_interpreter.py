@@ -48,7 +48,11 @@ executions have their types stripped first (no type check). ``r`` (also ``R``; w
 top-level expression evaluated in the global environment as the R console does: every visible value
 a result in print()'s text (the last one the main result), warnings and messages on stderr, an error
 named ``Error`` (or its condition's class) with R's own text and calls as its traceback; graphics go
-to R's batch device (Rplots.pdf). Another language is refused with 400.
+to R's batch device (Rplots.pdf). ``java``: a JVM per context running JavaContext (JShell, its
+code run in that JVM): variables, methods, classes and imports live on, the last snippet's value
+when it is an expression is the result as JShell shows it, a compile error is
+``CompilationException``, an exception is named by its class with jshell's stack trace. Another
+language is refused with 400.
 
 Usage: ``python3 code_interpreter.py [--port 49999] [--host 0.0.0.0] [--cwd DIR] [--user NAME]``.
 The code runs as E2B's account ``user`` when the image has one (``--user root``: as the server, so
@@ -119,12 +123,24 @@ _JAVASCRIPT = NODE is not None and os.path.isfile(JAVASCRIPT_CONTEXT)
 # R contexts need R's Rscript and r_context.R beside this file (Fast Sandbox's image has Debian's R).
 RSCRIPT = shutil.which("Rscript")
 R_CONTEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "r_context.R")
+# Java contexts need a java with the jdk.jshell module and JavaContext beside this file: compiled
+# (java/JavaContext.class, as the image has it) or as its source (run by java's source launcher).
+JAVA = shutil.which("java")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+JAVA_CONTEXT = (
+    ["-cp", os.path.join(_HERE, "java"), "JavaContext"]
+    if os.path.isfile(os.path.join(_HERE, "java", "JavaContext.class"))
+    else [os.path.join(_HERE, "JavaContext.java")]
+    if os.path.isfile(os.path.join(_HERE, "JavaContext.java"))
+    else None
+)
 LANGUAGES = (
     ("python",)
     + (("bash",) if BASH else ())
     + (("javascript",) if _JAVASCRIPT else ())
     + (("typescript",) if _JAVASCRIPT and os.path.isfile(TYPESCRIPT) else ())
     + (("r",) if RSCRIPT is not None and os.path.isfile(R_CONTEXT) else ())
+    + (("java",) if JAVA is not None and JAVA_CONTEXT is not None else ())
 )
 MAX_REQUEST_BYTES = 16 << 20
 INTERRUPT_GRACE_S = 10
@@ -664,43 +680,46 @@ class _JavaScriptWorker(_ChildWorker):
         return None if outcome.get("text") is None else _Shown(outcome["text"])
 
 
-class _RWorker(_ChildWorker):
-    """An R context: one R process running r_context.R (the R console's evaluation of each top-level
-    expression in the global environment; every visible value shown as print() shows it, the last
-    one as the main result). Its messages are length-prefixed fields (see r_context.R)."""
+class _FieldsWorker(_ChildWorker):
+    """A context whose interpreter speaks in length-prefixed fields (r_context.R, JavaContext.java):
+    a request is the code and the run's env vars; its answers, any number of `display TEXT`, then
+    `ok [TEXT]` or `error NAME VALUE TRACEBACK`."""
 
     def __init__(self, requests_fd, events_fd):
         super().__init__(requests_fd, events_fd)
         self.env_vars = {}
-        r_requests, self_requests = os.pipe()
-        self_results, r_results = os.pipe()
+        child_requests, self_requests = os.pipe()
+        self_results, child_results = os.pipe()
         try:
             self.child = subprocess.Popen(
-                [RSCRIPT, "--vanilla", R_CONTEXT, str(r_requests), str(r_results)],
+                self.command(str(child_requests), str(child_results)),
                 stdin=subprocess.DEVNULL,
-                pass_fds=(r_requests, r_results),
+                pass_fds=(child_requests, child_results),
             )
         finally:
-            os.close(r_requests)
-            os.close(r_results)
-        self.to_r = os.fdopen(self_requests, "wb", buffering=0)
-        self.from_r = os.fdopen(self_results, "rb")
+            os.close(child_requests)
+            os.close(child_results)
+        self.to_child = os.fdopen(self_requests, "wb", buffering=0)
+        self.from_child = os.fdopen(self_results, "rb")
+
+    def command(self, requests_fd, results_fd):
+        raise NotImplementedError
 
     def send(self, fields):
         encoded = [field.encode("utf-8", errors="surrogateescape") for field in fields]
-        self.to_r.write(b"%d\n" % len(encoded) + b"".join(b"%d\n%s" % (len(field), field) for field in encoded))
+        self.to_child.write(b"%d\n" % len(encoded) + b"".join(b"%d\n%s" % (len(field), field) for field in encoded))
 
     def receive(self):
-        """The next message's fields; None once R is gone."""
-        count = self.from_r.readline()
+        """The next message's fields; None once the interpreter is gone."""
+        count = self.from_child.readline()
         if not count.strip().isdigit():
             return None
         fields = []
         for _ in range(int(count)):
-            size = self.from_r.readline()
+            size = self.from_child.readline()
             if not size.strip().isdigit():
                 return None
-            field = self.from_r.read(int(size))
+            field = self.from_child.read(int(size))
             if len(field) < int(size):
                 return None
             fields.append(field.decode("utf-8", errors="replace"))
@@ -726,7 +745,26 @@ class _RWorker(_ChildWorker):
             elif kind == "error" and len(fields) == 4:
                 raise _ForeignError(fields[1], fields[2], fields[3])
             else:
-                raise RuntimeError("the R context sent a message it should not have: %r" % fields[:1])
+                raise RuntimeError("the context's interpreter sent a message it should not have: %r" % fields[:1])
+
+
+class _RWorker(_FieldsWorker):
+    """An R context: one R process running r_context.R (the R console's evaluation of each top-level
+    expression in the global environment; every visible value shown as print() shows it, the last
+    one as the main result)."""
+
+    def command(self, requests_fd, results_fd):
+        return [RSCRIPT, "--vanilla", R_CONTEXT, requests_fd, results_fd]
+
+
+class _JavaWorker(_FieldsWorker):
+    """A Java context: one JVM running JavaContext (a JShell whose snippets run in that JVM;
+    declarations live on, the last expression's value is the result). It may change its own
+    environment for a run's env vars (java.base opened to it for that)."""
+
+    def command(self, requests_fd, results_fd):
+        opened = ["--add-opens", "java.base/java.util=ALL-UNNAMED", "--add-opens", "java.base/java.lang=ALL-UNNAMED"]
+        return [JAVA] + opened + JAVA_CONTEXT + [requests_fd, results_fd]
 
 
 class _ImportHooks:
@@ -980,7 +1018,7 @@ def _representations(value):
 def worker_main():
     requests_fd, events_fd = int(_argument("--requests", "-1")), int(_argument("--events", "-1"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the worker's own handler is in place
-    kind = {"bash": _ShellWorker, "javascript": _JavaScriptWorker, "typescript": _JavaScriptWorker, "r": _RWorker}.get(_argument("--language", "python"), _Worker)
+    kind = {"bash": _ShellWorker, "javascript": _JavaScriptWorker, "typescript": _JavaScriptWorker, "r": _RWorker, "java": _JavaWorker}.get(_argument("--language", "python"), _Worker)
     worker = kind(requests_fd, events_fd)
     if kind is _Worker:
         hooks = _ImportHooks()

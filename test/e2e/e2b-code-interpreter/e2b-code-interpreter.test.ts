@@ -57,7 +57,7 @@ describe("E2B's code-interpreter SDK against the E2B-compatible API and the code
     { timeout: 600_000 },
     async () => {
       const env = await e2bEnvironment(embedded);
-      await assertPytestPasses(venv, "test_e2b_code_interpreter.py", { env, cwd: HERE, timeoutMs: 540_000, atLeast: 28 });
+      await assertPytestPasses(venv, "test_e2b_code_interpreter.py", { env, cwd: HERE, timeoutMs: 540_000, atLeast: 30 });
     },
   );
 
@@ -161,6 +161,23 @@ describe("E2B's code-interpreter SDK against the E2B-compatible API and the code
       const context = await sandbox.createCodeContext({ language: "r" });
       assert.equal((await sandbox.runCode('exists("scores")', { context })).text, "[1] FALSE", "an R context of its own");
       await sandbox.removeCodeContext(context);
+    });
+
+    it("language \"java\": JShell's declarations across runs, the last expression's value, logs and errors", async () => {
+      const defined = await sandbox.runCode(
+        'var words = new ArrayList<>(List.of("fast", "sandbox"));\nSystem.out.println(words.size());\nString.join(" ", words)',
+        {
+          language: "java",
+        },
+      );
+      assert.equal(defined.error, undefined);
+      assert.equal(defined.logs.stdout.join(""), "2\n");
+      assert.equal(defined.text, '"fast sandbox"');
+      assert.equal((await sandbox.runCode("words.stream().mapToInt(String::length).sum()", { language: "java" })).text, "11");
+      const failed = await sandbox.runCode("words.get(5)", { language: "java" });
+      assert.equal(failed.error?.name, "java.lang.IndexOutOfBoundsException");
+      assert.match(failed.error?.traceback ?? "", /\n\tat \(#\d+:1\)$/);
+      assert.equal((await sandbox.runCode("words.nope()", { language: "java" })).error?.name, "CompilationException");
     });
 
     it("a matplotlib figure: its png and its chart; a DataFrame's HTML", async () => {

@@ -438,6 +438,44 @@ def test_an_r_run_past_its_timeout_is_interrupted_and_quit_restarts_the_context(
     sandbox.remove_code_context(context)
 
 
+def test_java_declarations_live_on_and_the_last_expression_is_the_result(sandbox):
+    execution = sandbox.run_code(
+        'record Point(int x, int y) {}\nint twice(int n) { return 2 * n; }\nvar points = new ArrayList<Point>();\npoints.add(new Point(1, 2));\nSystem.out.println("added " + points.size());\npoints',
+        language="java",
+    )
+    assert execution.error is None
+    assert "".join(execution.logs.stdout) == "added 1\n"
+    assert execution.text == "[Point[x=1, y=2]]"
+    assert sandbox.run_code("twice(points.get(0).y())", language="java").text == "4"
+    assert sandbox.run_code('System.getenv("FROM_CREATE") + " " + System.getenv("PER_RUN")', language="java", envs={"PER_RUN": "once"}).text == '"set-at-create once"'
+    assert sandbox.run_code('System.getenv("PER_RUN")', language="java").text == "null"
+    assert sandbox.run_code("int declared = 5;", language="java").results == []
+    # Not the Python context's.
+    assert sandbox.run_code("points").error.name == "NameError"
+
+
+def test_java_errors_and_a_run_past_its_timeout(sandbox):
+    thrown = sandbox.run_code("int divide(int a, int b) {\n  return a / b;\n}\ndivide(1, 0)", language="java")
+    assert thrown.error.name == "java.lang.ArithmeticException"
+    assert thrown.error.value == "/ by zero"
+    assert "\tat divide (#" in thrown.error.traceback
+    refused = sandbox.run_code('int wrong = "text";', language="java")
+    assert refused.error.name == "CompilationException"
+    assert refused.error.value == "line 1: incompatible types: java.lang.String cannot be converted to int"
+    context = sandbox.create_code_context(language="java")
+    assert context.language == "java"
+    sandbox.run_code('String survivor = "still here";', context=context)
+    started = time.monotonic()
+    with pytest.raises(TimeoutException):
+        sandbox.run_code("while (true) {}", context=context, timeout=2)
+    with pytest.raises(TimeoutException):
+        sandbox.run_code("Thread.sleep(60_000)", context=context, timeout=2)
+    assert time.monotonic() - started < 30
+    assert sandbox.run_code("survivor", context=context).text == '"still here"'
+    assert sandbox.run_code("System.exit(3)", context=context).error.name == "ContextRestarting"
+    sandbox.remove_code_context(context)
+
+
 def test_javascript_and_typescript_import_declarations_bind_their_names(sandbox):
     sandbox.files.write("/home/user/answer.mjs", "export const answer = 42\nexport default 'the default'\n")
     sandbox.files.write("/home/user/numbers.json", '{"numbers": [1, 2, 3]}')
