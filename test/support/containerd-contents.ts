@@ -171,6 +171,25 @@ export function containerOfSandbox(containerdNamespace: string, sandboxId: strin
   return labelled ?? containersOfSandboxes.get(key) ?? sandboxId;
 }
 
+/**
+ * The container of a sandbox that runs (see containerOfSandbox), once containerd has recorded it as
+ * the sandbox's: a sandbox that claimed a prepared instance is relabelled by its agent just after
+ * the create has answered (a few ms; containerd-runtime.ts's claim record), so a look right after a
+ * create may find the instance's container not yet labelled. Throws when none is after timeoutMs.
+ */
+export async function recordedContainerOfSandbox(containerdNamespace: string, sandboxId: string, timeoutMs = 10_000): Promise<string> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const labelled = containerIds(containerdNamespace, { [CONTAINER_LABELS.sandboxId]: sandboxId })[0];
+    if (labelled) {
+      containersOfSandboxes.set(`${containerdNamespace}/${sandboxId}`, labelled);
+      return labelled;
+    }
+    if (performance.now() > deadline) throw new Error(`no container of containerd namespace ${containerdNamespace} is labelled as sandbox ${sandboxId}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 /** What containerd holds of a sandbox id: its container, its task's status, its snapshot (see containerOfSandbox). */
 export function runtimeState(containerdNamespace: string, sandboxId: string): RuntimeState {
   const id = containerOfSandbox(containerdNamespace, sandboxId);

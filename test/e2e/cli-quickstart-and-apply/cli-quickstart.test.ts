@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BASE_IMAGE, REPO_ROOT, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
-import { containerOfSandbox } from "../../support/containerd-contents.js";
+import { recordedContainerOfSandbox } from "../../support/containerd-contents.js";
 import { containerdLeftovers, ctr, waitFor } from "../../support/embedded.js";
 
 const here = import.meta.dirname;
@@ -157,7 +157,7 @@ describe("fsb on the command line", () => {
     await waitFor(() => fsb("logs", "web").stdout.includes("serving on 8080"), 10_000, "the web sandbox's output");
     // The pool's resources land in the sandbox's cgroup, under its agent's cgroup (v1 here, v2 elsewhere),
     // named after its container: the prepared instance's when the sandbox claimed one (the pool keeps 2 by default).
-    const cgroup = `${namespace}/workers-0/sandboxes/${containerOfSandbox(namespace, web.status.sandboxID)}`;
+    const cgroup = `${namespace}/workers-0/sandboxes/${await recordedContainerOfSandbox(namespace, web.status.sandboxID)}`;
     const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
     const memory = readFileSync(v2 ? `/sys/fs/cgroup/${cgroup}/memory.max` : `/sys/fs/cgroup/memory/${cgroup}/memory.limit_in_bytes`, "utf8").trim();
     assert.equal(memory, String(64 * 1024 * 1024));

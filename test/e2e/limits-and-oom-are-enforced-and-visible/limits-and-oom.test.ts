@@ -15,7 +15,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { REPO_ROOT } from "../../support/containerd.js";
-import { containerOfSandbox } from "../../support/containerd-contents.js";
+import { recordedContainerOfSandbox } from "../../support/containerd-contents.js";
 import type { SandboxStats } from "@fast-sandbox/sdk";
 import { BASE_IMAGE, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
@@ -107,7 +107,9 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     const unlimited = await client.sandboxes.create({ pool: "unlimited", image: BASE_IMAGE, command: busy });
     const agentLimited = await client.sandboxes.create({ pool: "agent-limited", image: BASE_IMAGE, command: busy });
     // Their cgroups are named after their containers (the pools keep prepared instances by default).
-    const ids = [limited, unlimited, agentLimited].map((sandbox) => containerOfSandbox(containerdNamespace, sandbox.status?.sandboxID ?? ""));
+    const ids = await Promise.all(
+      [limited, unlimited, agentLimited].map((sandbox) => recordedContainerOfSandbox(containerdNamespace, sandbox.status?.sandboxID ?? "")),
+    );
     // Cores used in 2 s windows, both sandboxes measured in the same windows: at least two, and
     // until the unlimited one has clearly gone past the 200m quota in one, at most ten. The
     // bounds hold on a loaded machine too: the quota caps the limited sandbox whatever the load,
@@ -153,7 +155,7 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     const many = await client.sandboxes.create({ pool: "agent-limited", image: BASE_IMAGE, command: loops(8) });
     const one = await client.sandboxes.create({ pool: "agent-limited", image: BASE_IMAGE, command: loops(1) });
     assert.equal(many.status?.assignedPod, one.status?.assignedPod, "one agent holds both");
-    const ids = [many, one].map((sandbox) => containerOfSandbox(containerdNamespace, sandbox.status?.sandboxID ?? ""));
+    const ids = await Promise.all([many, one].map((sandbox) => recordedContainerOfSandbox(containerdNamespace, sandbox.status?.sandboxID ?? "")));
     // Shared by process, the single loop would get 1/9 of the agent's CPU. Each sandbox is a CPU group
     // of equal weight: on one CPU it would get half; on this 2-CPU machine about a third, as the
     // kernel weighs a group on each CPU by where its threads run (the eight loops run on both).
@@ -311,7 +313,7 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     );
     assert.match(log, /tail-exited-137/, "tail, holding 100 MiB, was SIGKILLed by the OOM killer");
     // The bound is on the cgroup the agent's sandboxes are made in, as the agent wrote it.
-    const id = containerOfSandbox(containerdNamespace, hog.status?.sandboxID ?? "");
+    const id = await recordedContainerOfSandbox(containerdNamespace, hog.status?.sandboxID ?? "");
     const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
     const sandboxes = dirname(sandboxCgroup(v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/memory", cgroupRoot, id));
     assert.equal(readFileSync(join(sandboxes, v2 ? "memory.max" : "memory.limit_in_bytes"), "utf8").trim(), String(48 * 1024 * 1024));

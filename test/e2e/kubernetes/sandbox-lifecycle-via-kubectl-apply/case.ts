@@ -16,7 +16,7 @@ import { fileURLToPath } from "node:url";
 import type { SandboxPool } from "@fast-sandbox/api";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
 import { ctr } from "../../../support/containerd.js";
-import { containerOfSandbox, outputLines, runtimeState } from "../../../support/containerd-contents.js";
+import { containerOfSandbox, outputLines, recordedContainerOfSandbox, runtimeState } from "../../../support/containerd-contents.js";
 import {
   SANDBOX_POOLS,
   agentPods,
@@ -72,6 +72,7 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       // Its container runs in containerd, labelled with its sandbox id, namespace and name (named
       // after the sandbox, or after the prepared instance it claimed: the pool keeps 2 by default).
       const sandboxId = running.status?.sandboxID ?? "";
+      await recordedContainerOfSandbox(suite.containerdNamespace, sandboxId);
       assert.deepEqual(runtimeState(suite.containerdNamespace, sandboxId), { container: true, task: "RUNNING", snapshot: true });
       const containerId = containerOfSandbox(suite.containerdNamespace, sandboxId);
       const info = JSON.parse(ctr(suite.containerdNamespace, "containers", "info", containerId)) as { Labels?: Record<string, string> };
