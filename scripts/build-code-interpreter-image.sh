@@ -4,7 +4,7 @@
 # Offline, from this host's files, like the base image: busybox-static for the shell and tools,
 # Debian's python3 (the interpreter, its standard library and the shared libraries they link),
 # Debian's bash and node (for bash and JavaScript contexts), Debian's R (r-base-core: R contexts,
-# with R's base packages, no X11, Tcl/Tk or cairo), a Java runtime made by jlink from the host's JDK
+# with R's base packages and its cairo PNG device, no Tcl/Tk), a Java runtime made by jlink from the host's JDK
 # (Java contexts: JShell, images/code-interpreter/JavaContext.java compiled), the repository's pinned TypeScript
 # compiler (TypeScript contexts: types stripped), numpy, pandas, matplotlib, IPython and pip (the wheels pinned in
 # images/code-interpreter/requirements.txt, downloaded once by the host's pip into the cache
@@ -80,11 +80,12 @@ bash_bin="$(readlink -f "$BASH_BIN")"
 node_bin="$(readlink -f "$NODE_BIN")"
 rscript_bin="$(readlink -f "$RSCRIPT_BIN")"
 # R's home (Debian: /usr/lib/R, its etc/ links into /etc/R) and what of it the image leaves out: the
-# X11 and data-editor modules, Tcl/Tk and the cairo devices (they would bring X11 and font stacks),
-# and the packages' manuals. Graphics go to R's pdf() device (Rplots.pdf in batch use).
+# data editor, Tcl/Tk, and the packages' manuals. The cairo devices stay (an R context's plots are
+# PNG results), with the X11 module R asks for their versions (no X server is used), the DejaVu
+# fonts and fontconfig's configuration.
 r_home="$("$rscript_bin" --vanilla -e 'cat(R.home())')" || die "$rscript_bin does not run"
 [[ -x "$r_home/bin/exec/R" ]] || die "R's home $r_home has no bin/exec/R"
-R_EXCLUDES=(--exclude=./modules/R_X11.so --exclude=./modules/R_de.so --exclude=./library/tcltk --exclude=./library/grDevices/libs/cairo.so --exclude='./library/*/doc')
+R_EXCLUDES=(--exclude=./modules/R_de.so --exclude=./library/tcltk --exclude='./library/*/doc')
 # The interpreter's own prefix and version (a Debian python: /usr, /usr/lib/pythonX.Y).
 read -r py_version py_stdlib py_dynload < <("$python_bin" -S -c 'import sys, sysconfig; print("%d.%d" % sys.version_info[:2], sysconfig.get_paths()["stdlib"], sysconfig.get_config_var("DESTSHARED"))')
 [[ -d "$py_stdlib" ]] || die "$python_bin's standard library $py_stdlib is missing"
@@ -100,7 +101,7 @@ shared_libraries() {
   local roots=("$python_bin" "$py_stdlib" "$bash_bin" "$node_bin" "$rscript_bin" "$r_home/" "$java_home/lib/")
   [[ -d "$py_dynload" ]] && roots+=("$py_dynload")
   find "${roots[@]}" \( -name '*.so*' -o -path "$python_bin" -o -path "$bash_bin" -o -path "$node_bin" -o -path "$rscript_bin" -o -path "$r_home/bin/exec/R" \) \
-    -not -name '_tkinter*' -not -name R_X11.so -not -name R_de.so -not -name tcltk.so -not -path '*/grDevices/libs/cairo.so' |
+    -not -name '_tkinter*' -not -name R_de.so -not -name tcltk.so |
     while read -r file; do ldd "$file" 2>/dev/null || true; done |
     awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $2 ~ /^\(0x/ { print $1 }' | sort -u
 }
@@ -115,10 +116,11 @@ fi
 [[ -n "$libgcc" ]] || die "libgcc_s.so.1 was not found (apt-get install -y libgcc-s1)"
 mapfile -t LIBRARIES < <(printf '%s\n' "$libraries" "$libgcc" | sort -u)
 [[ ${#LIBRARIES[@]} -gt 2 ]] || die "no shared library of $python_bin was found (ldd)"
-# CA certificates (https from the code), time zones (zoneinfo) and glibc's C.UTF-8 locale (the
-# image's LANG: R reads and prints UTF-8 with it): copied when the host has them.
+# CA certificates (https from the code), time zones (zoneinfo), glibc's C.UTF-8 locale (the image's
+# LANG: R reads and prints UTF-8 with it), fontconfig's configuration and the DejaVu fonts (R's
+# PNG plots): copied when the host has them.
 EXTRAS=()
-for extra in /etc/ssl/certs/ca-certificates.crt /usr/share/zoneinfo /usr/lib/locale/C.utf8; do
+for extra in /etc/ssl/certs/ca-certificates.crt /usr/share/zoneinfo /usr/lib/locale/C.utf8 /etc/fonts /usr/share/fonts/truetype/dejavu; do
   [[ -e "$extra" ]] && EXTRAS+=("$extra")
 done
 digest="$( (cat "$python_bin" "$bash_bin" "$node_bin" "$rscript_bin" "$r_home/bin/exec/R" "$r_home/lib/libR.so" "$BUSYBOX" "$SERVER" "$JAVASCRIPT_CONTEXT" "$R_CONTEXT" "$JAVA_CONTEXT" "$java_home/release" "$java_home/lib/modules" "$TYPESCRIPT_DIR/lib/typescript.js" "$REQUIREMENTS" "$SELF" scripts/lib/oci-image.sh "${LIBRARIES[@]}"
@@ -233,8 +235,14 @@ if [[ ! -s "$ARCHIVE" ]]; then
   chroot "$rootfs" /usr/bin/python3 -S -c 'import ast, json, http.server, subprocess, uuid' || die "python does not run inside the image's root"
   chroot "$rootfs" /bin/bash --norc -c 'true' || die "bash does not run inside the image's root"
   chroot "$rootfs" /usr/bin/node -e 'require("node:repl"); require("node:vm")' || die "node does not run inside the image's root"
-  [[ "$(chroot "$rootfs" /usr/bin/env -i PATH=/usr/bin:/bin LANG=C.UTF-8 /usr/bin/Rscript --vanilla -e 'library(stats); library(methods); cat(sum(1:3), l10n_info()$`UTF-8`)' 2>&1)" == "6 TRUE" ]] ||
-    die "R does not run inside the image's root"
+  # R runs and draws a PNG plot with text (fontconfig's cache of the fonts is made now, not at a
+  # sandbox's first plot).
+  mkdir -p "$rootfs/var/cache/fontconfig"
+  r_check="$(chroot "$rootfs" /usr/bin/env -i PATH=/usr/bin:/bin LANG=C.UTF-8 /usr/bin/Rscript --vanilla -e 'library(stats); library(methods)
+png("/tmp/check.png", type = "cairo"); plot(1:3, main = "check"); invisible(dev.off())
+cat(sum(1:3), l10n_info()$`UTF-8`, file.size("/tmp/check.png") > 1000)' 2>&1)" || true
+  [[ "$r_check" == "6 TRUE TRUE" ]] || die "R does not run (or draw a PNG plot) inside the image's root: $r_check"
+  rm -f "$rootfs/tmp/check.png"
   # (The launcher finds libjli through $ORIGIN, which needs /proc: a chroot has none, a sandbox has.)
   chroot "$rootfs" /usr/bin/env LD_LIBRARY_PATH=/opt/java/lib /opt/java/bin/java -Xshare:dump >/dev/null || die "java does not run inside the image's root"
   chroot "$rootfs" /usr/bin/env LD_LIBRARY_PATH=/opt/java/lib /opt/java/bin/java --list-modules | grep -q '^jdk.jshell@' || die "the image's java has no jdk.jshell"

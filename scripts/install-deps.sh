@@ -13,12 +13,13 @@ cd "$(dirname "$0")/.."
 # SDK's tests: python3 with venv (test/e2e/python-sdk makes a virtual environment and pip-installs into it);
 # the Kubernetes mode's images (test/e2e/images-build-and-run): buildah, and debootstrap for their
 # base image (scripts/build-node-base-image.sh); the code-interpreter image's R and Java contexts:
-# r-base-core and a JDK, without their recommendations (compilers, manuals, extra packages, X11).
+# r-base-core (with fonts for its plots) and a JDK, without their recommendations (compilers,
+# manuals, extra packages, X11).
 PACKAGES=(containerd runc runsc busybox-static umoci skopeo protobuf-compiler python3 python3-venv
   golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev
   containernetworking-plugins nftables iptables conntrack
   iproute2 openssl curl util-linux gcc libc6-dev docker-registry apache2-utils buildah debootstrap)
-WITHOUT_RECOMMENDS=(r-base-core openjdk-17-jdk-headless)
+WITHOUT_RECOMMENDS=(r-base-core fonts-dejavu-core openjdk-17-jdk-headless)
 
 if [ "${FSB_SKIP_APT:-}" != 1 ]; then
   missing_of() {

@@ -47,8 +47,8 @@ executions have their types stripped first (no type check). ``r`` (also ``R``; w
 ``Rscript`` and r_context.R lies beside this file): an R process per context (r_context.R), each
 top-level expression evaluated in the global environment as the R console does: every visible value
 a result in print()'s text (the last one the main result), warnings and messages on stderr, an error
-named ``Error`` (or its condition's class) with R's own text and calls as its traceback; graphics go
-to R's batch device (Rplots.pdf). ``java``: a JVM per context running JavaContext (JShell, its
+named ``Error`` (or its condition's class) with R's own text and calls as its traceback; plots are
+``png`` results (R's default device is a PNG file per page when R has cairo). ``java``: a JVM per context running JavaContext (JShell, its
 code run in that JVM): variables, methods, classes and imports live on, the last snippet's value
 when it is an expression is the result as JShell shows it, a compile error is
 ``CompilationException``, an exception is named by its class with jshell's stack trace. Another
@@ -610,6 +610,21 @@ class _Shown:
         return self.text
 
 
+class _PngFile:
+    """A plot another interpreter drew into a PNG file: shown as ``png`` (the file is removed once read)."""
+
+    def __init__(self, path):
+        with open(path, "rb") as file:
+            self.png = file.read()
+        os.unlink(path)
+
+    def __repr__(self):
+        return "plot without title"
+
+    def _repr_png_(self):
+        return self.png
+
+
 class _ForeignError(Exception):
     """An error another interpreter reported: its own name, value and traceback."""
 
@@ -740,6 +755,8 @@ class _FieldsWorker(_ChildWorker):
             kind = fields[0]
             if kind == "display" and len(fields) == 2:
                 self.display(_Shown(fields[1]))
+            elif kind == "display_png" and len(fields) == 2:
+                self.display(_PngFile(fields[1]))
             elif kind == "ok":
                 return _Shown(fields[1]) if len(fields) > 1 else None
             elif kind == "error" and len(fields) == 4:

@@ -7,13 +7,16 @@
 # happen ("Warning message:"), and so are message()s (R's own); an error ends the execution as its
 # error: its name the condition's class ("Error" for stop()'s), its value the message, and its
 # traceback what R prints for it, with the calls that led to it. SIGINT interrupts the running
-# execution and the context keeps its state.
+# execution and the context keeps its state. Plots are results too, as in a notebook: when R has
+# cairo, the default graphics device is a PNG file per page, and the devices a run opened that way
+# are closed at its end and their pages shown (`display_png PATH`, before the outcome).
 #
 # Protocol (R's base packages have no JSON, so the fields are length-prefixed): a message is a line
 # with its number of fields, then each field as a line with its length in bytes and the bytes.
 # - requests (REQUESTS_FD): the code, then the run's environment variables as name and value pairs;
-# - results (RESULTS_FD), for each request: any number of `display TEXT` messages, then
-#   `ok` or `ok TEXT` (the main result), or `error NAME VALUE TRACEBACK`.
+# - results (RESULTS_FD), for each request: any number of `display TEXT` and `display_png PATH`
+#   messages (the worker reads and removes the file), then `ok` or `ok TEXT` (the main result), or
+#   `error NAME VALUE TRACEBACK`.
 # What the code prints goes to stdout and stderr, which the worker streams.
 local({
   fds <- commandArgs(trailingOnly = TRUE)
@@ -70,6 +73,28 @@ local({
   }
 
   shown <- function(value) paste(utils::capture.output(print(value)), collapse = "\n")
+
+  # The runs' plots: pages of PNG devices opened through options(device) (plot() and friends open
+  # the default device), in a directory of this context's.
+  plots <- tempfile("fsb-plots-")
+  dir.create(plots, mode = "0700")
+  opened <- integer(0)
+  if (isTRUE(capabilities("cairo"))) {
+    options(device = function(...) {
+      file <- file.path(plots, sprintf("plot-%d-%%03d.png", length(opened) + 1L))
+      grDevices::png(file, width = 7, height = 5, units = "in", res = 100, type = "cairo")
+      opened <<- c(opened, grDevices::dev.cur())
+    })
+  }
+
+  show_plots <- function() {
+    for (device in opened) if (device %in% grDevices::dev.list()) grDevices::dev.off(device)
+    opened <<- integer(0)
+    files <- list.files(plots, pattern = "^plot-.*[.]png$", full.names = TRUE)
+    numbers <- as.integer(sub("^plot-(\\d+)-(\\d+)[.]png$", "\\1", basename(files))) * 10000L +
+      as.integer(sub("^plot-(\\d+)-(\\d+)[.]png$", "\\2", basename(files)))
+    for (file in files[order(numbers)]) write_message("display_png", file)
+  }
 
   call_text <- function(call) paste(deparse(call, nlines = 1L), collapse = "")
 
@@ -165,6 +190,7 @@ local({
     before <- Sys.getenv(names, unset = NA, names = TRUE)
     if (length(names) > 0L) do.call(Sys.setenv, as.list(stats::setNames(values, names)))
     outcome <- tryCatch(run(code), interrupt = function(i) c("error", "KeyboardInterrupt", "the execution was interrupted", "KeyboardInterrupt: the execution was interrupted"))
+    tryCatch(show_plots(), error = function(e) cat("the run's plots could not be shown:", conditionMessage(e), "\n", file = stderr()))
     for (k in seq_along(names)) {
       if (!identical(Sys.getenv(names[[k]], unset = NA), values[[k]])) next
       if (is.na(before[[k]])) Sys.unsetenv(names[[k]]) else do.call(Sys.setenv, stats::setNames(list(before[[k]]), names[[k]]))

@@ -158,6 +158,23 @@ describe("E2B's code-interpreter SDK against the E2B-compatible API and the code
       assert.equal(failed.error?.value, "too big: 8");
       assert.equal(failed.error?.traceback, "Error in check(scores[[3]]) : too big: 8\nCalls: run -> check");
       assert.equal((await sandbox.runCode("nope(", { language: "r" })).error?.name, "Error", "a parse error");
+      const plotted = await sandbox.runCode('plot(scores, main = "scores")\nhist(scores)\n"drawn"', { language: "r" });
+      assert.equal(plotted.error, undefined);
+      assert.deepEqual(
+        plotted.results.map((result) => [result.formats(), result.isMainResult]),
+        [
+          [["png"], false],
+          [["png"], false],
+          [[], true],
+        ],
+        "each page a PNG result, then the value",
+      );
+      assert.equal(
+        Buffer.from(plotted.results[0]?.png ?? "", "base64")
+          .subarray(1, 4)
+          .toString(),
+        "PNG",
+      );
       const context = await sandbox.createCodeContext({ language: "r" });
       assert.equal((await sandbox.runCode('exists("scores")', { context })).text, "[1] FALSE", "an R context of its own");
       await sandbox.removeCodeContext(context);
