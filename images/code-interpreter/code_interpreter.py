@@ -634,71 +634,9 @@ class _ForeignError(Exception):
 
 
 class _ChildWorker(_Worker):
-    """A context whose code another interpreter runs, as this worker's child (`self.child`): what it
-    prints is streamed as in a Python context, an interrupt is its SIGINT, and its errors are its own."""
-
-    child = None
-
-    def on_interrupt(self, signum, frame):
-        if self.running and self.child is not None:
-            try:
-                self.child.send_signal(signal.SIGINT)
-            except OSError:
-                pass
-
-    def error_event(self, error):
-        if isinstance(error, _ForeignError):
-            return error.event
-        return super().error_event(error)
-
-    def child_gone(self):
-        """The interpreter is gone: this worker goes with it once the output is out."""
-        self.sync_output()
-        os._exit(self.child.wait() & 0xFF)
-
-
-class _JavaScriptWorker(_ChildWorker):
-    """A JavaScript context: one Node.js process running javascript_context.cjs (Node's REPL
-    evaluation: top-level await, declarations kept between executions, the last expression's value
-    as the result)."""
-
-    def __init__(self, requests_fd, events_fd):
-        super().__init__(requests_fd, events_fd)
-        self.env_vars = {}
-        node_requests, self_requests = os.pipe()
-        self_results, node_results = os.pipe()
-        try:
-            self.child = subprocess.Popen(
-                [NODE, JAVASCRIPT_CONTEXT, "--requests", str(node_requests), "--results", str(node_results)]
-                + (["--compiler", TYPESCRIPT] if os.path.isfile(TYPESCRIPT) else [])
-                + (["--strip-types"] if _argument("--language", "") == "typescript" else []),
-                stdin=subprocess.DEVNULL,
-                pass_fds=(node_requests, node_results),
-            )
-        finally:
-            os.close(node_requests)
-            os.close(node_results)
-        self.to_node = os.fdopen(self_requests, "wb", buffering=0)
-        self.from_node = os.fdopen(self_results, "rb")
-
-    def execute(self, code, filename):
-        try:
-            self.to_node.write((json.dumps({"code": code, "env_vars": self.env_vars}) + "\n").encode("utf-8"))
-            line = self.from_node.readline()
-        except OSError:
-            line = b""
-        if not line:
-            self.child_gone()
-        outcome = json.loads(line)
-        if not outcome.get("ok"):
-            raise _ForeignError(outcome.get("name") or "Error", outcome.get("value") or "", outcome.get("traceback") or "")
-        return None if outcome.get("text") is None else _Shown(outcome["text"])
-
-
-class _FieldsWorker(_ChildWorker):
-    """A context whose interpreter speaks in length-prefixed fields (r_context.R, JavaContext.java):
-    a request is the code and the run's env vars; its answers, any number of `display TEXT`, then
-    `ok [TEXT]` or `error NAME VALUE TRACEBACK`."""
+    """A context whose code another interpreter runs, as this worker's child (`self.child`, started
+    with `command()`, given the ends of two pipes: its requests and its results): what it prints is
+    streamed as in a Python context, an interrupt is its SIGINT, and its errors are its own."""
 
     def __init__(self, requests_fd, events_fd):
         super().__init__(requests_fd, events_fd)
@@ -719,6 +657,55 @@ class _FieldsWorker(_ChildWorker):
 
     def command(self, requests_fd, results_fd):
         raise NotImplementedError
+
+    def on_interrupt(self, signum, frame):
+        if self.running:
+            try:
+                self.child.send_signal(signal.SIGINT)
+            except OSError:
+                pass
+
+    def error_event(self, error):
+        if isinstance(error, _ForeignError):
+            return error.event
+        return super().error_event(error)
+
+    def child_gone(self):
+        """The interpreter is gone: this worker goes with it once the output is out."""
+        self.sync_output()
+        os._exit(self.child.wait() & 0xFF)
+
+
+class _JavaScriptWorker(_ChildWorker):
+    """A JavaScript context: one Node.js process running javascript_context.cjs (Node's REPL
+    evaluation: top-level await, declarations kept between executions, the last expression's value
+    as the result), answering each execution with a JSON line."""
+
+    def command(self, requests_fd, results_fd):
+        return (
+            [NODE, JAVASCRIPT_CONTEXT, "--requests", requests_fd, "--results", results_fd]
+            + (["--compiler", TYPESCRIPT] if os.path.isfile(TYPESCRIPT) else [])
+            + (["--strip-types"] if _argument("--language", "") == "typescript" else [])
+        )
+
+    def execute(self, code, filename):
+        try:
+            self.to_child.write((json.dumps({"code": code, "env_vars": self.env_vars}) + "\n").encode("utf-8"))
+            line = self.from_child.readline()
+        except OSError:
+            line = b""
+        if not line:
+            self.child_gone()
+        outcome = json.loads(line)
+        if not outcome.get("ok"):
+            raise _ForeignError(outcome.get("name") or "Error", outcome.get("value") or "", outcome.get("traceback") or "")
+        return None if outcome.get("text") is None else _Shown(outcome["text"])
+
+
+class _FieldsWorker(_ChildWorker):
+    """A context whose interpreter speaks in length-prefixed fields (r_context.R, JavaContext.java):
+    a request is the code and the run's env vars; its answers, any number of `display TEXT` and
+    `display_png PATH`, then `ok [TEXT]` or `error NAME VALUE TRACEBACK`."""
 
     def send(self, fields):
         encoded = [field.encode("utf-8", errors="surrogateescape") for field in fields]
