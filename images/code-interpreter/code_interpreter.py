@@ -46,7 +46,8 @@ typescript.js beside this file). ``typescript`` (also ``ts``; when typescript.js
 executions have their types stripped first (no type check). ``r`` (also ``R``; when the image has R's
 ``Rscript`` and r_context.R lies beside this file): an R process per context (r_context.R), each
 top-level expression evaluated in the global environment as the R console does: every visible value
-a result in print()'s text (the last one the main result), warnings and messages on stderr, an error
+a result in print()'s text (the last one the main result; a data frame's or a matrix's also an
+HTML table), warnings and messages on stderr, an error
 named ``Error`` (or its condition's class) with R's own text and calls as its traceback; plots are
 ``png`` results (R's default device is a PNG file per page when R has cairo). ``java``: a JVM per context running JavaContext (JShell, its
 code run in that JVM): variables, methods, classes and imports live on, the last snippet's value
@@ -601,13 +602,18 @@ class _ShellWorker(_Worker):
 
 
 class _Shown:
-    """A value shown as the text another interpreter gave (its repr is that text)."""
+    """A value shown as the text another interpreter gave (its repr is that text), and the HTML it
+    gave, if any."""
 
-    def __init__(self, text):
+    def __init__(self, text, html=None):
         self.text = text
+        self.html = html
 
     def __repr__(self):
         return self.text
+
+    def _repr_html_(self):
+        return self.html
 
 
 class _PngFile:
@@ -704,8 +710,8 @@ class _JavaScriptWorker(_ChildWorker):
 
 class _FieldsWorker(_ChildWorker):
     """A context whose interpreter speaks in length-prefixed fields (r_context.R, JavaContext.java):
-    a request is the code and the run's env vars; its answers, any number of `display TEXT` and
-    `display_png PATH`, then `ok [TEXT]` or `error NAME VALUE TRACEBACK`."""
+    a request is the code and the run's env vars; its answers, any number of `display TEXT [HTML]`
+    and `display_png PATH`, then `ok [TEXT [HTML]]` or `error NAME VALUE TRACEBACK`."""
 
     def send(self, fields):
         encoded = [field.encode("utf-8", errors="surrogateescape") for field in fields]
@@ -740,12 +746,12 @@ class _FieldsWorker(_ChildWorker):
             if not fields:
                 self.child_gone()
             kind = fields[0]
-            if kind == "display" and len(fields) == 2:
-                self.display(_Shown(fields[1]))
+            if kind == "display" and len(fields) in (2, 3):
+                self.display(_Shown(*fields[1:]))
             elif kind == "display_png" and len(fields) == 2:
                 self.display(_PngFile(fields[1]))
-            elif kind == "ok":
-                return _Shown(fields[1]) if len(fields) > 1 else None
+            elif kind == "ok" and len(fields) <= 3:
+                return _Shown(*fields[1:]) if len(fields) > 1 else None
             elif kind == "error" and len(fields) == 4:
                 raise _ForeignError(fields[1], fields[2], fields[3])
             else:

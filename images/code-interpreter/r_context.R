@@ -2,7 +2,8 @@
 # worker's child: `Rscript --vanilla r_context.R REQUESTS_FD RESULTS_FD`). Each execution is parsed
 # and its top-level expressions are evaluated one by one in the global environment, as the R console
 # does, so variables, functions and loaded packages live on between executions. Every visible value
-# is shown as R's print() shows it; the last expression's is the execution's main result, the others
+# is shown as R's print() shows it (a data frame or a matrix also as an HTML table); the last
+# expression's is the execution's main result, the others
 # are results shown on the way (as IRkernel displays each). Warnings are written to stderr as they
 # happen ("Warning message:"), and so are message()s (R's own); an error ends the execution as its
 # error: its name the condition's class ("Error" for stop()'s), its value the message, and its
@@ -14,9 +15,9 @@
 # Protocol (R's base packages have no JSON, so the fields are length-prefixed): a message is a line
 # with its number of fields, then each field as a line with its length in bytes and the bytes.
 # - requests (REQUESTS_FD): the code, then the run's environment variables as name and value pairs;
-# - results (RESULTS_FD), for each request: any number of `display TEXT` and `display_png PATH`
-#   messages (the worker reads and removes the file), then `ok` or `ok TEXT` (the main result), or
-#   `error NAME VALUE TRACEBACK`.
+# - results (RESULTS_FD), for each request: any number of `display TEXT [HTML]` and
+#   `display_png PATH` messages (the worker reads and removes the file), then `ok` or
+#   `ok TEXT [HTML]` (the main result), or `error NAME VALUE TRACEBACK`.
 # What the code prints goes to stdout and stderr, which the worker streams.
 local({
   fds <- commandArgs(trailingOnly = TRUE)
@@ -72,7 +73,37 @@ local({
     flush(results)
   }
 
-  shown <- function(value) paste(utils::capture.output(print(value)), collapse = "\n")
+  # A value as a result: print()'s text, and for a data frame or a matrix an HTML table too (as
+  # IRkernel's: a caption with its class and size, the first HTML_ROWS rows).
+  HTML_ROWS <- 60L
+  escape <- function(text) {
+    text <- gsub("&", "&amp;", text, fixed = TRUE)
+    text <- gsub("<", "&lt;", text, fixed = TRUE)
+    gsub(">", "&gt;", text, fixed = TRUE)
+  }
+  html_table <- function(value) {
+    if (!is.data.frame(value) && !(is.matrix(value) && length(dim(value)) == 2L)) return(NULL)
+    kind <- if (is.data.frame(value)) "data.frame" else "matrix"
+    rows <- nrow(value)
+    shown_rows <- head(value, HTML_ROWS)
+    cells <- as.matrix(format(if (is.data.frame(shown_rows)) shown_rows else as.data.frame(shown_rows, stringsAsFactors = FALSE)))
+    cells[is.na(cells)] <- "NA"
+    cells <- trimws(cells)
+    row_of <- function(tag, texts) if (length(texts) > 0L) paste0("<", tag, ">", escape(texts), "</", tag, ">", collapse = "") else ""
+    names <- colnames(value)
+    if (is.null(names)) names <- if (ncol(value) > 0L) sprintf("[,%d]", seq_len(ncol(value))) else character(0)
+    row_names <- rownames(shown_rows)
+    if (is.null(row_names)) row_names <- if (nrow(cells) > 0L) sprintf("[%d,]", seq_len(nrow(cells))) else character(0)
+    caption <- sprintf("A %s: %d × %d%s", kind, rows, ncol(value), if (rows > HTML_ROWS) sprintf(" (the first %d rows)", HTML_ROWS) else "")
+    head_row <- paste0("<tr><th></th>", row_of("th", names), "</tr>")
+    body <- vapply(seq_len(nrow(cells)), function(r) paste0("<tr>", row_of("th", row_names[[r]]), row_of("td", cells[r, ]), "</tr>"), "")
+    paste0("<table>\n<caption>", caption, "</caption>\n<thead>", head_row, "</thead>\n<tbody>\n", paste(body, collapse = "\n"), "\n</tbody>\n</table>")
+  }
+  shown <- function(value) {
+    text <- paste(utils::capture.output(print(value)), collapse = "\n")
+    html <- tryCatch(html_table(value), error = function(e) NULL)
+    c(text, html)
+  }
 
   # The runs' plots: pages of PNG devices opened through options(device) (plot() and friends open
   # the default device), in a directory of this context's.

@@ -413,6 +413,10 @@ def test_r_runs_in_the_global_environment_and_shows_values_as_print_does(sandbox
     assert execution.error is None
     assert "".join(execution.logs.stdout) == '[1] "printed"\n'
     assert execution.text == "  n word\n1 1    a\n2 2    b\n3 3    ü"
+    # And as an HTML table, as IRkernel shows a data frame.
+    html = execution.results[0].html
+    assert "<caption>A data.frame: 3 × 2</caption>" in html
+    assert "<tr><th>3</th><td>3</td><td>ü</td></tr>" in html
     assert sandbox.run_code("square(nrow(frame))", language="r").text == "[1] 9"
     assert sandbox.run_code('unname(Sys.getenv(c("FROM_CREATE", "PER_RUN")))', language="r", envs={"PER_RUN": "once"}).text == '[1] "set-at-create" "once"         '
     assert sandbox.run_code('Sys.getenv("PER_RUN", "unset")', language="r").text == '[1] "unset"'
