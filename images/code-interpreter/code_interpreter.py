@@ -47,9 +47,9 @@ executions have their types stripped first (no type check). ``r`` (also ``R``; w
 ``Rscript`` and r_context.R lies beside this file): an R process per context (r_context.R), each
 top-level expression evaluated in the global environment as the R console does: every visible value
 a result in print()'s text (the last one the main result; a data frame's or a matrix's also an
-HTML table), warnings and messages on stderr, an error
-named ``Error`` (or its condition's class) with R's own text and calls as its traceback; plots are
-``png`` results (R's default device is a PNG file per page when R has cairo). ``java``: a JVM per context running JavaContext (JShell, its
+HTML table), warnings and messages on stderr, an error named ``Error`` (or its condition's class)
+with R's own text and calls as its traceback; plots are ``png`` results (R's default device is a
+PNG file per page when R has cairo). ``java``: a JVM per context running JavaContext (JShell, its
 code run in that JVM): variables, methods, classes and imports live on, the last snippet's value
 when it is an expression is the result as JShell shows it, a compile error is
 ``CompilationException``, an exception is named by its class with jshell's stack trace. Another
@@ -114,20 +114,20 @@ import uuid  # noqa: E402
 
 # bash contexts need a bash in the image, JavaScript ones a node and javascript_context.cjs beside
 # this file (Fast Sandbox's image has Debian's bash and node).
+_HERE = os.path.dirname(os.path.abspath(__file__))
 BASH = shutil.which("bash")
 NODE = shutil.which("node")
-JAVASCRIPT_CONTEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "javascript_context.cjs")
+JAVASCRIPT_CONTEXT = os.path.join(_HERE, "javascript_context.cjs")
 # The `typescript` package's compiler: TypeScript contexts strip types with it, and JavaScript ones
 # parse `import` declarations (made dynamic imports) with it.
-TYPESCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "typescript.js")
+TYPESCRIPT = os.path.join(_HERE, "typescript.js")
 _JAVASCRIPT = NODE is not None and os.path.isfile(JAVASCRIPT_CONTEXT)
 # R contexts need R's Rscript and r_context.R beside this file (Fast Sandbox's image has Debian's R).
 RSCRIPT = shutil.which("Rscript")
-R_CONTEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "r_context.R")
+R_CONTEXT = os.path.join(_HERE, "r_context.R")
 # Java contexts need a java with the jdk.jshell module and JavaContext beside this file: compiled
 # (java/JavaContext.class, as the image has it) or as its source (run by java's source launcher).
 JAVA = shutil.which("java")
-_HERE = os.path.dirname(os.path.abspath(__file__))
 JAVA_CONTEXT = (
     ["-cp", os.path.join(_HERE, "java"), "JavaContext"]
     if os.path.isfile(os.path.join(_HERE, "java", "JavaContext.class"))
