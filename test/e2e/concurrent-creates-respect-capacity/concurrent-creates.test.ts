@@ -2,6 +2,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { AlreadyExistsError, NoCapacityError } from "@fast-sandbox/sdk";
 import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, type EmbeddedCase } from "../../support/embedded.js";
+import { recordedContainerOfSandbox } from "../../support/containerd-contents.js";
 import { portsHeld, slotsHeld } from "../../support/pool-agents.js";
 
 describe("concurrent creates against a pool with room for 3", () => {
@@ -40,6 +41,8 @@ describe("concurrent creates against a pool with room for 3", () => {
     const listed = (await client.sandboxes.list()).map((s) => s.metadata.name).sort();
     assert.deepEqual(listed, created.map((s) => s.metadata.name).sort());
     assert.equal(await slotsHeld(client, "tiny"), 3);
+    // A claimed prepared instance is relabelled with the sandbox id just after the create answered.
+    await Promise.all(created.map((s) => recordedContainerOfSandbox(containerdNamespace, s.status?.sandboxID ?? "")));
     assert.deepEqual(containerdLeftovers(containerdNamespace).containers.sort(), created.map((s) => s.status?.sandboxID ?? "").sort());
 
     // Slots come back exactly once: delete one, one more create fits, and then the pool is full again.

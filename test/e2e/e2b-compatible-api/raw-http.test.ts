@@ -16,6 +16,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { BASE_IMAGE, REPO_ROOT } from "../../support/containerd.js";
+import { recordedContainerOfSandbox } from "../../support/containerd-contents.js";
 import { containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
 const FSB = join(REPO_ROOT, "packages/cli/bin/fsb.js");
@@ -265,6 +266,8 @@ describe("the E2B-compatible API in raw HTTP", () => {
 
   it("kills with DELETE: 204, the container gone, the daemon gone behind the proxy (502), and 404 with E2B's body the second time", async () => {
     const created = await create({ metadata: { run: "kill" } });
+    // A claimed prepared instance is relabelled with the sandbox id just after the agent answered.
+    await recordedContainerOfSandbox(embedded.containerdNamespace, created.sandboxID);
     assert.ok(containerdLeftovers(embedded.containerdNamespace).containers.includes(created.sandboxID));
     assert.equal((await call("DELETE", `/sandboxes/${created.sandboxID}`)).status, 204);
     assert.ok(!containerdLeftovers(embedded.containerdNamespace).containers.includes(created.sandboxID));

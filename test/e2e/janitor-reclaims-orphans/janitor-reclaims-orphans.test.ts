@@ -16,7 +16,7 @@ import { destination, pino } from "pino";
 import { createAgentClient, type AgentClient, type AgentSandboxSpec } from "@fast-sandbox/controlplane";
 import { Janitor, LocalHostLeftovers, controlPlaneInventory, createContainerdNodeContainers, type NodeContainers } from "@fast-sandbox/janitor";
 import { startAgentProcess } from "../../support/agent-process.js";
-import { containerOfSandbox, isPreparedInstance, preparedStock } from "../../support/containerd-contents.js";
+import { isPreparedInstance, preparedStock, recordedContainerOfSandbox } from "../../support/containerd-contents.js";
 import { BASE_IMAGE, ctr, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
 const PROTECTION_MS = 5_000;
@@ -148,11 +148,12 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     const ns = embedded.containerdNamespace;
     const kept = await embedded.client.sandboxes.create({ pool: "live", image: BASE_IMAGE, command: ["sleep", "3600"], name: "kept" });
     const keptId = kept.status?.sandboxID ?? "";
-    // The live pool keeps prepared instances (2 by default); "kept" may have claimed one and live in its container.
+    // The live pool keeps prepared instances (2 by default); "kept" may have claimed one and live in
+    // its container, counted as stock until relabelled (just after the create answered).
+    const keptContainer = await recordedContainerOfSandbox(ns, keptId);
     const madeStock = (agent: string) => preparedStock(ns, { "fast-sandbox.io/agent": agent }).filter((id) => tasks(ns).includes(id));
     await waitFor(() => madeStock("live-0").length === 2, 30_000, "the live agent's prepared instances");
     const liveStock = madeStock("live-0");
-    const keptContainer = containerOfSandbox(ns, keptId);
 
     // A ghost agent runs two sandboxes and an exec, then dies for good in the middle of the exec.
     const beforeGhost = Date.now();

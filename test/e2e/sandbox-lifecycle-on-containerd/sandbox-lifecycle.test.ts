@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import type { FastSandboxClient } from "@fast-sandbox/sdk";
 import { NotFoundError } from "@fast-sandbox/sdk";
 import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
+import { recordedContainerOfSandbox } from "../../support/containerd-contents.js";
 import { slotsHeld } from "../../support/pool-agents.js";
 
 const decoder = new TextDecoder();
@@ -37,6 +38,8 @@ describe("a sandbox's life on the real containerd", () => {
     const name = sandbox.metadata.name;
     const sandboxId = sandbox.status?.sandboxID ?? "";
     assert.match(sandboxId, /^[a-z0-9]{20}$/);
+    // A claimed prepared instance is relabelled with the sandbox id just after the create answered.
+    await recordedContainerOfSandbox(containerdNamespace, sandboxId);
     assert.deepEqual(containerdLeftovers(containerdNamespace).containers, [sandboxId]);
 
     // Following ends when the command exits, and returns everything it wrote.

@@ -122,8 +122,10 @@ describe("fsb exec -it, fsb shell and fsb cp on a real sandbox", () => {
     const run = new TerminalRun([...target(), "exec", "-it", sandbox.name, "--token", sandbox.accessToken, "--", "sh"], env);
     try {
       await run.typeUntil("echo ready\r", /\nready\r*\n/, "the shell");
-      run.type("sleep 30\r");
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      // ^C once the sleep runs (the shell says so just before it starts it): one sooner may not reach it.
+      const from = run.output.length;
+      run.type("echo sleeping; sleep 30\r");
+      await waitFor(() => /\nsleeping\r*\n/.test(run.output.slice(from)), 15_000, "the sleep to start");
       run.type("\x03");
       // The interrupted sleep gives the prompt back: the session lives on.
       await run.typeUntil("echo after-interrupt\r", /\nafter-interrupt\r*\n/, "the shell after Ctrl-C");

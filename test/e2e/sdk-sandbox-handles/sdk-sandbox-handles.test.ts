@@ -107,8 +107,14 @@ describe("the SDK's sandbox handles on real sandboxes", () => {
   });
 
   it("follows a running command from a second handle (connect by pid)", async () => {
-    const first = await sandbox.commands.run("sleep 0.5; echo late", { background: true });
+    // The daemon streams to a handle only what comes after it connected: the command says "late"
+    // once the test writes a file after connect() (waiting up to 10 s) — by cause, not by timing.
+    const first = await sandbox.commands.run(
+      "i=0; while [ ! -e /tmp/connect-go ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; if [ -e /tmp/connect-go ]; then echo late; else echo unreleased; fi",
+      { background: true },
+    );
     const second = await sandbox.commands.connect(first.pid);
+    await sandbox.commands.run("touch /tmp/connect-go");
     assert.equal((await second.wait()).stdout, "late\n");
     assert.equal((await first.wait()).stdout, "late\n");
   });

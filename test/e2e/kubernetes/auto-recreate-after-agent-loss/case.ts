@@ -17,7 +17,7 @@ import path from "node:path";
 import { after, before, describe } from "node:test";
 import { fileURLToPath } from "node:url";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
-import { containerIds, isAnchor, namespaceContainers, preparedStock, runningTasks } from "../../../support/containerd-contents.js";
+import { containerIds, isAnchor, namespaceContainers, preparedStock, recordedContainerOfSandbox, runningTasks } from "../../../support/containerd-contents.js";
 import {
   agentPods,
   deleteCaseNamespace,
@@ -82,6 +82,8 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         assert.ok(oldId && lostAgent, "the fast path answers with the instance and its agent");
         const stored = await waitForPhase(suite, namespace, "phoenix", "Running");
         assert.equal(stored.status?.sandboxID, oldId);
+        // A claimed prepared instance counts as the sandbox's once relabelled, just after the create answered.
+        await recordedContainerOfSandbox(suite.containerdNamespace, oldId);
         assert.deepEqual(sandboxContainers(), [oldId], "the instance's container is in containerd");
         assert.equal((await client.sandboxes.exec("phoenix", ["sh", "-c", "echo first"], { namespace })).stdout, "first\n");
 

@@ -14,7 +14,7 @@ import { parse } from "yaml";
 import type { Sandbox } from "@fast-sandbox/api";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
 import { BASE_IMAGE } from "../../../support/containerd.js";
-import { inContainerd } from "../../../support/containerd-contents.js";
+import { inContainerd, recordedContainerOfSandbox } from "../../../support/containerd-contents.js";
 import { deleteCaseNamespace, getPool, getSandbox, waitForPhase, watch } from "../../../support/kubernetes-cases.js";
 import type { KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
 
@@ -56,6 +56,8 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         const running = await waitForPhase(suite, namespace, "short-lived", "Running", { timeoutMs: 60_000, intervalMs: 250 });
         const sandboxId = running.status?.sandboxID ?? "";
         assert.ok(sandboxId, JSON.stringify(running.status));
+        // A claimed prepared instance is relabelled with the sandbox id just after the agent answered.
+        await recordedContainerOfSandbox(suite.containerdNamespace, sandboxId);
         assert.deepEqual(inContainerd(suite.containerdNamespace, sandboxId), { container: true, task: true, snapshot: true });
 
         await suite.eventually("the watch to report sandbox short-lived deleted", () => sandboxWatch.events.some((event) => event.type === "DELETED"), {
@@ -88,6 +90,8 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       assert.equal(created.status?.phase, "Running");
       assert.ok(created.spec.expireTime, "the answer carries the expireTime");
       const sandboxId = created.status?.sandboxID ?? "";
+      // A claimed prepared instance is relabelled with the sandbox id just after the create answered.
+      await recordedContainerOfSandbox(suite.containerdNamespace, sandboxId);
       assert.ok(inContainerd(suite.containerdNamespace, sandboxId).container, "its container exists while it lives");
 
       await suite.eventually(

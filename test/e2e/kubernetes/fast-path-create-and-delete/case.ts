@@ -14,7 +14,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { FastSandboxClient, NotFoundError } from "@fast-sandbox/sdk";
 import { BASE_IMAGE } from "../../../support/containerd.js";
-import { inContainerd } from "../../../support/containerd-contents.js";
+import { inContainerd, recordedContainerOfSandbox } from "../../../support/containerd-contents.js";
 import {
   controllerReplicas,
   deleteCaseNamespace,
@@ -87,6 +87,8 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       const stored = await waitForPhase(suite, namespace, "direct", "Running");
       assert.equal(stored.status?.sandboxID, sandboxId);
       assert.equal(stored.status?.assignedPod, agent);
+      // A claimed prepared instance is relabelled with the sandbox id just after the create answered.
+      await recordedContainerOfSandbox(suite.containerdNamespace, sandboxId);
       assert.deepEqual(inContainerd(suite.containerdNamespace, sandboxId), { container: true, task: true, snapshot: true });
       // The agent Pod's limits (the deployment's template: 4 CPUs, 8Gi), handed over by the Downward
       // API, bound the cgroup the agent's sandboxes are made in.
@@ -129,6 +131,8 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       const sandboxId = created.status?.sandboxID ?? "";
       const stored = await waitForPhase(suite, namespace, "other-replica", "Running");
       assert.equal(stored.status?.sandboxID, sandboxId);
+      // A claimed prepared instance is relabelled with the sandbox id just after the create answered.
+      await recordedContainerOfSandbox(suite.containerdNamespace, sandboxId);
       assert.ok(inContainerd(suite.containerdNamespace, sandboxId).container);
 
       // The first replica answers for it: get and exec.

@@ -13,7 +13,7 @@ import path from "node:path";
 import { after, before, describe } from "node:test";
 import { fileURLToPath } from "node:url";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
-import { namespaceContainers, runningTasks } from "../../../support/containerd-contents.js";
+import { namespaceContainers, recordedContainerOfSandbox, runningTasks } from "../../../support/containerd-contents.js";
 import {
   allocatedSlots,
   controllerReplicas,
@@ -84,6 +84,8 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         const first = await waitForPhase(suite, namespace, NAME, "Running");
         assert.equal(first.status?.sandboxID, oldId);
         assert.equal(first.status?.acceptedResetRevision, "r1");
+        // A claimed prepared instance counts as the sandbox's once relabelled, just after the create answered.
+        await recordedContainerOfSandbox(suite.containerdNamespace, oldId);
         assert.deepEqual(sandboxContainers(), [oldId]);
         const written = await client.sandboxes.exec(NAME, ["sh", "-c", "echo before-reset > /tmp/state && cat /tmp/state"], { namespace });
         assert.equal(written.stdout, "before-reset\n");

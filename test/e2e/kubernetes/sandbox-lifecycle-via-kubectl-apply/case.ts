@@ -145,6 +145,8 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       assert.equal(sandboxCondition(running, "Scheduled")?.status, "True", JSON.stringify(running.status?.conditions));
       assert.equal(sandboxCondition(running, "Ready")?.status, "True", JSON.stringify(running.status?.conditions));
       const sandboxId = running.status?.sandboxID ?? "";
+      // A claimed prepared instance is relabelled with the sandbox id just after the agent answered.
+      await recordedContainerOfSandbox(suite.containerdNamespace, sandboxId);
       assert.equal(runtimeState(suite.containerdNamespace, sandboxId).task, "RUNNING");
 
       await suite.kubectlOk("-n", namespace, "delete", "sandbox", "early", "--timeout=120s");
