@@ -37,6 +37,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.stream.Collectors;
+import jdk.jshell.DeclarationSnippet;
 import jdk.jshell.Diag;
 import jdk.jshell.EvalException;
 import jdk.jshell.JShell;
@@ -94,8 +95,11 @@ public final class JavaContext {
         setEnv(runEnv);
         stopped = false;
         outcome = run(request.get(0));
-      } catch (ReflectiveOperationException | RuntimeException failure) {
-        outcome = List.of("error", failure.getClass().getSimpleName(), String.valueOf(failure.getMessage()), failure.toString());
+      } catch (Throwable failure) {
+        // What escapes JShell itself (javac's StackOverflowError on deeply nested code, an
+        // OutOfMemoryError) is the run's error: the context lives on.
+        String message = failure.getMessage() == null ? failure.getClass().getName() : failure.getMessage();
+        outcome = List.of("error", failure.getClass().getSimpleName(), message, failure.toString());
       }
       // A run's env vars are that run's alone, unless the code changed them (it cannot, in Java).
       try {
@@ -135,6 +139,17 @@ public final class JavaContext {
           String messages = shell.diagnostics(snippet).map(diag -> describe(diag, snippet)).collect(Collectors.joining("\n"));
           if (messages.isEmpty()) messages = "the code is not complete Java: " + snippet.source().strip();
           return List.of("error", "CompilationException", messages, messages);
+        }
+        if (event.status() == Snippet.Status.RECOVERABLE_DEFINED || event.status() == Snippet.Status.RECOVERABLE_NOT_DEFINED) {
+          // Recoverable: JShell kept it for names declared later. An error besides those (a
+          // constant string too long) is the run's; otherwise it says what it waits for. Both as
+          // the jshell tool does (which, like this, keeps such a snippet).
+          String errors = shell.diagnostics(snippet).filter(Diag::isError).map(diag -> describe(diag, snippet)).collect(Collectors.joining("\n"));
+          if (!errors.isEmpty()) return List.of("error", "CompilationException", errors, errors);
+          if (snippet instanceof DeclarationSnippet) {
+            String missing = shell.unresolvedDependencies((DeclarationSnippet) snippet).collect(Collectors.joining(", "));
+            System.err.println(((DeclarationSnippet) snippet).name() + " is declared, but cannot be used until " + (missing.isEmpty() ? "what it needs" : missing) + " is declared");
+          }
         }
         JShellException exception = event.exception();
         if (exception != null) return thrown(exception);

@@ -100,6 +100,7 @@ import linecache  # noqa: E402
 import os  # noqa: E402
 import pwd  # noqa: E402
 import re  # noqa: E402
+import select  # noqa: E402
 import selectors  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
@@ -300,14 +301,21 @@ class _Worker:
             # A run's env_vars apply to that run: afterwards those names get their values back (or go);
             # what the code itself sets in os.environ stays, as in a notebook.
             env_vars = {str(k): str(v) for k, v in (request.get("env_vars") or {}).items()}
+            invalid = _invalid_env_var(env_vars)
+            if invalid is not None:
+                # Refused before anything ran: an environment cannot hold it.
+                env_vars = {}
             before = {name: os.environ.get(name) for name in env_vars}
             os.environ.update(env_vars)
             self.env_vars = env_vars
             self.figures_shown = set()
-            try:
-                value, error = self.interruptible(request.get("code", ""), "<cell %d>" % count)
-            except KeyboardInterrupt as interrupted:  # one that came at the edge of the execution
-                value, error = None, interrupted
+            if invalid is not None:
+                value, error = None, invalid
+            else:
+                try:
+                    value, error = self.interruptible(request.get("code", ""), "<cell %d>" % count)
+                except KeyboardInterrupt as interrupted:  # one that came at the edge of the execution
+                    value, error = None, interrupted
             if error is None and value is not None:
                 try:
                     self.display(value, is_main_result=True)
@@ -631,12 +639,71 @@ class _PngFile:
         return self.png
 
 
+def _invalid_env_var(env_vars):
+    """A ValueError naming the first env var no environment can hold, or None."""
+    for name, value in env_vars.items():
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            return ValueError("env var %r cannot be set: a name must be non-empty, without '=' or NUL, and a value without NUL" % name)
+        try:
+            os.fsencode(name)
+            os.fsencode(value)
+        except UnicodeError:
+            return ValueError("env var %r cannot be set: it holds characters UTF-8 cannot encode (a lone surrogate)" % name)
+    return None
+
+
 class _ForeignError(Exception):
     """An error another interpreter reported: its own name, value and traceback."""
 
     def __init__(self, name, value, traceback_text):
         super().__init__(value)
         self.event = {"type": "error", "name": name, "value": value, "traceback": traceback_text}
+
+
+class _ChildResults:
+    """The reading end of a child interpreter's results pipe. A wait for its next bytes ends when
+    the child exits, even while a process the child started (R's ``system("… &")``) still holds
+    the pipe's writing end, which the child passed on: then what is left reads as the end."""
+
+    POLL_S = 0.25
+
+    def __init__(self, fd, child):
+        self.fd = fd
+        self.child = child
+        self.buffer = bytearray()
+
+    def fill(self):
+        """Reads what the pipe has into the buffer, waiting for it; False at the end."""
+        while True:
+            readable, _, _ = select.select([self.fd], [], [], self.POLL_S)
+            if not readable and self.child.poll() is None:
+                continue
+            if not readable:
+                # Exited: what it wrote before is in the pipe already.
+                readable, _, _ = select.select([self.fd], [], [], 0)
+                if not readable:
+                    return False
+            chunk = os.read(self.fd, 65536)
+            self.buffer += chunk
+            return bool(chunk)
+
+    def readline(self):
+        """The next line with its newline; what is left without one at the end."""
+        while True:
+            end = self.buffer.find(b"\n")
+            if end >= 0 or not self.fill():
+                size = end + 1 if end >= 0 else len(self.buffer)
+                line = bytes(self.buffer[:size])
+                del self.buffer[:size]
+                return line
+
+    def read(self, size):
+        """The next `size` bytes; fewer at the end."""
+        while len(self.buffer) < size and self.fill():
+            pass
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
 
 
 class _ChildWorker(_Worker):
@@ -647,6 +714,9 @@ class _ChildWorker(_Worker):
     def __init__(self, requests_fd, events_fd):
         super().__init__(requests_fd, events_fd)
         self.env_vars = {}
+        # The child runs a request from its sending to its outcome: only then does an interrupt
+        # go to it (one between runs would hit the next run, or an interpreter waiting for it).
+        self.child_running = False
         child_requests, self_requests = os.pipe()
         self_results, child_results = os.pipe()
         try:
@@ -659,13 +729,24 @@ class _ChildWorker(_Worker):
             os.close(child_requests)
             os.close(child_results)
         self.to_child = os.fdopen(self_requests, "wb", buffering=0)
-        self.from_child = os.fdopen(self_results, "rb")
+        self.from_child = _ChildResults(self_results, self.child)
 
     def command(self, requests_fd, results_fd):
         raise NotImplementedError
 
+    def interruptible(self, code, filename):
+        self.child_running = True
+        try:
+            return super().interruptible(code, filename)
+        finally:
+            self.child_running = False
+
+    def answered(self):
+        """The child sent its run's outcome: interrupts no longer go to it."""
+        self.child_running = False
+
     def on_interrupt(self, signum, frame):
-        if self.running:
+        if self.running and self.child_running:
             try:
                 self.child.send_signal(signal.SIGINT)
             except OSError:
@@ -677,7 +758,10 @@ class _ChildWorker(_Worker):
         return super().error_event(error)
 
     def child_gone(self):
-        """The interpreter is gone: this worker goes with it once the output is out."""
+        """The interpreter is gone, or no longer to be trusted (it broke the protocol): this worker
+        goes with it once the output is out."""
+        if self.child.poll() is None:
+            self.child.kill()
         self.sync_output()
         os._exit(self.child.wait() & 0xFF)
 
@@ -700,9 +784,13 @@ class _JavaScriptWorker(_ChildWorker):
             line = self.from_child.readline()
         except OSError:
             line = b""
-        if not line:
+        self.answered()
+        try:
+            outcome = json.loads(line) if line.endswith(b"\n") else None
+        except ValueError:
+            outcome = None
+        if not isinstance(outcome, dict):
             self.child_gone()
-        outcome = json.loads(line)
         if not outcome.get("ok"):
             raise _ForeignError(outcome.get("name") or "Error", outcome.get("value") or "", outcome.get("traceback") or "")
         return None if outcome.get("text") is None else _Shown(outcome["text"])
@@ -751,11 +839,14 @@ class _FieldsWorker(_ChildWorker):
             elif kind == "display_png" and len(fields) == 2:
                 self.display(_PngFile(fields[1]))
             elif kind == "ok" and len(fields) <= 3:
+                self.answered()
                 return _Shown(*fields[1:]) if len(fields) > 1 else None
             elif kind == "error" and len(fields) == 4:
+                self.answered()
                 raise _ForeignError(fields[1], fields[2], fields[3])
             else:
-                raise RuntimeError("the context's interpreter sent a message it should not have: %r" % fields[:1])
+                # Out of step with its interpreter: no later message could be trusted.
+                self.child_gone()
 
 
 class _RWorker(_FieldsWorker):

@@ -19,13 +19,30 @@
 #   `display_png PATH` messages (the worker reads and removes the file), then `ok` or
 #   `ok TEXT [HTML]` (the main result), or `error NAME VALUE TRACEBACK`.
 # What the code prints goes to stdout and stderr, which the worker streams.
+#
+# This file's functions live in an environment of their own under base's, not the global one: the
+# code's own definitions (a `sprintf` or `c` of its own) do not reach them. The protocol's
+# connections are opened again when the code closed them (closeAllConnections()): the pipes stay
+# open underneath. An interrupt counts only while the code runs: one that comes while this file
+# waits for a request or sends an outcome (late for the run before) is dropped.
 local({
   fds <- commandArgs(trailingOnly = TRUE)
-  requests <- file(sprintf("/proc/self/fd/%s", fds[[1]]), open = "rb", raw = TRUE)
-  results <- file(sprintf("/proc/self/fd/%s", fds[[2]]), open = "wb", raw = TRUE)
+  paths <- sprintf("/proc/self/fd/%s", fds[1:2])
+  requests <- file(paths[[1]], open = "rb", raw = TRUE)
+  results <- file(paths[[2]], open = "wb", raw = TRUE)
   newline <- as.raw(10L)
 
+  # The connection, or a new one on the same pipe when the code closed it (no bytes are lost: the
+  # worker sends a request only once the previous outcome is out). Its number may belong to another
+  # connection since: the one it was is told by its id.
+  usable <- function(connection, path, mode) {
+    now <- tryCatch(getConnection(as.integer(connection)), error = function(e) NULL)
+    if (!is.null(now) && identical(attr(now, "conn_id"), attr(connection, "conn_id"))) return(connection)
+    file(path, open = mode, raw = TRUE)
+  }
+
   read_line <- function() {
+    requests <<- usable(requests, paths[[1]], "rb")
     bytes <- raw(0)
     repeat {
       byte <- readBin(requests, "raw", 1L)
@@ -64,6 +81,7 @@ local({
   }
 
   write_message <- function(...) {
+    results <<- usable(results, paths[[2]], "wb")
     fields <- c(...)
     encoded <- lapply(fields, function(field) {
       bytes <- charToRaw(enc2utf8(field))
@@ -85,7 +103,7 @@ local({
     if (!is.data.frame(value) && !(is.matrix(value) && length(dim(value)) == 2L)) return(NULL)
     kind <- if (is.data.frame(value)) "data.frame" else "matrix"
     rows <- nrow(value)
-    shown_rows <- head(value, HTML_ROWS)
+    shown_rows <- utils::head(value, HTML_ROWS)
     cells <- as.matrix(format(if (is.data.frame(shown_rows)) shown_rows else as.data.frame(shown_rows, stringsAsFactors = FALSE)))
     cells[is.na(cells)] <- "NA"
     cells <- trimws(cells)
@@ -100,7 +118,8 @@ local({
     paste0("<table>\n<caption>", caption, "</caption>\n<thead>", head_row, "</thead>\n<tbody>\n", paste(body, collapse = "\n"), "\n</tbody>\n</table>")
   }
   shown <- function(value) {
-    text <- paste(utils::capture.output(print(value)), collapse = "\n")
+    # Printed from the global environment, so that print methods of the code's own are found.
+    text <- paste(utils::capture.output(eval(quote(print(value)), list(value = value), globalenv())), collapse = "\n")
     html <- tryCatch(html_table(value), error = function(e) NULL)
     c(text, html)
   }
@@ -209,9 +228,15 @@ local({
     "ok"
   }
 
-  repeat {
+  interrupted <- c("error", "KeyboardInterrupt", "the execution was interrupted", "KeyboardInterrupt: the execution was interrupted")
+
+  # One request and its outcome; FALSE once the worker is gone. Interrupts are held off but while
+  # the code runs.
+  serve <- function() {
     request <- read_request()
-    if (is.null(request)) break
+    if (is.null(request)) return(FALSE)
+    # One that came while this waited (late for the run before) is let in and dropped here.
+    tryCatch(allowInterrupts(Sys.sleep(0)), interrupt = function(i) NULL)
     code <- request[[1L]]
     env <- request[-1L]
     names <- env[c(TRUE, FALSE)]
@@ -220,7 +245,7 @@ local({
     # unless the code set them itself.
     before <- Sys.getenv(names, unset = NA, names = TRUE)
     if (length(names) > 0L) do.call(Sys.setenv, as.list(stats::setNames(values, names)))
-    outcome <- tryCatch(run(code), interrupt = function(i) c("error", "KeyboardInterrupt", "the execution was interrupted", "KeyboardInterrupt: the execution was interrupted"))
+    outcome <- tryCatch(allowInterrupts(run(code)), interrupt = function(i) interrupted)
     tryCatch(show_plots(), error = function(e) cat("the run's plots could not be shown:", conditionMessage(e), "\n", file = stderr()))
     for (k in seq_along(names)) {
       if (!identical(Sys.getenv(names[[k]], unset = NA), values[[k]])) next
@@ -230,5 +255,8 @@ local({
     flush(stdout())
     flush(stderr())
     write_message(outcome)
+    TRUE
   }
-})
+
+  while (suspendInterrupts(serve())) NULL
+}, envir = new.env(parent = baseenv()))

@@ -442,6 +442,49 @@ def test_an_r_run_past_its_timeout_is_interrupted_and_quit_restarts_the_context(
     sandbox.remove_code_context(context)
 
 
+def test_an_r_context_survives_what_its_code_does_to_r_and_interrupts_between_runs(sandbox):
+    context = sandbox.create_code_context(language="r")
+    sandbox.run_code("x <- 41", context=context)
+    # The code's own definitions of base functions do not reach the context's machinery, and
+    # print methods of its own are found.
+    redefined = sandbox.run_code(
+        'sprintf <- function(fmt, ...) "mine"; c <- function(...) 0; print.mine <- function(x, ...) cat("a mine\\n")\nstructure(1, class = "mine")',
+        context=context,
+        timeout=30,
+    )
+    assert redefined.error is None
+    assert redefined.text == "a mine"
+    # Closing every connection leaves the context's own pipes working.
+    assert sandbox.run_code("closeAllConnections(); x + 1", context=context, timeout=30).text == "[1] 42"
+    assert sandbox.run_code("x + 2", context=context, timeout=30).text == "[1] 43"
+    # An interrupt while the context waits for its next run (late for the one before) is dropped:
+    # neither the interpreter nor the next run gets it.
+    signalled = sandbox.run_code(
+        "import os, signal\n"
+        "def r_processes():\n"
+        "    for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+        "        try:\n"
+        "            if b'r_context.R' in open('/proc/%s/cmdline' % pid, 'rb').read():\n"
+        "                yield int(pid)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "signalled = [os.kill(pid, signal.SIGINT) for pid in r_processes()]\n"
+        "len(signalled) > 0",
+        timeout=30,
+    )
+    assert signalled.text == "True"
+    assert sandbox.run_code("x + 3", context=context, timeout=30).text == "[1] 44"
+    # An invalid env var is the run's error; the context lives on.
+    refused = sandbox.run_code("x", context=context, envs={"A=B": "1"}, timeout=30)
+    assert refused.error.name == "ValueError"
+    assert "'A=B'" in refused.error.value
+    # R's end is the context's, even while a process it started holds the pipes R was given (a
+    # wait for those would last the sleep, past the run's timeout).
+    assert sandbox.run_code('system("sleep 60 &"); quit()', context=context, timeout=50).error.name == "ContextRestarting"
+    assert sandbox.run_code('exists("x")', context=context, timeout=30).text == "[1] FALSE"
+    sandbox.remove_code_context(context)
+
+
 def test_java_declarations_live_on_and_the_last_expression_is_the_result(sandbox):
     execution = sandbox.run_code(
         'record Point(int x, int y) {}\nint twice(int n) { return 2 * n; }\nvar points = new ArrayList<Point>();\npoints.add(new Point(1, 2));\nSystem.out.println("added " + points.size());\npoints',
@@ -477,6 +520,26 @@ def test_java_errors_and_a_run_past_its_timeout(sandbox):
     assert time.monotonic() - started < 30
     assert sandbox.run_code("survivor", context=context).text == '"still here"'
     assert sandbox.run_code("System.exit(3)", context=context).error.name == "ContextRestarting"
+    sandbox.remove_code_context(context)
+
+
+def test_a_java_context_reports_what_javac_refuses_or_cannot_compile_and_lives_on(sandbox):
+    context = sandbox.create_code_context(language="java")
+    sandbox.run_code("int kept = 41;", context=context, timeout=60)
+    # A declaration that waits for a later one is kept and says so.
+    waiting = sandbox.run_code("int later() { return sooner(); }", context=context, timeout=60)
+    assert waiting.error is None
+    assert waiting.logs.stderr == ["later is declared, but cannot be used until method sooner() is declared\n"]
+    # javac giving up (its stack overflows on deep nesting) is the run's error, not the JVM's end.
+    deep = sandbox.run_code("int deep = %s1%s;" % ("(" * 5000, ")" * 5000), context=context, timeout=120)
+    assert deep.error is not None
+    assert deep.error.name != "ContextRestarting"
+    assert sandbox.run_code("kept + 1", context=context, timeout=60).text == "42"
+    # JShell keeps a declaration whose error is not a missing name: the error is the run's. (Last:
+    # JShell fails every later compile of the context with that one's constant, as the jshell tool does.)
+    too_long = sandbox.run_code('String s = "%s";' % ("a" * 70000), context=context, timeout=60)
+    assert too_long.error.name == "CompilationException"
+    assert too_long.error.value == "line 1: constant string too long"
     sandbox.remove_code_context(context)
 
 
