@@ -180,16 +180,27 @@ public final class JavaContext {
     if (stopped || (exception instanceof EvalException && "java.lang.ThreadDeath".equals(((EvalException) exception).getExceptionClassName()))) {
       return List.of("error", "KeyboardInterrupt", "the execution was stopped", "KeyboardInterrupt: the execution was stopped");
     }
-    String name;
-    if (exception instanceof EvalException) {
-      name = ((EvalException) exception).getExceptionClassName();
-    } else if (exception instanceof UnresolvedReferenceException) {
-      name = "UnresolvedReferenceException";
-    } else {
-      name = exception.getClass().getName();
-    }
+    String name = nameOf(exception);
     String message = exception.getMessage() == null ? "" : exception.getMessage();
-    StringBuilder trace = new StringBuilder(name).append(message.isEmpty() ? "" : ": " + message);
+    StringBuilder trace = new StringBuilder();
+    appendTrace(trace, exception);
+    // Its causes, as Java prints them (JShell hands them over as EvalExceptions too).
+    for (Throwable cause = exception.getCause(); cause != null && trace.length() < 100_000; cause = cause.getCause()) {
+      trace.append("\nCaused by: ");
+      appendTrace(trace, cause);
+    }
+    return List.of("error", name, message, trace.toString());
+  }
+
+  private static String nameOf(Throwable exception) {
+    if (exception instanceof EvalException) return ((EvalException) exception).getExceptionClassName();
+    if (exception instanceof UnresolvedReferenceException) return "UnresolvedReferenceException";
+    return exception.getClass().getName();
+  }
+
+  private static void appendTrace(StringBuilder trace, Throwable exception) {
+    String message = exception.getMessage() == null ? "" : exception.getMessage();
+    trace.append(nameOf(exception)).append(message.isEmpty() ? "" : ": " + message);
     for (StackTraceElement frame : exception.getStackTrace()) {
       // As the jshell tool writes them: the code's own frames by their snippet (`at div (#1:2)`,
       // `at (#2:1)` for a top-level statement), the JDK's as Java does.
@@ -200,7 +211,6 @@ public final class JavaContext {
         trace.append(frame);
       }
     }
-    return List.of("error", name, message, trace.toString());
   }
 
   /** Sets (a null value: removes) variables of this process's environment, as System.getenv and new processes see it. */

@@ -506,6 +506,9 @@ def test_java_errors_and_a_run_past_its_timeout(sandbox):
     assert thrown.error.name == "java.lang.ArithmeticException"
     assert thrown.error.value == "/ by zero"
     assert "\tat divide (#" in thrown.error.traceback
+    caused = sandbox.run_code('void fail() {\n  throw new RuntimeException("outer", new IllegalStateException("inner"));\n}\nfail()', language="java")
+    assert caused.error.name == "java.lang.RuntimeException"
+    assert "\nCaused by: java.lang.IllegalStateException: inner\n\tat fail (#" in caused.error.traceback
     refused = sandbox.run_code('int wrong = "text";', language="java")
     assert refused.error.name == "CompilationException"
     assert refused.error.value == "line 1: incompatible types: java.lang.String cannot be converted to int"
