@@ -264,6 +264,7 @@ class SimulatedAgentClient implements AgentClient {
         cpuUsedMillis: 0,
         cpuLimitMillis: 0,
         memoryUsedBytes: 0,
+        memoryCacheBytes: 0,
         memoryLimitBytes: 0,
         pids: 0,
         diskUsedBytes: 0,

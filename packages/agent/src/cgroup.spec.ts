@@ -413,17 +413,19 @@ describe("killCgroupProcesses", () => {
 describe("readCgroupUsage", () => {
   const sandbox = "/fast-sandbox/default-0/sandboxes/sb-1";
 
-  it("v2: cpu.stat's usage_usec, cpu.max, memory.current and memory.max, pids.current", () => {
+  it("v2: cpu.stat's usage_usec, cpu.max, memory.current and memory.max, memory.stat's file, pids.current", () => {
     const root = v2Tree({ ".": "cpu memory pids", [sandbox]: "cpu memory pids" });
     writeFileSync(join(root, sandbox, "cpu.stat"), "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n");
     writeFileSync(join(root, sandbox, "cpu.max"), "50000 100000\n");
     writeFileSync(join(root, sandbox, "memory.current"), "67108864\n");
     writeFileSync(join(root, sandbox, "memory.max"), "268435456\n");
+    writeFileSync(join(root, sandbox, "memory.stat"), "anon 33554432\nfile 16777216\nkernel 1048576\nfile_mapped 0\n");
     writeFileSync(join(root, sandbox, "pids.current"), "4\n");
     assert.deepEqual(readCgroupUsage(detectCgroupLayout(root), sandbox), {
       cpuUsageNanos: 2_500_000_000,
       cpuLimitMillis: 500,
       memoryUsedBytes: 64 << 20,
+      memoryCacheBytes: 16 << 20,
       memoryLimitBytes: 256 << 20,
       pids: 4,
     });
@@ -434,7 +436,7 @@ describe("readCgroupUsage", () => {
     assert.equal(unlimited.memoryLimitBytes, 0);
   });
 
-  it("v1: cpuacct.usage, the CFS quota over its period, memory.usage_in_bytes and its limit (the kernel's 'none' as 0)", () => {
+  it("v1: cpuacct.usage, the CFS quota over its period, memory.usage_in_bytes and its limit (the kernel's 'none' as 0), memory.stat's total_cache", () => {
     const root = tempRoot();
     for (const controller of ["cpu", "cpuacct", "memory", "pids"]) mkdirSync(join(root, controller, sandbox), { recursive: true });
     writeFileSync(join(root, "cpuacct", sandbox, "cpuacct.usage"), "1234567890\n");
@@ -442,6 +444,8 @@ describe("readCgroupUsage", () => {
     writeFileSync(join(root, "cpu", sandbox, "cpu.cfs_period_us"), "100000\n");
     writeFileSync(join(root, "memory", sandbox, "memory.usage_in_bytes"), "1048576\n");
     writeFileSync(join(root, "memory", sandbox, "memory.limit_in_bytes"), "33554432\n");
+    // cache is the cgroup's own, total_cache its subtree's too.
+    writeFileSync(join(root, "memory", sandbox, "memory.stat"), "cache 4096\nrss 528384\ntotal_cache 12288\ntotal_rss 528384\n");
     writeFileSync(join(root, "pids", sandbox, "pids.current"), "3\n");
     const layout = detectCgroupLayout(root);
     assert.equal(layout.version, 1);
@@ -449,6 +453,7 @@ describe("readCgroupUsage", () => {
       cpuUsageNanos: 1_234_567_890,
       cpuLimitMillis: 200,
       memoryUsedBytes: 1 << 20,
+      memoryCacheBytes: 12288,
       memoryLimitBytes: 32 << 20,
       pids: 3,
     });
@@ -465,6 +470,7 @@ describe("readCgroupUsage", () => {
       cpuUsageNanos: 0,
       cpuLimitMillis: 0,
       memoryUsedBytes: 0,
+      memoryCacheBytes: 0,
       memoryLimitBytes: 0,
       pids: 0,
     });

@@ -191,6 +191,8 @@ export interface CgroupUsage {
   cpuLimitMillis: number;
   /** Memory charged to it (page cache included), in bytes. */
   memoryUsedBytes: number;
+  /** Of that, the page cache: `file` of v2's memory.stat, `total_cache` of v1's. */
+  memoryCacheBytes: number;
   memoryLimitBytes: number;
   /** Tasks (processes and threads) in it. */
   pids: number;
@@ -202,9 +204,9 @@ const V1_NO_MEMORY_LIMIT = 2 ** 62;
 /**
  * The usage of the cgroup at `path` (e.g. `/fast-sandbox/default-0/sandboxes/sb-1`), read from
  * its files: v2 `cpu.stat` (usage_usec), `cpu.max`, `memory.current`, `memory.max`,
- * `pids.current`; v1 `cpuacct.usage`, `cpu.cfs_quota_us` over `cpu.cfs_period_us`,
- * `memory.usage_in_bytes`, `memory.limit_in_bytes`, `pids.current`. A file that cannot be read
- * counts 0.
+ * `memory.stat` (file), `pids.current`; v1 `cpuacct.usage`, `cpu.cfs_quota_us` over
+ * `cpu.cfs_period_us`, `memory.usage_in_bytes`, `memory.limit_in_bytes`, `memory.stat`
+ * (total_cache), `pids.current`. A file that cannot be read counts 0.
  */
 export function readCgroupUsage(layout: CgroupLayout, path: string): CgroupUsage {
   const relative = path.replace(/^\/+/, "");
@@ -215,6 +217,7 @@ export function readCgroupUsage(layout: CgroupLayout, path: string): CgroupUsage
       return "";
     }
   };
+  const statOf = (file: string, key: string): number => Number(new RegExp(`^${key} (\\d+)$`, "m").exec(read(file))?.[1] ?? 0);
   if (layout.version === 2) {
     const directory = join(layout.root, relative);
     const usageUsec = /^usage_usec (\d+)$/m.exec(read(join(directory, "cpu.stat")))?.[1];
@@ -224,6 +227,7 @@ export function readCgroupUsage(layout: CgroupLayout, path: string): CgroupUsage
       cpuUsageNanos: Number(usageUsec ?? 0) * 1000,
       cpuLimitMillis: quota && quota !== "max" && Number(period) > 0 ? Math.round((Number(quota) / Number(period)) * 1000) : 0,
       memoryUsedBytes: Number(read(join(directory, "memory.current"))) || 0,
+      memoryCacheBytes: statOf(join(directory, "memory.stat"), "file"),
       memoryLimitBytes: memoryMax && memoryMax !== "max" ? Number(memoryMax) || 0 : 0,
       pids: Number(read(join(directory, "pids.current"))) || 0,
     };
@@ -235,6 +239,7 @@ export function readCgroupUsage(layout: CgroupLayout, path: string): CgroupUsage
     cpuUsageNanos: Number(read(join(layout.root, "cpuacct", relative, "cpuacct.usage"))) || 0,
     cpuLimitMillis: quota > 0 && period > 0 ? Math.round((quota / period) * 1000) : 0,
     memoryUsedBytes: Number(read(join(layout.root, "memory", relative, "memory.usage_in_bytes"))) || 0,
+    memoryCacheBytes: statOf(join(layout.root, "memory", relative, "memory.stat"), "total_cache"),
     memoryLimitBytes: memoryLimit >= V1_NO_MEMORY_LIMIT ? 0 : memoryLimit,
     pids: Number(read(join(layout.root, "pids", relative, "pids.current"))) || 0,
   };

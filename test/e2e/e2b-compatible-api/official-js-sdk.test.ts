@@ -101,6 +101,8 @@ describe("E2B's official JS SDK against the E2B-compatible API", () => {
     assert.ok(sample.cpuCount >= 1);
     assert.ok(sample.cpuUsedPct > 10 && sample.cpuUsedPct <= 100, `cpuUsedPct ${sample.cpuUsedPct}`);
     assert.ok(sample.memUsed > 0 && sample.memUsed <= sample.memTotal, `memUsed ${sample.memUsed} of ${sample.memTotal}`);
+    // The page cache holds the file just written: part of the memory used.
+    assert.ok(sample.memCache > 0 && sample.memCache <= sample.memUsed, `memCache ${sample.memCache} of ${sample.memUsed}`);
     assert.ok(sample.diskUsed >= 2 * 2 ** 20, `diskUsed ${sample.diskUsed}`);
     // A range of whole seconds: the samples of the second of the latest one, and none of a range before the sandbox.
     const second = new Date(Math.floor(sample.timestamp.getTime() / 1000) * 1000);

@@ -169,6 +169,23 @@ def test_set_timeout_moves_the_end_time(sandbox):
     assert after > before
 
 
+def test_get_metrics_gives_the_agent_s_samples_with_every_field_e2b_s_model_requires(sandbox):
+    sandbox.commands.run("head -c 4000000 /dev/urandom > /tmp/cached && cat /tmp/cached > /dev/null")
+    deadline = time.monotonic() + 30
+    metrics = sandbox.get_metrics()
+    while len(metrics) < 2:
+        assert time.monotonic() < deadline, "no metrics within 30 s: %r" % metrics
+        time.sleep(0.5)
+        metrics = sandbox.get_metrics()
+    last = metrics[-1]
+    assert last.cpu_count >= 1
+    assert 0 <= last.cpu_used_pct <= 100
+    assert 0 < last.mem_used <= last.mem_total
+    # The page cache holds the file just written and read: part of the memory used.
+    assert 0 < last.mem_cache <= last.mem_used
+    assert [m.timestamp for m in metrics] == sorted(m.timestamp for m in metrics)
+
+
 def test_list_and_connect(sandbox):
     paginator = Sandbox.list(query=SandboxQuery(metadata={"run": RUN_ID}))
     listed = paginator.next_items()

@@ -1594,6 +1594,7 @@ export class ContainerdRuntime implements Runtime {
       cpuUsedMillis: elapsedNanos > 0 ? Math.max(0, Math.round(((usage.cpuUsageNanos - first.cpuUsageNanos) / elapsedNanos) * 1000)) : 0,
       cpuLimitMillis: usage.cpuLimitMillis,
       memoryUsedBytes: usage.memoryUsedBytes,
+      memoryCacheBytes: usage.memoryCacheBytes,
       memoryLimitBytes: usage.memoryLimitBytes,
       pids: usage.pids,
       diskUsedBytes,

@@ -104,6 +104,7 @@ class FakeRuntime implements Runtime {
       cpuUsedMillis: 250,
       cpuLimitMillis: 500,
       memoryUsedBytes: 64 << 20,
+      memoryCacheBytes: 16 << 20,
       memoryLimitBytes: 256 << 20,
       pids: 3,
       diskUsedBytes: 4096,
@@ -514,6 +515,7 @@ describe("AgentService", () => {
       assert.deepEqual(runtime.statsWindows, [STATS_WINDOW_MS]);
       assert.equal(stats.cpuUsedMillis, 250n);
       assert.equal(stats.memoryUsedBytes, BigInt(64 << 20));
+      assert.equal(stats.memoryCacheBytes, BigInt(16 << 20));
       assert.equal(stats.memoryLimitBytes, BigInt(256 << 20));
       assert.equal(stats.nodeMemoryBytes, BigInt(8 * 2 ** 30));
       assert.equal(stats.pids, 3);

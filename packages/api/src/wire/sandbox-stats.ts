@@ -16,6 +16,8 @@ export interface SandboxStats {
   cpuLimitMillis: number;
   /** Memory its processes use, page cache included. */
   memoryUsedBytes: number;
+  /** Of `memoryUsedBytes`, the page cache (file-backed pages). */
+  memoryCacheBytes: number;
   /** 0: none (its node's `nodeMemoryBytes`). */
   memoryLimitBytes: number;
   /** Processes and threads in it. */
@@ -33,6 +35,7 @@ export function sandboxStatsToMessage(stats: SandboxStats): SandboxStatsMessage 
     cpuUsedMillis: BigInt(stats.cpuUsedMillis),
     cpuLimitMillis: BigInt(stats.cpuLimitMillis),
     memoryUsedBytes: BigInt(stats.memoryUsedBytes),
+    memoryCacheBytes: BigInt(stats.memoryCacheBytes),
     memoryLimitBytes: BigInt(stats.memoryLimitBytes),
     pids: stats.pids,
     diskUsedBytes: BigInt(stats.diskUsedBytes),
@@ -48,6 +51,7 @@ export function sandboxStatsFromMessage(message: SandboxStatsMessage): SandboxSt
     cpuUsedMillis: Number(message.cpuUsedMillis),
     cpuLimitMillis: Number(message.cpuLimitMillis),
     memoryUsedBytes: Number(message.memoryUsedBytes),
+    memoryCacheBytes: Number(message.memoryCacheBytes),
     memoryLimitBytes: Number(message.memoryLimitBytes),
     pids: message.pids,
     diskUsedBytes: Number(message.diskUsedBytes),

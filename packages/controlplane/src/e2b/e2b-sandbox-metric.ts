@@ -13,8 +13,10 @@ export interface E2bSandboxMetric {
   cpuCount: number;
   /** Its CPU use as a percentage of `cpuCount` cores (0–100), over the 100 ms before `timestamp`. */
   cpuUsedPct: number;
-  /** Bytes. */
+  /** Bytes, its page cache included. */
   memUsed: number;
+  /** Of `memUsed`, its page cache, in bytes. */
+  memCache: number;
   /** Its memory limit, else its node's memory, in bytes. */
   memTotal: number;
   /** What it wrote over its image, in bytes. */
@@ -32,6 +34,7 @@ export function e2bSandboxMetricOf(stats: SandboxStats): E2bSandboxMetric {
     cpuCount,
     cpuUsedPct: Math.round((stats.cpuUsedMillis / (cpuCount * 1000)) * 10_000) / 100,
     memUsed: stats.memoryUsedBytes,
+    memCache: stats.memoryCacheBytes,
     memTotal: stats.memoryLimitBytes > 0 ? stats.memoryLimitBytes : stats.nodeMemoryBytes,
     diskUsed: stats.diskUsedBytes,
     diskTotal: 0,

@@ -92,6 +92,7 @@ export class FakeAgentClient implements AgentClient {
     cpuUsedMillis: 0,
     cpuLimitMillis: 0,
     memoryUsedBytes: 0,
+    memoryCacheBytes: 0,
     memoryLimitBytes: 0,
     pids: 0,
     diskUsedBytes: 0,

@@ -96,6 +96,8 @@ class SandboxStats:
     disk_used_bytes: int
     node_cpus: int
     node_memory_bytes: int
+    #: Of ``memory_used_bytes``, the page cache (file-backed pages).
+    memory_cache_bytes: int = 0
 
     @staticmethod
     def from_message(message: Mapping[str, Any]) -> SandboxStats:
@@ -115,6 +117,7 @@ class SandboxStats:
             disk_used_bytes=number("diskUsedBytes"),
             node_cpus=number("nodeCpus"),
             node_memory_bytes=number("nodeMemoryBytes"),
+            memory_cache_bytes=number("memoryCacheBytes"),
         )
 
 
