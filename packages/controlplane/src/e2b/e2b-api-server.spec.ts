@@ -148,7 +148,7 @@ describe("the E2B-compatible API over HTTP", () => {
     assertError(await call("POST", `/sandboxes/${id}/connect`, { timeout: 60 }), 404, /not found/);
   });
 
-  it("pauses (204, then 409; no metrics while paused), connects to the paused sandbox (201, resumed; then 200), resumes (409 while it runs) and forks (201, one result per copy)", async () => {
+  it("pauses (204, then 409; no metrics and no timeout to set while paused), connects to the paused sandbox (201, resumed; then 200), resumes (409 while it runs) and forks (201, one result per copy)", async () => {
     await e2b.addPool("gvisor", { runtimeType: "gvisor" });
     const created = (await call("POST", "/v2/sandboxes", { ...createBody, templateID: "gvisor" })).body as { sandboxID: string };
     const id = created.sandboxID;
@@ -162,6 +162,8 @@ describe("the E2B-compatible API over HTTP", () => {
     const pausedMetrics = await call("GET", `/sandboxes/${id}/metrics`);
     assert.equal(pausedMetrics.status, 200);
     assert.deepEqual(pausedMetrics.body, [], "a paused sandbox runs nowhere: no sample");
+    // E2B's timeout route finds running sandboxes only: 404, on which SDKs before 2.6 resume.
+    assertError(await call("POST", `/sandboxes/${id}/timeout`, { timeout: 60 }), 404, new RegExp(`sandbox ${id} is paused, not running`));
     assertError(await call("POST", `/v2/sandboxes/${id}/connect`, { timeout: 60, memory: false }), 400, /^memory: a resume without memory is not offered/);
 
     const resumed = await call("POST", `/v2/sandboxes/${id}/connect`, { timeout: 60 });

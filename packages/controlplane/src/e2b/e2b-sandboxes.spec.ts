@@ -297,7 +297,7 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
       assert.equal((await e2b.sandboxes.list(list())).totalRunning, 0);
       await assert.rejects(
         e2b.sandboxes.setTimeout(created.sandboxID, 60),
-        (error: unknown) => error instanceof ConflictError && /is paused/.test(error.message),
+        (error: unknown) => error instanceof NotFoundError && /is paused, not running/.test(error.message),
       );
       await assert.rejects(
         e2b.sandboxes.pause(created.sandboxID),

@@ -421,15 +421,16 @@ export class E2bSandboxes {
 
   /**
    * Sets the sandbox's end to `endOf(current end)` (ms), unless that is its end already. A paused
-   * sandbox has no end: ConflictError, or with `whenPaused` "resume" its record, unchanged, for the
-   * caller to resume.
+   * sandbox has no end: NotFoundError (E2B's own answer: its timeout route finds running sandboxes
+   * only, and SDKs before 2.6 resume on that answer), or with `whenPaused` "resume" its record,
+   * unchanged, for the caller to resume.
    */
   private async changeEnd(sandboxID: string, endOf: (endMs: number) => number, whenPaused: "refuse" | "resume" = "refuse"): Promise<Sandbox> {
     for (let attempt = 1; ; attempt++) {
       const current = await this.find(sandboxID);
       if (isPaused(current)) {
         if (whenPaused === "resume") return current;
-        throw new ConflictError(`sandbox ${sandboxID} is paused: it has no end while paused; connect resumes it with a timeout`);
+        throw new NotFoundError(`sandbox ${sandboxID} is paused, not running: it has no end while paused; connect resumes it with a timeout`);
       }
       const endMs = endOf(Date.parse(endAtOf(current)));
       if (current.spec.expireTime && endMs === Date.parse(current.spec.expireTime)) return current;
