@@ -92,6 +92,10 @@ describe("E2B create requests (NewSandbox, NewSandboxV2)", () => {
     );
     refuses(() => parseNewSandbox({ templateID: "base", autoResume: { enabled: true } }), "autoResume", /not supported/);
     refuses(() => parseNewSandbox({ templateID: "base", network: { denyOut: ["0.0.0.0/0"] } }), "network", /allow_internet_access: false/);
+    refuses(() => parseNewSandbox({ templateID: "base", network: { allowPublicTraffic: true } }), "network.allowPublicTraffic", /E2B-Traffic-Access-Token/);
+    refuses(() => parseNewSandbox({ templateID: "base", network: "open" }), "network", /must be an object/);
+    // What Fast Sandbox always does: a sandbox's ports need its traffic access token.
+    assert.ok(parseNewSandbox({ templateID: "base", network: { allowPublicTraffic: false, allowOut: [] } }));
     refuses(() => parseNewSandbox({ templateID: "base", volumeMounts: [{ name: "v", path: "/data" }] }), "volumeMounts", /not supported/);
     refuses(() => parseNewSandbox({ templateID: "base", mcp: { server: {} } }), "mcp", /not supported/);
     refuses(() => parseNewSandbox({ templateID: "base", secure: "yes" }), "secure", /true or false/);

@@ -115,6 +115,27 @@ function refuseIfAsked(body: JsonObject, field: string, why: string): void {
   if (!empty) throw new ValidationError(field, why);
 }
 
+/**
+ * E2B's `network` of a new sandbox: `allowPublicTraffic: false` is what Fast Sandbox always does
+ * (a sandbox's ports answer only with its traffic access token), so it is accepted; egress rules
+ * and public ports are refused.
+ */
+function refuseNetworkRules(network: unknown): void {
+  if (network === undefined || network === null) return;
+  if (!isObject(network)) throw new ValidationError("network", 'must be an object, e.g. {"allowPublicTraffic": false}');
+  for (const [key, value] of Object.entries(network)) {
+    if (value === undefined || value === null || (Array.isArray(value) && value.length === 0)) continue;
+    if (key === "allowPublicTraffic" && value === false) continue;
+    if (key === "allowPublicTraffic") {
+      throw new ValidationError(
+        "network.allowPublicTraffic",
+        "public ports are not offered: a sandbox's ports answer only with its traffic access token (header E2B-Traffic-Access-Token); send false or omit it",
+      );
+    }
+    throw new ValidationError("network", "network rules are not supported; send allow_internet_access: false for a sandbox that may connect nowhere");
+  }
+}
+
 /** The body of `POST /sandboxes` and `POST /v2/sandboxes` (E2B's NewSandbox and NewSandboxV2). */
 export function parseNewSandbox(body: unknown): NewSandboxRequest {
   const request = requestObject(body, '{"templateID": "base", "timeout": 300}');
@@ -145,7 +166,7 @@ export function parseNewSandbox(body: unknown): NewSandboxRequest {
       'resuming on traffic is not supported (connect resumes a paused sandbox); omit autoResume or send {"enabled": false}',
     );
   }
-  refuseIfAsked(request, "network", "network rules are not supported; send allow_internet_access: false for a sandbox that may connect nowhere");
+  refuseNetworkRules(present(request, "network"));
   refuseIfAsked(request, "volumeMounts", "volumes are not supported; omit volumeMounts");
   refuseIfAsked(request, "mcp", "MCP gateways are not supported; omit mcp");
   refuseIfAsked(request, "iam", "workload identity tokens are not supported; omit iam");
