@@ -18,6 +18,7 @@
  * the interpreter when such code has not stopped 10 s after the interrupt.)
  */
 const fs = require("node:fs");
+const net = require("node:net");
 const { SourceMap } = require("node:module");
 const readline = require("node:readline");
 const repl = require("node:repl");
@@ -63,7 +64,9 @@ function stripTypes(code) {
   } = ts.transpileModule(code, {
     fileName: "cell.ts",
     reportDiagnostics: true,
-    compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.Preserve, isolatedModules: true, sourceMap: true },
+    // verbatimModuleSyntax: an import a later cell uses (nothing in this one) is kept; only `import
+    // type` and `type` specifiers go.
+    compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.Preserve, verbatimModuleSyntax: true, sourceMap: true },
   });
   const error = diagnostics.find((diagnostic) => diagnostic.category === ts.DiagnosticCategory.Error);
   if (error) {
@@ -191,16 +194,32 @@ function describe(thrown) {
   // Input the REPL would wait for more of (`x = `) is the SyntaxError it is here.
   const error = thrown instanceof repl.Recoverable ? thrown.err : thrown;
   if (error instanceof Error) {
-    const stack = (error.stack ?? `${error.name}: ${error.message}`).split("\n");
+    const stack = (typeof error.stack === "string" ? error.stack : `${String(error.name)}: ${String(error.message)}`).split("\n");
     // Below the first frame of this file's, or of Node's REPL and vm, is this file's machinery.
     const end = stack.findIndex(
       (line) =>
         /^\s+at /.test(line) &&
         (line.includes(__filename) || /REPLServer|ContextifyScript|node:vm:|node:repl:|processTicksAndRejections|new Promise/.test(line)),
     );
-    return { name: error.name, value: error.message, traceback: typeScriptPositions((end >= 0 ? stack.slice(0, end) : stack).join("\n")) };
+    return { name: String(error.name), value: String(error.message), traceback: typeScriptPositions((end >= 0 ? stack.slice(0, end) : stack).join("\n")) };
   }
-  return { name: "Error", value: `Uncaught ${util.inspect(error)}`, traceback: `Uncaught ${util.inspect(error)}` };
+  const shown = `Uncaught ${inspected(error)}`;
+  return { name: "Error", value: shown, traceback: shown };
+}
+
+/** util.inspect's text of a value, or what went wrong showing it (its inspect method may throw). */
+function inspected(value) {
+  try {
+    return util.inspect(value);
+  } catch (failure) {
+    let why;
+    try {
+      why = failure instanceof Error ? failure.message : String(failure);
+    } catch {
+      why = "an error";
+    }
+    return `<a value that cannot be shown: ${why}>`;
+  }
 }
 
 function evaluate(code, fileName) {
@@ -225,7 +244,8 @@ function evaluate(code, fileName) {
     if (script === undefined) {
       // Top-level await, or a syntax error, which the REPL's evaluation reports as such.
       try {
-        server.eval(code, server.context, fileName, (error, value) => (error ? settle({ error }) : settleValue(value)));
+        // The REPL calls back with null for no error: a thrown 0, "" or false is an error too.
+        server.eval(code, server.context, fileName, (error, value) => (error !== null && error !== undefined ? settle({ error }) : settleValue(value)));
       } catch (error) {
         settle({ error });
       }
@@ -254,12 +274,43 @@ function compile(code, fileName) {
   return undefined;
 }
 
-const results = fs.createWriteStream("", { fd: resultsFd });
-const requests = readline.createInterface({ input: fs.createReadStream("", { fd: requestsFd }), crlfDelay: Infinity });
+// The pipes as libuv's own (non-blocking) handles: a file stream's read would hold a thread of the
+// pool in read(2), and process.exit() waits for it — until the next request.
+const results = new net.Socket({ fd: resultsFd, readable: false, writable: true });
+const requests = readline.createInterface({ input: new net.Socket({ fd: requestsFd, readable: true, writable: false }), crlfDelay: Infinity });
 let queue = Promise.resolve();
 
+/** Once what was written to `stream` so far is out (a pipe the worker reads may have made it wait). */
+function written(stream) {
+  return new Promise((resolve) => stream.write("", () => resolve()));
+}
+
+/** The outcome as its answer: the error's, or the value's text (what cannot be shown is an error too). */
+function answerOf(outcome) {
+  if ("error" in outcome) return { ok: false, ...describe(outcome.error) };
+  if (outcome.value === undefined) return { ok: true, text: null };
+  try {
+    return { ok: true, text: util.inspect(outcome.value) };
+  } catch (failure) {
+    return { ok: false, ...describe(failure) };
+  }
+}
+
 requests.on("line", (line) => {
-  queue = queue.then(async () => {
+  queue = queue.then(() => serve(line)).catch((failure) => {
+    // Whatever went wrong, the request gets an answer: the worker waits for one.
+    let answer;
+    try {
+      answer = JSON.stringify({ ok: false, name: "Error", value: `the context could not answer: ${inspected(failure)}`, traceback: "" });
+    } catch {
+      answer = '{"ok": false, "name": "Error", "value": "the context could not answer", "traceback": ""}';
+    }
+    results.write(`${answer}\n`);
+  });
+});
+
+async function serve(line) {
+  {
     const request = JSON.parse(line);
     // A run's env_vars apply to that run: afterwards those names get their values back (or go);
     // what the code itself sets in process.env stays.
@@ -280,12 +331,14 @@ requests.on("line", (line) => {
       else process.env[name] = old;
     }
     let answer;
-    if (outcome.error !== undefined) {
-      answer = { ok: false, ...describe(outcome.error) };
-    } else {
-      answer = { ok: true, text: outcome.value === undefined ? null : util.inspect(outcome.value) };
+    try {
+      answer = JSON.stringify(answerOf(outcome));
+    } catch (failure) {
+      answer = JSON.stringify({ ok: false, ...describe(failure) });
     }
-    results.write(`${JSON.stringify(answer)}\n`);
-  });
-});
+    // What the code printed goes before its outcome, in the worker's order.
+    await Promise.all([written(process.stdout), written(process.stderr)]);
+    results.write(`${answer}\n`);
+  }
+}
 requests.on("close", () => process.exit(0));

@@ -405,6 +405,28 @@ def test_a_javascript_run_past_its_timeout_is_interrupted_and_the_context_keeps_
     sandbox.remove_code_context(context)
 
 
+def test_a_javascript_context_answers_whatever_its_code_throws_prints_or_ends_with(sandbox):
+    context = sandbox.create_code_context(language="js")
+    sandbox.run_code("var keep = 41", context=context, timeout=30)
+    # A value whose inspection throws is the run's error; the context answers the next run.
+    unshowable = sandbox.run_code('({ [Symbol.for("nodejs.util.inspect.custom")]() { throw new Error("boom") } })', context=context, timeout=30)
+    assert (unshowable.error.name, unshowable.error.value) == ("Error", "boom")
+    assert sandbox.run_code("keep + 1", context=context, timeout=30).text == "42"
+    # Falsy thrown values are errors too, with top-level await or without.
+    for code in ("throw undefined", "Promise.reject()", "await 1; throw 0", 'await 1; throw ""'):
+        assert sandbox.run_code(code, context=context, timeout=30).error is not None, code
+    # All a run prints is its own, before its result, however much it is.
+    many = sandbox.run_code("for (let i = 0; i < 100000; i++) console.log(i); 'done'", context=context, timeout=60)
+    assert many.text == "'done'"
+    assert "".join(many.logs.stdout).count("\n") == 100000
+    assert sandbox.run_code("keep + 2", context=context, timeout=30).logs.stdout == []
+    # process.exit() ends the context at once (not when the next request comes).
+    ended = sandbox.run_code("console.log('before'); process.exit(3)", context=context, timeout=30)
+    assert ended.error.name == "ContextRestarting"
+    assert sandbox.run_code("typeof keep", context=context, timeout=30).text == "'undefined'"
+    sandbox.remove_code_context(context)
+
+
 def test_r_runs_in_the_global_environment_and_shows_values_as_print_does(sandbox):
     execution = sandbox.run_code(
         'frame <- data.frame(n = 1:3, word = c("a", "b", "ü"))\nsquare <- function(x) x^2\nprint("printed")\nframe',
@@ -596,6 +618,9 @@ def test_typescript_runs_with_its_types_stripped(sandbox):
     assert thrown.error.value == "sides: 0 1"
     assert "at check (<cell>:4:9)" in thrown.error.traceback, thrown.error.traceback
     assert "at <cell>:6:1" in thrown.error.traceback
+    # An import a later cell uses (this one does not) is kept; `import type` goes.
+    assert sandbox.run_code('import { basename } from "node:path"\nimport type { Stats } from "node:fs"', language="ts").error is None
+    assert sandbox.run_code('basename("/a/b.txt")', language="ts").text == "'b.txt'"
     later = sandbox.run_code("type Unused = string\nawait Promise.resolve()\ncheck({ sides: 2 } as Shape)", language="ts")
     assert "at check (<cell>:4:9)" in later.error.traceback, later.error.traceback
     assert "at <cell>:3:" in later.error.traceback
