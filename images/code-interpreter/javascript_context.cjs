@@ -297,16 +297,18 @@ function answerOf(outcome) {
 }
 
 requests.on("line", (line) => {
-  queue = queue.then(() => serve(line)).catch((failure) => {
-    // Whatever went wrong, the request gets an answer: the worker waits for one.
-    let answer;
-    try {
-      answer = JSON.stringify({ ok: false, name: "Error", value: `the context could not answer: ${inspected(failure)}`, traceback: "" });
-    } catch {
-      answer = '{"ok": false, "name": "Error", "value": "the context could not answer", "traceback": ""}';
-    }
-    results.write(`${answer}\n`);
-  });
+  queue = queue
+    .then(() => serve(line))
+    .catch((failure) => {
+      // Whatever went wrong, the request gets an answer: the worker waits for one.
+      let answer;
+      try {
+        answer = JSON.stringify({ ok: false, name: "Error", value: `the context could not answer: ${inspected(failure)}`, traceback: "" });
+      } catch {
+        answer = '{"ok": false, "name": "Error", "value": "the context could not answer", "traceback": ""}';
+      }
+      results.write(`${answer}\n`);
+    });
 });
 
 async function serve(line) {
