@@ -689,13 +689,18 @@ class _ChildResults:
 
     def readline(self):
         """The next line with its newline; what is left without one at the end."""
-        while True:
-            end = self.buffer.find(b"\n")
-            if end >= 0 or not self.fill():
-                size = end + 1 if end >= 0 else len(self.buffer)
-                line = bytes(self.buffer[:size])
-                del self.buffer[:size]
-                return line
+        searched = 0
+        end = self.buffer.find(b"\n")
+        while end < 0:
+            # Only what came since is searched again: a line may be megabytes long.
+            searched = len(self.buffer)
+            if not self.fill():
+                break
+            end = self.buffer.find(b"\n", searched)
+        size = end + 1 if end >= 0 else len(self.buffer)
+        line = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return line
 
     def read(self, size):
         """The next `size` bytes; fewer at the end."""
