@@ -192,6 +192,8 @@ describe("E2B pause, connect, resume and fork requests", () => {
     assert.equal(parseResumeBody(undefined), 15);
     assert.equal(parseResumeBody({ timeout: 120, autoPause: false }), 120);
     refuses(() => parseResumeBody({ autoPause: true }), "autoPause", /not supported/);
+    // A sandbox brought back to run for no time at all: E2B refuses it too.
+    refuses(() => parseResumeBody({ timeout: 0 }), "timeout", /from 1 to 86400/);
   });
 
   it("fork: 1 copy ending in 15 s by default (E2B's), count from 1 to 20", () => {
@@ -199,8 +201,9 @@ describe("E2B pause, connect, resume and fork requests", () => {
     assert.deepEqual(parseForkBody({}), { timeoutSeconds: 15, count: 1 });
     assert.deepEqual(parseForkBody({ timeout: 300, count: 3 }), { timeoutSeconds: 300, count: 3 });
     refuses(() => parseForkBody({ count: 0 }), "count", /from 1 to 20; got 0/);
+    refuses(() => parseForkBody({ timeout: 0, count: 1 }), "timeout", /from 1 to 86400/);
     refuses(() => parseForkBody({ count: 21 }), "count", /from 1 to 20; got 21/);
     refuses(() => parseForkBody({ count: 1.5 }), "count", /whole number/);
-    refuses(() => parseForkBody({ timeout: -1 }), "timeout", /from 0 to 86400/);
+    refuses(() => parseForkBody({ timeout: -1 }), "timeout", /from 1 to 86400/);
   });
 });

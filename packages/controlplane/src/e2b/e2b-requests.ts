@@ -73,12 +73,15 @@ export function requestObject(body: unknown, example: string): JsonObject {
   return body;
 }
 
-/** A timeout in seconds: a whole number from 0 to MAX_TIMEOUT_SECONDS. */
-export function parseTimeoutSeconds(value: unknown, field = "timeout"): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > MAX_TIMEOUT_SECONDS) {
+/**
+ * A timeout in seconds: a whole number from `least` (0; 1 where a sandbox is brought back to run,
+ * as E2B's resume and fork require) to MAX_TIMEOUT_SECONDS.
+ */
+export function parseTimeoutSeconds(value: unknown, field = "timeout", least = 0): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < least || value > MAX_TIMEOUT_SECONDS) {
     throw new ValidationError(
       field,
-      `must be a whole number of seconds from 0 to ${MAX_TIMEOUT_SECONDS} (24 hours), counted from now; got ${JSON.stringify(value) ?? "nothing"}`,
+      `must be a whole number of seconds from ${least} to ${MAX_TIMEOUT_SECONDS} (24 hours), counted from now; got ${JSON.stringify(value) ?? "nothing"}`,
     );
   }
   return value;
@@ -230,7 +233,7 @@ export function parseResumeBody(body: unknown): number {
     throw new ValidationError("autoPause", "pausing when the timeout passes is not supported: a sandbox is killed then; omit autoPause or send false");
   }
   const timeout = present(request, "timeout");
-  return timeout === undefined ? DEFAULT_RESUME_TIMEOUT_SECONDS : parseTimeoutSeconds(timeout);
+  return timeout === undefined ? DEFAULT_RESUME_TIMEOUT_SECONDS : parseTimeoutSeconds(timeout, "timeout", 1);
 }
 
 /** The body of `POST /sandboxes/{id}/fork` (optional): `timeout` of the copies (15 s by default) and `count` (1 to 20, 1 by default). */
@@ -242,7 +245,7 @@ export function parseForkBody(body: unknown): ForkRequest {
   if (typeof count !== "number" || !Number.isInteger(count) || count < 1 || count > MAX_E2B_FORK_COUNT) {
     throw new ValidationError("count", `must be a whole number of copies from 1 to ${MAX_E2B_FORK_COUNT}; got ${JSON.stringify(count)}`);
   }
-  return { timeoutSeconds: timeout === undefined ? DEFAULT_FORK_TIMEOUT_SECONDS : parseTimeoutSeconds(timeout), count };
+  return { timeoutSeconds: timeout === undefined ? DEFAULT_FORK_TIMEOUT_SECONDS : parseTimeoutSeconds(timeout, "timeout", 1), count };
 }
 
 /** The interval of `GET /sandboxes/{id}/metrics`: `start` and `end`, Unix seconds (each optional). */
