@@ -312,35 +312,33 @@ requests.on("line", (line) => {
 });
 
 async function serve(line) {
-  {
-    const request = JSON.parse(line);
-    // A run's env_vars apply to that run: afterwards those names get their values back (or go);
-    // what the code itself sets in process.env stays.
-    const envVars = request.env_vars ?? {};
-    const before = Object.fromEntries(Object.keys(envVars).map((name) => [name, process.env[name]]));
-    Object.assign(process.env, envVars);
-    let outcome;
-    try {
-      const code = String(request.code ?? "");
-      const script = typeScript ? stripTypes(code) : { code, fileName: "<cell>" };
-      outcome = await evaluate(rewriteImports(script.code), script.fileName);
-    } catch (error) {
-      outcome = { error };
-    }
-    for (const [name, old] of Object.entries(before)) {
-      if (process.env[name] !== String(envVars[name])) continue;
-      if (old === undefined) delete process.env[name];
-      else process.env[name] = old;
-    }
-    let answer;
-    try {
-      answer = JSON.stringify(answerOf(outcome));
-    } catch (failure) {
-      answer = JSON.stringify({ ok: false, ...describe(failure) });
-    }
-    // What the code printed goes before its outcome, in the worker's order.
-    await Promise.all([written(process.stdout), written(process.stderr)]);
-    results.write(`${answer}\n`);
+  const request = JSON.parse(line);
+  // A run's env_vars apply to that run: afterwards those names get their values back (or go);
+  // what the code itself sets in process.env stays.
+  const envVars = request.env_vars ?? {};
+  const before = Object.fromEntries(Object.keys(envVars).map((name) => [name, process.env[name]]));
+  Object.assign(process.env, envVars);
+  let outcome;
+  try {
+    const code = String(request.code ?? "");
+    const script = typeScript ? stripTypes(code) : { code, fileName: "<cell>" };
+    outcome = await evaluate(rewriteImports(script.code), script.fileName);
+  } catch (error) {
+    outcome = { error };
   }
+  for (const [name, old] of Object.entries(before)) {
+    if (process.env[name] !== String(envVars[name])) continue;
+    if (old === undefined) delete process.env[name];
+    else process.env[name] = old;
+  }
+  let answer;
+  try {
+    answer = JSON.stringify(answerOf(outcome));
+  } catch (failure) {
+    answer = JSON.stringify({ ok: false, ...describe(failure) });
+  }
+  // What the code printed goes before its outcome, in the worker's order.
+  await Promise.all([written(process.stdout), written(process.stderr)]);
+  results.write(`${answer}\n`);
 }
 requests.on("close", () => process.exit(0));

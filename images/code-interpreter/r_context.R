@@ -184,6 +184,9 @@ local({
     invokeRestart("muffleWarning")
   }
 
+  # The outcome of a run an interrupt ended.
+  interrupted <- c("error", "KeyboardInterrupt", "the execution was interrupted", "KeyboardInterrupt: the execution was interrupted")
+
   run <- function(code) {
     expressions <- tryCatch(parse(text = code, keep.source = FALSE), error = function(e) e)
     if (inherits(expressions, "error")) {
@@ -216,7 +219,7 @@ local({
         interrupt = function(i) structure(list(), class = "fsb_interrupt")
       )
       if (inherits(outcome, "fsb_interrupt")) {
-        return(c("error", "KeyboardInterrupt", "the execution was interrupted", "KeyboardInterrupt: the execution was interrupted"))
+        return(interrupted)
       }
       if (inherits(outcome, "fsb_error")) {
         condition <- outcome$condition
@@ -227,8 +230,6 @@ local({
     }
     "ok"
   }
-
-  interrupted <- c("error", "KeyboardInterrupt", "the execution was interrupted", "KeyboardInterrupt: the execution was interrupted")
 
   # One request and its outcome; FALSE once the worker is gone. Interrupts are held off but while
   # the code runs.
