@@ -238,6 +238,22 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
       await assert.rejects(e2b.sandboxes.get(created.sandboxID), NotFoundError);
     });
 
+    for (const phase of ["Expired", "Failed"] as const) {
+      it(`kill: a sandbox that ended ${phase} is not found, as on E2B (kill() answers false), and its record is removed`, async () => {
+        const created = await e2b.sandboxes.create(create({}));
+        await e2b.sandboxes.get(created.sandboxID); // the create's own status write has landed
+        const stored = await e2b.storedById(created.sandboxID);
+        assert.ok(stored?.status);
+        await e2b.fixture.store.updateStatus("Sandbox", { ...stored, status: { ...stored.status, phase } });
+        await assert.rejects(
+          e2b.sandboxes.kill(created.sandboxID),
+          (error: unknown) => error instanceof NotFoundError && error.message.includes(`no longer running (${phase}); its record is removed`),
+        );
+        assert.deepEqual(await e2b.stored(), [], "the record went all the same");
+        await assert.rejects(e2b.sandboxes.kill(created.sandboxID), /not found: it was killed/);
+      });
+    }
+
     it("timeout: the end becomes now + timeout, later or sooner", async () => {
       const created = await e2b.sandboxes.create(create({ timeout: 300 }));
       await e2b.sandboxes.setTimeout(created.sandboxID, 1000);

@@ -229,15 +229,30 @@ export class E2bSandboxes {
     return resourcesOf(pool, this.options.host, pool ? (this.options.agentLimits ?? agentPodLimits)(pool) : {});
   }
 
-  /** Deletes the sandbox at once (no grace period: E2B kills), a paused one with its checkpoint; NotFoundError when there is none to kill. */
+  /**
+   * Deletes the sandbox at once (no grace period: E2B kills), a paused one with its checkpoint;
+   * NotFoundError when there is none to kill. A sandbox that already ended (Expired, Failed) or is
+   * being deleted is not found either, as on E2B, where it would be gone (the SDKs' `kill()` answers
+   * false): the record Fast Sandbox kept of it is removed all the same, since its owner asked.
+   */
   async kill(sandboxID: string): Promise<void> {
     const found = await this.options.lookup(sandboxID);
     if (!found || !isE2bSandbox(found) || found.status?.sandboxID !== sandboxID) throw notFound(sandboxID);
-    try {
-      await this.options.manager.delete(this.namespace, found.metadata.name, 0);
-    } catch (error) {
-      throw error instanceof NotFoundError ? notFound(sandboxID) : error;
+    const current = await this.options.manager.get(this.namespace, found.metadata.name).catch((error: unknown) => {
+      if (error instanceof NotFoundError) return undefined;
+      throw error;
+    });
+    if (!current || current.status?.sandboxID !== sandboxID) throw notFound(sandboxID);
+    const phase = current.status.phase;
+    const ended = Boolean(current.metadata.deletionTimestamp) || phase === "Terminating" || phase === "Expired" || phase === "Failed";
+    if (!current.metadata.deletionTimestamp) {
+      try {
+        await this.options.manager.delete(this.namespace, current.metadata.name, 0);
+      } catch (error) {
+        throw error instanceof NotFoundError ? notFound(sandboxID) : error;
+      }
     }
+    if (ended) throw new NotFoundError(`sandbox ${sandboxID} not found: it is no longer running (${current.metadata.deletionTimestamp ? "being deleted" : phase}); its record is removed`);
   }
 
   /** Ends the sandbox `timeoutSeconds` from now, sooner or later than it would have. ConflictError for a paused one (it has no end). */
