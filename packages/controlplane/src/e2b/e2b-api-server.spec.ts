@@ -95,6 +95,7 @@ describe("the E2B-compatible API over HTTP", () => {
     assert.equal(first.status, 200);
     assert.equal((first.body as unknown[]).length, 2);
     assert.equal(first.headers.get("x-total-running"), "3");
+    assert.equal((await call("GET", "/v2/sandboxes?state=paused")).headers.get("x-total-running"), null, "no running sandbox asked for, no count (as E2B)");
     const token = first.headers.get("x-next-token");
     assert.ok(token);
     const second = await call("GET", `/v2/sandboxes?limit=2&nextToken=${encodeURIComponent(token)}`);

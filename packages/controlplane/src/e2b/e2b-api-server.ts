@@ -109,7 +109,10 @@ function routes(sandboxes: E2bSandboxes): Route[] {
         return {
           status: 200,
           body: page.items,
-          headers: { "x-total-running": String(totalRunning), ...(page.nextToken ? { "x-next-token": page.nextToken } : {}) },
+          headers: {
+            ...(totalRunning !== undefined ? { "x-total-running": String(totalRunning) } : {}),
+            ...(page.nextToken ? { "x-next-token": page.nextToken } : {}),
+          },
         };
       },
     },

@@ -160,6 +160,10 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
       assert.deepEqual(await ids("template=python"), []);
       assert.equal((await ids("template=base")).length, 3);
       assert.equal((await e2b.sandboxes.list(list())).totalRunning, 3, "the sandbox of the fast path is not E2B's");
+      // As E2B's X-Total-Running: the running ones of every filter, before the page; none without running in the states.
+      assert.equal((await e2b.sandboxes.list(list("metadata=user%3Dabc&limit=1"))).totalRunning, 2);
+      assert.equal((await e2b.sandboxes.list(list("template=python"))).totalRunning, 0);
+      assert.equal((await e2b.sandboxes.list(list("state=paused"))).totalRunning, undefined);
     });
 
     it("pages by limit with a cursor, newest first", async () => {

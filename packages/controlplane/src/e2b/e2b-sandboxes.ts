@@ -116,8 +116,11 @@ export interface ConnectedSandbox {
 
 export interface ListedSandboxes {
   page: ListPage<E2bListedSandbox>;
-  /** Sandboxes running in all (E2B's `X-Total-Running`). */
-  totalRunning: number;
+  /**
+   * E2B's `X-Total-Running`: the running sandboxes that match every filter of the query, before
+   * its cursor and limit; undefined when the query's states leave running out (E2B sends no header).
+   */
+  totalRunning: number | undefined;
 }
 
 /** The error of a create whose sandbox was deleted again: the same kind, saying so. */
@@ -186,7 +189,7 @@ export class E2bSandboxes {
     return this.viewOf(sandbox, accessToken);
   }
 
-  /** The running and paused sandboxes that match the query, one page of them. */
+  /** The running and paused sandboxes that match the query, one page of them, and how many of them run. */
   async list(query: ListSandboxesQuery): Promise<ListedSandboxes> {
     const visible = (await this.options.manager.list(this.namespace)).filter(isVisible);
     const pools = await this.pools();
@@ -197,7 +200,8 @@ export class E2bSandboxes {
       .filter((sandbox) => metadataMatches(metadataOf(sandbox), query.metadata))
       .map((sandbox) => listedSandboxOf(sandbox, this.envdVersion, this.resourcesOf(pools.get(sandbox.spec.poolRef))))
       .filter((listed) => startedAfter === undefined || Date.parse(listed.startedAt) >= startedAfter);
-    return { page: pageOf(matching, query), totalRunning: visible.filter((sandbox) => !isPaused(sandbox)).length };
+    const countsRunning = !query.states || query.states.has("running");
+    return { page: pageOf(matching, query), totalRunning: countsRunning ? matching.filter((listed) => listed.state === "running").length : undefined };
   }
 
   async get(sandboxID: string): Promise<E2bSandboxDetail> {
@@ -252,7 +256,10 @@ export class E2bSandboxes {
         throw error instanceof NotFoundError ? notFound(sandboxID) : error;
       }
     }
-    if (ended) throw new NotFoundError(`sandbox ${sandboxID} not found: it is no longer running (${current.metadata.deletionTimestamp ? "being deleted" : phase}); its record is removed`);
+    if (ended)
+      throw new NotFoundError(
+        `sandbox ${sandboxID} not found: it is no longer running (${current.metadata.deletionTimestamp ? "being deleted" : phase}); its record is removed`,
+      );
   }
 
   /** Ends the sandbox `timeoutSeconds` from now, sooner or later than it would have. ConflictError for a paused one (it has no end). */
