@@ -6,7 +6,7 @@
  * Kubernetes label values and annotation keys do not.
  */
 import { parseCpuMillis, parseMemoryBytes, type AgentLimits, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
-import { isPaused, pausedAtOf, resumedAtOf } from "../fastpath/checkpoint-pauses.js";
+import { isPaused, pausedAtOf } from "../fastpath/checkpoint-pauses.js";
 import type { HostResources } from "./host-resources.js";
 import type { E2bSandboxState } from "./e2b-requests.js";
 
@@ -104,9 +104,9 @@ export function metadataOf(sandbox: Sandbox): Record<string, string> {
   }
 }
 
-/** When the sandbox started: its last resume, as E2B starts a resumed sandbox anew; else its record's creation. */
+/** When the sandbox started (its record's creation). */
 export function startedAtOf(sandbox: Sandbox): string {
-  return resumedAtOf(sandbox) ?? sandbox.metadata.creationTimestamp ?? new Date(0).toISOString();
+  return sandbox.metadata.creationTimestamp ?? new Date(0).toISOString();
 }
 
 /** When the sandbox ends: its `spec.expireTime`. (E2B shows a paused sandbox's as its pause: see listedSandboxOf.) */

@@ -87,12 +87,6 @@ export function pausedAtOf(sandbox: Sandbox): string | undefined {
   return sandbox.status?.conditions?.find((condition) => condition.type === CONDITION_PAUSED && condition.status !== "False")?.lastTransitionTime;
 }
 
-/** When the sandbox was last resumed from a pause (its Paused condition's move to False, reason Resumed); undefined if it never was. */
-export function resumedAtOf(sandbox: Sandbox): string | undefined {
-  const paused = sandbox.status?.conditions?.find((condition) => condition.type === CONDITION_PAUSED);
-  return paused?.status === "False" && paused.reason === "Resumed" ? paused.lastTransitionTime : undefined;
-}
-
 export class SandboxPauses {
   private readonly options: SandboxPausesOptions;
   private readonly clock: Clock;
