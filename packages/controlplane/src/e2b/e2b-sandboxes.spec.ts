@@ -242,7 +242,7 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
       await assert.rejects(e2b.sandboxes.get(created.sandboxID), NotFoundError);
     });
 
-    for (const phase of ["Expired", "Failed"] as const) {
+    for (const phase of ["Expired", "Failed", "Lost"] as const) {
       it(`kill: a sandbox that ended ${phase} is not found, as on E2B (kill() answers false), and its record is removed`, async () => {
         const created = await e2b.sandboxes.create(create({}));
         await e2b.sandboxes.get(created.sandboxID); // the create's own status write has landed
@@ -251,12 +251,32 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
         await e2b.fixture.store.updateStatus("Sandbox", { ...stored, status: { ...stored.status, phase } });
         await assert.rejects(
           e2b.sandboxes.kill(created.sandboxID),
-          (error: unknown) => error instanceof NotFoundError && error.message.includes(`no longer running (${phase}); its record is removed`),
+          (error: unknown) => error instanceof NotFoundError && error.message.includes(`it no longer ran (${phase}); what was left of it is removed now`),
         );
         assert.deepEqual(await e2b.stored(), [], "the record went all the same");
         await assert.rejects(e2b.sandboxes.kill(created.sandboxID), /not found: it was killed/);
       });
     }
+
+    it("kill: a sandbox being deleted is not found, and its deletion is carried out", async () => {
+      const created = await e2b.sandboxes.create(create({}));
+      await e2b.sandboxes.get(created.sandboxID);
+      const stored = await e2b.storedById(created.sandboxID);
+      assert.ok(stored);
+      // A finalizer of someone else's holds the record in deletion.
+      await e2b.fixture.store.update("Sandbox", {
+        ...stored,
+        metadata: { ...stored.metadata, finalizers: [...(stored.metadata.finalizers ?? []), "test/hold"] },
+      });
+      await e2b.fixture.store.delete("Sandbox", { namespace: stored.metadata.namespace ?? "default", name: stored.metadata.name });
+      assert.ok((await e2b.storedById(created.sandboxID))?.metadata.deletionTimestamp, "in deletion");
+      const deletes = e2b.agent.calls.filter((call) => call.startsWith("delete")).length;
+      await assert.rejects(
+        e2b.sandboxes.kill(created.sandboxID),
+        (error: unknown) => error instanceof NotFoundError && error.message.includes("it no longer ran (being deleted)"),
+      );
+      assert.ok(e2b.agent.calls.filter((call) => call.startsWith("delete")).length > deletes, "its instance deleted by the kill");
+    });
 
     it("timeout: the end becomes now + timeout, later or sooner", async () => {
       const created = await e2b.sandboxes.create(create({ timeout: 300 }));

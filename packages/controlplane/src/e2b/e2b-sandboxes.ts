@@ -132,6 +132,9 @@ function deletedAfter(error: unknown): FsbError {
   return new FsbError(failure.code, message, { cause: error });
 }
 
+/** Phases of a sandbox that will not run again (or not without its agent): E2B's kill finds nothing to kill. */
+const ENDED_PHASES: ReadonlySet<string> = new Set(["Terminating", "Expired", "Failed", "Lost"]);
+
 function notFound(sandboxID: string): NotFoundError {
   return new NotFoundError(`sandbox ${sandboxID} not found: it was killed, its timeout passed, or it never existed (GET /v2/sandboxes lists the running ones)`);
 }
@@ -235,9 +238,10 @@ export class E2bSandboxes {
 
   /**
    * Deletes the sandbox at once (no grace period: E2B kills), a paused one with its checkpoint;
-   * NotFoundError when there is none to kill. A sandbox that already ended (Expired, Failed) or is
-   * being deleted is not found either, as on E2B, where it would be gone (the SDKs' `kill()` answers
-   * false): the record Fast Sandbox kept of it is removed all the same, since its owner asked.
+   * NotFoundError when there is none to kill. A sandbox that no longer runs (Expired, Failed, Lost,
+   * or being deleted: none of them E2B's get or list shows) is not found either, as on E2B, where it
+   * would be gone (the SDKs' `kill()` answers false); its deletion is carried out all the same,
+   * since its owner asked, and its failure is the answer.
    */
   async kill(sandboxID: string): Promise<void> {
     const found = await this.options.lookup(sandboxID);
@@ -248,18 +252,13 @@ export class E2bSandboxes {
     });
     if (!current || current.status?.sandboxID !== sandboxID) throw notFound(sandboxID);
     const phase = current.status.phase;
-    const ended = Boolean(current.metadata.deletionTimestamp) || phase === "Terminating" || phase === "Expired" || phase === "Failed";
-    if (!current.metadata.deletionTimestamp) {
-      try {
-        await this.options.manager.delete(this.namespace, current.metadata.name, 0);
-      } catch (error) {
-        throw error instanceof NotFoundError ? notFound(sandboxID) : error;
-      }
+    const gone = current.metadata.deletionTimestamp ? "being deleted" : phase && ENDED_PHASES.has(phase) ? phase : undefined;
+    try {
+      await this.options.manager.delete(this.namespace, current.metadata.name, 0);
+    } catch (error) {
+      throw error instanceof NotFoundError ? notFound(sandboxID) : error;
     }
-    if (ended)
-      throw new NotFoundError(
-        `sandbox ${sandboxID} not found: it is no longer running (${current.metadata.deletionTimestamp ? "being deleted" : phase}); its record is removed`,
-      );
+    if (gone) throw new NotFoundError(`sandbox ${sandboxID} not found: it no longer ran (${gone}); what was left of it is removed now`);
   }
 
   /** Ends the sandbox `timeoutSeconds` from now, sooner or later than it would have. ConflictError for a paused one (it has no end). */
