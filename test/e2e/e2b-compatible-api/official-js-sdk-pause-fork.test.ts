@@ -86,6 +86,7 @@ describe("E2B's official JS SDK pauses, resumes and forks gVisor sandboxes", () 
     );
 
     started = performance.now();
+    const resumedAfter = Date.now();
     const resumed = await Sandbox.connect(sandbox.sandboxId, { timeoutMs: 120_000 });
     t.diagnostic(`pause() ${Math.round(pauseMs)} ms, connect() of the paused sandbox ${Math.round(performance.now() - started)} ms`);
     assert.equal(resumed.sandboxId, sandbox.sandboxId);
@@ -102,6 +103,12 @@ describe("E2B's official JS SDK pauses, resumes and forks gVisor sandboxes", () 
     const after = await resumed.getInfo();
     assert.equal(after.state, "running");
     assert.ok(Math.abs(after.endAt.getTime() - (Date.now() + 120_000)) < 10_000, "its end is now + the connect's timeout");
+    // As E2B's: a resumed sandbox started anew; while paused it showed its first start.
+    assert.ok(
+      after.startedAt.getTime() >= resumedAfter,
+      `started at its resume: ${after.startedAt.toISOString()}, resumed after ${new Date(resumedAfter).toISOString()}`,
+    );
+    assert.ok(info.startedAt.getTime() < resumedAfter, "its start while paused was its create");
     assert.equal(checkpointFiles().length, 0, "the checkpoint is gone once it runs");
     // The handle from before the pause works on too: same id, same token.
     assert.equal(await sandbox.files.read("/root/kept.txt"), "written before the pause");

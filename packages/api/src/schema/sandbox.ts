@@ -150,6 +150,12 @@ export const SandboxStatus = Type.Object(
         description: "sha256:<hex> of the sandbox's access token (the sandbox proxy's X-Access-Token); the token itself is never stored.",
       }),
     ),
+    startTime: Type.Optional(
+      Type.String({
+        format: "date-time",
+        description: "When the sandbox's current instance started running: its create, its last recreation, or its last resume from a pause.",
+      }),
+    ),
     conditions: Type.Optional(Type.Array(Condition)),
     acceptedResetRevision: Type.Optional(Type.String({ description: "The resetRevision the running instance was created for." })),
     recreations: Type.Optional(Type.Integer({ minimum: 0, description: "How many times the sandbox was recreated (agent lost or reset)." })),

@@ -31,6 +31,7 @@ function sandbox(
     deleting?: boolean;
     expireTime?: string;
     conditions?: Condition[];
+    startTime?: string;
   } = {},
 ): Sandbox {
   return {
@@ -53,6 +54,7 @@ function sandbox(
       sandboxID: "k3x9q0m2zt7c1w8r5bn4",
       sandboxIP: "10.213.0.5",
       ...(overrides.conditions ? { conditions: overrides.conditions } : {}),
+      ...(overrides.startTime ? { startTime: overrides.startTime } : {}),
     },
   };
 }
@@ -90,6 +92,13 @@ describe("a sandbox as E2B's API shows it", () => {
     });
     assert.equal(sandboxDetailOf(sandbox(), "0.4.0", resources, "t").envdAccessToken, "t");
     assert.ok(!("envdAccessToken" in sandboxDetailOf(sandbox(), "0.4.0", resources, undefined)), "no token to give: the field is absent");
+  });
+
+  it("start: the instance's start (status.startTime: a resume starts it anew, as on E2B), running or paused; the record's creation without one", () => {
+    const resumed = "2026-01-02T05:00:00.000Z";
+    assert.equal(listedSandboxOf(sandbox({ startTime: resumed }), "0.4.0", HOST).startedAt, resumed);
+    assert.equal(sandboxDetailOf(sandbox({ startTime: resumed, phase: "Paused" }), "0.4.0", HOST, undefined).startedAt, resumed);
+    assert.equal(listedSandboxOf(sandbox(), "0.4.0", HOST).startedAt, "2026-01-02T03:04:05Z");
   });
 
   it("resources: the pool's limits in whole CPUs (at least 1) and MiB (at least 128, E2B's minimum); the host's without limits", () => {

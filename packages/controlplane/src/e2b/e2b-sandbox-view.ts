@@ -104,9 +104,12 @@ export function metadataOf(sandbox: Sandbox): Record<string, string> {
   }
 }
 
-/** When the sandbox started (its record's creation). */
+/**
+ * When the sandbox started: its instance's start (`status.startTime`: the create, or the last resume,
+ * as E2B starts a resumed sandbox anew; kept while it is paused), else its record's creation.
+ */
 export function startedAtOf(sandbox: Sandbox): string {
-  return sandbox.metadata.creationTimestamp ?? new Date(0).toISOString();
+  return sandbox.status?.startTime ?? sandbox.metadata.creationTimestamp ?? new Date(0).toISOString();
 }
 
 /** When the sandbox ends: its `spec.expireTime`. (E2B shows a paused sandbox's as its pause: see listedSandboxOf.) */

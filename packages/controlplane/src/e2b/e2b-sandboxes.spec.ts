@@ -205,7 +205,7 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
         alias: "small",
         sandboxID: created.sandboxID,
         clientID: "6532622b",
-        startedAt: stored?.metadata.creationTimestamp,
+        startedAt: stored?.status?.startTime,
         endAt: seconds(300),
         cpuCount: 2,
         memoryMB: 512,
@@ -371,7 +371,11 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
       assert.equal(stored?.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION], undefined);
       assert.deepEqual(e2b.envdWaits.at(-1), { sandboxID: created.sandboxID, address: stored?.status?.sandboxIP, agent: stored?.status?.assignedPod });
       assert.equal(e2b.node.byId.size, 0, "its checkpoint is gone");
-      assert.equal((await e2b.sandboxes.get(created.sandboxID)).state, "running");
+      const detail = await e2b.sandboxes.get(created.sandboxID);
+      assert.equal(detail.state, "running");
+      // E2B starts a resumed sandbox anew: its start is the resume, in get and list alike.
+      assert.equal(detail.startedAt, seconds(3_600));
+      assert.equal((await e2b.sandboxes.list(list())).page.items.find((item) => item.sandboxID === created.sandboxID)?.startedAt, seconds(3_600));
       const again = await e2b.sandboxes.connect(created.sandboxID, 60);
       assert.equal(again.resumed, false);
     });

@@ -456,6 +456,7 @@ export class SandboxPauses {
             assignedPod: agent.name,
             ...(agent.nodeName ? { nodeName: agent.nodeName } : {}),
             endpoints: this.options.manager.endpointsOf(paused),
+            startTime: now.toISOString(),
             conditions: setCondition(paused.status?.conditions, { type: "Ready", status: "True", reason: "Resumed" }, now),
           },
           address,

@@ -854,6 +854,8 @@ describe("SandboxManager", () => {
     it("Reset: deletes the old instance on its agent, runs a new id with recreations 1, a Recreated condition and the accepted resetRevision", async () => {
       const created = await manager.create({ name: "web", spec: spec() });
       const oldId = created.status?.sandboxID ?? "";
+      assert.equal((await stored("web"))?.status?.startTime, clock.now().toISOString(), "started when it runs");
+      clock.advance(60_000);
       const updated = await manager.update({ name: "web", spec: spec({ resetRevision: "r1" }) });
       const replaced = await manager.replaceInstance(updated, "Reset");
       assert.ok(replaced);
@@ -866,6 +868,7 @@ describe("SandboxManager", () => {
       assert.equal(record?.status?.phase, "Running");
       assert.equal(record?.status?.sandboxID, newId);
       assert.equal(record?.status?.recreations, 1);
+      assert.equal(record?.status?.startTime, clock.now().toISOString(), "the new instance's start");
       assert.equal(record?.status?.acceptedResetRevision, "r1");
       assert.equal(condition(record, "Recreated")?.status, "True");
       assert.equal(condition(record, "Recreated")?.reason, "Reset");

@@ -695,6 +695,7 @@ export class SandboxManager {
         phase: "Running",
         endpoints: this.endpointsOf(sandbox),
         conditions,
+        startTime: now.toISOString(),
       },
       address,
     );

@@ -53,6 +53,8 @@ class SandboxInfo:
     endpoints: List[str]
     #: The whole object as the API sent it (proto3 JSON), for what has no field here.
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    #: When its current instance started running (create, recreation or resume; ``status.startTime``).
+    started_at: Optional[datetime] = None
 
     @staticmethod
     def from_message(message: Mapping[str, Any]) -> SandboxInfo:
@@ -72,6 +74,7 @@ class SandboxInfo:
             sandbox_ip=str(status.get("sandboxIP", "")),
             endpoints=list(status.get("endpoints") or []),
             raw=message,
+            started_at=parse_time(status.get("startTime")),
         )
 
 

@@ -22,6 +22,7 @@ from fast_sandbox import (
     NotFoundError,
     PtySize,
     Sandbox,
+    SandboxInfo,
     SandboxStats,
     TimeoutError,
     UnavailableError,
@@ -481,3 +482,15 @@ def test_sandbox_stats_read_proto3_json_numbers_as_strings_and_zeros_left_out() 
     assert (stats.pids, stats.node_cpus) == (3, 2)
     assert (stats.memory_limit_bytes, stats.disk_used_bytes, stats.cpu_usage_nanos) == (0, 0, 0)
     assert SandboxStats.from_message({}).timestamp is None
+
+
+def test_sandbox_info_reads_the_instance_start_from_status_start_time() -> None:
+    message = {
+        "metadata": {"name": "web", "creationTimestamp": "2026-12-04T10:00:00Z"},
+        "spec": {"image": "busybox", "poolRef": "default"},
+        "status": {"phase": "Running", "startTime": "2026-12-04T11:30:00.250Z"},
+    }
+    info = SandboxInfo.from_message(message)
+    assert info.started_at == datetime(2026, 12, 4, 11, 30, 0, 250000, tzinfo=timezone.utc)
+    assert info.created_at == datetime(2026, 12, 4, 10, 0, tzinfo=timezone.utc)
+    assert SandboxInfo.from_message({"metadata": {"name": "web"}}).started_at is None
