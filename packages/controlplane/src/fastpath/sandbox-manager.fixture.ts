@@ -220,11 +220,12 @@ export class SandboxManagerFixture {
   }
 
   /** Writes a record straight to the store (as `fsb apply`, or a create cut short by a crash, leaves it), optionally with a status. */
-  async storeRecord(name: string, status?: SandboxStatus, overrides: Partial<SandboxSpec> = {}): Promise<Sandbox> {
+  /** A record as its user writes it (kubectl apply), or with `annotations` (e.g. FAST_PATH_ANNOTATION: as a fast-path create writes it). */
+  async storeRecord(name: string, status?: SandboxStatus, overrides: Partial<SandboxSpec> = {}, annotations?: Record<string, string>): Promise<Sandbox> {
     const created = await this.store.create("Sandbox", {
       apiVersion: API_VERSION,
       kind: "Sandbox",
-      metadata: { name, namespace: "default", finalizers: [CLEANUP_FINALIZER] },
+      metadata: { name, namespace: "default", finalizers: [CLEANUP_FINALIZER], ...(annotations ? { annotations } : {}) },
       spec: sandboxSpec(overrides),
     });
     return status ? this.store.updateStatus("Sandbox", { ...created, status }) : created;

@@ -19,7 +19,7 @@ import type { FakeClock } from "../controller/clock.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import type { SqliteResourceStore } from "../store/sqlite-resource-store.js";
 import { hashAccessToken } from "../proxy/access-token.js";
-import { CLEANUP_FINALIZER, SandboxManager, type PoolCapacity } from "./sandbox-manager.js";
+import { CLEANUP_FINALIZER, FAST_PATH_ANNOTATION, SandboxManager, type PoolCapacity } from "./sandbox-manager.js";
 import { SandboxManagerFixture, deferred, poolOf, sandboxSpec, type FakeAgentClient } from "./sandbox-manager.fixture.js";
 
 const NOW = new Date("2026-03-04T05:06:07.000Z");
@@ -996,14 +996,33 @@ describe("SandboxManager", () => {
       assert.equal(allocated(), 0);
     });
 
-    it("abandon removes a Bound record, tells its agent to delete the id and releases its slot", async () => {
-      const bound = await storeRecord("orphan", { phase: "Bound", assignedPod: AGENT, sandboxID: "default.orphan.abc123" });
+    it("abandon removes a fast-path create's Bound record, tells its agent to delete the id and releases its slot", async () => {
+      const bound = await fixture.storeRecord(
+        "orphan",
+        { phase: "Bound", assignedPod: AGENT, sandboxID: "default.orphan.abc123" },
+        {},
+        { [FAST_PATH_ANNOTATION]: "true" },
+      );
       registry.restore({ sandboxKey: "default/orphan", agentName: AGENT, ports: [] });
       await manager.abandon(bound, "agent default-0 does not run it");
       assert.deepEqual(agent.calls, ["delete default.orphan.abc123 0"]);
       assert.equal(await stored("orphan"), undefined);
       assert.equal(allocated(), 0);
       assert.deepEqual(released, ["default/orphan"]);
+    });
+
+    it("abandon keeps a record its user wrote (kubectl apply): Pending again, nothing of the cut-short try left, its agent told to delete the id", async () => {
+      const bound = await storeRecord("applied", { phase: "Bound", assignedPod: AGENT, sandboxID: "default.applied.abc123", sandboxIP: "10.213.0.9" });
+      registry.restore({ sandboxKey: "default/applied", agentName: AGENT, ports: [] });
+      await manager.abandon(bound, "agent default-0 does not run it");
+      assert.deepEqual(agent.calls, ["delete default.applied.abc123 0"]);
+      const kept = await stored("applied");
+      assert.equal(kept?.metadata.uid, bound.metadata.uid, "the user's object is not deleted");
+      assert.equal(kept?.status?.phase, "Pending");
+      assert.equal(kept?.status?.sandboxID, undefined);
+      assert.equal(kept?.status?.assignedPod, undefined);
+      assert.equal(kept?.status?.sandboxIP, undefined);
+      assert.equal(allocated(), 0);
     });
 
     it("abandon leaves a record that is Running (its create finished meanwhile) alone", async () => {

@@ -890,8 +890,9 @@ export class SandboxManager {
   }
 
   /**
-   * Removes a record (and whatever its agent holds of it) whose create never finished and was never
-   * acknowledged: Bound with no running instance after a control-plane crash.
+   * Removes what its agent holds of a create that never finished and was never acknowledged (Bound
+   * with no running instance after a control-plane crash), and its record when a fast-path create
+   * wrote it; a record its user wrote (kubectl apply) is Pending again, to be placed anew.
    */
   async abandon(seen: Sandbox, why: string): Promise<void> {
     const namespace = seen.metadata.namespace ?? DEFAULT_NAMESPACE;
@@ -914,14 +915,16 @@ export class SandboxManager {
     }
   }
 
-  /** Removes a record whose container never started (or is gone), dropping the finalizer first. */
+  /** Removes a record whose container never started (or is gone), dropping the finalizer first; one its user wrote is Pending again. */
   private async forget(sandbox: Sandbox): Promise<void> {
     const key = { namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, name: sandbox.metadata.name };
     const current = await this.store.get("Sandbox", key);
     // Gone, or another sandbox of the same name (another create's, e.g. a retry's): not ours to remove.
     if (!current || current.metadata.uid !== sandbox.metadata.uid) return;
-    if (this.keptOnFailure.has(sandboxKey(key.namespace, key.name))) {
-      // Its user wrote it: it stays, waiting to be placed again, with nothing of the failed try.
+    // Written by its user (kubectl apply, not a fast-path create): it stays, waiting to be placed
+    // again, with nothing of the failed try — also when the try was cut short by a restart (abandon).
+    const userWritten = this.keptOnFailure.has(sandboxKey(key.namespace, key.name)) || current.metadata.annotations?.[FAST_PATH_ANNOTATION] !== "true";
+    if (userWritten) {
       const { assignedPod: _agent, sandboxID: _id, sandboxIP: _ip, nodeName: _node, acceptedResetRevision: _reset, ...rest } = current.status ?? {};
       await this.store.updateStatus("Sandbox", { ...current, status: { ...rest, phase: "Pending" } });
       return;

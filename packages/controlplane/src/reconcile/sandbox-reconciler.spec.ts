@@ -297,8 +297,8 @@ describe("SandboxReconciler", () => {
       assert.deepEqual(client(AGENT).calls, []);
     });
 
-    it("Bound, its agent reporting nothing of it after the record was first seen: removed, the agent told to delete the id", async () => {
-      const seen = await storeRecord("cut-short", { phase: "Bound", assignedPod: AGENT, sandboxID: ID });
+    it("Bound by a fast-path create, its agent reporting nothing of it after the record was first seen: removed, the agent told to delete the id", async () => {
+      const seen = await fixture.storeRecord("cut-short", { phase: "Bound", assignedPod: AGENT, sandboxID: ID }, {}, { [FAST_PATH_ANNOTATION]: "true" });
       registry.restore({ sandboxKey: "default/cut-short", agentName: AGENT, ports: [] });
       report(AGENT, []);
       await settle();
@@ -310,6 +310,22 @@ describe("SandboxReconciler", () => {
       assert.equal(await stored("cut-short"), undefined);
       assert.deepEqual(client(AGENT).calls, [`delete ${ID} 0`]);
       assert.equal(allocated(), 0);
+    });
+
+    it("Bound from a record its user applied, its agent reporting nothing of it: Pending again and placed anew, never deleted", async () => {
+      const seen = await storeRecord("applied", { phase: "Bound", assignedPod: AGENT, sandboxID: ID });
+      registry.restore({ sandboxKey: "default/applied", agentName: AGENT, ports: [] });
+      report(AGENT, []);
+      await settle();
+      advance(1);
+      report(AGENT, [{ sandboxId: "someone.else.000000", state: "running" }]);
+      await settle();
+      const placed = await stored("applied");
+      assert.equal(placed?.metadata.uid, seen.metadata.uid, "the user's object is kept");
+      assert.equal(client(AGENT).calls[0], `delete ${ID} 0`);
+      assert.equal(placed?.status?.phase, "Running", "placed anew by the reconciler");
+      assert.deepEqual(client(AGENT).calls, [`delete ${ID} 0`, `create ${placed?.status?.sandboxID}`]);
+      assert.notEqual(placed?.status?.sandboxID, ID, "nothing of the cut-short try");
     });
 
     it("Bound in the middle of a recreation, its agent reporting nothing of it: recreated, never removed", async () => {
