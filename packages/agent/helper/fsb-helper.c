@@ -324,12 +324,21 @@ static char **read_claim(char **workdir) {
   }
   long envc = claim_count(buffer, length, &at);
   if (!argv || envc < 0) return NULL;
+  /*
+   * HOME: the runtime (runc, runsc) adds the user's from /etc/passwd to process 1's env when the
+   * spec has none, as it does for a cold create's command; the claim carries only the image's and
+   * the request's env, so the runtime's HOME stays unless the claim sets its own.
+   */
+  const char *runtime_home = getenv("HOME");
+  char *home = runtime_home ? strdup(runtime_home) : NULL;
   clearenv();
   for (long i = 0; i < envc; i++) {
     char *entry = claim_string(buffer, length, &at);
     if (!entry || !strchr(entry, '=')) return NULL;
     putenv(entry);
   }
+  if (home && !getenv("HOME")) setenv("HOME", home, 1);
+  free(home);
   return argv;
 }
 

@@ -210,7 +210,7 @@ for (const mode of ["shared", "isolated", "gvisor"] as const) {
         command: [
           "sh",
           "-c",
-          '[ -e /.fast-sandbox/run/claim ] && echo claim-fifo-visible; echo "greeting=$GREETING dir=$(pwd) args=$0,$1"; echo "$SECRET_OF_TEMPLATE" > /tmp/seen; sleep 1000',
+          '[ -e /.fast-sandbox/run/claim ] && echo claim-fifo-visible; echo "greeting=$GREETING dir=$(pwd) args=$0,$1"; echo "home=$HOME"; echo "$SECRET_OF_TEMPLATE" > /tmp/seen; sleep 1000',
           "first",
           "second",
         ],
@@ -221,8 +221,11 @@ for (const mode of ["shared", "isolated", "gvisor"] as const) {
       assert.equal(timings.at(-1)?.prepared, true, "the create claimed a prepared instance");
       assert.equal(sandbox.state, "running");
       assert.equal(sandbox.sandboxId, request.sandboxId);
-      const log = await logOf(request.logPath, (text) => text.includes("greeting="));
-      assert.equal(log, "greeting=hello world dir=/srv/app args=first,second\n");
+      const log = await logOf(request.logPath, (text) => text.includes("home="));
+      // HOME, which the image does not set: the runtime's, as a cold create's command and an exec get it.
+      const home = (await execOut(runtime, request.sandboxId, 'echo "$HOME"')).trim();
+      assert.ok(home.startsWith("/"), `the runtime gives execs a HOME: ${JSON.stringify(home)}`);
+      assert.equal(log, `greeting=hello world dir=/srv/app args=first,second\nhome=${home}\n`);
       assert.equal(await execOut(runtime, request.sandboxId, 'echo "$GREETING|$(pwd)"'), "hello world|/srv/app\n");
       // The image's environment is kept under the request's (PATH comes from the image).
       assert.match(await execOut(runtime, request.sandboxId, "echo $PATH"), /\/bin/);
