@@ -697,4 +697,55 @@ describe("a claim containerd has not recorded in time", () => {
       await gate.close();
     }
   });
+
+  it("is deleted whole when the delete comes before the record: the claimed instance's task and container go", async (t) => {
+    const dir = join(workDir, "late-record-delete");
+    mkdirSync(dir, { recursive: true });
+    const gate = await ContainerdGate.listen(join(dir, "containerd.sock"));
+    const agentName = "prep-late-delete";
+    const runtime = createContainerdRuntime({
+      namespace: NAMESPACE,
+      agentName,
+      socketPath: gate.path,
+      stateDir: join(dir, "state"),
+      cgroupParent: `${CGROUP_PARENT}/late-record-delete`,
+      helperPath: DEFAULT_HELPER_PATH,
+      preparedInstances: { count: 1, template: templates.shared },
+      claimRecordTimeoutMs: 200,
+      logger: pino({ level: process.env.FSB_TEST_LOG_LEVEL ?? "silent" }),
+    });
+    try {
+      await runtime.prepare();
+      await runtime.preparedInstancesReady();
+      const [instance] = containersOf(agentName).filter((id) => id.startsWith("fsb-prepared-"));
+      assert.ok(instance, "one instance in stock");
+      gate.shut();
+      const request = spec("shared", { command: ["sh", "-c", "sleep 1000"] });
+      assert.equal((await runtime.create(request)).state, "running");
+      await assert.rejects(runtime.get(request.sandboxId), "past claimRecordTimeoutMs, containerd still away");
+      gate.reopen();
+      // Once the agent reaches containerd again (its connection retries with backoff), deleted at
+      // once, before the record's next try: the instance still carries its own labels, not the sandbox's.
+      for (let attempt = 0; ; attempt++) {
+        const reached = await runtime.get("not-a-sandbox").then(
+          () => true,
+          () => false,
+        );
+        if (reached) break;
+        assert.ok(attempt < 6000, "the agent reaches containerd again");
+        await sleep(10);
+      }
+      const owner = (JSON.parse(ctr(NAMESPACE, "containers", "info", instance)).Labels as Record<string, string>)["fast-sandbox.io/sandbox-id"];
+      t.diagnostic(`the instance's sandbox-id label at the delete: ${owner ?? "none"} (the sandbox's once recorded: ${request.sandboxId})`);
+      await runtime.delete(request.sandboxId, { gracePeriodMs: 0 });
+      assert.ok(!ctr(NAMESPACE, "containers", "list", "-q").split("\n").includes(instance), "the claimed instance's container is gone");
+      assert.ok(!ctr(NAMESPACE, "tasks", "list", "-q").split("\n").includes(instance), "its task (the user's command) is gone");
+    } finally {
+      gate.reopen();
+      for (const sandbox of await runtime.list()) await runtime.delete(sandbox.sandboxId, { gracePeriodMs: 0 });
+      await runtime.unprepare();
+      runtime.close();
+      await gate.close();
+    }
+  });
 });

@@ -1407,7 +1407,8 @@ export class ContainerdRuntime implements Runtime {
   /**
    * Stops and removes a container's task, the container, its snapshot and its cgroup (named after
    * the container), whatever of them exists. With `sandboxId`, a container that belongs to another
-   * sandbox is left alone.
+   * sandbox is left alone — but not the prepared instance this sandbox claimed, whose labels still
+   * name the instance while containerd has not recorded the claim yet.
    */
   private async removeContainer(containerId: string, gracePeriodMs: number, sandboxId?: string): Promise<void> {
     let snapshotter = this.snapshotter;
@@ -1416,7 +1417,8 @@ export class ContainerdRuntime implements Runtime {
     try {
       const { container } = await this.client.containers.get({ id: containerId });
       restored = Boolean(container?.labels[LABEL_RESTORED_FROM]);
-      if (container && sandboxId !== undefined && sandboxIdOfContainer(container) !== sandboxId) {
+      const claimedBySandbox = sandboxId !== undefined && this.claimedContainers.get(sandboxId) === containerId;
+      if (container && sandboxId !== undefined && sandboxIdOfContainer(container) !== sandboxId && !claimedBySandbox) {
         this.logger.warn({ sandboxId, containerId, owner: sandboxIdOfContainer(container) }, "the container belongs to another sandbox; not removed");
         return;
       }
