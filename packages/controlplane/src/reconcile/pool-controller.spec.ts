@@ -573,6 +573,33 @@ describe("PoolController", () => {
     assert.equal(fleet.requested.length, 3, "a removed agent is replaced to keep poolMin");
   });
 
+  it("stops counting on an agent away longer than awayLimitMs: a replacement starts and creates stop waiting for it; back, it serves again", async () => {
+    await controller.stop();
+    controller = newController({ awayLimitMs: 60_000 });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 1 }));
+    await settle();
+    await allReady();
+    const [agent] = place(1);
+    assert.ok(agent);
+    fleet.lose(agent);
+    await settle();
+    assert.equal(fleet.requested.length, 1, "away, not gone: no replacement yet");
+    assert.equal(controller.canGrow(NAMESPACE, POOL), true, "creates wait for it meanwhile");
+
+    clock.advance(61_000);
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.equal(fleet.requested.length, 2, "replaced, though poolMax is 1: the away agent no longer counts");
+    assert.deepEqual(fleet.stopCalls, [], "not stopped: its sandboxes may come back with it");
+    await allReady();
+    assert.equal(controller.canGrow(NAMESPACE, POOL), false, "no wait for the away agent: its replacement is the pool");
+
+    fleet.ready(agent, "10.1.0.9");
+    await settle();
+    assert.equal(registry.getAgent(agent)?.ready, true, "back, it serves again");
+  });
+
   it("removes an agent whose Pod ended for good (evicted) and starts its replacement, busy or not", async () => {
     await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 2 }));
     await settle();

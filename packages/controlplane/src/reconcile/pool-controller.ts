@@ -89,6 +89,14 @@ export interface PoolControllerOptions {
    * @default 60000
    */
   startExpectationMs?: number;
+  /**
+   * How long an agent may be away (its Pod not Ready, or not answering; one that never became ready
+   * too) before the pool stops counting on it: it is left out of the sizing, so a replacement
+   * starts, out of `canGrow`, so creates stop waiting for it, and out of a rollout's wait. It is not
+   * stopped: back, it serves again, and scale-down trims what the pool no longer needs.
+   * @default 300000 (5 minutes, as long as Kubernetes waits before evicting a NotReady node's Pods)
+   */
+  awayLimitMs?: number;
   /** Pools reconciled at the same time. @default 2 */
   workers?: number;
   /** The longest pause between retries of a failing reconcile. @default 10000 */
@@ -135,6 +143,10 @@ export class PoolController implements Reconciler {
   private readonly controller: Controller;
   /** Per pool key: since when it has had spare capacity (the sizer's scale-down delay). */
   private readonly spareSince = new Map<string, Date>();
+  /** When each agent was first seen away (not up), by this replica; gone once it is up again. */
+  private readonly awaySince = new Map<string, number>();
+  /** Agents already logged as away too long. */
+  private readonly awayWarned = new Set<string>();
   /** Per pool key: agents requested and not yet reported by the fleet. */
   private readonly expectedStarts = new Map<string, ExpectedStart[]>();
   /** Agents asked to stop (drained) → their pool key, until the fleet no longer reports them: never ready again. */
@@ -194,9 +206,11 @@ export class PoolController implements Reconciler {
     const key = `${namespace}/${pool}`;
     const spec = this.informer.get(key);
     if (!spec || spec.metadata.deletionTimestamp) return false;
-    const agents = this.options.fleet.listAgents({ namespace, pool }).filter((agent) => !this.stopping.has(agent.name));
+    const now = this.clock.now().getTime();
+    // An agent away too long is not coming soon: nothing waits for it, nor counts it against poolMax.
+    const agents = this.options.fleet.listAgents({ namespace, pool }).filter((agent) => !this.stopping.has(agent.name) && !this.awayTooLong(agent, now));
     if ((this.expectedStarts.get(key)?.length ?? 0) > 0) return true;
-    if (agents.some((agent) => !agent.ready || this.options.registry.getAgent(agent.name)?.ready !== true)) return true;
+    if (agents.some((agent) => !this.isUp(agent))) return true;
     return agents.length < spec.spec.capacity.poolMax;
   }
 
@@ -284,7 +298,17 @@ export class PoolController implements Reconciler {
 
     const now = this.clock.now();
     const expected = this.pendingStarts(key, agents, now);
-    const live = agents.filter((agent) => !this.stopping.has(agent.name));
+    // Away too long (its node partitioned, its Pod never Ready): the pool stops counting on it.
+    const gone = agents.filter((agent) => !this.stopping.has(agent.name) && this.awayTooLong(agent, now.getTime()));
+    const newlyGone = gone.filter((agent) => !this.awayWarned.has(agent.name));
+    for (const agent of newlyGone) this.awayWarned.add(agent.name);
+    if (newlyGone.length > 0) {
+      this.options.logger.warn(
+        { pool: key, agents: newlyGone.map((agent) => agent.name), awayLimitMs: this.options.awayLimitMs ?? 300_000 },
+        "agents away too long are no longer counted; replacements start as the pool needs them",
+      );
+    }
+    const live = agents.filter((agent) => !this.stopping.has(agent.name) && !gone.includes(agent));
     const rollout = this.rolloutStep(pool, agents, live, expected);
     const flow = pool.spec.capacity.dynamicBuffer
       ? flowBuffer(this.options.createsPerSecond?.(ref.namespace, ref.pool) ?? 0, this.startTimes.of(key))
@@ -412,6 +436,8 @@ export class PoolController implements Reconciler {
     for (const [name, poolKey] of this.stopping) if (poolKey === key && !present.has(name)) this.stopping.delete(name);
     for (const registered of registry.listAgents({ namespace: ref.namespace, pool: ref.pool })) {
       if (present.has(registered.name)) continue;
+      this.awaySince.delete(registered.name);
+      this.awayWarned.delete(registered.name);
       const lost = registry.removeAgent(registered.name);
       this.options.logger.info({ agent: registered.name, pool: key, sandboxes: lost.length }, "agent removed from the registry");
     }
@@ -449,6 +475,26 @@ export class PoolController implements Reconciler {
         this.startRequested.delete(agent.name);
       }
     }
+  }
+
+  /** An agent's Pod is Ready and this replica's registry takes it. */
+  private isUp(agent: FleetAgent): boolean {
+    return agent.ready && this.options.registry.getAgent(agent.name)?.ready === true;
+  }
+
+  /**
+   * True once the agent has been away (not up) for longer than awayLimitMs, counted from the first
+   * time this replica saw it away (kept up to date by every reconcile and every `canGrow`).
+   */
+  private awayTooLong(agent: FleetAgent, nowMs: number): boolean {
+    if (this.isUp(agent)) {
+      this.awaySince.delete(agent.name);
+      this.awayWarned.delete(agent.name);
+      return false;
+    }
+    const since = this.awaySince.get(agent.name) ?? nowMs;
+    this.awaySince.set(agent.name, since);
+    return nowMs - since > (this.options.awayLimitMs ?? 300_000);
   }
 
   /** What the sizer needs of an agent: a registered agent that is not ready is away, not idle, and counts as busy. */
