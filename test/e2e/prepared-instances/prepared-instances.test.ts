@@ -651,28 +651,39 @@ describe("instances a previous process of the agent left", () => {
 });
 
 describe("a claim containerd has not recorded in time", () => {
-  it("is recorded by the same agent process once containerd is back: the sandbox is found again", async () => {
-    const dir = join(workDir, "late-record");
+  /** An agent runtime of one prepared instance reaching containerd through a gate the test shuts and reopens, its instance in stock. */
+  async function gatedRuntime(name: string) {
+    const dir = join(workDir, name);
     mkdirSync(dir, { recursive: true });
     const gate = await ContainerdGate.listen(join(dir, "containerd.sock"));
-    const agentName = "prep-late-record";
+    const agentName = `prep-${name}`;
     const stateDir = join(dir, "state");
     const runtime = createContainerdRuntime({
       namespace: NAMESPACE,
       agentName,
       socketPath: gate.path,
       stateDir,
-      cgroupParent: `${CGROUP_PARENT}/late-record`,
+      cgroupParent: `${CGROUP_PARENT}/${name}`,
       helperPath: DEFAULT_HELPER_PATH,
       preparedInstances: { count: 1, template: templates.shared },
       claimRecordTimeoutMs: 200,
       logger: pino({ level: process.env.FSB_TEST_LOG_LEVEL ?? "silent" }),
     });
+    return { gate, runtime, stateDir, agentName };
+  }
+
+  async function stockedInstance(runtime: ContainerdRuntime, agentName: string): Promise<string> {
+    await runtime.prepare();
+    await runtime.preparedInstancesReady();
+    const [instance] = containersOf(agentName).filter((id) => id.startsWith("fsb-prepared-"));
+    assert.ok(instance, "one instance in stock");
+    return instance;
+  }
+
+  it("is recorded by the same agent process once containerd is back: the sandbox is found again", async () => {
+    const { gate, runtime, stateDir, agentName } = await gatedRuntime("late-record");
     try {
-      await runtime.prepare();
-      await runtime.preparedInstancesReady();
-      const [instance] = containersOf(agentName).filter((id) => id.startsWith("fsb-prepared-"));
-      assert.ok(instance, "one instance in stock");
+      const instance = await stockedInstance(runtime, agentName);
 
       gate.shut();
       const request = spec("shared", { command: ["sh", "-c", "sleep 1000"] });
@@ -699,26 +710,9 @@ describe("a claim containerd has not recorded in time", () => {
   });
 
   it("is deleted whole when the delete comes before the record: the claimed instance's task and container go", async (t) => {
-    const dir = join(workDir, "late-record-delete");
-    mkdirSync(dir, { recursive: true });
-    const gate = await ContainerdGate.listen(join(dir, "containerd.sock"));
-    const agentName = "prep-late-delete";
-    const runtime = createContainerdRuntime({
-      namespace: NAMESPACE,
-      agentName,
-      socketPath: gate.path,
-      stateDir: join(dir, "state"),
-      cgroupParent: `${CGROUP_PARENT}/late-record-delete`,
-      helperPath: DEFAULT_HELPER_PATH,
-      preparedInstances: { count: 1, template: templates.shared },
-      claimRecordTimeoutMs: 200,
-      logger: pino({ level: process.env.FSB_TEST_LOG_LEVEL ?? "silent" }),
-    });
+    const { gate, runtime, agentName } = await gatedRuntime("late-record-delete");
     try {
-      await runtime.prepare();
-      await runtime.preparedInstancesReady();
-      const [instance] = containersOf(agentName).filter((id) => id.startsWith("fsb-prepared-"));
-      assert.ok(instance, "one instance in stock");
+      const instance = await stockedInstance(runtime, agentName);
       gate.shut();
       const request = spec("shared", { command: ["sh", "-c", "sleep 1000"] });
       assert.equal((await runtime.create(request)).state, "running");
