@@ -925,7 +925,15 @@ export class SandboxManager {
     // again, with nothing of the failed try — also when the try was cut short by a restart (abandon).
     const userWritten = this.keptOnFailure.has(sandboxKey(key.namespace, key.name)) || current.metadata.annotations?.[FAST_PATH_ANNOTATION] !== "true";
     if (userWritten) {
-      const { assignedPod: _agent, sandboxID: _id, sandboxIP: _ip, nodeName: _node, acceptedResetRevision: _reset, ...rest } = current.status ?? {};
+      const {
+        assignedPod: _agent,
+        sandboxID: _id,
+        sandboxIP: _ip,
+        nodeName: _node,
+        acceptedResetRevision: _reset,
+        startTime: _started,
+        ...rest
+      } = current.status ?? {};
       await this.store.updateStatus("Sandbox", { ...current, status: { ...rest, phase: "Pending" } });
       return;
     }
