@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { ApiException, KubeConfig } from "@kubernetes/client-node";
 import {
   AlreadyExistsError,
@@ -80,7 +83,7 @@ describe("translateKubernetesError", () => {
 
     const expired = translateKubernetesError(apiError(410, { reason: "Expired", message: "too old resource version: 1 (277)" }), {
       kind: "Sandbox",
-      action: "watch sandboxes",
+      action: "watch",
     });
     assert.ok(expired instanceof ExpiredError);
     assert.equal(expired.message, "too old resource version: 1 (277); list again and watch from the list's resourceVersion");
@@ -108,7 +111,7 @@ describe("translateKubernetesError", () => {
     assert.ok(text instanceof NotFoundError);
     assert.equal(text.message, "404 page not found");
     const watchStatus = Object.assign(new Error("Gone"), { statusCode: 410 });
-    assert.ok(translateKubernetesError(watchStatus, { kind: "Sandbox", action: "watch sandboxes" }) instanceof ExpiredError);
+    assert.ok(translateKubernetesError(watchStatus, { kind: "Sandbox", action: "watch" }) instanceof ExpiredError);
     const refused = Object.assign(new Error("request to https://127.0.0.1:1/apis failed, reason: connect ECONNREFUSED 127.0.0.1:1"), { code: "ECONNREFUSED" });
     const unavailable = translateKubernetesError(refused, { kind: "Sandbox", action: "list" });
     assert.ok(unavailable instanceof UnavailableError);
@@ -136,7 +139,7 @@ describe("KubernetesResourceStore without a reachable API server", () => {
     await assert.rejects(store.get("Sandbox", { namespace: "team", name: "web" }), UnavailableError);
     await assert.rejects(store.list("Sandbox"), UnavailableError);
     const watch = store.watch("Sandbox", { resourceVersion: "10" }, () => assert.fail("no event expected"));
-    await assert.rejects(watch.done, UnavailableError);
+    await assert.rejects(watch.done, (error: unknown) => error instanceof UnavailableError && /^cannot watch sandboxes: /.test(error.message));
     await store.close();
     await assert.rejects(store.get("Sandbox", { namespace: "team", name: "web" }), /closed/);
   });
@@ -157,5 +160,80 @@ describe("KubernetesResourceStore without a reachable API server", () => {
       (error: unknown) => error instanceof ValidationError && error.field === "metadata.resourceVersion",
     );
     await store.close();
+  });
+});
+
+describe("KubernetesResourceStore watches on a connection that goes silent", () => {
+  /** An "API server" on loopback that answers every watch with 200 and its headers, then never a byte more nor closes. */
+  async function silentServer() {
+    const queries: URLSearchParams[] = [];
+    const closed: Promise<void>[] = [];
+    const server = createServer((request, response) => {
+      queries.push(new URL(request.url ?? "/", "http://x").searchParams);
+      closed.push(new Promise((resolve) => response.on("close", () => resolve())));
+      response.writeHead(200, { "content-type": "application/json" });
+      response.flushHeaders();
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const kubeConfig = new KubeConfig();
+    kubeConfig.loadFromOptions({
+      // Plain HTTP on loopback: the client allows it only with skipTLSVerify.
+      clusters: [{ name: "silent", server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, skipTLSVerify: true }],
+      users: [{ name: "nobody", token: "x" }],
+      contexts: [{ name: "silent", cluster: "silent", user: "nobody" }],
+      currentContext: "silent",
+    });
+    return { kubeConfig, queries, closed, server };
+  }
+
+  test("a watch asks the server to close it after timeoutSeconds, and ends itself cleanly when the server never does", async () => {
+    const { kubeConfig, queries, closed, server } = await silentServer();
+    const store = openKubernetesResourceStore({ kubeConfig, watchTimeoutSeconds: 1, watchGraceMs: 100, logger: { warn: () => undefined } });
+    try {
+      const watch = store.watch("Sandbox", { resourceVersion: "10" }, () => assert.fail("no event expected"));
+      const outcome = await Promise.race([watch.done.then(() => "ended cleanly"), sleep(15_000).then(() => "still open after 15 s")]);
+      assert.equal(outcome, "ended cleanly");
+      assert.equal(queries.length, 1);
+      assert.equal(queries[0]!.get("timeoutSeconds"), "1");
+      assert.equal(queries[0]!.get("resourceVersion"), "10");
+      const released = await Promise.race([closed[0]!.then(() => "closed"), sleep(5_000).then(() => "open")]);
+      assert.equal(released, "closed", "the watch request is let go, not left open");
+    } finally {
+      await store.close();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  test("by default each watch asks for between 5 and 10 minutes, as client-go does", async () => {
+    const { kubeConfig, queries, server } = await silentServer();
+    const store = openKubernetesResourceStore({ kubeConfig, logger: { warn: () => undefined } });
+    try {
+      for (let i = 0; i < 5; i++) store.watch("Sandbox", { resourceVersion: "10" }, () => undefined);
+      for (let attempt = 0; queries.length < 5; attempt++) {
+        assert.ok(attempt < 1000, `5 watches reach the server (${queries.length} did)`);
+        await sleep(10);
+      }
+      for (const query of queries) {
+        const seconds = Number(query.get("timeoutSeconds"));
+        assert.ok(Number.isInteger(seconds) && seconds >= 300 && seconds < 600, `timeoutSeconds=${query.get("timeoutSeconds")}`);
+      }
+    } finally {
+      await store.close();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  test("bad watch timeouts are refused with what is allowed", () => {
+    const kubeConfig = new KubeConfig();
+    kubeConfig.loadFromOptions({
+      clusters: [{ name: "none", server: "https://127.0.0.1:1" }],
+      users: [{ name: "nobody", token: "x" }],
+      contexts: [{ name: "none", cluster: "none", user: "nobody" }],
+      currentContext: "none",
+    });
+    assert.throws(() => openKubernetesResourceStore({ kubeConfig, watchTimeoutSeconds: 0.5 }), /0\.5 is not a whole number of seconds >= 1/);
+    assert.throws(() => openKubernetesResourceStore({ kubeConfig, watchGraceMs: -1 }), /-1 is not a number of milliseconds >= 0/);
   });
 });

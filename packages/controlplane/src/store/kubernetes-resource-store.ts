@@ -13,7 +13,11 @@
  *   so a write through the port fails with the same messages in both modes; the API server's own
  *   validation (the CRD schema, label syntax, finalizer rules) stays authoritative.
  * - Watches use the client's Watch with the resourceVersion; a 410 Gone (an ERROR event or the HTTP
- *   status) ends the watch with ExpiredError, the server closing it ends it cleanly.
+ *   status) ends the watch with ExpiredError, the server closing it ends it cleanly. Each watch asks
+ *   the server to close it after `timeoutSeconds` (5–10 min, spread as client-go spreads them), and
+ *   ends itself cleanly if it is still open a while later: a connection that died without a word
+ *   (a partition, a proxy dropping it) would otherwise hold a watch that never delivers again. A
+ *   watch's owner (the informer) watches again from the last version it saw.
  * - Errors of the API server and of the connection are translated into the Fast Sandbox error
  *   hierarchy here and nowhere else (`translateKubernetesError`).
  */
@@ -87,7 +91,20 @@ export interface KubernetesResourceStoreOptions {
    * @default console
    */
   logger?: StoreLogger;
+  /**
+   * The `timeoutSeconds` each watch asks for: the API server closes it then (cleanly).
+   * @default a whole number of seconds drawn for each watch between 300 and 599
+   */
+  watchTimeoutSeconds?: number;
+  /**
+   * How long past its `timeoutSeconds` a watch the server has not closed is ended by this side.
+   * @default 30000
+   */
+  watchGraceMs?: number;
 }
+
+/** The range client-go spreads its watches' timeouts over, so that the watches of many clients do not all end at once. */
+const MIN_WATCH_TIMEOUT_SECONDS = 300;
 
 /** The plural resource names of the CRDs (`<plural>.sandbox.fast.io`). */
 export const KUBERNETES_PLURALS: Record<ResourceKind, string> = {
@@ -110,7 +127,7 @@ interface KubernetesStatus {
 export interface KubernetesErrorContext {
   kind?: ResourceKind;
   key?: ObjectKey;
-  /** What was being done, e.g. "watch sandboxes". */
+  /** What was being done, e.g. "watch" (the message adds the kind's plural, or the object with a key). */
   action: string;
   /** The resourceVersion a conditional write sent. */
   sentVersion?: string;
@@ -129,6 +146,8 @@ export class KubernetesResourceStore implements ResourceStore {
   readonly #attempts: number;
   readonly #logger: StoreLogger;
   readonly #watches = new Set<WatchEnd>();
+  readonly #watchTimeoutSeconds: number | undefined;
+  readonly #watchGraceMs: number;
   #closed = false;
 
   constructor(options: KubernetesResourceStoreOptions) {
@@ -137,6 +156,14 @@ export class KubernetesResourceStore implements ResourceStore {
     this.#fieldManager = options.fieldManager ?? "fast-sandbox";
     this.#attempts = options.unconditionalAttempts ?? 10;
     this.#logger = options.logger ?? consoleLogger;
+    this.#watchTimeoutSeconds = options.watchTimeoutSeconds;
+    this.#watchGraceMs = options.watchGraceMs ?? 30_000;
+    if (this.#watchTimeoutSeconds !== undefined && (!Number.isSafeInteger(this.#watchTimeoutSeconds) || this.#watchTimeoutSeconds < 1)) {
+      throw new ValidationError("watchTimeoutSeconds", `${String(options.watchTimeoutSeconds)} is not a whole number of seconds >= 1`);
+    }
+    if (!Number.isFinite(this.#watchGraceMs) || this.#watchGraceMs < 0) {
+      throw new ValidationError("watchGraceMs", `${String(options.watchGraceMs)} is not a number of milliseconds >= 0`);
+    }
     if (!Number.isSafeInteger(this.#attempts) || this.#attempts < 1) {
       throw new ValidationError("unconditionalAttempts", `${String(options.unconditionalAttempts)} is not a whole number >= 1`);
     }
@@ -171,7 +198,7 @@ export class KubernetesResourceStore implements ResourceStore {
           ? await this.#api.listClusterCustomObject({ ...this.#resource(kind), labelSelector, ...page })
           : await this.#api.listNamespacedCustomObject({ ...this.#resource(kind), namespace: options.namespace, labelSelector, ...page });
     } catch (error) {
-      throw translateKubernetesError(error, { kind, action: `list ${KUBERNETES_PLURALS[kind]}` });
+      throw translateKubernetesError(error, { kind, action: "list" });
     }
     const list = raw as { items?: unknown[]; metadata?: { resourceVersion?: string; continue?: string } };
     const items = (list.items ?? []).map(fromKubernetes).sort(byNamespaceAndName);
@@ -295,14 +322,19 @@ export class KubernetesResourceStore implements ResourceStore {
       options.namespace === undefined
         ? `/apis/${GROUP}/${VERSION}/${plural}`
         : `/apis/${GROUP}/${VERSION}/namespaces/${encodeURIComponent(options.namespace)}/${plural}`;
-    const context: KubernetesErrorContext = { kind, action: `watch ${plural}` };
+    const context: KubernetesErrorContext = { kind, action: "watch" };
     let controller: AbortController | undefined;
+    const timeoutSeconds = this.#watchTimeoutSeconds ?? MIN_WATCH_TIMEOUT_SECONDS + Math.floor(Math.random() * MIN_WATCH_TIMEOUT_SECONDS);
+    // The server closes the watch at timeoutSeconds; if it has not (a dead connection), this side does, cleanly.
+    const deadline = setTimeout(() => end.end(), timeoutSeconds * 1000 + this.#watchGraceMs);
+    deadline.unref();
     const end = new WatchEnd(() => {
+      clearTimeout(deadline);
       this.#watches.delete(end);
       controller?.abort();
     });
     this.#watches.add(end);
-    const query = { resourceVersion, allowWatchBookmarks: true, labelSelector: formatLabelSelector(options.labelSelector) };
+    const query = { resourceVersion, allowWatchBookmarks: true, timeoutSeconds, labelSelector: formatLabelSelector(options.labelSelector) };
     const onLine = (type: string, raw: unknown): void => {
       if (end.ended) return;
       switch (type) {
@@ -419,6 +451,7 @@ export function translateKubernetesError(error: unknown, context: KubernetesErro
   return new UnavailableError(`cannot ${context.action} ${subject(context)}: the Kubernetes API server is unreachable (${message})`, { cause: error });
 }
 
+/** What the action was done to: the object (with a key), the kind's plural (a list or a watch). */
 function subject(context: KubernetesErrorContext): string {
   if (context.kind === undefined) return "";
   return context.key === undefined ? KUBERNETES_PLURALS[context.kind] : describe(context.kind, context.key);
