@@ -27,6 +27,8 @@ class FakeFleet implements AgentFleet {
   private readonly startedWith = new Map<string, string>();
   private readonly listeners = new Set<AgentFleetListener>();
   private next = 0;
+  /** Names startAgents hands out before new ones (the embedded fleet's names come back after their agent went). */
+  readonly reusedNames: string[] = [];
 
   templateHash(pool: SandboxPool): string {
     return agentTemplateHash(pool.spec.agentTemplate ?? {});
@@ -36,7 +38,7 @@ class FakeFleet implements AgentFleet {
   async stop(): Promise<void> {}
 
   async startAgents(pool: SandboxPool, count: number): Promise<string[]> {
-    const names = Array.from({ length: count }, () => `${pool.metadata.name}-agent-${this.next++}`);
+    const names = Array.from({ length: count }, () => this.reusedNames.shift() ?? `${pool.metadata.name}-agent-${this.next++}`);
     this.requested.push(...names);
     for (const name of names) this.startedWith.set(name, this.templateHash(pool));
     return names;
@@ -598,6 +600,34 @@ describe("PoolController", () => {
     fleet.ready(agent, "10.1.0.9");
     await settle();
     assert.equal(registry.getAgent(agent)?.ready, true, "back, it serves again");
+  });
+
+  it("counts a later agent of the name of one that was away and then deleted as starting afresh, not as away since then", async () => {
+    await controller.stop();
+    controller = newController({ awayLimitMs: 60_000 });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 1 }));
+    await settle();
+    const [first] = fleet.requested;
+    assert.ok(first);
+    fleet.report(first); // its Pod exists and never becomes Ready
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    fleet.remove(first); // deleted before it ever came up
+    await settle();
+    assert.equal(fleet.requested.length, 2, "replaced");
+    fleet.ready(fleet.requested[1]!, "10.1.0.2");
+    await settle();
+
+    clock.advance(120_000);
+    fleet.reusedNames.push(first);
+    fleet.remove(fleet.requested[1]!);
+    await settle();
+    assert.deepEqual(fleet.requested.slice(2), [first], "the replacement has the first agent's name again");
+    fleet.report(first);
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.equal(fleet.requested.length, 3, "it is starting, not away for 2 minutes: no replacement of it");
   });
 
   it("removes an agent whose Pod ended for good (evicted) and starts its replacement, busy or not", async () => {

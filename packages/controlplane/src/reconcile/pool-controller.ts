@@ -143,8 +143,12 @@ export class PoolController implements Reconciler {
   private readonly controller: Controller;
   /** Per pool key: since when it has had spare capacity (the sizer's scale-down delay). */
   private readonly spareSince = new Map<string, Date>();
-  /** When each agent was first seen away (not up), by this replica; gone once it is up again. */
-  private readonly awaySince = new Map<string, number>();
+  /**
+   * When each agent was first seen away (not up), by this replica, and its pool's key; gone once it
+   * is up again, or once the fleet no longer has it (an agent that never came up and was deleted:
+   * a later agent of the same name — the embedded fleet's names come back — starts afresh).
+   */
+  private readonly awaySince = new Map<string, { key: string; since: number }>();
   /** Agents already logged as away too long. */
   private readonly awayWarned = new Set<string>();
   /** Per pool key: agents requested and not yet reported by the fleet. */
@@ -434,10 +438,13 @@ export class PoolController implements Reconciler {
     const present = new Set(agents.map((agent) => agent.name));
     const key = `${ref.namespace}/${ref.pool}`;
     for (const [name, poolKey] of this.stopping) if (poolKey === key && !present.has(name)) this.stopping.delete(name);
+    for (const [name, away] of this.awaySince) {
+      if (away.key !== key || present.has(name)) continue;
+      this.awaySince.delete(name);
+      this.awayWarned.delete(name);
+    }
     for (const registered of registry.listAgents({ namespace: ref.namespace, pool: ref.pool })) {
       if (present.has(registered.name)) continue;
-      this.awaySince.delete(registered.name);
-      this.awayWarned.delete(registered.name);
       const lost = registry.removeAgent(registered.name);
       this.options.logger.info({ agent: registered.name, pool: key, sandboxes: lost.length }, "agent removed from the registry");
     }
@@ -492,8 +499,8 @@ export class PoolController implements Reconciler {
       this.awayWarned.delete(agent.name);
       return false;
     }
-    const since = this.awaySince.get(agent.name) ?? nowMs;
-    this.awaySince.set(agent.name, since);
+    const since = this.awaySince.get(agent.name)?.since ?? nowMs;
+    this.awaySince.set(agent.name, { key: `${agent.namespace}/${agent.pool}`, since });
     return nowMs - since > (this.options.awayLimitMs ?? 300_000);
   }
 
