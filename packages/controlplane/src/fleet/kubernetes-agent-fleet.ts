@@ -13,11 +13,12 @@
  */
 import { ApiException, CoreV1Api, makeInformer, type Informer, type KubeConfig, type ObjectCache, type V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { FailedPreconditionError, type SandboxPool } from "@fast-sandbox/api";
+import { FailedPreconditionError, type FsbError, type SandboxPool } from "@fast-sandbox/api";
 import { systemClock, type Clock, type Timer } from "../controller/clock.js";
 import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "./agent-fleet.js";
 import { AGENT_POD_DEFAULTS, POOL_LABEL, agentPodTemplateHash, buildAgentPod, type AgentPodOptions } from "./agent-pod.js";
 import { TEMPLATE_HASH_LABEL } from "./agent-template-hash.js";
+import { translateKubernetesError } from "../store/kubernetes-resource-store.js";
 
 export interface KubernetesAgentFleetOptions {
   kubeConfig: KubeConfig;
@@ -103,25 +104,31 @@ export class KubernetesAgentFleet implements AgentFleet {
     await informer.start();
   }
 
+  /**
+   * Creates the Pods one at a time. When the API server refuses one (a quota, the namespace going),
+   * the Pods already created are still returned — the caller counts them as starting and asks for
+   * the rest later — and only a batch that created none fails.
+   */
   async startAgents(pool: SandboxPool, count: number): Promise<string[]> {
     const namespace = pool.metadata.namespace ?? "default";
+    const poolKey = `${namespace}/${pool.metadata.name}`;
     const names: string[] = [];
     for (let i = 0; i < count; i++) {
-      const created = await this.core
-        .createNamespacedPod({
+      let created: V1Pod;
+      try {
+        created = await this.core.createNamespacedPod({
           namespace,
           body: buildAgentPod(pool, this.options.pod),
           fieldManager: this.options.fieldManager ?? "fast-sandbox",
-        })
-        .catch((error: unknown) => {
-          // The namespace is being deleted (the pool with it): not a failure to retry and report.
-          if (error instanceof ApiException && error.code === 403 && /being terminated/.test(String(error.body))) {
-            throw new FailedPreconditionError(`namespace ${namespace} is being deleted; no agent Pods are started there`);
-          }
-          throw error;
         });
+      } catch (error) {
+        const translated = agentPodCreateError(error, namespace);
+        if (names.length === 0) throw translated;
+        this.options.logger.warn({ err: translated, pool: poolKey, created: names, refused: count - names.length }, "agent Pods created in part");
+        break;
+      }
       const name = created.metadata?.name ?? "";
-      this.options.logger.info({ agent: name, pool: `${namespace}/${pool.metadata.name}` }, "agent Pod created");
+      this.options.logger.info({ agent: name, pool: poolKey }, "agent Pod created");
       names.push(name);
     }
     return names;
@@ -209,4 +216,13 @@ export class KubernetesAgentFleet implements AgentFleet {
       });
     }
   }
+}
+
+/** Why an agent Pod was not created, in the Fast Sandbox error hierarchy. */
+function agentPodCreateError(error: unknown, namespace: string): FsbError {
+  // The namespace is being deleted (the pool with it): not a failure to retry and report.
+  if (error instanceof ApiException && error.code === 403 && /being terminated/.test(String(error.body))) {
+    return new FailedPreconditionError(`namespace ${namespace} is being deleted; no agent Pods are started there`);
+  }
+  return translateKubernetesError(error, { action: `create an agent Pod in namespace ${namespace}` });
 }

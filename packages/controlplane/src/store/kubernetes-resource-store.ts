@@ -448,7 +448,8 @@ export function translateKubernetesError(error: unknown, context: KubernetesErro
     return statusError({ code: statusCode, message: error instanceof Error ? error.message : undefined }, context, error);
   }
   const message = error instanceof Error ? error.message : String(error);
-  return new UnavailableError(`cannot ${context.action} ${subject(context)}: the Kubernetes API server is unreachable (${message})`, { cause: error });
+  const doing = [context.action, subject(context)].filter((part) => part !== "").join(" ");
+  return new UnavailableError(`cannot ${doing}: the Kubernetes API server is unreachable (${message})`, { cause: error });
 }
 
 /** What the action was done to: the object (with a key), the kind's plural (a list or a watch). */

@@ -17,7 +17,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CoreV1Api, KubeConfig, type V1Pod } from "@kubernetes/client-node";
-import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
+import { API_VERSION, PermissionDeniedError, type SandboxPool } from "@fast-sandbox/api";
 import type { AgentFleetEvent, PoolRef } from "../../../../packages/controlplane/src/fleet/agent-fleet.js";
 import { KubernetesAgentFleet } from "../../../../packages/controlplane/src/fleet/kubernetes-agent-fleet.js";
 import { openKubernetesResourceStore, type KubernetesResourceStore } from "../../../../packages/controlplane/src/store/kubernetes-resource-store.js";
@@ -228,6 +228,33 @@ describe("agent Pods follow the pool (KubernetesAgentFleet on a real kube-apiser
     );
     // Stopping a name twice, or one that never existed, does nothing.
     await fleet.stopAgents(ref, [stopped, "python-agent-nope0"]);
+  });
+
+  it("a batch the API server refuses partway returns the Pods it created; one that creates none fails with the reason", async () => {
+    assert.ok(fleet);
+    const before = (await agentPods()).length;
+    // A quota of one Pod more than the namespace has: the second Pod of a batch of three is refused.
+    await core.createNamespacedResourceQuota({ namespace: NAMESPACE, body: { metadata: { name: "pods" }, spec: { hard: { pods: String(before + 1) } } } });
+    try {
+      await eventually("the quota's usage counted", async () => {
+        const quota = await core.readNamespacedResourceQuota({ name: "pods", namespace: NAMESPACE });
+        return quota.status?.used?.pods === String(before);
+      });
+      const started = await fleet.startAgents(pool, 3);
+      assert.equal(started.length, 1, "the Pod created before the refusal is returned, not lost");
+      const pods = (await agentPods()).map((p) => p.metadata?.name);
+      assert.ok(pods.includes(started[0]), "and it exists");
+      assert.equal(pods.length, before + 1, "nothing more was created");
+      await assert.rejects(fleet.startAgents(pool, 1), (error: unknown) => {
+        assert.ok(error instanceof PermissionDeniedError, `a PermissionDeniedError, got ${String(error)}`);
+        assert.match(error.message, /exceeded quota/);
+        return true;
+      });
+      await fleet.stopAgents(ref, started);
+      await eventually("the batch's Pod gone", async () => (await agentPods()).length === before);
+    } finally {
+      await core.deleteNamespacedResourceQuota({ name: "pods", namespace: NAMESPACE });
+    }
   });
 
   it("deleting the SandboxPool garbage-collects its agent Pods through the owner reference", async () => {
