@@ -100,6 +100,8 @@ export class SimulatedAgent {
   private readonly sharedPorts = new Map<string, readonly number[]>();
   private readonly nodeName: string;
   private readonly nextAddress: () => string;
+  /** Retired (AgentClient.retire): refuses creates. */
+  private retired = false;
 
   constructor(settings: LocalAgentSettings, options: SimulatedAgentsOptions, nextAddress: () => string) {
     this.name = settings.name;
@@ -126,6 +128,7 @@ export class SimulatedAgent {
   create(spec: AgentSandboxSpec): AgentSandbox {
     const existing = this.sandboxes.get(spec.sandboxId);
     if (existing) return { ...existing };
+    if (this.retired) throw new UnavailableError(`agent ${this.name} is retired; place the sandbox on another agent`);
     if (spec.slots !== undefined && this.sandboxes.size >= spec.slots) {
       throw new NoCapacityError(`agent ${this.name} has no free slot (${this.sandboxes.size} of ${spec.slots} in use)`);
     }
@@ -153,6 +156,12 @@ export class SimulatedAgent {
   delete(sandboxId: string): void {
     this.sandboxes.delete(sandboxId);
     this.sharedPorts.delete(sandboxId);
+  }
+
+  retire(cancel: boolean): { retired: boolean; sandboxes: number } {
+    if (cancel) this.retired = false;
+    else if (this.sandboxes.size === 0) this.retired = true;
+    return { retired: !cancel && this.retired, sandboxes: this.sandboxes.size };
   }
 
   pull(image: string): PullProgress[] {
@@ -252,6 +261,10 @@ class SimulatedAgentClient implements AgentClient {
 
   listSandboxes(): Promise<AgentSandbox[]> {
     return this.call((agent) => agent.status().sandboxes);
+  }
+
+  retire(cancel = false): Promise<{ retired: boolean; sandboxes: number }> {
+    return this.call((agent) => agent.retire(cancel));
   }
 
   /** A simulated sandbox uses nothing. */

@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { destination, pino } from "pino";
-import { API_VERSION, NoCapacityError, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
+import { API_VERSION, NoCapacityError, UnavailableError, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
 import { AgentRegistry, SandboxManager, createAgentClient, openSqliteResourceStore, type AgentClient } from "@fast-sandbox/controlplane";
 import { startAgentProcess, stopAgentProcess, type AgentProcess } from "../../support/agent-process.js";
 import { BASE_IMAGE, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
@@ -185,6 +185,35 @@ describe("admission at the agent, with two control-plane replicas that each have
     assert.deepEqual(containers(), [created[0]?.sandbox.status?.sandboxID]);
     assert.equal((await records()).length, 1);
     await deleteAll(created);
+  });
+
+  it("retires only when idle, atomically with admission: a create placed by the other replica first keeps it; once retired it refuses creates and is not ready", async () => {
+    const [first, second] = replicas as [Replica, Replica];
+    assert.ok(agent);
+    const leader = createAgentClient(agent.endpoint, token);
+    const readyz = async () => (await fetch(`http://${agent?.endpoint}/readyz`)).status;
+    try {
+      const held = { replica: second, sandbox: await second.create("held") };
+      assert.deepEqual(await leader.retire(), { retired: false, sandboxes: 1 }, "a sandbox another replica placed keeps it serving");
+      const more = { replica: second, sandbox: await second.create("more") };
+      await deleteAll([held, more]);
+
+      assert.deepEqual(await leader.retire(), { retired: true, sandboxes: 0 });
+      assert.equal(await readyz(), 503, "retired: not ready");
+      const refused = await first.create("late").catch((error: unknown) => error);
+      assert.ok(refused instanceof UnavailableError, `expected UnavailableError, got ${String(refused)}`);
+      assert.match(refused.message, /agent admission-0 is retired/);
+      assert.deepEqual(await records(), [], "the refused create left no record");
+      assert.deepEqual(containerdLeftovers(containerdNamespace), { containers: [], tasks: [], snapshots: [] });
+      assert.equal(first.registry.poolUsage("default", POOL).allocated, 0, "nor a slot");
+
+      assert.deepEqual(await leader.retire(true), { retired: false, sandboxes: 0 }, "cancelled: its stop did not happen");
+      assert.equal(await readyz(), 200);
+      await deleteAll([{ replica: first, sandbox: await first.create("after") }]);
+    } finally {
+      await leader.retire(true).catch(() => undefined);
+      leader.close();
+    }
   });
 
   it("holds the sandboxes and ports of its predecessor after the agent restarts under the same name", async () => {

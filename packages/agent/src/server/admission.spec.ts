@@ -183,6 +183,36 @@ describe("Admission", () => {
     });
   });
 
+  describe("retirement", () => {
+    it("retires only an agent that holds nothing: a create in flight, or a sandbox, keeps it admitting", () => {
+      const admission = new Admission(AGENT);
+      const inFlight = admission.admit(request("a"));
+      assert.equal(admission.retireIfIdle(), false, "a create in flight");
+      inFlight.confirm();
+      assert.equal(admission.retireIfIdle(), false, "a sandbox");
+      admission.admit(request("b")).confirm();
+      admission.deleted("a");
+      admission.deleted("b");
+      assert.equal(admission.refusing, false);
+      assert.equal(admission.retireIfIdle(), true);
+      assert.equal(admission.retireIfIdle(), true, "asked again: still retired");
+      assert.equal(admission.refusing, true);
+    });
+
+    it("refuses every create with UnavailableError once retired, and admits again once the retirement is undone", () => {
+      const admission = new Admission(AGENT);
+      assert.equal(admission.retireIfIdle(), true);
+      const error = refusal(admission, request("a"));
+      assert.ok(error instanceof UnavailableError);
+      assert.match(error.message, /agent default-0 is retired \(its pool is stopping it\); place the sandbox on another agent/);
+      assert.equal(admission.held, 0, "the refused create holds nothing");
+      admission.unretire();
+      assert.equal(admission.refusing, false);
+      admission.admit(request("a")).confirm();
+      assert.equal(admission.held, 1);
+    });
+  });
+
   describe("validation", () => {
     it("refuses negative slots and ports outside 1-65535 with a ValidationError naming the field", () => {
       const admission = new Admission(AGENT);

@@ -45,6 +45,7 @@ export class Admission {
   /** Orders "the container exists" facts against listings of the runtime (see `mark`). */
   private marks = 0;
   private stopping = false;
+  private retiring = false;
 
   constructor(private readonly agentName: string) {}
 
@@ -76,6 +77,7 @@ export class Admission {
       if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ValidationError(`exposedPorts[${index}]`, `${port} is not a port (1-65535)`);
     });
     if (this.stopping) throw new UnavailableError(`agent ${this.agentName} is stopping; place the sandbox on another agent`);
+    if (this.retiring) throw new UnavailableError(`agent ${this.agentName} is retired (its pool is stopping it); place the sandbox on another agent`);
     if (this.holdings.has(request.sandboxId)) return this.retryOf(request);
     if (request.slots > 0 && this.holdings.size >= request.slots) {
       throw new NoCapacityError(`agent ${this.agentName} is full: ${this.holdings.size} of ${request.slots} slots in use`);
@@ -131,6 +133,28 @@ export class Admission {
   /** From now on creates are refused with UnavailableError (the agent is going away), so callers place them elsewhere. */
   stop(): void {
     this.stopping = true;
+  }
+
+  /**
+   * Retires the agent if it holds nothing (no sandbox, no create in flight): from then on creates are
+   * refused with UnavailableError, until `unretire`. Synchronous like `admit`: a create admitted
+   * just before makes it refuse, one that comes just after is refused. Retiring a retired agent
+   * answers true again.
+   */
+  retireIfIdle(): boolean {
+    if (this.holdings.size > 0) return false;
+    this.retiring = true;
+    return true;
+  }
+
+  /** Admits creates again after `retireIfIdle` (the agent was not stopped after all). */
+  unretire(): void {
+    this.retiring = false;
+  }
+
+  /** Whether creates are refused for good or for a retirement. */
+  get refusing(): boolean {
+    return this.stopping || this.retiring;
   }
 
   /** A create of an id already held: nothing more to take; a success after the first create failed holds it again. */

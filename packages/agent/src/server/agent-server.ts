@@ -57,6 +57,7 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
   const handler = withProbeRoutes(api, {
     notReadyReason: async () => {
       if (draining) return "stopping: letting creates in flight finish";
+      if (admission.refusing) return "retired: its pool is stopping it";
       // The runtime is prepared before the server starts; this checks containerd still answers.
       await options.runtime.list();
       return undefined;

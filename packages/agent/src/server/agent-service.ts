@@ -231,6 +231,14 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
       });
     },
 
+    retire(request) {
+      // Synchronous, like admission: no create can slip in between the check and the retirement.
+      let retired = false;
+      if (request.cancel) admission.unretire();
+      else retired = admission.retireIfIdle();
+      return Promise.resolve(create(pb.AgentRetireResponseSchema, { retired, sandboxes: admission.held }));
+    },
+
     async listSandboxes() {
       return edge(async () => {
         const mark = admission.mark();

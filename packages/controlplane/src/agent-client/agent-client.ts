@@ -147,6 +147,12 @@ export interface AgentClient {
   /** Stops the sandbox (SIGTERM, `gracePeriodMs`, SIGKILL) and removes it; a sandbox already gone is not an error. */
   deleteSandbox(sandboxId: string, gracePeriodMs: number): Promise<void>;
   listSandboxes(): Promise<AgentSandbox[]>;
+  /**
+   * Retires the agent if it holds no sandbox and no create in flight, atomically with its admission:
+   * it refuses every create from then on. `retired` false: it holds `sandboxes` and serves on. With
+   * `cancel`, a retired agent admits creates again.
+   */
+  retire(cancel?: boolean): Promise<{ retired: boolean; sandboxes: number }>;
   /** A sandbox's resource use now (its CPU watched for 100 ms); NotFoundError when the agent does not hold it. */
   stats(sandboxId: string): Promise<SandboxStats>;
   /**

@@ -22,6 +22,8 @@ import { agentCheckpointCalls, type AgentCheckpointClient } from "./agent-checkp
 
 /** Deadline of a create: long enough for an image pull the create has to wait for. */
 const CREATE_TIMEOUT_MS = 60_000;
+/** Retiring is a flag at the agent: an answer comes at once, or the agent is not answering. */
+const RETIRE_TIMEOUT_MS = 5000;
 const LIST_TIMEOUT_MS = 10_000;
 /** A stats call watches the sandbox's CPU for 100 ms, then reads its snapshot's size. */
 const STATS_TIMEOUT_MS = 10_000;
@@ -88,6 +90,10 @@ export function createAgentClientOnTransport(transport: Transport, options: Agen
         )
       ).samples.map(sandboxStatsFromMessage),
     listSandboxes: async () => (await unary(() => client.listSandboxes({}, { timeoutMs: LIST_TIMEOUT_MS }))).sandboxes.map(agentSandboxFromMessage),
+    retire: async (cancel = false) => {
+      const answer = await unary(() => client.retire({ cancel }, { timeoutMs: RETIRE_TIMEOUT_MS }));
+      return { retired: answer.retired, sandboxes: answer.sandboxes };
+    },
     logs: (sandboxId, follow, signal) => translatedStream(() => client.logs({ sandboxId, follow }, callOptions(signal)), logChunkFromMessage),
     exec: (request, signal) => translatedStream(() => client.exec(execRequestToMessage(request), callOptions(signal)), execEventFromMessage),
     // No deadline: a large image takes what it takes; progress shows it moving, `signal` stops waiting.

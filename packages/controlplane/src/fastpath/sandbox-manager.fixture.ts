@@ -85,6 +85,10 @@ export class FakeAgentClient implements AgentClient {
     return [...this.sandboxes.values()];
   }
 
+  async retire(cancel = false): Promise<{ retired: boolean; sandboxes: number }> {
+    return { retired: !cancel && this.sandboxes.size === 0, sandboxes: this.sandboxes.size };
+  }
+
   /** What `stats` answers for a sandbox it holds. */
   statsAnswer: SandboxStats = {
     timestampMs: 1_700_000_000_000,

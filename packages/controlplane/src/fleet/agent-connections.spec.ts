@@ -99,6 +99,10 @@ class FakeAgentClient implements AgentClient {
     return [];
   }
 
+  async retire(): Promise<{ retired: boolean; sandboxes: number }> {
+    throw new Error("not used");
+  }
+
   async stats(): Promise<SandboxStats> {
     throw new Error("not used");
   }

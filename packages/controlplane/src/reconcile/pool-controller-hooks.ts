@@ -1,6 +1,6 @@
 /**
  * How both composition roots connect the pool controller to the rest of the core: which agents may
- * be placed on (connected and adopted), what happens when one is registered (its images and the
+ * be placed on (connected and adopted), how an idle one is retired before it is stopped, what happens when one is registered (its images and the
  * slots the store records), how much demand waits in a pool (creates waiting here, Pending records),
  * how fast creates arrive in it (the flow-aware buffer), and which pool an agent belongs to. One place, so the two modes cannot drift apart.
  */
@@ -30,7 +30,7 @@ export interface PoolControllerHooksOptions {
 
 export function poolControllerHooks(
   options: PoolControllerHooksOptions,
-): Pick<PoolControllerOptions, "agentUsable" | "onAgentRegistered" | "waitingFor" | "closingPool" | "createsPerSecond"> {
+): Pick<PoolControllerOptions, "agentUsable" | "onAgentRegistered" | "waitingFor" | "closingPool" | "createsPerSecond" | "retireAgent"> {
   const { connections, registry, allocations, manager } = options;
   const rates = new CreateRates({
     ...(options.clock ? { clock: options.clock } : {}),
@@ -41,6 +41,12 @@ export function poolControllerHooks(
     createsPerSecond: (namespace, pool) => rates.perSecond(namespace, pool),
     closingPool: (namespace, pool, work) => manager.withPoolClosed(namespace, pool, work),
     agentUsable: (name) => connections.agentConnectivity(name)?.connected === true,
+    retireAgent: async (name, cancel) => {
+      // Not connected here: nothing to ask; the fleet stops it as before.
+      const client = connections.get(name);
+      if (!client) return true;
+      return (await client.retire(cancel)).retired;
+    },
     onAgentRegistered: (name) => {
       // Its first heartbeat may have answered before it was registered: placement (image affinity,
       // pull-if-missing) must see its images from the start, not after the next heartbeat.

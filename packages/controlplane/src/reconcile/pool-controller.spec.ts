@@ -44,8 +44,14 @@ class FakeFleet implements AgentFleet {
     return names;
   }
 
+  /** When set, the next stopAgents fails with it (after recording the call). */
+  stopError: Error | undefined;
+
   async stopAgents(_pool: PoolRef, names: readonly string[]): Promise<void> {
     this.stopCalls.push([...names]);
+    const error = this.stopError;
+    this.stopError = undefined;
+    if (error) throw error;
     for (const name of names) this.readyWhenStopped.push(this.registry?.getAgent(name)?.ready);
   }
 
@@ -530,6 +536,42 @@ describe("PoolController", () => {
       updatedAgents: 1,
       observedGeneration: 2,
     });
+  });
+
+  it("retires idle agents at the agent before stopping them: one another replica placed a sandbox on serves on; a failed stop undoes the retirement", async () => {
+    await controller.stop();
+    /** What each agent answers its retirement: false for one that holds a sandbox this replica's registry does not know. */
+    const holdsForeign = new Set<string>();
+    const retireCalls: string[] = [];
+    controller = newController({
+      retireAgent: async (name, cancel) => {
+        retireCalls.push(`${cancel ? "cancel" : "retire"} ${name}`);
+        return !cancel && !holdsForeign.has(name);
+      },
+    });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 2, poolMax: 2, scaleDownDelaySeconds: 0 }));
+    await settle();
+    await allReady();
+    const [a, b] = fleet.requested as [string, string];
+    holdsForeign.add(a);
+    fleet.stopError = new Error("the API server is away");
+    const current = await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    assert.ok(current);
+    await store.update("SandboxPool", { ...current, spec: { ...current.spec, capacity: { poolMin: 0, poolMax: 2, scaleDownDelaySeconds: 0 } } });
+    await settle();
+    assert.deepEqual(retireCalls.slice(0, 2).sort(), [`retire ${a}`, `retire ${b}`]);
+    assert.deepEqual(fleet.stopCalls[0], [b], "only the agent that retired is stopped");
+    assert.ok(retireCalls.includes(`cancel ${b}`), "its stop failed: its retirement is undone");
+    assert.equal(registry.getAgent(a)?.ready, true, "the agent holding a sandbox serves on");
+
+    // The next attempt (after the failure's back-off) retires and stops it again; the busy one is still kept.
+    clock.advance(60_000);
+    await settle();
+    assert.deepEqual(fleet.stopCalls, [[b], [b]]);
+    assert.equal(registry.getAgent(b)?.ready, false, "drained while its Pod goes");
+    assert.equal(registry.getAgent(a)?.ready, true);
+    assert.ok(!fleet.stopCalls.flat().includes(a), "never stopped");
   });
 
   it("spare capacity that is used again before the delay ends is not released", async () => {

@@ -70,6 +70,13 @@ export interface PoolControllerOptions {
   /** Called when an agent is registered (anew, or with a new endpoint): its sandboxes' slots can be recorded. */
   onAgentRegistered?(name: string): void;
   /**
+   * Retires an idle agent at the agent itself, atomically with its admission, before it is stopped
+   * (AgentClient.retire): false when it holds sandboxes after all — another control-plane replica,
+   * whose registry did not know it was draining, placed one on it — and it is kept. With `cancel`,
+   * undoes a retirement whose stop failed. @default every drained agent is stopped
+   */
+  retireAgent?: (name: string, cancel?: boolean) => Promise<boolean>;
+  /**
    * Called when a pool being deleted has no sandbox left, while its agents still run, before it goes
    * (its checkpoints' files are removed); a failure is retried like any reconcile. @default nothing
    */
@@ -357,14 +364,14 @@ export class PoolController implements Reconciler {
     }
     if (drained.length > 0) {
       for (const name of drained) this.stopping.set(name, key);
+      const stopped = await this.retire(key, drained);
       try {
-        await this.options.fleet.stopAgents(ref, drained);
+        if (stopped.length > 0) await this.options.fleet.stopAgents(ref, stopped);
       } catch (error) {
         // Not stopped: they serve again, and the next attempt drains them anew.
-        for (const name of drained) {
-          this.stopping.delete(name);
-          if (this.options.registry.getAgent(name)) this.options.registry.setAgentReady(name, true);
-        }
+        const retireAgent = this.options.retireAgent;
+        if (retireAgent) await Promise.all(stopped.map((name) => retireAgent(name, true).catch(() => false)));
+        for (const name of stopped) this.serveAgain(name);
         throw error;
       }
     }
@@ -527,6 +534,36 @@ export class PoolController implements Reconciler {
   }
 
   /** Marks the agent unready, then checks it is still idle; false (and ready again) when a sandbox got there first. */
+  /**
+   * Retires the drained agents at the agents themselves; those that hold sandboxes after all
+   * (placed by another replica) serve again. An agent that does not answer is stopped anyway, as
+   * before this step: it serves no one meanwhile. Answers the agents to stop.
+   */
+  private async retire(key: string, drained: readonly string[]): Promise<string[]> {
+    const { retireAgent } = this.options;
+    if (!retireAgent) return [...drained];
+    const answers = await Promise.all(
+      drained.map((name) =>
+        retireAgent(name).catch((error: unknown) => {
+          this.options.logger.warn({ agent: name, pool: key, err: error }, "agent did not answer its retirement; stopping it anyway");
+          return true;
+        }),
+      ),
+    );
+    const kept = drained.filter((_, index) => !answers[index]);
+    if (kept.length > 0) {
+      this.options.logger.info({ pool: key, agents: kept }, "agents hold sandboxes another replica placed on them; they serve on");
+      for (const name of kept) this.serveAgain(name);
+    }
+    return drained.filter((_, index) => answers[index]);
+  }
+
+  /** A drained agent that is not stopped after all takes placements again. */
+  private serveAgain(name: string): void {
+    this.stopping.delete(name);
+    if (this.options.registry.getAgent(name)) this.options.registry.setAgentReady(name, true);
+  }
+
   private drain(name: string): boolean {
     const { registry } = this.options;
     if (!registry.getAgent(name)) return true; // never registered: it has not served a placement
