@@ -272,6 +272,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   });
   const onboarding = new AgentOnboarding({
     adoption,
+    clock,
     prewarmer: new ImagePrewarmer({ logger, clock }),
     registry,
     agents: connections,
@@ -359,6 +360,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     await sandboxProxy.close();
     directory.stop();
     connections.stop();
+    onboarding.stop();
     await allocations.stop();
     await pools.stop();
     await fleet.stop();
@@ -406,6 +408,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
       await sandboxes.stop();
       hotImages.stop();
       connections.stop();
+      onboarding.stop();
       await allocations.stop();
       await pools.stop();
       await fleet.stop();

@@ -197,6 +197,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
   });
   const onboarding = new AgentOnboarding({
     adoption,
+    clock,
     registry,
     agents: connections,
     logger,
@@ -228,7 +229,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     // What agents run is adopted once per leadership: the previous leader's view is gone.
     for (const name of connections.connectedAgents()) {
       const observed = connections.observedStatus(name);
-      if (observed) await adoption.adopt(name, observed.status).catch((error: unknown) => logger.error({ err: error, agent: name }, "could not adopt"));
+      if (observed) await onboarding.adopt(name, observed.status);
     }
     if (signal.aborted) return;
     sandboxes = new SandboxReconciler({
@@ -315,6 +316,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     directory?.stop();
     await apiKeys?.close();
     connections.stop();
+    onboarding.stop();
     await allocations.stop();
     await poolController.stop();
     await fleet.stop();
@@ -353,6 +355,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
       await elector.stop();
       await leaderWork;
       connections.stop();
+      onboarding.stop();
       await allocations.stop();
       await poolController.stop();
       await fleet.stop();

@@ -152,6 +152,35 @@ describe("AgentAdoption", () => {
     assert.deepEqual(fixture.client("agent-a").calls, [], "its container is the cleanup's to remove, not an orphan");
   });
 
+  it("adopts every sandbox it can, then fails saying how many it could not, so the caller adopts again", async () => {
+    await fixture.storeRecord("flaky", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-flaky" });
+    await fixture.storeRecord("fine", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-fine" });
+    const get = fixture.store.get.bind(fixture.store);
+    fixture.store.get = (kind, key) => (key.name === "flaky" ? Promise.reject(new Error("store unavailable")) : get(kind, key));
+
+    await assert.rejects(
+      adoption.adopt(
+        "agent-a",
+        report("agent-a", [
+          { sandboxId: "id-flaky", name: "flaky" },
+          { sandboxId: "id-fine", name: "fine" },
+        ]),
+      ),
+      /could not adopt 1 sandbox\(es\) of agent agent-a \(first: store unavailable\); adopt again/,
+    );
+    assert.equal(fixture.allocated(), 1, "the other sandbox was adopted");
+
+    fixture.store.get = get;
+    await adoption.adopt(
+      "agent-a",
+      report("agent-a", [
+        { sandboxId: "id-flaky", name: "flaky" },
+        { sandboxId: "id-fine", name: "fine" },
+      ]),
+    );
+    assert.equal(fixture.allocated(), 2, "adopted again: both hold their slot, once");
+  });
+
   it("leaves the records of other agents alone", async () => {
     fixture.addAgent("agent-b");
     await fixture.storeRecord("elsewhere", { phase: "Running", assignedPod: "agent-b", sandboxID: "id-elsewhere" });

@@ -8,6 +8,7 @@
  * are skipped: its own writes tell.
  */
 import type { Logger } from "pino";
+import { FsbError, UnavailableError } from "@fast-sandbox/api";
 import type { AgentStatus } from "../agent-client/agent-client.js";
 import { systemClock, type Clock } from "../controller/clock.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
@@ -35,9 +36,14 @@ export class AgentAdoption {
     this.clock = options.clock ?? systemClock;
   }
 
-  /** Adopts what a (re)started agent runs: restores its slots, flags records whose container vanished, removes containers nobody owns. */
+  /**
+   * Adopts what a (re)started agent runs: restores its slots, flags records whose container vanished, removes containers nobody owns.
+   * Every sandbox is tried; when any could not be adopted (the store or the agent failed), it then
+   * fails with UnavailableError saying how many, so the caller can adopt again (adoption is idempotent).
+   */
   async adopt(agentName: string, status: AgentStatus): Promise<void> {
     const { store, registry, manager, logger } = this.options;
+    const failures: unknown[] = [];
     const { items } = await store.list("Sandbox");
     const mine = items.filter((s) => s.status?.assignedPod === agentName);
     const running = new Map(status.sandboxes.map((s) => [s.sandboxId, s]));
@@ -94,6 +100,7 @@ export class AgentAdoption {
         }
       } catch (error) {
         logger.error({ err: error, sandbox: key, agent: agentName }, "could not adopt this sandbox");
+        failures.push(error);
       }
     }
     const client = this.options.agents.get(agentName);
@@ -101,9 +108,16 @@ export class AgentAdoption {
       // A create still in flight on the agent is nobody's orphan yet.
       if (known.has(orphan.sandboxId) || orphan.state === "creating") continue;
       logger.warn({ agent: agentName, sandboxId: orphan.sandboxId }, "removing a container no sandbox record owns");
-      await client
-        ?.deleteSandbox(orphan.sandboxId, 0)
-        .catch((error: unknown) => logger.error({ err: error, sandboxId: orphan.sandboxId }, "could not remove it"));
+      await client?.deleteSandbox(orphan.sandboxId, 0).catch((error: unknown) => {
+        logger.error({ err: error, sandboxId: orphan.sandboxId }, "could not remove it");
+        failures.push(error);
+      });
+    }
+    if (failures.length > 0) {
+      const first = FsbError.from(failures[0]);
+      throw new UnavailableError(`could not adopt ${failures.length} sandbox(es) of agent ${agentName} (first: ${first.message}); adopt again`, {
+        cause: first,
+      });
     }
   }
 }

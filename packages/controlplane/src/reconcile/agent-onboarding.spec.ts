@@ -29,6 +29,7 @@ describe("AgentOnboarding", () => {
     };
     return new AgentOnboarding({
       adoption,
+      clock: fixture.clock,
       registry: fixture.registry,
       agents: fixture.agents,
       logger,
@@ -87,5 +88,56 @@ describe("AgentOnboarding", () => {
     }
 
     assert.equal(fixture.client("agent-a").pulls.length, 2);
+  });
+
+  it("adopts again after a failure, with the agent's status as it is then, doubling the pause, until it succeeds", async () => {
+    const onboard = onboarding();
+    // A record Running on agent-a whose container vanished: adoption marks it Lost.
+    await fixture.storeRecord("vanished", { phase: "Running", assignedPod: "agent-a", sandboxID: "sb-vanished" });
+    const list = fixture.store.list.bind(fixture.store);
+    let failures = 2;
+    fixture.store.list = ((...args: Parameters<typeof list>) =>
+      failures-- > 0 ? Promise.reject(new Error("store unavailable")) : list(...args)) as typeof fixture.store.list;
+    const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+    await onboard.onConnected("agent-a", status());
+    assert.deepEqual(adopted, ["agent-a"]);
+    assert.equal((await fixture.stored("vanished"))?.status?.phase, "Running", "not adopted yet");
+
+    fixture.clock.advance(999);
+    await settle();
+    assert.equal(adopted.length, 1, "not before the first pause (1 s)");
+    fixture.clock.advance(1);
+    await settle();
+    assert.equal(adopted.length, 2, "tried again: failed again");
+    fixture.clock.advance(1999);
+    await settle();
+    assert.equal(adopted.length, 2, "the pause doubled (2 s)");
+    fixture.clock.advance(1);
+    for (let i = 0; i < 10 && (await fixture.stored("vanished"))?.status?.phase !== "Lost"; i++) await settle();
+    assert.equal(adopted.length, 3);
+    assert.equal((await fixture.stored("vanished"))?.status?.phase, "Lost", "adopted: the vanished sandbox is Lost");
+
+    fixture.clock.advance(60_000);
+    await settle();
+    assert.equal(adopted.length, 3, "no more tries once it succeeded");
+  });
+
+  it("stops trying again once this instance no longer leads, or is stopped", async () => {
+    const onboard = onboarding();
+    fixture.store.list = () => Promise.reject(new Error("store unavailable"));
+    const settle = () => new Promise((resolve) => setImmediate(resolve));
+    await onboard.onConnected("agent-a", status());
+    leader = false;
+    fixture.clock.advance(60_000);
+    await settle();
+    assert.deepEqual(adopted, ["agent-a"], "a follower does not adopt");
+
+    leader = true;
+    await onboard.onConnected("agent-a", status());
+    onboard.stop();
+    fixture.clock.advance(60_000);
+    await settle();
+    assert.deepEqual(adopted, ["agent-a", "agent-a"]);
   });
 });
