@@ -2,13 +2,15 @@
  * Self-healing on real agents, containerd and runc: a `kill -9` of a sandbox's agent is reported in
  * the sandbox's conditions within seconds; after recoveryTimeoutSeconds, AutoRecreate runs a new
  * instance on a healthy agent and Manual leaves the sandbox Lost (slot released); an agent back
- * inside the timeout changes nothing; a changed resetRevision replaces the instance.
+ * inside the timeout changes nothing; a container removed behind its live agent's back makes the
+ * sandbox Lost; a changed resetRevision replaces the instance.
  * Everything is asserted through the public API and containerd's own state.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import type { Sandbox } from "@fast-sandbox/api";
-import { sandboxesInContainerd } from "../../support/containerd-contents.js";
+import { containerIds, containerKind, sandboxesInContainerd } from "../../support/containerd-contents.js";
+import { ctr } from "../../support/containerd.js";
 import { BASE_IMAGE, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
 /** A killed agent stays away this long before its supervisor restarts it. */
@@ -123,6 +125,35 @@ describe("an agent's loss is handled by the sandbox's failure policy", () => {
     assert.equal(after.status?.assignedPod, steady.status?.assignedPod);
     assert.equal(after.status?.recreations, undefined);
     assert.equal((await embedded.client.sandboxes.exec("steady", ["cat", "/tmp/marker"])).stdout, "marker\n", "the same process tree, state intact");
+  });
+
+  it("a container removed behind its answering agent's back: the sandbox becomes Lost (SandboxMissing), its slot released, and stays deletable", async () => {
+    const victim = await embedded.client.sandboxes.create({ ...sleeper, name: "vanish" });
+    const id = victim.status?.sandboxID ?? "";
+    const namespace = embedded.containerdNamespace;
+    const containerId = containerIds(namespace).find((candidate) => {
+      const kind = containerKind(namespace, candidate);
+      return kind?.kind === "sandbox" && kind.sandboxId === id;
+    });
+    assert.ok(containerId, "its container in containerd");
+    // As someone with `ctr` on the node would: the agent is not told.
+    ctr(namespace, "tasks", "rm", "-f", containerId);
+    ctr(namespace, "containers", "rm", containerId);
+    await waitFor(async () => (await get("vanish")).status?.phase === "Lost", 30_000, "phase Lost");
+    const lost = await get("vanish");
+    assert.equal(condition(lost, "Ready")?.reason, "SandboxMissing");
+    assert.match(condition(lost, "Ready")?.message ?? "", /answers but does not run it/);
+    const agent = (await embedded.client.pools.agents({ pool: "heal" })).find((a) => a.name === victim.status?.assignedPod);
+    assert.equal(
+      agent?.allocated,
+      (await embedded.client.sandboxes.list()).filter((s) => s.status?.assignedPod === agent?.name && s.status?.phase === "Running").length,
+      "its slot is released",
+    );
+    await embedded.client.sandboxes.delete("vanish");
+    assert.equal(
+      (await embedded.client.sandboxes.list()).some((s) => s.metadata.name === "vanish"),
+      false,
+    );
   });
 
   it("a changed resetRevision replaces the running instance and is accepted", async () => {

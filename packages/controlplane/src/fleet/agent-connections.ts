@@ -43,7 +43,8 @@ interface Connection {
   client: AgentClient;
   connected: boolean;
   since: Date;
-  observed?: { status: AgentStatus; at: Date };
+  /** The last status, when it arrived, and when it was asked for. */
+  observed?: { status: AgentStatus; at: Date; askedAt: Date };
   heartbeat: AgentHeartbeat;
   /** The onConnected of the current connection has finished. */
   adopted: boolean;
@@ -56,6 +57,7 @@ export class AgentConnections implements AgentObserver, AgentClients {
   /** Agents the fleet reported lost (not removed): they exist, unconnected, since then. */
   private readonly away = new Map<string, Date>();
   private readonly listeners = new Set<(agentName: string) => void>();
+  private readonly reportListeners = new Set<(agentName: string) => void>();
   private unsubscribe: (() => void) | undefined;
   private stopped = false;
 
@@ -96,7 +98,7 @@ export class AgentConnections implements AgentObserver, AgentClients {
     return since ? { connected: false, since } : undefined;
   }
 
-  observedStatus(name: string): { status: AgentStatus; at: Date } | undefined {
+  observedStatus(name: string): { status: AgentStatus; at: Date; askedAt: Date } | undefined {
     const connection = this.connections.get(name);
     return connection?.connected ? connection.observed : undefined;
   }
@@ -104,6 +106,12 @@ export class AgentConnections implements AgentObserver, AgentClients {
   onAgentChanged(listener: (agentName: string) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /** Calls `listener` with an agent's name after each status it reports while connected (`observedStatus` is that status); returns the unsubscribe function. */
+  onAgentReported(listener: (agentName: string) => void): () => void {
+    this.reportListeners.add(listener);
+    return () => this.reportListeners.delete(listener);
   }
 
   /** Names of the agents connected now. */
@@ -140,7 +148,7 @@ export class AgentConnections implements AgentObserver, AgentClients {
         clock: this.clock,
         intervalMs: this.options.heartbeatIntervalMs ?? 2000,
         client: () => client,
-        onAnswer: (status) => this.answered(connection, status),
+        onAnswer: (status, askedAt) => this.answered(connection, status, askedAt),
         // A busy agent answered (its containerd is slow): alive, but with nothing new to observe.
         onBusy: () => this.options.metrics?.heartbeat(agent.name, false),
         onMissed: (consecutive, error) => this.missed(connection, consecutive, error),
@@ -174,11 +182,11 @@ export class AgentConnections implements AgentObserver, AgentClients {
     this.changed(name);
   }
 
-  private answered(connection: Connection, status: AgentStatus): void {
+  private answered(connection: Connection, status: AgentStatus, askedAt: Date): void {
     const name = connection.agent.name;
     if (this.connections.get(name) !== connection) return;
     this.options.metrics?.heartbeat(name, true);
-    connection.observed = { status, at: this.clock.now() };
+    connection.observed = { status, at: this.clock.now(), askedAt };
     if (this.options.registry.getAgent(name)) this.options.registry.setImages(name, status.images);
     if (!connection.connected) {
       connection.connected = true;
@@ -198,6 +206,13 @@ export class AgentConnections implements AgentObserver, AgentClients {
     this.options
       .onStatus?.(name, status)
       .catch((error: unknown) => this.options.logger.warn({ err: error, agent: name }, "could not record the agent's status"));
+    for (const listener of this.reportListeners) {
+      try {
+        listener(name);
+      } catch (error) {
+        this.options.logger.error({ err: error, agent: name }, "agent report listener failed");
+      }
+    }
   }
 
   private changed(agentName: string): void {

@@ -23,7 +23,8 @@ export interface AgentHeartbeatOptions {
   intervalMs: number;
   /** The agent's current client; undefined: no beat now. */
   client(): AgentClient | undefined;
-  onAnswer(status: AgentStatus): void;
+  /** The agent answered; `askedAt`: when the call was sent (the status is at least that recent). */
+  onAnswer(status: AgentStatus, askedAt: Date): void;
   /** The agent answered busy: alive, nothing new to observe. */
   onBusy(error: BusyError): void;
   /** A missed beat; `consecutive` counts them since the last answer (or busy answer). */
@@ -60,13 +61,14 @@ export class AgentHeartbeat {
     const timer = this.timer;
     // Stopped, or started again for another client, meanwhile: the answer is not this beat's to judge.
     const current = () => this.timer === timer && this.options.client() === client;
+    const askedAt = this.options.clock.now();
     client
       .status(heartbeatDeadlineMs(this.options.intervalMs))
       .then(
         (status) => {
           if (!current()) return;
           this.missed = 0;
-          this.options.onAnswer(status);
+          this.options.onAnswer(status, askedAt);
         },
         (error: unknown) => {
           if (!current()) return;

@@ -31,6 +31,13 @@ class FakeAgentObserver implements AgentObserver {
     return () => this.listeners.delete(listener);
   }
 
+  readonly reportListeners = new Set<(agentName: string) => void>();
+
+  onAgentReported(listener: (agentName: string) => void): () => void {
+    this.reportListeners.add(listener);
+    return () => this.reportListeners.delete(listener);
+  }
+
   /** Sets the agent's connectivity (undefined: the agent is gone) and says so, as the pool controller does. */
   set(name: string, connectivity: { connected: boolean; since: Date } | undefined): void {
     if (connectivity) this.connectivity.set(name, connectivity);
@@ -83,7 +90,8 @@ function reconnect(name: string): void {
 
 /** A heartbeat of the agent arriving now. */
 function report(name: string, sandboxes: ReportedSandbox[]): void {
-  observer.observed.set(name, { status: { sandboxes }, at: now() });
+  observer.observed.set(name, { status: { sandboxes }, at: now(), askedAt: now() });
+  for (const listener of observer.reportListeners) listener(name);
 }
 
 const spec = sandboxSpec;
@@ -221,6 +229,74 @@ describe("SandboxReconciler", () => {
       assert.equal(later?.status?.recreations, undefined);
       assert.deepEqual(client(HEALTHY).calls, []);
       assert.deepEqual(client(AGENT).calls, [`create ${created.status?.sandboxID}`]);
+      assert.equal(allocated(), 1);
+    });
+  });
+
+  describe("a vanished instance", () => {
+    it("marks a Running sandbox Lost when its answering agent's report, asked for after the record last changed, lacks it; its slot is freed", async () => {
+      const created = await manager.create({ name: "web", spec: spec() });
+      await settle();
+      const id = created.status?.sandboxID ?? "";
+      advance(1);
+      report(AGENT, [{ sandboxId: id, state: "running" }]);
+      await settle();
+      assert.equal((await stored("web"))?.status?.phase, "Running", "reported: nothing to do");
+      assert.equal(allocated(), 1);
+
+      // Its container removed behind the agent's back (ctr, containerd's state lost).
+      client(AGENT).sandboxes.delete(id);
+      advance(1);
+      report(AGENT, []);
+      await settle();
+      assert.equal((await stored("web"))?.status?.phase, "Running", "one report is not enough");
+      advance(5);
+      report(AGENT, []);
+      await settle();
+      assert.equal((await stored("web"))?.status?.phase, "Running", "missing for 5 s");
+      advance(5);
+      report(AGENT, []);
+      await settle();
+      const lost = await stored("web");
+      assert.equal(lost?.status?.phase, "Lost");
+      assert.equal(condition(lost, "Ready")?.reason, "SandboxMissing");
+      assert.match(condition(lost, "Ready")?.message ?? "", /agent default-0 answers but does not run it/);
+      assert.equal(allocated(), 0, "its slot is free");
+    });
+
+    it("keeps a sandbox its agent misses for a moment and reports again", async () => {
+      const created = await manager.create({ name: "web", spec: spec() });
+      await settle();
+      advance(1);
+      report(AGENT, []);
+      await settle();
+      advance(5);
+      report(AGENT, [{ sandboxId: created.status?.sandboxID ?? "", state: "running" }]);
+      await settle();
+      advance(6);
+      report(AGENT, []);
+      await settle();
+      advance(6);
+      await settle();
+      assert.equal((await stored("web"))?.status?.phase, "Running", "missing again for 6 s only: the count started over");
+    });
+
+    it("does not count a report asked for before the record became what it is (another replica's create may postdate it)", async () => {
+      const created = await manager.create({ name: "web", spec: spec() });
+      // The report was asked for before the reconciler saw the record Running, and arrives after.
+      observer.observed.set(AGENT, { status: { sandboxes: [] }, at: now(), askedAt: new Date(now().getTime() - 1) });
+      await settle();
+      for (const listener of observer.reportListeners) listener(AGENT);
+      await settle();
+      assert.equal((await stored("web"))?.status?.phase, "Running");
+
+      // The next report, asked for later, has it.
+      advance(1);
+      report(AGENT, [{ sandboxId: created.status?.sandboxID ?? "", state: "running" }]);
+      await settle();
+      advance(5);
+      await settle();
+      assert.equal((await stored("web"))?.status?.phase, "Running");
       assert.equal(allocated(), 1);
     });
   });

@@ -11,6 +11,10 @@
  *   them, and are removed (never acknowledged) when it does not;
  * - agent connectivity: the `AgentConnected` condition follows the agent (the AgentObserver says
  *   when an agent changed; its sandboxes are found through the informer's index by agent);
+ * - a vanished instance: a Running sandbox its answering agent no longer reports (its container was
+ *   removed behind the agent's back) becomes `Lost`, as adoption makes it when an agent reconnects —
+ *   counted only on reports asked for after the record was last seen changing (every step that
+ *   removes an instance — delete, pause, reset — writes the record first or runs here), over 10 s;
  * - failure policy: `recoveryTimeoutSeconds` after the agent went away (a timed requeue), `Manual`
  *   sandboxes become `Lost` (kept, deletable, slot released) and `AutoRecreate` ones get a new
  *   instance elsewhere;
@@ -36,16 +40,22 @@ export const DEFAULT_RECOVERY_TIMEOUT_SECONDS = 30;
 const BUSY_RECHECK_MS = 1000;
 /** How soon to look again at a Bound sandbox whose agent has not reported on it since it was first seen. */
 const REPORT_RECHECK_MS = 1000;
+/** How long the reports of a Running sandbox's answering agent must lack it before it counts as vanished. */
+const MISSING_CONFIRM_MS = 10_000;
 /** How soon a sandbox that could not be placed is tried again. */
 const PLACEMENT_RETRY_MS = 3000;
 /** What the deployment mode knows about its agents: connectivity, their last reported sandboxes, and when either changes. */
 export interface AgentObserver {
   /** Whether the agent answers and since when; undefined when the agent does not exist (any more). */
   agentConnectivity(name: string): { connected: boolean; since: Date } | undefined;
-  /** The agent's last status and when it arrived. */
-  observedStatus(name: string): { status: { sandboxes: readonly Pick<AgentSandbox, "sandboxId" | "state" | "exitCode" | "address">[] }; at: Date } | undefined;
+  /** The agent's last status, when it arrived, and when it was asked for. */
+  observedStatus(
+    name: string,
+  ): { status: { sandboxes: readonly Pick<AgentSandbox, "sandboxId" | "state" | "exitCode" | "address">[] }; at: Date; askedAt: Date } | undefined;
   /** Calls `listener` with an agent's name when its connectivity changes (it answers, is lost, is removed); returns the unsubscribe function. */
   onAgentChanged(listener: (agentName: string) => void): () => void;
+  /** Calls `listener` with an agent's name after each status it reports while connected; returns the unsubscribe function. */
+  onAgentReported(listener: (agentName: string) => void): () => void;
 }
 
 export interface SandboxReconcilerOptions {
@@ -75,13 +85,15 @@ export class SandboxReconciler implements Reconciler {
   private readonly clock: Clock;
   private readonly informer: Informer<"Sandbox">;
   private readonly controller: Controller;
-  private unsubscribe: (() => void) | undefined;
+  private unsubscribe: (() => void)[] = [];
   /** When a sandbox was first seen Bound with nobody creating it (unfinished create), by key. */
   private readonly boundSince = new Map<string, Date>();
   /** When the last try to place a Pending sandbox failed, by key. */
   private readonly placementFailedAt = new Map<string, Date>();
   /** When an agent was first seen missing altogether, by name. */
   private readonly goneSince = new Map<string, Date>();
+  /** Running sandboxes: the resourceVersion last seen, since when it has been seen, and since when (a report asked for then) its agent has not reported it, by key. */
+  private readonly runningSeen = new Map<string, { resourceVersion: string; since: Date; missingSince?: Date }>();
 
   constructor(options: SandboxReconcilerOptions) {
     this.options = options;
@@ -101,12 +113,16 @@ export class SandboxReconciler implements Reconciler {
 
   /** Lists the sandboxes, reconciles each, and from then on every change and every agent that changed. */
   async start(): Promise<void> {
-    this.unsubscribe = this.options.agents.onAgentChanged((agentName) => this.agentChanged(agentName));
+    this.unsubscribe = [
+      this.options.agents.onAgentChanged((agentName) => this.agentChanged(agentName)),
+      this.options.agents.onAgentReported((agentName) => this.agentReported(agentName)),
+    ];
     await this.controller.start();
   }
 
   async stop(): Promise<void> {
-    this.unsubscribe?.();
+    for (const unsubscribe of this.unsubscribe) unsubscribe();
+    this.unsubscribe = [];
     await this.controller.stop();
   }
 
@@ -125,11 +141,24 @@ export class SandboxReconciler implements Reconciler {
     for (const sandbox of this.informer.byIndex(SANDBOXES_BY_AGENT, agentName)) this.controller.enqueue(objectKey(sandbox));
   }
 
+  /** A report of the agent: its Running sandboxes the report lacks are looked at (checkInstance). */
+  private agentReported(agentName: string): void {
+    const reported = new Set(this.options.agents.observedStatus(agentName)?.status.sandboxes.map((s) => s.sandboxId));
+    for (const sandbox of this.informer.byIndex(SANDBOXES_BY_AGENT, agentName)) {
+      if (sandbox.status?.phase !== "Running") continue;
+      const key = objectKey(sandbox);
+      const seen = this.runningSeen.get(key);
+      if (!reported.has(sandbox.status.sandboxID ?? "")) this.controller.enqueue(key);
+      else if (seen) delete seen.missingSince;
+    }
+  }
+
   async reconcile(key: string): Promise<ReconcileResult | void> {
     const sandbox = this.informer.get(key);
     if (!sandbox) {
       this.boundSince.delete(key);
       this.placementFailedAt.delete(key);
+      this.runningSeen.delete(key);
       return;
     }
     const { manager } = this.options;
@@ -159,6 +188,7 @@ export class SandboxReconciler implements Reconciler {
     const { namespace, name } = parseObjectKey(key);
     const phase = sandbox.status?.phase ?? "Pending";
     if (phase !== "Bound") this.boundSince.delete(key);
+    if (phase !== "Running") this.runningSeen.delete(key);
     // The fast path is creating, replacing or deleting it right now; its writes will tell the outcome.
     if (manager.isBusy(namespace, name)) return { requeueAfterMs: BUSY_RECHECK_MS };
     if (phase === "Pending") return this.foreignCreateInFlight(sandbox, now) ?? this.place(sandbox, now);
@@ -260,9 +290,11 @@ export class SandboxReconciler implements Reconciler {
     }
     if (connected) {
       if (previous && previous.status !== "True") {
+        // The write comes back as a change: the instance is checked then.
         await this.writeStatus(sandbox, {}, { type: "AgentConnected", status: "True", reason: "AgentReady", message: `agent ${agentName} answers again` }, now);
+        return;
       }
-      return;
+      return phase === "Running" ? this.checkInstance(sandbox, key, agentName, now) : undefined;
     }
     if (phase === "Running" && previous?.status !== "False") {
       const policy = `failurePolicy ${sandbox.spec.failurePolicy ?? "Manual"} acts after ${timeoutMs / 1000}s`;
@@ -294,6 +326,44 @@ export class SandboxReconciler implements Reconciler {
         now,
       );
     }
+  }
+
+  /**
+   * A Running sandbox whose agent answers: when a report asked for after the record was last seen
+   * changing has no instance of it, the instance vanished (removed behind the agent's back: `ctr`, a
+   * restore of containerd's state). Every step that removes an instance either writes the record
+   * first (a delete's deletionTimestamp, a pause's Paused) or runs in this process (a reset, a
+   * recreation: `isBusy`), so an unchanged record means nothing of ours removed it. It becomes Lost,
+   * as adoption makes it when the agent reconnects; the write is conditional on the record seen.
+   */
+  private async checkInstance(sandbox: Sandbox, key: string, agentName: string, now: Date): Promise<ReconcileResult | void> {
+    const resourceVersion = sandbox.metadata.resourceVersion ?? "";
+    let seen = this.runningSeen.get(key);
+    if (seen?.resourceVersion !== resourceVersion) {
+      seen = { resourceVersion, since: now };
+      this.runningSeen.set(key, seen);
+    }
+    const observed = this.options.agents.observedStatus(agentName);
+    const sandboxId = sandbox.status?.sandboxID ?? "";
+    if (!observed || observed.status.sandboxes.some((reported) => reported.sandboxId === sandboxId)) {
+      delete seen.missingSince;
+      return;
+    }
+    // A report asked for before then may predate the instance (another replica's create).
+    if (observed.askedAt <= seen.since) return { requeueAfterMs: REPORT_RECHECK_MS };
+    // Missing for a while, not from one report: an agent's listing can miss an instance for a moment
+    // (a claimed prepared instance containerd has not recorded as its sandbox yet after an outage).
+    seen.missingSince ??= observed.askedAt;
+    const missingForMs = observed.askedAt.getTime() - seen.missingSince.getTime();
+    if (missingForMs < MISSING_CONFIRM_MS) return { requeueAfterMs: Math.max(REPORT_RECHECK_MS, MISSING_CONFIRM_MS - missingForMs) };
+    this.options.logger.warn({ sandbox: key, agent: agentName, sandboxId }, "the agent answers but no longer runs this sandbox; marking it Lost");
+    await this.writeStatus(
+      sandbox,
+      { phase: "Lost", endpoints: [], sandboxIP: undefined },
+      { type: "Ready", status: "False", reason: "SandboxMissing", message: `agent ${agentName} answers but does not run it` },
+      now,
+    );
+    this.options.registry.release(key);
   }
 
   /** A manager step answers undefined when it did nothing (someone else is at it, or the sandbox changed): look again soon. */
