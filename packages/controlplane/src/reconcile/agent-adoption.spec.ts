@@ -181,6 +181,23 @@ describe("AgentAdoption", () => {
     assert.equal(fixture.allocated(), 2, "adopted again: both hold their slot, once");
   });
 
+  it("does not take a create that finished after the status was asked for as vanished: a status asked for after the list decides", async () => {
+    await fixture.storeRecord("late", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-late" });
+    // The agent runs it now; the status adoption was given predates its create (another replica's).
+    fixture.client("agent-a").sandboxes.set("id-late", {
+      sandboxId: "id-late",
+      namespace: "default",
+      name: "late",
+      image: "python:3.12",
+      state: "running",
+      pid: 10,
+      oomKilled: false,
+    });
+    await adoption.adopt("agent-a", report("agent-a", []));
+    assert.equal((await fixture.stored("late"))?.status?.phase, "Running");
+    assert.equal(fixture.allocated(), 1, "its slot is restored");
+  });
+
   it("leaves the records of other agents alone", async () => {
     fixture.addAgent("agent-b");
     await fixture.storeRecord("elsewhere", { phase: "Running", assignedPod: "agent-b", sandboxID: "id-elsewhere" });

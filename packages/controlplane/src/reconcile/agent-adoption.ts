@@ -9,7 +9,7 @@
  */
 import type { Logger } from "pino";
 import { FsbError, UnavailableError } from "@fast-sandbox/api";
-import type { AgentStatus } from "../agent-client/agent-client.js";
+import type { AgentSandbox, AgentStatus } from "../agent-client/agent-client.js";
 import { systemClock, type Clock } from "../controller/clock.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
@@ -48,6 +48,20 @@ export class AgentAdoption {
     const mine = items.filter((s) => s.status?.assignedPod === agentName);
     const running = new Map(status.sandboxes.map((s) => [s.sandboxId, s]));
     const known = new Set(items.map((s) => s.status?.sandboxID).filter(Boolean));
+    // A Running record the status lacks may be a create that finished after the status was asked
+    // for (another replica's, on an agent that serves): only a status asked for after the list, which
+    // lacks it too, says its instance vanished. (Orphans, the other way round, need the status asked
+    // for before the list: a container is never created before its record.)
+    const unreported = mine.some((s) => s.status?.phase === "Running" && !s.metadata.deletionTimestamp && !running.has(s.status.sandboxID ?? ""));
+    let confirmed: Map<string, AgentSandbox> | undefined;
+    if (unreported) {
+      try {
+        const fresh = await this.options.agents.get(agentName)?.status();
+        if (fresh) confirmed = new Map(fresh.sandboxes.map((s) => [s.sandboxId, s]));
+      } catch (error) {
+        failures.push(error);
+      }
+    }
     // One sandbox that cannot be adopted must not keep the others (or the agent) out.
     for (const listed of mine) {
       const namespace = listed.metadata.namespace ?? DEFAULT_NAMESPACE;
@@ -61,7 +75,7 @@ export class AgentAdoption {
         const requestId = sandbox.metadata.annotations?.[REQUEST_ID_ANNOTATION];
         if (requestId) manager.rememberRequest(requestId, sandbox);
         const id = sandbox.status?.sandboxID ?? "";
-        const reported = running.get(id);
+        const reported = running.get(id) ?? confirmed?.get(id);
         if (reported) {
           // The record as the agent reports the instance: with its own address, or none.
           const observed = { ...sandbox, status: withSandboxIP(sandbox.status ?? {}, reported.address) };
@@ -89,6 +103,8 @@ export class AgentAdoption {
             }
           }
         } else if (!sandbox.metadata.deletionTimestamp && sandbox.status?.phase === "Running") {
+          // Not confirmed by a status asked for after the list (the agent did not answer, or went): not decided now.
+          if (!confirmed) continue;
           logger.warn({ sandbox: key, agent: agentName }, "the agent no longer runs this sandbox; marking it Lost");
           await writeStatus(
             store,
