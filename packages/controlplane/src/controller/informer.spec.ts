@@ -25,6 +25,8 @@ interface Spy {
   watchedFrom: string[];
   /** Ends the current watch without an error (`done` resolves). */
   endWatch(): void;
+  /** The current watch's `onProgress` (what a Kubernetes bookmark calls). */
+  progress?: (resourceVersion: string) => void;
 }
 
 /**
@@ -39,6 +41,7 @@ function spied(store: ResourceStore, failures: { watch?: Error[]; list?: Error[]
       if (property === "watch") {
         return (...args: Parameters<ResourceStore["watch"]>): Watch => {
           spy.watchedFrom.push(args[1].resourceVersion);
+          spy.progress = args[1].onProgress;
           const failure = failures.watch?.shift();
           if (failure) {
             const done = Promise.reject(failure);
@@ -259,6 +262,21 @@ describe("Informer", () => {
     await setStatus("b", "Lost");
     await informer.whenIdle();
     assert.deepEqual(seen, ["add b", "update b -->Lost"]);
+  });
+
+  it("watches again from the version a bookmark said the watch reached, past the last change it saw", async () => {
+    await store.create("Sandbox", sandbox("a"));
+    const { source, spy } = spied(store);
+    const informer = startInformer(source);
+    await informer.waitForSync();
+    assert.ok(spy.progress, "the informer asks for progress");
+    // A quiet kind: no change for a while, and the API server's bookmark says how far the watch got.
+    const bookmark = String(Number(spy.watchedFrom.at(-1)) + 1000);
+    spy.progress(bookmark);
+    spy.endWatch();
+    await settle(informer);
+    assert.equal(spy.watchedFrom.at(-1), bookmark);
+    assert.equal(spy.lists, 1, "no relist");
   });
 
   it("lists again after a failed list, and is synced only by a list that worked", async () => {

@@ -216,7 +216,10 @@ export class Informer<K extends ResourceKind> {
     };
     let watch: Watch;
     try {
-      watch = this.options.store.watch(this.kind, { ...this.filter(), resourceVersion }, (event) => {
+      const onProgress = (version: string) => {
+        if (!this.stopped && generation === this.generation) lastVersion = version;
+      };
+      watch = this.options.store.watch(this.kind, { ...this.filter(), resourceVersion, onProgress }, (event) => {
         if (this.stopped || generation !== this.generation) return;
         lastVersion = event.object.metadata.resourceVersion ?? lastVersion;
         // A watch that delivers is healthy too.

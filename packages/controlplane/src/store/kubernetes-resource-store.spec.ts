@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createServer } from "node:http";
+import { createServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -164,8 +164,8 @@ describe("KubernetesResourceStore without a reachable API server", () => {
 });
 
 describe("KubernetesResourceStore watches on a connection that goes silent", () => {
-  /** An "API server" on loopback that answers every watch with 200 and its headers, then never a byte more nor closes. */
-  async function silentServer() {
+  /** An "API server" on loopback that answers every watch with 200 and its headers (and what `afterHeaders` writes), then never a byte more nor closes. */
+  async function silentServer(afterHeaders?: (response: ServerResponse) => void) {
     const queries: URLSearchParams[] = [];
     const closed: Promise<void>[] = [];
     const server = createServer((request, response) => {
@@ -173,6 +173,7 @@ describe("KubernetesResourceStore watches on a connection that goes silent", () 
       closed.push(new Promise((resolve) => response.on("close", () => resolve())));
       response.writeHead(200, { "content-type": "application/json" });
       response.flushHeaders();
+      afterHeaders?.(response);
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     const kubeConfig = new KubeConfig();
@@ -198,6 +199,28 @@ describe("KubernetesResourceStore watches on a connection that goes silent", () 
       assert.equal(queries[0]!.get("resourceVersion"), "10");
       const released = await Promise.race([closed[0]!.then(() => "closed"), sleep(5_000).then(() => "open")]);
       assert.equal(released, "closed", "the watch request is let go, not left open");
+    } finally {
+      await store.close();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  test("a bookmark is passed to onProgress with its version, not delivered as an event", async () => {
+    const { kubeConfig, server } = await silentServer((response) =>
+      response.write(
+        `${JSON.stringify({ type: "BOOKMARK", object: { kind: "Sandbox", apiVersion: "sandbox.fast.io/v1alpha1", metadata: { resourceVersion: "4242" } } })}\n`,
+      ),
+    );
+    const store = openKubernetesResourceStore({ kubeConfig, logger: { warn: () => undefined } });
+    try {
+      const progress: string[] = [];
+      store.watch("Sandbox", { resourceVersion: "10", onProgress: (version) => progress.push(version) }, () => assert.fail("no event expected"));
+      for (let attempt = 0; progress.length === 0; attempt++) {
+        assert.ok(attempt < 1000, "the bookmark reaches onProgress");
+        await sleep(10);
+      }
+      assert.deepEqual(progress, ["4242"]);
     } finally {
       await store.close();
       server.closeAllConnections();

@@ -303,8 +303,8 @@ export class KubernetesResourceStore implements ResourceStore {
   }
 
   /**
-   * A watch through the API server. Bookmarks are asked for (they keep the connection's version
-   * fresh) but not delivered. "0" and "" are refused: on Kubernetes they mean "any version", which
+   * A watch through the API server. Bookmarks are asked for and passed to `onProgress` (a watch
+   * started again after its timeout resumes from them). "0" and "" are refused: on Kubernetes they mean "any version", which
    * would replay the current objects as ADDED instead of the changes after a version.
    */
   watch<K extends ResourceKind>(kind: K, options: WatchOptions, onEvent: (event: WatchEvent<ResourceByKind[K]>) => void): Watch {
@@ -349,8 +349,14 @@ export class KubernetesResourceStore implements ResourceStore {
         case "ERROR":
           end.end(statusError(raw as KubernetesStatus, context));
           return;
+        case "BOOKMARK": {
+          // Only the version is meaningful: the watch's owner starts again from it.
+          const version = (raw as { metadata?: { resourceVersion?: unknown } } | undefined)?.metadata?.resourceVersion;
+          if (typeof version === "string" && version !== "") options.onProgress?.(version);
+          return;
+        }
         default:
-          // BOOKMARK, and whatever later API servers add.
+          // Whatever later API servers add.
           return;
       }
     };

@@ -78,6 +78,12 @@ export interface WatchOptions extends ListOptions {
    * the watch with ExpiredError (code failed_precondition) through `Watch.done`.
    */
   resourceVersion: string;
+  /**
+   * Told the version the watch has progressed to without an event (a Kubernetes bookmark): a watch
+   * started again from it need not replay, or fail for, what came before. Backends without
+   * bookmarks never call it.
+   */
+  onProgress?(resourceVersion: string): void;
 }
 
 export interface Watch {
