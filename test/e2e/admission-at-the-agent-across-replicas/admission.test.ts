@@ -200,6 +200,7 @@ describe("admission at the agent, with two control-plane replicas that each have
 
       assert.deepEqual(await leader.retire(), { retired: true, sandboxes: 0 });
       assert.equal(await readyz(), 503, "retired: not ready");
+      assert.equal((await leader.status()).retired, true, "its heartbeats say so, to every replica");
       const refused = await first.create("late").catch((error: unknown) => error);
       assert.ok(refused instanceof UnavailableError, `expected UnavailableError, got ${String(refused)}`);
       assert.match(refused.message, /agent admission-0 is retired/);
@@ -209,6 +210,7 @@ describe("admission at the agent, with two control-plane replicas that each have
 
       assert.deepEqual(await leader.retire(true), { retired: false, sandboxes: 0 }, "cancelled: its stop did not happen");
       assert.equal(await readyz(), 200);
+      assert.equal((await leader.status()).retired, undefined);
       await deleteAll([{ replica: first, sandbox: await first.create("after") }]);
     } finally {
       await leader.retire(true).catch(() => undefined);

@@ -199,6 +199,18 @@ describe("Admission", () => {
       assert.equal(admission.refusing, true);
     });
 
+    it("lets a retirement lapse when the stop it announces does not come", (t) => {
+      t.mock.timers.enable({ apis: ["setTimeout"] });
+      const admission = new Admission(AGENT);
+      assert.equal(admission.retireIfIdle(60_000), true);
+      t.mock.timers.tick(59_999);
+      assert.equal(admission.retired, true);
+      t.mock.timers.tick(1);
+      assert.equal(admission.retired, false, "lapsed");
+      admission.admit(request("a")).confirm();
+      assert.equal(admission.held, 1);
+    });
+
     it("refuses every create with UnavailableError once retired, and admits again once the retirement is undone", () => {
       const admission = new Admission(AGENT);
       assert.equal(admission.retireIfIdle(), true);

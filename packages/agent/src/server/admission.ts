@@ -1,6 +1,9 @@
 import { NoCapacityError, UnavailableError, ValidationError } from "@fast-sandbox/api/core";
 import type { RuntimeSandbox } from "../runtime/runtime.js";
 
+/** How long a retirement lasts without the stop it announces. */
+export const RETIREMENT_LAPSE_MS = 60_000;
+
 /** What a create asks of the agent's admission. */
 export interface AdmissionRequest {
   sandboxId: string;
@@ -46,6 +49,8 @@ export class Admission {
   private marks = 0;
   private stopping = false;
   private retiring = false;
+  /** Lifts the retirement when its stop does not come (retireIfIdle's lapseMs). */
+  private lapse: NodeJS.Timeout | undefined;
 
   constructor(private readonly agentName: string) {}
 
@@ -141,15 +146,27 @@ export class Admission {
    * just before makes it refuse, one that comes just after is refused. Retiring a retired agent
    * answers true again.
    */
-  retireIfIdle(): boolean {
+  retireIfIdle(lapseMs = RETIREMENT_LAPSE_MS): boolean {
     if (this.holdings.size > 0) return false;
     this.retiring = true;
+    // The stop that follows a retirement comes in seconds; without it (the control plane that asked
+    // went away, its cancel was lost) the agent would refuse creates for ever.
+    clearTimeout(this.lapse);
+    this.lapse = setTimeout(() => this.unretire(), lapseMs);
+    this.lapse.unref();
     return true;
   }
 
   /** Admits creates again after `retireIfIdle` (the agent was not stopped after all). */
   unretire(): void {
+    clearTimeout(this.lapse);
+    this.lapse = undefined;
     this.retiring = false;
+  }
+
+  /** Whether the agent is retired (and not stopping for good). */
+  get retired(): boolean {
+    return this.retiring;
   }
 
   /** Whether creates are refused for good or for a retirement. */

@@ -169,6 +169,7 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
           images: withNormalizedNames(images),
           sandboxes: sandboxes.map(toAgentSandbox),
           pid: process.pid,
+          retired: admission.retired,
         });
       });
     },

@@ -52,6 +52,8 @@ export interface AgentStatus {
   sandboxes: AgentSandbox[];
   /** The agent's own process id. */
   pid: number;
+  /** Retired (`retire`): it refuses creates until it is stopped, or the retirement is cancelled or lapses. @default false */
+  retired?: boolean;
 }
 
 /**

@@ -91,8 +91,14 @@ export function createAgentClientOnTransport(transport: Transport, options: Agen
       ).samples.map(sandboxStatsFromMessage),
     listSandboxes: async () => (await unary(() => client.listSandboxes({}, { timeoutMs: LIST_TIMEOUT_MS }))).sandboxes.map(agentSandboxFromMessage),
     retire: async (cancel = false) => {
-      const answer = await unary(() => client.retire({ cancel }, { timeoutMs: RETIRE_TIMEOUT_MS }));
-      return { retired: answer.retired, sandboxes: answer.sandboxes };
+      try {
+        const answer = await client.retire({ cancel }, { timeoutMs: RETIRE_TIMEOUT_MS });
+        return { retired: answer.retired, sandboxes: answer.sandboxes };
+      } catch (error) {
+        // An agent older than Retire (during an upgrade) cannot be asked: it is stopped as it was before.
+        if (error instanceof ConnectError && error.code === Code.Unimplemented) return { retired: !cancel, sandboxes: 0 };
+        return unary(() => Promise.reject(error as Error));
+      }
     },
     logs: (sandboxId, follow, signal) => translatedStream(() => client.logs({ sandboxId, follow }, callOptions(signal)), logChunkFromMessage),
     exec: (request, signal) => translatedStream(() => client.exec(execRequestToMessage(request), callOptions(signal)), execEventFromMessage),
@@ -146,6 +152,7 @@ function agentStatusFromMessage(message: pb.AgentStatus): AgentStatus {
     images: [...message.images],
     sandboxes: message.sandboxes.map(agentSandboxFromMessage),
     pid: message.pid,
+    ...(message.retired ? { retired: true } : {}),
   };
 }
 

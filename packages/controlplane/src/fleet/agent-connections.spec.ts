@@ -73,6 +73,7 @@ class FakeFleet implements AgentFleet {
 class FakeAgentClient implements AgentClient {
   mode: "answer" | "fail" | "busy" = "answer";
   images: string[] = [];
+  retired = false;
   statusCalls = 0;
   answered = 0;
   closed = false;
@@ -84,7 +85,7 @@ class FakeAgentClient implements AgentClient {
     if (this.mode === "fail") throw new Error(`agent at ${this.endpoint} does not answer`);
     if (this.mode === "busy") throw new BusyError("containerd did not list this agent's sandboxes and images within 1500 ms");
     this.answered += 1;
-    return agentStatus({ images: [...this.images], pid: this.answered });
+    return agentStatus({ images: [...this.images], pid: this.answered, ...(this.retired ? { retired: true } : {}) });
   }
 
   async createSandbox(): Promise<AgentSandbox> {
@@ -284,6 +285,21 @@ describe("AgentConnections", () => {
     client.images = ["python:3.12", "node:22"];
     await waitFor(() => registry.getAgent(AGENT)?.images.length === 2, "the registry follows the images");
     assert.deepEqual([...(registry.getAgent(AGENT)?.images ?? [])].sort(), ["node:22", "python:3.12"]);
+  });
+
+  it("marks an agent whose reports say it is retired unready at once, and says it changed both ways", async () => {
+    fleet.ready(AGENT, "10.1.0.1:7071");
+    startConnections();
+    registerAgent();
+    await waitFor(() => connected(), "the agent is connected");
+    assert.equal(registry.getAgent(AGENT)?.ready, true);
+    changes = [];
+    clientAt("10.1.0.1:7071").retired = true;
+    await waitFor(() => registry.getAgent(AGENT)?.ready === false, "the retired agent unready");
+    assert.deepEqual(changes, [AGENT], "its pool controller is told (it keeps it unready while retired)");
+    assert.equal(connections.observedStatus(AGENT)?.status.retired, true);
+    clientAt("10.1.0.1:7071").retired = false;
+    await waitFor(() => changes.length === 2, "told again once the retirement is lifted");
   });
 
   it("calls onStatus with the reports after the first, and observedStatus is the latest", async () => {

@@ -48,6 +48,8 @@ interface Connection {
   heartbeat: AgentHeartbeat;
   /** The onConnected of the current connection has finished. */
   adopted: boolean;
+  /** Its last status said it is retired (it refuses creates until it is stopped). */
+  retired?: boolean;
 }
 
 export class AgentConnections implements AgentObserver, AgentClients {
@@ -188,6 +190,14 @@ export class AgentConnections implements AgentObserver, AgentClients {
     this.options.metrics?.heartbeat(name, true);
     connection.observed = { status, at: this.clock.now(), askedAt };
     if (this.options.registry.getAgent(name)) this.options.registry.setImages(name, status.images);
+    const retired = status.retired === true;
+    if (retired !== (connection.retired ?? false)) {
+      connection.retired = retired;
+      // Retired by the leader, which stops it next: no placement here either (another replica's
+      // create would be refused). Its pool's controller takes it back if the retirement is lifted.
+      if (retired && this.options.registry.getAgent(name)?.ready) this.options.registry.setAgentReady(name, false);
+      if (connection.connected) this.changed(name);
+    }
     if (!connection.connected) {
       connection.connected = true;
       connection.since = this.clock.now();

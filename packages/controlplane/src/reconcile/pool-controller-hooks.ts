@@ -40,11 +40,12 @@ export function poolControllerHooks(
   return {
     createsPerSecond: (namespace, pool) => rates.perSecond(namespace, pool),
     closingPool: (namespace, pool, work) => manager.withPoolClosed(namespace, pool, work),
-    agentUsable: (name) => connections.agentConnectivity(name)?.connected === true,
+    // Connected, adopted, and not retired (a retired agent refuses creates: the leader is stopping it).
+    agentUsable: (name) => connections.agentConnectivity(name)?.connected === true && connections.observedStatus(name)?.status.retired !== true,
     retireAgent: async (name, cancel) => {
-      // Not connected here: nothing to ask; the fleet stops it as before.
+      // Not answering here: nothing to ask, and nothing placed on it through this replica; stopped as before.
       const client = connections.get(name);
-      if (!client) return true;
+      if (!client || connections.agentConnectivity(name)?.connected !== true) return true;
       return (await client.retire(cancel)).retired;
     },
     onAgentRegistered: (name) => {

@@ -543,9 +543,11 @@ describe("PoolController", () => {
     /** What each agent answers its retirement: false for one that holds a sandbox this replica's registry does not know. */
     const holdsForeign = new Set<string>();
     const retireCalls: string[] = [];
+    let failRetire = false;
     controller = newController({
       retireAgent: async (name, cancel) => {
         retireCalls.push(`${cancel ? "cancel" : "retire"} ${name}`);
+        if (failRetire && !cancel) throw new Error("deadline exceeded");
         return !cancel && !holdsForeign.has(name);
       },
     });
@@ -572,6 +574,19 @@ describe("PoolController", () => {
     assert.equal(registry.getAgent(b)?.ready, false, "drained while its Pod goes");
     assert.equal(registry.getAgent(a)?.ready, true);
     assert.ok(!fleet.stopCalls.flat().includes(a), "never stopped");
+
+    // A retirement that fails (a timeout under load) keeps the agent: it may hold another replica's sandbox.
+    failRetire = true;
+    holdsForeign.delete(a);
+    clock.advance(60_000);
+    await settle();
+    assert.ok(retireCalls.filter((call) => call === `retire ${a}`).length >= 3, "tried again");
+    assert.ok(!fleet.stopCalls.flat().includes(a), "not stopped without its answer");
+    assert.equal(registry.getAgent(a)?.ready, true, "it serves on");
+    failRetire = false;
+    clock.advance(60_000);
+    await settle();
+    assert.deepEqual(fleet.stopCalls.at(-1), [a], "stopped once it answers retired");
   });
 
   it("spare capacity that is used again before the delay ends is not released", async () => {

@@ -533,11 +533,10 @@ export class PoolController implements Reconciler {
     return pending;
   }
 
-  /** Marks the agent unready, then checks it is still idle; false (and ready again) when a sandbox got there first. */
   /**
    * Retires the drained agents at the agents themselves; those that hold sandboxes after all
-   * (placed by another replica) serve again. An agent that does not answer is stopped anyway, as
-   * before this step: it serves no one meanwhile. Answers the agents to stop.
+   * (placed by another replica), and those whose retirement failed (tried again next time: a
+   * timeout under load must not delete a sandbox with its agent), serve again. Answers the agents to stop.
    */
   private async retire(key: string, drained: readonly string[]): Promise<string[]> {
     const { retireAgent } = this.options;
@@ -545,14 +544,17 @@ export class PoolController implements Reconciler {
     const answers = await Promise.all(
       drained.map((name) =>
         retireAgent(name).catch((error: unknown) => {
-          this.options.logger.warn({ agent: name, pool: key, err: error }, "agent did not answer its retirement; stopping it anyway");
-          return true;
+          this.options.logger.warn({ agent: name, pool: key, err: error }, "could not retire the agent; it serves on and is tried again");
+          return false;
         }),
       ),
     );
     const kept = drained.filter((_, index) => !answers[index]);
     if (kept.length > 0) {
-      this.options.logger.info({ pool: key, agents: kept }, "agents hold sandboxes another replica placed on them; they serve on");
+      this.options.logger.info(
+        { pool: key, agents: kept },
+        "agents not retired (they hold sandboxes another replica placed, or did not answer); they serve on",
+      );
       for (const name of kept) this.serveAgain(name);
     }
     return drained.filter((_, index) => answers[index]);
@@ -564,6 +566,7 @@ export class PoolController implements Reconciler {
     if (this.options.registry.getAgent(name)) this.options.registry.setAgentReady(name, true);
   }
 
+  /** Marks the agent unready, then checks it is still idle; false (and ready again) when a sandbox got there first. */
   private drain(name: string): boolean {
     const { registry } = this.options;
     if (!registry.getAgent(name)) return true; // never registered: it has not served a placement

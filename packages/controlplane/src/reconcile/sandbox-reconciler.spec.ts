@@ -283,10 +283,15 @@ describe("SandboxReconciler", () => {
 
     it("does not count a report asked for before the record became what it is (another replica's create may postdate it)", async () => {
       const created = await manager.create({ name: "web", spec: spec() });
-      // The report was asked for before the reconciler saw the record Running, and arrives after.
-      observer.observed.set(AGENT, { status: { sandboxes: [] }, at: now(), askedAt: new Date(now().getTime() - 1) });
       await settle();
-      for (const listener of observer.reportListeners) listener(AGENT);
+      // Two reports asked for before the reconciler saw the record Running (15 s apart), arriving after it: neither counts.
+      const staleReport = (askedAgoMs: number) => {
+        observer.observed.set(AGENT, { status: { sandboxes: [] }, at: now(), askedAt: new Date(now().getTime() - askedAgoMs) });
+        for (const listener of observer.reportListeners) listener(AGENT);
+      };
+      staleReport(15_000);
+      await settle();
+      staleReport(1);
       await settle();
       assert.equal((await stored("web"))?.status?.phase, "Running");
 
