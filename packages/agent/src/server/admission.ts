@@ -164,7 +164,7 @@ export class Admission {
     this.retiring = false;
   }
 
-  /** Whether the agent is retired (and not stopping for good). */
+  /** Whether the agent is retired (what its status reports); it may be stopping for good as well. */
   get retired(): boolean {
     return this.retiring;
   }
