@@ -768,6 +768,34 @@ describe("SandboxManager", () => {
       assert.equal((await store.list("Sandbox")).items.length, 1);
     });
 
+    it("passes over an agent that refused the create as unavailable (retired by its pool) while the registry still counts it ready", async () => {
+      // Retired because it was idle: it has the most free slots, so the registry would pick it every time.
+      const other = addAgent("default-1", "default", 1);
+      // Another replica's leader retired it a moment ago; this registry has not heard a heartbeat since.
+      agent.createError = new UnavailableError("agent default-0 is retired (its pool is stopping it); place the sandbox on another agent");
+      const creating = manager.create({ name: "web", spec: spec() });
+      await clock.advanceAsync(300);
+      const sandbox = await creating;
+      assert.equal(registry.getAgent(AGENT)?.ready, true);
+      assert.equal(agent.createRequests.length, 1);
+      assert.equal(sandbox.status?.assignedPod, "default-1");
+      assert.deepEqual(other.calls, [`create ${sandbox.status?.sandboxID}`]);
+      assert.equal(allocated(), 1);
+    });
+
+    it("tries an agent it passed over again when no other agent can take the create", async () => {
+      agent.createError = new UnavailableError("agent default-0 dropped the connection");
+      agent.onCreate = () => {
+        if (agent.createRequests.length === 2) agent.createError = undefined;
+      };
+      const creating = manager.create({ name: "web", spec: spec() });
+      await clock.advanceAsync(300);
+      const sandbox = await creating;
+      assert.equal(agent.createRequests.length, 2);
+      assert.equal(sandbox.status?.assignedPod, AGENT);
+      assert.equal(allocated(), 1);
+    });
+
     it("gives up with Unavailable after three unreachable agents, each attempt undone", async () => {
       agent.createError = new UnavailableError("agent default-0 timed out");
       const creating = rejection(manager.create({ name: "web", spec: spec() }));

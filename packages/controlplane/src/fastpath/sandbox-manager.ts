@@ -429,6 +429,7 @@ export class SandboxManager {
     stored: Sandbox | undefined,
     ports: readonly number[],
     agents?: readonly string[],
+    avoid?: ReadonlySet<string>,
   ): Promise<{ placement: Placement; stored: Sandbox | undefined }> {
     const namespace = candidate.metadata.namespace ?? DEFAULT_NAMESPACE;
     const poolName = candidate.spec.poolRef;
@@ -441,6 +442,7 @@ export class SandboxManager {
       // Ports are exclusive on an agent's address only for sandboxes that share it (Shared network).
       ports,
       ...(agents ? { agents } : {}),
+      ...(avoid?.size ? { avoid } : {}),
     };
     const attempt = (): Placement | NoCapacityError => {
       try {
@@ -511,9 +513,11 @@ export class SandboxManager {
     const key = sandboxKey(candidate.metadata.namespace ?? DEFAULT_NAMESPACE, candidate.metadata.name);
     let unreachable = 0;
     let refused = 0;
+    // The agents that were unreachable or retired for this create: passed over while another can take it.
+    const avoid = new Set<string>();
     for (;;) {
       try {
-        return await this.placeOnce(candidate, pool, existing, accessTokenHash, restore);
+        return await this.placeOnce(candidate, pool, avoid, existing, accessTokenHash, restore);
       } catch (error) {
         if (error instanceof RefusedByAgentError) {
           // The caller sees the agent's answer as the plain NoCapacityError it is.
@@ -522,7 +526,8 @@ export class SandboxManager {
           await sleep(this.clock, REFUSAL_PAUSE_MS * refused);
         } else if (error instanceof UnavailableError && ++unreachable < PLACEMENT_ATTEMPTS) {
           this.logger.warn({ sandbox: key, err: error }, "agent unreachable during create; placing it again");
-          // The lost agent is marked unready within a heartbeat; placing at once could pick it again.
+          // The lost agent is marked unready within a heartbeat; until then the next try passes it over
+          // if another agent can take the sandbox, and the pause leaves a lone agent time to come back.
           await sleep(this.clock, 300 * unreachable);
         } else {
           throw error;
@@ -536,9 +541,11 @@ export class SandboxManager {
     }
   }
 
+  /** One try of `place`; an agent that is unreachable or refuses as unavailable (retired) is added to `avoid`. */
   private async placeOnce(
     candidate: Sandbox,
     pool: SandboxPool,
+    avoid: Set<string>,
     existing?: Sandbox,
     accessTokenHash?: string,
     restore?: CreateSandboxInput["restore"],
@@ -546,7 +553,7 @@ export class SandboxManager {
     const namespace = candidate.metadata.namespace ?? DEFAULT_NAMESPACE;
     const key = sandboxKey(namespace, candidate.metadata.name);
     const network = instanceNetwork(candidate.spec, pool);
-    const { placement, stored: reserved } = await this.reserve(candidate, pool, existing, portsOnAgent(candidate.spec, network), restore?.agents);
+    const { placement, stored: reserved } = await this.reserve(candidate, pool, existing, portsOnAgent(candidate.spec, network), restore?.agents, avoid);
     let stored = reserved;
     const agent = placement.agent;
     const sandboxId = newInstanceId();
@@ -576,6 +583,7 @@ export class SandboxManager {
     } catch (error) {
       // Undo everything: no half-created sandbox, no leaked slot, no record without a container.
       this.registry.release(key);
+      if (FsbError.from(error) instanceof UnavailableError) avoid.add(agent.name);
       // The agent may have created the container although the call failed (e.g. a timeout).
       await this.agents
         .get(agent.name)

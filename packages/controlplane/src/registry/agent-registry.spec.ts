@@ -404,3 +404,33 @@ describe("AgentRegistry placement restricted to some agents (restores from a che
     registry.verifyIndexes();
   });
 });
+
+describe("AgentRegistry placement passing over agents to avoid (one that just failed this create)", () => {
+  it("takes another agent while one can take the sandbox, image affinity and free slots included", () => {
+    const registry = registryWith(agent("a", { capacity: 8, images: ["python:3.12"] }), agent("b", { capacity: 2 }), agent("c", { capacity: 3 }));
+    assert.equal(registry.place(request("s1")).agent.name, "a");
+    registry.release("s1");
+    assert.equal(registry.place(request("s1", { avoid: new Set(["a"]) })).agent.name, "c");
+    assert.equal(registry.place(request("s2", { avoid: new Set(["a", "c"]) })).agent.name, "b");
+    registry.verifyIndexes();
+  });
+
+  it("falls back to an avoided agent when no other can take it, and never to an unready one", () => {
+    const registry = registryWith(agent("a", { capacity: 1 }), agent("b", { capacity: 1 }));
+    registry.place(request("s1", { avoid: new Set(["a"]) }));
+    assert.equal(registry.placementOf("s1")?.agent.name, "b");
+    assert.equal(registry.place(request("s2", { avoid: new Set(["a"]) })).agent.name, "a");
+    registry.release("s2");
+    registry.setAgentReady("a", false);
+    assertNoCapacity(() => registry.place(request("s2", { avoid: new Set(["a"]) })), /./);
+    registry.verifyIndexes();
+  });
+
+  it("prefers the listed agents it need not avoid (a restore placed again)", () => {
+    const registry = registryWith(agent("a", { capacity: 8 }), agent("b", { capacity: 2 }));
+    assert.equal(registry.place(request("s1", { agents: ["a", "b"], avoid: new Set(["a"]) })).agent.name, "b");
+    assert.equal(registry.place(request("s2", { agents: ["a", "b"], avoid: new Set(["a"]) })).agent.name, "b");
+    assert.equal(registry.place(request("s3", { agents: ["a", "b"], avoid: new Set(["a"]) })).agent.name, "a");
+    registry.verifyIndexes();
+  });
+});

@@ -58,6 +58,12 @@ export interface PlacementRequest {
    * in their number. @default any agent of the pool
    */
   agents?: readonly string[];
+  /**
+   * Agents to pass over unless no other can take it: the ones that failed this very create a moment
+   * ago (unreachable, or retired by their pool) before a heartbeat has told the registry so.
+   * @default none
+   */
+  avoid?: ReadonlySet<string>;
 }
 
 export interface Placement {
@@ -238,10 +244,12 @@ export class AgentRegistry {
     validatePorts(request.ports, `sandbox ${request.sandboxKey}`);
     const pool = this.pools.get(poolKey(request.namespace, request.pool));
     if (request.agents !== undefined) return this.placeOnOneOf(request, request.agents);
-    const agent =
+    const pick = (avoid?: ReadonlySet<string>) =>
       pool === undefined
         ? undefined
-        : (this.firstAgentWithPortsFree(pool.byImage.get(request.image), request.ports) ?? this.firstAgentWithPortsFree(pool.bySlots, request.ports));
+        : (this.firstAgentWithPortsFree(pool.byImage.get(request.image), request.ports, avoid) ??
+          this.firstAgentWithPortsFree(pool.bySlots, request.ports, avoid));
+    const agent = (request.avoid?.size ? pick(request.avoid) : undefined) ?? pick();
     if (agent === undefined) {
       const hostConflict = this.hostConflict(pool, request.ports);
       if (hostConflict) throw hostConflict;
@@ -254,6 +262,22 @@ export class AgentRegistry {
 
   /** `place` restricted to `names` (see PlacementRequest.agents). */
   private placeOnOneOf(request: PlacementRequest, names: readonly string[]): Placement {
+    const avoid = request.avoid;
+    const preferred = avoid?.size ? names.filter((name) => !avoid.has(name)) : names;
+    const best = this.bestOf(request, preferred) ?? (preferred.length < names.length ? this.bestOf(request, names) : undefined);
+    if (best === undefined) {
+      throw new NoCapacityError(
+        `none of the agents of pool ${request.namespace}/${request.pool} that can take sandbox ${request.sandboxKey} ` +
+          `(${names.join(", ") || "none"}) is ready with a free slot${request.ports.length > 0 ? " and its ports free" : ""}`,
+      );
+    }
+    const ports = Object.freeze([...request.ports]);
+    this.allocate(best, request.sandboxKey, ports);
+    return { sandboxKey: request.sandboxKey, agent: best.info, ports };
+  }
+
+  /** The agent of `names` that can take the request with the most free slots, if any. */
+  private bestOf(request: PlacementRequest, names: readonly string[]): AgentState | undefined {
     let best: AgentState | undefined;
     for (const name of names) {
       this.inspected += 1;
@@ -264,15 +288,7 @@ export class AgentRegistry {
       if (free === 0 || request.ports.some((port) => agent.sandboxByPort.has(port) || hostPorts?.has(port))) continue;
       if (best === undefined || free > schedulableFree(best)) best = agent;
     }
-    if (best === undefined) {
-      throw new NoCapacityError(
-        `none of the agents of pool ${request.namespace}/${request.pool} that can take sandbox ${request.sandboxKey} ` +
-          `(${names.join(", ") || "none"}) is ready with a free slot${request.ports.length > 0 ? " and its ports free" : ""}`,
-      );
-    }
-    const ports = Object.freeze([...request.ports]);
-    this.allocate(best, request.sandboxKey, ports);
-    return { sandboxKey: request.sandboxKey, agent: best.info, ports };
+    return best;
   }
 
   /**
@@ -449,11 +465,12 @@ export class AgentRegistry {
     }
   }
 
-  private firstAgentWithPortsFree(index: CandidateIndex | undefined, ports: readonly number[]): AgentState | undefined {
+  private firstAgentWithPortsFree(index: CandidateIndex | undefined, ports: readonly number[], avoid?: ReadonlySet<string>): AgentState | undefined {
     if (index === undefined) return undefined;
     if (ports.some((port) => index.agentsUsingPort.get(port) === index.slots.size)) return undefined;
     for (const name of index.slots.byFreeSlotsDescending()) {
       this.inspected += 1;
+      if (avoid?.has(name)) continue;
       const agent = this.requireAgent(name);
       const hostPorts = ports.length > 0 ? this.hostPorts.get(agent.info.hostIP) : undefined;
       if (ports.every((port) => !agent.sandboxByPort.has(port) && !hostPorts?.has(port))) return agent;
