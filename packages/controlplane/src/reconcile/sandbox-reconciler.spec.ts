@@ -88,9 +88,9 @@ function reconnect(name: string): void {
   observer.set(name, { connected: true, since: now() });
 }
 
-/** A heartbeat of the agent arriving now. */
-function report(name: string, sandboxes: ReportedSandbox[]): void {
-  observer.observed.set(name, { status: { sandboxes }, at: now(), askedAt: now() });
+/** A heartbeat of the agent arriving now, asked for at `askedAt`. */
+function report(name: string, sandboxes: ReportedSandbox[], askedAt = now()): void {
+  observer.observed.set(name, { status: { sandboxes }, at: now(), askedAt });
   for (const listener of observer.reportListeners) listener(name);
 }
 
@@ -391,6 +391,25 @@ describe("SandboxReconciler", () => {
       assert.equal(await stored("cut-short"), undefined);
       assert.deepEqual(client(AGENT).calls, [`delete ${ID} 0`]);
       assert.equal(allocated(), 0);
+    });
+
+    it("Bound: a report that arrives after the record was first seen but was asked for before it does not count", async () => {
+      const seen = await fixture.storeRecord("cut-short", { phase: "Bound", assignedPod: AGENT, sandboxID: ID }, {}, { [FAST_PATH_ANNOTATION]: "true" });
+      registry.restore({ sandboxKey: "default/cut-short", agentName: AGENT, ports: [] });
+      await settle();
+      const sighted = now();
+      advance(1);
+      // The heartbeat was on its way when the record was seen: it may predate the agent's create.
+      report(AGENT, [], new Date(sighted.getTime() - 1));
+      await settle();
+      assert.equal((await stored("cut-short"))?.metadata.uid, seen.metadata.uid);
+      assert.deepEqual(client(AGENT).calls, []);
+
+      advance(1);
+      report(AGENT, []);
+      await settle();
+      assert.equal(await stored("cut-short"), undefined);
+      assert.deepEqual(client(AGENT).calls, [`delete ${ID} 0`]);
     });
 
     it("Bound from a record its user applied, its agent reporting nothing of it: Pending again and placed anew, never deleted", async () => {

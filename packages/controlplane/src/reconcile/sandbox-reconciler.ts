@@ -250,8 +250,9 @@ export class SandboxReconciler implements Reconciler {
     const observed = agents.observedStatus(agentName);
     const connectivity = agents.agentConnectivity(agentName);
     const waitForReport = { requeueAfterMs: REPORT_RECHECK_MS };
-    // Only a report that arrived after we saw the record Bound counts (an older one may predate the create).
-    if (connectivity?.connected && (!observed || observed.at <= since)) return waitForReport;
+    // Only a report asked for after we saw the record Bound counts: one asked for earlier may predate
+    // the create, even if it arrived later.
+    if (connectivity?.connected && (!observed || observed.askedAt <= since)) return waitForReport;
     const reported = connectivity?.connected ? observed?.status.sandboxes.find((s) => s.sandboxId === sandboxId) : undefined;
     if (reported?.state === "creating") return waitForReport;
     if (reported && (reported.state === "running" || reported.exitCode !== undefined)) return this.unlessBusy(await manager.adoptRunning(sandbox, reported));
