@@ -4,18 +4,20 @@
  * idle one, never a busy one), not a ReplicaSet's.
  *
  * Pods labelled `fast-sandbox.io/pool` are watched with client-node's informer (list + watch,
- * restarted after an error). An agent is ready when its Pod has an IP and `Ready=True` (the
+ * restarted after an error; each watch ends after 5–10 minutes, or its deadline if the connection
+ * went silent, and watches again from where it got to: deadline-watch.ts). An agent is ready when its Pod has an IP and `Ready=True` (the
  * readiness probe asks the agent) and is not being deleted; its endpoint is `<podIP>:<port>`. A Pod
  * that stops being ready is `lost`; a deleted one `lost` (if it was ready) then `removed`. A Pod in
  * phase Failed or Succeeded (evicted, its node shut down) never runs again: its agent is `terminated`,
  * and the pool controller deletes it. A Pod's `fast-sandbox.io/template-hash` label is its agent's
  * `templateHash`.
  */
-import { ApiException, CoreV1Api, makeInformer, type Informer, type KubeConfig, type ObjectCache, type V1Pod } from "@kubernetes/client-node";
+import { ApiException, CoreV1Api, ListWatch, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { FailedPreconditionError, type FsbError, type SandboxPool } from "@fast-sandbox/api";
 import { systemClock, type Clock, type Timer } from "../controller/clock.js";
 import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "./agent-fleet.js";
+import { DeadlineWatch } from "./deadline-watch.js";
 import { AGENT_POD_DEFAULTS, POOL_LABEL, agentPodTemplateHash, buildAgentPod, type AgentPodOptions } from "./agent-pod.js";
 import { TEMPLATE_HASH_LABEL } from "./agent-template-hash.js";
 import { translateKubernetesError } from "../store/kubernetes-resource-store.js";
@@ -33,6 +35,10 @@ export interface KubernetesAgentFleetOptions {
   restartDelayMs?: number;
   /** Times the informer's restarts. @default systemClock */
   clock?: Clock;
+  /** The `timeoutSeconds` each Pod watch asks for. @default drawn for each watch between 300 and 599 */
+  watchTimeoutSeconds?: number;
+  /** How long past its `timeoutSeconds` a Pod watch the server has not closed is ended by this side. @default 30000 */
+  watchGraceMs?: number;
 }
 
 /** What the fleet knows about one Pod. */
@@ -70,7 +76,7 @@ export class KubernetesAgentFleet implements AgentFleet {
   /** The last state reported per Pod (namespace/name). */
   private readonly agents = new Map<string, FleetAgent>();
   private readonly listeners = new Set<AgentFleetListener>();
-  private informer: (Informer<V1Pod> & ObjectCache<V1Pod>) | undefined;
+  private informer: ListWatch<V1Pod> | undefined;
   private readonly clock: Clock;
   private restartTimer: Timer | undefined;
   private stopped = false;
@@ -87,7 +93,11 @@ export class KubernetesAgentFleet implements AgentFleet {
     const path = namespace ? `/api/v1/namespaces/${namespace}/pods` : "/api/v1/pods";
     const list = () =>
       namespace ? this.core.listNamespacedPod({ namespace, labelSelector: POOL_LABEL }) : this.core.listPodForAllNamespaces({ labelSelector: POOL_LABEL });
-    const informer = makeInformer<V1Pod>(this.options.kubeConfig, path, list, POOL_LABEL);
+    const watch = new DeadlineWatch(this.options.kubeConfig, {
+      ...(this.options.watchTimeoutSeconds !== undefined ? { timeoutSeconds: this.options.watchTimeoutSeconds } : {}),
+      ...(this.options.watchGraceMs !== undefined ? { graceMs: this.options.watchGraceMs } : {}),
+    });
+    const informer = new ListWatch<V1Pod>(path, watch, list, false, POOL_LABEL);
     informer.on("add", (pod) => this.observe(pod));
     informer.on("update", (pod) => this.observe(pod));
     informer.on("delete", (pod) => this.forget(pod));

@@ -72,6 +72,7 @@ import {
   requireShape,
   type StoreLogger,
 } from "./store-rules.js";
+import { DEFAULT_WATCH_GRACE_MS, drawWatchTimeoutSeconds } from "./watch-timeout.js";
 
 export interface KubernetesResourceStoreOptions {
   /** Where the API server is and how to authenticate (e.g. `kubeConfig.loadFromDefault()`). */
@@ -102,9 +103,6 @@ export interface KubernetesResourceStoreOptions {
    */
   watchGraceMs?: number;
 }
-
-/** The range client-go spreads its watches' timeouts over, so that the watches of many clients do not all end at once. */
-const MIN_WATCH_TIMEOUT_SECONDS = 300;
 
 /** The plural resource names of the CRDs (`<plural>.sandbox.fast.io`). */
 export const KUBERNETES_PLURALS: Record<ResourceKind, string> = {
@@ -157,7 +155,7 @@ export class KubernetesResourceStore implements ResourceStore {
     this.#attempts = options.unconditionalAttempts ?? 10;
     this.#logger = options.logger ?? consoleLogger;
     this.#watchTimeoutSeconds = options.watchTimeoutSeconds;
-    this.#watchGraceMs = options.watchGraceMs ?? 30_000;
+    this.#watchGraceMs = options.watchGraceMs ?? DEFAULT_WATCH_GRACE_MS;
     if (this.#watchTimeoutSeconds !== undefined && (!Number.isSafeInteger(this.#watchTimeoutSeconds) || this.#watchTimeoutSeconds < 1)) {
       throw new ValidationError("watchTimeoutSeconds", `${String(options.watchTimeoutSeconds)} is not a whole number of seconds >= 1`);
     }
@@ -324,7 +322,7 @@ export class KubernetesResourceStore implements ResourceStore {
         : `/apis/${GROUP}/${VERSION}/namespaces/${encodeURIComponent(options.namespace)}/${plural}`;
     const context: KubernetesErrorContext = { kind, action: "watch" };
     let controller: AbortController | undefined;
-    const timeoutSeconds = this.#watchTimeoutSeconds ?? MIN_WATCH_TIMEOUT_SECONDS + Math.floor(Math.random() * MIN_WATCH_TIMEOUT_SECONDS);
+    const timeoutSeconds = this.#watchTimeoutSeconds ?? drawWatchTimeoutSeconds();
     // The server closes the watch at timeoutSeconds; if it has not (a dead connection), this side does, cleanly.
     const deadline = setTimeout(() => end.end(), timeoutSeconds * 1000 + this.#watchGraceMs);
     deadline.unref();
