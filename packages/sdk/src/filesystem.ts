@@ -147,7 +147,7 @@ export class Filesystem {
     });
   }
 
-  /** Removes a file, or a directory with everything in it. */
+  /** Removes a file, or a directory with everything in it; removing what is not there succeeds. */
   async remove(path: string, options: FilesystemOptions = {}): Promise<void> {
     checkPath(path, "path");
     const client = await this.daemon.filesystem(options);

@@ -500,7 +500,9 @@ export class FakeDaemon {
         return { entries };
       },
       remove: (request) => {
-        const path = this.existing(request.path);
+        // As the daemon does: what is not there is removed already.
+        const path = absolute(request.path);
+        if (!this.entries.has(path)) return {};
         for (const p of [...this.entries.keys()]) if (p === path || p.startsWith(`${path}/`)) this.entries.delete(p);
         this.notify(path, EventType.REMOVE);
         return {};

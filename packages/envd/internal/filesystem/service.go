@@ -67,11 +67,12 @@ func (s *Service) MakeDir(_ context.Context, request *connect.Request[rpc.MakeDi
 		return nil, err
 	}
 	if info, err := os.Stat(path); err == nil {
-		what := "a directory"
+		// As E2B's envd answers: a directory that exists is AlreadyExists (the SDKs answer false), a
+		// file in the way is InvalidArgument (the SDKs raise it).
 		if !info.IsDir() {
-			what = "a file, not a directory"
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s already exists and is not a directory", path))
 		}
-		return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("%s already exists (%s)", path, what))
+		return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("%s already exists (a directory)", path))
 	}
 	if err := paths.EnsureDir(path, user.UID, user.GID); err != nil {
 		return nil, rpcError(err, "make directory %s", path)
@@ -122,7 +123,11 @@ const maxListDepth = 64
 
 func (s *Service) ListDir(_ context.Context, request *connect.Request[rpc.ListDirRequest]) (*connect.Response[rpc.ListDirResponse], error) {
 	depth := request.Msg.GetDepth()
-	if depth < 1 || depth > maxListDepth {
+	if depth == 0 {
+		// Not given (the Python SDK's depth=None sends 0): the directory's own entries, as E2B's envd lists.
+		depth = 1
+	}
+	if depth > maxListDepth {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("depth %d: give 1 (the directory's own entries) to %d", depth, maxListDepth))
 	}
 	path, _, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
@@ -178,9 +183,7 @@ func (s *Service) Remove(_ context.Context, request *connect.Request[rpc.RemoveR
 	if path == "/" {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("remove /: refusing to remove the sandbox's root"))
 	}
-	if _, err := os.Lstat(path); err != nil {
-		return nil, rpcError(err, "remove %s", path)
-	}
+	// Removing what is not there succeeds, as with E2B's envd (cleanup code removes without looking first).
 	if err := os.RemoveAll(path); err != nil {
 		return nil, rpcError(err, "remove %s", path)
 	}

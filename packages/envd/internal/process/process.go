@@ -360,10 +360,8 @@ func (p *Process) CloseStdin() error {
 	}
 	p.inputMu.Lock()
 	defer p.inputMu.Unlock()
-	if p.stdin == nil && !p.stdinClosed {
-		return ErrStdinNotOpen
-	}
-	if p.stdinClosed {
+	// Started without stdin, or closed already: nothing to close, and no error (as E2B's envd answers).
+	if p.stdin == nil || p.stdinClosed {
 		return nil
 	}
 	p.stdinClosed = true

@@ -288,6 +288,10 @@ func TestInputToAProcessWithoutStdinFailsItsPrecondition(t *testing.T) {
 	if codeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "stdin: true") {
 		t.Fatalf("err %v", err)
 	}
+	// Closing a stdin that was never open is a no-op, as with E2B's envd (SDKs close it unconditionally).
+	if _, err := s.process.CloseStdin(context.Background(), connect.NewRequest(&rpc.CloseStdinRequest{Process: selector})); err != nil {
+		t.Fatalf("close stdin of a process without one: %v, want success", err)
+	}
 	if _, err := s.process.SendSignal(context.Background(), connect.NewRequest(&rpc.SendSignalRequest{Process: selector, Signal: rpc.Signal_SIGNAL_SIGKILL})); err != nil {
 		t.Fatal(err)
 	}
@@ -450,6 +454,9 @@ func TestFilesystemMakeStatListMoveRemove(t *testing.T) {
 		t.Fatalf("second make: %v, want already_exists", err)
 	}
 	write(t, filepath.Join(s.home, "project/src/main.txt"), "hello")
+	if _, err := s.fs.MakeDir(ctx, asUser(&fsrpc.MakeDirRequest{Path: "project/src/main.txt"}, "tester")); codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("make over a file: %v, want invalid_argument (the SDKs raise it; already_exists would read as false)", err)
+	}
 	if err := os.Symlink("main.txt", filepath.Join(s.home, "project/src/link")); err != nil {
 		t.Fatal(err)
 	}
@@ -476,8 +483,12 @@ func TestFilesystemMakeStatListMoveRemove(t *testing.T) {
 	if len(shallow.Msg.GetEntries()) != 1 {
 		t.Fatalf("depth 1 listed %v", shallow.Msg.GetEntries())
 	}
-	if _, err := s.fs.ListDir(ctx, asUser(&fsrpc.ListDirRequest{Path: "project"}, "tester")); codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "give 1") {
-		t.Fatalf("depth 0: %v", err)
+	// Depth not given (0) lists like depth 1, as E2B's envd does; beyond the bound is refused.
+	if unset, err := s.fs.ListDir(ctx, asUser(&fsrpc.ListDirRequest{Path: "project"}, "tester")); err != nil || len(unset.Msg.GetEntries()) != 1 {
+		t.Fatalf("depth 0: %v %v", unset, err)
+	}
+	if _, err := s.fs.ListDir(ctx, asUser(&fsrpc.ListDirRequest{Path: "project", Depth: 65}, "tester")); codeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "give 1") {
+		t.Fatalf("depth 65: %v", err)
 	}
 	moved, err := s.fs.Move(ctx, asUser(&fsrpc.MoveRequest{Source: "project/src/main.txt", Destination: "elsewhere/deep/renamed.txt"}, "tester"))
 	if err != nil {
@@ -492,8 +503,9 @@ func TestFilesystemMakeStatListMoveRemove(t *testing.T) {
 	if _, err := s.fs.Stat(ctx, asUser(&fsrpc.StatRequest{Path: "project"}, "tester")); codeOf(err) != connect.CodeNotFound {
 		t.Fatalf("stat removed: %v, want not_found", err)
 	}
-	if _, err := s.fs.Remove(ctx, asUser(&fsrpc.RemoveRequest{Path: "project"}, "tester")); codeOf(err) != connect.CodeNotFound {
-		t.Fatalf("remove missing: %v, want not_found", err)
+	// What is not there is removed already: success, as with E2B's envd.
+	if _, err := s.fs.Remove(ctx, asUser(&fsrpc.RemoveRequest{Path: "project"}, "tester")); err != nil {
+		t.Fatalf("remove missing: %v, want success", err)
 	}
 }
 
