@@ -7,6 +7,7 @@
  * E2B's public documentation, as a user of the SDK would.
  */
 import assert from "node:assert/strict";
+import http from "node:http";
 import { after, before, describe, it } from "node:test";
 import { CommandExitError, FilesystemEventType, Sandbox, type FilesystemEvent } from "e2b";
 import { containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
@@ -108,6 +109,34 @@ describe("E2B's official JS SDK on the data plane (commands, PTY, files, URLs)",
     assert.equal(await downloaded.text(), "uploaded through a signed URL\n");
     const tampered = (await sandbox.downloadUrl("/tmp/uploaded.txt")).replace("uploaded.txt", "other.txt");
     assert.equal((await fetch(tampered)).status, 401);
+  });
+
+  it("a signed URL reaches only its own path: a query the daemon would read otherwise is refused, extras are dropped", async () => {
+    await sandbox.files.write("/tmp/secret.txt", "not for the URL's holder\n");
+    await sandbox.files.write("/tmp/public.txt", "public\n");
+    const signed = await sandbox.downloadUrl("/tmp/public.txt");
+    // fetch() would drop a '#' and everything after it: the raw request line goes out as written.
+    const raw = (target: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const url = new URL(signed);
+        const request = http.request({ host: url.hostname, port: url.port, path: target, method: "GET" }, (response) => {
+          let body = "";
+          response.setEncoding("utf8");
+          response.on("data", (chunk: string) => (body += chunk));
+          response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
+        });
+        request.on("error", reject);
+        request.end();
+      });
+    const { pathname, search } = new URL(signed);
+    assert.deepEqual(await raw(`${pathname}${search}`), { status: 200, body: "public\n" });
+    for (const forged of [`${pathname}${search}#/../secret.txt`, `${pathname}${search}&path=/tmp/secret.txt`, `${pathname}?path=/x;y&${search.slice(1)}`]) {
+      const answer = await raw(forged);
+      assert.equal(answer.status, 400, `${forged}: ${answer.status} ${answer.body}`);
+      assert.ok(!answer.body.includes("not for the URL's holder"));
+    }
+    // A parameter the signature does not cover is not sent on: the daemon reads the signed path.
+    assert.deepEqual(await raw(`${pathname}${search}&extra=1`), { status: 200, body: "public\n" });
   });
 
   it("re-times, lists, connects to and kills the sandbox", async () => {

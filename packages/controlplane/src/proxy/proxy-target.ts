@@ -22,7 +22,7 @@ import { ACCESS_TOKEN_HEADER, SANDBOX_DAEMON_PORT, TRAFFIC_ACCESS_TOKEN_HEADER, 
 import { accessTokenMatches, tokensEqual } from "./access-token.js";
 import { isRefusal, routeOf, type RoutingHeaders } from "./sandbox-route.js";
 import type { SignedFileLookup } from "./signed-file-lookup.js";
-import { parseSignedFileRequest, signatureExpired } from "./signed-file-url.js";
+import { parseSignedFileRequest, signatureExpired, signedFileTarget } from "./signed-file-url.js";
 
 export interface ProxyTarget {
   sandboxId: string;
@@ -33,6 +33,8 @@ export interface ProxyTarget {
   port: number;
   /** The agent relay (`host:port` of its agent's API) to dial the address through, if any. */
   relay?: string;
+  /** The request target to send instead of the caller's (a presigned file URL: rebuilt from what its signature covers). */
+  path?: string;
 }
 
 /** The JSON answer to a request the proxy does not forward: `{code, message, sandboxId?}`, as E2B's proxy answers. */
@@ -101,9 +103,13 @@ export interface RequestLine {
 }
 
 /** The sandbox whose token signed a presigned file URL, or the refusal; undefined when the request is not one. */
-async function signedFileSandbox(request: RequestLine | undefined, sources: ProxyTargetSources): Promise<Sandbox | ProxyRefusal | undefined> {
+async function signedFileSandbox(
+  request: RequestLine | undefined,
+  sources: ProxyTargetSources,
+): Promise<{ sandbox: Sandbox; path: string } | ProxyRefusal | undefined> {
   const signed = sources.signedFiles ? parseSignedFileRequest(request?.method, request?.url) : undefined;
   if (!signed || !sources.signedFiles) return undefined;
+  if ("malformed" in signed) return refuse(400, signed.malformed);
   // The expiration is in the URL: an expired one is refused before any signature is computed.
   if (signatureExpired(signed, Math.floor(Date.now() / 1000))) return refuse(401, "this file URL has expired: ask for a new one");
   const found = await sources.signedFiles.find(signed, request?.remoteAddress);
@@ -112,17 +118,19 @@ async function signedFileSandbox(request: RequestLine | undefined, sources: Prox
   if (found === "unmatched" || !accessTokenMatches(found.token, found.sandbox.status?.accessTokenHash)) {
     return refuse(401, "the signature of this file URL matches no sandbox: ask the sandbox for a new URL (download_url/upload_url)");
   }
-  return found.sandbox;
+  return { sandbox: found.sandbox, path: signedFileTarget(signed) };
 }
 
 export async function resolveProxyTarget(headers: RoutingHeaders, sources: ProxyTargetSources, request?: RequestLine): Promise<ProxyTarget | ProxyRefusal> {
   const route = routeOf(headers, sources.domain);
   let signedFor: Sandbox | undefined;
+  let signedPath: string | undefined;
   if (isRefusal(route)) {
     const signed = await signedFileSandbox(request, sources);
     if (!signed) return refuse(400, route.refused);
     if ("body" in signed) return signed;
-    signedFor = signed;
+    signedFor = signed.sandbox;
+    signedPath = signed.path;
   }
   const sandboxId = isRefusal(route) ? (signedFor?.status?.sandboxID ?? "") : route.sandboxId;
   const port = isRefusal(route) ? SANDBOX_DAEMON_PORT : route.port;
@@ -176,10 +184,11 @@ export async function resolveProxyTarget(headers: RoutingHeaders, sources: Proxy
   const host = sandbox.status?.sandboxIP || (agent ? sources.agentAddress(agent) : undefined);
   const notConnected = () => refuse(503, `the agent ${agent ?? "?"} of sandbox ${namespace}/${name} is not connected; retry shortly`, { sandboxId });
   if (!host) return notConnected();
+  const path = signedPath !== undefined ? { path: signedPath } : {};
   if (isolated && sources.agentRelay) {
     const relay = agent ? sources.agentRelay(agent) : undefined;
     if (!relay) return notConnected();
-    return { sandboxId, namespace, name, host, port, relay };
+    return { sandboxId, namespace, name, host, port, relay, ...path };
   }
-  return { sandboxId, namespace, name, host, port };
+  return { sandboxId, namespace, name, host, port, ...path };
 }

@@ -158,7 +158,11 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
       await proxy.web(request as http.IncomingMessage, response as http.ServerResponse, {
         hostname: target.host,
         port: target.port,
-        onReq: (incoming, requestOptions) => Promise.resolve(upstreamRequest(incoming, requestOptions, counted, dialer.pooledConnection(target, hungUp))),
+        onReq: (incoming, requestOptions) => {
+          // A presigned file URL goes out as its signature was checked, not as the caller wrote it.
+          const options = target.path !== undefined ? { ...requestOptions, path: target.path } : requestOptions;
+          return Promise.resolve(upstreamRequest(incoming, options, counted, dialer.pooledConnection(target, hungUp)));
+        },
         // http2-proxy's own answer, except that the head goes out at once (not with the first byte
         // of the body): a streaming answer (server-sent events, a long poll) is seen to start.
         onRes: (_incoming, outgoing, answer) => {

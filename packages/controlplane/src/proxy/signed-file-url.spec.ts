@@ -4,7 +4,7 @@ import { API_VERSION, type Sandbox } from "@fast-sandbox/api";
 import { hashAccessToken } from "./access-token.js";
 import { resolveProxyTarget, type ProxyTargetSources } from "./proxy-target.js";
 import { SignedFileLookup } from "./signed-file-lookup.js";
-import { fileSignature, parseSignedFileRequest, signatureExpired, signedBy } from "./signed-file-url.js";
+import { fileSignature, parseSignedFileRequest, signatureExpired, signedBy, signedFileTarget } from "./signed-file-url.js";
 
 // Vectors computed with E2B's Python SDK 2.63.0 (e2b.sandbox.signature.get_signature).
 const TOKEN = "tok-123";
@@ -24,19 +24,54 @@ describe("E2B's presigned file URLs", () => {
   it("parses GET (read) and POST (write) /files with a signature, and nothing else", () => {
     const read = parseSignedFileRequest("GET", fileUrl({ path: "/tmp/a.txt", signature: READ_VECTOR }));
     assert.deepEqual(read, { path: "/tmp/a.txt", operation: "read", username: "", signature: READ_VECTOR });
-    assert.ok(read && signedBy(read, TOKEN));
-    assert.ok(read && !signedBy(read, "another-token"));
+    assert.ok(read && !("malformed" in read) && signedBy(read, TOKEN));
+    assert.ok(read && !("malformed" in read) && !signedBy(read, "another-token"));
     const write = parseSignedFileRequest(
       "POST",
       fileUrl({ path: "/home/user/x y.txt", username: "user", signature: WRITE_VECTOR, signature_expiration: "1900000000" }),
     );
-    assert.equal(write?.operation, "write");
-    assert.equal(write?.expiration, 1900000000);
+    assert.ok(write && !("malformed" in write));
+    assert.equal(write.operation, "write");
+    assert.equal(write.expiration, 1900000000);
     assert.equal(parseSignedFileRequest("GET", fileUrl({ path: "/tmp/a.txt" })), undefined);
     assert.equal(parseSignedFileRequest("PUT", fileUrl({ path: "/tmp/a.txt", signature: READ_VECTOR })), undefined);
     assert.equal(parseSignedFileRequest("GET", `/other?${new URLSearchParams({ path: "/a", signature: READ_VECTOR }).toString()}`), undefined);
     assert.equal(parseSignedFileRequest("GET", fileUrl({ path: "/a", signature: "v1_short" })), undefined);
     assert.equal(parseSignedFileRequest("GET", fileUrl({ path: "/a", signature: READ_VECTOR, signature_expiration: "soon" })), undefined);
+  });
+
+  it("refuses a signed query the daemon could read otherwise: '#', ';', a bad %-escape, a repeated signed parameter", () => {
+    const signed = fileUrl({ path: "/tmp/a.txt", signature: READ_VECTOR });
+    for (const [url, why] of [
+      [`${signed}#/../../etc/shadow`, "'#'"],
+      [`/files?path=/tmp/a.txt%23/../../etc/shadow&signature=${encodeURIComponent(READ_VECTOR)}#x`, "'#'"],
+      [`/files?path=/x;y&path=/etc/shadow&signature=${encodeURIComponent(READ_VECTOR)}`, "';'"],
+      [`/files?path=%zz&path=/etc/shadow&signature=${encodeURIComponent(READ_VECTOR)}`, "%-escape"],
+      [`${signed}&path=/etc/shadow`, "repeats the path"],
+      [`${fileUrl({ path: "/tmp/a.txt", username: "", signature: READ_VECTOR })}&username=root`, "repeats the username"],
+      [`${signed}&signature=${encodeURIComponent(READ_VECTOR)}`, "repeats the signature"],
+    ] as const) {
+      const parsed = parseSignedFileRequest("GET", url);
+      assert.ok(parsed && "malformed" in parsed && parsed.malformed.includes(why), `${url}: ${JSON.stringify(parsed)}`);
+    }
+    // An encoded '#' or ';' in the path is the path's own character: signed as such, forwarded as such.
+    const encoded = parseSignedFileRequest("GET", fileUrl({ path: "/tmp/a#b;c.txt", signature: READ_VECTOR }));
+    assert.ok(encoded && !("malformed" in encoded) && encoded.path === "/tmp/a#b;c.txt");
+  });
+
+  it("the daemon is sent a target rebuilt from what the signature covers, nothing else of the caller's query", () => {
+    const parsed = parseSignedFileRequest(
+      "POST",
+      `${fileUrl({ path: "/home/user/x y+z.txt", username: "user", signature: WRITE_VECTOR, signature_expiration: "1900000000" })}&extra=1`,
+    );
+    assert.ok(parsed && !("malformed" in parsed));
+    const target = signedFileTarget(parsed);
+    const query = new URL(target, "http://x").searchParams;
+    assert.deepEqual([...query.keys()], ["path", "username", "signature", "signature_expiration"]);
+    assert.equal(query.get("path"), "/home/user/x y+z.txt");
+    assert.equal(query.get("username"), "user");
+    assert.equal(query.get("signature"), WRITE_VECTOR);
+    assert.ok(!/[#;]/.test(target));
   });
 
   it("expires at its expiration, never without one", () => {
@@ -78,7 +113,22 @@ describe("E2B's presigned file URLs", () => {
           url: fileUrl({ path: "/tmp/a.txt", signature: READ_VECTOR }),
         },
       );
-      assert.deepEqual(target, { sandboxId: "aaaaaaaaaaaaaaaaaaaa", namespace: "default", name: "mine", host: "10.213.0.9", port: 49983 });
+      assert.deepEqual(target, {
+        sandboxId: "aaaaaaaaaaaaaaaaaaaa",
+        namespace: "default",
+        name: "mine",
+        host: "10.213.0.9",
+        port: 49983,
+        path: `/files?${new URLSearchParams({ path: "/tmp/a.txt", username: "", signature: READ_VECTOR }).toString()}`,
+      });
+    });
+
+    it("refuses a signed URL whose query could be read two ways (400), before any lookup", async () => {
+      const refused = await resolveProxyTarget({ host: "127.0.0.1:7072" }, sources([{ sandbox: mine, token: TOKEN }]), {
+        method: "GET",
+        url: `${fileUrl({ path: "/tmp/a.txt", signature: READ_VECTOR })}#/../../etc/shadow`,
+      });
+      assert.ok("body" in refused && refused.status === 400 && /one way only/.test(refused.body.message), JSON.stringify(refused));
     });
 
     it("refuses a signature no sandbox made, one whose token was rotated, and an expired one (401)", async () => {

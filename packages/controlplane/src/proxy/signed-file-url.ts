@@ -21,13 +21,53 @@ export interface SignedFileRequest {
   expiration?: number;
 }
 
-const SIGNATURE = /^v1_[A-Za-z0-9+/]{43}$/;
+/** A request that names a signature but whose query another parser could read otherwise; refused, never forwarded. */
+export interface MalformedSignedFileRequest {
+  malformed: string;
+}
 
-/** A signed `GET|POST /files?...` request, or undefined when the request is not one. */
-export function parseSignedFileRequest(method: string | undefined, url: string | undefined): SignedFileRequest | undefined {
+const SIGNATURE = /^v1_[A-Za-z0-9+/]{43}$/;
+/** The parameters the signature covers (with `signature` itself): each may appear once. */
+const SIGNED_PARAMETERS = new Set(["path", "username", "signature", "signature_expiration"]);
+
+/**
+ * Why the raw query of a signed request is ambiguous, if it is: the daemon (Go's `url.ParseQuery`)
+ * must read exactly what the signature was checked against. Go keeps a `#` in the query, skips a
+ * pair with a `;` or a bad `%` escape, and a repeated parameter may be read first or last.
+ */
+function ambiguity(url: string): string | undefined {
+  if (url.includes("#")) return "it contains '#'";
+  const query = url.slice(url.indexOf("?") + 1);
+  if (query.includes(";")) return "its query contains ';'";
+  const seen = new Set<string>();
+  for (const pair of query.split("&")) {
+    const [rawKey = "", ...rest] = pair.split("=");
+    let key: string;
+    try {
+      key = decodeURIComponent(rawKey.replace(/\+/g, " "));
+      decodeURIComponent(rest.join("=").replace(/\+/g, " "));
+    } catch {
+      return "its query has a malformed %-escape";
+    }
+    if (SIGNED_PARAMETERS.has(key)) {
+      if (seen.has(key)) return `it repeats the ${key} parameter`;
+      seen.add(key);
+    }
+  }
+  return undefined;
+}
+
+/**
+ * A signed `GET|POST /files?...` request; undefined when the request is not one; malformed when it
+ * names a signature in a query that could be read two ways.
+ */
+export function parseSignedFileRequest(method: string | undefined, url: string | undefined): SignedFileRequest | MalformedSignedFileRequest | undefined {
   if (!url || (method !== "GET" && method !== "POST")) return undefined;
   const parsed = new URL(url, "http://proxy.invalid");
   if (parsed.pathname !== "/files") return undefined;
+  if (!parsed.searchParams.has("signature")) return undefined;
+  const why = ambiguity(url);
+  if (why) return { malformed: `this file URL cannot be read one way only (${why}): use the URL download_url/upload_url gave` };
   const signature = parsed.searchParams.get("signature");
   const path = parsed.searchParams.get("path");
   if (!signature || !SIGNATURE.test(signature) || !path) return undefined;
@@ -40,6 +80,16 @@ export function parseSignedFileRequest(method: string | undefined, url: string |
     signature,
     ...(expiration !== null ? { expiration: Number(expiration) } : {}),
   };
+}
+
+/**
+ * The request target the daemon is sent for a signed request: rebuilt from the values the signature
+ * was checked against, never the caller's raw query, so both sides read the same path and user.
+ */
+export function signedFileTarget(request: SignedFileRequest): string {
+  const query = new URLSearchParams({ path: request.path, username: request.username, signature: request.signature });
+  if (request.expiration !== undefined) query.set("signature_expiration", String(request.expiration));
+  return `/files?${query.toString()}`;
 }
 
 /** The signature a sandbox whose token is `token` gives the request's path, operation, user and expiration. */
