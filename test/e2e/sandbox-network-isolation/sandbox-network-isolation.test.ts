@@ -10,7 +10,7 @@
  * succeed.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo, type Server } from "node:net";
@@ -20,7 +20,7 @@ import { after, before, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { pb, sendBearerToken } from "@fast-sandbox/api";
+import { SANDBOX_DAEMON_PORT, pb, sendBearerToken } from "@fast-sandbox/api";
 import { DEFAULT_HELPER_PATH, createContainerdRuntime, startAgentServer, type AgentServer, type ContainerdRuntime } from "@fast-sandbox/agent";
 import { pino } from "pino";
 import { BASE_IMAGE, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
@@ -324,6 +324,35 @@ for (const runtimeType of ["container", "gvisor"]) {
         answerTo(a, d.address, SANDBOX_PORT),
       ]);
       assert.deepEqual(answers, [`hi-${name("b")}`, `hi-${name("a")}`, "", "", "", ""]);
+    });
+
+    it("a peer never reaches another's in-sandbox daemon port (49983), which the host (root) does", async () => {
+      const { a, b } = sandboxes as Record<"a" | "b", pb.AgentSandbox>;
+      // What the daemon would serve there (these sandboxes run none): a listener on its port.
+      await exec(b, `nc -ll -p ${SANDBOX_DAEMON_PORT} -e /bin/echo daemon-b >/dev/null 2>&1 &`);
+      await waitForConnect(b.address, SANDBOX_DAEMON_PORT);
+      assert.equal((await readBanner(b.address, SANDBOX_DAEMON_PORT)).trim(), "daemon-b");
+      assert.equal(await answerTo(a, b.address, SANDBOX_DAEMON_PORT), "");
+      assert.equal(await answerTo(a, b.address, SANDBOX_PORT), `hi-${name("b")}`, "its other ports stay open to its peers");
+    });
+
+    it("of the host's processes, only root's reach a sandbox: another local account is refused", async () => {
+      const { a } = sandboxes as Record<"a", pb.AgentSandbox>;
+      const probe = (uid: number) =>
+        spawnSync(
+          process.execPath,
+          [
+            "-e",
+            `const s = require("node:net").connect(${SANDBOX_PORT}, ${JSON.stringify(a.address)});
+             s.setTimeout(5000, () => { console.log("timeout"); process.exit(0); });
+             s.on("data", (d) => { console.log("answered " + String(d).trim()); process.exit(0); });
+             s.on("error", (e) => { console.log("error " + e.code); process.exit(0); });`,
+          ],
+          { uid, gid: uid, encoding: "utf8", timeout: 15_000 },
+        ).stdout.trim();
+      assert.equal(probe(0), `answered hi-${name("a")}`);
+      // Refused at once (rejected), not left to time out.
+      assert.match(probe(65534), /^error (ECONNREFUSED|EPERM|EHOSTUNREACH)$/);
     });
 
     it("deleting them removes every namespace, port, address, reservation and rule they had", async () => {

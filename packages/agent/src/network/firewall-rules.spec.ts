@@ -48,6 +48,7 @@ describe("nodeCommands", () => {
     assert.deepEqual(flushed, [
       "inet input",
       "inet forward",
+      "inet output",
       "inet from_sandbox",
       "bridge prerouting",
       "bridge forward",
@@ -82,6 +83,15 @@ describe("nodeCommands", () => {
       ]),
     ]);
     assert.equal(rulesOf(commands, "from_sandbox").at(-1), JSON.stringify([{ drop: null }]));
+    // Of the host's own processes, only root's open connections to sandboxes.
+    assert.deepEqual(rulesOf(commands, "output"), [
+      JSON.stringify([
+        { match: { op: "==", left: { meta: { key: "oifname" } }, right: "fsbrules" } },
+        { match: { op: "in", left: { ct: { key: "state" } }, right: "new" } },
+        { match: { op: "!=", left: { meta: { key: "skuid" } }, right: 0 } },
+        { reject: null },
+      ]),
+    ]);
     // Outbound traffic leaves with the host's address; traffic inside the subnet keeps its own.
     assert.deepEqual(rulesOf(commands, "postrouting"), [
       JSON.stringify([
@@ -181,10 +191,17 @@ describe("sandboxPolicyCommands", () => {
     assert.notEqual(group, peerGroupOf("team-a", "pool-2"));
     const commands = sandboxPolicyCommands(NETWORK, policy({ peerGroup: group }));
     const rules = rulesOf(commands, "sandbox_a1b2c3d4e5f6");
-    const groupRule = rules.findIndex((rule) => rule.includes(`@group_${group}`));
+    const groupRule = rules.findIndex((rule) => rule.includes(`@group_${group}`) && rule.includes("accept"));
     const subnetRule = rules.findIndex((rule) => rule.includes('"10.77.0.0"'));
     assert.ok(groupRule >= 0 && groupRule < subnetRule);
+    // Never the peers' in-sandbox daemon, at either layer.
+    const daemonPort = { match: { op: "==", left: { payload: { protocol: "tcp", field: "dport" } }, right: 49983 } };
+    assert.deepEqual(
+      rules[groupRule - 1],
+      JSON.stringify([{ match: { op: "==", left: { payload: { protocol: "ip", field: "daddr" } }, right: `@group_${group}` } }, daemonPort, { drop: null }]),
+    );
     assert.deepEqual(rulesOf(commands, "peers_a1b2c3d4e5f6"), [
+      JSON.stringify([daemonPort, { drop: null }]),
       JSON.stringify([{ match: { op: "==", left: { meta: { key: "oifname" } }, right: `@group_${group}` } }, { accept: null }]),
     ]);
     const text = JSON.stringify(commands);

@@ -8,7 +8,8 @@
  *   table bridge <net>     layer 2, on the bridge's ports (works with or without br_netfilter)
  *     prerouting           a sandbox's port only carries frames from the sandbox's MAC and IPv4
  *                          address, IPv4 and ARP only: no spoofing another sandbox or the gateway
- *     forward              port-to-port frames (sandbox to sandbox) only inside a peer group
+ *     forward              port-to-port frames (sandbox to sandbox) only inside a peer group, and
+ *                          never to the in-sandbox daemon's port
  *   table inet <net>       layer 3
  *     before_nat           the input chain's verdict, taken before destination NAT: a connection
  *                          from the bridge to any address of this network namespace's own is
@@ -21,6 +22,8 @@
  *     input                nothing from the bridge reaches the host itself (any of its addresses,
  *                          its services, the agents, the control plane) but replies to the host's
  *                          own connections (e.g. a proxy reaching a sandbox)
+ *     output               of the host's processes, only root's open connections to the bridge
+ *                          (the proxy, the agent): no other local account reaches a sandbox
  *     forward              from a sandbox: its own chain, found by its source address (which the
  *                          bridge table vouches for); unknown sources dropped. To a sandbox: only
  *                          replies (nothing from elsewhere opens connections to sandboxes)
@@ -34,6 +37,7 @@
  * nothing but the attachment's record and is safe to repeat.
  */
 import { createHash } from "node:crypto";
+import { SANDBOX_DAEMON_PORT } from "@fast-sandbox/api/core";
 import type { EgressPolicy, EgressRule } from "../runtime/runtime.js";
 import { parseIpv4Cidr } from "./egress-policy.js";
 
@@ -139,6 +143,7 @@ export function nodeCommands(network: FirewallNetwork): NftCommand[] {
   const baseChains: [NftFamily, string, string | undefined][] = [
     ["inet", "input", "input"],
     ["inet", "forward", "forward"],
+    ["inet", "output", "output"],
     ["inet", "from_sandbox", undefined],
     ["bridge", "prerouting", "prerouting"],
     ["bridge", "forward", "forward"],
@@ -170,6 +175,10 @@ export function nodeCommands(network: FirewallNetwork): NftCommand[] {
     inet("forward", fromBridge, jump("from_sandbox")),
     inet("forward", toBridge, established, ACCEPT),
     inet("forward", toBridge, DROP),
+    // Of the host's own processes, only root's open connections to sandboxes (the proxy, the agent):
+    // another local account would otherwise reach every sandbox's ports and daemon without a token.
+    // Rejected, not dropped: the caller is told at once instead of waiting out its connect timeout.
+    inet("output", toBridge, match({ ct: { key: "state" } }, "new", "in"), match(meta("skuid"), 0, "!="), { reject: null }),
     inet("from_sandbox", established, ACCEPT),
     inet("from_sandbox", { vmap: { key: payload("ip", "saddr"), data: `@${EGRESS_MAP}` } }),
     inet("from_sandbox", DROP),
@@ -224,6 +233,8 @@ export function sandboxPolicyCommands(network: FirewallNetwork, policy: SandboxP
     commands.push(
       { add: { set: { family: "inet", table: name, name: set, type: "ipv4_addr" } } },
       { add: element("inet", name, set, [policy.address]) },
+      // Peers reach each other's ports, never each other's in-sandbox daemon (it runs commands as root).
+      egressRule(match(daddr, `@${set}`), match(payload("tcp", "dport"), SANDBOX_DAEMON_PORT), DROP),
       egressRule(match(daddr, `@${set}`), ACCEPT),
     );
   }
@@ -252,6 +263,7 @@ export function sandboxPolicyCommands(network: FirewallNetwork, policy: SandboxP
       { add: element("bridge", name, set, [policy.hostInterface]) },
       { add: chain("bridge", name, peers) },
       { flush: chain("bridge", name, peers) },
+      rule("bridge", name, peers, match(payload("tcp", "dport"), SANDBOX_DAEMON_PORT), DROP),
       rule("bridge", name, peers, match(meta("oifname"), `@${set}`), ACCEPT),
       { add: element("bridge", name, PEERS_MAP, [[policy.hostInterface, jump(peers)]]) },
     );
