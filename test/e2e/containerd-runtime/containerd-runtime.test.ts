@@ -191,6 +191,9 @@ describe("containerd runtime", () => {
     const bounding = BigInt(`0x${/^CapBnd:\s+([0-9a-f]+)$/m.exec(status.stdout)?.[1]}`);
     const CAP_SYS_ADMIN = 21n;
     assert.equal((bounding >> CAP_SYS_ADMIN) & 1n, 0n);
+    // In the agent's network (this sandbox's), no raw sockets: they would read the agent's loopback.
+    const CAP_NET_RAW = 13n;
+    assert.equal((bounding >> CAP_NET_RAW) & 1n, 0n);
     const unshare = await execCollect(spec.sandboxId, ["unshare", "-n", "true"]);
     assert.notEqual(unshare.exitCode, 0);
     await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });

@@ -114,7 +114,7 @@ describe("buildOciSpec", () => {
   });
 
   it("drops privileges: no new privileges, a small capability set, nothing inheritable", () => {
-    const { process } = buildOciSpec(sandbox(), image, options);
+    const { process } = buildOciSpec(sandbox({ runtimeType: "gvisor" }), image, options);
     assert.equal(process.noNewPrivileges, true);
     assert.deepEqual(process.capabilities.bounding, [...DEFAULT_CAPABILITIES]);
     assert.deepEqual(process.capabilities.effective, [...DEFAULT_CAPABILITIES]);
@@ -123,6 +123,18 @@ describe("buildOciSpec", () => {
     assert.deepEqual(process.capabilities.ambient, []);
     assert.ok(!process.capabilities.bounding.includes("CAP_SYS_ADMIN"));
     assert.deepEqual(process.rlimits, [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }]);
+  });
+
+  it("gives no raw sockets to a sandbox in the agent's network (Shared runc), only to one with a network of its own", () => {
+    const shared = buildOciSpec(sandbox(), image, options).process.capabilities;
+    for (const set of [shared.bounding, shared.effective, shared.permitted]) {
+      assert.deepEqual(
+        set,
+        DEFAULT_CAPABILITIES.filter((capability) => capability !== "CAP_NET_RAW"),
+      );
+    }
+    const isolated = buildOciSpec(sandbox(), image, { ...options, isolatedNetwork: { netnsPath: "/run/netns/fsb-1", files: [] } }).process.capabilities;
+    assert.ok(isolated.bounding.includes("CAP_NET_RAW"));
   });
 
   it("shares the host network for runc sandboxes and bind-mounts the host's DNS files", () => {
@@ -216,6 +228,13 @@ describe("buildOciSpec", () => {
       assert.ok(denied.has(name), name);
     }
     assert.equal(new Set(DENIED_SYSCALLS).size, DENIED_SYSCALLS.length);
+    // io_uring as on a kernel without it (ENOSYS: runtimes fall back), not EPERM.
+    const ioUring = seccomp.syscalls.find((rule) => rule.names.includes("io_uring_setup"));
+    assert.deepEqual(ioUring && { names: ioUring.names, action: ioUring.action, errnoRet: ioUring.errnoRet }, {
+      names: ["io_uring_setup", "io_uring_enter", "io_uring_register"],
+      action: "SCMP_ACT_ERRNO",
+      errnoRet: 38,
+    });
   });
 
   it("puts the sandbox into the agent's shim group", () => {

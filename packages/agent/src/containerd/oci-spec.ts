@@ -227,12 +227,14 @@ export function imageUser(user: string): OciUser {
 }
 
 export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, options: OciSpecOptions): OciSpec {
-  const capabilities = [...DEFAULT_CAPABILITIES];
   // An isolated sandbox (runc or runsc) joins its prepared network namespace. Otherwise a runc
   // sandbox shares the agent's network (its IP and ports), like a Kubernetes hostNetwork pod, and
   // gVisor, which refuses the host's network namespace, gets an empty one (gvisor-binary.ts).
   const isolated = options.isolatedNetwork;
   const ownNetwork = isolated !== undefined || spec.runtimeType === "gvisor";
+  // In the agent's network, raw sockets would let a sandbox read the traffic of the agent's own
+  // interfaces (its loopback carries the agent's and the control plane's bearer tokens): no NET_RAW there.
+  const capabilities = ownNetwork ? [...DEFAULT_CAPABILITIES] : DEFAULT_CAPABILITIES.filter((capability) => capability !== "CAP_NET_RAW");
   const namespaces: { type: string; path?: string }[] = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
   if (isolated) namespaces.push({ type: "network", path: isolated.netnsPath });
   else if (ownNetwork) namespaces.push({ type: "network" });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { once } from "node:events";
-import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync } from "node:fs";
+import { closeSync, constants, mkdtempSync, openSync, readFileSync, readSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -129,5 +129,14 @@ describe("writing a claim into the instance's FIFO", () => {
     execFileSync("mkfifo", [fifo]);
     assert.equal(await writeClaim(fifo, encodeClaim({ workingDir: "/", args: ["true"], env: [] })), false);
     assert.equal(await writeClaim(join(directory, "missing"), encodeClaim({ workingDir: "/", args: ["true"], env: [] })), false);
+  });
+
+  it("a link or a regular file where the FIFO was (the run directory is the sandbox's) is no instance, and is not written through", async () => {
+    const target = join(directory, "agent-file");
+    writeFileSync(target, "the agent's own\n");
+    symlinkSync(target, join(directory, "linked"));
+    assert.equal(await writeClaim(join(directory, "linked"), encodeClaim({ workingDir: "/", args: ["true"], env: [] })), false);
+    assert.equal(await writeClaim(target, encodeClaim({ workingDir: "/", args: ["true"], env: [] })), false);
+    assert.equal(readFileSync(target, "utf8"), "the agent's own\n");
   });
 });

@@ -18,7 +18,7 @@
  * another (each has its own snapshot, cgroup, namespaces and run directory), and an instance is
  * claimed at most once: the stock hands each out once, and its FIFO accepts one claim.
  */
-import { closeSync, constants, openSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, writeSync } from "node:fs";
 import { Socket } from "node:net";
 import { randomBytes } from "node:crypto";
 import { FsbError, normalizeImageName } from "@fast-sandbox/api/core";
@@ -99,11 +99,17 @@ export const CLAIM_MAX_BYTES = 4 << 20;
 export async function writeClaim(fifoPath: string, claim: Buffer, timeoutMs = 5_000): Promise<boolean> {
   let fd: number;
   try {
-    fd = openSync(fifoPath, constants.O_WRONLY | constants.O_NONBLOCK);
+    // The run directory is the sandbox's: a link there (ELOOP) or anything but a FIFO is no instance,
+    // never a file of the agent's written through it.
+    fd = openSync(fifoPath, constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === "ENXIO" || code === "ENOENT") return false;
+    if (code === "ENXIO" || code === "ENOENT" || code === "ELOOP") return false;
     throw error;
+  }
+  if (!fstatSync(fd).isFIFO()) {
+    closeSync(fd);
+    return false;
   }
   let written = 0;
   try {

@@ -10,6 +10,8 @@
  * SCMP_ACT_ERRNO) is stricter and is the intended next step once the allowed set is tested
  * against the images users run; a denylist cannot break an unknown but harmless syscall.
  *
+ * io_uring fails with ENOSYS (as on a kernel without it), so runtimes fall back to ordinary syscalls.
+ *
  * clone is allowed unless it asks for a new user namespace (unprivileged user namespaces are the
  * usual privilege escalation path); clone3 passes its flags in memory seccomp cannot inspect, so it
  * fails with ENOSYS and libc falls back to clone.
@@ -91,6 +93,8 @@ export const DENIED_SYSCALLS: readonly string[] = [
   "adjtimex",
 ];
 
+export const IO_URING_SYSCALLS: readonly string[] = ["io_uring_setup", "io_uring_enter", "io_uring_register"];
+
 export function defaultSeccompProfile(): SeccompProfile {
   return {
     defaultAction: "SCMP_ACT_ALLOW",
@@ -102,6 +106,9 @@ export function defaultSeccompProfile(): SeccompProfile {
         errnoRet: EPERM,
       },
       { names: ["clone3"], action: "SCMP_ACT_ERRNO", errnoRet: ENOSYS },
+      // io_uring: a large kernel attack surface (Docker and ChromeOS block it too); ENOSYS, so
+      // runtimes that try it (libuv, Tokio) fall back to ordinary syscalls as on an older kernel.
+      { names: [...IO_URING_SYSCALLS], action: "SCMP_ACT_ERRNO", errnoRet: ENOSYS },
       {
         names: ["clone"],
         action: "SCMP_ACT_ERRNO",
