@@ -301,6 +301,12 @@ def test_the_sandbox_is_a_whole_e2b_sandbox_too(sandbox):
     sandbox.run_code("open('/home/user/written-by-code.txt', 'w').write('by run_code')")
     sandbox.files.write("/home/user/written-by-code.txt", "replaced through the files API")
     assert sandbox.commands.run("cat /home/user/written-by-code.txt").stdout == "replaced through the files API"
+    # As on E2B: a command or a file that names no user acts as `user`, relative paths in /home/user.
+    assert sandbox.commands.run("whoami; pwd").stdout == "user\n/home/user\n"
+    assert sandbox.files.write("relative.txt", "x").path == "/home/user/relative.txt"
+    sandbox.run_code("open('relative.txt', 'a').write('y')")
+    assert sandbox.files.read("relative.txt") == "xy"
+    assert sandbox.commands.run("whoami", user="root").stdout == "root\n"
 
 
 def test_bash_runs_keep_the_shell_s_variables_functions_and_directory(sandbox):

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"fast-sandbox.io/envd"
+	"fast-sandbox.io/envd/internal/auth"
 	"fast-sandbox.io/envd/internal/files"
 	"fast-sandbox.io/envd/internal/quiesce"
 	"fast-sandbox.io/envd/internal/server"
@@ -40,7 +41,12 @@ func run() error {
 	if text := os.Getenv("FSB_ENVD_LISTEN"); text != "" {
 		defaultListen = text
 	}
+	defaultUser := auth.AutoDefaultUser
+	if text, set := os.LookupEnv("FSB_ENVD_DEFAULT_USER"); set {
+		defaultUser = text
+	}
 	listen := flag.String("listen", defaultListen, "host:port to serve on, HTTP/1.1 and h2c (env FSB_ENVD_LISTEN)")
+	user := flag.String("default-user", defaultUser, "user of requests that name none (until /init sets one): a name, \"auto\" (E2B's account `user` when the image has it, else the daemon's own), or empty for the daemon's own (env FSB_ENVD_DEFAULT_USER)")
 	maxUpload := flag.Int64("max-upload-bytes", defaultMaxUpload, "largest accepted /files upload, after gzip decoding (env FSB_ENVD_MAX_UPLOAD_BYTES)")
 	protected := flag.String("protected-dir", "/.fast-sandbox", "directory the API never touches (the daemon's own files); empty for none")
 	printVersion := flag.Bool("version", false, "print the E2B envd version this daemon is compatible with and exit")
@@ -73,7 +79,7 @@ func run() error {
 	if *protected != "" {
 		protectedDirs = append(protectedDirs, *protected)
 	}
-	daemon := server.New(server.Options{ProtectedDirs: protectedDirs, MaxUploadBytes: *maxUpload})
+	daemon := server.New(server.Options{ProtectedDirs: protectedDirs, MaxUploadBytes: *maxUpload, DefaultUser: *user})
 	recorder := quiesce.Recorder{Dir: quiesce.StateDirIfPresent(*stateDir)}
 	if err := recorder.RecordPid(); err != nil {
 		fmt.Fprintf(os.Stderr, "fsb-envd: cannot record the pid (checkpoints of this sandbox will fail): %v\n", err)

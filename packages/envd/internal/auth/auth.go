@@ -34,10 +34,20 @@ var (
 	ErrBadSignature = errors.New("the signature is missing, wrong or expired; send X-Access-Token or a signature made with the sandbox's access token")
 )
 
+// AutoDefaultUser, as the fallback user, is E2B's account `user` when the image has one (E2B's
+// templates all do, and E2B's SDKs expect it: relative paths in /home/user), else the daemon's own.
+const AutoDefaultUser = "auto"
+
+// e2bUser is the account E2B's templates run commands and files as.
+const e2bUser = "user"
+
 // Authenticator resolves users and checks tokens.
 type Authenticator struct {
 	Users users.Directory
 	State *state.State
+	// Fallback is the user of requests that name none while /init set no default: a name,
+	// AutoDefaultUser, or "" for the daemon's own.
+	Fallback string
 	// UID and GID of the daemon itself.
 	UID, GID uint32
 	// Now is the clock of signature expiry; nil is time.Now.
@@ -75,11 +85,14 @@ func BasicUser(authorization string) (string, error) {
 	return name, nil
 }
 
-// User resolves a user name ("" is the default user: /init's, else the daemon's own) and checks
-// that the daemon can act as it.
+// User resolves a user name ("" is the default user: /init's, else the fallback, else the
+// daemon's own) and checks that the daemon can act as it.
 func (a *Authenticator) User(name string) (*users.User, error) {
 	if name == "" {
 		name = a.State.DefaultUser()
+	}
+	if name == "" {
+		name = a.fallback()
 	}
 	var user *users.User
 	var err error
@@ -95,6 +108,18 @@ func (a *Authenticator) User(name string) (*users.User, error) {
 		return nil, fmt.Errorf("%w (uid %d), not as %s (uid %d)", ErrCannotSwitchUser, a.UID, user.Name, user.UID)
 	}
 	return user, nil
+}
+
+// fallback is the name of the user of requests that name none and have no /init default ("" for the daemon's own).
+func (a *Authenticator) fallback() string {
+	if a.Fallback != AutoDefaultUser {
+		return a.Fallback
+	}
+	// Only an account the daemon can act as: any, as root; else none but its own.
+	if user, err := a.Users.Lookup(e2bUser); err == nil && (a.UID == 0 || user.UID == a.UID) {
+		return e2bUser
+	}
+	return ""
 }
 
 // TokenValid is true when no access token is set or the request carries it.

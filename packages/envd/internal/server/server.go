@@ -46,6 +46,9 @@ type Options struct {
 	MaxUploadBytes int64
 	// SandboxEnv is what every process's environment starts from. @default the daemon's own, FSB_ENVD_* left out
 	SandboxEnv []string
+	// DefaultUser acts for requests that name no user while /init set none: a name, auth.AutoDefaultUser
+	// (E2B's `user` when the image has it, else the daemon's own), or "" for the daemon's own. @default ""
+	DefaultUser string
 }
 
 // Daemon is the daemon's HTTP handler and what it holds.
@@ -59,6 +62,7 @@ type Daemon struct {
 func New(options Options) *Daemon {
 	st := state.New()
 	authenticator := auth.New(users.Directory{Root: options.Root}, st)
+	authenticator.Fallback = options.DefaultUser
 	guard := paths.NewGuard(options.ProtectedDirs...)
 	sandboxEnv := options.SandboxEnv
 	if sandboxEnv == nil {

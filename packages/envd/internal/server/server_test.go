@@ -26,6 +26,7 @@ import (
 	"fast-sandbox.io/envd/gen/filesystem/filesystemconnect"
 	rpc "fast-sandbox.io/envd/gen/process"
 	"fast-sandbox.io/envd/gen/process/processconnect"
+	"fast-sandbox.io/envd/internal/auth"
 	"fast-sandbox.io/envd/internal/server"
 )
 
@@ -33,6 +34,7 @@ import (
 // home in a temporary directory) and a protected directory standing for /.fast-sandbox.
 type sandbox struct {
 	url       string
+	root      string
 	home      string
 	protected string
 	daemon    *server.Daemon
@@ -91,7 +93,7 @@ func start(t *testing.T, options server.Options) *sandbox {
 	})
 	url := "http://" + listener.Addr().String()
 	return &sandbox{
-		url: url, home: home, protected: protected, daemon: daemon,
+		url: url, root: root, home: home, protected: protected, daemon: daemon,
 		process: processconnect.NewProcessClient(http.DefaultClient, url, connect.WithProtoJSON()),
 		fs:      filesystemconnect.NewFilesystemClient(http.DefaultClient, url, connect.WithProtoJSON()),
 	}
@@ -269,6 +271,30 @@ func TestStdinIsSentThenClosed(t *testing.T) {
 	})
 	if got.stdout != "hello\ndone\n" || got.end.GetExitCode() != 0 {
 		t.Fatalf("stdout %q end %v", got.stdout, got.end)
+	}
+}
+
+func TestTheDefaultUserIsE2BsUserWhenTheImageHasIt(t *testing.T) {
+	s := start(t, server.Options{DefaultUser: auth.AutoDefaultUser})
+	whoAndWhere := func(user string) string {
+		return run(t, s, asUser(shell("id -u; pwd"), user), nil).stdout
+	}
+	// No account `user` in the image: the daemon's own (root here), in its home.
+	if got := whoAndWhere(""); got != "0\n/root\n" {
+		t.Fatalf("without a `user` account: %q", got)
+	}
+	// With one (E2B's templates all have it), requests that name no user act as it, in its home.
+	write(t, filepath.Join(s.root, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:4242:4242:E2B:"+s.home+":/bin/sh\n")
+	if got := whoAndWhere(""); got != "4242\n"+s.home+"\n" {
+		t.Fatalf("with a `user` account: %q", got)
+	}
+	made, err := s.fs.MakeDir(context.Background(), connect.NewRequest(&fsrpc.MakeDirRequest{Path: "relative"}))
+	if err != nil || made.Msg.GetEntry().GetPath() != filepath.Join(s.home, "relative") || made.Msg.GetEntry().GetOwner() != "user" {
+		t.Fatalf("relative make: %v %v", made, err)
+	}
+	// A user named in the request still wins.
+	if got := whoAndWhere("root"); got != "0\n/root\n" {
+		t.Fatalf("as root: %q", got)
 	}
 }
 
