@@ -327,6 +327,8 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
         ...(options.defaultPool ? { defaultPool: options.defaultPool.metadata.name } : {}),
         pauses,
         checkpoints,
+        // getHost(port) of E2B's SDKs: `<port>-<id>.<domain>`, which the proxy routes.
+        domain: configuredProxy ? `${configuredProxy.domain}${configuredProxy.portSuffix}` : `localhost:${sandboxProxy.port}`,
       }),
       apiKeys,
       host: options.e2b?.host ?? "127.0.0.1",

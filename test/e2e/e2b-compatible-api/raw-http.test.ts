@@ -10,6 +10,7 @@
  * and a Shared pool get E2B's JSON errors saying what is wrong.
  */
 import assert from "node:assert/strict";
+import http from "node:http";
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -36,7 +37,7 @@ interface E2bSandbox {
   clientID: string;
   envdVersion: string;
   envdAccessToken: string;
-  domain: null;
+  domain: string | null;
 }
 
 interface ListedSandbox {
@@ -169,7 +170,25 @@ describe("the E2B-compatible API in raw HTTP", () => {
     assert.match(created.sandboxID, /^[a-z0-9]{20}$/);
     assert.equal(created.clientID, "6532622b");
     assert.equal(created.envdVersion, ENVD_VERSION);
-    assert.equal(created.domain, null);
+    // E2B's getHost(port) is `<port>-<sandboxID>.<domain>`: the proxy's domain and port, which it routes.
+    assert.equal(created.domain, `localhost:${new URL(sandboxUrl).port}`);
+    const byHost = await new Promise<number>((resolve, reject) => {
+      const request = http.request(
+        {
+          host: "127.0.0.1",
+          port: new URL(sandboxUrl).port,
+          path: "/health",
+          headers: { host: `${DAEMON_PORT}-${created.sandboxID}.${created.domain}`, "x-access-token": created.envdAccessToken },
+        },
+        (response) => {
+          response.resume();
+          resolve(response.statusCode ?? 0);
+        },
+      );
+      request.on("error", reject);
+      request.end();
+    });
+    assert.equal(byHost, 204);
 
     const stored = await record(created.sandboxID);
     assert.ok(stored, "a Sandbox of the default pool");

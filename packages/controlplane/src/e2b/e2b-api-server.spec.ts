@@ -4,7 +4,7 @@ import { pino } from "pino";
 import { FsbError } from "@fast-sandbox/api";
 import { hashApiKey, newApiKey } from "./api-key.js";
 import { startE2bApiServer, type E2bApiServer } from "./e2b-api-server.js";
-import { E2bFixture } from "./e2b.fixture.js";
+import { E2B_DOMAIN, E2bFixture } from "./e2b.fixture.js";
 import { MemoryApiKeyStore } from "./memory-api-key-store.js";
 
 interface Reply {
@@ -84,7 +84,7 @@ describe("the E2B-compatible API over HTTP", () => {
         "trafficAccessToken",
       ]);
       assert.equal(body.clientID, "6532622b");
-      assert.equal(body.domain, null);
+      assert.equal(body.domain, E2B_DOMAIN);
       assert.match(String(body.sandboxID), /^[a-z0-9]{20}$/);
     }
   });
@@ -231,10 +231,19 @@ describe("the E2B-compatible API over HTTP", () => {
 
   it("maps the failures of a create to E2B's statuses: a daemon that does not answer is 504, the sandbox gone", async () => {
     e2b.envdFailure = new FsbError("deadline_exceeded", "the in-sandbox daemon did not answer within 20s");
-    assertError(await call("POST", "/v2/sandboxes", createBody), 504, /did not answer within 20s; the sandbox was deleted/);
+    const timedOut = await call("POST", "/v2/sandboxes", createBody);
+    assertError(timedOut, 504, /did not answer within 20s; the sandbox was deleted/);
+    // E2B's Python SDK would create (and we delete) three times more without it.
+    assert.equal(timedOut.headers.get("should-retry"), "false");
     e2b.envdFailure = new FsbError("unavailable", "no address");
-    assertError(await call("POST", "/v2/sandboxes", createBody), 503, /no address/);
+    const unavailable = await call("POST", "/sandboxes", createBody);
+    assertError(unavailable, 503, /no address/);
+    assert.equal(unavailable.headers.get("should-retry"), "false");
     assert.deepEqual(await e2b.stored(), []);
+    // Elsewhere the SDKs' own retries stand: no header.
+    const missing = await call("GET", "/sandboxes/nosuchsandbox0000000");
+    assert.equal(missing.status, 404);
+    assert.equal(missing.headers.get("should-retry"), null);
   });
 
   it("refuses a body larger than 1 MiB", async () => {

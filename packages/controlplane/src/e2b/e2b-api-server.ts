@@ -85,8 +85,18 @@ interface Route {
   pattern: RegExp;
   /** False: no API key needed. @default true */
   authenticated?: boolean;
+  /**
+   * Its failure is final for E2B's SDKs (Python's retries 429, 502, 503 and 504 up to three times
+   * unless told `Should-Retry: false`): a create, resume or fork that failed has removed what it
+   * started, and trying again at once would start and remove again under the same pressure, and
+   * end in the client's timeout instead of this answer. @default false
+   */
+  final?: boolean;
   handle(call: Call): Promise<Answer>;
 }
+
+/** What E2B's SDKs retry by themselves unless the answer says `Should-Retry: false`. */
+const RETRIED_STATUSES: ReadonlySet<number> = new Set([429, 502, 503, 504]);
 
 const ID = "([^/]+)";
 
@@ -99,8 +109,8 @@ function routes(sandboxes: E2bSandboxes): Route[] {
   };
   return [
     { method: "GET", pattern: /^\/health$/, authenticated: false, handle: () => Promise.resolve({ status: 204 }) },
-    { method: "POST", pattern: /^\/sandboxes$/, handle: create },
-    { method: "POST", pattern: /^\/v2\/sandboxes$/, handle: create },
+    { method: "POST", pattern: /^\/sandboxes$/, final: true, handle: create },
+    { method: "POST", pattern: /^\/v2\/sandboxes$/, final: true, handle: create },
     {
       method: "GET",
       pattern: /^\/v2\/sandboxes$/,
@@ -138,10 +148,11 @@ function routes(sandboxes: E2bSandboxes): Route[] {
         return { status: 204 };
       },
     },
-    { method: "POST", pattern: new RegExp(`^/sandboxes/${ID}/connect$`), handle: (call) => connect(call, parseConnectBody) },
+    { method: "POST", pattern: new RegExp(`^/sandboxes/${ID}/connect$`), final: true, handle: (call) => connect(call, parseConnectBody) },
     {
       method: "POST",
       pattern: new RegExp(`^/v2/sandboxes/${ID}/connect$`),
+      final: true,
       handle: (call) => connect(call, (body) => parseConnectBody(body, DEFAULT_CONNECT_TIMEOUT_SECONDS)),
     },
     {
@@ -156,11 +167,13 @@ function routes(sandboxes: E2bSandboxes): Route[] {
     {
       method: "POST",
       pattern: new RegExp(`^/sandboxes/${ID}/resume$`),
+      final: true,
       handle: async (call) => ({ status: 201, body: await sandboxes.resume(call.sandboxID, parseResumeBody(await call.body()), call.signal) }),
     },
     {
       method: "POST",
       pattern: new RegExp(`^/sandboxes/${ID}/fork$`),
+      final: true,
       handle: async (call) => ({ status: 201, body: await sandboxes.fork(call.sandboxID, parseForkBody(await call.body()), call.signal) }),
     },
   ];
@@ -257,7 +270,7 @@ export function e2bApiHandler(options: Pick<E2bApiServerOptions, "sandboxes" | "
     })()
       .catch((error: unknown) => {
         const failure = e2bErrorOf(error);
-        const answer = errorAnswer(failure);
+        const answer = errorAnswer(failure, found.route.final && RETRIED_STATUSES.has(failure.status) ? { "should-retry": "false" } : undefined);
         // A bug has its stack logged; a sandbox that failed to start (503, 504) is told to the client, logged in a line.
         if (answer.status === 500) options.logger.error({ err: error, method, path }, "E2B API request failed");
         else if (answer.status > 500) options.logger.warn({ method, path, status: answer.status }, failure.body.message);

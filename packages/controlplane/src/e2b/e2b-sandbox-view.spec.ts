@@ -72,6 +72,8 @@ describe("a sandbox as E2B's API shows it", () => {
       domain: null,
     });
     assert.equal(CLIENT_ID, "6532622b");
+    // With the proxy's domain, E2B's getHost(port) names the port under it.
+    assert.equal(e2bSandboxOf(sandbox(), "0.4.0", "token", "traffic", "localhost:7072").domain, "localhost:7072");
   });
 
   it("list and get: start (the record's creation), end (spec.expireTime), resources, state running, metadata", () => {

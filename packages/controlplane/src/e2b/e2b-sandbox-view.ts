@@ -36,7 +36,8 @@ export interface E2bSandbox {
    * code-interpreter SDKs send it, in `E2B-Traffic-Access-Token`, on the calls that carry no envd token.
    */
   trafficAccessToken: string;
-  domain: null;
+  /** The sandbox proxy's domain with its port (E2B's SDKs' `getHost(port)` is `<port>-<sandboxID>.<domain>`); null when unknown. */
+  domain: string | null;
 }
 
 /** E2B's `ListedSandbox`: an item of `GET /v2/sandboxes`. */
@@ -59,7 +60,7 @@ export interface E2bListedSandbox {
 export interface E2bSandboxDetail extends E2bListedSandbox {
   /** Absent when the token was replaced with `fsb token` (E2B clients cannot be given that one). */
   envdAccessToken?: string;
-  domain: null;
+  domain: string | null;
 }
 
 export interface SandboxResources {
@@ -133,7 +134,7 @@ export function resourcesOf(pool: SandboxPool | undefined, host: HostResources, 
   return { cpuCount: Math.max(1, cpuCount), memoryMB: Math.max(128, memoryMB), diskSizeMB: host.diskSizeMB };
 }
 
-export function e2bSandboxOf(sandbox: Sandbox, envdVersion: string, accessToken: string, trafficAccessToken: string): E2bSandbox {
+export function e2bSandboxOf(sandbox: Sandbox, envdVersion: string, accessToken: string, trafficAccessToken: string, domain?: string): E2bSandbox {
   const templateID = templateOf(sandbox);
   return {
     templateID,
@@ -143,8 +144,9 @@ export function e2bSandboxOf(sandbox: Sandbox, envdVersion: string, accessToken:
     envdVersion,
     envdAccessToken: accessToken,
     trafficAccessToken,
-    // Null: E2B's SDKs then reach the sandbox through E2B_SANDBOX_URL (the sandbox proxy).
-    domain: null,
+    // The SDKs reach the daemon through E2B_SANDBOX_URL when it is set (`fsb e2b env` sets it);
+    // getHost(port) names the port under this domain, which the sandbox proxy routes.
+    domain: domain ?? null,
   };
 }
 
@@ -165,6 +167,12 @@ export function listedSandboxOf(sandbox: Sandbox, envdVersion: string, resources
   };
 }
 
-export function sandboxDetailOf(sandbox: Sandbox, envdVersion: string, resources: SandboxResources, accessToken: string | undefined): E2bSandboxDetail {
-  return { ...listedSandboxOf(sandbox, envdVersion, resources), ...(accessToken ? { envdAccessToken: accessToken } : {}), domain: null };
+export function sandboxDetailOf(
+  sandbox: Sandbox,
+  envdVersion: string,
+  resources: SandboxResources,
+  accessToken: string | undefined,
+  domain?: string,
+): E2bSandboxDetail {
+  return { ...listedSandboxOf(sandbox, envdVersion, resources), ...(accessToken ? { envdAccessToken: accessToken } : {}), domain: domain ?? null };
 }

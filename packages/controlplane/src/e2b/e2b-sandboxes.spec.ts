@@ -7,7 +7,7 @@ import { FIXTURE_NOW } from "../fastpath/sandbox-manager.fixture.js";
 import { hashAccessToken } from "../proxy/access-token.js";
 import { parseListQuery, parseNewSandbox } from "./e2b-requests.js";
 import { METADATA_ANNOTATION, TEMPLATE_ANNOTATION } from "./e2b-sandbox-view.js";
-import { DEFAULT_IMAGE, E2bFixture, HOST } from "./e2b.fixture.js";
+import { DEFAULT_IMAGE, E2B_DOMAIN, E2bFixture, HOST } from "./e2b.fixture.js";
 import { readEnvdVersion } from "./envd-version.js";
 import { SigningSandboxes } from "./signing-sandboxes.js";
 
@@ -54,7 +54,7 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
         envdVersion: readEnvdVersion(),
         envdAccessToken: created.envdAccessToken,
         trafficAccessToken: created.trafficAccessToken,
-        domain: null,
+        domain: E2B_DOMAIN,
       });
       const stored = await e2b.storedById(created.sandboxID);
       assert.equal(stored?.status?.accessTokenHash, hashAccessToken(created.envdAccessToken));
@@ -214,7 +214,7 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
         metadata: { k: "v" },
         envdVersion: readEnvdVersion(),
         envdAccessToken: created.envdAccessToken,
-        domain: null,
+        domain: E2B_DOMAIN,
       });
     });
 

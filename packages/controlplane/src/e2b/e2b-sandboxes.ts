@@ -103,6 +103,11 @@ export interface E2bSandboxesOptions {
   pauses?: SandboxPauses;
   /** Forks (gVisor pools). @default none: forking is refused */
   checkpoints?: CheckpointManager;
+  /**
+   * The sandbox proxy's domain with its port as clients reach it (`localhost:7072`), which E2B's SDKs
+   * name a sandbox's ports under: `getHost(port)` is `<port>-<sandboxID>.<domain>`. @default none (null)
+   */
+  domain?: string;
 }
 
 /** The outcome of one copy of a fork (E2B's `SandboxForkResult`): the sandbox, or why it did not start. */
@@ -210,7 +215,7 @@ export class E2bSandboxes {
   async get(sandboxID: string): Promise<E2bSandboxDetail> {
     const sandbox = await this.find(sandboxID);
     const pool = (await this.pools()).get(sandbox.spec.poolRef);
-    return sandboxDetailOf(sandbox, this.envdVersion, this.resourcesOf(pool), this.accessTokenOf(sandbox));
+    return sandboxDetailOf(sandbox, this.envdVersion, this.resourcesOf(pool), this.accessTokenOf(sandbox), this.options.domain);
   }
 
   /**
@@ -484,7 +489,7 @@ export class E2bSandboxes {
 
   /** E2B's view of a sandbox this API made, with its access token. */
   private viewOf(sandbox: Sandbox, accessToken: string): E2bSandbox {
-    return e2bSandboxOf(sandbox, this.envdVersion, accessToken, this.trafficTokenOf(sandbox, accessToken));
+    return e2bSandboxOf(sandbox, this.envdVersion, accessToken, this.trafficTokenOf(sandbox, accessToken), this.options.domain);
   }
 
   /** The sandbox's traffic token (envd-access-token.ts), for its access token. */

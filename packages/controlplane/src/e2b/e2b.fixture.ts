@@ -17,6 +17,9 @@ import type { HostResources } from "./host-resources.js";
 export const HOST: HostResources = { cpuCount: 8, memoryMB: 16_000, diskSizeMB: 100_000 };
 export const DEFAULT_IMAGE = "fast-sandbox.io/base:latest";
 
+/** The sandbox proxy's domain the fixture's E2B API names (getHost). */
+export const E2B_DOMAIN = "sandboxes.example.com:7072";
+
 export class E2bFixture {
   /** The control plane's secret the E2B sandboxes' tokens derive from. */
   readonly tokenSecret = Buffer.alloc(32, 7);
@@ -53,6 +56,7 @@ export class E2bFixture {
       clock,
       pauses: this.pauses,
       checkpoints: this.checkpoints,
+      domain: E2B_DOMAIN,
     });
   }
 

@@ -290,6 +290,8 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
           pauses,
           checkpoints,
           ...(e2b.sandboxNamespace ? { namespace: e2b.sandboxNamespace } : {}),
+          // getHost(port) of E2B's SDKs: `<port>-<id>.<domain>`, which the proxy routes.
+          ...(options.proxyAddress ? { domain: `${options.proxyAddress.domain}${options.proxyAddress.portSuffix}` } : {}),
         }),
         apiKeys,
         host: e2b.host,
