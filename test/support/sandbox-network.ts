@@ -43,6 +43,7 @@ export function testNetworkSettings(overrides: Partial<SandboxNetworkSettings> =
     upstreamDnsServers: ["192.0.2.53"],
     hostResolvConfPath: "/etc/resolv.conf",
     preparedNamespaces: 2,
+    deniedCidrs: [],
     ...overrides,
   };
 }
@@ -159,6 +160,8 @@ export class ServerNamespace {
   readonly address: string;
   /** Cloud metadata addresses (link-local, Alibaba Cloud's), served here so a test can show no sandbox reaches them. */
   readonly metadataAddresses = ["169.254.169.254", "100.100.100.200"] as const;
+  /** An address served here for a network that denies it (FSB_NETWORK_DENY): only such a network keeps sandboxes from it. */
+  readonly deniableAddress = "192.0.2.77";
   private readonly hostInterface: string;
   private readonly children: ChildProcess[] = [];
 
@@ -183,9 +186,10 @@ export class ServerNamespace {
     run("ip", "-n", server.name, "addr", "add", `${server.address}/30`, "dev", inside);
     run("ip", "-n", server.name, "link", "set", inside, "up");
     run("ip", "-n", server.name, "link", "set", "lo", "up");
-    for (const address of server.metadataAddresses) run("ip", "-n", server.name, "addr", "add", `${address}/32`, "dev", "lo");
+    const served = [...server.metadataAddresses, server.deniableAddress];
+    for (const address of served) run("ip", "-n", server.name, "addr", "add", `${address}/32`, "dev", "lo");
     run("ip", "-n", server.name, "route", "add", "default", "via", server.hostAddress);
-    for (const address of server.metadataAddresses) run("ip", "route", "add", `${address}/32`, "via", server.address);
+    for (const address of served) run("ip", "route", "add", `${address}/32`, "via", server.address);
     return server;
   }
 
@@ -207,7 +211,7 @@ export class ServerNamespace {
 
   remove(): void {
     for (const child of this.children) child.kill("SIGKILL");
-    for (const address of this.metadataAddresses) quietly("ip", "route", "del", `${address}/32`);
+    for (const address of [...this.metadataAddresses, this.deniableAddress]) quietly("ip", "route", "del", `${address}/32`);
     quietly("ip", "link", "delete", this.hostInterface);
     quietly("ip", "netns", "delete", this.name);
   }

@@ -156,8 +156,8 @@ before(async () => {
     stateDir: join(workDir, "state"),
     cgroupParent: CGROUP_PARENT,
     helperPath: DEFAULT_HELPER_PATH,
-    // The sandboxes' resolver is the test's own DNS server.
-    network: { ...settings, hostResolvConfPath: join(workDir, "resolv.conf") },
+    // The sandboxes' resolver is the test's own DNS server; the server's deniable address is denied (FSB_NETWORK_DENY).
+    network: { ...settings, hostResolvConfPath: join(workDir, "resolv.conf"), deniedCidrs: [`${server.deniableAddress}/32`] },
     logger: pino({ level: process.env.FSB_TEST_LOG_LEVEL ?? "warn" }),
   });
   await runtime.prepare();
@@ -285,6 +285,12 @@ for (const runtimeType of ["container", "gvisor"]) {
         assert.equal((await readBanner(address, SERVER_PORT)).trim(), `srv-${SERVER_PORT}`, `the host reaches ${address}`);
         assert.equal(await answerTo(sandboxes.a as pb.AgentSandbox, address, SERVER_PORT), "", address);
       }
+    });
+
+    it("cannot reach what the network denies (FSB_NETWORK_DENY: on Kubernetes the cluster's ranges), even allowed everywhere else", async () => {
+      assert.equal((await readBanner(server.deniableAddress, SERVER_PORT)).trim(), `srv-${SERVER_PORT}`, "the host reaches it");
+      assert.equal(await answerTo(sandboxes.a as pb.AgentSandbox, server.deniableAddress, SERVER_PORT), "");
+      assert.equal(await answerTo(sandboxes.a as pb.AgentSandbox, server.address, SERVER_PORT), `srv-${SERVER_PORT}`, "the rest stays reachable");
     });
 
     it("egress: allowAll reaches a server on another local address, denyAll does not, an allow list only what it lists", async () => {

@@ -185,6 +185,25 @@ describe("sandboxPolicyCommands", () => {
     await assertNftAccepts(commands);
   });
 
+  it("the network's denied ranges (FSB_NETWORK_DENY) are dropped as the metadata addresses are, after DNS, whatever the egress", async () => {
+    const network = { ...NETWORK, denied: ["10.96.0.0/12", "192.168.7.4/32"] };
+    const commands = sandboxPolicyCommands(network, policy({ dnsServers: ["10.96.0.10"] }));
+    const rules = rulesOf(commands, "sandbox_a1b2c3d4e5f6");
+    const dns = rules.findIndex((rule) => rule.includes('"dport"') && rule.includes("53"));
+    const serviceRange = rules.indexOf(
+      JSON.stringify([
+        { match: { op: "==", left: { payload: { protocol: "ip", field: "daddr" } }, right: { prefix: { addr: "10.96.0.0", len: 12 } } } },
+        { drop: null },
+      ]),
+    );
+    const oneAddress = rules.indexOf(
+      JSON.stringify([{ match: { op: "==", left: { payload: { protocol: "ip", field: "daddr" } }, right: "192.168.7.4" } }, { drop: null }]),
+    );
+    assert.ok(dns === 0 && serviceRange > dns && oneAddress > dns, JSON.stringify(rules));
+    assert.equal(rules.at(-1), JSON.stringify([{ accept: null }]), "then allowAll");
+    await assertNftAccepts(commands);
+  });
+
   it("a peer group lets members through at both layers before the subnet is denied", async () => {
     const group = peerGroupOf("team-a", "pool-1");
     assert.match(group, /^[0-9a-f]{16}$/);

@@ -28,7 +28,7 @@
  *                          bridge table vouches for); unknown sources dropped. To a sandbox: only
  *                          replies (nothing from elsewhere opens connections to sandboxes)
  *     sandbox_<id>         DNS to its resolvers (unless denyAll), never the clouds' metadata
- *                          addresses (NEVER_REACHED), loopback or other sandboxes (save its peer
+ *                          addresses (NEVER_REACHED) or the network's denied ranges, loopback or other sandboxes (save its peer
  *                          group), then its egress policy
  *     postrouting          masquerades what leaves the subnet (one rule for every sandbox)
  *
@@ -55,6 +55,8 @@ export interface FirewallNetwork {
   bridge: string;
   /** The sandboxes' subnet (CIDR). */
   subnet: string;
+  /** IPv4 CIDRs no sandbox reaches whatever its policy, besides NEVER_REACHED (FSB_NETWORK_DENY). @default none */
+  denied?: readonly string[];
 }
 
 /** What pins a port of the bridge to one sandbox. */
@@ -227,7 +229,7 @@ export function sandboxPolicyCommands(network: FirewallNetwork, policy: SandboxP
       egressRule(match(daddr, anyOf(policy.dnsServers)), match(meta("l4proto"), { set: ["tcp", "udp"] }), match(payload("th", "dport"), 53), ACCEPT),
     );
   }
-  commands.push(...NEVER_REACHED.map((cidr) => egressRule(match(daddr, prefix(cidr)), DROP)));
+  commands.push(...[...NEVER_REACHED, ...(network.denied ?? [])].map((cidr) => egressRule(match(daddr, prefix(cidr)), DROP)));
   if (policy.peerGroup) {
     const set = groupSet(policy.peerGroup);
     commands.push(

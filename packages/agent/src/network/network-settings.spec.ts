@@ -20,6 +20,7 @@ describe("networkSettingsFromEnv", () => {
       upstreamDnsServers: ["8.8.8.8", "1.1.1.1"],
       hostResolvConfPath: "/etc/resolv.conf",
       preparedNamespaces: 2,
+      deniedCidrs: [],
     });
   });
 
@@ -32,6 +33,7 @@ describe("networkSettingsFromEnv", () => {
         FSB_NETWORK_DNS: "9.9.9.9, 149.112.112.112",
         FSB_NETWORK_RESOLV_CONF: "/tmp/resolv.conf",
         FSB_NETWORK_PREPARED: "0",
+        FSB_NETWORK_DENY: "10.96.0.0/12, 192.168.7.4",
       }),
       {
         name: "fsbt-1",
@@ -41,6 +43,7 @@ describe("networkSettingsFromEnv", () => {
         upstreamDnsServers: ["9.9.9.9", "149.112.112.112"],
         hostResolvConfPath: "/tmp/resolv.conf",
         preparedNamespaces: 0,
+        deniedCidrs: ["10.96.0.0/12", "192.168.7.4/32"],
       },
     );
     assert.equal(networkSettingsFromEnv({ FSB_NETWORK_STATE_DIR: "/var/lib/fsb/net" }).stateDir, "/var/lib/fsb/net");
@@ -57,6 +60,23 @@ describe("networkSettingsFromEnv", () => {
     assertInvalid({ FSB_NETWORK_SUBNET: "10.0.0.0/30" }, "FSB_NETWORK_SUBNET");
     assertInvalid({ FSB_NETWORK_SUBNET: "fd00::/64" }, "FSB_NETWORK_SUBNET");
     assertInvalid({ FSB_NETWORK_SUBNET: "10.213.0.0" }, "FSB_NETWORK_SUBNET");
+  });
+
+  it("denies the API server's Service address and the node's to sandboxes in a Pod unless FSB_NETWORK_DENY says what to deny", () => {
+    assert.deepEqual(networkSettingsFromEnv({ KUBERNETES_SERVICE_HOST: "10.96.0.1" }).deniedCidrs, ["10.96.0.1/32"]);
+    assert.deepEqual(networkSettingsFromEnv({ KUBERNETES_SERVICE_HOST: "fd00::1" }).deniedCidrs, []);
+    assert.deepEqual(networkSettingsFromEnv({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_HOST_IP: "172.18.0.2" }).deniedCidrs, [
+      "10.96.0.1/32",
+      "172.18.0.2/32",
+    ]);
+    assert.deepEqual(networkSettingsFromEnv({ FSB_HOST_IP: "172.18.0.2" }).deniedCidrs, [], "outside a Pod, nothing");
+    assert.deepEqual(networkSettingsFromEnv({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_NETWORK_DENY: "10.96.0.0/12,10.244.0.0/16" }).deniedCidrs, [
+      "10.96.0.0/12",
+      "10.244.0.0/16",
+    ]);
+    assert.deepEqual(networkSettingsFromEnv({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_NETWORK_DENY: "" }).deniedCidrs, []);
+    assertInvalid({ FSB_NETWORK_DENY: "kubernetes.default" }, "FSB_NETWORK_DENY", /not an IPv4 address or CIDR/);
+    assertInvalid({ FSB_NETWORK_DENY: "10.96.0.1/12" }, "FSB_NETWORK_DENY", /did you mean 10\.96\.0\.0\/12/);
   });
 
   it("refuses bad resolvers and counts", () => {

@@ -47,6 +47,15 @@ export interface SandboxNetworkSettings {
    * own. @default 2
    */
   preparedNamespaces: number;
+  /**
+   * FSB_NETWORK_DENY: IPv4 addresses or CIDRs, `,`-separated, that no sandbox reaches whatever its
+   * egress policy (as the clouds' metadata addresses), save its resolvers on port 53: on Kubernetes
+   * the cluster's Service, Pod and node ranges (the API server, the kubelets, the controller's
+   * metrics), which an allowAll sandbox would otherwise reach. Set, even empty, it is the whole list.
+   * @default in a Pod, the API server's Service address (KUBERNETES_SERVICE_HOST) and the node's
+   * (FSB_HOST_IP); else none
+   */
+  deniedCidrs: string[];
 }
 
 const NETWORK_NAME = /^[a-z][a-z0-9-]{0,14}$/;
@@ -69,6 +78,7 @@ export function networkSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Sa
   if (!/^\d{1,2}$/.test(prepared) || Number(prepared) > 64) {
     throw new ValidationError("FSB_NETWORK_PREPARED", `${JSON.stringify(prepared)} must be a number of network namespaces from 0 to 64`);
   }
+  const deniedCidrs = deniedFromEnv(env);
   const cniPluginDirs = env.FSB_CNI_PATH ? splitList(env.FSB_CNI_PATH, ":") : [...DEFAULT_CNI_PLUGIN_DIRS];
   if (cniPluginDirs.length === 0) throw new ValidationError("FSB_CNI_PATH", "must name at least one directory");
   return {
@@ -79,7 +89,27 @@ export function networkSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Sa
     upstreamDnsServers,
     hostResolvConfPath: env.FSB_NETWORK_RESOLV_CONF || "/etc/resolv.conf",
     preparedNamespaces: Number(prepared),
+    deniedCidrs,
   };
+}
+
+/** FSB_NETWORK_DENY as CIDRs (an address is its /32), or the API server's Service address in a Pod. */
+function deniedFromEnv(env: NodeJS.ProcessEnv): string[] {
+  if (env.FSB_NETWORK_DENY === undefined) {
+    // In a Pod: the API server's Service address and the node's own (its kubelet, its NodePorts).
+    if (!env.KUBERNETES_SERVICE_HOST) return [];
+    return [env.KUBERNETES_SERVICE_HOST, env.FSB_HOST_IP]
+      .filter((address): address is string => Boolean(address && isIPv4(address)))
+      .map((address) => `${address}/32`);
+  }
+  return splitList(env.FSB_NETWORK_DENY, ",").map((entry) => {
+    const cidr = parseIpv4Cidr(entry.includes("/") ? entry : `${entry}/32`);
+    if (!cidr) throw new ValidationError("FSB_NETWORK_DENY", `${JSON.stringify(entry)} is not an IPv4 address or CIDR such as 10.96.0.0/12`);
+    if (cidr.text !== (entry.includes("/") ? entry : `${entry}/32`)) {
+      throw new ValidationError("FSB_NETWORK_DENY", `${entry} has host bits set; did you mean ${cidr.text}?`);
+    }
+    return cidr.text;
+  });
 }
 
 /** A subnet for sandboxes: an IPv4 network address with a prefix of 8 to 29 bits (room for the bridge and a few sandboxes). */

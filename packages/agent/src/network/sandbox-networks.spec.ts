@@ -30,6 +30,7 @@ const settings: SandboxNetworkSettings = {
   cniPluginDirs: ["/usr/lib/cni"],
   upstreamDnsServers: ["192.0.2.53"],
   hostResolvConfPath: resolvConf,
+  deniedCidrs: [],
   preparedNamespaces: 2,
 };
 const logger = pino({ level: "silent" });

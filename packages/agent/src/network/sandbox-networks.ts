@@ -95,7 +95,7 @@ export class SandboxNetworks {
     this.tools = options.tools ?? {
       cni: new CniInvoker({ pluginDirs: options.settings.cniPluginDirs }),
       namespaces: new IpNetworkNamespaces(),
-      firewall: new SandboxFirewall({ table: name, bridge: name, subnet }),
+      firewall: new SandboxFirewall({ table: name, bridge: name, subnet, denied: options.settings.deniedCidrs }),
       conntrack: new Conntrack({ onMissing: (message) => options.logger.error(message) }),
       store: new AttachmentStore(options.settings.stateDir),
     };
