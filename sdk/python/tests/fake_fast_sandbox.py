@@ -472,8 +472,7 @@ class FakeFastSandbox:
             self.directories.add(path)
             return httpx.Response(200, json={"entry": self.entry(path)})
         if method == "Remove":
-            if path not in self.files and path not in self.directories:
-                return connect_error(404, "not_found", f"remove {path}: no such file or directory")
+            # As the daemon (and E2B's): what is not there is removed already.
             self.files.pop(path, None)
             self.directories.discard(path)
             return httpx.Response(200, json={})

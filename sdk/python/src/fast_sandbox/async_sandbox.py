@@ -661,7 +661,7 @@ class AsyncFiles:
         return True
 
     async def remove(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> None:
-        """Removes a file or a directory with its contents."""
+        """Removes a file or a directory with its contents; removing what is not there succeeds."""
         await self._daemon.unary(protocol.FILESYSTEM_SERVICE, "Remove", {"path": path}, f"removing {path}", request_timeout, user)
 
     async def rename(

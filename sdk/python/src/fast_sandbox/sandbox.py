@@ -623,7 +623,7 @@ class Files:
         return True
 
     def remove(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> None:
-        """Removes a file or a directory with its contents."""
+        """Removes a file or a directory with its contents; removing what is not there succeeds."""
         self._daemon.unary(protocol.FILESYSTEM_SERVICE, "Remove", {"path": path}, f"removing {path}", request_timeout, user)
 
     def rename(self, old_path: str, new_path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> EntryInfo:

@@ -418,12 +418,11 @@ def test_files_write_read_list_stat_move_and_remove(sandbox: Sandbox, fake: Fake
 def test_file_errors_say_what_was_asked_of_which_sandbox(sandbox: Sandbox) -> None:
     with pytest.raises(NotFoundError, match=f"^reading /tmp/none in sandbox {sandbox.name}: open /tmp/none: no such file"):
         sandbox.files.read("/tmp/none")
-    with pytest.raises(NotFoundError, match=f"^removing /tmp/none in sandbox {sandbox.name}: remove /tmp/none"):
-        sandbox.files.remove("/tmp/none")
+    with pytest.raises(NotFoundError, match=f"^renaming /tmp/none in sandbox {sandbox.name}: rename /tmp/none"):
+        sandbox.files.rename("/tmp/none", "/tmp/other")
+    sandbox.files.remove("/tmp/none")  # what is not there is removed already
     with pytest.raises(ValidationError, match="is a directory"):
         sandbox.files.read("/tmp")
-    with pytest.raises(NotFoundError):
-        sandbox.files.remove("/tmp/none")
     with pytest.raises(NotFoundError):
         sandbox.files.list("/nowhere")
 
