@@ -10,6 +10,7 @@
 #   CONTAINERD_NAMESPACE  env FSB_CONTAINERD_NAMESPACE,  default fast-sandbox
 #   cache directory       env FSB_IMAGE_CACHE_DIR,       default ${XDG_CACHE_HOME:-$HOME/.cache}/fast-sandbox/images
 #   containerd socket     env FSB_CONTAINERD_ADDRESS,    default /run/containerd/containerd.sock
+#   the image's USER      env FSB_BASE_IMAGE_USER,       default 0:0 (tests build variants that name an account)
 # Needs root (ctr talks to containerd's socket) and the Debian packages busybox-static, umoci
 # and containerd.
 set -euo pipefail
@@ -20,6 +21,8 @@ NAMESPACE="${2:-${FSB_CONTAINERD_NAMESPACE:-fast-sandbox}}"
 CACHE_DIR="${FSB_IMAGE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fast-sandbox/images}"
 ADDRESS="${FSB_CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}"
 BUSYBOX="${FSB_BUSYBOX:-/bin/busybox}"
+IMAGE_USER="${FSB_BASE_IMAGE_USER:-0:0}"
+[[ "$IMAGE_USER" =~ ^[A-Za-z0-9_.:-]+$ ]] || { echo "build-base-image: FSB_BASE_IMAGE_USER=$IMAGE_USER is not a user[:group]" >&2; exit 1; }
 
 log() { echo "build-base-image: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -42,7 +45,9 @@ fi
 
 # The archive name carries the busybox binary's digest and the tag so a busybox upgrade rebuilds it.
 busybox_digest="$(sha256sum "$BUSYBOX" | cut -c1-16)"
-ARCHIVE="$CACHE_DIR/base-${busybox_digest}-${TAG}.oci.tar"
+user_suffix=""
+[[ "$IMAGE_USER" == 0:0 ]] || user_suffix="-user-${IMAGE_USER//:/-}"
+ARCHIVE="$CACHE_DIR/base-${busybox_digest}-${TAG}${user_suffix}.oci.tar"
 
 if [[ ! -s "$ARCHIVE" ]]; then
   log "building $ARCHIVE"
@@ -60,7 +65,7 @@ if [[ ! -s "$ARCHIVE" ]]; then
     --config.cmd sh \
     --config.env "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     --config.workingdir / \
-    --config.user 0:0
+    --config.user "$IMAGE_USER"
   oci_write_archive "$work" "$ARCHIVE"
   trap - EXIT
 else

@@ -23,6 +23,17 @@ export function importBaseImage(namespace: string): void {
   });
 }
 
+/** The base image with its USER naming an account (`nobody`, in its /etc/passwd) or one it lacks (`ghost`). */
+export const NAMED_USER_IMAGES = { nobody: "fast-sandbox.io/base-user-nobody:latest", ghost: "fast-sandbox.io/base-user-ghost:latest" } as const;
+
+/** Imports the base image, with USER `user`, as `image` into `namespace` (idempotent, cached build). */
+export function importBaseImageAs(namespace: string, image: string, user: string): void {
+  execFileSync("bash", [resolve(REPO_ROOT, "scripts/build-base-image.sh"), image, namespace], {
+    stdio: ["ignore", "inherit", "inherit"],
+    env: { ...process.env, FSB_BASE_IMAGE_USER: user },
+  });
+}
+
 /** Imports the code-interpreter image into `namespace` (idempotent, cached build). */
 export function importCodeInterpreterImage(namespace: string): void {
   execFileSync("bash", [resolve(REPO_ROOT, "scripts/build-code-interpreter-image.sh"), CODE_INTERPRETER_IMAGE, namespace], {

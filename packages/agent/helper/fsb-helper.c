@@ -11,7 +11,7 @@
  *    to stop (SIGTERM/SIGINT), and then exits with the command's status.
  * It writes nothing to stdout and only its own failures to stderr: the sandbox's log is the user's.
  *
- * Usage: `fsb-helper [--workdir DIR] [--envd PATH] -- COMMAND [ARG...]` (also `fsb-helper COMMAND [ARG...]`, as
+ * Usage: `fsb-helper [--workdir DIR] [--user NAME[:GROUP]] [--envd PATH] -- COMMAND [ARG...]` (also `fsb-helper COMMAND [ARG...]`, as
  * sandboxes created by older agents run it). The child enters DIR (creating it when missing, as
  * runc and runsc do for a process's cwd) and executes COMMAND, searching the sandbox's $PATH like
  * execvp. Until that exec succeeds, a close-on-exec pipe stays open between child and helper: a
@@ -22,7 +22,7 @@
  * `fsb-helper --pause` runs no command: it only waits for SIGTERM/SIGINT (and reaps). The agent
  * runs it as a tiny "anchor" container that keeps its sandboxes' shared shim process alive.
  *
- * `fsb-helper --prepared [--envd PATH]` is process 1 of a prepared instance (a sandbox made before
+ * `fsb-helper --prepared [--user NAME[:GROUP]] [--envd PATH]` is process 1 of a prepared instance (a sandbox made before
  * anyone asked for it): it opens the FIFO run/claim (which the agent made), writes `waiting` to
  * run/prepared and waits, doing nothing, until the agent writes the claim into the FIFO, then runs
  * it as above. The claim is a sequence of NUL-terminated strings: `fsb-claim-v1`, the working
@@ -32,6 +32,11 @@
  * an end of file), then removes the FIFO before the command starts; a claim that is malformed, or
  * cut short (the rest not there within 30 s of its first bytes, FSB_CLAIM_REST_TIMEOUT_MS to
  * change), makes it exit with status 2.
+ *
+ * `--user NAME[:GROUP]` (before `--`) runs the command as the image's user, named: the child takes
+ * its uid, groups and home from the image's /etc/passwd and /etc/group before the exec (a failure is
+ * reported as the step `user`, errno ENOENT for an unknown name), while process 1 and the daemon
+ * stay root; the daemon acts as that user too for requests that name none.
  *
  * `--envd PATH` (before `--`, with or without `--workdir`) also runs the in-sandbox daemon
  * (packages/envd, E2B's envd interface on port 49983) as a second, supervised child: started
@@ -58,6 +63,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <grp.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -97,6 +103,103 @@ static void report_failure(int pipe_fd, const char *step, const char *path) {
   if (*path) fprintf(stderr, "fast-sandbox: cannot run the command: %s %s: %s\n", step, path, strerror(error));
   else fprintf(stderr, "fast-sandbox: cannot run the command: executable file not found in $PATH\n");
   _exit(error == ENOENT ? 127 : 126);
+}
+
+static int all_digits(const char *text) {
+  if (!*text) return 0;
+  for (; *text; text++) {
+    if (*text < '0' || *text > '9') return 0;
+  }
+  return 1;
+}
+
+/* Splits a line of /etc/passwd or /etc/group at ':' in place; returns how many fields it has (at most max). */
+static int split_fields(char *line, char **fields, int max) {
+  line[strcspn(line, "\n")] = '\0';
+  int count = 0;
+  for (char *field = line; count < max; count++) {
+    fields[count] = field;
+    char *colon = strchr(field, ':');
+    if (!colon) return count + 1;
+    *colon = '\0';
+    field = colon + 1;
+  }
+  return count;
+}
+
+/* Whether the comma-separated member list of a /etc/group line names `user`. */
+static int is_member(char *members, const char *user) {
+  for (char *member = strtok(members, ","); member; member = strtok(NULL, ",")) {
+    if (strcmp(member, user) == 0) return 1;
+  }
+  return 0;
+}
+
+#define MAX_GROUPS 64
+
+/*
+ * Becomes the image's user `NAME[:GROUP]` (`--user`, for an image whose USER names an account): its
+ * uid, primary group and home from the image's /etc/passwd, GROUP and the supplementary groups from
+ * /etc/group (a number is taken as it is), then setgroups, setgid and setuid, so the command runs as
+ * the image says while process 1 (and the daemon) stay root. HOME becomes the user's when it was
+ * the runtime's root default. On failure sets `failed` (errno ENOENT: no such user or group).
+ */
+static int become_user(const char *spec, const char **failed_step, const char **failed_path) {
+  static char text[256];
+  *failed_step = "user";
+  *failed_path = spec;
+  snprintf(text, sizeof text, "%s", spec);
+  char *group = strchr(text, ':');
+  if (group) *group++ = '\0';
+  const char *name = text;
+  long uid = -1, gid = 0;
+  static char user_name[256], home[PATH_MAX];
+  user_name[0] = home[0] = '\0';
+  char line[4096];
+  char *fields[7];
+  FILE *passwd = fopen("/etc/passwd", "re");
+  while (passwd && fgets(line, sizeof line, passwd)) {
+    if (split_fields(line, fields, 7) < 6 || !all_digits(fields[2]) || !all_digits(fields[3])) continue;
+    if (strcmp(fields[0], name) == 0 || (all_digits(name) && strcmp(fields[2], name) == 0)) {
+      uid = atol(fields[2]);
+      gid = atol(fields[3]);
+      snprintf(user_name, sizeof user_name, "%s", fields[0]);
+      snprintf(home, sizeof home, "%s", fields[5]);
+      break;
+    }
+  }
+  if (passwd) fclose(passwd);
+  if (uid < 0) {
+    if (!all_digits(name)) {
+      errno = ENOENT;
+      return -1;
+    }
+    uid = atol(name);
+  }
+  gid_t groups[MAX_GROUPS];
+  size_t count = 0;
+  long named_gid = -1;
+  if (group && all_digits(group)) named_gid = atol(group);
+  FILE *groups_file = fopen("/etc/group", "re");
+  while (groups_file && fgets(line, sizeof line, groups_file)) {
+    int found = split_fields(line, fields, 4);
+    if (found < 3 || !all_digits(fields[2])) continue;
+    if (group && named_gid < 0 && strcmp(fields[0], group) == 0) named_gid = atol(fields[2]);
+    if (found == 4 && user_name[0] && count < MAX_GROUPS - 1 && is_member(fields[3], user_name)) groups[count++] = (gid_t)atol(fields[2]);
+  }
+  if (groups_file) fclose(groups_file);
+  if (group) {
+    if (named_gid < 0) {
+      errno = ENOENT;
+      return -1;
+    }
+    gid = named_gid;
+  }
+  groups[count++] = (gid_t)gid;
+  if (setgroups(count, groups) < 0 || setgid((gid_t)gid) < 0 || setuid((uid_t)uid) < 0) return -1;
+  const char *current = getenv("HOME");
+  if (home[0] && (!current || strcmp(current, "/root") == 0)) setenv("HOME", home, 1);
+  return 0;
 }
 
 /* Enters dir, creating it and its missing parents (mode 0755) first; on failure sets `failed` and errno. */
@@ -345,6 +448,7 @@ static char **read_claim(char **workdir) {
 int main(int argc, char **argv) {
   char *workdir = NULL;
   char *envd = NULL;
+  char *user = NULL;
   int prepared = 0;
   int first = 1;
   for (;;) {
@@ -356,6 +460,9 @@ int main(int argc, char **argv) {
       first += 2;
     } else if (first + 1 < argc && strcmp(argv[first], "--envd") == 0) {
       envd = argv[first + 1];
+      first += 2;
+    } else if (first + 1 < argc && strcmp(argv[first], "--user") == 0) {
+      user = argv[first + 1];
       first += 2;
     } else {
       break;
@@ -415,6 +522,7 @@ int main(int argc, char **argv) {
     sigprocmask(SIG_SETMASK, &original, NULL);
     const char *step, *path;
     if (workdir && enter_directory(workdir, &step, &path) < 0) report_failure(started[1], step, path);
+    if (user && become_user(user, &step, &path) < 0) report_failure(started[1], step, path);
     path = run_command(argv + first);
     report_failure(started[1], "exec", path);
   }
@@ -432,6 +540,13 @@ int main(int argc, char **argv) {
   if (length == 0) record("command-start", "started\n", 8, 0);
   else record("command-start", report, length, 0);
 
+  /* The daemon acts as the image's user too when a request names none (packages/envd: -default-user). */
+  if (user) {
+    char name[256];
+    snprintf(name, sizeof name, "%s", user);
+    name[strcspn(name, ":")] = '\0';
+    setenv("FSB_ENVD_DEFAULT_USER", name, 1);
+  }
   pid_t envd_pid = envd ? start_envd(envd, &original) : -1;
   if (resume_signal) {
     char text[16];

@@ -17,7 +17,7 @@ import { Status as TaskStatus } from "../../../packages/agent/src/containerd/gen
 import { DEFAULT_HELPER_PATH } from "../../../packages/agent/src/agent-config.js";
 import type { OciSpec } from "../../../packages/agent/src/containerd/oci-spec.js";
 import type { RuntimeSandboxSpec } from "../../../packages/agent/src/runtime/runtime.js";
-import { BASE_IMAGE, ctr, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
+import { BASE_IMAGE, NAMED_USER_IMAGES, ctr, importBaseImage, importBaseImageAs, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
 
 const NAMESPACE = "fsb-test-runtime";
 const AGENT = "test-agent";
@@ -549,6 +549,19 @@ describe("containerd runtime", () => {
     // Execs start in the sandbox's working directory too.
     assert.equal((await execCollect(missing.sandboxId, ["pwd"])).stdout, "/made/for/you\n");
     await runtime.delete(missing.sandboxId, { gracePeriodMs: 0 });
+  });
+
+  it("runs the command as the image's USER when it names an account, and fails the create when the image lacks it", async () => {
+    importBaseImageAs(NAMESPACE, NAMED_USER_IMAGES.nobody, "nobody");
+    importBaseImageAs(NAMESPACE, NAMED_USER_IMAGES.ghost, "ghost");
+    const named = sandboxSpec({ image: NAMED_USER_IMAGES.nobody, command: ["sh", "-c", "id -u; id -g; echo $HOME; sleep 1000"] });
+    await runtime.create(named);
+    // nobody's uid, group and home from the image's /etc/passwd: not root, as it was before.
+    await eventually(() => readFileSync(named.logPath, "utf8") === "65534\n65534\n/nonexistent\n", "the command's ids in the log");
+    await runtime.delete(named.sandboxId, { gracePeriodMs: 0 });
+    const ghost = sandboxSpec({ image: NAMED_USER_IMAGES.ghost, command: ["true"] });
+    await assert.rejects(runtime.create(ghost), /^ValidationError: unable to find user ghost: no matching entries in the image's \/etc\/passwd/);
+    assert.deepEqual(leftovers(ghost.sandboxId), []);
   });
 
   it("fails the create when the helper cannot fork the command (a pids limit of 1), and leaves nothing", async () => {

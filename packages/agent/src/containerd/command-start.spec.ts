@@ -70,7 +70,7 @@ describe("errnoMessage", () => {
 describe("commandStartError", () => {
   const fromSpec: CommandStartContext = { args: ["nosuch", "-x"], workingDir: "/srv", commandFromSpec: true, workingDirFromSpec: true };
   const fromImage: CommandStartContext = { args: ["/entrypoint.sh"], workingDir: "/app", commandFromSpec: false, workingDirFromSpec: false };
-  const failed = (step: "fork" | "mkdir" | "chdir" | "exec", errno: number, path = ""): Exclude<CommandStartReport, { started: true }> => ({
+  const failed = (step: "fork" | "mkdir" | "chdir" | "user" | "exec", errno: number, path = ""): Exclude<CommandStartReport, { started: true }> => ({
     started: false,
     step,
     errno,
@@ -138,6 +138,19 @@ describe("commandStartError", () => {
       "",
     );
     assertError(commandStartError(failed("chdir", EACCES), fromSpec), "invalid_argument", "spec.workingDir: chdir /srv: permission denied");
+  });
+
+  it("words an image USER the image lacks as docker does, blaming the image", () => {
+    assertError(
+      commandStartError(failed("user", 2, "ghost"), fromImage),
+      "invalid_argument",
+      "unable to find user ghost: no matching entries in the image's /etc/passwd or /etc/group (the image's USER)",
+    );
+    assertError(
+      commandStartError(failed("user", 1, "app:staff"), fromImage),
+      "invalid_argument",
+      "cannot run the command as the image's user app:staff: operation not permitted",
+    );
   });
 
   it("treats a failed fork as the sandbox's condition, not the request's", () => {

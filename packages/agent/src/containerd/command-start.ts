@@ -15,7 +15,7 @@ import { readRunFile } from "./run-file.js";
 export const COMMAND_START_FILE = "command-start";
 
 /** The step of starting the command that failed: the helper's fork, creating or entering the working directory, or the exec. */
-export type CommandStartStep = "fork" | "mkdir" | "chdir" | "exec";
+export type CommandStartStep = "fork" | "mkdir" | "chdir" | "user" | "exec";
 
 export type CommandStartReport =
   | { started: true }
@@ -28,7 +28,7 @@ export type CommandStartReport =
       path: string;
     };
 
-const STEPS: readonly string[] = ["fork", "mkdir", "chdir", "exec"] satisfies CommandStartStep[];
+const STEPS: readonly string[] = ["fork", "mkdir", "chdir", "user", "exec"] satisfies CommandStartStep[];
 const FAILED = /^failed ([a-z]+) (\d{1,4})\n/;
 
 /** Parses the helper's report; undefined for anything else (a partial or foreign file). */
@@ -77,6 +77,14 @@ export function commandStartError(report: Exclude<CommandStartReport, { started:
       const message = `${report.step} ${report.path || context.workingDir}: ${reason}`;
       return context.workingDirFromSpec ? new ValidationError("spec.workingDir", message) : new ValidationError("", `${message} (the image's WorkingDir)`);
     }
+    case "user":
+      // As docker run words it: the image's USER names an account its /etc/passwd (or group /etc/group) lacks.
+      return new ValidationError(
+        "",
+        report.errno === ERRNO_ENOENT
+          ? `unable to find user ${report.path}: no matching entries in the image's /etc/passwd or /etc/group (the image's USER)`
+          : `cannot run the command as the image's user ${report.path}: ${reason}`,
+      );
     case "exec": {
       const message =
         report.errno === ERRNO_ENOENT && report.path === ""

@@ -76,6 +76,7 @@ import {
   buildAnchorSpec,
   helperArgs,
   mergeEnv,
+  namedImageUser,
   processArgs,
   sandboxCgroupsPath,
   sandboxHostname,
@@ -596,7 +597,10 @@ export class ContainerdRuntime implements Runtime {
     // The stored spec tells the truth from now on: execs take their defaults (env, cwd) from it, and
     // a checkpoint of the sandbox restores its mounts — from the run directory's new place.
     const moved = moveRunDir(instance.ociSpec, instance.runDir, runDir);
-    const ociSpec: OciSpec = { ...moved, process: { ...moved.process, args: helperArgs(workingDir, userArgs, instance.envd), env } };
+    const ociSpec: OciSpec = {
+      ...moved,
+      process: { ...moved.process, args: helperArgs(workingDir, userArgs, instance.envd, namedImageUser(config.user)), env },
+    };
     const commandStart = new CommandStartWatcher(runDir);
     const answered = afterAnswer();
     try {

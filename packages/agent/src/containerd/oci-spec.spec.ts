@@ -11,6 +11,7 @@ import {
   SHIM_GROUP_ANNOTATION,
   buildOciSpec,
   imageUser,
+  namedImageUser,
   mergeEnv,
   processArgs,
   sandboxCgroupsPath,
@@ -91,6 +92,17 @@ describe("imageUser", () => {
   it("falls back to root for names and an empty user", () => {
     assert.deepEqual(imageUser("nginx"), { uid: 0, gid: 0 });
     assert.deepEqual(imageUser(""), { uid: 0, gid: 0 });
+  });
+});
+
+describe("namedImageUser", () => {
+  it("is the image's USER when it names an account or a group, for the helper to resolve", () => {
+    assert.equal(namedImageUser("node"), "node");
+    assert.equal(namedImageUser("app:staff"), "app:staff");
+    assert.equal(namedImageUser("1000:staff"), "1000:staff");
+    assert.equal(namedImageUser("1000"), undefined);
+    assert.equal(namedImageUser("1000:1001"), undefined);
+    assert.equal(namedImageUser(""), undefined);
   });
 });
 
@@ -255,6 +267,18 @@ describe("buildOciSpec with the helper", () => {
     assert.deepEqual(spec.process.args, [HELPER_BINARY, "--workdir", "/work", "--", "sh", "-c", "-- pwd"]);
     assert.deepEqual(buildOciSpec(sandbox(), image, helper).process.args.slice(0, 5), [HELPER_BINARY, "--workdir", "/srv", "--", "/docker-entrypoint.sh"]);
     assert.deepEqual(buildOciSpec(sandbox(), { ...image, workingDir: "" }, helper).process.args.slice(0, 3), [HELPER_BINARY, "--workdir", "/"]);
+  });
+
+  it("runs process 1 as root and tells the helper to become a named USER of the image (never root for the command)", () => {
+    const named = buildOciSpec(sandbox({ command: ["id"], workingDir: "/work" }), { ...image, user: "nobody" }, helper);
+    assert.deepEqual(named.process.user, { uid: 0, gid: 0 });
+    assert.deepEqual(named.process.args, [HELPER_BINARY, "--workdir", "/work", "--user", "nobody", "--", "id"]);
+    const prepared = buildOciSpec(sandbox(), { ...image, user: "app:staff" }, { ...helper, helper: { ...helper.helper, prepared: true } });
+    assert.deepEqual(prepared.process.args, [HELPER_BINARY, "--prepared", "--user", "app:staff"]);
+    // A numeric USER stays the runtime's, as before.
+    const numeric = buildOciSpec(sandbox({ command: ["id"] }), image, helper);
+    assert.deepEqual(numeric.process.user, { uid: 101, gid: 102 });
+    assert.ok(!numeric.process.args.includes("--user"));
   });
 
   it("mounts the helper read-only and its run directory writable but not executable", () => {

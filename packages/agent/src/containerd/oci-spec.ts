@@ -146,13 +146,13 @@ export const ENVD_PORT = 49983;
  * The helper's own arguments before the user's command: it enters the working directory itself
  * (creating it when missing, as runc does) so that a bad one is reported like a bad command.
  */
-export function helperArgs(workingDir: string, userArgs: readonly string[], envd = false): string[] {
-  return [HELPER_BINARY, "--workdir", workingDir, ...(envd ? ["--envd", ENVD_BINARY] : []), "--", ...userArgs];
+export function helperArgs(workingDir: string, userArgs: readonly string[], envd = false, user?: string): string[] {
+  return [HELPER_BINARY, "--workdir", workingDir, ...(user ? ["--user", user] : []), ...(envd ? ["--envd", ENVD_BINARY] : []), "--", ...userArgs];
 }
 
 /** Process 1 of a prepared instance: the helper waiting for its claim (prepared-instances.ts). */
-export function preparedHelperArgs(envd = false): string[] {
-  return [HELPER_BINARY, "--prepared", ...(envd ? ["--envd", ENVD_BINARY] : [])];
+export function preparedHelperArgs(envd = false, user?: string): string[] {
+  return [HELPER_BINARY, "--prepared", ...(user ? ["--user", user] : []), ...(envd ? ["--envd", ENVD_BINARY] : [])];
 }
 
 /** The sandbox's working directory, also the default of its execs: the helper's `--workdir`, else the process's cwd. */
@@ -215,9 +215,20 @@ export function mergeEnv(base: readonly string[], overrides: readonly { name: st
 }
 
 /**
- * The image's `User` as numeric ids. Only numeric `uid` or `uid:gid` is understood; a user or
- * group *name* would need the image's /etc/passwd, which the create path does not read (it would
- * cost a mount of the snapshot), so names fall back to root (0) — our base images run as root.
+ * The image's `User` when it names an account or a group (`node`, `1000:staff`): the helper resolves
+ * it inside the sandbox, from the image's own /etc/passwd and /etc/group, and drops to it before the
+ * command (`--user`), while process 1 stays root. Undefined for a numeric or empty one.
+ */
+export function namedImageUser(user: string): string | undefined {
+  const [uidPart = "", gidPart = ""] = user.split(":");
+  const named = (part: string) => part !== "" && !/^\d+$/.test(part);
+  return named(uidPart) || named(gidPart) ? user : undefined;
+}
+
+/**
+ * The image's `User` as numeric ids for the runtime: numeric `uid` or `uid:gid` as it is; anything
+ * with a name gives root, whose process 1 (the helper) then becomes that user for the command
+ * (`namedImageUser`).
  */
 export function imageUser(user: string): OciUser {
   const [uidPart = "", gidPart = ""] = user.split(":");
@@ -303,6 +314,7 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
   }
   const userArgs = processArgs(spec, image);
   const workingDir = spec.workingDir || image.workingDir || "/";
+  const namedUser = options.helper ? namedImageUser(image.user) : undefined;
 
   const resources: OciSpec["linux"]["resources"] = {
     devices: [{ allow: false, access: "rwm" }],
@@ -332,8 +344,8 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
     ociVersion: "1.0.2",
     process: {
       terminal: false,
-      user: imageUser(image.user),
-      args: options.helper?.prepared ? preparedHelperArgs(envd) : options.helper ? helperArgs(workingDir, userArgs, envd) : userArgs,
+      user: namedUser ? { uid: 0, gid: 0 } : imageUser(image.user),
+      args: options.helper?.prepared ? preparedHelperArgs(envd, namedUser) : options.helper ? helperArgs(workingDir, userArgs, envd, namedUser) : userArgs,
       env: mergeEnv(image.env, spec.env),
       // With the helper, runc and runsc start it in "/" (they would fail a bad cwd with an opaque
       // error before anything runs); the helper enters the working directory and reports on it.
