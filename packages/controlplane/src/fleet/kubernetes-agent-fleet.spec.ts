@@ -3,7 +3,7 @@ import { createServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { KubeConfig } from "@kubernetes/client-node";
+import { testKubeConfig } from "../store/kube-config.fixture.js";
 import { AGENT_POD_DEFAULTS } from "./agent-pod.js";
 import { KubernetesAgentFleet } from "./kubernetes-agent-fleet.js";
 
@@ -39,14 +39,7 @@ async function silentApiServer(onWatch?: (response: ServerResponse) => void) {
     onWatch?.(response);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const kubeConfig = new KubeConfig();
-  kubeConfig.loadFromOptions({
-    // Plain HTTP on loopback: the client allows it only with skipTLSVerify.
-    clusters: [{ name: "silent", server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, skipTLSVerify: true }],
-    users: [{ name: "nobody", token: "x" }],
-    contexts: [{ name: "silent", cluster: "silent", user: "nobody" }],
-    currentContext: "silent",
-  });
+  const kubeConfig = testKubeConfig(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
   const close = () => {
     server.closeAllConnections();
     server.close();

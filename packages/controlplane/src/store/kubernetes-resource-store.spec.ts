@@ -3,7 +3,7 @@ import { createServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { ApiException, KubeConfig } from "@kubernetes/client-node";
+import { ApiException } from "@kubernetes/client-node";
 import {
   AlreadyExistsError,
   ConflictError,
@@ -15,6 +15,7 @@ import {
   UnavailableError,
   ValidationError,
 } from "@fast-sandbox/api";
+import { testKubeConfig } from "./kube-config.fixture.js";
 import { openKubernetesResourceStore, translateKubernetesError } from "./kubernetes-resource-store.js";
 
 const context = { kind: "Sandbox" as const, key: { namespace: "team", name: "web" }, action: "update" };
@@ -124,14 +125,7 @@ describe("translateKubernetesError", () => {
 
 describe("KubernetesResourceStore without a reachable API server", () => {
   function unreachable() {
-    const kubeConfig = new KubeConfig();
-    kubeConfig.loadFromOptions({
-      clusters: [{ name: "none", server: "https://127.0.0.1:1", skipTLSVerify: true }],
-      users: [{ name: "nobody", token: "x" }],
-      contexts: [{ name: "none", cluster: "none", user: "nobody" }],
-      currentContext: "none",
-    });
-    return openKubernetesResourceStore({ kubeConfig, logger: { warn: () => undefined } });
+    return openKubernetesResourceStore({ kubeConfig: testKubeConfig("https://127.0.0.1:1"), logger: { warn: () => undefined } });
   }
 
   test("calls fail with UnavailableError and watches end with it", async () => {
@@ -176,14 +170,7 @@ describe("KubernetesResourceStore watches on a connection that goes silent", () 
       afterHeaders?.(response);
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const kubeConfig = new KubeConfig();
-    kubeConfig.loadFromOptions({
-      // Plain HTTP on loopback: the client allows it only with skipTLSVerify.
-      clusters: [{ name: "silent", server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, skipTLSVerify: true }],
-      users: [{ name: "nobody", token: "x" }],
-      contexts: [{ name: "silent", cluster: "silent", user: "nobody" }],
-      currentContext: "silent",
-    });
+    const kubeConfig = testKubeConfig(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
     return { kubeConfig, queries, closed, server };
   }
 
@@ -249,13 +236,7 @@ describe("KubernetesResourceStore watches on a connection that goes silent", () 
   });
 
   test("bad watch timeouts are refused with what is allowed", () => {
-    const kubeConfig = new KubeConfig();
-    kubeConfig.loadFromOptions({
-      clusters: [{ name: "none", server: "https://127.0.0.1:1" }],
-      users: [{ name: "nobody", token: "x" }],
-      contexts: [{ name: "none", cluster: "none", user: "nobody" }],
-      currentContext: "none",
-    });
+    const kubeConfig = testKubeConfig("https://127.0.0.1:1");
     assert.throws(() => openKubernetesResourceStore({ kubeConfig, watchTimeoutSeconds: 0.5 }), /0\.5 is not a whole number of seconds >= 1/);
     assert.throws(() => openKubernetesResourceStore({ kubeConfig, watchGraceMs: -1 }), /-1 is not a number of milliseconds >= 0/);
   });
