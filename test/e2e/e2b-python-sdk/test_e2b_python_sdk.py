@@ -43,6 +43,8 @@ def test_create_gives_a_running_sandbox_with_an_id(sandbox):
     info = sandbox.get_info()
     assert info.sandbox_id == sandbox.sandbox_id
     assert info.metadata.get("run") == RUN_ID
+    # Not said at create: E2B's detail has null (the SDK's None).
+    assert info.allow_internet_access is None
 
 
 def test_commands_run_streams_output_and_reports_the_exit_code(sandbox):

@@ -16,6 +16,8 @@ export const TEMPLATE_ANNOTATION = "e2b.sandbox.fast.io/template-id";
 export const METADATA_ANNOTATION = "e2b.sandbox.fast.io/metadata";
 /** The nonce its access token is derived from (see envd-access-token.ts). */
 export const TOKEN_NONCE_ANNOTATION = "e2b.sandbox.fast.io/token-nonce";
+/** The create's `allow_internet_access`, when it gave one (`true` or `false`): E2B's detail reports it, null when not given. */
+export const INTERNET_ACCESS_ANNOTATION = "e2b.sandbox.fast.io/allow-internet-access";
 /** E2B's legacy `clientID`: a constant (E2B's own), which Python's SDK requires and JavaScript's ignores. */
 export const CLIENT_ID = "6532622b";
 /** endAt of a sandbox whose expiry was removed (e.g. with `fsb apply`): it does not end by itself. */
@@ -60,6 +62,8 @@ export interface E2bListedSandbox {
 export interface E2bSandboxDetail extends E2bListedSandbox {
   /** Absent when the token was replaced with `fsb token` (E2B clients cannot be given that one). */
   envdAccessToken?: string;
+  /** Whether the create allowed or refused internet access explicitly; null when it did not say. */
+  allowInternetAccess: boolean | null;
   domain: string | null;
 }
 
@@ -174,5 +178,11 @@ export function sandboxDetailOf(
   accessToken: string | undefined,
   domain?: string,
 ): E2bSandboxDetail {
-  return { ...listedSandboxOf(sandbox, envdVersion, resources), ...(accessToken ? { envdAccessToken: accessToken } : {}), domain: domain ?? null };
+  const internet = sandbox.metadata.annotations?.[INTERNET_ACCESS_ANNOTATION];
+  return {
+    ...listedSandboxOf(sandbox, envdVersion, resources),
+    ...(accessToken ? { envdAccessToken: accessToken } : {}),
+    allowInternetAccess: internet === "true" ? true : internet === "false" ? false : null,
+    domain: domain ?? null,
+  };
 }

@@ -214,8 +214,14 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
         metadata: { k: "v" },
         envdVersion: readEnvdVersion(),
         envdAccessToken: created.envdAccessToken,
+        allowInternetAccess: null,
         domain: E2B_DOMAIN,
       });
+      // What the create said of internet access, when it said it (E2B's detail: null when not said).
+      const closed = await e2b.sandboxes.create(create({ templateID: "small", allow_internet_access: false }));
+      assert.equal((await e2b.sandboxes.get(closed.sandboxID)).allowInternetAccess, false);
+      const open = await e2b.sandboxes.create(create({ templateID: "small", allow_internet_access: true }));
+      assert.equal((await e2b.sandboxes.get(open.sandboxID)).allowInternetAccess, true);
     });
 
     it("an unknown id, and a sandbox not of the E2B API, are not found for every operation", async () => {

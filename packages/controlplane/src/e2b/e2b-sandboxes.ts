@@ -47,6 +47,7 @@ import {
   METADATA_ANNOTATION,
   TEMPLATE_ANNOTATION,
   TOKEN_NONCE_ANNOTATION,
+  INTERNET_ACCESS_ANNOTATION,
   e2bSandboxOf,
   endAtOf,
   isE2bSandbox,
@@ -190,6 +191,7 @@ export class E2bSandboxes {
         [TEMPLATE_ANNOTATION]: request.templateID,
         [METADATA_ANNOTATION]: JSON.stringify(request.metadata),
         [TOKEN_NONCE_ANNOTATION]: nonce,
+        ...(request.allowInternetAccess !== undefined ? { [INTERNET_ACCESS_ANNOTATION]: String(request.allowInternetAccess) } : {}),
       },
       accessTokenHash: hashAccessToken(accessToken),
     });
