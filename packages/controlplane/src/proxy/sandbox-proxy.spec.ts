@@ -6,10 +6,12 @@ import { after, before, describe, it } from "node:test";
 import { pino } from "pino";
 import { Registry } from "prom-client";
 import WebSocket, { WebSocketServer } from "ws";
-import { API_VERSION, type Sandbox } from "@fast-sandbox/api";
+import { API_VERSION, SANDBOX_DAEMON_PORT, type Sandbox } from "@fast-sandbox/api";
 import { hashAccessToken } from "./access-token.js";
 import { ProxyMetrics } from "./proxy-metrics.js";
 import { startSandboxProxy, type SandboxProxy } from "./sandbox-proxy.js";
+import { SignedFileLookup } from "./signed-file-lookup.js";
+import { fileSignature } from "./signed-file-url.js";
 
 const ID = "k3x9q0m2zt7c1w8r5bn4";
 const TOKEN = "the-token";
@@ -514,5 +516,71 @@ describe("the sandbox proxy's kept-alive connections to a sandbox", () => {
 
   it("never cuts a request in progress, however long it pauses", async () => {
     assert.equal(await get("/slow"), "halfdone");
+  });
+});
+
+describe("the sandbox proxy's presigned file URLs", () => {
+  // The daemon's port is fixed (49983): a loopback address of the test's own stands for the sandbox's.
+  const daemonAddress = `127.${77 + (process.pid % 50)}.${(process.pid >> 8) % 250}.${1 + (process.pid % 250)}`;
+  const daemonSeen: { url: string; headers: http.IncomingHttpHeaders }[] = [];
+  const daemon = http.createServer((request, response) => {
+    daemonSeen.push({ url: request.url ?? "", headers: request.headers });
+    response.end("from the daemon");
+  });
+  const sandbox: Sandbox = {
+    apiVersion: API_VERSION,
+    kind: "Sandbox",
+    metadata: { name: "files", namespace: "default" },
+    spec: { image: "busybox", poolRef: "default" },
+    status: { phase: "Running", assignedPod: "agent-0", sandboxID: ID, sandboxIP: daemonAddress, accessTokenHash: hashAccessToken(TOKEN) },
+  };
+  let proxy: SandboxProxy;
+
+  before(async () => {
+    await new Promise<void>((resolve) => daemon.listen(SANDBOX_DAEMON_PORT, daemonAddress, resolve));
+    proxy = await startSandboxProxy({
+      sources: {
+        lookup: (sandboxId) => Promise.resolve(sandboxId === ID ? sandbox : undefined),
+        agentAddress: () => "127.0.0.1",
+        domain: "localhost",
+        signedFiles: new SignedFileLookup({
+          signers: { list: () => [{ sandbox, token: TOKEN }], tokenOf: () => TOKEN },
+          lookup: () => Promise.resolve(sandbox),
+        }),
+      },
+      logger: pino({ level: "silent" }),
+    });
+  });
+
+  after(async () => {
+    await proxy.close();
+    await new Promise((resolve) => daemon.close(resolve));
+  });
+
+  /** A raw request line, as a client may send it (fetch would drop a '#' and what follows). */
+  const send = (path: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> =>
+    new Promise((resolve, reject) => {
+      const outgoing = http.get({ host: "127.0.0.1", port: proxy.port, path, headers, agent: false }, (response) => {
+        let body = "";
+        response.on("data", (chunk: Buffer) => (body += chunk.toString()));
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
+      });
+      outgoing.on("error", reject);
+    });
+
+  it("sends the daemon the signed path and user only: no Authorization, no extra parameter, nothing after '#'", async () => {
+    const signature = fileSignature({ path: "/tmp/a.txt", operation: "read", username: "" }, TOKEN);
+    const signed = `/files?${new URLSearchParams({ path: "/tmp/a.txt", signature }).toString()}`;
+    const basicRoot = { authorization: `Basic ${Buffer.from("root:").toString("base64")}` };
+    assert.deepEqual(await send(`${signed}&extra=1`, basicRoot), { status: 200, body: "from the daemon" });
+    const forwarded = daemonSeen.at(-1);
+    assert.equal(forwarded?.url, `/files?${new URLSearchParams({ path: "/tmp/a.txt", username: "", signature }).toString()}`);
+    assert.equal(forwarded?.headers.authorization, undefined, "the daemon would act as the header's user, not the signed one");
+    const before = daemonSeen.length;
+    for (const forged of [`${signed}#/../../etc/shadow`, `${signed}&path=/etc/shadow`, `/files?path=%zz&${signed.slice("/files?".length)}`]) {
+      const answer = await send(forged);
+      assert.equal(answer.status, 400, `${forged}: ${answer.body}`);
+    }
+    assert.equal(daemonSeen.length, before, "nothing forged reached the daemon");
   });
 });

@@ -159,8 +159,14 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
         hostname: target.host,
         port: target.port,
         onReq: (incoming, requestOptions) => {
-          // A presigned file URL goes out as its signature was checked, not as the caller wrote it.
-          const options = target.path !== undefined ? { ...requestOptions, path: target.path } : requestOptions;
+          // A presigned file URL goes out as its signature was checked, not as the caller wrote it,
+          // and without an Authorization header, which would choose another user than the signed one.
+          let options = requestOptions;
+          if (target.path !== undefined) {
+            const headers = { ...(requestOptions.headers as http.OutgoingHttpHeaders) };
+            delete headers.authorization;
+            options = { ...requestOptions, path: target.path, headers };
+          }
           return Promise.resolve(upstreamRequest(incoming, options, counted, dialer.pooledConnection(target, hungUp)));
         },
         // http2-proxy's own answer, except that the head goes out at once (not with the first byte

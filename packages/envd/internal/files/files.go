@@ -78,14 +78,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // caller authorizes the request and resolves its user: ?username=, else Basic authorization, else
-// the default user.
+// the default user. A signed request (a presigned URL) acts only as the user its signature covers
+// (?username=, else the default): a header added to it cannot change who it acts as.
 func (h *Handler) caller(r *http.Request, operation string) (*users.User, *httpError) {
 	query := r.URL.Query()
 	if err := h.Auth.FilesAllowed(r.Header, query.Get("path"), operation, query.Get("username"), query.Get("signature"), query.Get("signature_expiration")); err != nil {
 		return nil, fail(http.StatusUnauthorized, "%v", err)
 	}
 	name := query.Get("username")
-	if name == "" {
+	if name == "" && !query.Has("signature") {
 		var err error
 		if name, err = auth.BasicUser(r.Header.Get("Authorization")); err != nil {
 			return nil, fail(http.StatusUnauthorized, "%v", err)

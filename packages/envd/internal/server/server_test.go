@@ -694,6 +694,25 @@ func decode[T any](t *testing.T, response *http.Response, status int) T {
 	return value
 }
 
+func TestASignedFilesRequestActsOnlyAsTheUserItsSignatureCovers(t *testing.T) {
+	s := start(t, server.Options{DefaultUser: "tester"})
+	basicRoot := http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte("root:"))}}
+	// A presigned URL names no user (E2B's SDKs send none): it acts as the default user, whatever
+	// Authorization header its holder adds.
+	signed := decode[[]written](t, must(upload(s.url+"/files?path=signed.txt&signature=v1_x", "application/octet-stream", strings.NewReader("x"), basicRoot)), 200)
+	if len(signed) != 1 || signed[0].Path != filepath.Join(s.home, "signed.txt") {
+		t.Fatalf("signed upload wrote %v", signed)
+	}
+	if info, err := os.Stat(filepath.Join(s.home, "signed.txt")); err != nil || info.Sys().(*syscall.Stat_t).Uid != testerUID {
+		t.Fatalf("signed upload's owner: %v %v", info, err)
+	}
+	// An ordinary request may still choose its user with Basic authorization.
+	chosen := decode[[]written](t, must(upload(s.url+"/files?path="+filepath.Join(s.home, "as-root.txt"), "application/octet-stream", strings.NewReader("x"), basicRoot)), 200)
+	if info, err := os.Stat(chosen[0].Path); err != nil || info.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Fatalf("basic upload's owner: %v %v", info, err)
+	}
+}
+
 func TestFilesUploadInEveryFormAndDownload(t *testing.T) {
 	s := start(t, server.Options{})
 	// One multipart file at ?path=, relative to the user's home, parents created.
