@@ -115,7 +115,7 @@ static int all_digits(const char *text) {
 
 /* Splits a line of /etc/passwd or /etc/group at ':' in place; returns how many fields it has (at most max). */
 static int split_fields(char *line, char **fields, int max) {
-  line[strcspn(line, "\n")] = '\0';
+  line[strcspn(line, "\r\n")] = '\0';
   int count = 0;
   for (char *field = line; count < max; count++) {
     fields[count] = field;
@@ -155,10 +155,12 @@ static int become_user(const char *spec, const char **failed_step, const char **
   long uid = -1, gid = 0;
   static char user_name[256], home[PATH_MAX];
   user_name[0] = home[0] = '\0';
-  char line[4096];
+  /* getline: a line of any length is read whole (a long member list must not be split into two). */
+  char *line = NULL;
+  size_t capacity = 0;
   char *fields[7];
   FILE *passwd = fopen("/etc/passwd", "re");
-  while (passwd && fgets(line, sizeof line, passwd)) {
+  while (passwd && getline(&line, &capacity, passwd) >= 0) {
     if (split_fields(line, fields, 7) < 6 || !all_digits(fields[2]) || !all_digits(fields[3])) continue;
     if (strcmp(fields[0], name) == 0 || (all_digits(name) && strcmp(fields[2], name) == 0)) {
       uid = atol(fields[2]);
@@ -171,6 +173,7 @@ static int become_user(const char *spec, const char **failed_step, const char **
   if (passwd) fclose(passwd);
   if (uid < 0) {
     if (!all_digits(name)) {
+      free(line);
       errno = ENOENT;
       return -1;
     }
@@ -181,13 +184,14 @@ static int become_user(const char *spec, const char **failed_step, const char **
   long named_gid = -1;
   if (group && all_digits(group)) named_gid = atol(group);
   FILE *groups_file = fopen("/etc/group", "re");
-  while (groups_file && fgets(line, sizeof line, groups_file)) {
+  while (groups_file && getline(&line, &capacity, groups_file) >= 0) {
     int found = split_fields(line, fields, 4);
     if (found < 3 || !all_digits(fields[2])) continue;
     if (group && named_gid < 0 && strcmp(fields[0], group) == 0) named_gid = atol(fields[2]);
     if (found == 4 && user_name[0] && count < MAX_GROUPS - 1 && is_member(fields[3], user_name)) groups[count++] = (gid_t)atol(fields[2]);
   }
   if (groups_file) fclose(groups_file);
+  free(line);
   if (group) {
     if (named_gid < 0) {
       errno = ENOENT;

@@ -239,6 +239,11 @@ describe("the E2B-compatible API over HTTP", () => {
     const unavailable = await call("POST", "/sandboxes", createBody);
     assertError(unavailable, 503, /no address/);
     assert.equal(unavailable.headers.get("should-retry"), "false");
+    // No capacity (429): the SDK's own retry after its backoff may find a slot.
+    e2b.envdFailure = new FsbError("no_capacity", "the pool is full");
+    const full = await call("POST", "/sandboxes", createBody);
+    assertError(full, 429, /the pool is full/);
+    assert.equal(full.headers.get("should-retry"), null);
     assert.deepEqual(await e2b.stored(), []);
     // Elsewhere the SDKs' own retries stand: no header.
     const missing = await call("GET", "/sandboxes/nosuchsandbox0000000");

@@ -95,8 +95,12 @@ interface Route {
   handle(call: Call): Promise<Answer>;
 }
 
-/** What E2B's SDKs retry by themselves unless the answer says `Should-Retry: false`. */
-const RETRIED_STATUSES: ReadonlySet<number> = new Set([429, 502, 503, 504]);
+/**
+ * What E2B's SDKs retry by themselves (429 too) unless the answer says `Should-Retry: false`, and a
+ * final route's failure answers with that: not 429 (no capacity: nothing was started, and a retry
+ * after the SDK's backoff may find a slot).
+ */
+const RETRIED_FAILURES: ReadonlySet<number> = new Set([502, 503, 504]);
 
 const ID = "([^/]+)";
 
@@ -270,7 +274,7 @@ export function e2bApiHandler(options: Pick<E2bApiServerOptions, "sandboxes" | "
     })()
       .catch((error: unknown) => {
         const failure = e2bErrorOf(error);
-        const answer = errorAnswer(failure, found.route.final && RETRIED_STATUSES.has(failure.status) ? { "should-retry": "false" } : undefined);
+        const answer = errorAnswer(failure, found.route.final && RETRIED_FAILURES.has(failure.status) ? { "should-retry": "false" } : undefined);
         // A bug has its stack logged; a sandbox that failed to start (503, 504) is told to the client, logged in a line.
         if (answer.status === 500) options.logger.error({ err: error, method, path }, "E2B API request failed");
         else if (answer.status > 500) options.logger.warn({ method, path, status: answer.status }, failure.body.message);

@@ -28,11 +28,13 @@ export class DeadlineWatch extends Watch {
     this.options = options;
   }
 
-  override async watch(path: string, queryParams: Record<string, unknown>, callback: WatchCallback, done: WatchDone): Promise<AbortController> {
+  override watch(path: string, queryParams: Record<string, unknown>, callback: WatchCallback, done: WatchDone): Promise<AbortController> {
     const timeoutSeconds = this.options.timeoutSeconds ?? drawWatchTimeoutSeconds();
     let finished = false;
-    /** The request's controller, once client-node has started it. */
-    const request: { controller?: AbortController } = {};
+    /** The deadline passed before the server answered: the request is aborted once it has a controller. */
+    let expired = false;
+    /** The request's controller, once client-node has started it (once the server has answered). */
+    let controller: AbortController | undefined;
     // Whichever comes first ends the watch once: the server closing it (or an error), or this side's deadline.
     const finish = (error: unknown): void => {
       if (finished) return;
@@ -40,18 +42,32 @@ export class DeadlineWatch extends Watch {
       clearTimeout(deadline);
       done(error);
     };
+    let timedOut: (controller: AbortController) => void = () => undefined;
     const deadline = setTimeout(
       () => {
-        // Told first, so the abort's own error (an AbortError) is not mistaken for a failure.
-        finish(null);
-        request.controller?.abort();
+        if (controller) {
+          // Told first, so the abort's own error (an AbortError) is not mistaken for a failure.
+          finish(null);
+          controller.abort();
+          return;
+        }
+        // The server has not even answered: the informer gets a controller (already aborted) now, and
+        // hears of the end only after it has taken it, so the next watch's controller is not
+        // overwritten by this one's when it comes. This one is aborted once it does.
+        expired = true;
+        const aborted = new AbortController();
+        aborted.abort();
+        timedOut(aborted);
+        setImmediate(() => finish(null));
       },
       timeoutSeconds * 1000 + (this.options.graceMs ?? DEFAULT_WATCH_GRACE_MS),
     );
     deadline.unref();
-    const controller = await super.watch(path, { ...queryParams, timeoutSeconds, allowWatchBookmarks: true }, callback, finish);
-    request.controller = controller;
-    if (finished) controller.abort();
-    return controller;
+    const started = super.watch(path, { ...queryParams, timeoutSeconds, allowWatchBookmarks: true }, callback, finish).then((started) => {
+      controller = started;
+      if (finished || expired) started.abort();
+      return started;
+    });
+    return Promise.race([started, new Promise<AbortController>((resolve) => (timedOut = resolve))]);
   }
 }

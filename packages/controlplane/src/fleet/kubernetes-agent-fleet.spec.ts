@@ -22,9 +22,11 @@ function agentPod(name: string, podIP: string) {
  * An "API server" on loopback: a list of Pods answers one agent Pod at resourceVersion 7; a watch is
  * answered with 200 and its headers (and what `onWatch` writes), then never a byte more nor closed.
  */
-async function silentApiServer(onWatch?: (response: ServerResponse) => void) {
+async function silentApiServer(onWatch?: (response: ServerResponse) => void, options: { firstWatchUnanswered?: boolean } = {}) {
   const lists: URLSearchParams[] = [];
   const watches: URLSearchParams[] = [];
+  /** Resolves when the response of each watch closes (the client let it go). */
+  const closed: Promise<void>[] = [];
   const server = createServer((request, response) => {
     const query = new URL(request.url ?? "/", "http://x").searchParams;
     if (query.get("watch") !== "true") {
@@ -34,6 +36,9 @@ async function silentApiServer(onWatch?: (response: ServerResponse) => void) {
       return;
     }
     watches.push(query);
+    closed.push(new Promise((resolve) => response.on("close", () => resolve())));
+    // Accepted, never answered: not even the headers.
+    if (options.firstWatchUnanswered && watches.length === 1) return;
     response.writeHead(200, { "content-type": "application/json" });
     response.flushHeaders();
     onWatch?.(response);
@@ -44,7 +49,7 @@ async function silentApiServer(onWatch?: (response: ServerResponse) => void) {
     server.closeAllConnections();
     server.close();
   };
-  return { kubeConfig, lists, watches, close };
+  return { kubeConfig, lists, watches, closed, close };
 }
 
 async function until(what: string, condition: () => boolean, timeoutMs = 15_000): Promise<void> {
@@ -78,6 +83,25 @@ describe("KubernetesAgentFleet's Pod watch", () => {
       }
       assert.deepEqual(warnings, []);
       assert.equal(fleet.listAgents().length, 1);
+    } finally {
+      await fleet.stop();
+      close();
+    }
+  });
+
+  test("a watch the server never answered is given up at its deadline, and stop() ends the watch that followed", async () => {
+    const { kubeConfig, lists, watches, closed, close } = await silentApiServer(undefined, { firstWatchUnanswered: true });
+    const logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+    const fleet = new KubernetesAgentFleet({ kubeConfig, logger: logger as never, watchTimeoutSeconds: 1, watchGraceMs: 100 });
+    try {
+      await fleet.start();
+      await until("a second watch", () => watches.length >= 2);
+      assert.equal(lists.length, 1);
+      assert.equal(watches[1]!.get("resourceVersion"), "7");
+      await fleet.stop();
+      // The informer's request is the second watch's, not the first's come late: stopping lets it go.
+      const released = await Promise.race([closed[1]!.then(() => "closed"), sleep(5_000).then(() => "still open")]);
+      assert.equal(released, "closed");
     } finally {
       await fleet.stop();
       close();

@@ -100,6 +100,10 @@ func (a *Authenticator) User(name string) (*users.User, error) {
 		user, err = a.Users.LookupID(a.UID, a.GID)
 	} else {
 		user, err = a.Users.Lookup(name)
+		// A number no account is named after is a uid (an image's USER may be `1000:staff`).
+		if uid, parsed := strconv.ParseUint(name, 10, 32); errors.Is(err, users.ErrUnknownUser) && parsed == nil {
+			user, err = a.Users.LookupID(uint32(uid), 0)
+		}
 	}
 	if err != nil {
 		return nil, err

@@ -298,6 +298,18 @@ func TestTheDefaultUserIsE2BsUserWhenTheImageHasIt(t *testing.T) {
 	}
 }
 
+func TestANumericDefaultUserIsAUid(t *testing.T) {
+	// The helper passes an image's `USER 4242:staff` on as 4242: the account of that uid, or the bare uid.
+	s := start(t, server.Options{DefaultUser: "4242"})
+	if got := run(t, s, connect.NewRequest(shell("id -u; pwd")), nil).stdout; got != "4242\n"+s.home+"\n" {
+		t.Fatalf("as 4242 (tester's uid): %q", got)
+	}
+	bare := start(t, server.Options{DefaultUser: "4343"})
+	if got := run(t, bare, connect.NewRequest(shell("id -u; pwd")), nil).stdout; got != "4343\n/\n" {
+		t.Fatalf("as 4343 (no account): %q", got)
+	}
+}
+
 func TestInputToAProcessWithoutStdinFailsItsPrecondition(t *testing.T) {
 	s := start(t, server.Options{})
 	request := shell("sleep 5")
