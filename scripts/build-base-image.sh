@@ -38,7 +38,7 @@ oci_split_reference "$IMAGE"
 
 ctr_ns() { ctr --address "$ADDRESS" -n "$NAMESPACE" "$@"; }
 
-if ctr_ns images ls -q | grep -Fxq "$IMAGE"; then
+if oci_image_listed "$ADDRESS" "$NAMESPACE" "$IMAGE"; then
   log "$IMAGE already present in containerd namespace $NAMESPACE"
   exit 0
 fi

@@ -127,7 +127,7 @@ digest="$( (cat "$python_bin" "$bash_bin" "$node_bin" "$rscript_bin" "$r_home/bi
   if [[ ${#EXTRAS[@]} -gt 0 ]]; then { find -L "${EXTRAS[@]}" -type f -print0 2>/dev/null || true; } | LC_ALL=C sort -z | xargs -0r cat; fi) | sha256sum | cut -c1-16)"
 ARCHIVE="$CACHE_DIR/code-interpreter-${digest}-${TAG}.oci.tar"
 # A changed server or python makes a new archive: an image of that name from an older one is replaced.
-if ctr_ns images ls -q | grep -Fxq "$IMAGE"; then
+if oci_image_listed "$ADDRESS" "$NAMESPACE" "$IMAGE"; then
   if [[ "$(ctr_ns images ls "name==$IMAGE" 2>/dev/null | awk 'NR == 2 { print $3 }')" == "$(cat "$ARCHIVE.digest" 2>/dev/null)" ]]; then
     log "$IMAGE already present in containerd namespace $NAMESPACE"
     touch "$ARCHIVE" 2>/dev/null || true # in use (oci_prune_cache)
@@ -245,7 +245,9 @@ cat(sum(1:3), l10n_info()$`UTF-8`, file.size("/tmp/check.png") > 1000)' 2>&1)" |
   rm -f "$rootfs/tmp/check.png"
   # (The launcher finds libjli through $ORIGIN, which needs /proc: a chroot has none, a sandbox has.)
   chroot "$rootfs" /usr/bin/env LD_LIBRARY_PATH=/opt/java/lib /opt/java/bin/java -Xshare:dump >/dev/null || die "java does not run inside the image's root"
-  chroot "$rootfs" /usr/bin/env LD_LIBRARY_PATH=/opt/java/lib /opt/java/bin/java --list-modules | grep -q '^jdk.jshell@' || die "the image's java has no jdk.jshell"
+  # Read whole, then searched: grep -q stopping early would kill java with SIGPIPE under pipefail.
+  modules="$(chroot "$rootfs" /usr/bin/env LD_LIBRARY_PATH=/opt/java/lib /opt/java/bin/java --list-modules)" || die "the image's java does not run"
+  grep -q '^jdk.jshell@' <<<"$modules" || die "the image's java has no jdk.jshell"
   # The packages load and matplotlib draws, as the code's account: its font cache is made now, not
   # at a sandbox's first figure.
   chroot "$rootfs" /bin/sh -c 'HOME=/home/user MPLCONFIGDIR=/home/user/.config/matplotlib /usr/bin/python3 -c "

@@ -54,8 +54,17 @@ oci_import() {
   local address=$1 namespace=$2 repository=$3 image=$4 archive=$5
   log "importing $image into containerd namespace $namespace"
   ctr --address "$address" -n "$namespace" images import --base-name "$repository" "$archive" >&2
-  ctr --address "$address" -n "$namespace" images ls -q | grep -Fxq "$image" || die "import finished but $image is not listed"
+  oci_image_listed "$address" "$namespace" "$image" || die "import finished but $image is not listed"
   log "imported $image"
+}
+
+# oci_image_listed ADDRESS NAMESPACE IMAGE: whether containerd's namespace lists IMAGE. The list is
+# read whole before it is searched: `ctr … | grep -q` under pipefail fails when grep stops reading
+# early and ctr dies of SIGPIPE, which a namespace with many images makes likely.
+oci_image_listed() {
+  local listed
+  listed="$(ctr --address "$1" -n "$2" images ls -q)" || return 1
+  grep -Fxq "$3" <<<"$listed"
 }
 
 # oci_prune_cache DIR PATTERN KEEP: the cache entries in DIR named PATTERN (a glob: archives, each
