@@ -3,6 +3,7 @@ import { createServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import type { KubeConfig } from "@kubernetes/client-node";
 import { testKubeConfig } from "../store/kube-config.fixture.js";
 import { AGENT_POD_DEFAULTS } from "./agent-pod.js";
 import { KubernetesAgentFleet } from "./kubernetes-agent-fleet.js";
@@ -60,6 +61,12 @@ async function until(what: string, condition: () => boolean, timeoutMs = 15_000)
   }
 }
 
+/** A fleet whose Pod watches last a second (and 100 ms of grace), logging nothing. */
+function quickWatchFleet(kubeConfig: KubeConfig): KubernetesAgentFleet {
+  const logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+  return new KubernetesAgentFleet({ kubeConfig, logger: logger as never, watchTimeoutSeconds: 1, watchGraceMs: 100 });
+}
+
 describe("KubernetesAgentFleet's Pod watch", () => {
   test("on a connection gone silent, ends the watch at its deadline and watches again from the version it had, without a relist or an error", async () => {
     const { kubeConfig, lists, watches, close } = await silentApiServer();
@@ -91,8 +98,7 @@ describe("KubernetesAgentFleet's Pod watch", () => {
 
   test("a watch the server never answered is given up at its deadline, and stop() ends the watch that followed", async () => {
     const { kubeConfig, lists, watches, closed, close } = await silentApiServer(undefined, { firstWatchUnanswered: true });
-    const logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
-    const fleet = new KubernetesAgentFleet({ kubeConfig, logger: logger as never, watchTimeoutSeconds: 1, watchGraceMs: 100 });
+    const fleet = quickWatchFleet(kubeConfig);
     try {
       await fleet.start();
       await until("a second watch", () => watches.length >= 2);
@@ -111,8 +117,7 @@ describe("KubernetesAgentFleet's Pod watch", () => {
   test("a bookmark moves the version the next watch starts from", async () => {
     const bookmark = { type: "BOOKMARK", object: { apiVersion: "v1", kind: "Pod", metadata: { resourceVersion: "4242" } } };
     const { kubeConfig, lists, watches, close } = await silentApiServer((response) => response.write(`${JSON.stringify(bookmark)}\n`));
-    const logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
-    const fleet = new KubernetesAgentFleet({ kubeConfig, logger: logger as never, watchTimeoutSeconds: 1, watchGraceMs: 100 });
+    const fleet = quickWatchFleet(kubeConfig);
     try {
       await fleet.start();
       await until("a second watch", () => watches.length >= 2);
