@@ -5,7 +5,8 @@
  * it — /health; a command whose stdout and stderr stream while it runs and whose non-zero exit code
  * ends the stream; stdin sent then closed; a PTY; a file written, read and listed; a watch event.
  * The daemon keeps serving after the user's command exited, whose exit code the helper still
- * records, and it refuses the helper's own files. Deleting the sandboxes leaves nothing in containerd.
+ * records, and it refuses the helper's own files. A caller inside the sandbox (the loopback, its own
+ * address) gets /health only. Deleting the sandboxes leaves nothing in containerd.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -228,6 +229,31 @@ for (const runtimeType of ["container", "gvisor"] as const) {
       const missing = await fetch(`${daemon}/files?path=/tmp/e2e/missing`);
       assert.equal(missing.status, 404);
       assert.equal(((await missing.json()) as { code: number }).code, 404);
+    });
+
+    it("answers a caller inside the sandbox (the loopback, its own address) only on /health, and the host on every route", async () => {
+      const name = sandbox.metadata.name;
+      const inside = async (url: string) => {
+        // busybox wget -S prints the status line on stderr, and exits non-zero on a 4xx.
+        const fetched = await embedded.client.sandboxes.exec(name, ["sh", "-c", `wget -q -S -O - ${url} 2>&1; true`]);
+        return fetched.stdout;
+      };
+      for (const address of ["127.0.0.1", sandbox.status?.sandboxIP ?? "the sandbox's address"]) {
+        assert.match(await inside(`http://${address}:${ENVD_PORT}/health`), /HTTP\/1\.1 204/, `${address}/health`);
+        const envs = await inside(`http://${address}:${ENVD_PORT}/envs`);
+        assert.match(envs, /HTTP\/1\.1 403/, `${address}/envs from inside: ${envs}`);
+        assert.doesNotMatch(envs, /PATH=|"PATH"/, "no environment given inside");
+        const rpc = await embedded.client.sandboxes.exec(name, [
+          "sh",
+          "-c",
+          `wget -q -S -O - --header 'Content-Type: application/json' --post-data '{}' http://${address}:${ENVD_PORT}/process.Process/List 2>&1; true`,
+        ]);
+        // 403 is Connect's permission_denied (busybox wget shows no body of a refusal).
+        assert.match(rpc.stdout, /HTTP\/1\.1 403/, `${address} List from inside: ${rpc.stdout}`);
+      }
+      const envs = await fetch(`${daemon}/envs`);
+      assert.equal(envs.status, 200, "the host (outside the sandbox's network) is served");
+      assert.ok(typeof ((await envs.json()) as Record<string, string>).PATH === "string");
     });
 
     it("keeps serving after the user's command exited, whose exit code the helper recorded, and keeps its files out of reach", async () => {

@@ -24,6 +24,7 @@ func (d *Daemon) ServeUntilQuiesced(ctx context.Context, listener net.Listener, 
 		Handler:           d,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext:       d.connContext,
 		ConnState: func(conn net.Conn, state http.ConnState) {
 			mu.Lock()
 			defer mu.Unlock()

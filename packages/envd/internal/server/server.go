@@ -49,6 +49,12 @@ type Options struct {
 	// DefaultUser acts for requests that name no user while /init set none: a name, auth.AutoDefaultUser
 	// (E2B's `user` when the image has it, else the daemon's own), or "" for the daemon's own. @default ""
 	DefaultUser string
+	// ServeInsideCallers serves every route to callers inside the sandbox's own network (the
+	// loopback, its own addresses) too, which otherwise get only /health (inside_callers.go): for a
+	// daemon run outside a sandbox, or by tests. @default false
+	ServeInsideCallers bool
+	// Interfaces lists this network namespace's addresses. @default net.InterfaceAddrs
+	Interfaces func() ([]net.Addr, error)
 }
 
 // Daemon is the daemon's HTTP handler and what it holds.
@@ -56,6 +62,8 @@ type Daemon struct {
 	State     *state.State
 	Processes *process.Manager
 	handler   http.Handler
+	// connContext classifies each connection (inside or outside the sandbox) once, when accepted.
+	connContext func(context.Context, net.Conn) context.Context
 }
 
 // New wires the services.
@@ -77,8 +85,10 @@ func New(options Options) *Daemon {
 	limits := connect.WithReadMaxBytes(maxRPCMessageBytes)
 
 	mux := http.NewServeMux()
-	mux.Handle(processconnect.NewProcessHandler(&process.Service{Processes: processes, Auth: authenticator, State: st, SandboxEnv: sandboxEnv}, interceptors, limits))
-	mux.Handle(filesystemconnect.NewFilesystemHandler(&filesystem.Service{Auth: authenticator, State: st, Guard: guard, Watchers: filesystem.NewWatchers()}, interceptors, limits))
+	processPrefix, processHandler := processconnect.NewProcessHandler(&process.Service{Processes: processes, Auth: authenticator, State: st, SandboxEnv: sandboxEnv}, interceptors, limits)
+	filesystemPrefix, filesystemHandler := filesystemconnect.NewFilesystemHandler(&filesystem.Service{Auth: authenticator, State: st, Guard: guard, Watchers: filesystem.NewWatchers()}, interceptors, limits)
+	mux.Handle(processPrefix, processHandler)
+	mux.Handle(filesystemPrefix, filesystemHandler)
 	mux.Handle("/files", &files.Handler{Auth: authenticator, State: st, Guard: guard, MaxUploadBytes: options.MaxUploadBytes})
 	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Fsb-Envd-Version", envd.Version)
@@ -123,7 +133,17 @@ func New(options Options) *Daemon {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		files.WriteError(w, http.StatusNotFound, fmt.Sprintf("%s %s: no such route (there are /health, /files, /envs, /init, /process.Process/*, /filesystem.Filesystem/*)", r.Method, r.URL.Path))
 	})
-	return &Daemon{State: st, Processes: processes, handler: withCORS(mux)}
+	var handler http.Handler = mux
+	var connContext func(context.Context, net.Conn) context.Context
+	if !options.ServeInsideCallers {
+		interfaces := options.Interfaces
+		if interfaces == nil {
+			interfaces = net.InterfaceAddrs
+		}
+		handler = refuseInsideCallers(mux, interfaces, []string{processPrefix, filesystemPrefix})
+		connContext = withCallerClass(interfaces)
+	}
+	return &Daemon{State: st, Processes: processes, handler: withCORS(handler), connContext: connContext}
 }
 
 func (d *Daemon) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.handler.ServeHTTP(w, r) }
@@ -133,7 +153,7 @@ func (d *Daemon) Serve(ctx context.Context, listener net.Listener) error {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
-	server := &http.Server{Handler: d, Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
+	server := &http.Server{Handler: d, Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second, ConnContext: d.connContext}
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)

@@ -73,6 +73,8 @@ func start(t *testing.T, options server.Options) *sandbox {
 	write(t, filepath.Join(root, "etc", "group"), "root:x:0:\ntester:x:4242:\nextra:x:5000:tester,other\n")
 	write(t, filepath.Join(protected, "run", "exit-code"), "0\n")
 	options.Root = root
+	// The tests call from the loopback, which the daemon otherwise refuses (inside_callers_test.go).
+	options.ServeInsideCallers = true
 	options.ProtectedDirs = append(options.ProtectedDirs, protected)
 	if options.SandboxEnv == nil {
 		options.SandboxEnv = []string{"PATH=" + os.Getenv("PATH"), "SANDBOX_VAR=from-the-sandbox"}
