@@ -38,6 +38,11 @@
  * reported as the step `user`, errno ENOENT for an unknown name), while process 1 and the daemon
  * stay root; the daemon acts as that user too for requests that name none.
  *
+ * `fsb-helper --exec-as NAME[:GROUP] -- COMMAND [ARG...]` is no process 1: the agent runs it as an
+ * exec (`fsb exec`) in a sandbox whose image names its USER, so the exec runs as that user like the
+ * command does (as `docker exec` would). It becomes the user as `--user` below and executes COMMAND
+ * in its place; a failure is written to stderr, exit status 127 (not found) or 126, as a shell's.
+ *
  * `--envd PATH` (before `--`, with or without `--workdir`) also runs the in-sandbox daemon
  * (packages/envd, E2B's envd interface on port 49983) as a second, supervised child: started
  * once the command's start is recorded, restarted when it dies (after 0.1 s, doubling up to 5 s,
@@ -449,7 +454,25 @@ static char **read_claim(char **workdir) {
   return argv;
 }
 
+/* `--exec-as`: becomes the user, then executes argv in this process; returns only on failure. */
+static int exec_as(const char *user, char **argv) {
+  const char *step, *path;
+  if (!argv[0]) {
+    fprintf(stderr, "fast-sandbox helper: --exec-as: no command to run\n");
+    return 2;
+  }
+  if (become_user(user, &step, &path) < 0) report_failure(-1, step, path);
+  path = run_command(argv);
+  report_failure(-1, "exec", path);
+  return 126;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 2 && strcmp(argv[1], "--exec-as") == 0) {
+    int first = 3;
+    if (first < argc && strcmp(argv[first], "--") == 0) first++;
+    return exec_as(argv[2], argv + first);
+  }
   char *workdir = NULL;
   char *envd = NULL;
   char *user = NULL;

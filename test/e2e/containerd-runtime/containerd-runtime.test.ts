@@ -551,13 +551,19 @@ describe("containerd runtime", () => {
     await runtime.delete(missing.sandboxId, { gracePeriodMs: 0 });
   });
 
-  it("runs the command as the image's USER when it names an account, and fails the create when the image lacks it", async () => {
+  it("runs the command and its execs as the image's USER when it names an account, and fails the create when the image lacks it", async () => {
     importBaseImageAs(NAMESPACE, NAMED_USER_IMAGES.nobody, "nobody");
     importBaseImageAs(NAMESPACE, NAMED_USER_IMAGES.ghost, "ghost");
     const named = sandboxSpec({ image: NAMED_USER_IMAGES.nobody, command: ["sh", "-c", "id -u; id -g; echo $HOME; sleep 1000"] });
     await runtime.create(named);
     // nobody's uid, group and home from the image's /etc/passwd: not root, as it was before.
     await eventually(() => readFileSync(named.logPath, "utf8") === "65534\n65534\n/nonexistent\n", "the command's ids in the log");
+    // An exec runs as that user too (as docker exec does), and fails as a shell would for a missing command.
+    const exec = await execCollect(named.sandboxId, ["sh", "-c", "id -u; id -g; echo $HOME"]);
+    assert.deepEqual([exec.exitCode, exec.stdout], [0, "65534\n65534\n/nonexistent\n"]);
+    const missing = await execCollect(named.sandboxId, ["no-such-command"]);
+    assert.equal(missing.exitCode, 127);
+    assert.match(missing.stderr, /executable file not found in \$PATH/);
     await runtime.delete(named.sandboxId, { gracePeriodMs: 0 });
     const ghost = sandboxSpec({ image: NAMED_USER_IMAGES.ghost, command: ["true"] });
     await assert.rejects(runtime.create(ghost), /^ValidationError: unable to find user ghost: no matching entries in the image's \/etc\/passwd/);

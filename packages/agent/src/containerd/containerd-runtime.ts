@@ -77,6 +77,8 @@ import {
   helperArgs,
   mergeEnv,
   namedImageUser,
+  sandboxNamedUser,
+  execAsArgs,
   processArgs,
   sandboxCgroupsPath,
   sandboxHostname,
@@ -1774,15 +1776,20 @@ export class ContainerdRuntime implements Runtime {
     this.client.close();
   }
 
-  /** The exec'd process: the sandbox's own process settings (user, capabilities, limits) with the request's command, env and cwd. */
+  /**
+   * The exec'd process: the sandbox's own process settings (user, capabilities, limits) with the
+   * request's command, env and cwd; in an image whose USER names an account (process 1 is root), run
+   * through the helper, which becomes that user first, as the command did.
+   */
   private async execProcess(sandboxId: string, request: ExecRequest): Promise<OciProcess> {
     const container = await this.sandboxContainer(sandboxId);
     if (!container) throw new NotFoundError(`sandbox ${sandboxId} not found`);
     const spec = JSON.parse(Buffer.from(container.spec?.value ?? []).toString("utf8")) as OciSpec;
+    const namedUser = sandboxNamedUser(spec);
     return {
       ...spec.process,
       terminal: false,
-      args: [...request.command],
+      args: namedUser ? execAsArgs(namedUser, request.command) : [...request.command],
       env: mergeEnv(spec.process.env, request.env ?? []),
       cwd: request.workingDir || sandboxWorkingDir(spec),
     };

@@ -16,6 +16,8 @@ import {
   processArgs,
   sandboxCgroupsPath,
   sandboxWorkingDir,
+  sandboxNamedUser,
+  execAsArgs,
 } from "./oci-spec.js";
 import { DENIED_SYSCALLS } from "./seccomp-profile.js";
 
@@ -312,6 +314,24 @@ describe("buildOciSpec with the in-sandbox daemon", () => {
       spec.mounts.find((mount) => mount.destination === ENVD_BINARY),
       undefined,
     );
+  });
+});
+
+describe("sandboxNamedUser and execAsArgs", () => {
+  const helper = { helper: { binaryPath: "/h", runDir: "/r" }, ...options };
+
+  it("is the image's named USER of a cold or prepared sandbox, which its execs run as through the helper", () => {
+    const cold = buildOciSpec(sandbox({ command: ["id"] }), { ...image, user: "nobody" }, helper);
+    assert.equal(sandboxNamedUser(cold), "nobody");
+    const prepared = buildOciSpec(sandbox(), { ...image, user: "app:staff" }, { ...helper, helper: { ...helper.helper, prepared: true } });
+    assert.equal(sandboxNamedUser(prepared), "app:staff");
+    assert.deepEqual(execAsArgs("app:staff", ["id", "-u"]), [HELPER_BINARY, "--exec-as", "app:staff", "--", "id", "-u"]);
+  });
+
+  it("is none for a numeric USER, without the helper, and for a command that merely says --user", () => {
+    assert.equal(sandboxNamedUser(buildOciSpec(sandbox({ command: ["id"] }), image, helper)), undefined);
+    assert.equal(sandboxNamedUser(buildOciSpec(sandbox({ command: ["id"] }), { ...image, user: "nobody" }, options)), undefined);
+    assert.equal(sandboxNamedUser(buildOciSpec(sandbox({ command: ["useradd", "--user", "x"] }), image, helper)), undefined);
   });
 });
 

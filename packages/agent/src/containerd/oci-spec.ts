@@ -162,6 +162,24 @@ export function sandboxWorkingDir(spec: Pick<OciSpec, "process">): string {
   return spec.process.cwd || "/";
 }
 
+/**
+ * The image's named user the helper runs the command as (its `--user`), if any: an exec runs as
+ * that user too, through the helper (`execAsArgs`).
+ */
+export function sandboxNamedUser(spec: Pick<OciSpec, "process">): string | undefined {
+  const args = spec.process.args;
+  if (args[0] !== HELPER_BINARY) return undefined;
+  const end = args.indexOf("--");
+  const options = end < 0 ? args : args.slice(0, end);
+  const at = options.indexOf("--user");
+  return at > 0 ? options[at + 1] : undefined;
+}
+
+/** An exec's argv run as the image's named user: the helper becomes the user, then executes `command`. */
+export function execAsArgs(user: string, command: readonly string[]): string[] {
+  return [HELPER_BINARY, "--exec-as", user, "--", ...command];
+}
+
 export interface HelperInjection {
   /** Host path of the static helper binary, bind-mounted read-only. */
   binaryPath: string;
