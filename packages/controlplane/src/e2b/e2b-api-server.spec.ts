@@ -123,6 +123,41 @@ describe("the E2B-compatible API over HTTP", () => {
     assertError(await call("GET", "/v2/sandboxes?state=gone"), 400, /allowed: running, paused/);
   });
 
+  it("lists every running sandbox on E2B's v1 GET /sandboxes (?metadata), and refreshes one's end (later, never sooner; 404 while paused, as a timeout)", async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++)
+      ids.push(((await call("POST", "/v2/sandboxes", { ...createBody, metadata: { user: i === 0 ? "zed" : "abc" } })).body as { sandboxID: string }).sandboxID);
+    const all = await call("GET", "/sandboxes");
+    assert.equal(all.status, 200);
+    assert.equal(all.headers.get("x-next-token"), null, "v1 has no pages");
+    assert.deepEqual(new Set((all.body as { sandboxID: string }[]).map((item) => item.sandboxID)), new Set(ids));
+    const abc = await call("GET", `/sandboxes?metadata=${encodeURIComponent("user=abc")}`);
+    assert.deepEqual(new Set((abc.body as { sandboxID: string }[]).map((item) => item.sandboxID)), new Set(ids.slice(1)));
+
+    const id = ids[0]!;
+    const endOf = async () => Date.parse(((await call("GET", `/sandboxes/${id}`)).body as { endAt: string }).endAt);
+    const before = await endOf();
+    assert.equal((await call("POST", `/sandboxes/${id}/refreshes`, { duration: 10 })).status, 204);
+    assert.equal(await endOf(), before, "a refresh shorter than what is left changes nothing");
+    assert.equal((await call("POST", `/sandboxes/${id}/timeout`, { timeout: 5 })).status, 204);
+    const shortened = await endOf();
+    assert.equal((await call("POST", `/sandboxes/${id}/refreshes`, { duration: 3600 })).status, 204);
+    assert.ok((await endOf()) >= shortened + 3_000_000, "a refresh longer than what is left extends the end to now + duration");
+    assert.equal((await call("POST", `/sandboxes/${id}/refreshes`)).status, 204, "the body is optional");
+    assertError(await call("POST", `/sandboxes/${id}/refreshes`, { duration: 3601 }), 400, /^duration: must be whole seconds from 0 to 3600; got 3601/);
+    assertError(await call("POST", `/sandboxes/${id}/refreshes`, { duration: "60" }), 400, /^duration: must be whole seconds/);
+    assertError(await call("POST", "/sandboxes/nosuchsandbox/refreshes", { duration: 60 }), 404, /not found/);
+
+    await e2b.addPool("gvisor", { runtimeType: "gvisor" });
+    const pausable = ((await call("POST", "/v2/sandboxes", { ...createBody, templateID: "gvisor" })).body as { sandboxID: string }).sandboxID;
+    assert.equal((await call("POST", `/sandboxes/${pausable}/pause`)).status, 204);
+    assertError(await call("POST", `/sandboxes/${pausable}/refreshes`, { duration: 60 }), 404, /is paused, not running/);
+    assert.ok(
+      !((await call("GET", "/sandboxes")).body as { sandboxID: string }[]).some((item) => item.sandboxID === pausable),
+      "v1 lists running sandboxes only",
+    );
+  });
+
   it("gets, sets the timeout, connects and kills by id, also in the legacy form <id>-<clientID>", async () => {
     const created = (await call("POST", "/v2/sandboxes", createBody)).body as { sandboxID: string; envdAccessToken: string };
     const id = created.sandboxID;

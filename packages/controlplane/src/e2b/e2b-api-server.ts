@@ -6,10 +6,12 @@
  *   GET    /health                          204, no key needed
  *   POST   /sandboxes, /v2/sandboxes        201 Sandbox (once the sandbox's daemon answers)
  *   GET    /v2/sandboxes                    200 [ListedSandbox], X-Next-Token while more pages follow
+ *   GET    /sandboxes                       200 [ListedSandbox]: every running one (?metadata), E2B's v1 list (SDKs 1.x)
  *   GET    /sandboxes/{id}                  200 SandboxDetail
  *   GET    /sandboxes/{id}/metrics          200 [SandboxMetric]: its agent's samples within ?start&end (none while paused)
  *   DELETE /sandboxes/{id}                  204
  *   POST   /sandboxes/{id}/timeout          204 ({"timeout": seconds}: end = now + timeout)
+ *   POST   /sandboxes/{id}/refreshes        204 ({"duration": 0…3600 s, 15 by default}: end extended to now + duration, never shortened; 404 while paused)
  *   POST   /sandboxes/{id}/connect          200 Sandbox ({"timeout": seconds}: end extended, never shortened),
  *                                           201 when it was paused and is resumed (end = now + timeout)
  *   POST   /v2/sandboxes/{id}/connect       the same (body optional, timeout 300 by default)
@@ -32,6 +34,8 @@ import {
   parseConnectBody,
   parseForkBody,
   parseListQuery,
+  parseRefreshBody,
+  parseV1ListQuery,
   parseMetricsQuery,
   parseNewSandbox,
   parsePauseBody,
@@ -130,6 +134,19 @@ function routes(sandboxes: E2bSandboxes): Route[] {
         };
       },
     },
+    {
+      method: "GET",
+      pattern: /^\/sandboxes$/,
+      handle: async (call) => ({ status: 200, body: (await sandboxes.list(parseV1ListQuery(call.query))).page.items }),
+    },
+    {
+      method: "POST",
+      pattern: new RegExp(`^/sandboxes/${ID}/refreshes$`),
+      handle: async (call) => {
+        await sandboxes.refresh(call.sandboxID, parseRefreshBody(await call.body()));
+        return { status: 204 };
+      },
+    },
     { method: "GET", pattern: new RegExp(`^/sandboxes/${ID}$`), handle: async (call) => ({ status: 200, body: await sandboxes.get(call.sandboxID) }) },
     {
       method: "GET",
@@ -184,7 +201,7 @@ function routes(sandboxes: E2bSandboxes): Route[] {
 }
 
 const ROUTE_LIST =
-  "GET /health, POST /sandboxes, POST /v2/sandboxes, GET /v2/sandboxes, GET|DELETE /sandboxes/{id}, GET /sandboxes/{id}/metrics, POST /sandboxes/{id}/timeout, " +
+  "GET /health, GET|POST /sandboxes, POST /v2/sandboxes, GET /v2/sandboxes, GET|DELETE /sandboxes/{id}, GET /sandboxes/{id}/metrics, POST /sandboxes/{id}/timeout, POST /sandboxes/{id}/refreshes, " +
   "POST /sandboxes/{id}/connect, POST /v2/sandboxes/{id}/connect, POST /sandboxes/{id}/pause, POST /sandboxes/{id}/resume, POST /sandboxes/{id}/fork";
 
 /** The request body as JSON: undefined when empty; at most MAX_BODY_BYTES. */

@@ -18,6 +18,10 @@ export const DEFAULT_CONNECT_TIMEOUT_SECONDS = 300;
 export const DEFAULT_FORK_TIMEOUT_SECONDS = 15;
 /** The timeout of a legacy `POST /sandboxes/{id}/resume` that names none (E2B's API default). */
 export const DEFAULT_RESUME_TIMEOUT_SECONDS = 15;
+/** The longest refresh (`POST /sandboxes/{id}/refreshes`, E2B's `duration` maximum). */
+export const MAX_REFRESH_SECONDS = 3600;
+/** The duration of a refresh that names none (E2B's default instance expiration). */
+export const DEFAULT_REFRESH_SECONDS = 15;
 /** Most copies one fork makes (E2B's SDKs allow 1 to 20). */
 export const MAX_E2B_FORK_COUNT = 20;
 /** Most sandboxes a list page holds, and its default size. */
@@ -195,6 +199,35 @@ export function parseTimeoutBody(body: unknown, defaultSeconds?: number): number
     throw new ValidationError("timeout", `is required: seconds from now until the sandbox ends, 0 to ${MAX_TIMEOUT_SECONDS}`);
   }
   return parseTimeoutSeconds(timeout);
+}
+
+/**
+ * The body of E2B's legacy `POST /sandboxes/{id}/refreshes` (optional): `duration`, whole seconds
+ * from 0 to 3600 (15 by default), for which the sandbox is kept alive from now.
+ */
+export function parseRefreshBody(body: unknown): number {
+  if (body === undefined) return DEFAULT_REFRESH_SECONDS;
+  const request = requestObject(body, '{"duration": 60}');
+  const duration = present(request, "duration");
+  if (duration === undefined) return DEFAULT_REFRESH_SECONDS;
+  if (typeof duration !== "number" || !Number.isInteger(duration) || duration < 0 || duration > MAX_REFRESH_SECONDS) {
+    throw new ValidationError("duration", `must be whole seconds from 0 to ${MAX_REFRESH_SECONDS}; got ${JSON.stringify(duration)}`);
+  }
+  return duration;
+}
+
+/** The query of E2B's v1 `GET /sandboxes` (SDKs 1.x): the running sandboxes whose metadata holds `metadata`'s pairs, all of them. */
+export function parseV1ListQuery(query: URLSearchParams): ListSandboxesQuery {
+  const metadata = query.get("metadata");
+  return {
+    metadata: metadata === null ? new Map<string, string>() : decodeMetadataFilter(metadata),
+    states: new Set(["running"]),
+    template: undefined,
+    startedAfter: undefined,
+    order: "desc",
+    limit: Number.MAX_SAFE_INTEGER,
+    nextToken: undefined,
+  };
 }
 
 /** Refuses `memory: false`: a gVisor sandbox's file changes live in its memory, so a pause saves (and a resume restores) both. */

@@ -268,9 +268,14 @@ export class E2bSandboxes {
     if (gone) throw new NotFoundError(`sandbox ${sandboxID} not found: it no longer ran (${gone}); what was left of it is removed now`);
   }
 
-  /** Ends the sandbox `timeoutSeconds` from now, sooner or later than it would have. ConflictError for a paused one (it has no end). */
+  /** Ends the sandbox `timeoutSeconds` from now, sooner or later than it would have. NotFoundError for a paused one (it has no end). */
   async setTimeout(sandboxID: string, timeoutSeconds: number): Promise<void> {
     await this.changeEnd(sandboxID, () => this.clock.now().getTime() + timeoutSeconds * 1000);
+  }
+
+  /** E2B's legacy refresh: a running sandbox ends `seconds` from now when that is later (never sooner). NotFoundError for a paused one, as setTimeout. */
+  async refresh(sandboxID: string, seconds: number): Promise<void> {
+    await this.changeEnd(sandboxID, (endMs) => Math.max(endMs, this.clock.now().getTime() + seconds * 1000));
   }
 
   /**
