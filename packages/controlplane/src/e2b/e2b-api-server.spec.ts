@@ -286,6 +286,25 @@ describe("the E2B-compatible API over HTTP", () => {
     assert.equal(missing.headers.get("should-retry"), null);
   });
 
+  it("lets browsers call it: a CORS preflight is 204 without a key, and every answer allows any origin and shows the paging headers", async () => {
+    const preflight = await fetch(`${server.url}/v2/sandboxes`, {
+      method: "OPTIONS",
+      headers: { origin: "https://app.example", "access-control-request-method": "POST", "access-control-request-headers": "x-api-key, content-type" },
+    });
+    assert.equal(preflight.status, 204);
+    assert.equal(preflight.headers.get("access-control-allow-origin"), "*");
+    assert.equal(preflight.headers.get("access-control-allow-headers"), "x-api-key, content-type");
+    assert.match(preflight.headers.get("access-control-allow-methods") ?? "", /POST/);
+    assert.equal((await call("POST", "/v2/sandboxes", createBody)).headers.get("access-control-allow-origin"), "*");
+    const list = await call("GET", "/v2/sandboxes");
+    assert.equal(list.headers.get("access-control-allow-origin"), "*");
+    assert.match(list.headers.get("access-control-expose-headers") ?? "", /X-Next-Token/);
+    const refused = await call("GET", "/v2/sandboxes", undefined, {});
+    assert.equal(refused.status, 401, "a request without a key is refused still");
+    assert.equal(refused.headers.get("access-control-allow-origin"), "*", "so that the browser shows the refusal");
+    assertError(await call("OPTIONS", "/v2/sandboxes"), 405, /OPTIONS is not allowed/);
+  });
+
   it("refuses a body larger than 1 MiB", async () => {
     assertError(await call("POST", "/v2/sandboxes", JSON.stringify({ templateID: "base", pad: "x".repeat(1_100_000) })), 400, /larger than 1048576 bytes/);
   });

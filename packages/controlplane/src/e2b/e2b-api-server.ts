@@ -20,7 +20,9 @@
  *   POST   /sandboxes/{id}/fork             201 [{sandbox} | {error}] ({"timeout", "count"}: one result per copy)
  *
  * `{id}` is E2B's sandbox id, or its legacy form `<id>-<clientID>`. Every request but `/health`
- * needs an issued API key in `X-API-KEY`. Every error is `{"code": <status>, "message": "…"}`: this
+ * needs an issued API key in `X-API-KEY`. Browsers may call it from any origin (E2B's JS SDK runs in
+ * browsers too): a CORS preflight is answered 204, every answer allows any origin — the key travels
+ * in a header, never a cookie, so a page without it can do nothing. Every error is `{"code": <status>, "message": "…"}`: this
  * file is the API's one error edge (e2b-errors.ts).
  */
 import type http from "node:http";
@@ -246,10 +248,30 @@ function send(response: HttpResponse, answer: Answer): void {
   const target = response as http.ServerResponse;
   target.writeHead(answer.status, {
     "cache-control": "no-store",
+    ...CORS_HEADERS,
     ...(json === undefined ? {} : { "content-type": "application/json; charset=utf-8" }),
     ...answer.headers,
   });
   target.end(json);
+}
+
+/** What every answer carries for browsers: any origin, and the headers E2B's SDK reads. */
+const CORS_HEADERS = {
+  "access-control-allow-origin": "*",
+  "access-control-expose-headers": "X-Next-Token, X-Total-Running, Should-Retry",
+};
+
+/** A CORS preflight (OPTIONS with Access-Control-Request-Method): what a browser may send, for two hours. */
+function preflightAnswer(request: HttpRequest): Answer {
+  const requested = single(request.headers["access-control-request-headers"]);
+  return {
+    status: 204,
+    headers: {
+      "access-control-allow-methods": "GET, POST, DELETE, OPTIONS",
+      ...(requested ? { "access-control-allow-headers": requested } : {}),
+      "access-control-max-age": "7200",
+    },
+  };
 }
 
 function errorAnswer(error: E2bError, headers?: Record<string, string>): Answer {
@@ -263,6 +285,10 @@ export function e2bApiHandler(options: Pick<E2bApiServerOptions, "sandboxes" | "
     const url = new URL(request.url ?? "/", "http://e2b.invalid");
     const method = request.method ?? "GET";
     const path = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, "") : url.pathname;
+    if (method === "OPTIONS" && request.headers["access-control-request-method"] !== undefined) {
+      send(response, preflightAnswer(request));
+      return;
+    }
     const candidates = table.map((route) => ({ route, match: route.pattern.exec(path) })).filter((c) => c.match !== null);
     const found = candidates.find((c) => c.route.method === method);
     if (!found) {

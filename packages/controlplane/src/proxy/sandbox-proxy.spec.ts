@@ -182,6 +182,26 @@ describe("the sandbox proxy", () => {
     assert.equal((await request({ host: `9-${ID}.localhost`, headers: withToken })).status, 403);
   });
 
+  it("answers a browser's CORS preflight to a daemon port itself (no token in a preflight), and none to a sandbox's own port", async () => {
+    const preflight = (host: string) =>
+      request({
+        host,
+        method: "OPTIONS",
+        headers: { origin: "https://app.example", "access-control-request-method": "POST", "access-control-request-headers": "x-access-token, content-type" },
+      });
+    const daemon = await preflight(`49983-${ID}.localhost:${proxy.port}`);
+    assert.equal(daemon.status, 204);
+    assert.equal(daemon.headers["access-control-allow-origin"], "*");
+    assert.equal(daemon.headers["access-control-allow-headers"], "x-access-token, content-type");
+    assert.match(String(daemon.headers["access-control-allow-methods"]), /POST/);
+    // A sandbox's own service decides its CORS; without the token its preflight is refused, readably.
+    const own = await preflight(`${port}-${ID}.localhost:${proxy.port}`);
+    assert.equal(own.status, 401);
+    assert.equal(own.headers["access-control-allow-origin"], "*");
+    // Not a preflight (no Access-Control-Request-Method): an OPTIONS request like any other.
+    assert.equal((await request({ host: `49983-${ID}.localhost:${proxy.port}`, method: "OPTIONS" })).status, 401);
+  });
+
   it("answers 502 in JSON when nothing listens on the sandbox's port", async () => {
     const answer = await request({ host: `${closedPort}-${ID}.localhost`, headers: withToken });
     assert.equal(answer.status, 502);

@@ -8,7 +8,9 @@
  * - `CONNECT <port>-<sandboxID>.<domain>:<proxy port>` opens a raw TCP tunnel to the port
  *   (`fsb port-forward`).
  * Every one of them is routed and authenticated the same way (proxy-target.ts); `X-Access-Token` is
- * removed before anything reaches the sandbox. Refusals are JSON `{code, message, sandboxId?}`.
+ * removed before anything reaches the sandbox. Refusals are JSON `{code, message, sandboxId?}`,
+ * readable by a page of any origin. A browser's CORS preflight to a sandbox's daemon port (E2B's JS
+ * SDK in a browser) is answered here, as the daemon would, since a preflight carries no token.
  * Connections go to the sandbox directly or through its agent's relay (sandbox-dialer.ts).
  */
 import http from "node:http";
@@ -17,10 +19,11 @@ import type net from "node:net";
 import type { Duplex } from "node:stream";
 import proxy from "http2-proxy";
 import type { Logger } from "pino";
-import { ACCESS_TOKEN_HEADER, TRAFFIC_ACCESS_TOKEN_HEADER, listenCleartext } from "@fast-sandbox/api";
+import { ACCESS_TOKEN_HEADER, SANDBOX_DAEMON_PORT, TRAFFIC_ACCESS_TOKEN_HEADER, listenCleartext } from "@fast-sandbox/api";
 import { SandboxDialer } from "./sandbox-dialer.js";
 import { isProxyRefusal, resolveProxyTarget, type ProxyRefusal, type ProxyTarget, type ProxyTargetSources, type RequestLine } from "./proxy-target.js";
 import type { ProxyMetrics } from "./proxy-metrics.js";
+import { isRefusal, routeOf } from "./sandbox-route.js";
 
 export interface SandboxProxyOptions {
   /** Where the sandboxes and their agents are, and the public domain routes are read under. */
@@ -68,9 +71,34 @@ function single(value: string | string[] | undefined): string | undefined {
 function sendJson(response: Response, refusal: ProxyRefusal): void {
   const body = JSON.stringify(refusal.body);
   response.statusCode = refusal.status;
+  // A page that called a sandbox sees why it was refused (the body holds nothing secret).
+  response.setHeader("access-control-allow-origin", "*");
   response.setHeader("content-type", "application/json");
   response.setHeader("content-length", Buffer.byteLength(body));
   response.end(body);
+}
+
+/**
+ * Whether a request is a browser's CORS preflight (OPTIONS with Access-Control-Request-Method) to a
+ * sandbox's daemon port: a preflight never carries the access token, and the daemon answers every one
+ * the same (packages/envd: withCORS), so the proxy answers it in the daemon's stead. Other ports'
+ * preflights need the token like any request: what a sandbox's own service allows is its business.
+ */
+function isDaemonPreflight(request: Request, domain: string): boolean {
+  if (request.method !== "OPTIONS" || request.headers["access-control-request-method"] === undefined) return false;
+  const route = routeOf(request.headers, domain);
+  return !isRefusal(route) && route.port === SANDBOX_DAEMON_PORT;
+}
+
+/** The daemon's answer to a preflight: any origin, its methods, the headers asked for, for two hours. */
+function answerDaemonPreflight(request: Request, response: Response): void {
+  response.statusCode = 204;
+  response.setHeader("access-control-allow-origin", "*");
+  response.setHeader("access-control-allow-methods", "GET, HEAD, POST, OPTIONS");
+  const requested = single(request.headers["access-control-request-headers"]);
+  if (requested) response.setHeader("access-control-allow-headers", requested);
+  response.setHeader("access-control-max-age", "7200");
+  response.end();
 }
 
 /** A refusal written on a raw connection (a WebSocket upgrade or a CONNECT that is not forwarded), which is then closed. */
@@ -146,6 +174,11 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
   };
 
   const onRequest = async (request: Request, response: Response): Promise<void> => {
+    if (isDaemonPreflight(request, sources.domain)) {
+      answerDaemonPreflight(request, response);
+      metrics?.answered("http", 204);
+      return;
+    }
     const target = await resolve(request.headers, { method: request.method, url: request.url, remoteAddress: request.socket.remoteAddress });
     if (isProxyRefusal(target)) {
       sendJson(response, target);
