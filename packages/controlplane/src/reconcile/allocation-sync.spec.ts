@@ -197,6 +197,21 @@ describe("AllocationSync", () => {
     assert.deepEqual(registry.getAgent("agent-a")?.usedPorts, []);
   });
 
+  it("says an agent holds sandboxes while a record names it in a phase it may serve again (Lost too, which holds no slot), not once it ended", async () => {
+    assert.equal(sync.holdsSandboxes("agent-a"), false);
+    await record("web", { phase: "Running", assignedPod: "agent-a" });
+    await settle();
+    assert.equal(sync.holdsSandboxes("agent-a"), true);
+    assert.equal(sync.holdsSandboxes("agent-b"), false);
+    await setStatus("web", { phase: "Lost", assignedPod: "agent-a" });
+    await settle();
+    assert.equal(registry.getAgent("agent-a")?.allocated, 0, "no slot");
+    assert.equal(sync.holdsSandboxes("agent-a"), true, "yet it may come back with its agent");
+    await setStatus("web", { phase: "Failed", assignedPod: "agent-a" });
+    await settle();
+    assert.equal(sync.holdsSandboxes("agent-a"), false);
+  });
+
   it("moves the slot and ports when the record moves to another agent", async () => {
     await record("web", { phase: "Running", assignedPod: "agent-a" }, { spec: { exposedPorts: [8080] } });
     await settle();

@@ -61,6 +61,9 @@ export function heldOn(sandbox: Sandbox | undefined): string | undefined {
   return agent && (phase === "Bound" || phase === "Running") ? agent : undefined;
 }
 
+/** Phases in which a record that names an agent no longer needs it. */
+const ENDED_ON_AGENT: ReadonlySet<string> = new Set(["Expired", "Failed", "Terminating"]);
+
 export class AllocationSync implements Reconciler {
   private readonly options: AllocationSyncOptions;
   private readonly informer: Informer<"Sandbox">;
@@ -104,6 +107,14 @@ export class AllocationSync implements Reconciler {
       if ((sandbox.status?.phase ?? "Pending") === "Pending") count += 1;
     }
     return count;
+  }
+
+  /**
+   * Whether records in the cache name the agent (`status.assignedPod`) in a phase it may serve again
+   * (Bound, Running, Lost, Paused): an agent away too long is kept while it holds any.
+   */
+  holdsSandboxes(agentName: string): boolean {
+    return this.informer.byIndex(SANDBOXES_BY_AGENT, agentName).some((sandbox) => !ENDED_ON_AGENT.has(sandbox.status?.phase ?? "Pending"));
   }
 
   /** The agent was (re)registered in the registry: the records assigned to it get their slots back. */

@@ -30,7 +30,7 @@ export interface PoolControllerHooksOptions {
 
 export function poolControllerHooks(
   options: PoolControllerHooksOptions,
-): Pick<PoolControllerOptions, "agentUsable" | "onAgentRegistered" | "waitingFor" | "closingPool" | "createsPerSecond" | "retireAgent"> {
+): Pick<PoolControllerOptions, "agentUsable" | "onAgentRegistered" | "waitingFor" | "closingPool" | "createsPerSecond" | "retireAgent" | "holdsSandboxes"> {
   const { connections, registry, allocations, manager } = options;
   const rates = new CreateRates({
     ...(options.clock ? { clock: options.clock } : {}),
@@ -55,6 +55,7 @@ export function poolControllerHooks(
       if (observed) registry.setImages(name, observed.status.images);
       allocations.agentRegistered(name);
     },
+    holdsSandboxes: (name) => allocations.holdsSandboxes(name),
     waitingFor: (namespace, pool) => Math.max(manager.waitingFor(namespace, pool), allocations.pendingIn(namespace, pool)),
   };
 }

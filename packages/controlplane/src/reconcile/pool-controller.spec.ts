@@ -659,6 +659,54 @@ describe("PoolController", () => {
     assert.equal(registry.getAgent(agent)?.ready, true, "back, it serves again");
   });
 
+  it("stops an agent away too long that holds no sandbox (its Pod never became Ready), so a pool that cannot start agents replaces them one for one", async () => {
+    await controller.stop();
+    controller = newController({ awayLimitMs: 60_000 });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 3 }));
+    await settle();
+    const [first] = fleet.requested;
+    assert.ok(first);
+    fleet.report(first); // a Pod that never becomes Ready (a bad image, a missing Secret)
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    for (let round = 1; round <= 3; round++) {
+      clock.advance(61_000);
+      controller.wake(NAMESPACE, POOL);
+      await settle();
+      assert.equal(fleet.requested.length, round + 1, `round ${round}: one replacement`);
+      const stopped = fleet.stopCalls.flat();
+      assert.equal(stopped.length, round, `round ${round}: the away agent is stopped, not kept beside its replacement`);
+      assert.ok(!stopped.includes(fleet.requested[round]!), "the replacement is not stopped");
+      // The fleet removes the stopped Pod; its replacement never comes up either.
+      fleet.remove(stopped.at(-1)!);
+      fleet.report(fleet.requested[round]!);
+      controller.wake(NAMESPACE, POOL);
+      await settle();
+    }
+    assert.equal(fleet.listAgents({ namespace: NAMESPACE, pool: POOL }).length, 1, "never more than the pool's size");
+  });
+
+  it("keeps an agent away too long while records name it, though it holds no slot (its sandboxes Lost, or a restarted controller)", async () => {
+    await controller.stop();
+    let holder = "";
+    controller = newController({ awayLimitMs: 60_000, holdsSandboxes: (name) => name === holder });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 3 }));
+    await settle();
+    const [first] = fleet.requested;
+    assert.ok(first);
+    holder = first;
+    fleet.report(first);
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    clock.advance(61_000);
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.equal(fleet.requested.length, 2, "replaced");
+    assert.deepEqual(fleet.stopCalls, [], "not stopped: its sandboxes may come back with it");
+  });
+
   it("counts a later agent of the name of one that was away and then deleted as starting afresh, not as away since then", async () => {
     await controller.stop();
     controller = newController({ awayLimitMs: 60_000 });

@@ -99,11 +99,20 @@ export interface PoolControllerOptions {
   /**
    * How long an agent may be away (its Pod not Ready, or not answering; one that never became ready
    * too) before the pool stops counting on it: it is left out of the sizing, so a replacement
-   * starts, out of `canGrow`, so creates stop waiting for it, and out of a rollout's wait. It is not
-   * stopped: back, it serves again, and scale-down trims what the pool no longer needs.
+   * starts, out of `canGrow`, so creates stop waiting for it, and out of a rollout's wait. One that
+   * holds sandboxes is not stopped: back, it serves again, and scale-down trims what the pool no
+   * longer needs. One that holds none (a Pod that never became Ready: a bad image, a missing Secret)
+   * is stopped, so that a pool that cannot start agents replaces them one for one instead of
+   * piling up a new set every `awayLimitMs`.
    * @default 300000 (5 minutes, as long as Kubernetes waits before evicting a NotReady node's Pods)
    */
   awayLimitMs?: number;
+  /**
+   * Whether records still name the agent (`status.assignedPod`) in a phase it may serve again (Bound,
+   * Running, Lost, Paused): an away agent holding any is kept. Its registry slots count too.
+   * @default its registry slots alone
+   */
+  holdsSandboxes?(agentName: string): boolean;
   /** Pools reconciled at the same time. @default 2 */
   workers?: number;
   /** The longest pause between retries of a failing reconcile. @default 10000 */
@@ -292,25 +301,23 @@ export class PoolController implements Reconciler {
         { pool: key, agents: ended.map((agent) => `${agent.name}: ${agent.terminated ?? ""}`) },
         "removing agents that will never run again; they are replaced",
       );
-      for (const agent of ended) {
-        this.stopping.set(agent.name, key);
-        if (this.options.registry.getAgent(agent.name)?.ready) this.options.registry.setAgentReady(agent.name, false);
-      }
-      try {
-        await this.options.fleet.stopAgents(
-          ref,
-          ended.map((agent) => agent.name),
-        );
-      } catch (error) {
-        for (const agent of ended) this.stopping.delete(agent.name);
-        throw error;
-      }
+      await this.stopNow(key, ref, ended);
     }
 
     const now = this.clock.now();
     const expected = this.pendingStarts(key, agents, now);
-    // Away too long (its node partitioned, its Pod never Ready): the pool stops counting on it.
-    const gone = agents.filter((agent) => !this.stopping.has(agent.name) && this.awayTooLong(agent, now.getTime()));
+    // Away too long (its node partitioned, its Pod never Ready): the pool stops counting on it, and
+    // one that holds nothing goes (its replacement, started below, takes its place).
+    const away = agents.filter((agent) => !this.stopping.has(agent.name) && this.awayTooLong(agent, now.getTime()));
+    const empty = away.filter((agent) => !this.holdsSandboxes(agent.name));
+    if (empty.length > 0) {
+      this.options.logger.warn(
+        { pool: key, agents: empty.map((agent) => agent.name), awayLimitMs: this.options.awayLimitMs ?? 300_000 },
+        "stopping agents away too long that hold no sandbox; they are replaced",
+      );
+      await this.stopNow(key, ref, empty);
+    }
+    const gone = away.filter((agent) => !empty.includes(agent));
     const newlyGone = gone.filter((agent) => !this.awayWarned.has(agent.name));
     for (const agent of newlyGone) this.awayWarned.add(agent.name);
     if (newlyGone.length > 0) {
@@ -500,6 +507,28 @@ export class PoolController implements Reconciler {
    * True once the agent has been away (not up) for longer than awayLimitMs, counted from the first
    * time this replica saw it away (kept up to date by every reconcile and every `canGrow`).
    */
+  /** Stops agents that will not serve (ended, or away and empty): unready at once, stopped now; on failure tried again by the next reconcile. */
+  private async stopNow(key: string, ref: PoolRef, agents: readonly FleetAgent[]): Promise<void> {
+    for (const agent of agents) {
+      this.stopping.set(agent.name, key);
+      if (this.options.registry.getAgent(agent.name)?.ready) this.options.registry.setAgentReady(agent.name, false);
+    }
+    try {
+      await this.options.fleet.stopAgents(
+        ref,
+        agents.map((agent) => agent.name),
+      );
+    } catch (error) {
+      for (const agent of agents) this.stopping.delete(agent.name);
+      throw error;
+    }
+  }
+
+  /** Whether an agent holds sandboxes: slots in the registry, or records that name it (holdsSandboxes). */
+  private holdsSandboxes(name: string): boolean {
+    return (this.options.registry.getAgent(name)?.allocated ?? 0) > 0 || this.options.holdsSandboxes?.(name) === true;
+  }
+
   private awayTooLong(agent: FleetAgent, nowMs: number): boolean {
     if (this.isUp(agent)) {
       this.awaySince.delete(agent.name);
