@@ -922,6 +922,18 @@ describe("SandboxManager", () => {
       assert.equal(allocated(), 1);
     });
 
+    it("when no agent has a slot for the new instance: Lost/RecreateFailed, and the pool is woken to size itself for it", async () => {
+      const capacity = new FakePoolCapacity();
+      manager.setPoolCapacity(capacity);
+      const created = await manager.create({ name: "web", spec: spec({ failurePolicy: "AutoRecreate" }) });
+      // Its agent is gone, and with it the pool's only slots (a pool sized to what it held).
+      registry.removeAgent(created.status?.assignedPod ?? "");
+      const error = await rejection(manager.replaceInstance(created, "AgentLost"));
+      assert.ok(error instanceof NoCapacityError, String(error));
+      assert.equal((await stored("web"))?.status?.phase, "Lost");
+      assert.deepEqual(capacity.wakes, ["default/default"], "the pool is told a sandbox waits for a slot");
+    });
+
     it("when the new instance cannot be created: Lost with Ready=False/RecreateFailed, no slot held, the new id deleted", async () => {
       const created = await manager.create({ name: "web", spec: spec() });
       const oldId = created.status?.sandboxID ?? "";

@@ -800,6 +800,8 @@ export class SandboxManager {
           ?.deleteSandbox(sandboxId, 0)
           .catch(() => undefined);
       }
+      // No slot: the pool sizes itself now (the Lost record counts as waiting), and the next try finds one.
+      if (error instanceof NoCapacityError) this.capacity?.wake(namespace, sandbox.spec.poolRef);
       const message = `could not recreate it (${why}): ${error instanceof Error ? error.message : String(error)}; retrying`;
       this.logger.warn({ sandbox: key, reason }, message);
       const current = await this.store.get("Sandbox", { namespace, name });

@@ -331,6 +331,16 @@ describe("AllocationSync", () => {
     assert.equal(sync.cachedSandboxes().length, 6);
   });
 
+  it("counts a Lost record whose failurePolicy recreates it as waiting for a slot, not a Lost one left to its owner", async () => {
+    await record("recreated", { phase: "Lost", assignedPod: "agent-a" }, { spec: { failurePolicy: "AutoRecreate" } });
+    await record("manual", { phase: "Lost", assignedPod: "agent-a" }, { spec: { failurePolicy: "Manual" } });
+    await settle();
+    assert.equal(sync.pendingIn(NAMESPACE, POOL), 1);
+    await setStatus("recreated", { phase: "Running", assignedPod: "agent-b" });
+    await settle();
+    assert.equal(sync.pendingIn(NAMESPACE, POOL), 0);
+  });
+
   it("calls onPending with the records waiting to be placed, not with placed or deleting ones", async () => {
     await record("p1");
     await record("p2", { phase: "Pending" });

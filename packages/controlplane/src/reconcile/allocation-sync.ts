@@ -99,12 +99,17 @@ export class AllocationSync implements Reconciler {
     return this.informer.list();
   }
 
-  /** Records of the pool waiting to be placed (Pending, not being deleted), from the cache. */
+  /**
+   * Records of the pool waiting to be placed, from the cache (not being deleted): Pending ones, and
+   * Lost ones whose failurePolicy recreates them — they hold no slot, and in a pool sized to what it
+   * holds (poolMin 0, or full) nothing else asks for the one they need.
+   */
   pendingIn(namespace: string, pool: string): number {
     let count = 0;
     for (const sandbox of this.informer.list()) {
       if (sandbox.metadata.namespace !== namespace || sandbox.spec.poolRef !== pool || sandbox.metadata.deletionTimestamp) continue;
-      if ((sandbox.status?.phase ?? "Pending") === "Pending") count += 1;
+      const phase = sandbox.status?.phase ?? "Pending";
+      if (phase === "Pending" || (phase === "Lost" && sandbox.spec.failurePolicy === "AutoRecreate")) count += 1;
     }
     return count;
   }
