@@ -40,6 +40,8 @@ export class FakeAgentClient implements AgentClient {
   createEntered = deferred();
   /** Runs when createSandbox is entered, before it answers (e.g. the heartbeat that marks a dying agent unready). */
   onCreate: ((spec: AgentSandboxSpec) => void) | undefined;
+  /** Runs when deleteSandbox is entered, before it answers (e.g. what another replica does meanwhile). */
+  onDelete: ((sandboxId: string) => Promise<void>) | undefined;
   /** What every exec streams. */
   execEvents: ExecEvent[] = [{ type: "exit", exitCode: 0 }];
   /** Images pulled, in order. */
@@ -78,6 +80,7 @@ export class FakeAgentClient implements AgentClient {
 
   async deleteSandbox(sandboxId: string, gracePeriodMs: number): Promise<void> {
     this.calls.push(`delete ${sandboxId} ${gracePeriodMs}`);
+    await this.onDelete?.(sandboxId);
     this.sandboxes.delete(sandboxId);
   }
 

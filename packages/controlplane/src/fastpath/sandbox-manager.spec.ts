@@ -15,6 +15,7 @@ import {
   type SandboxSpec,
 } from "@fast-sandbox/api";
 import { pino } from "pino";
+import type { AgentClient } from "../agent-client/agent-client.js";
 import type { FakeClock } from "../controller/clock.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import type { SqliteResourceStore } from "../store/sqlite-resource-store.js";
@@ -489,6 +490,34 @@ describe("SandboxManager", () => {
       await cut.finalize(marked, 0);
       assert.equal(await stored("stranded"), undefined, "given up after recoveryTimeoutSeconds");
     });
+
+    it("gives up on an agent that has a client but stopped answering (partitioned, its Pod still Ready) once the sandbox's recovery timeout passed", async () => {
+      const awaySince = clock.now();
+      const deletes: string[] = [];
+      const unanswering = {
+        deleteSandbox: (sandboxId: string) => {
+          deletes.push(sandboxId);
+          return Promise.reject(new UnavailableError("connect ETIMEDOUT"));
+        },
+      } as unknown as AgentClient;
+      const cut = new SandboxManager({
+        store,
+        registry,
+        agents: { get: () => unanswering, exists: () => true, agentConnectivity: () => ({ connected: false, since: awaySince }) },
+        logger: pino({ level: "silent" }),
+        clock,
+      });
+      cut.setPool(pool("default"));
+      await storeRecord("cut-off", { phase: "Running", assignedPod: AGENT, sandboxID: "cutoff00000000000000" }, { recoveryTimeoutSeconds: 30 });
+      const marked = await store.delete("Sandbox", { namespace: "default", name: "cut-off" });
+      assert.ok(marked);
+      await assert.rejects(cut.finalize(marked, 0), UnavailableError);
+      assert.deepEqual(deletes, ["cutoff00000000000000"], "tried while the agent may come back");
+      clock.advance(31_000);
+      await cut.finalize(marked, 0);
+      assert.equal(await stored("cut-off"), undefined, "given up after recoveryTimeoutSeconds, not retried forever");
+      assert.equal(deletes.length, 1, "and not waited on again");
+    });
   });
 
   describe("pool deletion", () => {
@@ -539,6 +568,26 @@ describe("SandboxManager", () => {
       assert.equal(allocated(), 1);
       assert.deepEqual(agent.calls, callsBefore);
       assert.deepEqual(released, releasedBefore);
+    });
+
+    it("leaves the finalizer of a sandbox of the same name created while its cleanup ran (another replica finished it first)", async () => {
+      await manager.create({ name: "web", spec: spec() });
+      const marked = await store.delete("Sandbox", { namespace: "default", name: "web" });
+      assert.ok(marked?.metadata.deletionTimestamp);
+      let fresh: Sandbox | undefined;
+      agent.onDelete = async () => {
+        agent.onDelete = undefined;
+        // Meanwhile another replica's cleanup removed the finalizer, and the name was created again.
+        const current = await stored("web");
+        assert.ok(current);
+        await store.update("Sandbox", { ...current, metadata: { ...current.metadata, finalizers: [] } });
+        fresh = await storeRecord("web", { phase: "Running", assignedPod: AGENT, sandboxID: "fresh000000000000000" });
+      };
+      await manager.finalize(marked, 0);
+      assert.ok(fresh);
+      const current = await stored("web");
+      assert.equal(current?.metadata.uid, fresh.metadata.uid);
+      assert.deepEqual(current?.metadata.finalizers, [CLEANUP_FINALIZER], "the new sandbox keeps its cleanup");
     });
 
     it("does nothing to a sandbox that is not being deleted", async () => {

@@ -1088,7 +1088,15 @@ export class SandboxManager {
     const sandboxId = sandbox.status?.sandboxID;
     if (agentName && sandboxId) {
       const client = this.agents.get(agentName);
-      if (client) {
+      // A client whose agent stopped answering (partitioned from this replica while its Pod stays
+      // Ready) for longer than the sandbox waits for it is not waited on either.
+      const unreachable = client !== undefined && this.agents.agentConnectivity?.(agentName)?.connected === false && this.givenUp(sandbox);
+      if (unreachable) {
+        this.logger.warn(
+          { sandbox: key, agent: agentName },
+          "agent unreachable past the sandbox's recovery timeout; dropping the record, its agent or the janitor removes the rest",
+        );
+      } else if (client) {
         await client.deleteSandbox(sandboxId, gracePeriodMs);
       } else if (this.agents.exists?.(agentName) && !this.givenUp(sandbox)) {
         throw new UnavailableError(`agent ${agentName} of sandbox ${key} does not answer right now; the delete finishes once it does`);
@@ -1100,7 +1108,8 @@ export class SandboxManager {
     await this.savedStateCleanup?.(sandbox);
     this.registry.release(key);
     const current = await this.store.get("Sandbox", { namespace, name: sandbox.metadata.name });
-    if (!current) return;
+    // Gone already (another replica's cleanup finished), or a new sandbox of the name: not this one's finalizer.
+    if (!current || current.metadata.uid !== sandbox.metadata.uid) return;
     await this.store.update("Sandbox", {
       ...current,
       metadata: { ...current.metadata, finalizers: (current.metadata.finalizers ?? []).filter((f) => f !== CLEANUP_FINALIZER) },
