@@ -612,14 +612,14 @@ export class ContainerdRuntime implements Runtime {
       // other operation on the sandbox waits for it (claimRecorded), from before the write (a
       // claim bigger than the pipe lets the event loop run); the journal entry, written first,
       // keeps the claim if the agent dies before.
-      let written: boolean;
+      // The network's record moves to the sandbox before the journal names the claim: an agent that
+      // dies between the two finds an unclaimed instance (removed at its restart, and its network,
+      // now under an id no container has, with it), never a claimed sandbox whose network it would
+      // tear down as an instance's — while the command runs, its address free for another sandbox.
+      if (isolated) this.networks?.reassign(instance.id, sandboxId);
       this.claimJournal.write({ sandboxId, containerId, labels, ociSpec });
       this.recordClaim(sandboxId, containerId, labels, ociSpec, answered.promise);
-      try {
-        written = await writeClaim(join(runDir, CLAIM_FIFO), claim, this.commandStartTimeoutMs);
-      } finally {
-        if (isolated) this.networks?.reassign(instance.id, sandboxId);
-      }
+      const written = await writeClaim(join(runDir, CLAIM_FIFO), claim, this.commandStartTimeoutMs);
       // The FIFO has served: it goes, so that no checkpoint or copy carries it and nothing in the
       // sandbox finds a host FIFO to open. The helper removes it before it starts the command; this
       // covers an instance whose helper predates that. (The command may run already and may have
@@ -650,6 +650,8 @@ export class ContainerdRuntime implements Runtime {
       await this.discardClaimed(sandboxId, containerId).catch((undoError: unknown) =>
         this.logger.warn({ sandboxId, containerId, err: undoError }, "could not remove a claimed instance whose create failed; the janitor must"),
       );
+      // A network whose move failed is still the instance's (idempotent otherwise).
+      if (isolated) await this.networks?.release(instance.id).catch(() => undefined);
       throw FsbError.from(error);
     } finally {
       commandStart.close();

@@ -124,6 +124,17 @@ describe("writing a claim into the instance's FIFO", () => {
     }
   });
 
+  it("a helper that dies while the claim is written (EPIPE) leaves no instance, not an error", async () => {
+    const fifo = join(directory, "dying");
+    execFileSync("mkfifo", [fifo]);
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const claim = encodeClaim({ workingDir: "/", args: ["env"], env: [`BIG=${"x".repeat(200 << 10)}`] });
+    // The first 64 KiB fill the pipe at once; the rest waits for room, and the reader goes meanwhile.
+    const writing = writeClaim(fifo, claim, 5_000);
+    closeSync(reader);
+    assert.equal(await writing, false);
+  });
+
   it("no helper on the other end (the instance died or was claimed) is no instance", async () => {
     const fifo = join(directory, "unread");
     execFileSync("mkfifo", [fifo]);

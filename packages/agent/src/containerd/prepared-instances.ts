@@ -94,7 +94,8 @@ export const CLAIM_MAX_BYTES = 4 << 20;
  * one system call (the thread pool's queue would cost more); the rest of a bigger one follows as
  * the helper drains the pipe, through the event loop, which goes on serving meanwhile — for
  * `timeoutMs` at most, after which it is no instance either. The helper tells the claim's end by
- * its counts (it holds the FIFO open for writing too, so it sees no end of file).
+ * its counts (it holds the FIFO open for writing too, so it sees no end of file). A helper that dies
+ * while it is written (EPIPE) leaves no instance either.
  */
 export async function writeClaim(fifoPath: string, claim: Buffer, timeoutMs = 5_000): Promise<boolean> {
   let fd: number;
@@ -115,8 +116,11 @@ export async function writeClaim(fifoPath: string, claim: Buffer, timeoutMs = 5_
   try {
     written = writeSync(fd, claim);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EAGAIN") {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== "EAGAIN") {
       closeSync(fd);
+      // The helper died between the open and the write: no instance, as when none waited.
+      if (code === "EPIPE") return false;
       throw error;
     }
   }
@@ -133,9 +137,11 @@ export async function writeClaim(fifoPath: string, claim: Buffer, timeoutMs = 5_
       rest.destroy();
       resolve(false);
     }, timeoutMs);
-    rest.once("error", (error) => {
+    rest.once("error", (error: NodeJS.ErrnoException) => {
       clearTimeout(stuck);
-      reject(error);
+      // The helper died while the claim was on its way: no instance either.
+      if (error.code === "EPIPE") resolve(false);
+      else reject(error);
     });
     rest.once("close", (hadError) => {
       clearTimeout(stuck);
