@@ -476,6 +476,27 @@ describe("AgentService", () => {
       await client.createSandbox(createRequest({ sandboxId: "default.b.000001", slots: 1 }));
     });
 
+    it("refuses a create of an id whose delete has not finished (its last steps would land on the new sandbox), and takes it once it has", async () => {
+      await client.createSandbox(createRequest({ sandboxId: "default.a.000001", slots: 2 }));
+      const deleting = gate();
+      const remove = runtime.delete.bind(runtime);
+      runtime.delete = async (sandboxId, options) => {
+        await deleting.opened;
+        await remove(sandboxId, options);
+      };
+      const deleted = client.deleteSandbox({ sandboxId: "default.a.000001", gracePeriodMs: 0 });
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      const refused = await rejection(client.createSandbox(createRequest({ sandboxId: "default.a.000001", slots: 2 })));
+      assert.equal(refused.code, Code.Unavailable);
+      assert.match(refused.message, /is being deleted on this agent/);
+      const createsBefore = runtime.created.length;
+      deleting.open();
+      await deleted;
+      assert.equal(runtime.created.length, createsBefore, "the refused create ran nothing");
+      await client.createSandbox(createRequest({ sandboxId: "default.a.000001", slots: 2 }));
+      assert.equal(runtime.created.length, createsBefore + 1);
+    });
+
     it("keeps the slot of a sandbox whose delete failed", async () => {
       await client.createSandbox(createRequest({ sandboxId: "default.a.000001", slots: 1 }));
       runtime.delete = async () => {

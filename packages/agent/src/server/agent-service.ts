@@ -206,13 +206,16 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
     async deleteSandbox(request) {
       return edge(async () => {
         checkSandboxId(request.sandboxId);
-        // A create of the same id still in flight (its caller gave up, e.g. a deadline) finishes
-        // first: deleting under it would leave the container it goes on to make.
-        await creates.settled(request.sandboxId);
-        // The control plane always sends the grace period it wants; 0 means SIGKILL at once.
-        await runtime.delete(request.sandboxId, { gracePeriodMs: Math.max(0, request.gracePeriodMs) });
-        admission.deleted(request.sandboxId);
-        await rm(logPath(request.sandboxId), { force: true });
+        // Until it has finished, a create of the same id is refused (creates-in-flight.ts).
+        await creates.deleting(request.sandboxId, async () => {
+          // A create of the same id still in flight (its caller gave up, e.g. a deadline) finishes
+          // first: deleting under it would leave the container it goes on to make.
+          await creates.settled(request.sandboxId);
+          // The control plane always sends the grace period it wants; 0 means SIGKILL at once.
+          await runtime.delete(request.sandboxId, { gracePeriodMs: Math.max(0, request.gracePeriodMs) });
+          admission.deleted(request.sandboxId);
+          await rm(logPath(request.sandboxId), { force: true });
+        });
         return create(pb.AgentDeleteSandboxResponseSchema, {});
       });
     },

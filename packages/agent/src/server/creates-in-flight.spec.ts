@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { AlreadyExistsError } from "@fast-sandbox/api/core";
+import { AlreadyExistsError, UnavailableError } from "@fast-sandbox/api/core";
 import { CreatesInFlight } from "./creates-in-flight.js";
 
 describe("CreatesInFlight", () => {
@@ -66,5 +66,27 @@ describe("CreatesInFlight", () => {
     fail(new Error("boom"));
     await waiting;
     assert.equal(settled, true);
+  });
+
+  it("refuses a create of an id while a delete of it runs (two overlapping deletes: until both ended), and runs it afterwards", async () => {
+    const creates = new CreatesInFlight();
+    let finishFirst: () => void = () => undefined;
+    let finishSecond: () => void = () => undefined;
+    const first = creates.deleting("x", () => new Promise<void>((resolve) => (finishFirst = resolve)));
+    const second = creates.deleting("x", () => new Promise<void>((resolve) => (finishSecond = resolve)));
+    await assert.rejects(
+      creates.track("x", () => Promise.resolve("made")),
+      (error: Error) => error instanceof UnavailableError && /being deleted/.test(error.message),
+    );
+    assert.equal(await creates.track("y", () => Promise.resolve("other")), "other", "other ids are not held up");
+    finishFirst();
+    await first;
+    await assert.rejects(
+      creates.track("x", () => Promise.resolve("made")),
+      UnavailableError,
+    );
+    finishSecond();
+    await second;
+    assert.equal(await creates.track("x", () => Promise.resolve("made")), "made");
   });
 });
