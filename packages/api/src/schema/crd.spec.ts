@@ -97,6 +97,20 @@ describe("renderCrds", () => {
     assert.deepEqual(pool.properties.spec.properties.runtimeType?.enum, ["container", "gvisor"]);
   });
 
+  it("checks date-times and CIDRs as strictly as the embedded validation (the API server's own formats are lenient)", () => {
+    const sandbox = openApiSchema("Sandbox") as { properties: { spec: { properties: Record<string, Json> } } };
+    const expireTime = sandbox.properties.spec.properties.expireTime as { format: string; pattern: string };
+    assert.equal(expireTime.format, "date-time");
+    const pattern = new RegExp(expireTime.pattern);
+    assert.ok(pattern.test("2030-01-01T00:00:00Z") && pattern.test("2030-01-01T00:00:00.123+02:00"));
+    assert.ok(!pattern.test("2030-01-01t00:00:00z"), "lower-case t and z, which the API server's date-time takes, are refused");
+    const egress = sandbox.properties.spec.properties.egress as { properties: { allow: { items: { properties: { cidr: Json } } } } };
+    const cidr = egress.properties.allow.items.properties.cidr as { format: string; maxLength: number; "x-kubernetes-validations": { rule: string }[] };
+    assert.equal(cidr.format, "cidr");
+    assert.ok(cidr.maxLength >= 43, "room for the longest IPv6 CIDR");
+    assert.match(cidr["x-kubernetes-validations"][0]?.rule ?? "", /cidr\(self\)\.masked\(\) == cidr\(self\)/);
+  });
+
   it("marks unique port lists as sets and keeps agentTemplate open", () => {
     const sandbox = openApiSchema("Sandbox") as {
       properties: { spec: { properties: Record<string, Json> } };

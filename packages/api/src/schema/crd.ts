@@ -3,13 +3,16 @@ import { stringify } from "yaml";
 import { GROUP, NAME_MAX_LENGTH, NAME_PATTERN, VERSION } from "./object-meta.js";
 import { SandboxSpec, SandboxStatus } from "./sandbox.js";
 import { SandboxPoolSpec, SandboxPoolStatus } from "./sandbox-pool.js";
+import { crdFormatKeywords } from "./string-formats.js";
 
 type JsonSchema = Record<string, unknown>;
 
 /**
  * Turns a TypeBox schema into a Kubernetes *structural* OpenAPI v3 schema: unions of literals become
  * enums, `additionalProperties: false` is dropped (the API server prunes unknown fields instead),
- * and `uniqueItems` becomes `x-kubernetes-list-type: set` (uniqueItems is forbidden in CRDs).
+ * `uniqueItems` becomes `x-kubernetes-list-type: set` (uniqueItems is forbidden in CRDs), and a
+ * string format gets the keywords that make the API server check it as strictly as the embedded
+ * validation does (string-formats.ts).
  */
 export function toStructuralSchema(schema: TSchema): JsonSchema {
   const source = schema as JsonSchema;
@@ -47,6 +50,11 @@ export function toStructuralSchema(schema: TSchema): JsonSchema {
         break;
       case "uniqueItems":
         if (value === true) out["x-kubernetes-list-type"] = "set";
+        break;
+      case "format":
+        // The API server's own format checks are lenient: the strict rules come with the format.
+        out.format = value;
+        Object.assign(out, crdFormatKeywords(String(value)));
         break;
       default:
         out[key] = value;

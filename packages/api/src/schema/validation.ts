@@ -3,11 +3,11 @@ import { TypeCompiler, type TypeCheck } from "@sinclair/typebox/compiler";
 import { ValueErrorType, type ValueError } from "@sinclair/typebox/value";
 import { ValidationError } from "../errors.js";
 import { cidrProblem } from "./cidr.js";
+import { RFC3339 } from "./string-formats.js";
 import { checkEgressPolicy, checkPoolNetwork } from "./network.js";
 import { Sandbox } from "./sandbox.js";
 import { SandboxPool } from "./sandbox-pool.js";
 
-const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 if (!FormatRegistry.Has("date-time")) {
   FormatRegistry.Set("date-time", (value) => RFC3339.test(value) && !Number.isNaN(Date.parse(value)));
 }

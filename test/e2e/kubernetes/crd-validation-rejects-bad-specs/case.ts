@@ -48,6 +48,22 @@ const BAD_SANDBOXES: BadSpec[] = [
   { what: "relative workingDir", kind: "Sandbox", path: ["spec", "workingDir"], value: "tmp", field: "spec.workingDir" },
   { what: "env name with '='", kind: "Sandbox", path: ["spec", "envs"], value: [{ name: "A=B", value: "x" }], field: "spec.envs[0].name" },
   { what: "expireTime that is not RFC 3339", kind: "Sandbox", path: ["spec", "expireTime"], value: "tomorrow", field: "spec.expireTime" },
+  // The API server's own date-time format takes lower-case t and z; the controller's writes would then all be refused.
+  {
+    what: "expireTime with a lower-case t and z",
+    kind: "Sandbox",
+    path: ["spec", "expireTime"],
+    value: "2030-01-01t00:00:00z",
+    field: "spec.expireTime",
+  },
+  // The API server's own cidr format takes an address with bits set after the prefix.
+  {
+    what: "egress CIDR with bits set after its prefix",
+    kind: "Sandbox",
+    path: ["spec", "egress", "allow"],
+    value: [{ cidr: "10.0.0.1/24" }],
+    field: "spec.egress.allow[0].cidr",
+  },
   { what: "unknown spec field", kind: "Sandbox", path: ["spec", "imagePullPolicy"], value: "Always", field: "spec.imagePullPolicy" },
   {
     what: "egress CIDR without a prefix",
@@ -107,6 +123,13 @@ const BAD_POOLS: BadSpec[] = [
   { what: "cpu that is not a quantity", kind: "SandboxPool", path: ["spec", "sandboxResources", "cpu"], value: "fast", field: "spec.sandboxResources.cpu" },
   { what: "pids 0", kind: "SandboxPool", path: ["spec", "sandboxResources", "pids"], value: 0, field: "spec.sandboxResources.pids" },
   { what: "unknown network mode", kind: "SandboxPool", path: ["spec", "network", "mode"], value: "Bridge", field: "spec.network.mode" },
+  {
+    what: "egress CIDR with bits set after its prefix",
+    kind: "SandboxPool",
+    path: ["spec", "network", "egress", "allow"],
+    value: [{ cidr: "2001:db8::1/32" }],
+    field: "spec.network.egress.allow[0].cidr",
+  },
   {
     what: "egress CIDR with a prefix beyond 32 bits",
     kind: "SandboxPool",
