@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import {
+  ConflictError,
   AlreadyExistsError,
   FailedPreconditionError,
   FsbError,
@@ -702,6 +703,47 @@ describe("SandboxManager", () => {
       manager.setPoolCapacity(capacity);
       // Scaled to zero: no agent yet.
       manager.setPool(pool("elastic", { capacity: { poolMin: 0, poolMax: 2, wakeTimeoutSeconds: 5 }, maxSandboxesPerPod: 1 }));
+    });
+
+    it("a kubectl record one replica waits to place and another (the next leader) places meanwhile is created once: the waiting one gives way", async () => {
+      const record = await storeRecord("applied", undefined, { poolRef: "elastic" });
+      // This replica (the leader about to lose its Lease) waits for the pool to start an agent.
+      const waiting = manager.placeStored(record);
+      waiting.catch(() => undefined);
+      await eventually(async () => (condition(await stored("applied"), "Scheduled")?.reason === "WaitingForCapacity" ? true : undefined));
+      // The next leader, whose registry has the agent already, places it.
+      const elastic = addAgent("elastic-0", "elastic", 2);
+      registry.setAgentReady("elastic-0", false); // not yet in this replica's view
+      const otherRegistry = new AgentRegistry();
+      otherRegistry.upsertAgent({
+        name: "elastic-0",
+        namespace: "default",
+        pool: "elastic",
+        endpoint: "127.0.0.1:7100",
+        capacity: 2,
+        hostIP: "127.0.0.1",
+        images: [],
+      });
+      const next = new SandboxManager({
+        store,
+        registry: otherRegistry,
+        agents: { get: (name) => clients.get(name) },
+        logger: pino({ level: "silent" }),
+        clock,
+      });
+      next.setPool(pool("elastic", { capacity: { poolMin: 0, poolMax: 2, wakeTimeoutSeconds: 5 }, maxSandboxesPerPod: 2 }));
+      const placed = await next.placeStored((await stored("applied"))!);
+      assert.equal(placed?.status?.phase, "Running");
+      const placedAs = placed?.status?.sandboxID;
+      // The agent shows up in the first replica's view too: its wait ends, and its try must give way.
+      registry.setAgentReady("elastic-0", true);
+      await clock.advanceAsync(25);
+      await assert.rejects(waiting, ConflictError);
+      assert.equal(elastic.createRequests.length, 1, "one instance of the sandbox");
+      const current = await stored("applied");
+      assert.equal(current?.status?.phase, "Running");
+      assert.equal(current?.status?.sandboxID, placedAs, "the placed instance stands");
+      await next.drain();
     });
 
     it("when the pool can grow: wakes it, shows the create Pending/WaitingForCapacity while it waits, and places it once an agent is ready", async () => {

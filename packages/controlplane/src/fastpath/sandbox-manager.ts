@@ -8,6 +8,7 @@ import { isDeepStrictEqual } from "node:util";
 import {
   AlreadyExistsError,
   API_VERSION,
+  ConflictError,
   FailedPreconditionError,
   FsbError,
   NoCapacityError,
@@ -537,6 +538,10 @@ export class SandboxManager {
           ? await this.store.get("Sandbox", { namespace: candidate.metadata.namespace ?? DEFAULT_NAMESPACE, name: candidate.metadata.name })
           : undefined;
         if (this.keptOnFailure.has(key) && !existing) throw new NotFoundError(`sandbox ${key} was deleted while it was being placed`);
+        // Placed by another replica meanwhile (the leader before a failover): its instance stands.
+        const phase = existing?.status?.phase;
+        if (phase !== undefined && phase !== "Pending")
+          throw new ConflictError(`sandbox ${key} was placed elsewhere while this replica was placing it (${phase})`);
       }
     }
   }
@@ -573,7 +578,10 @@ export class SandboxManager {
         ...(agent.nodeName ? { nodeName: agent.nodeName } : {}),
         ...(candidate.spec.resetRevision ? { acceptedResetRevision: candidate.spec.resetRevision } : {}),
       };
-      stored = await this.store.updateStatus("Sandbox", { ...stored, status: bound }, { unconditional: true });
+      // A record found stored (written with kubectl) is bound only as it was read: another replica
+      // that took it meanwhile (the leader before a failover, still placing it) makes this write
+      // conflict, and this try gives way instead of making a second instance of it.
+      stored = await this.store.updateStatus("Sandbox", { ...stored, status: bound }, existing ? {} : { unconditional: true });
       await this.pullIfMissing(client, agent, candidate.spec.image);
       const request = { ...this.agentRequest(stored, sandboxId, pool, network), ...(restore ? { fromCheckpoint: restore.checkpointId } : {}) };
       const created = await client.createSandbox(request).catch((error: unknown) => {
@@ -590,7 +598,9 @@ export class SandboxManager {
         ?.deleteSandbox(sandboxId, 0)
         .catch((e: unknown) => this.logger.warn({ err: e, sandbox: key }, "could not make sure the agent holds nothing of a failed create"));
       if (stored)
-        await this.forget(stored).catch((e: unknown) => this.logger.error({ err: e, sandbox: key }, "could not remove the record of a failed create"));
+        await this.forget(stored, sandboxId).catch((e: unknown) =>
+          this.logger.error({ err: e, sandbox: key }, "could not remove the record of a failed create"),
+        );
       throw FsbError.from(error);
     }
     const running: Sandbox = { ...stored, status: this.runningStatus(stored, placement, { type: "Ready", status: "True", reason: "Started" }, address) };
@@ -610,7 +620,7 @@ export class SandboxManager {
           .get(agent.name)
           ?.deleteSandbox(sandboxId, 0)
           .catch(() => undefined);
-        await this.forget(stored).catch(() => undefined);
+        await this.forget(stored, sandboxId).catch(() => undefined);
         throw FsbError.from(error);
       }
     }
@@ -915,7 +925,7 @@ export class SandboxManager {
       const client = sandbox.status.assignedPod ? this.agents.get(sandbox.status.assignedPod) : undefined;
       if (client && sandbox.status.sandboxID) await client.deleteSandbox(sandbox.status.sandboxID, 0);
       this.registry.release(key);
-      await this.forget(sandbox);
+      await this.forget(sandbox, sandbox.status.sandboxID);
     })();
     this.creating.set(key, attempt);
     try {
@@ -926,11 +936,14 @@ export class SandboxManager {
   }
 
   /** Removes a record whose container never started (or is gone), dropping the finalizer first; one its user wrote is Pending again. */
-  private async forget(sandbox: Sandbox): Promise<void> {
+  private async forget(sandbox: Sandbox, attemptSandboxId?: string): Promise<void> {
     const key = { namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, name: sandbox.metadata.name };
     const current = await this.store.get("Sandbox", key);
     // Gone, or another sandbox of the same name (another create's, e.g. a retry's): not ours to remove.
     if (!current || current.metadata.uid !== sandbox.metadata.uid) return;
+    // Placed by another try meanwhile (another replica's, e.g. the leader before a failover): its instance, not this one's.
+    const placedAs = current.status?.sandboxID;
+    if (placedAs !== undefined && placedAs !== attemptSandboxId) return;
     // Written by its user (kubectl apply, not a fast-path create): it stays, waiting to be placed
     // again, with nothing of the failed try — also when the try was cut short by a restart (abandon).
     const userWritten = this.keptOnFailure.has(sandboxKey(key.namespace, key.name)) || current.metadata.annotations?.[FAST_PATH_ANNOTATION] !== "true";
