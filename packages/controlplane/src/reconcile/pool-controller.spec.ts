@@ -754,6 +754,41 @@ describe("PoolController", () => {
     assert.equal(fleet.stopCalls.length, 1, "stopped once");
   });
 
+  it("on a follower, follows a pool while it has agents and stops requeueing it once the pool and its agents are gone", async () => {
+    await controller.stop();
+    let leader = true;
+    controller = newController({ isLeader: () => leader, resyncIntervalMs: 1000 });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 1 }));
+    await settle();
+    await allReady();
+    leader = false;
+    const listAgents = fleet.listAgents.bind(fleet);
+    let looks = 0;
+    fleet.listAgents = (pool) => {
+      if (pool?.pool === POOL) looks += 1;
+      return listAgents(pool);
+    };
+    clock.advance(1500);
+    await settle();
+    assert.ok(looks > 0, "a follower still follows a live pool");
+    const pool = await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    assert.ok(pool);
+    await store.update("SandboxPool", { ...pool, metadata: { ...pool.metadata, finalizers: [] } });
+    await store.delete("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    for (const name of fleet.requested) fleet.remove(name);
+    await settle();
+    // A resync asked for before the pool went still comes once.
+    clock.advance(1500);
+    await settle();
+    const before = looks;
+    for (let i = 0; i < 5; i++) {
+      clock.advance(1500);
+      await settle();
+    }
+    assert.equal(looks, before, "nothing left to follow: no more requeues");
+  });
+
   it("writes the status again from a fresh read when the write meets a conflict", async () => {
     store.failNext("updateStatus", new ConflictError("the object has been modified"));
     await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 1 }));

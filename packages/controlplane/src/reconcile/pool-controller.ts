@@ -265,7 +265,10 @@ export class PoolController implements Reconciler {
     const pool = this.informer.get(key);
     const agents = this.options.fleet.listAgents(ref);
     this.syncRegistry(ref, pool, agents);
-    if (this.options.isLeader && !this.options.isLeader()) return { requeueAfterMs: this.options.resyncIntervalMs ?? 5000 };
+    if (this.options.isLeader && !this.options.isLeader()) {
+      // A follower keeps its registry in step; a pool gone with its agents has nothing left to follow.
+      return !pool && agents.length === 0 ? undefined : { requeueAfterMs: this.options.resyncIntervalMs ?? 5000 };
+    }
     if (!pool || pool.metadata.deletionTimestamp) {
       this.spareSince.delete(key);
       this.expectedStarts.delete(key);
