@@ -175,6 +175,10 @@ export interface GvisorCheckpointsOptions {
   logPath(sandboxId: string): string;
   /** The cgroups path of a container. */
   cgroupsPath(containerId: string): string;
+  /** Removes a container's cgroup (a restore undone: Tasks.Create may leave it); rejects while processes are in it. */
+  removeCgroup(containerId: string): Promise<void>;
+  /** SIGKILLs the host processes of a container's cgroup (the last resort of a task that does not end); how many. */
+  killCgroup(containerId: string): Promise<number>;
   /** The image's chain id (its snapshot parent), pulling nothing: a checkpoint's image is on the node. */
   resolveImage(image: string): Promise<{ chainId: string }>;
   /**
@@ -583,6 +587,8 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
         throw error;
       }
       undo.push({ step: "container", run: () => this.client.containers.delete({ id: containerId }) });
+      // Runs after the task's undo: a Tasks.Create that failed half-way may have left the cgroup.
+      undo.push({ step: "cgroup", run: () => this.options.removeCgroup(containerId) });
       timings.container = lap();
       await this.client.tasks.create({
         containerId,
@@ -829,10 +835,18 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     }
   }
 
-  /** SIGKILL to process 1 (which ends a gVisor sandbox, restored or not), then Tasks.Delete. */
+  /**
+   * SIGKILL to process 1 (which ends a gVisor sandbox, restored or not), then Tasks.Delete; a task
+   * that has not ended 5 s later has its cgroup's host processes killed first (a Sentry stuck in
+   * the open of a host FIFO outlives its SIGKILL), as the runtime's delete does.
+   */
   private async killTask(containerId: string): Promise<void> {
     await this.client.tasks.kill({ containerId, signal: 9, all: false }).catch(() => undefined);
-    await this.options.exitedWithin(containerId, 5_000);
+    if (!(await this.options.exitedWithin(containerId, 5_000))) {
+      const killed = await this.options.killCgroup(containerId);
+      this.logger.warn({ containerId, processes: killed }, "a restored task did not end on SIGKILL; its cgroup's processes were killed");
+      await this.options.exitedWithin(containerId, 5_000);
+    }
     await this.client.tasks.delete({ containerId });
   }
 

@@ -330,7 +330,7 @@ export class ContainerdRuntime implements Runtime {
   private readonly claimedContainers = new Map<string, string>();
   /** Claims whose container containerd does not know as the sandbox yet (recordClaim). */
   private readonly pendingClaims = new Map<string, Promise<void>>();
-  /** Discards of copies restored ahead from a deleted checkpoint, in flight. */
+  /** Discards of stock instances in flight (copies restored ahead from a deleted checkpoint, instances of an image pulled anew): a shutdown waits for them. */
   private readonly staleDiscards = new Set<Promise<void>>();
   /** The claims written ahead of containerd (claim-journal.ts). */
   private readonly claimJournal: ClaimJournal;
@@ -417,6 +417,11 @@ export class ContainerdRuntime implements Runtime {
       runDir: (sandboxId) => this.runDir(sandboxId),
       logPath: (sandboxId) => sandboxLogPath(this.stateDir, sandboxId),
       cgroupsPath: (containerId) => sandboxCgroupsPath(this.cgroupParent, containerId),
+      removeCgroup: (containerId) => {
+        const busy = removeCgroup(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, containerId));
+        return busy.length > 0 ? Promise.reject(new Error(`cgroup not empty: ${busy.join(", ")}`)) : Promise.resolve();
+      },
+      killCgroup: (containerId) => killCgroupProcesses(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, containerId)),
       resolveImage: (image) => this.images.resolve(image),
       claimNetwork: (spec, runDir, labels, undo) => this.claimNetwork(spec, runDir, labels, undo),
       refillNetworks: () => this.networks?.refill(),
@@ -564,7 +569,9 @@ export class ContainerdRuntime implements Runtime {
           { instance: instance.id, image, was: instance.image.targetDigest, now: current.targetDigest },
           "a prepared instance is of an image its tag no longer names (pulled anew); it is replaced",
         );
-        void this.discardInstance(instance);
+        // Tracked like the stale copies' discards: a shutdown meanwhile waits for it instead of removing the same container at once.
+        const discard = this.discardInstance(instance).finally(() => this.staleDiscards.delete(discard));
+        this.staleDiscards.add(discard);
         continue;
       }
       const sandbox = await this.claimInstance(instance, spec, runDir);
