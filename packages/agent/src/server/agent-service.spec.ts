@@ -460,16 +460,22 @@ describe("AgentService", () => {
       assert.equal((await rejection(client.createSandbox(createRequest({ sandboxId: "default.c.000001", slots: 2 })))).code, Code.ResourceExhausted);
     });
 
-    it("keeps the slot until the sandbox's delete has finished", async () => {
-      await client.createSandbox(createRequest({ sandboxId: "default.a.000001", slots: 1 }));
+    /** Starts the delete of `sandboxId` and holds it inside the runtime's delete until `deleting.open()`. */
+    async function deleteHeldOpen(sandboxId: string): Promise<{ deleting: ReturnType<typeof gate>; deleted: Promise<unknown> }> {
       const deleting = gate();
       const remove = runtime.delete.bind(runtime);
-      runtime.delete = async (sandboxId, options) => {
+      runtime.delete = async (id, options) => {
         await deleting.opened;
-        await remove(sandboxId, options);
+        await remove(id, options);
       };
-      const deleted = client.deleteSandbox({ sandboxId: "default.a.000001", gracePeriodMs: 0 });
+      const deleted = client.deleteSandbox({ sandboxId, gracePeriodMs: 0 });
       await new Promise((resolve) => setTimeout(resolve, 10));
+      return { deleting, deleted };
+    }
+
+    it("keeps the slot until the sandbox's delete has finished", async () => {
+      await client.createSandbox(createRequest({ sandboxId: "default.a.000001", slots: 1 }));
+      const { deleting, deleted } = await deleteHeldOpen("default.a.000001");
       assert.equal((await rejection(client.createSandbox(createRequest({ sandboxId: "default.b.000001", slots: 1 })))).code, Code.ResourceExhausted);
       deleting.open();
       await deleted;
@@ -478,14 +484,7 @@ describe("AgentService", () => {
 
     it("refuses a create of an id whose delete has not finished (its last steps would land on the new sandbox), and takes it once it has", async () => {
       await client.createSandbox(createRequest({ sandboxId: "default.a.000001", slots: 2 }));
-      const deleting = gate();
-      const remove = runtime.delete.bind(runtime);
-      runtime.delete = async (sandboxId, options) => {
-        await deleting.opened;
-        await remove(sandboxId, options);
-      };
-      const deleted = client.deleteSandbox({ sandboxId: "default.a.000001", gracePeriodMs: 0 });
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      const { deleting, deleted } = await deleteHeldOpen("default.a.000001");
       const refused = await rejection(client.createSandbox(createRequest({ sandboxId: "default.a.000001", slots: 2 })));
       assert.equal(refused.code, Code.Unavailable);
       assert.match(refused.message, /is being deleted on this agent/);

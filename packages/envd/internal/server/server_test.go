@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -80,20 +79,7 @@ func start(t *testing.T, options server.Options) *sandbox {
 		options.SandboxEnv = []string{"PATH=" + os.Getenv("PATH"), "SANDBOX_VAR=from-the-sandbox"}
 	}
 	daemon := server.New(options)
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- daemon.Serve(ctx, listener) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	url := "http://" + listener.Addr().String()
+	url := serveOnLoopback(t, daemon)
 	return &sandbox{
 		url: url, root: root, home: home, protected: protected, daemon: daemon,
 		process: processconnect.NewProcessClient(http.DefaultClient, url, connect.WithProtoJSON()),
