@@ -88,6 +88,21 @@ describe("FastSandbox", () => {
     assert.equal(daemon.targets[0]?.accessToken, "rotated-token-of-web");
   });
 
+  it("follows a new instance of its sandbox (a reset, an AutoRecreate): once getInfo() reads it, daemon calls go to it", async () => {
+    plane.add("web", "a1b2c3d4e5f6g7h8i9j0");
+    const sandbox = await FastSandbox.connect("web", { connection, accessToken: "t" });
+    daemon.define("true", async () => 0);
+    await sandbox.commands.run("true");
+    const record = plane.sandbox("web");
+    plane.sandboxes.set("default/web", { ...record, status: { ...record.status, sandboxID: "k0l1m2n3o4p5q6r7s8t9" } });
+    assert.equal((await sandbox.getInfo()).status?.sandboxID, "k0l1m2n3o4p5q6r7s8t9");
+    await sandbox.commands.run("true");
+    assert.deepEqual(
+      daemon.targets.map((target) => target.sandboxId),
+      ["a1b2c3d4e5f6g7h8i9j0", "k0l1m2n3o4p5q6r7s8t9"],
+    );
+  });
+
   it("list() returns the namespace's sandboxes as records", async () => {
     await FastSandbox.create({ connection, name: "one" });
     await FastSandbox.create({ connection, name: "two" });

@@ -239,7 +239,7 @@ export class FastSandbox {
 
   /** The sandbox as it is now. */
   async getInfo(options: RequestOptions = {}): Promise<Sandbox> {
-    this.record = await this.connection.client.sandboxes.get(this.name, { namespace: this.namespace, ...options });
+    this.remember(await this.connection.client.sandboxes.get(this.name, { namespace: this.namespace, ...options }));
     return this.record;
   }
 
@@ -326,11 +326,12 @@ export class FastSandbox {
     for (let attempt = 1; ; attempt++) {
       const current = await this.connection.client.sandboxes.get(this.name, { namespace: this.namespace, ...options });
       try {
-        this.record = await this.connection.client.sandboxes.update(
+        const updated = await this.connection.client.sandboxes.update(
           this.name,
           { ...current.spec, expireTime: new Date(Date.now() + timeoutMs).toISOString() },
           { namespace: this.namespace, ...(current.metadata.resourceVersion ? { resourceVersion: current.metadata.resourceVersion } : {}), ...options },
         );
+        this.remember(updated);
         return;
       } catch (error) {
         if (error instanceof ConflictError && attempt < UPDATE_ATTEMPTS) continue;
@@ -375,6 +376,15 @@ export class FastSandbox {
     this.channelOf = undefined;
     this.connection.accessTokens?.saveAccessToken(this.namespace, this.name, accessToken);
     return accessToken;
+  }
+
+  /**
+   * Keeps the sandbox's record as last read. A new instance (a reset, an AutoRecreate after its agent
+   * was lost) has a new sandbox id: daemon calls go to it from then on, not to the one gone.
+   */
+  private remember(record: Sandbox): void {
+    if (record.status?.sandboxID !== this.record.status?.sandboxID) this.channelOf = undefined;
+    this.record = record;
   }
 
   private get label(): string {

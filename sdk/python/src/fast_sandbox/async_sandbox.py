@@ -709,6 +709,18 @@ class AsyncFiles:
 class AsyncSandbox:
     """A sandbox, for asyncio: see :class:`fast_sandbox.Sandbox`. ``async with`` kills it on exit."""
 
+    @property
+    def _info(self) -> SandboxInfo:
+        return self._record
+
+    @_info.setter
+    def _info(self, info: SandboxInfo) -> None:
+        # A new instance of the sandbox (a reset, an AutoRecreate) has a new id: daemon calls go to it from then on.
+        self._record = info
+        daemon = self.__dict__.get("_daemon")
+        if daemon is not None:
+            daemon.sandbox_id = info.sandbox_id
+
     def __init__(self, info: SandboxInfo, access_token: Optional[str], connection: _AsyncConnection) -> None:
         self._info = info
         self._connection = connection

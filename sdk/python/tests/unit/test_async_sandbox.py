@@ -132,6 +132,21 @@ async def test_exit_codes_timeouts_and_background_commands(fake_and_options: Tup
     assert await sandbox.commands.kill(sleeper.pid) is False
 
 
+async def test_a_new_instance_read_by_get_info_receives_the_daemon_calls(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+    fake.programs["true"] = lambda process: process.exit(0)
+    await sandbox.commands.run("true")
+    record = fake.sandboxes[f"default/{sandbox.name}"]
+    old_id = record["status"]["sandboxID"]
+    new_id = "bbbbbbbbbbbbbbbbbbbb"
+    record["status"]["sandboxID"] = new_id
+    fake.access_tokens[new_id] = fake.access_tokens.pop(old_id)
+    assert (await sandbox.get_info()).sandbox_id == new_id
+    assert (await sandbox.commands.run("true")).exit_code == 0
+    assert [call.headers["e2b-sandbox-id"] for call in fake.calls("/process.Process/Start")] == [old_id, new_id]
+
+
 async def test_connect_and_disconnect(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
     fake, options = fake_and_options
     sandbox = await new_sandbox(fake, options)

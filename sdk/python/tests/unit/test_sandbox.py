@@ -185,6 +185,20 @@ def test_without_its_access_token_a_handle_manages_the_sandbox_but_cannot_reach_
     assert handle.commands.run("true").exit_code == 0
 
 
+def test_a_new_instance_read_by_get_info_receives_the_daemon_calls(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    # A reset or an AutoRecreate gives the sandbox a new instance, with a new id.
+    fake.programs["true"] = lambda process: process.exit(0)
+    sandbox.commands.run("true")
+    record = fake.sandboxes[f"default/{sandbox.name}"]
+    old_id = record["status"]["sandboxID"]
+    new_id = "bbbbbbbbbbbbbbbbbbbb"
+    record["status"]["sandboxID"] = new_id
+    fake.access_tokens[new_id] = fake.access_tokens.pop(old_id)
+    assert sandbox.get_info().sandbox_id == new_id
+    assert sandbox.commands.run("true").exit_code == 0
+    assert [call.headers["e2b-sandbox-id"] for call in fake.calls("/process.Process/Start")] == [old_id, new_id]
+
+
 def test_logs_stream_the_sandboxs_output(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
     chunks = list(sandbox.logs())
     assert len(chunks) == 2
