@@ -661,7 +661,7 @@ describe("PoolController", () => {
 
   it("stops an agent away too long that holds no sandbox (its Pod never became Ready), so a pool that cannot start agents replaces them one for one", async () => {
     await controller.stop();
-    controller = newController({ awayLimitMs: 60_000 });
+    controller = newController({ awayLimitMs: 60_000, startLimitMs: 60_000 });
     await controller.start();
     await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 3 }));
     await settle();
@@ -687,10 +687,57 @@ describe("PoolController", () => {
     assert.equal(fleet.listAgents({ namespace: NAMESPACE, pool: POOL }).length, 1, "never more than the pool's size");
   });
 
+  it("gives an agent never seen up startLimitMs, not awayLimitMs (a Pod still pulling a large image is starting, not away)", async () => {
+    await controller.stop();
+    controller = newController({ awayLimitMs: 60_000, startLimitMs: 600_000 });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 3 }));
+    await settle();
+    const [first] = fleet.requested;
+    assert.ok(first);
+    fleet.report(first);
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    clock.advance(120_000);
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.equal(fleet.requested.length, 1, "still starting after awayLimitMs: no replacement");
+    assert.deepEqual(fleet.stopCalls, []);
+    clock.advance(500_000);
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.equal(fleet.requested.length, 2, "replaced after startLimitMs");
+    assert.deepEqual(fleet.stopCalls, [[first]], "and, holding nothing, stopped");
+  });
+
+  it("keeps its view of away agents fresh while it follows: leading again, an agent that came back meanwhile is not away since long ago", async () => {
+    await controller.stop();
+    let leader = true;
+    controller = newController({ awayLimitMs: 60_000, isLeader: () => leader, resyncIntervalMs: 1000 });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 3 }));
+    await settle();
+    await allReady();
+    const [agent] = place(1);
+    assert.ok(agent);
+    fleet.lose(agent); // seen away while leading
+    await settle();
+    leader = false;
+    fleet.ready(agent, "10.1.0.9"); // back while this replica follows
+    await settle();
+    clock.advance(600_000);
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    leader = true;
+    fleet.lose(agent); // briefly away again, now that it leads
+    await settle();
+    assert.equal(fleet.requested.length, 1, "away for a moment, not for ten minutes: no replacement");
+  });
+
   it("keeps an agent away too long while records name it, though it holds no slot (its sandboxes Lost, or a restarted controller)", async () => {
     await controller.stop();
     let holder = "";
-    controller = newController({ awayLimitMs: 60_000, holdsSandboxes: (name) => name === holder });
+    controller = newController({ awayLimitMs: 60_000, startLimitMs: 60_000, holdsSandboxes: (name) => name === holder });
     await controller.start();
     await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 3 }));
     await settle();

@@ -108,6 +108,11 @@ export interface PoolControllerOptions {
    */
   awayLimitMs?: number;
   /**
+   * The same for an agent never seen up (a Pod still starting: a large image pulling, a node being
+   * added for it), which counts as starting meanwhile. @default 900000 (15 minutes)
+   */
+  startLimitMs?: number;
+  /**
    * Whether records still name the agent (`status.assignedPod`) in a phase it may serve again (Bound,
    * Running, Lost, Paused): an away agent holding any is kept. Its registry slots count too.
    * @default its registry slots alone
@@ -167,6 +172,8 @@ export class PoolController implements Reconciler {
   private readonly awaySince = new Map<string, { key: string; since: number }>();
   /** Agents already logged as away too long. */
   private readonly awayWarned = new Set<string>();
+  /** Agents this replica saw up (ready and registered) at least once, until the fleet no longer has them. */
+  private readonly seenUp = new Map<string, string>();
   /** Per pool key: agents requested and not yet reported by the fleet. */
   private readonly expectedStarts = new Map<string, ExpectedStart[]>();
   /** Agents asked to stop (drained) → their pool key, until the fleet no longer reports them: never ready again. */
@@ -266,7 +273,10 @@ export class PoolController implements Reconciler {
     const agents = this.options.fleet.listAgents(ref);
     this.syncRegistry(ref, pool, agents);
     if (this.options.isLeader && !this.options.isLeader()) {
-      // A follower keeps its registry in step; a pool gone with its agents has nothing left to follow.
+      // A follower keeps its registry and its view of who is away in step (for when it leads); a
+      // pool gone with its agents has nothing left to follow.
+      const nowMs = this.clock.now().getTime();
+      for (const agent of agents) if (!this.stopping.has(agent.name)) this.awayTooLong(agent, nowMs);
       return !pool && agents.length === 0 ? undefined : { requeueAfterMs: this.options.resyncIntervalMs ?? 5000 };
     }
     if (!pool || pool.metadata.deletionTimestamp) {
@@ -460,6 +470,7 @@ export class PoolController implements Reconciler {
       this.awaySince.delete(name);
       this.awayWarned.delete(name);
     }
+    for (const [name, poolKey] of this.seenUp) if (poolKey === key && !present.has(name)) this.seenUp.delete(name);
     for (const registered of registry.listAgents({ namespace: ref.namespace, pool: ref.pool })) {
       if (present.has(registered.name)) continue;
       const lost = registry.removeAgent(registered.name);
@@ -506,10 +517,6 @@ export class PoolController implements Reconciler {
     return agent.ready && this.options.registry.getAgent(agent.name)?.ready === true;
   }
 
-  /**
-   * True once the agent has been away (not up) for longer than awayLimitMs, counted from the first
-   * time this replica saw it away (kept up to date by every reconcile and every `canGrow`).
-   */
   /** Stops agents that will not serve (ended, or away and empty): unready at once, stopped now; on failure tried again by the next reconcile. */
   private async stopNow(key: string, ref: PoolRef, agents: readonly FleetAgent[]): Promise<void> {
     for (const agent of agents) {
@@ -532,15 +539,23 @@ export class PoolController implements Reconciler {
     return (this.options.registry.getAgent(name)?.allocated ?? 0) > 0 || this.options.holdsSandboxes?.(name) === true;
   }
 
+  /**
+   * True once the agent has been away (not up) for longer than awayLimitMs — startLimitMs for one
+   * this replica never saw up (still starting: its image pulling, its node being added) — counted
+   * from the first time this replica saw it away (kept up to date by every reconcile, the
+   * followers' too, and every `canGrow`).
+   */
   private awayTooLong(agent: FleetAgent, nowMs: number): boolean {
     if (this.isUp(agent)) {
       this.awaySince.delete(agent.name);
       this.awayWarned.delete(agent.name);
+      this.seenUp.set(agent.name, `${agent.namespace}/${agent.pool}`);
       return false;
     }
     const since = this.awaySince.get(agent.name)?.since ?? nowMs;
     this.awaySince.set(agent.name, { key: `${agent.namespace}/${agent.pool}`, since });
-    return nowMs - since > (this.options.awayLimitMs ?? 300_000);
+    const limitMs = this.seenUp.has(agent.name) ? (this.options.awayLimitMs ?? 300_000) : (this.options.startLimitMs ?? 900_000);
+    return nowMs - since > limitMs;
   }
 
   /** What the sizer needs of an agent: a registered agent that is not ready is away, not idle, and counts as busy. */
