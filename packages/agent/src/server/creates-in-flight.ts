@@ -20,7 +20,7 @@ export class CreatesInFlight {
   async track<T>(sandboxId: string, create: () => Promise<T>): Promise<T> {
     if (this.creates.has(sandboxId)) throw new AlreadyExistsError(`sandbox ${sandboxId} is being created already`);
     if (this.deletes.has(sandboxId)) {
-      throw new UnavailableError(`sandbox ${sandboxId} is being deleted on this agent; create it under a new id, or once its delete has finished`);
+      throw new UnavailableError(`sandbox ${sandboxId} is being deleted on this agent; retry once its delete has finished`);
     }
     const running = create();
     this.creates.set(sandboxId, running);

@@ -746,6 +746,30 @@ describe("SandboxManager", () => {
       await next.drain();
     });
 
+    it("a kubectl record placed by another replica just before this one's wait wrote its condition (rebased onto it) is still not placed twice", async () => {
+      const record = await storeRecord("applied", undefined, { poolRef: "elastic" });
+      const updateStatus = store.updateStatus.bind(store);
+      let raced = false;
+      // The other replica's Bound lands between this replica's read and its WaitingForCapacity write.
+      store.updateStatus = (async (kind: "Sandbox", object: Sandbox, options?: Parameters<typeof store.updateStatus>[2]) => {
+        if (!raced && kind === "Sandbox" && object.metadata.name === "applied") {
+          raced = true;
+          const current = await store.get("Sandbox", { namespace: "default", name: "applied" });
+          assert.ok(current);
+          await updateStatus("Sandbox", { ...current, status: { phase: "Bound", assignedPod: "elastic-9", sandboxID: "other000000000000000" } });
+        }
+        return updateStatus(kind, object, options);
+      }) as typeof store.updateStatus;
+      const waiting = manager.placeStored(record);
+      waiting.catch(() => undefined);
+      await eventually(async () => (condition(await stored("applied"), "Scheduled")?.reason === "WaitingForCapacity" ? true : undefined));
+      const elastic = addAgent("elastic-0", "elastic", 2);
+      await clock.advanceAsync(25);
+      await assert.rejects(waiting, ConflictError);
+      assert.equal(elastic.createRequests.length, 0, "no second instance");
+      assert.equal((await stored("applied"))?.status?.sandboxID, "other000000000000000", "the other replica's placement stands");
+    });
+
     it("when the pool can grow: wakes it, shows the create Pending/WaitingForCapacity while it waits, and places it once an agent is ready", async () => {
       const creating = manager.create({ name: "web", spec: spec({ poolRef: "elastic" }) });
       const waiting = await eventually(async () => {

@@ -568,6 +568,10 @@ export class SandboxManager {
       const client = this.agents.get(agent.name);
       if (!client) throw new UnavailableError(`agent ${agent.name} has no connection; retry in a moment`);
       stored ??= await this.store.create("Sandbox", candidate);
+      // The wait for capacity rebases its condition writes onto the record as it is: one another
+      // replica placed meanwhile shows its instance here, and this try gives way to it.
+      const placedAs = existing ? stored.status?.sandboxID : undefined;
+      if (placedAs !== undefined) throw new ConflictError(`sandbox ${key} was placed elsewhere while this replica was placing it (instance ${placedAs})`);
       const bound: SandboxStatus = {
         ...stored.status,
         phase: "Bound",
