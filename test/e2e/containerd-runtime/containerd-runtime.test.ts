@@ -564,6 +564,9 @@ describe("containerd runtime", () => {
     const missing = await execCollect(named.sandboxId, ["no-such-command"]);
     assert.equal(missing.exitCode, 127);
     assert.match(missing.stderr, /executable file not found in \$PATH/);
+    // A sandbox made by an earlier agent (no such label: its helper binary predates --exec-as) runs execs as before, as root.
+    ctr(NAMESPACE, "containers", "label", named.sandboxId, "fast-sandbox.io/helper-exec-as=");
+    assert.equal((await execCollect(named.sandboxId, ["id", "-u"])).stdout, "0\n");
     await runtime.delete(named.sandboxId, { gracePeriodMs: 0 });
     const ghost = sandboxSpec({ image: NAMED_USER_IMAGES.ghost, command: ["true"] });
     await assert.rejects(runtime.create(ghost), /^ValidationError: unable to find user ghost: no matching entries in the image's \/etc\/passwd/);

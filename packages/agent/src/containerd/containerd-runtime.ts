@@ -98,6 +98,12 @@ export const LABEL_IMAGE = "fast-sandbox.io/image";
 export const LABEL_RUNTIME_TYPE = "fast-sandbox.io/runtime-type";
 /** Set on sandboxes whose process 1 is the injected helper. */
 export const LABEL_HELPER = "fast-sandbox.io/helper";
+/**
+ * Set on sandboxes whose mounted helper runs execs as the image's user (`--exec-as`): one made by an
+ * earlier agent keeps its earlier helper binary, which would take the flag for a command, so its
+ * execs run as before (root).
+ */
+export const LABEL_HELPER_EXEC_AS = "fast-sandbox.io/helper-exec-as";
 /** Marks infrastructure containers of an agent (value `shim-anchor`); they are not sandboxes. */
 export const LABEL_ROLE = "fast-sandbox.io/role";
 /** How many times an agent's start makes a shim anchor whose start fails before it gives up. */
@@ -530,6 +536,7 @@ export class ContainerdRuntime implements Runtime {
     const runDir = this.runDir(sandboxId);
     if (this.helperPath) {
       labels[LABEL_HELPER] = "true";
+      labels[LABEL_HELPER_EXEC_AS] = "true";
       rmSync(runDir, { recursive: true, force: true });
       mkdirSync(runDir, { recursive: true, mode: 0o755 });
     }
@@ -1788,13 +1795,14 @@ export class ContainerdRuntime implements Runtime {
   /**
    * The exec'd process: the sandbox's own process settings (user, capabilities, limits) with the
    * request's command, env and cwd; in an image whose USER names an account (process 1 is root), run
-   * through the helper, which becomes that user first, as the command did.
+   * through the helper, which becomes that user first, as the command did (when the sandbox's helper
+   * can: LABEL_HELPER_EXEC_AS).
    */
   private async execProcess(sandboxId: string, request: ExecRequest): Promise<OciProcess> {
     const container = await this.sandboxContainer(sandboxId);
     if (!container) throw new NotFoundError(`sandbox ${sandboxId} not found`);
     const spec = JSON.parse(Buffer.from(container.spec?.value ?? []).toString("utf8")) as OciSpec;
-    const namedUser = sandboxNamedUser(spec);
+    const namedUser = container.labels[LABEL_HELPER_EXEC_AS] === "true" ? sandboxNamedUser(spec) : undefined;
     return {
       ...spec.process,
       terminal: false,
