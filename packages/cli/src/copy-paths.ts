@@ -24,7 +24,12 @@ export function parseSandboxPath(argument: string): SandboxPath | undefined {
 export function parseCopyArguments(source: string, destination: string): CopyDirection {
   const from = parseSandboxPath(source);
   const to = parseSandboxPath(destination);
-  if (from && to) throw new ValidationError("SRC", "both sides are in sandboxes; copy to a local file first, then to the other sandbox");
+  if (from && to) {
+    throw new ValidationError(
+      "SRC",
+      "both sides are in sandboxes; copy to a local file first, then to the other sandbox (a local name with a ':' in it is written ./NAME, e.g. ./backup:1.tar)",
+    );
+  }
   if (!from && !to) {
     throw new ValidationError(
       "SRC",

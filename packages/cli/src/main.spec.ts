@@ -74,6 +74,45 @@ describe("fsb exit codes", () => {
     );
   });
 
+  it("exits 2 for a positional argument it cannot read (cp, port-forward, exec), before asking the control plane", async () => {
+    for (const [args, said] of [
+      [["cp", "a", "b"], /^error: SRC: neither "a" nor "b" is NAME:PATH/m],
+      [["cp", "sb:/x", "backup:1.tar"], /\.\/backup:1\.tar/],
+      [["port-forward", "web", "abc"], /^error: LOCAL:REMOTE: "abc" is not LOCAL:REMOTE/m],
+      [["exec", "web"], /^error: COMMAND: name the command after '--'/m],
+    ] as const) {
+      const result = await fsb(...args, "--url", UNREACHABLE, "--data-dir", dataDir);
+      assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+      assert.match(result.stderr, said);
+    }
+  });
+
+  it("exits 2 for a --recovery-timeout that is not whole seconds (not rounded to 0: the policy would act at once)", async () => {
+    const result = await fsb("run", "--image", "x", "--recovery-timeout", "400ms", "--url", UNREACHABLE, "--data-dir", dataDir);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /^error: --recovery-timeout: "400ms" is not a whole number of seconds; e\.g\. 30s, 2m$/m);
+  });
+
+  it("exits 2 for 'up --detach' with a port that is not one, in the foreground (not in a background log)", async () => {
+    const scratch = mkdtempSync(join(tmpdir(), "fsb-main-spec-up-"));
+    try {
+      const result = await fsb("up", "--detach", "--port", "abc", "--data-dir", scratch);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr, /^error: --port: abc is not a port number \(0\.\.65535\)$/m);
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+    }
+  });
+
+  it("exits 2 for 'apply -f' of a directory or of a file that does not exist, saying what to give", async () => {
+    const directory = await fsb("apply", "-f", REPO_ROOT, "--url", UNREACHABLE, "--data-dir", dataDir);
+    assert.equal(directory.code, 2, directory.stderr);
+    assert.match(directory.stderr, /is a directory; give one manifest file/);
+    const missing = await fsb("apply", "-f", join(dataDir, "nothing.yaml"), "--url", UNREACHABLE, "--data-dir", dataDir);
+    assert.equal(missing.code, 2, missing.stderr);
+    assert.match(missing.stderr, /nothing\.yaml: no such file/);
+  });
+
   it("exits 0 for --help", async () => {
     const result = await fsb("--help");
     assert.equal(result.code, 0, result.stderr);
@@ -202,6 +241,18 @@ describe("fsb checkpoint, run --from-checkpoint and fork: bad usage", () => {
     const result = await fsb("run", "--from-checkpoint", "golden", "--url", UNREACHABLE, "--data-dir", dataDir, "--", "sh");
     assert.equal(result.code, 2, result.stderr);
     assert.match(result.stderr, /--from-checkpoint: a restored sandbox runs the checkpoint's processes, image and environment/);
+  });
+
+  it("exits 2 for a restore given a pool, a failure policy or a recovery timeout it would not apply", async () => {
+    for (const flags of [
+      ["--pool", "other"],
+      ["--failure-policy", "AutoRecreate"],
+      ["--recovery-timeout", "30s"],
+    ]) {
+      const result = await fsb("run", "--from-checkpoint", "golden", ...flags, "--url", UNREACHABLE, "--data-dir", dataDir);
+      assert.equal(result.code, 2, `${flags.join(" ")}: ${result.stderr}`);
+      assert.match(result.stderr, /leave out COMMAND, --pool, --image/);
+    }
   });
 
   it("exits 2 for a fork without a number of copies, or with one that is not a number", async () => {

@@ -123,13 +123,23 @@ function program(programName: string): Command {
     )
     .option("--from-checkpoint <checkpoint>", "restore the sandbox from this checkpoint (gVisor pools): its pool, image, command, environment and state")
     .option("-q, --quiet", "print the sandbox's name alone (its access token to stderr when there is no data directory to save it in)")
-    .action(async (command, options) => {
+    .action(async (command, options, self) => {
       const { fromCheckpoint } = options;
       if (fromCheckpoint === undefined) return (await sandboxCommands()).run(command, { ...globals(), ...options });
-      if (command.length > 0 || options.image || options.env.length > 0 || options.workdir || options.egress.length > 0) {
+      const given = (flag: string) => self.getOptionValueSource(flag) === "cli";
+      if (
+        command.length > 0 ||
+        options.image ||
+        options.env.length > 0 ||
+        options.workdir ||
+        options.egress.length > 0 ||
+        given("pool") ||
+        given("failurePolicy") ||
+        given("recoveryTimeout")
+      ) {
         throw new ValidationError(
           "--from-checkpoint",
-          "a restored sandbox runs the checkpoint's processes, image and environment in the checkpoint's pool: leave out COMMAND, --image, -e, -w and --egress",
+          "a restored sandbox runs the checkpoint's processes, image and environment in the checkpoint's pool: leave out COMMAND, --pool, --image, -e, -w, --egress, --failure-policy and --recovery-timeout (--name, -n, -p and --expire apply)",
         );
       }
       return (await checkpointCommands()).runFromCheckpoint({ ...globals(), ...options, fromCheckpoint });
@@ -382,6 +392,11 @@ function program(programName: string): Command {
   return fsb;
 }
 
+/** Whether a refused field is one of the command line's: a flag (`--port`, `-f`) or a positional argument (`SRC`, `LOCAL:REMOTE`). */
+function isArgument(field: string): boolean {
+  return field.startsWith("-") || /^[A-Z]+(:[A-Z]+)?$/.test(field);
+}
+
 /** Runs the program; `programName` is what it runs as (`kubectl-fs` targets a cluster, see target.ts). */
 export async function main(argv: string[], programName = programNameOf(argv[1])): Promise<number> {
   try {
@@ -395,7 +410,7 @@ export async function main(argv: string[], programName = programNameOf(argv[1]))
     const fsbError = explainFailure(FsbError.from(error));
     process.stderr.write(`error: ${fsbError.message}\n`);
     if (fsbError.code === "internal" && process.env.FSB_DEBUG) process.stderr.write(`${String((error as Error).stack)}\n`);
-    return fsbError instanceof ValidationError && fsbError.field.startsWith("--") ? EXIT_USAGE : EXIT_ERROR;
+    return fsbError instanceof ValidationError && isArgument(fsbError.field) ? EXIT_USAGE : EXIT_ERROR;
   } finally {
     closeConnections();
   }

@@ -1,5 +1,5 @@
 /** `fsb token` and `fsb port-forward`: reaching a sandbox's ports through the sandbox proxy. */
-import { ValidationError } from "@fast-sandbox/api";
+import { FailedPreconditionError, ValidationError } from "@fast-sandbox/api";
 import { accessTokenFor, saveAccessToken } from "../access-tokens.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { forwardPort, parsePortMapping, tunnelTarget } from "../port-forward.js";
@@ -32,7 +32,7 @@ export async function portForward(name: string, mapping: string, options: PortFo
       `sandbox ${namespace}/${name} does not expose port ${remotePort} (${exposed.length > 0 ? `it exposes ${exposed.join(", ")}` : "it exposes none"}; ports are declared at create: fsb run -p PORT)`,
     );
   }
-  if (!endpoint) throw new ValidationError("NAME", `sandbox ${namespace}/${name} has no endpoint yet (phase ${sandbox.status?.phase ?? "Pending"})`);
+  if (!endpoint) throw new FailedPreconditionError(`sandbox ${namespace}/${name} has no endpoint yet (phase ${sandbox.status?.phase ?? "Pending"})`);
   const accessToken = accessTokenFor(namespace, name, { token: options.token, dataDir });
   const forwarder = await forwardPort({
     address: options.address,

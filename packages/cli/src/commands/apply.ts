@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
 import {
   API_VERSION,
@@ -21,6 +21,10 @@ export interface Manifest {
 
 /** Parses a multi-document YAML (or JSON) manifest file, skipping empty documents; `-` reads stdin. */
 export function readManifests(file: string): Manifest[] {
+  if (file !== "-" && existsSync(file) && statSync(file).isDirectory()) {
+    throw new ValidationError("-f", `${file} is a directory; give one manifest file (several documents may be in it, separated by ---), or - for stdin`);
+  }
+  if (file !== "-" && !existsSync(file)) throw new ValidationError("-f", `${file}: no such file`);
   const text = readFileSync(file === "-" ? 0 : file, "utf8");
   const documents = parseAllDocuments(text);
   const list = Array.isArray(documents) ? documents : [documents];

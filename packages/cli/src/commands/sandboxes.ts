@@ -90,7 +90,7 @@ export async function run(command: string[], options: RunOptions): Promise<void>
     ...(options.workdir ? { workingDir: options.workdir } : {}),
     ...(options.expire ? { ttlMs: parseDurationMs(options.expire, "--expire") } : {}),
     ...(options.failurePolicy ? { failurePolicy: parseFailurePolicy(options.failurePolicy) } : {}),
-    ...(options.recoveryTimeout ? { recoveryTimeoutSeconds: Math.round(parseDurationMs(options.recoveryTimeout, "--recovery-timeout") / 1000) } : {}),
+    ...(options.recoveryTimeout ? { recoveryTimeoutSeconds: wholeSeconds(options.recoveryTimeout, "--recovery-timeout") } : {}),
     ...(egress ? { egress } : {}),
   });
   printCreated(sandbox, { namespace, dataDir, quiet: options.quiet === true });
@@ -142,6 +142,13 @@ export function conditionRows(sandbox: Sandbox, now = Date.now()): string[][] {
   ]);
 }
 
+/** A duration the API takes in whole seconds (e.g. recoveryTimeoutSeconds): `400ms` or `1.5s` is refused, not rounded. */
+function wholeSeconds(value: string, flag: string): number {
+  const ms = parseDurationMs(value, flag);
+  if (ms % 1000 !== 0) throw new ValidationError(flag, `${JSON.stringify(value)} is not a whole number of seconds; e.g. 30s, 2m`);
+  return ms / 1000;
+}
+
 export async function get(name: string, options: GlobalOptions & { namespace?: string; output: OutputFormat }): Promise<void> {
   const { client, namespace } = await connect(options);
   const sandbox = await client.sandboxes.get(name, { namespace });
@@ -157,13 +164,22 @@ export async function get(name: string, options: GlobalOptions & { namespace?: s
 export async function logs(name: string, options: GlobalOptions & { namespace?: string; follow?: boolean }): Promise<void> {
   const { client, namespace } = await connect(options);
   const controller = new AbortController();
-  process.once("SIGINT", () => controller.abort());
-  for await (const chunk of client.sandboxes.logs(name, {
-    namespace,
-    follow: options.follow ?? false,
-    signal: controller.signal,
-  })) {
-    process.stdout.write(chunk);
+  const interrupted = () => controller.abort();
+  process.once("SIGINT", interrupted);
+  try {
+    for await (const chunk of client.sandboxes.logs(name, {
+      namespace,
+      follow: options.follow ?? false,
+      signal: controller.signal,
+    })) {
+      process.stdout.write(chunk);
+    }
+  } catch (error) {
+    // Ctrl-C ends a follow: not a failure, exit 130 as a shell's interrupted command.
+    if (!controller.signal.aborted) throw error;
+    process.exitCode = 130;
+  } finally {
+    process.removeListener("SIGINT", interrupted);
   }
 }
 

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { startEmbeddedControlPlane, defaultPool } from "@fast-sandbox/controlplane";
-import { FsbError } from "@fast-sandbox/sdk";
+import { FsbError, ValidationError } from "@fast-sandbox/sdk";
 import { parseDuration, parseLoopbackListen } from "@fast-sandbox/janitor";
 import { clearRunFiles, ensureToken, files, readIfExists, resolveDataDir, runningPid, writeSettings } from "../data-dir.js";
 
@@ -49,18 +49,17 @@ export async function up(options: UpOptions): Promise<void> {
         ...(options.janitorMetrics ? { metricsListen: options.janitorMetrics } : {}),
       }
     : undefined;
-  if (options.detach) return detach(options, dataDir);
-
   const port = Number(options.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new FsbError("invalid_argument", `--port ${options.port} is not a port number (0..65535)`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ValidationError("--port", `${options.port} is not a port number (0..65535)`);
   const proxyPort = Number(options.proxyPort);
   if (!Number.isInteger(proxyPort) || proxyPort < 0 || proxyPort > 65535) {
-    throw new FsbError("invalid_argument", `--proxy-port ${options.proxyPort} is not a port number (0..65535)`);
+    throw new ValidationError("--proxy-port", `${options.proxyPort} is not a port number (0..65535)`);
   }
   const e2bPort = Number(options.e2bPort);
   if (!Number.isInteger(e2bPort) || e2bPort < 0 || e2bPort > 65535) {
-    throw new FsbError("invalid_argument", `--e2b-port ${options.e2bPort} is not a port number (0..65535)`);
+    throw new ValidationError("--e2b-port", `${options.e2bPort} is not a port number (0..65535)`);
   }
+  if (options.detach) return detach(options, dataDir);
   writeSettings(dataDir, { containerdNamespace: options.containerdNamespace, containerdSocket: options.containerdSocket, cgroupRoot: options.cgroupRoot });
   const controlPlane = await startEmbeddedControlPlane({
     dataDir,
