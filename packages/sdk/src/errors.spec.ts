@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
+  FailedPreconditionError,
   FsbError,
   NotFoundError,
   PermissionDeniedError,
@@ -77,6 +78,15 @@ describe("httpError: the daemon's and the proxy's HTTP answers", () => {
       assert.match(error.message, /reading \/x in sandbox web: the reason/);
     });
   }
+
+  it("409, the proxy's answer for a paused sandbox, is a FailedPreconditionError that says to resume it, over plain HTTP and Connect alike", async () => {
+    const plain = await httpError(json(409, { sandboxId: "x", message: "The sandbox is paused", code: 409 }), context);
+    assert.ok(plain instanceof FailedPreconditionError);
+    assert.match(plain.message, /The sandbox is paused \(sandbox web is paused: resume it first/);
+    const rpc = daemonCallError(new ConnectError("HTTP 409", Code.Unknown), { what: "listing / in sandbox web", sandbox: "web" });
+    assert.ok(rpc instanceof FailedPreconditionError);
+    assert.match(rpc.message, /sandbox web is paused: resume it first/);
+  });
 
   it("takes a body that is not JSON as the message, and an empty one as the status", async () => {
     assert.match((await httpError(new Response("plain words", { status: 500 }), context)).message, /: plain words \(HTTP 500\)$/);

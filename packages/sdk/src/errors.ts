@@ -6,6 +6,7 @@
  */
 import { ConnectError } from "@connectrpc/connect";
 import {
+  FailedPreconditionError,
   FsbError,
   NotFoundError,
   PermissionDeniedError,
@@ -96,6 +97,11 @@ function isClientDeadline(error: unknown): boolean {
  * The daemon's plain-HTTP failures (`GET|POST /files`, `GET /health`) and the sandbox proxy's own
  * answers in front of it: `{"message", "code"}` bodies with the HTTP status.
  */
+/** The sandbox proxy's 409: the sandbox is paused (a gVisor checkpoint), and nothing of it runs to answer. */
+function pausedError(detail: string, sandbox: string): FailedPreconditionError {
+  return new FailedPreconditionError(`${detail} (sandbox ${sandbox} is paused: resume it first — 'fsb resume', or a connect through the E2B API)`);
+}
+
 export async function httpError(response: Response, context: { what: string; sandbox: string }): Promise<FsbError> {
   const text = await response.text().catch(() => "");
   let message = text.trim();
@@ -117,6 +123,8 @@ export async function httpError(response: Response, context: { what: string; san
       return new PermissionDeniedError(detail);
     case 404:
       return new NotFoundError(detail);
+    case 409:
+      return pausedError(detail, context.sandbox);
     case 413:
       return new ValidationError("data", detail);
     case 502:
@@ -140,6 +148,8 @@ export async function httpError(response: Response, context: { what: string; san
 export function daemonCallError(error: unknown, context: CallContext & { sandbox: string }): Error {
   const translated = callError(error, context);
   if (!(translated instanceof FsbError) || translated instanceof TimeoutError) return translated;
+  // The proxy's 409 (its body is not a Connect error, so Connect says only "HTTP 409"): the sandbox is paused.
+  if (/\bHTTP 409\b/.test(translated.message)) return pausedError(`${context.what}: ${translated.message}`, context.sandbox);
   if (translated instanceof UnavailableError) {
     return new UnavailableError(
       `${context.what}: ${translated.message} (sandbox ${context.sandbox} is not reachable through the sandbox proxy: it may have been deleted, have expired, or not run yet)`,

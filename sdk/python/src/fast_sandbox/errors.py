@@ -188,7 +188,6 @@ _HTTP_STATUSES: Dict[int, ErrorCode] = {
     403: "permission_denied",
     404: "not_found",
     408: "deadline_exceeded",
-    409: "already_exists",
     412: "failed_precondition",
     413: "invalid_argument",
     429: "no_capacity",
@@ -257,6 +256,11 @@ def error_from_http(response: httpx.Response, what: str) -> FsbError:
         message = response.text.strip()[:300] or response.reason_phrase
     if response.status_code == 502 and "sandbox was not found" in message.lower():
         return NotFoundError(f"{what}: the sandbox is gone (deleted or expired): {message}")
+    if response.status_code == 409:
+        # The sandbox proxy's answer for a paused sandbox (a gVisor checkpoint): nothing of it runs to answer.
+        return FailedPreconditionError(
+            f"{what}: {message} (the sandbox is paused: resume it first, with 'fsb resume' or a connect through the E2B API)"
+        )
     code = _HTTP_STATUSES.get(response.status_code, "internal")
     return make_error(code, f"{what}: {message} (HTTP {response.status_code})")
 

@@ -12,6 +12,7 @@ import pytest
 from fast_sandbox import (
     AlreadyExistsError,
     ConflictError,
+    FailedPreconditionError,
     FsbError,
     NoCapacityError,
     NotFoundError,
@@ -119,6 +120,7 @@ def test_the_timeout_error_is_also_the_builtin_one() -> None:
         (404, {"message": "open /x: no such file", "code": 404}, NotFoundError, "/x"),
         (400, {"message": "/tmp is a directory", "code": 400}, ValidationError, "directory"),
         (507, {"message": "no space left", "code": 507}, NoCapacityError, "space"),
+        (409, {"sandboxId": "abc", "message": "The sandbox is paused", "code": 409}, FailedPreconditionError, "resume it first"),
     ],
 )
 def test_plain_http_answers_of_the_proxy_and_the_daemon_map_by_status(
