@@ -29,6 +29,7 @@ import httpx
 
 from . import _protocol as protocol
 from ._connect import AsyncConnectClient, AsyncServerStream, Message
+from ._instance import FollowsItsInstance
 from .config import DEFAULT_REQUEST_TIMEOUT, ConnectionConfig
 from .errors import (
     AlreadyExistsError,
@@ -706,20 +707,8 @@ class AsyncFiles:
         return AsyncWatchHandle(stream, messages, on_event, path)
 
 
-class AsyncSandbox:
+class AsyncSandbox(FollowsItsInstance):
     """A sandbox, for asyncio: see :class:`fast_sandbox.Sandbox`. ``async with`` kills it on exit."""
-
-    @property
-    def _info(self) -> SandboxInfo:
-        return self._record
-
-    @_info.setter
-    def _info(self, info: SandboxInfo) -> None:
-        # A new instance of the sandbox (a reset, an AutoRecreate) has a new id: daemon calls go to it from then on.
-        self._record = info
-        daemon = self.__dict__.get("_daemon")
-        if daemon is not None:
-            daemon.sandbox_id = info.sandbox_id
 
     def __init__(self, info: SandboxInfo, access_token: Optional[str], connection: _AsyncConnection) -> None:
         self._info = info

@@ -15,6 +15,7 @@ import httpx
 
 from . import _protocol as protocol
 from ._connect import ConnectClient, Message, ServerStream
+from ._instance import FollowsItsInstance
 from .config import DEFAULT_REQUEST_TIMEOUT, ConnectionConfig
 from .errors import (
     AlreadyExistsError,
@@ -647,25 +648,13 @@ class Files:
         return WatchHandle(self._daemon, str(reply.get("watcherId", "")), path)
 
 
-class Sandbox:
+class Sandbox(FollowsItsInstance):
     """A sandbox: a container of Fast Sandbox, with ``commands``, ``files`` and ``pty`` through its daemon.
 
     Get one with :meth:`create` or :meth:`connect`. Used as a context manager, it is killed on exit.
     Every method that calls the network takes ``request_timeout`` (seconds; 0: no limit), whose
     default is the ``request_timeout`` of ``create``/``connect`` (60 s).
     """
-
-    @property
-    def _info(self) -> SandboxInfo:
-        return self._record
-
-    @_info.setter
-    def _info(self, info: SandboxInfo) -> None:
-        # A new instance of the sandbox (a reset, an AutoRecreate) has a new id: daemon calls go to it from then on.
-        self._record = info
-        daemon = self.__dict__.get("_daemon")
-        if daemon is not None:
-            daemon.sandbox_id = info.sandbox_id
 
     def __init__(self, info: SandboxInfo, access_token: Optional[str], connection: _Connection) -> None:
         self._info = info
