@@ -394,7 +394,7 @@ function program(programName: string): Command {
 
 /** Whether a refused field is one of the command line's: a flag (`--port`, `-f`) or a positional argument (`SRC`, `LOCAL:REMOTE`). */
 function isArgument(field: string): boolean {
-  return field.startsWith("-") || /^[A-Z]+(:[A-Z]+)?$/.test(field);
+  return /^--?[a-z]/.test(field) || /^[A-Z]+(:[A-Z]+)?$/.test(field);
 }
 
 /** Runs the program; `programName` is what it runs as (`kubectl-fs` targets a cluster, see target.ts). */

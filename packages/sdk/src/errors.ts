@@ -93,15 +93,15 @@ function isClientDeadline(error: unknown): boolean {
   return error instanceof ConnectError && !error.metadata.has("fsb-error-code");
 }
 
-/**
- * The daemon's plain-HTTP failures (`GET|POST /files`, `GET /health`) and the sandbox proxy's own
- * answers in front of it: `{"message", "code"}` bodies with the HTTP status.
- */
 /** The sandbox proxy's 409: the sandbox is paused (a gVisor checkpoint), and nothing of it runs to answer. */
 function pausedError(detail: string, sandbox: string): FailedPreconditionError {
   return new FailedPreconditionError(`${detail} (sandbox ${sandbox} is paused: resume it first — 'fsb resume', or a connect through the E2B API)`);
 }
 
+/**
+ * The daemon's plain-HTTP failures (`GET|POST /files`, `GET /health`) and the sandbox proxy's own
+ * answers in front of it: `{"message", "code"}` bodies with the HTTP status.
+ */
 export async function httpError(response: Response, context: { what: string; sandbox: string }): Promise<FsbError> {
   const text = await response.text().catch(() => "");
   let message = text.trim();

@@ -129,6 +129,16 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
         const most = atCheckpoint + 10 + Math.ceil((Date.now() - restoresSentAt) / 100);
         assert.ok(first >= atCheckpoint - 10 && first <= most, `${copy.metadata.name} counts from ${first}, the checkpoint was at ${atCheckpoint}`);
         await waitFor(async () => (await counter(copy.metadata.name)) > first, 10_000, `${copy.metadata.name} counting on`);
+        // Its execs run as the image's user as the source's did (the checkpoint says the source's helper can).
+        const container = ctr(
+          embedded.containerdNamespace,
+          "containers",
+          "ls",
+          "-q",
+          `labels."fast-sandbox.io/sandbox-id"==${copy.status?.sandboxID ?? "?"}`,
+        ).trim();
+        const labels = (JSON.parse(ctr(embedded.containerdNamespace, "containers", "info", container)) as { Labels?: Record<string, string> }).Labels ?? {};
+        assert.equal(labels["fast-sandbox.io/helper-exec-as"], "true", `${copy.metadata.name}'s container labels: ${JSON.stringify(labels)}`);
         // Its own name (hostname), id and address, where its own daemon serves.
         assert.equal(await sh(copy.metadata.name, "hostname"), copy.metadata.name);
         assert.ok(copy.status?.sandboxIP && (await daemonAnswers(copy.status.sandboxIP)), `the daemon of ${copy.metadata.name} serves on its address`);

@@ -197,7 +197,7 @@ describe("fsb exec -it, fsb shell and fsb cp on a real sandbox", () => {
     assert.match(directory.stderr, /is a directory/);
     await sandbox.files.write("/tmp/exists.txt", "x");
     const noParent = await fsb([...target(), "cp", `${sandbox.name}:/tmp/exists.txt`, join(local, "no", "dir", "x"), ...token]);
-    assert.equal(noParent.status, 1);
+    assert.equal(noParent.status, 2, "a local destination that cannot be: bad usage, refused before the download");
     assert.match(noParent.stderr, /is not a directory on this machine/);
     assert.deepEqual(
       readdirSync(local).filter((file) => file === "x" || file === "no" || file.includes("fsb-partial")),

@@ -98,7 +98,7 @@ import { CheckpointReaders } from "./checkpoint-readers.js";
 import type { RunscFeatures } from "./runsc-features.js";
 import { ENVD_BINARY, HELPER_BINARY, SHIM_GROUP_ANNOTATION, sandboxHostname, type OciSpec } from "./oci-spec.js";
 // Read at call time only (the runtime module imports this one to build its sub-service).
-import { LABEL_HELPER, LABEL_IMAGE, LABEL_ROLE, LABEL_RUNTIME_TYPE } from "./containerd-runtime.js";
+import { LABEL_HELPER, LABEL_HELPER_EXEC_AS, LABEL_IMAGE, LABEL_ROLE, LABEL_RUNTIME_TYPE } from "./containerd-runtime.js";
 
 /** On a sandbox restored from a checkpoint: the checkpoint's id. */
 export const LABEL_RESTORED_FROM = "fast-sandbox.io/restored-from";
@@ -150,6 +150,8 @@ interface CheckpointRecord extends RuntimeCheckpoint {
   daemonResumeSignal?: number;
   /** The quiesced daemon serves again by itself once its hostname changes (run/envd.resume-watch: `hostname`). */
   daemonResumesOnHostname?: boolean;
+  /** The checkpointed sandbox's helper runs execs as the image's user (LABEL_HELPER_EXEC_AS): so do its copies'. */
+  helperExecAs?: boolean;
 }
 
 type UndoStep = { step: string; run: () => Promise<unknown> };
@@ -332,6 +334,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
         stderr: output,
         ...(daemonResumeSignal ? { daemonResumeSignal } : {}),
         ...(daemonResumesOnHostname ? { daemonResumesOnHostname } : {}),
+        ...(container.labels[LABEL_HELPER_EXEC_AS] === "true" ? { helperExecAs: true } : {}),
       };
       try {
         copyRunDirectory(runDir, join(partial, RUN_COPY_DIR));
@@ -508,6 +511,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       [LABEL_RESTORED_FROM]: record.checkpointId,
       ...(spec.exposedPorts?.length ? { [LABEL_EXPOSED_PORTS]: spec.exposedPorts.join(",") } : {}),
       ...(record.ociSpec.process.args[0] === HELPER_BINARY ? { [LABEL_HELPER]: "true" } : {}),
+      ...(record.helperExecAs ? { [LABEL_HELPER_EXEC_AS]: "true" } : {}),
     };
     if (ahead) {
       delete labels[LABEL_SANDBOX_ID];

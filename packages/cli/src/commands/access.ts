@@ -1,5 +1,5 @@
 /** `fsb token` and `fsb port-forward`: reaching a sandbox's ports through the sandbox proxy. */
-import { FailedPreconditionError, ValidationError } from "@fast-sandbox/api";
+import { FailedPreconditionError } from "@fast-sandbox/api";
 import { accessTokenFor, saveAccessToken } from "../access-tokens.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { forwardPort, parsePortMapping, tunnelTarget } from "../port-forward.js";
@@ -27,8 +27,7 @@ export async function portForward(name: string, mapping: string, options: PortFo
   const exposed = sandbox.spec.exposedPorts ?? [];
   const endpoint = sandbox.status?.endpoints?.[exposed.indexOf(remotePort)];
   if (!exposed.includes(remotePort)) {
-    throw new ValidationError(
-      "LOCAL:REMOTE",
+    throw new FailedPreconditionError(
       `sandbox ${namespace}/${name} does not expose port ${remotePort} (${exposed.length > 0 ? `it exposes ${exposed.join(", ")}` : "it exposes none"}; ports are declared at create: fsb run -p PORT)`,
     );
   }

@@ -21,6 +21,9 @@ export interface CopyOptions extends GlobalOptions {
 
 export async function copy(source: string, destination: string, options: CopyOptions): Promise<void> {
   const direction = parseCopyArguments(source, destination);
+  // The local side is checked before anything is asked of the control plane (bad usage, exit 2).
+  if (direction.upload) await checkLocalSource(direction.local);
+  else await checkLocalDestination(direction.local);
   const { sdk, namespace, dataDir } = await connect(options);
   const accessToken = accessTokenFor(namespace, direction.remote.sandbox, { token: options.token, dataDir });
   const sandbox = await FastSandbox.connect(direction.remote.sandbox, { connection: sdk, namespace, accessToken });
@@ -34,13 +37,28 @@ async function upload(sandbox: FastSandbox, local: string, remote: string): Prom
   if (local === "-") {
     source = process.stdin;
   } else {
-    const info = await stat(local).catch(() => undefined);
-    if (!info) throw new ValidationError("SRC", `${local} does not exist`);
-    if (info.isDirectory()) throw new ValidationError("SRC", `${local} is a directory; fsb cp copies one file at a time`);
     source = createReadStream(local);
     if (remote.endsWith("/") || (await isDirectory(sandbox, remote))) target = `${remote.replace(/\/+$/, "")}/${baseName(local)}`;
   }
   await sandbox.files.write(target, source);
+}
+
+/** A local file to upload: there, and not a directory. */
+async function checkLocalSource(local: string): Promise<void> {
+  if (local === "-") return;
+  const info = await stat(local).catch(() => undefined);
+  if (!info) throw new ValidationError("SRC", `${local} does not exist`);
+  if (info.isDirectory()) throw new ValidationError("SRC", `${local} is a directory; fsb cp copies one file at a time`);
+}
+
+/** Where a download goes: an existing directory, or a file name in one. */
+async function checkLocalDestination(local: string): Promise<void> {
+  if (local === "-") return;
+  const info = await stat(local).catch(() => undefined);
+  const directory = info?.isDirectory() || local.endsWith("/") ? local : dirname(local);
+  if (!(await stat(directory).catch(() => undefined))?.isDirectory()) {
+    throw new ValidationError("DEST", `${directory} is not a directory on this machine; make it first`);
+  }
 }
 
 async function download(sandbox: FastSandbox, remote: string, local: string): Promise<void> {

@@ -767,7 +767,9 @@ describe("SandboxManager", () => {
       await clock.advanceAsync(25);
       await assert.rejects(waiting, ConflictError);
       assert.equal(elastic.createRequests.length, 0, "no second instance");
-      assert.equal((await stored("applied"))?.status?.sandboxID, "other000000000000000", "the other replica's placement stands");
+      const after = await stored("applied");
+      assert.equal(after?.status?.sandboxID, "other000000000000000", "the other replica's placement stands");
+      assert.equal(after?.status?.phase, "Bound", "as it was written, not Pending (which no reconcile would ever place: it names an instance)");
     });
 
     it("when the pool can grow: wakes it, shows the create Pending/WaitingForCapacity while it waits, and places it once an agent is ready", async () => {

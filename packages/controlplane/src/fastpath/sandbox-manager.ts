@@ -571,7 +571,14 @@ export class SandboxManager {
       // The wait for capacity rebases its condition writes onto the record as it is: one another
       // replica placed meanwhile shows its instance here, and this try gives way to it.
       const placedAs = existing ? stored.status?.sandboxID : undefined;
-      if (placedAs !== undefined) throw new ConflictError(`sandbox ${key} was placed elsewhere while this replica was placing it (instance ${placedAs})`);
+      if (placedAs !== undefined) {
+        // That rebase set the phase back to Pending over the other placement's: its phase is Bound
+        // again (unless the other replica wrote since, e.g. Running), so that the reconciler
+        // adopts it or, should it never have been made, places the record anew.
+        if (stored.status?.phase === "Pending")
+          await this.store.updateStatus("Sandbox", { ...stored, status: { ...stored.status, phase: "Bound" } }).catch(() => undefined);
+        throw new ConflictError(`sandbox ${key} was placed elsewhere while this replica was placing it (instance ${placedAs})`);
+      }
       const bound: SandboxStatus = {
         ...stored.status,
         phase: "Bound",

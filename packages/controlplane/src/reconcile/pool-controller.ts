@@ -325,7 +325,7 @@ export class PoolController implements Reconciler {
     const empty = away.filter((agent) => !this.holdsSandboxes(agent.name));
     if (empty.length > 0) {
       this.options.logger.warn(
-        { pool: key, agents: empty.map((agent) => agent.name), awayLimitMs: this.options.awayLimitMs ?? 300_000 },
+        { pool: key, agents: empty.map((agent) => agent.name), ...this.awayLimits() },
         "stopping agents away too long that hold no sandbox; they are replaced",
       );
       await this.stopNow(key, ref, empty);
@@ -335,7 +335,7 @@ export class PoolController implements Reconciler {
     for (const agent of newlyGone) this.awayWarned.add(agent.name);
     if (newlyGone.length > 0) {
       this.options.logger.warn(
-        { pool: key, agents: newlyGone.map((agent) => agent.name), awayLimitMs: this.options.awayLimitMs ?? 300_000 },
+        { pool: key, agents: newlyGone.map((agent) => agent.name), ...this.awayLimits() },
         "agents away too long are no longer counted; replacements start as the pool needs them",
       );
     }
@@ -532,6 +532,11 @@ export class PoolController implements Reconciler {
       for (const agent of agents) this.stopping.delete(agent.name);
       throw error;
     }
+  }
+
+  /** The limits of awayTooLong, for the log (which one applied depends on whether the agent was ever seen up). */
+  private awayLimits(): { awayLimitMs: number; startLimitMs: number } {
+    return { awayLimitMs: this.options.awayLimitMs ?? 300_000, startLimitMs: this.options.startLimitMs ?? 900_000 };
   }
 
   /** Whether an agent holds sandboxes: slots in the registry, or records that name it (holdsSandboxes). */
