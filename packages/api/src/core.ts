@@ -11,7 +11,7 @@ export * from "./errors.js";
 export * from "./schema/image-reference.js";
 export { SANDBOX_ID_MAX_LENGTH, isSandboxId } from "./schema/sandbox-id.js";
 export { SANDBOX_DAEMON_PORT } from "./schema/sandbox-daemon-port.js";
-export { fromConnectError, toConnectError } from "./wire/connect-errors.js";
+export { ERROR_CODE_HEADER, fromConnectError, toConnectError } from "./wire/connect-errors.js";
 export { equalTokens, requireBearerToken, sendBearerToken } from "./wire/bearer-auth.js";
 export { ACCESS_TOKEN_HEADER, ACCESS_TOKEN_RESPONSE_HEADER, RELAY_SANDBOX_HEADER, TRAFFIC_ACCESS_TOKEN_HEADER } from "./wire/access-token-headers.js";
 /** Generated wire messages and services (protobuf-es), namespaced to keep them apart from the resource types. */

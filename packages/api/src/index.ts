@@ -12,7 +12,7 @@ export { assertValid, fieldPath, validateSandbox, validateSandboxPool } from "./
 export { renderCrds, toStructuralSchema } from "./schema/crd.js";
 export * from "./wire/convert.js";
 export { sandboxStatsToMessage, sandboxStatsFromMessage, type SandboxStats } from "./wire/sandbox-stats.js";
-export { fromConnectError, toConnectError } from "./wire/connect-errors.js";
+export { ERROR_CODE_HEADER, fromConnectError, toConnectError } from "./wire/connect-errors.js";
 export { equalTokens, requireBearerToken, sendBearerToken } from "./wire/bearer-auth.js";
 export { ACCESS_TOKEN_HEADER, ACCESS_TOKEN_RESPONSE_HEADER, RELAY_SANDBOX_HEADER, TRAFFIC_ACCESS_TOKEN_HEADER } from "./wire/access-token-headers.js";
 /** Generated wire messages and services (protobuf-es), namespaced to keep them apart from the resource types. */

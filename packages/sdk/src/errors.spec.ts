@@ -88,6 +88,22 @@ describe("httpError: the daemon's and the proxy's HTTP answers", () => {
     assert.match(rpc.message, /sandbox web is paused: resume it first/);
   });
 
+  it("the proxy's 502 for an unknown instance (fsb-error-code: not_found) is a NotFoundError saying the sandbox is gone, over plain HTTP and a Connect stream alike", async () => {
+    const body = { sandboxId: "x", message: "The sandbox was not found", code: 502 };
+    const plain = await httpError(new Response(JSON.stringify(body), { status: 502, headers: { "fsb-error-code": "not_found" } }), context);
+    assert.ok(plain instanceof NotFoundError);
+    assert.match(plain.message, /The sandbox was not found \(sandbox web is gone: deleted or expired\)/);
+    // A stream's failure: Connect read no body, only the headers.
+    const stream = daemonCallError(new ConnectError("HTTP 502", Code.Unavailable, new Headers({ "fsb-error-code": "not_found" })), {
+      what: "running ls in sandbox web",
+      sandbox: "web",
+    });
+    assert.ok(stream instanceof NotFoundError);
+    assert.match(stream.message, /^running ls in sandbox web: .*sandbox web is gone/);
+    // A 502 without the code (a port that does not answer) stays a retryable Unavailable.
+    assert.ok((await httpError(json(502, { message: "The sandbox is running but port 8080 is not open", code: 502 }), context)) instanceof UnavailableError);
+  });
+
   it("takes a body that is not JSON as the message, and an empty one as the status", async () => {
     assert.match((await httpError(new Response("plain words", { status: 500 }), context)).message, /: plain words \(HTTP 500\)$/);
     assert.match((await httpError(new Response(null, { status: 500 }), context)).message, /: HTTP 500$/);

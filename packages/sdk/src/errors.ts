@@ -6,6 +6,7 @@
  */
 import { ConnectError } from "@connectrpc/connect";
 import {
+  ERROR_CODE_HEADER,
   FailedPreconditionError,
   FsbError,
   NotFoundError,
@@ -90,7 +91,12 @@ export function callError(error: unknown, context: CallContext): Error {
 
 /** A deadline Connect enforced itself (or the server's answer to its Connect-Timeout-Ms), not a server's own timeout message. */
 function isClientDeadline(error: unknown): boolean {
-  return error instanceof ConnectError && !error.metadata.has("fsb-error-code");
+  return error instanceof ConnectError && !error.metadata.has(ERROR_CODE_HEADER);
+}
+
+/** The sandbox proxy's 502 for an instance id it does not know: the sandbox was deleted or expired. */
+function goneError(detail: string, sandbox: string): NotFoundError {
+  return new NotFoundError(`${detail} (sandbox ${sandbox} is gone: deleted or expired)`);
 }
 
 /** The sandbox proxy's 409: the sandbox is paused (a gVisor checkpoint), and nothing of it runs to answer. */
@@ -112,6 +118,8 @@ export async function httpError(response: Response, context: { what: string; san
     // Not JSON: the text itself (or nothing) is the message.
   }
   const detail = `${context.what}: ${message || `HTTP ${response.status}`}`;
+  // The proxy's own code beside E2B's body (a daemon never sends one).
+  if (response.headers.get(ERROR_CODE_HEADER) === "not_found") return goneError(detail, context.sandbox);
   switch (response.status) {
     case 400:
       return new ValidationError("path", detail);
@@ -148,8 +156,13 @@ export async function httpError(response: Response, context: { what: string; san
 export function daemonCallError(error: unknown, context: CallContext & { sandbox: string }): Error {
   const translated = callError(error, context);
   if (!(translated instanceof FsbError) || translated instanceof TimeoutError) return translated;
-  // The proxy's 409 (its body is not a Connect error, so Connect says only "HTTP 409"): the sandbox is paused.
-  if (/\bHTTP 409\b/.test(translated.message)) return pausedError(`${context.what}: ${translated.message}`, context.sandbox);
+  // The proxy's refusals carry its own code in a header (the daemon sends none), which Connect keeps
+  // even where it reads no body (a stream's "HTTP 502"); a proxy without it is known by its 409.
+  const proxyCode = error instanceof ConnectError ? error.metadata.get(ERROR_CODE_HEADER) : null;
+  if (proxyCode === "not_found") return goneError(`${context.what}: ${translated.message}`, context.sandbox);
+  if (proxyCode === "failed_precondition" || /\bHTTP 409\b/.test(translated.message)) {
+    return pausedError(`${context.what}: ${translated.message}`, context.sandbox);
+  }
   if (translated instanceof UnavailableError) {
     return new UnavailableError(
       `${context.what}: ${translated.message} (sandbox ${context.sandbox} is not reachable through the sandbox proxy: it may have been deleted, have expired, or not run yet)`,

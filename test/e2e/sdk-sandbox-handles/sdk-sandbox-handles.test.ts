@@ -16,7 +16,6 @@ import {
   NotFoundError,
   TimeoutError,
   UnauthenticatedError,
-  UnavailableError,
   ValidationError,
   type FilesystemEvent,
 } from "@fast-sandbox/sdk";
@@ -255,16 +254,16 @@ describe("the SDK's sandbox handles on real sandboxes", () => {
     assert.equal(await short.isRunning(), false);
   });
 
-  it("kill() deletes the sandbox; its daemon is then unreachable", async () => {
+  it("kill() deletes the sandbox; its daemon's calls then fail with NotFoundError, streams, unary calls and plain HTTP alike", async () => {
     const doomed = await FastSandbox.create({ connection, command: ["sleep", "3600"] });
     assert.equal(await doomed.isRunning(), true);
     assert.equal(await doomed.kill(), true);
     assert.equal(await doomed.kill(), false);
     assert.equal(await doomed.isRunning(), false);
-    await assert.rejects(
-      doomed.commands.run("true"),
-      (error: unknown) => error instanceof UnavailableError && /not reachable through the sandbox proxy/.test(error.message),
-    );
+    const gone = (error: unknown) => error instanceof NotFoundError && /sandbox .* is gone: deleted or expired/.test(error.message);
+    await assert.rejects(doomed.commands.run("true"), gone);
+    await assert.rejects(doomed.commands.list(), gone);
+    await assert.rejects(doomed.files.read("/etc/hostname"), gone);
     await assert.rejects(FastSandbox.connect(doomed.name, { connection }), NotFoundError);
   });
 });

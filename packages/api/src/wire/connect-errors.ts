@@ -35,7 +35,8 @@ const CODE_TO_CONNECT: Record<ErrorCode, Code> = {
 };
 
 /** Header carrying the stable Fast Sandbox error code (and the field of a validation error). */
-const ERROR_CODE_KEY = "fsb-error-code";
+export const ERROR_CODE_HEADER = "fsb-error-code";
+const ERROR_CODE_KEY = ERROR_CODE_HEADER;
 /** URI-encoded: a field path may contain any character of a label key, and header values are bytes. */
 const ERROR_FIELD_KEY = "fsb-error-field";
 /** Distinguishes subclasses that share a code (ExpiredError is a failed_precondition a watcher must answer by relisting). */

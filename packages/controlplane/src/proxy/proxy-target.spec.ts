@@ -40,6 +40,7 @@ describe("resolveProxyTarget", () => {
       assert.deepEqual(await resolveProxyTarget(headers(extra), sources(undefined)), {
         status: 502,
         body: { sandboxId: ID, message: "The sandbox was not found", code: 502 },
+        errorCode: "not_found",
       });
     }
   });
@@ -99,6 +100,7 @@ describe("resolveProxyTarget", () => {
     const paused = await resolveProxyTarget(headers(), sources(sandbox({ phase: "Paused" })));
     assert.ok(isProxyRefusal(paused));
     assert.deepEqual(paused.body, { sandboxId: ID, message: "The sandbox is paused", code: 409 });
+    assert.equal(paused.errorCode, "failed_precondition");
     const deleting = await resolveProxyTarget(headers(), sources(sandbox({}, true)));
     assert.ok(isProxyRefusal(deleting));
     assert.equal(deleting.status, 502);

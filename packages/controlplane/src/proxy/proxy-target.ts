@@ -18,7 +18,7 @@
  *    sandboxes through their agents' relays (Kubernetes), the relay of its agent (else 503).
  * Nothing about the sandbox beyond "not found" is told before the token matched.
  */
-import { ACCESS_TOKEN_HEADER, SANDBOX_DAEMON_PORT, TRAFFIC_ACCESS_TOKEN_HEADER, type NetworkMode, type Sandbox } from "@fast-sandbox/api";
+import { ACCESS_TOKEN_HEADER, SANDBOX_DAEMON_PORT, TRAFFIC_ACCESS_TOKEN_HEADER, type ErrorCode, type NetworkMode, type Sandbox } from "@fast-sandbox/api";
 import { accessTokenMatches, tokensEqual } from "./access-token.js";
 import { isRefusal, routeOf, type RoutingHeaders } from "./sandbox-route.js";
 import type { SignedFileLookup } from "./signed-file-lookup.js";
@@ -41,6 +41,12 @@ export interface ProxyTarget {
 export interface ProxyRefusal {
   status: number;
   body: { code: number; message: string; sandboxId?: string; port?: number };
+  /**
+   * Fast Sandbox's own error code, sent as the `fsb-error-code` header beside E2B's body: a Connect
+   * client reads headers but not the body of a failed stream, so the SDKs tell "gone" (`not_found`)
+   * and "paused" (`failed_precondition`) from a port that does not answer (all 502 or 409 to E2B's SDKs).
+   */
+  errorCode?: ErrorCode;
 }
 
 export interface ProxyTargetSources {
@@ -90,8 +96,12 @@ export function isProxyRefusal(value: ProxyTarget | ProxyRefusal): value is Prox
   return "status" in value;
 }
 
-function refuse(status: number, message: string, extra: { sandboxId?: string; port?: number } = {}): ProxyRefusal {
-  return { status, body: { ...(extra.sandboxId ? { sandboxId: extra.sandboxId } : {}), message, code: status, ...(extra.port ? { port: extra.port } : {}) } };
+function refuse(status: number, message: string, extra: { sandboxId?: string; port?: number; errorCode?: ErrorCode } = {}): ProxyRefusal {
+  return {
+    status,
+    body: { ...(extra.sandboxId ? { sandboxId: extra.sandboxId } : {}), message, code: status, ...(extra.port ? { port: extra.port } : {}) },
+    ...(extra.errorCode ? { errorCode: extra.errorCode } : {}),
+  };
 }
 
 /** The method and URL of an HTTP request (a presigned file URL routes by them). */
@@ -135,7 +145,7 @@ export async function resolveProxyTarget(headers: RoutingHeaders, sources: Proxy
   const sandboxId = isRefusal(route) ? (signedFor?.status?.sandboxID ?? "") : route.sandboxId;
   const port = isRefusal(route) ? SANDBOX_DAEMON_PORT : route.port;
   const sandbox = signedFor ?? (await sources.lookup(sandboxId));
-  if (!sandbox) return refuse(502, "The sandbox was not found", { sandboxId });
+  if (!sandbox) return refuse(502, "The sandbox was not found", { sandboxId, errorCode: "not_found" });
   const namespace = sandbox.metadata.namespace ?? "default";
   const name = sandbox.metadata.name;
   const token = single(headers[ACCESS_TOKEN_HEADER]);
@@ -160,7 +170,7 @@ export async function resolveProxyTarget(headers: RoutingHeaders, sources: Proxy
   }
   const phase = sandbox.status?.phase ?? "Pending";
   // E2B's proxy answers a paused sandbox so (409): it runs again once resumed (connect).
-  if (phase === "Paused" && !sandbox.metadata.deletionTimestamp) return refuse(409, "The sandbox is paused", { sandboxId });
+  if (phase === "Paused" && !sandbox.metadata.deletionTimestamp) return refuse(409, "The sandbox is paused", { sandboxId, errorCode: "failed_precondition" });
   if (sandbox.metadata.deletionTimestamp || !SERVING_PHASES.has(phase)) {
     const state = sandbox.metadata.deletionTimestamp ? "being deleted" : phase;
     // Gone for good (502, what E2B's SDKs read as "not running"), or not yet / not now (503).

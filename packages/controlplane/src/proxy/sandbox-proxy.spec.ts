@@ -178,6 +178,9 @@ describe("the sandbox proxy", () => {
     const unknown = await request({ host: `${port}-zzzzzzzzzz.localhost`, headers: withToken });
     assert.equal(unknown.status, 502);
     assert.deepEqual(JSON.parse(unknown.body.toString()), { sandboxId: "zzzzzzzzzz", message: "The sandbox was not found", code: 502 });
+    // Fast Sandbox's own code beside E2B's body: what a Connect client of a failed stream can read (it never reads the body).
+    assert.equal(unknown.headers["fsb-error-code"], "not_found");
+    assert.equal(missing.headers["fsb-error-code"], undefined);
     assert.equal((await request({ host: "localhost", headers: withToken })).status, 400);
     assert.equal((await request({ host: `9-${ID}.localhost`, headers: withToken })).status, 403);
   });
@@ -205,6 +208,8 @@ describe("the sandbox proxy", () => {
   it("answers 502 in JSON when nothing listens on the sandbox's port", async () => {
     const answer = await request({ host: `${closedPort}-${ID}.localhost`, headers: withToken });
     assert.equal(answer.status, 502);
+    // Not "gone": the sandbox runs, its port does not answer (yet).
+    assert.equal(answer.headers["fsb-error-code"], undefined);
     assert.match(JSON.parse(answer.body.toString()).message, new RegExp(`port ${closedPort} is not open`));
   });
 

@@ -19,7 +19,7 @@ import type net from "node:net";
 import type { Duplex } from "node:stream";
 import proxy from "http2-proxy";
 import type { Logger } from "pino";
-import { ACCESS_TOKEN_HEADER, SANDBOX_DAEMON_PORT, TRAFFIC_ACCESS_TOKEN_HEADER, listenCleartext } from "@fast-sandbox/api";
+import { ACCESS_TOKEN_HEADER, ERROR_CODE_HEADER, SANDBOX_DAEMON_PORT, TRAFFIC_ACCESS_TOKEN_HEADER, listenCleartext } from "@fast-sandbox/api";
 import { SandboxDialer } from "./sandbox-dialer.js";
 import { isProxyRefusal, resolveProxyTarget, type ProxyRefusal, type ProxyTarget, type ProxyTargetSources, type RequestLine } from "./proxy-target.js";
 import type { ProxyMetrics } from "./proxy-metrics.js";
@@ -75,6 +75,10 @@ function sendJson(response: Response, refusal: ProxyRefusal): void {
   response.setHeader("access-control-allow-origin", "*");
   response.setHeader("content-type", "application/json");
   response.setHeader("content-length", Buffer.byteLength(body));
+  if (refusal.errorCode) {
+    response.setHeader(ERROR_CODE_HEADER, refusal.errorCode);
+    response.setHeader("access-control-expose-headers", ERROR_CODE_HEADER);
+  }
   response.end(body);
 }
 
@@ -106,7 +110,9 @@ function refuseRaw(socket: Duplex, refusal: ProxyRefusal): void {
   const body = JSON.stringify(refusal.body);
   socket.end(
     `HTTP/1.1 ${refusal.status} ${STATUS_TEXT[refusal.status] ?? "Error"}\r\n` +
-      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+      (refusal.errorCode ? `${ERROR_CODE_HEADER}: ${refusal.errorCode}\r\n` : "") +
+      `connection: close\r\n\r\n${body}`,
   );
 }
 

@@ -254,7 +254,9 @@ def error_from_http(response: httpx.Response, what: str) -> FsbError:
         message = str(body.get("message") or "")
     if not message:
         message = response.text.strip()[:300] or response.reason_phrase
-    if response.status_code == 502 and "sandbox was not found" in message.lower():
+    # The proxy's own code beside E2B's body (a daemon never sends one); its message for older proxies.
+    gone = response.headers.get(ERROR_CODE_HEADER) == "not_found"
+    if gone or (response.status_code == 502 and "sandbox was not found" in message.lower()):
         return NotFoundError(f"{what}: the sandbox is gone (deleted or expired): {message}")
     if response.status_code == 409:
         # The sandbox proxy's answer for a paused sandbox (a gVisor checkpoint): nothing of it runs to answer.

@@ -242,3 +242,10 @@ async def test_the_async_client_speaks_the_same_protocol() -> None:
         async for message in stream:
             received.append(message)
     assert received == [{"n": 1}]
+
+
+def test_the_proxys_not_found_code_header_means_gone_whatever_the_body_says() -> None:
+    answer = httpx.Response(502, json={"message": "sandbox gone", "code": 502}, headers={"fsb-error-code": "not_found"})
+    error = error_from_http(answer, "listing /")
+    assert isinstance(error, NotFoundError)
+    assert "gone (deleted or expired)" in str(error)
