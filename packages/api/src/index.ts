@@ -8,6 +8,7 @@ export * from "./schema/quantity.js";
 export { AGENT_CONTAINER_NAME, agentLimitsOf, type AgentLimits } from "./schema/agent-limits.js";
 export * from "./schema/image-reference.js";
 export { SANDBOX_ID_MAX_LENGTH, isSandboxId } from "./schema/sandbox-id.js";
+export { isNumericExecUser, parseExecUser } from "./schema/exec-user.js";
 export { assertValid, fieldPath, validateSandbox, validateSandboxPool } from "./schema/validation.js";
 export { renderCrds, toStructuralSchema } from "./schema/crd.js";
 export * from "./wire/convert.js";

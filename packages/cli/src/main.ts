@@ -288,6 +288,7 @@ function program(programName: string): Command {
     .addOption(namespaceOption())
     .option("-e, --env <NAME=VALUE>", "environment variable (repeatable)", collect, [] as string[])
     .option("-w, --workdir <dir>", "working directory")
+    .option("-u, --user <USER[:GROUP]>", "run as this user, a name or a number (as docker exec -u); default: the image's USER")
     .option("-i, --interactive", "pass stdin to the command")
     .option("-t, --tty", "run it in a terminal (raw keys, window size, colours): -it for an interactive program")
     .addOption(accessTokenOption("-i and -t"))
@@ -302,6 +303,7 @@ function program(programName: string): Command {
     .addOption(namespaceOption())
     .option("-e, --env <NAME=VALUE>", "environment variable (repeatable)", collect, [] as string[])
     .option("-w, --workdir <dir>", "working directory")
+    .option("-u, --user <USER>", "log in as this user, a name or a number; default: the daemon's default user")
     .addOption(accessTokenOption())
     .action(async (name, options) => {
       process.exitCode = await (await import("./commands/interactive.js")).shell(name, { ...globals(), ...options });

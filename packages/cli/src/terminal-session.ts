@@ -18,6 +18,8 @@ export interface TerminalSessionOptions {
   command: string[] | undefined;
   envs: Record<string, string>;
   cwd?: string | undefined;
+  /** The user to run as (a name or uid); undefined: the daemon's default user. */
+  user?: string | undefined;
   /** Forward stdin (`-i`). */
   interactive: boolean;
 }
@@ -93,6 +95,7 @@ export async function runInTerminal(sandbox: FastSandbox, options: TerminalSessi
     ...(options.command ? { command: options.command } : {}),
     envs: options.envs,
     ...(options.cwd ? { cwd: options.cwd } : {}),
+    ...(options.user ? { user: options.user } : {}),
     timeoutMs: 0,
     onData: (data) => io.stdout.write(data),
   });
@@ -138,6 +141,7 @@ export async function runWithStdin(
     stdin: true,
     envs: options.envs,
     ...(options.cwd ? { cwd: options.cwd } : {}),
+    ...(options.user ? { user: options.user } : {}),
     timeoutMs: 0,
     onRawOutput: (stream, data) => (stream === "stdout" ? io.stdout : io.stderr).write(data),
   });

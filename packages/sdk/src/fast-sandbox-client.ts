@@ -102,6 +102,8 @@ export interface ExecOptions {
   namespace?: string;
   envs?: EnvVar[];
   workingDir?: string;
+  /** `USER[:GROUP]`, names of the sandbox's accounts or numbers, as `docker exec -u`. @default the image's USER */
+  user?: string;
   onStdout?: (chunk: Uint8Array) => void;
   onStderr?: (chunk: Uint8Array) => void;
   signal?: AbortSignal;
@@ -392,7 +394,7 @@ export class Sandboxes {
     let exitCode: number | undefined;
     try {
       for await (const event of this.client.exec(
-        { name, namespace: options.namespace ?? "", command, envs: options.envs ?? [], workingDir: options.workingDir ?? "" },
+        { name, namespace: options.namespace ?? "", command, envs: options.envs ?? [], workingDir: options.workingDir ?? "", user: options.user ?? "" },
         options.signal ? { signal: options.signal } : {},
       )) {
         switch (event.event.case) {

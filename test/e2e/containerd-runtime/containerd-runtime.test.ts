@@ -75,6 +75,7 @@ async function execCollect(
   options: {
     env?: { name: string; value: string }[];
     workingDir?: string;
+    user?: string;
     signal?: AbortSignal;
   } = {},
 ) {
@@ -84,6 +85,7 @@ async function execCollect(
     command,
     ...(options.env ? { env: options.env } : {}),
     ...(options.workingDir ? { workingDir: options.workingDir } : {}),
+    ...(options.user ? { user: options.user } : {}),
   };
   const exitCode = await runtime.exec(id, request, {
     onStdout: (chunk) => {
@@ -551,7 +553,7 @@ describe("containerd runtime", () => {
     await runtime.delete(missing.sandboxId, { gracePeriodMs: 0 });
   });
 
-  it("runs the command and its execs as the image's USER when it names an account, and fails the create when the image lacks it", async () => {
+  it("runs the command and its execs as the image's USER when it names an account (an exec as any user it is asked: names, numbers, root), and fails the create when the image lacks it", async () => {
     importBaseImageAs(NAMESPACE, NAMED_USER_IMAGES.nobody, "nobody");
     importBaseImageAs(NAMESPACE, NAMED_USER_IMAGES.ghost, "ghost");
     const named = sandboxSpec({ image: NAMED_USER_IMAGES.nobody, command: ["sh", "-c", "id -u; id -g; echo $HOME; sleep 1000"] });
@@ -564,9 +566,20 @@ describe("containerd runtime", () => {
     const missing = await execCollect(named.sandboxId, ["no-such-command"]);
     assert.equal(missing.exitCode, 127);
     assert.match(missing.stderr, /executable file not found in \$PATH/);
-    // A sandbox made by an earlier agent (no such label: its helper binary predates --exec-as) runs execs as before, as root.
+    // `fsb exec -u`: root, an account and a group by name, numbers no account has; an unknown name fails as a missing command does.
+    const ids = ["sh", "-c", "id -u; id -g"];
+    assert.equal((await execCollect(named.sandboxId, ids, { user: "root" })).stdout, "0\n0\n");
+    assert.equal((await execCollect(named.sandboxId, ids, { user: "nobody:root" })).stdout, "65534\n0\n");
+    assert.equal((await execCollect(named.sandboxId, ids, { user: "1234:99" })).stdout, "1234\n99\n");
+    const ghostUser = await execCollect(named.sandboxId, ids, { user: "ghost" });
+    assert.equal(ghostUser.exitCode, 127);
+    assert.match(ghostUser.stderr, /user ghost/);
+    // A sandbox made by an earlier agent (no such label: its helper binary predates --exec-as) runs execs as before, as root;
+    // a user can be given there by number only.
     ctr(NAMESPACE, "containers", "label", named.sandboxId, "fast-sandbox.io/helper-exec-as=");
     assert.equal((await execCollect(named.sandboxId, ["id", "-u"])).stdout, "0\n");
+    assert.equal((await execCollect(named.sandboxId, ids, { user: "1234:99" })).stdout, "1234\n99\n");
+    await assert.rejects(execCollect(named.sandboxId, ids, { user: "root" }), FailedPreconditionError);
     await runtime.delete(named.sandboxId, { gracePeriodMs: 0 });
     const ghost = sandboxSpec({ image: NAMED_USER_IMAGES.ghost, command: ["true"] });
     await assert.rejects(runtime.create(ghost), /^ValidationError: unable to find user ghost: no matching entries in the image's \/etc\/passwd/);

@@ -157,6 +157,16 @@ describe("fsb exec -it, fsb shell and fsb cp on a real sandbox", () => {
     assert.equal(plain.status, 4);
   });
 
+  it("exec -u runs as the given user, through the control plane (a group too) and through the daemon (-i)", async () => {
+    const ids = ["--", "sh", "-c", "id -u; id -g"];
+    const plain = await fsb([...target(), "exec", sandbox.name, "-u", "1234:99", ...ids]);
+    assert.equal(plain.stdout.toString(), "1234\n99\n", plain.stderr);
+    const root = await fsb([...target(), "exec", sandbox.name, "-u", "root", ...ids]);
+    assert.equal(root.stdout.toString(), "0\n0\n", root.stderr);
+    const viaDaemon = await fsb([...target(), "exec", "-i", sandbox.name, "-u", "nobody", "-w", "/tmp", "--token", sandbox.accessToken, ...ids], "");
+    assert.equal(viaDaemon.stdout.toString(), "65534\n65534\n", viaDaemon.stderr);
+  });
+
   it("exec -it without a token says how to get one", async () => {
     const result = await fsb([...target(), "exec", "-it", sandbox.name, "--", "sh"]);
     assert.equal(result.status, 2);

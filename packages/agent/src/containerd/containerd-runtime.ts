@@ -77,8 +77,7 @@ import {
   helperArgs,
   mergeEnv,
   namedImageUser,
-  sandboxNamedUser,
-  execAsArgs,
+  execProcessOf,
   processArgs,
   sandboxCgroupsPath,
   sandboxHostname,
@@ -1792,24 +1791,12 @@ export class ContainerdRuntime implements Runtime {
     this.client.close();
   }
 
-  /**
-   * The exec'd process: the sandbox's own process settings (user, capabilities, limits) with the
-   * request's command, env and cwd; in an image whose USER names an account (process 1 is root), run
-   * through the helper, which becomes that user first, as the command did (when the sandbox's helper
-   * can: LABEL_HELPER_EXEC_AS).
-   */
+  /** The exec'd process (execProcessOf), as the sandbox's helper can run it (LABEL_HELPER_EXEC_AS). */
   private async execProcess(sandboxId: string, request: ExecRequest): Promise<OciProcess> {
     const container = await this.sandboxContainer(sandboxId);
     if (!container) throw new NotFoundError(`sandbox ${sandboxId} not found`);
     const spec = JSON.parse(Buffer.from(container.spec?.value ?? []).toString("utf8")) as OciSpec;
-    const namedUser = container.labels[LABEL_HELPER_EXEC_AS] === "true" ? sandboxNamedUser(spec) : undefined;
-    return {
-      ...spec.process,
-      terminal: false,
-      args: namedUser ? execAsArgs(namedUser, request.command) : [...request.command],
-      env: mergeEnv(spec.process.env, request.env ?? []),
-      cwd: request.workingDir || sandboxWorkingDir(spec),
-    };
+    return execProcessOf(spec, request, container.labels[LABEL_HELPER_EXEC_AS] === "true");
   }
 
   /** Waits for a process (the task's init when execId is "") to exit; long waits are re-armed so every call keeps a deadline. */

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { FailedPreconditionError, ValidationError } from "@fast-sandbox/api/core";
 import type { RuntimeSandboxSpec } from "../runtime/runtime.js";
 import type { ImageConfig } from "./image-resolver.js";
 import {
@@ -17,6 +18,7 @@ import {
   sandboxCgroupsPath,
   sandboxWorkingDir,
   sandboxNamedUser,
+  execProcessOf,
   execAsArgs,
 } from "./oci-spec.js";
 import { DENIED_SYSCALLS } from "./seccomp-profile.js";
@@ -332,6 +334,47 @@ describe("sandboxNamedUser and execAsArgs", () => {
     assert.equal(sandboxNamedUser(buildOciSpec(sandbox({ command: ["id"] }), image, helper)), undefined);
     assert.equal(sandboxNamedUser(buildOciSpec(sandbox({ command: ["id"] }), { ...image, user: "nobody" }, options)), undefined);
     assert.equal(sandboxNamedUser(buildOciSpec(sandbox({ command: ["useradd", "--user", "x"] }), image, helper)), undefined);
+  });
+});
+
+describe("execProcessOf", () => {
+  const helper = { helper: { binaryPath: "/h", runDir: "/r" }, ...options };
+  const named = buildOciSpec(sandbox({ command: ["id"], workingDir: "/work" }), { ...image, user: "nobody" }, helper);
+
+  it("runs as the image's named USER through the helper by default, with the request's env over the sandbox's and its cwd", () => {
+    const process = execProcessOf(named, { command: ["id", "-u"], env: [{ name: "A", value: "1" }] }, true);
+    assert.deepEqual(process.args, [HELPER_BINARY, "--exec-as", "nobody", "--", "id", "-u"]);
+    assert.equal(process.terminal, false);
+    assert.equal(process.cwd, "/work");
+    assert.ok(process.env.includes("A=1"));
+    assert.deepEqual(process.user, named.process.user);
+    assert.equal(execProcessOf(named, { command: ["pwd"], workingDir: "/tmp" }, true).cwd, "/tmp");
+  });
+
+  it("runs as the requested user (root too) through the helper, which starts as root", () => {
+    for (const user of ["root", "0", "app:staff", "1000:1000"]) {
+      const process = execProcessOf(named, { command: ["id"], user }, true);
+      assert.deepEqual(process.args, [HELPER_BINARY, "--exec-as", user, "--", "id"], user);
+      assert.deepEqual(process.user, { uid: 0, gid: 0 }, user);
+    }
+    // The sandbox's own safety settings stay.
+    const process = execProcessOf(named, { command: ["id"], user: "root" }, true);
+    assert.equal(process.noNewPrivileges, named.process.noNewPrivileges);
+    assert.deepEqual(process.capabilities, named.process.capabilities);
+  });
+
+  it("takes a numeric user directly where the helper cannot switch users, and refuses a name there", () => {
+    assert.deepEqual(execProcessOf(named, { command: ["id"], user: "1000:50" }, false).user, { uid: 1000, gid: 50 });
+    assert.deepEqual(execProcessOf(named, { command: ["id"], user: "0" }, false), { ...execProcessOf(named, { command: ["id"] }, false), user: { uid: 0, gid: 0 } });
+    assert.deepEqual(execProcessOf(named, { command: ["id"] }, false).args, ["id"]);
+    assert.throws(() => execProcessOf(named, { command: ["id"], user: "root" }, false), FailedPreconditionError);
+  });
+
+  it("refuses a user that is not one, naming the field", () => {
+    assert.throws(
+      () => execProcessOf(named, { command: ["id"], user: "a:b:c" }, true),
+      (error: unknown) => error instanceof ValidationError && error.field === "user",
+    );
   });
 });
 

@@ -2,6 +2,7 @@
  * Builds the OCI runtime spec of a sandbox: a pure function of the sandbox spec, the image's
  * config and a few agent settings, so every rule here is unit-tested without containerd.
  */
+import { FailedPreconditionError, isNumericExecUser, parseExecUser } from "@fast-sandbox/api/core";
 import type { RuntimeSandboxSpec } from "../runtime/runtime.js";
 import type { ImageConfig } from "./image-resolver.js";
 import { defaultSeccompProfile, type SeccompProfile } from "./seccomp-profile.js";
@@ -178,6 +179,42 @@ export function sandboxNamedUser(spec: Pick<OciSpec, "process">): string | undef
 /** An exec's argv run as the image's named user: the helper becomes the user, then executes `command`. */
 export function execAsArgs(user: string, command: readonly string[]): string[] {
   return [HELPER_BINARY, "--exec-as", user, "--", ...command];
+}
+
+/**
+ * The process of an exec: the sandbox's own process settings (capabilities, limits, no new
+ * privileges) with the request's command, env (over the sandbox's) and working directory, run as:
+ * - the request's `user` (USER[:GROUP], exec-user.ts): through the helper, which starts as root and
+ *   becomes that user by the sandbox's own /etc/passwd and /etc/group (`docker exec -u`); a sandbox
+ *   whose helper cannot (`helperExecAs` false: made by an earlier agent) takes a numeric user
+ *   directly and refuses a name;
+ * - else the image's named USER, through the helper, as the sandbox's command runs (when it can);
+ * - else the sandbox's own uid and gid.
+ */
+export function execProcessOf(
+  spec: Pick<OciSpec, "process">,
+  request: { command: readonly string[]; env?: readonly { name: string; value: string }[]; workingDir?: string; user?: string },
+  helperExecAs: boolean,
+): OciProcess {
+  const base: OciProcess = {
+    ...spec.process,
+    terminal: false,
+    args: [...request.command],
+    env: mergeEnv(spec.process.env, request.env ?? []),
+    cwd: request.workingDir || sandboxWorkingDir(spec),
+  };
+  if (request.user) {
+    const parsed = parseExecUser("user", request.user);
+    if (helperExecAs) return { ...base, user: { uid: 0, gid: 0 }, args: execAsArgs(request.user, request.command) };
+    if (!isNumericExecUser(parsed)) {
+      throw new FailedPreconditionError(
+        `this sandbox was made by an agent whose helper cannot look up ${JSON.stringify(request.user)} in it: give the user by number (uid[:gid]), or recreate the sandbox`,
+      );
+    }
+    return { ...base, user: { uid: Number(parsed.user), gid: Number(parsed.group ?? 0) } };
+  }
+  const namedUser = helperExecAs ? sandboxNamedUser(spec) : undefined;
+  return namedUser ? { ...base, args: execAsArgs(namedUser, request.command) } : base;
 }
 
 export interface HelperInjection {

@@ -134,6 +134,8 @@ export interface ExecRequest {
   command: string[];
   env?: EnvVar[];
   workingDir?: string;
+  /** USER[:GROUP], names of the sandbox's accounts or numbers (exec-user.ts). @default the image's USER */
+  user?: string;
 }
 
 export interface ExecIo {

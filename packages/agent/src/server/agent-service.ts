@@ -11,6 +11,7 @@ import {
   ValidationError,
   isSandboxId,
   normalizeImageName,
+  parseExecUser,
   parseImageReference,
   pb,
   sandboxStatsToMessage,
@@ -299,6 +300,7 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
       try {
         await requireSandbox(request.sandboxId);
         if (request.command.length === 0) throw new ValidationError("command", "must name the program to run");
+        if (request.user) parseExecUser("user", request.user);
         const exitCode = runtime
           .exec(
             request.sandboxId,
@@ -306,6 +308,7 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
               command: request.command,
               env: request.envs.map((e) => ({ name: e.name, value: e.value })),
               ...(request.workingDir ? { workingDir: request.workingDir } : {}),
+              ...(request.user ? { user: request.user } : {}),
             },
             {
               onStdout: (chunk) => enqueue({ case: "stdout", value: chunk }),

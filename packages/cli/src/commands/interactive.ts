@@ -3,7 +3,7 @@
  * sandbox proxy, with the sandbox's access token), with stdin and a terminal. `fsb exec` without
  * them runs through the control plane as before (sandboxes.ts).
  */
-import { ValidationError } from "@fast-sandbox/api";
+import { ValidationError, parseExecUser } from "@fast-sandbox/api";
 import { FastSandbox } from "@fast-sandbox/sdk";
 import { accessTokenFor } from "../access-tokens.js";
 import { connect, type GlobalOptions } from "../connection.js";
@@ -14,6 +14,8 @@ export interface ExecOptions extends GlobalOptions {
   namespace?: string;
   env: string[];
   workdir?: string;
+  /** `-u`: USER[:GROUP] (a group only without -i and -t). */
+  user?: string;
   /** `-i`: forward stdin. */
   interactive?: boolean;
   /** `-t`: run in a terminal. */
@@ -37,16 +39,32 @@ export async function exec(name: string, command: string[], options: ExecOptions
   if (command.length === 0) {
     throw new ValidationError("COMMAND", `name the command after '--', e.g. fsb exec -it ${name} -- sh (or 'fsb shell ${name}' for a login shell)`);
   }
+  const user = daemonUser(options.user, "-i and -t");
   const envs = envRecord(options.env);
   const sandbox = await sandboxHandle(name, options);
-  if (options.tty) return runInTerminal(sandbox, { command, envs, cwd: options.workdir, interactive: options.interactive === true }, processIo());
-  return runWithStdin(sandbox, { command, envs, cwd: options.workdir }, processIo());
+  if (options.tty) return runInTerminal(sandbox, { command, envs, cwd: options.workdir, user, interactive: options.interactive === true }, processIo());
+  return runWithStdin(sandbox, { command, envs, cwd: options.workdir, user }, processIo());
+}
+
+/** `-u` for the daemon's commands: a user by name or uid; the daemon takes no group (its user's own is used). */
+function daemonUser(user: string | undefined, what: string): string | undefined {
+  if (user === undefined) return undefined;
+  const parsed = parseExecUser("--user", user);
+  if (parsed.group !== undefined) {
+    throw new ValidationError("--user", `${what} run through the sandbox's daemon, which takes a user without a group (its own groups are used): -u ${parsed.user}`);
+  }
+  return parsed.user;
 }
 
 /** `fsb shell NAME`: an interactive login shell in the sandbox (bash, else sh). */
-export async function shell(name: string, options: GlobalOptions & { namespace?: string; env: string[]; workdir?: string; token?: string }): Promise<number> {
+export async function shell(
+  name: string,
+  options: GlobalOptions & { namespace?: string; env: string[]; workdir?: string; user?: string; token?: string },
+): Promise<number> {
+  const user = daemonUser(options.user, "shells");
+  const envs = envRecord(options.env);
   const sandbox = await sandboxHandle(name, options);
-  return runInTerminal(sandbox, { command: undefined, envs: envRecord(options.env), cwd: options.workdir, interactive: true }, processIo());
+  return runInTerminal(sandbox, { command: undefined, envs, cwd: options.workdir, user, interactive: true }, processIo());
 }
 
 function envRecord(values: string[]): Record<string, string> {

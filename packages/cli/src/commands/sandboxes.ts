@@ -1,4 +1,4 @@
-import { UnavailableError, ValidationError, parseDurationMs, type EgressPolicy, type EgressRule, type Sandbox } from "@fast-sandbox/api";
+import { UnavailableError, ValidationError, parseDurationMs, parseExecUser, type EgressPolicy, type EgressRule, type Sandbox } from "@fast-sandbox/api";
 import { forgetAccessToken } from "../access-tokens.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { printCreated } from "../created-sandbox.js";
@@ -184,13 +184,20 @@ export async function logs(name: string, options: GlobalOptions & { namespace?: 
 }
 
 /** Runs the command in the sandbox and returns its exit code (the CLI exits with it). */
-export async function exec(name: string, command: string[], options: GlobalOptions & { namespace?: string; env: string[]; workdir?: string }): Promise<number> {
+export async function exec(
+  name: string,
+  command: string[],
+  options: GlobalOptions & { namespace?: string; env: string[]; workdir?: string; user?: string },
+): Promise<number> {
   if (command.length === 0) throw new ValidationError("COMMAND", "name the command after '--', e.g. fsb exec NAME -- sh -c 'ls /'");
+  if (options.user !== undefined) parseExecUser("--user", options.user);
+  const envs = parseEnvs(options.env);
   const { client, namespace } = await connect(options);
   const result = await client.sandboxes.exec(name, command, {
     namespace,
-    envs: parseEnvs(options.env),
+    envs,
     ...(options.workdir ? { workingDir: options.workdir } : {}),
+    ...(options.user ? { user: options.user } : {}),
     onStdout: (chunk) => process.stdout.write(chunk),
     onStderr: (chunk) => process.stderr.write(chunk),
   });

@@ -114,6 +114,8 @@ export interface ExecRequest {
   envs?: EnvVar[];
   /** Absolute path. @default the sandbox's working directory */
   workingDir?: string;
+  /** USER[:GROUP], names or numbers. @default the image's USER */
+  user?: string;
 }
 
 /**

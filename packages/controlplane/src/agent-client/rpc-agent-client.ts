@@ -203,6 +203,7 @@ function execRequestToMessage(request: ExecRequest): pb.AgentExecRequest {
     command: request.command,
     envs: (request.envs ?? []).map(({ name, value }) => ({ name, value })),
     workingDir: request.workingDir ?? "",
+    user: request.user ?? "",
   });
 }
 

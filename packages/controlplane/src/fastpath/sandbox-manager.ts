@@ -17,6 +17,7 @@ import {
   ValidationError,
   networkModeOf,
   normalizeImageName,
+  parseExecUser,
   validateSandbox,
   type EnvVar,
   type NetworkMode,
@@ -134,6 +135,8 @@ export interface ExecInput {
   command: string[];
   envs?: EnvVar[];
   workingDir?: string;
+  /** USER[:GROUP] (exec-user.ts). @default the image's USER */
+  user?: string;
 }
 
 export function sandboxKey(namespace: string, name: string): string {
@@ -1169,6 +1172,7 @@ export class SandboxManager {
 
   async *exec(input: ExecInput, signal?: AbortSignal): AsyncGenerator<ExecEvent> {
     if (input.command.length === 0) throw new ValidationError("command", "must name the program to run, e.g. ['sh', '-c', 'ls']");
+    if (input.user) parseExecUser("user", input.user);
     const { client, sandboxId, sandbox } = await this.agentOf(input.namespace, input.name);
     if (sandbox.metadata.deletionTimestamp) throw new FailedPreconditionError(`sandbox ${input.name} is being deleted`);
     yield* client.exec(
@@ -1177,6 +1181,7 @@ export class SandboxManager {
         command: input.command,
         envs: (input.envs ?? []).map((e) => ({ name: e.name, value: e.value })),
         ...(input.workingDir ? { workingDir: input.workingDir } : {}),
+        ...(input.user ? { user: input.user } : {}),
       },
       signal,
     );

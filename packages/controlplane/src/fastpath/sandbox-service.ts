@@ -147,6 +147,7 @@ export function createSandboxService(manager: SandboxManager, checkpoints?: Chec
             command: request.command,
             envs: request.envs.map((e) => ({ name: e.name, value: e.value })),
             workingDir: request.workingDir,
+            user: request.user,
           },
           context.signal,
         );
