@@ -81,7 +81,10 @@ describe("fsb exit codes", () => {
       [["port-forward", "web", "abc"], /^error: LOCAL:REMOTE: "abc" is not LOCAL:REMOTE/m],
       [["exec", "web"], /^error: COMMAND: name the command after '--'/m],
       [["exec", "web", "-u", "a:b:c", "--", "id"], /^error: --user: "a:b:c" is not a user: expected USER or USER:GROUP/m],
-      [["exec", "-it", "web", "-u", "app:staff", "--", "sh"], /^error: --user: -i and -t run through the sandbox's daemon, which takes a user without a group .*: -u app$/m],
+      [
+        ["exec", "-it", "web", "-u", "app:staff", "--", "sh"],
+        /^error: --user: -i and -t run through the sandbox's daemon, which takes a user without a group .*: -u app$/m,
+      ],
       [["shell", "web", "-u", "-x"], /^error: --user: "-x" is not a user/m],
     ] as const) {
       const result = await fsb(...args, "--url", UNREACHABLE, "--data-dir", dataDir);

@@ -365,7 +365,10 @@ describe("execProcessOf", () => {
 
   it("takes a numeric user directly where the helper cannot switch users, and refuses a name there", () => {
     assert.deepEqual(execProcessOf(named, { command: ["id"], user: "1000:50" }, false).user, { uid: 1000, gid: 50 });
-    assert.deepEqual(execProcessOf(named, { command: ["id"], user: "0" }, false), { ...execProcessOf(named, { command: ["id"] }, false), user: { uid: 0, gid: 0 } });
+    assert.deepEqual(execProcessOf(named, { command: ["id"], user: "0" }, false), {
+      ...execProcessOf(named, { command: ["id"] }, false),
+      user: { uid: 0, gid: 0 },
+    });
     assert.deepEqual(execProcessOf(named, { command: ["id"] }, false).args, ["id"]);
     assert.throws(() => execProcessOf(named, { command: ["id"], user: "root" }, false), FailedPreconditionError);
   });

@@ -14,7 +14,8 @@ const MAX_ID = 0xfffffffe;
 
 /** `{user, group}` of a valid value; throws ValidationError on `field` naming what is allowed. */
 export function parseExecUser(field: string, value: string): { user: string; group?: string } {
-  const allowed = "USER or USER:GROUP, each a name of the sandbox's accounts (letters, digits, '.', '_', '-'; at most 32) or a number, e.g. root, 1000:1000, app:staff";
+  const allowed =
+    "USER or USER:GROUP, each a name of the sandbox's accounts (letters, digits, '.', '_', '-'; at most 32) or a number, e.g. root, 1000:1000, app:staff";
   const [user = "", group, ...rest] = value.split(":");
   if (rest.length > 0 || !validPart(user) || (group !== undefined && !validPart(group))) {
     throw new ValidationError(field, `${JSON.stringify(value)} is not a user: expected ${allowed}`);

@@ -51,7 +51,10 @@ function daemonUser(user: string | undefined, what: string): string | undefined 
   if (user === undefined) return undefined;
   const parsed = parseExecUser("--user", user);
   if (parsed.group !== undefined) {
-    throw new ValidationError("--user", `${what} run through the sandbox's daemon, which takes a user without a group (its own groups are used): -u ${parsed.user}`);
+    throw new ValidationError(
+      "--user",
+      `${what} run through the sandbox's daemon, which takes a user without a group (its own groups are used): -u ${parsed.user}`,
+    );
   }
   return parsed.user;
 }
