@@ -101,6 +101,8 @@ export function createSandboxRelay(options: SandboxRelayOptions): SandboxRelay {
         refuse(socket, 404, `sandbox ${meant} is not at ${target.host} on this agent (the address is another sandbox's now)`);
         return;
       }
+      // The caller may have gone during the lookup: its "close" has fired, and would never end a connection made now.
+      if (socket.destroyed) return;
       const upstream = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
       open.add(upstream);
       let connected = false;

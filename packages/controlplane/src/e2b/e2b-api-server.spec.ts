@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { connect } from "node:net";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { pino } from "pino";
 import { FsbError } from "@fast-sandbox/api";
@@ -53,6 +54,22 @@ describe("the E2B-compatible API over HTTP", () => {
   }
 
   const createBody = { templateID: "base", timeout: 300, metadata: { user: "abc" } };
+
+  it("answers a request target that is no URL (Node's parser takes `http://[`) with 400, and keeps serving", async () => {
+    const { port } = new URL(server.url);
+    for (const target of ["http://[", "http://a:b/", "http://:99999/"]) {
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(port), "127.0.0.1", () => socket.end(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`));
+        let text = "";
+        socket.on("data", (chunk: Buffer) => (text += chunk.toString()));
+        socket.on("end", () => resolve(text));
+        socket.on("error", reject);
+      });
+      assert.match(answer, /^HTTP\/1\.1 400 /, target);
+      assert.match(answer, /is not a URL/);
+    }
+    assert.equal((await call("GET", "/health", undefined, {})).status, 204);
+  });
 
   it("answers /health with 204 and no key", async () => {
     const reply = await call("GET", "/health", undefined, {});

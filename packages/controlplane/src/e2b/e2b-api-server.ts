@@ -282,7 +282,13 @@ function errorAnswer(error: E2bError, headers?: Record<string, string>): Answer 
 export function e2bApiHandler(options: Pick<E2bApiServerOptions, "sandboxes" | "apiKeys" | "logger">): HttpHandler {
   const table = routes(options.sandboxes);
   return (request, response) => {
-    const url = new URL(request.url ?? "/", "http://e2b.invalid");
+    // Node's parser takes request targets (`http://[`) that are no URL; a throw here would end the process.
+    const target = request.url ?? "/";
+    if (!URL.canParse(target, "http://e2b.invalid")) {
+      send(response, errorAnswer(e2bError(400, `the request target ${JSON.stringify(target.slice(0, 200))} is not a URL`)));
+      return;
+    }
+    const url = new URL(target, "http://e2b.invalid");
     const method = request.method ?? "GET";
     const path = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, "") : url.pathname;
     if (method === "OPTIONS" && request.headers["access-control-request-method"] !== undefined) {

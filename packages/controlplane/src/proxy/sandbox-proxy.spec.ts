@@ -201,6 +201,20 @@ describe("the sandbox proxy", () => {
     const own = await preflight(`${port}-${ID}.localhost:${proxy.port}`);
     assert.equal(own.status, 401);
     assert.equal(own.headers["access-control-allow-origin"], "*");
+    // Routed by E2B's headers (one URL for every sandbox): the preflight names them, without their values.
+    const byHeaders = await preflight(`localhost:${proxy.port}`);
+    assert.equal(byHeaders.status, 400);
+    const e2bHeaders = await request({
+      host: `localhost:${proxy.port}`,
+      method: "OPTIONS",
+      headers: {
+        origin: "https://app.example",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "E2B-Sandbox-Id, e2b-sandbox-port, x-access-token",
+      },
+    });
+    assert.equal(e2bHeaders.status, 204);
+    assert.equal(e2bHeaders.headers["access-control-allow-headers"], "E2B-Sandbox-Id, e2b-sandbox-port, x-access-token");
     // Not a preflight (no Access-Control-Request-Method): an OPTIONS request like any other.
     assert.equal((await request({ host: `49983-${ID}.localhost:${proxy.port}`, method: "OPTIONS" })).status, 401);
   });

@@ -23,7 +23,7 @@ import { ACCESS_TOKEN_HEADER, ERROR_CODE_HEADER, SANDBOX_DAEMON_PORT, TRAFFIC_AC
 import { SandboxDialer } from "./sandbox-dialer.js";
 import { isProxyRefusal, resolveProxyTarget, type ProxyRefusal, type ProxyTarget, type ProxyTargetSources, type RequestLine } from "./proxy-target.js";
 import type { ProxyMetrics } from "./proxy-metrics.js";
-import { isRefusal, routeOf } from "./sandbox-route.js";
+import { SANDBOX_ID_HEADER, isRefusal, routeOf } from "./sandbox-route.js";
 
 export interface SandboxProxyOptions {
   /** Where the sandboxes and their agents are, and the public domain routes are read under. */
@@ -87,11 +87,16 @@ function sendJson(response: Response, refusal: ProxyRefusal): void {
  * sandbox's daemon port: a preflight never carries the access token, and the daemon answers every one
  * the same (packages/envd: withCORS), so the proxy answers it in the daemon's stead. Other ports'
  * preflights need the token like any request: what a sandbox's own service allows is its business.
+ * A preflight of a request routed by E2B's headers (the one sandbox URL of `fsb e2b env`) carries
+ * their names, not their values: it names no sandbox, and is answered alike (the request itself
+ * still needs the token, sent as a header, never as a cookie).
  */
 function isDaemonPreflight(request: Request, domain: string): boolean {
   if (request.method !== "OPTIONS" || request.headers["access-control-request-method"] === undefined) return false;
   const route = routeOf(request.headers, domain);
-  return !isRefusal(route) && route.port === SANDBOX_DAEMON_PORT;
+  if (!isRefusal(route)) return route.port === SANDBOX_DAEMON_PORT;
+  const asked = single(request.headers["access-control-request-headers"]) ?? "";
+  return asked.split(",").some((name) => name.trim().toLowerCase() === SANDBOX_ID_HEADER);
 }
 
 /** The daemon's answer to a preflight: any origin, its methods, the headers asked for, for two hours. */

@@ -59,6 +59,13 @@ describe("E2B's presigned file URLs", () => {
     assert.ok(encoded && !("malformed" in encoded) && encoded.path === "/tmp/a#b;c.txt");
   });
 
+  it("calls a request target that is no URL (Node's parser takes `http://[`) malformed: a 400, not the proxy's failure", () => {
+    for (const url of ["http://[", "http://[::1", "http://a:b/", "http://:99999/"]) {
+      const parsed = parseSignedFileRequest("GET", url);
+      assert.ok(parsed && "malformed" in parsed && /is not a URL/.test(parsed.malformed), url);
+    }
+  });
+
   it("the daemon is sent a target rebuilt from what the signature covers, nothing else of the caller's query", () => {
     const parsed = parseSignedFileRequest(
       "POST",

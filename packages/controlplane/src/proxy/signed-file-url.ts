@@ -63,6 +63,8 @@ function ambiguity(url: string): string | undefined {
  */
 export function parseSignedFileRequest(method: string | undefined, url: string | undefined): SignedFileRequest | MalformedSignedFileRequest | undefined {
   if (!url || (method !== "GET" && method !== "POST")) return undefined;
+  // Node's parser takes request targets (`http://[`) that are no URL: a bad request, not the proxy's failure.
+  if (!URL.canParse(url, "http://proxy.invalid")) return { malformed: `the request target ${JSON.stringify(url.slice(0, 200))} is not a URL` };
   const parsed = new URL(url, "http://proxy.invalid");
   if (parsed.pathname !== "/files") return undefined;
   if (!parsed.searchParams.has("signature")) return undefined;
