@@ -39,6 +39,18 @@ describe("bad input gets a clear error and creates nothing", () => {
   const cases: { what: string; options: CreateSandboxOptions; error: new (...args: never[]) => Error; message: RegExp }[] = [
     { what: "an empty image", options: { ...base, image: "" }, error: ValidationError, message: /spec\.image: must not be empty/ },
     {
+      what: "an image that is no image reference",
+      options: { ...base, image: "Not A//Valid:Image!!" },
+      error: ValidationError,
+      message: /spec\.image: "Not A\/\/Valid:Image!!" is not a valid image reference/,
+    },
+    {
+      what: "an expire time that has passed",
+      options: { ...base, expireTime: "2001-01-01T00:00:00Z" },
+      error: ValidationError,
+      message: /spec\.expireTime: 2001-01-01T00:00:00Z has passed; give a time in the future/,
+    },
+    {
       what: "port 0",
       options: { ...base, exposedPorts: [0] },
       error: ValidationError,

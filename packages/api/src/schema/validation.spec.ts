@@ -172,6 +172,11 @@ describe("validateSandbox", () => {
     assertSandboxRejected((s) => (s.spec.image = ""), "spec.image", /must not be empty/);
   });
 
+  it("rejects an image that is no image reference, saying why (before anything is reserved for it)", () => {
+    assertSandboxRejected((s) => (s.spec.image = "Not A//Valid:Image!!"), "spec.image", /"Not A\/\/Valid:Image!!" is not a valid image reference/);
+    assert.doesNotThrow(() => validateSandbox(sandboxWith((s) => (s.spec.image = "registry.local:5000/team/app:1.2@sha256:" + "a".repeat(64)))));
+  });
+
   it("rejects port 0 and port 65536 at their index and states the allowed range", () => {
     assertSandboxRejected((s) => (s.spec.exposedPorts = [0]), "spec.exposedPorts[0]", /0 is out of range; allowed: 1\.\.65535/);
     assertSandboxRejected((s) => (s.spec.exposedPorts = [80, 65536]), "spec.exposedPorts[1]", /65536 is out of range; allowed: 1\.\.65535/);
@@ -313,6 +318,11 @@ describe("validateSandboxPool", () => {
         spec: { capacity: { poolMin: 2, poolMax: 2 }, maxSandboxesPerPod: 1 },
       }),
     );
+  });
+
+  it("rejects a pool image or a prewarm image that is no image reference, at its index", () => {
+    assertPoolRejected((p) => (p.spec.image = "UPPER/case"), "spec.image", /is not a valid image reference/);
+    assertPoolRejected((p) => (p.spec.prewarmImages = ["busybox", "bad image"]), "spec.prewarmImages[1]", /"bad image" is not a valid image reference/);
   });
 
   it("accepts any agentTemplate object", () => {

@@ -3,6 +3,7 @@ import { TypeCompiler, type TypeCheck } from "@sinclair/typebox/compiler";
 import { ValueErrorType, type ValueError } from "@sinclair/typebox/value";
 import { ValidationError } from "../errors.js";
 import { cidrProblem } from "./cidr.js";
+import { parseImageReference } from "./image-reference.js";
 import { RFC3339 } from "./string-formats.js";
 import { checkEgressPolicy, checkPoolNetwork } from "./network.js";
 import { Sandbox } from "./sandbox.js";
@@ -107,7 +108,9 @@ let sandboxPoolCheck: TypeCheck<typeof SandboxPool> | undefined;
 
 export function validateSandbox(value: unknown): asserts value is Sandbox {
   assertValid((sandboxCheck ??= TypeCompiler.Compile(Sandbox)), value);
-  const { egress } = (value as Sandbox).spec;
+  const { egress, image } = (value as Sandbox).spec;
+  // Before anything is reserved for it: an agent would refuse it only after a slot, a record and a wake.
+  if (image !== undefined) parseImageReference(image, "spec.image");
   if (egress) checkEgressPolicy(egress, "spec.egress");
 }
 
@@ -121,7 +124,9 @@ export function validateSandboxPool(value: unknown): asserts value is SandboxPoo
     throw new ValidationError("spec.capacity.bufferMin", `${capacity.bufferMin} is greater than bufferMax ${capacity.bufferMax}`);
   }
   checkPoolNetwork((value as SandboxPool).spec);
-  const { preparedInstances, image, runtimeType, maxSandboxesPerPod, preparedFromCheckpoint } = (value as SandboxPool).spec;
+  const { preparedInstances, image, runtimeType, maxSandboxesPerPod, preparedFromCheckpoint, prewarmImages } = (value as SandboxPool).spec;
+  if (image !== undefined) parseImageReference(image, "spec.image");
+  prewarmImages?.forEach((reference, index) => parseImageReference(reference, `spec.prewarmImages[${index}]`));
   if (preparedFromCheckpoint && runtimeType !== "gvisor") {
     throw new ValidationError("spec.preparedFromCheckpoint", `instances restored from a checkpoint need runtimeType gvisor, not ${runtimeType ?? "container"}`);
   }

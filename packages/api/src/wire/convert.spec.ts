@@ -247,6 +247,15 @@ describe("sandbox pool conversion", () => {
     assert.deepEqual(JSON.parse(sandboxPoolToMessage(pool).spec?.agentTemplateJson ?? "null"), pool.spec.agentTemplate);
   });
 
+  it("refuses an agentTemplate that is not JSON as a ValidationError naming it (not an internal error)", () => {
+    const message = sandboxPoolToMessage(fullPool());
+    if (message.spec) message.spec.agentTemplateJson = "{nope";
+    assert.throws(
+      () => sandboxPoolFromMessage(message),
+      (error: unknown) => error instanceof ValidationError && error.field === "spec.agentTemplate" && /is not valid JSON/.test(error.message),
+    );
+  });
+
   it("keeps poolMin 0 and poolMax 0 (scale to zero), so the pool stays valid after the wire", () => {
     const pool = fullPool();
     pool.spec.capacity = { poolMin: 0, poolMax: 0 };

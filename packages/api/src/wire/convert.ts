@@ -7,6 +7,7 @@ import { fromJson, toJson, type JsonObject } from "@bufbuild/protobuf";
 import { API_VERSION } from "../schema/api-version.js";
 import type { Sandbox, SandboxSpec } from "../schema/sandbox.js";
 import type { SandboxPool } from "../schema/sandbox-pool.js";
+import { ValidationError } from "../errors.js";
 import {
   SandboxSchema,
   SandboxSpecSchema,
@@ -89,7 +90,14 @@ export function sandboxPoolFromMessage(message: SandboxPoolMessage): SandboxPool
     capacity.poolMax ??= 0;
   }
   if (typeof spec.agentTemplateJson === "string") {
-    spec.agentTemplate = JSON.parse(spec.agentTemplateJson) as JsonObject;
+    try {
+      spec.agentTemplate = JSON.parse(spec.agentTemplateJson) as JsonObject;
+    } catch (error) {
+      throw new ValidationError(
+        "spec.agentTemplate",
+        `is not valid JSON (${error instanceof Error ? error.message : String(error)}): send a Pod template object`,
+      );
+    }
     delete spec.agentTemplateJson;
   }
   json.spec = spec;

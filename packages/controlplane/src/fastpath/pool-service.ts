@@ -46,6 +46,12 @@ export async function applySandboxPool(store: ResourceStore, input: SandboxPool)
     const { uid: _uid, resourceVersion: _rv, creationTimestamp: _ct, ...metadata } = pool.metadata;
     return store.create("SandboxPool", { ...pool, metadata });
   }
+  // Its cleanup ends with the record: a spec written now would be reported applied, then vanish.
+  if (current.metadata.deletionTimestamp) {
+    throw new FailedPreconditionError(
+      `pool ${key.namespace}/${key.name} is being deleted; apply it again once it is gone ('fsb get pools' no longer lists it)`,
+    );
+  }
   return store.update("SandboxPool", {
     ...current,
     metadata: { ...current.metadata, labels: pool.metadata.labels ?? {}, annotations: pool.metadata.annotations ?? {} },
@@ -112,7 +118,7 @@ export function createPoolService({ store, registry, manager, agents }: PoolServ
       }),
     applySandboxPool: (request) =>
       edge(async () => {
-        if (!request.pool) throw new FailedPreconditionError("pool is required");
+        if (!request.pool) throw new ValidationError("pool", "is required: the SandboxPool to create or update");
         return sandboxPoolToMessage(await applySandboxPool(store, sandboxPoolFromMessage(request.pool)));
       }),
     getSandboxPool: (request) =>

@@ -10,6 +10,8 @@ import {
   UnavailableError,
   ValidationError,
   DEFAULT_NETWORK_MODE,
+  sandboxSpecFromMessage,
+  sandboxSpecToMessage,
   type EgressPolicy,
   type Sandbox,
   type SandboxPool,
@@ -692,6 +694,19 @@ describe("SandboxManager", () => {
     it("fails with NotFound for a sandbox that does not exist", async () => {
       assert.ok((await rejection(manager.update({ name: "ghost", spec: spec() }))) instanceof NotFoundError);
     });
+
+    it("takes a spec sent back unchanged over the wire for a record stored with empty lists (kubectl's command: [])", async () => {
+      await storeRecord("listed", { phase: "Running", assignedPod: AGENT, sandboxID: "listed00000000000000" }, { command: [], exposedPorts: [], envs: [] });
+      const current = await stored("listed");
+      assert.ok(current);
+      const overTheWire = sandboxSpecFromMessage(sandboxSpecToMessage({ ...current.spec, expireTime: "2030-01-01T00:00:00Z" }));
+      assert.equal("command" in overTheWire, false, "the wire drops the empty list");
+      const updated = await manager.update({ name: "listed", spec: overTheWire });
+      assert.equal(updated.spec.expireTime, "2030-01-01T00:00:00Z");
+      // A real change is still one.
+      const error = await rejection(manager.update({ name: "listed", spec: { ...overTheWire, command: ["sh"] } }));
+      assert.ok(error instanceof ValidationError && error.field === "spec.command", String(error));
+    });
   });
 
   describe("waiting for capacity", () => {
@@ -1021,6 +1036,29 @@ describe("SandboxManager", () => {
       assert.equal(condition(record, "Ready")?.status, "True");
       assert.equal(allocated(), 1);
       assert.equal(registry.placementOf("default/web")?.agent.name, AGENT);
+    });
+
+    it("Reset of a sandbox its pool's network no longer allows: refused, the running instance kept, the record says why", async () => {
+      manager.setPool(pool("default", { network: { mode: "Isolated", egress: { policy: "allowAll" } } }));
+      const created = await manager.create({ name: "web", spec: spec({ egress: { policy: "allowAll" } }) });
+      const oldId = created.status?.sandboxID ?? "";
+      // The pool narrows its egress under the sandbox: a new instance of it could not be made.
+      manager.setPool(pool("default", { network: { mode: "Isolated", egress: { policy: "denyAll" } } }));
+      const updated = await manager.update({ name: "web", spec: spec({ egress: { policy: "allowAll" }, resetRevision: "r1" }) });
+      const error = await rejection(manager.replaceInstance(updated, "Reset"));
+      assert.ok(error instanceof ValidationError, String(error));
+      assert.deepEqual(agent.calls, [`create ${oldId}`], "the old instance is not deleted");
+      const record = await stored("web");
+      assert.equal(record?.status?.phase, "Running");
+      assert.equal(record?.status?.sandboxID, oldId);
+      assert.equal(condition(record, "Recreated")?.status, "False");
+      assert.equal(condition(record, "Recreated")?.reason, "InvalidSpec");
+      assert.match(condition(record, "Recreated")?.message ?? "", /cannot recreate it \(resetRevision changed to "r1"\): .*egress.*delete the sandbox/);
+      assert.equal(registry.placementOf("default/web")?.agent.name, AGENT, "its slot is still held");
+      // Tried again: the same refusal, no second status write.
+      const version = record?.metadata.resourceVersion;
+      await rejection(manager.replaceInstance(record ?? updated, "Reset"));
+      assert.equal((await stored("web"))?.metadata.resourceVersion, version);
     });
 
     it("sends the new instance's slots and exposed ports to the agent as a create does", async () => {

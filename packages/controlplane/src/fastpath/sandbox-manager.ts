@@ -18,6 +18,8 @@ import {
   networkModeOf,
   normalizeImageName,
   parseExecUser,
+  sandboxSpecFromMessage,
+  sandboxSpecToMessage,
   validateSandbox,
   type EnvVar,
   type NetworkMode,
@@ -769,6 +771,22 @@ export class SandboxManager {
     if (!pool) throw new NotFoundError(`pool ${namespace}/${sandbox.spec.poolRef} of sandbox ${key} does not exist`);
     const oldAgent = sandbox.status?.assignedPod;
     const oldId = sandbox.status?.sandboxID;
+    const why =
+      reason === "Reset" ? `resetRevision changed to ${JSON.stringify(sandbox.spec.resetRevision ?? "")}` : `agent ${oldAgent ?? "?"} was unreachable`;
+    // The pool's network as it is now: the new instance is networked as a new sandbox would be. A
+    // sandbox the pool no longer allows (its egress allows more than the pool's now; the pool went
+    // Shared under a sandbox with an egress of its own) is not recreated, and a running instance
+    // is kept: the record says why until the sandbox or the pool changes.
+    let network: ReturnType<typeof instanceNetwork>;
+    try {
+      network = instanceNetwork(sandbox.spec, pool);
+    } catch (error) {
+      const message = `cannot recreate it (${why}): ${error instanceof Error ? error.message : String(error)}; change the sandbox's or the pool's network, or delete the sandbox`;
+      const condition: Condition = { type: "Recreated", status: "False", reason: "InvalidSpec", message };
+      const had = sandbox.status?.conditions?.find((c) => c.type === "Recreated");
+      if (had?.status !== "False" || had.message !== message) await writeStatus(this.store, sandbox, {}, condition, this.clock.now());
+      throw FsbError.from(error);
+    }
     // The old instance: removed now when its agent answers (reset); a lost agent's is removed when
     // the agent returns (adoption removes containers no record owns) or by the janitor.
     const oldClient = oldAgent ? this.agents.get(oldAgent) : undefined;
@@ -780,14 +798,10 @@ export class SandboxManager {
     }
     const count = (sandbox.status?.recreations ?? 0) + 1;
     const acceptedBefore = sandbox.status?.acceptedResetRevision;
-    const why =
-      reason === "Reset" ? `resetRevision changed to ${JSON.stringify(sandbox.spec.resetRevision ?? "")}` : `agent ${oldAgent ?? "?"} was unreachable`;
     let placement: Placement | undefined;
     let address: string | undefined;
     const sandboxId = newInstanceId();
     try {
-      // The pool's network as it is now: the new instance is networked as a new sandbox would be.
-      const network = instanceNetwork(sandbox.spec, pool);
       placement = this.registry.place({
         sandboxKey: key,
         namespace,
@@ -1029,9 +1043,13 @@ export class SandboxManager {
   async update(input: { namespace?: string; name: string; spec: SandboxSpec; labels?: Record<string, string>; resourceVersion?: string }): Promise<Sandbox> {
     await this.ready;
     const current = await this.get(input.namespace, input.name);
-    for (const field of Object.keys({ ...current.spec, ...input.spec }) as (keyof SandboxSpec)[]) {
+    // Compared as the wire carries them: an empty list or map is no field there, so a spec read and
+    // sent back unchanged is equal to one stored with `command: []` (kubectl).
+    const before = sandboxSpecFromMessage(sandboxSpecToMessage(current.spec));
+    const after = sandboxSpecFromMessage(sandboxSpecToMessage(input.spec));
+    for (const field of Object.keys({ ...before, ...after }) as (keyof SandboxSpec)[]) {
       if (MUTABLE_SPEC_FIELDS.has(field)) continue;
-      if (!isDeepStrictEqual(current.spec[field] ?? null, input.spec[field] ?? null)) {
+      if (!isDeepStrictEqual(before[field] ?? null, after[field] ?? null)) {
         throw new ValidationError(`spec.${field}`, "is immutable; delete the sandbox and create a new one");
       }
     }

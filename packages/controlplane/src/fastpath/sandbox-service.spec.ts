@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { createClient, createRouterTransport, type Client } from "@connectrpc/connect";
-import { API_VERSION, pb } from "@fast-sandbox/api";
+import { API_VERSION, ValidationError, fromConnectError, pb, sandboxSpecToMessage } from "@fast-sandbox/api";
 import { createPoolService } from "./pool-service.js";
 import { SandboxManagerFixture, poolOf, sandboxSpec, type FakeAgentClient } from "./sandbox-manager.fixture.js";
 import { MAX_LIST_PAGE_SIZE, createSandboxService } from "./sandbox-service.js";
@@ -75,6 +75,31 @@ describe("the fast-path API translates the agents' streams into its wire message
       /untilMs: must not be before sinceMs \(3000\)/,
     );
     await assert.rejects(sandboxes.getSandboxStatsHistory({ namespace: "default", name: "nosuch" }), /not found/);
+  });
+
+  it("refuses bad input with InvalidArgument naming the field, acting on nothing", async () => {
+    const invalid = (field: string, message: RegExp) => (error: unknown) => {
+      const translated = fromConnectError(error);
+      return translated instanceof ValidationError && translated.field === field && message.test(translated.message);
+    };
+    // A create whose expiry has passed: it would run only to be deleted.
+    const past = sandboxSpecToMessage({ ...sandboxSpec(), expireTime: "2001-01-01T00:00:00Z" });
+    await assert.rejects(
+      sandboxes.createSandbox({ namespace: "default", name: "late", spec: past }),
+      invalid("spec.expireTime", /has passed; give a time in the future/),
+    );
+    assert.deepEqual(agent.calls, []);
+    assert.equal(await fixture.stored("late"), undefined);
+    await fixture.manager.create({ name: "web", spec: sandboxSpec() });
+    // A grace period out of range (a negative one, or past 32-bit timers, would fail the agent call at once).
+    for (const gracePeriodMs of [-60_000, 2_147_483_000]) {
+      await assert.rejects(sandboxes.deleteSandbox({ namespace: "default", name: "web", gracePeriodMs }), invalid("grace_period_ms", /out of range: from 0/));
+    }
+    assert.equal((await fixture.stored("web"))?.metadata.deletionTimestamp, undefined);
+    // An exec's user that names no account.
+    await assert.rejects(collect(sandboxes.exec({ namespace: "default", name: "web", command: ["id"], user: "a:b:c" })), invalid("user", /is not a user/));
+    // An apply without a pool.
+    await assert.rejects(pools.applySandboxPool({}), invalid("pool", /is required/));
   });
 
   it("GetSandboxProxy: the proxy's public base URL, where clients reach the sandboxes' daemons", async () => {

@@ -60,6 +60,20 @@ function execEventToMessage(event: ExecEvent): pb.ExecResponse {
  * `checkpoints`: CheckpointSandbox, ForkSandbox… and CreateSandbox(from_checkpoint); `pauses`:
  * PauseSandbox, ResumeSandbox; @default none (they fail with FailedPrecondition)
  */
+/** The longest a delete waits between SIGTERM and SIGKILL. */
+export const MAX_GRACE_PERIOD_MS = 600_000;
+
+/**
+ * A create whose expireTime has passed would run a sandbox only for the expiry to delete it (its
+ * slot taken, its pool woken, its image pulled, and Running answered): refused. An update may set a
+ * past time, which ends the sandbox now (E2B's setTimeout(0)).
+ */
+function refusePastExpiry(expireTime: string | undefined): void {
+  if (expireTime && Date.parse(expireTime) <= Date.now()) {
+    throw new ValidationError("spec.expireTime", `${expireTime} has passed; give a time in the future, or leave it empty for no end`);
+  }
+}
+
 export function createSandboxService(manager: SandboxManager, checkpoints?: CheckpointManager, pauses?: SandboxPauses): ServiceImpl<typeof pb.SandboxService> {
   const checkpointMethods = checkpointServiceMethods(checkpoints, pauses);
   return {
@@ -69,13 +83,11 @@ export function createSandboxService(manager: SandboxManager, checkpoints?: Chec
         const accessToken = newAccessToken();
         const accessTokenHash = hashAccessToken(accessToken);
         const input = { namespace: request.namespace, name: request.name, labels: request.labels, requestId: request.requestId, accessTokenHash };
+        const spec = request.spec ? sandboxSpecFromMessage(request.spec) : undefined;
+        refusePastExpiry(spec?.expireTime);
         let sandbox = request.fromCheckpoint
-          ? await (checkpoints ?? noCheckpoints()).createFrom({
-              ...input,
-              fromCheckpoint: request.fromCheckpoint,
-              spec: request.spec ? sandboxSpecFromMessage(request.spec) : {},
-            })
-          : await manager.create({ ...input, spec: sandboxSpecFromMessage(request.spec) });
+          ? await (checkpoints ?? noCheckpoints()).createFrom({ ...input, fromCheckpoint: request.fromCheckpoint, spec: spec ?? {} })
+          : await manager.create({ ...input, spec: spec ?? sandboxSpecFromMessage(undefined) });
         if (sandbox.status?.accessTokenHash !== accessTokenHash) {
           // A retry of a request whose sandbox an earlier attempt created: that attempt's answer (and
           // token) never reached the caller, who gets a new token, which replaces the earlier one.
@@ -123,7 +135,14 @@ export function createSandboxService(manager: SandboxManager, checkpoints?: Chec
       ),
     deleteSandbox: (request) =>
       edge(async () => {
-        await manager.delete(request.namespace, request.name, request.gracePeriodMs);
+        const grace = request.gracePeriodMs;
+        if (grace !== undefined && (grace < 0 || grace > MAX_GRACE_PERIOD_MS)) {
+          throw new ValidationError(
+            "grace_period_ms",
+            `${grace} is out of range: from 0 (SIGKILL at once) to ${MAX_GRACE_PERIOD_MS} (10 minutes); default 2000`,
+          );
+        }
+        await manager.delete(request.namespace, request.name, grace);
         return create(pb.DeleteSandboxResponseSchema, {});
       }),
     logs: (request, context) =>
