@@ -148,27 +148,36 @@ export function createPoolService({ store, registry, manager, agents }: PoolServ
       }),
     listAgents: (request) =>
       edge(() => {
-        const agents = registry.listAgents({
-          ...(request.namespace && request.namespace !== "*" ? { namespace: request.namespace } : {}),
-          ...(request.pool ? { pool: request.pool } : {}),
-        });
+        const namespace = request.namespace && request.namespace !== "*" ? request.namespace : undefined;
+        const registeredAgents = registry.listAgents({ ...(namespace ? { namespace } : {}), ...(request.pool ? { pool: request.pool } : {}) });
+        const registered = new Set(registeredAgents.map((a) => a.name));
+        // Agents the registry does not know yet (never ready since this control plane started: one
+        // starting, or failing to start): not ready, no slots, but there.
+        const starting = (agents.fleetAgents?.() ?? []).filter(
+          (a) => !registered.has(a.name) && (!namespace || a.namespace === namespace) && (!request.pool || a.pool === request.pool),
+        );
         return Promise.resolve(
           create(pb.ListAgentsResponseSchema, {
-            agents: agents.map((a) =>
-              create(pb.AgentSchema, {
-                name: a.name,
-                namespace: a.namespace,
-                pool: a.pool,
-                endpoint: a.endpoint,
-                capacity: a.capacity,
-                allocated: a.allocated,
-                images: [...a.images],
-                pid: a.pid ?? 0,
-                ready: a.ready,
-                usedPorts: [...a.usedPorts],
-                nodeName: a.nodeName ?? "",
-              }),
-            ),
+            agents: [
+              ...registeredAgents.map((a) =>
+                create(pb.AgentSchema, {
+                  name: a.name,
+                  namespace: a.namespace,
+                  pool: a.pool,
+                  endpoint: a.endpoint,
+                  capacity: a.capacity,
+                  allocated: a.allocated,
+                  images: [...a.images],
+                  pid: a.pid ?? 0,
+                  ready: a.ready,
+                  usedPorts: [...a.usedPorts],
+                  nodeName: a.nodeName ?? "",
+                }),
+              ),
+              ...starting.map((a) =>
+                create(pb.AgentSchema, { name: a.name, namespace: a.namespace, pool: a.pool, pid: a.pid ?? 0, ready: false, nodeName: a.nodeName ?? "" }),
+              ),
+            ],
           }),
         );
       }),

@@ -35,6 +35,7 @@ import type { Logger } from "pino";
 import type { AgentClient, AgentSandbox, AgentSandboxNetwork, AgentSandboxSpec, ExecEvent } from "../agent-client/agent-client.js";
 import { sleep, systemClock, type Clock } from "../controller/clock.js";
 import type { AgentRegistry, Placement } from "../registry/agent-registry.js";
+import type { FleetAgent } from "../fleet/agent-fleet.js";
 import { DEFAULT_WAKE_TIMEOUT_SECONDS } from "../reconcile/pool-sizer.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { newInstanceId } from "./instance-id.js";
@@ -81,6 +82,12 @@ export interface AgentClients {
    * @default unknown
    */
   agentConnectivity?(agentName: string): { connected: boolean; since: Date } | undefined;
+  /**
+   * Every agent the fleet has, ready or not (an embedded agent its supervisor restarts, a Pod not
+   * yet ready): ListAgents lists those the registry does not know yet, so that nothing (the
+   * janitor above all) takes an agent that is starting for one that is gone. @default none
+   */
+  fleetAgents?(): readonly FleetAgent[];
 }
 
 /** The pool controller's side of capacity: whether a pool can still gain a slot, and a nudge to do it now. */

@@ -102,6 +102,39 @@ describe("the fast-path API translates the agents' streams into its wire message
     await assert.rejects(pools.applySandboxPool({}), invalid("pool", /is required/));
   });
 
+  it("ListAgents: also the fleet's agents the registry does not know yet (starting, or failing to start), not ready and without slots", async () => {
+    const { store, registry, manager } = fixture;
+    const agents = {
+      ...fixture.agents,
+      fleetAgents: () => [
+        { name: "default-0", namespace: "default", pool: "default", ready: true, endpoint: "127.0.0.1:1" },
+        { name: "default-1", namespace: "default", pool: "default", ready: false, pid: 42 },
+        { name: "other-0", namespace: "team", pool: "other", ready: false },
+      ],
+    };
+    const withFleet = createClient(
+      pb.PoolService,
+      createRouterTransport((router) => router.service(pb.PoolService, createPoolService({ store, registry, manager, agents }))),
+    );
+    const all = await withFleet.listAgents({ namespace: "*" });
+    assert.deepEqual(
+      all.agents.map((a) => [a.name, a.ready, a.capacity]),
+      [
+        ["default-0", true, registry.getAgent("default-0")?.capacity],
+        ["default-1", false, 0],
+        ["other-0", false, 0],
+      ],
+    );
+    assert.deepEqual(
+      (await withFleet.listAgents({ namespace: "team" })).agents.map((a) => a.name),
+      ["other-0"],
+    );
+    assert.deepEqual(
+      (await withFleet.listAgents({ namespace: "*", pool: "default" })).agents.map((a) => a.name),
+      ["default-0", "default-1"],
+    );
+  });
+
   it("GetSandboxProxy: the proxy's public base URL, where clients reach the sandboxes' daemons", async () => {
     // The fixture's manager has the default address (DEFAULT_PROXY_BASE_URL).
     assert.deepEqual((await sandboxes.getSandboxProxy({})).url, "http://localhost:7072");

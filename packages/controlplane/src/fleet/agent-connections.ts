@@ -15,7 +15,7 @@ import type { AgentClient, AgentStatus } from "../agent-client/agent-client.js";
 import type { AgentClients } from "../fastpath/sandbox-manager.js";
 import type { AgentObserver } from "../reconcile/sandbox-reconciler.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
-import type { AgentFleet, AgentFleetEvent, ReadyAgent } from "./agent-fleet.js";
+import type { AgentFleet, AgentFleetEvent, FleetAgent, ReadyAgent } from "./agent-fleet.js";
 import { AgentHeartbeat } from "./agent-heartbeat.js";
 
 export interface AgentConnectionsOptions {
@@ -86,6 +86,10 @@ export class AgentConnections implements AgentObserver, AgentClients {
 
   get(agentName: string): AgentClient | undefined {
     return this.connections.get(agentName)?.client;
+  }
+
+  fleetAgents(): readonly FleetAgent[] {
+    return this.options.fleet.listAgents();
   }
 
   /** Whether the fleet still has the agent (connected or not): its Pod exists. */
