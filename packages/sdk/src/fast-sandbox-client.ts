@@ -320,6 +320,8 @@ export class Sandboxes {
             namespace: options.namespace ?? "",
             spec: sandboxSpecToMessage(spec),
             labels: options.labels ?? {},
+            // Given, the labels are the sandbox's from now on: {} removes them all.
+            replaceLabels: options.labels !== undefined,
             resourceVersion: options.resourceVersion ?? "",
           },
           call,

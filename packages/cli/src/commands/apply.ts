@@ -88,7 +88,8 @@ export async function apply(options: GlobalOptions & { file: string; namespace?:
       throw error;
     });
     if (existing) {
-      await client.sandboxes.update(object.metadata.name, object.spec, { namespace, ...(object.metadata.labels ? { labels: object.metadata.labels } : {}) });
+      // The manifest states the labels: those it no longer has are removed.
+      await client.sandboxes.update(object.metadata.name, object.spec, { namespace, labels: object.metadata.labels ?? {} });
       process.stdout.write(`sandbox/${object.metadata.name} configured\n`);
     } else {
       const spec = object.spec;

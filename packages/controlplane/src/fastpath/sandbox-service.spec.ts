@@ -102,6 +102,17 @@ describe("the fast-path API translates the agents' streams into its wire message
     await assert.rejects(pools.applySandboxPool({}), invalid("pool", /is required/));
   });
 
+  it("UpdateSandbox: replace_labels replaces the labels, an empty map removing them; without it an empty map keeps them (older clients)", async () => {
+    await fixture.manager.create({ name: "web", labels: { team: "a", tier: "x" }, spec: sandboxSpec() });
+    const spec = sandboxSpecToMessage(sandboxSpec());
+    await sandboxes.updateSandbox({ namespace: "default", name: "web", spec, labels: {} });
+    assert.deepEqual((await fixture.stored("web"))?.metadata.labels, { team: "a", tier: "x" });
+    await sandboxes.updateSandbox({ namespace: "default", name: "web", spec, labels: { team: "b" }, replaceLabels: true });
+    assert.deepEqual((await fixture.stored("web"))?.metadata.labels, { team: "b" });
+    await sandboxes.updateSandbox({ namespace: "default", name: "web", spec, labels: {}, replaceLabels: true });
+    assert.deepEqual((await fixture.stored("web"))?.metadata.labels ?? {}, {});
+  });
+
   it("ListAgents: also the fleet's agents the registry does not know yet (starting, or failing to start), not ready and without slots", async () => {
     const { store, registry, manager } = fixture;
     const agents = {

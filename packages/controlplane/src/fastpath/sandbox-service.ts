@@ -128,7 +128,7 @@ export function createSandboxService(manager: SandboxManager, checkpoints?: Chec
             namespace: request.namespace,
             name: request.name,
             spec: sandboxSpecFromMessage(request.spec),
-            ...(Object.keys(request.labels).length > 0 ? { labels: request.labels } : {}),
+            ...(request.replaceLabels || Object.keys(request.labels).length > 0 ? { labels: request.labels } : {}),
             ...(request.resourceVersion ? { resourceVersion: request.resourceVersion } : {}),
           }),
         ),
