@@ -1,6 +1,6 @@
 export * from "./runtime/runtime.js";
 export { agentConfigFromEnv, DEFAULT_HELPER_PATH, type AgentConfig } from "./agent-config.js";
-export { detectCgroupLayout, joinCgroup, type CgroupLayout, type CgroupVersion } from "./cgroup.js";
+export { detectCgroupLayout, joinCgroup, killCgroupProcesses, type CgroupLayout, type CgroupVersion } from "./cgroup.js";
 export { readLog, type FollowOptions } from "./log-follower.js";
 export { createAgentService, type AgentIdentity, type AgentServiceOptions } from "./server/agent-service.js";
 export { startAgentServer, type AgentServer, type AgentServerOptions } from "./server/agent-server.js";
@@ -26,6 +26,7 @@ export {
   type PreparedInstancesSettings,
   type PreparedTemplate,
 } from "./containerd/prepared-instances.js";
+export { LABEL_RESTORED_FROM } from "./containerd/checkpoints.js";
 export { runtimeSpecOf } from "./server/create-request.js";
 export { ContainerdClient, type ContainerdClientOptions } from "./containerd/containerd-client.js";
 export { CONTAINERD_ID_MAX_LENGTH, containerIdOf, isContainerdId, sandboxIdOfContainer } from "./containerd/container-id.js";

@@ -20,8 +20,8 @@ import { AgentMetrics } from "./server/agent-metrics.js";
 
 /** FSB_LOG_LEVEL: pino level (trace, debug, info, warn, error, fatal, silent); info by default. */
 const logger = stderrLogger({ name: "fsb-agent", level: process.env.FSB_LOG_LEVEL || "info" });
-/** How long a stopping agent lets its creates in flight finish. */
-const CREATE_DRAIN_TIMEOUT_MS = 10_000;
+/** How long a stopping agent lets its creates and checkpoints in flight finish. */
+const DRAIN_TIMEOUT_MS = 10_000;
 
 async function main(): Promise<void> {
   const config = agentConfigFromEnv();
@@ -93,9 +93,10 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ reason }, "agent stopping; sandboxes keep running");
-    // Creates in flight finish first (bounded): a half-made container helps nobody.
+    // Creates and checkpoints in flight finish first (bounded): a half-made container helps nobody,
+    // and a checkpoint or fork cut short leaves its source sandbox stopped.
     void server
-      .close(CREATE_DRAIN_TIMEOUT_MS)
+      .close(DRAIN_TIMEOUT_MS)
       .then(async () => {
         // An agent with no sandboxes left (scale-down, pool deleted, `fsb down`) leaves no shim
         // anchors and no prepared network namespaces behind either; one with sandboxes keeps them
@@ -112,7 +113,7 @@ async function main(): Promise<void> {
         runtime.close();
         process.exit(0);
       });
-    setTimeout(() => process.exit(0), CREATE_DRAIN_TIMEOUT_MS + 2000).unref();
+    setTimeout(() => process.exit(0), DRAIN_TIMEOUT_MS + 2000).unref();
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));

@@ -1,10 +1,16 @@
 /**
  * NodeContainers on containerd's gRPC API (the agent's client): lists by the managed label, removes
  * tasks, containers and snapshots idempotently ("not found" means done).
+ *
+ * A gVisor sandbox restored from a checkpoint (a copy made by a fork or a restore, a resumed pause, a
+ * pre-restored instance; labelled `fast-sandbox.io/restored-from`) keeps the checkpointed
+ * container's id on its processes, so a signal to "every process of <its id>" reaches none (the
+ * agent's checkpoints.ts): its task gets SIGKILL on its process 1 only, which ends it all the same,
+ * as the agent's own delete does.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { FsbError } from "@fast-sandbox/api/core";
-import { ContainerdClient, LABEL_MANAGED, isNotFound } from "@fast-sandbox/agent";
+import { ContainerdClient, LABEL_MANAGED, LABEL_RESTORED_FROM, isNotFound } from "@fast-sandbox/agent";
 import type { ManagedContainer, ManagedSnapshot, NodeContainers } from "./node-containers.js";
 
 const SIGKILL = 9;
@@ -20,6 +26,8 @@ export interface ContainerdNodeContainersOptions {
   taskExitTimeoutMs?: number;
   /** Deadline of each containerd call. @default 10_000 */
   requestTimeoutMs?: number;
+  /** The containerd client to use (tests pass a fake). @default a client on `socketPath` */
+  client?: ContainerdClient;
 }
 
 interface Timestamp {
@@ -58,11 +66,13 @@ class ContainerdNodeContainers implements NodeContainers {
     this.containerdNamespace = options.containerdNamespace;
     this.snapshotter = options.snapshotter ?? "overlayfs";
     this.taskExitTimeoutMs = options.taskExitTimeoutMs ?? 10_000;
-    this.client = new ContainerdClient({
-      namespace: options.containerdNamespace,
-      socketPath: options.socketPath ?? "/run/containerd/containerd.sock",
-      defaultTimeoutMs: options.requestTimeoutMs ?? 10_000,
-    });
+    this.client =
+      options.client ??
+      new ContainerdClient({
+        namespace: options.containerdNamespace,
+        socketPath: options.socketPath ?? "/run/containerd/containerd.sock",
+        defaultTimeoutMs: options.requestTimeoutMs ?? 10_000,
+      });
   }
 
   async listContainers(): Promise<ManagedContainer[]> {
@@ -110,8 +120,9 @@ class ContainerdNodeContainers implements NodeContainers {
       if (isNotFound(error)) return false;
       throw error;
     }
+    const all = !(await this.isRestored(containerId));
     try {
-      await this.client.tasks.kill({ containerId, signal: SIGKILL, all: true });
+      await this.client.tasks.kill({ containerId, signal: SIGKILL, all });
     } catch (error) {
       // A task whose processes have exited refuses the signal; the wait below tells.
       if (isNotFound(error)) return false;
@@ -139,6 +150,17 @@ class ContainerdNodeContainers implements NodeContainers {
         if (!closed || attempt >= 5) throw error;
         await sleep(50 * attempt);
       }
+    }
+  }
+
+  /** Whether the container is a copy restored from a checkpoint (false once it is gone). */
+  private async isRestored(containerId: string): Promise<boolean> {
+    try {
+      const { container } = await this.client.containers.get({ id: containerId });
+      return Boolean(container?.labels[LABEL_RESTORED_FROM]);
+    } catch (error) {
+      if (isNotFound(error)) return false;
+      throw error;
     }
   }
 

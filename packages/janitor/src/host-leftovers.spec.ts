@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { once } from "node:events";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -82,6 +83,58 @@ describe("LocalHostLeftovers.removeSandboxCgroup", () => {
     writeFileSync(join(mount, "fsb/x/sandboxes/a/busy"), "");
     const host = new LocalHostLeftovers({ cgroupMount: mount, cgroupDrainTimeoutMs: 100 });
     await assert.rejects(host.removeSandboxCgroup("/fsb/x/sandboxes/a"), /could not remove cgroup/);
+  });
+});
+
+describe("LocalHostLeftovers: killing a sandbox cgroup's processes", () => {
+  /** A v2 cgroup as a kernel of 5.14+ shows it, `cgroup.procs` as read from a Pod without hostPID (0 for every process of the host). */
+  function v2CgroupSeenFromAPod(mount: string, path: string): string {
+    const directory = join(mount, path);
+    mkdirSync(directory, { recursive: true });
+    writeFileSync(join(directory, "cgroup.kill"), "");
+    writeFileSync(join(directory, "cgroup.procs"), "0\n0\n");
+    return directory;
+  }
+
+  it("v2: removeSandboxCgroup writes cgroup.kill even when none of the cgroup's processes is visible", async () => {
+    const mount = v2Mount([]);
+    const directory = v2CgroupSeenFromAPod(mount, "fsb/dead-0/sandboxes/a");
+    // The fake tree's files keep it from being removed: what matters is the kill.
+    await assert.rejects(new LocalHostLeftovers({ cgroupMount: mount, cgroupDrainTimeoutMs: 100 }).removeSandboxCgroup("/fsb/dead-0/sandboxes/a"));
+    assert.equal(readFileSync(join(directory, "cgroup.kill"), "utf8"), "1");
+  });
+
+  it("v2: killSandboxCgroupProcesses writes cgroup.kill and removes nothing", async () => {
+    const mount = v2Mount([]);
+    const directory = v2CgroupSeenFromAPod(mount, "fsb/dead-0/sandboxes/a");
+    await new LocalHostLeftovers({ cgroupMount: mount }).killSandboxCgroupProcesses("/fsb/dead-0/sandboxes/a");
+    assert.equal(readFileSync(join(directory, "cgroup.kill"), "utf8"), "1");
+    assert.ok(existsSync(directory));
+  });
+
+  it("v1: killSandboxCgroupProcesses freezes the cgroup, SIGKILLs its members and thaws it", async () => {
+    const mount = v1Mount(["fsb/dead-0/sandboxes/a"]);
+    const freezer = join(mount, "freezer", "fsb/dead-0/sandboxes/a");
+    mkdirSync(freezer, { recursive: true });
+    writeFileSync(join(freezer, "freezer.state"), "THAWED\n");
+    const child = spawn("sleep", ["60"], { stdio: "ignore" });
+    const exited = once(child, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
+    try {
+      for (const directory of [freezer, join(mount, "pids", "fsb/dead-0/sandboxes/a")]) writeFileSync(join(directory, "cgroup.procs"), `${child.pid}\n`);
+      assert.equal(await new LocalHostLeftovers({ cgroupMount: mount }).killSandboxCgroupProcesses("/fsb/dead-0/sandboxes/a"), 1);
+      const [, signal] = await exited;
+      assert.equal(signal, "SIGKILL");
+      assert.equal(readFileSync(join(freezer, "freezer.state"), "utf8"), "THAWED");
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+
+  it("kills nothing for a path it refuses", async () => {
+    const mount = v2Mount([]);
+    const directory = v2CgroupSeenFromAPod(mount, "top");
+    assert.equal(await new LocalHostLeftovers({ cgroupMount: mount }).killSandboxCgroupProcesses("/top"), 0);
+    assert.equal(readFileSync(join(directory, "cgroup.kill"), "utf8"), "");
   });
 });
 

@@ -4,11 +4,11 @@
  * exec FIFOs; see the agent's state-layout.ts). The local implementation works on any root
  * directories, so unit tests run it against prepared trees.
  */
-import { existsSync, readdirSync, readFileSync, rmdirSync, writeFileSync, type Dirent } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmdirSync, type Dirent } from "node:fs";
 import { lstat, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { detectCgroupLayout, isExecFifoName, sandboxLogDir, sandboxLogPath, sandboxRunDir } from "@fast-sandbox/agent";
+import { detectCgroupLayout, isExecFifoName, killCgroupProcesses, sandboxLogDir, sandboxLogPath, sandboxRunDir } from "@fast-sandbox/agent";
 
 export type HostFileKind = "run_dir" | "log_file" | "fifo";
 
@@ -25,6 +25,11 @@ export interface HostLeftovers {
    * returns the directories removed. Throws when processes do not go away in time.
    */
   removeSandboxCgroup(cgroupsPath: string): Promise<string[]>;
+  /**
+   * SIGKILLs whatever runs in the sandbox's cgroup and returns at once (how many processes it saw):
+   * the last resort for a task that outlived its runtime's SIGKILL. Removes nothing.
+   */
+  killSandboxCgroupProcesses(cgroupsPath: string): Promise<number>;
   /** Removes the sandbox's run directory, log file and exec FIFOs from its agent's state directory. */
   removeSandboxFiles(agent: string, sandboxId: string): Promise<RemovedFile[]>;
   /**
@@ -98,13 +103,15 @@ export class LocalHostLeftovers implements HostLeftovers {
       .filter((directory) => existsSync(directory));
     if (directories.length === 0) return [];
     const deadline = Date.now() + this.drainTimeoutMs;
-    for (let attempt = 0; ; attempt++) {
+    // Killed whether or not a process is seen: from a Pod without the host's PID namespace none is
+    // (v2 lists them as 0), yet cgroup.kill reaches them all.
+    await this.killProcesses(segments);
+    for (;;) {
       const pids = new Set(directories.flatMap((directory) => treeProcesses(directory)));
       if (pids.size === 0) break;
       if (Date.now() > deadline) {
         throw new Error(`cgroup ${cgroupsPath} still holds processes ${[...pids].join(", ")} after SIGKILL`);
       }
-      if (attempt === 0) killAll(directories, pids);
       await sleep(50);
     }
     // The last processes may still be leaving (rmdir says EBUSY): retry until the window closes.
@@ -116,6 +123,37 @@ export class LocalHostLeftovers implements HostLeftovers {
       if (Date.now() > deadline) throw new Error(`could not remove cgroup ${left.join(", ")} (busy or not empty)`);
       await sleep(50);
     }
+  }
+
+  async killSandboxCgroupProcesses(cgroupsPath: string): Promise<number> {
+    const segments = cgroupPathSegments(cgroupsPath);
+    return segments ? this.killProcesses(segments) : 0;
+  }
+
+  /**
+   * The agent's kill of a cgroup's processes (cgroup.ts): v2 writes `cgroup.kill` (the whole tree,
+   * visible or not); v1 freezes the cgroup and SIGKILLs its members, which needs the host's PIDs
+   * (the janitor's DaemonSet has hostPID). A v2 kernel without `cgroup.kill` (before 5.14) is left
+   * to signal the processes it sees, if any.
+   */
+  private async killProcesses(segments: string[]): Promise<number> {
+    const layout = detectCgroupLayout(this.cgroupMount);
+    if (layout.version === 2) {
+      const directory = join(layout.root, ...segments);
+      if (!existsSync(join(directory, "cgroup.kill"))) {
+        // Before Linux 5.14: each process of the tree it sees (nested cgroups included) gets SIGKILL.
+        const pids = treeProcesses(directory).filter((pid) => pid > 0);
+        for (const pid of pids) {
+          try {
+            process.kill(pid, "SIGKILL");
+          } catch {
+            // already gone
+          }
+        }
+        return pids.length;
+      }
+    }
+    return killCgroupProcesses(layout, `/${segments.join("/")}`);
   }
 
   async removeSandboxFiles(agent: string, sandboxId: string): Promise<RemovedFile[]> {
@@ -233,24 +271,6 @@ function treeProcesses(directory: string): number[] {
   }
   for (const child of subdirectories(directory)) pids.push(...treeProcesses(join(directory, child)));
   return pids;
-}
-
-function killAll(directories: string[], pids: Set<number>): void {
-  // cgroup v2 kills a whole tree atomically (Linux 5.14+); elsewhere each process gets SIGKILL.
-  for (const directory of directories) {
-    try {
-      if (existsSync(join(directory, "cgroup.kill"))) writeFileSync(join(directory, "cgroup.kill"), "1");
-    } catch {
-      // fall through to the signals
-    }
-  }
-  for (const pid of pids) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
 }
 
 function subdirectories(directory: string): string[] {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { pino } from "pino";
 import { UnavailableError } from "@fast-sandbox/api";
+import { FsbError } from "@fast-sandbox/api/core";
 import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR, containerIdOf } from "@fast-sandbox/agent";
 import type { Clock } from "./clock.js";
 import type { HostLeftovers, RemovedFile } from "./host-leftovers.js";
@@ -27,6 +28,8 @@ interface FakeContainer {
   snapshotKey: string;
   cgroupsPath?: string;
   task: boolean;
+  /** Its task outlives SIGKILL (removeTask times out) until its cgroup's processes are killed. */
+  stuck?: boolean;
 }
 
 /** containerd in memory; every mutation is appended to `calls`. */
@@ -63,6 +66,7 @@ class FakeNode implements NodeContainers {
     if (this.failTaskRemoval) return Promise.reject(new Error("task did not exit"));
     const container = this.containers.get(id);
     if (!container?.task) return Promise.resolve(false);
+    if (container.stuck) return Promise.reject(new FsbError("deadline_exceeded", `task ${id} did not exit within 10000 ms of SIGKILL`));
     container.task = false;
     this.calls.push(`task ${id}`);
     return Promise.resolve(true);
@@ -86,7 +90,12 @@ class FakeHost implements HostLeftovers {
   files = new Map<string, RemovedFile[]>();
   staleFiles = new Map<string, RemovedFile[]>();
   agentCgroups = new Set<string>();
-  constructor(private readonly calls: string[]) {}
+  /** Whether killing a cgroup's processes ends the task stuck in it (else it stays stuck). */
+  killEndsStuckTasks = true;
+  constructor(
+    private readonly calls: string[],
+    private readonly node?: FakeNode,
+  ) {}
   listAgentStateDirs(): Promise<string[]> {
     return Promise.resolve(this.agentDirs);
   }
@@ -94,6 +103,12 @@ class FakeHost implements HostLeftovers {
     if (!this.cgroups.delete(path)) return Promise.resolve([]);
     this.calls.push(`cgroup ${path}`);
     return Promise.resolve([`/sys/fs/cgroup/memory${path}`]);
+  }
+  killSandboxCgroupProcesses(path: string): Promise<number> {
+    this.calls.push(`kill cgroup ${path}`);
+    const stuck = [...(this.node?.containers.values() ?? [])].filter((container) => container.cgroupsPath === path && container.stuck);
+    if (this.killEndsStuckTasks) for (const container of stuck) container.stuck = false;
+    return Promise.resolve(stuck.length);
   }
   removeSandboxFiles(agent: string, sandboxId: string): Promise<RemovedFile[]> {
     const files = this.files.get(`${agent}/${sandboxId}`) ?? [];
@@ -128,7 +143,7 @@ class FakeInventory implements Inventory {
 function setup() {
   const clock = new FakeClock();
   const node = new FakeNode();
-  const host = new FakeHost(node.calls);
+  const host = new FakeHost(node.calls, node);
   const inventory = new FakeInventory();
   const janitor = new Janitor({ inventory, nodes: [node], host, clock, protectionMs: WINDOW, logger });
   const labels = (agent: string, sandboxId: string) => ({ [LABEL_MANAGED]: "true", [LABEL_AGENT]: agent, [LABEL_SANDBOX_ID]: sandboxId });
@@ -321,6 +336,49 @@ describe("Janitor.runPass", () => {
     const retried = await janitor.runPass();
     assert.equal(retried.reclaimed.record_gone, 1);
     assert.deepEqual(node.calls, ["task stuck", "snapshot stuck", "container stuck"]);
+  });
+
+  it("kills the cgroup's processes of a task that outlives SIGKILL (a restored gVisor copy), waits again, then goes on", async () => {
+    const { node, host, inventory, janitor, labels, old } = setup();
+    inventory.set(["live-0"], []);
+    node.add({ id: "copy", labels: labels("live-0", "copy"), changedAtMs: old, cgroupsPath: "/fsb/live-0/sandboxes/copy", stuck: true });
+    host.cgroups.add("/fsb/live-0/sandboxes/copy");
+    const result = await janitor.runPass();
+    assert.equal(result.failures, 0);
+    assert.equal(result.reclaimed.record_gone, 1);
+    assert.deepEqual(node.calls, [
+      "kill cgroup /fsb/live-0/sandboxes/copy",
+      "task copy",
+      "cgroup /fsb/live-0/sandboxes/copy",
+      "snapshot copy",
+      "container copy",
+    ]);
+    assert.deepEqual(
+      result.removed.map((object) => object.kind),
+      ["task", "cgroup", "snapshot", "container"],
+    );
+  });
+
+  it("keeps a container whose task survives even the kill of its cgroup's processes, for a later pass", async () => {
+    const { node, host, inventory, janitor, labels, old } = setup();
+    inventory.set(["live-0"], []);
+    node.add({ id: "copy", labels: labels("live-0", "copy"), changedAtMs: old, cgroupsPath: "/fsb/live-0/sandboxes/copy", stuck: true });
+    host.cgroups.add("/fsb/live-0/sandboxes/copy");
+    host.killEndsStuckTasks = false;
+    const result = await janitor.runPass();
+    assert.equal(result.failures, 1);
+    assert.deepEqual(node.calls, ["kill cgroup /fsb/live-0/sandboxes/copy"]);
+    assert.ok(node.containers.has("copy") && host.cgroups.has("/fsb/live-0/sandboxes/copy"));
+  });
+
+  it("kills no cgroup that is not the stuck container's own", async () => {
+    const { node, host, inventory, janitor, labels, old } = setup();
+    inventory.set(["live-0"], []);
+    node.add({ id: "a", labels: labels("live-0", "a"), changedAtMs: old, cgroupsPath: "/system.slice/sshd.service", stuck: true });
+    const result = await janitor.runPass();
+    assert.equal(result.failures, 1);
+    assert.deepEqual(node.calls, []);
+    assert.ok(host.cgroups.size === 0 && node.containers.has("a"));
   });
 
   it("removes a managed snapshot whose container was never created", async () => {

@@ -247,7 +247,7 @@ export class Janitor {
     const sandboxId = anchor ? undefined : sandboxIdOf(container);
     const base = { reason, containerdNamespace: node.containerdNamespace, agent, ...(sandboxId ? { sandboxId } : {}) };
     try {
-      if (await node.removeTask(container.id)) this.removed(result, { ...base, kind: "task", id: container.id });
+      if (await this.removeTask(node, container, base)) this.removed(result, { ...base, kind: "task", id: container.id });
       const cgroupsPath = container.cgroupsPath;
       if (host && cgroupsPath && ownsCgroup(container, cgroupsPath)) {
         for (const directory of await host.removeSandboxCgroup(cgroupsPath)) this.removed(result, { ...base, kind: "cgroup", id: directory });
@@ -264,6 +264,30 @@ export class Janitor {
     }
     this.reclaimed(result, reason);
     return true;
+  }
+
+  /**
+   * The container's task; one that outlives its SIGKILL (a gVisor sandbox whose task is stuck in the
+   * open of a host FIFO, a restored copy that ignores the signal) has its cgroup's processes killed,
+   * as the agent's own delete does, and is waited for once more before the pass gives up on it.
+   */
+  private async removeTask(node: NodeContainers, container: ManagedContainer, context: Record<string, unknown>): Promise<boolean> {
+    try {
+      return await node.removeTask(container.id);
+    } catch (error) {
+      const { host } = this.options;
+      const cgroupsPath = container.cgroupsPath;
+      const stuck = error instanceof FsbError && error.code === "deadline_exceeded";
+      if (!stuck || !host || !cgroupsPath || !ownsCgroup(container, cgroupsPath)) throw error;
+      const processes = await host.killSandboxCgroupProcesses(cgroupsPath);
+      this.logger.warn(
+        { ...context, containerId: container.id, cgroup: cgroupsPath, processes, err: error },
+        "a task did not exit on SIGKILL; its cgroup's processes were killed",
+      );
+      // It had a task (the first call found it), whether or not this one still does.
+      await node.removeTask(container.id);
+      return true;
+    }
   }
 
   private async reclaimSnapshot(node: NodeContainers, snapshot: ManagedSnapshot, reason: OrphanReason, result: PassResult): Promise<boolean> {

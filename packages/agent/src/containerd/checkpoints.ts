@@ -94,6 +94,7 @@ import { Status as TaskStatus } from "./gen/github.com/containerd/containerd/api
 import type { Container } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
 import { isNotFound } from "./grpc-errors.js";
 import { readRunFile } from "./run-file.js";
+import { controlOutputName, type ExecFiles } from "./exec-files.js";
 import { CheckpointReaders } from "./checkpoint-readers.js";
 import type { RunscFeatures } from "./runsc-features.js";
 import { ENVD_BINARY, HELPER_BINARY, SHIM_GROUP_ANNOTATION, sandboxHostname, type OciSpec } from "./oci-spec.js";
@@ -169,8 +170,8 @@ export interface GvisorCheckpointsOptions {
   directory: string;
   /** The agent's name: other agents sharing `directory` see it on the restores their deletes wait for. */
   agentName: string;
-  /** The agent's state directory (output files of the control execs). */
-  stateDir: string;
+  /** The exec files in the agent's state directory (where the control execs write their output). */
+  execFiles: ExecFiles;
   /** The helper's run directory of a sandbox. */
   runDir(sandboxId: string): string;
   /** A sandbox's log file (its task's output). */
@@ -808,7 +809,8 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
    */
   private async run(containerId: string, ociSpec: OciSpec, args: string[], sysAdmin: boolean): Promise<void> {
     const execId = `fsb-control-${randomBytes(4).toString("hex")}`;
-    const output = join(this.options.stateDir, `${containerId}.${execId}.out`);
+    const { execFiles } = this.options;
+    const output = join(execFiles.stateDir, controlOutputName(containerId, execId));
     const capabilities = ["CAP_KILL", "CAP_DAC_OVERRIDE", ...(sysAdmin ? ["CAP_SYS_ADMIN"] : [])];
     const process = {
       ...ociSpec.process,
@@ -818,24 +820,30 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       cwd: "/",
       capabilities: { bounding: capabilities, effective: capabilities, permitted: capabilities, inheritable: [], ambient: [] },
     };
-    await this.client.tasks.exec({
-      containerId,
-      execId,
-      stdout: `file://${output}`,
-      stderr: `file://${output}`,
-      terminal: false,
-      spec: { typeUrl: PROCESS_TYPE_URL, value: Buffer.from(JSON.stringify(process)) },
-    });
+    // Kept from a sweep of leftovers (a sandbox's deletion) while the exec runs.
+    const release = execFiles.hold(`${containerId}.${execId}`);
     try {
-      await this.client.tasks.start({ containerId, execId });
-      const { exitStatus } = await this.client.tasks.wait({ containerId, execId }, { timeoutMs: CONTROL_EXEC_TIMEOUT_MS });
-      if (exitStatus !== 0) {
-        const text = await readFile(output, "utf8").catch(() => "");
-        throw new FsbError("internal", `${args.join(" ")} exited with ${exitStatus}${text.trim() ? `: ${text.trim()}` : ""}`);
+      await this.client.tasks.exec({
+        containerId,
+        execId,
+        stdout: `file://${output}`,
+        stderr: `file://${output}`,
+        terminal: false,
+        spec: { typeUrl: PROCESS_TYPE_URL, value: Buffer.from(JSON.stringify(process)) },
+      });
+      try {
+        await this.client.tasks.start({ containerId, execId });
+        const { exitStatus } = await this.client.tasks.wait({ containerId, execId }, { timeoutMs: CONTROL_EXEC_TIMEOUT_MS });
+        if (exitStatus !== 0) {
+          const text = await readFile(output, "utf8").catch(() => "");
+          throw new FsbError("internal", `${args.join(" ")} exited with ${exitStatus}${text.trim() ? `: ${text.trim()}` : ""}`);
+        }
+      } finally {
+        await this.client.tasks.deleteProcess({ containerId, execId }).catch(() => undefined);
       }
     } finally {
-      await this.client.tasks.deleteProcess({ containerId, execId }).catch(() => undefined);
       await rm(output, { force: true });
+      release();
     }
   }
 

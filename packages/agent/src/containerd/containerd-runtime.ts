@@ -60,6 +60,7 @@ import {
 import { ContainerdClient } from "./containerd-client.js";
 import { containerIdOf, sandboxIdOfContainer } from "./container-id.js";
 import { ExecFifos } from "./exec-fifos.js";
+import { ExecFiles } from "./exec-files.js";
 import { writeRunscOwnNetnsWrapper, writeRunscWrapper } from "./gvisor-binary.js";
 import { probeRunscFeatures, type RunscFeatures } from "./runsc-features.js";
 import { readRunFile } from "./run-file.js";
@@ -339,6 +340,8 @@ export class ContainerdRuntime implements Runtime {
   private readonly staleDiscards = new Set<Promise<void>>();
   /** The claims written ahead of containerd (claim-journal.ts). */
   private readonly claimJournal: ClaimJournal;
+  /** The FIFOs and output files of execs in the state directory, and which belong to execs in flight (exec-files.ts). */
+  private readonly execFiles: ExecFiles;
   private createsInFlight = 0;
   private closed = false;
   /** Aborted by close(): ends the waits of background work. */
@@ -356,6 +359,7 @@ export class ContainerdRuntime implements Runtime {
     this.cgroupLayout = options.cgroupLayout ?? detectCgroupLayout();
     mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
     this.claimJournal = new ClaimJournal(this.stateDir);
+    this.execFiles = new ExecFiles(this.stateDir);
     const runscPath = options.runscPath ?? "/usr/bin/runsc";
     this.gvisorBinary = writeRunscWrapper(this.stateDir, runscPath);
     this.gvisorOwnNetnsBinary = options.network ? writeRunscOwnNetnsWrapper(this.stateDir, runscPath) : undefined;
@@ -418,7 +422,7 @@ export class ContainerdRuntime implements Runtime {
       directory: options.checkpointDir ?? join(this.stateDir, "checkpoints"),
       agentName: this.agentName,
       claimRestored: (spec) => this.claimRestored(spec),
-      stateDir: this.stateDir,
+      execFiles: this.execFiles,
       runDir: (sandboxId) => this.runDir(sandboxId),
       logPath: (sandboxId) => sandboxLogPath(this.stateDir, sandboxId),
       cgroupsPath: (containerId) => sandboxCgroupsPath(this.cgroupParent, containerId),
@@ -1422,6 +1426,8 @@ export class ContainerdRuntime implements Runtime {
     this.claimedContainers.delete(sandboxId);
     await this.networks?.release(sandboxId);
     await rm(this.runDir(sandboxId), { recursive: true, force: true });
+    // What execs of a previous agent process left (this process's own execs remove theirs).
+    await this.execFiles.removeLeftovers({ sandboxId, containerId });
     this.logger.debug({ sandboxId, containerId }, "sandbox deleted");
   }
 
@@ -1489,6 +1495,9 @@ export class ContainerdRuntime implements Runtime {
    * them). Without the helper there are no anchors and no shim sharing.
    */
   async prepare(): Promise<void> {
+    // The exec files a previous process left: their reader is gone, and so is every such exec.
+    const leftovers = await this.execFiles.removeLeftovers();
+    if (leftovers.length > 0) this.logger.info({ files: leftovers.length }, "removed the exec FIFOs and output files a previous agent process left");
     // Claims first: an instance a previous process handed over is a sandbox, not stock.
     await this.replayClaims();
     // A previous process's instances are not adopted (their stock order and specs are gone): removed,
@@ -1692,7 +1701,15 @@ export class ContainerdRuntime implements Runtime {
     const process = await this.execProcess(sandboxId, request);
     const containerId = this.containerIdFor(sandboxId);
     const execId = `exec-${randomBytes(6).toString("hex")}`;
-    const fifos = await ExecFifos.create(this.stateDir, execFifoName(sandboxId, execId), io.onStdout, io.onStderr);
+    const fifoName = execFifoName(sandboxId, execId);
+    const release = this.execFiles.hold(fifoName);
+    let fifos: ExecFifos;
+    try {
+      fifos = await ExecFifos.create(this.stateDir, fifoName, io.onStdout, io.onStderr);
+    } catch (error) {
+      release();
+      throw error;
+    }
     let registered = false;
     const kill = () => {
       this.client.tasks
@@ -1732,6 +1749,7 @@ export class ContainerdRuntime implements Runtime {
         });
       }
       await fifos.dispose();
+      release();
     }
   }
 

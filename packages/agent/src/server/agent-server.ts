@@ -5,6 +5,7 @@ import type { Runtime } from "../runtime/runtime.js";
 import { sandboxLogDir } from "../state-layout.js";
 import { Admission } from "./admission.js";
 import { createAgentService, type AgentIdentity } from "./agent-service.js";
+import { CheckpointsInFlight } from "./checkpoint-service.js";
 import { CreatesInFlight } from "./creates-in-flight.js";
 import { AgentMetrics } from "./agent-metrics.js";
 import { createSandboxRelay } from "./sandbox-relay.js";
@@ -26,7 +27,10 @@ export interface AgentServerOptions {
 export interface AgentServer {
   /** host:port the agent API listens on. */
   endpoint: string;
-  /** Refuses new creates (Unavailable) and stops taking calls, lets creates in flight finish (up to `drainTimeoutMs`), then closes. */
+  /**
+   * Refuses new creates (Unavailable) and stops taking calls, lets creates and checkpoints in flight
+   * finish (together up to `drainTimeoutMs`: a checkpoint cut short leaves its sandbox stopped), then closes.
+   */
   close(drainTimeoutMs?: number): Promise<void>;
 }
 
@@ -40,6 +44,7 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
   const logDir = sandboxLogDir(options.stateDir);
   mkdirSync(logDir, { recursive: true });
   const creates = new CreatesInFlight();
+  const checkpoints = new CheckpointsInFlight();
   // Every container the runtime has for this agent holds a slot (and its ports) from the start.
   const admission = new Admission(options.identity.name);
   admission.adopt(await options.runtime.list());
@@ -51,12 +56,15 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
   const api = connectNodeAdapter({
     interceptors: [requireBearerToken(options.token), metrics.interceptor()],
     routes: (router) => {
-      router.service(pb.AgentService, createAgentService({ identity: options.identity, runtime: options.runtime, logDir, creates, admission, statsHistory }));
+      router.service(
+        pb.AgentService,
+        createAgentService({ identity: options.identity, runtime: options.runtime, logDir, creates, checkpoints, admission, statsHistory }),
+      );
     },
   });
   const handler = withProbeRoutes(api, {
     notReadyReason: async () => {
-      if (draining) return "stopping: letting creates in flight finish";
+      if (draining) return "stopping: letting creates and checkpoints in flight finish";
       if (admission.refusing) return "retired: its pool is stopping it";
       // The runtime is prepared before the server starts; this checks containerd still answers.
       await options.runtime.list();
@@ -75,7 +83,7 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
       relay.close();
       await statsHistory.stop();
       const closed = server.close();
-      await creates.drain(drainTimeoutMs);
+      await Promise.all([creates.drain(drainTimeoutMs), checkpoints.drain(drainTimeoutMs)]);
       await closed;
     },
   };

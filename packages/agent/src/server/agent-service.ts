@@ -39,6 +39,8 @@ export interface AgentServiceOptions {
   logDir: string;
   /** Creates in flight (reported as `creating`; drained on stop). @default a new tracker */
   creates?: CreatesInFlight;
+  /** Checkpoints (and in-place resumes) in flight (drained on stop). @default a new tracker */
+  checkpoints?: CheckpointsInFlight;
   /**
    * Decides which creates fit (slots, exposed ports, not stopping); seed it with the runtime's
    * sandboxes (`adopt`) before serving. @default a new, empty one
@@ -131,7 +133,7 @@ export const STATS_WINDOW_MS = 100;
 export function createAgentService(options: AgentServiceOptions): ServiceImpl<typeof pb.AgentService> {
   const { identity, logDir } = options;
   // Checkpoints stop a sandbox's task for a moment: the rest of the API must not take that for an exit (checkpoint-service.ts).
-  const checkpointsInFlight = new CheckpointsInFlight();
+  const checkpointsInFlight = options.checkpoints ?? new CheckpointsInFlight();
   const runtime = guardCheckpoints(options.runtime, checkpointsInFlight);
   const creates = options.creates ?? new CreatesInFlight();
   const admission = options.admission ?? new Admission(identity.name);

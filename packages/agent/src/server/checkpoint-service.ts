@@ -46,6 +46,26 @@ export class CheckpointsInFlight {
   async settled(sandboxId: string): Promise<void> {
     await this.running.get(sandboxId)?.catch(() => undefined);
   }
+
+  /**
+   * Resolves when no checkpoint runs any more (one started meanwhile included), whatever their
+   * outcomes, or after `timeoutMs`; true when none is left. A stopping agent waits here: a
+   * checkpoint cut short leaves its sandbox stopped.
+   */
+  async drain(timeoutMs: number): Promise<boolean> {
+    if (this.running.size === 0) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+    try {
+      while (this.running.size > 0) {
+        const settled = Promise.allSettled([...this.running.values()]).then(() => true);
+        if (!(await Promise.race([settled, timeout]))) return false;
+      }
+      return true;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
 }
 
 /**
