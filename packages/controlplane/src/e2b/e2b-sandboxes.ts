@@ -32,7 +32,6 @@ import {
   type SandboxSpec,
 } from "@fast-sandbox/api";
 import type { Logger } from "pino";
-import { gotNoAnswer } from "../agent-client/agent-client.js";
 import { sleep, systemClock, type Clock } from "../controller/clock.js";
 import type { Checkpoint, CheckpointManager } from "../fastpath/checkpoint-manager.js";
 import { isPaused, type SandboxPauses } from "../fastpath/checkpoint-pauses.js";
@@ -334,7 +333,7 @@ export class E2bSandboxes {
     try {
       checkpoint = await checkpoints.checkpoint({ namespace: this.namespace, sandbox: name, checkpoint: checkpointName });
     } catch (error) {
-      if (gotNoAnswer(error)) checkpoints.removeWhenSaved(this.namespace, checkpointName);
+      await checkpoints.discardFailed(this.namespace, checkpointName, error);
       throw error;
     }
     try {

@@ -23,6 +23,8 @@ export class FakeCheckpointingAgent extends FakeAgentClient implements AgentChec
   stopsOnFailure = false;
   /** With checkpointError: the call fails (times out) but the agent saves on; `finishLateSave()` completes the save. */
   savesLate = false;
+  /** With checkpointError: it is saved before the call fails (runsc saved it; the sandbox could not run on). */
+  savesBeforeFailure = false;
   private lateSave: (() => void) | undefined;
 
   constructor(
@@ -39,6 +41,7 @@ export class FakeCheckpointingAgent extends FakeAgentClient implements AgentChec
     const sandbox = this.sandboxes.get(request.sandboxId);
     if (!sandbox) throw new NotFoundError(`sandbox ${request.sandboxId} does not exist`);
     if (this.checkpointError) {
+      if (this.savesBeforeFailure) this.save(request, sandbox);
       if (this.stopsOnFailure) this.sandboxes.set(request.sandboxId, { ...sandbox, state: "stopped" });
       if (this.savesLate) this.lateSave = () => this.save(request, sandbox);
       throw this.checkpointError;

@@ -198,6 +198,29 @@ describe("CheckpointManager", () => {
     }
   });
 
+  it("a checkpoint saved before its sandbox failed to run on: the sandbox is Failed, and a fork's checkpoint is removed", async () => {
+    const agent = addAgent("agent-a", nodeA);
+    await fixture.manager.create({ name: "source", spec: sandboxSpec() });
+    agent.checkpointError = new FailedPreconditionError("checkpoint x of sandbox y is saved, but the sandbox could not run on: start timed out");
+    agent.savesBeforeFailure = true;
+    agent.stopsOnFailure = true;
+    await assert.rejects(checkpoints.fork({ name: "source", count: 2 }), FailedPreconditionError);
+    assert.equal(nodeA.byId.size, 0, "the fork's checkpoint is not left behind");
+    const source = await fixture.stored("source");
+    assert.equal(source?.status?.phase, "Failed");
+    const ready = source?.status?.conditions?.find((c) => c.type === "Ready");
+    assert.equal(ready?.reason, "CheckpointFailed");
+    assert.match(ready?.message ?? "", /stopped in checkpoint source-fork-[0-9a-f]{10} and could not run on \(.*start timed out\)/);
+  });
+
+  it("a checkpoint runsc refused keeps its sandbox Running (it runs on)", async () => {
+    const agent = addAgent("agent-a", nodeA);
+    await fixture.manager.create({ name: "source", spec: sandboxSpec() });
+    agent.checkpointError = new FailedPreconditionError("runsc refused: open connections");
+    await assert.rejects(checkpoints.checkpoint({ sandbox: "source", checkpoint: "named" }), FailedPreconditionError);
+    assert.equal((await fixture.stored("source"))?.status?.phase, "Running");
+  });
+
   it("deletes a checkpoint from its node, and a pool's checkpoints with the pool", async () => {
     addAgent("agent-a", nodeA);
     await fixture.manager.create({ name: "source", spec: sandboxSpec() });

@@ -38,6 +38,7 @@ import type { ResourceStore } from "../store/resource-store.js";
 import { hashAccessToken, newAccessToken } from "../proxy/access-token.js";
 import { PAUSED_CHECKPOINT_ANNOTATION } from "./checkpoint-pauses.js";
 import { newInstanceId } from "./instance-id.js";
+import { writeStatus } from "./sandbox-status.js";
 import { DEFAULT_NAMESPACE, type AgentClients, type CreateSandboxInput, type SandboxManager } from "./sandbox-manager.js";
 
 /** On a sandbox restored from a checkpoint: the checkpoint's name. */
@@ -146,17 +147,76 @@ export class CheckpointManager {
       if (await this.find(namespace, name))
         throw new AlreadyExistsError(`checkpoint ${key} already exists; choose another name or delete it first ('fsb checkpoint rm ${name}')`);
       const agentName = sandbox.status?.assignedPod ?? "";
-      const made = await client.checkpointSandbox({
-        sandboxId: sandbox.status?.sandboxID ?? "",
-        checkpointId: newInstanceId(),
-        namespace,
-        name,
-        ...(input.leaveStopped ? { leaveStopped: true } : {}),
-      });
+      const made = await client
+        .checkpointSandbox({
+          sandboxId: sandbox.status?.sandboxID ?? "",
+          checkpointId: newInstanceId(),
+          namespace,
+          name,
+          ...(input.leaveStopped ? { leaveStopped: true } : {}),
+        })
+        .catch(async (error: unknown) => {
+          // A pause answers for its own sandbox (checkpoint-pauses.ts); one that got no answer may still be saving.
+          if (!input.leaveStopped && !gotNoAnswer(error)) await this.failIfStopped(sandbox, client, name, error);
+          throw error;
+        });
       this.logger.info({ checkpoint: key, sandbox: sandbox.metadata.name, agent: agentName, sizeBytes: made.sizeBytes }, "sandbox checkpointed");
       return this.view(made, [agentName]);
     } finally {
       this.creating.delete(key);
+    }
+  }
+
+  /**
+   * A checkpoint that failed after runsc stopped its sandbox (saved, but the sandbox could not run
+   * on from it): the sandbox is Failed, not Running over an instance without a task. One that still
+   * runs, or whose agent cannot be asked, is left as it is.
+   */
+  private async failIfStopped(sandbox: Sandbox, client: AgentClient, checkpoint: string, cause: unknown): Promise<void> {
+    const sandboxId = sandbox.status?.sandboxID ?? "";
+    const key = `${sandbox.metadata.namespace ?? DEFAULT_NAMESPACE}/${sandbox.metadata.name}`;
+    try {
+      const state = await client
+        .listSandboxes()
+        .then((sandboxes) => sandboxes.find((s) => s.sandboxId === sandboxId)?.state ?? "gone")
+        .catch(() => undefined);
+      if (state === undefined || state === "running") return;
+      const fresh = await this.options.store.get("Sandbox", { namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, name: sandbox.metadata.name });
+      if (!fresh || fresh.metadata.uid !== sandbox.metadata.uid || fresh.status?.sandboxID !== sandboxId || fresh.metadata.deletionTimestamp) return;
+      const reason = FsbError.from(cause).message;
+      this.logger.error({ sandbox: key, sandboxId, checkpoint, err: cause }, "a checkpoint stopped its sandbox, which could not run on; the sandbox is Failed");
+      await writeStatus(
+        this.options.store,
+        fresh,
+        { phase: "Failed" },
+        {
+          type: "Ready",
+          status: "False",
+          reason: "CheckpointFailed",
+          message: `it stopped in checkpoint ${checkpoint} and could not run on (${reason}); delete it, or restore a copy from the checkpoint if it was saved ('fsb checkpoint ls')`,
+        },
+      );
+    } catch (error) {
+      this.logger.error({ sandbox: key, err: error }, "could not record the outcome of a failed checkpoint");
+    }
+  }
+
+  /**
+   * Removes what a failed checkpoint of a fork (whose name only the fork knew) may have left: one
+   * saved before the failure (its sandbox could not run on) now; one that got no answer once it is
+   * listed (removeWhenSaved).
+   */
+  async discardFailed(namespace: string, name: string, cause: unknown): Promise<void> {
+    if (gotNoAnswer(cause)) {
+      this.removeWhenSaved(namespace, name);
+      return;
+    }
+    try {
+      await this.delete(namespace, name);
+      this.logger.info({ checkpoint: `${namespace}/${name}` }, "a fork's checkpoint was saved before the fork failed; it is removed");
+    } catch (error) {
+      if (!(error instanceof NotFoundError))
+        this.logger.warn({ checkpoint: `${namespace}/${name}`, err: error }, "could not remove a failed fork's checkpoint");
     }
   }
 
@@ -290,7 +350,7 @@ export class CheckpointManager {
     try {
       checkpoint = await this.checkpoint({ namespace, sandbox: input.name, checkpoint: name });
     } catch (error) {
-      if (!keep && gotNoAnswer(error)) this.removeWhenSaved(namespace, name);
+      if (!keep) await this.discardFailed(namespace, name, error);
       throw error;
     }
     const base = input.name.slice(0, NAME_MAX_LENGTH - 11);
@@ -332,7 +392,7 @@ export class CheckpointManager {
   }
 
   /** The sandbox, if it can be checkpointed now, and its agent's client. */
-  private async checkpointable(namespace: string, name: string, current?: Sandbox): Promise<{ sandbox: Sandbox; client: AgentCheckpointClient }> {
+  private async checkpointable(namespace: string, name: string, current?: Sandbox): Promise<{ sandbox: Sandbox; client: AgentClient & AgentCheckpointClient }> {
     const sandbox = current ?? (await this.options.manager.get(namespace, name));
     const pool = await this.options.store.get("SandboxPool", { namespace, name: sandbox.spec.poolRef });
     const runtimeType = pool?.spec.runtimeType ?? "container";

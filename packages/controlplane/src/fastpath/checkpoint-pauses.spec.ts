@@ -119,6 +119,16 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     return { pauses: pausesWithUpdate(racingUpdate), state };
   };
 
+  it("pauses a sandbox whose name has the most characters a name may have (its checkpoint's name fits too)", async () => {
+    addAgent("agent-a");
+    const name = "a".repeat(63);
+    await fixture.manager.create({ name, spec: sandboxSpec({ expireTime: END }) });
+    const record = await paused(name);
+    assert.ok(isPaused(record));
+    const checkpointName = record.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION] ?? "";
+    assert.match(checkpointName, /^a{50}-pause-[0-9a-f]{6}$/);
+  });
+
   it("pauses a sandbox whose record another writer changed between the pause's read and its write (a status update)", async () => {
     addAgent("agent-a");
     await fixture.manager.create({ name: "sb", spec: sandboxSpec({ expireTime: END }) });

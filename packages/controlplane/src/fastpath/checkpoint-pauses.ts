@@ -224,7 +224,8 @@ export class SandboxPauses {
       throw new FailedPreconditionError(`sandbox ${key} is ${running.status?.phase ?? "Pending"}: only a Running sandbox can be paused`);
     }
     if (!this.client(agentName)) throw new UnavailableError(`agent ${agentName} of sandbox ${key} is not connected; retry shortly`);
-    const checkpointName = `${name.slice(0, NAME_MAX_LENGTH - 12)}-pause-${randomBytes(3).toString("hex")}`;
+    // "-pause-" and 6 hex digits: 13 characters.
+    const checkpointName = `${name.slice(0, NAME_MAX_LENGTH - 13)}-pause-${randomBytes(3).toString("hex")}`;
     const previousEnd = running.spec.expireTime;
     // The intent first (crash-safety, see the top of this file): the checkpoint to come, no end while paused, phase Paused.
     let record = await this.saveState(running, checkpointName, undefined, (fresh) => {
