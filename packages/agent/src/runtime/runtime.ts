@@ -124,6 +124,8 @@ export interface RuntimeSandbox {
   exposedPorts?: number[];
   /** Isolated sandboxes: their address on the node's sandbox bridge. */
   address?: string;
+  /** A checkpoint of it is in flight (reported running until it ends). */
+  checkpointing?: boolean;
   labels: Record<string, string>;
 }
 

@@ -61,6 +61,7 @@ function toAgentSandbox(sandbox: RuntimeSandbox): pb.AgentSandbox {
     ...(sandbox.exitCode !== undefined ? { exitCode: sandbox.exitCode } : {}),
     oomKilled: sandbox.oomKilled ?? false,
     address: sandbox.address ?? "",
+    checkpointing: sandbox.checkpointing ?? false,
   });
 }
 

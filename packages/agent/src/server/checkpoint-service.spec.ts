@@ -122,18 +122,19 @@ describe("the agent's runtime while a sandbox is checkpointed", () => {
     guarded = guardCheckpoints(runtime, inFlight);
   });
 
-  it("reports the sandbox running, without an exit code, while its task is stopped for the checkpoint", async () => {
+  it("reports the sandbox running, without an exit code, and checkpointing, while its task is stopped for the checkpoint", async () => {
     const held = gate();
     runtime.checkpointGate = held.promise;
     const checkpointing = inFlight.run("sb", () => runtime.checkpoint({ sandboxId: "sb", checkpointId: "ck", namespace: "default", name: "ck" }));
     assert.equal((await runtime.get("sb"))?.state, "stopped", "the runtime itself says stopped");
     assert.deepEqual(
-      (await guarded.list()).map((s) => [s.state, s.exitCode]),
-      [["running", undefined]],
+      (await guarded.list()).map((s) => [s.state, s.exitCode, s.checkpointing]),
+      [["running", undefined, true]],
     );
     assert.equal((await guarded.get("sb"))?.state, "running");
     held.open();
     await checkpointing;
+    assert.equal((await guarded.get("sb"))?.checkpointing, undefined, "no longer once it is over");
   });
 
   it("lets a delete and an exec wait until the checkpoint is over", async () => {

@@ -76,7 +76,7 @@ export function guardCheckpoints(runtime: Runtime, inFlight: CheckpointsInFlight
   const truthful = (sandbox: RuntimeSandbox): RuntimeSandbox => {
     if (!inFlight.has(sandbox.sandboxId)) return sandbox;
     const { exitCode: _exitCode, ...running } = sandbox;
-    return { ...running, state: "running" };
+    return { ...running, state: "running", checkpointing: true };
   };
   const overrides: Partial<Runtime> = {
     create: (spec) => (spec.fromCheckpoint ? requireCheckpoints(runtime).restore(spec) : runtime.create(spec)),

@@ -37,6 +37,8 @@ export interface AgentSandbox {
   oomKilled: boolean;
   /** Isolated network: the sandbox's own address on its node's sandbox bridge; undefined on a Shared network. */
   address?: string;
+  /** A checkpoint (or pause) of it is in flight on its agent: `running` says nothing of what it is after. */
+  checkpointing?: boolean;
 }
 
 /** An agent's answer to a heartbeat: who it is and what it holds. */

@@ -140,6 +140,7 @@ function agentSandboxFromMessage(message: pb.AgentSandbox): AgentSandbox {
     ...(message.exitCode !== undefined ? { exitCode: message.exitCode } : {}),
     oomKilled: message.oomKilled,
     ...(message.address ? { address: message.address } : {}),
+    ...(message.checkpointing ? { checkpointing: true } : {}),
   };
 }
 

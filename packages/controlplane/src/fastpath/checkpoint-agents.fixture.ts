@@ -26,6 +26,8 @@ export class FakeCheckpointingAgent extends FakeAgentClient implements AgentChec
   /** With checkpointError: it is saved before the call fails (runsc saved it; the sandbox could not run on). */
   savesBeforeFailure = false;
   private lateSave: (() => void) | undefined;
+  /** The sandbox whose late save goes on. */
+  private savingLate: string | undefined;
 
   constructor(
     name: string,
@@ -43,7 +45,10 @@ export class FakeCheckpointingAgent extends FakeAgentClient implements AgentChec
     if (this.checkpointError) {
       if (this.savesBeforeFailure) this.save(request, sandbox);
       if (this.stopsOnFailure) this.sandboxes.set(request.sandboxId, { ...sandbox, state: "stopped" });
-      if (this.savesLate) this.lateSave = () => this.save(request, sandbox);
+      if (this.savesLate) {
+        this.lateSave = () => this.save(request, sandbox);
+        this.savingLate = request.sandboxId;
+      }
       throw this.checkpointError;
     }
     return this.save(request, sandbox);
@@ -54,6 +59,12 @@ export class FakeCheckpointingAgent extends FakeAgentClient implements AgentChec
     assert.ok(this.lateSave, "no save is left going");
     this.lateSave();
     this.lateSave = undefined;
+    this.savingLate = undefined;
+  }
+
+  /** As the agent reports them: one whose save goes on is checkpointing (and reported running). */
+  override async listSandboxes(): Promise<AgentSandbox[]> {
+    return (await super.listSandboxes()).map((sandbox) => (sandbox.sandboxId === this.savingLate ? { ...sandbox, checkpointing: true } : sandbox));
   }
 
   private save(request: AgentCheckpointRequest, sandbox: AgentSandbox): AgentCheckpoint {

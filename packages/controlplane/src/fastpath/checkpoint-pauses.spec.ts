@@ -313,6 +313,9 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     a.checkpointError = new TimeoutError("CreateCheckpoint did not answer within 120000 ms");
     a.savesLate = true;
     await assert.rejects(paused("sb"), (error: unknown) => error instanceof UnavailableError && /stays Paused, and a resume finds out/.test(error.message));
+    // A resume while the agent still saves: refused (retry), not taken for a pause cut short.
+    await assert.rejects(pauses.resume(undefined, "sb"), (error: unknown) => error instanceof UnavailableError && /still being paused/.test(error.message));
+    assert.ok(isPaused(await stored("sb")));
     a.finishLateSave();
     let record = await stored("sb");
     assert.ok(isPaused(record), "not undone over a sandbox the agent may be stopping");

@@ -500,6 +500,11 @@ export class SandboxPauses {
           .then((sandboxes) => sandboxes.find((s) => s.sandboxId === paused.status?.sandboxID))
           .catch(() => undefined)
       : undefined;
+    // Its agent is still saving the pause (the call got no answer, the save goes on): what the sandbox
+    // is after — paused, or running on — is known only once it is done.
+    if (agentName && reported?.checkpointing) {
+      throw new UnavailableError(`sandbox ${key} is still being paused on agent ${agentName} (its checkpoint is being saved); retry shortly`);
+    }
     if (agentName && reported?.state === "running") {
       this.logger.warn({ sandbox: key }, "a pause was cut short before its checkpoint was saved; the sandbox runs on");
       this.options.registry.restore({ sandboxKey: key, agentName, ports: this.options.manager.portsHeldBy(paused) });
