@@ -293,6 +293,15 @@ describe("validateSandbox", () => {
     assert.doesNotThrow(() => validateSandbox(sandboxWith((s) => (s.spec.egress = { policy: "denyAll" }))));
   });
 
+  it("rejects label keys and values Kubernetes would refuse, naming the label and saying what is allowed", () => {
+    assertSandboxRejected((s) => (s.metadata.labels = { "Bad Key!": "x" }), 'metadata.labels["Bad Key!"]', /is not a label key: \[prefix\/\]name/);
+    assertSandboxRejected((s) => (s.metadata.labels = { "Fast.io/team": "x" }), 'metadata.labels["Fast.io/team"]', /lower-case DNS subdomain/);
+    assertSandboxRejected((s) => (s.metadata.labels = { team: "a b" }), 'metadata.labels["team"]', /"a b" is not a label value/);
+    assertSandboxRejected((s) => (s.metadata.labels = { team: "x".repeat(64) }), 'metadata.labels["team"]', /is not a label value/);
+    assertPoolRejected((p) => (p.metadata.labels = { "-x": "1" }), 'metadata.labels["-x"]', /is not a label key/);
+    assert.doesNotThrow(() => validateSandbox(sandboxWith((s) => (s.metadata.labels = { "fast.io/team": "a.b_c-1", app: "", ["x".repeat(63)]: "y" }))));
+  });
+
   it("rejects label values that are not strings, naming the label", () => {
     assertSandboxRejected((s) => (s.metadata.labels = { app: 1 }), "metadata.labels.app", /string/);
   });

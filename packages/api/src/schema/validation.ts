@@ -4,6 +4,7 @@ import { ValueErrorType, type ValueError } from "@sinclair/typebox/value";
 import { ValidationError } from "../errors.js";
 import { cidrProblem } from "./cidr.js";
 import { parseImageReference } from "./image-reference.js";
+import { checkLabels } from "./labels.js";
 import { RFC3339 } from "./string-formats.js";
 import { checkEgressPolicy, checkPoolNetwork } from "./network.js";
 import { Sandbox } from "./sandbox.js";
@@ -108,6 +109,7 @@ let sandboxPoolCheck: TypeCheck<typeof SandboxPool> | undefined;
 
 export function validateSandbox(value: unknown): asserts value is Sandbox {
   assertValid((sandboxCheck ??= TypeCompiler.Compile(Sandbox)), value);
+  checkLabels((value as Sandbox).metadata.labels, "metadata.labels");
   const { egress, image } = (value as Sandbox).spec;
   // Before anything is reserved for it: an agent would refuse it only after a slot, a record and a wake.
   if (image !== undefined) parseImageReference(image, "spec.image");
@@ -116,6 +118,7 @@ export function validateSandbox(value: unknown): asserts value is Sandbox {
 
 export function validateSandboxPool(value: unknown): asserts value is SandboxPool {
   assertValid((sandboxPoolCheck ??= TypeCompiler.Compile(SandboxPool)), value);
+  checkLabels((value as SandboxPool).metadata.labels, "metadata.labels");
   const { capacity } = (value as SandboxPool).spec;
   if (capacity.poolMin > capacity.poolMax) {
     throw new ValidationError("spec.capacity.poolMin", `${capacity.poolMin} is greater than poolMax ${capacity.poolMax}`);
