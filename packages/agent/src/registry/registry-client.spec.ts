@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, beforeEach, describe, it } from "node:test";
-import { NotFoundError, PermissionDeniedError, UnauthenticatedError, UnavailableError } from "@fast-sandbox/api";
+import { FailedPreconditionError, NotFoundError, PermissionDeniedError, UnauthenticatedError, UnavailableError } from "@fast-sandbox/api";
 import { MEDIA_TYPE_OCI_MANIFEST, RegistryClient, isLoopbackRegistry, registryBaseUrl } from "./registry-client.js";
 
 const MANIFEST = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, config: {}, layers: [] }));
@@ -243,6 +243,202 @@ describe("RegistryClient", () => {
       assert.match(error.message, /did not arrive within/);
       return true;
     });
+  });
+});
+
+/**
+ * A body that goes on as long as it is read, `chunkBytes` a pull (each after a millisecond, so that a
+ * client reading it whole fills memory slowly), and records whether it was cancelled. The test
+ * stops it in the end: a client that never cancels it must fail the test, not keep it running.
+ */
+function endlessBody(chunkBytes: number) {
+  const state = { pulledBytes: 0, cancelled: false, stopped: false };
+  const stream = new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        if (state.stopped) return controller.close();
+        controller.enqueue(new Uint8Array(chunkBytes).fill(0x20));
+        state.pulledBytes += chunkBytes;
+      },
+      cancel() {
+        state.cancelled = true;
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  return { stream, state };
+}
+
+/** A body whose next chunk never comes. */
+function stalledBody() {
+  const state = { cancelled: false };
+  const stream = new ReadableStream<Uint8Array>({
+    pull: () => new Promise<void>(() => undefined),
+    cancel() {
+      state.cancelled = true;
+    },
+  });
+  return { stream, state };
+}
+
+interface SeenRequest {
+  url: URL;
+  authorization: string | undefined;
+  signal: AbortSignal | undefined;
+}
+
+/** A fetch answering from `route`, recording every request it was asked. */
+function fakeFetch(route: (url: URL) => Response): { fetch: typeof fetch; seen: SeenRequest[] } {
+  const seen: SeenRequest[] = [];
+  const fetchStub: typeof fetch = (input, init) => {
+    const url = new URL(input instanceof Request ? input.url : input);
+    const headers = new Headers(init?.headers);
+    seen.push({ url, authorization: headers.get("authorization") ?? undefined, signal: init?.signal ?? undefined });
+    return Promise.resolve(route(url));
+  };
+  return { fetch: fetchStub, seen };
+}
+
+const ALICE = { username: "alice", password: "right" };
+const BLOB_DIGEST = `sha256:${"0".repeat(64)}`;
+
+describe("RegistryClient against a hostile registry", () => {
+  it("stops reading a manifest once it passes 4 MiB, and ends its download", async () => {
+    const { stream, state } = endlessBody(64 * 1024);
+    const { fetch, seen } = fakeFetch(() => new Response(stream, { headers: { "content-type": MEDIA_TYPE_OCI_MANIFEST } }));
+    try {
+      await assert.rejects(
+        new RegistryClient({ registry: "registry.example", fetch, requestTimeoutMs: 5000 }).getManifest("team/app", "v1"),
+        (error: unknown) => {
+          assert.ok(error instanceof FailedPreconditionError, String(error));
+          assert.match(error.message, /the manifest of registry\.example\/team\/app:v1 is larger than 4194304 bytes/);
+          return true;
+        },
+      );
+      assert.ok(state.cancelled, "the body was cancelled");
+      assert.ok(state.pulledBytes <= 4 * 1024 * 1024 + 64 * 1024, `read ${state.pulledBytes} bytes`);
+      assert.ok(seen[0]?.signal?.aborted, "the fetch was aborted");
+    } finally {
+      state.stopped = true;
+    }
+  });
+
+  it("stops reading a token answer once it passes 1 MiB", async () => {
+    const { stream, state } = endlessBody(64 * 1024);
+    const { fetch } = fakeFetch((url) =>
+      url.hostname === "auth.example"
+        ? new Response(stream, { headers: { "content-type": "application/json" } })
+        : new Response(null, { status: 401, headers: { "www-authenticate": 'Bearer realm="https://auth.example/token",service="registry"' } }),
+    );
+    try {
+      await assert.rejects(
+        new RegistryClient({ registry: "registry.example", credentials: ALICE, fetch, requestTimeoutMs: 5000 }).getManifest("team/app", "v1"),
+        (error: unknown) => {
+          assert.ok(error instanceof UnavailableError, String(error));
+          assert.match(error.message, /the token service of registry registry\.example answered with more than 1048576 bytes/);
+          return true;
+        },
+      );
+      assert.ok(state.cancelled, "the body was cancelled");
+      assert.ok(state.pulledBytes <= 1024 * 1024 + 64 * 1024, `read ${state.pulledBytes} bytes`);
+    } finally {
+      state.stopped = true;
+    }
+  });
+
+  it("reads only the first 4 KiB of an error body", async () => {
+    const { stream, state } = endlessBody(1024);
+    const { fetch, seen } = fakeFetch(() => new Response(stream, { status: 404, headers: { "content-type": "application/json" } }));
+    try {
+      await assert.rejects(new RegistryClient({ registry: "registry.example", fetch }).getManifest("team/app", "v1"), (error: unknown) => {
+        assert.ok(error instanceof NotFoundError, String(error));
+        assert.match(error.message, /the registry has no tag "v1" in repository team\/app; check the image name and tag/);
+        return true;
+      });
+      assert.ok(state.cancelled, "the body was cancelled");
+      assert.ok(state.pulledBytes <= 4096 + 1024, `read ${state.pulledBytes} bytes`);
+      assert.ok(seen[0]?.signal?.aborted, "the fetch was aborted");
+    } finally {
+      state.stopped = true;
+    }
+  });
+
+  it("ends the download of a manifest whose body stalls past the request timeout", async () => {
+    const { stream, state } = stalledBody();
+    const { fetch, seen } = fakeFetch(() => new Response(stream, { headers: { "content-type": MEDIA_TYPE_OCI_MANIFEST } }));
+    await assert.rejects(new RegistryClient({ registry: "registry.example", fetch, requestTimeoutMs: 200 }).getManifest("team/app", "v1"), (error: unknown) => {
+      assert.ok(error instanceof UnavailableError, String(error));
+      assert.match(error.message, /the answer's body did not arrive within 0.2 s/);
+      return true;
+    });
+    assert.ok(state.cancelled, "the body was cancelled");
+    assert.ok(seen[0]?.signal?.aborted, "the fetch was aborted");
+  });
+
+  it("does not answer a challenge from the host a redirect led to with the registry's credentials", async () => {
+    const { fetch, seen } = fakeFetch((url) => {
+      if (url.hostname === "registry.example") return new Response(null, { status: 307, headers: { location: "https://storage.example/blob" } });
+      if (url.pathname === "/token") return Response.json({ token: "storage-token" });
+      return new Response(null, { status: 401, headers: { "www-authenticate": 'Bearer realm="https://storage.example/token"' } });
+    });
+    await assert.rejects(new RegistryClient({ registry: "registry.example", credentials: ALICE, fetch }).getBlob("team/app", BLOB_DIGEST), (error: unknown) => {
+      assert.ok(error instanceof UnavailableError, String(error));
+      assert.match(error.message, /redirected \/v2\/team\/app\/blobs\/sha256:0+ to https:\/\/storage\.example, which asks for credentials \(HTTP 401\)/);
+      return true;
+    });
+    assert.deepEqual(
+      seen.map((r) => [r.url.origin + r.url.pathname, r.authorization]),
+      [
+        [`https://registry.example/v2/team/app/blobs/${BLOB_DIGEST}`, undefined],
+        ["https://storage.example/blob", undefined],
+      ],
+    );
+  });
+
+  it("does not follow a remote registry's redirect to this host, over HTTP or HTTPS", async () => {
+    for (const location of [
+      "http://127.0.0.1:2375/containers/json",
+      "https://127.0.0.1:8443/",
+      "https://localhost/",
+      "https://[::1]/",
+      "https://0.0.0.0/",
+      "https://2130706433/",
+    ]) {
+      const { fetch, seen } = fakeFetch(() => new Response(null, { status: 307, headers: { location } }));
+      await assert.rejects(new RegistryClient({ registry: "registry.example", fetch }).getBlob("team/app", BLOB_DIGEST), (error: unknown) => {
+        assert.ok(error instanceof UnavailableError, String(error));
+        assert.match(error.message, /refusing to follow/);
+        return true;
+      });
+      assert.equal(seen.length, 1, `${location} was not requested`);
+    }
+  });
+
+  it("does not ask a token realm on this host for a remote registry", async () => {
+    for (const realm of ["http://127.0.0.1:8080/token", "https://localhost/token"]) {
+      const { fetch, seen } = fakeFetch(() => new Response(null, { status: 401, headers: { "www-authenticate": `Bearer realm="${realm}"` } }));
+      await assert.rejects(new RegistryClient({ registry: "registry.example", credentials: ALICE, fetch }).getManifest("team/app", "v1"), (error: unknown) => {
+        assert.ok(error instanceof UnavailableError, String(error));
+        assert.match(error.message, /asks for a token from .*; refusing to ask there/);
+        return true;
+      });
+      assert.equal(seen.length, 1, `${realm} was not requested`);
+    }
+  });
+
+  it("lets a registry on loopback redirect to another port of loopback over plain HTTP", async () => {
+    const { fetch, seen } = fakeFetch((url) =>
+      url.port === "5000" ? new Response(null, { status: 307, headers: { location: "http://127.0.0.1:5001/blob" } }) : new Response("layer"),
+    );
+    const blob = await new RegistryClient({ registry: "127.0.0.1:5000", fetch }).getBlob("team/app", BLOB_DIGEST);
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of blob.body) chunks.push(chunk);
+    assert.equal(Buffer.concat(chunks).toString(), "layer");
+    assert.deepEqual(
+      seen.map((r) => r.url.origin),
+      ["http://127.0.0.1:5000", "http://127.0.0.1:5001"],
+    );
   });
 });
 

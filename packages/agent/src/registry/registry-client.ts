@@ -5,6 +5,12 @@
  * any) or plain Basic auth. Loopback registries (127.0.0.0/8, localhost, [::1]) are spoken to over
  * plain HTTP, every other one over HTTPS.
  *
+ * A registry is not trusted beyond what a pull needs: the small answers read into memory
+ * (manifests, tokens, error bodies) are read up to a limit and within a deadline, and stop the
+ * download past either; redirects and token realms lead only to HTTPS, and to this host's loopback
+ * (or plain HTTP) only from a registry on loopback itself; credentials answer only the registry's
+ * own challenges, never one from a host a redirect led to.
+ *
  * The one place where registry answers become FsbErrors: an unknown image is NotFoundError,
  * refused credentials UnauthenticatedError/PermissionDeniedError (with the `fsb login` to run), an
  * unreachable or failing registry UnavailableError.
@@ -31,6 +37,10 @@ const MANIFEST_ACCEPT = [MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_DOCKER_MANIFEST_LIST, 
 export const USER_AGENT = "fast-sandbox-agent";
 /** The distribution server refuses larger manifests too. */
 const MANIFEST_MAX_BYTES = 4 * 1024 * 1024;
+/** A token service's answer (a JWT of a few KiB, sometimes with a refresh token). */
+const TOKEN_ANSWER_MAX_BYTES = 1024 * 1024;
+/** Only the start of an error body is shown in a message. */
+const ERROR_DETAIL_MAX_BYTES = 4096;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 5;
 const ERROR_DETAIL_TIMEOUT_MS = 3000;
@@ -62,6 +72,18 @@ export interface BlobStream {
   body: AsyncIterable<Uint8Array>;
 }
 
+/** A registry's answer to one request, after any redirects. */
+interface Answer {
+  response: Response;
+  /** Where the answer came from: the last redirect's target, or the URL asked for. */
+  url: URL;
+  /**
+   * Aborts the fetch, so nothing more of the body is downloaded. Cancelling the body alone does
+   * nothing once a reader holds it, and the header timeout is over by then.
+   */
+  abort(): void;
+}
+
 /** True for hosts on this machine's loopback, which are spoken to over plain HTTP. */
 export function isLoopbackRegistry(registry: string): boolean {
   const host = registry.startsWith("[") ? registry.slice(0, registry.indexOf("]") + 1) : registry.replace(/:\d+$/, "");
@@ -77,6 +99,8 @@ export function registryBaseUrl(registry: string): string {
 export class RegistryClient {
   readonly registry: string;
   readonly baseUrl: string;
+  /** Only a registry on loopback (spoken to over plain HTTP) may lead the agent to loopback or plain HTTP. */
+  private readonly onLoopback: boolean;
   private readonly credentials: RegistryCredentials | undefined;
   private readonly requestTimeoutMs: number;
   private readonly idleTimeoutMs: number;
@@ -87,6 +111,7 @@ export class RegistryClient {
   constructor(options: RegistryClientOptions) {
     this.registry = options.registry;
     this.baseUrl = registryBaseUrl(options.registry);
+    this.onLoopback = isLoopbackRegistry(options.registry);
     this.credentials = options.credentials;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
@@ -96,22 +121,21 @@ export class RegistryClient {
   /** Fetches a manifest or index by tag or digest. */
   async getManifest(repository: string, reference: string, signal?: AbortSignal): Promise<FetchedManifest> {
     const image = `${this.registry}/${repository}${reference.includes(":") ? "@" : ":"}${reference}`;
-    const response = await this.request(repository, `/v2/${repository}/manifests/${reference}`, { accept: MANIFEST_ACCEPT }, signal);
+    const answer = await this.request(repository, `/v2/${repository}/manifests/${reference}`, { accept: MANIFEST_ACCEPT }, signal);
+    const { response } = answer;
     try {
       if (response.status === 404) {
         const what = reference.includes(":") ? `manifest ${reference}` : `tag "${reference}"`;
         throw new NotFoundError(
-          `image ${image} not found: the registry has no ${what} in repository ${repository}${await errorDetail(response)}; check the image name and tag`,
+          `image ${image} not found: the registry has no ${what} in repository ${repository}${await errorDetail(answer)}; check the image name and tag`,
         );
       }
-      if (!response.ok) throw await this.failure(response, repository, `fetching the manifest of ${image}`);
+      if (!response.ok) throw await this.failure(answer, repository, `fetching the manifest of ${image}`);
       const length = Number(response.headers.get("content-length") ?? "0");
       if (length > MANIFEST_MAX_BYTES)
         throw new FailedPreconditionError(`the manifest of ${image} is ${length} bytes; at most ${MANIFEST_MAX_BYTES} are accepted`);
-      const bytes = new Uint8Array(await this.readBounded(response, (r) => r.arrayBuffer()));
-      if (bytes.byteLength > MANIFEST_MAX_BYTES) {
-        throw new FailedPreconditionError(`the manifest of ${image} is larger than ${MANIFEST_MAX_BYTES} bytes`);
-      }
+      const { bytes, complete } = await this.readBody(answer, MANIFEST_MAX_BYTES, signal);
+      if (!complete) throw new FailedPreconditionError(`the manifest of ${image} is larger than ${MANIFEST_MAX_BYTES} bytes`);
       const algorithm = reference.startsWith("sha512:") ? "sha512" : "sha256";
       const digest = `${algorithm}:${createHash(algorithm).update(bytes).digest("hex")}`;
       if (reference.includes(":") && digest !== reference) {
@@ -123,7 +147,7 @@ export class RegistryClient {
       }
       return { mediaType, digest, size: bytes.byteLength, bytes };
     } catch (error) {
-      await response.body?.cancel().catch(() => undefined);
+      await discard(answer);
       throw error;
     }
   }
@@ -132,12 +156,13 @@ export class RegistryClient {
   async getBlob(repository: string, digest: string, signal?: AbortSignal): Promise<BlobStream> {
     const controller = new AbortController();
     const combined = signal ? AbortSignal.any([signal, controller.signal]) : controller.signal;
-    const response = await this.request(repository, `/v2/${repository}/blobs/${digest}`, {}, combined);
+    const answer = await this.request(repository, `/v2/${repository}/blobs/${digest}`, {}, combined);
+    const { response } = answer;
     if (response.status === 404) {
-      await response.body?.cancel().catch(() => undefined);
+      await discard(answer);
       throw new NotFoundError(`registry ${this.registry} has no blob ${digest} in repository ${repository}, although the image's manifest names it`);
     }
-    if (!response.ok || !response.body) throw await this.failure(response, repository, `fetching blob ${digest}`);
+    if (!response.ok || !response.body) throw await this.failure(answer, repository, `fetching blob ${digest}`);
     const length = response.headers.get("content-length");
     return {
       ...(length !== null && /^\d+$/.test(length) ? { size: Number(length) } : {}),
@@ -171,84 +196,108 @@ export class RegistryClient {
     } finally {
       clearTimeout(timer);
       await reader.cancel().catch(() => undefined);
+      // A consumer that stops early (a blob longer than its descriptor) ends the download too.
+      controller.abort();
     }
-  }
-
-  /** One request, answering at most one authentication challenge. */
-  private async request(repository: string, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Response> {
-    const url = `${this.baseUrl}${path}`;
-    const authorization = this.authorizations.get(repository);
-    let response = await this.send(url, { ...headers, ...(authorization ? { authorization } : {}) }, signal);
-    if (response.status !== 401) return response;
-    const challenges = parseAuthChallenges(response.headers.get("www-authenticate") ?? "");
-    await response.body?.cancel().catch(() => undefined);
-    const answer = await this.answer(challenges, repository, signal);
-    if (!answer) throw this.refused(repository, this.credentials !== undefined);
-    this.authorizations.set(repository, answer);
-    response = await this.send(url, { ...headers, authorization: answer }, signal);
-    if (response.status === 401) {
-      await response.body?.cancel().catch(() => undefined);
-      throw this.refused(repository, this.credentials !== undefined);
-    }
-    return response;
   }
 
   /**
-   * One request, following redirects by hand: only to HTTPS, or to plain HTTP on loopback, and with
-   * the Authorization header only on the same origin (registries send blobs to storage elsewhere).
+   * One request, answering at most one authentication challenge: the registry's own. A 401 from a
+   * host a redirect led to (blob storage) is not answered with the registry's credentials.
    */
-  private async send(url: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Response> {
-    let target = new URL(url);
-    const origin = target.origin;
+  private async request(repository: string, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Answer> {
+    const url = new URL(`${this.baseUrl}${path}`);
+    const authorization = this.authorizations.get(repository);
+    let answer = await this.send(url, { ...headers, ...(authorization ? { authorization } : {}) }, signal);
+    if (answer.response.status !== 401) return answer;
+    await discard(answer);
+    if (answer.url.origin !== url.origin) throw this.challengedElsewhere(answer.url, url);
+    const challenges = parseAuthChallenges(answer.response.headers.get("www-authenticate") ?? "");
+    const value = await this.answer(challenges, repository, signal);
+    if (!value) throw this.refused(repository, this.credentials !== undefined);
+    this.authorizations.set(repository, value);
+    answer = await this.send(url, { ...headers, authorization: value }, signal);
+    if (answer.response.status === 401) {
+      await discard(answer);
+      if (answer.url.origin !== url.origin) throw this.challengedElsewhere(answer.url, url);
+      throw this.refused(repository, this.credentials !== undefined);
+    }
+    return answer;
+  }
+
+  /**
+   * One request, following redirects by hand: only where refusal() allows, and with the
+   * Authorization header only on the same origin (registries send blobs to storage elsewhere).
+   */
+  private async send(url: URL, headers: Record<string, string>, signal?: AbortSignal): Promise<Answer> {
+    let target = url;
     for (let hop = 0; ; hop++) {
-      const sameOrigin = target.origin === origin;
+      const sameOrigin = target.origin === url.origin;
       const { authorization: _authorization, ...withoutAuthorization } = headers;
-      const response = await this.sendOnce(target.toString(), sameOrigin ? headers : withoutAuthorization, signal);
-      const location = REDIRECT_STATUSES.has(response.status) ? response.headers.get("location") : null;
-      if (location === null) return response;
-      await response.body?.cancel().catch(() => undefined);
+      const answer = await this.sendOnce(target, sameOrigin ? headers : withoutAuthorization, signal);
+      const location = REDIRECT_STATUSES.has(answer.response.status) ? answer.response.headers.get("location") : null;
+      if (location === null) return answer;
+      await discard(answer);
       const next = new URL(location, target);
-      if (hop >= MAX_REDIRECTS) throw this.unreachable(new Error(`more than ${MAX_REDIRECTS} redirects from ${url}`));
-      if (next.protocol !== "https:" && !(next.protocol === "http:" && isLoopbackRegistry(next.host))) {
-        throw this.unreachable(new Error(`redirected to ${next.origin}, which is neither HTTPS nor on loopback; refusing to follow`));
-      }
+      if (hop >= MAX_REDIRECTS) throw this.unreachable(new Error(`more than ${MAX_REDIRECTS} redirects from ${url.toString()}`));
+      const refusal = this.refusal(next);
+      if (refusal) throw this.unreachable(new Error(`redirected to ${next.origin}, ${refusal}; refusing to follow`));
       target = next;
     }
   }
 
-  private async sendOnce(url: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Response> {
-    // The timeout covers the wait for the headers only; bodies are read within readBounded() or,
-    // for blobs, under their own idle guard.
-    const timeout = new AbortController();
-    const timer = setTimeout(() => timeout.abort(), this.requestTimeoutMs);
+  private async sendOnce(url: URL, headers: Record<string, string>, signal?: AbortSignal): Promise<Answer> {
+    // The timer covers the wait for the headers; the controller outlives it, so that a body read
+    // later (readBody(), or a blob under its idle guard) can still stop the download.
+    const connection = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      connection.abort();
+    }, this.requestTimeoutMs);
     try {
-      return await this.fetch(url, {
+      const response = await this.fetch(url.toString(), {
         headers: { "user-agent": USER_AGENT, ...headers },
-        signal: signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal,
+        signal: signal ? AbortSignal.any([signal, connection.signal]) : connection.signal,
         redirect: "manual",
       });
+      return { response, url, abort: () => connection.abort() };
     } catch (error) {
-      if (signal?.aborted && !timeout.signal.aborted) throw error;
-      throw this.unreachable(timeout.signal.aborted ? new Error(`no answer within ${this.requestTimeoutMs / 1000} s`) : error);
+      if (signal?.aborted && !timedOut) throw error;
+      throw this.unreachable(timedOut ? new Error(`no answer within ${this.requestTimeoutMs / 1000} s`) : error);
     } finally {
       clearTimeout(timer);
     }
   }
 
-  /** Reads a (small) body within the request timeout: a registry that stalls mid-body must not hang the pull. */
-  private async readBounded<T>(response: Response, read: (response: Response) => Promise<T>): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const stalled = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        void response.body?.cancel().catch(() => undefined);
-        reject(this.unreachable(new Error(`the answer's body did not arrive within ${this.requestTimeoutMs / 1000} s`)));
-      }, this.requestTimeoutMs);
-    });
+  /**
+   * Reads a small body into memory: at most `maxBytes` (`complete` is false when there was more)
+   * and within the request timeout. Either way the download stops there: an endless or stalling
+   * body must neither fill the agent's memory nor keep streaming after the pull gave up.
+   */
+  private async readBody(answer: Answer, maxBytes: number, signal?: AbortSignal): Promise<{ bytes: Uint8Array; complete: boolean }> {
     try {
-      return await Promise.race([read(response), stalled]);
-    } finally {
-      clearTimeout(timer);
+      return await readLimited(answer, maxBytes, this.requestTimeoutMs);
+    } catch (error) {
+      if (error instanceof BodyTimeout) throw this.unreachable(new Error(`the answer's body did not arrive within ${this.requestTimeoutMs / 1000} s`));
+      if (signal?.aborted) throw error;
+      throw this.unreachable(error);
     }
+  }
+
+  /**
+   * Why a redirect target or token realm is not contacted, or undefined when it may be. HTTPS is
+   * fine anywhere but this host; this host's loopback, and plain HTTP at all, only for a registry
+   * on loopback itself: a remote registry must not make the agent send requests to services
+   * listening on the agent's host.
+   */
+  private refusal(url: URL): string | undefined {
+    if (this.onLoopback) {
+      return url.protocol === "https:" || (url.protocol === "http:" && isLoopbackRegistry(url.host)) ? undefined : "which is neither HTTPS nor on loopback";
+    }
+    if (url.protocol !== "https:") return "which is not HTTPS";
+    if (isThisHost(url.hostname)) return `which is this host, although registry ${this.registry} is not on loopback`;
+    return undefined;
   }
 
   /** The Authorization header that answers a challenge, or undefined when there is nothing to answer with. */
@@ -267,22 +316,21 @@ export class RegistryClient {
     } catch {
       throw new UnavailableError(`registry ${this.registry} named an invalid token realm ${JSON.stringify(challenge.params.realm)}`);
     }
-    if (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopbackRegistry(url.host))) {
-      throw new UnavailableError(
-        `registry ${this.registry} asks for a token from ${url.origin}, which is neither HTTPS nor on loopback; refusing to send credentials there`,
-      );
-    }
+    const refusal = this.refusal(url);
+    if (refusal) throw new UnavailableError(`registry ${this.registry} asks for a token from ${url.origin}, ${refusal}; refusing to ask there`);
     if (challenge.params.service) url.searchParams.set("service", challenge.params.service);
     url.searchParams.set("scope", `repository:${repository}:pull`);
-    const response = await this.send(url.toString(), this.credentials ? { authorization: basicAuthorization(this.credentials) } : {}, signal);
-    if (response.status === 401 || response.status === 403) {
-      await response.body?.cancel().catch(() => undefined);
+    const answer = await this.send(url, this.credentials ? { authorization: basicAuthorization(this.credentials) } : {}, signal);
+    if (answer.response.status === 401 || answer.response.status === 403) {
+      await discard(answer);
       throw this.refused(repository, this.credentials !== undefined);
     }
-    if (!response.ok) throw await this.failure(response, repository, "getting a token");
+    if (!answer.response.ok) throw await this.failure(answer, repository, "getting a token");
+    const { bytes, complete } = await this.readBody(answer, TOKEN_ANSWER_MAX_BYTES, signal);
+    if (!complete) throw new UnavailableError(`the token service of registry ${this.registry} answered with more than ${TOKEN_ANSWER_MAX_BYTES} bytes`);
     let body: { token?: unknown; access_token?: unknown };
     try {
-      body = (await this.readBounded(response, (r) => r.json())) as typeof body;
+      body = JSON.parse(Buffer.from(bytes).toString("utf8")) as typeof body;
     } catch (error) {
       throw new UnavailableError(`the token service of registry ${this.registry} answered with something that is not JSON`, { cause: error });
     }
@@ -303,8 +351,17 @@ export class RegistryClient {
     );
   }
 
-  private async failure(response: Response, repository: string, what: string): Promise<FsbError> {
-    const detail = await errorDetail(response);
+  /** A 401 from where a redirect led: that host's challenge is not answered with this registry's credentials. */
+  private challengedElsewhere(answered: URL, asked: URL): UnavailableError {
+    return new UnavailableError(
+      `registry ${this.registry} redirected ${asked.pathname} to ${answered.origin}, which asks for credentials (HTTP 401); ` +
+        `the registry's credentials are not sent to another host: check the registry's storage configuration`,
+    );
+  }
+
+  private async failure(answer: Answer, repository: string, what: string): Promise<FsbError> {
+    const { response } = answer;
+    const detail = await errorDetail(answer);
     if (response.status === 403) {
       const user = this.credentials ? `user "${this.credentials.username}"` : "anonymous pulls";
       return new PermissionDeniedError(
@@ -343,24 +400,89 @@ function manifestMediaType(bytes: Uint8Array, contentType: string | null): strin
 }
 
 /** ` (CODE: message)` from a registry's JSON error body, or "". */
-async function errorDetail(response: Response): Promise<string> {
-  let timer: NodeJS.Timeout | undefined;
+async function errorDetail(answer: Answer): Promise<string> {
   try {
-    // Only a detail for a message: a body that does not arrive within a few seconds is skipped.
-    const stalled = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        void response.body?.cancel().catch(() => undefined);
-        reject(new Error("no body"));
-      }, ERROR_DETAIL_TIMEOUT_MS);
-    });
-    const text = (await Promise.race([response.text(), stalled])).slice(0, 4096);
-    const body = JSON.parse(text) as { errors?: { code?: string; message?: string }[] };
+    // Only a detail for a message: the start of the body, if it arrives within a few seconds.
+    const { bytes } = await readLimited(answer, ERROR_DETAIL_MAX_BYTES, ERROR_DETAIL_TIMEOUT_MS);
+    const body = JSON.parse(Buffer.from(bytes).toString("utf8")) as { errors?: { code?: string; message?: string }[] };
     const first = body.errors?.[0];
     if (first) return ` (${[first.code, first.message].filter(Boolean).join(": ")})`;
   } catch {
-    // not JSON, or no body
-  } finally {
-    clearTimeout(timer);
+    // not JSON, cut short, or no body
   }
   return "";
+}
+
+class BodyTimeout extends Error {}
+
+/**
+ * Reads at most `maxBytes` of an answer's body within `timeoutMs` (BodyTimeout otherwise), then
+ * stops its download whatever happened: the reader is cancelled and the fetch aborted.
+ */
+async function readLimited(answer: Answer, maxBytes: number, timeoutMs: number): Promise<{ bytes: Uint8Array; complete: boolean }> {
+  const body: ReadableStream<Uint8Array> | null = answer.response.body;
+  if (!body) return { bytes: new Uint8Array(0), complete: true };
+  const reader = body.getReader();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    // Ends a pending read() (as done) and the download under it.
+    answer.abort();
+    void reader.cancel().catch(() => undefined);
+  }, timeoutMs);
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  try {
+    for (;;) {
+      let result: Awaited<ReturnType<typeof reader.read>>;
+      try {
+        result = await reader.read();
+      } catch (error) {
+        throw timedOut ? new BodyTimeout() : error;
+      }
+      if (timedOut) throw new BodyTimeout();
+      if (result.done) return { bytes: concat(chunks, length), complete: true };
+      if (length + result.value.byteLength > maxBytes) {
+        chunks.push(result.value.subarray(0, maxBytes - length));
+        return { bytes: concat(chunks, maxBytes), complete: false };
+      }
+      chunks.push(result.value);
+      length += result.value.byteLength;
+    }
+  } finally {
+    clearTimeout(timer);
+    answer.abort();
+    await reader.cancel().catch(() => undefined);
+  }
+}
+
+/** The chunks in one array of its own (not a slice of Buffer's shared pool). */
+function concat(chunks: Uint8Array[], length: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return bytes;
+}
+
+/** Drops an answer whose body is not wanted (a no-op for one already read or dropped). */
+async function discard(answer: Answer): Promise<void> {
+  answer.abort();
+  const body = answer.response.body;
+  if (body && !body.locked) await body.cancel().catch(() => undefined);
+}
+
+/**
+ * True for hosts that reach this machine whatever the registry's own address: loopback (in every
+ * form the URL parser normalizes to: 127.0.0.0/8, [::1], IPv4-mapped), `localhost` and its
+ * subdomains, and the unspecified address (0.0.0.0, [::]), which connects to this host on Linux.
+ * `hostname` as URL gives it: lower case, IPv4 dotted, IPv6 bracketed and compressed.
+ */
+function isThisHost(hostname: string): boolean {
+  const host = hostname.replace(/\.$/, "");
+  if (host === "localhost" || host.endsWith(".localhost")) return true;
+  if (/^(?:127|0)\.\d+\.\d+\.\d+$/.test(host)) return true;
+  return host === "[::1]" || host === "[::]" || /^\[::ffff:(?:7f[0-9a-f]{2}|0):[0-9a-f]{1,4}\]$/.test(host);
 }
