@@ -42,6 +42,13 @@ if [ "${FSB_SKIP_APT:-}" != 1 ]; then
   fi
 fi
 
+# Debian's docker-registry package enables (and, under systemd, starts) a registry on :5000 of every
+# interface; only the tests use the binary, each starting its own on loopback: the service is turned off.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled docker-registry >/dev/null 2>&1; then
+  systemctl disable docker-registry >/dev/null 2>&1 || true
+  if [ -d /run/systemd/system ]; then systemctl stop docker-registry >/dev/null 2>&1 || true; fi
+fi
+
 # kubectl drives the Kubernetes test harness; this image's apt sources carry it as `kubectl`.
 if ! command -v kubectl >/dev/null 2>&1 && [ "${FSB_SKIP_APT:-}" != 1 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null 2>&1 \

@@ -70,10 +70,15 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
   return { client: sdk.client, sdk, namespace: found.namespace };
 }
 
-/** The embedded control plane's URL and token: --url/FSB_URL or the data dir's `url`; FSB_TOKEN or the data dir's `token`. */
+/**
+ * The embedded control plane's URL and token: --url/FSB_URL or the data dir's `url`; FSB_TOKEN or
+ * the data dir's `token` — the latter only for the data dir's own URL or one on this host's
+ * loopback: the token of this host's Fast Sandbox is not sent to another host a URL names.
+ */
 export function endpoint(options: GlobalOptions): { url: string; token: string } {
   const dataDir = resolveDataDir(options.dataDir);
-  const url = options.url ?? process.env.FSB_URL ?? readIfExists(files.url(dataDir));
+  const own = readIfExists(files.url(dataDir));
+  const url = options.url ?? process.env.FSB_URL ?? own;
   if (!url) {
     throw new ValidationError(
       "",
@@ -81,9 +86,23 @@ export function endpoint(options: GlobalOptions): { url: string; token: string }
         "for a Kubernetes cluster use kubectl fs, or pass --kubeconfig or --context",
     );
   }
-  const token = process.env.FSB_TOKEN ?? readIfExists(files.token(dataDir));
+  if (process.env.FSB_TOKEN) return { url, token: process.env.FSB_TOKEN };
+  if (url !== own && !onLoopback(url)) {
+    throw new ValidationError(
+      options.url ? "--url" : "FSB_URL",
+      `${url} is neither this data directory's Fast Sandbox (${dataDir}) nor on this host: set FSB_TOKEN to its API token (this host's token is not sent to another host)`,
+    );
+  }
+  const token = readIfExists(files.token(dataDir));
   if (!token) throw new ValidationError("", `no API token in ${files.token(dataDir)}; set FSB_TOKEN or run 'fsb up' once to create it`);
   return { url, token };
+}
+
+/** Whether the URL names this host's loopback (127.0.0.0/8, ::1, localhost); false for one that does not parse. */
+function onLoopback(url: string): boolean {
+  if (!URL.canParse(url)) return false;
+  const host = new URL(url).hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  return host === "localhost" || host.endsWith(".localhost") || host === "::1" || /^127(\.\d{1,3}){3}$/.test(host);
 }
 
 /**

@@ -132,6 +132,18 @@ describe("fsb exit codes", () => {
     assert.equal(result.stdout, "");
   });
 
+  it("sends this host's token only to its own Fast Sandbox: another host's --url (exit 2) or FSB_URL (exit 1) needs FSB_TOKEN", async () => {
+    const elsewhere = await fsb("get", "x", "--url", "http://team-box.example:7070", "--data-dir", dataDir);
+    assert.equal(elsewhere.code, 2, elsewhere.stderr);
+    assert.match(elsewhere.stderr, /^error: --url: http:\/\/team-box\.example:7070 is neither this data directory's Fast Sandbox .* set FSB_TOKEN/m);
+    const fromEnv = await fsbWith({ FSB_URL: "http://10.1.2.3:7070" }, "get", "x", "--data-dir", dataDir);
+    assert.equal(fromEnv.code, 1, fromEnv.stderr);
+    assert.match(fromEnv.stderr, /^error: FSB_URL: /m);
+    // With FSB_TOKEN it is the caller's choice (the call then fails: nothing listens there).
+    const given = await fsbWith({ FSB_TOKEN: "given-token-0123456789abcdef" }, "get", "x", "--url", "http://[::1]:1", "--data-dir", dataDir);
+    assert.equal(given.code, 1, given.stderr);
+  });
+
   it("exits 2 for 'fsb delete pool' without a name, and says how to delete a sandbox called pool", async () => {
     const result = await fsb("delete", "pool", "--url", UNREACHABLE, "--data-dir", dataDir);
     assert.equal(result.code, 2, result.stderr);

@@ -85,7 +85,8 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   const handler = withProbeRoutes(api, { notReadyReason: () => notReadyReason(options), metrics: () => metrics.exposition() });
   const server = await listenCleartext(handler, options.host, options.port);
   return {
-    url: `http://${options.host}:${server.port}`,
+    // An IPv6 address is bracketed in a URL.
+    url: `http://${options.host.includes(":") ? `[${options.host}]` : options.host}:${server.port}`,
     close: () => server.close(),
   };
 }
