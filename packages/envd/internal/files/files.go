@@ -13,7 +13,6 @@ import (
 	"mime/multipart"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -145,21 +144,11 @@ func (h *Handler) download(w http.ResponseWriter, r *http.Request) *httpError {
 	if failure != nil {
 		return failure
 	}
-	file, err := os.Open(path)
-	if err != nil {
-		return fail(statusOf(err), "%s: %v", path, err)
+	file, info, failure := openRegular(path)
+	if failure != nil {
+		return failure
 	}
 	defer file.Close()
-	info, err := file.Stat()
-	if err != nil {
-		return fail(statusOf(err), "%s: %v", path, err)
-	}
-	if info.IsDir() {
-		return fail(http.StatusBadRequest, "%s is a directory: list it with filesystem.Filesystem/ListDir", path)
-	}
-	if !info.Mode().IsRegular() {
-		return fail(http.StatusBadRequest, "%s is not a regular file (%s)", path, info.Mode().Type())
-	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	if info.Size() > 0 && acceptsGzip(r.Header.Get("Accept-Encoding")) {
 		w.Header().Set("Content-Encoding", "gzip")
@@ -176,6 +165,43 @@ func (h *Handler) download(w http.ResponseWriter, r *http.Request) *httpError {
 	}
 	// Content-Length (0 for an empty file, which E2B's JS SDK checks), ranges, If-Modified-Since.
 	http.ServeContent(w, r, "", info.ModTime(), file)
+	return nil
+}
+
+// openRegular opens a regular file for reading. Anything else is refused before it is opened:
+// opening a FIFO would wait for a writer, a device could do anything. The file is opened without
+// waiting (O_NONBLOCK, which reads of a regular file ignore) and checked again, in case it was
+// swapped in between.
+func openRegular(path string) (*os.File, os.FileInfo, *httpError) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, nil, fail(statusOf(err), "%s: %v", path, err)
+	}
+	if failure := refuseIrregular(path, info); failure != nil {
+		return nil, nil, failure
+	}
+	file, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, fail(statusOf(err), "%s: %v", path, err)
+	}
+	if info, err = file.Stat(); err != nil {
+		file.Close()
+		return nil, nil, fail(statusOf(err), "%s: %v", path, err)
+	}
+	if failure := refuseIrregular(path, info); failure != nil {
+		file.Close()
+		return nil, nil, failure
+	}
+	return file, info, nil
+}
+
+func refuseIrregular(path string, info os.FileInfo) *httpError {
+	switch {
+	case info.IsDir():
+		return fail(http.StatusBadRequest, "%s is a directory: list it with filesystem.Filesystem/ListDir", path)
+	case !info.Mode().IsRegular():
+		return fail(http.StatusBadRequest, "%s is not a regular file (%s)", path, info.Mode().Type())
+	}
 	return nil
 }
 
@@ -340,51 +366,4 @@ func (h *Handler) writeFileOnce(requested string, content io.Reader, user *users
 	}
 	seen[path] = true
 	return h.writeFile(requested, content, user)
-}
-
-// writeFile writes content to the file, creating its directories and replacing what was there,
-// owned by user.
-func (h *Handler) writeFile(requested string, content io.Reader, user *users.User) (WrittenFile, *httpError) {
-	path, failure := h.resolve(requested, user)
-	if failure != nil {
-		return WrittenFile{}, failure
-	}
-	if err := paths.EnsureDir(filepath.Dir(path), user.UID, user.GID); err != nil {
-		return WrittenFile{}, fail(statusOf(err), "making the directory of %s: %v", path, err)
-	}
-	if info, err := os.Stat(path); err == nil {
-		if info.IsDir() {
-			return WrittenFile{}, fail(http.StatusBadRequest, "%s is a directory: give the path of a file", path)
-		}
-		if !info.Mode().IsRegular() {
-			return WrittenFile{}, fail(http.StatusBadRequest, "%s is not a regular file (%s)", path, info.Mode().Type())
-		}
-	}
-	file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return WrittenFile{}, fail(statusOf(err), "opening %s: %v", path, err)
-	}
-	if h.Auth.UID == 0 {
-		if err := file.Chown(int(user.UID), int(user.GID)); err != nil {
-			file.Close()
-			return WrittenFile{}, fail(statusOf(err), "giving %s to %s: %v", path, user.Name, err)
-		}
-	}
-	_, copyErr := io.Copy(file, content)
-	closeErr := file.Close()
-	switch {
-	case copyErr != nil && (errors.Is(copyErr, errTooLarge) || isMaxBytes(copyErr)):
-		return WrittenFile{}, &httpError{status: http.StatusRequestEntityTooLarge, err: copyErr}
-	case copyErr != nil && statusOf(copyErr) == http.StatusInsufficientStorage:
-		return WrittenFile{}, fail(http.StatusInsufficientStorage, "writing %s: the sandbox's disk is full: %v", path, copyErr)
-	case copyErr != nil:
-		var pathError *os.PathError
-		if errors.As(copyErr, &pathError) {
-			return WrittenFile{}, fail(statusOf(copyErr), "writing %s: %v", path, copyErr)
-		}
-		return WrittenFile{}, fail(http.StatusBadRequest, "reading the upload for %s: %v", path, copyErr)
-	case closeErr != nil:
-		return WrittenFile{}, fail(statusOf(closeErr), "writing %s: %v", path, closeErr)
-	}
-	return WrittenFile{Name: filepath.Base(path), Type: "file", Path: path}, nil
 }

@@ -144,21 +144,24 @@ func (s *Service) ListDir(_ context.Context, request *connect.Request[rpc.ListDi
 	}
 	response := &rpc.ListDirResponse{}
 	names := s.names()
-	if err := s.list(path, depth, names, &response.Entries); err != nil {
+	// The directory is read where it really is, so that the guard sees what each entry is, however
+	// the path reached it (/proc/self/root, a symlink to an ancestor); entries keep the path as asked.
+	if err := s.list(paths.Real(path), path, depth, names, &response.Entries); err != nil {
 		return nil, rpcError(err, "list %s", path)
 	}
 	return connect.NewResponse(response), nil
 }
 
-func (s *Service) list(dir string, depth uint32, names *users.Names, entries *[]*rpc.EntryInfo) error {
+// list appends the entries of dir (resolved: no symlink on its way) to entries, named below asked.
+func (s *Service) list(dir, asked string, depth uint32, names *users.Names, entries *[]*rpc.EntryInfo) error {
 	children, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
 	sort.Slice(children, func(i, j int) bool { return children[i].Name() < children[j].Name() })
 	for _, child := range children {
-		path := filepath.Join(dir, child.Name())
-		if s.Guard.Hidden(path) {
+		resolved, path := filepath.Join(dir, child.Name()), filepath.Join(asked, child.Name())
+		if s.Guard.Hidden(resolved) {
 			continue
 		}
 		info, err := child.Info()
@@ -166,8 +169,9 @@ func (s *Service) list(dir string, depth uint32, names *users.Names, entries *[]
 			continue // removed meanwhile
 		}
 		*entries = append(*entries, describeInfo(path, info, names))
+		// A symlink is listed, not followed (info is the link's own): what is below stays resolved.
 		if depth > 1 && info.IsDir() {
-			if err := s.list(path, depth-1, names, entries); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, os.ErrPermission) {
+			if err := s.list(resolved, path, depth-1, names, entries); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, os.ErrPermission) {
 				return err
 			}
 		}
@@ -190,7 +194,8 @@ func (s *Service) Remove(_ context.Context, request *connect.Request[rpc.RemoveR
 	return connect.NewResponse(&rpc.RemoveResponse{}), nil
 }
 
-// copyTree copies a file, symlink or directory tree, keeping modes and (as root) owners.
+// copyTree copies a file, symlink or directory tree, keeping modes and (as root) owners. FIFOs,
+// sockets and devices are made anew, as mv does across file systems: their content is no file's.
 func copyTree(source, destination string) error {
 	info, err := os.Lstat(source)
 	if err != nil {
@@ -218,8 +223,12 @@ func copyTree(source, destination string) error {
 				return err
 			}
 		}
-	default:
+	case info.Mode().IsRegular():
 		if err := copyFile(source, destination, info.Mode().Perm()); err != nil {
+			return err
+		}
+	default:
+		if err := makeSpecial(destination, info); err != nil {
 			return err
 		}
 	}
@@ -229,12 +238,31 @@ func copyTree(source, destination string) error {
 	return nil
 }
 
+// makeSpecial makes a FIFO, socket or device node like the one info describes.
+func makeSpecial(destination string, info os.FileInfo) error {
+	stat, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("%s: cannot copy a %s", destination, info.Mode().Type())
+	}
+	if err := syscall.Mknod(destination, stat.Mode, int(stat.Rdev)); err != nil {
+		return &os.PathError{Op: "mknod", Path: destination, Err: err}
+	}
+	return nil
+}
+
+// copyFile copies a regular file. It is opened without waiting (O_NONBLOCK): something swapped in
+// for it since it was looked at (a FIFO, whose open would wait for a writer) is refused.
 func copyFile(source, destination string, mode os.FileMode) error {
-	in, err := os.Open(source)
+	in, err := os.OpenFile(source, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
+	if info, err := in.Stat(); err != nil {
+		return err
+	} else if !info.Mode().IsRegular() {
+		return fmt.Errorf("%s changed into a %s while it was copied: %w", source, info.Mode().Type(), syscall.EINVAL)
+	}
 	out, err := os.OpenFile(destination, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		return err

@@ -24,7 +24,11 @@ import (
 // watch follows one directory (and, recursive, every directory below it, new ones included) and
 // hands each change to sink as events named relative to the directory.
 type watch struct {
+	// root is the directory as asked (entries are described below it); resolved is where it
+	// really is, what is watched and what the guard checks, however root reached it
+	// (/proc/self/root, a symlink to an ancestor of the daemon's own directory).
 	root         string
+	resolved     string
 	recursive    bool
 	includeEntry bool
 	guard        paths.Guard
@@ -58,8 +62,8 @@ func startWatch(root string, recursive, includeEntry bool, guard paths.Guard, di
 	if err != nil {
 		return nil, rpcError(err, "watch %s", root)
 	}
-	w := &watch{root: root, recursive: recursive, includeEntry: includeEntry, guard: guard, directory: directory, notify: notify, sink: sink, stopped: make(chan struct{})}
-	if err := w.add(root); err != nil {
+	w := &watch{root: root, resolved: paths.Real(root), recursive: recursive, includeEntry: includeEntry, guard: guard, directory: directory, notify: notify, sink: sink, stopped: make(chan struct{})}
+	if err := w.add(w.resolved); err != nil {
 		notify.Close()
 		return nil, rpcError(err, "watch %s", root)
 	}
@@ -114,7 +118,7 @@ func (w *watch) handle(event fsnotify.Event) {
 	if w.guard.Hidden(event.Name) {
 		return
 	}
-	name, err := filepath.Rel(w.root, event.Name)
+	name, err := filepath.Rel(w.resolved, event.Name)
 	if err != nil {
 		name = event.Name
 	}
@@ -125,7 +129,7 @@ func (w *watch) handle(event fsnotify.Event) {
 	}
 	var entry *rpc.EntryInfo
 	if w.includeEntry {
-		entry, _ = Describe(event.Name, w.directory.Names())
+		entry, _ = Describe(filepath.Join(w.root, name), w.directory.Names())
 	}
 	for _, operation := range operations {
 		if event.Has(operation.op) {
@@ -146,6 +150,7 @@ func (s *Service) WatchDir(ctx context.Context, request *connect.Request[rpc.Wat
 	if err != nil {
 		return err
 	}
+	interval := streams.KeepaliveInterval(request.Header())
 	events := make(chan *rpc.FilesystemEvent, 256)
 	done := make(chan struct{})
 	defer close(done)
@@ -159,10 +164,13 @@ func (s *Service) WatchDir(ctx context.Context, request *connect.Request[rpc.Wat
 		return err
 	}
 	defer w.stop()
-	if err := stream.Send(&rpc.WatchDirResponse{Event: &rpc.WatchDirResponse_Start{Start: &rpc.WatchDirResponse_StartEvent{}}}); err != nil {
+	// A client that does not take an event within the send timeout ends its stream.
+	send := func(response *rpc.WatchDirResponse) error {
+		return streams.Send(ctx, func() error { return stream.Send(response) })
+	}
+	if err := send(&rpc.WatchDirResponse{Event: &rpc.WatchDirResponse_Start{Start: &rpc.WatchDirResponse_StartEvent{}}}); err != nil {
 		return err
 	}
-	interval := streams.KeepaliveInterval(request.Header())
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
@@ -170,12 +178,12 @@ func (s *Service) WatchDir(ctx context.Context, request *connect.Request[rpc.Wat
 		case <-ctx.Done():
 			return ctx.Err() // connect turns it into canceled or deadline_exceeded
 		case event := <-events:
-			if err := stream.Send(&rpc.WatchDirResponse{Event: &rpc.WatchDirResponse_Filesystem{Filesystem: event}}); err != nil {
+			if err := send(&rpc.WatchDirResponse{Event: &rpc.WatchDirResponse_Filesystem{Filesystem: event}}); err != nil {
 				return err
 			}
 			ticker.Reset(interval)
 		case <-ticker.C:
-			if err := stream.Send(&rpc.WatchDirResponse{Event: &rpc.WatchDirResponse_Keepalive{Keepalive: &rpc.WatchDirResponse_KeepAlive{}}}); err != nil {
+			if err := send(&rpc.WatchDirResponse{Event: &rpc.WatchDirResponse_Keepalive{Keepalive: &rpc.WatchDirResponse_KeepAlive{}}}); err != nil {
 				return err
 			}
 		}

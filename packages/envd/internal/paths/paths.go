@@ -87,8 +87,16 @@ func (g Guard) Check(path string) error {
 	return nil
 }
 
-// Hidden tells listings and watches to leave out an entry: it is protected itself.
+// UploadStagingPrefix begins the name of the file an upload waits in (beside the file it will
+// replace) until it has all arrived.
+const UploadStagingPrefix = ".fsb-upload-"
+
+// Hidden tells listings and watches to leave out an entry: it is protected itself, or an upload's
+// staging file.
 func (g Guard) Hidden(path string) bool {
+	if strings.HasPrefix(filepath.Base(path), UploadStagingPrefix) {
+		return true
+	}
 	for _, dir := range g.protected {
 		if within(path, dir) {
 			return true

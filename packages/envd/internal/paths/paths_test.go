@@ -69,3 +69,19 @@ func TestRealFollowsSymlinksTheWayTheKernelDoes(t *testing.T) {
 		}
 	}
 }
+
+func TestHiddenLeavesOutTheProtectedDirectoryAndUploadsInProgress(t *testing.T) {
+	guard := NewGuard("/.fast-sandbox")
+	for path, want := range map[string]bool{
+		"/.fast-sandbox":                            true,
+		"/.fast-sandbox/run/envd.pid":               true,
+		"/home/user/" + UploadStagingPrefix + "123": true,
+		"/.fast-sandbox-not":                        false,
+		"/home/user/notes.txt":                      false,
+		"/home/user/.fsb-uploads":                   false,
+	} {
+		if got := guard.Hidden(path); got != want {
+			t.Errorf("Hidden(%s) = %v, want %v", path, got, want)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -64,9 +65,12 @@ type Process struct {
 	// terminal is the PTY's controlling side; nil without a PTY.
 	terminal *os.File
 
-	inputMu     sync.Mutex
+	// writeMu keeps one input write at a time, in order. Closing stdin does not take it: a write
+	// blocked on a process that does not read must not hold the close (or the end) back, and
+	// closing the pipe is what ends such a write (with os.ErrClosed).
+	writeMu     sync.Mutex
 	stdin       io.WriteCloser
-	stdinClosed bool
+	stdinClosed atomic.Bool
 
 	// emitMu orders events: data events one at a time, the end event after all of them.
 	emitMu sync.Mutex
@@ -90,8 +94,9 @@ func New(spec Spec) *Process {
 	return &Process{spec: spec, subscribers: map[*Subscription]struct{}{}, done: make(chan struct{})}
 }
 
-// Start starts the process; onEnd runs once its end event was sent.
-func (p *Process) Start(onEnd func(*Process)) error {
+// Start starts the process. onStarted runs once it runs (it has its pid), before anything can
+// end it; onEnd runs once its end event was sent.
+func (p *Process) Start(onStarted, onEnd func(*Process)) error {
 	cmd := &exec.Cmd{Path: p.spec.Path, Args: p.spec.Args, Env: p.spec.Env, Dir: p.spec.Dir}
 	attributes := &syscall.SysProcAttr{Setsid: true, Credential: p.spec.Credential}
 	var outputs []*os.File
@@ -139,6 +144,9 @@ func (p *Process) Start(onEnd func(*Process)) error {
 	}
 	p.cmd = cmd
 	p.pid = uint32(cmd.Process.Pid)
+	if onStarted != nil {
+		onStarted(p)
+	}
 
 	var reading sync.WaitGroup
 	for index, output := range outputs {
@@ -170,7 +178,7 @@ func (p *Process) Start(onEnd func(*Process)) error {
 			p.emitMu.Unlock()
 		}
 		closeAll(outputs...)
-		p.closeInput()
+		_ = p.CloseStdin() // and a write still waiting for the process to read fails
 		p.finish(endEvent(cmd.ProcessState, waitErr))
 		if onEnd != nil {
 			onEnd(p)
@@ -236,7 +244,8 @@ func endEvent(state *os.ProcessState, waitErr error) *rpc.ProcessEvent_EndEvent 
 }
 
 // emit sends an event to every subscriber, waiting for slow ones (the output is not dropped)
-// unless they leave.
+// unless they leave — as the stream of a client that stopped reading does once a message of it
+// has waited out the send timeout (streams.Send).
 func (p *Process) emit(event *rpc.ProcessEvent) {
 	p.emitMu.Lock()
 	defer p.emitMu.Unlock()
@@ -330,15 +339,18 @@ func (p *Process) WriteStdin(data []byte) error {
 	if p.terminal != nil {
 		return ErrHasPty
 	}
-	p.inputMu.Lock()
-	defer p.inputMu.Unlock()
-	switch {
-	case p.stdinClosed:
-		return ErrStdinClosed
-	case p.stdin == nil:
+	if p.stdin == nil {
 		return ErrStdinNotOpen
 	}
+	p.writeMu.Lock()
+	defer p.writeMu.Unlock()
+	if p.stdinClosed.Load() {
+		return ErrStdinClosed
+	}
 	_, err := p.stdin.Write(data)
+	if err != nil && errors.Is(err, os.ErrClosed) {
+		return ErrStdinClosed // closed while the write waited for the process to read
+	}
 	return err
 }
 
@@ -347,24 +359,22 @@ func (p *Process) WritePty(data []byte) error {
 	if p.terminal == nil {
 		return ErrNoPty
 	}
-	p.inputMu.Lock()
-	defer p.inputMu.Unlock()
+	p.writeMu.Lock()
+	defer p.writeMu.Unlock()
 	_, err := p.terminal.Write(data)
 	return err
 }
 
-// CloseStdin closes the stdin pipe: the process reads end of file.
+// CloseStdin closes the stdin pipe: the process reads end of file, and a write still waiting
+// for the process to read fails.
 func (p *Process) CloseStdin() error {
 	if p.terminal != nil {
 		return ErrHasPty
 	}
-	p.inputMu.Lock()
-	defer p.inputMu.Unlock()
 	// Started without stdin, or closed already: nothing to close, and no error (as E2B's envd answers).
-	if p.stdin == nil || p.stdinClosed {
+	if p.stdin == nil || p.stdinClosed.Swap(true) {
 		return nil
 	}
-	p.stdinClosed = true
 	return p.stdin.Close()
 }
 
@@ -374,15 +384,6 @@ func (p *Process) Resize(size *rpc.PTY_Size) error {
 		return ErrNoPty
 	}
 	return pty.Setsize(p.terminal, &pty.Winsize{Rows: uint16(size.Rows), Cols: uint16(size.Cols)})
-}
-
-func (p *Process) closeInput() {
-	p.inputMu.Lock()
-	defer p.inputMu.Unlock()
-	if p.stdin != nil && !p.stdinClosed {
-		p.stdinClosed = true
-		_ = p.stdin.Close()
-	}
 }
 
 func closeAll(files ...*os.File) {

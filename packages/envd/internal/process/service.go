@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"strconv"
 	"syscall"
@@ -41,13 +40,15 @@ func (s *Service) Start(ctx context.Context, request *connect.Request[rpc.StartR
 	if err != nil {
 		return err
 	}
+	// Everything read from the request is read before the process starts.
+	keepalive := streams.KeepaliveInterval(request.Header())
 	process := New(spec)
 	subscription := process.Subscribe()
 	defer process.Unsubscribe(subscription)
-	if err := process.Start(s.Processes.remove); err != nil {
+	// Registered as soon as it runs, before its end could unregister it.
+	if err := process.Start(s.Processes.add, s.Processes.remove); err != nil {
 		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("cannot start %s: %w", spec.Path, err))
 	}
-	s.Processes.add(process)
 	if milliseconds, err := strconv.ParseInt(request.Header().Get(timeoutHeader), 10, 64); err == nil && milliseconds > 0 {
 		timer := time.AfterFunc(time.Duration(milliseconds)*time.Millisecond, func() { _ = process.Signal(syscall.SIGKILL) })
 		go func() {
@@ -55,11 +56,7 @@ func (s *Service) Start(ctx context.Context, request *connect.Request[rpc.StartR
 			timer.Stop()
 		}()
 	}
-	start := &rpc.ProcessEvent{Event: &rpc.ProcessEvent_Start{Start: &rpc.ProcessEvent_StartEvent{Pid: process.PID()}}}
-	if err := stream.Send(&rpc.StartResponse{Event: start}); err != nil {
-		return err
-	}
-	return relay(ctx, subscription, request.Header(), func(event *rpc.ProcessEvent) error {
+	return relay(ctx, process, subscription, keepalive, func(event *rpc.ProcessEvent) error {
 		return stream.Send(&rpc.StartResponse{Event: event})
 	})
 }
@@ -117,9 +114,17 @@ func (s *Service) spec(request *connect.Request[rpc.StartRequest]) (Spec, error)
 	}, nil
 }
 
-// relay streams a subscription's events until the end event, with keepalives in between.
-func relay(ctx context.Context, subscription *Subscription, header http.Header, send func(*rpc.ProcessEvent) error) error {
-	interval := streams.KeepaliveInterval(header)
+// relay streams the start event, then a subscription's events until the end event, with
+// keepalives in between. A client that does not take an event within the send timeout
+// (streams.Send) ends its stream: the process, and its other clients, do not wait for it.
+func relay(ctx context.Context, process *Process, subscription *Subscription, interval time.Duration, send func(*rpc.ProcessEvent) error) error {
+	sendWithin := func(event *rpc.ProcessEvent) error {
+		return streams.Send(ctx, func() error { return send(event) })
+	}
+	start := &rpc.ProcessEvent{Event: &rpc.ProcessEvent_Start{Start: &rpc.ProcessEvent_StartEvent{Pid: process.PID()}}}
+	if err := sendWithin(start); err != nil {
+		return err
+	}
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	keepalive := &rpc.ProcessEvent{Event: &rpc.ProcessEvent_Keepalive{Keepalive: &rpc.ProcessEvent_KeepAlive{}}}
@@ -128,7 +133,7 @@ func relay(ctx context.Context, subscription *Subscription, header http.Header, 
 		case <-ctx.Done():
 			return ctx.Err() // connect turns it into canceled or deadline_exceeded
 		case event := <-subscription.Events:
-			if err := send(event); err != nil {
+			if err := sendWithin(event); err != nil {
 				return err
 			}
 			if event.GetEnd() != nil {
@@ -136,7 +141,7 @@ func relay(ctx context.Context, subscription *Subscription, header http.Header, 
 			}
 			ticker.Reset(interval)
 		case <-ticker.C:
-			if err := send(keepalive); err != nil {
+			if err := sendWithin(keepalive); err != nil {
 				return err
 			}
 		}
@@ -150,11 +155,7 @@ func (s *Service) Connect(ctx context.Context, request *connect.Request[rpc.Conn
 	}
 	subscription := process.Subscribe()
 	defer process.Unsubscribe(subscription)
-	start := &rpc.ProcessEvent{Event: &rpc.ProcessEvent_Start{Start: &rpc.ProcessEvent_StartEvent{Pid: process.PID()}}}
-	if err := stream.Send(&rpc.ConnectResponse{Event: start}); err != nil {
-		return err
-	}
-	return relay(ctx, subscription, request.Header(), func(event *rpc.ProcessEvent) error {
+	return relay(ctx, process, subscription, streams.KeepaliveInterval(request.Header()), func(event *rpc.ProcessEvent) error {
 		return stream.Send(&rpc.ConnectResponse{Event: event})
 	})
 }

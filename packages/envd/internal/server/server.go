@@ -27,6 +27,7 @@ import (
 	"fast-sandbox.io/envd/internal/paths"
 	"fast-sandbox.io/envd/internal/process"
 	"fast-sandbox.io/envd/internal/state"
+	"fast-sandbox.io/envd/internal/streams"
 	"fast-sandbox.io/envd/internal/users"
 )
 
@@ -55,6 +56,9 @@ type Options struct {
 	ServeInsideCallers bool
 	// Interfaces lists this network namespace's addresses. @default net.InterfaceAddrs
 	Interfaces func() ([]net.Addr, error)
+	// StreamSendTimeout is how long a server stream's message (process output, a watch event) waits
+	// for a client that stopped reading before its stream ends. @default streams.DefaultSendTimeout (15 s)
+	StreamSendTimeout time.Duration
 }
 
 // Daemon is the daemon's HTTP handler and what it holds.
@@ -87,8 +91,8 @@ func New(options Options) *Daemon {
 	mux := http.NewServeMux()
 	processPrefix, processHandler := processconnect.NewProcessHandler(&process.Service{Processes: processes, Auth: authenticator, State: st, SandboxEnv: sandboxEnv}, interceptors, limits)
 	filesystemPrefix, filesystemHandler := filesystemconnect.NewFilesystemHandler(&filesystem.Service{Auth: authenticator, State: st, Guard: guard, Watchers: filesystem.NewWatchers()}, interceptors, limits)
-	mux.Handle(processPrefix, processHandler)
-	mux.Handle(filesystemPrefix, filesystemHandler)
+	mux.Handle(processPrefix, streams.WithSendTimeout(processHandler, options.StreamSendTimeout))
+	mux.Handle(filesystemPrefix, streams.WithSendTimeout(filesystemHandler, options.StreamSendTimeout))
 	mux.Handle("/files", &files.Handler{Auth: authenticator, State: st, Guard: guard, MaxUploadBytes: options.MaxUploadBytes})
 	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Fsb-Envd-Version", envd.Version)

@@ -1,0 +1,163 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	rpc "fast-sandbox.io/envd/gen/process"
+	"fast-sandbox.io/envd/gen/process/processconnect"
+	"fast-sandbox.io/envd/internal/server"
+)
+
+func TestAClientThatStopsReadingHoldsBackNeitherTheProcessNorOtherViewers(t *testing.T) {
+	var h2c http.Protocols
+	h2c.SetUnencryptedHTTP2(true)
+	for protocol, client := range map[string]*http.Client{"HTTP/1.1": http.DefaultClient, "h2c": {Transport: &http.Transport{Protocols: &h2c}}} {
+		t.Run(protocol, func(t *testing.T) { testAClientThatStopsReading(t, client) })
+	}
+}
+
+func testAClientThatStopsReading(t *testing.T, client *http.Client) {
+	s := start(t, server.Options{StreamSendTimeout: 500 * time.Millisecond})
+	// Far more output than the socket buffers and the subscription hold, then a last word.
+	request := shell("head -c 32000000 /dev/zero; echo finished >&2")
+	request.Tag = ptr("stalled")
+	// Without compression: zeros would otherwise shrink to nothing and never fill a buffer.
+	uncompressed := processconnect.NewProcessClient(client, s.url, connect.WithProtoJSON(), connect.WithAcceptCompression("gzip", nil, nil))
+	stalledCtx, stopStalled := context.WithCancel(context.Background())
+	defer stopStalled()
+	stalled, err := uncompressed.Start(stalledCtx, connect.NewRequest(request))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	if !stalled.Receive() { // the start event, then it never reads again
+		t.Fatal(stalled.Err())
+	}
+	viewerCtx, stopViewer := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stopViewer()
+	viewer, err := s.process.Connect(viewerCtx, connect.NewRequest(&rpc.ConnectRequest{Process: &rpc.ProcessSelector{Selector: &rpc.ProcessSelector_Tag{Tag: "stalled"}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer viewer.Close()
+	began := time.Now()
+	var stderr string
+	var end *rpc.ProcessEvent_EndEvent
+	for viewer.Receive() {
+		stderr += string(viewer.Msg().GetEvent().GetData().GetStderr())
+		end = viewer.Msg().GetEvent().GetEnd()
+	}
+	if end == nil || stderr != "finished\n" {
+		t.Fatalf("the other viewer got stderr %q, end %v (%v): the client that stopped reading held the process back", stderr, end, viewer.Err())
+	}
+	if elapsed := time.Since(began); elapsed > 8*time.Second {
+		t.Fatalf("the process took %v: the client that stopped reading held it back", elapsed)
+	}
+}
+
+// startWithUnreadStdin starts a shell that ends after lifetime while its background child holds
+// stdin (and the output pipes) open for 6 s and never reads, then sends it more input than a pipe
+// holds: the SendInput blocks. It returns the stream, the selector and the SendInput's outcome.
+func startWithUnreadStdin(t *testing.T, s *sandbox, lifetime string) (*connect.ServerStreamForClient[rpc.StartResponse], *rpc.ProcessSelector, <-chan error) {
+	t.Helper()
+	// bash: dash gives an asynchronous command /dev/null as stdin whatever it asks.
+	request := &rpc.StartRequest{Process: &rpc.ProcessConfig{Cmd: "/bin/bash", Args: []string{"-c", "sleep 6 0<&0 & sleep " + lifetime}}, Stdin: ptr(true)}
+	stream, err := s.process.Start(context.Background(), connect.NewRequest(request))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stream.Close() })
+	if !stream.Receive() {
+		t.Fatal(stream.Err())
+	}
+	selector := &rpc.ProcessSelector{Selector: &rpc.ProcessSelector_Pid{Pid: stream.Msg().GetEvent().GetStart().GetPid()}}
+	sent := make(chan error, 1)
+	go func() {
+		_, err := s.process.SendInput(context.Background(), connect.NewRequest(&rpc.SendInputRequest{Process: selector, Input: &rpc.ProcessInput{Input: &rpc.ProcessInput_Stdin{Stdin: bytes.Repeat([]byte("x"), 256<<10)}}}))
+		sent <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the write fills the pipe and waits
+	return stream, selector, sent
+}
+
+func receiveTheEnd(stream *connect.ServerStreamForClient[rpc.StartResponse]) {
+	for stream.Receive() {
+		if stream.Msg().GetEvent().GetEnd() != nil {
+			return
+		}
+	}
+}
+
+func TestCloseStdinDoesNotWaitForABlockedStdinWrite(t *testing.T) {
+	s := start(t, server.Options{})
+	stream, selector, sent := startWithUnreadStdin(t, s, "1")
+	closeCtx, cancelClose := context.WithTimeout(context.Background(), time.Second)
+	defer cancelClose()
+	if _, err := s.process.CloseStdin(closeCtx, connect.NewRequest(&rpc.CloseStdinRequest{Process: selector})); err != nil {
+		t.Fatalf("close stdin during a blocked write: %v", err)
+	}
+	select {
+	case err := <-sent:
+		if codeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "stdin was closed") {
+			t.Fatalf("the blocked SendInput: %v, want failed_precondition: stdin was closed", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("closing stdin did not end the blocked SendInput")
+	}
+	receiveTheEnd(stream)
+}
+
+func TestABlockedStdinWriteDoesNotHoldBackTheEnd(t *testing.T) {
+	s := start(t, server.Options{})
+	began := time.Now()
+	stream, _, sent := startWithUnreadStdin(t, s, "1")
+	receiveTheEnd(stream)
+	if elapsed := time.Since(began); elapsed > 3*time.Second {
+		t.Fatalf("the end came after %v, when the background child let go of stdin: the blocked write held it back", elapsed)
+	}
+	if err := <-sent; codeOf(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("the blocked SendInput: %v, want failed_precondition", err)
+	}
+}
+
+func TestAHugeKeepaliveIntervalIsCappedNotACrash(t *testing.T) {
+	s := start(t, server.Options{})
+	request := connect.NewRequest(shell("echo hi"))
+	request.Header().Set("Keepalive-Ping-Interval", "10000000000")
+	if got := run(t, s, request, nil); got.stdout != "hi\n" || got.end.GetExitCode() != 0 {
+		t.Fatalf("stdout %q end %v", got.stdout, got.end)
+	}
+}
+
+// A process that ends at once is gone from List once its end was sent, however soon that is.
+func TestProcessesThatEndedAreNotListed(t *testing.T) {
+	s := start(t, server.Options{})
+	for range 300 {
+		stream, err := s.process.Start(context.Background(), connect.NewRequest(&rpc.StartRequest{Process: &rpc.ProcessConfig{Cmd: "/bin/true"}, Stdin: ptr(false)}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for stream.Receive() {
+		}
+		stream.Close()
+	}
+	// The end event is sent before the process is forgotten: give the last one a moment.
+	var listed []*rpc.ProcessInfo
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		response, err := s.process.List(context.Background(), connect.NewRequest(&rpc.ListRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if listed = response.Msg.GetProcesses(); len(listed) == 0 {
+			return
+		}
+	}
+	t.Fatalf("%d processes that ended are listed: %v", len(listed), listed)
+}
