@@ -339,6 +339,8 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
       logger.warn({ identity: options.identity }, "stopped leading");
       leaderWork = leaderWork.then(stopLeading).catch((error: unknown) => logger.error({ err: error }, "could not stop the reconcilers"));
       options.onStoppedLeading?.();
+      // The elector gives the lease up only after this: no successor reconciles beside our reconcilers.
+      return leaderWork;
     },
   });
   return {
@@ -348,14 +350,16 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     manager,
     isLeader: leading,
     async close() {
+      // First out of the election (a replica that lost it campaigns no more): the reconcilers stop,
+      // then the lease is released, so a successor takes over while this replica closes the rest.
+      await elector.stop();
+      await leaderWork;
       await server.close();
       await e2bServer?.close();
       directory?.stop();
       checkpoints.close();
       await apiKeys?.close();
       await manager.drain();
-      await elector.stop();
-      await leaderWork;
       connections.stop();
       onboarding.stop();
       await allocations.stop();

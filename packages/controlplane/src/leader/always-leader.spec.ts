@@ -8,7 +8,7 @@ describe("AlwaysLeader", () => {
     const events: string[] = [];
     let signal: AbortSignal | undefined;
     assert.equal(elector.isLeader(), false);
-    elector.run({ onStartedLeading: (s) => ((signal = s), events.push("started")), onStoppedLeading: () => events.push("stopped") });
+    elector.run({ onStartedLeading: (s) => ((signal = s), events.push("started")), onStoppedLeading: () => void events.push("stopped") });
     assert.equal(elector.isLeader(), true);
     await elector.stop();
     await elector.stop();

@@ -24,12 +24,11 @@ export class AlwaysLeader implements LeaderElector {
     return this.#leadership !== undefined && !this.#leadership.signal.aborted;
   }
 
-  stop(): Promise<void> {
+  async stop(): Promise<void> {
     this.#stopped = true;
     if (this.isLeader()) {
       this.#leadership?.abort();
-      this.#callbacks?.onStoppedLeading();
+      await this.#callbacks?.onStoppedLeading();
     }
-    return Promise.resolve();
   }
 }

@@ -11,8 +11,12 @@ export interface LeadershipCallbacks {
    * lease, could not renew it in time, or `stop()`): work started here must end then.
    */
   onStartedLeading(signal: AbortSignal): void;
-  /** Called once after each `onStartedLeading`, when leadership ends (after `signal` aborted). */
-  onStoppedLeading(): void;
+  /**
+   * Called once after each `onStartedLeading`, when leadership ends (after `signal` aborted). What
+   * it returns is waited for before `stop()` gives the lease up: the leader's work must be over
+   * before a successor can take over.
+   */
+  onStoppedLeading(): void | Promise<void>;
 }
 
 export interface LeaderElector {
@@ -25,6 +29,6 @@ export interface LeaderElector {
   run(callbacks: LeadershipCallbacks): void;
   /** True while this replica leads: between `onStartedLeading` and the abort of its signal. */
   isLeader(): boolean;
-  /** Stops campaigning, steps down (callbacks first) and gives the leadership up so a successor takes over at once. */
+  /** Stops campaigning, steps down (its callback's work over first) and gives the leadership up so a successor takes over at once. */
   stop(): Promise<void>;
 }

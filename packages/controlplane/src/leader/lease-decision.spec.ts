@@ -24,6 +24,16 @@ describe("decideLease", () => {
     assert.deepEqual(decideLease(held, { ...me, now: at(24.999) }), { action: "wait", holderIdentity: "replica-b", expiresAt: at(25) });
   });
 
+  it("judges another holder's lease from when it was first seen as it is, on the candidate's own clock (not the holder's renewTime)", () => {
+    // The holder's clock runs 30 s behind: its renewTime is long past on ours, yet it renewed just now.
+    const held = { holderIdentity: "replica-b", leaseDurationSeconds: 15, acquireTime: t0, renewTime: t0 };
+    assert.deepEqual(decideLease(held, { ...me, now: at(30), observedAt: at(29) }), { action: "wait", holderIdentity: "replica-b", expiresAt: at(44) });
+    assert.equal(decideLease(held, { ...me, now: at(44), observedAt: at(29) }).action, "acquire");
+    // Its clock running ahead does not make it last longer either.
+    const ahead = { ...held, renewTime: at(600) };
+    assert.equal(decideLease(ahead, { ...me, now: at(45), observedAt: at(30) }).action, "acquire");
+  });
+
   it("takes an expired lease and counts the transition", () => {
     const held = { holderIdentity: "replica-b", leaseDurationSeconds: 15, acquireTime: t0, renewTime: at(10), leaseTransitions: 2 };
     assert.deepEqual(decideLease(held, { ...me, now: at(25) }), {

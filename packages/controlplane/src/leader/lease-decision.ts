@@ -29,6 +29,12 @@ export interface LeaseCandidate {
   /** The candidate's clock (the Clock port). */
   now: Date;
   leaseDurationSeconds: number;
+  /**
+   * When this candidate first read the lease as it is now (its resourceVersion), on its own clock:
+   * another holder's lease expires leaseDurationSeconds after that, as client-go judges it, so
+   * the replicas' clocks need not agree. Absent: from the holder's renewTime (the clocks must agree).
+   */
+  observedAt?: Date;
 }
 
 /** When the lease runs out unless renewed: its last renewal (or acquisition) plus its duration. */
@@ -46,7 +52,10 @@ export function decideLease(current: LeaseSpecRecord | undefined, candidate: Lea
   if (current.holderIdentity === identity) {
     return { action: "renew", spec: { ...current, leaseDurationSeconds, acquireTime: current.acquireTime ?? now, renewTime: now } };
   }
-  const expiresAt = leaseExpiresAt(current);
+  const expiresAt =
+    candidate.observedAt && current.leaseDurationSeconds !== undefined
+      ? new Date(candidate.observedAt.getTime() + current.leaseDurationSeconds * 1000)
+      : leaseExpiresAt(current);
   // A holder without a renewal time or duration cannot be judged; a lease that cannot expire would
   // block the election forever, so it counts as expired.
   if (current.holderIdentity && expiresAt && now.getTime() < expiresAt.getTime()) {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { setImmediate as settle } from "node:timers/promises";
 import { ConflictError, UnavailableError } from "@fast-sandbox/api";
-import { FakeClock } from "../controller/clock.js";
+import { FakeClock, type Clock } from "../controller/clock.js";
 import type { LeaseSpecRecord } from "./lease-decision.js";
 import { LeaseLeaderElector, type LeaseClient, type ObservedLease } from "./lease-leader-elector.js";
 
@@ -54,7 +54,7 @@ interface Candidate {
   signals: AbortSignal[];
 }
 
-function candidate(store: FakeLeaseStore, clock: FakeClock, identity: string): Candidate {
+function candidate(store: FakeLeaseStore, clock: Clock, identity: string): Candidate {
   const client = store.client();
   const events: string[] = [];
   const signals: AbortSignal[] = [];
@@ -64,7 +64,7 @@ function candidate(store: FakeLeaseStore, clock: FakeClock, identity: string): C
       events.push("started");
       signals.push(signal);
     },
-    onStoppedLeading: () => events.push("stopped"),
+    onStoppedLeading: () => void events.push("stopped"),
   });
   return { elector, client, events, signals };
 }
@@ -139,6 +139,56 @@ describe("LeaseLeaderElector on a fake Lease API", () => {
     assert.equal(leader.elector.isLeader(), false);
     assert.equal(follower.elector.isLeader(), true);
     for (const c of all) await c.elector.stop();
+  });
+
+  it("replicas whose clocks disagree by more than the lease's margin never lead at once: expiry is judged on the follower's clock", async () => {
+    const clock = new FakeClock();
+    const store = new FakeLeaseStore();
+    const a = candidate(store, clock, "a");
+    await advance(clock, 1_000, [a]);
+    assert.equal(a.elector.isLeader(), true);
+    // b's clock runs 2 s ahead: more than leaseDurationSeconds - renewDeadlineMs (1 s).
+    const ahead: Clock = { now: () => new Date(clock.now().getTime() + 2_000), setTimeout: (callback, delayMs) => clock.setTimeout(callback, delayMs) };
+    const b = candidate(store, ahead, "b");
+    await advance(clock, 2_000, [a, b]);
+    assert.equal(b.elector.isLeader(), false, "a renews: b waits");
+    a.client.partitioned = true;
+    // advance() fails at the first moment both lead.
+    await advance(clock, 8_000, [a, b]);
+    assert.equal(a.elector.isLeader(), false);
+    assert.equal(b.elector.isLeader(), true, "b took over once the lease it last saw renewed had expired on its own clock");
+    a.client.partitioned = false;
+    for (const c of [a, b]) await c.elector.stop();
+  });
+
+  it("stop() releases the lease only once the work onStoppedLeading returned is over", async () => {
+    const clock = new FakeClock();
+    const store = new FakeLeaseStore();
+    let finish: () => void = () => undefined;
+    const work = new Promise<void>((resolve) => (finish = resolve));
+    const elector = new LeaseLeaderElector({
+      lease: store.client(),
+      identity: "a",
+      clock,
+      leaseDurationSeconds: 4,
+      renewDeadlineMs: 3_000,
+      retryPeriodMs: 500,
+    });
+    elector.run({ onStartedLeading: () => undefined, onStoppedLeading: () => work });
+    for (let i = 0; i < 10 && !elector.isLeader(); i++) {
+      clock.advance(50);
+      for (let j = 0; j < 5; j++) await settle();
+    }
+    assert.equal(elector.isLeader(), true);
+    let stopped = false;
+    const stopping = elector.stop().then(() => (stopped = true));
+    for (let j = 0; j < 20; j++) await settle();
+    assert.equal(elector.isLeader(), false);
+    assert.equal(store.spec?.holderIdentity, "a", "still held while the leader's work winds down");
+    assert.equal(stopped, false);
+    finish();
+    await stopping;
+    assert.equal(store.spec?.holderIdentity, undefined, "released once it is over");
   });
 
   it("a leader that reads another holder (its write lost a race) steps down at once", async () => {

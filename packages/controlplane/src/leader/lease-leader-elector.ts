@@ -11,11 +11,13 @@
  *   renewal's start steps down by itself — before the lease (renewed at that start) can expire
  *   for the others, since renewDeadlineMs < leaseDurationSeconds — and one that reads another
  *   holder steps down at once;
- * - `stop()` steps down, then releases the lease (holderIdentity cleared) so a successor takes over
- *   on its next try.
+ * - `stop()` steps down, waits for what onStoppedLeading returned (the leader's work ending), then
+ *   releases the lease (holderIdentity cleared) so a successor takes over on its next try.
  *
- * The expiry compares the holder's renewTime with the candidate's clock, so the replicas' clocks
- * must agree to well within leaseDurationSeconds - renewDeadlineMs.
+ * Another holder's lease expires leaseDurationSeconds after this candidate first read it as it is
+ * (its resourceVersion), on this candidate's own clock — as client-go judges it — so the replicas'
+ * clocks need not agree; a candidate that starts waits a whole lease duration for a holder it has
+ * never seen renew.
  */
 import { ConflictError } from "@fast-sandbox/api";
 import { systemClock, type Clock, type Timer } from "../controller/clock.js";
@@ -76,6 +78,11 @@ export class LeaseLeaderElector implements LeaderElector {
   #inFlight: Promise<void> | undefined;
   /** Counts tries: a try that outlived its time limit finds a newer number and changes nothing. */
   #attempt = 0;
+  /** The lease's resourceVersion as last read, and when (this candidate's clock) it was first read so. */
+  #observedVersion: string | undefined;
+  #observedAt: Date | undefined;
+  /** The work of the last onStoppedLeading (a leadership lost earlier may still be winding down). */
+  #stoppingWork: Promise<void> = Promise.resolve();
   #stopped = false;
 
   constructor(options: LeaseLeaderElectorOptions) {
@@ -114,7 +121,7 @@ export class LeaseLeaderElector implements LeaderElector {
     this.#stopped = true;
     this.#nextTry?.cancel();
     await this.#inFlight;
-    this.#stepDown("stopping");
+    await this.#stepDown("stopping");
     await this.#release();
   }
 
@@ -151,9 +158,18 @@ export class LeaseLeaderElector implements LeaderElector {
     try {
       const observed = await this.#lease.get();
       if (this.#stopped || attempt !== this.#attempt) return;
-      const decision = decideLease(observed?.spec, { identity: this.identity, now: startedAt, leaseDurationSeconds: this.#leaseDurationSeconds });
+      if (!this.#observedAt || observed?.resourceVersion !== this.#observedVersion) {
+        this.#observedVersion = observed?.resourceVersion;
+        this.#observedAt = startedAt;
+      }
+      const decision = decideLease(observed?.spec, {
+        identity: this.identity,
+        now: startedAt,
+        leaseDurationSeconds: this.#leaseDurationSeconds,
+        observedAt: this.#observedAt,
+      });
       if (decision.action === "wait") {
-        this.#stepDown(`the lease is held by ${decision.holderIdentity}`);
+        void this.#stepDown(`the lease is held by ${decision.holderIdentity}`);
         return;
       }
       if (observed) await this.#lease.replace(observed.resourceVersion, decision.spec);
@@ -168,7 +184,7 @@ export class LeaseLeaderElector implements LeaderElector {
     const remainingMs = startedAt.getTime() + this.#renewDeadlineMs - this.#clock.now().getTime();
     if (remainingMs <= 0) return;
     this.#renewDeadline?.cancel();
-    this.#renewDeadline = this.#clock.setTimeout(() => this.#stepDown(`the lease was not renewed within ${this.#renewDeadlineMs} ms`), remainingMs);
+    this.#renewDeadline = this.#clock.setTimeout(() => void this.#stepDown(`the lease was not renewed within ${this.#renewDeadlineMs} ms`), remainingMs);
     if (!this.isLeader() && !this.#stopped) this.#startLeading();
   }
 
@@ -182,17 +198,21 @@ export class LeaseLeaderElector implements LeaderElector {
     }
   }
 
-  #stepDown(reason: string): void {
+  /** Steps down; resolves when the work onStoppedLeading returned is over (at once when not leading). */
+  #stepDown(reason: string): Promise<void> {
     this.#renewDeadline?.cancel();
     this.#renewDeadline = undefined;
-    if (!this.isLeader()) return;
+    if (!this.isLeader()) return this.#stoppingWork;
     this.#leadership?.abort();
     this.#logger.info({ identity: this.identity, reason }, "stopped leading");
     try {
-      this.#callbacks?.onStoppedLeading();
+      this.#stoppingWork = Promise.resolve(this.#callbacks?.onStoppedLeading()).catch((error: unknown) => {
+        this.#logger.warn({ identity: this.identity, err: error }, "onStoppedLeading failed");
+      });
     } catch (error) {
       this.#logger.warn({ identity: this.identity, err: error }, "onStoppedLeading threw");
     }
+    return this.#stoppingWork;
   }
 
   /** Clears holderIdentity when this candidate holds the lease; best effort (it expires anyway). */

@@ -26,6 +26,7 @@ import {
   listSandboxes,
   sandboxCondition,
   waitForReadyAgents,
+  waitForReadyControllers,
 } from "../../../support/kubernetes-cases.js";
 import { BASE_IMAGE, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
 
@@ -43,11 +44,10 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     const sandboxContainers = (): string[] => namespaceContainers(suite.containerdNamespace, namespace);
     /** The slots the pool's agents hold, as each replica's registry sees them (its fast path). */
     const slotsPerReplica = (): Promise<number[]> => Promise.all(clients.map((client) => allocatedSlots(client, namespace, POOL)));
-    /** A client per Ready replica (new connections: the old ones died with the processes). */
+    /** A client per Ready replica (new connections: the old ones died with the processes); waits for both (a replica is Ready once recovered). */
     const connectToReplicas = async (): Promise<void> => {
       for (const client of clients) client.close();
-      const ready = (await controllerReplicas(suite)).filter((replica) => replica.ready);
-      assert.equal(ready.length, 2, "two Ready controller replicas");
+      const ready = await waitForReadyControllers(suite, 2);
       clients = ready.map((replica) => new FastSandboxClient({ url: replica.url, token: suite.apiToken }));
     };
 

@@ -68,7 +68,7 @@ function candidate(identity: string): Candidate {
   };
   const elector = new LeaseLeaderElector({ lease, identity, ...TIMINGS });
   const result: Candidate = { elector, cut, startedAt: [], stoppedAt: [], lastRenewTime: 0 };
-  elector.run({ onStartedLeading: () => result.startedAt.push(Date.now()), onStoppedLeading: () => result.stoppedAt.push(Date.now()) });
+  elector.run({ onStartedLeading: () => result.startedAt.push(Date.now()), onStoppedLeading: () => void result.stoppedAt.push(Date.now()) });
   return result;
 }
 
