@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
+import { FsbError } from "@fast-sandbox/sdk";
 
 /**
  * Where `fsb up` keeps its state and how other commands find it:
@@ -17,6 +18,9 @@ export function resolveDataDir(flag?: string): string {
 export const files = {
   token: (dir: string) => join(dir, "token"),
   url: (dir: string) => join(dir, "url"),
+  /** The `fsb up` that owns the data directory, for its whole life (see `acquireLock`). */
+  lock: (dir: string) => join(dir, "lock"),
+  /** `fsb up`'s pid, written with `url` once it serves. */
   pid: (dir: string) => join(dir, "controlplane.pid"),
   log: (dir: string) => join(dir, "controlplane.log"),
   settings: (dir: string) => join(dir, "settings.json"),
@@ -63,19 +67,173 @@ export function readIfExists(path: string): string | undefined {
   }
 }
 
-export function isAlive(pid: number): boolean {
+/**
+ * A process as the kernel knows it: its pid and its start time (field 22 of `/proc/<pid>/stat`,
+ * clock ticks after boot). A pid is reused once its process is gone; the pair is not.
+ */
+export interface ProcessIdentity {
+  pid: number;
+  startTime: number;
+}
+
+/** When process `pid` started (clock ticks after boot); undefined when it does not run (a zombie has ended). */
+export function processStartTime(pid: number): number | undefined {
+  let stat: string;
   try {
-    process.kill(pid, 0);
-    return true;
+    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return undefined;
+  }
+  // `pid (comm) state …`: comm may hold spaces and parentheses, so fields count from its last ')'.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  if (fields[0] === "Z" || fields[0] === "X") return undefined;
+  const startTime = Number(fields[22 - 3]);
+  return Number.isSafeInteger(startTime) ? startTime : undefined;
+}
+
+/** Whether the process still runs: its pid runs, and started when it did. */
+export function isRunning(process: ProcessIdentity): boolean {
+  return processStartTime(process.pid) === process.startTime;
+}
+
+/**
+ * Whether process `pid` looks like `fsb up`: node (or the `fsb` script itself) running a script of
+ * the CLI (`fsb`, `fsb.js`, `kubectl-fs`, or `main.ts`/`main.js` from the sources) with an `up`
+ * argument after it.
+ */
+export function looksLikeFsbUp(pid: number): boolean {
+  let args: string[];
+  try {
+    args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
   } catch {
     return false;
   }
+  const program = basename(args[0] ?? "");
+  if (!/node|fsb/.test(program)) return false;
+  const script = args.findIndex((arg, i) => i > 0 && /^(fsb|fsb\.[cm]?js|kubectl-fs|main\.[cm]?[jt]s)$/.test(basename(arg)));
+  const after = script >= 0 ? args.slice(script + 1) : /fsb/.test(program) ? args.slice(1) : [];
+  return after.includes("up");
 }
 
-/** The pid of a running control plane of this data dir, if any. */
-export function runningPid(dir: string): number | undefined {
-  const pid = Number(readIfExists(files.pid(dir)));
-  return Number.isInteger(pid) && pid > 0 && isAlive(pid) ? pid : undefined;
+/** This process's identity; `fsb up` needs /proc (Linux) to record it. */
+function ownIdentity(): ProcessIdentity {
+  const startTime = processStartTime(process.pid);
+  if (startTime === undefined) {
+    throw new FsbError("failed_precondition", "fsb up needs /proc (Linux) to lock its data directory: /proc/self/stat is unreadable");
+  }
+  return { pid: process.pid, startTime };
+}
+
+function formatLock(holder: ProcessIdentity): string {
+  return JSON.stringify({ pid: holder.pid, startTime: holder.startTime });
+}
+
+function parseLock(text: string | undefined): ProcessIdentity | undefined {
+  if (!text) return undefined;
+  try {
+    const parsed = JSON.parse(text) as Partial<ProcessIdentity>;
+    if (!Number.isSafeInteger(parsed.pid) || !Number.isSafeInteger(parsed.startTime)) return undefined;
+    return { pid: parsed.pid as number, startTime: parsed.startTime as number };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The data directory's lock as read just now: its text, and the process it names (none when unreadable). */
+export interface LockFile {
+  text: string;
+  holder: ProcessIdentity | undefined;
+}
+
+export function readLock(dir: string): LockFile | undefined {
+  const text = readIfExists(files.lock(dir));
+  return text === undefined ? undefined : { text, holder: parseLock(text) };
+}
+
+/** The data directory's lock, held by this process. */
+export interface InstanceLock {
+  readonly holder: ProcessIdentity;
+  /** Removes the lock file, if it still names this process. */
+  release(): void;
+}
+
+/**
+ * Takes the data directory's lock for this process (`fsb up`, for its whole life): `<dir>/lock`
+ * names its pid and start time. It is created complete or not at all (a hard link of a file
+ * written beforehand: O_EXCL, without a moment in which the file is empty). A lock whose process no
+ * longer runs with that start time (killed, crashed, the host rebooted) is stale and taken over;
+ * a lock of a running process is not: its identity is returned instead.
+ */
+export function acquireLock(dir: string): { lock: InstanceLock } | { heldBy: ProcessIdentity } {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const self = ownIdentity();
+  const path = files.lock(dir);
+  const prepared = join(dir, `lock.${process.pid}.new`);
+  writeFileSync(prepared, `${formatLock(self)}\n`, { mode: 0o600 });
+  try {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        linkSync(prepared, path);
+        return { lock: heldLock(dir, self) };
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      }
+      const text = readIfExists(path);
+      if (text === undefined) continue;
+      const holder = parseLock(text);
+      if (holder && isRunning(holder)) return { heldBy: holder };
+      removeStaleLock(dir, text);
+    }
+  } finally {
+    rmSync(prepared, { force: true });
+  }
+  throw new FsbError("unavailable", `could not take ${path}: other processes took and left it while this one tried; try again`);
+}
+
+function heldLock(dir: string, holder: ProcessIdentity): InstanceLock {
+  return {
+    holder,
+    release: () => {
+      // Nobody else removes the lock of a running process, so it is ours until we remove it.
+      if (readIfExists(files.lock(dir)) === formatLock(holder)) rmSync(files.lock(dir), { force: true });
+    },
+  };
+}
+
+/**
+ * Removes the lock `text` of a process that no longer runs, and nothing else: a contender may have
+ * removed it and taken the lock since `text` was read, so it is moved aside first (one rename wins)
+ * and put back unless it is the stale one.
+ */
+function removeStaleLock(dir: string, text: string): void {
+  const aside = join(dir, `lock.${process.pid}.stale`);
+  try {
+    renameSync(files.lock(dir), aside);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw error;
+  }
+  try {
+    if (readIfExists(aside) === text) return;
+    try {
+      linkSync(aside, files.lock(dir));
+    } catch (error) {
+      // EEXIST: a third process took the lock in that instant, and the process of the lock moved
+      // aside runs on without it (it takes a stale lock and three `fsb up` within microseconds).
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    }
+  } finally {
+    rmSync(aside, { force: true });
+  }
+}
+
+/**
+ * Removes what an `fsb up` that no longer runs left behind: `lock` (as read before; nothing when
+ * another process has taken the lock since), then the run files, unless the lock is held again.
+ */
+export function clearStaleInstance(dir: string, lock: LockFile | undefined): void {
+  if (lock) removeStaleLock(dir, lock.text);
+  if (!existsSync(files.lock(dir))) clearRunFiles(dir);
 }
 
 export function clearRunFiles(dir: string): void {

@@ -1,23 +1,41 @@
-import { join } from "node:path";
+import { existsSync } from "node:fs";
+import { basename, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { stderrLogger } from "@fast-sandbox/agent/stderr-logger";
 import { FsbError } from "@fast-sandbox/sdk";
 import { sweepAfterShutdown } from "@fast-sandbox/janitor";
-import { clearRunFiles, isAlive, readSettings, resolveDataDir, runningPid } from "../data-dir.js";
+import { clearStaleInstance, files, isRunning, looksLikeFsbUp, readLock, readSettings, resolveDataDir, type ProcessIdentity } from "../data-dir.js";
 import { connect } from "../connection.js";
 
 /** How many times `down --delete-sandboxes` lists and deletes what is left before it gives up. */
 const DELETE_ROUNDS = 6;
 
+/** How long `down` waits for `fsb up` to stop after SIGTERM before it sends SIGKILL. */
+const STOP_GRACE_MS = 20_000;
+
+/**
+ * Stops the `fsb up` of the data directory: the process its lock names, and only when that is still
+ * the same process (pid and start time as recorded) running `fsb up`. A lock or pid file of a process
+ * that is gone (SIGKILL, a crash, a reboot) is stale: removed, and no process is signalled.
+ */
 export async function down(options: { dataDir?: string; deleteSandboxes?: boolean }): Promise<void> {
   const dataDir = resolveDataDir(options.dataDir);
-  const pid = runningPid(dataDir);
-  if (!pid) {
-    clearRunFiles(dataDir);
-    process.stdout.write(`Fast Sandbox is not running for ${dataDir}\n`);
+  const lock = readLock(dataDir);
+  const holder = lock?.holder;
+  if (!holder || !isRunning(holder) || !looksLikeFsbUp(holder.pid)) {
+    const stale = [files.lock(dataDir), files.pid(dataDir), files.url(dataDir)].filter((path) => existsSync(path));
+    clearStaleInstance(dataDir, lock);
+    const why = holder ? `the process of its lock, pid ${holder.pid}, ${isRunning(holder) ? "does not run 'fsb up'" : "is gone"}` : "no process holds its lock";
+    process.stdout.write(
+      `Fast Sandbox is not running for ${dataDir}${stale.length > 0 ? ` (${why}; removed the stale ${stale.map((path) => basename(path)).join(", ")})` : ""}\n`,
+    );
     return;
   }
+  const pid = holder.pid;
   if (options.deleteSandboxes) {
+    if (!existsSync(files.url(dataDir))) {
+      throw new FsbError("unavailable", `Fast Sandbox (pid ${pid}) is still starting for ${dataDir}; run 'fsb down --delete-sandboxes' again once it serves`);
+    }
     const { client } = await connect({ dataDir });
     // Again until none is left: a create that was in flight during the first round shows up in the
     // next, and a delete its agent could not finish yet (busy, restarting) is tried again.
@@ -47,12 +65,29 @@ export async function down(options: { dataDir?: string; deleteSandboxes?: boolea
     }
     process.stdout.write(`deleted ${deleted} sandboxes\n`);
   }
-  process.kill(pid, "SIGTERM");
-  for (let waited = 0; waited < 20_000 && isAlive(pid); waited += 100) await sleep(100);
-  if (isAlive(pid)) process.kill(pid, "SIGKILL");
-  clearRunFiles(dataDir);
+  signal(holder, "SIGTERM");
+  for (let waited = 0; waited < STOP_GRACE_MS && isRunning(holder); waited += 100) await sleep(100);
+  if (isRunning(holder)) {
+    signal(holder, "SIGKILL");
+    for (let waited = 0; waited < 5_000 && isRunning(holder); waited += 100) await sleep(100);
+    if (isRunning(holder)) {
+      throw new FsbError("unavailable", `Fast Sandbox (pid ${pid}) did not exit after SIGKILL; its lock in ${dataDir} stays until it does`);
+    }
+  }
+  // A stop that finished removed these; a SIGKILL left them.
+  clearStaleInstance(dataDir, lock);
   process.stdout.write(`Fast Sandbox stopped (pid ${pid})\n`);
   if (options.deleteSandboxes) await removeAnchors(dataDir);
+}
+
+/** Signals `target` if it is still that process: a pid freed in the meantime may belong to another by now. */
+function signal(target: ProcessIdentity, name: NodeJS.Signals): void {
+  if (!isRunning(target)) return;
+  try {
+    process.kill(target.pid, name);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ESRCH") throw error;
+  }
 }
 
 /**

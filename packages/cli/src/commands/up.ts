@@ -1,12 +1,24 @@
 import { spawn } from "node:child_process";
-import { openSync, writeFileSync } from "node:fs";
+import { mkdirSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
+import { destination, pino, type Logger } from "pino";
 import { startEmbeddedControlPlane, defaultPool } from "@fast-sandbox/controlplane";
 import { FsbError, ValidationError } from "@fast-sandbox/sdk";
 import { parseDuration, parseLoopbackListen } from "@fast-sandbox/janitor";
-import { clearRunFiles, ensureToken, files, readIfExists, resolveDataDir, runningPid, writeSettings } from "../data-dir.js";
+import {
+  acquireLock,
+  clearRunFiles,
+  ensureToken,
+  files,
+  isRunning,
+  readIfExists,
+  readLock,
+  resolveDataDir,
+  writeSettings,
+  type ProcessIdentity,
+} from "../data-dir.js";
 
 export interface UpOptions {
   dataDir?: string;
@@ -30,16 +42,13 @@ export interface UpOptions {
   janitorMetrics?: string;
 }
 
+/**
+ * Runs the embedded Fast Sandbox in the foreground until SIGINT, SIGTERM or SIGHUP. It holds the
+ * data directory's lock from before it touches the directory until it has stopped, so a second
+ * `fsb up` of the directory fails at once; it writes `controlplane.pid` and `url` once it serves.
+ */
 export async function up(options: UpOptions): Promise<void> {
   const dataDir = resolveDataDir(options.dataDir);
-  const pid = runningPid(dataDir);
-  if (pid) {
-    throw new FsbError(
-      "failed_precondition",
-      `Fast Sandbox already runs for ${dataDir} (pid ${pid}) at ${readIfExists(files.url(dataDir)) ?? "?"}; stop it with 'fsb down' first`,
-    );
-  }
-  const token = ensureToken(dataDir);
   // Checked before anything starts, also for --detach: a typo must not surface in a background log.
   if (options.janitorMetrics) parseLoopbackListen(options.janitorMetrics, "--janitor-metrics");
   const janitor = options.janitor
@@ -60,6 +69,33 @@ export async function up(options: UpOptions): Promise<void> {
     throw new ValidationError("--e2b-port", `${options.e2bPort} is not a port number (0..65535)`);
   }
   if (options.detach) return detach(options, dataDir);
+  const taken = acquireLock(dataDir);
+  if ("heldBy" in taken) throw alreadyRunning(dataDir, taken.heldBy);
+  try {
+    // What an instance that did not stop cleanly (SIGKILL, a crash, a reboot) left: this one holds the lock.
+    clearRunFiles(dataDir);
+    await serve(options, dataDir, { port, proxyPort, e2bPort, janitor });
+  } finally {
+    clearRunFiles(dataDir);
+    taken.lock.release();
+  }
+}
+
+function alreadyRunning(dataDir: string, holder: ProcessIdentity): FsbError {
+  const url = readIfExists(files.url(dataDir));
+  return new FsbError(
+    "failed_precondition",
+    `Fast Sandbox already runs for ${dataDir} (pid ${holder.pid}${url ? ` at ${url}` : ", starting"}); stop it with 'fsb down' first`,
+  );
+}
+
+async function serve(
+  options: UpOptions,
+  dataDir: string,
+  parsed: { port: number; proxyPort: number; e2bPort: number; janitor: { intervalMs: number; protectionMs: number; metricsListen?: string } | undefined },
+): Promise<void> {
+  const { port, proxyPort, e2bPort, janitor } = parsed;
+  const token = ensureToken(dataDir);
   writeSettings(dataDir, { containerdNamespace: options.containerdNamespace, containerdSocket: options.containerdSocket, cgroupRoot: options.cgroupRoot });
   const controlPlane = await startEmbeddedControlPlane({
     dataDir,
@@ -73,9 +109,16 @@ export async function up(options: UpOptions): Promise<void> {
     proxy: { host: options.proxyHost, port: proxyPort, ...(options.proxyUrl ? { baseUrl: options.proxyUrl } : {}) },
     e2b: { host: options.host, port: e2bPort },
     ...(janitor ? { janitor } : {}),
+    logger: controlPlaneLogger(),
   });
-  writeFileSync(files.url(dataDir), `${controlPlane.url}\n`);
-  writeFileSync(files.pid(dataDir), `${process.pid}\n`);
+  try {
+    // The pid first: `--detach` waits for a url beside its child's pid.
+    writeFileSync(files.pid(dataDir), `${process.pid}\n`);
+    writeFileSync(files.url(dataDir), `${controlPlane.url}\n`);
+  } catch (error) {
+    await controlPlane.close();
+    throw error;
+  }
   const agents = controlPlane.registry.listAgents();
   process.stdout.write(
     [
@@ -90,17 +133,57 @@ export async function up(options: UpOptions): Promise<void> {
       "",
     ].join("\n"),
   );
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once("SIGINT", stop);
-    process.once("SIGTERM", stop);
+  await whenStopSignalled(async () => {
+    process.stdout.write("stopping Fast Sandbox…\n");
+    await controlPlane.close();
   });
-  process.stdout.write("stopping Fast Sandbox…\n");
-  await controlPlane.close();
-  clearRunFiles(dataDir);
 }
 
+/**
+ * Waits for the first SIGINT (Ctrl-C), SIGTERM (`fsb down`) or SIGHUP (the terminal closed), then
+ * runs `stop`. While it runs, SIGTERM and SIGHUP are ignored (a hangup comes with more of them, and
+ * `fsb down` ends a stop that takes too long with SIGKILL), a second SIGINT ends the process at once,
+ * and after a hangup, writes to the terminal that is gone (EIO) are dropped instead of thrown.
+ */
+export async function whenStopSignalled(stop: (signal: NodeJS.Signals) => Promise<void>): Promise<void> {
+  const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    const received = (signal: NodeJS.Signals): void => {
+      for (const each of signals) process.removeListener(each, received);
+      resolve(signal);
+    };
+    for (const each of signals) process.on(each, received);
+  });
+  process.on("SIGTERM", ignore).on("SIGHUP", ignore);
+  if (signal === "SIGHUP") for (const stream of [process.stdout, process.stderr]) stream.on("error", ignore);
+  try {
+    await stop(signal);
+  } finally {
+    process.removeListener("SIGTERM", ignore).removeListener("SIGHUP", ignore);
+  }
+}
+
+const ignore = (): void => undefined;
+
+/**
+ * The control plane's log: JSON lines written synchronously to stderr, as `stderrLogger` writes them,
+ * except that a write that fails (EIO: the terminal hung up) drops the line instead of throwing out
+ * of the stop that follows. pino itself drops every line after EPIPE.
+ */
+export function controlPlaneLogger(fd = 2): Logger {
+  const stream = destination({ dest: fd, sync: true });
+  stream.on("error", ignore);
+  return pino({ name: "fsb-controlplane" }, stream);
+}
+
+/**
+ * Starts `fsb up` in the background: the child takes the lock and clears what a stopped instance
+ * left; this process waits until the url file appears beside the child's pid.
+ */
 async function detach(options: UpOptions, dataDir: string): Promise<void> {
+  const holder = readLock(dataDir)?.holder;
+  if (holder && isRunning(holder)) throw alreadyRunning(dataDir, holder);
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const log = openSync(files.log(dataDir), "a");
   const args = [
     fileURLToPath(new URL("../../bin/fsb.js", import.meta.url)),
@@ -131,15 +214,16 @@ async function detach(options: UpOptions, dataDir: string): Promise<void> {
   ];
   const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", log, log] });
   child.unref();
-  clearRunFiles(dataDir);
   for (let waited = 0; waited < 60_000; waited += 100) {
     const url = readIfExists(files.url(dataDir));
-    if (url && runningPid(dataDir)) {
-      process.stdout.write(`Fast Sandbox is listening on ${url} (pid ${child.pid ?? "?"}; log ${files.log(dataDir)})\n`);
+    if (url && child.pid !== undefined && readIfExists(files.pid(dataDir)) === String(child.pid)) {
+      process.stdout.write(`Fast Sandbox is listening on ${url} (pid ${child.pid}; log ${files.log(dataDir)})\n`);
       return;
     }
-    if (child.exitCode !== null) break;
+    if (child.exitCode !== null || child.signalCode !== null) break;
     await sleep(100);
   }
+  const other = readLock(dataDir)?.holder;
+  if (other && other.pid !== child.pid && isRunning(other)) throw alreadyRunning(dataDir, other);
   throw new FsbError("unavailable", `Fast Sandbox did not start; see ${files.log(dataDir)}`);
 }

@@ -4,7 +4,7 @@
  * has the same name and so adopts the sandboxes its predecessor left running in containerd.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -13,6 +13,7 @@ import { systemClock, type Clock } from "../controller/clock.js";
 import { AgentHeartbeat } from "../fleet/agent-heartbeat.js";
 import type { AgentClient, AgentStatus } from "../agent-client/agent-client.js";
 import { createAgentClient } from "../agent-client/rpc-agent-client.js";
+import { ProcessLog } from "./process-log.js";
 import { SupervisedProcess } from "./supervised-process.js";
 
 export interface LocalAgentSettings {
@@ -75,7 +76,7 @@ export class LocalAgentProcess {
   private readonly events: LocalAgentEvents;
   private readonly clock: Clock;
   private readonly supervisor: SupervisedProcess;
-  private logStream: WriteStream | undefined;
+  private log: ProcessLog | undefined;
   private readonly heartbeat: AgentHeartbeat;
   client: AgentClient | undefined;
   endpoint = "";
@@ -137,10 +138,14 @@ export class LocalAgentProcess {
   private spawnAgent(): ChildProcess {
     const s = this.settings;
     mkdirSync(s.stateDir, { recursive: true });
-    this.logStream ??= createWriteStream(join(s.stateDir, "agent.log"), { flags: "a" });
+    const log = (this.log ??= new ProcessLog({ path: join(s.stateDir, "agent.log"), logger: s.logger, ...(s.clock ? { clock: s.clock } : {}) }));
     const entry = agentEntryPoint();
     const execArgv = entry.endsWith(".ts") ? ["--conditions=development", "--import", "tsx"] : [];
     const child = spawn(process.execPath, [...execArgv, entry], {
+      // A session of its own: Ctrl-C and a terminal's hangup go to `fsb up`, which stops the agent;
+      // they must not reach the agent directly (it would stop, and the supervisor restart it). The
+      // agent still ends with its parent: it exits when its stdin, this pipe, closes.
+      detached: true,
       stdio: ["pipe", "pipe", "pipe"],
       env: {
         ...process.env,
@@ -158,14 +163,14 @@ export class LocalAgentProcess {
         ...s.env,
       },
     });
-    child.stderr?.pipe(this.logStream, { end: false });
+    if (child.stderr) log.follow(child.stderr);
     const lines = createInterface({ input: child.stdout });
     lines.on("line", (line) => {
       try {
         const event = JSON.parse(line) as { event?: string; endpoint?: string };
         if (event.event === "listening" && event.endpoint) void this.connect(event.endpoint);
       } catch {
-        this.logStream?.write(`${line}\n`);
+        log.write(`${line}\n`);
       }
     });
     return child;
@@ -202,7 +207,7 @@ export class LocalAgentProcess {
     this.heartbeat.stop();
     this.client?.close();
     await this.supervisor.stop();
-    await new Promise<void>((resolve) => (this.logStream ? this.logStream.end(() => resolve()) : resolve()));
-    this.logStream = undefined;
+    await this.log?.close();
+    this.log = undefined;
   }
 }

@@ -4,11 +4,11 @@
  * this control plane's API for the inventory; it is restarted with back-off whenever it exits.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, type WriteStream } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import type { Clock } from "../controller/clock.js";
+import { ProcessLog } from "./process-log.js";
 import { SupervisedProcess } from "./supervised-process.js";
 
 export interface LocalJanitorOptions {
@@ -44,7 +44,7 @@ function janitorEntryPoint(): string {
 export class LocalJanitorProcess {
   private readonly settings: LocalJanitorSettings;
   private readonly supervisor: SupervisedProcess;
-  private logStream: WriteStream | undefined;
+  private log: ProcessLog | undefined;
   /** Where the running janitor serves `/metrics`, when asked to. */
   metricsUrl: string | undefined;
 
@@ -78,10 +78,14 @@ export class LocalJanitorProcess {
 
   private spawnJanitor(): ChildProcess {
     const s = this.settings;
-    this.logStream ??= createWriteStream(s.logPath, { flags: "a" });
+    const log = (this.log ??= new ProcessLog({ path: s.logPath, logger: s.logger, ...(s.clock ? { clock: s.clock } : {}) }));
     const entry = janitorEntryPoint();
     const execArgv = entry.endsWith(".ts") ? ["--conditions=development", "--import", "tsx"] : [];
     const child = spawn(process.execPath, [...execArgv, entry], {
+      // A session of its own: Ctrl-C and a terminal's hangup go to `fsb up`, which stops the janitor;
+      // they must not reach it directly (it would stop, and the supervisor restart it). It still ends
+      // with its parent: it exits when its stdin, this pipe, closes.
+      detached: true,
       stdio: ["pipe", "pipe", "pipe"],
       env: {
         ...process.env,
@@ -97,13 +101,13 @@ export class LocalJanitorProcess {
         FSB_JANITOR_EXIT_ON_STDIN_CLOSE: "1",
       },
     });
-    child.stderr?.pipe(this.logStream, { end: false });
+    if (child.stderr) log.follow(child.stderr);
     createInterface({ input: child.stdout }).on("line", (line) => {
       try {
         const event = JSON.parse(line) as { event?: string; metrics?: string };
         if (event.event === "started") this.metricsUrl = event.metrics;
       } catch {
-        this.logStream?.write(`${line}\n`);
+        log.write(`${line}\n`);
       }
     });
     return child;
@@ -117,7 +121,7 @@ export class LocalJanitorProcess {
   /** Stops the janitor for good (after the pass in progress, or SIGKILL after 5 s). */
   async stop(): Promise<void> {
     await this.supervisor.stop();
-    await new Promise<void>((resolve) => (this.logStream ? this.logStream.end(() => resolve()) : resolve()));
-    this.logStream = undefined;
+    await this.log?.close();
+    this.log = undefined;
   }
 }

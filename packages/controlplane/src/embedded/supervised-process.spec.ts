@@ -168,6 +168,86 @@ describe("SupervisedProcess", () => {
     assert.equal(clock.pendingTimers, 0);
   });
 
+  /** A spawn of a program that does not exist: Node reports ENOENT as an 'error' event and never an 'exit'. */
+  const spawnMissingProgram = (): ChildProcess => {
+    const child = spawn("/nonexistent/fsb-supervised-process-spec", [], { stdio: ["pipe", "pipe", "pipe"] });
+    children.push(child);
+    return child;
+  };
+  /** Resolves once the supervisor has reported `count` exits. */
+  const exitsReported = async (count: number): Promise<void> => {
+    for (let turn = 0; exits.length < count && turn < 1000; turn++) await realSleep(5);
+    assert.equal(exits.length, count, "the supervisor reported the exits");
+  };
+
+  it("counts a spawn that fails with ENOENT as a run that ended and restarts it with the back-off", async () => {
+    const supervised = supervise("", { spawn: spawnMissingProgram });
+    await exitsReported(1);
+    assert.equal(exits[0]?.restartInMs, 100);
+    assert.match(exits[0]?.reason ?? "", /^spawn failed: .*ENOENT/);
+    assert.equal(exits[0]?.error?.message.includes("ENOENT"), true);
+    assert.equal(supervised.pid, undefined);
+
+    clock.advance(100);
+    assert.equal(children.length, 2, "spawned again once restartDelayMs passed");
+    await exitsReported(2);
+    assert.equal(exits[1]?.restartInMs, 200, "the back-off doubles as for any crash");
+  });
+
+  it("counts a throw of spawn() as a failed run, also when the restart timer runs it, and keeps restarting", async () => {
+    let calls = 0;
+    const spawnSometimes = (): ChildProcess => {
+      calls += 1;
+      if (calls === 1 || calls === 3) throw new Error(`EACCES: permission denied, mkdir (call ${calls})`);
+      const child = spawn(process.execPath, ["-e", "process.exit(1)"], { stdio: ["pipe", "pipe", "inherit"] });
+      children.push(child);
+      return child;
+    };
+    supervise("", { spawn: spawnSometimes });
+    await exitsReported(1);
+    assert.equal(exits[0]?.reason, "spawn failed: EACCES: permission denied, mkdir (call 1)");
+    clock.advance(100);
+    assert.equal(children.length, 1);
+    await exitOf(lastChild());
+    await exitsReported(2);
+    assert.doesNotThrow(() => clock.advance(200), "the restart timer's spawn threw and was caught");
+    await exitsReported(3);
+    assert.equal(exits[2]?.reason, "spawn failed: EACCES: permission denied, mkdir (call 3)");
+    clock.advance(400);
+    assert.equal(calls, 4);
+    assert.equal(children.length, 2);
+  });
+
+  it("stop() resolves when the spawn failed and no process is alive, and restarts nothing", { timeout: 10_000 }, async () => {
+    // The owner listens to 'error' too, so what is tested is that stop() waits for the run to end, not for an 'exit'.
+    const supervised = supervise("", { spawn: () => spawnMissingProgram().on("error", () => undefined) });
+    await supervised.stop();
+    assert.deepEqual(
+      exits.map((exit) => [exit.code, exit.restartInMs]),
+      [[null, undefined]],
+    );
+    clock.advance(60_000);
+    assert.equal(children.length, 1);
+    assert.equal(clock.pendingTimers, 0);
+  });
+
+  it("a pipe of the process that fails (EPIPE on a stdin it closed) neither crashes the supervisor nor ends the run", async () => {
+    const supervised = supervise('require("node:fs").closeSync(0); console.log("ready"); setInterval(() => {}, 1000)');
+    const child = lastChild();
+    await line(child, "ready");
+    child?.stdin?.write("x".repeat(1 << 20));
+    // No listener of the test's own: the supervisor's must be the one that catches the EPIPE.
+    for (let turn = 0; !child?.stdin?.errored && turn < 400; turn++) await realSleep(5);
+    assert.equal((child?.stdin?.errored as NodeJS.ErrnoException | null)?.code, "EPIPE");
+    assert.ok(alive(child));
+    assert.equal(exits.length, 0);
+    await supervised.stop();
+    assert.deepEqual(
+      exits.map((exit) => [exit.signal, exit.restartInMs]),
+      [["SIGTERM", undefined]],
+    );
+  });
+
   it("start() of a running process spawns no second one; start() after stop() supervises again", async () => {
     const supervised = supervise("setInterval(() => {}, 1000)");
     supervised.start();

@@ -1,9 +1,11 @@
 /**
  * A child process kept running: when it exits without being asked to, it is spawned again after a
  * delay that doubles with each restart in a row (up to a maximum) and starts from the first delay
- * again after a run of `stableRunMs`, or when its owner says the process is healthy. `stop()` closes
- * its stdin and sends SIGTERM, then SIGKILL when it has not exited after a grace period. Every delay
- * runs on the Clock. The embedded mode's agents and janitor are supervised this way.
+ * again after a run of `stableRunMs`, or when its owner says the process is healthy. A spawn that
+ * fails (ENOENT, EAGAIN, or a throw of the owner's `spawn`) is a run that ended at once, restarted
+ * the same way. `stop()` closes its stdin and sends SIGTERM, then SIGKILL when it has not exited
+ * after a grace period. Every delay runs on the Clock. The embedded mode's agents and janitor are
+ * supervised this way.
  */
 import type { ChildProcess } from "node:child_process";
 import { systemClock, type Clock, type Timer } from "../controller/clock.js";
@@ -12,18 +14,20 @@ import { systemClock, type Clock, type Timer } from "../controller/clock.js";
 export interface SupervisedExit {
   code: number | null;
   signal: NodeJS.Signals | null;
-  /** `code 1` or `SIGKILL`, for messages. */
+  /** `code 1`, `SIGKILL` or `spawn failed: …`, for messages. */
   reason: string;
   /** How long the run lasted, on the clock. */
   ranMs: number;
   /** The delay before the next run; undefined when the process exited because it was stopped. */
   restartInMs: number | undefined;
+  /** Why the process did not start (then `code` and `signal` are null). @default undefined: it ran */
+  error?: Error;
 }
 
 export interface SupervisedProcessOptions {
   /**
    * Spawns one run of the process (at `start()` and at every restart) and wires its output; the
-   * supervisor only watches its exit and signals it.
+   * supervisor only watches its exit and signals it. A throw counts as a run that failed to start.
    */
   spawn(): ChildProcess;
   /** Called after every exit of the process, before its restart is scheduled. @default nothing */
@@ -42,6 +46,12 @@ export interface SupervisedProcessOptions {
 
 const DEFAULTS = { restartDelayMs: 500, maxRestartDelayMs: 30_000, stableRunMs: 30_000, stopGraceMs: 5000 };
 
+/** One run: the process (none when the spawn threw) and when it ended. */
+interface Run {
+  child: ChildProcess | undefined;
+  ended: Promise<void>;
+}
+
 export class SupervisedProcess {
   private readonly options: SupervisedProcessOptions;
   private readonly clock: Clock;
@@ -49,7 +59,7 @@ export class SupervisedProcess {
   private readonly maxRestartDelayMs: number;
   private readonly stableRunMs: number;
   private readonly stopGraceMs: number;
-  private child: ChildProcess | undefined;
+  private current: Run | undefined;
   private restartTimer: Timer | undefined;
   private consecutiveRestarts = 0;
   private stopping = false;
@@ -65,7 +75,7 @@ export class SupervisedProcess {
 
   /** pid of the running process; undefined between runs. */
   get pid(): number | undefined {
-    return this.child?.pid;
+    return this.current?.child?.pid;
   }
 
   /** Restarts in a row since the last stable run (the exponent of the back-off). */
@@ -75,7 +85,7 @@ export class SupervisedProcess {
 
   /** Spawns the process and supervises it from now on (again after `stop()`); nothing while it runs. */
   start(): void {
-    if (this.child) return;
+    if (this.current) return;
     this.stopping = false;
     this.restartTimer?.cancel();
     this.restartTimer = undefined;
@@ -89,45 +99,79 @@ export class SupervisedProcess {
 
   /** Signals the running process; unless stopped, the supervisor restarts it once it exits. */
   kill(signal: NodeJS.Signals = "SIGKILL"): void {
-    this.child?.kill(signal);
+    this.current?.child?.kill(signal);
   }
 
-  /** Stops supervising: closes the process's stdin, sends SIGTERM, then SIGKILL after `stopGraceMs`; resolves once it exited. */
+  /**
+   * Stops supervising: closes the process's stdin, sends SIGTERM, then SIGKILL after `stopGraceMs`;
+   * resolves once no process of it is alive (at once between runs, or when the spawn failed).
+   */
   async stop(): Promise<void> {
     this.stopping = true;
     this.restartTimer?.cancel();
     this.restartTimer = undefined;
-    const child = this.child;
-    if (!child) return;
-    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-    child.stdin?.end();
-    child.kill("SIGTERM");
-    const escalation = this.clock.setTimeout(() => child.kill("SIGKILL"), this.stopGraceMs);
-    await exited;
+    const run = this.current;
+    if (!run) return;
+    run.child?.stdin?.end();
+    run.child?.kill("SIGTERM");
+    const escalation = this.clock.setTimeout(() => run.child?.kill("SIGKILL"), this.stopGraceMs);
+    await run.ended;
     escalation.cancel();
   }
 
   private run(): void {
-    const child = this.options.spawn();
     const startedAtMs = this.clock.now().getTime();
-    this.child = child;
-    child.once("exit", (code, signal) => {
-      if (this.child === child) this.child = undefined;
-      const ranMs = this.clock.now().getTime() - startedAtMs;
-      const reason = signal ?? `code ${String(code)}`;
-      if (this.stopping) {
-        this.options.onExit?.({ code, signal, reason, ranMs, restartInMs: undefined });
-        return;
-      }
-      if (ranMs >= this.stableRunMs) this.consecutiveRestarts = 0;
-      const restartInMs = Math.min(this.maxRestartDelayMs, this.restartDelayMs * 2 ** Math.min(this.consecutiveRestarts, 30));
-      this.consecutiveRestarts += 1;
-      this.options.onExit?.({ code, signal, reason, ranMs, restartInMs });
-      if (this.stopping) return;
-      this.restartTimer = this.clock.setTimeout(() => {
-        this.restartTimer = undefined;
-        if (!this.stopping) this.run();
-      }, restartInMs);
+    let markEnded!: () => void;
+    const run: Run = { child: undefined, ended: new Promise<void>((resolve) => (markEnded = resolve)) };
+    this.current = run;
+    let done = false;
+    const end = (code: number | null, signal: NodeJS.Signals | null, error?: Error): void => {
+      if (done) return;
+      done = true;
+      if (this.current === run) this.current = undefined;
+      markEnded();
+      this.ended({ code, signal, startedAtMs, ...(error ? { error } : {}) });
+    };
+    try {
+      run.child = this.options.spawn();
+    } catch (error) {
+      // Reported on the next tick, as Node reports a spawn's ENOENT: never inside start().
+      process.nextTick(() => end(null, null, asError(error)));
+      return;
+    }
+    const child = run.child;
+    child.once("exit", (code, signal) => end(code, signal));
+    child.on("error", (error) => {
+      // Without a pid the process never started (ENOENT, EAGAIN, EACCES) and no 'exit' follows; with
+      // one, a kill() failed and the process runs on until its 'exit'.
+      if (child.pid === undefined) end(null, null, error);
     });
+    // A pipe of a process that died fails (EPIPE when stop() closes its stdin); its owner reads what
+    // arrived, and the run ends with the process's 'exit', not with its pipes.
+    for (const pipe of [child.stdin, child.stdout, child.stderr]) pipe?.on("error", () => undefined);
   }
+
+  private ended(run: { code: number | null; signal: NodeJS.Signals | null; startedAtMs: number; error?: Error }): void {
+    const { code, signal, error } = run;
+    const ranMs = this.clock.now().getTime() - run.startedAtMs;
+    const reason = error ? `spawn failed: ${error.message}` : (signal ?? `code ${String(code)}`);
+    const failure = error ? { error } : {};
+    if (this.stopping) {
+      this.options.onExit?.({ code, signal, reason, ranMs, restartInMs: undefined, ...failure });
+      return;
+    }
+    if (ranMs >= this.stableRunMs) this.consecutiveRestarts = 0;
+    const restartInMs = Math.min(this.maxRestartDelayMs, this.restartDelayMs * 2 ** Math.min(this.consecutiveRestarts, 30));
+    this.consecutiveRestarts += 1;
+    this.options.onExit?.({ code, signal, reason, ranMs, restartInMs, ...failure });
+    if (this.stopping) return;
+    this.restartTimer = this.clock.setTimeout(() => {
+      this.restartTimer = undefined;
+      if (!this.stopping && !this.current) this.run();
+    }, restartInMs);
+  }
+}
+
+function asError(thrown: unknown): Error {
+  return thrown instanceof Error ? thrown : new Error(String(thrown));
 }

@@ -1,0 +1,113 @@
+/**
+ * `fsb down` signals the `fsb up` its data directory's lock names, and never a process that merely
+ * has the pid a stale lock or pid file records. Real processes stand in for `fsb up`.
+ */
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { after, afterEach, describe, it } from "node:test";
+import { files, processStartTime, type ProcessIdentity } from "../data-dir.js";
+import { down } from "./down.js";
+
+const directory = mkdtempSync(join(tmpdir(), "fsb-down-spec-"));
+after(() => rmSync(directory, { recursive: true, force: true }));
+
+let children: ChildProcess[] = [];
+afterEach(() => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  children = [];
+});
+
+let dirs = 0;
+const newDataDir = (): string => {
+  const dir = join(directory, `data-${++dirs}`);
+  mkdirSync(dir);
+  return dir;
+};
+
+/** A node process running `args` that prints `ready` once it listens for SIGTERM (and reports it). */
+async function running(...args: string[]): Promise<ChildProcess & { pid: number }> {
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
+  children.push(child);
+  const lines = createInterface({ input: child.stdout });
+  await once(lines, "line");
+  assert.ok(child.pid);
+  return child as ChildProcess & { pid: number };
+}
+const WAITS = 'process.on("SIGTERM", () => process.exit(143)); console.log("ready"); setInterval(() => {}, 1000)';
+const alive = (child: ChildProcess): boolean => child.exitCode === null && child.signalCode === null;
+
+function identity(pid: number): ProcessIdentity {
+  return { pid, startTime: processStartTime(pid) ?? assert.fail(`pid ${pid} runs`) };
+}
+
+/** What `fsb up` leaves in its data directory while it runs. */
+function runFiles(dir: string, holder: ProcessIdentity): void {
+  writeFileSync(files.lock(dir), `${JSON.stringify(holder)}\n`);
+  writeFileSync(files.pid(dir), `${holder.pid}\n`);
+  writeFileSync(files.url(dir), "http://127.0.0.1:1\n");
+}
+const leftovers = (dir: string): string[] => [files.lock(dir), files.pid(dir), files.url(dir)].filter((path) => existsSync(path));
+
+/** Runs `down` and returns what it printed (the test runner's own output is not strings: it goes through). */
+async function downOutput(dataDir: string): Promise<string> {
+  const printed: string[] = [];
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = (chunk: string | Uint8Array, ...rest: never[]) => (typeof chunk === "string" ? (printed.push(chunk), true) : write(chunk, ...rest));
+  try {
+    await down({ dataDir });
+  } finally {
+    process.stdout.write = write;
+  }
+  return printed.join("");
+}
+
+describe("fsb down", () => {
+  it("leaves alone a process that reuses the pid of a stale lock and pid file, and removes them", async () => {
+    const dir = newDataDir();
+    // The pid file and the lock name this pid, but its process started at another time: `fsb up` is gone.
+    const reuser = await running("-e", WAITS);
+    runFiles(dir, { pid: reuser.pid, startTime: identity(reuser.pid).startTime - 1 });
+    const output = await downOutput(dir);
+    assert.equal(
+      output,
+      `Fast Sandbox is not running for ${dir} (the process of its lock, pid ${reuser.pid}, is gone; removed the stale lock, controlplane.pid, url)\n`,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.ok(alive(reuser), "the process that has the pid now was not signalled");
+    assert.deepEqual(leftovers(dir), []);
+  });
+
+  it("leaves alone the process the lock names when it does not run fsb up", async () => {
+    const dir = newDataDir();
+    const other = await running("-e", WAITS);
+    runFiles(dir, identity(other.pid));
+    const output = await downOutput(dir);
+    assert.match(output, /is not running .*pid \d+, does not run 'fsb up'; removed the stale lock, controlplane\.pid, url\)\n$/);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.ok(alive(other));
+    assert.deepEqual(leftovers(dir), []);
+  });
+
+  it("says so when nothing runs and nothing was left behind", async () => {
+    const dir = newDataDir();
+    assert.equal(await downOutput(dir), `Fast Sandbox is not running for ${dir}\n`);
+  });
+
+  it("stops the fsb up its lock names with SIGTERM and removes what it left", async () => {
+    const dir = newDataDir();
+    const script = join(dir, "fsb.js");
+    writeFileSync(script, WAITS);
+    const fsbUp = await running(script, "--data-dir", dir, "up");
+    runFiles(dir, identity(fsbUp.pid));
+    const output = await downOutput(dir);
+    assert.equal(output, `Fast Sandbox stopped (pid ${fsbUp.pid})\n`);
+    if (alive(fsbUp)) await once(fsbUp, "exit");
+    assert.equal(fsbUp.exitCode, 143, "it exited on SIGTERM");
+    assert.deepEqual(leftovers(dir), []);
+  });
+});

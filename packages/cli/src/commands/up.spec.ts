@@ -1,0 +1,111 @@
+/**
+ * What of `fsb up` runs without containerd: the data directory's lock that keeps a second `fsb up`
+ * out, the signals that stop it, and its log surviving a terminal that is gone.
+ */
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { closeSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, afterEach, describe, it } from "node:test";
+import { FsbError } from "@fast-sandbox/sdk";
+import { files, processStartTime, type ProcessIdentity } from "../data-dir.js";
+import { controlPlaneLogger, up, whenStopSignalled, type UpOptions } from "./up.js";
+
+const directory = mkdtempSync(join(tmpdir(), "fsb-up-spec-"));
+after(() => rmSync(directory, { recursive: true, force: true }));
+
+let children: ChildProcess[] = [];
+afterEach(() => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  children = [];
+});
+
+function options(dataDir: string, detach: boolean): UpOptions {
+  return {
+    dataDir,
+    detach,
+    host: "127.0.0.1",
+    port: "0",
+    image: "fast-sandbox.io/base:latest",
+    containerdNamespace: "fsb-up-spec",
+    // Nothing is there: an `up` that got past its lock would fail (or hang) on containerd.
+    containerdSocket: join(directory, "no-containerd.sock"),
+    cgroupRoot: "",
+    proxyHost: "127.0.0.1",
+    proxyPort: "0",
+    e2bPort: "0",
+    janitor: false,
+    janitorInterval: "10s",
+    janitorProtection: "2m",
+  };
+}
+
+/** A running process holding the lock of a new data directory, as a starting `fsb up` does (no url yet). */
+async function lockedDataDir(): Promise<{ dataDir: string; holder: ProcessIdentity }> {
+  const dataDir = mkdtempSync(join(directory, "data-"));
+  const child = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });
+  children.push(child);
+  await once(child, "spawn");
+  const pid = child.pid ?? assert.fail("spawned");
+  const holder = { pid, startTime: processStartTime(pid) ?? assert.fail("runs") };
+  writeFileSync(files.lock(dataDir), `${JSON.stringify(holder)}\n`);
+  return { dataDir, holder };
+}
+
+describe("fsb up", () => {
+  for (const detach of [false, true]) {
+    it(
+      `refuses to start${detach ? " with --detach" : ""} while another running process holds the data directory's lock, touching nothing`,
+      { timeout: 30_000 },
+      async () => {
+        const { dataDir, holder } = await lockedDataDir();
+        await assert.rejects(up(options(dataDir, detach)), (error: unknown) => {
+          assert.ok(error instanceof FsbError);
+          assert.equal(error.code, "failed_precondition");
+          assert.equal(error.message, `Fast Sandbox already runs for ${dataDir} (pid ${holder.pid}, starting); stop it with 'fsb down' first`);
+          return true;
+        });
+        assert.deepEqual(readdirSync(dataDir), ["lock"], "no token, settings or log: the directory is the other instance's");
+      },
+    );
+  }
+});
+
+describe("whenStopSignalled", () => {
+  it("stops at SIGHUP as at SIGTERM, ignores SIGTERM and SIGHUP while stopping, and leaves no listener behind", { timeout: 10_000 }, async () => {
+    const counts = () => ["SIGINT", "SIGTERM", "SIGHUP"].map((signal) => process.listenerCount(signal));
+    const before = counts();
+    const received: NodeJS.Signals[] = [];
+    let stopped = false;
+    const stopping = whenStopSignalled(async (signal) => {
+      received.push(signal);
+      // Without a listener either would end this process.
+      process.kill(process.pid, "SIGHUP");
+      process.kill(process.pid, "SIGTERM");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      stopped = true;
+    });
+    process.kill(process.pid, "SIGHUP");
+    await stopping;
+    assert.deepEqual(received, ["SIGHUP"]);
+    assert.ok(stopped);
+    assert.deepEqual(counts(), before);
+  });
+});
+
+describe("controlPlaneLogger", () => {
+  it("drops the lines it cannot write (as on a terminal that hung up) instead of throwing", () => {
+    const fd = openSync("/dev/full", "w");
+    try {
+      const logger = controlPlaneLogger(fd);
+      assert.doesNotThrow(() => {
+        logger.info("stopping agents");
+        logger.warn("agent did not stop in time");
+      });
+    } finally {
+      closeSync(fd);
+    }
+  });
+});
