@@ -1,27 +1,15 @@
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readlinkSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { setTimeout as realSleep } from "node:timers/promises";
 import { after, describe, it } from "node:test";
 import pino from "pino";
 import { FakeClock } from "../controller/clock.js";
 import { LocalAgentProcess } from "./local-agent-process.js";
+import { groupAndSession, until } from "./local-process.fixture.js";
 
 const directory = mkdtempSync(join(tmpdir(), "fsb-local-agent-spec-"));
 after(() => rmSync(directory, { recursive: true, force: true }));
-
-/** Fields 5 and 6 of /proc/<pid>/stat: the process group and the session. */
-function groupAndSession(pid: number): { group: number; session: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return { group: Number(fields[2]), session: Number(fields[3]) };
-}
-
-const until = async (condition: () => boolean, what: string, timeoutMs = 20_000): Promise<void> => {
-  for (const start = Date.now(); !condition() && Date.now() - start < timeoutMs;) await realSleep(20);
-  assert.ok(condition(), what);
-};
 
 /** The real agent program, pointed at a containerd that is not there: it logs why and exits 1. */
 describe("LocalAgentProcess", () => {
