@@ -5,39 +5,21 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, afterEach, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { acquireLock, files, isRunning, looksLikeFsbUp, processStartTime, readLock, type ProcessIdentity } from "./data-dir.js";
+import { identity, specProcesses } from "./spec-processes.fixture.js";
 
-const directory = mkdtempSync(join(tmpdir(), "fsb-data-dir-lock-spec-"));
-after(() => rmSync(directory, { recursive: true, force: true }));
-
-let children: ChildProcess[] = [];
-afterEach(() => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  children = [];
-});
-
-let dirs = 0;
-const newDataDir = (): string => {
-  const dir = join(directory, `data-${++dirs}`);
-  mkdirSync(dir);
-  return dir;
-};
+const { directory, track, newDataDir } = specProcesses("fsb-data-dir-lock-spec-");
 
 /** A node process running `args` (by default, one that waits), once it runs. */
 async function running(args: string[] = ["-e", "setInterval(() => {}, 1000)"]): Promise<ChildProcess & { pid: number }> {
   const child = spawn(process.execPath, args, { stdio: "ignore" });
-  children.push(child);
+  track(child);
   await once(child, "spawn");
   assert.ok(child.pid);
   return child as ChildProcess & { pid: number };
-}
-
-function identity(pid: number): ProcessIdentity {
-  return { pid, startTime: processStartTime(pid) ?? assert.fail(`pid ${pid} runs`) };
 }
 
 /** The identity of a process that ran and is gone (exited and reaped). */
@@ -145,7 +127,7 @@ describe("acquireLock", () => {
     );
     const contenders = Array.from({ length: 4 }, () => {
       const child = spawn(process.execPath, ["--conditions=development", "--import", "tsx", script], { stdio: ["ignore", "pipe", "inherit"] });
-      children.push(child);
+      track(child);
       let output = "";
       child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
       return once(child, "exit").then(([code]) => ({ code: code as number | null, output: output.trim() }));

@@ -5,34 +5,20 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { after, afterEach, describe, it } from "node:test";
-import { files, processStartTime, type ProcessIdentity } from "../data-dir.js";
+import { describe, it } from "node:test";
+import { files, type ProcessIdentity } from "../data-dir.js";
 import { down } from "./down.js";
+import { identity, specProcesses } from "../spec-processes.fixture.js";
 
-const directory = mkdtempSync(join(tmpdir(), "fsb-down-spec-"));
-after(() => rmSync(directory, { recursive: true, force: true }));
-
-let children: ChildProcess[] = [];
-afterEach(() => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  children = [];
-});
-
-let dirs = 0;
-const newDataDir = (): string => {
-  const dir = join(directory, `data-${++dirs}`);
-  mkdirSync(dir);
-  return dir;
-};
+const { track, newDataDir } = specProcesses("fsb-down-spec-");
 
 /** A node process running `args` that prints `ready` once it listens for SIGTERM (and reports it). */
 async function running(...args: string[]): Promise<ChildProcess & { pid: number }> {
   const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
-  children.push(child);
+  track(child);
   const lines = createInterface({ input: child.stdout });
   await once(lines, "line");
   assert.ok(child.pid);
@@ -40,10 +26,6 @@ async function running(...args: string[]): Promise<ChildProcess & { pid: number 
 }
 const WAITS = 'process.on("SIGTERM", () => process.exit(143)); console.log("ready"); setInterval(() => {}, 1000)';
 const alive = (child: ChildProcess): boolean => child.exitCode === null && child.signalCode === null;
-
-function identity(pid: number): ProcessIdentity {
-  return { pid, startTime: processStartTime(pid) ?? assert.fail(`pid ${pid} runs`) };
-}
 
 /** What `fsb up` leaves in its data directory while it runs. */
 function runFiles(dir: string, holder: ProcessIdentity): void {
