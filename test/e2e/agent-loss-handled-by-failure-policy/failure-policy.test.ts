@@ -2,8 +2,9 @@
  * Self-healing on real agents, containerd and runc: a `kill -9` of a sandbox's agent is reported in
  * the sandbox's conditions within seconds; after recoveryTimeoutSeconds, AutoRecreate runs a new
  * instance on a healthy agent and Manual leaves the sandbox Lost (slot released); an agent back
- * inside the timeout changes nothing; a container removed behind its live agent's back makes the
- * sandbox Lost; a changed resetRevision replaces the instance.
+ * inside the timeout changes nothing; a container removed behind its live agent's back, or its
+ * process 1 killed (while the agent answers, or while it was away, as a host restart does), makes the
+ * sandbox Lost (AutoRecreate replaces it); a changed resetRevision replaces the instance.
  * Everything is asserted through the public API and containerd's own state.
  */
 import { after, before, describe, it } from "node:test";
@@ -127,15 +128,21 @@ describe("an agent's loss is handled by the sandbox's failure policy", () => {
     assert.equal((await embedded.client.sandboxes.exec("steady", ["cat", "/tmp/marker"])).stdout, "marker\n", "the same process tree, state intact");
   });
 
-  it("a container removed behind its answering agent's back: the sandbox becomes Lost (SandboxMissing), its slot released, and stays deletable", async () => {
-    const victim = await embedded.client.sandboxes.create({ ...sleeper, name: "vanish" });
-    const id = victim.status?.sandboxID ?? "";
+  /** The id of the sandbox's container in containerd (a prepared instance's differs from the sandbox id). */
+  function containerOf(sandbox: Sandbox): string {
     const namespace = embedded.containerdNamespace;
     const containerId = containerIds(namespace).find((candidate) => {
       const kind = containerKind(namespace, candidate);
-      return kind?.kind === "sandbox" && kind.sandboxId === id;
+      return kind?.kind === "sandbox" && kind.sandboxId === sandbox.status?.sandboxID;
     });
-    assert.ok(containerId, "its container in containerd");
+    assert.ok(containerId, `the container of ${sandbox.metadata.name} in containerd`);
+    return containerId;
+  }
+
+  it("a container removed behind its answering agent's back: the sandbox becomes Lost (SandboxMissing), its slot released, and stays deletable", async () => {
+    const victim = await embedded.client.sandboxes.create({ ...sleeper, name: "vanish" });
+    const namespace = embedded.containerdNamespace;
+    const containerId = containerOf(victim);
     // As someone with `ctr` on the node would: the agent is not told.
     ctr(namespace, "tasks", "rm", "-f", containerId);
     ctr(namespace, "containers", "rm", containerId);
@@ -153,6 +160,59 @@ describe("an agent's loss is handled by the sandbox's failure policy", () => {
     assert.equal(
       (await embedded.client.sandboxes.list()).some((s) => s.metadata.name === "vanish"),
       false,
+    );
+  });
+
+  it("a sandbox whose process 1 is killed behind its answering agent's back becomes Lost (SandboxStopped); AutoRecreate runs a new instance", async () => {
+    const manual = await embedded.client.sandboxes.create({ ...sleeper, name: "killed" });
+    const auto = await embedded.client.sandboxes.create({ ...sleeper, name: "killed-auto", failurePolicy: "AutoRecreate", recoveryTimeoutSeconds: 2 });
+    // As an OOM kill of process 1, or someone with `ctr` on the node, would: the container stays, its task stopped.
+    for (const sandbox of [manual, auto]) ctr(embedded.containerdNamespace, "tasks", "kill", "-s", "SIGKILL", containerOf(sandbox));
+
+    await waitFor(async () => (await get("killed")).status?.phase === "Lost", 30_000, "phase Lost");
+    const lost = await get("killed");
+    assert.equal(condition(lost, "Ready")?.reason, "SandboxStopped");
+    assert.match(condition(lost, "Ready")?.message ?? "", /process 1 is gone/);
+    assert.equal(condition(lost, "CommandExited"), undefined, "process 1's death is not the command's exit");
+    const agent = (await embedded.client.pools.agents({ pool: "heal" })).find((a) => a.name === manual.status?.assignedPod);
+    assert.equal(
+      agent?.allocated,
+      (await embedded.client.sandboxes.list()).filter((s) => s.status?.assignedPod === agent?.name && s.status?.phase === "Running").length,
+      "its slot is released",
+    );
+
+    await waitFor(async () => (await get("killed-auto")).status?.recreations === 1, 30_000, "the recreation");
+    const recreated = await get("killed-auto");
+    assert.equal(recreated.status?.phase, "Running");
+    assert.notEqual(recreated.status?.sandboxID, auto.status?.sandboxID, "a new instance");
+    assert.equal(condition(recreated, "Recreated")?.reason, "InstanceLost");
+    assert.equal((await embedded.client.sandboxes.exec("killed-auto", ["echo", "new"])).stdout, "new\n");
+    await waitFor(() => !sandboxesInContainerd(embedded.containerdNamespace).includes(auto.status?.sandboxID ?? "?"), 15_000, "the stopped instance removed");
+
+    await embedded.client.sandboxes.delete("killed");
+    await waitFor(
+      () => !sandboxesInContainerd(embedded.containerdNamespace).includes(manual.status?.sandboxID ?? "?"),
+      15_000,
+      "its container removed with it",
+    );
+    await embedded.client.sandboxes.delete("killed-auto");
+  });
+
+  it("a sandbox whose process 1 died while its agent was away (a host restart) is Lost once the agent is back, not Running", async () => {
+    const sandbox = await embedded.client.sandboxes.create({ ...sleeper, name: "rebooted", recoveryTimeoutSeconds: 60 });
+    const containerId = containerOf(sandbox);
+    await killAgentOf(sandbox);
+    ctr(embedded.containerdNamespace, "tasks", "kill", "-s", "SIGKILL", containerId);
+    await waitForAgentsReady();
+    await waitFor(async () => (await get("rebooted")).status?.phase === "Lost", 30_000, "phase Lost");
+    const lost = await get("rebooted");
+    assert.equal(condition(lost, "Ready")?.reason, "SandboxStopped");
+    assert.equal(lost.status?.sandboxID, sandbox.status?.sandboxID);
+    await embedded.client.sandboxes.delete("rebooted");
+    await waitFor(
+      () => !sandboxesInContainerd(embedded.containerdNamespace).includes(sandbox.status?.sandboxID ?? "?"),
+      15_000,
+      "its container removed with it",
     );
   });
 

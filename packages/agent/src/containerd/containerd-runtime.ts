@@ -1666,11 +1666,12 @@ export class ContainerdRuntime implements Runtime {
     if (labels[LABEL_NETWORK_ADDRESS]) sandbox.address = labels[LABEL_NETWORK_ADDRESS];
     // The cgroup lives as long as the task: read while it runs (or has stopped but is not deleted).
     if (task && readOomKillCount(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, container.id)) > 0) sandbox.oomKilled = true;
-    if (task?.status === TaskStatus.STOPPED) sandbox.exitCode = task.exitStatus;
-    else if (labels[LABEL_HELPER] === "true") {
+    if (labels[LABEL_HELPER] === "true") {
+      // Process 1 is the helper, which outlives the command: the command's exit is what it recorded.
+      // A stopped task of its own (killed outside Fast Sandbox) says nothing of the command's.
       const recorded = this.recordedExitCode(sandbox.sandboxId);
       if (recorded !== undefined) sandbox.exitCode = recorded;
-    }
+    } else if (task?.status === TaskStatus.STOPPED) sandbox.exitCode = task.exitStatus;
     return sandbox;
   }
 

@@ -41,6 +41,15 @@ export interface AgentSandbox {
   checkpointing?: boolean;
 }
 
+/**
+ * The instance can run nothing any more: its process 1 is gone (its task stopped or vanished: killed
+ * outside Fast Sandbox, or the host restarted), while no checkpoint of it is in flight. A paused
+ * sandbox has no task either, by design: only a record that should be running asks this.
+ */
+export function processOneGone(reported: Pick<AgentSandbox, "state" | "checkpointing">): boolean {
+  return reported.state === "stopped" && reported.checkpointing !== true;
+}
+
 /** An agent's answer to a heartbeat: who it is and what it holds. */
 export interface AgentStatus {
   name: string;

@@ -114,8 +114,11 @@ export interface SandboxManagerOptions {
 /** The sandbox proxy's public base URL when none is configured (its default port on this host). */
 export const DEFAULT_PROXY_BASE_URL = "http://localhost:7072";
 
-/** Why an instance of a sandbox is replaced by a new one. */
-export type ReplaceReason = "AgentLost" | "Reset";
+/**
+ * Why an instance of a sandbox is replaced by a new one: its agent was lost, its answering agent lost
+ * the instance (SandboxMissing, SandboxStopped), or a reset.
+ */
+export type ReplaceReason = "AgentLost" | "InstanceLost" | "Reset";
 
 export interface CreateSandboxInput {
   namespace?: string;
@@ -779,7 +782,11 @@ export class SandboxManager {
     const oldAgent = sandbox.status?.assignedPod;
     const oldId = sandbox.status?.sandboxID;
     const why =
-      reason === "Reset" ? `resetRevision changed to ${JSON.stringify(sandbox.spec.resetRevision ?? "")}` : `agent ${oldAgent ?? "?"} was unreachable`;
+      reason === "Reset"
+        ? `resetRevision changed to ${JSON.stringify(sandbox.spec.resetRevision ?? "")}`
+        : reason === "InstanceLost"
+          ? `its instance on agent ${oldAgent ?? "?"} was lost`
+          : `agent ${oldAgent ?? "?"} was unreachable`;
     // The pool's network as it is now: the new instance is networked as a new sandbox would be. A
     // sandbox the pool no longer allows (its egress allows more than the pool's now; the pool went
     // Shared under a sandbox with an egress of its own) is not recreated, and a running instance
@@ -932,12 +939,13 @@ export class SandboxManager {
       this.registry.restore({ sandboxKey: key, agentName, ports: this.portsHeldBy({ ...sandbox, status: withSandboxIP(sandbox.status, address) }) });
     this.logger.info({ sandbox: key, agent: agentName }, "a create cut short by a restart had finished on its agent; the sandbox is Running");
     const status = this.runningStatus(sandbox, placement, { type: "Ready", status: "True", reason: "Started" }, address);
-    if (sandbox.status.conditions?.some((c) => c.type === "Recreated" && c.status === "Unknown")) {
+    const recreating = sandbox.status.conditions?.find((c) => c.type === "Recreated" && c.status === "Unknown");
+    if (recreating) {
       const count = (sandbox.status.recreations ?? 0) + 1;
       status.recreations = count;
       status.conditions = setCondition(
         status.conditions,
-        { type: "Recreated", status: "True", reason: "AgentLost", message: `recreated ${count} time${count === 1 ? "" : "s"}` },
+        { type: "Recreated", status: "True", reason: recreating.reason ?? "AgentLost", message: `recreated ${count} time${count === 1 ? "" : "s"}` },
         this.clock.now(),
       );
     }

@@ -95,6 +95,40 @@ describe("AgentAdoption", () => {
     assert.equal(fixture.allocated(), 0);
   });
 
+  it("marks a Running sandbox the agent holds with its process 1 gone (a host restart) Lost, gives it no slot, and keeps its container for the delete", async () => {
+    await fixture.storeRecord("stopped", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-stopped", sandboxIP: "10.88.0.5" });
+    await fixture.storeRecord("busy", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-busy" });
+
+    await adoption.adopt(
+      "agent-a",
+      report("agent-a", [
+        { sandboxId: "id-stopped", name: "stopped", state: "stopped", exitCode: 0 },
+        // Stopped by a checkpoint in flight: still its agent's, running on after it.
+        { sandboxId: "id-busy", name: "busy", state: "stopped", checkpointing: true },
+      ]),
+    );
+
+    const stored = await fixture.stored("stopped");
+    assert.equal(stored?.status?.phase, "Lost");
+    assert.equal(stored?.status?.sandboxIP, undefined);
+    assert.equal(stored?.status?.conditions?.find((c) => c.type === "Ready")?.reason, "SandboxStopped");
+    assert.equal((await fixture.stored("busy"))?.status?.phase, "Running");
+    assert.equal(fixture.registry.placementOf("default/stopped"), undefined);
+    assert.equal(fixture.registry.placementOf("default/busy")?.agent.name, "agent-a");
+    assert.deepEqual(fixture.client("agent-a").calls, [], "a record owns it: removed by the sandbox's delete");
+  });
+
+  it("leaves a Lost sandbox Lost, without a slot, when the returning agent holds it with its process 1 gone", async () => {
+    const lost = await fixture.storeRecord("back", { phase: "Lost", assignedPod: "agent-a", sandboxID: "id-back" });
+
+    await adoption.adopt("agent-a", report("agent-a", [{ sandboxId: "id-back", name: "back", state: "stopped" }]));
+
+    const stored = await fixture.stored("back");
+    assert.equal(stored?.status?.phase, "Lost");
+    assert.equal(stored?.metadata.resourceVersion, lost.metadata.resourceVersion, "nothing written");
+    assert.equal(fixture.allocated(), 0);
+  });
+
   it("takes the address of a vanished instance away with it", async () => {
     await fixture.storeRecord("gone", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-gone", sandboxIP: "10.88.0.5" });
 

@@ -2,20 +2,22 @@
  * Adoption, the same in both deployment modes: when an agent (re)connects, what it runs is
  * compared with the sandbox records assigned to it. Slots of sandboxes it still runs are restored
  * in the registry (a Lost sandbox it still runs is Running again), a Running record whose container
- * vanished becomes Lost, and containers no record owns are removed (creates still in flight on the
+ * vanished, or whose process 1 is gone (a host restart ends every task and keeps every container),
+ * becomes Lost, and containers no record owns are removed (creates still in flight on the
  * agent are left alone). A running sandbox's `status.sandboxIP` follows the address its agent
  * reports (Isolated network), and goes when its instance does. Records the manager is working on
  * are skipped: its own writes tell.
  */
 import type { Logger } from "pino";
 import { FsbError, UnavailableError } from "@fast-sandbox/api";
-import type { AgentSandbox, AgentStatus } from "../agent-client/agent-client.js";
+import { processOneGone, type AgentSandbox, type AgentStatus } from "../agent-client/agent-client.js";
 import { systemClock, type Clock } from "../controller/clock.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { DEFAULT_NAMESPACE, REQUEST_ID_ANNOTATION, sandboxKey, type AgentClients, type SandboxManager } from "../fastpath/sandbox-manager.js";
 import { withSandboxIP } from "../fastpath/sandbox-network.js";
 import { setCondition, writeStatus } from "../fastpath/sandbox-status.js";
+import { lostInstanceCondition } from "./lost-instance.js";
 
 export interface AgentAdoptionOptions {
   store: ResourceStore;
@@ -75,7 +77,10 @@ export class AgentAdoption {
         const requestId = sandbox.metadata.annotations?.[REQUEST_ID_ANNOTATION];
         if (requestId) manager.rememberRequest(requestId, sandbox);
         const id = sandbox.status?.sandboxID ?? "";
-        const reported = running.get(id) ?? confirmed?.get(id);
+        const listedInstance = running.get(id) ?? confirmed?.get(id);
+        // Held with its process 1 gone is not running it: a Running record is Lost, a Lost one stays so.
+        const stopped = listedInstance && processOneGone(listedInstance) && (sandbox.status?.phase === "Running" || sandbox.status?.phase === "Lost");
+        const reported = stopped ? undefined : listedInstance;
         if (reported) {
           // The record as the agent reports the instance: with its own address, or none.
           const observed = { ...sandbox, status: withSandboxIP(sandbox.status ?? {}, reported.address) };
@@ -104,15 +109,10 @@ export class AgentAdoption {
           }
         } else if (!sandbox.metadata.deletionTimestamp && sandbox.status?.phase === "Running") {
           // Not confirmed by a status asked for after the list (the agent did not answer, or went): not decided now.
-          if (!confirmed) continue;
-          logger.warn({ sandbox: key, agent: agentName }, "the agent no longer runs this sandbox; marking it Lost");
-          await writeStatus(
-            store,
-            sandbox,
-            { phase: "Lost", sandboxIP: undefined },
-            { type: "Ready", status: "False", reason: "SandboxMissing", message: `agent ${agentName} does not run it` },
-            this.clock.now(),
-          );
+          if (!stopped && !confirmed) continue;
+          const lost = lostInstanceCondition(agentName, stopped ? "stopped" : "missing");
+          logger.warn({ sandbox: key, agent: agentName, reason: lost.reason }, `${lost.message}; marking it Lost`);
+          await writeStatus(store, sandbox, { phase: "Lost", sandboxIP: undefined }, lost, this.clock.now());
         }
       } catch (error) {
         logger.error({ err: error, sandbox: key, agent: agentName }, "could not adopt this sandbox");

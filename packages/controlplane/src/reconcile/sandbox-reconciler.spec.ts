@@ -264,6 +264,55 @@ describe("SandboxReconciler", () => {
       assert.equal(allocated(), 0, "its slot is free");
     });
 
+    it("marks a Running sandbox Lost (SandboxStopped) when its agent reports it held with its process 1 gone for 10 s; AutoRecreate replaces it then", async () => {
+      const manual = await manager.create({ name: "manual", spec: spec() });
+      const auto = await manager.create({ name: "auto", spec: spec({ failurePolicy: "AutoRecreate", recoveryTimeoutSeconds: 5 }) });
+      await settle();
+      assert.equal(allocated(), 2);
+      // Their tasks killed outside Fast Sandbox (or the host restarted): the containers stay, stopped.
+      const stopped = [manual, auto].map((sandbox) => ({ sandboxId: sandbox.status?.sandboxID ?? "", state: "stopped" as const }));
+      for (const seconds of [1, 5]) {
+        advance(seconds);
+        report(AGENT, stopped);
+        await settle();
+        assert.equal((await stored("manual"))?.status?.phase, "Running", `stopped for ${seconds === 1 ? 0 : 5} s only`);
+        assert.equal((await stored("auto"))?.status?.sandboxID, auto.status?.sandboxID);
+      }
+      advance(5);
+      report(AGENT, stopped);
+      await settle();
+      const lost = await stored("manual");
+      assert.equal(lost?.status?.phase, "Lost");
+      assert.equal(condition(lost, "Ready")?.reason, "SandboxStopped");
+      assert.match(condition(lost, "Ready")?.message ?? "", /agent default-0 answers but the sandbox's process 1 is gone/);
+      // AutoRecreate's timeout counts from when the agent was last seen answering for it: long past.
+      advance(1);
+      await settle();
+      const replaced = await stored("auto");
+      assert.equal(replaced?.status?.phase, "Running");
+      assert.notEqual(replaced?.status?.sandboxID, auto.status?.sandboxID, "a new instance");
+      assert.equal(replaced?.status?.recreations, 1);
+      assert.equal(condition(replaced, "Recreated")?.reason, "InstanceLost");
+      assert.match(condition(replaced, "Recreated")?.message ?? "", /recreated 1 time/);
+      assert.ok(
+        client(AGENT).calls.some((call) => call.startsWith(`delete ${auto.status?.sandboxID} `)),
+        "the stopped instance removed",
+      );
+      assert.equal(allocated(), 1, "the Lost one's slot is free; the replacement holds one");
+    });
+
+    it("keeps a Running sandbox whose task is stopped while a checkpoint of it is in flight", async () => {
+      const created = await manager.create({ name: "web", spec: spec() });
+      await settle();
+      for (const seconds of [1, 6, 6]) {
+        advance(seconds);
+        report(AGENT, [{ sandboxId: created.status?.sandboxID ?? "", state: "stopped", checkpointing: true }]);
+        await settle();
+      }
+      assert.equal((await stored("web"))?.status?.phase, "Running");
+      assert.equal(allocated(), 1);
+    });
+
     it("keeps a sandbox its agent misses for a moment and reports again", async () => {
       const created = await manager.create({ name: "web", spec: spec() });
       await settle();
@@ -387,6 +436,18 @@ describe("SandboxReconciler", () => {
 
       advance(1);
       report(AGENT, [{ sandboxId: "someone.else.000000", state: "running" }]);
+      await settle();
+      assert.equal(await stored("cut-short"), undefined);
+      assert.deepEqual(client(AGENT).calls, [`delete ${ID} 0`]);
+      assert.equal(allocated(), 0);
+    });
+
+    it("Bound by a fast-path create, its agent holding it with its process 1 gone (an exit code recorded): removed, never Running", async () => {
+      await fixture.storeRecord("cut-short", { phase: "Bound", assignedPod: AGENT, sandboxID: ID }, {}, { [FAST_PATH_ANNOTATION]: "true" });
+      registry.restore({ sandboxKey: "default/cut-short", agentName: AGENT, ports: [] });
+      await settle();
+      advance(1);
+      report(AGENT, [{ sandboxId: ID, state: "stopped", exitCode: 0 }]);
       await settle();
       assert.equal(await stored("cut-short"), undefined);
       assert.deepEqual(client(AGENT).calls, [`delete ${ID} 0`]);

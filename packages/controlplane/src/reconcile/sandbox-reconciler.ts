@@ -12,7 +12,8 @@
  * - agent connectivity: the `AgentConnected` condition follows the agent (the AgentObserver says
  *   when an agent changed; its sandboxes are found through the informer's index by agent);
  * - a vanished instance: a Running sandbox its answering agent no longer reports (its container was
- *   removed behind the agent's back) becomes `Lost`, as adoption makes it when an agent reconnects —
+ *   removed behind the agent's back), or reports with its process 1 gone (its task killed outside
+ *   Fast Sandbox, or its host restarted), becomes `Lost`, as adoption makes it when an agent reconnects —
  *   counted only on reports asked for after the record was last seen changing (every step that
  *   removes an instance — delete, pause, reset — writes the record first or runs here), over 10 s;
  * - failure policy: `recoveryTimeoutSeconds` after the agent went away (a timed requeue), `Manual`
@@ -23,7 +24,7 @@
  */
 import type { Logger } from "pino";
 import { FsbError, NoCapacityError, NotFoundError, type Condition, type Sandbox, type SandboxStatus } from "@fast-sandbox/api";
-import type { AgentSandbox } from "../agent-client/agent-client.js";
+import { processOneGone, type AgentSandbox } from "../agent-client/agent-client.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { FAST_PATH_ANNOTATION, type SandboxManager } from "../fastpath/sandbox-manager.js";
@@ -32,6 +33,7 @@ import { systemClock, type Clock } from "../controller/clock.js";
 import { Controller, type ReconcileResult, type Reconciler } from "../controller/controller.js";
 import type { Informer } from "../controller/informer.js";
 import { objectKey, parseObjectKey } from "../controller/object-key.js";
+import { LOST_INSTANCE_REASONS, lostInstanceCondition } from "./lost-instance.js";
 import { SANDBOXES_BY_AGENT, sandboxInformer, sandboxesByAgent } from "./sandbox-informer.js";
 
 /** @default 30 */
@@ -51,7 +53,9 @@ export interface AgentObserver {
   /** The agent's last status, when it arrived, and when it was asked for. */
   observedStatus(
     name: string,
-  ): { status: { sandboxes: readonly Pick<AgentSandbox, "sandboxId" | "state" | "exitCode" | "address">[] }; at: Date; askedAt: Date } | undefined;
+  ):
+    | { status: { sandboxes: readonly Pick<AgentSandbox, "sandboxId" | "state" | "exitCode" | "address" | "checkpointing">[] }; at: Date; askedAt: Date }
+    | undefined;
   /** Calls `listener` with an agent's name when its connectivity changes (it answers, is lost, is removed); returns the unsubscribe function. */
   onAgentChanged(listener: (agentName: string) => void): () => void;
   /** Calls `listener` with an agent's name after each status it reports while connected; returns the unsubscribe function. */
@@ -141,9 +145,10 @@ export class SandboxReconciler implements Reconciler {
     for (const sandbox of this.informer.byIndex(SANDBOXES_BY_AGENT, agentName)) this.controller.enqueue(objectKey(sandbox));
   }
 
-  /** A report of the agent: its Running sandboxes the report lacks are looked at (checkInstance). */
+  /** A report of the agent: its Running sandboxes the report lacks, or has with process 1 gone, are looked at (checkInstance). */
   private agentReported(agentName: string): void {
-    const reported = new Set(this.options.agents.observedStatus(agentName)?.status.sandboxes.map((s) => s.sandboxId));
+    const sandboxes = this.options.agents.observedStatus(agentName)?.status.sandboxes ?? [];
+    const reported = new Set(sandboxes.filter((s) => !processOneGone(s)).map((s) => s.sandboxId));
     for (const sandbox of this.informer.byIndex(SANDBOXES_BY_AGENT, agentName)) {
       if (sandbox.status?.phase !== "Running") continue;
       const key = objectKey(sandbox);
@@ -255,7 +260,9 @@ export class SandboxReconciler implements Reconciler {
     if (connectivity?.connected && (!observed || observed.askedAt <= since)) return waitForReport;
     const reported = connectivity?.connected ? observed?.status.sandboxes.find((s) => s.sandboxId === sandboxId) : undefined;
     if (reported?.state === "creating") return waitForReport;
-    if (reported && (reported.state === "running" || reported.exitCode !== undefined)) return this.unlessBusy(await manager.adoptRunning(sandbox, reported));
+    if (reported && !processOneGone(reported) && (reported.state === "running" || reported.exitCode !== undefined)) {
+      return this.unlessBusy(await manager.adoptRunning(sandbox, reported));
+    }
     const graceMs = this.options.foreignCreateGraceMs ?? 0;
     const boundForMs = now.getTime() - since.getTime();
     if (!reported && connectivity?.connected && boundForMs < graceMs) return { requeueAfterMs: Math.min(graceMs - boundForMs, 5 * REPORT_RECHECK_MS) };
@@ -308,7 +315,11 @@ export class SandboxReconciler implements Reconciler {
     const lostSince = Date.parse(previous?.lastTransitionTime ?? "") || (connectivity?.since ?? this.goneSince.get(agentName) ?? now).getTime();
     const waitedMs = now.getTime() - lostSince;
     if (waitedMs < timeoutMs) return { requeueAfterMs: timeoutMs - waitedMs };
-    if (sandbox.spec.failurePolicy === "AutoRecreate") return this.unlessBusy(await manager.replaceInstance(sandbox, "AgentLost"));
+    if (sandbox.spec.failurePolicy === "AutoRecreate") {
+      const ready = sandbox.status?.conditions?.find((c) => c.type === "Ready");
+      const instanceLost = phase === "Lost" && connectivity?.connected === true && LOST_INSTANCE_REASONS.has(ready?.reason ?? "");
+      return this.unlessBusy(await manager.replaceInstance(sandbox, instanceLost ? "InstanceLost" : "AgentLost"));
+    }
     if (phase === "Running") {
       this.options.logger.warn(
         { sandbox: key, agent: agentName },
@@ -346,24 +357,22 @@ export class SandboxReconciler implements Reconciler {
     }
     const observed = this.options.agents.observedStatus(agentName);
     const sandboxId = sandbox.status?.sandboxID ?? "";
-    if (!observed || observed.status.sandboxes.some((reported) => reported.sandboxId === sandboxId)) {
+    const reported = observed?.status.sandboxes.find((candidate) => candidate.sandboxId === sandboxId);
+    if (!observed || (reported && !processOneGone(reported))) {
       delete seen.missingSince;
       return;
     }
     // A report asked for before then may predate the instance (another replica's create).
     if (observed.askedAt <= seen.since) return { requeueAfterMs: REPORT_RECHECK_MS };
-    // Missing for a while, not from one report: an agent's listing can miss an instance for a moment
-    // (a claimed prepared instance containerd has not recorded as its sandbox yet after an outage).
+    // Missing (or stopped) for a while, not from one report: an agent's listing can miss an instance
+    // for a moment (a claimed prepared instance containerd has not recorded as its sandbox yet after
+    // an outage), and a pause's end reaches the record after the agent has let its task go.
     seen.missingSince ??= observed.askedAt;
     const missingForMs = observed.askedAt.getTime() - seen.missingSince.getTime();
     if (missingForMs < MISSING_CONFIRM_MS) return { requeueAfterMs: Math.max(REPORT_RECHECK_MS, MISSING_CONFIRM_MS - missingForMs) };
-    this.options.logger.warn({ sandbox: key, agent: agentName, sandboxId }, "the agent answers but no longer runs this sandbox; marking it Lost");
-    await this.writeStatus(
-      sandbox,
-      { phase: "Lost", endpoints: [], sandboxIP: undefined },
-      { type: "Ready", status: "False", reason: "SandboxMissing", message: `agent ${agentName} answers but does not run it` },
-      now,
-    );
+    const lost = reported ? lostInstanceCondition(agentName, "stopped") : lostInstanceCondition(agentName, "missing");
+    this.options.logger.warn({ sandbox: key, agent: agentName, sandboxId, reason: lost.reason }, `${lost.message}; marking it Lost`);
+    await this.writeStatus(sandbox, { phase: "Lost", endpoints: [], sandboxIP: undefined }, lost, now);
     this.options.registry.release(key);
   }
 
