@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import { loadYaml, type V1Container, type V1EnvVar, type V1PodTemplateSpec } from "@kubernetes/client-node";
+import { posix } from "node:path";
+import { loadYaml, type V1Container, type V1EnvVar, type V1Pod, type V1PodTemplateSpec } from "@kubernetes/client-node";
 import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
 import { agentLimitsEnv } from "./agent-limits-env.js";
-import { POOL_LABEL, agentPodLimits, agentPodTemplateHash, buildAgentPod, mergePodTemplates, type AgentPodOptions } from "./agent-pod.js";
+import { AGENT_CHECKPOINT_DIR, POOL_LABEL, agentPodLimits, agentPodTemplateHash, buildAgentPod, mergePodTemplates, type AgentPodOptions } from "./agent-pod.js";
 import { TEMPLATE_HASH_LABEL } from "./agent-template-hash.js";
 
 /** The deployment's default agent Pod template, as the controller reads it (FSB_AGENT_TEMPLATE_FILE). */
@@ -35,6 +36,42 @@ function pool(agentTemplate?: Record<string, unknown>): SandboxPool {
 
 function env(container: V1Container, name: string): V1EnvVar | undefined {
   return container.env?.find((e) => e.name === name);
+}
+
+/** Whether `path` is `dir` or under it. */
+function isUnder(path: string, dir: string): boolean {
+  const relative = posix.relative(dir, path);
+  return relative === "" || (!relative.startsWith("..") && !posix.isAbsolute(relative));
+}
+
+/**
+ * Where `path` of the container is on the host: through the container's deepest mount holding it,
+ * when that mount's volume is a hostPath; undefined when no hostPath volume holds it (an emptyDir,
+ * the container's own files: gone with the Pod).
+ */
+function hostPathOf(pod: V1Pod, container: V1Container, path: string): string | undefined {
+  const mount = (container.volumeMounts ?? []).filter((m) => isUnder(path, m.mountPath)).sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
+  const volume = pod.spec?.volumes?.find((v) => v.name === mount?.name);
+  if (!mount || !volume?.hostPath) return undefined;
+  return posix.join(volume.hostPath.path, mount.subPath ?? "", posix.relative(mount.mountPath, path));
+}
+
+/**
+ * Asserts the agent keeps its pool's checkpoints where its pool's other agents on the node (and
+ * its successors) find them: FSB_CHECKPOINT_DIR the same for every agent Pod, outside the agent's
+ * own state directory, on a hostPath volume at `hostDir` (the host's containerd writes the images
+ * there, so the agent must see it at the host's path).
+ */
+function assertNodeCheckpointDir(pod: V1Pod, hostDir = AGENT_CHECKPOINT_DIR): void {
+  const agent = pod.spec?.containers.find((c) => c.name === "agent") ?? pod.spec?.containers[0];
+  assert.ok(agent);
+  const dir = env(agent, "FSB_CHECKPOINT_DIR")?.value;
+  assert.equal(dir, "/var/lib/fast-sandbox/checkpoints");
+  assert.equal(env(agent, "FSB_CHECKPOINT_DIR")?.valueFrom, undefined);
+  assert.equal(agent.env?.filter((e) => e.name === "FSB_CHECKPOINT_DIR").length, 1);
+  const stateDir = env(agent, "FSB_AGENT_STATE_DIR")?.value?.replaceAll("$(FSB_AGENT_NAME)", "python-agent-x7k2p");
+  if (stateDir) assert.ok(!isUnder(dir, stateDir), `${dir} is in the agent's own state directory ${stateDir}`);
+  assert.equal(hostPathOf(pod, agent, dir), hostDir, "on a hostPath volume");
 }
 
 describe("buildAgentPod", () => {
@@ -105,6 +142,7 @@ describe("buildAgentPod", () => {
     assert.deepEqual(env(agent, "FSB_AGENT_TOKEN")?.valueFrom?.secretKeyRef, { name: "agents-token", key: "token" });
     assert.equal(env(agent, "FSB_CONTAINERD_NAMESPACE")?.value, "k8s.io");
     assert.equal(env(agent, "FSB_CONTAINERD_SOCKET")?.value, "/run/containerd/containerd.sock");
+    assert.equal(env(agent, "FSB_AGENT_OWN_NETWORK")?.value, "true", "Shared runc sandboxes join the Pod's network, not the node's");
   });
 
   it("tells the agent to keep the pool's prepared instances: the default for a runc pool with an image, none with preparedInstances 0 or no image", () => {
@@ -123,15 +161,17 @@ describe("buildAgentPod", () => {
     assert.equal(env(withoutImage, "FSB_PREPARED_INSTANCES"), undefined);
   });
 
-  it("mounts the host's containerd directories (socket dir and /var/lib/containerd)", () => {
+  it("mounts the host's containerd directories (socket dir and /var/lib/containerd) and the node's checkpoint directory", () => {
     const pod = buildAgentPod(pool());
     assert.deepEqual(pod.spec?.volumes, [
       { name: "containerd-run", hostPath: { path: "/run/containerd", type: "Directory" } },
       { name: "containerd-root", hostPath: { path: "/var/lib/containerd", type: "Directory" } },
+      { name: "sandbox-checkpoints", hostPath: { path: "/var/lib/fast-sandbox/checkpoints", type: "DirectoryOrCreate" } },
     ]);
     assert.deepEqual(pod.spec?.containers[0]?.volumeMounts, [
       { name: "containerd-run", mountPath: "/run/containerd" },
       { name: "containerd-root", mountPath: "/var/lib/containerd" },
+      { name: "sandbox-checkpoints", mountPath: "/var/lib/fast-sandbox/checkpoints" },
     ]);
   });
 
@@ -175,11 +215,11 @@ describe("buildAgentPod", () => {
     assert.deepEqual(agent.readinessProbe, { tcpSocket: { port: 7071 } });
     assert.deepEqual(
       agent.volumeMounts?.map((m) => m.mountPath),
-      ["/cache", "/run/containerd", "/var/lib/containerd"],
+      ["/cache", "/run/containerd", "/var/lib/containerd", "/var/lib/fast-sandbox/checkpoints"],
     );
     assert.deepEqual(
       pod.spec?.volumes?.map((v) => v.name),
-      ["cache", "containerd-run", "containerd-root"],
+      ["cache", "containerd-run", "containerd-root", "sandbox-checkpoints"],
     );
     // The pool's template itself is untouched.
     assert.equal(template.spec.containers[1]?.env?.length, 2);
@@ -201,6 +241,63 @@ describe("buildAgentPod", () => {
     assert.equal(env(main, "FSB_AGENT_NAME")?.valueFrom?.fieldRef?.fieldPath, "metadata.name");
     assert.equal(env(main, "FSB_AGENT_CPU_LIMIT_MILLICORES")?.valueFrom?.resourceFieldRef?.containerName, "main");
     assert.equal(side.env, undefined);
+  });
+});
+
+describe("buildAgentPod: the node's checkpoint directory (FSB_CHECKPOINT_DIR)", () => {
+  it("keeps the pool's checkpoints in the node's directory, a hostPath, not in the agent's own state directory", () => {
+    const pod = buildAgentPod(pool(), { baseTemplate: defaultTemplate() });
+    assertNodeCheckpointDir(pod);
+    const agent = pod.spec?.containers[0];
+    assert.ok(agent);
+    // The shipped template's state dir is per agent: checkpoints there went with their agent.
+    assert.equal(env(agent, "FSB_AGENT_STATE_DIR")?.value, "/var/lib/fast-sandbox/agents/$(FSB_AGENT_NAME)");
+    assert.equal(agent.volumeMounts?.filter((m) => m.mountPath === AGENT_CHECKPOINT_DIR).length, 1);
+    assert.equal(pod.spec?.volumes?.filter((v) => v.name === "sandbox-checkpoints").length, 1);
+  });
+
+  it("is set without a base template, and a pool's template cannot take it away or point it at a per-agent directory", () => {
+    assertNodeCheckpointDir(buildAgentPod(pool()));
+    const perAgent = {
+      spec: {
+        containers: [
+          {
+            name: "agent",
+            env: [
+              { name: "FSB_AGENT_STATE_DIR", value: "/data/agents/$(FSB_AGENT_NAME)" },
+              { name: "FSB_CHECKPOINT_DIR", value: "/data/agents/$(FSB_AGENT_NAME)/checkpoints" },
+            ],
+            volumeMounts: [{ name: "data", mountPath: "/data" }],
+          },
+        ],
+        volumes: [{ name: "data", emptyDir: {} }],
+      },
+    };
+    assertNodeCheckpointDir(buildAgentPod(pool(perAgent)));
+    assertNodeCheckpointDir(buildAgentPod(pool(perAgent), { baseTemplate: defaultTemplate() }));
+    // A pool's template whose agent container has another name: the first container gets it.
+    const other = buildAgentPod(
+      pool({
+        spec: {
+          containers: [
+            { name: "main", image: "my/agent:1" },
+            { name: "side", image: "b:1" },
+          ],
+        },
+      }),
+    );
+    assertNodeCheckpointDir(other);
+    assert.equal(other.spec?.containers[1]?.volumeMounts, undefined);
+  });
+
+  it("keeps a template's own hostPath at that path (the e2e suite's host dir), once", () => {
+    const base = defaultTemplate();
+    const volume = base.spec?.volumes?.find((v) => v.name === "sandbox-checkpoints");
+    assert.ok(volume?.hostPath);
+    volume.hostPath.path = "/run/fast-sandbox-e2e-kubernetes/checkpoints";
+    const pod = buildAgentPod(pool(), { baseTemplate: base });
+    assertNodeCheckpointDir(pod, "/run/fast-sandbox-e2e-kubernetes/checkpoints");
+    assert.equal(pod.spec?.volumes?.filter((v) => v.name === "sandbox-checkpoints").length, 1);
   });
 });
 
@@ -528,6 +625,7 @@ describe("buildAgentPod with a base template (config/agent/agent-pod-template.ya
         "/run/containerd",
         "/var/lib/containerd",
         "/var/lib/fast-sandbox/agents",
+        "/var/lib/fast-sandbox/checkpoints",
         "/var/lib/fast-sandbox/bin",
         "/run/netns",
         "/run/fast-sandbox/network",
@@ -543,7 +641,7 @@ describe("buildAgentPod with a base template (config/agent/agent-pod-template.ya
     assert.equal(agent.volumeMounts?.find((m) => m.mountPath === "/run/netns")?.mountPropagation, "Bidirectional");
     assert.deepEqual(
       spec?.volumes?.map((v) => v.name),
-      ["containerd-run", "containerd-root", "agents-state", "node-binaries", "netns", "network-state", "host-cgroup"],
+      ["containerd-run", "containerd-root", "agents-state", "sandbox-checkpoints", "node-binaries", "netns", "network-state", "host-cgroup"],
     );
     assert.deepEqual(base, defaultTemplate(), "the base template itself is untouched");
   });
@@ -589,6 +687,7 @@ describe("buildAgentPod with a base template (config/agent/agent-pod-template.ya
       "/var/lib/containerd",
       "/var/lib/fast-sandbox/agents",
       "/var/lib/fast-sandbox/bin",
+      "/var/lib/fast-sandbox/checkpoints",
     ]);
     assert.deepEqual(shipper, { name: "log-shipper", image: "shipper:1" });
     assert.deepEqual(pod.spec?.volumes?.map((v) => v.name).sort(), [
@@ -599,6 +698,7 @@ describe("buildAgentPod with a base template (config/agent/agent-pod-template.ya
       "netns",
       "network-state",
       "node-binaries",
+      "sandbox-checkpoints",
       "scratch",
     ]);
     assert.equal(pod.spec?.initContainers?.[0]?.name, "install-node-binaries");

@@ -8,7 +8,13 @@
  * - the node's containerd (the `/run/containerd` directory, so a restarted containerd's new socket
  *   is seen, and `/var/lib/containerd`), in the namespace `k8s.io` the kubelet uses, so images the
  *   node already holds are shared;
- * - the agent API token from a Secret of the pool's namespace, and the address to listen on.
+ * - the agent API token from a Secret of the pool's namespace, and the address to listen on;
+ * - the node's checkpoint directory (FSB_CHECKPOINT_DIR, a hostPath at its host path): the agent keeps
+ *   a pool's gVisor checkpoints (paused sandboxes among them) in `<dir>/<namespace>/<pool>`, shared by
+ *   the pool's agents on the node, so they outlive the agent that made them (a replaced or scaled-down
+ *   agent Pod) — never in the agent's own state directory, which the agent falls back to without it;
+ * - FSB_AGENT_OWN_NETWORK: the Pod has a network of its own, which the agent's Shared runc sandboxes
+ *   join (the agent names it under /run/netns), instead of the node's, where runc would leave them.
  * The pool's template is merged over the deployment's default template (`baseTemplate`, the file
  * config/agent/agent-pod-template.yaml: containers, init containers and volumes by name, env by
  * name, mounts by path); containers that name no image get the agent image.
@@ -52,6 +58,14 @@ export const AGENT_POD_DEFAULTS: Required<AgentPodOptions> = {
 const CONTAINERD_RUN_DIR = "/run/containerd";
 const CONTAINERD_SOCKET = `${CONTAINERD_RUN_DIR}/containerd.sock`;
 const CONTAINERD_ROOT = "/var/lib/containerd";
+/**
+ * The node's directory of the pools' gVisor checkpoints (`<dir>/<namespace>/<pool>`), as the embedded
+ * mode's `<dataDir>/checkpoints`. The host's containerd writes the images there, so the agent must
+ * see it at the same path as the host.
+ */
+export const AGENT_CHECKPOINT_DIR = "/var/lib/fast-sandbox/checkpoints";
+/** The hostPath volume of AGENT_CHECKPOINT_DIR (config/agent/agent-pod-template.yaml names it so too). */
+const CHECKPOINT_VOLUME = "sandbox-checkpoints";
 
 /**
  * The limits of the agent container of the pool's agent Pods (its agentTemplate over `baseTemplate`),
@@ -153,9 +167,12 @@ function injectAgent(container: V1Container, pool: string, settings: Required<Ag
     ports: container.ports?.some((p) => p.containerPort === settings.port)
       ? container.ports
       : [...(container.ports ?? []), { name: "agent", containerPort: settings.port, protocol: "TCP" }],
+    // A template's own mount at one of these paths stays (e.g. the e2e suite's checkpoint
+    // directory, a hostPath elsewhere on its host).
     volumeMounts: mergeMounts(container.volumeMounts ?? [], [
       { name: "containerd-run", mountPath: CONTAINERD_RUN_DIR },
       { name: "containerd-root", mountPath: CONTAINERD_ROOT },
+      { name: CHECKPOINT_VOLUME, mountPath: AGENT_CHECKPOINT_DIR },
     ]),
     readinessProbe: container.readinessProbe ?? agentReadinessProbe(settings.port),
   };
@@ -191,6 +208,11 @@ function agentEnv(container: string, pool: string, settings: Required<AgentPodOp
     { name: "FSB_AGENT_TOKEN", valueFrom: { secretKeyRef: { name: settings.tokenSecretName, key: settings.tokenSecretKey } } },
     { name: "FSB_CONTAINERD_SOCKET", value: CONTAINERD_SOCKET },
     { name: "FSB_CONTAINERD_NAMESPACE", value: settings.containerdNamespace },
+    // The node's, shared by the pool's agents there: not `<FSB_AGENT_STATE_DIR>/checkpoints`, the
+    // agent's own, whose checkpoints (paused sandboxes) would go with the agent.
+    { name: "FSB_CHECKPOINT_DIR", value: AGENT_CHECKPOINT_DIR },
+    // The Pod's network is not the node's: Shared runc sandboxes join it (runc would leave them in the node's).
+    { name: "FSB_AGENT_OWN_NETWORK", value: "true" },
   ];
 }
 
@@ -200,6 +222,7 @@ function agentVolumes(): V1Volume[] {
     // mount of the file would not follow.
     { name: "containerd-run", hostPath: { path: CONTAINERD_RUN_DIR, type: "Directory" } },
     { name: "containerd-root", hostPath: { path: CONTAINERD_ROOT, type: "Directory" } },
+    { name: CHECKPOINT_VOLUME, hostPath: { path: AGENT_CHECKPOINT_DIR, type: "DirectoryOrCreate" } },
   ];
 }
 

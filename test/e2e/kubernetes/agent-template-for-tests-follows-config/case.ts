@@ -55,6 +55,7 @@ function withTestChanges(template: PodTemplate): PodTemplate {
   const agent = byName(template.spec.containers, "agent");
   byName(agent.env ?? [], "FSB_CONTAINERD_NAMESPACE").value = CONTAINERD_NAMESPACE;
   byName(template.spec.volumes, "agents-state").hostPath!.path = `${HOST_DIR}/agents`;
+  byName(template.spec.volumes, "sandbox-checkpoints").hostPath!.path = `${HOST_DIR}/checkpoints`;
   byName(template.spec.volumes, "node-binaries").hostPath!.path = `${HOST_DIR}/bin`;
   return template;
 }

@@ -2,10 +2,12 @@
  * Every component runs with exactly the Kubernetes API access config/rbac gives it, and that is
  * enough: the suite's cluster runs the controller, agents and janitor with those roles only.
  * - What each ServiceAccount may and may not do, asked of the API server's authorizer with
- *   `kubectl auth can-i --as` (the admin impersonates): the controller works on sandboxes, pools,
- *   agent Pods, its own Lease, Secrets by name and new Secrets in its own namespace (the E2B API's
- *   keys and token secret), and nothing else; the proxy reads Sandboxes, Pods and the one E2B token
- *   Secret; the janitor only reads Pods and Sandboxes; agents have no API access at all.
+ *   `kubectl auth can-i --as` (the admin impersonates): the controller works on sandboxes, pools
+ *   (writing them only by PATCH, their status only by PUT) and agent Pods in every namespace, and on
+ *   its own Lease and Secrets in its own namespace only (the E2B API's keys and token secret, read
+ *   and created), and nothing else — no Secret of any other namespace, no Events; the proxy reads
+ *   Sandboxes, Pods and the one E2B token Secret; the janitor only reads Pods and Sandboxes; agents
+ *   have no API access at all.
  * - Enough: after the cases before this one (alphabetical order) placed, deleted, recreated and
  *   reset sandboxes and scaled pools, no controller replica and no janitor logged a `forbidden`
  *   answer of the API server — a permission the code needs and the role lacks fails this case.
@@ -35,33 +37,53 @@ async function can(suite: KubernetesSuiteContext, user: string, verb: string, re
 
 export function registerCase(suite: KubernetesSuiteContext): void {
   describe("RBAC: least privilege per component", () => {
-    it("lets the controller do its work: sandboxes and their status, agent Pods, its Lease, Secrets by name, Events", async () => {
-      for (const [verb, resource, subresource] of [
-        ["watch", "sandboxes.sandbox.fast.io"],
-        ["create", "sandboxes.sandbox.fast.io"],
-        ["delete", "sandboxes.sandbox.fast.io"],
-        ["update", "sandboxes.sandbox.fast.io", "status"],
-        ["patch", "sandboxpools.sandbox.fast.io", "status"],
-        ["update", "sandboxes.sandbox.fast.io", "finalizers"],
-        ["list", "sandboxpools.sandbox.fast.io"],
-        ["create", "pods"],
-        ["delete", "pods"],
-        ["watch", "pods"],
-        ["get", "secrets"],
-        ["create", "events"],
+    it("lets the controller do its work: sandboxes, pools and their status, agent Pods, its Lease, its own namespace's Secrets", async () => {
+      // In every namespace (the pools' and sandboxes' namespaces are the users').
+      for (const [verb, resource, namespace, subresource] of [
+        ["get", "sandboxes.sandbox.fast.io", "default"],
+        ["list", "sandboxes.sandbox.fast.io", undefined],
+        ["watch", "sandboxes.sandbox.fast.io", undefined],
+        ["create", "sandboxes.sandbox.fast.io", "default"],
+        // Spec and metadata writes (resetRevision, the cleanup finalizer) are JSON patches.
+        ["patch", "sandboxes.sandbox.fast.io", "default"],
+        ["delete", "sandboxes.sandbox.fast.io", "default"],
+        ["get", "sandboxpools.sandbox.fast.io", "default"],
+        ["list", "sandboxpools.sandbox.fast.io", undefined],
+        ["watch", "sandboxpools.sandbox.fast.io", undefined],
+        ["create", "sandboxpools.sandbox.fast.io", "default"],
+        ["patch", "sandboxpools.sandbox.fast.io", "default"],
+        ["delete", "sandboxpools.sandbox.fast.io", "default"],
+        // Status writes are PUTs of the status subresource.
+        ["update", "sandboxes.sandbox.fast.io", "default", "status"],
+        ["update", "sandboxpools.sandbox.fast.io", "default", "status"],
+        // Agent Pods are owned by their pool with blockOwnerDeletion.
+        ["update", "sandboxpools.sandbox.fast.io", "default", "finalizers"],
+        ["create", "pods", "default"],
+        ["delete", "pods", "default"],
+        ["list", "pods", undefined],
+        ["watch", "pods", undefined],
       ] as const) {
-        assert.equal(await can(suite, CONTROLLER, verb, resource, "default", subresource), true, `controller: ${verb} ${resource} ${subresource ?? ""}`);
+        const what = `${verb} ${resource}${subresource ? `/${subresource}` : ""} in ${namespace ?? "all namespaces"}`;
+        assert.equal(await can(suite, CONTROLLER, verb, resource, namespace, subresource), true, `controller: ${what}`);
       }
       assert.equal(await can(suite, CONTROLLER, "get", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM_NAMESPACE), true);
       assert.equal(await can(suite, CONTROLLER, "update", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM_NAMESPACE), true);
       assert.equal(await can(suite, CONTROLLER, "create", "leases.coordination.k8s.io", SYSTEM_NAMESPACE), true);
-      // The E2B-compatible API's key Secrets and token secret, in its own namespace.
+      // The E2B-compatible API's key Secrets (looked up by name) and token secret, in its own namespace only.
+      assert.equal(await can(suite, CONTROLLER, "get", "secrets", SYSTEM_NAMESPACE), true);
+      assert.equal(await can(suite, CONTROLLER, "get", "secrets/fast-sandbox-e2b-token-secret", SYSTEM_NAMESPACE), true);
       assert.equal(await can(suite, CONTROLLER, "create", "secrets", SYSTEM_NAMESPACE), true);
     });
 
     it("denies the controller everything else", async () => {
       for (const [verb, resource, namespace, subresource] of [
-        // Secrets: one by name only; never listed, watched or written.
+        // Secrets: only its own namespace's, by name; never listed, watched, updated or deleted.
+        // None of a pool's namespace: the agent token reaches agents through their Pods'
+        // secretKeyRef, and a pool's imagePullSecret is not read.
+        ["get", "secrets", "default"],
+        ["get", "secrets/fast-sandbox-agent-token", "default"],
+        ["get", "secrets", "kube-system"],
+        ["get", "secrets", undefined],
         ["list", "secrets", undefined],
         ["watch", "secrets", "default"],
         ["create", "secrets", "default"],
@@ -72,12 +94,26 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         ["delete", "nodes", undefined],
         ["list", "configmaps", SYSTEM_NAMESPACE],
         ["get", "configmaps", "default"],
+        // No Events are written.
+        ["create", "events", "default"],
+        ["create", "events", SYSTEM_NAMESPACE],
+        ["create", "events.events.k8s.io", "default"],
+        // Agent Pods: listed and watched, never read one by one, edited or exec'd into.
+        ["get", "pods", "default"],
         ["update", "pods", "default"],
         ["patch", "pods", "default"],
         ["create", "pods", "default", "exec"],
         ["create", "pods", "default", "eviction"],
         ["update", "pods", "default", "status"],
+        // Sandboxes and pools: the verbs the store does not use.
+        ["update", "sandboxes.sandbox.fast.io", "default"],
+        ["update", "sandboxpools.sandbox.fast.io", "default"],
+        ["deletecollection", "sandboxes.sandbox.fast.io", "default"],
+        ["get", "sandboxes.sandbox.fast.io", "default", "status"],
+        ["patch", "sandboxes.sandbox.fast.io", "default", "status"],
+        ["patch", "sandboxpools.sandbox.fast.io", "default", "status"],
         ["delete", "sandboxes.sandbox.fast.io", "default", "status"],
+        ["update", "sandboxes.sandbox.fast.io", "default", "finalizers"],
         ["create", "deployments.apps", SYSTEM_NAMESPACE],
         ["create", "serviceaccounts", "default"],
         ["update", "customresourcedefinitions.apiextensions.k8s.io", undefined],
