@@ -148,6 +148,22 @@ describe("CheckpointManager", () => {
     await assert.rejects(checkpoints.fork({ name: "source", count: 33 }), ValidationError);
   });
 
+  it("gives a fork's copies the egress their source narrowed from its pool's, not the pool's", async () => {
+    const agent = addAgent("agent-a", nodeA, 8);
+    await fixture.manager.create({ name: "source", spec: sandboxSpec({ egress: { policy: "denyAll" } }) });
+    const fork = await checkpoints.fork({ name: "source", count: 2 });
+    assert.deepEqual(
+      fork.sandboxes.map((s) => s.sandbox.spec.egress),
+      [{ policy: "denyAll" }, { policy: "denyAll" }],
+    );
+    const copies = agent.createRequests.filter((request) => request.fromCheckpoint);
+    assert.equal(copies.length, 2);
+    assert.deepEqual(
+      copies.map((request) => (request.network.mode === "Isolated" ? request.network.egress.policy : request.network.mode)),
+      ["denyAll", "denyAll"],
+    );
+  });
+
   it("makes all copies of a fork or none: a failed copy removes the others and the checkpoint", async () => {
     const agent = addAgent("agent-a", nodeA, 8);
     await fixture.manager.create({ name: "source", spec: sandboxSpec() });

@@ -346,9 +346,12 @@ export class CheckpointManager {
     }
     const keep = Boolean(input.checkpoint);
     const name = input.checkpoint || `${input.name.slice(0, NAME_MAX_LENGTH - 16)}-fork-${randomBytes(5).toString("hex")}`;
+    // The copies run on the source's processes, under the source's network policy: an egress it
+    // narrowed from its pool's is theirs too (not the pool's, which may allow more).
+    const source = await this.options.manager.get(namespace, input.name);
     let checkpoint: Checkpoint;
     try {
-      checkpoint = await this.checkpoint({ namespace, sandbox: input.name, checkpoint: name });
+      checkpoint = await this.checkpoint({ namespace, sandbox: input.name, checkpoint: name, current: source });
     } catch (error) {
       if (!keep) await this.discardFailed(namespace, name, error);
       throw error;
@@ -361,6 +364,7 @@ export class CheckpointManager {
           namespace,
           name: `${base}-${randomBytes(5).toString("hex")}`,
           fromCheckpoint: checkpoint.name,
+          ...(source.spec.egress ? { spec: { egress: source.spec.egress } } : {}),
           ...(input.labels ? { labels: input.labels } : {}),
           accessTokenHash: hashAccessToken(accessToken),
         });
