@@ -48,9 +48,20 @@ describe("agentConfigFromEnv", () => {
       checkpointDir: "/var/lib/fsb/agents/default-0/checkpoints/default/default",
       preparedInstances: undefined,
       limits: {},
+      ownNetwork: false,
       statsIntervalMs: 5000,
       statsHistorySamples: 720,
     });
+  });
+
+  it("reads whether the agent has a network of its own (a Pod's), and refuses what is not true or false", () => {
+    assert.equal(agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_OWN_NETWORK: "true" }).ownNetwork, true);
+    assert.equal(agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_OWN_NETWORK: "false" }).ownNetwork, false);
+    assertValidationError(
+      () => agentConfigFromEnv({ ...REQUIRED, FSB_AGENT_OWN_NETWORK: "yes" }),
+      "FSB_AGENT_OWN_NETWORK",
+      /not a boolean: give true or false/,
+    );
   });
 
   it("reads how often sandboxes are sampled and how many samples are kept, and refuses what is not a whole number in range", () => {

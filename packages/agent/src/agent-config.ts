@@ -67,10 +67,24 @@ export interface AgentConfig {
    * limits. Empty: no bound beyond each sandbox's.
    */
   limits: CgroupLimits;
+  /**
+   * FSB_AGENT_OWN_NETWORK (`true`/`false`, default false): the agent runs in a network namespace of
+   * its own (a Pod's), which its Shared runc sandboxes must join (shared-network.ts); false: it runs
+   * in the host's, which they get from the runtime anyway.
+   */
+  ownNetwork: boolean;
   /** FSB_STATS_INTERVAL_MS: how often each running sandbox's resource use is sampled for its history (stats-history.ts); default 5000. */
   statsIntervalMs: number;
   /** FSB_STATS_HISTORY_SAMPLES: the samples kept per sandbox; default 720 (an hour at 5 s). */
   statsHistorySamples: number;
+}
+
+/** `true` or `false` (empty or unset: false); anything else is refused. */
+function booleanFromEnv(env: NodeJS.ProcessEnv, key: string): boolean {
+  const value = env[key] ?? "";
+  if (value === "" || value === "false") return false;
+  if (value === "true") return true;
+  throw new ValidationError(key, `${JSON.stringify(value)} is not a boolean: give true or false`);
 }
 
 /** The most prepared instances an agent keeps. */
@@ -173,6 +187,7 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv = process.env): AgentC
     ),
     preparedInstances: preparedInstancesFromEnv(env, env.FSB_AGENT_NAMESPACE ?? "default", required("FSB_AGENT_POOL")),
     limits: agentLimitsFromEnv(env),
+    ownNetwork: booleanFromEnv(env, "FSB_AGENT_OWN_NETWORK"),
     statsIntervalMs: positiveIntegerFromEnv(env, "FSB_STATS_INTERVAL_MS", "milliseconds", 100) ?? 5000,
     statsHistorySamples: positiveIntegerFromEnv(env, "FSB_STATS_HISTORY_SAMPLES", "samples", 1) ?? 720,
   };

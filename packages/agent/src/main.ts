@@ -15,6 +15,7 @@ import { cgroupExists, detectCgroupLayout, joinCgroup, limitCgroup } from "./cgr
 import { createContainerdRuntime } from "./containerd/containerd-runtime.js";
 import { INSTALL_NODE_BINARIES, runInstallNodeBinaries } from "./install-node-binaries.js";
 import { networkSettingsFromEnv } from "./network/network-settings.js";
+import { exposeSharedNetwork, withdrawSharedNetwork } from "./shared-network.js";
 import { startAgentServer } from "./server/agent-server.js";
 import { AgentMetrics } from "./server/agent-metrics.js";
 
@@ -51,6 +52,9 @@ async function main(): Promise<void> {
     }
   }
   const metrics = new AgentMetrics();
+  // In a Pod's network, Shared runc sandboxes join the agent's namespace (runc would leave them in the node's).
+  const sharedNetwork = config.ownNetwork ? await exposeSharedNetwork({ agentName: config.name, stateDir: config.stateDir }) : undefined;
+  if (sharedNetwork) log.info({ netns: sharedNetwork.netnsPath }, "Shared sandboxes join the agent's own network namespace");
   const runtime = createContainerdRuntime({
     socketPath: config.containerdSocket,
     namespace: config.containerdNamespace,
@@ -67,6 +71,7 @@ async function main(): Promise<void> {
     // The node's sandbox network (FSB_NETWORK_*), for isolated sandboxes; nothing of it is set up
     // before the agent serves its first one.
     network: networkSettingsFromEnv(),
+    ...(sharedNetwork ? { sharedNetwork } : {}),
     onCreateTimings: ({ prepared, ...timings }) => metrics.createStepsFinished(prepared ? { claimMs: timings.totalMs } : { ...timings }),
     ...(config.preparedInstances ? { preparedInstances: config.preparedInstances } : {}),
     logger: log,
@@ -107,6 +112,8 @@ async function main(): Promise<void> {
           await runtime.unprepare();
           log.info("no sandboxes left: removed the shim anchors and prepared network namespaces");
         }
+        // The name only: the Shared sandboxes that still run keep the namespace; a successor names it again.
+        if (sharedNetwork) await withdrawSharedNetwork(config.name);
       })
       .catch((error: unknown) => log.warn({ err: error }, "could not remove the shim anchors or network namespaces; the janitor reclaims them"))
       .finally(() => {

@@ -3,7 +3,8 @@
  * Everything runs in its own containerd namespace, removed at the end.
  */
 import assert from "node:assert/strict";
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -77,6 +78,8 @@ async function execCollect(
     workingDir?: string;
     user?: string;
     signal?: AbortSignal;
+    /** The runtime of another agent than the suite's. */
+    via?: ContainerdRuntime;
   } = {},
 ) {
   let stdout = "";
@@ -87,7 +90,7 @@ async function execCollect(
     ...(options.workingDir ? { workingDir: options.workingDir } : {}),
     ...(options.user ? { user: options.user } : {}),
   };
-  const exitCode = await runtime.exec(id, request, {
+  const exitCode = await (options.via ?? runtime).exec(id, request, {
     onStdout: (chunk) => {
       stdout += Buffer.from(chunk).toString();
     },
@@ -431,6 +434,40 @@ describe("containerd runtime", () => {
     assert.deepEqual(leftovers(spec.sandboxId), []);
   });
 
+  it("puts a Shared runc sandbox into its agent's own network namespace (an agent in a Pod), with the agent's resolver files", async () => {
+    const agent = "podnet-agent";
+    const podNetns = `fsb-test-podnet-${process.pid}`;
+    execFileSync("ip", ["netns", "add", podNetns]);
+    execFileSync("ip", ["-n", podNetns, "link", "add", "fsbpod0", "type", "veth", "peer", "name", "fsbpod1"]);
+    const resolv = join(workDir, "pod-resolv.conf");
+    writeFileSync(resolv, "nameserver 10.96.0.10\nsearch pod.cluster.local\n");
+    const podRuntime = createContainerdRuntime({
+      namespace: NAMESPACE,
+      agentName: agent,
+      stateDir: join(workDir, "state-podnet"),
+      cgroupParent: `${CGROUP_PARENT}/${agent}`,
+      helperPath: DEFAULT_HELPER_PATH,
+      sharedNetwork: { netnsPath: `/run/netns/${podNetns}`, files: [{ source: resolv, destination: "/etc/resolv.conf" }] },
+      logger: pino({ level: "warn" }),
+    });
+    const spec = sandboxSpec();
+    try {
+      await podRuntime.prepare();
+      await podRuntime.create(spec);
+      const interfaces = await execCollect(spec.sandboxId, ["ls", "/sys/class/net"], { via: podRuntime });
+      assert.equal(interfaces.exitCode, 0);
+      assert.deepEqual(interfaces.stdout.trim().split(/\s+/).sort(), ["fsbpod0", "fsbpod1", "lo"], "the Pod's interfaces, not the host's");
+      const dns = await execCollect(spec.sandboxId, ["cat", "/etc/resolv.conf"], { via: podRuntime });
+      assert.equal(dns.stdout, "nameserver 10.96.0.10\nsearch pod.cluster.local\n");
+    } finally {
+      await podRuntime.delete(spec.sandboxId, { gracePeriodMs: 0 }).catch(() => undefined);
+      await podRuntime.unprepare();
+      podRuntime.close();
+      execFileSync("ip", ["netns", "delete", podNetns]);
+    }
+    assert.deepEqual(leftovers(spec.sandboxId), []);
+  });
+
   it("runs sandboxes whose ids containerd refuses under mapped container ids, and speaks their sandbox ids everywhere", async () => {
     const pid = String(process.pid);
     const ids = [`team-a.a--b.${pid}`, `team-a.${"n".repeat(120 - "team-a..".length - pid.length)}.${pid}`];
@@ -614,7 +651,9 @@ describe("containerd runtime", () => {
       quota: 50_000,
       period: 100_000,
     });
-    assert.deepEqual(oci.linux.resources.memory, { limit: memoryBytes });
+    // Where the host accounts swap (v1 memory.memsw.*, this machine; v2 memory.swap.max), the limit covers it.
+    const swapAccounted = existsSync("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes");
+    assert.deepEqual(oci.linux.resources.memory, swapAccounted ? { limit: memoryBytes, swap: memoryBytes } : { limit: memoryBytes });
     assert.deepEqual(oci.linux.resources.pids, { limit: 64 });
     assert.equal(oci.linux.cgroupsPath, `${CGROUP_PARENT}/${spec.sandboxId}`);
     // The limits reached the kernel: cgroup v1 (this machine) or v2 (unified hierarchy).
@@ -622,6 +661,10 @@ describe("containerd runtime", () => {
     const v2Memory = `/sys/fs/cgroup${CGROUP_PARENT}/${spec.sandboxId}/memory.max`;
     const memoryFile = existsSync(v1Memory) ? v1Memory : v2Memory;
     assert.equal(readFileSync(memoryFile, "utf8").trim(), String(memoryBytes));
+    if (swapAccounted) {
+      const memsw = `/sys/fs/cgroup/memory${CGROUP_PARENT}/${spec.sandboxId}/memory.memsw.limit_in_bytes`;
+      assert.equal(readFileSync(memsw, "utf8").trim(), String(memoryBytes), "memory and swap together within the limit: no swap");
+    }
     await runtime.delete(spec.sandboxId, { gracePeriodMs: 0 });
   });
 

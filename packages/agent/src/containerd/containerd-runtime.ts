@@ -14,7 +14,7 @@
 import { setMaxListeners } from "node:events";
 import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { chown, mkdir, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
@@ -90,6 +90,7 @@ import { CommandStartWatcher, commandStartError } from "./command-start.js";
 import { ClaimJournal, type RunDirMove } from "./claim-journal.js";
 import { detectCgroupLayout, killCgroupProcesses, readCgroupUsage, readOomKillCount, removeCgroup, type CgroupLayout } from "../cgroup.js";
 import type { SandboxNetworkSettings } from "../network/network-settings.js";
+import type { SharedNetwork } from "../shared-network.js";
 import { SandboxNetworks, type ClaimedNetwork } from "../network/sandbox-networks.js";
 
 /** Label carrying the image reference of a sandbox. */
@@ -194,6 +195,12 @@ export interface ContainerdRuntimeOptions {
   network?: SandboxNetworkSettings;
   /** Host files bind-mounted read-only into sandboxes that share the host network. @default ["/etc/resolv.conf", "/etc/hosts"] */
   hostNetworkFiles?: string[];
+  /**
+   * The agent's own network namespace (shared-network.ts), which its Shared runc sandboxes join with
+   * its resolver files: set when the agent runs in a network of its own (a Pod). @default none: they
+   * stay in the runtime's, the host's, network
+   */
+  sharedNetwork?: SharedNetwork;
   /**
    * Host path of the static in-sandbox helper (process 1 of every sandbox: reaps orphans, records the
    * command's exit code, keeps the sandbox alive for exec). Absent: the user's command is process 1.
@@ -314,6 +321,9 @@ export class ContainerdRuntime implements Runtime {
   /** What the runsc behind both wrappers can do: probed at the first restore, once. */
   private runscFeatures: Promise<RunscFeatures> | undefined;
   private readonly hostNetworkFiles: readonly string[];
+  private readonly sharedNetwork: SharedNetwork | undefined;
+  /** Whether the host accounts swap per cgroup: a sandbox's memory limit then covers swap too. */
+  private readonly swapAccounting: boolean;
   /** Isolated sandboxes' networks; undefined without network settings. */
   readonly networks: SandboxNetworks | undefined;
   /** Checkpoints of gVisor sandboxes and restores from them (checkpoints.ts). */
@@ -364,6 +374,8 @@ export class ContainerdRuntime implements Runtime {
     this.gvisorBinary = writeRunscWrapper(this.stateDir, runscPath);
     this.gvisorOwnNetnsBinary = options.network ? writeRunscOwnNetnsWrapper(this.stateDir, runscPath) : undefined;
     this.hostNetworkFiles = options.hostNetworkFiles ?? ["/etc/resolv.conf", "/etc/hosts"];
+    this.sharedNetwork = options.sharedNetwork;
+    this.swapAccounting = swapAccounted(this.cgroupLayout, this.cgroupParent);
     this.onCreateTimings = options.onCreateTimings;
     this.commandStartTimeoutMs = options.commandStartTimeoutMs ?? 5_000;
     this.claimRecordTimeoutMs = options.claimRecordTimeoutMs ?? 60_000;
@@ -1212,6 +1224,8 @@ export class ContainerdRuntime implements Runtime {
         ...(group !== undefined ? { shimGroup: this.shimGroup(group) } : {}),
         cgroupsPath: sandboxCgroupsPath(this.cgroupParent, containerId),
         hostNetworkFiles: this.hostNetworkFiles,
+        ...(this.sharedNetwork ? { sharedNetwork: this.sharedNetwork } : {}),
+        ...(this.swapAccounting ? { swapAccounting: true } : {}),
         ...(network ? { isolatedNetwork: { netnsPath: network.netnsPath, files: this.networkFiles(runDir, network) } } : {}),
       });
       // runsc builds an isolated sandbox's network from its namespace's interfaces; a shared one runs
@@ -1986,4 +2000,18 @@ async function ignoreNotFound(call: Promise<unknown>): Promise<void> {
   } catch (error) {
     if (!isNotFound(error)) throw error;
   }
+}
+
+/**
+ * Whether the host accounts swap per cgroup, where the sandboxes' cgroups are made: v1 with swap
+ * accounting has `memory.memsw.limit_in_bytes`; v2 has `memory.swap.max` in every cgroup below the
+ * root (the nearest existing one to `cgroupParent` tells). runc writes a swap limit only there.
+ */
+function swapAccounted(layout: CgroupLayout, cgroupParent: string): boolean {
+  if (layout.version === 1) return layout.controllers.includes("memory") && existsSync(join(layout.root, "memory", "memory.memsw.limit_in_bytes"));
+  for (let path = cgroupParent; path !== "/" && path !== "" && path !== "."; path = dirname(path)) {
+    const directory = join(layout.root, path);
+    if (existsSync(directory)) return existsSync(join(directory, "memory.swap.max"));
+  }
+  return false;
 }

@@ -159,6 +159,31 @@ describe("buildOciSpec", () => {
     assert.ok(spec.mounts.some((mount) => mount.destination === "/etc/resolv.conf" && mount.options.includes("ro")));
   });
 
+  it("puts a Shared runc sandbox into its agent's own network namespace, with the agent's DNS files, when the agent has one (a Pod)", () => {
+    const sharedNetwork = {
+      netnsPath: "/run/netns/fsb-agent-pool-0",
+      files: [{ source: "/state/shared-network/resolv.conf", destination: "/etc/resolv.conf" }],
+    };
+    const spec = buildOciSpec(sandbox(), image, { ...options, sharedNetwork });
+    assert.deepEqual(
+      spec.linux.namespaces.filter((namespace) => namespace.type === "network"),
+      [{ type: "network", path: "/run/netns/fsb-agent-pool-0" }],
+    );
+    const resolv = spec.mounts.filter((mount) => mount.destination === "/etc/resolv.conf");
+    assert.deepEqual(
+      resolv.map((mount) => mount.source),
+      ["/state/shared-network/resolv.conf"],
+      "the agent's file, not the host's",
+    );
+    assert.ok(!spec.process.capabilities.bounding.includes("CAP_NET_RAW"), "still the agent's network: no raw sockets");
+    // gVisor and isolated sandboxes keep a network of their own.
+    const gvisor = buildOciSpec(sandbox({ runtimeType: "gvisor" }), image, { ...options, sharedNetwork });
+    assert.deepEqual(
+      gvisor.linux.namespaces.filter((namespace) => namespace.type === "network"),
+      [{ type: "network" }],
+    );
+  });
+
   it("gives gVisor sandboxes their own network namespace and no host files", () => {
     const spec = buildOciSpec(sandbox({ runtimeType: "gvisor" }), image, options);
     assert.ok(spec.linux.namespaces.some((namespace) => namespace.type === "network"));
@@ -203,6 +228,8 @@ describe("buildOciSpec", () => {
     });
     assert.deepEqual(spec.linux.resources.memory, { limit: 64 * 1024 * 1024 });
     assert.deepEqual(spec.linux.resources.pids, { limit: 100 });
+    const swapAccounted = buildOciSpec(sandbox({ resources: { memoryBytes: 64 * 1024 * 1024 } }), image, { ...options, swapAccounting: true });
+    assert.deepEqual(swapAccounted.linux.resources.memory, { limit: 64 * 1024 * 1024, swap: 64 * 1024 * 1024 }, "no swap beyond the limit");
     assert.equal(spec.linux.cgroupsPath, "/fast-sandbox/sb-1");
     assert.deepEqual(spec.linux.resources.devices, [{ allow: false, access: "rwm" }]);
   });

@@ -4,6 +4,7 @@
  */
 import { FailedPreconditionError, isNumericExecUser, parseExecUser } from "@fast-sandbox/api/core";
 import type { RuntimeSandboxSpec } from "../runtime/runtime.js";
+import type { SharedNetwork } from "../shared-network.js";
 import type { ImageConfig } from "./image-resolver.js";
 import { defaultSeccompProfile, type SeccompProfile } from "./seccomp-profile.js";
 
@@ -102,7 +103,7 @@ export interface OciSpec {
         minor?: number;
       }[];
       cpu?: { quota: number; period: number };
-      memory?: { limit: number };
+      memory?: { limit: number; swap?: number };
       pids?: { limit: number };
     };
     namespaces: { type: string; path?: string }[];
@@ -119,6 +120,17 @@ export interface OciSpecOptions {
   cgroupsPath?: string;
   /** Host files bind-mounted read-only when the sandbox shares the host network (DNS and hosts). */
   hostNetworkFiles?: readonly string[];
+  /**
+   * The agent's own network namespace, for a sandbox that shares the agent's network (shared-network.ts):
+   * it joins it, with the agent's resolver files instead of `hostNetworkFiles`. Absent: the agent's
+   * network is the host's, which the runtime's own namespace is.
+   */
+  sharedNetwork?: SharedNetwork;
+  /**
+   * The host accounts swap per cgroup (v1 `memory.memsw.*`, v2 `memory.swap.max`): a memory limit
+   * then covers swap too (swap = limit: none of its own), as it must to hold on a host with swap.
+   */
+  swapAccounting?: boolean;
   /** The in-sandbox helper: becomes process 1 and wraps the user's command (see helper/fsb-helper.c). */
   helper?: HelperInjection;
   /** An isolated sandbox's network (network/sandbox-networks.ts); absent: it shares the agent's. */
@@ -294,16 +306,19 @@ export function imageUser(user: string): OciUser {
 
 export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, options: OciSpecOptions): OciSpec {
   // An isolated sandbox (runc or runsc) joins its prepared network namespace. Otherwise a runc
-  // sandbox shares the agent's network (its IP and ports), like a Kubernetes hostNetwork pod, and
-  // gVisor, which refuses the host's network namespace, gets an empty one (gvisor-binary.ts).
+  // sandbox shares the agent's network (its IP and ports) — the host's, or the agent Pod's, which it
+  // joins by path (sharedNetwork) — and gVisor, which refuses the host's network namespace, gets an
+  // empty one (gvisor-binary.ts).
   const isolated = options.isolatedNetwork;
   const ownNetwork = isolated !== undefined || spec.runtimeType === "gvisor";
   // In the agent's network, raw sockets would let a sandbox read the traffic of the agent's own
   // interfaces (its loopback carries the agent's and the control plane's bearer tokens): no NET_RAW there.
   const capabilities = ownNetwork ? [...DEFAULT_CAPABILITIES] : DEFAULT_CAPABILITIES.filter((capability) => capability !== "CAP_NET_RAW");
   const namespaces: { type: string; path?: string }[] = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
+  const shared = ownNetwork ? undefined : options.sharedNetwork;
   if (isolated) namespaces.push({ type: "network", path: isolated.netnsPath });
   else if (ownNetwork) namespaces.push({ type: "network" });
+  else if (shared) namespaces.push({ type: "network", path: shared.netnsPath });
 
   const mounts: OciMount[] = [
     {
@@ -344,11 +359,12 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
     },
   ];
   if (!ownNetwork) {
-    for (const file of options.hostNetworkFiles ?? []) {
+    const files = shared?.files ?? (options.hostNetworkFiles ?? []).map((file) => ({ source: file, destination: file }));
+    for (const file of files) {
       mounts.push({
-        destination: file,
+        destination: file.destination,
         type: "bind",
-        source: file,
+        source: file.source,
         options: ["rbind", "ro", "nosuid", "nodev", "noexec"],
       });
     }
@@ -383,7 +399,9 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
       period: CPU_PERIOD_US,
     };
   }
-  if (limits?.memoryBytes !== undefined && limits.memoryBytes > 0) resources.memory = { limit: limits.memoryBytes };
+  if (limits?.memoryBytes !== undefined && limits.memoryBytes > 0) {
+    resources.memory = { limit: limits.memoryBytes, ...(options.swapAccounting ? { swap: limits.memoryBytes } : {}) };
+  }
   if (limits?.pids !== undefined && limits.pids > 0) resources.pids = { limit: limits.pids };
 
   const linux: OciSpec["linux"] = {
