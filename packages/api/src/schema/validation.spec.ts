@@ -309,7 +309,33 @@ describe("validateSandbox", () => {
   it("rejects non-objects", () => {
     for (const value of [null, "sandbox", 1, []]) {
       assert.throws(() => validateSandbox(value), ValidationError);
+      assert.throws(() => validateSandbox(value, { parts: ["status"] }), ValidationError);
     }
+  });
+
+  it("checks only the parts asked for: the status of a sandbox whose image or egress is refused", () => {
+    const refusedSpec = sandboxWith((s) => {
+      s.spec.image = "Not A Valid Image";
+      s.spec.egress = { policy: "allowList" };
+    });
+    assert.equal(rejection(() => validateSandbox(refusedSpec)).field, "spec.image");
+    assert.doesNotThrow(() => validateSandbox(refusedSpec, { parts: ["status"] }));
+    assert.doesNotThrow(() => validateSandbox(refusedSpec, { parts: ["metadata"] }));
+    assert.equal(
+      rejection(() =>
+        validateSandbox(
+          sandboxWith((s) => (s.status.phase = "Zombie")),
+          { parts: ["status"] },
+        ),
+      ).field,
+      "status.phase",
+    );
+    assert.doesNotThrow(() =>
+      validateSandbox(
+        sandboxWith((s) => (s.status.phase = "Zombie")),
+        { parts: ["metadata", "spec"] },
+      ),
+    );
   });
 });
 
@@ -334,8 +360,80 @@ describe("validateSandboxPool", () => {
     assertPoolRejected((p) => (p.spec.prewarmImages = ["busybox", "bad image"]), "spec.prewarmImages[1]", /"bad image" is not a valid image reference/);
   });
 
-  it("accepts any agentTemplate object", () => {
+  it("accepts agentTemplate fields the agent Pod builder does not read, whatever they hold", () => {
     assert.doesNotThrow(() => validateSandboxPool(poolWith((p) => (p.spec.agentTemplate = { anything: [1, { deep: true }] }))));
+    assert.doesNotThrow(() => validateSandboxPool(poolWith((p) => (p.spec.agentTemplate = { spec: { nodeSelector: "x", tolerations: {} } }))));
+  });
+
+  it("accepts a full agent Pod template, and null (unset, as Kubernetes reads it) for any of its lists and maps", () => {
+    const template = {
+      metadata: { labels: { tier: "agents" }, annotations: { "fast.io/note": "1" } },
+      spec: {
+        initContainers: [{ name: "setup", image: "busybox", env: [{ name: "A", value: "1" }], volumeMounts: [{ name: "v", mountPath: "/v" }] }],
+        containers: [
+          { name: "agent", env: [{ name: "B", valueFrom: { fieldRef: { fieldPath: "spec.nodeName" } } }], ports: [{ containerPort: 7071 }] },
+          { image: "sidecar" },
+        ],
+        volumes: [{ name: "v", emptyDir: {} }],
+        tolerations: [{ operator: "Exists" }],
+      },
+    };
+    assert.doesNotThrow(() => validateSandboxPool(poolWith((p) => (p.spec.agentTemplate = template))));
+    const nulls = {
+      metadata: { labels: null, annotations: null },
+      spec: { containers: [{ name: "agent", env: null, volumeMounts: null, ports: null }], volumes: null },
+    };
+    assert.doesNotThrow(() => validateSandboxPool(poolWith((p) => (p.spec.agentTemplate = nulls))));
+    assert.doesNotThrow(() => validateSandboxPool(poolWith((p) => (p.spec.agentTemplate = { metadata: null, spec: null }))));
+  });
+
+  it("rejects an agentTemplate the agent Pod builder cannot merge, naming the path and what it must be", () => {
+    const template = (agentTemplate: unknown) => (p: Record<string, any>) => (p.spec.agentTemplate = agentTemplate);
+    const at = "spec.agentTemplate";
+    assertPoolRejected(template({ spec: { containers: "agent" } }), `${at}.spec.containers`, /must be a list of containers, not the string "agent"$/);
+    assertPoolRejected(template({ spec: { containers: { agent: {} } } }), `${at}.spec.containers`, /must be a list of containers, not a map$/);
+    assertPoolRejected(template({ spec: { containers: [{ name: "agent" }, null] } }), `${at}.spec.containers[1]`, /must be a container \(a map\), not null$/);
+    assertPoolRejected(
+      template({ spec: { initContainers: ["setup"] } }),
+      `${at}.spec.initContainers[0]`,
+      /must be a container \(a map\), not the string "setup"$/,
+    );
+    assertPoolRejected(template({ spec: { containers: [{ name: 7 }] } }), `${at}.spec.containers[0].name`, /must be a string, not the number 7$/);
+    assertPoolRejected(
+      template({ spec: { containers: [{ name: "agent", env: { FOO: "1" } }] } }),
+      `${at}.spec.containers[0].env`,
+      /must be a list of \{name, value\} entries, not a map$/,
+    );
+    assertPoolRejected(
+      template({ spec: { containers: [{ env: [{ value: "1" }] }] } }),
+      `${at}.spec.containers[0].env[0].name`,
+      /is required: variables are merged by name$/,
+    );
+    assertPoolRejected(template({ spec: { initContainers: [{ env: [{ name: "" }] }] } }), `${at}.spec.initContainers[0].env[0].name`, /must not be empty/);
+    assertPoolRejected(
+      template({ spec: { containers: [{ volumeMounts: [{ name: "v" }] }] } }),
+      `${at}.spec.containers[0].volumeMounts[0].mountPath`,
+      /is required: mounts are merged by path$/,
+    );
+    assertPoolRejected(
+      template({ spec: { containers: [{ ports: 7071 }] } }),
+      `${at}.spec.containers[0].ports`,
+      /must be a list of \{containerPort\} entries, not the number 7071$/,
+    );
+    assertPoolRejected(template({ spec: { volumes: {} } }), `${at}.spec.volumes`, /must be a list of volumes, not a map$/);
+    assertPoolRejected(template({ spec: { volumes: [{ emptyDir: {} }] } }), `${at}.spec.volumes[0].name`, /is required: volumes are merged by name$/);
+    assertPoolRejected(template({ spec: [] }), `${at}.spec`, /must be a map \(a Pod spec\), not a list$/);
+    assertPoolRejected(
+      template({ metadata: "agents" }),
+      `${at}.metadata`,
+      /must be a map \(of the agent Pods' labels and annotations\), not the string "agents"$/,
+    );
+    assertPoolRejected(template({ metadata: { labels: ["tier"] } }), `${at}.metadata.labels`, /must be a map of label names to values, not a list$/);
+    assertPoolRejected(
+      template({ metadata: { annotations: { replicas: 3 } } }),
+      `${at}.metadata.annotations["replicas"]`,
+      /must be a string \(quote it in YAML\), not the number 3$/,
+    );
   });
 
   it("rejects poolMin greater than poolMax", () => {
@@ -422,6 +520,46 @@ describe("validateSandboxPool", () => {
     assertPoolRejected((p) => delete p.spec.capacity, "spec.capacity", /is required/);
     assertPoolRejected((p) => (p.spec.image = ""), "spec.image", /must not be empty/);
     assertPoolRejected((p) => (p.kind = "Sandbox"), "kind", /allowed: SandboxPool$/);
+  });
+
+  it("checks only the parts asked for, apiVersion and kind always", () => {
+    const refusedSpec = poolWith((p) => {
+      p.spec.image = "registry.example.com/Team/app:1";
+      p.spec.agentTemplate = { spec: { volumes: {} } };
+      p.spec.capacity.poolMin = 9;
+    });
+    assert.throws(() => validateSandboxPool(refusedSpec), ValidationError);
+    assert.doesNotThrow(() => validateSandboxPool(refusedSpec, { parts: ["metadata", "status"] }));
+    const badLabel = poolWith((p) => {
+      p.metadata.labels = { "-x": "1" };
+      p.spec.maxSandboxesPerPod = 0;
+    });
+    assert.equal(rejection(() => validateSandboxPool(badLabel, { parts: ["metadata"] })).field, 'metadata.labels["-x"]');
+    assert.doesNotThrow(() => validateSandboxPool(badLabel, { parts: ["status"] }));
+    // A wrong spec does not hide what is wrong in a part asked for.
+    const badStatus = poolWith((p) => {
+      p.status.agents = -1;
+      p.spec.capacity.bufferMin = { deeply: { nested: "wrong" } };
+    });
+    assert.equal(rejection(() => validateSandboxPool(badStatus, { parts: ["status"] })).field, "status.agents");
+    assert.equal(
+      rejection(() =>
+        validateSandboxPool(
+          poolWith((p) => (p.kind = "Sandbox")),
+          { parts: ["status"] },
+        ),
+      ).field,
+      "kind",
+    );
+    assert.equal(
+      rejection(() =>
+        validateSandboxPool(
+          poolWith((p) => (p.surprise = 1)),
+          { parts: [] },
+        ),
+      ).field,
+      "surprise",
+    );
   });
 
   it("rejects a Sandbox passed as a pool and a pool passed as a Sandbox", () => {

@@ -92,8 +92,37 @@ function describe(error: ValueError): { field: string; message: string } {
 
 /** Checks `value` against a compiled schema and throws a ValidationError naming the first bad field. */
 export function assertValid<T extends TSchema>(check: TypeCheck<T>, value: unknown): void {
+  assertValidParts(check, value, undefined);
+}
+
+/** A part of a Sandbox or a SandboxPool that a validation can be limited to (ValidationOptions). */
+export type ResourcePart = "metadata" | "spec" | "status";
+
+/** How validateSandbox and validateSandboxPool check an object. */
+export interface ValidationOptions {
+  /**
+   * The parts checked (apiVersion and kind always are). A store checks the parts a write changes: a
+   * status write its status, an update that leaves the spec as stored its metadata. So an object
+   * the API server accepted but these rules refuse (written with kubectl, or stored before a rule
+   * was added) still takes its status and the removal of its finalizers.
+   * @default ["metadata", "spec", "status"]
+   */
+  parts?: readonly ResourcePart[];
+}
+
+/** `/spec/image` → "spec": the ResourcePart a JSON pointer is in; undefined outside them (`/kind`). */
+function partOf(pointer: string): string | undefined {
+  return /^\/(metadata|spec|status)(?:\/|$)/.exec(pointer)?.[1];
+}
+
+/** assertValid, counting only the errors in `parts` (and outside every part) when given. */
+function assertValidParts<T extends TSchema>(check: TypeCheck<T>, value: unknown, parts: ReadonlySet<string> | undefined): void {
   if (check.Check(value)) return;
-  const errors = [...check.Errors(value)];
+  const errors = [...check.Errors(value)].filter((error) => {
+    const part = partOf(error.path);
+    return parts === undefined || part === undefined || parts.has(part);
+  });
+  if (parts !== undefined && errors.length === 0) return;
   // Prefer the most specific error (deepest path), which is what a user can act on.
   errors.sort((a, b) => b.path.length - a.path.length);
   const first = errors[0];
@@ -107,18 +136,28 @@ export function assertValid<T extends TSchema>(check: TypeCheck<T>, value: unkno
 let sandboxCheck: TypeCheck<typeof Sandbox> | undefined;
 let sandboxPoolCheck: TypeCheck<typeof SandboxPool> | undefined;
 
-export function validateSandbox(value: unknown): asserts value is Sandbox {
-  assertValid((sandboxCheck ??= TypeCompiler.Compile(Sandbox)), value);
-  checkLabels((value as Sandbox).metadata.labels, "metadata.labels");
+function partsOf(options: ValidationOptions): ReadonlySet<string> | undefined {
+  return options.parts === undefined ? undefined : new Set(options.parts);
+}
+
+/** Throws a ValidationError naming the first field that is wrong (of `options.parts` only, when given). */
+export function validateSandbox(value: unknown, options: ValidationOptions = {}): asserts value is Sandbox {
+  const parts = partsOf(options);
+  assertValidParts((sandboxCheck ??= TypeCompiler.Compile(Sandbox)), value, parts);
+  if (!parts || parts.has("metadata")) checkLabels((value as Sandbox).metadata.labels, "metadata.labels");
+  if (parts && !parts.has("spec")) return;
   const { egress, image } = (value as Sandbox).spec;
   // Before anything is reserved for it: an agent would refuse it only after a slot, a record and a wake.
   if (image !== undefined) parseImageReference(image, "spec.image");
   if (egress) checkEgressPolicy(egress, "spec.egress");
 }
 
-export function validateSandboxPool(value: unknown): asserts value is SandboxPool {
-  assertValid((sandboxPoolCheck ??= TypeCompiler.Compile(SandboxPool)), value);
-  checkLabels((value as SandboxPool).metadata.labels, "metadata.labels");
+/** Throws a ValidationError naming the first field that is wrong (of `options.parts` only, when given). */
+export function validateSandboxPool(value: unknown, options: ValidationOptions = {}): asserts value is SandboxPool {
+  const parts = partsOf(options);
+  assertValidParts((sandboxPoolCheck ??= TypeCompiler.Compile(SandboxPool)), value, parts);
+  if (!parts || parts.has("metadata")) checkLabels((value as SandboxPool).metadata.labels, "metadata.labels");
+  if (parts && !parts.has("spec")) return;
   const { capacity } = (value as SandboxPool).spec;
   if (capacity.poolMin > capacity.poolMax) {
     throw new ValidationError("spec.capacity.poolMin", `${capacity.poolMin} is greater than poolMax ${capacity.poolMax}`);
@@ -127,9 +166,10 @@ export function validateSandboxPool(value: unknown): asserts value is SandboxPoo
     throw new ValidationError("spec.capacity.bufferMin", `${capacity.bufferMin} is greater than bufferMax ${capacity.bufferMax}`);
   }
   checkPoolNetwork((value as SandboxPool).spec);
-  const { preparedInstances, image, runtimeType, maxSandboxesPerPod, preparedFromCheckpoint, prewarmImages } = (value as SandboxPool).spec;
+  const { preparedInstances, image, runtimeType, maxSandboxesPerPod, preparedFromCheckpoint, prewarmImages, agentTemplate } = (value as SandboxPool).spec;
   if (image !== undefined) parseImageReference(image, "spec.image");
   prewarmImages?.forEach((reference, index) => parseImageReference(reference, `spec.prewarmImages[${index}]`));
+  if (agentTemplate !== undefined) checkAgentTemplate(agentTemplate, "spec.agentTemplate");
   if (preparedFromCheckpoint && runtimeType !== "gvisor") {
     throw new ValidationError("spec.preparedFromCheckpoint", `instances restored from a checkpoint need runtimeType gvisor, not ${runtimeType ?? "container"}`);
   }
@@ -146,4 +186,82 @@ export function validateSandboxPool(value: unknown): asserts value is SandboxPoo
       );
     }
   }
+}
+
+/**
+ * The shape of a pool's agentTemplate (a Pod template) that the agent Pod builder relies on
+ * (controlplane fleet/agent-pod.ts): it merges the template's labels and annotations, its
+ * containers and init containers (each one's env by name, mounts by path, ports) and its volumes
+ * (by name) over the deployment's template, and passes the rest on to the Pod as it is. The API
+ * server keeps the field as it is given (x-kubernetes-preserve-unknown-fields), so a list written
+ * as a map would reach the builder; the rest of the Pod is the API server's to check when the agent
+ * Pod is created. Unset fields, null included (Kubernetes reads null as unset), are not checked.
+ */
+function checkAgentTemplate(template: Record<string, unknown>, field: string): void {
+  const { metadata, spec } = template;
+  if (isSet(metadata)) {
+    if (!isMap(metadata)) throw new ValidationError(`${field}.metadata`, mustBe("a map (of the agent Pods' labels and annotations)", metadata));
+    for (const name of ["labels", "annotations"]) {
+      const values = metadata[name];
+      if (!isSet(values)) continue;
+      if (!isMap(values)) throw new ValidationError(`${field}.metadata.${name}`, mustBe(`a map of ${name.slice(0, -1)} names to values`, values));
+      const [key, entry] = Object.entries(values).find(([, value]) => typeof value !== "string") ?? [];
+      if (key !== undefined) throw new ValidationError(`${field}.metadata.${name}[${JSON.stringify(key)}]`, mustBe("a string (quote it in YAML)", entry));
+    }
+  }
+  if (!isSet(spec)) return;
+  if (!isMap(spec)) throw new ValidationError(`${field}.spec`, mustBe("a map (a Pod spec)", spec));
+  for (const list of ["initContainers", "containers"]) {
+    mapsOf(spec[list], `${field}.spec.${list}`, "containers", "a container (a map)").forEach((container, index) =>
+      checkTemplateContainer(container, `${field}.spec.${list}[${index}]`),
+    );
+  }
+  mapsOf(spec.volumes, `${field}.spec.volumes`, "volumes", "a volume (a map)").forEach((volume, index) =>
+    requireString(volume, "name", `${field}.spec.volumes[${index}]`, "volumes are merged by name"),
+  );
+}
+
+/** A container of an agentTemplate: its name, and the lists the agent Pod builder merges or reads. */
+function checkTemplateContainer(container: Record<string, unknown>, field: string): void {
+  if (isSet(container.name) && typeof container.name !== "string") throw new ValidationError(`${field}.name`, mustBe("a string", container.name));
+  mapsOf(container.env, `${field}.env`, "{name, value} entries", "an entry {name, value}").forEach((variable, index) =>
+    requireString(variable, "name", `${field}.env[${index}]`, "variables are merged by name"),
+  );
+  mapsOf(container.volumeMounts, `${field}.volumeMounts`, "{name, mountPath} entries", "an entry {name, mountPath}").forEach((mount, index) =>
+    requireString(mount, "mountPath", `${field}.volumeMounts[${index}]`, "mounts are merged by path"),
+  );
+  mapsOf(container.ports, `${field}.ports`, "{containerPort} entries", "an entry {containerPort}");
+}
+
+/** The entries of a list of maps (none when unset); a ValidationError naming the list, or the first entry, that is not one. */
+function mapsOf(value: unknown, field: string, entries: string, entry: string): Record<string, unknown>[] {
+  if (!isSet(value)) return [];
+  if (!Array.isArray(value)) throw new ValidationError(field, mustBe(`a list of ${entries}`, value));
+  value.forEach((item: unknown, index) => {
+    if (!isMap(item)) throw new ValidationError(`${field}[${index}]`, mustBe(entry, item));
+  });
+  return value as Record<string, unknown>[];
+}
+
+/** `map[key]` must be a string that is not empty: `why` says what needs it. */
+function requireString(map: Record<string, unknown>, key: string, field: string, why: string): void {
+  const value = map[key];
+  if (!isSet(value)) throw new ValidationError(`${field}.${key}`, `is required: ${why}`);
+  if (typeof value !== "string") throw new ValidationError(`${field}.${key}`, mustBe("a string", value));
+  if (value === "") throw new ValidationError(`${field}.${key}`, `must not be empty: ${why}`);
+}
+
+function isSet(value: unknown): boolean {
+  return value !== undefined && value !== null;
+}
+
+function isMap(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** "must be a list of containers, not the string "agent"". */
+function mustBe(expected: string, value: unknown): string {
+  const actual =
+    value === null ? "null" : Array.isArray(value) ? "a list" : typeof value === "object" ? "a map" : `the ${typeof value} ${JSON.stringify(value)}`;
+  return `must be ${expected}, not ${actual}`;
 }

@@ -14,9 +14,14 @@ import {
   UnauthenticatedError,
   UnavailableError,
   ValidationError,
+  type Sandbox,
+  type SandboxPool,
+  type SandboxPoolSpec,
 } from "@fast-sandbox/api";
 import { testKubeConfig } from "./kube-config.fixture.js";
 import { openKubernetesResourceStore, translateKubernetesError } from "./kubernetes-resource-store.js";
+import type { AnyResource } from "./resource-store.js";
+import { updateWithRetry } from "./retry-on-conflict.js";
 
 const context = { kind: "Sandbox" as const, key: { namespace: "team", name: "web" }, action: "update" };
 
@@ -239,5 +244,196 @@ describe("KubernetesResourceStore watches on a connection that goes silent", () 
     const kubeConfig = testKubeConfig("https://127.0.0.1:1");
     assert.throws(() => openKubernetesResourceStore({ kubeConfig, watchTimeoutSeconds: 0.5 }), /0\.5 is not a whole number of seconds >= 1/);
     assert.throws(() => openKubernetesResourceStore({ kubeConfig, watchGraceMs: -1 }), /-1 is not a number of milliseconds >= 0/);
+  });
+});
+
+describe("KubernetesResourceStore writes to an object the CRD accepted and the checks refuse (written with kubectl)", () => {
+  /**
+   * An "API server" on loopback holding one object: GET answers it; a JSON patch applies its ops
+   * (409 at another resourceVersion); a PUT of the status replaces the status. Each write bumps the
+   * resourceVersion. `requests` records the method and path of every request.
+   */
+  async function fakeApiServer(object: AnyResource) {
+    const stored = structuredClone(object) as Record<string, any>;
+    const requests: string[] = [];
+    const server = createServer((request, response) => {
+      let text = "";
+      request.on("data", (chunk: Buffer) => (text += chunk.toString()));
+      request.on("end", () => {
+        requests.push(`${request.method} ${request.url?.split("?")[0]}`);
+        const answer = (code: number, body: unknown) => {
+          response.writeHead(code, { "content-type": "application/json" });
+          response.end(JSON.stringify(body));
+        };
+        const conflict = () => answer(409, { kind: "Status", code: 409, reason: "Conflict", message: "the object has been modified" });
+        if (request.method === "PATCH") {
+          const ops = JSON.parse(text) as { op: string; path: string; value: unknown }[];
+          const sent = ops.find((op) => op.path === "/metadata/resourceVersion")?.value;
+          if (sent !== stored.metadata.resourceVersion) return conflict();
+          for (const { path, value } of ops) {
+            const [part, field] = path.slice(1).split("/") as [string, string | undefined];
+            if (field === undefined) stored[part] = value;
+            else stored[part][field] = value;
+          }
+        } else if (request.method === "PUT") {
+          const body = JSON.parse(text) as Record<string, any>;
+          if (body.metadata.resourceVersion !== stored.metadata.resourceVersion) return conflict();
+          stored.status = body.status;
+        }
+        if (request.method !== "GET") stored.metadata.resourceVersion = String(Number(stored.metadata.resourceVersion) + 1);
+        answer(200, stored);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const store = openKubernetesResourceStore({
+      kubeConfig: testKubeConfig(`http://127.0.0.1:${(server.address() as AddressInfo).port}`),
+      logger: { warn: () => undefined },
+    });
+    const close = async () => {
+      await store.close();
+      server.close();
+    };
+    return { store, requests, stored, close };
+  }
+
+  function pool(spec: Partial<SandboxPoolSpec>): SandboxPool {
+    return {
+      apiVersion: "sandbox.fast.io/v1alpha1",
+      kind: "SandboxPool",
+      metadata: {
+        name: "p",
+        namespace: "team",
+        uid: "u1",
+        resourceVersion: "10",
+        deletionTimestamp: "2026-01-01T00:00:00Z",
+        finalizers: ["sandbox.fast.io/pool-cleanup"],
+      },
+      spec: { capacity: { poolMin: 0, poolMax: 1 }, maxSandboxesPerPod: 2, ...spec },
+    };
+  }
+
+  function sandbox(image: string): Sandbox {
+    return {
+      apiVersion: "sandbox.fast.io/v1alpha1",
+      kind: "Sandbox",
+      metadata: { name: "web", namespace: "team", uid: "u2", resourceVersion: "20" },
+      spec: { image, poolRef: "p" },
+    };
+  }
+
+  const key = { namespace: "team", name: "p" };
+  const withoutFinalizers = <T extends AnyResource>(current: T): T => ({ ...current, metadata: { ...current.metadata, finalizers: [] } });
+
+  test("a pool's finalizer is removed though its spec's image is upper case or a prewarm image has a space", async () => {
+    for (const spec of [{ image: "registry.example.com/Team/app:1" }, { prewarmImages: ["python:3.12 "] }]) {
+      const { store, requests, stored, close } = await fakeApiServer(pool(spec));
+      try {
+        await updateWithRetry(store, "SandboxPool", key, withoutFinalizers, { uid: "u1" });
+        assert.deepEqual(stored.metadata.finalizers, [], JSON.stringify(spec));
+        assert.deepEqual(requests, [
+          "GET /apis/sandbox.fast.io/v1alpha1/namespaces/team/sandboxpools/p",
+          // The read of the stored spec, which the write leaves as it is.
+          "GET /apis/sandbox.fast.io/v1alpha1/namespaces/team/sandboxpools/p",
+          "PATCH /apis/sandbox.fast.io/v1alpha1/namespaces/team/sandboxpools/p",
+        ]);
+      } finally {
+        await close();
+      }
+    }
+  });
+
+  test("an unconditional update that leaves such a spec as it is is written", async () => {
+    const { store, stored, close } = await fakeApiServer(pool({ image: "registry.example.com/Team/app:1" }));
+    try {
+      const given = pool({ image: "registry.example.com/Team/app:1" });
+      delete given.metadata.resourceVersion;
+      given.metadata.labels = { team: "a" };
+      await store.update("SandboxPool", given, { unconditional: true });
+      assert.deepEqual(stored.metadata.labels, { team: "a" });
+    } finally {
+      await close();
+    }
+  });
+
+  test("an update that changes the spec is refused for what the checks refuse, before anything is written", async () => {
+    // The stored spec is refused too: the write changes it (to another refused one), so it is refused.
+    for (const storedSpec of [{ image: "python:3.12" }, { image: "registry.example.com/Team/app:1" }]) {
+      const { store, requests, close } = await fakeApiServer(pool(storedSpec));
+      try {
+        const given = pool({ image: "registry.example.com/Team/app:2" });
+        await assert.rejects(
+          store.update("SandboxPool", given),
+          (error: unknown) => error instanceof ValidationError && error.field === "spec.image" && /must be lower-case/.test(error.message),
+        );
+        delete given.metadata.resourceVersion;
+        await assert.rejects(store.update("SandboxPool", given, { unconditional: true }), ValidationError);
+        assert.ok(!requests.some((request) => request.startsWith("PATCH")), requests.join(", "));
+      } finally {
+        await close();
+      }
+    }
+  });
+
+  test("a malformed agentTemplate left as stored does not block the finalizer's removal; changed, it is refused", async () => {
+    const agentTemplate = { spec: { containers: [{ name: "agent", env: { FOO: "1" } }] } };
+    const { store, stored, close } = await fakeApiServer(pool({ agentTemplate }));
+    try {
+      await updateWithRetry(store, "SandboxPool", key, withoutFinalizers);
+      assert.deepEqual(stored.metadata.finalizers, []);
+      await assert.rejects(
+        updateWithRetry(store, "SandboxPool", key, (current) => ({ ...current, spec: { ...current.spec, agentTemplate: { spec: { volumes: {} } } } })),
+        (error: unknown) => error instanceof ValidationError && error.field === "spec.agentTemplate.spec.volumes",
+      );
+    } finally {
+      await close();
+    }
+  });
+
+  test("labels are checked whatever the spec, before anything is sent", async () => {
+    const { store, requests, close } = await fakeApiServer(pool({ image: "registry.example.com/Team/app:1" }));
+    try {
+      const given = pool({ image: "registry.example.com/Team/app:1" });
+      given.metadata.labels = { "Bad Key!": "x" };
+      await assert.rejects(
+        store.update("SandboxPool", given),
+        (error: unknown) => error instanceof ValidationError && error.field === 'metadata.labels["Bad Key!"]',
+      );
+      assert.deepEqual(requests, []);
+    } finally {
+      await close();
+    }
+  });
+
+  test("an update of such an object at a stale resourceVersion is a conflict, so a retry reads it again", async () => {
+    const { store, requests, close } = await fakeApiServer(pool({ image: "registry.example.com/Team/app:1" }));
+    try {
+      const given = pool({ image: "registry.example.com/Team/app:1" });
+      given.metadata.resourceVersion = "9";
+      given.metadata.finalizers = [];
+      await assert.rejects(store.update("SandboxPool", given), ConflictError);
+      assert.ok(!requests.some((request) => request.startsWith("PATCH")));
+    } finally {
+      await close();
+    }
+  });
+
+  test("a status write checks the status only: it is written for a sandbox whose image is refused, and a bad status is refused", async () => {
+    const { store, requests, stored, close } = await fakeApiServer(sandbox("Not A Valid Image"));
+    try {
+      const written = await updateWithRetry(
+        store,
+        "Sandbox",
+        { namespace: "team", name: "web" },
+        (current) => ({ ...current, status: { phase: "Failed", conditions: [{ type: "Ready", status: "False", reason: "InvalidImage" }] } }),
+        { status: true },
+      );
+      assert.equal(written?.status?.phase, "Failed");
+      assert.equal(stored.status.phase, "Failed");
+      const bad = { ...stored, status: { phase: "Zombie" } } as unknown as Sandbox;
+      await assert.rejects(store.updateStatus("Sandbox", bad), (error: unknown) => error instanceof ValidationError && error.field === "status.phase");
+      assert.equal(requests.filter((request) => request.startsWith("PUT")).length, 1);
+    } finally {
+      await close();
+    }
   });
 });

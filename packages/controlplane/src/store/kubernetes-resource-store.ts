@@ -11,7 +11,11 @@
  *   conditionally, repeating on conflict.
  * - Objects are validated here with the same schemas as the embedded mode before they are sent,
  *   so a write through the port fails with the same messages in both modes; the API server's own
- *   validation (the CRD schema, label syntax, finalizer rules) stays authoritative.
+ *   validation (the CRD schema, label syntax, finalizer rules) stays authoritative. A write is
+ *   refused only for what it changes: `updateStatus` checks the status, `update` the metadata, and
+ *   the spec unless it is the stored one (read for that only when the spec fails the checks). An
+ *   object the CRD accepts but these rules refuse (written with kubectl: an upper-case image, a
+ *   malformed agentTemplate) thus still takes its status and the removal of its finalizers.
  * - Watches use the client's Watch with the resourceVersion; a 410 Gone (an ERROR event or the HTTP
  *   status) ends the watch with ExpiredError, the server closing it ends it cleanly. Each watch asks
  *   the server to close it after `timeoutSeconds` (5–10 min, spread as client-go spreads them), and
@@ -59,11 +63,13 @@ import {
   callListener,
   checkKey,
   checkKind,
+  checkPreconditions,
   checkUid,
   conflictMessage,
   consoleLogger,
   describe,
   dropEmptyFinalizers,
+  jsonEqual,
   pageLimit,
   keyOfObject,
   normalize,
@@ -240,7 +246,11 @@ export class KubernetesResourceStore implements ResourceStore {
     const { status: _ignored, ...withoutStatus } = given;
     const candidate = normalize(withoutStatus) as AnyResource;
     dropEmptyFinalizers(candidate.metadata);
-    VALIDATORS[kind](candidate);
+    const specProblem = specProblemOf(kind, candidate);
+    // A spec the checks refuse is written only as the stored one: then this write does not change it.
+    const checkSpec = (current: AnyResource): void => {
+      if (specProblem !== undefined && !jsonEqual(current.spec, candidate.spec)) throw specProblem;
+    };
     const patch = (resourceVersion: string): JsonPatch => [
       // Setting the version read makes the write conditional: the API server refuses a stale one (409).
       { op: "replace", path: "/metadata/resourceVersion", value: resourceVersion },
@@ -257,8 +267,15 @@ export class KubernetesResourceStore implements ResourceStore {
         throw translateKubernetesError(error, { kind, key, action: "update", sentVersion: resourceVersion });
       }
     };
-    if (version !== undefined) return (await write(version)) as ResourceByKind[K];
-    return (await this.#unconditionally(kind, key, given.metadata.uid, write)) as ResourceByKind[K];
+    if (version === undefined) return (await this.#unconditionally(kind, key, given.metadata.uid, write, checkSpec)) as ResourceByKind[K];
+    if (specProblem !== undefined) {
+      // The version read is the one the patch is conditional on: at any other the write is refused anyway.
+      const current = await this.get(kind, key);
+      if (current === undefined) throw notFoundError(kind, key);
+      checkPreconditions(kind, key, current, version, given.metadata.uid);
+      checkSpec(current);
+    }
+    return (await write(version)) as ResourceByKind[K];
   }
 
   async updateStatus<K extends ResourceKind>(kind: K, object: ResourceByKind[K], options?: WriteOptions): Promise<ResourceByKind[K]> {
@@ -268,7 +285,8 @@ export class KubernetesResourceStore implements ResourceStore {
     const version = preconditionVersion(kind, given, options);
     const key = keyOfObject(given);
     const candidate = normalize(given);
-    VALIDATORS[kind](candidate);
+    // The status subresource takes the status only: the spec sent with it is not written.
+    VALIDATORS[kind](candidate, { parts: ["status"] });
     const write = async (resourceVersion: string, uid: string | undefined): Promise<AnyResource> => {
       const metadata = { name: key.name, namespace: key.namespace, resourceVersion, ...(uid ? { uid } : {}) };
       const body = { apiVersion: API_VERSION, kind, metadata, spec: candidate.spec, ...(candidate.status === undefined ? {} : { status: candidate.status }) };
@@ -385,23 +403,44 @@ export class KubernetesResourceStore implements ResourceStore {
     return { group: GROUP, version: VERSION, plural: KUBERNETES_PLURALS[kind] };
   }
 
-  /** Reads the object and writes it conditionally on what was read, again while others write in between. */
+  /**
+   * Reads the object and writes it conditionally on what was read, again while others write in
+   * between; `check` may refuse the write for what was read.
+   */
   async #unconditionally(
     kind: ResourceKind,
     key: ObjectKey,
     expectedUid: string | undefined,
     write: (resourceVersion: string, uid: string | undefined) => Promise<AnyResource>,
+    check?: (current: AnyResource) => void,
   ): Promise<AnyResource> {
     for (let attempt = 1; ; attempt++) {
       const current = await this.get(kind, key);
       if (current === undefined) throw notFoundError(kind, key);
       checkUid(kind, key, current.metadata.uid, expectedUid);
+      check?.(current);
       try {
         return await write(current.metadata.resourceVersion ?? "", current.metadata.uid);
       } catch (error) {
         if (!(error instanceof ConflictError) || attempt >= this.#attempts) throw error;
       }
     }
+  }
+}
+
+/**
+ * Checks what an update sends but its spec (ValidationError), and returns what is wrong with its
+ * spec, if anything: refused only when the spec is not the stored one.
+ */
+function specProblemOf(kind: ResourceKind, candidate: AnyResource): ValidationError | undefined {
+  try {
+    VALIDATORS[kind](candidate, { parts: ["metadata", "spec"] });
+    return undefined;
+  } catch (error) {
+    if (!(error instanceof ValidationError)) throw error;
+    // What is wrong outside the spec is refused whatever the spec; what remains is the spec's.
+    VALIDATORS[kind](candidate, { parts: ["metadata"] });
+    return error;
   }
 }
 

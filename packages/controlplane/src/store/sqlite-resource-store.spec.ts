@@ -677,6 +677,28 @@ describe("SqliteResourceStore", () => {
       assert.deepEqual(watch.summary(), ["ADDED c@5"]);
     });
 
+    test("an object stored before a rule that now refuses its spec still takes its status and the removal of its finalizers; a change to its spec is refused", async () => {
+      const first = open();
+      const created = await first.create("Sandbox", { ...sandbox("old"), metadata: { ...sandbox("old").metadata, finalizers: ["sandbox.fast.io/cleanup"] } });
+      await first.close();
+      // As an older control plane, whose checks accepted it, left it.
+      const db = new Database(path);
+      db.prepare("UPDATE objects SET spec_json = ? WHERE name = ?").run(JSON.stringify({ image: "Registry.Example/Team/App:1", poolRef: "pool" }), "old");
+      db.close();
+      const store = open();
+      const stored = await store.get("Sandbox", key("old"));
+      assert.ok(stored);
+      const withStatus = await store.updateStatus("Sandbox", { ...stored, status: { phase: "Running" } });
+      assert.equal(withStatus.status?.phase, "Running");
+      await assert.rejects(store.update("Sandbox", { ...withStatus, spec: { ...withStatus.spec, image: "Another Bad:1" } }), ValidationError);
+      await store.delete("Sandbox", key("old"));
+      const deleting = await store.get("Sandbox", key("old"));
+      assert.ok(deleting?.metadata.deletionTimestamp);
+      await store.update("Sandbox", { ...deleting, metadata: { ...deleting.metadata, finalizers: [] } });
+      assert.equal(await store.get("Sandbox", key("old")), undefined, "gone with its last finalizer");
+      assert.equal(created.metadata.name, "old");
+    });
+
     test("a new database is in WAL mode at the current schema version", async () => {
       const store = open();
       await store.close();

@@ -11,6 +11,7 @@ import {
   validateSandbox,
   validateSandboxPool,
   type ObjectMeta,
+  type ValidationOptions,
 } from "@fast-sandbox/api";
 import type { AnyResource, ObjectKey, PageOptions, ResourceKind, Watch, WatchEventType, WriteOptions } from "./resource-store.js";
 
@@ -23,7 +24,8 @@ export const consoleLogger: StoreLogger = {
   warn: (bindings, message) => console.warn(message, bindings),
 };
 
-export const VALIDATORS: Record<ResourceKind, (value: unknown) => void> = {
+/** The checks of each kind; a write limits them to the parts of the object it changes (ValidationOptions). */
+export const VALIDATORS: Record<ResourceKind, (value: unknown, options?: ValidationOptions) => void> = {
   Sandbox: validateSandbox,
   SandboxPool: validateSandboxPool,
 };

@@ -74,10 +74,12 @@ export function planUpdate(kind: ResourceKind, current: AnyResource, given: AnyR
     status: current.status,
   });
   dropEmptyFinalizers(object.metadata);
-  VALIDATORS[kind](object);
+  const specChanged = !jsonEqual(object.spec, current.spec);
+  // What the write changes is checked: a spec left as stored (even one today's rules refuse, stored
+  // before them) does not keep its metadata — the removal of a finalizer — from being written.
+  VALIDATORS[kind](object, { parts: specChanged ? ["metadata", "spec"] : ["metadata"] });
   const meta = object.metadata;
   checkNoFinalizerAdded(kind, currentMeta, meta);
-  const specChanged = !jsonEqual(object.spec, current.spec);
   const metadataChanged =
     !jsonEqual(meta.labels, currentMeta.labels) || !jsonEqual(meta.annotations, currentMeta.annotations) || !jsonEqual(meta.finalizers, currentMeta.finalizers);
   if (!specChanged && !metadataChanged) return { event: undefined, object: current };
@@ -89,7 +91,7 @@ export function planUpdate(kind: ResourceKind, current: AnyResource, given: AnyR
 /** `updateStatus`: the status from `given` (replacing the stored one), nothing else. */
 export function planStatusUpdate(kind: ResourceKind, current: AnyResource, given: AnyResource): WritePlan {
   const object = normalize<AnyResource>({ ...current, status: given.status });
-  VALIDATORS[kind](object);
+  VALIDATORS[kind](object, { parts: ["status"] });
   if (jsonEqual(object.status, current.status)) return { event: undefined, object: current };
   return { event: "MODIFIED", object, previousLabels: current.metadata.labels };
 }
