@@ -9,7 +9,7 @@
  * Events are delivered asynchronously, never inside `startAgents`/`stopAgents`: a caller cannot
  * depend on an agent being ready, or gone, when the call returns.
  */
-import type { SandboxPool } from "@fast-sandbox/api";
+import { FsbError, type SandboxPool } from "@fast-sandbox/api";
 
 /** A pool, by namespace and name. */
 export interface PoolRef {
@@ -31,6 +31,12 @@ export interface FleetAgent extends PoolRef {
   hostIP?: string;
   /** Distinguishes two incarnations of one name (the Pod's UID); empty when the mode has none. */
   uid?: string;
+  /**
+   * The uid of the pool that started the agent (Kubernetes: the Pod's controller owner reference);
+   * empty when the mode has none. A pool deleted and created again under its name has a new uid:
+   * agents of the earlier uid are not its own.
+   */
+  poolUid?: string;
   /** The agent's process id on this host, when the mode runs it as a local process (embedded). */
   pid?: number;
   /**
@@ -73,6 +79,8 @@ export interface AgentFleet {
   /**
    * Stops the named agents of the pool. The caller has drained them: the fleet never checks for
    * sandboxes, so a busy agent must never be named here. Names the fleet does not know are ignored.
+   * Rejects with `AgentsNotStoppedError` when some could not be stopped (the others were); after
+   * any other rejection, any of them may still run.
    */
   stopAgents(pool: PoolRef, names: readonly string[]): Promise<void>;
   /** The pool's agents as last observed (ready or not), or every agent of the fleet. */
@@ -81,4 +89,18 @@ export interface AgentFleet {
   subscribe(listener: AgentFleetListener): () => void;
   /** Stops observing. Kubernetes: the Pods keep running; embedded: the agent processes are stopped. */
   stop(): Promise<void>;
+}
+
+/**
+ * `stopAgents` stopped some of the named agents and not the others: `notStopped` still run. Its
+ * code is the first failure's (`cause`).
+ */
+export class AgentsNotStoppedError extends FsbError {
+  readonly notStopped: readonly string[];
+
+  constructor(notStopped: readonly string[], cause: unknown) {
+    const first = FsbError.from(cause);
+    super(first.code, `could not stop ${notStopped.length === 1 ? "agent" : "agents"} ${notStopped.join(", ")}: ${first.message}`, { cause });
+    this.notStopped = [...notStopped];
+  }
 }

@@ -4,36 +4,84 @@ import type { AddressInfo } from "node:net";
 import { describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { KubeConfig } from "@kubernetes/client-node";
+import { FakeClock } from "../controller/clock.js";
 import { testKubeConfig } from "../store/kube-config.fixture.js";
+import { AgentsNotStoppedError, type AgentFleetEvent } from "./agent-fleet.js";
 import { AGENT_POD_DEFAULTS } from "./agent-pod.js";
 import { KubernetesAgentFleet } from "./kubernetes-agent-fleet.js";
 
+/** The owner reference of the agent Pods of the pool `python` (agent-pod.ts). */
+const POOL_OWNER = {
+  apiVersion: "sandbox.fast.io/v1alpha1",
+  kind: "SandboxPool",
+  name: "python",
+  uid: "uid-python",
+  controller: true,
+  blockOwnerDeletion: true,
+};
+
 /** A Pod of a pool, as the API server lists it. */
-function agentPod(name: string, podIP: string) {
+function agentPod(name: string, podIP: string): { metadata: Record<string, unknown> } & Record<string, unknown> {
   return {
     apiVersion: "v1",
     kind: "Pod",
-    metadata: { name, namespace: "default", uid: `uid-${name}`, resourceVersion: "5", labels: { "fast-sandbox.io/pool": "python" } },
+    metadata: {
+      name,
+      namespace: "default",
+      uid: `uid-${name}`,
+      resourceVersion: "5",
+      labels: { "fast-sandbox.io/pool": "python" },
+      ownerReferences: [POOL_OWNER],
+    },
     spec: { containers: [{ name: "agent", image: "agent" }] },
     status: { phase: "Running", podIP, conditions: [{ type: "Ready", status: "True" }] },
   };
 }
 
+interface ApiServerOptions {
+  firstWatchUnanswered?: boolean;
+  /** The Pods a list answers. @default one agent Pod, python-agent-0 */
+  pods?: unknown[];
+  /** How many lists fail (500) before one succeeds. @default 0 */
+  failedLists?: number;
+  /** The Pods whose deletion fails (500). @default none */
+  undeletable?: string[];
+}
+
+/** A Kubernetes `Status` answer. */
+function sendStatus(response: ServerResponse, code: number, message: string): void {
+  response.writeHead(code, { "content-type": "application/json" });
+  response.end(JSON.stringify({ apiVersion: "v1", kind: "Status", status: "Failure", code, message }));
+}
+
 /**
  * An "API server" on loopback: a list of Pods answers one agent Pod at resourceVersion 7; a watch is
  * answered with 200 and its headers (and what `onWatch` writes), then never a byte more nor closed.
+ * A Pod's deletion succeeds unless `undeletable` names it.
  */
-async function silentApiServer(onWatch?: (response: ServerResponse) => void, options: { firstWatchUnanswered?: boolean } = {}) {
+async function silentApiServer(onWatch?: (response: ServerResponse) => void, options: ApiServerOptions = {}) {
   const lists: URLSearchParams[] = [];
   const watches: URLSearchParams[] = [];
+  const deletes: string[] = [];
   /** Resolves when the response of each watch closes (the client let it go). */
   const closed: Promise<void>[] = [];
   const server = createServer((request, response) => {
-    const query = new URL(request.url ?? "/", "http://x").searchParams;
+    const url = new URL(request.url ?? "/", "http://x");
+    const query = url.searchParams;
+    if (request.method === "DELETE") {
+      const name = url.pathname.split("/").at(-1) ?? "";
+      deletes.push(name);
+      if (options.undeletable?.includes(name)) return sendStatus(response, 500, "etcdserver: request timed out");
+      response.writeHead(200, { "content-type": "application/json" });
+      response.end(JSON.stringify({ apiVersion: "v1", kind: "Pod", metadata: { name, namespace: "default" } }));
+      return;
+    }
     if (query.get("watch") !== "true") {
       lists.push(query);
+      if (lists.length <= (options.failedLists ?? 0)) return sendStatus(response, 500, "etcdserver: request timed out");
+      const items = options.pods ?? [agentPod("python-agent-0", "10.1.0.4")];
       response.writeHead(200, { "content-type": "application/json" });
-      response.end(JSON.stringify({ apiVersion: "v1", kind: "PodList", metadata: { resourceVersion: "7" }, items: [agentPod("python-agent-0", "10.1.0.4")] }));
+      response.end(JSON.stringify({ apiVersion: "v1", kind: "PodList", metadata: { resourceVersion: "7" }, items }));
       return;
     }
     watches.push(query);
@@ -50,7 +98,7 @@ async function silentApiServer(onWatch?: (response: ServerResponse) => void, opt
     server.closeAllConnections();
     server.close();
   };
-  return { kubeConfig, lists, watches, closed, close };
+  return { kubeConfig, lists, watches, deletes, closed, close };
 }
 
 async function until(what: string, condition: () => boolean, timeoutMs = 15_000): Promise<void> {
@@ -60,6 +108,8 @@ async function until(what: string, condition: () => boolean, timeoutMs = 15_000)
     await sleep(10);
   }
 }
+
+const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
 /** A fleet whose Pod watches last a second (and 100 ms of grace), logging nothing. */
 function quickWatchFleet(kubeConfig: KubeConfig): KubernetesAgentFleet {
@@ -127,6 +177,120 @@ describe("KubernetesAgentFleet's Pod watch", () => {
       assert.equal(fleet.listAgents().length, 1, "a bookmark is no event: the Pod stays");
     } finally {
       await fleet.stop();
+      close();
+    }
+  });
+});
+
+describe("KubernetesAgentFleet.start()", () => {
+  test("resolves only once a list of the agent Pods succeeded: a failed first list is tried again", async () => {
+    const { kubeConfig, lists, close } = await silentApiServer(undefined, { failedLists: 2 });
+    const warnings: unknown[] = [];
+    const logger = { ...quiet, warn: (...args: unknown[]) => warnings.push(args) };
+    const fleet = new KubernetesAgentFleet({ kubeConfig, logger: logger as never, restartDelayMs: 20, watchTimeoutSeconds: 60 });
+    try {
+      await fleet.start();
+      assert.equal(lists.length, 3);
+      assert.deepEqual(
+        fleet.listAgents().map((agent) => agent.name),
+        ["python-agent-0"],
+        "the Pods are known when start() resolves",
+      );
+      assert.equal(warnings.length, 2, "each failed list is logged");
+    } finally {
+      await fleet.stop();
+      close();
+    }
+  });
+
+  test("waits ever longer between failed first lists (up to maxRestartDelayMs), and stop() ends the wait with a rejection", async () => {
+    const { kubeConfig, lists, close } = await silentApiServer(undefined, { failedLists: Number.POSITIVE_INFINITY });
+    const clock = new FakeClock();
+    const fleet = new KubernetesAgentFleet({ kubeConfig, logger: quiet as never, clock, restartDelayMs: 1000, maxRestartDelayMs: 4000 });
+    let outcome: string | undefined;
+    const started = fleet.start().then(
+      () => (outcome = "resolved"),
+      (error: unknown) => (outcome = `rejected: ${String(error)}`),
+    );
+    try {
+      const waits: number[] = [];
+      for (let attempt = 1; attempt <= 4; attempt++) {
+        await until(`list ${attempt} and the wait after it`, () => lists.length === attempt && clock.pendingTimers === 1);
+        assert.equal(outcome, undefined, "start() waits for a list that succeeds");
+        const next = clock.nextTimerAt();
+        assert.ok(next);
+        waits.push(next.getTime() - clock.now().getTime());
+        if (attempt < 4) clock.advance(waits.at(-1) ?? 0);
+      }
+      assert.deepEqual(waits, [1000, 2000, 4000, 4000]);
+      await fleet.stop();
+      await started;
+      assert.match(outcome ?? "", /^rejected: .*stopped before it could list the agent Pods/);
+      assert.equal(lists.length, 4, "no list after stop()");
+      assert.deepEqual(fleet.listAgents(), []);
+    } finally {
+      await fleet.stop();
+      close();
+    }
+  });
+});
+
+describe("KubernetesAgentFleet's agents", () => {
+  test("are the Pods a SandboxPool controls: one that only carries the pool label is neither reported nor its agent", async () => {
+    const labelledOnly = agentPod("python-lookalike", "10.1.0.5");
+    delete labelledOnly.metadata.ownerReferences;
+    const ownedByAReplicaSet = agentPod("python-replicaset-pod", "10.1.0.6");
+    ownedByAReplicaSet.metadata.ownerReferences = [{ apiVersion: "apps/v1", kind: "ReplicaSet", name: "python", uid: "uid-rs", controller: true }];
+    const { kubeConfig, close } = await silentApiServer(undefined, { pods: [agentPod("python-agent-0", "10.1.0.4"), labelledOnly, ownedByAReplicaSet] });
+    const fleet = new KubernetesAgentFleet({ kubeConfig, logger: quiet as never, watchTimeoutSeconds: 60 });
+    try {
+      await fleet.start();
+      assert.deepEqual(
+        fleet.listAgents().map((agent) => [agent.name, agent.pool, agent.poolUid]),
+        [["python-agent-0", "python", "uid-python"]],
+      );
+    } finally {
+      await fleet.stop();
+      close();
+    }
+  });
+
+  test("an agent whose Pod loses its pool owner reference is removed", async () => {
+    const orphaned = agentPod("python-agent-0", "10.1.0.4");
+    orphaned.metadata = { ...orphaned.metadata, resourceVersion: "8", ownerReferences: [] };
+    let watch: ServerResponse | undefined;
+    const { kubeConfig, close } = await silentApiServer((response) => (watch ??= response));
+    const fleet = new KubernetesAgentFleet({ kubeConfig, logger: quiet as never, watchTimeoutSeconds: 60 });
+    const events: string[] = [];
+    fleet.subscribe((event: AgentFleetEvent) => events.push(`${event.type} ${event.agent.name}`));
+    try {
+      await fleet.start();
+      await until("the watch", () => watch !== undefined);
+      watch?.write(`${JSON.stringify({ type: "MODIFIED", object: orphaned })}\n`);
+      await until("the agent removed", () => fleet.listAgents().length === 0);
+      await until("its events", () => events.includes("removed python-agent-0"));
+      assert.deepEqual(events, ["ready python-agent-0", "lost python-agent-0", "removed python-agent-0"]);
+    } finally {
+      await fleet.stop();
+      close();
+    }
+  });
+});
+
+describe("KubernetesAgentFleet.stopAgents", () => {
+  test("deletes every Pod it can; when some deletions fail, names those alone", async () => {
+    const { kubeConfig, deletes, close } = await silentApiServer(undefined, { undeletable: ["python-agent-1"] });
+    const fleet = new KubernetesAgentFleet({ kubeConfig, logger: quiet as never });
+    try {
+      const error = await fleet.stopAgents({ namespace: "default", pool: "python" }, ["python-agent-0", "python-agent-1", "python-agent-2"]).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      assert.deepEqual(deletes.sort(), ["python-agent-0", "python-agent-1", "python-agent-2"], "every deletion is tried");
+      assert.ok(error instanceof AgentsNotStoppedError, `an AgentsNotStoppedError, not ${String(error)}`);
+      assert.deepEqual(error.notStopped, ["python-agent-1"]);
+      assert.match(error.message, /python-agent-1.*request timed out/);
+    } finally {
       close();
     }
   });

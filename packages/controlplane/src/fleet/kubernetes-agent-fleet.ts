@@ -5,18 +5,22 @@
  *
  * Pods labelled `fast-sandbox.io/pool` are watched with client-node's informer (list + watch,
  * restarted after an error; each watch ends after 5–10 minutes, or its deadline if the connection
- * went silent, and watches again from where it got to: deadline-watch.ts). An agent is ready when its Pod has an IP and `Ready=True` (the
+ * went silent, and watches again from where it got to: deadline-watch.ts). `start()` resolves once a
+ * first list succeeded: until then the fleet knows no Pod, and a caller that went on would take the
+ * agents for gone. Only Pods a SandboxPool controls (their controller owner reference) are agents:
+ * one that merely carries the label is not the fleet's to report or delete, and the owner's uid is
+ * the agent's `poolUid`. An agent is ready when its Pod has an IP and `Ready=True` (the
  * readiness probe asks the agent) and is not being deleted; its endpoint is `<podIP>:<port>`. A Pod
  * that stops being ready is `lost`; a deleted one `lost` (if it was ready) then `removed`. A Pod in
  * phase Failed or Succeeded (evicted, its node shut down) never runs again: its agent is `terminated`,
  * and the pool controller deletes it. A Pod's `fast-sandbox.io/template-hash` label is its agent's
  * `templateHash`.
  */
-import { ApiException, CoreV1Api, ListWatch, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
+import { ApiException, CoreV1Api, ListWatch, type KubeConfig, type V1OwnerReference, type V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { FailedPreconditionError, type FsbError, type SandboxPool } from "@fast-sandbox/api";
-import { systemClock, type Clock, type Timer } from "../controller/clock.js";
-import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "./agent-fleet.js";
+import { FailedPreconditionError, GROUP, UnavailableError, type FsbError, type SandboxPool } from "@fast-sandbox/api";
+import { sleep, systemClock, type Clock, type Timer } from "../controller/clock.js";
+import { AgentsNotStoppedError, type AgentFleet, type AgentFleetEvent, type AgentFleetListener, type FleetAgent, type PoolRef } from "./agent-fleet.js";
 import { DeadlineWatch } from "./deadline-watch.js";
 import { AGENT_POD_DEFAULTS, POOL_LABEL, agentPodTemplateHash, buildAgentPod, type AgentPodOptions } from "./agent-pod.js";
 import { TEMPLATE_HASH_LABEL } from "./agent-template-hash.js";
@@ -31,8 +35,13 @@ export interface KubernetesAgentFleetOptions {
   pod?: AgentPodOptions;
   /** Recorded in managedFields as the writer of the Pods. @default "fast-sandbox" */
   fieldManager?: string;
-  /** Delay before the informer starts again after an error. @default 1000 */
+  /**
+   * Delay before the informer starts again after an error; `start()` doubles it after each failed
+   * first list, up to `maxRestartDelayMs`. @default 1000
+   */
   restartDelayMs?: number;
+  /** The longest delay between two first lists that failed. @default 30000 */
+  maxRestartDelayMs?: number;
   /** Times the informer's restarts. @default systemClock */
   clock?: Clock;
   /** The `timeoutSeconds` each Pod watch asks for. @default drawn for each watch between 300 and 599 */
@@ -41,8 +50,14 @@ export interface KubernetesAgentFleetOptions {
   watchGraceMs?: number;
 }
 
-/** What the fleet knows about one Pod. */
-function agentOf(pod: V1Pod, port: number): FleetAgent {
+/** The SandboxPool that controls the Pod (an agent Pod's owner: agent-pod.ts), if any. */
+function poolOwnerOf(pod: V1Pod): V1OwnerReference | undefined {
+  const owner = pod.metadata?.ownerReferences?.find((reference) => reference.controller === true);
+  return owner?.kind === "SandboxPool" && owner.apiVersion.startsWith(`${GROUP}/`) ? owner : undefined;
+}
+
+/** What the fleet knows about one Pod of a pool. */
+function agentOf(pod: V1Pod, owner: V1OwnerReference, port: number): FleetAgent {
   const phase = pod.status?.phase;
   const ended = phase === "Failed" || phase === "Succeeded";
   const ready =
@@ -60,6 +75,7 @@ function agentOf(pod: V1Pod, port: number): FleetAgent {
     ...(pod.spec?.nodeName ? { nodeName: pod.spec.nodeName } : {}),
     ...(pod.status?.hostIP ? { hostIP: pod.status.hostIP } : {}),
     ...(pod.metadata?.uid ? { uid: pod.metadata.uid } : {}),
+    ...(owner.uid ? { poolUid: owner.uid } : {}),
     ...(ended ? { terminated: `its Pod is ${phase}${why ? ` (${why})` : ""}` } : {}),
     ...(pod.metadata?.labels?.[TEMPLATE_HASH_LABEL] ? { templateHash: pod.metadata.labels[TEMPLATE_HASH_LABEL] } : {}),
   };
@@ -80,6 +96,8 @@ export class KubernetesAgentFleet implements AgentFleet {
   private readonly clock: Clock;
   private restartTimer: Timer | undefined;
   private stopped = false;
+  /** Aborted by stop(): ends start()'s wait between two first lists. */
+  private readonly stopRequested = new AbortController();
 
   constructor(options: KubernetesAgentFleetOptions) {
     this.options = options;
@@ -88,11 +106,23 @@ export class KubernetesAgentFleet implements AgentFleet {
     this.clock = options.clock ?? systemClock;
   }
 
+  /**
+   * Lists the agent Pods and watches them. Resolves once a list succeeded — a failed one (client-node's
+   * informer reports it as an error and returns as if done) is tried again, `restartDelayMs` later and
+   * twice as late each time, up to `maxRestartDelayMs` — and rejects when stop() comes first.
+   */
   async start(): Promise<void> {
     const { namespace } = this.options;
     const path = namespace ? `/api/v1/namespaces/${namespace}/pods` : "/api/v1/pods";
-    const list = () =>
-      namespace ? this.core.listNamespacedPod({ namespace, labelSelector: POOL_LABEL }) : this.core.listPodForAllNamespaces({ labelSelector: POOL_LABEL });
+    let listed = false;
+    let listError: unknown;
+    const list = async () => {
+      const pods = await (namespace
+        ? this.core.listNamespacedPod({ namespace, labelSelector: POOL_LABEL })
+        : this.core.listPodForAllNamespaces({ labelSelector: POOL_LABEL }));
+      listed = true;
+      return pods;
+    };
     const watch = new DeadlineWatch(this.options.kubeConfig, {
       ...(this.options.watchTimeoutSeconds !== undefined ? { timeoutSeconds: this.options.watchTimeoutSeconds } : {}),
       ...(this.options.watchGraceMs !== undefined ? { graceMs: this.options.watchGraceMs } : {}),
@@ -103,6 +133,11 @@ export class KubernetesAgentFleet implements AgentFleet {
     informer.on("delete", (pod) => this.forget(pod));
     const restart = (error: unknown): void => {
       if (this.stopped) return;
+      if (!listed) {
+        // The first list: start() tries it again.
+        listError = error;
+        return;
+      }
       this.options.logger.warn({ err: error }, "the agent Pod watch failed; listing again");
       this.restartTimer = this.clock.setTimeout(() => {
         if (!this.stopped) informer.start().catch(restart);
@@ -110,8 +145,18 @@ export class KubernetesAgentFleet implements AgentFleet {
     };
     informer.on("error", restart);
     this.informer = informer;
-    // A relist (after an error) reports the Pods deleted meanwhile as deletes.
-    await informer.start();
+    for (let delayMs = this.options.restartDelayMs ?? 1000; ; delayMs = Math.min(delayMs * 2, this.options.maxRestartDelayMs ?? 30_000)) {
+      // A relist (after an error) reports the Pods deleted meanwhile as deletes.
+      if (!this.stopped) await informer.start().catch(restart);
+      if (this.stopped) {
+        // The informer watches after a list even when it was stopped during the list: ends that watch.
+        await informer.stop();
+        throw new UnavailableError("the agent fleet was stopped before it could list the agent Pods");
+      }
+      if (listed) return;
+      this.options.logger.warn({ err: listError, retryInMs: delayMs }, "could not list the agent Pods; trying again");
+      await sleep(this.clock, delayMs, this.stopRequested.signal).catch(() => undefined);
+    }
   }
 
   /**
@@ -148,8 +193,13 @@ export class KubernetesAgentFleet implements AgentFleet {
     return agentPodTemplateHash(pool, this.options.pod);
   }
 
+  /**
+   * Deletes the Pods all at once; when some deletions fail, rejects with AgentsNotStoppedError naming
+   * those alone: the others are deleted, and their agents must not be put back into service.
+   */
   async stopAgents(pool: PoolRef, names: readonly string[]): Promise<void> {
-    await Promise.all(
+    const poolKey = `${pool.namespace}/${pool.pool}`;
+    const results = await Promise.allSettled(
       names.map(async (name) => {
         const known = this.agents.get(agentKey({ namespace: pool.namespace, name }));
         // Only Pods of this pool: a name from another pool (or no longer ours) is not deleted.
@@ -161,14 +211,19 @@ export class KubernetesAgentFleet implements AgentFleet {
             // The Pod we mean, not a later one of the same name.
             ...(known?.uid ? { body: { preconditions: { uid: known.uid } } } : {}),
           });
-          this.options.logger.info({ agent: name, pool: `${pool.namespace}/${pool.pool}` }, "agent Pod deleted");
+          this.options.logger.info({ agent: name, pool: poolKey }, "agent Pod deleted");
         } catch (error) {
           const code = (error as { code?: number }).code;
           if (code === 404 || code === 409) return; // already gone, or replaced
-          throw error;
+          throw translateKubernetesError(error, { action: `delete the agent Pod ${pool.namespace}/${name}` });
         }
       }),
     );
+    const failures = results.flatMap((result, index) => (result.status === "rejected" ? [{ name: names[index] ?? "", error: result.reason as unknown }] : []));
+    if (failures.length === 0) return;
+    const notStopped = failures.map(({ name }) => name);
+    this.options.logger.warn({ err: failures[0]?.error, pool: poolKey, notStopped, stopped: names.length - notStopped.length }, "agent Pods not deleted");
+    throw new AgentsNotStoppedError(notStopped, failures[0]?.error);
   }
 
   listAgents(pool?: PoolRef): FleetAgent[] {
@@ -182,12 +237,19 @@ export class KubernetesAgentFleet implements AgentFleet {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.stopRequested.abort();
     this.restartTimer?.cancel();
     await this.informer?.stop();
   }
 
   private observe(pod: V1Pod): void {
-    const agent = agentOf(pod, this.port);
+    const owner = poolOwnerOf(pod);
+    if (!owner) {
+      // Not a pool's Pod (or no longer: its owner reference was removed), whatever its label says.
+      this.forget(pod);
+      return;
+    }
+    const agent = agentOf(pod, owner, this.port);
     if (!agent.pool) return;
     const key = agentKey(agent);
     const previous = this.agents.get(key);

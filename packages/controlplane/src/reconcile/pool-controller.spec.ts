@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import { API_VERSION, ConflictError, type PoolCapacity, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
 import { pino } from "pino";
 import { FakeClock } from "../controller/clock.js";
-import type { AgentFleet, AgentFleetEvent, AgentFleetListener, FleetAgent, PoolRef } from "../fleet/agent-fleet.js";
+import { AgentsNotStoppedError, type AgentFleet, type AgentFleetEvent, type AgentFleetListener, type FleetAgent, type PoolRef } from "../fleet/agent-fleet.js";
 import { agentTemplateHash } from "../fleet/agent-template-hash.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { MemoryResourceStore } from "../store/memory-resource-store.js";
@@ -25,12 +25,21 @@ class FakeFleet implements AgentFleet {
   registry: AgentRegistry | undefined;
   /** The template hash each requested agent was started with (its pool's agentTemplate then). */
   private readonly startedWith = new Map<string, string>();
+  /** The uid of the pool each requested agent was started for (its Pod's owner). */
+  private readonly startedFor = new Map<string, string>();
   private readonly listeners = new Set<AgentFleetListener>();
   private next = 0;
   /** Names startAgents hands out before new ones (the embedded fleet's names come back after their agent went). */
   readonly reusedNames: string[] = [];
 
+  /**
+   * When set, templateHash and startAgents throw it, as the Kubernetes fleet's do for an agentTemplate
+   * that makes no agent Pod (one the CRD lets through: a container's env written as a map).
+   */
+  templateError: Error | undefined;
+
   templateHash(pool: SandboxPool): string {
+    if (this.templateError) throw this.templateError;
     return agentTemplateHash(pool.spec.agentTemplate ?? {});
   }
 
@@ -38,14 +47,18 @@ class FakeFleet implements AgentFleet {
   async stop(): Promise<void> {}
 
   async startAgents(pool: SandboxPool, count: number): Promise<string[]> {
+    if (this.templateError) throw this.templateError;
     const names = Array.from({ length: count }, () => this.reusedNames.shift() ?? `${pool.metadata.name}-agent-${this.next++}`);
     this.requested.push(...names);
     for (const name of names) this.startedWith.set(name, this.templateHash(pool));
+    if (pool.metadata.uid) for (const name of names) this.startedFor.set(name, pool.metadata.uid);
     return names;
   }
 
   /** When set, the next stopAgents fails with it (after recording the call). */
   stopError: Error | undefined;
+  /** Agents whose stop fails (the others of the call are stopped), as a Pod whose deletion the API server refused. */
+  readonly unstoppable = new Set<string>();
 
   async stopAgents(_pool: PoolRef, names: readonly string[]): Promise<void> {
     this.stopCalls.push([...names]);
@@ -53,6 +66,8 @@ class FakeFleet implements AgentFleet {
     this.stopError = undefined;
     if (error) throw error;
     for (const name of names) this.readyWhenStopped.push(this.registry?.getAgent(name)?.ready);
+    const notStopped = names.filter((name) => this.unstoppable.has(name));
+    if (notStopped.length > 0) throw new AgentsNotStoppedError(notStopped, new Error("etcdserver: request timed out"));
   }
 
   listAgents(pool?: PoolRef): FleetAgent[] {
@@ -66,7 +81,7 @@ class FakeFleet implements AgentFleet {
 
   /** The Pod exists, not ready yet. */
   report(name: string): void {
-    this.agents.set(name, { name, namespace: NAMESPACE, pool: POOL, ready: false, uid: `uid-${name}`, ...this.hashOf(name) });
+    this.agents.set(name, { name, namespace: NAMESPACE, pool: POOL, ready: false, uid: `uid-${name}`, ...this.hashOf(name), ...this.ownerOf(name) });
   }
 
   ready(name: string, podIP: string): void {
@@ -80,6 +95,7 @@ class FakeFleet implements AgentFleet {
       hostIP: "10.0.0.1",
       uid: `uid-${name}`,
       ...this.hashOf(name),
+      ...this.ownerOf(name),
     };
     this.agents.set(name, agent);
     this.emit({ type: "ready", agent: { ...agent, ready: true, endpoint: `${podIP}:7071` } });
@@ -104,6 +120,17 @@ class FakeFleet implements AgentFleet {
     const agent = this.agents.get(name)!;
     this.agents.delete(name);
     this.emit({ type: "removed", agent });
+  }
+
+  /** A ready agent the test adds as it is: e.g. one of an earlier pool of the same name. */
+  add(agent: FleetAgent): void {
+    this.agents.set(agent.name, agent);
+    if (agent.ready && agent.endpoint) this.emit({ type: "ready", agent: { ...agent, ready: true, endpoint: agent.endpoint } });
+  }
+
+  private ownerOf(name: string): Pick<FleetAgent, "poolUid"> {
+    const uid = this.startedFor.get(name);
+    return uid === undefined ? {} : { poolUid: uid };
   }
 
   private hashOf(name: string): Pick<FleetAgent, "templateHash"> {
@@ -864,5 +891,140 @@ describe("PoolController", () => {
     assert.equal(fleet.requested.length, 1);
     assert.deepEqual(fleet.stopCalls, [["python-agent-0"]]);
     assert.deepEqual(registry.listAgents({ namespace: NAMESPACE, pool: POOL }), []);
+  });
+
+  it("when some stops of a scale-down fail, only the agents not stopped serve again (their retirement undone); those stopped stay drained", async () => {
+    await controller.stop();
+    const retireCalls: string[] = [];
+    controller = newController({
+      retireAgent: async (name, cancel) => {
+        retireCalls.push(`${cancel ? "cancel" : "retire"} ${name}`);
+        return !cancel;
+      },
+    });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 3, poolMax: 3, scaleDownDelaySeconds: 0 }));
+    await settle();
+    await allReady();
+    const [a, b, c] = fleet.requested as [string, string, string];
+    fleet.unstoppable.add(b);
+    const current = await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    assert.ok(current);
+    await store.update("SandboxPool", { ...current, spec: { ...current.spec, capacity: { poolMin: 0, poolMax: 3, scaleDownDelaySeconds: 0 } } });
+    await settle();
+    assert.deepEqual(fleet.stopCalls.flat().sort(), [a, b, c].sort(), "all three asked to stop at once");
+    assert.deepEqual(
+      [a, b, c].map((name) => registry.getAgent(name)?.ready),
+      [false, true, false],
+      "the two whose Pods were deleted take no placement; the one still running serves again",
+    );
+    assert.deepEqual(
+      retireCalls.filter((call) => call.startsWith("cancel")),
+      [`cancel ${b}`],
+      "only the retirement of the agent not stopped is undone",
+    );
+
+    // The retry drains and stops the one left; the two stopped are not asked again while their Pods go.
+    fleet.unstoppable.delete(b);
+    clock.advance(60_000);
+    await settle();
+    assert.deepEqual(fleet.stopCalls.at(-1), [b]);
+    assert.equal(fleet.stopCalls.flat().filter((name) => name === a).length, 1);
+    assert.deepEqual(
+      [a, b, c].map((name) => registry.getAgent(name)?.ready),
+      [false, false, false],
+    );
+  });
+
+  it("stops the agents of a deleted pool again after a failed stop", async () => {
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 1 }));
+    await settle();
+    await allReady();
+    fleet.stopError = new Error("the API server is away");
+    await store.delete("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    await settle();
+    assert.deepEqual(fleet.stopCalls, [["python-agent-0"]]);
+    // The reconcile's retry, after its back-off.
+    clock.advance(60_000);
+    await settle();
+    assert.deepEqual(fleet.stopCalls, [["python-agent-0"], ["python-agent-0"]], "tried again");
+    fleet.remove("python-agent-0");
+    clock.advance(60_000);
+    await settle();
+    assert.equal(fleet.stopCalls.length, 2, "and no more once it is stopped");
+  });
+
+  it("says in the status when the agentTemplate makes no agent Pod, starts and replaces no agent from it, and keeps the running ones serving", async () => {
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 3 }));
+    await settle();
+    await allReady();
+    const [running] = fleet.requested as [string];
+    const current = await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    assert.ok(current);
+    // A template written with kubectl that the CRD accepts and no Pod can be built from.
+    fleet.templateError = new TypeError("theirs.some is not a function");
+    await store.update("SandboxPool", { ...current, spec: { ...current.spec, capacity: { poolMin: 2, poolMax: 3 } } });
+    await settle();
+    assert.deepEqual(fleet.requested, [running], "no agent starts from it");
+    assert.deepEqual(fleet.stopCalls, [], "the running agent is neither stopped nor replaced");
+    assert.equal(registry.getAgent(running)?.ready, true, "and serves on");
+    assert.equal(controller.canGrow(NAMESPACE, POOL), false, "a create does not wait for an agent that cannot start");
+    const broken = await status();
+    assert.equal(broken?.desiredAgents, 2);
+    assert.equal(broken?.agents, 1);
+    assert.equal(broken?.updatedAgents, 0, "no agent runs the spec as it is now");
+    assert.equal(broken?.observedGeneration, 2);
+    assert.deepEqual(broken?.conditions, [
+      {
+        type: "AgentTemplateValid",
+        status: "False",
+        reason: "InvalidAgentTemplate",
+        message: "cannot build the agent Pod from spec.agentTemplate: theirs.some is not a function",
+        observedGeneration: 2,
+        lastTransitionTime: clock.now().toISOString(),
+      },
+    ]);
+
+    // Looked at again, nothing changes: the condition keeps its transition time.
+    clock.advance(60_000);
+    await settle();
+    assert.equal((await status())?.conditions?.[0]?.lastTransitionTime, broken?.conditions?.[0]?.lastTransitionTime);
+    assert.deepEqual(fleet.requested, [running]);
+
+    // Fixed: the condition goes and the pool grows.
+    fleet.templateError = undefined;
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.equal((await status())?.conditions, undefined);
+    assert.equal(fleet.requested.length, 2);
+    assert.equal(controller.canGrow(NAMESPACE, POOL), true);
+    assert.deepEqual(fleet.stopCalls, []);
+  });
+
+  it("never places on an agent of an earlier pool of the same name (another pool uid) and stops it", async () => {
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 2 }));
+    await settle();
+    await allReady();
+    const [own] = fleet.requested as [string];
+    const pool = await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    assert.ok(pool?.metadata.uid);
+    assert.equal(fleet.agents.get(own)?.poolUid, pool.metadata.uid);
+    // The Pod of the pool's earlier incarnation (deleted, created again), not yet garbage-collected.
+    const earlier = "python-agent-of-before";
+    fleet.add({
+      name: earlier,
+      namespace: NAMESPACE,
+      pool: POOL,
+      ready: true,
+      endpoint: "10.9.0.1:7071",
+      uid: "uid-before",
+      poolUid: "uid-of-the-deleted-pool",
+    });
+    await settle();
+    assert.equal(registry.getAgent(earlier), undefined, "never registered: no placement reaches it");
+    assert.deepEqual(fleet.stopCalls, [[earlier]], "stopped");
+    assert.equal((await status())?.agents, 1, "not counted as the pool's");
+    assert.deepEqual(place(2), [own, own], "placements go to the pool's own agent");
+    assert.ok(controller.canGrow(NAMESPACE, POOL), "nor counted against poolMax");
   });
 });

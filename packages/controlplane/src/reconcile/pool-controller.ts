@@ -25,6 +25,13 @@
  *   limits, prepared instances: the fleet's `templateHash`) replaces them, one at a time and only
  *   when idle: a replacement starts first, and the outdated agent is drained and stopped once it is
  *   ready (status.updatedAgents counts the agents of the current spec);
+ * - an agentTemplate that makes no agent Pod (the CRD keeps its fields unchecked: `env` written as a
+ *   map, `containers` as a string) sets the status condition `AgentTemplateValid=False` (reason
+ *   InvalidAgentTemplate, the error as its message; removed once the template is fixed): no agent
+ *   starts from it and none is replaced for it, while the agents already running serve on, scale
+ *   down as usual, and the status is written;
+ * - agents belong to the pool by its uid (the fleet's `poolUid`, when the mode has one): those of an
+ *   earlier pool of the same name (deleted, then created again) are stopped and never placed on;
  * - every pool holds the finalizer `sandbox.fast.io/pool-cleanup`: deleting a pool (kubectl) deletes
  *   its sandboxes first, while its agents still run, then lets the pool go; the agents of a pool
  *   that is gone are stopped (Kubernetes would also garbage-collect the Pods by their owner
@@ -35,12 +42,14 @@
  * looked at again every `resyncIntervalMs`.
  */
 import type { Logger } from "pino";
-import { FailedPreconditionError, type SandboxPool, type SandboxPoolStatus } from "@fast-sandbox/api";
+import { isDeepStrictEqual } from "node:util";
+import { FailedPreconditionError, type Condition, type SandboxPool, type SandboxPoolStatus } from "@fast-sandbox/api";
 import { systemClock, type Clock } from "../controller/clock.js";
 import { Controller, type ReconcileResult, type Reconciler } from "../controller/controller.js";
 import { Informer } from "../controller/informer.js";
 import { parseObjectKey } from "../controller/object-key.js";
-import type { AgentFleet, AgentFleetEvent, FleetAgent, PoolRef } from "../fleet/agent-fleet.js";
+import { setCondition } from "../fastpath/sandbox-status.js";
+import { AgentsNotStoppedError, type AgentFleet, type AgentFleetEvent, type FleetAgent, type PoolRef } from "../fleet/agent-fleet.js";
 import { AgentStartTimes, flowBuffer } from "./create-rate.js";
 import { DEFAULT_SCALE_DOWN_DELAY_SECONDS, planPoolSize, type PoolAgentState } from "./pool-sizer.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
@@ -132,8 +141,10 @@ interface ExpectedStart {
 
 /** One step of a pool's rolling replacement of outdated agents (PoolController.rolloutStep). */
 interface Rollout {
-  /** The `templateHash` of the pool's spec now. */
-  wanted: string;
+  /** The `templateHash` of the pool's spec now; undefined when it makes no agent Pod (`invalidTemplate` says why). */
+  wanted?: string;
+  /** Why the pool's agentTemplate makes no agent Pod: nothing starts from it. */
+  invalidTemplate?: string;
   /** Agents of the pool started from an earlier spec. */
   outdated: number;
   /** An agent of the current spec is requested or not serving yet. */
@@ -144,6 +155,30 @@ interface Rollout {
 
 /** Held by every pool (Kubernetes mode) until its sandboxes are gone: deleting a pool deletes them first. */
 export const POOL_CLEANUP_FINALIZER = "sandbox.fast.io/pool-cleanup";
+
+/** The pool's status condition set (False) while its agentTemplate makes no agent Pod. */
+export const AGENT_TEMPLATE_CONDITION = "AgentTemplateValid";
+
+/**
+ * Whether the agent is the pool's own: started for this pool, not for an earlier pool of its name
+ * (deleted, then created again). An agent or a pool without a uid (a mode that has none) is.
+ */
+function ownedBy(agent: FleetAgent, pool: SandboxPool): boolean {
+  return agent.poolUid === undefined || pool.metadata.uid === undefined || agent.poolUid === pool.metadata.uid;
+}
+
+/** The agents a failed stopAgents left running: those its error names, else every one it was given. */
+function notStoppedBy(error: unknown, names: readonly string[]): string[] {
+  return error instanceof AgentsNotStoppedError ? names.filter((name) => error.notStopped.includes(name)) : [...names];
+}
+
+/** The status's conditions with the agent template's set (or removed, when undefined); undefined when none is left. */
+function withTemplateCondition(status: SandboxPoolStatus | undefined, condition: Condition | undefined, now: Date): Condition[] | undefined {
+  const conditions = condition
+    ? setCondition(status?.conditions, condition, now)
+    : (status?.conditions ?? []).filter((c) => c.type !== AGENT_TEMPLATE_CONDITION);
+  return conditions.length > 0 ? conditions : undefined;
+}
 
 function poolRefOf(key: string): PoolRef {
   const { namespace, name } = parseObjectKey(key);
@@ -226,8 +261,8 @@ export class PoolController implements Reconciler {
   /**
    * True while the pool may still gain a slot: it has fewer agents than poolMax, or one of its agents
    * (or one requested) is not ready yet — for placement: its Pod may be Ready before this replica's
-   * registry takes it (it answers and is adopted). Any replica can tell: it reads the fleet, the pool
-   * and its registry.
+   * registry takes it (it answers and is adopted) — and no agent starts from an agentTemplate that
+   * makes no agent Pod. Any replica can tell: it reads the fleet, the pool and its registry.
    */
   canGrow(namespace: string, pool: string): boolean {
     const key = `${namespace}/${pool}`;
@@ -235,10 +270,12 @@ export class PoolController implements Reconciler {
     if (!spec || spec.metadata.deletionTimestamp) return false;
     const now = this.clock.now().getTime();
     // An agent away too long is not coming soon: nothing waits for it, nor counts it against poolMax.
-    const agents = this.options.fleet.listAgents({ namespace, pool }).filter((agent) => !this.stopping.has(agent.name) && !this.awayTooLong(agent, now));
+    const agents = this.options.fleet
+      .listAgents({ namespace, pool })
+      .filter((agent) => ownedBy(agent, spec) && !this.stopping.has(agent.name) && !this.awayTooLong(agent, now));
     if ((this.expectedStarts.get(key)?.length ?? 0) > 0) return true;
     if (agents.some((agent) => !this.isUp(agent))) return true;
-    return agents.length < spec.spec.capacity.poolMax;
+    return agents.length < spec.spec.capacity.poolMax && this.wantedTemplate(spec).hash !== undefined;
   }
 
   /** The pool as last seen (informer cache). */
@@ -270,8 +307,10 @@ export class PoolController implements Reconciler {
   async reconcile(key: string): Promise<ReconcileResult | void> {
     const ref = poolRefOf(key);
     const pool = this.informer.get(key);
-    const agents = this.options.fleet.listAgents(ref);
-    this.syncRegistry(ref, pool, agents);
+    const listed = this.options.fleet.listAgents(ref);
+    // Agents of an earlier pool of this name are not this one's: never registered, and stopped below.
+    const agents = pool ? listed.filter((agent) => ownedBy(agent, pool)) : listed;
+    this.syncRegistry(ref, pool, agents, listed);
     if (this.options.isLeader && !this.options.isLeader()) {
       // A follower keeps its registry and its view of who is away in step (for when it leads); a
       // pool gone with its agents has nothing left to follow.
@@ -289,7 +328,13 @@ export class PoolController implements Reconciler {
       if (leftover.length === 0) return;
       this.options.logger.info({ pool: key, agents: leftover }, "pool deleted: stopping its agents");
       for (const name of leftover) this.stopping.set(name, key);
-      await this.options.fleet.stopAgents(ref, leftover);
+      try {
+        await this.options.fleet.stopAgents(ref, leftover);
+      } catch (error) {
+        // Tried again by the retry of this reconcile.
+        for (const name of notStoppedBy(error, leftover)) this.stopping.delete(name);
+        throw error;
+      }
       return;
     }
     if (!pool.metadata.finalizers?.includes(POOL_CLEANUP_FINALIZER)) {
@@ -303,6 +348,12 @@ export class PoolController implements Reconciler {
             : { ...current, metadata: { ...current.metadata, finalizers: [...(current.metadata.finalizers ?? []), POOL_CLEANUP_FINALIZER] } },
         pool.metadata.uid !== undefined ? { uid: pool.metadata.uid } : {},
       );
+    }
+
+    const earlier = listed.filter((agent) => !agents.includes(agent) && !this.stopping.has(agent.name));
+    if (earlier.length > 0) {
+      this.options.logger.info({ pool: key, agents: earlier.map((agent) => agent.name) }, "stopping the agents of an earlier pool of this name");
+      await this.stopNow(key, ref, earlier);
     }
 
     // An agent whose Pod ended for good (evicted, its node shut down) holds its place in the pool
@@ -358,7 +409,10 @@ export class PoolController implements Reconciler {
     if (plan.spareSince) this.spareSince.set(key, plan.spareSince);
     else this.spareSince.delete(key);
 
-    if (plan.add > 0) {
+    if (rollout.invalidTemplate !== undefined) {
+      const known = pool.status?.conditions?.some((c) => c.type === AGENT_TEMPLATE_CONDITION && c.status === "False" && c.message === rollout.invalidTemplate);
+      if (!known) this.options.logger.warn({ pool: key, reason: rollout.invalidTemplate }, "the pool's agentTemplate makes no agent Pod: no agent starts");
+    } else if (plan.add > 0) {
       let names: string[];
       try {
         names = await this.options.fleet.startAgents(pool, plan.add);
@@ -388,19 +442,32 @@ export class PoolController implements Reconciler {
       try {
         if (stopped.length > 0) await this.options.fleet.stopAgents(ref, stopped);
       } catch (error) {
-        // Not stopped: they serve again, and the next attempt drains them anew.
+        // Those not stopped serve again, and the next attempt drains them anew; those stopped are gone.
+        const notStopped = notStoppedBy(error, stopped);
         const retireAgent = this.options.retireAgent;
-        if (retireAgent) await Promise.all(stopped.map((name) => retireAgent(name, true).catch(() => false)));
-        for (const name of stopped) this.serveAgain(name);
+        if (retireAgent) await Promise.all(notStopped.map((name) => retireAgent(name, true).catch(() => false)));
+        for (const name of notStopped) this.serveAgain(name);
         throw error;
       }
     }
 
-    await this.writeStatus(pool, {
-      desiredAgents: plan.desired,
-      buffer: plan.buffer,
-      updatedAgents: agents.filter((agent) => agent.templateHash === rollout.wanted).length,
-    });
+    await this.writeStatus(
+      pool,
+      {
+        desiredAgents: plan.desired,
+        buffer: plan.buffer,
+        updatedAgents: rollout.wanted === undefined ? 0 : agents.filter((agent) => agent.templateHash === rollout.wanted).length,
+      },
+      rollout.invalidTemplate === undefined
+        ? undefined
+        : {
+            type: AGENT_TEMPLATE_CONDITION,
+            status: "False",
+            reason: "InvalidAgentTemplate",
+            message: rollout.invalidTemplate,
+            ...(pool.metadata.generation !== undefined ? { observedGeneration: pool.metadata.generation } : {}),
+          },
+    );
     return { requeueAfterMs: this.requeueAfterMs(pool, plan.spareSince, now) };
   }
 
@@ -413,7 +480,9 @@ export class PoolController implements Reconciler {
    * The pool has at most one agent above its size (or poolMax) while one is replaced.
    */
   private rolloutStep(pool: SandboxPool, agents: readonly FleetAgent[], live: readonly FleetAgent[], expected: readonly ExpectedStart[]): Rollout {
-    const wanted = this.options.fleet.templateHash(pool);
+    const { hash: wanted, problem } = this.wantedTemplate(pool);
+    // No agent Pod can be built from the spec: no agent is outdated by it, none is replaced.
+    if (wanted === undefined) return { outdated: 0, starting: expected.length > 0, invalidTemplate: problem };
     const outdated = live.filter((agent) => agent.templateHash !== wanted);
     const starting =
       expected.length > 0 ||
@@ -422,6 +491,19 @@ export class PoolController implements Reconciler {
     const leaving = agents.some((agent) => this.stopping.has(agent.name) && agent.templateHash !== wanted);
     const idle = outdated.filter((agent) => this.sizingState(agent).allocated === 0).sort((a, b) => b.name.localeCompare(a.name, undefined, { numeric: true }));
     return { wanted, outdated: outdated.length, starting, ...(idle[0] && !leaving ? { replacing: idle[0].name } : {}) };
+  }
+
+  /**
+   * The fleet's `templateHash` of the pool's spec, or why no agent Pod can be built from it (an
+   * agentTemplate the CRD lets through, written with kubectl: a container's env as a map,
+   * `containers` as a string).
+   */
+  private wantedTemplate(pool: SandboxPool): { hash: string; problem?: undefined } | { hash?: undefined; problem: string } {
+    try {
+      return { hash: this.options.fleet.templateHash(pool) };
+    } catch (error) {
+      return { problem: `cannot build the agent Pod from spec.agentTemplate: ${error instanceof Error ? error.message : String(error)}` };
+    }
   }
 
   /**
@@ -459,10 +541,14 @@ export class PoolController implements Reconciler {
     );
   }
 
-  /** The registry follows the fleet's view of the pool's agents. */
-  private syncRegistry(ref: PoolRef, pool: SandboxPool | undefined, agents: readonly FleetAgent[]): void {
+  /**
+   * The registry follows the fleet's view of the pool's agents (`agents`, the pool's own); what this
+   * replica remembers of an agent is forgotten once the fleet no longer has it (`listed`).
+   */
+  private syncRegistry(ref: PoolRef, pool: SandboxPool | undefined, agents: readonly FleetAgent[], listed: readonly FleetAgent[]): void {
     const { registry } = this.options;
-    const present = new Set(agents.map((agent) => agent.name));
+    const own = new Set(agents.map((agent) => agent.name));
+    const present = new Set(listed.map((agent) => agent.name));
     const key = `${ref.namespace}/${ref.pool}`;
     for (const [name, poolKey] of this.stopping) if (poolKey === key && !present.has(name)) this.stopping.delete(name);
     for (const [name, away] of this.awaySince) {
@@ -472,7 +558,7 @@ export class PoolController implements Reconciler {
     }
     for (const [name, poolKey] of this.seenUp) if (poolKey === key && !present.has(name)) this.seenUp.delete(name);
     for (const registered of registry.listAgents({ namespace: ref.namespace, pool: ref.pool })) {
-      if (present.has(registered.name)) continue;
+      if (own.has(registered.name)) continue;
       const lost = registry.removeAgent(registered.name);
       this.options.logger.info({ agent: registered.name, pool: key, sandboxes: lost.length }, "agent removed from the registry");
     }
@@ -523,13 +609,11 @@ export class PoolController implements Reconciler {
       this.stopping.set(agent.name, key);
       if (this.options.registry.getAgent(agent.name)?.ready) this.options.registry.setAgentReady(agent.name, false);
     }
+    const names = agents.map((agent) => agent.name);
     try {
-      await this.options.fleet.stopAgents(
-        ref,
-        agents.map((agent) => agent.name),
-      );
+      await this.options.fleet.stopAgents(ref, names);
     } catch (error) {
-      for (const agent of agents) this.stopping.delete(agent.name);
+      for (const name of notStoppedBy(error, names)) this.stopping.delete(name);
       throw error;
     }
   }
@@ -628,11 +712,17 @@ export class PoolController implements Reconciler {
     return false;
   }
 
-  private async writeStatus(pool: SandboxPool, sized: Pick<SandboxPoolStatus, "desiredAgents" | "buffer" | "updatedAgents">): Promise<void> {
+  /** Writes the pool's counts, and its agent template's condition: `templateCondition`, or none when undefined. */
+  private async writeStatus(
+    pool: SandboxPool,
+    sized: Pick<SandboxPoolStatus, "desiredAgents" | "buffer" | "updatedAgents">,
+    templateCondition: Condition | undefined,
+  ): Promise<void> {
     const namespace = pool.metadata.namespace ?? "";
     const usage = this.options.registry.poolUsage(namespace, pool.metadata.name);
+    const now = this.clock.now();
     const observed: SandboxPoolStatus = {
-      agents: this.options.fleet.listAgents({ namespace, pool: pool.metadata.name }).length,
+      agents: this.options.fleet.listAgents({ namespace, pool: pool.metadata.name }).filter((agent) => ownedBy(agent, pool)).length,
       readyAgents: usage.readyAgents,
       sandboxes: usage.allocated,
       freeSlots: usage.free,
@@ -640,13 +730,19 @@ export class PoolController implements Reconciler {
       ...(pool.metadata.generation !== undefined ? { observedGeneration: pool.metadata.generation } : {}),
     };
     const unchanged = (status: SandboxPoolStatus | undefined): boolean =>
-      (Object.keys(observed) as (keyof SandboxPoolStatus)[]).every((field) => status?.[field] === observed[field]);
+      (Object.keys(observed) as (keyof SandboxPoolStatus)[]).every((field) => status?.[field] === observed[field]) &&
+      isDeepStrictEqual(status?.conditions, withTemplateCondition(status, templateCondition, now));
     if (unchanged(pool.status)) return;
     await updateWithRetry(
       this.options.store,
       "SandboxPool",
       { namespace, name: pool.metadata.name },
-      (current) => (unchanged(current.status) ? undefined : { ...current, status: { ...current.status, ...observed } }),
+      (current) => {
+        if (unchanged(current.status)) return undefined;
+        const { conditions: _conditions, ...rest } = current.status ?? {};
+        const conditions = withTemplateCondition(current.status, templateCondition, now);
+        return { ...current, status: { ...rest, ...observed, ...(conditions ? { conditions } : {}) } };
+      },
       { status: true, ...(pool.metadata.uid !== undefined ? { uid: pool.metadata.uid } : {}) },
     );
   }
