@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import diagnostics from "node:diagnostics_channel";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import { tmpdir } from "node:os";
@@ -97,7 +98,60 @@ describe("Connection: the embedded instance's data directory (fsb up)", () => {
     assert.equal(connection.client.url, "http://127.0.0.1:7070");
     assert.equal(connection.accessTokens?.dataDir, dataDir);
     connection.close();
-    assert.equal(new Connection({ dataDir, url: "http://10.1.1.1:7070" }).accessTokens, undefined, "another instance's tokens are not kept here");
+    assert.equal(
+      new Connection({ dataDir, url: "http://10.1.1.1:7070", token: "its-token" }).accessTokens,
+      undefined,
+      "another instance's tokens are not kept here",
+    );
+  });
+
+  it("sends the data directory's token only to its own URL or this host's loopback; another host needs FSB_TOKEN, and nothing is sent", async () => {
+    writeFileSync(join(dataDir, "url"), "http://10.1.1.1:7070\n");
+    writeFileSync(join(dataDir, "token"), "the-api-token\n");
+    const sockets: unknown[] = [];
+    const onSocket = (socket: unknown): void => void sockets.push(socket);
+    diagnostics.subscribe("net.client.socket", onSocket);
+    try {
+      process.env.FSB_URL = "http://203.0.113.9:7070";
+      const refused = (field: string) => (error: unknown) =>
+        error instanceof ValidationError && error.field === field && /203\.0\.113\.9:7070 is neither/.test(error.message) && /FSB_TOKEN/.test(error.message);
+      assert.throws(() => new Connection({ dataDir }), refused("FSB_URL"));
+      await assert.rejects(FastSandbox.create({ dataDir, daemonReadyTimeoutMs: 0 }), refused("FSB_URL"));
+      delete process.env.FSB_URL;
+      assert.throws(() => new Connection({ dataDir, url: "http://203.0.113.9:7070" }), refused("url"));
+      assert.deepEqual(sockets, [], "no connection was made");
+    } finally {
+      diagnostics.unsubscribe("net.client.socket", onSocket);
+    }
+    // A token given, the data directory's own URL, or this host's loopback: no refusal.
+    process.env.FSB_URL = "http://203.0.113.9:7070";
+    new Connection({ dataDir, token: "its-token" }).close();
+    process.env.FSB_TOKEN = "its-token";
+    new Connection({ dataDir }).close();
+    delete process.env.FSB_TOKEN;
+    for (const url of ["http://10.1.1.1:7070/", "http://localhost:7070", "http://127.0.0.2:7070", "http://[::1]:7070"])
+      new Connection({ dataDir, url }).close();
+  });
+
+  it("sends the data directory's token to a URL on this host's loopback", async () => {
+    writeFileSync(join(dataDir, "token"), "the-api-token\n");
+    const authorizations: (string | undefined)[] = [];
+    const server = createServer((request, response) => {
+      authorizations.push(request.headers.authorization);
+      request.resume();
+      response.writeHead(404);
+      response.end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      process.env.FSB_URL = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const connection = new Connection({ dataDir, httpVersion: "1.1" });
+      await assert.rejects(connection.client.sandboxes.get("web"));
+      connection.close();
+      assert.deepEqual(authorizations, ["Bearer the-api-token"]);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 
   it("keeps the tokens of the sandboxes it creates where fsb run keeps them; connect finds them; kill forgets them", async () => {

@@ -13,7 +13,10 @@ import type { RequestOptions } from "./request-options.js";
 export interface ConnectionOptions {
   /** Base URL of the control plane, e.g. `http://127.0.0.1:7070`. @default FSB_URL, else the URL the running `fsb up` of `dataDir` wrote */
   url?: string;
-  /** The API's bearer token. @default FSB_TOKEN, else the token of `dataDir` */
+  /**
+   * The API's bearer token. @default FSB_TOKEN, else the token of `dataDir` — only for that data
+   * directory's own URL or one on this host's loopback (another host's URL needs its own token)
+   */
   token?: string;
   /**
    * Base URL of the sandbox proxy, through which the SDK reaches the sandboxes' daemons, e.g.
@@ -53,12 +56,22 @@ export class Connection {
     const embedded = new EmbeddedInstance(options.dataDir ?? defaultDataDir());
     const embeddedUrl = embedded.url();
     const url = options.url ?? process.env.FSB_URL ?? embeddedUrl;
-    const token = options.token ?? process.env.FSB_TOKEN ?? embedded.token();
+    const givenToken = options.token ?? process.env.FSB_TOKEN;
+    // The data directory's token goes only to its own URL or to this host's loopback, as the CLI's does:
+    // the token of this host's Fast Sandbox is not sent to another host a URL names.
+    const dataDirTokenAllowed = url === undefined || (embeddedUrl !== undefined && sameUrl(url, embeddedUrl)) || onLoopback(url);
+    const token = givenToken ?? (dataDirTokenAllowed ? embedded.token() : undefined);
     if (!options.transport) {
       if (!url) {
         throw new ValidationError(
           "url",
           `Fast Sandbox is not running for data directory ${embedded.dataDir}: start it with 'npx fsb up', or pass url or set FSB_URL to the control plane's address`,
+        );
+      }
+      if (givenToken === undefined && !dataDirTokenAllowed) {
+        throw new ValidationError(
+          options.url !== undefined ? "url" : "FSB_URL",
+          `${url} is neither this data directory's Fast Sandbox (${embedded.dataDir}) nor on this host: pass token or set FSB_TOKEN to its API token (this host's token is not sent to another host)`,
         );
       }
       if (!token) throw new ValidationError("token", `no API token: pass token, set FSB_TOKEN, or run 'fsb up' once so that ${embedded.dataDir}/token exists`);
@@ -107,6 +120,13 @@ export class Connection {
 
 function sameUrl(a: string, b: string): boolean {
   return a.replace(/\/+$/, "") === b.replace(/\/+$/, "");
+}
+
+/** Whether the URL names this host's loopback (127.0.0.0/8, ::1, localhost); false for one that does not parse. */
+function onLoopback(url: string): boolean {
+  if (!URL.canParse(url)) return false;
+  const host = new URL(url).hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  return host === "localhost" || host.endsWith(".localhost") || host === "::1" || /^127(\.\d{1,3}){3}$/.test(host);
 }
 
 function checkProxyUrl(url: string): string {

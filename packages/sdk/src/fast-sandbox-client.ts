@@ -2,10 +2,12 @@ import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
 import { callError, type CallContext } from "./errors.js";
 import { Checkpoints } from "./checkpoints.js";
+import { StreamStart } from "./request-options.js";
 import {
   ACCESS_TOKEN_RESPONSE_HEADER,
   API_VERSION,
   FsbError,
+  TimeoutError,
   ValidationError,
   pb,
   sandboxFromMessage,
@@ -376,16 +378,38 @@ export class Sandboxes {
     return (await translate(() => this.client.getSandboxProxy({}, call), context)).url;
   }
 
-  async *logs(name: string, options: { namespace?: string; follow?: boolean; signal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {
+  /**
+   * The output of the sandbox's command up to now, or (`follow`) until it exits. `requestTimeoutMs`
+   * bounds the whole read (@default the client's); following, only the wait for the first output —
+   * the stream's start — and only when given: a follow then lasts as long as the command runs.
+   */
+  async *logs(name: string, options: { namespace?: string; follow?: boolean } & ClientCallOptions = {}): AsyncGenerator<Uint8Array> {
+    const request = { name, namespace: options.namespace ?? "", follow: options.follow ?? false };
+    if (!request.follow) {
+      const { call, context } = callOptions(`Logs ${name}`, this.timeoutMs, options);
+      try {
+        for await (const chunk of this.client.logs(request, call)) yield chunk.data;
+      } catch (error) {
+        throw callError(error, context);
+      }
+      return;
+    }
+    const timeoutMs = options.requestTimeoutMs ?? 0;
+    const start = new StreamStart(options.signal, timeoutMs);
     try {
-      for await (const chunk of this.client.logs(
-        { name, namespace: options.namespace ?? "", follow: options.follow ?? false },
-        options.signal ? { signal: options.signal } : {},
-      )) {
+      for await (const chunk of this.client.logs(request, { signal: start.signal })) {
+        start.started();
         yield chunk.data;
       }
     } catch (error) {
+      if (start.startTimedOut && !options.signal?.aborted) {
+        throw new TimeoutError(`Logs ${name} sent nothing within ${timeoutMs} ms (requestTimeoutMs); pass a larger requestTimeoutMs, or 0 for no limit`, {
+          cause: error,
+        });
+      }
       throw callError(error, { what: `Logs ${name}`, signal: options.signal });
+    } finally {
+      start.started();
     }
   }
 

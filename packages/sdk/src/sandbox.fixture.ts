@@ -4,6 +4,7 @@
  * `process.Process`, `filesystem.Filesystem` and the plain-HTTP `/files` and `/health` — whose
  * processes are programs the spec writes in TypeScript and whose filesystem is a map.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createRouterTransport, type HandlerContext, type Interceptor, type ServiceImpl, type Transport } from "@connectrpc/connect";
@@ -42,6 +43,8 @@ export class FakeControlPlane {
   readonly deletes: string[] = [];
   readonly creates: pb.CreateSandboxRequest[] = [];
   logs: Uint8Array[] = [];
+  /** How long Logs waits before each chunk of `logs` (by index; none when missing): an output that comes late. */
+  logDelaysMs: number[] = [];
   proxyUrl = PROXY_URL;
   proxyUrlQuestions = 0;
   readonly transport: Transport;
@@ -137,9 +140,13 @@ export class FakeControlPlane {
         this.deletes.push(request.name);
         return create(pb.DeleteSandboxResponseSchema, {});
       },
-      logs: async function* (request) {
+      logs: async function* (request, context) {
         plane.find(request.namespace, request.name);
-        for (const data of plane.logs) yield create(pb.LogsResponseSchema, { data });
+        for (const [index, data] of plane.logs.entries()) {
+          const delayMs = plane.logDelaysMs[index] ?? 0;
+          if (delayMs > 0) await sleep(delayMs, undefined, { signal: context.signal });
+          yield create(pb.LogsResponseSchema, { data });
+        }
       },
       rotateAccessToken: (request) => {
         const sandbox = this.find(request.namespace, request.name);

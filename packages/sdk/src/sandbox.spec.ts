@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { ConflictError, FailedPreconditionError, NotFoundError, UnavailableError, ValidationError } from "@fast-sandbox/api";
+import { ConflictError, FailedPreconditionError, NotFoundError, TimeoutError, UnavailableError, ValidationError } from "@fast-sandbox/api";
 import { Connection } from "./connection.js";
 import { FIRST_SANDBOX_ID, FakeControlPlane, FakeDaemon } from "./sandbox.fixture.js";
 import { FastSandbox } from "./sandbox.js";
@@ -142,6 +142,31 @@ describe("FastSandbox", () => {
     const chunks: string[] = [];
     assert.equal(await sandbox.logs({ onData: (data) => chunks.push(new TextDecoder().decode(data)) }), "");
     assert.deepEqual(chunks, ["hello ", "world\n"]);
+  });
+
+  it("logs() keeps to requestTimeoutMs: the whole read, and a follow's wait for its first output when given one", async () => {
+    const sandbox = await FastSandbox.create({ connection });
+    const encoder = new TextEncoder();
+    plane.logs = [encoder.encode("late\n")];
+    plane.logDelaysMs = [10_000];
+    for (const follow of [false, true]) {
+      await assert.rejects(
+        sandbox.logs({ follow, requestTimeoutMs: 50 }),
+        (error: unknown) => error instanceof TimeoutError && /requestTimeoutMs/.test(error.message),
+      );
+    }
+    const quick = new Connection({ transport: plane.transport, daemon: daemon.factory, requestTimeoutMs: 50 });
+    await assert.rejects((await FastSandbox.connect(sandbox.name, { connection: quick })).logs(), TimeoutError, "the connection's deadline by default");
+    // Once a follow has started, it lasts as long as the output comes.
+    plane.logs = [encoder.encode("first "), encoder.encode("second\n")];
+    plane.logDelaysMs = [0, 200];
+    assert.equal(await sandbox.logs({ follow: true, requestTimeoutMs: 50 }), "first second\n");
+    // A follow waits for the first output without a deadline unless given one (as `fsb logs -f`).
+    plane.logDelaysMs = [200];
+    assert.equal(await (await FastSandbox.connect(sandbox.name, { connection: quick })).logs({ follow: true }), "first second\n");
+    let followed = "";
+    for await (const chunk of quick.client.sandboxes.logs(sandbox.name, { follow: true })) followed += new TextDecoder().decode(chunk);
+    assert.equal(followed, "first second\n");
   });
 
   it("create() with an aborted signal rejects with its reason", async () => {

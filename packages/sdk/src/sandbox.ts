@@ -89,6 +89,10 @@ export interface SandboxListOptions extends SandboxConnectionOptions, RequestOpt
   pool?: string;
 }
 
+/**
+ * `requestTimeoutMs` bounds the whole read (the connection's by default); with `follow`, only when
+ * given, the wait for the first output: a follow of a quiet sandbox is not cut short otherwise.
+ */
 export interface LogsOptions extends RequestOptions {
   /** Keep receiving until the sandbox's command exits. @default false */
   follow?: boolean;
@@ -360,6 +364,7 @@ export class FastSandbox {
     for await (const chunk of this.connection.client.sandboxes.logs(this.name, {
       namespace: this.namespace,
       follow: options.follow ?? false,
+      ...(options.requestTimeoutMs !== undefined || !options.follow ? { requestTimeoutMs: options.requestTimeoutMs ?? this.connection.requestTimeoutMs } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
     })) {
       if (options.onData) options.onData(chunk);

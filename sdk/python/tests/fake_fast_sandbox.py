@@ -292,7 +292,12 @@ class FakeFastSandbox:
         if request.headers.get("e2b-sandbox-port") != "49983":
             return httpx.Response(400, json={"code": 400, "message": "no route"})
         if sandbox_id not in self.access_tokens:
-            return httpx.Response(502, json={"sandboxId": sandbox_id, "message": "The sandbox was not found", "code": 502})
+            # The proxy's own code beside E2B's body, as proxy-target.ts answers.
+            return httpx.Response(
+                502,
+                json={"sandboxId": sandbox_id, "message": "The sandbox was not found", "code": 502},
+                headers={"fsb-error-code": "not_found"},
+            )
         if request.headers.get("x-access-token") != self.access_tokens[sandbox_id]:
             return httpx.Response(401, json={"code": 401, "message": "missing or wrong access token"})
         path = request.url.path

@@ -40,6 +40,7 @@ from .errors import (
     UnavailableError,
     add_context,
     error_from_transport,
+    is_sandbox_gone,
 )
 from .models import CommandResult, EntryInfo, FilesystemEvent, ProcessInfo, PtySize, SandboxInfo, SandboxStats, WriteInfo
 
@@ -478,7 +479,10 @@ class AsyncCommands:
         message = {**protocol.selector(pid), "signal": "SIGNAL_SIGKILL"}
         try:
             await self._daemon.unary(protocol.PROCESS_SERVICE, "SendSignal", message, f"killing process {pid}", request_timeout)
-        except NotFoundError:
+        except NotFoundError as error:
+            # The daemon's "no such process"; the sandbox itself gone is an error (as in the TypeScript SDK).
+            if is_sandbox_gone(error):
+                raise
             return False
         return True
 
@@ -647,7 +651,10 @@ class AsyncFiles:
     async def exists(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> bool:
         try:
             await self.get_info(path, user=user, request_timeout=request_timeout)
-        except NotFoundError:
+        except NotFoundError as error:
+            # The daemon's "no such file"; the sandbox itself gone is an error (as in the TypeScript SDK).
+            if is_sandbox_gone(error):
+                raise
             return False
         return True
 

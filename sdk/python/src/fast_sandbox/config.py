@@ -4,7 +4,9 @@ directory of the embedded instance (``fsb up``) on this machine, as the ``fsb`` 
 ========================  =======================================================================
 ``FSB_URL``               the control plane's fast-path API, e.g. ``http://127.0.0.1:7070``
                           (else the data directory's ``url`` file, written by ``fsb up``)
-``FSB_TOKEN``             its API token (else the data directory's ``token`` file)
+``FSB_TOKEN``             its API token (else the data directory's ``token`` file, only for the data
+                          directory's own URL or one on this host's loopback: this host's token is
+                          not sent to another host)
 ``FSB_PROXY_URL``         the sandbox proxy, e.g. ``http://127.0.0.1:7072``, which reaches the
                           sandboxes' daemons (else ``FSB_SANDBOX_URL``, the TypeScript SDK's name;
                           else what the control plane says, asked once: GetSandboxProxy)
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -84,16 +87,26 @@ class ConnectionConfig:
                 f"Fast Sandbox is not running for data directory {directory}: start it with 'npx fsb up', "
                 "or pass url= or set FSB_URL to the control plane's address",
             )
-        resolved_token = token or os.environ.get("FSB_TOKEN") or _read(directory / "token")
+        check_url("url", resolved_url)
+        same_instance = embedded_url is not None and embedded_url.rstrip("/") == resolved_url.rstrip("/")
+        resolved_token = token or os.environ.get("FSB_TOKEN")
+        if not resolved_token:
+            # The data directory's token goes only to its own URL or to this host's loopback, as the CLI's
+            # does: the token of this host's Fast Sandbox is not sent to another host a URL names.
+            if not same_instance and not on_loopback(resolved_url):
+                raise ValidationError(
+                    "url" if url else "FSB_URL",
+                    f"{resolved_url} is neither this data directory's Fast Sandbox ({directory}) nor on this host: "
+                    "pass token= or set FSB_TOKEN to its API token (this host's token is not sent to another host)",
+                )
+            resolved_token = _read(directory / "token")
         if not resolved_token:
             raise ValidationError(
                 "token", f"no API token: pass token=, set FSB_TOKEN, or run 'fsb up' once so that {directory / 'token'} exists"
             )
         resolved_proxy = proxy_url or os.environ.get("FSB_PROXY_URL") or os.environ.get("FSB_SANDBOX_URL") or None
-        check_url("url", resolved_url)
         if resolved_proxy:
             check_url("proxy_url", resolved_proxy)
-        same_instance = embedded_url is not None and embedded_url.rstrip("/") == resolved_url.rstrip("/")
         return ConnectionConfig(
             url=resolved_url.rstrip("/"),
             token=resolved_token,
@@ -128,6 +141,12 @@ class ConnectionConfig:
             return
         with contextlib.suppress(OSError):
             (self.data_dir / "access-tokens" / namespace / name).unlink()
+
+
+def on_loopback(url: str) -> bool:
+    """Whether the URL names this host's loopback (127.0.0.0/8, ::1, localhost)."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "localhost" or host.endswith(".localhost") or host == "::1" or re.fullmatch(r"127(\.\d{1,3}){3}", host) is not None
 
 
 def check_url(field: str, value: str) -> None:

@@ -55,6 +55,8 @@ class NotFoundError(FsbError):
 
     def __init__(self, message: str) -> None:
         super().__init__("not_found", message)
+        # The sandbox proxy's answer that the sandbox itself is gone, not a daemon's "no such file or process".
+        self._sandbox_gone = False
 
 
 class AlreadyExistsError(FsbError):
@@ -257,7 +259,9 @@ def error_from_http(response: httpx.Response, what: str) -> FsbError:
     # The proxy's own code beside E2B's body (a daemon never sends one); its message for older proxies.
     gone = response.headers.get(ERROR_CODE_HEADER) == "not_found"
     if gone or (response.status_code == 502 and "sandbox was not found" in message.lower()):
-        return NotFoundError(f"{what}: the sandbox is gone (deleted or expired): {message}")
+        error = NotFoundError(f"{what}: the sandbox is gone (deleted or expired): {message}")
+        error._sandbox_gone = True
+        return error
     if response.status_code == 409:
         # The sandbox proxy's answer for a paused sandbox (a gVisor checkpoint): nothing of it runs to answer.
         return FailedPreconditionError(
@@ -265,6 +269,12 @@ def error_from_http(response: httpx.Response, what: str) -> FsbError:
         )
     code = _HTTP_STATUSES.get(response.status_code, "internal")
     return make_error(code, f"{what}: {message} (HTTP {response.status_code})")
+
+
+def is_sandbox_gone(error: FsbError) -> bool:
+    """Whether the error is the sandbox proxy's "the sandbox is gone" (deleted or expired), not a daemon's
+    own not-found: calls that answer False for a missing file or process still raise it."""
+    return isinstance(error, NotFoundError) and error._sandbox_gone
 
 
 def error_from_transport(error: Exception, what: str, unreachable_hint: str = "") -> FsbError:

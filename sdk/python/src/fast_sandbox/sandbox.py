@@ -26,6 +26,7 @@ from .errors import (
     UnavailableError,
     add_context,
     error_from_transport,
+    is_sandbox_gone,
 )
 from .models import CommandResult, EntryInfo, FilesystemEvent, ProcessInfo, PtySize, SandboxInfo, SandboxStats, WriteInfo
 
@@ -447,7 +448,10 @@ class Commands:
         message = {**protocol.selector(pid), "signal": "SIGNAL_SIGKILL"}
         try:
             self._daemon.unary(protocol.PROCESS_SERVICE, "SendSignal", message, f"killing process {pid}", request_timeout)
-        except NotFoundError:
+        except NotFoundError as error:
+            # The daemon's "no such process"; the sandbox itself gone is an error (as in the TypeScript SDK).
+            if is_sandbox_gone(error):
+                raise
             return False
         return True
 
@@ -611,7 +615,10 @@ class Files:
     def exists(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> bool:
         try:
             self.get_info(path, user=user, request_timeout=request_timeout)
-        except NotFoundError:
+        except NotFoundError as error:
+            # The daemon's "no such file"; the sandbox itself gone is an error (as in the TypeScript SDK).
+            if is_sandbox_gone(error):
+                raise
             return False
         return True
 

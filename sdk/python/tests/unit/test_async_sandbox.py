@@ -210,6 +210,24 @@ async def test_files_and_a_streaming_watch(fake_and_options: Tuple[FakeFastSandb
         await sandbox.files.read("/tmp/y.txt")
 
 
+async def test_exists_and_kill_answer_false_for_the_daemons_not_found_but_raise_when_the_sandbox_is_gone(
+    fake_and_options: Tuple[FakeFastSandbox, Options],
+) -> None:
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+    assert await sandbox.files.exists("/nowhere") is False
+    assert await sandbox.commands.kill(4242) is False
+    assert await sandbox.pty.kill(4242) is False
+    fake.files["/etc/hosts"] = b"127.0.0.1 localhost\n"
+    fake.access_tokens.clear()
+    with pytest.raises(NotFoundError, match="gone"):
+        await sandbox.files.exists("/etc/hosts")
+    with pytest.raises(NotFoundError, match="gone"):
+        await sandbox.commands.kill(4242)
+    with pytest.raises(NotFoundError, match="gone"):
+        await sandbox.pty.kill(4242)
+
+
 async def test_set_timeout_logs_and_tokens(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
     fake, options = fake_and_options
     sandbox = await new_sandbox(fake, options)

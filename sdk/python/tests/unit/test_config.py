@@ -58,6 +58,29 @@ def test_without_a_running_instance_the_error_says_how_to_start_one(tmp_path: Pa
         ConnectionConfig.resolve(url="http://127.0.0.1:7070", data_dir=str(tmp_path / "nothing"))
 
 
+def test_the_data_directorys_token_goes_only_to_its_own_url_or_this_hosts_loopback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    data = write_data_dir(tmp_path / "data", url="http://10.1.1.1:7070", token="dir-token")
+    monkeypatch.setenv("FSB_DATA_DIR", str(data))
+    monkeypatch.setenv("FSB_URL", "http://203.0.113.9:7070")
+    fake = FakeFastSandbox()
+    with pytest.raises(ValidationError) as raised:
+        Sandbox.create(transport=fake.transport())
+    assert raised.value.field == "FSB_URL"
+    assert "203.0.113.9:7070 is neither" in str(raised.value) and "FSB_TOKEN" in str(raised.value)
+    assert fake.requests == [], "nothing was sent"
+    with pytest.raises(ValidationError, match="is neither") as raised:
+        Sandbox.connect("sb-1", url="http://203.0.113.9:7070", transport=fake.transport())
+    assert raised.value.field == "url"
+    assert fake.requests == []
+    # A token given, the data directory's own URL, or this host's loopback: no refusal.
+    assert ConnectionConfig.resolve(token="its-token").token == "its-token"
+    monkeypatch.setenv("FSB_TOKEN", "its-token")
+    assert ConnectionConfig.resolve().token == "its-token"
+    monkeypatch.delenv("FSB_TOKEN")
+    for url in ("http://10.1.1.1:7070/", "http://localhost:7070", "http://127.0.0.2:7070", "http://[::1]:7070"):
+        assert ConnectionConfig.resolve(url=url).token == "dir-token"
+
+
 def test_a_url_that_is_not_http_is_refused() -> None:
     with pytest.raises(ValidationError, match="not an http"):
         ConnectionConfig.resolve(url="127.0.0.1:7070", token="t")

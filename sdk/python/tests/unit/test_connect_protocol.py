@@ -22,7 +22,7 @@ from fast_sandbox import (
     ValidationError,
 )
 from fast_sandbox._connect import AsyncConnectClient, ConnectClient, EnvelopeReader, encode_envelope
-from fast_sandbox.errors import error_from_http
+from fast_sandbox.errors import error_from_http, is_sandbox_gone
 
 from fake_fast_sandbox import envelope
 
@@ -249,3 +249,12 @@ def test_the_proxys_not_found_code_header_means_gone_whatever_the_body_says() ->
     error = error_from_http(answer, "listing /")
     assert isinstance(error, NotFoundError)
     assert "gone (deleted or expired)" in str(error)
+    assert is_sandbox_gone(error)
+
+
+def test_only_the_proxys_answer_says_the_sandbox_is_gone_not_the_daemons_own_not_found() -> None:
+    older_proxy = httpx.Response(502, json={"sandboxId": "abc", "message": "The sandbox was not found", "code": 502})
+    assert is_sandbox_gone(error_from_http(older_proxy, "killing process 7"))
+    daemon = httpx.Response(404, json={"code": "not_found", "message": "process 7 not found"})
+    assert not is_sandbox_gone(error_from_http(daemon, "killing process 7"))
+    assert not is_sandbox_gone(error_from_http(httpx.Response(404, json={"message": "open /x: no such file", "code": 404}), "reading /x"))

@@ -459,6 +459,22 @@ def test_a_sandbox_that_is_gone_answers_not_found_through_the_proxy(sandbox: San
     assert sandbox.is_running() is False
 
 
+def test_exists_and_kill_answer_false_for_the_daemons_not_found_but_raise_when_the_sandbox_is_gone(
+    sandbox: Sandbox, fake: FakeFastSandbox
+) -> None:
+    assert sandbox.files.exists("/nowhere") is False
+    assert sandbox.commands.kill(4242) is False
+    assert sandbox.pty.kill(4242) is False
+    fake.files["/etc/hosts"] = b"127.0.0.1 localhost\n"
+    fake.access_tokens.clear()
+    with pytest.raises(NotFoundError, match="gone"):
+        sandbox.files.exists("/etc/hosts")
+    with pytest.raises(NotFoundError, match="gone"):
+        sandbox.commands.kill(4242)
+    with pytest.raises(NotFoundError, match="gone"):
+        sandbox.pty.kill(4242)
+
+
 def test_wire_bodies_are_proto3_json(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
     fake.programs["true"] = lambda process: process.exit(0)
     handle = sandbox.commands.run("true", background=True)
