@@ -35,7 +35,8 @@ export function forgetAccessToken(dataDir: string, namespace: string, name: stri
 
 /**
  * The access token a command uses for a sandbox: `--token`, else FSB_ACCESS_TOKEN, else the one
- * `fsb run` or `fsb token` saved; without any, an error that says how to get one.
+ * `fsb run` or `fsb token` saved; without any, an error that says how to get one — bad usage (exit
+ * 2), so a command asks for it before it asks the control plane anything.
  */
 export function accessTokenFor(namespace: string, name: string, options: { token?: string | undefined; dataDir?: string | undefined }): string {
   const token = options.token ?? process.env.FSB_ACCESS_TOKEN ?? (options.dataDir ? savedAccessToken(options.dataDir, namespace, name) : undefined);

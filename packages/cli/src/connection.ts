@@ -13,7 +13,11 @@ export interface Connection {
   sdk: SdkConnection;
   /** The namespace of a command without -n: in a cluster the kubeconfig context's, else `default`. */
   namespace: string;
-  /** The embedded Fast Sandbox's data directory (where access tokens are kept); undefined for a cluster. */
+  /**
+   * The data directory where the sandboxes' access tokens are kept: the embedded Fast Sandbox's, when
+   * the URL in use is its own (its `url` file); undefined for a cluster or another URL (--url,
+   * FSB_URL), whose sandboxes are not this data directory's.
+   */
   dataDir?: string;
 }
 
@@ -49,7 +53,8 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
     const dataDir = resolveDataDir(options.dataDir);
     const sdk = new SdkConnection({ ...endpoint(options), dataDir });
     open.push(sdk);
-    return { client: sdk.client, sdk, namespace: options.namespace ?? "default", dataDir };
+    // Tokens are kept where the SDK keeps them: in the data directory only when the URL is its own.
+    return { client: sdk.client, sdk, namespace: options.namespace ?? "default", dataDir: sdk.accessTokens?.dataDir };
   }
   const { resolveClusterEndpoint } = await import("./cluster-connection.js");
   const url = options.url ?? process.env.FSB_URL;
@@ -68,6 +73,20 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
   const sdk = new SdkConnection({ url: found.url, token: found.token });
   open.push(sdk);
   return { client: sdk.client, sdk, namespace: found.namespace };
+}
+
+/**
+ * Connects to the Fast Sandbox `fsb up` runs for the data directory, at the URL and with the token it
+ * wrote there, whatever --url, FSB_URL and FSB_TOKEN name: for `fsb down`, which acts on that one alone.
+ */
+export function connectOwnInstance(dataDir: string): Connection & { url: string } {
+  const url = readIfExists(files.url(dataDir));
+  if (!url) throw new UnavailableError(`Fast Sandbox is not serving for data directory ${dataDir}: it has no url file`);
+  const token = readIfExists(files.token(dataDir));
+  if (!token) throw new ValidationError("", `no API token in ${files.token(dataDir)}: 'fsb up' writes it there when it starts`);
+  const sdk = new SdkConnection({ url, token, dataDir });
+  open.push(sdk);
+  return { client: sdk.client, sdk, namespace: "default", dataDir, url };
 }
 
 /**

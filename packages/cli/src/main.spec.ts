@@ -8,14 +8,16 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { fakeSandbox, startFakeControlPlane } from "./fake-control-plane.fixture.js";
 
 const MAIN = join(import.meta.dirname, "main.ts");
 const REPO_ROOT = join(import.meta.dirname, "..", "..", "..");
 /** Nothing listens on port 1, so calls fail fast with ECONNREFUSED. */
 const UNREACHABLE = "http://127.0.0.1:1";
 
+const API_TOKEN = "test-token-0123456789abcdef";
 const dataDir = mkdtempSync(join(tmpdir(), "fsb-main-spec-"));
-writeFileSync(join(dataDir, "token"), "test-token-0123456789abcdef\n", {
+writeFileSync(join(dataDir, "token"), `${API_TOKEN}\n`, {
   mode: 0o600,
 });
 after(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -27,7 +29,8 @@ function fsb(...args: string[]): Promise<{ code: number | null; stdout: string; 
 function fsbWith(extraEnv: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env };
-    for (const name of ["FSB_URL", "FSB_TOKEN", "FSB_DATA_DIR", "FSB_DEBUG", "FSB_SYSTEM_NAMESPACE", "KUBECONFIG", "NODE_TEST_CONTEXT"]) delete env[name];
+    for (const name of ["FSB_URL", "FSB_TOKEN", "FSB_ACCESS_TOKEN", "FSB_DATA_DIR", "FSB_DEBUG", "FSB_SYSTEM_NAMESPACE", "KUBECONFIG", "NODE_TEST_CONTEXT"])
+      delete env[name];
     Object.assign(env, extraEnv);
     const child = spawn(process.execPath, ["--conditions=development", "--import", "tsx", MAIN, ...args], {
       cwd: REPO_ROOT,
@@ -90,6 +93,27 @@ describe("fsb exit codes", () => {
       const result = await fsb(...args, "--url", UNREACHABLE, "--data-dir", dataDir);
       assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
       assert.match(result.stderr, said);
+    }
+  });
+
+  it("exits 2 for a sandbox whose access token it does not know (port-forward, cp, exec -it), before asking the control plane", async () => {
+    const controlPlane = await startFakeControlPlane({
+      token: API_TOKEN,
+      sandboxes: [fakeSandbox("web", { exposedPorts: [8080], endpoints: ["http://8080-web.localhost:1/"] })],
+    });
+    try {
+      for (const args of [
+        ["port-forward", "web", ":8080"],
+        ["cp", "web:/etc/hostname", join(dataDir, "hostname")],
+        ["exec", "-it", "web", "--", "sh"],
+      ]) {
+        const result = await fsb("--url", controlPlane.url, "--data-dir", dataDir, ...args);
+        assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+        assert.match(result.stderr, /^error: --token: no access token for sandbox default\/web: pass --token \(or FSB_ACCESS_TOKEN\)/m);
+        assert.deepEqual(controlPlane.calls, [], `${args.join(" ")} asked the control plane nothing`);
+      }
+    } finally {
+      await controlPlane.close();
     }
   });
 

@@ -104,3 +104,86 @@ describe("forwardPort through the sandbox proxy", () => {
     }
   });
 });
+
+describe("forwardPort with a proxy that answers late (as while the sandbox's port is still starting)", () => {
+  /** A sandbox proxy that answers each CONNECT only when told (reading meanwhile); `sockets` are the connections open to it. */
+  async function lateProxy(): Promise<{ port: number; sockets: Set<net.Socket>; answer(): void; close(): Promise<void> }> {
+    const sockets = new Set<net.Socket>();
+    const proxy = net.createServer((socket) => {
+      sockets.add(socket);
+      socket.once("close", () => sockets.delete(socket));
+      socket.on("error", () => undefined);
+      socket.resume();
+    });
+    const port = await new Promise<number>((resolve) => proxy.listen(0, "127.0.0.1", () => resolve((proxy.address() as AddressInfo).port)));
+    return {
+      port,
+      sockets,
+      answer: () => {
+        for (const socket of sockets) socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+      },
+      close: async () => {
+        for (const socket of sockets) socket.destroy();
+        await new Promise((resolve) => proxy.close(resolve));
+      },
+    };
+  }
+
+  async function until(condition: () => boolean, what: string): Promise<void> {
+    for (const started = Date.now(); !condition(); await new Promise((resolve) => setTimeout(resolve, 10))) {
+      if (Date.now() - started > 2_000) assert.fail(`not within 2 s: ${what}`);
+    }
+  }
+
+  /** A local client of the forwarder, once the proxy holds its tunnel's connection. */
+  async function clientWithTunnelOpening(forwarderPort: number, proxy: { sockets: Set<net.Socket> }): Promise<net.Socket> {
+    const client = net.connect(forwarderPort, "127.0.0.1");
+    client.on("error", () => undefined);
+    await until(() => proxy.sockets.size === 1, "the forwarder asked the proxy for a tunnel");
+    return client;
+  }
+
+  const forwarderTo = (port: number, errors: unknown[]) =>
+    forwardPort({
+      address: "127.0.0.1",
+      localPort: 0,
+      target: tunnelTarget(`http://8080-abc.localhost:${port}/`),
+      accessToken: "t",
+      onError: (error) => errors.push(error),
+    });
+
+  it("closes a tunnel still opening when its local client is gone (reset, as health probes do)", async () => {
+    const proxy = await lateProxy();
+    const errors: unknown[] = [];
+    const forwarder = await forwarderTo(proxy.port, errors);
+    try {
+      const client = await clientWithTunnelOpening(forwarder.port, proxy);
+      client.resetAndDestroy();
+      await until(() => proxy.sockets.size === 0, "the tunnel's connection to the proxy is closed");
+      proxy.answer();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(proxy.sockets.size, 0);
+      assert.deepEqual(errors, [], "a client that left is no error");
+    } finally {
+      await forwarder.close();
+      await proxy.close();
+    }
+  });
+
+  it("closes tunnels still opening on close()", async () => {
+    const proxy = await lateProxy();
+    const errors: unknown[] = [];
+    const forwarder = await forwarderTo(proxy.port, errors);
+    try {
+      await clientWithTunnelOpening(forwarder.port, proxy);
+      await forwarder.close(); // Ctrl-C: the process ends now, not once the proxy answers
+      await until(() => proxy.sockets.size === 0, "the tunnel's connection to the proxy is closed");
+      proxy.answer();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(proxy.sockets.size, 0);
+      assert.deepEqual(errors, []);
+    } finally {
+      await proxy.close();
+    }
+  });
+});

@@ -50,11 +50,34 @@ export function tunnelTarget(endpoint: string): TunnelTarget {
   return { host, port, tls: secure, authority: `${url.hostname}:${port}` };
 }
 
-/** Opens a tunnel: resolves with the connection, past the proxy's 200, and what arrived after it. */
-export async function openTunnel(target: TunnelTarget, accessToken: string): Promise<{ connection: Duplex; rest: Buffer }> {
+/**
+ * Opens a tunnel: resolves with the connection, past the proxy's 200, and what arrived after it.
+ * Aborting `signal` destroys the connection, whether the proxy answered yet or not.
+ */
+export async function openTunnel(
+  target: TunnelTarget,
+  accessToken: string,
+  options: { signal?: AbortSignal } = {},
+): Promise<{ connection: Duplex; rest: Buffer }> {
+  options.signal?.throwIfAborted();
   const connection: net.Socket = target.tls
     ? tls.connect({ host: target.host, port: target.port, servername: target.authority.split(":")[0] })
     : net.connect(target.port, target.host);
+  const abort = () => connection.destroy();
+  options.signal?.addEventListener("abort", abort, { once: true });
+  try {
+    return await negotiate(connection, target, accessToken);
+  } catch (error) {
+    // Given up: the abort's reason rather than the closed connection it caused.
+    options.signal?.throwIfAborted();
+    throw error;
+  } finally {
+    options.signal?.removeEventListener("abort", abort);
+  }
+}
+
+/** Asks the proxy for the tunnel over `connection`; resolves past its 200, rejects with its refusal. */
+async function negotiate(connection: net.Socket, target: TunnelTarget, accessToken: string): Promise<{ connection: Duplex; rest: Buffer }> {
   connection.write(`CONNECT ${target.authority} HTTP/1.1\r\nhost: ${target.authority}\r\n${ACCESS_TOKEN_HEADER}: ${accessToken}\r\n\r\n`);
   const { head, rest } = await new Promise<{ head: string; rest: Buffer }>((resolve, reject) => {
     let received = Buffer.alloc(0);
@@ -108,6 +131,7 @@ export async function openTunnel(target: TunnelTarget, accessToken: string): Pro
 export interface PortForwarder {
   /** The local port it listens on. */
   port: number;
+  /** Stops listening and closes every connection and tunnel, those still opening too. */
   close(): Promise<void>;
 }
 
@@ -120,13 +144,26 @@ export async function forwardPort(options: {
   onError: (error: unknown) => void;
 }): Promise<PortForwarder> {
   const open = new Set<Duplex>();
+  // One per local connection whose tunnel is still opening: aborted when that connection closes, or by close().
+  const opening = new Set<AbortController>();
   const server = net.createServer({ allowHalfOpen: true }, (local) => {
     open.add(local);
     local.pause();
-    local.once("close", () => open.delete(local));
+    const tunnelOpening = new AbortController();
+    opening.add(tunnelOpening);
+    local.once("close", () => {
+      open.delete(local);
+      tunnelOpening.abort();
+    });
     local.on("error", () => local.destroy());
-    openTunnel(options.target, options.accessToken).then(
+    openTunnel(options.target, options.accessToken, { signal: tunnelOpening.signal }).then(
       ({ connection, rest }) => {
+        opening.delete(tunnelOpening);
+        // The local connection may have closed as the answer arrived: then the tunnel goes too.
+        if (tunnelOpening.signal.aborted || local.destroyed) {
+          connection.destroy();
+          return;
+        }
         open.add(connection);
         connection.once("close", () => {
           open.delete(connection);
@@ -141,7 +178,9 @@ export async function forwardPort(options: {
         local.resume();
       },
       (error: unknown) => {
-        options.onError(error);
+        opening.delete(tunnelOpening);
+        // A tunnel given up because its local connection or the forwarder closed is no error.
+        if (!tunnelOpening.signal.aborted) options.onError(error);
         local.destroy();
       },
     );
@@ -154,6 +193,7 @@ export async function forwardPort(options: {
     port: (server.address() as net.AddressInfo).port,
     close: () =>
       new Promise<void>((resolve) => {
+        for (const tunnel of opening) tunnel.abort();
         for (const connection of open) connection.destroy();
         server.close(() => resolve());
       }),

@@ -3,6 +3,7 @@ import { FailedPreconditionError } from "@fast-sandbox/api";
 import { accessTokenFor, saveAccessToken } from "../access-tokens.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { forwardPort, parsePortMapping, tunnelTarget } from "../port-forward.js";
+import { stopSignalled } from "../stop-signals.js";
 
 /** Gives the sandbox a new access token and prints it alone on stdout (`TOKEN=$(fsb token NAME)`); the old one stops working. */
 export async function token(name: string, options: GlobalOptions & { namespace?: string }): Promise<void> {
@@ -23,6 +24,8 @@ export interface PortForwardOptions extends GlobalOptions {
 export async function portForward(name: string, mapping: string, options: PortForwardOptions): Promise<void> {
   const { localPort, remotePort } = parsePortMapping(mapping);
   const { client, namespace, dataDir } = await connect(options);
+  // Before the control plane is asked: a missing token is bad usage (exit 2), as for cp and exec -it.
+  const accessToken = accessTokenFor(namespace, name, { token: options.token, dataDir });
   const sandbox = await client.sandboxes.get(name, { namespace });
   const exposed = sandbox.spec.exposedPorts ?? [];
   const endpoint = sandbox.status?.endpoints?.[exposed.indexOf(remotePort)];
@@ -32,7 +35,6 @@ export async function portForward(name: string, mapping: string, options: PortFo
     );
   }
   if (!endpoint) throw new FailedPreconditionError(`sandbox ${namespace}/${name} has no endpoint yet (phase ${sandbox.status?.phase ?? "Pending"})`);
-  const accessToken = accessTokenFor(namespace, name, { token: options.token, dataDir });
   const forwarder = await forwardPort({
     address: options.address,
     localPort,
@@ -41,9 +43,7 @@ export async function portForward(name: string, mapping: string, options: PortFo
     onError: (error) => process.stderr.write(`error: ${error instanceof Error ? error.message : String(error)}\n`),
   });
   process.stdout.write(`Forwarding from ${options.address}:${forwarder.port} -> ${namespace}/${name}:${remotePort} (through ${endpoint})\n`);
-  await new Promise<void>((resolve) => {
-    process.once("SIGINT", resolve);
-    process.once("SIGTERM", resolve);
-  });
+  // Once one came, neither is listened for: another ends the process even if closing hangs.
+  await stopSignalled();
   await forwarder.close();
 }

@@ -13,6 +13,7 @@ import { FastSandbox } from "@fast-sandbox/sdk";
 import { accessTokenFor } from "../access-tokens.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { baseName, parseCopyArguments } from "../copy-paths.js";
+import { STOP_SIGNAL_EXIT_CODES, onStopSignal, type StopSignal } from "../stop-signals.js";
 
 export interface CopyOptions extends GlobalOptions {
   namespace?: string;
@@ -76,12 +77,22 @@ async function download(sandbox: FastSandbox, remote: string, local: string): Pr
     throw new ValidationError("DEST", `${directory} is not a directory on this machine; make it first`);
   }
   const partial = `${target}.fsb-partial-${process.pid}`;
+  // Ctrl-C and SIGTERM stop the copy too, and take the half file with them (exit 130 or 143, as a shell's interrupted command).
+  const stopped = new AbortController();
+  let stopSignal: StopSignal | undefined;
+  const stopListening = onStopSignal((signal) => {
+    stopSignal = signal;
+    stopped.abort();
+  });
   try {
-    await pipeline(Readable.fromWeb(contents), createWriteStream(partial));
+    await pipeline(Readable.fromWeb(contents), createWriteStream(partial), { signal: stopped.signal });
     await rename(partial, target);
   } catch (error) {
     await rm(partial, { force: true });
-    throw error;
+    if (!stopSignal) throw error;
+    process.exitCode = STOP_SIGNAL_EXIT_CODES[stopSignal];
+  } finally {
+    stopListening();
   }
 }
 

@@ -9,9 +9,11 @@ import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { describe, it } from "node:test";
+import { closeConnections } from "../connection.js";
 import { files, type ProcessIdentity } from "../data-dir.js";
 import { down } from "./down.js";
 import { identity, specProcesses } from "../spec-processes.fixture.js";
+import { fakeSandbox, startFakeControlPlane } from "../fake-control-plane.fixture.js";
 
 const { track, newDataDir } = specProcesses("fsb-down-spec-");
 
@@ -35,17 +37,26 @@ function runFiles(dir: string, holder: ProcessIdentity): void {
 }
 const leftovers = (dir: string): string[] => [files.lock(dir), files.pid(dir), files.url(dir)].filter((path) => existsSync(path));
 
-/** Runs `down` and returns what it printed (the test runner's own output is not strings: it goes through). */
+/** Runs `down` and returns what it printed on stdout (the test runner's own output is not strings: it goes through). */
 async function downOutput(dataDir: string): Promise<string> {
-  const printed: string[] = [];
-  const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = (chunk: string | Uint8Array, ...rest: never[]) => (typeof chunk === "string" ? (printed.push(chunk), true) : write(chunk, ...rest));
-  try {
-    await down({ dataDir });
-  } finally {
-    process.stdout.write = write;
+  return (await downPrinted({ dataDir })).stdout;
+}
+
+async function downPrinted(options: Parameters<typeof down>[0]): Promise<{ stdout: string; stderr: string }> {
+  const printed = { stdout: [] as string[], stderr: [] as string[] };
+  const writes = { stdout: process.stdout.write.bind(process.stdout), stderr: process.stderr.write.bind(process.stderr) };
+  for (const stream of ["stdout", "stderr"] as const) {
+    const write = writes[stream];
+    process[stream].write = (chunk: string | Uint8Array, ...rest: never[]) =>
+      typeof chunk === "string" ? (printed[stream].push(chunk), true) : write(chunk, ...rest);
   }
-  return printed.join("");
+  try {
+    await down(options);
+  } finally {
+    process.stdout.write = writes.stdout;
+    process.stderr.write = writes.stderr;
+  }
+  return { stdout: printed.stdout.join(""), stderr: printed.stderr.join("") };
 }
 
 describe("fsb down", () => {
@@ -91,5 +102,43 @@ describe("fsb down", () => {
     if (alive(fsbUp)) await once(fsbUp, "exit");
     assert.equal(fsbUp.exitCode, 143, "it exited on SIGTERM");
     assert.deepEqual(leftovers(dir), []);
+  });
+
+  it("with --delete-sandboxes, deletes the sandboxes of the instance it stops, not those of the one FSB_URL names", async () => {
+    const own = await startFakeControlPlane({
+      token: "own-token-0123456789",
+      sandboxes: [fakeSandbox("mine"), fakeSandbox("also-mine", { namespace: "team" })],
+    });
+    const other = await startFakeControlPlane({ token: "other-token-0123456789", sandboxes: [fakeSandbox("theirs")] });
+    const env = { FSB_URL: process.env.FSB_URL, FSB_TOKEN: process.env.FSB_TOKEN };
+    try {
+      const dir = newDataDir();
+      const script = join(dir, "fsb.js");
+      writeFileSync(script, WAITS);
+      const fsbUp = await running(script, "--data-dir", dir, "up");
+      runFiles(dir, identity(fsbUp.pid));
+      writeFileSync(files.url(dir), `${own.url}\n`);
+      writeFileSync(files.token(dir), "own-token-0123456789\n");
+      // As a shell that exported them for another instance (the other commands then use it).
+      process.env.FSB_URL = other.url;
+      process.env.FSB_TOKEN = "other-token-0123456789";
+      const { stdout, stderr } = await downPrinted({ dataDir: dir, deleteSandboxes: true });
+      assert.deepEqual(other.calls, [], "the instance FSB_URL names was asked nothing");
+      assert.deepEqual([...other.sandboxes.keys()], ["default/theirs"]);
+      assert.deepEqual([...own.sandboxes.keys()], []);
+      assert.deepEqual(own.calls.filter((call) => call.startsWith("DeleteSandbox")).sort(), ["DeleteSandbox default/mine", "DeleteSandbox team/also-mine"]);
+      assert.match(stdout, /^deleted 2 sandboxes\nFast Sandbox stopped \(pid \d+\)\n$/);
+      assert.match(
+        stderr,
+        new RegExp(`^note: FSB_URL ${other.url} is ignored: 'fsb down' deletes the sandboxes of the Fast Sandbox it stops, ${own.url} \\(`, "m"),
+      );
+    } finally {
+      for (const [name, value] of Object.entries(env)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+      closeConnections();
+      await Promise.all([own.close(), other.close()]);
+    }
   });
 });

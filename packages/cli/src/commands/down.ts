@@ -5,7 +5,7 @@ import { stderrLogger } from "@fast-sandbox/agent/stderr-logger";
 import { FsbError } from "@fast-sandbox/sdk";
 import { sweepAfterShutdown } from "@fast-sandbox/janitor";
 import { clearStaleInstance, files, isRunning, looksLikeFsbUp, readLock, readSettings, resolveDataDir, type ProcessIdentity } from "../data-dir.js";
-import { connect } from "../connection.js";
+import { connectOwnInstance } from "../connection.js";
 
 /** How many times `down --delete-sandboxes` lists and deletes what is left before it gives up. */
 const DELETE_ROUNDS = 6;
@@ -17,8 +17,12 @@ const STOP_GRACE_MS = 20_000;
  * Stops the `fsb up` of the data directory: the process its lock names, and only when that is still
  * the same process (pid and start time as recorded) running `fsb up`. A lock or pid file of a process
  * that is gone (SIGKILL, a crash, a reboot) is stale: removed, and no process is signalled.
+ *
+ * `--delete-sandboxes` deletes the sandboxes of that same instance, at the URL its data directory
+ * holds: --url and FSB_URL are ignored (with a note when they name another), since FSB_URL is often
+ * exported for the other commands and may name another instance, whose sandboxes are not this one's.
  */
-export async function down(options: { dataDir?: string; deleteSandboxes?: boolean }): Promise<void> {
+export async function down(options: { dataDir?: string; url?: string; deleteSandboxes?: boolean }): Promise<void> {
   const dataDir = resolveDataDir(options.dataDir);
   const lock = readLock(dataDir);
   const holder = lock?.holder;
@@ -36,7 +40,13 @@ export async function down(options: { dataDir?: string; deleteSandboxes?: boolea
     if (!existsSync(files.url(dataDir))) {
       throw new FsbError("unavailable", `Fast Sandbox (pid ${pid}) is still starting for ${dataDir}; run 'fsb down --delete-sandboxes' again once it serves`);
     }
-    const { client } = await connect({ dataDir });
+    const { client, url } = connectOwnInstance(dataDir);
+    const named = options.url ?? process.env.FSB_URL;
+    if (named && named.replace(/\/+$/, "") !== url.replace(/\/+$/, "")) {
+      process.stderr.write(
+        `note: ${options.url !== undefined ? "--url" : "FSB_URL"} ${named} is ignored: 'fsb down' deletes the sandboxes of the Fast Sandbox it stops, ${url} (${dataDir})\n`,
+      );
+    }
     // Again until none is left: a create that was in flight during the first round shows up in the
     // next, and a delete its agent could not finish yet (busy, restarting) is tried again.
     let deleted = 0;

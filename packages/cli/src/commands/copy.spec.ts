@@ -1,0 +1,82 @@
+/**
+ * `fsb cp NAME:PATH LOCAL` interrupted: Ctrl-C or SIGTERM during the download leaves no partial file
+ * behind and exits as an interrupted command does. The program runs in a child process (signals),
+ * against a stand-in control plane and a sandbox proxy that sends a large file slowly.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fakeSandbox, startFakeControlPlane, type FakeControlPlane } from "../fake-control-plane.fixture.js";
+
+const MAIN = join(import.meta.dirname, "..", "main.ts");
+const API_TOKEN = "test-token-0123456789abcdef";
+
+describe("fsb cp out of a sandbox, interrupted", () => {
+  const directory = mkdtempSync(join(tmpdir(), "fsb-copy-spec-"));
+  // The daemon's /files, through the proxy: a file that keeps arriving.
+  const proxy = http.createServer((request, response) => {
+    if (!request.url?.startsWith("/files")) {
+      response.writeHead(404).end();
+      return;
+    }
+    response.writeHead(200, { "content-type": "application/octet-stream" });
+    const sending = setInterval(() => response.write(Buffer.alloc(64 * 1024, 97)), 20);
+    response.on("close", () => clearInterval(sending));
+  });
+  let controlPlane: FakeControlPlane;
+
+  before(async () => {
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    controlPlane = await startFakeControlPlane({
+      token: API_TOKEN,
+      sandboxes: [fakeSandbox("web")],
+      proxyUrl: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    });
+    writeFileSync(join(directory, "token"), `${API_TOKEN}\n`, { mode: 0o600 });
+  });
+  after(async () => {
+    await controlPlane.close();
+    proxy.closeAllConnections();
+    await new Promise((resolve) => proxy.close(resolve));
+    rmSync(directory, { recursive: true, force: true });
+  });
+
+  for (const [signal, code] of [
+    ["SIGINT", 130],
+    ["SIGTERM", 143],
+  ] as const) {
+    it(`on ${signal} removes the partial file and exits ${code}`, async () => {
+      const into = mkdtempSync(join(directory, "into-"));
+      const env = { ...process.env };
+      for (const name of ["FSB_URL", "FSB_TOKEN", "FSB_ACCESS_TOKEN", "FSB_PROXY_URL", "FSB_SANDBOX_URL", "NODE_TEST_CONTEXT"]) delete env[name];
+      const child = spawn(
+        process.execPath,
+        ["--conditions=development", "--import", "tsx", MAIN, "--url", controlPlane.url, "--data-dir", directory, "cp", "--token", "t", "web:/big.bin", into],
+        { env, stdio: ["ignore", "ignore", "pipe"] },
+      );
+      let stderr = "";
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      const exited = once(child, "exit");
+      try {
+        // Some of it arrived: the copy is under way.
+        for (const started = Date.now(); ; await new Promise((resolve) => setTimeout(resolve, 20))) {
+          const partial = readdirSync(into).find((name) => name.startsWith("big.bin.fsb-partial-"));
+          if (partial && statSync(join(into, partial)).size > 0) break;
+          if (Date.now() - started > 20_000 || child.exitCode !== null) assert.fail(`the download did not start: ${stderr}`);
+        }
+        child.kill(signal);
+        const [exitCode] = (await exited) as [number | null];
+        assert.equal(exitCode, code, stderr);
+        assert.deepEqual(readdirSync(into), [], "neither the partial file nor the target is left");
+      } finally {
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      }
+    });
+  }
+});

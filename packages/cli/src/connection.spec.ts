@@ -1,0 +1,49 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, afterEach, describe, it } from "node:test";
+import { closeConnections, connect, connectOwnInstance } from "./connection.js";
+
+const dataDir = mkdtempSync(join(tmpdir(), "fsb-connection-spec-"));
+after(() => rmSync(dataDir, { recursive: true, force: true }));
+const OWN_URL = "http://127.0.0.1:7070";
+writeFileSync(join(dataDir, "url"), `${OWN_URL}\n`);
+writeFileSync(join(dataDir, "token"), "own-token-0123456789\n");
+
+const saved = { FSB_URL: process.env.FSB_URL, FSB_TOKEN: process.env.FSB_TOKEN };
+afterEach(() => {
+  closeConnections();
+  for (const [name, value] of Object.entries(saved)) {
+    if (value === undefined) delete process.env[name];
+    else process.env[name] = value;
+  }
+});
+
+describe("connect to the embedded Fast Sandbox", () => {
+  it("keeps access tokens in the data directory when the URL in use is its own", async () => {
+    delete process.env.FSB_URL;
+    assert.equal((await connect({ dataDir })).dataDir, dataDir);
+    process.env.FSB_URL = `${OWN_URL}/`;
+    assert.equal((await connect({ dataDir })).dataDir, dataDir, "FSB_URL naming the same instance");
+  });
+
+  it("keeps none there for another instance's URL (FSB_URL or --url): its sandboxes are not the data directory's", async () => {
+    process.env.FSB_URL = "http://127.0.0.1:7999";
+    process.env.FSB_TOKEN = "other-token-0123456789";
+    const fromEnv = await connect({ dataDir });
+    assert.equal(fromEnv.client.url, "http://127.0.0.1:7999");
+    assert.equal(fromEnv.dataDir, undefined);
+    delete process.env.FSB_URL;
+    assert.equal((await connect({ dataDir, url: "http://127.0.0.1:7999" })).dataDir, undefined);
+  });
+
+  it("connectOwnInstance uses the data directory's URL and token whatever FSB_URL names", () => {
+    process.env.FSB_URL = "http://127.0.0.1:7999";
+    process.env.FSB_TOKEN = "other-token-0123456789";
+    const own = connectOwnInstance(dataDir);
+    assert.equal(own.url, OWN_URL);
+    assert.equal(own.client.url, OWN_URL);
+    assert.equal(own.dataDir, dataDir);
+  });
+});

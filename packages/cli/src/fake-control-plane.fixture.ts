@@ -1,0 +1,79 @@
+/**
+ * A stand-in for a Fast Sandbox's control plane, for the specs of commands that talk to one: the
+ * fast-path calls they make, served over Connect on a loopback port, each one recorded (refused ones
+ * too) so a spec can tell which instance was asked what. Test code only.
+ */
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { API_VERSION, listenCleartext, pb, requireBearerToken, sandboxToMessage, type Sandbox } from "@fast-sandbox/api";
+
+export interface FakeControlPlaneOptions {
+  /** The API token it accepts. */
+  token: string;
+  /** The sandboxes it holds, e.g. from `fakeSandbox`. @default none */
+  sandboxes?: Sandbox[];
+  /** What GetSandboxProxy answers. @default http://127.0.0.1:1 (nothing listens there) */
+  proxyUrl?: string;
+}
+
+export interface FakeControlPlane {
+  url: string;
+  /** The methods asked, in order, e.g. `ListSandboxes`, `DeleteSandbox default/web`. */
+  calls: string[];
+  /** The sandboxes it still holds, by `namespace/name`. */
+  sandboxes: Map<string, Sandbox>;
+  close(): Promise<void>;
+}
+
+/** A running sandbox record with its exposed ports. */
+export function fakeSandbox(name: string, options: { namespace?: string; exposedPorts?: number[]; endpoints?: string[] } = {}): Sandbox {
+  return {
+    apiVersion: API_VERSION,
+    kind: "Sandbox",
+    metadata: { name, namespace: options.namespace ?? "default" },
+    spec: { image: "busybox", poolRef: "default", ...(options.exposedPorts ? { exposedPorts: options.exposedPorts } : {}) },
+    status: {
+      phase: "Running",
+      assignedPod: "agent-0",
+      sandboxID: `${name}0123456789abcdefghij`.slice(0, 20),
+      ...(options.endpoints ? { endpoints: options.endpoints } : {}),
+    },
+  };
+}
+
+export async function startFakeControlPlane(options: FakeControlPlaneOptions): Promise<FakeControlPlane> {
+  const calls: string[] = [];
+  const sandboxes = new Map((options.sandboxes ?? []).map((sandbox) => [`${sandbox.metadata.namespace ?? "default"}/${sandbox.metadata.name}`, sandbox]));
+  const record: Interceptor = (next) => (request) => {
+    const message = request.message as { name?: string; namespace?: string };
+    calls.push(message.name ? `${request.method.name} ${message.namespace || "default"}/${message.name}` : request.method.name);
+    return next(request);
+  };
+  const find = (request: { name: string; namespace: string }): Sandbox => {
+    const sandbox = sandboxes.get(`${request.namespace || "default"}/${request.name}`);
+    if (!sandbox) throw new ConnectError(`sandbox ${request.name} not found`, Code.NotFound);
+    return sandbox;
+  };
+  const handler = connectNodeAdapter({
+    interceptors: [record, requireBearerToken(options.token)],
+    routes: ({ service }) => {
+      service(pb.SandboxService, {
+        getSandbox: (request) => sandboxToMessage(find(request)),
+        listSandboxes: (request) => ({
+          sandboxes: [...sandboxes.values()]
+            .filter((sandbox) => request.namespace === "*" || (sandbox.metadata.namespace ?? "default") === (request.namespace || "default"))
+            .map((sandbox) => sandboxToMessage(sandbox)),
+        }),
+        deleteSandbox: (request) => {
+          find(request);
+          sandboxes.delete(`${request.namespace || "default"}/${request.name}`);
+          return {};
+        },
+        rotateAccessToken: (request) => ({ accessToken: `token-of-${request.name}-0123456789`, sandbox: sandboxToMessage(find(request)) }),
+        getSandboxProxy: () => ({ url: options.proxyUrl ?? "http://127.0.0.1:1" }),
+      });
+    },
+  });
+  const server = await listenCleartext(handler, "127.0.0.1", 0);
+  return { url: `http://127.0.0.1:${server.port}`, calls, sandboxes, close: () => server.close() };
+}
