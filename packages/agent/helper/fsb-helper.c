@@ -43,6 +43,12 @@
  * command does (as `docker exec` would). It becomes the user as `--user` below and executes COMMAND
  * in its place; a failure is written to stderr, exit status 127 (not found) or 126, as a shell's.
  *
+ * `fsb-helper --sethostname NAME` is no process 1 either: the agent runs it as an exec, as root with
+ * CAP_SYS_ADMIN, to give a sandbox restored from a gVisor checkpoint (a copy) its own hostname when
+ * no in-sandbox daemon does it. It calls sethostname(2) and exits 0, or 1 with the reason on stderr.
+ * It exists so that this privileged exec is never a program found through the sandbox's $PATH,
+ * which the sandbox's own code may have replaced.
+ *
  * `--envd PATH` (before `--`, with or without `--workdir`) also runs the in-sandbox daemon
  * (packages/envd, E2B's envd interface on port 49983) as a second, supervised child: started
  * once the command's start is recorded, restarted when it dies (after 0.1 s, doubling up to 5 s,
@@ -467,7 +473,21 @@ static int exec_as(const char *user, char **argv) {
   return 126;
 }
 
+/* `--sethostname NAME`: the hostname of the sandbox's UTS namespace. */
+static int set_hostname(int argc, char **argv) {
+  if (argc != 3 || !argv[2][0]) {
+    fprintf(stderr, "fast-sandbox helper: usage: --sethostname NAME\n");
+    return 1;
+  }
+  if (sethostname(argv[2], strlen(argv[2])) < 0) {
+    fprintf(stderr, "fast-sandbox helper: sethostname %s: %s\n", argv[2], strerror(errno));
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "--sethostname") == 0) return set_hostname(argc, argv);
   if (argc > 2 && strcmp(argv[1], "--exec-as") == 0) {
     int first = 3;
     if (first < argc && strcmp(argv[first], "--") == 0) first++;

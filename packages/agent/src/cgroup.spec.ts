@@ -158,6 +158,69 @@ describe("limitCgroup", () => {
     assert.equal(read(join(root, "a/sandboxes/memory.max")), String(64 * 1024 * 1024));
   });
 
+  it("v2: bounds swap with memory where the kernel accounts it (memory.swap.max 0), and lifts both together", () => {
+    const all = "cpu memory pids";
+    const root = v2Tree({ ".": all, a: all, b: all });
+    // The kernel makes memory.swap.max with the cgroup when it accounts swap.
+    writeFileSync(join(root, "a/memory.swap.max"), "max");
+    limitCgroup(detectCgroupLayout(root), "/a", { memoryBytes: 1 << 26 });
+    assert.equal(read(join(root, "a/memory.max")), String(1 << 26));
+    assert.equal(read(join(root, "a/memory.swap.max")), "0");
+    limitCgroup(detectCgroupLayout(root), "/a", {});
+    assert.equal(read(join(root, "a/memory.max")), "max");
+    assert.equal(read(join(root, "a/memory.swap.max")), "max");
+    // Without swap accounting there is no file to write (cgroupfs would refuse to create one).
+    limitCgroup(detectCgroupLayout(root), "/b", { memoryBytes: 1 << 26 });
+    assert.equal(existsSync(join(root, "b/memory.swap.max")), false);
+  });
+
+  it("v1: bounds memory and swap together (memory.memsw.limit_in_bytes) where the kernel accounts swap, and lifts both", () => {
+    const root = tempRoot();
+    mkdirSync(join(root, "memory/with-swap"), { recursive: true });
+    writeFileSync(join(root, "memory/with-swap/memory.memsw.limit_in_bytes"), "9223372036854771712");
+    limitCgroup(detectCgroupLayout(root), "with-swap", { memoryBytes: 1 << 26 });
+    assert.equal(read(join(root, "memory/with-swap/memory.limit_in_bytes")), String(1 << 26));
+    assert.equal(read(join(root, "memory/with-swap/memory.memsw.limit_in_bytes")), String(1 << 26));
+    limitCgroup(detectCgroupLayout(root), "with-swap", {});
+    assert.equal(read(join(root, "memory/with-swap/memory.limit_in_bytes")), "-1");
+    assert.equal(read(join(root, "memory/with-swap/memory.memsw.limit_in_bytes")), "-1");
+    limitCgroup(detectCgroupLayout(root), "without-swap", { memoryBytes: 1 << 26 });
+    assert.equal(existsSync(join(root, "memory/without-swap/memory.memsw.limit_in_bytes")), false);
+  });
+
+  it("leaves swap's bound as it was too when the memory bound is left (the cgroup holds more)", () => {
+    const all = "cpu memory pids";
+    const root = v2Tree({ ".": all, a: all });
+    writeFileSync(join(root, "a/memory.max"), "max");
+    writeFileSync(join(root, "a/memory.swap.max"), "max");
+    writeFileSync(join(root, "a/memory.current"), String(1 << 27));
+    assert.throws(() => limitCgroup(detectCgroupLayout(root), "/a", { memoryBytes: 1 << 26 }), /holds 134217728 bytes already/);
+    assert.equal(read(join(root, "a/memory.max")), "max");
+    assert.equal(read(join(root, "a/memory.swap.max")), "max");
+  });
+
+  it("on this machine's kernel: swap is bounded with memory where it is accounted, and the bound rises, comes down and is lifted", async () => {
+    const layout = detectCgroupLayout();
+    const path = `/fsb-test-swap-${process.pid}`;
+    const directory = layout.version === 2 ? join(layout.root, path) : join(layout.root, "memory", path);
+    const swapFile = join(directory, layout.version === 2 ? "memory.swap.max" : "memory.memsw.limit_in_bytes");
+    const memoryFile = join(directory, layout.version === 2 ? "memory.max" : "memory.limit_in_bytes");
+    const unlimited = layout.version === 2 ? "max" : "9223372036854771712";
+    try {
+      for (const bytes of [32 << 20, 64 << 20, 16 << 20, undefined]) {
+        // v1 refuses memsw below memory: the order of the two writes matters each way.
+        limitCgroup(layout, path, bytes === undefined ? {} : { memoryBytes: bytes });
+        assert.equal(read(memoryFile).trim(), bytes === undefined ? unlimited : String(bytes));
+        if (!existsSync(swapFile)) continue; // no swap accounting on this kernel
+        const swap = read(swapFile).trim();
+        if (layout.version === 2) assert.equal(swap, bytes === undefined ? "max" : "0");
+        else assert.equal(swap, bytes === undefined ? unlimited : String(bytes));
+      }
+    } finally {
+      for (let i = 0; i < 50 && removeCgroup(layout, path).length > 0; i++) await sleep(20);
+    }
+  });
+
   it("writes each limit whatever became of the other, then names what was refused", () => {
     const all = "cpu memory pids";
     const root = v2Tree({ ".": all, a: all });

@@ -50,7 +50,10 @@ const MIN_CPU_QUOTA_US = 1_000;
  * that had one). v2: `cpu.max` and `memory.max`, with cpu, memory and pids enabled for its
  * ancestors' children and its own; v1: `cpu.cfs_quota_us` over `cpu.cfs_period_us` and
  * `memory.limit_in_bytes` (hierarchical with `memory.use_hierarchy`, which systemd sets on the root
- * and Linux 5.11+ always has). A memory limit below what the cgroup holds already is not written
+ * and Linux 5.11+ always has). The memory limit bounds swap too, where the kernel accounts it (the
+ * file exists): v2 `memory.swap.max` 0 (no swap at all), v1 `memory.memsw.limit_in_bytes` (memory
+ * and swap together) the same limit — else a sandbox could go past its bound into the node's swap.
+ * A memory limit below what the cgroup holds already is not written
  * (v2 would OOM-kill the sandboxes in it, v1 refuses): the old bound stays. Each limit is written
  * whatever became of the other; then throws what was refused or skipped (also a controller not
  * delegated here). On v1, where the kernel refuses a CPU bound below a quota of a cgroup under it,
@@ -71,7 +74,8 @@ export function limitCgroup(layout: CgroupLayout, path: string, limits: CgroupLi
     mkdirSync(cpu, { recursive: true });
     // Its ancestors' subtree_control makes its own files appear; its own, its children's.
     enableV2Controllers(layout.root, `${relative}/child`);
-    writes.push([cpu, "cpu.max", `${quota ?? "max"} ${CPU_PERIOD_US}`], [memory, "memory.max", String(limits.memoryBytes ?? "max")]);
+    writes.push([cpu, "cpu.max", `${quota ?? "max"} ${CPU_PERIOD_US}`]);
+    writes.push(...memoryWrites(memory, limits.memoryBytes, true));
   } else {
     if (layout.controllers.includes("cpu")) {
       // v1 refuses a bound below a quota under it: those quotas come down to the bound first, as
@@ -79,23 +83,57 @@ export function limitCgroup(layout: CgroupLayout, path: string, limits: CgroupLi
       if (quota !== undefined) clampV1Quotas(cpu, quota / CPU_PERIOD_US, failures);
       writes.push([cpu, "cpu.cfs_period_us", String(CPU_PERIOD_US)], [cpu, "cpu.cfs_quota_us", String(quota ?? -1)]);
     }
-    if (layout.controllers.includes("memory")) writes.push([memory, "memory.limit_in_bytes", String(limits.memoryBytes ?? -1)]);
+    if (layout.controllers.includes("memory")) writes.push(...memoryWrites(memory, limits.memoryBytes, false));
   }
+  /** A memory write refused or skipped: the memory files after it are left as they are (v1 orders them). */
+  let memoryLeft = false;
   for (const [directory, file, value] of writes) {
+    const isMemory = file.startsWith("memory");
+    if (isMemory && memoryLeft) continue;
     try {
       mkdirSync(directory, { recursive: true });
-      const held =
-        file.startsWith("memory") && limits.memoryBytes !== undefined ? readNumber(join(directory, v2 ? "memory.current" : "memory.usage_in_bytes")) : 0;
+      const held = isMemory && limits.memoryBytes !== undefined ? readNumber(join(directory, v2 ? "memory.current" : "memory.usage_in_bytes")) : 0;
       if (held > (limits.memoryBytes ?? Infinity)) {
         failures.push(`${join(directory, file)} = ${value}: the cgroup holds ${held} bytes already; its bound is left as it was`);
+        memoryLeft = true;
         continue;
       }
       writeFileSync(join(directory, file), value);
     } catch (error) {
       failures.push(`${join(directory, file)} = ${value}: ${(error as Error).message}`);
+      if (isMemory) memoryLeft = true;
     }
   }
   if (failures.length > 0) throw new Error(`could not bound the cgroup: ${failures.join("; ")}`);
+}
+
+/**
+ * The memory bound of the cgroup at `directory`, swap included where the kernel accounts it (its
+ * file is there). v2: `memory.max`, then `memory.swap.max` 0 (max when lifted). v1:
+ * `memory.limit_in_bytes` and `memory.memsw.limit_in_bytes` (memory and swap together) alike, in
+ * the order the kernel takes (memsw never below memory): memsw first when the bound rises or is
+ * lifted, memory first when it comes down.
+ */
+function memoryWrites(directory: string, bytes: number | undefined, v2: boolean): [string, string, string][] {
+  try {
+    // The kernel makes a new cgroup's files with it: whether swap is accounted shows only then.
+    mkdirSync(directory, { recursive: true });
+  } catch {
+    // The writes fail and say why.
+  }
+  if (v2) {
+    const writes: [string, string, string][] = [[directory, "memory.max", String(bytes ?? "max")]];
+    if (existsSync(join(directory, "memory.swap.max"))) writes.push([directory, "memory.swap.max", bytes === undefined ? "max" : "0"]);
+    return writes;
+  }
+  const value = String(bytes ?? -1);
+  const memory: [string, string, string] = [directory, "memory.limit_in_bytes", value];
+  if (!existsSync(join(directory, "memory.memsw.limit_in_bytes"))) return [memory];
+  const withSwap: [string, string, string] = [directory, "memory.memsw.limit_in_bytes", value];
+  // The kernel shows no limit as a huge number (and a new cgroup's file holds that): any bound is below it.
+  const current = readNumber(join(directory, "memory.limit_in_bytes"));
+  const rising = bytes === undefined || (current > 0 && bytes >= current);
+  return rising ? [withSwap, memory] : [memory, withSwap];
 }
 
 /**

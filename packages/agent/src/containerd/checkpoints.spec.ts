@@ -6,7 +6,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { FailedPreconditionError, FsbError } from "@fast-sandbox/api";
-import { checkpointError, copyRunDirectory, copySpec, unsafeRunDirMounts, userCommandOf } from "./checkpoints.js";
+import { DEFAULT_HELPER_PATH } from "../agent-config.js";
+import { checkpointError, copyRunDirectory, copySpec, hostnameExecArgs, unsafeRunDirMounts, userCommandOf } from "./checkpoints.js";
 import { ENVD_BINARY, HELPER_BINARY, HELPER_RUN_DIR, type OciSpec } from "./oci-spec.js";
 
 const TEMPLATE_RUN = "/var/lib/fsb/agents/gv-0/run/tmpl";
@@ -80,6 +81,44 @@ describe("userCommandOf", () => {
     spec.process.args = ["python3", "app.py"];
     spec.process.cwd = "/app";
     assert.deepEqual(userCommandOf(spec), { command: ["python3", "app.py"], workingDir: "/app" });
+  });
+});
+
+describe("a restored copy's hostname without the daemon", () => {
+  it("is set by the helper at its absolute path (its read-only mount), never by a program found through the copy's PATH", () => {
+    const args = hostnameExecArgs(checkpointedSpec(), "copy-1");
+    assert.deepEqual(args, [HELPER_BINARY, "--sethostname", "copy-1"]);
+    assert.ok(args?.[0]?.startsWith("/"));
+    // A sandbox that runs without the helper has nothing trusted to run: its hostname stays.
+    const spec = checkpointedSpec();
+    spec.mounts = spec.mounts.filter((mount) => mount.destination !== HELPER_BINARY);
+    assert.equal(hostnameExecArgs(spec, "copy-1"), undefined);
+  });
+
+  it("the helper's --sethostname sets the hostname of its UTS namespace, or exits 1 saying why", () => {
+    // In a UTS namespace of its own (unshare, as root): the host's hostname is left alone.
+    const inUts = (...args: string[]) =>
+      // A helper without the mode would take it for a command to run as process 1, and wait.
+      execFileSync(
+        "unshare",
+        ["--uts", "sh", "-c", `timeout -s KILL 10 "$0" "$@"; echo "exit $?"; cat /proc/sys/kernel/hostname`, DEFAULT_HELPER_PATH, ...args],
+        {
+          encoding: "utf8",
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+    assert.equal(inUts("--sethostname", "copy-1"), "exit 0\ncopy-1\n");
+    assert.match(inUts("--sethostname", "x".repeat(65)), /^exit 1\n/, "longer than the kernel takes");
+    assert.match(inUts("--sethostname"), /^exit 1\n/);
+    const refused = (() => {
+      try {
+        execFileSync("timeout", ["-s", "KILL", "10", DEFAULT_HELPER_PATH, "--sethostname"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+        return "";
+      } catch (error) {
+        return String((error as { stderr?: string }).stderr);
+      }
+    })();
+    assert.match(refused, /usage: --sethostname NAME/);
   });
 });
 

@@ -30,7 +30,9 @@
  *   routes go with it), so a sandbox restored in place would come up without network: the agent
  *   puts the address and default route back from the namespace's record first.
  * - the hostname is kernel state: it is set again in every copy by an exec that alone holds
- *   CAP_SYS_ADMIN (the in-sandbox daemon's `-hostname`, else the image's `hostname`, best effort).
+ *   CAP_SYS_ADMIN (the in-sandbox daemon's `-hostname`, else the helper's `--sethostname`, best
+ *   effort): always a binary of the agent's, by its absolute path in its read-only mount, never one
+ *   found through the copy's PATH in a root file system the sandbox may have changed.
  *
  * A current runsc (runsc-features.ts: `hostnameOnRestore`) gives a restored kernel the hostname of
  * the copy's OCI spec itself, so a copy needs no exec at all: its quiesced daemon, which watches its
@@ -761,9 +763,14 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       await this.control(containerId, ociSpec, ["-hostname", hostname, "-control", "resume"], "give the copy its hostname and resume its daemon", true);
       return "exec";
     }
-    // Without the daemon: the image's own `hostname`, if it has one.
-    await this.run(containerId, ociSpec, ["hostname", hostname], true).catch((error: unknown) =>
-      this.logger.info({ containerId, hostname, err: error }, "the restored sandbox keeps its checkpoint's hostname (no usable `hostname` in its image)"),
+    // Without the daemon: the helper's `--sethostname`.
+    const args = hostnameExecArgs(ociSpec, hostname);
+    if (!args) {
+      this.logger.info({ containerId, hostname }, "the restored sandbox keeps its checkpoint's hostname (it runs without the helper)");
+      return "none";
+    }
+    await this.run(containerId, ociSpec, args, true).catch((error: unknown) =>
+      this.logger.info({ containerId, hostname, err: error }, "the restored sandbox keeps its checkpoint's hostname (the helper could not set it)"),
     );
     return "exec";
   }
@@ -1044,6 +1051,16 @@ export function moveRunDir(spec: OciSpec, from: string, to: string): OciSpec {
     else if (mount.source.startsWith(prefix)) mount.source = join(to, mount.source.slice(prefix.length));
   }
   return moved;
+}
+
+/**
+ * The exec that gives a restored copy without the daemon its hostname: the helper (`--sethostname`)
+ * by its absolute path in its read-only mount. Never a program found through the copy's PATH: the
+ * copy's root file system is the sandbox's to change (its code could replace /bin/hostname), and
+ * this exec runs as root with CAP_SYS_ADMIN. Undefined when the sandbox has no helper mounted.
+ */
+export function hostnameExecArgs(spec: OciSpec, hostname: string): string[] | undefined {
+  return spec.mounts.some((mount) => mount.destination === HELPER_BINARY) ? [HELPER_BINARY, "--sethostname", hostname] : undefined;
 }
 
 /** The user's command and working directory inside the helper's arguments (`helper --workdir W [--envd E] -- CMD…`). */

@@ -7,6 +7,7 @@
  */
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { EgressPolicy } from "../runtime/runtime.js";
 import type { CniNetworkList, CniResult } from "./cni-invoker.js";
 import type { SandboxAddress } from "./cni-conflist.js";
 
@@ -44,7 +45,21 @@ export interface AttachmentRecord {
   address?: SandboxAddress;
   /** The sandbox that claimed it. */
   sandboxId?: string;
+  /**
+   * The claim's firewall policy: what an agent applies again after a restart, or once it found the
+   * firewall's rules gone. Absent before a claim, and in records of agents that did not keep it.
+   */
+  policy?: AttachmentPolicy;
   createdAt: string;
+}
+
+/** What a claim put in force for its sandbox, besides the port guard (firewall-rules.ts's SandboxPolicy). */
+export interface AttachmentPolicy {
+  egress: EgressPolicy;
+  /** The resolvers of the sandbox's resolv.conf (reachable on port 53 unless egress is denyAll). */
+  dnsServers: string[];
+  /** Its peer group, when it may reach the sandboxes of its pool. */
+  peerGroup?: string;
 }
 
 /** A record and when its file last changed (the janitor's protection window runs from there). */

@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { FakeNft } from "./fake-nft.fixture.js";
 import {
   emptyGroupSets,
+  firewallGaps,
   nodeCommands,
   peerGroupOf,
+  portGroupOf,
   portGuardCommands,
   removalCommands,
   sandboxPolicyCommands,
@@ -101,6 +104,75 @@ describe("nodeCommands", () => {
       ]),
     ]);
     await assertNftAccepts([]);
+  });
+});
+
+describe("the bridge table", () => {
+  /** The rules of a chain of the bridge table, each as its expressions' JSON. */
+  const bridgeRules = (chainName: string) =>
+    nodeCommands(NETWORK).flatMap((command) => {
+      const body = "add" in command ? command.add.rule : undefined;
+      return body && body.family === "bridge" && body.chain === chainName ? [JSON.stringify(body.expr)] : [];
+    });
+
+  it("fails closed: after the port (or peer) chains, whatever a port of the network sends is dropped", async () => {
+    const group = portGroupOf(NETWORK);
+    const drops = [
+      JSON.stringify([{ match: { op: "==", left: { meta: { key: "iifname" } }, right: "@sandbox_ports" } }, { drop: null }]),
+      JSON.stringify([{ match: { op: "==", left: { meta: { key: "iifgroup" } }, right: group } }, { drop: null }]),
+    ];
+    assert.deepEqual(bridgeRules("prerouting"), [JSON.stringify([{ vmap: { key: { meta: { key: "iifname" } }, data: "@ports" } }]), ...drops]);
+    assert.deepEqual(bridgeRules("forward"), [JSON.stringify([{ vmap: { key: { meta: { key: "iifname" } }, data: "@peers" } }]), ...drops]);
+    // A port chain ends in accept: a guarded port's frames go no further in prerouting.
+    assert.equal(rulesOf(portGuardCommands(NETWORK, GUARD), "port_a1b2c3d4e5f6").at(-1), JSON.stringify([{ accept: null }]));
+    await assertNftAccepts([]);
+  });
+
+  it("the port group is the network's: stable, never an interface's default, another for another network", () => {
+    const group = portGroupOf(NETWORK);
+    assert.equal(portGroupOf({ ...NETWORK }), group);
+    assert.ok(Number.isInteger(group) && group >= 0x10000 && group < 0x80000000, String(group));
+    assert.notEqual(portGroupOf({ ...NETWORK, table: "fsb1", bridge: "fsb1" }), group);
+  });
+});
+
+describe("firewallGaps", () => {
+  const OTHER = { ...GUARD, id: "0123456789ab", hostInterface: "veth5678", address: "10.77.0.3", sandboxMac: "a6:4b:59:df:9e:11" };
+  const expected = { ports: [GUARD.hostInterface, OTHER.hostInterface], addresses: [GUARD.address] };
+  const firewall = async (...commands: NftCommand[][]) => {
+    const nft = new FakeNft();
+    for (const batch of commands) await nft.apply(batch);
+    return nft;
+  };
+  const listing = async (nft: FakeNft) => [...((await nft.list("inet", "fsbrules")) ?? []), ...((await nft.list("bridge", "fsbrules")) ?? [])];
+
+  it("finds nothing missing when the node's rules, the port guards and the policies are there", async () => {
+    const nft = await firewall(
+      nodeCommands(NETWORK),
+      portGuardCommands(NETWORK, GUARD),
+      portGuardCommands(NETWORK, OTHER),
+      sandboxPolicyCommands(NETWORK, policy()),
+    );
+    assert.deepEqual(firewallGaps(NETWORK, await listing(nft), expected), []);
+    // Another agent's attachments in the same tables are no concern of this one's.
+    assert.deepEqual(firewallGaps(NETWORK, await listing(nft), { ports: [GUARD.hostInterface], addresses: [] }), []);
+  });
+
+  it("names the tables after a flush of the ruleset, the emptied base chains, and the lost guards and policies", async () => {
+    const nft = await firewall(nodeCommands(NETWORK), portGuardCommands(NETWORK, GUARD), sandboxPolicyCommands(NETWORK, policy()));
+    assert.deepEqual(firewallGaps(NETWORK, await listing(nft), expected), ["the port guards of veth5678"]);
+    nft.flushRuleset();
+    assert.deepEqual(firewallGaps(NETWORK, await listing(nft), expected), [
+      "table inet fsbrules",
+      "table bridge fsbrules",
+      "the port guards of veth1234, veth5678",
+      "the egress policies of 10.77.0.2",
+    ]);
+    // The tables made again (e.g. by another agent of the node), but nothing of this agent's.
+    await nft.apply(nodeCommands(NETWORK));
+    assert.deepEqual(firewallGaps(NETWORK, await listing(nft), expected), ["the port guards of veth1234, veth5678", "the egress policies of 10.77.0.2"]);
+    await nft.apply([{ flush: { chain: { family: "bridge", table: "fsbrules", name: "forward" } } }]);
+    assert.deepEqual(firewallGaps(NETWORK, await listing(nft), { ports: [], addresses: [] }), ["the rules of chain bridge forward"]);
   });
 });
 

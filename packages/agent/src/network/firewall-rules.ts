@@ -10,6 +10,12 @@
  *                          address, IPv4 and ARP only: no spoofing another sandbox or the gateway
  *     forward              port-to-port frames (sandbox to sandbox) only inside a peer group, and
  *                          never to the in-sandbox daemon's port
+ *                          Both fail closed: every port of the bridge is a sandbox's and carries the
+ *                          network's device group (`portGroupOf`, set on the interface itself, so no
+ *                          loss of nftables state takes it away); a frame from such a port that its
+ *                          own chain did not accept is dropped. (`meta ibrname` would say the same
+ *                          without marking ports, but needs CONFIG_NFT_BRIDGE_META, which kernels
+ *                          such as the CI machines' lack.)
  *   table inet <net>       layer 3
  *     before_nat           the input chain's verdict, taken before destination NAT: a connection
  *                          from the bridge to any address of this network namespace's own is
@@ -92,6 +98,16 @@ export const portChain = (id: string) => `port_${id}`;
 export const peersChain = (id: string) => `peers_${id}`;
 export const groupSet = (group: string) => `${GROUP_PREFIX}${group}`;
 
+/**
+ * The device group (`ip link set dev <port> group N`) that marks a bridge port as one of the
+ * network's: derived from the network's name (so every agent of the node agrees), never 0 (every
+ * interface's default), and one network's ports never match another's rules.
+ */
+export function portGroupOf(network: FirewallNetwork): number {
+  const hash = createHash("sha256").update(`fsb-port-group/${network.bridge}`).digest().readUInt32BE(0);
+  return 0x10000 + (hash % 0x7fff0000);
+}
+
 /** The peer group of a pool: sandboxes of the same namespace and pool (16 hex digits of a SHA-256). */
 export function peerGroupOf(namespace: string, pool: string): string {
   return createHash("sha256").update(`${namespace}/${pool}`).digest("hex").slice(0, 16);
@@ -141,6 +157,9 @@ export function nodeCommands(network: FirewallNetwork): NftCommand[] {
   const bridged = (chainName: string, ...expr: NftExpression[]) => rule("bridge", name, chainName, ...expr);
   const fromBridge = match(meta("iifname"), bridge);
   const toBridge = match(meta("oifname"), bridge);
+  // A frame from a port of the bridge that no port chain accepted (prerouting) or no peer chain let
+  // through (forward). The set catches ports of agents older than the device group.
+  const fromUnknownPort = [match(meta("iifname"), `@${SANDBOX_PORTS_SET}`), match(meta("iifgroup"), portGroupOf(network))];
   const subnet = prefix(network.subnet);
   const baseChains: [NftFamily, string, string | undefined][] = [
     ["inet", "input", "input"],
@@ -185,9 +204,9 @@ export function nodeCommands(network: FirewallNetwork): NftCommand[] {
     inet("from_sandbox", { vmap: { key: payload("ip", "saddr"), data: `@${EGRESS_MAP}` } }),
     inet("from_sandbox", DROP),
     bridged("prerouting", { vmap: { key: meta("iifname"), data: `@${PORTS_MAP}` } }),
-    bridged("prerouting", match(meta("iifname"), `@${SANDBOX_PORTS_SET}`), DROP),
+    ...fromUnknownPort.map((port) => bridged("prerouting", port, DROP)),
     bridged("forward", { vmap: { key: meta("iifname"), data: `@${PEERS_MAP}` } }),
-    bridged("forward", match(meta("iifname"), `@${SANDBOX_PORTS_SET}`), DROP),
+    ...fromUnknownPort.map((port) => bridged("forward", port, DROP)),
   ];
 }
 
@@ -320,6 +339,53 @@ export function removalCommands(network: FirewallNetwork, listing: NftListing, k
     }
   }
   return [...elements, ...chains];
+}
+
+/** What one agent knows to be in force in a network's firewall. */
+export interface FirewallExpectation {
+  /** Bridge ports (host-side interfaces) whose port guard is in force. */
+  ports: readonly string[];
+  /** Sandbox addresses whose egress policy is in force. */
+  addresses: readonly string[];
+}
+
+/**
+ * What `listing` (both tables) lacks of the network's firewall: a table, the rules of a base chain,
+ * the expected port guards and egress policies. All of it goes with a `flush ruleset` (Debian's
+ * `systemctl reload nftables` runs /etc/nftables.conf, which starts with one), and then every
+ * sandbox reaches the host and the others. Empty when everything is there.
+ */
+export function firewallGaps(network: FirewallNetwork, listing: NftListing, expected: FirewallExpectation): string[] {
+  const tables = new Set<string>();
+  const chainsWithRules = new Set<string>();
+  const guardedPorts = new Set<unknown>();
+  const policedAddresses = new Set<unknown>();
+  for (const object of listing) {
+    const [kind, body] = Object.entries(object)[0] ?? [];
+    if (!body || (kind === "table" ? body.name : body.table) !== network.table) continue;
+    if (kind === "table") tables.add(String(body.family));
+    else if (kind === "rule") chainsWithRules.add(`${String(body.family)} ${String(body.chain)}`);
+    else if (kind === "map" && Array.isArray(body.elem)) {
+      const keys =
+        body.family === "bridge" && body.name === PORTS_MAP ? guardedPorts : body.family === "inet" && body.name === EGRESS_MAP ? policedAddresses : undefined;
+      for (const item of body.elem as unknown[]) keys?.add(elementKey(item));
+    }
+  }
+  const gaps: string[] = [];
+  for (const family of ["inet", "bridge"] as const) if (!tables.has(family)) gaps.push(`table ${family} ${network.table}`);
+  const baseChains = new Set(
+    nodeCommands(network).flatMap((command) => {
+      const body = "add" in command ? command.add.rule : undefined;
+      return body ? [`${String(body.family)} ${String(body.chain)}`] : [];
+    }),
+  );
+  for (const baseChain of baseChains)
+    if (tables.has(baseChain.split(" ")[0] ?? "") && !chainsWithRules.has(baseChain)) gaps.push(`the rules of chain ${baseChain}`);
+  const unguarded = expected.ports.filter((port) => !guardedPorts.has(port));
+  if (unguarded.length > 0) gaps.push(`the port guards of ${unguarded.join(", ")}`);
+  const unpoliced = expected.addresses.filter((address) => !policedAddresses.has(address));
+  if (unpoliced.length > 0) gaps.push(`the egress policies of ${unpoliced.join(", ")}`);
+  return gaps;
 }
 
 /** The group sets of `listing` that hold no element any more (removing one still in use fails: a chain refers to it). */

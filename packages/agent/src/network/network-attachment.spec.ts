@@ -11,6 +11,7 @@ import { after, describe, it } from "node:test";
 import { FsbError } from "@fast-sandbox/api";
 import { AttachmentStore } from "./attachment-store.js";
 import { CniInvoker } from "./cni-invoker.js";
+import { portGroupOf } from "./firewall-rules.js";
 import { Conntrack } from "./conntrack.js";
 import { prepareAttachment, teardownAttachment, toolsForRecord, type AttachmentTools } from "./network-attachment.js";
 import { IpNetworkNamespaces } from "./network-namespace.js";
@@ -76,6 +77,11 @@ describe("a network attachment", () => {
     assert.ok(links().includes(record.address?.hostInterface ?? "?"));
     assert.deepEqual(reservations(), [address]);
     assert.match(nftables(), new RegExp(`port_${record.id}`));
+    // The port is marked as the network's: should its guard be lost, the bridge drops what it sends.
+    assert.match(
+      sh("ip", "-d", "link", "show", "dev", record.address?.hostInterface ?? "?"),
+      new RegExp(`\\bgroup ${portGroupOf({ table: NAME, bridge: NAME, subnet: NETWORK.subnet })}\\b`),
+    );
 
     await teardownAttachment(tools(), record);
     await teardownAttachment(tools(), record);

@@ -1,12 +1,30 @@
-/** Against the real nftables of this host, in tables of its own (removed at the end). */
+/** Against the real nftables of this host, in tables of its own (removed at the end); bridge ports are marked in a fake. */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { after, describe, it } from "node:test";
-import { peerGroupOf } from "./firewall-rules.js";
+import type { BridgePorts } from "./bridge-ports.js";
+import { FakeNft } from "./fake-nft.fixture.js";
+import { peerGroupOf, portGroupOf, type NftCommand } from "./firewall-rules.js";
+import { Nft } from "./nft.js";
 import { SandboxFirewall } from "./sandbox-firewall.js";
 
 const TABLE = `fsbfw${process.pid % 100000}`;
-const firewall = new SandboxFirewall({ table: TABLE, bridge: TABLE, subnet: "10.78.0.0/24" });
+const NETWORK = { table: TABLE, bridge: TABLE, subnet: "10.78.0.0/24" };
+const GROUP = portGroupOf(NETWORK);
+
+/** The ports this spec's interfaces (which do not exist) were marked with, in order. */
+class FakePorts implements BridgePorts {
+  readonly marks: string[] = [];
+  failing = new Set<string>();
+  mark(interfaces: readonly string[], group: number): Promise<void> {
+    if (interfaces.some((name) => this.failing.has(name))) return Promise.reject(new Error(`Cannot find device "${interfaces.join(", ")}"`));
+    this.marks.push(...interfaces.map((name) => `${name} ${group}`));
+    return Promise.resolve();
+  }
+}
+
+const ports = new FakePorts();
+const firewall = new SandboxFirewall(NETWORK, new Nft(), ports);
 
 const nftList = (family: string) => {
   try {
@@ -30,7 +48,11 @@ describe("SandboxFirewall on nftables", () => {
     const inet = nftList("inet");
     assert.equal(inet.match(/iifname "fsbfw\d+" drop/g)?.length, 1);
     assert.match(inet, /type filter hook input priority filter; policy accept;/);
-    assert.match(nftList("bridge"), /iifname vmap @ports/);
+    const bridge = nftList("bridge");
+    assert.match(bridge, /iifname vmap @ports/);
+    // Fail closed: what a port of the network sends is dropped unless its own chain accepted it.
+    assert.match(bridge, new RegExp(`chain prerouting \\{[^}]*iifname vmap @ports\\s+iifname @sandbox_ports drop\\s+iifgroup ${GROUP} drop`));
+    assert.match(bridge, new RegExp(`chain forward \\{[^}]*iifname vmap @peers\\s+iifname @sandbox_ports drop\\s+iifgroup ${GROUP} drop`));
   });
 
   it("guards ports, applies policies with a peer group, and removes one sandbox's everything but not the other's", async () => {
@@ -44,6 +66,8 @@ describe("SandboxFirewall on nftables", () => {
         peerGroup: group,
       });
     }
+    // Each port was marked as the network's.
+    assert.deepEqual(ports.marks, [`vethaaaa ${GROUP}`, `vethbbbb ${GROUP}`]);
     const inet = nftList("inet");
     assert.match(inet, /10\.78\.0\.10 : jump sandbox_aaaaaaaaaaaa/);
     assert.match(inet, /chain sandbox_aaaaaaaaaaaa \{[^}]*ip daddr 10\.255\.255\.53 meta l4proto \{ tcp, udp \} th dport 53 accept/);
@@ -67,6 +91,57 @@ describe("SandboxFirewall on nftables", () => {
       // The last member took the group's sets with it.
       assert.doesNotMatch(text, /group_/);
     }
+  });
+
+  it("restore puts back guards and policies after the tables are gone, in one transaction, and each alone when that one fails", async () => {
+    const policy = (sandbox: typeof A) => ({ ...sandbox, egress: { kind: "denyAll" as const }, dnsServers: [] });
+    const batches: NftCommand[][] = [];
+    const nft = new Nft();
+    const apply = nft.apply.bind(nft);
+    nft.apply = (commands, options) => {
+      batches.push([...commands]);
+      return apply(commands, options);
+    };
+    const restoring = new SandboxFirewall(NETWORK, nft, new FakePorts());
+    await firewall.removeNode();
+    assert.deepEqual(await restoring.restore([{ guard: A, policy: policy(A) }, { guard: B }]), []);
+    assert.equal(batches.length, 2, "the node's rules, then one transaction for both");
+    const inet = nftList("inet");
+    const bridge = nftList("bridge");
+    assert.match(inet, /10\.78\.0\.10 : jump sandbox_aaaaaaaaaaaa/);
+    assert.doesNotMatch(inet, /sandbox_bbbbbbbbbbbb/, "B is prepared: no policy yet");
+    assert.match(bridge, /"vethaaaa" : jump port_aaaaaaaaaaaa/);
+    assert.match(bridge, /"vethbbbb" : jump port_bbbbbbbbbbbb/);
+
+    // A port that cannot be marked (its interface is gone) spoils the batch: the others are restored one by one.
+    const failingPorts = new FakePorts();
+    failingPorts.failing.add("vethbbbb");
+    await firewall.removeNode();
+    const failed = await new SandboxFirewall(NETWORK, new Nft(), failingPorts).restore([{ guard: A, policy: policy(A) }, { guard: B }]);
+    assert.deepEqual(
+      failed.map(({ attachment }) => attachment.guard.id),
+      [B.id],
+    );
+    assert.deepEqual(failingPorts.marks, [`vethaaaa ${GROUP}`]);
+    assert.match(nftList("bridge"), /"vethaaaa" : jump port_aaaaaaaaaaaa/);
+    assert.match(nftList("inet"), /10\.78\.0\.10 : jump sandbox_aaaaaaaaaaaa/);
+    await firewall.remove(B);
+    await firewall.remove(A);
+  });
+
+  it("restore keeps each transaction within what nft takes as one argument (128 KiB)", async () => {
+    const nft = new FakeNft();
+    const allow = Array.from({ length: 40 }, (_, index) => ({ cidr: `198.51.${index}.0/24`, ports: [443, 8443], protocol: "tcp" as const }));
+    const attachments = Array.from({ length: 60 }, (_, index) => {
+      const id = index.toString(16).padStart(12, "0");
+      const guard = { id, hostInterface: `veth${id.slice(-8)}`, sandboxMac: "02:00:00:00:00:01", address: `10.78.1.${index + 1}` };
+      return { guard, policy: { ...guard, egress: { kind: "allowList" as const, allow }, dnsServers: ["10.78.9.53"] } };
+    });
+    assert.deepEqual(await new SandboxFirewall(NETWORK, nft, new FakePorts()).restore(attachments), []);
+    const [node, ...batches] = nft.batches.map((batch) => JSON.stringify({ nftables: batch }).length);
+    assert.ok(node !== undefined && batches.length > 1, `${batches.length} transactions`);
+    for (const size of batches) assert.ok(size < 128 * 1024, String(size));
+    assert.equal(nft.commandsSince(1).filter((command) => "add" in command && command.add.chain?.name === "sandbox_" + attachments[59]?.guard.id).length, 1);
   });
 
   it("removeNode deletes both tables, and again without complaint", async () => {

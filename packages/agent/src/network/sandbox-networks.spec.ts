@@ -14,6 +14,7 @@ import { AttachmentStore } from "./attachment-store.js";
 import { CniError } from "./cni-error.js";
 import { CniInvoker } from "./cni-invoker.js";
 import { IpNetworkNamespaces } from "./network-namespace.js";
+import { portGroupOf } from "./firewall-rules.js";
 import { SandboxFirewall } from "./sandbox-firewall.js";
 import { Conntrack } from "./conntrack.js";
 import type { SandboxNetworkSettings } from "./network-settings.js";
@@ -34,8 +35,9 @@ const settings: SandboxNetworkSettings = {
   preparedNamespaces: 2,
 };
 const logger = pino({ level: "silent" });
+// Firewall checks only when a test asks for one (checkFirewall).
 const networks = (agent = "agent-a", overrides: Partial<SandboxNetworkSettings> = {}) =>
-  new SandboxNetworks({ settings: { ...settings, ...overrides }, owner: { agent, containerdNamespace: "fsb-spec" }, logger });
+  new SandboxNetworks({ settings: { ...settings, ...overrides }, owner: { agent, containerdNamespace: "fsb-spec" }, logger, firewallCheckIntervalMs: 0 });
 
 const sh = (command: string, ...args: string[]) => execFileSync(command, args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
 const records = () => new AttachmentStore(settings.stateDir).list().map((stored) => stored.record);
@@ -50,6 +52,19 @@ const reservations = () => {
     return [];
   }
 };
+/** Both tables of the network as `nft list` prints them ("" for one that does not exist). */
+const nftables = () =>
+  ["inet", "bridge"]
+    .map((family) => {
+      try {
+        return sh("nft", "list", "table", family, NAME);
+      } catch {
+        return "";
+      }
+    })
+    .join("");
+/** What `nft flush ruleset` would do to this network (the spec leaves the host's other tables alone). */
+const deleteTables = () => ["inet", "bridge"].forEach((family) => sh("nft", "delete", "table", family, NAME));
 const claim = (sandboxId: string, allowSandboxToSandbox = false) => ({
   sandboxId,
   namespace: "team",
@@ -162,9 +177,20 @@ describe("SandboxNetworks", () => {
     await others.policyApplied;
     assert.equal(records().length, 5);
 
-    // A new process of the same agent: only "kept" still exists.
+    // The claim's policy is in its record, for whoever must apply it again.
+    const keptRecord = records().find((record) => record.sandboxId === "kept");
+    assert.deepEqual(keptRecord?.policy, { egress: { kind: "allowAll" }, dnsServers: ["10.80.9.53"] });
+
+    // A new process of the same agent: only "kept" still exists. Meanwhile the host's ruleset was flushed.
+    deleteTables();
     const after = networks();
     assert.deepEqual(await after.recover(new Set(["kept"])), { kept: 1, adopted: 2, reclaimed: 1 });
+    // The kept sandbox's guard and policy, and the adopted namespaces' guards, are back.
+    const restored = nftables();
+    for (const record of records().filter((each) => each.owner.agent === "agent-a")) {
+      assert.match(restored, new RegExp(`"${record.address?.hostInterface}" : jump port_${record.id}`), record.id);
+    }
+    assert.match(restored, new RegExp(`${kept.address.replace(/\./g, "\\.")} : jump sandbox_${kept.attachmentId}`));
     assert.deepEqual(
       records()
         .map((record) => `${record.owner.agent} ${record.state} ${record.sandboxId ?? "-"}`)
@@ -183,6 +209,29 @@ describe("SandboxNetworks", () => {
     assert.deepEqual(records(), []);
     assert.deepEqual(namespacesOfNetwork(), []);
     assert.deepEqual(reservations(), []);
+  });
+
+  it("marks its ports as the network's, and a firewall check rebuilds the rules after the tables were deleted behind its back", async () => {
+    const agent = networks("agent-a", { preparedNamespaces: 0 });
+    const claimed = await agent.claim(claim("checked", true));
+    await claimed.policyApplied;
+    const record = records().find((each) => each.sandboxId === "checked");
+    const port = record?.address?.hostInterface ?? "?";
+    assert.match(sh("ip", "-d", "link", "show", "dev", port), new RegExp(`\\bgroup ${portGroupOf({ table: NAME, bridge: NAME, subnet: settings.subnet })}\\b`));
+    await agent.checkFirewall();
+    const intact = nftables();
+
+    deleteTables();
+    await agent.checkFirewall();
+    const rebuilt = nftables();
+    assert.match(rebuilt, new RegExp(`"${port}" : jump port_${claimed.attachmentId}`));
+    assert.match(rebuilt, new RegExp(`${claimed.address.replace(/\./g, "\\.")} : jump sandbox_${claimed.attachmentId}`));
+    assert.match(rebuilt, new RegExp(`"${port}" : jump peers_${claimed.attachmentId}`));
+    // The same rules as before they were lost (handles aside).
+    const withoutHandles = (text: string) => text.replace(/ # handle \d+/g, "");
+    assert.equal(withoutHandles(rebuilt), withoutHandles(intact));
+    await agent.release("checked");
+    await agent.stop();
   });
 
   it("skips a prepared namespace deleted behind its back, and refuses to give the node up while namespaces exist", async () => {

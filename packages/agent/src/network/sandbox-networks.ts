@@ -8,6 +8,15 @@
  * After a restart `recover` keeps the namespaces of the sandboxes that still exist, takes its
  * prepared ones back into the pool, and tears down the rest (a create or teardown a crash cut
  * short). What no agent will ever come back for is the janitor's.
+ *
+ * The firewall (sandbox-firewall.ts) lives in the kernel, not in the agent: an agent restart leaves
+ * it as it was, but anything that flushes the host's ruleset (`nft flush ruleset`; Debian's
+ * `systemctl reload nftables`, whose /etc/nftables.conf starts with one) takes all of it, and the
+ * sandboxes are then open to the host and to each other. So each record keeps what its rules are
+ * made of; `recover` puts the rules of the namespaces it keeps back, and, every
+ * `firewallCheckIntervalMs` while the agent has namespaces, a check compares the firewall with what
+ * this agent put in force and, when something is gone, rebuilds the node's rules and puts back all
+ * of this agent's (each agent of the node its own). `stop` ends the checks.
  */
 import { readFileSync } from "node:fs";
 import { execFile } from "node:child_process";
@@ -15,15 +24,16 @@ import { promisify } from "node:util";
 import { AlreadyExistsError, FailedPreconditionError, FsbError } from "@fast-sandbox/api/core";
 import type { Logger } from "pino";
 import type { SandboxNetworkSpec } from "../runtime/runtime.js";
-import { AttachmentStore, type AttachmentOwner, type AttachmentRecord } from "./attachment-store.js";
+import { AttachmentStore, type AttachmentOwner, type AttachmentPolicy, type AttachmentRecord } from "./attachment-store.js";
 import { CniInvoker } from "./cni-invoker.js";
-import { peerGroupOf } from "./firewall-rules.js";
+import type { SandboxAddress } from "./cni-conflist.js";
+import { firewallGaps, peerGroupOf, type SandboxPolicy } from "./firewall-rules.js";
 import { Conntrack } from "./conntrack.js";
 import { prepareAttachment, teardownAttachment, type AttachmentTools } from "./network-attachment.js";
 import { IpNetworkNamespaces } from "./network-namespace.js";
 import type { SandboxNetworkSettings } from "./network-settings.js";
 import { PreparedPool } from "../runtime/prepared-pool.js";
-import { SandboxFirewall } from "./sandbox-firewall.js";
+import { SandboxFirewall, type FirewallAttachment } from "./sandbox-firewall.js";
 import { cachedFor, hostIpv4Addresses, hostsText, resolvConfText, sandboxResolvers } from "./sandbox-dns.js";
 
 const run = promisify(execFile);
@@ -38,8 +48,19 @@ export interface SandboxNetworksOptions {
   hostAddresses?: () => ReadonlySet<string>;
   /** Awaited before each namespace the background refill makes (e.g. until no create is in flight). @default none */
   beforeEachPrepare?: (signal: AbortSignal) => Promise<void>;
+  /**
+   * How often the firewall is checked for the rules this agent put in force (and rebuilt when they
+   * are gone), while it has namespaces; 0: never. @default FIREWALL_CHECK_INTERVAL_MS
+   */
+  firewallCheckIntervalMs?: number;
   logger: Logger;
 }
+
+/**
+ * How often the firewall is checked by default: how long sandboxes may stay open after someone
+ * flushed the host's ruleset. A check lists the network's two tables (two nft processes).
+ */
+export const FIREWALL_CHECK_INTERVAL_MS = 5_000;
 
 /**
  * How long the host's addresses are taken as known: reading them lists every interface of the host
@@ -80,13 +101,30 @@ export class SandboxNetworks {
   private readonly tools: AttachmentTools;
   private readonly hostAddresses: () => ReadonlySet<string>;
   private readonly beforeEachPrepare: ((signal: AbortSignal) => Promise<void>) | undefined;
+  private readonly firewallCheckIntervalMs: number;
   private readonly logger: Logger;
   private pool: PreparedPool<AttachmentRecord>;
   /** Claimed attachments by sandbox id. */
   private readonly claimed = new Map<string, AttachmentRecord>();
+  /** The pool's prepared attachments by id (the pool does not list them). */
+  private readonly unclaimed = new Map<string, AttachmentRecord>();
   private recovered = false;
   /** Teardowns in flight by attachment id: a second delete of the same sandbox joins the first. */
   private readonly tearingDown = new Map<string, Promise<void>>();
+  /** Attachments whose teardown began and has not succeeded: their rules are never put back. */
+  private readonly condemned = new Set<string>();
+  /**
+   * What this process put in force, by attachment id: the port guard, and the policy when `policy`.
+   * The firewall check looks for exactly this (so a claim whose policy is on its way is no gap).
+   */
+  private readonly inForce = new Map<string, { policy: boolean }>();
+  private firewallTimer: NodeJS.Timeout | undefined;
+  private firewallCheck: Promise<void> | undefined;
+  /** A rebuild of the firewall in flight: teardowns wait for it, so it never puts back rules they remove. */
+  private rebuilding: Promise<void> | undefined;
+  /** True while the firewall cannot be listed (told once, not at every check). */
+  private checkFailing = false;
+  private stopped = false;
 
   constructor(options: SandboxNetworksOptions) {
     this.settings = options.settings;
@@ -101,6 +139,7 @@ export class SandboxNetworks {
     };
     this.hostAddresses = options.hostAddresses ?? cachedFor(HOST_ADDRESSES_TTL_MS, hostIpv4Addresses);
     this.beforeEachPrepare = options.beforeEachPrepare;
+    this.firewallCheckIntervalMs = options.firewallCheckIntervalMs ?? FIREWALL_CHECK_INTERVAL_MS;
     this.logger = options.logger.child({ component: "sandbox-networks", network: name });
     this.pool = this.newPool();
   }
@@ -108,18 +147,26 @@ export class SandboxNetworks {
   private newPool(): PreparedPool<AttachmentRecord> {
     return new PreparedPool({
       target: this.settings.preparedNamespaces,
-      prepare: () => this.prepare(),
+      prepare: async () => {
+        const record = await this.prepare();
+        this.unclaimed.set(record.id, record);
+        return record;
+      },
       ...(this.beforeEachPrepare ? { beforeEachPrepare: this.beforeEachPrepare } : {}),
       onError: (error) => this.logger.warn({ err: error }, "could not prepare a network namespace; retrying"),
     });
   }
 
-  private prepare(): Promise<AttachmentRecord> {
-    return prepareAttachment(this.tools, {
+  private async prepare(): Promise<AttachmentRecord> {
+    this.watchFirewall();
+    const record = await prepareAttachment(this.tools, {
       network: { name: this.settings.name, subnet: this.settings.subnet },
       stateDir: this.settings.stateDir,
       owner: this.owner,
     });
+    // prepareAttachment guarded its port.
+    this.inForce.set(record.id, { policy: false });
+    return record;
   }
 
   /** Namespaces ready to be claimed. */
@@ -152,22 +199,26 @@ export class SandboxNetworks {
     record ??= await this.prepare();
     const address = record.address;
     if (!address) throw new FsbError("internal", `network namespace ${record.id} has no address`);
-    const claimedRecord: AttachmentRecord = { ...record, state: "claimed", sandboxId: request.sandboxId };
+    const resolvers = sandboxResolvers(readHostResolvConf(this.settings.hostResolvConfPath), this.hostAddresses(), this.settings.upstreamDnsServers);
+    // Kept in the record: a restarted agent, or one that finds the firewall flushed, applies it again.
+    const policy: AttachmentPolicy = {
+      egress: request.network.egress ?? { kind: "allowAll" },
+      dnsServers: [...resolvers.nameservers],
+      ...(request.network.allowSandboxToSandbox ? { peerGroup: peerGroupOf(request.namespace, request.pool) } : {}),
+    };
+    const claimedRecord: AttachmentRecord = { ...record, state: "claimed", sandboxId: request.sandboxId, policy };
     this.tools.store.write(claimedRecord);
     this.claimed.set(request.sandboxId, claimedRecord);
 
-    const resolvers = sandboxResolvers(readHostResolvConf(this.settings.hostResolvConfPath), this.hostAddresses(), this.settings.upstreamDnsServers);
-    const egress = request.network.egress ?? { kind: "allowAll" };
-    const policyApplied = this.tools.firewall.applyPolicy({
-      id: record.id,
-      address: address.address,
-      hostInterface: address.hostInterface,
-      egress,
-      dnsServers: resolvers.nameservers,
-      ...(request.network.allowSandboxToSandbox ? { peerGroup: peerGroupOf(request.namespace, request.pool) } : {}),
-    });
+    const policyApplied = this.tools.firewall.applyPolicy(sandboxPolicyOf(record.id, address, policy));
     // Awaited by the caller before the sandbox starts; a rejection is the caller's to handle.
-    policyApplied.catch(() => undefined);
+    policyApplied.then(
+      () => {
+        // Unless it was released meanwhile.
+        if (this.inForce.has(record.id)) this.inForce.set(record.id, { policy: true });
+      },
+      () => undefined,
+    );
     return {
       attachmentId: record.id,
       netnsPath: record.netnsPath,
@@ -182,6 +233,7 @@ export class SandboxNetworks {
   private takePrepared(): AttachmentRecord | undefined {
     for (;;) {
       const record = this.pool.take();
+      if (record) this.unclaimed.delete(record.id);
       if (!record || this.tools.namespaces.exists(record.netnsName)) return record;
       this.logger.warn({ attachment: record.id }, "a prepared network namespace vanished; tearing down the rest of it");
       void this.teardown(record);
@@ -221,29 +273,178 @@ export class SandboxNetworks {
     // Once per agent process: later, records in `preparing` may be this process's own prepares.
     if (this.recovered) return counts;
     this.recovered = true;
-    const adopted: AttachmentRecord[] = [];
+    const kept: (AttachmentRecord & { sandboxId: string })[] = [];
+    const found: AttachmentRecord[] = [];
     for (const record of this.ownRecords()) {
       if (record.state === "claimed" && record.sandboxId && sandboxIds.has(record.sandboxId)) {
-        this.claimed.set(record.sandboxId, record);
-        counts.kept += 1;
+        kept.push({ ...record, sandboxId: record.sandboxId });
       } else if (record.state === "prepared" && this.tools.namespaces.exists(record.netnsName)) {
-        adopted.push(record);
-        counts.adopted += 1;
+        found.push(record);
       } else {
         await this.teardown(record);
         counts.reclaimed += 1;
       }
     }
+    // A restart leaves the kernel's rules as they were, but they may have been flushed meanwhile,
+    // and this agent's rules may be newer than its predecessor's: all put back (idempotent).
+    const withoutPolicy = kept.filter((record) => !record.policy);
+    if (withoutPolicy.length > 0) {
+      this.logger.warn(
+        { sandboxes: withoutPolicy.map((record) => record.sandboxId) },
+        "these sandboxes' network records come from an older agent and hold no egress policy: their port guards are put back, " +
+          "their policies stay as the firewall holds them; should the firewall lose them, the sandboxes reach nothing (fail closed) until they are created anew",
+      );
+    }
+    const failed = await this.reapply([...kept, ...found]);
+    for (const record of kept) {
+      // Kept even when its rules could not be put back (logged): the sandbox exists. A rebuild of
+      // the firewall tries again.
+      this.claimed.set(record.sandboxId, record);
+      counts.kept += 1;
+    }
+    const adopted: AttachmentRecord[] = [];
+    for (const record of found) {
+      if (failed.has(record.id)) {
+        await this.teardown(record);
+        counts.reclaimed += 1;
+      } else {
+        adopted.push(record);
+        this.unclaimed.set(record.id, record);
+        counts.adopted += 1;
+      }
+    }
     this.pool.adopt(adopted);
-    if (counts.kept + counts.adopted > 0) this.pool.fill();
+    if (counts.kept + counts.adopted > 0) {
+      this.watchFirewall();
+      this.pool.fill();
+    }
     return counts;
+  }
+
+  /**
+   * Checks once that the firewall holds what this agent put in force (the node's tables and base
+   * chains, its port guards and policies), and rebuilds it when not. Runs every
+   * `firewallCheckIntervalMs` while the agent has namespaces; one at a time.
+   */
+  checkFirewall(): Promise<void> {
+    this.firewallCheck ??= this.verifyFirewall().finally(() => {
+      this.firewallCheck = undefined;
+    });
+    return this.firewallCheck;
+  }
+
+  /** Ends the firewall checks (the agent is stopping, or gives the network up); waits for one in flight. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.firewallTimer);
+    this.firewallTimer = undefined;
+    await this.firewallCheck;
+  }
+
+  private watchFirewall(): void {
+    if (this.stopped || this.firewallTimer || this.firewallCheckIntervalMs <= 0) return;
+    this.firewallTimer = setInterval(() => void this.checkFirewall(), this.firewallCheckIntervalMs);
+    // Never what keeps an agent's process alive.
+    this.firewallTimer.unref();
+  }
+
+  private async verifyFirewall(): Promise<void> {
+    if (this.live().length === 0) return;
+    const before = this.expectedRules();
+    let listing;
+    try {
+      listing = await this.tools.firewall.listing();
+    } catch (error) {
+      if (!this.checkFailing) this.logger.warn({ err: error }, "could not list the sandbox network's firewall to check it; retrying");
+      this.checkFailing = true;
+      return;
+    }
+    this.checkFailing = false;
+    // Only what was in force both before and after the listing: a claim that put its policy in
+    // force meanwhile, or a teardown that removed its rules, is no gap.
+    const after = this.expectedRules();
+    const expected = [...before].flatMap(([id, rules]) => (after.has(id) ? [rules] : []));
+    const gaps = firewallGaps(this.tools.firewall.network, listing, {
+      ports: expected.map((rules) => rules.port),
+      addresses: expected.flatMap((rules) => (rules.address ? [rules.address] : [])),
+    });
+    if (gaps.length === 0) return;
+    this.logger.error(
+      { gaps },
+      "the sandbox network's firewall lost rules behind the agent's back (e.g. `nft flush ruleset`, or `systemctl reload nftables` with Debian's " +
+        "/etc/nftables.conf): its sandboxes were not isolated as their policies say; rebuilding the node's rules and putting back this agent's",
+    );
+    try {
+      await this.rebuildFirewall();
+    } catch (error) {
+      this.logger.error({ err: error }, "could not rebuild the sandbox network's firewall; the next check tries again");
+    }
+  }
+
+  private rebuildFirewall(): Promise<void> {
+    this.rebuilding ??= (async () => {
+      await this.tools.firewall.ensureNode({ rebuild: true });
+      const failed = await this.reapply(this.live());
+      this.logger.info({ attachments: this.live().length - failed.size }, "rebuilt the sandbox network's firewall");
+    })().finally(() => {
+      this.rebuilding = undefined;
+    });
+    return this.rebuilding;
+  }
+
+  /**
+   * Puts the firewall rules of `records` back: port guards, and the stored policies of claimed ones.
+   * Notes what is in force; resolves with the ids of those that failed (logged).
+   */
+  private async reapply(records: readonly AttachmentRecord[]): Promise<Set<string>> {
+    const attachments = records.flatMap((record) => {
+      const attachment = firewallAttachmentOf(record);
+      return attachment ? [attachment] : [];
+    });
+    let failures: { attachment: FirewallAttachment; error: unknown }[];
+    try {
+      failures = await this.tools.firewall.restore(attachments);
+    } catch (error) {
+      failures = attachments.map((attachment) => ({ attachment, error }));
+    }
+    const failed = new Set(failures.map(({ attachment }) => attachment.guard.id));
+    for (const attachment of attachments) {
+      if (failed.has(attachment.guard.id)) this.inForce.delete(attachment.guard.id);
+      else this.inForce.set(attachment.guard.id, { policy: attachment.policy !== undefined });
+    }
+    if (failures.length > 0) {
+      this.logger.error(
+        { attachments: [...failed], err: failures[0]?.error },
+        "could not put back the firewall rules of network namespaces; the next rebuild of the firewall tries again",
+      );
+    }
+    return failed;
+  }
+
+  /** This agent's attachments that are to stay: claimed or prepared, none being torn down. */
+  private live(): AttachmentRecord[] {
+    return [...this.claimed.values(), ...this.unclaimed.values()].filter((record) => !this.condemned.has(record.id));
+  }
+
+  /** The keys of what is in force, by attachment id: the port, and the address when its policy is. */
+  private expectedRules(): Map<string, { port: string; address?: string }> {
+    return new Map(
+      this.live().flatMap((record) => {
+        const state = this.inForce.get(record.id);
+        if (!state || !record.address) return [];
+        return [[record.id, { port: record.address.hostInterface, ...(state.policy ? { address: record.address.address } : {}) }]];
+      }),
+    );
   }
 
   /** Tears down the prepared namespaces (an agent stopping with nothing left); claims later prepare anew. */
   async releasePrepared(): Promise<void> {
     const pool = this.pool;
     this.pool = this.newPool();
-    for (const record of await pool.drain()) await this.teardown(record);
+    for (const record of await pool.drain()) {
+      this.unclaimed.delete(record.id);
+      await this.teardown(record);
+    }
   }
 
   /**
@@ -253,6 +454,7 @@ export class SandboxNetworks {
   async removeNode(): Promise<void> {
     const left = this.tools.store.list();
     if (left.length > 0) throw new FailedPreconditionError(`network ${this.settings.name} still has ${left.length} network namespace(s)`);
+    await this.stop();
     await this.tools.firewall.removeNode();
     await run("ip", ["link", "delete", this.settings.name, "type", "bridge"]).catch(() => undefined);
   }
@@ -264,7 +466,14 @@ export class SandboxNetworks {
   private teardownOnce(record: AttachmentRecord): Promise<void> {
     const running = this.tearingDown.get(record.id);
     if (running) return running;
-    const done = teardownAttachment(this.tools, record).finally(() => this.tearingDown.delete(record.id));
+    this.condemned.add(record.id);
+    this.inForce.delete(record.id);
+    const rebuilding = this.rebuilding?.catch(() => undefined);
+    const done = (rebuilding ? rebuilding.then(() => teardownAttachment(this.tools, record)) : teardownAttachment(this.tools, record))
+      .then(() => {
+        this.condemned.delete(record.id);
+      })
+      .finally(() => this.tearingDown.delete(record.id));
     this.tearingDown.set(record.id, done);
     return done;
   }
@@ -286,6 +495,26 @@ export class SandboxNetworks {
       yield record;
     }
   }
+}
+
+function sandboxPolicyOf(id: string, address: SandboxAddress, policy: AttachmentPolicy): SandboxPolicy {
+  return {
+    id,
+    address: address.address,
+    hostInterface: address.hostInterface,
+    egress: policy.egress,
+    dnsServers: policy.dnsServers,
+    ...(policy.peerGroup ? { peerGroup: policy.peerGroup } : {}),
+  };
+}
+
+/** The firewall's part of a record: its port guard, and its policy when claimed with one stored. */
+function firewallAttachmentOf(record: AttachmentRecord): FirewallAttachment | undefined {
+  const address = record.address;
+  if (!address) return undefined;
+  const guard = { id: record.id, hostInterface: address.hostInterface, sandboxMac: address.sandboxMac, address: address.address };
+  const policy = record.state === "claimed" && record.policy ? sandboxPolicyOf(record.id, address, record.policy) : undefined;
+  return { guard, ...(policy ? { policy } : {}) };
 }
 
 function readHostResolvConf(path: string): string {

@@ -1,0 +1,218 @@
+/**
+ * SandboxNetworks' care of the firewall, with fakes for every tool (nft: fake-nft.fixture.ts):
+ * what a restarted agent puts back, and the check that rebuilds the firewall once its tables are
+ * gone (`nft flush ruleset`, e.g. Debian's `systemctl reload nftables`).
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { pino } from "pino";
+import { AttachmentStore, type AttachmentPolicy, type AttachmentRecord } from "./attachment-store.js";
+import type { BridgePorts } from "./bridge-ports.js";
+import { LOOPBACK_NETWORK, sandboxNetworkList } from "./cni-conflist.js";
+import type { CniInvoker } from "./cni-invoker.js";
+import { Conntrack } from "./conntrack.js";
+import { FakeNft } from "./fake-nft.fixture.js";
+import { firewallGaps, nodeCommands, peerGroupOf, portGroupOf, type NftCommand } from "./firewall-rules.js";
+import type { AttachmentTools } from "./network-attachment.js";
+import type { NetworkNamespaces } from "./network-namespace.js";
+import type { SandboxNetworkSettings } from "./network-settings.js";
+import { SandboxFirewall } from "./sandbox-firewall.js";
+import { SandboxNetworks } from "./sandbox-networks.js";
+
+const NAME = "fsbunit";
+const NETWORK = { table: NAME, bridge: NAME, subnet: "10.81.0.0/24" };
+const dirs: string[] = [];
+after(() => dirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+
+class FakePorts implements BridgePorts {
+  readonly marked = new Map<string, number>();
+  /** Resolved before a mark is done, when set (to hold a rebuild where it is). */
+  gate: Promise<void> | undefined;
+  async mark(interfaces: readonly string[], group: number): Promise<void> {
+    await this.gate;
+    for (const name of interfaces) this.marked.set(name, group);
+  }
+}
+
+const OWNER = { agent: "agent-a", containerdNamespace: "fsb-spec" };
+const KEPT_POLICY: AttachmentPolicy = {
+  egress: { kind: "allowList", allow: [{ cidr: "192.0.2.0/24", ports: [443], protocol: "tcp" }] },
+  dnsServers: ["10.81.9.53"],
+  peerGroup: peerGroupOf("team", "pool"),
+};
+
+function record(id: string, n: number, extra: Partial<AttachmentRecord>, stateDir: string): AttachmentRecord {
+  const netnsName = `fsb-${NAME}-${id}`;
+  return {
+    version: 1,
+    id,
+    state: "prepared",
+    owner: OWNER,
+    network: { name: NAME, subnet: NETWORK.subnet },
+    netnsName,
+    netnsPath: `/run/netns/${netnsName}`,
+    cniContainerId: netnsName,
+    cniPluginDirs: [],
+    lists: { loopback: LOOPBACK_NETWORK, sandbox: sandboxNetworkList({ name: NAME, subnet: NETWORK.subnet }, stateDir) },
+    results: {},
+    address: { address: `10.81.0.${n}`, prefixLength: 24, gateway: "10.81.0.1", hostInterface: `veth${id.slice(0, 8)}`, sandboxMac: `02:00:00:00:00:0${n}` },
+    createdAt: new Date().toISOString(),
+    ...extra,
+  };
+}
+
+/** A restarted agent's network over fakes, with the records a previous process left: one kept sandbox, one of an older agent (no policy), one prepared namespace. */
+function agent(options: { firewallCheckIntervalMs?: number } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), "fsb-networks-firewall-"));
+  dirs.push(dir);
+  const stateDir = join(dir, "state");
+  const store = new AttachmentStore(stateDir);
+  const kept = record("aaaaaaaaaaaa", 2, { state: "claimed", sandboxId: "kept", policy: KEPT_POLICY }, stateDir);
+  const old = record("bbbbbbbbbbbb", 3, { state: "claimed", sandboxId: "old" }, stateDir);
+  const prepared = record("cccccccccccc", 4, {}, stateDir);
+  for (const each of [kept, old, prepared]) store.write(each);
+  const nft = new FakeNft();
+  const ports = new FakePorts();
+  const cniDels: string[] = [];
+  const namespaces: NetworkNamespaces = {
+    path: (name) => `/run/netns/${name}`,
+    exists: () => true,
+    create: (name) => Promise.resolve(`/run/netns/${name}`),
+    delete: () => Promise.resolve(),
+  };
+  const tools: AttachmentTools = {
+    cni: {
+      pluginDirs: [],
+      add: () => Promise.reject(new Error("no CNI ADD in this spec")),
+      del: (_list: unknown, attachment: { containerId: string; ifName: string }) => {
+        cniDels.push(`${attachment.containerId} ${attachment.ifName}`);
+        return Promise.resolve();
+      },
+    } as unknown as CniInvoker,
+    namespaces,
+    firewall: new SandboxFirewall(NETWORK, nft, ports),
+    conntrack: new Conntrack(),
+    store,
+  };
+  const settings: SandboxNetworkSettings = {
+    name: NAME,
+    subnet: NETWORK.subnet,
+    stateDir,
+    cniPluginDirs: [],
+    upstreamDnsServers: [],
+    hostResolvConfPath: join(dir, "resolv.conf"),
+    deniedCidrs: [],
+    preparedNamespaces: 0,
+  };
+  const logs: { level: number; msg: string; [key: string]: unknown }[] = [];
+  const logger = pino({ level: "info" }, { write: (line: string) => logs.push(JSON.parse(line) as (typeof logs)[number]) });
+  const networks = new SandboxNetworks({ settings, owner: OWNER, tools, logger, firewallCheckIntervalMs: options.firewallCheckIntervalMs ?? 0 });
+  return { networks, nft, ports, logs, kept, old, prepared, cniDels };
+}
+
+/** The chains and elements the commands add, as `family chain` and `family set key`. */
+function added(commands: NftCommand[]): string[] {
+  return commands.flatMap((command) => {
+    if (!("add" in command)) return [];
+    const { chain, element } = command.add;
+    if (chain) return [`${String(chain.family)} chain ${String(chain.name)}`];
+    if (element)
+      return (element.elem as unknown[]).map(
+        (item) => `${String(element.family)} ${String(element.name)} ${JSON.stringify(Array.isArray(item) ? item[0] : item)}`,
+      );
+    return [];
+  });
+}
+
+async function gaps(nft: FakeNft, expected = { ports: ["vethaaaaaaaa", "vethbbbbbbbb", "vethcccccccc"], addresses: ["10.81.0.2"] }) {
+  const listing = [...((await nft.list("inet", NAME)) ?? []), ...((await nft.list("bridge", NAME)) ?? [])];
+  return firewallGaps(NETWORK, listing, expected);
+}
+
+describe("SandboxNetworks and the firewall", () => {
+  it("recover puts back the port guards of kept and adopted namespaces, and the stored policies of kept sandboxes", async () => {
+    const { networks, nft, ports, logs, kept, old, prepared } = agent();
+    assert.deepEqual(await networks.recover(new Set(["kept", "old"])), { kept: 2, adopted: 1, reclaimed: 0 });
+    const commands = nft.commandsSince(0);
+    const chains = added(commands);
+    // The node's rules (nothing of the network may exist any more), then every attachment's.
+    assert.deepEqual(nft.batches[0], nodeCommands(NETWORK));
+    for (const each of [kept, old, prepared]) {
+      assert.ok(chains.includes(`bridge chain port_${each.id}`), each.id);
+      assert.ok(chains.includes(`bridge ports "${each.address?.hostInterface}"`), each.id);
+      assert.equal(ports.marked.get(each.address?.hostInterface ?? ""), portGroupOf(NETWORK));
+    }
+    // The kept sandbox's stored policy, peer group included; a prepared namespace has none yet.
+    assert.ok(chains.includes(`inet chain sandbox_${kept.id}`));
+    assert.ok(chains.includes(`inet egress "10.81.0.2"`));
+    assert.ok(chains.includes(`bridge chain peers_${kept.id}`));
+    assert.match(JSON.stringify(commands), /"192\.0\.2\.0","len":24.*"dport"\}\},"right":443/);
+    assert.match(JSON.stringify(commands), /"10\.81\.9\.53"/);
+    assert.ok(!chains.includes(`inet chain sandbox_${prepared.id}`));
+    // A record of an older agent has no policy to put back: said so, and its sandbox is kept.
+    assert.ok(!chains.includes(`inet chain sandbox_${old.id}`));
+    const warning = logs.find((line) => line.level === 40 && /older agent/.test(line.msg));
+    assert.deepEqual(warning?.sandboxes, ["old"]);
+    assert.deepEqual(await gaps(nft), []);
+  });
+
+  it("the firewall check finds nothing to do while the rules are there, and rebuilds everything once the tables vanished", async () => {
+    const { networks, nft, logs, old } = agent();
+    await networks.recover(new Set(["kept", "old"]));
+    const applied = nft.batches.length;
+    await networks.checkFirewall();
+    assert.equal(nft.batches.length, applied, "nothing applied while nothing is missing");
+
+    nft.flushRuleset();
+    await networks.checkFirewall();
+    const commands = nft.commandsSince(applied);
+    assert.deepEqual(nft.batches[applied], nodeCommands(NETWORK), "the node's rules first");
+    assert.deepEqual(await gaps(nft), [], "every guard and the kept sandbox's policy are back");
+    assert.ok(!added(commands).includes(`inet chain sandbox_${old.id}`));
+    const error = logs.find((line) => line.level === 50 && /lost rules/.test(line.msg));
+    assert.ok(error, JSON.stringify(logs));
+    assert.ok((error.gaps as string[]).includes(`table inet ${NAME}`));
+
+    // Rebuilt: the next check is quiet again.
+    const rebuilt = nft.batches.length;
+    await networks.checkFirewall();
+    assert.equal(nft.batches.length, rebuilt);
+  });
+
+  it("checks every firewallCheckIntervalMs until stopped", async () => {
+    const { networks, nft } = agent({ firewallCheckIntervalMs: 10 });
+    await networks.recover(new Set(["kept", "old"]));
+    nft.flushRuleset();
+    for (let waited = 0; waited < 2_000 && (await gaps(nft)).length > 0; waited += 10) await sleep(10);
+    assert.deepEqual(await gaps(nft), []);
+
+    await networks.stop();
+    nft.flushRuleset();
+    await sleep(100);
+    assert.equal(await nft.list("inet", NAME), undefined, "no check after stop");
+  });
+
+  it("a sandbox deleted during a rebuild loses its rules after it: none are put back behind its teardown", async () => {
+    const { networks, nft, ports, kept, cniDels } = agent();
+    await networks.recover(new Set(["kept", "old"]));
+    nft.flushRuleset();
+    let open = () => {};
+    ports.gate = new Promise((resolve) => (open = resolve));
+    const checked = networks.checkFirewall();
+    // The rebuild is under way (held at marking the ports); the sandbox is deleted meanwhile.
+    for (let waited = 0; waited < 2_000 && !(await nft.list("inet", NAME)); waited += 5) await sleep(5);
+    const released = networks.release("kept");
+    await sleep(20);
+    assert.deepEqual(cniDels, [], "the teardown waits for the rebuild");
+    open();
+    await Promise.all([checked, released]);
+    assert.deepEqual(cniDels, [`${kept.cniContainerId} eth0`, `${kept.cniContainerId} lo`]);
+    const listing = JSON.stringify([await nft.list("inet", NAME), await nft.list("bridge", NAME)]);
+    assert.doesNotMatch(listing, new RegExp(`${kept.id}|10\\.81\\.0\\.2"|${kept.address?.hostInterface}`));
+    assert.deepEqual(await gaps(nft, { ports: ["vethbbbbbbbb", "vethcccccccc"], addresses: [] }), []);
+  });
+});
