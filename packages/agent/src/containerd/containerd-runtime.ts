@@ -12,7 +12,7 @@
  * (container-id.ts), which also names its task, snapshot and cgroup.
  */
 import { setMaxListeners } from "node:events";
-import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { chown, mkdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -1819,6 +1819,8 @@ export class ContainerdRuntime implements Runtime {
   close(): void {
     this.closed = true;
     this.closing.abort();
+    // Its periodic check of the firewall too.
+    void this.networks?.stop();
     void this.preparedStock?.drain();
     this.puller.close();
     this.client.close();
@@ -2013,5 +2015,12 @@ function swapAccounted(layout: CgroupLayout, cgroupParent: string): boolean {
     const directory = join(layout.root, path);
     if (existsSync(directory)) return existsSync(join(directory, "memory.swap.max"));
   }
-  return false;
+  // None of it exists yet (a first start): any cgroup below the root with the memory controller tells.
+  try {
+    return readdirSync(layout.root, { withFileTypes: true }).some(
+      (entry) => entry.isDirectory() && existsSync(join(layout.root, entry.name, "memory.max")) && existsSync(join(layout.root, entry.name, "memory.swap.max")),
+    );
+  } catch {
+    return false;
+  }
 }

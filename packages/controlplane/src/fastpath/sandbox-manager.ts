@@ -953,6 +953,26 @@ export class SandboxManager {
   }
 
   /**
+   * Removes the instance of a Lost sandbox whose process 1 is gone (SandboxStopped) from its agent,
+   * which holds its slot and ports until then, while the registry (which counts no Lost sandbox)
+   * has given them back. Only while the record is still Lost with that instance; a failure is
+   * thrown (the caller tries again on a later report). The record stays Lost until it is deleted.
+   */
+  async removeLostInstance(seen: Sandbox): Promise<void> {
+    const namespace = seen.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const key = sandboxKey(namespace, seen.metadata.name);
+    if (this.creating.has(key) || this.finalizing.has(key)) return;
+    const sandbox = await this.store.get("Sandbox", { namespace, name: seen.metadata.name });
+    const sandboxId = sandbox?.status?.sandboxID;
+    if (!sandbox || sandbox.metadata.uid !== seen.metadata.uid || sandbox.status?.phase !== "Lost" || !sandboxId) return;
+    if (sandboxId !== seen.status?.sandboxID || sandbox.status.assignedPod !== seen.status.assignedPod) return;
+    const client = sandbox.status.assignedPod ? this.agents.get(sandbox.status.assignedPod) : undefined;
+    if (!client) return;
+    this.logger.info({ sandbox: key, sandboxId, agent: sandbox.status.assignedPod }, "removing the stopped instance of a Lost sandbox from its agent");
+    await client.deleteSandbox(sandboxId, 0);
+  }
+
+  /**
    * Removes what its agent holds of a create that never finished and was never acknowledged (Bound
    * with no running instance after a control-plane crash), and its record when a fast-path create
    * wrote it; a record its user wrote (kubectl apply) is Pending again, to be placed anew.

@@ -95,18 +95,18 @@ describe("AgentAdoption", () => {
     assert.equal(fixture.allocated(), 0);
   });
 
-  it("marks a Running sandbox the agent holds with its process 1 gone (a host restart) Lost, gives it no slot, and keeps its container for the delete", async () => {
+  it("marks a Running sandbox the agent holds with its process 1 gone (a host restart) Lost, gives it no slot, and removes the stopped instance", async () => {
     await fixture.storeRecord("stopped", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-stopped", sandboxIP: "10.88.0.5" });
     await fixture.storeRecord("busy", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-busy" });
+    const agent = fixture.client("agent-a");
+    const held = report("agent-a", [
+      { sandboxId: "id-stopped", name: "stopped", state: "stopped", exitCode: 0 },
+      // Stopped by a checkpoint in flight: still its agent's, running on after it.
+      { sandboxId: "id-busy", name: "busy", state: "stopped", checkpointing: true },
+    ]).sandboxes;
+    for (const sandbox of held) agent.sandboxes.set(sandbox.sandboxId, sandbox);
 
-    await adoption.adopt(
-      "agent-a",
-      report("agent-a", [
-        { sandboxId: "id-stopped", name: "stopped", state: "stopped", exitCode: 0 },
-        // Stopped by a checkpoint in flight: still its agent's, running on after it.
-        { sandboxId: "id-busy", name: "busy", state: "stopped", checkpointing: true },
-      ]),
-    );
+    await adoption.adopt("agent-a", report("agent-a", held));
 
     const stored = await fixture.stored("stopped");
     assert.equal(stored?.status?.phase, "Lost");
@@ -115,18 +115,33 @@ describe("AgentAdoption", () => {
     assert.equal((await fixture.stored("busy"))?.status?.phase, "Running");
     assert.equal(fixture.registry.placementOf("default/stopped"), undefined);
     assert.equal(fixture.registry.placementOf("default/busy")?.agent.name, "agent-a");
-    assert.deepEqual(fixture.client("agent-a").calls, [], "a record owns it: removed by the sandbox's delete");
+    assert.deepEqual(agent.calls, ["delete id-stopped 0"], "the stopped instance goes: it held its slot and ports on the agent");
   });
 
-  it("leaves a Lost sandbox Lost, without a slot, when the returning agent holds it with its process 1 gone", async () => {
-    const lost = await fixture.storeRecord("back", { phase: "Lost", assignedPod: "agent-a", sandboxID: "id-back" });
+  it("decides nothing from a status that predates the record's instance: a fresh one, asked for after the list, says it runs", async () => {
+    // A leftover of a pause, stopped, in the status; a resume then ran the same sandbox id again.
+    await fixture.storeRecord("resumed", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-resumed" });
+    fixture.client("agent-a").sandboxes.set("id-resumed", report("agent-a", [{ sandboxId: "id-resumed", name: "resumed" }]).sandboxes[0]!);
 
-    await adoption.adopt("agent-a", report("agent-a", [{ sandboxId: "id-back", name: "back", state: "stopped" }]));
+    await adoption.adopt("agent-a", report("agent-a", [{ sandboxId: "id-resumed", name: "resumed", state: "stopped" }]));
+
+    assert.equal((await fixture.stored("resumed"))?.status?.phase, "Running");
+    assert.equal(fixture.registry.placementOf("default/resumed")?.agent.name, "agent-a");
+    assert.deepEqual(fixture.client("agent-a").calls, []);
+  });
+
+  it("leaves a Lost sandbox Lost, without a slot, when the returning agent holds it with its process 1 gone, and removes that instance", async () => {
+    const lost = await fixture.storeRecord("back", { phase: "Lost", assignedPod: "agent-a", sandboxID: "id-back" });
+    const held = report("agent-a", [{ sandboxId: "id-back", name: "back", state: "stopped" }]).sandboxes;
+    for (const sandbox of held) fixture.client("agent-a").sandboxes.set(sandbox.sandboxId, sandbox);
+
+    await adoption.adopt("agent-a", report("agent-a", held));
 
     const stored = await fixture.stored("back");
     assert.equal(stored?.status?.phase, "Lost");
     assert.equal(stored?.metadata.resourceVersion, lost.metadata.resourceVersion, "nothing written");
     assert.equal(fixture.allocated(), 0);
+    assert.deepEqual(fixture.client("agent-a").calls, ["delete id-back 0"]);
   });
 
   it("takes the address of a vanished instance away with it", async () => {

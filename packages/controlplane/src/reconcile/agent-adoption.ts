@@ -9,7 +9,7 @@
  * are skipped: its own writes tell.
  */
 import type { Logger } from "pino";
-import { FsbError, UnavailableError } from "@fast-sandbox/api";
+import { FsbError, UnavailableError, type Sandbox } from "@fast-sandbox/api";
 import { processOneGone, type AgentSandbox, type AgentStatus } from "../agent-client/agent-client.js";
 import { systemClock, type Clock } from "../controller/clock.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
@@ -54,7 +54,14 @@ export class AgentAdoption {
     // for (another replica's, on an agent that serves): only a status asked for after the list, which
     // lacks it too, says its instance vanished. (Orphans, the other way round, need the status asked
     // for before the list: a container is never created before its record.)
-    const unreported = mine.some((s) => s.status?.phase === "Running" && !s.metadata.deletionTimestamp && !running.has(s.status.sandboxID ?? ""));
+    // So does one it holds with process 1 gone: the status may predate the record's instance (a
+    // resume reuses its sandbox id over a leftover of the pause).
+    const lostOrRunning = (s: Sandbox) => s.status?.phase === "Running" || s.status?.phase === "Lost";
+    const doubtful = (s: Sandbox) => {
+      const held = running.get(s.status?.sandboxID ?? "");
+      return held ? processOneGone(held) : s.status?.phase === "Running";
+    };
+    const unreported = mine.some((s) => lostOrRunning(s) && !s.metadata.deletionTimestamp && doubtful(s));
     let confirmed: Map<string, AgentSandbox> | undefined;
     if (unreported) {
       try {
@@ -77,10 +84,16 @@ export class AgentAdoption {
         const requestId = sandbox.metadata.annotations?.[REQUEST_ID_ANNOTATION];
         if (requestId) manager.rememberRequest(requestId, sandbox);
         const id = sandbox.status?.sandboxID ?? "";
-        const listedInstance = running.get(id) ?? confirmed?.get(id);
-        // Held with its process 1 gone is not running it: a Running record is Lost, a Lost one stays so.
-        const stopped = listedInstance && processOneGone(listedInstance) && (sandbox.status?.phase === "Running" || sandbox.status?.phase === "Lost");
-        const reported = stopped ? undefined : listedInstance;
+        const held = running.get(id);
+        const heldStopped = held !== undefined && processOneGone(held) && lostOrRunning(sandbox);
+        // Held with its process 1 gone: only a status asked for after the list decides (the agent did not answer: not now).
+        if (heldStopped && !confirmed) continue;
+        const instance = heldStopped ? confirmed?.get(id) : (held ?? confirmed?.get(id));
+        // Held with its process 1 gone is not running it: a Running record is Lost, a Lost one stays so,
+        // and the instance goes (it holds its slot and ports on the agent, which the registry gave back).
+        const stopped = instance !== undefined && processOneGone(instance) && lostOrRunning(sandbox);
+        const reported = stopped ? undefined : instance;
+        if (stopped && sandbox.status?.phase === "Lost" && !sandbox.metadata.deletionTimestamp) await manager.removeLostInstance(sandbox);
         if (reported) {
           // The record as the agent reports the instance: with its own address, or none.
           const observed = { ...sandbox, status: withSandboxIP(sandbox.status ?? {}, reported.address) };
@@ -112,7 +125,8 @@ export class AgentAdoption {
           if (!stopped && !confirmed) continue;
           const lost = lostInstanceCondition(agentName, stopped ? "stopped" : "missing");
           logger.warn({ sandbox: key, agent: agentName, reason: lost.reason }, `${lost.message}; marking it Lost`);
-          await writeStatus(store, sandbox, { phase: "Lost", sandboxIP: undefined }, lost, this.clock.now());
+          const written = await writeStatus(store, sandbox, { phase: "Lost", sandboxIP: undefined }, lost, this.clock.now());
+          if (stopped) await manager.removeLostInstance(written);
         }
       } catch (error) {
         logger.error({ err: error, sandbox: key, agent: agentName }, "could not adopt this sandbox");

@@ -285,6 +285,8 @@ describe("SandboxReconciler", () => {
       assert.equal(lost?.status?.phase, "Lost");
       assert.equal(condition(lost, "Ready")?.reason, "SandboxStopped");
       assert.match(condition(lost, "Ready")?.message ?? "", /agent default-0 answers but the sandbox's process 1 is gone/);
+      assert.ok(client(AGENT).calls.includes(`delete ${manual.status?.sandboxID} 0`), "its stopped instance, which holds a slot on the agent, goes");
+      assert.equal(lost?.status?.sandboxID, manual.status?.sandboxID, "the record keeps the instance's identity");
       // AutoRecreate's timeout counts from when the agent was last seen answering for it: long past.
       advance(1);
       await settle();

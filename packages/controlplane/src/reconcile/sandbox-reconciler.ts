@@ -293,6 +293,13 @@ export class SandboxReconciler implements Reconciler {
       return this.unlessBusy(await manager.replaceInstance(sandbox, "Reset"));
     }
     if (connected && phase === "Lost") {
+      // An instance its agent still holds with process 1 gone (SandboxStopped, a removal that failed) goes.
+      const sandboxId = sandbox.status?.sandboxID;
+      const held = this.options.agents.observedStatus(agentName)?.status.sandboxes.find((reported) => reported.sandboxId === sandboxId);
+      if (held && processOneGone(held)) {
+        const retry = await this.removeLostInstance(sandbox, key);
+        if (retry) return retry;
+      }
       // The agent is back; adoption turns the sandbox Running again when the agent still runs it.
       connected = false;
     }
@@ -372,8 +379,20 @@ export class SandboxReconciler implements Reconciler {
     if (missingForMs < MISSING_CONFIRM_MS) return { requeueAfterMs: Math.max(REPORT_RECHECK_MS, MISSING_CONFIRM_MS - missingForMs) };
     const lost = reported ? lostInstanceCondition(agentName, "stopped") : lostInstanceCondition(agentName, "missing");
     this.options.logger.warn({ sandbox: key, agent: agentName, sandboxId, reason: lost.reason }, `${lost.message}; marking it Lost`);
-    await this.writeStatus(sandbox, { phase: "Lost", endpoints: [], sandboxIP: undefined }, lost, now);
+    const written = await this.writeStatus(sandbox, { phase: "Lost", endpoints: [], sandboxIP: undefined }, lost, now);
     this.options.registry.release(key);
+    // A stopped instance still holds its slot and ports on the agent: it goes (or the next report tries again).
+    if (reported) return this.removeLostInstance(written, key);
+  }
+
+  /** Removes a Lost sandbox's stopped instance from its agent; a failure is logged and tried again soon. */
+  private async removeLostInstance(sandbox: Sandbox, key: string): Promise<ReconcileResult | void> {
+    try {
+      await this.options.manager.removeLostInstance(sandbox);
+    } catch (error) {
+      this.options.logger.warn({ sandbox: key, err: error }, "could not remove the stopped instance of a Lost sandbox; trying again");
+      return { requeueAfterMs: 5 * REPORT_RECHECK_MS };
+    }
   }
 
   /** A manager step answers undefined when it did nothing (someone else is at it, or the sandbox changed): look again soon. */
