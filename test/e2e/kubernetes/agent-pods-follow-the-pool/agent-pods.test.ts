@@ -173,9 +173,12 @@ describe("agent Pods follow the pool (KubernetesAgentFleet on a real kube-apiser
       assert.equal(envByName.get("FSB_AGENT_LISTEN")?.value, "0.0.0.0:7071");
       assert.deepEqual({ ...envByName.get("FSB_AGENT_TOKEN")?.valueFrom?.secretKeyRef }, { name: TOKEN_SECRET, key: "token" });
       assert.equal(envByName.get("FSB_CONTAINERD_NAMESPACE")?.value, "k8s.io");
+      // The node's checkpoint directory, shared by the pool's agents there; Shared sandboxes join the Pod's network.
+      assert.equal(envByName.get("FSB_CHECKPOINT_DIR")?.value, "/var/lib/fast-sandbox/checkpoints");
+      assert.equal(envByName.get("FSB_AGENT_OWN_NETWORK")?.value, "true");
       assert.deepEqual(
         (pod.spec?.volumes ?? []).filter((v) => v.hostPath).map((v) => v.hostPath?.path),
-        ["/run/containerd", "/var/lib/containerd"],
+        ["/run/containerd", "/var/lib/containerd", "/var/lib/fast-sandbox/checkpoints"],
       );
     }
   });
