@@ -38,6 +38,17 @@ describe("connect to the embedded Fast Sandbox", () => {
     assert.equal((await connect({ dataDir, url: "http://127.0.0.1:7999" })).dataDir, undefined);
   });
 
+  it("keeps them in a data directory that serves no instance for a URL on this host (an instance started without fsb up), never for another host's", async () => {
+    const bare = mkdtempSync(join(tmpdir(), "fsb-connection-spec-bare-"));
+    try {
+      process.env.FSB_TOKEN = "other-token-0123456789";
+      assert.equal((await connect({ dataDir: bare, url: "http://127.0.0.1:7999" })).dataDir, bare);
+      assert.equal((await connect({ dataDir: bare, url: "http://192.0.2.7:7070" })).dataDir, undefined);
+    } finally {
+      rmSync(bare, { recursive: true, force: true });
+    }
+  });
+
   it("connectOwnInstance uses the data directory's URL and token whatever FSB_URL names", () => {
     process.env.FSB_URL = "http://127.0.0.1:7999";
     process.env.FSB_TOKEN = "other-token-0123456789";

@@ -51,10 +51,15 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
     process.stderr.write(`debug: ${target.mode === "cluster" ? "a Kubernetes cluster" : "the embedded Fast Sandbox"}, as ${target.reason}\n`);
   if (target.mode === "embedded") {
     const dataDir = resolveDataDir(options.dataDir);
-    const sdk = new SdkConnection({ ...endpoint(options), dataDir });
+    const { url, token } = endpoint(options);
+    const sdk = new SdkConnection({ url, token, dataDir });
     open.push(sdk);
-    // Tokens are kept where the SDK keeps them: in the data directory only when the URL is its own.
-    return { client: sdk.client, sdk, namespace: options.namespace ?? "default", dataDir: sdk.accessTokens?.dataDir };
+    // Access tokens are kept in the data directory when the URL is its own (as the SDK keeps them), or
+    // when it serves none and the URL is on this host's loopback (an instance started without `fsb up`):
+    // never another instance's beside this one's.
+    const servesNone = !readIfExists(files.url(dataDir));
+    const tokensDir = sdk.accessTokens?.dataDir ?? (servesNone && onLoopback(url) ? dataDir : undefined);
+    return { client: sdk.client, sdk, namespace: options.namespace ?? "default", dataDir: tokensDir };
   }
   const { resolveClusterEndpoint } = await import("./cluster-connection.js");
   const url = options.url ?? process.env.FSB_URL;
