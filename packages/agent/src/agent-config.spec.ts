@@ -51,6 +51,7 @@ describe("agentConfigFromEnv", () => {
       ownNetwork: false,
       statsIntervalMs: 5000,
       statsHistorySamples: 720,
+      logMaxBytes: 10 * 1024 * 1024,
     });
   });
 
@@ -77,6 +78,17 @@ describe("agentConfigFromEnv", () => {
       "FSB_STATS_HISTORY_SAMPLES",
       /whole number of samples, at least 1/,
     );
+  });
+
+  it("reads the size a sandbox's log is rotated at (10 MiB unless set), and refuses what is not a whole number of at least 4096 bytes", () => {
+    assert.equal(agentConfigFromEnv(REQUIRED).logMaxBytes, 10 * 1024 * 1024);
+    assert.equal(agentConfigFromEnv({ ...REQUIRED, FSB_SANDBOX_LOG_MAX_BYTES: "65536" }).logMaxBytes, 65536);
+    assertValidationError(
+      () => agentConfigFromEnv({ ...REQUIRED, FSB_SANDBOX_LOG_MAX_BYTES: "1024" }),
+      "FSB_SANDBOX_LOG_MAX_BYTES",
+      /whole number of bytes, at least 4096/,
+    );
+    assertValidationError(() => agentConfigFromEnv({ ...REQUIRED, FSB_SANDBOX_LOG_MAX_BYTES: "10Mi" }), "FSB_SANDBOX_LOG_MAX_BYTES", /whole number of bytes/);
   });
 
   it("reads the agent's limits (the Downward API's limits.cpu in millicores and limits.memory in bytes), and refuses what is not a whole number", () => {

@@ -6,6 +6,7 @@ import { fromJsonString } from "@bufbuild/protobuf";
 import { ValidationError, pb } from "@fast-sandbox/api/core";
 import type { CgroupLimits } from "./cgroup.js";
 import type { PreparedInstancesSettings } from "./containerd/prepared-instances.js";
+import { DEFAULT_LOG_MAX_BYTES } from "./log-rotation.js";
 import { runtimeSpecOf } from "./server/create-request.js";
 
 /** Everything an agent process needs, read from its environment (set by the pool that starts it). */
@@ -77,6 +78,11 @@ export interface AgentConfig {
   statsIntervalMs: number;
   /** FSB_STATS_HISTORY_SAMPLES: the samples kept per sandbox; default 720 (an hour at 5 s). */
   statsHistorySamples: number;
+  /**
+   * FSB_SANDBOX_LOG_MAX_BYTES: a sandbox's log is rotated past this size, its previous part kept
+   * (log-rotation.ts): at most about twice this per sandbox; default 10 MiB, at least 4096.
+   */
+  logMaxBytes: number;
 }
 
 /** `true` or `false` (empty or unset: false); anything else is refused. */
@@ -190,5 +196,6 @@ export function agentConfigFromEnv(env: NodeJS.ProcessEnv = process.env): AgentC
     ownNetwork: booleanFromEnv(env, "FSB_AGENT_OWN_NETWORK"),
     statsIntervalMs: positiveIntegerFromEnv(env, "FSB_STATS_INTERVAL_MS", "milliseconds", 100) ?? 5000,
     statsHistorySamples: positiveIntegerFromEnv(env, "FSB_STATS_HISTORY_SAMPLES", "samples", 1) ?? 720,
+    logMaxBytes: positiveIntegerFromEnv(env, "FSB_SANDBOX_LOG_MAX_BYTES", "bytes", 4096) ?? DEFAULT_LOG_MAX_BYTES,
   };
 }

@@ -31,7 +31,7 @@ export { runtimeSpecOf } from "./server/create-request.js";
 export { ContainerdClient, type ContainerdClientOptions } from "./containerd/containerd-client.js";
 export { CONTAINERD_ID_MAX_LENGTH, containerIdOf, isContainerdId, sandboxIdOfContainer } from "./containerd/container-id.js";
 export { isNotFound } from "./containerd/grpc-errors.js";
-export { execFifoName, isExecFifoName, sandboxLogDir, sandboxLogPath, sandboxRunDir } from "./state-layout.js";
+export { execFifoName, isExecFifoName, sandboxIdOfLogFile, sandboxLogDir, sandboxLogFiles, sandboxLogPath, sandboxRunDir } from "./state-layout.js";
 export {
   DEFAULT_NETWORK_NAME,
   DEFAULT_NETWORK_STATE_ROOT,

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { readLog, type FollowOptions } from "./log-follower.js";
+import { rotateLog } from "./log-rotation.js";
 
 const dir = mkdtempSync(join(tmpdir(), "fsb-log-follower-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -139,5 +140,56 @@ describe("readLog", () => {
     assert.equal(first.done, false);
     assert.deepEqual(await iterator.return(undefined), { done: true, value: undefined });
     assert.deepEqual(await iterator.next(), { done: true, value: undefined });
+  });
+});
+
+describe("readLog of a rotated log", () => {
+  it("without follow, returns the rotated part first, then the log", async () => {
+    const path = logFile("newer\n");
+    writeFileSync(`${path}.1`, "older\n");
+    assert.equal((await collect(path, { follow: false })).toString(), "older\nnewer\n");
+  });
+
+  it("when following, reads through a rotation while idle: nothing lost, nothing twice", async () => {
+    const path = logFile("one\n");
+    const finished = deferred();
+    const rotations: Promise<number>[] = [];
+    const { signal } = pollObserver((poll) => {
+      if (poll === 1) {
+        appendFileSync(path, "two\n");
+        rotations.push(rotateLog(path));
+      }
+      if (poll === 3) appendFileSync(path, "three\n");
+      if (poll === 5) finished.resolve();
+    });
+    const output = await collect(path, { follow: true, finished: finished.promise, signal, pollIntervalMs: 10 });
+    await Promise.all(rotations);
+    assert.equal(output.toString(), "one\ntwo\nthree\n");
+  });
+
+  it("when following, reads the rest of the old part from the rotated file after a rotation it had not read up to", async () => {
+    const path = logFile("read before\n");
+    const finished = deferred();
+    const { signal } = pollObserver((poll) => {
+      // Appended and rotated away before the reader looked again: only the rotated part holds it.
+      if (poll === 1) {
+        appendFileSync(path, "unread when rotated\n");
+        void rotateLog(path).then(() => appendFileSync(path, "after the rotation\n"));
+      }
+      if (poll === 4) finished.resolve();
+    });
+    const output = await collect(path, { follow: true, finished: finished.promise, signal, pollIntervalMs: 10 });
+    assert.equal(output.toString(), "read before\nunread when rotated\nafter the rotation\n");
+  });
+
+  it("goes on at the start of a log truncated without a rotation", async () => {
+    const path = logFile("first\n");
+    const finished = deferred();
+    const { signal } = pollObserver((poll) => {
+      if (poll === 1) writeFileSync(path, "new\n");
+      if (poll === 3) finished.resolve();
+    });
+    const output = await collect(path, { follow: true, finished: finished.promise, signal, pollIntervalMs: 10 });
+    assert.equal(output.toString(), "first\nnew\n");
   });
 });

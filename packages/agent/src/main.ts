@@ -89,6 +89,8 @@ async function main(): Promise<void> {
     port: config.listenPort,
     metrics,
     statsHistory: { intervalMs: config.statsIntervalMs, retain: config.statsHistorySamples },
+    logs: { maxBytes: config.logMaxBytes },
+    logger: log,
   });
   process.stdout.write(`${JSON.stringify({ event: "listening", endpoint: server.endpoint, pid: process.pid })}\n`);
   log.info({ endpoint: server.endpoint, logs: join(config.stateDir, "logs") }, "agent serving");

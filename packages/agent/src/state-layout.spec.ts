@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { execFifoName, isExecFifoName, sandboxLogPath, sandboxRunDir } from "./state-layout.js";
+import { execFifoName, isExecFifoName, sandboxIdOfLogFile, sandboxLogFiles, sandboxLogPath, sandboxRunDir } from "./state-layout.js";
 
 describe("the agent's state layout", () => {
   it("places a sandbox's log, run directory and exec FIFOs under the state directory", () => {
@@ -16,5 +16,19 @@ describe("the agent's state layout", () => {
     assert.ok(!isExecFifoName("agent.log"));
     assert.ok(!isExecFifoName("fsb-runsc"));
     assert.ok(!isExecFifoName("x.exec-zz.stdout"));
+  });
+
+  it("names a log's rotated part and a rotation's copy beside it, and tells whose a log file is", () => {
+    assert.deepEqual(sandboxLogFiles("/s/logs/default.web.a1b2c3.log"), [
+      "/s/logs/default.web.a1b2c3.log",
+      "/s/logs/default.web.a1b2c3.log.1",
+      "/s/logs/default.web.a1b2c3.log.1.tmp",
+    ]);
+    assert.equal(sandboxIdOfLogFile("default.web.a1b2c3.log"), "default.web.a1b2c3");
+    assert.equal(sandboxIdOfLogFile("default.web.a1b2c3.log.1"), "default.web.a1b2c3");
+    assert.equal(sandboxIdOfLogFile("default.web.a1b2c3.log.1.tmp"), "default.web.a1b2c3");
+    assert.equal(sandboxIdOfLogFile("default.web.a1b2c3.log.2"), undefined);
+    assert.equal(sandboxIdOfLogFile("notes.txt"), undefined);
+    assert.equal(sandboxIdOfLogFile(".log"), undefined);
   });
 });

@@ -5,6 +5,8 @@
  * take them from here.
  *
  *   <stateDir>/logs/<sandboxId>.log                    the sandbox's stdout and stderr
+ *   <stateDir>/logs/<sandboxId>.log.1                  its previous part, once rotated (log-rotation.ts)
+ *   <stateDir>/logs/<sandboxId>.log.1.tmp              that part while a rotation copies it
  *   <stateDir>/run/<sandboxId>/                         the helper's run directory (exit code)
  *   <stateDir>/<sandboxId>.<execId>.stdout|.stderr      FIFOs of an exec in progress
  */
@@ -18,6 +20,27 @@ export function sandboxLogDir(stateDir: string): string {
 /** The file that receives a sandbox's stdout and stderr. */
 export function sandboxLogPath(stateDir: string, sandboxId: string): string {
   return join(sandboxLogDir(stateDir), `${sandboxId}.log`);
+}
+
+/** The previous part of a log file, moved aside when the file outgrew its limit (log-rotation.ts). */
+export function rotatedLogPath(logPath: string): string {
+  return `${logPath}.1`;
+}
+
+/** Where a rotation copies the previous part before it replaces `rotatedLogPath` in one rename. */
+export function rotatingLogPath(logPath: string): string {
+  return `${rotatedLogPath(logPath)}.tmp`;
+}
+
+/** Every file a sandbox's log may consist of: the log, its rotated part and a rotation's copy. */
+export function sandboxLogFiles(logPath: string): string[] {
+  return [logPath, rotatedLogPath(logPath), rotatingLogPath(logPath)];
+}
+
+/** The sandbox id a file in the log directory belongs to (`<id>.log`, `.log.1`, `.log.1.tmp`); undefined for another file. */
+export function sandboxIdOfLogFile(fileName: string): string | undefined {
+  const match = /^(.+)\.log(?:\.1(?:\.tmp)?)?$/.exec(fileName);
+  return match?.[1];
 }
 
 /** Directory of a sandbox that the helper writes to (mounted at /.fast-sandbox/run). */

@@ -163,6 +163,11 @@ describe("LocalHostLeftovers files", () => {
     mkdirSync(join(stateDir, "logs"));
     writeFileSync(join(stateDir, "logs", "a.log"), "hello\n");
     writeFileSync(join(stateDir, "logs", "k.log"), "kept\n");
+    // Rotated parts (and a rotation's copy) go with their sandbox's log.
+    writeFileSync(join(stateDir, "logs", "a.log.1"), "older\n");
+    writeFileSync(join(stateDir, "logs", "a.log.1.tmp"), "copying\n");
+    writeFileSync(join(stateDir, "logs", "k.log.1"), "kept too\n");
+    writeFileSync(join(stateDir, "logs", "notes.txt"), "not a sandbox's\n");
     writeFileSync(join(stateDir, "agent.log"), "the agent's own log\n");
     execFileSync("mkfifo", [
       join(stateDir, "a.exec-0a1b.stdout"),
@@ -188,9 +193,16 @@ describe("LocalHostLeftovers files", () => {
     const removed = await new LocalHostLeftovers({ agentsDir }).removeSandboxFiles("dead-0", "a");
     assert.deepEqual(
       removed.map((file) => `${file.kind} ${file.path.slice(stateDir.length + 1)}`).sort(),
-      ["fifo a.exec-0a1b.stderr", "fifo a.exec-0a1b.stdout", "log_file logs/a.log", "run_dir run/a"].sort(),
+      [
+        "fifo a.exec-0a1b.stderr",
+        "fifo a.exec-0a1b.stdout",
+        "log_file logs/a.log",
+        "log_file logs/a.log.1",
+        "log_file logs/a.log.1.tmp",
+        "run_dir run/a",
+      ].sort(),
     );
-    for (const kept of ["a.exec-0c.stdout", "k.exec-99.stdout", "other.exec-77.stdout", "logs/k.log", "run/k", "agent.log"]) {
+    for (const kept of ["a.exec-0c.stdout", "k.exec-99.stdout", "other.exec-77.stdout", "logs/k.log", "logs/k.log.1", "run/k", "agent.log"]) {
       assert.ok(existsSync(join(stateDir, kept)), kept);
     }
     assert.deepEqual(await new LocalHostLeftovers({ agentsDir }).removeSandboxFiles("dead-0", "a"), []);
@@ -212,8 +224,17 @@ describe("LocalHostLeftovers files", () => {
     const removed = await host.removeStaleAgentFiles("dead-0", Date.now() + 1_000, new Set(["k"]));
     assert.deepEqual(
       removed.map((file) => `${file.kind} ${file.path.slice(stateDir.length + 1)}`).sort(),
-      ["fifo a.exec-0a1b.stderr", "fifo a.exec-0a1b.stdout", "fifo other.exec-77.stdout", "log_file logs/a.log", "run_dir run/a"].sort(),
+      [
+        "fifo a.exec-0a1b.stderr",
+        "fifo a.exec-0a1b.stdout",
+        "fifo other.exec-77.stdout",
+        "log_file logs/a.log",
+        "log_file logs/a.log.1",
+        "log_file logs/a.log.1.tmp",
+        "run_dir run/a",
+      ].sort(),
     );
-    for (const kept of ["k.exec-99.stdout", "logs/k.log", "run/k", "agent.log", "a.exec-0c.stdout"]) assert.ok(existsSync(join(stateDir, kept)), kept);
+    for (const kept of ["k.exec-99.stdout", "logs/k.log", "logs/k.log.1", "logs/notes.txt", "run/k", "agent.log", "a.exec-0c.stdout"])
+      assert.ok(existsSync(join(stateDir, kept)), kept);
   });
 });

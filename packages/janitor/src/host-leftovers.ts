@@ -8,7 +8,16 @@ import { existsSync, readdirSync, readFileSync, rmdirSync, type Dirent } from "n
 import { lstat, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { detectCgroupLayout, isExecFifoName, killCgroupProcesses, sandboxLogDir, sandboxLogPath, sandboxRunDir } from "@fast-sandbox/agent";
+import {
+  detectCgroupLayout,
+  isExecFifoName,
+  killCgroupProcesses,
+  sandboxIdOfLogFile,
+  sandboxLogDir,
+  sandboxLogFiles,
+  sandboxLogPath,
+  sandboxRunDir,
+} from "@fast-sandbox/agent";
 
 export type HostFileKind = "run_dir" | "log_file" | "fifo";
 
@@ -161,7 +170,7 @@ export class LocalHostLeftovers implements HostLeftovers {
     if (!stateDir || !isSafeName(sandboxId)) return [];
     const removed: RemovedFile[] = [];
     if (await removePath(sandboxRunDir(stateDir, sandboxId))) removed.push({ kind: "run_dir", path: sandboxRunDir(stateDir, sandboxId) });
-    if (await removePath(sandboxLogPath(stateDir, sandboxId))) removed.push({ kind: "log_file", path: sandboxLogPath(stateDir, sandboxId) });
+    for (const path of sandboxLogFiles(sandboxLogPath(stateDir, sandboxId))) if (await removePath(path)) removed.push({ kind: "log_file", path });
     for (const name of await listNames(stateDir)) {
       if (!isExecFifoName(name, sandboxId)) continue;
       const path = join(stateDir, name);
@@ -195,7 +204,8 @@ export class LocalHostLeftovers implements HostLeftovers {
     const logDir = sandboxLogDir(stateDir);
     for (const name of await listNames(logDir)) {
       const path = join(logDir, name);
-      if (name.endsWith(".log") && !kept(name.slice(0, -".log".length)) && (await stale(path)) && (await removePath(path))) {
+      const sandboxId = sandboxIdOfLogFile(name);
+      if (sandboxId !== undefined && !kept(sandboxId) && (await stale(path)) && (await removePath(path))) {
         removed.push({ kind: "log_file", path });
       }
     }

@@ -45,6 +45,7 @@ import {
   type RuntimeSandboxState,
 } from "../runtime/runtime.js";
 import { execFifoName, sandboxLogPath, sandboxRunDir } from "../state-layout.js";
+import { removeLog } from "../log-rotation.js";
 import { PreparedPool } from "../runtime/prepared-pool.js";
 import {
   CLAIM_FIFO,
@@ -925,7 +926,7 @@ export class ContainerdRuntime implements Runtime {
     try {
       return await make();
     } catch (error) {
-      await rm(logPath, { force: true }).catch(() => undefined);
+      await removeLog(logPath).catch(() => undefined);
       throw error;
     }
   }
@@ -1074,7 +1075,7 @@ export class ContainerdRuntime implements Runtime {
     );
     await this.networks?.release(instance.id);
     await rm(instance.runDir, { recursive: true, force: true });
-    await rm(instance.logPath, { force: true });
+    await removeLog(instance.logPath);
   }
 
   /** Until the prepared helper says it waits for its claim (run/prepared). */
@@ -1136,7 +1137,7 @@ export class ContainerdRuntime implements Runtime {
         await this.removeContainer(id, 0);
         await this.networks?.release(id);
         await rm(this.runDir(id), { recursive: true, force: true });
-        await rm(sandboxLogPath(this.stateDir, id), { force: true });
+        await removeLog(sandboxLogPath(this.stateDir, id));
       }),
     );
     if (ids.size > 0) this.logger.debug({ instances: ids.size }, "prepared instances removed");

@@ -1,7 +1,9 @@
 import { mkdirSync } from "node:fs";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Logger } from "pino";
 import { listenCleartext, pb, requireBearerToken, withProbeRoutes } from "@fast-sandbox/api/core";
 import type { Runtime } from "../runtime/runtime.js";
+import { LogRotation } from "../log-rotation.js";
 import { sandboxLogDir } from "../state-layout.js";
 import { Admission } from "./admission.js";
 import { createAgentService, type AgentIdentity } from "./agent-service.js";
@@ -22,6 +24,10 @@ export interface AgentServerOptions {
   metrics?: AgentMetrics;
   /** Each running sandbox's resource use sampled for GetSandboxStatsHistory (stats-history.ts). @default every 5 s, 720 kept */
   statsHistory?: { intervalMs: number; retain: number };
+  /** Each sandbox's log is rotated past `maxBytes`, checked every `checkIntervalMs` (log-rotation.ts). @default 10 MiB, every 2 s */
+  logs?: { maxBytes: number; checkIntervalMs?: number };
+  /** Where the log rotation reports what it could not do. */
+  logger?: Pick<Logger, "warn" | "debug">;
 }
 
 export interface AgentServer {
@@ -52,6 +58,8 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
   metrics.observeCreatesInFlight(() => creates.ids().length);
   const statsHistory = new StatsHistory({ runtime: options.runtime, intervalMs: options.statsHistory?.intervalMs, retain: options.statsHistory?.retain });
   statsHistory.start();
+  const logRotation = new LogRotation({ dir: logDir, maxBytes: options.logs?.maxBytes, intervalMs: options.logs?.checkIntervalMs, logger: options.logger });
+  logRotation.start();
   let draining = false;
   const api = connectNodeAdapter({
     interceptors: [requireBearerToken(options.token), metrics.interceptor()],
@@ -81,7 +89,7 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
       draining = true;
       admission.stop();
       relay.close();
-      await statsHistory.stop();
+      await Promise.all([statsHistory.stop(), logRotation.stop()]);
       const closed = server.close();
       await Promise.all([creates.drain(drainTimeoutMs), checkpoints.drain(drainTimeoutMs)]);
       await closed;

@@ -1,4 +1,3 @@
-import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
@@ -20,6 +19,7 @@ import {
 import type { ImagePullProgress, Runtime, RuntimeSandbox } from "../runtime/runtime.js";
 import { runtimeSpecOf, sandboxNetworkOf } from "./create-request.js";
 import { readLog } from "../log-follower.js";
+import { removeLog } from "../log-rotation.js";
 import { Admission } from "./admission.js";
 import { StatsHistory } from "./stats-history.js";
 import { CreatesInFlight } from "./creates-in-flight.js";
@@ -199,7 +199,7 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
         } catch (error) {
           reservation.release();
           // The runtime undid its steps; the log file is the agent's to remove (unless it is another's).
-          if (!(error instanceof AlreadyExistsError)) await rm(logPath(request.sandboxId), { force: true });
+          if (!(error instanceof AlreadyExistsError)) await removeLog(logPath(request.sandboxId));
           throw error;
         }
         reservation.confirm();
@@ -218,7 +218,7 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
           // The control plane always sends the grace period it wants; 0 means SIGKILL at once.
           await runtime.delete(request.sandboxId, { gracePeriodMs: Math.max(0, request.gracePeriodMs) });
           admission.deleted(request.sandboxId);
-          await rm(logPath(request.sandboxId), { force: true });
+          await removeLog(logPath(request.sandboxId));
         });
         return create(pb.AgentDeleteSandboxResponseSchema, {});
       });
