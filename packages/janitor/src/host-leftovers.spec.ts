@@ -237,4 +237,35 @@ describe("LocalHostLeftovers files", () => {
     for (const kept of ["k.exec-99.stdout", "logs/k.log", "logs/k.log.1", "logs/notes.txt", "run/k", "agent.log", "a.exec-0c.stdout"])
       assert.ok(existsSync(join(stateDir, kept)), kept);
   });
+
+  it("removes the stdio FIFOs a containerd client made for a container, and their directory once empty, nothing else", async () => {
+    const fifoDir = tempDir("fsb-janitor-containerd-fifo-");
+    const make = (directory: string, names: string[]) => {
+      mkdirSync(join(fifoDir, directory));
+      execFileSync(
+        "mkfifo",
+        names.map((name) => join(fifoDir, directory, name)),
+      );
+    };
+    make("101", ["orphan-stdin", "orphan-stdout", "orphan-stderr"]);
+    make("102", ["orphan-stdout", "other-stdout"]);
+    make("103", ["orphan-2-stdout", "orphaned-stdout"]);
+    // A regular file with a FIFO's name is not one of ours.
+    mkdirSync(join(fifoDir, "104"));
+    writeFileSync(join(fifoDir, "104", "orphan-stderr"), "");
+    const host = new LocalHostLeftovers({ containerdFifoDir: fifoDir });
+    const removed = await host.removeContainerdFifos("orphan");
+    assert.deepEqual(removed.map((file) => `${file.kind} ${file.path.slice(fifoDir.length + 1)}`).sort(), [
+      "fifo 101/orphan-stderr",
+      "fifo 101/orphan-stdin",
+      "fifo 101/orphan-stdout",
+      "fifo 102/orphan-stdout",
+    ]);
+    assert.ok(!existsSync(join(fifoDir, "101")), "an emptied directory goes");
+    for (const kept of ["102/other-stdout", "103/orphan-2-stdout", "103/orphaned-stdout", "104/orphan-stderr"])
+      assert.ok(existsSync(join(fifoDir, kept)), kept);
+    assert.deepEqual(await host.removeContainerdFifos("orphan"), []);
+    assert.deepEqual(await host.removeContainerdFifos("../104/orphan"), []);
+    assert.deepEqual(await new LocalHostLeftovers({ containerdFifoDir: join(fifoDir, "missing") }).removeContainerdFifos("orphan"), []);
+  });
 });

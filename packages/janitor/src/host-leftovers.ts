@@ -1,11 +1,13 @@
 /**
  * The janitor's port to what a sandbox leaves on the host outside containerd: its cgroup (every v1
- * hierarchy, or the v2 tree) and the files in its agent's state directory (run directory, log file,
- * exec FIFOs; see the agent's state-layout.ts). The local implementation works on any root
+ * hierarchy, or the v2 tree), the files in its agent's state directory (run directory, log file,
+ * exec FIFOs; see the agent's state-layout.ts), and the stdio FIFOs a client of containerd made for
+ * its task under containerd's FIFO directory (`/run/containerd/fifo/<n>/<container>-stdout`: ctr
+ * and others; the agent itself logs to a file and makes none there). The local implementation works on any root
  * directories, so unit tests run it against prepared trees.
  */
 import { existsSync, readdirSync, readFileSync, rmdirSync, type Dirent } from "node:fs";
-import { lstat, readdir, rm } from "node:fs/promises";
+import { lstat, readdir, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
@@ -48,6 +50,11 @@ export interface HostLeftovers {
   removeStaleAgentFiles(agent: string, changedBeforeMs: number, keepSandboxIds: ReadonlySet<string>): Promise<RemovedFile[]>;
   /** Removes a gone agent's own cgroup tree where it is empty (rmdir only: never kills). */
   removeAgentCgroup(agent: string): Promise<string[]>;
+  /**
+   * Removes the stdio FIFOs named for the container (`<id>-stdin`, `-stdout`, `-stderr`) under
+   * containerd's FIFO directory, and their directory once empty; call it once its task is gone.
+   */
+  removeContainerdFifos(containerId: string): Promise<RemovedFile[]>;
 }
 
 export interface LocalHostLeftoversOptions {
@@ -59,7 +66,12 @@ export interface LocalHostLeftoversOptions {
   cgroupMount?: string;
   /** How long processes killed in a cgroup may take to leave it. @default 5_000 */
   cgroupDrainTimeoutMs?: number;
+  /** Where containerd's clients make their tasks' stdio FIFOs. @default "/run/containerd/fifo" */
+  containerdFifoDir?: string;
 }
+
+/** The names a containerd client gives the stdio FIFOs of a container's task. */
+const STDIO_FIFO_SUFFIXES = ["-stdin", "-stdout", "-stderr"] as const;
 
 /** A name that is safe as one path segment: what agents and sandbox ids are made of. */
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -84,12 +96,14 @@ export class LocalHostLeftovers implements HostLeftovers {
   private readonly cgroupRoot: string;
   private readonly cgroupMount: string;
   private readonly drainTimeoutMs: number;
+  private readonly containerdFifoDir: string;
 
   constructor(options: LocalHostLeftoversOptions = {}) {
     this.agentsDir = options.agentsDir;
     this.cgroupRoot = (options.cgroupRoot ?? "").replace(/^\/+|\/+$/g, "");
     this.cgroupMount = options.cgroupMount ?? "/sys/fs/cgroup";
     this.drainTimeoutMs = options.cgroupDrainTimeoutMs ?? 5_000;
+    this.containerdFifoDir = options.containerdFifoDir ?? "/run/containerd/fifo";
   }
 
   async listAgentStateDirs(): Promise<string[]> {
@@ -208,6 +222,25 @@ export class LocalHostLeftovers implements HostLeftovers {
       if (sandboxId !== undefined && !kept(sandboxId) && (await stale(path)) && (await removePath(path))) {
         removed.push({ kind: "log_file", path });
       }
+    }
+    return removed;
+  }
+
+  async removeContainerdFifos(containerId: string): Promise<RemovedFile[]> {
+    if (!isSafeName(containerId)) return [];
+    const removed: RemovedFile[] = [];
+    for (const name of await listNames(this.containerdFifoDir)) {
+      if (!isSafeName(name)) continue;
+      const directory = join(this.containerdFifoDir, name);
+      const files = await listNames(directory);
+      const ours = files.filter((file) => STDIO_FIFO_SUFFIXES.some((suffix) => file === `${containerId}${suffix}`));
+      if (ours.length === 0) continue;
+      for (const file of ours) {
+        const path = join(directory, file);
+        if ((await isFifo(path)) && (await removePath(path))) removed.push({ kind: "fifo", path });
+      }
+      // rmdir only: a directory that holds anything else is not ours to remove.
+      if ((await listNames(directory)).length === 0) await rmdir(directory).catch(() => undefined);
     }
     return removed;
   }

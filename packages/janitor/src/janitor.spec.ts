@@ -90,6 +90,8 @@ class FakeHost implements HostLeftovers {
   files = new Map<string, RemovedFile[]>();
   staleFiles = new Map<string, RemovedFile[]>();
   agentCgroups = new Set<string>();
+  /** The stdio FIFOs a containerd client left for a container's task, by container id. */
+  containerdFifos = new Map<string, RemovedFile[]>();
   /** Whether killing a cgroup's processes ends the task stuck in it (else it stays stuck). */
   killEndsStuckTasks = true;
   constructor(
@@ -119,6 +121,12 @@ class FakeHost implements HostLeftovers {
   removeStaleAgentFiles(agent: string): Promise<RemovedFile[]> {
     const files = this.staleFiles.get(agent) ?? [];
     this.staleFiles.delete(agent);
+    return Promise.resolve(files);
+  }
+  removeContainerdFifos(containerId: string): Promise<RemovedFile[]> {
+    const files = this.containerdFifos.get(containerId) ?? [];
+    this.containerdFifos.delete(containerId);
+    if (files.length) this.calls.push(`containerd fifos ${containerId}`);
     return Promise.resolve(files);
   }
   removeAgentCgroup(agent: string): Promise<string[]> {
@@ -167,7 +175,7 @@ describe("Janitor.runPass", () => {
     assert.match(await janitor.metrics.text(), /fsb_janitor_passes_total\{outcome="inventory_unavailable"\} 3/);
   });
 
-  it("reclaims a gone agent's sandboxes (task, cgroup, files, snapshot, container — in that order) and its anchors, with counts per reason", async () => {
+  it("reclaims a gone agent's sandboxes (task, cgroup, files, containerd's FIFOs, snapshot, container — in that order) and its anchors, with counts per reason", async () => {
     const { clock, node, host, inventory, janitor, labels, anchorLabels, old } = setup();
     inventory.set(["live-0"], ["a", "b", "live"]);
     node.add({ id: "a", labels: labels("dead-0", "a"), changedAtMs: old, cgroupsPath: "/fsb/dead-0/sandboxes/a" });
@@ -190,6 +198,8 @@ describe("Janitor.runPass", () => {
     host.agentDirs = ["live-0", "dead-0"];
     host.staleFiles.set("dead-0", [{ kind: "fifo", path: "/data/agents/dead-0/gone.exec-02.stderr" }]);
     host.agentCgroups.add("dead-0").add("live-0");
+    host.containerdFifos.set("b", [{ kind: "fifo", path: "/run/containerd/fifo/123/b-stdout" }]);
+    host.containerdFifos.set("live", [{ kind: "fifo", path: "/run/containerd/fifo/456/live-stdout" }]);
 
     // The first pass only starts the agent's absence clock.
     const first = await janitor.runPass();
@@ -205,6 +215,7 @@ describe("Janitor.runPass", () => {
       "files a",
       "snapshot a",
       "container a",
+      "containerd fifos b",
       "snapshot b",
       "container b",
       "task fsb-anchor.dead-0.0",
@@ -216,8 +227,10 @@ describe("Janitor.runPass", () => {
     const kinds = result.removed.map((object) => `${object.reason}:${object.kind}`);
     assert.deepEqual(
       kinds.filter((kind) => kind.endsWith(":fifo")),
-      ["agent_gone:fifo", "agent_gone:fifo"],
+      ["agent_gone:fifo", "agent_gone:fifo", "agent_gone:fifo"],
     );
+    // A live sandbox's FIFOs are not touched.
+    assert.ok(host.containerdFifos.has("live"));
     assert.ok(result.removed.every((object) => object.agent === "dead-0"));
 
     const text = await janitor.metrics.text();

@@ -255,6 +255,8 @@ export class Janitor {
       if (host && sandboxId) {
         for (const file of await host.removeSandboxFiles(agent, sandboxId)) this.removed(result, { ...base, kind: file.kind, id: file.path });
       }
+      // Its task is gone, and with it the shim that held them open.
+      if (host) for (const file of await host.removeContainerdFifos(container.id)) this.removed(result, { ...base, kind: file.kind, id: file.path });
       if (container.snapshotKey && (await node.removeSnapshot(container.snapshotter, container.snapshotKey))) {
         this.removed(result, { ...base, kind: "snapshot", id: container.snapshotKey });
       }

@@ -86,6 +86,7 @@ describe("crashes and restarts converge to the truth", () => {
       containerdNamespace,
       "run",
       "-d",
+      "--null-io",
       "--label",
       "fast-sandbox.io/managed=true",
       "--label",

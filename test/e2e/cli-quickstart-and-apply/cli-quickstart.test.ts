@@ -5,7 +5,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BASE_IMAGE, REPO_ROOT, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
@@ -238,13 +238,24 @@ describe("fsb on the command line", () => {
       kept.stdout,
       /^reclaimed 0 orphans \(agent_gone 0, record_gone 0, anchor_orphaned 0, prepared_orphaned 0\); 0 objects removed; 1 inside the protection window\n$/,
     );
+    // ctr made stdio FIFOs for its task (and earlier runs' may be left under the same name).
+    const ctrFifos = () =>
+      readdirSync("/run/containerd/fifo").flatMap((directory) =>
+        ["stdin", "stdout", "stderr"].filter((stream) => existsSync(join("/run/containerd/fifo", directory, `cli-orphan-${stream}`))),
+      ).length;
+    const fifos = ctrFifos();
+    assert.ok(fifos >= 3, `${fifos} FIFOs of cli-orphan`);
     const pass = fsb("janitor", "--once", "--protection", "0");
     assert.equal(pass.status, 0, pass.stderr);
+    // Its task, snapshot and container, and the FIFOs.
     assert.match(
       pass.stdout,
-      /^reclaimed 1 orphans \(agent_gone 1, record_gone 0, anchor_orphaned 0, prepared_orphaned 0\); 3 objects removed; 0 inside the protection window\n$/,
+      new RegExp(
+        `^reclaimed 1 orphans \\(agent_gone 1, record_gone 0, anchor_orphaned 0, prepared_orphaned 0\\); ${3 + fifos} objects removed; 0 inside the protection window\n$`,
+      ),
     );
     assert.ok(!ctr(namespace, "containers", "ls", "-q").includes("cli-orphan"));
+    assert.equal(ctrFifos(), 0);
     assert.equal(fsb("janitor", "--once", "--interval", "soon").status, 2);
   });
 

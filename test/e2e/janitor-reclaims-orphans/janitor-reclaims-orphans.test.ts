@@ -40,6 +40,21 @@ function cgroupDirectories(cgroupPath: string): string[] {
   return roots.map((root) => `${root}${cgroupPath}`).filter((path) => existsSync(path));
 }
 
+/** The stdio FIFOs `ctr run` made for a container's task under containerd's FIFO directory. */
+function containerdFifos(id: string): string[] {
+  const root = "/run/containerd/fifo";
+  const directories = existsSync(root) ? readdirSync(root) : [];
+  return directories.flatMap((directory) =>
+    ["stdin", "stdout", "stderr"].map((stream) => join(root, directory, `${id}-${stream}`)).filter((path) => existsSync(path)),
+  );
+}
+
+/** Removes what `ctr run` made for the case's own containers under containerd's FIFO directory. */
+async function removeCtrFifos(ids: string[]): Promise<void> {
+  const host = new LocalHostLeftovers();
+  for (const id of ids) await host.removeContainerdFifos(id);
+}
+
 /** The containerd shims serving a namespace, as `ps` shows them (`containerd-shim-runc-v2 -namespace NS -id GROUP …`). */
 function shimProcesses(namespace: string): string[] {
   return lines(execFileSync("ps", ["-eo", "args"], { encoding: "utf8" })).filter(
@@ -142,6 +157,7 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
     ghost?.client.close();
     node?.close();
     await embedded?.stop();
+    await removeCtrFifos(["stray-old", "stray-young", "imposter", "plain"]);
   });
 
   it("removes a dead agent's sandboxes, FIFOs, cgroups and anchors, and record-less containers, only after the window", async () => {
@@ -199,6 +215,7 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
 
     // Created after afterStrays: inside the window at the next pass.
     ctrRun(ns, "stray-young", managedBy("live-0", "stray-young"));
+    assert.ok(containerdFifos("stray-old").length >= 3, "ctr made stdio FIFOs for stray-old's task");
     const afterYoung = Date.now();
 
     // A window after the strays were made: the ghost has been missing for longer than a window.
@@ -214,7 +231,11 @@ describe("the janitor reclaims what a dead agent and lost records leave behind",
         .sort();
     assert.deepEqual(removedOf("container"), ["ghost.a", "ghost.b", ...ghostAnchors, ...ghostStock, "stray-old"].sort());
     assert.deepEqual(removedOf("snapshot"), ["ghost.a", "ghost.b", ...ghostStock, "stray-old"].sort());
-    assert.deepEqual(removedOf("fifo").length, 2);
+    // The dead agent's exec FIFOs, and the stdio FIFOs ctr made for stray-old's task.
+    assert.ok(removedOf("fifo").filter((path) => path.startsWith("/run/containerd/fifo/")).length >= 3);
+    assert.equal(removedOf("fifo").filter((path) => !path.startsWith("/run/containerd/fifo/")).length, 2);
+    assert.deepEqual(containerdFifos("stray-old"), []);
+    assert.ok(containerdFifos("plain").length >= 3, "the FIFOs of a container left alone stay");
 
     // containerd's own view.
     const leftContainers = containers(ns);
@@ -286,6 +307,7 @@ describe("the janitor process the embedded control plane supervises", () => {
 
   after(async () => {
     await embedded?.stop();
+    await removeCtrFifos(["plain"]);
   });
 
   it("reclaims orphans by itself, counts them on /metrics, and comes back when killed", async () => {
@@ -296,6 +318,8 @@ describe("the janitor process the embedded control plane supervises", () => {
     ctrRun(ns, "orphan-1", managedBy("nobody-0", "orphan-1"));
     ctrRun(ns, "plain", {});
     await waitFor(() => !containers(ns).includes("orphan-1"), 30_000, "the supervised janitor to reclaim orphan-1");
+    // Removed before its container: ctr's stdio FIFOs for its task.
+    assert.deepEqual(containerdFifos("orphan-1"), []);
     // No record and no agent: whichever the janitor saw first names the reason.
     const metrics = await (await fetch(janitor.metricsUrl ?? "")).text();
     const reclaimed = (reason: string) => Number(new RegExp(`^fsb_janitor_orphans_reclaimed_total\\{reason="${reason}"\\} (\\d+)$`, "m").exec(metrics)?.[1]);
@@ -312,6 +336,7 @@ describe("the janitor process the embedded control plane supervises", () => {
     await waitFor(() => janitor.pid !== undefined && janitor.pid !== firstPid, 30_000, "the janitor to be restarted");
     ctrRun(ns, "orphan-2", managedBy("nobody-1", "orphan-2"));
     await waitFor(() => !containers(ns).includes("orphan-2"), 30_000, "the restarted janitor to reclaim orphan-2");
+    assert.deepEqual(containerdFifos("orphan-2"), []);
     assert.ok(containers(ns).includes("plain"));
   });
 });
