@@ -18,6 +18,7 @@ import {
 import { FakeClock } from "../controller/clock.js";
 import type { WatchEvent } from "./resource-store.js";
 import {
+  RESOURCE_VERSION_GAP,
   SQLITE_STORE_SCHEMA_VERSION,
   jsonEqual,
   openSqliteResourceStore,
@@ -661,20 +662,45 @@ describe("SqliteResourceStore", () => {
 
       const second = open();
       const listed = await second.list("Sandbox");
-      assert.equal(listed.resourceVersion, "4");
+      // Each open moves the counter ahead (see the next test).
+      const reopened = 4 + RESOURCE_VERSION_GAP;
+      assert.equal(listed.resourceVersion, String(reopened));
       assert.deepEqual(
         listed.items.map((s) => [s.metadata.name, s.status?.phase, s.metadata.uid]),
         [["a", "Running", a.metadata.uid]],
       );
       const c = await second.create("Sandbox", sandbox("c"));
-      assert.equal(c.metadata.resourceVersion, "5");
+      assert.equal(c.metadata.resourceVersion, String(reopened + 1));
 
       // Events from before the restart are gone: an old version expires, the current one works.
-      await assert.rejects(second.watch("Sandbox", { resourceVersion: "2" }, () => {}).done, ExpiredError);
+      await assert.rejects(second.watch("Sandbox", { resourceVersion: "4" }, () => {}).done, ExpiredError);
       const watch = recorder<Sandbox>();
-      second.watch("Sandbox", { resourceVersion: "4" }, watch.onEvent);
+      second.watch("Sandbox", { resourceVersion: String(reopened) }, watch.onEvent);
       await tick();
-      assert.deepEqual(watch.summary(), ["ADDED c@5"]);
+      assert.deepEqual(watch.summary(), [`ADDED c@${reopened + 1}`]);
+    });
+
+    test("a version handed out by writes a power loss undid is never handed out again", async () => {
+      const first = open();
+      await first.create("Sandbox", sandbox("a"));
+      const lost = await first.create("Sandbox", sandbox("lost"));
+      await first.close();
+      // As a power loss leaves the file when the WAL's last commits never reached the disk.
+      const db = new Database(path);
+      db.prepare("DELETE FROM objects WHERE name = ?").run("lost");
+      db.prepare("UPDATE store_state SET resource_version = resource_version - 1 WHERE id = 1").run();
+      db.close();
+      const second = open();
+      const other = await second.create("Sandbox", sandbox("other"));
+      assert.ok(
+        Number(other.metadata.resourceVersion) > Number(lost.metadata.resourceVersion),
+        `${other.metadata.resourceVersion} after ${lost.metadata.resourceVersion}`,
+      );
+      // A client still holding the lost version cannot take it for the new content.
+      await assert.rejects(
+        second.update("Sandbox", { ...other, metadata: { ...other.metadata, resourceVersion: lost.metadata.resourceVersion } }),
+        ConflictError,
+      );
     });
 
     test("an object stored before a rule that now refuses its spec still takes its status and the removal of its finalizers; a change to its spec is refused", async () => {

@@ -4,8 +4,12 @@
  * - One process owns a database file: every write is one synchronous `BEGIN IMMEDIATE` transaction
  *   and watches are fed from this process's own writes only (another process writing to the same
  *   file would not be seen by its watches).
- * - `resourceVersion` is a store-wide counter persisted in `store_state`, bumped by exactly one per
- *   write, so it survives restarts and never goes backwards.
+ * - `resourceVersion` is a store-wide counter persisted in `store_state`, bumped by one per write,
+ *   so it survives restarts and never goes backwards. Writes are synchronous = NORMAL (WAL): a
+ *   process crash loses nothing, but a power loss or kernel crash may lose the last writes since
+ *   the WAL was last synced (the reconcilers and the janitor then converge on what remains). So
+ *   that versions handed out by such lost writes are never handed out again for other content,
+ *   every open moves the counter ahead by RESOURCE_VERSION_GAP in a synced write.
  * - Watches replay from an in-memory ring of the last `watchHistory` events. The ring starts empty
  *   on open, so after a restart a watch from an older version gets ExpiredError and relists —
  *   the same contract as the Kubernetes API's 410 Gone.
@@ -131,8 +135,9 @@ export function openSqliteResourceStore(options: SqliteResourceStoreOptions): Sq
   try {
     db.pragma(`busy_timeout = ${busyTimeoutMs}`);
     db.pragma("journal_mode = WAL");
-    db.pragma("synchronous = NORMAL");
     migrate(db, options.path);
+    skipLostResourceVersions(db);
+    db.pragma("synchronous = NORMAL");
   } catch (error) {
     db.close();
     throw translateSqliteError(error, `cannot open the SQLite database ${options.path}`);
@@ -142,6 +147,21 @@ export function openSqliteResourceStore(options: SqliteResourceStoreOptions): Sq
     clock: options.clock ?? systemClock,
     logger: options.logger ?? consoleLogger,
   });
+}
+
+/**
+ * How far each open moves the resourceVersion counter ahead: more than the writes a WAL holds
+ * between two syncs (SQLite checkpoints it, synced, every 1000 pages).
+ */
+export const RESOURCE_VERSION_GAP = 2 ** 20;
+
+/**
+ * Moves the counter ahead by RESOURCE_VERSION_GAP, synced to disk before the store takes writes; a
+ * store never written to (a new file) starts at 1, as the Kubernetes contract tests expect.
+ */
+function skipLostResourceVersions(db: Database.Database): void {
+  db.pragma("synchronous = FULL");
+  db.prepare(`UPDATE store_state SET resource_version = resource_version + ${RESOURCE_VERSION_GAP} WHERE id = 1 AND resource_version > 0`).run();
 }
 
 function migrate(db: Database.Database, path: string): void {
