@@ -19,6 +19,9 @@ describe("fsb on the command line", () => {
   const suffix = Math.random().toString(16).slice(2, 8);
   const namespace = `fsb-e2e-cli-${suffix}`;
   const dataDir = mkdtempSync(join(tmpdir(), "fsb-e2e-cli-"));
+  // Where fsb up claims its containerd namespace (inherited by the fsb processes spawned below).
+  const claimsDir = mkdtempSync(join(tmpdir(), "fsb-e2e-cli-claims-"));
+  process.env.FSB_NAMESPACE_CLAIMS_DIR = claimsDir;
 
   function fsb(...args: string[]): { status: number | null; stdout: string; stderr: string } {
     const result = spawnSync(process.execPath, [FSB, "--data-dir", dataDir, ...args], { encoding: "utf8", timeout: 120_000 });
@@ -39,6 +42,40 @@ describe("fsb on the command line", () => {
     removeNamespace(namespace);
     removeCgroupTree(`/${namespace}`);
     rmSync(dataDir, { recursive: true, force: true });
+    rmSync(claimsDir, { recursive: true, force: true });
+  });
+
+  it("refuses a second instance, of another data directory, in the same containerd namespace", () => {
+    assert.equal(readFileSync(join(claimsDir, namespace), "utf8").trim(), dataDir);
+    const other = mkdtempSync(join(tmpdir(), "fsb-e2e-cli-other-"));
+    try {
+      const second = spawnSync(
+        process.execPath,
+        [
+          FSB,
+          "--data-dir",
+          other,
+          "up",
+          "--port",
+          "0",
+          "--proxy-port",
+          "0",
+          "--e2b-port",
+          "0",
+          "--containerd-namespace",
+          namespace,
+          "--cgroup-root",
+          namespace,
+        ],
+        { encoding: "utf8", timeout: 60_000 },
+      );
+      assert.equal(second.status, 1, second.stderr);
+      assert.match(second.stderr, new RegExp(`containerd namespace ${namespace} belongs to the Fast Sandbox of data directory ${dataDir}`));
+      // It started nothing: the namespace still has the first instance's agents only.
+      assert.ok(!existsSync(join(other, "url")));
+    } finally {
+      rmSync(other, { recursive: true, force: true });
+    }
   });
 
   it("stores the API token with mode 0600", () => {
@@ -310,6 +347,8 @@ describe("fsb on the command line", () => {
     assert.match(down.stdout, /Fast Sandbox stopped/);
     // Agents with no sandboxes left remove their own anchors as they stop; the sweep removes any left.
     assert.match(down.stdout, /removed \d+ shim anchors/);
+    // The namespace is free for another data directory's instance.
+    assert.ok(!existsSync(join(claimsDir, namespace)));
     const ls = fsb("ls");
     assert.equal(ls.status, 1);
     assert.match(ls.stderr, /Fast Sandbox is not running .* start it with 'npx fsb up'/);

@@ -6,6 +6,7 @@ import { FsbError } from "@fast-sandbox/sdk";
 import { sweepAfterShutdown } from "@fast-sandbox/janitor";
 import { clearStaleInstance, files, isRunning, looksLikeFsbUp, readLock, readSettings, resolveDataDir, type ProcessIdentity } from "../data-dir.js";
 import { connectOwnInstance } from "../connection.js";
+import { releaseContainerdNamespace } from "../namespace-claim.js";
 
 /** How many times `down --delete-sandboxes` lists and deletes what is left before it gives up. */
 const DELETE_ROUNDS = 6;
@@ -126,5 +127,7 @@ async function removeAnchors(dataDir: string): Promise<void> {
   }
   const anchors = result.reclaimed.anchor_orphaned;
   const leftovers = result.reclaimed.agent_gone + result.reclaimed.record_gone;
+  // Nothing of this instance is left in the namespace: another data directory's `fsb up` may use it.
+  releaseContainerdNamespace(settings.containerdNamespace, dataDir);
   process.stdout.write(`removed ${anchors} shim anchors${leftovers > 0 ? ` and ${leftovers} leftover containers` : ""}\n`);
 }

@@ -19,6 +19,7 @@ import {
   writeSettings,
   type ProcessIdentity,
 } from "../data-dir.js";
+import { claimContainerdNamespace } from "../namespace-claim.js";
 
 export interface UpOptions {
   dataDir?: string;
@@ -72,6 +73,8 @@ export async function up(options: UpOptions): Promise<void> {
   const taken = acquireLock(dataDir);
   if ("heldBy" in taken) throw alreadyRunning(dataDir, taken.heldBy);
   try {
+    // Before anything of it starts: another data directory's instance may run in the namespace.
+    claimContainerdNamespace(options.containerdNamespace, dataDir);
     // What an instance that did not stop cleanly (SIGKILL, a crash, a reboot) left: this one holds the lock.
     clearRunFiles(dataDir);
     await serve(options, dataDir, { port, proxyPort, e2bPort, janitor });
