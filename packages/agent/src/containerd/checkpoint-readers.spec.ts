@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync } from "node:fs";
+import fs, { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, utimesSync } from "node:fs";
+import { syncBuiltinESMExports } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, describe, it } from "node:test";
+import { after, describe, it, mock } from "node:test";
 import { FailedPreconditionError, NotFoundError } from "@fast-sandbox/api/core";
 import { CHECKPOINT_READERS_DIR, CHECKPOINT_TOMBSTONE, CheckpointReaders } from "./checkpoint-readers.js";
 
@@ -87,6 +88,35 @@ describe("CheckpointReaders", () => {
     );
     assert.equal(existsSync(directory), false);
     assert.equal(await agentB.beginDelete(directory, "c4", 1_000), false);
+  });
+
+  it("a restore whose marker lands after a delete's last look, as the delete moves the directory away, gets NotFound and does not run", async () => {
+    const directory = checkpointDir();
+    // The delete's tombstone is placed and its last look finds no reader…
+    assert.equal(await agentB.beginDelete(directory, "c9", 1_000), true);
+    // …the reader's marker lands, and the delete moves the directory out of its name before the reader looks for the tombstone.
+    const doomed = `${directory}.partial-deleted-0a1b2c3d`;
+    const write = fs.writeFileSync;
+    const writes = mock.method(fs, "writeFileSync", (...args: Parameters<typeof fs.writeFileSync>) => {
+      write(...args);
+      if (String(args[0]).startsWith(join(directory, CHECKPOINT_READERS_DIR))) renameSync(directory, doomed);
+    });
+    syncBuiltinESMExports();
+    let ran = false;
+    try {
+      await assert.rejects(
+        agentA.read(directory, "c9", async () => {
+          ran = true;
+        }),
+        (error: Error) => error instanceof NotFoundError && /checkpoint c9 does not exist on this node/.test(error.message),
+      );
+    } finally {
+      writes.mock.restore();
+      syncBuiltinESMExports();
+    }
+    assert.equal(writes.mock.callCount(), 1, "the marker was written into the directory before it moved");
+    assert.equal(ran, false);
+    assert.equal(existsSync(directory), false, "and did not make the directory again");
   });
 
   it("a marker no one touched for staleMs (its agent crashed) does not hold a delete", async () => {

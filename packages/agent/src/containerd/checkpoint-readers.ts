@@ -6,7 +6,9 @@
  * - A reader (a restore) places a marker `<checkpoint>/readers/<unique name>` before it reads
  *   anything, then looks for the tombstone `<checkpoint>/deleting`: when there is one, it takes its
  *   marker away and the checkpoint counts as gone.
- * - A delete places the tombstone first, then waits until no live marker is left.
+ * - A delete places the tombstone first, then waits until no live marker is left, then moves the
+ *   directory out of its name: a reader whose marker came after that last look finds its marker
+ *   gone from its path once it has looked for the tombstone, and counts the checkpoint as gone.
  *
  * Each side places its own file before it looks for the other's, so a reader and a delete that meet
  * cannot both miss each other: either the delete waits for the reader, or the reader withdraws.
@@ -74,6 +76,10 @@ export class CheckpointReaders {
     refresh.unref();
     try {
       if (this.deleting(directory)) throw new NotFoundError(`checkpoint ${checkpointId} is being deleted`);
+      // A delete that scanned before the marker was written moves the directory away next: the
+      // tombstone is then not at its path either. The marker is looked for after the tombstone, so
+      // a move at any moment after the write is seen by one of the two.
+      if (!existsSync(marker)) throw gone(checkpointId);
       return await work();
     } finally {
       clearInterval(refresh);

@@ -1,13 +1,33 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { pino } from "pino";
 import { FailedPreconditionError, FsbError } from "@fast-sandbox/api";
 import { DEFAULT_HELPER_PATH } from "../agent-config.js";
-import { checkpointError, copyRunDirectory, copySpec, hostnameExecArgs, unsafeRunDirMounts, userCommandOf } from "./checkpoints.js";
+import { LABEL_AGENT, LABEL_NAME, LABEL_POOL, LABEL_SANDBOX_ID } from "../runtime/runtime.js";
+import {
+  GvisorCheckpoints,
+  LABEL_ROOTFS_OVERLAY,
+  ROOTFS_OVERLAY_MEMORY,
+  checkpointError,
+  copyRunDirectory,
+  copySpec,
+  hostnameExecArgs,
+  moveRunDir,
+  runDirOwner,
+  unsafeRunDirMounts,
+  userCommandOf,
+} from "./checkpoints.js";
+import type { ContainerdClient } from "./containerd-client.js";
+import { LABEL_RUNTIME_TYPE } from "./containerd-runtime.js";
+import type { ExecFiles } from "./exec-files.js";
+import { OptionsSchema as RuncOptionsSchema } from "./gen/github.com/containerd/containerd/runtime/v2/runc/options/oci_pb.js";
+import { Status as TaskStatus } from "./gen/github.com/containerd/containerd/api/types/task/task_pb.js";
 import { ENVD_BINARY, HELPER_BINARY, HELPER_RUN_DIR, type OciSpec } from "./oci-spec.js";
 
 const TEMPLATE_RUN = "/var/lib/fsb/agents/gv-0/run/tmpl";
@@ -175,6 +195,62 @@ describe("copyRunDirectory", () => {
   });
 });
 
+describe("a copied run directory's owners", () => {
+  const dir = mkdtempSync(join(tmpdir(), "fsb-run-owners-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const ownerOf = (path: string) => {
+    const { uid, gid } = statSync(path);
+    return `${uid}:${gid}`;
+  };
+  /** A run directory as a sandbox running as USER 1000 leaves it: its own, what its helper wrote its, the agent's /etc files root's. */
+  function sandboxRunDir(path: string, owner: { uid: number; gid: number } | undefined): void {
+    mkdirSync(join(path, "etc"), { recursive: true });
+    writeFileSync(join(path, "etc", "hosts"), "127.0.0.1 localhost\n");
+    writeFileSync(join(path, "command-start"), "started\n");
+    chownSync(join(path, "command-start"), 1000, 1000);
+    if (owner) chownSync(path, owner.uid, owner.gid);
+  }
+
+  it("a checkpoint's copy keeps every entry's owner (cpSync alone makes them root's)", { skip: process.getuid?.() !== 0 && "needs root to chown" }, () => {
+    const runDir = join(dir, "sandbox");
+    sandboxRunDir(runDir, { uid: 1000, gid: 1000 });
+    const saved = join(dir, "saved");
+    copyRunDirectory(runDir, saved);
+    assert.equal(ownerOf(saved), "1000:1000");
+    assert.equal(ownerOf(join(saved, "command-start")), "1000:1000");
+    assert.equal(ownerOf(join(saved, "etc")), "0:0");
+    assert.equal(ownerOf(join(saved, "etc", "hosts")), "0:0");
+  });
+
+  it(
+    "a restored copy's directory is the user's its helper runs as (as a cold create makes it), even from a root-owned saved copy",
+    { skip: process.getuid?.() !== 0 && "needs root to chown" },
+    () => {
+      const saved = join(dir, "saved-before");
+      sandboxRunDir(saved, undefined);
+      const spec = checkpointedSpec();
+      spec.process.user = { uid: 1000, gid: 1000 };
+      const copy = join(dir, "copy");
+      copyRunDirectory(saved, copy, runDirOwner(spec));
+      assert.equal(ownerOf(copy), "1000:1000", "the helper, as USER 1000, can write its reports (exit-code…) there");
+      assert.equal(ownerOf(join(copy, "command-start")), "1000:1000");
+      assert.equal(ownerOf(join(copy, "etc", "hosts")), "0:0", "the agent's /etc files stay root's");
+    },
+  );
+
+  it("runDirOwner: the numeric non-root user of a sandbox's helper; none for root, a named user (root process 1) or no helper", () => {
+    const spec = checkpointedSpec();
+    assert.equal(runDirOwner(spec), undefined);
+    spec.process.user = { uid: 1000, gid: 100 };
+    assert.deepEqual(runDirOwner(spec), { uid: 1000, gid: 100 });
+    spec.process.user = { uid: 0, gid: 1000 };
+    assert.deepEqual(runDirOwner(spec), { uid: 0, gid: 1000 });
+    spec.process.user = { uid: 1000, gid: 100 };
+    spec.process.args = ["python3", "app.py"];
+    assert.equal(runDirOwner(spec), undefined);
+  });
+});
+
 describe("unsafeRunDirMounts", () => {
   const dir = mkdtempSync(join(tmpdir(), "fsb-run-links-"));
   after(() => rmSync(dir, { recursive: true, force: true }));
@@ -222,5 +298,125 @@ describe("unsafeRunDirMounts", () => {
       linked: [],
       gone: [],
     });
+  });
+});
+
+describe("a checkpoint whose save fails", () => {
+  const dir = mkdtempSync(join(tmpdir(), "fsb-checkpoint-save-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  let made = 0;
+
+  /**
+   * GvisorCheckpoints over a containerd whose one Shared gVisor sandbox `sb` (without the daemon)
+   * runs, whose Tasks.Checkpoint fails with `saveError`, and whose task is then `statusAfter`.
+   */
+  function checkpointsOver(saveError: Error, statusAfter: TaskStatus) {
+    const root = join(dir, `case-${(made += 1)}`);
+    const runDir = join(root, "run", "sb");
+    mkdirSync(join(runDir, "etc"), { recursive: true });
+    writeFileSync(join(runDir, "etc", "hosts"), "127.0.0.1 localhost\n");
+    const spec = moveRunDir(checkpointedSpec(), TEMPLATE_RUN, runDir);
+    spec.linux.namespaces = [{ type: "pid" }, { type: "network" }];
+    const calls: string[] = [];
+    const created: string[] = [];
+    let status = TaskStatus.RUNNING;
+    const client = {
+      containers: {
+        get: async () => ({
+          container: {
+            id: "sb",
+            image: "img",
+            labels: {
+              [LABEL_AGENT]: "gv-0",
+              [LABEL_SANDBOX_ID]: "sb",
+              [LABEL_NAME]: "source",
+              [LABEL_POOL]: "gv",
+              [LABEL_RUNTIME_TYPE]: "gvisor",
+              [LABEL_ROOTFS_OVERLAY]: ROOTFS_OVERLAY_MEMORY,
+            },
+            runtime: {
+              name: "io.containerd.runc.v2",
+              options: { typeUrl: "containerd.runc.v1.Options", value: toBinary(RuncOptionsSchema, create(RuncOptionsSchema, { binaryName: "runsc-fsb" })) },
+            },
+            spec: { typeUrl: "", value: Buffer.from(JSON.stringify(spec)) },
+          },
+        }),
+      },
+      tasks: {
+        get: async () => ({ process: { status, pid: 42 } }),
+        checkpoint: async () => {
+          calls.push("checkpoint");
+          status = statusAfter;
+          throw saveError;
+        },
+        delete: async () => calls.push("delete"),
+        create: async (request: { options: { value: Uint8Array } }) => {
+          calls.push("create");
+          created.push(fromBinary(RuncOptionsSchema, request.options.value).criuImagePath);
+        },
+        start: async () => calls.push("start"),
+      },
+      snapshots: { mounts: async () => ({ mounts: [] }) },
+    };
+    const checkpoints = new GvisorCheckpoints({
+      client: client as unknown as ContainerdClient,
+      snapshotter: "overlayfs",
+      directory: join(root, "checkpoints"),
+      agentName: "gv-0",
+      execFiles: {} as ExecFiles,
+      runDir: () => runDir,
+      logPath: () => join(root, "sb.log"),
+      cgroupsPath: (id) => `/fsb/${id}`,
+      removeCgroup: async () => undefined,
+      killCgroup: async () => 0,
+      resolveImage: async () => ({ chainId: "sha256:0" }),
+      claimNetwork: () => Promise.reject(new Error("not used")),
+      refillNetworks: () => undefined,
+      ownerLabels: () => ({}),
+      owns: () => true,
+      exitedWithin: async () => true,
+      shimGroup: () => undefined,
+      runscFeatures: () => Promise.reject(new Error("not used")),
+      logger: pino({ level: "silent" }),
+    });
+    const checkpoint = () => checkpoints.checkpoint({ sandboxId: "sb", checkpointId: "ck", namespace: "default", name: "one" });
+    const left = () => readdirSync(join(root, "checkpoints"));
+    return { checkpoint, calls, created, left };
+  }
+  const deadline = () => new FsbError("deadline_exceeded", "containerd containerd.services.tasks.v1.Tasks/Checkpoint: Deadline exceeded");
+
+  it("on the agent's deadline with the task still running, leaves the image runsc may still be writing and does not say the sandbox runs on", async () => {
+    const { checkpoint, calls, left } = checkpointsOver(deadline(), TaskStatus.RUNNING);
+    await assert.rejects(
+      checkpoint(),
+      (error: Error) =>
+        error instanceof FsbError &&
+        error.code === "deadline_exceeded" &&
+        /did not finish .*runsc may still be saving the sandbox, which then stops/.test(error.message),
+    );
+    assert.equal(left().length, 1);
+    assert.match(left()[0] ?? "", /^ck\.partial-[0-9a-f]{8}$/, "left for a later list() to remove");
+    assert.deepEqual(calls, ["checkpoint"], "nothing restored over a task that runs");
+  });
+
+  it("on the agent's deadline with the task stopped (runsc saved it), restores it in place from what runsc wrote, then removes that", async () => {
+    const { checkpoint, calls, created, left } = checkpointsOver(deadline(), TaskStatus.STOPPED);
+    await assert.rejects(
+      checkpoint(),
+      (error: Error) => error instanceof FsbError && /could not be saved after runsc stopped the sandbox .*; the sandbox runs on$/.test(error.message),
+    );
+    assert.deepEqual(calls, ["checkpoint", "delete", "create", "start"]);
+    assert.match(created[0] ?? "", /\/checkpoints\/ck\.partial-[0-9a-f]{8}\/image$/);
+    assert.deepEqual(left(), []);
+  });
+
+  it("refused by runsc with the task running: the sandbox runs on, the partial image is removed", async () => {
+    const { checkpoint, calls, left } = checkpointsOver(
+      new FsbError("internal", "checkpoint failed: endpoint still has waiters upon save: path= /x"),
+      TaskStatus.RUNNING,
+    );
+    await assert.rejects(checkpoint(), (error: Error) => error instanceof FailedPreconditionError && /the sandbox runs on/.test(error.message));
+    assert.deepEqual(calls, ["checkpoint"]);
+    assert.deepEqual(left(), []);
   });
 });

@@ -58,7 +58,7 @@
 import { execFile } from "node:child_process";
 import { connect } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
-import { cpSync, existsSync, lstatSync, realpathSync } from "node:fs";
+import { chownSync, cpSync, existsSync, lchownSync, lstatSync, readdirSync, realpathSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { join } from "node:path";
@@ -94,12 +94,12 @@ import { containerIdOf, sandboxIdOfContainer } from "./container-id.js";
 import { CheckpointOptionsSchema, OptionsSchema as RuncOptionsSchema } from "./gen/github.com/containerd/containerd/runtime/v2/runc/options/oci_pb.js";
 import { Status as TaskStatus } from "./gen/github.com/containerd/containerd/api/types/task/task_pb.js";
 import type { Container } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
-import { isNotFound } from "./grpc-errors.js";
+import { isNotFound, isTransient } from "./grpc-errors.js";
 import { readRunFile } from "./run-file.js";
 import { controlOutputName, type ExecFiles } from "./exec-files.js";
 import { CheckpointReaders } from "./checkpoint-readers.js";
 import type { RunscFeatures } from "./runsc-features.js";
-import { ENVD_BINARY, HELPER_BINARY, SHIM_GROUP_ANNOTATION, sandboxHostname, type OciSpec } from "./oci-spec.js";
+import { ENVD_BINARY, HELPER_BINARY, SHIM_GROUP_ANNOTATION, sandboxHostname, type OciSpec, type OciUser } from "./oci-spec.js";
 // Read at call time only (the runtime module imports this one to build its sub-service).
 import { LABEL_HELPER, LABEL_HELPER_EXEC_AS, LABEL_IMAGE, LABEL_ROLE, LABEL_RUNTIME_TYPE } from "./containerd-runtime.js";
 
@@ -284,38 +284,13 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     let checkpointMs = 0;
     let resumeMs = 0;
     let resumeSteps: Record<string, number> = {};
-    try {
-      let mark = performance.now();
-      if (envd) {
-        await this.control(containerId, ociSpec, ["-control", "quiesce"], "quiesce the in-sandbox daemon").catch(async (error: unknown) => {
-          // The daemon may have quiesced before the exec failed (its report lost, the exec's wait timed out): it serves again.
-          await this.control(containerId, ociSpec, ["-control", "resume"], "resume the in-sandbox daemon").catch(() => undefined);
-          throw error;
-        });
-        quiesceMs = performance.now() - mark;
-        mark = performance.now();
-      }
-      try {
-        await this.client.tasks.checkpoint(
-          {
-            containerId,
-            options: {
-              typeUrl: CHECKPOINT_OPTIONS_TYPE_URL,
-              value: toBinary(CheckpointOptionsSchema, create(CheckpointOptionsSchema, { exit: true, imagePath: join(partial, IMAGE_DIR) })),
-            },
-          },
-          { timeoutMs: 120_000 },
-        );
-      } catch (error) {
-        // runsc refused before it stopped anything: the sandbox runs on, its daemon serves again.
-        if (envd) await this.control(containerId, ociSpec, ["-control", "resume"], "resume the in-sandbox daemon").catch(() => undefined);
-        throw checkpointError(error, request.sandboxId);
-      }
-      checkpointMs = performance.now() - mark;
-      // The sandbox has stopped: its run directory is what the checkpointed helper last wrote.
+    /** runsc may still be writing into `partial` (a save the agent stopped waiting for): list() removes it later. */
+    let partialInUse = false;
+    // Read once the sandbox has stopped: its run directory is what the checkpointed helper last wrote.
+    const stoppedRecord = (): CheckpointRecord => {
       const daemonResumeSignal = envd ? readResumeSignal(runDir) : undefined;
       const daemonResumesOnHostname = envd && (readRunFile(join(runDir, DAEMON_RESUME_WATCH_FILE)) ?? "").trim() === "hostname";
-      const record: CheckpointRecord = {
+      return {
         version: 1,
         checkpointId: request.checkpointId,
         namespace: request.namespace,
@@ -339,6 +314,55 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
         ...(daemonResumesOnHostname ? { daemonResumesOnHostname } : {}),
         ...(container.labels[LABEL_HELPER_EXEC_AS] === "true" ? { helperExecAs: true } : {}),
       };
+    };
+    try {
+      let mark = performance.now();
+      if (envd) {
+        await this.control(containerId, ociSpec, ["-control", "quiesce"], "quiesce the in-sandbox daemon").catch(async (error: unknown) => {
+          // The daemon may have quiesced before the exec failed (its report lost, the exec's wait timed out): it serves again.
+          await this.control(containerId, ociSpec, ["-control", "resume"], "resume the in-sandbox daemon").catch(() => undefined);
+          throw error;
+        });
+        quiesceMs = performance.now() - mark;
+        mark = performance.now();
+      }
+      try {
+        await this.client.tasks.checkpoint(
+          {
+            containerId,
+            options: {
+              typeUrl: CHECKPOINT_OPTIONS_TYPE_URL,
+              value: toBinary(CheckpointOptionsSchema, create(CheckpointOptionsSchema, { exit: true, imagePath: join(partial, IMAGE_DIR) })),
+            },
+          },
+          { timeoutMs: 120_000 },
+        );
+      } catch (error) {
+        const failure = checkpointError(error, request.sandboxId);
+        // Whether runsc stopped the sandbox is its task's to tell, not the error's: a call cut short
+        // by the agent's deadline (or containerd gone) leaves runsc saving, and the sandbox stops as it ends.
+        if (await this.taskStopped(containerId)) {
+          // runsc is done with it: the sandbox runs on from what runsc wrote, as after a save that failed later.
+          throw await this.runOnAfterFailedSave(containerId, stoppedRecord(), join(partial, IMAGE_DIR), failure);
+        }
+        if (envd) await this.control(containerId, ociSpec, ["-control", "resume"], "resume the in-sandbox daemon").catch(() => undefined);
+        if (isTransient(error)) {
+          partialInUse = true;
+          this.logger.warn(
+            { sandboxId: request.sandboxId, checkpointId: request.checkpointId, partial, err: error },
+            "a checkpoint did not answer in time; runsc may still be saving the sandbox (which then stops): its partial image is left for a later list to remove",
+          );
+          throw new FsbError(
+            failure.code,
+            `checkpoint ${request.name} of sandbox ${request.sandboxId} did not finish (${failure.message}); runsc may still be saving the sandbox, which then stops`,
+            { cause: error },
+          );
+        }
+        // runsc refused before it stopped anything: the sandbox runs on, its daemon serves again.
+        throw failure;
+      }
+      checkpointMs = performance.now() - mark;
+      const record = stoppedRecord();
       try {
         copyRunDirectory(runDir, join(partial, RUN_COPY_DIR));
         record.sizeBytes = await directorySize(partial);
@@ -373,7 +397,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       this.options.onCheckpointTimings?.(timings);
       return publicView(record);
     } finally {
-      await rm(partial, { recursive: true, force: true });
+      if (!partialInUse) await rm(partial, { recursive: true, force: true });
     }
   }
 
@@ -543,7 +567,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       let mounts: Awaited<ReturnType<ContainerdClient["snapshots"]["prepare"]>>["mounts"] = [];
       const steps = await Promise.allSettled([
         (async () => {
-          copyRunDirectory(join(this.checkpointDir(record.checkpointId), RUN_COPY_DIR), runDir);
+          copyRunDirectory(join(this.checkpointDir(record.checkpointId), RUN_COPY_DIR), runDir, runDirOwner(record.ociSpec));
           if (isolated) {
             network = await this.options.claimNetwork(spec, runDir, labels, undo);
             timings.network = performance.now() - since;
@@ -674,6 +698,16 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     } catch (restoreError) {
       this.logger.error({ sandboxId: record.sourceSandboxId, err: restoreError }, "a sandbox whose checkpoint could not be saved could not run on");
       return new FsbError(failure.code, `${what}, and it could not run on (${FsbError.from(restoreError).message}): delete it`, { cause: error });
+    }
+  }
+
+  /** Whether the sandbox's task has stopped (or is gone); one whose status containerd does not give counts as not stopped. */
+  private async taskStopped(containerId: string): Promise<boolean> {
+    try {
+      const { process: task } = await this.client.tasks.get({ containerId });
+      return !task || task.status === TaskStatus.STOPPED;
+    } catch (error) {
+      return isNotFound(error);
     }
   }
 
@@ -980,8 +1014,14 @@ function runcOptions(binaryName: string, criuImagePath?: string): { typeUrl: str
  * write, and the helper makes nothing else: a link would lead the agent's writes into a copy (its
  * /etc files) and a copy's mounts to files of the host; FIFOs, sockets and devices are no state and
  * cannot be copied. All are left out.
+ *
+ * Each entry keeps its owner (cpSync would make all of them the agent's, root): the helper and the
+ * in-sandbox daemon write their reports (exit-code…) as the image's user, through a temporary file
+ * and a rename in the directory, which a cold create makes that user's for it. `owner` (runDirOwner)
+ * is given the copy's directory itself, as a cold create does, whoever owned the source's: a
+ * checkpoint saved before copies kept their owners has a root-owned one.
  */
-export function copyRunDirectory(from: string, to: string): void {
+export function copyRunDirectory(from: string, to: string, owner?: OciUser): void {
   cpSync(from, to, {
     recursive: true,
     filter: (source) => {
@@ -989,6 +1029,29 @@ export function copyRunDirectory(from: string, to: string): void {
       return stats.isFile() || stats.isDirectory();
     },
   });
+  keepOwners(from, to);
+  if (owner) chownSync(to, owner.uid, owner.gid);
+}
+
+/** Gives every entry copied to `to` the owner of its source in `from` (entries left out are skipped). */
+function keepOwners(from: string, to: string): void {
+  const source = lstatSync(from);
+  const copy = lstatSync(to, { throwIfNoEntry: false });
+  if (!copy) return;
+  if (copy.uid !== source.uid || copy.gid !== source.gid) lchownSync(to, source.uid, source.gid);
+  if (source.isDirectory() && copy.isDirectory()) for (const name of readdirSync(from)) keepOwners(join(from, name), join(to, name));
+}
+
+/**
+ * Who a sandbox's run directory belongs to, as a cold create makes it (containerd-runtime.ts): the
+ * numeric user its helper (process 1) runs as, when that is not root; undefined otherwise (no
+ * helper, root, or a named user, for which process 1 stays root).
+ */
+export function runDirOwner(spec: Pick<OciSpec, "process">): OciUser | undefined {
+  if (spec.process.args[0] !== HELPER_BINARY) return undefined;
+  const { uid, gid } = spec.process.user;
+  if (!Number.isInteger(uid) || !Number.isInteger(gid) || (uid === 0 && gid === 0)) return undefined;
+  return { uid, gid };
 }
 
 /**

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { after, beforeEach, describe, it } from "node:test";
 import { Code, ConnectError, createClient, createRouterTransport, type Client } from "@connectrpc/connect";
 import { pb } from "@fast-sandbox/api";
+import { FailedPreconditionError } from "@fast-sandbox/api/core";
 import type { Runtime, RuntimeSandbox, RuntimeSandboxSpec } from "../runtime/runtime.js";
 import type { CheckpointRequest, RuntimeCheckpoint, RuntimeCheckpoints } from "../runtime/checkpoint.js";
 import { createAgentService } from "./agent-service.js";
@@ -38,6 +39,8 @@ function checkpointOf(request: CheckpointRequest): RuntimeCheckpoint {
 class FakeCheckpointingRuntime implements Runtime {
   readonly sandbox: RuntimeSandbox = { sandboxId: "sb", namespace: "default", name: "source", pool: "gv", image: "img", state: "running", labels: {} };
   checkpointGate: Promise<void> | undefined;
+  /** Holds a delete open, as a grace period or a slow teardown does. */
+  deleteGate: Promise<void> | undefined;
   readonly restored: RuntimeSandboxSpec[] = [];
   readonly order: string[] = [];
   /** What `wait` answers: the exit of the task that is there when it is called. */
@@ -80,6 +83,8 @@ class FakeCheckpointingRuntime implements Runtime {
   }
   async delete(sandboxId: string): Promise<void> {
     this.order.push(`delete ${sandboxId}`);
+    await this.deleteGate;
+    this.order.push(`deleted ${sandboxId}`);
   }
   async exec(sandboxId: string): Promise<number> {
     this.order.push(`exec ${sandboxId}`);
@@ -146,7 +151,43 @@ describe("the agent's runtime while a sandbox is checkpointed", () => {
     await new Promise((resolve) => setImmediate(resolve));
     held.open();
     await Promise.all([checkpointing, exec, deleted]);
-    assert.deepEqual(runtime.order, ["checkpoint", "checkpointed", "exec sb", "delete sb"]);
+    assert.deepEqual(runtime.order, ["checkpoint", "checkpointed", "exec sb", "delete sb", "deleted sb"]);
+  });
+
+  it("refuses a checkpoint or resume of a sandbox being deleted, and takes them again once the delete is over", async () => {
+    const held = gate();
+    runtime.deleteGate = held.promise;
+    const deleted = guarded.delete("sb", { gracePeriodMs: 0 });
+    await new Promise((resolve) => setImmediate(resolve));
+    const beingDeleted = (error: Error) => error instanceof FailedPreconditionError && error.message === "sandbox sb is being deleted";
+    await assert.rejects(
+      inFlight.run("sb", () => runtime.checkpoint({ sandboxId: "sb", checkpointId: "ck", namespace: "default", name: "ck" })),
+      beingDeleted,
+    );
+    await assert.rejects(
+      inFlight.run("sb", () => Promise.resolve()),
+      beingDeleted,
+    );
+    held.open();
+    await deleted;
+    assert.deepEqual(runtime.order, ["delete sb", "deleted sb"], "nothing of the checkpoint ran");
+    await inFlight.run("sb", () => Promise.resolve());
+  });
+
+  it("a delete waiting for a checkpoint in flight lets no other checkpoint start before it runs", async () => {
+    const held = gate();
+    runtime.checkpointGate = held.promise;
+    const checkpointing = inFlight.run("sb", () => runtime.checkpoint({ sandboxId: "sb", checkpointId: "ck", namespace: "default", name: "ck" }));
+    const deleted = guarded.delete("sb", { gracePeriodMs: 0 });
+    held.open();
+    await checkpointing;
+    // The checkpoint is over and the delete has not run yet: a second checkpoint now would race it.
+    await assert.rejects(
+      inFlight.run("sb", () => runtime.checkpoint({ sandboxId: "sb", checkpointId: "ck-2", namespace: "default", name: "ck-2" })),
+      (error: Error) => error instanceof FailedPreconditionError && /sandbox sb is being deleted/.test(error.message),
+    );
+    await deleted;
+    assert.deepEqual(runtime.order, ["checkpoint", "checkpointed", "delete sb", "deleted sb"]);
   });
 
   it("keeps a waiter (logs -f) waiting across a checkpoint, for the command's real exit", async () => {
@@ -210,6 +251,20 @@ describe("the agent API's checkpoint calls", () => {
     held.open();
     const made = await first;
     assert.deepEqual([made.checkpointId, made.name, made.sizeBytes], ["ck-1", "one", 4096n]);
+  });
+
+  it("refuses a checkpoint (or the checkpoint of a fork) of a sandbox while it is being deleted", async () => {
+    const held = gate();
+    runtime.deleteGate = held.promise;
+    const deleted = client.deleteSandbox({ sandboxId: "sb", gracePeriodMs: 0 });
+    while (!runtime.order.includes("delete sb")) await new Promise((resolve) => setImmediate(resolve));
+    await assert.rejects(
+      client.checkpointSandbox({ sandboxId: "sb", checkpointId: "ck", namespace: "default", name: "fork" }),
+      (error: unknown) => error instanceof ConnectError && error.code === Code.FailedPrecondition && error.rawMessage === "sandbox sb is being deleted",
+    );
+    held.open();
+    await deleted;
+    assert.deepEqual(runtime.order, ["delete sb", "deleted sb"]);
   });
 
   it("refuses bad ids, and says so when the runtime cannot checkpoint", async () => {

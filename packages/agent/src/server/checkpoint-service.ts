@@ -7,7 +7,8 @@
  * restores it in place about half a second later. In between, containerd reports a stopped task with
  * an exit status, which is not the command exiting: the guarded runtime reports such a sandbox as
  * running, lets a `wait` (logs -f) go on waiting for the restored task, and makes a delete or an
- * exec wait until the checkpoint is over. A create with `fromCheckpoint` goes to the checkpoints.
+ * exec wait until the checkpoint is over; a checkpoint of a sandbox being deleted is refused. A
+ * create with `fromCheckpoint` goes to the checkpoints.
  */
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
@@ -15,14 +16,21 @@ import { FailedPreconditionError, ValidationError, isSandboxId, pb, toConnectErr
 import type { Runtime, RuntimeSandbox } from "../runtime/runtime.js";
 import type { RuntimeCheckpoint, RuntimeCheckpoints } from "../runtime/checkpoint.js";
 
-/** The checkpoint (or in-place resume) running for each sandbox: at most one at a time. */
+/**
+ * The checkpoint (or in-place resume) running for each sandbox: at most one at a time, and none
+ * while the sandbox is being deleted. A checkpoint restores the sandbox in place after its save, so
+ * one that started under a delete would make a task again beside (or after) the delete's teardown.
+ */
 export class CheckpointsInFlight {
   private readonly running = new Map<string, Promise<unknown>>();
   /** Per sandbox: how many checkpoints of it started (a waiter tells its task's exit from one). */
   private readonly started = new Map<string, number>();
+  /** Per sandbox: how many deletes of it are in progress (waiting for a checkpoint to settle included). */
+  private readonly deletes = new Map<string, number>();
 
-  /** Runs `work` for the sandbox; FailedPreconditionError when one already runs for it. */
+  /** Runs `work` for the sandbox; FailedPreconditionError when one already runs for it, or the sandbox is being deleted. */
   async run<T>(sandboxId: string, work: () => Promise<T>): Promise<T> {
+    if (this.deletes.has(sandboxId)) throw new FailedPreconditionError(`sandbox ${sandboxId} is being deleted`);
     if (this.running.has(sandboxId)) throw new FailedPreconditionError(`sandbox ${sandboxId} is being checkpointed already; retry once that is done`);
     this.started.set(sandboxId, this.startedFor(sandboxId) + 1);
     const running = work();
@@ -36,6 +44,22 @@ export class CheckpointsInFlight {
 
   has(sandboxId: string): boolean {
     return this.running.has(sandboxId);
+  }
+
+  /**
+   * Runs a delete of the sandbox: it first waits for the checkpoint in flight to settle, and from
+   * its start until it settles no checkpoint of the sandbox starts (`run` refuses).
+   */
+  async deleting<T>(sandboxId: string, work: () => Promise<T>): Promise<T> {
+    this.deletes.set(sandboxId, (this.deletes.get(sandboxId) ?? 0) + 1);
+    try {
+      await this.settled(sandboxId);
+      return await work();
+    } finally {
+      const left = (this.deletes.get(sandboxId) ?? 1) - 1;
+      if (left > 0) this.deletes.set(sandboxId, left);
+      else this.deletes.delete(sandboxId);
+    }
   }
 
   startedFor(sandboxId: string): number {
@@ -85,10 +109,7 @@ export function guardCheckpoints(runtime: Runtime, inFlight: CheckpointsInFlight
       return sandbox && truthful(sandbox);
     },
     list: async () => (await runtime.list()).map(truthful),
-    delete: async (sandboxId, options) => {
-      await inFlight.settled(sandboxId);
-      return runtime.delete(sandboxId, options);
-    },
+    delete: (sandboxId, options) => inFlight.deleting(sandboxId, () => runtime.delete(sandboxId, options)),
     exec: async (sandboxId, request, io) => {
       await inFlight.settled(sandboxId);
       return runtime.exec(sandboxId, request, io);
