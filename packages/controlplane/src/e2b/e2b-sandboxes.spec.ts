@@ -451,7 +451,9 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
         assert.equal(stored?.spec.expireTime, seconds(120));
         assert.deepEqual(stored?.spec.egress, { policy: "denyAll" });
         assert.equal(stored?.status?.accessTokenHash, hashAccessToken(copy.envdAccessToken));
-        assert.deepEqual((await e2b.sandboxes.get(copy.sandboxID)).metadata, { app: "x" });
+        const detail = await e2b.sandboxes.get(copy.sandboxID);
+        assert.deepEqual(detail.metadata, { app: "x" });
+        assert.equal(detail.allowInternetAccess, false, "as the source was created");
         assert.ok(e2b.envdWaits.some((wait) => wait.sandboxID === copy.sandboxID));
       }
       assert.equal((await e2b.sandboxes.get(source.sandboxID)).state, "running");

@@ -364,6 +364,9 @@ export class E2bSandboxes {
   ): Promise<E2bSandbox> {
     const nonce = newTokenNonce();
     const accessToken = envdAccessToken(this.options.tokenSecret, nonce);
+    // What the source was created with (allow_internet_access), as its egress policy is copied:
+    // without it, the copy's getInfo would show allowInternetAccess null.
+    const internetAccess = source.metadata.annotations?.[INTERNET_ACCESS_ANNOTATION];
     const copy = await checkpoints.createFrom({
       namespace: this.namespace,
       fromCheckpoint: checkpoint.name,
@@ -375,6 +378,7 @@ export class E2bSandboxes {
         [TEMPLATE_ANNOTATION]: source.metadata.annotations?.[TEMPLATE_ANNOTATION] ?? "",
         [METADATA_ANNOTATION]: JSON.stringify(metadataOf(source)),
         [TOKEN_NONCE_ANNOTATION]: nonce,
+        ...(internetAccess !== undefined ? { [INTERNET_ACCESS_ANNOTATION]: internetAccess } : {}),
       },
       accessTokenHash: hashAccessToken(accessToken),
     });

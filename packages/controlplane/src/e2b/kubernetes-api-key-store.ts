@@ -4,7 +4,8 @@
  * GET by name — no list or watch of Secrets, and every controller replica sees the keys any replica
  * issued. The Secret holds the hash and its time of issue, never the key. Keys are never revoked
  * through the API (as in the embedded mode); deleting a key's Secret revokes it, within
- * `cacheMs` on a replica that already accepted it.
+ * `cacheMs` on a replica that already accepted it. A key another replica just issued is accepted
+ * here within `missCacheMs` of this replica last finding it missing.
  */
 import { ApiException, CoreV1Api, type KubeConfig, type V1Secret } from "@kubernetes/client-node";
 import { ValidationError } from "@fast-sandbox/api";
@@ -23,6 +24,15 @@ export interface KubernetesApiKeyStoreOptions {
   namespace: string;
   /** How long a replica trusts a key it found without asking again. @default 60000 */
   cacheMs?: number;
+  /**
+   * How long a replica trusts that a key is missing without asking again: any well-formed key
+   * (what an unauthenticated caller can send at will) otherwise costs one GET of the API server
+   * per request. Short, since a key another replica issues meanwhile is refused here for as long.
+   * @default 5000
+   */
+  missCacheMs?: number;
+  /** How many missing keys a replica remembers; past it the oldest are forgotten. @default 10000 */
+  maxMissCacheEntries?: number;
   /** @default Date.now */
   now?: () => number;
 }
@@ -41,11 +51,19 @@ export class KubernetesApiKeyStore implements ApiKeyStore {
   readonly #now: () => number;
   /** Hashes found, with when they were: E2B's SDKs send the key with every call. */
   readonly #found = new Map<string, number>();
+  readonly #missCacheMs: number;
+  readonly #maxMissCacheEntries: number;
+  /** Hashes found missing, with when, oldest first (a Map keeps the order of insertion). */
+  readonly #missing = new Map<string, number>();
+  /** Counts add(): a lookup that began before one does not record its hash missing. */
+  #adds = 0;
 
   constructor(options: KubernetesApiKeyStoreOptions) {
     this.#core = options.kubeConfig.makeApiClient(CoreV1Api);
     this.#namespace = options.namespace;
     this.#cacheMs = options.cacheMs ?? 60_000;
+    this.#missCacheMs = options.missCacheMs ?? 5_000;
+    this.#maxMissCacheEntries = options.maxMissCacheEntries ?? 10_000;
     this.#now = options.now ?? Date.now;
   }
 
@@ -71,6 +89,8 @@ export class KubernetesApiKeyStore implements ApiKeyStore {
         throw translateKubernetesError(error, { action: `record an E2B API key as Secret ${this.#namespace}/${name}` });
       }
     }
+    this.#adds += 1;
+    this.#missing.delete(hash);
     this.#found.set(hash, this.#now());
   }
 
@@ -79,13 +99,20 @@ export class KubernetesApiKeyStore implements ApiKeyStore {
     if (!match) return false;
     const seen = this.#found.get(hash);
     if (seen !== undefined && this.#now() - seen < this.#cacheMs) return true;
+    const missed = this.#missing.get(hash);
+    if (missed !== undefined) {
+      if (this.#now() - missed < this.#missCacheMs) return false;
+      this.#missing.delete(hash);
+    }
     const name = apiKeySecretName(hash);
+    const adds = this.#adds;
     let secret: V1Secret;
     try {
       secret = await this.#core.readNamespacedSecret({ namespace: this.#namespace, name });
     } catch (error) {
       if (error instanceof ApiException && error.code === 404) {
         this.#found.delete(hash);
+        this.#recordMissing(hash, adds);
         return false;
       }
       throw translateKubernetesError(error, { action: `look up the E2B API key Secret ${this.#namespace}/${name}` });
@@ -93,11 +120,24 @@ export class KubernetesApiKeyStore implements ApiKeyStore {
     // A Secret of that name that is not ours (no label) does not make a key.
     const ours = secret.metadata?.labels?.[API_KEY_SECRET_LABEL] === "true";
     if (ours) this.#found.set(hash, this.#now());
+    else this.#recordMissing(hash, adds);
     return ours;
+  }
+
+  /** Remembers hash missing, unless a key was added since its lookup began (adds, then). */
+  #recordMissing(hash: string, adds: number): void {
+    if (this.#adds !== adds) return;
+    this.#missing.delete(hash);
+    this.#missing.set(hash, this.#now());
+    for (const oldest of this.#missing.keys()) {
+      if (this.#missing.size <= this.#maxMissCacheEntries) break;
+      this.#missing.delete(oldest);
+    }
   }
 
   close(): Promise<void> {
     this.#found.clear();
+    this.#missing.clear();
     return Promise.resolve();
   }
 }

@@ -17,6 +17,7 @@ import (
 	"fast-sandbox.io/envd"
 	"fast-sandbox.io/envd/internal/auth"
 	"fast-sandbox.io/envd/internal/files"
+	"fast-sandbox.io/envd/internal/filesystem"
 	"fast-sandbox.io/envd/internal/quiesce"
 	"fast-sandbox.io/envd/internal/server"
 )
@@ -49,7 +50,8 @@ func run() error {
 	user := flag.String("default-user", defaultUser, "user of requests that name none (until /init sets one): a name, \"auto\" (E2B's account `user` when the image has it, else the daemon's own), or empty for the daemon's own (env FSB_ENVD_DEFAULT_USER)")
 	maxUpload := flag.Int64("max-upload-bytes", defaultMaxUpload, "largest accepted /files upload, after gzip decoding (env FSB_ENVD_MAX_UPLOAD_BYTES)")
 	protected := flag.String("protected-dir", "/.fast-sandbox", "directory the API never touches (the daemon's own files); empty for none")
-	serveInside := flag.Bool("serve-inside-callers", os.Getenv("FSB_ENVD_SERVE_INSIDE_CALLERS") == "1", "serve every route to callers inside the sandbox's network (the loopback, its own addresses) too, which otherwise get only /health: for a daemon run outside a sandbox (env FSB_ENVD_SERVE_INSIDE_CALLERS=1)")
+	serveInside := flag.Bool("serve-inside-callers", os.Getenv("FSB_ENVD_SERVE_INSIDE_CALLERS") == "1", "serve every route to callers inside the sandbox's network (the loopback, its own addresses) too, which otherwise get only /health and GET /envs: for a daemon run outside a sandbox (env FSB_ENVD_SERVE_INSIDE_CALLERS=1)")
+	watcherIdle := flag.Duration("watcher-idle-timeout", filesystem.DefaultWatcherIdleTimeout, "remove a polled watcher (CreateWatcher) that GetWatcherEvents has not polled for this long")
 	printVersion := flag.Bool("version", false, "print the E2B envd version this daemon is compatible with and exit")
 	stateDir := flag.String("state-dir", quiesce.DefaultStateDir, "where the daemon records its pid and state (envd.pid, envd.state) when that directory exists")
 	control := flag.String("control", "", "instead of serving: ask the running daemon to quiesce (close every socket, for a checkpoint) or resume, and wait until it has")
@@ -73,6 +75,9 @@ func run() error {
 		}
 		return nil
 	}
+	if *watcherIdle <= 0 {
+		return fmt.Errorf("-watcher-idle-timeout %v: give a positive duration", *watcherIdle)
+	}
 	if *maxUpload <= 0 {
 		return fmt.Errorf("-max-upload-bytes %d: give a positive number of bytes", *maxUpload)
 	}
@@ -80,7 +85,7 @@ func run() error {
 	if *protected != "" {
 		protectedDirs = append(protectedDirs, *protected)
 	}
-	daemon := server.New(server.Options{ProtectedDirs: protectedDirs, MaxUploadBytes: *maxUpload, DefaultUser: *user, ServeInsideCallers: *serveInside})
+	daemon := server.New(server.Options{ProtectedDirs: protectedDirs, MaxUploadBytes: *maxUpload, DefaultUser: *user, ServeInsideCallers: *serveInside, PolledWatcherIdleTimeout: *watcherIdle})
 	recorder := quiesce.Recorder{Dir: quiesce.StateDirIfPresent(*stateDir)}
 	if err := recorder.RecordPid(); err != nil {
 		fmt.Fprintf(os.Stderr, "fsb-envd: cannot record the pid (checkpoints of this sandbox will fail): %v\n", err)

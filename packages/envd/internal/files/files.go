@@ -283,17 +283,28 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) *httpError {
 		if requested == "" {
 			return fail(http.StatusBadRequest, "the path query parameter is required for an application/octet-stream upload")
 		}
-		file, failure := h.writeFile(requested, body, user)
+		file, failure := h.receive(requested, body, user)
 		if failure != nil {
 			return h.uploadFailure(failure, tooLarge)
 		}
-		written = append(written, file)
+		if failure := h.commit(file); failure != nil {
+			return failure
+		}
+		written = append(written, file.written)
 	case strings.HasPrefix(mediaType, "multipart/"):
 		if parameters["boundary"] == "" {
 			return fail(http.StatusBadRequest, "the multipart Content-Type has no boundary")
 		}
 		reader := multipart.NewReader(body, parameters["boundary"])
 		seen := map[string]bool{}
+		// All or nothing: every part is received (existing files staged) before any existing file
+		// is replaced, and a failure undoes what the parts before it did.
+		var files []*received
+		defer func() {
+			for _, file := range files {
+				file.discard()
+			}
+		}()
 		for {
 			part, err := reader.NextPart()
 			if err == io.EOF {
@@ -316,16 +327,25 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) *httpError {
 			if requested == "" {
 				return fail(http.StatusBadRequest, "a file part has no filename: give each part its path as filename, or one file with ?path=")
 			}
-			file, failure := h.writeFileOnce(requested, part, user, seen)
+			file, failure := h.receiveOnce(requested, part, user, seen)
 			_ = part.Close()
 			if failure != nil {
 				return h.uploadFailure(failure, tooLarge)
 			}
-			written = append(written, file)
+			files = append(files, file)
 		}
-		if len(written) == 0 {
+		if len(files) == 0 {
 			return fail(http.StatusBadRequest, "the multipart body has no part named \"file\"")
 		}
+		// Replacing existing files can still fail (a full disk): those replaced before stay
+		// replaced, the rest (new files included) are undone by the deferred discard.
+		for _, file := range files {
+			if failure := h.commit(file); failure != nil {
+				return failure
+			}
+			written = append(written, file.written)
+		}
+		files = nil
 	default:
 		return fail(http.StatusBadRequest, "Content-Type %q: send multipart/form-data (parts named \"file\") or application/octet-stream with ?path=", r.Header.Get("Content-Type"))
 	}
@@ -356,14 +376,14 @@ func partFileName(part *multipart.Part) string {
 	return parameters["filename"]
 }
 
-func (h *Handler) writeFileOnce(requested string, content io.Reader, user *users.User, seen map[string]bool) (WrittenFile, *httpError) {
+func (h *Handler) receiveOnce(requested string, content io.Reader, user *users.User, seen map[string]bool) (*received, *httpError) {
 	path, failure := h.resolve(requested, user)
 	if failure != nil {
-		return WrittenFile{}, failure
+		return nil, failure
 	}
 	if seen[path] {
-		return WrittenFile{}, fail(http.StatusBadRequest, "two file parts write %s: one upload writes each path once", path)
+		return nil, fail(http.StatusBadRequest, "two file parts write %s: one upload writes each path once", path)
 	}
 	seen[path] = true
-	return h.writeFile(requested, content, user)
+	return h.receive(requested, content, user)
 }

@@ -12,72 +12,160 @@ import (
 	"fast-sandbox.io/envd/internal/users"
 )
 
-// writeFile writes content to the file, creating its directories, owned by user (as E2B's envd
-// leaves it, an existing file included). An upload that fails (too large, corrupt, its client
-// gone) leaves no trace: a new file is removed, and an existing one is not touched — the upload is
-// staged beside it first, and copied into it only once it all arrived. Copied, not renamed over
-// it: it stays the same file, as E2B's envd writes it in place, so hard links and bind mounts see
-// the new content and a watch sees a write of its name.
-func (h *Handler) writeFile(requested string, content io.Reader, user *users.User) (WrittenFile, *httpError) {
+// received is one file of an upload once its content has all arrived: a new file, already
+// written, or the content for an existing file, staged beside it until commit copies it in.
+// Several files of one multipart upload are all received before any existing one is replaced, so
+// an upload that fails on the way changes none of them.
+type received struct {
+	written WrittenFile
+	user    *users.User
+	// created is set for a new file: discard removes it.
+	created bool
+	// staging holds the content of an existing file at written.Path until commit or discard.
+	staging *os.File
+}
+
+// receive writes content to a new file, creating its directories, owned by user (as E2B's envd
+// leaves it, an existing file included), or stages it for an existing one (commit replaces it).
+// An upload that fails (too large, corrupt, its client gone) leaves no trace: a new file is
+// removed, and an existing one is not touched — the upload is staged beside it first, and copied
+// into it only once it all arrived. Copied, not renamed over it: it stays the same file, as E2B's
+// envd writes it in place, so hard links and bind mounts see the new content and a watch sees a
+// write of its name.
+func (h *Handler) receive(requested string, content io.Reader, user *users.User) (*received, *httpError) {
 	path, failure := h.resolve(requested, user)
 	if failure != nil {
-		return WrittenFile{}, failure
+		return nil, failure
 	}
 	if err := paths.EnsureDir(filepath.Dir(path), user.UID, user.GID); err != nil {
-		return WrittenFile{}, fail(statusOf(err), "making the directory of %s: %v", path, err)
+		return nil, fail(statusOf(err), "making the directory of %s: %v", path, err)
 	}
 	if info, err := os.Stat(path); err == nil {
 		if info.IsDir() {
-			return WrittenFile{}, fail(http.StatusBadRequest, "%s is a directory: give the path of a file", path)
+			return nil, fail(http.StatusBadRequest, "%s is a directory: give the path of a file", path)
 		}
 		if !info.Mode().IsRegular() {
-			return WrittenFile{}, fail(http.StatusBadRequest, "%s is not a regular file (%s)", path, info.Mode().Type())
+			return nil, fail(http.StatusBadRequest, "%s is not a regular file (%s)", path, info.Mode().Type())
 		}
 	}
+	written := WrittenFile{Name: filepath.Base(path), Type: "file", Path: path}
 	file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	switch {
 	case err == nil:
-		if failure := h.fill(file, path, content, user); failure != nil {
+		if h.Auth.UID == 0 {
+			if err := file.Chown(int(user.UID), int(user.GID)); err != nil {
+				file.Close()
+				_ = os.Remove(path)
+				return nil, fail(statusOf(err), "giving %s to %s: %v", path, user.Name, err)
+			}
+		}
+		if failure := fill(file, path, content); failure != nil {
 			_ = os.Remove(path)
-			return WrittenFile{}, failure
+			return nil, failure
 		}
+		return &received{written: written, user: user, created: true}, nil
 	case errors.Is(err, os.ErrExist): // a file, or a symlink (a dangling one too) the write follows
-		if failure := h.replace(path, content, user); failure != nil {
-			return WrittenFile{}, failure
+		staging, err := stage(filepath.Dir(paths.Real(path)))
+		if err != nil {
+			return nil, fail(statusOf(err), "staging the upload for %s: %v", path, err)
 		}
+		if _, err := io.Copy(staging, content); err != nil {
+			discardStaging(staging)
+			return nil, uploadCopyFailure(path, err)
+		}
+		return &received{written: written, user: user, staging: staging}, nil
 	default:
-		return WrittenFile{}, fail(statusOf(err), "opening %s: %v", path, err)
+		return nil, fail(statusOf(err), "opening %s: %v", path, err)
 	}
-	return WrittenFile{Name: filepath.Base(path), Type: "file", Path: path}, nil
 }
 
-// replace stages content, then copies it into the file at path.
-func (h *Handler) replace(path string, content io.Reader, user *users.User) *httpError {
-	staging, err := stage(filepath.Dir(paths.Real(path)))
+// discard undoes what receive did: a new file is removed, staged content dropped.
+func (r *received) discard() {
+	switch {
+	case r.created:
+		_ = os.Remove(r.written.Path)
+	case r.staging != nil:
+		discardStaging(r.staging)
+		r.staging = nil
+	}
+}
+
+func discardStaging(staging *os.File) {
+	staging.Close()
+	_ = os.Remove(staging.Name())
+}
+
+// commit copies staged content into the existing file it replaces (nothing to do for a new
+// file). The file is given to the user and checked for room before it is truncated, so that a
+// refused change of owner or a disk without the room leaves it as it was.
+func (h *Handler) commit(r *received) *httpError {
+	if r.staging == nil {
+		return nil
+	}
+	staging, path := r.staging, r.written.Path
+	defer func() {
+		discardStaging(staging)
+		r.staging = nil
+	}()
+	staged, err := staging.Stat()
+	if err == nil {
+		_, err = staging.Seek(0, io.SeekStart)
+	}
 	if err != nil {
-		return fail(statusOf(err), "staging the upload for %s: %v", path, err)
-	}
-	defer os.Remove(staging.Name())
-	defer staging.Close()
-	if _, err := io.Copy(staging, content); err != nil {
-		return uploadCopyFailure(path, err)
-	}
-	if _, err := staging.Seek(0, io.SeekStart); err != nil {
 		return fail(statusOf(err), "reading back the upload for %s: %v", path, err)
 	}
-	// Without waiting: a FIFO swapped in meanwhile fails (or opens, and is refused below).
-	file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NONBLOCK, 0o644)
+	// Without waiting: a FIFO swapped in meanwhile fails (or opens, and is refused below). Not
+	// truncated yet: that waits until nothing else can fail first.
+	file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|syscall.O_NONBLOCK, 0o644)
 	if err != nil {
 		return fail(statusOf(err), "opening %s: %v", path, err)
 	}
-	if info, err := file.Stat(); err != nil || !info.Mode().IsRegular() {
+	info, err := file.Stat()
+	if err != nil || !info.Mode().IsRegular() {
 		file.Close()
 		if err != nil {
 			return fail(statusOf(err), "opening %s: %v", path, err)
 		}
 		return fail(http.StatusBadRequest, "%s is not a regular file (%s)", path, info.Mode().Type())
 	}
-	return h.fill(file, path, staging, user)
+	if h.Auth.UID == 0 {
+		if err := file.Chown(int(r.user.UID), int(r.user.GID)); err != nil {
+			file.Close()
+			return fail(statusOf(err), "giving %s to %s: %v", path, r.user.Name, err)
+		}
+	}
+	if free, needed, known := room(file, info, staged.Size()); known && free < needed {
+		file.Close()
+		return fail(http.StatusInsufficientStorage, "writing %s: the sandbox's disk is full: the upload needs %d bytes, %d are free; the file is left as it was", path, needed, free)
+	}
+	if err := file.Truncate(0); err != nil {
+		file.Close()
+		return fail(statusOf(err), "writing %s: %v", path, err)
+	}
+	return fill(file, path, staging)
+}
+
+// room estimates the space the file system of file has for size bytes written into it once it
+// is truncated: what is free (to the daemon: root may use the blocks reserved for it) plus the
+// blocks the truncation frees. Only an estimate — another writer, a quota or shared extents can
+// still make the copy fail, and then the file is lost, as E2B's envd loses it — but it keeps a
+// disk that plainly lacks the room from costing the file.
+func room(file *os.File, info os.FileInfo, size int64) (free, needed int64, known bool) {
+	var fs syscall.Statfs_t
+	if err := syscall.Fstatfs(int(file.Fd()), &fs); err != nil || fs.Bsize <= 0 {
+		return 0, 0, false
+	}
+	blocks := fs.Bavail
+	if os.Geteuid() == 0 {
+		blocks = fs.Bfree
+	}
+	blockSize := int64(fs.Bsize)
+	free = int64(blocks) * blockSize
+	if stat, ok := info.Sys().(*syscall.Stat_t); ok {
+		free += int64(stat.Blocks) * 512
+	}
+	needed = (size + blockSize - 1) / blockSize * blockSize
+	return free, needed, true
 }
 
 // stage creates the file an upload waits in: beside the file it replaces (the same file system:
@@ -94,14 +182,8 @@ func stage(dir string) (*os.File, error) {
 	return nil, err
 }
 
-// fill gives file to user (when the daemon may), writes content into it and closes it.
-func (h *Handler) fill(file *os.File, path string, content io.Reader, user *users.User) *httpError {
-	if h.Auth.UID == 0 {
-		if err := file.Chown(int(user.UID), int(user.GID)); err != nil {
-			file.Close()
-			return fail(statusOf(err), "giving %s to %s: %v", path, user.Name, err)
-		}
-	}
+// fill writes content into file and closes it.
+func fill(file *os.File, path string, content io.Reader) *httpError {
 	_, copyErr := io.Copy(file, content)
 	closeErr := file.Close()
 	switch {

@@ -194,24 +194,114 @@ func (s *Service) WatchDir(ctx context.Context, request *connect.Request[rpc.Wat
 // oldest events are dropped.
 const maxPendingEvents = 10_000
 
-// Watchers are the polled watchers of CreateWatcher, by id.
+// DefaultWatcherIdleTimeout is how long a polled watcher lives without a GetWatcherEvents: each
+// holds an inotify instance (a few per user, 128 by default, are all a kernel grants), and a
+// client that goes away without RemoveWatcher (E2B's sync Python SDK's watch_dir, a process
+// killed) would otherwise hold it until the sandbox ends.
+const DefaultWatcherIdleTimeout = 10 * time.Minute
+
+// DefaultMaxPolledWatchers bounds the polled watchers a daemon keeps at once.
+const DefaultMaxPolledWatchers = 256
+
+// Watchers are the polled watchers of CreateWatcher, by id. One not polled for IdleTimeout is
+// removed (as RemoveWatcher would); past Max, CreateWatcher is refused.
 type Watchers struct {
-	mu       sync.Mutex
-	watchers map[string]*polledWatch
+	idleTimeout time.Duration
+	max         int
+	now         func() time.Time
+	mu          sync.Mutex
+	watchers    map[string]*polledWatch
+	// sweeping is set while the goroutine that removes idle watchers runs (while there are any).
+	sweeping bool
 }
 
 type polledWatch struct {
-	watch   *watch
+	watch *watch
+	// polled is when it was created or last polled (guarded by Watchers.mu).
+	polled  time.Time
 	mu      sync.Mutex
 	pending []*rpc.FilesystemEvent
 }
 
-func NewWatchers() *Watchers {
-	return &Watchers{watchers: map[string]*polledWatch{}}
+// NewWatchers keeps polled watchers for idleTimeout without a poll, at most limit at once, by
+// the clock now; zero values take the defaults (DefaultWatcherIdleTimeout, DefaultMaxPolledWatchers,
+// time.Now).
+func NewWatchers(idleTimeout time.Duration, limit int, now func() time.Time) *Watchers {
+	if idleTimeout <= 0 {
+		idleTimeout = DefaultWatcherIdleTimeout
+	}
+	if limit <= 0 {
+		limit = DefaultMaxPolledWatchers
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Watchers{idleTimeout: idleTimeout, max: limit, now: now, watchers: map[string]*polledWatch{}}
+}
+
+// expireLocked removes the watchers not polled for idleTimeout and returns them, to be stopped
+// outside the lock. w.mu is held.
+func (w *Watchers) expireLocked() []*polledWatch {
+	var expired []*polledWatch
+	now := w.now()
+	for id, polled := range w.watchers {
+		if now.Sub(polled.polled) >= w.idleTimeout {
+			delete(w.watchers, id)
+			expired = append(expired, polled)
+		}
+	}
+	return expired
+}
+
+func stopAll(expired []*polledWatch) {
+	for _, polled := range expired {
+		polled.watch.stop()
+	}
+}
+
+// fullLocked expires idle watchers and refuses another one when max are left. w.mu is held.
+func (w *Watchers) fullLocked() ([]*polledWatch, error) {
+	expired := w.expireLocked()
+	if len(w.watchers) < w.max {
+		return expired, nil
+	}
+	return expired, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("this sandbox already has %d polled watchers, the most it keeps: remove one with RemoveWatcher first (one not polled with GetWatcherEvents for %v is removed on its own), or watch with WatchDir", len(w.watchers), w.idleTimeout))
+}
+
+// sweep removes idle watchers while there are any, so that one nobody calls about again is
+// stopped too. Requests expire them as well, by the same clock: this only bounds how long an
+// abandoned one outlives its timeout.
+func (w *Watchers) sweep() {
+	interval := min(max(w.idleTimeout/4, time.Second), time.Minute)
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for range ticker.C {
+		w.mu.Lock()
+		expired := w.expireLocked()
+		empty := len(w.watchers) == 0
+		if empty {
+			w.sweeping = false
+		}
+		w.mu.Unlock()
+		stopAll(expired)
+		if empty {
+			return
+		}
+	}
 }
 
 func (s *Service) CreateWatcher(_ context.Context, request *connect.Request[rpc.CreateWatcherRequest]) (*connect.Response[rpc.CreateWatcherResponse], error) {
 	root, _, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
+	if err != nil {
+		return nil, err
+	}
+	watchers := s.Watchers
+	// Refused before an inotify instance is taken, and again once it is (another request may have
+	// taken the last place meanwhile).
+	watchers.mu.Lock()
+	expired, err := watchers.fullLocked()
+	watchers.mu.Unlock()
+	stopAll(expired)
 	if err != nil {
 		return nil, err
 	}
@@ -231,21 +321,41 @@ func (s *Service) CreateWatcher(_ context.Context, request *connect.Request[rpc.
 	random := make([]byte, 16)
 	_, _ = rand.Read(random)
 	id := hex.EncodeToString(random)
-	s.Watchers.mu.Lock()
-	s.Watchers.watchers[id] = polled
-	s.Watchers.mu.Unlock()
+	watchers.mu.Lock()
+	expired, err = watchers.fullLocked()
+	if err == nil {
+		polled.polled = watchers.now()
+		watchers.watchers[id] = polled
+		if !watchers.sweeping {
+			watchers.sweeping = true
+			go watchers.sweep()
+		}
+	}
+	watchers.mu.Unlock()
+	stopAll(expired)
+	if err != nil {
+		w.stop()
+		return nil, err
+	}
 	return connect.NewResponse(&rpc.CreateWatcherResponse{WatcherId: id}), nil
 }
 
+// polled finds a watcher, expiring idle ones first, and counts the call as a poll of it.
 func (s *Service) polled(id string) (*polledWatch, error) {
 	if id == "" {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("watcherId is required: the id CreateWatcher returned"))
 	}
-	s.Watchers.mu.Lock()
-	defer s.Watchers.mu.Unlock()
-	polled, ok := s.Watchers.watchers[id]
+	watchers := s.Watchers
+	watchers.mu.Lock()
+	expired := watchers.expireLocked()
+	polled, ok := watchers.watchers[id]
+	if ok {
+		polled.polled = watchers.now()
+	}
+	watchers.mu.Unlock()
+	stopAll(expired)
 	if !ok {
-		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no watcher %q (never created, or removed)", id))
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no watcher %q (never created, removed, or not polled with GetWatcherEvents for %v and so removed)", id, watchers.idleTimeout))
 	}
 	return polled, nil
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"os"
@@ -172,5 +173,94 @@ func TestASuccessfulUploadReplacesTheFileInPlaceAsTheUploadingUser(t *testing.T)
 	}
 	if left := stagingLeftovers(t, dir, "replaced.txt"); len(left) > 0 {
 		t.Fatalf("the upload left %v behind", left)
+	}
+}
+
+// A disk without the room for the new content answers 507 before the file it would replace is
+// truncated: the old content survives (the copy into it would fail halfway).
+func TestAnUploadTheDiskHasNoRoomForLeavesTheFileItWouldReplaceUntouched(t *testing.T) {
+	s := start(t, server.Options{})
+	small := filepath.Join(s.home, "small-disk")
+	if err := os.Mkdir(small, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", small, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatalf("mount a small tmpfs: %v", err)
+	}
+	defer syscall.Unmount(small, syscall.MNT_DETACH)
+	target := filepath.Join(small, "precious.txt")
+	old := strings.Repeat(precious, 8<<10/len(precious))
+	write(t, target, old)
+	// Staged beside it, 40 KiB leaves 16 free: with the 8 the truncation would free, too few.
+	response := must(upload(s.url+"/files?path="+url.QueryEscape(target), "application/octet-stream", bytes.NewReader(make([]byte, 40<<10)), nil))
+	if got := decode[failure](t, response, http.StatusInsufficientStorage); !strings.Contains(got.Message, "disk is full") {
+		t.Fatalf("%+v", got)
+	}
+	if after, _ := os.ReadFile(target); string(after) != old {
+		t.Fatalf("the upload found no room and left %d bytes in place of the old content", len(after))
+	}
+	if left := stagingLeftovers(t, small, "precious.txt"); len(left) > 0 {
+		t.Fatalf("the failed upload left %v behind", left)
+	}
+	// One that fits still replaces it, in place.
+	decode[[]written](t, must(upload(s.url+"/files?path="+url.QueryEscape(target), "application/octet-stream", strings.NewReader("new content"), nil)), http.StatusOK)
+	if after, _ := os.ReadFile(target); string(after) != "new content" {
+		t.Fatalf("after an upload that fits: %q", after)
+	}
+}
+
+// orderedMultipart is a multipart body of parts named "file", in the order given (name, content, …).
+func orderedMultipart(t *testing.T, parts ...string) (string, *bytes.Buffer) {
+	t.Helper()
+	var body bytes.Buffer
+	writer := multipart.NewWriter(&body)
+	for i := 0; i+1 < len(parts); i += 2 {
+		part, err := writer.CreateFormFile("file", parts[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = part.Write([]byte(parts[i+1]))
+	}
+	_ = writer.Close()
+	return writer.FormDataContentType(), &body
+}
+
+// A multipart upload is all or nothing: a part that fails undoes the new files the parts before it
+// wrote, and the existing files they would replace are left untouched.
+func TestAFailedMultipartUploadChangesNoneOfItsFiles(t *testing.T) {
+	s := start(t, server.Options{MaxUploadBytes: 1000})
+	existing := filepath.Join(s.home, "precious.txt")
+	write(t, existing, precious)
+	contentType, body := orderedMultipart(t,
+		filepath.Join(s.home, "new.txt"), "a new file",
+		existing, "replaced content",
+		filepath.Join(s.home, "too-large.txt"), strings.Repeat("x", 2000))
+	response := must(upload(s.url+"/files", contentType, chunked(body), nil))
+	response.Body.Close()
+	if response.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("status %d, want 413", response.StatusCode)
+	}
+	if after, _ := os.ReadFile(existing); string(after) != precious {
+		t.Errorf("an earlier part of the failed upload left %q in place of the old content", after)
+	}
+	if _, err := os.Stat(filepath.Join(s.home, "new.txt")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the new file of an earlier part outlived the failed upload: %v", err)
+	}
+	if left := stagingLeftovers(t, s.home, "precious.txt"); len(left) > 0 {
+		t.Errorf("the failed upload left %v behind", left)
+	}
+
+	// Received in full, the same parts (the last one small) all land.
+	contentType, body = orderedMultipart(t,
+		filepath.Join(s.home, "new.txt"), "a new file",
+		existing, "replaced content",
+		filepath.Join(s.home, "small.txt"), "small")
+	if got := decode[[]written](t, must(upload(s.url+"/files", contentType, body, nil)), http.StatusOK); len(got) != 3 || got[1].Path != existing {
+		t.Fatalf("written %+v", got)
+	}
+	for path, want := range map[string]string{"new.txt": "a new file", "precious.txt": "replaced content", "small.txt": "small"} {
+		if content, _ := os.ReadFile(filepath.Join(s.home, path)); string(content) != want {
+			t.Errorf("%s: %q, want %q", path, content, want)
+		}
 	}
 }

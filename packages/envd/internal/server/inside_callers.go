@@ -14,16 +14,19 @@ import (
 )
 
 // The daemon acts as any user of the sandbox, root included, and checks no token of its own unless
-// /init set one (E2B's contract). So it answers nothing but /health to a caller inside the
-// sandbox's own network — a connection from the loopback or from one of the sandbox's own
-// addresses — where an unprivileged process of the sandbox would otherwise act as root through it.
+// /init set one (E2B's contract). So it answers nothing but /health and GET /envs to a caller
+// inside the sandbox's own network — a connection from the loopback or from one of the sandbox's
+// own addresses — where an unprivileged process of the sandbox would otherwise act as root through
+// it. GET /envs only reads the environment the sandbox's processes get anyway, and E2B's
+// code-interpreter template calls it from inside (its server's GET localhost:49983/envs, which
+// must succeed).
 // Its callers are outside: the sandbox proxy (which checks the sandbox's access token) and the
 // agent, from the host's side of the sandbox's bridge. A process without CAP_NET_ADMIN cannot make
 // a connection that comes from elsewhere: one bound to a foreign address (IP_FREEBIND) never
 // receives the answer to its SYN, which is routed out of the sandbox.
 
 // errInsideCaller says why a caller inside the sandbox is refused and what it can do instead.
-var errInsideCaller = errors.New("the in-sandbox daemon serves callers outside the sandbox only (the sandbox proxy, with the sandbox's access token); from inside the sandbox (the loopback or the sandbox's own address) only GET /health answers")
+var errInsideCaller = errors.New("the in-sandbox daemon serves callers outside the sandbox only (the sandbox proxy, with the sandbox's access token); from inside the sandbox (the loopback or the sandbox's own address) only GET /health and GET /envs answer")
 
 // interfaceAddresses lists the addresses of the network namespace's interfaces.
 type interfaceAddresses func() ([]net.Addr, error)
@@ -66,9 +69,9 @@ func withCallerClass(addresses interfaceAddresses) func(context.Context, net.Con
 	}
 }
 
-// refuseInsideCallers answers every request of a caller inside the sandbox but GET /health with
-// permission denied: a Connect error for an RPC (in the protocol the request speaks), else 403
-// with the JSON error of the daemon's HTTP routes.
+// refuseInsideCallers answers every request of a caller inside the sandbox but /health and GET
+// /envs with permission denied: a Connect error for an RPC (in the protocol the request speaks),
+// else 403 with the JSON error of the daemon's HTTP routes.
 func refuseInsideCallers(next http.Handler, addresses interfaceAddresses, rpcPrefixes []string) http.Handler {
 	rpcErrors := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -76,7 +79,7 @@ func refuseInsideCallers(next http.Handler, addresses interfaceAddresses, rpcPre
 		if !classified {
 			inside = callerInside(r.RemoteAddr, addresses)
 		}
-		if !inside || r.URL.Path == "/health" {
+		if !inside || r.URL.Path == "/health" || (r.Method == http.MethodGet && r.URL.Path == "/envs") {
 			next.ServeHTTP(w, r)
 			return
 		}

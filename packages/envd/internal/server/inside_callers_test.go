@@ -14,6 +14,7 @@ import (
 	"fast-sandbox.io/envd/gen/process"
 	"fast-sandbox.io/envd/gen/process/processconnect"
 	"fast-sandbox.io/envd/internal/server"
+	"fast-sandbox.io/envd/internal/state"
 )
 
 // serveOnLoopback serves daemon on a loopback port until the test ends and returns its URL.
@@ -44,8 +45,9 @@ func interfaces() ([]net.Addr, error) {
 	}, nil
 }
 
-func TestCallersInsideTheSandboxGetOnlyHealth(t *testing.T) {
-	url := serveOnLoopback(t, server.New(server.Options{SandboxEnv: []string{"SECRET=1"}, Interfaces: interfaces}))
+func TestCallersInsideTheSandboxGetOnlyHealthAndEnvs(t *testing.T) {
+	daemon := server.New(server.Options{SandboxEnv: []string{"SECRET=1"}, Interfaces: interfaces})
+	url := serveOnLoopback(t, daemon)
 
 	health, err := http.Get(url + "/health")
 	if err != nil {
@@ -56,8 +58,40 @@ func TestCallersInsideTheSandboxGetOnlyHealth(t *testing.T) {
 		t.Fatalf("/health from the loopback: %d, want 204", health.StatusCode)
 	}
 
-	for _, path := range []string{"/envs", "/files?path=/etc/passwd"} {
-		response, err := http.Get(url + path)
+	// GET /envs, as E2B's code-interpreter template server calls it from inside (its values are
+	// the sandbox's own environment), with the access token once one is set.
+	envs := func(token string) *http.Response {
+		request, _ := http.NewRequest(http.MethodGet, url+"/envs", nil)
+		if token != "" {
+			request.Header.Set("X-Access-Token", token)
+		}
+		response, err := http.DefaultClient.Do(request)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return response
+	}
+	response := envs("")
+	var environment map[string]string
+	if err := json.NewDecoder(response.Body).Decode(&environment); err != nil || response.StatusCode != http.StatusOK || environment["SECRET"] != "1" {
+		t.Fatalf("GET /envs from the loopback: %d %v %v, want 200 with the sandbox's environment", response.StatusCode, environment, err)
+	}
+	_ = response.Body.Close()
+	token := "the-token"
+	daemon.State.Apply(state.Init{AccessToken: &token})
+	for given, want := range map[string]int{"": http.StatusUnauthorized, token: http.StatusOK} {
+		response := envs(given)
+		_ = response.Body.Close()
+		if response.StatusCode != want {
+			t.Fatalf("GET /envs from the loopback with the access token %q: %d, want %d", given, response.StatusCode, want)
+		}
+	}
+
+	for _, request := range []struct{ method, path string }{{http.MethodGet, "/files?path=/etc/passwd"}, {http.MethodPost, "/envs"}, {http.MethodDelete, "/envs"}} {
+		path := request.method + " " + request.path
+		call, _ := http.NewRequest(request.method, url+request.path, nil)
+		call.Header.Set("X-Access-Token", token)
+		response, err := http.DefaultClient.Do(call)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,7 +107,9 @@ func TestCallersInsideTheSandboxGetOnlyHealth(t *testing.T) {
 			t.Fatalf("%s from the loopback: %d %+v, want 403 saying why", path, response.StatusCode, body)
 		}
 	}
-	init, err := http.Post(url+"/init", "application/json", strings.NewReader(`{"accessToken":"mine"}`))
+	initRequest, _ := http.NewRequest(http.MethodPost, url+"/init", strings.NewReader(`{"accessToken":"mine"}`))
+	initRequest.Header.Set("X-Access-Token", token)
+	init, err := http.DefaultClient.Do(initRequest)
 	if err != nil {
 		t.Fatal(err)
 	}

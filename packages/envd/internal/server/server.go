@@ -51,14 +51,22 @@ type Options struct {
 	// (E2B's `user` when the image has it, else the daemon's own), or "" for the daemon's own. @default ""
 	DefaultUser string
 	// ServeInsideCallers serves every route to callers inside the sandbox's own network (the
-	// loopback, its own addresses) too, which otherwise get only /health (inside_callers.go): for a
-	// daemon run outside a sandbox, or by tests. @default false
+	// loopback, its own addresses) too, which otherwise get only /health and GET /envs
+	// (inside_callers.go): for a daemon run outside a sandbox, or by tests. @default false
 	ServeInsideCallers bool
 	// Interfaces lists this network namespace's addresses. @default net.InterfaceAddrs
 	Interfaces func() ([]net.Addr, error)
 	// StreamSendTimeout is how long a server stream's message (process output, a watch event) waits
 	// for a client that stopped reading before its stream ends. @default streams.DefaultSendTimeout (15 s)
 	StreamSendTimeout time.Duration
+	// PolledWatcherIdleTimeout removes a polled watcher (CreateWatcher) that GetWatcherEvents has
+	// not polled for this long, freeing its inotify instance. @default filesystem.DefaultWatcherIdleTimeout (10 min)
+	PolledWatcherIdleTimeout time.Duration
+	// MaxPolledWatchers bounds the polled watchers kept at once; past it CreateWatcher answers
+	// resource_exhausted. @default filesystem.DefaultMaxPolledWatchers (256)
+	MaxPolledWatchers int
+	// Clock is the time polled watchers expire by (tests move it). @default time.Now
+	Clock func() time.Time
 }
 
 // Daemon is the daemon's HTTP handler and what it holds.
@@ -90,7 +98,7 @@ func New(options Options) *Daemon {
 
 	mux := http.NewServeMux()
 	processPrefix, processHandler := processconnect.NewProcessHandler(&process.Service{Processes: processes, Auth: authenticator, State: st, SandboxEnv: sandboxEnv}, interceptors, limits)
-	filesystemPrefix, filesystemHandler := filesystemconnect.NewFilesystemHandler(&filesystem.Service{Auth: authenticator, State: st, Guard: guard, Watchers: filesystem.NewWatchers()}, interceptors, limits)
+	filesystemPrefix, filesystemHandler := filesystemconnect.NewFilesystemHandler(&filesystem.Service{Auth: authenticator, State: st, Guard: guard, Watchers: filesystem.NewWatchers(options.PolledWatcherIdleTimeout, options.MaxPolledWatchers, options.Clock)}, interceptors, limits)
 	mux.Handle(processPrefix, streams.WithSendTimeout(processHandler, options.StreamSendTimeout))
 	mux.Handle(filesystemPrefix, streams.WithSendTimeout(filesystemHandler, options.StreamSendTimeout))
 	mux.Handle("/files", &files.Handler{Auth: authenticator, State: st, Guard: guard, MaxUploadBytes: options.MaxUploadBytes})

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -643,6 +644,82 @@ func TestPolledWatchersCollectEventsUntilRemoved(t *testing.T) {
 	}
 	if _, err := s.fs.GetWatcherEvents(ctx, connect.NewRequest(&fsrpc.GetWatcherEventsRequest{WatcherId: id})); codeOf(err) != connect.CodeNotFound {
 		t.Fatalf("removed watcher: %v", err)
+	}
+}
+
+// fakeClock is a clock the test moves by hand (requests read it from the server's goroutines).
+type fakeClock struct{ nanos atomic.Int64 }
+
+func (c *fakeClock) now() time.Time                 { return time.Unix(0, c.nanos.Load()) }
+func (c *fakeClock) advance(duration time.Duration) { c.nanos.Add(int64(duration)) }
+
+// inotifyInstances counts the daemon's (this process's) open inotify instances.
+func inotifyInstances(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := 0
+	for _, entry := range entries {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", entry.Name())); err == nil && target == "anon_inode:inotify" {
+			count++
+		}
+	}
+	return count
+}
+
+// A polled watcher nobody polls is removed after the idle timeout (its inotify instance freed),
+// and there are at most MaxPolledWatchers at once.
+func TestPolledWatchersExpireWhenNotPolledAndAreCapped(t *testing.T) {
+	clock := &fakeClock{}
+	clock.advance(time.Hour)
+	s := start(t, server.Options{PolledWatcherIdleTimeout: time.Minute, MaxPolledWatchers: 2, Clock: clock.now})
+	ctx := context.Background()
+	create := func() (string, error) {
+		created, err := s.fs.CreateWatcher(ctx, asUser(&fsrpc.CreateWatcherRequest{Path: "~"}, "tester"))
+		if err != nil {
+			return "", err
+		}
+		return created.Msg.GetWatcherId(), nil
+	}
+	poll := func(id string) error {
+		_, err := s.fs.GetWatcherEvents(ctx, connect.NewRequest(&fsrpc.GetWatcherEventsRequest{WatcherId: id}))
+		return err
+	}
+	polledOne, err := create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle, err := create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = create()
+	var connectErr *connect.Error
+	if !errors.As(err, &connectErr) || connectErr.Code() != connect.CodeResourceExhausted || !strings.Contains(connectErr.Message(), "RemoveWatcher") {
+		t.Fatalf("a third watcher past the cap of 2: %v, want resource_exhausted saying what to do", err)
+	}
+
+	clock.advance(40 * time.Second)
+	if err := poll(polledOne); err != nil {
+		t.Fatal(err)
+	}
+	before := inotifyInstances(t)
+	clock.advance(40 * time.Second) // idle: 80 s without a poll; polledOne: 40 s
+	if err := poll(polledOne); err != nil {
+		t.Fatalf("a watcher polled within the timeout: %v", err)
+	}
+	if after := inotifyInstances(t); after >= before {
+		t.Errorf("inotify instances %d, then %d: the expired watcher's was not closed", before, after)
+	}
+	err = poll(idle)
+	if !errors.As(err, &connectErr) || connectErr.Code() != connect.CodeNotFound || !strings.Contains(connectErr.Message(), "not polled") {
+		t.Fatalf("a watcher not polled for 80 s: %v, want not_found saying it expired", err)
+	}
+	// Its place is free again.
+	if _, err := create(); err != nil {
+		t.Fatalf("a watcher in the place of the expired one: %v", err)
 	}
 }
 

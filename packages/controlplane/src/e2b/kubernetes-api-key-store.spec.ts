@@ -1,0 +1,144 @@
+import assert from "node:assert/strict";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { after, before, beforeEach, describe, it } from "node:test";
+import { testKubeConfig } from "../store/kube-config.fixture.js";
+import { hashApiKey, newApiKey } from "./api-key.js";
+import { KubernetesApiKeyStore, apiKeySecretName } from "./kubernetes-api-key-store.js";
+
+/**
+ * An "API server" on loopback that keeps the Secrets created through it and counts the GETs of
+ * one; `holdGets` holds the answer to each GET (what it found when the GET arrived) until the
+ * returned function is called.
+ */
+function fakeApiServer() {
+  const secrets = new Map<string, unknown>();
+  const gets: string[] = [];
+  let held: (() => void)[] | undefined;
+  const server = createServer((request: IncomingMessage, response: ServerResponse) => {
+    const name = new URL(request.url ?? "/", "http://x").pathname.split("/").at(-1) ?? "";
+    const send = (code: number, body: unknown) => {
+      response.writeHead(code, { "content-type": "application/json" });
+      response.end(JSON.stringify(body));
+    };
+    if (request.method === "POST") {
+      let text = "";
+      request.on("data", (chunk: Buffer) => (text += chunk.toString()));
+      request.on("end", () => {
+        const secret = JSON.parse(text) as { metadata: { name: string } };
+        secrets.set(secret.metadata.name, secret);
+        send(201, secret);
+      });
+      return;
+    }
+    gets.push(name);
+    const secret = secrets.get(name);
+    const answer = () => {
+      if (secret) send(200, secret);
+      else send(404, { apiVersion: "v1", kind: "Status", status: "Failure", reason: "NotFound", code: 404, message: `secrets "${name}" not found` });
+    };
+    if (held) held.push(answer);
+    else answer();
+  });
+  return {
+    server,
+    secrets,
+    gets,
+    holdGets(): () => void {
+      held = [];
+      return () => {
+        const answers = held ?? [];
+        held = undefined;
+        for (const answer of answers) answer();
+      };
+    },
+  };
+}
+
+describe("KubernetesApiKeyStore remembers missing keys briefly", () => {
+  const api = fakeApiServer();
+  let url = "";
+  let nowMs = 0;
+  const now = () => nowMs;
+  before(async () => {
+    await new Promise<void>((resolve) => api.server.listen(0, "127.0.0.1", resolve));
+    url = `http://127.0.0.1:${(api.server.address() as AddressInfo).port}`;
+  });
+  after(() => {
+    api.server.closeAllConnections();
+    api.server.close();
+  });
+  beforeEach(() => {
+    api.gets.length = 0;
+    api.secrets.clear();
+    nowMs = 1_000_000;
+  });
+  const open = (options: { maxMissCacheEntries?: number } = {}) =>
+    new KubernetesApiKeyStore({ kubeConfig: testKubeConfig(url), namespace: "fast-sandbox", now, ...options });
+
+  it("asks the API server about an unknown key once per 5 s, not once per request", async () => {
+    const store = open();
+    const hash = hashApiKey(newApiKey());
+    for (let i = 0; i < 5; i++) assert.equal(await store.has(hash), false);
+    assert.equal(api.gets.length, 1);
+    nowMs += 4_999;
+    assert.equal(await store.has(hash), false);
+    assert.equal(api.gets.length, 1);
+    nowMs += 1;
+    assert.equal(await store.has(hash), false);
+    assert.equal(api.gets.length, 2, "asked again once the 5 s passed");
+    // A Secret of that name that is not ours is missing too.
+    const foreign = hashApiKey(newApiKey());
+    api.secrets.set(apiKeySecretName(foreign), { apiVersion: "v1", kind: "Secret", metadata: { name: apiKeySecretName(foreign) } });
+    assert.equal(await store.has(foreign), false);
+    assert.equal(await store.has(foreign), false);
+    assert.equal(api.gets.length, 3);
+    await store.close();
+  });
+
+  it("accepts a key it issues at once, and one another replica issued once the 5 s passed", async () => {
+    const store = open();
+    const hash = hashApiKey(newApiKey());
+    assert.equal(await store.has(hash), false);
+    await store.add(hash, new Date());
+    assert.equal(await store.has(hash), true);
+
+    const other = hashApiKey(newApiKey());
+    assert.equal(await store.has(other), false);
+    await open().add(other, new Date()); // another replica
+    assert.ok(api.secrets.has(apiKeySecretName(other)));
+    assert.equal(await store.has(other), false, "still remembered missing within the 5 s");
+    nowMs += 5_000;
+    assert.equal(await store.has(other), true);
+    await store.close();
+  });
+
+  it("does not remember missing a key issued while it was looking it up", async () => {
+    const store = open();
+    const hash = hashApiKey(newApiKey());
+    const release = api.holdGets();
+    const lookup = store.has(hash);
+    while (api.gets.length === 0) await new Promise((resolve) => setImmediate(resolve));
+    // The GET found nothing (its answer is held): the key is issued meanwhile.
+    await store.add(hash, new Date());
+    release();
+    assert.equal(await lookup, false);
+    assert.equal(await store.has(hash), true, "the key it issued is accepted at once");
+    await store.close();
+  });
+
+  it("remembers at most maxMissCacheEntries missing keys, forgetting the oldest", async () => {
+    const store = open({ maxMissCacheEntries: 2 });
+    const first = hashApiKey(newApiKey());
+    const second = hashApiKey(newApiKey());
+    const third = hashApiKey(newApiKey());
+    for (const hash of [first, second, third]) assert.equal(await store.has(hash), false);
+    assert.equal(api.gets.length, 3);
+    assert.equal(await store.has(third), false);
+    assert.equal(await store.has(second), false);
+    assert.equal(api.gets.length, 3, "the two latest are remembered");
+    assert.equal(await store.has(first), false);
+    assert.equal(api.gets.length, 4, "the oldest was forgotten");
+    await store.close();
+  });
+});
