@@ -231,7 +231,7 @@ for (const runtimeType of ["container", "gvisor"] as const) {
       assert.equal(((await missing.json()) as { code: number }).code, 404);
     });
 
-    it("answers a caller inside the sandbox (the loopback, its own address) only on /health, and the host on every route", async () => {
+    it("answers a caller inside the sandbox (the loopback, its own address) only on /health and GET /envs, and the host on every route", async () => {
       const name = sandbox.metadata.name;
       const inside = async (url: string) => {
         // busybox wget -S prints the status line on stderr, and exits non-zero on a 4xx.
@@ -240,9 +240,12 @@ for (const runtimeType of ["container", "gvisor"] as const) {
       };
       for (const address of ["127.0.0.1", sandbox.status?.sandboxIP ?? "the sandbox's address"]) {
         assert.match(await inside(`http://${address}:${ENVD_PORT}/health`), /HTTP\/1\.1 204/, `${address}/health`);
+        // E2B's own template server reads its environment this way: the sandbox's own, nothing more.
         const envs = await inside(`http://${address}:${ENVD_PORT}/envs`);
-        assert.match(envs, /HTTP\/1\.1 403/, `${address}/envs from inside: ${envs}`);
-        assert.doesNotMatch(envs, /PATH=|"PATH"/, "no environment given inside");
+        assert.match(envs, /HTTP\/1\.1 200/, `${address}/envs from inside: ${envs}`);
+        assert.match(envs, /"PATH"/);
+        const files = await inside(`http://${address}:${ENVD_PORT}/files?path=/etc/hostname`);
+        assert.match(files, /HTTP\/1\.1 403/, `${address}/files from inside: ${files}`);
         const rpc = await embedded.client.sandboxes.exec(name, [
           "sh",
           "-c",

@@ -52,7 +52,16 @@ export function canCheckpoint(client: AgentClient): client is AgentClient & Agen
   return typeof (client as Partial<AgentCheckpointClient>).checkpointSandbox === "function";
 }
 
-/** A checkpoint and the in-place restore that follows it take a few seconds at most; runsc's save of a large sandbox longer. */
+/**
+ * The deadline of a checkpoint call: longer than the agent may take to answer it
+ * (packages/agent/src/containerd/checkpoints.ts: up to 10 s to quiesce the in-sandbox daemon, 120 s
+ * for runsc's save, up to 60 s to restore the sandbox in place — 190 s), so that a slow save is
+ * answered, not given up on here while the agent goes on (a fork would then remove a good
+ * checkpoint, a pause be left for its resume to settle). Raise it with any of those. A checkpoint of
+ * a small sandbox and its restore in place take a few seconds.
+ */
+export const CHECKPOINT_CALL_TIMEOUT_MS = 240_000;
+/** The in-place restore of a sandbox left stopped, and a checkpoint's removal (which waits for its restores). */
 const CHECKPOINT_TIMEOUT_MS = 120_000;
 const LIST_TIMEOUT_MS = 10_000;
 
@@ -70,7 +79,7 @@ export function agentCheckpointCalls(client: Client<typeof pb.AgentService>, una
               name: request.name,
               leaveStopped: request.leaveStopped ?? false,
             },
-            { timeoutMs: CHECKPOINT_TIMEOUT_MS },
+            { timeoutMs: CHECKPOINT_CALL_TIMEOUT_MS },
           ),
         ),
       ),

@@ -3,15 +3,23 @@
  * (`rpc-agent-client.ts`) is the only place that knows the wire messages; fakes implement this
  * interface for unit tests.
  */
-import { FsbError, type EgressPolicy, type EnvVar, type RuntimeType, type SandboxStats } from "@fast-sandbox/api";
+import { FsbError, UnavailableError, type EgressPolicy, type EnvVar, type RuntimeType, type SandboxStats } from "@fast-sandbox/api";
 
 /**
- * Whether an agent call failed without an answer (its deadline passed, its connection broke): what
- * it asked for may still be done, or be under way.
+ * An agent call that went out and was cut off before its answer came (its connection dropped or was
+ * reset mid-call): the agent may have done what it asked, or be doing it. Only the adapter that
+ * made the call can tell this from an UnavailableError of a call that never reached the agent (no
+ * connection, connection refused) or that the agent answered with: those leave nothing under way.
+ */
+export class NoAnswerError extends UnavailableError {}
+
+/**
+ * Whether an agent call was sent and got no answer — its deadline passed, or it was cut off
+ * (NoAnswerError): what it asked for may still be done, or be under way. A call that never reached
+ * the agent, or that the agent refused as unavailable, got its answer: nothing of it goes on.
  */
 export function gotNoAnswer(error: unknown): boolean {
-  const code = FsbError.from(error).code;
-  return code === "deadline_exceeded" || code === "unavailable";
+  return error instanceof NoAnswerError || FsbError.from(error).code === "deadline_exceeded";
 }
 
 /**

@@ -1,9 +1,13 @@
 import assert from "node:assert/strict";
+import { once } from "node:events";
+import { createServer as createHttp2Server } from "node:http2";
+import { createServer as createTcpServer, type AddressInfo, type Socket } from "node:net";
 import { describe, it } from "node:test";
 import { Code, ConnectError, createRouterTransport, type ServiceImpl } from "@connectrpc/connect";
-import { FsbError, NotFoundError, UnavailableError, pb, toConnectError } from "@fast-sandbox/api";
-import type { AgentClient, AgentSandboxSpec, ExecEvent, PullProgress } from "./agent-client.js";
-import { createAgentClientOnTransport } from "./rpc-agent-client.js";
+import { FsbError, NotFoundError, TimeoutError, UnavailableError, pb, toConnectError } from "@fast-sandbox/api";
+import { NoAnswerError, gotNoAnswer, type AgentClient, type AgentSandboxSpec, type ExecEvent, type PullProgress } from "./agent-client.js";
+import { canCheckpoint } from "./agent-checkpoints.js";
+import { createAgentClient, createAgentClientOnTransport } from "./rpc-agent-client.js";
 
 const ENDPOINT = "10.0.0.7:7070";
 
@@ -313,12 +317,91 @@ describe("the AgentClient over Connect", () => {
         },
       });
       await assert.rejects(client.status(), (error: unknown) => error instanceof UnavailableError && error.message.includes(ENDPOINT));
+      await assert.rejects(client.status(), (error: unknown) => gotNoAnswer(error), "a call cut off: no answer");
+    });
+
+    it("tells a call cut off mid-way (no answer: it may be under way) from one the agent answered as unavailable", async () => {
+      const client = clientOf({
+        listSandboxes: () => {
+          throw toConnectError(new UnavailableError("containerd is restarting"));
+        },
+        status: () => {
+          // What the transport reports of a connection that broke under the call: no code of the agent's.
+          throw new ConnectError("the connection was reset", Code.Unavailable);
+        },
+      });
+      await assert.rejects(client.listSandboxes(), (error: unknown) => {
+        assert.ok(error instanceof UnavailableError && /containerd is restarting/.test(error.message));
+        assert.equal(gotNoAnswer(error), false, "the agent answered");
+        return true;
+      });
+      await assert.rejects(client.status(), (error: unknown) => error instanceof NoAnswerError && gotNoAnswer(error));
+    });
+
+    it("a call whose connection could not be made never reached the agent: Unavailable, and not taken for no answer", async () => {
+      const server = createTcpServer();
+      server.listen(0, "127.0.0.1");
+      await once(server, "listening");
+      const { port } = server.address() as AddressInfo;
+      server.close();
+      await once(server, "close");
+      const client = createAgentClient(`127.0.0.1:${port}`, "token");
+      try {
+        await assert.rejects(client.listSandboxes(), (error: unknown) => {
+          assert.ok(error instanceof UnavailableError && /ECONNREFUSED/.test(error.message), String(error));
+          assert.equal(gotNoAnswer(error), false);
+          return true;
+        });
+      } finally {
+        client.close();
+      }
+    });
+
+    it("a call whose connection drops after it was sent got no answer", async () => {
+      const server = createHttp2Server();
+      const sockets: Socket[] = [];
+      server.on("connection", (socket: Socket) => sockets.push(socket));
+      server.on("stream", (stream) => {
+        stream.on("error", () => undefined);
+        // The agent dies with the call in hand.
+        for (const socket of sockets) socket.destroy();
+      });
+      server.listen(0, "127.0.0.1");
+      await once(server, "listening");
+      const { port } = server.address() as AddressInfo;
+      const client = createAgentClient(`127.0.0.1:${port}`, "token");
+      try {
+        await assert.rejects(client.listSandboxes(), (error: unknown) => error instanceof NoAnswerError && gotNoAnswer(error));
+      } finally {
+        client.close();
+        server.close();
+      }
+    });
+
+    it("a call whose deadline passed got no answer", () => {
+      assert.equal(gotNoAnswer(new TimeoutError("CheckpointSandbox did not answer within 240000 ms")), true);
+      assert.equal(gotNoAnswer(new UnavailableError("agent agent-a is not connected; retry shortly")), false);
     });
 
     it("a method the agent does not have is an FsbError too", async () => {
       const client = clientOf({});
       await assert.rejects(client.listSandboxes(), FsbError);
     });
+  });
+
+  it("gives a checkpoint call longer than the agent may take to answer it (a slow save is answered, not given up on)", async () => {
+    // packages/agent/src/containerd/checkpoints.ts: 10 s to quiesce its daemon, 120 s for runsc's save, 60 s to restore it in place.
+    const AGENT_BUDGET_MS = 10_000 + 120_000 + 60_000;
+    let deadlineMs: number | undefined;
+    const client = clientOf({
+      checkpointSandbox: (request, context) => {
+        deadlineMs = context.timeoutMs();
+        return { checkpointId: request.checkpointId, namespace: request.namespace, name: request.name };
+      },
+    });
+    assert.ok(canCheckpoint(client));
+    await client.checkpointSandbox({ sandboxId: "a", checkpointId: "c1", namespace: "team", name: "golden" });
+    assert.ok(deadlineMs !== undefined && deadlineMs > AGENT_BUDGET_MS, `deadline ${deadlineMs} ms, the agent's budget ${AGENT_BUDGET_MS} ms`);
   });
 
   it("close releases the transport's connection", () => {

@@ -5,7 +5,8 @@
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
 import { create } from "@bufbuild/protobuf";
-import { UnavailableError, fromConnectError, pb, sandboxStatsFromMessage, sendBearerToken, type EgressPolicyName } from "@fast-sandbox/api";
+import { ERROR_CODE_HEADER, UnavailableError, fromConnectError, pb, sandboxStatsFromMessage, sendBearerToken, type EgressPolicyName } from "@fast-sandbox/api";
+import { NoAnswerError } from "./agent-client.js";
 import type {
   AgentClient,
   AgentSandbox,
@@ -66,9 +67,11 @@ export function createAgentClientOnTransport(transport: Transport, options: Agen
     } catch (error) {
       // A unary call nobody cancelled that ends "canceled" lost its connection (the agent died).
       if (error instanceof ConnectError && error.code === Code.Canceled) {
-        throw new UnavailableError(`agent at ${options.endpoint} dropped the connection: ${error.rawMessage}`, { cause: error });
+        throw new NoAnswerError(`agent at ${options.endpoint} dropped the connection: ${error.rawMessage}`, { cause: error });
       }
-      throw fromConnectError(error);
+      const translated = fromConnectError(error);
+      if (translated instanceof UnavailableError && cutOff(error)) throw new NoAnswerError(translated.message, { cause: error });
+      throw translated;
     }
   };
   const callOptions = (signal: AbortSignal | undefined) => (signal ? { signal } : {});
@@ -107,6 +110,21 @@ export function createAgentClientOnTransport(transport: Transport, options: Agen
     ...agentCheckpointCalls(client, unary),
     close: () => options.close?.(),
   };
+}
+
+/**
+ * Whether a call that failed as unavailable went out and lost its connection (reset, dropped: the
+ * agent may be doing what it asked), rather than never reaching the agent — its connection could not
+ * be made (refused, unreachable, an unknown host: the connect or the address lookup failed) — or
+ * being answered by the agent itself (its errors carry their Fast Sandbox code).
+ */
+function cutOff(error: unknown): boolean {
+  if (error instanceof ConnectError && error.metadata.has(ERROR_CODE_HEADER)) return false;
+  for (let cause: unknown = error, depth = 0; cause instanceof Error && depth < 10; cause = cause.cause, depth++) {
+    const syscall = (cause as { syscall?: unknown }).syscall;
+    if (syscall === "connect" || syscall === "getaddrinfo") return false;
+  }
+  return true;
 }
 
 /** Each message of a server stream translated (`undefined`: nothing the port can carry, skipped); errors as FsbError. */

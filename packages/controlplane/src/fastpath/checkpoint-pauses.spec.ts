@@ -2,9 +2,18 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { ConflictError, FailedPreconditionError, NoCapacityError, TimeoutError, UnavailableError, type Sandbox } from "@fast-sandbox/api";
 import { pino } from "pino";
+import { NoAnswerError } from "../agent-client/agent-client.js";
 import { FakeCheckpointingAgent, NodeCheckpoints } from "./checkpoint-agents.fixture.js";
 import { CheckpointManager } from "./checkpoint-manager.js";
-import { CONDITION_PAUSED, PAUSED_CHECKPOINT_ANNOTATION, RESUMING_ANNOTATION, SandboxPauses, isPaused, pausedAtOf } from "./checkpoint-pauses.js";
+import {
+  CONDITION_PAUSED,
+  PAUSED_CHECKPOINT_ANNOTATION,
+  PAUSE_TAKES_AT_MOST_MS,
+  RESUMING_ANNOTATION,
+  SandboxPauses,
+  isPaused,
+  pausedAtOf,
+} from "./checkpoint-pauses.js";
 import { SandboxManager } from "./sandbox-manager.js";
 import { FIXTURE_NOW, SandboxManagerFixture, deferred, poolOf, sandboxSpec } from "./sandbox-manager.fixture.js";
 
@@ -25,6 +34,21 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
   };
   const stored = async (name: string): Promise<Sandbox> => (await fixture.stored(name)) ?? assert.fail(`${name} is not stored`);
   const paused = (name: string) => pauses.pause(undefined, name);
+  /** Whether `work` has settled, after the promise callbacks pending now ran. */
+  const settled = async (work: Promise<unknown>): Promise<boolean> => {
+    let done = false;
+    work.then(
+      () => (done = true),
+      () => (done = true),
+    );
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    return done;
+  };
+  /** Moves the fixture's clock on, a second at a time, until `work` settles (a wait of its for an agent ends): fake time, no real waiting. */
+  const onFakeTime = async <T>(work: Promise<T>, limitMs = 600_000): Promise<T> => {
+    for (let movedMs = 0; !(await settled(work)) && movedMs < limitMs; movedMs += 1000) await fixture.clock.advanceAsync(1000);
+    return work;
+  };
 
   beforeEach(async () => {
     node.byId.clear();
@@ -327,7 +351,7 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     assert.equal(sandbox.status?.phase, "Running", "restored from the checkpoint saved after the timeout");
 
     // Nothing saved, the sandbox still running: the resume brings the record back to Running.
-    a.checkpointError = new UnavailableError("the connection to the agent was lost");
+    a.checkpointError = new NoAnswerError("agent at 127.0.0.1:7001 dropped the connection: http/2 stream closed with error code CANCEL (0x8)");
     a.savesLate = false;
     await assert.rejects(paused("sb"), UnavailableError);
     record = await stored("sb");
@@ -336,6 +360,36 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     const again = await pauses.resume(undefined, "sb");
     assert.equal(again.sandbox.status?.phase, "Running");
     assert.equal(fixture.allocated(), 1, "its slot is held again");
+  });
+
+  it("undoes a pause whose checkpoint call never reached the agent (not connected, connection refused) or that the agent refused as unavailable: the sandbox runs on, Running", async () => {
+    const a = addAgent("agent-a");
+    const running = await fixture.manager.create({ name: "sb", spec: sandboxSpec({ expireTime: END }) });
+    for (const refusal of [
+      new UnavailableError("agent at 127.0.0.1:7001 is unreachable: connect ECONNREFUSED 127.0.0.1:7001"),
+      new UnavailableError("containerd is restarting"),
+    ]) {
+      a.checkpointError = refusal;
+      await assert.rejects(paused("sb"), (error: unknown) => error === refusal);
+      const record = await stored("sb");
+      assert.equal(record.status?.phase, "Running", refusal.message);
+      assert.equal(record.status?.assignedPod, "agent-a");
+      assert.equal(record.status?.sandboxID, running.status?.sandboxID);
+      assert.equal(record.spec.expireTime, END, "its end back");
+      assert.equal(record.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION], undefined);
+      assert.equal(record.status?.conditions?.find((c) => c.type === CONDITION_PAUSED)?.reason, "PauseFailed");
+      assert.equal(fixture.allocated(), 1, "its slot is held all along");
+    }
+
+    // The agent's client went between the pause's check and its checkpoint call: nothing was sent.
+    a.checkpointError = undefined;
+    const get = fixture.agents.get.bind(fixture.agents);
+    let asked = 0;
+    fixture.agents.get = (name) => (++asked > 1 ? undefined : get(name));
+    await assert.rejects(paused("sb"), (error: unknown) => error instanceof UnavailableError && /agent agent-a is not connected/.test(error.message));
+    fixture.agents.get = get;
+    assert.equal((await stored("sb")).status?.phase, "Running");
+    assert.equal(a.checkpointCalls.length, 2, "the third call never went out");
   });
 
   it("marks Failed a sandbox that stopped in a pause whose checkpoint could not be saved", async () => {
@@ -374,17 +428,60 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
     await paused("sb");
     fixture.registry.setAgentReady("agent-a", false);
+    // It waits for one up to the pool's wakeTimeoutSeconds (30 s), then says so.
+    const resume = pauses.resume(undefined, "sb");
+    const startedAt = fixture.clock.now().getTime();
     await assert.rejects(
-      pauses.resume(undefined, "sb"),
+      onFakeTime(resume),
       (error: unknown) =>
         error instanceof UnavailableError && /on node node-1, where no agent of pool default is ready now; retry once one is/.test(error.message),
     );
+    assert.ok(fixture.clock.now().getTime() - startedAt >= 30_000, "it waited the pool's wakeTimeoutSeconds");
+    assert.ok(isPaused(await stored("sb")));
+    assert.equal((await stored("sb")).metadata.annotations?.[RESUMING_ANNOTATION], undefined, "its intent (the demand) is gone with it");
     fixture.registry.setAgentReady("agent-a", true);
     node.byId.clear();
     await assert.rejects(
       pauses.resume(undefined, "sb"),
       (error: unknown) => error instanceof FailedPreconditionError && /which no agent of pool default holds any more .* delete the sandbox/.test(error.message),
     );
+  });
+
+  it("resumes a sandbox whose pool went down to no agent while it was paused: it waits for the agent the pool starts on its checkpoint's node", async () => {
+    addAgent("agent-a");
+    const running = await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+    await paused("sb");
+    // Scaled down: the idle agent is stopped and gone from the registry; its node keeps the checkpoint.
+    fixture.registry.removeAgent("agent-a");
+    fixture.clients.delete("agent-a");
+
+    const resume = pauses.resume(undefined, "sb", { expireTime: END });
+    await fixture.clock.advanceAsync(5000);
+    assert.equal(await settled(resume), false, "it waits for an agent, as a create of a pool at zero does");
+    const waiting = await stored("sb");
+    assert.ok(isPaused(waiting));
+    assert.ok(waiting.metadata.annotations?.[RESUMING_ANNOTATION], "its intent: what the pool counts as waiting for an agent");
+
+    // The agent the pool starts for it, on the same node (embedded: the host).
+    fixture.registry.upsertAgent({
+      name: "agent-b",
+      namespace: "default",
+      pool: "default",
+      endpoint: "127.0.0.1:7009",
+      capacity: 4,
+      hostIP: "127.0.0.1",
+      nodeName: "node-1",
+      images: [],
+    });
+    const b = new FakeCheckpointingAgent("agent-b", node);
+    fixture.clients.set("agent-b", b);
+    const { sandbox, resumed } = await onFakeTime(resume);
+    assert.equal(resumed, true);
+    assert.equal(sandbox.status?.phase, "Running");
+    assert.equal(sandbox.status?.assignedPod, "agent-b");
+    assert.equal(sandbox.status?.sandboxID, running.status?.sandboxID);
+    assert.equal(b.createRequests.at(-1)?.fromCheckpoint !== undefined, true, "restored from its checkpoint");
+    assert.equal(node.byId.size, 0);
   });
 
   it("resumes once for concurrent resumes, and pauses after a resume in flight", async () => {
@@ -568,8 +665,11 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
         (error: unknown) => error instanceof FailedPreconditionError && /is being paused by another replica/.test(error.message),
       );
       assert.ok(isPaused(await stored("sb")), "a refused resume changes nothing");
-      // That replica died: past the grace the pause counts as cut short (nothing was saved; the agent runs it).
+      // A pause is left to its replica for as long as its checkpoint call may wait for the agent, whatever the grace.
       fixture.clock.advance(GRACE_MS);
+      await assert.rejects(other.resume(undefined, "sb"), /is being paused by another replica/);
+      // That replica died: past the longest a pause takes, it counts as cut short (nothing was saved; the agent runs it).
+      fixture.clock.advance(PAUSE_TAKES_AT_MOST_MS - GRACE_MS);
       const { sandbox, resumed } = await other.resume(undefined, "sb");
       assert.equal(resumed, true);
       assert.equal(sandbox.status?.phase, "Running");

@@ -9,7 +9,10 @@
  *   paused (`spec.expireTime` is removed) and the condition `Paused` dates the pause.
  * - resume: an instance is restored from that checkpoint under the same sandbox id, name (hostname)
  *   and access token, on an agent of the pool that holds the checkpoint (with an address of its own),
- *   with the end it is given; the checkpoint is then deleted.
+ *   with the end it is given; the checkpoint is then deleted. A pool that has no ready agent on the
+ *   checkpoint's node (scaled down to zero while the sandbox was paused) is woken by the resume's
+ *   intent (AllocationSync counts it as waiting), and the resume waits for one up to the pool's
+ *   `wakeTimeoutSeconds`, as a create waits for capacity. Deleting a paused sandbox wakes it likewise.
  * - deleting a paused sandbox deletes its checkpoint (`removeSavedState`, the manager's cleanup hook).
  *
  * Crash-safety: the record says Paused (condition Paused=Unknown) before anything is saved, and the
@@ -34,7 +37,8 @@ import {
   type SandboxPool,
 } from "@fast-sandbox/api";
 import { gotNoAnswer, type AgentClient } from "../agent-client/agent-client.js";
-import { systemClock, type Clock } from "../controller/clock.js";
+import { CHECKPOINT_CALL_TIMEOUT_MS } from "../agent-client/agent-checkpoints.js";
+import { sleep, systemClock, type Clock } from "../controller/clock.js";
 import type { AgentRegistry, AgentSnapshot } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import type { Checkpoint, CheckpointManager } from "./checkpoint-manager.js";
@@ -50,6 +54,14 @@ export const RESUMING_ANNOTATION = "sandbox.fast.io/resuming-since";
 export const CONDITION_PAUSED = "Paused";
 /** Writes of a sandbox's saved state tried this many times when other writers keep changing it first. */
 const SAVED_STATE_WRITE_ATTEMPTS = 5;
+/** How often a resume looks for a ready agent of its checkpoint's node while its pool starts one. */
+const AGENT_POLL_MS = 100;
+/**
+ * The longest a pause can take: its checkpoint call's deadline, and a minute for what comes around
+ * it (the lookups of the checkpoint before and after the call, the removal of the stopped instance,
+ * the store's writes). Another replica's pause is left to it for at least this long.
+ */
+export const PAUSE_TAKES_AT_MOST_MS = CHECKPOINT_CALL_TIMEOUT_MS + 60_000;
 /** How long a deleted paused sandbox waits for an agent of its checkpoint's node before its checkpoint is left there. */
 const SAVED_STATE_PATIENCE_MS = 10 * 60_000;
 
@@ -65,9 +77,11 @@ export interface SandboxPausesOptions {
   /**
    * Several control planes over one store (Kubernetes: every replica serves the fast path): how long
    * a pause or resume another replica started (the record says when) is left to it — a resume
-   * meanwhile is refused — before it counts as cut short. Longer than a pause can take (its
-   * checkpoint call is given 120 s). @default 0: one control plane, whose own operations on a
-   * sandbox run one at a time, so an unfinished one it is not running was cut short
+   * meanwhile is refused — before it counts as cut short. Longer than a resume can take; a pause is
+   * left to it for at least PAUSE_TAKES_AT_MOST_MS (its checkpoint call is given
+   * CHECKPOINT_CALL_TIMEOUT_MS). @default 0: one
+   * control plane, whose own operations on a sandbox run one at a time, so an unfinished one it is
+   * not running was cut short
    */
   inFlightElsewhereMs?: number;
 }
@@ -404,11 +418,12 @@ export class SandboxPauses {
     const graceMs = this.options.inFlightElsewhereMs ?? 0;
     if (graceMs <= 0) return undefined;
     const now = this.clock.now().getTime();
-    const recent = (time: string | undefined) => time !== undefined && now - (Date.parse(time) || 0) < graceMs;
+    const recent = (time: string | undefined, withinMs: number) => time !== undefined && now - (Date.parse(time) || 0) < withinMs;
     const resuming = sandbox.metadata.annotations?.[RESUMING_ANNOTATION];
-    if (recent(resuming)) return { what: "resumed", since: resuming ?? "" };
+    if (recent(resuming, graceMs)) return { what: "resumed", since: resuming ?? "" };
     const pausing = sandbox.status?.conditions?.find((c) => c.type === CONDITION_PAUSED && c.status === "Unknown")?.lastTransitionTime;
-    if (recent(pausing)) return { what: "paused", since: pausing ?? "" };
+    // Never less than a pause can take: one still waiting for its checkpoint call's answer is not cut short.
+    if (recent(pausing, Math.max(graceMs, PAUSE_TAKES_AT_MOST_MS))) return { what: "paused", since: pausing ?? "" };
     return undefined;
   }
 
@@ -419,6 +434,7 @@ export class SandboxPauses {
     const checkpointName = paused.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION];
     if (!sandboxId || !checkpointName) throw new FailedPreconditionError(`sandbox ${key} is Paused but names no checkpoint to resume from; delete it`);
     const pool = await this.poolOf(paused);
+    await this.waitForAgentOfNode(paused);
     const checkpoint = await this.findCheckpoint(namespace, checkpointName);
     if (!checkpoint) return { sandbox: await this.withoutCheckpoint(paused, pool, checkpointName, options), resumed: true };
     // Whatever a pause or resume cut short left of the instance on the checkpoint's node.
@@ -484,6 +500,24 @@ export class SandboxPauses {
       );
     this.logger.info({ sandbox: key, sandboxId, agent: agent.name, checkpoint: checkpoint.name }, "sandbox resumed");
     return { sandbox: running, resumed: true };
+  }
+
+  /**
+   * Waits, up to the pool's `wakeTimeoutSeconds`, until an agent of the sandbox's pool is ready on its
+   * checkpoint's node (any node when the record names none): only such an agent lists the checkpoint.
+   * The pool controller starts one for a pool that has none (the resume's intent is its demand,
+   * AllocationSync.pendingIn); an agent of the node ready already ends the wait at once. When none
+   * comes, the lookup that follows says so.
+   */
+  private async waitForAgentOfNode(paused: Sandbox): Promise<void> {
+    const namespace = paused.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const node = paused.status?.nodeName;
+    const ready = () =>
+      this.options.registry.listAgents({ namespace, pool: paused.spec.poolRef }).some((agent) => agent.ready && (!node || agent.nodeName === node));
+    if (ready()) return;
+    const deadline = this.clock.now().getTime() + this.options.manager.wakeTimeoutMs(namespace, paused.spec.poolRef);
+    this.logger.info({ sandbox: sandboxKey(namespace, paused.metadata.name), node }, "resume waits for an agent of its checkpoint's node to start");
+    while (!ready() && this.clock.now().getTime() < deadline) await sleep(this.clock, AGENT_POLL_MS);
   }
 
   /**

@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import { API_VERSION, type Sandbox, type SandboxSpec, type SandboxStatus } from "@fast-sandbox/api";
 import { pino } from "pino";
 import { FakeClock } from "../controller/clock.js";
+import { PAUSED_CHECKPOINT_ANNOTATION, RESUMING_ANNOTATION } from "../fastpath/checkpoint-pauses.js";
 import { AgentRegistry, type AgentInfo } from "../registry/agent-registry.js";
 import { MemoryResourceStore } from "../store/memory-resource-store.js";
 import { AllocationSync, heldOn } from "./allocation-sync.js";
@@ -339,6 +340,49 @@ describe("AllocationSync", () => {
     await setStatus("recreated", { phase: "Running", assignedPod: "agent-b" });
     await settle();
     assert.equal(sync.pendingIn(NAMESPACE, POOL), 0);
+  });
+
+  it("counts a paused sandbox being resumed or deleted as waiting, and wakes its pool, while no agent of its checkpoint's node is ready", async () => {
+    // The pool went down to zero agents while its sandboxes were paused.
+    registry.removeAgent("agent-a");
+    registry.removeAgent("agent-b");
+    /** A paused record: its checkpoint on node-1, no agent; `annotations` added. */
+    const pausedRecord = async (name: string, annotations: Record<string, string> = {}) => {
+      const created = await store.create("Sandbox", {
+        apiVersion: API_VERSION,
+        kind: "Sandbox",
+        metadata: {
+          name,
+          namespace: NAMESPACE,
+          finalizers: [FINALIZER],
+          annotations: { [PAUSED_CHECKPOINT_ANNOTATION]: `${name}-pause-0a1b2c`, ...annotations },
+        },
+        spec: spec(),
+      });
+      return store.updateStatus("Sandbox", { ...created, status: { phase: "Paused", sandboxID: `${name}-id`, nodeName: "node-1" } });
+    };
+    // The fast path is busy with a sandbox exactly while it resumes or deletes it.
+    busy.add(key("resuming")).add(key("deleted"));
+    await pausedRecord("idle");
+    await pausedRecord("resuming", { [RESUMING_ANNOTATION]: clock.now().toISOString() });
+    await pausedRecord("deleted");
+    await store.delete("Sandbox", { namespace: NAMESPACE, name: "deleted" });
+    await settle();
+    assert.equal(sync.pendingIn(NAMESPACE, POOL), 2, "the resume and the delete need an agent of node-1; the sandbox left paused needs none");
+    assert.deepEqual([...new Set(pending)].sort(), [key("deleted"), key("resuming")], "their pool is woken");
+
+    // An agent on another node does not hold the checkpoint; one on node-1 does.
+    registry.upsertAgent(agentInfo("agent-c", { nodeName: "node-2" }));
+    assert.equal(sync.pendingIn(NAMESPACE, POOL), 2);
+    registry.upsertAgent(agentInfo("agent-d", { nodeName: "node-1" }));
+    assert.equal(sync.pendingIn(NAMESPACE, POOL), 0);
+    registry.setAgentReady("agent-d", false);
+    assert.equal(sync.pendingIn(NAMESPACE, POOL), 2, "an agent not ready does not list the checkpoint");
+
+    // A resume's intent left by a control plane that died mid-resume stops counting after a while.
+    clock.advance(5 * 60_000);
+    assert.equal(sync.pendingIn(NAMESPACE, POOL), 1);
+    busy.clear();
   });
 
   it("calls onPending with the records waiting to be placed, not with placed or deleting ones", async () => {

@@ -6,6 +6,11 @@
  * finished — holds a slot and its ports on that agent (the ports of an instance in its agent's
  * network, `portsHeldBy`); any other record, or none, holds nothing.
  *
+ * Paused sandboxes hold no slot, but one whose checkpoint must be reached — a resume in flight, a
+ * delete (its checkpoint goes with it) — needs a ready agent of its pool on the checkpoint's node:
+ * while its pool has none there (scaled down while the sandbox was paused), it counts as waiting
+ * (`pendingIn`) and wakes the pool (`onPending`), as a create does.
+ *
  * One `reconcile(key)` per sandbox on the controller kit: the registry's placement of the key is
  * made to match the record. Keys this replica's fast path is working on are left to it (looked at
  * again shortly): its own bookkeeping is ahead of the store. A record whose agent is not registered
@@ -21,6 +26,7 @@ import { systemClock, type Clock } from "../controller/clock.js";
 import { Controller, type ReconcileResult, type Reconciler } from "../controller/controller.js";
 import type { Informer } from "../controller/informer.js";
 import { objectKey, parseObjectKey } from "../controller/object-key.js";
+import { PAUSED_CHECKPOINT_ANNOTATION, RESUMING_ANNOTATION } from "../fastpath/checkpoint-pauses.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { SANDBOXES_BY_AGENT, sandboxInformer, sandboxesByAgent } from "./sandbox-informer.js";
@@ -33,6 +39,12 @@ const RECHECK_MS = 500;
  * tens of milliseconds (SandboxManager), which must find this record by then, not the same agent.
  */
 const CONFLICT_RECHECK_MS = 50;
+/**
+ * How long a resume's intent (RESUMING_ANNOTATION) counts as demand: longer than a resume takes — its
+ * wait for an agent (the pool's wakeTimeoutSeconds, 30 s by default) and its restore (a 60 s create
+ * call) — so that one left by a control plane that died mid-resume does not hold the pool up for ever.
+ */
+const RESUME_DEMAND_MS = 5 * 60_000;
 export interface AllocationSyncOptions {
   store: ResourceStore;
   registry: AgentRegistry;
@@ -43,7 +55,10 @@ export interface AllocationSyncOptions {
   namespace?: string;
   /** The Sandbox informer shared with the control plane's other controllers. @default one of its own */
   informer?: Informer<"Sandbox">;
-  /** Called for records waiting to be placed (phase Pending): demand the pool controller counts. */
+  /**
+   * Called for records waiting to be placed (phase Pending), and for paused sandboxes that need an
+   * agent of their checkpoint's node (`needsCheckpointAgent`): demand the pool controller counts.
+   */
   onPending?(sandbox: Sandbox): void;
   /**
    * The ports a record's instance holds on its agent's address (SandboxManager.portsHeldBy: none for
@@ -61,6 +76,21 @@ export function heldOn(sandbox: Sandbox | undefined): string | undefined {
   return agent && (phase === "Bound" || phase === "Running") ? agent : undefined;
 }
 
+/**
+ * Whether the record is a paused sandbox whose checkpoint must be reached now, through a ready agent
+ * of its pool on the checkpoint's node (`status.nodeName`): a resume is under way (its intent is less
+ * than RESUME_DEMAND_MS old), or the sandbox is being deleted (checkpoint-pauses.ts removes its
+ * checkpoint first). A paused sandbox left alone needs none: its pool may go down to zero agents.
+ */
+export function needsCheckpointAgent(sandbox: Sandbox, nowMs: number): boolean {
+  const annotations = sandbox.metadata.annotations ?? {};
+  // A record held on an agent (Running, its pause only beginning) needs that agent, whose slot it holds.
+  if (!annotations[PAUSED_CHECKPOINT_ANNOTATION] || heldOn(sandbox)) return false;
+  if (sandbox.metadata.deletionTimestamp) return true;
+  const resumingSince = Date.parse(annotations[RESUMING_ANNOTATION] ?? "");
+  return sandbox.status?.phase === "Paused" && nowMs - resumingSince < RESUME_DEMAND_MS;
+}
+
 /** Phases in which a record that names an agent no longer needs it. */
 const ENDED_ON_AGENT: ReadonlySet<string> = new Set(["Expired", "Failed", "Terminating"]);
 
@@ -68,10 +98,12 @@ export class AllocationSync implements Reconciler {
   private readonly options: AllocationSyncOptions;
   private readonly informer: Informer<"Sandbox">;
   private readonly controller: Controller;
+  private readonly clock: Clock;
 
   constructor(options: AllocationSyncOptions) {
     this.options = options;
     const clock = options.clock ?? systemClock;
+    this.clock = clock;
     this.informer =
       options.informer ??
       sandboxInformer({ store: options.store, logger: options.logger, clock, ...(options.namespace !== undefined ? { namespace: options.namespace } : {}) });
@@ -100,18 +132,31 @@ export class AllocationSync implements Reconciler {
   }
 
   /**
-   * Records of the pool waiting to be placed, from the cache (not being deleted): Pending ones, and
-   * Lost ones whose failurePolicy recreates them — they hold no slot, and in a pool sized to what it
-   * holds (poolMin 0, or full) nothing else asks for the one they need.
+   * Records of the pool waiting to be placed, from the cache: Pending ones and Lost ones whose
+   * failurePolicy recreates them, not being deleted — they hold no slot, and in a pool sized to what
+   * it holds (poolMin 0, or full) nothing else asks for the one they need. And paused sandboxes that
+   * need an agent of their checkpoint's node (`needsCheckpointAgent`: a resume, a delete) where the
+   * pool has no ready one: a pool scaled down to zero while they were paused starts one for them.
    */
   pendingIn(namespace: string, pool: string): number {
+    const nowMs = this.clock.now().getTime();
     let count = 0;
     for (const sandbox of this.informer.list()) {
-      if (sandbox.metadata.namespace !== namespace || sandbox.spec.poolRef !== pool || sandbox.metadata.deletionTimestamp) continue;
+      if (sandbox.metadata.namespace !== namespace || sandbox.spec.poolRef !== pool) continue;
+      if (needsCheckpointAgent(sandbox, nowMs)) {
+        if (!this.readyAgentOnNode(namespace, pool, sandbox.status?.nodeName)) count += 1;
+        continue;
+      }
+      if (sandbox.metadata.deletionTimestamp) continue;
       const phase = sandbox.status?.phase ?? "Pending";
       if (phase === "Pending" || (phase === "Lost" && sandbox.spec.failurePolicy === "AutoRecreate")) count += 1;
     }
     return count;
+  }
+
+  /** Whether a ready agent of the pool runs on `node` (any node when it is not known). */
+  private readyAgentOnNode(namespace: string, pool: string, node: string | undefined): boolean {
+    return this.options.registry.listAgents({ namespace, pool }).some((agent) => agent.ready && (!node || agent.nodeName === node));
   }
 
   /**
@@ -134,8 +179,16 @@ export class AllocationSync implements Reconciler {
   private step(key: string): ReconcileResult | void {
     const { registry } = this.options;
     const { namespace, name } = parseObjectKey(key);
-    if (this.options.isBusy(namespace, name)) return { requeueAfterMs: RECHECK_MS };
     const sandbox = this.informer.get(key);
+    // Before the busy check: the fast path is busy with it exactly while it resumes it or deletes it.
+    if (
+      sandbox &&
+      needsCheckpointAgent(sandbox, this.clock.now().getTime()) &&
+      !this.readyAgentOnNode(namespace, sandbox.spec.poolRef, sandbox.status?.nodeName)
+    ) {
+      this.options.onPending?.(sandbox);
+    }
+    if (this.options.isBusy(namespace, name)) return { requeueAfterMs: RECHECK_MS };
     if (sandbox && (sandbox.status?.phase ?? "Pending") === "Pending" && !sandbox.metadata.deletionTimestamp) this.options.onPending?.(sandbox);
     const agentName = heldOn(sandbox);
     const current = registry.placementOf(key);
