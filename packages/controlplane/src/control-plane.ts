@@ -185,6 +185,8 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     sandboxProxy = await startSandboxProxy({
       sources: {
         lookup: (sandboxId) => directory.lookup(sandboxId),
+        // Tunnels and WebSockets close when their sandbox's access token changes or the sandbox goes.
+        onSandboxChange: (listener) => directory.onChange(listener),
         // Shared network: the sandbox listens on its agent's address (this host).
         agentAddress: (agentName) => registry.getAgent(agentName)?.hostIP,
         domain: configuredProxy?.domain ?? "localhost",

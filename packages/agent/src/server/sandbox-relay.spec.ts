@@ -142,46 +142,52 @@ describe("the agent's sandbox relay", () => {
     assert.deepEqual(results.slice(-2), ["unreachable", "bad_request"]);
   });
 
-  it("dials nothing for a caller that went away while it looked the sandbox up", async () => {
-    let upstreamConnections = 0;
-    const upstream = net.createServer((socket) => {
-      upstreamConnections++;
-      socket.resume();
+  for (const [how, hangUp] of [
+    ["a reset", (caller: net.Socket) => caller.resetAndDestroy()],
+    // The agent's server keeps a caller's connection half-open (an open tunnel relays the FIN): a FIN alone does not close it.
+    ["a FIN", (caller: net.Socket) => caller.destroy()],
+  ] as const) {
+    it(`dials nothing for a caller that went away (${how}) while it looked the sandbox up`, { timeout: 10_000 }, async () => {
+      let upstreamConnections = 0;
+      const upstream = net.createServer((socket) => {
+        upstreamConnections++;
+        socket.resume();
+      });
+      const port = await listen(upstream);
+      let release: (value: RuntimeSandbox[]) => void = () => undefined;
+      let lookupStarted: () => void = () => undefined;
+      const started = new Promise<void>((resolve) => (lookupStarted = resolve));
+      const slow = createSandboxRelay({
+        token: TOKEN,
+        sandboxes: () => {
+          lookupStarted();
+          return new Promise((resolve) => (release = resolve));
+        },
+      });
+      const slowServer = http.createServer((_request, response) => response.end());
+      slowServer.on("connect", slow.onConnect);
+      let callerOnServer: net.Socket | undefined;
+      slowServer.on("connection", (socket: net.Socket) => (callerOnServer = socket));
+      const slowPort = await listen(slowServer);
+      try {
+        const caller = net.connect(slowPort, "127.0.0.1");
+        caller.on("error", () => undefined);
+        caller.write(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`);
+        await started;
+        const gone = new Promise((resolve) => callerOnServer?.once("close", resolve));
+        hangUp(caller);
+        await gone;
+        release(sandboxes);
+        // Long enough for a dial the relay would make to be accepted on loopback.
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        assert.equal(upstreamConnections, 0);
+      } finally {
+        slow.close();
+        await new Promise((resolve) => slowServer.close(resolve));
+        await new Promise((resolve) => upstream.close(resolve));
+      }
     });
-    const port = await listen(upstream);
-    let release: (value: RuntimeSandbox[]) => void = () => undefined;
-    let lookupStarted: () => void = () => undefined;
-    const started = new Promise<void>((resolve) => (lookupStarted = resolve));
-    const slow = createSandboxRelay({
-      token: TOKEN,
-      sandboxes: () => {
-        lookupStarted();
-        return new Promise((resolve) => (release = resolve));
-      },
-    });
-    const slowServer = http.createServer((_request, response) => response.end());
-    slowServer.on("connect", slow.onConnect);
-    let callerOnServer: net.Socket | undefined;
-    slowServer.on("connection", (socket: net.Socket) => (callerOnServer = socket));
-    const slowPort = await listen(slowServer);
-    try {
-      const caller = net.connect(slowPort, "127.0.0.1");
-      caller.on("error", () => undefined);
-      caller.write(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`);
-      await started;
-      const gone = new Promise((resolve) => callerOnServer?.once("close", resolve));
-      caller.resetAndDestroy();
-      await gone;
-      release(sandboxes);
-      // Long enough for a dial the relay would make to be accepted on loopback.
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      assert.equal(upstreamConnections, 0);
-    } finally {
-      slow.close();
-      await new Promise((resolve) => slowServer.close(resolve));
-      await new Promise((resolve) => upstream.close(resolve));
-    }
-  });
+  }
 
   it("parses only literal addresses with a port", () => {
     assert.deepEqual(parseRelayTarget("10.213.0.5:8080"), { host: "10.213.0.5", port: 8080 });

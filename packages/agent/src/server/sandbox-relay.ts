@@ -64,6 +64,11 @@ export function createSandboxRelay(options: SandboxRelayOptions): SandboxRelay {
     open.add(socket);
     socket.once("close", () => open.delete(socket));
     socket.on("error", () => socket.destroy());
+    // The agent's server keeps a caller's connection half-open, so that an open tunnel relays its FIN
+    // (the sandbox's answer may follow). Before the tunnel opens, a FIN means the caller went: there
+    // is nothing it could be waiting for, and its connection closes, as would one it reset.
+    const wentAway = () => socket.destroy();
+    socket.once("end", wentAway);
     void (async () => {
       const match = /^Bearer (.+)$/.exec(request.headers.authorization ?? "");
       if (!match?.[1] || !equalTokens(match[1], options.token)) {
@@ -108,6 +113,7 @@ export function createSandboxRelay(options: SandboxRelayOptions): SandboxRelay {
       let connected = false;
       upstream.once("connect", () => {
         connected = true;
+        socket.off("end", wentAway);
         observe("opened");
         socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
         if (head.length > 0) upstream.write(head);

@@ -78,6 +78,8 @@ export async function startKubernetesSandboxProxy(options: {
   const proxy = await startSandboxProxy({
     sources: {
       lookup: (sandboxId) => directory.lookup(sandboxId),
+      // Tunnels and WebSockets close when their sandbox's access token changes or the sandbox goes.
+      onSandboxChange: (listener) => directory.onChange(listener),
       // The agent Pod's IP (its endpoint's host): a Shared sandbox listens there.
       agentAddress: (agentName) => endpointOf(agentName)?.replace(/:\d+$/, ""),
       // Its API's address, where its relay answers.

@@ -45,7 +45,8 @@ export class PortStartGrace {
   private readonly refused = new Map<string, number>();
 
   constructor(
-    private readonly dial: (target: DialTarget) => Promise<net.Socket>,
+    /** One try; `signal` aborts it (the caller hung up). */
+    private readonly dial: (target: DialTarget, signal?: AbortSignal) => Promise<net.Socket>,
     options: PortStartGraceOptions = {},
   ) {
     this.graceMs = options.graceMs ?? 3000;
@@ -57,8 +58,9 @@ export class PortStartGrace {
   /**
    * A connection to the target: the first one to a port of an instance is tried again while the
    * port refuses, within the grace; any other failure (and a refusal past the grace, or at a port
-   * reached before) is thrown as it is. Once `signal` aborts (the caller hung up) no try is made
-   * and no pause waited out: the abort's reason is thrown, and a connection made meanwhile closed.
+   * reached before) is thrown as it is. Once `signal` aborts (the caller hung up) no try is made,
+   * the try in progress stops, and no pause is waited out: the abort's reason is thrown, and a
+   * connection made meanwhile closed.
    */
   async connect(target: DialTarget, signal?: AbortSignal): Promise<net.Socket> {
     const key = this.keyOf(target);
@@ -68,7 +70,7 @@ export class PortStartGrace {
     for (;;) {
       signal?.throwIfAborted();
       try {
-        const socket = await this.dial(target);
+        const socket = await this.dial(target, signal);
         if (signal?.aborted) {
           socket.destroy();
           signal.throwIfAborted();

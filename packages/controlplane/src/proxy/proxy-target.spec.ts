@@ -30,7 +30,14 @@ async function status(headerValues: Record<string, string>, from: ProxyTargetSou
 
 describe("resolveProxyTarget", () => {
   it("sends a Shared sandbox's traffic to its agent's address, and an Isolated one's to its own", async () => {
-    assert.deepEqual(await resolveProxyTarget(headers(), sources(sandbox())), { sandboxId: ID, namespace: "team", name: "web", host: "10.0.0.7", port: 8080 });
+    assert.deepEqual(await resolveProxyTarget(headers(), sources(sandbox())), {
+      sandboxId: ID,
+      namespace: "team",
+      name: "web",
+      host: "10.0.0.7",
+      port: 8080,
+      accessTokenHash: hashAccessToken(TOKEN),
+    });
     const isolated = await resolveProxyTarget(headers(), sources(sandbox({ sandboxIP: "10.88.0.5" })));
     assert.equal(isProxyRefusal(isolated) ? undefined : isolated.host, "10.88.0.5");
   });

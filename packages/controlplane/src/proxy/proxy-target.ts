@@ -35,6 +35,8 @@ export interface ProxyTarget {
   relay?: string;
   /** The request target to send instead of the caller's (a presigned file URL: rebuilt from what its signature covers). */
   path?: string;
+  /** The sandbox's access token hash when the caller was let in: a tunnel or WebSocket lasts only as long as it (open-tunnels.ts). */
+  accessTokenHash?: string;
 }
 
 /** The JSON answer to a request the proxy does not forward: `{code, message, sandboxId?}`, as E2B's proxy answers. */
@@ -79,6 +81,13 @@ export interface ProxyTargetSources {
    * without an address is routed only when this says Shared (else 503 until it runs).
    */
   networkModeOf?(sandbox: Sandbox): NetworkMode | undefined;
+  /**
+   * Tells `listener` of every change to a sandbox's record (as it is now), and of its deletion (as
+   * last seen, `deleted`), e.g. `SandboxDirectory.onChange`; returns what stops it. The proxy closes
+   * the tunnels and WebSockets a new access token or the deletion no longer allows. Absent: they last
+   * as long as their connections.
+   */
+  onSandboxChange?(listener: (sandbox: Sandbox, deleted: boolean) => void): () => void;
   /** The proxy's public domain, e.g. `localhost`. */
   domain: string;
 }
@@ -195,10 +204,11 @@ export async function resolveProxyTarget(headers: RoutingHeaders, sources: Proxy
   const notConnected = () => refuse(503, `the agent ${agent ?? "?"} of sandbox ${namespace}/${name} is not connected; retry shortly`, { sandboxId });
   if (!host) return notConnected();
   const path = signedPath !== undefined ? { path: signedPath } : {};
+  const letInWith = hash !== undefined ? { accessTokenHash: hash } : {};
   if (isolated && sources.agentRelay) {
     const relay = agent ? sources.agentRelay(agent) : undefined;
     if (!relay) return notConnected();
-    return { sandboxId, namespace, name, host, port, relay, ...path };
+    return { sandboxId, namespace, name, host, port, relay, ...path, ...letInWith };
   }
-  return { sandboxId, namespace, name, host, port, ...path };
+  return { sandboxId, namespace, name, host, port, ...path, ...letInWith };
 }

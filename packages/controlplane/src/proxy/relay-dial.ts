@@ -30,6 +30,32 @@ export class RelayRefusedError extends Error {
   }
 }
 
+/**
+ * A connection (or a relay's answer to its CONNECT) did not come within the connect timeout: the
+ * address takes no connection (a host gone, a packet filter dropping them) or the relay hangs.
+ */
+export class DialTimeoutError extends Error {
+  constructor(
+    readonly timeoutMs: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = "DialTimeoutError";
+  }
+}
+
+/** How long a connection to a sandbox, or to an agent relay and its answer, may take. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+
+export interface DialOptions {
+  /** The instance id of the sandbox meant at the address (a relay checks it). */
+  sandboxId?: string | undefined;
+  /** How long the connection may take, the relay's answer included. @default DEFAULT_CONNECT_TIMEOUT_MS */
+  connectTimeoutMs?: number;
+  /** The caller hung up: the attempt stops, and the signal's reason is thrown. */
+  signal?: AbortSignal | undefined;
+}
+
 /** How long a relay's refusal body may take to arrive before the refusal is reported without it. */
 const REFUSAL_BODY_WAIT_MS = 2000;
 
@@ -49,20 +75,45 @@ function refusalMessage(status: number, body: string): string {
   return `the agent relay answered ${status}${body ? `: ${body.slice(0, 200)}` : ""}`;
 }
 
-/** A TCP connection to `host:port` through the agent relay at `relay`, ready to carry the sandbox's bytes. */
-export function dialThroughRelay(relay: string, token: string, host: string, port: number, sandboxId?: string): Promise<net.Socket> {
+/**
+ * A TCP connection to `host:port` through the agent relay at `relay`, ready to carry the sandbox's
+ * bytes. Half-open, as a direct one: each direction of a tunnel ends on its own, and a sandbox that
+ * ends its side first (`shutdown(SHUT_WR)`) may still read what the client sends after.
+ */
+export function dialThroughRelay(relay: string, token: string, host: string, port: number, options: DialOptions = {}): Promise<net.Socket> {
   const agent = splitEndpoint(relay);
   const authority = net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+  const { sandboxId, signal } = options;
+  const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
-    const request = http.request({
+    if (signal?.aborted) {
+      reject(signal.reason as Error);
+      return;
+    }
+    // Node hands the socket options on to the connection it makes (its types do not say so).
+    const requestOptions: http.RequestOptions & net.SocketConstructorOpts = {
       host: agent.host,
       port: agent.port,
       method: "CONNECT",
       path: authority,
       headers: { host: authority, authorization: `Bearer ${token}`, ...(sandboxId ? { [RELAY_SANDBOX_HEADER]: sandboxId } : {}) },
       agent: false,
-    });
+      allowHalfOpen: true,
+    };
+    const request = http.request(requestOptions);
+    // The connection and the relay's answer, which comes once the relay has reached the sandbox's port.
+    const timer = setTimeout(
+      () => request.destroy(new DialTimeoutError(timeoutMs, `the agent relay at ${relay} did not open a connection to ${authority} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const onAbort = () => request.destroy(signal?.reason as Error);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const settled = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    };
     request.once("connect", (response: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+      settled();
       const status = response.statusCode ?? 0;
       if (status === 200) {
         if (head.length > 0) socket.unshift(head);
@@ -72,16 +123,21 @@ export function dialThroughRelay(relay: string, token: string, host: string, por
       // A refusal: its JSON body follows on the socket, which the relay then closes.
       const chunks: Buffer[] = [head];
       const done = () => {
-        clearTimeout(timer);
+        clearTimeout(bodyTimer);
         socket.destroy();
         reject(new RelayRefusedError(status, refusalMessage(status, Buffer.concat(chunks).toString())));
       };
-      const timer = setTimeout(done, REFUSAL_BODY_WAIT_MS);
+      const bodyTimer = setTimeout(done, REFUSAL_BODY_WAIT_MS);
       socket.on("data", (chunk: Buffer) => chunks.push(chunk));
       socket.once("end", done);
       socket.once("error", done);
     });
-    request.once("error", (error) => reject(new Error(`the agent relay at ${relay} cannot be reached: ${error.message}`)));
+    request.once("error", (error) => {
+      settled();
+      if (signal?.aborted) reject(signal.reason as Error);
+      else if (error instanceof DialTimeoutError) reject(error);
+      else reject(new Error(`the agent relay at ${relay} cannot be reached: ${error.message}`));
+    });
     request.end();
   });
 }

@@ -12,15 +12,16 @@
  * `idleTimeoutMs`: the sandbox's side then closes passively, leaving no TIME-WAIT in the sandbox —
  * and a gVisor checkpoint (pause, fork) is refused while the sandbox holds any open or TIME-WAIT
  * connection (runsc 20221219), so an idle one must not linger. A request in progress, however long
- * it streams or waits, is never cut by it.
+ * it streams or waits, is never cut by it. Each try at a connection gives up after `connectTimeoutMs`
+ * (a DialTimeoutError, which the proxy answers 504), and when the caller hangs up.
  */
 import http from "node:http";
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import { PortStartGrace } from "./port-start-grace.js";
-import { dialThroughRelay, type DialTarget } from "./relay-dial.js";
+import { DEFAULT_CONNECT_TIMEOUT_MS, DialTimeoutError, dialThroughRelay, type DialTarget } from "./relay-dial.js";
 
-export { RelayRefusedError, dialThroughRelay, type DialTarget } from "./relay-dial.js";
+export { DialTimeoutError, RelayRefusedError, dialThroughRelay, type DialTarget } from "./relay-dial.js";
 
 /** How long a kept-alive connection to a sandbox may stay idle before this side closes it. */
 export const DEFAULT_IDLE_CONNECTION_TIMEOUT_MS = 4000;
@@ -109,12 +110,19 @@ export interface SandboxDialerOptions {
   idleTimeoutMs?: number;
   /** How long the first connection to a port of a sandbox is tried again while the port refuses it. @default 3000 */
   portStartGraceMs?: number;
+  /**
+   * How long one try at a connection may take: the TCP connection, and through a relay its answer
+   * too. Past it the try fails with a DialTimeoutError (an address that drops connections would
+   * otherwise hold the caller for the system's SYN retries, minutes). @default DEFAULT_CONNECT_TIMEOUT_MS
+   */
+  connectTimeoutMs?: number;
 }
 
 export class SandboxDialer {
   private readonly direct: DialingAgent;
   private readonly relayed = new Map<string, DialingAgent>();
   private readonly idleTimeoutMs: number;
+  private readonly connectTimeoutMs: number;
   private readonly grace: PortStartGrace;
 
   /** @param relayToken the agent token, which relays require; without it no target may name a relay. */
@@ -123,7 +131,8 @@ export class SandboxDialer {
     options: SandboxDialerOptions = {},
   ) {
     this.idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_CONNECTION_TIMEOUT_MS;
-    this.grace = new PortStartGrace((target) => this.dialOnce(target), {
+    this.connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    this.grace = new PortStartGrace((target, signal) => this.dialOnce(target, signal), {
       ...(options.portStartGraceMs !== undefined ? { graceMs: options.portStartGraceMs } : {}),
     });
     this.direct = new DialingAgent((target, signal) => this.connect(target, signal), undefined, this.idleTimeoutMs);
@@ -131,7 +140,7 @@ export class SandboxDialer {
 
   /**
    * A raw TCP connection to the target (tunnels, WebSockets, pooled requests). `signal`: the caller
-   * hung up; a port's grace ends (port-start-grace.ts).
+   * hung up; the try in progress and a port's grace end (port-start-grace.ts).
    */
   connect(target: DialTarget, signal?: AbortSignal): Promise<net.Socket> {
     return this.grace.connect(target, signal);
@@ -172,17 +181,41 @@ export class SandboxDialer {
     this.relayed.clear();
   }
 
-  /** One try at a connection: through the target's relay, or directly. */
-  private dialOnce(target: DialTarget): Promise<net.Socket> {
-    if (target.relay) return dialThroughRelay(target.relay, this.token(target.relay), target.host, target.port, target.sandboxId);
+  /** One try at a connection, within the connect timeout and until `signal` aborts: through the target's relay, or directly. */
+  private dialOnce(target: DialTarget, signal?: AbortSignal): Promise<net.Socket> {
+    const timeoutMs = this.connectTimeoutMs;
+    if (target.relay) {
+      return dialThroughRelay(target.relay, this.token(target.relay), target.host, target.port, {
+        sandboxId: target.sandboxId,
+        connectTimeoutMs: timeoutMs,
+        signal,
+      });
+    }
     return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(signal.reason as Error);
+        return;
+      }
       // As Node's own Agent does: no Nagle delay (a request's head goes out alone, flushed, before its body).
       const socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true, keepAlive: true });
+      const fail = (error: Error) => {
+        settled();
+        socket.destroy();
+        reject(error);
+      };
+      const timer = setTimeout(() => fail(new DialTimeoutError(timeoutMs, `no connection to ${target.host}:${target.port} within ${timeoutMs} ms`)), timeoutMs);
+      const onAbort = () => fail(signal?.reason as Error);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const settled = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        socket.off("error", fail);
+      };
       socket.once("connect", () => {
-        socket.off("error", reject);
+        settled();
         resolve(socket);
       });
-      socket.once("error", reject);
+      socket.once("error", fail);
     });
   }
 

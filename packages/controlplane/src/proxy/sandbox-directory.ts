@@ -57,6 +57,15 @@ export class SandboxDirectory {
     return this.cached(sandboxId);
   }
 
+  /**
+   * Tells `listener` of every change to a sandbox after it is in the cache (its record now) and of
+   * every deletion (the record as last seen, `deleted`); returns what stops it. The proxy closes the
+   * tunnels a new access token or a deletion no longer allows (`ProxyTargetSources.onSandboxChange`).
+   */
+  onChange(listener: (sandbox: Sandbox, deleted: boolean) => void): () => void {
+    return this.informer.addHandlers({ onUpdate: (_previous, current) => listener(current, false), onDelete: (sandbox) => listener(sandbox, true) });
+  }
+
   /** Every sandbox in the cache (no wait). */
   list(): Sandbox[] {
     return this.informer.list();

@@ -10,9 +10,9 @@ import { after, before, describe, it } from "node:test";
 import { pino } from "pino";
 import WebSocket, { WebSocketServer } from "ws";
 import { createSandboxRelay, type RelayResult, type RuntimeSandbox, type SandboxRelay } from "@fast-sandbox/agent";
-import { API_VERSION, SANDBOX_DAEMON_PORT, type Sandbox } from "@fast-sandbox/api";
+import { API_VERSION, SANDBOX_DAEMON_PORT, listenCleartext, type CleartextServer, type Sandbox } from "@fast-sandbox/api";
 import { hashAccessToken } from "./access-token.js";
-import { startSandboxProxy, type SandboxProxy } from "./sandbox-proxy.js";
+import { startSandboxProxy, type SandboxProxy, type SandboxProxyOptions } from "./sandbox-proxy.js";
 
 const ID = "r3l4yq0m2zt7c1w8r5bn";
 /** A later sandbox given the same address on the same agent. */
@@ -28,7 +28,8 @@ describe("the sandbox proxy through an agent's relay", () => {
   const upstream = http.createServer((request, response) => response.end(JSON.stringify({ url: request.url, relayed: true })));
   const websockets = new WebSocketServer({ server: upstream });
   websockets.on("connection", (socket) => socket.on("message", (data, binary) => socket.send(data, { binary })));
-  const relayServer = http.createServer((_request, response) => response.end());
+  // The agent's API port, as the agent serves it (agent-server.ts), with the relay on CONNECT.
+  let relayServer: CleartextServer;
   const relayed: RelayResult[] = [];
   let relay: SandboxRelay;
   let port: number;
@@ -38,17 +39,43 @@ describe("the sandbox proxy through an agent's relay", () => {
   /** A port that takes connections and closes them without a word. */
   const mute = net.createServer((socket) => socket.destroy());
   let mutePort: number;
+  // Answers only once the client is done sending (`printf q | nc -N host port`), and not at once.
+  const afterEof = net.createServer({ allowHalfOpen: true }, (socket) => {
+    let got = "";
+    socket.on("data", (chunk: Buffer) => (got += chunk.toString()));
+    socket.once("end", () => setTimeout(() => socket.end(`got ${got}`), 20));
+  });
+  let afterEofPort: number;
+  /** What `speaksFirst` received until the client's FIN. */
+  let heardAfterItsFin: Promise<string> = Promise.resolve("");
+  // Greets, ends its side (`shutdown(SHUT_WR)`), and reads what the client says after.
+  const speaksFirst = net.createServer({ allowHalfOpen: true }, (socket) => {
+    heardAfterItsFin = new Promise((resolve) => {
+      let got = "";
+      socket.on("data", (chunk: Buffer) => (got += chunk.toString()));
+      socket.once("end", () => {
+        resolve(got);
+        socket.destroy();
+      });
+    });
+    socket.end("hello");
+  });
+  let speaksFirstPort: number;
+  /** A relay that takes connections and never answers their CONNECT; each connection it holds, until the dialer closes it. */
+  const silentRelay = net.createServer((socket) => silentRelayConnections.push(socket));
+  const silentRelayConnections: net.Socket[] = [];
+  let silentRelayEndpoint: string;
 
   const record = (sandboxID = ID): Sandbox => ({
     apiVersion: API_VERSION,
     kind: "Sandbox",
     metadata: { name: "web", namespace: "default" },
-    spec: { image: "busybox", poolRef: "default", exposedPorts: [port, mutePort] },
+    spec: { image: "busybox", poolRef: "default", exposedPorts: [port, mutePort, afterEofPort, speaksFirstPort] },
     // Isolated: its own address (loopback here, as the agent would see its bridge address).
     status: { phase: "Running", assignedPod: "agent-0", sandboxID, sandboxIP: "127.0.0.1", accessTokenHash: hashAccessToken(TOKEN) },
   });
 
-  async function proxyWith(agentToken: string): Promise<SandboxProxy> {
+  async function proxyWith(agentToken: string, options: Pick<SandboxProxyOptions, "connectTimeoutMs"> = {}): Promise<SandboxProxy> {
     const proxy = await startSandboxProxy({
       sources: {
         lookup: (sandboxId) => Promise.resolve(sandboxId === ID || sandboxId === NEXT_ID ? record(sandboxId) : undefined),
@@ -58,6 +85,7 @@ describe("the sandbox proxy through an agent's relay", () => {
       },
       agentToken,
       logger: pino({ level: "silent" }),
+      ...options,
     });
     proxies.push(proxy);
     return proxy;
@@ -69,6 +97,9 @@ describe("the sandbox proxy through an agent's relay", () => {
   before(async () => {
     port = await listen(upstream);
     mutePort = await listen(mute);
+    afterEofPort = await listen(afterEof);
+    speaksFirstPort = await listen(speaksFirst);
+    silentRelayEndpoint = `127.0.0.1:${await listen(silentRelay)}`;
     sandboxes = [
       {
         sandboxId: ID,
@@ -83,17 +114,21 @@ describe("the sandbox proxy through an agent's relay", () => {
       },
     ];
     relay = createSandboxRelay({ token: AGENT_TOKEN, sandboxes: () => Promise.resolve(sandboxes), observe: (result) => relayed.push(result) });
-    relayServer.on("connect", relay.onConnect);
-    relayEndpoint = `127.0.0.1:${await listen(relayServer)}`;
+    relayServer = await listenCleartext((_request, response) => response.end(), "127.0.0.1", 0, { onConnect: relay.onConnect });
+    relayEndpoint = `127.0.0.1:${relayServer.port}`;
   });
 
   after(async () => {
     for (const proxy of proxies) await proxy.close();
     relay.close();
     websockets.close();
-    await new Promise((resolve) => relayServer.close(resolve));
+    await relayServer.close();
     await new Promise((resolve) => upstream.close(resolve));
     await new Promise((resolve) => mute.close(resolve));
+    await new Promise((resolve) => afterEof.close(resolve));
+    await new Promise((resolve) => speaksFirst.close(resolve));
+    for (const connection of silentRelayConnections) connection.destroy();
+    await new Promise((resolve) => silentRelay.close(resolve));
   });
 
   function get(
@@ -232,6 +267,91 @@ describe("the sandbox proxy through an agent's relay", () => {
       const answer = await get(proxy.port, port);
       assert.equal(answer.status, 503);
       assert.match(JSON.parse(answer.body).message, /agent agent-0 of sandbox default\/web is not connected/);
+    } finally {
+      relayEndpoint = saved;
+    }
+  });
+  /** A CONNECT to the proxy: the tunnel once answered 200 (half-open, as `nc -N`'s), or the answer. */
+  async function connect(proxyPort: number, targetPort: number): Promise<{ head: string; tunnel: net.Socket }> {
+    const authority = `${targetPort}-${ID}.localhost:${proxyPort}`;
+    const tunnel = net.connect({ port: proxyPort, host: "127.0.0.1", allowHalfOpen: true });
+    tunnel.on("error", () => undefined);
+    tunnel.write(`CONNECT ${authority} HTTP/1.1\r\nhost: ${authority}\r\nx-access-token: ${TOKEN}\r\n\r\n`);
+    const head = await new Promise<string>((resolve) => {
+      let text = "";
+      const onData = (chunk: Buffer) => {
+        text += chunk.toString();
+        if (!text.includes("\r\n\r\n") || (!text.startsWith("HTTP/1.1 200") && !text.includes("}"))) return;
+        tunnel.off("data", onData);
+        resolve(text);
+      };
+      tunnel.on("data", onData);
+      tunnel.once("close", () => resolve(text));
+    });
+    return { head, tunnel };
+  }
+
+  // A test whose proxy never closes a connection would otherwise wait forever: it fails instead.
+  const GUARD = { timeout: 10_000 };
+
+  it("relays the client's FIN through the relay, and the answer the sandbox sends after it", GUARD, async () => {
+    const proxy = await proxyWith(AGENT_TOKEN);
+    const { head, tunnel } = await connect(proxy.port, afterEofPort);
+    assert.match(head, /^HTTP\/1\.1 200/);
+    let answer = "";
+    tunnel.on("data", (chunk: Buffer) => (answer += chunk.toString()));
+    const closed = new Promise((resolve) => tunnel.once("close", resolve));
+    tunnel.end("q");
+    await closed;
+    assert.equal(answer, "got q");
+  });
+
+  it("relays a sandbox's FIN, and what the client sends after it", GUARD, async () => {
+    const proxy = await proxyWith(AGENT_TOKEN);
+    const { head, tunnel } = await connect(proxy.port, speaksFirstPort);
+    assert.match(head, /^HTTP\/1\.1 200/);
+    let greeting = head.slice(head.indexOf("\r\n\r\n") + 4);
+    tunnel.on("data", (chunk: Buffer) => (greeting += chunk.toString()));
+    await new Promise((resolve) => tunnel.once("end", resolve));
+    assert.equal(greeting, "hello");
+    tunnel.end("said after the sandbox's FIN");
+    assert.equal(await heardAfterItsFin, "said after the sandbox's FIN");
+    tunnel.destroy();
+  });
+
+  it("answers 504 when the agent's relay takes the connection but does not answer within the connect timeout", GUARD, async () => {
+    const proxy = await proxyWith(AGENT_TOKEN, { connectTimeoutMs: 100 });
+    const saved = relayEndpoint;
+    relayEndpoint = silentRelayEndpoint;
+    try {
+      const answer = await get(proxy.port, port);
+      assert.equal(answer.status, 504, answer.body);
+      assert.match(JSON.parse(answer.body).message, /did not answer in time .*within 100 ms/);
+      const { head, tunnel } = await connect(proxy.port, port);
+      assert.match(head, /^HTTP\/1\.1 504[\s\S]*"code":504/);
+      tunnel.destroy();
+    } finally {
+      relayEndpoint = saved;
+    }
+  });
+
+  it("stops dialling through a relay that does not answer once the client hangs up", GUARD, async () => {
+    const proxy = await proxyWith(AGENT_TOKEN, { connectTimeoutMs: 60_000 });
+    const saved = relayEndpoint;
+    relayEndpoint = silentRelayEndpoint;
+    try {
+      const held = silentRelayConnections.length;
+      const tunnel = net.connect(proxy.port, "127.0.0.1");
+      tunnel.on("error", () => undefined);
+      const authority = `${port}-${ID}.localhost:${proxy.port}`;
+      tunnel.write(`CONNECT ${authority} HTTP/1.1\r\nhost: ${authority}\r\nx-access-token: ${TOKEN}\r\n\r\n`);
+      while (silentRelayConnections.length === held) await new Promise((resolve) => setTimeout(resolve, 10));
+      const dialed = silentRelayConnections[held] as net.Socket;
+      const dialStopped = new Promise((resolve) => dialed.once("close", resolve));
+      dialed.resume();
+      tunnel.destroy();
+      // The proxy closed its connection to the relay: long before its connect timeout.
+      await dialStopped;
     } finally {
       relayEndpoint = saved;
     }

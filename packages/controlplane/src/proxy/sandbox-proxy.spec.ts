@@ -623,3 +623,143 @@ describe("the sandbox proxy's presigned file URLs", () => {
     assert.equal(daemonSeen.length, before, "nothing forged reached the daemon");
   });
 });
+
+describe("the sandbox proxy's tunnels and WebSockets", () => {
+  // A test whose proxy never closes a connection would otherwise wait forever: it fails instead.
+  const GUARD = { timeout: 10_000 };
+  const OTHER_ID = "0th3rq0m2zt7c1w8r5bn";
+  const upstream = http.createServer((_request, response) => response.end("plain"));
+  const websockets = new WebSocketServer({ server: upstream });
+  websockets.on("connection", (socket) => socket.on("message", (data, binary) => socket.send(data, { binary })));
+  const tcpEcho = net.createServer((socket) => socket.pipe(socket));
+  // Answers only once the client is done sending (`printf q | nc -N host port`), and not at once.
+  const afterEof = net.createServer({ allowHalfOpen: true }, (socket) => {
+    let got = "";
+    socket.on("data", (chunk: Buffer) => (got += chunk.toString()));
+    socket.once("end", () => setTimeout(() => socket.end(`got ${got}`), 20));
+  });
+  let proxy: SandboxProxy;
+  let webPort: number;
+  let echoPort: number;
+  let afterEofPort: number;
+  const records = new Map<string, Sandbox>();
+  const listeners = new Set<(sandbox: Sandbox, deleted: boolean) => void>();
+  /** What the proxy's sandbox directory would tell it: the record changed, or is gone. */
+  const change = (sandbox: Sandbox, deleted = false) => {
+    if (deleted) records.delete(sandbox.status?.sandboxID ?? "");
+    else records.set(sandbox.status?.sandboxID ?? "", sandbox);
+    for (const listener of listeners) listener(sandbox, deleted);
+  };
+  const sandbox = (name: string, sandboxID: string, token: string): Sandbox => ({
+    apiVersion: API_VERSION,
+    kind: "Sandbox",
+    metadata: { name, namespace: "default" },
+    spec: { image: "busybox", poolRef: "default", exposedPorts: [webPort, echoPort, afterEofPort] },
+    status: { phase: "Running", assignedPod: "agent-0", sandboxID, accessTokenHash: hashAccessToken(token) },
+  });
+
+  before(async () => {
+    webPort = await listen(upstream);
+    echoPort = await listen(tcpEcho);
+    afterEofPort = await listen(afterEof);
+    change(sandbox("web", ID, TOKEN));
+    change(sandbox("other", OTHER_ID, TOKEN));
+    proxy = await startSandboxProxy({
+      sources: {
+        lookup: (sandboxId) => Promise.resolve(records.get(sandboxId)),
+        agentAddress: () => "127.0.0.1",
+        domain: "localhost",
+        onSandboxChange: (listener) => {
+          listeners.add(listener);
+          return () => listeners.delete(listener);
+        },
+      },
+      logger: pino({ level: "silent" }),
+    });
+  });
+
+  after(async () => {
+    await proxy.close();
+    websockets.close();
+    await new Promise((resolve) => upstream.close(resolve));
+    await new Promise((resolve) => tcpEcho.close(resolve));
+    await new Promise((resolve) => afterEof.close(resolve));
+  });
+
+  /** A CONNECT tunnel to a port of a sandbox, once the proxy answered 200. */
+  async function tunnel(sandboxId: string, port: number, token = TOKEN): Promise<net.Socket> {
+    const authority = `${port}-${sandboxId}.localhost:${proxy.port}`;
+    const connection = net.connect({ port: proxy.port, host: "127.0.0.1", allowHalfOpen: true });
+    connection.write(`CONNECT ${authority} HTTP/1.1\r\nhost: ${authority}\r\nx-access-token: ${token}\r\n\r\n`);
+    assert.match(await readUntil(connection, "\r\n\r\n"), /^HTTP\/1\.1 200/);
+    return connection;
+  }
+
+  async function echoes(connection: net.Socket, text: string): Promise<void> {
+    const echoed = readUntil(connection, text);
+    connection.write(text);
+    assert.equal(await echoed, text);
+  }
+
+  /** The proxy closed the connection (a tunnel's client is half-open: it sees the proxy's FIN, and closes when it likes). */
+  const closed = (connection: net.Socket | WebSocket) =>
+    new Promise<void>((resolve) => {
+      connection.once("close", () => resolve());
+      if (connection instanceof net.Socket) connection.once("end", () => resolve());
+    });
+
+  it("relays the client's FIN through a tunnel, and the answer the sandbox sends after it", GUARD, async () => {
+    const connection = await tunnel(ID, afterEofPort);
+    let answer = "";
+    connection.on("data", (chunk: Buffer) => (answer += chunk.toString()));
+    const done = new Promise((resolve) => connection.once("close", resolve));
+    connection.end("q");
+    await done;
+    assert.equal(answer, "got q");
+  });
+
+  it("closes the tunnels and WebSockets of a sandbox whose access token changes, and no other sandbox's", GUARD, async () => {
+    const rotating = await tunnel(ID, echoPort);
+    const other = await tunnel(OTHER_ID, echoPort);
+    const socket = new WebSocket(`ws://127.0.0.1:${proxy.port}/socket`, { headers: { host: `${webPort}-${ID}.localhost`, "x-access-token": TOKEN } });
+    await new Promise((resolve, reject) => socket.once("open", resolve).once("error", reject));
+    await echoes(rotating, "before");
+    const cut = Promise.all([closed(rotating), closed(socket)]);
+
+    // `fsb token web`: the record's hash is the new token's.
+    const current = records.get(ID) as Sandbox;
+    change({ ...current, status: { ...current.status, accessTokenHash: hashAccessToken("the-new-token") } });
+    await cut;
+    rotating.destroy();
+    await echoes(other, "still open");
+    // The new token opens a tunnel as before.
+    const renewed = await tunnel(ID, echoPort, "the-new-token");
+    await echoes(renewed, "with the new token");
+    renewed.destroy();
+    other.destroy();
+  });
+
+  it("keeps the tunnels of a sandbox whose record changes otherwise", GUARD, async () => {
+    const connection = await tunnel(OTHER_ID, echoPort);
+    const current = records.get(OTHER_ID) as Sandbox;
+    change({ ...current, metadata: { ...current.metadata, labels: { touched: "yes" } } });
+    await echoes(connection, "unchanged token");
+    connection.destroy();
+  });
+
+  it("closes the tunnels of a sandbox being deleted, and of one deleted", GUARD, async () => {
+    const deleting = await tunnel(OTHER_ID, echoPort);
+    const current = records.get(OTHER_ID) as Sandbox;
+    const cut = closed(deleting);
+    change({ ...current, metadata: { ...current.metadata, deletionTimestamp: "2026-01-01T00:00:00Z" } });
+    await cut;
+    deleting.destroy();
+
+    change(current);
+    const deleted = await tunnel(OTHER_ID, echoPort);
+    const gone = closed(deleted);
+    change(current, true);
+    await gone;
+    deleted.destroy();
+  });
+});

@@ -8,8 +8,9 @@
  * - `CONNECT <port>-<sandboxID>.<domain>:<proxy port>` opens a raw TCP tunnel to the port
  *   (`fsb port-forward`).
  * Every one of them is routed and authenticated the same way (proxy-target.ts); `X-Access-Token` is
- * removed before anything reaches the sandbox. Refusals are JSON `{code, message, sandboxId?}`,
- * readable by a page of any origin. A browser's CORS preflight to a sandbox's daemon port (E2B's JS
+ * removed before anything reaches the sandbox. A tunnel or WebSocket is closed once its sandbox's
+ * token changes or the sandbox is deleted (open-tunnels.ts). Refusals are JSON
+ * `{code, message, sandboxId?}`, readable by a page of any origin. A browser's CORS preflight to a sandbox's daemon port (E2B's JS
  * SDK in a browser) is answered here, as the daemon would, since a preflight carries no token.
  * Connections go to the sandbox directly or through its agent's relay (sandbox-dialer.ts).
  */
@@ -20,7 +21,8 @@ import type { Duplex } from "node:stream";
 import proxy from "http2-proxy";
 import type { Logger } from "pino";
 import { ACCESS_TOKEN_HEADER, ERROR_CODE_HEADER, SANDBOX_DAEMON_PORT, TRAFFIC_ACCESS_TOKEN_HEADER, listenCleartext } from "@fast-sandbox/api";
-import { SandboxDialer } from "./sandbox-dialer.js";
+import { OpenTunnels } from "./open-tunnels.js";
+import { DialTimeoutError, SandboxDialer } from "./sandbox-dialer.js";
 import { isProxyRefusal, resolveProxyTarget, type ProxyRefusal, type ProxyTarget, type ProxyTargetSources, type RequestLine } from "./proxy-target.js";
 import type { ProxyMetrics } from "./proxy-metrics.js";
 import { SANDBOX_ID_HEADER, isRefusal, routeOf } from "./sandbox-route.js";
@@ -41,6 +43,8 @@ export interface SandboxProxyOptions {
   idleConnectionTimeoutMs?: number;
   /** How long the first connection to a port of a sandbox is tried again while the port refuses it (port-start-grace.ts). @default 3000 */
   portStartGraceMs?: number;
+  /** How long one try at a connection to a sandbox (through a relay: and the relay's answer) may take before the caller is answered 504. @default 10000 */
+  connectTimeoutMs?: number;
 }
 
 export interface SandboxProxy {
@@ -62,6 +66,7 @@ const STATUS_TEXT: Record<number, string> = {
   429: "Too Many Requests",
   502: "Bad Gateway",
   503: "Service Unavailable",
+  504: "Gateway Timeout",
 };
 
 function single(value: string | string[] | undefined): string | undefined {
@@ -121,9 +126,24 @@ function refuseRaw(socket: Duplex, refusal: ProxyRefusal): void {
   );
 }
 
-/** The answer when the sandbox runs but its port could not be reached (nothing listens, or it reset). */
+/**
+ * The answer when the sandbox runs but its port could not be reached: nothing listens, or it reset
+ * (502); or no connection came within the connect timeout (504: the sandbox or its agent is not
+ * answering, which may pass).
+ */
 function portUnreachable(target: ProxyTarget, error: unknown): ProxyRefusal {
   const reason = error instanceof Error ? error.message : String(error);
+  if (error instanceof DialTimeoutError) {
+    return {
+      status: 504,
+      body: {
+        sandboxId: target.sandboxId,
+        message: `The sandbox is running but port ${target.port} did not answer in time (${reason})`,
+        port: target.port,
+        code: 504,
+      },
+    };
+  }
   return {
     status: 502,
     body: { sandboxId: target.sandboxId, message: `The sandbox is running but port ${target.port} is not open (${reason})`, port: target.port, code: 502 },
@@ -138,8 +158,12 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
   const dialer = new SandboxDialer(options.agentToken, {
     ...(options.idleConnectionTimeoutMs !== undefined ? { idleTimeoutMs: options.idleConnectionTimeoutMs } : {}),
     ...(options.portStartGraceMs !== undefined ? { portStartGraceMs: options.portStartGraceMs } : {}),
+    ...(options.connectTimeoutMs !== undefined ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
   });
   const rawConnections = new Set<Duplex>();
+  // Tunnels and WebSockets, closed when their sandbox's token changes or the sandbox goes.
+  const tunnels = new OpenTunnels();
+  const stopWatching = sources.onSandboxChange?.((sandbox, deleted) => tunnels.sandboxChanged(sandbox, deleted));
 
   const resolve = async (headers: Record<string, string | string[] | undefined>, line?: RequestLine): Promise<ProxyTarget | ProxyRefusal> => {
     try {
@@ -263,9 +287,11 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
         metrics?.answered("websocket", target.status);
         return;
       }
+      // Held from the lookup on, in the same turn: a token change seen after the lookup closes it.
+      tunnels.add(socket, target);
       // The Upgrade token is case-insensitive (RFC 9110), http2-proxy compares it to "websocket" as is.
       request.headers.upgrade = "websocket";
-      const hungUp = abortedOnClose(socket);
+      const hungUp = abortedOnHangUp(socket);
       let upstreamSocket: net.Socket | undefined;
       /** What the connection had read before the request (a relay tunnel: the CONNECT's answer). */
       let readBefore = 0;
@@ -294,8 +320,9 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
       } catch (error) {
         // Nothing came back from the sandbox (no connection made, or it said nothing): the caller is told why.
         if (!upgraded && readFromSandbox() === 0) {
-          refuseRaw(socket, portUnreachable(target, error));
-          metrics?.answered("websocket", 502);
+          const refusal = portUnreachable(target, error);
+          refuseRaw(socket, refusal);
+          metrics?.answered("websocket", refusal.status);
         } else socket.destroy();
         logger.debug({ err: error, sandboxId: target.sandboxId, port: target.port }, "sandbox proxy: WebSocket ended with an error");
       } finally {
@@ -317,13 +344,16 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
         metrics?.answered("tunnel", target.status);
         return;
       }
-      const hungUp = abortedOnClose(socket);
+      // Held from the lookup on, in the same turn: a token change seen after the lookup closes it.
+      tunnels.add(socket, target);
+      const hungUp = abortedOnHangUp(socket);
       let upstream: net.Socket;
       try {
         upstream = await dialer.connect(target, hungUp);
       } catch (error) {
-        refuseRaw(socket, portUnreachable(target, error));
-        metrics?.answered("tunnel", 502);
+        const refusal = portUnreachable(target, error);
+        refuseRaw(socket, refusal);
+        metrics?.answered("tunnel", refusal.status);
         return;
       }
       rawConnections.add(upstream);
@@ -359,6 +389,7 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
   return {
     port: server.port,
     async close() {
+      stopWatching?.();
       for (const connection of rawConnections) connection.destroy();
       dialer.close();
       await server.close();
@@ -370,5 +401,19 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
 function abortedOnClose(client: { once(event: "close", listener: () => void): unknown }): AbortSignal {
   const controller = new AbortController();
   client.once("close", () => controller.abort(new Error("the client hung up")));
+  return controller.signal;
+}
+
+/**
+ * The same for a raw connection (a tunnel or WebSocket being opened), which also counts its client's
+ * FIN as hanging up: the connection is half-open (the FIN of an open tunnel is relayed, and the answer
+ * may follow), so a client that went would not close it; and before the sandbox is reached there is
+ * nothing the client could be waiting for an answer to. The signal only serves the dial.
+ */
+function abortedOnHangUp(client: Duplex): AbortSignal {
+  const controller = new AbortController();
+  const hangUp = () => controller.abort(new Error("the client hung up"));
+  client.once("close", hangUp);
+  client.once("end", hangUp);
   return controller.signal;
 }

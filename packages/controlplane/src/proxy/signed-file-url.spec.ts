@@ -127,6 +127,7 @@ describe("E2B's presigned file URLs", () => {
         host: "10.213.0.9",
         port: 49983,
         path: `/files?${new URLSearchParams({ path: "/tmp/a.txt", username: "", signature: READ_VECTOR }).toString()}`,
+        accessTokenHash: hashAccessToken(TOKEN),
       });
     });
 
