@@ -439,6 +439,37 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
       await assert.rejects(e2b.sandboxes.get(created.sandboxID), NotFoundError);
     });
 
+    it("kill: a paused sandbox whose checkpoint waits for an agent is killed at once (no 503), and its cleanup finishes later", async () => {
+      const created = await gvisor();
+      await e2b.sandboxes.pause(created.sandboxID);
+      const manager = e2b.fixture.manager;
+      const finalize = manager.finalize.bind(manager);
+      // As when no agent of the checkpoint's node is ready: the cleanup cannot run yet.
+      manager.finalize = () => Promise.reject(new UnavailableError("no ready agent holds the checkpoint; retry once one is"));
+      await e2b.sandboxes.kill(created.sandboxID);
+      await assert.rejects(e2b.sandboxes.get(created.sandboxID), NotFoundError);
+      const [marked] = await e2b.stored();
+      assert.ok(marked?.metadata.deletionTimestamp, "marked for deletion, its cleanup pending");
+      assert.equal(e2b.node.byId.size, 1, "the checkpoint waits for the cleanup");
+      // A second kill finds it gone, as on E2B.
+      await assert.rejects(e2b.sandboxes.kill(created.sandboxID), NotFoundError);
+      // The reconciler's retry, once an agent is there.
+      manager.finalize = finalize;
+      await manager.finalize(marked);
+      assert.deepEqual(await e2b.stored(), []);
+      assert.equal(e2b.node.byId.size, 0);
+    });
+
+    it("kill: an error that leaves the sandbox unmarked is the answer", async () => {
+      const created = await gvisor();
+      const manager = e2b.fixture.manager;
+      const remove = manager.delete.bind(manager);
+      manager.delete = () => Promise.reject(new UnavailableError("the store is away"));
+      await assert.rejects(e2b.sandboxes.kill(created.sandboxID), /the store is away/);
+      manager.delete = remove;
+      assert.equal((await e2b.storedById(created.sandboxID))?.status?.phase, "Running");
+    });
+
     it("fork: count copies, each an E2B sandbox of its own (id, token, address) with the source's template and metadata; the source runs on", async () => {
       const source = await gvisor({ metadata: { app: "x" }, allow_internet_access: false });
       const results = await e2b.sandboxes.fork(source.sandboxID, { timeoutSeconds: 120, count: 2 });

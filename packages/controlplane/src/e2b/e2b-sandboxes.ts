@@ -262,9 +262,22 @@ export class E2bSandboxes {
     try {
       await this.options.manager.delete(this.namespace, current.metadata.name, 0);
     } catch (error) {
-      throw error instanceof NotFoundError ? notFound(sandboxID) : error;
+      if (error instanceof NotFoundError) throw notFound(sandboxID);
+      // Marked for deletion, its cleanup waiting for an agent (a paused sandbox's checkpoint on a
+      // node with none ready, an agent away): to E2B it is killed — gone from get and list — and the
+      // reconciler finishes the cleanup. A 503 would make E2B's SDKs retry and then fail a kill that stands.
+      if (!(error instanceof UnavailableError) || !(await this.markedForDeletion(current))) throw error;
     }
     if (gone) throw new NotFoundError(`sandbox ${sandboxID} not found: it no longer ran (${gone}); what was left of it is removed now`);
+  }
+
+  /** Whether `sandbox`'s record is marked for deletion now (or already gone). */
+  private async markedForDeletion(sandbox: Sandbox): Promise<boolean> {
+    const now = await this.options.manager.get(this.namespace, sandbox.metadata.name).catch((error: unknown) => {
+      if (error instanceof NotFoundError) return undefined;
+      throw error;
+    });
+    return !now || (now.metadata.uid === sandbox.metadata.uid && now.metadata.deletionTimestamp !== undefined);
   }
 
   /** Ends the sandbox `timeoutSeconds` from now, sooner or later than it would have. NotFoundError for a paused one (it has no end). */

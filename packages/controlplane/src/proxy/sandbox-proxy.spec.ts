@@ -9,7 +9,7 @@ import WebSocket, { WebSocketServer } from "ws";
 import { API_VERSION, SANDBOX_DAEMON_PORT, type Sandbox } from "@fast-sandbox/api";
 import { hashAccessToken } from "./access-token.js";
 import { ProxyMetrics } from "./proxy-metrics.js";
-import { startSandboxProxy, type SandboxProxy } from "./sandbox-proxy.js";
+import { internalDaemonRoute, startSandboxProxy, type SandboxProxy } from "./sandbox-proxy.js";
 import { SignedFileLookup } from "./signed-file-lookup.js";
 import { fileSignature } from "./signed-file-url.js";
 
@@ -621,6 +621,46 @@ describe("the sandbox proxy's presigned file URLs", () => {
       assert.equal(answer.status, 400, `${forged}: ${answer.body}`);
     }
     assert.equal(daemonSeen.length, before, "nothing forged reached the daemon");
+  });
+
+  it("answers the daemon's /init itself, in any spelling, and passes the daemon's other routes", async () => {
+    const request = (method: string, path: string): Promise<{ status: number; body: string }> =>
+      new Promise((resolve, reject) => {
+        const outgoing = http.request(
+          {
+            host: "127.0.0.1",
+            port: proxy.port,
+            method,
+            path,
+            agent: false,
+            headers: { "e2b-sandbox-id": ID, "e2b-sandbox-port": String(SANDBOX_DAEMON_PORT), "x-access-token": TOKEN },
+          },
+          (response) => {
+            let body = "";
+            response.on("data", (chunk: Buffer) => (body += chunk.toString()));
+            response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
+          },
+        );
+        outgoing.on("error", reject);
+        outgoing.end(method === "POST" ? JSON.stringify({ accessToken: "locks-everyone-out" }) : undefined);
+      });
+    const before = daemonSeen.length;
+    for (const path of ["/init", "/init/", "//init", "/%69nit", "/x/../init", "/init?x=1"]) {
+      const answer = await request("POST", path);
+      assert.equal(answer.status, 403, `${path}: ${answer.body}`);
+      assert.match(answer.body, /not served through the proxy/);
+    }
+    assert.equal(daemonSeen.length, before, "no /init reached the daemon");
+    assert.deepEqual(await request("GET", "/health"), { status: 200, body: "from the daemon" });
+    assert.deepEqual(await request("GET", "/initial"), { status: 200, body: "from the daemon" });
+  });
+});
+
+describe("internalDaemonRoute", () => {
+  it("concerns the daemon's port only", () => {
+    assert.equal(internalDaemonRoute({ port: 8080, sandboxId: ID }, "/init"), undefined);
+    assert.equal(internalDaemonRoute({ port: SANDBOX_DAEMON_PORT, sandboxId: ID }, "/init")?.status, 403);
+    assert.equal(internalDaemonRoute({ port: SANDBOX_DAEMON_PORT, sandboxId: ID }, "/envs"), undefined);
   });
 });
 

@@ -17,6 +17,7 @@
 import http from "node:http";
 import type http2 from "node:http2";
 import type net from "node:net";
+import { posix } from "node:path";
 import type { Duplex } from "node:stream";
 import proxy from "http2-proxy";
 import type { Logger } from "pino";
@@ -102,6 +103,34 @@ function isDaemonPreflight(request: Request, domain: string): boolean {
   if (!isRefusal(route)) return route.port === SANDBOX_DAEMON_PORT;
   const asked = single(request.headers["access-control-request-headers"]) ?? "";
   return asked.split(",").some((name) => name.trim().toLowerCase() === SANDBOX_ID_HEADER);
+}
+
+/**
+ * The daemon's `/init` is its host's (E2B's orchestrator calls it as a sandbox starts), never a
+ * client's: through the proxy, which strips X-Access-Token, an `/init` that set a daemon token would
+ * lock every later call out of the daemon for good, and one that set defaults would change them
+ * under every other client of the sandbox. So the proxy answers it itself, as E2B's does.
+ */
+export function internalDaemonRoute(target: Pick<ProxyTarget, "port" | "sandboxId">, url: string | undefined): ProxyRefusal | undefined {
+  if (target.port !== SANDBOX_DAEMON_PORT) return undefined;
+  // As the daemon's router sees it: decoded (`/%69nit`), cleaned (`//init`, `/x/../init`).
+  let path = (url ?? "/").split("?")[0] ?? "/";
+  try {
+    path = decodeURIComponent(path);
+  } catch {
+    // Not decodable: the daemon refuses it too.
+  }
+  if (posix.normalize(`/${path}`).replace(/\/+$/, "") !== "/init") return undefined;
+  return {
+    status: 403,
+    body: {
+      code: 403,
+      message: "the sandbox daemon's /init is not served through the proxy (the sandbox's own settings come from its create)",
+      sandboxId: target.sandboxId,
+      port: target.port,
+    },
+    errorCode: "permission_denied",
+  };
 }
 
 /** The daemon's answer to a preflight: any origin, its methods, the headers asked for, for two hours. */
@@ -218,6 +247,12 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
     if (isProxyRefusal(target)) {
       sendJson(response, target);
       metrics?.answered("http", target.status);
+      return;
+    }
+    const internal = internalDaemonRoute(target, request.url);
+    if (internal) {
+      sendJson(response, internal);
+      metrics?.answered("http", internal.status);
       return;
     }
     const counted = { toSandbox: 0, fromSandbox: 0 };
