@@ -859,10 +859,18 @@ export class SandboxManager {
       const current = await this.store.get("Sandbox", { namespace, name });
       if (current && current.metadata.uid === uid && !current.metadata.deletionTimestamp) {
         // A revision is accepted once an instance runs for it: a reset that failed stays pending, so it is tried again.
+        // The attempt's reason is kept (Recreated=False): the next one is made for the same reason.
+        const attempt: Condition = { type: "Recreated", status: "False", reason, message };
         await writeStatus(
           this.store,
           current,
-          { phase: "Lost", endpoints: [], sandboxIP: undefined, acceptedResetRevision: acceptedBefore },
+          {
+            phase: "Lost",
+            endpoints: [],
+            sandboxIP: undefined,
+            acceptedResetRevision: acceptedBefore,
+            conditions: setCondition(current.status?.conditions, attempt, this.clock.now()),
+          },
           { type: "Ready", status: "False", reason: "RecreateFailed", message },
           this.clock.now(),
         );

@@ -303,6 +303,31 @@ describe("SandboxReconciler", () => {
       assert.equal(allocated(), 1, "the Lost one's slot is free; the replacement holds one");
     });
 
+    it("a sandbox whose instance was lost and whose first recreate failed is recreated for the same reason (InstanceLost)", async () => {
+      const auto = await manager.create({ name: "auto", spec: spec({ failurePolicy: "AutoRecreate", recoveryTimeoutSeconds: 5 }) });
+      await settle();
+      const stopped = [{ sandboxId: auto.status?.sandboxID ?? "", state: "stopped" as const }];
+      client(AGENT).createError = new FailedPreconditionError("image python:3.12 not found");
+      for (const seconds of [1, 5, 5, 1]) {
+        advance(seconds);
+        report(AGENT, stopped);
+        await settle();
+      }
+      const failed = await stored("auto");
+      assert.equal(condition(failed, "Ready")?.reason, "RecreateFailed");
+      assert.equal(condition(failed, "Recreated")?.status, "False");
+      assert.equal(condition(failed, "Recreated")?.reason, "InstanceLost");
+
+      client(AGENT).createError = undefined;
+      advance(60);
+      report(AGENT, []);
+      await settle();
+      const replaced = await stored("auto");
+      assert.equal(replaced?.status?.phase, "Running");
+      assert.equal(condition(replaced, "Recreated")?.status, "True");
+      assert.equal(condition(replaced, "Recreated")?.reason, "InstanceLost", "not AgentLost: its agent answered all along");
+    });
+
     it("keeps a Running sandbox whose task is stopped while a checkpoint of it is in flight", async () => {
       const created = await manager.create({ name: "web", spec: spec() });
       await settle();

@@ -324,7 +324,12 @@ export class SandboxReconciler implements Reconciler {
     if (waitedMs < timeoutMs) return { requeueAfterMs: timeoutMs - waitedMs };
     if (sandbox.spec.failurePolicy === "AutoRecreate") {
       const ready = sandbox.status?.conditions?.find((c) => c.type === "Ready");
-      const instanceLost = phase === "Lost" && connectivity?.connected === true && LOST_INSTANCE_REASONS.has(ready?.reason ?? "");
+      // After a failed recreate, Ready says RecreateFailed; the failed attempt's Recreated=False keeps why it was made.
+      const failedAttempt = sandbox.status?.conditions?.find((c) => c.type === "Recreated" && c.status === "False");
+      const instanceLost =
+        phase === "Lost" &&
+        connectivity?.connected === true &&
+        (LOST_INSTANCE_REASONS.has(ready?.reason ?? "") || (ready?.reason === "RecreateFailed" && failedAttempt?.reason === "InstanceLost"));
       return this.unlessBusy(await manager.replaceInstance(sandbox, instanceLost ? "InstanceLost" : "AgentLost"));
     }
     if (phase === "Running") {
