@@ -1,10 +1,10 @@
 /**
  * The embedded composition root: the same core as the Kubernetes mode (registry, fast path, pool
- * controller, sandbox reconciler, agent connections, adoption, hot images) over the embedded
- * adapters: the store is SQLite, the agents are supervised local processes (EmbeddedAgentFleet), and
- * this single instance always leads. Start-up is crash recovery: the agents that sandbox records name
- * are started again, and writes wait until every one of them (and poolMin agents per pool) has
- * reported what it runs and the registry holds the true allocations.
+ * controller, sandbox reconciler, agent connections, adoption, hot images, checkpoint collection)
+ * over the embedded adapters: the store is SQLite, the agents are supervised local processes
+ * (EmbeddedAgentFleet), and this single instance always leads. Start-up is crash recovery: the
+ * agents that sandbox records name are started again, and writes wait until every one of them (and
+ * poolMin agents per pool) has reported what it runs and the registry holds the true allocations.
  */
 import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
@@ -31,6 +31,7 @@ import { ControlPlaneMetrics } from "./fastpath/control-plane-metrics.js";
 import { applySandboxPool } from "./fastpath/pool-service.js";
 import { SandboxReconciler } from "./reconcile/sandbox-reconciler.js";
 import { HotImagesReconciler } from "./reconcile/hot-images-reconciler.js";
+import { CheckpointCollector, type CheckpointCollectionTiming } from "./reconcile/checkpoint-collector.js";
 import { recordSandboxFacts } from "./reconcile/sandbox-facts.js";
 import { sandboxInformer } from "./reconcile/sandbox-informer.js";
 import { AgentAdoption } from "./reconcile/agent-adoption.js";
@@ -92,6 +93,8 @@ export interface EmbeddedControlPlaneOptions {
    * @default agent processes on this host's containerd (LocalAgentProcess), reached over gRPC with the agent token
    */
   agents?: EmbeddedAgents;
+  /** When the checkpoint collector runs and which of the control plane's own checkpoints it removes. @default every 10 minutes; forks' after 1 hour, unnamed pauses' after 10 minutes */
+  checkpointCollection?: CheckpointCollectionTiming;
 }
 
 /** The agents of the embedded mode: a process per agent, and a client per endpoint its process reports. */
@@ -299,6 +302,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   manager.holdWritesUntil(new Promise<void>((resolve) => (releaseWrites = resolve)));
   const sandboxes = new SandboxReconciler({ store, manager, registry, agents: connections, logger, clock, informer: sandboxCache });
   const hotImages = new HotImagesReconciler({ store, registry, agents: connections, logger, clock, informer: sandboxCache });
+  const checkpointCollector = new CheckpointCollector({ ...options.checkpointCollection, checkpoints, store, logger, clock });
 
   let api: ApiServer | undefined;
   let e2bApi: E2bApiServer | undefined;
@@ -356,7 +360,9 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     releaseWrites();
     await sandboxes.start();
     await hotImages.start();
+    checkpointCollector.start();
   } catch (error) {
+    await checkpointCollector.stop();
     hotImages.stop();
     await sandboxes.stop();
     await api?.close();
@@ -407,6 +413,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
       await e2bServer.close();
       await sandboxProxy.close();
       directory.stop();
+      await checkpointCollector.stop();
       checkpoints.close();
       await manager.drain();
       await sandboxes.stop();

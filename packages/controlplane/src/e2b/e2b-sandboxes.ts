@@ -15,12 +15,10 @@
  * sandbox of its own (new id, token, address, hostname), reported one by one as E2B does.
  * Independent of HTTP: e2b-api-server.ts is the edge.
  */
-import { randomBytes } from "node:crypto";
 import {
   ConflictError,
   FailedPreconditionError,
   FsbError,
-  NAME_MAX_LENGTH,
   NAME_PATTERN,
   NotFoundError,
   TimeoutError,
@@ -33,7 +31,7 @@ import {
 } from "@fast-sandbox/api";
 import type { Logger } from "pino";
 import { sleep, systemClock, type Clock } from "../controller/clock.js";
-import type { Checkpoint, CheckpointManager } from "../fastpath/checkpoint-manager.js";
+import { forkCheckpointName, type Checkpoint, type CheckpointManager } from "../fastpath/checkpoint-manager.js";
 import { isPaused, type SandboxPauses } from "../fastpath/checkpoint-pauses.js";
 import type { SandboxManager } from "../fastpath/sandbox-manager.js";
 import { agentPodLimits } from "../fleet/agent-pod.js";
@@ -341,7 +339,8 @@ export class E2bSandboxes {
     const checkpoints = this.options.checkpoints;
     if (!checkpoints) throw new FailedPreconditionError("this server does not offer forks");
     const name = source.metadata.name;
-    const checkpointName = `${name.slice(0, NAME_MAX_LENGTH - 16)}-fork-${randomBytes(5).toString("hex")}`;
+    // A fork's own name: the checkpoint collector removes it should this process stop before it does.
+    const checkpointName = forkCheckpointName(name);
     let checkpoint: Checkpoint;
     try {
       checkpoint = await checkpoints.checkpoint({ namespace: this.namespace, sandbox: name, checkpoint: checkpointName });

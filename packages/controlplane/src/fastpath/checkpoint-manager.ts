@@ -13,7 +13,9 @@
  *   (reset, AutoRecreate) starts fresh from the image and that command: it does not restore again.
  * - fork: one checkpoint of a running sandbox, then `count` restores in parallel; the checkpoint is
  *   deleted once the copies run unless the request names it. All or nothing: a fork that cannot
- *   make every copy deletes those it made.
+ *   make every copy deletes those it made. One the fork could not delete (a crash or a restart
+ *   meanwhile, a failed delete) is removed later by the checkpoint collector (its name says whose it
+ *   is: `isForkCheckpointName`; reconcile/checkpoint-collector.ts).
  */
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -50,6 +52,27 @@ const LIST_TIMEOUT_MS = 5_000;
 /** `removeWhenSaved`: how often it looks for the checkpoint, and for how long. */
 const UNANSWERED_POLL_MS = 5_000;
 const UNANSWERED_PATIENCE_MS = 10 * 60_000;
+/** A fork's own checkpoint ends in `-fork-` and 10 hex digits: 16 characters. */
+const FORK_SUFFIX_LENGTH = 16;
+
+/**
+ * The name of the checkpoint a fork of `source` makes for itself and deletes once its copies run:
+ * `<source>-fork-<10 hex digits>`, the source's name cut to fit.
+ */
+export function forkCheckpointName(source: string): string {
+  return `${source.slice(0, NAME_MAX_LENGTH - FORK_SUFFIX_LENGTH)}-fork-${randomBytes(5).toString("hex")}`;
+}
+
+/**
+ * Whether `name` is one `forkCheckpointName` makes for a checkpoint of sandbox `source`: a fork's own,
+ * which the checkpoint collector removes when its fork could not (reconcile/checkpoint-collector.ts).
+ * The source is part of the test, so a user's checkpoint of a sandbox named `x-fork`, unnamed
+ * (`x-fork-<10 hex digits>`), is not taken for a fork's of `x`.
+ */
+export function isForkCheckpointName(name: string, source: string): boolean {
+  const prefix = `${source.slice(0, NAME_MAX_LENGTH - FORK_SUFFIX_LENGTH)}-fork-`;
+  return source !== "" && name.startsWith(prefix) && /^[0-9a-f]{10}$/.test(name.slice(prefix.length));
+}
 
 /** A checkpoint, as the API shows it. */
 export interface Checkpoint {
@@ -122,6 +145,8 @@ export class CheckpointManager {
   private readonly logger: Logger;
   /** Checkpoint names being created now (namespace/name): a second one of a name fails fast. */
   private readonly creating = new Set<string>();
+  /** Checkpoints (namespace/name) that forks and restores of this control plane use now, with how many use each. */
+  private readonly using = new Map<string, number>();
   /** Stops the background removals of `removeWhenSaved`. */
   private readonly closing = new AbortController();
 
@@ -220,6 +245,29 @@ export class CheckpointManager {
     }
   }
 
+  /**
+   * Whether an operation of this control plane uses the checkpoint now: it is being created, a fork
+   * made it and has not finished, or a sandbox is being restored from it. The checkpoint collector
+   * leaves such a one alone. Another replica's operations are not known here (its grace periods cover them).
+   */
+  inUse(namespace: string, name: string): boolean {
+    const key = `${namespace}/${name}`;
+    return this.creating.has(key) || this.using.has(key);
+  }
+
+  /** Runs `work` with the checkpoint marked in use (`inUse`). */
+  private async use<T>(namespace: string, name: string, work: () => Promise<T>): Promise<T> {
+    const key = `${namespace}/${name}`;
+    this.using.set(key, (this.using.get(key) ?? 0) + 1);
+    try {
+      return await work();
+    } finally {
+      const left = (this.using.get(key) ?? 1) - 1;
+      if (left > 0) this.using.set(key, left);
+      else this.using.delete(key);
+    }
+  }
+
   /** Every checkpoint of the namespace (`*`: of every namespace) that a ready agent reports. */
   async list(namespace?: string): Promise<Checkpoint[]> {
     const all = namespace === "*";
@@ -275,7 +323,10 @@ export class CheckpointManager {
             this.logger.debug({ checkpoint: key, err: error }, "a checkpoint whose creation got no answer is not removed yet");
         }
       }
-      this.logger.warn({ checkpoint: key }, "a checkpoint whose creation got no answer was not found to remove; 'fsb checkpoint rm' removes it if it appears");
+      this.logger.warn(
+        { checkpoint: key },
+        "a checkpoint whose creation got no answer was not found to remove; if it appears, the checkpoint collector or 'fsb checkpoint rm' removes it",
+      );
     };
     remove().catch((error: unknown) => {
       if (!signal.aborted) this.logger.warn({ checkpoint: key, err: error }, "could not remove a checkpoint whose creation got no answer");
@@ -330,12 +381,14 @@ export class CheckpointManager {
       ...(checkpoint.workingDir && checkpoint.workingDir !== "/" ? { workingDir: checkpoint.workingDir } : {}),
     };
     const { fromCheckpoint: _name, spec: _spec, ...rest } = input;
-    return this.options.manager.create({
-      ...rest,
-      spec,
-      annotations: { ...input.annotations, [RESTORED_FROM_ANNOTATION]: checkpoint.name },
-      restore: { checkpointId: checkpoint.id, agents: checkpoint.agents },
-    });
+    return this.use(namespace, checkpoint.name, () =>
+      this.options.manager.create({
+        ...rest,
+        spec,
+        annotations: { ...input.annotations, [RESTORED_FROM_ANNOTATION]: checkpoint.name },
+        restore: { checkpointId: checkpoint.id, agents: checkpoint.agents },
+      }),
+    );
   }
 
   /** `count` running copies of a running gVisor sandbox, from one checkpoint of it. */
@@ -345,7 +398,13 @@ export class CheckpointManager {
       throw new ValidationError("count", `${input.count} copies: give a number from 1 to ${MAX_FORK_COUNT}`);
     }
     const keep = Boolean(input.checkpoint);
-    const name = input.checkpoint || `${input.name.slice(0, NAME_MAX_LENGTH - 16)}-fork-${randomBytes(5).toString("hex")}`;
+    const name = input.checkpoint || forkCheckpointName(input.name);
+    // In use from before it exists until the fork has deleted it (or failed to): not the collector's yet.
+    return this.use(namespace, name, () => this.forkFrom(input, namespace, name, keep));
+  }
+
+  /** `fork`, under the name of its checkpoint. */
+  private async forkFrom(input: ForkInput, namespace: string, name: string, keep: boolean): Promise<ForkResult> {
     // The copies run on the source's processes, under the source's network policy: an egress it
     // narrowed from its pool's is theirs too (not the pool's, which may allow more).
     const source = await this.options.manager.get(namespace, input.name);

@@ -91,6 +91,23 @@ export interface ResumeOptions {
   expireTime?: string;
 }
 
+/** A pause's checkpoint ends in `-pause-` and 6 hex digits: 13 characters. */
+const PAUSE_SUFFIX_LENGTH = 13;
+
+/** The name of the checkpoint a pause of sandbox `name` saves it as: `<name>-pause-<6 hex digits>`, the name cut to fit. */
+export function pauseCheckpointName(name: string): string {
+  return `${name.slice(0, NAME_MAX_LENGTH - PAUSE_SUFFIX_LENGTH)}-pause-${randomBytes(3).toString("hex")}`;
+}
+
+/**
+ * Whether `name` is one `pauseCheckpointName` makes for a checkpoint of sandbox `source`: a pause's,
+ * which the checkpoint collector removes once no record names it (reconcile/checkpoint-collector.ts).
+ */
+export function isPauseCheckpointName(name: string, source: string): boolean {
+  const prefix = `${source.slice(0, NAME_MAX_LENGTH - PAUSE_SUFFIX_LENGTH)}-pause-`;
+  return source !== "" && name.startsWith(prefix) && /^[0-9a-f]{6}$/.test(name.slice(prefix.length));
+}
+
 /** Whether the sandbox is paused (or being paused): no instance of it runs. */
 export function isPaused(sandbox: Sandbox): boolean {
   return sandbox.status?.phase === "Paused";
@@ -238,8 +255,7 @@ export class SandboxPauses {
       throw new FailedPreconditionError(`sandbox ${key} is ${running.status?.phase ?? "Pending"}: only a Running sandbox can be paused`);
     }
     if (!this.client(agentName)) throw new UnavailableError(`agent ${agentName} of sandbox ${key} is not connected; retry shortly`);
-    // "-pause-" and 6 hex digits: 13 characters.
-    const checkpointName = `${name.slice(0, NAME_MAX_LENGTH - 13)}-pause-${randomBytes(3).toString("hex")}`;
+    const checkpointName = pauseCheckpointName(name);
     const previousEnd = running.spec.expireTime;
     // The intent first (crash-safety, see the top of this file): the checkpoint to come, no end while paused, phase Paused.
     let record = await this.saveState(running, checkpointName, undefined, (fresh) => {

@@ -13,7 +13,8 @@
  *
  * On the leader only: pool sizing and pool status, the sandbox reconciler (placement of sandboxes
  * written with kubectl, deletion, expiry, failure policy, reset), adoption of what agents run,
- * facts from heartbeats (CommandExited, OOMKilled), hot images. Leadership ends → those stop.
+ * facts from heartbeats (CommandExited, OOMKilled), hot images, the removal of the checkpoints the
+ * control plane made for itself and left behind (CheckpointCollector). Leadership ends → those stop.
  *
  * The E2B-compatible API (`e2b`), on every replica: its keys are Secrets in the controller's namespace
  * (KubernetesApiKeyStore), the sandboxes' tokens derive from one Secret every replica shares, and a
@@ -37,6 +38,7 @@ import { AgentAdoption } from "../reconcile/agent-adoption.js";
 import { AgentOnboarding } from "../reconcile/agent-onboarding.js";
 import { AllocationSync } from "../reconcile/allocation-sync.js";
 import { HotImagesReconciler } from "../reconcile/hot-images-reconciler.js";
+import { CheckpointCollector, type CheckpointCollectionTiming } from "../reconcile/checkpoint-collector.js";
 import { ImagePrewarmer } from "../reconcile/image-prewarmer.js";
 import { recordSandboxFacts } from "../reconcile/sandbox-facts.js";
 import { sandboxInformer } from "../reconcile/sandbox-informer.js";
@@ -83,6 +85,8 @@ export interface KubernetesControlPlaneOptions {
   foreignCreateGraceMs?: number;
   /** Serve the E2B-compatible API. @default not served */
   e2b?: KubernetesE2bOptions;
+  /** When the leader's checkpoint collector runs and which of the control plane's own checkpoints it removes. @default every 10 minutes; forks' after 1 hour, unnamed pauses' after 10 minutes */
+  checkpointCollection?: CheckpointCollectionTiming;
   /** Called when this replica stops leading (the process usually exits then, to start clean). */
   onStoppedLeading?(): void;
   logger: Logger;
@@ -223,6 +227,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
   // The leader's part, started and stopped with the leadership.
   let sandboxes: SandboxReconciler | undefined;
   let hotImages: HotImagesReconciler | undefined;
+  let checkpointCollector: CheckpointCollector | undefined;
   let leaderWork: Promise<void> = Promise.resolve();
   const startLeading = async (signal: AbortSignal): Promise<void> => {
     logger.info({ identity: options.identity }, "leading: starting the reconcilers");
@@ -245,11 +250,16 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     hotImages = new HotImagesReconciler({ store, registry, agents: connections, logger, clock, informer: sandboxCache });
     await sandboxes.start();
     await hotImages.start();
+    // Every replica's forks and pauses leave their checkpoints to it; another replica's in flight are younger than its grace periods.
+    checkpointCollector = new CheckpointCollector({ ...options.checkpointCollection, checkpoints, store, logger, clock });
+    checkpointCollector.start();
     for (const agent of fleet.listAgents()) poolController.wake(agent.namespace, agent.pool);
   };
   const stopLeading = async (): Promise<void> => {
+    await checkpointCollector?.stop();
     hotImages?.stop();
     await sandboxes?.stop();
+    checkpointCollector = undefined;
     hotImages = undefined;
     sandboxes = undefined;
   };
