@@ -971,6 +971,19 @@ describe("SandboxManager", () => {
       assert.deepEqual(released, ["default/web", "default/web"]);
     });
 
+    it("places a create its agent refused on another agent that can take it, not on the refusing one again", async () => {
+      // The refusing agent has the most free slots: the registry alone would pick it every time.
+      const other = addAgent("default-1", "default", 1);
+      agent.createError = new NoCapacityError("port 8080 is already exposed by sandbox default/other on agent default-0");
+      const creating = manager.create({ name: "web", spec: spec({ exposedPorts: [8080] }) });
+      await clock.advanceAsync(50);
+      const sandbox = await creating;
+      assert.equal(agent.createRequests.length, 1);
+      assert.equal(sandbox.status?.assignedPod, "default-1");
+      assert.deepEqual(other.calls, [`create ${sandbox.status?.sandboxID}`]);
+      assert.equal(allocated(), 1);
+    });
+
     it("gives up with NoCapacity, the agent's reason in it, after five refusals, each try undone: no record, no slot, no container", async () => {
       agent.createError = new NoCapacityError("port 8080 is already exposed by sandbox default/other on agent default-0");
       const creating = rejection(manager.create({ name: "web", spec: spec({ exposedPorts: [8080] }) }));

@@ -561,7 +561,7 @@ export class SandboxManager {
     }
   }
 
-  /** One try of `place`; an agent that is unreachable or refuses as unavailable (retired) is added to `avoid`. */
+  /** One try of `place`; an agent that is unreachable, refuses as unavailable (retired) or refuses the create is added to `avoid`. */
   private async placeOnce(
     candidate: Sandbox,
     pool: SandboxPool,
@@ -617,7 +617,9 @@ export class SandboxManager {
     } catch (error) {
       // Undo everything: no half-created sandbox, no leaked slot, no record without a container.
       this.registry.release(key);
-      if (FsbError.from(error) instanceof UnavailableError) avoid.add(agent.name);
+      // Passed over at the next try while another agent can take it: one that refused (its own view
+      // of its slots and ports, ahead of this registry's) would most likely refuse again.
+      if (FsbError.from(error) instanceof UnavailableError || error instanceof RefusedByAgentError) avoid.add(agent.name);
       // The agent may have created the container although the call failed (e.g. a timeout).
       await this.agents
         .get(agent.name)

@@ -6,11 +6,12 @@ import { FakeClock } from "../controller/clock.js";
 import { PAUSED_CHECKPOINT_ANNOTATION, RESUMING_ANNOTATION } from "../fastpath/checkpoint-pauses.js";
 import { AgentRegistry, type AgentInfo } from "../registry/agent-registry.js";
 import { MemoryResourceStore } from "../store/memory-resource-store.js";
+import { CLEANUP_FINALIZER } from "../fastpath/sandbox-manager.js";
 import { AllocationSync, heldOn } from "./allocation-sync.js";
 
 const NAMESPACE = "team";
 const POOL = "python";
-const FINALIZER = "fast-sandbox.io/cleanup";
+const FINALIZER = CLEANUP_FINALIZER;
 
 function agentInfo(name: string, overrides: Partial<AgentInfo> = {}): AgentInfo {
   return {
@@ -47,6 +48,18 @@ describe("heldOn", () => {
     assert.equal(heldOn(record({ phase: "Running", assignedPod: "a" })), "a");
     for (const phase of ["Pending", "Terminating", "Expired", "Failed", "Lost", "Paused"] as const) {
       assert.equal(heldOn(record({ phase, assignedPod: "a" })), undefined, phase);
+    }
+  });
+
+  it("is the assigned agent of an Expired or Terminating record whose cleanup has not run (its container is there)", () => {
+    const cleanupPending = (status: SandboxStatus): Sandbox => ({
+      ...record(status),
+      metadata: { name: "s", namespace: NAMESPACE, finalizers: [CLEANUP_FINALIZER] },
+    });
+    assert.equal(heldOn(cleanupPending({ phase: "Terminating", assignedPod: "a" })), "a");
+    assert.equal(heldOn(cleanupPending({ phase: "Expired", assignedPod: "a" })), "a");
+    for (const phase of ["Pending", "Failed", "Lost", "Paused"] as const) {
+      assert.equal(heldOn(cleanupPending({ phase, assignedPod: "a" })), undefined, phase);
     }
   });
 });
@@ -186,6 +199,23 @@ describe("AllocationSync", () => {
     await settle();
     assert.equal(await store.get("Sandbox", { namespace: NAMESPACE, name: "web" }), undefined);
     assert.equal(placedOn("web"), undefined);
+  });
+
+  it("keeps the slot and ports of a record whose delete failed on its agent (Terminating), releasing them once its cleanup finished", async () => {
+    await record("web", { phase: "Running", assignedPod: "agent-a" }, { finalizer: true, spec: { exposedPorts: [8080] } });
+    await settle();
+    await store.delete("Sandbox", { namespace: NAMESPACE, name: "web" });
+    await setStatus("web", { phase: "Terminating", assignedPod: "agent-a" });
+    await settle();
+    assert.equal(placedOn("web"), "agent-a");
+    assert.deepEqual(registry.getAgent("agent-a")?.usedPorts, [8080]);
+
+    const deleting = await store.get("Sandbox", { namespace: NAMESPACE, name: "web" });
+    assert.ok(deleting);
+    await store.update("Sandbox", { ...deleting, metadata: { ...deleting.metadata, finalizers: [] } });
+    await settle();
+    assert.equal(placedOn("web"), undefined);
+    assert.deepEqual(registry.getAgent("agent-a")?.usedPorts, []);
   });
 
   it("releases the slot when the record turns Lost", async () => {

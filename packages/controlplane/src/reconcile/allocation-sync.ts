@@ -2,8 +2,8 @@
  * Keeps a replica's registry in step with the allocations the store records, when several replicas
  * place sandboxes (Kubernetes mode: the fast path answers on every controller replica, each with its
  * own in-memory registry). A sandbox record assigned to an agent (`status.assignedPod`) in phase
- * Bound or Running — also while it is being deleted: its container is there until its cleanup
- * finished — holds a slot and its ports on that agent (the ports of an instance in its agent's
+ * Bound or Running — also while it is being deleted, and Expired or Terminating while its cleanup
+ * finalizer is on it: its container is there until its cleanup finished — holds a slot and its ports on that agent (the ports of an instance in its agent's
  * network, `portsHeldBy`); any other record, or none, holds nothing.
  *
  * Paused sandboxes hold no slot, but one whose checkpoint must be reached — a resume in flight, a
@@ -27,6 +27,7 @@ import { Controller, type ReconcileResult, type Reconciler } from "../controller
 import type { Informer } from "../controller/informer.js";
 import { objectKey, parseObjectKey } from "../controller/object-key.js";
 import { PAUSED_CHECKPOINT_ANNOTATION, RESUMING_ANNOTATION } from "../fastpath/checkpoint-pauses.js";
+import { CLEANUP_FINALIZER } from "../fastpath/sandbox-manager.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { SANDBOXES_BY_AGENT, sandboxInformer, sandboxesByAgent } from "./sandbox-informer.js";
@@ -73,7 +74,12 @@ export interface AllocationSyncOptions {
 export function heldOn(sandbox: Sandbox | undefined): string | undefined {
   const phase = sandbox?.status?.phase;
   const agent = sandbox?.status?.assignedPod;
-  return agent && (phase === "Bound" || phase === "Running") ? agent : undefined;
+  if (!agent) return undefined;
+  if (phase === "Bound" || phase === "Running") return agent;
+  // Expired or Terminating before its cleanup ran (or while a failed one is retried): its container
+  // is still there, listening on its ports, until the cleanup drops the finalizer.
+  const cleanupPending = sandbox?.metadata.finalizers?.includes(CLEANUP_FINALIZER) === true;
+  return cleanupPending && (phase === "Expired" || phase === "Terminating") ? agent : undefined;
 }
 
 /**
