@@ -1,7 +1,8 @@
 /**
  * Entry point of an agent process. Prints one JSON line `{"event":"listening","endpoint":...}` on
  * stdout when it serves; exits when its stdin closes (its pool manager is gone) or on SIGTERM.
- * Sandboxes keep running when the agent exits; the next agent of the same name adopts them.
+ * Sandboxes keep running when the agent exits; the next agent of the same name adopts them, once
+ * the one before has exited: its state directory's lock (agent-instance-lock.ts) waits for it.
  *
  * `main.js install-node-binaries DIR` is the install mode of the agent Pods' init container instead:
  * it copies the in-sandbox helper and runsc into DIR and exits (install-node-binaries.ts).
@@ -11,6 +12,7 @@ import { join } from "node:path";
 import { FsbError } from "@fast-sandbox/api/core";
 import { stderrLogger } from "./stderr-logger.js";
 import { agentConfigFromEnv } from "./agent-config.js";
+import { acquireAgentInstanceLock } from "./agent-instance-lock.js";
 import { cgroupExists, detectCgroupLayout, joinCgroup, limitCgroup } from "./cgroup.js";
 import { createContainerdRuntime } from "./containerd/containerd-runtime.js";
 import { INSTALL_NODE_BINARIES, runInstallNodeBinaries } from "./install-node-binaries.js";
@@ -27,6 +29,10 @@ const DRAIN_TIMEOUT_MS = 10_000;
 async function main(): Promise<void> {
   const config = agentConfigFromEnv();
   const log = logger.child({ agent: config.name, pool: `${config.namespace}/${config.pool}` });
+  // Before anything of its name is touched: a predecessor still draining (its `fsb up` was killed)
+  // would remove what this one prepares, and this one what it cleans up. Held until the process exits.
+  const lock = await acquireAgentInstanceLock(config.stateDir, { logger: log });
+  process.on("exit", () => lock.release());
   if (!existsSync(config.helperPath)) {
     throw new FsbError(
       "failed_precondition",

@@ -8,10 +8,11 @@ import { once } from "node:events";
 import { closeSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as realSleep } from "node:timers/promises";
 import { after, afterEach, describe, it } from "node:test";
 import { FsbError } from "@fast-sandbox/sdk";
 import { files, processStartTime, type ProcessIdentity } from "../data-dir.js";
-import { controlPlaneLogger, up, whenStopSignalled, type UpOptions } from "./up.js";
+import { controlPlaneLogger, runUntilStopSignalled, up, whenStopSignalled, type UpOptions } from "./up.js";
 
 const directory = mkdtempSync(join(tmpdir(), "fsb-up-spec-"));
 after(() => rmSync(directory, { recursive: true, force: true }));
@@ -91,6 +92,92 @@ describe("whenStopSignalled", () => {
     await stopping;
     assert.deepEqual(received, ["SIGHUP"]);
     assert.ok(stopped);
+    assert.deepEqual(counts(), before);
+  });
+});
+
+describe("runUntilStopSignalled", () => {
+  const counts = () => ["SIGINT", "SIGTERM", "SIGHUP"].map((signal) => process.listenerCount(signal));
+  /** A service whose start the test finishes, and what happened to it. */
+  function controlledService() {
+    const events: string[] = [];
+    let finishStart!: (outcome: { close(): Promise<void> } | Error) => void;
+    const start = () =>
+      new Promise<{ close(): Promise<void> }>((resolve, reject) => {
+        events.push("start");
+        finishStart = (outcome) => (outcome instanceof Error ? reject(outcome) : resolve(outcome));
+      });
+    const service = {
+      close: async () => {
+        events.push("close");
+        await Promise.resolve();
+      },
+    };
+    return { events, start, service, finish: (outcome: { close(): Promise<void> } | Error) => finishStart(outcome) };
+  }
+
+  it(
+    "listens for the stop signals during the start: a SIGTERM then closes the service once it has started, and it never serves",
+    { timeout: 10_000 },
+    async () => {
+      const before = counts();
+      const { events, start, service, finish } = controlledService();
+      const stopping: [NodeJS.Signals, boolean][] = [];
+      const running = runUntilStopSignalled({
+        start,
+        started: () => events.push("started"),
+        stopping: (signal, { starting }) => void stopping.push([signal, starting]),
+      });
+      // Else the SIGTERM below would end the test run, as it ended `fsb up` during its start.
+      assert.ok(
+        counts().every((count, i) => count > (before[i] ?? 0)),
+        "SIGINT, SIGTERM and SIGHUP are listened for while starting",
+      );
+      process.kill(process.pid, "SIGTERM");
+      for (let turn = 0; stopping.length === 0 && turn < 500; turn++) await realSleep(5);
+      assert.deepEqual(stopping, [["SIGTERM", true]]);
+      assert.deepEqual(events, ["start"], "nothing to close before the start ends");
+
+      finish(service);
+      await running;
+      assert.deepEqual(events, ["start", "close"]);
+      assert.deepEqual(counts(), before);
+    },
+  );
+
+  it("serves what started until a stop signal, then closes it", { timeout: 10_000 }, async () => {
+    const before = counts();
+    const { events, start, service, finish } = controlledService();
+    const running = runUntilStopSignalled({ start, started: () => events.push("started") });
+    finish(service);
+    for (let turn = 0; !events.includes("started") && turn < 500; turn++) await realSleep(5);
+    assert.deepEqual(events, ["start", "started"]);
+    process.kill(process.pid, "SIGINT");
+    // A signal's listener keeps no event loop alive: wait for its delivery with a timer that does.
+    for (let turn = 0; !events.includes("close") && turn < 500; turn++) await realSleep(5);
+    await running;
+    assert.deepEqual(events, ["start", "started", "close"]);
+    assert.deepEqual(counts(), before);
+  });
+
+  it("rejects with the start's error and stops listening; closes a started service whose start-up step throws", async () => {
+    const before = counts();
+    const failing = controlledService();
+    const failed = runUntilStopSignalled({ start: failing.start, started: () => assert.fail("did not start") });
+    failing.finish(new Error("containerd is not there"));
+    await assert.rejects(failed, /containerd is not there/);
+    assert.deepEqual(counts(), before);
+
+    const { events, start, service, finish } = controlledService();
+    const announcing = runUntilStopSignalled({
+      start,
+      started: () => {
+        throw new Error("ENOSPC: cannot write the url file");
+      },
+    });
+    finish(service);
+    await assert.rejects(announcing, /ENOSPC/);
+    assert.deepEqual(events, ["start", "close"]);
     assert.deepEqual(counts(), before);
   });
 });

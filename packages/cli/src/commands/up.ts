@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { destination, pino, type Logger } from "pino";
-import { startEmbeddedControlPlane, defaultPool } from "@fast-sandbox/controlplane";
+import { startEmbeddedControlPlane, defaultPool, type EmbeddedControlPlane } from "@fast-sandbox/controlplane";
 import { FsbError, ValidationError } from "@fast-sandbox/sdk";
 import { parseDuration, parseLoopbackListen } from "@fast-sandbox/janitor";
 import {
@@ -44,7 +44,8 @@ export interface UpOptions {
 }
 
 /**
- * Runs the embedded Fast Sandbox in the foreground until SIGINT, SIGTERM or SIGHUP. It holds the
+ * Runs the embedded Fast Sandbox in the foreground until SIGINT, SIGTERM or SIGHUP, also one that
+ * comes while it starts (runUntilStopSignalled). It holds the
  * data directory's lock from before it touches the directory until it has stopped, so a second
  * `fsb up` of the directory fails at once; it writes `controlplane.pid` and `url` once it serves.
  */
@@ -92,15 +93,27 @@ function alreadyRunning(dataDir: string, holder: ProcessIdentity): FsbError {
   );
 }
 
-async function serve(
-  options: UpOptions,
-  dataDir: string,
-  parsed: { port: number; proxyPort: number; e2bPort: number; janitor: { intervalMs: number; protectionMs: number; metricsListen?: string } | undefined },
-): Promise<void> {
-  const { port, proxyPort, e2bPort, janitor } = parsed;
+/** The options `up` checked and parsed before it took the lock. */
+interface ParsedUpOptions {
+  port: number;
+  proxyPort: number;
+  e2bPort: number;
+  janitor: { intervalMs: number; protectionMs: number; metricsListen?: string } | undefined;
+}
+
+async function serve(options: UpOptions, dataDir: string, parsed: ParsedUpOptions): Promise<void> {
   const token = ensureToken(dataDir);
   writeSettings(dataDir, { containerdNamespace: options.containerdNamespace, containerdSocket: options.containerdSocket, cgroupRoot: options.cgroupRoot });
-  const controlPlane = await startEmbeddedControlPlane({
+  await runUntilStopSignalled({
+    start: () => startControlPlane(options, dataDir, token, parsed),
+    started: (controlPlane) => announce(controlPlane, options, dataDir),
+    stopping: (_signal, { starting }) => process.stdout.write(starting ? "stopping Fast Sandbox once it has started…\n" : "stopping Fast Sandbox…\n"),
+  });
+}
+
+function startControlPlane(options: UpOptions, dataDir: string, token: string, parsed: ParsedUpOptions): Promise<EmbeddedControlPlane> {
+  const { port, proxyPort, e2bPort, janitor } = parsed;
+  return startEmbeddedControlPlane({
     dataDir,
     token,
     host: options.host,
@@ -114,14 +127,13 @@ async function serve(
     ...(janitor ? { janitor } : {}),
     logger: controlPlaneLogger(),
   });
-  try {
-    // The pid first: `--detach` waits for a url beside its child's pid.
-    writeFileSync(files.pid(dataDir), `${process.pid}\n`);
-    writeFileSync(files.url(dataDir), `${controlPlane.url}\n`);
-  } catch (error) {
-    await controlPlane.close();
-    throw error;
-  }
+}
+
+/** Writes the run files of a control plane that serves and says where it serves; throws when a file cannot be written. */
+function announce(controlPlane: EmbeddedControlPlane, options: UpOptions, dataDir: string): void {
+  // The pid first: `--detach` waits for a url beside its child's pid.
+  writeFileSync(files.pid(dataDir), `${process.pid}\n`);
+  writeFileSync(files.url(dataDir), `${controlPlane.url}\n`);
   const agents = controlPlane.registry.listAgents();
   process.stdout.write(
     [
@@ -136,10 +148,57 @@ async function serve(
       "",
     ].join("\n"),
   );
-  await whenStopSignalled(async () => {
-    process.stdout.write("stopping Fast Sandbox…\n");
-    await controlPlane.close();
-  });
+}
+
+export interface RunUntilStopSignalledOptions<T extends { close(): Promise<void> }> {
+  /** Starts the service; it cannot be interrupted. */
+  start(): Promise<T>;
+  /** The service started and no stop signal came meanwhile; a throw closes it. */
+  started(service: T): void;
+  /** A stop signal came; `starting`: during the start, so the service closes once it has started. @default nothing */
+  stopping?(signal: NodeJS.Signals, state: { starting: boolean }): void;
+}
+
+/**
+ * Starts a service and runs it until SIGINT, SIGTERM or SIGHUP (whenStopSignalled), then closes it.
+ * The signals are listened for from before the start: the embedded control plane's start takes 30 s
+ * and more (it waits for its agents), and a Ctrl-C or `fsb down` meanwhile must not end the process
+ * with what it started still running and its lock and run files left behind. Such a signal closes
+ * the service as soon as it has started, and `started` is not called. Resolves once the service is
+ * closed; rejects with what `start` or `started` threw (a started service closed first).
+ */
+export async function runUntilStopSignalled<T extends { close(): Promise<void> }>(options: RunUntilStopSignalledOptions<T>): Promise<void> {
+  const stopListening = new AbortController();
+  let starting = true;
+  let signalled = false;
+  let startup: Promise<T> | undefined;
+  const stopped = whenStopSignalled(async (signal) => {
+    signalled = true;
+    options.stopping?.(signal, { starting });
+    // A start that fails is reported by the caller of start(), below.
+    const service = await startup?.catch(() => undefined);
+    await service?.close();
+  }, stopListening.signal);
+  let service: T;
+  try {
+    startup = options.start();
+    service = await startup;
+  } catch (error) {
+    stopListening.abort();
+    await stopped;
+    throw error;
+  }
+  starting = false;
+  if (signalled) return stopped;
+  try {
+    options.started(service);
+  } catch (error) {
+    stopListening.abort();
+    await stopped;
+    await service.close();
+    throw error;
+  }
+  await stopped;
 }
 
 /**
@@ -147,16 +206,28 @@ async function serve(
  * runs `stop`. While it runs, SIGTERM and SIGHUP are ignored (a hangup comes with more of them, and
  * `fsb down` ends a stop that takes too long with SIGKILL), a second SIGINT ends the process at once,
  * and after a hangup, writes to the terminal that is gone (EIO) are dropped instead of thrown.
+ * `cancel` aborted before a signal came: it stops listening and resolves without running `stop`.
  */
-export async function whenStopSignalled(stop: (signal: NodeJS.Signals) => Promise<void>): Promise<void> {
+export async function whenStopSignalled(stop: (signal: NodeJS.Signals) => Promise<void>, cancel?: AbortSignal): Promise<void> {
   const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    const received = (signal: NodeJS.Signals): void => {
+  const signal = await new Promise<NodeJS.Signals | undefined>((resolve) => {
+    const stopListening = (): void => {
       for (const each of signals) process.removeListener(each, received);
+      cancel?.removeEventListener("abort", cancelled);
+    };
+    const received = (signal: NodeJS.Signals): void => {
+      stopListening();
       resolve(signal);
     };
+    const cancelled = (): void => {
+      stopListening();
+      resolve(undefined);
+    };
+    if (cancel?.aborted) return resolve(undefined);
     for (const each of signals) process.on(each, received);
+    cancel?.addEventListener("abort", cancelled);
   });
+  if (signal === undefined) return;
   process.on("SIGTERM", ignore).on("SIGHUP", ignore);
   if (signal === "SIGHUP") for (const stream of [process.stdout, process.stderr]) stream.on("error", ignore);
   try {

@@ -30,6 +30,12 @@ export interface LocalAgentSettings {
   heartbeatIntervalMs: number;
   /** First restart delay after the agent is lost; doubles per restart up to 32×. @default 200 */
   restartDelayMs?: number;
+  /**
+   * How long the agent must stay up after it first answered for the restart delay to start over
+   * at `restartDelayMs`: an agent that answers and crashes soon after is restarted ever more slowly.
+   * @default 30_000
+   */
+  stableRunMs?: number;
   /** Extra environment of the agent process. */
   env?: Record<string, string>;
   /** Registry credentials (Docker's config.json) the agent reads at every pull (FSB_REGISTRY_CONFIG). @default none */
@@ -115,8 +121,10 @@ export class LocalAgentProcess {
       restartDelayMs,
       // Doubling up to 32× the first delay, and no further than 5 s unless the first delay is longer.
       maxRestartDelayMs: Math.min(Math.max(5000, restartDelayMs), restartDelayMs * 32),
-      // The back-off starts over when the agent answers (connect), not after some time running.
-      stableRunMs: Number.POSITIVE_INFINITY,
+      // The back-off starts over once the agent has stayed up this long after it answered (connect),
+      // not when it answers: one that answers and crashes a second later must not restart every 200 ms.
+      stableRunMs: settings.stableRunMs ?? 30_000,
+      stableRunFrom: "healthy",
       stopGraceMs: STOP_GRACE_MS,
       clock: this.clock,
     });
@@ -181,7 +189,7 @@ export class LocalAgentProcess {
     this.client = createAgentClient(endpoint, this.settings.agentToken);
     try {
       const status = await this.client.status();
-      this.supervisor.resetBackoff();
+      this.supervisor.markHealthy();
       this.events.onReady(this, status);
       this.heartbeat.start();
     } catch (error) {

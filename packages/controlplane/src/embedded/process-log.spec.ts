@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
@@ -90,6 +90,55 @@ describe("ProcessLog", () => {
         [30, "the log can be written again", "dropped\n".length],
       ],
     );
+  });
+
+  /** The file's content, or undefined while it does not exist. */
+  const contentOf = (path: string): string | undefined => (existsSync(path) ? readFileSync(path, "utf8") : undefined);
+
+  it("rotates the file to <path>.1 once a write takes it past maxBytes, keeping one older part and losing nothing", async () => {
+    const path = join(directory, "rotating.log");
+    const { logger, lines } = capturingLogger();
+    const log = new ProcessLog({ path, logger, maxBytes: 20 });
+    // One write at a time, each waited for: writes queued together all land in the file they were queued for.
+    const written = async (text: string, where: string, content: string) => {
+      log.write(text);
+      await until(() => contentOf(where) === content, `${JSON.stringify(text)} landed in ${where}`);
+    };
+    await written("a".repeat(14) + "\n", path, "a".repeat(14) + "\n");
+    await written("b".repeat(9) + "\n", `${path}.1`, "a".repeat(14) + "\n" + "b".repeat(9) + "\n");
+    assert.equal(contentOf(path), undefined, "moved aside; the next write opens a new file");
+    await written("c\n", path, "c\n");
+    await written("d".repeat(19) + "\n", `${path}.1`, "c\n" + "d".repeat(19) + "\n");
+    await written("e\n", path, "e\n");
+    await log.close();
+    assert.equal(contentOf(`${path}.1`), "c\n" + "d".repeat(19) + "\n", "only the part before is kept");
+    assert.equal(contentOf(path), "e\n");
+    assert.deepEqual(lines, []);
+  });
+
+  it("rotates at its first write a file that a previous run left past maxBytes", async () => {
+    const path = join(directory, "left-large.log");
+    writeFileSync(path, "x".repeat(30));
+    const { logger } = capturingLogger();
+    const log = new ProcessLog({ path, logger, maxBytes: 20 });
+    log.write("first\n");
+    await until(() => contentOf(`${path}.1`) === "x".repeat(30) + "first\n", "the old file moved aside with the write");
+    log.write("second\n");
+    await log.close();
+    assert.equal(contentOf(path), "second\n");
+  });
+
+  it("never rotates what is not a regular file (a symbolic link to /dev/null)", async () => {
+    const path = join(directory, "discarded.log");
+    symlinkSync("/dev/null", path);
+    const { logger, lines } = capturingLogger();
+    const log = new ProcessLog({ path, logger, maxBytes: 4 });
+    log.write("more than four bytes\n");
+    log.write("and more\n");
+    await log.close();
+    assert.ok(lstatSync(path).isSymbolicLink(), "the link stays in place");
+    assert.equal(existsSync(`${path}.1`), false);
+    assert.deepEqual(lines, []);
   });
 
   it("drops writes after close() instead of failing with 'write after end'", async () => {

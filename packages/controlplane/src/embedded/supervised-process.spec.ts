@@ -126,6 +126,37 @@ describe("SupervisedProcess", () => {
     assert.equal(exits.at(-1)?.restartInMs, 100, "a stable run resets the back-off");
   });
 
+  it('with stableRunFrom "healthy", keeps doubling the delay for a process that is marked healthy and crashes soon after, and starts over once it stayed healthy stableRunMs', async () => {
+    const supervised = supervise("setInterval(() => {}, 1000)", { stableRunFrom: "healthy" });
+    // Answers at once and crashes 999 ms later, three times: a long run before the mark counts for nothing.
+    for (const beforeMarkMs of [0, 5000, 0]) {
+      clock.advance(beforeMarkMs);
+      supervised.markHealthy();
+      clock.advance(999);
+      supervised.markHealthy(); // a later mark does not move the first one
+      supervised.kill();
+      await exitOf(lastChild());
+      clock.advance(exits.at(-1)?.restartInMs ?? assert.fail("no restart scheduled"));
+    }
+    assert.deepEqual(
+      exits.map((exit) => exit.restartInMs),
+      [100, 200, 400],
+    );
+
+    // Never marked: not stable, however long it ran.
+    clock.advance(5000);
+    supervised.kill();
+    await exitOf(lastChild());
+    assert.equal(exits.at(-1)?.restartInMs, 500);
+    clock.advance(500);
+
+    supervised.markHealthy();
+    clock.advance(1000);
+    supervised.kill();
+    await exitOf(lastChild());
+    assert.equal(exits.at(-1)?.restartInMs, 100, "healthy for stableRunMs: the back-off starts over");
+  });
+
   it("stop() ends a process with SIGTERM and never restarts it", async () => {
     const supervised = supervise("setInterval(() => {}, 1000)");
     await supervised.stop();

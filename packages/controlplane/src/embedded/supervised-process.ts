@@ -1,7 +1,9 @@
 /**
  * A child process kept running: when it exits without being asked to, it is spawned again after a
  * delay that doubles with each restart in a row (up to a maximum) and starts from the first delay
- * again after a run of `stableRunMs`, or when its owner says the process is healthy. A spawn that
+ * again after a stable run: one of `stableRunMs` from its spawn, or (`stableRunFrom: "healthy"`) from
+ * when its owner first said it is healthy, so that a process that answers and then crashes soon
+ * after is restarted ever more slowly instead of every `restartDelayMs`. A spawn that
  * fails (ENOENT, EAGAIN, or a throw of the owner's `spawn`) is a run that ended at once, restarted
  * the same way. `stop()` closes its stdin and sends SIGTERM, then SIGKILL when it has not exited
  * after a grace period. Every delay runs on the Clock. The embedded mode's agents and janitor are
@@ -38,6 +40,12 @@ export interface SupervisedProcessOptions {
   maxRestartDelayMs?: number;
   /** A run at least this long resets the restart delay to `restartDelayMs`. @default 30_000 */
   stableRunMs?: number;
+  /**
+   * Where a stable run is measured from: its spawn, or its first `markHealthy()` (a run never
+   * marked healthy is never stable then; a process that starts slowly is not stable for that).
+   * @default "spawn"
+   */
+  stableRunFrom?: "spawn" | "healthy";
   /** How long `stop()` waits after SIGTERM before it sends SIGKILL. @default 5000 */
   stopGraceMs?: number;
   /** @default systemClock */
@@ -46,10 +54,11 @@ export interface SupervisedProcessOptions {
 
 const DEFAULTS = { restartDelayMs: 500, maxRestartDelayMs: 30_000, stableRunMs: 30_000, stopGraceMs: 5000 };
 
-/** One run: the process (none when the spawn threw) and when it ended. */
+/** One run: the process (none when the spawn threw), when it ended, and since when it is healthy. */
 interface Run {
   child: ChildProcess | undefined;
   ended: Promise<void>;
+  healthySinceMs?: number;
 }
 
 export class SupervisedProcess {
@@ -58,6 +67,7 @@ export class SupervisedProcess {
   private readonly restartDelayMs: number;
   private readonly maxRestartDelayMs: number;
   private readonly stableRunMs: number;
+  private readonly stableRunFrom: "spawn" | "healthy";
   private readonly stopGraceMs: number;
   private current: Run | undefined;
   private restartTimer: Timer | undefined;
@@ -70,6 +80,7 @@ export class SupervisedProcess {
     this.restartDelayMs = options.restartDelayMs ?? DEFAULTS.restartDelayMs;
     this.maxRestartDelayMs = options.maxRestartDelayMs ?? DEFAULTS.maxRestartDelayMs;
     this.stableRunMs = options.stableRunMs ?? DEFAULTS.stableRunMs;
+    this.stableRunFrom = options.stableRunFrom ?? "spawn";
     this.stopGraceMs = options.stopGraceMs ?? DEFAULTS.stopGraceMs;
   }
 
@@ -92,9 +103,17 @@ export class SupervisedProcess {
     this.run();
   }
 
-  /** The process is healthy (e.g. it answered): the next restart waits `restartDelayMs` again. */
+  /** The next restart waits `restartDelayMs` again, whatever the runs before. */
   resetBackoff(): void {
     this.consecutiveRestarts = 0;
+  }
+
+  /**
+   * The running process is healthy (e.g. it answered); with `stableRunFrom: "healthy"`, the run is
+   * stable once it has lasted `stableRunMs` past the first such call. Nothing between runs.
+   */
+  markHealthy(): void {
+    if (this.current && this.current.healthySinceMs === undefined) this.current.healthySinceMs = this.clock.now().getTime();
   }
 
   /** Signals the running process; unless stopped, the supervisor restarts it once it exits. */
@@ -130,7 +149,7 @@ export class SupervisedProcess {
       done = true;
       if (this.current === run) this.current = undefined;
       markEnded();
-      this.ended({ code, signal, startedAtMs, ...(error ? { error } : {}) });
+      this.ended({ code, signal, startedAtMs, healthySinceMs: run.healthySinceMs, ...(error ? { error } : {}) });
     };
     try {
       run.child = this.options.spawn();
@@ -151,16 +170,18 @@ export class SupervisedProcess {
     for (const pipe of [child.stdin, child.stdout, child.stderr]) pipe?.on("error", () => undefined);
   }
 
-  private ended(run: { code: number | null; signal: NodeJS.Signals | null; startedAtMs: number; error?: Error }): void {
+  private ended(run: { code: number | null; signal: NodeJS.Signals | null; startedAtMs: number; healthySinceMs: number | undefined; error?: Error }): void {
     const { code, signal, error } = run;
-    const ranMs = this.clock.now().getTime() - run.startedAtMs;
+    const endedAtMs = this.clock.now().getTime();
+    const ranMs = endedAtMs - run.startedAtMs;
     const reason = error ? `spawn failed: ${error.message}` : (signal ?? `code ${String(code)}`);
     const failure = error ? { error } : {};
     if (this.stopping) {
       this.options.onExit?.({ code, signal, reason, ranMs, restartInMs: undefined, ...failure });
       return;
     }
-    if (ranMs >= this.stableRunMs) this.consecutiveRestarts = 0;
+    const stableSinceMs = this.stableRunFrom === "spawn" ? run.startedAtMs : run.healthySinceMs;
+    if (stableSinceMs !== undefined && endedAtMs - stableSinceMs >= this.stableRunMs) this.consecutiveRestarts = 0;
     const restartInMs = Math.min(this.maxRestartDelayMs, this.restartDelayMs * 2 ** Math.min(this.consecutiveRestarts, 30));
     this.consecutiveRestarts += 1;
     this.options.onExit?.({ code, signal, reason, ranMs, restartInMs, ...failure });
