@@ -5,14 +5,14 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { closeSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as realSleep } from "node:timers/promises";
 import { after, afterEach, describe, it } from "node:test";
 import { FsbError } from "@fast-sandbox/sdk";
 import { files, processStartTime, type ProcessIdentity } from "../data-dir.js";
-import { controlPlaneLogger, runUntilStopSignalled, up, whenStopSignalled, type UpOptions } from "./up.js";
+import { controlPlaneLogger, rotateOwnLog, runUntilStopSignalled, up, whenStopSignalled, type UpOptions } from "./up.js";
 
 const directory = mkdtempSync(join(tmpdir(), "fsb-up-spec-"));
 after(() => rmSync(directory, { recursive: true, force: true }));
@@ -193,6 +193,27 @@ describe("controlPlaneLogger", () => {
       });
     } finally {
       closeSync(fd);
+    }
+  });
+});
+
+describe("rotateOwnLog", () => {
+  it("rotates a detached instance's log past its limit while its writer appends, keeping the previous part", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fsb-up-own-log-"));
+    const path = join(dir, "controlplane.log");
+    // As `fsb up --detach` hands it to its child: opened for appending.
+    const writer = openSync(path, "a");
+    const timer = rotateOwnLog(path, { maxBytes: 64, intervalMs: 10 });
+    try {
+      writeFileSync(writer, "x".repeat(100));
+      for (let waited = 0; !readdirSync(dir).includes("controlplane.log.1") && waited < 5_000; waited += 10) await realSleep(10);
+      assert.equal(readFileSync(`${path}.1`, "utf8"), "x".repeat(100));
+      writeFileSync(writer, "after\n");
+      assert.equal(readFileSync(path, "utf8"), "after\n", "the writer goes on at the start of the truncated log");
+    } finally {
+      clearInterval(timer);
+      closeSync(writer);
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

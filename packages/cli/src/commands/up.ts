@@ -1,9 +1,11 @@
 import { spawn } from "node:child_process";
+import { stat } from "node:fs/promises";
 import { mkdirSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { destination, pino, type Logger } from "pino";
+import { DEFAULT_LOG_MAX_BYTES, rotateLog } from "@fast-sandbox/agent/log-rotation";
 import { startEmbeddedControlPlane, defaultPool, type EmbeddedControlPlane } from "@fast-sandbox/controlplane";
 import { FsbError, ValidationError } from "@fast-sandbox/sdk";
 import { parseDuration, parseLoopbackListen } from "@fast-sandbox/janitor";
@@ -104,11 +106,36 @@ interface ParsedUpOptions {
 async function serve(options: UpOptions, dataDir: string, parsed: ParsedUpOptions): Promise<void> {
   const token = ensureToken(dataDir);
   writeSettings(dataDir, { containerdNamespace: options.containerdNamespace, containerdSocket: options.containerdSocket, cgroupRoot: options.cgroupRoot });
-  await runUntilStopSignalled({
-    start: () => startControlPlane(options, dataDir, token, parsed),
-    started: (controlPlane) => announce(controlPlane, options, dataDir),
-    stopping: (_signal, { starting }) => process.stdout.write(starting ? "stopping Fast Sandbox once it has started…\n" : "stopping Fast Sandbox…\n"),
-  });
+  // A detached instance writes its stdout and stderr to controlplane.log, which `--detach` opened for appending.
+  const ownLog = process.env[DETACHED_LOG_ENV] ? rotateOwnLog(process.env[DETACHED_LOG_ENV]) : undefined;
+  try {
+    await runUntilStopSignalled({
+      start: () => startControlPlane(options, dataDir, token, parsed),
+      started: (controlPlane) => announce(controlPlane, options, dataDir),
+      stopping: (_signal, { starting }) => process.stdout.write(starting ? "stopping Fast Sandbox once it has started…\n" : "stopping Fast Sandbox…\n"),
+    });
+  } finally {
+    clearInterval(ownLog);
+  }
+}
+
+/** Names the log a detached `fsb up` writes to (set by `--detach` for its child). */
+const DETACHED_LOG_ENV = "FSB_UP_LOG_FILE";
+
+/**
+ * Rotates the log at `path` past `maxBytes` (default 10 MiB), checked every `intervalMs` (10 s), as
+ * the agents rotate sandbox logs: copied to `<path>.1` and truncated in place (log-rotation.ts), which
+ * works because its writers (this process's stdout and stderr) append. Returns the timer (unref'd).
+ */
+export function rotateOwnLog(path: string, options: { maxBytes?: number; intervalMs?: number } = {}): NodeJS.Timeout {
+  const maxBytes = options.maxBytes ?? DEFAULT_LOG_MAX_BYTES;
+  const timer = setInterval(() => {
+    void stat(path)
+      .then(({ size }) => (size > maxBytes ? rotateLog(path) : 0))
+      .catch(() => undefined);
+  }, options.intervalMs ?? 10_000);
+  timer.unref();
+  return timer;
 }
 
 function startControlPlane(options: UpOptions, dataDir: string, token: string, parsed: ParsedUpOptions): Promise<EmbeddedControlPlane> {
@@ -286,7 +313,11 @@ async function detach(options: UpOptions, dataDir: string): Promise<void> {
     ...(options.janitor ? ["--janitor-interval", options.janitorInterval, "--janitor-protection", options.janitorProtection] : ["--no-janitor"]),
     ...(options.janitor && options.janitorMetrics ? ["--janitor-metrics", options.janitorMetrics] : []),
   ];
-  const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", log, log] });
+  const child = spawn(process.execPath, args, {
+    detached: true,
+    stdio: ["ignore", log, log],
+    env: { ...process.env, [DETACHED_LOG_ENV]: files.log(dataDir) },
+  });
   child.unref();
   for (let waited = 0; waited < 60_000; waited += 100) {
     const url = readIfExists(files.url(dataDir));
