@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
+import http from "node:http";
 import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import { DialTimeoutError, SandboxDialer } from "./sandbox-dialer.js";
@@ -60,6 +61,44 @@ describe("SandboxDialer's connections", () => {
       await assert.rejects(connecting, /the client hung up/);
     } finally {
       dialer.close();
+    }
+  });
+});
+
+describe("SandboxDialer's kept-alive connections", () => {
+  it("does not reuse a kept connection the sandbox ended while it was idle (half-open): the next request gets a new one", async () => {
+    let connections = 0;
+    // Answers one request per connection, then ends its side while the connection is idle, as a
+    // sandbox restored in place (or a relay forwarding its end) does.
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      connections += 1;
+      socket.once("data", () => {
+        socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok");
+        setTimeout(() => socket.end(), 20);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    const dialer = new SandboxDialer(undefined, { idleTimeoutMs: 60_000 });
+    const get = () =>
+      new Promise<string>((resolve, reject) => {
+        const request = http.get({ host: "127.0.0.1", port, path: "/", ...dialer.pooledConnection({ host: "127.0.0.1", port }) }, (response) => {
+          let body = "";
+          response.on("data", (chunk: Buffer) => (body += chunk.toString()));
+          response.on("end", () => resolve(body));
+        });
+        request.on("error", reject);
+        request.setTimeout(5_000, () => request.destroy(new Error("no answer: the request went into a connection nobody reads")));
+      });
+    try {
+      assert.equal(await get(), "ok");
+      // The server's end arrives while the connection sits in the pool.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal(await get(), "ok");
+      assert.equal(connections, 2);
+    } finally {
+      dialer.close();
+      server.close();
     }
   });
 });

@@ -44,6 +44,7 @@ const agentHooks = http.Agent.prototype as unknown as AgentHooks;
  */
 class KeepAliveAgent extends http.Agent {
   private readonly idleTimers = new WeakMap<Duplex, NodeJS.Timeout>();
+  private readonly endListeners = new WeakMap<Duplex, () => void>();
 
   constructor(private readonly idleTimeoutMs: number) {
     super({ keepAlive: true });
@@ -55,6 +56,12 @@ class KeepAliveAgent extends http.Agent {
       const timer = setTimeout(() => socket.destroy(), this.idleTimeoutMs);
       timer.unref();
       this.idleTimers.set(socket, timer);
+      // The connections are half-open (tunnels need it), so a sandbox (or a relay) that ends an idle
+      // one leaves it open on this side: Node's pool would keep it, and the next request would be
+      // written into a connection nobody reads (after a restore in place, every kept one is such).
+      const onEnd = () => socket.destroy();
+      socket.once("end", onEnd);
+      this.endListeners.set(socket, onEnd);
     }
     return kept;
   }
@@ -62,6 +69,9 @@ class KeepAliveAgent extends http.Agent {
   reuseSocket(socket: Duplex, request: http.ClientRequest): void {
     clearTimeout(this.idleTimers.get(socket));
     this.idleTimers.delete(socket);
+    const onEnd = this.endListeners.get(socket);
+    if (onEnd) socket.off("end", onEnd);
+    this.endListeners.delete(socket);
     agentHooks.reuseSocket.call(this, socket, request);
   }
 }
