@@ -5,7 +5,8 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, describe, it } from "node:test";
-import { acquireAgentInstanceLock, agentLockPath, isRunning, processStartTime, type ProcessIdentity } from "./agent-instance-lock.js";
+import { acquireAgentInstanceLock, agentLockPath } from "./agent-instance-lock.js";
+import { isRunning, processStartTime, type ProcessIdentity } from "./process-identity.js";
 
 const directory = mkdtempSync(join(tmpdir(), "fsb-agent-lock-spec-"));
 after(() => rmSync(directory, { recursive: true, force: true }));

@@ -15,12 +15,9 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { FsbError } from "@fast-sandbox/api/core";
 import type { Logger } from "pino";
+import { isRunning, processStartTime, type ProcessIdentity } from "./process-identity.js";
 
-/** A process as the kernel knows it: its pid and its start time (clock ticks after boot). */
-export interface ProcessIdentity {
-  pid: number;
-  startTime: number;
-}
+export type { ProcessIdentity } from "./process-identity.js";
 
 export interface AgentInstanceLockOptions {
   /** How long a running predecessor may take to exit before it gets SIGKILL; longer than its drain (10 s, 12 s at most). @default 20_000 */
@@ -46,26 +43,6 @@ export interface AgentInstanceLock {
 /** The lock file of the agent whose state directory is `stateDir`. */
 export function agentLockPath(stateDir: string): string {
   return join(stateDir, "agent.lock");
-}
-
-/** When process `pid` started (clock ticks after boot); undefined when it does not run (a zombie has ended). */
-export function processStartTime(pid: number): number | undefined {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  } catch {
-    return undefined;
-  }
-  // `pid (comm) state …`: comm may hold spaces and parentheses, so fields count from its last ')'.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  if (fields[0] === "Z" || fields[0] === "X") return undefined;
-  const startTime = Number(fields[22 - 3]);
-  return Number.isSafeInteger(startTime) ? startTime : undefined;
-}
-
-/** Whether the process still runs: its pid runs, and started when it did. */
-export function isRunning(process: ProcessIdentity): boolean {
-  return processStartTime(process.pid) === process.startTime;
 }
 
 /**

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { basename, join } from "node:path";
+import { isRunning, processStartTime, type ProcessIdentity } from "@fast-sandbox/agent/process-identity";
 import { FsbError } from "@fast-sandbox/sdk";
 
 /**
@@ -67,34 +68,7 @@ export function readIfExists(path: string): string | undefined {
   }
 }
 
-/**
- * A process as the kernel knows it: its pid and its start time (field 22 of `/proc/<pid>/stat`,
- * clock ticks after boot). A pid is reused once its process is gone; the pair is not.
- */
-export interface ProcessIdentity {
-  pid: number;
-  startTime: number;
-}
-
-/** When process `pid` started (clock ticks after boot); undefined when it does not run (a zombie has ended). */
-export function processStartTime(pid: number): number | undefined {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  } catch {
-    return undefined;
-  }
-  // `pid (comm) state …`: comm may hold spaces and parentheses, so fields count from its last ')'.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  if (fields[0] === "Z" || fields[0] === "X") return undefined;
-  const startTime = Number(fields[22 - 3]);
-  return Number.isSafeInteger(startTime) ? startTime : undefined;
-}
-
-/** Whether the process still runs: its pid runs, and started when it did. */
-export function isRunning(process: ProcessIdentity): boolean {
-  return processStartTime(process.pid) === process.startTime;
-}
+export { isRunning, processStartTime, type ProcessIdentity } from "@fast-sandbox/agent/process-identity";
 
 /**
  * Whether process `pid` looks like `fsb up`: node (or the `fsb` script itself) running a script of
