@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { FsbError } from "@fast-sandbox/api/core";
 import type { Logger } from "pino";
-import { isRunning, processStartTime, type ProcessIdentity } from "./process-identity.js";
+import { formatProcessIdentity, isRunning, parseProcessIdentity, processStartTime, type ProcessIdentity } from "./process-identity.js";
 
 export type { ProcessIdentity } from "./process-identity.js";
 
@@ -73,7 +73,7 @@ export async function acquireAgentInstanceLock(stateDir: string, options: AgentI
         if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
       }
       const found = readIfExists(path);
-      const holder = parseLock(found);
+      const holder = parseProcessIdentity(found);
       if (found === undefined || !holder || !isRunning(holder)) {
         if (found !== undefined) removeStaleLock(path, found);
         contended += 1;
@@ -142,18 +142,7 @@ function heldLock(path: string, holder: ProcessIdentity): AgentInstanceLock {
 }
 
 function formatLock(holder: ProcessIdentity): string {
-  return `${JSON.stringify({ pid: holder.pid, startTime: holder.startTime })}\n`;
-}
-
-function parseLock(text: string | undefined): ProcessIdentity | undefined {
-  if (!text) return undefined;
-  try {
-    const parsed = JSON.parse(text) as Partial<ProcessIdentity>;
-    if (!Number.isSafeInteger(parsed.pid) || !Number.isSafeInteger(parsed.startTime)) return undefined;
-    return { pid: parsed.pid as number, startTime: parsed.startTime as number };
-  } catch {
-    return undefined;
-  }
+  return `${formatProcessIdentity(holder)}\n`;
 }
 
 function readIfExists(path: string): string | undefined {

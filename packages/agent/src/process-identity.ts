@@ -30,3 +30,20 @@ export function processStartTime(pid: number): number | undefined {
 export function isRunning(process: ProcessIdentity): boolean {
   return processStartTime(process.pid) === process.startTime;
 }
+
+/** How a lock file names its holder: one line of JSON (without its newline). */
+export function formatProcessIdentity(holder: ProcessIdentity): string {
+  return JSON.stringify({ pid: holder.pid, startTime: holder.startTime });
+}
+
+/** The holder a lock file's text names; undefined when it names none (empty, torn, not ours). */
+export function parseProcessIdentity(text: string | undefined): ProcessIdentity | undefined {
+  if (!text) return undefined;
+  try {
+    const parsed = JSON.parse(text) as Partial<ProcessIdentity>;
+    if (!Number.isSafeInteger(parsed.pid) || !Number.isSafeInteger(parsed.startTime)) return undefined;
+    return { pid: parsed.pid as number, startTime: parsed.startTime as number };
+  } catch {
+    return undefined;
+  }
+}

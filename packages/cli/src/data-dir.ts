@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { basename, join } from "node:path";
-import { isRunning, processStartTime, type ProcessIdentity } from "@fast-sandbox/agent/process-identity";
+import { formatProcessIdentity, isRunning, parseProcessIdentity, processStartTime, type ProcessIdentity } from "@fast-sandbox/agent/process-identity";
 import { FsbError } from "@fast-sandbox/sdk";
 
 /**
@@ -98,21 +98,6 @@ function ownIdentity(): ProcessIdentity {
   return { pid: process.pid, startTime };
 }
 
-function formatLock(holder: ProcessIdentity): string {
-  return JSON.stringify({ pid: holder.pid, startTime: holder.startTime });
-}
-
-function parseLock(text: string | undefined): ProcessIdentity | undefined {
-  if (!text) return undefined;
-  try {
-    const parsed = JSON.parse(text) as Partial<ProcessIdentity>;
-    if (!Number.isSafeInteger(parsed.pid) || !Number.isSafeInteger(parsed.startTime)) return undefined;
-    return { pid: parsed.pid as number, startTime: parsed.startTime as number };
-  } catch {
-    return undefined;
-  }
-}
-
 /** The data directory's lock as read just now: its text, and the process it names (none when unreadable). */
 export interface LockFile {
   text: string;
@@ -121,7 +106,7 @@ export interface LockFile {
 
 export function readLock(dir: string): LockFile | undefined {
   const text = readIfExists(files.lock(dir));
-  return text === undefined ? undefined : { text, holder: parseLock(text) };
+  return text === undefined ? undefined : { text, holder: parseProcessIdentity(text) };
 }
 
 /** The data directory's lock, held by this process. */
@@ -143,7 +128,7 @@ export function acquireLock(dir: string): { lock: InstanceLock } | { heldBy: Pro
   const self = ownIdentity();
   const path = files.lock(dir);
   const prepared = join(dir, `lock.${process.pid}.new`);
-  writeFileSync(prepared, `${formatLock(self)}\n`, { mode: 0o600 });
+  writeFileSync(prepared, `${formatProcessIdentity(self)}\n`, { mode: 0o600 });
   try {
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
@@ -154,7 +139,7 @@ export function acquireLock(dir: string): { lock: InstanceLock } | { heldBy: Pro
       }
       const text = readIfExists(path);
       if (text === undefined) continue;
-      const holder = parseLock(text);
+      const holder = parseProcessIdentity(text);
       if (holder && isRunning(holder)) return { heldBy: holder };
       removeStaleLock(dir, text);
     }
@@ -169,7 +154,7 @@ function heldLock(dir: string, holder: ProcessIdentity): InstanceLock {
     holder,
     release: () => {
       // Nobody else removes the lock of a running process, so it is ours until we remove it.
-      if (readIfExists(files.lock(dir)) === formatLock(holder)) rmSync(files.lock(dir), { force: true });
+      if (readIfExists(files.lock(dir)) === formatProcessIdentity(holder)) rmSync(files.lock(dir), { force: true });
     },
   };
 }
