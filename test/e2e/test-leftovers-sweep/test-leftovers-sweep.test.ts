@@ -122,7 +122,11 @@ describe("the sweep of what interrupted test runs leave", () => {
       result.removed.join("\n"),
     );
     assert.ok(!run("ctr", "namespaces", "ls", "-q").split("\n").includes(NAMESPACE));
-    for (const pid of taskPids) assert.ok(!existsSync(`/proc/${pid}`), `task process ${pid} is gone`);
+    // Killed, a task's process leaves /proc once its parent has reaped it, which may take a moment.
+    for (const pid of taskPids) {
+      for (let waited = 0; existsSync(`/proc/${pid}`) && waited < 10_000; waited += 100) await sleep(100);
+      assert.ok(!existsSync(`/proc/${pid}`), `task process ${pid} is gone`);
+    }
     assert.deepEqual(cgroupDirs(NAMESPACE), []);
     assert.deepEqual(networkLeftovers(settings), NOTHING);
     assert.equal(quietly("ip", "link", "show", settings.name), "", "the test network's bridge is gone");
