@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
 import { FailedPreconditionError, ValidationError, fromConnectError, pb, type Sandbox } from "@fast-sandbox/api";
+import type { CheckpointManager } from "./checkpoint-manager.js";
 import type { ResumeOptions, SandboxPauses } from "./checkpoint-pauses.js";
 import { checkpointServiceMethods } from "./checkpoint-service.js";
 
@@ -80,5 +81,69 @@ describe("PauseSandbox and ResumeSandbox", () => {
     const error = await failure(Promise.resolve(methods.pauseSandbox(create(pb.PauseSandboxRequestSchema, { name: "napper" }), context)));
     assert.ok(error instanceof FailedPreconditionError);
     assert.match(error.message, /does not pause sandboxes/);
+  });
+});
+
+describe("CheckpointSandbox and ForkSandbox: checkpoint names", () => {
+  const context = undefined as never;
+
+  /** A CheckpointManager that records the names it is asked to use. */
+  function recordingCheckpoints() {
+    const names: (string | undefined)[] = [];
+    const made = {
+      namespace: "default",
+      name: "kept",
+      id: "c1",
+      sandbox: "web",
+      sandboxId: "i1",
+      pool: "gv",
+      image: "img",
+      command: [],
+      workingDir: "/",
+      networkMode: "isolated",
+      createTime: "2026-12-01T10:00:00Z",
+      sizeBytes: 1,
+      nodeName: "n",
+      agents: ["a"],
+    };
+    const checkpoints = {
+      checkpoint: async (input: { checkpoint?: string }) => {
+        names.push(input.checkpoint);
+        return made;
+      },
+      fork: async (input: { checkpoint?: string }) => {
+        names.push(input.checkpoint);
+        return { sandboxes: [], checkpoint: made };
+      },
+    } as unknown as CheckpointManager;
+    return { checkpoints, names };
+  }
+
+  it("refuses the names of the sandbox's own fork and pause temporaries, which the collector removes, before anything is saved", async () => {
+    const { checkpoints, names } = recordingCheckpoints();
+    const methods = checkpointServiceMethods(checkpoints);
+    for (const reserved of ["web-fork-0123456789", "web-pause-abcdef"]) {
+      const error = await failure(
+        Promise.resolve(methods.checkpointSandbox(create(pb.CheckpointSandboxRequestSchema, { name: "web", checkpoint: reserved }), context)),
+      );
+      assert.ok(error instanceof ValidationError, `${reserved}: ${error.name}`);
+      assert.equal(error.field, "checkpoint");
+      assert.match(error.message, /is reserved: .*choose another name/);
+      const forkError = await failure(
+        Promise.resolve(methods.forkSandbox(create(pb.ForkSandboxRequestSchema, { name: "web", count: 1, checkpoint: reserved }), context)),
+      );
+      assert.ok(forkError instanceof ValidationError, `fork ${reserved}: ${forkError.name}`);
+    }
+    assert.deepEqual(names, []);
+  });
+
+  it("takes names that only look alike: another sandbox's temporaries, other lengths, a name left to the manager", async () => {
+    const { checkpoints, names } = recordingCheckpoints();
+    const methods = checkpointServiceMethods(checkpoints);
+    for (const name of ["api-fork-0123456789", "web-fork-012345678", "web-pause-abcdefa", "web-pause-ABCDEF", "kept", ""]) {
+      await methods.checkpointSandbox(create(pb.CheckpointSandboxRequestSchema, { name: "web", checkpoint: name }), context);
+    }
+    await methods.forkSandbox(create(pb.ForkSandboxRequestSchema, { name: "web", count: 1, checkpoint: "web-fork-keep" }), context);
+    assert.deepEqual(names, ["api-fork-0123456789", "web-fork-012345678", "web-pause-abcdefa", "web-pause-ABCDEF", "kept", undefined, "web-fork-keep"]);
   });
 });

@@ -7,8 +7,8 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { FailedPreconditionError, ValidationError, pb, sandboxToMessage } from "@fast-sandbox/api";
-import type { Checkpoint, CheckpointManager } from "./checkpoint-manager.js";
-import type { SandboxPauses } from "./checkpoint-pauses.js";
+import { isForkCheckpointName, type Checkpoint, type CheckpointManager } from "./checkpoint-manager.js";
+import { isPauseCheckpointName, type SandboxPauses } from "./checkpoint-pauses.js";
 import { edge } from "./sandbox-service.js";
 
 type CheckpointMethods = Pick<
@@ -25,6 +25,21 @@ function resumeExpireTime(value: string, now = Date.now()): string | undefined {
   }
   if (at <= now) throw new ValidationError("expireTime", `${value} has passed; give a time in the future, or leave it empty for no end`);
   return new Date(at).toISOString();
+}
+
+/**
+ * A checkpoint name a caller chose for a checkpoint of sandbox `sandbox`. The names this control
+ * plane gives its own temporaries of that sandbox (a fork's, a pause's) are refused: the checkpoint
+ * collector removes checkpoints so named once no operation or record holds them.
+ */
+function userCheckpointName(name: string, sandbox: string): string {
+  if (isForkCheckpointName(name, sandbox) || isPauseCheckpointName(name, sandbox)) {
+    throw new ValidationError(
+      "checkpoint",
+      `${JSON.stringify(name)} is reserved: names of the form '${sandbox}-fork-<10 hex digits>' and '${sandbox}-pause-<6 hex digits>' are the control plane's own temporaries of this sandbox, removed when unused; choose another name`,
+    );
+  }
+  return name;
 }
 
 export function checkpointToMessage(checkpoint: Checkpoint): pb.Checkpoint {
@@ -65,7 +80,7 @@ export function checkpointServiceMethods(checkpoints: CheckpointManager | undefi
           await required().checkpoint({
             namespace: request.namespace,
             sandbox: request.name,
-            ...(request.checkpoint ? { checkpoint: request.checkpoint } : {}),
+            ...(request.checkpoint ? { checkpoint: userCheckpointName(request.checkpoint, request.name) } : {}),
           }),
         ),
       ),
@@ -82,7 +97,7 @@ export function checkpointServiceMethods(checkpoints: CheckpointManager | undefi
           namespace: request.namespace,
           name: request.name,
           count: request.count,
-          ...(request.checkpoint ? { checkpoint: request.checkpoint } : {}),
+          ...(request.checkpoint ? { checkpoint: userCheckpointName(request.checkpoint, request.name) } : {}),
           ...(Object.keys(request.labels).length > 0 ? { labels: request.labels } : {}),
         });
         return create(pb.ForkSandboxResponseSchema, {
