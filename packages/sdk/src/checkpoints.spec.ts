@@ -93,6 +93,8 @@ describe("client.checkpoints", () => {
     assert.deepEqual(request.spec?.exposedPorts, [8080]);
     assert.equal(restored.accessToken, "restored-token");
     assert.equal(restored.metadata.name, "copy");
+    await client.checkpoints.restore("golden", { pool: "gvisor" });
+    assert.equal((requests[1] as pb.CreateSandboxRequest).spec?.poolRef, "gvisor", "a named pool is sent, so a pool at zero agents can be woken");
   });
 
   it("forks into copies, each with its own access token", async () => {

@@ -33,6 +33,12 @@ export interface RestoreOptions extends ClientCallOptions {
   /** The new sandbox's name. @default generated */
   name?: string;
   labels?: Record<string, string>;
+  /**
+   * The checkpoint's pool, when known: a restore then wakes that pool if it is scaled to zero (only a
+   * running agent reports its node's checkpoints) and waits for an agent, up to its wakeTimeoutSeconds.
+   * Another pool than the checkpoint's is refused. @default the checkpoint's
+   */
+  pool?: string;
   /** Ports it exposes through the sandbox proxy (what its restored processes listen on). */
   exposedPorts?: number[];
   /** Where the copy may connect to, within its pool's egress policy (an Isolated network). @default the pool's */
@@ -123,7 +129,7 @@ export class Checkpoints {
     // image and poolRef are the checkpoint's: the control plane fills them in.
     const spec = {
       image: "",
-      poolRef: "",
+      poolRef: options.pool ?? "",
       ...(options.exposedPorts ? { exposedPorts: options.exposedPorts } : {}),
       ...(options.egress ? { egress: options.egress } : {}),
       ...(expireTime ? { expireTime } : {}),

@@ -237,6 +237,42 @@ describe("CheckpointManager", () => {
     assert.equal((await fixture.stored("source"))?.status?.phase, "Running");
   });
 
+  it("a restore naming a pool scaled to zero wakes it, counted as a create waiting, and finds the checkpoint on the agent it starts", async () => {
+    addAgent("agent-a", nodeA);
+    await fixture.manager.create({ name: "source", spec: sandboxSpec() });
+    await checkpoints.checkpoint({ sandbox: "source", checkpoint: "ck1" });
+    await fixture.manager.delete(undefined, "source", 0);
+    fixture.registry.removeAgent("agent-a");
+    const wakes: { pool: string; waiting: number }[] = [];
+    let growable = true;
+    let start: (() => void) | undefined;
+    fixture.manager.setPoolCapacity({
+      canGrow: () => growable,
+      wake: (namespace, pool) => {
+        wakes.push({ pool: `${namespace}/${pool}`, waiting: fixture.manager.waitingFor(namespace, pool) });
+        start?.();
+      },
+    });
+    // Without the pool named, nothing says which pool to wake: not found, as before.
+    await assert.rejects(checkpoints.createFrom({ name: "copy", fromCheckpoint: "ck1" }), NotFoundError);
+    assert.deepEqual(wakes, []);
+    // A pool that cannot start an agent: not found once it says so, no agent started.
+    start = () => (growable = false);
+    await assert.rejects(checkpoints.createFrom({ name: "copy", fromCheckpoint: "ck1", spec: { poolRef: "default" } }), NotFoundError);
+    assert.equal(fixture.manager.waitingFor("default", "default"), 0);
+    // The pool starts an agent on the checkpoint's node when woken: the restore goes there.
+    growable = true;
+    start = () => void addAgent("agent-a2", nodeA);
+    const restored = await checkpoints.createFrom({ name: "copy", fromCheckpoint: "ck1", spec: { poolRef: "default" } });
+    assert.equal(restored.status?.assignedPod, "agent-a2");
+    assert.equal(restored.status?.phase, "Running");
+    assert.deepEqual(wakes, [
+      { pool: "default/default", waiting: 1 },
+      { pool: "default/default", waiting: 1 },
+    ]);
+    assert.equal(fixture.manager.waitingFor("default", "default"), 0);
+  });
+
   it("deletes a checkpoint from its node, and a pool's checkpoints with the pool", async () => {
     addAgent("agent-a", nodeA);
     await fixture.manager.create({ name: "source", spec: sandboxSpec() });

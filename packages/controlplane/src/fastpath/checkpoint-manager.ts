@@ -349,11 +349,21 @@ export class CheckpointManager {
     return checkpoints.length;
   }
 
-  /** Creates a sandbox restored from a checkpoint, on an agent that holds it. */
+  /**
+   * Creates a sandbox restored from a checkpoint, on an agent that holds it. Only ready agents report
+   * checkpoints: when the caller names the pool and it has none ready (scaled to zero), the restore
+   * wakes it and waits for an agent (`wakeTimeoutSeconds`) before it looks again. On Kubernetes that
+   * agent holds the checkpoint only if it lands on the checkpoint's node.
+   */
   async createFrom(input: CreateFromCheckpointInput): Promise<Sandbox> {
     const namespace = input.namespace || DEFAULT_NAMESPACE;
-    const checkpoint = await this.get(namespace, input.fromCheckpoint);
     const given = input.spec ?? {};
+    const checkpoint = await this.get(namespace, input.fromCheckpoint).catch(async (error: unknown) => {
+      if (!(error instanceof NotFoundError) || !given.poolRef || !input.fromCheckpoint) throw error;
+      const anyReady = this.options.registry.listAgents({ namespace, pool: given.poolRef }).some((agent) => agent.ready);
+      if (anyReady || !(await this.options.manager.awaitReadyAgent(namespace, given.poolRef))) throw error;
+      return this.get(namespace, input.fromCheckpoint);
+    });
     if (given.image && normalizeImageName(given.image) !== normalizeImageName(checkpoint.image)) {
       throw new ValidationError(
         "spec.image",

@@ -267,6 +267,33 @@ export class SandboxManager {
     return portsHeldBy(sandbox, this.pools.get(sandboxKey(sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, sandbox.spec.poolRef)));
   }
 
+  /**
+   * Waits, up to the pool's `wakeTimeoutSeconds`, until an agent of the pool is ready, counted meanwhile
+   * as a create waiting for the pool (so a pool scaled to zero starts one). For callers that need an
+   * agent before they can place (a restore looks its checkpoint up on the ready agents). False when
+   * none became ready, or the pool is unknown here or cannot grow; true at once when one is ready.
+   */
+  async awaitReadyAgent(namespace: string, pool: string): Promise<boolean> {
+    const ready = () => this.registry.listAgents({ namespace, pool }).some((agent) => agent.ready);
+    if (ready()) return true;
+    const poolKey = sandboxKey(namespace, pool);
+    if (!this.pools.has(poolKey) || !this.capacity?.canGrow(namespace, pool)) return false;
+    const deadline = this.clock.now().getTime() + this.wakeTimeoutMs(namespace, pool);
+    this.waiting.set(poolKey, (this.waiting.get(poolKey) ?? 0) + 1);
+    try {
+      this.capacity.wake(namespace, pool);
+      while (!ready()) {
+        if (this.clock.now().getTime() >= deadline || !this.capacity.canGrow(namespace, pool)) return false;
+        await sleep(this.clock, 25);
+      }
+      return true;
+    } finally {
+      const left = (this.waiting.get(poolKey) ?? 1) - 1;
+      if (left > 0) this.waiting.set(poolKey, left);
+      else this.waiting.delete(poolKey);
+    }
+  }
+
   /** Creates of the pool waiting for a free slot right now. */
   waitingFor(namespace: string, pool: string): number {
     return this.waiting.get(sandboxKey(namespace, pool)) ?? 0;
