@@ -6,7 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { after, describe, it } from "node:test";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { pb, sendBearerToken } from "@fast-sandbox/api/core";
+import { FsbError, pb, sendBearerToken, UnavailableError } from "@fast-sandbox/api/core";
 import type { CheckpointRequest, RuntimeCheckpoint, RuntimeCheckpoints } from "../runtime/checkpoint.js";
 import type { Runtime, RuntimeSandbox } from "../runtime/runtime.js";
 import { startAgentServer } from "./agent-server.js";
@@ -60,8 +60,11 @@ class FakeRuntime implements Runtime {
     delete: () => Promise.resolve(),
   };
 
+  /** What list() does from now on; @default answers `sandbox` at once. */
+  listing: () => Promise<RuntimeSandbox[]> = () => Promise.resolve([{ ...this.sandbox }]);
+
   list(): Promise<RuntimeSandbox[]> {
-    return Promise.resolve([{ ...this.sandbox }]);
+    return this.listing();
   }
   get(sandboxId: string): Promise<RuntimeSandbox | undefined> {
     return Promise.resolve(sandboxId === "sb" ? { ...this.sandbox } : undefined);
@@ -140,5 +143,61 @@ describe("AgentServer.close", () => {
     await server.close(200);
     assert.ok(Date.now() - started < 2_000, "close returned once the drain timeout passed");
     assert.deepEqual(runtime.order, ["checkpoint started"]);
+  });
+});
+
+describe("AgentServer /readyz", () => {
+  async function serve(runtime: FakeRuntime) {
+    const server = await startAgentServer({
+      identity: { name: "gv-0", namespace: "default", pool: "gv", nodeName: "node-1" },
+      runtime,
+      token: TOKEN,
+      stateDir,
+      host: "127.0.0.1",
+      port: 0,
+      statsHistory: { intervalMs: 60_000, retain: 1 },
+      readiness: { answerWithinMs: 50, staleAfterMs: 600 },
+    });
+    after(() => server.close());
+    // Within the kubelet's probe timeout, or the probe failed.
+    const readyz = async () => {
+      const response = await fetch(`http://${server.endpoint}/readyz`, { signal: AbortSignal.timeout(1_000) });
+      return { status: response.status, body: await response.text() };
+    };
+    return readyz;
+  }
+
+  it("stays ready while containerd is slow to list (busy, as the heartbeat has it), and not ready once it answered nothing for the stale budget", async () => {
+    const runtime = new FakeRuntime();
+    const readyz = await serve(runtime);
+    runtime.listing = () => new Promise<never>(() => undefined);
+    assert.equal((await readyz()).status, 200);
+    await sleep(200);
+    assert.equal((await readyz()).status, 200, "still within the budget");
+    await sleep(500);
+    const stuck = await readyz();
+    assert.equal(stuck.status, 503);
+    assert.match(stuck.body, /containerd has answered no list/);
+    runtime.listing = () => Promise.resolve([]);
+    // The stuck check still holds the place of the next one: a hung call is not doubled.
+    assert.equal((await readyz()).status, 503);
+  });
+
+  it("counts a list past its deadline as containerd slow, not gone", async () => {
+    const runtime = new FakeRuntime();
+    const readyz = await serve(runtime);
+    runtime.listing = () => Promise.reject(new FsbError("deadline_exceeded", "containerd Tasks/List: context deadline exceeded"));
+    assert.equal((await readyz()).status, 200);
+  });
+
+  it("is not ready at once when containerd refuses, and ready again once it answers", async () => {
+    const runtime = new FakeRuntime();
+    const readyz = await serve(runtime);
+    runtime.listing = () => Promise.reject(new UnavailableError("containerd: connect ENOENT /run/containerd/containerd.sock"));
+    const refused = await readyz();
+    assert.equal(refused.status, 503);
+    assert.match(refused.body, /containerd does not answer: .*ENOENT/);
+    runtime.listing = () => Promise.resolve([]);
+    assert.equal((await readyz()).status, 200);
   });
 });

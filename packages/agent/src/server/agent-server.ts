@@ -1,7 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
-import { listenCleartext, pb, requireBearerToken, withProbeRoutes } from "@fast-sandbox/api/core";
+import { FsbError, listenCleartext, pb, requireBearerToken, withProbeRoutes } from "@fast-sandbox/api/core";
 import type { Runtime } from "../runtime/runtime.js";
 import { LogRotation } from "../log-rotation.js";
 import { sandboxLogDir } from "../state-layout.js";
@@ -28,6 +28,72 @@ export interface AgentServerOptions {
   logs?: { maxBytes: number; checkIntervalMs?: number };
   /** Where the log rotation reports what it could not do. */
   logger?: Pick<Logger, "warn" | "debug">;
+  /** How `/readyz` judges containerd (ContainerdReadiness). @default answer within 500 ms, stale after 60 s */
+  readiness?: ContainerdReadinessOptions;
+}
+
+export interface ContainerdReadinessOptions {
+  /** How long `/readyz` waits for its check of containerd before it answers from what it knows. @default 500 */
+  answerWithinMs?: number;
+  /** How long containerd may go without answering a list (busy) before the agent is not ready. @default 60000 */
+  staleAfterMs?: number;
+}
+
+/**
+ * Whether containerd answers, for `/readyz`, by the heartbeat's rule (agent-service.ts's Status):
+ * containerd slow to list is busy, the agent alive and ready; containerd refusing (its socket gone,
+ * restarting) is not. The probe must not wait on a slow containerd: a churn of deletes makes its
+ * task list wait on every busy shim for longer than the kubelet's probe timeout, and a NotReady Pod
+ * is a lost agent to the fleet, its sandboxes handed to the failure policy, while its heartbeats
+ * answer busy. So each probe starts a check (one at a time), waits for it `answerWithinMs` at most,
+ * and otherwise answers from the last check to finish; only containerd answering no list at all
+ * for `staleAfterMs` (stuck, not busy) makes the agent not ready.
+ */
+export class ContainerdReadiness {
+  private readonly answerWithinMs: number;
+  private readonly staleAfterMs: number;
+  /** The server starts after its first list answered. */
+  private answeredAt = performance.now();
+  /** Why the last check to finish failed, undefined when it answered or was merely slow. */
+  private failure: string | undefined;
+  private checking: Promise<void> | undefined;
+
+  constructor(
+    private readonly list: () => Promise<unknown>,
+    options: ContainerdReadinessOptions = {},
+  ) {
+    this.answerWithinMs = options.answerWithinMs ?? 500;
+    this.staleAfterMs = options.staleAfterMs ?? 60_000;
+  }
+
+  async notReadyReason(): Promise<string | undefined> {
+    const check = (this.checking ??= this.check());
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([check, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.answerWithinMs)))]);
+    clearTimeout(timer);
+    if (this.failure !== undefined) return this.failure;
+    const silentMs = performance.now() - this.answeredAt;
+    if (silentMs > this.staleAfterMs) return `containerd has answered no list for ${Math.round(silentMs / 1000)} s`;
+    return undefined;
+  }
+
+  private check(): Promise<void> {
+    return this.list()
+      .then(
+        () => {
+          this.answeredAt = performance.now();
+          this.failure = undefined;
+        },
+        (error: unknown) => {
+          // A list past its deadline is containerd slow (busy), as in Status; anything else is containerd away.
+          const slow = error instanceof FsbError && error.code === "deadline_exceeded";
+          this.failure = slow ? undefined : `containerd does not answer: ${error instanceof Error ? error.message : String(error)}`;
+        },
+      )
+      .finally(() => {
+        this.checking = undefined;
+      });
+  }
 }
 
 export interface AgentServer {
@@ -44,7 +110,7 @@ export interface AgentServer {
  * Serves the agent API (Connect, gRPC and gRPC-Web over cleartext HTTP/2 and HTTP/1.1) on one
  * port, token required; the relay to its own sandboxes' ports (HTTP/1.1 CONNECT, sandbox-relay.ts),
  * token required; and without a token `/healthz` (the process is up), `/readyz` (containerd
- * answers, not draining) and `/metrics`.
+ * answers or is merely busy, not draining) and `/metrics`.
  */
 export async function startAgentServer(options: AgentServerOptions): Promise<AgentServer> {
   const logDir = sandboxLogDir(options.stateDir);
@@ -70,13 +136,13 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
       );
     },
   });
+  // The runtime is prepared before the server starts; this checks containerd still answers.
+  const containerd = new ContainerdReadiness(() => options.runtime.list(), options.readiness);
   const handler = withProbeRoutes(api, {
     notReadyReason: async () => {
       if (draining) return "stopping: letting creates and checkpoints in flight finish";
       if (admission.refusing) return "retired: its pool is stopping it";
-      // The runtime is prepared before the server starts; this checks containerd still answers.
-      await options.runtime.list();
-      return undefined;
+      return containerd.notReadyReason();
     },
     metrics: () => metrics.exposition(),
   });

@@ -116,7 +116,7 @@ describe("buildAgentPod", () => {
     assert.equal(agent?.name, "agent");
     assert.equal(agent?.image, "registry.example/fsb/agent:v1");
     assert.deepEqual(agent?.ports, [{ name: "agent", containerPort: 7171, protocol: "TCP" }]);
-    assert.deepEqual(agent?.readinessProbe?.httpGet, { path: "/readyz", port: 7171 });
+    assert.deepEqual(agent?.readinessProbe, { httpGet: { path: "/readyz", port: 7171 }, periodSeconds: 2, timeoutSeconds: 2, failureThreshold: 3 });
     assert.equal(pod.spec?.restartPolicy, "Always");
   });
 
@@ -614,7 +614,7 @@ describe("buildAgentPod with a base template (config/agent/agent-pod-template.ya
     assert.equal(pod.metadata?.labels?.[POOL_LABEL], "python");
     const [agent] = spec?.containers ?? [];
     assert.ok(agent);
-    assert.deepEqual(agent.readinessProbe, { httpGet: { path: "/readyz", port: "agent" }, periodSeconds: 2 });
+    assert.deepEqual(agent.readinessProbe, { httpGet: { path: "/readyz", port: "agent" }, periodSeconds: 2, timeoutSeconds: 2, failureThreshold: 3 });
     assert.deepEqual(agent.livenessProbe?.httpGet, { path: "/healthz", port: "agent" });
     assert.deepEqual(agent.ports, [{ name: "agent", containerPort: 7071, protocol: "TCP" }]);
     assert.deepEqual(agent.resources?.limits, { cpu: "4", memory: "8Gi" });

@@ -226,9 +226,13 @@ function agentVolumes(): V1Volume[] {
   ];
 }
 
-/** The agent answers `/readyz` once it reaches containerd and holds its token. */
+/**
+ * The agent answers `/readyz` once it reaches containerd and holds its token. A NotReady Pod is a
+ * lost agent to the fleet, so the probe allows what the heartbeat does (agent-heartbeat.ts): a
+ * couple of seconds per answer (a busy host, a full GC), three misses in a row.
+ */
 function agentReadinessProbe(port: number): V1Probe {
-  return { httpGet: { path: "/readyz", port }, periodSeconds: 2 };
+  return { httpGet: { path: "/readyz", port }, periodSeconds: 2, timeoutSeconds: 2, failureThreshold: 3 };
 }
 
 /** The template's volumes, plus ours it does not already define (by name). */

@@ -33,6 +33,7 @@ import { AgentConnections } from "../fleet/agent-connections.js";
 import { agentPodLimits, type AgentPodOptions } from "../fleet/agent-pod.js";
 import { KubernetesAgentFleet } from "../fleet/kubernetes-agent-fleet.js";
 import { kubernetesLeaseClient } from "../leader/kubernetes-lease-client.js";
+import type { LeaderElector } from "../leader/leader-elector.js";
 import { LeaseLeaderElector } from "../leader/lease-leader-elector.js";
 import { AgentAdoption } from "../reconcile/agent-adoption.js";
 import { AgentOnboarding } from "../reconcile/agent-onboarding.js";
@@ -228,14 +229,10 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
   let sandboxes: SandboxReconciler | undefined;
   let hotImages: HotImagesReconciler | undefined;
   let checkpointCollector: CheckpointCollector | undefined;
-  let leaderWork: Promise<void> = Promise.resolve();
   const startLeading = async (signal: AbortSignal): Promise<void> => {
     logger.info({ identity: options.identity }, "leading: starting the reconcilers");
     // What agents run is adopted once per leadership: the previous leader's view is gone.
-    for (const name of connections.connectedAgents()) {
-      const observed = connections.observedStatus(name);
-      if (observed) await onboarding.adopt(name, observed.status);
-    }
+    await adoptConnectedAgents(connections, onboarding);
     if (signal.aborted) return;
     sandboxes = new SandboxReconciler({
       store,
@@ -341,17 +338,12 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     if (!all) logger.warn("not every ready agent answered in time; serving anyway");
     releaseWrites();
   });
-  elector.run({
-    onStartedLeading: (signal) => {
-      leaderWork = leaderWork.then(() => startLeading(signal)).catch((error: unknown) => logger.error({ err: error }, "could not start leading"));
-    },
-    onStoppedLeading: () => {
-      logger.warn({ identity: options.identity }, "stopped leading");
-      leaderWork = leaderWork.then(stopLeading).catch((error: unknown) => logger.error({ err: error }, "could not stop the reconcilers"));
-      options.onStoppedLeading?.();
-      // The elector gives the lease up only after this: no successor reconciles beside our reconcilers.
-      return leaderWork;
-    },
+  const leadership = runLeadership({
+    elector,
+    start: startLeading,
+    stop: stopLeading,
+    logger,
+    onStoppedLeading: () => options.onStoppedLeading?.(),
   });
   return {
     url: server.url,
@@ -362,8 +354,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     async close() {
       // First out of the election (a replica that lost it campaigns no more): the reconcilers stop,
       // then the lease is released, so a successor takes over while this replica closes the rest.
-      await elector.stop();
-      await leaderWork;
+      await leadership.stop();
       await server.close();
       await e2bServer?.close();
       directory?.stop();
@@ -378,6 +369,80 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
       await store.close();
     },
   };
+}
+
+export interface LeadershipOptions {
+  elector: LeaderElector;
+  /** Starts the leader's work; `signal` aborts when the leadership ends. */
+  start(signal: AbortSignal): Promise<void>;
+  /** Stops the leader's work, also what a start that failed half-way did start. */
+  stop(): Promise<void>;
+  logger: Pick<Logger, "warn" | "error">;
+  /** Called when this replica stops leading, given up or lost. */
+  onStoppedLeading?(): void;
+}
+
+/**
+ * Campaigns with `elector` and runs the leader's work while this replica leads: started at each
+ * leadership, stopped when it ends, one after the other. A start that fails (a reconciler's first
+ * read refused) would leave a leader that renews its Lease and reconciles nothing, and no other
+ * replica could take over: the replica gives the leadership up instead — what did start stops,
+ * the Lease is released and a follower takes it on its next try. It campaigns no more (main.ts
+ * exits on onStoppedLeading, and the Deployment starts it again clean). A retry in place would keep
+ * the Lease on the replica least likely to succeed while whatever broke its start (its caches, its
+ * connection) persists. Returns what stops it all: the campaign, then the work.
+ */
+export function runLeadership(options: LeadershipOptions): { stop(): Promise<void> } {
+  const { elector, logger } = options;
+  let work: Promise<void> = Promise.resolve();
+  let givingUp: Promise<void> | undefined;
+  elector.run({
+    onStartedLeading: (signal) => {
+      work = work
+        .then(() => options.start(signal))
+        .catch((error: unknown) => {
+          if (signal.aborted) {
+            // Lost meanwhile: onStoppedLeading stops what started, and the campaign goes on.
+            logger.warn({ err: error }, "the leadership ended while the reconcilers started");
+            return;
+          }
+          logger.error({ err: error, identity: elector.identity }, "could not start leading; giving the leadership up");
+          // Not awaited: the elector's stop waits for onStoppedLeading's work, which follows this step.
+          givingUp ??= elector.stop();
+        });
+    },
+    onStoppedLeading: () => {
+      logger.warn({ identity: elector.identity }, "stopped leading");
+      work = work.then(() => options.stop()).catch((error: unknown) => logger.error({ err: error }, "could not stop the reconcilers"));
+      options.onStoppedLeading?.();
+      // The elector gives the lease up only after this: no successor reconciles beside our reconcilers.
+      return work;
+    },
+  });
+  return {
+    async stop() {
+      await elector.stop();
+      await givingUp;
+      await work;
+    },
+  };
+}
+
+/**
+ * Adopts what every connected agent runs (a new leader's first look), all asked for at once: the
+ * adoptions share one list of the Sandboxes, taken after every status here was asked for, instead of
+ * one list of every Sandbox per agent (agent-adoption.ts). Never throws (AgentOnboarding.adopt).
+ */
+export async function adoptConnectedAgents(
+  connections: Pick<AgentConnections, "connectedAgents" | "observedStatus">,
+  onboarding: Pick<AgentOnboarding, "adopt">,
+): Promise<void> {
+  await Promise.all(
+    connections.connectedAgents().flatMap((name) => {
+      const observed = connections.observedStatus(name);
+      return observed ? [onboarding.adopt(name, observed.status)] : [];
+    }),
+  );
 }
 
 /** Resolves true once every agent the fleet reports ready is connected (adopted), false after `timeoutMs`. */

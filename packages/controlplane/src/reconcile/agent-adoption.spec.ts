@@ -256,4 +256,108 @@ describe("AgentAdoption", () => {
     assert.equal((await fixture.stored("elsewhere"))?.status?.phase, "Running");
     assert.equal(fixture.allocated(), 0);
   });
+
+  describe("adoptions that arrive together", () => {
+    /** Counts the store's lists of Sandboxes; each waits for `gate` (when set) after it read the store. */
+    function countLists(): { count: () => number; gate?: Promise<void> } {
+      const list = fixture.store.list.bind(fixture.store);
+      const counter: { count: () => number; gate?: Promise<void> } = { count: () => lists };
+      let lists = 0;
+      fixture.store.list = (async (...args: Parameters<typeof list>) => {
+        lists++;
+        const result = await list(...args);
+        await counter.gate;
+        return result;
+      }) as typeof fixture.store.list;
+      return counter;
+    }
+
+    async function agentsWithOneSandboxEach(count: number): Promise<string[]> {
+      const names = Array.from({ length: count }, (_, i) => `agent-${i}`);
+      for (const name of names) {
+        fixture.addAgent(name);
+        await fixture.storeRecord(`sb-${name}`, { phase: "Running", assignedPod: name, sandboxID: `id-${name}` });
+      }
+      return names;
+    }
+
+    it("share one list of the Sandboxes (a new leader adopting every agent), each acting on its own agent's records", async () => {
+      const names = await agentsWithOneSandboxEach(6);
+      const lists = countLists();
+
+      await Promise.all(names.map((name) => adoption.adopt(name, report(name, [{ sandboxId: `id-${name}`, name: `sb-${name}` }]))));
+
+      assert.equal(lists.count(), 1, "one list, not one per agent");
+      assert.equal(fixture.allocated(), names.length, "every agent's sandbox holds its slot");
+      for (const name of names) assert.equal(fixture.registry.placementOf(`default/sb-${name}`)?.agent.name, name);
+    });
+
+    it("an adoption asked for while the list is read waits for the next one, taken after its status: a container made since is not an orphan", async () => {
+      fixture.addAgent("agent-b");
+      const lists = countLists();
+      let open!: () => void;
+      lists.gate = new Promise<void>((resolve) => (open = resolve));
+      const first = adoption.adopt("agent-a", report("agent-a", []));
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(lists.count(), 1);
+      // Meanwhile another replica places a sandbox on agent-b (record, then container), and agent-b
+      // reconnects with a status that holds it.
+      await fixture.storeRecord("fresh", { phase: "Running", assignedPod: "agent-b", sandboxID: "id-fresh" });
+      const second = adoption.adopt("agent-b", report("agent-b", [{ sandboxId: "id-fresh", name: "fresh" }]));
+      const third = adoption.adopt("agent-a", report("agent-a", []));
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(lists.count(), 1, "no second list while the first is read");
+      lists.gate = undefined;
+      open();
+      await Promise.all([first, second, third]);
+
+      assert.equal(lists.count(), 2, "the two that arrived meanwhile shared the next list");
+      assert.deepEqual(fixture.client("agent-b").calls, [], "its sandbox is not taken for an orphan");
+      assert.equal(fixture.registry.placementOf("default/fresh")?.agent.name, "agent-b");
+    });
+
+    it("act on the list `concurrency` at a time", async () => {
+      const names = await agentsWithOneSandboxEach(6);
+      adoption = new AgentAdoption({
+        store: fixture.store,
+        registry: fixture.registry,
+        manager: fixture.manager,
+        agents: fixture.agents,
+        logger: pino({ level: "silent" }),
+        clock: fixture.clock,
+        concurrency: 2,
+      });
+      const get = fixture.store.get.bind(fixture.store);
+      let reading = 0;
+      let most = 0;
+      fixture.store.get = (async (...args: Parameters<typeof get>) => {
+        most = Math.max(most, ++reading);
+        await new Promise((resolve) => setImmediate(resolve));
+        reading--;
+        return get(...args);
+      }) as typeof fixture.store.get;
+
+      await Promise.all(names.map((name) => adoption.adopt(name, report(name, [{ sandboxId: `id-${name}`, name: `sb-${name}` }]))));
+
+      assert.equal(most, 2, "two agents' records read at once, never more");
+      assert.equal(fixture.allocated(), names.length);
+    });
+
+    it("all fail when their list does, and the next adoption lists again", async () => {
+      const names = await agentsWithOneSandboxEach(3);
+      const list = fixture.store.list.bind(fixture.store);
+      let lists = 0;
+      fixture.store.list = ((...args: Parameters<typeof list>) =>
+        ++lists === 1 ? Promise.reject(new Error("store unavailable")) : list(...args)) as typeof fixture.store.list;
+
+      const results = await Promise.allSettled(names.map((name) => adoption.adopt(name, report(name, [{ sandboxId: `id-${name}`, name: `sb-${name}` }]))));
+      assert.deepEqual(
+        results.map((r) => r.status),
+        ["rejected", "rejected", "rejected"],
+      );
+      await adoption.adopt("agent-0", report("agent-0", [{ sandboxId: "id-agent-0", name: "sb-agent-0" }]));
+      assert.equal(lists, 2);
+      assert.equal(fixture.allocated(), 1);
+    });
+  });
 });

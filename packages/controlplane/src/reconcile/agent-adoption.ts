@@ -7,6 +7,15 @@
  * agent are left alone). A running sandbox's `status.sandboxIP` follows the address its agent
  * reports (Isolated network), and goes when its instance does. Records the manager is working on
  * are skipped: its own writes tell.
+ *
+ * Adoptions that arrive together share one list of the Sandboxes (a new leader adopts every agent at
+ * once; after a blip the agents reconnect within a heartbeat): every adoption asked for in one go
+ * (before the caller awaits anything), or while the previous list is still being read, joins the
+ * next list, taken once they have all asked — so after each of their statuses was asked for, as each
+ * one's own list used to be. One list is read at a time, and at most `concurrency` adoptions act on
+ * it at once. The list stays a read of the store, not an informer's cache: a cache can lag, and a container
+ * another replica has just created for a record the cache does not hold yet would be removed as
+ * an orphan.
  */
 import type { Logger } from "pino";
 import { FsbError, UnavailableError, type Sandbox } from "@fast-sandbox/api";
@@ -27,15 +36,61 @@ export interface AgentAdoptionOptions {
   logger: Logger;
   /** Dates the conditions adoption writes. @default systemClock */
   clock?: Clock;
+  /** Adoptions acting on a list at once (each reads and writes its agent's records one by one). @default 8 */
+  concurrency?: number;
 }
 
 export class AgentAdoption {
   private readonly options: AgentAdoptionOptions;
   private readonly clock: Clock;
+  private readonly concurrency: number;
+  /** The list the adoptions asked for now will share: not started yet, so joining it is still after their statuses. */
+  private gathering: Promise<Sandbox[]> | undefined;
+  /** The list being read (settled: none); the next one starts after it. */
+  private listing: Promise<unknown> = Promise.resolve();
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
 
   constructor(options: AgentAdoptionOptions) {
     this.options = options;
     this.clock = options.clock ?? systemClock;
+    this.concurrency = options.concurrency ?? 8;
+    if (!Number.isSafeInteger(this.concurrency) || this.concurrency < 1)
+      throw new RangeError(`AgentAdoption: concurrency ${this.concurrency} must be a whole number >= 1`);
+  }
+
+  /**
+   * Every Sandbox, listed after the call: the next list not yet started, which every adoption asked
+   * for until it starts shares. It starts once the caller's synchronous code is over (adoptions of
+   * every agent asked for in one go join it) and after the list being read ends (those arriving
+   * meanwhile join it as well).
+   */
+  private listAfterNow(): Promise<Sandbox[]> {
+    if (this.gathering) return this.gathering;
+    const gathering = (async () => {
+      await this.listing;
+      // From here on a new adoption waits for the next list: this one may have missed its status.
+      this.gathering = undefined;
+      const listed = this.options.store.list("Sandbox").then(({ items }) => items);
+      this.listing = listed.catch(() => undefined);
+      return listed;
+    })();
+    this.gathering = gathering;
+    return gathering;
+  }
+
+  /** Runs `work` once fewer than `concurrency` adoptions are acting. */
+  private async inTurn<T>(work: () => Promise<T>): Promise<T> {
+    if (this.active >= this.concurrency) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.active++;
+    try {
+      return await work();
+    } finally {
+      // The slot passes to the next in line, or is freed.
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.active--;
+    }
   }
 
   /**
@@ -44,9 +99,14 @@ export class AgentAdoption {
    * fails with UnavailableError saying how many, so the caller can adopt again (adoption is idempotent).
    */
   async adopt(agentName: string, status: AgentStatus): Promise<void> {
+    const items = await this.listAfterNow();
+    await this.inTurn(() => this.adoptListed(agentName, status, items));
+  }
+
+  /** `adopt` with `items`, every Sandbox as listed after `status` was asked for. */
+  private async adoptListed(agentName: string, status: AgentStatus, items: Sandbox[]): Promise<void> {
     const { store, registry, manager, logger } = this.options;
     const failures: unknown[] = [];
-    const { items } = await store.list("Sandbox");
     const mine = items.filter((s) => s.status?.assignedPod === agentName);
     const running = new Map(status.sandboxes.map((s) => [s.sandboxId, s]));
     const known = new Set(items.map((s) => s.status?.sandboxID).filter(Boolean));

@@ -5,9 +5,9 @@
  *   `kubectl auth can-i --as` (the admin impersonates): the controller works on sandboxes, pools
  *   (writing them only by PATCH, their status only by PUT) and agent Pods in every namespace, and on
  *   its own Lease and Secrets in its own namespace only (the E2B API's keys and token secret, read
- *   and created), and nothing else — no Secret of any other namespace, no Events; the proxy reads
- *   Sandboxes, Pods and the one E2B token Secret; the janitor only reads Pods and Sandboxes; agents
- *   have no API access at all.
+ *   and created), and nothing else — no Secret of any other namespace, no Events; the proxy lists
+ *   and watches Sandboxes and Pods and reads the one E2B token Secret; the janitor only lists Pods
+ *   and Sandboxes; agents have no API access at all.
  * - Enough: after the cases before this one (alphabetical order) placed, deleted, recreated and
  *   reset sandboxes and scaled pools, no controller replica and no janitor logged a `forbidden`
  *   answer of the API server — a permission the code needs and the role lacks fails this case.
@@ -130,17 +130,19 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       }
     });
 
-    it("lets the janitor read Pods and Sandboxes, and nothing else", async () => {
+    it("lets the janitor list Pods and Sandboxes, and nothing else", async () => {
       for (const [verb, resource] of [
         ["list", "pods"],
-        ["watch", "pods"],
-        ["get", "pods"],
         ["list", "sandboxes.sandbox.fast.io"],
-        ["watch", "sandboxes.sandbox.fast.io"],
       ]) {
         assert.equal(await can(suite, JANITOR, verb!, resource!), true, `janitor: ${verb} ${resource}`);
       }
       for (const [verb, resource, subresource] of [
+        // Its inventory lists both in full at each pass: it neither reads one by name nor watches.
+        ["get", "pods"],
+        ["watch", "pods"],
+        ["get", "sandboxes.sandbox.fast.io"],
+        ["watch", "sandboxes.sandbox.fast.io"],
         ["create", "pods"],
         ["delete", "pods"],
         ["update", "sandboxes.sandbox.fast.io"],
@@ -157,10 +159,15 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     });
 
     it("lets the proxy read Sandboxes, agent Pods and the E2B token secret, and nothing else", async () => {
+      assert.equal(await can(suite, PROXY, "list", "sandboxes.sandbox.fast.io"), true);
       assert.equal(await can(suite, PROXY, "watch", "sandboxes.sandbox.fast.io"), true);
       assert.equal(await can(suite, PROXY, "list", "pods"), true);
+      assert.equal(await can(suite, PROXY, "watch", "pods"), true);
       assert.equal(await can(suite, PROXY, "get", "secrets/fast-sandbox-e2b-token-secret", SYSTEM_NAMESPACE), true);
       for (const [verb, resource, namespace] of [
+        // Sandboxes and Pods only through informers (list, then watch), never one by name.
+        ["get", "sandboxes.sandbox.fast.io", "default"],
+        ["get", "pods", "default"],
         ["get", "secrets/fast-sandbox-agent-token", SYSTEM_NAMESPACE],
         ["get", "secrets/fast-sandbox-e2b-token-secret", "default"],
         ["list", "secrets", SYSTEM_NAMESPACE],
