@@ -6,6 +6,7 @@
 import type { Client } from "@connectrpc/connect";
 import type { pb } from "@fast-sandbox/api/core";
 import { ACCESS_TOKEN_RESPONSE_HEADER, FsbError, sandboxFromMessage, sandboxSpecToMessage, type EgressPolicy, type SandboxSpec } from "@fast-sandbox/api/core";
+import { createWithRequestId } from "./create-request.js";
 import { callError, type CallContext } from "./errors.js";
 import type { ClientCallOptions, CreatedSandbox } from "./fast-sandbox-client.js";
 
@@ -46,7 +47,11 @@ export interface RestoreOptions extends ClientCallOptions {
   /** Absolute time or a time-to-live in milliseconds from now. */
   expireTime?: Date | string;
   ttlMs?: number;
-  /** Makes retries idempotent: the same id returns the sandbox the first attempt created. */
+  /**
+   * Makes retries idempotent: the same id returns the sandbox the first attempt created. The SDK
+   * retries once itself, with the same id, when an attempt's answer was lost (deadline, connection).
+   * @default a new id for each call of restore
+   */
   requestId?: string;
 }
 
@@ -138,16 +143,18 @@ export class Checkpoints {
     const { call, context } = this.callOptions(`CreateSandbox from checkpoint ${checkpoint}`, options);
     const message = await this.translate(
       () =>
-        this.client.createSandbox(
-          {
-            namespace: options.namespace ?? "",
-            name: options.name ?? "",
-            spec: sandboxSpecToMessage(spec),
-            labels: options.labels ?? {},
-            requestId: options.requestId ?? "",
-            fromCheckpoint: checkpoint,
-          },
-          { ...call, onHeader: (headers) => (accessToken = headers.get(ACCESS_TOKEN_RESPONSE_HEADER) ?? "") },
+        createWithRequestId(options.requestId, options.signal, (requestId) =>
+          this.client.createSandbox(
+            {
+              namespace: options.namespace ?? "",
+              name: options.name ?? "",
+              spec: sandboxSpecToMessage(spec),
+              labels: options.labels ?? {},
+              requestId,
+              fromCheckpoint: checkpoint,
+            },
+            { ...call, onHeader: (headers) => (accessToken = headers.get(ACCESS_TOKEN_RESPONSE_HEADER) ?? "") },
+          ),
         ),
       context,
     );

@@ -4,7 +4,7 @@
  * `pty.create()` and `pty.connect(pid)`; it reads the daemon's event stream from the moment it
  * exists, so no output is lost between the start and the first `wait()`.
  */
-import { FailedPreconditionError, FsbError, TimeoutError } from "@fast-sandbox/api/core";
+import { FailedPreconditionError, TimeoutError, UnavailableError } from "@fast-sandbox/api/core";
 import { CommandExitError, type CommandResult } from "./errors.js";
 import type { ProcessEvent } from "./gen/envd/process/process_pb.js";
 import type { RequestOptions } from "./request-options.js";
@@ -82,12 +82,11 @@ export class CommandHandle {
     await this.finished;
     if (this.failure) throw this.failure;
     if (!this.result) {
-      throw new FsbError(
-        "internal",
-        this.disconnected
-          ? `${this.init.description}: disconnected before it ended; commands.connect(${this.pid}) follows it again`
-          : `${this.init.description}: the daemon's stream ended without the process's end`,
-      );
+      // The caller's own doing (as a closed handle is), or a stream cut short: neither is the daemon's fault.
+      if (this.disconnected) {
+        throw new FailedPreconditionError(`${this.init.description}: disconnected before it ended; commands.connect(${this.pid}) follows it again`);
+      }
+      throw new UnavailableError(`${this.init.description}: the daemon's stream ended without the process's end (the connection was cut)`);
     }
     const deadline = this.init.deadline;
     if (deadline && this.result.exitCode === -1 && this.endedAtMs >= deadline.atMs - DEADLINE_SLACK_MS) {

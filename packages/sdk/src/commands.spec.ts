@@ -1,9 +1,13 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createRouterTransport } from "@connectrpc/connect";
 import { FailedPreconditionError, NotFoundError, TimeoutError, UnauthenticatedError, UnavailableError, ValidationError } from "@fast-sandbox/api";
 import { Connection } from "./connection.js";
 import { CommandExitError } from "./errors.js";
-import { FakeControlPlane, FakeDaemon } from "./sandbox.fixture.js";
+import { Process, ProcessEventSchema } from "./gen/envd/process/process_pb.js";
+import { STREAM_SILENCE_MS } from "./request-options.js";
+import { FakeControlPlane, FakeDaemon, type FakeProcessIO } from "./sandbox.fixture.js";
 import { FastSandbox } from "./sandbox.js";
 
 async function sandboxWithDaemon(): Promise<{ sandbox: FastSandbox; daemon: FakeDaemon }> {
@@ -12,6 +16,11 @@ async function sandboxWithDaemon(): Promise<{ sandbox: FastSandbox; daemon: Fake
   const connection = new Connection({ transport: plane.transport, daemon: daemon.factory });
   return { sandbox: await FastSandbox.create({ connection }), daemon };
 }
+
+/** Resolves after the in-memory transport's pending work ran, without timers (for specs that mock them). */
+const drain = async () => {
+  for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+};
 
 /** Resolves after the event loop ran the in-memory transport's pending work. */
 const settle = () => new Promise((resolve) => setTimeout(resolve, 5));
@@ -259,7 +268,7 @@ describe("commands in the background", () => {
     finish();
     await assert.rejects(handle.wait(), (error: unknown) => error instanceof CommandExitError && error.exitCode === 5);
     assert.deepEqual(followed, ["done\n"]);
-    await assert.rejects(started.wait(), /disconnected before it ended/);
+    await assert.rejects(started.wait(), (error: unknown) => error instanceof FailedPreconditionError && /disconnected before it ended/.test(error.message));
   });
 
   it("connect, kill and sendStdin of an unknown pid: NotFoundError, false, NotFoundError", async () => {
@@ -278,6 +287,33 @@ describe("commands in the background", () => {
     });
   });
 
+  it("a stream silent for two keepalives is a lost connection: wait() rejects with an UnavailableError", async (t) => {
+    let io!: FakeProcessIO;
+    daemon.define("quiet", async (process) => {
+      io = process;
+      await process.killed;
+      return 0;
+    });
+    // The silence is 60 s of the SDK's timers: mocked, and moved on by hand.
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const handle = await sandbox.commands.run("quiet", { background: true, timeoutMs: 0 });
+    const outcome: { failure?: unknown } = {};
+    const waited = handle.wait().catch((error: unknown) => (outcome.failure = error));
+    await drain();
+    t.mock.timers.tick(STREAM_SILENCE_MS - 1_000);
+    io.keepalive();
+    await drain();
+    t.mock.timers.tick(STREAM_SILENCE_MS - 1_000);
+    await drain();
+    assert.ok(!("failure" in outcome), "a keepalive starts the silence over");
+    t.mock.timers.tick(1_000);
+    await waited;
+    const failure = outcome.failure;
+    assert.ok(failure instanceof UnavailableError, String(failure));
+    assert.match(failure.message, /silent for 60 s, though it sends a keepalive every 30 s: the connection was lost/);
+    await sandbox.commands.kill(handle.pid);
+  });
+
   it("a start past its requestTimeoutMs rejects with a TimeoutError", async () => {
     daemon.answerDelayMs = 200;
     daemon.define("true", async () => 0);
@@ -285,5 +321,44 @@ describe("commands in the background", () => {
       sandbox.commands.run("true", { requestTimeoutMs: 20 }),
       (error: unknown) => error instanceof TimeoutError && /did not start within 20 ms/.test(error.message),
     );
+  });
+});
+
+describe("a process stream cut short", () => {
+  /** A sandbox whose daemon's Start sends the start event and then does what `after` does. */
+  async function sandboxWhoseStart(after: () => void): Promise<FastSandbox> {
+    const transport = createRouterTransport(({ service }) => {
+      service(Process, {
+        async *start() {
+          yield { event: create(ProcessEventSchema, { event: { case: "start", value: { pid: 7 } } }) };
+          after();
+        },
+      });
+    });
+    const connection = new Connection({
+      transport: new FakeControlPlane().transport,
+      daemon: () => ({ transport, fetch: () => Promise.reject(new Error("unused")) }),
+    });
+    return FastSandbox.create({ connection, daemonReadyTimeoutMs: 0 });
+  }
+
+  it("without the process's end is an UnavailableError (the connection was cut), not an internal error", async () => {
+    const sandbox = await sandboxWhoseStart(() => undefined);
+    await assert.rejects(sandbox.commands.run("x"), (error: unknown) => {
+      assert.ok(error instanceof UnavailableError, String(error));
+      assert.match(error.message, /stream ended without the process's end \(the connection was cut\)/);
+      return true;
+    });
+  });
+
+  it("cancelled by the other end is an UnavailableError, not an internal error", async () => {
+    const sandbox = await sandboxWhoseStart(() => {
+      throw new ConnectError("context canceled", Code.Canceled);
+    });
+    await assert.rejects(sandbox.commands.run("x"), (error: unknown) => {
+      assert.ok(error instanceof UnavailableError, String(error));
+      assert.match(error.message, /command "x" in sandbox sb-0000000001: the call was cancelled before it finished: context canceled/);
+      return true;
+    });
   });
 });

@@ -9,7 +9,7 @@ import { CommandHandle } from "./command-handle.js";
 import type { CommandResult } from "./errors.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Signal, type Process, type ProcessConfigSchema, type ProcessEvent, type StartRequestSchema } from "./gen/envd/process/process_pb.js";
-import { KEEPALIVE_HEADER, KEEPALIVE_SECONDS, StreamStart, checkDuration, deadline, type RequestOptions } from "./request-options.js";
+import { KEEPALIVE_HEADER, KEEPALIVE_SECONDS, StreamStart, checkDuration, deadline, untilSilent, type RequestOptions } from "./request-options.js";
 import { userHeader, type SandboxDaemon, type UserOptions } from "./sandbox-daemon.js";
 
 /** A command in the sandbox: a shell command line, or a program and its arguments. */
@@ -228,11 +228,14 @@ export async function startProcessStream(
     const client = await daemon.process({ ...options, signal: start.signal });
     const openedAtMs = Date.now();
     const events = processEvents(
-      open(client, {
-        signal: start.signal,
-        ...(streamDeadline !== undefined ? { timeoutMs: streamDeadline } : {}),
-        headers: { ...userHeader(options.user), [KEEPALIVE_HEADER]: String(KEEPALIVE_SECONDS) },
-      }),
+      untilSilent(
+        open(client, {
+          signal: start.signal,
+          ...(streamDeadline !== undefined ? { timeoutMs: streamDeadline } : {}),
+          headers: { ...userHeader(options.user), [KEEPALIVE_HEADER]: String(KEEPALIVE_SECONDS) },
+        }),
+        () => start.stop(),
+      ),
     );
     const first = await events.next();
     if (first.done || first.value.event.case !== "start") {

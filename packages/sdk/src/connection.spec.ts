@@ -211,6 +211,23 @@ describe("sandboxProxyChannel: the daemon through the sandbox proxy", () => {
     assert.equal(seen[0]?.headers["content-type"], "application/json");
   });
 
+  it("keeps the path of a proxy URL (a proxy served under a gateway's path) for Connect calls and HTTP requests", async () => {
+    assert.equal(
+      await new Connection({ transport: new FakeControlPlane().transport, proxyUrl: "https://gw.example.com/fsb-proxy/" }).proxyUrl(),
+      "https://gw.example.com/fsb-proxy",
+    );
+    seen.length = 0;
+    const channel = sandboxProxyChannel(`${url}/fsb-proxy`, TARGET);
+    await createClient(Process, channel.transport)
+      .list({})
+      .catch(() => undefined);
+    await channel.fetch("/files?path=%2Fetc%2Fhosts");
+    assert.deepEqual(
+      seen.map((request) => request.path),
+      ["/fsb-proxy/process.Process/List", "/fsb-proxy/files?path=%2Fetc%2Fhosts"],
+    );
+  });
+
   it("a proxy nobody listens at is an UnavailableError saying so, also for create's wait for the daemon", async () => {
     const plane = new FakeControlPlane();
     // Port 1: nothing listens there.

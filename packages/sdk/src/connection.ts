@@ -137,7 +137,8 @@ function checkProxyUrl(url: string): string {
     throw new ValidationError("proxyUrl", `${JSON.stringify(url)} is not a URL; e.g. http://127.0.0.1:7072 (the sandbox proxy of 'fsb up')`);
   }
   if (parsed.protocol !== "http:" && parsed.protocol !== "https:") throw new ValidationError("proxyUrl", `${JSON.stringify(url)} must be http:// or https://`);
-  return parsed.origin;
+  // With its path: a proxy behind a gateway may be served under one (https://gw.example.com/fsb-proxy).
+  return `${parsed.origin}${parsed.pathname.replace(/\/+$/, "")}`;
 }
 
 const shared = new Map<string, Connection>();

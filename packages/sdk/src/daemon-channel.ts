@@ -61,7 +61,8 @@ export function sandboxProxyChannel(proxyUrl: string, target: DaemonTarget): Dae
     fetch: (path, init = {}) => {
       const merged = new Headers(init.headers);
       for (const [name, value] of Object.entries(headers)) merged.set(name, value);
-      return fetch(new URL(path, proxyUrl), { ...init, headers: merged });
+      // Appended, not resolved against it: an absolute path would drop the proxy URL's own path.
+      return fetch(`${proxyUrl.replace(/\/+$/, "")}${path}`, { ...init, headers: merged });
     },
   };
 }

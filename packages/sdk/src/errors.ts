@@ -4,7 +4,7 @@
  * translated into them at one edge per protocol: `callError` for Connect calls (the control plane's
  * and the daemon's), `httpError` for the daemon's plain-HTTP answers (`/files`, `/health`).
  */
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import {
   ERROR_CODE_HEADER,
   FailedPreconditionError,
@@ -79,6 +79,11 @@ export function abortReason(signal: AbortSignal): Error {
  */
 export function callError(error: unknown, context: CallContext): Error {
   if (context.signal?.aborted) return abortReason(context.signal);
+  // Canceled that is not the caller's: the other end (the server, a proxy in between) gave up on the
+  // call, which was cut short as by a lost connection — not a fault of the server's ("internal").
+  if (error instanceof ConnectError && error.code === Code.Canceled && !error.metadata.has(ERROR_CODE_HEADER)) {
+    return new UnavailableError(`${context.what}: the call was cancelled before it finished: ${error.rawMessage}`, { cause: error });
+  }
   const translated = fromConnectError(error);
   if (translated.code === "deadline_exceeded" && context.timeoutMs !== undefined && context.timeoutMs > 0 && isClientDeadline(error)) {
     const option = context.timeoutOption ?? "requestTimeoutMs";

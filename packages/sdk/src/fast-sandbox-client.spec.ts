@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { createRouterTransport } from "@connectrpc/connect";
+import { Code, ConnectError, createRouterTransport } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import {
   API_VERSION,
@@ -355,5 +355,96 @@ describe("sandboxes.list reads page by page", () => {
     const { client, requests } = clientOf(["a"]);
     await assert.rejects(client.sandboxes.list({ pageSize: 0 }), (error: unknown) => error instanceof ValidationError && error.field === "pageSize");
     assert.deepEqual(requests, []);
+  });
+});
+
+describe("sandboxes.create and checkpoints.restore survive a lost answer", () => {
+  /**
+   * A control plane that dedupes creates by request id, as sandbox-manager.ts does (the same id: the
+   * same sandbox, with a new access token); `onAttempt` may lose an attempt's answer after the sandbox was made.
+   */
+  function dedupingPlane(onAttempt: (attempt: number) => Promise<void> | void = () => undefined) {
+    const requests: pb.CreateSandboxRequest[] = [];
+    const made = new Map<string, string>();
+    const transport = createRouterTransport(({ service }) => {
+      service(pb.SandboxService, {
+        async createSandbox(request, context) {
+          requests.push(request);
+          const name = made.get(request.requestId) ?? request.name ?? "";
+          made.set(request.requestId, name || `sb-${made.size + 1}`);
+          context.responseHeader.set("fsb-access-token", `token-${requests.length}`);
+          await onAttempt(requests.length);
+          return sandboxToMessage({
+            apiVersion: API_VERSION,
+            kind: "Sandbox",
+            metadata: { name: made.get(request.requestId) ?? "", namespace: "default" },
+            spec: sandboxSpecFromMessage(request.spec),
+            status: { phase: "Running" },
+          });
+        },
+      });
+    });
+    return { client: new FastSandboxClient({ transport }), requests, made };
+  }
+
+  it("sends a new request id with each create that was given none, and the given one as it is", async () => {
+    const { client, requests } = dedupingPlane();
+    await client.sandboxes.create({ pool: "default", image: "x" });
+    await client.sandboxes.create({ pool: "default", image: "x" });
+    await client.checkpoints.restore("golden");
+    await client.sandboxes.create({ pool: "default", image: "x", requestId: "mine" });
+    const ids = requests.map((request) => request.requestId);
+    assert.ok(
+      ids.slice(0, 3).every((id) => /^[0-9a-f-]{36}$/.test(id)),
+      ids.join(", "),
+    );
+    assert.equal(new Set(ids).size, 4);
+    assert.equal(ids[3], "mine");
+  });
+
+  it("retries once with the same id when the connection broke, and hands out the first attempt's sandbox with the new token", async () => {
+    const { client, requests, made } = dedupingPlane((attempt) => {
+      if (attempt === 1) throw new ConnectError("socket hang up", Code.Unavailable);
+    });
+    const created = await client.sandboxes.create({ pool: "default", image: "x" });
+    assert.equal(requests.length, 2);
+    assert.equal(requests[0]?.requestId, requests[1]?.requestId);
+    assert.equal(made.size, 1, "one sandbox, not two");
+    assert.deepEqual([created.metadata.name, created.accessToken], ["sb-1", "token-2"]);
+  });
+
+  it("retries once after its requestTimeoutMs passed", async () => {
+    const { client, requests, made } = dedupingPlane(async (attempt) => {
+      if (attempt === 1) await new Promise((resolve) => setTimeout(resolve, 500));
+    });
+    const created = await client.sandboxes.create({ pool: "default", image: "x", requestTimeoutMs: 100 });
+    assert.equal(requests.length, 2);
+    assert.equal(made.size, 1);
+    assert.equal(created.metadata.name, "sb-1");
+  });
+
+  it("checkpoints.restore retries the same way", async () => {
+    const { client, requests, made } = dedupingPlane((attempt) => {
+      if (attempt === 1) throw new ConnectError("socket hang up", Code.Unavailable);
+    });
+    const restored = await client.checkpoints.restore("golden");
+    assert.equal(requests.length, 2);
+    assert.equal(requests[0]?.requestId, requests[1]?.requestId);
+    assert.equal(requests[1]?.fromCheckpoint, "golden");
+    assert.equal(made.size, 1);
+    assert.equal(restored.accessToken, "token-2");
+  });
+
+  it("does not retry the control plane's own errors, nor more than once", async () => {
+    const refused = dedupingPlane(() => {
+      throw toConnectError(new UnavailableError("the earlier create failed; retry"));
+    });
+    await assert.rejects(refused.client.sandboxes.create({ pool: "default", image: "x" }), UnavailableError);
+    assert.equal(refused.requests.length, 1);
+    const cut = dedupingPlane(() => {
+      throw new ConnectError("socket hang up", Code.Unavailable);
+    });
+    await assert.rejects(cut.client.sandboxes.create({ pool: "default", image: "x" }), UnavailableError);
+    assert.equal(cut.requests.length, 2);
   });
 });

@@ -2,6 +2,7 @@ import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
 import { callError, type CallContext } from "./errors.js";
 import { Checkpoints } from "./checkpoints.js";
+import { createWithRequestId } from "./create-request.js";
 import { StreamStart } from "./request-options.js";
 import {
   ACCESS_TOKEN_RESPONSE_HEADER,
@@ -87,7 +88,11 @@ export interface CreateSandboxOptions {
    */
   egress?: EgressPolicy;
   labels?: Record<string, string>;
-  /** Makes retries idempotent: the same id returns the sandbox the first attempt created. */
+  /**
+   * Makes retries idempotent: the same id returns the sandbox the first attempt created. The SDK
+   * retries once itself, with the same id, when an attempt's answer was lost (deadline, connection).
+   * @default a new id for each call of create
+   */
   requestId?: string;
   signal?: AbortSignal;
 }
@@ -225,15 +230,17 @@ export class Sandboxes {
     const { call, context } = callOptions(`CreateSandbox ${options.name ?? ""}`.trim(), this.timeoutMs, options);
     const message = await translate(
       () =>
-        this.client.createSandbox(
-          {
-            namespace: options.namespace ?? "",
-            name: options.name ?? "",
-            spec: sandboxSpecToMessage(spec),
-            labels: options.labels ?? {},
-            requestId: options.requestId ?? "",
-          },
-          { ...call, onHeader: (headers) => (accessToken = headers.get(ACCESS_TOKEN_RESPONSE_HEADER) ?? "") },
+        createWithRequestId(options.requestId, options.signal, (requestId) =>
+          this.client.createSandbox(
+            {
+              namespace: options.namespace ?? "",
+              name: options.name ?? "",
+              spec: sandboxSpecToMessage(spec),
+              labels: options.labels ?? {},
+              requestId,
+            },
+            { ...call, onHeader: (headers) => (accessToken = headers.get(ACCESS_TOKEN_RESPONSE_HEADER) ?? "") },
+          ),
         ),
       context,
     );

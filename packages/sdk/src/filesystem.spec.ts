@@ -3,9 +3,15 @@ import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { NotFoundError, TimeoutError, UnauthenticatedError, UnavailableError, ValidationError } from "@fast-sandbox/api";
 import { Connection } from "./connection.js";
+import { STREAM_SILENCE_MS } from "./request-options.js";
 import { FakeControlPlane, FakeDaemon } from "./sandbox.fixture.js";
 import { FastSandbox } from "./sandbox.js";
 import type { FilesystemEvent } from "./watch-handle.js";
+
+/** Resolves after the in-memory transport's pending work ran, without timers (for specs that mock them). */
+const drain = async () => {
+  for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+};
 
 describe("sandbox.files", () => {
   let sandbox: FastSandbox;
@@ -113,6 +119,22 @@ describe("sandbox.files", () => {
     await sandbox.files.write("/tmp/after.txt", "x");
     await new Promise((resolve) => setTimeout(resolve, 10));
     assert.equal(events.length, 3, "nothing arrives after stop()");
+  });
+
+  it("a watch silent for two keepalives ends: onExit gets an UnavailableError", async (t) => {
+    // The silence is 60 s of the SDK's timers: mocked, and moved on by hand.
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const exits: (Error | undefined)[] = [];
+    await sandbox.files.watchDir("/tmp", () => undefined, { onExit: (error) => void exits.push(error) });
+    await drain();
+    t.mock.timers.tick(STREAM_SILENCE_MS - 1);
+    await drain();
+    assert.equal(exits.length, 0);
+    t.mock.timers.tick(1);
+    await drain();
+    const [error] = exits;
+    assert.ok(error instanceof UnavailableError, String(error));
+    assert.match(error.message, /watching \/tmp in sandbox sb-0000000001: .*silent for 60 s/);
   });
 
   it("watchDir of a missing directory fails at once with a NotFoundError", async () => {

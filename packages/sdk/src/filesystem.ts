@@ -8,7 +8,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { FsbError, TimeoutError, ValidationError } from "@fast-sandbox/api/core";
 import { fetchError, httpError } from "./errors.js";
 import { FileType, type EntryInfo as EntryInfoMessage, type WatchDirResponse } from "./gen/envd/filesystem/filesystem_pb.js";
-import { KEEPALIVE_HEADER, KEEPALIVE_SECONDS, StreamStart, checkDuration, deadline, type RequestOptions } from "./request-options.js";
+import { KEEPALIVE_HEADER, KEEPALIVE_SECONDS, StreamStart, checkDuration, deadline, untilSilent, type RequestOptions } from "./request-options.js";
 import { userHeader, type SandboxDaemon, type UserOptions } from "./sandbox-daemon.js";
 import { WatchHandle, type FilesystemEvent } from "./watch-handle.js";
 
@@ -183,13 +183,16 @@ export class Filesystem {
     try {
       const client = await this.daemon.filesystem({ ...options, signal: start.signal });
       const events = watchEvents(
-        client.watchDir(
-          { path, recursive: options.recursive ?? false, includeEntry: options.includeEntry ?? false },
-          {
-            signal: start.signal,
-            ...(streamDeadline !== undefined ? { timeoutMs: streamDeadline } : {}),
-            headers: { ...userHeader(options.user), [KEEPALIVE_HEADER]: String(KEEPALIVE_SECONDS) },
-          },
+        untilSilent(
+          client.watchDir(
+            { path, recursive: options.recursive ?? false, includeEntry: options.includeEntry ?? false },
+            {
+              signal: start.signal,
+              ...(streamDeadline !== undefined ? { timeoutMs: streamDeadline } : {}),
+              headers: { ...userHeader(options.user), [KEEPALIVE_HEADER]: String(KEEPALIVE_SECONDS) },
+            },
+          ),
+          () => start.stop(),
         ),
       );
       const first = await events.next();

@@ -3,7 +3,7 @@
  * (a command's output, a directory watch, a download) use the deadline until they start; how long
  * they may then last is their own `timeoutMs`.
  */
-import { ValidationError } from "@fast-sandbox/api/core";
+import { UnavailableError, ValidationError } from "@fast-sandbox/api/core";
 
 /** Options every call accepts. */
 export interface RequestOptions {
@@ -20,6 +20,41 @@ export interface RequestOptions {
 export const KEEPALIVE_HEADER = "Keepalive-Ping-Interval";
 /** Seconds between keepalives: well inside the idle timeouts of proxies in between. */
 export const KEEPALIVE_SECONDS = 30;
+
+/** How long a daemon stream may go without a response (a keepalive included) before it is taken for dead: two keepalives missed. */
+export const STREAM_SILENCE_MS = 2 * KEEPALIVE_SECONDS * 1000;
+
+/**
+ * The responses of a daemon stream that asked for keepalives, ended with an UnavailableError once
+ * none came for `silenceMs`: a connection that died without a word (a proxy or a NAT in between
+ * dropped it) would otherwise be waited on for ever. `stop` aborts the call then.
+ */
+export async function* untilSilent<T>(responses: AsyncIterable<T>, stop: () => void, silenceMs = STREAM_SILENCE_MS): AsyncGenerator<T> {
+  const iterator = responses[Symbol.asyncIterator]();
+  for (;;) {
+    let timer: NodeJS.Timeout | undefined;
+    const silent = new Promise<"silent">((resolve) => {
+      timer = setTimeout(() => resolve("silent"), silenceMs);
+    });
+    const next = iterator.next();
+    let result: IteratorResult<T> | "silent";
+    try {
+      result = await Promise.race([next, silent]);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (result === "silent") {
+      // The abandoned read rejects once the call is aborted: nobody waits for it any more.
+      next.catch(() => undefined);
+      stop();
+      throw new UnavailableError(
+        `the daemon's stream was silent for ${silenceMs / 1000} s, though it sends a keepalive every ${KEEPALIVE_SECONDS} s: the connection was lost`,
+      );
+    }
+    if (result.done) return;
+    yield result.value;
+  }
+}
 
 /** Connect's `timeoutMs` for a deadline where 0 means none. */
 export function deadline(timeoutMs: number): number | undefined {

@@ -173,6 +173,8 @@ export interface FakeProcessIO {
   stderr(text: string | Uint8Array): void;
   /** Terminal output. */
   output(text: string | Uint8Array): void;
+  /** A keepalive on its streams, as the daemon sends on an idle one. */
+  keepalive(): void;
   /** Its input (stdin or the terminal's), chunk by chunk, until stdin closes or it ends. */
   input(): AsyncIterable<Uint8Array>;
   /** Resolves when SIGKILL arrives (the process has ended as killed then). */
@@ -247,6 +249,10 @@ class FakeProcess implements FakeProcessIO {
 
   output(text: string | Uint8Array): void {
     this.data("pty", text);
+  }
+
+  keepalive(): void {
+    if (!this.end) this.emit(create(ProcessEventSchema, { event: { case: "keepalive", value: {} } }));
   }
 
   input(): AsyncIterable<Uint8Array> {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { ConflictError, FailedPreconditionError, NotFoundError, TimeoutError, UnavailableError, ValidationError } from "@fast-sandbox/api";
 import { Connection } from "./connection.js";
+import type { DaemonChannelFactory } from "./daemon-channel.js";
 import { FIRST_SANDBOX_ID, FakeControlPlane, FakeDaemon } from "./sandbox.fixture.js";
 import { FastSandbox } from "./sandbox.js";
 
@@ -50,6 +51,33 @@ describe("FastSandbox", () => {
       return true;
     });
     assert.deepEqual(plane.deletes, ["no-daemon"]);
+  });
+
+  it("create() with requestTimeoutMs 0 (no limit) gives each daemon poll the time left of daemonReadyTimeoutMs", async () => {
+    // A daemon a few ms away, as any network hop is: a 1 ms poll would never see its answer.
+    daemon.answerDelayMs = 5;
+    const unlimited = new Connection({ transport: plane.transport, daemon: daemon.factory, requestTimeoutMs: 0 });
+    const sandbox = await FastSandbox.create({ connection: unlimited, daemonReadyTimeoutMs: 500 });
+    assert.equal(sandbox.name, "sb-0000000001");
+    assert.deepEqual(plane.deletes, []);
+  });
+
+  it("create() of a sandbox that is gone before its daemon answers is a NotFoundError (the proxy's fsb-error-code)", async () => {
+    // The sandbox proxy's answer for an instance it does not know (proxy-target.ts), with its code in a header.
+    const goneProxy: DaemonChannelFactory = (target) => ({
+      transport: daemon.factory(target).transport,
+      fetch: async () =>
+        new Response(JSON.stringify({ sandboxId: target.sandboxId, message: "The sandbox was not found", code: 502 }), {
+          status: 502,
+          headers: { "content-type": "application/json", "fsb-error-code": "not_found" },
+        }),
+    });
+    const gone = new Connection({ transport: plane.transport, daemon: goneProxy });
+    await assert.rejects(FastSandbox.create({ connection: gone, name: "vanished", daemonReadyTimeoutMs: 5_000 }), (error: unknown) => {
+      assert.ok(error instanceof NotFoundError, String(error));
+      assert.match(error.message, /sandbox vanished is gone/);
+      return true;
+    });
   });
 
   it("routes daemon traffic to its instance with its access token", async () => {

@@ -60,7 +60,11 @@ export interface SandboxCreateOptions extends SandboxConnectionOptions, RequestO
   egress?: EgressPolicy;
   labels?: Record<string, string>;
   failurePolicy?: SandboxSpec["failurePolicy"];
-  /** Makes retries idempotent: the same id returns the sandbox the first attempt created. */
+  /**
+   * Makes retries idempotent: the same id returns the sandbox the first attempt created. The SDK
+   * retries once itself, with the same id, when an attempt's answer was lost (deadline, connection).
+   * @default a new id for each call of create
+   */
   requestId?: string;
   /**
    * How long `create` waits for the sandbox's in-sandbox daemon to answer (what `commands`, `files`
@@ -290,8 +294,11 @@ export class FastSandbox {
     const deadline = Date.now() + timeoutMs;
     const what = `waiting for the daemon of sandbox ${this.label}`;
     let last = "no answer yet";
+    const perRequestMs = options.requestTimeoutMs ?? this.connection.requestTimeoutMs;
     for (;;) {
-      const requestTimeoutMs = Math.max(1, Math.min(options.requestTimeoutMs ?? this.connection.requestTimeoutMs, deadline - Date.now()));
+      // Each poll gets its own deadline, capped by what is left of the wait (requestTimeoutMs 0: only that).
+      const leftMs = deadline - Date.now();
+      const requestTimeoutMs = Math.max(1, perRequestMs > 0 ? Math.min(perRequestMs, leftMs) : leftMs);
       const start = new StreamStart(options.signal, requestTimeoutMs);
       try {
         const channel = await this.channel({ ...options, signal: start.signal });
@@ -300,7 +307,8 @@ export class FastSandbox {
         if (response.ok) return;
         // 502: nothing listens on the daemon's port yet; 503: the sandbox does not run yet. A sandbox the proxy does not know is gone.
         if ((response.status !== 502 && response.status !== 503) || /sandbox was not found/i.test(body)) {
-          throw await httpError(new Response(body, { status: response.status }), { what, sandbox: this.label });
+          // With the answer's headers: the proxy's fsb-error-code says the sandbox is gone (NotFoundError).
+          throw await httpError(new Response(body, { status: response.status, headers: response.headers }), { what, sandbox: this.label });
         }
         last = `HTTP ${response.status} ${body.slice(0, 200)}`.trim();
       } catch (error) {

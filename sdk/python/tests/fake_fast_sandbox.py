@@ -15,6 +15,7 @@ import json
 import queue
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -104,6 +105,10 @@ class FakeProcess:
     def keepalive(self) -> None:
         self.publish({"event": {"keepalive": {}}})
 
+    def go_silent(self) -> None:
+        """The connection dies without a word: what httpx raises once the stream's read timeout passed."""
+        self.publish(httpx.ReadTimeout("timed out"))
+
 
 Program = Callable[[FakeProcess], None]
 
@@ -121,6 +126,12 @@ class FakeFastSandbox:
         self.health_before_ready: List[int] = []
         #: Conflicts UpdateSandbox answers before it succeeds.
         self.update_conflicts = 0
+        #: CreateSandbox calls whose answer is lost after the sandbox was made (the client sees a timeout).
+        self.create_answers_lost = 0
+        #: Answers CreateSandbox gives before making anything (each used once).
+        self.create_refusals: List[httpx.Response] = []
+        #: Sandboxes by the request id that made them (namespace/requestId → key), as the control plane dedupes creates.
+        self.created_by_request: Dict[str, str] = {}
         self.programs: Dict[str, Program] = {}
         self.processes: Dict[int, FakeProcess] = {}
         self.files: Dict[str, bytes] = {}
@@ -188,6 +199,8 @@ class FakeFastSandbox:
         def frames() -> Iterator[bytes]:
             try:
                 for message in messages:
+                    if isinstance(message, BaseException):  # what httpx raises when the connection fails
+                        raise message
                     if isinstance(message, tuple):  # ("error", code, message)
                         _, code, text = message
                         yield envelope({"error": {"code": code, "message": text}}, 2)
@@ -237,11 +250,26 @@ class FakeFastSandbox:
                     )
                     response.headers["fsb-error-field"] = f"spec.exposedPorts%5B{index}%5D"
                     return response
-            name = body.get("name") or f"sb-{len(self.sandboxes):010d}"
-            sandbox = self.add_sandbox(name, body.get("namespace") or "default", token=f"token-of-{name}")
-            sandbox["spec"] = spec
-            sandbox["metadata"]["labels"] = body.get("labels") or {}
-            return httpx.Response(200, json=sandbox, headers={"fsb-access-token": f"token-of-{name}"})
+            if self.create_refusals:
+                return self.create_refusals.pop(0)
+            namespace = body.get("namespace") or "default"
+            request_key = f"{namespace}/{body.get('requestId') or ''}"
+            earlier = self.sandboxes.get(self.created_by_request.get(request_key, "")) if body.get("requestId") else None
+            if earlier is not None:
+                # A retry: the sandbox the first attempt made, with a new token (its answer never arrived).
+                sandbox, token = earlier, f"rotated-{earlier['status']['sandboxID']}"
+                self.access_tokens[earlier["status"]["sandboxID"]] = token
+            else:
+                name = body.get("name") or f"sb-{len(self.sandboxes):010d}"
+                token = f"token-of-{name}"
+                sandbox = self.add_sandbox(name, namespace, token=token)
+                sandbox["spec"] = spec
+                sandbox["metadata"]["labels"] = body.get("labels") or {}
+                self.created_by_request[request_key] = f"{namespace}/{name}"
+            if self.create_answers_lost > 0:
+                self.create_answers_lost -= 1
+                raise httpx.ReadTimeout("the answer was lost", request=request)
+            return httpx.Response(200, json=sandbox, headers={"fsb-access-token": token})
         if method == "ListSandboxes":
             listed = list(self.sandboxes.values())
             page_size = int(body.get("pageSize") or 0)
@@ -282,7 +310,17 @@ class FakeFastSandbox:
                 self.access_tokens[sandbox["status"]["sandboxID"]] = token
                 return httpx.Response(200, json={"accessToken": token, "sandbox": sandbox})
             data = self.logs
-            return self._stream(iter([{"data": b64(data[:6])}, {"data": b64(data[6:])}]), sync)
+            chunks: List[Any] = [{"data": b64(data[:6])}, {"data": b64(data[6:])}]
+            deadline_ms = request.headers.get("connect-timeout-ms")
+            if body.get("follow") and deadline_ms:
+                # The command runs on: the server ends the follow at its Connect deadline, as connect-node does.
+                def follow() -> Iterator[Any]:
+                    yield from chunks
+                    time.sleep(int(deadline_ms) / 1000)
+                    yield ("error", "deadline_exceeded", "the operation timed out")
+
+                return self._stream(follow(), sync)
+            return self._stream(iter(chunks), sync)
         return connect_error(404, "unimplemented", f"no procedure {method}")
 
     # -- the proxy and the daemon ----------------------------------------------------------------
@@ -404,7 +442,7 @@ class FakeFastSandbox:
                     yield ("error", "internal", "the fake process produced nothing for 10 s")
                     return
                 yield event
-                if isinstance(event, tuple) or "end" in event["event"]:
+                if isinstance(event, (tuple, BaseException)) or "end" in event["event"]:
                     return
         finally:
             process.subscribers.remove(events)

@@ -323,6 +323,16 @@ describe("SandboxManager", () => {
       await other.drain();
     });
 
+    it("keeps nothing per settled request: a retry after the create finished finds its record in the store", async () => {
+      const first = await manager.create({ spec: spec(), requestId: "req-settled" });
+      assert.equal((manager as unknown as { requests: Map<string, unknown> }).requests.size, 0, "nothing held once settled");
+      const again = await manager.create({ spec: spec(), requestId: "req-settled" });
+      assert.equal(again.metadata.uid, first.metadata.uid);
+      assert.equal(again.status?.phase, "Running");
+      assert.equal(agent.createRequests.length, 1);
+      assert.equal(allocated(), 1);
+    });
+
     it("scopes request ids to their namespace", async () => {
       const mine = await manager.create({ spec: spec(), requestId: "shared-id" });
       // Another namespace with the same id gets its own create (here: refused, it has no pool), never ours.

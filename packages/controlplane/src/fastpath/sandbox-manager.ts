@@ -192,7 +192,11 @@ export class SandboxManager {
   private readonly waiting = new Map<string, number>();
   /** Keys being created right now: a second create of the same name fails fast instead of racing. */
   private readonly creating = new Map<string, Promise<unknown>>();
-  /** requestId → the create it started (in flight or done), for idempotent retries. */
+  /**
+   * requestId → the create it started, while it is in flight: a retry meanwhile waits for it. Once it
+   * has settled a retry finds the record by its request-derived name or its annotation (createOnce),
+   * as on another replica, so nothing is kept per create (every SDK create carries an id).
+   */
   private readonly requests = new Map<string, Promise<Sandbox>>();
   private readonly pools = new Map<string, SandboxPool>();
   /** Pools being deleted: no new sandboxes there. */
@@ -340,25 +344,20 @@ export class SandboxManager {
     this.pools.delete(sandboxKey(namespace, name));
   }
 
-  /** Request ids are scoped to a namespace: another tenant's id never returns this tenant's sandbox. */
-  rememberRequest(requestId: string, sandbox: Sandbox): void {
-    this.requests.set(`${sandbox.metadata.namespace ?? DEFAULT_NAMESPACE}/${requestId}`, Promise.resolve(sandbox));
-  }
-
   async create(input: CreateSandboxInput): Promise<Sandbox> {
     const requestId = input.requestId?.trim();
     if (requestId) {
       const requestKey = `${input.namespace || DEFAULT_NAMESPACE}/${requestId}`;
       const previous = this.requests.get(requestKey);
       if (previous) return previous;
+      // Request ids are scoped to a namespace: another tenant's id never returns this tenant's sandbox.
       const attempt = this.createOnce(input, requestId);
       this.requests.set(requestKey, attempt);
-      // A failed attempt may be retried with the same id.
-      attempt.catch(() => this.requests.delete(requestKey));
-      if (this.requests.size > 10_000) {
-        const oldest = this.requests.keys().next().value;
-        if (oldest !== undefined) this.requests.delete(oldest);
-      }
+      // Settled, a retry goes to the store (a failed attempt's id may be retried: it creates anew).
+      const forget = () => {
+        if (this.requests.get(requestKey) === attempt) this.requests.delete(requestKey);
+      };
+      attempt.then(forget, forget);
       return attempt;
     }
     return this.createOnce(input, undefined);

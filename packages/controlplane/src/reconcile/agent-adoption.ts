@@ -23,7 +23,7 @@ import { processOneGone, type AgentSandbox, type AgentStatus } from "../agent-cl
 import { systemClock, type Clock } from "../controller/clock.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
-import { DEFAULT_NAMESPACE, REQUEST_ID_ANNOTATION, sandboxKey, type AgentClients, type SandboxManager } from "../fastpath/sandbox-manager.js";
+import { DEFAULT_NAMESPACE, sandboxKey, type AgentClients, type SandboxManager } from "../fastpath/sandbox-manager.js";
 import { withSandboxIP } from "../fastpath/sandbox-network.js";
 import { setCondition, writeStatus } from "../fastpath/sandbox-status.js";
 import { lostInstanceCondition } from "./lost-instance.js";
@@ -141,8 +141,6 @@ export class AgentAdoption {
         if (manager.isBusy(namespace, listed.metadata.name)) continue;
         const sandbox = await store.get("Sandbox", { namespace, name: listed.metadata.name });
         if (!sandbox || sandbox.metadata.uid !== listed.metadata.uid || sandbox.status?.assignedPod !== agentName) continue;
-        const requestId = sandbox.metadata.annotations?.[REQUEST_ID_ANNOTATION];
-        if (requestId) manager.rememberRequest(requestId, sandbox);
         const id = sandbox.status?.sandboxID ?? "";
         const held = running.get(id);
         const heldStopped = held !== undefined && processOneGone(held) && lostOrRunning(sandbox);

@@ -118,8 +118,21 @@ def _headers(content_type: str, timeout: Optional[float], extra: Optional[Mappin
 
 
 def http_timeout(request_timeout: Optional[float], read_timeout: Optional[float] = None) -> httpx.Timeout:
-    """httpx's timeouts: ``request_timeout`` for connecting and writing, ``read_timeout`` between reads."""
-    return httpx.Timeout(request_timeout, read=read_timeout if read_timeout is not None else request_timeout)
+    """httpx's timeouts: ``request_timeout`` for connecting and writing, ``read_timeout`` between
+    reads (default: ``request_timeout``; 0: no limit)."""
+    if read_timeout is None:
+        read_timeout = request_timeout
+    return httpx.Timeout(request_timeout, read=read_timeout if read_timeout else None)
+
+
+def _stream_error(error: Exception, what: str, server: str, silence_timeout: Optional[float]) -> FsbError:
+    """What breaking off a stream raises: silence past ``silence_timeout`` on a stream that gets
+    keepalives is a connection that died without a word, not a timeout of the call."""
+    if silence_timeout is not None and isinstance(error, httpx.ReadTimeout):
+        return UnavailableError(
+            f"{what}: {server}: the stream was silent for {silence_timeout:g}s, though it gets keepalives: the connection was lost"
+        )
+    return error_from_transport(error, f"{what}: {server}")
 
 
 def _missing_end(what: str) -> FsbError:
@@ -129,10 +142,11 @@ def _missing_end(what: str) -> FsbError:
 class ServerStream:
     """The messages of a server stream, as they arrive. ``close()`` (from any thread) hangs up."""
 
-    def __init__(self, response: httpx.Response, what: str, server: str) -> None:
+    def __init__(self, response: httpx.Response, what: str, server: str, silence_timeout: Optional[float] = None) -> None:
         self._response = response
         self._what = what
         self._server = server
+        self._silence_timeout = silence_timeout
 
     def __iter__(self) -> Iterator[Message]:
         try:
@@ -148,7 +162,7 @@ class ServerStream:
         except FsbError:
             raise
         except Exception as error:
-            raise error_from_transport(error, f"{self._what}: {self._server}") from error
+            raise _stream_error(error, self._what, self._server, self._silence_timeout) from error
         finally:
             self._response.close()
 
@@ -159,10 +173,11 @@ class ServerStream:
 class AsyncServerStream:
     """The messages of a server stream, as they arrive. ``aclose()`` hangs up."""
 
-    def __init__(self, response: httpx.Response, what: str, server: str) -> None:
+    def __init__(self, response: httpx.Response, what: str, server: str, silence_timeout: Optional[float] = None) -> None:
         self._response = response
         self._what = what
         self._server = server
+        self._silence_timeout = silence_timeout
 
     async def __aiter__(self) -> AsyncIterator[Message]:
         try:
@@ -179,7 +194,7 @@ class AsyncServerStream:
         except FsbError:
             raise
         except Exception as error:
-            raise error_from_transport(error, f"{self._what}: {self._server}") from error
+            raise _stream_error(error, self._what, self._server, self._silence_timeout) from error
         finally:
             await self._response.aclose()
 
@@ -232,13 +247,16 @@ class ConnectClient:
         *,
         request_timeout: Optional[float],
         timeout: Optional[float] = None,
+        silence_timeout: Optional[float] = None,
         read_timeout: Optional[float] = None,
         headers: Optional[Mapping[str, str]] = None,
     ) -> ServerStream:
         """Opens a server stream; an error the server answers at once is raised here.
 
-        ``timeout`` is the whole stream's deadline (sent as Connect-Timeout-Ms), ``read_timeout``
-        the longest silence accepted between two messages.
+        ``timeout`` is the whole stream's deadline (sent as Connect-Timeout-Ms). The longest wait for
+        a message: ``silence_timeout`` for a stream that asked for keepalives, after which the
+        connection is taken for lost (UnavailableError); else ``read_timeout`` if given (0: none),
+        else ``request_timeout``.
         """
         what = procedure.rsplit("/", 1)[-1]
         request = self._http.build_request(
@@ -246,7 +264,7 @@ class ConnectClient:
             f"{self._base_url}/{procedure}",
             content=encode_envelope(message),
             headers=_headers(_STREAM_CONTENT_TYPE, timeout, {**self._headers, **(headers or {})}),
-            timeout=http_timeout(request_timeout, read_timeout),
+            timeout=http_timeout(request_timeout, silence_timeout if silence_timeout is not None else read_timeout),
         )
         try:
             response = self._http.send(request, stream=True)
@@ -262,7 +280,7 @@ class ConnectClient:
         except FsbError:
             response.close()
             raise
-        return ServerStream(response, what, self._server)
+        return ServerStream(response, what, self._server, silence_timeout)
 
 
 class AsyncConnectClient:
@@ -309,6 +327,7 @@ class AsyncConnectClient:
         *,
         request_timeout: Optional[float],
         timeout: Optional[float] = None,
+        silence_timeout: Optional[float] = None,
         read_timeout: Optional[float] = None,
         headers: Optional[Mapping[str, str]] = None,
     ) -> AsyncServerStream:
@@ -318,7 +337,7 @@ class AsyncConnectClient:
             f"{self._base_url}/{procedure}",
             content=encode_envelope(message),
             headers=_headers(_STREAM_CONTENT_TYPE, timeout, {**self._headers, **(headers or {})}),
-            timeout=http_timeout(request_timeout, read_timeout),
+            timeout=http_timeout(request_timeout, silence_timeout if silence_timeout is not None else read_timeout),
         )
         try:
             response = await self._http.send(request, stream=True)
@@ -334,4 +353,4 @@ class AsyncConnectClient:
         except FsbError:
             await response.aclose()
             raise
-        return AsyncServerStream(response, what, self._server)
+        return AsyncServerStream(response, what, self._server, silence_timeout)

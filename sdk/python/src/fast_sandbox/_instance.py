@@ -21,3 +21,4 @@ class FollowsItsInstance:
         daemon = self.__dict__.get("_daemon")
         if daemon is not None:
             daemon.sandbox_id = info.sandbox_id
+            daemon.phase = info.phase

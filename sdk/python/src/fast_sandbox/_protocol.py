@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import base64
 import codecs
+import math
 import re
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -53,6 +55,8 @@ DAEMON_READY_TIMEOUT = 20.0
 KEEPALIVE_INTERVAL = 30
 #: ...so a stream silent for longer than this is dead (seconds).
 STREAM_SILENCE_TIMEOUT = KEEPALIVE_INTERVAL + 30.0
+#: Timers of the daemon and of this process may fire a little apart (seconds).
+DEADLINE_SLACK = 0.02
 #: How commands run: the shell and flags E2B's SDKs use (the daemon runs /bin/sh where an image has no bash).
 SHELL = ("/bin/bash", "-l", "-c")
 #: A terminal's size when ``pty.create`` is not told one.
@@ -63,15 +67,33 @@ PTY_SHELL = ("/bin/bash", "-i", "-l")
 Envs = Optional[Mapping[str, str]]
 
 
+def check_duration(value: Optional[float], option: str) -> None:
+    """Refuses a duration that is not a finite number of seconds, 0 or more (as the TypeScript SDK
+    refuses negative milliseconds): -1 is a mistake, not "no limit"."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValidationError(option, f"{value!r} is not a duration; give 0 or more seconds (None or 0: no limit)")
+
+
 def request_deadline(request_timeout: Optional[float], default: Optional[float]) -> Optional[float]:
     """A call's deadline in seconds: its own ``request_timeout``, else the default; 0 means none."""
+    check_duration(request_timeout, "request_timeout")
     chosen = default if request_timeout is None else request_timeout
     return None if chosen is None or chosen <= 0 else chosen
 
 
 def command_deadline(timeout: Optional[float]) -> Optional[float]:
     """A command's deadline in seconds; ``None`` or 0 means none."""
+    check_duration(timeout, "timeout")
     return None if timeout is None or timeout <= 0 else timeout
+
+
+def list_dir_request(path: str, depth: int) -> Dict[str, Any]:
+    """ListDir's request; ``depth`` 1 is the directory's own entries, 2 and more go into subdirectories."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValidationError("depth", f"{depth!r} is not a depth; give 1 (the directory's own entries) or more")
+    return {"path": path, "depth": depth}
 
 
 # --- control plane -------------------------------------------------------------------------
@@ -98,7 +120,11 @@ def create_sandbox_request(
     exposed_ports: Optional[Sequence[int]],
     labels: Optional[Mapping[str, str]],
     timeout: Optional[float],
+    request_id: Optional[str],
 ) -> Dict[str, Any]:
+    """CreateSandbox's request, always with a request id (``request_id``, else a new one): the
+    control plane dedupes creates by it, so a retry after a lost answer (:func:`answer_lost`) gets
+    the sandbox the first attempt made instead of a second one."""
     spec: Dict[str, Any] = {"image": image, "poolRef": pool}
     if command:
         spec["command"] = list(command)
@@ -115,7 +141,27 @@ def create_sandbox_request(
     expires = expire_time(timeout)
     if expires:
         spec["expireTime"] = expires
-    return {"namespace": namespace, "name": name, "spec": spec, "labels": dict(labels or {})}
+    return {"namespace": namespace, "name": name, "spec": spec, "labels": dict(labels or {}), "requestId": request_id or uuid.uuid4().hex}
+
+
+def answer_lost(error: FsbError) -> bool:
+    """Whether a call failed without the control plane's answer, so it may have done its work: the
+    client's deadline, or a transport failure. The control plane's own errors carry its code."""
+    return isinstance(error, (TimeoutError, UnavailableError)) and not error._from_server
+
+
+def logs_read_timeout(follow: bool, request_timeout: Optional[float]) -> Optional[float]:
+    """The longest wait for a chunk of Logs: a follow's lasts as long as the command runs (0: no
+    limit) unless the call was given a ``request_timeout``; ``None``: the handle's request timeout."""
+    if not follow:
+        return None
+    return request_timeout if request_timeout is not None and request_timeout > 0 else 0
+
+
+def logs_deadline_passed(follow: bool, deadline: Optional[float], error: TimeoutError) -> bool:
+    """Whether the error ending a Logs stream is the end of a follow's ``timeout`` (the server's
+    deadline_exceeded at Connect-Timeout-Ms): the follow ended as asked, not an error."""
+    return follow and deadline is not None and not isinstance(error.__cause__, httpx.TimeoutException)
 
 
 def spec_with_timeout(sandbox: Mapping[str, Any], timeout: Optional[float]) -> Dict[str, Any]:
@@ -207,6 +253,10 @@ def missing_access_token(name: str, connect: str) -> FailedPreconditionError:
         f"no access token for sandbox {name}: pass access_token= to {connect} (create returned it; 'fsb run' printed it), "
         "or call rotate_access_token() to make a new one (the previous one then stops working)"
     )
+
+
+def no_instance(name: str, phase: str) -> FailedPreconditionError:
+    return FailedPreconditionError(f"sandbox {name} has no instance yet (phase {phase or 'Pending'}); connect again once it runs")
 
 
 def proxy_url_of(reply: Mapping[str, Any]) -> str:
@@ -311,15 +361,20 @@ class ProcessEvents:
     ``("pty", bytes)``; stdout and stderr are decoded as UTF-8 across chunk boundaries.
     """
 
-    def __init__(self, what: str, context: str, timeout: Optional[float]) -> None:
+    def __init__(self, what: str, context: str, timeout: Optional[float], *, kills_at_deadline: bool) -> None:
         #: What runs, e.g. ``command 'ls'``; ``context`` adds where (``… in sandbox sb-1``).
         self.what = what
         self.context = context
-        #: The command's deadline (seconds) and when it passes (monotonic clock).
+        #: The stream's deadline (seconds) and when it passes (monotonic clock).
         self.timeout = command_deadline(timeout)
         self._deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        #: Whether the daemon kills the process at the deadline (Start), or only ends the stream (Connect).
+        self.kills_at_deadline = kills_at_deadline
         self.pid: Optional[int] = None
         self.end: Optional[Mapping[str, Any]] = None
+        #: When the end event arrived (monotonic clock): whether a kill was the deadline's is decided
+        #: by then, not by when the caller gets round to asking for the result.
+        self._ended_at: Optional[float] = None
         self._stdout: List[str] = []
         self._stderr: List[str] = []
         self._decoders = {
@@ -359,6 +414,7 @@ class ProcessEvents:
             return outputs
         if isinstance(event.get("end"), dict):
             self.end = event["end"]
+            self._ended_at = time.monotonic()
             return self.flush()
         return []  # keepalive
 
@@ -373,6 +429,11 @@ class ProcessEvents:
         return outputs
 
     def _timed_out(self) -> TimeoutError:
+        if not self.kills_at_deadline:
+            return TimeoutError(
+                f"{self.context} did not finish within {self.timeout:g}s (the timeout of following it); it keeps running: "
+                f"commands.connect({self.pid}) follows it again; pass a larger timeout, or None for no limit"
+            )
         return TimeoutError(
             f"{self.context} did not finish within {self.timeout:g}s (its timeout) and was killed; "
             "pass a larger timeout, or None for no limit"
@@ -391,12 +452,18 @@ class ProcessEvents:
 
     def result(self) -> CommandResult:
         """The command's result; CommandExitError for a non-zero exit code, TimeoutError when
-        its deadline passed and it did not exit by itself."""
+        the daemon killed it at its deadline (it did not exit by itself: exit code -1)."""
         if self.end is None:
             raise UnavailableError(f"{self.context}: the stream ended without the process's end (the connection was cut)")
         exit_code = int(self.end.get("exitCode", 0) or 0)
         error = self.end.get("error") or None
-        if exit_code != 0 and self._deadline is not None and time.monotonic() >= self._deadline:
+        if (
+            exit_code == -1
+            and self.kills_at_deadline
+            and self._deadline is not None
+            and self._ended_at is not None
+            and self._ended_at >= self._deadline - DEADLINE_SLACK
+        ):
             raise self._timed_out()
         if exit_code != 0:
             raise CommandExitError(exit_code, self.stdout, self.stderr, error, self.what)

@@ -34,6 +34,7 @@ from .config import DEFAULT_REQUEST_TIMEOUT, ConnectionConfig
 from .errors import (
     AlreadyExistsError,
     ConflictError,
+    FailedPreconditionError,
     FsbError,
     NotFoundError,
     TimeoutError,
@@ -102,9 +103,11 @@ def _connection(
 class _AsyncDaemon:
     """Calls to one sandbox's daemon through the sandbox proxy."""
 
-    def __init__(self, connection: _AsyncConnection, sandbox_id: str, access_token: Optional[str], name: str) -> None:
+    def __init__(self, connection: _AsyncConnection, sandbox_id: str, access_token: Optional[str], name: str, phase: str) -> None:
         self.connection = connection
         self.sandbox_id = sandbox_id
+        #: Its phase as last read (a sandbox without an instance has no daemon to call).
+        self.phase = phase
         self.name = name
         self.access_token = access_token
         self._rpc: Optional[AsyncConnectClient] = None
@@ -122,6 +125,8 @@ class _AsyncDaemon:
     def headers(self, user: Optional[str] = None) -> Dict[str, str]:
         if not self.access_token:
             raise protocol.missing_access_token(self.name, "AsyncSandbox.connect")
+        if not self.sandbox_id:
+            raise protocol.no_instance(self.name, self.phase)
         return {**protocol.daemon_headers(self.sandbox_id, self.access_token), **protocol.user_header(user)}
 
     def describe(self, what: str) -> str:
@@ -137,11 +142,10 @@ class _AsyncDaemon:
         user: Optional[str] = None,
     ) -> Message:
         """A unary call; ``what`` (e.g. ``listing /tmp``) starts the message of its errors."""
+        deadline = self.connection.timeout(request_timeout)  # a bad request_timeout is refused as it is
         try:
             headers = self.headers(user)
-            reply, _ = await (await self.rpc()).unary(
-                f"{service}/{method}", message, request_timeout=self.connection.timeout(request_timeout), headers=headers
-            )
+            reply, _ = await (await self.rpc()).unary(f"{service}/{method}", message, request_timeout=deadline, headers=headers)
         except FsbError as error:
             raise add_context(error, self.describe(what)) from None
         return reply
@@ -158,14 +162,15 @@ class _AsyncDaemon:
         user: Optional[str] = None,
     ) -> AsyncServerStream:
         """Opens a server stream; ``what`` starts the message of errors answered at once."""
+        deadline = self.connection.timeout(request_timeout)  # a bad request_timeout is refused as it is
         try:
             headers = {**self.headers(user), **protocol.stream_headers()}
             return await (await self.rpc()).stream(
                 f"{service}/{method}",
                 message,
-                request_timeout=self.connection.timeout(request_timeout),
+                request_timeout=deadline,
                 timeout=timeout,
-                read_timeout=protocol.STREAM_SILENCE_TIMEOUT,
+                silence_timeout=protocol.STREAM_SILENCE_TIMEOUT,
                 headers=headers,
             )
         except FsbError as error:
@@ -297,7 +302,10 @@ class AsyncCommandHandle:
                 if not self._disconnected:
                     raise
         if self._disconnected and self._events.end is None:
-            raise UnavailableError(f"process {self._pid}: disconnected before it ended (commands.connect({self._pid}) follows it again)")
+            # The caller's own doing, as a closed handle is: not the sandbox being unreachable.
+            raise FailedPreconditionError(
+                f"process {self._pid}: disconnected before it ended (commands.connect({self._pid}) follows it again)"
+            )
         if self._failure is not None:
             raise self._events.failure(self._failure)
         return self._events.result()
@@ -423,7 +431,7 @@ class AsyncCommands:
             request_timeout=request_timeout,
             user=user,
         )
-        return await self._handle(stream, what, handlers, deadline, background)
+        return await self._handle(stream, what, handlers, deadline, background, kills_at_deadline=True)
 
     async def _handle(
         self,
@@ -432,8 +440,10 @@ class AsyncCommands:
         handlers: Mapping[str, Optional[Callable[[Any], Union[Awaitable[None], None]]]],
         timeout: Optional[float],
         background: bool,
+        *,
+        kills_at_deadline: bool,
     ) -> AsyncCommandHandle:
-        events = protocol.ProcessEvents(what, self._daemon.describe(what), timeout)
+        events = protocol.ProcessEvents(what, self._daemon.describe(what), timeout, kills_at_deadline=kills_at_deadline)
         messages = stream.__aiter__()
         try:
             try:
@@ -455,8 +465,8 @@ class AsyncCommands:
         timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
     ) -> AsyncCommandHandle:
-        """Follows a running process (its output from now on; ``timeout``: how long to follow it);
-        NotFoundError when there is none."""
+        """Follows a running process (its output from now on; ``timeout``: how long to follow it, after
+        which waiting raises TimeoutError and the process keeps running); NotFoundError when there is none."""
         deadline = protocol.command_deadline(timeout)
         stream = await self._daemon.stream(
             protocol.PROCESS_SERVICE,
@@ -467,7 +477,8 @@ class AsyncCommands:
             request_timeout=request_timeout,
         )
         handlers = {"stdout": on_stdout, "stderr": on_stderr}
-        return await self._handle(stream, f"process {pid}", handlers, deadline, True)
+        # Connect ends only the stream at its deadline: the process goes on.
+        return await self._handle(stream, f"process {pid}", handlers, deadline, True, kills_at_deadline=False)
 
     async def list(self, request_timeout: Optional[float] = None) -> List[ProcessInfo]:
         """The processes the daemon runs for commands and terminals."""
@@ -638,7 +649,7 @@ class AsyncFiles:
     ) -> List[EntryInfo]:
         """The entries of a directory, ``depth`` levels down."""
         reply = await self._daemon.unary(
-            protocol.FILESYSTEM_SERVICE, "ListDir", {"path": path, "depth": depth}, f"listing {path}", request_timeout, user
+            protocol.FILESYSTEM_SERVICE, "ListDir", protocol.list_dir_request(path, depth), f"listing {path}", request_timeout, user
         )
         return [EntryInfo.from_message(entry) for entry in reply.get("entries") or []]
 
@@ -720,7 +731,7 @@ class AsyncSandbox(FollowsItsInstance):
     def __init__(self, info: SandboxInfo, access_token: Optional[str], connection: _AsyncConnection) -> None:
         self._info = info
         self._connection = connection
-        self._daemon = _AsyncDaemon(connection, info.sandbox_id, access_token, info.name)
+        self._daemon = _AsyncDaemon(connection, info.sandbox_id, access_token, info.name, info.phase)
         self.commands = AsyncCommands(self._daemon)
         self.files = AsyncFiles(self._daemon)
         self.pty = AsyncPty(self.commands)
@@ -739,6 +750,7 @@ class AsyncSandbox(FollowsItsInstance):
         exposed_ports: Optional[Sequence[int]] = None,
         labels: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        request_id: Optional[str] = None,
         wait_for_daemon: bool = True,
         url: Optional[str] = None,
         token: Optional[str] = None,
@@ -767,10 +779,19 @@ class AsyncSandbox(FollowsItsInstance):
                 exposed_ports=exposed_ports,
                 labels=labels,
                 timeout=timeout,
+                request_id=request_id,
             )
-            reply, headers = await connection.api.unary(
-                f"{protocol.SANDBOX_SERVICE}/CreateSandbox", request, request_timeout=request_deadline
-            )
+            try:
+                reply, headers = await connection.api.unary(
+                    f"{protocol.SANDBOX_SERVICE}/CreateSandbox", request, request_timeout=request_deadline
+                )
+            except FsbError as error:
+                # The answer was lost, maybe not the create: the same request id gets the sandbox it made.
+                if not protocol.answer_lost(error):
+                    raise
+                reply, headers = await connection.api.unary(
+                    f"{protocol.SANDBOX_SERVICE}/CreateSandbox", request, request_timeout=request_deadline
+                )
         except BaseException:
             await connection.aclose()
             raise
@@ -956,15 +977,20 @@ class AsyncSandbox(FollowsItsInstance):
         self, *, follow: bool = False, timeout: Optional[float] = None, request_timeout: Optional[float] = None
     ) -> AsyncIterator[bytes]:
         """The output (stdout and stderr) of the sandbox's own command, in chunks; see :meth:`fast_sandbox.Sandbox.logs`."""
+        deadline = protocol.command_deadline(timeout)
         stream = await self._connection.api.stream(
             f"{protocol.SANDBOX_SERVICE}/Logs",
             {**self._key(), "follow": follow},
             request_timeout=self._connection.timeout(request_timeout),
-            timeout=protocol.command_deadline(timeout),
-            read_timeout=protocol.command_deadline(timeout) if follow else self._connection.timeout(request_timeout),
+            timeout=deadline,
+            read_timeout=protocol.logs_read_timeout(follow, request_timeout),
         )
-        async for message in stream:
-            yield protocol.decode_bytes(message.get("data"))
+        try:
+            async for message in stream:
+                yield protocol.decode_bytes(message.get("data"))
+        except TimeoutError as error:
+            if not protocol.logs_deadline_passed(follow, deadline, error):
+                raise
 
     async def rotate_access_token(self, request_timeout: Optional[float] = None) -> str:
         """Gives the sandbox a new access token and uses it; the previous one stops working."""

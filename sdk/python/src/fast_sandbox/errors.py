@@ -35,6 +35,9 @@ class FsbError(Exception):
     """Base of every error the SDK raises; ``code`` says what kind it is."""
 
     code: ErrorCode
+    #: Whether the control plane said so itself, with its code in ``fsb-error-code``; not a client
+    #: deadline, a transport failure or a proxy in between (after which a call may have done its work).
+    _from_server = False
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
@@ -157,8 +160,9 @@ _CONNECT_CODES: Dict[str, ErrorCode] = {
     "failed_precondition": "failed_precondition",
     "unavailable": "unavailable",
     "deadline_exceeded": "deadline_exceeded",
-    # A call given up on: the daemon cancels a command's stream when its deadline passes.
-    "canceled": "deadline_exceeded",
+    # A call given up on by the other end (the server or a proxy in between went away; its deadline
+    # is deadline_exceeded): cut short, as a lost connection is (the TypeScript SDK's mapping too).
+    "canceled": "unavailable",
 }
 
 # Every code of the Connect protocol: a JSON body whose "code" is one of these is a Connect error.
@@ -195,7 +199,8 @@ _HTTP_STATUSES: Dict[int, ErrorCode] = {
     429: "no_capacity",
     502: "unavailable",
     503: "unavailable",
-    504: "deadline_exceeded",
+    # A proxy's gateway timeout: what is behind it did not answer, not a deadline of the caller's (as Connect maps it).
+    504: "unavailable",
     507: "no_capacity",
 }
 
@@ -239,8 +244,12 @@ def error_from_connect(error: Mapping[str, Any], metadata: Optional[Mapping[str,
     metadata = metadata or {}
     connect_code = str(error.get("code", "unknown"))
     message = str(error.get("message") or f"the server answered with the Connect error {connect_code}")
-    code = _first(metadata, ERROR_CODE_HEADER) or _CONNECT_CODES.get(connect_code, "internal")
-    return make_error(code, message, unquote(_first(metadata, ERROR_FIELD_HEADER)))
+    server_code = _first(metadata, ERROR_CODE_HEADER)
+    translated = make_error(
+        server_code or _CONNECT_CODES.get(connect_code, "internal"), message, unquote(_first(metadata, ERROR_FIELD_HEADER))
+    )
+    translated._from_server = bool(server_code)
+    return translated
 
 
 def error_from_http(response: httpx.Response, what: str) -> FsbError:

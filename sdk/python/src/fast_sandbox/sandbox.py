@@ -20,6 +20,7 @@ from .config import DEFAULT_REQUEST_TIMEOUT, ConnectionConfig
 from .errors import (
     AlreadyExistsError,
     ConflictError,
+    FailedPreconditionError,
     FsbError,
     NotFoundError,
     TimeoutError,
@@ -76,9 +77,11 @@ def _connection(
 class _Daemon:
     """Calls to one sandbox's daemon through the sandbox proxy."""
 
-    def __init__(self, connection: _Connection, sandbox_id: str, access_token: Optional[str], name: str) -> None:
+    def __init__(self, connection: _Connection, sandbox_id: str, access_token: Optional[str], name: str, phase: str) -> None:
         self.connection = connection
         self.sandbox_id = sandbox_id
+        #: Its phase as last read (a sandbox without an instance has no daemon to call).
+        self.phase = phase
         self.name = name
         self.access_token = access_token
         self._rpc: Optional[ConnectClient] = None
@@ -94,6 +97,8 @@ class _Daemon:
     def headers(self, user: Optional[str] = None) -> Dict[str, str]:
         if not self.access_token:
             raise protocol.missing_access_token(self.name, "Sandbox.connect")
+        if not self.sandbox_id:
+            raise protocol.no_instance(self.name, self.phase)
         return {**protocol.daemon_headers(self.sandbox_id, self.access_token), **protocol.user_header(user)}
 
     def describe(self, what: str) -> str:
@@ -109,10 +114,9 @@ class _Daemon:
         user: Optional[str] = None,
     ) -> Message:
         """A unary call; ``what`` (e.g. ``listing /tmp``) starts the message of its errors."""
+        deadline = self.connection.timeout(request_timeout)  # a bad request_timeout is refused as it is
         try:
-            reply, _ = self.rpc.unary(
-                f"{service}/{method}", message, request_timeout=self.connection.timeout(request_timeout), headers=self.headers(user)
-            )
+            reply, _ = self.rpc.unary(f"{service}/{method}", message, request_timeout=deadline, headers=self.headers(user))
         except FsbError as error:
             raise add_context(error, self.describe(what)) from None
         return reply
@@ -129,13 +133,14 @@ class _Daemon:
         user: Optional[str] = None,
     ) -> ServerStream:
         """Opens a server stream; ``what`` starts the message of errors answered at once."""
+        deadline = self.connection.timeout(request_timeout)  # a bad request_timeout is refused as it is
         try:
             return self.rpc.stream(
                 f"{service}/{method}",
                 message,
-                request_timeout=self.connection.timeout(request_timeout),
+                request_timeout=deadline,
                 timeout=timeout,
-                read_timeout=protocol.STREAM_SILENCE_TIMEOUT,
+                silence_timeout=protocol.STREAM_SILENCE_TIMEOUT,
                 headers={**self.headers(user), **protocol.stream_headers()},
             )
         except FsbError as error:
@@ -261,7 +266,10 @@ class CommandHandle:
         elif not self._done.wait(timeout):
             raise TimeoutError(f"process {self._pid} is still running after {timeout:g}s")
         if self._disconnected and self._events.end is None:
-            raise UnavailableError(f"process {self._pid}: disconnected before it ended (commands.connect({self._pid}) follows it again)")
+            # The caller's own doing, as a closed handle is: not the sandbox being unreachable.
+            raise FailedPreconditionError(
+                f"process {self._pid}: disconnected before it ended (commands.connect({self._pid}) follows it again)"
+            )
         if self._failure is not None:
             raise self._events.failure(self._failure)
         return self._events.result()
@@ -393,7 +401,7 @@ class Commands:
             request_timeout=request_timeout,
             user=user,
         )
-        return self._handle(stream, what, handlers, deadline, background)
+        return self._handle(stream, what, handlers, deadline, background, kills_at_deadline=True)
 
     def _handle(
         self,
@@ -402,8 +410,10 @@ class Commands:
         handlers: Mapping[str, Optional[Callable[[Any], None]]],
         timeout: Optional[float],
         background: bool,
+        *,
+        kills_at_deadline: bool,
     ) -> CommandHandle:
-        events = protocol.ProcessEvents(what, self._daemon.describe(what), timeout)
+        events = protocol.ProcessEvents(what, self._daemon.describe(what), timeout, kills_at_deadline=kills_at_deadline)
         messages = iter(stream)
         try:
             first = next(messages, None)
@@ -424,8 +434,8 @@ class Commands:
         timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
     ) -> CommandHandle:
-        """Follows a running process (its output from now on; ``timeout``: how long to follow it);
-        NotFoundError when there is none."""
+        """Follows a running process (its output from now on; ``timeout``: how long to follow it, after
+        which waiting raises TimeoutError and the process keeps running); NotFoundError when there is none."""
         deadline = protocol.command_deadline(timeout)
         stream = self._daemon.stream(
             protocol.PROCESS_SERVICE,
@@ -436,7 +446,8 @@ class Commands:
             request_timeout=request_timeout,
         )
         handlers = {"stdout": on_stdout, "stderr": on_stderr}
-        return self._handle(stream, f"process {pid}", handlers, deadline, True)
+        # Connect ends only the stream at its deadline: the process goes on.
+        return self._handle(stream, f"process {pid}", handlers, deadline, True, kills_at_deadline=False)
 
     def list(self, request_timeout: Optional[float] = None) -> List[ProcessInfo]:
         """The processes the daemon runs for commands and terminals."""
@@ -602,7 +613,7 @@ class Files:
     def list(self, path: str, *, depth: int = 1, user: Optional[str] = None, request_timeout: Optional[float] = None) -> List[EntryInfo]:
         """The entries of a directory, ``depth`` levels down."""
         reply = self._daemon.unary(
-            protocol.FILESYSTEM_SERVICE, "ListDir", {"path": path, "depth": depth}, f"listing {path}", request_timeout, user
+            protocol.FILESYSTEM_SERVICE, "ListDir", protocol.list_dir_request(path, depth), f"listing {path}", request_timeout, user
         )
         return [EntryInfo.from_message(entry) for entry in reply.get("entries") or []]
 
@@ -666,7 +677,7 @@ class Sandbox(FollowsItsInstance):
     def __init__(self, info: SandboxInfo, access_token: Optional[str], connection: _Connection) -> None:
         self._info = info
         self._connection = connection
-        self._daemon = _Daemon(connection, info.sandbox_id, access_token, info.name)
+        self._daemon = _Daemon(connection, info.sandbox_id, access_token, info.name, info.phase)
         self.commands = Commands(self._daemon)
         self.files = Files(self._daemon)
         self.pty = Pty(self.commands)
@@ -687,6 +698,7 @@ class Sandbox(FollowsItsInstance):
         exposed_ports: Optional[Sequence[int]] = None,
         labels: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        request_id: Optional[str] = None,
         wait_for_daemon: bool = True,
         url: Optional[str] = None,
         token: Optional[str] = None,
@@ -704,6 +716,9 @@ class Sandbox(FollowsItsInstance):
                 :param exposed_ports: ports reachable through the sandbox proxy (``info.endpoints``).
         :param timeout: seconds until the control plane deletes the sandbox (``set_timeout``
                     moves it); ``None`` (the default): it lives until killed.
+                :param request_id: makes retries idempotent: the same id returns the sandbox the first
+                    attempt created (default: a new id; ``create`` retries once itself, with the same
+                    id, when an attempt's answer was lost to a timeout or a broken connection).
                 :param wait_for_daemon: wait until the in-sandbox daemon answers (needed for ``commands``,
                     ``files`` and ``pty``); if it does not within 20 s the sandbox is deleted and
                     UnavailableError raised.
@@ -733,8 +748,19 @@ class Sandbox(FollowsItsInstance):
                 exposed_ports=exposed_ports,
                 labels=labels,
                 timeout=timeout,
+                request_id=request_id,
             )
-            reply, headers = connection.api.unary(f"{protocol.SANDBOX_SERVICE}/CreateSandbox", request, request_timeout=request_deadline)
+            try:
+                reply, headers = connection.api.unary(
+                    f"{protocol.SANDBOX_SERVICE}/CreateSandbox", request, request_timeout=request_deadline
+                )
+            except FsbError as error:
+                # The answer was lost, maybe not the create: the same request id gets the sandbox it made.
+                if not protocol.answer_lost(error):
+                    raise
+                reply, headers = connection.api.unary(
+                    f"{protocol.SANDBOX_SERVICE}/CreateSandbox", request, request_timeout=request_deadline
+                )
         except BaseException:
             connection.close()
             raise
@@ -926,17 +952,26 @@ class Sandbox(FollowsItsInstance):
     def logs(self, *, follow: bool = False, timeout: Optional[float] = None, request_timeout: Optional[float] = None) -> Iterator[bytes]:
         """The output (stdout and stderr) of the sandbox's own command, in chunks.
 
-        With ``follow=True`` the chunks keep coming until the command exits (or ``timeout`` seconds pass).
+        With ``follow=True`` the chunks keep coming until the command exits, or until ``timeout``
+        seconds passed (the iteration then ends as at the exit; ``None`` or 0: no limit). A follow
+        waits for output as long as the command runs, unless ``request_timeout`` is given: then
+        TimeoutError when no output came for that long (as ``fsb logs -f``; the TypeScript SDK's
+        ``requestTimeoutMs`` likewise). Without ``follow``, ``request_timeout`` bounds each read.
         """
+        deadline = protocol.command_deadline(timeout)
         stream = self._connection.api.stream(
             f"{protocol.SANDBOX_SERVICE}/Logs",
             {**self._key(), "follow": follow},
             request_timeout=self._connection.timeout(request_timeout),
-            timeout=protocol.command_deadline(timeout),
-            read_timeout=protocol.command_deadline(timeout) if follow else self._connection.timeout(request_timeout),
+            timeout=deadline,
+            read_timeout=protocol.logs_read_timeout(follow, request_timeout),
         )
-        for message in stream:
-            yield protocol.decode_bytes(message.get("data"))
+        try:
+            for message in stream:
+                yield protocol.decode_bytes(message.get("data"))
+        except TimeoutError as error:
+            if not protocol.logs_deadline_passed(follow, deadline, error):
+                raise
 
     def rotate_access_token(self, request_timeout: Optional[float] = None) -> str:
         """Gives the sandbox a new access token and uses it; the previous one stops working."""

@@ -19,6 +19,7 @@ from fast_sandbox import (
     PtySize,
     TimeoutError,
     UnavailableError,
+    ValidationError,
 )
 from fast_sandbox import _protocol as protocol
 
@@ -60,6 +61,17 @@ async def test_create_waits_for_the_daemon_and_kill_deletes(fake_and_options: Tu
     assert fake.sandboxes == {}
     with pytest.raises(FailedPreconditionError, match="closed"):
         await other.get_info()
+
+
+async def test_create_retries_once_with_its_request_id_when_the_answer_was_lost(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    fake.create_answers_lost = 1
+    sandbox = await new_sandbox(fake, options, request_id="req-1")
+    assert [body["requestId"] for body in fake.bodies("/CreateSandbox")] == ["req-1", "req-1"]
+    assert len(fake.sandboxes) == 1
+    assert sandbox.access_token == f"rotated-{sandbox.sandbox_id}"
+    await new_sandbox(fake, options)
+    assert len(fake.bodies("/CreateSandbox")[-1]["requestId"]) == 32
 
 
 async def test_a_sandbox_whose_daemon_never_answers_is_deleted(
@@ -132,6 +144,54 @@ async def test_exit_codes_timeouts_and_background_commands(fake_and_options: Tup
     assert await sandbox.commands.kill(sleeper.pid) is False
 
 
+async def test_an_exit_is_not_a_timeout_when_waited_for_late_and_following_kills_nothing(
+    fake_and_options: Tuple[FakeFastSandbox, Options],
+) -> None:
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+    fake.programs["fails"] = lambda process: process.exit(2)
+    failed = await sandbox.commands.run("fails", background=True, timeout=0.1)
+    await asyncio.sleep(0.2)
+    with pytest.raises(CommandExitError) as raised:
+        await failed.wait(timeout=5)
+    assert raised.value.exit_code == 2
+
+    fake.programs["server"] = lambda process: None
+    started = await sandbox.commands.run("server", background=True, timeout=None)
+    follower = await sandbox.commands.connect(started.pid, timeout=0.1)
+    fake.processes[started.pid].fail("deadline_exceeded", "context deadline exceeded")
+    with pytest.raises(TimeoutError) as timed_out:
+        await follower.wait(timeout=5)
+    assert "killed" not in str(timed_out.value) and "keeps running" in str(timed_out.value)
+
+
+async def test_a_follow_ends_at_its_timeout_and_silence_is_a_lost_connection(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+    assert b"".join([chunk async for chunk in sandbox.logs(follow=True, timeout=0.2)]) == fake.logs
+    assert fake.calls("/Logs")[-1].extensions["timeout"]["read"] is None
+
+    fake.programs["quiet"] = lambda process: None
+    handle = await sandbox.commands.run("quiet", background=True, timeout=30)
+    fake.processes[handle.pid].go_silent()
+    with pytest.raises(UnavailableError, match="silent for"):
+        await handle.wait(timeout=5)
+
+
+async def test_refusals_before_anything_is_sent(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+    with pytest.raises(ValidationError, match=r"^timeout: "):
+        await sandbox.commands.run("true", timeout=-1)
+    with pytest.raises(ValidationError, match=r"^depth: "):
+        await sandbox.files.list("/tmp", depth=0)
+    fake.add_sandbox("starting")["status"] = {"phase": "Pending"}
+    starting = await AsyncSandbox.connect("starting", access_token="a-token", transport=fake.async_transport(), **options)
+    with pytest.raises(FailedPreconditionError, match="no instance yet"):
+        await starting.commands.run("true")
+    assert fake.calls("/process.Process/Start") == []
+
+
 async def test_a_new_instance_read_by_get_info_receives_the_daemon_calls(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
     fake, options = fake_and_options
     sandbox = await new_sandbox(fake, options)
@@ -153,7 +213,7 @@ async def test_connect_and_disconnect(fake_and_options: Tuple[FakeFastSandbox, O
     fake.programs["server"] = lambda process: None
     first = await sandbox.commands.run("server", background=True)
     await first.disconnect()
-    with pytest.raises(UnavailableError, match="disconnected"):
+    with pytest.raises(FailedPreconditionError, match="disconnected"):
         await first.wait()
     follower = await sandbox.commands.connect(first.pid)
     fake.processes[first.pid].emit("stdout", b"still here\n")

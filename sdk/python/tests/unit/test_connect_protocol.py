@@ -73,6 +73,8 @@ def test_a_unary_call_posts_json_with_the_connect_headers_and_returns_reply_and_
         (401, {"code": "unauthenticated", "message": "token"}, {}, UnauthenticatedError, "unauthenticated"),
         (504, {"code": "deadline_exceeded", "message": "slow"}, {}, TimeoutError, "deadline_exceeded"),
         (503, {"code": "unavailable", "message": "down"}, {}, UnavailableError, "unavailable"),
+        # Given up on by the other end: cut short, not a deadline of the caller's (nor "internal").
+        (499, {"code": "canceled", "message": "context canceled"}, {}, UnavailableError, "unavailable"),
         (500, {"code": "internal", "message": "boom"}, {}, FsbError, "internal"),
         (500, {"code": "unknown", "message": "?"}, {}, FsbError, "internal"),
         # Fast Sandbox's own code wins over Connect's (no_capacity travels as resource_exhausted too).
@@ -198,6 +200,12 @@ def test_no_answer_at_all_is_unavailable_and_names_the_server() -> None:
         client_answering(refuse).unary("pkg.Service/Method", {}, request_timeout=1)
     assert "the test server at http://server.test" in str(raised.value)
     assert "Connection refused" in str(raised.value)
+
+
+def test_a_proxys_gateway_timeout_is_unavailable_not_a_timeout_of_the_caller() -> None:
+    answer = httpx.Response(504, text="upstream timed out")
+    with pytest.raises(UnavailableError, match="HTTP 504"):
+        client_answering(lambda request: answer).unary("pkg.Service/Method", {}, request_timeout=1)
 
 
 def test_a_read_timeout_is_a_timeout_error_that_says_what_to_change() -> None:

@@ -83,6 +83,37 @@ def test_create_sends_the_spec_and_keeps_the_access_token(fake_and_options: Tupl
     assert sandbox.info.expires_at is not None and abs((sandbox.info.expires_at - expires).total_seconds()) < 0.01
 
 
+def test_create_sends_a_request_id_and_retries_once_with_it_when_the_answer_was_lost(
+    fake_and_options: Tuple[FakeFastSandbox, Options],
+) -> None:
+    fake, options = fake_and_options
+    fake.create_answers_lost = 1
+    sandbox = Sandbox.create(transport=fake.transport(), **options)
+    first, retry = fake.bodies("/CreateSandbox")
+    assert len(first["requestId"]) == 32 and retry["requestId"] == first["requestId"]
+    assert len(fake.sandboxes) == 1, "the retry found the first attempt's sandbox instead of making a second"
+    assert sandbox.access_token == f"rotated-{sandbox.sandbox_id}"
+    assert sandbox.commands.list() == []  # the new token reaches the daemon
+    other = Sandbox.create(request_id="mine", transport=fake.transport(), **options)
+    assert fake.bodies("/CreateSandbox")[-1]["requestId"] == "mine"
+    assert Sandbox.create(request_id="mine", transport=fake.transport(), **options).name == other.name
+    assert len(fake.sandboxes) == 2
+
+
+def test_create_does_not_retry_the_control_planes_own_errors_nor_more_than_once(
+    fake_and_options: Tuple[FakeFastSandbox, Options],
+) -> None:
+    fake, options = fake_and_options
+    fake.create_refusals = [httpx.Response(503, json={"code": "unavailable", "message": "busy"}, headers={"fsb-error-code": "unavailable"})]
+    with pytest.raises(UnavailableError, match="busy"):
+        Sandbox.create(transport=fake.transport(), **options)
+    assert len(fake.calls("/CreateSandbox")) == 1
+    fake.create_answers_lost = 2
+    with pytest.raises(TimeoutError):
+        Sandbox.create(transport=fake.transport(), **options)
+    assert len(fake.calls("/CreateSandbox")) == 3
+
+
 def test_create_without_an_image_runs_the_pools_and_without_a_timeout_never_expires(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
     [body] = fake.bodies("/CreateSandbox")
     assert body["spec"]["image"] == POOL_IMAGE
@@ -185,6 +216,36 @@ def test_without_its_access_token_a_handle_manages_the_sandbox_but_cannot_reach_
     assert handle.commands.run("true").exit_code == 0
 
 
+def test_a_sandbox_without_an_instance_yet_says_so_before_calling_its_daemon(
+    fake: FakeFastSandbox, fake_and_options: Tuple[FakeFastSandbox, Options]
+) -> None:
+    _, options = fake_and_options
+    record = fake.add_sandbox("starting")
+    record["status"] = {"phase": "Pending"}
+    handle = Sandbox.connect("starting", access_token="a-token", transport=fake.transport(), **options)
+    with pytest.raises(
+        FailedPreconditionError, match=r"sandbox starting has no instance yet \(phase Pending\); connect again once it runs"
+    ):
+        handle.commands.run("true")
+    with pytest.raises(FailedPreconditionError, match="no instance yet"):
+        handle.files.read("/etc/hosts")
+    assert fake.calls("/process.Process/Start") == [] and fake.calls("/files") == []
+
+
+def test_negative_durations_and_depths_below_1_are_refused_before_anything_is_sent(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.programs["true"] = lambda process: process.exit(0)
+    with pytest.raises(ValidationError, match=r"^timeout: -1 is not a duration; give 0 or more seconds"):
+        sandbox.commands.run("true", timeout=-1)
+    with pytest.raises(ValidationError, match=r"^request_timeout: -1 is not a duration"):
+        sandbox.commands.run("true", request_timeout=-1)
+    with pytest.raises(ValidationError, match=r"^timeout: "):
+        sandbox.commands.connect(1, timeout=float("nan"))
+    with pytest.raises(ValidationError, match=r"^depth: 0 is not a depth; give 1"):
+        sandbox.files.list("/tmp", depth=0)
+    assert fake.calls("/process.Process/Start") == [] and fake.calls("/ListDir") == []
+    assert sandbox.commands.run("true", timeout=0).exit_code == 0
+
+
 def test_a_new_instance_read_by_get_info_receives_the_daemon_calls(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
     # A reset or an AutoRecreate gives the sandbox a new instance, with a new id.
     fake.programs["true"] = lambda process: process.exit(0)
@@ -207,6 +268,20 @@ def test_logs_stream_the_sandboxs_output(sandbox: Sandbox, fake: FakeFastSandbox
     sandbox.kill()
     with pytest.raises(NotFoundError):
         list(sandbox.logs())
+
+
+def test_a_follow_ends_at_its_timeout_as_at_the_exit_and_waits_for_output_unless_given_a_request_timeout(
+    sandbox: Sandbox, fake: FakeFastSandbox
+) -> None:
+    # The server ends the follow with deadline_exceeded at its Connect deadline: the iteration just ends.
+    assert b"".join(sandbox.logs(follow=True, timeout=0.2)) == fake.logs
+    [followed] = fake.calls("/Logs")
+    assert followed.headers["connect-timeout-ms"] == "200"
+    assert followed.extensions["timeout"]["read"] is None, "a silent command is followed as long as it runs"
+    list(sandbox.logs(follow=True, request_timeout=5))
+    assert fake.calls("/Logs")[-1].extensions["timeout"]["read"] == 5
+    list(sandbox.logs())
+    assert fake.calls("/Logs")[-1].extensions["timeout"]["read"] == 60
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -307,6 +382,41 @@ def test_the_daemon_ending_a_stream_with_deadline_exceeded_is_a_timeout_error(sa
     assert "the deadline passed" in str(raised.value.__cause__)
 
 
+def test_a_background_command_that_failed_at_once_is_its_exit_even_when_waited_for_after_its_timeout(
+    sandbox: Sandbox, fake: FakeFastSandbox
+) -> None:
+    fake.programs["fails"] = lambda process: process.exit(2)
+    handle = sandbox.commands.run("fails", background=True, timeout=0.1)
+    time.sleep(0.2)
+    with pytest.raises(CommandExitError) as raised:
+        handle.wait(timeout=5)
+    assert raised.value.exit_code == 2
+
+
+def test_following_a_process_past_its_timeout_does_not_say_it_was_killed(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.programs["server"] = lambda process: None
+    started = sandbox.commands.run("server", background=True, timeout=None)
+    follower = sandbox.commands.connect(started.pid, timeout=0.1)
+    # What the daemon's Connect answers at its deadline: the stream ends, the process goes on.
+    fake.processes[started.pid].fail("deadline_exceeded", "context deadline exceeded")
+    with pytest.raises(TimeoutError) as raised:
+        follower.wait(timeout=5)
+    assert "killed" not in str(raised.value)
+    assert f"keeps running: commands.connect({started.pid})" in str(raised.value)
+
+
+def test_a_stream_silent_past_its_keepalives_is_a_lost_connection_not_a_timeout(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.programs["quiet"] = lambda process: None
+    handle = sandbox.commands.run("quiet", background=True, timeout=30)
+    [start] = fake.calls("/process.Process/Start")
+    assert start.extensions["timeout"]["read"] == protocol.STREAM_SILENCE_TIMEOUT
+    fake.processes[handle.pid].go_silent()
+    with pytest.raises(UnavailableError) as raised:
+        handle.wait(timeout=5)
+    assert f"silent for {protocol.STREAM_SILENCE_TIMEOUT:g}s" in str(raised.value)
+    assert "killed" not in str(raised.value)
+
+
 def test_background_commands_can_be_waited_for_killed_and_fed(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
     def cat(process: FakeProcess) -> None:
         pass
@@ -355,7 +465,7 @@ def test_connect_follows_a_running_process_and_disconnect_leaves_it_running(sand
     while first.stdout != "started\n" and time.monotonic() < deadline:
         time.sleep(0.01)
     first.disconnect()
-    with pytest.raises(UnavailableError, match="disconnected"):
+    with pytest.raises(FailedPreconditionError, match="disconnected"):
         first.wait(timeout=5)
     process = fake.processes[first.pid]
     follower = sandbox.commands.connect(first.pid)
