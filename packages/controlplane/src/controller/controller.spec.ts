@@ -133,6 +133,44 @@ describe("Controller", () => {
     assert.equal(controller.queue.failures("default/flaky"), 0, "forgotten after a success");
   });
 
+  it("logs a reconcile still running after slowReconcileMs, naming its key, and keeps the key until it ends", async () => {
+    let release: () => void = () => undefined;
+    const hung = new Promise<void>((resolve) => (release = resolve));
+    reconciler.answer = (key) => (key === "default/stuck" ? hung : Promise.resolve());
+    const errors: { fields: Record<string, unknown>; message: string }[] = [];
+    const recording = {
+      debug: () => undefined,
+      warn: () => undefined,
+      error: (fields: Record<string, unknown>, message: string) => errors.push({ fields, message }),
+    };
+    const informer = new Informer({ store, kind: "Sandbox", logger, clock });
+    controller = new Controller({ name: "test", reconciler, logger: recording as never, clock, slowReconcileMs: 60_000 });
+    controller.watch(informer);
+    await controller.start();
+    try {
+      controller.enqueue("default/stuck");
+      controller.enqueue("default/quick");
+      await new Promise((resolve) => setImmediate(resolve));
+      clock.advance(59_999);
+      assert.equal(errors.length, 0, "the quick one is not logged, the stuck one not yet");
+      clock.advance(1);
+      assert.equal(errors.length, 1);
+      assert.deepEqual(errors[0]?.fields, { controller: "test", key: "default/stuck", runningMs: 60_000 });
+      assert.match(errors[0]?.message ?? "", /still running/);
+      controller.enqueue("default/stuck");
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(reconciler.calls.filter((key) => key === "default/stuck").length, 1, "not reconciled twice at once");
+      release();
+      await controller.whenIdle();
+      assert.equal(reconciler.calls.filter((key) => key === "default/stuck").length, 2, "reconciled again once it ended");
+      clock.advance(120_000);
+      assert.equal(errors.length, 1, "the watchdog of a reconcile that ended is gone");
+    } finally {
+      // Else stop() would wait for it for good.
+      release();
+    }
+  });
+
   it("reconciles a key it is told about from outside the informers", async () => {
     await startController();
     controller.enqueue("default/not-stored");

@@ -3,7 +3,10 @@
  * The reconciler is level-triggered: it reads the cached object of the key, makes one step of
  * progress, and says when it wants to look again (`requeueAfterMs`, for timed work such as expiry);
  * a failure is retried with the queue's per-key back-off. A key is never reconciled by two workers
- * at once.
+ * at once — so a reconcile that never settles holds its key for good. Every call of the stores and
+ * the fleet has a time limit for that reason; one still running after `slowReconcileMs` is logged
+ * (an error, naming the key), not abandoned: a second reconcile of the key beside it could do its
+ * work twice (place a sandbox twice).
  */
 import type { Logger } from "pino";
 import { FsbError } from "@fast-sandbox/api";
@@ -36,6 +39,8 @@ export interface ControllerOptions {
   initialBackoffMs?: number;
   /** The longest delay between retries of a failing key. @default 60000 */
   maxBackoffMs?: number;
+  /** A reconcile still running after this long is logged as stuck. @default 300000 */
+  slowReconcileMs?: number;
 }
 
 /** Which keys an informer's change makes the controller reconcile. @default the changed object's own key */
@@ -47,6 +52,7 @@ type InformerLifecycle = Pick<Informer<ResourceKind>, "start" | "waitForSync" | 
 export class Controller {
   readonly queue: WorkQueue;
   private readonly options: ControllerOptions;
+  private readonly clock: Clock;
   private readonly informers: InformerLifecycle[] = [];
   /** Remove this controller's handlers from its informers (which other controllers may share). */
   private readonly removeHandlers: (() => void)[] = [];
@@ -57,8 +63,9 @@ export class Controller {
 
   constructor(options: ControllerOptions) {
     this.options = options;
+    this.clock = options.clock ?? systemClock;
     this.queue = new WorkQueue({
-      clock: options.clock ?? systemClock,
+      clock: this.clock,
       ...(options.initialBackoffMs !== undefined ? { initialBackoffMs: options.initialBackoffMs } : {}),
       ...(options.maxBackoffMs !== undefined ? { maxBackoffMs: options.maxBackoffMs } : {}),
     });
@@ -122,7 +129,12 @@ export class Controller {
 
   private async work(): Promise<void> {
     const { reconciler, logger, name } = this.options;
+    const slowMs = this.options.slowReconcileMs ?? 300_000;
     for (let key = await this.queue.get(); key !== undefined; key = await this.queue.get()) {
+      const watchdog = this.clock.setTimeout(
+        () => logger.error({ controller: name, key, runningMs: slowMs }, "reconcile still running; the key is not reconciled again until it ends"),
+        slowMs,
+      );
       try {
         const result = await reconciler.reconcile(key);
         this.queue.forget(key);
@@ -133,6 +145,7 @@ export class Controller {
         const level = error instanceof FsbError && error.code === "conflict" ? "debug" : "warn";
         logger[level]({ err: error, controller: name, key, failures: this.queue.failures(key) }, "reconcile failed; retrying after a back-off");
       } finally {
+        watchdog.cancel();
         this.queue.done(key);
       }
     }

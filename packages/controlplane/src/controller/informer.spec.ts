@@ -290,6 +290,48 @@ describe("Informer", () => {
     assert.deepEqual(seen, ["add a"]);
   });
 
+  it("gives up a list that never finishes and lists again, dropping the first should it come late", async () => {
+    await store.create("Sandbox", sandbox("a"));
+    let lists = 0;
+    let answerFirst: () => void = () => undefined;
+    const source = new Proxy(store, {
+      get(target, property, receiver) {
+        if (property === "list") {
+          return async (...args: Parameters<ResourceStore["list"]>) => {
+            lists += 1;
+            // The first list is a request nobody answers (until the test lets it, long after).
+            if (lists === 1) {
+              const first = await target.list(...args);
+              await new Promise<void>((resolve) => (answerFirst = resolve));
+              return { ...first, items: [] };
+            }
+            return target.list(...args);
+          };
+        }
+        const value: unknown = Reflect.get(target, property, receiver);
+        return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const informer = new Informer({ store: source, kind: "Sandbox", logger, clock, listTimeoutMs: 60_000 });
+    informer.addHandlers({ onAdd: (s) => seen.push(`add ${s.metadata.name}`), onDelete: (s) => seen.push(`delete ${s.metadata.name}`) });
+    informers.push(informer);
+    informer.start();
+    await settle(informer);
+    clock.advance(59_999);
+    await settle(informer);
+    assert.equal(lists, 1, "not given up before its time");
+    clock.advance(1);
+    await settle(informer);
+    clock.advance(100);
+    await informer.waitForSync();
+    assert.equal(lists, 2);
+    assert.deepEqual(seen, ["add a"]);
+    answerFirst();
+    await settle(informer);
+    assert.deepEqual(seen, ["add a"], "the list given up does not empty the cache when it comes");
+    assert.equal(informer.list().length, 1);
+  });
+
   it("tells nothing more once stopped, and a wait for sync fails when it stops first", async () => {
     const informer = startInformer(spied(store, { list: [new UnavailableError("store away")] }).source);
     const sync = informer.waitForSync();

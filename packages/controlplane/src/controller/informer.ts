@@ -6,7 +6,9 @@
  * - A watch that ends (`Watch.done` resolves: the API server closes watches after a while) is
  *   started again from the last version seen. One that fails (ExpiredError: its version is too old
  *   to replay; or any other error) makes the informer list again, after a back-off through the
- *   Clock, and tell the handlers what changed between the two lists (adds, updates, deletes).
+ *   Clock, and tell the handlers what changed between the two lists (adds, updates, deletes). So
+ *   does a list that has not finished after `listTimeoutMs`: a store whose request nobody answers
+ *   must not freeze the cache for good (the Kubernetes store gives up on its own sooner).
  * - It can be shared: several controllers of one process watch one kind through one cache (one copy
  *   of every object, one watch). Each adds its handlers and indexes — also once it runs: handlers
  *   added late are first told about every cached object (onAdd), in order with the other changes —
@@ -45,10 +47,19 @@ export interface InformerOptions<K extends ResourceKind> {
   relistInitialDelayMs?: number;
   /** The longest delay between relists (and between watches that keep ending at once). @default 10000 */
   relistMaxDelayMs?: number;
+  /**
+   * A list not finished after this long is given up (its result, should it come, is dropped) and
+   * tried again like a failed one. Longer than the store's own limit, which says better what hung.
+   * @default 120000
+   */
+  listTimeoutMs?: number;
 }
 
 /** A watch that lasted this long was healthy: its end does not count as a repeated failure. */
 const HEALTHY_WATCH_MS = 1000;
+
+/** Past the Kubernetes store's own limit on a list (90 s: kubernetes-request-timeout.ts). */
+const DEFAULT_LIST_TIMEOUT_MS = 120_000;
 
 type Delta<T> = { type: "replace"; items: T[] } | { type: "event"; event: WatchEvent<T> } | { type: "join"; handlers: HandlerEntry<T> };
 
@@ -78,6 +89,8 @@ export class Informer<K extends ResourceKind> {
   private generation = 0;
   /** The pending relist or re-watch. */
   private retryTimer: Timer | undefined;
+  /** Gives up the list in flight when it takes too long. */
+  private listTimer: Timer | undefined;
   private failures = 0;
   private started = false;
   /** The users holding it: start() adds one, stop() removes one; the last stop() stops it. */
@@ -188,6 +201,7 @@ export class Informer<K extends ResourceKind> {
     this.watch?.stop();
     this.watch = undefined;
     this.retryTimer?.cancel();
+    this.listTimer?.cancel();
     this.inbox = [];
     for (const waiter of this.syncWaiters.splice(0)) waiter.reject(this.stoppedError());
     this.notifyIfIdle();
@@ -196,9 +210,16 @@ export class Informer<K extends ResourceKind> {
   /** Lists, replaces the cache with the list, and watches from the list's version. */
   private async listAndWatch(): Promise<void> {
     const generation = this.nextGeneration();
+    const timeoutMs = this.options.listTimeoutMs ?? DEFAULT_LIST_TIMEOUT_MS;
+    const listTimer = this.clock.setTimeout(() => {
+      if (this.stopped || generation !== this.generation) return;
+      this.listLater(new UnavailableError(`the list of ${this.kind} did not finish within ${timeoutMs} ms`));
+    }, timeoutMs);
+    this.listTimer = listTimer;
     try {
       const { items, resourceVersion } = await this.options.store.list(this.kind, this.filter());
       if (this.stopped || generation !== this.generation) return;
+      listTimer.cancel();
       this.receive({ type: "replace", items });
       this.watchFrom(resourceVersion, generation);
     } catch (error) {
@@ -263,6 +284,7 @@ export class Informer<K extends ResourceKind> {
   /** Stops the current watch and invalidates everything it (or a list in flight) would still deliver. */
   private nextGeneration(): number {
     this.retryTimer?.cancel();
+    this.listTimer?.cancel();
     this.watch?.stop();
     this.watch = undefined;
     return ++this.generation;

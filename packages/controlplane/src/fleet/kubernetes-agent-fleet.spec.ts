@@ -6,6 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { KubeConfig } from "@kubernetes/client-node";
 import { FakeClock } from "../controller/clock.js";
 import { testKubeConfig } from "../store/kube-config.fixture.js";
+import { UnavailableError, type SandboxPool } from "@fast-sandbox/api";
 import { AgentsNotStoppedError, type AgentFleetEvent } from "./agent-fleet.js";
 import { AGENT_POD_DEFAULTS } from "./agent-pod.js";
 import { KubernetesAgentFleet } from "./kubernetes-agent-fleet.js";
@@ -46,6 +47,12 @@ interface ApiServerOptions {
   failedLists?: number;
   /** The Pods whose deletion fails (500). @default none */
   undeletable?: string[];
+  /** How many lists are taken and never answered (a server that died) before one is. @default 0 */
+  unansweredLists?: number;
+  /** Creations and deletions of Pods are taken and never answered. @default false */
+  unansweredWrites?: boolean;
+  /** The HTTP status the n-th watch (from 1) fails with; undefined: it is answered. @default none fails */
+  watchFailure?: (n: number) => number | undefined;
 }
 
 /** A Kubernetes `Status` answer. */
@@ -68,6 +75,10 @@ async function silentApiServer(onWatch?: (response: ServerResponse) => void, opt
   const server = createServer((request, response) => {
     const url = new URL(request.url ?? "/", "http://x");
     const query = url.searchParams;
+    if (options.unansweredWrites && (request.method === "DELETE" || request.method === "POST")) {
+      deletes.push(`${request.method} ${url.pathname}`);
+      return;
+    }
     if (request.method === "DELETE") {
       const name = url.pathname.split("/").at(-1) ?? "";
       deletes.push(name);
@@ -78,6 +89,7 @@ async function silentApiServer(onWatch?: (response: ServerResponse) => void, opt
     }
     if (query.get("watch") !== "true") {
       lists.push(query);
+      if (lists.length <= (options.unansweredLists ?? 0)) return;
       if (lists.length <= (options.failedLists ?? 0)) return sendStatus(response, 500, "etcdserver: request timed out");
       const items = options.pods ?? [agentPod("python-agent-0", "10.1.0.4")];
       response.writeHead(200, { "content-type": "application/json" });
@@ -86,6 +98,8 @@ async function silentApiServer(onWatch?: (response: ServerResponse) => void, opt
     }
     watches.push(query);
     closed.push(new Promise((resolve) => response.on("close", () => resolve())));
+    const failure = options.watchFailure?.(watches.length);
+    if (failure !== undefined) return sendStatus(response, failure, "the watch failed");
     // Accepted, never answered: not even the headers.
     if (options.firstWatchUnanswered && watches.length === 1) return;
     response.writeHead(200, { "content-type": "application/json" });
@@ -177,6 +191,100 @@ describe("KubernetesAgentFleet's Pod watch", () => {
       assert.equal(fleet.listAgents().length, 1, "a bookmark is no event: the Pod stays");
     } finally {
       await fleet.stop();
+      close();
+    }
+  });
+});
+
+describe("KubernetesAgentFleet's Pod watch failing", () => {
+  test("is tried again ever later (up to maxRestartDelayMs), and from the first delay again after a watch that worked", async () => {
+    let working: ServerResponse | undefined;
+    // Watches 1–4 fail, the 5th works (until the server ends it), the 6th fails.
+    const { kubeConfig, watches, close } = await silentApiServer((response) => (working = response), {
+      watchFailure: (n) => (n === 5 ? undefined : 500),
+    });
+    const clock = new FakeClock();
+    const fleet = new KubernetesAgentFleet({
+      kubeConfig,
+      logger: quiet as never,
+      clock,
+      restartDelayMs: 1000,
+      maxRestartDelayMs: 4000,
+      watchTimeoutSeconds: 60,
+    });
+    try {
+      await fleet.start();
+      const delays: number[] = [];
+      const nextDelay = async (watch: number) => {
+        await until(`watch ${watch} and the wait after it`, () => watches.length === watch && clock.pendingTimers === 1);
+        const delayMs = (clock.nextTimerAt()?.getTime() ?? Number.NaN) - clock.now().getTime();
+        delays.push(delayMs);
+        return delayMs;
+      };
+      for (let watch = 1; watch <= 4; watch++) clock.advance(await nextDelay(watch));
+      await until("watch 5, which works", () => watches.length === 5 && working !== undefined);
+      clock.advance(4000);
+      // The server ends the watch (no error: the informer watches again at once); the next one fails.
+      working?.end();
+      await nextDelay(6);
+      assert.deepEqual(delays, [1000, 2000, 4000, 4000, 1000]);
+      assert.equal(fleet.listAgents().length, 1, "the agents stay known meanwhile");
+    } finally {
+      await fleet.stop();
+      close();
+    }
+  });
+});
+
+describe("KubernetesAgentFleet's calls to an API server that takes them and never answers", () => {
+  test("a first list never answered is given up after listTimeoutMs and tried again", async () => {
+    const { kubeConfig, lists, close } = await silentApiServer(undefined, { unansweredLists: 1 });
+    const warnings: unknown[][] = [];
+    const logger = { ...quiet, warn: (...args: unknown[]) => warnings.push(args) };
+    const fleet = new KubernetesAgentFleet({ kubeConfig, logger: logger as never, restartDelayMs: 10, listTimeoutMs: 200, watchTimeoutSeconds: 60 });
+    try {
+      const started = await Promise.race([fleet.start().then(() => "started"), sleep(10_000).then(() => "still listing after 10 s")]);
+      assert.equal(started, "started");
+      assert.equal(lists.length, 2);
+      assert.deepEqual(
+        fleet.listAgents().map((agent) => agent.name),
+        ["python-agent-0"],
+      );
+      const err = (warnings[0]?.[0] as { err?: unknown } | undefined)?.err;
+      assert.ok(err instanceof UnavailableError, `the warning carries an UnavailableError, not ${String(err)}`);
+      assert.equal(err.message, "cannot list the agent Pods: the Kubernetes API server did not answer within 200 ms");
+    } finally {
+      await fleet.stop();
+      close();
+    }
+  });
+
+  test("a Pod's creation or deletion never answered fails with UnavailableError after requestTimeoutMs", async () => {
+    const { kubeConfig, deletes, close } = await silentApiServer(undefined, { unansweredWrites: true });
+    const fleet = new KubernetesAgentFleet({ kubeConfig, logger: quiet as never, requestTimeoutMs: 200 });
+    const pool = {
+      apiVersion: "sandbox.fast.io/v1alpha1",
+      kind: "SandboxPool",
+      metadata: { name: "python", namespace: "default", uid: "uid-python" },
+      spec: { capacity: { poolMin: 0, poolMax: 1 }, maxSandboxesPerPod: 1, image: "python:3.12" },
+    } as SandboxPool;
+    try {
+      const failed = (what: string) => () => assert.fail(`${what} still pending after 3 s`);
+      await assert.rejects(
+        Promise.race([fleet.startAgents(pool, 1), sleep(3_000).then(failed("the creation"))]),
+        (error: unknown) =>
+          error instanceof UnavailableError &&
+          error.message === "cannot create an agent Pod in namespace default: the Kubernetes API server did not answer within 200 ms",
+      );
+      const stopping = fleet.stopAgents({ namespace: "default", pool: "python" }, ["python-agent-0"]);
+      const error = await Promise.race([stopping, sleep(3_000).then(failed("the deletion"))]).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      assert.ok(error instanceof AgentsNotStoppedError, `an AgentsNotStoppedError, not ${String(error)}`);
+      assert.match(error.message, /python-agent-0.*did not answer within 200 ms/);
+      assert.equal(deletes.length, 2, "both requests reached the server");
+    } finally {
       close();
     }
   });

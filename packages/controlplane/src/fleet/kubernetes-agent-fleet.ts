@@ -4,29 +4,33 @@
  * idle one, never a busy one), not a ReplicaSet's.
  *
  * Pods labelled `fast-sandbox.io/pool` are watched with client-node's informer (list + watch,
- * restarted after an error; each watch ends after 5–10 minutes, or its deadline if the connection
- * went silent, and watches again from where it got to: deadline-watch.ts). `start()` resolves once a
- * first list succeeded: until then the fleet knows no Pod, and a caller that went on would take the
- * agents for gone. Only Pods a SandboxPool controls (their controller owner reference) are agents:
+ * restarted after an error, after a pause that doubles while the errors go on; each watch ends after
+ * 5–10 minutes, or its deadline if the connection went silent, and watches again from where it got
+ * to: deadline-watch.ts). `start()` resolves once a first list succeeded: until then the fleet
+ * knows no Pod, and a caller that went on would take the agents for gone. Only Pods a SandboxPool controls (their controller owner reference) are agents:
  * one that merely carries the label is not the fleet's to report or delete, and the owner's uid is
  * the agent's `poolUid`. An agent is ready when its Pod has an IP and `Ready=True` (the
  * readiness probe asks the agent) and is not being deleted; its endpoint is `<podIP>:<port>`. A Pod
  * that stops being ready is `lost`; a deleted one `lost` (if it was ready) then `removed`. A Pod in
  * phase Failed or Succeeded (evicted, its node shut down) never runs again: its agent is `terminated`,
  * and the pool controller deletes it. A Pod's `fast-sandbox.io/template-hash` label is its agent's
- * `templateHash`.
+ * `templateHash`. Every other call to the API server has a time limit (kubernetes-request-timeout.ts):
+ * a list or a Pod's creation or deletion the server never answers fails with UnavailableError.
  */
 import { ApiException, CoreV1Api, ListWatch, type KubeConfig, type V1OwnerReference, type V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { FailedPreconditionError, GROUP, UnavailableError, type FsbError, type SandboxPool } from "@fast-sandbox/api";
 import { sleep, systemClock, type Clock, type Timer } from "../controller/clock.js";
+import { backoffDelayMs } from "../controller/work-queue.js";
 import { AgentsNotStoppedError, type AgentFleet, type AgentFleetEvent, type AgentFleetListener, type FleetAgent, type PoolRef } from "./agent-fleet.js";
 import { DeadlineWatch } from "./deadline-watch.js";
 import { AGENT_POD_DEFAULTS, POOL_LABEL, agentPodTemplateHash, buildAgentPod, type AgentPodOptions } from "./agent-pod.js";
 import { TEMPLATE_HASH_LABEL } from "./agent-template-hash.js";
 import { translateKubernetesError } from "../store/kubernetes-resource-store.js";
+import { requestTimeouts, withRequestTimeout, type KubernetesRequestTimeouts } from "../store/kubernetes-request-timeout.js";
 
-export interface KubernetesAgentFleetOptions {
+/** `requestTimeoutMs` (default 30 s) limits a Pod's creation and deletion, `listTimeoutMs` (default 90 s) the list of the Pods. */
+export interface KubernetesAgentFleetOptions extends KubernetesRequestTimeouts {
   kubeConfig: KubeConfig;
   logger: Pick<Logger, "info" | "warn" | "error">;
   /** Only Pods of this namespace (a controller limited to one namespace). @default all namespaces */
@@ -36,11 +40,15 @@ export interface KubernetesAgentFleetOptions {
   /** Recorded in managedFields as the writer of the Pods. @default "fast-sandbox" */
   fieldManager?: string;
   /**
-   * Delay before the informer starts again after an error; `start()` doubles it after each failed
-   * first list, up to `maxRestartDelayMs`. @default 1000
+   * Delay before the informer starts again after an error. It doubles after each failed first list,
+   * and after each failed watch (or relist) until a watch has worked, up to `maxRestartDelayMs`.
+   * @default 1000
    */
   restartDelayMs?: number;
-  /** The longest delay between two first lists that failed. @default 30000 */
+  /**
+   * The longest delay between two failed first lists, or two failed watches; a watch that ran this
+   * long worked (the next failure waits `restartDelayMs` again). @default 30000
+   */
   maxRestartDelayMs?: number;
   /** Times the informer's restarts. @default systemClock */
   clock?: Clock;
@@ -98,12 +106,14 @@ export class KubernetesAgentFleet implements AgentFleet {
   private stopped = false;
   /** Aborted by stop(): ends start()'s wait between two first lists. */
   private readonly stopRequested = new AbortController();
+  private readonly timeouts: Required<KubernetesRequestTimeouts>;
 
   constructor(options: KubernetesAgentFleetOptions) {
     this.options = options;
     this.core = options.kubeConfig.makeApiClient(CoreV1Api);
     this.port = options.pod?.port ?? AGENT_POD_DEFAULTS.port;
     this.clock = options.clock ?? systemClock;
+    this.timeouts = requestTimeouts(options);
   }
 
   /**
@@ -117,9 +127,11 @@ export class KubernetesAgentFleet implements AgentFleet {
     let listed = false;
     let listError: unknown;
     const list = async () => {
-      const pods = await (namespace
-        ? this.core.listNamespacedPod({ namespace, labelSelector: POOL_LABEL })
-        : this.core.listPodForAllNamespaces({ labelSelector: POOL_LABEL }));
+      const pods = await withRequestTimeout(`list the agent Pods${namespace ? ` of namespace ${namespace}` : ""}`, this.timeouts.listTimeoutMs, (call) =>
+        namespace
+          ? this.core.listNamespacedPod({ namespace, labelSelector: POOL_LABEL }, call)
+          : this.core.listPodForAllNamespaces({ labelSelector: POOL_LABEL }, call),
+      );
       listed = true;
       return pods;
     };
@@ -131,6 +143,11 @@ export class KubernetesAgentFleet implements AgentFleet {
     informer.on("add", (pod) => this.observe(pod));
     informer.on("update", (pod) => this.observe(pod));
     informer.on("delete", (pod) => this.forget(pod));
+    const initialDelayMs = this.options.restartDelayMs ?? 1000;
+    const maxDelayMs = this.options.maxRestartDelayMs ?? 30_000;
+    /** Failed watches (or relists) in a row since one worked, and when the informer last started. */
+    let failures = 0;
+    let startedAtMs = this.clock.now().getTime();
     const restart = (error: unknown): void => {
       if (this.stopped) return;
       if (!listed) {
@@ -138,15 +155,24 @@ export class KubernetesAgentFleet implements AgentFleet {
         listError = error;
         return;
       }
-      this.options.logger.warn({ err: error }, "the agent Pod watch failed; listing again");
+      // Backing off: an API server that refuses every watch (overloaded, or an RBAC rule gone) is not
+      // asked again every second. A watch that ran for the longest delay worked: the back-off starts over.
+      if (this.clock.now().getTime() - startedAtMs >= maxDelayMs) failures = 0;
+      failures += 1;
+      const delayMs = backoffDelayMs(failures, initialDelayMs, maxDelayMs);
+      this.options.logger.warn({ err: error, failures, retryInMs: delayMs }, "the agent Pod watch failed; watching again after a pause");
+      this.restartTimer?.cancel();
       this.restartTimer = this.clock.setTimeout(() => {
-        if (!this.stopped) informer.start().catch(restart);
-      }, this.options.restartDelayMs ?? 1000);
+        if (this.stopped) return;
+        startedAtMs = this.clock.now().getTime();
+        informer.start().catch(restart);
+      }, delayMs);
     };
     informer.on("error", restart);
     this.informer = informer;
-    for (let delayMs = this.options.restartDelayMs ?? 1000; ; delayMs = Math.min(delayMs * 2, this.options.maxRestartDelayMs ?? 30_000)) {
+    for (let delayMs = initialDelayMs; ; delayMs = Math.min(delayMs * 2, maxDelayMs)) {
       // A relist (after an error) reports the Pods deleted meanwhile as deletes.
+      startedAtMs = this.clock.now().getTime();
       if (!this.stopped) await informer.start().catch(restart);
       if (this.stopped) {
         // The informer watches after a list even when it was stopped during the list: ends that watch.
@@ -171,11 +197,10 @@ export class KubernetesAgentFleet implements AgentFleet {
     for (let i = 0; i < count; i++) {
       let created: V1Pod;
       try {
-        created = await this.core.createNamespacedPod({
-          namespace,
-          body: buildAgentPod(pool, this.options.pod),
-          fieldManager: this.options.fieldManager ?? "fast-sandbox",
-        });
+        const body = buildAgentPod(pool, this.options.pod);
+        created = await withRequestTimeout(`create an agent Pod in namespace ${namespace}`, this.timeouts.requestTimeoutMs, (call) =>
+          this.core.createNamespacedPod({ namespace, body, fieldManager: this.options.fieldManager ?? "fast-sandbox" }, call),
+        );
       } catch (error) {
         const translated = agentPodCreateError(error, namespace);
         if (names.length === 0) throw translated;
@@ -205,12 +230,17 @@ export class KubernetesAgentFleet implements AgentFleet {
         // Only Pods of this pool: a name from another pool (or no longer ours) is not deleted.
         if (known && known.pool !== pool.pool) return;
         try {
-          await this.core.deleteNamespacedPod({
-            name,
-            namespace: pool.namespace,
-            // The Pod we mean, not a later one of the same name.
-            ...(known?.uid ? { body: { preconditions: { uid: known.uid } } } : {}),
-          });
+          await withRequestTimeout(`delete the agent Pod ${pool.namespace}/${name}`, this.timeouts.requestTimeoutMs, (call) =>
+            this.core.deleteNamespacedPod(
+              {
+                name,
+                namespace: pool.namespace,
+                // The Pod we mean, not a later one of the same name.
+                ...(known?.uid ? { body: { preconditions: { uid: known.uid } } } : {}),
+              },
+              call,
+            ),
+          );
           this.options.logger.info({ agent: name, pool: poolKey }, "agent Pod deleted");
         } catch (error) {
           const code = (error as { code?: number }).code;

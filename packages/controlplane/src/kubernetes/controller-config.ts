@@ -10,7 +10,8 @@
  * - FSB_AGENT_TEMPLATE_FILE: the default agent Pod template (YAML PodTemplateSpec) under every
  *   pool's agentTemplate; FSB_AGENT_IMAGE: the agent image for containers that name none;
  *   FSB_AGENT_CONTAINERD_NAMESPACE: the containerd namespace of the agents (default `k8s.io`);
- * - FSB_HEARTBEAT_INTERVAL_MS (default 2000), FSB_LEASE_DURATION_SECONDS (default 15);
+ * - FSB_HEARTBEAT_INTERVAL_MS (default 2000); FSB_LEASE_DURATION_SECONDS (default 15, at least 5:
+ *   the leader renews within 2/3 of it, trying every 2/15 of it);
  * - FSB_PROXY_BASE_URL: the sandbox proxy's address as clients reach it; `status.endpoints` are
  *   `<port>-<sandboxID>.` + its host (default `http://localhost:7072`, which works on a machine that
  *   port-forwards the proxy's Service: `kubectl port-forward svc/fast-sandbox-proxy 7072`).
@@ -82,7 +83,7 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): C
     identity: required("FSB_POD_NAME", "this replica's Pod name (Downward API metadata.name)"),
     namespace: required("FSB_POD_NAMESPACE", "this replica's namespace (Downward API metadata.namespace)"),
     leaseName: env.FSB_LEADER_ELECTION_LEASE || "fast-sandbox-controller",
-    leaseDurationSeconds: positiveInteger(env, "FSB_LEASE_DURATION_SECONDS", 15),
+    leaseDurationSeconds: positiveInteger(env, "FSB_LEASE_DURATION_SECONDS", 15, MIN_LEASE_DURATION_SECONDS, LEASE_DURATION_MINIMUM_REASON),
     token: secret("FSB_TOKEN", "the fast-path API is always authenticated"),
     agentToken: secret("FSB_AGENT_TOKEN", "the agents' API is always authenticated"),
     agentPod: {
@@ -151,11 +152,24 @@ export function parseListen(listen: string): { host: string; port: number } {
   return { host: match[1] ?? match[2] ?? "", port };
 }
 
-function positiveInteger(env: NodeJS.ProcessEnv, key: string, fallback: number): number {
+/**
+ * The shortest Lease the leader election works with. The elector derives its renew deadline (2/3)
+ * and retry period (2/15) from it; below 5 s a leader would have under 3.3 s, in tries under 700 ms
+ * apart, to renew, and one slow answer of the API server would cost it the leadership (the replica
+ * restarts).
+ */
+const MIN_LEASE_DURATION_SECONDS = 5;
+const LEASE_DURATION_MINIMUM_REASON =
+  "the leader must renew the Lease within 2/3 of its duration, trying every 2/15 of it, and a shorter one leaves too little time for a slow API server: the leader would lose the lease (and restart) on a hiccup";
+
+/** A whole number from `key`, at least `min` (`why`, when given, says why that minimum). */
+function positiveInteger(env: NodeJS.ProcessEnv, key: string, fallback: number, min = 1, why?: string): number {
   const text = env[key];
   if (!text) return fallback;
   const value = Number(text);
-  if (!Number.isInteger(value) || value < 1) throw new ValidationError(key, `${JSON.stringify(text)} is not a whole number of at least 1`);
+  if (!Number.isInteger(value) || value < min) {
+    throw new ValidationError(key, `${JSON.stringify(text)} is not a whole number of at least ${min}${why ? `: ${why}` : ""}`);
+  }
   return value;
 }
 

@@ -223,6 +223,34 @@ describe("LeaseLeaderElector on a fake Lease API", () => {
     await only.elector.stop();
   });
 
+  it("takes its renew deadline (2/3) and retry period (2/15) from a lease duration given alone", async () => {
+    const lease = new FakeLeaseStore().client();
+    // A fixed 10 s renew deadline refused every lease of 10 s or less (the controller crashed at start).
+    for (const leaseDurationSeconds of [1, 5, 6, 10, 11, 15, 60]) new LeaseLeaderElector({ lease, identity: "a", leaseDurationSeconds });
+
+    const clock = new FakeClock();
+    const store = new FakeLeaseStore();
+    const client = store.client();
+    const elector = new LeaseLeaderElector({ lease: client, identity: "a", clock, leaseDurationSeconds: 6 });
+    const t0 = clock.now().getTime();
+    const events: string[] = [];
+    const at = (what: string) => () => void events.push(`${what} ${clock.now().getTime() - t0}`);
+    elector.run({ onStartedLeading: at("started"), onStoppedLeading: at("stopped") });
+    const only: Candidate = { elector, client, events, signals: [] };
+    await advance(clock, 100, [only]);
+    assert.deepEqual(events, ["started 50"]);
+    const writes = store.writes;
+    await advance(clock, 4_000, [only]);
+    assert.equal(store.writes - writes, 5, "renewed every 800 ms");
+    client.hanging = true;
+    const hungAt = clock.now().getTime() - t0;
+    await advance(clock, 5_000, [only]);
+    const stoppedAt = Number(events[1]?.split(" ")[1]);
+    assert.ok(stoppedAt - hungAt <= 4_000, `stepped down within the 4 s renew deadline (after ${stoppedAt - hungAt} ms)`);
+    client.hanging = false;
+    await elector.stop();
+  });
+
   it("rejects timings that could let two replicas lead at once", () => {
     const lease = new FakeLeaseStore().client();
     assert.throws(() => new LeaseLeaderElector({ lease, identity: "a", leaseDurationSeconds: 2, renewDeadlineMs: 2_000 }), /below the lease duration/);

@@ -51,9 +51,12 @@ export interface LeaseLeaderElectorOptions {
   identity: string;
   /** @default 15 */
   leaseDurationSeconds?: number;
-  /** A leader that could not renew for this long steps down; below the lease duration. @default 10_000 */
+  /**
+   * A leader that could not renew for this long steps down; below the lease duration.
+   * @default 2/3 of the lease duration (10_000 for 15 s)
+   */
   renewDeadlineMs?: number;
-  /** Time between tries to acquire or renew; below the renew deadline. @default 2_000 */
+  /** Time between tries to acquire or renew; below the renew deadline. @default 1/5 of the renew deadline (2_000 for 15 s) */
   retryPeriodMs?: number;
   /** @default systemClock */
   clock?: Clock;
@@ -89,8 +92,10 @@ export class LeaseLeaderElector implements LeaderElector {
     this.identity = options.identity;
     this.#lease = options.lease;
     this.#leaseDurationSeconds = options.leaseDurationSeconds ?? 15;
-    this.#renewDeadlineMs = options.renewDeadlineMs ?? 10_000;
-    this.#retryPeriodMs = options.retryPeriodMs ?? 2_000;
+    // client-go's defaults (15 s, 10 s, 2 s) in proportion: a lease duration set alone brings timings
+    // that fit it, where fixed ones would be refused below (any lease of 10 s or less).
+    this.#renewDeadlineMs = options.renewDeadlineMs ?? Math.round((this.#leaseDurationSeconds * 2000) / 3);
+    this.#retryPeriodMs = options.retryPeriodMs ?? Math.round(this.#renewDeadlineMs / 5);
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? silentLogger;
     if (!this.identity) throw new RangeError("LeaseLeaderElector: identity must not be empty");

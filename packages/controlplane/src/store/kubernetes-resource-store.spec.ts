@@ -18,6 +18,8 @@ import {
   type SandboxPool,
   type SandboxPoolSpec,
 } from "@fast-sandbox/api";
+import { pino } from "pino";
+import { Informer } from "../controller/informer.js";
 import { testKubeConfig } from "./kube-config.fixture.js";
 import { openKubernetesResourceStore, translateKubernetesError } from "./kubernetes-resource-store.js";
 import type { AnyResource } from "./resource-store.js";
@@ -244,6 +246,97 @@ describe("KubernetesResourceStore watches on a connection that goes silent", () 
     const kubeConfig = testKubeConfig("https://127.0.0.1:1");
     assert.throws(() => openKubernetesResourceStore({ kubeConfig, watchTimeoutSeconds: 0.5 }), /0\.5 is not a whole number of seconds >= 1/);
     assert.throws(() => openKubernetesResourceStore({ kubeConfig, watchGraceMs: -1 }), /-1 is not a number of milliseconds >= 0/);
+  });
+});
+
+describe("KubernetesResourceStore calls to an API server that takes a request and never answers", () => {
+  /** `promise`, or a failure saying it is still pending after `ms` (a call without a time limit never settles). */
+  function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+    return Promise.race([promise, sleep(ms).then(() => assert.fail(`still pending after ${ms} ms`))]);
+  }
+
+  /**
+   * An "API server" on loopback that reads each request and never answers (nor closes): a server that
+   * died after taking it. `answerFrom` (1-based) makes that request and the later ones a list of no
+   * objects instead. `closed` resolves when the client lets a request go.
+   */
+  async function mute(answerFrom = Number.POSITIVE_INFINITY) {
+    const requests: string[] = [];
+    const closed: Promise<void>[] = [];
+    const server = createServer((request, response) => {
+      requests.push(`${request.method} ${request.url?.split("?")[0]}`);
+      closed.push(new Promise((resolve) => response.on("close", () => resolve())));
+      if (requests.length < answerFrom) return;
+      response.writeHead(200, { "content-type": "application/json" });
+      response.end(JSON.stringify({ apiVersion: "sandbox.fast.io/v1alpha1", kind: "SandboxList", metadata: { resourceVersion: "42" }, items: [] }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const kubeConfig = testKubeConfig(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    const close = () => {
+      server.closeAllConnections();
+      server.close();
+    };
+    return { kubeConfig, requests, closed, close };
+  }
+
+  const web: Sandbox = {
+    apiVersion: "sandbox.fast.io/v1alpha1",
+    kind: "Sandbox",
+    metadata: { name: "web", namespace: "team", resourceVersion: "20" },
+    spec: { image: "python:3.12", poolRef: "p" },
+  };
+
+  test("each call fails with UnavailableError naming it once its time is up, and lets its request go", async () => {
+    const { kubeConfig, requests, closed, close } = await mute();
+    const store = openKubernetesResourceStore({ kubeConfig, requestTimeoutMs: 200, listTimeoutMs: 400, logger: { warn: () => undefined } });
+    const timedOut = (what: string, ms: number) => (error: unknown) =>
+      error instanceof UnavailableError && error.message === `cannot ${what}: the Kubernetes API server did not answer within ${ms} ms`;
+    try {
+      const key = { namespace: "team", name: "web" };
+      const calls: [string, number, () => Promise<unknown>][] = [
+        ["get sandbox team/web", 200, () => store.get("Sandbox", key)],
+        ["list sandboxes", 400, () => store.list("Sandbox")],
+        ["list sandboxes", 400, () => store.list("Sandbox", { namespace: "team" })],
+        ["create sandbox team/web", 200, () => store.create("Sandbox", web)],
+        ["update sandbox team/web", 200, () => store.update("Sandbox", web)],
+        ["update the status of sandbox team/web", 200, () => store.updateStatus("Sandbox", { ...web, status: { phase: "Pending" } })],
+        ["delete sandbox team/web", 200, () => store.delete("Sandbox", key)],
+      ];
+      for (const [what, ms, call] of calls) {
+        const startedAt = Date.now();
+        await assert.rejects(within(call(), ms + 3_000), timedOut(what, ms));
+        const tookMs = Date.now() - startedAt;
+        assert.ok(tookMs >= ms - 20 && tookMs < ms + 2_000, `${what} gave up after ${tookMs} ms`);
+      }
+      assert.equal(requests.length, calls.length, "every call reached the server");
+      const released = await Promise.race([Promise.all(closed).then(() => "closed"), sleep(5_000).then(() => "still open")]);
+      assert.equal(released, "closed", "no request is left open");
+    } finally {
+      await store.close();
+      close();
+    }
+  });
+
+  test("an informer on it lists again after a list the server never answered, and syncs", async () => {
+    const { kubeConfig, requests, close } = await mute(2);
+    const store = openKubernetesResourceStore({ kubeConfig, listTimeoutMs: 200, watchTimeoutSeconds: 60, logger: { warn: () => undefined } });
+    const informer = new Informer({ store, kind: "Sandbox", logger: pino({ level: "silent" }), relistInitialDelayMs: 10 });
+    try {
+      informer.start();
+      const synced = await Promise.race([informer.waitForSync().then(() => "synced"), sleep(10_000).then(() => "not synced after 10 s")]);
+      assert.equal(synced, "synced");
+      assert.deepEqual(requests.slice(0, 2), ["GET /apis/sandbox.fast.io/v1alpha1/sandboxes", "GET /apis/sandbox.fast.io/v1alpha1/sandboxes"]);
+    } finally {
+      informer.stop();
+      await store.close();
+      close();
+    }
+  });
+
+  test("bad time limits are refused with what is allowed", () => {
+    const kubeConfig = testKubeConfig("https://127.0.0.1:1");
+    assert.throws(() => openKubernetesResourceStore({ kubeConfig, requestTimeoutMs: 0 }), /requestTimeoutMs: 0 is not a number of milliseconds > 0/);
+    assert.throws(() => openKubernetesResourceStore({ kubeConfig, listTimeoutMs: Number.NaN }), /listTimeoutMs: NaN is not a number of milliseconds > 0/);
   });
 });
 

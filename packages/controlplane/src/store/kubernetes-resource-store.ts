@@ -22,10 +22,12 @@
  *   ends itself cleanly if it is still open a while later: a connection that died without a word
  *   (a partition, a proxy dropping it) would otherwise hold a watch that never delivers again. A
  *   watch's owner (the informer) watches again from the last version it saw.
+ * - Every other call has a time limit (kubernetes-request-timeout.ts: 30 s, a list 90 s): one the
+ *   API server took and never answered fails with UnavailableError instead of hanging for good.
  * - Errors of the API server and of the connection are translated into the Fast Sandbox error
  *   hierarchy here and nowhere else (`translateKubernetesError`).
  */
-import { ApiException, CustomObjectsApi, Watch as KubernetesWatch, type KubeConfig } from "@kubernetes/client-node";
+import { ApiException, CustomObjectsApi, Watch as KubernetesWatch, type ConfigurationOptions, type KubeConfig } from "@kubernetes/client-node";
 import {
   API_VERSION,
   AlreadyExistsError,
@@ -79,8 +81,10 @@ import {
   type StoreLogger,
 } from "./store-rules.js";
 import { DEFAULT_WATCH_GRACE_MS, drawWatchTimeoutSeconds } from "./watch-timeout.js";
+import { requestTimeouts, withRequestTimeout, type KubernetesRequestTimeouts } from "./kubernetes-request-timeout.js";
 
-export interface KubernetesResourceStoreOptions {
+/** `requestTimeoutMs` (default 30 s) limits every call but lists and watches, `listTimeoutMs` (default 90 s) lists. */
+export interface KubernetesResourceStoreOptions extends KubernetesRequestTimeouts {
   /** Where the API server is and how to authenticate (e.g. `kubeConfig.loadFromDefault()`). */
   kubeConfig: KubeConfig;
   /**
@@ -152,6 +156,7 @@ export class KubernetesResourceStore implements ResourceStore {
   readonly #watches = new Set<WatchEnd>();
   readonly #watchTimeoutSeconds: number | undefined;
   readonly #watchGraceMs: number;
+  readonly #timeouts: Required<KubernetesRequestTimeouts>;
   #closed = false;
 
   constructor(options: KubernetesResourceStoreOptions) {
@@ -162,6 +167,7 @@ export class KubernetesResourceStore implements ResourceStore {
     this.#logger = options.logger ?? consoleLogger;
     this.#watchTimeoutSeconds = options.watchTimeoutSeconds;
     this.#watchGraceMs = options.watchGraceMs ?? DEFAULT_WATCH_GRACE_MS;
+    this.#timeouts = requestTimeouts(options);
     if (this.#watchTimeoutSeconds !== undefined && (!Number.isSafeInteger(this.#watchTimeoutSeconds) || this.#watchTimeoutSeconds < 1)) {
       throw new ValidationError("watchTimeoutSeconds", `${String(options.watchTimeoutSeconds)} is not a whole number of seconds >= 1`);
     }
@@ -178,13 +184,13 @@ export class KubernetesResourceStore implements ResourceStore {
     checkKind(kind);
     checkKey(key);
     try {
-      return fromKubernetes(
-        await this.#api.getNamespacedCustomObject({ ...this.#resource(kind), namespace: key.namespace, name: key.name }),
-      ) as ResourceByKind[K];
+      const raw: unknown = await this.#call({ kind, key, action: "get" }, (call) =>
+        this.#api.getNamespacedCustomObject({ ...this.#resource(kind), namespace: key.namespace, name: key.name }, call),
+      );
+      return fromKubernetes(raw) as ResourceByKind[K];
     } catch (error) {
-      const translated = translateKubernetesError(error, { kind, key, action: "get" });
-      if (translated instanceof NotFoundError) return undefined;
-      throw translated;
+      if (error instanceof NotFoundError) return undefined;
+      throw error;
     }
   }
 
@@ -195,19 +201,16 @@ export class KubernetesResourceStore implements ResourceStore {
     // Pages are the API server's own (limit and continue: one consistent snapshot across the pages).
     const limit = pageLimit(options);
     const page = { ...(limit !== undefined ? { limit } : {}), ...(options.continue ? { _continue: options.continue } : {}) };
-    let raw: unknown;
-    try {
-      raw =
-        options.namespace === undefined
-          ? await this.#api.listClusterCustomObject({ ...this.#resource(kind), labelSelector, ...page })
-          : await this.#api.listNamespacedCustomObject({ ...this.#resource(kind), namespace: options.namespace, labelSelector, ...page });
-    } catch (error) {
-      throw translateKubernetesError(error, { kind, action: "list" });
-    }
-    const list = raw as { items?: unknown[]; metadata?: { resourceVersion?: string; continue?: string } };
-    const items = (list.items ?? []).map(fromKubernetes).sort(byNamespaceAndName);
-    const next = list.metadata?.continue;
-    return { items: items as ResourceByKind[K][], resourceVersion: list.metadata?.resourceVersion ?? "", ...(next ? { continue: next } : {}) };
+    const namespace = options.namespace;
+    const list = (call: ConfigurationOptions): Promise<unknown> =>
+      namespace === undefined
+        ? this.#api.listClusterCustomObject({ ...this.#resource(kind), labelSelector, ...page }, call)
+        : this.#api.listNamespacedCustomObject({ ...this.#resource(kind), namespace, labelSelector, ...page }, call);
+    const raw = await this.#call({ kind, action: "list" }, list, this.#timeouts.listTimeoutMs);
+    const answer = raw as { items?: unknown[]; metadata?: { resourceVersion?: string; continue?: string } };
+    const items = (answer.items ?? []).map(fromKubernetes).sort(byNamespaceAndName);
+    const next = answer.metadata?.continue;
+    return { items: items as ResourceByKind[K][], resourceVersion: answer.metadata?.resourceVersion ?? "", ...(next ? { continue: next } : {}) };
   }
 
   async create<K extends ResourceKind>(kind: K, object: ResourceByKind[K]): Promise<ResourceByKind[K]> {
@@ -224,17 +227,10 @@ export class KubernetesResourceStore implements ResourceStore {
     });
     dropEmptyFinalizers(body.metadata);
     VALIDATORS[kind](body);
-    try {
-      const created: unknown = await this.#api.createNamespacedCustomObject({
-        ...this.#resource(kind),
-        namespace: key.namespace,
-        body,
-        fieldManager: this.#fieldManager,
-      });
-      return fromKubernetes(created) as ResourceByKind[K];
-    } catch (error) {
-      throw translateKubernetesError(error, { kind, key, action: "create" });
-    }
+    const created: unknown = await this.#call({ kind, key, action: "create" }, (call) =>
+      this.#api.createNamespacedCustomObject({ ...this.#resource(kind), namespace: key.namespace, body, fieldManager: this.#fieldManager }, call),
+    );
+    return fromKubernetes(created) as ResourceByKind[K];
   }
 
   async update<K extends ResourceKind>(kind: K, object: ResourceByKind[K], options?: WriteOptions): Promise<ResourceByKind[K]> {
@@ -260,12 +256,13 @@ export class KubernetesResourceStore implements ResourceStore {
       { op: "add", path: "/metadata/finalizers", value: candidate.metadata.finalizers ?? [] },
     ];
     const write = async (resourceVersion: string): Promise<AnyResource> => {
-      try {
-        const body = patch(resourceVersion);
-        return fromKubernetes(await this.#api.patchNamespacedCustomObject({ ...this.#resource(kind), ...key, body, fieldManager: this.#fieldManager }));
-      } catch (error) {
-        throw translateKubernetesError(error, { kind, key, action: "update", sentVersion: resourceVersion });
-      }
+      const body = patch(resourceVersion);
+      const context = { kind, key, action: "update", sentVersion: resourceVersion };
+      return fromKubernetes(
+        await this.#call(context, (call) =>
+          this.#api.patchNamespacedCustomObject({ ...this.#resource(kind), ...key, body, fieldManager: this.#fieldManager }, call),
+        ),
+      );
     };
     if (version === undefined) return (await this.#unconditionally(kind, key, given.metadata.uid, write, checkSpec)) as ResourceByKind[K];
     if (specProblem !== undefined) {
@@ -290,11 +287,12 @@ export class KubernetesResourceStore implements ResourceStore {
     const write = async (resourceVersion: string, uid: string | undefined): Promise<AnyResource> => {
       const metadata = { name: key.name, namespace: key.namespace, resourceVersion, ...(uid ? { uid } : {}) };
       const body = { apiVersion: API_VERSION, kind, metadata, spec: candidate.spec, ...(candidate.status === undefined ? {} : { status: candidate.status }) };
-      try {
-        return fromKubernetes(await this.#api.replaceNamespacedCustomObjectStatus({ ...this.#resource(kind), ...key, body, fieldManager: this.#fieldManager }));
-      } catch (error) {
-        throw translateKubernetesError(error, { kind, key, action: "update the status of", sentVersion: resourceVersion });
-      }
+      const context = { kind, key, action: "update the status of", sentVersion: resourceVersion };
+      return fromKubernetes(
+        await this.#call(context, (call) =>
+          this.#api.replaceNamespacedCustomObjectStatus({ ...this.#resource(kind), ...key, body, fieldManager: this.#fieldManager }, call),
+        ),
+      );
     };
     if (version !== undefined) return (await write(version, given.metadata.uid || undefined)) as ResourceByKind[K];
     return (await this.#unconditionally(kind, key, given.metadata.uid, (resourceVersion, uid) => write(resourceVersion, uid))) as ResourceByKind[K];
@@ -304,12 +302,9 @@ export class KubernetesResourceStore implements ResourceStore {
     this.#assertOpen();
     checkKind(kind);
     checkKey(key);
-    let raw: unknown;
-    try {
-      raw = await this.#api.deleteNamespacedCustomObject({ ...this.#resource(kind), namespace: key.namespace, name: key.name });
-    } catch (error) {
-      throw translateKubernetesError(error, { kind, key, action: "delete" });
-    }
+    const raw: unknown = await this.#call({ kind, key, action: "delete" }, (call) =>
+      this.#api.deleteNamespacedCustomObject({ ...this.#resource(kind), namespace: key.namespace, name: key.name }, call),
+    );
     // The API server answers with the object: still there (being deleted) while finalizers remain,
     // or its last state when it is gone; or with a Status when it is gone.
     if ((raw as KubernetesStatus | undefined)?.kind === "Status") return undefined;
@@ -397,6 +392,19 @@ export class KubernetesResourceStore implements ResourceStore {
 
   #assertOpen(): void {
     if (this.#closed) throw new UnavailableError("the Kubernetes resource store is closed");
+  }
+
+  /** One call to the API server within its time limit (a list passes its own), its errors translated. */
+  async #call<T>(
+    context: KubernetesErrorContext,
+    call: (options: ConfigurationOptions) => Promise<T>,
+    timeoutMs = this.#timeouts.requestTimeoutMs,
+  ): Promise<T> {
+    try {
+      return await withRequestTimeout(describeAction(context), timeoutMs, call);
+    } catch (error) {
+      throw translateKubernetesError(error, context);
+    }
   }
 
   #resource(kind: ResourceKind): { group: string; version: string; plural: string } {
@@ -491,8 +499,12 @@ export function translateKubernetesError(error: unknown, context: KubernetesErro
     return statusError({ code: statusCode, message: error instanceof Error ? error.message : undefined }, context, error);
   }
   const message = error instanceof Error ? error.message : String(error);
-  const doing = [context.action, subject(context)].filter((part) => part !== "").join(" ");
-  return new UnavailableError(`cannot ${doing}: the Kubernetes API server is unreachable (${message})`, { cause: error });
+  return new UnavailableError(`cannot ${describeAction(context)}: the Kubernetes API server is unreachable (${message})`, { cause: error });
+}
+
+/** What was being done, for a message: "list sandboxes", "update Sandbox team/web". */
+function describeAction(context: KubernetesErrorContext): string {
+  return [context.action, subject(context)].filter((part) => part !== "").join(" ");
 }
 
 /** What the action was done to: the object (with a key), the kind's plural (a list or a watch). */
