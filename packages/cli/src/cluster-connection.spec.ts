@@ -4,9 +4,9 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { ApiException } from "@kubernetes/client-node";
+import { ApiException, FetchError, KubeConfig } from "@kubernetes/client-node";
 import { FsbError, NotFoundError, PermissionDeniedError, UnauthenticatedError, UnavailableError } from "@fast-sandbox/api";
-import { resolveClusterEndpoint, tcpReachable, translateKubernetesError } from "./cluster-connection.js";
+import { kubernetesClusterReader, resolveClusterEndpoint, tcpReachable, translateKubernetesError } from "./cluster-connection.js";
 import type { ClusterReader } from "./controller-discovery.js";
 import { NoKubeConfigError } from "./kubeconfig.js";
 
@@ -159,6 +159,40 @@ describe("translateKubernetesError", () => {
       error.message,
       "cannot list EndpointSlices in namespace x: the Kubernetes API server https://127.0.0.1:6443 of context dev is unreachable (connect ECONNREFUSED 127.0.0.1:6443)",
     );
+  });
+
+  it("a failing credential plugin (kubeconfig exec) is the plugin's failure, with its message trimmed, not an unreachable API server", async () => {
+    const plugin = join(dir, "expired-plugin.sh");
+    writeFileSync(plugin, "#!/bin/sh\necho \"error: the SSO session has expired; run 'aws sso login'\" >&2\necho >&2\nexit 1\n", { mode: 0o755 });
+    const kubeConfig = new KubeConfig();
+    kubeConfig.loadFromString(
+      [
+        "apiVersion: v1",
+        "kind: Config",
+        "current-context: dev",
+        "clusters: [{name: dev, cluster: {server: 'https://127.0.0.1:1'}}]",
+        `users: [{name: eks-admin, user: {exec: {apiVersion: client.authentication.k8s.io/v1beta1, command: '${plugin}'}}}]`,
+        "contexts: [{name: dev, context: {cluster: dev, user: eks-admin}}]",
+      ].join("\n"),
+    );
+    const reader = kubernetesClusterReader({ kubeConfig, context: "dev", server: "https://127.0.0.1:1" });
+    await assert.rejects(reader.endpointSlices("fast-sandbox-system", "fast-sandbox-controller"), (error: unknown) => {
+      assert.ok(error instanceof UnauthenticatedError);
+      assert.equal(
+        error.message,
+        "cannot list EndpointSlices in namespace fast-sandbox-system: the credential plugin of user eks-admin failed: error: the SSO session has expired; run 'aws sso login'",
+      );
+      return true;
+    });
+    const withPlugin = { ...cluster, credentialPluginUser: "eks-admin" };
+    const missing = Object.assign(new Error("spawn kubelogin ENOENT"), { code: "ENOENT", syscall: "spawn kubelogin" });
+    assert.match(
+      translateKubernetesError(missing, "get Secret a/b", withPlugin).message,
+      /the credential plugin of user eks-admin failed: spawn kubelogin ENOENT$/,
+    );
+    // A connection's failure is still the API server's, also with a plugin.
+    const refused = new FetchError("request to https://127.0.0.1:6443/api failed, reason: connect ECONNREFUSED", "system");
+    assert.ok(translateKubernetesError(refused, "get Secret a/b", withPlugin) instanceof UnavailableError);
   });
 
   it("keeps Fast Sandbox errors, and a body that is not a Status as text", () => {

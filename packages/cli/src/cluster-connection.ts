@@ -6,7 +6,7 @@
  * Also the CLI's one boundary for errors of the Kubernetes API (`kubernetesClusterReader`).
  */
 import { connect as connectTcp } from "node:net";
-import { ApiException, CoreV1Api, DiscoveryV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { AbortError, ApiException, CoreV1Api, DiscoveryV1Api, FetchError, type KubeConfig } from "@kubernetes/client-node";
 import { FsbError, PermissionDeniedError, UnauthenticatedError, UnavailableError } from "@fast-sandbox/api";
 import {
   API_TOKEN_SECRET,
@@ -102,12 +102,13 @@ export function kubernetesClusterReader(loaded: Pick<LoadedKubeConfig, "kubeConf
   const kubeConfig: KubeConfig = loaded.kubeConfig;
   const core = kubeConfig.makeApiClient(CoreV1Api);
   const discovery = kubeConfig.makeApiClient(DiscoveryV1Api);
+  const cluster = { context: loaded.context, server: loaded.server, credentialPluginUser: credentialPluginUser(kubeConfig) };
   const call = async <T>(action: string, fn: () => Promise<T>, options: { notFound?: T } = {}): Promise<T> => {
     try {
       return await fn();
     } catch (error) {
       if (error instanceof ApiException && error.code === 404 && "notFound" in options) return options.notFound as T;
-      throw translateKubernetesError(error, action, loaded);
+      throw translateKubernetesError(error, action, cluster);
     }
   };
   return {
@@ -167,11 +168,34 @@ export function kubernetesClusterReader(loaded: Pick<LoadedKubeConfig, "kubeConf
   };
 }
 
+/** The name of the context's user when its credentials come from a plugin it runs (kubeconfig `exec`, e.g. aws, kubelogin), else undefined. */
+function credentialPluginUser(kubeConfig: KubeConfig): string | undefined {
+  const user = kubeConfig.getCurrentUser();
+  const authProvider = user?.authProvider as { name?: string; config?: { exec?: unknown } } | undefined;
+  return user && (user.exec || authProvider?.name === "exec" || authProvider?.config?.exec) ? user.name : undefined;
+}
+
+/**
+ * Whether a call failed in the context's credential plugin, before anything was sent: the plugin
+ * could not start (`spawn … ENOENT`), exited non-zero (its stderr is the message) or printed no
+ * credential — not a connection's error (FetchError) nor a file's (the kubeconfig's CA, `open`).
+ */
+function isCredentialPluginFailure(error: unknown): boolean {
+  if (!(error instanceof Error) || error instanceof FetchError || error instanceof AbortError) return false;
+  const syscall = (error as NodeJS.ErrnoException).syscall;
+  return syscall === undefined || syscall.startsWith("spawn");
+}
+
 /**
  * Errors of the Kubernetes API as the user of the CLI should read them: 401 the kubeconfig's
- * credentials, 403 what may not be done, anything without an HTTP status the API server unreachable.
+ * credentials, 403 what may not be done, a failing credential plugin (`credentialPluginUser`, the
+ * user whose plugin it is) as such, anything else without an HTTP status the API server unreachable.
  */
-export function translateKubernetesError(error: unknown, action: string, cluster: Pick<LoadedKubeConfig, "context" | "server">): FsbError {
+export function translateKubernetesError(
+  error: unknown,
+  action: string,
+  cluster: Pick<LoadedKubeConfig, "context" | "server"> & { credentialPluginUser?: string | undefined },
+): FsbError {
   if (error instanceof FsbError) return error;
   if (error instanceof ApiException) {
     const code = typeof error.code === "number" ? error.code : 0;
@@ -185,6 +209,10 @@ export function translateKubernetesError(error: unknown, action: string, cluster
     return new FsbError(code >= 500 ? "internal" : "failed_precondition", `cannot ${action}: the Kubernetes API server answered ${code}: ${message}`, {
       cause: error,
     });
+  }
+  if (cluster.credentialPluginUser !== undefined && isCredentialPluginFailure(error)) {
+    const message = (error as Error).message.trim() || "it printed nothing";
+    return new UnauthenticatedError(`cannot ${action}: the credential plugin of user ${cluster.credentialPluginUser} failed: ${message}`);
   }
   const reason = error instanceof Error ? error.message : String(error);
   return new UnavailableError(`cannot ${action}: the Kubernetes API server ${cluster.server} of context ${cluster.context} is unreachable (${reason})`, {

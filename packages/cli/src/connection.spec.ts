@@ -3,7 +3,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, describe, it } from "node:test";
-import { closeConnections, connect, connectOwnInstance } from "./connection.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { FsbError, UnavailableError } from "@fast-sandbox/sdk";
+import { closeConnections, connect, connectOwnInstance, explainFailure } from "./connection.js";
 
 const dataDir = mkdtempSync(join(tmpdir(), "fsb-connection-spec-"));
 after(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -56,5 +58,24 @@ describe("connect to the embedded Fast Sandbox", () => {
     assert.equal(own.url, OWN_URL);
     assert.equal(own.client.url, OWN_URL);
     assert.equal(own.dataDir, dataDir);
+  });
+});
+
+describe("explainFailure", () => {
+  it("says that an address which answered in HTTP/1 does not speak the Fast Sandbox API, and on which port it listens", async () => {
+    process.env.FSB_TOKEN = "other-token-0123456789";
+    await connect({ dataDir, url: "http://127.0.0.1:7072" });
+    // What the SDK rejects with when the peer answers the HTTP/2 preface in HTTP/1: Node's NghttpError, in Connect's error.
+    const http2 = Object.assign(new Error("Protocol error"), { code: "ERR_HTTP2_ERROR" });
+    const failure = new FsbError("internal", "Protocol error", { cause: new ConnectError("Protocol error", Code.Internal, undefined, undefined, http2) });
+    const explained = explainFailure(failure);
+    assert.ok(explained instanceof UnavailableError);
+    assert.equal(
+      explained.message,
+      "http://127.0.0.1:7072 does not speak the Fast Sandbox API (HTTP/2; Protocol error): give the control plane's address, by default port 7070 " +
+        "('fsb up --port'; in a cluster the controller's Service), not the sandbox proxy's or the E2B-compatible API's (7072 and 7073 by default)",
+    );
+    const other = new FsbError("internal", "boom");
+    assert.equal(explainFailure(other), other);
   });
 });

@@ -31,6 +31,11 @@ interface ClusterCallContext {
 }
 
 let clusterContext: ClusterCallContext | undefined;
+/** The control plane's URL the command connected to, for messages about it. */
+let connectedUrl: string | undefined;
+
+/** The port `fsb up` and the cluster's controller serve the API on, unless told otherwise. */
+const DEFAULT_API_PORT = 7070;
 
 /** The target of the command line (see target.ts for the rules). */
 export function targetOf(options: GlobalOptions): Target {
@@ -52,6 +57,7 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
   if (target.mode === "embedded") {
     const dataDir = resolveDataDir(options.dataDir);
     const { url, token } = endpoint(options);
+    connectedUrl = url;
     const sdk = new SdkConnection({ url, token, dataDir });
     open.push(sdk);
     // Access tokens are kept in the data directory when the URL is its own (as the SDK keeps them), or
@@ -74,6 +80,7 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
   });
   const { endpointDescription, tokenSource, portForwardHint } = found;
   clusterContext = { url: found.url, endpointDescription, tokenSource, portForwardHint, discovered: !url };
+  connectedUrl = found.url;
   if (process.env.FSB_DEBUG) process.stderr.write(`debug: ${endpointDescription}, token from ${tokenSource}, namespace ${found.namespace}\n`);
   const sdk = new SdkConnection({ url: found.url, token: found.token });
   open.push(sdk);
@@ -135,6 +142,16 @@ function onLoopback(url: string): boolean {
  * cannot be reached says how to port-forward.
  */
 export function explainFailure(error: FsbError): FsbError {
+  // Node's HTTP/2 client fails with a bare "Protocol error" when the peer answers in HTTP/1 (another
+  // server, the sandbox proxy, the E2B-compatible API): say what is wrong with the address.
+  if (causes(error).some((cause) => (cause as { code?: unknown }).code === "ERR_HTTP2_ERROR")) {
+    return new UnavailableError(
+      `${connectedUrl ?? "the control plane's URL"} does not speak the Fast Sandbox API (HTTP/2; ${error.message}): give the control plane's address, ` +
+        `by default port ${DEFAULT_API_PORT} ('fsb up --port'; in a cluster the controller's Service), ` +
+        "not the sandbox proxy's or the E2B-compatible API's (7072 and 7073 by default)",
+      { cause: error },
+    );
+  }
   const context = clusterContext;
   if (!context) return error;
   if (error.code === "unauthenticated") {
@@ -153,6 +170,13 @@ export function explainFailure(error: FsbError): FsbError {
     );
   }
   return error;
+}
+
+/** The error and what caused it, outermost first. */
+function causes(error: unknown): unknown[] {
+  const chain: unknown[] = [];
+  for (let cause = error; cause !== undefined && cause !== null && chain.length < 10; cause = (cause as { cause?: unknown }).cause) chain.push(cause);
+  return chain;
 }
 
 function hostAndPort(url: string): string {

@@ -89,6 +89,29 @@ export function looksLikeFsbUp(pid: number): boolean {
   return after.includes("up");
 }
 
+/** Whether the data directory's `fsb up` runs: the process its lock names is alive and still that `fsb up`. */
+export function fsbUpRuns(dir: string): boolean {
+  const holder = readLock(dir)?.holder;
+  return holder !== undefined && isRunning(holder) && looksLikeFsbUp(holder.pid);
+}
+
+/**
+ * The `fsb up` that starts the data directory's instance again where it last ran: its containerd
+ * namespace (and socket and cgroup root, when not the defaults) from its settings, or a new one in a
+ * namespace `fsb up` chose may not hold its sandboxes.
+ */
+export function upCommandFor(dir: string): string {
+  const settings = readSettings(dir);
+  const flags = settings
+    ? [
+        `--containerd-namespace ${settings.containerdNamespace}`,
+        ...(settings.containerdSocket !== "/run/containerd/containerd.sock" ? [`--containerd-socket ${settings.containerdSocket}`] : []),
+        ...(settings.cgroupRoot !== "fast-sandbox" ? [`--cgroup-root ${settings.cgroupRoot || "''"}`] : []),
+      ]
+    : [];
+  return ["fsb up --detach", `--data-dir ${dir}`, ...flags].join(" ");
+}
+
 /** This process's identity; `fsb up` needs /proc (Linux) to record it. */
 function ownIdentity(): ProcessIdentity {
   const startTime = processStartTime(process.pid);

@@ -5,7 +5,16 @@
  */
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { API_VERSION, listenCleartext, pb, requireBearerToken, sandboxToMessage, type Sandbox } from "@fast-sandbox/api";
+import {
+  API_VERSION,
+  listenCleartext,
+  pb,
+  requireBearerToken,
+  sandboxStatsToMessage,
+  sandboxToMessage,
+  type Sandbox,
+  type SandboxStats,
+} from "@fast-sandbox/api";
 
 export interface FakeControlPlaneOptions {
   /** The API token it accepts. */
@@ -18,7 +27,7 @@ export interface FakeControlPlaneOptions {
 
 export interface FakeControlPlane {
   url: string;
-  /** The methods asked, in order, e.g. `ListSandboxes`, `DeleteSandbox default/web`. */
+  /** The methods asked, in order, with the namespace and name asked for, e.g. `ListSandboxes team`, `DeleteSandbox default/web`. */
   calls: string[];
   /** The sandboxes it still holds, by `namespace/name`. */
   sandboxes: Map<string, Sandbox>;
@@ -41,12 +50,34 @@ export function fakeSandbox(name: string, options: { namespace?: string; exposed
   };
 }
 
+/** What GetSandboxStats answers for every sandbox it holds. */
+export const FAKE_STATS: SandboxStats = {
+  timestampMs: Date.UTC(2026, 0, 2, 3, 4, 5),
+  cpuUsageNanos: 9e9,
+  cpuUsedMillis: 120,
+  cpuLimitMillis: 500,
+  memoryUsedBytes: 2 ** 20,
+  memoryCacheBytes: 0,
+  memoryLimitBytes: 2 ** 28,
+  pids: 3,
+  diskUsedBytes: 4096,
+  nodeCpus: 4,
+  nodeMemoryBytes: 2 ** 33,
+};
+
 export async function startFakeControlPlane(options: FakeControlPlaneOptions): Promise<FakeControlPlane> {
   const calls: string[] = [];
   const sandboxes = new Map((options.sandboxes ?? []).map((sandbox) => [`${sandbox.metadata.namespace ?? "default"}/${sandbox.metadata.name}`, sandbox]));
   const record: Interceptor = (next) => (request) => {
     const message = request.message as { name?: string; namespace?: string };
-    calls.push(message.name ? `${request.method.name} ${message.namespace || "default"}/${message.name}` : request.method.name);
+    const namespace = message.namespace || "default";
+    calls.push(
+      message.name
+        ? `${request.method.name} ${namespace}/${message.name}`
+        : message.namespace !== undefined
+          ? `${request.method.name} ${namespace}`
+          : request.method.name,
+    );
     return next(request);
   };
   const find = (request: { name: string; namespace: string }): Sandbox => {
@@ -71,6 +102,21 @@ export async function startFakeControlPlane(options: FakeControlPlaneOptions): P
         },
         rotateAccessToken: (request) => ({ accessToken: `token-of-${request.name}-0123456789`, sandbox: sandboxToMessage(find(request)) }),
         getSandboxProxy: () => ({ url: options.proxyUrl ?? "http://127.0.0.1:1" }),
+        // A line at once, then (follow) another every 20 ms until the client goes.
+        logs: async function* (request, context) {
+          find(request);
+          for (let line = 1; !context.signal.aborted; line++) {
+            yield { data: Buffer.from(`line ${line}\n`) };
+            if (!request.follow) return;
+            await new Promise((resolve) => setTimeout(resolve, 20));
+          }
+        },
+        getSandboxStats: (request) => {
+          find(request);
+          return sandboxStatsToMessage(FAKE_STATS);
+        },
+        listCheckpoints: () => ({ checkpoints: [] }),
+        deleteCheckpoint: () => ({}),
       });
     },
   });

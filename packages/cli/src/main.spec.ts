@@ -117,6 +117,28 @@ describe("fsb exit codes", () => {
     }
   });
 
+  it("exits 2 for every run flag it cannot read, before anything is asked of the control plane (also without --image, and restoring)", async () => {
+    const controlPlane = await startFakeControlPlane({ token: API_TOKEN });
+    try {
+      for (const [flags, said] of [
+        [["--port", "70000"], /^error: --port: "70000" is not a port/m],
+        [["-e", "NOVALUE"], /^error: --env: "NOVALUE" is not NAME=VALUE/m],
+        [["--expire", "soon"], /^error: --expire: /m],
+        [["--failure-policy", "Sometimes"], /^error: --failure-policy: "Sometimes" is not a failure policy; allowed: Manual, AutoRecreate/m],
+        [["--recovery-timeout", "400ms"], /^error: --recovery-timeout: "400ms" is not a whole number of seconds/m],
+        [["--from-checkpoint", "golden", "--port", "0"], /^error: --port: "0" is not a port/m],
+        [["--from-checkpoint", "golden", "--expire", "soon"], /^error: --expire: /m],
+      ] as const) {
+        const result = await fsb("run", ...flags, "--url", controlPlane.url, "--data-dir", dataDir);
+        assert.equal(result.code, 2, `${flags.join(" ")}: ${result.stderr}`);
+        assert.match(result.stderr, said);
+        assert.deepEqual(controlPlane.calls, [], `${flags.join(" ")} asked the control plane nothing`);
+      }
+    } finally {
+      await controlPlane.close();
+    }
+  });
+
   it("exits 2 for a --recovery-timeout that is not whole seconds (not rounded to 0: the policy would act at once)", async () => {
     const result = await fsb("run", "--image", "x", "--recovery-timeout", "400ms", "--url", UNREACHABLE, "--data-dir", dataDir);
     assert.equal(result.code, 2, result.stderr);
@@ -141,6 +163,38 @@ describe("fsb exit codes", () => {
     const missing = await fsb("apply", "-f", join(dataDir, "nothing.yaml"), "--url", UNREACHABLE, "--data-dir", dataDir);
     assert.equal(missing.code, 2, missing.stderr);
     assert.match(missing.stderr, /nothing\.yaml: no such file/);
+  });
+
+  it("exits 0 without a stack trace when the reader of its output goes away (fsb ls | head, fsb logs -f | grep -m1)", async () => {
+    const controlPlane = await startFakeControlPlane({ token: API_TOKEN, sandboxes: [fakeSandbox("web")] });
+    try {
+      for (const [args, reader] of [
+        // `true` reads nothing and is gone before fsb writes: the write fails with EPIPE.
+        [["ls"], "true"],
+        // Reads the first line and goes; the next line fsb writes fails, and that ends the follow.
+        [["logs", "-f", "web"], "head -n 1"],
+      ] as const) {
+        const command = [process.execPath, "--conditions=development", "--import", "tsx", MAIN, "--url", controlPlane.url, "--data-dir", dataDir, ...args]
+          .map((word) => `'${word}'`)
+          .join(" ");
+        const result = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+          const env = { ...process.env };
+          for (const name of ["FSB_URL", "FSB_TOKEN", "FSB_DATA_DIR", "FSB_DEBUG", "KUBECONFIG", "NODE_TEST_CONTEXT"]) delete env[name];
+          const child = spawn("bash", ["-c", `${command} | ${reader}; exit "\${PIPESTATUS[0]}"`], { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+          let stdout = "";
+          let stderr = "";
+          child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+          child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+          child.on("error", reject);
+          child.on("close", (code) => resolve({ code, stdout, stderr }));
+        });
+        assert.equal(result.code, 0, `fsb ${args.join(" ")} | ${reader}: ${result.stderr}`);
+        assert.equal(result.stderr, "", `fsb ${args.join(" ")} | ${reader}`);
+        assert.equal(result.stdout, reader === "true" ? "" : "line 1\n");
+      }
+    } finally {
+      await controlPlane.close();
+    }
   });
 
   it("exits 0 for --help", async () => {
@@ -304,6 +358,40 @@ describe("fsb checkpoint, run --from-checkpoint and fork: bad usage", () => {
     const bad = await fsb("fork", "web", "-n", "three", "--url", UNREACHABLE, "--data-dir", dataDir);
     assert.equal(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, /--count: "three" is not a number of copies/);
+  });
+
+  it("checkpoint ls and rm act in the --namespace given, before or after ls/rm, and refuse checkpoint's -n (a checkpoint name)", async () => {
+    const controlPlane = await startFakeControlPlane({ token: API_TOKEN });
+    try {
+      for (const [args, call] of [
+        [["checkpoint", "ls", "--namespace", "team"], "ListCheckpoints team"],
+        [["checkpoint", "--namespace", "team", "ls"], "ListCheckpoints team"],
+        [["checkpoint", "ls", "-A"], "ListCheckpoints *"],
+        [["checkpoint", "ls"], "ListCheckpoints default"],
+        [["checkpoint", "rm", "golden", "--namespace", "team"], "DeleteCheckpoint team/golden"],
+        [["checkpoint", "--namespace", "team", "rm", "golden"], "DeleteCheckpoint team/golden"],
+      ] as const) {
+        controlPlane.calls.length = 0;
+        const result = await fsb("--url", controlPlane.url, "--data-dir", dataDir, ...args);
+        assert.equal(result.code, 0, `${args.join(" ")}: ${result.stderr}`);
+        assert.deepEqual(controlPlane.calls, [call], args.join(" "));
+      }
+      controlPlane.calls.length = 0;
+      for (const args of [
+        ["checkpoint", "ls", "-n", "team"],
+        ["checkpoint", "rm", "golden", "-n", "team"],
+      ]) {
+        const result = await fsb("--url", controlPlane.url, "--data-dir", dataDir, ...args);
+        assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+        assert.match(
+          result.stderr,
+          /^error: -n\/--name names the checkpoint 'fsb checkpoint SANDBOX' saves; 'checkpoint (ls|rm)' takes the namespace as --namespace/m,
+        );
+      }
+      assert.deepEqual(controlPlane.calls, [], "a refused command asks nothing");
+    } finally {
+      await controlPlane.close();
+    }
   });
 
   it("reaches the control plane for checkpoint, checkpoint ls and checkpoint rm", async () => {

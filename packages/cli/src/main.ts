@@ -1,7 +1,7 @@
 import { Command, CommanderError, Option } from "@commander-js/extra-typings";
 import { FsbError, ValidationError } from "@fast-sandbox/api";
 import { parseResourceArgs, resourceKind } from "./resource-args.js";
-import { OUTPUT_FORMATS } from "./output.js";
+import { OUTPUT_FORMATS, exitWhenReaderGoes } from "./output.js";
 import { closeConnections, explainFailure } from "./connection.js";
 import { KUBECTL_PLUGIN_NAME, programNameOf } from "./target.js";
 
@@ -155,6 +155,18 @@ function program(programName: string): Command {
     .option("-n, --name <checkpoint>", "the checkpoint's name (default: generated)")
     .option("--namespace <namespace>", "namespace (default: default)")
     .action(async (sandbox, options) => (await checkpointCommands()).checkpoint(sandbox, { ...globals(), ...options }));
+  // Commander gives `checkpoint`'s own options to it wherever they stand, also after `ls` and `rm`:
+  // its --namespace is theirs, and its -n (the name of a checkpoint to save) is refused, not ignored.
+  const checkpointNamespace = (own: string | undefined, subcommand: { name(): string; error(message: string): never }) => {
+    const parent = checkpoint.opts();
+    if (parent.name !== undefined) {
+      subcommand.error(
+        `error: -n/--name names the checkpoint 'fsb checkpoint SANDBOX' saves; 'checkpoint ${subcommand.name()}' takes the namespace as --namespace NAMESPACE`,
+      );
+    }
+    const namespace = own ?? parent.namespace;
+    return namespace !== undefined ? { namespace } : {};
+  };
   checkpoint
     .command("ls")
     .alias("list")
@@ -162,13 +174,15 @@ function program(programName: string): Command {
     .option("--namespace <namespace>", "namespace (default: default)")
     .addOption(allNamespacesOption())
     .addOption(outputOption())
-    .action(async (options) => (await checkpointCommands()).list({ ...globals(), ...options }));
+    .action(async (options, self) => (await checkpointCommands()).list({ ...globals(), ...options, ...checkpointNamespace(options.namespace, self) }));
   checkpoint
     .command("rm")
     .description("delete checkpoints: their files on their node (sandboxes restored from them run on)")
     .argument("<names...>")
     .option("--namespace <namespace>", "namespace (default: default)")
-    .action(async (names, options) => (await checkpointCommands()).remove(names, { ...globals(), ...options }));
+    .action(async (names, options, self) =>
+      (await checkpointCommands()).remove(names, { ...globals(), ...options, ...checkpointNamespace(options.namespace, self) }),
+    );
 
   fsb
     .command("fork")
@@ -401,6 +415,7 @@ function isArgument(field: string): boolean {
 
 /** Runs the program; `programName` is what it runs as (`kubectl-fs` targets a cluster, see target.ts). */
 export async function main(argv: string[], programName = programNameOf(argv[1])): Promise<number> {
+  exitWhenReaderGoes();
   try {
     await program(programName).parseAsync(argv);
     return typeof process.exitCode === "number" ? process.exitCode : 0;

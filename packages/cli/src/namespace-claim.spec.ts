@@ -1,10 +1,14 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 import { after, describe, it } from "node:test";
 import { FsbError, ValidationError } from "@fast-sandbox/sdk";
-import { writeSettings } from "./data-dir.js";
+import { files, writeSettings } from "./data-dir.js";
+import { identity } from "./spec-processes.fixture.js";
 import { claimContainerdNamespace, releaseContainerdNamespace } from "./namespace-claim.js";
 
 const root = mkdtempSync(join(tmpdir(), "fsb-namespace-claim-"));
@@ -37,6 +41,39 @@ describe("claimContainerdNamespace", () => {
     // Another namespace is free.
     claimContainerdNamespace("fsb-b", b, claims);
     assert.deepEqual([readFileSync(join(claims, "fast-sandbox"), "utf8").trim(), readFileSync(join(claims, "fsb-b"), "utf8").trim()], [a, b]);
+  });
+
+  it("says how to remove the owner: 'fsb down --delete-sandboxes' while its fsb up runs, else start it in its namespace first", async () => {
+    const claims = mkdtempSync(join(root, "claims-"));
+    const owner = dataDir("owner", "team-ns");
+    claimContainerdNamespace("team-ns", owner, claims);
+    const refusal = (): string => {
+      try {
+        claimContainerdNamespace("team-ns", dataDir("other"), claims);
+      } catch (error) {
+        assert.ok(error instanceof FsbError && error.code === "failed_precondition");
+        return error.message;
+      }
+      return assert.fail("refused");
+    };
+    assert.match(
+      refusal(),
+      new RegExp(
+        `remove that one and its sandboxes first \\(its 'fsb up' does not run: start it with 'fsb up --detach --data-dir ${owner} --containerd-namespace team-ns --cgroup-root fsb', ` +
+          `then 'fsb down --delete-sandboxes --data-dir ${owner}'\\)$`,
+      ),
+    );
+    // A process that runs `fsb up` for it holds its lock.
+    const script = join(owner, "fsb.js");
+    writeFileSync(script, 'console.log("ready"); setInterval(() => {}, 1000)');
+    const fsbUp = spawn(process.execPath, [script, "--data-dir", owner, "up"], { stdio: ["ignore", "pipe", "inherit"] });
+    try {
+      await once(createInterface({ input: fsbUp.stdout }), "line");
+      writeFileSync(files.lock(owner), `${JSON.stringify(identity(fsbUp.pid ?? 0))}\n`);
+      assert.match(refusal(), new RegExp(`remove that one and its sandboxes first \\('fsb down --delete-sandboxes --data-dir ${owner}'\\)$`));
+    } finally {
+      fsbUp.kill("SIGKILL");
+    }
   });
 
   it("takes over a claim whose owner no longer uses the namespace: its data directory removed, or run in another namespace", () => {

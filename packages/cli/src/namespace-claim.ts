@@ -12,7 +12,7 @@
 import { linkSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { FsbError, ValidationError } from "@fast-sandbox/sdk";
-import { readIfExists, readSettings } from "./data-dir.js";
+import { fsbUpRuns, readIfExists, readSettings, upCommandFor } from "./data-dir.js";
 
 /** What containerd accepts as a namespace name, and so a safe file name. */
 const NAMESPACE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -60,10 +60,14 @@ export function claimContainerdNamespace(namespace: string, dataDir: string, cla
       if (owner === undefined) continue;
       if (owner === self) return;
       if (owner !== "" && stillUses(owner, namespace)) {
+        // `fsb down --delete-sandboxes` deletes the sandboxes through the owner's control plane: it must run for that.
+        const removal = fsbUpRuns(owner)
+          ? `'fsb down --delete-sandboxes --data-dir ${owner}'`
+          : `its 'fsb up' does not run: start it with '${upCommandFor(owner)}', then 'fsb down --delete-sandboxes --data-dir ${owner}'`;
         throw new FsbError(
           "failed_precondition",
           `containerd namespace ${namespace} belongs to the Fast Sandbox of data directory ${owner}: two in one namespace would take each other's sandboxes for orphans. ` +
-            `Give this one its own (--containerd-namespace NAME or FSB_CONTAINERD_NAMESPACE), or remove that one first ('fsb down --delete-sandboxes --data-dir ${owner}')`,
+            `Give this one its own (--containerd-namespace NAME or FSB_CONTAINERD_NAMESPACE), or remove that one and its sandboxes first (${removal})`,
         );
       }
       // Its owner has gone: replaced in one rename (a contender's fresh claim would be, too; the next look settles it).

@@ -8,6 +8,22 @@ export type OutputFormat = "table" | "json" | "yaml";
 
 export const OUTPUT_FORMATS: OutputFormat[] = ["table", "json", "yaml"];
 
+/**
+ * Ends the process quietly, exit 0, when the reader of its output went away (EPIPE: `fsb ls | head`,
+ * `fsb logs -f NAME | grep -m1 ready`) as other CLIs do, instead of crashing with a stack trace on
+ * the unhandled stream error; `logs -f` ends with it at its next output. Another write error is
+ * reported, exit 1.
+ */
+export function exitWhenReaderGoes(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (error: NodeJS.ErrnoException) => {
+      if (error.code === "EPIPE") process.exit(0);
+      if (stream === process.stdout) process.stderr.write(`error: cannot write the output: ${error.message}\n`);
+      process.exit(1);
+    });
+  }
+}
+
 export function printTable(headers: string[], rows: string[][]): void {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: string[]) =>

@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
+import { PassThrough } from "node:stream";
 import { describe, it } from "node:test";
-import { InputForwarder, exitCodeOf } from "./terminal-session.js";
+import type { CommandResult, FastSandbox } from "@fast-sandbox/sdk";
+import { InputForwarder, MAX_INPUT_MESSAGE_BYTES, exitCodeOf, runWithStdin, type TerminalIo } from "./terminal-session.js";
+
+const MiB = 1024 * 1024;
+const tick = () => new Promise((resolve) => setImmediate(resolve));
 
 describe("InputForwarder", () => {
   it("sends chunks in order, one request at a time, joining what arrived while one was in flight", async () => {
@@ -33,7 +38,39 @@ describe("InputForwarder", () => {
     assert.deepEqual(sent, ["l", "s -l\r"]);
   });
 
-  it("reports a failed send and goes on with later input", async () => {
+  it("sends at most MAX_INPUT_MESSAGE_BYTES a request, splitting a larger chunk, and pauses its source while a full message waits", async () => {
+    const sent: Uint8Array[] = [];
+    const flow: string[] = [];
+    let release: (() => void) | undefined;
+    const forwarder = new InputForwarder(
+      async (data) => {
+        sent.push(Buffer.from(data));
+        await new Promise<void>((resolve) => (release = resolve));
+      },
+      (error) => assert.fail(String(error)),
+      { pause: () => flow.push("pause"), resume: () => flow.push("resume") },
+    );
+    const input = Buffer.alloc(2.5 * MiB);
+    for (let i = 0; i < input.length; i++) input[i] = i % 251;
+    forwarder.push(input.subarray(0, 2 * MiB + 100));
+    assert.deepEqual(flow, ["pause"], "a full message waits: the source is paused");
+    forwarder.push(input.subarray(2 * MiB + 100));
+    while (sent.length < 3 || release) {
+      const next = release;
+      release = undefined;
+      next?.();
+      await tick();
+    }
+    await forwarder.drained();
+    assert.deepEqual(
+      sent.map((data) => data.byteLength),
+      [MAX_INPUT_MESSAGE_BYTES, MAX_INPUT_MESSAGE_BYTES, 0.5 * MiB],
+    );
+    assert.ok(Buffer.concat(sent).equals(input), "every byte, in order");
+    assert.deepEqual(flow, ["pause", "resume"], "read on once less than a full message waits");
+  });
+
+  it("stops at the first failed send: reports it once, sends nothing after it, and drained() rejects", async () => {
     const sent: string[] = [];
     const errors: unknown[] = [];
     const forwarder = new InputForwarder(
@@ -45,11 +82,81 @@ describe("InputForwarder", () => {
       (error) => errors.push(error),
     );
     forwarder.push(Buffer.from("bad"));
-    await forwarder.drained();
-    forwarder.push(Buffer.from("good"));
-    await forwarder.drained();
-    assert.deepEqual(sent, ["good"]);
-    assert.match(String(errors[0]), /the terminal is gone/);
+    await assert.rejects(forwarder.drained(), /the terminal is gone/);
+    forwarder.push(Buffer.from("later"));
+    await assert.rejects(forwarder.drained(), /the terminal is gone/);
+    assert.deepEqual(sent, []);
+    assert.equal(errors.length, 1);
+    assert.ok(forwarder.failed);
+  });
+});
+
+/** A command in a stand-in sandbox that reads stdin through `send` and ends at end of input (exit 0) or when killed. */
+function commandReading(send: (data: Uint8Array) => Promise<void>) {
+  const seen = { messages: [] as number[], received: [] as Buffer[], closed: false, killed: false };
+  let end!: (result: CommandResult) => void;
+  const ended = new Promise<CommandResult>((resolve) => (end = resolve));
+  const handle = {
+    sendStdin: async (data: Uint8Array) => {
+      seen.messages.push(data.byteLength);
+      await send(data);
+      seen.received.push(Buffer.from(data));
+    },
+    closeStdin: async () => {
+      seen.closed = true;
+      end({ exitCode: 0, stdout: "", stderr: "" });
+    },
+    kill: async () => {
+      seen.killed = true;
+      end({ exitCode: -1, error: "signal: killed", stdout: "", stderr: "" });
+      return true;
+    },
+    wait: () => ended,
+  };
+  const sandbox = { commands: { run: async () => handle } } as unknown as FastSandbox;
+  return { sandbox, seen };
+}
+
+function pipedIo(): TerminalIo & { stdin: PassThrough; errors: () => string } {
+  const stderr = new PassThrough();
+  const errors: Buffer[] = [];
+  stderr.on("data", (chunk: Buffer) => errors.push(chunk));
+  return { stdin: new PassThrough(), stdout: new PassThrough(), stderr, errors: () => Buffer.concat(errors).toString() };
+}
+
+describe("runWithStdin (fsb exec -i)", () => {
+  it("sends a large stdin whole, in messages envd takes (at most 1 MiB), then ends the command's input", async () => {
+    // envd refuses a message over 16 MiB; the sandbox takes input slower than stdin comes.
+    const { sandbox, seen } = commandReading(async (data) => {
+      if (data.byteLength > 16 * MiB) throw new Error("resource_exhausted: message larger than 16 MiB");
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    });
+    const io = pipedIo();
+    const input = Buffer.alloc(20 * MiB, 7);
+    const code = runWithStdin(sandbox, { command: ["wc", "-c"], envs: {} }, io);
+    for (let offset = 0; offset < input.length; offset += 64 * 1024) {
+      if (!io.stdin.write(input.subarray(offset, offset + 64 * 1024))) await new Promise((resolve) => io.stdin.once("drain", resolve));
+    }
+    io.stdin.end();
+    assert.equal(await code, 0, io.errors());
+    assert.ok(Math.max(...seen.messages) <= MAX_INPUT_MESSAGE_BYTES, `messages of ${Math.max(...seen.messages)} bytes`);
+    assert.ok(Buffer.concat(seen.received).equals(input), "all of stdin, in order");
+    assert.ok(seen.closed);
+  });
+
+  it("after a failed send stops reading, kills the command instead of ending its input, and exits non-zero", async () => {
+    let sends = 0;
+    const { sandbox, seen } = commandReading(async () => {
+      if (++sends === 2) throw new Error("the connection was lost");
+    });
+    const io = pipedIo();
+    const code = runWithStdin(sandbox, { command: ["sh", "-c", "cat > /data"], envs: {} }, io);
+    io.stdin.end(Buffer.alloc(3 * MiB, 1));
+    assert.equal(await code, 1);
+    assert.equal(seen.closed, false, "the command did not see the end of a cut-off input");
+    assert.ok(seen.killed);
+    assert.equal(seen.messages.length, 2, "nothing more was sent after the failure");
+    assert.match(io.errors(), /^error: the input could not be sent to the command \(the connection was lost\); it is killed/);
   });
 });
 

@@ -33,39 +33,99 @@ const ENDING_SIGNALS = ["SIGTERM", "SIGHUP", "SIGINT"] as const;
 const SIGNAL_NUMBERS: Record<string, number> = { hangup: 1, interrupt: 2, quit: 3, aborted: 6, killed: 9, terminated: 15, SIGHUP: 1, SIGINT: 2, SIGTERM: 15 };
 
 /**
+ * The most one input message carries: envd refuses a message over 16 MiB, and a smaller one keeps
+ * what is read ahead of the sandbox (and what a failure leaves unsent) small.
+ */
+export const MAX_INPUT_MESSAGE_BYTES = 1024 * 1024;
+
+/** The source of the input, paused while a full message waits (backpressure): stdin. */
+export interface InputFlow {
+  pause(): unknown;
+  resume(): unknown;
+}
+
+/**
  * Sends input chunks in order, one request at a time; what arrives while one is in flight goes
- * with the next, so typing fast costs fewer round trips and keys never overtake each other.
+ * with the next (at most MAX_INPUT_MESSAGE_BYTES a request), so typing fast costs fewer round trips
+ * and keys never overtake each other. While a full message waits, the source is paused, so a large
+ * stdin is read as fast as the sandbox takes it, not into memory. The first failed send ends it:
+ * the rest of the input is not sent (the command would read it with a gap), `onError` is told, and
+ * `drained()` rejects with the failure.
  */
 export class InputForwarder {
   private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
   private sending: Promise<void> | undefined;
+  private paused = false;
+  private failure: { error: unknown } | undefined;
 
   constructor(
     private readonly send: (data: Uint8Array) => Promise<void>,
     private readonly onError: (error: unknown) => void,
+    private readonly flow?: InputFlow,
   ) {}
 
+  /** Whether a send failed (and the input stopped there). */
+  get failed(): boolean {
+    return this.failure !== undefined;
+  }
+
   push(chunk: Uint8Array): void {
+    if (this.failure || chunk.byteLength === 0) return;
     this.pending.push(chunk);
+    this.pendingBytes += chunk.byteLength;
+    if (!this.paused && this.pendingBytes >= MAX_INPUT_MESSAGE_BYTES) {
+      this.paused = true;
+      this.flow?.pause();
+    }
     this.sending ??= this.flush();
   }
 
-  /** Resolves once everything pushed so far was sent. */
+  /** Resolves once everything pushed so far was sent; rejects with the error of a send that failed. */
   async drained(): Promise<void> {
     while (this.sending) await this.sending;
+    if (this.failure) throw this.failure.error;
   }
 
   private async flush(): Promise<void> {
     while (this.pending.length > 0) {
-      const data = Buffer.concat(this.pending.splice(0));
+      const data = this.take(MAX_INPUT_MESSAGE_BYTES);
+      // Less than a full message waits: read on while this one is sent.
+      if (this.paused && this.pendingBytes < MAX_INPUT_MESSAGE_BYTES) {
+        this.paused = false;
+        this.flow?.resume();
+      }
       try {
         await this.send(data);
       } catch (error) {
+        this.failure = { error };
         this.pending = [];
+        this.pendingBytes = 0;
         this.onError(error);
       }
     }
     this.sending = undefined;
+  }
+
+  /** The next message: the pending chunks, joined, up to `max` bytes (a larger chunk is split). */
+  private take(max: number): Uint8Array {
+    const parts: Uint8Array[] = [];
+    let size = 0;
+    while (this.pending.length > 0 && size < max) {
+      const chunk = this.pending[0]!;
+      const room = max - size;
+      if (chunk.byteLength <= room) {
+        parts.push(chunk);
+        size += chunk.byteLength;
+        this.pending.shift();
+      } else {
+        parts.push(chunk.subarray(0, room));
+        size += room;
+        this.pending[0] = chunk.subarray(room);
+      }
+    }
+    this.pendingBytes -= size;
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   }
 }
 
@@ -87,6 +147,50 @@ async function resultOf(wait: Promise<CommandResult>): Promise<CommandResult> {
   }
 }
 
+/** The CLI's exit code when the input could not be sent and the command was killed for it (main.ts's error code). */
+const EXIT_INPUT_FAILED = 1;
+
+/**
+ * Sends `io.stdin` to the command (`send`, through an InputForwarder) until it ends (`onEnd`) or a
+ * send fails: then reading stops, the command is killed (`kill`) rather than left to read an input
+ * with a gap or to wait for the rest of it, and `exitCode` makes the CLI's exit code non-zero —
+ * unless the command had already ended on its own (a `head` that took what it needed).
+ */
+function forwardStdin(
+  io: TerminalIo,
+  send: (data: Uint8Array) => Promise<void>,
+  options: { kill: () => void; onEnd: (forwarder: InputForwarder) => void; report: (message: string) => void },
+): { start: () => void; stop: () => void; exitCode: (result: CommandResult) => number } {
+  const forwarder = new InputForwarder(
+    send,
+    (error) => {
+      stop();
+      options.report(
+        `error: the input could not be sent to the command (${error instanceof Error ? error.message : String(error)}); ` +
+          "it is killed, as the rest of its input would not reach it",
+      );
+      options.kill();
+    },
+    io.stdin,
+  );
+  const onInput = (chunk: Buffer | string) => forwarder.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+  const onEnd = () => options.onEnd(forwarder);
+  const stop = () => {
+    io.stdin.removeListener("data", onInput);
+    io.stdin.removeListener("end", onEnd);
+    io.stdin.pause();
+  };
+  return {
+    start: () => {
+      io.stdin.on("data", onInput);
+      io.stdin.on("end", onEnd);
+      io.stdin.resume();
+    },
+    stop,
+    exitCode: (result) => (forwarder.failed && result.exitCode < 0 ? EXIT_INPUT_FAILED : exitCodeOf(result)),
+  };
+}
+
 /** Runs the command in a terminal of the sandbox, wired to `io`; resolves with the exit code for the CLI. */
 export async function runInTerminal(sandbox: FastSandbox, options: TerminalSessionOptions, io: TerminalIo): Promise<number> {
   const size = () => (io.stdout.isTTY && io.stdout.columns && io.stdout.rows ? { cols: io.stdout.columns, rows: io.stdout.rows } : DEFAULT_SIZE);
@@ -100,34 +204,25 @@ export async function runInTerminal(sandbox: FastSandbox, options: TerminalSessi
     onData: (data) => io.stdout.write(data),
   });
   const raw = options.interactive && io.stdin.isTTY === true && typeof io.stdin.setRawMode === "function";
-  const forwarder = new InputForwarder(
-    (data) => sandbox.pty.sendInput(terminal.pid, data),
-    (error) => io.stderr.write(`\r\nerror: ${error instanceof Error ? error.message : String(error)}\r\n`),
-  );
-  const onInput = (chunk: Buffer | string) => forwarder.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
-  const onEnd = () => forwarder.push(END_OF_INPUT);
+  const kill = () => void sandbox.pty.kill(terminal.pid).catch(() => undefined);
+  const input = forwardStdin(io, (data) => sandbox.pty.sendInput(terminal.pid, data), {
+    kill,
+    onEnd: (forwarder) => forwarder.push(END_OF_INPUT),
+    report: (message) => io.stderr.write(`\r\n${message}\r\n`),
+  });
   const onResize = () => void sandbox.pty.resize(terminal.pid, size()).catch(() => undefined);
-  return withEndingSignals(
-    () => void sandbox.pty.kill(terminal.pid).catch(() => undefined),
-    async () => {
-      try {
-        if (raw) io.stdin.setRawMode?.(true);
-        if (options.interactive) {
-          io.stdin.on("data", onInput);
-          io.stdin.on("end", onEnd);
-          io.stdin.resume();
-        }
-        io.stdout.on("resize", onResize);
-        return exitCodeOf(await resultOf(terminal.wait()));
-      } finally {
-        io.stdout.removeListener("resize", onResize);
-        io.stdin.removeListener("data", onInput);
-        io.stdin.removeListener("end", onEnd);
-        io.stdin.pause();
-        if (raw) io.stdin.setRawMode?.(false);
-      }
-    },
-  );
+  return withEndingSignals(kill, async () => {
+    try {
+      if (raw) io.stdin.setRawMode?.(true);
+      if (options.interactive) input.start();
+      io.stdout.on("resize", onResize);
+      return input.exitCode(await resultOf(terminal.wait()));
+    } finally {
+      io.stdout.removeListener("resize", onResize);
+      input.stop();
+      if (raw) io.stdin.setRawMode?.(false);
+    }
+  });
 }
 
 /** Runs the command without a terminal, stdin piped to it (`fsb exec -i`); resolves with the exit code for the CLI. */
@@ -145,31 +240,25 @@ export async function runWithStdin(
     timeoutMs: 0,
     onRawOutput: (stream, data) => (stream === "stdout" ? io.stdout : io.stderr).write(data),
   });
-  const forwarder = new InputForwarder(
-    (data) => handle.sendStdin(data),
-    (error) => io.stderr.write(`error: ${error instanceof Error ? error.message : String(error)}\n`),
-  );
-  const onInput = (chunk: Buffer | string) => forwarder.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
-  const onEnd = () =>
-    void forwarder
-      .drained()
-      .then(() => handle.closeStdin())
-      .catch(() => undefined);
-  return withEndingSignals(
-    () => void handle.kill().catch(() => undefined),
-    async () => {
-      try {
-        io.stdin.on("data", onInput);
-        io.stdin.on("end", onEnd);
-        io.stdin.resume();
-        return exitCodeOf(await resultOf(handle.wait()));
-      } finally {
-        io.stdin.removeListener("data", onInput);
-        io.stdin.removeListener("end", onEnd);
-        io.stdin.pause();
-      }
-    },
-  );
+  const kill = () => void handle.kill().catch(() => undefined);
+  const input = forwardStdin(io, (data) => handle.sendStdin(data), {
+    kill,
+    // End of file once all of it was sent; not after a failed send (the command is killed instead).
+    onEnd: (forwarder) =>
+      void forwarder
+        .drained()
+        .then(() => handle.closeStdin())
+        .catch(() => undefined),
+    report: (message) => io.stderr.write(`${message}\n`),
+  });
+  return withEndingSignals(kill, async () => {
+    try {
+      input.start();
+      return input.exitCode(await resultOf(handle.wait()));
+    } finally {
+      input.stop();
+    }
+  });
 }
 
 /**

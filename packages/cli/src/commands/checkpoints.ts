@@ -61,12 +61,15 @@ export interface RunFromCheckpointOptions extends GlobalOptions {
 
 /** `fsb run --from-checkpoint C`: image, pool, command and environment are the checkpoint's. */
 export async function runFromCheckpoint(options: RunFromCheckpointOptions): Promise<void> {
+  // Read before anything is asked of the control plane (bad usage, exit 2).
+  const exposedPorts = parsePorts(options.port);
+  const ttlMs = options.expire ? parseDurationMs(options.expire, "--expire") : undefined;
   const { client, namespace, dataDir } = await connect(options);
   const sandbox = await client.checkpoints.restore(options.fromCheckpoint, {
     namespace,
     ...(options.name ? { name: options.name } : {}),
-    exposedPorts: parsePorts(options.port),
-    ...(options.expire ? { ttlMs: parseDurationMs(options.expire, "--expire") } : {}),
+    exposedPorts,
+    ...(ttlMs !== undefined ? { ttlMs } : {}),
   });
   printCreated(sandbox, { namespace, dataDir, origin: `restored from checkpoint ${options.fromCheckpoint}`, quiet: options.quiet === true });
 }

@@ -1,7 +1,8 @@
 /**
  * `fsb cp NAME:PATH LOCAL` interrupted: Ctrl-C or SIGTERM during the download leaves no partial file
- * behind and exits as an interrupted command does. The program runs in a child process (signals),
- * against a stand-in control plane and a sandbox proxy that sends a large file slowly.
+ * behind and exits as an interrupted command does; `fsb cp LOCAL NAME:LINK` where the link points to
+ * a directory copies into it. The program runs in a child process (signals), against a stand-in
+ * control plane and a sandbox proxy (the daemon's /files, and its Stat in Connect's JSON).
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -79,4 +80,97 @@ describe("fsb cp out of a sandbox, interrupted", () => {
       }
     });
   }
+});
+
+describe("fsb cp into a sandbox, to a symlink", () => {
+  const directory = mkdtempSync(join(tmpdir(), "fsb-copy-spec-"));
+  /** What the daemon's Stat answers (lstat: a symlink as itself), by path. */
+  const entries: Record<string, { type: string; symlinkTarget?: string }> = {
+    "/work": { type: "FILE_TYPE_SYMLINK", symlinkTarget: "srv/work" },
+    "/srv/work": { type: "FILE_TYPE_SYMLINK", symlinkTarget: "/data/work" },
+    "/data/work": { type: "FILE_TYPE_DIRECTORY" },
+    "/notes": { type: "FILE_TYPE_SYMLINK", symlinkTarget: "/data/notes.txt" },
+    "/data/notes.txt": { type: "FILE_TYPE_FILE" },
+  };
+  const written: string[] = [];
+  const proxy = http.createServer((request, response) => {
+    const url = new URL(request.url ?? "/", "http://proxy");
+    if (url.pathname === "/filesystem.Filesystem/Stat") {
+      let body = "";
+      request.on("data", (chunk: Buffer) => (body += chunk.toString()));
+      request.on("end", () => {
+        const { path } = JSON.parse(body) as { path: string };
+        const entry = entries[path];
+        response.writeHead(entry ? 200 : 404, { "content-type": "application/json" });
+        response.end(
+          JSON.stringify(entry ? { entry: { name: path.split("/").at(-1), path, ...entry } } : { code: "not_found", message: `${path}: no such file` }),
+        );
+      });
+      return;
+    }
+    if (url.pathname === "/files" && request.method === "POST") {
+      const path = url.searchParams.get("path") ?? "";
+      request.resume();
+      request.on("end", () => {
+        written.push(path);
+        response.writeHead(200, { "content-type": "application/json" });
+        response.end(JSON.stringify([{ name: path.split("/").at(-1), type: "file", path }]));
+      });
+      return;
+    }
+    response.writeHead(404).end();
+  });
+  let controlPlane: FakeControlPlane;
+
+  before(async () => {
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    controlPlane = await startFakeControlPlane({
+      token: API_TOKEN,
+      sandboxes: [fakeSandbox("web")],
+      proxyUrl: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    });
+    writeFileSync(join(directory, "token"), `${API_TOKEN}\n`, { mode: 0o600 });
+    writeFileSync(join(directory, "report.txt"), "hello\n");
+  });
+  after(async () => {
+    await controlPlane.close();
+    proxy.closeAllConnections();
+    await new Promise((resolve) => proxy.close(resolve));
+    rmSync(directory, { recursive: true, force: true });
+  });
+
+  it("copies into the directory a symlink points to (relative targets from the link's directory), and onto a symlink to a file", async () => {
+    for (const [destination, target] of [
+      ["web:/work", "/work/report.txt"],
+      ["web:/notes", "/notes"],
+    ] as const) {
+      written.length = 0;
+      const env = { ...process.env };
+      for (const name of ["FSB_URL", "FSB_TOKEN", "FSB_ACCESS_TOKEN", "FSB_PROXY_URL", "FSB_SANDBOX_URL", "NODE_TEST_CONTEXT"]) delete env[name];
+      const child = spawn(
+        process.execPath,
+        [
+          "--conditions=development",
+          "--import",
+          "tsx",
+          MAIN,
+          "--url",
+          controlPlane.url,
+          "--data-dir",
+          directory,
+          "cp",
+          "--token",
+          "t",
+          join(directory, "report.txt"),
+          destination,
+        ],
+        { env, stdio: ["ignore", "ignore", "pipe"] },
+      );
+      let stderr = "";
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      const [exitCode] = (await once(child, "exit")) as [number | null];
+      assert.equal(exitCode, 0, stderr);
+      assert.deepEqual(written, [target], destination);
+    }
+  });
 });

@@ -5,11 +5,11 @@
  */
 import { createReadStream, createWriteStream } from "node:fs";
 import { rename, rm, stat } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { dirname, join, posix } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { NotFoundError, ValidationError } from "@fast-sandbox/api";
-import { FastSandbox } from "@fast-sandbox/sdk";
+import { FastSandbox, type EntryInfo } from "@fast-sandbox/sdk";
 import { accessTokenFor } from "../access-tokens.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { baseName, parseCopyArguments } from "../copy-paths.js";
@@ -96,11 +96,27 @@ async function download(sandbox: FastSandbox, remote: string, local: string): Pr
   }
 }
 
+/** How many symlinks `isDirectory` follows in a row, as Linux does (a loop ends there). */
+const MAX_SYMLINK_HOPS = 40;
+
+/**
+ * Whether `path` in the sandbox is a directory, or a symlink to one: the daemon describes a symlink
+ * itself (lstat), so its target is looked at — relative to the link's directory, when relative.
+ */
 async function isDirectory(sandbox: FastSandbox, path: string): Promise<boolean> {
-  try {
-    return (await sandbox.files.getInfo(path)).type === "dir";
-  } catch (error) {
-    if (error instanceof NotFoundError) return false;
-    throw error;
+  let current = path;
+  for (let hop = 0; hop <= MAX_SYMLINK_HOPS; hop++) {
+    let info: EntryInfo;
+    try {
+      info = await sandbox.files.getInfo(current);
+    } catch (error) {
+      if (error instanceof NotFoundError) return false;
+      throw error;
+    }
+    if (info.type !== "symlink") return info.type === "dir";
+    if (!info.symlinkTarget) return false;
+    const target = info.symlinkTarget;
+    current = posix.isAbsolute(target) ? target : posix.join(posix.dirname(info.path || current), target);
   }
+  return false;
 }

@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { describe, it } from "node:test";
 import { closeConnections } from "../connection.js";
-import { files, type ProcessIdentity } from "../data-dir.js";
+import { FsbError, ValidationError } from "@fast-sandbox/sdk";
+import { files, writeSettings, type ProcessIdentity } from "../data-dir.js";
 import { down } from "./down.js";
 import { identity, specProcesses } from "../spec-processes.fixture.js";
 import { fakeSandbox, startFakeControlPlane } from "../fake-control-plane.fixture.js";
@@ -89,6 +90,23 @@ describe("fsb down", () => {
   it("says so when nothing runs and nothing was left behind", async () => {
     const dir = newDataDir();
     assert.equal(await downOutput(dir), `Fast Sandbox is not running for ${dir}\n`);
+  });
+
+  it("with --delete-sandboxes and nothing running, fails (exit 1) saying to start it first: nothing was deleted, its namespace stays claimed", async () => {
+    const dir = newDataDir();
+    writeSettings(dir, { containerdNamespace: "team-ns", containerdSocket: "/run/containerd/containerd.sock", cgroupRoot: "fast-sandbox" });
+    await assert.rejects(
+      downPrinted({ dataDir: dir, deleteSandboxes: true }),
+      (error: unknown) =>
+        error instanceof FsbError &&
+        !(error instanceof ValidationError) &&
+        error.message ===
+          `Fast Sandbox is not running for ${dir}: --delete-sandboxes deletes the sandboxes of a running one, then frees its containerd namespace; nothing was deleted. ` +
+            `Start it with 'fsb up --detach --data-dir ${dir} --containerd-namespace team-ns' first, then run 'fsb down --delete-sandboxes --data-dir ${dir}'`,
+    );
+    // A directory whose `fsb up` never ran has no sandboxes and claims no namespace: nothing to do.
+    const fresh = newDataDir();
+    assert.equal((await downPrinted({ dataDir: fresh, deleteSandboxes: true })).stdout, `Fast Sandbox is not running for ${fresh}\n`);
   });
 
   it("stops the fsb up its lock names with SIGTERM and removes what it left", async () => {

@@ -4,7 +4,17 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { stderrLogger } from "@fast-sandbox/agent/stderr-logger";
 import { FsbError } from "@fast-sandbox/sdk";
 import { sweepAfterShutdown } from "@fast-sandbox/janitor";
-import { clearStaleInstance, files, isRunning, looksLikeFsbUp, readLock, readSettings, resolveDataDir, type ProcessIdentity } from "../data-dir.js";
+import {
+  clearStaleInstance,
+  files,
+  isRunning,
+  looksLikeFsbUp,
+  readLock,
+  readSettings,
+  resolveDataDir,
+  upCommandFor,
+  type ProcessIdentity,
+} from "../data-dir.js";
 import { connectOwnInstance } from "../connection.js";
 import { releaseContainerdNamespace } from "../namespace-claim.js";
 
@@ -31,9 +41,18 @@ export async function down(options: { dataDir?: string; url?: string; deleteSand
     const stale = [files.lock(dataDir), files.pid(dataDir), files.url(dataDir)].filter((path) => existsSync(path));
     clearStaleInstance(dataDir, lock);
     const why = holder ? `the process of its lock, pid ${holder.pid}, ${isRunning(holder) ? "does not run 'fsb up'" : "is gone"}` : "no process holds its lock";
-    process.stdout.write(
-      `Fast Sandbox is not running for ${dataDir}${stale.length > 0 ? ` (${why}; removed the stale ${stale.map((path) => basename(path)).join(", ")})` : ""}\n`,
-    );
+    const notRunning = `Fast Sandbox is not running for ${dataDir}${stale.length > 0 ? ` (${why}; removed the stale ${stale.map((path) => basename(path)).join(", ")})` : ""}`;
+    // Its sandboxes are deleted through its control plane, and only then is its containerd namespace
+    // released: without it running nothing was deleted, which must not pass for done. A directory
+    // whose `fsb up` never ran (no settings) has neither.
+    if (options.deleteSandboxes && readSettings(dataDir)) {
+      throw new FsbError(
+        "failed_precondition",
+        `${notRunning}: --delete-sandboxes deletes the sandboxes of a running one, then frees its containerd namespace; nothing was deleted. ` +
+          `Start it with '${upCommandFor(dataDir)}' first, then run 'fsb down --delete-sandboxes --data-dir ${dataDir}'`,
+      );
+    }
+    process.stdout.write(`${notRunning}\n`);
     return;
   }
   const pid = holder.pid;

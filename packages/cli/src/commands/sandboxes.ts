@@ -71,7 +71,13 @@ export function parseEnvs(values: string[]): { name: string; value: string }[] {
 }
 
 export async function run(command: string[], options: RunOptions): Promise<void> {
+  // Every flag is read before anything is asked of the control plane (bad usage, exit 2).
   const egress = parseEgress(options.egress);
+  const envs = parseEnvs(options.env);
+  const exposedPorts = parsePorts(options.port);
+  const ttlMs = options.expire ? parseDurationMs(options.expire, "--expire") : undefined;
+  const failurePolicy = parseFailurePolicy(options.failurePolicy);
+  const recoveryTimeoutSeconds = options.recoveryTimeout ? wholeSeconds(options.recoveryTimeout, "--recovery-timeout") : undefined;
   const { client, namespace, dataDir } = await connect(options);
   let image = options.image;
   if (!image) {
@@ -85,12 +91,12 @@ export async function run(command: string[], options: RunOptions): Promise<void>
     image,
     ...(options.name ? { name: options.name } : {}),
     ...(command.length > 0 ? { command } : {}),
-    envs: parseEnvs(options.env),
-    exposedPorts: parsePorts(options.port),
+    envs,
+    exposedPorts,
     ...(options.workdir ? { workingDir: options.workdir } : {}),
-    ...(options.expire ? { ttlMs: parseDurationMs(options.expire, "--expire") } : {}),
-    ...(options.failurePolicy ? { failurePolicy: parseFailurePolicy(options.failurePolicy) } : {}),
-    ...(options.recoveryTimeout ? { recoveryTimeoutSeconds: wholeSeconds(options.recoveryTimeout, "--recovery-timeout") } : {}),
+    ...(ttlMs !== undefined ? { ttlMs } : {}),
+    ...(failurePolicy ? { failurePolicy } : {}),
+    ...(recoveryTimeoutSeconds !== undefined ? { recoveryTimeoutSeconds } : {}),
     ...(egress ? { egress } : {}),
   });
   printCreated(sandbox, { namespace, dataDir, quiet: options.quiet === true });

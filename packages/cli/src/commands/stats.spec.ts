@@ -1,6 +1,24 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
-import { formatCpu, historyRow, statsRow } from "./stats.js";
+import { closeConnections } from "../connection.js";
+import { FAKE_STATS, fakeSandbox, startFakeControlPlane } from "../fake-control-plane.fixture.js";
+import { formatCpu, historyRow, stats, statsRow } from "./stats.js";
+
+/** What `fsb stats` printed on stdout. */
+async function printed(run: () => Promise<void>): Promise<string> {
+  const chunks: string[] = [];
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = (chunk: string | Uint8Array, ...rest: never[]) => (typeof chunk === "string" ? (chunks.push(chunk), true) : write(chunk, ...rest));
+  try {
+    await run();
+  } finally {
+    process.stdout.write = write;
+  }
+  return chunks.join("");
+}
 
 describe("fsb stats", () => {
   it("writes CPU as kubectl does: millicores below a core, cores above", () => {
@@ -32,5 +50,27 @@ describe("fsb stats", () => {
       nodeMemoryBytes: 2 ** 30,
     };
     assert.deepEqual(historyRow(sample), ["2026-12-04T10:00:05.000Z", "1.5", "3Mi", "4", "0"]);
+  });
+
+  it("prints -o json and -o yaml as a List of readings, as ls does, for one name as for several", async () => {
+    const token = "stats-token-0123456789";
+    const dataDir = mkdtempSync(join(tmpdir(), "fsb-stats-spec-"));
+    writeFileSync(join(dataDir, "token"), `${token}\n`, { mode: 0o600 });
+    const controlPlane = await startFakeControlPlane({ token, sandboxes: [fakeSandbox("a"), fakeSandbox("b")] });
+    try {
+      const options = { url: controlPlane.url, dataDir, output: "json" as const };
+      const one = JSON.parse(await printed(() => stats(["a"], options)));
+      assert.deepEqual(one, { apiVersion: "v1", kind: "List", items: [{ name: "a", stats: FAKE_STATS }] });
+      const two = JSON.parse(await printed(() => stats(["a", "b"], options)));
+      assert.deepEqual(
+        two.items.map((item: { name: string }) => item.name),
+        ["a", "b"],
+      );
+      assert.match(await printed(() => stats(["a"], { ...options, output: "yaml" })), /^apiVersion: v1\nkind: List\nitems:\n {2}- name: a\n/);
+    } finally {
+      closeConnections();
+      await controlPlane.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });

@@ -47,7 +47,8 @@ export async function stats(names: string[], options: GlobalOptions & { namespac
     return;
   }
   const readings = await Promise.all(names.map(async (name) => ({ name, stats: await client.sandboxes.stats(name, { namespace }) })));
-  printObjects(options.output, names.length === 1 ? readings[0] : readings, () =>
+  // A List for one name too, as `ls -o json` prints: its shape does not depend on how many were named.
+  printObjects(options.output, { apiVersion: "v1", kind: "List", items: readings }, () =>
     printTable(
       STATS_HEADERS,
       readings.map((reading) => statsRow(reading.name, reading.stats)),
