@@ -6,6 +6,7 @@
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import {
+  ACCESS_TOKEN_RESPONSE_HEADER,
   API_VERSION,
   listenCleartext,
   pb,
@@ -31,6 +32,8 @@ export interface FakeControlPlane {
   calls: string[];
   /** The sandboxes it still holds, by `namespace/name`. */
   sandboxes: Map<string, Sandbox>;
+  /** The CreateSandbox requests it answered (each makes a Running sandbox of the pool asked for). */
+  creates: pb.CreateSandboxRequest[];
   close(): Promise<void>;
 }
 
@@ -67,6 +70,7 @@ export const FAKE_STATS: SandboxStats = {
 
 export async function startFakeControlPlane(options: FakeControlPlaneOptions): Promise<FakeControlPlane> {
   const calls: string[] = [];
+  const creates: pb.CreateSandboxRequest[] = [];
   const sandboxes = new Map((options.sandboxes ?? []).map((sandbox) => [`${sandbox.metadata.namespace ?? "default"}/${sandbox.metadata.name}`, sandbox]));
   const record: Interceptor = (next) => (request) => {
     const message = request.message as { name?: string; namespace?: string };
@@ -90,6 +94,14 @@ export async function startFakeControlPlane(options: FakeControlPlaneOptions): P
     routes: ({ service }) => {
       service(pb.SandboxService, {
         getSandbox: (request) => sandboxToMessage(find(request)),
+        createSandbox: (request, context) => {
+          creates.push(request);
+          const sandbox = fakeSandbox(request.name || "sb-0123456789", { namespace: request.namespace || "default" });
+          sandbox.spec.poolRef = request.spec?.poolRef || "default";
+          sandboxes.set(`${sandbox.metadata.namespace ?? "default"}/${sandbox.metadata.name}`, sandbox);
+          context.responseHeader.set(ACCESS_TOKEN_RESPONSE_HEADER, `token-of-${sandbox.metadata.name}-0123456789`);
+          return sandboxToMessage(sandbox);
+        },
         listSandboxes: (request) => ({
           sandboxes: [...sandboxes.values()]
             .filter((sandbox) => request.namespace === "*" || (sandbox.metadata.namespace ?? "default") === (request.namespace || "default"))
@@ -121,5 +133,5 @@ export async function startFakeControlPlane(options: FakeControlPlaneOptions): P
     },
   });
   const server = await listenCleartext(handler, "127.0.0.1", 0);
-  return { url: `http://127.0.0.1:${server.port}`, calls, sandboxes, close: () => server.close() };
+  return { url: `http://127.0.0.1:${server.port}`, calls, sandboxes, creates, close: () => server.close() };
 }

@@ -339,15 +339,14 @@ describe("fsb checkpoint, run --from-checkpoint and fork: bad usage", () => {
     assert.match(result.stderr, /--from-checkpoint: a restored sandbox runs the checkpoint's processes, image and environment/);
   });
 
-  it("exits 2 for a restore given a pool, a failure policy or a recovery timeout it would not apply", async () => {
+  it("exits 2 for a restore given a failure policy or a recovery timeout it would not apply", async () => {
     for (const flags of [
-      ["--pool", "other"],
       ["--failure-policy", "AutoRecreate"],
       ["--recovery-timeout", "30s"],
     ]) {
       const result = await fsb("run", "--from-checkpoint", "golden", ...flags, "--url", UNREACHABLE, "--data-dir", dataDir);
       assert.equal(result.code, 2, `${flags.join(" ")}: ${result.stderr}`);
-      assert.match(result.stderr, /leave out COMMAND, --pool, --image/);
+      assert.match(result.stderr, /leave out COMMAND, --image/);
     }
   });
 
@@ -358,6 +357,24 @@ describe("fsb checkpoint, run --from-checkpoint and fork: bad usage", () => {
     const bad = await fsb("fork", "web", "-n", "three", "--url", UNREACHABLE, "--data-dir", dataDir);
     assert.equal(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, /--count: "three" is not a number of copies/);
+  });
+
+  it("a restore sends the pool only when --pool is given (the checkpoint's pool, woken when scaled to zero)", async () => {
+    const controlPlane = await startFakeControlPlane({ token: API_TOKEN });
+    try {
+      for (const [flags, pool] of [
+        [["--pool", "gvisor"], "gvisor"],
+        [[], ""],
+      ] as const) {
+        const result = await fsb("--url", controlPlane.url, "--data-dir", dataDir, "run", "--from-checkpoint", "golden", "-q", ...flags);
+        assert.equal(result.code, 0, `${flags.join(" ")}: ${result.stderr}`);
+        const request = controlPlane.creates.at(-1);
+        assert.equal(request?.fromCheckpoint, "golden");
+        assert.equal(request?.spec?.poolRef, pool, flags.join(" "));
+      }
+    } finally {
+      await controlPlane.close();
+    }
   });
 
   it("checkpoint ls and rm act in the --namespace given, before or after ls/rm, and refuse checkpoint's -n (a checkpoint name)", async () => {

@@ -133,16 +133,17 @@ function program(programName: string): Command {
         options.env.length > 0 ||
         options.workdir ||
         options.egress.length > 0 ||
-        given("pool") ||
         given("failurePolicy") ||
         given("recoveryTimeout")
       ) {
         throw new ValidationError(
           "--from-checkpoint",
-          "a restored sandbox runs the checkpoint's processes, image and environment in the checkpoint's pool: leave out COMMAND, --pool, --image, -e, -w, --egress, --failure-policy and --recovery-timeout (--name, -n, -p and --expire apply)",
+          "a restored sandbox runs the checkpoint's processes, image and environment in the checkpoint's pool: leave out COMMAND, --image, -e, -w, --egress, --failure-policy and --recovery-timeout (--name, -n, -p, --expire and --pool apply; --pool names the checkpoint's pool, which wakes it when scaled to zero)",
         );
       }
-      return (await checkpointCommands()).runFromCheckpoint({ ...globals(), ...options, fromCheckpoint });
+      // --pool has a default for creates; a restore sends only one given (the checkpoint's otherwise).
+      const { pool, ...rest } = options;
+      return (await checkpointCommands()).runFromCheckpoint({ ...globals(), ...rest, fromCheckpoint, ...(given("pool") ? { pool } : {}) });
     });
 
   const checkpoint = fsb

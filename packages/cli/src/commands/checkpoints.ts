@@ -52,6 +52,8 @@ export async function remove(names: string[], options: GlobalOptions & { namespa
 export interface RunFromCheckpointOptions extends GlobalOptions {
   fromCheckpoint: string;
   name?: string;
+  /** The checkpoint's pool (given: a pool scaled to zero is woken for the restore). */
+  pool?: string;
   namespace?: string;
   port: string[];
   expire?: string;
@@ -68,6 +70,7 @@ export async function runFromCheckpoint(options: RunFromCheckpointOptions): Prom
   const sandbox = await client.checkpoints.restore(options.fromCheckpoint, {
     namespace,
     ...(options.name ? { name: options.name } : {}),
+    ...(options.pool ? { pool: options.pool } : {}),
     exposedPorts,
     ...(ttlMs !== undefined ? { ttlMs } : {}),
   });
