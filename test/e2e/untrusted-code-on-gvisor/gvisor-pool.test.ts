@@ -30,6 +30,12 @@ describe("a pool with runtimeType gvisor runs untrusted code under runsc", () =>
     const dmesg = await client.sandboxes.exec(sandbox.metadata.name, ["dmesg"]);
     assert.equal(dmesg.exitCode, 0);
     assert.match(dmesg.stdout, /gVisor/i);
+    // The spec's seccomp profile holds inside gVisor's kernel too (runsc --oci-seccomp): a filter is on
+    // every process, and a user namespace — which the profile refuses — cannot be made.
+    const seccomp = await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", "grep '^Seccomp:' /proc/self/status; unshare -U true; echo unshare=$?"]);
+    assert.match(seccomp.stdout, /^Seccomp:\s+2$/m, JSON.stringify(seccomp));
+    assert.match(seccomp.stdout, /^unshare=[1-9]/m, JSON.stringify(seccomp));
+    assert.match(seccomp.stderr, /not permitted/i, JSON.stringify(seccomp));
     const exit = await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", "echo err >&2; exit 5"]);
     assert.deepEqual(exit, { exitCode: 5, stdout: "", stderr: "err\n" });
     // Its agent reads the cgroup runsc put the whole sandbox in (the Sentry and gofer included).

@@ -345,6 +345,8 @@ export class ContainerdRuntime implements Runtime {
   private preparedStock: PreparedPool<PreparedInstance> | undefined;
   /** Sandboxes that claimed a prepared instance: their container has the instance's id. */
   private readonly claimedContainers = new Map<string, string>();
+  /** The cgroup of each container `list` reported, by container id (cgroupOfListed); pruned to what the last list saw. */
+  private readonly listedCgroups = new Map<string, string>();
   /** Claims whose container containerd does not know as the sandbox yet (recordClaim). */
   private readonly pendingClaims = new Map<string, Promise<void>>();
   /** Discards of stock instances in flight (copies restored ahead from a deleted checkpoint, instances of an image pulled anew): a shutdown waits for them. */
@@ -1680,7 +1682,8 @@ export class ContainerdRuntime implements Runtime {
     if (exposedPorts.length > 0) sandbox.exposedPorts = exposedPorts;
     if (labels[LABEL_NETWORK_ADDRESS]) sandbox.address = labels[LABEL_NETWORK_ADDRESS];
     // The cgroup lives as long as the task: read while it runs (or has stopped but is not deleted).
-    if (task && readOomKillCount(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, container.id)) > 0) sandbox.oomKilled = true;
+    // Its spec's cgroup, as stats and kills read (one made under another parent keeps it).
+    if (task && readOomKillCount(this.cgroupLayout, this.cgroupOfListed(container)) > 0) sandbox.oomKilled = true;
     if (labels[LABEL_HELPER] === "true") {
       // Process 1 is the helper, which outlives the command: the command's exit is what it recorded.
       // A stopped task of its own (killed outside Fast Sandbox) says nothing of the command's.
@@ -1699,6 +1702,8 @@ export class ContainerdRuntime implements Runtime {
       this.client.tasks.list({}),
     ]);
     const tasksById = new Map(tasks.map((task) => [task.id, task]));
+    const listed = new Set(containers.map((container) => container.id));
+    for (const id of this.listedCgroups.keys()) if (!listed.has(id)) this.listedCgroups.delete(id);
     // Sandboxes made from prepared instances, found again after a restart.
     for (const container of containers) {
       const sandboxId = sandboxIdOfContainer(container);
@@ -1896,6 +1901,16 @@ export class ContainerdRuntime implements Runtime {
       // no such container: the path this agent gives its containers
     }
     return sandboxCgroupsPath(this.cgroupParent, containerId);
+  }
+
+  /** `cgroupOfContainer` for the containers `list` reports, each spec read once (a list runs every heartbeat). */
+  private cgroupOfListed(container: Container): string {
+    let cgroup = this.listedCgroups.get(container.id);
+    if (cgroup === undefined) {
+      cgroup = this.cgroupOfContainer(container);
+      this.listedCgroups.set(container.id, cgroup);
+    }
+    return cgroup;
   }
 
   /** The cgroup of a container containerd answered with: its spec's, else the path this agent gives its containers. */

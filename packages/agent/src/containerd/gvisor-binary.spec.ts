@@ -18,20 +18,20 @@ writeFileSync(
 chmodSync(fakeRunsc, 0o755);
 
 describe("runsc wrappers", () => {
-  it("runsc-network-none adds --network=none, the memory root overlay and host FIFOs and passes every argument on", () => {
+  it("runsc-network-none adds --network=none, the memory root overlay, host FIFOs and the spec's seccomp profile and passes every argument on", () => {
     const path = writeRunscWrapper(dir, fakeRunsc);
     assert.equal(path, join(dir, "runsc-network-none"));
     assert.equal(statSync(path).mode & 0o777, 0o755);
     assert.equal(
       execFileSync(path, ["create", "--bundle", "/b b", "id"], { encoding: "utf8" }).split("\n")[0],
-      "args:--network=none --overlay2=root:memory --host-fifo=open create --bundle /b b id",
+      "args:--network=none --overlay2=root:memory --host-fifo=open --oci-seccomp create --bundle /b b id",
     );
   });
 
   it("runsc-own-netns runs runsc with /proc/sys/net hidden, in a mount namespace of its own only, with the memory root overlay and host FIFOs", () => {
     const path = writeRunscOwnNetnsWrapper(dir, fakeRunsc);
     assert.equal(path, join(dir, "runsc-own-netns"));
-    assert.equal(execFileSync(path, ["start", "id 1"], { encoding: "utf8" }), "args:--overlay2=root:memory --host-fifo=open start id 1\nnet sysctls: hidden\n");
+    assert.equal(execFileSync(path, ["start", "id 1"], { encoding: "utf8" }), "args:--overlay2=root:memory --host-fifo=open --oci-seccomp start id 1\nnet sysctls: hidden\n");
     // The host's view is untouched.
     assert.ok(existsSync("/proc/sys/net/core/rmem_default"));
   });
@@ -42,7 +42,7 @@ describe("runsc wrappers", () => {
     writeRunscWrapper(dir, fakeRunsc);
     assert.equal(statSync(path).mtimeMs, before);
     writeRunscWrapper(dir, "/opt/runsc");
-    assert.match(readFileSync(path, "utf8"), /exec '\/opt\/runsc' --network=none --overlay2=root:memory --host-fifo=open "\$@"/);
+    assert.match(readFileSync(path, "utf8"), /exec '\/opt\/runsc' --network=none --overlay2=root:memory --host-fifo=open --oci-seccomp "\$@"/);
     assert.ok(!execFileSync("ls", [dir], { encoding: "utf8" }).includes(".tmp"));
   });
 });

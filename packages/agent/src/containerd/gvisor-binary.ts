@@ -43,9 +43,16 @@ export const ROOT_OVERLAY_FLAG = "--overlay2=root:memory";
 /** runsc's flag that lets a sandbox open the host FIFOs of its mounts (the claim FIFO of a prepared instance). */
 export const HOST_FIFO_FLAG = "--host-fifo=open";
 
+/**
+ * runsc's flag that applies the spec's seccomp profile to the sandbox's processes, inside its kernel:
+ * without it runsc ignores the profile ("Seccomp spec is being ignored"), and untrusted code would
+ * have every syscall the Sentry implements (unshare of a user namespace, keyctl, ptrace…).
+ */
+export const OCI_SECCOMP_FLAG = "--oci-seccomp";
+
 /** Writes (atomically, only when it changed) `<stateDir>/runsc-network-none` and returns its path. */
 export function writeRunscWrapper(stateDir: string, runscPath: string): string {
-  return writeWrapper(join(stateDir, "runsc-network-none"), `exec ${shellQuote(runscPath)} --network=none ${ROOT_OVERLAY_FLAG} ${HOST_FIFO_FLAG} "$@"`);
+  return writeWrapper(join(stateDir, "runsc-network-none"), `exec ${shellQuote(runscPath)} --network=none ${ROOT_OVERLAY_FLAG} ${HOST_FIFO_FLAG} ${OCI_SECCOMP_FLAG} "$@"`);
 }
 
 /** Writes (atomically, only when it changed) `<stateDir>/runsc-own-netns` and returns its path. */
@@ -53,7 +60,7 @@ export function writeRunscOwnNetnsWrapper(stateDir: string, runscPath: string): 
   const hide = 'mount -t tmpfs -o size=4k,mode=0555 fsb-hidden /proc/sys/net && exec "$0" "$@"';
   return writeWrapper(
     join(stateDir, "runsc-own-netns"),
-    `exec unshare --mount --propagation slave /bin/sh -c ${shellQuote(hide)} ${shellQuote(runscPath)} ${ROOT_OVERLAY_FLAG} ${HOST_FIFO_FLAG} "$@"`,
+    `exec unshare --mount --propagation slave /bin/sh -c ${shellQuote(hide)} ${shellQuote(runscPath)} ${ROOT_OVERLAY_FLAG} ${HOST_FIFO_FLAG} ${OCI_SECCOMP_FLAG} "$@"`,
   );
 }
 

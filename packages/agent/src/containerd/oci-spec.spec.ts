@@ -20,6 +20,7 @@ import {
   sandboxNamedUser,
   execProcessOf,
   execAsArgs,
+  DEFAULT_SANDBOX_PIDS_LIMIT,
 } from "./oci-spec.js";
 import { DENIED_SYSCALLS } from "./seccomp-profile.js";
 
@@ -240,11 +241,12 @@ describe("buildOciSpec", () => {
     assert.deepEqual(cpu(500), { quota: 50_000, period: 100_000 });
   });
 
-  it("sets no limits when resources are absent", () => {
+  it("sets no CPU or memory limit when resources are absent, and always a process limit (a fork bomb must not reach the host)", () => {
     const { resources } = buildOciSpec(sandbox(), image, options).linux;
     assert.equal(resources.cpu, undefined);
     assert.equal(resources.memory, undefined);
-    assert.equal(resources.pids, undefined);
+    assert.deepEqual(resources.pids, { limit: DEFAULT_SANDBOX_PIDS_LIMIT });
+    assert.deepEqual(buildOciSpec(sandbox({ resources: { pids: 0 } }), image, options).linux.resources.pids, { limit: DEFAULT_SANDBOX_PIDS_LIMIT });
   });
 
   it("masks kernel interfaces, makes /proc/sys read-only and mounts the standard filesystems", () => {

@@ -8,6 +8,9 @@ import type { SharedNetwork } from "../shared-network.js";
 import type { ImageConfig } from "./image-resolver.js";
 import { defaultSeccompProfile, type SeccompProfile } from "./seccomp-profile.js";
 
+/** The most processes (and threads) a sandbox may have when its pool sets no `pids`. */
+export const DEFAULT_SANDBOX_PIDS_LIMIT = 4096;
+
 /** The annotation that makes the runc v2 shim serve every container of one group from one process. */
 export const SHIM_GROUP_ANNOTATION = "io.containerd.runc.v2.group";
 
@@ -402,7 +405,9 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
   if (limits?.memoryBytes !== undefined && limits.memoryBytes > 0) {
     resources.memory = { limit: limits.memoryBytes, ...(options.swapAccounting ? { swap: limits.memoryBytes } : {}) };
   }
-  if (limits?.pids !== undefined && limits.pids > 0) resources.pids = { limit: limits.pids };
+  // Always a bound: a sandbox's cgroup lies outside the kubelet's (and systemd's) task limits, so a
+  // fork bomb without one would take the host's pid space.
+  resources.pids = { limit: limits?.pids !== undefined && limits.pids > 0 ? limits.pids : DEFAULT_SANDBOX_PIDS_LIMIT };
 
   const linux: OciSpec["linux"] = {
     resources,

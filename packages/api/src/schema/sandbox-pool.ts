@@ -61,7 +61,7 @@ export const SandboxResources = Type.Object(
   {
     cpu: Type.Optional(Type.String({ pattern: "^([0-9]+m|[0-9]+(\\.[0-9]+)?)$", description: "CPU per sandbox, e.g. 500m or 2." })),
     memory: Type.Optional(Type.String({ pattern: "^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$", description: "Memory per sandbox, e.g. 256Mi." })),
-    pids: Type.Optional(Type.Integer({ minimum: 1, description: "Most processes per sandbox." })),
+    pids: Type.Optional(Type.Integer({ minimum: 1, description: "Most processes (threads included) per sandbox. Default 4096." })),
   },
   { additionalProperties: false },
 );
