@@ -109,11 +109,30 @@ describe("readLog", () => {
     assert.equal(output.toString(), "start\nlast words\n");
   });
 
-  it("ends when finished rejects, too", async () => {
+  it("when finished rejects (the wait failed, the command may run on), yields what the log holds, then ends with that error", async () => {
     const path = logFile("x");
-    const finished = Promise.reject(new Error("wait failed"));
+    const failure = new Error("wait failed: containerd away");
+    const finished = Promise.reject(failure);
     finished.catch(() => undefined);
-    const output = await collect(path, { follow: true, finished, pollIntervalMs: 10 });
+    const chunks: Uint8Array[] = [];
+    await assert.rejects(async () => {
+      for await (const chunk of readLog(path, { follow: true, finished, pollIntervalMs: 10 })) chunks.push(chunk);
+    }, failure);
+    assert.equal(Buffer.concat(chunks).toString(), "x");
+  });
+
+  it("ends quietly when finished rejects because the reader's signal aborted it", async () => {
+    const path = logFile("x");
+    let abortWait!: (error: Error) => void;
+    const finished = new Promise((_, reject) => (abortWait = reject));
+    finished.catch(() => undefined);
+    const { signal, controller } = pollObserver((poll) => {
+      if (poll === 1) {
+        controller.abort();
+        abortWait(new Error("The operation was aborted"));
+      }
+    });
+    const output = await collect(path, { follow: true, finished, signal, pollIntervalMs: 10 });
     assert.equal(output.toString(), "x");
   });
 

@@ -3,7 +3,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { rotatedLogPath } from "./state-layout.js";
 
 export interface FollowOptions {
-  /** Keep reading new output until `finished` resolves (the process exited) or the signal aborts. */
+  /**
+   * Keep reading new output until `finished` settles or the signal aborts. `finished` resolves when
+   * the process exited; a rejection (its wait failed: the process may run on) ends the reading,
+   * once what the log holds was read, with that error.
+   */
   follow: boolean;
   finished?: Promise<unknown>;
   signal?: AbortSignal;
@@ -58,9 +62,13 @@ export async function* readLog(path: string, options: FollowOptions): AsyncGener
   });
   if (!handle) return;
   let finished = false;
+  let failure: { error: unknown } | undefined;
   void options.finished?.then(
     () => (finished = true),
-    () => (finished = true),
+    (error: unknown) => {
+      failure = { error };
+      finished = true;
+    },
   );
   const buffer = Buffer.alloc(64 * 1024);
   const rotated = rotatedLogPath(path);
@@ -93,7 +101,11 @@ export async function* readLog(path: string, options: FollowOptions): AsyncGener
       if (finished) {
         // The shim copies output to the file asynchronously: after the writer finished, keep reading
         // until the file stops growing for one poll interval, so the last lines are not lost.
-        if (quietPolls >= 1) return;
+        if (quietPolls >= 1) {
+          // Not seen to end: a reader must not take the quiet end of its stream for the command's exit.
+          if (failure && !options.signal?.aborted) throw failure.error;
+          return;
+        }
         quietPolls += 1;
       }
       await sleep(options.pollIntervalMs ?? 100, undefined, { signal: options.signal }).catch(() => undefined);

@@ -53,6 +53,12 @@ export function execFifoName(sandboxId: string, execId: string): string {
   return `${sandboxId}.${execId}`;
 }
 
+/** The sandbox and exec of an exec FIFO's file name; undefined for any other name. */
+export function parseExecFifoName(fileName: string): { sandboxId: string; execId: string } | undefined {
+  const match = /^(.+)\.(exec-[0-9a-f]+)\.(?:stdout|stderr)$/.exec(fileName);
+  return match?.[1] && match[2] ? { sandboxId: match[1], execId: match[2] } : undefined;
+}
+
 /** True for a file name of an exec FIFO (of `sandboxId` when given) directly in the state directory. */
 export function isExecFifoName(fileName: string, sandboxId?: string): boolean {
   if (!/\.exec-[0-9a-f]+\.(stdout|stderr)$/.test(fileName)) return false;

@@ -199,6 +199,12 @@ export interface GvisorCheckpointsOptions {
   owns(labels: Readonly<Record<string, string>>): boolean;
   /** Waits up to `timeoutMs` for the task's process 1 to exit; true when it has (or is gone). */
   exitedWithin(containerId: string, timeoutMs: number): Promise<boolean>;
+  /**
+   * Throws AlreadyExistsError when a sandbox of that id runs on this agent (the runtime's check
+   * before a create): a restore checks it first, so a retried restore of a sandbox that exists
+   * fails as a duplicate — whose log the agent keeps — even once its checkpoint is gone. @default none
+   */
+  refuseDuplicate?: (sandboxId: string) => Promise<void>;
   /** Counts a restore as a create in flight until the returned function is called (background refills yield to creates). @default none */
   createStarted?: () => () => void;
   /** One of the agent's shim groups for a restore (done() when it is made); undefined: a shim of its own. */
@@ -496,6 +502,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     const done = this.options.createStarted?.();
     try {
       const checkpointId = spec.fromCheckpoint ?? "";
+      await this.options.refuseDuplicate?.(spec.sandboxId);
       const record = await this.record(checkpointId);
       const claimed = await this.options.claimRestored?.(spec);
       if (claimed) return claimed;

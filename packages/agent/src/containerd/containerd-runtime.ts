@@ -21,7 +21,7 @@ import { promisify } from "node:util";
 import { randomBytes } from "node:crypto";
 import { availableParallelism, totalmem } from "node:os";
 import { performance } from "node:perf_hooks";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, UnavailableError, ValidationError } from "@fast-sandbox/api/core";
 import {
@@ -44,7 +44,7 @@ import {
   type RuntimeSandboxStats,
   type RuntimeSandboxState,
 } from "../runtime/runtime.js";
-import { execFifoName, sandboxLogPath, sandboxRunDir } from "../state-layout.js";
+import { execFifoName, parseExecFifoName, sandboxLogPath, sandboxRunDir } from "../state-layout.js";
 import { removeLog } from "../log-rotation.js";
 import { PreparedPool } from "../runtime/prepared-pool.js";
 import {
@@ -68,7 +68,7 @@ import { readRunFile } from "./run-file.js";
 import { GvisorCheckpoints, LABEL_RESTORED_FROM, LABEL_ROOTFS_OVERLAY, ROOTFS_OVERLAY_MEMORY, moveRunDir } from "./checkpoints.js";
 import { Status as TaskStatus, type Process } from "./gen/github.com/containerd/containerd/api/types/task/task_pb.js";
 import type { Container } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
-import { OptionsSchema as RuncOptionsSchema } from "./gen/github.com/containerd/containerd/runtime/v2/runc/options/oci_pb.js";
+import { OptionsSchema as RuncOptionsSchema, ProcessDetailsSchema } from "./gen/github.com/containerd/containerd/runtime/v2/runc/options/oci_pb.js";
 import { isNotFound, isTransient } from "./grpc-errors.js";
 import { ImageResolver } from "./image-resolver.js";
 import { ImagePuller } from "./image-puller.js";
@@ -135,6 +135,18 @@ const SIGTERM = 15;
 const SIGKILL = 9;
 /** How long a task whose kill failed may take to be seen exited before the failure counts (see `signal`). */
 const KILL_FAILED_EXIT_WAIT_MS = 3_000;
+/**
+ * How long a wait for a process goes on asking while containerd does not answer (a restart): the
+ * process runs on in its shim meanwhile, so giving up at once would end an exec or a `logs -f`
+ * whose command is still running.
+ */
+const WAIT_UNAVAILABLE_MAX_MS = 60_000;
+/** The longest pause between two Waits while containerd is away. */
+const WAIT_RETRY_MAX_MS = 2_000;
+/** How long an exec whose exit was not seen may take to end after its SIGKILL before its process is deleted. */
+const EXEC_KILL_WAIT_MS = 3_000;
+/** The prefix of the ids of user execs (`exec-<hex>`): those a previous agent process left are ended at its successor's start. */
+const EXEC_ID_PREFIX = "exec-";
 
 const run = promisify(execFile);
 /**
@@ -437,6 +449,7 @@ export class ContainerdRuntime implements Runtime {
       directory: options.checkpointDir ?? join(this.stateDir, "checkpoints"),
       agentName: this.agentName,
       claimRestored: (spec) => this.claimRestored(spec),
+      refuseDuplicate: (sandboxId) => this.refuseDuplicate(sandboxId),
       execFiles: this.execFiles,
       runDir: (sandboxId) => this.runDir(sandboxId),
       logPath: (sandboxId) => sandboxLogPath(this.stateDir, sandboxId),
@@ -1248,6 +1261,21 @@ export class ContainerdRuntime implements Runtime {
         if (uid !== 0 || gid !== 0) await chown(join(runDir, CLAIM_FIFO), uid, gid);
       }
       if (this.helperPath && (uid !== 0 || gid !== 0)) await chown(runDir, uid, gid);
+      // Each undo step is registered before its call: containerd commits a snapshot, container or
+      // task even when its answer comes after the agent's deadline (or containerd went away before
+      // answering), and what it left would block the id until the janitor came. The steps are
+      // idempotent (NotFound ignored); one whose call found the object there already
+      // (AlreadyExists) is dropped: that object is not this create's.
+      // Once the task's removal failed, the container and snapshot stay, so the janitor (which finds
+      // them by the container) ends the task; no container is deleted under a task that runs on.
+      let taskLeft = false;
+      const notUnderTask = (run: () => Promise<unknown>) => () =>
+        taskLeft ? Promise.reject(new Error("its task could not be removed; left for the janitor")) : run();
+      const snapshotUndo = {
+        step: "snapshot",
+        run: notUnderTask(() => ignoreNotFound(this.client.snapshots.remove({ snapshotter: this.snapshotter, key: containerId }))),
+      };
+      undo.push(snapshotUndo);
       let mounts;
       try {
         ({ mounts } = await this.client.snapshots.prepare({
@@ -1257,18 +1285,25 @@ export class ContainerdRuntime implements Runtime {
           labels: { ...labels, [GC_ROOT_LABEL]: new Date().toISOString() },
         }));
       } catch (error) {
+        if (error instanceof AlreadyExistsError) undo.splice(undo.indexOf(snapshotUndo), 1);
         throw this.prepareError(error, spec, image.chainId);
       }
-      undo.push({
-        step: "snapshot",
-        run: () =>
-          this.client.snapshots.remove({
-            snapshotter: this.snapshotter,
-            key: containerId,
-          }),
-      });
       const snapshotMs = lap();
 
+      const containerUndo = {
+        step: "container",
+        run: notUnderTask(() => ignoreNotFound(this.client.containers.delete({ id: containerId }))),
+      };
+      undo.push(containerUndo);
+      // Runs after the task's undo: a Tasks.Create that failed half-way may have left the cgroup.
+      const cgroupUndo = {
+        step: "cgroup",
+        run: notUnderTask(() => {
+          const busy = removeCgroup(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, containerId));
+          return busy.length > 0 ? Promise.reject(new Error(`cgroup not empty: ${busy.join(", ")}`)) : Promise.resolve();
+        }),
+      };
+      undo.push(cgroupUndo);
       try {
         await this.client.containers.create({
           container: {
@@ -1285,38 +1320,34 @@ export class ContainerdRuntime implements Runtime {
           },
         });
       } catch (error) {
-        if (error instanceof AlreadyExistsError) throw new AlreadyExistsError(`sandbox ${sandboxId} already exists in containerd (container ${containerId})`);
+        if (error instanceof AlreadyExistsError) {
+          // Another create's container, and the cgroup named after it: left alone.
+          for (const step of [containerUndo, cgroupUndo]) undo.splice(undo.indexOf(step), 1);
+          throw new AlreadyExistsError(`sandbox ${sandboxId} already exists in containerd (container ${containerId})`);
+        }
         throw error;
       }
-      undo.push({
-        step: "container",
-        run: () => this.client.containers.delete({ id: containerId }),
-      });
-      // Runs after the task's undo: a Tasks.Create that failed half-way may have left the cgroup.
-      undo.push({
-        step: "cgroup",
-        run: () => {
-          const busy = removeCgroup(this.cgroupLayout, sandboxCgroupsPath(this.cgroupParent, containerId));
-          return busy.length > 0 ? Promise.reject(new Error(`cgroup not empty: ${busy.join(", ")}`)) : Promise.resolve();
-        },
-      });
       const containerMs = lap();
 
+      // A task is removed the way a deletion removes one: SIGKILL, its cgroup's processes killed if
+      // that fails, Tasks.Delete retried — and its container, snapshot and cgroup after it.
+      undo.push({
+        step: "task",
+        run: async () => {
+          try {
+            await this.removeContainer(containerId, 0, sandboxIdOfContainer({ id: containerId, labels }));
+          } catch (error) {
+            taskLeft = true;
+            throw error;
+          }
+        },
+      });
       const { pid } = await this.client.tasks.create({
         containerId,
         rootfs: mounts,
         stdout: `file://${spec.logPath}`,
         stderr: `file://${spec.logPath}`,
         options: runtimeOptions,
-      });
-      undo.push({
-        step: "task",
-        run: async () => {
-          await this.client.tasks.kill({ containerId, signal: SIGKILL, all: true }).catch(() => undefined);
-          // Tasks.Delete refuses a process that has not exited yet.
-          await this.exitedWithin(containerId, 5_000);
-          await this.client.tasks.delete({ containerId });
-        },
       });
       const taskMs = lap();
       // Nothing of the sandbox runs before its egress policy is in force.
@@ -1517,6 +1548,7 @@ export class ContainerdRuntime implements Runtime {
     if (leftovers.length > 0) this.logger.info({ files: leftovers.length }, "removed the exec FIFOs and output files a previous agent process left");
     // Claims first: an instance a previous process handed over is a sandbox, not stock.
     await this.replayClaims();
+    await this.endLeftoverExecs(leftovers);
     // A previous process's instances are not adopted (their stock order and specs are gone): removed,
     // then made anew — also when this process keeps none (turned off, or the pool's count lowered to 0).
     await this.removePreparedInstances();
@@ -1528,6 +1560,50 @@ export class ContainerdRuntime implements Runtime {
     if (!this.helperPath) return;
     await Promise.all(this.anchorIds.map((id, index) => this.startAnchorWithRetry(id, index)));
     this.startPreparedStock();
+  }
+
+  /**
+   * Kills and deletes the user execs (`exec-*`) a previous process of this agent left running in its
+   * sandboxes: their reader is gone, so their output goes nowhere and their caller heard of a
+   * failure. They are found from the exec FIFOs it left (`fifoNames`) and from each task's processes
+   * (runc names each exec's id; runsc does not); a sandbox's process 1, and prepared instances (not
+   * sandboxes), are never touched. Failures are logged: a sandbox's deletion ends its execs anyway.
+   */
+  private async endLeftoverExecs(fifoNames: readonly string[]): Promise<void> {
+    const fromFifos = new Map<string, Set<string>>();
+    for (const name of fifoNames) {
+      const exec = parseExecFifoName(name);
+      if (!exec) continue;
+      const execs = fromFifos.get(exec.sandboxId) ?? new Set<string>();
+      execs.add(exec.execId);
+      fromFifos.set(exec.sandboxId, execs);
+    }
+    // list() also learns which sandboxes claimed a prepared instance (their container's id is the instance's).
+    const sandboxes = (await this.list()).filter((sandbox) => sandbox.state === "running" || sandbox.state === "created");
+    let ended = 0;
+    await Promise.all(
+      sandboxes.map(async ({ sandboxId }) => {
+        const containerId = this.containerIdFor(sandboxId);
+        const execIds = new Set(fromFifos.get(sandboxId));
+        try {
+          const { processes } = await this.client.tasks.listPids({ containerId });
+          for (const { info } of processes) {
+            if (!info?.typeUrl.endsWith("containerd.runc.v1.ProcessDetails")) continue;
+            const { execId } = fromBinary(ProcessDetailsSchema, info.value);
+            if (execId.startsWith(EXEC_ID_PREFIX)) execIds.add(execId);
+          }
+        } catch (error) {
+          if (!isNotFound(error))
+            this.logger.warn({ sandboxId, err: error }, "could not list a sandbox's processes to end the execs a previous agent process left");
+        }
+        for (const execId of execIds) {
+          // Never an exec of this process (prepare runs before the agent serves, but that is main's business).
+          if (this.execFiles.holds(execFifoName(sandboxId, execId))) continue;
+          if (await this.endExec(sandboxId, containerId, execId, true)) ended += 1;
+        }
+      }),
+    );
+    if (ended > 0) this.logger.info({ execs: ended }, "ended the execs a previous agent process left running");
   }
 
   async unprepare(): Promise<void> {
@@ -1721,7 +1797,7 @@ export class ContainerdRuntime implements Runtime {
     io.signal?.throwIfAborted();
     const process = await this.execProcess(sandboxId, request);
     const containerId = this.containerIdFor(sandboxId);
-    const execId = `exec-${randomBytes(6).toString("hex")}`;
+    const execId = `${EXEC_ID_PREFIX}${randomBytes(6).toString("hex")}`;
     const fifoName = execFifoName(sandboxId, execId);
     const release = this.execFiles.hold(fifoName);
     let fifos: ExecFifos;
@@ -1732,6 +1808,7 @@ export class ContainerdRuntime implements Runtime {
       throw error;
     }
     let registered = false;
+    let exited = false;
     const kill = () => {
       this.client.tasks
         .kill({ containerId, execId, signal: SIGKILL })
@@ -1752,6 +1829,8 @@ export class ContainerdRuntime implements Runtime {
         });
       } catch (error) {
         if (isNotFound(error)) throw new NotFoundError(`sandbox ${sandboxId} has no running task to exec in`, { cause: error });
+        // containerd may have made the process all the same (it answered too late, or went away meanwhile).
+        if (isTransient(error)) registered = true;
         throw error;
       }
       registered = true;
@@ -1759,18 +1838,43 @@ export class ContainerdRuntime implements Runtime {
       await this.client.tasks.start({ containerId, execId });
       if (io.signal?.aborted) kill();
       const exitCode = await this.waitProcess(containerId, execId);
+      exited = true;
       fifos.releaseWriters();
       await fifos.drained(5_000);
       return exitCode;
     } finally {
       io.signal?.removeEventListener("abort", kill);
-      if (registered) {
-        await this.client.tasks.deleteProcess({ containerId, execId }).catch((error: unknown) => {
-          if (!isNotFound(error)) this.logger.warn({ sandboxId, execId, err: error }, "could not delete exec process");
-        });
-      }
+      // The shim refuses to delete a running process: one whose exit was not seen (its start or wait
+      // failed, containerd away, say; the start may have gone through on the shim's side all the
+      // same) is killed first, or it would run on unseen while the caller hears of a failure — and
+      // a retry would run a second copy.
+      if (registered) await this.endExec(sandboxId, containerId, execId, !exited);
       await fifos.dispose();
       release();
+    }
+  }
+
+  /**
+   * Deletes an exec's process, SIGKILLed first (and given EXEC_KILL_WAIT_MS to end) when `kill`.
+   * Never throws; false when there was no such process.
+   */
+  private async endExec(sandboxId: string, containerId: string, execId: string, kill: boolean): Promise<boolean> {
+    if (kill) {
+      try {
+        await this.client.tasks.kill({ containerId, execId, signal: SIGKILL });
+        await this.client.tasks.wait({ containerId, execId }, { timeoutMs: EXEC_KILL_WAIT_MS });
+      } catch (error) {
+        // Exited or never started (the delete takes a created process too), or containerd away.
+        if (!isNotFound(error)) this.logger.debug({ sandboxId, execId, err: error }, "could not kill an exec whose exit was not seen");
+      }
+    }
+    try {
+      await this.client.tasks.deleteProcess({ containerId, execId });
+      return true;
+    } catch (error) {
+      if (isNotFound(error)) return false;
+      this.logger.warn({ sandboxId, execId, err: error }, "could not delete exec process; the agent's next start kills it");
+      return true;
     }
   }
 
@@ -1840,17 +1944,31 @@ export class ContainerdRuntime implements Runtime {
     return execProcessOf(spec, request, container.labels[LABEL_HELPER_EXEC_AS] === "true");
   }
 
-  /** Waits for a process (the task's init when execId is "") to exit; long waits are re-armed so every call keeps a deadline. */
+  /**
+   * Waits for a process (the task's init when execId is "") to exit; long waits are re-armed so every
+   * call keeps a deadline. containerd away (restarting) is waited out with a backoff for up to
+   * WAIT_UNAVAILABLE_MAX_MS in a row: the process runs on in its shim meanwhile.
+   */
   private async waitProcess(containerId: string, execId: string, signal?: AbortSignal): Promise<number> {
-    for (;;) {
+    let unavailableSince: number | undefined;
+    for (let retry = 0; ;) {
       // Each Wait has a deadline; between them an aborted waiter stops re-arming.
       signal?.throwIfAborted();
       try {
         const { exitStatus } = await this.client.tasks.wait({ containerId, execId }, { timeoutMs: 60_000 });
         return exitStatus;
       } catch (error) {
-        if (error instanceof FsbError && error.code === "deadline_exceeded") continue;
-        throw error;
+        if (error instanceof FsbError && error.code === "deadline_exceeded") {
+          unavailableSince = undefined;
+          retry = 0;
+          continue;
+        }
+        if (!(error instanceof UnavailableError)) throw error;
+        unavailableSince ??= performance.now();
+        if (performance.now() - unavailableSince >= WAIT_UNAVAILABLE_MAX_MS) throw error;
+        retry += 1;
+        // An abort meanwhile ends the wait as it does between Waits (throwIfAborted above).
+        await sleep(Math.min(WAIT_RETRY_MAX_MS, 50 * 2 ** retry), undefined, signal ? { signal } : undefined).catch(() => undefined);
       }
     }
   }

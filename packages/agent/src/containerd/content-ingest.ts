@@ -4,7 +4,9 @@
  * reports, COMMIT checks size and digest and makes the blob visible. A blob the store already
  * has is not written again. While another writer (another agent pulling the same layer) holds the
  * ref, the ingest waits for it and usually finds the blob committed. A failed ingest is aborted,
- * so no partial data stays behind.
+ * so no partial data stays behind. The blob is the lease's before the store is asked for it: one
+ * that is present but referenced by nothing else (a pull that failed earlier) would otherwise be
+ * skipped, stay outside the lease and be collected by a garbage collection during the pull.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { AlreadyExistsError, FsbError, UnavailableError } from "@fast-sandbox/api/core";
@@ -54,6 +56,9 @@ export async function ingestBlob(
   open: () => Promise<BlobSource>,
   options: IngestOptions,
 ): Promise<"present" | "written"> {
+  // Idempotent, and containerd takes a resource that does not exist yet: from here on, whether the
+  // blob is there already or written below, garbage collection leaves it to the lease.
+  await client.leases.addResource({ id: options.leaseId, resource: { id: descriptor.digest, type: "content" } });
   const deadline = Date.now() + (options.lockWaitMs ?? 600_000);
   for (let attempt = 0; ; attempt++) {
     options.signal?.throwIfAborted();

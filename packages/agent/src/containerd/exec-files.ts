@@ -3,9 +3,9 @@
  * output (`<sandboxId>.exec-<hex>.stdout|.stderr`, state-layout.ts and exec-fifos.ts) and the
  * output file of a control exec in a gVisor sandbox (`<containerId>.fsb-control-<hex>.out`,
  * checkpoints.ts). The process that made them removes them when the exec ends. Those of an agent
- * process that ended mid-exec have lost their reader (no exec outlives the agent that reads it):
- * the next process removes them all when it starts, and a sandbox's deletion removes its own —
- * never those of an exec in flight in this process.
+ * process that ended mid-exec have lost their reader: the next process removes them all when it
+ * starts (and kills their execs, ContainerdRuntime.prepare), and a sandbox's deletion removes its
+ * own — never those of an exec in flight in this process.
  */
 import { lstat, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -38,6 +38,11 @@ export class ExecFiles {
   hold(base: string): () => void {
     this.inFlight.add(base);
     return () => this.inFlight.delete(base);
+  }
+
+  /** Whether an exec in flight in this process holds the files named `base`. */
+  holds(base: string): boolean {
+    return this.inFlight.has(base);
   }
 
   /**

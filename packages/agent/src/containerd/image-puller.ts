@@ -13,8 +13,17 @@
  * reported). Concurrent pulls of one reference share a single pull and its result or error.
  */
 import { createHash, randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
-import { AlreadyExistsError, FailedPreconditionError, FsbError, NotFoundError, parseImageReference, type ImageReference } from "@fast-sandbox/api/core";
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  FsbError,
+  NotFoundError,
+  UnavailableError,
+  parseImageReference,
+  type ImageReference,
+} from "@fast-sandbox/api/core";
 import type { ImagePullProgress, PulledImage } from "../runtime/runtime.js";
 import { loadRegistryCredentials } from "../registry/registry-credentials.js";
 import { RegistryClient, type RegistryClientOptions } from "../registry/registry-client.js";
@@ -29,6 +38,13 @@ const CONFIG_MAX_BYTES = 8 * 1024 * 1024;
 const LEASE_EXPIRY_MS = 60 * 60 * 1000;
 /** Progress of byte counts is reported at most this often (phase changes and layers at once). */
 const PROGRESS_INTERVAL_MS = 200;
+/**
+ * How many times one blob is fetched before its failure fails the pull: a registry's 5xx or 429, a
+ * reset connection or a stalled download (all UnavailableError) are usually gone on the next try,
+ * and one of them should not throw away the rest of a large pull. The registry client fetches a
+ * blob whole (no ranges), so a retry starts that blob again; the blobs already stored stay.
+ */
+const BLOB_FETCH_ATTEMPTS = 4;
 
 export interface ImagePullerOptions {
   client: ContainerdClient;
@@ -42,6 +58,8 @@ export interface ImagePullerOptions {
   architecture?: string;
   /** Builds the registry client (tests inject a fetch). */
   registryClient?: (options: RegistryClientOptions) => RegistryClient;
+  /** The first pause before a blob's fetch is tried again (doubled each time). @default 500 */
+  blobRetryDelayMs?: number;
   logger: Logger;
 }
 
@@ -61,6 +79,7 @@ export class ImagePuller {
   private readonly downloadConcurrency: number;
   private readonly architecture: string | undefined;
   private readonly registryClient: (options: RegistryClientOptions) => RegistryClient;
+  private readonly blobRetryDelayMs: number;
   private readonly logger: Logger;
   private readonly inFlight = new Map<string, PullInFlight>();
   private readonly closing = new AbortController();
@@ -72,6 +91,7 @@ export class ImagePuller {
     this.downloadConcurrency = Math.max(1, options.downloadConcurrency ?? 3);
     this.architecture = options.architecture;
     this.registryClient = options.registryClient ?? ((clientOptions) => new RegistryClient(clientOptions));
+    this.blobRetryDelayMs = options.blobRetryDelayMs ?? 500;
     this.logger = options.logger.child({ component: "image-puller" });
   }
 
@@ -188,7 +208,7 @@ export class ImagePuller {
     // The config first: small, and its diff IDs name the snapshots.
     const configBytes = (await hasContent(this.client, manifest.config.digest))
       ? await this.readContent(manifest.config.digest)
-      : await this.download(registry, path, manifest.config, signal);
+      : await this.retrying(manifest.config.digest, signal, () => this.download(registry, path, manifest.config, signal));
     const diffIds = parseDiffIds(parseJson(configBytes, `the config of ${name}`), name, manifest.layers.length);
 
     progress.downloading(manifest.layers);
@@ -199,12 +219,16 @@ export class ImagePuller {
     await store(manifestDescriptor, `manifest-${manifestDescriptor.digest}`, fromMemory(manifestBytes));
     await store(manifest.config, `config-${manifest.config.digest}`, fromMemory(configBytes));
     await runLimited(manifest.layers, this.downloadConcurrency, async (layer, index) => {
-      const outcome = await store(
-        layer,
-        `layer-${layer.digest}`,
-        async () => (await registry.getBlob(path, layer.digest, signal)).body,
-        (bytes) => progress.bytes(index, bytes),
-      );
+      const outcome = await this.retrying(layer.digest, signal, () => {
+        // A retry writes the blob from its start again (ingestBlob aborts a failed ingest).
+        progress.restart(index);
+        return store(
+          layer,
+          `layer-${layer.digest}`,
+          async () => (await registry.getBlob(path, layer.digest, signal)).body,
+          (bytes) => progress.bytes(index, bytes),
+        );
+      });
       progress.layerDownloaded(index, outcome === "present");
     });
 
@@ -240,6 +264,23 @@ export class ImagePuller {
     }
     progress.done();
     return { image: name, digest: target.digest };
+  }
+
+  /** `fetch` of one blob, tried again on a transient failure (BLOB_FETCH_ATTEMPTS) with a doubling pause. */
+  private async retrying<T>(digest: string, signal: AbortSignal, fetch: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fetch();
+      } catch (error) {
+        // Another writer holding the ingest past its wait is not going to let go sooner.
+        const transient = error instanceof UnavailableError && !/locked/.test(error.message);
+        if (!transient || attempt >= BLOB_FETCH_ATTEMPTS || signal.aborted) throw error;
+        this.logger.info({ digest, attempt, err: error }, "fetching a blob failed; trying again");
+        await sleep(this.blobRetryDelayMs * 2 ** (attempt - 1), undefined, { signal }).catch(() => undefined);
+        // The agent stopping: the pull fails with its reason.
+        signal.throwIfAborted();
+      }
+    }
   }
 
   /** Small blobs (the config) go through memory: their content is needed, and verified here. */
@@ -321,6 +362,12 @@ class ProgressTracker {
     this.layerBytes = layers.map(() => 0);
     this.bytesTotal = this.layerSizes.reduce((sum, size) => sum + size, 0);
     this.report(true);
+  }
+
+  /** A layer's download starts again: what it counted so far is taken back. */
+  restart(index: number): void {
+    this.bytesDone -= this.layerBytes[index] ?? 0;
+    this.layerBytes[index] = 0;
   }
 
   bytes(index: number, count: number): void {

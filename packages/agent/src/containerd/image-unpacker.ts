@@ -45,6 +45,10 @@ export async function unpackLayers(
   let parent = "";
   for (const [index, layer] of layers.entries()) {
     const chain = chainId(diffIds.slice(0, index + 1));
+    // The lease's before it is looked for: a layer snapshot that is there but referenced by no image
+    // (a failed pull's) would otherwise be skipped, stay outside the lease and could be collected
+    // before the image's config names the top one (containerd's leases name snapshots `snapshots/<snapshotter>`).
+    await client.leases.addResource({ id: options.leaseId, resource: { id: chain, type: `snapshots/${snapshotter}` } });
     const unpacked = (await hasSnapshot(client, snapshotter, chain)) ? false : await unpackLayer(client, layer, diffIds[index] ?? "", parent, chain, options);
     options.onLayer?.(index, unpacked);
     parent = chain;

@@ -12,6 +12,7 @@ import {
   NoCapacityError,
   NotFoundError,
   TimeoutError,
+  UnavailableError,
   fromConnectError,
   pb,
   type SandboxStats,
@@ -281,6 +282,24 @@ describe("AgentService", () => {
       const error = await rejection(client.createSandbox(createRequest({ sandboxId: "default.taken.000001" })));
       assert.equal(error.code, Code.AlreadyExists);
       assert.equal(existsSync(logPath("default.taken.000001")), true);
+    });
+
+    it("keeps the log file when a create fails otherwise for the id of an existing sandbox (its duplicate check failed, say)", async () => {
+      runtime.add({ sandboxId: "default.taken.000002" });
+      writeFileSync(logPath("default.taken.000002"), "the sandbox's output");
+      runtime.createError = new UnavailableError("containerd Containers/Get: connection refused");
+      const error = await rejection(client.createSandbox(createRequest({ sandboxId: "default.taken.000002" })));
+      assert.equal(error.code, Code.Unavailable);
+      assert.equal(existsSync(logPath("default.taken.000002")), true);
+    });
+
+    it("keeps the log file of a failed create when whether the sandbox exists cannot be told", async () => {
+      writeFileSync(logPath("default.unknown.000001"), "perhaps a sandbox's output");
+      runtime.createError = new UnavailableError("containerd Containers/Get: connection refused");
+      runtime.get = () => Promise.reject(new UnavailableError("containerd Containers/Get: connection refused"));
+      const error = await rejection(client.createSandbox(createRequest({ sandboxId: "default.unknown.000001" })));
+      assert.equal(error.code, Code.Unavailable);
+      assert.equal(existsSync(logPath("default.unknown.000001")), true);
     });
 
     it("reports an unexpected runtime failure as Internal", async () => {
@@ -706,6 +725,20 @@ describe("AgentService", () => {
       assert.equal(runtime.waits.length, 1);
       assert.equal(runtime.waits[0]?.sandboxId, "default.log.000003");
       assert.equal(runtime.waits[0]?.signal?.aborted, true, "the wait's signal is aborted when the stream ends");
+    });
+
+    it("ends a follow with the wait's error (containerd away for long), not quietly as if the command had exited", async () => {
+      runtime.add({ sandboxId: "default.log.000005", state: "running" });
+      writeFileSync(logPath("default.log.000005"), "running\n");
+      runtime.waitResult = () => Promise.reject(new UnavailableError("containerd Tasks/Wait: connection refused"));
+      const chunks: pb.LogsResponse[] = [];
+      const error = await rejection(
+        (async () => {
+          for await (const chunk of client.logs({ sandboxId: "default.log.000005", follow: true })) chunks.push(chunk);
+        })(),
+      );
+      assert.equal(error.code, Code.Unavailable);
+      assert.equal(chunks.map((c) => text(c.data)).join(""), "running\n");
     });
 
     it("yields nothing when the sandbox has no log file yet", async () => {

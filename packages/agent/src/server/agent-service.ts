@@ -198,8 +198,18 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
           sandbox = await creates.track(request.sandboxId, () => runtime.create(runtimeSpecOf(request, identity.pool, logPath(request.sandboxId))));
         } catch (error) {
           reservation.release();
-          // The runtime undid its steps; the log file is the agent's to remove (unless it is another's).
-          if (!(error instanceof AlreadyExistsError)) await removeLog(logPath(request.sandboxId));
+          // The runtime undid its steps; the log file is the agent's to remove — unless it is
+          // another's: a sandbox of that id exists (a retried create whose duplicate check failed
+          // on containerd away, say), or that cannot be told now.
+          if (
+            !(error instanceof AlreadyExistsError) &&
+            (await runtime.get(request.sandboxId).then(
+              (found) => found === undefined,
+              () => false,
+            ))
+          ) {
+            await removeLog(logPath(request.sandboxId));
+          }
           throw error;
         }
         reservation.confirm();

@@ -1,0 +1,219 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { describe, it } from "node:test";
+import { pino } from "pino";
+import { NotFoundError, UnavailableError } from "@fast-sandbox/api";
+import type { RegistryClient } from "../registry/registry-client.js";
+import type { ContainerdClient } from "./containerd-client.js";
+import { WriteAction } from "./gen/github.com/containerd/containerd/api/services/content/v1/content_pb.js";
+import { ImagePuller } from "./image-puller.js";
+import { unpackLayers } from "./image-unpacker.js";
+
+const sha256 = (bytes: Uint8Array | string) => `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+
+/** A one-layer image: its manifest, config and layer, and the layer's diff ID. */
+function image() {
+  const layer = Buffer.from("layer bytes");
+  const diffId = sha256("uncompressed layer");
+  const config = Buffer.from(JSON.stringify({ rootfs: { type: "layers", diff_ids: [diffId] } }));
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: sha256(config), size: config.length },
+      layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: sha256(layer), size: layer.length }],
+    }),
+  );
+  return { layer, diffId, config, manifest };
+}
+
+type Calls = { method: string; request: Record<string, unknown> }[];
+
+/**
+ * A containerd whose content store starts with `present` blobs (by digest) and no snapshot, and
+ * takes every write, unpack and record; every call is recorded.
+ */
+function containerd(diffId: string, present: Map<string, Uint8Array> = new Map()): { client: ContainerdClient; calls: Calls } {
+  const calls: Calls = [];
+  const record = (method: string) => (request: Record<string, unknown>) => {
+    calls.push({ method, request });
+    return Promise.resolve({});
+  };
+  const client = {
+    leases: { create: record("leases.create"), delete: record("leases.delete"), addResource: record("leases.addResource") },
+    content: {
+      info: (request: { digest: string }) => {
+        calls.push({ method: "content.info", request });
+        return present.has(request.digest) ? Promise.resolve({}) : Promise.reject(new NotFoundError(`content ${request.digest} not found`));
+      },
+      read: async function* (request: { digest: string }) {
+        await Promise.resolve();
+        yield { data: present.get(request.digest) ?? new Uint8Array() };
+      },
+      update: record("content.update"),
+      abort: record("content.abort"),
+      write: () => {
+        let offset = 0n;
+        return {
+          exchange: (request: { action: WriteAction; data?: Uint8Array; expected?: string }) => {
+            calls.push({ method: `content.write.${WriteAction[request.action]}`, request });
+            if (request.action === WriteAction.WRITE) offset += BigInt(request.data?.byteLength ?? 0);
+            return Promise.resolve({ offset, digest: "" });
+          },
+          end: () => undefined,
+          cancel: () => undefined,
+        };
+      },
+    },
+    snapshots: {
+      stat: (request: { key: string }) => {
+        calls.push({ method: "snapshots.stat", request });
+        return Promise.reject(new NotFoundError(`snapshot ${request.key} not found`));
+      },
+      prepare: (request: Record<string, unknown>) => record("snapshots.prepare")(request).then(() => ({ mounts: [] })),
+      commit: record("snapshots.commit"),
+      remove: record("snapshots.remove"),
+    },
+    diff: { apply: (request: Record<string, unknown>) => record("diff.apply")(request).then(() => ({ applied: { digest: diffId } })) },
+    images: { create: record("images.create"), update: record("images.update") },
+  };
+  return { client: client as unknown as ContainerdClient, calls };
+}
+
+describe("ImagePuller, a blob whose fetch fails for a moment", () => {
+  it("fetches it again (a registry's 5xx, a reset, a stall) instead of failing the pull and throwing away the rest", async () => {
+    const { layer, diffId, config, manifest } = image();
+    const { client, calls } = containerd(diffId);
+    let layerFetches = 0;
+    const registry = {
+      registry: "registry.test",
+      getManifest: () =>
+        Promise.resolve({ mediaType: "application/vnd.oci.image.manifest.v1+json", digest: sha256(manifest), size: manifest.length, bytes: manifest }),
+      getBlob: (_repository: string, digest: string) => {
+        if (digest === sha256(config)) return Promise.resolve({ body: [config] });
+        layerFetches += 1;
+        // The first download breaks off half-way (a reset connection); the second is whole.
+        if (layerFetches === 1) {
+          return Promise.resolve({
+            body: (async function* () {
+              await Promise.resolve();
+              yield layer.subarray(0, 4);
+              throw new UnavailableError("registry registry.test is unreachable (ECONNRESET)");
+            })(),
+          });
+        }
+        return Promise.resolve({ body: [layer] });
+      },
+    };
+    const progress: number[] = [];
+    const puller = new ImagePuller({
+      client,
+      snapshotter: "overlayfs",
+      architecture: "amd64",
+      registryClient: () => registry as unknown as RegistryClient,
+      blobRetryDelayMs: 1,
+      logger: pino({ level: "silent" }),
+    });
+    const pulled = await puller.pull("registry.test/app:1", (report) => progress.push(report.bytesDone));
+    assert.equal(pulled.digest, sha256(manifest));
+    assert.equal(layerFetches, 2);
+    // The failed attempt's ingest was aborted; the retry wrote the blob whole, from its start.
+    assert.ok(calls.some((call) => call.method === "content.abort"));
+    const layerWrites = calls.filter((call) => call.method === "content.write.WRITE" && (call.request.data as Uint8Array).byteLength === layer.length);
+    assert.equal(layerWrites.length, 1);
+    // Progress never counts the broken-off bytes twice.
+    assert.ok(Math.max(...progress) <= layer.length, progress.join(","));
+    // The lease is deleted without a synchronous collection: the pull succeeded.
+    assert.deepEqual(calls.find((call) => call.method === "leases.delete")?.request.sync, false);
+  });
+
+  it("gives up after a few attempts", async () => {
+    const { diffId, config, manifest } = image();
+    const { client } = containerd(diffId);
+    let layerFetches = 0;
+    const registry = {
+      registry: "registry.test",
+      getManifest: () =>
+        Promise.resolve({ mediaType: "application/vnd.oci.image.manifest.v1+json", digest: sha256(manifest), size: manifest.length, bytes: manifest }),
+      getBlob: (_repository: string, digest: string) => {
+        if (digest === sha256(config)) return Promise.resolve({ body: [config] });
+        layerFetches += 1;
+        return Promise.reject(new UnavailableError("registry registry.test failed fetching blob (HTTP 503); try again later"));
+      },
+    };
+    const puller = new ImagePuller({
+      client,
+      snapshotter: "overlayfs",
+      architecture: "amd64",
+      registryClient: () => registry as unknown as RegistryClient,
+      blobRetryDelayMs: 1,
+      logger: pino({ level: "silent" }),
+    });
+    await assert.rejects(puller.pull("registry.test/app:1"), UnavailableError);
+    assert.equal(layerFetches, 4);
+  });
+});
+
+describe("a pull's lease", () => {
+  it("holds the blobs the content store has already (a failed pull's, referenced by nothing), not only those written", async () => {
+    const { layer, diffId, config, manifest } = image();
+    const { client, calls } = containerd(diffId, new Map([layer, config, manifest].map((bytes) => [sha256(bytes), bytes])));
+    const registry = {
+      registry: "registry.test",
+      getManifest: () =>
+        Promise.resolve({ mediaType: "application/vnd.oci.image.manifest.v1+json", digest: sha256(manifest), size: manifest.length, bytes: manifest }),
+      getBlob: () => Promise.reject(new Error("nothing is fetched: the store has every blob")),
+    };
+    const puller = new ImagePuller({
+      client,
+      snapshotter: "overlayfs",
+      architecture: "amd64",
+      registryClient: () => registry as unknown as RegistryClient,
+      logger: pino({ level: "silent" }),
+    });
+    await puller.pull("registry.test/app:1");
+    const leaseId = calls.find((call) => call.method === "leases.create")?.request.id;
+    const held = calls.filter((call) => call.method === "leases.addResource").map((call) => call.request);
+    for (const digest of [sha256(layer), sha256(config), sha256(manifest)]) {
+      assert.ok(
+        held.some(
+          (request) =>
+            request.id === leaseId &&
+            (request.resource as { id: string; type: string }).id === digest &&
+            (request.resource as { type: string }).type === "content",
+        ),
+        digest,
+      );
+    }
+    // Added before the store was asked whether it has the blob: a collection in between cannot take it.
+    const first = (method: string, digest: string) =>
+      calls.findIndex(
+        (call) => call.method === method && (method === "content.info" ? call.request.digest : (call.request.resource as { id: string }).id) === digest,
+      );
+    assert.ok(first("leases.addResource", sha256(layer)) < first("content.info", sha256(layer)));
+  });
+
+  it("holds the layer snapshots already unpacked (a failed pull's), from before they are looked for", async () => {
+    const { calls, client } = containerd(sha256("x"));
+    const present = new Set<string>();
+    (client as unknown as { snapshots: { stat: (request: { key: string }) => Promise<unknown> } }).snapshots.stat = (request) => {
+      calls.push({ method: "snapshots.stat", request });
+      present.add(request.key);
+      return Promise.resolve({});
+    };
+    const diffId = sha256("x");
+    const top = await unpackLayers(client, [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: sha256("l"), size: 1 }], [diffId], {
+      snapshotter: "overlayfs",
+      leaseId: "lease-1",
+    });
+    assert.ok(present.has(top));
+    const added = calls.findIndex(
+      (call) =>
+        call.method === "leases.addResource" &&
+        (call.request.resource as { id: string; type: string }).id === top &&
+        (call.request.resource as { type: string }).type === "snapshots/overlayfs",
+    );
+    assert.ok(added >= 0 && added < calls.findIndex((call) => call.method === "snapshots.stat"), calls.map((call) => call.method).join(" "));
+    assert.equal(calls[added]?.request.id, "lease-1");
+  });
+});
