@@ -31,7 +31,10 @@ describe("runsc wrappers", () => {
   it("runsc-own-netns runs runsc with /proc/sys/net hidden, in a mount namespace of its own only, with the memory root overlay and host FIFOs", () => {
     const path = writeRunscOwnNetnsWrapper(dir, fakeRunsc);
     assert.equal(path, join(dir, "runsc-own-netns"));
-    assert.equal(execFileSync(path, ["start", "id 1"], { encoding: "utf8" }), "args:--overlay2=root:memory --host-fifo=open --oci-seccomp start id 1\nnet sysctls: hidden\n");
+    assert.equal(
+      execFileSync(path, ["start", "id 1"], { encoding: "utf8" }),
+      "args:--overlay2=root:memory --host-fifo=open --oci-seccomp start id 1\nnet sysctls: hidden\n",
+    );
     // The host's view is untouched.
     assert.ok(existsSync("/proc/sys/net/core/rmem_default"));
   });

@@ -52,7 +52,10 @@ export const OCI_SECCOMP_FLAG = "--oci-seccomp";
 
 /** Writes (atomically, only when it changed) `<stateDir>/runsc-network-none` and returns its path. */
 export function writeRunscWrapper(stateDir: string, runscPath: string): string {
-  return writeWrapper(join(stateDir, "runsc-network-none"), `exec ${shellQuote(runscPath)} --network=none ${ROOT_OVERLAY_FLAG} ${HOST_FIFO_FLAG} ${OCI_SECCOMP_FLAG} "$@"`);
+  return writeWrapper(
+    join(stateDir, "runsc-network-none"),
+    `exec ${shellQuote(runscPath)} --network=none ${ROOT_OVERLAY_FLAG} ${HOST_FIFO_FLAG} ${OCI_SECCOMP_FLAG} "$@"`,
+  );
 }
 
 /** Writes (atomically, only when it changed) `<stateDir>/runsc-own-netns` and returns its path. */
