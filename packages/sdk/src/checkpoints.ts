@@ -5,8 +5,8 @@
  */
 import type { Client } from "@connectrpc/connect";
 import type { pb } from "@fast-sandbox/api/core";
-import { ACCESS_TOKEN_RESPONSE_HEADER, FsbError, sandboxFromMessage, sandboxSpecToMessage, type EgressPolicy, type SandboxSpec } from "@fast-sandbox/api/core";
-import { createWithRequestId } from "./create-request.js";
+import { FsbError, sandboxFromMessage, sandboxSpecToMessage, type EgressPolicy, type SandboxSpec } from "@fast-sandbox/api/core";
+import { createSandboxWithRequestId } from "./create-request.js";
 import { callError, type CallContext } from "./errors.js";
 import type { ClientCallOptions, CreatedSandbox } from "./fast-sandbox-client.js";
 
@@ -139,22 +139,20 @@ export class Checkpoints {
       ...(options.egress ? { egress: options.egress } : {}),
       ...(expireTime ? { expireTime } : {}),
     } satisfies SandboxSpec;
-    let accessToken = "";
     const { call, context } = this.callOptions(`CreateSandbox from checkpoint ${checkpoint}`, options);
-    const message = await this.translate(
+    const { message, accessToken } = await this.translate(
       () =>
-        createWithRequestId(options.requestId, options.signal, (requestId) =>
-          this.client.createSandbox(
-            {
-              namespace: options.namespace ?? "",
-              name: options.name ?? "",
-              spec: sandboxSpecToMessage(spec),
-              labels: options.labels ?? {},
-              requestId,
-              fromCheckpoint: checkpoint,
-            },
-            { ...call, onHeader: (headers) => (accessToken = headers.get(ACCESS_TOKEN_RESPONSE_HEADER) ?? "") },
-          ),
+        createSandboxWithRequestId(
+          this.client,
+          {
+            namespace: options.namespace ?? "",
+            name: options.name ?? "",
+            spec: sandboxSpecToMessage(spec),
+            labels: options.labels ?? {},
+            requestId: options.requestId ?? "",
+            fromCheckpoint: checkpoint,
+          },
+          call,
         ),
       context,
     );

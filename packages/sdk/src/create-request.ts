@@ -7,8 +7,25 @@
  * derived from the id when none is given) — and is tried once more, with that id, when its answer was lost.
  */
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { ERROR_CODE_HEADER } from "@fast-sandbox/api/core";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError, type CallOptions, type Client } from "@connectrpc/connect";
+import { ACCESS_TOKEN_RESPONSE_HEADER, ERROR_CODE_HEADER, type pb } from "@fast-sandbox/api/core";
+
+/**
+ * CreateSandbox with `request`'s request id (else a new one), tried once more when its answer was
+ * lost (`createWithRequestId`): the sandbox, and the access token the control plane gave it.
+ */
+export async function createSandboxWithRequestId(
+  client: Client<typeof pb.SandboxService>,
+  request: MessageInitShape<typeof pb.CreateSandboxRequestSchema>,
+  call: CallOptions,
+): Promise<{ message: pb.Sandbox; accessToken: string }> {
+  let accessToken = "";
+  const message = await createWithRequestId(request.requestId, call.signal, (requestId) =>
+    client.createSandbox({ ...request, requestId }, { ...call, onHeader: (headers) => (accessToken = headers.get(ACCESS_TOKEN_RESPONSE_HEADER) ?? "") }),
+  );
+  return { message, accessToken };
+}
 
 /**
  * Calls `attempt` with `requestId` (else a new id), and a second time with the same id when the

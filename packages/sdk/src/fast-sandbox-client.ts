@@ -2,10 +2,9 @@ import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
 import { callError, type CallContext } from "./errors.js";
 import { Checkpoints } from "./checkpoints.js";
-import { createWithRequestId } from "./create-request.js";
+import { createSandboxWithRequestId } from "./create-request.js";
 import { StreamStart } from "./request-options.js";
 import {
-  ACCESS_TOKEN_RESPONSE_HEADER,
   API_VERSION,
   FsbError,
   TimeoutError,
@@ -226,21 +225,19 @@ export class Sandboxes {
       if (!Number.isInteger(port) || port < 1 || port > 65535)
         throw new ValidationError(`spec.exposedPorts[${index}]`, `${port} is out of range; allowed: 1..65535`);
     }
-    let accessToken = "";
     const { call, context } = callOptions(`CreateSandbox ${options.name ?? ""}`.trim(), this.timeoutMs, options);
-    const message = await translate(
+    const { message, accessToken } = await translate(
       () =>
-        createWithRequestId(options.requestId, options.signal, (requestId) =>
-          this.client.createSandbox(
-            {
-              namespace: options.namespace ?? "",
-              name: options.name ?? "",
-              spec: sandboxSpecToMessage(spec),
-              labels: options.labels ?? {},
-              requestId,
-            },
-            { ...call, onHeader: (headers) => (accessToken = headers.get(ACCESS_TOKEN_RESPONSE_HEADER) ?? "") },
-          ),
+        createSandboxWithRequestId(
+          this.client,
+          {
+            namespace: options.namespace ?? "",
+            name: options.name ?? "",
+            spec: sandboxSpecToMessage(spec),
+            labels: options.labels ?? {},
+            requestId: options.requestId ?? "",
+          },
+          call,
         ),
       context,
     );

@@ -86,9 +86,9 @@ describe("fsb cp into a sandbox, to a symlink", () => {
   const directory = mkdtempSync(join(tmpdir(), "fsb-copy-spec-"));
   /** What the daemon's Stat answers (lstat: a symlink as itself), by path. */
   const entries: Record<string, { type: string; symlinkTarget?: string }> = {
-    "/work": { type: "FILE_TYPE_SYMLINK", symlinkTarget: "srv/work" },
-    "/srv/work": { type: "FILE_TYPE_SYMLINK", symlinkTarget: "/data/work" },
-    "/data/work": { type: "FILE_TYPE_DIRECTORY" },
+    "/app": { type: "FILE_TYPE_SYMLINK", symlinkTarget: "srv/app" },
+    "/srv/app": { type: "FILE_TYPE_SYMLINK", symlinkTarget: "/data/app" },
+    "/data/app": { type: "FILE_TYPE_DIRECTORY" },
     "/notes": { type: "FILE_TYPE_SYMLINK", symlinkTarget: "/data/notes.txt" },
     "/data/notes.txt": { type: "FILE_TYPE_FILE" },
   };
@@ -141,7 +141,7 @@ describe("fsb cp into a sandbox, to a symlink", () => {
 
   it("copies into the directory a symlink points to (relative targets from the link's directory), and onto a symlink to a file", async () => {
     for (const [destination, target] of [
-      ["web:/work", "/work/report.txt"],
+      ["web:/app", "/app/report.txt"],
       ["web:/notes", "/notes"],
     ] as const) {
       written.length = 0;
