@@ -80,40 +80,49 @@ function containerd(diffId: string, present: Map<string, Uint8Array> = new Map()
   return { client: client as unknown as ContainerdClient, calls };
 }
 
+/** A registry serving `manifest` and `config`; every other blob (the layer) comes from `layerBlob`. */
+function registryOf(manifest: Uint8Array, config: Uint8Array, layerBlob: (digest: string) => Promise<unknown>) {
+  return {
+    registry: "registry.test",
+    getManifest: () =>
+      Promise.resolve({ mediaType: "application/vnd.oci.image.manifest.v1+json", digest: sha256(manifest), size: manifest.length, bytes: manifest }),
+    getBlob: (_repository: string, digest: string) => (digest === sha256(config) ? Promise.resolve({ body: [config] }) : layerBlob(digest)),
+  };
+}
+
+/** An ImagePuller over `client` pulling from `registry`, retrying a blob after 1 ms. */
+function pullerOf(client: ContainerdClient, registry: object): ImagePuller {
+  return new ImagePuller({
+    client,
+    snapshotter: "overlayfs",
+    architecture: "amd64",
+    registryClient: () => registry as unknown as RegistryClient,
+    blobRetryDelayMs: 1,
+    logger: pino({ level: "silent" }),
+  });
+}
+
 describe("ImagePuller, a blob whose fetch fails for a moment", () => {
   it("fetches it again (a registry's 5xx, a reset, a stall) instead of failing the pull and throwing away the rest", async () => {
     const { layer, diffId, config, manifest } = image();
     const { client, calls } = containerd(diffId);
     let layerFetches = 0;
-    const registry = {
-      registry: "registry.test",
-      getManifest: () =>
-        Promise.resolve({ mediaType: "application/vnd.oci.image.manifest.v1+json", digest: sha256(manifest), size: manifest.length, bytes: manifest }),
-      getBlob: (_repository: string, digest: string) => {
-        if (digest === sha256(config)) return Promise.resolve({ body: [config] });
-        layerFetches += 1;
-        // The first download breaks off half-way (a reset connection); the second is whole.
-        if (layerFetches === 1) {
-          return Promise.resolve({
-            body: (async function* () {
-              await Promise.resolve();
-              yield layer.subarray(0, 4);
-              throw new UnavailableError("registry registry.test is unreachable (ECONNRESET)");
-            })(),
-          });
-        }
-        return Promise.resolve({ body: [layer] });
-      },
-    };
-    const progress: number[] = [];
-    const puller = new ImagePuller({
-      client,
-      snapshotter: "overlayfs",
-      architecture: "amd64",
-      registryClient: () => registry as unknown as RegistryClient,
-      blobRetryDelayMs: 1,
-      logger: pino({ level: "silent" }),
+    const registry = registryOf(manifest, config, () => {
+      layerFetches += 1;
+      // The first download breaks off half-way (a reset connection); the second is whole.
+      if (layerFetches === 1) {
+        return Promise.resolve({
+          body: (async function* () {
+            await Promise.resolve();
+            yield layer.subarray(0, 4);
+            throw new UnavailableError("registry registry.test is unreachable (ECONNRESET)");
+          })(),
+        });
+      }
+      return Promise.resolve({ body: [layer] });
     });
+    const progress: number[] = [];
+    const puller = pullerOf(client, registry);
     const pulled = await puller.pull("registry.test/app:1", (report) => progress.push(report.bytesDone));
     assert.equal(pulled.digest, sha256(manifest));
     assert.equal(layerFetches, 2);
@@ -131,24 +140,11 @@ describe("ImagePuller, a blob whose fetch fails for a moment", () => {
     const { diffId, config, manifest } = image();
     const { client } = containerd(diffId);
     let layerFetches = 0;
-    const registry = {
-      registry: "registry.test",
-      getManifest: () =>
-        Promise.resolve({ mediaType: "application/vnd.oci.image.manifest.v1+json", digest: sha256(manifest), size: manifest.length, bytes: manifest }),
-      getBlob: (_repository: string, digest: string) => {
-        if (digest === sha256(config)) return Promise.resolve({ body: [config] });
-        layerFetches += 1;
-        return Promise.reject(new UnavailableError("registry registry.test failed fetching blob (HTTP 503); try again later"));
-      },
-    };
-    const puller = new ImagePuller({
-      client,
-      snapshotter: "overlayfs",
-      architecture: "amd64",
-      registryClient: () => registry as unknown as RegistryClient,
-      blobRetryDelayMs: 1,
-      logger: pino({ level: "silent" }),
+    const registry = registryOf(manifest, config, () => {
+      layerFetches += 1;
+      return Promise.reject(new UnavailableError("registry registry.test failed fetching blob (HTTP 503); try again later"));
     });
+    const puller = pullerOf(client, registry);
     await assert.rejects(puller.pull("registry.test/app:1"), UnavailableError);
     assert.equal(layerFetches, 4);
   });
