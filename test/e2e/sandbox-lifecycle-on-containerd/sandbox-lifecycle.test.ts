@@ -105,6 +105,12 @@ describe("a sandbox's life on the real containerd", () => {
     // Process 1 is the helper, then the user's command: the host's processes are invisible.
     assert.match(status.stdout, /^\s*1 helper/m);
     assert.doesNotMatch(status.stdout, /containerd|node/);
+    // The helper's directory is a mount point: root in the sandbox cannot rename it away and plant
+    // programs the agent runs there with more capabilities (hostname on restore, daemon control).
+    const moved = await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", "mv /.fast-sandbox /.moved; echo mv=$?; ls /.fast-sandbox"]);
+    assert.match(moved.stdout + moved.stderr, /busy/i, JSON.stringify(moved));
+    assert.match(moved.stdout, /^mv=[1-9]/m, JSON.stringify(moved));
+    assert.match(moved.stdout, /^helper$/m, JSON.stringify(moved));
     await client.sandboxes.delete(sandbox.metadata.name);
   });
 

@@ -40,6 +40,11 @@ describe("a pool with runtimeType gvisor runs untrusted code under runsc", () =>
     assert.match(dmesg.stdout, /gVisor/i);
     const exit = await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", "echo err >&2; exit 5"]);
     assert.deepEqual(exit, { exitCode: 5, stdout: "", stderr: "err\n" });
+    // The helper's directory is a mount point in gVisor's kernel too: it cannot be renamed away.
+    const moved = await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", "mv /.fast-sandbox /.moved; echo mv=$?; ls /.fast-sandbox"]);
+    assert.match(moved.stdout + moved.stderr, /busy/i, JSON.stringify(moved));
+    assert.match(moved.stdout, /^mv=[1-9]/m, JSON.stringify(moved));
+    assert.match(moved.stdout, /^helper$/m, JSON.stringify(moved));
     // Its agent reads the cgroup runsc put the whole sandbox in (the Sentry and gofer included).
     const stats = await client.sandboxes.stats(sandbox.metadata.name);
     assert.ok(stats.memoryUsedBytes > 1 << 20, `memory ${stats.memoryUsedBytes}`);

@@ -8,6 +8,7 @@ import {
   DEFAULT_PATH,
   ENVD_BINARY,
   HELPER_BINARY,
+  HELPER_DIR,
   HELPER_RUN_DIR,
   SHIM_GROUP_ANNOTATION,
   buildOciSpec,
@@ -322,6 +323,14 @@ describe("buildOciSpec with the helper", () => {
     assert.ok(binary?.options.includes("ro"));
     assert.equal(run?.source, "/state/run/sb-1");
     assert.ok(run?.options.includes("rw") && run.options.includes("noexec"));
+  });
+
+  it("gives the helper's directory a mount of its own, before the files in it, so the sandbox cannot rename it away", () => {
+    const destinations = buildOciSpec(sandbox(), image, helper).mounts.map((mount) => mount.destination);
+    const dir = destinations.indexOf(HELPER_DIR);
+    assert.ok(dir >= 0, "a mount at the helper's directory");
+    assert.ok(dir < destinations.indexOf(HELPER_BINARY) && dir < destinations.indexOf(HELPER_RUN_DIR));
+    assert.ok(!buildOciSpec(sandbox(), image, options).mounts.some((mount) => mount.destination === HELPER_DIR), "none without a helper");
   });
 });
 

@@ -378,6 +378,10 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
 
   if (options.helper) {
     mounts.push(
+      // A mount point of its own, so the sandbox cannot rename the directory away (EBUSY) and plant
+      // another program at HELPER_BINARY or ENVD_BINARY, which the agent's execs (hostname on restore,
+      // the daemon's control client) run by those paths with capabilities the sandbox lacks.
+      { destination: HELPER_DIR, type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "noexec", "mode=755", "size=64k"] },
       { destination: HELPER_BINARY, type: "bind", source: options.helper.binaryPath, options: ["rbind", "ro", "nosuid", "nodev"] },
       { destination: HELPER_RUN_DIR, type: "bind", source: options.helper.runDir, options: ["rbind", "rw", "nosuid", "nodev", "noexec"] },
     );
