@@ -14,6 +14,7 @@ export { isNumericExecUser, parseExecUser } from "./schema/exec-user.js";
 export { SANDBOX_DAEMON_PORT } from "./schema/sandbox-daemon-port.js";
 export { ERROR_CODE_HEADER, fromConnectError, toConnectError } from "./wire/connect-errors.js";
 export { equalTokens, requireBearerToken, sendBearerToken } from "./wire/bearer-auth.js";
+export { guardSessionErrors, type Http2Sessions } from "./wire/http2-session-guard.js";
 export { ACCESS_TOKEN_HEADER, ACCESS_TOKEN_RESPONSE_HEADER, RELAY_SANDBOX_HEADER, TRAFFIC_ACCESS_TOKEN_HEADER } from "./wire/access-token-headers.js";
 /** Generated wire messages and services (protobuf-es), namespaced to keep them apart from the resource types. */
 export * as pb from "./wire/messages.js";

@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { createServer as createHttp1Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { setTimeout as delay } from "node:timers/promises";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createRouterTransport } from "@connectrpc/connect";
@@ -73,6 +76,29 @@ describe("FastSandboxClient options", () => {
     const client = new FastSandboxClient({ url: UNREACHABLE });
     assert.equal(client.url, UNREACHABLE);
     closeClient(client);
+  });
+});
+
+describe("FastSandboxClient against a server that is not HTTP/2", () => {
+  it("fails the call and survives close(): the session's late error is not thrown at the program", async () => {
+    const server = createHttp1Server((_request, response) => response.end("hello"));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const uncaught: unknown[] = [];
+    const record = (error: unknown): void => {
+      uncaught.push(error);
+    };
+    process.on("uncaughtException", record);
+    try {
+      const client = new FastSandboxClient({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, token: TOKEN });
+      await assert.rejects(client.sandboxes.list());
+      client.close();
+      // Node emits the failed session's error when its socket has closed, after close() returned.
+      await delay(300);
+      assert.deepEqual(uncaught.map(String), []);
+    } finally {
+      process.off("uncaughtException", record);
+      server.close();
+    }
   });
 });
 

@@ -15,6 +15,7 @@ import {
   sandboxPoolToMessage,
   sandboxSpecToMessage,
   sandboxStatsFromMessage,
+  guardSessionErrors,
   sendBearerToken,
   type EgressPolicy,
   type EnvVar,
@@ -590,7 +591,7 @@ export class FastSandboxClient {
     let transport: Transport;
     if (httpVersion === "2") {
       this.sessions = new Http2SessionManager(url, { idleConnectionTimeoutMs: 30_000 });
-      transport = createConnectTransport({ baseUrl: url, httpVersion: "2", interceptors, sessionManager: this.sessions });
+      transport = createConnectTransport({ baseUrl: url, httpVersion: "2", interceptors, sessionManager: guardSessionErrors(this.sessions) });
     } else {
       transport = createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors });
     }

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
+import { createServer as createHttp1Server } from "node:http";
 import { createServer as createHttp2Server } from "node:http2";
 import { createServer as createTcpServer, type AddressInfo, type Socket } from "node:net";
 import { describe, it } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
 import { Code, ConnectError, createRouterTransport, type ServiceImpl } from "@connectrpc/connect";
 import { FsbError, NotFoundError, TimeoutError, UnavailableError, pb, toConnectError } from "@fast-sandbox/api";
 import { NoAnswerError, gotNoAnswer, type AgentClient, type AgentSandboxSpec, type ExecEvent, type PullProgress } from "./agent-client.js";
@@ -374,6 +376,30 @@ describe("the AgentClient over Connect", () => {
         await assert.rejects(client.listSandboxes(), (error: unknown) => error instanceof NoAnswerError && gotNoAnswer(error));
       } finally {
         client.close();
+        server.close();
+      }
+    });
+
+    it("an endpoint that does not speak HTTP/2 fails the call, and close() after it leaves no error thrown at the process", async () => {
+      // Something else took the agent's port: it answers HTTP/1.1, the session fails ("Protocol error").
+      const server = createHttp1Server((_request, response) => response.end("hello"));
+      server.listen(0, "127.0.0.1");
+      await once(server, "listening");
+      const { port } = server.address() as AddressInfo;
+      const uncaught: unknown[] = [];
+      const record = (error: unknown): void => {
+        uncaught.push(error);
+      };
+      process.on("uncaughtException", record);
+      try {
+        const client = createAgentClient(`127.0.0.1:${port}`, "token");
+        await assert.rejects(client.listSandboxes(), FsbError);
+        client.close();
+        // Node emits the failed session's error once its socket has closed, after close() returned.
+        await delay(300);
+        assert.deepEqual(uncaught.map(String), []);
+      } finally {
+        process.off("uncaughtException", record);
         server.close();
       }
     });

@@ -5,7 +5,16 @@
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
 import { create } from "@bufbuild/protobuf";
-import { ERROR_CODE_HEADER, UnavailableError, fromConnectError, pb, sandboxStatsFromMessage, sendBearerToken, type EgressPolicyName } from "@fast-sandbox/api";
+import {
+  ERROR_CODE_HEADER,
+  UnavailableError,
+  fromConnectError,
+  guardSessionErrors,
+  pb,
+  sandboxStatsFromMessage,
+  sendBearerToken,
+  type EgressPolicyName,
+} from "@fast-sandbox/api";
 import { NoAnswerError } from "./agent-client.js";
 import type {
   AgentClient,
@@ -46,7 +55,7 @@ export function createAgentClient(endpoint: string, token: string): AgentClient 
     httpVersion: "2",
     useBinaryFormat: true,
     interceptors: [sendBearerToken(token)],
-    sessionManager: sessions,
+    sessionManager: guardSessionErrors(sessions),
   });
   return createAgentClientOnTransport(transport, { endpoint, close: () => sessions.abort() });
 }
