@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ValidationError } from "@fast-sandbox/api";
-import { pageOf, type Listed } from "./sandbox-list-page.js";
+import { API_VERSION, ValidationError, type Sandbox } from "@fast-sandbox/api";
+import { METADATA_ANNOTATION, TEMPLATE_ANNOTATION, listedSandboxOf, type E2bListedSandbox } from "./e2b-sandbox-view.js";
+import { pageOf, withListKey, type ListKey, type Listed } from "./sandbox-list-page.js";
 
 /** A small seeded generator (mulberry32), so a failure can be replayed from its seed. */
 function random(seed: number): () => number {
@@ -14,19 +15,49 @@ function random(seed: number): () => number {
   };
 }
 
+/** The key each item of `items` was given, for the model. */
+const keys = new Map<string, ListKey>();
+
 function items(next: () => number, count: number): Listed[] {
-  // Few distinct start times, so ties (broken by sandbox id) are common.
-  return Array.from({ length: count }, (_, index) => ({
-    startedAt: new Date(Date.UTC(2026, 0, 1) + Math.floor(next() * 5) * 1000).toISOString(),
-    sandboxID: `sb${index.toString().padStart(3, "0")}${Math.floor(next() * 1e6)}`,
-  }));
+  // Few distinct creation times, so ties (broken by name) are common; the start (of the current
+  // instance) is any time since, which the order does not follow.
+  return Array.from({ length: count }, (_, index) => {
+    const createdAtMs = Date.UTC(2026, 0, 1) + Math.floor(next() * 5) * 1000;
+    const item = {
+      startedAt: new Date(createdAtMs + Math.floor(next() * 10) * 1000).toISOString(),
+      sandboxID: `sb${index.toString().padStart(3, "0")}${Math.floor(next() * 1e6)}`,
+    };
+    const key = { createdAt: new Date(createdAtMs).toISOString(), name: `sb-${Math.floor(next() * 1e6)}-${index}` };
+    keys.set(item.sandboxID, key);
+    return withListKey(item, key);
+  });
 }
 
-/** The naive model: every item, sorted by start time then id, reversed for desc. */
+/** The naive model: every item, sorted by creation then name, reversed for desc. */
 function modelOrder(all: readonly Listed[], order: "asc" | "desc"): string[] {
-  const sorted = [...all].sort((a, b) => Date.parse(a.startedAt) - Date.parse(b.startedAt) || (a.sandboxID < b.sandboxID ? -1 : 1));
+  const keyOf = (item: Listed) => keys.get(item.sandboxID) ?? assert.fail(`no key for ${item.sandboxID}`);
+  const sorted = [...all].sort((a, b) => Date.parse(keyOf(a).createdAt) - Date.parse(keyOf(b).createdAt) || (keyOf(a).name < keyOf(b).name ? -1 : 1));
   return (order === "asc" ? sorted : sorted.reverse()).map((item) => item.sandboxID);
 }
+
+/** An E2B sandbox created `minute` minutes into the day and started (its current instance) at `startTime`; its E2B metadata names it. */
+function e2bSandbox(name: string, minute: number, startTime: string, sandboxID = `${name}instance`): Sandbox {
+  const created = new Date(Date.UTC(2026, 0, 2, 0, minute)).toISOString();
+  return {
+    apiVersion: API_VERSION,
+    kind: "Sandbox",
+    metadata: {
+      name,
+      namespace: "default",
+      creationTimestamp: created,
+      annotations: { [TEMPLATE_ANNOTATION]: "base", [METADATA_ANNOTATION]: JSON.stringify({ name }) },
+    },
+    spec: { image: "busybox", poolRef: "default" },
+    status: { phase: "Running", sandboxID, startTime },
+  };
+}
+
+const RESOURCES = { cpuCount: 1, memoryMB: 512, diskSizeMB: 1024 };
 
 describe("the pages of GET /v2/sandboxes", () => {
   it("walked with the cursor, give every sandbox exactly once, in the model's order (randomized, both orders, any limit)", () => {
@@ -63,6 +94,33 @@ describe("the pages of GET /v2/sandboxes", () => {
       nextToken = page.nextToken;
     }
     assert.deepEqual(rest, modelOrder(base, "desc").slice(4), "neither the deleted nor the new sandbox moved the rest");
+  });
+
+  it("a sandbox whose instance starts anew between two pages (a resume, reset or recreation) is listed exactly once, as is every other", () => {
+    const names = ["s0", "s1", "s2", "s3", "s4"];
+    const at = (minute: number) => new Date(Date.UTC(2026, 0, 2, 0, minute, 30)).toISOString();
+    const before = names.map((name, minute) => e2bSandbox(name, minute, at(minute)));
+    const list = (sandboxes: readonly Sandbox[]) => sandboxes.map((sandbox) => listedSandboxOf(sandbox, "0.4.0", RESOURCES));
+    const nameOf = (item: E2bListedSandbox) => item.metadata.name;
+    for (const [order, restarted] of [
+      // Newest first: s1, not listed yet, starts anew and becomes the newest start of all.
+      ["desc", "s1"],
+      // Oldest first: s0, listed on the first page, starts anew and becomes the newest start of all.
+      ["asc", "s0"],
+    ] as const) {
+      const first = pageOf(list(before), { order, limit: 2 });
+      const seen = first.items.map(nameOf);
+      const after = before.map((sandbox) =>
+        sandbox.metadata.name === restarted ? e2bSandbox(restarted, names.indexOf(restarted), at(60), `${restarted}recreated`) : sandbox,
+      );
+      let nextToken = first.nextToken;
+      while (nextToken) {
+        const page = pageOf(list(after), { order, limit: 2, nextToken });
+        seen.push(...page.items.map(nameOf));
+        nextToken = page.nextToken;
+      }
+      assert.deepEqual(seen, order === "desc" ? [...names].reverse() : names, `${order}: each once, in order of creation`);
+    }
   });
 
   it("has no cursor on the last page, also when the last page is exactly full", () => {

@@ -1,8 +1,12 @@
 /**
- * The pages of `GET /v2/sandboxes`: sandboxes in order of start time (newest first unless `asc`,
- * ties by sandbox id), `limit` at a time, with a cursor. The cursor (`X-Next-Token` → `nextToken`)
- * is the sort key of the last sandbox of the page, so the next page starts right after it: a
- * sandbox created or deleted between two pages neither shifts nor repeats the others.
+ * The pages of `GET /v2/sandboxes`: sandboxes in order of start (newest first unless `asc`), `limit`
+ * at a time, with a cursor. A sandbox's place is when it was created (its record's
+ * creationTimestamp, the start E2B clients see until a resume, reset or recreation starts a new
+ * instance), ties by its name: a key that never changes while the sandbox lives, unlike its
+ * `startedAt` (its current instance's start) and its sandbox id (a recreation's is new), which would
+ * move it past the cursor of a walk under way. The cursor (`X-Next-Token` → `nextToken`) is the key
+ * of the last sandbox of the page, so the next page starts right after it: a sandbox created or
+ * deleted, resumed or recreated between two pages neither shifts nor repeats the others, nor itself.
  */
 import { ValidationError } from "@fast-sandbox/api";
 
@@ -11,16 +15,36 @@ export interface Listed {
   sandboxID: string;
 }
 
+/** What a listed sandbox is paged by: its record's creation (RFC 3339) and its name, both fixed for its life. */
+export interface ListKey {
+  createdAt: string;
+  name: string;
+}
+
+/**
+ * The keys of the items listedSandboxOf made, kept beside them rather than in them: an item is what
+ * E2B's API answers, field for field.
+ */
+const listKeys = new WeakMap<Listed, ListKey>();
+
+/** `item`, paged by `key` (its sandbox's creation and name). */
+export function withListKey<T extends Listed>(item: T, key: ListKey): T {
+  listKeys.set(item, key);
+  return item;
+}
+
 export interface ListPage<T extends Listed> {
   items: T[];
   /** Undefined on the last page. */
   nextToken: string | undefined;
 }
 
-type SortKey = [startedAtMs: number, sandboxID: string];
+type SortKey = [createdAtMs: number, name: string];
 
+/** An item without a key of its own (not made by listedSandboxOf) is paged by its start and sandbox id. */
 function keyOf(item: Listed): SortKey {
-  return [Date.parse(item.startedAt), item.sandboxID];
+  const key = listKeys.get(item);
+  return key ? [Date.parse(key.createdAt), key.name] : [Date.parse(item.startedAt), item.sandboxID];
 }
 
 function compareAscending(a: SortKey, b: SortKey): number {

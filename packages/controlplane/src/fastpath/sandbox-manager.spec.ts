@@ -23,7 +23,15 @@ import type { FakeClock } from "../controller/clock.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import type { SqliteResourceStore } from "../store/sqlite-resource-store.js";
 import { hashAccessToken } from "../proxy/access-token.js";
-import { CLEANUP_FINALIZER, FAST_PATH_ANNOTATION, SandboxManager, type PoolCapacity } from "./sandbox-manager.js";
+import {
+  CLEANUP_FINALIZER,
+  FAST_PATH_ANNOTATION,
+  REQUEST_ID_ANNOTATION,
+  REQUEST_SETTLE_MS,
+  SandboxManager,
+  requestName,
+  type PoolCapacity,
+} from "./sandbox-manager.js";
 import { SandboxManagerFixture, deferred, poolOf, sandboxSpec, type FakeAgentClient } from "./sandbox-manager.fixture.js";
 
 const NOW = new Date("2026-03-04T05:06:07.000Z");
@@ -347,6 +355,72 @@ describe("SandboxManager", () => {
       const sandbox = await manager.create({ name: "web", spec: spec(), requestId: "req-2" });
       assert.equal(sandbox.status?.phase, "Running");
       assert.equal(agent.createRequests.length, 2);
+    });
+
+    describe("retried after a restart, its earlier attempt's record still there", () => {
+      /** The record an earlier attempt of request `requestId` left (its control plane died before it answered). */
+      const earlier = (requestId: string, status?: Sandbox["status"]) =>
+        fixture.storeRecord(requestName("default", requestId), status, {}, { [FAST_PATH_ANNOTATION]: "true", [REQUEST_ID_ANNOTATION]: requestId });
+      /** The retry (its answer in `call`), once it waits for the earlier attempt's record. */
+      async function retry(requestId: string): Promise<{ call: Promise<Sandbox> }> {
+        const call = manager.create({ spec: spec(), requestId });
+        call.catch(() => undefined);
+        await eventually(() => manager.awaitedByRetry("default", requestName("default", requestId)) || undefined);
+        return { call };
+      }
+
+      it("waits holding no claim on a Pending record: it is not busy, is placed meanwhile, and the retry answers with it at once", async () => {
+        const record = await earlier("req-restart");
+        const { call } = await retry("req-restart");
+        assert.equal(manager.isBusy("default", record.metadata.name), false, "a wait is no create: the reconciler may place the record");
+        const placed = await manager.placeStored(record);
+        assert.equal(placed?.status?.phase, "Running");
+        await clock.advanceAsync(100);
+        assert.ok(await isSettled(call), "answered once the record is placed, not after REQUEST_SETTLE_MS");
+        const answer = await call;
+        assert.equal(answer.metadata.uid, record.metadata.uid);
+        assert.equal(answer.status?.phase, "Running");
+        assert.equal(agent.createRequests.length, 1);
+        assert.equal(manager.awaitedByRetry("default", record.metadata.name), false);
+      });
+
+      it("is Unavailable when the record has not settled within REQUEST_SETTLE_MS, never answered with the unsettled record", async () => {
+        const record = await earlier("req-stuck", { phase: "Bound", assignedPod: AGENT, sandboxID: "stuck0000000000000a1" });
+        const { call } = await retry("req-stuck");
+        await clock.advanceAsync(REQUEST_SETTLE_MS - 100);
+        assert.equal(await isSettled(call), false, "still waiting before the deadline");
+        await clock.advanceAsync(100);
+        const error = await rejection(call);
+        assert.ok(error instanceof UnavailableError, String(error));
+        assert.match(error.message, /earlier create with request id req-stuck .*has not settled within 90s; retry later/);
+        assert.equal((await stored(record.metadata.name))?.status?.phase, "Bound", "left to the reconciler, which adopts or removes it");
+        assert.equal(manager.awaitedByRetry("default", record.metadata.name), false);
+      });
+
+      it("arriving while the record is being placed here (the reconciler), waits for that instead of being told the name is taken", async () => {
+        const record = await earlier("req-placing");
+        const gate = deferred();
+        agent.createGate = gate.promise;
+        const placing = manager.placeStored(record);
+        await agent.createEntered.promise;
+        const call = manager.create({ spec: spec(), requestId: "req-placing" });
+        assert.equal(await isSettled(call), false, "not AlreadyExists");
+        gate.resolve();
+        await placing;
+        const answer = await call;
+        assert.equal(answer.metadata.uid, record.metadata.uid);
+        assert.equal(answer.status?.phase, "Running");
+        assert.equal(agent.createRequests.length, 1);
+      });
+
+      it("is Unavailable, saying so, when the record is being deleted", async () => {
+        const record = await earlier("req-deleted", { phase: "Running", assignedPod: AGENT, sandboxID: "deleted000000000000a1" });
+        await store.delete("Sandbox", { namespace: "default", name: record.metadata.name });
+        const error = await rejection(manager.create({ spec: spec(), requestId: "req-deleted" }));
+        assert.ok(error instanceof UnavailableError, String(error));
+        assert.match(error.message, /is being deleted; retry once it is gone/);
+        assert.equal(agent.createRequests.length, 0);
+      });
     });
   });
 
@@ -1241,6 +1315,27 @@ describe("SandboxManager", () => {
       assert.equal(kept?.status?.assignedPod, undefined);
       assert.equal(kept?.status?.sandboxIP, undefined);
       assert.equal(allocated(), 0);
+    });
+
+    it("abandon removes a fast-path create's Pending record (cut short before it was placed) unless a retry of its request waits for it; a user's stays", async () => {
+      const unanswered = await fixture.storeRecord("unanswered", { phase: "Pending" }, {}, { [FAST_PATH_ANNOTATION]: "true" });
+      await manager.abandon(unanswered, "nobody waits for it");
+      assert.equal(await stored("unanswered"), undefined);
+
+      const annotations = { [FAST_PATH_ANNOTATION]: "true", [REQUEST_ID_ANNOTATION]: "req-awaited" };
+      const awaited = await fixture.storeRecord(requestName("default", "req-awaited"), undefined, {}, annotations);
+      const call = manager.create({ spec: spec(), requestId: "req-awaited" });
+      await eventually(() => manager.awaitedByRetry("default", awaited.metadata.name) || undefined);
+      await manager.abandon(awaited, "a retry waits for it");
+      assert.equal((await stored(awaited.metadata.name))?.metadata.uid, awaited.metadata.uid, "kept, to be placed for the retry");
+      await manager.placeStored(awaited);
+      await clock.advanceAsync(100);
+      assert.equal((await call).status?.phase, "Running");
+
+      const applied = await storeRecord("applied");
+      await manager.abandon(applied, "written by its user");
+      assert.equal((await stored("applied"))?.metadata.uid, applied.metadata.uid, "a record its user wrote is placed, never removed");
+      assert.equal(allocated(), 1, "the slot of the sandbox placed for the retry, nothing else");
     });
 
     it("abandon leaves a record that is Running (its create finished meanwhile) alone", async () => {

@@ -172,8 +172,8 @@ export function requestName(namespace: string, requestId: string): string {
   return `sb-${createHash("sha256").update(`${namespace}/${requestId}`).digest("hex").slice(0, 10)}`;
 }
 
-/** How long a retried request waits for the create another replica is running to finish. */
-const REQUEST_SETTLE_MS = 90_000;
+/** How long a retried request waits for the create an earlier attempt of it started (on another replica, or before a restart) to finish. */
+export const REQUEST_SETTLE_MS = 90_000;
 
 /** Fields a user may change after creation; everything else is fixed for the sandbox's life. */
 const MUTABLE_SPEC_FIELDS = new Set<keyof SandboxSpec>(["expireTime", "failurePolicy", "recoveryTimeoutSeconds", "resetRevision", "consistencyMode"]);
@@ -198,6 +198,13 @@ export class SandboxManager {
    * as on another replica, so nothing is kept per create (every SDK create carries an id).
    */
   private readonly requests = new Map<string, Promise<Sandbox>>();
+  /**
+   * Keys whose record an earlier attempt of a retried request wrote (on another replica, or before a
+   * restart), with how many retries here wait for it to settle (settledRequest). Such a wait is no
+   * operation on the record: isBusy ignores it, so that the reconciler places, adopts or removes the
+   * record meanwhile, and the reconciler places a Pending one for the retry instead of removing it.
+   */
+  private readonly retriesWaiting = new Map<string, number>();
   private readonly pools = new Map<string, SandboxPool>();
   /** Pools being deleted: no new sandboxes there. */
   private readonly closingPools = new Set<string>();
@@ -309,6 +316,14 @@ export class SandboxManager {
     return this.creating.has(key) || this.finalizing.has(key) || this.pendingStatus.has(key);
   }
 
+  /**
+   * True while a retried create waits here for the record an earlier attempt of its request wrote
+   * (before a restart, or on another replica) to settle: a Pending one is to be placed for it.
+   */
+  awaitedByRetry(namespace: string, name: string): boolean {
+    return this.retriesWaiting.has(sandboxKey(namespace, name));
+  }
+
   /** Writes wait for this (crash recovery), so decisions rest on the true state. */
   holdWritesUntil(ready: Promise<void>): void {
     this.ready = ready;
@@ -397,39 +412,72 @@ export class SandboxManager {
     instanceNetwork(input.spec, pool);
     const key = sandboxKey(namespace, name);
     const taken = () => new AlreadyExistsError(`sandbox ${key} already exists; choose another name or delete it first`);
+    // A retry may find its record being placed, removed or paused here right now (by the reconciler,
+    // or a pause): it waits for that step and then looks, instead of being told the name is taken.
+    while (requestId && this.creating.has(key)) await this.creating.get(key)?.catch(() => undefined);
     // Claimed synchronously, before any await: a second create of the name fails fast, and a
     // delete of the name waits for this create to finish (see delete()).
     if (this.creating.has(key)) throw taken();
-    const attempt = (async () => {
+    const attempt = (async (): Promise<{ placed: Sandbox } | { earlier: Sandbox }> => {
       const existing = await this.store.get("Sandbox", { namespace, name });
-      if (existing && requestId && existing.metadata.annotations?.[REQUEST_ID_ANNOTATION] === requestId) return this.settledRequest(existing);
+      if (existing && requestId && existing.metadata.annotations?.[REQUEST_ID_ANNOTATION] === requestId) {
+        // Counted before the claim is let go: the reconciler never finds the record with neither.
+        this.retriesWaiting.set(key, (this.retriesWaiting.get(key) ?? 0) + 1);
+        return { earlier: existing };
+      }
       if (existing) throw taken();
-      return this.place(candidate, pool, undefined, input.accessTokenHash, input.restore);
+      return { placed: await this.place(candidate, pool, undefined, input.accessTokenHash, input.restore) };
     })();
     this.creating.set(key, attempt);
+    let outcome: { placed: Sandbox } | { earlier: Sandbox };
     try {
-      return await attempt;
+      outcome = await attempt;
     } finally {
       this.creating.delete(key);
+    }
+    if ("placed" in outcome) return outcome.placed;
+    // An earlier attempt of the request wrote the record: this retry only waits for it to settle, and
+    // holds no claim meanwhile, so the reconciler can finish or remove that create.
+    try {
+      return await this.settledRequest(outcome.earlier);
+    } finally {
+      const left = (this.retriesWaiting.get(key) ?? 1) - 1;
+      if (left > 0) this.retriesWaiting.set(key, left);
+      else this.retriesWaiting.delete(key);
     }
   }
 
   /**
-   * The sandbox a retried request created before (on another replica, or before a restart): once its
-   * create has finished there (it is no longer Pending or Bound), or after REQUEST_SETTLE_MS.
+   * The sandbox a retried request created before (on another replica, or before a restart), once
+   * that create has finished: its record is no longer Pending or Bound. Meanwhile the record is left
+   * to whoever finishes it (that replica; here the reconciler places it for this retry, or adopts or
+   * removes it when it is Bound). UnavailableError when the record is gone or replaced (that create
+   * failed), is being deleted, or has not settled within REQUEST_SETTLE_MS: neither is a sandbox the
+   * caller can be given as created.
    */
   private async settledRequest(sandbox: Sandbox): Promise<Sandbox> {
-    const key = { namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, name: sandbox.metadata.name };
+    const namespace = sandbox.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const key = { namespace, name: sandbox.metadata.name };
+    const request = sandbox.metadata.annotations?.[REQUEST_ID_ANNOTATION] ?? "";
     const deadline = this.clock.now().getTime() + REQUEST_SETTLE_MS;
     let current: Sandbox | undefined = sandbox;
-    while (current && (current.status?.phase ?? "Pending") in { Pending: 1, Bound: 1 } && this.clock.now().getTime() < deadline) {
+    for (;;) {
+      if (!current || current.metadata.uid !== sandbox.metadata.uid) throw new UnavailableError(`the earlier create of request ${request} failed; retry`);
+      if (current.metadata.deletionTimestamp) {
+        throw new UnavailableError(
+          `sandbox ${sandboxKey(namespace, key.name)}, which the earlier create of request ${request} made, is being deleted; retry once it is gone to create it anew`,
+        );
+      }
+      const phase = current.status?.phase ?? "Pending";
+      if (phase !== "Pending" && phase !== "Bound") return current;
+      if (this.clock.now().getTime() >= deadline) {
+        throw new UnavailableError(
+          `the earlier create with request id ${request} (sandbox ${sandboxKey(namespace, key.name)}, still ${phase}) has not settled within ${REQUEST_SETTLE_MS / 1000}s; retry later`,
+        );
+      }
       await sleep(this.clock, 100);
       current = await this.store.get("Sandbox", key);
     }
-    if (!current || current.metadata.uid !== sandbox.metadata.uid) {
-      throw new UnavailableError(`the earlier create of request ${sandbox.metadata.annotations?.[REQUEST_ID_ANNOTATION] ?? ""} failed; retry`);
-    }
-    return current;
   }
 
   /** Waits until no create, status write or cleanup of the sandbox is in flight. */
@@ -1011,7 +1059,9 @@ export class SandboxManager {
   /**
    * Removes what its agent holds of a create that never finished and was never acknowledged (Bound
    * with no running instance after a control-plane crash), and its record when a fast-path create
-   * wrote it; a record its user wrote (kubectl apply) is Pending again, to be placed anew.
+   * wrote it; a record its user wrote (kubectl apply) is Pending again, to be placed anew. A Pending
+   * record a fast-path create wrote (cut short before it was placed, its caller never answered) is
+   * removed too, unless a retry of its request waits for it here: that one is to be placed for it.
    */
   async abandon(seen: Sandbox, why: string): Promise<void> {
     const namespace = seen.metadata.namespace ?? DEFAULT_NAMESPACE;
@@ -1019,12 +1069,16 @@ export class SandboxManager {
     if (this.creating.has(key) || this.finalizing.has(key)) return;
     const attempt = (async () => {
       const sandbox = await this.store.get("Sandbox", { namespace, name: seen.metadata.name });
-      if (!sandbox || sandbox.metadata.uid !== seen.metadata.uid || sandbox.status?.phase !== "Bound") return;
-      this.logger.warn({ sandbox: key, sandboxId: sandbox.status.sandboxID }, `removing an unfinished create: ${why}`);
-      const client = sandbox.status.assignedPod ? this.agents.get(sandbox.status.assignedPod) : undefined;
-      if (client && sandbox.status.sandboxID) await client.deleteSandbox(sandbox.status.sandboxID, 0);
+      if (!sandbox || sandbox.metadata.uid !== seen.metadata.uid || sandbox.metadata.deletionTimestamp) return;
+      const phase = sandbox.status?.phase ?? "Pending";
+      const unanswered = phase === "Pending" && sandbox.metadata.annotations?.[FAST_PATH_ANNOTATION] === "true" && !this.retriesWaiting.has(key);
+      if (phase !== "Bound" && !unanswered) return;
+      const sandboxId = sandbox.status?.sandboxID;
+      this.logger.warn({ sandbox: key, sandboxId }, `removing an unfinished create: ${why}`);
+      const client = sandbox.status?.assignedPod ? this.agents.get(sandbox.status.assignedPod) : undefined;
+      if (client && sandboxId) await client.deleteSandbox(sandboxId, 0);
       this.registry.release(key);
-      await this.forget(sandbox, sandbox.status.sandboxID);
+      await this.forget(sandbox, sandboxId);
     })();
     this.creating.set(key, attempt);
     try {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { API_VERSION, FailedPreconditionError, type Sandbox, type SandboxStatus } from "@fast-sandbox/api";
 import { pino } from "pino";
-import { CLEANUP_FINALIZER, FAST_PATH_ANNOTATION, type SandboxManager } from "../fastpath/sandbox-manager.js";
+import { CLEANUP_FINALIZER, FAST_PATH_ANNOTATION, REQUEST_ID_ANNOTATION, requestName, type SandboxManager } from "../fastpath/sandbox-manager.js";
 import { FakeAgentClient, SandboxManagerFixture, poolOf, sandboxSpec } from "../fastpath/sandbox-manager.fixture.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { SqliteResourceStore } from "../store/sqlite-resource-store.js";
@@ -138,6 +138,22 @@ describe("SandboxReconciler", () => {
       assert.equal(registry.placementOf("default/web")?.agent.name, AGENT);
       assert.equal(allocated(), 1);
       assert.deepEqual(client(AGENT).calls, [`create ${created.status?.sandboxID}`]);
+    });
+
+    it("forgets an agent gone for good once no sandbox names it any more (Kubernetes names every agent Pod anew)", async () => {
+      const goneSince = (reconciler as unknown as { goneSince: Map<string, Date> }).goneSince;
+      await manager.create({ name: "web", spec: spec() });
+      await manager.create({ name: "api", spec: spec() });
+      await settle();
+      observer.set(AGENT, undefined);
+      await settle();
+      assert.ok(goneSince.has(AGENT), "remembered while its sandboxes name it");
+      await manager.delete("default", "web");
+      await settle();
+      assert.ok(goneSince.has(AGENT), "one still names it");
+      await manager.delete("default", "api");
+      await settle();
+      assert.equal(goneSince.size, 0);
     });
 
     it("says AgentGone when the agent no longer exists", async () => {
@@ -548,6 +564,47 @@ describe("SandboxReconciler", () => {
       const record = await stored("cut-short");
       assert.equal(record?.status?.phase, "Bound");
       assert.deepEqual(client(AGENT).calls, []);
+    });
+
+    it("Pending by a fast-path create nobody here creates or waits for (its caller was never answered): removed, never placed", async () => {
+      await fixture.storeRecord(
+        "unanswered",
+        {
+          phase: "Pending",
+          conditions: [{ type: "Scheduled", status: "False", reason: "WaitingForCapacity", message: "waiting", lastTransitionTime: T0.toISOString() }],
+        },
+        {},
+        { [FAST_PATH_ANNOTATION]: "true" },
+      );
+      await settle();
+      assert.equal(await stored("unanswered"), undefined);
+      assert.deepEqual(client(AGENT).calls, [], "no instance under a name nobody knows");
+      assert.equal(allocated(), 0);
+    });
+
+    it("Pending by a fast-path create, a retry of its request waiting for it after a restart: placed for the retry, which is answered then (not after 90 s)", async () => {
+      await reconciler.stop();
+      const name = requestName("default", "req-restart");
+      const record = await fixture.storeRecord(name, undefined, {}, { [FAST_PATH_ANNOTATION]: "true", [REQUEST_ID_ANNOTATION]: "req-restart" });
+      let answer: unknown;
+      const call = manager.create({ spec: spec(), requestId: "req-restart" });
+      call.then(
+        (sandbox) => (answer = sandbox),
+        (error: unknown) => (answer = error),
+      );
+      for (let turn = 0; turn < 100 && !manager.awaitedByRetry("default", name); turn++) await new Promise((resolve) => setImmediate(resolve));
+      assert.ok(manager.awaitedByRetry("default", name), "the retry waits for the earlier attempt's record");
+      // The control plane after its restart: a reconciler of its own.
+      reconciler = new SandboxReconciler({ store, manager, registry, agents: observer, logger: pino({ level: "silent" }), clock });
+      await reconciler.start();
+      await settle();
+      await clock.advanceAsync(100);
+      const placed = await stored(name);
+      assert.equal(placed?.status?.phase, "Running");
+      assert.equal(placed?.metadata.uid, record.metadata.uid);
+      assert.deepEqual(client(AGENT).calls, [`create ${placed?.status?.sandboxID}`]);
+      assert.equal((answer as Sandbox | undefined)?.metadata?.uid, record.metadata.uid, "answered once placed");
+      assert.equal((answer as Sandbox).status?.phase, "Running");
     });
 
     it("Pending, nobody placing it: placed on an agent and Running", async () => {

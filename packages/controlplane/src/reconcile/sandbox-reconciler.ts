@@ -5,8 +5,10 @@
  * delays a step:
  * - deletion: the cleanup finalizer;
  * - expiry: a sandbox whose `expireTime` has passed is deleted (a timed requeue at that moment);
- * - placement: `Pending` sandboxes nobody is placing (created through the store, or left by a
- *   create that did not finish) are placed;
+ * - placement: `Pending` sandboxes nobody is placing are placed: those created through the store,
+ *   and those a fast-path create left unfinished when a retry of its request waits for them or when
+ *   several replicas place (after another replica's grace). With one placer, a fast-path create's
+ *   Pending record that nobody creates or waits for is removed (its caller was never answered);
  * - unfinished creates: `Bound` sandboxes nobody is creating become `Running` when their agent runs
  *   them, and are removed (never acknowledged) when it does not;
  * - agent connectivity: the `AgentConnected` condition follows the agent (the AgentObserver says
@@ -94,7 +96,7 @@ export class SandboxReconciler implements Reconciler {
   private readonly boundSince = new Map<string, Date>();
   /** When the last try to place a Pending sandbox failed, by key. */
   private readonly placementFailedAt = new Map<string, Date>();
-  /** When an agent was first seen missing altogether, by name. */
+  /** When an agent was first seen missing altogether, by name; only while a sandbox in the cache still names it (pruneGoneAgents). */
   private readonly goneSince = new Map<string, Date>();
   /** Running sandboxes: the resourceVersion last seen, since when it has been seen, and since when (a report asked for then) its agent has not reported it, by key. */
   private readonly runningSeen = new Map<string, { resourceVersion: string; since: Date; missingSince?: Date }>();
@@ -160,6 +162,7 @@ export class SandboxReconciler implements Reconciler {
 
   async reconcile(key: string): Promise<ReconcileResult | void> {
     const sandbox = this.informer.get(key);
+    this.pruneGoneAgents();
     if (!sandbox) {
       this.boundSince.delete(key);
       this.placementFailedAt.delete(key);
@@ -196,10 +199,42 @@ export class SandboxReconciler implements Reconciler {
     if (phase !== "Running") this.runningSeen.delete(key);
     // The fast path is creating, replacing or deleting it right now; its writes will tell the outcome.
     if (manager.isBusy(namespace, name)) return { requeueAfterMs: BUSY_RECHECK_MS };
-    if (phase === "Pending") return this.foreignCreateInFlight(sandbox, now) ?? this.place(sandbox, now);
+    if (phase === "Pending") {
+      const foreign = this.foreignCreateInFlight(sandbox, now);
+      if (foreign) return foreign;
+      if (this.unansweredCreate(sandbox)) {
+        // As a Bound record's unfinished create is (finishBound): its caller was never answered.
+        await manager.abandon(sandbox, "its create was cut short before it was placed, and no retry of its request waits for it");
+        return { requeueAfterMs: BUSY_RECHECK_MS };
+      }
+      return this.place(sandbox, now);
+    }
     if (phase === "Bound") return this.finishBound(sandbox, key, now);
     if (phase !== "Running" && phase !== "Lost") return;
     return this.followAgent(sandbox, key, now);
+  }
+
+  /**
+   * Forgets when agents went missing once no sandbox in the cache names them any more (deleted, or
+   * placed elsewhere): Kubernetes gives every agent Pod a name of its own, so entries of agents that
+   * are gone for good would otherwise pile up for the life of the process.
+   */
+  private pruneGoneAgents(): void {
+    for (const agentName of this.goneSince.keys()) {
+      if (this.informer.byIndex(SANDBOXES_BY_AGENT, agentName).length === 0) this.goneSince.delete(agentName);
+    }
+  }
+
+  /**
+   * A Pending record a fast-path create wrote, with one placer (`foreignCreateGraceMs` 0: this
+   * process) that is not creating it: that create was cut short (the control plane died while it
+   * waited for capacity), so its caller never got an answer, and placing it now would run a sandbox
+   * nobody was told of, for ever. It goes, as a Bound one whose create did not finish does — unless a
+   * retry of its request waits for it here, for which it is placed.
+   */
+  private unansweredCreate(sandbox: Sandbox): boolean {
+    if ((this.options.foreignCreateGraceMs ?? 0) > 0 || sandbox.metadata.annotations?.[FAST_PATH_ANNOTATION] !== "true") return false;
+    return !this.options.manager.awaitedByRetry(sandbox.metadata.namespace ?? "default", sandbox.metadata.name);
   }
 
   /**
@@ -217,8 +252,9 @@ export class SandboxReconciler implements Reconciler {
   }
 
   /**
-   * Places a Pending sandbox written to the store (kubectl apply). When it cannot be placed now (no
-   * pool yet, no capacity) it stays Pending with `Scheduled=False` saying why, and is tried again.
+   * Places a Pending sandbox written to the store (kubectl apply), or left by a fast-path create that
+   * a retry of its request waits for or another replica did not finish. When it cannot be placed now
+   * (no pool yet, no capacity) it stays Pending with `Scheduled=False` saying why, and is tried again.
    */
   private async place(sandbox: Sandbox, now: Date): Promise<ReconcileResult | void> {
     const key = objectKey(sandbox);
