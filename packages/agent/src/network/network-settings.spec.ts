@@ -1,7 +1,19 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ValidationError } from "@fast-sandbox/api";
-import { networkSettingsFromEnv } from "./network-settings.js";
+import { defaultGatewaysOf, networkSettingsFromEnv, type LocalNetwork } from "./network-settings.js";
+
+/** A Pod's network as the agent finds it: its interfaces' addresses and its default gateways. */
+function localNetwork(addresses: string[] = [], defaultGateways: string[] = []): LocalNetwork & { consulted: number } {
+  return {
+    consulted: 0,
+    addresses() {
+      this.consulted += 1;
+      return addresses;
+    },
+    defaultGateways: () => defaultGateways,
+  };
+}
 
 function assertInvalid(env: NodeJS.ProcessEnv, field: string, message?: RegExp): void {
   assert.throws(
@@ -63,20 +75,56 @@ describe("networkSettingsFromEnv", () => {
   });
 
   it("denies the API server's Service address and the node's to sandboxes in a Pod unless FSB_NETWORK_DENY says what to deny", () => {
-    assert.deepEqual(networkSettingsFromEnv({ KUBERNETES_SERVICE_HOST: "10.96.0.1" }).deniedCidrs, ["10.96.0.1/32"]);
-    assert.deepEqual(networkSettingsFromEnv({ KUBERNETES_SERVICE_HOST: "fd00::1" }).deniedCidrs, []);
-    assert.deepEqual(networkSettingsFromEnv({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_HOST_IP: "172.18.0.2" }).deniedCidrs, [
-      "10.96.0.1/32",
-      "172.18.0.2/32",
-    ]);
-    assert.deepEqual(networkSettingsFromEnv({ FSB_HOST_IP: "172.18.0.2" }).deniedCidrs, [], "outside a Pod, nothing");
-    assert.deepEqual(networkSettingsFromEnv({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_NETWORK_DENY: "10.96.0.0/12,10.244.0.0/16" }).deniedCidrs, [
+    const settings = (env: NodeJS.ProcessEnv) => networkSettingsFromEnv(env, localNetwork());
+    assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "10.96.0.1" }).deniedCidrs, ["10.96.0.1/32"]);
+    assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "fd00::1" }).deniedCidrs, []);
+    assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_HOST_IP: "172.18.0.2" }).deniedCidrs, ["10.96.0.1/32", "172.18.0.2/32"]);
+    assert.deepEqual(settings({ FSB_HOST_IP: "172.18.0.2" }).deniedCidrs, [], "outside a Pod, nothing");
+    assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_NETWORK_DENY: "10.96.0.0/12,10.244.0.0/16" }).deniedCidrs, [
       "10.96.0.0/12",
       "10.244.0.0/16",
     ]);
-    assert.deepEqual(networkSettingsFromEnv({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_NETWORK_DENY: "" }).deniedCidrs, []);
+    assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_NETWORK_DENY: "" }).deniedCidrs, []);
     assertInvalid({ FSB_NETWORK_DENY: "kubernetes.default" }, "FSB_NETWORK_DENY", /not an IPv4 address or CIDR/);
     assertInvalid({ FSB_NETWORK_DENY: "10.96.0.1/12" }, "FSB_NETWORK_DENY", /did you mean 10\.96\.0\.0\/12/);
+  });
+
+  it("in a Pod without FSB_NETWORK_DENY, also denies the Pod's own addresses and its default gateway, and says the list is the default", () => {
+    // The Pod's eth0, its loopback, the sandbox bridge, a link-local address; the gateway is the node on the Pod network.
+    const local = localNetwork(["127.0.0.1", "10.244.1.7", "10.213.0.1", "169.254.1.9"], ["10.244.1.1"]);
+    const inPod = networkSettingsFromEnv({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_HOST_IP: "172.18.0.2" }, local);
+    assert.deepEqual(inPod.deniedCidrs, ["10.96.0.1/32", "172.18.0.2/32", "10.244.1.7/32", "10.244.1.1/32"]);
+    assert.equal(inPod.defaultDenyInPod, true, "the agent warns that the rest of the cluster stays reachable");
+    // A Pod in the node's network: its address and the node's are one, listed once.
+    const hostNetwork = networkSettingsFromEnv(
+      { KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_HOST_IP: "172.18.0.2" },
+      localNetwork(["172.18.0.2"], ["172.18.0.1"]),
+    );
+    assert.deepEqual(hostNetwork.deniedCidrs, ["10.96.0.1/32", "172.18.0.2/32", "172.18.0.1/32"]);
+
+    // FSB_NETWORK_DENY set, even empty, is the whole list: no warning, the Pod's network is not even looked at.
+    const configured = localNetwork(["10.244.1.7"]);
+    for (const deny of ["10.96.0.0/12", ""]) {
+      const settings = networkSettingsFromEnv({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_NETWORK_DENY: deny }, configured);
+      assert.equal(settings.defaultDenyInPod, undefined);
+    }
+    const outside = networkSettingsFromEnv({}, configured);
+    assert.equal(outside.defaultDenyInPod, undefined, "outside a Pod, no warning");
+    assert.equal(configured.consulted, 0);
+  });
+
+  it("reads the default gateways from the kernel's routing table, in the host's byte order", () => {
+    const table = [
+      "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT",
+      "eth0\t00000000\t0101F40A\t0003\t0\t0\t0\t00000000\t0\t0\t0",
+      "eth0\t0001F40A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0",
+      // A default route without a gateway (a point-to-point device): nothing to deny.
+      "tun0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0",
+      "",
+    ].join("\n");
+    assert.deepEqual(defaultGatewaysOf(table, "LE"), ["10.244.1.1"]);
+    assert.deepEqual(defaultGatewaysOf(table.replace("0101F40A", "0AF40101"), "BE"), ["10.244.1.1"]);
+    assert.deepEqual(defaultGatewaysOf(""), []);
   });
 
   it("refuses bad resolvers and counts", () => {

@@ -4,10 +4,14 @@
  * lock makes allocation safe across processes) and its firewall tables; give a test run or a second
  * installation its own name and subnet so they never meet.
  */
+import { readFileSync } from "node:fs";
 import { isIPv4 } from "node:net";
+import { endianness } from "node:os";
 import { join } from "node:path";
 import { ValidationError } from "@fast-sandbox/api/core";
-import { parseIpv4Cidr } from "./egress-policy.js";
+import { ipv4InCidr, parseIpv4Cidr } from "./egress-policy.js";
+import { NEVER_REACHED } from "./firewall-rules.js";
+import { hostIpv4Addresses } from "./sandbox-dns.js";
 
 /** Where each network keeps its state unless told otherwise: `<root>/<name>` (a tmpfs: it goes with a reboot, as network namespaces do). */
 export const DEFAULT_NETWORK_STATE_ROOT = "/run/fast-sandbox/network";
@@ -52,15 +56,44 @@ export interface SandboxNetworkSettings {
    * egress policy (as the clouds' metadata addresses), save its resolvers on port 53: on Kubernetes
    * the cluster's Service, Pod and node ranges (the API server, the kubelets, the controller's
    * metrics), which an allowAll sandbox would otherwise reach. Set, even empty, it is the whole list.
-   * @default in a Pod, the API server's Service address (KUBERNETES_SERVICE_HOST) and the node's
-   * (FSB_HOST_IP); else none
+   * @default in a Pod, what the agent knows of the cluster without being told: the API server's
+   * Service address (KUBERNETES_SERVICE_HOST), the node's (FSB_HOST_IP), the Pod's own addresses and
+   * its default gateway (on most Pod networks the node again, at another address); else none. The
+   * rest of the cluster stays reachable (`defaultDenyInPod`).
    */
   deniedCidrs: string[];
+  /**
+   * True when the agent runs in a Pod and FSB_NETWORK_DENY is unset: `deniedCidrs` is then only the
+   * default above, and the agent warns at start that its sandboxes reach the rest of the cluster —
+   * other Pods (the controller, other agents' relays), Services, other nodes (kubelets, NodePorts).
+   */
+  defaultDenyInPod?: boolean;
 }
+
+/** What an agent finds out about its own network by itself, for the default deny list in a Pod. */
+export interface LocalNetwork {
+  /** The IPv4 addresses of its interfaces. */
+  addresses(): Iterable<string>;
+  /** The gateways of its default routes. */
+  defaultGateways(): string[];
+}
+
+/** The agent's own network: its interfaces, and the kernel's routing table (read from /proc, no process started). */
+export const LOCAL_NETWORK: LocalNetwork = {
+  addresses: hostIpv4Addresses,
+  defaultGateways: () => {
+    try {
+      return defaultGatewaysOf(readFileSync("/proc/net/route", "utf8"));
+    } catch {
+      return [];
+    }
+  },
+};
 
 const NETWORK_NAME = /^[a-z][a-z0-9-]{0,14}$/;
 
-export function networkSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): SandboxNetworkSettings {
+/** @param local consulted only in a Pod without FSB_NETWORK_DENY */
+export function networkSettingsFromEnv(env: NodeJS.ProcessEnv = process.env, local: LocalNetwork = LOCAL_NETWORK): SandboxNetworkSettings {
   const name = env.FSB_NETWORK_NAME || DEFAULT_NETWORK_NAME;
   if (!NETWORK_NAME.test(name)) {
     throw new ValidationError(
@@ -78,7 +111,8 @@ export function networkSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Sa
   if (!/^\d{1,2}$/.test(prepared) || Number(prepared) > 64) {
     throw new ValidationError("FSB_NETWORK_PREPARED", `${JSON.stringify(prepared)} must be a number of network namespaces from 0 to 64`);
   }
-  const deniedCidrs = deniedFromEnv(env);
+  const defaultDenyInPod = Boolean(env.KUBERNETES_SERVICE_HOST) && env.FSB_NETWORK_DENY === undefined;
+  const deniedCidrs = defaultDenyInPod ? deniedInPod(env, subnet, local) : deniedFromEnv(env);
   const cniPluginDirs = env.FSB_CNI_PATH ? splitList(env.FSB_CNI_PATH, ":") : [...DEFAULT_CNI_PLUGIN_DIRS];
   if (cniPluginDirs.length === 0) throw new ValidationError("FSB_CNI_PATH", "must name at least one directory");
   return {
@@ -90,18 +124,48 @@ export function networkSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Sa
     hostResolvConfPath: env.FSB_NETWORK_RESOLV_CONF || "/etc/resolv.conf",
     preparedNamespaces: Number(prepared),
     deniedCidrs,
+    ...(defaultDenyInPod ? { defaultDenyInPod } : {}),
   };
 }
 
-/** FSB_NETWORK_DENY as CIDRs (an address is its /32), or the API server's Service address in a Pod. */
+/**
+ * The default deny list of an agent in a Pod: the API server's Service address, the node's own (its
+ * kubelet, its NodePorts), and what the agent finds of its Pod's network: the Pod's addresses and
+ * its default gateway, which on most Pod networks (a bridge or point-to-point link to the node) is
+ * the node at another address. The cluster's Pod, Service and node ranges are not to be found out
+ * from inside a Pod: only FSB_NETWORK_DENY names them.
+ */
+function deniedInPod(env: NodeJS.ProcessEnv, subnet: string, local: LocalNetwork): string[] {
+  const given = [env.KUBERNETES_SERVICE_HOST, env.FSB_HOST_IP].filter((address): address is string => Boolean(address && isIPv4(address)));
+  // Loopback and link-local ones are never reached anyway (NEVER_REACHED), nor the sandbox subnet (the bridge's address).
+  const covered = [...NEVER_REACHED, subnet].flatMap((cidr) => parseIpv4Cidr(cidr) ?? []);
+  const found = [...local.addresses(), ...local.defaultGateways()].filter((address) => isIPv4(address) && !covered.some((cidr) => ipv4InCidr(address, cidr)));
+  return [...new Set([...given, ...found])].map((address) => `${address}/32`);
+}
+
+/**
+ * The gateways of the default routes in a routing table as /proc/net/route shows it: one route a
+ * line, addresses as 8 hex digits of the kernel's 32-bit value (in network byte order in memory,
+ * printed as the host's integer: reversed on little-endian hosts).
+ */
+export function defaultGatewaysOf(routeTable: string, byteOrder: "BE" | "LE" = endianness()): string[] {
+  const RTF_GATEWAY = 0x2;
+  return routeTable
+    .split("\n")
+    .slice(1)
+    .flatMap((line) => {
+      const [, destination, gateway, flags, , , , mask] = line.trim().split(/\s+/);
+      if (destination !== "00000000" || mask !== "00000000" || !gateway || !/^[0-9A-Fa-f]{8}$/.test(gateway)) return [];
+      if ((Number.parseInt(flags ?? "0", 16) & RTF_GATEWAY) === 0) return [];
+      const bytes = Buffer.from(gateway, "hex");
+      if (byteOrder === "LE") bytes.reverse();
+      return [bytes.join(".")];
+    });
+}
+
+/** FSB_NETWORK_DENY as CIDRs (an address is its /32); none when unset outside a Pod. */
 function deniedFromEnv(env: NodeJS.ProcessEnv): string[] {
-  if (env.FSB_NETWORK_DENY === undefined) {
-    // In a Pod: the API server's Service address and the node's own (its kubelet, its NodePorts).
-    if (!env.KUBERNETES_SERVICE_HOST) return [];
-    return [env.KUBERNETES_SERVICE_HOST, env.FSB_HOST_IP]
-      .filter((address): address is string => Boolean(address && isIPv4(address)))
-      .map((address) => `${address}/32`);
-  }
+  if (env.FSB_NETWORK_DENY === undefined) return [];
   return splitList(env.FSB_NETWORK_DENY, ",").map((entry) => {
     const cidr = parseIpv4Cidr(entry.includes("/") ? entry : `${entry}/32`);
     if (!cidr) throw new ValidationError("FSB_NETWORK_DENY", `${JSON.stringify(entry)} is not an IPv4 address or CIDR such as 10.96.0.0/12`);

@@ -1,7 +1,8 @@
 /**
  * SandboxNetworks' care of the firewall, with fakes for every tool (nft: fake-nft.fixture.ts):
  * what a restarted agent puts back, and the check that rebuilds the firewall once its tables are
- * gone (`nft flush ruleset`, e.g. Debian's `systemctl reload nftables`).
+ * gone (`nft flush ruleset`, e.g. Debian's `systemctl reload nftables`); teardowns that fail and
+ * are tried again; the warning about a Pod's default deny list.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -21,7 +22,7 @@ import type { AttachmentTools } from "./network-attachment.js";
 import type { NetworkNamespaces } from "./network-namespace.js";
 import type { SandboxNetworkSettings } from "./network-settings.js";
 import { SandboxFirewall } from "./sandbox-firewall.js";
-import { SandboxNetworks } from "./sandbox-networks.js";
+import { SandboxNetworks, type NetworkClaim } from "./sandbox-networks.js";
 
 const NAME = "fsbunit";
 const NETWORK = { table: NAME, bridge: NAME, subnet: "10.81.0.0/24" };
@@ -58,15 +59,20 @@ function record(id: string, n: number, extra: Partial<AttachmentRecord>, stateDi
     cniContainerId: netnsName,
     cniPluginDirs: [],
     lists: { loopback: LOOPBACK_NETWORK, sandbox: sandboxNetworkList({ name: NAME, subnet: NETWORK.subnet }, stateDir) },
-    results: {},
+    results: { sandbox: { cniVersion: "1.0.0", ips: [{ address: `10.81.0.${n}/24`, gateway: "10.81.0.1" }] } },
     address: { address: `10.81.0.${n}`, prefixLength: 24, gateway: "10.81.0.1", hostInterface: `veth${id.slice(0, 8)}`, sandboxMac: `02:00:00:00:00:0${n}` },
     createdAt: new Date().toISOString(),
     ...extra,
   };
 }
 
-/** A restarted agent's network over fakes, with the records a previous process left: one kept sandbox, one of an older agent (no policy), one prepared namespace. */
-function agent(options: { firewallCheckIntervalMs?: number } = {}) {
+/**
+ * A restarted agent's network over fakes, with the records a previous process left: one kept
+ * sandbox, one of an older agent (no policy), one prepared namespace. `failing` makes the next
+ * calls of a step fail (one per count); `dels` are the CNI DELs, and whether they were given the
+ * ADD's result.
+ */
+function agent(options: { firewallCheckIntervalMs?: number; teardownRetryMs?: number; settings?: Partial<SandboxNetworkSettings> } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "fsb-networks-firewall-"));
   dirs.push(dir);
   const stateDir = join(dir, "state");
@@ -78,19 +84,23 @@ function agent(options: { firewallCheckIntervalMs?: number } = {}) {
   const nft = new FakeNft();
   const ports = new FakePorts();
   const cniDels: string[] = [];
+  const dels: { containerId: string; ifName: string; prevResult: boolean }[] = [];
+  const failing = { sandboxDel: 0, namespaceDelete: 0 };
+  const timedOut = (what: string) => Promise.reject(new Error(`${what} timed out`));
   const namespaces: NetworkNamespaces = {
     path: (name) => `/run/netns/${name}`,
     exists: () => true,
     create: (name) => Promise.resolve(`/run/netns/${name}`),
-    delete: () => Promise.resolve(),
+    delete: () => (failing.namespaceDelete-- > 0 ? timedOut("ip netns delete") : Promise.resolve()),
   };
   const tools: AttachmentTools = {
     cni: {
       pluginDirs: [],
       add: () => Promise.reject(new Error("no CNI ADD in this spec")),
-      del: (_list: unknown, attachment: { containerId: string; ifName: string }) => {
+      del: (_list: unknown, attachment: { containerId: string; ifName: string }, prevResult?: unknown) => {
         cniDels.push(`${attachment.containerId} ${attachment.ifName}`);
-        return Promise.resolve();
+        dels.push({ containerId: attachment.containerId, ifName: attachment.ifName, prevResult: prevResult !== undefined });
+        return attachment.ifName !== "lo" && failing.sandboxDel-- > 0 ? timedOut("CNI DEL") : Promise.resolve();
       },
     } as unknown as CniInvoker,
     namespaces,
@@ -107,11 +117,29 @@ function agent(options: { firewallCheckIntervalMs?: number } = {}) {
     hostResolvConfPath: join(dir, "resolv.conf"),
     deniedCidrs: [],
     preparedNamespaces: 0,
+    ...options.settings,
   };
   const logs: { level: number; msg: string; [key: string]: unknown }[] = [];
   const logger = pino({ level: "info" }, { write: (line: string) => logs.push(JSON.parse(line) as (typeof logs)[number]) });
-  const networks = new SandboxNetworks({ settings, owner: OWNER, tools, logger, firewallCheckIntervalMs: options.firewallCheckIntervalMs ?? 0 });
-  return { networks, nft, ports, logs, kept, old, prepared, cniDels };
+  const networks = new SandboxNetworks({
+    settings,
+    owner: OWNER,
+    tools,
+    logger,
+    firewallCheckIntervalMs: options.firewallCheckIntervalMs ?? 0,
+    ...(options.teardownRetryMs !== undefined ? { teardownRetryMs: options.teardownRetryMs } : {}),
+  });
+  return { networks, nft, ports, logs, kept, old, prepared, cniDels, dels, failing, tools, store };
+}
+
+/** A claim of an isolated sandbox with the default egress. */
+function isolated(sandboxId: string): NetworkClaim {
+  return { sandboxId, namespace: "team", pool: "pool", hostname: sandboxId, network: { mode: "isolated", egress: { kind: "allowAll" } } };
+}
+
+/** Waits (a while at most) until `done` says so. */
+async function until(done: () => boolean): Promise<void> {
+  for (let waited = 0; waited < 2_000 && !done(); waited += 10) await sleep(10);
 }
 
 /** The chains and elements the commands add, as `family chain` and `family set key`. */
@@ -214,5 +242,80 @@ describe("SandboxNetworks and the firewall", () => {
     const listing = JSON.stringify([await nft.list("inet", NAME), await nft.list("bridge", NAME)]);
     assert.doesNotMatch(listing, new RegExp(`${kept.id}|10\\.81\\.0\\.2"|${kept.address?.hostInterface}`));
     assert.deepEqual(await gaps(nft, { ports: ["vethbbbbbbbb", "vethcccccccc"], addresses: [] }), []);
+  });
+
+  it("a teardown that failed is tried again later until it succeeds, and its record goes then", async () => {
+    const { networks, store, prepared, failing, dels, logs } = agent({ teardownRetryMs: 20 });
+    await networks.recover(new Set(["kept", "old"]));
+    // The sandbox network's DEL times out twice (the DEL and its immediate second try), then works.
+    failing.sandboxDel = 2;
+    await networks.releasePrepared();
+    assert.ok(store.read(prepared.id), "the first attempt failed: the record stays");
+    const warning = logs.find((line) => line.level === 40 && line.attachment === prepared.id);
+    assert.match(warning?.msg ?? "", /the agent tries again/);
+
+    await until(() => store.read(prepared.id) === undefined);
+    assert.equal(store.read(prepared.id), undefined, "the retry removed the namespace and its record");
+    assert.ok(logs.some((line) => line.level === 30 && line.attachment === prepared.id && /torn down now/.test(line.msg)));
+    // Only the first DEL was given the ADD's result: the ones after it may come after the address went to another namespace.
+    const sandboxDels = dels.filter((del) => del.containerId === prepared.cniContainerId && del.ifName === "eth0");
+    assert.deepEqual(
+      sandboxDels.map((del) => del.prevResult),
+      [true, false, false],
+    );
+    await networks.stop();
+  });
+
+  it("what is left of a prepare whose undo failed is torn down later as well", async () => {
+    const { networks, store, failing } = agent({ teardownRetryMs: 20 });
+    const before = new Set(store.list().map(({ record }) => record.id));
+    const made = () => store.list().filter(({ record }) => !before.has(record.id));
+    // The fake CNI refuses every ADD: the prepare fails and its undo's DEL times out.
+    failing.sandboxDel = 2;
+    await assert.rejects(networks.claim(isolated("fresh")), /no CNI ADD/);
+    assert.deepEqual(
+      made().map(({ record }) => record.state),
+      ["preparing"],
+    );
+
+    await until(() => made().length === 0);
+    assert.deepEqual(made(), []);
+    await networks.stop();
+  });
+
+  it("a teardown retried after its DEL gave the address back neither DELs again nor removes the rules of the address's next holder", async () => {
+    const { networks, nft, tools, store, kept, failing, dels } = agent({ teardownRetryMs: 60_000 });
+    await networks.recover(new Set(["kept", "old"]));
+    // The firewall rules go and the DEL succeeds (the address is free again); deleting the namespace times out.
+    failing.namespaceDelete = 1;
+    await assert.rejects(networks.release("kept"), /timed out/);
+    assert.ok(store.read(kept.id), "the teardown is not finished");
+    // host-local hands the address to a new namespace, whose sandbox is of the same peer group.
+    const next = { id: "dddddddddddd", address: "10.81.0.2", hostInterface: "vethdddddddd", sandboxMac: "02:00:00:00:00:0d" };
+    await tools.firewall.guardPort(next);
+    await tools.firewall.applyPolicy({ ...next, egress: { kind: "allowAll" }, dnsServers: [], peerGroup: KEPT_POLICY.peerGroup ?? "" });
+
+    // The sandbox's delete, tried again.
+    await networks.release("kept");
+    assert.equal(store.read(kept.id), undefined);
+    const sandboxDels = dels.filter((del) => del.containerId === kept.cniContainerId && del.ifName === "eth0");
+    assert.equal(sandboxDels.length, 1, "the DEL that succeeded is not run again (its firewall plugin would remove the next holder's rules)");
+    assert.deepEqual(await gaps(nft, { ports: [next.hostInterface], addresses: [next.address] }), [], "the next holder's guard and policy");
+    const group = ((await nft.list("inet", NAME)) ?? []).find((object) => object.set?.name === `group_${KEPT_POLICY.peerGroup}`);
+    assert.deepEqual(group?.set?.elem, [next.address], "the next holder stays in its peer group");
+    await networks.stop();
+  });
+
+  it("warns at start in a Pod without FSB_NETWORK_DENY, naming the variable and what stays reachable", () => {
+    const denied = ["10.96.0.1/32", "172.18.0.2/32", "10.244.1.7/32", "10.244.1.1/32"];
+    const { logs } = agent({ settings: { deniedCidrs: denied, defaultDenyInPod: true } });
+    const warning = logs.find((line) => line.level === 40 && /FSB_NETWORK_DENY/.test(line.msg));
+    assert.ok(warning, JSON.stringify(logs));
+    assert.match(warning.msg, /other Pods .*Services .*other nodes/);
+    assert.match(warning.msg, /set FSB_NETWORK_DENY to the cluster's Pod, Service and node CIDRs/);
+    assert.deepEqual(warning.denied, denied);
+
+    const configured = agent({ settings: { deniedCidrs: ["10.0.0.0/8"] } });
+    assert.ok(!configured.logs.some((line) => /FSB_NETWORK_DENY/.test(line.msg)), "nothing to say once it is set");
   });
 });

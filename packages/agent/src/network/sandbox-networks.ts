@@ -17,6 +17,11 @@
  * `firewallCheckIntervalMs` while the agent has namespaces, a check compares the firewall with what
  * this agent put in force and, when something is gone, rebuilds the node's rules and puts back all
  * of this agent's (each agent of the node its own). `stop` ends the checks.
+ *
+ * A teardown that fails (an nft or ip process timing out on a busy host) is tried again by this
+ * agent, `teardownRetryMs` later and then less and less often, until it succeeds: the janitor
+ * leaves a live agent's prepared namespaces alone, so nobody else would. `stop` ends that as well;
+ * the agent's next start, or the janitor once the agent is gone, finishes what is left.
  */
 import { readFileSync } from "node:fs";
 import { execFile } from "node:child_process";
@@ -29,7 +34,7 @@ import { CniInvoker } from "./cni-invoker.js";
 import type { SandboxAddress } from "./cni-conflist.js";
 import { firewallGaps, peerGroupOf, type SandboxPolicy } from "./firewall-rules.js";
 import { Conntrack } from "./conntrack.js";
-import { prepareAttachment, teardownAttachment, type AttachmentTools } from "./network-attachment.js";
+import { prepareAttachment, teardownAttachment, type AttachmentTools, type TeardownRecord } from "./network-attachment.js";
 import { IpNetworkNamespaces } from "./network-namespace.js";
 import type { SandboxNetworkSettings } from "./network-settings.js";
 import { PreparedPool } from "../runtime/prepared-pool.js";
@@ -53,6 +58,8 @@ export interface SandboxNetworksOptions {
    * are gone), while it has namespaces; 0: never. @default FIREWALL_CHECK_INTERVAL_MS
    */
   firewallCheckIntervalMs?: number;
+  /** How long after a failed teardown it is tried again; doubled after each further failure, up to TEARDOWN_RETRY_MAX_MS. @default TEARDOWN_RETRY_MS */
+  teardownRetryMs?: number;
   logger: Logger;
 }
 
@@ -61,6 +68,14 @@ export interface SandboxNetworksOptions {
  * flushed the host's ruleset. A check lists the network's two tables (two nft processes).
  */
 export const FIREWALL_CHECK_INTERVAL_MS = 5_000;
+
+/**
+ * How long after a failed teardown it is tried again by default: what holds a namespace, its veth,
+ * its address and its rules is mostly a busy host (an nft or ip process timing out), gone in seconds.
+ */
+export const TEARDOWN_RETRY_MS = 5_000;
+/** The longest wait between two attempts at a teardown that keeps failing (one warning each). */
+export const TEARDOWN_RETRY_MAX_MS = 5 * 60_000;
 
 /**
  * How long the host's addresses are taken as known: reading them lists every interface of the host
@@ -102,6 +117,7 @@ export class SandboxNetworks {
   private readonly hostAddresses: () => ReadonlySet<string>;
   private readonly beforeEachPrepare: ((signal: AbortSignal) => Promise<void>) | undefined;
   private readonly firewallCheckIntervalMs: number;
+  private readonly teardownRetryMs: number;
   private readonly logger: Logger;
   private pool: PreparedPool<AttachmentRecord>;
   /** Claimed attachments by sandbox id. */
@@ -113,6 +129,8 @@ export class SandboxNetworks {
   private readonly tearingDown = new Map<string, Promise<void>>();
   /** Attachments whose teardown began and has not succeeded: their rules are never put back. */
   private readonly condemned = new Set<string>();
+  /** Attachments whose teardown failed, by id: how often, and the timer of the next attempt. */
+  private readonly retrying = new Map<string, { failures: number; timer: NodeJS.Timeout }>();
   /**
    * What this process put in force, by attachment id: the port guard, and the policy when `policy`.
    * The firewall check looks for exactly this (so a claim whose policy is on its way is no gap).
@@ -140,8 +158,19 @@ export class SandboxNetworks {
     this.hostAddresses = options.hostAddresses ?? cachedFor(HOST_ADDRESSES_TTL_MS, hostIpv4Addresses);
     this.beforeEachPrepare = options.beforeEachPrepare;
     this.firewallCheckIntervalMs = options.firewallCheckIntervalMs ?? FIREWALL_CHECK_INTERVAL_MS;
+    this.teardownRetryMs = options.teardownRetryMs ?? TEARDOWN_RETRY_MS;
     this.logger = options.logger.child({ component: "sandbox-networks", network: name });
     this.pool = this.newPool();
+    if (options.settings.defaultDenyInPod) {
+      // Told at start, not at each sandbox: what the deny list lacks is the installation's to name.
+      this.logger.warn(
+        { denied: options.settings.deniedCidrs },
+        "FSB_NETWORK_DENY is unset: Isolated sandboxes whose egress allows it (allowAll, the default) reach the rest of the cluster — " +
+          "other Pods (the controller, other agents' relays), Services other than the API server, other nodes (their kubelets, NodePorts) — " +
+          "and only the addresses in `denied` (this Pod's, its gateway, the node's, the API server's Service) are kept from them; " +
+          "set FSB_NETWORK_DENY to the cluster's Pod, Service and node CIDRs",
+      );
+    }
   }
 
   private newPool(): PreparedPool<AttachmentRecord> {
@@ -163,6 +192,8 @@ export class SandboxNetworks {
       network: { name: this.settings.name, subnet: this.settings.subnet },
       stateDir: this.settings.stateDir,
       owner: this.owner,
+      // What is left of a prepare whose undo failed is this agent's to remove: nobody else would.
+      onUndoFailure: (record, error) => this.retryLater(record, error),
     });
     // prepareAttachment guarded its port.
     this.inForce.set(record.id, { policy: false });
@@ -333,11 +364,16 @@ export class SandboxNetworks {
     return this.firewallCheck;
   }
 
-  /** Ends the firewall checks (the agent is stopping, or gives the network up); waits for one in flight. */
+  /**
+   * Ends the firewall checks and the retries of failed teardowns (the agent is stopping, or gives
+   * the network up); waits for a check in flight.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.firewallTimer);
     this.firewallTimer = undefined;
+    for (const { timer } of this.retrying.values()) clearTimeout(timer);
+    this.retrying.clear();
     await this.firewallCheck;
   }
 
@@ -470,20 +506,62 @@ export class SandboxNetworks {
     this.inForce.delete(record.id);
     const rebuilding = this.rebuilding?.catch(() => undefined);
     const done = (rebuilding ? rebuilding.then(() => teardownAttachment(this.tools, record)) : teardownAttachment(this.tools, record))
-      .then(() => {
-        this.condemned.delete(record.id);
-      })
+      .then(
+        () => this.tornDown(record),
+        (error: unknown) => {
+          this.retryLater(record, error);
+          throw error;
+        },
+      )
       .finally(() => this.tearingDown.delete(record.id));
     this.tearingDown.set(record.id, done);
     return done;
   }
 
+  /** For callers that go on whatever happens: a failure is logged and tried again (`retryLater`). */
   private async teardown(record: AttachmentRecord): Promise<void> {
-    try {
-      await this.teardownOnce(record);
-    } catch (error) {
-      this.logger.warn({ err: error, attachment: record.id }, "could not tear down a network namespace; the janitor retries");
+    await this.teardownOnce(record).catch(() => undefined);
+  }
+
+  /** Forgets an attachment whose teardown is done. */
+  private tornDown(record: AttachmentRecord): void {
+    this.condemned.delete(record.id);
+    const retry = this.retrying.get(record.id);
+    if (retry) {
+      clearTimeout(retry.timer);
+      this.retrying.delete(record.id);
+      this.logger.info({ attachment: record.id, failedAttempts: retry.failures }, "a network namespace whose teardown had failed is torn down now");
     }
+    if (record.sandboxId && this.claimed.get(record.sandboxId)?.id === record.id) this.claimed.delete(record.sandboxId);
+  }
+
+  /**
+   * Tries a failed teardown again later, waiting longer after each failure. The attempt starts
+   * from the stored record (how far the last one got, e.g. past the DEL that handed the address
+   * back), and a record gone meanwhile was finished by someone else.
+   */
+  private retryLater(record: TeardownRecord, error: unknown): void {
+    const previous = this.retrying.get(record.id);
+    clearTimeout(previous?.timer);
+    if (this.stopped) {
+      this.retrying.delete(record.id);
+      this.logger.warn(
+        { err: error, attachment: record.id },
+        "could not tear down a network namespace; the agent is stopping: its next start, or the janitor once the agent is gone, removes it",
+      );
+      return;
+    }
+    const failures = (previous?.failures ?? 0) + 1;
+    const retryInMs = Math.min(this.teardownRetryMs * 2 ** Math.min(failures - 1, 16), Math.max(this.teardownRetryMs, TEARDOWN_RETRY_MAX_MS));
+    const timer = setTimeout(() => {
+      const stored = this.tools.store.read(record.id)?.record;
+      if (stored) void this.teardown(stored);
+      else this.tornDown(record);
+    }, retryInMs);
+    // Never what keeps an agent's process alive.
+    timer.unref();
+    this.retrying.set(record.id, { failures, timer });
+    this.logger.warn({ err: error, attachment: record.id, failures, retryInMs }, "could not tear down a network namespace; the agent tries again later");
   }
 
   /** This agent's records: its name, and its Pod UID unless either side has none (the runtime's rule). */
