@@ -30,13 +30,16 @@
  * entries (`NAME=value`, the whole environment: the image's is not kept). The helper reads until
  * the claim is whole by its own counts (it holds the FIFO open for writing too, so it never sees
  * an end of file), then removes the FIFO before the command starts; a claim that is malformed, or
- * cut short (the rest not there within 30 s of its first bytes, FSB_CLAIM_REST_TIMEOUT_MS to
- * change), makes it exit with status 2.
+ * cut short (the rest not there within 30 s of its first bytes; FSB_CLAIM_REST_TIMEOUT_MS changes
+ * it for tests that run the helper outside a sandbox, and only there: as process 1, its
+ * environment is the image's), makes it exit with status 2. Signals sent meanwhile wait, blocked,
+ * until the command runs (process 1 would drop them otherwise); SIGKILL, which removes an unclaimed
+ * instance, cannot wait.
  *
  * `--user NAME[:GROUP]` (before `--`) runs the command as the image's user, named: the child takes
  * its uid, groups and home from the image's /etc/passwd and /etc/group before the exec (a failure is
  * reported as the step `user`, errno ENOENT for an unknown name), while process 1 and the daemon
- * stay root; the daemon acts as that user too for requests that name none.
+ * stay root; the daemon acts as that user too (with GROUP) for requests that name none.
  *
  * `fsb-helper --exec-as NAME[:GROUP] -- COMMAND [ARG...]` is no process 1: the agent runs it as an
  * exec (`fsb exec`) in a sandbox whose image names its USER, so the exec runs as that user like the
@@ -54,6 +57,9 @@
  * once the command's start is recorded, restarted when it dies (after 0.1 s, doubling up to 5 s,
  * back to 0.1 s once it ran 10 s), left dead when it cannot be executed at all (status 127), and
  * stopped with the sandbox. Its exits are reaped like orphans and never recorded as the command's.
+ * It gets the sandbox's environment without any FSB_ENVD_* variable but those the helper sets (the
+ * image's user and group, FSB_ENVD_DEFAULT_USER and FSB_ENVD_DEFAULT_GROUP): the image's ENV and
+ * the create's env are the sandbox's to choose, and must not switch off the daemon's protections.
  * The agent passes it only to sandboxes with a network of their own (the port would collide in a
  * shared one). DAEMON_RESUME_SIGNAL (SIGWINCH) to the helper becomes SIGUSR2 to the daemon ("resume
  * serving", after a gVisor restore; see packages/envd/internal/quiesce), never the command's: the
@@ -150,10 +156,12 @@ static int is_member(char *members, const char *user) {
 
 /*
  * Becomes the image's user `NAME[:GROUP]` (`--user`, for an image whose USER names an account): its
- * uid, primary group and home from the image's /etc/passwd, GROUP and the supplementary groups from
- * /etc/group (a number is taken as it is), then setgroups, setgid and setuid, so the command runs as
- * the image says while process 1 (and the daemon) stay root. HOME becomes the user's when it was
- * the runtime's root default. On failure sets `failed` (errno ENOENT: no such user or group).
+ * uid and home from the image's /etc/passwd; with GROUP (from /etc/group; a number is taken as it
+ * is), that group alone, else the primary group of /etc/passwd and the user's groups of /etc/group
+ * — as runc and Docker read a USER (libcontainer's GetExecUser gives supplementary groups only to
+ * the implicit form) — then setgroups, setgid and setuid, so the command runs as the image says
+ * while process 1 (and the daemon) stay root. HOME becomes the user's when it was the runtime's
+ * root default. On failure sets `failed` (errno ENOENT: no such user or group).
  */
 static int become_user(const char *spec, const char **failed_step, const char **failed_path) {
   static char text[256];
@@ -162,6 +170,7 @@ static int become_user(const char *spec, const char **failed_step, const char **
   snprintf(text, sizeof text, "%s", spec);
   char *group = strchr(text, ':');
   if (group) *group++ = '\0';
+  if (group && !*group) group = NULL; /* `NAME:` names no group */
   const char *name = text;
   long uid = -1, gid = 0;
   static char user_name[256], home[PATH_MAX];
@@ -199,7 +208,7 @@ static int become_user(const char *spec, const char **failed_step, const char **
     int found = split_fields(line, fields, 4);
     if (found < 3 || !all_digits(fields[2])) continue;
     if (group && named_gid < 0 && strcmp(fields[0], group) == 0) named_gid = atol(fields[2]);
-    if (found == 4 && user_name[0] && count < MAX_GROUPS - 1 && is_member(fields[3], user_name)) groups[count++] = (gid_t)atol(fields[2]);
+    if (!group && found == 4 && user_name[0] && count < MAX_GROUPS - 1 && is_member(fields[3], user_name)) groups[count++] = (gid_t)atol(fields[2]);
   }
   if (groups_file) fclose(groups_file);
   free(line);
@@ -313,8 +322,34 @@ static long long now_ms(void) {
   return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
+/*
+ * The daemon's environment: the sandbox's (what its processes start from), without any FSB_ENVD_*
+ * variable — the image's ENV and the create's env would otherwise set how the daemon listens, whom
+ * it serves and as whom it acts (FSB_ENVD_LISTEN, FSB_ENVD_SERVE_INSIDE_CALLERS,
+ * FSB_ENVD_DEFAULT_USER…) — but the helper's own: `--user NAME[:GROUP]` as the default user and
+ * group. NULL when memory is short.
+ */
+static char **envd_environment(const char *user) {
+  extern char **environ;
+  size_t count = 0;
+  while (environ[count]) count++;
+  char **list = calloc(count + 3, sizeof *list);
+  if (!list) return NULL;
+  size_t at = 0;
+  for (size_t i = 0; i < count; i++) {
+    if (strncmp(environ[i], "FSB_ENVD_", 9) != 0) list[at++] = environ[i];
+  }
+  if (user) {
+    const char *colon = strchr(user, ':');
+    int length = colon ? (int)(colon - user) : (int)strlen(user);
+    if (asprintf(&list[at++], "FSB_ENVD_DEFAULT_USER=%.*s", length, user) < 0) return NULL;
+    if (colon && colon[1] && asprintf(&list[at++], "FSB_ENVD_DEFAULT_GROUP=%s", colon + 1) < 0) return NULL;
+  }
+  return list;
+}
+
 /* Starts the daemon: stdin from /dev/null, stdout and stderr the sandbox's log (it writes only its failures). */
-static pid_t start_envd(const char *path, const sigset_t *original) {
+static pid_t start_envd(const char *path, char **environment, const sigset_t *original) {
   pid_t pid = fork();
   if (pid < 0) {
     fprintf(stderr, "fast-sandbox helper: cannot fork the in-sandbox daemon: %s\n", strerror(errno));
@@ -329,8 +364,7 @@ static pid_t start_envd(const char *path, const sigset_t *original) {
       if (null > 0) close(null);
     }
     char *const daemon_argv[] = {(char *)path, NULL};
-    extern char **environ;
-    execve(path, daemon_argv, environ);
+    execve(path, daemon_argv, environment);
     fprintf(stderr, "fast-sandbox: cannot start the in-sandbox daemon %s: %s\n", path, strerror(errno));
     _exit(ENVD_CANNOT_RUN);
   }
@@ -338,7 +372,7 @@ static pid_t start_envd(const char *path, const sigset_t *original) {
 }
 
 #define CLAIM_MAX (4 << 20)
-/* How long the rest of a claim begun may take; FSB_CLAIM_REST_TIMEOUT_MS overrides it (tests). */
+/* How long the rest of a claim begun may take; FSB_CLAIM_REST_TIMEOUT_MS overrides it (tests, not process 1). */
 #define CLAIM_REST_TIMEOUT_MS 30000
 
 /* Next NUL-terminated string of the claim at *at, or NULL past its end. */
@@ -402,7 +436,8 @@ static char **read_claim(char **workdir) {
   }
   record("prepared", "waiting\n", 8, 0); /* the agent hands the instance out once it waits */
   int rest_timeout_ms = CLAIM_REST_TIMEOUT_MS;
-  const char *timeout_setting = getenv("FSB_CLAIM_REST_TIMEOUT_MS");
+  /* Only outside a sandbox (tests): process 1's environment is the image's, which has no say in it. */
+  const char *timeout_setting = getpid() != 1 ? getenv("FSB_CLAIM_REST_TIMEOUT_MS") : NULL;
   if (timeout_setting && atoi(timeout_setting) > 0) rest_timeout_ms = atoi(timeout_setting);
   struct pollfd claim_ready = {.fd = fd, .events = POLLIN};
   while (poll(&claim_ready, 1, -1) < 0 && errno == EINTR) {}
@@ -516,8 +551,23 @@ int main(int argc, char **argv) {
     }
   }
   if (first < argc && strcmp(argv[first], "--") == 0) first++;
+  /*
+   * Blocked from the start, before the claim is read and the command started: process 1 drops a
+   * signal it has no handler for, but a blocked one waits, queued, for the loop below — a SIGTERM
+   * that stops the sandbox right after its claim must reach the command. The children restore the
+   * original mask before they exec.
+   */
+  sigset_t handled, original;
+  sigemptyset(&handled);
+  int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+  for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) sigaddset(&handled, forwarded[i]);
+  sigaddset(&handled, SIGCHLD);
+  int resume_signal = envd != NULL;
+  if (resume_signal) sigaddset(&handled, DAEMON_RESUME_SIGNAL);
+  sigprocmask(SIG_BLOCK, &handled, &original);
+
   if (prepared) {
-    /* Signals keep their default meaning meanwhile: the agent removes an unclaimed instance with SIGKILL. */
+    /* SIGKILL, which the agent removes an unclaimed instance with, is never blocked. */
     char **claimed = read_claim(&workdir);
     if (!claimed) {
       fprintf(stderr, "fast-sandbox helper: the claim is missing or malformed\n");
@@ -532,14 +582,6 @@ int main(int argc, char **argv) {
     fprintf(stderr, "fast-sandbox helper: no command to run\n");
     return 2;
   }
-  sigset_t handled, original;
-  sigemptyset(&handled);
-  int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
-  for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) sigaddset(&handled, forwarded[i]);
-  sigaddset(&handled, SIGCHLD);
-  int resume_signal = envd != NULL;
-  if (resume_signal) sigaddset(&handled, DAEMON_RESUME_SIGNAL);
-  sigprocmask(SIG_BLOCK, &handled, &original);
 
   if (!prepared && argc > 1 && strcmp(argv[1], "--pause") == 0) {
     for (;;) {
@@ -587,14 +629,13 @@ int main(int argc, char **argv) {
   if (length == 0) record("command-start", "started\n", 8, 0);
   else record("command-start", report, length, 0);
 
-  /* The daemon acts as the image's user too when a request names none (packages/envd: -default-user). */
-  if (user) {
-    char name[256];
-    snprintf(name, sizeof name, "%s", user);
-    name[strcspn(name, ":")] = '\0';
-    setenv("FSB_ENVD_DEFAULT_USER", name, 1);
+  /* The daemon acts as the image's user (and group) too when a request names none (packages/envd: -default-user). */
+  char **envd_env = envd ? envd_environment(user) : NULL;
+  if (envd && !envd_env) {
+    fprintf(stderr, "fast-sandbox helper: cannot start the in-sandbox daemon: out of memory\n");
+    envd = NULL;
   }
-  pid_t envd_pid = envd ? start_envd(envd, &original) : -1;
+  pid_t envd_pid = envd ? start_envd(envd, envd_env, &original) : -1;
   if (resume_signal) {
     char text[16];
     int length = snprintf(text, sizeof text, "%d\n", DAEMON_RESUME_SIGNAL);
@@ -616,7 +657,7 @@ int main(int argc, char **argv) {
       sig = sigtimedwait(&handled, &info, &timeout);
       if (sig < 0 && errno == EAGAIN) {
         envd_restart_ms = -1;
-        envd_pid = start_envd(envd, &original);
+        envd_pid = start_envd(envd, envd_env, &original);
         envd_started_ms = now_ms();
         continue;
       }

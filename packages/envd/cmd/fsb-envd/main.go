@@ -48,6 +48,7 @@ func run() error {
 	}
 	listen := flag.String("listen", defaultListen, "host:port to serve on, HTTP/1.1 and h2c (env FSB_ENVD_LISTEN)")
 	user := flag.String("default-user", defaultUser, "user of requests that name none (until /init sets one): a name, \"auto\" (E2B's account `user` when the image has it, else the daemon's own), or empty for the daemon's own (env FSB_ENVD_DEFAULT_USER)")
+	group := flag.String("default-group", os.Getenv("FSB_ENVD_DEFAULT_GROUP"), "the default user's only group, a name or a number, as the GROUP of an image's USER name:group; empty for the user's own groups (env FSB_ENVD_DEFAULT_GROUP)")
 	maxUpload := flag.Int64("max-upload-bytes", defaultMaxUpload, "largest accepted /files upload, after gzip decoding (env FSB_ENVD_MAX_UPLOAD_BYTES)")
 	protected := flag.String("protected-dir", "/.fast-sandbox", "directory the API never touches (the daemon's own files); empty for none")
 	serveInside := flag.Bool("serve-inside-callers", os.Getenv("FSB_ENVD_SERVE_INSIDE_CALLERS") == "1", "serve every route to callers inside the sandbox's network (the loopback, its own addresses) too, which otherwise get only /health and GET /envs: for a daemon run outside a sandbox (env FSB_ENVD_SERVE_INSIDE_CALLERS=1)")
@@ -85,15 +86,17 @@ func run() error {
 	if *protected != "" {
 		protectedDirs = append(protectedDirs, *protected)
 	}
-	daemon := server.New(server.Options{ProtectedDirs: protectedDirs, MaxUploadBytes: *maxUpload, DefaultUser: *user, ServeInsideCallers: *serveInside, PolledWatcherIdleTimeout: *watcherIdle})
-	recorder := quiesce.Recorder{Dir: quiesce.StateDirIfPresent(*stateDir)}
-	if err := recorder.RecordPid(); err != nil {
-		fmt.Fprintf(os.Stderr, "fsb-envd: cannot record the pid (checkpoints of this sandbox will fail): %v\n", err)
-	}
+	daemon := server.New(server.Options{ProtectedDirs: protectedDirs, MaxUploadBytes: *maxUpload, DefaultUser: *user, DefaultGroup: *group, ServeInsideCallers: *serveInside, PolledWatcherIdleTimeout: *watcherIdle})
+	// The signals are taken before the pid is recorded: the agent signals the pid it reads there, and
+	// SIGUSR1 or SIGUSR2 arriving before signal.Notify would kill the daemon (their default action).
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	requests := make(chan os.Signal, 8)
 	signal.Notify(requests, quiesce.QuiesceSignal, quiesce.ResumeSignal)
+	recorder := quiesce.Recorder{Dir: quiesce.StateDirIfPresent(*stateDir)}
+	if err := recorder.RecordPid(); err != nil {
+		fmt.Fprintf(os.Stderr, "fsb-envd: cannot record the pid (checkpoints of this sandbox will fail): %v\n", err)
+	}
 	for {
 		listener, err := net.Listen("tcp", *listen)
 		if err != nil {

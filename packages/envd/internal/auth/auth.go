@@ -48,6 +48,11 @@ type Authenticator struct {
 	// Fallback is the user of requests that name none while /init set no default: a name,
 	// AutoDefaultUser, or "" for the daemon's own.
 	Fallback string
+	// FallbackGroup, when set, is the group (a name or a number) of the fallback user: the GROUP of
+	// an image's `USER name:group`, which the helper passes on. As runc and Docker do for such a
+	// USER, it is the user's only group, in place of /etc/passwd's and /etc/group's. A request that
+	// names its user, or /init's default user, gets the user's own groups.
+	FallbackGroup string
 	// UID and GID of the daemon itself.
 	UID, GID uint32
 	// Now is the clock of signature expiry; nil is time.Now.
@@ -88,11 +93,13 @@ func BasicUser(authorization string) (string, error) {
 // User resolves a user name ("" is the default user: /init's, else the fallback, else the
 // daemon's own) and checks that the daemon can act as it.
 func (a *Authenticator) User(name string) (*users.User, error) {
+	group := ""
 	if name == "" {
 		name = a.State.DefaultUser()
 	}
 	if name == "" {
 		name = a.fallback()
+		group = a.FallbackGroup
 	}
 	var user *users.User
 	var err error
@@ -107,6 +114,13 @@ func (a *Authenticator) User(name string) (*users.User, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if group != "" {
+		gid, err := a.Users.LookupGroup(group)
+		if err != nil {
+			return nil, fmt.Errorf("the default user's group: %w", err)
+		}
+		user.GID, user.Groups = gid, []uint32{gid}
 	}
 	if a.UID != 0 && user.UID != a.UID {
 		return nil, fmt.Errorf("%w (uid %d), not as %s (uid %d)", ErrCannotSwitchUser, a.UID, user.Name, user.UID)
@@ -177,7 +191,7 @@ func (a *Authenticator) Caller(header http.Header) (*users.User, error) {
 	switch {
 	case err == nil:
 		return user, nil
-	case errors.Is(err, ErrBadAuthorization), errors.Is(err, users.ErrUnknownUser):
+	case errors.Is(err, ErrBadAuthorization), errors.Is(err, users.ErrUnknownUser), errors.Is(err, users.ErrUnknownGroup):
 		return nil, connect.NewError(connect.CodeUnauthenticated, err)
 	case errors.Is(err, ErrCannotSwitchUser):
 		return nil, connect.NewError(connect.CodePermissionDenied, err)

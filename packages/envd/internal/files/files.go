@@ -97,7 +97,7 @@ func (h *Handler) caller(r *http.Request, operation string) (*users.User, *httpE
 		return user, nil
 	case errors.Is(err, auth.ErrCannotSwitchUser):
 		return nil, fail(http.StatusForbidden, "%v", err)
-	case errors.Is(err, users.ErrUnknownUser):
+	case errors.Is(err, users.ErrUnknownUser), errors.Is(err, users.ErrUnknownGroup):
 		return nil, fail(http.StatusUnauthorized, "%v", err)
 	default:
 		return nil, fail(http.StatusInternalServerError, "%v", err)
@@ -144,8 +144,14 @@ func (h *Handler) download(w http.ResponseWriter, r *http.Request) *httpError {
 	if failure != nil {
 		return failure
 	}
-	file, info, failure := openRegular(path)
-	if failure != nil {
+	// Opened as the user: a file the user may not read is refused, however the path reaches it.
+	var file *os.File
+	var info os.FileInfo
+	if failure := as(user, func() *httpError {
+		var failure *httpError
+		file, info, failure = openRegular(path)
+		return failure
+	}); failure != nil {
 		return failure
 	}
 	defer file.Close()

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"fast-sandbox.io/envd/internal/identity"
 	"fast-sandbox.io/envd/internal/paths"
 	"fast-sandbox.io/envd/internal/users"
 )
@@ -25,86 +26,132 @@ type received struct {
 	staging *os.File
 }
 
-// receive writes content to a new file, creating its directories, owned by user (as E2B's envd
-// leaves it, an existing file included), or stages it for an existing one (commit replaces it).
-// An upload that fails (too large, corrupt, its client gone) leaves no trace: a new file is
-// removed, and an existing one is not touched — the upload is staged beside it first, and copied
-// into it only once it all arrived. Copied, not renamed over it: it stays the same file, as E2B's
-// envd writes it in place, so hard links and bind mounts see the new content and a watch sees a
-// write of its name.
+// as runs operation with user's identity (identity.As): every file an upload opens, creates or
+// removes is opened, created or removed as the user, so that the kernel applies the user's
+// permissions to every component of the path — symlinks the sandbox's code planted included — and
+// a new file is the user's from the start. Only the copies of the content, through files already
+// open, run outside it.
+func as(user *users.User, operation func() *httpError) *httpError {
+	var failure *httpError
+	if err := identity.As(user, func() { failure = operation() }); err != nil {
+		return fail(statusOf(err), "%v", err)
+	}
+	return failure
+}
+
+// receive writes content to a new file, creating its directories (as the user: they are the
+// user's), or stages it for an existing one the user may write (commit replaces it). An upload
+// that fails (too large, corrupt, its client gone) leaves no trace: a new file is removed, and an
+// existing one is not touched — the upload is staged beside it first, and copied into it only once
+// it all arrived. Copied, not renamed over it: it stays the same file, as E2B's envd writes it in
+// place, so hard links and bind mounts see the new content and a watch sees a write of its name.
 func (h *Handler) receive(requested string, content io.Reader, user *users.User) (*received, *httpError) {
 	path, failure := h.resolve(requested, user)
 	if failure != nil {
 		return nil, failure
 	}
-	if err := paths.EnsureDir(filepath.Dir(path), user.UID, user.GID); err != nil {
-		return nil, fail(statusOf(err), "making the directory of %s: %v", path, err)
-	}
-	if info, err := os.Stat(path); err == nil {
-		if info.IsDir() {
-			return nil, fail(http.StatusBadRequest, "%s is a directory: give the path of a file", path)
+	r := &received{written: WrittenFile{Name: filepath.Base(path), Type: "file", Path: path}, user: user}
+	var file *os.File
+	failure = as(user, func() *httpError {
+		if err := paths.EnsureDir(filepath.Dir(path), user.UID, user.GID); err != nil {
+			return fail(statusOf(err), "making the directory of %s: %v", path, err)
 		}
-		if !info.Mode().IsRegular() {
-			return nil, fail(http.StatusBadRequest, "%s is not a regular file (%s)", path, info.Mode().Type())
-		}
-	}
-	written := WrittenFile{Name: filepath.Base(path), Type: "file", Path: path}
-	file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	switch {
-	case err == nil:
-		if h.Auth.UID == 0 {
-			if err := file.Chown(int(user.UID), int(user.GID)); err != nil {
-				file.Close()
-				_ = os.Remove(path)
-				return nil, fail(statusOf(err), "giving %s to %s: %v", path, user.Name, err)
+		if info, err := os.Stat(path); err == nil {
+			if info.IsDir() {
+				return fail(http.StatusBadRequest, "%s is a directory: give the path of a file", path)
+			}
+			if !info.Mode().IsRegular() {
+				return fail(http.StatusBadRequest, "%s is not a regular file (%s)", path, info.Mode().Type())
 			}
 		}
+		var err error
+		file, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		switch {
+		case err == nil:
+			r.created = true
+			if h.givesOwnership(user) {
+				if err := file.Chown(int(user.UID), int(user.GID)); err != nil {
+					file.Close()
+					return fail(statusOf(err), "giving %s to %s: %v", path, user.Name, err)
+				}
+			}
+			return nil
+		case errors.Is(err, os.ErrExist): // a file, or a symlink (a dangling one too) the write follows
+			// Refused now, not once the whole upload arrived, when the user may not write it.
+			if existing, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+				existing.Close()
+			} else if !errors.Is(err, os.ErrNotExist) { // a dangling symlink: commit creates its target
+				return fail(statusOf(err), "opening %s: %v", path, err)
+			}
+			if r.staging, err = stage(filepath.Dir(paths.Real(path))); err != nil {
+				return fail(statusOf(err), "staging the upload for %s: %v", path, err)
+			}
+			return nil
+		default:
+			return fail(statusOf(err), "opening %s: %v", path, err)
+		}
+	})
+	if failure != nil {
+		r.discard()
+		return nil, failure
+	}
+	if file != nil {
 		if failure := fill(file, path, content); failure != nil {
-			_ = os.Remove(path)
+			r.discard()
 			return nil, failure
 		}
-		return &received{written: written, user: user, created: true}, nil
-	case errors.Is(err, os.ErrExist): // a file, or a symlink (a dangling one too) the write follows
-		staging, err := stage(filepath.Dir(paths.Real(path)))
-		if err != nil {
-			return nil, fail(statusOf(err), "staging the upload for %s: %v", path, err)
-		}
-		if _, err := io.Copy(staging, content); err != nil {
-			discardStaging(staging)
-			return nil, uploadCopyFailure(path, err)
-		}
-		return &received{written: written, user: user, staging: staging}, nil
-	default:
-		return nil, fail(statusOf(err), "opening %s: %v", path, err)
+		return r, nil
 	}
+	if _, err := io.Copy(r.staging, content); err != nil {
+		r.discard()
+		return nil, uploadCopyFailure(path, err)
+	}
+	return r, nil
+}
+
+// givesOwnership tells whether a file written for user is given to the user afterwards, as E2B's
+// envd gives it to the uploading user: only for a request the daemon runs as root (as root's user,
+// whose group may be another). A request as another user creates its files as that user already,
+// and must never take over a file of someone else's.
+func (h *Handler) givesOwnership(user *users.User) bool {
+	return h.Auth.UID == 0 && !identity.Switches(user)
 }
 
 // discard undoes what receive did: a new file is removed, staged content dropped.
 func (r *received) discard() {
 	switch {
 	case r.created:
-		_ = os.Remove(r.written.Path)
+		_ = as(r.user, func() *httpError {
+			_ = os.Remove(r.written.Path)
+			return nil
+		})
+		r.created = false
 	case r.staging != nil:
-		discardStaging(r.staging)
+		discardStaging(r.staging, r.user)
 		r.staging = nil
 	}
 }
 
-func discardStaging(staging *os.File) {
+func discardStaging(staging *os.File, user *users.User) {
 	staging.Close()
-	_ = os.Remove(staging.Name())
+	_ = as(user, func() *httpError {
+		_ = os.Remove(staging.Name())
+		return nil
+	})
 }
 
 // commit copies staged content into the existing file it replaces (nothing to do for a new
-// file). The file is given to the user and checked for room before it is truncated, so that a
-// refused change of owner or a disk without the room leaves it as it was.
+// file). The file is opened as the user — a symlink to where the user may not write is refused —
+// and it keeps its owner (only a root request gives it to root, as E2B's envd gives it to the
+// uploading user). It is checked for room before it is truncated, so that a refused change of
+// owner or a disk without the room leaves it as it was.
 func (h *Handler) commit(r *received) *httpError {
 	if r.staging == nil {
 		return nil
 	}
 	staging, path := r.staging, r.written.Path
 	defer func() {
-		discardStaging(staging)
+		discardStaging(staging, r.user)
 		r.staging = nil
 	}()
 	staged, err := staging.Stat()
@@ -116,9 +163,14 @@ func (h *Handler) commit(r *received) *httpError {
 	}
 	// Without waiting: a FIFO swapped in meanwhile fails (or opens, and is refused below). Not
 	// truncated yet: that waits until nothing else can fail first.
-	file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|syscall.O_NONBLOCK, 0o644)
-	if err != nil {
-		return fail(statusOf(err), "opening %s: %v", path, err)
+	var file *os.File
+	if failure := as(r.user, func() *httpError {
+		if file, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|syscall.O_NONBLOCK, 0o644); err != nil {
+			return fail(statusOf(err), "opening %s: %v", path, err)
+		}
+		return nil
+	}); failure != nil {
+		return failure
 	}
 	info, err := file.Stat()
 	if err != nil || !info.Mode().IsRegular() {
@@ -128,7 +180,7 @@ func (h *Handler) commit(r *received) *httpError {
 		}
 		return fail(http.StatusBadRequest, "%s is not a regular file (%s)", path, info.Mode().Type())
 	}
-	if h.Auth.UID == 0 {
+	if h.givesOwnership(r.user) {
 		if err := file.Chown(int(r.user.UID), int(r.user.GID)); err != nil {
 			file.Close()
 			return fail(statusOf(err), "giving %s to %s: %v", path, r.user.Name, err)

@@ -16,6 +16,7 @@ import (
 	rpc "fast-sandbox.io/envd/gen/filesystem"
 	"fast-sandbox.io/envd/gen/filesystem/filesystemconnect"
 	"fast-sandbox.io/envd/internal/auth"
+	"fast-sandbox.io/envd/internal/identity"
 	"fast-sandbox.io/envd/internal/paths"
 	"fast-sandbox.io/envd/internal/state"
 	"fast-sandbox.io/envd/internal/users"
@@ -27,6 +28,8 @@ type Service struct {
 	State    *state.State
 	Guard    paths.Guard
 	Watchers *Watchers
+	// MaxListEntries bounds what one ListDir answers. @default DefaultMaxListEntries
+	MaxListEntries int
 }
 
 var _ filesystemconnect.FilesystemHandler = (*Service)(nil)
@@ -49,14 +52,32 @@ func (s *Service) resolve(header http.Header, field, requested string) (string, 
 
 func (s *Service) names() *users.Names { return s.Auth.Users.Names() }
 
+// as runs operation with user's identity (identity.As): every entry a request stats, lists, makes,
+// moves or removes, it does as the user, so that the kernel applies the user's permissions to every
+// component of the path — symlinks the sandbox's code planted included — and what it makes is the
+// user's. Errors of operation are returned as they are (Connect errors already).
+func as(user *users.User, operation func() error) error {
+	var failure error
+	if err := identity.As(user, func() { failure = operation() }); err != nil {
+		return rpcError(err, "%s", "taking on the request's user")
+	}
+	return failure
+}
+
 func (s *Service) Stat(_ context.Context, request *connect.Request[rpc.StatRequest]) (*connect.Response[rpc.StatResponse], error) {
-	path, _, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
+	path, user, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
 	if err != nil {
 		return nil, err
 	}
-	entry, err := Describe(path, s.names())
-	if err != nil {
-		return nil, rpcError(err, "stat %s", path)
+	names := s.names()
+	var entry *rpc.EntryInfo
+	if err := as(user, func() error {
+		if entry, err = Describe(path, names); err != nil {
+			return rpcError(err, "stat %s", path)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	return connect.NewResponse(&rpc.StatResponse{Entry: entry}), nil
 }
@@ -66,20 +87,26 @@ func (s *Service) MakeDir(_ context.Context, request *connect.Request[rpc.MakeDi
 	if err != nil {
 		return nil, err
 	}
-	if info, err := os.Stat(path); err == nil {
-		// As E2B's envd answers: a directory that exists is AlreadyExists (the SDKs answer false), a
-		// file in the way is InvalidArgument (the SDKs raise it).
-		if !info.IsDir() {
-			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s already exists and is not a directory", path))
+	names := s.names()
+	var entry *rpc.EntryInfo
+	if err := as(user, func() error {
+		if info, err := os.Stat(path); err == nil {
+			// As E2B's envd answers: a directory that exists is AlreadyExists (the SDKs answer false), a
+			// file in the way is InvalidArgument (the SDKs raise it).
+			if !info.IsDir() {
+				return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s already exists and is not a directory", path))
+			}
+			return connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("%s already exists (a directory)", path))
 		}
-		return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("%s already exists (a directory)", path))
-	}
-	if err := paths.EnsureDir(path, user.UID, user.GID); err != nil {
-		return nil, rpcError(err, "make directory %s", path)
-	}
-	entry, err := Describe(path, s.names())
-	if err != nil {
-		return nil, rpcError(err, "stat %s", path)
+		if err := paths.EnsureDir(path, user.UID, user.GID); err != nil {
+			return rpcError(err, "make directory %s", path)
+		}
+		if entry, err = Describe(path, names); err != nil {
+			return rpcError(err, "stat %s", path)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	return connect.NewResponse(&rpc.MakeDirResponse{Entry: entry}), nil
 }
@@ -93,33 +120,47 @@ func (s *Service) Move(_ context.Context, request *connect.Request[rpc.MoveReque
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Lstat(source); err != nil {
-		return nil, rpcError(err, "move %s", source)
-	}
-	if err := paths.EnsureDir(filepath.Dir(destination), user.UID, user.GID); err != nil {
-		return nil, rpcError(err, "make the destination's directory %s", filepath.Dir(destination))
-	}
-	if err := os.Rename(source, destination); err != nil {
-		// Another file system (a mount, or an overlay that cannot rename a lower directory): copy, then remove.
-		if !errors.Is(err, syscall.EXDEV) {
-			return nil, rpcError(err, "move %s to %s", source, destination)
+	names := s.names()
+	var entry *rpc.EntryInfo
+	if err := as(user, func() error {
+		if _, err := os.Lstat(source); err != nil {
+			return rpcError(err, "move %s", source)
 		}
-		if err := copyTree(source, destination); err != nil {
-			return nil, rpcError(err, "copy %s to %s", source, destination)
+		if err := paths.EnsureDir(filepath.Dir(destination), user.UID, user.GID); err != nil {
+			return rpcError(err, "make the destination's directory %s", filepath.Dir(destination))
 		}
-		if err := os.RemoveAll(source); err != nil {
-			return nil, rpcError(err, "remove %s after copying it to %s", source, destination)
+		if err := os.Rename(source, destination); err != nil {
+			// Another file system (a mount, or an overlay that cannot rename a lower directory): copy, then remove.
+			if !errors.Is(err, syscall.EXDEV) {
+				return rpcError(err, "move %s to %s", source, destination)
+			}
+			if err := copyTree(source, destination); err != nil {
+				return rpcError(err, "copy %s to %s", source, destination)
+			}
+			if err := os.RemoveAll(source); err != nil {
+				return rpcError(err, "remove %s after copying it to %s", source, destination)
+			}
 		}
-	}
-	entry, err := Describe(destination, s.names())
-	if err != nil {
-		return nil, rpcError(err, "stat %s", destination)
+		if entry, err = Describe(destination, names); err != nil {
+			return rpcError(err, "stat %s", destination)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	return connect.NewResponse(&rpc.MoveResponse{Entry: entry}), nil
 }
 
 // maxListDepth bounds ListDir's recursion.
 const maxListDepth = 64
+
+// DefaultMaxListEntries bounds what one ListDir answers: a deep listing of a large tree (a
+// node_modules, or / at depth 64) would otherwise hold every entry in memory, and send them all in
+// one message.
+const DefaultMaxListEntries = 100_000
+
+// errTooManyEntries stops a listing past its bound.
+var errTooManyEntries = errors.New("too many entries")
 
 func (s *Service) ListDir(_ context.Context, request *connect.Request[rpc.ListDirRequest]) (*connect.Response[rpc.ListDirResponse], error) {
 	depth := request.Msg.GetDepth()
@@ -130,30 +171,44 @@ func (s *Service) ListDir(_ context.Context, request *connect.Request[rpc.ListDi
 	if depth > maxListDepth {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("depth %d: give 1 (the directory's own entries) to %d", depth, maxListDepth))
 	}
-	path, _, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
+	path, user, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
 	if err != nil {
 		return nil, err
 	}
-	// A symlink to a directory lists the directory.
-	info, err := os.Stat(path)
-	if err != nil {
-		return nil, rpcError(err, "list %s", path)
-	}
-	if !info.IsDir() {
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("list %s: it is not a directory", path))
-	}
 	response := &rpc.ListDirResponse{}
 	names := s.names()
-	// The directory is read where it really is, so that the guard sees what each entry is, however
-	// the path reached it (/proc/self/root, a symlink to an ancestor); entries keep the path as asked.
-	if err := s.list(paths.Real(path), path, depth, names, &response.Entries); err != nil {
-		return nil, rpcError(err, "list %s", path)
+	limit := s.MaxListEntries
+	if limit <= 0 {
+		limit = DefaultMaxListEntries
+	}
+	if err := as(user, func() error {
+		// A symlink to a directory lists the directory.
+		info, err := os.Stat(path)
+		if err != nil {
+			return rpcError(err, "list %s", path)
+		}
+		if !info.IsDir() {
+			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("list %s: it is not a directory", path))
+		}
+		// The directory is read where it really is, so that the guard sees what each entry is, however
+		// the path reached it (/proc/self/root, a symlink to an ancestor); entries keep the path as asked.
+		err = s.list(paths.Real(path), path, depth, limit, names, &response.Entries)
+		switch {
+		case errors.Is(err, errTooManyEntries):
+			return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("list %s: more than %d entries down to depth %d, more than one listing answers: give a lower depth, or list the directories below it one by one", path, limit, depth))
+		case err != nil:
+			return rpcError(err, "list %s", path)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	return connect.NewResponse(response), nil
 }
 
-// list appends the entries of dir (resolved: no symlink on its way) to entries, named below asked.
-func (s *Service) list(dir, asked string, depth uint32, names *users.Names, entries *[]*rpc.EntryInfo) error {
+// list appends the entries of dir (resolved: no symlink on its way) to entries, named below asked;
+// past limit entries it stops with errTooManyEntries.
+func (s *Service) list(dir, asked string, depth uint32, limit int, names *users.Names, entries *[]*rpc.EntryInfo) error {
 	children, err := os.ReadDir(dir)
 	if err != nil {
 		return err
@@ -168,10 +223,13 @@ func (s *Service) list(dir, asked string, depth uint32, names *users.Names, entr
 		if err != nil {
 			continue // removed meanwhile
 		}
+		if len(*entries) >= limit {
+			return errTooManyEntries
+		}
 		*entries = append(*entries, describeInfo(path, info, names))
 		// A symlink is listed, not followed (info is the link's own): what is below stays resolved.
 		if depth > 1 && info.IsDir() {
-			if err := s.list(resolved, path, depth-1, names, entries); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, os.ErrPermission) {
+			if err := s.list(resolved, path, depth-1, limit, names, entries); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, os.ErrPermission) {
 				return err
 			}
 		}
@@ -180,7 +238,7 @@ func (s *Service) list(dir, asked string, depth uint32, names *users.Names, entr
 }
 
 func (s *Service) Remove(_ context.Context, request *connect.Request[rpc.RemoveRequest]) (*connect.Response[rpc.RemoveResponse], error) {
-	path, _, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
+	path, user, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
 	if err != nil {
 		return nil, err
 	}
@@ -188,8 +246,13 @@ func (s *Service) Remove(_ context.Context, request *connect.Request[rpc.RemoveR
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("remove /: refusing to remove the sandbox's root"))
 	}
 	// Removing what is not there succeeds, as with E2B's envd (cleanup code removes without looking first).
-	if err := os.RemoveAll(path); err != nil {
-		return nil, rpcError(err, "remove %s", path)
+	if err := as(user, func() error {
+		if err := os.RemoveAll(path); err != nil {
+			return rpcError(err, "remove %s", path)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	return connect.NewResponse(&rpc.RemoveResponse{}), nil
 }

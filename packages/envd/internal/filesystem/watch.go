@@ -33,10 +33,13 @@ type watch struct {
 	includeEntry bool
 	guard        paths.Guard
 	directory    users.Directory
-	notify       *fsnotify.Watcher
-	sink         func(*rpc.FilesystemEvent)
-	stopped      chan struct{}
-	stopOnce     sync.Once
+	// user is who the watch is for: directories are looked at and watched as the user (as), so
+	// that a watch reaches no further than the user's own `ls` would.
+	user     *users.User
+	notify   *fsnotify.Watcher
+	sink     func(*rpc.FilesystemEvent)
+	stopped  chan struct{}
+	stopOnce sync.Once
 }
 
 var operations = []struct {
@@ -50,22 +53,28 @@ var operations = []struct {
 	{fsnotify.Chmod, rpc.EventType_EVENT_TYPE_CHMOD},
 }
 
-func startWatch(root string, recursive, includeEntry bool, guard paths.Guard, directory users.Directory, sink func(*rpc.FilesystemEvent)) (*watch, error) {
-	info, err := os.Stat(root)
-	if err != nil {
-		return nil, rpcError(err, "watch %s", root)
-	}
-	if !info.IsDir() {
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("watch %s: it is not a directory", root))
-	}
+func startWatch(root string, user *users.User, recursive, includeEntry bool, guard paths.Guard, directory users.Directory, sink func(*rpc.FilesystemEvent)) (*watch, error) {
 	notify, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, rpcError(err, "watch %s", root)
 	}
-	w := &watch{root: root, resolved: paths.Real(root), recursive: recursive, includeEntry: includeEntry, guard: guard, directory: directory, notify: notify, sink: sink, stopped: make(chan struct{})}
-	if err := w.add(w.resolved); err != nil {
+	w := &watch{root: root, recursive: recursive, includeEntry: includeEntry, guard: guard, directory: directory, user: user, notify: notify, sink: sink, stopped: make(chan struct{})}
+	if err := as(user, func() error {
+		info, err := os.Stat(root)
+		if err != nil {
+			return rpcError(err, "watch %s", root)
+		}
+		if !info.IsDir() {
+			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("watch %s: it is not a directory", root))
+		}
+		w.resolved = paths.Real(root)
+		if err := w.add(w.resolved); err != nil {
+			return rpcError(err, "watch %s", root)
+		}
+		return nil
+	}); err != nil {
 		notify.Close()
-		return nil, rpcError(err, "watch %s", root)
+		return nil, err
 	}
 	go w.run()
 	return w, nil
@@ -122,14 +131,19 @@ func (w *watch) handle(event fsnotify.Event) {
 	if err != nil {
 		name = event.Name
 	}
-	if w.recursive && event.Has(fsnotify.Create) {
-		if info, err := os.Lstat(event.Name); err == nil && info.IsDir() {
-			_ = w.add(event.Name)
-		}
-	}
 	var entry *rpc.EntryInfo
-	if w.includeEntry {
-		entry, _ = Describe(filepath.Join(w.root, name), w.directory.Names())
+	if (w.recursive && event.Has(fsnotify.Create)) || w.includeEntry {
+		_ = as(w.user, func() error {
+			if w.recursive && event.Has(fsnotify.Create) {
+				if info, err := os.Lstat(event.Name); err == nil && info.IsDir() {
+					_ = w.add(event.Name)
+				}
+			}
+			if w.includeEntry {
+				entry, _ = Describe(filepath.Join(w.root, name), w.directory.Names())
+			}
+			return nil
+		})
 	}
 	for _, operation := range operations {
 		if event.Has(operation.op) {
@@ -146,7 +160,7 @@ func (w *watch) stop() {
 }
 
 func (s *Service) WatchDir(ctx context.Context, request *connect.Request[rpc.WatchDirRequest], stream *connect.ServerStream[rpc.WatchDirResponse]) error {
-	root, _, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
+	root, user, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
 	if err != nil {
 		return err
 	}
@@ -154,7 +168,7 @@ func (s *Service) WatchDir(ctx context.Context, request *connect.Request[rpc.Wat
 	events := make(chan *rpc.FilesystemEvent, 256)
 	done := make(chan struct{})
 	defer close(done)
-	w, err := startWatch(root, request.Msg.GetRecursive(), request.Msg.GetIncludeEntry(), s.Guard, s.Auth.Users, func(event *rpc.FilesystemEvent) {
+	w, err := startWatch(root, user, request.Msg.GetRecursive(), request.Msg.GetIncludeEntry(), s.Guard, s.Auth.Users, func(event *rpc.FilesystemEvent) {
 		select {
 		case events <- event:
 		case <-done:
@@ -291,7 +305,7 @@ func (w *Watchers) sweep() {
 }
 
 func (s *Service) CreateWatcher(_ context.Context, request *connect.Request[rpc.CreateWatcherRequest]) (*connect.Response[rpc.CreateWatcherResponse], error) {
-	root, _, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
+	root, user, err := s.resolve(request.Header(), "path", request.Msg.GetPath())
 	if err != nil {
 		return nil, err
 	}
@@ -306,7 +320,7 @@ func (s *Service) CreateWatcher(_ context.Context, request *connect.Request[rpc.
 		return nil, err
 	}
 	polled := &polledWatch{}
-	w, err := startWatch(root, request.Msg.GetRecursive(), request.Msg.GetIncludeEntry(), s.Guard, s.Auth.Users, func(event *rpc.FilesystemEvent) {
+	w, err := startWatch(root, user, request.Msg.GetRecursive(), request.Msg.GetIncludeEntry(), s.Guard, s.Auth.Users, func(event *rpc.FilesystemEvent) {
 		polled.mu.Lock()
 		defer polled.mu.Unlock()
 		if len(polled.pending) >= maxPendingEvents {

@@ -6,7 +6,9 @@
 // The check and the operation that follows are two steps: a process of the sandbox that swaps a
 // directory for a symlink between them could still redirect the operation. Processes of the
 // sandbox can reach those files directly anyway (it is their mount namespace); the guard keeps
-// the API itself from being the way in.
+// the API itself from being the way in. What protects everything else from a redirect is that the
+// operations of a user's request run as that user (package identity): a symlink leads only where
+// the user could go.
 package paths
 
 import (
@@ -152,7 +154,8 @@ func components(path string) []string {
 }
 
 // EnsureDir creates dir and its missing parents (mode 0755), each new one owned by uid:gid, as a
-// user's `mkdir -p` would leave them.
+// user's `mkdir -p` would leave them. A user's request calls it as that user (identity.As), so that
+// it makes directories only where the user may.
 func EnsureDir(dir string, uid, gid uint32) error {
 	info, err := os.Stat(dir)
 	if err == nil {

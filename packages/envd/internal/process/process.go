@@ -4,15 +4,16 @@
 package process
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/creack/pty"
 
@@ -65,11 +66,12 @@ type Process struct {
 	// terminal is the PTY's controlling side; nil without a PTY.
 	terminal *os.File
 
-	// writeMu keeps one input write at a time, in order. Closing stdin does not take it: a write
-	// blocked on a process that does not read must not hold the close (or the end) back, and
-	// closing the pipe is what ends such a write (with os.ErrClosed).
-	writeMu     sync.Mutex
-	stdin       io.WriteCloser
+	// writing keeps one input write at a time, in order (a semaphore: one waiting for it gives up
+	// with its request's context). Closing stdin does not take it: a write blocked on a process that
+	// does not read must not hold the close (or the end) back, and closing the pipe is what ends
+	// such a write (with os.ErrClosed).
+	writing     chan struct{}
+	stdin       *os.File
 	stdinClosed atomic.Bool
 
 	// emitMu orders events: data events one at a time, the end event after all of them.
@@ -91,7 +93,7 @@ type Subscription struct {
 
 // New prepares a process; Subscribe before Start to see all of its output.
 func New(spec Spec) *Process {
-	return &Process{spec: spec, subscribers: map[*Subscription]struct{}{}, done: make(chan struct{})}
+	return &Process{spec: spec, subscribers: map[*Subscription]struct{}{}, done: make(chan struct{}), writing: make(chan struct{}, 1)}
 }
 
 // Start starts the process. onStarted runs once it runs (it has its pid), before anything can
@@ -106,6 +108,7 @@ func (p *Process) Start(onStarted, onEnd func(*Process)) error {
 		if err != nil {
 			return err
 		}
+		terminal = pollable(terminal)
 		p.terminal = terminal
 		outputs = append(outputs, terminal)
 	} else {
@@ -334,34 +337,76 @@ func (p *Process) Signal(signal syscall.Signal) error {
 	return p.cmd.Process.Signal(signal)
 }
 
-// WriteStdin writes to the process's stdin pipe.
-func (p *Process) WriteStdin(data []byte) error {
+// ErrInputNotRead is input the process did not take before the request's context ended.
+var ErrInputNotRead = errors.New("the process did not read its input before the request ended (its deadline, or its client gone)")
+
+// WriteStdin writes to the process's stdin pipe, giving up when ctx ends (write).
+func (p *Process) WriteStdin(ctx context.Context, data []byte) error {
 	if p.terminal != nil {
 		return ErrHasPty
 	}
 	if p.stdin == nil {
 		return ErrStdinNotOpen
 	}
-	p.writeMu.Lock()
-	defer p.writeMu.Unlock()
-	if p.stdinClosed.Load() {
-		return ErrStdinClosed
-	}
-	_, err := p.stdin.Write(data)
+	err := p.write(ctx, p.stdin, data, func() error {
+		if p.stdinClosed.Load() {
+			return ErrStdinClosed
+		}
+		return nil
+	})
 	if err != nil && errors.Is(err, os.ErrClosed) {
 		return ErrStdinClosed // closed while the write waited for the process to read
 	}
 	return err
 }
 
-// WritePty writes to the process's terminal as if typed.
-func (p *Process) WritePty(data []byte) error {
+// WritePty writes to the process's terminal as if typed, giving up when ctx ends (write).
+func (p *Process) WritePty(ctx context.Context, data []byte) error {
 	if p.terminal == nil {
 		return ErrNoPty
 	}
-	p.writeMu.Lock()
-	defer p.writeMu.Unlock()
-	_, err := p.terminal.Write(data)
+	return p.write(ctx, p.terminal, data, func() error { return nil })
+}
+
+// write writes data to target (the stdin pipe or the terminal) once the writes before it are
+// done. A process that does not read fills the pipe or the terminal's buffer, and the write waits:
+// it gives up when ctx ends (its deadline, or its client gone), as does a write waiting for its
+// turn, so that the requests behind it do not pile up, each holding its goroutine, for as long as
+// the process does not read. The deadline needs a pollable file: a pipe is, and a terminal is on
+// Linux (pollable; gVisor's is not: there the write waits, as before, until the process reads or
+// exits). What was written before the deadline stays written.
+func (p *Process) write(ctx context.Context, target *os.File, data []byte, ready func() error) error {
+	select {
+	case p.writing <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("%w (waiting behind an earlier input): %w", ErrInputNotRead, ctx.Err())
+	}
+	defer func() { <-p.writing }()
+	if err := ready(); err != nil {
+		return err
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = target.SetWriteDeadline(deadline)
+	}
+	// A context that ends without a deadline (its client gone) ends the write at once.
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		_ = target.SetWriteDeadline(time.Now())
+	})
+	written, err := target.Write(data)
+	if !stop() {
+		<-fired
+	}
+	// No deadline is left for the next write (a failed reset only fails that one early).
+	_ = target.SetWriteDeadline(time.Time{})
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		cause := ctx.Err()
+		if cause == nil {
+			cause = context.DeadlineExceeded
+		}
+		return fmt.Errorf("%w (%d of %d bytes written): %w", ErrInputNotRead, written, len(data), cause)
+	}
 	return err
 }
 
@@ -383,7 +428,45 @@ func (p *Process) Resize(size *rpc.PTY_Size) error {
 	if p.terminal == nil {
 		return ErrNoPty
 	}
-	return pty.Setsize(p.terminal, &pty.Winsize{Rows: uint16(size.Rows), Cols: uint16(size.Cols)})
+	return setSize(p.terminal, &pty.Winsize{Rows: uint16(size.Rows), Cols: uint16(size.Cols)})
+}
+
+// pollable returns the terminal as a file Go's poller waits on, so that its deadlines work (input
+// that waits too long gives up, the output left after the exit is read for a bounded time).
+// creack/pty hands it over in blocking mode — its ioctls go through (*os.File).Fd, which sets it
+// — where deadlines do nothing: a non-blocking duplicate, made into a file anew, is pollable
+// wherever the kernel can poll a terminal (not under gVisor: there it stays as it was, blocking).
+// On any failure the terminal is kept as it came.
+func pollable(terminal *os.File) *os.File {
+	// Close-on-exec from the start: a process started meanwhile must not inherit the terminal.
+	duplicate, _, errno := syscall.Syscall(syscall.SYS_FCNTL, terminal.Fd(), syscall.F_DUPFD_CLOEXEC, 0)
+	if errno != 0 {
+		return terminal
+	}
+	if err := syscall.SetNonblock(int(duplicate), true); err != nil {
+		_ = syscall.Close(int(duplicate))
+		return terminal
+	}
+	_ = terminal.Close()
+	return os.NewFile(duplicate, terminal.Name())
+}
+
+// setSize is pty.Setsize without (*os.File).Fd, which would put the terminal back in blocking mode.
+func setSize(terminal *os.File, size *pty.Winsize) error {
+	conn, err := terminal.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var errno syscall.Errno
+	if err := conn.Control(func(fd uintptr) {
+		_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCSWINSZ, uintptr(unsafe.Pointer(size)))
+	}); err != nil {
+		return err
+	}
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 func closeAll(files ...*os.File) {

@@ -189,6 +189,10 @@ func inputError(process *Process, err error) error {
 	switch {
 	case errors.Is(err, ErrStdinNotOpen), errors.Is(err, ErrStdinClosed), errors.Is(err, ErrNoPty), errors.Is(err, ErrHasPty):
 		return connect.NewError(connect.CodeFailedPrecondition, wrapped)
+	case errors.Is(err, ErrInputNotRead) && errors.Is(err, context.Canceled):
+		return connect.NewError(connect.CodeCanceled, wrapped)
+	case errors.Is(err, ErrInputNotRead):
+		return connect.NewError(connect.CodeDeadlineExceeded, wrapped)
 	case errors.Is(err, os.ErrClosed), errors.Is(err, syscall.EPIPE):
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%s no longer reads its input: %w", process, err))
 	default:
@@ -196,29 +200,30 @@ func inputError(process *Process, err error) error {
 	}
 }
 
-func send(process *Process, input *rpc.ProcessInput) error {
+// send writes input, giving up when ctx (the request's) ends.
+func send(ctx context.Context, process *Process, input *rpc.ProcessInput) error {
 	switch data := input.GetInput().(type) {
 	case *rpc.ProcessInput_Stdin:
-		return inputError(process, process.WriteStdin(data.Stdin))
+		return inputError(process, process.WriteStdin(ctx, data.Stdin))
 	case *rpc.ProcessInput_Pty:
-		return inputError(process, process.WritePty(data.Pty))
+		return inputError(process, process.WritePty(ctx, data.Pty))
 	default:
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("input: give {stdin: bytes} or {pty: bytes}"))
 	}
 }
 
-func (s *Service) SendInput(_ context.Context, request *connect.Request[rpc.SendInputRequest]) (*connect.Response[rpc.SendInputResponse], error) {
+func (s *Service) SendInput(ctx context.Context, request *connect.Request[rpc.SendInputRequest]) (*connect.Response[rpc.SendInputResponse], error) {
 	process, err := s.find(request.Msg.GetProcess())
 	if err != nil {
 		return nil, err
 	}
-	if err := send(process, request.Msg.GetInput()); err != nil {
+	if err := send(ctx, process, request.Msg.GetInput()); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&rpc.SendInputResponse{}), nil
 }
 
-func (s *Service) StreamInput(_ context.Context, stream *connect.ClientStream[rpc.StreamInputRequest]) (*connect.Response[rpc.StreamInputResponse], error) {
+func (s *Service) StreamInput(ctx context.Context, stream *connect.ClientStream[rpc.StreamInputRequest]) (*connect.Response[rpc.StreamInputResponse], error) {
 	var process *Process
 	for stream.Receive() {
 		switch event := stream.Msg().GetEvent().(type) {
@@ -232,7 +237,7 @@ func (s *Service) StreamInput(_ context.Context, stream *connect.ClientStream[rp
 			if process == nil {
 				return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("the first message of StreamInput must be start{process}"))
 			}
-			if err := send(process, event.Data.GetInput()); err != nil {
+			if err := send(ctx, process, event.Data.GetInput()); err != nil {
 				return nil, err
 			}
 		case *rpc.StreamInputRequest_Keepalive:

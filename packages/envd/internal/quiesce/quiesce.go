@@ -48,8 +48,10 @@ const (
 	ResumeWatchFile = "envd.resume-watch"
 )
 
-// HostnameWatchInterval is how often a quiesced daemon reads its hostname.
-const HostnameWatchInterval = time.Millisecond
+// HostnameWatchInterval is how often a quiesced daemon reads its hostname: a copy restored under
+// its own name serves within about that long, and a daemon that waits to be restored wakes 100
+// times a second, not 1000 (a quiesced sandbox may wait, idle, for a long time).
+const HostnameWatchInterval = 10 * time.Millisecond
 
 // Signals the daemon understands.
 var (

@@ -124,7 +124,9 @@ func TestAFailedUploadOfANewFileLeavesNoFile(t *testing.T) {
 }
 
 // Replacing a file keeps what E2B's envd does: the same file (its inode, so hard links and bind
-// mounts see the content), given to the uploading user, and a watch sees a write of its name.
+// mounts see the content), and a watch sees a write of its name. It is written as the uploading
+// user, and keeps its owner and mode (user_identity_test.go: a file the user may not write is
+// refused, not given to the user).
 func TestASuccessfulUploadReplacesTheFileInPlaceAsTheUploadingUser(t *testing.T) {
 	s := start(t, server.Options{})
 	dir := filepath.Join(s.home, "watched")
@@ -135,6 +137,11 @@ func TestASuccessfulUploadReplacesTheFileInPlaceAsTheUploadingUser(t *testing.T)
 	write(t, target, precious)
 	if err := os.Chmod(target, 0o600); err != nil {
 		t.Fatal(err)
+	}
+	for _, path := range []string{dir, target} {
+		if err := os.Chown(path, testerUID, testerUID); err != nil {
+			t.Fatal(err)
+		}
 	}
 	link := filepath.Join(s.home, "hard-link")
 	if err := os.Link(target, link); err != nil {
@@ -169,7 +176,7 @@ func TestASuccessfulUploadReplacesTheFileInPlaceAsTheUploadingUser(t *testing.T)
 		t.Fatal(err)
 	}
 	if stat := info.Sys().(*syscall.Stat_t); stat.Uid != testerUID || stat.Gid != testerUID || info.Mode().Perm() != 0o600 {
-		t.Fatalf("owner %d:%d mode %v: want the uploading user's, mode kept", stat.Uid, stat.Gid, info.Mode())
+		t.Fatalf("owner %d:%d mode %v: want the owner and mode kept", stat.Uid, stat.Gid, info.Mode())
 	}
 	if left := stagingLeftovers(t, dir, "replaced.txt"); len(left) > 0 {
 		t.Fatalf("the upload left %v behind", left)

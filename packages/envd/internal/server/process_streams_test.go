@@ -161,3 +161,38 @@ func TestProcessesThatEndedAreNotListed(t *testing.T) {
 	}
 	t.Fatalf("%d processes that ended are listed: %v", len(listed), listed)
 }
+
+// Input a process does not read waits no longer than its request's deadline (Connect-Timeout-Ms,
+// which E2B's SDKs send): the daemon answers deadline_exceeded itself, and the inputs behind it
+// are not stuck behind a write that never ends.
+func TestInputAProcessDoesNotReadEndsWithItsRequestsDeadline(t *testing.T) {
+	s := start(t, server.Options{})
+	request := &rpc.StartRequest{Process: &rpc.ProcessConfig{Cmd: "/bin/sleep", Args: []string{"5"}}, Stdin: ptr(true)}
+	stream, err := s.process.Start(context.Background(), connect.NewRequest(request))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() {
+		t.Fatal(stream.Err())
+	}
+	selector := &rpc.ProcessSelector{Selector: &rpc.ProcessSelector_Pid{Pid: stream.Msg().GetEvent().GetStart().GetPid()}}
+	for i, size := range []int{256 << 10, 1} {
+		input := connect.NewRequest(&rpc.SendInputRequest{Process: selector, Input: &rpc.ProcessInput{Input: &rpc.ProcessInput_Stdin{Stdin: bytes.Repeat([]byte("x"), size)}}})
+		// The deadline of the request only, not the client's: the answer must come from the daemon.
+		input.Header().Set("Connect-Timeout-Ms", "300")
+		sent := make(chan error, 1)
+		go func() {
+			_, err := s.process.SendInput(context.Background(), input)
+			sent <- err
+		}()
+		select {
+		case err := <-sent:
+			if codeOf(err) != connect.CodeDeadlineExceeded || !strings.Contains(err.Error(), "did not read its input") {
+				t.Fatalf("input %d: %v, want deadline_exceeded from the daemon, saying why", i, err)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("input %d is still waiting 3 s after its 300 ms deadline", i)
+		}
+	}
+}

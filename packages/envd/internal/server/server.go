@@ -50,6 +50,9 @@ type Options struct {
 	// DefaultUser acts for requests that name no user while /init set none: a name, auth.AutoDefaultUser
 	// (E2B's `user` when the image has it, else the daemon's own), or "" for the daemon's own. @default ""
 	DefaultUser string
+	// DefaultGroup is DefaultUser's only group (a name or a number), as in an image's `USER name:group`;
+	// "" gives it its own groups (auth.Authenticator.FallbackGroup). @default ""
+	DefaultGroup string
 	// ServeInsideCallers serves every route to callers inside the sandbox's own network (the
 	// loopback, its own addresses) too, which otherwise get only /health and GET /envs
 	// (inside_callers.go): for a daemon run outside a sandbox, or by tests. @default false
@@ -83,6 +86,7 @@ func New(options Options) *Daemon {
 	st := state.New()
 	authenticator := auth.New(users.Directory{Root: options.Root}, st)
 	authenticator.Fallback = options.DefaultUser
+	authenticator.FallbackGroup = options.DefaultGroup
 	guard := paths.NewGuard(options.ProtectedDirs...)
 	sandboxEnv := options.SandboxEnv
 	if sandboxEnv == nil {
@@ -155,7 +159,7 @@ func New(options Options) *Daemon {
 		handler = refuseInsideCallers(mux, interfaces, []string{processPrefix, filesystemPrefix})
 		connContext = withCallerClass(interfaces)
 	}
-	return &Daemon{State: st, Processes: processes, handler: withCORS(handler), connContext: connContext}
+	return &Daemon{State: st, Processes: processes, handler: withCORS(handler, authenticator, []string{processPrefix, filesystemPrefix}), connContext: connContext}
 }
 
 func (d *Daemon) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.handler.ServeHTTP(w, r) }
@@ -209,11 +213,30 @@ func (t *tokenInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFun
 	}
 }
 
-// withCORS lets browsers call the daemon (E2B's SDK runs in browsers too).
-func withCORS(next http.Handler) http.Handler {
+// errBrowserWithoutToken refuses a browser's request to a daemon without an access token.
+var errBrowserWithoutToken = errors.New("browsers may not call this sandbox's daemon directly while it has no access token (the request carries an Origin header): call it through the sandbox proxy, which does not forward Origin, or have /init set an access token first")
+
+// withCORS lets browsers call the daemon (E2B's SDK runs in browsers too) — once it has an access
+// token. Without one, nothing but the network guards it, and any web page a browser opens could
+// drive it wherever the browser can reach sandbox addresses: a multipart POST /files, for one, is a
+// "simple" request a page sends without asking first. Browsers mark every request of a page
+// (preflights included) with Origin, which other clients do not send and the sandbox proxy strips:
+// so a request that carries one is refused, preflight or not, until /init sets a token.
+func withCORS(next http.Handler, authenticator *auth.Authenticator, rpcPrefixes []string) http.Handler {
+	rpcErrors := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		header := w.Header()
+		// Readable by the page (Allow-Origin), so that its developer sees why it is refused.
 		header.Set("Access-Control-Allow-Origin", "*")
+		if len(r.Header.Values("Origin")) > 0 && authenticator.State.AccessToken() == "" {
+			preflight := r.Method == http.MethodOptions
+			if !preflight && isRPC(r.URL.Path, rpcPrefixes) && rpcErrors.IsSupported(r) {
+				_ = rpcErrors.Write(w, r, connect.NewError(connect.CodePermissionDenied, errBrowserWithoutToken))
+				return
+			}
+			files.WriteError(w, http.StatusForbidden, errBrowserWithoutToken.Error())
+			return
+		}
 		header.Set("Access-Control-Expose-Headers", "Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin, Connect-Content-Encoding, Connect-Accept-Encoding, Content-Encoding, Content-Length")
 		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 			header.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS")

@@ -287,8 +287,35 @@ func TestTheDefaultUserIsE2BsUserWhenTheImageHasIt(t *testing.T) {
 	}
 }
 
+// An image's `USER tester:extra`: the helper passes the group on, and what the default user runs and
+// writes has that group alone, as runc and Docker give it (no group of /etc/passwd's or
+// /etc/group's). A request that names the user gets the user's own groups.
+func TestTheDefaultUsersGroupIsTheImagesGroup(t *testing.T) {
+	s := start(t, server.Options{DefaultUser: "tester", DefaultGroup: "extra"})
+	ids := "id -u; id -g; id -G"
+	if got := run(t, s, connect.NewRequest(shell(ids)), nil).stdout; got != "4242\n5000\n5000\n" {
+		t.Fatalf("as the default user tester:extra: %q", got)
+	}
+	if got := run(t, s, asUser(shell(ids), "tester"), nil).stdout; got != "4242\n4242\n4242 5000\n" {
+		t.Fatalf("as tester, named: %q", got)
+	}
+	decode[[]written](t, must(upload(s.url+"/files?path=grouped.txt", "application/octet-stream", strings.NewReader("x"), nil)), http.StatusOK)
+	if info, err := os.Stat(filepath.Join(s.home, "grouped.txt")); err != nil || info.Sys().(*syscall.Stat_t).Gid != 5000 {
+		t.Fatalf("an upload as the default user: %v %v, want group 5000", info, err)
+	}
+	numeric := start(t, server.Options{DefaultUser: "4242", DefaultGroup: "6000"})
+	if got := run(t, numeric, connect.NewRequest(shell(ids)), nil).stdout; got != "4242\n6000\n6000\n" {
+		t.Fatalf("as the default user 4242:6000: %q", got)
+	}
+	unknown := start(t, server.Options{DefaultUser: "tester", DefaultGroup: "no-such-group"})
+	if _, err := unknown.fs.Stat(context.Background(), connect.NewRequest(&fsrpc.StatRequest{Path: "~"})); codeOf(err) != connect.CodeUnauthenticated || !strings.Contains(err.Error(), "no-such-group") {
+		t.Fatalf("a default group the image lacks: %v, want unauthenticated naming it", err)
+	}
+}
+
 func TestANumericDefaultUserIsAUid(t *testing.T) {
-	// The helper passes an image's `USER 4242:staff` on as 4242: the account of that uid, or the bare uid.
+	// The helper passes an image's `USER 4242:staff` on as 4242 (and staff as the default group): the
+	// account of that uid, or the bare uid.
 	s := start(t, server.Options{DefaultUser: "4242"})
 	if got := run(t, s, connect.NewRequest(shell("id -u; pwd")), nil).stdout; got != "4242\n"+s.home+"\n" {
 		t.Fatalf("as 4242 (tester's uid): %q", got)

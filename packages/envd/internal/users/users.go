@@ -14,8 +14,12 @@ import (
 	"strings"
 )
 
-// ErrUnknownUser is returned for a user name that is not in /etc/passwd.
-var ErrUnknownUser = errors.New("unknown user")
+var (
+	// ErrUnknownUser is returned for a user name that is not in /etc/passwd.
+	ErrUnknownUser = errors.New("unknown user")
+	// ErrUnknownGroup is returned for a group name that is not in /etc/group.
+	ErrUnknownGroup = errors.New("unknown group")
+)
 
 // User is one account of the sandbox.
 type User struct {
@@ -160,6 +164,24 @@ func (d Directory) LookupID(uid, gid uint32) (*User, error) {
 		}
 	}
 	return &User{Name: strconv.FormatUint(uint64(uid), 10), UID: uid, GID: gid, Home: "/", Groups: []uint32{gid}}, nil
+}
+
+// LookupGroup finds a group's id by name; a number is taken as the id, whether a group has it or
+// not, as runc and Docker take the GROUP of an image's `USER name:group`.
+func (d Directory) LookupGroup(name string) (uint32, error) {
+	if gid, ok := parseID(name); ok {
+		return gid, nil
+	}
+	groups, err := d.groups()
+	if err != nil {
+		return 0, fmt.Errorf("reading %s: %w", d.file("group"), err)
+	}
+	for _, group := range groups {
+		if group.name == name {
+			return group.gid, nil
+		}
+	}
+	return 0, fmt.Errorf("%w %q: it is not in the sandbox's /etc/group", ErrUnknownGroup, name)
 }
 
 // Names maps ids to names for listings (one read of each file for many entries).
