@@ -3,7 +3,8 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, beforeEach, describe, it } from "node:test";
-import { ensureToken, files, readIfExists, resolveDataDir } from "./data-dir.js";
+import { ValidationError } from "@fast-sandbox/sdk";
+import { cgroupRootFor, ensureToken, files, readIfExists, resolveDataDir, upCommandFor, writeSettings } from "./data-dir.js";
 
 const directory = mkdtempSync(join(tmpdir(), "fsb-data-dir-spec-"));
 after(() => rmSync(directory, { recursive: true, force: true }));
@@ -79,5 +80,65 @@ describe("resolveDataDir", () => {
       delete process.env.XDG_DATA_HOME;
       assert.equal(resolveDataDir(), join(homedir(), ".local", "share", "fast-sandbox"));
     }
+  });
+});
+
+describe("cgroupRootFor", () => {
+  it("names the cgroup root after the containerd namespace when none is given: fast-sandbox for the default namespace", () => {
+    assert.equal(cgroupRootFor("fast-sandbox", undefined), "fast-sandbox");
+    assert.equal(cgroupRootFor("team-b", undefined), "team-b");
+    assert.equal(cgroupRootFor("fsb_2", undefined), "fsb_2");
+  });
+
+  it("takes the one given as it is, also in another namespace, and '' for none", () => {
+    assert.equal(cgroupRootFor("team-b", "fast-sandbox"), "fast-sandbox");
+    assert.equal(cgroupRootFor("fast-sandbox", "fsb/team"), "fsb/team");
+    assert.equal(cgroupRootFor("team-b", ""), "");
+    // A namespace that makes no cgroup root of its own runs under the one given.
+    assert.equal(cgroupRootFor("k8s.io", "k8s-io"), "k8s-io");
+  });
+
+  it("refuses to name one after a namespace that could name a cgroup's own file or a systemd unit, asking for --cgroup-root", () => {
+    for (const namespace of ["k8s.io", "cgroup.procs", "memory.max", "system.slice", "tasks", "release_agent"]) {
+      assert.throws(
+        () => cgroupRootFor(namespace, undefined),
+        (error: unknown) =>
+          error instanceof ValidationError && error.field === "--cgroup-root" && /--cgroup-root NAME \(or FSB_CGROUP_ROOT\)/.test(error.message),
+        namespace,
+      );
+    }
+  });
+
+  it("refuses a namespace containerd would not take, whatever the cgroup root", () => {
+    for (const namespace of ["", "../etc", "a/b", ".hidden", "a..b", "trailing-", "x".repeat(77)]) {
+      for (const given of [undefined, "fsb"]) {
+        assert.throws(
+          () => cgroupRootFor(namespace, given),
+          (error: unknown) => error instanceof ValidationError && error.field === "--containerd-namespace",
+          namespace,
+        );
+      }
+    }
+    assert.equal(cgroupRootFor("x".repeat(76), undefined), "x".repeat(76));
+  });
+});
+
+describe("upCommandFor", () => {
+  const socket = "/run/containerd/containerd.sock";
+
+  it("names the cgroup root only when a plain 'fsb up' in that namespace would choose another: it follows the namespace", () => {
+    const dir = mkdtempSync(join(directory, "up-command-"));
+    const command = (containerdNamespace: string, cgroupRoot: string): string => {
+      writeSettings(dir, { containerdNamespace, containerdSocket: socket, cgroupRoot });
+      return upCommandFor(dir);
+    };
+    assert.equal(command("fast-sandbox", "fast-sandbox"), `fsb up --detach --data-dir ${dir} --containerd-namespace fast-sandbox`);
+    assert.equal(command("team-b", "team-b"), `fsb up --detach --data-dir ${dir} --containerd-namespace team-b`);
+    // Run in another namespace under the default one's cgroup root (given, or from before the root followed the namespace).
+    assert.equal(command("team-b", "fast-sandbox"), `fsb up --detach --data-dir ${dir} --containerd-namespace team-b --cgroup-root fast-sandbox`);
+    assert.equal(command("fast-sandbox", "team-b"), `fsb up --detach --data-dir ${dir} --containerd-namespace fast-sandbox --cgroup-root team-b`);
+    assert.equal(command("team-b", ""), `fsb up --detach --data-dir ${dir} --containerd-namespace team-b --cgroup-root ''`);
+    // A namespace that makes no cgroup root of its own: the one it ran under is always named.
+    assert.equal(command("k8s.io", "k8s.io"), `fsb up --detach --data-dir ${dir} --containerd-namespace k8s.io --cgroup-root k8s.io`);
   });
 });

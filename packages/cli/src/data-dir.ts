@@ -3,7 +3,7 @@ import { chmodSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, r
 import { homedir } from "node:os";
 import { basename, join } from "node:path";
 import { formatProcessIdentity, isRunning, parseProcessIdentity, processStartTime, type ProcessIdentity } from "@fast-sandbox/agent/process-identity";
-import { FsbError } from "@fast-sandbox/sdk";
+import { FsbError, ValidationError } from "@fast-sandbox/sdk";
 
 /**
  * Where `fsb up` keeps its state and how other commands find it:
@@ -32,6 +32,56 @@ export interface EmbeddedSettings {
   containerdNamespace: string;
   containerdSocket: string;
   cgroupRoot: string;
+}
+
+/** What containerd takes as a namespace name (its identifiers.Validate: at most 76 characters). */
+const CONTAINERD_NAMESPACE_NAME = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
+
+/** Throws ValidationError unless containerd would take `namespace` (such a name is a safe file name). */
+export function checkContainerdNamespace(namespace: string): void {
+  if (!CONTAINERD_NAMESPACE_NAME.test(namespace) || namespace.length > 76) {
+    throw new ValidationError(
+      "--containerd-namespace",
+      `${JSON.stringify(namespace)} is not a containerd namespace name (letters and digits, with single '.', '_' or '-' between them; at most 76)`,
+    );
+  }
+}
+
+/**
+ * The files cgroup v1 has in every cgroup, the hierarchy's root included, whose names have no '.';
+ * all others, of v1 and v2, are named `<cgroup or controller>.<name>` (cgroup.procs, memory.max).
+ */
+const CGROUP_FILES_WITHOUT_DOT = new Set(["tasks", "notify_on_release", "release_agent"]);
+
+/**
+ * The cgroup root of an `fsb up` in `containerdNamespace` that is told none: the namespace's name,
+ * so `fast-sandbox` for the default namespace, as before. Different data directories run in
+ * different namespaces (namespace-claim.ts), and so under different cgroup roots: under one, their
+ * agents of the same name (`default-0`) would share a cgroup, and one instance's janitor would kill
+ * the other's anchors with it. Undefined for a name that is not safe as a directory beside the
+ * hierarchy's own files: one with a '.' may be one of them, or a systemd unit (`system.slice`).
+ */
+export function defaultCgroupRoot(containerdNamespace: string): string | undefined {
+  return containerdNamespace.includes(".") || CGROUP_FILES_WITHOUT_DOT.has(containerdNamespace) ? undefined : containerdNamespace;
+}
+
+/**
+ * The cgroup root `fsb up` runs under: `given` (--cgroup-root, else FSB_CGROUP_ROOT) as it is, ""
+ * for none; else the one of its containerd namespace (defaultCgroupRoot). Throws ValidationError for
+ * a namespace containerd would not take, and for one that makes no cgroup root.
+ */
+export function cgroupRootFor(containerdNamespace: string, given: string | undefined): string {
+  checkContainerdNamespace(containerdNamespace);
+  if (given !== undefined) return given;
+  const derived = defaultCgroupRoot(containerdNamespace);
+  if (derived === undefined) {
+    throw new ValidationError(
+      "--cgroup-root",
+      `the cgroup root is named after the containerd namespace, but ${JSON.stringify(containerdNamespace)} could name a cgroup's own file or a systemd unit: ` +
+        "give one with --cgroup-root NAME (or FSB_CGROUP_ROOT)",
+    );
+  }
+  return derived;
 }
 
 export function writeSettings(dir: string, settings: EmbeddedSettings): void {
@@ -97,8 +147,8 @@ export function fsbUpRuns(dir: string): boolean {
 
 /**
  * The `fsb up` that starts the data directory's instance again where it last ran: its containerd
- * namespace (and socket and cgroup root, when not the defaults) from its settings, or a new one in a
- * namespace `fsb up` chose may not hold its sandboxes.
+ * namespace (and socket and cgroup root, when not what an `fsb up` in that namespace chooses by
+ * default) from its settings, or a new one in a namespace `fsb up` chose may not hold its sandboxes.
  */
 export function upCommandFor(dir: string): string {
   const settings = readSettings(dir);
@@ -106,7 +156,7 @@ export function upCommandFor(dir: string): string {
     ? [
         `--containerd-namespace ${settings.containerdNamespace}`,
         ...(settings.containerdSocket !== "/run/containerd/containerd.sock" ? [`--containerd-socket ${settings.containerdSocket}`] : []),
-        ...(settings.cgroupRoot !== "fast-sandbox" ? [`--cgroup-root ${settings.cgroupRoot || "''"}`] : []),
+        ...(settings.cgroupRoot !== defaultCgroupRoot(settings.containerdNamespace) ? [`--cgroup-root ${settings.cgroupRoot || "''"}`] : []),
       ]
     : [];
   return ["fsb up --detach", `--data-dir ${dir}`, ...flags].join(" ");

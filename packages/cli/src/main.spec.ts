@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -421,5 +421,74 @@ describe("fsb checkpoint, run --from-checkpoint and fork: bad usage", () => {
       assert.equal(result.code, 1, `${args.join(" ")}: ${result.stderr}`);
       assert.match(result.stderr, /127\.0\.0\.1:1/);
     }
+  });
+});
+
+describe("fsb up: the cgroup root of each data directory", () => {
+  /**
+   * Runs `fsb up` in the foreground for a new data directory whose settings cannot be written (a
+   * directory is in their place): an `fsb up` that got past its checks and claims stops there
+   * (exit 1, EISDIR), before anything touches containerd or a cgroup.
+   */
+  async function upStoppedBeforeStart(claims: string, env: NodeJS.ProcessEnv, ...args: string[]) {
+    const upDir = mkdtempSync(join(dataDir, "up-"));
+    mkdirSync(join(upDir, "settings.json"));
+    return fsbWith(
+      { FSB_NAMESPACE_CLAIMS_DIR: claims, FSB_CGROUP_ROOT: undefined, FSB_CONTAINERD_NAMESPACE: undefined, ...env },
+      "up",
+      "--data-dir",
+      upDir,
+      "--containerd-socket",
+      join(upDir, "no-containerd.sock"),
+      "--port",
+      "0",
+      "--proxy-port",
+      "0",
+      "--e2b-port",
+      "0",
+      "--no-janitor",
+      ...args,
+    );
+  }
+
+  it("is named after the containerd namespace, so one claimed by another data directory is refused (exit 1) unless --cgroup-root gives another", async () => {
+    const claims = mkdtempSync(join(dataDir, "claims-"));
+    // Another data directory runs in the default namespace under the cgroup root team-b.
+    const owner = mkdtempSync(join(dataDir, "owner-"));
+    writeFileSync(
+      join(owner, "settings.json"),
+      JSON.stringify({ containerdNamespace: "fast-sandbox", containerdSocket: "/run/containerd/containerd.sock", cgroupRoot: "team-b" }),
+    );
+    writeFileSync(join(claims, "cgroup-root:team-b"), `${owner}\n`);
+
+    const refused = await upStoppedBeforeStart(claims, {}, "--containerd-namespace", "team-b");
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(
+      refused.stderr,
+      new RegExp(`^error: cgroup root /team-b belongs to the Fast Sandbox of data directory ${owner}: .*\\(--cgroup-root NAME or FSB_CGROUP_ROOT\\)`, "m"),
+    );
+    for (const [env, args] of [
+      [{}, ["--cgroup-root", "team-b2"]],
+      [{ FSB_CGROUP_ROOT: "team-b2" }, []],
+      [{ FSB_CGROUP_ROOT: "" }, []],
+      [{}, ["--cgroup-root", ""]],
+    ] as const) {
+      const given = await upStoppedBeforeStart(claims, env, "--containerd-namespace", "team-b", ...args);
+      assert.equal(given.code, 1, given.stderr);
+      assert.match(given.stderr, /^error: .*EISDIR.*settings\.json/m, `${JSON.stringify(env)} ${args.join(" ")}`);
+    }
+  });
+
+  it("exits 2 for a containerd namespace that makes no cgroup root (a '.' in it) without --cgroup-root or FSB_CGROUP_ROOT", async () => {
+    const claims = mkdtempSync(join(dataDir, "claims-"));
+    const derived = await upStoppedBeforeStart(claims, {}, "--containerd-namespace", "k8s.io");
+    assert.equal(derived.code, 2, derived.stderr);
+    assert.match(
+      derived.stderr,
+      /^error: --cgroup-root: .*"k8s\.io" could name a cgroup's own file or a systemd unit: give one with --cgroup-root NAME \(or FSB_CGROUP_ROOT\)$/m,
+    );
+    const given = await upStoppedBeforeStart(claims, { FSB_CGROUP_ROOT: "k8s-io" }, "--containerd-namespace", "k8s.io");
+    assert.equal(given.code, 1, given.stderr);
+    assert.match(given.stderr, /^error: .*EISDIR.*settings\.json/m);
   });
 });

@@ -74,8 +74,8 @@ function program(programName: string): Command {
     )
     .option(
       "--cgroup-root <name>",
-      "cgroup the agents and sandboxes live under; empty disables (env FSB_CGROUP_ROOT)",
-      process.env.FSB_CGROUP_ROOT ?? "fast-sandbox",
+      "cgroup the agents and sandboxes live under, one per data directory; empty disables (env FSB_CGROUP_ROOT; default: the containerd namespace's name)",
+      process.env.FSB_CGROUP_ROOT,
     )
     .option("--proxy-host <host>", "address the sandbox proxy listens on (env FSB_PROXY_HOST)", process.env.FSB_PROXY_HOST ?? "127.0.0.1")
     .option("--proxy-port <port>", "port of the sandbox proxy, ingress to the sandboxes' ports (env FSB_PROXY_PORT)", process.env.FSB_PROXY_PORT ?? "7072")

@@ -94,7 +94,7 @@ describe("fsb down", () => {
 
   it("with --delete-sandboxes and nothing running, fails (exit 1) saying to start it first: nothing was deleted, its namespace stays claimed", async () => {
     const dir = newDataDir();
-    writeSettings(dir, { containerdNamespace: "team-ns", containerdSocket: "/run/containerd/containerd.sock", cgroupRoot: "fast-sandbox" });
+    writeSettings(dir, { containerdNamespace: "team-ns", containerdSocket: "/run/containerd/containerd.sock", cgroupRoot: "team-ns" });
     await assert.rejects(
       downPrinted({ dataDir: dir, deleteSandboxes: true }),
       (error: unknown) =>

@@ -2,7 +2,7 @@ import { join } from "node:path";
 import { stderrLogger } from "@fast-sandbox/agent/stderr-logger";
 import { UnavailableError } from "@fast-sandbox/sdk";
 import { parseDuration, parseLoopbackListen, runJanitorOnce, startJanitorProcess, type PassResult } from "@fast-sandbox/janitor";
-import { readSettings, resolveDataDir } from "../data-dir.js";
+import { defaultCgroupRoot, readSettings, resolveDataDir } from "../data-dir.js";
 import { endpoint, type GlobalOptions } from "../connection.js";
 
 export interface JanitorCommandOptions extends GlobalOptions {
@@ -38,13 +38,15 @@ export async function janitor(options: JanitorCommandOptions): Promise<void> {
   const protectionMs = parseDuration(options.protection, "--protection", { allowZero: true });
   const metricsListen = options.metrics ? parseLoopbackListen(options.metrics, "--metrics") : undefined;
   const { url, token } = endpoint(options);
+  const containerdNamespace = options.containerdNamespace ?? process.env.FSB_CONTAINERD_NAMESPACE ?? settings?.containerdNamespace ?? "fast-sandbox";
   const scope = {
     url,
     token,
-    containerdNamespaces: [options.containerdNamespace ?? process.env.FSB_CONTAINERD_NAMESPACE ?? settings?.containerdNamespace ?? "fast-sandbox"],
+    containerdNamespaces: [containerdNamespace],
     containerdSocket: options.containerdSocket ?? process.env.FSB_CONTAINERD_SOCKET ?? settings?.containerdSocket ?? "/run/containerd/containerd.sock",
     agentsDir: join(dataDir, "agents"),
-    cgroupRoot: options.cgroupRoot ?? process.env.FSB_CGROUP_ROOT ?? settings?.cgroupRoot ?? "fast-sandbox",
+    // As `fsb up` chooses it: the namespace's own name by default.
+    cgroupRoot: options.cgroupRoot ?? process.env.FSB_CGROUP_ROOT ?? settings?.cgroupRoot ?? defaultCgroupRoot(containerdNamespace) ?? "",
     protectionMs,
     logger: stderrLogger({ name: "fsb-janitor" }),
   };

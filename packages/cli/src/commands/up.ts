@@ -11,6 +11,7 @@ import { FsbError, ValidationError } from "@fast-sandbox/sdk";
 import { parseDuration, parseLoopbackListen } from "@fast-sandbox/janitor";
 import {
   acquireLock,
+  cgroupRootFor,
   clearRunFiles,
   ensureToken,
   files,
@@ -21,7 +22,7 @@ import {
   writeSettings,
   type ProcessIdentity,
 } from "../data-dir.js";
-import { claimContainerdNamespace } from "../namespace-claim.js";
+import { claimCgroupRoot, claimContainerdNamespace } from "../namespace-claim.js";
 
 export interface UpOptions {
   dataDir?: string;
@@ -31,7 +32,8 @@ export interface UpOptions {
   image: string;
   containerdNamespace: string;
   containerdSocket: string;
-  cgroupRoot: string;
+  /** The cgroup the agents and sandboxes live under; "" for none. @default the containerd namespace's name (cgroupRootFor) */
+  cgroupRoot?: string;
   proxyHost: string;
   proxyPort: string;
   /** The proxy's public base URL. @default http://localhost:<proxy port> */
@@ -72,15 +74,18 @@ export async function up(options: UpOptions): Promise<void> {
   if (!Number.isInteger(e2bPort) || e2bPort < 0 || e2bPort > 65535) {
     throw new ValidationError("--e2b-port", `${options.e2bPort} is not a port number (0..65535)`);
   }
-  if (options.detach) return detach(options, dataDir);
+  // Settled before --detach, so that its child runs under the cgroup root chosen here, which the settings then record.
+  const resolved = { ...options, cgroupRoot: cgroupRootFor(options.containerdNamespace, options.cgroupRoot) };
+  if (options.detach) return detach(resolved, dataDir);
   const taken = acquireLock(dataDir);
   if ("heldBy" in taken) throw alreadyRunning(dataDir, taken.heldBy);
   try {
-    // Before anything of it starts: another data directory's instance may run in the namespace.
-    claimContainerdNamespace(options.containerdNamespace, dataDir);
+    // Before anything of it starts: another data directory's instance may run in the namespace, or under the cgroup root.
+    claimContainerdNamespace(resolved.containerdNamespace, dataDir);
+    claimCgroupRoot(resolved.cgroupRoot, dataDir);
     // What an instance that did not stop cleanly (SIGKILL, a crash, a reboot) left: this one holds the lock.
     clearRunFiles(dataDir);
-    await serve(options, dataDir, { port, proxyPort, e2bPort, janitor });
+    await serve(resolved, dataDir, { port, proxyPort, e2bPort, janitor });
   } finally {
     clearRunFiles(dataDir);
     taken.lock.release();
@@ -95,6 +100,9 @@ function alreadyRunning(dataDir: string, holder: ProcessIdentity): FsbError {
   );
 }
 
+/** The options of `up` with the cgroup root settled. */
+type ResolvedUpOptions = UpOptions & { cgroupRoot: string };
+
 /** The options `up` checked and parsed before it took the lock. */
 interface ParsedUpOptions {
   port: number;
@@ -103,7 +111,7 @@ interface ParsedUpOptions {
   janitor: { intervalMs: number; protectionMs: number; metricsListen?: string } | undefined;
 }
 
-async function serve(options: UpOptions, dataDir: string, parsed: ParsedUpOptions): Promise<void> {
+async function serve(options: ResolvedUpOptions, dataDir: string, parsed: ParsedUpOptions): Promise<void> {
   const token = ensureToken(dataDir);
   writeSettings(dataDir, { containerdNamespace: options.containerdNamespace, containerdSocket: options.containerdSocket, cgroupRoot: options.cgroupRoot });
   // A detached instance writes its stdout and stderr to controlplane.log, which `--detach` opened for appending.
@@ -138,7 +146,7 @@ export function rotateOwnLog(path: string, options: { maxBytes?: number; interva
   return timer;
 }
 
-function startControlPlane(options: UpOptions, dataDir: string, token: string, parsed: ParsedUpOptions): Promise<EmbeddedControlPlane> {
+function startControlPlane(options: ResolvedUpOptions, dataDir: string, token: string, parsed: ParsedUpOptions): Promise<EmbeddedControlPlane> {
   const { port, proxyPort, e2bPort, janitor } = parsed;
   return startEmbeddedControlPlane({
     dataDir,
@@ -157,7 +165,7 @@ function startControlPlane(options: UpOptions, dataDir: string, token: string, p
 }
 
 /** Writes the run files of a control plane that serves and says where it serves; throws when a file cannot be written. */
-function announce(controlPlane: EmbeddedControlPlane, options: UpOptions, dataDir: string): void {
+function announce(controlPlane: EmbeddedControlPlane, options: ResolvedUpOptions, dataDir: string): void {
   // The pid first: `--detach` waits for a url beside its child's pid.
   writeFileSync(files.pid(dataDir), `${process.pid}\n`);
   writeFileSync(files.url(dataDir), `${controlPlane.url}\n`);
@@ -168,7 +176,7 @@ function announce(controlPlane: EmbeddedControlPlane, options: UpOptions, dataDi
       `  data directory: ${dataDir} (API token in ${files.token(dataDir)}, mode 0600)`,
       `  sandbox proxy: ${controlPlane.proxyUrl} (each sandbox's endpoints are in 'fsb ls'; send its access token as X-Access-Token)`,
       `  E2B-compatible API: ${controlPlane.e2bUrl} (for E2B's SDKs: eval "$(npx fsb e2b env)")`,
-      `  containerd namespace: ${options.containerdNamespace}; default image: ${options.image}`,
+      `  containerd namespace: ${options.containerdNamespace}; cgroup root: ${options.cgroupRoot || "none"}; default image: ${options.image}`,
       `  agents: ${agents.map((a) => `${a.name} (${a.endpoint}, pid ${a.pid ?? "?"})`).join(", ") || "starting"}`,
       `  janitor: ${controlPlane.janitor ? `pid ${controlPlane.janitor.pid ?? "?"}, log ${join(dataDir, "janitor.log")}` : "off (--no-janitor)"}`,
       `Try: npx fsb run -- sh -c 'echo hello'   (Ctrl-C stops; sandboxes keep running and are adopted at the next 'fsb up')`,
@@ -281,7 +289,7 @@ export function controlPlaneLogger(fd = 2): Logger {
  * Starts `fsb up` in the background: the child takes the lock and clears what a stopped instance
  * left; this process waits until the url file appears beside the child's pid.
  */
-async function detach(options: UpOptions, dataDir: string): Promise<void> {
+async function detach(options: ResolvedUpOptions, dataDir: string): Promise<void> {
   const holder = readLock(dataDir)?.holder;
   if (holder && isRunning(holder)) throw alreadyRunning(dataDir, holder);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
