@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { processStartTime } from "@fast-sandbox/agent/process-identity";
 import { LocalHostLeftovers, cgroupPathSegments } from "./host-leftovers.js";
 
 const roots: string[] = [];
@@ -150,6 +151,149 @@ describe("LocalHostLeftovers.removeAgentCgroup", () => {
   it("does nothing without a cgroup root", async () => {
     const mount = v2Mount(["dead-0/agent"]);
     assert.deepEqual(await new LocalHostLeftovers({ cgroupMount: mount }).removeAgentCgroup("dead-0"), []);
+    assert.equal(await new LocalHostLeftovers({ cgroupMount: mount }).hasAgentCgroup("dead-0"), false);
+  });
+
+  it("says whether anything of the agent's cgroup is left in any hierarchy", async () => {
+    const mount = v1Mount(["fsb/dead-0/sandboxes"]);
+    const host = new LocalHostLeftovers({ cgroupMount: mount, cgroupRoot: "fsb" });
+    rmSync(join(mount, "memory", "fsb/dead-0"), { recursive: true });
+    assert.equal(await host.hasAgentCgroup("dead-0"), true);
+    await host.removeAgentCgroup("dead-0");
+    assert.equal(await host.hasAgentCgroup("dead-0"), false);
+    assert.equal(await host.hasAgentCgroup(".."), false);
+  });
+});
+
+describe("LocalHostLeftovers.listSandboxCgroups", () => {
+  const cgroups = [
+    // An agent with a cgroup of its own (the embedded mode): its process's, and its sandboxes' parent.
+    "fsb/live-0/agent",
+    "fsb/live-0/sandboxes/default.web.a1b2c3/nested",
+    "fsb/live-0/sandboxes/fsb-anchor-0",
+    // Not a name the agent gives a container's cgroup.
+    "fsb/live-0/sandboxes/a..b",
+    // An agent without (the Kubernetes mode): its containers' cgroups in its own.
+    "fsb/pool-agent-x/sb-0123456789abcdef0123456789abcdef",
+    "fsb/pool-agent-x/fsb-anchor-1",
+    // An agent it is not asked about.
+    "fsb/stranger/sandboxes/x",
+    "fsb/stranger/y",
+  ];
+  const expected = [
+    { agent: "live-0", name: "default.web.a1b2c3", cgroupsPath: "/fsb/live-0/sandboxes/default.web.a1b2c3" },
+    { agent: "live-0", name: "fsb-anchor-0", cgroupsPath: "/fsb/live-0/sandboxes/fsb-anchor-0" },
+    { agent: "pool-agent-x", name: "fsb-anchor-1", cgroupsPath: "/fsb/pool-agent-x/fsb-anchor-1" },
+    { agent: "pool-agent-x", name: "sb-0123456789abcdef0123456789abcdef", cgroupsPath: "/fsb/pool-agent-x/sb-0123456789abcdef0123456789abcdef" },
+  ];
+  const byPath = (a: { cgroupsPath: string }, b: { cgroupsPath: string }) => a.cgroupsPath.localeCompare(b.cgroupsPath);
+
+  for (const [version, mount] of [
+    ["v1", () => v1Mount(cgroups)],
+    ["v2", () => v2Mount(cgroups)],
+  ] as const) {
+    it(`${version}: lists the cgroups named like containers' under the named agents' cgroups, in either layout, once each`, async () => {
+      const host = new LocalHostLeftovers({ cgroupMount: mount(), cgroupRoot: "/fsb/" });
+      assert.deepEqual((await host.listSandboxCgroups(["live-0", "pool-agent-x", "live-0", "absent-0", ".."])).sort(byPath), expected);
+    });
+  }
+
+  it("lists nothing without a cgroup root", async () => {
+    assert.deepEqual(await new LocalHostLeftovers({ cgroupMount: v2Mount(cgroups) }).listSandboxCgroups(["live-0"]), []);
+  });
+});
+
+describe("LocalHostLeftovers.removeAgentNetworkNamespace", () => {
+  function netns(names: string[]) {
+    const netnsDir = tempDir("fsb-janitor-netns-");
+    for (const name of names) writeFileSync(join(netnsDir, name), "");
+    const deleted: string[] = [];
+    // As `ip netns delete` does it, but on a test's directory: unmount (nothing to unmount here), unlink.
+    const deleteNetns = (name: string) => {
+      deleted.push(name);
+      rmSync(join(netnsDir, name));
+      return Promise.resolve();
+    };
+    return { netnsDir, deleted, host: new LocalHostLeftovers({ netnsDir, deleteNetns }) };
+  }
+
+  it("removes the name of the agent's Shared network namespace, and only that", async () => {
+    const { netnsDir, deleted, host } = netns(["fsb-agent-dead-0", "fsb-agent-dead-01", "fsb-fsb0-0123456789ab"]);
+    assert.equal(await host.removeAgentNetworkNamespace("dead-0"), join(netnsDir, "fsb-agent-dead-0"));
+    assert.deepEqual(deleted, ["fsb-agent-dead-0"]);
+    assert.deepEqual(readdirSync(netnsDir).sort(), ["fsb-agent-dead-01", "fsb-fsb0-0123456789ab"]);
+    // Idempotent; names that would leave the directory are refused.
+    assert.equal(await host.removeAgentNetworkNamespace("dead-0"), undefined);
+    assert.equal(await host.removeAgentNetworkNamespace("../x"), undefined);
+    assert.deepEqual(deleted, ["fsb-agent-dead-0"]);
+  });
+
+  it("fails when the name is still there after its deletion, and not when someone else removed it meanwhile", async () => {
+    const netnsDir = tempDir("fsb-janitor-netns-");
+    writeFileSync(join(netnsDir, "fsb-agent-dead-0"), "");
+    const busy = new LocalHostLeftovers({ netnsDir, deleteNetns: () => Promise.reject(new Error("umount: target is busy")) });
+    await assert.rejects(busy.removeAgentNetworkNamespace("dead-0"), /target is busy/);
+    const raced = new LocalHostLeftovers({
+      netnsDir,
+      deleteNetns: (name) => {
+        rmSync(join(netnsDir, name));
+        return Promise.reject(new Error("No such file or directory"));
+      },
+    });
+    assert.equal(await raced.removeAgentNetworkNamespace("dead-0"), join(netnsDir, "fsb-agent-dead-0"));
+  });
+});
+
+describe("LocalHostLeftovers.removeAgentStateDir", () => {
+  /** A gone agent's state directory (its files' status changes now: times cannot be set back). */
+  function stateDir(files: Record<string, string>, directories: string[] = []) {
+    const agentsDir = tempDir("fsb-janitor-agents-");
+    const dir = join(agentsDir, "dead-0");
+    for (const name of ["", ...directories]) mkdirSync(join(dir, name), { recursive: true });
+    for (const [name, text] of Object.entries(files)) {
+      mkdirSync(join(dir, name, ".."), { recursive: true });
+      writeFileSync(join(dir, name), text);
+    }
+    mkdirSync(join(agentsDir, "live-0"));
+    return { agentsDir, dir, host: new LocalHostLeftovers({ agentsDir }), writtenAtMs: Date.now() };
+  }
+  const layout = { "agent.lock": '{"pid":2147483646,"startTime":1}\n', "agent.log": "bye\n", "shared-network/resolv.conf": "", "logs/notes.txt": "" };
+
+  it("removes the whole directory once no file in it has changed since the cutoff", async () => {
+    // An empty checkpoints tree holds no checkpoint: it goes with the rest.
+    const { agentsDir, dir, host } = stateDir(layout, ["checkpoints/default/pool", "run"]);
+    assert.deepEqual(await host.removeAgentStateDir("dead-0", Date.now() - 60_000), []);
+    assert.ok(existsSync(join(dir, "agent.log")));
+    assert.deepEqual(await host.removeAgentStateDir("dead-0", Date.now() + 1_000), [{ kind: "state_dir", path: dir }]);
+    assert.deepEqual(readdirSync(agentsDir), ["live-0"]);
+    assert.deepEqual(await host.removeAgentStateDir("dead-0", Date.now() + 1_000), []);
+    assert.deepEqual(await host.removeAgentStateDir("..", Date.now() + 1_000), []);
+    assert.deepEqual(readdirSync(agentsDir), ["live-0"]);
+  });
+
+  it("keeps the checkpoints the agent kept in it, and so the directory; they do not make the rest young", async () => {
+    const { dir, host, writtenAtMs } = stateDir(layout);
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    mkdirSync(join(dir, "checkpoints/default/pool/cp-1/image"), { recursive: true });
+    writeFileSync(join(dir, "checkpoints/default/pool/cp-1/image/pages.img"), "");
+    writeFileSync(join(dir, "checkpoints/default/pool/cp-1/checkpoint.json"), "{}");
+    const removed = await host.removeAgentStateDir("dead-0", writtenAtMs + 15);
+    assert.deepEqual(removed.map((file) => `${file.kind} ${file.path.slice(dir.length + 1)}`).sort(), [
+      "state_dir agent.lock",
+      "state_dir agent.log",
+      "state_dir logs",
+      "state_dir shared-network",
+    ]);
+    assert.deepEqual(readdirSync(dir), ["checkpoints"]);
+    assert.ok(existsSync(join(dir, "checkpoints/default/pool/cp-1/image/pages.img")));
+    assert.deepEqual(await host.removeAgentStateDir("dead-0", Date.now() + 1_000), []);
+  });
+
+  it("keeps the directory of an agent process that still runs (its lock names it), whatever the inventory says", async () => {
+    const running = JSON.stringify({ pid: process.pid, startTime: processStartTime(process.pid) });
+    const { dir, host } = stateDir({ ...layout, "agent.lock": `${running}\n` });
+    assert.deepEqual(await host.removeAgentStateDir("dead-0", Date.now() + 1_000), []);
+    assert.ok(existsSync(join(dir, "agent.lock")));
   });
 });
 

@@ -3,15 +3,21 @@
  * hierarchy, or the v2 tree), the files in its agent's state directory (run directory, log file,
  * exec FIFOs; see the agent's state-layout.ts), and the stdio FIFOs a client of containerd made for
  * its task under containerd's FIFO directory (`/run/containerd/fifo/<n>/<container>-stdout`: ctr
- * and others; the agent itself logs to a file and makes none there). The local implementation works on any root
- * directories, so unit tests run it against prepared trees.
+ * and others; the agent itself logs to a file and makes none there). And what a gone agent leaves:
+ * its own cgroup, its state directory, and the name of its Shared network namespace
+ * (`/run/netns/fsb-agent-<agent>`, the agent's shared-network.ts). The local implementation works
+ * on any root directories, so unit tests run it against prepared trees.
  */
+import { execFile } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmdirSync, type Dirent } from "node:fs";
-import { lstat, readdir, rm, rmdir } from "node:fs/promises";
+import { lstat, readdir, readFile, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
+import { FsbError } from "@fast-sandbox/api/core";
 import {
   detectCgroupLayout,
+  isContainerdId,
   isExecFifoName,
   killCgroupProcesses,
   sandboxIdOfLogFile,
@@ -20,8 +26,13 @@ import {
   sandboxLogPath,
   sandboxRunDir,
 } from "@fast-sandbox/agent";
+import { isRunning, parseProcessIdentity } from "@fast-sandbox/agent/process-identity";
+import type { SandboxCgroupFacts } from "./orphans.js";
 
-export type HostFileKind = "run_dir" | "log_file" | "fifo";
+const run = promisify(execFile);
+
+/** `state_dir`: (what is left of) a gone agent's state directory. */
+export type HostFileKind = "run_dir" | "log_file" | "fifo" | "state_dir";
 
 export interface RemovedFile {
   kind: HostFileKind;
@@ -50,6 +61,27 @@ export interface HostLeftovers {
   removeStaleAgentFiles(agent: string, changedBeforeMs: number, keepSandboxIds: ReadonlySet<string>): Promise<RemovedFile[]>;
   /** Removes a gone agent's own cgroup tree where it is empty (rmdir only: never kills). */
   removeAgentCgroup(agent: string): Promise<string[]>;
+  /** Whether anything of the agent's own cgroup tree is left, in any hierarchy. */
+  hasAgentCgroup(agent: string): Promise<boolean>;
+  /**
+   * The cgroups under the agents' own cgroups that are named like those an agent makes for its
+   * containers (a container id, or `fsb-anchor-<n>`), in any hierarchy. Only the agents named are
+   * looked at: the cgroup root may hold cgroups of others (containerd's default parent is the
+   * namespace's name, which is the Kubernetes mode's cgroup root).
+   */
+  listSandboxCgroups(agents: Iterable<string>): Promise<SandboxCgroupFacts[]>;
+  /**
+   * Removes the name of a gone agent's Shared network namespace (`fsb-agent-<agent>`), unmounting
+   * it as `ip netns delete` does; returns its path, or undefined when there was none. The namespace
+   * itself (its interfaces, its nftables tables) goes once nothing runs in it any more.
+   */
+  removeAgentNetworkNamespace(agent: string): Promise<string | undefined>;
+  /**
+   * Removes a gone agent's state directory once no file in it has changed since `changedBeforeMs`
+   * and no process that runs holds its lock; a `checkpoints` directory in it that holds checkpoints
+   * (an agent without FSB_CHECKPOINT_DIR keeps them there) stays, and with it the directory.
+   */
+  removeAgentStateDir(agent: string, changedBeforeMs: number): Promise<RemovedFile[]>;
   /**
    * Removes the stdio FIFOs named for the container (`<id>-stdin`, `-stdout`, `-stderr`) under
    * containerd's FIFO directory, and their directory once empty; call it once its task is gone.
@@ -68,6 +100,27 @@ export interface LocalHostLeftoversOptions {
   cgroupDrainTimeoutMs?: number;
   /** Where containerd's clients make their tasks' stdio FIFOs. @default "/run/containerd/fifo" */
   containerdFifoDir?: string;
+  /** Where iproute2 names network namespaces, agents' Shared ones among them. @default "/run/netns" */
+  netnsDir?: string;
+  /**
+   * Deletes the named network namespace of `netnsDir` (unmounts and unlinks it).
+   * @default `ip netns delete <name>`, which knows /run/netns only: a test's `netnsDir` comes with its own
+   */
+  deleteNetns?: (name: string) => Promise<void>;
+}
+
+/** The children of an agent's cgroup that an agent with a cgroup of its own makes (the agent's main.ts): its process's, and its sandboxes' parent. */
+const AGENT_CGROUP_CHILDREN = new Set(["agent", "sandboxes"]);
+
+/** Where an agent without FSB_CHECKPOINT_DIR keeps its checkpoints, in its state directory (the agent's agent-config.ts). */
+const CHECKPOINTS_DIR = "checkpoints";
+
+/** The lock of an agent's state directory, naming the agent process that holds it (the agent's agent-instance-lock.ts). */
+const AGENT_LOCK_FILE = "agent.lock";
+
+/** The name of an agent's Shared network namespace (the agent's shared-network.ts). */
+function sharedNetworkName(agent: string): string {
+  return `fsb-agent-${agent}`;
 }
 
 /** The names a containerd client gives the stdio FIFOs of a container's task. */
@@ -97,6 +150,8 @@ export class LocalHostLeftovers implements HostLeftovers {
   private readonly cgroupMount: string;
   private readonly drainTimeoutMs: number;
   private readonly containerdFifoDir: string;
+  private readonly netnsDir: string;
+  private readonly deleteNetns: (name: string) => Promise<void>;
 
   constructor(options: LocalHostLeftoversOptions = {}) {
     this.agentsDir = options.agentsDir;
@@ -104,6 +159,8 @@ export class LocalHostLeftovers implements HostLeftovers {
     this.cgroupMount = options.cgroupMount ?? "/sys/fs/cgroup";
     this.drainTimeoutMs = options.cgroupDrainTimeoutMs ?? 5_000;
     this.containerdFifoDir = options.containerdFifoDir ?? "/run/containerd/fifo";
+    this.netnsDir = options.netnsDir ?? "/run/netns";
+    this.deleteNetns = options.deleteNetns ?? ipNetnsDelete;
   }
 
   async listAgentStateDirs(): Promise<string[]> {
@@ -246,9 +303,89 @@ export class LocalHostLeftovers implements HostLeftovers {
   }
 
   removeAgentCgroup(agent: string): Promise<string[]> {
-    const segments = this.cgroupRoot && isSafeName(agent) ? cgroupPathSegments(`/${this.cgroupRoot}/${agent}`) : undefined;
+    const segments = this.agentCgroupSegments(agent);
     if (!segments) return Promise.resolve([]);
     return Promise.resolve(this.hierarchies().flatMap((hierarchy) => removeTree(join(hierarchy, ...segments))));
+  }
+
+  hasAgentCgroup(agent: string): Promise<boolean> {
+    const segments = this.agentCgroupSegments(agent);
+    return Promise.resolve(!!segments && this.hierarchies().some((hierarchy) => existsSync(join(hierarchy, ...segments))));
+  }
+
+  /**
+   * An agent's cgroup holds its sandboxes' and anchors' cgroups itself (the Kubernetes mode's
+   * `/<namespace>/<agent>`), or, for an agent with a cgroup of its own (the embedded mode's
+   * `/<cgroupRoot>/<agent>`), its process's (`agent`) and their parent (`sandboxes`) beside each
+   * other: both are looked in, those two names never taken for a container's.
+   */
+  listSandboxCgroups(agents: Iterable<string>): Promise<SandboxCgroupFacts[]> {
+    const found = new Map<string, SandboxCgroupFacts>();
+    const hierarchies = this.hierarchies();
+    for (const agent of new Set(agents)) {
+      const segments = this.agentCgroupSegments(agent);
+      if (!segments) continue;
+      const parents = [
+        { segments: [...segments, "sandboxes"], skip: new Set<string>() },
+        { segments, skip: AGENT_CGROUP_CHILDREN },
+      ];
+      for (const parent of parents) {
+        for (const hierarchy of hierarchies) {
+          for (const name of subdirectories(join(hierarchy, ...parent.segments))) {
+            if (parent.skip.has(name) || !isSafeName(name) || !isContainerdId(name)) continue;
+            const cgroupsPath = `/${[...parent.segments, name].join("/")}`;
+            if (!found.has(cgroupsPath)) found.set(cgroupsPath, { agent, name, cgroupsPath });
+          }
+        }
+      }
+    }
+    return Promise.resolve([...found.values()]);
+  }
+
+  async removeAgentNetworkNamespace(agent: string): Promise<string | undefined> {
+    if (!isSafeName(agent)) return undefined;
+    const name = sharedNetworkName(agent);
+    const path = join(this.netnsDir, name);
+    if (!(await pathExists(path))) return undefined;
+    try {
+      await this.deleteNetns(name);
+    } catch (error) {
+      // Deleted meanwhile by someone else: done all the same.
+      if (await pathExists(path)) throw error;
+    }
+    if (await pathExists(path)) throw new Error(`${path} is still there after its deletion`);
+    return path;
+  }
+
+  async removeAgentStateDir(agent: string, changedBeforeMs: number): Promise<RemovedFile[]> {
+    const stateDir = this.stateDir(agent);
+    if (!stateDir) return [];
+    try {
+      if (!(await lstat(stateDir)).isDirectory()) return [];
+    } catch {
+      return [];
+    }
+    const checkpoints = join(stateDir, CHECKPOINTS_DIR);
+    // Checkpoints outlive their agent (a paused sandbox resumes from its checkpoint): never removed here.
+    const keepCheckpoints = await holdsFile(checkpoints);
+    if ((await newestFileChangeMs(stateDir, checkpoints)) >= changedBeforeMs) return [];
+    // Nobody removes the lock of a running process (the agent's agent-instance-lock.ts): its holder
+    // is an agent of that name still alive, whatever the inventory says. An agent in a Pod names
+    // itself by its pid there, another process's (or none) on the host, whose start time does not
+    // match: there the inventory alone decides.
+    const holder = parseProcessIdentity((await readFile(join(stateDir, AGENT_LOCK_FILE), "utf8").catch(() => undefined))?.trim());
+    if (holder && isRunning(holder)) return [];
+    if (!keepCheckpoints) return (await removePath(stateDir)) ? [{ kind: "state_dir", path: stateDir }] : [];
+    const removed: RemovedFile[] = [];
+    for (const name of await listNames(stateDir)) {
+      const path = join(stateDir, name);
+      if (path !== checkpoints && (await removePath(path))) removed.push({ kind: "state_dir", path });
+    }
+    return removed;
+  }
+
+  private agentCgroupSegments(agent: string): string[] | undefined {
+    return this.cgroupRoot && isSafeName(agent) ? cgroupPathSegments(`/${this.cgroupRoot}/${agent}`) : undefined;
   }
 
   private stateDir(agent: string): string | undefined {
@@ -279,6 +416,71 @@ async function listNames(directory: string): Promise<string[]> {
     return await readdir(directory);
   } catch {
     return [];
+  }
+}
+
+async function pathExists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether a file (anything but a directory) is anywhere in the tree. */
+async function holdsFile(directory: string): Promise<boolean> {
+  let entries: Dirent[];
+  try {
+    entries = await readdir(directory, { withFileTypes: true });
+  } catch {
+    return false;
+  }
+  for (const entry of entries) {
+    if (!entry.isDirectory() || (await holdsFile(join(directory, entry.name)))) return true;
+  }
+  return false;
+}
+
+/**
+ * The last change (modification or status change) of a file in the tree, `skip` and its contents
+ * left out; -Infinity for none. Directories do not count: removing what is in one changes it, so
+ * a pass's own removals would keep the state directory young.
+ */
+async function newestFileChangeMs(directory: string, skip: string): Promise<number> {
+  let newest = -Infinity;
+  let entries: Dirent[];
+  try {
+    entries = await readdir(directory, { withFileTypes: true });
+  } catch {
+    return newest;
+  }
+  for (const entry of entries) {
+    const path = join(directory, entry.name);
+    if (path === skip) continue;
+    if (entry.isDirectory()) {
+      newest = Math.max(newest, await newestFileChangeMs(path, skip));
+      continue;
+    }
+    try {
+      const stats = await lstat(path);
+      newest = Math.max(newest, stats.mtimeMs, stats.ctimeMs);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return newest;
+}
+
+/** iproute2's `ip netns delete`, as the agent removes its Shared network's name (shared-network.ts). */
+async function ipNetnsDelete(name: string): Promise<void> {
+  try {
+    await run("ip", ["netns", "delete", name], { timeout: 10_000 });
+  } catch (error) {
+    const { code, stderr } = error as NodeJS.ErrnoException & { stderr?: string };
+    if (code === "ENOENT")
+      throw new FsbError("failed_precondition", "ip (iproute2) is missing: a network namespace cannot be removed without it", { cause: error });
+    throw new FsbError("internal", `ip netns delete ${name} failed: ${(stderr ?? "").trim() || String(error)}`, { cause: error });
   }
 }
 

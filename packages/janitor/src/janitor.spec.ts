@@ -1,15 +1,19 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
 import { pino } from "pino";
 import { UnavailableError } from "@fast-sandbox/api";
 import { FsbError } from "@fast-sandbox/api/core";
 import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR, containerIdOf } from "@fast-sandbox/agent";
 import type { Clock } from "./clock.js";
-import type { HostLeftovers, RemovedFile } from "./host-leftovers.js";
+import { LocalHostLeftovers, type HostLeftovers, type LocalHostLeftoversOptions, type RemovedFile } from "./host-leftovers.js";
 import type { Inventory, InventorySnapshot } from "./inventory.js";
 import { Janitor } from "./janitor.js";
 import type { ManagedContainer, ManagedSnapshot, NodeContainers } from "./node-containers.js";
 import type { NetworkAttachmentFacts, NodeNetworks } from "./node-networks.js";
+import type { SandboxCgroupFacts } from "./orphans.js";
 
 const WINDOW = 60_000;
 const logger = pino({ level: "silent" });
@@ -39,6 +43,7 @@ class FakeNode implements NodeContainers {
   snapshots = new Map<string, ManagedSnapshot>();
   calls: string[] = [];
   failTaskRemoval = false;
+  failSnapshotRemoval = false;
 
   add(container: Omit<FakeContainer, "task" | "snapshotKey"> & { task?: boolean; snapshot?: boolean }): void {
     const snapshotKey = container.snapshot === false ? "" : container.id;
@@ -77,6 +82,7 @@ class FakeNode implements NodeContainers {
     return Promise.resolve(true);
   }
   removeSnapshot(_snapshotter: string, key: string): Promise<boolean> {
+    if (this.failSnapshotRemoval) return Promise.reject(new Error("snapshot busy"));
     if (!this.snapshots.delete(key)) return Promise.resolve(false);
     this.calls.push(`snapshot ${key}`);
     return Promise.resolve(true);
@@ -90,6 +96,8 @@ class FakeHost implements HostLeftovers {
   files = new Map<string, RemovedFile[]>();
   staleFiles = new Map<string, RemovedFile[]>();
   agentCgroups = new Set<string>();
+  /** The sandbox ids each call of removeStaleAgentFiles was told to keep, by agent. */
+  keptSandboxIds = new Map<string, string[]>();
   /** The stdio FIFOs a containerd client left for a container's task, by container id. */
   containerdFifos = new Map<string, RemovedFile[]>();
   /** Whether killing a cgroup's processes ends the task stuck in it (else it stays stuck). */
@@ -118,7 +126,8 @@ class FakeHost implements HostLeftovers {
     if (files.length) this.calls.push(`files ${sandboxId}`);
     return Promise.resolve(files);
   }
-  removeStaleAgentFiles(agent: string): Promise<RemovedFile[]> {
+  removeStaleAgentFiles(agent: string, _changedBeforeMs: number, keepSandboxIds: ReadonlySet<string>): Promise<RemovedFile[]> {
+    this.keptSandboxIds.set(agent, [...keepSandboxIds].sort());
     const files = this.staleFiles.get(agent) ?? [];
     this.staleFiles.delete(agent);
     return Promise.resolve(files);
@@ -133,6 +142,21 @@ class FakeHost implements HostLeftovers {
     if (!this.agentCgroups.delete(agent)) return Promise.resolve([]);
     this.calls.push(`agent cgroup ${agent}`);
     return Promise.resolve([`/sys/fs/cgroup/memory/fsb/${agent}`]);
+  }
+  hasAgentCgroup(agent: string): Promise<boolean> {
+    return Promise.resolve(this.agentCgroups.has(agent));
+  }
+  listSandboxCgroups(): Promise<SandboxCgroupFacts[]> {
+    return Promise.resolve([]);
+  }
+  removeAgentNetworkNamespace(): Promise<string | undefined> {
+    return Promise.resolve(undefined);
+  }
+  removeAgentStateDir(agent: string): Promise<RemovedFile[]> {
+    if (!this.agentDirs.includes(agent)) return Promise.resolve([]);
+    this.agentDirs = this.agentDirs.filter((dir) => dir !== agent);
+    this.calls.push(`state dir ${agent}`);
+    return Promise.resolve([{ kind: "state_dir", path: `/data/agents/${agent}` }]);
   }
 }
 
@@ -239,9 +263,16 @@ describe("Janitor.runPass", () => {
     assert.match(text, /fsb_janitor_orphans_reclaimed_total\{reason="record_gone"\} 0/);
     assert.match(text, /fsb_janitor_objects_removed_total\{kind="container",reason="agent_gone"\} 2/);
 
-    // Idempotent: a second pass finds nothing more to do.
+    // The state directory stays while the pass reclaimed the rest; the next one, which finds
+    // nothing else of the agent, removes it: the live agent's stays.
     const again = await janitor.runPass();
-    assert.deepEqual(again.removed, []);
+    assert.deepEqual(
+      again.removed.map((object) => `${object.reason} ${object.kind} ${object.id}`),
+      ["agent_gone state_dir /data/agents/dead-0"],
+    );
+    assert.deepEqual(host.agentDirs, ["live-0"]);
+    // Idempotent: a later pass finds nothing more to do.
+    assert.deepEqual((await janitor.runPass()).removed, []);
   });
 
   it("leaves a record-less sandbox alone while it is younger than the window, then removes it", async () => {
@@ -412,6 +443,260 @@ describe("Janitor.runPass", () => {
     await janitor.runPass();
     assert.ok(host.cgroups.has("/system.slice/sshd.service"));
     assert.deepEqual(node.calls, ["task a", "snapshot a", "container a"]);
+  });
+});
+
+describe("Janitor.runPass across passes", () => {
+  it("does not count passes that could not read the inventory towards an agent's absence", async () => {
+    const { clock, node, inventory, janitor, labels, old } = setup();
+    inventory.set([], ["a"]);
+    node.add({ id: "a", labels: labels("dead-0", "a"), changedAtMs: old });
+    // Missing once, then nothing is known of it for longer than a window.
+    assert.deepEqual((await janitor.runPass()).removed, []);
+    inventory.down = true;
+    for (let pass = 0; pass < 3; pass++) {
+      clock.ms += WINDOW;
+      assert.equal((await janitor.runPass()).outcome, "inventory_unavailable");
+    }
+    inventory.down = false;
+    clock.ms += 1;
+    // Its absence starts over at the first read that succeeds: not gone yet.
+    const back = await janitor.runPass();
+    assert.equal(back.outcome, "completed");
+    assert.deepEqual(back.removed, []);
+    assert.ok(node.containers.has("a"));
+    clock.ms += WINDOW;
+    assert.equal((await janitor.runPass()).reclaimed.agent_gone, 1);
+  });
+
+  it("keeps the files of a sandbox whose bare snapshot (under a mapped key) could not be removed, by its sandbox id", async () => {
+    const { clock, node, host, inventory, janitor, labels, old } = setup();
+    const sandboxId = "default.a--b.a1b2c3";
+    const key = containerIdOf(sandboxId);
+    assert.notEqual(key, sandboxId);
+    inventory.set([], [sandboxId]);
+    node.snapshots.set(key, { snapshotter: "overlayfs", key, labels: labels("dead-0", sandboxId), changedAtMs: old });
+    await janitor.runPass();
+    clock.ms += WINDOW;
+    node.failSnapshotRemoval = true;
+    const result = await janitor.runPass();
+    assert.equal(result.failures, 1);
+    assert.ok(node.snapshots.has(key));
+    assert.deepEqual(host.keptSandboxIds.get("dead-0"), [sandboxId]);
+  });
+});
+
+/** Temporary directories of the cases below, removed at the end. */
+const roots: string[] = [];
+after(() => {
+  for (const root of roots) rmSync(root, { recursive: true, force: true });
+});
+function tempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  roots.push(dir);
+  return dir;
+}
+
+/** A cgroup mount with `cgroups` in it: v2, one tree; v1, a directory per hierarchy (no freezer). */
+function cgroupMount(version: 1 | 2, cgroups: string[]): { mount: string; hierarchies: string[] } {
+  const mount = tempDir(`fsb-janitor-cgroup-v${version}-`);
+  if (version === 2) writeFileSync(join(mount, "cgroup.controllers"), "cpu memory pids\n");
+  const hierarchies = version === 2 ? [mount] : ["cpu,cpuacct", "memory", "pids"].map((hierarchy) => join(mount, hierarchy));
+  for (const hierarchy of hierarchies) for (const cgroup of cgroups) mkdirSync(join(hierarchy, cgroup), { recursive: true });
+  return { mount, hierarchies };
+}
+
+/** The janitor over containerd in memory and the real LocalHostLeftovers on test directories; the clock at the real time, for files' ages. */
+function setupOnHost(options: LocalHostLeftoversOptions) {
+  const base = setup();
+  base.clock.ms = Date.now();
+  const host = new LocalHostLeftovers({ cgroupDrainTimeoutMs: 100, ...options });
+  const janitor = new Janitor({ inventory: base.inventory, nodes: [base.node], host, clock: base.clock, protectionMs: WINDOW, logger });
+  return { ...base, old: base.clock.ms - WINDOW * 2, host, janitor };
+}
+
+describe("Janitor.runPass on cgroups left without their container", () => {
+  const cgroups = [
+    // An agent with a cgroup of its own (the embedded mode): its process's, and its sandboxes' parent.
+    "fsb/live-0/agent",
+    "fsb/live-0/sandboxes/kept",
+    "fsb/live-0/sandboxes/left/nested",
+    "fsb/live-0/sandboxes/fsb-anchor-0",
+    // An agent without (the Kubernetes mode): its containers' cgroups in its own.
+    "fsb/pool-agent-x/kept-too",
+    "fsb/pool-agent-x/left-too",
+    "fsb/pool-agent-x/fsb-anchor-1",
+    // No agent the janitor knows of: nothing in it is looked at.
+    "fsb/stranger/sandboxes/left",
+    "fsb/stranger/left",
+  ];
+
+  for (const version of [2, 1] as const) {
+    it(`v${version}: empties and removes a live agent's sandbox cgroups whose container is gone, a window after it first saw them, in either layout`, async () => {
+      const { mount, hierarchies } = cgroupMount(version, cgroups);
+      const { clock, node, inventory, janitor, labels, old } = setupOnHost({ cgroupMount: mount, cgroupRoot: "fsb" });
+      inventory.set(["live-0", "pool-agent-x"], ["kept", "kept-too"]);
+      node.add({ id: "kept", labels: labels("live-0", "kept"), changedAtMs: old, cgroupsPath: "/fsb/live-0/sandboxes/kept" });
+      node.add({ id: "kept-too", labels: labels("pool-agent-x", "kept-too"), changedAtMs: old, cgroupsPath: "/fsb/pool-agent-x/kept-too" });
+
+      // However long they have been there, the window runs from the janitor's first sight.
+      const first = await janitor.runPass();
+      assert.deepEqual(first.removed, []);
+      assert.equal(first.protectedOrphans, 2);
+
+      clock.ms += WINDOW;
+      const later = await janitor.runPass();
+      assert.equal(later.failures, 0);
+      assert.deepEqual(
+        later.removed.map((object) => `${object.reason} ${object.kind} ${object.agent} ${object.id}`).sort(),
+        hierarchies
+          .flatMap((hierarchy) => [
+            `record_gone cgroup live-0 ${join(hierarchy, "fsb/live-0/sandboxes/left")}`,
+            `record_gone cgroup live-0 ${join(hierarchy, "fsb/live-0/sandboxes/left/nested")}`,
+            `record_gone cgroup pool-agent-x ${join(hierarchy, "fsb/pool-agent-x/left-too")}`,
+          ])
+          .sort(),
+      );
+      // Cgroups are objects removed, not orphans of their own.
+      assert.deepEqual(later.reclaimed, { agent_gone: 0, record_gone: 0, anchor_orphaned: 0, prepared_orphaned: 0 });
+      for (const hierarchy of hierarchies) {
+        for (const cgroup of cgroups.filter((cgroup) => !cgroup.startsWith("fsb/live-0/sandboxes/left") && cgroup !== "fsb/pool-agent-x/left-too")) {
+          assert.ok(existsSync(join(hierarchy, cgroup)), `${cgroup} stays`);
+        }
+      }
+      assert.deepEqual(node.calls, []);
+      assert.deepEqual((await janitor.runPass()).removed, []);
+    });
+  }
+
+  it("starts a cgroup's window over when its container shows up again", async () => {
+    const { mount } = cgroupMount(2, ["fsb/live-0/sandboxes/a", "fsb/live-0/sandboxes/b"]);
+    const { clock, node, inventory, janitor, labels } = setupOnHost({ cgroupMount: mount, cgroupRoot: "fsb" });
+    inventory.set(["live-0"], ["a"]);
+    assert.equal((await janitor.runPass()).protectedOrphans, 2);
+    // a's container is listed (say a listing that raced a create): a is no orphan in this pass.
+    node.add({ id: "a", labels: labels("live-0", "a"), changedAtMs: clock.ms });
+    clock.ms += WINDOW / 2;
+    assert.equal((await janitor.runPass()).protectedOrphans, 1);
+    node.containers.delete("a");
+    clock.ms += WINDOW / 2;
+    // A window after the first sight of both: b goes, a's window started over a pass ago.
+    const result = await janitor.runPass();
+    assert.deepEqual(
+      result.removed.map((object) => object.id),
+      [join(mount, "fsb/live-0/sandboxes/b")],
+    );
+    assert.equal(result.protectedOrphans, 1);
+    clock.ms += WINDOW;
+    assert.deepEqual(
+      (await janitor.runPass()).removed.map((object) => object.id),
+      [join(mount, "fsb/live-0/sandboxes/a")],
+    );
+  });
+
+  it("starts every cgroup's window over after passes that could not read the inventory", async () => {
+    const { mount } = cgroupMount(2, ["fsb/live-0/sandboxes/c"]);
+    const { clock, inventory, janitor } = setupOnHost({ cgroupMount: mount, cgroupRoot: "fsb" });
+    inventory.set(["live-0"], []);
+    assert.equal((await janitor.runPass()).protectedOrphans, 1);
+    inventory.down = true;
+    clock.ms += WINDOW;
+    assert.equal((await janitor.runPass()).outcome, "inventory_unavailable");
+    inventory.down = false;
+    clock.ms += 1;
+    const back = await janitor.runPass();
+    assert.deepEqual(back.removed, []);
+    assert.equal(back.protectedOrphans, 1);
+    clock.ms += WINDOW;
+    assert.deepEqual(
+      (await janitor.runPass()).removed.map((object) => object.id),
+      [join(mount, "fsb/live-0/sandboxes/c")],
+    );
+  });
+});
+
+describe("Janitor.runPass on what a gone agent left on the host", () => {
+  it("removes its state directory in the pass after the one that reclaimed the rest, and never a live agent's", async () => {
+    const agentsDir = tempDir("fsb-janitor-agents-");
+    for (const agent of ["dead-0", "live-0"]) {
+      mkdirSync(join(agentsDir, agent, "logs"), { recursive: true });
+      writeFileSync(join(agentsDir, agent, "agent.log"), "");
+    }
+    const { clock, node, inventory, janitor, labels, old } = setupOnHost({ agentsDir });
+    inventory.set(["live-0"], ["a"]);
+    node.add({ id: "a", labels: labels("dead-0", "a"), changedAtMs: old });
+    await janitor.runPass();
+    clock.ms += WINDOW;
+    node.failTaskRemoval = true;
+    // Its sandbox is still there: so is everything of it on the host.
+    assert.equal((await janitor.runPass()).failures, 1);
+    node.failTaskRemoval = false;
+    clock.ms += 1;
+    const reclaimed = await janitor.runPass();
+    assert.equal(reclaimed.reclaimed.agent_gone, 1);
+    assert.ok(!reclaimed.removed.some((object) => object.kind === "state_dir"));
+    clock.ms += 1;
+    const next = await janitor.runPass();
+    assert.deepEqual(
+      next.removed.map((object) => `${object.reason} ${object.kind} ${object.agent} ${object.id}`),
+      [`agent_gone state_dir dead-0 ${join(agentsDir, "dead-0")}`],
+    );
+    assert.deepEqual(readdirSync(agentsDir), ["live-0"]);
+    // No agent is left to look at: a later pass does nothing.
+    clock.ms += WINDOW * 10;
+    assert.deepEqual((await janitor.runPass()).removed, []);
+    assert.deepEqual(readdirSync(agentsDir), ["live-0"]);
+  });
+
+  it("leaves the state directory while the agent's cgroup is still there", async () => {
+    const agentsDir = tempDir("fsb-janitor-agents-");
+    mkdirSync(join(agentsDir, "dead-0"));
+    const { mount } = cgroupMount(2, ["fsb/dead-0/agent"]);
+    // A file in the fake cgroup stands for a process in it: rmdir fails.
+    writeFileSync(join(mount, "fsb/dead-0/agent/busy"), "");
+    const { clock, inventory, janitor } = setupOnHost({ agentsDir, cgroupMount: mount, cgroupRoot: "fsb" });
+    inventory.set([], []);
+    await janitor.runPass();
+    clock.ms += WINDOW;
+    assert.deepEqual((await janitor.runPass()).removed, []);
+    assert.ok(existsSync(join(agentsDir, "dead-0")));
+    rmSync(join(mount, "fsb/dead-0/agent/busy"));
+    clock.ms += 1;
+    assert.deepEqual(
+      (await janitor.runPass()).removed.map((object) => `${object.kind} ${object.id}`),
+      [`cgroup ${join(mount, "fsb/dead-0/agent")}`, `cgroup ${join(mount, "fsb/dead-0")}`, `state_dir ${join(agentsDir, "dead-0")}`],
+    );
+  });
+
+  it("removes the name of its Shared network namespace once its sandboxes are reclaimed, and no live agent's", async () => {
+    const netnsDir = tempDir("fsb-janitor-netns-");
+    for (const name of ["fsb-agent-pool-agent-a", "fsb-agent-pool-agent-b"]) writeFileSync(join(netnsDir, name), "");
+    const deleted: string[] = [];
+    const deleteNetns = (name: string) => {
+      deleted.push(name);
+      rmSync(join(netnsDir, name));
+      return Promise.resolve();
+    };
+    const { clock, node, inventory, janitor, labels, old } = setupOnHost({ netnsDir, deleteNetns });
+    inventory.set(["pool-agent-b"], ["s", "t"]);
+    node.add({ id: "s", labels: labels("pool-agent-a", "s"), changedAtMs: old });
+    node.add({ id: "t", labels: labels("pool-agent-b", "t"), changedAtMs: old });
+    await janitor.runPass();
+    clock.ms += WINDOW;
+    // Its Shared sandbox still runs in the namespace: the name stays with it.
+    node.failTaskRemoval = true;
+    await janitor.runPass();
+    assert.deepEqual(deleted, []);
+    node.failTaskRemoval = false;
+    clock.ms += 1;
+    const result = await janitor.runPass();
+    assert.deepEqual(
+      result.removed.map((object) => `${object.kind} ${object.id}`),
+      ["task s", "snapshot s", "container s", `network ${join(netnsDir, "fsb-agent-pool-agent-a")}`],
+    );
+    assert.equal(result.removed.at(-1)?.reason, "agent_gone");
+    assert.deepEqual(deleted, ["fsb-agent-pool-agent-a"]);
+    assert.deepEqual(readdirSync(netnsDir), ["fsb-agent-pool-agent-b"]);
   });
 });
 

@@ -6,8 +6,13 @@
  * older than the protection window: task, cgroup, the sandbox's files, snapshot, and the container
  * last, so a pass that fails half-way leaves the container as the note of what is left to do and a
  * later pass finishes it. Then the sandbox network namespaces of gone agents and of sandboxes gone
- * for good (no record, no container) are torn down, their record last for the same reason. Every
- * step is idempotent. When the inventory cannot be read the pass removes nothing.
+ * for good (no record, no container) are torn down, their record last for the same reason. Then the
+ * cgroups under the agents' own that are named after containers no longer there (an agent's delete
+ * removes a sandbox's cgroup with one rmdir, which a process still in it defeats). Last, what gone
+ * agents left on the host: files, their own cgroups, their Shared network namespace's name, and
+ * their state directory, the janitor's note that the agent existed, in a pass that found nothing
+ * else of them. Every step is idempotent. When the inventory cannot be read the pass removes
+ * nothing.
  */
 import type { Logger } from "pino";
 import { FsbError } from "@fast-sandbox/api/core";
@@ -18,7 +23,19 @@ import type { Inventory, InventorySnapshot } from "./inventory.js";
 import { JanitorMetrics, type PassOutcome, type RemovedKind } from "./metrics.js";
 import type { ManagedContainer, ManagedSnapshot, NodeContainers } from "./node-containers.js";
 import type { NodeNetworks } from "./node-networks.js";
-import { AgentAbsence, ORPHAN_REASONS, isShimAnchor, judge, judgeAttachment, sandboxIdOf, type JudgeContext, type OrphanReason } from "./orphans.js";
+import {
+  AgentAbsence,
+  ORPHAN_REASONS,
+  Sightings,
+  isShimAnchor,
+  judge,
+  judgeAttachment,
+  sandboxCgroupOrphanReason,
+  sandboxIdOf,
+  type JudgeContext,
+  type OrphanReason,
+  type SandboxCgroupJudgeContext,
+} from "./orphans.js";
 
 export const DEFAULT_PROTECTION_MS = 120_000;
 export const DEFAULT_INTERVAL_MS = 10_000;
@@ -83,6 +100,8 @@ export class Janitor {
   private readonly intervalMs: number;
   private readonly logger: Logger;
   private readonly absence = new AgentAbsence();
+  /** Since when each cgroup without its container has been seen so (by its cgroups path). */
+  private readonly orphanCgroups = new Sightings();
   private timer: NodeJS.Timeout | undefined;
   private current: Promise<PassResult> | undefined;
   private readonly stopping = new AbortController();
@@ -124,6 +143,9 @@ export class Janitor {
     } catch (error) {
       result.outcome = "inventory_unavailable";
       result.error = FsbError.from(error);
+      // Absences and sightings hold only across passes that saw: what a later read finds starts over.
+      this.absence.clear();
+      this.orphanCgroups.clear();
       this.logger.warn({ err: result.error }, "cannot read the inventory (is the control plane up?); removing nothing this pass");
       return this.finish(result);
     }
@@ -149,11 +171,14 @@ export class Janitor {
     const stateDirAgents = host ? await host.listAgentStateDirs() : [];
     const containerdNamespaces = new Set(nodes.map((node) => node.containerdNamespace));
     const attachments = ((await networks?.listAttachments()) ?? []).filter((attachment) => containerdNamespaces.has(attachment.containerdNamespace));
-    const candidates = [
-      ...listings.flatMap(({ containers, snapshots }) => [...containers, ...snapshots].map((object) => object.labels[LABEL_AGENT] ?? "")),
-      ...stateDirAgents,
-      ...attachments.map((attachment) => attachment.agent),
-    ].filter((agent) => agent !== "");
+    /** Agents that own something in containerd or a sandbox network now, before this pass removes anything. */
+    const owners = new Set(
+      [
+        ...listings.flatMap(({ containers, snapshots }) => [...containers, ...snapshots].map((object) => object.labels[LABEL_AGENT] ?? "")),
+        ...attachments.map((attachment) => attachment.agent),
+      ].filter((agent) => agent !== ""),
+    );
+    const candidates = [...owners, ...stateDirAgents];
     const nowMs = this.clock.nowMs();
     const goneAgents = this.absence.observe(candidates, inventory.agents, nowMs, this.protectionMs);
     const context: JudgeContext = { inventory, goneAgents, nowMs, protectionMs: this.protectionMs };
@@ -191,7 +216,9 @@ export class Janitor {
           remain(agent, sandboxIdOf({ id: snapshot.key, labels: snapshot.labels, changedAtMs: snapshot.changedAtMs }));
           continue;
         }
-        if (!(await this.reclaimSnapshot(node, snapshot, verdict.reason, result))) remain(agent, snapshot.key);
+        if (!(await this.reclaimSnapshot(node, snapshot, verdict.reason, result))) {
+          remain(agent, sandboxIdOf({ id: snapshot.key, labels: snapshot.labels, changedAtMs: snapshot.changedAtMs }));
+        }
       }
     }
 
@@ -222,19 +249,69 @@ export class Janitor {
     }
 
     if (!host) return;
+    // Only under the cgroups of agents the janitor knows of (the inventory's, and those that own
+    // something here): the cgroup root may hold cgroups that are no agent's.
+    const containerIds = new Set(listings.flatMap(({ containers }) => containers.map((container) => container.id)));
+    await this.reclaimSandboxCgroups(host, new Set([...inventory.agents, ...candidates]), { goneAgents, containerIds }, nowMs, result, signal);
+
     for (const agent of goneAgents) {
       signal?.throwIfAborted();
       const keep = remaining.get(agent) ?? new Set<string>();
       try {
-        for (const file of await host.removeStaleAgentFiles(agent, nowMs - this.protectionMs, keep)) {
-          this.removed(result, { kind: file.kind, reason: "agent_gone", id: file.path, agent });
-        }
+        const files = await host.removeStaleAgentFiles(agent, nowMs - this.protectionMs, keep);
+        for (const file of files) this.removed(result, { kind: file.kind, reason: "agent_gone", id: file.path, agent });
+        if (keep.size > 0) continue;
         // The agent's own cgroup goes once nothing of it is left in containerd.
-        if (keep.size === 0) {
-          for (const directory of await host.removeAgentCgroup(agent)) this.removed(result, { kind: "cgroup", reason: "agent_gone", id: directory, agent });
+        for (const directory of await host.removeAgentCgroup(agent)) this.removed(result, { kind: "cgroup", reason: "agent_gone", id: directory, agent });
+        // Its Shared sandboxes are gone: the name is all that keeps its network namespace (bridge,
+        // nftables tables) alive, and the agent's next Pod has another name, so nobody else removes it.
+        const netns = await host.removeAgentNetworkNamespace(agent);
+        if (netns) this.removed(result, { kind: "network", reason: "agent_gone", id: netns, agent });
+        // Its state directory is what makes it a candidate in the passes to come, so it goes last,
+        // in a pass that found nothing else of it: the one that reclaimed the rest leaves it.
+        if (owners.has(agent) || files.length > 0 || (await host.hasAgentCgroup(agent))) continue;
+        for (const file of await host.removeAgentStateDir(agent, nowMs - this.protectionMs)) {
+          this.removed(result, { kind: file.kind, reason: "agent_gone", id: file.path, agent });
         }
       } catch (error) {
         this.logger.warn({ err: error, agent }, "could not remove what a gone agent left on the host; a later pass retries");
+      }
+    }
+  }
+
+  /**
+   * The cgroups under the agents' own that are named after containers no longer there (orphans.ts
+   * says which), once the janitor has seen them so for a whole window: their processes are killed
+   * and the cgroups removed, nested ones first. Containers listed at the start of the pass count,
+   * those this pass reclaimed too: theirs went with them, or a later pass takes them.
+   */
+  private async reclaimSandboxCgroups(
+    host: HostLeftovers,
+    agents: ReadonlySet<string>,
+    context: SandboxCgroupJudgeContext,
+    nowMs: number,
+    result: PassResult,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const orphans = (await host.listSandboxCgroups(agents)).flatMap((cgroup) => {
+      const reason = sandboxCgroupOrphanReason(cgroup, context);
+      return reason ? [{ ...cgroup, reason }] : [];
+    });
+    const seenSinceMs = this.orphanCgroups.observe(
+      orphans.map((cgroup) => cgroup.cgroupsPath),
+      nowMs,
+    );
+    for (const cgroup of orphans) {
+      signal?.throwIfAborted();
+      if (nowMs - (seenSinceMs.get(cgroup.cgroupsPath) ?? nowMs) < this.protectionMs) {
+        result.protectedOrphans += 1;
+        continue;
+      }
+      const base = { reason: cgroup.reason, agent: cgroup.agent };
+      try {
+        for (const directory of await host.removeSandboxCgroup(cgroup.cgroupsPath)) this.removed(result, { ...base, kind: "cgroup", id: directory });
+      } catch (error) {
+        this.failed(result, cgroup.reason, error, { ...base, cgroup: cgroup.cgroupsPath });
       }
     }
   }

@@ -8,7 +8,7 @@ import { Counter, Gauge, Registry } from "prom-client";
 import { ValidationError, withProbeRoutes } from "@fast-sandbox/api/core";
 import { ORPHAN_REASONS, type OrphanReason } from "./orphans.js";
 
-export type RemovedKind = "task" | "container" | "snapshot" | "cgroup" | "run_dir" | "log_file" | "fifo" | "network";
+export type RemovedKind = "task" | "container" | "snapshot" | "cgroup" | "run_dir" | "log_file" | "fifo" | "state_dir" | "network";
 
 export type PassOutcome = "completed" | "inventory_unavailable" | "failed";
 
@@ -24,7 +24,7 @@ export class JanitorMetrics {
   });
   private readonly objects = new Counter({
     name: "fsb_janitor_objects_removed_total",
-    help: "Objects removed (task, container, snapshot, cgroup, run_dir, log_file, fifo, network: a sandbox network namespace), by kind and reason.",
+    help: "Objects removed (task, container, snapshot, cgroup, run_dir, log_file, fifo, state_dir: a gone agent's state directory, network: a sandbox's network namespace or the name of a gone agent's), by kind and reason.",
     labelNames: ["kind", "reason"] as const,
     registers: [this.registry],
   });

@@ -2,7 +2,16 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_PREPARED_INSTANCE, ROLE_SHIM_ANCHOR } from "@fast-sandbox/agent";
 import type { NetworkAttachmentFacts } from "./node-networks.js";
-import { AgentAbsence, judge, judgeAttachment, type JudgeContext, type ManagedObjectFacts } from "./orphans.js";
+import {
+  AgentAbsence,
+  Sightings,
+  judge,
+  judgeAttachment,
+  sandboxCgroupOrphanReason,
+  type JudgeContext,
+  type ManagedObjectFacts,
+  type SandboxCgroupFacts,
+} from "./orphans.js";
 
 const WINDOW = 120_000;
 const NOW = 1_000_000_000;
@@ -175,6 +184,66 @@ describe("AgentAbsence", () => {
 
   it("with a zero window, an absent agent is gone at first sight", () => {
     assert.deepEqual([...new AgentAbsence().observe(["x", "x"], new Set(), 5, 0)], ["x"]);
+  });
+
+  it("starts over after clear(): reads that failed in between do not count towards the window", () => {
+    const absence = new AgentAbsence();
+    absence.observe(["b"], new Set(), 0, 100);
+    // The passes in between could not read the inventory.
+    absence.clear();
+    assert.deepEqual([...absence.observe(["b"], new Set(), 300, 100)], []);
+    assert.deepEqual([...absence.observe(["b"], new Set(), 400, 100)], ["b"]);
+  });
+});
+
+describe("Sightings", () => {
+  it("remembers since when each key has been seen, and forgets one a pass did not see", () => {
+    const sightings = new Sightings();
+    assert.deepEqual(
+      [...sightings.observe(["a", "b"], 10)],
+      [
+        ["a", 10],
+        ["b", 10],
+      ],
+    );
+    assert.deepEqual([...sightings.observe(["a"], 20)], [["a", 10]]);
+    assert.deepEqual(
+      [...sightings.observe(["a", "b"], 30)],
+      [
+        ["a", 10],
+        ["b", 30],
+      ],
+    );
+    sightings.clear();
+    assert.deepEqual([...sightings.observe(["a"], 40)], [["a", 40]]);
+  });
+});
+
+describe("sandboxCgroupOrphanReason", () => {
+  const cgroup = (agent: string, name: string): SandboxCgroupFacts => ({ agent, name, cgroupsPath: `/fsb/${agent}/sandboxes/${name}` });
+  const context = (options: { gone?: string[]; containers?: string[] } = {}) => ({
+    goneAgents: new Set(options.gone ?? []),
+    containerIds: new Set(options.containers ?? []),
+  });
+
+  it("keeps a sandbox's cgroup while its container exists, whatever its agent", () => {
+    assert.equal(sandboxCgroupOrphanReason(cgroup("live-0", "a"), context({ containers: ["a"] })), undefined);
+    assert.equal(sandboxCgroupOrphanReason(cgroup("dead-0", "a"), context({ gone: ["dead-0"], containers: ["a"] })), undefined);
+  });
+
+  it("takes a sandbox's cgroup without its container for an orphan, of a live agent (its delete left it) as of a gone one", () => {
+    assert.equal(sandboxCgroupOrphanReason(cgroup("live-0", "a"), context()), "record_gone");
+    assert.equal(sandboxCgroupOrphanReason(cgroup("dead-0", "a"), context({ gone: ["dead-0"] })), "agent_gone");
+  });
+
+  it("never takes a live agent's anchor cgroup, and a gone agent's only without its anchor container", () => {
+    assert.equal(sandboxCgroupOrphanReason(cgroup("live-0", "fsb-anchor-0"), context()), undefined);
+    assert.equal(sandboxCgroupOrphanReason(cgroup("dead-0", "fsb-anchor-1"), context({ gone: ["dead-0"], containers: ["fsb-anchor.dead-0.1"] })), undefined);
+    // Another agent's anchor of the same number is not this cgroup's.
+    assert.equal(
+      sandboxCgroupOrphanReason(cgroup("dead-0", "fsb-anchor-1"), context({ gone: ["dead-0"], containers: ["fsb-anchor.live-0.1"] })),
+      "anchor_orphaned",
+    );
   });
 });
 

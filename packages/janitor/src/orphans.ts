@@ -123,6 +123,78 @@ export class AgentAbsence {
     for (const agent of this.missingSinceMs.keys()) if (!seen.has(agent)) this.missingSinceMs.delete(agent);
     return gone;
   }
+
+  /**
+   * Forgets every absence: called for a pass that could not read the inventory. Nothing is known of
+   * the agents meanwhile, so an agent missing once and then not seen through failed reads for a
+   * window is not gone at the next read that succeeds: its absence starts over there.
+   */
+  clear(): void {
+    this.missingSinceMs.clear();
+  }
+}
+
+/**
+ * Remembers since when each key (an orphan that has no time of its own, such as a cgroup) has been
+ * seen, across passes; a key missing from a pass is forgotten, so its window starts over when it
+ * shows up again.
+ */
+export class Sightings {
+  private readonly firstSeenMs = new Map<string, number>();
+
+  /** Records the keys seen in this pass and returns since when each of them has been seen. */
+  observe(keys: Iterable<string>, nowMs: number): Map<string, number> {
+    const seen = new Map<string, number>();
+    for (const key of keys) seen.set(key, this.firstSeenMs.get(key) ?? nowMs);
+    this.firstSeenMs.clear();
+    for (const [key, sinceMs] of seen) this.firstSeenMs.set(key, sinceMs);
+    return seen;
+  }
+
+  /** Forgets every key (a pass that saw nothing: they are all new at the next). */
+  clear(): void {
+    this.firstSeenMs.clear();
+  }
+}
+
+/** A cgroup under an agent's cgroup that is named like one the agent makes for a container (host-leftovers.ts lists them). */
+export interface SandboxCgroupFacts {
+  agent: string;
+  /** The directory's name: a container id (a sandbox's, a prepared instance's), or `fsb-anchor-<n>` (a shim anchor's). */
+  name: string;
+  /** Its cgroupfs path: `/<cgroupRoot>/<agent>/sandboxes/<name>` (an agent with a cgroup of its own) or `/<cgroupRoot>/<agent>/<name>`. */
+  cgroupsPath: string;
+}
+
+export interface SandboxCgroupJudgeContext {
+  goneAgents: ReadonlySet<string>;
+  /** The ids of the containers the pass listed, in every containerd namespace the janitor looks after. */
+  containerIds: ReadonlySet<string>;
+}
+
+/** The cgroup the agent makes for its shim anchor `fsb-anchor.<agent>.<n>` (containerd-runtime.ts). */
+const ANCHOR_CGROUP = /^fsb-anchor-(\d+)$/;
+
+/**
+ * Why a cgroup under an agent's cgroup is an orphan, or undefined when it is not one. The agent
+ * names a container's cgroup after the container and removes it after the container with one
+ * rmdir, which a process still in it (a task that outlived SIGKILL) or a cgroup nested in it
+ * defeats: a cgroup of that name whose container no longer exists is left over, whether its agent
+ * lives or not. A shim anchor's cgroup (`fsb-anchor-<n>`) is its agent's while the agent lives,
+ * container or not (the agent makes the anchor again under the same cgroup); only a gone agent's
+ * whose anchor container is gone is an orphan. The protection window runs from when the janitor
+ * first saw it so (Sightings): a cgroup has no time of its own that says when its container went.
+ */
+export function sandboxCgroupOrphanReason(cgroup: SandboxCgroupFacts, context: SandboxCgroupJudgeContext): OrphanReason | undefined {
+  const agentGone = context.goneAgents.has(cgroup.agent);
+  const anchor = ANCHOR_CGROUP.exec(cgroup.name);
+  if (anchor) {
+    if (!agentGone || context.containerIds.has(`fsb-anchor.${cgroup.agent}.${anchor[1]}`)) return undefined;
+    return "anchor_orphaned";
+  }
+  if (context.containerIds.has(cgroup.name)) return undefined;
+  // A live agent's sandbox whose container is gone: its delete ran, and its record goes with it.
+  return agentGone ? "agent_gone" : "record_gone";
 }
 
 export interface AttachmentJudgeContext extends JudgeContext {
