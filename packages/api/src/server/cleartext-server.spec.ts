@@ -346,3 +346,43 @@ describe("listenCleartext with clients that half-close", () => {
     }
   });
 });
+
+describe("listenCleartext's TCP keep-alive", () => {
+  /** Each setKeepAlive on a socket while `fn` runs: its peer's port, and the arguments. */
+  async function keepAliveCalls(
+    fn: () => Promise<void>,
+  ): Promise<{ remotePort: number | undefined; enable: boolean | undefined; delay: number | undefined }[]> {
+    const calls: { remotePort: number | undefined; enable: boolean | undefined; delay: number | undefined }[] = [];
+    const original = net.Socket.prototype.setKeepAlive;
+    net.Socket.prototype.setKeepAlive = function (this: net.Socket, enable?: boolean, delay?: number) {
+      calls.push({ remotePort: this.remotePort, enable, delay });
+      return original.call(this, enable, delay);
+    };
+    try {
+      await fn();
+    } finally {
+      net.Socket.prototype.setKeepAlive = original;
+    }
+    return calls;
+  }
+
+  it("probes every accepted connection once idle for tcpKeepAliveMs (a peer gone without a FIN or RST is found), and none without it", GUARD, async () => {
+    for (const tcpKeepAliveMs of [60_000, undefined]) {
+      const server = await listenCleartext(echo, "127.0.0.1", 0, tcpKeepAliveMs === undefined ? {} : { tcpKeepAliveMs });
+      try {
+        let clientPort: number | undefined;
+        const calls = await keepAliveCalls(async () => {
+          const socket = await connectRaw(server.port);
+          clientPort = socket.localPort;
+          socket.write("GET /probed HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+          assert.match(await readUntil(socket, "}"), /^HTTP\/1\.1 200/);
+          socket.destroy();
+        });
+        const accepted = calls.filter((call) => call.remotePort === clientPort);
+        assert.deepEqual(accepted, tcpKeepAliveMs === undefined ? [] : [{ remotePort: clientPort, enable: true, delay: tcpKeepAliveMs }]);
+      } finally {
+        await server.close();
+      }
+    }
+  });
+});

@@ -30,6 +30,14 @@ export interface CleartextServerOptions {
    * quiet the stream (a log follow, a watch). 0: never. @default 65000
    */
   http2IdleTimeoutMs?: number;
+  /**
+   * Idle time after which TCP keep-alive probes check each accepted connection: one whose peer went
+   * without a word (no FIN or RST: a host powered off, a NAT or firewall that forgot the connection)
+   * is then found dead and closed, with whatever it held open (a tunnel, a request that waits). A
+   * connection nothing is sent on (a quiet tunnel, a long poll) is never cut while its peer answers
+   * the probes. Absent or 0: no probes (the system's default). @default 0
+   */
+  tcpKeepAliveMs?: number;
 }
 
 export interface CleartextServer {
@@ -112,6 +120,7 @@ export async function listenCleartext(handler: Handler, host: string, port: numb
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     socket.setNoDelay(true);
+    if (options.tcpKeepAliveMs) socket.setKeepAlive(true, options.tcpKeepAliveMs);
     // A connection that has not said which protocol it speaks is served by neither server's timeouts yet.
     const undecided = setTimeout(() => socket.destroy(), firstBytesTimeoutMs);
     const onEndUndecided = () => socket.destroy();

@@ -56,6 +56,13 @@ export interface DialOptions {
   signal?: AbortSignal | undefined;
 }
 
+/**
+ * Idle time after which TCP keep-alive probes check a connection the proxy holds (a client's, a
+ * relay's): one whose peer went without a FIN or RST (a node powered off, a NAT that forgot it) is
+ * found dead within minutes and closed, not held until the system's default of two hours of idleness.
+ */
+export const TCP_KEEPALIVE_DELAY_MS = 60_000;
+
 /** How long a relay's refusal body may take to arrive before the refusal is reported without it. */
 const REFUSAL_BODY_WAIT_MS = 2000;
 
@@ -116,6 +123,9 @@ export function dialThroughRelay(relay: string, token: string, host: string, por
       settled();
       const status = response.statusCode ?? 0;
       if (status === 200) {
+        // A tunnel may carry nothing for long (an idle kept-alive connection, a quiet WebSocket):
+        // probes tell an agent that went without a word from one that has nothing to say.
+        socket.setKeepAlive(true, TCP_KEEPALIVE_DELAY_MS);
         if (head.length > 0) socket.unshift(head);
         resolve(socket);
         return;

@@ -19,7 +19,7 @@ import http from "node:http";
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import { PortStartGrace } from "./port-start-grace.js";
-import { DEFAULT_CONNECT_TIMEOUT_MS, DialTimeoutError, dialThroughRelay, type DialTarget } from "./relay-dial.js";
+import { DEFAULT_CONNECT_TIMEOUT_MS, DialTimeoutError, TCP_KEEPALIVE_DELAY_MS, dialThroughRelay, type DialTarget } from "./relay-dial.js";
 
 export { DialTimeoutError, RelayRefusedError, dialThroughRelay, type DialTarget } from "./relay-dial.js";
 
@@ -207,7 +207,14 @@ export class SandboxDialer {
         return;
       }
       // As Node's own Agent does: no Nagle delay (a request's head goes out alone, flushed, before its body).
-      const socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true, keepAlive: true });
+      const socket = net.connect({
+        host: target.host,
+        port: target.port,
+        allowHalfOpen: true,
+        noDelay: true,
+        keepAlive: true,
+        keepAliveInitialDelay: TCP_KEEPALIVE_DELAY_MS,
+      });
       const fail = (error: Error) => {
         settled();
         socket.destroy();

@@ -460,6 +460,16 @@ function headOrClose(socket: net.Socket): Promise<string> {
   });
 }
 
+/** Everything the proxy sends on a raw connection until it closes it. */
+function readToClose(socket: net.Socket): Promise<string> {
+  return new Promise((resolve) => {
+    let text = "";
+    socket.on("data", (data: Buffer) => (text += data.toString()));
+    socket.once("close", () => resolve(text));
+    socket.once("error", () => resolve(text));
+  });
+}
+
 function readUntil(socket: net.Socket, marker: string): Promise<string> {
   return new Promise((resolve, reject) => {
     let text = "";
@@ -559,6 +569,8 @@ describe("the sandbox proxy's kept-alive connections to a sandbox", () => {
 });
 
 describe("the sandbox proxy's presigned file URLs", () => {
+  // A test whose proxy never closes a connection would otherwise wait forever: it fails instead.
+  const GUARD = { timeout: 10_000 };
   // The daemon's port is fixed (49983): a loopback address of the test's own stands for the sandbox's.
   const daemonAddress = `127.${77 + (process.pid % 50)}.${(process.pid >> 8) % 250}.${1 + (process.pid % 250)}`;
   const daemonSeen: { url: string; headers: http.IncomingHttpHeaders }[] = [];
@@ -653,6 +665,75 @@ describe("the sandbox proxy's presigned file URLs", () => {
     assert.equal(daemonSeen.length, before, "no /init reached the daemon");
     assert.deepEqual(await request("GET", "/health"), { status: 200, body: "from the daemon" });
     assert.deepEqual(await request("GET", "/initial"), { status: 200, body: "from the daemon" });
+  });
+
+  it("forwards a browser's request to the daemon without its Origin (the daemon refuses browsers that did not show a token)", GUARD, async () => {
+    const answer = await send("/health", {
+      "e2b-sandbox-id": ID,
+      "e2b-sandbox-port": String(SANDBOX_DAEMON_PORT),
+      "x-access-token": TOKEN,
+      origin: "https://app.example",
+    });
+    assert.deepEqual(answer, { status: 200, body: "from the daemon" });
+    const forwarded = daemonSeen.at(-1);
+    assert.equal(forwarded?.url, "/health");
+    assert.equal(forwarded?.headers.origin, undefined);
+  });
+
+  it("refuses a request target that is not a path (absolute-form, asterisk-form): what it checks is what the daemon would serve", GUARD, async () => {
+    const before = daemonSeen.length;
+    const host = `${SANDBOX_DAEMON_PORT}-${ID}.localhost`;
+    for (const [method, target] of [
+      ["POST", `http://${host}/init`],
+      ["POST", `http://${host}:${proxy.port}/%69nit`],
+      ["GET", `http://${host}/health`],
+      ["OPTIONS", "*"],
+    ] as const) {
+      const connection = net.connect(proxy.port, "127.0.0.1");
+      connection.write(`${method} ${target} HTTP/1.1\r\nhost: ${host}\r\nx-access-token: ${TOKEN}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}`);
+      const answer = await readToClose(connection);
+      assert.match(answer, /^HTTP\/1\.1 400 /, `${method} ${target}: ${answer}`);
+      assert.match(answer, /origin-form/);
+    }
+    assert.equal(daemonSeen.length, before, "nothing reached the daemon");
+  });
+
+  it("checks a WebSocket upgrade's target as a request's", GUARD, async () => {
+    const before = daemonSeen.length;
+    const host = `${SANDBOX_DAEMON_PORT}-${ID}.localhost`;
+    const upgrade = async (target: string) => {
+      const connection = net.connect(proxy.port, "127.0.0.1");
+      connection.write(
+        `GET ${target} HTTP/1.1\r\nhost: ${host}\r\nx-access-token: ${TOKEN}\r\nconnection: Upgrade\r\nupgrade: websocket\r\n` +
+          "sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+      );
+      return readToClose(connection);
+    };
+    assert.match(await upgrade(`http://${host}/init`), /^HTTP\/1\.1 400 [\s\S]*origin-form/);
+    assert.match(await upgrade("/%69nit"), /^HTTP\/1\.1 403 [\s\S]*not served through the proxy/);
+    assert.equal(daemonSeen.length, before, "nothing reached the daemon");
+  });
+
+  it("opens no tunnel (CONNECT) to the daemon's port, whose requests it checks", GUARD, async () => {
+    const authority = `${SANDBOX_DAEMON_PORT}-${ID}.localhost:${proxy.port}`;
+    let accepted = 0;
+    const count = () => (accepted += 1);
+    daemon.on("connection", count);
+    try {
+      const connection = net.connect(proxy.port, "127.0.0.1");
+      connection.write(`CONNECT ${authority} HTTP/1.1\r\nhost: ${authority}\r\nx-access-token: ${TOKEN}\r\n\r\n`);
+      const answer = await headOrClose(connection);
+      connection.destroy();
+      assert.match(answer, /^HTTP\/1\.1 403 /, answer);
+      assert.equal(accepted, 0, "no connection to the daemon was made");
+    } finally {
+      daemon.off("connection", count);
+    }
+    // Without the token it is refused as any tunnel is.
+    const refused = net.connect(proxy.port, "127.0.0.1");
+    refused.write(`CONNECT ${authority} HTTP/1.1\r\nhost: ${authority}\r\n\r\n`);
+    assert.match(await headOrClose(refused), /^HTTP\/1\.1 401 /);
+    refused.destroy();
   });
 });
 
@@ -779,6 +860,31 @@ describe("the sandbox proxy's tunnels and WebSockets", () => {
     other.destroy();
   });
 
+  it(
+    "sets TCP keep-alive probes on a client's connection (after a minute idle), so a tunnel whose client went without a FIN or RST is found",
+    GUARD,
+    async () => {
+      const probed: { remotePort: number | undefined; enable: boolean | undefined; delay: number | undefined }[] = [];
+      const original = net.Socket.prototype.setKeepAlive;
+      net.Socket.prototype.setKeepAlive = function (this: net.Socket, enable?: boolean, delay?: number) {
+        probed.push({ remotePort: this.remotePort, enable, delay });
+        return original.call(this, enable, delay);
+      };
+      let connection: net.Socket;
+      try {
+        connection = await tunnel(OTHER_ID, echoPort);
+      } finally {
+        net.Socket.prototype.setKeepAlive = original;
+      }
+      await echoes(connection, "probed");
+      assert.deepEqual(
+        probed.filter((call) => call.remotePort === connection.localPort),
+        [{ remotePort: connection.localPort, enable: true, delay: 60_000 }],
+      );
+      connection.destroy();
+    },
+  );
+
   it("keeps the tunnels of a sandbox whose record changes otherwise", GUARD, async () => {
     const connection = await tunnel(OTHER_ID, echoPort);
     const current = records.get(OTHER_ID) as Sandbox;
@@ -801,5 +907,112 @@ describe("the sandbox proxy's tunnels and WebSockets", () => {
     change(current, true);
     await gone;
     deleted.destroy();
+  });
+});
+
+describe("the sandbox proxy's GET, HEAD and OPTIONS requests with a body", () => {
+  // A test that leaves a kept-alive connection out of step would otherwise hang: it fails instead.
+  const GUARD = { timeout: 10_000 };
+  /** What the sandbox's server saw of each request: its method, target, Content-Length and body. */
+  const received: { method: string; url: string; contentLength: string | undefined; body: number }[] = [];
+  // Answers at once, before the body (as a server that ignores a GET's body does), and keeps the connection.
+  const server = http.createServer((request, response) => {
+    const seenHere = { method: request.method ?? "", url: request.url ?? "", contentLength: request.headers["content-length"], body: 0 };
+    received.push(seenHere);
+    request.on("data", (chunk: Buffer) => (seenHere.body += chunk.length));
+    response.end(request.url);
+  });
+  let proxy: SandboxProxy;
+  let port: number;
+
+  before(async () => {
+    port = await listen(server);
+    const record: Sandbox = {
+      apiVersion: API_VERSION,
+      kind: "Sandbox",
+      metadata: { name: "web", namespace: "default" },
+      spec: { image: "busybox", poolRef: "default", exposedPorts: [port] },
+      status: { phase: "Running", assignedPod: "agent-0", sandboxID: ID, accessTokenHash: hashAccessToken(TOKEN) },
+    };
+    proxy = await startSandboxProxy({
+      sources: { lookup: (sandboxId) => Promise.resolve(sandboxId === ID ? record : undefined), agentAddress: () => "127.0.0.1", domain: "localhost" },
+      logger: pino({ level: "silent" }),
+    });
+  });
+
+  after(async () => {
+    await proxy.close();
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  /**
+   * A request from a client of its own (one connection each), so only the proxy's pool is shared. A
+   * body goes with its Content-Length unless the headers say otherwise (Node frames no GET body itself).
+   */
+  const send = (method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> =>
+    new Promise((resolve, reject) => {
+      const framing = body !== undefined && headers["transfer-encoding"] === undefined ? { "content-length": String(Buffer.byteLength(body)) } : {};
+      const outgoing = http.request(
+        {
+          host: "127.0.0.1",
+          port: proxy.port,
+          method,
+          path,
+          headers: { host: `${port}-${ID}.localhost`, "x-access-token": TOKEN, ...framing, ...headers },
+          agent: false,
+        },
+        (response) => {
+          let text = "";
+          response.on("data", (chunk: Buffer) => (text += chunk.toString()));
+          response.on("end", () => resolve({ status: response.statusCode ?? 0, body: text }));
+        },
+      );
+      outgoing.on("error", reject);
+      outgoing.end(body);
+    });
+
+  it(
+    "does not leave the kept-alive connection to the sandbox waiting for a body it never sends, which the next client's request would fill",
+    GUARD,
+    async () => {
+      for (const method of ["GET", "HEAD", "OPTIONS"]) {
+        const first = await send(method, `/first-${method}`, "0123456789");
+        assert.equal(first.status, 200, `${method}: ${first.body}`);
+        const forwarded = received.at(-1);
+        // Another client's request on the same pooled connection gets its own answer.
+        assert.deepEqual(await send("GET", `/second-${method}`), { status: 200, body: `/second-${method}` }, method);
+        assert.equal(received.at(-1)?.url, `/second-${method}`);
+        assert.equal(forwarded?.url, `/first-${method}`);
+        assert.equal(forwarded?.contentLength, undefined, "no Content-Length for a body that is not sent");
+      }
+      // The same over HTTP/2, whose request is forwarded as HTTP/1.1 on the same pool.
+      const session = http2.connect(`http://127.0.0.1:${proxy.port}`);
+      try {
+        const stream = session.request(
+          { ":method": "GET", ":path": "/first-h2", ":authority": `${port}-${ID}.localhost`, "x-access-token": TOKEN, "content-length": "10" },
+          { endStream: false },
+        );
+        const headers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) =>
+          stream.once("response", resolve).once("error", reject).end("0123456789"),
+        );
+        stream.resume();
+        assert.equal(headers[":status"], 200);
+      } finally {
+        session.close();
+      }
+      assert.deepEqual(await send("GET", "/second-h2"), { status: 200, body: "/second-h2" }, "after HTTP/2");
+    },
+  );
+
+  it("drops a chunked body of a GET alike, serves a GET with Content-Length: 0, and forwards a POST's body as it is", GUARD, async () => {
+    assert.deepEqual(await send("GET", "/chunked", "a chunked body", { "transfer-encoding": "chunked" }), { status: 200, body: "/chunked" });
+    assert.deepEqual(await send("GET", "/after-chunked"), { status: 200, body: "/after-chunked" });
+    assert.deepEqual(await send("GET", "/empty", ""), { status: 200, body: "/empty" });
+    assert.deepEqual(received.at(-1), { method: "GET", url: "/empty", contentLength: undefined, body: 0 });
+    assert.deepEqual(await send("POST", "/post", "twelve bytes"), { status: 200, body: "/post" });
+    // The sandbox's server reads the next request on the connection once it has read the whole body.
+    assert.deepEqual(await send("GET", "/after-post"), { status: 200, body: "/after-post" });
+    assert.deepEqual(received.at(-2), { method: "POST", url: "/post", contentLength: "12", body: 12 });
   });
 });

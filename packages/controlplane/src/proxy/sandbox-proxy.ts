@@ -6,9 +6,10 @@
  *   back-pressure and never buffered (http2-proxy: hop-by-hop headers, `Forwarded`, trailers).
  * - WebSocket upgrades (HTTP/1.1) are forwarded and then relayed byte for byte.
  * - `CONNECT <port>-<sandboxID>.<domain>:<proxy port>` opens a raw TCP tunnel to the port
- *   (`fsb port-forward`).
+ *   (`fsb port-forward`), to any port but the in-sandbox daemon's, whose requests the proxy checks.
  * Every one of them is routed and authenticated the same way (proxy-target.ts); `X-Access-Token` is
- * removed before anything reaches the sandbox. A tunnel or WebSocket is closed once its sandbox's
+ * removed before anything reaches the sandbox. Request targets are paths (origin-form) only: the path
+ * checked is the path forwarded. A tunnel or WebSocket is closed once its sandbox's
  * token changes or the sandbox is deleted (open-tunnels.ts). Refusals are JSON
  * `{code, message, sandboxId?}`, readable by a page of any origin. A browser's CORS preflight to a sandbox's daemon port (E2B's JS
  * SDK in a browser) is answered here, as the daemon would, since a preflight carries no token.
@@ -24,6 +25,7 @@ import type { Logger } from "pino";
 import { ACCESS_TOKEN_HEADER, ERROR_CODE_HEADER, SANDBOX_DAEMON_PORT, TRAFFIC_ACCESS_TOKEN_HEADER, listenCleartext } from "@fast-sandbox/api";
 import { OpenTunnels } from "./open-tunnels.js";
 import { DialTimeoutError, SandboxDialer } from "./sandbox-dialer.js";
+import { TCP_KEEPALIVE_DELAY_MS } from "./relay-dial.js";
 import { isProxyRefusal, resolveProxyTarget, type ProxyRefusal, type ProxyTarget, type ProxyTargetSources, type RequestLine } from "./proxy-target.js";
 import type { ProxyMetrics } from "./proxy-metrics.js";
 import { SANDBOX_ID_HEADER, isRefusal, routeOf } from "./sandbox-route.js";
@@ -69,6 +71,9 @@ const STATUS_TEXT: Record<number, string> = {
   503: "Service Unavailable",
   504: "Gateway Timeout",
 };
+
+/** The methods whose request body http2-proxy never forwards (it reads and discards it). */
+const BODILESS_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 
 function single(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
@@ -126,6 +131,42 @@ export function internalDaemonRoute(target: Pick<ProxyTarget, "port" | "sandboxI
     body: {
       code: 403,
       message: "the sandbox daemon's /init is not served through the proxy (the sandbox's own settings come from its create)",
+      sandboxId: target.sandboxId,
+      port: target.port,
+    },
+    errorCode: "permission_denied",
+  };
+}
+
+/**
+ * The proxy forwards origin-form request targets only (a path, RFC 9112 section 3.2.1): it checks
+ * the path it forwards (`internalDaemonRoute`), and a sandbox's server reads the path of any other
+ * form its own way (Go's reads the path of `http://host/init` as `/init`). A client that sends the
+ * absolute form takes the proxy for an HTTP proxy; `CONNECT` (fsb port-forward) is what opens a tunnel.
+ */
+function nonOriginFormTarget(url: string | undefined): ProxyRefusal | undefined {
+  if (url?.startsWith("/")) return undefined;
+  return {
+    status: 400,
+    body: {
+      code: 400,
+      message:
+        "the sandbox proxy takes origin-form request targets only (a path that starts with '/', not an absolute URL or '*'): send requests to it as to the sandbox's server, not as to an HTTP proxy",
+    },
+  };
+}
+
+/**
+ * The in-sandbox daemon's port is reached by requests only, which the proxy checks
+ * (`internalDaemonRoute`): a tunnel would carry any request to it, its host's `/init` included.
+ */
+function daemonTunnel(target: Pick<ProxyTarget, "port" | "sandboxId">): ProxyRefusal | undefined {
+  if (target.port !== SANDBOX_DAEMON_PORT) return undefined;
+  return {
+    status: 403,
+    body: {
+      code: 403,
+      message: `no tunnel (CONNECT) is opened to the sandbox daemon's port ${SANDBOX_DAEMON_PORT}: send its requests to the proxy over HTTP`,
       sandboxId: target.sandboxId,
       port: target.port,
     },
@@ -209,10 +250,23 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
     options: http.RequestOptions,
     counted: { toSandbox: number },
     connection: Pick<http.ClientRequestArgs, "agent" | "createConnection">,
+    port: number,
   ): http.ClientRequest => {
     const headers = (options.headers ?? {}) as http.OutgoingHttpHeaders;
     delete headers[ACCESS_TOKEN_HEADER];
     delete headers[TRAFFIC_ACCESS_TOKEN_HEADER];
+    // The daemon refuses browsers (requests with an Origin) while it has no access token of its own,
+    // so that a page cannot drive it directly; through the proxy the caller has shown the sandbox's
+    // token, and a browser SDK's requests go on without the header (the daemon's CORS answer does
+    // not depend on it).
+    if (port === SANDBOX_DAEMON_PORT) delete headers.origin;
+    // http2-proxy sends no body with these methods (it drains the caller's): a Content-Length left
+    // on would make the sandbox's server wait for that many bytes on the kept-alive connection, and
+    // take them from the next request sent on it, another caller's. The sandbox sees a request without a body.
+    if (BODILESS_METHODS.has((options.method ?? "GET").toUpperCase())) {
+      delete headers["content-length"];
+      delete headers["transfer-encoding"];
+    }
     const host = single(request.headers[":authority"]) ?? request.headers.host;
     if (host) {
       headers.host = host;
@@ -243,13 +297,21 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
       metrics?.answered("http", 204);
       return;
     }
-    const target = await resolve(request.headers, { method: request.method, url: request.url, remoteAddress: request.socket.remoteAddress });
+    // The target checked here is the one forwarded (`onReq` below), never another reading of it.
+    const url = request.url;
+    const malformed = nonOriginFormTarget(url);
+    if (malformed) {
+      sendJson(response, malformed);
+      metrics?.answered("http", malformed.status);
+      return;
+    }
+    const target = await resolve(request.headers, { method: request.method, url, remoteAddress: request.socket.remoteAddress });
     if (isProxyRefusal(target)) {
       sendJson(response, target);
       metrics?.answered("http", target.status);
       return;
     }
-    const internal = internalDaemonRoute(target, request.url);
+    const internal = internalDaemonRoute(target, url);
     if (internal) {
       sendJson(response, internal);
       metrics?.answered("http", internal.status);
@@ -262,15 +324,16 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
         hostname: target.host,
         port: target.port,
         onReq: (incoming, requestOptions) => {
-          // A presigned file URL goes out as its signature was checked, not as the caller wrote it,
-          // and without an Authorization header, which would choose another user than the signed one.
-          let options = requestOptions;
+          // The request target goes out as it was checked above. A presigned file URL goes out as its
+          // signature was checked, not as the caller wrote it, and without an Authorization header,
+          // which would choose another user than the signed one.
+          let options: http.RequestOptions = { ...requestOptions, path: url ?? "/" };
           if (target.path !== undefined) {
             const headers = { ...(requestOptions.headers as http.OutgoingHttpHeaders) };
             delete headers.authorization;
             options = { ...requestOptions, path: target.path, headers };
           }
-          return Promise.resolve(upstreamRequest(incoming, options, counted, dialer.pooledConnection(target, hungUp)));
+          return Promise.resolve(upstreamRequest(incoming, options, counted, dialer.pooledConnection(target, hungUp), target.port));
         },
         // http2-proxy's own answer, except that the head goes out at once (not with the first byte
         // of the body): a streaming answer (server-sent events, a long poll) is seen to start.
@@ -316,7 +379,15 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
         metrics?.answered("websocket", 405);
         return;
       }
-      const target = await resolve(request.headers);
+      // Checked as a request's target is: the one forwarded (http2-proxy sends `request.url` as it is).
+      const malformed = nonOriginFormTarget(request.url);
+      if (malformed) {
+        refuseRaw(socket, malformed);
+        metrics?.answered("websocket", malformed.status);
+        return;
+      }
+      const found = await resolve(request.headers);
+      const target = isProxyRefusal(found) ? found : (internalDaemonRoute(found, request.url) ?? found);
       if (isProxyRefusal(target)) {
         refuseRaw(socket, target);
         metrics?.answered("websocket", target.status);
@@ -338,7 +409,7 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
           port: target.port,
           onReq: (incoming, requestOptions) => {
             // A fresh connection: after the upgrade it belongs to this WebSocket alone.
-            const upstream = upstreamRequest(incoming, requestOptions, { toSandbox: 0 }, dialer.freshConnection(target, hungUp));
+            const upstream = upstreamRequest(incoming, requestOptions, { toSandbox: 0 }, dialer.freshConnection(target, hungUp), target.port);
             upstream.once("socket", (connection: net.Socket) => {
               upstreamSocket = connection;
               readBefore = connection.bytesRead;
@@ -373,7 +444,8 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
       socket.once("close", () => rawConnections.delete(socket));
       socket.on("error", () => socket.destroy());
       // The CONNECT target (`<port>-<id>.<domain>:<proxy port>`) names the sandbox when no Host does.
-      const target = await resolve({ ...request.headers, host: request.headers.host ?? request.url });
+      const found = await resolve({ ...request.headers, host: request.headers.host ?? request.url });
+      const target = isProxyRefusal(found) ? found : (daemonTunnel(found) ?? found);
       if (isProxyRefusal(target)) {
         refuseRaw(socket, target);
         metrics?.answered("tunnel", target.status);
@@ -418,8 +490,9 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
     (request, response) => void onRequest(request, response),
     options.host ?? "127.0.0.1",
     options.port ?? 0,
-    // Uploads to sandboxes may take long: no limit on receiving one request.
-    { onUpgrade, onConnect, requestTimeoutMs: 0 },
+    // Uploads to sandboxes may take long: no limit on receiving one request. Tunnels, WebSockets and
+    // requests that wait on a sandbox may be quiet for as long: probes find a client that went without a word.
+    { onUpgrade, onConnect, requestTimeoutMs: 0, tcpKeepAliveMs: TCP_KEEPALIVE_DELAY_MS },
   );
   return {
     port: server.port,
