@@ -17,6 +17,7 @@ from fast_sandbox import (
     FailedPreconditionError,
     FileType,
     NotFoundError,
+    PermissionDeniedError,
     PtySize,
     Sandbox,
     SandboxStats,
@@ -157,8 +158,11 @@ def test_files_written_are_read_listed_and_seen_by_commands(sandbox: Sandbox) ->
     # A file object is streamed; a user owns what it writes.
     sandbox.files.write("/tmp/sdk-dir/streamed.bin", io.BytesIO(payload))
     assert sandbox.files.read("/tmp/sdk-dir/streamed.bin", format="bytes") == payload
-    sandbox.files.write("/tmp/sdk-dir/nobodys.txt", "mine", user="nobody")
-    assert sandbox.files.get_info("/tmp/sdk-dir/nobodys.txt").owner == "nobody"
+    sandbox.files.write("/tmp/nobodys.txt", "mine", user="nobody")
+    assert sandbox.files.get_info("/tmp/nobodys.txt").owner == "nobody"
+    # A user writes with its own permissions: root's directory is not its to write in.
+    with pytest.raises(PermissionDeniedError):
+        sandbox.files.write("/tmp/sdk-dir/nobodys.txt", "mine", user="nobody")
 
 
 def test_files_stat_exist_move_make_and_remove(sandbox: Sandbox) -> None:
