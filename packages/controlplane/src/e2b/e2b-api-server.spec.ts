@@ -2,9 +2,10 @@ import assert from "node:assert/strict";
 import { connect } from "node:net";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { pino } from "pino";
-import { FsbError } from "@fast-sandbox/api";
+import { FsbError, TimeoutError } from "@fast-sandbox/api";
 import { hashApiKey, newApiKey } from "./api-key.js";
 import { startE2bApiServer, type E2bApiServer } from "./e2b-api-server.js";
+import { RateLimitedError } from "./e2b-errors.js";
 import { E2B_DOMAIN, E2bFixture } from "./e2b.fixture.js";
 import { MemoryApiKeyStore } from "./memory-api-key-store.js";
 
@@ -320,6 +321,90 @@ describe("the E2B-compatible API over HTTP", () => {
     assert.equal(refused.status, 401, "a request without a key is refused still");
     assert.equal(refused.headers.get("access-control-allow-origin"), "*", "so that the browser shows the refusal");
     assertError(await call("OPTIONS", "/v2/sandboxes"), 405, /OPTIONS is not allowed/);
+  });
+
+  it("answers E2B's routes it does not offer with 501 saying what is not supported (not 404, which the SDKs read as not found), after the key; unknown paths stay 404", async () => {
+    const id = ((await call("POST", "/v2/sandboxes", createBody)).body as { sandboxID: string }).sandboxID;
+    for (const [method, path, message] of [
+      ["PUT", `/sandboxes/${id}/network`, /^changing a sandbox's network rules \(updateNetwork\) is not supported by Fast Sandbox's E2B-compatible API; /],
+      ["POST", `/sandboxes/${id}/snapshots`, /^snapshots are not supported by Fast Sandbox's E2B-compatible API; use pause and resume \(connect\).* or fork/],
+      ["GET", "/snapshots?sandboxID=x", /^snapshots are not supported/],
+      [
+        "DELETE",
+        "/templates/snap-123",
+        /^templates \(and the snapshots E2B keeps as templates\) are not managed through Fast Sandbox's E2B-compatible API; a template is a pool/,
+      ],
+      ["GET", "/templates", /^templates/],
+      ["POST", "/v3/templates", /^templates/],
+      ["GET", "/v2/templates/base/builds/b1/status", /^templates/],
+      ["GET", "/volumes", /^volumes are not supported/],
+      ["DELETE", "/volumes/vol-1", /^volumes are not supported/],
+      ["GET", `/sandboxes/${id}/logs`, /^sandbox logs are not served by Fast Sandbox's E2B-compatible API/],
+      ["GET", `/v2/sandboxes/${id}/logs`, /^sandbox logs are not served/],
+    ] as const) {
+      const reply = await call(method, path, method === "GET" || method === "DELETE" ? undefined : {});
+      assertError(reply, 501, message);
+      assert.equal(reply.headers.get("should-retry"), null);
+      assertError(await call(method, path, undefined, {}), 401, /X-API-KEY header is missing/);
+    }
+    assertError(await call("GET", "/templatesx"), 404, /no route GET \/templatesx; .*templates, volumes and logs answer 501/);
+    assertError(await call("GET", `/sandboxes/${id}/nothing`), 404, /no route/);
+    assert.equal(((await call("GET", `/sandboxes/${id}`)).body as { state: string }).state, "running", "the sandbox is untouched");
+  });
+
+  it("answers a pause that got no answer with 503 and Should-Retry: false: a retry would find it paused and report 409 (already paused)", async () => {
+    await e2b.addPool("gvisor", { runtimeType: "gvisor" });
+    const id = ((await call("POST", "/v2/sandboxes", { ...createBody, templateID: "gvisor" })).body as { sandboxID: string }).sandboxID;
+    const agent = e2b.checkpointingAgent("gvisor");
+    agent.checkpointError = new TimeoutError("CreateCheckpoint did not answer within 120000 ms");
+    agent.savesLate = true;
+    const unanswered = await call("POST", `/sandboxes/${id}/pause`);
+    assertError(unanswered, 503, /got no answer .*stays Paused/);
+    assert.equal(unanswered.headers.get("should-retry"), "false");
+    assertError(await call("POST", `/sandboxes/${id}/pause`), 409, /already paused/);
+    agent.finishLateSave();
+  });
+
+  it("answers a spent limit with 429, Retry-After and E2B's error body (E2B's SDKs wait and retry)", async () => {
+    const throttled = new MemoryApiKeyStore();
+    throttled.has = () => Promise.reject(new RateLimitedError("too many requests with API keys this server does not know; retry in 3 s", 3));
+    const limited = await startE2bApiServer({ sandboxes: e2b.sandboxes, apiKeys: throttled, logger: pino({ level: "silent" }) });
+    try {
+      const response = await fetch(`${limited.url}/v2/sandboxes`, { headers: { "x-api-key": newApiKey() } });
+      assert.equal(response.status, 429);
+      assert.equal(response.headers.get("retry-after"), "3");
+      assert.match(response.headers.get("access-control-expose-headers") ?? "", /Retry-After/);
+      assert.deepEqual(await response.json(), { code: 429, message: "too many requests with API keys this server does not know; retry in 3 s" });
+    } finally {
+      await limited.close();
+    }
+  });
+
+  it("answers an internal error with 500 and no detail but a request id, and logs the error whole under that id", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const keys = new MemoryApiKeyStore();
+    await keys.add(hashApiKey(key), new Date());
+    const server500 = await startE2bApiServer({ sandboxes: e2b.sandboxes, apiKeys: keys, logger });
+    e2b.sandboxes.get = () => Promise.reject(new Error("ENOENT: no such file or directory, open '/var/lib/fast-sandbox/state.db'"));
+    try {
+      const response = await fetch(`${server500.url}/sandboxes/k3x9q0m2zt7c1w8r5bn4`, { headers: { "x-api-key": key } });
+      assert.equal(response.status, 500);
+      const body = (await response.json()) as { code: number; message: string };
+      assert.equal(body.code, 500);
+      const match = /^internal error \(see the control plane's log, request ([0-9a-f]{16})\)$/.exec(body.message);
+      assert.ok(match, body.message);
+      const line = lines.find((entry) => entry.requestId === match[1]);
+      assert.ok(line, "logged under the answer's request id");
+      assert.equal(line.msg, "E2B API request failed");
+      assert.equal(line.path, "/sandboxes/k3x9q0m2zt7c1w8r5bn4");
+      assert.match(
+        String((line.err as { message?: string } | undefined)?.message),
+        /ENOENT: no such file or directory, open '\/var\/lib\/fast-sandbox\/state.db'/,
+      );
+    } finally {
+      await server500.close();
+    }
   });
 
   it("refuses a body larger than 1 MiB", async () => {

@@ -19,6 +19,9 @@
  *   POST   /sandboxes/{id}/resume           201 Sandbox (E2B's legacy resume; 409 when it runs)
  *   POST   /sandboxes/{id}/fork             201 [{sandbox} | {error}] ({"timeout", "count"}: one result per copy)
  *
+ * E2B's routes this server does not offer (network updates, snapshots, templates, volumes, logs)
+ * answer 501 saying so; any other path is 404.
+ *
  * `{id}` is E2B's sandbox id, or its legacy form `<id>-<clientID>`. Every request but `/health`
  * needs an issued API key in `X-API-KEY`. Browsers may call it from any origin (E2B's JS SDK runs in
  * browsers too): a CORS preflight is answered 204, every answer allows any origin — the key travels
@@ -30,7 +33,7 @@ import { UnauthenticatedError, ValidationError, listenCleartext, type HttpHandle
 import type { Logger } from "pino";
 import { hashApiKey, isWellFormedApiKey } from "./api-key.js";
 import type { ApiKeyStore } from "./api-key-store.js";
-import { e2bError, e2bErrorOf, type E2bError } from "./e2b-errors.js";
+import { e2bError, e2bErrorOf, newRequestId, type E2bError } from "./e2b-errors.js";
 import {
   DEFAULT_CONNECT_TIMEOUT_SECONDS,
   parseConnectBody,
@@ -87,6 +90,7 @@ interface Call {
 }
 
 interface Route {
+  /** The HTTP method; `*`: any (a route that answers every method alike). */
   method: string;
   pattern: RegExp;
   /** False: no API key needed. @default true */
@@ -95,7 +99,9 @@ interface Route {
    * Its failure is final for E2B's SDKs (Python's retries 429, 502, 503 and 504 up to three times
    * unless told `Should-Retry: false`): a create, resume or fork that failed has removed what it
    * started, and trying again at once would start and remove again under the same pressure, and
-   * end in the client's timeout instead of this answer. @default false
+   * end in the client's timeout instead of this answer. A pause that got no answer (503) has left
+   * the sandbox Paused for a resume to settle: a retry would find it paused and answer 409, which
+   * the SDKs report as "already paused", hiding that the pause's outcome is unknown. @default false
    */
   final?: boolean;
   handle(call: Call): Promise<Answer>;
@@ -181,6 +187,7 @@ function routes(sandboxes: E2bSandboxes): Route[] {
     {
       method: "POST",
       pattern: new RegExp(`^/sandboxes/${ID}/pause$`),
+      final: true,
       handle: async (call) => {
         parsePauseBody(await call.body());
         await sandboxes.pause(call.sandboxID);
@@ -199,12 +206,45 @@ function routes(sandboxes: E2bSandboxes): Route[] {
       final: true,
       handle: async (call) => ({ status: 201, body: await sandboxes.fork(call.sandboxID, parseForkBody(await call.body()), call.signal) }),
     },
+    ...UNSUPPORTED.map(({ pattern, message }): Route => ({ method: "*", pattern, handle: () => Promise.resolve(errorAnswer(e2bError(501, message))) })),
   ];
 }
 
+const SNAPSHOTS_UNSUPPORTED =
+  "snapshots are not supported by Fast Sandbox's E2B-compatible API; use pause and resume (connect) to keep a sandbox, or fork to copy it";
+
+/**
+ * Routes of E2B's API this server does not offer, any method on them: 501 with what is not
+ * supported, after the key is checked as everywhere. A 404 would tell E2B's SDKs "not found": the
+ * sandbox gone, or for `Sandbox.deleteSnapshot` (`DELETE /templates/{id}`) a snapshot gone
+ * already, which it reports as false without a word.
+ */
+const UNSUPPORTED: readonly { pattern: RegExp; message: string }[] = [
+  {
+    pattern: /^\/sandboxes\/[^/]+\/network$/,
+    message:
+      "changing a sandbox's network rules (updateNetwork) is not supported by Fast Sandbox's E2B-compatible API; " +
+      "a sandbox's egress is its template's pool's, or none at all when it is created with allow_internet_access false",
+  },
+  { pattern: /^\/sandboxes\/[^/]+\/snapshots$/, message: SNAPSHOTS_UNSUPPORTED },
+  { pattern: /^\/snapshots(?:\/.*)?$/, message: SNAPSHOTS_UNSUPPORTED },
+  {
+    pattern: /^(?:\/v\d+)?\/templates(?:\/.*)?$/,
+    message:
+      "templates (and the snapshots E2B keeps as templates) are not managed through Fast Sandbox's E2B-compatible API; " +
+      "a template is a pool of the namespace ('fsb apply -f pool.yaml', 'fsb pools'), and a sandbox is kept by pause and resume (connect) or copied by fork",
+  },
+  { pattern: /^\/volumes(?:\/.*)?$/, message: "volumes are not supported by Fast Sandbox's E2B-compatible API" },
+  {
+    pattern: /^(?:\/v2)?\/sandboxes\/[^/]+\/logs$/,
+    message: "sandbox logs are not served by Fast Sandbox's E2B-compatible API; 'fsb logs <name>' prints a sandbox's output",
+  },
+];
+
 const ROUTE_LIST =
   "GET /health, GET|POST /sandboxes, POST /v2/sandboxes, GET /v2/sandboxes, GET|DELETE /sandboxes/{id}, GET /sandboxes/{id}/metrics, POST /sandboxes/{id}/timeout, POST /sandboxes/{id}/refreshes, " +
-  "POST /sandboxes/{id}/connect, POST /v2/sandboxes/{id}/connect, POST /sandboxes/{id}/pause, POST /sandboxes/{id}/resume, POST /sandboxes/{id}/fork";
+  "POST /sandboxes/{id}/connect, POST /v2/sandboxes/{id}/connect, POST /sandboxes/{id}/pause, POST /sandboxes/{id}/resume, POST /sandboxes/{id}/fork " +
+  "(E2B's network updates, snapshots, templates, volumes and logs answer 501: not supported)";
 
 /** The request body as JSON: undefined when empty; at most MAX_BODY_BYTES. */
 async function readJson(request: HttpRequest): Promise<unknown> {
@@ -255,19 +295,23 @@ function send(response: HttpResponse, answer: Answer): void {
   target.end(json);
 }
 
-/** What every answer carries for browsers: any origin, and the headers E2B's SDK reads. */
+/** What every answer carries for browsers: any origin, and the headers E2B's SDK reads (and Retry-After of a 429). */
 const CORS_HEADERS = {
   "access-control-allow-origin": "*",
-  "access-control-expose-headers": "X-Next-Token, X-Total-Running, Should-Retry",
+  "access-control-expose-headers": "X-Next-Token, X-Total-Running, Should-Retry, Retry-After",
 };
 
-/** A CORS preflight (OPTIONS with Access-Control-Request-Method): what a browser may send, for two hours. */
+/**
+ * A CORS preflight (OPTIONS with Access-Control-Request-Method): what a browser may send, for two
+ * hours. PUT and PATCH too, which only unsupported E2B routes take: a browser then shows their 501
+ * rather than a CORS failure.
+ */
 function preflightAnswer(request: HttpRequest): Answer {
   const requested = single(request.headers["access-control-request-headers"]);
   return {
     status: 204,
     headers: {
-      "access-control-allow-methods": "GET, POST, DELETE, OPTIONS",
+      "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
       ...(requested ? { "access-control-allow-headers": requested } : {}),
       "access-control-max-age": "7200",
     },
@@ -275,7 +319,8 @@ function preflightAnswer(request: HttpRequest): Answer {
 }
 
 function errorAnswer(error: E2bError, headers?: Record<string, string>): Answer {
-  return { status: error.status, body: error.body, ...(headers ? { headers } : {}) };
+  const merged = { ...error.headers, ...headers };
+  return { status: error.status, body: error.body, ...(Object.keys(merged).length > 0 ? { headers: merged } : {}) };
 }
 
 /** The API as a request handler (HTTP/1.1 or HTTP/2). */
@@ -296,7 +341,7 @@ export function e2bApiHandler(options: Pick<E2bApiServerOptions, "sandboxes" | "
       return;
     }
     const candidates = table.map((route) => ({ route, match: route.pattern.exec(path) })).filter((c) => c.match !== null);
-    const found = candidates.find((c) => c.route.method === method);
+    const found = candidates.find((c) => c.route.method === method) ?? candidates.find((c) => c.route.method === "*");
     if (!found) {
       const allowed = candidates.map((c) => c.route.method);
       send(
@@ -322,10 +367,12 @@ export function e2bApiHandler(options: Pick<E2bApiServerOptions, "sandboxes" | "
       });
     })()
       .catch((error: unknown) => {
-        const failure = e2bErrorOf(error);
+        const requestId = newRequestId();
+        const failure = e2bErrorOf(error, requestId);
         const answer = errorAnswer(failure, found.route.final && RETRIED_FAILURES.has(failure.status) ? { "should-retry": "false" } : undefined);
-        // A bug has its stack logged; a sandbox that failed to start (503, 504) is told to the client, logged in a line.
-        if (answer.status === 500) options.logger.error({ err: error, method, path }, "E2B API request failed");
+        // A bug has its stack logged, under the request id its answer names (the client is told no
+        // more); a sandbox that failed to start (503, 504) is told to the client, logged in a line.
+        if (answer.status === 500) options.logger.error({ err: error, method, path, requestId }, "E2B API request failed");
         else if (answer.status > 500) options.logger.warn({ method, path, status: answer.status }, failure.body.message);
         return answer;
       })

@@ -3,6 +3,7 @@
  * `{"code": <status>, "message": "…"}`. E2B's JS SDK branches on the body's `code` (404: not found,
  * 409: conflict), its Python SDK on the status, so both carry the same number.
  */
+import { randomBytes } from "node:crypto";
 import { FsbError, type ErrorCode } from "@fast-sandbox/api";
 
 const STATUS_OF: Record<ErrorCode, number> = {
@@ -28,13 +29,43 @@ export interface E2bErrorBody {
 export interface E2bError {
   status: number;
   body: E2bErrorBody;
+  /** Headers the answer carries besides the body (`Retry-After`). */
+  headers?: Record<string, string>;
 }
 
-/** The status and body of anything thrown. */
-export function e2bErrorOf(error: unknown): E2bError {
+/**
+ * A limit spent (429) that passes by itself: the answer says in `Retry-After` when a try may succeed.
+ * Not a pool at its capacity, which no wait is sure to end.
+ */
+export class RateLimitedError extends FsbError {
+  readonly retryAfterSeconds: number;
+
+  constructor(message: string, retryAfterSeconds: number) {
+    super("no_capacity", message);
+    this.retryAfterSeconds = retryAfterSeconds;
+  }
+}
+
+/** An id that ties an internal error's answer to its line in the control plane's log. */
+export function newRequestId(): string {
+  return randomBytes(8).toString("hex");
+}
+
+/**
+ * The status and body of anything thrown. An internal error (500: a bug, or a failure nothing
+ * expected) is told only as such, with `requestId` when given: its message is about the control
+ * plane's insides (file paths, records, SQL), which are none of the client's business, so the
+ * caller logs the error whole under that id.
+ */
+export function e2bErrorOf(error: unknown, requestId?: string): E2bError {
   const fsb = FsbError.from(error);
   const status = STATUS_OF[fsb.code];
-  return { status, body: { code: status, message: fsb.message } };
+  const message = fsb.code === "internal" ? `internal error (see the control plane's log${requestId ? `, request ${requestId}` : ""})` : fsb.message;
+  return {
+    status,
+    body: { code: status, message },
+    ...(fsb instanceof RateLimitedError ? { headers: { "retry-after": String(fsb.retryAfterSeconds) } } : {}),
+  };
 }
 
 /** The body of an answer the server gives itself (no route, a body too large). */

@@ -251,6 +251,8 @@ export function parsePauseBody(body: unknown): void {
 /**
  * The body of `POST /sandboxes/{id}/connect` and `/v2/…/connect`: the timeout (parseTimeoutBody), and
  * `memory`, which must not be false (E2B's `on_resume="reboot"`, a cold boot from the files alone).
+ * A timeout of 0 passes here, as in E2B's API (a running sandbox's end only moves later); resuming a
+ * paused sandbox needs 1 or more, which E2bSandboxes checks, knowing whether it is paused.
  */
 export function parseConnectBody(body: unknown, defaultSeconds?: number): number {
   const timeoutSeconds = parseTimeoutBody(body, defaultSeconds);

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout } from "node:timers/promises";
-import { ConflictError, FailedPreconditionError, NotFoundError, TimeoutError, UnavailableError } from "@fast-sandbox/api";
+import { ConflictError, FailedPreconditionError, NotFoundError, TimeoutError, UnavailableError, ValidationError } from "@fast-sandbox/api";
+import { pino } from "pino";
 import { PAUSED_CHECKPOINT_ANNOTATION } from "../fastpath/checkpoint-pauses.js";
 import { FIXTURE_NOW } from "../fastpath/sandbox-manager.fixture.js";
 import { hashAccessToken } from "../proxy/access-token.js";
@@ -303,14 +304,15 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
       assert.equal((await e2b.storedById(created.sandboxID))?.spec.expireTime, seconds(3600), "extended");
     });
 
-    it("connect: refuses to hand out a token that 'fsb token' replaced, and get leaves the token out", async () => {
+    it("connect: refuses to hand out a token that 'fsb token' replaced, before its end moves, and get leaves the token out", async () => {
       const created = await e2b.sandboxes.create(create({}));
       const stored = await e2b.storedById(created.sandboxID);
       await e2b.fixture.manager.rotateAccessToken("default", stored?.metadata.name ?? "");
       await assert.rejects(
-        e2b.sandboxes.connect(created.sandboxID, 60),
+        e2b.sandboxes.connect(created.sandboxID, 3600),
         (error: unknown) => error instanceof FailedPreconditionError && /was replaced \('fsb token'\)/.test(error.message),
       );
+      assert.equal((await e2b.storedById(created.sandboxID))?.spec.expireTime, seconds(300), "a refused connect does not extend the sandbox");
       assert.equal((await e2b.sandboxes.get(created.sandboxID)).envdAccessToken, undefined);
     });
   });
@@ -384,6 +386,24 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
       assert.equal((await e2b.sandboxes.list(list())).page.items.find((item) => item.sandboxID === created.sandboxID)?.startedAt, seconds(3_600));
       const again = await e2b.sandboxes.connect(created.sandboxID, 60);
       assert.equal(again.resumed, false);
+    });
+
+    it("connect: a timeout of 0 resumes no paused sandbox (it would be reaped at once, its checkpoint gone): 400, it stays paused; a running one takes 0", async () => {
+      const created = await gvisor({ timeout: 60 });
+      await e2b.sandboxes.pause(created.sandboxID);
+      const zero = (error: unknown) =>
+        error instanceof ValidationError &&
+        error.field === "timeout" &&
+        new RegExp(`^timeout: must be a whole number of seconds from 1 to 86400 to resume paused sandbox ${created.sandboxID}: .*got 0$`).test(error.message);
+      await assert.rejects(e2b.sandboxes.connect(created.sandboxID, 0), zero);
+      await assert.rejects(e2b.sandboxes.resume(created.sandboxID, 0), zero);
+      assert.equal((await e2b.sandboxes.get(created.sandboxID)).state, "paused");
+      assert.equal(e2b.node.byId.size, 1, "its checkpoint is kept");
+      assert.equal(e2b.checkpointingAgent("gvisor").createRequests.filter((request) => request.fromCheckpoint).length, 0, "nothing restored");
+      assert.equal((await e2b.sandboxes.connect(created.sandboxID, 1)).resumed, true);
+      const end = (await e2b.storedById(created.sandboxID))?.spec.expireTime;
+      assert.deepEqual(await e2b.sandboxes.connect(created.sandboxID, 0), { sandbox: created, resumed: false });
+      assert.equal((await e2b.storedById(created.sandboxID))?.spec.expireTime, end, "0 does not shorten a running sandbox's end");
     });
 
     it("connect: of two concurrent connects to a paused sandbox one resumes it (201), and the later of their ends holds", async () => {
@@ -529,6 +549,29 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
         e2b.sandboxes.fork(runc.sandboxID, { timeoutSeconds: 60, count: 1 }),
         /cannot be forked: its template "base" is pool default\/default, whose runtimeType is container/,
       );
+    });
+
+    it("fork: a copy that failed with an internal error is told as such, with a request id, and logged whole under it", async () => {
+      const lines: Record<string, unknown>[] = [];
+      const logged = await new E2bFixture({
+        logger: pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) }),
+      }).start();
+      try {
+        await logged.addPool("gvisor", { runtimeType: "gvisor" });
+        const source = await logged.sandboxes.create(create({ templateID: "gvisor" }));
+        logged.checkpoints.createFrom = () => Promise.reject(new Error("SQLITE_CORRUPT: database disk image is malformed at /var/lib/fsb/state.db"));
+        const [result] = await logged.sandboxes.fork(source.sandboxID, { timeoutSeconds: 60, count: 1 });
+        const error = result && "error" in result ? result.error : undefined;
+        assert.equal(error?.code, 500);
+        const match = /^internal error \(see the control plane's log, request ([0-9a-f]{16})\)$/.exec(error?.message ?? "");
+        assert.ok(match, error?.message);
+        const line = lines.find((entry) => entry.requestId === match[1]);
+        assert.ok(line, "logged under the answer's request id");
+        assert.equal(line.sandboxID, source.sandboxID);
+        assert.match(String((line.err as { message?: string } | undefined)?.message), /SQLITE_CORRUPT: database disk image is malformed/);
+      } finally {
+        await logged.close();
+      }
     });
   });
 });

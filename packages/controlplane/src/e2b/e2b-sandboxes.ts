@@ -23,6 +23,7 @@ import {
   NotFoundError,
   TimeoutError,
   UnavailableError,
+  ValidationError,
   networkModeOf,
   type AgentLimits,
   type Sandbox,
@@ -38,8 +39,8 @@ import { agentPodLimits } from "../fleet/agent-pod.js";
 import { accessTokenMatches, hashAccessToken } from "../proxy/access-token.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { e2bSandboxMetricOf, type E2bSandboxMetric } from "./e2b-sandbox-metric.js";
-import { e2bErrorOf, type E2bErrorBody } from "./e2b-errors.js";
-import type { ForkRequest, ListSandboxesQuery, MetricsRange, NewSandboxRequest } from "./e2b-requests.js";
+import { e2bErrorOf, newRequestId, type E2bErrorBody } from "./e2b-errors.js";
+import { MAX_TIMEOUT_SECONDS, type ForkRequest, type ListSandboxesQuery, type MetricsRange, type NewSandboxRequest } from "./e2b-requests.js";
 import {
   METADATA_ANNOTATION,
   TEMPLATE_ANNOTATION,
@@ -290,13 +291,19 @@ export class E2bSandboxes {
 
   /**
    * The sandbox for another client, resumed first when it is paused (its end then `timeoutSeconds`
-   * from now); a running one's end moves to `timeoutSeconds` from now when that is later (never
-   * sooner). The answer carries its access token.
+   * from now, which must be 1 or more); a running one's end moves to `timeoutSeconds` from now when
+   * that is later (never sooner; 0 changes nothing). The answer carries its access token.
    */
   async connect(sandboxID: string, timeoutSeconds: number, signal?: AbortSignal): Promise<ConnectedSandbox> {
     // A pause that lands between the read and the write of the end makes the write conflict; the
-    // next read then finds the sandbox paused, and this connect resumes it.
-    const sandbox = await this.changeEnd(sandboxID, (endMs) => Math.max(endMs, this.clock.now().getTime() + timeoutSeconds * 1000), "resume");
+    // next read then finds the sandbox paused, and this connect resumes it. A sandbox whose token
+    // was replaced is refused before its end moves: a refused connect changes nothing.
+    const sandbox = await this.changeEnd(sandboxID, (endMs) => Math.max(endMs, this.clock.now().getTime() + timeoutSeconds * 1000), {
+      whenPaused: "resume",
+      check: (current) => {
+        this.requireAccessToken(current);
+      },
+    });
     if (isPaused(sandbox)) return this.resumePaused(sandbox, timeoutSeconds, signal);
     return { sandbox: this.viewOf(sandbox, this.requireAccessToken(sandbox)), resumed: false };
   }
@@ -353,7 +360,7 @@ export class E2bSandboxes {
         Array.from({ length: request.count }, () =>
           this.forkCopy(source, checkpoint, checkpoints, request.timeoutSeconds, signal).then(
             (sandbox): E2bForkResult => ({ sandbox }),
-            (error: unknown): E2bForkResult => ({ error: e2bErrorOf(error).body }),
+            (error: unknown): E2bForkResult => ({ error: this.forkCopyFailure(error, sandboxID) }),
           ),
         ),
       );
@@ -364,6 +371,17 @@ export class E2bSandboxes {
           this.options.logger.warn({ err: error, checkpoint: checkpoint.name }, "could not delete a fork's checkpoint; 'fsb checkpoint rm' removes it"),
         );
     }
+  }
+
+  /**
+   * What a fork tells of a copy that failed. An internal error is told only as such (e2bErrorOf),
+   * so it is logged here whole, under the request id its answer names.
+   */
+  private forkCopyFailure(error: unknown, sandboxID: string): E2bErrorBody {
+    const requestId = newRequestId();
+    const failure = e2bErrorOf(error, requestId);
+    if (failure.status === 500) this.options.logger.error({ err: error, sandboxID, requestId }, "a copy of an E2B fork failed");
+    return failure.body;
   }
 
   /** One copy of a fork: a sandbox restored from the checkpoint with an E2B identity of its own, once its daemon answers. */
@@ -404,6 +422,15 @@ export class E2bSandboxes {
    * end then applies as to a running sandbox (when later than the end that call gave it).
    */
   private async resumePaused(paused: Sandbox, timeoutSeconds: number, signal?: AbortSignal): Promise<ConnectedSandbox> {
+    // Ended at once, the resumed sandbox would be reaped, and the resume has deleted its checkpoint:
+    // its paused state would be lost. A connect to a running sandbox may say 0 (its end moves only later).
+    if (timeoutSeconds < 1) {
+      throw new ValidationError(
+        "timeout",
+        `must be a whole number of seconds from 1 to ${MAX_TIMEOUT_SECONDS} to resume paused sandbox ${paused.status?.sandboxID ?? ""}: ` +
+          `a resumed sandbox ending now would be removed at once, and its paused state with it; got ${timeoutSeconds}`,
+      );
+    }
     const pauses = this.options.pauses;
     if (!pauses) throw new FailedPreconditionError("this server does not offer resuming paused sandboxes");
     const accessToken = this.requireAccessToken(paused);
@@ -471,13 +498,19 @@ export class E2bSandboxes {
    * Sets the sandbox's end to `endOf(current end)` (ms), unless that is its end already. A paused
    * sandbox has no end: NotFoundError (E2B's own answer: its timeout route finds running sandboxes
    * only, and SDKs before 2.6 resume on that answer), or with `whenPaused` "resume" its record,
-   * unchanged, for the caller to resume.
+   * unchanged, for the caller to resume. `check` may refuse the sandbox (throw) as read, before
+   * anything of it changes.
    */
-  private async changeEnd(sandboxID: string, endOf: (endMs: number) => number, whenPaused: "refuse" | "resume" = "refuse"): Promise<Sandbox> {
+  private async changeEnd(
+    sandboxID: string,
+    endOf: (endMs: number) => number,
+    options: { whenPaused?: "refuse" | "resume"; check?: (current: Sandbox) => void } = {},
+  ): Promise<Sandbox> {
     for (let attempt = 1; ; attempt++) {
       const current = await this.find(sandboxID);
+      options.check?.(current);
       if (isPaused(current)) {
-        if (whenPaused === "resume") return current;
+        if (options.whenPaused === "resume") return current;
         throw new NotFoundError(`sandbox ${sandboxID} is paused, not running: it has no end while paused; connect resumes it with a timeout`);
       }
       const endMs = endOf(Date.parse(endAtOf(current)));

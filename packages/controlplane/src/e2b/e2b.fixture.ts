@@ -5,7 +5,7 @@
  * forks over fake agents that keep checkpoints (pools of runtimeType gvisor). Test code only:
  * excluded from the build, like the specs.
  */
-import { pino } from "pino";
+import { pino, type Logger } from "pino";
 import type { Sandbox, SandboxPool } from "@fast-sandbox/api";
 import { FakeCheckpointingAgent, NodeCheckpoints } from "../fastpath/checkpoint-agents.fixture.js";
 import { CheckpointManager } from "../fastpath/checkpoint-manager.js";
@@ -35,7 +35,8 @@ export class E2bFixture {
   readonly pauses: SandboxPauses;
   readonly sandboxes: E2bSandboxes;
 
-  constructor() {
+  /** `logger`: what E2bSandboxes logs to. @default silent */
+  constructor(options: { logger?: Logger } = {}) {
     this.agent = this.fixture.addAgent("default-0", { capacity: 16 });
     const logger = pino({ level: "silent" });
     const { manager, store, registry, agents, clock } = this.fixture;
@@ -52,7 +53,7 @@ export class E2bFixture {
       },
       tokenSecret: this.tokenSecret,
       host: HOST,
-      logger,
+      logger: options.logger ?? logger,
       clock,
       pauses: this.pauses,
       checkpoints: this.checkpoints,

@@ -4,12 +4,13 @@ import type { AddressInfo } from "node:net";
 import { after, before, beforeEach, describe, it } from "node:test";
 import { testKubeConfig } from "../store/kube-config.fixture.js";
 import { hashApiKey, newApiKey } from "./api-key.js";
-import { KubernetesApiKeyStore, apiKeySecretName } from "./kubernetes-api-key-store.js";
+import { RateLimitedError } from "./e2b-errors.js";
+import { KubernetesApiKeyStore, apiKeySecretName, type KubernetesApiKeyStoreOptions } from "./kubernetes-api-key-store.js";
 
 /**
- * An "API server" on loopback that keeps the Secrets created through it and counts the GETs of
- * one; `holdGets` holds the answer to each GET (what it found when the GET arrived) until the
- * returned function is called.
+ * An "API server" on loopback that keeps the Secrets created through it (and forgets those deleted)
+ * and counts the GETs of one; `holdGets` holds the answer to each GET (what it found when the GET
+ * arrived) until the returned function is called.
  */
 function fakeApiServer() {
   const secrets = new Map<string, unknown>();
@@ -21,6 +22,14 @@ function fakeApiServer() {
       response.writeHead(code, { "content-type": "application/json" });
       response.end(JSON.stringify(body));
     };
+    const notFound = () =>
+      send(404, { apiVersion: "v1", kind: "Status", status: "Failure", reason: "NotFound", code: 404, message: `secrets "${name}" not found` });
+    if (request.method === "DELETE") {
+      request.resume();
+      if (secrets.delete(name)) send(200, { apiVersion: "v1", kind: "Status", status: "Success" });
+      else notFound();
+      return;
+    }
     if (request.method === "POST") {
       let text = "";
       request.on("data", (chunk: Buffer) => (text += chunk.toString()));
@@ -35,7 +44,7 @@ function fakeApiServer() {
     const secret = secrets.get(name);
     const answer = () => {
       if (secret) send(200, secret);
-      else send(404, { apiVersion: "v1", kind: "Status", status: "Failure", reason: "NotFound", code: 404, message: `secrets "${name}" not found` });
+      else notFound();
     };
     if (held) held.push(answer);
     else answer();
@@ -55,7 +64,7 @@ function fakeApiServer() {
   };
 }
 
-describe("KubernetesApiKeyStore remembers missing keys briefly", () => {
+describe("KubernetesApiKeyStore remembers missing keys briefly, limits look-ups of unknown ones and removes keys", () => {
   const api = fakeApiServer();
   let url = "";
   let nowMs = 0;
@@ -73,8 +82,9 @@ describe("KubernetesApiKeyStore remembers missing keys briefly", () => {
     api.secrets.clear();
     nowMs = 1_000_000;
   });
-  const open = (options: { maxMissCacheEntries?: number } = {}) =>
-    new KubernetesApiKeyStore({ kubeConfig: testKubeConfig(url), namespace: "fast-sandbox", now, ...options });
+  const open = (
+    options: Partial<Pick<KubernetesApiKeyStoreOptions, "maxMissCacheEntries" | "cacheMs" | "unknownKeyLookupsPerSecond" | "unknownKeyLookupBurst">> = {},
+  ) => new KubernetesApiKeyStore({ kubeConfig: testKubeConfig(url), namespace: "fast-sandbox", now, ...options });
 
   it("asks the API server about an unknown key once per 5 s, not once per request", async () => {
     const store = open();
@@ -139,6 +149,66 @@ describe("KubernetesApiKeyStore remembers missing keys briefly", () => {
     assert.equal(api.gets.length, 3, "the two latest are remembered");
     assert.equal(await store.has(first), false);
     assert.equal(api.gets.length, 4, "the oldest was forgotten");
+    await store.close();
+  });
+
+  /** Asserts that `lookup` is refused with 429's RateLimitedError, retry after `seconds`. */
+  async function refused(lookup: Promise<boolean>, seconds: number): Promise<void> {
+    await assert.rejects(lookup, (error: unknown) => {
+      assert.ok(error instanceof RateLimitedError, String(error));
+      assert.equal(error.code, "no_capacity");
+      assert.equal(error.retryAfterSeconds, seconds);
+      assert.match(error.message, /too many requests with API keys this server does not know: .* at most 20 a second \(50 at once\); retry in 1 s/);
+      return true;
+    });
+  }
+
+  it("looks up unknown keys at most 20 a second (50 at once), refusing more with 429 without asking the API server; keys it knows are not limited", async () => {
+    const store = open();
+    const known = hashApiKey(newApiKey());
+    await store.add(known, new Date());
+    for (let i = 0; i < 50; i++) assert.equal(await store.has(hashApiKey(newApiKey())), false);
+    assert.equal(api.gets.length, 50, "the burst");
+    await refused(store.has(hashApiKey(newApiKey())), 1);
+    assert.equal(api.gets.length, 50, "refused without a GET");
+    assert.equal(await store.has(known), true, "a known key is not limited");
+    nowMs += 50; // one look-up's worth at 20 a second
+    assert.equal(await store.has(hashApiKey(newApiKey())), false);
+    assert.equal(api.gets.length, 51);
+    await refused(store.has(hashApiKey(newApiKey())), 1);
+    nowMs += 60_000; // refilled, to the burst and no more
+    for (let i = 0; i < 50; i++) assert.equal(await store.has(hashApiKey(newApiKey())), false);
+    await refused(store.has(hashApiKey(newApiKey())), 1);
+    assert.equal(api.gets.length, 101);
+    await store.close();
+  });
+
+  it("looks up a key it found before, once its entry is stale, even while unknown keys are refused", async () => {
+    const store = open({ cacheMs: 10 });
+    const known = hashApiKey(newApiKey());
+    await store.add(known, new Date());
+    for (let i = 0; i < 50; i++) await store.has(hashApiKey(newApiKey()));
+    await refused(store.has(hashApiKey(newApiKey())), 1);
+    nowMs += 10;
+    const gets = api.gets.length;
+    assert.equal(await store.has(known), true);
+    assert.equal(api.gets.length, gets + 1, "asked the API server again, unlimited");
+    await store.close();
+  });
+
+  it("removes a key: its Secret deleted, refused at once here; a key it never issued, or a Secret not of a key, is not removed", async () => {
+    const store = open();
+    const hash = hashApiKey(newApiKey());
+    await store.add(hash, new Date());
+    assert.equal(await store.has(hash), true);
+    assert.equal(await store.remove(hash), true);
+    assert.equal(api.secrets.has(apiKeySecretName(hash)), false);
+    assert.equal(await store.has(hash), false, "refused at once, though it was accepted within the cache's minute");
+    assert.equal(await store.remove(hash), false, "nothing left to remove");
+    const foreign = hashApiKey(newApiKey());
+    api.secrets.set(apiKeySecretName(foreign), { apiVersion: "v1", kind: "Secret", metadata: { name: apiKeySecretName(foreign) } });
+    assert.equal(await store.remove(foreign), false);
+    assert.ok(api.secrets.has(apiKeySecretName(foreign)), "a Secret without the key label is left alone");
     await store.close();
   });
 });

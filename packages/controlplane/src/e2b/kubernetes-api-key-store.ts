@@ -2,15 +2,22 @@
  * The Kubernetes mode's ApiKeyStore: each issued key's hash is one Secret in the controller's
  * namespace, named after the hash (`fast-sandbox-e2b-key-<sha256 hex>`), so a key is checked with one
  * GET by name — no list or watch of Secrets, and every controller replica sees the keys any replica
- * issued. The Secret holds the hash and its time of issue, never the key. Keys are never revoked
- * through the API (as in the embedded mode); deleting a key's Secret revokes it, within
- * `cacheMs` on a replica that already accepted it. A key another replica just issued is accepted
- * here within `missCacheMs` of this replica last finding it missing.
+ * issued. The Secret holds the hash and its time of issue, never the key. Deleting a key's Secret
+ * (`remove`, or kubectl) revokes it: at once on the replica that removes it, within `cacheMs` on
+ * another that already accepted it. A key another replica just issued is accepted here within
+ * `missCacheMs` of this replica last finding it missing.
+ *
+ * Any well-formed key (what an unauthenticated caller can send at will) this replica has never
+ * found costs a GET of the API server unless it was found missing lately, and made-up keys never
+ * were: such look-ups draw on a token bucket (`unknownKeyLookupsPerSecond`, `unknownKeyLookupBurst`),
+ * and once it is spent a key not known here is answered 429 with Retry-After instead. Keys this
+ * replica has found are never limited, so a flood of made-up keys cannot lock their clients out.
  */
 import { ApiException, CoreV1Api, type KubeConfig, type V1Secret } from "@kubernetes/client-node";
 import { ValidationError } from "@fast-sandbox/api";
 import { translateKubernetesError } from "../store/kubernetes-resource-store.js";
 import type { ApiKeyStore } from "./api-key-store.js";
+import { RateLimitedError } from "./e2b-errors.js";
 
 /** Names the Secret of a key: this prefix and the hex digits of its sha256. */
 export const API_KEY_SECRET_PREFIX = "fast-sandbox-e2b-key-";
@@ -33,6 +40,10 @@ export interface KubernetesApiKeyStoreOptions {
   missCacheMs?: number;
   /** How many missing keys a replica remembers; past it the oldest are forgotten. @default 10000 */
   maxMissCacheEntries?: number;
+  /** How many look-ups of keys this replica has never found it makes a second, on average. @default 20 */
+  unknownKeyLookupsPerSecond?: number;
+  /** How many such look-ups it makes at once after a quiet time (the bucket's size). @default 50 */
+  unknownKeyLookupBurst?: number;
   /** @default Date.now */
   now?: () => number;
 }
@@ -57,6 +68,13 @@ export class KubernetesApiKeyStore implements ApiKeyStore {
   readonly #missing = new Map<string, number>();
   /** Counts add(): a lookup that began before one does not record its hash missing. */
   #adds = 0;
+  /** Counts remove(): a lookup that began before one does not record its hash found. */
+  #removes = 0;
+  readonly #lookupsPerSecond: number;
+  readonly #lookupBurst: number;
+  /** Look-ups of unknown keys left in the bucket (fractional while it refills), as of `#refilledAt`. */
+  #lookupTokens: number;
+  #refilledAt: number;
 
   constructor(options: KubernetesApiKeyStoreOptions) {
     this.#core = options.kubeConfig.makeApiClient(CoreV1Api);
@@ -65,6 +83,10 @@ export class KubernetesApiKeyStore implements ApiKeyStore {
     this.#missCacheMs = options.missCacheMs ?? 5_000;
     this.#maxMissCacheEntries = options.maxMissCacheEntries ?? 10_000;
     this.#now = options.now ?? Date.now;
+    this.#lookupsPerSecond = options.unknownKeyLookupsPerSecond ?? 20;
+    this.#lookupBurst = options.unknownKeyLookupBurst ?? 50;
+    this.#lookupTokens = this.#lookupBurst;
+    this.#refilledAt = this.#now();
   }
 
   async add(hash: string, createdAt: Date): Promise<void> {
@@ -104,8 +126,11 @@ export class KubernetesApiKeyStore implements ApiKeyStore {
       if (this.#now() - missed < this.#missCacheMs) return false;
       this.#missing.delete(hash);
     }
+    // A key found before whose entry is only stale is looked up again unlimited; any other draws on the bucket.
+    if (seen === undefined) this.#takeUnknownKeyLookup();
     const name = apiKeySecretName(hash);
     const adds = this.#adds;
+    const removes = this.#removes;
     let secret: V1Secret;
     try {
       secret = await this.#core.readNamespacedSecret({ namespace: this.#namespace, name });
@@ -119,9 +144,59 @@ export class KubernetesApiKeyStore implements ApiKeyStore {
     }
     // A Secret of that name that is not ours (no label) does not make a key.
     const ours = secret.metadata?.labels?.[API_KEY_SECRET_LABEL] === "true";
-    if (ours) this.#found.set(hash, this.#now());
-    else this.#recordMissing(hash, adds);
+    if (!ours) this.#recordMissing(hash, adds);
+    else if (this.#removes === removes) this.#found.set(hash, this.#now());
     return ours;
+  }
+
+  /**
+   * Deletes the key's Secret (only one of ours: labelled, and the very one read, by its uid), and
+   * forgets the key here at once; other replicas stop accepting it within `cacheMs`.
+   */
+  async remove(hash: string): Promise<boolean> {
+    const name = apiKeySecretName(hash);
+    this.#removes += 1;
+    this.#found.delete(hash);
+    let secret: V1Secret;
+    try {
+      secret = await this.#core.readNamespacedSecret({ namespace: this.#namespace, name });
+    } catch (error) {
+      if (error instanceof ApiException && error.code === 404) return false;
+      throw translateKubernetesError(error, { action: `look up the E2B API key Secret ${this.#namespace}/${name}` });
+    }
+    if (secret.metadata?.labels?.[API_KEY_SECRET_LABEL] !== "true") return false;
+    try {
+      await this.#core.deleteNamespacedSecret({
+        namespace: this.#namespace,
+        name,
+        ...(secret.metadata.uid ? { body: { preconditions: { uid: secret.metadata.uid } } } : {}),
+      });
+    } catch (error) {
+      // Gone meanwhile (404), or replaced by another Secret of that name (409, the uid differs): not this removal's.
+      if (error instanceof ApiException && (error.code === 404 || error.code === 409)) return false;
+      throw translateKubernetesError(error, { action: `delete the E2B API key Secret ${this.#namespace}/${name}` });
+    }
+    this.#found.delete(hash);
+    this.#recordMissing(hash, this.#adds);
+    return true;
+  }
+
+  /** Takes one look-up of an unknown key from the bucket, refilled for the time since; RateLimitedError when it is empty. */
+  #takeUnknownKeyLookup(): void {
+    const now = this.#now();
+    const elapsedMs = Math.max(0, now - this.#refilledAt);
+    this.#lookupTokens = Math.min(this.#lookupBurst, this.#lookupTokens + (elapsedMs * this.#lookupsPerSecond) / 1000);
+    this.#refilledAt = now;
+    if (this.#lookupTokens >= 1) {
+      this.#lookupTokens -= 1;
+      return;
+    }
+    const retryAfterSeconds = Math.max(1, Math.ceil((1 - this.#lookupTokens) / this.#lookupsPerSecond));
+    throw new RateLimitedError(
+      `too many requests with API keys this server does not know: each is checked with the Kubernetes API server, at most ${this.#lookupsPerSecond} a second ` +
+        `(${this.#lookupBurst} at once); retry in ${retryAfterSeconds} s, with a key 'fsb e2b env' issued`,
+      retryAfterSeconds,
+    );
   }
 
   /** Remembers hash missing, unless a key was added since its lookup began (adds, then). */

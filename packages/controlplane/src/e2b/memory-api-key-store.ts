@@ -13,6 +13,10 @@ export class MemoryApiKeyStore implements ApiKeyStore {
     return Promise.resolve(this.hashes.has(hash));
   }
 
+  remove(hash: string): Promise<boolean> {
+    return Promise.resolve(this.hashes.delete(hash));
+  }
+
   close(): Promise<void> {
     return Promise.resolve();
   }

@@ -27,6 +27,20 @@ describe("the API key stores keep the hashes of issued keys", () => {
       assert.equal(await store.has(hashApiKey(newApiKey())), false);
       await store.close();
     });
+
+    it(`${name}: removes a hash (the key revoked), and only that one; removing it again finds none`, async () => {
+      const store = open();
+      const revoked = hashApiKey(newApiKey());
+      const kept = hashApiKey(newApiKey());
+      await store.add(revoked, new Date());
+      await store.add(kept, new Date());
+      assert.equal(await store.remove(revoked), true);
+      assert.equal(await store.has(revoked), false);
+      assert.equal(await store.has(kept), true);
+      assert.equal(await store.remove(revoked), false);
+      assert.equal(await store.remove(hashApiKey(newApiKey())), false);
+      await store.close();
+    });
   }
 
   it("SQLite: the hashes outlive the process (the file is reopened), and the file holds no key", async () => {
@@ -38,6 +52,15 @@ describe("the API key stores keep the hashes of issued keys", () => {
     const second = openSqliteApiKeyStore(path);
     assert.equal(await second.has(hashApiKey(key)), true);
     await second.close();
+    // A removal outlives the process too (and leaves the other row).
+    const revoked = newApiKey();
+    const third = openSqliteApiKeyStore(path);
+    await third.add(hashApiKey(revoked), new Date());
+    assert.equal(await third.remove(hashApiKey(revoked)), true);
+    await third.close();
+    const fourth = openSqliteApiKeyStore(path);
+    assert.equal(await fourth.has(hashApiKey(revoked)), false);
+    await fourth.close();
     const db = new Database(path, { readonly: true });
     const rows = db.prepare("SELECT hash, created_at FROM api_keys").all();
     db.close();

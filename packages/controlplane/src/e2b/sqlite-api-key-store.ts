@@ -45,11 +45,13 @@ export class SqliteApiKeyStore implements ApiKeyStore {
   readonly #db: Database.Database;
   readonly #insert: Database.Statement<[string, string]>;
   readonly #select: Database.Statement<[string]>;
+  readonly #delete: Database.Statement<[string]>;
 
   constructor(db: Database.Database) {
     this.#db = db;
     this.#insert = db.prepare("INSERT INTO api_keys (hash, created_at) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING");
     this.#select = db.prepare("SELECT 1 FROM api_keys WHERE hash = ?");
+    this.#delete = db.prepare("DELETE FROM api_keys WHERE hash = ?");
   }
 
   add(hash: string, createdAt: Date): Promise<void> {
@@ -60,6 +62,10 @@ export class SqliteApiKeyStore implements ApiKeyStore {
 
   has(hash: string): Promise<boolean> {
     return attempt(() => this.#select.get(hash) !== undefined);
+  }
+
+  remove(hash: string): Promise<boolean> {
+    return attempt(() => this.#delete.run(hash).changes > 0);
   }
 
   close(): Promise<void> {
