@@ -1,11 +1,20 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout } from "node:timers/promises";
-import { AlreadyExistsError, TimeoutError, FailedPreconditionError, NoCapacityError, NotFoundError, ValidationError } from "@fast-sandbox/api";
+import {
+  AlreadyExistsError,
+  TimeoutError,
+  FailedPreconditionError,
+  NoCapacityError,
+  NotFoundError,
+  UnavailableError,
+  ValidationError,
+} from "@fast-sandbox/api";
 import { pino } from "pino";
 import { FakeCheckpointingAgent, NodeCheckpoints } from "./checkpoint-agents.fixture.js";
-import { CheckpointManager, RESTORED_FROM_ANNOTATION } from "./checkpoint-manager.js";
-import { SandboxManagerFixture, poolOf, sandboxSpec } from "./sandbox-manager.fixture.js";
+import { CheckpointManager, FORK_IN_PROGRESS_ANNOTATION, RESTORED_FROM_ANNOTATION, defaultCheckpointName, isForkCheckpointName } from "./checkpoint-manager.js";
+import { isPauseCheckpointName } from "./checkpoint-pauses.js";
+import { SandboxManagerFixture, deferred, poolOf, sandboxSpec } from "./sandbox-manager.fixture.js";
 
 /** Waits until `done()` holds (a background removal is not awaited by anyone). */
 async function until(done: () => boolean, what: string): Promise<void> {
@@ -68,6 +77,26 @@ describe("CheckpointManager", () => {
       (await checkpoints.list()).map((c) => c.name),
       ["ck1", generated.name],
     );
+  });
+
+  it("never names an unnamed checkpoint as a fork's or a pause's, which the collector would remove; others keep the usual name", async () => {
+    addAgent("agent-a", nodeA);
+    // Cut to 52 characters and given `-<10 hex digits>`, this name would read `a…a-fork-<10 hex digits>`.
+    const forkLike = `${"a".repeat(47)}-fork-worker`;
+    const long = "b".repeat(63);
+    await fixture.manager.create({ name: forkLike, spec: sandboxSpec() });
+    await fixture.manager.create({ name: long, spec: sandboxSpec() });
+    const ofForkLike = await checkpoints.checkpoint({ sandbox: forkLike });
+    assert.ok(!isForkCheckpointName(ofForkLike.name, forkLike), `${ofForkLike.name} reads as a fork's checkpoint`);
+    assert.ok(!isPauseCheckpointName(ofForkLike.name, forkLike));
+    assert.match(ofForkLike.name, /^a{47}-for-[0-9a-f]{10}$/);
+    assert.match((await checkpoints.checkpoint({ sandbox: long })).name, /^b{52}-[0-9a-f]{10}$/);
+    for (let i = 0; i < 100; i++) {
+      for (const source of [forkLike, long, "src", `${"c".repeat(50)}-p`, `${"d".repeat(46)}-pause-worker`]) {
+        const name = defaultCheckpointName(source);
+        assert.ok(name.length <= 63 && !isForkCheckpointName(name, source) && !isPauseCheckpointName(name, source), name);
+      }
+    }
   });
 
   it("refuses a runc sandbox, a taken or bad name, and a sandbox that does not exist, saying why", async () => {
@@ -176,6 +205,65 @@ describe("CheckpointManager", () => {
     const left = await fixture.manager.list(undefined);
     assert.deepEqual(
       left.map((s) => s.metadata.name),
+      ["source"],
+    );
+    assert.deepEqual(await checkpoints.list(), []);
+  });
+
+  it("marks a fork's copies with its checkpoint while it runs, and hands them over unmarked when it answers", async () => {
+    const agent = addAgent("agent-a", nodeA, 8);
+    await fixture.manager.create({ name: "source", spec: sandboxSpec() });
+    const restoring = deferred();
+    let restores = 0;
+    agent.onCreate = (spec) => {
+      if (spec.fromCheckpoint && ++restores === 2) agent.createGate = restoring.promise;
+    };
+    const forking = checkpoints.fork({ name: "source", count: 2 });
+    let forkCheckpoint: string | undefined;
+    try {
+      await until(() => restores === 2, "the second restore");
+      [forkCheckpoint] = [...nodeA.byId.values()].map((c) => c.name);
+      const copies = (await fixture.store.list("Sandbox", { namespace: "default" })).items.filter((s) => s.metadata.name !== "source");
+      assert.equal(copies.length, 2);
+      for (const copy of copies) assert.equal(copy.metadata.annotations?.[FORK_IN_PROGRESS_ANNOTATION], forkCheckpoint);
+      // Nothing of a fork that runs is deleted with its checkpoint: the collector leaves that checkpoint alone (inUse).
+      assert.ok(checkpoints.inUse("default", forkCheckpoint ?? ""));
+    } finally {
+      agent.createGate = undefined;
+      restoring.resolve();
+    }
+    const fork = await forking;
+    await fixture.manager.list(undefined);
+    for (const { sandbox } of fork.sandboxes) {
+      assert.equal(sandbox.metadata.annotations?.[FORK_IN_PROGRESS_ANNOTATION], undefined);
+      assert.equal(sandbox.status?.phase, "Running");
+      const stored = await fixture.stored(sandbox.metadata.name);
+      assert.equal(stored?.metadata.annotations?.[FORK_IN_PROGRESS_ANNOTATION], undefined);
+      assert.equal(stored?.metadata.annotations?.[RESTORED_FROM_ANNOTATION], forkCheckpoint);
+    }
+    assert.deepEqual(await checkpoints.deleteUnfinishedForkCopies("default", forkCheckpoint ?? ""), []);
+  });
+
+  it("makes all copies of a fork or none: one it cannot hand over removes them all and the checkpoint", async () => {
+    addAgent("agent-a", nodeA, 8);
+    await fixture.manager.create({ name: "source", spec: sandboxSpec() });
+    const update = fixture.store.update.bind(fixture.store);
+    let handOvers = 0;
+    fixture.store.update = (kind, object, options) => {
+      const handOver = kind === "Sandbox" && object.metadata.name.startsWith("source-") && !object.metadata.annotations?.[FORK_IN_PROGRESS_ANNOTATION];
+      if (handOver && !object.metadata.deletionTimestamp && ++handOvers === 2) return Promise.reject(new UnavailableError("the store is unreachable"));
+      return update(kind, object, options);
+    };
+    try {
+      await assert.rejects(
+        checkpoints.fork({ name: "source", count: 3 }),
+        /fork of default\/source: its 3 copies ran but one could not be handed over \(all removed\): the store is unreachable/,
+      );
+    } finally {
+      fixture.store.update = update;
+    }
+    assert.deepEqual(
+      (await fixture.manager.list(undefined)).map((s) => s.metadata.name),
       ["source"],
     );
     assert.deepEqual(await checkpoints.list(), []);

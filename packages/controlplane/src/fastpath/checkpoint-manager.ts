@@ -15,13 +15,18 @@
  *   deleted once the copies run unless the request names it. All or nothing: a fork that cannot
  *   make every copy deletes those it made. One the fork could not delete (a crash or a restart
  *   meanwhile, a failed delete) is removed later by the checkpoint collector (its name says whose it
- *   is: `isForkCheckpointName`; reconcile/checkpoint-collector.ts).
+ *   is: `isForkCheckpointName`; reconcile/checkpoint-collector.ts). Until the fork answers, each copy
+ *   names that checkpoint (FORK_IN_PROGRESS_ANNOTATION): copies of a fork cut short by a crash or a
+ *   restart, which nobody was told of, go with its checkpoint (`deleteUnfinishedForkCopies`). A fork
+ *   that keeps its checkpoint under the caller's name leaves such copies marked: that checkpoint is
+ *   the caller's, and the collector never removes it.
  */
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import {
   AlreadyExistsError,
+  ConflictError,
   FailedPreconditionError,
   FsbError,
   NAME_MAX_LENGTH,
@@ -38,13 +43,18 @@ import { canCheckpoint, type AgentCheckpoint, type AgentCheckpointClient } from 
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { hashAccessToken, newAccessToken } from "../proxy/access-token.js";
-import { PAUSED_CHECKPOINT_ANNOTATION } from "./checkpoint-pauses.js";
+import { isPauseCheckpointName, PAUSED_CHECKPOINT_ANNOTATION } from "./checkpoint-pauses.js";
 import { newInstanceId } from "./instance-id.js";
 import { writeStatus } from "./sandbox-status.js";
 import { DEFAULT_NAMESPACE, type AgentClients, type CreateSandboxInput, type SandboxManager } from "./sandbox-manager.js";
 
 /** On a sandbox restored from a checkpoint: the checkpoint's name. */
 export const RESTORED_FROM_ANNOTATION = "sandbox.fast.io/restored-from";
+/**
+ * On each copy of a fork while the fork runs: the name of the fork's checkpoint. The fork removes it
+ * before it answers, so a copy that has it once its fork is over was never handed to anyone.
+ */
+export const FORK_IN_PROGRESS_ANNOTATION = "sandbox.fast.io/fork-in-progress";
 /** The most copies one fork makes. */
 export const MAX_FORK_COUNT = 32;
 /** How long a lookup waits for each agent's list of checkpoints. */
@@ -52,6 +62,8 @@ const LIST_TIMEOUT_MS = 5_000;
 /** `removeWhenSaved`: how often it looks for the checkpoint, and for how long. */
 const UNANSWERED_POLL_MS = 5_000;
 const UNANSWERED_PATIENCE_MS = 10 * 60_000;
+/** A copy's metadata write at the end of its fork, tried this many times when other writers keep changing it first. */
+const HAND_OVER_ATTEMPTS = 5;
 /** A fork's own checkpoint ends in `-fork-` and 10 hex digits: 16 characters. */
 const FORK_SUFFIX_LENGTH = 16;
 
@@ -72,6 +84,20 @@ export function forkCheckpointName(source: string): string {
 export function isForkCheckpointName(name: string, source: string): boolean {
   const prefix = `${source.slice(0, NAME_MAX_LENGTH - FORK_SUFFIX_LENGTH)}-fork-`;
   return source !== "" && name.startsWith(prefix) && /^[0-9a-f]{10}$/.test(name.slice(prefix.length));
+}
+
+/**
+ * The name a checkpoint of sandbox `source` gets when its user names none: `<source>-<10 hex digits>`,
+ * the source's name cut to fit. Cut so, the name of a source of 52 characters or more with `-fork` as
+ * its 48th to 52nd reads as a fork's checkpoint (`isForkCheckpointName`), which the checkpoint
+ * collector would remove: such a source's name is cut one character shorter. That name has 62
+ * characters, and a fork's or a pause's checkpoint of that source has 63, so neither predicate takes it.
+ */
+export function defaultCheckpointName(source: string): string {
+  const suffix = randomBytes(5).toString("hex");
+  const name = `${source.slice(0, NAME_MAX_LENGTH - 11)}-${suffix}`;
+  if (!isForkCheckpointName(name, source) && !isPauseCheckpointName(name, source)) return name;
+  return `${source.slice(0, NAME_MAX_LENGTH - 12)}-${suffix}`;
 }
 
 /** A checkpoint, as the API shows it. */
@@ -162,7 +188,7 @@ export class CheckpointManager {
    */
   async checkpoint(input: { namespace?: string; sandbox: string; checkpoint?: string; leaveStopped?: boolean; current?: Sandbox }): Promise<Checkpoint> {
     const namespace = input.namespace || DEFAULT_NAMESPACE;
-    const name = input.checkpoint || `${input.sandbox.slice(0, NAME_MAX_LENGTH - 11)}-${randomBytes(5).toString("hex")}`;
+    const name = input.checkpoint || defaultCheckpointName(input.sandbox);
     checkName(name, input.checkpoint ? "checkpoint" : "name");
     const key = `${namespace}/${name}`;
     if (this.creating.has(key)) throw new AlreadyExistsError(`checkpoint ${key} is being created; choose another name`);
@@ -435,13 +461,25 @@ export class CheckpointManager {
           fromCheckpoint: checkpoint.name,
           ...(source.spec.egress ? { spec: { egress: source.spec.egress } } : {}),
           ...(input.labels ? { labels: input.labels } : {}),
+          // Should this process stop before the fork answers, nobody learns of the copy: the
+          // checkpoint collector deletes it with the fork's checkpoint (deleteUnfinishedForkCopies).
+          annotations: { [FORK_IN_PROGRESS_ANNOTATION]: checkpoint.name },
           accessTokenHash: hashAccessToken(accessToken),
         });
         return { sandbox, accessToken };
       }),
     );
-    const made = results.flatMap((result) => (result.status === "fulfilled" ? [result.value] : []));
-    const failed = results.find((result): result is PromiseRejectedResult => result.status === "rejected");
+    let made = results.flatMap((result) => (result.status === "fulfilled" ? [result.value] : []));
+    let failed = results.find((result): result is PromiseRejectedResult => result.status === "rejected");
+    let what = `${made.length} of ${input.count} copies ran before one failed`;
+    if (!failed) {
+      // Before the checkpoint is deleted: a copy still marked when the collector finds the
+      // checkpoint (its delete below failed) would be deleted after the caller got it.
+      const handed = await Promise.allSettled(made.map(async ({ sandbox, accessToken }) => ({ sandbox: await this.handOver(sandbox), accessToken })));
+      failed = handed.find((result): result is PromiseRejectedResult => result.status === "rejected");
+      if (failed) what = `its ${input.count} copies ran but one could not be handed over`;
+      else made = handed.flatMap((result) => (result.status === "fulfilled" ? [result.value] : []));
+    }
     if (failed) {
       // All or nothing: the caller learns of no sandbox it would have to find and delete.
       await Promise.allSettled(made.map(({ sandbox }) => this.options.manager.delete(namespace, sandbox.metadata.name, 0)));
@@ -453,15 +491,53 @@ export class CheckpointManager {
     }
     if (failed) {
       const error = FsbError.from(failed.reason);
-      throw new FsbError(
-        error.code,
-        `fork of ${namespace}/${input.name}: ${made.length} of ${input.count} copies ran before one failed (all removed): ${error.message}`,
-        {
-          cause: error,
-        },
-      );
+      throw new FsbError(error.code, `fork of ${namespace}/${input.name}: ${what} (all removed): ${error.message}`, { cause: error });
     }
     return { sandboxes: made, ...(keep ? { checkpoint } : {}) };
+  }
+
+  /**
+   * A copy of a fork that is about to answer, without FORK_IN_PROGRESS_ANNOTATION: the caller's from
+   * now on, never deleted with the fork's checkpoint. Its status is the one its create answered (a
+   * copy of fast consistency may not have it stored yet); only its metadata is written.
+   */
+  private async handOver(copy: Sandbox): Promise<Sandbox> {
+    const key = { namespace: copy.metadata.namespace ?? DEFAULT_NAMESPACE, name: copy.metadata.name };
+    let current = copy;
+    for (let attempt = 1; ; attempt++) {
+      const { [FORK_IN_PROGRESS_ANNOTATION]: _fork, ...annotations } = current.metadata.annotations ?? {};
+      try {
+        const written = await this.options.store.update("Sandbox", { ...current, metadata: { ...current.metadata, annotations } });
+        return { ...copy, metadata: written.metadata };
+      } catch (error) {
+        if (!(error instanceof ConflictError) || attempt >= HAND_OVER_ATTEMPTS) throw error;
+        const fresh = await this.options.store.get("Sandbox", key);
+        if (!fresh || fresh.metadata.uid !== copy.metadata.uid) throw new NotFoundError(`sandbox ${key.namespace}/${key.name}, a copy of the fork, is gone`);
+        current = fresh;
+      }
+    }
+  }
+
+  /**
+   * Deletes the copies that an unfinished fork made from checkpoint `name` (they still have
+   * FORK_IN_PROGRESS_ANNOTATION): a crash or a restart of the control plane stopped the fork before
+   * it answered, so nobody has their names or access tokens, and without an end they would run on
+   * for good. The checkpoint collector calls it when it finds that fork's checkpoint abandoned; a
+   * fork that answered has removed the annotation from its copies. Returns the names of those deleted.
+   */
+  async deleteUnfinishedForkCopies(namespace: string, name: string): Promise<string[]> {
+    const { items } = await this.options.store.list("Sandbox", { namespace });
+    const copies = items
+      .filter((sandbox) => !sandbox.metadata.deletionTimestamp && sandbox.metadata.annotations?.[FORK_IN_PROGRESS_ANNOTATION] === name)
+      .map((sandbox) => sandbox.metadata.name);
+    for (const copy of copies) {
+      await this.options.manager.delete(namespace, copy, 0).catch((error: unknown) => {
+        if (!(error instanceof NotFoundError)) throw error;
+      });
+    }
+    if (copies.length > 0)
+      this.logger.info({ checkpoint: `${namespace}/${name}`, sandboxes: copies }, "deleted the copies of a fork that did not finish, which nobody was told of");
+    return copies;
   }
 
   /** The sandbox, if it can be checkpointed now, and its agent's client. */

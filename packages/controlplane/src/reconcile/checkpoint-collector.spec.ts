@@ -7,6 +7,7 @@ import type { AgentCheckpoint } from "../agent-client/agent-checkpoints.js";
 import { FakeCheckpointingAgent, NodeCheckpoints } from "../fastpath/checkpoint-agents.fixture.js";
 import { CheckpointManager, forkCheckpointName, isForkCheckpointName } from "../fastpath/checkpoint-manager.js";
 import { isPauseCheckpointName, PAUSED_CHECKPOINT_ANNOTATION, pauseCheckpointName } from "../fastpath/checkpoint-pauses.js";
+import { SandboxManager } from "../fastpath/sandbox-manager.js";
 import { SandboxManagerFixture, deferred, poolOf, sandboxSpec } from "../fastpath/sandbox-manager.fixture.js";
 import { CheckpointCollector, DEFAULT_FORK_CHECKPOINT_GRACE_MS, DEFAULT_PAUSE_CHECKPOINT_GRACE_MS } from "./checkpoint-collector.js";
 
@@ -151,6 +152,94 @@ describe("CheckpointCollector", () => {
     restoring.resolve();
     assert.equal((await forking).sandboxes.length, 1);
     assert.deepEqual(names(nodeA), [], "the fork removed its checkpoint itself");
+  });
+
+  it("deletes the copies a fork cut short made and handed to nobody, with the checkpoint that fork left", async () => {
+    const agent = addAgent("agent-a", nodeA, 8);
+    const source = await fixture.manager.create({ name: "source", spec: sandboxSpec() });
+    // The second copy's restore never answers: the control plane stops there, one copy made.
+    const never = deferred();
+    let restores = 0;
+    agent.onCreate = (spec) => {
+      if (spec.fromCheckpoint && ++restores === 2) agent.createGate = never.promise;
+    };
+    const forking = checkpoints.fork({ name: "source", count: 2 });
+    const copies = async () => (await fixture.store.list("Sandbox", { namespace: "default" })).items.filter((s) => s.metadata.name !== "source");
+    await until(() => restores === 2, "the second restore");
+    for (let waited = 0; !(await copies()).some((s) => s.status?.phase === "Running"); waited += 5) {
+      if (waited > 5_000) assert.fail("timed out waiting for the first copy to run");
+      await setTimeout(5);
+    }
+    const [forkCheckpoint] = names(nodeA);
+    assert.ok(forkCheckpoint && isForkCheckpointName(forkCheckpoint, "source"));
+    const made = (await copies()).map((s) => s.metadata.name).sort();
+    assert.equal(made.length, 2);
+    const running = (await copies()).find((s) => s.status?.phase === "Running");
+    assert.ok(running?.status?.sandboxID && agent.sandboxes.has(running.status.sandboxID));
+
+    // The control plane restarts: what its fork was doing is forgotten; its records and the checkpoint
+    // stay. The fake agent dated that checkpoint two months before the fixture's now: past the grace period.
+    const logger = pino({ level: "silent" });
+    const manager = new SandboxManager({ store: fixture.store, registry: fixture.registry, agents: fixture.agents, logger, clock: fixture.clock });
+    manager.setPool(poolOf("default", { runtimeType: "gvisor" }));
+    const restarted = new CheckpointManager({ manager, store: fixture.store, registry: fixture.registry, agents: fixture.agents, logger });
+    const restartedCollector = new CheckpointCollector({ checkpoints: restarted, store: fixture.store, logger, clock: fixture.clock });
+    try {
+      const collected = await restartedCollector.pass();
+      assert.deepEqual(
+        collected.map(({ name, forkCopies }) => ({ name, forkCopies: forkCopies?.sort() })),
+        [{ name: forkCheckpoint, forkCopies: made }],
+      );
+      assert.deepEqual(names(nodeA), []);
+      assert.deepEqual(await copies(), [], "no copy of the unfinished fork is left");
+      assert.ok(!agent.sandboxes.has(running.status.sandboxID), "the copy that ran is removed from its agent");
+      assert.equal((await fixture.stored("source"))?.status?.phase, "Running");
+      assert.ok(source.status?.sandboxID && agent.sandboxes.has(source.status.sandboxID), "the source runs on");
+    } finally {
+      await restartedCollector.stop();
+      restarted.close();
+      // The stopped process's fork is let go, so the fixture can close.
+      agent.createGate = undefined;
+      never.resolve();
+      await forking.catch(() => undefined);
+    }
+  });
+
+  it("never deletes the copies of a fork that answered, even when it removes the checkpoint that fork could not", async () => {
+    const agent = addAgent("agent-a", nodeA, 8);
+    await fixture.manager.create({ name: "source", spec: sandboxSpec() });
+    const deleteCheckpoint = agent.deleteCheckpoint.bind(agent);
+    agent.deleteCheckpoint = () => Promise.reject(new UnavailableError("agent-a lost its connection"));
+    const fork = await checkpoints.fork({ name: "source", count: 2 });
+    agent.deleteCheckpoint = deleteCheckpoint;
+    const [forkCheckpoint] = names(nodeA);
+    assert.ok(forkCheckpoint && isForkCheckpointName(forkCheckpoint, "source"), "the fork could not delete its checkpoint");
+
+    const collected = await collector.pass();
+
+    assert.deepEqual(
+      collected.map(({ name, forkCopies }) => ({ name, forkCopies })),
+      [{ name: forkCheckpoint, forkCopies: undefined }],
+    );
+    assert.deepEqual(names(nodeA), []);
+    // The copies' statuses land just after the fork answered (fast consistency).
+    await fixture.manager.list(undefined);
+    for (const { sandbox } of fork.sandboxes) {
+      const stored = await fixture.stored(sandbox.metadata.name);
+      assert.equal(stored?.status?.phase, "Running", `${sandbox.metadata.name} runs on`);
+      assert.equal(stored?.metadata.deletionTimestamp, undefined);
+      assert.ok(sandbox.status?.sandboxID && agent.sandboxes.has(sandbox.status.sandboxID));
+    }
+  });
+
+  it("keeps a user's unnamed checkpoint of a sandbox whose long name has `-fork` where the name is cut", async () => {
+    addAgent("agent-a", nodeA);
+    const sandbox = `${"a".repeat(47)}-fork-worker`;
+    await fixture.manager.create({ name: sandbox, spec: sandboxSpec() });
+    const checkpoint = await checkpoints.checkpoint({ sandbox });
+    fixture.clock.advance(30 * 24 * 60 * MINUTE_MS);
+    assert.deepEqual(await collector.pass(), []);
+    assert.deepEqual(names(nodeA), [checkpoint.name]);
   });
 
   it("goes on with the other agents when one cannot list or delete, and removes that one's at a later pass", async () => {

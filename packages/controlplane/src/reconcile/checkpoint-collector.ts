@@ -6,7 +6,9 @@
  * - a fork's own checkpoint (`isForkCheckpointName`): the fork deletes it once its copies run, but a
  *   crash or restart of the control plane meanwhile, a delete that failed, or a checkpoint whose
  *   creation got no answer and was saved only after `removeWhenSaved` gave up, leaves it behind.
- *   Removed once older than `forkGraceMs`, longer than a fork takes.
+ *   Removed once older than `forkGraceMs`, longer than a fork takes. The copies its fork made and
+ *   never handed out (they still name it: FORK_IN_PROGRESS_ANNOTATION) are deleted first
+ *   (CheckpointManager.deleteUnfinishedForkCopies): nobody has their names or access tokens.
  * - a pause's checkpoint (`isPauseCheckpointName`) that no Sandbox record names any more
  *   (PAUSED_CHECKPOINT_ANNOTATION): a resume whose final delete failed, or a paused sandbox deleted
  *   while no agent of its checkpoint's node was there to remove it. Removed once older than
@@ -47,8 +49,11 @@ export interface CheckpointCollectionTiming {
 }
 
 export interface CheckpointCollectorOptions extends CheckpointCollectionTiming {
-  /** The checkpoints the ready agents report, removed through it (its delete refuses one a paused sandbox holds). */
-  checkpoints: Pick<CheckpointManager, "list" | "delete" | "inUse">;
+  /**
+   * The checkpoints the ready agents report, removed through it (its delete refuses one a paused
+   * sandbox holds), and the copies of the forks that did not finish.
+   */
+  checkpoints: Pick<CheckpointManager, "list" | "delete" | "inUse" | "deleteUnfinishedForkCopies">;
   /** Where the Sandbox records that name pauses' checkpoints are. */
   store: ResourceStore;
   logger: Logger;
@@ -63,6 +68,8 @@ export interface CollectedCheckpoint {
   /** The agents that reported it (and were asked to remove it). */
   agents: string[];
   reason: string;
+  /** A fork's: the copies its fork made and never handed out, deleted with it. */
+  forkCopies?: string[];
 }
 
 export class CheckpointCollector {
@@ -97,18 +104,21 @@ export class CheckpointCollector {
   async pass(): Promise<CollectedCheckpoint[]> {
     const nowMs = this.clock.now().getTime();
     const candidates = (await this.options.checkpoints.list("*")).flatMap((checkpoint) => {
-      const reason = this.reasonToCollect(checkpoint, nowMs);
-      return reason ? [{ checkpoint, reason }] : [];
+      const found = this.reasonToCollect(checkpoint, nowMs);
+      return found ? [{ checkpoint, ...found }] : [];
     });
     if (candidates.length === 0) return [];
     // Read after the checkpoints were listed: a record that names one of them is seen.
     const named = await this.namedByRecords(new Set(candidates.map(({ checkpoint }) => checkpoint.namespace)));
     const collected: CollectedCheckpoint[] = [];
-    for (const { checkpoint, reason } of candidates) {
+    for (const { checkpoint, reason, fork } of candidates) {
       if (this.stopped) break;
       const key = `${checkpoint.namespace}/${checkpoint.name}`;
       if (named.has(key) || this.options.checkpoints.inUse(checkpoint.namespace, checkpoint.name)) continue;
+      let forkCopies: string[] | undefined;
       try {
+        // The copies first: once the checkpoint is gone, nothing would lead a later pass to them.
+        if (fork) forkCopies = await this.options.checkpoints.deleteUnfinishedForkCopies(checkpoint.namespace, checkpoint.name);
         await this.options.checkpoints.delete(checkpoint.namespace, checkpoint.name, checkpoint.nodeName ? { node: checkpoint.nodeName } : {});
       } catch (error) {
         if (error instanceof NotFoundError) continue;
@@ -119,10 +129,16 @@ export class CheckpointCollector {
         continue;
       }
       this.logger.info(
-        { checkpoint: key, agents: checkpoint.agents, node: checkpoint.nodeName, reason },
+        { checkpoint: key, agents: checkpoint.agents, node: checkpoint.nodeName, reason, ...(forkCopies?.length ? { forkCopies } : {}) },
         "removed a checkpoint the control plane made for itself",
       );
-      collected.push({ namespace: checkpoint.namespace, name: checkpoint.name, agents: checkpoint.agents, reason });
+      collected.push({
+        namespace: checkpoint.namespace,
+        name: checkpoint.name,
+        agents: checkpoint.agents,
+        reason,
+        ...(forkCopies?.length ? { forkCopies } : {}),
+      });
     }
     return collected;
   }
@@ -134,17 +150,20 @@ export class CheckpointCollector {
     await this.running;
   }
 
-  /** Why the checkpoint may go, if it is the control plane's own and old enough; undefined: it stays. */
-  private reasonToCollect(checkpoint: Checkpoint, nowMs: number): string | undefined {
+  /**
+   * Why the checkpoint may go, if it is the control plane's own and old enough, and whether it is a
+   * fork's (whose unfinished copies go with it); undefined: it stays.
+   */
+  private reasonToCollect(checkpoint: Checkpoint, nowMs: number): { reason: string; fork: boolean } | undefined {
     // An age that cannot be read is no age: the checkpoint stays.
     const ageMs = nowMs - Date.parse(checkpoint.createTime);
     if (isForkCheckpointName(checkpoint.name, checkpoint.sandbox)) {
       const graceMs = this.options.forkGraceMs ?? DEFAULT_FORK_CHECKPOINT_GRACE_MS;
-      return ageMs >= graceMs ? `a fork's checkpoint older than ${minutes(graceMs)}, whose fork did not remove it` : undefined;
+      return ageMs >= graceMs ? { reason: `a fork's checkpoint older than ${minutes(graceMs)}, whose fork did not remove it`, fork: true } : undefined;
     }
     if (isPauseCheckpointName(checkpoint.name, checkpoint.sandbox)) {
       const graceMs = this.options.pauseGraceMs ?? DEFAULT_PAUSE_CHECKPOINT_GRACE_MS;
-      return ageMs >= graceMs ? `a pause's checkpoint older than ${minutes(graceMs)} that no sandbox record names` : undefined;
+      return ageMs >= graceMs ? { reason: `a pause's checkpoint older than ${minutes(graceMs)} that no sandbox record names`, fork: false } : undefined;
     }
     return undefined;
   }
