@@ -384,12 +384,16 @@ function program(programName: string): Command {
     .option("--password-stdin", "read the password (or token) from stdin")
     .action(async (registry, options) => (await imageCommands()).login(registry, { ...globals(), ...options }));
 
-  fsb
-    .command("e2b")
-    .description("E2B compatibility: E2B's own SDKs (npm and PyPI e2b) against this Fast Sandbox")
+  const e2b = fsb.command("e2b").description("E2B compatibility: E2B's own SDKs (npm and PyPI e2b) against this Fast Sandbox");
+  e2b
     .command("env")
     .description('issue an E2B API key and print the exports E2B\'s SDKs need (E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY): eval "$(fsb e2b env)"')
     .action(async () => (await import("./commands/e2b.js")).env(globals()));
+  e2b
+    .command("revoke")
+    .argument("<key>", "the API key to revoke (e2b_…); - reads it from stdin, out of the process list")
+    .description("revoke an E2B API key: E2B's API refuses it from then on")
+    .action(async (key: string) => (await import("./commands/e2b.js")).revoke(key, globals()));
 
   fsb
     .command("janitor")

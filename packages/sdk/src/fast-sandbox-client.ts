@@ -554,6 +554,13 @@ export class E2b {
     const response = await translate(() => this.client.createApiKey({}, call), context);
     return { apiKey: response.apiKey, apiUrl: response.apiUrl, sandboxUrl: response.sandboxUrl };
   }
+
+  /** Revokes an API key `createApiKey` issued: whether there was such a key (false: none, or revoked already). */
+  async revokeApiKey(apiKey: string, options: ClientCallOptions = {}): Promise<boolean> {
+    const { call, context } = callOptions("RevokeApiKey", this.timeoutMs, options);
+    const response = await translate(() => this.client.revokeApiKey({ apiKey }, call), context);
+    return response.revoked;
+  }
 }
 
 /** One connection to a Fast Sandbox control plane, with sub-clients `sandboxes`, `checkpoints`, `pools` and `e2b`. */

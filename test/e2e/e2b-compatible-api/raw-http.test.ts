@@ -154,6 +154,29 @@ describe("the E2B-compatible API in raw HTTP", () => {
     assert.deepEqual(await embedded.client.sandboxes.list(), [], "nothing was created");
   });
 
+  it("fsb e2b revoke revokes a key at once (401 after), only that key, and exits 1 for a key it does not know", async () => {
+    const issue = await run(process.execPath, [FSB, "--url", embedded.controlPlane.url, "e2b", "env"], {
+      FSB_TOKEN: embedded.token,
+      FSB_DATA_DIR: embedded.dataDir,
+    });
+    assert.equal(issue.code, 0, issue.stderr);
+    const doomed = /E2B_API_KEY=(e2b_[0-9a-f]{40})/.exec(issue.stdout)?.[1] ?? "";
+    assert.equal((await call("GET", "/v2/sandboxes", undefined, doomed)).status, 200);
+    const revoke = (key: string) =>
+      run("bash", ["-c", `printf '%s' "$KEY" | "${process.execPath}" "${FSB}" --url "${embedded.controlPlane.url}" e2b revoke -`], {
+        FSB_TOKEN: embedded.token,
+        FSB_DATA_DIR: embedded.dataDir,
+        KEY: key,
+      });
+    const revoked = await revoke(doomed);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    assertError(await call("GET", "/v2/sandboxes", undefined, doomed), 401, /was not issued by this server/);
+    assert.equal((await call("GET", "/v2/sandboxes", undefined, apiKey)).status, 200, "the other key still works");
+    const again = await revoke(doomed);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /no such E2B API key/);
+  });
+
   it("creates a sandbox that runs the pool's image with the envVars, answering once its daemon answers", async () => {
     const created = await create({ envVars: { GREETING: "hello from e2b" }, metadata: { suite: "raw-http" } });
     assert.deepEqual(Object.keys(created).sort(), [

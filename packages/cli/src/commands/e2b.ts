@@ -2,9 +2,9 @@
  * `fsb e2b env`: what E2B's own SDKs need to use this Fast Sandbox, as shell exports —
  * `eval "$(fsb e2b env)"` and then `Sandbox.create()` of npm or PyPI `e2b` works unchanged. Each run
  * issues a new API key; the URLs are the ones the control plane serves (E2B-compatible API, sandbox
- * proxy).
+ * proxy). `fsb e2b revoke KEY` revokes a key.
  */
-import type { E2bApiKey } from "@fast-sandbox/sdk";
+import { NotFoundError, type E2bApiKey } from "@fast-sandbox/sdk";
 import { connect, type GlobalOptions } from "../connection.js";
 
 /** A word as the shell reads it back unchanged: bare when it is plain, else in single quotes. */
@@ -25,4 +25,18 @@ export function e2bEnvLines(key: E2bApiKey): string {
 export async function env(options: GlobalOptions): Promise<void> {
   const { client } = await connect(options);
   process.stdout.write(e2bEnvLines(await client.e2b.createApiKey()));
+}
+
+/** Revokes `apiKey` (E2B's API refuses it from then on); a key that was never issued, or revoked already, is NotFound (exit 1). */
+export async function revoke(key: string, options: GlobalOptions): Promise<void> {
+  const apiKey = key === "-" ? (await readStdin()).trim() : key;
+  const { client } = await connect(options);
+  if (!(await client.e2b.revokeApiKey(apiKey))) throw new NotFoundError(`no such E2B API key (never issued here, or revoked already)`);
+  process.stderr.write("revoked\n");
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
 }
