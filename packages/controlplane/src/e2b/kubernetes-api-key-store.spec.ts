@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, beforeEach, describe, it } from "node:test";
+import { FailedPreconditionError } from "@fast-sandbox/api";
 import { testKubeConfig } from "../store/kube-config.fixture.js";
 import { hashApiKey, newApiKey } from "./api-key.js";
 import { RateLimitedError } from "./e2b-errors.js";
@@ -15,6 +16,8 @@ import { KubernetesApiKeyStore, apiKeySecretName, type KubernetesApiKeyStoreOpti
 function fakeApiServer() {
   const secrets = new Map<string, unknown>();
   const gets: string[] = [];
+  /** The controller's RBAC as shipped: no delete of Secrets. */
+  const rbac = { deleteForbidden: false };
   let held: (() => void)[] | undefined;
   const server = createServer((request: IncomingMessage, response: ServerResponse) => {
     const name = new URL(request.url ?? "/", "http://x").pathname.split("/").at(-1) ?? "";
@@ -26,6 +29,10 @@ function fakeApiServer() {
       send(404, { apiVersion: "v1", kind: "Status", status: "Failure", reason: "NotFound", code: 404, message: `secrets "${name}" not found` });
     if (request.method === "DELETE") {
       request.resume();
+      if (rbac.deleteForbidden) {
+        send(403, { apiVersion: "v1", kind: "Status", status: "Failure", reason: "Forbidden", code: 403, message: `secrets "${name}" is forbidden` });
+        return;
+      }
       if (secrets.delete(name)) send(200, { apiVersion: "v1", kind: "Status", status: "Success" });
       else notFound();
       return;
@@ -53,6 +60,7 @@ function fakeApiServer() {
     server,
     secrets,
     gets,
+    rbac,
     holdGets(): () => void {
       held = [];
       return () => {
@@ -210,5 +218,23 @@ describe("KubernetesApiKeyStore remembers missing keys briefly, limits look-ups 
     assert.equal(await store.remove(foreign), false);
     assert.ok(api.secrets.has(apiKeySecretName(foreign)), "a Secret without the key label is left alone");
     await store.close();
+  });
+
+  it("says how to revoke a key with kubectl where its RBAC lets the controller delete no Secret, and keeps the key", async () => {
+    const store = open();
+    const hash = hashApiKey(newApiKey());
+    await store.add(hash, new Date());
+    api.rbac.deleteForbidden = true;
+    try {
+      await assert.rejects(store.remove(hash), (error: unknown) => {
+        assert.ok(error instanceof FailedPreconditionError, String(error));
+        assert.match(error.message, new RegExp(`kubectl -n \\S+ delete secret ${apiKeySecretName(hash)}`));
+        return true;
+      });
+      assert.ok(api.secrets.has(apiKeySecretName(hash)));
+    } finally {
+      api.rbac.deleteForbidden = false;
+      await store.close();
+    }
   });
 });

@@ -14,7 +14,7 @@
  * replica has found are never limited, so a flood of made-up keys cannot lock their clients out.
  */
 import { ApiException, CoreV1Api, type KubeConfig, type V1Secret } from "@kubernetes/client-node";
-import { ValidationError } from "@fast-sandbox/api";
+import { FailedPreconditionError, ValidationError } from "@fast-sandbox/api";
 import { translateKubernetesError } from "../store/kubernetes-resource-store.js";
 import type { ApiKeyStore } from "./api-key-store.js";
 import { RateLimitedError } from "./e2b-errors.js";
@@ -174,6 +174,13 @@ export class KubernetesApiKeyStore implements ApiKeyStore {
     } catch (error) {
       // Gone meanwhile (404), or replaced by another Secret of that name (409, the uid differs): not this removal's.
       if (error instanceof ApiException && (error.code === 404 || error.code === 409)) return false;
+      // The shipped RBAC grants the controller no delete of Secrets (config/rbac/e2b-secrets-role.yaml:
+      // a delete cannot be limited to the keys' Secrets, and its own tokens are Secrets there too).
+      if (error instanceof ApiException && error.code === 403) {
+        throw new FailedPreconditionError(
+          `the controller may not delete Secrets (least privilege): revoke the key with 'kubectl -n ${this.#namespace} delete secret ${name}'; the replicas refuse it within a minute`,
+        );
+      }
       throw translateKubernetesError(error, { action: `delete the E2B API key Secret ${this.#namespace}/${name}` });
     }
     this.#found.delete(hash);
