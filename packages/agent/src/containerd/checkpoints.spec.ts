@@ -1,25 +1,29 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, describe, it } from "node:test";
+import fsPromises from "node:fs/promises";
+import { syncBuiltinESMExports } from "node:module";
+import { after, describe, it, mock } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { pino } from "pino";
-import { FailedPreconditionError, FsbError } from "@fast-sandbox/api";
+import { FailedPreconditionError, FsbError, NotFoundError } from "@fast-sandbox/api";
 import { DEFAULT_HELPER_PATH } from "../agent-config.js";
 import { LABEL_AGENT, LABEL_NAME, LABEL_POOL, LABEL_SANDBOX_ID } from "../runtime/runtime.js";
 import {
   GvisorCheckpoints,
   LABEL_ROOTFS_OVERLAY,
   ROOTFS_OVERLAY_MEMORY,
+  RunDirectoryTooLargeError,
   checkpointError,
   copyRunDirectory,
   copySpec,
   hostnameExecArgs,
   moveRunDir,
   runDirOwner,
+  runDirectoryExcess,
   unsafeRunDirMounts,
   userCommandOf,
 } from "./checkpoints.js";
@@ -301,16 +305,16 @@ describe("unsafeRunDirMounts", () => {
   });
 });
 
-describe("a checkpoint whose save fails", () => {
+describe("checkpoint(): a save that fails, the run directory's bound, the record", () => {
   const dir = mkdtempSync(join(tmpdir(), "fsb-checkpoint-save-"));
   after(() => rmSync(dir, { recursive: true, force: true }));
   let made = 0;
 
   /**
    * GvisorCheckpoints over a containerd whose one Shared gVisor sandbox `sb` (without the daemon)
-   * runs, whose Tasks.Checkpoint fails with `saveError`, and whose task is then `statusAfter`.
+   * runs, whose Tasks.Checkpoint fails with `saveError` (undefined: saves), and whose task is then `statusAfter`.
    */
-  function checkpointsOver(saveError: Error, statusAfter: TaskStatus) {
+  function checkpointsOver(saveError: Error | undefined, statusAfter: TaskStatus) {
     const root = join(dir, `case-${(made += 1)}`);
     const runDir = join(root, "run", "sb");
     mkdirSync(join(runDir, "etc"), { recursive: true });
@@ -326,6 +330,7 @@ describe("a checkpoint whose save fails", () => {
           container: {
             id: "sb",
             image: "img",
+            snapshotKey: "sb",
             labels: {
               [LABEL_AGENT]: "gv-0",
               [LABEL_SANDBOX_ID]: "sb",
@@ -347,7 +352,7 @@ describe("a checkpoint whose save fails", () => {
         checkpoint: async () => {
           calls.push("checkpoint");
           status = statusAfter;
-          throw saveError;
+          if (saveError) throw saveError;
         },
         delete: async () => calls.push("delete"),
         create: async (request: { options: { value: Uint8Array } }) => {
@@ -356,7 +361,10 @@ describe("a checkpoint whose save fails", () => {
         },
         start: async () => calls.push("start"),
       },
-      snapshots: { mounts: async () => ({ mounts: [] }) },
+      snapshots: {
+        mounts: async () => ({ mounts: [] }),
+        stat: async ({ key }: { key: string }) => ({ info: { name: key, parent: "sha256:chain-then" } }),
+      },
     };
     const checkpoints = new GvisorCheckpoints({
       client: client as unknown as ContainerdClient,
@@ -377,11 +385,13 @@ describe("a checkpoint whose save fails", () => {
       exitedWithin: async () => true,
       shimGroup: () => undefined,
       runscFeatures: () => Promise.reject(new Error("not used")),
+      runscBinary: (mode) => `/this-agent/${mode}`,
       logger: pino({ level: "silent" }),
     });
-    const checkpoint = () => checkpoints.checkpoint({ sandboxId: "sb", checkpointId: "ck", namespace: "default", name: "one" });
-    const left = () => readdirSync(join(root, "checkpoints"));
-    return { checkpoint, calls, created, left };
+    const checkpoint = (leaveStopped?: boolean) =>
+      checkpoints.checkpoint({ sandboxId: "sb", checkpointId: "ck", namespace: "default", name: "one", ...(leaveStopped ? { leaveStopped } : {}) });
+    const left = () => (existsSync(join(root, "checkpoints")) ? readdirSync(join(root, "checkpoints")) : []);
+    return { checkpoint, calls, created, left, runDir, root };
   }
   const deadline = () => new FsbError("deadline_exceeded", "containerd containerd.services.tasks.v1.Tasks/Checkpoint: Deadline exceeded");
 
@@ -418,5 +428,332 @@ describe("a checkpoint whose save fails", () => {
     await assert.rejects(checkpoint(), (error: Error) => error instanceof FailedPreconditionError && /the sandbox runs on/.test(error.message));
     assert.deepEqual(calls, ["checkpoint"]);
     assert.deepEqual(left(), []);
+  });
+
+  it("refuses a sandbox whose run directory holds more than a checkpoint saves, before it stops anything", async () => {
+    const { checkpoint, calls, left, runDir } = checkpointsOver(undefined, TaskStatus.STOPPED);
+    writeFileSync(join(runDir, "written-by-the-sandbox"), Buffer.alloc(4 * 1024 * 1024 + 1));
+    await assert.rejects(
+      checkpoint(),
+      (error: Error) =>
+        error instanceof FailedPreconditionError &&
+        /^sandbox sb's \/\.fast-sandbox\/run holds 4194325 bytes; at most 4194304 bytes in 1000 files and directories are saved with a checkpoint: remove the files .*; the sandbox runs on$/.test(
+          error.message,
+        ),
+    );
+    assert.deepEqual(calls, [], "the sandbox was not stopped");
+    assert.deepEqual(left(), []);
+  });
+
+  it("records the snapshot the sandbox ran on (restores use its layers) and still the wrapper, for agents of earlier versions", async () => {
+    const { checkpoint, calls, root } = checkpointsOver(undefined, TaskStatus.STOPPED);
+    await checkpoint(true);
+    assert.deepEqual(calls, ["checkpoint", "delete"]);
+    const record = JSON.parse(readFileSync(join(root, "checkpoints", "ck", "checkpoint.json"), "utf8")) as Record<string, unknown>;
+    assert.equal(record.snapshotParent, "sha256:chain-then");
+    assert.equal(record.binaryName, "runsc-fsb");
+    assert.equal(record.networkMode, "shared");
+    assert.deepEqual(readdirSync(join(root, "checkpoints", "ck", "run", "etc")), ["hosts"]);
+  });
+});
+
+describe("runDirectoryExcess and copyRunDirectory's bound", () => {
+  const dir = mkdtempSync(join(tmpdir(), "fsb-run-bound-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("counts regular files' bytes and every entry, follows no link, and refuses to copy past either bound", () => {
+    const from = join(dir, "from");
+    mkdirSync(join(from, "etc"), { recursive: true });
+    writeFileSync(join(from, "etc", "hosts"), "127.0.0.1 localhost\n");
+    // A link to a large file of the host counts as a link, not as what it leads to.
+    writeFileSync(join(dir, "large"), Buffer.alloc(8 * 1024 * 1024));
+    symlinkSync(join(dir, "large"), join(from, "large-link"));
+    symlinkSync(dir, join(from, "dir-link"));
+    assert.equal(runDirectoryExcess(from), undefined);
+    copyRunDirectory(from, join(dir, "copy-1"));
+    assert.deepEqual(readdirSync(join(dir, "copy-1")), ["etc"]);
+
+    writeFileSync(join(from, "etc", "written"), Buffer.alloc(4 * 1024 * 1024 - 20));
+    assert.equal(runDirectoryExcess(from), undefined, "4 MiB exactly");
+    writeFileSync(join(from, "etc", "written"), Buffer.alloc(4 * 1024 * 1024 - 19));
+    assert.equal(runDirectoryExcess(from), "4194305 bytes");
+    assert.throws(
+      () => copyRunDirectory(from, join(dir, "copy-2")),
+      (error: Error) => error instanceof RunDirectoryTooLargeError && error instanceof FailedPreconditionError && error.excess === "4194305 bytes",
+    );
+    assert.equal(existsSync(join(dir, "copy-2")), false, "nothing copied");
+    rmSync(join(from, "etc", "written"));
+
+    // 1,000 entries in all are copied; one more is refused (the walk stops there).
+    mkdirSync(join(from, "many"));
+    for (let index = 0; index < 995; index += 1) writeFileSync(join(from, "many", String(index)), "");
+    assert.equal(runDirectoryExcess(from), undefined);
+    writeFileSync(join(from, "many", "one-more"), "");
+    assert.equal(runDirectoryExcess(from), "more than 1000 files and directories");
+    assert.throws(() => copyRunDirectory(from, join(dir, "copy-3")), RunDirectoryTooLargeError);
+  });
+});
+
+describe("restores from a checkpoint's record", () => {
+  const dir = mkdtempSync(join(tmpdir(), "fsb-restore-record-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  let made = 0;
+  const THIS_AGENT = { shared: "/state/this-agent/runsc-network-none", isolated: "/state/this-agent/runsc-own-netns" };
+
+  /**
+   * GvisorCheckpoints over a containerd that takes any restore, with checkpoint `ck` written as an
+   * agent took it: its record (`record` over a Shared one of sandbox `sb` taken by agent gv-old),
+   * image and run directory. `goneParents`: snapshots that are not on the node (until `resolved`
+   * resolves the image to one of them, as an unpack would make it again).
+   */
+  function restoresOver(record: Record<string, unknown>, options: { resolved?: string; goneParents?: string[] } = {}) {
+    const root = join(dir, `case-${(made += 1)}`);
+    const checkpoint = join(root, "checkpoints", "ck");
+    const sourceRunDir = join(root, "run", "sb");
+    mkdirSync(join(checkpoint, "image"), { recursive: true });
+    mkdirSync(join(checkpoint, "run", "etc"), { recursive: true });
+    writeFileSync(join(checkpoint, "run", "etc", "hosts"), "127.0.0.1 localhost\n");
+    mkdirSync(join(sourceRunDir, "etc"), { recursive: true });
+    writeFileSync(join(sourceRunDir, "etc", "hosts"), "127.0.0.1 localhost\n");
+    const spec = moveRunDir(checkpointedSpec(), TEMPLATE_RUN, sourceRunDir);
+    spec.linux.namespaces = [{ type: "pid" }, { type: "network" }];
+    const written = {
+      version: 1,
+      checkpointId: "ck",
+      namespace: "default",
+      name: "one",
+      pool: "gv",
+      sourceSandboxId: "sb",
+      sourceName: "source",
+      image: "img",
+      runtimeType: "gvisor",
+      networkMode: "shared",
+      command: ["sh", "-c", "loop"],
+      workingDir: "/srv",
+      createdAt: "2024-01-01T00:00:00.000Z",
+      sizeBytes: 1,
+      ociSpec: spec,
+      runDir: sourceRunDir,
+      // The checkpointing agent's wrapper, in its state directory: gone with that agent.
+      binaryName: "/run/fast-sandbox/gv-old/runsc-network-none",
+      envd: false,
+      stdout: `file://${join(root, "sb.log")}`,
+      stderr: `file://${join(root, "sb.log")}`,
+      ...record,
+    };
+    for (const [key, value] of Object.entries(written)) if (value === undefined) delete (written as Record<string, unknown>)[key];
+    writeFileSync(join(checkpoint, "checkpoint.json"), JSON.stringify(written));
+    const gone = new Set(options.goneParents);
+    const seen = { containerBinary: [] as string[], taskBinary: [] as string[], criuImagePath: [] as string[], parents: [] as string[] };
+    let sourceStatus = TaskStatus.STOPPED;
+    const client = {
+      containers: {
+        create: async (request: { container: { runtime: { options: { value: Uint8Array } } } }) => {
+          seen.containerBinary.push(fromBinary(RuncOptionsSchema, request.container.runtime.options.value).binaryName);
+        },
+        delete: async () => undefined,
+        get: async () => ({
+          container: { id: "sb", labels: { [LABEL_AGENT]: "gv-0", [LABEL_SANDBOX_ID]: "sb" } },
+        }),
+      },
+      snapshots: {
+        prepare: async (request: { parent: string }) => {
+          seen.parents.push(request.parent);
+          if (gone.has(request.parent)) throw new NotFoundError(`parent snapshot ${request.parent} does not exist`);
+          return { mounts: [] };
+        },
+        remove: async () => undefined,
+        mounts: async () => ({ mounts: [] }),
+      },
+      tasks: {
+        create: async (request: { options: { value: Uint8Array } }) => {
+          const options = fromBinary(RuncOptionsSchema, request.options.value);
+          seen.taskBinary.push(options.binaryName);
+          seen.criuImagePath.push(options.criuImagePath);
+        },
+        start: async () => undefined,
+        delete: async () => undefined,
+        kill: async () => undefined,
+        get: async ({ containerId }: { containerId: string }) => ({
+          process: { pid: 7, status: containerId === "sb" ? sourceStatus : TaskStatus.RUNNING },
+        }),
+      },
+    };
+    const checkpoints = new GvisorCheckpoints({
+      client: client as unknown as ContainerdClient,
+      snapshotter: "overlayfs",
+      directory: join(root, "checkpoints"),
+      agentName: "gv-0",
+      execFiles: {} as ExecFiles,
+      runDir: (id) => join(root, "run", id),
+      logPath: (id) => join(root, `${id}.log`),
+      cgroupsPath: (id) => `/fsb/${id}`,
+      removeCgroup: async () => undefined,
+      killCgroup: async () => 0,
+      resolveImage: async () => {
+        const chainId = options.resolved ?? "sha256:chain-then";
+        gone.delete(chainId);
+        return { chainId };
+      },
+      claimNetwork: async () => ({
+        attachmentId: "a-1",
+        netnsPath: "/run/netns/fsb-copy",
+        address: "10.0.0.5",
+        prepared: true,
+        files: {},
+        policyApplied: Promise.resolve(),
+      }),
+      refillNetworks: () => undefined,
+      ownerLabels: () => ({}),
+      owns: () => true,
+      exitedWithin: async () => true,
+      shimGroup: () => undefined,
+      runscFeatures: async () => ({ hostnameOnRestore: true }),
+      runscBinary: (mode) => THIS_AGENT[mode],
+      logger: pino({ level: "silent" }),
+    });
+    const restore = (network: "shared" | "isolated" = "shared") =>
+      checkpoints.restore({
+        sandboxId: "copy",
+        namespace: "default",
+        name: "copy",
+        pool: "gv",
+        image: "",
+        command: [],
+        args: [],
+        env: [],
+        runtimeType: "gvisor",
+        logPath: join(root, "copy.log"),
+        network: { mode: network },
+        fromCheckpoint: "ck",
+      });
+    const resume = () => {
+      sourceStatus = TaskStatus.STOPPED;
+      return checkpoints.resume("sb", "ck");
+    };
+    return { checkpoints, restore, resume, seen, root, checkpoint };
+  }
+
+  it("restores under this agent's wrapper, never the one its checkpointing agent's record names (its state directory may be gone)", async () => {
+    const { restore, seen, checkpoint } = restoresOver({});
+    await restore();
+    assert.deepEqual(seen.containerBinary, [THIS_AGENT.shared]);
+    assert.deepEqual(seen.taskBinary, [THIS_AGENT.shared], "the task options repeat this agent's wrapper");
+    assert.deepEqual(seen.criuImagePath, [join(checkpoint, "image")]);
+  });
+
+  it("resumes in place under this agent's wrapper too", async () => {
+    const { resume, seen } = restoresOver({});
+    await resume();
+    assert.deepEqual(seen.taskBinary, [THIS_AGENT.shared]);
+  });
+
+  it("takes the network mode of a record that lacks one from the wrapper it names, and restores under this agent's wrapper for it", async () => {
+    const spec = moveRunDir(checkpointedSpec(), TEMPLATE_RUN, "/run/fast-sandbox/gv-old/run/sb");
+    const { restore, seen } = restoresOver({ networkMode: undefined, binaryName: "/run/fast-sandbox/gv-old/runsc-own-netns", ociSpec: spec });
+    await assert.rejects(restore("shared"), (error: Error) => error instanceof FailedPreconditionError && /with a isolated network/.test(error.message));
+    await restore("isolated");
+    assert.deepEqual(seen.containerBinary, [THIS_AGENT.isolated]);
+    assert.deepEqual(seen.taskBinary, [THIS_AGENT.isolated]);
+  });
+
+  it("restores on the snapshot the checkpoint was taken on, even once the image's name points to other layers", async () => {
+    const { restore, seen } = restoresOver({ snapshotParent: "sha256:chain-then" }, { resolved: "sha256:pulled-since" });
+    await restore();
+    assert.deepEqual(seen.parents, ["sha256:chain-then"]);
+  });
+
+  it("with that snapshot gone, restores on the image's name only when it still has the same layers", async () => {
+    const same = restoresOver({ snapshotParent: "sha256:chain-then" }, { goneParents: ["sha256:chain-then"] });
+    await same.restore();
+    assert.deepEqual(same.seen.parents, ["sha256:chain-then", "sha256:chain-then"], "made again from the image, then used");
+    const changed = restoresOver({ snapshotParent: "sha256:chain-then" }, { goneParents: ["sha256:chain-then"], resolved: "sha256:pulled-since" });
+    await assert.rejects(
+      changed.restore(),
+      (error: Error) =>
+        error instanceof FailedPreconditionError && /^checkpoint one cannot be restored: image img has changed since the checkpoint/.test(error.message),
+    );
+    assert.deepEqual(changed.seen.parents, ["sha256:chain-then"], "never on the new layers");
+    assert.equal(existsSync(join(changed.root, "run", "copy")), false, "the copy's run directory is removed");
+  });
+
+  it("a record of an earlier version (no snapshot) restores on the image's name", async () => {
+    const { restore, seen } = restoresOver({}, { resolved: "sha256:by-name" });
+    await restore();
+    assert.deepEqual(seen.parents, ["sha256:by-name"]);
+  });
+
+  it("refuses a checkpoint whose saved run directory holds more than a restore copies, and leaves nothing", async () => {
+    const { restore, seen, root, checkpoint } = restoresOver({});
+    writeFileSync(join(checkpoint, "run", "large"), Buffer.alloc(5 * 1024 * 1024));
+    await assert.rejects(
+      restore(),
+      (error: Error) =>
+        error instanceof FailedPreconditionError &&
+        /^checkpoint one cannot be restored: its saved \/\.fast-sandbox\/run holds 5242900 bytes, and at most 4194304 bytes in 1000 files and directories are copied/.test(
+          error.message,
+        ),
+    );
+    assert.deepEqual(seen.containerBinary, []);
+    assert.equal(existsSync(join(root, "run", "copy")), false);
+  });
+});
+
+describe("list(): a delete cut short long ago", () => {
+  const dir = mkdtempSync(join(tmpdir(), "fsb-list-deleting-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("is moved out of its name before it is removed: a crash during the removal never leaves it to read as complete", async () => {
+    const directory = join(dir, "checkpoints");
+    const checkpoint = join(directory, "ck");
+    mkdirSync(join(checkpoint, "image"), { recursive: true });
+    writeFileSync(join(checkpoint, "checkpoint.json"), "{}");
+    writeFileSync(join(checkpoint, "deleting"), "");
+    const longAgo = new Date(Date.now() - 3_600_000);
+    utimesSync(join(checkpoint, "deleting"), longAgo, longAgo);
+    const checkpoints = new GvisorCheckpoints({
+      client: {} as ContainerdClient,
+      snapshotter: "overlayfs",
+      directory,
+      agentName: "gv-0",
+      execFiles: {} as ExecFiles,
+      runDir: (id) => join(dir, "run", id),
+      logPath: (id) => join(dir, `${id}.log`),
+      cgroupsPath: (id) => `/fsb/${id}`,
+      removeCgroup: async () => undefined,
+      killCgroup: async () => 0,
+      resolveImage: () => Promise.reject(new Error("not used")),
+      claimNetwork: () => Promise.reject(new Error("not used")),
+      refillNetworks: () => undefined,
+      ownerLabels: () => ({}),
+      owns: () => true,
+      exitedWithin: async () => true,
+      shimGroup: () => undefined,
+      runscFeatures: () => Promise.reject(new Error("not used")),
+      runscBinary: () => "/state/this-agent/runsc-network-none",
+      logger: pino({ level: "silent" }),
+    });
+    // The agent dies as the removal starts.
+    const removed: string[] = [];
+    const crash = mock.method(fsPromises, "rm", async (path: string) => {
+      removed.push(path);
+      throw new Error("the agent was killed");
+    });
+    syncBuiltinESMExports();
+    try {
+      await assert.rejects(checkpoints.list(), /the agent was killed/);
+    } finally {
+      crash.mock.restore();
+      syncBuiltinESMExports();
+    }
+    const left = readdirSync(directory);
+    assert.equal(left.length, 1);
+    assert.match(left[0] ?? "", /^ck\.partial-deleted-[0-9a-f]{8}$/);
+    assert.deepEqual(removed, [join(directory, left[0] ?? "")]);
+    // The leftover is no checkpoint, and a list once it is old removes it.
+    assert.deepEqual(await checkpoints.list(), []);
+    utimesSync(join(directory, left[0] ?? ""), longAgo, longAgo);
+    assert.deepEqual(await checkpoints.list(), []);
+    assert.deepEqual(readdirSync(directory), []);
   });
 });

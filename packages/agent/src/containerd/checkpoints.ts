@@ -8,11 +8,13 @@
  *   checkpoint --image-path <dir>/image`. The image stays a directory on the node (nothing goes
  *   through the content store). Every gVisor sandbox runs with `--overlay2=root:memory`, so its
  *   root file system changes are in its memory and travel in the image; restores need only the
- *   same image's snapshot.
+ *   snapshot the sandbox ran on (its image's layers then, `snapshotParent`).
  * - restore: a new container (new id, snapshot, cgroup, run directory, network namespace) with the
  *   checkpointed OCI spec, only the copy's own paths rewritten, then `Tasks.Create` with task
  *   options repeating `binary_name` and setting `criu_image_path` (containerd sends task options
- *   instead of the container's runtime options) and `Tasks.Start` → `runsc restore`.
+ *   instead of the container's runtime options) and `Tasks.Start` → `runsc restore`. The wrapper
+ *   is the restoring agent's own for the network mode: a checkpoint outlives the agent that took
+ *   it, and that agent's wrappers are gone with its state directory.
  *
  * What runsc 20221219 (Debian 12's) decides here:
  * - `--leave-running` there destroys, recreates and then blocks until the container exits, so a
@@ -50,7 +52,7 @@
  * the daemon's access token, the HOSTNAME variable of processes already running).
  *
  * On the node: `<directory>/<checkpoint id>/` holds `image/` (runsc's), `run/` (the helper's run
- * directory as it was) and `checkpoint.json` (written last: a directory without it is incomplete
+ * directory as it was, RUN_DIR_MAX_BYTES at most) and `checkpoint.json` (written last: a directory without it is incomplete
  * and is removed when listed), where `<directory>` is per pool (FSB_CHECKPOINT_DIR/<ns>/<pool>),
  * shared by the pool's agents on the node; and, across those agents, the markers of the restores
  * reading it (`readers/`) and a delete's tombstone (`deleting`), checkpoint-readers.ts.
@@ -58,7 +60,7 @@
 import { execFile } from "node:child_process";
 import { connect } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
-import { chownSync, cpSync, existsSync, lchownSync, lstatSync, readdirSync, realpathSync } from "node:fs";
+import { chownSync, cpSync, existsSync, lchownSync, lstatSync, opendirSync, readdirSync, realpathSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { join } from "node:path";
@@ -82,6 +84,7 @@ import {
   LABEL_NAMESPACE,
   LABEL_POOL,
   LABEL_SANDBOX_ID,
+  type NetworkMode,
   type RuntimeSandbox,
   type RuntimeSandboxSpec,
 } from "../runtime/runtime.js";
@@ -99,7 +102,7 @@ import { readRunFile } from "./run-file.js";
 import { controlOutputName, type ExecFiles } from "./exec-files.js";
 import { CheckpointReaders } from "./checkpoint-readers.js";
 import type { RunscFeatures } from "./runsc-features.js";
-import { ENVD_BINARY, HELPER_BINARY, SHIM_GROUP_ANNOTATION, sandboxHostname, type OciSpec, type OciUser } from "./oci-spec.js";
+import { ENVD_BINARY, HELPER_BINARY, HELPER_RUN_DIR, SHIM_GROUP_ANNOTATION, sandboxHostname, type OciSpec, type OciUser } from "./oci-spec.js";
 // Read at call time only (the runtime module imports this one to build its sub-service).
 import { LABEL_HELPER, LABEL_HELPER_EXEC_AS, LABEL_IMAGE, LABEL_ROLE, LABEL_RUNTIME_TYPE } from "./containerd-runtime.js";
 
@@ -134,6 +137,17 @@ const DAEMON_RESUME_WATCH_FILE = "envd.resume-watch";
 const DAEMON_SELF_RESUME_TIMEOUT_MS = 1_000;
 /** What the helper writes when it takes the daemon's resume signal (fsb-helper.c). */
 const DAEMON_RESUME_SIGNAL_FILE = "daemon-resume-signal";
+/**
+ * What a checkpoint saves of a sandbox's run directory at most, and what a restore copies: the
+ * helper and the daemon write a few small files there, but the directory is the sandbox's to
+ * write, and its copy is synchronous and made again for every copy restored.
+ */
+const RUN_DIR_MAX_BYTES = 4 * 1024 * 1024;
+const RUN_DIR_MAX_ENTRIES = 1_000;
+const RUN_DIR_LIMITS = `${RUN_DIR_MAX_BYTES} bytes in ${RUN_DIR_MAX_ENTRIES} files and directories`;
+/** The names of the runsc wrappers (gvisor-binary.ts), which say a sandbox's network mode. */
+const OWN_NETNS_WRAPPER = "runsc-own-netns";
+const NETWORK_NONE_WRAPPER = "runsc-network-none";
 
 /** What the checkpoint directory keeps besides the port's fields: everything a restore needs. */
 interface CheckpointRecord extends RuntimeCheckpoint {
@@ -142,8 +156,20 @@ interface CheckpointRecord extends RuntimeCheckpoint {
   ociSpec: OciSpec;
   /** The checkpointed sandbox's run directory (as it appears in ociSpec's mounts). */
   runDir: string;
-  /** The runsc wrapper it ran under: restores run with the same flags. */
-  binaryName: string;
+  /**
+   * The runsc wrapper the checkpointed sandbox ran under: a file of the agent that took the
+   * checkpoint, whose state directory goes with that agent, while the checkpoint stays on the
+   * node. Kept for agents of earlier versions, which restore under it; restores here run under
+   * this agent's own wrapper for the network mode (`runscBinary`), and read it only to tell the
+   * mode of a record that should lack one.
+   */
+  binaryName?: string;
+  /**
+   * The snapshot the checkpointed sandbox's root file system was prepared on (its image's chain id
+   * then): restores put the copy's overlay on the same layers, whatever the image's name points
+   * to now. Absent in checkpoints of earlier versions: restores resolve the image by name.
+   */
+  snapshotParent?: string;
   /** The in-sandbox daemon is mounted: it is quiesced in the image, and resumed after a restore. */
   envd: boolean;
   /** Where the checkpointed task's output went (its log): a resume in place writes there again. */
@@ -211,6 +237,11 @@ export interface GvisorCheckpointsOptions {
   shimGroup(): { name: string; done(): void } | undefined;
   /** What the agent's runsc can do (probed once). */
   runscFeatures(): Promise<RunscFeatures>;
+  /**
+   * This agent's runsc wrapper for a sandbox of that network mode (gvisor-binary.ts): restores run
+   * under it, never under the one a checkpoint names, which is its agent's and may be gone.
+   */
+  runscBinary(networkMode: NetworkMode): string;
   /** The sandbox network's state directory (its namespaces' records), for Isolated sandboxes restored in place. @default none */
   networkStateDir?: string;
   /** Called after each checkpoint with its steps' durations. */
@@ -276,8 +307,16 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     }
     const ociSpec = JSON.parse(Buffer.from(container.spec?.value ?? []).toString("utf8")) as OciSpec;
     const binaryName = this.binaryNameOf(container);
+    const snapshotParent = await this.snapshotParentOf(container);
     const envd = ociSpec.mounts.some((mount) => mount.destination === ENVD_BINARY);
     const runDir = this.options.runDir(request.sandboxId);
+    // Refused while the sandbox runs untouched: every restore copies what its run directory holds.
+    const excess = runDirectoryExcess(runDir);
+    if (excess) {
+      throw new FailedPreconditionError(
+        `sandbox ${request.sandboxId}'s ${HELPER_RUN_DIR} holds ${excess}; at most ${RUN_DIR_LIMITS} are saved with a checkpoint: remove the files the sandbox wrote there, then retry; the sandbox runs on`,
+      );
+    }
     // The sandbox's log, which its task may have opened under another name: a prepared instance's
     // (the claim renamed the file, the task's record kept the name).
     const output = `file://${this.options.logPath(request.sandboxId)}`;
@@ -313,6 +352,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
         ociSpec,
         runDir,
         binaryName,
+        ...(snapshotParent ? { snapshotParent } : {}),
         envd,
         stdout: output,
         stderr: output,
@@ -448,7 +488,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       if (this.readers.deleting(path)) {
         // Being deleted; or a delete cut short by a crash, long ago, that no restore reads from.
         if (this.readers.tombstoneOlderThan(path, INCOMPLETE_LEFTOVER_MS) && this.readers.liveReaders(path).length === 0) {
-          await rm(path, { recursive: true, force: true });
+          await this.removeAside(name);
         }
         continue;
       }
@@ -469,22 +509,28 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     const directory = this.checkpointDir(checkpointId);
     // A restore reads the image until its sandbox runs; deleting waits for those in flight, in
     // this agent or another of the node, and no new one starts meanwhile.
-    if (await this.readers.beginDelete(directory, checkpointId, DELETE_WAIT_MS)) {
-      // Out of its name first: a crash during the removal leaves a leftover list() removes, never half a checkpoint.
-      const doomed = join(this.options.directory, `${checkpointId}.partial-deleted-${randomBytes(4).toString("hex")}`);
-      const moved = await rename(directory, doomed).then(
-        () => true,
-        (error: unknown) => {
-          // Another delete of the node removed it meanwhile.
-          if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
-          throw error;
-        },
-      );
-      if (moved) await rm(doomed, { recursive: true, force: true });
-    }
+    if (await this.readers.beginDelete(directory, checkpointId, DELETE_WAIT_MS)) await this.removeAside(checkpointId);
     this.records.delete(checkpointId);
     this.logger.info({ checkpointId }, "checkpoint deleted");
     this.options.onDeleted?.(checkpointId);
+  }
+
+  /**
+   * Removes the checkpoint directory `name`, out of its name first: a removal cut short by a crash
+   * (one that took its tombstone before its metadata) leaves a leftover list() removes, never a
+   * directory that reads as a complete checkpoint again.
+   */
+  private async removeAside(name: string): Promise<void> {
+    const doomed = join(this.options.directory, `${name}.partial-deleted-${randomBytes(4).toString("hex")}`);
+    const moved = await rename(join(this.options.directory, name), doomed).then(
+      () => true,
+      (error: unknown) => {
+        // Another delete or list of the node removed it meanwhile.
+        if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
+        throw error;
+      },
+    );
+    if (moved) await rm(doomed, { recursive: true, force: true });
   }
 
   /** Whether the checkpoint's files are on the node (another agent of the pool may have deleted them, or be deleting them). */
@@ -574,7 +620,15 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       let mounts: Awaited<ReturnType<ContainerdClient["snapshots"]["prepare"]>>["mounts"] = [];
       const steps = await Promise.allSettled([
         (async () => {
-          copyRunDirectory(join(this.checkpointDir(record.checkpointId), RUN_COPY_DIR), runDir, runDirOwner(record.ociSpec));
+          try {
+            copyRunDirectory(join(this.checkpointDir(record.checkpointId), RUN_COPY_DIR), runDir, runDirOwner(record.ociSpec));
+          } catch (error) {
+            // A checkpoint saved before run directories had a bound, with more than a restore copies.
+            if (!(error instanceof RunDirectoryTooLargeError)) throw error;
+            throw new FailedPreconditionError(
+              `checkpoint ${record.name} cannot be restored: its saved ${HELPER_RUN_DIR} holds ${error.excess}, and at most ${RUN_DIR_LIMITS} are copied into a restored sandbox`,
+            );
+          }
           if (isolated) {
             network = await this.options.claimNetwork(spec, runDir, labels, undo);
             timings.network = performance.now() - since;
@@ -582,17 +636,39 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
         })(),
         (async () => {
           const snapshotLabels = { ...labels, [GC_ROOT_LABEL]: new Date().toISOString() };
-          const { chainId } = await this.options.resolveImage(record.image);
-          try {
-            ({ mounts } = await this.client.snapshots.prepare({
-              snapshotter: this.options.snapshotter,
-              key: containerId,
-              parent: chainId,
-              labels: snapshotLabels,
-            }));
-          } catch (error) {
-            if (error instanceof AlreadyExistsError) throw new AlreadyExistsError(`sandbox ${sandboxId} already exists (snapshot ${containerId} is present)`);
-            throw error;
+          const prepare = async (parent: string) => {
+            try {
+              ({ mounts } = await this.client.snapshots.prepare({
+                snapshotter: this.options.snapshotter,
+                key: containerId,
+                parent,
+                labels: snapshotLabels,
+              }));
+            } catch (error) {
+              if (error instanceof AlreadyExistsError) throw new AlreadyExistsError(`sandbox ${sandboxId} already exists (snapshot ${containerId} is present)`);
+              throw error;
+            }
+          };
+          if (!record.snapshotParent) {
+            await prepare((await this.options.resolveImage(record.image)).chainId);
+          } else {
+            // The layers the checkpoint was taken on, whatever the image's name points to now: the
+            // copy's memory overlay is their changes.
+            try {
+              await prepare(record.snapshotParent);
+            } catch (error) {
+              // A new key is missing nothing but its parent: those layers are gone from the node
+              // (the image removed, or pulled anew under its name and theirs collected). The image
+              // by its name serves only when it is still made of the same layers.
+              if (!isNotFound(error)) throw error;
+              const { chainId } = await this.options.resolveImage(record.image);
+              if (chainId !== record.snapshotParent) {
+                throw new FailedPreconditionError(
+                  `checkpoint ${record.name} cannot be restored: image ${record.image} has changed since the checkpoint (its layers were ${record.snapshotParent}, they are ${chainId} now), and the checkpoint's memory holds changes to the old layers`,
+                );
+              }
+              await prepare(chainId);
+            }
           }
           undo.push({ step: "snapshot", run: () => this.client.snapshots.remove({ snapshotter: this.options.snapshotter, key: containerId }) });
           timings.snapshot = performance.now() - since;
@@ -607,7 +683,10 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
         ...(network ? { netnsPath: network.netnsPath } : {}),
         ...(group ? { shimGroup: group.name } : {}),
       });
-      const runtimeOptions = runcOptions(record.binaryName);
+      // This agent's wrapper: the checkpointing agent's, whose state directory may be gone, would fail
+      // this restore, and the kills, execs and delete of the copy later on.
+      const binaryName = this.options.runscBinary(record.networkMode);
+      const runtimeOptions = runcOptions(binaryName);
       try {
         await this.client.containers.create({
           container: {
@@ -634,7 +713,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
         stdout: `file://${spec.logPath}`,
         stderr: `file://${spec.logPath}`,
         // Task options replace the container's runtime options wholesale: the wrapper is repeated.
-        options: runcOptions(record.binaryName, join(this.checkpointDir(record.checkpointId), IMAGE_DIR)),
+        options: runcOptions(binaryName, join(this.checkpointDir(record.checkpointId), IMAGE_DIR)),
       });
       undo.push({ step: "task", run: () => this.killTask(containerId) });
       timings.task = lap();
@@ -756,7 +835,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       rootfs: mounts,
       stdout,
       stderr,
-      options: runcOptions(record.binaryName, imageDir),
+      options: runcOptions(this.options.runscBinary(record.networkMode), imageDir),
     });
     lap("createMs");
     try {
@@ -949,6 +1028,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     }
     const record = JSON.parse(text) as CheckpointRecord;
     if (record.version !== 1 || record.checkpointId !== checkpointId) return undefined;
+    record.networkMode = networkModeOf(record);
     this.records.set(checkpointId, record);
     return record;
   }
@@ -970,12 +1050,37 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
     return container;
   }
 
+  /** The snapshot a container's root file system was prepared on (its image's chain id then); undefined: none known. */
+  private async snapshotParentOf(container: Container): Promise<string | undefined> {
+    if (!container.snapshotKey) return undefined;
+    try {
+      const { info } = await this.client.snapshots.stat({ snapshotter: container.snapshotter || this.options.snapshotter, key: container.snapshotKey });
+      return info?.parent || undefined;
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
   private binaryNameOf(container: Container): string {
     const options = container.runtime?.options;
     const binaryName = options?.typeUrl === RUNC_OPTIONS_TYPE_URL ? fromBinary(RuncOptionsSchema, options.value).binaryName : "";
     if (!binaryName) throw new FailedPreconditionError(`container ${container.id} names no runsc binary in its runtime options`);
     return binaryName;
   }
+}
+
+/**
+ * A record's network mode. Every record written so far has one; should one lack it, the name of the
+ * wrapper it ran under tells, else its OCI spec (a network namespace by path is its own), as at
+ * checkpoint time.
+ */
+export function networkModeOf(record: Pick<CheckpointRecord, "ociSpec" | "binaryName"> & { networkMode?: unknown }): NetworkMode {
+  if (record.networkMode === "isolated" || record.networkMode === "shared") return record.networkMode;
+  const wrapper = record.binaryName?.split("/").pop();
+  if (wrapper === OWN_NETNS_WRAPPER) return "isolated";
+  if (wrapper === NETWORK_NONE_WRAPPER) return "shared";
+  return record.ociSpec.linux.namespaces.some((ns) => ns.type === "network" && ns.path) ? "isolated" : "shared";
 }
 
 /** The signal the sandbox's helper takes to resume its daemon, from its run directory; undefined: none (an older helper). */
@@ -1015,12 +1120,55 @@ function runcOptions(binaryName: string, criuImagePath?: string): { typeUrl: str
   };
 }
 
+/** A run directory holds more than its copy takes (`excess`: how much, as runDirectoryExcess says it). */
+export class RunDirectoryTooLargeError extends FailedPreconditionError {
+  readonly excess: string;
+
+  constructor(excess: string) {
+    super(`the run directory holds ${excess}; at most ${RUN_DIR_LIMITS} are copied`);
+    this.excess = excess;
+  }
+}
+
+/**
+ * What a run directory holds beyond the bound of its copy — `N bytes` (its regular files' sizes) or
+ * `more than N files and directories` — or undefined when it is within it. Links are not followed,
+ * and the walk stops at the first entry past the bound: a directory the sandbox filled with
+ * millions of names costs no more to look at than a full one.
+ */
+export function runDirectoryExcess(path: string): string | undefined {
+  // None at all is no excess: the copy says what is missing.
+  if (!lstatSync(path, { throwIfNoEntry: false })?.isDirectory()) return undefined;
+  let bytes = 0;
+  let entries = 0;
+  const pending = [path];
+  for (let directory = pending.pop(); directory !== undefined; directory = pending.pop()) {
+    // Read one entry at a time (readdirSync would read a whole directory, however many names it holds).
+    const dir = opendirSync(directory);
+    try {
+      for (let entry = dir.readSync(); entry; entry = dir.readSync()) {
+        entries += 1;
+        if (entries > RUN_DIR_MAX_ENTRIES) return `more than ${RUN_DIR_MAX_ENTRIES} files and directories`;
+        const child = join(directory, entry.name);
+        const stats = lstatSync(child);
+        if (stats.isDirectory()) pending.push(child);
+        else if (stats.isFile()) bytes += stats.size;
+      }
+    } finally {
+      dir.closeSync();
+    }
+  }
+  return bytes > RUN_DIR_MAX_BYTES ? `${bytes} bytes` : undefined;
+}
+
 /**
  * Copies a helper's run directory (a few small files: at once, fs.promises.cp took 14-20 ms of a
  * restore's event loop): its regular files and directories. The directory is the sandbox's to
  * write, and the helper makes nothing else: a link would lead the agent's writes into a copy (its
  * /etc files) and a copy's mounts to files of the host; FIFOs, sockets and devices are no state and
- * cannot be copied. All are left out.
+ * cannot be copied. All are left out. A directory beyond RUN_DIR_MAX_BYTES or RUN_DIR_MAX_ENTRIES is
+ * not copied at all (RunDirectoryTooLargeError): the copy blocks the event loop, and is made again
+ * for every sandbox restored.
  *
  * Each entry keeps its owner (cpSync would make all of them the agent's, root): the helper and the
  * in-sandbox daemon write their reports (exit-code…) as the image's user, through a temporary file
@@ -1029,6 +1177,8 @@ function runcOptions(binaryName: string, criuImagePath?: string): { typeUrl: str
  * checkpoint saved before copies kept their owners has a root-owned one.
  */
 export function copyRunDirectory(from: string, to: string, owner?: OciUser): void {
+  const excess = runDirectoryExcess(from);
+  if (excess) throw new RunDirectoryTooLargeError(excess);
   cpSync(from, to, {
     recursive: true,
     filter: (source) => {
@@ -1169,6 +1319,7 @@ function publicView(record: CheckpointRecord): RuntimeCheckpoint {
     ociSpec: _spec,
     runDir: _runDir,
     binaryName: _binary,
+    snapshotParent: _parent,
     envd: _envd,
     daemonResumeSignal: _signal,
     daemonResumesOnHostname: _watch,

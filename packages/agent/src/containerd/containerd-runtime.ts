@@ -479,6 +479,8 @@ export class ContainerdRuntime implements Runtime {
         return { name: this.shimGroup(group), done: () => (this.groupLoad[group] = (this.groupLoad[group] ?? 1) - 1) };
       },
       runscFeatures: () => (this.runscFeatures ??= probeRunscFeatures(runscPath)),
+      // The wrapper a create gives a sandbox of that network mode (createIn).
+      runscBinary: (networkMode) => (networkMode === "isolated" && this.gvisorOwnNetnsBinary) || this.gvisorBinary,
       onDeleted: () => void this.discardStaleRestored(),
       containerIdFor: async (sandboxId) => {
         await this.claimRecorded(sandboxId);
