@@ -1,15 +1,19 @@
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
+import http from "node:http";
+import http2 from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { gzipSync } from "node:zlib";
 import { after, describe, it } from "node:test";
-import { createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { compressionGzip, createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import * as grpc from "@grpc/grpc-js";
 import { FsbError, pb, sendBearerToken, UnavailableError } from "@fast-sandbox/api/core";
 import type { CheckpointRequest, RuntimeCheckpoint, RuntimeCheckpoints } from "../runtime/checkpoint.js";
 import type { Runtime, RuntimeSandbox } from "../runtime/runtime.js";
-import { startAgentServer } from "./agent-server.js";
+import { MAX_REQUEST_BYTES, startAgentServer } from "./agent-server.js";
 
 const TOKEN = "agent-server-spec-token-0123456789";
 
@@ -78,7 +82,10 @@ class FakeRuntime implements Runtime {
   delete(): Promise<void> {
     return Promise.resolve();
   }
+  /** How many execs the runtime was asked for. */
+  execs = 0;
   exec(): Promise<number> {
+    this.execs += 1;
     return Promise.resolve(0);
   }
   wait(): Promise<number> {
@@ -199,5 +206,161 @@ describe("AgentServer /readyz", () => {
     assert.match(refused.body, /containerd does not answer: .*ENOENT/);
     runtime.listing = () => Promise.resolve([]);
     assert.equal((await readyz()).status, 200);
+  });
+});
+
+/** An agent server over `runtime`, closed after the file's tests. */
+async function serve(runtime: FakeRuntime) {
+  const server = await startAgentServer({
+    identity: { name: "gv-0", namespace: "default", pool: "gv", nodeName: "node-1" },
+    runtime,
+    token: TOKEN,
+    stateDir,
+    host: "127.0.0.1",
+    port: 0,
+    statsHistory: { intervalMs: 60_000, retain: 1 },
+  });
+  after(() => server.close());
+  return server;
+}
+
+/**
+ * The answer to a POST of `path` whose body is `body` but never ends: only a server that answers
+ * without reading the body answers within `withinMs`.
+ */
+async function answerToUnendedBody(
+  endpoint: string,
+  version: "1.1" | "2",
+  path: string,
+  headers: Record<string, string>,
+  body: Buffer,
+  withinMs = 5_000,
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  const url = `http://${endpoint}`;
+  const session = version === "2" ? http2.connect(url) : undefined;
+  let request: http.ClientRequest | http2.ClientHttp2Stream | undefined;
+  try {
+    return await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no answer within ${withinMs} ms while the request's body was still open`)), withinMs);
+      const answered = (status: number, head: http.IncomingHttpHeaders, stream: NodeJS.ReadableStream) => {
+        let text = "";
+        stream.setEncoding("utf8");
+        stream.on("data", (chunk: string) => (text += chunk));
+        stream.on("end", () => {
+          clearTimeout(timer);
+          resolve({ status, headers: head, body: text });
+        });
+      };
+      if (session) {
+        session.on("error", reject);
+        const stream = (request = session.request({ ":method": "POST", ":path": path, ...headers }));
+        stream.on("error", reject);
+        stream.on("response", (head) => answered(Number(head[":status"]), head, stream));
+      } else {
+        request = http.request(`${url}${path}`, { method: "POST", headers });
+        request.on("error", reject);
+        request.on("response", (response) => answered(response.statusCode ?? 0, response.headers, response));
+      }
+      request.write(body);
+    });
+  } finally {
+    request?.destroy();
+    session?.destroy();
+  }
+}
+
+describe("AgentServer authentication and request size", () => {
+  // A gzip body of 16 KiB that would grow to 16 MiB, four times the limit.
+  const bomb = gzipSync(Buffer.alloc(16 * 1024 * 1024));
+
+  it("refuses a call without the token before reading its body: an unauthenticated gzip body not yet ended is answered 401 at once", async () => {
+    const server = await serve(new FakeRuntime());
+    for (const version of ["1.1", "2"] as const) {
+      for (const authorization of [undefined, "Bearer wrong-token-0123456789"]) {
+        const answer = await answerToUnendedBody(
+          server.endpoint,
+          version,
+          "/fastsandbox.v1alpha1.AgentService/CreateSandbox",
+          { "content-type": "application/proto", "content-encoding": "gzip", ...(authorization ? { authorization } : {}) },
+          bomb,
+        );
+        const what = `HTTP/${version}, ${authorization ?? "no authorization"}`;
+        assert.equal(answer.status, 401, what);
+        assert.match(answer.headers["content-type"] ?? "", /^application\/json/, what);
+        assert.equal(answer.headers["fsb-error-code"], "unauthenticated", what);
+        const error = JSON.parse(answer.body) as { code: string; message: string };
+        assert.equal(error.code, "unauthenticated", what);
+        assert.match(error.message, authorization ? /invalid bearer token/ : /missing bearer token/, what);
+      }
+    }
+  });
+
+  it("answers calls without the token as Unauthenticated in every protocol it serves: Connect, gRPC and gRPC-Web, unary and streams", async () => {
+    const server = await serve(new FakeRuntime());
+    const baseUrl = `http://${server.endpoint}`;
+    const transports: [string, Transport][] = [
+      ["Connect over HTTP/1.1", createConnectTransport({ baseUrl, httpVersion: "1.1" })],
+      ["Connect over HTTP/2, binary", createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true })],
+      ["gRPC", createGrpcTransport({ baseUrl })],
+      ["gRPC-Web over HTTP/1.1", createGrpcWebTransport({ baseUrl, httpVersion: "1.1" })],
+      ["gRPC-Web over HTTP/2", createGrpcWebTransport({ baseUrl, httpVersion: "2" })],
+    ];
+    const unauthenticated = (what: string) => (error: unknown) => {
+      assert.ok(error instanceof ConnectError, `${what}: ${String(error)}`);
+      assert.equal(error.code, Code.Unauthenticated, what);
+      assert.match(error.rawMessage, /missing bearer token/, what);
+      assert.equal(error.metadata.get("fsb-error-code"), "unauthenticated", what);
+      return true;
+    };
+    for (const [name, transport] of transports) {
+      const client = createClient(pb.AgentService, transport);
+      await assert.rejects(client.status({}), unauthenticated(`${name}, unary`));
+      await assert.rejects(
+        async () => {
+          for await (const _ of client.logs({ sandboxId: "sb" })) assert.fail("a log chunk without the token");
+        },
+        unauthenticated(`${name}, server stream`),
+      );
+    }
+    // grpc-js, as other gRPC clients, reads the status from the trailers.
+    const other = new grpc.Client(server.endpoint, grpc.credentials.createInsecure());
+    try {
+      const status = await new Promise<grpc.ServiceError | null>((resolve) =>
+        other.makeUnaryRequest(
+          "/fastsandbox.v1alpha1.AgentService/Status",
+          (message: Buffer) => message,
+          (message: Buffer) => message,
+          Buffer.alloc(0),
+          (error) => resolve(error),
+        ),
+      );
+      assert.equal(status?.code, grpc.status.UNAUTHENTICATED);
+    } finally {
+      other.close();
+    }
+  });
+
+  it("refuses a call with the token whose request is larger than MAX_REQUEST_BYTES, also once decompressed, with ResourceExhausted; one of 2 MiB goes through", async () => {
+    const runtime = new FakeRuntime();
+    const server = await serve(runtime);
+    const baseUrl = `http://${server.endpoint}`;
+    const exec = (transport: Transport, bytes: number) =>
+      (async () => {
+        const client = createClient(pb.AgentService, transport);
+        const envs = [{ name: "LARGE", value: "x".repeat(bytes) }];
+        for await (const _ of client.exec({ sandboxId: "sb", command: ["true"], envs }));
+      })();
+    const exhausted = (error: unknown) => error instanceof ConnectError && error.code === Code.ResourceExhausted && /readMaxBytes/.test(error.rawMessage);
+    const interceptors = [sendBearerToken(TOKEN)];
+    for (const transport of [
+      createConnectTransport({ baseUrl, httpVersion: "1.1", interceptors, useBinaryFormat: true }),
+      createConnectTransport({ baseUrl, httpVersion: "2", interceptors, sendCompression: compressionGzip }),
+      createGrpcTransport({ baseUrl, interceptors, sendCompression: compressionGzip }),
+    ]) {
+      await assert.rejects(exec(transport, MAX_REQUEST_BYTES + 1), exhausted);
+    }
+    assert.equal(runtime.execs, 0);
+    await exec(createConnectTransport({ baseUrl, httpVersion: "2", interceptors, sendCompression: compressionGzip }), 2 * 1024 * 1024);
+    assert.equal(runtime.execs, 1);
   });
 });

@@ -96,6 +96,13 @@ export class ContainerdReadiness {
   }
 }
 
+/**
+ * The largest request the agent API reads, decompressed (Connect's default: 4 GiB). Its largest
+ * requests carry a sandbox's command, arguments and environment (CreateSandbox, Exec), which Linux
+ * caps at a quarter of the stack limit together (2 MiB with the usual 8 MiB): twice that.
+ */
+export const MAX_REQUEST_BYTES = 4 * 1024 * 1024;
+
 export interface AgentServer {
   /** host:port the agent API listens on. */
   endpoint: string;
@@ -127,8 +134,10 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
   const logRotation = new LogRotation({ dir: logDir, maxBytes: options.logs?.maxBytes, intervalMs: options.logs?.checkIntervalMs, logger: options.logger });
   logRotation.start();
   let draining = false;
+  const auth = requireBearerToken(options.token);
   const api = connectNodeAdapter({
-    interceptors: [requireBearerToken(options.token), metrics.interceptor()],
+    readMaxBytes: MAX_REQUEST_BYTES,
+    interceptors: [auth, metrics.interceptor()],
     routes: (router) => {
       router.service(
         pb.AgentService,
@@ -138,7 +147,8 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
   });
   // The runtime is prepared before the server starts; this checks containerd still answers.
   const containerd = new ContainerdReadiness(() => options.runtime.list(), options.readiness);
-  const handler = withProbeRoutes(api, {
+  // A request without the token is refused before its body is read; the interceptor, after, stays.
+  const handler = withProbeRoutes(auth.guard(api), {
     notReadyReason: async () => {
       if (draining) return "stopping: letting creates and checkpoints in flight finish";
       if (admission.refusing) return "retired: its pool is stopping it";

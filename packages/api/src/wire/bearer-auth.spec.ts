@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
@@ -86,6 +88,55 @@ describe("requireBearerToken", () => {
       }),
     );
     assert.equal(error.code, Code.Unauthenticated);
+  });
+
+  it("guard: refuses a request without the token from its headers alone, as the interceptor's error in Connect's shape, and hands one with it on", async () => {
+    let handled = 0;
+    const server = http.createServer(
+      requireBearerToken(TOKEN).guard((_request, response) => {
+        handled += 1;
+        response.end("handled");
+      }),
+    );
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as AddressInfo;
+    /** A POST whose body is never ended: only a server that does not wait for it answers. */
+    const post = (headers: http.OutgoingHttpHeaders) =>
+      new Promise<{ status: number; code: string | undefined; body: string }>((resolve, reject) => {
+        const request = http.request({ host: "127.0.0.1", port, path: "/fastsandbox.v1alpha1.PoolService/GetSandboxPool", method: "POST", headers });
+        request.on("error", reject);
+        request.on("response", (response) => {
+          let body = "";
+          response.setEncoding("utf8");
+          response.on("data", (chunk: string) => (body += chunk));
+          response.on("end", () => {
+            request.destroy();
+            resolve({ status: response.statusCode ?? 0, code: response.headers["fsb-error-code"] as string | undefined, body });
+          });
+        });
+        request.write("{");
+      });
+    try {
+      const missing = await post({ "content-type": "application/json" });
+      assert.deepEqual(
+        { ...missing, body: JSON.parse(missing.body) },
+        {
+          status: 401,
+          code: "unauthenticated",
+          body: { code: "unauthenticated", message: "missing bearer token: send 'authorization: Bearer <token>' (fsb reads it from its data directory)" },
+        },
+      );
+      const wrong = await post({ "content-type": "application/json", authorization: `Basic ${TOKEN}` });
+      assert.equal(wrong.status, 401);
+      assert.match(wrong.body, /invalid bearer token/);
+      assert.equal(handled, 0);
+      const right = await post({ authorization: `Bearer ${TOKEN}` });
+      assert.equal(handled, 1);
+      assert.equal(right.body, "handled");
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 
   it("refuses to be built with a token shorter than 16 characters", () => {

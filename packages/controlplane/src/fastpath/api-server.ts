@@ -69,20 +69,32 @@ async function notReadyReason({ manager, store }: Pick<ApiServerOptions, "manage
 }
 
 /**
+ * The largest request the API reads, decompressed (Connect's default: 4 GiB). Its largest requests
+ * carry a sandbox's command, arguments and environment (CreateSandbox, Exec), which Linux caps at a
+ * quarter of the stack limit together (2 MiB with the usual 8 MiB), or a pool's agent template
+ * (ApplySandboxPool), which Kubernetes caps at 1.5 MiB (an object in etcd): twice the larger fits
+ * them with room for their JSON encoding.
+ */
+export const MAX_REQUEST_BYTES = 4 * 1024 * 1024;
+
+/**
  * Serves the fast-path API (bearer token required) and, without a token, `/healthz` (the process
  * is up), `/readyz` (writes released after recovery, store reachable) and `/metrics`.
  */
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const metrics = options.metrics ?? new ControlPlaneMetrics();
+  const auth = requireBearerToken(options.token);
   const api = connectNodeAdapter({
-    interceptors: [requireBearerToken(options.token), timeCreates(metrics)],
+    readMaxBytes: MAX_REQUEST_BYTES,
+    interceptors: [auth, timeCreates(metrics)],
     routes: (router) => {
       router.service(pb.SandboxService, createSandboxService(options.manager, options.checkpoints, options.pauses));
       router.service(pb.PoolService, createPoolService({ store: options.store, registry: options.registry, manager: options.manager, agents: options.agents }));
       router.service(pb.E2bService, createE2bService(options.e2b));
     },
   });
-  const handler = withProbeRoutes(api, { notReadyReason: () => notReadyReason(options), metrics: () => metrics.exposition() });
+  // A request without the token is refused before its body is read; the interceptor, after, stays.
+  const handler = withProbeRoutes(auth.guard(api), { notReadyReason: () => notReadyReason(options), metrics: () => metrics.exposition() });
   const server = await listenCleartext(handler, options.host, options.port);
   return {
     // An IPv6 address is bracketed in a URL.

@@ -177,6 +177,21 @@ describe("CheckpointManager", () => {
     await assert.rejects(checkpoints.fork({ name: "source", count: 33 }), ValidationError);
   });
 
+  it("refuses a fork with a bad label before it checkpoints the source", async () => {
+    const agent = addAgent("agent-a", nodeA, 8);
+    await fixture.manager.create({ name: "source", spec: sandboxSpec() });
+    await assert.rejects(checkpoints.fork({ name: "source", count: 2, labels: { "bad key!": "x" } }), (error: unknown) => {
+      return error instanceof ValidationError && error.field === 'metadata.labels["bad key!"]' && /is not a label key/.test(error.message);
+    });
+    await assert.rejects(checkpoints.fork({ name: "source", count: 2, labels: { team: "not a value" } }), ValidationError);
+    assert.deepEqual(agent.checkpointCalls, []);
+    assert.deepEqual(await checkpoints.list(), []);
+    assert.deepEqual(
+      (await fixture.manager.list(undefined)).map((s) => s.metadata.name),
+      ["source"],
+    );
+  });
+
   it("gives a fork's copies the egress their source narrowed from its pool's, not the pool's", async () => {
     const agent = addAgent("agent-a", nodeA, 8);
     await fixture.manager.create({ name: "source", spec: sandboxSpec({ egress: { policy: "denyAll" } }) });

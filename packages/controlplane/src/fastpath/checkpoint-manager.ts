@@ -25,6 +25,7 @@ import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import {
+  API_VERSION,
   AlreadyExistsError,
   ConflictError,
   FailedPreconditionError,
@@ -35,6 +36,7 @@ import {
   UnavailableError,
   ValidationError,
   normalizeImageName,
+  validateSandbox,
   type Sandbox,
   type SandboxSpec,
 } from "@fast-sandbox/api";
@@ -433,6 +435,10 @@ export class CheckpointManager {
     if (!Number.isInteger(input.count) || input.count < 1 || input.count > MAX_FORK_COUNT) {
       throw new ValidationError("count", `${input.count} copies: give a number from 1 to ${MAX_FORK_COUNT}`);
     }
+    // Each copy's create refuses a bad label (validateSandbox), but only once the source has been
+    // checkpointed (stopped meanwhile) and the checkpoint saved: checked as it checks them, first. The
+    // name is a stand-in, so that only the labels are judged here.
+    if (input.labels) validateSandbox({ apiVersion: API_VERSION, kind: "Sandbox", metadata: { name: "copy", labels: input.labels } }, { parts: ["metadata"] });
     const keep = Boolean(input.checkpoint);
     const name = input.checkpoint || forkCheckpointName(input.name);
     // In use from before it exists until the fork has deleted it (or failed to): not the collector's yet.

@@ -113,6 +113,20 @@ describe("the fast-path API translates the agents' streams into its wire message
     assert.deepEqual((await fixture.stored("web"))?.metadata.labels ?? {}, {});
   });
 
+  it("UpdateSandbox: refuses a request without a spec, saying to send the current one, and changes nothing", async () => {
+    await fixture.manager.create({ name: "web", labels: { team: "a" }, spec: sandboxSpec() });
+    const before = await fixture.stored("web");
+    await assert.rejects(sandboxes.updateSandbox({ namespace: "default", name: "web", labels: { team: "b" }, replaceLabels: true }), (error: unknown) => {
+      const translated = fromConnectError(error);
+      return (
+        translated instanceof ValidationError &&
+        translated.field === "spec" &&
+        /is required \(send the current spec, changing only expireTime/.test(translated.message)
+      );
+    });
+    assert.deepEqual(await fixture.stored("web"), before);
+  });
+
   it("ListAgents: also the fleet's agents the registry does not know yet (starting, or failing to start), not ready and without slots", async () => {
     const { store, registry, manager } = fixture;
     const agents = {

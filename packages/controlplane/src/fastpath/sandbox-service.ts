@@ -122,8 +122,16 @@ export function createSandboxService(manager: SandboxManager, checkpoints?: Chec
         return create(pb.ListSandboxesResponseSchema, { sandboxes: page.items.map(sandboxToMessage), nextPageToken: page.nextPageToken });
       }),
     updateSandbox: (request) =>
-      edge(async () =>
-        sandboxToMessage(
+      edge(async () => {
+        // The request carries the whole desired spec, as every client sends it (the SDKs, `fsb apply`).
+        // One without a spec would otherwise be read as an empty spec, and refused for changing the image.
+        if (!request.spec) {
+          throw new ValidationError(
+            "spec",
+            "is required (send the current spec, changing only expireTime, failurePolicy, recoveryTimeoutSeconds, resetRevision or consistencyMode)",
+          );
+        }
+        return sandboxToMessage(
           await manager.update({
             namespace: request.namespace,
             name: request.name,
@@ -131,8 +139,8 @@ export function createSandboxService(manager: SandboxManager, checkpoints?: Chec
             ...(request.replaceLabels || Object.keys(request.labels).length > 0 ? { labels: request.labels } : {}),
             ...(request.resourceVersion ? { resourceVersion: request.resourceVersion } : {}),
           }),
-        ),
-      ),
+        );
+      }),
     deleteSandbox: (request) =>
       edge(async () => {
         const grace = request.gracePeriodMs;
