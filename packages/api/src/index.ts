@@ -1,6 +1,7 @@
 export * from "./errors.js";
 export * from "./schema/object-meta.js";
 export * from "./schema/sandbox.js";
+export * from "./schema/process-rules.js";
 export * from "./schema/sandbox-pool.js";
 export * from "./schema/network.js";
 export { cidrContains, parseCidr, type Cidr } from "./schema/cidr.js";

@@ -13,6 +13,8 @@ import {
   NotFoundError,
   TimeoutError,
   UnavailableError,
+  ValidationError,
+  checkProcess,
   fromConnectError,
   pb,
   type SandboxStats,
@@ -677,6 +679,49 @@ describe("AgentService", () => {
       assert.equal((await rejection(drain(client.exec({ sandboxId: "default.sh.000001", command: [] })))).code, Code.InvalidArgument);
       assert.equal((await rejection(drain(client.exec({ sandboxId: "../x", command: ["true"] })))).code, Code.InvalidArgument);
       assert.equal(runtime.execs.length, 0);
+    });
+
+    it("refuses what the control plane refuses (a create's rules), in its words, before the runtime is asked", async () => {
+      runtime.add({ sandboxId: "default.sh.000001" });
+      const big = "x".repeat(128 * 1024 - 1);
+      const cases: { what: string; command?: string[]; envs?: { name: string; value: string }[]; workingDir?: string }[] = [
+        { what: "a name with '=' (it would set A=\"B=c\")", envs: [{ name: "A=B", value: "c" }] },
+        { what: 'an empty name (it would set "=c")', envs: [{ name: "", value: "c" }] },
+        { what: "a NUL byte in a name", envs: [{ name: "A\0", value: "c" }] },
+        { what: "a NUL byte in a value", envs: [{ name: "A", value: "x\0y" }] },
+        { what: "a NUL byte in the command", command: ["sh", "-c", "a\0b"] },
+        { what: "a relative working dir", workingDir: "tmp" },
+        { what: "a NUL byte in the working dir", workingDir: "/tmp\0x" },
+        { what: "a working dir longer than PATH_MAX", workingDir: `/${"d".repeat(4095)}` },
+        { what: "257 command entries", command: Array(257).fill("x") },
+        { what: "257 variables", envs: Array.from({ length: 257 }, (_, index) => ({ name: `V${index}`, value: "" })) },
+        { what: "an argument of 128 KiB", command: ["echo", `${big}x`] },
+        { what: "an argument of 128 KiB in bytes", command: ["echo", "é".repeat(70_000)] },
+        { what: "a variable of 128 KiB as NAME=value", envs: [{ name: "BIG", value: big }] },
+        { what: "a 20 MB command (containerd takes 16 MiB)", command: ["echo", ...Array(160).fill(big)] },
+        { what: "more than 1 MiB of environment", envs: Array.from({ length: 9 }, (_, index) => ({ name: `V${index}`, value: "v".repeat(120 * 1024) })) },
+      ];
+      for (const { what, ...process } of cases) {
+        const request = { sandboxId: "default.sh.000001", command: ["env"], ...process };
+        let expected: unknown;
+        try {
+          checkProcess(request);
+        } catch (error) {
+          expected = error;
+        }
+        assert.ok(expected instanceof ValidationError, `the control plane refuses ${what}`);
+        const error = await rejection(drain(client.exec(request)));
+        assert.equal(error.code, Code.InvalidArgument, what);
+        assert.equal(error.rawMessage, expected.message, what);
+      }
+      const error = await rejection(drain(client.exec({ sandboxId: "default.sh.000001", command: ["env"], envs: [{ name: "A=B", value: "c" }] })));
+      assert.equal(error.rawMessage, `envs[0].name: "A=B" is not valid (Variable name; must not be empty or contain '=' or NUL bytes.)`);
+      assert.equal(runtime.execs.length, 0);
+      // At the limits: taken.
+      await drain(
+        client.exec({ sandboxId: "default.sh.000001", command: ["echo", ...Array(7).fill(big)], envs: [{ name: "A", value: "=b" }], workingDir: "/" }),
+      );
+      assert.equal(runtime.execs.length, 1);
     });
 
     it("delivers the output produced before the runtime failed, then the error", async () => {

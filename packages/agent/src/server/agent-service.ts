@@ -8,6 +8,7 @@ import {
   NotFoundError,
   SANDBOX_ID_MAX_LENGTH,
   ValidationError,
+  checkProcess,
   isSandboxId,
   normalizeImageName,
   parseExecUser,
@@ -313,6 +314,8 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
       try {
         await requireSandbox(request.sandboxId);
         if (request.command.length === 0) throw new ValidationError("command", "must name the program to run");
+        // The control plane checks the same first; this covers a caller that reaches the agent directly.
+        checkProcess({ command: request.command, envs: request.envs, workingDir: request.workingDir });
         if (request.user) parseExecUser("user", request.user);
         const exitCode = runtime
           .exec(

@@ -124,6 +124,37 @@ describe("renderCrds", () => {
     assert.equal(agentTemplate?.type, "object");
   });
 
+  it("bounds the Sandbox's lists and strings for the API server as the embedded validation does", () => {
+    const spec = (openApiSchema("Sandbox") as { properties: { spec: { properties: Record<string, Json> } } }).properties.spec.properties;
+    const items = (name: string) => spec[name]?.items as Json;
+    assert.deepEqual(
+      ["command", "args", "envs", "exposedPorts"].map((name) => spec[name]?.maxItems),
+      [256, 256, 256, 64],
+    );
+    assert.equal(items("command").maxLength, 131071);
+    assert.equal(items("args").maxLength, 131071);
+    const env = items("envs").properties as Record<string, Json>;
+    assert.deepEqual([env.name?.maxLength, env.value?.maxLength, env.name?.pattern], [131071, 131071, "^[^=\\x00]+$"]);
+    assert.deepEqual([spec.image?.maxLength, spec.workingDir?.maxLength, spec.resetRevision?.maxLength], [1024, 4095, 253]);
+  });
+
+  it("gives the API server the ranges of a pool's sandboxResources and counts (CEL quantity rules, int32 maxima)", () => {
+    const spec = (openApiSchema("SandboxPool") as { properties: { spec: { properties: Record<string, Json> } } }).properties.spec.properties;
+    const resources = spec.sandboxResources?.properties as Record<string, Json & { "x-kubernetes-validations"?: { rule: string; message: string }[] }>;
+    const cpu = resources.cpu?.["x-kubernetes-validations"]?.[0];
+    assert.match(cpu?.rule ?? "", /quantity\(self\)\.compareTo\(quantity\('10m'\)\) >= 0 && quantity\(self\)\.compareTo\(quantity\('2147483647m'\)\) <= 0/);
+    assert.match(cpu?.message ?? "", /^is out of range; allowed: 10m\.\.2147483647m/);
+    const memory = resources.memory?.["x-kubernetes-validations"]?.[0];
+    assert.match(memory?.rule ?? "", /compareTo\(quantity\('6291456'\)\) >= 0 && .*isLessThan\(quantity\('9007199254740992'\)\)/);
+    assert.match(memory?.message ?? "", /^is out of range; allowed: at least 6Mi/);
+    assert.deepEqual([resources.cpu?.maxLength, resources.memory?.maxLength, resources.pids?.maximum], [64, 64, 2147483647]);
+    const capacity = spec.capacity?.properties as Record<string, Json>;
+    assert.deepEqual(
+      ["poolMin", "poolMax", "bufferMin", "bufferMax"].map((name) => capacity[name]?.maximum),
+      [2147483647, 2147483647, 2147483647, 2147483647],
+    );
+  });
+
   it("has exactly the TypeBox schemas' field names in spec and status", () => {
     const cases: [string, TSchema, TSchema][] = [
       ["Sandbox", SandboxSpec, SandboxStatus],

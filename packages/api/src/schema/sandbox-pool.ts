@@ -1,14 +1,23 @@
 import { Type, type Static } from "@sinclair/typebox";
+import { ValidationError } from "../errors.js";
 import { PoolNetwork } from "./network.js";
 import { API_VERSION, Condition, ObjectMeta } from "./object-meta.js";
+import { IMAGE_MAX_LENGTH } from "./process-rules.js";
+
+/** The largest count a pool's spec may set: its wire messages carry counts as int32. */
+export const INT32_MAX = 2 ** 31 - 1;
 
 export const PoolCapacity = Type.Object(
   {
-    poolMin: Type.Integer({ minimum: 0, description: "Fewest agents the pool keeps." }),
-    poolMax: Type.Integer({ minimum: 0, description: "Most agents the pool may run." }),
-    bufferMin: Type.Optional(Type.Integer({ minimum: 0, description: "Fewest free sandbox slots kept warm." })),
+    poolMin: Type.Integer({ minimum: 0, maximum: INT32_MAX, description: "Fewest agents the pool keeps." }),
+    poolMax: Type.Integer({ minimum: 0, maximum: INT32_MAX, description: "Most agents the pool may run." }),
+    bufferMin: Type.Optional(Type.Integer({ minimum: 0, maximum: INT32_MAX, description: "Fewest free sandbox slots kept warm." })),
     bufferMax: Type.Optional(
-      Type.Integer({ minimum: 0, description: "Most free sandbox slots kept warm; idle agents beyond it are released after scaleDownDelaySeconds." }),
+      Type.Integer({
+        minimum: 0,
+        maximum: INT32_MAX,
+        description: "Most free sandbox slots kept warm; idle agents beyond it are released after scaleDownDelaySeconds.",
+      }),
     ),
     scaleDownDelaySeconds: Type.Optional(
       Type.Integer({
@@ -57,22 +66,122 @@ export const RuntimeType = Type.Union([Type.Literal("container"), Type.Literal("
 });
 export type RuntimeType = Static<typeof RuntimeType>;
 
+/**
+ * The smallest CPU limit of a sandbox, in millicores: a CFS quota of 1 ms per 100 ms period, the
+ * least the kernel takes. A smaller quantity would be sent as 0 millicores, which reads as no limit.
+ */
+export const SANDBOX_CPU_MIN_MILLIS = 10;
+/** The largest CPU limit of a sandbox, in millicores: what an agent create request carries (int32). */
+export const SANDBOX_CPU_MAX_MILLIS = INT32_MAX;
+/**
+ * The smallest memory limit of a sandbox: 6 MiB, Docker's floor (moby/moby#41167). The kernel takes
+ * any limit, but below it runc's own init, which runs in the sandbox's cgroup before the command,
+ * is OOM-killed and the sandbox never starts. 0 would read as no limit.
+ */
+export const SANDBOX_MEMORY_MIN_BYTES = 6 * 1024 ** 2;
+/** Memory limits are below 2^53 bytes (8 PiB): the most a number holds exactly, and within what the agent API carries (int64). */
+export const SANDBOX_MEMORY_LIMIT_BYTES = 2 ** 53;
+
+const CPU_RANGE = `allowed: ${SANDBOX_CPU_MIN_MILLIS}m..${SANDBOX_CPU_MAX_MILLIS}m (${SANDBOX_CPU_MIN_MILLIS}m is the kernel's smallest CPU quota, 1 ms per 100 ms; leave the field out for no limit)`;
+const MEMORY_RANGE =
+  "allowed: at least 6Mi (below it runc's init is OOM-killed before the command starts) and less than 8192Ti (2^53 bytes); leave the field out for no limit";
+
+/** The longest CPU or memory quantity: bounds the cost of the CEL rules below. */
+const QUANTITY_MAX_LENGTH = 64;
+/**
+ * `self` as Kubernetes' quantity() reads it: the memory grammar takes `K` for 1000 (as `M`, `G`
+ * and `T`), which Kubernetes writes `k`.
+ */
+const MEMORY_QUANTITY = "(self.endsWith('K') ? self.substring(0, size(self) - 1) + 'k' : self)";
+
 export const SandboxResources = Type.Object(
   {
-    cpu: Type.Optional(Type.String({ pattern: "^([0-9]+m|[0-9]+(\\.[0-9]+)?)$", description: "CPU per sandbox, e.g. 500m or 2." })),
-    memory: Type.Optional(Type.String({ pattern: "^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$", description: "Memory per sandbox, e.g. 256Mi." })),
-    pids: Type.Optional(Type.Integer({ minimum: 1, description: "Most processes (threads included) per sandbox. Default 4096." })),
+    cpu: Type.Optional(
+      Type.String({
+        maxLength: QUANTITY_MAX_LENGTH,
+        pattern: "^([0-9]+m|[0-9]+(\\.[0-9]+)?)$",
+        description: `CPU per sandbox, e.g. 500m or 2; at least ${SANDBOX_CPU_MIN_MILLIS}m.`,
+        // The ranges checkSandboxResources checks, for the API server (CEL, Kubernetes mode). A value
+        // of another grammar is left to the pattern.
+        "x-kubernetes-validations": [
+          {
+            rule: `!isQuantity(self) || (quantity(self).compareTo(quantity('${SANDBOX_CPU_MIN_MILLIS}m')) >= 0 && quantity(self).compareTo(quantity('${SANDBOX_CPU_MAX_MILLIS}m')) <= 0)`,
+            message: `is out of range; ${CPU_RANGE}`,
+          },
+        ],
+      }),
+    ),
+    memory: Type.Optional(
+      Type.String({
+        maxLength: QUANTITY_MAX_LENGTH,
+        pattern: "^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$",
+        description: "Memory per sandbox, e.g. 256Mi; at least 6Mi.",
+        "x-kubernetes-validations": [
+          {
+            rule: `!isQuantity(${MEMORY_QUANTITY}) || (quantity(${MEMORY_QUANTITY}).compareTo(quantity('${SANDBOX_MEMORY_MIN_BYTES}')) >= 0 && quantity(${MEMORY_QUANTITY}).isLessThan(quantity('${SANDBOX_MEMORY_LIMIT_BYTES}')))`,
+            message: `is out of range; ${MEMORY_RANGE}`,
+          },
+        ],
+      }),
+    ),
+    pids: Type.Optional(Type.Integer({ minimum: 1, maximum: INT32_MAX, description: "Most processes (threads included) per sandbox. Default 4096." })),
   },
   { additionalProperties: false },
 );
 export type SandboxResources = Static<typeof SandboxResources>;
+
+/**
+ * Throws a ValidationError on `field`.cpu or .memory for a limit out of its range: one that cannot
+ * work, would read as no limit, or does not fit the agent API. The quantities are compared exactly,
+ * as the API server's quantity() does (the CEL rules above); the schema has checked their grammar.
+ */
+export function checkSandboxResources(resources: SandboxResources | undefined, field: string): void {
+  const { cpu, memory } = resources ?? {};
+  if (cpu !== undefined) {
+    const [numerator, denominator] = millicoresOf(cpu);
+    if (numerator < BigInt(SANDBOX_CPU_MIN_MILLIS) * denominator || numerator > BigInt(SANDBOX_CPU_MAX_MILLIS) * denominator) {
+      throw new ValidationError(`${field}.cpu`, `${JSON.stringify(cpu)} is out of range; ${CPU_RANGE}`);
+    }
+  }
+  if (memory !== undefined) {
+    const bytes = bytesOf(memory);
+    if (bytes < BigInt(SANDBOX_MEMORY_MIN_BYTES) || bytes >= BigInt(SANDBOX_MEMORY_LIMIT_BYTES)) {
+      throw new ValidationError(`${field}.memory`, `${JSON.stringify(memory)} is out of range; ${MEMORY_RANGE}`);
+    }
+  }
+}
+
+/** A CPU quantity of the schema's grammar (`500m`, `2`, `0.0125`) in millicores, exactly: [numerator, denominator]. */
+function millicoresOf(quantity: string): [bigint, bigint] {
+  if (quantity.endsWith("m")) return [BigInt(quantity.slice(0, -1)), 1n];
+  const [cores = "0", fraction = ""] = quantity.split(".");
+  return [BigInt(cores + fraction) * 1000n, 10n ** BigInt(fraction.length)];
+}
+
+const MEMORY_UNITS: Record<string, bigint> = {
+  "": 1n,
+  K: 1000n,
+  M: 1000n ** 2n,
+  G: 1000n ** 3n,
+  T: 1000n ** 4n,
+  Ki: 1024n,
+  Mi: 1024n ** 2n,
+  Gi: 1024n ** 3n,
+  Ti: 1024n ** 4n,
+};
+
+/** A memory quantity of the schema's grammar (`256Mi`, `1G`) in bytes, exactly. */
+function bytesOf(quantity: string): bigint {
+  const [, digits = "0", unit = ""] = /^([0-9]+)(.*)$/.exec(quantity) ?? [];
+  return BigInt(digits) * (MEMORY_UNITS[unit] ?? 1n);
+}
 
 export const SandboxPoolSpec = Type.Object(
   {
     capacity: PoolCapacity,
     maxSandboxesPerPod: Type.Integer({ minimum: 1, maximum: 1024, description: "Sandbox slots per agent." }),
     runtimeType: Type.Optional(RuntimeType),
-    image: Type.Optional(Type.String({ minLength: 1, description: "Default image of sandboxes that name none." })),
+    image: Type.Optional(Type.String({ minLength: 1, maxLength: IMAGE_MAX_LENGTH, description: "Default image of sandboxes that name none." })),
     sandboxResources: Type.Optional(SandboxResources),
     preparedInstances: Type.Optional(
       Type.Integer({
@@ -93,7 +202,7 @@ export const SandboxPoolSpec = Type.Object(
     ),
     network: Type.Optional(PoolNetwork),
     prewarmImages: Type.Optional(
-      Type.Array(Type.String({ minLength: 1 }), {
+      Type.Array(Type.String({ minLength: 1, maxLength: IMAGE_MAX_LENGTH }), {
         uniqueItems: true,
         maxItems: 32,
         description: "Images pulled on every agent of the pool before it reports ready.",

@@ -1,18 +1,33 @@
 import { Type, type Static } from "@sinclair/typebox";
 import { SandboxEgressPolicy } from "./network.js";
 import { API_VERSION, Condition, NAME_MAX_LENGTH, NAME_PATTERN, ObjectMeta } from "./object-meta.js";
-
-/** A string a process can take as an argument, environment value or path: no NUL byte (C strings end there). */
-const NO_NUL = "^[^\\x00]*$";
+import {
+  ARGUMENT_DESCRIPTION,
+  ENV_NAME_DESCRIPTION,
+  ENV_NAME_PATTERN,
+  ENV_VALUE_DESCRIPTION,
+  EXPOSED_PORTS_MAX_ITEMS,
+  IMAGE_MAX_LENGTH,
+  NO_NUL_PATTERN,
+  PATH_MAX_LENGTH,
+  PROCESS_LIST_MAX_ITEMS,
+  PROCESS_STRING_MAX_LENGTH,
+  REVISION_MAX_LENGTH,
+  WORKING_DIR_DESCRIPTION,
+  WORKING_DIR_PATTERN,
+} from "./process-rules.js";
 
 export const EnvVar = Type.Object(
   {
-    name: Type.String({ minLength: 1, pattern: "^[^=\\x00]+$", description: "Variable name; must not contain '='." }),
-    value: Type.String({ pattern: NO_NUL, description: "Variable value (may be empty); must not contain NUL bytes." }),
+    name: Type.String({ minLength: 1, maxLength: PROCESS_STRING_MAX_LENGTH, pattern: ENV_NAME_PATTERN, description: ENV_NAME_DESCRIPTION }),
+    value: Type.String({ maxLength: PROCESS_STRING_MAX_LENGTH, pattern: NO_NUL_PATTERN, description: ENV_VALUE_DESCRIPTION }),
   },
   { additionalProperties: false },
 );
 export type EnvVar = Static<typeof EnvVar>;
+
+/** An argument of a process (an element of a command or its args). */
+const Argument = Type.String({ maxLength: PROCESS_STRING_MAX_LENGTH, pattern: NO_NUL_PATTERN, description: ARGUMENT_DESCRIPTION });
 
 export const FailurePolicy = Type.Union([Type.Literal("Manual"), Type.Literal("AutoRecreate")], {
   description: "What happens when the sandbox's agent is lost: Manual leaves it Lost, AutoRecreate recreates it elsewhere.",
@@ -28,17 +43,17 @@ export const SandboxSpec = Type.Object(
   {
     image: Type.String({
       minLength: 1,
+      maxLength: IMAGE_MAX_LENGTH,
       description: "Image reference (e.g. python:3.12, registry.example.com/team/app@sha256:…); pulled by the agent when missing.",
     }),
-    command: Type.Optional(
-      Type.Array(Type.String({ pattern: NO_NUL, description: "must not contain NUL bytes" }), { description: "Replaces the image's entrypoint." }),
-    ),
-    args: Type.Optional(Type.Array(Type.String({ pattern: NO_NUL, description: "must not contain NUL bytes" }), { description: "Replaces the image's cmd." })),
-    envs: Type.Optional(Type.Array(EnvVar)),
-    workingDir: Type.Optional(Type.String({ pattern: "^/[^\\x00]*$", description: "Absolute path, without NUL bytes." })),
+    command: Type.Optional(Type.Array(Argument, { maxItems: PROCESS_LIST_MAX_ITEMS, description: "Replaces the image's entrypoint." })),
+    args: Type.Optional(Type.Array(Argument, { maxItems: PROCESS_LIST_MAX_ITEMS, description: "Replaces the image's cmd." })),
+    envs: Type.Optional(Type.Array(EnvVar, { maxItems: PROCESS_LIST_MAX_ITEMS })),
+    workingDir: Type.Optional(Type.String({ maxLength: PATH_MAX_LENGTH, pattern: WORKING_DIR_PATTERN, description: WORKING_DIR_DESCRIPTION })),
     exposedPorts: Type.Optional(
       Type.Array(Type.Integer({ minimum: 1, maximum: 65535 }), {
         uniqueItems: true,
+        maxItems: EXPOSED_PORTS_MAX_ITEMS,
         description:
           "Ports the sandbox listens on. On a Shared network each is exclusive on its agent's address; an Isolated sandbox has an address of its own.",
       }),
@@ -53,7 +68,9 @@ export const SandboxSpec = Type.Object(
         description: "How long the sandbox's agent may be unreachable before failurePolicy acts. Default 30.",
       }),
     ),
-    resetRevision: Type.Optional(Type.String({ description: "Changing it replaces the running instance with a new one (same name and spec)." })),
+    resetRevision: Type.Optional(
+      Type.String({ maxLength: REVISION_MAX_LENGTH, description: "Changing it replaces the running instance with a new one (same name and spec)." }),
+    ),
     consistencyMode: Type.Optional(ConsistencyMode),
     egress: Type.Optional(SandboxEgressPolicy),
   },

@@ -199,7 +199,7 @@ describe("validateSandbox", () => {
   });
 
   it("rejects a 64-character name", () => {
-    assertSandboxRejected((s) => (s.metadata.name = "a".repeat(64)), "metadata.name", /at most 63 characters/);
+    assertSandboxRejected((s) => (s.metadata.name = "a".repeat(64)), "metadata.name", /^metadata\.name: has 64 characters; at most 63 are allowed$/);
   });
 
   it("names an unknown field at every depth and lists the allowed fields", () => {
@@ -246,7 +246,7 @@ describe("validateSandbox", () => {
     assertSandboxRejected(
       (s) => (s.spec.envs = [{ name: "A=B", value: "" }]),
       "spec.envs[0].name",
-      /"A=B" is not valid \(Variable name; must not contain '='\.\)/,
+      /"A=B" is not valid \(Variable name; must not be empty or contain '=' or NUL bytes\.\)/,
     );
     assertSandboxRejected((s) => (s.spec.envs = [{ name: "", value: "" }]), "spec.envs[0].name", /must not be empty/);
     assertSandboxRejected((s) => (s.spec.workingDir = "srv"), "spec.workingDir", /"srv" is not valid \(Absolute path, without NUL bytes\.\)/);
@@ -259,6 +259,103 @@ describe("validateSandbox", () => {
     assertSandboxRejected((s) => (s.spec.args = ["a\0"]), "spec.args[0]", /is not valid \(must not contain NUL bytes\)/);
     assertSandboxRejected((s) => (s.spec.envs = [{ name: "A", value: "x\0y" }]), "spec.envs[0].value", /must not contain NUL bytes/);
     assertSandboxRejected((s) => (s.spec.workingDir = "/srv\0x"), "spec.workingDir", /without NUL bytes/);
+  });
+
+  it("bounds the entries of the command, its arguments, envs and exposed ports, naming the list and saying how many are allowed", () => {
+    const many = (count: number) => Array.from({ length: count }, (_, index) => String(index));
+    assertSandboxRejected((s) => (s.spec.command = many(257)), "spec.command", /^spec\.command: has 257 entries; at most 256 are allowed$/);
+    assertSandboxRejected((s) => (s.spec.args = many(257)), "spec.args", /^spec\.args: has 257 entries; at most 256 are allowed$/);
+    assertSandboxRejected(
+      (s) => (s.spec.envs = many(257).map((index) => ({ name: `V${index}`, value: "" }))),
+      "spec.envs",
+      /^spec\.envs: has 257 entries; at most 256 are allowed$/,
+    );
+    assertSandboxRejected(
+      (s) => (s.spec.exposedPorts = Array.from({ length: 65 }, (_, index) => 1000 + index)),
+      "spec.exposedPorts",
+      /^spec\.exposedPorts: has 65 entries; at most 64 are allowed$/,
+    );
+    // 60,000 ports: refused as a count, not stored for their agent to fail on.
+    assertSandboxRejected((s) => (s.spec.exposedPorts = Array.from({ length: 60_000 }, (_, index) => 1 + index)), "spec.exposedPorts", /has 60000 entries/);
+    assert.doesNotThrow(() =>
+      validateSandbox(
+        sandboxWith((s) => {
+          s.spec.command = many(256);
+          s.spec.args = many(256);
+          s.spec.envs = many(256).map((index) => ({ name: `V${index}`, value: index }));
+          s.spec.exposedPorts = Array.from({ length: 64 }, (_, index) => 1000 + index);
+        }),
+      ),
+    );
+  });
+
+  it("bounds the length of the image, each argument, env name and value, the working dir and resetRevision, saying the length and the most allowed", () => {
+    assertSandboxRejected((s) => (s.spec.image = `${"a".repeat(1022)}:v1`), "spec.image", /^spec\.image: has 1025 characters; at most 1024 are allowed$/);
+    const long = "x".repeat(128 * 1024);
+    assertSandboxRejected((s) => (s.spec.command = ["sh", long]), "spec.command[1]", /^spec\.command\[1\]: has 131072 characters; at most 131071 are allowed$/);
+    assertSandboxRejected((s) => (s.spec.args = [long]), "spec.args[0]", /has 131072 characters; at most 131071 are allowed$/);
+    assertSandboxRejected((s) => (s.spec.envs = [{ name: "A", value: long }]), "spec.envs[0].value", /has 131072 characters; at most 131071 are allowed$/);
+    assertSandboxRejected((s) => (s.spec.envs = [{ name: long, value: "" }]), "spec.envs[0].name", /has 131072 characters; at most 131071 are allowed$/);
+    assertSandboxRejected(
+      (s) => (s.spec.workingDir = `/${"d".repeat(4095)}`),
+      "spec.workingDir",
+      /^spec\.workingDir: has 4096 characters; at most 4095 are allowed$/,
+    );
+    assertSandboxRejected(
+      (s) => (s.spec.resetRevision = "r".repeat(254)),
+      "spec.resetRevision",
+      /^spec\.resetRevision: has 254 characters; at most 253 are allowed$/,
+    );
+    assert.doesNotThrow(() =>
+      validateSandbox(
+        sandboxWith((s) => {
+          s.spec.resetRevision = "r".repeat(253);
+          s.spec.workingDir = `/${"d".repeat(4094)}`;
+          s.spec.args = ["x".repeat(131071)];
+        }),
+      ),
+    );
+  });
+
+  it("refuses an argument or a variable (NAME=value) of 128 KiB or more in bytes, which the kernel refuses (E2BIG)", () => {
+    // Within the schema's lengths in characters, but not in bytes: 70,000 two-byte characters, and a name and value together.
+    assertSandboxRejected(
+      (s) => (s.spec.args = ["ok", "é".repeat(70_000)]),
+      "spec.args[1]",
+      /^spec\.args\[1\]: takes 140001 bytes with its NUL; at most 131072 \(128 KiB, the kernel's limit for one argument\) are allowed$/,
+    );
+    assertSandboxRejected(
+      (s) =>
+        (s.spec.envs = [
+          { name: "A", value: "" },
+          { name: "N".repeat(70_000), value: "v".repeat(70_000) },
+        ]),
+      "spec.envs[1]",
+      /takes 140002 bytes with its NUL; at most 131072 \(128 KiB, the kernel's limit for one variable, as NAME=value\) are allowed$/,
+    );
+  });
+
+  it("refuses a command, arguments and environment of more than 1 MiB together, naming the list that takes the most", () => {
+    const value = "v".repeat(120 * 1024);
+    const envs = (count: number) => Array.from({ length: count }, (_, index) => ({ name: `V${index}`, value }));
+    assertSandboxRejected(
+      (s) => (s.spec.envs = envs(9)),
+      "spec.envs",
+      /^spec\.envs: takes 1105956 bytes, and the command, its arguments and environment 1105978 together \(each string with its NUL, each variable as NAME=value\); at most 1048576 \(1 MiB\) together are allowed$/,
+    );
+    assertSandboxRejected((s) => (s.spec.args = Array(9).fill(value)), "spec.args", /^spec\.args: takes 1105929 bytes, .*at most 1048576 \(1 MiB\)/);
+    assert.doesNotThrow(() => validateSandbox(sandboxWith((s) => (s.spec.envs = envs(8)))));
+  });
+
+  it("bounds a create's request id (kept in an annotation, hashed into the name) at 253 characters", () => {
+    const withRequestId = (requestId: string) => (s: Record<string, any>) => (s.metadata.annotations = { "sandbox.fast.io/request-id": requestId });
+    assertSandboxRejected(
+      withRequestId("q".repeat(254)),
+      'metadata.annotations["sandbox.fast.io/request-id"]',
+      /the create's requestId has 254 characters; at most 253 are allowed$/,
+    );
+    assert.doesNotThrow(() => validateSandbox(sandboxWith(withRequestId("q".repeat(253)))));
+    assert.doesNotThrow(() => validateSandbox(sandboxWith(withRequestId("q".repeat(254))), { parts: ["spec", "status"] }));
   });
 
   it("rejects an egress CIDR that is not one, saying what is wrong and showing examples", () => {
@@ -467,16 +564,65 @@ describe("validateSandboxPool", () => {
 
   it("rejects bad cpu and memory quantities with an example", () => {
     for (const cpu of ["1.5.5", "500mi", "-1", "m", "1e3"]) {
-      assertPoolRejected((p) => (p.spec.sandboxResources.cpu = cpu), "spec.sandboxResources.cpu", /is not valid \(CPU per sandbox, e\.g\. 500m or 2\.\)/);
+      assertPoolRejected(
+        (p) => (p.spec.sandboxResources.cpu = cpu),
+        "spec.sandboxResources.cpu",
+        /is not valid \(CPU per sandbox, e\.g\. 500m or 2; at least 10m\.\)/,
+      );
     }
     for (const memory of ["256MB", "1.5Gi", "Mi", "-1"]) {
       assertPoolRejected(
         (p) => (p.spec.sandboxResources.memory = memory),
         "spec.sandboxResources.memory",
-        /is not valid \(Memory per sandbox, e\.g\. 256Mi\.\)/,
+        /is not valid \(Memory per sandbox, e\.g\. 256Mi; at least 6Mi\.\)/,
       );
     }
     assertPoolRejected((p) => (p.spec.sandboxResources.pids = 0), "spec.sandboxResources.pids", /0 is out of range/);
+  });
+
+  it("refuses CPU limits below 10m (they would be sent as 0, no limit, or below the kernel's smallest quota) or above 2^31 - 1 millicores", () => {
+    const outOfRange =
+      /is out of range; allowed: 10m\.\.2147483647m \(10m is the kernel's smallest CPU quota, 1 ms per 100 ms; leave the field out for no limit\)$/;
+    for (const cpu of ["0", "0m", "0.0", "0.0004", "1m", "9m", "0.0099", "0.00999999999999999999", "2147483648m", "3000000", "2147483.6475"]) {
+      const error = rejection(() => validateSandboxPool(poolWith((p) => (p.spec.sandboxResources.cpu = cpu))));
+      assert.equal(error.field, "spec.sandboxResources.cpu", cpu);
+      assert.match(error.message, outOfRange, cpu);
+      assert.ok(error.message.includes(`${JSON.stringify(cpu)} is out of range`), error.message);
+    }
+    for (const cpu of ["10m", "0.01", "0.010", "0010m", "2", "2147483647m", "2147483.647", "2147483.6470000"]) {
+      assert.doesNotThrow(() => validateSandboxPool(poolWith((p) => (p.spec.sandboxResources.cpu = cpu))), cpu);
+    }
+  });
+
+  it("refuses memory limits below 6Mi (0 would read as no limit; a sandbox cannot start below it) or of 2^53 bytes and more", () => {
+    const outOfRange =
+      /is out of range; allowed: at least 6Mi \(below it runc's init is OOM-killed before the command starts\) and less than 8192Ti \(2\^53 bytes\); leave the field out for no limit$/;
+    for (const memory of ["0", "0Mi", "1Mi", "4Mi", "6291455", "6291K", "99999999999999T", "8192Ti", "9007199254740992", "99999999999999999999"]) {
+      const error = rejection(() => validateSandboxPool(poolWith((p) => (p.spec.sandboxResources.memory = memory))));
+      assert.equal(error.field, "spec.sandboxResources.memory", memory);
+      assert.match(error.message, outOfRange, memory);
+    }
+    for (const memory of ["6Mi", "6291456", "6292K", "7M", "256Mi", "8191Ti", "9007199254740991"]) {
+      assert.doesNotThrow(() => validateSandboxPool(poolWith((p) => (p.spec.sandboxResources.memory = memory))), memory);
+    }
+    assertPoolRejected((p) => (p.spec.sandboxResources.memory = "1".repeat(65)), "spec.sandboxResources.memory", /has 65 characters; at most 64 are allowed$/);
+  });
+
+  it("refuses pids and capacities beyond what the wire messages carry (int32)", () => {
+    assertPoolRejected(
+      (p) => (p.spec.sandboxResources.pids = 3_000_000_000),
+      "spec.sandboxResources.pids",
+      /^spec\.sandboxResources\.pids: 3000000000 is out of range; allowed: 1\.\.2147483647$/,
+    );
+    assert.doesNotThrow(() => validateSandboxPool(poolWith((p) => (p.spec.sandboxResources.pids = 2_147_483_647))));
+    for (const field of ["poolMin", "poolMax", "bufferMin", "bufferMax"]) {
+      assertPoolRejected((p) => (p.spec.capacity[field] = 2 ** 31), `spec.capacity.${field}`, /2147483648 is out of range; allowed: 0\.\.2147483647$/);
+    }
+  });
+
+  it("bounds the length of the pool's image and prewarm images", () => {
+    assertPoolRejected((p) => (p.spec.image = `${"a".repeat(1022)}:v1`), "spec.image", /has 1025 characters; at most 1024 are allowed$/);
+    assertPoolRejected((p) => (p.spec.prewarmImages = ["busybox", `${"a".repeat(1022)}:v1`]), "spec.prewarmImages[1]", /has 1025 characters; at most 1024/);
   });
 
   it("names unknown fields of nested pool objects", () => {

@@ -7,8 +7,9 @@ import { parseImageReference } from "./image-reference.js";
 import { checkLabels } from "./labels.js";
 import { RFC3339 } from "./string-formats.js";
 import { checkEgressPolicy, checkPoolNetwork } from "./network.js";
+import { REVISION_MAX_LENGTH, checkProcessSize } from "./process-rules.js";
 import { Sandbox } from "./sandbox.js";
-import { SandboxPool } from "./sandbox-pool.js";
+import { SandboxPool, checkSandboxResources } from "./sandbox-pool.js";
 
 if (!FormatRegistry.Has("date-time")) {
   FormatRegistry.Set("date-time", (value) => RFC3339.test(value) && !Number.isNaN(Date.parse(value)));
@@ -59,7 +60,7 @@ function describe(error: ValueError): { field: string; message: string } {
     case ValueErrorType.StringMinLength:
       return { field, message: schema.minLength === 1 ? "must not be empty" : `must have at least ${String(schema.minLength)} characters` };
     case ValueErrorType.StringMaxLength:
-      return { field, message: `must have at most ${String(schema.maxLength)} characters` };
+      return { field, message: `has ${String((error.value as string).length)} characters; at most ${String(schema.maxLength)} are allowed` };
     case ValueErrorType.NumberMinimum:
     case ValueErrorType.IntegerMinimum:
     case ValueErrorType.NumberMaximum:
@@ -144,12 +145,33 @@ function partsOf(options: ValidationOptions): ReadonlySet<string> | undefined {
 export function validateSandbox(value: unknown, options: ValidationOptions = {}): asserts value is Sandbox {
   const parts = partsOf(options);
   assertValidParts((sandboxCheck ??= TypeCompiler.Compile(Sandbox)), value, parts);
-  if (!parts || parts.has("metadata")) checkLabels((value as Sandbox).metadata.labels, "metadata.labels");
+  if (!parts || parts.has("metadata")) {
+    const { labels, annotations } = (value as Sandbox).metadata;
+    checkLabels(labels, "metadata.labels");
+    checkRequestId(annotations?.[REQUEST_ID_ANNOTATION]);
+  }
   if (parts && !parts.has("spec")) return;
-  const { egress, image } = (value as Sandbox).spec;
+  const { spec } = value as Sandbox;
   // Before anything is reserved for it: an agent would refuse it only after a slot, a record and a wake.
-  if (image !== undefined) parseImageReference(image, "spec.image");
-  if (egress) checkEgressPolicy(egress, "spec.egress");
+  if (spec.image !== undefined) parseImageReference(spec.image, "spec.image");
+  if (spec.egress) checkEgressPolicy(spec.egress, "spec.egress");
+  checkProcessSize(spec, "spec.");
+}
+
+/**
+ * The annotation a fast-path create keeps its request id in (the control plane's
+ * REQUEST_ID_ANNOTATION): a retry with the id finds the sandbox by it.
+ */
+const REQUEST_ID_ANNOTATION = "sandbox.fast.io/request-id";
+
+/** A create's request id is hashed into the sandbox's name and kept in its record: a long one is refused before either. */
+function checkRequestId(requestId: string | undefined): void {
+  if (requestId !== undefined && requestId.length > REVISION_MAX_LENGTH) {
+    throw new ValidationError(
+      `metadata.annotations[${JSON.stringify(REQUEST_ID_ANNOTATION)}]`,
+      `the create's requestId has ${requestId.length} characters; at most ${REVISION_MAX_LENGTH} are allowed`,
+    );
+  }
 }
 
 /** Throws a ValidationError naming the first field that is wrong (of `options.parts` only, when given). */
@@ -166,6 +188,7 @@ export function validateSandboxPool(value: unknown, options: ValidationOptions =
     throw new ValidationError("spec.capacity.bufferMin", `${capacity.bufferMin} is greater than bufferMax ${capacity.bufferMax}`);
   }
   checkPoolNetwork((value as SandboxPool).spec);
+  checkSandboxResources((value as SandboxPool).spec.sandboxResources, "spec.sandboxResources");
   const { preparedInstances, image, runtimeType, maxSandboxesPerPod, preparedFromCheckpoint, prewarmImages, agentTemplate } = (value as SandboxPool).spec;
   if (image !== undefined) parseImageReference(image, "spec.image");
   prewarmImages?.forEach((reference, index) => parseImageReference(reference, `spec.prewarmImages[${index}]`));

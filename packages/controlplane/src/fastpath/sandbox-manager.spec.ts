@@ -30,6 +30,7 @@ import {
   REQUEST_SETTLE_MS,
   SandboxManager,
   requestName,
+  type ExecInput,
   type PoolCapacity,
 } from "./sandbox-manager.js";
 import { SandboxManagerFixture, deferred, poolOf, sandboxSpec, type FakeAgentClient } from "./sandbox-manager.fixture.js";
@@ -300,6 +301,17 @@ describe("SandboxManager", () => {
       assert.equal(allocated(), 1);
       const record = await stored(first.metadata.name);
       assert.equal(record?.metadata.annotations?.["sandbox.fast.io/request-id"], "req-1");
+    });
+
+    it("refuses a requestId longer than 253 characters before anything is stored or placed, and takes one of 253", async () => {
+      const error = await rejection(manager.create({ spec: spec(), requestId: "q".repeat(254) }));
+      assert.ok(error instanceof ValidationError);
+      assert.equal(error.field, `metadata.annotations[${JSON.stringify(REQUEST_ID_ANNOTATION)}]`);
+      assert.match(error.message, /the create's requestId has 254 characters; at most 253 are allowed$/);
+      assert.equal(allocated(), 0);
+      assert.deepEqual(agent.createRequests, []);
+      const created = await manager.create({ spec: spec(), requestId: "q".repeat(253) });
+      assert.equal(created.metadata.name, requestName("default", "q".repeat(253)));
     });
 
     it("returns the same sandbox when a requestId is retried on another replica (its own memory of requests), creating it once", async () => {
@@ -1561,6 +1573,45 @@ describe("SandboxManager", () => {
       await manager.create({ name: "web", spec: spec() });
       await assert.rejects(manager.exec({ name: "web", command: [] }).next(), ValidationError);
       assert.deepEqual(agent.execRequests, []);
+    });
+
+    it("refuses what a create's spec may not hold before calling the agent, naming the field and what is allowed", async () => {
+      await manager.create({ name: "web", spec: spec() });
+      const refused = async (input: Partial<ExecInput>, field: string, message: RegExp) => {
+        const error = await manager
+          .exec({ name: "web", command: ["env"], ...input })
+          .next()
+          .then(
+            () => assert.fail(`expected ${field} to be refused`),
+            (error: unknown) => error,
+          );
+        assert.ok(error instanceof ValidationError, String(error));
+        assert.equal(error.field, field);
+        assert.match(error.message, message);
+      };
+      // A name with '=' would set another variable (A="B=c"), an empty one a variable "=c".
+      await refused(
+        { envs: [{ name: "A=B", value: "c" }] },
+        "envs[0].name",
+        /^envs\[0\]\.name: "A=B" is not valid \(Variable name; must not be empty or contain '=' or NUL bytes\.\)$/,
+      );
+      await refused({ envs: [{ name: "", value: "c" }] }, "envs[0].name", /must not be empty/);
+      await refused({ envs: [{ name: "A", value: "x\0y" }] }, "envs[0].value", /must not contain NUL bytes/);
+      await refused({ command: ["sh", "-c", "a\0b"] }, "command[2]", /is not valid \(must not contain NUL bytes\)/);
+      await refused({ workingDir: "srv" }, "workingDir", /^workingDir: "srv" is not valid \(Absolute path, without NUL bytes\.\)$/);
+      await refused({ workingDir: "/srv\0" }, "workingDir", /without NUL bytes/);
+      await refused({ command: Array(257).fill("x") }, "command", /has 257 entries; at most 256 are allowed$/);
+      // A command of 20 MB would exceed containerd's 16 MiB requests; 1 MiB in all is allowed, as for a create.
+      await refused(
+        { command: ["echo", ...Array(160).fill("x".repeat(128 * 1024 - 1))] },
+        "command",
+        /together \(.*\); at most 1048576 \(1 MiB\) together are allowed$/,
+      );
+      await refused({ envs: [{ name: "A", value: "x".repeat(20 << 20) }] }, "envs[0].value", /has 20971520 characters; at most 131071 are allowed$/);
+      assert.deepEqual(agent.execRequests, []);
+      // An empty working directory is unset, as before.
+      for await (const _event of manager.exec({ name: "web", command: ["pwd"], workingDir: "" }));
+      assert.equal(agent.execRequests.length, 1);
     });
   });
 });

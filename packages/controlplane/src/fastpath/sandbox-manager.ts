@@ -15,6 +15,7 @@ import {
   NotFoundError,
   UnavailableError,
   ValidationError,
+  checkProcess,
   networkModeOf,
   normalizeImageName,
   parseExecUser,
@@ -1315,6 +1316,10 @@ export class SandboxManager {
 
   async *exec(input: ExecInput, signal?: AbortSignal): AsyncGenerator<ExecEvent> {
     if (input.command.length === 0) throw new ValidationError("command", "must name the program to run, e.g. ['sh', '-c', 'ls']");
+    // The rules of a create's command, envs and working directory: what the process cannot take
+    // (a NUL byte, a relative directory, a name with '=' that would set another variable) or too
+    // much of it, refused here rather than by containerd or the kernel with an error of their own.
+    checkProcess({ command: input.command, envs: input.envs, workingDir: input.workingDir });
     if (input.user) parseExecUser("user", input.user);
     const { client, sandboxId, sandbox } = await this.agentOf(input.namespace, input.name);
     if (sandbox.metadata.deletionTimestamp) throw new FailedPreconditionError(`sandbox ${input.name} is being deleted`);
