@@ -1,7 +1,5 @@
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
-import http from "node:http";
-import http2 from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -13,6 +11,7 @@ import * as grpc from "@grpc/grpc-js";
 import { FsbError, pb, sendBearerToken, UnavailableError } from "@fast-sandbox/api/core";
 import type { CheckpointRequest, RuntimeCheckpoint, RuntimeCheckpoints } from "../runtime/checkpoint.js";
 import type { Runtime, RuntimeSandbox } from "../runtime/runtime.js";
+import { answerToUnendedBody } from "../../../../test/support/unended-body.js";
 import { MAX_REQUEST_BYTES, startAgentServer } from "./agent-server.js";
 
 const TOKEN = "agent-server-spec-token-0123456789";
@@ -224,51 +223,6 @@ async function serve(runtime: FakeRuntime) {
   return server;
 }
 
-/**
- * The answer to a POST of `path` whose body is `body` but never ends: only a server that answers
- * without reading the body answers within `withinMs`.
- */
-async function answerToUnendedBody(
-  endpoint: string,
-  version: "1.1" | "2",
-  path: string,
-  headers: Record<string, string>,
-  body: Buffer,
-  withinMs = 5_000,
-): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
-  const url = `http://${endpoint}`;
-  const session = version === "2" ? http2.connect(url) : undefined;
-  let request: http.ClientRequest | http2.ClientHttp2Stream | undefined;
-  try {
-    return await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no answer within ${withinMs} ms while the request's body was still open`)), withinMs);
-      const answered = (status: number, head: http.IncomingHttpHeaders, stream: NodeJS.ReadableStream) => {
-        let text = "";
-        stream.setEncoding("utf8");
-        stream.on("data", (chunk: string) => (text += chunk));
-        stream.on("end", () => {
-          clearTimeout(timer);
-          resolve({ status, headers: head, body: text });
-        });
-      };
-      if (session) {
-        session.on("error", reject);
-        const stream = (request = session.request({ ":method": "POST", ":path": path, ...headers }));
-        stream.on("error", reject);
-        stream.on("response", (head) => answered(Number(head[":status"]), head, stream));
-      } else {
-        request = http.request(`${url}${path}`, { method: "POST", headers });
-        request.on("error", reject);
-        request.on("response", (response) => answered(response.statusCode ?? 0, response.headers, response));
-      }
-      request.write(body);
-    });
-  } finally {
-    request?.destroy();
-    session?.destroy();
-  }
-}
-
 describe("AgentServer authentication and request size", () => {
   // A gzip body of 16 KiB that would grow to 16 MiB, four times the limit.
   const bomb = gzipSync(Buffer.alloc(16 * 1024 * 1024));
@@ -278,7 +232,7 @@ describe("AgentServer authentication and request size", () => {
     for (const version of ["1.1", "2"] as const) {
       for (const authorization of [undefined, "Bearer wrong-token-0123456789"]) {
         const answer = await answerToUnendedBody(
-          server.endpoint,
+          `http://${server.endpoint}`,
           version,
           "/fastsandbox.v1alpha1.AgentService/CreateSandbox",
           { "content-type": "application/proto", "content-encoding": "gzip", ...(authorization ? { authorization } : {}) },

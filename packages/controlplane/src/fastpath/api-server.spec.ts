@@ -1,12 +1,11 @@
 import assert from "node:assert/strict";
-import http from "node:http";
-import http2 from "node:http2";
 import { gzipSync } from "node:zlib";
 import { describe, it } from "node:test";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { compressionGzip, createConnectTransport } from "@connectrpc/connect-node";
 import { pb, sandboxSpecToMessage, sendBearerToken } from "@fast-sandbox/api";
 import { pino } from "pino";
+import { answerToUnendedBody } from "../../../../test/support/unended-body.js";
 import { MAX_REQUEST_BYTES, startApiServer, type ApiServer } from "./api-server.js";
 import { CheckpointManager } from "./checkpoint-manager.js";
 import { SandboxManagerFixture, sandboxSpec } from "./sandbox-manager.fixture.js";
@@ -25,50 +24,6 @@ async function withApiServer(host: string, test: (api: ApiServer, fixture: Sandb
     await api.close();
     checkpoints.close();
     await fixture.close();
-  }
-}
-
-/**
- * The answer to a POST of `path` whose body is `body` but never ends: only a server that answers
- * without reading the body answers within `withinMs`.
- */
-async function answerToUnendedBody(
-  baseUrl: string,
-  version: "1.1" | "2",
-  path: string,
-  headers: Record<string, string>,
-  body: Buffer,
-  withinMs = 5_000,
-): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
-  const session = version === "2" ? http2.connect(baseUrl) : undefined;
-  let request: http.ClientRequest | http2.ClientHttp2Stream | undefined;
-  try {
-    return await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no answer within ${withinMs} ms while the request's body was still open`)), withinMs);
-      const answered = (status: number, head: http.IncomingHttpHeaders, stream: NodeJS.ReadableStream) => {
-        let text = "";
-        stream.setEncoding("utf8");
-        stream.on("data", (chunk: string) => (text += chunk));
-        stream.on("end", () => {
-          clearTimeout(timer);
-          resolve({ status, headers: head, body: text });
-        });
-      };
-      if (session) {
-        session.on("error", reject);
-        const stream = (request = session.request({ ":method": "POST", ":path": path, ...headers }));
-        stream.on("error", reject);
-        stream.on("response", (head) => answered(Number(head[":status"]), head, stream));
-      } else {
-        request = http.request(`${baseUrl}${path}`, { method: "POST", headers });
-        request.on("error", reject);
-        request.on("response", (response) => answered(response.statusCode ?? 0, response.headers, response));
-      }
-      request.write(body);
-    });
-  } finally {
-    request?.destroy();
-    session?.destroy();
   }
 }
 
