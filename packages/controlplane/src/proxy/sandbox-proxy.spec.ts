@@ -53,6 +53,17 @@ function sandboxServer(): http.Server {
   });
 }
 
+/** A Running sandbox `web` of agent-0 exposing `ports`, opened by `token`. */
+function runningSandbox(ports: number[], name = "web", sandboxID = ID, token = TOKEN): Sandbox {
+  return {
+    apiVersion: API_VERSION,
+    kind: "Sandbox",
+    metadata: { name, namespace: "default" },
+    spec: { image: "busybox", poolRef: "default", exposedPorts: ports },
+    status: { phase: "Running", assignedPod: "agent-0", sandboxID, accessTokenHash: hashAccessToken(token) },
+  };
+}
+
 function listen(server: http.Server | net.Server): Promise<number> {
   return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port)));
 }
@@ -79,13 +90,7 @@ describe("the sandbox proxy", () => {
     const late = net.createServer();
     latePort = await listen(late);
     await new Promise((resolve) => late.close(resolve));
-    record = {
-      apiVersion: API_VERSION,
-      kind: "Sandbox",
-      metadata: { name: "web", namespace: "default" },
-      spec: { image: "busybox", poolRef: "default", exposedPorts: [port, tcpPort, closedPort, latePort] },
-      status: { phase: "Running", assignedPod: "agent-0", sandboxID: ID, accessTokenHash: hashAccessToken(TOKEN) },
-    };
+    record = runningSandbox([port, tcpPort, closedPort, latePort]);
     proxy = await startSandboxProxy({
       sources: {
         lookup: (sandboxId) => Promise.resolve(sandboxId === ID ? record : undefined),
@@ -518,13 +523,7 @@ describe("the sandbox proxy's kept-alive connections to a sandbox", () => {
 
   before(async () => {
     port = await listen(server);
-    const record: Sandbox = {
-      apiVersion: API_VERSION,
-      kind: "Sandbox",
-      metadata: { name: "web", namespace: "default" },
-      spec: { image: "busybox", poolRef: "default", exposedPorts: [port] },
-      status: { phase: "Running", assignedPod: "agent-0", sandboxID: ID, accessTokenHash: hashAccessToken(TOKEN) },
-    };
+    const record = runningSandbox([port]);
     proxy = await startSandboxProxy({
       sources: {
         lookup: (sandboxId) => Promise.resolve(sandboxId === ID ? record : undefined),
@@ -771,13 +770,7 @@ describe("the sandbox proxy's tunnels and WebSockets", () => {
     else records.set(sandbox.status?.sandboxID ?? "", sandbox);
     for (const listener of listeners) listener(sandbox, deleted);
   };
-  const sandbox = (name: string, sandboxID: string, token: string): Sandbox => ({
-    apiVersion: API_VERSION,
-    kind: "Sandbox",
-    metadata: { name, namespace: "default" },
-    spec: { image: "busybox", poolRef: "default", exposedPorts: [webPort, echoPort, afterEofPort] },
-    status: { phase: "Running", assignedPod: "agent-0", sandboxID, accessTokenHash: hashAccessToken(token) },
-  });
+  const sandbox = (name: string, sandboxID: string, token: string): Sandbox => runningSandbox([webPort, echoPort, afterEofPort], name, sandboxID, token);
 
   before(async () => {
     webPort = await listen(upstream);
@@ -927,13 +920,7 @@ describe("the sandbox proxy's GET, HEAD and OPTIONS requests with a body", () =>
 
   before(async () => {
     port = await listen(server);
-    const record: Sandbox = {
-      apiVersion: API_VERSION,
-      kind: "Sandbox",
-      metadata: { name: "web", namespace: "default" },
-      spec: { image: "busybox", poolRef: "default", exposedPorts: [port] },
-      status: { phase: "Running", assignedPod: "agent-0", sandboxID: ID, accessTokenHash: hashAccessToken(TOKEN) },
-    };
+    const record = runningSandbox([port]);
     proxy = await startSandboxProxy({
       sources: { lookup: (sandboxId) => Promise.resolve(sandboxId === ID ? record : undefined), agentAddress: () => "127.0.0.1", domain: "localhost" },
       logger: pino({ level: "silent" }),
