@@ -70,6 +70,35 @@ function checkpointedSpec(): OciSpec {
   };
 }
 
+type CheckpointsOptions = ConstructorParameters<typeof GvisorCheckpoints>[0];
+
+/** The checkpoints of agent gv-0 under `root`, with what a case does not use refused and `options` over it. */
+function gvisorCheckpoints(root: string, options: Partial<CheckpointsOptions>): GvisorCheckpoints {
+  return new GvisorCheckpoints({
+    client: {} as ContainerdClient,
+    snapshotter: "overlayfs",
+    directory: join(root, "checkpoints"),
+    agentName: "gv-0",
+    execFiles: {} as ExecFiles,
+    runDir: (id) => join(root, "run", id),
+    logPath: (id) => join(root, `${id}.log`),
+    cgroupsPath: (id) => `/fsb/${id}`,
+    removeCgroup: async () => undefined,
+    killCgroup: async () => 0,
+    resolveImage: () => Promise.reject(new Error("not used")),
+    claimNetwork: () => Promise.reject(new Error("not used")),
+    refillNetworks: () => undefined,
+    ownerLabels: () => ({}),
+    owns: () => true,
+    exitedWithin: async () => true,
+    shimGroup: () => undefined,
+    runscFeatures: () => Promise.reject(new Error("not used")),
+    runscBinary: (mode) => `/this-agent/${mode}`,
+    logger: pino({ level: "silent" }),
+    ...options,
+  });
+}
+
 describe("copySpec", () => {
   it("rewrites only what is the copy's own: its run directory's mounts, network namespace, cgroup and hostname", () => {
     const record = { ociSpec: checkpointedSpec(), runDir: TEMPLATE_RUN };
@@ -366,27 +395,11 @@ describe("checkpoint(): a save that fails, the run directory's bound, the record
         stat: async ({ key }: { key: string }) => ({ info: { name: key, parent: "sha256:chain-then" } }),
       },
     };
-    const checkpoints = new GvisorCheckpoints({
+    const checkpoints = gvisorCheckpoints(root, {
       client: client as unknown as ContainerdClient,
-      snapshotter: "overlayfs",
-      directory: join(root, "checkpoints"),
-      agentName: "gv-0",
-      execFiles: {} as ExecFiles,
       runDir: () => runDir,
       logPath: () => join(root, "sb.log"),
-      cgroupsPath: (id) => `/fsb/${id}`,
-      removeCgroup: async () => undefined,
-      killCgroup: async () => 0,
       resolveImage: async () => ({ chainId: "sha256:0" }),
-      claimNetwork: () => Promise.reject(new Error("not used")),
-      refillNetworks: () => undefined,
-      ownerLabels: () => ({}),
-      owns: () => true,
-      exitedWithin: async () => true,
-      shimGroup: () => undefined,
-      runscFeatures: () => Promise.reject(new Error("not used")),
-      runscBinary: (mode) => `/this-agent/${mode}`,
-      logger: pino({ level: "silent" }),
     });
     const checkpoint = (leaveStopped?: boolean) =>
       checkpoints.checkpoint({ sandboxId: "sb", checkpointId: "ck", namespace: "default", name: "one", ...(leaveStopped ? { leaveStopped } : {}) });
@@ -579,17 +592,8 @@ describe("restores from a checkpoint's record", () => {
         }),
       },
     };
-    const checkpoints = new GvisorCheckpoints({
+    const checkpoints = gvisorCheckpoints(root, {
       client: client as unknown as ContainerdClient,
-      snapshotter: "overlayfs",
-      directory: join(root, "checkpoints"),
-      agentName: "gv-0",
-      execFiles: {} as ExecFiles,
-      runDir: (id) => join(root, "run", id),
-      logPath: (id) => join(root, `${id}.log`),
-      cgroupsPath: (id) => `/fsb/${id}`,
-      removeCgroup: async () => undefined,
-      killCgroup: async () => 0,
       resolveImage: async () => {
         const chainId = options.resolved ?? "sha256:chain-then";
         gone.delete(chainId);
@@ -603,14 +607,8 @@ describe("restores from a checkpoint's record", () => {
         files: {},
         policyApplied: Promise.resolve(),
       }),
-      refillNetworks: () => undefined,
-      ownerLabels: () => ({}),
-      owns: () => true,
-      exitedWithin: async () => true,
-      shimGroup: () => undefined,
       runscFeatures: async () => ({ hostnameOnRestore: true }),
       runscBinary: (mode) => THIS_AGENT[mode],
-      logger: pino({ level: "silent" }),
     });
     const restore = (network: "shared" | "isolated" = "shared") =>
       checkpoints.restore({
@@ -711,28 +709,7 @@ describe("list(): a delete cut short long ago", () => {
     writeFileSync(join(checkpoint, "deleting"), "");
     const longAgo = new Date(Date.now() - 3_600_000);
     utimesSync(join(checkpoint, "deleting"), longAgo, longAgo);
-    const checkpoints = new GvisorCheckpoints({
-      client: {} as ContainerdClient,
-      snapshotter: "overlayfs",
-      directory,
-      agentName: "gv-0",
-      execFiles: {} as ExecFiles,
-      runDir: (id) => join(dir, "run", id),
-      logPath: (id) => join(dir, `${id}.log`),
-      cgroupsPath: (id) => `/fsb/${id}`,
-      removeCgroup: async () => undefined,
-      killCgroup: async () => 0,
-      resolveImage: () => Promise.reject(new Error("not used")),
-      claimNetwork: () => Promise.reject(new Error("not used")),
-      refillNetworks: () => undefined,
-      ownerLabels: () => ({}),
-      owns: () => true,
-      exitedWithin: async () => true,
-      shimGroup: () => undefined,
-      runscFeatures: () => Promise.reject(new Error("not used")),
-      runscBinary: () => "/state/this-agent/runsc-network-none",
-      logger: pino({ level: "silent" }),
-    });
+    const checkpoints = gvisorCheckpoints(dir, { directory });
     // The agent dies as the removal starts.
     const removed: string[] = [];
     const crash = mock.method(fsPromises, "rm", async (path: string) => {
