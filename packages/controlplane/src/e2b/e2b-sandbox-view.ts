@@ -9,7 +9,6 @@ import { parseCpuMillis, parseMemoryBytes, type AgentLimits, type Sandbox, type 
 import { isPaused, pausedAtOf } from "../fastpath/checkpoint-pauses.js";
 import type { HostResources } from "./host-resources.js";
 import type { E2bSandboxState } from "./e2b-requests.js";
-import { withListKey } from "./sandbox-list-page.js";
 
 /** The template a sandbox was created from; it marks the sandboxes of the E2B-compatible API. */
 export const TEMPLATE_ANNOTATION = "e2b.sandbox.fast.io/template-id";
@@ -157,7 +156,7 @@ export function e2bSandboxOf(sandbox: Sandbox, envdVersion: string, accessToken:
 
 export function listedSandboxOf(sandbox: Sandbox, envdVersion: string, resources: SandboxResources): E2bListedSandbox {
   const templateID = templateOf(sandbox);
-  const listed: E2bListedSandbox = {
+  return {
     templateID,
     alias: templateID,
     sandboxID: sandbox.status?.sandboxID ?? "",
@@ -170,9 +169,6 @@ export function listedSandboxOf(sandbox: Sandbox, envdVersion: string, resources
     metadata: metadataOf(sandbox),
     envdVersion,
   };
-  // Paged by what stays while the sandbox lives (sandbox-list-page.ts): its startedAt and sandboxID
-  // change with a resume, reset or recreation.
-  return withListKey(listed, { createdAt: sandbox.metadata.creationTimestamp ?? new Date(0).toISOString(), name: sandbox.metadata.name });
 }
 
 export function sandboxDetailOf(

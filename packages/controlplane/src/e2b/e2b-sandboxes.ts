@@ -66,7 +66,7 @@ import type { EnvdReadiness } from "./envd-readiness.js";
 import { readEnvdVersion } from "./envd-version.js";
 import type { HostResources } from "./host-resources.js";
 import { metadataMatches } from "./metadata-filter.js";
-import { pageOf, type ListPage } from "./sandbox-list-page.js";
+import { listKeyOf, pageOf, type ListPage } from "./sandbox-list-page.js";
 
 /** E2B's default template, which its SDKs create when they are given none. */
 export const DEFAULT_TEMPLATE = "base";
@@ -206,10 +206,11 @@ export class E2bSandboxes {
       .filter((sandbox) => !query.states || query.states.has(stateOf(sandbox)))
       .filter((sandbox) => query.template === undefined || sandbox.metadata.annotations?.[TEMPLATE_ANNOTATION] === query.template)
       .filter((sandbox) => metadataMatches(metadataOf(sandbox), query.metadata))
-      .map((sandbox) => listedSandboxOf(sandbox, this.envdVersion, this.resourcesOf(pools.get(sandbox.spec.poolRef))))
-      .filter((listed) => startedAfter === undefined || Date.parse(listed.startedAt) >= startedAfter);
+      // Paged by what stays while the sandbox lives (sandbox-list-page.ts): its startedAt and sandboxID change with a resume, reset or recreation.
+      .map((sandbox) => ({ item: listedSandboxOf(sandbox, this.envdVersion, this.resourcesOf(pools.get(sandbox.spec.poolRef))), key: listKeyOf(sandbox) }))
+      .filter(({ item }) => startedAfter === undefined || Date.parse(item.startedAt) >= startedAfter);
     const countsRunning = !query.states || query.states.has("running");
-    return { page: pageOf(matching, query), totalRunning: countsRunning ? matching.filter((listed) => listed.state === "running").length : undefined };
+    return { page: pageOf(matching, query), totalRunning: countsRunning ? matching.filter(({ item }) => item.state === "running").length : undefined };
   }
 
   async get(sandboxID: string): Promise<E2bSandboxDetail> {

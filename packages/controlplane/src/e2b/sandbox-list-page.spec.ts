@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { API_VERSION, ValidationError, type Sandbox } from "@fast-sandbox/api";
 import { METADATA_ANNOTATION, TEMPLATE_ANNOTATION, listedSandboxOf, type E2bListedSandbox } from "./e2b-sandbox-view.js";
-import { pageOf, withListKey, type ListKey, type Listed } from "./sandbox-list-page.js";
+import { listKeyOf, pageOf, type Keyed } from "./sandbox-list-page.js";
 
 /** A small seeded generator (mulberry32), so a failure can be replayed from its seed. */
 function random(seed: number): () => number {
@@ -15,10 +15,12 @@ function random(seed: number): () => number {
   };
 }
 
-/** The key each item of `items` was given, for the model. */
-const keys = new Map<string, ListKey>();
+interface Item {
+  startedAt: string;
+  sandboxID: string;
+}
 
-function items(next: () => number, count: number): Listed[] {
+function items(next: () => number, count: number): Keyed<Item>[] {
   // Few distinct creation times, so ties (broken by name) are common; the start (of the current
   // instance) is any time since, which the order does not follow.
   return Array.from({ length: count }, (_, index) => {
@@ -27,17 +29,14 @@ function items(next: () => number, count: number): Listed[] {
       startedAt: new Date(createdAtMs + Math.floor(next() * 10) * 1000).toISOString(),
       sandboxID: `sb${index.toString().padStart(3, "0")}${Math.floor(next() * 1e6)}`,
     };
-    const key = { createdAt: new Date(createdAtMs).toISOString(), name: `sb-${Math.floor(next() * 1e6)}-${index}` };
-    keys.set(item.sandboxID, key);
-    return withListKey(item, key);
+    return { item, key: { createdAt: new Date(createdAtMs).toISOString(), name: `sb-${Math.floor(next() * 1e6)}-${index}` } };
   });
 }
 
 /** The naive model: every item, sorted by creation then name, reversed for desc. */
-function modelOrder(all: readonly Listed[], order: "asc" | "desc"): string[] {
-  const keyOf = (item: Listed) => keys.get(item.sandboxID) ?? assert.fail(`no key for ${item.sandboxID}`);
-  const sorted = [...all].sort((a, b) => Date.parse(keyOf(a).createdAt) - Date.parse(keyOf(b).createdAt) || (keyOf(a).name < keyOf(b).name ? -1 : 1));
-  return (order === "asc" ? sorted : sorted.reverse()).map((item) => item.sandboxID);
+function modelOrder(all: readonly Keyed<Item>[], order: "asc" | "desc"): string[] {
+  const sorted = [...all].sort((a, b) => Date.parse(a.key.createdAt) - Date.parse(b.key.createdAt) || (a.key.name < b.key.name ? -1 : 1));
+  return (order === "asc" ? sorted : sorted.reverse()).map((entry) => entry.item.sandboxID);
 }
 
 /** An E2B sandbox created `minute` minutes into the day and started (its current instance) at `startTime`; its E2B metadata names it. */
@@ -85,7 +84,8 @@ describe("the pages of GET /v2/sandboxes", () => {
     const base = items(random(7), 10);
     const first = pageOf(base, { order: "desc", limit: 4 });
     const removed = first.items[1]?.sandboxID;
-    const changed = [...base.filter((item) => item.sandboxID !== removed), { startedAt: new Date(Date.UTC(2030, 0, 1)).toISOString(), sandboxID: "newest" }];
+    const newest = new Date(Date.UTC(2030, 0, 1)).toISOString();
+    const changed = [...base.filter((entry) => entry.item.sandboxID !== removed), { item: { startedAt: newest, sandboxID: "newest" }, key: { createdAt: newest, name: "newest" } }];
     const rest: string[] = [];
     let nextToken = first.nextToken;
     while (nextToken) {
@@ -100,7 +100,7 @@ describe("the pages of GET /v2/sandboxes", () => {
     const names = ["s0", "s1", "s2", "s3", "s4"];
     const at = (minute: number) => new Date(Date.UTC(2026, 0, 2, 0, minute, 30)).toISOString();
     const before = names.map((name, minute) => e2bSandbox(name, minute, at(minute)));
-    const list = (sandboxes: readonly Sandbox[]) => sandboxes.map((sandbox) => listedSandboxOf(sandbox, "0.4.0", RESOURCES));
+    const list = (sandboxes: readonly Sandbox[]) => sandboxes.map((sandbox) => ({ item: listedSandboxOf(sandbox, "0.4.0", RESOURCES), key: listKeyOf(sandbox) }));
     const nameOf = (item: E2bListedSandbox) => item.metadata.name;
     for (const [order, restarted] of [
       // Newest first: s1, not listed yet, starts anew and becomes the newest start of all.

@@ -8,12 +8,7 @@
  * of the last sandbox of the page, so the next page starts right after it: a sandbox created or
  * deleted, resumed or recreated between two pages neither shifts nor repeats the others, nor itself.
  */
-import { ValidationError } from "@fast-sandbox/api";
-
-export interface Listed {
-  startedAt: string;
-  sandboxID: string;
-}
+import { ValidationError, type Sandbox } from "@fast-sandbox/api";
 
 /** What a listed sandbox is paged by: its record's creation (RFC 3339) and its name, both fixed for its life. */
 export interface ListKey {
@@ -21,19 +16,18 @@ export interface ListKey {
   name: string;
 }
 
-/**
- * The keys of the items listedSandboxOf made, kept beside them rather than in them: an item is what
- * E2B's API answers, field for field.
- */
-const listKeys = new WeakMap<Listed, ListKey>();
-
-/** `item`, paged by `key` (its sandbox's creation and name). */
-export function withListKey<T extends Listed>(item: T, key: ListKey): T {
-  listKeys.set(item, key);
-  return item;
+/** A listed item (what E2B's API answers, field for field) and the key it is paged by, kept beside it. */
+export interface Keyed<T> {
+  item: T;
+  key: ListKey;
 }
 
-export interface ListPage<T extends Listed> {
+/** The key `sandbox` is paged by: its record's creation and its name (not its instance's start or sandbox id, which a resume, reset or recreation changes). */
+export function listKeyOf(sandbox: Sandbox): ListKey {
+  return { createdAt: sandbox.metadata.creationTimestamp ?? new Date(0).toISOString(), name: sandbox.metadata.name };
+}
+
+export interface ListPage<T> {
   items: T[];
   /** Undefined on the last page. */
   nextToken: string | undefined;
@@ -41,18 +35,16 @@ export interface ListPage<T extends Listed> {
 
 type SortKey = [createdAtMs: number, name: string];
 
-/** An item without a key of its own (not made by listedSandboxOf) is paged by its start and sandbox id. */
-function keyOf(item: Listed): SortKey {
-  const key = listKeys.get(item);
-  return key ? [Date.parse(key.createdAt), key.name] : [Date.parse(item.startedAt), item.sandboxID];
+function sortKeyOf(key: ListKey): SortKey {
+  return [Date.parse(key.createdAt), key.name];
 }
 
 function compareAscending(a: SortKey, b: SortKey): number {
   return a[0] !== b[0] ? a[0] - b[0] : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0;
 }
 
-export function encodeCursor(item: Listed): string {
-  return Buffer.from(JSON.stringify(keyOf(item))).toString("base64url");
+function encodeCursor(key: SortKey): string {
+  return Buffer.from(JSON.stringify(key)).toString("base64url");
 }
 
 function decodeCursor(token: string): SortKey {
@@ -68,14 +60,14 @@ function decodeCursor(token: string): SortKey {
   return [parsed[0] as number, parsed[1]];
 }
 
-/** One page of `items` (in any order): sorted, after the cursor `nextToken`, at most `limit`. */
-export function pageOf<T extends Listed>(items: readonly T[], options: { order: "asc" | "desc"; limit: number; nextToken?: string | undefined }): ListPage<T> {
+/** One page of `entries` (in any order): sorted by their keys, after the cursor `nextToken`, at most `limit`. */
+export function pageOf<T>(entries: readonly Keyed<T>[], options: { order: "asc" | "desc"; limit: number; nextToken?: string | undefined }): ListPage<T> {
   const direction = options.order === "asc" ? 1 : -1;
   const compare = (a: SortKey, b: SortKey) => direction * compareAscending(a, b);
   const after = options.nextToken === undefined ? undefined : decodeCursor(options.nextToken);
-  const sorted = [...items].sort((a, b) => compare(keyOf(a), keyOf(b)));
-  const rest = after ? sorted.filter((item) => compare(keyOf(item), after) > 0) : sorted;
+  const sorted = entries.map((entry) => ({ item: entry.item, key: sortKeyOf(entry.key) })).sort((a, b) => compare(a.key, b.key));
+  const rest = after ? sorted.filter((entry) => compare(entry.key, after) > 0) : sorted;
   const page = rest.slice(0, options.limit);
   const last = page.at(-1);
-  return { items: page, nextToken: rest.length > page.length && last ? encodeCursor(last) : undefined };
+  return { items: page.map((entry) => entry.item), nextToken: rest.length > page.length && last ? encodeCursor(last.key) : undefined };
 }
