@@ -14,6 +14,7 @@ import (
 	rpc "fast-sandbox.io/envd/gen/process"
 	"fast-sandbox.io/envd/gen/process/processconnect"
 	"fast-sandbox.io/envd/internal/auth"
+	"fast-sandbox.io/envd/internal/identity"
 	"fast-sandbox.io/envd/internal/paths"
 	"fast-sandbox.io/envd/internal/state"
 	"fast-sandbox.io/envd/internal/streams"
@@ -81,9 +82,6 @@ func (s *Service) spec(request *connect.Request[rpc.StartRequest]) (Spec, error)
 			return Spec{}, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("process.cwd: %w", err))
 		}
 	}
-	if info, err := os.Stat(cwd); err != nil || !info.IsDir() {
-		return Spec{}, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("process.cwd %q is not an existing directory", cwd))
-	}
 	var size *rpc.PTY_Size
 	if message.Pty != nil {
 		size = message.GetPty().GetSize()
@@ -92,9 +90,25 @@ func (s *Service) spec(request *connect.Request[rpc.StartRequest]) (Spec, error)
 		}
 	}
 	environment := Environment(s.SandboxEnv, s.State.EnvVars(), user, cwd, size != nil, config.GetEnvs())
-	path, err := LookPath(config.GetCmd(), environment, cwd)
-	if err != nil {
-		return Spec{}, connect.NewError(connect.CodeInvalidArgument, err)
+	// The checks of what the process will run as the user (it chdirs and execs as the user) are
+	// made as the user too (identity.As), so that the kernel decides them as it will for the
+	// process: made as root, a cwd the user cannot enter would pass, and the PATH lookup would
+	// choose an executable the user cannot reach or run instead of going on to the next entry.
+	var path string
+	var failure error
+	if err := identity.As(user, func() {
+		if failure = checkWorkdir(cwd); failure == nil {
+			path, failure = LookPath(config.GetCmd(), environment, cwd)
+		}
+	}); err != nil {
+		return Spec{}, connect.NewError(connect.CodeInternal, fmt.Errorf("taking on the request's user: %w", err))
+	}
+	if failure != nil {
+		if identity.Switches(user) {
+			failure = fmt.Errorf("%w (checked as user %s)", failure, user.Name)
+		}
+		// E2B's envd answers invalid_argument for a cwd or a command that cannot be used.
+		return Spec{}, connect.NewError(connect.CodeInvalidArgument, failure)
 	}
 	arg0 := config.GetCmd()
 	if path == shPath && arg0 == bashPath {
@@ -112,6 +126,24 @@ func (s *Service) spec(request *connect.Request[rpc.StartRequest]) (Spec, error)
 		Stdin: message.Stdin == nil || message.GetStdin(),
 		Tag:   message.GetTag(),
 	}, nil
+}
+
+// checkWorkdir is nil when cwd is a directory the caller may enter (search permission, as chdir
+// needs), else an error that says whether it does not exist or the caller may not reach it.
+func checkWorkdir(cwd string) error {
+	info, err := os.Stat(cwd)
+	switch {
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("process.cwd %q cannot be reached: %w", cwd, err)
+	case err != nil:
+		return fmt.Errorf("process.cwd %q is not an existing directory: %w", cwd, err)
+	case !info.IsDir():
+		return fmt.Errorf("process.cwd %q is not an existing directory: %w", cwd, &os.PathError{Op: "chdir", Path: cwd, Err: syscall.ENOTDIR})
+	}
+	if err := syscall.Faccessat(atFdcwd, cwd, xOK, atEAccess); err != nil {
+		return fmt.Errorf("process.cwd %q cannot be entered: %w", cwd, &os.PathError{Op: "chdir", Path: cwd, Err: err})
+	}
+	return nil
 }
 
 // relay streams the start event, then a subscription's events until the end event, with
