@@ -1,7 +1,8 @@
 /**
  * The janitor's port to the control plane's view of the world: which agents exist and which sandbox
- * ids a sandbox record holds. The embedded implementation asks the fast-path API
- * (control-plane-inventory.ts); the Kubernetes mode reads agent Pods and Sandbox objects.
+ * ids a sandbox record holds (and, in the Kubernetes mode, which pools exist). The embedded
+ * implementation asks the fast-path API (control-plane-inventory.ts); the Kubernetes mode reads agent
+ * Pods, Sandbox and SandboxPool objects.
  */
 
 export interface InventorySnapshot {
@@ -15,6 +16,14 @@ export interface InventorySnapshot {
    * means unknown, and that agent is judged by its name alone.
    */
   agentPodUids?: ReadonlyMap<string, string>;
+  /**
+   * The pools that exist, as `<namespace>/<pool>` (pool-checkpoints.ts's poolKey): the Kubernetes
+   * inventory lists every SandboxPool. Absent when the inventory does not list pools (the embedded
+   * mode's): then no pool's checkpoint directory is ever judged gone.
+   */
+  pools?: ReadonlySet<string>;
+  /** The pools some Sandbox record names (`spec.poolRef`, with its namespace), as `pools`; present whenever `pools` is. */
+  poolsNamedBySandboxes?: ReadonlySet<string>;
 }
 
 export interface Inventory {

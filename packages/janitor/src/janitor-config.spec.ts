@@ -16,6 +16,7 @@ describe("janitorConfigFromEnv", () => {
       cgroupRoot: "",
       intervalMs: 10_000,
       protectionMs: 120_000,
+      checkpointGraceMs: 3_600_000,
     });
   });
 
@@ -33,6 +34,8 @@ describe("janitorConfigFromEnv", () => {
         FSB_NETWORK_STATE_DIR: "/run/fsb/net-a, /run/fsb/net-b",
         FSB_JANITOR_INTERVAL: "2s",
         FSB_JANITOR_PROTECTION: "0",
+        FSB_JANITOR_CHECKPOINT_DIR: "/var/lib/fast-sandbox/checkpoints",
+        FSB_JANITOR_CHECKPOINT_GRACE: "10m",
         FSB_JANITOR_METRICS: "127.0.0.1:0",
       });
       assert.deepEqual(config, {
@@ -45,6 +48,8 @@ describe("janitorConfigFromEnv", () => {
         networkStateDirs: ["/run/fsb/net-a", "/run/fsb/net-b"],
         intervalMs: 2_000,
         protectionMs: 0,
+        checkpointDir: "/var/lib/fast-sandbox/checkpoints",
+        checkpointGraceMs: 600_000,
         metricsListen: { host: "127.0.0.1", port: 0 },
       });
     } finally {
@@ -75,6 +80,11 @@ describe("janitorConfigFromEnv", () => {
       /FSB_JANITOR_INTERVAL: "0" is not a duration/,
     );
     assert.throws(() => janitorConfigFromEnv({ FSB_URL: "http://x", FSB_TOKEN: "t", FSB_JANITOR_METRICS: "0.0.0.0:1" }), ValidationError);
+    // A grace period of 0 would remove a pool's checkpoints the moment a pass misses the pool.
+    assert.throws(
+      () => janitorConfigFromEnv({ FSB_URL: "http://x", FSB_TOKEN: "t", FSB_JANITOR_CHECKPOINT_GRACE: "0" }),
+      /FSB_JANITOR_CHECKPOINT_GRACE: "0" is not a duration/,
+    );
   });
 });
 

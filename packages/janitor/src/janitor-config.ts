@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { ValidationError, parseDurationMs } from "@fast-sandbox/api/core";
-import { DEFAULT_INTERVAL_MS, DEFAULT_PROTECTION_MS } from "./janitor.js";
+import { DEFAULT_CHECKPOINT_GRACE_MS, DEFAULT_INTERVAL_MS, DEFAULT_PROTECTION_MS } from "./janitor.js";
 import { parseLoopbackListen } from "./metrics.js";
 import type { JanitorProcessOptions } from "./janitor-process.js";
 
@@ -18,7 +18,10 @@ export function parseDuration(text: string, field: string, options: { allowZero?
  * FSB_CONTAINERD_NAMESPACE (comma-separated, default `fast-sandbox`); FSB_JANITOR_AGENTS_DIR;
  * FSB_CGROUP_ROOT; FSB_NETWORK_STATE_DIR (the sandbox networks' state directories, comma-separated;
  * default every directory under /run/fast-sandbox/network); FSB_JANITOR_INTERVAL (default 10s); FSB_JANITOR_PROTECTION (default 2m);
- * FSB_JANITOR_METRICS (`127.0.0.1:9464`; unset: no endpoint).
+ * FSB_JANITOR_CHECKPOINT_DIR (the node's checkpoint directory, the agents' FSB_CHECKPOINT_DIR: gone
+ * pools' directories are removed there, with the Kubernetes inventory only, which lists the pools;
+ * unset: not looked at); FSB_JANITOR_CHECKPOINT_GRACE (how long a pool must be gone and its directory
+ * unchanged first; default 1h); FSB_JANITOR_METRICS (`127.0.0.1:9464`; unset: no endpoint).
  */
 export function janitorConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Omit<JanitorProcessOptions, "logger"> {
   const source = env.FSB_JANITOR_INVENTORY || "control-plane";
@@ -60,6 +63,10 @@ function nodeScopeAndTimings(env: NodeJS.ProcessEnv): Omit<JanitorProcessOptions
       : {}),
     intervalMs: env.FSB_JANITOR_INTERVAL ? parseDuration(env.FSB_JANITOR_INTERVAL, "FSB_JANITOR_INTERVAL") : DEFAULT_INTERVAL_MS,
     protectionMs: env.FSB_JANITOR_PROTECTION ? parseDuration(env.FSB_JANITOR_PROTECTION, "FSB_JANITOR_PROTECTION", { allowZero: true }) : DEFAULT_PROTECTION_MS,
+    ...(env.FSB_JANITOR_CHECKPOINT_DIR ? { checkpointDir: env.FSB_JANITOR_CHECKPOINT_DIR } : {}),
+    checkpointGraceMs: env.FSB_JANITOR_CHECKPOINT_GRACE
+      ? parseDuration(env.FSB_JANITOR_CHECKPOINT_GRACE, "FSB_JANITOR_CHECKPOINT_GRACE")
+      : DEFAULT_CHECKPOINT_GRACE_MS,
     ...(env.FSB_JANITOR_METRICS ? { metricsListen: parseLoopbackListen(env.FSB_JANITOR_METRICS, "FSB_JANITOR_METRICS") } : {}),
   };
 }

@@ -14,6 +14,7 @@ import { LocalNodeNetworks } from "./local-node-networks.js";
 import { staticInventory, type Inventory } from "./inventory.js";
 import { Janitor, type PassResult } from "./janitor.js";
 import { startMetricsServer } from "./metrics.js";
+import { LocalPoolCheckpointDirs } from "./pool-checkpoint-dirs.js";
 
 export interface NodeScope {
   /** containerd namespaces to look after. */
@@ -26,6 +27,12 @@ export interface NodeScope {
   cgroupRoot?: string;
   /** State directories of the node's sandbox networks (the agents' FSB_NETWORK_STATE_DIR). @default every directory under /run/fast-sandbox/network */
   networkStateDirs?: string[];
+  /**
+   * The node's checkpoint directory (the agents' FSB_CHECKPOINT_DIR, `<dir>/<namespace>/<pool>`):
+   * gone pools' directories are removed there. Only an inventory that lists the pools (Kubernetes)
+   * says which are gone; absent: none is looked at.
+   */
+  checkpointDir?: string;
 }
 
 /** The Kubernetes mode's inventory source: agent Pods and Sandbox objects from the API server. */
@@ -46,6 +53,8 @@ export interface JanitorProcessOptions extends NodeScope {
   intervalMs?: number;
   /** @default 120_000 */
   protectionMs?: number;
+  /** How long a pool must be gone, and its checkpoint directory unchanged, before the directory goes. @default 3_600_000 */
+  checkpointGraceMs?: number;
   /** Serve `/metrics` there (loopback only; port 0 picks one). */
   metricsListen?: { host: string; port: number };
   logger: Logger;
@@ -59,7 +68,7 @@ export interface RunningJanitor {
   stop(): Promise<void>;
 }
 
-function compose(scope: NodeScope, inventory: Inventory, options: { intervalMs?: number; protectionMs?: number; logger: Logger }) {
+function compose(scope: NodeScope, inventory: Inventory, options: { intervalMs?: number; protectionMs?: number; checkpointGraceMs?: number; logger: Logger }) {
   const nodes = scope.containerdNamespaces.map((containerdNamespace) =>
     createContainerdNodeContainers({ containerdNamespace, ...(scope.containerdSocket ? { socketPath: scope.containerdSocket } : {}) }),
   );
@@ -70,9 +79,11 @@ function compose(scope: NodeScope, inventory: Inventory, options: { intervalMs?:
     nodes,
     host,
     networks,
+    ...(scope.checkpointDir ? { checkpoints: new LocalPoolCheckpointDirs(scope.checkpointDir) } : {}),
     logger: options.logger,
     ...(options.intervalMs !== undefined ? { intervalMs: options.intervalMs } : {}),
     ...(options.protectionMs !== undefined ? { protectionMs: options.protectionMs } : {}),
+    ...(options.checkpointGraceMs !== undefined ? { checkpointGraceMs: options.checkpointGraceMs } : {}),
   });
   return { janitor, close: () => nodes.forEach((node) => node.close()) };
 }
@@ -108,7 +119,14 @@ export async function startJanitorProcess(options: JanitorProcessOptions): Promi
   }
   janitor.start();
   options.logger.info(
-    { containerdNamespaces: options.containerdNamespaces, intervalMs: options.intervalMs, protectionMs: options.protectionMs, metrics: metricsServer?.url },
+    {
+      containerdNamespaces: options.containerdNamespaces,
+      intervalMs: options.intervalMs,
+      protectionMs: options.protectionMs,
+      checkpointDir: options.checkpointDir,
+      checkpointGraceMs: options.checkpointGraceMs,
+      metrics: metricsServer?.url,
+    },
     "janitor started",
   );
   return {

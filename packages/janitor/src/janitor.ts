@@ -11,8 +11,9 @@
  * removes a sandbox's cgroup with one rmdir, which a process still in it defeats). Last, what gone
  * agents left on the host: files, their own cgroups, their Shared network namespace's name, and
  * their state directory, the janitor's note that the agent existed, in a pass that found nothing
- * else of them. Every step is idempotent. When the inventory cannot be read the pass removes
- * nothing.
+ * else of them. In the Kubernetes mode, the checkpoint directories of pools gone for good
+ * (pool-checkpoints.ts says which) go too. Every step is idempotent. When the inventory cannot be
+ * read the pass removes nothing.
  */
 import type { Logger } from "pino";
 import { FsbError } from "@fast-sandbox/api/core";
@@ -20,9 +21,11 @@ import { LABEL_AGENT } from "@fast-sandbox/agent";
 import { systemClock, type Clock } from "./clock.js";
 import type { HostLeftovers } from "./host-leftovers.js";
 import type { Inventory, InventorySnapshot } from "./inventory.js";
-import { JanitorMetrics, type PassOutcome, type RemovedKind } from "./metrics.js";
+import { JanitorMetrics, type PassOutcome, type RemovalReason, type RemovedKind } from "./metrics.js";
 import type { ManagedContainer, ManagedSnapshot, NodeContainers } from "./node-containers.js";
 import type { NodeNetworks } from "./node-networks.js";
+import type { PoolCheckpointDirs } from "./pool-checkpoint-dirs.js";
+import { judgePoolCheckpointDir, poolKey, type PoolCheckpointDirFacts } from "./pool-checkpoints.js";
 import {
   AgentAbsence,
   ORPHAN_REASONS,
@@ -39,6 +42,11 @@ import {
 
 export const DEFAULT_PROTECTION_MS = 120_000;
 export const DEFAULT_INTERVAL_MS = 10_000;
+/**
+ * How long a pool must have been absent, and its checkpoint directory unchanged, before the
+ * directory goes: a pool deleted and created again within it keeps its checkpoints.
+ */
+export const DEFAULT_CHECKPOINT_GRACE_MS = 60 * 60_000;
 
 export interface JanitorOptions {
   inventory: Inventory;
@@ -48,6 +56,10 @@ export interface JanitorOptions {
   host?: HostLeftovers;
   /** The node's sandbox network namespaces; absent: none are removed. */
   networks?: NodeNetworks;
+  /** The node's pool checkpoint directories; absent (or an inventory that does not list pools): none are removed. */
+  checkpoints?: PoolCheckpointDirs;
+  /** How long a pool must be gone, and its checkpoint directory unchanged, before the directory goes. @default DEFAULT_CHECKPOINT_GRACE_MS (1 hour) */
+  checkpointGraceMs?: number;
   /** @default the system clock */
   clock?: Clock;
   /**
@@ -66,12 +78,15 @@ export interface JanitorOptions {
 /** One object a pass removed. */
 export interface RemovedObject {
   kind: RemovedKind;
-  reason: OrphanReason;
+  reason: RemovalReason;
   containerdNamespace?: string;
-  /** Container id, snapshot key, path (cgroup directory, file) or network namespace id. */
+  /** Container id, snapshot key, path (cgroup directory, file, checkpoint directory) or network namespace id. */
   id: string;
-  agent: string;
+  /** The agent whose object it was; absent for a pool's checkpoint directory (its pool's agents share it). */
+  agent?: string;
   sandboxId?: string;
+  /** A checkpoint directory's pool, `<namespace>/<pool>`. */
+  pool?: string;
 }
 
 export interface PassResult {
@@ -80,9 +95,9 @@ export interface PassResult {
   reclaimed: Record<OrphanReason, number>;
   /** Every object removed, in order. */
   removed: RemovedObject[];
-  /** Orphans left for a later pass because they are younger than the protection window. */
+  /** Orphans left for a later pass because they are younger than the protection window (and gone pools' checkpoint directories inside their grace period). */
   protectedOrphans: number;
-  /** Orphans that could not be removed completely (a later pass retries). */
+  /** Orphans (and checkpoint directories) that could not be removed completely (a later pass retries). */
   failures: number;
   /** Why the pass did not complete. */
   error?: FsbError;
@@ -102,6 +117,9 @@ export class Janitor {
   private readonly absence = new AgentAbsence();
   /** Since when each cgroup without its container has been seen so (by its cgroups path). */
   private readonly orphanCgroups = new Sightings();
+  /** Since when each checkpoint directory's pool has been missing from the inventory (by its `<namespace>/<pool>`). */
+  private readonly absentPools = new Sightings();
+  private readonly checkpointGraceMs: number;
   private timer: NodeJS.Timeout | undefined;
   private current: Promise<PassResult> | undefined;
   private readonly stopping = new AbortController();
@@ -111,6 +129,7 @@ export class Janitor {
     this.clock = options.clock ?? systemClock;
     this.protectionMs = options.protectionMs ?? DEFAULT_PROTECTION_MS;
     this.intervalMs = options.intervalMs ?? DEFAULT_INTERVAL_MS;
+    this.checkpointGraceMs = options.checkpointGraceMs ?? DEFAULT_CHECKPOINT_GRACE_MS;
     this.metrics = options.metrics ?? new JanitorMetrics();
     this.logger = options.logger.child({ component: "janitor" });
   }
@@ -146,6 +165,7 @@ export class Janitor {
       // Absences and sightings hold only across passes that saw: what a later read finds starts over.
       this.absence.clear();
       this.orphanCgroups.clear();
+      this.absentPools.clear();
       this.logger.warn({ err: result.error }, "cannot read the inventory (is the control plane up?); removing nothing this pass");
       return this.finish(result);
     }
@@ -248,6 +268,8 @@ export class Janitor {
       }
     }
 
+    await this.reclaimPoolCheckpoints(inventory, nowMs, result, signal);
+
     if (!host) return;
     // Only under the cgroups of agents the janitor knows of (the inventory's, and those that own
     // something here): the cgroup root may hold cgroups that are no agent's.
@@ -313,6 +335,51 @@ export class Janitor {
       } catch (error) {
         this.failed(result, cgroup.reason, error, { ...base, cgroup: cgroup.cgroupsPath });
       }
+    }
+  }
+
+  /**
+   * The checkpoint directories of pools gone for good (pool-checkpoints.ts), then the namespace
+   * directories they leave empty, unless a pool of that namespace exists. Only with an inventory
+   * that lists the pools (it was read in full: an API error ended the pass before).
+   */
+  private async reclaimPoolCheckpoints(inventory: InventorySnapshot, nowMs: number, result: PassResult, signal: AbortSignal | undefined): Promise<void> {
+    const { checkpoints } = this.options;
+    const { pools, poolsNamedBySandboxes } = inventory;
+    if (!checkpoints || !pools || !poolsNamedBySandboxes) return;
+    let dirs: PoolCheckpointDirFacts[];
+    try {
+      dirs = await checkpoints.list();
+    } catch (error) {
+      // Not a reason to leave the rest of the node (the gone agents' leftovers below) for later.
+      this.logger.warn({ err: error }, "cannot list the node's pool checkpoint directories; a later pass retries");
+      return;
+    }
+    const absentSinceMs = this.absentPools.observe(
+      dirs.map((dir) => poolKey(dir.namespace, dir.pool)).filter((key) => !pools.has(key)),
+      nowMs,
+    );
+    for (const dir of dirs) {
+      signal?.throwIfAborted();
+      const pool = poolKey(dir.namespace, dir.pool);
+      const verdict = judgePoolCheckpointDir(dir, { inventory, absentSinceMs: absentSinceMs.get(pool), nowMs, graceMs: this.checkpointGraceMs });
+      if (verdict.action === "keep") {
+        if (verdict.why === "protected") result.protectedOrphans += 1;
+        continue;
+      }
+      try {
+        if (await checkpoints.remove(dir.namespace, dir.pool, nowMs - this.checkpointGraceMs)) {
+          this.removed(result, { kind: "checkpoint_dir", reason: verdict.reason, id: dir.path, pool });
+        }
+      } catch (error) {
+        this.failed(result, verdict.reason, error, { pool, directory: dir.path });
+      }
+    }
+    const keepNamespaces = new Set([...pools].map((key) => key.slice(0, key.indexOf("/"))));
+    try {
+      for (const dir of await checkpoints.tidyNamespaceDirs(keepNamespaces)) this.removed(result, { kind: dir.kind, reason: "pool_gone", id: dir.path });
+    } catch (error) {
+      this.logger.warn({ err: error }, "could not remove an empty namespace directory of the checkpoints; a later pass retries");
     }
   }
 
@@ -395,7 +462,7 @@ export class Janitor {
     this.metrics.orphanReclaimed(reason);
   }
 
-  private failed(result: PassResult, reason: OrphanReason, error: unknown, context: Record<string, unknown>): false {
+  private failed(result: PassResult, reason: RemovalReason, error: unknown, context: Record<string, unknown>): false {
     result.failures += 1;
     this.metrics.reclaimFailed(reason);
     this.logger.warn({ ...context, err: error }, "could not remove an orphan completely; a later pass retries");

@@ -6,14 +6,18 @@
  *   `fast-sandbox.io/agent` label — with each Pod's UID beside it. A Pod that has finished
  *   (phase Succeeded or Failed) runs no agent any more and does not count; one being deleted still
  *   does until it is gone, since its agent may still be working;
- * - sandbox ids: `status.sandboxID` of every Sandbox (sandbox.fast.io/v1alpha1) in every namespace.
+ * - sandbox ids: `status.sandboxID` of every Sandbox (sandbox.fast.io/v1alpha1) in every namespace,
+ *   and the pools they name (`spec.poolRef` in their namespace);
+ * - pools: every SandboxPool, by namespace and name (a gone pool's checkpoint directory on the node
+ *   is the janitor's to remove, pool-checkpoints.ts).
  *
- * Both lists are read in full (every page) or the read fails, so an unreachable or refusing API
+ * Every list is read in full (every page) or the read fails, so an unreachable or refusing API
  * server makes the janitor remove nothing.
  */
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { GROUP, UnavailableError, VERSION } from "@fast-sandbox/api/core";
 import type { Inventory, InventorySnapshot } from "./inventory.js";
+import { poolKey } from "./pool-checkpoints.js";
 
 export const LABEL_POOL = "fast-sandbox.io/pool";
 
@@ -34,14 +38,16 @@ export interface KubernetesInventorySnapshot extends InventorySnapshot {
    * when two Pods of the node share the name (in different namespaces): the name alone decides then.
    */
   agentPodUids: ReadonlyMap<string, string>;
+  pools: ReadonlySet<string>;
+  poolsNamedBySandboxes: ReadonlySet<string>;
 }
 
 export interface KubernetesInventory extends Inventory {
   read(signal?: AbortSignal): Promise<KubernetesInventorySnapshot>;
 }
 
-interface SandboxList {
-  items?: Array<{ status?: { sandboxID?: unknown } }>;
+interface CustomObjectList {
+  items?: Array<{ metadata?: { name?: unknown; namespace?: unknown }; spec?: { poolRef?: unknown }; status?: { sandboxID?: unknown } }>;
   metadata?: { continue?: string };
 }
 
@@ -75,24 +81,44 @@ export function kubernetesInventory(options: KubernetesInventoryOptions): Kubern
     return uids;
   }
 
-  async function sandboxIds(): Promise<Set<string>> {
-    const ids = new Set<string>();
+  /** Every object of the custom resource, in every namespace, page by page. */
+  async function listAll(plural: "sandboxes" | "sandboxpools"): Promise<NonNullable<CustomObjectList["items"]>> {
+    const items: NonNullable<CustomObjectList["items"]> = [];
     let next: string | undefined;
     do {
       const page = (await custom.listClusterCustomObject({
         group: GROUP,
         version: VERSION,
-        plural: "sandboxes",
+        plural,
         limit,
         ...(next ? { _continue: next } : {}),
-      })) as SandboxList;
-      for (const sandbox of page.items ?? []) {
-        const id = sandbox.status?.sandboxID;
-        if (typeof id === "string" && id) ids.add(id);
-      }
+      })) as CustomObjectList;
+      items.push(...(page.items ?? []));
       next = page.metadata?.continue || undefined;
     } while (next);
-    return ids;
+    return items;
+  }
+
+  async function sandboxes(): Promise<{ ids: Set<string>; pools: Set<string> }> {
+    const ids = new Set<string>();
+    const pools = new Set<string>();
+    for (const sandbox of await listAll("sandboxes")) {
+      const id = sandbox.status?.sandboxID;
+      if (typeof id === "string" && id) ids.add(id);
+      const { namespace } = sandbox.metadata ?? {};
+      const pool = sandbox.spec?.poolRef;
+      if (typeof namespace === "string" && typeof pool === "string" && pool) pools.add(poolKey(namespace, pool));
+    }
+    return { ids, pools };
+  }
+
+  async function pools(): Promise<Set<string>> {
+    const keys = new Set<string>();
+    for (const pool of await listAll("sandboxpools")) {
+      const { namespace, name } = pool.metadata ?? {};
+      if (typeof namespace === "string" && typeof name === "string" && name) keys.add(poolKey(namespace, name));
+    }
+    return keys;
   }
 
   return {
@@ -103,13 +129,13 @@ export function kubernetesInventory(options: KubernetesInventoryOptions): Kubern
         timer = setTimeout(() => reject(new UnavailableError(`no answer from ${server} within ${timeoutMs} ms`)), timeoutMs);
       });
       try {
-        const [uids, ids] = await Promise.race([Promise.all([agentPods(), sandboxIds()]), timeout]);
+        const [uids, records, existing] = await Promise.race([Promise.all([agentPods(), sandboxes(), pools()]), timeout]);
         signal?.throwIfAborted();
-        return { agents: new Set(uids.keys()), agentPodUids: uids, sandboxIds: ids };
+        return { agents: new Set(uids.keys()), agentPodUids: uids, sandboxIds: records.ids, pools: existing, poolsNamedBySandboxes: records.pools };
       } catch (error) {
         if (error instanceof UnavailableError || signal?.aborted) throw error;
         const message = error instanceof Error ? error.message : String(error);
-        throw new UnavailableError(`cannot read agent Pods of node ${options.nodeName} and Sandboxes from ${server}: ${message}`, { cause: error });
+        throw new UnavailableError(`cannot read agent Pods of node ${options.nodeName}, Sandboxes and SandboxPools from ${server}: ${message}`, { cause: error });
       } finally {
         clearTimeout(timer);
       }

@@ -7,8 +7,15 @@ import { isIP } from "node:net";
 import { Counter, Gauge, Registry } from "prom-client";
 import { ValidationError, withProbeRoutes } from "@fast-sandbox/api/core";
 import { ORPHAN_REASONS, type OrphanReason } from "./orphans.js";
+import type { PoolCheckpointReason } from "./pool-checkpoints.js";
 
-export type RemovedKind = "task" | "container" | "snapshot" | "cgroup" | "run_dir" | "log_file" | "fifo" | "state_dir" | "network";
+export type RemovedKind = "task" | "container" | "snapshot" | "cgroup" | "run_dir" | "log_file" | "fifo" | "state_dir" | "network" | "checkpoint_dir";
+
+/** Why a pass removed an object: an orphan's reason, or a gone pool's (its checkpoint directory). */
+export type RemovalReason = OrphanReason | PoolCheckpointReason;
+
+/** The reasons of the failure counter: every orphan's, and a gone pool's checkpoint directory. */
+const FAILURE_REASONS: readonly RemovalReason[] = [...ORPHAN_REASONS, "pool_gone"];
 
 export type PassOutcome = "completed" | "inventory_unavailable" | "failed";
 
@@ -24,13 +31,13 @@ export class JanitorMetrics {
   });
   private readonly objects = new Counter({
     name: "fsb_janitor_objects_removed_total",
-    help: "Objects removed (task, container, snapshot, cgroup, run_dir, log_file, fifo, state_dir: a gone agent's state directory, network: a sandbox's network namespace or the name of a gone agent's), by kind and reason.",
+    help: "Objects removed (task, container, snapshot, cgroup, run_dir, log_file, fifo, state_dir: a gone agent's state directory, network: a sandbox's network namespace or the name of a gone agent's, checkpoint_dir: a gone pool's checkpoint directory or its namespace's once empty, reason pool_gone), by kind and reason.",
     labelNames: ["kind", "reason"] as const,
     registers: [this.registry],
   });
   private readonly failures = new Counter({
     name: "fsb_janitor_reclaim_failures_total",
-    help: "Orphans that could not be removed completely in a pass (a later pass retries), by reason.",
+    help: "Orphans (and gone pools' checkpoint directories, reason pool_gone) that could not be removed completely in a pass (a later pass retries), by reason.",
     labelNames: ["reason"] as const,
     registers: [this.registry],
   });
@@ -42,7 +49,7 @@ export class JanitorMetrics {
   });
   private readonly waiting = new Gauge({
     name: "fsb_janitor_protected_orphans",
-    help: "Orphans seen in the last completed pass that are still inside the protection window.",
+    help: "Orphans seen in the last completed pass that are still inside the protection window (and gone pools' checkpoint directories inside their grace period).",
     registers: [this.registry],
   });
   private readonly lastCompleted = new Gauge({
@@ -56,10 +63,8 @@ export class JanitorMetrics {
 
   constructor() {
     // Every series exists from the start, so a rate() over a fresh janitor is 0, not absent.
-    for (const reason of ORPHAN_REASONS) {
-      this.orphans.labels({ reason }).inc(0);
-      this.failures.labels({ reason }).inc(0);
-    }
+    for (const reason of ORPHAN_REASONS) this.orphans.labels({ reason }).inc(0);
+    for (const reason of FAILURE_REASONS) this.failures.labels({ reason }).inc(0);
     for (const outcome of PASS_OUTCOMES) this.passes.labels({ outcome }).inc(0);
   }
 
@@ -67,11 +72,11 @@ export class JanitorMetrics {
     this.orphans.labels({ reason }).inc();
   }
 
-  objectRemoved(kind: RemovedKind, reason: OrphanReason): void {
+  objectRemoved(kind: RemovedKind, reason: RemovalReason): void {
     this.objects.labels({ kind, reason }).inc();
   }
 
-  reclaimFailed(reason: OrphanReason): void {
+  reclaimFailed(reason: RemovalReason): void {
     this.failures.labels({ reason }).inc();
   }
 

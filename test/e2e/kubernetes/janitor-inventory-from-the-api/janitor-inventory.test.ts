@@ -109,7 +109,8 @@ describe("the janitor's inventory from a real kube-apiserver", () => {
     assert.ok(kubeconfigPath, up.stdout);
     const apply = await kubectl("apply", "-k", CRD_DIR);
     assert.equal(apply.code, 0, apply.stderr);
-    const established = await kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/sandboxes.sandbox.fast.io");
+    // The inventory lists Sandboxes and SandboxPools: both kinds must be served before a read.
+    const established = await kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/sandboxes.sandbox.fast.io", "crd/sandboxpools.sandbox.fast.io");
     assert.equal(established.code, 0, established.stderr);
     kubeConfig = new KubeConfig();
     kubeConfig.loadFromFile(kubeconfigPath);
@@ -150,6 +151,22 @@ describe("the janitor's inventory from a real kube-apiserver", () => {
     await deleteSandbox(first, "sb-one");
     const after = await readUntil("the deleted Sandbox's id is gone", (s) => !s.sandboxIds.has("sandbox-id-one"));
     assert.deepEqual([...after.sandboxIds], ["sandbox-id-two"]);
+  });
+
+  it("a pool exists while its SandboxPool does, in any namespace, and a pool a Sandbox names is known as named", async () => {
+    const [first, second] = NAMESPACES;
+    const pool = (name: string) => ({ apiVersion: "sandbox.fast.io/v1alpha1", kind: "SandboxPool", metadata: { name }, spec: { image: "busybox" } });
+    await custom.createNamespacedCustomObject({ group: "sandbox.fast.io", version: "v1alpha1", namespace: first, plural: "sandboxpools", body: pool("kept") });
+    await custom.createNamespacedCustomObject({ group: "sandbox.fast.io", version: "v1alpha1", namespace: second, plural: "sandboxpools", body: pool("gone") });
+    await createSandbox(second, "sb-of-named", "sandbox-id-named");
+    const listed = await readUntil("both pools", (s) => s.pools.has(`${first}/kept`) && s.pools.has(`${second}/gone`));
+    assert.ok(listed.poolsNamedBySandboxes.has(`${second}/default`), "the Sandbox's poolRef, in its namespace");
+    assert.ok(!listed.poolsNamedBySandboxes.has(`${first}/kept`), "no Sandbox names pool kept");
+
+    await custom.deleteNamespacedCustomObject({ group: "sandbox.fast.io", version: "v1alpha1", namespace: second, plural: "sandboxpools", name: "gone" });
+    const after = await readUntil("the deleted pool is gone", (s) => !s.pools.has(`${second}/gone`));
+    assert.ok(after.pools.has(`${first}/kept`));
+    await deleteSandbox(second, "sb-of-named");
   });
 
   it("an unreachable API server is an error (unknown), never an empty inventory", async () => {

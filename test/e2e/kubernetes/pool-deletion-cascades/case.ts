@@ -3,7 +3,11 @@
  * `kubectl delete`: its agent Pods go (owner references → the garbage collector), their processes
  * exit, and their shim anchors (`fsb-anchor.<agent>.<n>` in containerd) and prepared instances
  * (`fsb-prepared-…`, 2 per agent by default: the pool names an image) go too (the agent removes
- * them when it stops; otherwise the janitor does).
+ * them when it stops; otherwise the janitor does). Its checkpoint directory on the node
+ * (`<checkpoints>/<namespace>/idle`, here holding what no agent reports, as a node keeps when the pool
+ * had no ready agent there as it went) stays while the pool exists, however old, and the janitor
+ * DaemonSet removes it, and then its empty namespace directory, once the pool is gone (after the
+ * suite's 10 s grace period, FSB_JANITOR_CHECKPOINT_GRACE in ../deploy).
  *
  * A pool that still has a sandbox (busy-pool.yaml, the sandbox created through the fast path): the
  * fast path refuses to delete it, as `fsb delete pool` documents ("refused while they have
@@ -13,6 +17,7 @@
  * with it. Run by ../suite.test.ts on the suite's cluster.
  */
 import assert from "node:assert/strict";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -20,11 +25,25 @@ import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
 import { FailedPreconditionError, FastSandboxClient } from "@fast-sandbox/sdk";
 import { BASE_IMAGE } from "../../../support/containerd.js";
 import { anchorsOf, goneFromContainerd, preparedStock, runtimeState, tasks } from "../../../support/containerd-contents.js";
-import { SANDBOX_POOLS, agentPods, getObject, getSandbox } from "../../../support/kubernetes-cases.js";
-import type { KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
+import { SANDBOX_POOLS, agentPods, getObject, getSandbox, janitorUrl } from "../../../support/kubernetes-cases.js";
+import { HOST_DIR, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
 import { podProcesses } from "../../../support/pod-processes.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
+/** The node's checkpoint directory of the suite's agents and janitor (../deploy: the `sandbox-checkpoints` hostPath). */
+const CHECKPOINTS = path.join(HOST_DIR, "checkpoints");
+/** Passes (every 2 s, ../deploy) that outlast the suite's grace period of 10 s twice: a directory the janitor would remove is gone by then. */
+const PASSES_PAST_GRACE = 12;
+
+/** The value of a counter series in the janitor's /metrics, 0 when absent. */
+async function janitorCounter(suite: KubernetesSuiteContext, series: string): Promise<number> {
+  const response = await fetch(`${await janitorUrl(suite)}/metrics`);
+  assert.equal(response.status, 200);
+  const line = (await response.text()).split("\n").find((candidate) => candidate.startsWith(`${series} `));
+  return line === undefined ? 0 : Number(line.slice(series.length + 1));
+}
+const COMPLETED_PASSES = 'fsb_janitor_passes_total{outcome="completed"}';
+const CHECKPOINT_DIRS_REMOVED = 'fsb_janitor_objects_removed_total{kind="checkpoint_dir",reason="pool_gone"}';
 
 export function registerCase(suite: KubernetesSuiteContext): void {
   describe("pool deletion cascades", () => {
@@ -80,6 +99,12 @@ export function registerCase(suite: KubernetesSuiteContext): void {
 
     it("kubectl delete of a pool with no sandbox removes its agent Pods, their processes, their shim anchors and their prepared instances", async () => {
       const agents = await poolWithReadyAgent("idle-pool.yaml", "idle");
+      // What the pool's agents cannot remove: a checkpoint none of them reports (no checkpoint.json).
+      const poolCheckpoints = path.join(CHECKPOINTS, namespace, "idle");
+      mkdirSync(path.join(poolCheckpoints, "left-behind", "image"), { recursive: true });
+      writeFileSync(path.join(poolCheckpoints, "left-behind", "image", "pages.img"), "a gVisor sandbox's memory");
+      const passesBefore = await janitorCounter(suite, COMPLETED_PASSES);
+      const removedBefore = await janitorCounter(suite, CHECKPOINT_DIRS_REMOVED);
       const instances = new Map<string, string[]>();
       for (const agent of agents) {
         assert.notDeepEqual(podProcesses(namespace, agent), [], `agent ${agent} has a process`);
@@ -92,6 +117,12 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         );
         instances.set(agent, stock());
       }
+      await suite.eventually(
+        `${PASSES_PAST_GRACE} completed janitor passes`,
+        async () => (await janitorCounter(suite, COMPLETED_PASSES)) >= passesBefore + PASSES_PAST_GRACE,
+        { timeoutMs: 120_000, intervalMs: 1000 },
+      );
+      assert.ok(existsSync(path.join(poolCheckpoints, "left-behind", "image", "pages.img")), "a pool's checkpoint directory stays while the pool exists");
 
       await suite.kubectlOk("-n", namespace, "delete", "sandboxpool", "idle", "--timeout=120s");
       await suite.eventually("the pool's agent Pods to be gone", async () => (await agentPodNames("idle")).length === 0, {
@@ -110,6 +141,13 @@ export function registerCase(suite: KubernetesSuiteContext): void {
           intervalMs: 1000,
         });
       }
+      // The janitor's: the pool is gone (a list of the SandboxPools says so), and no Sandbox names it.
+      await suite.eventually(
+        "the deleted pool's checkpoint directory, then its namespace's, to be removed by the janitor",
+        () => !existsSync(poolCheckpoints) && !existsSync(path.join(CHECKPOINTS, namespace)),
+        { timeoutMs: 180_000, intervalMs: 1000 },
+      );
+      assert.ok((await janitorCounter(suite, CHECKPOINT_DIRS_REMOVED)) >= removedBefore + 2, "counted as checkpoint_dir, pool_gone");
     });
 
     it("the fast path refuses to delete a pool that still has a sandbox, and changes nothing", async () => {

@@ -6,8 +6,8 @@
  *   (writing them only by PATCH, their status only by PUT) and agent Pods in every namespace, and on
  *   its own Lease and Secrets in its own namespace only (the E2B API's keys and token secret, read
  *   and created), and nothing else — no Secret of any other namespace, no Events; the proxy lists
- *   and watches Sandboxes and Pods and reads the one E2B token Secret; the janitor only lists Pods
- *   and Sandboxes; agents have no API access at all.
+ *   and watches Sandboxes and Pods and reads the one E2B token Secret; the janitor only lists Pods,
+ *   Sandboxes and SandboxPools; agents have no API access at all.
  * - Enough: after the cases before this one (alphabetical order) placed, deleted, recreated and
  *   reset sandboxes and scaled pools, no controller replica and no janitor logged a `forbidden`
  *   answer of the API server — a permission the code needs and the role lacks fails this case.
@@ -130,10 +130,12 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       }
     });
 
-    it("lets the janitor list Pods and Sandboxes, and nothing else", async () => {
+    it("lets the janitor list Pods, Sandboxes and SandboxPools, and nothing else", async () => {
       for (const [verb, resource] of [
         ["list", "pods"],
         ["list", "sandboxes.sandbox.fast.io"],
+        // Which pools exist: a gone pool's checkpoint directory on the node is the janitor's to remove.
+        ["list", "sandboxpools.sandbox.fast.io"],
       ]) {
         assert.equal(await can(suite, JANITOR, verb!, resource!), true, `janitor: ${verb} ${resource}`);
       }
@@ -148,7 +150,12 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         ["update", "sandboxes.sandbox.fast.io"],
         ["update", "sandboxes.sandbox.fast.io", "status"],
         ["delete", "sandboxes.sandbox.fast.io"],
-        ["list", "sandboxpools.sandbox.fast.io"],
+        ["get", "sandboxpools.sandbox.fast.io"],
+        ["watch", "sandboxpools.sandbox.fast.io"],
+        ["update", "sandboxpools.sandbox.fast.io"],
+        ["patch", "sandboxpools.sandbox.fast.io"],
+        ["delete", "sandboxpools.sandbox.fast.io"],
+        ["update", "sandboxpools.sandbox.fast.io", "status"],
         ["get", "secrets"],
         ["list", "configmaps"],
         ["create", "events"],
