@@ -9,12 +9,15 @@
  * - sandbox ids: `status.sandboxID` of every Sandbox (sandbox.fast.io/v1alpha1) in every namespace,
  *   and the pools they name (`spec.poolRef` in their namespace);
  * - pools: every SandboxPool, by namespace and name (a gone pool's checkpoint directory on the node
- *   is the janitor's to remove, pool-checkpoints.ts).
+ *   is the janitor's to remove, pool-checkpoints.ts). A role without `list` on sandboxpools (an
+ *   older ClusterRole: the janitor's image rolled out before its manifests) leaves the pools unknown
+ *   — every checkpoint directory stays — rather than failing the whole read, which would stop the
+ *   janitor reclaiming anything else.
  *
  * Every list is read in full (every page) or the read fails, so an unreachable or refusing API
  * server makes the janitor remove nothing.
  */
-import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import { ApiException, CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { GROUP, UnavailableError, VERSION } from "@fast-sandbox/api/core";
 import type { Inventory, InventorySnapshot } from "./inventory.js";
 import { poolKey } from "./pool-checkpoints.js";
@@ -38,8 +41,6 @@ export interface KubernetesInventorySnapshot extends InventorySnapshot {
    * when two Pods of the node share the name (in different namespaces): the name alone decides then.
    */
   agentPodUids: ReadonlyMap<string, string>;
-  pools: ReadonlySet<string>;
-  poolsNamedBySandboxes: ReadonlySet<string>;
 }
 
 export interface KubernetesInventory extends Inventory {
@@ -112,9 +113,17 @@ export function kubernetesInventory(options: KubernetesInventoryOptions): Kubern
     return { ids, pools };
   }
 
-  async function pools(): Promise<Set<string>> {
+  /** Undefined when the janitor's role may not list pools (403): unknown, not none. */
+  async function pools(): Promise<Set<string> | undefined> {
     const keys = new Set<string>();
-    for (const pool of await listAll("sandboxpools")) {
+    let listed: Awaited<ReturnType<typeof listAll>>;
+    try {
+      listed = await listAll("sandboxpools");
+    } catch (error) {
+      if (error instanceof ApiException && error.code === 403) return undefined;
+      throw error;
+    }
+    for (const pool of listed) {
       const { namespace, name } = pool.metadata ?? {};
       if (typeof namespace === "string" && typeof name === "string" && name) keys.add(poolKey(namespace, name));
     }
@@ -131,7 +140,12 @@ export function kubernetesInventory(options: KubernetesInventoryOptions): Kubern
       try {
         const [uids, records, existing] = await Promise.race([Promise.all([agentPods(), sandboxes(), pools()]), timeout]);
         signal?.throwIfAborted();
-        return { agents: new Set(uids.keys()), agentPodUids: uids, sandboxIds: records.ids, pools: existing, poolsNamedBySandboxes: records.pools };
+        return {
+          agents: new Set(uids.keys()),
+          agentPodUids: uids,
+          sandboxIds: records.ids,
+          ...(existing ? { pools: existing, poolsNamedBySandboxes: records.pools } : {}),
+        };
       } catch (error) {
         if (error instanceof UnavailableError || signal?.aborted) throw error;
         const message = error instanceof Error ? error.message : String(error);
