@@ -19,7 +19,15 @@ export type { NodeNetworks, NetworkAttachmentFacts } from "./node-networks.js";
 export { LocalNodeNetworks, type LocalNodeNetworksOptions } from "./local-node-networks.js";
 export { createContainerdNodeContainers, type ContainerdNodeContainersOptions } from "./containerd-node-containers.js";
 export { LocalHostLeftovers, type HostLeftovers, type LocalHostLeftoversOptions, type RemovedFile } from "./host-leftovers.js";
-export { JanitorMetrics, startMetricsServer, parseLoopbackListen, type MetricsServer, type PassOutcome, type RemovalReason, type RemovedKind } from "./metrics.js";
+export {
+  JanitorMetrics,
+  startMetricsServer,
+  parseLoopbackListen,
+  type MetricsServer,
+  type PassOutcome,
+  type RemovalReason,
+  type RemovedKind,
+} from "./metrics.js";
 export { judgePoolCheckpointDir, poolKey, type PoolCheckpointDirFacts, type PoolCheckpointReason, type PoolCheckpointVerdict } from "./pool-checkpoints.js";
 export { LocalPoolCheckpointDirs, type PoolCheckpointDirs, type RemovedCheckpointDir } from "./pool-checkpoint-dirs.js";
 export {

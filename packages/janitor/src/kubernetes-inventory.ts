@@ -149,7 +149,9 @@ export function kubernetesInventory(options: KubernetesInventoryOptions): Kubern
       } catch (error) {
         if (error instanceof UnavailableError || signal?.aborted) throw error;
         const message = error instanceof Error ? error.message : String(error);
-        throw new UnavailableError(`cannot read agent Pods of node ${options.nodeName}, Sandboxes and SandboxPools from ${server}: ${message}`, { cause: error });
+        throw new UnavailableError(`cannot read agent Pods of node ${options.nodeName}, Sandboxes and SandboxPools from ${server}: ${message}`, {
+          cause: error,
+        });
       } finally {
         clearTimeout(timer);
       }

@@ -21,7 +21,10 @@ describe("judgePoolCheckpointDir", () => {
   const longGone = { absentSinceMs: nowMs - GRACE, nowMs, graceMs: GRACE };
 
   it("removes the directory of a pool absent for the whole grace period, unchanged for as long", () => {
-    assert.deepEqual(judgePoolCheckpointDir(dir, { inventory: inventory(["team-a/api", "team-b/web"]), ...longGone }), { action: "remove", reason: "pool_gone" });
+    assert.deepEqual(judgePoolCheckpointDir(dir, { inventory: inventory(["team-a/api", "team-b/web"]), ...longGone }), {
+      action: "remove",
+      reason: "pool_gone",
+    });
   });
 
   it("keeps it while a pool of that namespace and name exists, whatever else holds", () => {
@@ -35,7 +38,10 @@ describe("judgePoolCheckpointDir", () => {
   });
 
   it("keeps it while the pool has been absent for less than the grace period, or the directory changed within it", () => {
-    assert.deepEqual(judgePoolCheckpointDir(dir, { inventory: inventory([]), ...longGone, absentSinceMs: nowMs - GRACE + 1 }), { action: "keep", why: "protected" });
+    assert.deepEqual(judgePoolCheckpointDir(dir, { inventory: inventory([]), ...longGone, absentSinceMs: nowMs - GRACE + 1 }), {
+      action: "keep",
+      why: "protected",
+    });
     assert.deepEqual(judgePoolCheckpointDir(dir, { inventory: inventory([]), ...longGone, absentSinceMs: undefined }), { action: "keep", why: "protected" });
     assert.deepEqual(judgePoolCheckpointDir({ ...dir, changedAtMs: nowMs - GRACE + 1 }, { inventory: inventory([]), ...longGone }), {
       action: "keep",

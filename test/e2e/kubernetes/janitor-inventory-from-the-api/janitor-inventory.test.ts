@@ -110,7 +110,13 @@ describe("the janitor's inventory from a real kube-apiserver", () => {
     const apply = await kubectl("apply", "-k", CRD_DIR);
     assert.equal(apply.code, 0, apply.stderr);
     // The inventory lists Sandboxes and SandboxPools: both kinds must be served before a read.
-    const established = await kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/sandboxes.sandbox.fast.io", "crd/sandboxpools.sandbox.fast.io");
+    const established = await kubectl(
+      "wait",
+      "--for=condition=Established",
+      "--timeout=60s",
+      "crd/sandboxes.sandbox.fast.io",
+      "crd/sandboxpools.sandbox.fast.io",
+    );
     assert.equal(established.code, 0, established.stderr);
     kubeConfig = new KubeConfig();
     kubeConfig.loadFromFile(kubeconfigPath);
@@ -155,7 +161,12 @@ describe("the janitor's inventory from a real kube-apiserver", () => {
 
   it("a pool exists while its SandboxPool does, in any namespace, and a pool a Sandbox names is known as named", async () => {
     const [first, second] = NAMESPACES;
-    const pool = (name: string) => ({ apiVersion: "sandbox.fast.io/v1alpha1", kind: "SandboxPool", metadata: { name }, spec: { image: "busybox" } });
+    const pool = (name: string) => ({
+      apiVersion: "sandbox.fast.io/v1alpha1",
+      kind: "SandboxPool",
+      metadata: { name },
+      spec: { image: "busybox", maxSandboxesPerPod: 1, capacity: { poolMin: 0, poolMax: 1, bufferMin: 0 } },
+    });
     await custom.createNamespacedCustomObject({ group: "sandbox.fast.io", version: "v1alpha1", namespace: first, plural: "sandboxpools", body: pool("kept") });
     await custom.createNamespacedCustomObject({ group: "sandbox.fast.io", version: "v1alpha1", namespace: second, plural: "sandboxpools", body: pool("gone") });
     await createSandbox(second, "sb-of-named", "sandbox-id-named");
