@@ -8,6 +8,24 @@ import { slotsHeld } from "../../support/pool-agents.js";
 
 const decoder = new TextDecoder();
 
+/** The memory limit of the "limited" pool's sandboxes, and the same in bytes. */
+const LIMITED_MEMORY = "48Mi";
+const LIMITED_MEMORY_BYTES = 48 * 2 ** 20;
+
+/**
+ * Run inside a sandbox: its /proc/self/cgroup, then the memory limit it reads at /sys/fs/cgroup
+ * (v2's memory.max, or v1's memory controller, whichever the host has), then what a write of
+ * another limit there and a new cgroup beside it answer, and the limit read again.
+ */
+const CGROUP_VIEW_SCRIPT = [
+  "cat /proc/self/cgroup",
+  "if [ -e /sys/fs/cgroup/cgroup.controllers ]; then d=/sys/fs/cgroup; f=$d/memory.max; else d=/sys/fs/cgroup/memory; f=$d/memory.limit_in_bytes; fi",
+  'limit=$(cat "$f"); echo "limit=$limit"',
+  'echo $((limit * 2)) > "$f"; echo "write=$?"',
+  'mkdir "$d/fsb-probe" 2>&1; echo "mkdir=$?"',
+  'echo "after=$(cat "$f")"',
+].join("\n");
+
 async function readLogs(client: FastSandboxClient, name: string, follow = false): Promise<string> {
   let text = "";
   for await (const chunk of client.sandboxes.logs(name, { follow })) text += decoder.decode(chunk);
@@ -18,7 +36,10 @@ describe("a sandbox's life on the real containerd", () => {
   let embedded: EmbeddedCase;
 
   before(async () => {
-    embedded = await startEmbedded({ name: "lifecycle", pools: [pool("default", { maxSandboxesPerPod: 4 })] });
+    embedded = await startEmbedded({
+      name: "lifecycle",
+      pools: [pool("default", { maxSandboxesPerPod: 4 }), pool("limited", { maxSandboxesPerPod: 1, sandboxResources: { memory: LIMITED_MEMORY } })],
+    });
   });
 
   after(async () => {
@@ -112,6 +133,33 @@ describe("a sandbox's life on the real containerd", () => {
     assert.match(moved.stdout, /^mv=[1-9]/m, JSON.stringify(moved));
     assert.match(moved.stdout, /^helper$/m, JSON.stringify(moved));
     await client.sandboxes.delete(sandbox.metadata.name);
+  });
+
+  it("gives the sandbox a cgroup namespace and its own cgroup read-only at /sys/fs/cgroup, where it reads its memory limit", async () => {
+    const { client, containerdNamespace, cgroupRoot } = embedded;
+    const sandbox = await client.sandboxes.create({ pool: "limited", image: BASE_IMAGE, command: ["sleep", "3600"] });
+    try {
+      const sandboxId = sandbox.status?.sandboxID ?? "";
+      const containerId = await recordedContainerOfSandbox(containerdNamespace, sandboxId);
+      const view = await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", CGROUP_VIEW_SCRIPT]);
+      const report = JSON.stringify(view);
+      const [cgroupLines = ""] = view.stdout.split("\nlimit=");
+      // Its own cgroup is the root of its namespace: nothing of the host's path (the agents' cgroup
+      // root, the container's id) shows, in any hierarchy.
+      assert.ok(cgroupLines.trim().length > 0, report);
+      for (const line of cgroupLines.trim().split("\n")) assert.match(line, /^\d+:[^:]*:\/$/, report);
+      for (const hostName of [cgroupRoot, containerId, sandboxId]) assert.ok(!view.stdout.includes(hostName), `${hostName} in ${report}`);
+      // Its limit, where runtimes that size themselves look for it.
+      assert.match(view.stdout, new RegExp(`^limit=${LIMITED_MEMORY_BYTES}$`, "m"), report);
+      // Read-only: root in the sandbox can neither raise its limit nor make a cgroup.
+      assert.match(view.stdout, /^write=[1-9]/m, report);
+      assert.match(view.stdout, /^mkdir=[1-9]/m, report);
+      assert.match(view.stdout, new RegExp(`^after=${LIMITED_MEMORY_BYTES}$`, "m"), report);
+      assert.equal((view.stdout + view.stderr).match(/Read-only file system/g)?.length, 2, report);
+    } finally {
+      // Gone even when a check fails: the cases after this one count the sandboxes left.
+      await client.sandboxes.delete(sandbox.metadata.name);
+    }
   });
 
   it("retries with the same request id return the first sandbox instead of creating another", async () => {

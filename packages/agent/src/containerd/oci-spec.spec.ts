@@ -22,6 +22,8 @@ import {
   execProcessOf,
   execAsArgs,
   DEFAULT_SANDBOX_PIDS_LIMIT,
+  CGROUP_MOUNT,
+  buildAnchorSpec,
 } from "./oci-spec.js";
 import { DENIED_SYSCALLS } from "./seccomp-profile.js";
 
@@ -157,7 +159,7 @@ describe("buildOciSpec", () => {
 
   it("shares the host network for runc sandboxes and bind-mounts the host's DNS files", () => {
     const spec = buildOciSpec(sandbox(), image, options);
-    assert.deepEqual(spec.linux.namespaces.map((namespace) => namespace.type).sort(), ["ipc", "mount", "pid", "uts"]);
+    assert.deepEqual(spec.linux.namespaces.map((namespace) => namespace.type).sort(), ["cgroup", "ipc", "mount", "pid", "uts"]);
     assert.ok(spec.mounts.some((mount) => mount.destination === "/etc/resolv.conf" && mount.options.includes("ro")));
   });
 
@@ -263,6 +265,40 @@ describe("buildOciSpec", () => {
       assert.ok(destinations.includes(destination), destination);
     }
     assert.ok(spec.mounts.find((mount) => mount.destination === "/sys")?.options.includes("ro"));
+  });
+
+  it("gives every sandbox, runc or gVisor, a cgroup namespace and its own cgroup read-only at /sys/fs/cgroup", () => {
+    for (const runtimeType of ["container", "gvisor"] as const) {
+      for (const prepared of [false, true]) {
+        const helper = { binaryPath: "/opt/fsb/helper", runDir: "/state/run/sb-1", prepared };
+        const spec = buildOciSpec(sandbox({ runtimeType, resources: { memoryBytes: 512 * 2 ** 20 } }), image, { ...options, helper });
+        const label = `${runtimeType}${prepared ? " prepared" : ""}`;
+        assert.deepEqual(
+          spec.linux.namespaces.filter((namespace) => namespace.type === "cgroup"),
+          [{ type: "cgroup" }],
+          `${label}: a new namespace, never the host's by path`,
+        );
+        const cgroup = spec.mounts.filter((mount) => mount.destination === "/sys/fs/cgroup");
+        assert.deepEqual(cgroup, [{ destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["ro", "nosuid", "noexec", "nodev"] }], label);
+        // Below /sys, so mounted after it; no option only one cgroup version knows (v1 hosts run it too).
+        const destinations = spec.mounts.map((mount) => mount.destination);
+        assert.ok(destinations.indexOf("/sys") < destinations.indexOf("/sys/fs/cgroup"), label);
+      }
+    }
+    // Each spec has a mount of its own: a change to one reaches neither the next nor CGROUP_MOUNT.
+    const first = buildOciSpec(sandbox(), image, options);
+    first.mounts.find((mount) => mount.destination === "/sys/fs/cgroup")?.options.push("rw");
+    assert.deepEqual(CGROUP_MOUNT.options, ["ro", "nosuid", "noexec", "nodev"]);
+    assert.deepEqual(buildOciSpec(sandbox(), image, options).mounts.find((mount) => mount.destination === "/sys/fs/cgroup")?.options, [
+      "ro",
+      "nosuid",
+      "noexec",
+      "nodev",
+    ]);
+    // The shim anchor runs only the helper's pause: it needs no view of cgroups.
+    const anchor = buildAnchorSpec("/opt/fsb/helper", "agent-1", "/fast-sandbox/anchor");
+    assert.ok(!anchor.linux.namespaces.some((namespace) => namespace.type === "cgroup"));
+    assert.ok(!anchor.mounts.some((mount) => mount.type === "cgroup"));
   });
 
   it("installs the default seccomp profile that denies dangerous syscalls", () => {

@@ -65,6 +65,25 @@ export interface OciMount {
   options: string[];
 }
 
+/**
+ * The sandbox's view of its own cgroup at /sys/fs/cgroup, read-only, as Docker gives a container:
+ * runtimes that size themselves from their cgroup's limits (Node's `process.constrainedMemory()`,
+ * the JVM's container support, Go's GOMEMLIMIT and GOMAXPROCS tools) find the sandbox's limits there
+ * instead of assuming the host's. Nothing in it is version-specific: runc mounts the host's v1
+ * controllers (a tmpfs with a read-only mount per hierarchy) or its v2 hierarchy, each rooted at the
+ * sandbox's cgroup by its cgroup namespace. A current runsc serves its own kernel's cgroupfs there
+ * instead: a v1 layout with the spec's memory limit, whose files only gVisor's kernel reads and
+ * writes (the host's cgroup is out of the sandbox's reach; gVisor names its cgroups after the
+ * container, and ignores the namespace in this layout). Debian 12's runsc (20221219) leaves the
+ * mount out (it would mount one, without the spec's limits, only when run with `--cgroupfs`).
+ */
+export const CGROUP_MOUNT: Readonly<OciMount> = {
+  destination: "/sys/fs/cgroup",
+  type: "cgroup",
+  source: "cgroup",
+  options: ["ro", "nosuid", "noexec", "nodev"],
+};
+
 export interface OciUser {
   uid: number;
   gid: number;
@@ -317,7 +336,10 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
   // In the agent's network, raw sockets would let a sandbox read the traffic of the agent's own
   // interfaces (its loopback carries the agent's and the control plane's bearer tokens): no NET_RAW there.
   const capabilities = ownNetwork ? [...DEFAULT_CAPABILITIES] : DEFAULT_CAPABILITIES.filter((capability) => capability !== "CAP_NET_RAW");
-  const namespaces: { type: string; path?: string }[] = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
+  // A cgroup namespace of its own (Docker's default on cgroup v2): under runc the sandbox's cgroup is
+  // its root, so /proc/self/cgroup shows `/` rather than the host's path (the agent's cgroup root, the
+  // container id). CGROUP_MOUNT says what runsc makes of it.
+  const namespaces: { type: string; path?: string }[] = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }];
   const shared = ownNetwork ? undefined : options.sharedNetwork;
   if (isolated) namespaces.push({ type: "network", path: isolated.netnsPath });
   else if (ownNetwork) namespaces.push({ type: "network" });
@@ -360,6 +382,8 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
       source: "sysfs",
       options: ["nosuid", "noexec", "nodev", "ro"],
     },
+    // The sandbox's own cgroup, read-only (CGROUP_MOUNT).
+    { ...CGROUP_MOUNT, options: [...CGROUP_MOUNT.options] },
   ];
   if (!ownNetwork) {
     const files = shared?.files ?? (options.hostNetworkFiles ?? []).map((file) => ({ source: file, destination: file }));
