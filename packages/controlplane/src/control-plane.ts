@@ -1,6 +1,7 @@
 /**
  * The embedded composition root: the same core as the Kubernetes mode (registry, fast path, pool
- * controller, sandbox reconciler, agent connections, adoption, hot images, checkpoint collection)
+ * controller, sandbox reconciler, agent connections, adoption, hot images, checkpoint collection,
+ * the settling of pauses whose outcome is not known)
  * over the embedded adapters: the store is SQLite, the agents are supervised local processes
  * (EmbeddedAgentFleet), and this single instance always leads. Start-up is crash recovery: the
  * agents that sandbox records name are started again, and writes wait until every one of them (and
@@ -32,6 +33,7 @@ import { applySandboxPool } from "./fastpath/pool-service.js";
 import { SandboxReconciler } from "./reconcile/sandbox-reconciler.js";
 import { HotImagesReconciler } from "./reconcile/hot-images-reconciler.js";
 import { CheckpointCollector, type CheckpointCollectionTiming } from "./reconcile/checkpoint-collector.js";
+import { PauseSettler } from "./reconcile/pause-settler.js";
 import { recordSandboxFacts } from "./reconcile/sandbox-facts.js";
 import { sandboxInformer } from "./reconcile/sandbox-informer.js";
 import { AgentAdoption } from "./reconcile/agent-adoption.js";
@@ -303,6 +305,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   const sandboxes = new SandboxReconciler({ store, manager, registry, agents: connections, logger, clock, informer: sandboxCache });
   const hotImages = new HotImagesReconciler({ store, registry, agents: connections, logger, clock, informer: sandboxCache });
   const checkpointCollector = new CheckpointCollector({ ...options.checkpointCollection, checkpoints, store, logger, clock });
+  const pauseSettler = new PauseSettler({ pauses, store, logger, clock, informer: sandboxCache });
 
   let api: ApiServer | undefined;
   let e2bApi: E2bApiServer | undefined;
@@ -361,7 +364,9 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     await sandboxes.start();
     await hotImages.start();
     checkpointCollector.start();
+    await pauseSettler.start();
   } catch (error) {
+    await pauseSettler.stop();
     await checkpointCollector.stop();
     hotImages.stop();
     await sandboxes.stop();
@@ -413,6 +418,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
       await e2bServer.close();
       await sandboxProxy.close();
       directory.stop();
+      await pauseSettler.stop();
       await checkpointCollector.stop();
       checkpoints.close();
       await manager.drain();

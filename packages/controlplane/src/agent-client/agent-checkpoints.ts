@@ -57,7 +57,7 @@ export function canCheckpoint(client: AgentClient): client is AgentClient & Agen
  * (packages/agent/src/containerd/checkpoints.ts: up to 10 s to quiesce the in-sandbox daemon, 120 s
  * for runsc's save, up to 60 s to restore the sandbox in place — 190 s), so that a slow save is
  * answered, not given up on here while the agent goes on (a fork would then remove a good
- * checkpoint, a pause be left for its resume to settle). Raise it with any of those. A checkpoint of
+ * checkpoint, a pause be left undecided until the control plane settles it, reconcile/pause-settler.ts). Raise it with any of those. A checkpoint of
  * a small sandbox and its restore in place take a few seconds.
  */
 export const CHECKPOINT_CALL_TIMEOUT_MS = 240_000;

@@ -100,7 +100,8 @@ interface Route {
    * unless told `Should-Retry: false`): a create, resume or fork that failed has removed what it
    * started, and trying again at once would start and remove again under the same pressure, and
    * end in the client's timeout instead of this answer. A pause that got no answer (503) has left
-   * the sandbox Paused for a resume to settle: a retry would find it paused and answer 409, which
+   * the sandbox Paused until the control plane settles it (reconcile/pause-settler.ts; a resume
+   * settles it too): a retry would find it paused and answer 409, which
    * the SDKs report as "already paused", hiding that the pause's outcome is unknown. @default false
    */
   final?: boolean;

@@ -7,10 +7,13 @@ import { FakeCheckpointingAgent, NodeCheckpoints } from "./checkpoint-agents.fix
 import { CheckpointManager } from "./checkpoint-manager.js";
 import {
   CONDITION_PAUSED,
+  END_BEFORE_PAUSE_ANNOTATION,
   PAUSED_CHECKPOINT_ANNOTATION,
   PAUSE_TAKES_AT_MOST_MS,
+  PAUSE_UNANSWERED_ANNOTATION,
   RESUMING_ANNOTATION,
   SandboxPauses,
+  isPauseUndecided,
   isPaused,
   pausedAtOf,
 } from "./checkpoint-pauses.js";
@@ -104,6 +107,7 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     const condition = record.status?.conditions?.find((c) => c.type === CONDITION_PAUSED);
     assert.equal(condition?.status, "True");
     assert.equal(pausedAtOf(record), FIXTURE_NOW.toISOString());
+    assert.equal(record.metadata.annotations?.[END_BEFORE_PAUSE_ANNOTATION], undefined, "the end kept aside while the pause was under way is gone");
   });
 
   /** Pauses over the fixture's store with its Sandbox `update` replaced. */
@@ -330,13 +334,20 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     assert.equal(fixture.allocated(), 1);
   });
 
-  it("leaves Paused a sandbox whose pause got no answer, and a resume finds out: the checkpoint saved late, or the sandbox running on", async () => {
+  it("leaves Paused, holding its slot, a sandbox whose pause got no answer, and a resume before it is settled finds out: the checkpoint saved late, or the sandbox running on", async () => {
     const a = addAgent("agent-a");
     await fixture.manager.create({ name: "sb", spec: sandboxSpec({ expireTime: END }) });
     // The call times out while the agent saves on; the checkpoint appears afterwards.
     a.checkpointError = new TimeoutError("CreateCheckpoint did not answer within 120000 ms");
     a.savesLate = true;
-    await assert.rejects(paused("sb"), (error: unknown) => error instanceof UnavailableError && /stays Paused, and a resume finds out/.test(error.message));
+    await assert.rejects(
+      paused("sb"),
+      (error: unknown) => error instanceof UnavailableError && /got no answer .*stays Paused until the control plane finds out/.test(error.message),
+    );
+    const unanswered = await stored("sb");
+    assert.ok(isPauseUndecided(unanswered));
+    assert.equal(unanswered.metadata.annotations?.[PAUSE_UNANSWERED_ANNOTATION], FIXTURE_NOW.toISOString(), "when the call came back unanswered");
+    assert.equal(unanswered.metadata.annotations?.[END_BEFORE_PAUSE_ANNOTATION], END, "the end it had, kept aside");
     // A resume while the agent still saves: refused (retry), not taken for a pause cut short.
     await assert.rejects(pauses.resume(undefined, "sb"), (error: unknown) => error instanceof UnavailableError && /still being paused/.test(error.message));
     assert.ok(isPaused(await stored("sb")));
@@ -344,7 +355,7 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     let record = await stored("sb");
     assert.ok(isPaused(record), "not undone over a sandbox the agent may be stopping");
     assert.match(record.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION] ?? "", /^sb-pause-/);
-    assert.equal(fixture.allocated(), 0, "no slot held while Paused");
+    assert.equal(fixture.allocated(), 1, "its slot held while its instance may run on");
     a.checkpointError = undefined;
     const { resumed, sandbox } = await pauses.resume(undefined, "sb");
     assert.equal(resumed, true);

@@ -15,11 +15,23 @@
  *   `wakeTimeoutSeconds`, as a create waits for capacity. Deleting a paused sandbox wakes it likewise.
  * - deleting a paused sandbox deletes its checkpoint (`removeSavedState`, the manager's cleanup hook).
  *
- * Crash-safety: the record says Paused (condition Paused=Unknown) before anything is saved, and the
- * checkpoint is deleted only after the resumed instance is recorded Running, so the store always
- * knows a paused sandbox as one. A resume works from whatever a pause or a resume cut short left: it
- * first removes any instance of the sandbox id on the agents that hold the checkpoint; and when there
- * is no checkpoint but the instance still runs (the pause never saved it), the sandbox is Running again.
+ * Crash-safety: the record says Paused (condition Paused=Unknown) before anything is saved, with the
+ * end it had (END_BEFORE_PAUSE_ANNOTATION), and the checkpoint is deleted only after the resumed
+ * instance is recorded Running, so the store always knows a paused sandbox as one. A resume works
+ * from whatever a pause or a resume cut short left: it first removes any instance of the sandbox id
+ * on the agents that hold the checkpoint; and when there is no checkpoint but the instance still runs
+ * (the pause never saved it), the sandbox is Running again.
+ *
+ * A pause whose outcome is not known — its checkpoint call got no answer (the agent may still be
+ * saving, then stop the sandbox), or a crash or another replica's end cut it short — stays Paused=Unknown
+ * and keeps its slot on its agent (AllocationSync's `heldOn`: its instance may run on). It is not left
+ * so: once the pause cannot still be under way (`settleDueInMs`: a while after its call went
+ * unanswered, PAUSE_UNANSWERED_ANNOTATION; PAUSE_TAKES_AT_MOST_MS after it began, whatever became of
+ * it), `settle` (reconcile/pause-settler.ts, the leader's) finds out from its agent what happened:
+ * the checkpoint saved → the pause is finished (its stopped instance removed, Paused=True, slot
+ * released); nothing saved and the instance runs → Running again, with its end back and its slot
+ * held; nothing saved and no instance left → Lost, as a vanished instance is (reconcile/lost-instance.ts:
+ * its failurePolicy acts). An agent that cannot be asked leaves it undecided until it can be.
  * Operations on one sandbox run one at a time (a second waits for the first).
  */
 import { randomBytes } from "node:crypto";
@@ -36,9 +48,10 @@ import {
   type Sandbox,
   type SandboxPool,
 } from "@fast-sandbox/api";
-import { gotNoAnswer, type AgentClient } from "../agent-client/agent-client.js";
-import { CHECKPOINT_CALL_TIMEOUT_MS } from "../agent-client/agent-checkpoints.js";
+import { gotNoAnswer, processOneGone, type AgentClient, type AgentSandbox } from "../agent-client/agent-client.js";
+import { CHECKPOINT_CALL_TIMEOUT_MS, canCheckpoint } from "../agent-client/agent-checkpoints.js";
 import { sleep, systemClock, type Clock } from "../controller/clock.js";
+import { lostInstanceCondition } from "../reconcile/lost-instance.js";
 import type { AgentRegistry, AgentSnapshot } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import type { Checkpoint, CheckpointManager } from "./checkpoint-manager.js";
@@ -50,12 +63,31 @@ import { setCondition, writeStatus } from "./sandbox-status.js";
 export const PAUSED_CHECKPOINT_ANNOTATION = "sandbox.fast.io/paused-checkpoint";
 /** On a paused sandbox being resumed: when the resume started (RFC 3339). */
 export const RESUMING_ANNOTATION = "sandbox.fast.io/resuming-since";
+/**
+ * On a sandbox being paused: the end (`spec.expireTime`, RFC 3339) it had when its pause began; none
+ * when it had none. Written with the pause's intent, which removes that end (a Paused sandbox does not
+ * expire), so that a pause found not to have happened gives the sandbox its end back, after a crash too.
+ */
+export const END_BEFORE_PAUSE_ANNOTATION = "sandbox.fast.io/end-before-pause";
+/** On a sandbox being paused: when its checkpoint call came back without an answer (RFC 3339). */
+export const PAUSE_UNANSWERED_ANNOTATION = "sandbox.fast.io/pause-unanswered-at";
+/** On a sandbox being paused: when a replica began to act on what it found out of the pause (`settle`; RFC 3339). */
+export const SETTLING_ANNOTATION = "sandbox.fast.io/pause-settling-since";
 /** The condition that dates a pause (True: paused since its lastTransitionTime; Unknown: being paused; False: resumed). */
 export const CONDITION_PAUSED = "Paused";
 /** Writes of a sandbox's saved state tried this many times when other writers keep changing it first. */
 const SAVED_STATE_WRITE_ATTEMPTS = 5;
 /** How often a resume looks for a ready agent of its checkpoint's node while its pool starts one. */
 const AGENT_POLL_MS = 100;
+/**
+ * How long after a pause's checkpoint call came back without an answer its outcome is found out: its
+ * agent reports a save still going on (`checkpointing`), and this covers a call that reached it late.
+ */
+export const DEFAULT_SETTLE_AFTER_NO_ANSWER_MS = 60_000;
+/** How soon `settle` looks again at a pause whose agent could not tell its outcome (not connected, still saving). */
+const SETTLE_RECHECK_MS = 15_000;
+/** How soon `settle` tries again when the record changed between its read and its first write. */
+const SETTLE_CONFLICT_RECHECK_MS = 1000;
 /**
  * The longest a pause can take: its checkpoint call's deadline, and a minute for what comes around
  * it (the lookups of the checkpoint before and after the call, the removal of the stopped instance,
@@ -76,14 +108,19 @@ export interface SandboxPausesOptions {
   clock?: Clock;
   /**
    * Several control planes over one store (Kubernetes: every replica serves the fast path): how long
-   * a pause or resume another replica started (the record says when) is left to it — a resume
-   * meanwhile is refused — before it counts as cut short. Longer than a resume can take; a pause is
+   * a pause, resume or settle (`settle`) another replica started (the record says when) is left to
+   * it — a resume meanwhile is refused, a settle waits — before it counts as cut short. Longer than a resume can take; a pause is
    * left to it for at least PAUSE_TAKES_AT_MOST_MS (its checkpoint call is given
    * CHECKPOINT_CALL_TIMEOUT_MS). @default 0: one
    * control plane, whose own operations on a sandbox run one at a time, so an unfinished one it is
    * not running was cut short
    */
   inFlightElsewhereMs?: number;
+  /**
+   * How long after a pause's checkpoint call came back without an answer its outcome is found out
+   * (`settleDueInMs`). @default DEFAULT_SETTLE_AFTER_NO_ANSWER_MS (1 minute)
+   */
+  settleAfterNoAnswerMs?: number;
 }
 
 export interface ResumeOptions {
@@ -112,6 +149,33 @@ export function isPauseCheckpointName(name: string, source: string): boolean {
 export function isPaused(sandbox: Sandbox): boolean {
   return sandbox.status?.phase === "Paused";
 }
+
+/**
+ * Whether the sandbox's pause is undecided: Paused with its Paused condition Unknown — under way, or
+ * cut short or unanswered, its outcome not known yet. Its instance may still be on its agent
+ * (`status.assignedPod`), running or left stopped.
+ */
+export function isPauseUndecided(sandbox: Sandbox): boolean {
+  return isPaused(sandbox) && pausingSince(sandbox) !== undefined;
+}
+
+/** When the sandbox's undecided pause began (its Paused=Unknown condition's transition time; "" when it has none); undefined: no pause is undecided. */
+function pausingSince(sandbox: Sandbox): string | undefined {
+  const condition = sandbox.status?.conditions?.find((c) => c.type === CONDITION_PAUSED && c.status === "Unknown");
+  return condition ? (condition.lastTransitionTime ?? "") : undefined;
+}
+
+/** What `settle` did with a sandbox's undecided pause. */
+export type PauseSettlement =
+  /** Found out and recorded: the checkpoint was saved (Paused), the sandbox ran on (Running), or nothing of it is left (Lost). */
+  | { outcome: "paused" | "running" | "lost" }
+  /** Nothing to settle: its pause is decided, or the sandbox is gone or being deleted. */
+  | { outcome: "none" }
+  /** Not now: the pause may still be under way, or its agent cannot tell yet; `why`, and when to look again. */
+  | { outcome: "waiting"; retryInMs: number; why: string };
+
+/** What the agent of an undecided pause says became of it. */
+type PauseOutcome = { saved: Checkpoint } | { instance: "running" | "stopped" | "missing" } | { unknown: string };
 
 /** When the sandbox was paused (RFC 3339): the transition time of its Paused condition. */
 export function pausedAtOf(sandbox: Sandbox): string | undefined {
@@ -148,6 +212,44 @@ export class SandboxPauses {
   resume(namespace: string | undefined, name: string, options: ResumeOptions = {}): Promise<{ sandbox: Sandbox; resumed: boolean }> {
     const ns = namespace || DEFAULT_NAMESPACE;
     return this.serially(ns, name, () => this.options.manager.exclusively(ns, name, () => this.resumeNow(ns, name, options)));
+  }
+
+  /**
+   * How long until the outcome of the sandbox's undecided pause is to be found out (`settle`): 0 when
+   * due now, undefined when no pause of it is undecided (or it is being deleted). Due once the pause
+   * cannot still be under way: `settleAfterNoAnswerMs` after its checkpoint call came back without an
+   * answer (PAUSE_UNANSWERED_ANNOTATION), and PAUSE_TAKES_AT_MOST_MS after it began, whatever became of
+   * it (a crash, another replica's end); later while another replica may be resuming or settling it.
+   */
+  settleDueInMs(sandbox: Sandbox): number | undefined {
+    if (!isPauseUndecided(sandbox) || sandbox.metadata.deletionTimestamp) return undefined;
+    const since = pausingSince(sandbox);
+    const annotations = sandbox.metadata.annotations ?? {};
+    const dated = (time: string | undefined) => Date.parse(time ?? "");
+    // A date that cannot be read is no date: the pause counts as long over.
+    let dueAt = (dated(since) || 0) + PAUSE_TAKES_AT_MOST_MS;
+    const unansweredAt = dated(annotations[PAUSE_UNANSWERED_ANNOTATION]);
+    if (Number.isFinite(unansweredAt)) dueAt = Math.min(dueAt, unansweredAt + (this.options.settleAfterNoAnswerMs ?? DEFAULT_SETTLE_AFTER_NO_ANSWER_MS));
+    const graceMs = this.options.inFlightElsewhereMs ?? 0;
+    for (const started of [annotations[RESUMING_ANNOTATION], annotations[SETTLING_ANNOTATION]]) {
+      const at = dated(started);
+      if (graceMs > 0 && Number.isFinite(at)) dueAt = Math.max(dueAt, at + graceMs);
+    }
+    return Math.max(0, dueAt - this.clock.now().getTime());
+  }
+
+  /**
+   * Finds out what became of the sandbox's undecided pause, once it is due (`settleDueInMs`), and
+   * records it: its checkpoint saved → the pause is finished; nothing saved and its instance runs →
+   * Running again with its end back (END_BEFORE_PAUSE_ANNOTATION) and its slot held; nothing saved and
+   * no instance left → Lost. Its agent is asked first (a save still going on, or an agent that cannot
+   * be asked, leaves it `waiting`), then the checkpoint is looked up: once the agent no longer saves,
+   * the checkpoint is listed for good or never. Runs as a pause or resume of the sandbox does (one at
+   * a time, `exclusively`): FailedPreconditionError when it is being created or deleted here.
+   */
+  settle(namespace: string | undefined, name: string): Promise<PauseSettlement> {
+    const ns = namespace || DEFAULT_NAMESPACE;
+    return this.serially(ns, name, () => this.options.manager.exclusively(ns, name, () => this.settleNow(ns, name)));
   }
 
   /**
@@ -257,8 +359,9 @@ export class SandboxPauses {
     if (!this.client(agentName)) throw new UnavailableError(`agent ${agentName} of sandbox ${key} is not connected; retry shortly`);
     const checkpointName = pauseCheckpointName(name);
     const previousEnd = running.spec.expireTime;
-    // The intent first (crash-safety, see the top of this file): the checkpoint to come, no end while paused, phase Paused.
-    let record = await this.saveState(running, checkpointName, undefined, (fresh) => {
+    // The intent first (crash-safety, see the top of this file): the checkpoint to come, no end while
+    // paused but the one it had kept aside, phase Paused.
+    let record = await this.saveState(running, { checkpoint: checkpointName, endBeforePause: previousEnd }, (fresh) => {
       // Changed meanwhile (a status write of its own, another replica): the pause still applies only to this running sandbox.
       if (isPaused(fresh)) throw new ConflictError(`sandbox ${key} is paused already`);
       // Another replica's pause wrote its intent first (its status is still Running): that pause goes on, this one yields.
@@ -285,15 +388,16 @@ export class SandboxPauses {
       if (!saved && gotNoAnswer(failure)) {
         // No answer: the agent may still be saving it (a checkpoint is listed only once complete) and
         // then stop the sandbox. Undone now, the record would say Running over a stopped sandbox and
-        // an orphaned checkpoint. It stays Paused, as after a crash mid-pause: a resume finds out
-        // which it was (the checkpoint saved, or the sandbox running on).
-        this.options.registry.release(key);
+        // an orphaned checkpoint. It stays Paused=Unknown, as after a crash mid-pause, and keeps its
+        // slot (its instance may run on); the record says when the call came back, from which its
+        // outcome is found out (`settle`) — or by a resume before that.
+        await this.markUnanswered(record);
         this.logger.warn(
           { sandbox: key, sandboxId, checkpoint: checkpointName, err: error },
-          "a pause's checkpoint call did not answer; its outcome is left to the resume",
+          "a pause's checkpoint call did not answer; its outcome is found out once its agent can no longer be saving it",
         );
         throw new UnavailableError(
-          `the pause of sandbox ${key} got no answer from agent ${agentName} (${failure.message}); it stays Paused, and a resume finds out whether checkpoint ${checkpointName} was saved or the sandbox ran on`,
+          `the pause of sandbox ${key} got no answer from agent ${agentName} (${failure.message}); it stays Paused until the control plane finds out whether checkpoint ${checkpointName} was saved (it is then paused) or the sandbox ran on (it then runs again, with its end)`,
           { cause: error },
         );
       }
@@ -305,7 +409,20 @@ export class SandboxPauses {
       this.logger.warn({ sandbox: key, err: error }, "the pause's checkpoint call failed, but the checkpoint is saved; pausing on");
       checkpoint = saved;
     }
-    // The stopped instance goes: its slot, address and container are free (a leftover is removed by the resume).
+    const paused = await this.finishPause(record, checkpoint, agentName, sandboxId);
+    this.logger.info({ sandbox: key, sandboxId, checkpoint: checkpoint.name, sizeBytes: checkpoint.sizeBytes }, "sandbox paused");
+    return paused;
+  }
+
+  /**
+   * The end of a pause whose checkpoint is saved: the stopped instance goes (its slot, address and
+   * container are free; a leftover is removed by the resume), and the record says Paused=True, with
+   * the node of its checkpoint; what it kept while its outcome could be unknown goes.
+   */
+  private async finishPause(record: Sandbox, checkpoint: Checkpoint, agentName: string, sandboxId: string): Promise<Sandbox> {
+    const namespace = record.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const name = record.metadata.name;
+    const key = sandboxKey(namespace, name);
     await this.client(agentName)
       ?.deleteSandbox(sandboxId, 0)
       .catch((error: unknown) =>
@@ -331,8 +448,149 @@ export class SandboxPauses {
       },
       this.clock.now(),
     );
-    this.logger.info({ sandbox: key, sandboxId, checkpoint: checkpoint.name, sizeBytes: checkpoint.sizeBytes }, "sandbox paused");
-    return paused;
+    const annotations = paused.metadata.annotations ?? {};
+    if (!PAUSE_BOOKKEEPING_ANNOTATIONS.some((annotation) => annotation in annotations)) return paused;
+    // Read only while the pause is undecided: one left behind changes nothing.
+    return this.saveState(paused, { checkpoint: checkpoint.name }).catch((error: unknown) => {
+      this.logger.warn({ sandbox: key, err: error }, "could not remove what a paused sandbox kept while its pause was under way; it is left unused");
+      return paused;
+    });
+  }
+
+  /** Dates on the record the return of its pause's checkpoint call without an answer: its outcome is found out from then on. */
+  private async markUnanswered(record: Sandbox): Promise<void> {
+    const key = sandboxKey(record.metadata.namespace ?? DEFAULT_NAMESPACE, record.metadata.name);
+    const checkpointName = record.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION];
+    const at = this.clock.now().toISOString();
+    try {
+      await this.updateRecord(
+        record,
+        (current) => withAnnotation(current, PAUSE_UNANSWERED_ANNOTATION, at),
+        (fresh) => {
+          if (!isPauseUndecided(fresh) || fresh.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION] !== checkpointName) {
+            throw new ConflictError(`sandbox ${key}'s pause was decided meanwhile`);
+          }
+        },
+      );
+    } catch (error) {
+      // Its outcome is then found out PAUSE_TAKES_AT_MOST_MS after the pause began, as after a crash.
+      this.logger.warn({ sandbox: key, err: error }, "could not record that a pause's checkpoint call got no answer");
+    }
+  }
+
+  private async settleNow(namespace: string, name: string): Promise<PauseSettlement> {
+    const key = sandboxKey(namespace, name);
+    const record = await this.options.store.get("Sandbox", { namespace, name });
+    const dueInMs = record ? this.settleDueInMs(record) : undefined;
+    if (!record || dueInMs === undefined) return { outcome: "none" };
+    if (dueInMs > 0) return { outcome: "waiting", retryInMs: dueInMs, why: "its pause may still be under way" };
+    const agentName = record.status?.assignedPod ?? "";
+    const sandboxId = record.status?.sandboxID ?? "";
+    const found = await this.pauseOutcome(record);
+    if ("unknown" in found) return { outcome: "waiting", retryInMs: SETTLE_RECHECK_MS, why: found.unknown };
+    const now = this.clock.now();
+    const end = record.metadata.annotations?.[END_BEFORE_PAUSE_ANNOTATION];
+    // First a write on the condition that the record did not change since it was read: of this and a
+    // resume another replica begins meanwhile (its intent), one goes on and the other stops. Unless
+    // the pause is finished, the end goes back with it, while the record still says Paused (which
+    // does not expire): the sandbox never runs, nor is it Lost, without it.
+    let claimed: Sandbox;
+    try {
+      const marked = withAnnotation(record, SETTLING_ANNOTATION, now.toISOString());
+      claimed = await this.options.store.update("Sandbox", "saved" in found ? marked : { ...marked, spec: withEnd(marked.spec, end) });
+    } catch (error) {
+      if (!(error instanceof ConflictError)) throw error;
+      return { outcome: "waiting", retryInMs: SETTLE_CONFLICT_RECHECK_MS, why: "its record changed while its outcome was found out" };
+    }
+    const unanswered = claimed.metadata.annotations?.[PAUSE_UNANSWERED_ANNOTATION] ? "went unanswered" : "was cut short";
+    if ("saved" in found) {
+      await this.finishPause(claimed, found.saved, agentName, sandboxId);
+      this.logger.info({ sandbox: key, sandboxId, checkpoint: found.saved.name }, `a pause that ${unanswered} had saved its checkpoint: the sandbox is paused`);
+      return { outcome: "paused" };
+    }
+    if (found.instance === "running") {
+      this.logger.warn({ sandbox: key, sandboxId }, `a pause that ${unanswered} saved nothing and the sandbox ran on: it is Running again, with its end`);
+      await this.runOn(claimed, agentName, end, {
+        type: CONDITION_PAUSED,
+        status: "False",
+        reason: "PauseInterrupted",
+        message: `its pause ${unanswered} and saved nothing; it ran on`,
+      });
+      return { outcome: "running" };
+    }
+    // Neither saved nor running: as an instance that vanished under a Running record (reconcile/lost-instance.ts).
+    const lost = lostInstanceCondition(agentName, found.instance);
+    this.logger.warn(
+      { sandbox: key, sandboxId, agent: agentName, reason: lost.reason },
+      `a pause that ${unanswered} saved nothing and left no instance that runs; the sandbox is Lost`,
+    );
+    this.options.registry.release(key);
+    const conditions = setCondition(
+      claimed.status?.conditions,
+      { type: CONDITION_PAUSED, status: "False", reason: "PauseFailed", message: `its pause ${unanswered} and saved nothing, and its instance does not run` },
+      now,
+    );
+    const written = await writeStatus(this.options.store, claimed, { phase: "Lost", endpoints: [], sandboxIP: undefined, conditions }, lost, now);
+    await this.saveState(written, { end });
+    if (found.instance === "stopped") {
+      // It holds its slot and ports on its agent: it goes, as the reconciler removes a Lost sandbox's stopped instance.
+      await this.client(agentName)
+        ?.deleteSandbox(sandboxId, 0)
+        .catch((error: unknown) =>
+          this.logger.warn({ sandbox: key, sandboxId, err: error }, "could not remove the stopped instance of a Lost sandbox; the reconciler does"),
+        );
+    }
+    return { outcome: "lost" };
+  }
+
+  /**
+   * What the agent of an undecided pause says became of it. The instance first: while its agent
+   * still saves it (`checkpointing`) nothing is known; once it no longer does, the checkpoint is
+   * listed for good or never. Its absence is taken only from the agent that was saving it.
+   */
+  private async pauseOutcome(paused: Sandbox): Promise<PauseOutcome> {
+    const namespace = paused.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const agentName = paused.status?.assignedPod;
+    const sandboxId = paused.status?.sandboxID;
+    const checkpointName = paused.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION];
+    if (!agentName || !sandboxId || !checkpointName) return { unknown: "its record names no agent, instance or checkpoint of the pause" };
+    const client = this.client(agentName);
+    if (!client) return { unknown: `agent ${agentName} is not connected` };
+    if (!canCheckpoint(client)) return { unknown: `agent ${agentName} cannot list checkpoints (it predates them)` };
+    let reported: AgentSandbox | undefined;
+    try {
+      reported = (await client.listSandboxes()).find((s) => s.sandboxId === sandboxId);
+    } catch (error) {
+      return { unknown: `agent ${agentName} did not list its sandboxes (${FsbError.from(error).message})` };
+    }
+    if (reported?.checkpointing) return { unknown: `agent ${agentName} is still saving checkpoint ${checkpointName}` };
+    const saved = await this.findCheckpoint(namespace, checkpointName);
+    if (saved) return { saved };
+    // The lookup leaves out an agent that did not answer in time: its own list says it is not there.
+    try {
+      const listed = await client.listCheckpoints();
+      if (listed.some((checkpoint) => checkpoint.namespace === namespace && checkpoint.name === checkpointName)) {
+        return { unknown: `agent ${agentName} lists checkpoint ${checkpointName}, which the lookup of the ready agents missed` };
+      }
+    } catch (error) {
+      return { unknown: `agent ${agentName} did not list its checkpoints (${FsbError.from(error).message})` };
+    }
+    if (!reported) return { instance: "missing" };
+    if (reported.state === "running") return { instance: "running" };
+    if (processOneGone(reported)) return { instance: "stopped" };
+    return { unknown: `its instance is ${reported.state} on agent ${agentName}` };
+  }
+
+  /**
+   * A paused record whose instance runs on (its pause saved nothing): Running again, its slot held,
+   * with `expireTime` as its end — which `paused` carries already (an intent's), so it never runs
+   * without it — and without what its pause wrote.
+   */
+  private async runOn(paused: Sandbox, agentName: string, expireTime: string | undefined, condition: Condition): Promise<Sandbox> {
+    const key = sandboxKey(paused.metadata.namespace ?? DEFAULT_NAMESPACE, paused.metadata.name);
+    this.options.registry.restore({ sandboxKey: key, agentName, ports: this.options.manager.portsHeldBy(paused) });
+    const running = await writeStatus(this.options.store, paused, { phase: "Running" }, condition, this.clock.now());
+    return this.saveState(running, { end: expireTime });
   }
 
   /**
@@ -354,7 +612,7 @@ export class SandboxPauses {
             .catch(() => undefined)
         : undefined;
       const fresh = (await this.options.store.get("Sandbox", { namespace, name: record.metadata.name })) ?? record;
-      const restored = await this.options.store.update("Sandbox", this.withSavedState(fresh, undefined, previousEnd));
+      const restored = await this.options.store.update("Sandbox", withSavedState(fresh, { end: previousEnd }));
       const now = this.clock.now();
       if (runs !== false) {
         await writeStatus(
@@ -440,6 +698,9 @@ export class SandboxPauses {
     const pausing = sandbox.status?.conditions?.find((c) => c.type === CONDITION_PAUSED && c.status === "Unknown")?.lastTransitionTime;
     // Never less than a pause can take: one still waiting for its checkpoint call's answer is not cut short.
     if (recent(pausing, Math.max(graceMs, PAUSE_TAKES_AT_MOST_MS))) return { what: "paused", since: pausing ?? "" };
+    // The leader finishing an undecided pause (`settle`): read only while the pause is undecided.
+    const settling = pausing !== undefined ? sandbox.metadata.annotations?.[SETTLING_ANNOTATION] : undefined;
+    if (recent(settling, graceMs)) return { what: "paused", since: settling ?? "" };
     return undefined;
   }
 
@@ -505,7 +766,7 @@ export class SandboxPauses {
         .catch(() => undefined);
       throw FsbError.from(error);
     }
-    running = await this.saveState(running, undefined, options.expireTime);
+    running = await this.saveState(running, { end: options.expireTime });
     await this.options.checkpoints
       .delete(namespace, checkpoint.name)
       .catch((error: unknown) =>
@@ -557,15 +818,12 @@ export class SandboxPauses {
     }
     if (agentName && reported?.state === "running") {
       this.logger.warn({ sandbox: key }, "a pause was cut short before its checkpoint was saved; the sandbox runs on");
-      this.options.registry.restore({ sandboxKey: key, agentName, ports: this.options.manager.portsHeldBy(paused) });
-      const running = await writeStatus(
-        this.options.store,
-        paused,
-        { phase: "Running" },
-        { type: CONDITION_PAUSED, status: "False", reason: "PauseInterrupted", message: "its pause was cut short before anything was saved; it ran on" },
-        this.clock.now(),
-      );
-      return this.saveState(running, undefined, options.expireTime);
+      return this.runOn(paused, agentName, options.expireTime, {
+        type: CONDITION_PAUSED,
+        status: "False",
+        reason: "PauseInterrupted",
+        message: "its pause was cut short before anything was saved; it ran on",
+      });
     }
     const node = paused.status?.nodeName;
     const holders = this.options.registry
@@ -582,21 +840,21 @@ export class SandboxPauses {
   }
 
   /**
-   * Writes the record with its saved state named (or no longer) and its end set (or removed). The
-   * write is conditional on the record's resourceVersion: after a conflict (another writer, such as a
-   * status update of the sandbox, came first) the same change is applied to a fresh read, which
-   * `check` may refuse; the uid check of the write refuses another object of the same name.
+   * Writes the record with its saved state (`withSavedState`). The write is conditional on the record's
+   * resourceVersion: after a conflict (another writer, such as a status update of the sandbox, came
+   * first) the same change is applied to a fresh read, which `check` may refuse; the uid check of the
+   * write refuses another object of the same name.
    */
-  private async saveState(
-    sandbox: Sandbox,
-    checkpointName: string | undefined,
-    expireTime: string | undefined,
-    check?: (fresh: Sandbox) => void,
-  ): Promise<Sandbox> {
+  private saveState(sandbox: Sandbox, state: SavedState, check?: (fresh: Sandbox) => void): Promise<Sandbox> {
+    return this.updateRecord(sandbox, (current) => withSavedState(current, state), check);
+  }
+
+  /** Writes `change` of the record (its spec and metadata), applied again to a fresh read after a conflict (see `saveState`). */
+  private async updateRecord(sandbox: Sandbox, change: (current: Sandbox) => Sandbox, check?: (fresh: Sandbox) => void): Promise<Sandbox> {
     let current = sandbox;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.options.store.update("Sandbox", this.withSavedState(current, checkpointName, expireTime));
+        return await this.options.store.update("Sandbox", change(current));
       } catch (error) {
         if (!(error instanceof ConflictError) || attempt >= SAVED_STATE_WRITE_ATTEMPTS) throw error;
         const fresh = await this.options.store.get("Sandbox", { namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, name: sandbox.metadata.name });
@@ -605,16 +863,6 @@ export class SandboxPauses {
         current = fresh;
       }
     }
-  }
-
-  /** The record with its saved state named (or no longer) and its end set (or removed): a spec and metadata write. */
-  private withSavedState(sandbox: Sandbox, checkpointName: string | undefined, expireTime: string | undefined): Sandbox {
-    const { [PAUSED_CHECKPOINT_ANNOTATION]: _previous, [RESUMING_ANNOTATION]: _resuming, ...annotations } = sandbox.metadata.annotations ?? {};
-    return {
-      ...sandbox,
-      metadata: { ...sandbox.metadata, annotations: { ...annotations, ...(checkpointName ? { [PAUSED_CHECKPOINT_ANNOTATION]: checkpointName } : {}) } },
-      spec: withEnd(sandbox.spec, expireTime),
-    };
   }
 
   private async findCheckpoint(namespace: string, name: string): Promise<Checkpoint | undefined> {
@@ -629,6 +877,31 @@ export class SandboxPauses {
   private client(agentName: string): AgentClient | undefined {
     return this.options.agents.get(agentName);
   }
+}
+
+/** What a record keeps of its pause (`withSavedState`). */
+interface SavedState {
+  /** The checkpoint that holds it (PAUSED_CHECKPOINT_ANNOTATION). @default none */
+  checkpoint?: string;
+  /** Its end (`spec.expireTime`). @default none */
+  end?: string | undefined;
+  /** With `checkpoint`, a pause beginning: the end it had, kept aside (END_BEFORE_PAUSE_ANNOTATION). @default none */
+  endBeforePause?: string | undefined;
+}
+
+/** What a pause writes on the record to find out its outcome, read only while the pause is undecided. */
+const PAUSE_BOOKKEEPING_ANNOTATIONS = [END_BEFORE_PAUSE_ANNOTATION, PAUSE_UNANSWERED_ANNOTATION, SETTLING_ANNOTATION];
+
+/**
+ * The record with its saved state named (or no longer) and its end set (or removed), without any
+ * intent of a resume or what a pause wrote to find out its outcome: a spec and metadata write.
+ */
+function withSavedState(sandbox: Sandbox, state: SavedState): Sandbox {
+  const annotations = { ...sandbox.metadata.annotations };
+  for (const annotation of [PAUSED_CHECKPOINT_ANNOTATION, RESUMING_ANNOTATION, ...PAUSE_BOOKKEEPING_ANNOTATIONS]) delete annotations[annotation];
+  if (state.checkpoint) annotations[PAUSED_CHECKPOINT_ANNOTATION] = state.checkpoint;
+  if (state.checkpoint && state.endBeforePause) annotations[END_BEFORE_PAUSE_ANNOTATION] = state.endBeforePause;
+  return { ...sandbox, metadata: { ...sandbox.metadata, annotations }, spec: withEnd(sandbox.spec, state.end) };
 }
 
 /** The sandbox with the annotation set to `value`, or without it. */

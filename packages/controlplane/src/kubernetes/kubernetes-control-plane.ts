@@ -14,7 +14,8 @@
  * On the leader only: pool sizing and pool status, the sandbox reconciler (placement of sandboxes
  * written with kubectl, deletion, expiry, failure policy, reset), adoption of what agents run,
  * facts from heartbeats (CommandExited, OOMKilled), hot images, the removal of the checkpoints the
- * control plane made for itself and left behind (CheckpointCollector). Leadership ends → those stop.
+ * control plane made for itself and left behind (CheckpointCollector), the settling of pauses whose
+ * outcome is not known (PauseSettler). Leadership ends → those stop.
  *
  * The E2B-compatible API (`e2b`), on every replica: its keys are Secrets in the controller's namespace
  * (KubernetesApiKeyStore), the sandboxes' tokens derive from one Secret every replica shares, and a
@@ -41,6 +42,7 @@ import { AllocationSync } from "../reconcile/allocation-sync.js";
 import { HotImagesReconciler } from "../reconcile/hot-images-reconciler.js";
 import { CheckpointCollector, type CheckpointCollectionTiming } from "../reconcile/checkpoint-collector.js";
 import { ImagePrewarmer } from "../reconcile/image-prewarmer.js";
+import { PauseSettler } from "../reconcile/pause-settler.js";
 import { recordSandboxFacts } from "../reconcile/sandbox-facts.js";
 import { sandboxInformer } from "../reconcile/sandbox-informer.js";
 import { SandboxReconciler } from "../reconcile/sandbox-reconciler.js";
@@ -229,6 +231,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
   let sandboxes: SandboxReconciler | undefined;
   let hotImages: HotImagesReconciler | undefined;
   let checkpointCollector: CheckpointCollector | undefined;
+  let pauseSettler: PauseSettler | undefined;
   const startLeading = async (signal: AbortSignal): Promise<void> => {
     logger.info({ identity: options.identity }, "leading: starting the reconcilers");
     // What agents run is adopted once per leadership: the previous leader's view is gone.
@@ -250,13 +253,18 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     // Every replica's forks and pauses leave their checkpoints to it; another replica's in flight are younger than its grace periods.
     checkpointCollector = new CheckpointCollector({ ...options.checkpointCollection, checkpoints, store, logger, clock });
     checkpointCollector.start();
+    // Every replica's pauses that went unanswered or were cut short: each record says when it is due.
+    pauseSettler = new PauseSettler({ pauses, store, logger, clock, informer: sandboxCache });
+    await pauseSettler.start();
     for (const agent of fleet.listAgents()) poolController.wake(agent.namespace, agent.pool);
   };
   const stopLeading = async (): Promise<void> => {
+    await pauseSettler?.stop();
     await checkpointCollector?.stop();
     hotImages?.stop();
     await sandboxes?.stop();
     checkpointCollector = undefined;
+    pauseSettler = undefined;
     hotImages = undefined;
     sandboxes = undefined;
   };

@@ -7,7 +7,7 @@ import { PAUSED_CHECKPOINT_ANNOTATION, RESUMING_ANNOTATION } from "../fastpath/c
 import { AgentRegistry, type AgentInfo } from "../registry/agent-registry.js";
 import { MemoryResourceStore } from "../store/memory-resource-store.js";
 import { CLEANUP_FINALIZER } from "../fastpath/sandbox-manager.js";
-import { AllocationSync, heldOn } from "./allocation-sync.js";
+import { AllocationSync, heldOn, needsCheckpointAgent } from "./allocation-sync.js";
 
 const NAMESPACE = "team";
 const POOL = "python";
@@ -49,6 +49,30 @@ describe("heldOn", () => {
     for (const phase of ["Pending", "Terminating", "Expired", "Failed", "Lost", "Paused"] as const) {
       assert.equal(heldOn(record({ phase, assignedPod: "a" })), undefined, phase);
     }
+  });
+
+  it("is the assigned agent of a Paused record whose pause is undecided (Paused=Unknown: its instance may run on), and nothing once it is paused", () => {
+    const paused = (status: "Unknown" | "True", assignedPod?: string): Sandbox =>
+      record({
+        phase: "Paused",
+        ...(assignedPod ? { assignedPod } : {}),
+        conditions: [{ type: "Paused", status, reason: status === "Unknown" ? "Pausing" : "Paused" }],
+      });
+    assert.equal(heldOn(paused("Unknown", "a")), "a");
+    assert.equal(heldOn(paused("Unknown")), undefined, "no agent assigned");
+    assert.equal(heldOn(paused("True", "a")), undefined);
+
+    // Deleted, it needs an agent of its checkpoint's node, as a paused one does (it may be paused already); a Running one its pause only began on needs its own agent.
+    const named = (sandbox: Sandbox, deleted: boolean): Sandbox => ({
+      ...sandbox,
+      metadata: {
+        ...sandbox.metadata,
+        annotations: { [PAUSED_CHECKPOINT_ANNOTATION]: "s-pause-0a1b2c" },
+        ...(deleted ? { deletionTimestamp: "2026-03-04T05:06:07.000Z" } : {}),
+      },
+    });
+    assert.equal(needsCheckpointAgent(named(paused("Unknown", "a"), true), 0), true);
+    assert.equal(needsCheckpointAgent(named(record({ phase: "Running", assignedPod: "a" }), true), 0), false);
   });
 
   it("is the assigned agent of an Expired or Terminating record whose cleanup has not run (its container is there)", () => {

@@ -4,9 +4,10 @@
  * own in-memory registry). A sandbox record assigned to an agent (`status.assignedPod`) in phase
  * Bound or Running — also while it is being deleted, and Expired or Terminating while its cleanup
  * finalizer is on it: its container is there until its cleanup finished — holds a slot and its ports on that agent (the ports of an instance in its agent's
- * network, `portsHeldBy`); any other record, or none, holds nothing.
+ * network, `portsHeldBy`); so does a Paused one whose pause is undecided (under way, or its outcome
+ * not known yet: its instance may run on); any other record, or none, holds nothing.
  *
- * Paused sandboxes hold no slot, but one whose checkpoint must be reached — a resume in flight, a
+ * Paused sandboxes otherwise hold no slot, but one whose checkpoint must be reached — a resume in flight, a
  * delete (its checkpoint goes with it) — needs a ready agent of its pool on the checkpoint's node:
  * while its pool has none there (scaled down while the sandbox was paused), it counts as waiting
  * (`pendingIn`) and wakes the pool (`onPending`), as a create does.
@@ -26,7 +27,7 @@ import { systemClock, type Clock } from "../controller/clock.js";
 import { Controller, type ReconcileResult, type Reconciler } from "../controller/controller.js";
 import type { Informer } from "../controller/informer.js";
 import { objectKey, parseObjectKey } from "../controller/object-key.js";
-import { PAUSED_CHECKPOINT_ANNOTATION, RESUMING_ANNOTATION } from "../fastpath/checkpoint-pauses.js";
+import { PAUSED_CHECKPOINT_ANNOTATION, RESUMING_ANNOTATION, isPauseUndecided } from "../fastpath/checkpoint-pauses.js";
 import { CLEANUP_FINALIZER } from "../fastpath/sandbox-manager.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
@@ -76,6 +77,8 @@ export function heldOn(sandbox: Sandbox | undefined): string | undefined {
   const agent = sandbox?.status?.assignedPod;
   if (!agent) return undefined;
   if (phase === "Bound" || phase === "Running") return agent;
+  // Its pause under way or its outcome not known (checkpoint-pauses.ts): its instance is there, maybe running, until it is decided.
+  if (sandbox && isPauseUndecided(sandbox)) return agent;
   // Expired or Terminating before its cleanup ran (or while a failed one is retried): its container
   // is still there, listening on its ports, until the cleanup drops the finalizer.
   const cleanupPending = sandbox?.metadata.finalizers?.includes(CLEANUP_FINALIZER) === true;
@@ -90,8 +93,9 @@ export function heldOn(sandbox: Sandbox | undefined): string | undefined {
  */
 export function needsCheckpointAgent(sandbox: Sandbox, nowMs: number): boolean {
   const annotations = sandbox.metadata.annotations ?? {};
-  // A record held on an agent (Running, its pause only beginning) needs that agent, whose slot it holds.
-  if (!annotations[PAUSED_CHECKPOINT_ANNOTATION] || heldOn(sandbox)) return false;
+  // A record held on an agent (Running, its pause only beginning) needs that agent, whose slot it holds;
+  // one whose pause is undecided may be paused already: its checkpoint's node is what it needs.
+  if (!annotations[PAUSED_CHECKPOINT_ANNOTATION] || (heldOn(sandbox) && !isPauseUndecided(sandbox))) return false;
   if (sandbox.metadata.deletionTimestamp) return true;
   const resumingSince = Date.parse(annotations[RESUMING_ANNOTATION] ?? "");
   return sandbox.status?.phase === "Paused" && nowMs - resumingSince < RESUME_DEMAND_MS;
