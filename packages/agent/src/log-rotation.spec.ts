@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { after, describe, it } from "node:test";
-import { LogRotation, removeLog, rotateLog } from "./log-rotation.js";
+import { LogRotation, ROTATION_CATCH_UP_BYTES, removeLog, rotateLog } from "./log-rotation.js";
 
 const root = mkdtempSync(join(tmpdir(), "fsb-log-rotation-"));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -46,6 +49,31 @@ describe("rotateLog", () => {
     writeFileSync(path, content);
     assert.equal(await rotateLog(path), content.length);
     assert.deepEqual(readFileSync(`${path}.1`), content);
+  });
+
+  it("ends under a writer as fast as the copy, moving at most the size it began with plus the catch-up's bound", async () => {
+    const path = join(logDir(), "s.log");
+    const start = 4 * 1024 * 1024;
+    writeFileSync(path, "x".repeat(start));
+    // As a sandbox running `yes`: it appends as fast as the rotation copies. Its file size limit
+    // (512-byte blocks: 512 MiB) bounds the disk a rotation chasing it for ever would fill.
+    const writer = spawn("sh", ["-c", 'ulimit -f 1048576; exec yes >> "$0"', path], { stdio: "ignore" });
+    const exited = once(writer, "exit");
+    try {
+      while (statSync(path).size === start && writer.exitCode === null) await sleep(5);
+      const sizeSeen = statSync(path).size;
+      let timer: NodeJS.Timeout | undefined;
+      const stuck = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("rotateLog is still copying after 60 s")), 60_000);
+      });
+      const moved = await Promise.race([rotateLog(path, sizeSeen), stuck]).finally(() => clearTimeout(timer));
+      assert.ok(moved >= sizeSeen && moved <= sizeSeen + ROTATION_CATCH_UP_BYTES, `moved ${moved} bytes of a log of ${sizeSeen}`);
+      assert.equal(statSync(`${path}.1`).size, moved);
+      assert.ok(!existsSync(`${path}.1.tmp`), "the rotation's copy is renamed, not left");
+    } finally {
+      writer.kill("SIGKILL");
+      await exited;
+    }
   });
 
   it("does nothing for a log that is gone, and leaves no copy", async () => {

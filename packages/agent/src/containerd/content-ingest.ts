@@ -7,6 +7,11 @@
  * so no partial data stays behind. The blob is the lease's before the store is asked for it: one
  * that is present but referenced by nothing else (a pull that failed earlier) would otherwise be
  * skipped, stay outside the lease and be collected by a garbage collection during the pull.
+ *
+ * A write has no deadline as a whole: a 4 GB layer over a 2 MB/s link takes over half an hour, and
+ * a deadline is not tried again. What bounds it is progress: the registry client fails a download
+ * that sends nothing for a minute (its idle guard), and each message to the content store must be
+ * answered within ANSWER_TIMEOUT_MS.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { AlreadyExistsError, FsbError, UnavailableError } from "@fast-sandbox/api/core";
@@ -17,6 +22,10 @@ import type { Descriptor } from "./image-manifest.js";
 
 /** Chunk size of WRITE messages (containerd accepts messages of up to 16 MiB). */
 const WRITE_CHUNK_BYTES = 1024 * 1024;
+/** Longest wait for the content store's answer to one message (a WRITE of a chunk, the COMMIT). */
+const ANSWER_TIMEOUT_MS = 5 * 60 * 1000;
+
+type WriteStream = ReturnType<ContainerdClient["content"]["write"]>;
 
 /** The blob's bytes, in chunks. */
 export type BlobSource = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
@@ -30,8 +39,10 @@ export interface IngestOptions {
   onBytes?: (bytes: number) => void;
   /** Longest wait for another writer of the same ref. @default 600_000 */
   lockWaitMs?: number;
-  /** Deadline of the whole write stream. @default 1_800_000 */
+  /** Deadline of the whole write stream. @default none: a slow download that keeps going is not cut off */
   timeoutMs?: number;
+  /** Longest wait for the answer to one message of the write stream. @default ANSWER_TIMEOUT_MS */
+  answerTimeoutMs?: number;
   signal?: AbortSignal;
 }
 
@@ -84,11 +95,12 @@ async function writeOnce(
   open: () => Promise<BlobSource>,
   options: IngestOptions,
 ): Promise<void> {
-  const stream = client.content.write({ leaseId: options.leaseId, timeoutMs: options.timeoutMs ?? 1_800_000 });
+  const stream = client.content.write({ leaseId: options.leaseId, timeoutMs: options.timeoutMs ?? Number.POSITIVE_INFINITY });
+  const exchange = answeredWithin(stream, options.answerTimeoutMs ?? ANSWER_TIMEOUT_MS, descriptor.digest);
   let opened = false;
   try {
     // STAT takes the ref's lock; it fails with "locked" while another writer has it.
-    await stream.exchange({ action: WriteAction.STAT, ref: options.ref, total: BigInt(descriptor.size), expected: descriptor.digest });
+    await exchange({ action: WriteAction.STAT, ref: options.ref, total: BigInt(descriptor.size), expected: descriptor.digest });
     opened = true;
     let offset = 0n;
     let pending: Uint8Array[] = [];
@@ -99,7 +111,7 @@ async function writeOnce(
       pending = [];
       pendingBytes = 0;
       // Offset 0 also truncates what an earlier, interrupted ingest of this ref left.
-      const response = await stream.exchange({ action: WriteAction.WRITE, offset, data });
+      const response = await exchange({ action: WriteAction.WRITE, offset, data });
       if (response.offset !== offset + BigInt(data.byteLength)) {
         throw new FsbError("internal", `content store accepted ${response.offset - offset} of ${data.byteLength} bytes of ${descriptor.digest}`);
       }
@@ -119,7 +131,7 @@ async function writeOnce(
     if (offset !== BigInt(descriptor.size)) {
       throw new UnavailableError(`${descriptor.digest} ended after ${offset} of ${descriptor.size} bytes; try again`);
     }
-    const committed = await stream.exchange({ action: WriteAction.COMMIT, offset, total: BigInt(descriptor.size), expected: descriptor.digest });
+    const committed = await exchange({ action: WriteAction.COMMIT, offset, total: BigInt(descriptor.size), expected: descriptor.digest });
     if (committed.digest && committed.digest !== descriptor.digest) {
       throw new FsbError("internal", `content store committed ${committed.digest} for ${descriptor.digest}`);
     }
@@ -133,4 +145,27 @@ async function writeOnce(
     }
     throw error;
   }
+}
+
+/**
+ * `stream.exchange`, failing (and cancelling the stream) when the content store does not answer
+ * within `timeoutMs`: with no deadline on the stream, a hung containerd would otherwise hold the
+ * pull for ever. UnavailableError, so the blob is tried again.
+ */
+function answeredWithin(stream: WriteStream, timeoutMs: number, digest: string): WriteStream["exchange"] {
+  return async (request) => {
+    let timer: NodeJS.Timeout | undefined;
+    const unanswered = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        // Rejected before the cancellation fails the exchange, so the race reports this reason.
+        reject(new UnavailableError(`containerd did not answer a write of ${digest} within ${timeoutMs / 1000} s; try again`));
+        stream.cancel();
+      }, timeoutMs);
+    });
+    try {
+      return await Promise.race([stream.exchange(request), unanswered]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
 }

@@ -213,3 +213,31 @@ describe("a pull's lease", () => {
     assert.equal(calls[added]?.request.id, "lease-1");
   });
 });
+
+describe("a long pull (a large layer over a slow link)", () => {
+  it("gives a layer's write no total deadline (the registry client's idle guard stops a stalled one) and a lease that outlasts it", async () => {
+    const { layer, diffId, config, manifest } = image();
+    const { client, calls } = containerd(diffId);
+    const writes: ({ timeoutMs?: number; leaseId?: string } | undefined)[] = [];
+    const content = (client as unknown as { content: { write: (options?: { timeoutMs?: number }) => unknown } }).content;
+    const write = content.write.bind(content);
+    content.write = (options) => {
+      writes.push(options);
+      return write(options);
+    };
+    const puller = pullerOf(
+      client,
+      registryOf(manifest, config, () => Promise.resolve({ body: [layer] })),
+    );
+    const started = Date.now();
+    await puller.pull("registry.test/app:1");
+
+    // A 4 GB layer at 2 MB/s takes 35 minutes: a deadline on the write would fail it on every try.
+    assert.ok(writes.length > 0);
+    for (const options of writes) assert.equal(options?.timeoutMs, Number.POSITIVE_INFINITY);
+    // The lease is never extended: a garbage collection during the pull must still find it alive.
+    const labels = calls.find((call) => call.method === "leases.create")?.request.labels as Record<string, string>;
+    const expires = Date.parse(labels["containerd.io/gc.expire"] ?? "");
+    assert.ok(expires >= started + 24 * 60 * 60 * 1000, `the pull's lease expires at ${labels["containerd.io/gc.expire"]}`);
+  });
+});

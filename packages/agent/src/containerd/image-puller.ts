@@ -34,8 +34,13 @@ import { unpackLayers } from "./image-unpacker.js";
 
 /** Largest image config accepted (they are a few KiB). */
 const CONFIG_MAX_BYTES = 8 * 1024 * 1024;
-/** How long a crashed agent's pull lease protects its leftovers before containerd may collect them. */
-const LEASE_EXPIRY_MS = 60 * 60 * 1000;
+/**
+ * When a pull's lease expires. A pull deletes its lease when it ends, and the lease is never
+ * extended: so it must outlast any pull, or a garbage collection during a long one (a large image
+ * on a slow link) would collect the layers it committed but no image references yet. The expiry
+ * only matters after an agent crash: the leftovers of the pull it cut short stay this long.
+ */
+const PULL_LEASE_EXPIRY_MS = 24 * 60 * 60 * 1000;
 /** Progress of byte counts is reported at most this often (phase changes and layers at once). */
 const PROGRESS_INTERVAL_MS = 200;
 /**
@@ -147,7 +152,7 @@ export class ImagePuller {
     const leaseId = `fsb-pull-${randomBytes(8).toString("hex")}`;
     await this.client.leases.create({
       id: leaseId,
-      labels: { "containerd.io/gc.expire": new Date(Date.now() + LEASE_EXPIRY_MS).toISOString() },
+      labels: { "containerd.io/gc.expire": new Date(Date.now() + PULL_LEASE_EXPIRY_MS).toISOString() },
     });
     let succeeded = false;
     try {

@@ -4,10 +4,13 @@
  * its layers, i.e. the parent of the sandbox's snapshot. Results are cached per reference, so
  * the hot path pays for it once per image. A reference re-imported with other content keeps its
  * cached resolution until `forget()` (called when its snapshot is missing) or an agent restart.
+ * Of a multi-platform index it reads the manifest the puller stores (selectPlatformManifest, for
+ * the same architecture): any other entry's blobs need not be in the store.
  */
 import { NotFoundError, FsbError } from "@fast-sandbox/api/core";
 import type { ContainerdClient } from "./containerd-client.js";
 import { chainId } from "./chain-id.js";
+import { isIndex, selectPlatformManifest } from "./image-manifest.js";
 
 /** The parts of an OCI image config the runtime uses. */
 export interface ImageConfig {
@@ -27,30 +30,27 @@ export interface ResolvedImage {
   chainId: string;
 }
 
-const INDEX_MEDIA_TYPES = new Set(["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"]);
-
-const GO_ARCH: Record<string, string> = {
-  x64: "amd64",
-  arm64: "arm64",
-  arm: "arm",
-  ppc64: "ppc64le",
-  s390x: "s390x",
-};
+export interface ImageResolverOptions {
+  /** Platform architecture of an index's manifest (Go's name): the ImagePuller's. @default this machine's */
+  architecture?: string;
+}
 
 interface Descriptor {
   mediaType?: string;
   digest: string;
-  platform?: { os?: string; architecture?: string; variant?: string };
 }
 
 export class ImageResolver {
   private readonly cache = new Map<string, Promise<ResolvedImage>>();
-  private readonly architecture = GO_ARCH[process.arch] ?? process.arch;
+  private readonly architecture: string | undefined;
 
   constructor(
     private readonly client: ContainerdClient,
     private readonly importHint: string,
-  ) {}
+    options: ImageResolverOptions = {},
+  ) {
+    this.architecture = options.architecture;
+  }
 
   resolve(reference: string): Promise<ResolvedImage> {
     let resolved = this.cache.get(reference);
@@ -86,8 +86,10 @@ export class ImageResolver {
 
     let manifestDescriptor = target;
     let document = await this.readJson(target.digest);
-    if (INDEX_MEDIA_TYPES.has(target.mediaType ?? "") || Array.isArray(document.manifests)) {
-      manifestDescriptor = this.pickPlatform(reference, document.manifests as Descriptor[]);
+    if (isIndex(target.mediaType ?? "", document)) {
+      // As the puller picks it: with `linux/amd64/v3` listed before `linux/amd64`, the first
+      // entry for the architecture is not the one pulled, and its blobs are not in the store.
+      manifestDescriptor = selectPlatformManifest(document, reference, this.architecture);
       document = await this.readJson(manifestDescriptor.digest);
     }
     const configDescriptor = document.config as Descriptor | undefined;
@@ -113,14 +115,6 @@ export class ImageResolver {
         user: typeof config.User === "string" ? config.User : "",
       },
     };
-  }
-
-  private pickPlatform(reference: string, manifests: Descriptor[] | undefined): Descriptor {
-    const match = (manifests ?? []).find((manifest) => manifest.platform?.os === "linux" && manifest.platform.architecture === this.architecture);
-    if (!match) {
-      throw new NotFoundError(`image "${reference}" has no manifest for linux/${this.architecture}`);
-    }
-    return match;
   }
 
   private async readJson(digest: string): Promise<Record<string, unknown>> {

@@ -4,8 +4,11 @@
  * working), then under its normalized name (`busybox` → `docker.io/library/busybox:latest`, the
  * name pulls store images under), and only then pulled. An image whose record exists but whose
  * layers are not unpacked for the snapshotter (imported without unpacking, or its snapshots
- * removed) is unpacked again. Resolutions are cached per reference, so concurrent creates of a
- * missing image wait for one pull, and the hot path pays nothing once it is there.
+ * removed) is unpacked again. Resolutions are cached per normalized name, so concurrent creates of
+ * a missing image wait for one pull, the hot path pays nothing once it is there, and every
+ * spelling of a name (`busybox`, `busybox:latest`, `docker.io/library/busybox:latest`) shares one
+ * resolution: a pull of any of them forgets it, so none keeps the digest from before the pull (the
+ * prepared instances of the new one would be thrown away as stale on every claim).
  */
 import { NotFoundError, normalizeImageName } from "@fast-sandbox/api/core";
 import type { PullImageOptions, PulledImage } from "../runtime/runtime.js";
@@ -25,23 +28,22 @@ export class PullingImageResolver {
   ) {}
 
   resolve(reference: string): Promise<ResolvedImage> {
-    let resolved = this.cache.get(reference);
+    const key = normalizeImageName(reference);
+    let resolved = this.cache.get(key);
     if (!resolved) {
       resolved = this.load(reference);
-      this.cache.set(reference, resolved);
+      this.cache.set(key, resolved);
       // A failure is not cached: the next create tries again (the registry may be back).
-      resolved.catch(() => this.cache.delete(reference));
+      resolved.catch(() => this.cache.delete(key));
     }
     return resolved;
   }
 
-  /** Forgets a reference (its snapshot turned out to be missing, or it was pulled anew). */
+  /** Forgets a reference, under every spelling (its snapshot turned out to be missing, or it was pulled anew). */
   forget(reference: string): void {
     const normalized = normalizeImageName(reference);
-    for (const name of new Set([reference, normalized])) {
-      this.cache.delete(name);
-      this.resolver.forget(name);
-    }
+    this.cache.delete(normalized);
+    for (const name of new Set([reference, normalized])) this.resolver.forget(name);
   }
 
   /** Pulls the image from its registry (also when present: a tag may have moved), then forgets stale resolutions. */

@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { describe, it } from "node:test";
+import { NotFoundError, normalizeImageName } from "@fast-sandbox/api";
+import type { ContainerdClient } from "./containerd-client.js";
+import type { ImagePuller } from "./image-puller.js";
+import { ImageResolver } from "./image-resolver.js";
+import { PullingImageResolver } from "./pulling-image-resolver.js";
+
+const sha256 = (text: string) => `sha256:${createHash("sha256").update(text).digest("hex")}`;
+const MANIFEST = "application/vnd.oci.image.manifest.v1+json";
+
+/** A one-layer image's manifest and config, stored in `blobs`; returns the manifest's digest. */
+function storeImage(blobs: Map<string, string>, layer: string): string {
+  const config = JSON.stringify({ config: {}, rootfs: { type: "layers", diff_ids: [sha256(layer)] } });
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MANIFEST,
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: sha256(config), size: config.length },
+    layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: sha256(`gz ${layer}`), size: 1 }],
+  });
+  blobs.set(sha256(config), config);
+  blobs.set(sha256(manifest), manifest);
+  return sha256(manifest);
+}
+
+/** A containerd with the image records `records` (name → manifest digest), the blobs `blobs` and every snapshot. */
+function containerd(records: Map<string, string>, blobs: Map<string, string>): ContainerdClient {
+  const client = {
+    namespace: "test",
+    images: {
+      get: (request: { name: string }) => {
+        const digest = records.get(request.name);
+        if (!digest) return Promise.reject(new NotFoundError(`image "${request.name}": not found`));
+        return Promise.resolve({ image: { name: request.name, target: { mediaType: MANIFEST, digest, size: 1n } } });
+      },
+    },
+    content: {
+      read: async function* (request: { digest: string }) {
+        await Promise.resolve();
+        const blob = blobs.get(request.digest);
+        if (blob === undefined) throw new NotFoundError(`content digest ${request.digest}: not found`);
+        yield { data: Buffer.from(blob) };
+      },
+    },
+    snapshots: { stat: () => Promise.resolve({}) },
+  };
+  return client as unknown as ContainerdClient;
+}
+
+/** busybox in containerd under its normalized name, and a puller that stores `layer`'s image there (the tag moved). */
+function busyboxAgent() {
+  const records = new Map<string, string>();
+  const blobs = new Map<string, string>();
+  records.set("docker.io/library/busybox:latest", storeImage(blobs, "busybox 1.36"));
+  const client = containerd(records, blobs);
+  const puller = {
+    pull: (reference: string) => {
+      const image = normalizeImageName(reference);
+      records.set(image, storeImage(blobs, "busybox 1.37"));
+      return Promise.resolve({ image, digest: records.get(image) });
+    },
+    unpack: () => Promise.reject(new Error("nothing is unpacked: every snapshot is there")),
+  };
+  const images = new PullingImageResolver(client, "overlayfs", new ImageResolver(client, "import it"), puller as unknown as ImagePuller);
+  return { images, records };
+}
+
+const SPELLINGS = ["busybox", "busybox:latest", "library/busybox", "docker.io/busybox", "docker.io/library/busybox:latest"];
+
+describe("PullingImageResolver, an image pulled anew (`fsb pull`)", () => {
+  it("resolves every spelling of its name to the new digest, whichever spelling was pulled", async () => {
+    for (const pulled of ["busybox", "docker.io/library/busybox:latest", "docker.io/busybox"]) {
+      const { images, records } = busyboxAgent();
+      const before = records.get("docker.io/library/busybox:latest");
+      for (const spelling of SPELLINGS) assert.equal((await images.resolve(spelling)).targetDigest, before, spelling);
+
+      const { digest } = await images.pull(pulled);
+      assert.notEqual(digest, before);
+      for (const spelling of SPELLINGS) assert.equal((await images.resolve(spelling)).targetDigest, digest, `${spelling} after a pull of ${pulled}`);
+    }
+  });
+});
