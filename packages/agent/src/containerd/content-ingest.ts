@@ -37,7 +37,11 @@ export interface IngestOptions {
   ref: string;
   /** Called with the number of bytes of each chunk stored. */
   onBytes?: (bytes: number) => void;
-  /** Longest wait for another writer of the same ref. @default 600_000 */
+  /**
+   * Longest wait for another writer of the same ref while its ingest makes no progress: a writer
+   * whose ingest grows (a big layer shared by two images pulled at once, downloading for half an
+   * hour) is waited for as long as it keeps growing. @default 600_000
+   */
   lockWaitMs?: number;
   /** Deadline of the whole write stream. @default none: a slow download that keeps going is not cut off */
   timeoutMs?: number;
@@ -70,7 +74,9 @@ export async function ingestBlob(
   // Idempotent, and containerd takes a resource that does not exist yet: from here on, whether the
   // blob is there already or written below, garbage collection leaves it to the lease.
   await client.leases.addResource({ id: options.leaseId, resource: { id: descriptor.digest, type: "content" } });
-  const deadline = Date.now() + (options.lockWaitMs ?? 600_000);
+  const lockWaitMs = options.lockWaitMs ?? 600_000;
+  let deadline = Date.now() + lockWaitMs;
+  let writerOffset: bigint | undefined;
   for (let attempt = 0; ; attempt++) {
     options.signal?.throwIfAborted();
     if (await hasContent(client, descriptor.digest)) return "present";
@@ -79,13 +85,30 @@ export async function ingestBlob(
       return "written";
     } catch (error) {
       if (error instanceof AlreadyExistsError) return "present";
-      // Another writer holds the ref ("ref … locked"): wait for it, then look again.
-      if (error instanceof UnavailableError && /locked/.test(error.message) && Date.now() < deadline) {
-        await sleep(Math.min(1000, 50 * 2 ** attempt), undefined, options.signal ? { signal: options.signal } : {});
-        continue;
+      // Another writer holds the ref ("ref … locked"): wait for it, then look again — for as long
+      // as its ingest grows, and lockWaitMs more once it stops.
+      if (error instanceof UnavailableError && /locked/.test(error.message)) {
+        const offset = await ingestOffset(client, options.ref);
+        if (offset !== undefined && offset !== writerOffset) {
+          writerOffset = offset;
+          deadline = Date.now() + lockWaitMs;
+        }
+        if (Date.now() < deadline) {
+          await sleep(Math.min(1000, 50 * 2 ** attempt), undefined, options.signal ? { signal: options.signal } : {});
+          continue;
+        }
       }
       throw error;
     }
+  }
+}
+
+/** How far the ingest `ref` has got (Content.Status), or undefined when that cannot be told (no such ingest, an error). */
+async function ingestOffset(client: ContainerdClient, ref: string): Promise<bigint | undefined> {
+  try {
+    return (await client.content.status({ ref })).status?.offset;
+  } catch {
+    return undefined;
   }
 }
 
