@@ -24,6 +24,8 @@ export interface FakeControlPlaneOptions {
   sandboxes?: Sandbox[];
   /** What GetSandboxProxy answers. @default http://127.0.0.1:1 (nothing listens there) */
   proxyUrl?: string;
+  /** How long CreateSandbox takes (a large image pulled first). @default 0 */
+  createDelayMs?: number;
 }
 
 export interface FakeControlPlane {
@@ -34,6 +36,8 @@ export interface FakeControlPlane {
   sandboxes: Map<string, Sandbox>;
   /** The CreateSandbox requests it answered (each makes a Running sandbox of the pool asked for). */
   creates: pb.CreateSandboxRequest[];
+  /** The client's deadline of each call (its Connect-Timeout-Ms; undefined: none), as `calls` names them. */
+  deadlines: { call: string; timeoutMs: number | undefined }[];
   close(): Promise<void>;
 }
 
@@ -71,17 +75,19 @@ export const FAKE_STATS: SandboxStats = {
 export async function startFakeControlPlane(options: FakeControlPlaneOptions): Promise<FakeControlPlane> {
   const calls: string[] = [];
   const creates: pb.CreateSandboxRequest[] = [];
+  const deadlines: FakeControlPlane["deadlines"] = [];
   const sandboxes = new Map((options.sandboxes ?? []).map((sandbox) => [`${sandbox.metadata.namespace ?? "default"}/${sandbox.metadata.name}`, sandbox]));
   const record: Interceptor = (next) => (request) => {
     const message = request.message as { name?: string; namespace?: string };
     const namespace = message.namespace || "default";
-    calls.push(
-      message.name
-        ? `${request.method.name} ${namespace}/${message.name}`
-        : message.namespace !== undefined
-          ? `${request.method.name} ${namespace}`
-          : request.method.name,
-    );
+    const call = message.name
+      ? `${request.method.name} ${namespace}/${message.name}`
+      : message.namespace !== undefined
+        ? `${request.method.name} ${namespace}`
+        : request.method.name;
+    calls.push(call);
+    const timeout = request.header.get("connect-timeout-ms");
+    deadlines.push({ call, timeoutMs: timeout === null ? undefined : Number(timeout) });
     return next(request);
   };
   const find = (request: { name: string; namespace: string }): Sandbox => {
@@ -94,7 +100,13 @@ export async function startFakeControlPlane(options: FakeControlPlaneOptions): P
     routes: ({ service }) => {
       service(pb.SandboxService, {
         getSandbox: (request) => sandboxToMessage(find(request)),
-        createSandbox: (request, context) => {
+        createSandbox: async (request, context) => {
+          const delayMs = options.createDelayMs ?? 0;
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, delayMs);
+            context.signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+          });
+          if (context.signal.aborted) throw new ConnectError("the client went", Code.Canceled);
           creates.push(request);
           const sandbox = fakeSandbox(request.name || "sb-0123456789", { namespace: request.namespace || "default" });
           sandbox.spec.poolRef = request.spec?.poolRef || "default";
@@ -127,11 +139,16 @@ export async function startFakeControlPlane(options: FakeControlPlaneOptions): P
           find(request);
           return sandboxStatsToMessage(FAKE_STATS);
         },
+        pauseSandbox: (request) => {
+          const sandbox = find(request);
+          return sandboxToMessage({ ...sandbox, status: { ...sandbox.status, phase: "Paused" } });
+        },
+        resumeSandbox: (request) => sandboxToMessage(find(request)),
         listCheckpoints: () => ({ checkpoints: [] }),
         deleteCheckpoint: () => ({}),
       });
     },
   });
   const server = await listenCleartext(handler, "127.0.0.1", 0);
-  return { url: `http://127.0.0.1:${server.port}`, calls, sandboxes, creates, close: () => server.close() };
+  return { url: `http://127.0.0.1:${server.port}`, calls, sandboxes, creates, deadlines, close: () => server.close() };
 }

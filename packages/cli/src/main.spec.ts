@@ -117,6 +117,20 @@ describe("fsb exit codes", () => {
     }
   });
 
+  it("never prints FSB_ACCESS_TOKEN: not in port-forward's --help, nor after its usage errors", async () => {
+    const secret = "secret-access-token-0123456789";
+    for (const args of [
+      ["port-forward", "--help"],
+      ["port-forward", "web"],
+      ["port-forward", "web", "abc"],
+      ["port-forward", "web", ":8080", "--bogus"],
+    ]) {
+      const result = await fsbWith({ FSB_ACCESS_TOKEN: secret }, "--url", UNREACHABLE, "--data-dir", dataDir, ...args);
+      assert.ok(result.code === 0 || result.code === 2, `${args.join(" ")}: exit ${String(result.code)}: ${result.stderr}`);
+      assert.ok(!`${result.stdout}${result.stderr}`.includes(secret), `${args.join(" ")} printed FSB_ACCESS_TOKEN:\n${result.stdout}${result.stderr}`);
+    }
+  });
+
   it("exits 2 for every run flag it cannot read, before anything is asked of the control plane (also without --image, and restoring)", async () => {
     const controlPlane = await startFakeControlPlane({ token: API_TOKEN });
     try {

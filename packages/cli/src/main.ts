@@ -224,11 +224,9 @@ function program(programName: string): Command {
     .argument("<ports>", "LOCAL:REMOTE, :REMOTE (any free local port) or PORT")
     .addOption(namespaceOption())
     .option("--address <address>", "local address to listen on", "127.0.0.1")
-    .option(
-      "--token <token>",
-      "the sandbox's access token (env FSB_ACCESS_TOKEN; default: the one 'fsb run' or 'fsb token' saved)",
-      process.env.FSB_ACCESS_TOKEN,
-    )
+    // No Commander default from FSB_ACCESS_TOKEN: a default is printed by --help and after a usage
+    // error, which would show the token; accessTokenFor reads the variable where it is used.
+    .addOption(accessTokenOption())
     .action(async (name, ports, options) => (await import("./commands/access.js")).portForward(name, ports, { ...globals(), ...options }));
 
   fsb

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { PassThrough } from "node:stream";
 import { describe, it } from "node:test";
-import type { CommandResult, FastSandbox } from "@fast-sandbox/sdk";
-import { InputForwarder, MAX_INPUT_MESSAGE_BYTES, exitCodeOf, runWithStdin, type TerminalIo } from "./terminal-session.js";
+import { UnavailableError, type CommandResult, type FastSandbox } from "@fast-sandbox/sdk";
+import { runExitCleanups } from "./output.js";
+import { InputForwarder, MAX_INPUT_MESSAGE_BYTES, exitCodeOf, runInTerminal, runWithStdin, type TerminalIo } from "./terminal-session.js";
 
 const MiB = 1024 * 1024;
 const tick = () => new Promise((resolve) => setImmediate(resolve));
@@ -157,6 +158,54 @@ describe("runWithStdin (fsb exec -i)", () => {
     assert.ok(seen.killed);
     assert.equal(seen.messages.length, 2, "nothing more was sent after the failure");
     assert.match(io.errors(), /^error: the input could not be sent to the command \(the connection was lost\); it is killed/);
+  });
+});
+
+describe("the command of fsb exec -i, -it and fsb shell when the CLI ends abnormally", () => {
+  /** A command that runs until killed, in a stand-in sandbox whose process stream fails with `streamError` once `fail()` is called. */
+  function runningCommand() {
+    const seen = { killed: 0 };
+    let failWait!: (error: Error) => void;
+    let end!: (result: CommandResult) => void;
+    const waited = new Promise<CommandResult>((resolve, reject) => ((end = resolve), (failWait = reject)));
+    const kill = async () => {
+      seen.killed++;
+      end({ exitCode: -1, error: "signal: killed", stdout: "", stderr: "" });
+      return true;
+    };
+    const handle = { sendStdin: async () => undefined, closeStdin: async () => undefined, kill, wait: () => waited };
+    const terminal = { pid: 7, wait: () => waited };
+    const sandbox = {
+      commands: { run: async () => handle },
+      pty: { create: async () => terminal, kill, sendInput: async () => undefined, resize: async () => undefined },
+    } as unknown as FastSandbox;
+    return { sandbox, seen, fail: (error: Error) => failWait(error) };
+  }
+
+  it("kills the command when its stream fails (exec -i and -it), and still fails", async () => {
+    for (const start of [
+      (sandbox: FastSandbox, io: TerminalIo) => runWithStdin(sandbox, { command: ["sleep", "1d"], envs: {} }, io),
+      (sandbox: FastSandbox, io: TerminalIo) => runInTerminal(sandbox, { command: ["sleep", "1d"], envs: {}, interactive: true }, io),
+    ]) {
+      const { sandbox, seen, fail } = runningCommand();
+      const session = start(sandbox, pipedIo());
+      await tick();
+      fail(new UnavailableError("the daemon's stream was silent for 60 s"));
+      await assert.rejects(session, UnavailableError);
+      assert.equal(seen.killed, 1, "killed, not left running without a deadline");
+    }
+  });
+
+  it("kills the command before the CLI exits on a failed write of its output (EPIPE), and not after the session ended", async () => {
+    const { sandbox, seen } = runningCommand();
+    const session = runInTerminal(sandbox, { command: ["sleep", "1d"], envs: {}, interactive: false }, pipedIo());
+    await tick();
+    // What exitWhenReaderGoes runs before process.exit.
+    await runExitCleanups();
+    assert.equal(seen.killed, 1);
+    assert.equal(await session, 137);
+    await runExitCleanups();
+    assert.equal(seen.killed, 1, "unregistered once the session ended");
   });
 });
 

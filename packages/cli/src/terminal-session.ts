@@ -5,6 +5,7 @@
  * code as the CLI's. `fsb exec -i` without `-t` pipes stdin to a command without a terminal.
  */
 import { CommandExitError, type CommandResult, type FastSandbox } from "@fast-sandbox/sdk";
+import { onExitOnWriteFailure } from "./output.js";
 
 /** The streams a session uses (the process's own, or a spec's). */
 export interface TerminalIo {
@@ -159,7 +160,7 @@ const EXIT_INPUT_FAILED = 1;
 function forwardStdin(
   io: TerminalIo,
   send: (data: Uint8Array) => Promise<void>,
-  options: { kill: () => void; onEnd: (forwarder: InputForwarder) => void; report: (message: string) => void },
+  options: { kill: () => Promise<void>; onEnd: (forwarder: InputForwarder) => void; report: (message: string) => void },
 ): { start: () => void; stop: () => void; exitCode: (result: CommandResult) => number } {
   const forwarder = new InputForwarder(
     send,
@@ -169,7 +170,7 @@ function forwardStdin(
         `error: the input could not be sent to the command (${error instanceof Error ? error.message : String(error)}); ` +
           "it is killed, as the rest of its input would not reach it",
       );
-      options.kill();
+      void options.kill();
     },
     io.stdin,
   );
@@ -204,7 +205,11 @@ export async function runInTerminal(sandbox: FastSandbox, options: TerminalSessi
     onData: (data) => io.stdout.write(data),
   });
   const raw = options.interactive && io.stdin.isTTY === true && typeof io.stdin.setRawMode === "function";
-  const kill = () => void sandbox.pty.kill(terminal.pid).catch(() => undefined);
+  const kill = () =>
+    sandbox.pty.kill(terminal.pid).then(
+      () => undefined,
+      () => undefined,
+    );
   const input = forwardStdin(io, (data) => sandbox.pty.sendInput(terminal.pid, data), {
     kill,
     onEnd: (forwarder) => forwarder.push(END_OF_INPUT),
@@ -240,7 +245,11 @@ export async function runWithStdin(
     timeoutMs: 0,
     onRawOutput: (stream, data) => (stream === "stdout" ? io.stdout : io.stderr).write(data),
   });
-  const kill = () => void handle.kill().catch(() => undefined);
+  const kill = () =>
+    handle.kill().then(
+      () => undefined,
+      () => undefined,
+    );
   const input = forwardStdin(io, (data) => handle.sendStdin(data), {
     kill,
     // End of file once all of it was sent; not after a failed send (the command is killed instead).
@@ -263,22 +272,31 @@ export async function runWithStdin(
 
 /**
  * Runs `session` with handlers for the signals that end the CLI: they kill the command in the
- * sandbox (`kill`), and the CLI then exits as killed by that signal (128 + its number).
+ * sandbox (`kill`, best effort: it never rejects), and the CLI then exits as killed by that signal
+ * (128 + its number). The command runs without a deadline (`timeoutMs: 0`), so every other way the
+ * CLI can end kills it too, rather than leave it running with nobody attached: the session failing
+ * (its stream broke, a call was refused) and the exit on a failed write of the output (EPIPE: the
+ * reader of the output went away), which skips this function's clean-up (`onExitOnWriteFailure`).
  */
-async function withEndingSignals(kill: () => void, session: () => Promise<number>): Promise<number> {
+async function withEndingSignals(kill: () => Promise<void>, session: () => Promise<number>): Promise<number> {
   let received: string | undefined;
   const handlers = ENDING_SIGNALS.map((signal) => {
     const handler = () => {
       received = signal;
-      kill();
+      void kill();
     };
     process.on(signal, handler);
     return [signal, handler] as const;
   });
+  const unregister = onExitOnWriteFailure(kill);
   try {
     const code = await session();
     return received ? 128 + (SIGNAL_NUMBERS[received] ?? 0) : code;
+  } catch (error) {
+    await kill();
+    throw error;
   } finally {
+    unregister();
     for (const [signal, handler] of handlers) process.removeListener(signal, handler);
   }
 }

@@ -6,7 +6,7 @@
 import type { Client } from "@connectrpc/connect";
 import type { pb } from "@fast-sandbox/api/core";
 import { FsbError, sandboxFromMessage, sandboxSpecToMessage, type EgressPolicy, type SandboxSpec } from "@fast-sandbox/api/core";
-import { createSandboxWithRequestId } from "./create-request.js";
+import { createError, createRequestIdentity, createSandboxWithRequestId } from "./create-request.js";
 import { callError, type CallContext } from "./errors.js";
 import type { ClientCallOptions, CreatedSandbox } from "./fast-sandbox-client.js";
 
@@ -140,23 +140,18 @@ export class Checkpoints {
       ...(expireTime ? { expireTime } : {}),
     } satisfies SandboxSpec;
     const { call, context } = this.callOptions(`CreateSandbox from checkpoint ${checkpoint}`, options);
-    const { message, accessToken } = await this.translate(
-      () =>
-        createSandboxWithRequestId(
-          this.client,
-          {
-            namespace: options.namespace ?? "",
-            name: options.name ?? "",
-            spec: sandboxSpecToMessage(spec),
-            labels: options.labels ?? {},
-            requestId: options.requestId ?? "",
-            fromCheckpoint: checkpoint,
-          },
-          call,
-        ),
-      context,
-    );
-    return { ...sandboxFromMessage(message), accessToken };
+    const namespace = options.namespace ?? "";
+    const { requestId, name } = createRequestIdentity(namespace, options.name ?? "", options.requestId);
+    try {
+      const { message, accessToken } = await createSandboxWithRequestId(
+        this.client,
+        { namespace, name: options.name ?? "", spec: sandboxSpecToMessage(spec), labels: options.labels ?? {}, requestId, fromCheckpoint: checkpoint },
+        call,
+      );
+      return { ...sandboxFromMessage(message), accessToken };
+    } catch (error) {
+      throw createError(error, context, { namespace, name, requestId });
+    }
   }
 
   /** `count` running copies of the running sandbox `sandbox`, from one checkpoint of it; all or none. */

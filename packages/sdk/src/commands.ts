@@ -236,6 +236,8 @@ export async function startProcessStream(
         }),
         () => start.stop(),
       ),
+      // Ended (the process exited, the stream failed): the caller's signal is let go of (StreamStart).
+      () => start.stop(),
     );
     const first = await events.next();
     if (first.done || first.value.event.case !== "start") {
@@ -260,10 +262,14 @@ export async function startProcessStream(
   }
 }
 
-/** The events of Start/Connect responses, without keepalives. */
-async function* processEvents(responses: AsyncIterable<{ event?: ProcessEvent }>): AsyncGenerator<ProcessEvent> {
-  for await (const response of responses) {
-    const event = response.event;
-    if (event && event.event.case !== undefined && event.event.case !== "keepalive") yield event;
+/** The events of Start/Connect responses, without keepalives; `onEnd` once they ended, however. */
+async function* processEvents(responses: AsyncIterable<{ event?: ProcessEvent }>, onEnd: () => void): AsyncGenerator<ProcessEvent> {
+  try {
+    for await (const response of responses) {
+      const event = response.event;
+      if (event && event.event.case !== undefined && event.event.case !== "keepalive") yield event;
+    }
+  } finally {
+    onEnd();
   }
 }

@@ -10,7 +10,7 @@ import { createClient } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { UnavailableError, ValidationError } from "@fast-sandbox/api";
 import { Connection } from "./connection.js";
-import { sandboxProxyChannel } from "./daemon-channel.js";
+import { sandboxProxyChannel, throughSandboxProxy } from "./daemon-channel.js";
 import { Process } from "./gen/envd/process/process_pb.js";
 import { FakeControlPlane, FakeDaemon, PROXY_URL } from "./sandbox.fixture.js";
 import { FastSandbox } from "./sandbox.js";
@@ -35,6 +35,39 @@ describe("Connection: where the sandboxes' daemons are", () => {
     const connection = new Connection({ transport: plane.transport });
     assert.equal(await connection.proxyUrl(), PROXY_URL);
     assert.equal(await connection.proxyUrl(), PROXY_URL);
+    assert.equal(plane.proxyUrlQuestions, 1);
+  });
+
+  it("asks once for callers meanwhile: one caller's abort ends its own wait, not the others'", async () => {
+    const plane = new FakeControlPlane();
+    let answer!: () => void;
+    plane.proxyUrlAnswered = new Promise((resolve) => (answer = resolve));
+    const connection = new Connection({ transport: plane.transport });
+    const gaveUp = new AbortController();
+    const first = connection.proxyUrl({ signal: gaveUp.signal });
+    const second = connection.proxyUrl();
+    gaveUp.abort();
+    await assert.rejects(first, { name: "AbortError" });
+    answer();
+    assert.equal(await second, PROXY_URL);
+    assert.equal(plane.proxyUrlQuestions, 1);
+  });
+
+  it("shares a handle's daemon channel the same way: one call's abort while it is made fails that call alone", async () => {
+    const plane = new FakeControlPlane();
+    let answer!: () => void;
+    plane.proxyUrlAnswered = new Promise((resolve) => (answer = resolve));
+    const connection = new Connection({ transport: plane.transport, daemon: throughSandboxProxy });
+    plane.add("web", TARGET.sandboxId);
+    const handle = await FastSandbox.connect("web", { connection, accessToken: TARGET.accessToken });
+    const channel = (handle as unknown as { channel(options: { signal?: AbortSignal }): Promise<unknown> }).channel.bind(handle);
+    const gaveUp = new AbortController();
+    const first = channel({ signal: gaveUp.signal });
+    const second = channel({});
+    gaveUp.abort();
+    await assert.rejects(first, { name: "AbortError" });
+    answer();
+    assert.ok(await second);
     assert.equal(plane.proxyUrlQuestions, 1);
   });
 

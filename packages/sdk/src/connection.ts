@@ -8,7 +8,7 @@ import { ValidationError } from "@fast-sandbox/api/core";
 import { FastSandboxClient, type FastSandboxClientOptions } from "./fast-sandbox-client.js";
 import { throughSandboxProxy, type DaemonChannel, type DaemonChannelFactory, type DaemonTarget } from "./daemon-channel.js";
 import { EmbeddedInstance, defaultDataDir } from "./embedded-instance.js";
-import type { RequestOptions } from "./request-options.js";
+import { untilAborted, type RequestOptions } from "./request-options.js";
 
 export interface ConnectionOptions {
   /** Base URL of the control plane, e.g. `http://127.0.0.1:7070`. @default FSB_URL, else the URL the running `fsb up` of `dataDir` wrote */
@@ -91,10 +91,15 @@ export class Connection {
     if (proxyUrl) this.proxy = Promise.resolve(checkProxyUrl(proxyUrl));
   }
 
-  /** The sandbox proxy's base URL: the option, FSB_PROXY_URL, FSB_SANDBOX_URL, or (asked once) the control plane's. */
-  async proxyUrl(options: RequestOptions = {}): Promise<string> {
+  /**
+   * The sandbox proxy's base URL: the option, FSB_PROXY_URL, FSB_SANDBOX_URL, or (asked once) the
+   * control plane's. The question is shared by every caller meanwhile, so it is asked with the
+   * connection's own deadline and no caller's signal: one caller's abort or short deadline ends its
+   * own wait (`signal`), not the others'.
+   */
+  async proxyUrl(options: Pick<RequestOptions, "signal"> = {}): Promise<string> {
     if (!this.proxy) {
-      const asked = this.client.sandboxes.proxyUrl(options).then((url) => {
+      const asked = this.client.sandboxes.proxyUrl({ requestTimeoutMs: this.requestTimeoutMs }).then((url) => {
         if (!url) throw new ValidationError("proxyUrl", "the control plane does not know the sandbox proxy's URL; pass proxyUrl or set FSB_PROXY_URL");
         return checkProxyUrl(url);
       });
@@ -104,12 +109,15 @@ export class Connection {
         if (this.proxy === asked) this.proxy = undefined;
       });
     }
-    return this.proxy;
+    return untilAborted(this.proxy, options.signal);
   }
 
-  /** The channel to the daemon of `target` (made by the `daemon` option's factory). */
-  async daemonChannel(target: DaemonTarget, options: RequestOptions = {}): Promise<DaemonChannel> {
-    return this.daemon(target, () => this.proxyUrl(options));
+  /**
+   * The channel to the daemon of `target` (made by the `daemon` option's factory). A handle shares it
+   * among its calls: it is made without a caller's signal, which each caller races by itself.
+   */
+  async daemonChannel(target: DaemonTarget, options: Pick<RequestOptions, "signal"> = {}): Promise<DaemonChannel> {
+    return untilAborted(Promise.resolve(this.daemon(target, () => this.proxyUrl())), options.signal);
   }
 
   /** Closes the connection to the control plane (calls in flight fail); the process may then exit. */

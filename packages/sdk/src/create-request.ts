@@ -6,10 +6,46 @@
  * with the sandbox the first attempt made (and a new access token; sandbox-manager.ts, and a name
  * derived from the id when none is given) — and is tried once more, with that id, when its answer was lost.
  */
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type CallOptions, type Client } from "@connectrpc/connect";
-import { ACCESS_TOKEN_RESPONSE_HEADER, ERROR_CODE_HEADER, type pb } from "@fast-sandbox/api/core";
+import { ACCESS_TOKEN_RESPONSE_HEADER, ERROR_CODE_HEADER, FsbError, type pb } from "@fast-sandbox/api/core";
+import { callError, type CallContext } from "./errors.js";
+
+/**
+ * The name the control plane gives a sandbox created with `requestId` and no name: derived from the
+ * id (`requestName` in the control plane's sandbox-manager.ts, which this must match), so a create
+ * whose answer was lost can still be found, and deleted, by it.
+ */
+export function requestSandboxName(namespace: string, requestId: string): string {
+  return `sb-${createHash("sha256")
+    .update(`${namespace || "default"}/${requestId}`)
+    .digest("hex")
+    .slice(0, 10)}`;
+}
+
+/** The request id a create sends (the caller's, else a new one) and the name its sandbox gets. */
+export function createRequestIdentity(namespace: string, name: string, requestId: string | undefined): { requestId: string; name: string } {
+  const id = requestId || randomUUID();
+  return { requestId: id, name: name || requestSandboxName(namespace, id) };
+}
+
+/**
+ * A failed create's error (`callError`), which — when the answer never came (the deadline, a broken
+ * connection, on both attempts) — says that the sandbox may be made all the same, later, and names
+ * it and the request id: such a sandbox runs until deleted, and the caller was never told its name.
+ * The caller's own abort stays its abort (`callError`); the caller knows the request id it passed
+ * and `requestSandboxName` tells the name.
+ */
+export function createError(error: unknown, context: CallContext, request: { namespace: string; name: string; requestId: string }): Error {
+  const translated = callError(error, context);
+  if (context.signal?.aborted || !answerLost(error) || !(translated instanceof FsbError)) return translated;
+  const sandbox = `${request.namespace || "default"}/${request.name}`;
+  translated.message +=
+    `; the sandbox may still be made, as ${sandbox} (request id ${request.requestId}): ` +
+    `a create with that request id answers with it, and deleting ${sandbox} removes it`;
+  return translated;
+}
 
 /**
  * CreateSandbox with `request`'s request id (else a new one), tried once more when its answer was

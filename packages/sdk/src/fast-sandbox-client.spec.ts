@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createServer as createHttp1Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import http2 from "node:http2";
+import net, { type AddressInfo } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
@@ -9,6 +10,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import {
   API_VERSION,
   NotFoundError,
+  TimeoutError,
   UnauthenticatedError,
   UnavailableError,
   ValidationError,
@@ -21,6 +23,7 @@ import {
   validateSandbox,
   type CleartextServer,
 } from "@fast-sandbox/api";
+import { requestSandboxName } from "./create-request.js";
 import { FastSandboxClient } from "./fast-sandbox-client.js";
 
 const TOKEN = "sdk-spec-token-0123456789";
@@ -461,16 +464,105 @@ describe("sandboxes.create and checkpoints.restore survive a lost answer", () =>
     assert.equal(restored.accessToken, "token-2");
   });
 
+  it("names the request id and the sandbox a create may still make when both answers were lost (deadline, connection)", async () => {
+    const timedOut = dedupingPlane(() => new Promise<void>(() => undefined));
+    await assert.rejects(timedOut.client.sandboxes.create({ pool: "default", image: "x", requestTimeoutMs: 50 }), (error: unknown) => {
+      const id = timedOut.requests[0]?.requestId ?? "?";
+      assert.ok(error instanceof TimeoutError, String(error));
+      assert.match(error.message, /did not finish within 50 ms/);
+      assert.ok(error.message.includes(`as default/${requestSandboxName("default", id)} (request id ${id})`), error.message);
+      return true;
+    });
+    const cut = dedupingPlane(() => {
+      throw new ConnectError("socket hang up", Code.Unavailable);
+    });
+    await assert.rejects(cut.client.checkpoints.restore("golden", { namespace: "team", name: "copy", requestId: "mine" }), (error: unknown) => {
+      assert.ok(error instanceof UnavailableError, String(error));
+      assert.ok(error.message.includes("as team/copy (request id mine)"), error.message);
+      return true;
+    });
+    assert.equal(requestSandboxName("", "mine"), requestSandboxName("default", "mine"));
+    assert.match(requestSandboxName("default", "mine"), /^sb-[0-9a-f]{10}$/);
+  });
+
   it("does not retry the control plane's own errors, nor more than once", async () => {
     const refused = dedupingPlane(() => {
       throw toConnectError(new UnavailableError("the earlier create failed; retry"));
     });
-    await assert.rejects(refused.client.sandboxes.create({ pool: "default", image: "x" }), UnavailableError);
+    await assert.rejects(
+      refused.client.sandboxes.create({ pool: "default", image: "x" }),
+      (error: unknown) => error instanceof UnavailableError && !error.message.includes("request id"),
+    );
     assert.equal(refused.requests.length, 1);
     const cut = dedupingPlane(() => {
       throw new ConnectError("socket hang up", Code.Unavailable);
     });
     await assert.rejects(cut.client.sandboxes.create({ pool: "default", image: "x" }), UnavailableError);
     assert.equal(cut.requests.length, 2);
+  });
+});
+
+describe("calls on a control plane whose host vanished without a FIN or RST", () => {
+  /**
+   * A control plane that answers a call's headers, and a TCP relay in front of it that then drops
+   * everything both ways without closing anything: a host gone behind a NAT, a cable pulled.
+   */
+  async function vanishingControlPlane(): Promise<{ url: string; close(): void }> {
+    let gone = false;
+    const sockets = new Set<net.Socket>();
+    const server = http2.createServer();
+    server.on("stream", (stream) => {
+      stream.respond({ ":status": 200, "content-type": "application/connect+proto" });
+      gone = true;
+    });
+    server.on("connection", (socket: net.Socket) => sockets.add(socket));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const relay = net.createServer((client) => {
+      const upstream = net.connect((server.address() as AddressInfo).port, "127.0.0.1");
+      sockets.add(client).add(upstream);
+      client.on("data", (data) => gone || upstream.write(data));
+      upstream.on("data", (data) => gone || client.write(data));
+      client.on("error", () => undefined);
+      upstream.on("error", () => undefined);
+    });
+    await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+    return {
+      url: `http://127.0.0.1:${(relay.address() as AddressInfo).port}`,
+      close: () => {
+        for (const socket of sockets) socket.destroy();
+        relay.close();
+        server.close();
+      },
+    };
+  }
+
+  const calls: [string, (client: FastSandboxClient) => Promise<unknown>][] = [
+    ["exec", (client) => client.sandboxes.exec("sb-1", ["sleep", "60"])],
+    [
+      "logs with follow",
+      async (client) => {
+        for await (const chunk of client.sandboxes.logs("sb-1", { follow: true })) void chunk;
+      },
+    ],
+    ["pullImage", (client) => client.pools.pullImage("busybox")],
+    ["create without a deadline", (client) => client.sandboxes.create({ pool: "default", image: "x", requestTimeoutMs: 0 })],
+  ];
+  for (const [what, call] of calls) {
+    it(`${what} fails with UnavailableError once a PING goes unanswered`, async () => {
+      const plane = await vanishingControlPlane();
+      const client = new FastSandboxClient({ url: plane.url, token: TOKEN, pingIntervalMs: 100, pingTimeoutMs: 100 });
+      try {
+        await assert.rejects(call(client), (error: unknown) => error instanceof UnavailableError && /PING/.test(error.message));
+      } finally {
+        client.close();
+        plane.close();
+      }
+    });
+  }
+
+  it("refuses a ping interval or timeout that is not a duration", () => {
+    for (const options of [{ pingIntervalMs: -1 }, { pingTimeoutMs: Number.NaN }]) {
+      assert.throws(() => new FastSandboxClient({ url: UNREACHABLE, token: TOKEN, ...options }), ValidationError);
+    }
   });
 });

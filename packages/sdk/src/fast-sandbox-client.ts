@@ -2,8 +2,8 @@ import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
 import { callError, type CallContext } from "./errors.js";
 import { Checkpoints } from "./checkpoints.js";
-import { createSandboxWithRequestId } from "./create-request.js";
-import { StreamStart } from "./request-options.js";
+import { createError, createRequestIdentity, createSandboxWithRequestId } from "./create-request.js";
+import { StreamStart, checkDuration } from "./request-options.js";
 import {
   API_VERSION,
   FsbError,
@@ -35,12 +35,28 @@ export interface FastSandboxClientOptions {
   /** HTTP version of the connection. @default "2" */
   httpVersion?: "1.1" | "2";
   /**
+   * While calls are open on the HTTP/2 connection, a PING is sent after this long without a byte
+   * from the control plane; one unanswered within `pingTimeoutMs` closes the connection and fails its
+   * calls with UnavailableError. Without it, a stream (`exec`, `logs` with `follow`, `pullImage`, a
+   * create without a deadline) would wait for ever on a control plane whose host vanished without a
+   * FIN or RST (a host gone behind a NAT, a cable pulled). 0: no PINGs. Not used with `httpVersion` "1.1".
+   * @default 30000
+   */
+  pingIntervalMs?: number;
+  /** How long a PING may go unanswered before the connection is taken for dead (see `pingIntervalMs`); 0: the default. @default 15000 */
+  pingTimeoutMs?: number;
+  /**
    * The transport of the fast-path API, instead of one to `url` with `token`: e.g. Connect's
    * `createRouterTransport` in tests. `url` and `token` are then not needed.
    * @default a Connect transport to `url` with the bearer token
    */
   transport?: Transport;
 }
+
+/** Quiet time on an HTTP/2 connection with open calls before a PING asks whether the control plane is still there. */
+const DEFAULT_PING_INTERVAL_MS = 30_000;
+/** How long that PING may go unanswered: then the connection is dead and its calls fail with UnavailableError. */
+const DEFAULT_PING_TIMEOUT_MS = 15_000;
 
 /** Sandboxes a call of `sandboxes.list()` asks for at a time. */
 const DEFAULT_LIST_PAGE_SIZE = 500;
@@ -227,22 +243,18 @@ export class Sandboxes {
         throw new ValidationError(`spec.exposedPorts[${index}]`, `${port} is out of range; allowed: 1..65535`);
     }
     const { call, context } = callOptions(`CreateSandbox ${options.name ?? ""}`.trim(), this.timeoutMs, options);
-    const { message, accessToken } = await translate(
-      () =>
-        createSandboxWithRequestId(
-          this.client,
-          {
-            namespace: options.namespace ?? "",
-            name: options.name ?? "",
-            spec: sandboxSpecToMessage(spec),
-            labels: options.labels ?? {},
-            requestId: options.requestId ?? "",
-          },
-          call,
-        ),
-      context,
-    );
-    return { ...sandboxFromMessage(message), accessToken };
+    const namespace = options.namespace ?? "";
+    const { requestId, name } = createRequestIdentity(namespace, options.name ?? "", options.requestId);
+    try {
+      const { message, accessToken } = await createSandboxWithRequestId(
+        this.client,
+        { namespace, name: options.name ?? "", spec: sandboxSpecToMessage(spec), labels: options.labels ?? {}, requestId },
+        call,
+      );
+      return { ...sandboxFromMessage(message), accessToken };
+    } catch (error) {
+      throw createError(error, context, { namespace, name, requestId });
+    }
   }
 
   /**
@@ -414,7 +426,8 @@ export class Sandboxes {
       }
       throw callError(error, { what: `Logs ${name}`, signal: options.signal });
     } finally {
-      start.started();
+      // Ended, or left by the caller: the call is over and the caller's signal let go of (StreamStart).
+      start.stop();
     }
   }
 
@@ -584,7 +597,7 @@ export class FastSandboxClient {
       if (!url) throw new ValidationError("url", "no control plane address: pass `url` or set FSB_URL (fsb up prints it)");
       if (!token) throw new ValidationError("token", "no token: pass `token` or set FSB_TOKEN (fsb up stores it in its data directory)");
       this.url = url;
-      transport = this.connectTransport(url, token, options.httpVersion ?? "2");
+      transport = this.connectTransport(url, token, options);
     }
     const timeoutMs = options.requestTimeoutMs ?? 60_000;
     this.sandboxes = new Sandboxes(createClient(pb.SandboxService, transport), timeoutMs);
@@ -593,11 +606,19 @@ export class FastSandboxClient {
     this.e2b = new E2b(createClient(pb.E2bService, transport), timeoutMs);
   }
 
-  private connectTransport(url: string, token: string, httpVersion: "1.1" | "2"): Transport {
+  private connectTransport(url: string, token: string, options: FastSandboxClientOptions): Transport {
     const interceptors = [sendBearerToken(token)];
     let transport: Transport;
-    if (httpVersion === "2") {
-      this.sessions = new Http2SessionManager(url, { idleConnectionTimeoutMs: 30_000 });
+    if ((options.httpVersion ?? "2") === "2") {
+      checkDuration(options.pingIntervalMs, "pingIntervalMs");
+      checkDuration(options.pingTimeoutMs, "pingTimeoutMs");
+      // connect-node pings only with pingIntervalMs, and only while streams are open: enough to find a
+      // dead peer under a call, without keeping an idle connection (or the process) busy.
+      const pingIntervalMs = options.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS;
+      this.sessions = new Http2SessionManager(url, {
+        idleConnectionTimeoutMs: 30_000,
+        ...(pingIntervalMs > 0 ? { pingIntervalMs, pingTimeoutMs: options.pingTimeoutMs || DEFAULT_PING_TIMEOUT_MS } : {}),
+      });
       transport = createConnectTransport({ baseUrl: url, httpVersion: "2", interceptors, sessionManager: guardSessionErrors(this.sessions) });
     } else {
       transport = createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors });

@@ -214,6 +214,9 @@ export class Filesystem {
           // The watch's own timeoutMs ends it as stop() would.
           if (streamDeadline !== undefined && ConnectError.from(error).code === Code.DeadlineExceeded && !options.signal?.aborted) return;
           throw error;
+        } finally {
+          // Ended, however: the caller's signal is let go of (StreamStart).
+          start.stop();
         }
       })();
       return new WatchHandle({

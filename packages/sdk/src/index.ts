@@ -23,6 +23,7 @@ export {
   type SandboxListOptions,
   type LogsOptions,
 } from "./sandbox.js";
+export { requestSandboxName } from "./create-request.js";
 export { Checkpoints, type CheckpointInfo, type RestoreOptions, type ForkOptions, type ForkResult } from "./checkpoints.js";
 export { Connection, type ConnectionOptions } from "./connection.js";
 export { sandboxProxyChannel, throughSandboxProxy, type DaemonChannel, type DaemonChannelFactory, type DaemonTarget } from "./daemon-channel.js";

@@ -4,6 +4,7 @@
  * they may then last is their own `timeoutMs`.
  */
 import { UnavailableError, ValidationError } from "@fast-sandbox/api/core";
+import { abortReason } from "./errors.js";
 
 /** Options every call accepts. */
 export interface RequestOptions {
@@ -56,6 +57,20 @@ export async function* untilSilent<T>(responses: AsyncIterable<T>, stop: () => v
   }
 }
 
+/**
+ * `shared` — work several callers wait for, started without any caller's signal — for one caller:
+ * rejects with the reason of its `signal` when that aborts first, leaving `shared` to the others.
+ */
+export function untilAborted<T>(shared: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return shared;
+  if (signal.aborted) return Promise.reject(abortReason(signal));
+  return new Promise<T>((resolve, reject) => {
+    const aborted = () => reject(abortReason(signal));
+    signal.addEventListener("abort", aborted, { once: true });
+    shared.then(resolve, reject).finally(() => signal.removeEventListener("abort", aborted));
+  });
+}
+
 /** Connect's `timeoutMs` for a deadline where 0 means none. */
 export function deadline(timeoutMs: number): number | undefined {
   return timeoutMs > 0 ? timeoutMs : undefined;
@@ -70,15 +85,28 @@ export function checkDuration(value: number | undefined, option: string): void {
 /**
  * A signal for the start of a stream: aborted by the caller's signal, or by `requestTimeoutMs`
  * passing before `started()` is called; `stop()` ends the stream later (disconnect, kill).
+ *
+ * The caller's signal is linked by hand, its listener removed at `stop()`, not with
+ * `AbortSignal.any`: on Node 20 a signal made by `any` stays tied to its sources until they are
+ * collected, so a long-lived caller signal (an app's shutdown signal, passed to every call) kept one
+ * per call for ever — every daemon call and every 50 ms poll of a create's readiness wait.
  */
 export class StreamStart {
   readonly signal: AbortSignal;
   private readonly controller = new AbortController();
   private timer: NodeJS.Timeout | undefined;
   private timedOut = false;
+  private unlink: (() => void) | undefined;
 
   constructor(callerSignal: AbortSignal | undefined, requestTimeoutMs: number) {
-    this.signal = callerSignal ? AbortSignal.any([callerSignal, this.controller.signal]) : this.controller.signal;
+    this.signal = this.controller.signal;
+    if (callerSignal?.aborted) {
+      this.controller.abort(callerSignal.reason);
+    } else if (callerSignal) {
+      const follow = () => this.controller.abort(callerSignal.reason);
+      callerSignal.addEventListener("abort", follow, { once: true });
+      this.unlink = () => callerSignal.removeEventListener("abort", follow);
+    }
     if (requestTimeoutMs > 0) {
       this.timer = setTimeout(() => {
         this.timedOut = true;
@@ -98,6 +126,8 @@ export class StreamStart {
 
   stop(): void {
     clearTimeout(this.timer);
+    this.unlink?.();
+    this.unlink = undefined;
     this.controller.abort();
   }
 }

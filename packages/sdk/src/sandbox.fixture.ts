@@ -47,6 +47,8 @@ export class FakeControlPlane {
   logDelaysMs: number[] = [];
   proxyUrl = PROXY_URL;
   proxyUrlQuestions = 0;
+  /** GetSandboxProxy answers once this settles (a slow control plane). @default at once */
+  proxyUrlAnswered: Promise<void> = Promise.resolve();
   readonly transport: Transport;
 
   constructor() {
@@ -152,8 +154,9 @@ export class FakeControlPlane {
         const sandbox = this.find(request.namespace, request.name);
         return create(pb.RotateAccessTokenResponseSchema, { accessToken: `rotated-token-of-${request.name}`, sandbox: sandboxToMessage(sandbox) });
       },
-      getSandboxProxy: () => {
+      getSandboxProxy: async () => {
         this.proxyUrlQuestions++;
+        await this.proxyUrlAnswered;
         return create(pb.GetSandboxProxyResponseSchema, { url: this.proxyUrl });
       },
     };

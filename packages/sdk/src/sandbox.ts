@@ -23,7 +23,7 @@ import { fetchError, httpError } from "./errors.js";
 import type { DaemonChannel } from "./daemon-channel.js";
 import { Filesystem } from "./filesystem.js";
 import { Pty } from "./pty.js";
-import { StreamStart, checkDuration, type RequestOptions } from "./request-options.js";
+import { StreamStart, checkDuration, untilAborted, type RequestOptions } from "./request-options.js";
 import { SandboxDaemon } from "./sandbox-daemon.js";
 
 /** How a call finds its connection: one given, or (from these options and the environment) the shared one. */
@@ -419,12 +419,13 @@ export class FastSandbox {
       );
     }
     if (!this.channelOf) {
-      const made = this.connection.daemonChannel({ namespace: this.namespace, name: this.name, sandboxId: this.sandboxId, accessToken: this.token }, options);
+      // Shared by the handle's calls meanwhile: made without this caller's signal, which it races below.
+      const made = this.connection.daemonChannel({ namespace: this.namespace, name: this.name, sandboxId: this.sandboxId, accessToken: this.token });
       this.channelOf = made;
       void made.catch(() => {
         if (this.channelOf === made) this.channelOf = undefined;
       });
     }
-    return this.channelOf;
+    return untilAborted(this.channelOf, options.signal);
   }
 }

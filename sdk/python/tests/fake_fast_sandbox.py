@@ -139,6 +139,8 @@ class FakeFastSandbox:
         self.watchers: Dict[str, List[Message]] = {}
         self.watch_streams: List[queue.Queue[Any]] = []
         self.logs = b"hello from the sandbox\n"
+        #: A follow of Logs (without a deadline) goes silent after the output, but for one keepalive.
+        self.logs_go_silent = False
         self._next_pid = 100
         self._next_sandbox = 0
         self._lock = threading.Lock()
@@ -320,6 +322,20 @@ class FakeFastSandbox:
                     yield ("error", "deadline_exceeded", "the operation timed out")
 
                 return self._stream(follow(), sync)
+            if body.get("follow") and self.logs_go_silent:
+                # The control plane's host vanished without a FIN or RST after the output: nothing more
+                # comes, but a keepalive. httpx raises ReadTimeout once its read timeout passed; with
+                # none it would wait for ever, which the fake says instead of hanging.
+                read_timeout = request.extensions["timeout"]["read"]
+
+                def silent() -> Iterator[Any]:
+                    yield from chunks
+                    yield {"data": ""}
+                    if read_timeout is None:
+                        yield ("error", "internal", "the client would wait for ever: no read timeout on a silent follow")
+                    yield httpx.ReadTimeout("timed out", request=request)
+
+                return self._stream(silent(), sync)
             return self._stream(iter(chunks), sync)
         return connect_error(404, "unimplemented", f"no procedure {method}")
 

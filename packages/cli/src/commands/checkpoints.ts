@@ -10,12 +10,13 @@ import type { CheckpointInfo } from "@fast-sandbox/sdk";
 import { formatBytes } from "../byte-sizes.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { printCreated } from "../created-sandbox.js";
+import { UNTIL_DONE, untilCreated } from "../slow-operations.js";
 import { age, printObjects, printTable, type OutputFormat } from "../output.js";
 import { parsePorts } from "./sandboxes.js";
 
 export async function checkpoint(sandbox: string, options: GlobalOptions & { namespace?: string; name?: string }): Promise<void> {
   const { client, namespace } = await connect(options);
-  const made = await client.checkpoints.create(sandbox, { namespace, ...(options.name ? { name: options.name } : {}) });
+  const made = await client.checkpoints.create(sandbox, { namespace, ...(options.name ? { name: options.name } : {}), ...UNTIL_DONE });
   process.stdout.write(`checkpoint of ${sandbox} saved on node ${made.nodeName || "?"} (${formatBytes(made.sizeBytes)}); ${sandbox} runs on: ${made.name}\n`);
 }
 
@@ -67,14 +68,17 @@ export async function runFromCheckpoint(options: RunFromCheckpointOptions): Prom
   const exposedPorts = parsePorts(options.port);
   const ttlMs = options.expire ? parseDurationMs(options.expire, "--expire") : undefined;
   const { client, namespace, dataDir } = await connect(options);
-  const sandbox = await client.checkpoints.restore(options.fromCheckpoint, {
-    namespace,
-    ...(options.name ? { name: options.name } : {}),
-    ...(options.pool ? { pool: options.pool } : {}),
-    exposedPorts,
-    ...(ttlMs !== undefined ? { ttlMs } : {}),
-  });
-  printCreated(sandbox, { namespace, dataDir, origin: `restored from checkpoint ${options.fromCheckpoint}`, quiet: options.quiet === true });
+  const sandbox = await untilCreated(namespace, options.name, (call) =>
+    client.checkpoints.restore(options.fromCheckpoint, {
+      ...call,
+      namespace,
+      ...(options.name ? { name: options.name } : {}),
+      ...(options.pool ? { pool: options.pool } : {}),
+      exposedPorts,
+      ...(ttlMs !== undefined ? { ttlMs } : {}),
+    }),
+  );
+  if (sandbox) printCreated(sandbox, { namespace, dataDir, origin: `restored from checkpoint ${options.fromCheckpoint}`, quiet: options.quiet === true });
 }
 
 export async function fork(
@@ -84,14 +88,14 @@ export async function fork(
   const count = Number(options.count);
   if (!/^\d+$/.test(options.count) || count < 1) throw new ValidationError("--count", `${JSON.stringify(options.count)} is not a number of copies (1 or more)`);
   const { client, namespace, dataDir } = await connect(options);
-  const result = await client.checkpoints.fork(sandbox, { namespace, count, ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}) });
+  const result = await client.checkpoints.fork(sandbox, { namespace, count, ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}), ...UNTIL_DONE });
   for (const copy of result.sandboxes) printCreated(copy, { namespace, dataDir, origin: `copy of ${sandbox}`, quiet: options.quiet === true });
   if (result.checkpoint) (options.quiet ? process.stderr : process.stdout).write(`checkpoint kept: ${result.checkpoint.name}\n`);
 }
 
 export async function pause(sandbox: string, options: GlobalOptions & { namespace?: string }): Promise<void> {
   const { client, namespace } = await connect(options);
-  const paused = await client.sandboxes.pause(sandbox, { namespace });
+  const paused = await client.sandboxes.pause(sandbox, { namespace, ...UNTIL_DONE });
   process.stdout.write(
     `sandbox ${sandbox} paused: its memory, processes and files are saved on node ${paused.status?.nodeName || "?"}; 'fsb resume ${sandbox}' runs it on\n`,
   );
@@ -100,7 +104,7 @@ export async function pause(sandbox: string, options: GlobalOptions & { namespac
 export async function resume(sandbox: string, options: GlobalOptions & { namespace?: string; expire?: string }): Promise<void> {
   const { client, namespace } = await connect(options);
   const expireTime = options.expire ? new Date(Date.now() + parseDurationMs(options.expire, "--expire")).toISOString() : undefined;
-  const resumed = await client.sandboxes.resume(sandbox, { namespace, ...(expireTime ? { expireTime } : {}) });
+  const resumed = await client.sandboxes.resume(sandbox, { namespace, ...(expireTime ? { expireTime } : {}), ...UNTIL_DONE });
   const address = resumed.status?.sandboxIP ? `, address ${resumed.status.sandboxIP}` : "";
   const end = resumed.spec.expireTime ? `; it ends at ${resumed.spec.expireTime}` : "";
   process.stdout.write(`sandbox ${sandbox} running on agent ${resumed.status?.assignedPod ?? "?"}${address}${end}\n`);

@@ -7,13 +7,16 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { lstatSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { after, before, describe, it } from "node:test";
 import { fakeSandbox, startFakeControlPlane, type FakeControlPlane } from "../fake-control-plane.fixture.js";
+import { createPartialFile, partialPathOf } from "./copy.js";
 
 const MAIN = join(import.meta.dirname, "..", "main.ts");
 const API_TOKEN = "test-token-0123456789abcdef";
@@ -171,6 +174,34 @@ describe("fsb cp into a sandbox, to a symlink", () => {
       const [exitCode] = (await once(child, "exit")) as [number | null];
       assert.equal(exitCode, 0, stderr);
       assert.deepEqual(written, [target], destination);
+    }
+  });
+});
+
+describe("fsb cp's partial file of a download", () => {
+  it("has a name nobody can guess beforehand, beside the target", () => {
+    const target = "/tmp/out/big.bin";
+    const names = new Set([partialPathOf(target), partialPathOf(target)]);
+    assert.equal(names.size, 2);
+    for (const name of names) assert.match(name, /^\/tmp\/out\/big\.bin\.fsb-partial-[0-9a-f]{16}$/);
+  });
+
+  it("is a new file, owner-only: a symlink planted at its path is not written through", async () => {
+    const directory = mkdtempSync(join(tmpdir(), "fsb-copy-spec-"));
+    try {
+      const victim = join(directory, "victim");
+      writeFileSync(victim, "precious\n");
+      const partial = join(directory, "big.bin.fsb-partial-0123456789abcdef");
+      symlinkSync(victim, partial);
+      await assert.rejects(pipeline(Readable.from([Buffer.from("evil\n")]), createPartialFile(partial)), { code: "EEXIST" });
+      assert.equal(readFileSync(victim, "utf8"), "precious\n");
+      const fresh = join(directory, "fresh.fsb-partial-fedcba9876543210");
+      await pipeline(Readable.from([Buffer.from("data\n")]), createPartialFile(fresh));
+      const plain = join(directory, "plain");
+      writeFileSync(plain, "");
+      assert.equal(lstatSync(fresh).mode & 0o777, lstatSync(plain).mode & 0o777, "the mode any new file gets");
+    } finally {
+      rmSync(directory, { recursive: true, force: true });
     }
   });
 });

@@ -3,7 +3,8 @@
  * in-sandbox daemon, streamed both ways (files larger than memory work). `-` is stdin or stdout.
  * A destination that is a directory (or ends with `/`) gets the source's file name.
  */
-import { createReadStream, createWriteStream } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream, type WriteStream } from "node:fs";
 import { rename, rm, stat } from "node:fs/promises";
 import { dirname, join, posix } from "node:path";
 import { Readable } from "node:stream";
@@ -76,7 +77,7 @@ async function download(sandbox: FastSandbox, remote: string, local: string): Pr
     await contents.cancel();
     throw new ValidationError("DEST", `${directory} is not a directory on this machine; make it first`);
   }
-  const partial = `${target}.fsb-partial-${process.pid}`;
+  const partial = partialPathOf(target);
   // Ctrl-C and SIGTERM stop the copy too, and take the half file with them (exit 130 or 143, as a shell's interrupted command).
   const stopped = new AbortController();
   let stopSignal: StopSignal | undefined;
@@ -85,7 +86,7 @@ async function download(sandbox: FastSandbox, remote: string, local: string): Pr
     stopped.abort();
   });
   try {
-    await pipeline(Readable.fromWeb(contents), createWriteStream(partial), { signal: stopped.signal });
+    await pipeline(Readable.fromWeb(contents), createPartialFile(partial), { signal: stopped.signal });
     await rename(partial, target);
   } catch (error) {
     await rm(partial, { force: true });
@@ -94,6 +95,23 @@ async function download(sandbox: FastSandbox, remote: string, local: string): Pr
   } finally {
     stopListening();
   }
+}
+
+/**
+ * Where a download is written until it is whole (then renamed to `target`): beside it, under a name
+ * nobody can guess beforehand — a name made of the pid was, in a directory others may write to (/tmp).
+ */
+export function partialPathOf(target: string): string {
+  return `${target}.fsb-partial-${randomBytes(8).toString("hex")}`;
+}
+
+/**
+ * Opens the partial file of a download: a new file only (O_EXCL: never one that exists, nor one a
+ * symlink planted at its path points to), with the mode any new file gets (0666 less the umask), as
+ * `cp` gives it: the rename keeps it for the downloaded file.
+ */
+export function createPartialFile(path: string): WriteStream {
+  return createWriteStream(path, { flags: "wx" });
 }
 
 /** How many symlinks `isDirectory` follows in a row, as Linux does (a loop ends there). */

@@ -2,6 +2,7 @@ import { UnavailableError, ValidationError, parseDurationMs, parseExecUser, type
 import { forgetAccessToken } from "../access-tokens.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { printCreated } from "../created-sandbox.js";
+import { UNTIL_DONE, untilCreated } from "../slow-operations.js";
 import { age, printObjects, printTable, type OutputFormat } from "../output.js";
 
 export interface RunOptions extends GlobalOptions {
@@ -85,21 +86,24 @@ export async function run(command: string[], options: RunOptions): Promise<void>
     image = pool.spec.image;
     if (!image) throw new ValidationError("--image", `pool ${namespace}/${options.pool} has no default image; pass --image`);
   }
-  const sandbox = await client.sandboxes.create({
-    namespace,
-    pool: options.pool,
-    image,
-    ...(options.name ? { name: options.name } : {}),
-    ...(command.length > 0 ? { command } : {}),
-    envs,
-    exposedPorts,
-    ...(options.workdir ? { workingDir: options.workdir } : {}),
-    ...(ttlMs !== undefined ? { ttlMs } : {}),
-    ...(failurePolicy ? { failurePolicy } : {}),
-    ...(recoveryTimeoutSeconds !== undefined ? { recoveryTimeoutSeconds } : {}),
-    ...(egress ? { egress } : {}),
-  });
-  printCreated(sandbox, { namespace, dataDir, quiet: options.quiet === true });
+  const sandbox = await untilCreated(namespace, options.name, (call) =>
+    client.sandboxes.create({
+      ...call,
+      namespace,
+      pool: options.pool,
+      image,
+      ...(options.name ? { name: options.name } : {}),
+      ...(command.length > 0 ? { command } : {}),
+      envs,
+      exposedPorts,
+      ...(options.workdir ? { workingDir: options.workdir } : {}),
+      ...(ttlMs !== undefined ? { ttlMs } : {}),
+      ...(failurePolicy ? { failurePolicy } : {}),
+      ...(recoveryTimeoutSeconds !== undefined ? { recoveryTimeoutSeconds } : {}),
+      ...(egress ? { egress } : {}),
+    }),
+  );
+  if (sandbox) printCreated(sandbox, { namespace, dataDir, quiet: options.quiet === true });
 }
 
 function sandboxRow(s: Sandbox): string[] {
@@ -213,7 +217,7 @@ export async function exec(
 export async function remove(names: string[], options: GlobalOptions & { namespace?: string }): Promise<void> {
   const { client, namespace, dataDir } = await connect(options);
   for (const name of names) {
-    await client.sandboxes.delete(name, { namespace });
+    await client.sandboxes.delete(name, { namespace, ...UNTIL_DONE });
     if (dataDir) forgetAccessToken(dataDir, namespace, name);
     process.stdout.write(`sandbox ${name} deleted\n`);
   }

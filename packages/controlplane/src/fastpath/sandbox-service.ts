@@ -37,6 +37,47 @@ export async function* edgeStream<T>(fn: () => AsyncIterable<T>): AsyncGenerator
   }
 }
 
+/**
+ * The header a follow of Logs asks for keepalives with, in seconds (the daemon's, E2B's name): the
+ * Python SDK's follows over HTTP/1.1, which has no PINGs, tell a quiet command from a connection
+ * that died without a word by them.
+ */
+const KEEPALIVE_HEADER = "Keepalive-Ping-Interval";
+
+/** The keepalive interval a request asked for, in milliseconds (1 s to 1 h); undefined: none asked (or not a number). */
+function keepaliveIntervalMs(header: string | null): number | undefined {
+  const seconds = Number(header ?? "");
+  if (!header || !Number.isFinite(seconds) || seconds <= 0) return undefined;
+  return Math.min(Math.max(seconds, 1), 3600) * 1000;
+}
+
+/**
+ * `source`'s items, and `keepalive` after every `intervalMs` without one (an empty Logs response: no
+ * output to show). The read of `source` in flight is kept across keepalives, never dropped.
+ */
+async function* withKeepalives<T>(source: AsyncIterable<T>, intervalMs: number, keepalive: T): AsyncGenerator<T> {
+  const iterator = source[Symbol.asyncIterator]();
+  let pending = iterator.next();
+  try {
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      const tick = new Promise<"tick">((resolve) => (timer = setTimeout(() => resolve("tick"), intervalMs)));
+      const result = await Promise.race([pending, tick]).finally(() => clearTimeout(timer));
+      if (result === "tick") {
+        yield keepalive;
+        continue;
+      }
+      if (result.done) return;
+      yield result.value;
+      pending = iterator.next();
+    }
+  } finally {
+    // The client went (its call's signal ends the source): a read still in flight settles unobserved.
+    pending.catch(() => undefined);
+    void iterator.return?.()?.catch(() => undefined);
+  }
+}
+
 /** The range of GetSandboxStatsHistory: milliseconds since the Unix epoch, 0 for an open end; until not before since. */
 export function statsHistoryRange(since: bigint, until: bigint): { sinceMs: number; untilMs: number } {
   if (since < 0n) throw new ValidationError("sinceMs", `must be a time in milliseconds since the Unix epoch, or 0 for the first sample kept; got ${since}`);
@@ -155,7 +196,9 @@ export function createSandboxService(manager: SandboxManager, checkpoints?: Chec
       }),
     logs: (request, context) =>
       edgeStream(async function* () {
-        for await (const data of manager.logs(request.namespace, request.name, request.follow, context.signal)) {
+        const logs = manager.logs(request.namespace, request.name, request.follow, context.signal);
+        const intervalMs = request.follow ? keepaliveIntervalMs(context.requestHeader.get(KEEPALIVE_HEADER)) : undefined;
+        for await (const data of intervalMs === undefined ? logs : withKeepalives(logs, intervalMs, new Uint8Array())) {
           yield create(pb.LogsResponseSchema, { data });
         }
       }),

@@ -63,6 +63,9 @@ SHELL = ("/bin/bash", "-l", "-c")
 DEFAULT_PTY_SIZE = PtySize(rows=24, cols=80)
 #: How a terminal starts: an interactive login shell.
 PTY_SHELL = ("/bin/bash", "-i", "-l")
+#: A terminal's environment unless told otherwise: colours, and UTF-8 text (images often set no
+#: locale, and a shell then takes multi-byte input for garbage) — as the TypeScript SDK's pty.create.
+PTY_ENVS = {"TERM": "xterm-256color", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 Envs = Optional[Mapping[str, str]]
 
@@ -138,7 +141,9 @@ def create_sandbox_request(
             if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
                 raise ValidationError(f"spec.exposedPorts[{index}]", f"{port!r} is out of range; allowed: 1..65535")
         spec["exposedPorts"] = list(exposed_ports)
-    expires = expire_time(timeout)
+    # None or 0: the sandbox lives until killed, as FastSandbox.create's timeoutMs 0 in TypeScript.
+    check_duration(timeout, "timeout")
+    expires = expire_time(timeout) if timeout else ""
     if expires:
         spec["expireTime"] = expires
     return {"namespace": namespace, "name": name, "spec": spec, "labels": dict(labels or {}), "requestId": request_id or uuid.uuid4().hex}
@@ -156,6 +161,24 @@ def logs_read_timeout(follow: bool, request_timeout: Optional[float]) -> Optiona
     if not follow:
         return None
     return request_timeout if request_timeout is not None and request_timeout > 0 else 0
+
+
+def logs_keepalives(follow: bool, request_timeout: Optional[float]) -> bool:
+    """Whether a Logs call asks the control plane for keepalives: a follow that waits for output as
+    long as the command runs. HTTP/1.1 has no PINGs, so without them a follow on a control plane
+    whose host vanished without a FIN or RST (a NAT dropped it, a cable pulled) would wait for ever;
+    with them, :data:`STREAM_SILENCE_TIMEOUT` of silence is a lost connection (UnavailableError). A
+    follow given a ``request_timeout`` has that bound instead (TimeoutError), which keepalives would
+    defeat."""
+    return follow and logs_read_timeout(follow, request_timeout) == 0
+
+
+def logs_stream_options(follow: bool, request_timeout: Optional[float]) -> Dict[str, Any]:
+    """The liveness options of a Logs stream (``read_timeout``, or ``silence_timeout`` and the
+    keepalive header: :func:`logs_keepalives`) for ``ConnectClient.stream``."""
+    if logs_keepalives(follow, request_timeout):
+        return {"silence_timeout": STREAM_SILENCE_TIMEOUT, "headers": stream_headers()}
+    return {"read_timeout": logs_read_timeout(follow, request_timeout)}
 
 
 def logs_deadline_passed(follow: bool, deadline: Optional[float], error: TimeoutError) -> bool:

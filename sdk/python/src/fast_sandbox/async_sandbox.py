@@ -531,7 +531,7 @@ class AsyncPty:
         return await self._commands._start(
             list(protocol.PTY_SHELL),
             "terminal",
-            envs={"TERM": "xterm-256color", **(envs or {})},
+            envs={**protocol.PTY_ENVS, **(envs or {})},
             user=user,
             cwd=cwd,
             stdin=True,
@@ -983,11 +983,13 @@ class AsyncSandbox(FollowsItsInstance):
             {**self._key(), "follow": follow},
             request_timeout=self._connection.timeout(request_timeout),
             timeout=deadline,
-            read_timeout=protocol.logs_read_timeout(follow, request_timeout),
+            **protocol.logs_stream_options(follow, request_timeout),
         )
         try:
             async for message in stream:
-                yield protocol.decode_bytes(message.get("data"))
+                data = protocol.decode_bytes(message.get("data"))
+                if data:  # an empty one is a keepalive (logs_keepalives)
+                    yield data
         except TimeoutError as error:
             if not protocol.logs_deadline_passed(follow, deadline, error):
                 raise

@@ -504,7 +504,7 @@ class Pty:
         return self._commands._start(
             list(protocol.PTY_SHELL),
             "terminal",
-            envs={"TERM": "xterm-256color", **(envs or {})},
+            envs={**protocol.PTY_ENVS, **(envs or {})},
             user=user,
             cwd=cwd,
             stdin=True,
@@ -715,7 +715,7 @@ class Sandbox(FollowsItsInstance):
                 :param command: the sandbox's own command; default: the image's.
                 :param exposed_ports: ports reachable through the sandbox proxy (``info.endpoints``).
         :param timeout: seconds until the control plane deletes the sandbox (``set_timeout``
-                    moves it); ``None`` (the default): it lives until killed.
+                    moves it); ``None`` (the default) or 0: it lives until killed.
                 :param request_id: makes retries idempotent: the same id returns the sandbox the first
                     attempt created (default: a new id; ``create`` retries once itself, with the same
                     id, when an attempt's answer was lost to a timeout or a broken connection).
@@ -956,7 +956,9 @@ class Sandbox(FollowsItsInstance):
         seconds passed (the iteration then ends as at the exit; ``None`` or 0: no limit). A follow
         waits for output as long as the command runs, unless ``request_timeout`` is given: then
         TimeoutError when no output came for that long (as ``fsb logs -f``; the TypeScript SDK's
-        ``requestTimeoutMs`` likewise). Without ``follow``, ``request_timeout`` bounds each read.
+        ``requestTimeoutMs`` likewise). Waiting without one, it asks the control plane for a
+        keepalive every 30 s and fails with UnavailableError after 60 s without any: the connection
+        was lost. Without ``follow``, ``request_timeout`` bounds each read.
         """
         deadline = protocol.command_deadline(timeout)
         stream = self._connection.api.stream(
@@ -964,11 +966,13 @@ class Sandbox(FollowsItsInstance):
             {**self._key(), "follow": follow},
             request_timeout=self._connection.timeout(request_timeout),
             timeout=deadline,
-            read_timeout=protocol.logs_read_timeout(follow, request_timeout),
+            **protocol.logs_stream_options(follow, request_timeout),
         )
         try:
             for message in stream:
-                yield protocol.decode_bytes(message.get("data"))
+                data = protocol.decode_bytes(message.get("data"))
+                if data:  # an empty one is a keepalive (logs_keepalives)
+                    yield data
         except TimeoutError as error:
             if not protocol.logs_deadline_passed(follow, deadline, error):
                 raise

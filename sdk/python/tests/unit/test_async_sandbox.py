@@ -169,7 +169,14 @@ async def test_a_follow_ends_at_its_timeout_and_silence_is_a_lost_connection(fak
     fake, options = fake_and_options
     sandbox = await new_sandbox(fake, options)
     assert b"".join([chunk async for chunk in sandbox.logs(follow=True, timeout=0.2)]) == fake.logs
-    assert fake.calls("/Logs")[-1].extensions["timeout"]["read"] is None
+    assert fake.calls("/Logs")[-1].extensions["timeout"]["read"] == 60, "followed as long as it runs, its connection checked by keepalives"
+    fake.logs_go_silent = True
+    chunks = []
+    with pytest.raises(UnavailableError, match="silent for 60s"):
+        async for chunk in sandbox.logs(follow=True):
+            chunks.append(chunk)
+    assert b"".join(chunks) == fake.logs and all(chunks), "the keepalive is not handed out as output"
+    assert fake.calls("/Logs")[-1].headers["keepalive-ping-interval"] == "30"
 
     fake.programs["quiet"] = lambda process: None
     handle = await sandbox.commands.run("quiet", background=True, timeout=30)

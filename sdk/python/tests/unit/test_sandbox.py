@@ -121,6 +121,20 @@ def test_create_without_an_image_runs_the_pools_and_without_a_timeout_never_expi
     assert fake.bodies("/GetSandboxPool") == [{"namespace": "default", "name": "default"}]
 
 
+def test_create_with_timeout_0_makes_a_sandbox_that_lives_until_killed(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    Sandbox.create(timeout=0, transport=fake.transport(), **options)
+    [body] = fake.bodies("/CreateSandbox")
+    assert "expireTime" not in body["spec"]
+
+
+def test_a_terminal_is_utf_8_unless_told_otherwise(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.programs["/bin/bash"] = lambda process: None
+    sandbox.pty.create(PtySize(rows=24, cols=80), envs={"LANG": "de_DE.UTF-8"})
+    [body] = fake.bodies("/process.Process/Start")
+    assert body["process"]["envs"] == {"TERM": "xterm-256color", "LANG": "de_DE.UTF-8", "LC_ALL": "C.UTF-8"}
+
+
 def test_create_returns_once_the_daemon_answers(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
     fake, options = fake_and_options
     fake.health_before_ready = [502, 502, 503]
@@ -277,11 +291,24 @@ def test_a_follow_ends_at_its_timeout_as_at_the_exit_and_waits_for_output_unless
     assert b"".join(sandbox.logs(follow=True, timeout=0.2)) == fake.logs
     [followed] = fake.calls("/Logs")
     assert followed.headers["connect-timeout-ms"] == "200"
-    assert followed.extensions["timeout"]["read"] is None, "a silent command is followed as long as it runs"
+    # A silent command is followed as long as it runs: the control plane's keepalives show the connection lives.
+    assert followed.headers["keepalive-ping-interval"] == "30"
+    assert followed.extensions["timeout"]["read"] == 60
     list(sandbox.logs(follow=True, request_timeout=5))
     assert fake.calls("/Logs")[-1].extensions["timeout"]["read"] == 5
+    assert "keepalive-ping-interval" not in fake.calls("/Logs")[-1].headers
     list(sandbox.logs())
     assert fake.calls("/Logs")[-1].extensions["timeout"]["read"] == 60
+
+
+def test_a_follow_on_a_control_plane_gone_silent_fails_with_unavailable_error(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.logs_go_silent = True
+    chunks: List[bytes] = []
+    with pytest.raises(UnavailableError, match="silent for 60s"):
+        for chunk in sandbox.logs(follow=True):
+            chunks.append(chunk)
+    assert b"".join(chunks) == fake.logs, "the output came, the keepalive was not handed out as output"
+    assert all(chunks)
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -499,7 +526,7 @@ def test_a_terminal_gets_input_resizes_and_dies(sandbox: Sandbox, fake: FakeFast
     [body] = fake.bodies("/process.Process/Start")
     assert body["pty"] == {"size": {"rows": 24, "cols": 80}}
     assert body["process"]["cmd"] == "/bin/bash" and body["process"]["args"] == ["-i", "-l"]
-    assert body["process"]["envs"] == {"TERM": "xterm-256color", "X": "1"} and body["stdin"] is True
+    assert body["process"]["envs"] == {"TERM": "xterm-256color", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "X": "1"} and body["stdin"] is True
     sandbox.pty.send_input(terminal.pid, "ls\r")
     assert echoed.wait(5)
     assert bytes(output) == b"$ ls\r"
