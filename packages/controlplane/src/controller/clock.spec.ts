@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { setTimeout as realSleep } from "node:timers/promises";
 import { describe, it } from "node:test";
-import { FakeClock, every, sleep, systemClock } from "./clock.js";
+import { FakeClock, every, monotonicMs, sleep, systemClock, type Clock } from "./clock.js";
 
 describe("FakeClock", () => {
   it("stands still until advanced, then fires the timers that fell due, in due order, each at its own time", () => {
@@ -57,6 +57,24 @@ describe("FakeClock", () => {
     clock.advance(100);
     assert.deepEqual(fired, ["zero"]);
     assert.equal(clock.pendingTimers, 0);
+  });
+
+  it("moves its wall clock and its monotonic clock together, or its wall clock alone when stepped; timers follow the monotonic one", () => {
+    const clock = new FakeClock(new Date("2026-03-04T05:06:07.000Z"));
+    const fired: string[] = [];
+    clock.setTimeout(() => fired.push(`fired@${clock.now().toISOString()}`), 1000);
+    const mono = clock.monotonicMs();
+    clock.advance(500);
+    assert.equal(clock.monotonicMs() - mono, 500);
+    clock.stepWallClock(60_000);
+    assert.equal(clock.now().toISOString(), "2026-03-04T05:07:07.500Z");
+    assert.equal(clock.monotonicMs() - mono, 500, "a wall-clock step does not move the monotonic clock");
+    assert.deepEqual(fired, [], "nor fires a timer");
+    assert.equal(clock.nextTimerAt()?.toISOString(), "2026-03-04T05:07:08.000Z");
+    clock.stepWallClock(-120_000);
+    clock.advance(500);
+    assert.deepEqual(fired, ["fired@2026-03-04T05:05:08.000Z"], "fires after its delay (now 60 s behind), whichever way the wall clock stepped");
+    assert.equal(clock.monotonicMs() - mono, 1000);
   });
 
   it("refuses to move backwards", async () => {
@@ -177,5 +195,12 @@ describe("systemClock", () => {
     const before = Date.now();
     const now = systemClock.now().getTime();
     assert.ok(now >= before && now <= Date.now());
+  });
+
+  it("has a monotonic reading; a clock without one falls back to its wall-clock time", () => {
+    const first = monotonicMs(systemClock);
+    assert.ok(monotonicMs(systemClock) >= first);
+    const wallOnly: Clock = { now: () => new Date(1234), setTimeout: systemClock.setTimeout };
+    assert.equal(monotonicMs(wallOnly), 1234);
   });
 });

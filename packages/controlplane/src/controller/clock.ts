@@ -11,7 +11,15 @@ export interface Timer {
 }
 
 export interface Clock {
+  /** Wall-clock time: what is written (a Lease's renewTime, a status's timestamps) and compared with other machines' times. */
   now(): Date;
+  /**
+   * Milliseconds on a clock that only moves forward at the rate time passes (performance.now()):
+   * what an elapsed time that must not follow a step of the wall clock (NTP, an operator's `date`)
+   * is measured with — a Lease's expiry, a leader's renew deadline. Its origin means nothing; only
+   * differences do. Optional: `monotonicMs(clock)` falls back to `now()` for a clock without it.
+   */
+  monotonicMs?(): number;
   /** Calls `callback` once, `delayMs` from now (0 or less: as soon as possible, never synchronously). */
   setTimeout(callback: () => void, delayMs: number): Timer;
 }
@@ -25,6 +33,7 @@ const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
  */
 export const systemClock: Clock = {
   now: () => new Date(),
+  monotonicMs: () => performance.now(),
   setTimeout(callback: () => void, delayMs: number): Timer {
     let handle: NodeJS.Timeout | undefined;
     const arm = (remainingMs: number): void => {
@@ -39,6 +48,11 @@ export const systemClock: Clock = {
     return { cancel: () => clearTimeout(handle) };
   },
 };
+
+/** The clock's monotonic reading (Clock.monotonicMs), or its wall-clock time for a clock that has none. */
+export function monotonicMs(clock: Clock): number {
+  return clock.monotonicMs?.() ?? clock.now().getTime();
+}
 
 /** What an aborted wait rejects with: the signal's reason (by default an AbortError), as an Error. */
 function abortError(signal: AbortSignal): Error {
@@ -106,10 +120,14 @@ interface FakeTimer {
 /**
  * Time that moves only when told to. `advance(ms)` fires every timer that falls due within the
  * step, in due order, with `now()` set to each timer's due time while it runs; timers set by those
- * callbacks fire too when they fall inside the step.
+ * callbacks fire too when they fall inside the step. `advance` moves the wall clock (`now()`) and
+ * the monotonic one (`monotonicMs()`) together; `stepWallClock(ms)` moves the wall clock alone, as
+ * NTP or an operator does, and the timers (monotonic, like Node's) keep their due times.
  */
 export class FakeClock implements Clock {
+  /** The monotonic time; the wall clock is this plus `wallOffsetMs`. */
   private currentMs: number;
+  private wallOffsetMs = 0;
   private nextSequence = 0;
   private readonly timers = new Set<FakeTimer>();
 
@@ -119,7 +137,16 @@ export class FakeClock implements Clock {
   }
 
   now(): Date {
-    return new Date(this.currentMs);
+    return new Date(this.currentMs + this.wallOffsetMs);
+  }
+
+  monotonicMs(): number {
+    return this.currentMs;
+  }
+
+  /** Steps the wall clock alone by `ms` (either way): `now()` jumps, `monotonicMs()` and the timers do not. */
+  stepWallClock(ms: number): void {
+    this.wallOffsetMs += ms;
   }
 
   setTimeout(callback: () => void, delayMs: number): Timer {
@@ -168,7 +195,7 @@ export class FakeClock implements Clock {
   /** When the earliest pending timer falls due, if any. */
   nextTimerAt(): Date | undefined {
     const timer = this.nextDue(Number.POSITIVE_INFINITY);
-    return timer ? new Date(timer.dueAtMs) : undefined;
+    return timer ? new Date(timer.dueAtMs + this.wallOffsetMs) : undefined;
   }
 
   private nextDue(limitMs: number): FakeTimer | undefined {

@@ -85,6 +85,14 @@ export interface AgentFleet {
   stopAgents(pool: PoolRef, names: readonly string[]): Promise<void>;
   /** The pool's agents as last observed (ready or not), or every agent of the fleet. */
   listAgents(pool?: PoolRef): FleetAgent[];
+  /**
+   * The pool's agents as they exist now, read from the source rather than from what the fleet
+   * observed (Kubernetes: a list of the pool's Pods from the API server, where `listAgents` follows
+   * a watch that can be blind for minutes before it is ended). For a caller that must not act on a
+   * stale view: the pool controller, before it gives up on Pods it created and never saw. Absent
+   * when `listAgents` is always current (the embedded fleet runs the agents itself).
+   */
+  fetchAgents?(pool: PoolRef): Promise<FleetAgent[]>;
   /** Subscribes to agent events; returns the unsubscribe function. */
   subscribe(listener: AgentFleetListener): () => void;
   /** Stops observing. Kubernetes: the Pods keep running; embedded: the agent processes are stopped. */

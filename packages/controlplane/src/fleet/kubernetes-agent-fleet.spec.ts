@@ -6,7 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { KubeConfig } from "@kubernetes/client-node";
 import { FakeClock } from "../controller/clock.js";
 import { testKubeConfig } from "../store/kube-config.fixture.js";
-import { UnavailableError, type SandboxPool } from "@fast-sandbox/api";
+import { FsbError, UnavailableError, type SandboxPool } from "@fast-sandbox/api";
 import { AgentsNotStoppedError, type AgentFleetEvent } from "./agent-fleet.js";
 import { AGENT_POD_DEFAULTS } from "./agent-pod.js";
 import { KubernetesAgentFleet } from "./kubernetes-agent-fleet.js";
@@ -380,6 +380,40 @@ describe("KubernetesAgentFleet's agents", () => {
       assert.deepEqual(events, ["ready python-agent-0", "lost python-agent-0", "removed python-agent-0"]);
     } finally {
       await fleet.stop();
+      close();
+    }
+  });
+});
+
+describe("KubernetesAgentFleet.fetchAgents", () => {
+  test("lists the pool's Pods from the API server by its label, without the watch: those a SandboxPool controls", async () => {
+    const labelledOnly = agentPod("python-lookalike", "10.1.0.5");
+    delete labelledOnly.metadata.ownerReferences;
+    const { kubeConfig, lists, close } = await silentApiServer(undefined, { pods: [agentPod("python-agent-0", "10.1.0.4"), labelledOnly] });
+    const fleet = new KubernetesAgentFleet({ kubeConfig, logger: quiet as never });
+    try {
+      const agents = await fleet.fetchAgents({ namespace: "default", pool: "python" });
+      assert.deepEqual(
+        agents.map((agent) => [agent.name, agent.pool, agent.poolUid, agent.ready]),
+        [["python-agent-0", "python", "uid-python", true]],
+      );
+      assert.equal(lists.at(-1)?.get("labelSelector"), "fast-sandbox.io/pool=python");
+      assert.deepEqual(fleet.listAgents(), [], "what the watch observed is left as it is");
+    } finally {
+      close();
+    }
+  });
+
+  test("fails with the API server's answer when it cannot list", async () => {
+    const { kubeConfig, close } = await silentApiServer(undefined, { failedLists: 1 });
+    const fleet = new KubernetesAgentFleet({ kubeConfig, logger: quiet as never });
+    try {
+      await assert.rejects(fleet.fetchAgents({ namespace: "default", pool: "python" }), (error: unknown) => {
+        assert.ok(error instanceof FsbError);
+        assert.match(error.message, /500.*request timed out/);
+        return true;
+      });
+    } finally {
       close();
     }
   });

@@ -256,6 +256,25 @@ export class KubernetesAgentFleet implements AgentFleet {
     throw new AgentsNotStoppedError(notStopped, failures[0]?.error);
   }
 
+  /** Lists the pool's Pods (label `fast-sandbox.io/pool=<pool>` in its namespace) from the API server: those a SandboxPool controls. */
+  async fetchAgents(pool: PoolRef): Promise<FleetAgent[]> {
+    const what = `list the agent Pods of pool ${pool.namespace}/${pool.pool}`;
+    let pods: V1Pod[];
+    try {
+      const list = await withRequestTimeout(what, this.timeouts.listTimeoutMs, (call) =>
+        this.core.listNamespacedPod({ namespace: pool.namespace, labelSelector: `${POOL_LABEL}=${pool.pool}` }, call),
+      );
+      pods = list.items;
+    } catch (error) {
+      throw translateKubernetesError(error, { action: what });
+    }
+    return pods.flatMap((pod) => {
+      const owner = poolOwnerOf(pod);
+      const agent = owner ? agentOf(pod, owner, this.port) : undefined;
+      return agent?.pool === pool.pool && agent.namespace === pool.namespace ? [agent] : [];
+    });
+  }
+
   listAgents(pool?: PoolRef): FleetAgent[] {
     return [...this.agents.values()].filter((a) => !pool || (a.namespace === pool.namespace && a.pool === pool.pool)).map((a) => ({ ...a }));
   }

@@ -24,14 +24,16 @@ describe("decideLease", () => {
     assert.deepEqual(decideLease(held, { ...me, now: at(24.999) }), { action: "wait", holderIdentity: "replica-b", expiresAt: at(25) });
   });
 
-  it("judges another holder's lease from when it was first seen as it is, on the candidate's own clock (not the holder's renewTime)", () => {
+  it("judges another holder's lease from how long ago it was first seen as it is, on the candidate's own monotonic clock (not the holder's renewTime)", () => {
     // The holder's clock runs 30 s behind: its renewTime is long past on ours, yet it renewed just now.
     const held = { holderIdentity: "replica-b", leaseDurationSeconds: 15, acquireTime: t0, renewTime: t0 };
-    assert.deepEqual(decideLease(held, { ...me, now: at(30), observedAt: at(29) }), { action: "wait", holderIdentity: "replica-b", expiresAt: at(44) });
-    assert.equal(decideLease(held, { ...me, now: at(44), observedAt: at(29) }).action, "acquire");
+    assert.deepEqual(decideLease(held, { ...me, now: at(30), observedForMs: 1_000 }), { action: "wait", holderIdentity: "replica-b", expiresAt: at(44) });
+    assert.equal(decideLease(held, { ...me, now: at(44), observedForMs: 15_000 }).action, "acquire");
     // Its clock running ahead does not make it last longer either.
     const ahead = { ...held, renewTime: at(600) };
-    assert.equal(decideLease(ahead, { ...me, now: at(45), observedAt: at(30) }).action, "acquire");
+    assert.equal(decideLease(ahead, { ...me, now: at(45), observedForMs: 15_000 }).action, "acquire");
+    // Nor does this candidate's wall clock jumping ahead make it expire: only the time elapsed since it was seen counts.
+    assert.equal(decideLease(held, { ...me, now: at(3_600), observedForMs: 1_000 }).action, "wait");
   });
 
   it("takes an expired lease and counts the transition", () => {

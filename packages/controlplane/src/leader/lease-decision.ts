@@ -30,11 +30,13 @@ export interface LeaseCandidate {
   now: Date;
   leaseDurationSeconds: number;
   /**
-   * When this candidate first read the lease as it is now (its resourceVersion), on its own clock:
-   * another holder's lease expires leaseDurationSeconds after that, as client-go judges it, so
-   * the replicas' clocks need not agree. Absent: from the holder's renewTime (the clocks must agree).
+   * How long ago this candidate first read the lease as it is now (its resourceVersion), measured on
+   * its own monotonic clock (Clock.monotonicMs): another holder's lease expires leaseDurationSeconds
+   * after that read, as client-go judges it, so the replicas' clocks need not agree — and a step of
+   * this candidate's wall clock (NTP, an operator) does not make the lease look expired. Absent:
+   * from the holder's renewTime (the clocks must agree).
    */
-  observedAt?: Date;
+  observedForMs?: number;
 }
 
 /** When the lease runs out unless renewed: its last renewal (or acquisition) plus its duration. */
@@ -53,8 +55,8 @@ export function decideLease(current: LeaseSpecRecord | undefined, candidate: Lea
     return { action: "renew", spec: { ...current, leaseDurationSeconds, acquireTime: current.acquireTime ?? now, renewTime: now } };
   }
   const expiresAt =
-    candidate.observedAt && current.leaseDurationSeconds !== undefined
-      ? new Date(candidate.observedAt.getTime() + current.leaseDurationSeconds * 1000)
+    candidate.observedForMs !== undefined && current.leaseDurationSeconds !== undefined
+      ? new Date(now.getTime() - candidate.observedForMs + current.leaseDurationSeconds * 1000)
       : leaseExpiresAt(current);
   // A holder without a renewal time or duration cannot be judged; a lease that cannot expire would
   // block the election forever, so it counts as expired.

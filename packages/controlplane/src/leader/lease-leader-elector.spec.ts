@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { setImmediate as settle } from "node:timers/promises";
 import { ConflictError, UnavailableError } from "@fast-sandbox/api";
-import { FakeClock, type Clock } from "../controller/clock.js";
+import { FakeClock, sleep, type Clock } from "../controller/clock.js";
 import type { LeaseSpecRecord } from "./lease-decision.js";
 import { LeaseLeaderElector, type LeaseClient, type ObservedLease } from "./lease-leader-elector.js";
 
@@ -12,14 +12,20 @@ class FakeLeaseStore {
   spec: LeaseSpecRecord | undefined;
   writes = 0;
 
-  /** A client of this lease whose requests fail while `partitioned` (network cut, process frozen). */
-  client(): LeaseClient & { partitioned: boolean; hanging: boolean } {
+  /**
+   * A client of this lease whose requests fail while `partitioned` (network cut, process frozen).
+   * With `slowFirstGet`, its first read is answered that late on `clock`, with the lease as it is then
+   * (an API server slow to answer reads the lease just before it does).
+   */
+  client(slowFirstGet?: { clock: Clock; ms: number }): LeaseClient & { partitioned: boolean; hanging: boolean } {
     const copy = (): ObservedLease | undefined => (this.spec ? { resourceVersion: String(this.version), spec: { ...this.spec } } : undefined);
+    let gets = 0;
     const client = {
       partitioned: false,
       hanging: false,
       get: async () => {
         await settle();
+        if (gets++ === 0 && slowFirstGet) await sleep(slowFirstGet.clock, slowFirstGet.ms);
         if (client.hanging) await new Promise(() => undefined);
         if (client.partitioned) throw new UnavailableError("partitioned");
         return copy();
@@ -54,11 +60,23 @@ interface Candidate {
   signals: AbortSignal[];
 }
 
-function candidate(store: FakeLeaseStore, clock: Clock, identity: string): Candidate {
-  const client = store.client();
+function candidate(
+  store: FakeLeaseStore,
+  clock: Clock,
+  identity: string,
+  options: { retryPeriodMs?: number; client?: ReturnType<FakeLeaseStore["client"]> } = {},
+): Candidate {
+  const client = options.client ?? store.client();
   const events: string[] = [];
   const signals: AbortSignal[] = [];
-  const elector = new LeaseLeaderElector({ lease: client, identity, clock, leaseDurationSeconds: 4, renewDeadlineMs: 3_000, retryPeriodMs: 500 });
+  const elector = new LeaseLeaderElector({
+    lease: client,
+    identity,
+    clock,
+    leaseDurationSeconds: 4,
+    renewDeadlineMs: 3_000,
+    retryPeriodMs: options.retryPeriodMs ?? 500,
+  });
   elector.run({
     onStartedLeading: (signal) => {
       events.push("started");
@@ -159,6 +177,54 @@ describe("LeaseLeaderElector on a fake Lease API", () => {
     assert.equal(b.elector.isLeader(), true, "b took over once the lease it last saw renewed had expired on its own clock");
     a.client.partitioned = false;
     for (const c of [a, b]) await c.elector.stop();
+  });
+
+  it("times its first read of a lease from the answer, not the request: a slow API server does not make a held lease expire early", async () => {
+    const clock = new FakeClock();
+    const store = new FakeLeaseStore();
+    const leader = candidate(store, clock, "a");
+    await advance(clock, 2_000, [leader]);
+    assert.equal(leader.elector.isLeader(), true);
+    // b's first read is answered 1.6 s late, with the lease a renewed meanwhile; a is cut off right after.
+    const follower = candidate(store, clock, "b", { client: store.client({ clock, ms: 1_600 }) });
+    await advance(clock, 1_650, [leader, follower]);
+    leader.client.partitioned = true;
+    // advance() fails at the first moment both lead: b must wait a lease duration from the answer.
+    await advance(clock, 6_000, [leader, follower]);
+    assert.equal(leader.elector.isLeader(), false, "stepped down by its renew deadline");
+    assert.equal(follower.elector.isLeader(), true, "took over once the lease it saw had expired");
+    leader.client.partitioned = false;
+    for (const c of [leader, follower]) await c.elector.stop();
+  });
+
+  it("measures the lease's expiry and the renew deadline on the monotonic clock: a wall-clock step changes nothing", async () => {
+    const clock = new FakeClock();
+    const store = new FakeLeaseStore();
+    const leader = candidate(store, clock, "a");
+    await advance(clock, 1_000, [leader]);
+    // The follower reads more often than the leader renews: it reads the same version several times.
+    const follower = candidate(store, clock, "b", { retryPeriodMs: 100 });
+    await advance(clock, 1_000, [leader, follower]);
+    assert.equal(follower.elector.isLeader(), false);
+    // NTP (or an operator) sets the clock 20 s forward (5 lease durations), a few times, at different
+    // moments of the renewal period; then 100 s back.
+    for (let step = 0; step < 5; step++) {
+      clock.stepWallClock(20_000);
+      await advance(clock, 700, [leader, follower]);
+    }
+    clock.stepWallClock(-100_000);
+    await advance(clock, 3_000, [leader, follower]);
+    assert.deepEqual(follower.events, [], "the follower never took the lease its leader renews");
+    assert.deepEqual(leader.events, ["started"], "the leader never stepped down");
+    assert.equal(store.spec?.holderIdentity, "a");
+    // Cut off, the leader still steps down by its renew deadline, and the follower takes over after the lease's duration.
+    leader.client.partitioned = true;
+    await advance(clock, 3_100, [leader, follower]);
+    assert.equal(leader.elector.isLeader(), false);
+    await advance(clock, 2_000, [leader, follower]);
+    assert.equal(follower.elector.isLeader(), true);
+    leader.client.partitioned = false;
+    for (const c of [leader, follower]) await c.elector.stop();
   });
 
   it("stop() releases the lease only once the work onStoppedLeading returned is over", async () => {

@@ -17,10 +17,14 @@
  * Another holder's lease expires leaseDurationSeconds after this candidate first read it as it is
  * (its resourceVersion), on this candidate's own clock — as client-go judges it — so the replicas'
  * clocks need not agree; a candidate that starts waits a whole lease duration for a holder it has
- * never seen renew.
+ * never seen renew. That read is timed when its answer arrives, not when it was sent: an API server
+ * slow to answer may have read the lease just before answering, renewed by its holder a moment ago.
+ * The expiry and the renew deadline are measured on the monotonic clock (Clock.monotonicMs), so a
+ * step of the wall clock neither makes a follower take a held lease nor lets a leader lead past its
+ * deadline.
  */
 import { ConflictError } from "@fast-sandbox/api";
-import { systemClock, type Clock, type Timer } from "../controller/clock.js";
+import { monotonicMs, systemClock, type Clock, type Timer } from "../controller/clock.js";
 import { decideLease, releasedLease, type LeaseSpecRecord } from "./lease-decision.js";
 import type { LeaderElector, LeadershipCallbacks } from "./leader-elector.js";
 
@@ -81,9 +85,9 @@ export class LeaseLeaderElector implements LeaderElector {
   #inFlight: Promise<void> | undefined;
   /** Counts tries: a try that outlived its time limit finds a newer number and changes nothing. */
   #attempt = 0;
-  /** The lease's resourceVersion as last read, and when (this candidate's clock) it was first read so. */
+  /** The lease's resourceVersion as last read, and when (this candidate's monotonic clock) it was first read so. */
   #observedVersion: string | undefined;
-  #observedAt: Date | undefined;
+  #observedAtMs: number | undefined;
   /** The work of the last onStoppedLeading (a leadership lost earlier may still be winding down). */
   #stoppingWork: Promise<void> = Promise.resolve();
   #stopped = false;
@@ -159,19 +163,24 @@ export class LeaseLeaderElector implements LeaderElector {
   }
 
   async #tryAcquireOrRenew(attempt: number): Promise<void> {
+    // The time written into the lease (wall clock), and the start of this try on the monotonic clock.
     const startedAt = this.#clock.now();
+    const startedAtMs = monotonicMs(this.#clock);
     try {
       const observed = await this.#lease.get();
       if (this.#stopped || attempt !== this.#attempt) return;
-      if (!this.#observedAt || observed?.resourceVersion !== this.#observedVersion) {
+      if (this.#observedAtMs === undefined || observed?.resourceVersion !== this.#observedVersion) {
         this.#observedVersion = observed?.resourceVersion;
-        this.#observedAt = startedAt;
+        // When the answer came, not when the request went: the server may have read the lease just
+        // now, renewed since the request left (client-go records its observedTime after the Get too).
+        this.#observedAtMs = monotonicMs(this.#clock);
       }
       const decision = decideLease(observed?.spec, {
         identity: this.identity,
         now: startedAt,
         leaseDurationSeconds: this.#leaseDurationSeconds,
-        observedAt: this.#observedAt,
+        // Judged at the start of the try, as client-go does: never later than the lease can be valid.
+        observedForMs: startedAtMs - this.#observedAtMs,
       });
       if (decision.action === "wait") {
         void this.#stepDown(`the lease is held by ${decision.holderIdentity}`);
@@ -186,7 +195,7 @@ export class LeaseLeaderElector implements LeaderElector {
     }
     if (attempt !== this.#attempt) return;
     // The lease now runs from startedAt, and so does this leadership's deadline.
-    const remainingMs = startedAt.getTime() + this.#renewDeadlineMs - this.#clock.now().getTime();
+    const remainingMs = startedAtMs + this.#renewDeadlineMs - monotonicMs(this.#clock);
     if (remainingMs <= 0) return;
     this.#renewDeadline?.cancel();
     this.#renewDeadline = this.#clock.setTimeout(() => void this.#stepDown(`the lease was not renewed within ${this.#renewDeadlineMs} ms`), remainingMs);

@@ -1,6 +1,6 @@
 /**
  * How both composition roots connect the pool controller to the rest of the core: which agents may
- * be placed on (connected and adopted), how an idle one is retired before it is stopped, what happens when one is registered (its images and the
+ * be placed on (connected and adopted), how an idle one is retired before it is stopped (always at the agent), what happens when one is registered (its images and the
  * slots the store records), how much demand waits in a pool (creates waiting here, Pending records),
  * how fast creates arrive in it (the flow-aware buffer), and which pool an agent belongs to. One place, so the two modes cannot drift apart.
  */
@@ -43,10 +43,22 @@ export function poolControllerHooks(
     // Connected, adopted, and not retired (a retired agent refuses creates: the leader is stopping it).
     agentUsable: (name) => connections.agentConnectivity(name)?.connected === true && connections.observedStatus(name)?.status.retired !== true,
     retireAgent: async (name, cancel) => {
-      // Not answering here: nothing to ask, and nothing placed on it through this replica; stopped as before.
       const client = connections.get(name);
-      if (!client || connections.agentConnectivity(name)?.connected !== true) return true;
-      return (await client.retire(cancel)).retired;
+      // Undone best effort: a retirement whose stop did not follow lapses by itself after a minute.
+      if (cancel) {
+        await client?.retire(true).catch(() => undefined);
+        return true;
+      }
+      // Asked even when this replica's heartbeats to it fail: the fast path runs on every replica, and
+      // another one that reaches it may have placed a sandbox on it that this replica's records do not
+      // show yet. Without an answer it is kept (its Pod, with that sandbox, is not deleted); one really
+      // unreachable is removed once away too long (the pool controller's stopAwayAndEmpty).
+      if (!client) return false;
+      try {
+        return (await client.retire()).retired;
+      } catch {
+        return false;
+      }
     },
     onAgentRegistered: (name) => {
       // Its first heartbeat may have answered before it was registered: placement (image affinity,

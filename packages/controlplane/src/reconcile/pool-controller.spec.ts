@@ -1,13 +1,19 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { API_VERSION, ConflictError, type PoolCapacity, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
+import { API_VERSION, ConflictError, PermissionDeniedError, UnavailableError, type PoolCapacity, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
 import { pino } from "pino";
+import type { AgentClient } from "../agent-client/agent-client.js";
 import { FakeClock } from "../controller/clock.js";
+import type { Informer } from "../controller/informer.js";
+import type { SandboxManager } from "../fastpath/sandbox-manager.js";
+import type { AgentConnections } from "../fleet/agent-connections.js";
 import { AgentsNotStoppedError, type AgentFleet, type AgentFleetEvent, type AgentFleetListener, type FleetAgent, type PoolRef } from "../fleet/agent-fleet.js";
 import { agentTemplateHash } from "../fleet/agent-template-hash.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { MemoryResourceStore } from "../store/memory-resource-store.js";
+import type { AllocationSync } from "./allocation-sync.js";
 import { POOL_CLEANUP_FINALIZER, PoolController, type PoolControllerOptions } from "./pool-controller.js";
+import { poolControllerHooks } from "./pool-controller-hooks.js";
 
 const NAMESPACE = "team";
 const POOL = "python";
@@ -46,12 +52,24 @@ class FakeFleet implements AgentFleet {
   async start(): Promise<void> {}
   async stop(): Promise<void> {}
 
+  /** When set, startAgents fails with it, as the API server refusing the Pod (PodSecurity, a ResourceQuota, a webhook). */
+  startError: Error | undefined;
+  /** Called after each startAgents call (e.g. the Lease is lost meanwhile). */
+  onStarted: (() => void) | undefined;
+  /**
+   * The fleet's fetchAgents (the API server's list of the pool's Pods), when a test sets it; the
+   * fake has none by default, as the embedded fleet.
+   */
+  fetchAgents: AgentFleet["fetchAgents"];
+
   async startAgents(pool: SandboxPool, count: number): Promise<string[]> {
     if (this.templateError) throw this.templateError;
+    if (this.startError) throw this.startError;
     const names = Array.from({ length: count }, () => this.reusedNames.shift() ?? `${pool.metadata.name}-agent-${this.next++}`);
     this.requested.push(...names);
     for (const name of names) this.startedWith.set(name, this.templateHash(pool));
     if (pool.metadata.uid) for (const name of names) this.startedFor.set(name, pool.metadata.uid);
+    this.onStarted?.();
     return names;
   }
 
@@ -141,6 +159,47 @@ class FakeFleet implements AgentFleet {
   private emit(event: AgentFleetEvent): void {
     for (const listener of this.listeners) queueMicrotask(() => listener(event));
   }
+}
+
+/** An agent as this replica's connections see it: whether its heartbeats answer, and what it answers a retirement (no client: its Pod is not Ready). */
+interface ReachableAgent {
+  connected: boolean;
+  retire?: () => Promise<{ retired: boolean; sandboxes: number }>;
+}
+
+/**
+ * The pool controller's hooks as both composition roots wire them (pool-controller-hooks.ts), over
+ * fake connections to `agents`; `calls` records each retirement asked. The rest of the core is not
+ * used by agentUsable and retireAgent.
+ */
+function hooksOver(agents: Map<string, ReachableAgent>, calls: string[]): Pick<PoolControllerOptions, "agentUsable" | "retireAgent"> {
+  const connections: Pick<AgentConnections, "get" | "agentConnectivity" | "observedStatus"> = {
+    get: (name) => {
+      const retire = agents.get(name)?.retire;
+      if (!retire) return undefined;
+      const client: Pick<AgentClient, "retire"> = {
+        retire: async (cancel = false) => {
+          calls.push(`${cancel ? "cancel" : "retire"} ${name}`);
+          return cancel ? { retired: false, sandboxes: 0 } : retire();
+        },
+      };
+      return client as AgentClient;
+    },
+    agentConnectivity: (name) => {
+      const agent = agents.get(name);
+      return agent ? { connected: agent.connected, since: new Date(0) } : undefined;
+    },
+    observedStatus: () => undefined,
+  };
+  const sandboxes: Pick<Informer<"Sandbox">, "addHandlers"> = { addHandlers: () => () => undefined };
+  const { agentUsable, retireAgent } = poolControllerHooks({
+    connections: connections as AgentConnections,
+    registry: {} as AgentRegistry,
+    allocations: {} as AllocationSync,
+    manager: {} as SandboxManager,
+    sandboxes: sandboxes as Informer<"Sandbox">,
+  });
+  return { ...(agentUsable ? { agentUsable } : {}), ...(retireAgent ? { retireAgent } : {}) };
 }
 
 function poolObject(capacity: PoolCapacity, maxSandboxesPerPod = 2): SandboxPool {
@@ -293,6 +352,49 @@ describe("PoolController", () => {
       updatedAgents: 2,
       observedGeneration: 1,
     });
+  });
+
+  it("looks for the Pods it requested that a blind Pod watch never reports before it forgets them: none is created again, never past poolMax", async () => {
+    let lists = 0;
+    // The API server has every Pod requested; the fleet's watch, gone silent, reports none.
+    fleet.fetchAgents = async (ref) => {
+      lists += 1;
+      return fleet.requested.map((name) => ({ name, namespace: ref.namespace, pool: ref.pool, ready: false }));
+    };
+    await store.create("SandboxPool", poolObject({ poolMin: 2, poolMax: 2 }));
+    await settle();
+    assert.equal(fleet.requested.length, 2);
+    for (let elapsedMs = 0; elapsedMs < 180_000; elapsedMs += 5_000) {
+      clock.advance(5_000);
+      controller.wake(NAMESPACE, POOL);
+      await settle();
+    }
+    assert.deepEqual(fleet.requested, ["python-agent-0", "python-agent-1"], "created once in 3 minutes");
+    assert.ok(lists >= 2 && lists <= 3, `listed once per startExpectationMs, not at every reconcile (${lists} lists)`);
+    assert.equal(controller.canGrow(NAMESPACE, POOL), true, "creates wait for them");
+    // The watch comes back: the fleet reports them, and they serve.
+    await allReady();
+    assert.equal((await status())?.readyAgents, 2);
+    assert.equal(fleet.requested.length, 2);
+  });
+
+  it("forgets a requested Pod the API server does not have (deleted before it was ever seen) and starts another; one it cannot list still counts", async () => {
+    let listFails = true;
+    fleet.fetchAgents = async () => {
+      if (listFails) throw new UnavailableError("cannot list the agent Pods: the Kubernetes API server did not answer within 90000 ms");
+      return [];
+    };
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 1 }));
+    await settle();
+    clock.advance(61_000);
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.deepEqual(fleet.requested, ["python-agent-0"], "the API server cannot tell: not created twice");
+    listFails = false;
+    clock.advance(61_000);
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.deepEqual(fleet.requested, ["python-agent-0", "python-agent-1"], "gone for good: replaced");
   });
 
   it("registers ready agents with the pool's slots, their Pod IP and endpoint, and writes the pool status", async () => {
@@ -616,6 +718,48 @@ describe("PoolController", () => {
     assert.deepEqual(fleet.stopCalls.at(-1), [a], "stopped once it answers retired");
   });
 
+  it("asks an idle agent its heartbeats cannot reach before it stops it, and keeps it unless it answers retired: another replica may have placed on it", async () => {
+    await controller.stop();
+    const agents = new Map<string, ReachableAgent>();
+    const calls: string[] = [];
+    controller = newController({ ...hooksOver(agents, calls), awayLimitMs: 60_000 });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 2, poolMax: 2, scaleDownDelaySeconds: 0 }));
+    await settle();
+    const [a, x] = fleet.requested as [string, string];
+    agents.set(a, { connected: true, retire: async () => ({ retired: true, sandboxes: 0 }) });
+    agents.set(x, { connected: true, retire: async () => ({ retired: true, sandboxes: 0 }) });
+    await allReady();
+    assert.equal(registry.getAgent(x)?.ready, true);
+    // This replica's heartbeats to x time out; its Pod stays Ready, and replica B, which reaches it,
+    // places a sandbox on it that this replica's records do not show yet.
+    let heldThroughB = 1;
+    agents.set(x, { connected: false, retire: async () => ({ retired: heldThroughB === 0, sandboxes: heldThroughB }) });
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.equal(registry.getAgent(x)?.ready, false, "not placed on through this replica");
+
+    const current = await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    assert.ok(current);
+    await store.update("SandboxPool", { ...current, spec: { ...current.spec, capacity: { poolMin: 0, poolMax: 2, scaleDownDelaySeconds: 0 } } });
+    await settle();
+    assert.ok(calls.includes(`retire ${x}`), "asked, though its heartbeats fail");
+    assert.deepEqual(fleet.stopCalls, [[a]], "the agent that answered retired is stopped; x, holding B's sandbox, is kept with its Pod");
+    assert.equal(registry.getAgent(x)?.ready, false, "kept, but still not placed on through this replica");
+
+    // Away too long, its Pod still Ready: asked again before it is stopped, and kept while it holds B's sandbox.
+    clock.advance(61_000);
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.ok(!fleet.stopCalls.flat().includes(x), "never stopped while it holds a sandbox");
+    // B's sandbox is gone: it answers retired, and goes.
+    heldThroughB = 0;
+    clock.advance(5_000);
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.deepEqual(fleet.stopCalls.at(-1), [x]);
+  });
+
   it("spare capacity that is used again before the delay ends is not released", async () => {
     await store.create("SandboxPool", poolObject({ poolMin: 0, poolMax: 2, scaleDownDelaySeconds: 30 }, 1));
     await settle();
@@ -863,6 +1007,44 @@ describe("PoolController", () => {
     assert.equal(looks, before, "nothing left to follow: no more requeues");
   });
 
+  it("creates no more agents once it is not the leader any more, midway through a scale-up", async () => {
+    await controller.stop();
+    let leader = true;
+    controller = newController({ isLeader: () => leader });
+    fleet.onStarted = () => (leader = false); // the Lease is lost while the first Pod is created
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 3, poolMax: 3 }));
+    await settle();
+    assert.deepEqual(fleet.requested, ["python-agent-0"], "no Pod created after the Lease was lost");
+    assert.equal(await status(), undefined, "nor the status written: the new leader writes it");
+  });
+
+  it("stops no agent once it is not the leader any more: a retirement it asked for is undone", async () => {
+    await controller.stop();
+    let leader = true;
+    const calls: string[] = [];
+    controller = newController({
+      isLeader: () => leader,
+      retireAgent: async (name, cancel) => {
+        calls.push(`${cancel ? "cancel" : "retire"} ${name}`);
+        if (!cancel) leader = false; // the Lease is lost while the agent answers
+        return true;
+      },
+    });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 1, scaleDownDelaySeconds: 0 }));
+    await settle();
+    await allReady();
+    const [agent] = fleet.requested as [string];
+    const current = await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    assert.ok(current);
+    await store.update("SandboxPool", { ...current, spec: { ...current.spec, capacity: { poolMin: 0, poolMax: 1, scaleDownDelaySeconds: 0 } } });
+    await settle();
+    assert.deepEqual(calls, [`retire ${agent}`, `cancel ${agent}`]);
+    assert.deepEqual(fleet.stopCalls, [], "its Pod is not deleted");
+    assert.equal(registry.getAgent(agent)?.ready, true, "it serves on");
+  });
+
   it("writes the status again from a fresh read when the write meets a conflict", async () => {
     store.failNext("updateStatus", new ConflictError("the object has been modified"));
     await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 1 }));
@@ -999,6 +1181,48 @@ describe("PoolController", () => {
     assert.equal(fleet.requested.length, 2);
     assert.equal(controller.canGrow(NAMESPACE, POOL), true);
     assert.deepEqual(fleet.stopCalls, []);
+  });
+
+  it("says in the status when the API server refuses its agent Pods, writes the status still, tries again after a back-off, and says True once one is created", async () => {
+    const podSecurity =
+      'pods "python-agent-0" is forbidden: violates PodSecurity "baseline:latest": privileged (container "agent" must not set securityContext.privileged=true)';
+    fleet.startError = new PermissionDeniedError(podSecurity);
+    await store.create("SandboxPool", poolObject({ poolMin: 2, poolMax: 3 }));
+    await settle();
+    assert.deepEqual(fleet.requested, []);
+    const refused = await status();
+    assert.equal(refused?.desiredAgents, 2, "the status is written");
+    assert.equal(refused?.observedGeneration, 1);
+    assert.deepEqual(refused?.conditions, [
+      {
+        type: "AgentPodsCreated",
+        status: "False",
+        reason: "Forbidden",
+        message: podSecurity,
+        observedGeneration: 1,
+        lastTransitionTime: clock.now().toISOString(),
+      },
+    ]);
+
+    // A full ResourceQuota now, after the back-off.
+    const quota = 'pods "python-agent-0" is forbidden: exceeded quota: compute, requested: pods=1, used: pods=10, limited: pods=10';
+    fleet.startError = new PermissionDeniedError(quota);
+    clock.advance(11_000);
+    await settle();
+    assert.deepEqual(
+      (await status())?.conditions?.map((c) => [c.status, c.reason, c.message]),
+      [["False", "QuotaExceeded", quota]],
+    );
+
+    // Admitted again: the agents start and the condition says so.
+    fleet.startError = undefined;
+    clock.advance(11_000);
+    await settle();
+    assert.equal(fleet.requested.length, 2);
+    const created = (await status())?.conditions?.[0];
+    assert.equal(created?.type, "AgentPodsCreated");
+    assert.equal(created?.status, "True");
+    assert.equal(created?.lastTransitionTime, clock.now().toISOString());
   });
 
   it("never places on an agent of an earlier pool of the same name (another pool uid) and stops it", async () => {

@@ -11,10 +11,21 @@
  *   = its Pod IP), an agent that is not ready any more is marked unready (its placements stay), an
  *   agent gone from the fleet is removed;
  * - agents that exist but are not ready yet count as capacity that is coming, and so do Pods this
- *   controller requested that the fleet has not reported yet: no more are started for them;
+ *   controller requested that the fleet has not reported yet: no more are started for them. One not
+ *   reported for `startExpectationMs` is looked for at the source (`fleet.fetchAgents`: the API
+ *   server's list of the pool's Pods) before it is forgotten, so a blind Pod watch does not make the
+ *   pool create its Pods again and again, past poolMax;
+ * - agents are started one at a time; a refusal (a PodSecurity-enforcing namespace, a full
+ *   ResourceQuota, an admission webhook) sets the status condition `AgentPodsCreated=False` (reason
+ *   Forbidden, QuotaExceeded, Invalid, Unavailable or CreateFailed; the API server's message), the
+ *   status is still written, and the pool is tried again after a back-off; the next create that
+ *   succeeds sets it True;
+ * - the leader's work stops as soon as it is not the leader any more: before each agent it starts
+ *   and before any it stops, it checks again that it still leads;
  * - an idle agent leaves by draining: marked unready in the registry (no placement reaches it), its
- *   allocation checked again (placement is synchronous, so a sandbox placed first shows now), and only
- *   then stopped. A busy agent is never stopped;
+ *   allocation checked again (placement is synchronous, so a sandbox placed first shows now), retired
+ *   at the agent itself (retireAgent: another replica may have placed on it), and only then stopped.
+ *   A busy agent is never stopped;
  * - a pool with capacity.dynamicBuffer keeps the free slots its recent create rate asks for
  *   (create-rate.ts), the agents' start time measured here from request to serving;
  * - the status (agents, readyAgents, sandboxes, freeSlots, desiredAgents, buffer, updatedAgents, observedGeneration) is
@@ -43,7 +54,16 @@
  */
 import type { Logger } from "pino";
 import { isDeepStrictEqual } from "node:util";
-import { FailedPreconditionError, type Condition, type SandboxPool, type SandboxPoolStatus } from "@fast-sandbox/api";
+import {
+  FailedPreconditionError,
+  FsbError,
+  PermissionDeniedError,
+  UnavailableError,
+  ValidationError,
+  type Condition,
+  type SandboxPool,
+  type SandboxPoolStatus,
+} from "@fast-sandbox/api";
 import { systemClock, type Clock } from "../controller/clock.js";
 import { Controller, type ReconcileResult, type Reconciler } from "../controller/controller.js";
 import { Informer } from "../controller/informer.js";
@@ -81,8 +101,8 @@ export interface PoolControllerOptions {
   /**
    * Retires an idle agent at the agent itself, atomically with its admission, before it is stopped
    * (AgentClient.retire): false when it holds sandboxes after all — another control-plane replica,
-   * whose registry did not know it was draining, placed one on it — and it is kept. With `cancel`,
-   * undoes a retirement whose stop failed. @default every drained agent is stopped
+   * whose registry did not know it was draining, placed one on it — or could not be asked, and it is
+   * kept. With `cancel`, undoes a retirement whose stop failed. @default every drained agent is stopped
    */
   retireAgent?: (name: string, cancel?: boolean) => Promise<boolean>;
   /**
@@ -100,8 +120,11 @@ export interface PoolControllerOptions {
   /** How often every pool is reconciled even when nothing it watches changed (placements, releases). @default 5000 */
   resyncIntervalMs?: number;
   /**
-   * How long a requested agent that the fleet has not reported yet still counts as starting; after
-   * that it is forgotten (its Pod was deleted before it was ever seen).
+   * How long a requested agent that the fleet has not reported yet still counts as starting. After
+   * that it is looked for at the source (`fleet.fetchAgents`): one that exists (the fleet's watch is
+   * behind) counts as starting for as long again, and so does every one while the list fails; one
+   * that does not (its Pod was deleted before it was ever seen) is forgotten, and so is every one
+   * when the fleet has no fetchAgents (what it lists is current).
    * @default 60000
    */
   startExpectationMs?: number;
@@ -159,6 +182,28 @@ export const POOL_CLEANUP_FINALIZER = "sandbox.fast.io/pool-cleanup";
 /** The pool's status condition set (False) while its agentTemplate makes no agent Pod. */
 export const AGENT_TEMPLATE_CONDITION = "AgentTemplateValid";
 
+/** The pool's status condition set False when the API server (or the fleet) refuses to create an agent, True again once one is created. */
+export const AGENT_PODS_CREATED_CONDITION = "AgentPodsCreated";
+
+/**
+ * The reason of `AgentPodsCreated=False`, from the refusal's error class: a full ResourceQuota and
+ * PodSecurity admission or RBAC both answer 403 (PermissionDeniedError); the quota's message says so.
+ */
+function agentCreateRefusalReason(error: FsbError): string {
+  if (error instanceof PermissionDeniedError) return /exceeded quota/i.test(error.message) ? "QuotaExceeded" : "Forbidden";
+  if (error instanceof ValidationError) return "Invalid";
+  if (error instanceof UnavailableError) return "Unavailable";
+  return "CreateFailed";
+}
+
+/** The status conditions a reconcile writes. */
+interface PoolConditions {
+  /** The agent template's: set, or removed when undefined. */
+  template: Condition | undefined;
+  /** Whether agents could be created: set when False; when True, only over a condition the status has (a pool that was never refused carries none). Undefined: left as it is. */
+  podsCreated?: Condition;
+}
+
 /**
  * Whether the agent is the pool's own: started for this pool, not for an earlier pool of its name
  * (deleted, then created again). An agent or a pool without a uid (a mode that has none) is.
@@ -172,11 +217,13 @@ function notStoppedBy(error: unknown, names: readonly string[]): string[] {
   return error instanceof AgentsNotStoppedError ? names.filter((name) => error.notStopped.includes(name)) : [...names];
 }
 
-/** The status's conditions with the agent template's set (or removed, when undefined); undefined when none is left. */
-function withTemplateCondition(status: SandboxPoolStatus | undefined, condition: Condition | undefined, now: Date): Condition[] | undefined {
-  const conditions = condition
-    ? setCondition(status?.conditions, condition, now)
+/** The status's conditions with those of `changes` applied (PoolConditions); undefined when none is left. */
+function withConditions(status: SandboxPoolStatus | undefined, changes: PoolConditions, now: Date): Condition[] | undefined {
+  let conditions = changes.template
+    ? setCondition(status?.conditions, changes.template, now)
     : (status?.conditions ?? []).filter((c) => c.type !== AGENT_TEMPLATE_CONDITION);
+  const created = changes.podsCreated;
+  if (created && (created.status !== "True" || conditions.some((c) => c.type === created.type))) conditions = setCondition(conditions, created, now);
   return conditions.length > 0 ? conditions : undefined;
 }
 
@@ -311,7 +358,7 @@ export class PoolController implements Reconciler {
     // Agents of an earlier pool of this name are not this one's: never registered, and stopped below.
     const agents = pool ? listed.filter((agent) => ownedBy(agent, pool)) : listed;
     this.syncRegistry(ref, pool, agents, listed);
-    if (this.options.isLeader && !this.options.isLeader()) {
+    if (!this.leading()) {
       // A follower keeps its registry and its view of who is away in step (for when it leads); a
       // pool gone with its agents has nothing left to follow.
       const nowMs = this.clock.now().getTime();
@@ -326,6 +373,7 @@ export class PoolController implements Reconciler {
       // Gone, so are its sandboxes (the cascade above ran first): its agents go; the registry follows as the fleet reports them removed.
       const leftover = agents.map((agent) => agent.name).filter((name) => !this.stopping.has(name));
       if (leftover.length === 0) return;
+      if (!this.leading()) return { requeueAfterMs: this.options.resyncIntervalMs ?? 5000 };
       this.options.logger.info({ pool: key, agents: leftover }, "pool deleted: stopping its agents");
       for (const name of leftover) this.stopping.set(name, key);
       try {
@@ -369,19 +417,13 @@ export class PoolController implements Reconciler {
     }
 
     const now = this.clock.now();
-    const expected = this.pendingStarts(key, agents, now);
+    const expected = await this.pendingStarts(key, ref, agents, now);
     // Away too long (its node partitioned, its Pod never Ready): the pool stops counting on it, and
     // one that holds nothing goes (its replacement, started below, takes its place).
     const away = agents.filter((agent) => !this.stopping.has(agent.name) && this.awayTooLong(agent, now.getTime()));
-    const empty = away.filter((agent) => !this.holdsSandboxes(agent.name));
-    if (empty.length > 0) {
-      this.options.logger.warn(
-        { pool: key, agents: empty.map((agent) => agent.name), ...this.awayLimits() },
-        "stopping agents away too long that hold no sandbox; they are replaced",
-      );
-      await this.stopNow(key, ref, empty);
-    }
-    const gone = away.filter((agent) => !empty.includes(agent));
+    await this.stopAwayAndEmpty(key, ref, away);
+    // Those kept (they hold sandboxes, or could not be retired) are not counted on.
+    const gone = away.filter((agent) => !this.stopping.has(agent.name));
     const newlyGone = gone.filter((agent) => !this.awayWarned.has(agent.name));
     for (const agent of newlyGone) this.awayWarned.add(agent.name);
     if (newlyGone.length > 0) {
@@ -409,22 +451,34 @@ export class PoolController implements Reconciler {
     if (plan.spareSince) this.spareSince.set(key, plan.spareSince);
     else this.spareSince.delete(key);
 
+    let podsCreated: Condition | undefined;
+    let refused: FsbError | undefined;
     if (rollout.invalidTemplate !== undefined) {
       const known = pool.status?.conditions?.some((c) => c.type === AGENT_TEMPLATE_CONDITION && c.status === "False" && c.message === rollout.invalidTemplate);
       if (!known) this.options.logger.warn({ pool: key, reason: rollout.invalidTemplate }, "the pool's agentTemplate makes no agent Pod: no agent starts");
     } else if (plan.add > 0) {
-      let names: string[];
-      try {
-        names = await this.options.fleet.startAgents(pool, plan.add);
-      } catch (error) {
+      const started = await this.startAgents(key, pool, plan.add);
+      if (started.names.length > 0) this.options.logger.info({ pool: key, agents: started.names, desired: plan.desired }, "starting agents");
+      refused = started.refused;
+      if (refused instanceof FailedPreconditionError) {
         // Its namespace is going away, the pool with it: nothing to retry soon.
-        if (!(error instanceof FailedPreconditionError)) throw error;
-        this.options.logger.info({ pool: key, reason: error.message }, "not starting agents");
+        this.options.logger.info({ pool: key, reason: refused.message }, "not starting agents");
         return { requeueAfterMs: this.options.resyncIntervalMs ?? 5000 };
       }
-      this.expectedStarts.set(key, [...expected, ...names.map((name) => ({ name, requestedAt: now }))]);
-      for (const name of names) this.startRequested.set(name, { key, at: now.getTime() });
-      this.options.logger.info({ pool: key, agents: names, desired: plan.desired }, "starting agents");
+      const generation = pool.metadata.generation !== undefined ? { observedGeneration: pool.metadata.generation } : {};
+      if (refused !== undefined) {
+        podsCreated = {
+          type: AGENT_PODS_CREATED_CONDITION,
+          status: "False",
+          reason: agentCreateRefusalReason(refused),
+          message: refused.message,
+          ...generation,
+        };
+      } else if (started.names.length > 0) {
+        podsCreated = { type: AGENT_PODS_CREATED_CONDITION, status: "True", reason: "Created", message: "agents were created", ...generation };
+      }
+      // No longer the leader: the new one sizes the pool, stops its agents and writes its status.
+      if (!this.leading()) return { requeueAfterMs: this.options.resyncIntervalMs ?? 5000 };
     }
     const expectedNames = new Set(expected.map(({ name }) => name));
     const drained = plan.remove.filter((name) => !expectedNames.has(name) && this.drain(name));
@@ -439,13 +493,18 @@ export class PoolController implements Reconciler {
     if (drained.length > 0) {
       for (const name of drained) this.stopping.set(name, key);
       const stopped = await this.retire(key, drained);
+      if (!this.leading()) {
+        // Lost the lease while the agents answered: none is stopped (the new leader decides), each serves again.
+        await this.unretire(stopped);
+        for (const name of drained) this.serveAgain(name);
+        return { requeueAfterMs: this.options.resyncIntervalMs ?? 5000 };
+      }
       try {
         if (stopped.length > 0) await this.options.fleet.stopAgents(ref, stopped);
       } catch (error) {
         // Those not stopped serve again, and the next attempt drains them anew; those stopped are gone.
         const notStopped = notStoppedBy(error, stopped);
-        const retireAgent = this.options.retireAgent;
-        if (retireAgent) await Promise.all(notStopped.map((name) => retireAgent(name, true).catch(() => false)));
+        await this.unretire(notStopped);
         for (const name of notStopped) this.serveAgain(name);
         throw error;
       }
@@ -458,16 +517,22 @@ export class PoolController implements Reconciler {
         buffer: plan.buffer,
         updatedAgents: rollout.wanted === undefined ? 0 : agents.filter((agent) => agent.templateHash === rollout.wanted).length,
       },
-      rollout.invalidTemplate === undefined
-        ? undefined
-        : {
-            type: AGENT_TEMPLATE_CONDITION,
-            status: "False",
-            reason: "InvalidAgentTemplate",
-            message: rollout.invalidTemplate,
-            ...(pool.metadata.generation !== undefined ? { observedGeneration: pool.metadata.generation } : {}),
-          },
+      {
+        template:
+          rollout.invalidTemplate === undefined
+            ? undefined
+            : {
+                type: AGENT_TEMPLATE_CONDITION,
+                status: "False",
+                reason: "InvalidAgentTemplate",
+                message: rollout.invalidTemplate,
+                ...(pool.metadata.generation !== undefined ? { observedGeneration: pool.metadata.generation } : {}),
+              },
+        ...(podsCreated ? { podsCreated } : {}),
+      },
     );
+    // The refusal, now in the status, is retried after the work queue's back-off (and logged by it).
+    if (refused !== undefined) throw refused;
     return { requeueAfterMs: this.requeueAfterMs(pool, plan.spareSince, now) };
   }
 
@@ -603,8 +668,80 @@ export class PoolController implements Reconciler {
     return agent.ready && this.options.registry.getAgent(agent.name)?.ready === true;
   }
 
-  /** Stops agents that will not serve (ended, or away and empty): unready at once, stopped now; on failure tried again by the next reconcile. */
+  /** Whether this replica sizes pools (the leader); asked again before each agent started or stopped. */
+  private leading(): boolean {
+    return this.options.isLeader?.() ?? true;
+  }
+
+  /**
+   * Starts `count` agents one at a time, each counted as starting as soon as it is requested. Before
+   * each it checks that this replica still leads: one that lost the Lease creates no more (the new
+   * leader sizes the pool). A refusal (a PodSecurity-enforcing namespace, a full ResourceQuota, an
+   * admission webhook, the namespace going away) ends the batch and is answered as `refused`, with
+   * the agents started before it.
+   */
+  private async startAgents(key: string, pool: SandboxPool, count: number): Promise<{ names: string[]; refused?: FsbError }> {
+    const names: string[] = [];
+    for (let i = 0; i < count && this.leading(); i++) {
+      const requestedAt = this.clock.now();
+      let started: string[];
+      try {
+        started = await this.options.fleet.startAgents(pool, 1);
+      } catch (error) {
+        return { names, refused: FsbError.from(error) };
+      }
+      this.expectedStarts.set(key, [...(this.expectedStarts.get(key) ?? []), ...started.map((name) => ({ name, requestedAt }))]);
+      for (const name of started) this.startRequested.set(name, { key, at: requestedAt.getTime() });
+      names.push(...started);
+    }
+    return { names };
+  }
+
+  /**
+   * Stops the agents away too long that hold no sandbox. One whose Pod is still Ready may serve the
+   * other replicas although this one cannot reach it (its heartbeats to it fail): it is retired at
+   * the agent first, as a scale-down does, and kept when it does not answer retired. One whose Pod
+   * is not Ready takes no placement from any replica. Whether they hold sandboxes is checked again
+   * right before they are stopped: records may have arrived while the agents were asked.
+   */
+  private async stopAwayAndEmpty(key: string, ref: PoolRef, away: readonly FleetAgent[]): Promise<void> {
+    const empty = away.filter((agent) => !this.holdsSandboxes(agent.name));
+    if (empty.length === 0) return;
+    const podReady = empty.filter((agent) => agent.ready).map((agent) => agent.name);
+    for (const name of podReady) this.stopping.set(name, key);
+    const retired = podReady.length > 0 ? await this.retire(key, podReady) : [];
+    const leaving = empty.filter((agent) => (!agent.ready || retired.includes(agent.name)) && !this.holdsSandboxes(agent.name));
+    const keptAfterAll = retired.filter((name) => !leaving.some((agent) => agent.name === name));
+    if (keptAfterAll.length > 0) {
+      await this.unretire(keptAfterAll);
+      for (const name of keptAfterAll) this.serveAgain(name);
+    }
+    if (leaving.length === 0) return;
+    if (!this.leading()) {
+      // Lost the lease while the agents answered: none is stopped (the new leader decides).
+      await this.unretire(leaving.map((agent) => agent.name).filter((name) => retired.includes(name)));
+      for (const agent of leaving) this.serveAgain(agent.name);
+      return;
+    }
+    this.options.logger.warn(
+      { pool: key, agents: leaving.map((agent) => agent.name), ...this.awayLimits() },
+      "stopping agents away too long that hold no sandbox; they are replaced",
+    );
+    await this.stopNow(key, ref, leaving);
+  }
+
+  /** Undoes the retirement of agents that are not stopped after all (best effort: a retirement lapses by itself after a minute). */
+  private async unretire(names: readonly string[]): Promise<void> {
+    const { retireAgent } = this.options;
+    if (retireAgent) await Promise.all(names.map((name) => retireAgent(name, true).catch(() => false)));
+  }
+
+  /**
+   * Stops agents that will not serve (ended, or away and empty): unready at once, stopped now; on
+   * failure tried again by the next reconcile. Nothing is stopped once this replica no longer leads.
+   */
   private async stopNow(key: string, ref: PoolRef, agents: readonly FleetAgent[]): Promise<void> {
+    if (!this.leading()) return;
     for (const agent of agents) {
       this.stopping.set(agent.name, key);
       if (this.options.registry.getAgent(agent.name)?.ready) this.options.registry.setAgentReady(agent.name, false);
@@ -655,18 +792,55 @@ export class PoolController implements Reconciler {
     return { name: agent.name, allocated: away ? Math.max(1, registered.allocated) : registered.allocated, ready: registered.ready };
   }
 
-  /** Requested agents the fleet has not reported yet (and not for too long). */
-  private pendingStarts(key: string, agents: readonly FleetAgent[], now: Date): ExpectedStart[] {
+  /**
+   * Requested agents the fleet has not reported yet. Those requested startExpectationMs ago or more
+   * are looked for at the source first (stillStarting): the fleet's Pod watch may be blind for
+   * minutes (a connection gone silent is ended only at its deadline), and a Pod taken for never
+   * created would be created again every startExpectationMs, past poolMax.
+   */
+  private async pendingStarts(key: string, ref: PoolRef, agents: readonly FleetAgent[], now: Date): Promise<ExpectedStart[]> {
     const reported = new Set(agents.map((agent) => agent.name));
     const limitMs = this.options.startExpectationMs ?? 60_000;
     // An agent that never served (deleted while starting) is not a start time.
     for (const [name, requested] of this.startRequested) if (now.getTime() - requested.at > 10 * limitMs) this.startRequested.delete(name);
-    const pending = (this.expectedStarts.get(key) ?? []).filter(
-      (expected) => !reported.has(expected.name) && now.getTime() - expected.requestedAt.getTime() < limitMs,
-    );
+    const unreported = (this.expectedStarts.get(key) ?? []).filter((expected) => !reported.has(expected.name));
+    const pending = unreported.filter((expected) => now.getTime() - expected.requestedAt.getTime() < limitMs);
+    const overdue = unreported.filter((expected) => !pending.includes(expected));
+    if (overdue.length > 0) pending.push(...(await this.stillStarting(key, ref, overdue, now)));
     if (pending.length > 0) this.expectedStarts.set(key, pending);
     else this.expectedStarts.delete(key);
     return pending;
+  }
+
+  /**
+   * Of agents requested long ago and never reported, those whose Pod exists at the source (the
+   * fleet's fetchAgents: the API server's list of the pool's Pods), counted as starting from `now`
+   * for another startExpectationMs; one that is not there was deleted before it was ever seen, and
+   * is forgotten (the pool starts another if it needs it). When the list fails they all count on
+   * (none is created twice while the API server cannot tell), and are looked for again next time.
+   * A fleet without fetchAgents observes its agents as they are: none is.
+   */
+  private async stillStarting(key: string, ref: PoolRef, overdue: readonly ExpectedStart[], now: Date): Promise<ExpectedStart[]> {
+    const { fleet } = this.options;
+    if (!fleet.fetchAgents) return [];
+    let existing: Set<string>;
+    try {
+      existing = new Set((await fleet.fetchAgents(ref)).map((agent) => agent.name));
+    } catch (error) {
+      this.options.logger.warn(
+        { pool: key, agents: overdue.map(({ name }) => name), err: error },
+        "cannot list the pool's agents; those requested and not reported yet still count as starting",
+      );
+      return overdue.map(({ name }) => ({ name, requestedAt: now }));
+    }
+    const still = overdue.filter(({ name }) => existing.has(name));
+    if (still.length > 0) {
+      this.options.logger.warn(
+        { pool: key, agents: still.map(({ name }) => name) },
+        "agents exist that the fleet has not reported yet (its watch is behind); they still count as starting",
+      );
+    }
+    return still.map(({ name }) => ({ name, requestedAt: now }));
   }
 
   /**
@@ -696,10 +870,19 @@ export class PoolController implements Reconciler {
     return drained.filter((_, index) => answers[index]);
   }
 
-  /** A drained agent that is not stopped after all takes placements again. */
+  /**
+   * A drained agent that is not stopped after all takes placements again — if this replica may place
+   * on it (its Pod Ready, and agentUsable: one whose heartbeats fail stays unready).
+   */
   private serveAgain(name: string): void {
     this.stopping.delete(name);
-    if (this.options.registry.getAgent(name)) this.options.registry.setAgentReady(name, true);
+    const registered = this.options.registry.getAgent(name);
+    if (!registered) return;
+    const podReady = this.options.fleet
+      .listAgents({ namespace: registered.namespace, pool: registered.pool })
+      .some((agent) => agent.name === name && agent.ready);
+    const ready = podReady && (this.options.agentUsable?.(name) ?? true);
+    if (registered.ready !== ready) this.options.registry.setAgentReady(name, ready);
   }
 
   /** Marks the agent unready, then checks it is still idle; false (and ready again) when a sandbox got there first. */
@@ -712,11 +895,11 @@ export class PoolController implements Reconciler {
     return false;
   }
 
-  /** Writes the pool's counts, and its agent template's condition: `templateCondition`, or none when undefined. */
+  /** Writes the pool's counts, and its conditions as `conditions` says (PoolConditions). */
   private async writeStatus(
     pool: SandboxPool,
     sized: Pick<SandboxPoolStatus, "desiredAgents" | "buffer" | "updatedAgents">,
-    templateCondition: Condition | undefined,
+    conditions: PoolConditions,
   ): Promise<void> {
     const namespace = pool.metadata.namespace ?? "";
     const usage = this.options.registry.poolUsage(namespace, pool.metadata.name);
@@ -731,7 +914,7 @@ export class PoolController implements Reconciler {
     };
     const unchanged = (status: SandboxPoolStatus | undefined): boolean =>
       (Object.keys(observed) as (keyof SandboxPoolStatus)[]).every((field) => status?.[field] === observed[field]) &&
-      isDeepStrictEqual(status?.conditions, withTemplateCondition(status, templateCondition, now));
+      isDeepStrictEqual(status?.conditions, withConditions(status, conditions, now));
     if (unchanged(pool.status)) return;
     await updateWithRetry(
       this.options.store,
@@ -740,8 +923,8 @@ export class PoolController implements Reconciler {
       (current) => {
         if (unchanged(current.status)) return undefined;
         const { conditions: _conditions, ...rest } = current.status ?? {};
-        const conditions = withTemplateCondition(current.status, templateCondition, now);
-        return { ...current, status: { ...rest, ...observed, ...(conditions ? { conditions } : {}) } };
+        const next = withConditions(current.status, conditions, now);
+        return { ...current, status: { ...rest, ...observed, ...(next ? { conditions: next } : {}) } };
       },
       { status: true, ...(pool.metadata.uid !== undefined ? { uid: pool.metadata.uid } : {}) },
     );
