@@ -85,7 +85,10 @@ describe("the pages of GET /v2/sandboxes", () => {
     const first = pageOf(base, { order: "desc", limit: 4 });
     const removed = first.items[1]?.sandboxID;
     const newest = new Date(Date.UTC(2030, 0, 1)).toISOString();
-    const changed = [...base.filter((entry) => entry.item.sandboxID !== removed), { item: { startedAt: newest, sandboxID: "newest" }, key: { createdAt: newest, name: "newest" } }];
+    const changed = [
+      ...base.filter((entry) => entry.item.sandboxID !== removed),
+      { item: { startedAt: newest, sandboxID: "newest" }, key: { createdAt: newest, name: "newest" } },
+    ];
     const rest: string[] = [];
     let nextToken = first.nextToken;
     while (nextToken) {
@@ -100,7 +103,8 @@ describe("the pages of GET /v2/sandboxes", () => {
     const names = ["s0", "s1", "s2", "s3", "s4"];
     const at = (minute: number) => new Date(Date.UTC(2026, 0, 2, 0, minute, 30)).toISOString();
     const before = names.map((name, minute) => e2bSandbox(name, minute, at(minute)));
-    const list = (sandboxes: readonly Sandbox[]) => sandboxes.map((sandbox) => ({ item: listedSandboxOf(sandbox, "0.4.0", RESOURCES), key: listKeyOf(sandbox) }));
+    const list = (sandboxes: readonly Sandbox[]) =>
+      sandboxes.map((sandbox) => ({ item: listedSandboxOf(sandbox, "0.4.0", RESOURCES), key: listKeyOf(sandbox) }));
     const nameOf = (item: E2bListedSandbox) => item.metadata.name;
     for (const [order, restarted] of [
       // Newest first: s1, not listed yet, starts anew and becomes the newest start of all.
