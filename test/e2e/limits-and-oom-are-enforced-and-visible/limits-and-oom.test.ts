@@ -11,13 +11,14 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { REPO_ROOT } from "../../support/containerd.js";
 import { recordedContainerOfSandbox } from "../../support/containerd-contents.js";
 import type { SandboxStats } from "@fast-sandbox/sdk";
 import { BASE_IMAGE, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
+import { sandboxCgroup } from "../../support/sandbox-cgroup.js";
 
 const PIDS_LIMIT = 20;
 /** The 200m quota plus scheduling slack; every window of the limited sandbox stays below it. */
@@ -28,26 +29,6 @@ const UNLIMITED_MIN_CORES = 0.35;
 const AGENT_LIMITS = { cpu: "300m", memory: "48Mi" };
 /** Its 300m quota plus scheduling slack. */
 const AGENT_LIMITED_MAX_CORES = 0.4;
-
-/**
- * The sandbox's cgroup directory in `hierarchy` (a v1 controller's mount, or the v2 root), found by
- * its container id: the sandbox id, or the prepared instance's id when the sandbox claimed one.
- */
-function sandboxCgroup(hierarchy: string, cgroupRoot: string, containerId: string): string {
-  const search = (directory: string, depth: number): string | undefined => {
-    for (const entry of readdirSync(directory, { withFileTypes: true })) {
-      if (!entry.isDirectory()) continue;
-      const path = join(directory, entry.name);
-      if (entry.name === containerId) return path;
-      const found = depth > 0 ? search(path, depth - 1) : undefined;
-      if (found) return found;
-    }
-    return undefined;
-  };
-  const found = search(join(hierarchy, cgroupRoot), 3);
-  if (!found) throw new Error(`no cgroup of container ${containerId} under ${join(hierarchy, cgroupRoot)}`);
-  return found;
-}
 
 /** CPU time the sandbox's cgroup has used, in seconds (v1 cpuacct, or v2 cpu.stat). */
 function cpuSeconds(cgroupRoot: string, containerId: string): number {

@@ -9,11 +9,12 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO_ROOT } from "../../support/containerd.js";
 import { recordedContainerOfSandbox } from "../../support/containerd-contents.js";
 import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, type EmbeddedCase } from "../../support/embedded.js";
+import { sandboxCgroup } from "../../support/sandbox-cgroup.js";
 
 /** The memory limit of the pool's sandboxes (the Sentry and its gofer count against it too), and the same in bytes. */
 const MEMORY = "128Mi";
@@ -34,19 +35,7 @@ const CGROUP_VIEW_SCRIPT = [
 /** The host's memory limit on the cgroup of container `containerId`, found under the case's cgroup root. */
 function hostMemoryLimit(cgroupRoot: string, containerId: string): string {
   const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
-  const search = (directory: string, depth: number): string | undefined => {
-    for (const entry of readdirSync(directory, { withFileTypes: true })) {
-      if (!entry.isDirectory()) continue;
-      const path = join(directory, entry.name);
-      if (entry.name === containerId) return path;
-      const found = depth > 0 ? search(path, depth - 1) : undefined;
-      if (found) return found;
-    }
-    return undefined;
-  };
-  const hierarchy = join(v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/memory", cgroupRoot);
-  const cgroup = search(hierarchy, 3);
-  if (!cgroup) throw new Error(`no cgroup of container ${containerId} under ${hierarchy}`);
+  const cgroup = sandboxCgroup(v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/memory", cgroupRoot, containerId);
   return readFileSync(join(cgroup, v2 ? "memory.max" : "memory.limit_in_bytes"), "utf8").trim();
 }
 
