@@ -328,6 +328,44 @@ describe("PoolController", () => {
     assert.ok(await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL }), "the pool waits for it");
   });
 
+  it("deletes no more of a deleted pool's sandboxes once it is not the leader any more, nor lets the pool go", async () => {
+    await controller.stop();
+    let leader = true;
+    controller = newController({ isLeader: () => leader, resyncIntervalMs: 1000 });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 0, poolMax: 1 }));
+    await settle();
+    for (const name of ["a", "b"]) {
+      await store.create("Sandbox", {
+        apiVersion: API_VERSION,
+        kind: "Sandbox",
+        metadata: { name, namespace: NAMESPACE },
+        spec: { image: "python", poolRef: POOL },
+      });
+    }
+    const deleted: string[] = [];
+    const deleteSandbox = store.delete.bind(store);
+    store.delete = (async (kind: string, ref: { namespace: string; name: string }) => {
+      if (kind === "Sandbox") {
+        deleted.push(ref.name);
+        leader = false; // the Lease is lost while the first sandbox is deleted
+      }
+      return deleteSandbox(kind as "Sandbox", ref);
+    }) as typeof store.delete;
+    await store.delete("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    await settle();
+    assert.equal(deleted.length, 1, `one sandbox deleted before the Lease was lost, not ${deleted.join(", ")}`);
+    clock.advance(1000);
+    await settle();
+    assert.equal(deleted.length, 1, "a follower deletes none of the rest");
+    assert.ok(await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL }), "nor removes the pool's finalizer");
+
+    leader = true;
+    clock.advance(1000);
+    await settle();
+    assert.equal(deleted.length, 2, "leading again, it carries the cascade on");
+  });
+
   it("starts poolMin agents and no more while their Pods are requested but not yet observed, or observed but not ready", async () => {
     await store.create("SandboxPool", poolObject({ poolMin: 2, poolMax: 4 }));
     await settle();

@@ -588,11 +588,14 @@ export class PoolController implements Reconciler {
     const left = items.filter((sandbox) => sandbox.spec.poolRef === pool.metadata.name);
     if (left.length > 0) {
       for (const sandbox of left.filter((s) => !s.metadata.deletionTimestamp)) {
+        // A replica that lost the Lease midway deletes no more: the new leader carries the cascade on.
+        if (!this.leading()) return { requeueAfterMs: this.options.resyncIntervalMs ?? 5000 };
         this.options.logger.info({ pool: `${namespace}/${pool.metadata.name}`, sandbox: sandbox.metadata.name }, "pool deleted: deleting its sandbox");
         await this.options.store.delete("Sandbox", { namespace, name: sandbox.metadata.name });
       }
       return { requeueAfterMs: 1000 };
     }
+    if (!this.leading()) return { requeueAfterMs: this.options.resyncIntervalMs ?? 5000 };
     await this.options.onPoolEmptied?.(namespace, pool.metadata.name);
     await updateWithRetry(
       this.options.store,
