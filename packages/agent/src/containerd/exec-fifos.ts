@@ -50,7 +50,14 @@ export class ExecFifos {
   ): Promise<ExecFifos> {
     const stdoutPath = join(directory, `${name}.stdout`);
     const stderrPath = join(directory, `${name}.stderr`);
-    await execFileAsync("mkfifo", ["-m", "0600", stdoutPath, stderrPath]);
+    try {
+      await execFileAsync("mkfifo", ["-m", "0600", stdoutPath, stderrPath]);
+    } catch (error) {
+      // mkfifo makes its operands one by one: the first may exist when the second failed. The names
+      // are this exec's own (unique in the agent's FIFO directory), so whatever is there goes.
+      await Promise.all([rm(stdoutPath, { force: true }), rm(stderrPath, { force: true })]);
+      throw error;
+    }
     const opened: Pipe[] = [];
     try {
       opened.push(openPipe(stdoutPath, onStdout));
