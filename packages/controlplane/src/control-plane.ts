@@ -289,7 +289,8 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   pools.onPoolChanged((pool, deleted) => {
     if (deleted) {
       manager.deletePool(pool.metadata.namespace ?? DEFAULT_NAMESPACE, pool.metadata.name);
-      // What no agent of it reported (it had none running) goes with the pool too.
+      // What no agent of it reported (it had none running) goes with the pool too; should this fail,
+      // the janitor removes the directory later (its pool gone for FSB_JANITOR_CHECKPOINT_GRACE).
       void rm(join(options.dataDir, "checkpoints", pool.metadata.namespace ?? DEFAULT_NAMESPACE, pool.metadata.name), { recursive: true, force: true }).catch(
         (error: unknown) => logger.warn({ err: error, pool: pool.metadata.name }, "could not remove a deleted pool's checkpoint directory"),
       );
@@ -394,6 +395,7 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
         containerdSocket,
         containerdNamespace,
         agentsDir: join(options.dataDir, "agents"),
+        checkpointDir: join(options.dataDir, "checkpoints"),
         cgroupRoot,
         logPath: join(options.dataDir, "janitor.log"),
         logger,

@@ -1,6 +1,6 @@
 /**
  * The janitor's port to the control plane's view of the world: which agents exist and which sandbox
- * ids a sandbox record holds (and, in the Kubernetes mode, which pools exist). The embedded
+ * ids a sandbox record holds, and which pools exist. The embedded
  * implementation asks the fast-path API (control-plane-inventory.ts); the Kubernetes mode reads agent
  * Pods, Sandbox and SandboxPool objects.
  */
@@ -17,9 +17,9 @@ export interface InventorySnapshot {
    */
   agentPodUids?: ReadonlyMap<string, string>;
   /**
-   * The pools that exist, as `<namespace>/<pool>` (pool-checkpoints.ts's poolKey): the Kubernetes
-   * inventory lists every SandboxPool. Absent when the inventory does not list pools (the embedded
-   * mode's): then no pool's checkpoint directory is ever judged gone.
+   * The pools that exist, as `<namespace>/<pool>` (pool-checkpoints.ts's poolKey), being deleted
+   * included: both inventories list every pool. Absent when the pools are unknown (a Kubernetes role
+   * without `list` on them, a fixed inventory): then no pool's checkpoint directory is judged gone.
    */
   pools?: ReadonlySet<string>;
   /** The pools some Sandbox record names (`spec.poolRef`, with its namespace), as `pools`; present whenever `pools` is. */

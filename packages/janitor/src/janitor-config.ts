@@ -19,8 +19,7 @@ export function parseDuration(text: string, field: string, options: { allowZero?
  * FSB_CGROUP_ROOT; FSB_NETWORK_STATE_DIR (the sandbox networks' state directories, comma-separated;
  * default every directory under /run/fast-sandbox/network); FSB_JANITOR_INTERVAL (default 10s); FSB_JANITOR_PROTECTION (default 2m);
  * FSB_JANITOR_CHECKPOINT_DIR (the node's checkpoint directory, the agents' FSB_CHECKPOINT_DIR: gone
- * pools' directories are removed there, with the Kubernetes inventory only, which lists the pools;
- * unset: not looked at); FSB_JANITOR_CHECKPOINT_GRACE (how long a pool must be gone and its directory
+ * pools' directories are removed there; unset: not looked at); FSB_JANITOR_CHECKPOINT_GRACE (how long a pool must be gone and its directory
  * unchanged first; default 1h); FSB_JANITOR_METRICS (`127.0.0.1:9464`; unset: no endpoint).
  */
 export function janitorConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Omit<JanitorProcessOptions, "logger"> {

@@ -29,8 +29,8 @@ export interface NodeScope {
   networkStateDirs?: string[];
   /**
    * The node's checkpoint directory (the agents' FSB_CHECKPOINT_DIR, `<dir>/<namespace>/<pool>`):
-   * gone pools' directories are removed there. Only an inventory that lists the pools (Kubernetes)
-   * says which are gone; absent: none is looked at.
+   * gone pools' directories are removed there (both inventories list the pools); absent: none is
+   * looked at.
    */
   checkpointDir?: string;
 }

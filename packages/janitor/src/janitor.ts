@@ -11,8 +11,8 @@
  * removes a sandbox's cgroup with one rmdir, which a process still in it defeats). Last, what gone
  * agents left on the host: files, their own cgroups, their Shared network namespace's name, and
  * their state directory, the janitor's note that the agent existed, in a pass that found nothing
- * else of them. In the Kubernetes mode, the checkpoint directories of pools gone for good
- * (pool-checkpoints.ts says which) go too. Every step is idempotent. When the inventory cannot be
+ * else of them. The checkpoint directories of pools gone for good (pool-checkpoints.ts says which)
+ * go too. Every step is idempotent. When the inventory cannot be
  * read the pass removes nothing.
  */
 import type { Logger } from "pino";

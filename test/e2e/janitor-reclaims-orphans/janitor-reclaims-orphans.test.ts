@@ -10,7 +10,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { destination, pino } from "pino";
 import { createAgentClient, type AgentClient, type AgentSandboxSpec } from "@fast-sandbox/controlplane";
@@ -301,7 +301,7 @@ describe("the janitor process the embedded control plane supervises", () => {
     embedded = await startEmbedded({
       name: "janitor-proc",
       pools: [pool("live", { maxSandboxesPerPod: 2 })],
-      janitor: { intervalMs: 300, protectionMs: 1_000, metricsListen: "127.0.0.1:0" },
+      janitor: { intervalMs: 300, protectionMs: 1_000, metricsListen: "127.0.0.1:0", checkpointGraceMs: 1_000 },
     });
   });
 
@@ -338,5 +338,21 @@ describe("the janitor process the embedded control plane supervises", () => {
     await waitFor(() => !containers(ns).includes("orphan-2"), 30_000, "the restarted janitor to reclaim orphan-2");
     assert.deepEqual(containerdFifos("orphan-2"), []);
     assert.ok(containers(ns).includes("plain"));
+  });
+
+  it("removes the checkpoint directory of a pool the control plane does not have, once it has been gone for the grace period, and keeps a live pool's", async () => {
+    const janitor = embedded.controlPlane.janitor;
+    assert.ok(janitor);
+    const checkpoints = join(embedded.dataDir, "checkpoints", "default");
+    // What a deleted pool's agents left when the pool went (the control plane's own removal failed, or it was down).
+    for (const poolName of ["gone", "live"]) {
+      mkdirSync(join(checkpoints, poolName, "ck-1"), { recursive: true });
+      writeFileSync(join(checkpoints, poolName, "ck-1", "checkpoint.img"), "memory");
+    }
+    await waitFor(() => !existsSync(join(checkpoints, "gone")), 30_000, "the supervised janitor to remove the gone pool's checkpoint directory");
+    assert.ok(existsSync(join(checkpoints, "live", "ck-1", "checkpoint.img")), "the live pool's checkpoints stay");
+    await waitFor(() => janitor.metricsUrl !== undefined, 30_000, "the janitor's metrics endpoint");
+    const metrics = await (await fetch(janitor.metricsUrl ?? "")).text();
+    assert.match(metrics, /^fsb_janitor_objects_removed_total\{kind="checkpoint_dir",reason="pool_gone"\} 1$/m);
   });
 });

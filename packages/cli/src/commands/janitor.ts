@@ -45,6 +45,7 @@ export async function janitor(options: JanitorCommandOptions): Promise<void> {
     containerdNamespaces: [containerdNamespace],
     containerdSocket: options.containerdSocket ?? process.env.FSB_CONTAINERD_SOCKET ?? settings?.containerdSocket ?? "/run/containerd/containerd.sock",
     agentsDir: join(dataDir, "agents"),
+    checkpointDir: join(dataDir, "checkpoints"),
     // As `fsb up` chooses it: the namespace's own name by default.
     cgroupRoot: options.cgroupRoot ?? process.env.FSB_CGROUP_ROOT ?? settings?.cgroupRoot ?? defaultCgroupRoot(containerdNamespace) ?? "",
     protectionMs,

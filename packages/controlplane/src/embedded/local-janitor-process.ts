@@ -18,6 +18,8 @@ export interface LocalJanitorOptions {
   protectionMs?: number;
   /** Serve Prometheus metrics at `host:port` (loopback only; port 0 picks one). @default no endpoint */
   metricsListen?: string;
+  /** How long a deleted pool's checkpoint directory must be unnamed and unchanged before it goes. @default 3_600_000 */
+  checkpointGraceMs?: number;
 }
 
 export interface LocalJanitorSettings extends LocalJanitorOptions {
@@ -28,6 +30,8 @@ export interface LocalJanitorSettings extends LocalJanitorOptions {
   containerdNamespace: string;
   /** `<dataDir>/agents`: the agents' state directories. */
   agentsDir: string;
+  /** `<dataDir>/checkpoints`: the agents' checkpoint directory, where deleted pools' directories are removed. */
+  checkpointDir: string;
   cgroupRoot: string;
   /** The janitor's own log (its stderr: one JSON line per object it removes). */
   logPath: string;
@@ -94,9 +98,11 @@ export class LocalJanitorProcess {
         FSB_CONTAINERD_SOCKET: s.containerdSocket,
         FSB_CONTAINERD_NAMESPACE: s.containerdNamespace,
         FSB_JANITOR_AGENTS_DIR: s.agentsDir,
+        FSB_JANITOR_CHECKPOINT_DIR: s.checkpointDir,
         FSB_CGROUP_ROOT: s.cgroupRoot,
         FSB_JANITOR_INTERVAL: `${s.intervalMs ?? 10_000}ms`,
         FSB_JANITOR_PROTECTION: `${s.protectionMs ?? 120_000}ms`,
+        FSB_JANITOR_CHECKPOINT_GRACE: `${s.checkpointGraceMs ?? 3_600_000}ms`,
         FSB_JANITOR_METRICS: s.metricsListen ?? "",
         FSB_JANITOR_EXIT_ON_STDIN_CLOSE: "1",
       },
