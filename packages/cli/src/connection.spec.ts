@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { FsbError, UnavailableError } from "@fast-sandbox/sdk";
+import { FsbError, TimeoutError, UnavailableError } from "@fast-sandbox/sdk";
 import { closeConnections, connect, connectOwnInstance, explainFailure } from "./connection.js";
 
 const dataDir = mkdtempSync(join(tmpdir(), "fsb-connection-spec-"));
@@ -77,5 +77,17 @@ describe("explainFailure", () => {
     );
     const other = new FsbError("internal", "boom");
     assert.equal(explainFailure(other), other);
+  });
+
+  it("names the CLI's --request-timeout where the SDK's deadline message names its requestTimeoutMs option", () => {
+    const timedOut = new TimeoutError("ListSandboxes did not finish within 60000 ms (requestTimeoutMs); pass a larger requestTimeoutMs, or 0 for no limit");
+    const explained = explainFailure(timedOut);
+    assert.ok(explained instanceof TimeoutError);
+    assert.equal(
+      explained.message,
+      "ListSandboxes did not finish within 60000 ms (--request-timeout); pass a larger --request-timeout (or FSB_REQUEST_TIMEOUT), or 0 for no limit",
+    );
+    const own = new TimeoutError("the command did not finish within 100 ms (timeoutMs) and was killed");
+    assert.equal(explainFailure(own), own, "another option's deadline is left as it is");
   });
 });

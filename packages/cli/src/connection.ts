@@ -1,11 +1,35 @@
-import { Connection as SdkConnection, UnauthenticatedError, UnavailableError, ValidationError, type FastSandboxClient, type FsbError } from "@fast-sandbox/sdk";
+import { parseDurationMs } from "@fast-sandbox/api/core";
+import {
+  Connection as SdkConnection,
+  TimeoutError,
+  UnauthenticatedError,
+  UnavailableError,
+  ValidationError,
+  type FastSandboxClient,
+  type FsbError,
+} from "@fast-sandbox/sdk";
 import { files, readIfExists, resolveDataDir } from "./data-dir.js";
 import { chooseTarget, programNameOf, type Target, type TargetFlags } from "./target.js";
 
 export interface GlobalOptions extends TargetFlags {
   /** The name the program runs as (`fsb`, `kubectl-fs`). @default the file name of process.argv[1] */
   programName?: string;
+  /** `--request-timeout`: each call's deadline as a duration (`30s`, `2m`; `0`: none). @default FSB_REQUEST_TIMEOUT, else 60s */
+  requestTimeout?: string;
 }
+
+/** The SDK's deadline of a call as `--request-timeout` or FSB_REQUEST_TIMEOUT give it; undefined: the SDK's (60 s). */
+export function requestTimeoutMsOf(options: Pick<GlobalOptions, "requestTimeout">): number | undefined {
+  const flag = options.requestTimeout !== undefined;
+  const text = options.requestTimeout ?? process.env.FSB_REQUEST_TIMEOUT;
+  if (text === undefined || text === "") return undefined;
+  if (/^0+(ms|s|m|h)?$/.test(text)) return 0;
+  return parseDurationMs(text, flag ? "--request-timeout" : "FSB_REQUEST_TIMEOUT");
+}
+
+/** A deadline's message from the SDK names its option, `requestTimeoutMs`; the CLI's is `--request-timeout`. */
+const SDK_TIMEOUT_ADVICE = "(requestTimeoutMs); pass a larger requestTimeoutMs, or 0 for no limit";
+const CLI_TIMEOUT_ADVICE = "(--request-timeout); pass a larger --request-timeout (or FSB_REQUEST_TIMEOUT), or 0 for no limit";
 
 export interface Connection {
   client: FastSandboxClient;
@@ -58,7 +82,7 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
     const dataDir = resolveDataDir(options.dataDir);
     const { url, token } = endpoint(options);
     connectedUrl = url;
-    const sdk = new SdkConnection({ url, token, dataDir });
+    const sdk = new SdkConnection({ url, token, dataDir, ...timeoutOf(options) });
     open.push(sdk);
     // Access tokens are kept in the data directory when the URL is its own (as the SDK keeps them), or
     // when it serves none and the URL is on this host's loopback (an instance started without `fsb up`):
@@ -82,7 +106,7 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
   clusterContext = { url: found.url, endpointDescription, tokenSource, portForwardHint, discovered: !url };
   connectedUrl = found.url;
   if (process.env.FSB_DEBUG) process.stderr.write(`debug: ${endpointDescription}, token from ${tokenSource}, namespace ${found.namespace}\n`);
-  const sdk = new SdkConnection({ url: found.url, token: found.token });
+  const sdk = new SdkConnection({ url: found.url, token: found.token, ...timeoutOf(options) });
   open.push(sdk);
   return { client: sdk.client, sdk, namespace: found.namespace };
 }
@@ -141,7 +165,15 @@ function onLoopback(url: string): boolean {
  * from (the embedded control plane's message speaks of the data directory), and a controller that
  * cannot be reached says how to port-forward.
  */
+function timeoutOf(options: Pick<GlobalOptions, "requestTimeout">): { requestTimeoutMs?: number } {
+  const requestTimeoutMs = requestTimeoutMsOf(options);
+  return requestTimeoutMs === undefined ? {} : { requestTimeoutMs };
+}
+
 export function explainFailure(error: FsbError): FsbError {
+  if (error instanceof TimeoutError && error.message.includes(SDK_TIMEOUT_ADVICE)) {
+    return new TimeoutError(error.message.replace(SDK_TIMEOUT_ADVICE, CLI_TIMEOUT_ADVICE), { cause: error });
+  }
   // Node's HTTP/2 client fails with a bare "Protocol error" when the peer answers in HTTP/1 (another
   // server, the sandbox proxy, the E2B-compatible API): say what is wrong with the address.
   if (causes(error).some((cause) => (cause as { code?: unknown }).code === "ERR_HTTP2_ERROR")) {

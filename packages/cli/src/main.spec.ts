@@ -29,7 +29,17 @@ function fsb(...args: string[]): Promise<{ code: number | null; stdout: string; 
 function fsbWith(extraEnv: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env };
-    for (const name of ["FSB_URL", "FSB_TOKEN", "FSB_ACCESS_TOKEN", "FSB_DATA_DIR", "FSB_DEBUG", "FSB_SYSTEM_NAMESPACE", "KUBECONFIG", "NODE_TEST_CONTEXT"])
+    for (const name of [
+      "FSB_URL",
+      "FSB_TOKEN",
+      "FSB_ACCESS_TOKEN",
+      "FSB_DATA_DIR",
+      "FSB_DEBUG",
+      "FSB_SYSTEM_NAMESPACE",
+      "FSB_REQUEST_TIMEOUT",
+      "KUBECONFIG",
+      "NODE_TEST_CONTEXT",
+    ])
       delete env[name];
     Object.assign(env, extraEnv);
     const child = spawn(process.execPath, ["--conditions=development", "--import", "tsx", MAIN, ...args], {
@@ -177,6 +187,27 @@ describe("fsb exit codes", () => {
     const missing = await fsb("apply", "-f", join(dataDir, "nothing.yaml"), "--url", UNREACHABLE, "--data-dir", dataDir);
     assert.equal(missing.code, 2, missing.stderr);
     assert.match(missing.stderr, /nothing\.yaml: no such file/);
+  });
+
+  it("bounds each call by --request-timeout or FSB_REQUEST_TIMEOUT (0: no limit), 60 s by default, and refuses what is no duration (exit 2)", async () => {
+    const controlPlane = await startFakeControlPlane({ token: API_TOKEN, sandboxes: [fakeSandbox("web")] });
+    try {
+      const deadlineOf = async (env: NodeJS.ProcessEnv, ...flags: string[]): Promise<number | undefined> => {
+        const result = await fsbWith(env, ...flags, "get", "web", "--url", controlPlane.url, "--data-dir", dataDir);
+        assert.equal(result.code, 0, result.stderr);
+        return controlPlane.deadlines.at(-1)?.timeoutMs;
+      };
+      assert.equal(await deadlineOf({}), 60_000);
+      assert.equal(await deadlineOf({}, "--request-timeout", "5s"), 5000);
+      assert.equal(await deadlineOf({ FSB_REQUEST_TIMEOUT: "2m" }), 120_000);
+      assert.equal(await deadlineOf({ FSB_REQUEST_TIMEOUT: "2m" }, "--request-timeout", "1500ms"), 1500, "the flag over the environment");
+      assert.equal(await deadlineOf({}, "--request-timeout", "0"), undefined, "no Connect-Timeout-Ms: no limit");
+      const bad = await fsb("--request-timeout", "soon", "get", "web", "--url", controlPlane.url, "--data-dir", dataDir);
+      assert.equal(bad.code, 2, bad.stderr);
+      assert.match(bad.stderr, /^error: --request-timeout: "soon" is not a duration/m);
+    } finally {
+      await controlPlane.close();
+    }
   });
 
   it("exits 0 without a stack trace when the reader of its output goes away (fsb ls | head, fsb logs -f | grep -m1)", async () => {

@@ -54,6 +54,10 @@ function program(programName: string): Command {
     .option("--kubeconfig <file>", "kubeconfig of the cluster (default: KUBECONFIG, else ~/.kube/config)")
     .option("--context <name>", "kubeconfig context (default: its current context)")
     .option("--fsb-namespace <namespace>", "namespace of Fast Sandbox's controller in the cluster (env FSB_SYSTEM_NAMESPACE; default fast-sandbox-system)")
+    .option(
+      "--request-timeout <duration>",
+      "how long a call may take, e.g. 30s, 5m, 0 for no limit (env FSB_REQUEST_TIMEOUT; default 60s; run, fork, checkpoint, pause, resume and rm wait until done)",
+    )
     .addHelpText("after", TARGET_HELP)
     .showHelpAfterError()
     .exitOverride();
