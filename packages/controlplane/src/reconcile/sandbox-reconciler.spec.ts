@@ -247,6 +247,48 @@ describe("SandboxReconciler", () => {
       assert.deepEqual(client(AGENT).calls, [`create ${created.status?.sandboxID}`]);
       assert.equal(allocated(), 1);
     });
+    it("an agent that answers again but is still being set up (adoption, prewarm) when the timeout falls due: neither Lost nor recreated", async () => {
+      for (const failurePolicy of ["Manual", "AutoRecreate"] as const) {
+        const name = `web-${failurePolicy.toLowerCase()}`;
+        const created = await manager.create({ name, spec: spec({ failurePolicy, recoveryTimeoutSeconds: 10 }) });
+        await settle();
+        disconnect(AGENT);
+        await settle();
+        advance(8);
+        // Its heartbeats are answered again; the connection counts once its onboarding has finished.
+        report(AGENT, [{ sandboxId: created.status?.sandboxID ?? "", state: "running" }]);
+        await settle();
+        advance(30);
+        await settle();
+        const during = await stored(name);
+        assert.equal(during?.status?.phase, "Running", `${failurePolicy}: not Lost while its agent is set up`);
+        assert.equal(during?.status?.sandboxID, created.status?.sandboxID, `${failurePolicy}: not recreated`);
+        assert.equal(registry.placementOf(`default/${name}`)?.agent.name, AGENT, `${failurePolicy}: its slot is kept`);
+
+        reconnect(AGENT);
+        await settle();
+        const back = await stored(name);
+        assert.equal(condition(back, "AgentConnected")?.status, "True");
+        assert.equal(back?.status?.phase, "Running");
+      }
+    });
+
+    it("counts an outage from its own start when the agent came back and went again before the record said so", async () => {
+      await manager.create({ name: "web", spec: spec({ recoveryTimeoutSeconds: 10 }) });
+      await settle();
+      disconnect(AGENT);
+      await settle();
+      assert.equal(condition(await stored("web"), "AgentConnected")?.status, "False");
+      // Back for a moment and away again, both unseen by this reconciler: the record still says False from the first outage.
+      advance(8);
+      observer.set(AGENT, { connected: false, since: now() });
+      advance(4);
+      await settle();
+      assert.equal((await stored("web"))?.status?.phase, "Running", "4 s into this outage, not 12 s");
+      advance(6);
+      await settle();
+      assert.equal((await stored("web"))?.status?.phase, "Lost", "10 s into this outage");
+    });
   });
 
   describe("a vanished instance", () => {

@@ -347,6 +347,12 @@ export class SandboxReconciler implements Reconciler {
       }
       return phase === "Running" ? this.checkInstance(sandbox, key, agentName, now) : undefined;
     }
+    if (connectivity?.connected === false && agents.observedStatus(agentName)) {
+      // It answers, and is being set up again (adoption, the pool's prewarmed images): not away. The
+      // failure policy's clock must not run out meanwhile — a sandbox made Lost then would stay Lost
+      // on an agent that runs it, its adoption already past. Its connection's change requeues it.
+      return { requeueAfterMs: REPORT_RECHECK_MS };
+    }
     if (phase === "Running" && previous?.status !== "False") {
       const policy = `failurePolicy ${sandbox.spec.failurePolicy ?? "Manual"} acts after ${timeoutMs / 1000}s`;
       const condition: Condition = connectivity
@@ -355,7 +361,13 @@ export class SandboxReconciler implements Reconciler {
       await this.writeStatus(sandbox, {}, condition, now);
       return { requeueAfterMs: timeoutMs };
     }
-    const lostSince = Date.parse(previous?.lastTransitionTime ?? "") || (connectivity?.since ?? this.goneSince.get(agentName) ?? now).getTime();
+    // From the condition's time, or from the start of this outage when the agent came back and went
+    // again before the condition was written True (a reconnection this reconciler did not see).
+    const outageSince = connectivity?.connected === false ? connectivity.since.getTime() : 0;
+    const lostSince = Math.max(
+      Date.parse(previous?.lastTransitionTime ?? "") || (connectivity?.since ?? this.goneSince.get(agentName) ?? now).getTime(),
+      outageSince,
+    );
     const waitedMs = now.getTime() - lostSince;
     if (waitedMs < timeoutMs) return { requeueAfterMs: timeoutMs - waitedMs };
     if (sandbox.spec.failurePolicy === "AutoRecreate") {
