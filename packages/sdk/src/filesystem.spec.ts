@@ -160,6 +160,20 @@ describe("sandbox.files", () => {
     );
   });
 
+  it("a download that goes on past requestTimeoutMs is read whole while its data comes; one whose data stops is a TimeoutError", async () => {
+    const data = new Uint8Array(64 * 1024).map((_, i) => i % 251);
+    await sandbox.files.write("/tmp/big", data);
+    daemon.downloadPartBytes = 4 * 1024;
+    daemon.downloadPartDelayMs = 60; // 16 parts: ~900 ms in all, each well within 300 ms
+    assert.deepEqual(await sandbox.files.read("/tmp/big", { format: "bytes", requestTimeoutMs: 300 }), data);
+
+    daemon.downloadPartDelayMs = 1500;
+    await assert.rejects(
+      sandbox.files.read("/tmp/big", { format: "bytes", requestTimeoutMs: 300 }),
+      (error: unknown) => error instanceof TimeoutError && /no data came for 300 ms \(requestTimeoutMs\)/.test(error.message),
+    );
+  });
+
   it("refuses data it cannot send", async () => {
     await assert.rejects(sandbox.files.write("/tmp/x", 42 as never), (error: unknown) => error instanceof ValidationError && error.field === "data");
   });

@@ -75,10 +75,24 @@ export class Filesystem {
       start.started();
       return response.body ?? new ReadableStream<Uint8Array>({ start: (controller) => controller.close() });
     }
+    // The deadline bounded the answer's start; from here it bounds each wait for more of the file, so a
+    // large download goes on as long as its data comes.
+    start.started();
+    const silenceMs = this.daemon.requestTimeoutMs(options);
+    let silent = false;
     try {
-      const bytes = new Uint8Array(await response.arrayBuffer());
+      const bytes = await readAll(response.body, silenceMs, () => {
+        silent = true;
+        start.stop();
+      });
       return options.format === "bytes" ? bytes : new TextDecoder().decode(bytes);
     } catch (error) {
+      if (silent) {
+        throw new TimeoutError(
+          `${what} in sandbox ${this.daemon.label}: no data came for ${silenceMs} ms (requestTimeoutMs); pass a larger requestTimeoutMs, or 0 for no limit`,
+          { cause: error },
+        );
+      }
       throw this.fetchError(error, what, options, start);
     } finally {
       start.stop();
@@ -284,6 +298,33 @@ export class Filesystem {
     if (!entry) throw new FsbError("internal", `${what} in sandbox ${this.daemon.label}: the daemon answered without the entry`);
     return entry;
   }
+}
+
+/** A body read to its end, each read waited for at most `silenceMs` (0: for ever); `onSilent` is called when one is not answered (it must abort the body). */
+async function readAll(body: ReadableStream<Uint8Array> | null, silenceMs: number, onSilent: () => void): Promise<Uint8Array> {
+  if (!body) return new Uint8Array();
+  const reader = body.getReader();
+  const parts: Uint8Array[] = [];
+  let length = 0;
+  for (;;) {
+    const timer = silenceMs > 0 ? setTimeout(onSilent, silenceMs) : undefined;
+    let result: Awaited<ReturnType<typeof reader.read>>;
+    try {
+      result = await reader.read();
+    } finally {
+      clearTimeout(timer);
+    }
+    if (result.done) break;
+    parts.push(result.value);
+    length += result.value.length;
+  }
+  const bytes = new Uint8Array(length);
+  let offset = 0;
+  for (const part of parts) {
+    bytes.set(part, offset);
+    offset += part.length;
+  }
+  return bytes;
 }
 
 function checkPath(path: string, field: string): void {

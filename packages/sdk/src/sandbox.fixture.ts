@@ -318,6 +318,9 @@ export class FakeDaemon {
   gone = false;
   /** Delay before each answer, in ms (to make requests time out). */
   answerDelayMs = 0;
+  /** A download's body comes in parts of this many bytes, `downloadPartDelayMs` apart. @default all at once */
+  downloadPartBytes = 0;
+  downloadPartDelayMs = 0;
   /** How much sooner than Connect-Timeout-Ms says the daemon kills a process (its clock runs ahead of the client's). */
   killEarlierMs = 0;
   /** How many `GET /health` get the proxy's 502 for a port nothing listens on yet (a daemon starting). */
@@ -633,7 +636,20 @@ export class FakeDaemon {
       const entry = this.entries.get(target);
       if (!entry) return json(404, { message: `open ${target}: no such file or directory`, code: 404 });
       if (entry.kind === "dir") return json(400, { message: `${target} is a directory`, code: 400 });
-      return new Response(entry.data, { status: 200, headers: { "content-length": String(entry.data.length) } });
+      const headers = { "content-length": String(entry.data.length) };
+      if (this.downloadPartBytes <= 0) return new Response(entry.data, { status: 200, headers });
+      const { data } = entry;
+      const [partBytes, delayMs] = [this.downloadPartBytes, this.downloadPartDelayMs];
+      let offset = 0;
+      const parts = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (offset > 0) await delay(delayMs).catch(() => undefined);
+          controller.enqueue(data.subarray(offset, offset + partBytes));
+          offset += partBytes;
+          if (offset >= data.length) controller.close();
+        },
+      });
+      return new Response(parts, { status: 200, headers });
     }
     if (method === "POST") {
       if (new Headers(init.headers).get("content-type") !== "application/octet-stream")
