@@ -1,6 +1,7 @@
 /** Against the real nftables of this host, in tables of its own (removed at the end); bridge ports are marked in a fake. */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
 import { after, describe, it } from "node:test";
 import type { BridgePorts } from "./bridge-ports.js";
 import { FakeNft } from "./fake-nft.fixture.js";
@@ -149,5 +150,27 @@ describe("SandboxFirewall on nftables", () => {
     await firewall.removeNode();
     assert.equal(nftList("inet"), "");
     assert.equal(nftList("bridge"), "");
+  });
+});
+
+describe("SandboxFirewall, a port guard that fails", () => {
+  /** nft taking 50 ms a transaction, as a real nft process on a busy host. */
+  class SlowNft extends FakeNft {
+    override async apply(commands: readonly NftCommand[], options: { check?: boolean } = {}): Promise<void> {
+      await sleep(50);
+      return super.apply(commands, options);
+    }
+  }
+
+  it("fails only once its nft transaction has landed, so the undo that follows leaves nothing of it", async () => {
+    const nft = new SlowNft();
+    const failingPorts = new FakePorts();
+    failingPorts.failing.add(A.hostInterface);
+    const slow = new SandboxFirewall({ table: "fsbslow", bridge: "fsbslow", subnet: "10.79.0.0/24" }, nft, failingPorts);
+    await slow.ensureNode();
+    await assert.rejects(slow.guardPort(A), /Cannot find device/);
+    await slow.remove({ id: A.id, address: A.address, hostInterface: A.hostInterface });
+    const left = (await slow.listing()).filter((object) => JSON.stringify(object).includes(A.id) || JSON.stringify(object).includes(A.hostInterface));
+    assert.deepEqual(left, []);
   });
 });

@@ -75,7 +75,11 @@ export class SandboxFirewall {
   async guardPort(guard: PortGuard): Promise<void> {
     const marked = this.ports.mark([guard.hostInterface], this.portGroup);
     const guarded = this.ensureNode().then(() => this.nft.apply(portGuardCommands(this.network, guard)));
-    await Promise.all([marked, guarded]);
+    // Both settle before a failure is told: the caller's undo (remove) must list what the nft
+    // transaction made, not run beside it and leave its chain and set entries behind.
+    const [markResult, guardResult] = await Promise.allSettled([marked, guarded]);
+    if (markResult.status === "rejected") throw markResult.reason;
+    if (guardResult.status === "rejected") throw guardResult.reason;
   }
 
   async applyPolicy(policy: SandboxPolicy): Promise<void> {
