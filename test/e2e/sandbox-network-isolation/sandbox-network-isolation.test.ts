@@ -21,7 +21,14 @@ import { create } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { SANDBOX_DAEMON_PORT, pb, sendBearerToken } from "@fast-sandbox/api";
-import { DEFAULT_HELPER_PATH, createContainerdRuntime, startAgentServer, type AgentServer, type ContainerdRuntime } from "@fast-sandbox/agent";
+import {
+  DEFAULT_HELPER_PATH,
+  createContainerdRuntime,
+  networkSettingsFromEnv,
+  startAgentServer,
+  type AgentServer,
+  type ContainerdRuntime,
+} from "@fast-sandbox/agent";
 import { pino } from "pino";
 import { BASE_IMAGE, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
 import {
@@ -371,6 +378,16 @@ for (const runtimeType of ["container", "gvisor"]) {
     });
   });
 }
+
+describe("the deny list an agent outside a Pod makes without FSB_NETWORK_DENY", () => {
+  it("is the host's directly connected subnets as the kernel routes them (here the test server's link), not the sandboxes' own", () => {
+    const serverLink = `${server.hostAddress.split(".").slice(0, 3).join(".")}.0/30`;
+    const { deniedCidrs } = networkSettingsFromEnv({ FSB_NETWORK_SUBNET: settings.subnet });
+    assert.ok(deniedCidrs.includes(serverLink), `${serverLink} in ${deniedCidrs.join(", ")}`);
+    assert.ok(!deniedCidrs.includes(settings.subnet), "the sandbox subnet is left to the sandbox-to-sandbox rules");
+    // What the cases above prove of any denied CIDR (FSB_NETWORK_DENY) holds for these: no egress policy reaches them.
+  });
+});
 
 describe("a Shared sandbox next to isolated ones", () => {
   it("keeps today's behaviour: the agent's network, where the host's loopback listener answers, and no address of its own", async () => {

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ValidationError } from "@fast-sandbox/api";
-import { defaultGatewaysOf, networkSettingsFromEnv, type LocalNetwork } from "./network-settings.js";
+import { defaultGatewaysOf, directSubnetsOf, networkSettingsFromEnv, type LocalNetwork } from "./network-settings.js";
 
 /** A Pod's network as the agent finds it: its interfaces' addresses and its default gateways. */
-function localNetwork(addresses: string[] = [], defaultGateways: string[] = []): LocalNetwork & { consulted: number } {
+function localNetwork(addresses: string[] = [], defaultGateways: string[] = [], directSubnets: string[] = []): LocalNetwork & { consulted: number } {
   return {
     consulted: 0,
     addresses() {
@@ -12,6 +12,10 @@ function localNetwork(addresses: string[] = [], defaultGateways: string[] = []):
       return addresses;
     },
     defaultGateways: () => defaultGateways,
+    directSubnets() {
+      this.consulted += 1;
+      return directSubnets;
+    },
   };
 }
 
@@ -24,7 +28,7 @@ function assertInvalid(env: NodeJS.ProcessEnv, field: string, message?: RegExp):
 
 describe("networkSettingsFromEnv", () => {
   it("applies the defaults to an empty environment", () => {
-    assert.deepEqual(networkSettingsFromEnv({}), {
+    assert.deepEqual(networkSettingsFromEnv({}, localNetwork()), {
       name: "fsb0",
       subnet: "10.213.0.0/16",
       stateDir: "/run/fast-sandbox/network/fsb0",
@@ -79,7 +83,7 @@ describe("networkSettingsFromEnv", () => {
     assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "10.96.0.1" }).deniedCidrs, ["10.96.0.1/32"]);
     assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "fd00::1" }).deniedCidrs, []);
     assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_HOST_IP: "172.18.0.2" }).deniedCidrs, ["10.96.0.1/32", "172.18.0.2/32"]);
-    assert.deepEqual(settings({ FSB_HOST_IP: "172.18.0.2" }).deniedCidrs, [], "outside a Pod, nothing");
+    assert.deepEqual(settings({ FSB_HOST_IP: "172.18.0.2" }).deniedCidrs, [], "outside a Pod, not the node's address (the host's own are dropped anyway)");
     assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_NETWORK_DENY: "10.96.0.0/12,10.244.0.0/16" }).deniedCidrs, [
       "10.96.0.0/12",
       "10.244.0.0/16",
@@ -108,9 +112,40 @@ describe("networkSettingsFromEnv", () => {
       const settings = networkSettingsFromEnv({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_NETWORK_DENY: deny }, configured);
       assert.equal(settings.defaultDenyInPod, undefined);
     }
+    assert.equal(configured.consulted, 0);
     const outside = networkSettingsFromEnv({}, configured);
     assert.equal(outside.defaultDenyInPod, undefined, "outside a Pod, no warning");
+  });
+
+  it("outside a Pod without FSB_NETWORK_DENY, denies the host's directly connected subnets but the sandboxes' own, loopback and link-local ones", () => {
+    // The host's LAN, Docker's bridge, this network's own bridge, a link-local route, another installation's sandbox bridge.
+    const host = localNetwork([], ["192.168.1.1"], ["192.168.1.0/24", "172.17.0.0/16", "10.213.0.0/16", "169.254.0.0/16", "10.214.0.0/16"]);
+    assert.deepEqual(networkSettingsFromEnv({}, host).deniedCidrs, ["192.168.1.0/24", "172.17.0.0/16", "10.214.0.0/16"]);
+    // A route inside the sandbox subnet, or one around it, is the sandboxes' own: left to the firewall's sandbox-to-sandbox rules.
+    const around = localNetwork([], [], ["10.0.0.0/8", "10.213.4.0/24", "192.168.1.0/24"]);
+    assert.deepEqual(networkSettingsFromEnv({}, around).deniedCidrs, ["192.168.1.0/24"]);
+    // FSB_NETWORK_DENY set, even empty, is the whole list; the routes are not read.
+    const configured = localNetwork([], [], ["192.168.1.0/24"]);
+    assert.deepEqual(networkSettingsFromEnv({ FSB_NETWORK_DENY: "" }, configured).deniedCidrs, []);
+    assert.deepEqual(networkSettingsFromEnv({ FSB_NETWORK_DENY: "203.0.113.0/24" }, configured).deniedCidrs, ["203.0.113.0/24"]);
     assert.equal(configured.consulted, 0);
+  });
+
+  it("reads the directly connected subnets from the kernel's routing table: no gateway, up, not a default route, not loopback", () => {
+    const table = [
+      "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT",
+      "eth0\t00000000\t0102000A\t0003\t0\t0\t0\t00000000\t0\t0\t0",
+      "eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0",
+      "docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0",
+      // Through a gateway: another network, not this host's neighbours.
+      "eth0\t0000A8C0\t0102000A\t0003\t0\t0\t0\t0000FFFF\t0\t0\t0",
+      // Down, and loopback's.
+      "virbr0\t007AA8C0\t00000000\t0000\t0\t0\t0\t00FFFFFF\t0\t0\t0",
+      "lo\t0000007F\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0",
+      "",
+    ].join("\n");
+    assert.deepEqual(directSubnetsOf(table, "LE"), ["10.0.2.0/24", "172.17.0.0/16"]);
+    assert.deepEqual(directSubnetsOf(""), []);
   });
 
   it("reads the default gateways from the kernel's routing table, in the host's byte order", () => {

@@ -9,7 +9,7 @@ import { isIPv4 } from "node:net";
 import { endianness } from "node:os";
 import { join } from "node:path";
 import { ValidationError } from "@fast-sandbox/api/core";
-import { ipv4InCidr, parseIpv4Cidr } from "./egress-policy.js";
+import { ipv4InCidr, ipv4ToNumber, parseIpv4Cidr, type Ipv4Cidr } from "./egress-policy.js";
 import { NEVER_REACHED } from "./firewall-rules.js";
 import { hostIpv4Addresses } from "./sandbox-dns.js";
 
@@ -58,8 +58,11 @@ export interface SandboxNetworkSettings {
    * metrics), which an allowAll sandbox would otherwise reach. Set, even empty, it is the whole list.
    * @default in a Pod, what the agent knows of the cluster without being told: the API server's
    * Service address (KUBERNETES_SERVICE_HOST), the node's (FSB_HOST_IP), the Pod's own addresses and
-   * its default gateway (on most Pod networks the node again, at another address); else none. The
-   * rest of the cluster stays reachable (`defaultDenyInPod`).
+   * its default gateway (on most Pod networks the node again, at another address); the rest of the
+   * cluster stays reachable (`defaultDenyInPod`). Outside a Pod, the host's directly connected
+   * subnets (its LAN, other bridges: Docker's, libvirt's, another installation's sandboxes) as the
+   * routing table lists them at the agent's start, save the sandboxes' own subnet: the internet
+   * through the default route stays reachable, the host's neighbours do not.
    */
   deniedCidrs: string[];
   /**
@@ -76,23 +79,28 @@ export interface LocalNetwork {
   addresses(): Iterable<string>;
   /** The gateways of its default routes. */
   defaultGateways(): string[];
+  /** The IPv4 subnets its routes reach without a gateway (directly connected), as CIDRs. */
+  directSubnets(): string[];
 }
 
 /** The agent's own network: its interfaces, and the kernel's routing table (read from /proc, no process started). */
 export const LOCAL_NETWORK: LocalNetwork = {
   addresses: hostIpv4Addresses,
-  defaultGateways: () => {
-    try {
-      return defaultGatewaysOf(readFileSync("/proc/net/route", "utf8"));
-    } catch {
-      return [];
-    }
-  },
+  defaultGateways: () => defaultGatewaysOf(routeTable()),
+  directSubnets: () => directSubnetsOf(routeTable()),
 };
+
+function routeTable(): string {
+  try {
+    return readFileSync("/proc/net/route", "utf8");
+  } catch {
+    return "";
+  }
+}
 
 const NETWORK_NAME = /^[a-z][a-z0-9-]{0,14}$/;
 
-/** @param local consulted only in a Pod without FSB_NETWORK_DENY */
+/** @param local consulted only without FSB_NETWORK_DENY */
 export function networkSettingsFromEnv(env: NodeJS.ProcessEnv = process.env, local: LocalNetwork = LOCAL_NETWORK): SandboxNetworkSettings {
   const name = env.FSB_NETWORK_NAME || DEFAULT_NETWORK_NAME;
   if (!NETWORK_NAME.test(name)) {
@@ -112,7 +120,11 @@ export function networkSettingsFromEnv(env: NodeJS.ProcessEnv = process.env, loc
     throw new ValidationError("FSB_NETWORK_PREPARED", `${JSON.stringify(prepared)} must be a number of network namespaces from 0 to 64`);
   }
   const defaultDenyInPod = Boolean(env.KUBERNETES_SERVICE_HOST) && env.FSB_NETWORK_DENY === undefined;
-  const deniedCidrs = defaultDenyInPod ? deniedInPod(env, subnet, local) : deniedFromEnv(env);
+  const deniedCidrs = defaultDenyInPod
+    ? deniedInPod(env, subnet, local)
+    : env.FSB_NETWORK_DENY === undefined
+      ? deniedOnHost(subnet, local)
+      : deniedFromEnv(env);
   const cniPluginDirs = env.FSB_CNI_PATH ? splitList(env.FSB_CNI_PATH, ":") : [...DEFAULT_CNI_PLUGIN_DIRS];
   if (cniPluginDirs.length === 0) throw new ValidationError("FSB_CNI_PATH", "must name at least one directory");
   return {
@@ -141,6 +153,52 @@ function deniedInPod(env: NodeJS.ProcessEnv, subnet: string, local: LocalNetwork
   const covered = [...NEVER_REACHED, subnet].flatMap((cidr) => parseIpv4Cidr(cidr) ?? []);
   const found = [...local.addresses(), ...local.defaultGateways()].filter((address) => isIPv4(address) && !covered.some((cidr) => ipv4InCidr(address, cidr)));
   return [...new Set([...given, ...found])].map((address) => `${address}/32`);
+}
+
+/**
+ * The default deny list of an agent outside a Pod: the subnets the host reaches directly, so a
+ * sandbox reaches none of the host's neighbours — its LAN, the containers of other bridges (Docker,
+ * libvirt), another installation's sandboxes — whatever its egress allows. Not its own subnet (the
+ * firewall handles sandbox-to-sandbox), nor loopback and link-local ones (never reached anyway). The
+ * host's own addresses are dropped by the firewall's node rules already.
+ */
+function deniedOnHost(subnet: string, local: LocalNetwork): string[] {
+  const own = parseIpv4Cidr(subnet);
+  const covered = NEVER_REACHED.flatMap((cidr) => parseIpv4Cidr(cidr) ?? []);
+  const overlaps = (a: Ipv4Cidr, b: Ipv4Cidr) => ipv4InCidr(a.network, b) || ipv4InCidr(b.network, a);
+  const found = local
+    .directSubnets()
+    .flatMap((text) => parseIpv4Cidr(text) ?? [])
+    .filter((cidr) => cidr.prefixLength > 0 && !(own && overlaps(cidr, own)) && !covered.some((never) => ipv4InCidr(cidr.network, never)));
+  return [...new Set(found.map((cidr) => cidr.text))];
+}
+
+/**
+ * The subnets of the routes without a gateway (RTF_GATEWAY clear) in a routing table as
+ * /proc/net/route shows it, default routes and loopback's left out.
+ */
+export function directSubnetsOf(routeTable: string, byteOrder: "BE" | "LE" = endianness()): string[] {
+  const RTF_UP = 0x1;
+  const RTF_GATEWAY = 0x2;
+  const address = (hex: string) => {
+    const bytes = Buffer.from(hex, "hex");
+    if (byteOrder === "LE") bytes.reverse();
+    return bytes.join(".");
+  };
+  return routeTable
+    .split("\n")
+    .slice(1)
+    .flatMap((line) => {
+      const [iface, destination, , flags, , , , mask] = line.trim().split(/\s+/);
+      if (!iface || iface === "lo" || !destination || !mask || !/^[0-9A-Fa-f]{8}$/.test(destination) || !/^[0-9A-Fa-f]{8}$/.test(mask)) return [];
+      const bits = Number.parseInt(flags ?? "0", 16);
+      if ((bits & RTF_UP) === 0 || (bits & RTF_GATEWAY) !== 0 || mask === "00000000") return [];
+      const maskBits = ipv4ToNumber(address(mask));
+      const prefixLength = 32 - Math.log2((~maskBits >>> 0) + 1);
+      if (!Number.isInteger(prefixLength)) return []; // a mask that is not a prefix
+      const cidr = parseIpv4Cidr(`${address(destination)}/${prefixLength}`);
+      return cidr ? [cidr.text] : [];
+    });
 }
 
 /**

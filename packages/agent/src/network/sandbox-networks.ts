@@ -161,6 +161,9 @@ export class SandboxNetworks {
     this.teardownRetryMs = options.teardownRetryMs ?? TEARDOWN_RETRY_MS;
     this.logger = options.logger.child({ component: "sandbox-networks", network: name });
     this.pool = this.newPool();
+    if (!options.settings.defaultDenyInPod && options.settings.deniedCidrs.length > 0) {
+      this.logger.info({ denied: options.settings.deniedCidrs }, "Isolated sandboxes reach none of `denied`, whatever their egress allows");
+    }
     if (options.settings.defaultDenyInPod) {
       // Told at start, not at each sandbox: what the deny list lacks is the installation's to name.
       this.logger.warn(
