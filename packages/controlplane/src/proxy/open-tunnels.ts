@@ -1,9 +1,11 @@
 /**
- * The tunnels (CONNECT) and WebSockets the sandbox proxy holds open, by sandbox, each with the
- * access token hash it was let in with. A token is checked when a connection opens; these last as
- * long as their clients like, so they are closed when their sandbox's token changes (`fsb token NAME`:
- * "the old one stops working") and when the sandbox is deleted. Plain requests are not held here:
- * one in flight may finish.
+ * What the sandbox proxy holds open, by sandbox, each with the access token hash it was let in
+ * with: tunnels (CONNECT), WebSockets, and requests in flight (a request may stream for as long as
+ * its client and the sandbox like: a shell's process.Connect/StreamInput, a long download or upload).
+ * A token is checked when a connection or request opens; so they are cut when their sandbox's token
+ * changes (`fsb token NAME`: "the old one stops working") and when the sandbox is deleted. What was
+ * let in by a presigned URL or a traffic token holds the access token hash it was let in under too
+ * (the signature and the traffic token stand for that token), and goes with it.
  */
 import type { Duplex } from "node:stream";
 import type { Sandbox } from "@fast-sandbox/api";
@@ -14,37 +16,52 @@ function keyOf(namespace: string, name: string): string {
   return `${namespace}/${name}`;
 }
 
+/** Something held open: what cuts it (a connection's destroy, a request's own stream or socket). */
+export interface Cuttable {
+  destroy(): void;
+}
+
 export class OpenTunnels {
-  /** Each sandbox's open connections → the token hash each was let in with. */
-  private readonly bySandbox = new Map<string, Map<Duplex, string | undefined>>();
+  /** Each sandbox's open connections and requests → the token hash each was let in with. */
+  private readonly bySandbox = new Map<string, Map<Cuttable, string | undefined>>();
 
   /** Holds `connection` until it closes, as let in to `target`'s sandbox with `target.accessTokenHash`. */
   add(connection: Duplex, target: Pick<ProxyTarget, "namespace" | "name" | "accessTokenHash">): void {
     if (connection.destroyed) return;
-    const key = keyOf(target.namespace, target.name);
-    let connections = this.bySandbox.get(key);
-    if (!connections) {
-      connections = new Map();
-      this.bySandbox.set(key, connections);
-    }
-    connections.set(connection, target.accessTokenHash);
-    connection.once("close", () => {
-      connections.delete(connection);
-      if (connections.size === 0 && this.bySandbox.get(key) === connections) this.bySandbox.delete(key);
-    });
+    const release = this.hold(connection, target);
+    connection.once("close", release);
   }
 
   /**
-   * A sandbox's record changed (or it is gone: `deleted`): closes its connections let in with
-   * another token than its own now, and every one once it is deleted or being deleted.
+   * Holds `held` as let in to `target`'s sandbox with `target.accessTokenHash`, until the returned
+   * function is called (once it is done: a request's response closed). Calling it again does nothing.
+   */
+  hold(held: Cuttable, target: Pick<ProxyTarget, "namespace" | "name" | "accessTokenHash">): () => void {
+    const key = keyOf(target.namespace, target.name);
+    let entries = this.bySandbox.get(key);
+    if (!entries) {
+      entries = new Map();
+      this.bySandbox.set(key, entries);
+    }
+    entries.set(held, target.accessTokenHash);
+    const mine = entries;
+    return () => {
+      mine.delete(held);
+      if (mine.size === 0 && this.bySandbox.get(key) === mine) this.bySandbox.delete(key);
+    };
+  }
+
+  /**
+   * A sandbox's record changed (or it is gone: `deleted`): cuts what was let in with another token
+   * than its own now, and everything once it is deleted or being deleted.
    */
   sandboxChanged(sandbox: Sandbox, deleted: boolean): void {
-    const connections = this.bySandbox.get(keyOf(sandbox.metadata.namespace ?? "default", sandbox.metadata.name));
-    if (!connections) return;
+    const entries = this.bySandbox.get(keyOf(sandbox.metadata.namespace ?? "default", sandbox.metadata.name));
+    if (!entries) return;
     const gone = deleted || Boolean(sandbox.metadata.deletionTimestamp);
     const hash = sandbox.status?.accessTokenHash;
-    for (const [connection, letInWith] of [...connections]) {
-      if (gone || letInWith !== hash) connection.destroy();
+    for (const [held, letInWith] of [...entries]) {
+      if (gone || letInWith !== hash) held.destroy();
     }
   }
 }

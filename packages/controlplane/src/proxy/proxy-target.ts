@@ -5,7 +5,8 @@
  *    expired or foreign signature, 429 past the lookup budget; else 400);
  * 2. a sandbox with that instance id (else 502 with E2B's body, which its SDKs read as "gone");
  * 3. the sandbox's access token in `X-Access-Token`, or, for any port but its daemon's, the traffic
- *    token of a sandbox of the E2B-compatible API in `E2B-Traffic-Access-Token` (else 401);
+ *    token of a sandbox of the E2B-compatible API in `E2B-Traffic-Access-Token`, or, for its daemon's
+ *    port, a presigned file URL its own current token signed (else 401; 400 for a malformed one);
  * 4. a sandbox that runs (Bound: its create may still be finishing — served when it has an address
  *    of its own or its pool's network is known to be Shared, else 503: its agent's address is not
  *    where an Isolated sandbox listens; else 409 with E2B's "The sandbox is paused" while it is
@@ -22,7 +23,7 @@ import { ACCESS_TOKEN_HEADER, SANDBOX_DAEMON_PORT, TRAFFIC_ACCESS_TOKEN_HEADER, 
 import { accessTokenMatches, tokensEqual } from "./access-token.js";
 import { isRefusal, routeOf, type RoutingHeaders } from "./sandbox-route.js";
 import type { SignedFileLookup } from "./signed-file-lookup.js";
-import { parseSignedFileRequest, signatureExpired, signedFileTarget } from "./signed-file-url.js";
+import { parseSignedFileRequest, signatureExpired, signedFileTarget, type SignedFileRequest } from "./signed-file-url.js";
 
 export interface ProxyTarget {
   sandboxId: string;
@@ -35,7 +36,7 @@ export interface ProxyTarget {
   relay?: string;
   /** The request target to send instead of the caller's (a presigned file URL: rebuilt from what its signature covers). */
   path?: string;
-  /** The sandbox's access token hash when the caller was let in: a tunnel or WebSocket lasts only as long as it (open-tunnels.ts). */
+  /** The sandbox's access token hash when the caller was let in (by the token, a traffic token or a signature derived from it): a tunnel, WebSocket or request in flight lasts only as long as it (open-tunnels.ts). */
   accessTokenHash?: string;
 }
 
@@ -64,10 +65,10 @@ export interface ProxyTargetSources {
   agentRelay?(agentName: string): string | undefined;
   /**
    * Which sandbox signed an E2B presigned file URL, among those whose access tokens the proxy can
-   * derive (those the E2B-compatible API created): such URLs are routed to it. Absent: such URLs
-   * are not routed.
+   * derive (those the E2B-compatible API created): such URLs are routed to it; and whether a routed
+   * sandbox's token signed one sent to its daemon's host name. Absent: such URLs are not routed.
    */
-  signedFiles?: Pick<SignedFileLookup, "find">;
+  signedFiles?: Pick<SignedFileLookup, "find" | "signerOf">;
   /**
    * Whether every port of an Isolated sandbox is reachable, not only its exposed ones (E2B's
    * semantics, for the sandboxes its API created: `getHost(port)` works for any port). @default none
@@ -121,16 +122,24 @@ export interface RequestLine {
   remoteAddress?: string | undefined;
 }
 
+/** The presigned file request the request is, or the refusal (malformed, expired); undefined when it is not one. */
+function signedFileRequest(request: RequestLine | undefined, sources: ProxyTargetSources): SignedFileRequest | ProxyRefusal | undefined {
+  const signed = sources.signedFiles ? parseSignedFileRequest(request?.method, request?.url) : undefined;
+  if (!signed) return undefined;
+  if ("malformed" in signed) return refuse(400, signed.malformed);
+  // The expiration is in the URL: an expired one is refused before any signature is computed.
+  if (signatureExpired(signed, Math.floor(Date.now() / 1000))) return refuse(401, "this file URL has expired: ask for a new one");
+  return signed;
+}
+
 /** The sandbox whose token signed a presigned file URL, or the refusal; undefined when the request is not one. */
 async function signedFileSandbox(
   request: RequestLine | undefined,
   sources: ProxyTargetSources,
 ): Promise<{ sandbox: Sandbox; path: string } | ProxyRefusal | undefined> {
-  const signed = sources.signedFiles ? parseSignedFileRequest(request?.method, request?.url) : undefined;
-  if (!signed || !sources.signedFiles) return undefined;
-  if ("malformed" in signed) return refuse(400, signed.malformed);
-  // The expiration is in the URL: an expired one is refused before any signature is computed.
-  if (signatureExpired(signed, Math.floor(Date.now() / 1000))) return refuse(401, "this file URL has expired: ask for a new one");
+  const signed = signedFileRequest(request, sources);
+  if (!signed || "body" in signed) return signed;
+  if (!sources.signedFiles) return undefined;
   const found = await sources.signedFiles.find(signed, request?.remoteAddress);
   if (found === "busy") return refuse(429, "too many new file URLs were looked up lately; retry in a few seconds");
   // A match whose token was rotated since the URL was signed (`fsb token NAME`) no longer counts.
@@ -138,6 +147,25 @@ async function signedFileSandbox(
     return refuse(401, "the signature of this file URL matches no sandbox: ask the sandbox for a new URL (download_url/upload_url)");
   }
   return { sandbox: found.sandbox, path: signedFileTarget(signed) };
+}
+
+/**
+ * A presigned file URL on the routed sandbox's daemon port (`49983-<id>.<domain>/files?…&signature=`,
+ * what E2B's SDKs build without E2B_SANDBOX_URL): the signed request target, when the routed sandbox's
+ * own token signed it and is still its token; else the refusal; undefined when the request is not one.
+ * A signature by another sandbox's token never opens this one.
+ */
+function routedSignedFile(request: RequestLine | undefined, sandbox: Sandbox, sources: ProxyTargetSources): { path: string } | ProxyRefusal | undefined {
+  const signed = signedFileRequest(request, sources);
+  if (!signed || "body" in signed) return signed;
+  if (!sources.signedFiles) return undefined;
+  const found = sources.signedFiles.signerOf(signed, sandbox);
+  if (!found || !accessTokenMatches(found.token, sandbox.status?.accessTokenHash)) {
+    return refuse(401, "the signature of this file URL is not this sandbox's: ask the sandbox for a new URL (download_url/upload_url)", {
+      ...(sandbox.status?.sandboxID ? { sandboxId: sandbox.status.sandboxID } : {}),
+    });
+  }
+  return { path: signedFileTarget(signed) };
 }
 
 export async function resolveProxyTarget(headers: RoutingHeaders, sources: ProxyTargetSources, request?: RequestLine): Promise<ProxyTarget | ProxyRefusal> {
@@ -165,17 +193,24 @@ export async function resolveProxyTarget(headers: RoutingHeaders, sources: Proxy
   const hash = sandbox.status?.accessTokenHash;
   const trafficAllowed = (port !== SANDBOX_DAEMON_PORT && tokensEqual(traffic, sources.trafficTokenOf?.(sandbox))) || accessTokenMatches(traffic, hash);
   if (!signedFor && !trafficAllowed && !accessTokenMatches(token, hash)) {
-    const daemonOnly =
-      port === SANDBOX_DAEMON_PORT ? " (the traffic token opens the sandbox's own ports, not its daemon's: send the access token in X-Access-Token)" : "";
-    return refuse(
-      401,
-      token
-        ? "the X-Access-Token header does not hold this sandbox's access token ('fsb token NAME' makes a new one)"
-        : traffic
-          ? `the E2B-Traffic-Access-Token header does not hold this sandbox's traffic token${daemonOnly}`
-          : "the X-Access-Token header is missing: send the sandbox's access token (printed by 'fsb run'; 'fsb token NAME' makes a new one)",
-      { sandboxId },
-    );
+    // On the sandbox's own route to its daemon (E2B's SDKs without E2B_SANDBOX_URL), a presigned
+    // file URL stands for the token too: checked against this sandbox's token alone.
+    const signed = !isRefusal(route) && port === SANDBOX_DAEMON_PORT ? routedSignedFile(request, sandbox, sources) : undefined;
+    if (signed && "body" in signed) return signed;
+    if (signed) signedPath = signed.path;
+    else {
+      const daemonOnly =
+        port === SANDBOX_DAEMON_PORT ? " (the traffic token opens the sandbox's own ports, not its daemon's: send the access token in X-Access-Token)" : "";
+      return refuse(
+        401,
+        token
+          ? "the X-Access-Token header does not hold this sandbox's access token ('fsb token NAME' makes a new one)"
+          : traffic
+            ? `the E2B-Traffic-Access-Token header does not hold this sandbox's traffic token${daemonOnly}`
+            : "the X-Access-Token header is missing: send the sandbox's access token (printed by 'fsb run'; 'fsb token NAME' makes a new one)",
+        { sandboxId },
+      );
+    }
   }
   const phase = sandbox.status?.phase ?? "Pending";
   // E2B's proxy answers a paused sandbox so (409): it runs again once resumed (connect).

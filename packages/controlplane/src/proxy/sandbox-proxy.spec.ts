@@ -575,8 +575,16 @@ describe("the sandbox proxy's presigned file URLs", () => {
   const daemonSeen: { url: string; headers: http.IncomingHttpHeaders }[] = [];
   const daemon = http.createServer((request, response) => {
     daemonSeen.push({ url: request.url ?? "", headers: request.headers });
+    // A slow upload: each chunk is answered as it comes.
+    if (new URL(request.url ?? "/", "http://daemon").searchParams.get("path") === "/tmp/slow") {
+      response.writeHead(200);
+      response.flushHeaders();
+      request.pipe(response);
+      return;
+    }
     response.end("from the daemon");
   });
+  const listeners = new Set<(sandbox: Sandbox, deleted: boolean) => void>();
   const sandbox: Sandbox = {
     apiVersion: API_VERSION,
     kind: "Sandbox",
@@ -597,6 +605,10 @@ describe("the sandbox proxy's presigned file URLs", () => {
           signers: { list: () => [{ sandbox, token: TOKEN }], tokenOf: () => TOKEN },
           lookup: () => Promise.resolve(sandbox),
         }),
+        onSandboxChange: (listener) => {
+          listeners.add(listener);
+          return () => listeners.delete(listener);
+        },
       },
       logger: pino({ level: "silent" }),
     });
@@ -632,6 +644,46 @@ describe("the sandbox proxy's presigned file URLs", () => {
       assert.equal(answer.status, 400, `${forged}: ${answer.body}`);
     }
     assert.equal(daemonSeen.length, before, "nothing forged reached the daemon");
+  });
+
+  it("takes a presigned URL on the sandbox's own host name (49983-<id>.<domain>, E2B's SDKs without E2B_SANDBOX_URL)", GUARD, async () => {
+    const signature = fileSignature({ path: "/tmp/a.txt", operation: "read", username: "user" }, TOKEN);
+    const signed = `/files?${new URLSearchParams({ path: "/tmp/a.txt", username: "user", signature }).toString()}`;
+    const ownHost = { host: `${SANDBOX_DAEMON_PORT}-${ID}.localhost:${proxy.port}` };
+    assert.deepEqual(await send(signed, ownHost), { status: 200, body: "from the daemon" });
+    assert.equal(daemonSeen.at(-1)?.url, signed);
+    // Another sandbox's host name: not opened by this sandbox's signature (it is not found here: 502), nor a forged one.
+    const before = daemonSeen.length;
+    assert.equal((await send(signed, { host: `${SANDBOX_DAEMON_PORT}-0th3rq0m2zt7c1w8r5bn.localhost:${proxy.port}` })).status, 502);
+    const forged = fileSignature({ path: "/tmp/a.txt", operation: "read", username: "user" }, "another-token");
+    const refused = await send(`/files?${new URLSearchParams({ path: "/tmp/a.txt", username: "user", signature: forged }).toString()}`, ownHost);
+    assert.equal(refused.status, 401, refused.body);
+    assert.equal(daemonSeen.length, before);
+  });
+
+  it("cuts an upload let in by a presigned URL once the sandbox's token changes (the signature stood for the old one)", GUARD, async () => {
+    const signature = fileSignature({ path: "/tmp/slow", operation: "write", username: "" }, TOKEN);
+    const outgoing = http.request({
+      host: "127.0.0.1",
+      port: proxy.port,
+      method: "POST",
+      path: `/files?${new URLSearchParams({ path: "/tmp/slow", signature }).toString()}`,
+      agent: false,
+    });
+    outgoing.on("error", () => undefined);
+    const response = await new Promise<http.IncomingMessage>((resolve) => {
+      outgoing.once("response", resolve);
+      outgoing.flushHeaders();
+    });
+    assert.equal(response.statusCode, 200);
+    response.on("error", () => undefined);
+    const echoed = new Promise<string>((resolve) => response.once("data", (chunk: Buffer) => resolve(chunk.toString())));
+    outgoing.write("part 1;");
+    assert.equal(await echoed, "part 1;");
+    const cut = new Promise<void>((resolve) => response.once("close", () => resolve()));
+    for (const listener of listeners) listener({ ...sandbox, status: { ...sandbox.status, accessTokenHash: hashAccessToken("rotated") } }, false);
+    await cut;
+    outgoing.destroy();
   });
 
   it("answers the daemon's /init itself, in any spelling, and passes the daemon's other routes", async () => {
@@ -748,7 +800,16 @@ describe("the sandbox proxy's tunnels and WebSockets", () => {
   // A test whose proxy never closes a connection would otherwise wait forever: it fails instead.
   const GUARD = { timeout: 10_000 };
   const OTHER_ID = "0th3rq0m2zt7c1w8r5bn";
-  const upstream = http.createServer((_request, response) => response.end("plain"));
+  // /echo streams each chunk of the body back as it comes (a full-duplex stream: a shell's input and output).
+  /** The sandbox's side of each /echo stream, by the Host it was sent for: closed once the proxy cut it. */
+  const echoing = new Map<string, Promise<void>>();
+  const upstream = http.createServer((request, response) => {
+    if (request.url !== "/echo") return void response.end("plain");
+    echoing.set(request.headers.host ?? "", new Promise((resolve) => response.once("close", () => resolve())));
+    response.writeHead(200, { "content-type": "application/octet-stream" });
+    response.flushHeaders();
+    request.pipe(response);
+  });
   const websockets = new WebSocketServer({ server: upstream });
   websockets.on("connection", (socket) => socket.on("message", (data, binary) => socket.send(data, { binary })));
   const tcpEcho = net.createServer((socket) => socket.pipe(socket));
@@ -783,6 +844,8 @@ describe("the sandbox proxy's tunnels and WebSockets", () => {
         lookup: (sandboxId) => Promise.resolve(records.get(sandboxId)),
         agentAddress: () => "127.0.0.1",
         domain: "localhost",
+        // As the E2B-compatible API's: derived from the access token's hash, so it changes with it.
+        trafficTokenOf: (record) => `traffic-of-${record.status?.accessTokenHash ?? ""}`,
         onSandboxChange: (listener) => {
           listeners.add(listener);
           return () => listeners.delete(listener);
@@ -851,6 +914,136 @@ describe("the sandbox proxy's tunnels and WebSockets", () => {
     await echoes(renewed, "with the new token");
     renewed.destroy();
     other.destroy();
+  });
+
+  /** A streaming POST /echo through the proxy over HTTP/1.1, once its answer began. */
+  async function stream(sandboxId: string, headers: Record<string, string>, agent: http.Agent | false = false) {
+    const outgoing = http.request({
+      host: "127.0.0.1",
+      port: proxy.port,
+      method: "POST",
+      path: "/echo",
+      headers: { host: `${webPort}-${sandboxId}.localhost`, ...headers },
+      agent,
+    });
+    outgoing.on("error", () => undefined);
+    const response = await new Promise<http.IncomingMessage>((resolve) => {
+      outgoing.once("response", resolve);
+      outgoing.flushHeaders();
+    });
+    assert.equal(response.statusCode, 200);
+    response.on("error", () => undefined);
+    /** Sends `text` and waits for its echo. */
+    const echo = async (text: string) => {
+      const echoed = new Promise<string>((resolve) => response.once("data", (chunk: Buffer) => resolve(chunk.toString())));
+      outgoing.write(text);
+      assert.equal(await echoed, text);
+    };
+    const cut = new Promise<void>((resolve) => response.once("close", () => resolve()));
+    return { outgoing, response, echo, cut };
+  }
+
+  it("cuts an HTTP/1.1 request streaming with the old token (access or traffic) once the token changes, and no other sandbox's", GUARD, async () => {
+    const id = "r0tat3h1q0m2zt7c1w8r";
+    change(sandbox("rotate-h1", id, "h1-token"));
+    const current = records.get(id) as Sandbox;
+    const byToken = await stream(id, { "x-access-token": "h1-token" });
+    const byTraffic = await stream(id, { "e2b-traffic-access-token": `traffic-of-${hashAccessToken("h1-token")}` });
+    const other = await stream(OTHER_ID, { "x-access-token": TOKEN });
+    await byToken.echo("before;");
+    await byTraffic.echo("before;");
+    let after = "";
+    byToken.response.on("data", (chunk: Buffer) => (after += chunk.toString()));
+
+    // `fsb token rotate-h1`: the old token stops working, streams it opened included.
+    change({ ...current, status: { ...current.status, accessTokenHash: hashAccessToken("h1-new-token") } });
+    await Promise.all([byToken.cut, byTraffic.cut]);
+    byToken.outgoing.write("after-rotation;");
+    assert.equal(after, "");
+    // The sandbox's side (a shell's process.Connect) is let go too.
+    await echoing.get(`${webPort}-${id}.localhost`);
+    await other.echo("still streaming;");
+    // The new token streams as before.
+    const renewed = await stream(id, { "x-access-token": "h1-new-token" });
+    await renewed.echo("with the new token;");
+    for (const open of [other, renewed]) open.outgoing.destroy();
+  });
+
+  it("leaves a kept-alive HTTP/1.1 connection whose request is done alone when the token changes", GUARD, async () => {
+    const id = "k33pa1h1q0m2zt7c1w8r";
+    change(sandbox("keep-alive", id, "ka-token"));
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const get = (token: string) =>
+        new Promise<{ status: number; socket: net.Socket }>((resolve, reject) => {
+          const outgoing = http.get(
+            { host: "127.0.0.1", port: proxy.port, path: "/", headers: { host: `${webPort}-${id}.localhost`, "x-access-token": token }, agent },
+            (response) => {
+              response.resume();
+              response.once("end", () => resolve({ status: response.statusCode ?? 0, socket: outgoing.socket as net.Socket }));
+            },
+          );
+          outgoing.on("error", reject);
+        });
+      const first = await get("ka-token");
+      assert.equal(first.status, 200);
+      const current = records.get(id) as Sandbox;
+      change({ ...current, status: { ...current.status, accessTokenHash: hashAccessToken("ka-new-token") } });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const second = await get("ka-new-token");
+      assert.equal(second.status, 200);
+      assert.equal(second.socket, first.socket, "the idle kept-alive connection was not cut");
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it("cuts an HTTP/2 stream with the old token once the token changes: that stream alone, not its session's others", GUARD, async () => {
+    const id = "r0tat3h2q0m2zt7c1w8r";
+    change(sandbox("rotate-h2", id, "h2-token"));
+    const current = records.get(id) as Sandbox;
+    const session = http2.connect(`http://127.0.0.1:${proxy.port}`);
+    try {
+      const open = async (sandboxId: string, token: string) => {
+        const h2 = session.request({ ":path": "/echo", ":method": "POST", ":authority": `${webPort}-${sandboxId}.localhost`, "x-access-token": token });
+        h2.on("error", () => undefined);
+        const headers = await new Promise<http2.IncomingHttpHeaders>((resolve) => h2.once("response", resolve));
+        assert.equal(headers[":status"], 200);
+        const echo = async (text: string) => {
+          const echoed = new Promise<string>((resolve) => h2.once("data", (chunk: Buffer) => resolve(chunk.toString())));
+          h2.write(text);
+          assert.equal(await echoed, text);
+        };
+        return { h2, echo, closed: new Promise<void>((resolve) => h2.once("close", () => resolve())) };
+      };
+      const rotating = await open(id, "h2-token");
+      const other = await open(OTHER_ID, TOKEN);
+      await rotating.echo("before;");
+      await other.echo("before;");
+      change({ ...current, status: { ...current.status, accessTokenHash: hashAccessToken("h2-new-token") } });
+      await rotating.closed;
+      assert.equal(rotating.h2.rstCode, http2.constants.NGHTTP2_CANCEL);
+      await echoing.get(`${webPort}-${id}.localhost`);
+      await other.echo("same session, still streaming;");
+      assert.equal(session.destroyed, false);
+      const renewed = await open(id, "h2-new-token");
+      await renewed.echo("with the new token;");
+      renewed.h2.close();
+      other.h2.close();
+    } finally {
+      session.destroy();
+    }
+  });
+
+  it("cuts a streaming request of a sandbox being deleted", GUARD, async () => {
+    const id = "d3l3t3h1q0m2zt7c1w8r";
+    change(sandbox("deleting", id, "del-token"));
+    const current = records.get(id) as Sandbox;
+    const open = await stream(id, { "x-access-token": "del-token" });
+    await open.echo("before;");
+    change(current, true);
+    await open.cut;
+    open.outgoing.destroy();
   });
 
   it(

@@ -9,14 +9,14 @@
  *   (`fsb port-forward`), to any port but the in-sandbox daemon's, whose requests the proxy checks.
  * Every one of them is routed and authenticated the same way (proxy-target.ts); `X-Access-Token` is
  * removed before anything reaches the sandbox. Request targets are paths (origin-form) only: the path
- * checked is the path forwarded. A tunnel or WebSocket is closed once its sandbox's
+ * checked is the path forwarded. A tunnel, WebSocket or request in flight is cut once its sandbox's
  * token changes or the sandbox is deleted (open-tunnels.ts). Refusals are JSON
  * `{code, message, sandboxId?}`, readable by a page of any origin. A browser's CORS preflight to a sandbox's daemon port (E2B's JS
  * SDK in a browser) is answered here, as the daemon would, since a preflight carries no token.
  * Connections go to the sandbox directly or through its agent's relay (sandbox-dialer.ts).
  */
 import http from "node:http";
-import type http2 from "node:http2";
+import http2 from "node:http2";
 import type net from "node:net";
 import { posix } from "node:path";
 import type { Duplex } from "node:stream";
@@ -231,7 +231,7 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
     ...(options.connectTimeoutMs !== undefined ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
   });
   const rawConnections = new Set<Duplex>();
-  // Tunnels and WebSockets, closed when their sandbox's token changes or the sandbox goes.
+  // Tunnels, WebSockets and requests in flight, cut when their sandbox's token changes or the sandbox goes.
   const tunnels = new OpenTunnels();
   const stopWatching = sources.onSandboxChange?.((sandbox, deleted) => tunnels.sandboxChanged(sandbox, deleted));
 
@@ -292,6 +292,8 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
   };
 
   const onRequest = async (request: Request, response: Response): Promise<void> => {
+    let responseClosed = false;
+    response.once("close", () => (responseClosed = true));
     if (isDaemonPreflight(request, sources.domain)) {
       answerDaemonPreflight(request, response);
       metrics?.answered("http", 204);
@@ -317,6 +319,11 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
       metrics?.answered("http", internal.status);
       return;
     }
+    // Held from the lookup on, in the same turn, until its response closes: a request may stream for
+    // as long as a tunnel (a shell's input and output), so a token change seen after the lookup cuts it too.
+    const release = tunnels.hold({ destroy: () => cutRequest(request) }, target);
+    response.once("close", release);
+    if (responseClosed) release();
     const counted = { toSandbox: 0, fromSandbox: 0 };
     const hungUp = abortedOnClose(response);
     try {
@@ -503,6 +510,17 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
       await server.close();
     },
   };
+}
+
+/**
+ * Cuts one request in flight: over HTTP/2, its own stream alone (RST_STREAM), never the session,
+ * which carries the client's other requests, to other sandboxes too; over HTTP/1.1, its connection,
+ * which carries nothing else meanwhile (a kept-alive connection's next request waits for this one's
+ * answer), since nothing less ends a request whose answer has begun.
+ */
+function cutRequest(request: Request): void {
+  if ("stream" in request) request.stream.close(http2.constants.NGHTTP2_CANCEL);
+  else request.socket.destroy();
 }
 
 /** A signal that aborts once the client's side closes (it hung up): a port's grace stops dialling for it. */

@@ -126,6 +126,16 @@ export class SignedFileLookup {
     return found;
   }
 
+  /**
+   * Whether `sandbox`'s token signed the request: a URL on the sandbox's own host name
+   * (`49983-<id>.<domain>`, what E2B's SDKs build without E2B_SANDBOX_URL) names its sandbox, so
+   * one signature is computed, against that sandbox alone (no scan, no budget). Its token, if so.
+   */
+  signerOf(request: SignedFileRequest, sandbox: Sandbox): { sandbox: Sandbox; token: string } | undefined {
+    const token = this.signers.tokenOf(sandbox);
+    return token && signedBy(request, token) ? { sandbox, token } : undefined;
+  }
+
   private bucketOf(address: string, now: number): Bucket {
     const client = clientKey(address);
     let bucket = this.clients.get(client);

@@ -172,6 +172,80 @@ describe("E2B's presigned file URLs", () => {
       assert.ok("body" in forged && forged.status === 429 && /retry in a few seconds/.test(forged.body.message));
     });
 
+    describe("on a sandbox's own host name (E2B's SDKs without E2B_SANDBOX_URL: 49983-<id>.<domain>)", () => {
+      const signers = [
+        { sandbox: mine, token: TOKEN },
+        { sandbox: other, token: "other-token" },
+      ];
+      /** Routes find their sandbox by id; `list` is never scanned (a routed URL names its sandbox). */
+      const routed = (records = signers): ProxyTargetSources => ({
+        lookup: (id) => Promise.resolve(records.find((s) => s.sandbox.status?.sandboxID === id)?.sandbox),
+        agentAddress: () => "127.0.0.1",
+        domain: "localhost",
+        signedFiles: new SignedFileLookup({
+          signers: {
+            list: () => assert.fail("a URL on a sandbox's own host name is checked against that sandbox alone"),
+            tokenOf: (sandbox) => records.find((s) => s.sandbox === sandbox)?.token,
+          },
+          lookup: () => assert.fail("no remembered URL is looked up"),
+        }),
+      });
+      const host = (sandboxId: string, port = 49983) => ({ host: `${port}-${sandboxId}.localhost:7072` });
+      const read = { method: "GET", url: fileUrl({ path: "/tmp/a.txt", signature: READ_VECTOR }) };
+
+      it("lets a URL its sandbox signed in without X-Access-Token, with the signed target, as on the bare proxy host", async () => {
+        const target = await resolveProxyTarget(host("aaaaaaaaaaaaaaaaaaaa"), routed(), read);
+        assert.deepEqual(target, {
+          sandboxId: "aaaaaaaaaaaaaaaaaaaa",
+          namespace: "default",
+          name: "mine",
+          host: "10.213.0.9",
+          port: 49983,
+          path: `/files?${new URLSearchParams({ path: "/tmp/a.txt", username: "", signature: READ_VECTOR }).toString()}`,
+          accessTokenHash: hashAccessToken(TOKEN),
+        });
+        // An upload (POST, write) too, and by the E2B headers' route alike.
+        const signature = fileSignature({ path: "/tmp/up.txt", operation: "write", username: "user" }, TOKEN);
+        const upload = await resolveProxyTarget({ host: "127.0.0.1:7072", "e2b-sandbox-id": "aaaaaaaaaaaaaaaaaaaa", "e2b-sandbox-port": "49983" }, routed(), {
+          method: "POST",
+          url: fileUrl({ path: "/tmp/up.txt", username: "user", signature }),
+        });
+        assert.ok(!("status" in upload) && upload.name === "mine" && upload.path?.startsWith("/files?"), JSON.stringify(upload));
+      });
+
+      it("never opens another sandbox's route with a sandbox's signature, nor a port other than the daemon's (401)", async () => {
+        const foreign = await resolveProxyTarget(host("bbbbbbbbbbbbbbbbbbbb"), routed(), read);
+        assert.ok("body" in foreign && foreign.status === 401 && /not this sandbox's/.test(foreign.body.message), JSON.stringify(foreign));
+        const otherPort = await resolveProxyTarget(host("aaaaaaaaaaaaaaaaaaaa", 8080), routed(), read);
+        assert.equal("body" in otherPort && otherPort.status, 401);
+        // A sandbox whose token the proxy cannot derive (not the E2B-compatible API's) signs nothing.
+        const underived = routed();
+        underived.signedFiles = new SignedFileLookup({ signers: { list: () => [], tokenOf: () => undefined }, lookup: () => Promise.resolve(undefined) });
+        const none = await resolveProxyTarget(host("aaaaaaaaaaaaaaaaaaaa"), underived, read);
+        assert.equal("body" in none && none.status, 401);
+      });
+
+      it("refuses one whose token was rotated or that expired (401), and one that reads two ways (400)", async () => {
+        const rotated = { ...mine, status: { ...mine.status, accessTokenHash: hashAccessToken("rotated") } };
+        const stale = await resolveProxyTarget(host("aaaaaaaaaaaaaaaaaaaa"), routed([{ sandbox: rotated, token: TOKEN }]), read);
+        assert.equal("body" in stale && stale.status, 401);
+        const expiration = Math.floor(Date.now() / 1000) - 10;
+        const signature = fileSignature({ path: "/tmp/a.txt", operation: "read", username: "", expiration }, TOKEN);
+        const expired = await resolveProxyTarget(host("aaaaaaaaaaaaaaaaaaaa"), routed(), {
+          method: "GET",
+          url: fileUrl({ path: "/tmp/a.txt", signature, signature_expiration: String(expiration) }),
+        });
+        assert.ok("body" in expired && expired.status === 401 && /expired/.test(expired.body.message));
+        const twoWays = await resolveProxyTarget(host("aaaaaaaaaaaaaaaaaaaa"), routed(), { method: "GET", url: `${read.url}&path=/etc/shadow` });
+        assert.equal("body" in twoWays && twoWays.status, 400);
+      });
+
+      it("forwards a request that shows the access token as it always did (the caller's own target)", async () => {
+        const target = await resolveProxyTarget({ ...host("aaaaaaaaaaaaaaaaaaaa"), "x-access-token": TOKEN }, routed(), read);
+        assert.ok(!("status" in target) && target.path === undefined, JSON.stringify(target));
+      });
+    });
+
     it("still answers 400 for a request with no route and no signature", async () => {
       const refused = await resolveProxyTarget({ host: "127.0.0.1:7072" }, sources([{ sandbox: mine, token: TOKEN }]), {
         method: "GET",
