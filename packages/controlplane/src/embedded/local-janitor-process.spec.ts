@@ -22,6 +22,7 @@ describe("LocalJanitorProcess", () => {
       containerdSocket: join(directory, "no-containerd.sock"),
       containerdNamespace: "fsb-local-janitor-spec",
       agentsDir: join(directory, "agents"),
+      checkpointDir: join(directory, "checkpoints"),
       cgroupRoot: "",
       intervalMs: 60_000,
       // Every write fails with ENOSPC, as on a full disk.
