@@ -68,7 +68,7 @@ func startWatch(root string, user *users.User, recursive, includeEntry bool, gua
 			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("watch %s: it is not a directory", root))
 		}
 		w.resolved = paths.Real(root)
-		if err := w.add(w.resolved); err != nil {
+		if err := w.add(w.resolved, nil); err != nil {
 			return rpcError(err, "watch %s", root)
 		}
 		return nil
@@ -80,8 +80,10 @@ func startWatch(root string, user *users.User, recursive, includeEntry bool, gua
 	return w, nil
 }
 
-// add watches dir, and with recursion the directories below it (not following symlinks).
-func (w *watch) add(dir string) error {
+// add watches dir, and with recursion the directories below it (not following symlinks). found,
+// when not nil, is called for every entry below dir (dir itself left out), each directory's only
+// once it is watched: what is created in it from then on has an event of its own.
+func (w *watch) add(dir string, found func(path string)) error {
 	if !w.recursive {
 		return w.notify.Add(dir)
 	}
@@ -92,14 +94,19 @@ func (w *watch) add(dir string) error {
 			}
 			return nil // gone or unreadable meanwhile
 		}
-		if !entry.IsDir() {
+		if w.guard.Hidden(path) {
+			if entry.IsDir() {
+				return filepath.SkipDir
+			}
 			return nil
 		}
-		if w.guard.Hidden(path) {
-			return filepath.SkipDir
+		if entry.IsDir() {
+			if err := w.notify.Add(path); err != nil && path == dir {
+				return err
+			}
 		}
-		if err := w.notify.Add(path); err != nil && path == dir {
-			return err
+		if found != nil && path != dir {
+			found(path)
 		}
 		return nil
 	})
@@ -127,16 +134,22 @@ func (w *watch) handle(event fsnotify.Event) {
 	if w.guard.Hidden(event.Name) {
 		return
 	}
-	name, err := filepath.Rel(w.resolved, event.Name)
-	if err != nil {
-		name = event.Name
-	}
+	name := w.relative(event.Name)
 	var entry *rpc.EntryInfo
+	// found are the entries already in a directory just created, by the time it is watched.
+	var found []*rpc.FilesystemEvent
 	if (w.recursive && event.Has(fsnotify.Create)) || w.includeEntry {
 		_ = as(w.user, func() error {
 			if w.recursive && event.Has(fsnotify.Create) {
 				if info, err := os.Lstat(event.Name); err == nil && info.IsDir() {
-					_ = w.add(event.Name)
+					// What was created in it before its watch (a file written with its parent
+					// directories, `mkdir -p a/b && touch a/b/c`) has no event of its own: each
+					// entry gets a create event here. One created after the watch but before the
+					// walk reached it gets two, which clients take as they take inotify's (a
+					// write sends several events as it is): a create is never missed.
+					_ = w.add(event.Name, func(path string) {
+						found = append(found, w.created(path))
+					})
 				}
 			}
 			if w.includeEntry {
@@ -150,6 +163,29 @@ func (w *watch) handle(event fsnotify.Event) {
 			w.sink(&rpc.FilesystemEvent{Name: name, Type: operation.kind, Entry: entry})
 		}
 	}
+	for _, event := range found {
+		w.sink(event)
+	}
+}
+
+// relative names path (below the resolved directory) as events do: relative to the directory.
+func (w *watch) relative(path string) string {
+	name, err := filepath.Rel(w.resolved, path)
+	if err != nil {
+		return path
+	}
+	return name
+}
+
+// created is the create event of an entry found below a new directory (as the user: it is
+// described then, when the watch includes entries).
+func (w *watch) created(path string) *rpc.FilesystemEvent {
+	name := w.relative(path)
+	var entry *rpc.EntryInfo
+	if w.includeEntry {
+		entry, _ = Describe(filepath.Join(w.root, name), w.directory.Names())
+	}
+	return &rpc.FilesystemEvent{Name: name, Type: rpc.EventType_EVENT_TYPE_CREATE, Entry: entry}
 }
 
 func (w *watch) stop() {

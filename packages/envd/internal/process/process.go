@@ -20,9 +20,12 @@ import (
 	rpc "fast-sandbox.io/envd/gen/process"
 )
 
-// outputGraceAfterExit is how long output is still read after the process exited, for what is
-// left in the pipe; a background child that keeps the pipe open does not hold the end event back
-// longer than this.
+// outputGraceAfterExit bounds how long output is still read after the process exited. What was
+// in the pipe (or the terminal) when it exited is all read and sent, however slowly the clients
+// take it: until then the grace bounds only idleness, each read pushing the deadline out again
+// (the time spent handing a chunk to a slow client does not count). Past that, what a background
+// child that inherited the pipe still writes is read for this long more, and no longer: a child
+// that keeps the pipe open, silent or writing for ever, does not hold the end event back.
 const outputGraceAfterExit = 200 * time.Millisecond
 
 // chunkBytes is the largest data event.
@@ -152,34 +155,47 @@ func (p *Process) Start(onStarted, onEnd func(*Process)) error {
 	}
 
 	var reading sync.WaitGroup
+	readers := make([]*outputReader, len(outputs))
 	for index, output := range outputs {
+		reader := &outputReader{file: output, kind: kindOf(p.terminal != nil, index)}
+		readers[index] = reader
 		reading.Add(1)
 		go func() {
 			defer reading.Done()
-			p.read(output, kindOf(p.terminal != nil, index))
+			p.read(reader)
 		}()
 	}
 	go func() {
 		waitErr := cmd.Wait()
 		// What is left in the pipes is read; then the readers stop even if a child holds them open.
-		for _, output := range outputs {
-			_ = output.SetReadDeadline(time.Now().Add(outputGraceAfterExit))
+		for _, reader := range readers {
+			reader.exited(time.Now())
 		}
 		drained := make(chan struct{})
 		go func() {
 			reading.Wait()
 			close(drained)
 		}()
-		select {
-		case <-drained:
-		case <-time.After(2 * outputGraceAfterExit):
-			// A terminal that is not pollable (gVisor's) ignores the deadline and, unlike Linux's,
-			// does not fail the read once the process is gone: the end is sent without waiting for
-			// it, and whatever it still reads is dropped.
-			p.emitMu.Lock()
-			p.outputClosed = true
-			p.emitMu.Unlock()
+		ticker := time.NewTicker(outputGraceAfterExit / 4)
+	waiting:
+		for {
+			select {
+			case <-drained:
+				break waiting
+			case now := <-ticker.C:
+				if !stuck(readers, now) {
+					continue
+				}
+				// A terminal that is not pollable (gVisor's) ignores the deadline and, unlike Linux's,
+				// does not fail the read once the process is gone: the end is sent without waiting for
+				// it once its reader has had its time, and whatever it still reads is dropped.
+				p.emitMu.Lock()
+				p.outputClosed = true
+				p.emitMu.Unlock()
+				break waiting
+			}
 		}
+		ticker.Stop()
 		closeAll(outputs...)
 		_ = p.CloseStdin() // and a write still waiting for the process to read fails
 		p.finish(endEvent(cmd.ProcessState, waitErr))
@@ -208,14 +224,115 @@ func kindOf(terminal bool, index int) outputKind {
 	return stderrOutput
 }
 
-func (p *Process) read(output *os.File, kind outputKind) {
+// outputReader is one output (stdout, stderr or the terminal) and how far it was read, which,
+// once the process exited, decides how long it is still read.
+type outputReader struct {
+	file *os.File
+	kind outputKind
+
+	mu sync.Mutex
+	// read counts the bytes read so far.
+	read int64
+	// afterExit is set once the process exited; target is then the count read must reach for
+	// everything that was in the output at the exit to have been read.
+	afterExit bool
+	target    int64
+	// pendingRead is set once read reached target: from then on deadline is no longer pushed out.
+	pendingRead bool
+	// deadline is when reading gives up (after the exit): no read may wait past it.
+	deadline time.Time
+	// delivering is set while a chunk is handed to the subscribers (not reading: not idle).
+	delivering bool
+	finished   bool
+}
+
+// exited records the process's exit: what the output holds now must all be read, and a read
+// that waits for more gives up after the grace.
+func (r *outputReader) exited(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// A read in progress may have taken up to a chunk out of the output without counting it yet:
+	// those bytes count towards the target too, or as many bytes still in the output would not.
+	r.target = r.read + pendingBytes(r.file) + chunkBytes
+	r.afterExit = true
+	r.deadline = now.Add(outputGraceAfterExit)
+	_ = r.file.SetReadDeadline(r.deadline)
+}
+
+// readChunk counts a chunk read; the reader delivers it next.
+func (r *outputReader) readChunk(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.read += int64(n)
+	r.delivering = true
+}
+
+// delivered ends the delivery of a chunk and reports whether to read on. After the exit, until
+// what was in the output then has been read, each read has the grace from now (an idle bound:
+// the delivery to a slow client does not count); past that the deadline stays where it is.
+func (r *outputReader) delivered(now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.delivering = false
+	if !r.afterExit {
+		return true
+	}
+	if !r.pendingRead {
+		r.pendingRead = r.read >= r.target
+		r.deadline = now.Add(outputGraceAfterExit)
+		_ = r.file.SetReadDeadline(r.deadline)
+	}
+	// A terminal that is not pollable ignores the deadline: a child that writes for ever would
+	// keep it read for ever.
+	return now.Before(r.deadline)
+}
+
+func (r *outputReader) finish() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.finished = true
+}
+
+// stuck reports whether every reader still reading waits in a read past its deadline by more than
+// the grace: as a terminal that cannot be polled does, whose deadline does nothing.
+func stuck(readers []*outputReader, now time.Time) bool {
+	for _, reader := range readers {
+		reader.mu.Lock()
+		waiting := reader.finished || (!reader.delivering && now.Sub(reader.deadline) > outputGraceAfterExit)
+		reader.mu.Unlock()
+		if !waiting {
+			return false
+		}
+	}
+	return true
+}
+
+// pendingBytes is how many bytes the pipe or terminal holds unread (0 when it cannot tell).
+func pendingBytes(file *os.File) int64 {
+	conn, err := file.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var pending int32
+	var errno syscall.Errno
+	if err := conn.Control(func(fd uintptr) {
+		_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&pending)))
+	}); err != nil || errno != 0 || pending < 0 {
+		return 0
+	}
+	return int64(pending)
+}
+
+func (p *Process) read(reader *outputReader) {
+	defer reader.finish()
 	buffer := make([]byte, chunkBytes)
 	for {
-		n, err := output.Read(buffer)
+		n, err := reader.file.Read(buffer)
 		if n > 0 {
+			reader.readChunk(n)
 			chunk := append([]byte(nil), buffer[:n]...)
 			data := &rpc.ProcessEvent_DataEvent{}
-			switch kind {
+			switch reader.kind {
 			case stdoutOutput:
 				data.Output = &rpc.ProcessEvent_DataEvent_Stdout{Stdout: chunk}
 			case stderrOutput:
@@ -224,6 +341,9 @@ func (p *Process) read(output *os.File, kind outputKind) {
 				data.Output = &rpc.ProcessEvent_DataEvent_Pty{Pty: chunk}
 			}
 			p.emit(&rpc.ProcessEvent{Event: &rpc.ProcessEvent_Data{Data: data}})
+			if !reader.delivered(time.Now()) {
+				return
+			}
 		}
 		if err != nil {
 			// EOF, EIO (a PTY whose last user left) or the deadline after exit.
