@@ -14,6 +14,7 @@ import { pino } from "pino";
 import { FakeCheckpointingAgent, NodeCheckpoints } from "./checkpoint-agents.fixture.js";
 import { CheckpointManager, FORK_IN_PROGRESS_ANNOTATION, RESTORED_FROM_ANNOTATION, defaultCheckpointName, isForkCheckpointName } from "./checkpoint-manager.js";
 import { isPauseCheckpointName } from "./checkpoint-pauses.js";
+import { CheckpointCollector } from "../reconcile/checkpoint-collector.js";
 import { SandboxManagerFixture, deferred, poolOf, sandboxSpec } from "./sandbox-manager.fixture.js";
 
 /** Waits until `done()` holds (a background removal is not awaited by anyone). */
@@ -220,6 +221,47 @@ describe("CheckpointManager", () => {
     const left = await fixture.manager.list(undefined);
     assert.deepEqual(
       left.map((s) => s.metadata.name),
+      ["source"],
+    );
+    assert.deepEqual(await checkpoints.list(), []);
+  });
+
+  it("keeps a failed fork's checkpoint while a copy it could not delete is left: the checkpoint collector removes that copy with it", async () => {
+    const agent = addAgent("agent-a", nodeA, 8);
+    await fixture.manager.create({ name: "source", spec: sandboxSpec() });
+    let restores = 0;
+    agent.onCreate = (spec) => {
+      if (spec.fromCheckpoint && ++restores === 2) agent.createError = new FailedPreconditionError("runsc could not restore it");
+    };
+    // The delete of the copy that ran fails (the store is unreachable a moment).
+    const remove = fixture.manager.delete.bind(fixture.manager);
+    let failures = 0;
+    fixture.manager.delete = (namespace, name, gracePeriodMs) =>
+      name !== "source" && failures++ === 0 ? Promise.reject(new UnavailableError("the store is unreachable")) : remove(namespace, name, gracePeriodMs);
+    try {
+      await assert.rejects(
+        checkpoints.fork({ name: "source", count: 2 }),
+        /1 of 2 copies ran before one failed \(copies source-[0-9a-f]{10} could not be removed yet: they go with checkpoint source-fork-[0-9a-f]{10}, which the checkpoint collector removes\)/,
+      );
+    } finally {
+      fixture.manager.delete = remove;
+      agent.createError = undefined;
+    }
+    const [kept] = await checkpoints.list();
+    assert.ok(kept && isForkCheckpointName(kept.name, "source"), "the fork's checkpoint stays");
+    const copies = (await fixture.store.list("Sandbox", { namespace: "default" })).items.filter((s) => s.metadata.name !== "source");
+    assert.deepEqual(
+      copies.map((copy) => copy.metadata.annotations?.[FORK_IN_PROGRESS_ANNOTATION]),
+      [kept.name],
+      "the copy left is marked with it",
+    );
+    const collector = new CheckpointCollector({ checkpoints, store: fixture.store, logger: pino({ level: "silent" }), clock: fixture.clock, forkGraceMs: 0 });
+    assert.deepEqual(
+      (await collector.pass()).map((collected) => collected.name),
+      [kept.name],
+    );
+    assert.deepEqual(
+      (await fixture.manager.list(undefined)).map((s) => s.metadata.name),
       ["source"],
     );
     assert.deepEqual(await checkpoints.list(), []);

@@ -40,6 +40,7 @@ import {
   type Sandbox,
   type SandboxSpec,
 } from "@fast-sandbox/api";
+import { systemClock } from "../controller/clock.js";
 import { gotNoAnswer, type AgentClient } from "../agent-client/agent-client.js";
 import { canCheckpoint, type AgentCheckpoint, type AgentCheckpointClient } from "../agent-client/agent-checkpoints.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
@@ -47,7 +48,7 @@ import type { ResourceStore } from "../store/resource-store.js";
 import { hashAccessToken, newAccessToken } from "../proxy/access-token.js";
 import { isPauseCheckpointName, PAUSED_CHECKPOINT_ANNOTATION } from "./checkpoint-pauses.js";
 import { newInstanceId } from "./instance-id.js";
-import { writeStatus } from "./sandbox-status.js";
+import { setCondition } from "./sandbox-status.js";
 import { DEFAULT_NAMESPACE, type AgentClients, type CreateSandboxInput, type SandboxManager } from "./sandbox-manager.js";
 
 /** On a sandbox restored from a checkpoint: the checkpoint's name. */
@@ -66,6 +67,8 @@ const UNANSWERED_POLL_MS = 5_000;
 const UNANSWERED_PATIENCE_MS = 10 * 60_000;
 /** A copy's metadata write at the end of its fork, tried this many times when other writers keep changing it first. */
 const HAND_OVER_ATTEMPTS = 5;
+/** `failIfStopped`'s conditional write, tried this many times when other writers keep changing the record first. */
+const FAIL_IF_STOPPED_ATTEMPTS = 5;
 /** A fork's own checkpoint ends in `-fork-` and 10 hex digits: 16 characters. */
 const FORK_SUFFIX_LENGTH = 16;
 
@@ -223,32 +226,56 @@ export class CheckpointManager {
   /**
    * A checkpoint that failed after runsc stopped its sandbox (saved, but the sandbox could not run
    * on from it): the sandbox is Failed, not Running over an instance without a task. One that still
-   * runs, or whose agent cannot be asked, is left as it is.
+   * runs, or whose agent cannot be asked, is left as it is; so is one that is no longer that Running
+   * sandbox: a pause of it (which does not wait for this checkpoint) may have overtaken it — its
+   * intent named its checkpoint, or the record is Paused — and removed its instance, which is why the
+   * call found none. The write is conditional on the record as read: a record that changed meanwhile
+   * is read and judged again, never overwritten.
    */
   private async failIfStopped(sandbox: Sandbox, client: AgentClient, checkpoint: string, cause: unknown): Promise<void> {
     const sandboxId = sandbox.status?.sandboxID ?? "";
-    const key = `${sandbox.metadata.namespace ?? DEFAULT_NAMESPACE}/${sandbox.metadata.name}`;
+    const namespace = sandbox.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const key = `${namespace}/${sandbox.metadata.name}`;
     try {
       const state = await client
         .listSandboxes()
         .then((sandboxes) => sandboxes.find((s) => s.sandboxId === sandboxId)?.state ?? "gone")
         .catch(() => undefined);
       if (state === undefined || state === "running") return;
-      const fresh = await this.options.store.get("Sandbox", { namespace: sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, name: sandbox.metadata.name });
-      if (!fresh || fresh.metadata.uid !== sandbox.metadata.uid || fresh.status?.sandboxID !== sandboxId || fresh.metadata.deletionTimestamp) return;
       const reason = FsbError.from(cause).message;
-      this.logger.error({ sandbox: key, sandboxId, checkpoint, err: cause }, "a checkpoint stopped its sandbox, which could not run on; the sandbox is Failed");
-      await writeStatus(
-        this.options.store,
-        fresh,
-        { phase: "Failed" },
-        {
-          type: "Ready",
-          status: "False",
-          reason: "CheckpointFailed",
-          message: `it stopped in checkpoint ${checkpoint} and could not run on (${reason}); delete it, or restore a copy from the checkpoint if it was saved ('fsb checkpoint ls')`,
-        },
-      );
+      for (let attempt = 1; ; attempt++) {
+        const fresh = await this.options.store.get("Sandbox", { namespace, name: sandbox.metadata.name });
+        if (
+          !fresh ||
+          fresh.metadata.uid !== sandbox.metadata.uid ||
+          fresh.status?.sandboxID !== sandboxId ||
+          fresh.metadata.deletionTimestamp ||
+          fresh.status.phase !== "Running" ||
+          fresh.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION]
+        )
+          return;
+        const now = systemClock.now();
+        const conditions = setCondition(
+          fresh.status.conditions,
+          {
+            type: "Ready",
+            status: "False",
+            reason: "CheckpointFailed",
+            message: `it stopped in checkpoint ${checkpoint} and could not run on (${reason}); delete it, or restore a copy from the checkpoint if it was saved ('fsb checkpoint ls')`,
+          },
+          now,
+        );
+        try {
+          await this.options.store.updateStatus("Sandbox", { ...fresh, status: { ...fresh.status, phase: "Failed", conditions } });
+          this.logger.error(
+            { sandbox: key, sandboxId, checkpoint, err: cause },
+            "a checkpoint stopped its sandbox, which could not run on; the sandbox is Failed",
+          );
+          return;
+        } catch (error) {
+          if (!(error instanceof ConflictError) || attempt >= FAIL_IF_STOPPED_ATTEMPTS) throw error;
+        }
+      }
     } catch (error) {
       this.logger.error({ sandbox: key, err: error }, "could not record the outcome of a failed checkpoint");
     }
@@ -486,18 +513,42 @@ export class CheckpointManager {
       if (failed) what = `its ${input.count} copies ran but one could not be handed over`;
       else made = handed.flatMap((result) => (result.status === "fulfilled" ? [result.value] : []));
     }
+    /** Copies of a failed fork that could not be deleted: still marked with the fork's checkpoint. */
+    let left: string[] = [];
     if (failed) {
       // All or nothing: the caller learns of no sandbox it would have to find and delete.
-      await Promise.allSettled(made.map(({ sandbox }) => this.options.manager.delete(namespace, sandbox.metadata.name, 0)));
+      const deletes = await Promise.allSettled(
+        made.map(({ sandbox }) =>
+          this.options.manager.delete(namespace, sandbox.metadata.name, 0).catch((error: unknown) => {
+            if (!(error instanceof NotFoundError)) throw error;
+          }),
+        ),
+      );
+      left = made.flatMap(({ sandbox }, index) => (deletes[index]?.status === "rejected" ? [sandbox.metadata.name] : []));
     }
-    if (!keep || failed) {
+    if (left.length > 0) {
+      // The collector finds the copies a fork left only through its checkpoint (deleteUnfinishedForkCopies):
+      // it stays, and goes with them (a named one is the caller's, which the collector never removes).
+      this.logger.warn(
+        { checkpoint: checkpoint.name, sandboxes: left },
+        keep
+          ? "a failed fork could not delete some of its copies, nor is its checkpoint deleted; delete them ('fsb rm') and the checkpoint ('fsb checkpoint rm')"
+          : "a failed fork could not delete some of its copies; they go with its checkpoint, which the checkpoint collector removes",
+      );
+    } else if (!keep || failed) {
       await this.delete(namespace, checkpoint.name).catch((error: unknown) =>
         this.logger.warn({ err: error, checkpoint: checkpoint.name }, "could not delete a fork's checkpoint; 'fsb checkpoint rm' removes it"),
       );
     }
     if (failed) {
       const error = FsbError.from(failed.reason);
-      throw new FsbError(error.code, `fork of ${namespace}/${input.name}: ${what} (all removed): ${error.message}`, { cause: error });
+      const removed =
+        left.length === 0
+          ? "all removed"
+          : keep
+            ? `copies ${left.join(", ")} and checkpoint ${checkpoint.name} could not be removed: delete them`
+            : `copies ${left.join(", ")} could not be removed yet: they go with checkpoint ${checkpoint.name}, which the checkpoint collector removes`;
+      throw new FsbError(error.code, `fork of ${namespace}/${input.name}: ${what} (${removed}): ${error.message}`, { cause: error });
     }
     return { sandboxes: made, ...(keep ? { checkpoint } : {}) };
   }
@@ -580,7 +631,7 @@ export class CheckpointManager {
    * so. One that did not answer may hold it: UnavailableError, not a NotFoundError a caller would
    * take for "already gone".
    */
-  private async getFromNode(namespace: string, name: string, node: string): Promise<Checkpoint> {
+  async getFromNode(namespace: string, name: string, node: string): Promise<Checkpoint> {
     const { checkpoints, unanswered } = await this.lookupReport(namespace);
     const found = checkpoints.find((checkpoint) => checkpoint.name === name);
     if (found) return found;
@@ -601,13 +652,15 @@ export class CheckpointManager {
     return (await this.lookupReport(namespace)).checkpoints;
   }
 
-  /** `lookup`, and the ready agents that did not answer in time. */
+  /** `lookup`, and the ready agents that did not answer in time (or are not connected). */
   private async lookupReport(namespace: string | undefined): Promise<{ checkpoints: Checkpoint[]; unanswered: string[] }> {
     const agents = this.options.registry.listAgents(namespace === undefined ? {} : { namespace }).filter((agent) => agent.ready);
     const unanswered: string[] = [];
     const reports = await Promise.all(
       agents.map(async (agent) => {
         const client = this.options.agents.get(agent.name);
+        // Ready but not connected: it cannot answer now (one that predates checkpoints holds none).
+        if (!client) unanswered.push(agent.name);
         if (!client || !canCheckpoint(client)) return [];
         try {
           const listed = await withTimeout(client.listCheckpoints(), LIST_TIMEOUT_MS, `agent ${agent.name} did not list its checkpoints in time`);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { ConflictError, FailedPreconditionError, NoCapacityError, TimeoutError, UnavailableError, type Sandbox } from "@fast-sandbox/api";
+import { ConflictError, FailedPreconditionError, NoCapacityError, TimeoutError, UnavailableError, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
 import { pino } from "pino";
 import { NoAnswerError } from "../agent-client/agent-client.js";
 import { FakeCheckpointingAgent, NodeCheckpoints } from "./checkpoint-agents.fixture.js";
@@ -12,7 +12,9 @@ import {
   PAUSE_TAKES_AT_MOST_MS,
   PAUSE_UNANSWERED_ANNOTATION,
   RESUMING_ANNOTATION,
+  RESUME_AFTER_WAKE_TAKES_AT_MOST_MS,
   SandboxPauses,
+  type SandboxPausesOptions,
   isPauseUndecided,
   isPaused,
   pausedAtOf,
@@ -53,6 +55,17 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     return work;
   };
 
+  /** The options of this control plane's SandboxPauses. */
+  const pausesOptions = (): SandboxPausesOptions => ({
+    manager: fixture.manager,
+    store: fixture.store,
+    registry: fixture.registry,
+    agents: fixture.agents,
+    checkpoints,
+    logger: pino({ level: "silent" }),
+    clock: fixture.clock,
+  });
+
   beforeEach(async () => {
     node.byId.clear();
     const pool = poolOf("default", { runtimeType: "gvisor", maxSandboxesPerPod: 4 });
@@ -62,15 +75,7 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     await fixture.store.create("SandboxPool", poolOf("plain"));
     const logger = pino({ level: "silent" });
     checkpoints = new CheckpointManager({ manager: fixture.manager, store: fixture.store, registry: fixture.registry, agents: fixture.agents, logger });
-    pauses = new SandboxPauses({
-      manager: fixture.manager,
-      store: fixture.store,
-      registry: fixture.registry,
-      agents: fixture.agents,
-      checkpoints,
-      logger,
-      clock: fixture.clock,
-    });
+    pauses = new SandboxPauses(pausesOptions());
     fixture.manager.setSavedStateCleanup((sandbox) => pauses.removeSavedState(sandbox));
   });
 
@@ -317,6 +322,91 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     assert.equal(sandbox.spec.expireTime, END);
     assert.equal(sandbox.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION], undefined);
     assert.equal(fixture.allocated(), 1, "its slot is held again");
+  });
+
+  it("keeps its end on a sandbox whose pause stopped between its intent and its Paused status (a failed write, a crash)", async () => {
+    addAgent("agent-a");
+    for (const stop of ["failed write", "crash"] as const) {
+      await fixture.manager.create({ name: stop === "crash" ? "crashed" : "failed", spec: sandboxSpec({ expireTime: END }) });
+      // The store answers the pause's Paused status write with an error; after a crash, every write after it too.
+      let down = false;
+      const store = new Proxy(fixture.store, {
+        get: (target, property) => {
+          const value = Reflect.get(target, property) as unknown;
+          if (typeof value !== "function") return value;
+          const call = (value as (...args: unknown[]) => unknown).bind(target);
+          if (property !== "update" && property !== "updateStatus") return call;
+          return async (...args: unknown[]) => {
+            if (property === "updateStatus") down = true;
+            if (down && (property === "updateStatus" || stop === "crash")) throw new Error("the control plane died here");
+            return call(...args);
+          };
+        },
+      });
+      const dying = new SandboxPauses({ ...pausesOptions(), store });
+      await assert.rejects(dying.pause(undefined, stop === "crash" ? "crashed" : "failed"), /the control plane died here/);
+    }
+    for (const name of ["failed", "crashed"]) {
+      const record = await stored(name);
+      assert.equal(record.status?.phase, "Running", name);
+      assert.equal(record.spec.expireTime, END, `${name}: it still ends (nothing else would give it its end back)`);
+      assert.equal(pauses.settleDueInMs(record), undefined, "no pause of it to settle");
+    }
+    assert.equal((await stored("failed")).metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION], undefined, "the intent of a pause that did not begin goes");
+    assert.equal(node.byId.size, 0, "nothing was saved");
+  });
+
+  for (const operation of ["checkpoint", "fork"] as const) {
+    it(`leaves Paused a sandbox whose pause overtook a ${operation} of it (not Failed: its instance is gone because it is paused)`, async () => {
+      const agent = addAgent("agent-a");
+      await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+      // The operation's first lookup (its name's) waits until the pause is done: its agent call then finds no instance.
+      const pauseDone = deferred();
+      const lookup = deferred();
+      const list = agent.listCheckpoints.bind(agent);
+      let first = true;
+      agent.listCheckpoints = async () => {
+        if (first) {
+          first = false;
+          lookup.resolve();
+          await pauseDone.promise;
+        }
+        return list();
+      };
+      const work = operation === "checkpoint" ? checkpoints.checkpoint({ sandbox: "sb", checkpoint: "mine" }) : checkpoints.fork({ name: "sb", count: 1 });
+      const outcome = work.then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      await lookup.promise;
+      assert.ok(isPaused(await paused("sb")));
+      pauseDone.resolve();
+      assert.match(String(await outcome), /does not exist/);
+      const record = await stored("sb");
+      assert.equal(record.status?.phase, "Paused");
+      assert.equal(
+        record.status?.conditions?.find((c) => c.type === "Ready" && c.reason === "CheckpointFailed"),
+        undefined,
+      );
+      assert.equal((await pauses.resume(undefined, "sb")).sandbox.status?.phase, "Running", "and it resumes");
+    });
+  }
+
+  it("answers a resume whose checkpoint's agent did not list its checkpoints in time as Unavailable (retry), never as a checkpoint gone for good", async () => {
+    const agent = addAgent("agent-a");
+    await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+    await paused("sb");
+    const list = agent.listCheckpoints.bind(agent);
+    agent.listCheckpoints = () => Promise.reject(new UnavailableError("ListCheckpoints: deadline exceeded"));
+    await assert.rejects(
+      pauses.resume(undefined, "sb"),
+      (error: unknown) =>
+        error instanceof UnavailableError && /on node node-1, whose agent agent-a did not list its checkpoints in time; retry/.test(error.message),
+    );
+    assert.ok(isPaused(await stored("sb")));
+    assert.equal(node.byId.size, 1, "its checkpoint is there");
+    agent.listCheckpoints = list;
+    assert.equal((await pauses.resume(undefined, "sb")).sandbox.status?.phase, "Running");
   });
 
   it("keeps a sandbox running, with its end, when runsc refuses to save it", async () => {
@@ -608,10 +698,10 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
   describe("several replicas over one store (Kubernetes mode)", () => {
     const GRACE_MS = 180_000;
     /** Another replica: its own manager and pauses over the same store, registry and agents. */
-    const replica = (): SandboxPauses => {
+    const replica = (pool: Partial<SandboxPool["spec"]> = {}): SandboxPauses => {
       const logger = pino({ level: "silent" });
       const manager = new SandboxManager({ store: fixture.store, registry: fixture.registry, agents: fixture.agents, logger, clock: fixture.clock });
-      manager.setPool(poolOf("default", { runtimeType: "gvisor", maxSandboxesPerPod: 4 }));
+      manager.setPool(poolOf("default", { runtimeType: "gvisor", maxSandboxesPerPod: 4, ...pool }));
       const ownCheckpoints = new CheckpointManager({ manager, store: fixture.store, registry: fixture.registry, agents: fixture.agents, logger });
       return new SandboxPauses({
         manager,
@@ -697,6 +787,26 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
       const later = await other.resume(undefined, "sb");
       assert.equal(later.sandbox.status?.phase, "Running");
       assert.equal(later.sandbox.metadata.annotations?.[RESUMING_ANNOTATION], undefined);
+    });
+
+    it("leaves another replica's resume to it as long as it may wait for an agent of its checkpoint's node (the pool's wakeTimeoutSeconds) and restore", async () => {
+      addAgent("agent-a");
+      await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
+      await paused("sb");
+      // Another replica's resume: its intent is in the store, it waits for the pool to start an agent on the node.
+      const record = await stored("sb");
+      await fixture.store.update("Sandbox", {
+        ...record,
+        metadata: { ...record.metadata, annotations: { ...record.metadata.annotations, [RESUMING_ANNOTATION]: fixture.clock.now().toISOString() } },
+      });
+      const other = replica({ capacity: { poolMin: 0, poolMax: 2, wakeTimeoutSeconds: 600 } });
+      fixture.clock.advance(GRACE_MS + 1000);
+      await assert.rejects(other.resume(undefined, "sb"), /is being resumed by another replica/);
+      fixture.clock.advance(600_000 - GRACE_MS);
+      await assert.rejects(other.resume(undefined, "sb"), /is being resumed by another replica/, "its restore call may still be under way");
+      // Past its wait and its restore: it was cut short.
+      fixture.clock.advance(RESUME_AFTER_WAKE_TAKES_AT_MOST_MS);
+      assert.equal((await other.resume(undefined, "sb")).sandbox.status?.phase, "Running");
     });
 
     it("removes a failed resume's intent: the sandbox stays Paused and a resume right after goes ahead", async () => {

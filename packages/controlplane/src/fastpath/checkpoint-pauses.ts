@@ -6,7 +6,8 @@
  *   as a checkpoint on its node — then its instance is removed: nothing of it runs, its slot and
  *   address are free. The record stays, phase `Paused`, with its sandbox id, the node of its checkpoint
  *   (`status.nodeName`) and the checkpoint's name (PAUSED_CHECKPOINT_ANNOTATION); it has no end while
- *   paused (`spec.expireTime` is removed) and the condition `Paused` dates the pause.
+ *   paused (`spec.expireTime` is removed once the pause is decided; a Paused record never expires)
+ *   and the condition `Paused` dates the pause.
  * - resume: an instance is restored from that checkpoint under the same sandbox id, name (hostname)
  *   and access token, on an agent of the pool that holds the checkpoint (with an address of its own),
  *   with the end it is given; the checkpoint is then deleted. A pool that has no ready agent on the
@@ -65,8 +66,9 @@ export const PAUSED_CHECKPOINT_ANNOTATION = "sandbox.fast.io/paused-checkpoint";
 export const RESUMING_ANNOTATION = "sandbox.fast.io/resuming-since";
 /**
  * On a sandbox being paused: the end (`spec.expireTime`, RFC 3339) it had when its pause began; none
- * when it had none. Written with the pause's intent, which removes that end (a Paused sandbox does not
- * expire), so that a pause found not to have happened gives the sandbox its end back, after a crash too.
+ * when it had none. Written with the pause's intent; the end itself is removed only once the pause is
+ * decided (a Paused sandbox does not expire), and a pause found not to have happened gives the
+ * sandbox this end back, after a crash too.
  */
 export const END_BEFORE_PAUSE_ANNOTATION = "sandbox.fast.io/end-before-pause";
 /** On a sandbox being paused: when its checkpoint call came back without an answer (RFC 3339). */
@@ -94,6 +96,14 @@ const SETTLE_CONFLICT_RECHECK_MS = 1000;
  * the store's writes). Another replica's pause is left to it for at least this long.
  */
 export const PAUSE_TAKES_AT_MOST_MS = CHECKPOINT_CALL_TIMEOUT_MS + 60_000;
+/**
+ * What a resume takes at most once it has an agent of its checkpoint's node: its restore call's
+ * deadline (the agent client's CREATE_TIMEOUT_MS, 60 s, agent-client/rpc-agent-client.ts) and a
+ * minute for what comes around it (the checkpoint's lookup, the removal of what an earlier attempt
+ * left, the store's writes). Before that it may wait for such an agent up to its pool's
+ * `wakeTimeoutSeconds` (`resumeInFlightMs`). Raise it with the restore call's deadline.
+ */
+export const RESUME_AFTER_WAKE_TAKES_AT_MOST_MS = 120_000;
 /** How long a deleted paused sandbox waits for an agent of its checkpoint's node before its checkpoint is left there. */
 const SAVED_STATE_PATIENCE_MS = 10 * 60_000;
 
@@ -109,9 +119,10 @@ export interface SandboxPausesOptions {
   /**
    * Several control planes over one store (Kubernetes: every replica serves the fast path): how long
    * a pause, resume or settle (`settle`) another replica started (the record says when) is left to
-   * it — a resume meanwhile is refused, a settle waits — before it counts as cut short. Longer than a resume can take; a pause is
+   * it — a resume meanwhile is refused, a settle waits — before it counts as cut short. A pause is
    * left to it for at least PAUSE_TAKES_AT_MOST_MS (its checkpoint call is given
-   * CHECKPOINT_CALL_TIMEOUT_MS). @default 0: one
+   * CHECKPOINT_CALL_TIMEOUT_MS), a resume for at least its pool's `wakeTimeoutSeconds` (its wait
+   * for an agent of its checkpoint's node) and RESUME_AFTER_WAKE_TAKES_AT_MOST_MS. @default 0: one
    * control plane, whose own operations on a sandbox run one at a time, so an unfinished one it is
    * not running was cut short
    */
@@ -231,9 +242,11 @@ export class SandboxPauses {
     const unansweredAt = dated(annotations[PAUSE_UNANSWERED_ANNOTATION]);
     if (Number.isFinite(unansweredAt)) dueAt = Math.min(dueAt, unansweredAt + (this.options.settleAfterNoAnswerMs ?? DEFAULT_SETTLE_AFTER_NO_ANSWER_MS));
     const graceMs = this.options.inFlightElsewhereMs ?? 0;
-    for (const started of [annotations[RESUMING_ANNOTATION], annotations[SETTLING_ANNOTATION]]) {
-      const at = dated(started);
-      if (graceMs > 0 && Number.isFinite(at)) dueAt = Math.max(dueAt, at + graceMs);
+    if (graceMs > 0) {
+      const resumingAt = dated(annotations[RESUMING_ANNOTATION]);
+      if (Number.isFinite(resumingAt)) dueAt = Math.max(dueAt, resumingAt + this.resumeInFlightMs(sandbox));
+      const settlingAt = dated(annotations[SETTLING_ANNOTATION]);
+      if (Number.isFinite(settlingAt)) dueAt = Math.max(dueAt, settlingAt + graceMs);
     }
     return Math.max(0, dueAt - this.clock.now().getTime());
   }
@@ -358,27 +371,49 @@ export class SandboxPauses {
     }
     if (!this.client(agentName)) throw new UnavailableError(`agent ${agentName} of sandbox ${key} is not connected; retry shortly`);
     const checkpointName = pauseCheckpointName(name);
-    const previousEnd = running.spec.expireTime;
-    // The intent first (crash-safety, see the top of this file): the checkpoint to come, no end while
-    // paused but the one it had kept aside, phase Paused.
-    let record = await this.saveState(running, { checkpoint: checkpointName, endBeforePause: previousEnd }, (fresh) => {
-      // Changed meanwhile (a status write of its own, another replica): the pause still applies only to this running sandbox.
-      if (isPaused(fresh)) throw new ConflictError(`sandbox ${key} is paused already`);
-      // Another replica's pause wrote its intent first (its status is still Running): that pause goes on, this one yields.
-      if (fresh.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION] !== running.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION]) {
-        throw new ConflictError(`sandbox ${key} is being paused: another pause of it began meanwhile`);
-      }
-      if (fresh.status?.phase !== "Running" || fresh.status.sandboxID !== sandboxId || fresh.status.assignedPod !== agentName) {
-        throw new FailedPreconditionError(`sandbox ${key} changed while its pause began (now ${fresh.status?.phase ?? "Pending"}); retry`);
-      }
-    });
-    record = await writeStatus(
-      this.options.store,
-      record,
-      { phase: "Paused" },
-      { type: CONDITION_PAUSED, status: "Unknown", reason: "Pausing", message: `saving its memory and files as checkpoint ${checkpointName}` },
-      this.clock.now(),
+    // The intent first (crash-safety, see the top of this file): the checkpoint to come and the end it
+    // has, kept aside; then phase Paused. The end itself stays until the pause is decided (a Paused
+    // sandbox does not expire; `finishPause` removes it): a pause cut short between the two writes
+    // leaves a Running sandbox that still ends.
+    let record = await this.updateRecord(
+      running,
+      (current) => withSavedState(current, { checkpoint: checkpointName, end: current.spec.expireTime, endBeforePause: current.spec.expireTime }),
+      (fresh) => {
+        // Changed meanwhile (a status write of its own, another replica): the pause still applies only to this running sandbox.
+        if (isPaused(fresh)) throw new ConflictError(`sandbox ${key} is paused already`);
+        // Another replica's pause wrote its intent first (its status is still Running): that pause goes on, this one yields.
+        if (fresh.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION] !== running.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION]) {
+          throw new ConflictError(`sandbox ${key} is being paused: another pause of it began meanwhile`);
+        }
+        if (fresh.status?.phase !== "Running" || fresh.status.sandboxID !== sandboxId || fresh.status.assignedPod !== agentName) {
+          throw new FailedPreconditionError(`sandbox ${key} changed while its pause began (now ${fresh.status?.phase ?? "Pending"}); retry`);
+        }
+      },
     );
+    const previousEnd = record.spec.expireTime;
+    try {
+      record = await writeStatus(
+        this.options.store,
+        record,
+        { phase: "Paused" },
+        { type: CONDITION_PAUSED, status: "Unknown", reason: "Pausing", message: `saving its memory and files as checkpoint ${checkpointName}` },
+        this.clock.now(),
+      );
+    } catch (error) {
+      // Nothing was saved: the intent goes (best effort; a record that changed from this Running one is left as it is).
+      await this.updateRecord(
+        record,
+        (current) => withSavedState(current, { end: current.spec.expireTime }),
+        (fresh) => {
+          if (fresh.status?.phase !== "Running" || fresh.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION] !== checkpointName) {
+            throw new ConflictError(`sandbox ${key} changed after its pause's intent`);
+          }
+        },
+      ).catch((cause: unknown) =>
+        this.logger.warn({ sandbox: key, err: cause }, "could not remove the intent of a pause that did not begin; it is left unused"),
+      );
+      throw error;
+    }
     let checkpoint: Checkpoint;
     try {
       checkpoint = await this.options.checkpoints.checkpoint({ namespace, sandbox: name, checkpoint: checkpointName, leaveStopped: true, current: running });
@@ -449,10 +484,15 @@ export class SandboxPauses {
       this.clock.now(),
     );
     const annotations = paused.metadata.annotations ?? {};
-    if (!PAUSE_BOOKKEEPING_ANNOTATIONS.some((annotation) => annotation in annotations)) return paused;
-    // Read only while the pause is undecided: one left behind changes nothing.
+    if (!paused.spec.expireTime && !PAUSE_BOOKKEEPING_ANNOTATIONS.some((annotation) => annotation in annotations)) return paused;
+    // Its end, kept while the pause was undecided, goes: a paused sandbox has none (a Paused one does
+    // not expire, and its resume gives it one). What the pause kept aside is read only while it is
+    // undecided: one left behind changes nothing.
     return this.saveState(paused, { checkpoint: checkpoint.name }).catch((error: unknown) => {
-      this.logger.warn({ sandbox: key, err: error }, "could not remove what a paused sandbox kept while its pause was under way; it is left unused");
+      this.logger.warn(
+        { sandbox: key, err: error },
+        "could not remove a paused sandbox's end and what it kept while its pause was under way; they are left unused (a Paused sandbox does not expire)",
+      );
       return paused;
     });
   }
@@ -694,7 +734,8 @@ export class SandboxPauses {
     const now = this.clock.now().getTime();
     const recent = (time: string | undefined, withinMs: number) => time !== undefined && now - (Date.parse(time) || 0) < withinMs;
     const resuming = sandbox.metadata.annotations?.[RESUMING_ANNOTATION];
-    if (recent(resuming, graceMs)) return { what: "resumed", since: resuming ?? "" };
+    // Never less than a resume can take: one still waiting for an agent of its checkpoint's node, or for its restore call, is not cut short.
+    if (recent(resuming, this.resumeInFlightMs(sandbox))) return { what: "resumed", since: resuming ?? "" };
     const pausing = sandbox.status?.conditions?.find((c) => c.type === CONDITION_PAUSED && c.status === "Unknown")?.lastTransitionTime;
     // Never less than a pause can take: one still waiting for its checkpoint call's answer is not cut short.
     if (recent(pausing, Math.max(graceMs, PAUSE_TAKES_AT_MOST_MS))) return { what: "paused", since: pausing ?? "" };
@@ -702,6 +743,16 @@ export class SandboxPauses {
     const settling = pausing !== undefined ? sandbox.metadata.annotations?.[SETTLING_ANNOTATION] : undefined;
     if (recent(settling, graceMs)) return { what: "paused", since: settling ?? "" };
     return undefined;
+  }
+
+  /**
+   * How long after it began a resume of the sandbox another replica started is left to it: at least
+   * `inFlightElsewhereMs`, and as long as a resume can take — its wait for an agent of its
+   * checkpoint's node (its pool's `wakeTimeoutSeconds`, `waitForAgentOfNode`) and what follows.
+   */
+  private resumeInFlightMs(sandbox: Sandbox): number {
+    const wakeMs = this.options.manager.wakeTimeoutMs(sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, sandbox.spec.poolRef);
+    return Math.max(this.options.inFlightElsewhereMs ?? 0, wakeMs + RESUME_AFTER_WAKE_TAKES_AT_MOST_MS);
   }
 
   private async resumeFrom(paused: Sandbox, options: ResumeOptions): Promise<{ sandbox: Sandbox; resumed: boolean }> {
@@ -712,7 +763,9 @@ export class SandboxPauses {
     if (!sandboxId || !checkpointName) throw new FailedPreconditionError(`sandbox ${key} is Paused but names no checkpoint to resume from; delete it`);
     const pool = await this.poolOf(paused);
     await this.waitForAgentOfNode(paused);
-    const checkpoint = await this.findCheckpoint(namespace, checkpointName);
+    // Absent only when every ready agent of its node says so: one that did not answer in time may
+    // hold it (UnavailableError, to retry), and `withoutCheckpoint` takes absence for a lost checkpoint.
+    const checkpoint = await this.findCheckpoint(namespace, checkpointName, paused.status?.nodeName);
     if (!checkpoint) return { sandbox: await this.withoutCheckpoint(paused, pool, checkpointName, options), resumed: true };
     // Whatever a pause or resume cut short left of the instance on the checkpoint's node.
     for (const agentName of checkpoint.agents) {
@@ -865,9 +918,13 @@ export class SandboxPauses {
     }
   }
 
-  private async findCheckpoint(namespace: string, name: string): Promise<Checkpoint | undefined> {
+  /**
+   * The checkpoint, undefined when not found. With `node` (the one it is known to be on): not found
+   * only when every ready agent of that node answered without it, UnavailableError when one did not answer.
+   */
+  private async findCheckpoint(namespace: string, name: string, node?: string): Promise<Checkpoint | undefined> {
     try {
-      return await this.options.checkpoints.get(namespace, name);
+      return await (node ? this.options.checkpoints.getFromNode(namespace, name, node) : this.options.checkpoints.get(namespace, name));
     } catch (error) {
       if (error instanceof NotFoundError) return undefined;
       throw error;

@@ -61,7 +61,11 @@ import { loadOrCreateKubernetesTokenSecret } from "../e2b/kubernetes-token-secre
 
 /** How long a Bound record may be another replica's create in flight (image pull and create) before the leader finishes it. */
 export const DEFAULT_FOREIGN_CREATE_GRACE_MS = 120_000;
-/** A pause or resume another replica started is its own this long (a pause at least PAUSE_TAKES_AT_MOST_MS: checkpoint-pauses.ts). */
+/**
+ * A pause or resume another replica started is its own this long (a pause at least
+ * PAUSE_TAKES_AT_MOST_MS, a resume at least its pool's wakeTimeoutSeconds and
+ * RESUME_AFTER_WAKE_TAKES_AT_MOST_MS: checkpoint-pauses.ts).
+ */
 const PAUSE_IN_FLIGHT_ELSEWHERE_MS = 180_000;
 
 export interface KubernetesControlPlaneOptions {

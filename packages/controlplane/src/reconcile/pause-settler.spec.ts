@@ -99,7 +99,7 @@ describe("PauseSettler: a pause whose outcome is not known converges by itself",
     await idle();
     const record = await stored();
     assert.ok(isPauseUndecided(record), "Paused=Unknown: its outcome is not known");
-    assert.equal(record.spec.expireTime, undefined);
+    assert.equal(record.spec.expireTime, END, "its end goes only once its pause is decided (a Paused record does not expire)");
     assert.equal(fixture.allocated(), 1, "its slot is held while its instance may run on");
     return running.status?.sandboxID ?? "";
   };

@@ -176,7 +176,8 @@ export class SandboxReconciler implements Reconciler {
       return;
     }
     const now = this.clock.now();
-    // A Paused sandbox has no end; one it carries is the end a resume in flight (or cut short) wrote with its intent.
+    // A Paused sandbox does not expire; an end it carries is the one a resume in flight (or cut short) wrote with its
+    // intent, or the one an undecided pause keeps until it is decided.
     const expires = sandbox.spec.expireTime && sandbox.status?.phase !== "Paused";
     const expiresInMs = expires && sandbox.spec.expireTime ? Date.parse(sandbox.spec.expireTime) - now.getTime() : Number.NaN;
     if (expiresInMs <= 0) {
