@@ -22,7 +22,7 @@ import type { ResourceStore } from "./store/resource-store.js";
 import { DEFAULT_NAMESPACE, SandboxManager } from "./fastpath/sandbox-manager.js";
 import { startApiServer, type ApiServer } from "./fastpath/api-server.js";
 import { CheckpointManager } from "./fastpath/checkpoint-manager.js";
-import { SandboxPauses } from "./fastpath/checkpoint-pauses.js";
+import { RESUME_AFTER_WAKE_TAKES_AT_MOST_MS, SandboxPauses } from "./fastpath/checkpoint-pauses.js";
 import { SandboxDirectory } from "./proxy/sandbox-directory.js";
 import { startSandboxProxy, type SandboxProxy } from "./proxy/sandbox-proxy.js";
 import { ProxyMetrics } from "./proxy/proxy-metrics.js";
@@ -253,6 +253,9 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     registry,
     logger,
     isBusy: (namespace, name) => manager.isBusy(namespace, name),
+    // A resume may wait for an agent of its checkpoint's node as long as its pool's wake timeout, then restore.
+    resumeDemandMs: (sandbox) =>
+      manager.wakeTimeoutMs(sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, sandbox.spec.poolRef) + RESUME_AFTER_WAKE_TAKES_AT_MOST_MS,
     onPending: (sandbox) => pools.wake(sandbox.metadata.namespace ?? DEFAULT_NAMESPACE, sandbox.spec.poolRef),
     portsHeldBy: (sandbox) => manager.portsHeldBy(sandbox),
   });

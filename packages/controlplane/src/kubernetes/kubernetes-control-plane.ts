@@ -27,7 +27,7 @@ import { createAgentClient } from "../agent-client/rpc-agent-client.js";
 import { sleep, systemClock, type Clock } from "../controller/clock.js";
 import { startApiServer, type ApiServer } from "../fastpath/api-server.js";
 import { CheckpointManager } from "../fastpath/checkpoint-manager.js";
-import { SandboxPauses } from "../fastpath/checkpoint-pauses.js";
+import { RESUME_AFTER_WAKE_TAKES_AT_MOST_MS, SandboxPauses } from "../fastpath/checkpoint-pauses.js";
 import { ControlPlaneMetrics } from "../fastpath/control-plane-metrics.js";
 import { SandboxManager } from "../fastpath/sandbox-manager.js";
 import { AgentConnections } from "../fleet/agent-connections.js";
@@ -189,6 +189,8 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     logger,
     clock,
     isBusy: (namespace, name) => manager.isBusy(namespace, name),
+    // A resume may wait for an agent of its checkpoint's node as long as its pool's wake timeout, then restore.
+    resumeDemandMs: (sandbox) => manager.wakeTimeoutMs(sandbox.metadata.namespace ?? "default", sandbox.spec.poolRef) + RESUME_AFTER_WAKE_TAKES_AT_MOST_MS,
     onPending: (sandbox) => {
       if (leading()) poolController.wake(sandbox.metadata.namespace ?? "default", sandbox.spec.poolRef);
     },

@@ -439,6 +439,30 @@ describe("AllocationSync", () => {
     busy.clear();
   });
 
+  it("counts a resume as demand for as long as it may wait for its pool (resumeDemandMs), not only 5 minutes", async () => {
+    await sync.stop();
+    sync = new AllocationSync({ store, registry, clock, logger: pino({ level: "silent" }), isBusy: () => false, resumeDemandMs: () => 20 * 60_000 });
+    await sync.start();
+    registry.removeAgent("agent-a");
+    registry.removeAgent("agent-b");
+    const created = await store.create("Sandbox", {
+      apiVersion: API_VERSION,
+      kind: "Sandbox",
+      metadata: {
+        name: "resuming",
+        namespace: NAMESPACE,
+        annotations: { [PAUSED_CHECKPOINT_ANNOTATION]: "resuming-pause-0a1b2c", [RESUMING_ANNOTATION]: clock.now().toISOString() },
+      },
+      spec: spec(),
+    });
+    await store.updateStatus("Sandbox", { ...created, status: { phase: "Paused", sandboxID: "resuming-id", nodeName: "node-1" } });
+    await settle();
+    clock.advance(10 * 60_000);
+    assert.equal(sync.pendingIn(NAMESPACE, POOL), 1, "10 minutes into a resume whose pool may wake for longer");
+    clock.advance(10 * 60_000);
+    assert.equal(sync.pendingIn(NAMESPACE, POOL), 0, "past it");
+  });
+
   it("calls onPending with the records waiting to be placed, not with placed or deleting ones", async () => {
     await record("p1");
     await record("p2", { phase: "Pending" });

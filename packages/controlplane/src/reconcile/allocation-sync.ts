@@ -42,12 +42,18 @@ const RECHECK_MS = 500;
  */
 const CONFLICT_RECHECK_MS = 50;
 /**
- * How long a resume's intent (RESUMING_ANNOTATION) counts as demand: longer than a resume takes — its
- * wait for an agent (the pool's wakeTimeoutSeconds, 30 s by default) and its restore (a 60 s create
- * call) — so that one left by a control plane that died mid-resume does not hold the pool up for ever.
+ * How long a resume's intent (RESUMING_ANNOTATION) counts as demand at least: longer than a resume
+ * takes — its wait for an agent (the pool's wakeTimeoutSeconds, 30 s by default: `resumeDemandMs`
+ * makes it longer for a pool that waits longer) and its restore (a 60 s create call) — so that one
+ * left by a control plane that died mid-resume does not hold the pool up for ever.
  */
-const RESUME_DEMAND_MS = 5 * 60_000;
+export const RESUME_DEMAND_MS = 5 * 60_000;
 export interface AllocationSyncOptions {
+  /**
+   * How long the intent of a resume of this sandbox counts as demand: as long as the resume may be
+   * under way (checkpoint-pauses.ts: its pool's wake timeout and the restore). @default RESUME_DEMAND_MS
+   */
+  resumeDemandMs?(sandbox: Sandbox): number;
   store: ResourceStore;
   registry: AgentRegistry;
   /** True while this replica's fast path creates, replaces or deletes the sandbox. */
@@ -91,14 +97,14 @@ export function heldOn(sandbox: Sandbox | undefined): string | undefined {
  * than RESUME_DEMAND_MS old), or the sandbox is being deleted (checkpoint-pauses.ts removes its
  * checkpoint first). A paused sandbox left alone needs none: its pool may go down to zero agents.
  */
-export function needsCheckpointAgent(sandbox: Sandbox, nowMs: number): boolean {
+export function needsCheckpointAgent(sandbox: Sandbox, nowMs: number, resumeDemandMs = RESUME_DEMAND_MS): boolean {
   const annotations = sandbox.metadata.annotations ?? {};
   // A record held on an agent (Running, its pause only beginning) needs that agent, whose slot it holds;
   // one whose pause is undecided may be paused already: its checkpoint's node is what it needs.
   if (!annotations[PAUSED_CHECKPOINT_ANNOTATION] || (heldOn(sandbox) && !isPauseUndecided(sandbox))) return false;
   if (sandbox.metadata.deletionTimestamp) return true;
   const resumingSince = Date.parse(annotations[RESUMING_ANNOTATION] ?? "");
-  return sandbox.status?.phase === "Paused" && nowMs - resumingSince < RESUME_DEMAND_MS;
+  return sandbox.status?.phase === "Paused" && nowMs - resumingSince < Math.max(RESUME_DEMAND_MS, resumeDemandMs);
 }
 
 /** Phases in which a record that names an agent no longer needs it. */
@@ -153,7 +159,7 @@ export class AllocationSync implements Reconciler {
     let count = 0;
     for (const sandbox of this.informer.list()) {
       if (sandbox.metadata.namespace !== namespace || sandbox.spec.poolRef !== pool) continue;
-      if (needsCheckpointAgent(sandbox, nowMs)) {
+      if (needsCheckpointAgent(sandbox, nowMs, this.resumeDemandMs(sandbox))) {
         if (!this.readyAgentOnNode(namespace, pool, sandbox.status?.nodeName)) count += 1;
         continue;
       }
@@ -177,6 +183,10 @@ export class AllocationSync implements Reconciler {
     return this.informer.byIndex(SANDBOXES_BY_AGENT, agentName).some((sandbox) => !ENDED_ON_AGENT.has(sandbox.status?.phase ?? "Pending"));
   }
 
+  private resumeDemandMs(sandbox: Sandbox): number {
+    return this.options.resumeDemandMs?.(sandbox) ?? RESUME_DEMAND_MS;
+  }
+
   /** The agent was (re)registered in the registry: the records assigned to it get their slots back. */
   agentRegistered(agentName: string): void {
     for (const sandbox of this.informer.byIndex(SANDBOXES_BY_AGENT, agentName)) this.controller.enqueue(objectKey(sandbox));
@@ -193,7 +203,7 @@ export class AllocationSync implements Reconciler {
     // Before the busy check: the fast path is busy with it exactly while it resumes it or deletes it.
     if (
       sandbox &&
-      needsCheckpointAgent(sandbox, this.clock.now().getTime()) &&
+      needsCheckpointAgent(sandbox, this.clock.now().getTime(), this.resumeDemandMs(sandbox)) &&
       !this.readyAgentOnNode(namespace, sandbox.spec.poolRef, sandbox.status?.nodeName)
     ) {
       this.options.onPending?.(sandbox);
