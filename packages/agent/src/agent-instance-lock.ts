@@ -55,7 +55,7 @@ export async function acquireAgentInstanceLock(stateDir: string, options: AgentI
   const now = options.now ?? Date.now;
   const wait = options.sleep ?? ((ms: number) => sleep(ms));
   const pollIntervalMs = options.pollIntervalMs ?? 100;
-  mkdirSync(stateDir, { recursive: true });
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const self = ownIdentity();
   const path = agentLockPath(stateDir);
   const text = formatLock(self);

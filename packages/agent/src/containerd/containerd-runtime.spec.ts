@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -15,6 +15,24 @@ import { ProcessDetailsSchema } from "./gen/github.com/containerd/containerd/run
 const roots: string[] = [];
 after(() => {
   for (const root of roots) rmSync(root, { recursive: true, force: true });
+});
+
+describe("ContainerdRuntime's state directory", () => {
+  it("is root's alone even when it was made before with a wider mode (the sandboxes' run directories are below it)", () => {
+    const stateDir = mkdtempSync(join(tmpdir(), "fsb-runtime-mode-"));
+    roots.push(stateDir);
+    chmodSync(stateDir, 0o755);
+    const runtime = createContainerdRuntime({
+      agentName: "agent-0",
+      socketPath: join(stateDir, "no-containerd.sock"),
+      stateDir,
+      cgroupLayout: { version: 2, root: stateDir, controllers: [] },
+      runscPath: "/bin/true",
+      logger: pino({ level: "silent" }),
+    });
+    runtime.close();
+    assert.equal(statSync(stateDir).mode & 0o777, 0o700);
+  });
 });
 
 describe("ContainerdRuntime.prepare", () => {

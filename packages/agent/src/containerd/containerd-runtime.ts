@@ -12,7 +12,7 @@
  * (container-id.ts), which also names its task, snapshot and cgroup.
  */
 import { setMaxListeners } from "node:events";
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { chown, mkdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -383,6 +383,10 @@ export class ContainerdRuntime implements Runtime {
     this.cpuBoundMillis = options.cpuBoundMillis;
     this.cgroupLayout = options.cgroupLayout ?? detectCgroupLayout();
     mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
+    // Root's alone, whoever made it first and however (the agent's lock, an earlier release, the
+    // kubelet's hostPath): the sandboxes' run directories below are theirs to write, so a host user
+    // reaching them could run a set-uid file a sandbox's root left there, or swap a claim FIFO.
+    chmodSync(this.stateDir, 0o700);
     this.claimJournal = new ClaimJournal(this.stateDir);
     this.execFiles = new ExecFiles(this.stateDir);
     const runscPath = options.runscPath ?? "/usr/bin/runsc";

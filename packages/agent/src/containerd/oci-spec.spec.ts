@@ -142,6 +142,7 @@ describe("buildOciSpec", () => {
     assert.deepEqual(process.capabilities.inheritable, []);
     assert.deepEqual(process.capabilities.ambient, []);
     assert.ok(!process.capabilities.bounding.includes("CAP_SYS_ADMIN"));
+    assert.ok(!process.capabilities.bounding.includes("CAP_MKNOD"), "no device nodes: one in a directory the host reads is the host's");
     assert.deepEqual(process.rlimits, [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }]);
   });
 

@@ -24,13 +24,17 @@ export function cpuQuotaUs(cpuMillis: number): number {
   return Math.round((cpuMillis * CPU_PERIOD_US) / 1000);
 }
 
-/** Capabilities a sandbox keeps (bounding, effective, permitted); everything else is dropped. */
+/**
+ * Capabilities a sandbox keeps (bounding, effective, permitted); everything else is dropped. Not
+ * CAP_MKNOD (Docker's default has it): a sandbox can use no device node it makes (the devices cgroup
+ * denies them), while one made in a directory the host reads (its run directory, a bind mount) is
+ * a device of the host's to whoever opens it there. FIFOs need no capability.
+ */
 export const DEFAULT_CAPABILITIES: readonly string[] = [
   "CAP_CHOWN",
   "CAP_DAC_OVERRIDE",
   "CAP_FSETID",
   "CAP_FOWNER",
-  "CAP_MKNOD",
   "CAP_NET_RAW",
   "CAP_SETGID",
   "CAP_SETUID",

@@ -18,11 +18,12 @@
  * another (each has its own snapshot, cgroup, namespaces and run directory), and an instance is
  * claimed at most once: the stock hands each out once, and its FIFO accepts one claim.
  */
-import { closeSync, constants, fstatSync, openSync, writeSync } from "node:fs";
+import { closeSync, constants, writeSync } from "node:fs";
 import { Socket } from "node:net";
 import { randomBytes } from "node:crypto";
 import { FsbError, normalizeImageName } from "@fast-sandbox/api/core";
 import type { RuntimeSandboxSpec } from "../runtime/runtime.js";
+import { openRunEntry } from "./run-file.js";
 
 /** Value of LABEL_ROLE on a prepared instance until it is claimed. */
 export const ROLE_PREPARED_INSTANCE = "prepared-instance";
@@ -98,20 +99,17 @@ export const CLAIM_MAX_BYTES = 4 << 20;
  * while it is written (EPIPE) leaves no instance either.
  */
 export async function writeClaim(fifoPath: string, claim: Buffer, timeoutMs = 5_000): Promise<boolean> {
-  let fd: number;
+  let fd: number | undefined;
   try {
     // The run directory is the sandbox's: a link there (ELOOP) or anything but a FIFO is no instance,
-    // never a file of the agent's written through it.
-    fd = openSync(fifoPath, constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+    // never a file of the agent's written through it, nor a device opened.
+    fd = openRunEntry(fifoPath, "fifo", constants.O_WRONLY | constants.O_NONBLOCK);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === "ENXIO" || code === "ENOENT" || code === "ELOOP") return false;
     throw error;
   }
-  if (!fstatSync(fd).isFIFO()) {
-    closeSync(fd);
-    return false;
-  }
+  if (fd === undefined) return false;
   let written = 0;
   try {
     written = writeSync(fd, claim);
