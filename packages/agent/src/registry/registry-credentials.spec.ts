@@ -71,7 +71,17 @@ describe("loadRegistryCredentials", () => {
     writeFileSync(path, "{ not json");
     await assert.rejects(loadRegistryCredentials(path, "r.io"), (error: unknown) => {
       assert.ok(error instanceof FailedPreconditionError);
-      assert.match(error.message, /broken\.json is not valid JSON .*run 'fsb login' again/);
+      assert.match(error.message, /broken\.json is not valid JSON.*run 'fsb login' again/);
+      return true;
+    });
+  });
+
+  it("never quotes the file's text when it is malformed: a password beside the fault would be in every pull's error", async () => {
+    const path = join(dir, "unquoted.json");
+    writeFileSync(path, '{"auths":{"ghcr.io":{"username":"robot","password":hunter2pw}}}');
+    await assert.rejects(loadRegistryCredentials(path, "ghcr.io"), (error: unknown) => {
+      assert.ok(error instanceof FailedPreconditionError);
+      assert.doesNotMatch(error.message, /hunter2/);
       return true;
     });
   });

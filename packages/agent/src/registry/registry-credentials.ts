@@ -67,8 +67,9 @@ export async function loadRegistryCredentials(path: string | undefined, registry
   let config: unknown;
   try {
     config = JSON.parse(text);
-  } catch (error) {
-    throw new FailedPreconditionError(`${path} is not valid JSON (${(error as Error).message}); fix it or run 'fsb login' again`);
+  } catch {
+    // Not the parser's message: it quotes the text around the fault, a password as likely as not.
+    throw new FailedPreconditionError(`${path} is not valid JSON; fix it or run 'fsb login' again`);
   }
   return findCredentials(config, registry, path);
 }

@@ -119,6 +119,9 @@ export interface AgentServer {
  * token required; and without a token `/healthz` (the process is up), `/readyz` (containerd
  * answers or is merely busy, not draining) and `/metrics`.
  */
+/** Idle time before TCP keep-alive probes on the agent's connections (as the sandbox proxy's). */
+const TCP_KEEPALIVE_MS = 60_000;
+
 export async function startAgentServer(options: AgentServerOptions): Promise<AgentServer> {
   const logDir = sandboxLogDir(options.stateDir);
   mkdirSync(logDir, { recursive: true });
@@ -158,7 +161,9 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
   });
   // CONNECT to a port of one of this agent's Isolated sandboxes (the sandbox proxy's way in).
   const relay = createSandboxRelay({ token: options.token, sandboxes: () => options.runtime.list(), observe: (result) => metrics.relayTunnel(result) });
-  const server = await listenCleartext(handler, options.host, options.port, { onConnect: relay.onConnect });
+  // TCP keep-alives find a caller that vanished without a word (its node off, a NAT that forgot the
+  // connection): its relay tunnels and exec or log streams would otherwise be held for ever.
+  const server = await listenCleartext(handler, options.host, options.port, { onConnect: relay.onConnect, tcpKeepAliveMs: TCP_KEEPALIVE_MS });
   return {
     endpoint: `${options.host}:${server.port}`,
     close: async (drainTimeoutMs = 0) => {

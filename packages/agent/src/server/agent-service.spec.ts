@@ -422,6 +422,20 @@ describe("AgentService", () => {
       );
     });
 
+    it("refuses a process the control plane would refuse (NUL bytes, '=' in a name, a relative working dir) before the runtime is asked", async () => {
+      const cases = [
+        { what: "a NUL byte in an argument", args: ["a\0b"] },
+        { what: "a name with '='", envs: [{ name: "A=B", value: "c" }] },
+        { what: "a relative working dir", workingDir: "relative/../dir" },
+      ];
+      for (const { what, ...process } of cases) {
+        const error = await rejection(client.createSandbox(createRequest(process)));
+        assert.equal(error.code, Code.InvalidArgument, what);
+        assert.match(error.rawMessage, /^(args\[0\]|envs\[0\]\.name|workingDir)/, what);
+      }
+      assert.equal(runtime.created.length, 0);
+    });
+
     it("refuses a bad egress policy before it takes a slot", async () => {
       const bad = [
         create(pb.SandboxNetworkSchema, {

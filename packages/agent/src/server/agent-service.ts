@@ -182,6 +182,8 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
     async createSandbox(request) {
       return edge(async () => {
         checkSandboxId(request.sandboxId);
+        // As Exec: the control plane checks the same first; this covers a caller that reaches the agent directly.
+        checkProcess({ command: request.command, args: request.args, envs: request.envs, workingDir: request.workingDir });
         // A bad network is refused before anything is reserved.
         sandboxNetworkOf(request.network);
         // Decided before the first await, so concurrent creates (from any control-plane replica)

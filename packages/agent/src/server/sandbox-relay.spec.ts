@@ -108,6 +108,26 @@ describe("the agent's sandbox relay", () => {
     assert.deepEqual(results.slice(-2), ["unauthorized", "unauthorized"]);
   });
 
+  it("closes a refused caller's connection itself soon after the refusal, though the caller never closes its side", async () => {
+    let agentSide: net.Socket | undefined;
+    server.once("connect", (_request, socket: net.Socket) => (agentSide = socket));
+    const caller = net.connect({ host: "127.0.0.1", port: relayPort, allowHalfOpen: true });
+    await new Promise((resolve) => caller.once("connect", resolve));
+    caller.write(`CONNECT 127.0.0.1:${echoPort} HTTP/1.1\r\nhost: x\r\n\r\n`);
+    let text = "";
+    caller.on("data", (chunk: Buffer) => (text += chunk.toString()));
+    await new Promise((resolve) => caller.once("end", resolve));
+    assert.match(text, /^HTTP\/1\.1 401/);
+    assert.ok(agentSide);
+    // Half-open on the agent's side until it closes it: no server timeout applies to it any more.
+    const closed = await Promise.race([
+      new Promise((resolve) => agentSide?.once("close", () => resolve("closed"))),
+      new Promise((resolve) => setTimeout(() => resolve("still open after 10 s"), 10_000).unref()),
+    ]);
+    assert.equal(closed, "closed");
+    caller.destroy();
+  });
+
   it("refuses an address that is none of its sandboxes' (403): it is not an open proxy", async () => {
     const refused = await connect(relayPort, `127.0.0.3:${echoPort}`, TOKEN);
     assert.equal(refused.status, 403);

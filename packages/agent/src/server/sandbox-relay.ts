@@ -38,12 +38,18 @@ export interface SandboxRelay {
 
 const STATUS_TEXT: Record<number, string> = { 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 502: "Bad Gateway" };
 
+/** How long a refused caller has to read the refusal before its connection is closed from this side. */
+export const REFUSAL_LINGER_MS = 1000;
+
 function refuse(socket: Duplex, status: number, message: string): void {
   const body = JSON.stringify({ code: status, message });
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\ncontent-type: application/json\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
+  // The HTTP server no longer times this socket out: a caller that never closes its side (no token
+  // needed to get here) would hold it half-open for ever.
+  setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
 }
 
 /** `address:port` or `[v6 address]:port` of a CONNECT request line, or undefined. */
