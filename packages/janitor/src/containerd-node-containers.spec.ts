@@ -86,3 +86,14 @@ describe("ContainerdNodeContainers.removeTask", () => {
     assert.deepEqual(kills, []);
   });
 });
+
+describe("ContainerdNodeContainers.get", () => {
+  it("answers the managed container as it is now, and undefined for one gone or not managed", async () => {
+    const { client } = fakeClient({ box: { [LABEL_MANAGED]: "true", a: "b" }, other: { a: "b" } }, {});
+    const node = createContainerdNodeContainers({ containerdNamespace: "ns", client });
+    assert.deepEqual((await node.get("box"))?.labels, { [LABEL_MANAGED]: "true", a: "b" });
+    assert.equal((await node.get("box"))?.id, "box");
+    assert.equal(await node.get("other"), undefined);
+    assert.equal(await node.get("gone"), undefined);
+  });
+});

@@ -52,6 +52,35 @@ function cgroupsPathOf(spec: Uint8Array | undefined): string | undefined {
   }
 }
 
+/** What containerd says of a container (Containers.List, Containers.Get). */
+interface ContainerInfo {
+  id: string;
+  labels: Record<string, string>;
+  createdAt?: Timestamp;
+  updatedAt?: Timestamp;
+  snapshotter: string;
+  snapshotKey: string;
+  spec?: { value?: Uint8Array };
+}
+
+/** The container as the janitor sees it; undefined for one without the managed label. */
+function managedContainer(container: ContainerInfo): ManagedContainer | undefined {
+  if (container.labels[LABEL_MANAGED] !== "true") return undefined;
+  const spec = container.spec?.value;
+  let cgroupsPath: string | undefined | null = null;
+  return {
+    id: container.id,
+    labels: { ...container.labels },
+    changedAtMs: Math.max(toMs(container.createdAt), container.updatedAt ? toMs(container.updatedAt) : 0),
+    snapshotter: container.snapshotter,
+    snapshotKey: container.snapshotKey,
+    get cgroupsPath() {
+      if (cgroupsPath === null) cgroupsPath = cgroupsPathOf(spec);
+      return cgroupsPath;
+    },
+  };
+}
+
 export function createContainerdNodeContainers(options: ContainerdNodeContainersOptions): NodeContainers {
   return new ContainerdNodeContainers(options);
 }
@@ -79,22 +108,20 @@ class ContainerdNodeContainers implements NodeContainers {
     const containers: ManagedContainer[] = [];
     // Streamed one by one: the specs of many containers together can outgrow one message.
     for await (const { container } of this.client.containers.listStream({ filters: [MANAGED_FILTER] })) {
-      if (!container || container.labels[LABEL_MANAGED] !== "true") continue;
-      const spec = container.spec?.value;
-      let cgroupsPath: string | undefined | null = null;
-      containers.push({
-        id: container.id,
-        labels: { ...container.labels },
-        changedAtMs: Math.max(toMs(container.createdAt), container.updatedAt ? toMs(container.updatedAt) : 0),
-        snapshotter: container.snapshotter,
-        snapshotKey: container.snapshotKey,
-        get cgroupsPath() {
-          if (cgroupsPath === null) cgroupsPath = cgroupsPathOf(spec);
-          return cgroupsPath;
-        },
-      });
+      const managed = container ? managedContainer(container) : undefined;
+      if (managed) containers.push(managed);
     }
     return containers;
+  }
+
+  async get(containerId: string): Promise<ManagedContainer | undefined> {
+    try {
+      const { container } = await this.client.containers.get({ id: containerId });
+      return container ? managedContainer(container) : undefined;
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
   }
 
   async listSnapshots(): Promise<ManagedSnapshot[]> {

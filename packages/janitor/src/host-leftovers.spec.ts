@@ -201,6 +201,25 @@ describe("LocalHostLeftovers.listSandboxCgroups", () => {
   it("lists nothing without a cgroup root", async () => {
     assert.deepEqual(await new LocalHostLeftovers({ cgroupMount: v2Mount(cgroups) }).listSandboxCgroups(["live-0"]), []);
   });
+
+  it("without a cgroup root, lists those under /<containerdNamespace>/<agent> of each namespace looked after, and never removes that cgroup", async () => {
+    const mount = v2Mount([
+      "ns-a/default-0/left-x/nested",
+      "ns-a/default-0/fsb-anchor-0",
+      "ns-b/default-0/left-y",
+      "other/default-0/left-z",
+      "ns-a/stranger/left",
+    ]);
+    const host = new LocalHostLeftovers({ cgroupMount: mount, containerdNamespaces: ["ns-a", "ns-b"] });
+    assert.deepEqual((await host.listSandboxCgroups(["default-0", ".."])).sort(byPath), [
+      { agent: "default-0", name: "fsb-anchor-0", cgroupsPath: "/ns-a/default-0/fsb-anchor-0" },
+      { agent: "default-0", name: "left-x", cgroupsPath: "/ns-a/default-0/left-x" },
+      { agent: "default-0", name: "left-y", cgroupsPath: "/ns-b/default-0/left-y" },
+    ]);
+    assert.deepEqual(await host.removeAgentCgroup("default-0"), []);
+    assert.equal(await host.hasAgentCgroup("default-0"), false);
+    assert.ok(existsSync(join(mount, "ns-a/default-0")));
+  });
 });
 
 describe("LocalHostLeftovers.removeAgentNetworkNamespace", () => {

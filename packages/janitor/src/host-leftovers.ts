@@ -94,6 +94,13 @@ export interface LocalHostLeftoversOptions {
   agentsDir?: string;
   /** cgroup the embedded agents live under (`/<cgroupRoot>/<agent>`); "" or absent: agents' own cgroups are not touched. */
   cgroupRoot?: string;
+  /**
+   * The containerd namespaces looked after. Without a cgroup root an agent makes its sandboxes'
+   * cgroups under `/<containerdNamespace>/<agent>` (the agent's main.ts): those are looked in for
+   * leftover sandbox cgroups, though that cgroup itself is never removed (nothing says it is only
+   * the agent's). Absent: none is.
+   */
+  containerdNamespaces?: readonly string[];
   /** @default "/sys/fs/cgroup" */
   cgroupMount?: string;
   /** How long processes killed in a cgroup may take to leave it. @default 5_000 */
@@ -147,6 +154,7 @@ export function cgroupPathSegments(cgroupsPath: string): string[] | undefined {
 export class LocalHostLeftovers implements HostLeftovers {
   private readonly agentsDir: string | undefined;
   private readonly cgroupRoot: string;
+  private readonly containerdNamespaces: readonly string[];
   private readonly cgroupMount: string;
   private readonly drainTimeoutMs: number;
   private readonly containerdFifoDir: string;
@@ -156,6 +164,7 @@ export class LocalHostLeftovers implements HostLeftovers {
   constructor(options: LocalHostLeftoversOptions = {}) {
     this.agentsDir = options.agentsDir;
     this.cgroupRoot = (options.cgroupRoot ?? "").replace(/^\/+|\/+$/g, "");
+    this.containerdNamespaces = options.containerdNamespaces ?? [];
     this.cgroupMount = options.cgroupMount ?? "/sys/fs/cgroup";
     this.drainTimeoutMs = options.cgroupDrainTimeoutMs ?? 5_000;
     this.containerdFifoDir = options.containerdFifoDir ?? "/run/containerd/fifo";
@@ -317,18 +326,21 @@ export class LocalHostLeftovers implements HostLeftovers {
    * An agent's cgroup holds its sandboxes' and anchors' cgroups itself (the Kubernetes mode's
    * `/<namespace>/<agent>`), or, for an agent with a cgroup of its own (the embedded mode's
    * `/<cgroupRoot>/<agent>`), its process's (`agent`) and their parent (`sandboxes`) beside each
-   * other: both are looked in, those two names never taken for a container's.
+   * other: both are looked in, those two names never taken for a container's. Without a cgroup
+   * root, an agent's sandboxes' parent is `/<containerdNamespace>/<agent>` in each namespace looked
+   * after.
    */
   listSandboxCgroups(agents: Iterable<string>): Promise<SandboxCgroupFacts[]> {
     const found = new Map<string, SandboxCgroupFacts>();
     const hierarchies = this.hierarchies();
     for (const agent of new Set(agents)) {
       const segments = this.agentCgroupSegments(agent);
-      if (!segments) continue;
-      const parents = [
-        { segments: [...segments, "sandboxes"], skip: new Set<string>() },
-        { segments, skip: AGENT_CGROUP_CHILDREN },
-      ];
+      const parents = segments
+        ? [
+            { segments: [...segments, "sandboxes"], skip: new Set<string>() },
+            { segments, skip: AGENT_CGROUP_CHILDREN },
+          ]
+        : this.namespaceSandboxParents(agent).map((parent) => ({ segments: parent, skip: AGENT_CGROUP_CHILDREN }));
       for (const parent of parents) {
         for (const hierarchy of hierarchies) {
           for (const name of subdirectories(join(hierarchy, ...parent.segments))) {
@@ -386,6 +398,15 @@ export class LocalHostLeftovers implements HostLeftovers {
 
   private agentCgroupSegments(agent: string): string[] | undefined {
     return this.cgroupRoot && isSafeName(agent) ? cgroupPathSegments(`/${this.cgroupRoot}/${agent}`) : undefined;
+  }
+
+  /** Without a cgroup root: `/<containerdNamespace>/<agent>` for each namespace looked after. */
+  private namespaceSandboxParents(agent: string): string[][] {
+    if (this.cgroupRoot || !isSafeName(agent)) return [];
+    return [...new Set(this.containerdNamespaces)].flatMap((namespace) => {
+      const segments = cgroupPathSegments(`/${namespace}/${agent}`);
+      return segments ? [segments] : [];
+    });
   }
 
   private stateDir(agent: string): string | undefined {

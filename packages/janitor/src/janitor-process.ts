@@ -23,7 +23,7 @@ export interface NodeScope {
   containerdSocket?: string;
   /** Directory of the agents' state directories (`<dataDir>/agents` in the embedded mode). */
   agentsDir?: string;
-  /** cgroup the embedded agents live under; "" or absent: agents' own cgroups are not touched. */
+  /** cgroup the embedded agents live under; "" or absent: agents' own cgroups are not touched (their sandboxes' leftover cgroups under `/<containerdNamespace>/<agent>` are). */
   cgroupRoot?: string;
   /** State directories of the node's sandbox networks (the agents' FSB_NETWORK_STATE_DIR). @default every directory under /run/fast-sandbox/network */
   networkStateDirs?: string[];
@@ -72,7 +72,11 @@ function compose(scope: NodeScope, inventory: Inventory, options: { intervalMs?:
   const nodes = scope.containerdNamespaces.map((containerdNamespace) =>
     createContainerdNodeContainers({ containerdNamespace, ...(scope.containerdSocket ? { socketPath: scope.containerdSocket } : {}) }),
   );
-  const host = new LocalHostLeftovers({ ...(scope.agentsDir ? { agentsDir: scope.agentsDir } : {}), cgroupRoot: scope.cgroupRoot ?? "" });
+  const host = new LocalHostLeftovers({
+    ...(scope.agentsDir ? { agentsDir: scope.agentsDir } : {}),
+    cgroupRoot: scope.cgroupRoot ?? "",
+    containerdNamespaces: scope.containerdNamespaces,
+  });
   const networks = new LocalNodeNetworks(scope.networkStateDirs ? { stateDirs: scope.networkStateDirs } : {});
   const janitor = new Janitor({
     inventory,

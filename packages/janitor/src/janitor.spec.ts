@@ -6,11 +6,20 @@ import { after, describe, it } from "node:test";
 import { pino } from "pino";
 import { UnavailableError } from "@fast-sandbox/api";
 import { FsbError } from "@fast-sandbox/api/core";
-import { LABEL_AGENT, LABEL_AGENT_UID, LABEL_MANAGED, LABEL_ROLE, LABEL_SANDBOX_ID, ROLE_SHIM_ANCHOR, containerIdOf } from "@fast-sandbox/agent";
+import {
+  LABEL_AGENT,
+  LABEL_AGENT_UID,
+  LABEL_MANAGED,
+  LABEL_ROLE,
+  LABEL_SANDBOX_ID,
+  ROLE_PREPARED_INSTANCE,
+  ROLE_SHIM_ANCHOR,
+  containerIdOf,
+} from "@fast-sandbox/agent";
 import type { Clock } from "./clock.js";
 import { LocalHostLeftovers, type HostLeftovers, type LocalHostLeftoversOptions, type RemovedFile } from "./host-leftovers.js";
 import type { Inventory, InventorySnapshot } from "./inventory.js";
-import { Janitor } from "./janitor.js";
+import { INVENTORY_RECHECK_MS, Janitor } from "./janitor.js";
 import type { ManagedContainer, ManagedSnapshot, NodeContainers } from "./node-containers.js";
 import type { NetworkAttachmentFacts, NodeNetworks } from "./node-networks.js";
 import type { SandboxCgroupFacts } from "./orphans.js";
@@ -36,6 +45,10 @@ interface FakeContainer {
   stuck?: boolean;
 }
 
+function managed(c: FakeContainer): ManagedContainer {
+  return { id: c.id, labels: { ...c.labels }, changedAtMs: c.changedAtMs, snapshotter: "overlayfs", snapshotKey: c.snapshotKey, cgroupsPath: c.cgroupsPath };
+}
+
 /** containerd in memory; every mutation is appended to `calls`. */
 class FakeNode implements NodeContainers {
   readonly containerdNamespace = "ns";
@@ -44,6 +57,8 @@ class FakeNode implements NodeContainers {
   calls: string[] = [];
   failTaskRemoval = false;
   failSnapshotRemoval = false;
+  /** Called as a task's removal begins: what happens on the node meanwhile (a removal takes seconds). */
+  onRemoveTask?: (id: string) => void;
 
   add(container: Omit<FakeContainer, "task" | "snapshotKey"> & { task?: boolean; snapshot?: boolean }): void {
     const snapshotKey = container.snapshot === false ? "" : container.id;
@@ -53,21 +68,17 @@ class FakeNode implements NodeContainers {
   }
 
   listContainers(): Promise<ManagedContainer[]> {
-    return Promise.resolve(
-      [...this.containers.values()].map((c) => ({
-        id: c.id,
-        labels: c.labels,
-        changedAtMs: c.changedAtMs,
-        snapshotter: "overlayfs",
-        snapshotKey: c.snapshotKey,
-        cgroupsPath: c.cgroupsPath,
-      })),
-    );
+    return Promise.resolve([...this.containers.values()].map((c) => managed(c)));
+  }
+  get(id: string): Promise<ManagedContainer | undefined> {
+    const container = this.containers.get(id);
+    return Promise.resolve(container ? managed(container) : undefined);
   }
   listSnapshots(): Promise<ManagedSnapshot[]> {
     return Promise.resolve([...this.snapshots.values()]);
   }
   removeTask(id: string): Promise<boolean> {
+    this.onRemoveTask?.(id);
     if (this.failTaskRemoval) return Promise.reject(new Error("task did not exit"));
     const container = this.containers.get(id);
     if (!container?.task) return Promise.resolve(false);
@@ -612,6 +623,131 @@ describe("Janitor.runPass on cgroups left without their container", () => {
       (await janitor.runPass()).removed.map((object) => object.id),
       [join(mount, "fsb/live-0/sandboxes/c")],
     );
+  });
+});
+
+describe("Janitor.runPass on what changes while the pass runs", () => {
+  const preparedLabels = (agent: string) => ({ [LABEL_MANAGED]: "true", [LABEL_AGENT]: agent, [LABEL_ROLE]: ROLE_PREPARED_INSTANCE });
+
+  it("leaves the shim anchor a new agent of the same name adopted during the pass, its cgroup and the agent's own", async () => {
+    const { clock, node, host, inventory, janitor, anchorLabels, old } = setup();
+    inventory.set(["default-0"], []);
+    // What the previous `default-1` left: a prepared instance, and its anchor.
+    node.add({ id: "sb-left", labels: preparedLabels("default-1"), changedAtMs: old, cgroupsPath: "/fsb/default-1/sandboxes/sb-left" });
+    node.add({
+      id: "fsb-anchor.default-1.0",
+      labels: anchorLabels("default-1"),
+      changedAtMs: old,
+      snapshot: false,
+      cgroupsPath: "/fsb/default-1/sandboxes/fsb-anchor-0",
+    });
+    host.cgroups.add("/fsb/default-1/sandboxes/sb-left").add("/fsb/default-1/sandboxes/fsb-anchor-0");
+    host.agentCgroups.add("default-1");
+    host.agentDirs = ["default-0", "default-1"];
+    await janitor.runPass();
+    clock.ms += WINDOW;
+    // While the pass removes the first leftover, the pool starts `default-1` again (the lowest free
+    // number): it registers, and adopts its anchor by a label update.
+    node.onRemoveTask = (id) => {
+      if (id !== "sb-left") return;
+      inventory.set(["default-0", "default-1"], []);
+      const anchor = node.containers.get("fsb-anchor.default-1.0");
+      if (anchor) Object.assign(anchor, { changedAtMs: clock.ms, labels: { ...anchor.labels, "fast-sandbox.io/adopted-at": String(clock.ms) } });
+    };
+    const result = await janitor.runPass();
+    assert.deepEqual(result.reclaimed, { agent_gone: 0, record_gone: 0, anchor_orphaned: 0, prepared_orphaned: 1 });
+    assert.deepEqual(node.calls, ["task sb-left", "cgroup /fsb/default-1/sandboxes/sb-left", "snapshot sb-left", "container sb-left"]);
+    assert.ok(node.containers.get("fsb-anchor.default-1.0")?.task, "the adopted anchor runs on");
+    assert.ok(host.cgroups.has("/fsb/default-1/sandboxes/fsb-anchor-0"), "its cgroup stays");
+    assert.ok(host.agentCgroups.has("default-1"), "the live agent's own cgroup stays");
+    assert.ok(!host.keptSandboxIds.has("default-1"), "its files are not looked at");
+    assert.deepEqual(host.agentDirs, ["default-0", "default-1"]);
+    // The agent lives: later passes leave its anchor alone.
+    node.onRemoveTask = undefined;
+    clock.ms += WINDOW;
+    assert.deepEqual((await janitor.runPass()).removed, []);
+  });
+
+  it("leaves a sandbox whose agent came back under its name during the pass (it adopts them unchanged)", async () => {
+    const { clock, node, host, inventory, janitor, labels, old } = setup();
+    inventory.set([], ["a", "b"]);
+    node.add({ id: "a", labels: labels("default-1", "a"), changedAtMs: old });
+    node.add({ id: "b", labels: labels("default-1", "b"), changedAtMs: old, cgroupsPath: "/fsb/default-1/sandboxes/b" });
+    host.cgroups.add("/fsb/default-1/sandboxes/b");
+    host.agentCgroups.add("default-1");
+    await janitor.runPass();
+    clock.ms += WINDOW;
+    node.onRemoveTask = (id) => {
+      if (id !== "a") return;
+      // The removal takes its time; meanwhile `default-1` starts again and registers.
+      clock.ms += INVENTORY_RECHECK_MS;
+      inventory.set(["default-1"], ["a", "b"]);
+    };
+    const result = await janitor.runPass();
+    assert.equal(result.reclaimed.agent_gone, 1);
+    assert.deepEqual(node.calls, ["task a", "snapshot a", "container a"]);
+    assert.ok(node.containers.get("b")?.task && host.cgroups.has("/fsb/default-1/sandboxes/b"));
+    assert.ok(host.agentCgroups.has("default-1"));
+  });
+
+  it("leaves an anchor a Pod replaced under the same name made again under the same id during the pass", async () => {
+    const { node, inventory, janitor, labels, anchorLabels, old } = setup();
+    const uid = (value: string) => ({ [LABEL_AGENT_UID]: value });
+    inventory.set(["pool-agent-x"], [], { "pool-agent-x": "uid-new" });
+    node.add({ id: "stale", labels: { ...labels("pool-agent-x", "stale"), ...uid("uid-old") }, changedAtMs: old });
+    node.add({ id: "fsb-anchor.pool-agent-x.0", labels: { ...anchorLabels("pool-agent-x"), ...uid("uid-old") }, changedAtMs: old, snapshot: false });
+    node.onRemoveTask = (id) => {
+      if (id !== "stale") return;
+      node.containers.delete("fsb-anchor.pool-agent-x.0");
+      node.add({ id: "fsb-anchor.pool-agent-x.0", labels: { ...anchorLabels("pool-agent-x"), ...uid("uid-new") }, changedAtMs: old, snapshot: false });
+    };
+    const result = await janitor.runPass();
+    assert.deepEqual(result.reclaimed, { agent_gone: 1, record_gone: 0, anchor_orphaned: 0, prepared_orphaned: 0 });
+    assert.deepEqual(node.containers.get("fsb-anchor.pool-agent-x.0")?.labels[LABEL_AGENT_UID], "uid-new");
+    assert.ok(node.containers.get("fsb-anchor.pool-agent-x.0")?.task);
+  });
+
+  it("cleans up no gone agent's cgroup or files when the inventory cannot be read again before it", async () => {
+    const { node, host, inventory, clock, old, labels } = setup();
+    inventory.set([], ["a"]);
+    node.add({ id: "a", labels: labels("dead-0", "a"), changedAtMs: old });
+    host.agentCgroups.add("dead-0");
+    host.agentDirs = ["dead-0"];
+    let reads = 0;
+    let failFrom = Infinity;
+    const flaky: Inventory = { read: () => (++reads >= failFrom ? Promise.reject(new UnavailableError("control plane down")) : inventory.read()) };
+    const janitor = new Janitor({ inventory: flaky, nodes: [node], host, clock, protectionMs: WINDOW, logger });
+    await janitor.runPass();
+    clock.ms += WINDOW;
+    // The read at the pass's start succeeds, the one before the agent's own clean-up fails.
+    failFrom = reads + 2;
+    const result = await janitor.runPass();
+    assert.equal(result.reclaimed.agent_gone, 1);
+    assert.ok(host.agentCgroups.has("dead-0") && host.agentDirs.includes("dead-0"));
+    assert.ok(!host.keptSandboxIds.has("dead-0"));
+    failFrom = Infinity;
+    clock.ms += 1;
+    await janitor.runPass();
+    assert.ok(!host.agentCgroups.has("dead-0"));
+  });
+
+  it("keeps a leftover cgroup whose container was made again under the same id during the pass (a paused sandbox resumed)", async () => {
+    const { mount } = cgroupMount(2, ["fsb/live-0/sandboxes/paused-x"]);
+    const { clock, node, inventory, janitor, labels } = setupOnHost({ cgroupMount: mount, cgroupRoot: "fsb" });
+    inventory.set(["live-0"], ["paused-x"]);
+    // Its pause deleted the container; the rmdir of its cgroup failed.
+    assert.equal((await janitor.runPass()).protectedOrphans, 1);
+    // Another orphan the next pass reclaims first.
+    node.add({ id: "gone-y", labels: labels("live-0", "gone-y"), changedAtMs: clock.ms - 10 * WINDOW });
+    clock.ms += WINDOW;
+    node.onRemoveTask = (id) => {
+      if (id === "gone-y")
+        node.add({ id: "paused-x", labels: labels("live-0", "paused-x"), changedAtMs: clock.ms, cgroupsPath: "/fsb/live-0/sandboxes/paused-x" });
+    };
+    const result = await janitor.runPass();
+    assert.equal(result.reclaimed.record_gone, 1);
+    assert.ok(!result.removed.some((object) => object.kind === "cgroup"));
+    assert.ok(existsSync(join(mount, "fsb/live-0/sandboxes/paused-x")), "the resumed sandbox's cgroup stays");
   });
 });
 

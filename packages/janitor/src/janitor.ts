@@ -14,6 +14,15 @@
  * else of them. The checkpoint directories of pools gone for good (pool-checkpoints.ts says which)
  * go too. Every step is idempotent. When the inventory cannot be
  * read the pass removes nothing.
+ *
+ * A pass lasts (each task removal may wait seconds), so it does not act on a verdict as old as its
+ * start: just before removing a container it fetches it again and leaves it to a later pass when it
+ * went or changed meanwhile (a new agent of the same name adopts its anchor by an update, a Pod
+ * replaced under the same name makes the anchor again under the same id); before acting on any
+ * verdict it reads the inventory again once its view is INVENTORY_RECHECK_MS old, and always
+ * before a gone agent's own files and cgroup, so an agent that came back under its name keeps what
+ * it took; a leftover cgroup goes only while no container of its name exists (a paused sandbox
+ * resumed keeps its container id). A read that fails then ends the removals of the pass.
  */
 import type { Logger } from "pino";
 import { FsbError } from "@fast-sandbox/api/core";
@@ -33,6 +42,7 @@ import {
   isShimAnchor,
   judge,
   judgeAttachment,
+  sandboxCgroupContainerId,
   sandboxCgroupOrphanReason,
   sandboxIdOf,
   type JudgeContext,
@@ -47,6 +57,18 @@ export const DEFAULT_INTERVAL_MS = 10_000;
  * directory goes: a pool deleted and created again within it keeps its checkpoints.
  */
 export const DEFAULT_CHECKPOINT_GRACE_MS = 60 * 60_000;
+/**
+ * How old the pass's view of the inventory may be when it acts on a verdict: older, it is read
+ * again first (an agent may have come back under its name since), at most this often.
+ */
+export const INVENTORY_RECHECK_MS = 1_000;
+
+/** What a pass knows of the inventory, and which agents it holds for gone: fewer as the pass reads it again. */
+interface InventoryView {
+  inventory: InventorySnapshot;
+  goneAgents: ReadonlySet<string>;
+  readAtMs: number;
+}
 
 export interface JanitorOptions {
   inventory: Inventory;
@@ -202,6 +224,26 @@ export class Janitor {
     const nowMs = this.clock.nowMs();
     const goneAgents = this.absence.observe(candidates, inventory.agents, nowMs, this.protectionMs);
     const context: JudgeContext = { inventory, goneAgents, nowMs, protectionMs: this.protectionMs };
+    let view: InventoryView | undefined = { inventory, goneAgents, readAtMs: nowMs };
+    /**
+     * The inventory as it is now, read again when the pass's view of it is older than
+     * INVENTORY_RECHECK_MS (or always, `force`); an agent present once is not gone for the rest of
+     * the pass. Undefined once a read has failed: the pass then acts on no verdict any more.
+     */
+    const latest = async (force = false): Promise<InventoryView | undefined> => {
+      if (!view) return undefined;
+      const readAtMs = this.clock.nowMs();
+      if (!force && readAtMs - view.readAtMs < INVENTORY_RECHECK_MS) return view;
+      try {
+        const fresh = await this.options.inventory.read(signal);
+        const stillGone = [...view.goneAgents].filter((agent) => !fresh.agents.has(agent));
+        view = { inventory: fresh, goneAgents: new Set(stillGone), readAtMs };
+      } catch (error) {
+        view = undefined;
+        this.logger.warn({ err: FsbError.from(error) }, "cannot read the inventory again (is the control plane up?); removing nothing more this pass");
+      }
+      return view;
+    };
     /** Sandboxes whose containers or snapshots are still there after this pass, per agent (and per containerd namespace and agent). */
     const remaining = new Map<string, Set<string>>();
     const remainingIn = new Set<string>();
@@ -223,20 +265,35 @@ export class Janitor {
           remain(agent, sandboxIdOf(container));
           continue;
         }
-        if (!(await this.reclaimContainer(node, container, verdict.reason, result))) remain(agent, sandboxIdOf(container));
+        // The verdict is as old as the listing: the container, or the agent it was judged without,
+        // may be back since (a new agent of the same name adopts its anchor, or a Pod replaced under
+        // the same name replaces it).
+        let current: ManagedContainer | undefined;
+        try {
+          current = await this.stillOrphaned(node, container, latest, nowMs);
+        } catch (error) {
+          this.failed(result, verdict.reason, error, { containerdNamespace: node.containerdNamespace, agent, containerId: container.id });
+        }
+        if (!current || !(await this.reclaimContainer(node, current, verdict.reason, result))) remain(agent, sandboxIdOf(container));
       }
       // A snapshot without its container: a create that stopped between Snapshots.Prepare and Containers.Create.
       for (const snapshot of snapshots) {
         signal?.throwIfAborted();
         if (containerSnapshots.has(snapshot.key)) continue;
         const agent = snapshot.labels[LABEL_AGENT] ?? "";
-        const verdict = judge({ id: snapshot.key, labels: snapshot.labels, changedAtMs: snapshot.changedAtMs, bare: true }, context);
+        const facts = { id: snapshot.key, labels: snapshot.labels, changedAtMs: snapshot.changedAtMs, bare: true };
+        const verdict = judge(facts, context);
         if (verdict.action === "keep") {
           if (verdict.why === "protected") result.protectedOrphans += 1;
           remain(agent, sandboxIdOf({ id: snapshot.key, labels: snapshot.labels, changedAtMs: snapshot.changedAtMs }));
           continue;
         }
-        if (!(await this.reclaimSnapshot(node, snapshot, verdict.reason, result))) {
+        const view = await latest();
+        if (
+          !view ||
+          judge(facts, { ...view, nowMs, protectionMs: this.protectionMs }).action !== "remove" ||
+          !(await this.reclaimSnapshot(node, snapshot, verdict.reason, result))
+        ) {
           remain(agent, sandboxIdOf({ id: snapshot.key, labels: snapshot.labels, changedAtMs: snapshot.changedAtMs }));
         }
       }
@@ -255,6 +312,8 @@ export class Janitor {
         if (verdict.why === "protected") result.protectedOrphans += 1;
         continue;
       }
+      const view = await latest();
+      if (!view || judgeAttachment(attachment, { ...attachmentContext, ...view }).action !== "remove") continue;
       const base = {
         reason: verdict.reason,
         containerdNamespace: attachment.containerdNamespace,
@@ -274,9 +333,15 @@ export class Janitor {
     // Only under the cgroups of agents the janitor knows of (the inventory's, and those that own
     // something here): the cgroup root may hold cgroups that are no agent's.
     const containerIds = new Set(listings.flatMap(({ containers }) => containers.map((container) => container.id)));
-    await this.reclaimSandboxCgroups(host, new Set([...inventory.agents, ...candidates]), { goneAgents, containerIds }, nowMs, result, signal);
+    await this.reclaimSandboxCgroups(host, new Set([...inventory.agents, ...candidates]), { goneAgents, containerIds }, latest, nowMs, result, signal);
 
+    if (goneAgents.size === 0) return;
+    // What follows takes an agent's own cgroup and files: only of an agent still gone now, however
+    // long the pass took (a pool may have started one of the same name meanwhile).
+    const now = await latest(true);
+    if (!now) return;
     for (const agent of goneAgents) {
+      if (!now.goneAgents.has(agent)) continue;
       signal?.throwIfAborted();
       const keep = remaining.get(agent) ?? new Set<string>();
       try {
@@ -305,12 +370,15 @@ export class Janitor {
    * The cgroups under the agents' own that are named after containers no longer there (orphans.ts
    * says which), once the janitor has seen them so for a whole window: their processes are killed
    * and the cgroups removed, nested ones first. Containers listed at the start of the pass count,
-   * those this pass reclaimed too: theirs went with them, or a later pass takes them.
+   * those this pass reclaimed too: theirs went with them, or a later pass takes them. Each is judged
+   * again just before it goes, on its container as it is now (a paused sandbox resumed during the
+   * pass has its container again, under the same id) and on the latest inventory.
    */
   private async reclaimSandboxCgroups(
     host: HostLeftovers,
     agents: ReadonlySet<string>,
     context: SandboxCgroupJudgeContext,
+    latest: () => Promise<InventoryView | undefined>,
     nowMs: number,
     result: PassResult,
     signal: AbortSignal | undefined,
@@ -331,6 +399,14 @@ export class Janitor {
       }
       const base = { reason: cgroup.reason, agent: cgroup.agent };
       try {
+        const view = await latest();
+        if (!view) return;
+        const containerId = sandboxCgroupContainerId(cgroup);
+        const exists = (await Promise.all(this.options.nodes.map((node) => node.get(containerId)))).some(Boolean);
+        if (sandboxCgroupOrphanReason(cgroup, { goneAgents: view.goneAgents, containerIds: new Set(exists ? [containerId] : []) }) === undefined) {
+          this.logger.info({ ...base, cgroup: cgroup.cgroupsPath, containerId }, "a cgroup's container or agent came back during the pass; the cgroup stays");
+          continue;
+        }
         for (const directory of await host.removeSandboxCgroup(cgroup.cgroupsPath)) this.removed(result, { ...base, kind: "cgroup", id: directory });
       } catch (error) {
         this.failed(result, cgroup.reason, error, { ...base, cgroup: cgroup.cgroupsPath });
@@ -381,6 +457,27 @@ export class Janitor {
     } catch (error) {
       this.logger.warn({ err: error }, "could not remove an empty namespace directory of the checkpoints; a later pass retries");
     }
+  }
+
+  /**
+   * The container as it is now when it is still the orphan the pass listed: undefined when it is
+   * gone, changed since (an update, such as a new agent's adoption of its anchor, or a container
+   * made again under the same id), or no orphan on the latest inventory (its agent is back).
+   */
+  private async stillOrphaned(
+    node: NodeContainers,
+    listed: ManagedContainer,
+    latest: () => Promise<InventoryView | undefined>,
+    nowMs: number,
+  ): Promise<ManagedContainer | undefined> {
+    const current = await node.get(listed.id);
+    const view = current && current.changedAtMs === listed.changedAtMs && sameLabels(current.labels, listed.labels) ? await latest() : undefined;
+    if (current && view && judge(current, { ...view, nowMs, protectionMs: this.protectionMs }).action === "remove") return current;
+    this.logger.info(
+      { containerdNamespace: node.containerdNamespace, agent: listed.labels[LABEL_AGENT], containerId: listed.id },
+      "a container changed, went or was taken back during the pass; a later pass judges it again",
+    );
+    return undefined;
   }
 
   /** Task, cgroup, files, snapshot, container; true when everything is gone. */
@@ -468,6 +565,11 @@ export class Janitor {
     this.logger.warn({ ...context, err: error }, "could not remove an orphan completely; a later pass retries");
     return false;
   }
+}
+
+function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((key) => Object.hasOwn(b, key) && a[key] === b[key]);
 }
 
 /**

@@ -29,6 +29,12 @@ export interface NodeContainers {
   readonly containerdNamespace: string;
   /** The containers labelled `fast-sandbox.io/managed=true`. */
   listContainers(): Promise<ManagedContainer[]>;
+  /**
+   * The container as it is now (what listContainers says of it), or undefined when it is gone or
+   * not managed: the janitor looks again just before it removes anything of a container, a pass
+   * being long enough for an agent to come back and take it.
+   */
+  get(containerId: string): Promise<ManagedContainer | undefined>;
   /** The snapshots labelled `fast-sandbox.io/managed=true`. */
   listSnapshots(): Promise<ManagedSnapshot[]>;
   /** Kills every process of the container's task, waits for the exit and deletes the task; false when it had none. */

@@ -175,6 +175,12 @@ export interface SandboxCgroupJudgeContext {
 /** The cgroup the agent makes for its shim anchor `fsb-anchor.<agent>.<n>` (containerd-runtime.ts). */
 const ANCHOR_CGROUP = /^fsb-anchor-(\d+)$/;
 
+/** The id of the container whose cgroup it is: a sandbox's is named after it, an anchor's `fsb-anchor-<n>` is `fsb-anchor.<agent>.<n>`'s. */
+export function sandboxCgroupContainerId(cgroup: SandboxCgroupFacts): string {
+  const anchor = ANCHOR_CGROUP.exec(cgroup.name);
+  return anchor ? `fsb-anchor.${cgroup.agent}.${anchor[1]}` : cgroup.name;
+}
+
 /**
  * Why a cgroup under an agent's cgroup is an orphan, or undefined when it is not one. The agent
  * names a container's cgroup after the container and removes it after the container with one
@@ -187,12 +193,8 @@ const ANCHOR_CGROUP = /^fsb-anchor-(\d+)$/;
  */
 export function sandboxCgroupOrphanReason(cgroup: SandboxCgroupFacts, context: SandboxCgroupJudgeContext): OrphanReason | undefined {
   const agentGone = context.goneAgents.has(cgroup.agent);
-  const anchor = ANCHOR_CGROUP.exec(cgroup.name);
-  if (anchor) {
-    if (!agentGone || context.containerIds.has(`fsb-anchor.${cgroup.agent}.${anchor[1]}`)) return undefined;
-    return "anchor_orphaned";
-  }
-  if (context.containerIds.has(cgroup.name)) return undefined;
+  if (context.containerIds.has(sandboxCgroupContainerId(cgroup))) return undefined;
+  if (ANCHOR_CGROUP.test(cgroup.name)) return agentGone ? "anchor_orphaned" : undefined;
   // A live agent's sandbox whose container is gone: its delete ran, and its record goes with it.
   return agentGone ? "agent_gone" : "record_gone";
 }
