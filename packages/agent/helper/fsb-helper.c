@@ -12,11 +12,12 @@
  * It writes nothing to stdout and only its own failures to stderr: the sandbox's log is the user's.
  *
  * Usage: `fsb-helper [--workdir DIR] [--user NAME[:GROUP]] [--envd PATH] -- COMMAND [ARG...]` (also `fsb-helper COMMAND [ARG...]`, as
- * sandboxes created by older agents run it). The child enters DIR (creating it when missing, as
- * runc and runsc do for a process's cwd) and executes COMMAND, searching the sandbox's $PATH like
- * execvp. Until that exec succeeds, a close-on-exec pipe stays open between child and helper: a
+ * sandboxes created by older agents run it). The child creates DIR when missing (as root, as runc
+ * and runsc do for a process's cwd), becomes the user (`--user`), enters DIR as that user (as runc
+ * does: a user is never started in a directory it cannot enter) and executes COMMAND, searching
+ * the sandbox's $PATH like execvp. Until that exec succeeds, a close-on-exec pipe stays open between child and helper: a
  * successful exec closes it; a failure writes `failed <step> <errno>\n<path>` into it (step: fork,
- * mkdir, chdir or exec; path: the directory or file concerned, empty when no file of that name is
+ * mkdir, user, chdir or exec; path: the directory or file concerned, empty when no file of that name is
  * in $PATH). The helper then writes `started\n` or that line to run/command-start (atomically).
  *
  * `fsb-helper --pause` runs no command: it only waits for SIGTERM/SIGINT (and reaps). The agent
@@ -38,8 +39,9 @@
  *
  * `--user NAME[:GROUP]` (before `--`) runs the command as the image's user, named: the child takes
  * its uid, groups and home from the image's /etc/passwd and /etc/group before the exec (a failure is
- * reported as the step `user`, errno ENOENT for an unknown name), while process 1 and the daemon
- * stay root; the daemon acts as that user too (with GROUP) for requests that name none.
+ * reported as the step `user`, errno ENOENT for an unknown name, EINVAL for a uid or gid above
+ * 2147483647, as runc refuses them), while process 1 and the daemon stay root; the daemon acts as
+ * that user too (with GROUP) for requests that name none.
  *
  * `fsb-helper --exec-as NAME[:GROUP] -- COMMAND [ARG...]` is no process 1: the agent runs it as an
  * exec (`fsb exec`) in a sandbox whose image names its USER, so the exec runs as that user like the
@@ -54,9 +56,9 @@
  *
  * `--envd PATH` (before `--`, with or without `--workdir`) also runs the in-sandbox daemon
  * (packages/envd, E2B's envd interface on port 49983) as a second, supervised child: started
- * once the command's start is recorded, restarted when it dies (after 0.1 s, doubling up to 5 s,
- * back to 0.1 s once it ran 10 s), left dead when it cannot be executed at all (status 127), and
- * stopped with the sandbox. Its exits are reaped like orphans and never recorded as the command's.
+ * once the command's start is recorded, restarted when it dies or could not be forked (a full pids
+ * limit; after 0.1 s, doubling up to 5 s, back to 0.1 s once it ran 10 s), left dead when it cannot
+ * be executed at all (status 127), and stopped with the sandbox. Its exits are reaped like orphans and never recorded as the command's.
  * It gets the sandbox's environment without any FSB_ENVD_* variable but those the helper sets (the
  * image's user and group, FSB_ENVD_DEFAULT_USER and FSB_ENVD_DEFAULT_GROUP): the image's ENV and
  * the create's env are the sandbox's to choose, and must not switch off the daemon's protections.
@@ -74,6 +76,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,6 +156,18 @@ static int is_member(char *members, const char *user) {
 }
 
 #define MAX_GROUPS 64
+/* The largest uid or gid taken, as runc's (libcontainer/user: 32-bit systems' int); one above is refused, never truncated. */
+#define MAX_ID INT32_MAX
+
+/* Parses a uid or gid written in decimal digits only (no sign, no blanks); -1 when out of range. */
+static long parse_id(const char *text) {
+  if (!all_digits(text)) return -1;
+  errno = 0;
+  char *end;
+  unsigned long id = strtoul(text, &end, 10);
+  if (errno || *end || id > MAX_ID) return -1;
+  return (long)id;
+}
 
 /*
  * Becomes the image's user `NAME[:GROUP]` (`--user`, for an image whose USER names an account): its
@@ -161,7 +176,8 @@ static int is_member(char *members, const char *user) {
  * — as runc and Docker read a USER (libcontainer's GetExecUser gives supplementary groups only to
  * the implicit form) — then setgroups, setgid and setuid, so the command runs as the image says
  * while process 1 (and the daemon) stay root. HOME becomes the user's when it was the runtime's
- * root default. On failure sets `failed` (errno ENOENT: no such user or group).
+ * root default. On failure sets `failed` (errno ENOENT: no such user or group; EINVAL: a uid or gid
+ * it would use is above MAX_ID, which a cast to uid_t would otherwise wrap, 4294967296 becoming root).
  */
 static int become_user(const char *spec, const char **failed_step, const char **failed_path) {
   static char text[256];
@@ -183,8 +199,14 @@ static int become_user(const char *spec, const char **failed_step, const char **
   while (passwd && getline(&line, &capacity, passwd) >= 0) {
     if (split_fields(line, fields, 7) < 6 || !all_digits(fields[2]) || !all_digits(fields[3])) continue;
     if (strcmp(fields[0], name) == 0 || (all_digits(name) && strcmp(fields[2], name) == 0)) {
-      uid = atol(fields[2]);
-      gid = atol(fields[3]);
+      uid = parse_id(fields[2]);
+      gid = parse_id(fields[3]);
+      if (uid < 0 || gid < 0) {
+        free(line);
+        if (passwd) fclose(passwd);
+        errno = EINVAL;
+        return -1;
+      }
       snprintf(user_name, sizeof user_name, "%s", fields[0]);
       snprintf(home, sizeof home, "%s", fields[5]);
       break;
@@ -197,21 +219,37 @@ static int become_user(const char *spec, const char **failed_step, const char **
       errno = ENOENT;
       return -1;
     }
-    uid = atol(name);
+    uid = parse_id(name);
+    if (uid < 0) {
+      free(line);
+      errno = EINVAL;
+      return -1;
+    }
   }
   gid_t groups[MAX_GROUPS];
   size_t count = 0;
   long named_gid = -1;
-  if (group && all_digits(group)) named_gid = atol(group);
+  int out_of_range = 0; /* a group the user would get has a gid above MAX_ID */
+  if (group && all_digits(group) && (named_gid = parse_id(group)) < 0) out_of_range = 1;
   FILE *groups_file = fopen("/etc/group", "re");
-  while (groups_file && getline(&line, &capacity, groups_file) >= 0) {
+  while (!out_of_range && groups_file && getline(&line, &capacity, groups_file) >= 0) {
     int found = split_fields(line, fields, 4);
     if (found < 3 || !all_digits(fields[2])) continue;
-    if (group && named_gid < 0 && strcmp(fields[0], group) == 0) named_gid = atol(fields[2]);
-    if (!group && found == 4 && user_name[0] && count < MAX_GROUPS - 1 && is_member(fields[3], user_name)) groups[count++] = (gid_t)atol(fields[2]);
+    if (group && named_gid < 0 && strcmp(fields[0], group) == 0) {
+      if ((named_gid = parse_id(fields[2])) < 0) out_of_range = 1;
+    }
+    if (!group && found == 4 && user_name[0] && count < MAX_GROUPS - 1 && is_member(fields[3], user_name)) {
+      long member_gid = parse_id(fields[2]);
+      if (member_gid < 0) out_of_range = 1;
+      else groups[count++] = (gid_t)member_gid;
+    }
   }
   if (groups_file) fclose(groups_file);
   free(line);
+  if (out_of_range) {
+    errno = EINVAL;
+    return -1;
+  }
   if (group) {
     if (named_gid < 0) {
       errno = ENOENT;
@@ -226,13 +264,22 @@ static int become_user(const char *spec, const char **failed_step, const char **
   return 0;
 }
 
-/* Enters dir, creating it and its missing parents (mode 0755) first; on failure sets `failed` and errno. */
-static int enter_directory(char *dir, const char **failed_step, const char **failed_path) {
-  *failed_step = "chdir";
-  *failed_path = dir;
-  if (chdir(dir) == 0) return 0;
-  if (errno != ENOENT) return -1;
+/*
+ * Creates dir and its missing parents (mode 0755, owned by whoever calls: the child does it while
+ * still root) when it does not exist; on failure sets `failed` and errno. Does not enter it: the
+ * child enters it once it is the command's user (enter_directory), as runc does, so a user is never
+ * started in a directory it could not enter itself. Anything but a missing directory is left for
+ * that chdir to report.
+ */
+static int make_directory(char *dir, const char **failed_step, const char **failed_path) {
   *failed_step = "mkdir";
+  *failed_path = dir;
+  if (!*dir) {
+    errno = ENOENT;
+    return -1;
+  }
+  struct stat status;
+  if (stat(dir, &status) == 0 || errno != ENOENT) return 0;
   for (char *slash = strchr(dir + 1, '/');; slash = strchr(slash + 1, '/')) {
     if (slash) *slash = '\0';
     int made = mkdir(dir, 0755) == 0 || errno == EEXIST;
@@ -243,7 +290,13 @@ static int enter_directory(char *dir, const char **failed_step, const char **fai
     }
     if (!slash || slash[1] == '\0') break;
   }
+  return 0;
+}
+
+/* Enters dir (as the command's user: after become_user); on failure sets `failed` and errno. */
+static int enter_directory(const char *dir, const char **failed_step, const char **failed_path) {
   *failed_step = "chdir";
+  *failed_path = dir;
   return chdir(dir);
 }
 
@@ -348,7 +401,17 @@ static char **envd_environment(const char *user) {
   return list;
 }
 
-/* Starts the daemon: stdin from /dev/null, stdout and stderr the sandbox's log (it writes only its failures). */
+/* When to start the daemon again (it died, or could not be forked): after the back-off, which doubles for the next time. */
+static long long envd_retry_ms(int *backoff_ms) {
+  long long at = now_ms() + *backoff_ms;
+  *backoff_ms = *backoff_ms * 2 > ENVD_MAX_BACKOFF_MS ? ENVD_MAX_BACKOFF_MS : *backoff_ms * 2;
+  return at;
+}
+
+/*
+ * Starts the daemon: stdin from /dev/null, stdout and stderr the sandbox's log (it writes only its
+ * failures). -1 when it cannot fork (a full pids limit): the caller retries after the back-off.
+ */
 static pid_t start_envd(const char *path, char **environment, const sigset_t *original) {
   pid_t pid = fork();
   if (pid < 0) {
@@ -610,8 +673,10 @@ int main(int argc, char **argv) {
     close(started[0]);
     sigprocmask(SIG_SETMASK, &original, NULL);
     const char *step, *path;
-    if (workdir && enter_directory(workdir, &step, &path) < 0) report_failure(started[1], step, path);
+    /* Made as root, entered as the user: a directory the user cannot enter fails the start (EACCES), as with runc. */
+    if (workdir && make_directory(workdir, &step, &path) < 0) report_failure(started[1], step, path);
     if (user && become_user(user, &step, &path) < 0) report_failure(started[1], step, path);
+    if (workdir && enter_directory(workdir, &step, &path) < 0) report_failure(started[1], step, path);
     path = run_command(argv + first);
     report_failure(started[1], "exec", path);
   }
@@ -635,14 +700,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "fast-sandbox helper: cannot start the in-sandbox daemon: out of memory\n");
     envd = NULL;
   }
+  long long envd_started_ms = now_ms(), envd_restart_ms = -1;
+  int envd_backoff_ms = ENVD_MIN_BACKOFF_MS;
   pid_t envd_pid = envd ? start_envd(envd, envd_env, &original) : -1;
+  if (envd && envd_pid < 0) envd_restart_ms = envd_retry_ms(&envd_backoff_ms);
   if (resume_signal) {
     char text[16];
     int length = snprintf(text, sizeof text, "%d\n", DAEMON_RESUME_SIGNAL);
     record("daemon-resume-signal", text, (size_t)length, 0);
   }
-  long long envd_started_ms = now_ms(), envd_restart_ms = -1;
-  int envd_backoff_ms = ENVD_MIN_BACKOFF_MS;
 
   int child_running = 1;
   int child_code = 0;
@@ -659,6 +725,7 @@ int main(int argc, char **argv) {
         envd_restart_ms = -1;
         envd_pid = start_envd(envd, envd_env, &original);
         envd_started_ms = now_ms();
+        if (envd_pid < 0) envd_restart_ms = envd_retry_ms(&envd_backoff_ms);
         continue;
       }
     } else {
@@ -677,8 +744,7 @@ int main(int argc, char **argv) {
           envd_pid = -1;
           if (stopping || (WIFEXITED(status) && WEXITSTATUS(status) == ENVD_CANNOT_RUN)) continue;
           if (now_ms() - envd_started_ms >= ENVD_STABLE_MS) envd_backoff_ms = ENVD_MIN_BACKOFF_MS;
-          envd_restart_ms = now_ms() + envd_backoff_ms;
-          envd_backoff_ms = envd_backoff_ms * 2 > ENVD_MAX_BACKOFF_MS ? ENVD_MAX_BACKOFF_MS : envd_backoff_ms * 2;
+          envd_restart_ms = envd_retry_ms(&envd_backoff_ms);
         }
       }
       if (!child_running && stopping) return child_code;
@@ -688,9 +754,9 @@ int main(int argc, char **argv) {
       if (envd_pid > 0) kill(envd_pid, SIGUSR2);
       continue;
     }
-    if ((sig == SIGTERM || sig == SIGINT) && envd_pid > 0) {
-      kill(envd_pid, SIGTERM);
-      envd_restart_ms = -1;
+    if (sig == SIGTERM || sig == SIGINT) {
+      if (envd_pid > 0) kill(envd_pid, SIGTERM);
+      envd_restart_ms = -1; /* a restart due (a dead or unforked daemon) is dropped too: the sandbox stops */
     }
     if (child_running) {
       kill(child, sig);
