@@ -22,14 +22,7 @@ describe("ContainerdRuntime's state directory", () => {
     const stateDir = mkdtempSync(join(tmpdir(), "fsb-runtime-mode-"));
     roots.push(stateDir);
     chmodSync(stateDir, 0o755);
-    const runtime = createContainerdRuntime({
-      agentName: "agent-0",
-      socketPath: join(stateDir, "no-containerd.sock"),
-      stateDir,
-      cgroupLayout: { version: 2, root: stateDir, controllers: [] },
-      runscPath: "/bin/true",
-      logger: pino({ level: "silent" }),
-    });
+    const runtime = runtimeIn(stateDir);
     runtime.close();
     assert.equal(statSync(stateDir).mode & 0o777, 0o700);
   });
@@ -43,14 +36,7 @@ describe("ContainerdRuntime.prepare", () => {
     writeFileSync(join(stateDir, "sb-a.fsb-control-0c0d0e0f.out"), "");
     writeFileSync(join(stateDir, "agent.log"), "kept\n");
     // No containerd behind the socket: prepare fails at its first call, after the sweep.
-    const runtime = createContainerdRuntime({
-      agentName: "agent-0",
-      socketPath: join(stateDir, "no-containerd.sock"),
-      stateDir,
-      cgroupLayout: { version: 2, root: stateDir, controllers: [] },
-      runscPath: "/bin/true",
-      logger: pino({ level: "silent" }),
-    });
+    const runtime = runtimeIn(stateDir);
     try {
       await assert.rejects(runtime.prepare());
     } finally {
@@ -87,11 +73,9 @@ function fakeClient(handlers: Record<string, Handler>): { client: unknown; calls
   return { client, calls };
 }
 
-/** A runtime of agent `agent-0` whose containerd is `client` (no socket behind it). */
-function runtimeWith(client: unknown, options: Partial<ContainerdRuntimeOptions> = {}): ContainerdRuntime {
-  const stateDir = mkdtempSync(join(tmpdir(), "fsb-runtime-state-"));
-  roots.push(stateDir);
-  const runtime = createContainerdRuntime({
+/** A runtime of agent `agent-0` on `stateDir`, no containerd behind its socket. */
+function runtimeIn(stateDir: string, options: Partial<ContainerdRuntimeOptions> = {}): ContainerdRuntime {
+  return createContainerdRuntime({
     agentName: "agent-0",
     socketPath: join(stateDir, "no-containerd.sock"),
     stateDir,
@@ -100,6 +84,13 @@ function runtimeWith(client: unknown, options: Partial<ContainerdRuntimeOptions>
     logger: pino({ level: "silent" }),
     ...options,
   });
+}
+
+/** A runtime of agent `agent-0` whose containerd is `client` (no socket behind it). */
+function runtimeWith(client: unknown, options: Partial<ContainerdRuntimeOptions> = {}): ContainerdRuntime {
+  const stateDir = mkdtempSync(join(tmpdir(), "fsb-runtime-state-"));
+  roots.push(stateDir);
+  const runtime = runtimeIn(stateDir, options);
   (runtime as unknown as { client: { close(): void } }).client.close();
   (runtime as unknown as { client: unknown }).client = client;
   return runtime;
