@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import net from "node:net";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -222,6 +224,26 @@ async function serve(runtime: FakeRuntime) {
   after(() => server.close());
   return server;
 }
+
+describe("AgentServer connections", () => {
+  it("turns TCP keep-alives on for every connection it takes (a caller that vanished without a word is found)", async () => {
+    const server = await serve(new FakeRuntime());
+    const port = Number(server.endpoint.split(":").at(-1));
+    const caller = net.connect({ host: "127.0.0.1", port });
+    await new Promise((resolve) => caller.once("connect", resolve));
+    try {
+      // The agent's side of the connection, as the kernel has it: its keep-alive timer shows.
+      let sockets = "";
+      for (let i = 0; i < 50 && !sockets.includes("keepalive"); i++) {
+        sockets = execFileSync("ss", ["-tnoH", "state", "established", `( sport = :${port} )`], { encoding: "utf8" });
+        if (!sockets.includes("keepalive")) await sleep(20);
+      }
+      assert.match(sockets, /timer:\(keepalive,/);
+    } finally {
+      caller.destroy();
+    }
+  });
+});
 
 describe("AgentServer authentication and request size", () => {
   // A gzip body of 16 KiB that would grow to 16 MiB, four times the limit.
