@@ -44,7 +44,7 @@ describe("E2B's official Python SDK against the E2B-compatible API", () => {
     { timeout: 600_000 },
     async () => {
       const env = await e2bEnvironment(embedded);
-      await assertPytestPasses(venv, "test_e2b_python_sdk.py", { env, cwd: HERE, timeoutMs: 540_000, atLeast: 13 });
+      await assertPytestPasses(venv, "test_e2b_python_sdk.py", { env, cwd: HERE, timeoutMs: 540_000, atLeast: 14 });
     },
   );
 

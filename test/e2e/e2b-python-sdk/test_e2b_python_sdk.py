@@ -82,6 +82,19 @@ def test_background_command_wait_and_kill(sandbox):
     assert sandbox.commands.kill(999999) is False
 
 
+def test_a_background_command_waited_for_late_gets_all_of_its_output(sandbox):
+    # The SDK reads a background command's stream only in wait(): its output waits for it in the
+    # sandbox's daemon meanwhile, more than the connections between hold, for longer than a stream
+    # was once kept for a client that took nothing (15 s).
+    handle = sandbox.commands.run("yes 0123456789abcdef | head -c 10000000; echo done >&2", background=True)
+    time.sleep(20)
+    result = handle.wait()
+    assert len(result.stdout) == 10_000_000
+    assert result.stdout.startswith("0123456789abcdef\n")
+    assert result.stderr == "done\n"
+    assert result.exit_code == 0
+
+
 def test_stdin_reaches_a_background_command(sandbox):
     handle = sandbox.commands.run("head -n 2", background=True, stdin=True)
     sandbox.commands.send_stdin(handle.pid, "first line\n")

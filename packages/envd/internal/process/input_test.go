@@ -19,12 +19,12 @@ func startIdle(t *testing.T, terminal bool) *Process {
 		spec = Spec{Path: "/bin/sh", Args: []string{"sh", "-c", "stty raw -echo && echo raw && exec sleep 30"}, Pty: &rpc.PTY_Size{Cols: 80, Rows: 24}}
 	}
 	process := New(spec)
-	output := process.Subscribe()
+	output := process.Subscribe(Backlog{})
 	if err := process.Start(nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if terminal { // raw once it says so
-		for event := range output.Events {
+		for event := range events(output) {
 			if bytes.Contains(event.GetData().GetPty(), []byte("raw")) {
 				break
 			}

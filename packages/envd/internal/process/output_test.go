@@ -24,8 +24,19 @@ func receive(t *testing.T, process *Process, subscription *Subscription, pause, 
 	var got received
 	timeout := time.After(limit)
 	for {
-		select {
-		case event := <-subscription.Events:
+		event, err := subscription.Take()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if event == nil {
+			select {
+			case <-subscription.Ready():
+			case <-timeout:
+				t.Fatalf("no end event within %v (%d bytes of stdout, %d of a terminal so far)", limit, got.stdout, got.pty)
+			}
+			continue
+		}
+		{
 			if data := event.GetData(); data != nil {
 				got.stdout += len(data.GetStdout())
 				got.stderr += len(data.GetStderr())
@@ -41,11 +52,33 @@ func receive(t *testing.T, process *Process, subscription *Subscription, pause, 
 				got.end = end
 				return got
 			}
-		case <-timeout:
-			t.Fatalf("no end event within %v (%d bytes of stdout, %d of a terminal so far)", limit, got.stdout, got.pty)
-			return got
 		}
 	}
+}
+
+// events returns the subscription's events, in order, until none is left and it is not signalled
+// within a minute (the channel is closed then, or when the subscription is given up).
+func events(subscription *Subscription) <-chan *rpc.ProcessEvent {
+	out := make(chan *rpc.ProcessEvent)
+	go func() {
+		defer close(out)
+		for {
+			event, err := subscription.Take()
+			if err != nil {
+				return
+			}
+			if event != nil {
+				out <- event
+				continue
+			}
+			select {
+			case <-subscription.Ready():
+			case <-time.After(time.Minute):
+				return
+			}
+		}
+	}()
+	return out
 }
 
 // A client slower than the process: when the process exits, a chunk waits in the reader's hands
@@ -56,9 +89,8 @@ func TestASlowClientGetsAllTheOutputOfAProcessThatExited(t *testing.T) {
 	for _, terminal := range []bool{false, true} {
 		name := map[bool]string{false: "pipes", true: "pty"}[terminal]
 		t.Run(name, func(t *testing.T) {
-			// More than the subscription's 64 chunks hold (of 32 KiB from a pipe, 4 KiB or less from
-			// a terminal), so that the process waits for the client. The terminal is raw, for an
-			// exact count.
+			// Far more than the subscription's backlog holds (64 KiB here), so that the process waits
+			// for the client. The terminal is raw, for an exact count.
 			total := 4 << 20
 			script := fmt.Sprintf("head -c %d /dev/zero; echo finished >&2", total)
 			if terminal {
@@ -70,13 +102,13 @@ func TestASlowClientGetsAllTheOutputOfAProcessThatExited(t *testing.T) {
 				spec.Pty = &rpc.PTY_Size{Cols: 80, Rows: 24}
 			}
 			process := New(spec)
-			subscription := process.Subscribe()
+			subscription := process.Subscribe(Backlog{Bytes: 64 << 10})
 			defer process.Unsubscribe(subscription)
 			if err := process.Start(nil, nil); err != nil {
 				t.Fatal(err)
 			}
 			// The client takes its time: the process waits for it, and exits with its last output
-			// still in the pipe (or the terminal), behind the 64 chunks the subscription holds and
+			// still in the pipe (or the terminal), behind the backlog the subscription holds and
 			// the one in the reader's hands. Then the client stalls for five times the grace.
 			got := receive(t, process, subscription, 2*time.Millisecond, 5*outputGraceAfterExit, 60*time.Second)
 			output := got.stdout
@@ -103,7 +135,8 @@ func TestABackgroundChildHoldingTheOutputDoesNotHoldBackTheEnd(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			process := New(Spec{Path: "/bin/sh", Args: []string{"sh", "-c", script}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/"})
-			subscription := process.Subscribe()
+			// A backlog small enough that the process waits for the slow client before it exits.
+			subscription := process.Subscribe(Backlog{Bytes: 64 << 10})
 			defer process.Unsubscribe(subscription)
 			if err := process.Start(nil, nil); err != nil {
 				t.Fatal(err)
@@ -119,5 +152,23 @@ func TestABackgroundChildHoldingTheOutputDoesNotHoldBackTheEnd(t *testing.T) {
 				t.Fatalf("stderr %q, end %v", got.stderrText, got.end)
 			}
 		})
+	}
+}
+
+// Once the process exited and what its output held then was read, a background child writing
+// for ever is read for the grace and for outputAfterExitBytes at most: a client that reads as fast
+// as it can gets little of it before the end (without the bound, all the child wrote in the grace).
+func TestAChildWritingForeverAfterTheExitIsReadBoundedly(t *testing.T) {
+	process := New(Spec{Path: "/bin/sh", Args: []string{"sh", "-c", "yes & exit 0"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/"})
+	subscription := process.Subscribe(Backlog{})
+	defer process.Unsubscribe(subscription)
+	if err := process.Start(nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(-int(process.PID()), syscall.SIGKILL) })
+	got := receive(t, process, subscription, 0, 0, 10*time.Second)
+	t.Logf("%d bytes of stdout before the end", got.stdout)
+	if got.stdout > 8<<20 {
+		t.Fatalf("%d bytes of stdout came before the end: the child was read for as long as the grace allowed", got.stdout)
 	}
 }

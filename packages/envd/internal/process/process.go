@@ -28,6 +28,11 @@ import (
 // that keeps the pipe open, silent or writing for ever, does not hold the end event back.
 const outputGraceAfterExit = 200 * time.Millisecond
 
+// outputAfterExitBytes bounds, with outputGraceAfterExit, what is read beyond what the output held
+// at the exit: a child writing for ever cannot queue much in front of the end event for a slow
+// client, however fast it writes while the grace runs.
+const outputAfterExitBytes = 1 << 20
+
 // chunkBytes is the largest data event.
 const chunkBytes = 32 * 1024
 
@@ -85,13 +90,6 @@ type Process struct {
 	subscribers  map[*Subscription]struct{}
 	end          *rpc.ProcessEvent_EndEvent
 	done         chan struct{}
-}
-
-// Subscription receives a process's events from the moment it was made.
-type Subscription struct {
-	Events chan *rpc.ProcessEvent
-	gone   chan struct{}
-	once   sync.Once
 }
 
 // New prepares a process; Subscribe before Start to see all of its output.
@@ -284,7 +282,7 @@ func (r *outputReader) delivered(now time.Time) bool {
 	}
 	// A terminal that is not pollable ignores the deadline: a child that writes for ever would
 	// keep it read for ever.
-	return now.Before(r.deadline)
+	return now.Before(r.deadline) && (!r.pendingRead || r.read-r.target <= outputAfterExitBytes)
 }
 
 func (r *outputReader) finish() {
@@ -366,9 +364,8 @@ func endEvent(state *os.ProcessState, waitErr error) *rpc.ProcessEvent_EndEvent 
 	return end
 }
 
-// emit sends an event to every subscriber, waiting for slow ones (the output is not dropped)
-// unless they leave — as the stream of a client that stopped reading does once a message of it
-// has waited out the send timeout (streams.Send).
+// emit queues an event for every subscriber, waiting only for one whose backlog is full (the
+// output is not dropped) until it leaves or is given up (Subscription).
 func (p *Process) emit(event *rpc.ProcessEvent) {
 	p.emitMu.Lock()
 	defer p.emitMu.Unlock()
@@ -386,10 +383,7 @@ func (p *Process) emit(event *rpc.ProcessEvent) {
 
 func deliver(subscribers []*Subscription, event *rpc.ProcessEvent) {
 	for _, subscriber := range subscribers {
-		select {
-		case subscriber.Events <- event:
-		case <-subscriber.gone:
-		}
+		subscriber.push(event)
 	}
 }
 
@@ -407,14 +401,14 @@ func (p *Process) finish(end *rpc.ProcessEvent_EndEvent) {
 	deliver(subscribers, &rpc.ProcessEvent{Event: &rpc.ProcessEvent_End{End: end}})
 }
 
-// Subscribe starts receiving events; a process that already ended sends only its end event.
-// Call Unsubscribe when done.
-func (p *Process) Subscribe() *Subscription {
-	subscription := &Subscription{Events: make(chan *rpc.ProcessEvent, 64), gone: make(chan struct{})}
+// Subscribe starts receiving events, with backlog bounding what waits for the subscriber; a
+// process that already ended sends only its end event. Call Unsubscribe when done.
+func (p *Process) Subscribe(backlog Backlog) *Subscription {
+	subscription := newSubscription(backlog)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.end != nil {
-		subscription.Events <- &rpc.ProcessEvent{Event: &rpc.ProcessEvent_End{End: p.end}}
+		subscription.push(&rpc.ProcessEvent{Event: &rpc.ProcessEvent_End{End: p.end}})
 		return subscription
 	}
 	p.subscribers[subscription] = struct{}{}
@@ -423,7 +417,7 @@ func (p *Process) Subscribe() *Subscription {
 
 // Unsubscribe stops the deliveries to a subscription (safe to repeat).
 func (p *Process) Unsubscribe(subscription *Subscription) {
-	subscription.once.Do(func() { close(subscription.gone) })
+	subscription.leave()
 	p.mu.Lock()
 	delete(p.subscribers, subscription)
 	p.mu.Unlock()

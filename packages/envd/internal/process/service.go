@@ -28,6 +28,9 @@ type Service struct {
 	// SandboxEnv is the environment every process starts from (the daemon's own, inherited from
 	// the sandbox's process 1).
 	SandboxEnv []string
+	// Backlog bounds the output that waits for each client of a process (Start, Connect) that does
+	// not read it yet. @default the defaults of Backlog
+	Backlog Backlog
 }
 
 var _ processconnect.ProcessHandler = (*Service)(nil)
@@ -44,7 +47,7 @@ func (s *Service) Start(ctx context.Context, request *connect.Request[rpc.StartR
 	// Everything read from the request is read before the process starts.
 	keepalive := streams.KeepaliveInterval(request.Header())
 	process := New(spec)
-	subscription := process.Subscribe()
+	subscription := process.Subscribe(s.Backlog)
 	defer process.Unsubscribe(subscription)
 	// Registered as soon as it runs, before its end could unregister it.
 	if err := process.Start(s.Processes.add, s.Processes.remove); err != nil {
@@ -147,33 +150,38 @@ func checkWorkdir(cwd string) error {
 }
 
 // relay streams the start event, then a subscription's events until the end event, with
-// keepalives in between. A client that does not take an event within the send timeout
-// (streams.Send) ends its stream: the process, and its other clients, do not wait for it.
+// keepalives in between. A client that does not read is waited for as long as it stays: its
+// events queue up without holding the process back, within its backlog; past it the process waits
+// for the client for the backlog's wait, and then the client's stream ends (resource_exhausted).
 func relay(ctx context.Context, process *Process, subscription *Subscription, interval time.Duration, send func(*rpc.ProcessEvent) error) error {
-	sendWithin := func(event *rpc.ProcessEvent) error {
-		return streams.Send(ctx, func() error { return send(event) })
-	}
 	start := &rpc.ProcessEvent{Event: &rpc.ProcessEvent_Start{Start: &rpc.ProcessEvent_StartEvent{Pid: process.PID()}}}
-	if err := sendWithin(start); err != nil {
+	if err := send(start); err != nil {
 		return err
 	}
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	keepalive := &rpc.ProcessEvent{Event: &rpc.ProcessEvent_Keepalive{Keepalive: &rpc.ProcessEvent_KeepAlive{}}}
 	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err() // connect turns it into canceled or deadline_exceeded
-		case event := <-subscription.Events:
-			if err := sendWithin(event); err != nil {
+		event, err := subscription.Take()
+		if err != nil {
+			return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%s: %w; read its stream, or connect to it again for what it writes next", process, err))
+		}
+		if event != nil {
+			if err := send(event); err != nil {
 				return err
 			}
 			if event.GetEnd() != nil {
 				return nil
 			}
 			ticker.Reset(interval)
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err() // connect turns it into canceled or deadline_exceeded
+		case <-subscription.Ready():
 		case <-ticker.C:
-			if err := sendWithin(keepalive); err != nil {
+			if err := send(keepalive); err != nil {
 				return err
 			}
 		}
@@ -185,7 +193,7 @@ func (s *Service) Connect(ctx context.Context, request *connect.Request[rpc.Conn
 	if err != nil {
 		return err
 	}
-	subscription := process.Subscribe()
+	subscription := process.Subscribe(s.Backlog)
 	defer process.Unsubscribe(subscription)
 	return relay(ctx, process, subscription, streams.KeepaliveInterval(request.Header()), func(event *rpc.ProcessEvent) error {
 		return stream.Send(&rpc.ConnectResponse{Event: event})

@@ -89,13 +89,13 @@ func (c *checks) spec(user string, config *rpc.ProcessConfig) (Spec, error) {
 func runs(t *testing.T, spec Spec) string {
 	t.Helper()
 	process := New(spec)
-	output := process.Subscribe()
+	output := process.Subscribe(Backlog{})
 	defer process.Unsubscribe(output)
 	if err := process.Start(nil, nil); err != nil {
 		t.Fatalf("starting %s: %v", spec.Path, err)
 	}
 	var stdout bytes.Buffer
-	for event := range output.Events {
+	for event := range events(output) {
 		stdout.Write(event.GetData().GetStdout())
 		if end := event.GetEnd(); end != nil {
 			if end.GetExitCode() != 0 {

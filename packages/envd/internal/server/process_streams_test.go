@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -59,6 +60,55 @@ func testAClientThatStopsReading(t *testing.T, client *http.Client) {
 	}
 	if elapsed := time.Since(began); elapsed > 8*time.Second {
 		t.Fatalf("the process took %v: the client that stopped reading held it back", elapsed)
+	}
+	// The client that stopped reading is told, once it reads again, that output it was owed is lost:
+	// never an end as if it had it all.
+	for stalled.Receive() {
+		if end := stalled.Msg().GetEvent().GetEnd(); end != nil {
+			t.Fatalf("the client that stopped reading got the end %v as if it had all the output", end)
+		}
+	}
+	if err := stalled.Err(); codeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "did not read the process's output") {
+		t.Fatalf("the client that stopped reading ended with %v, want resource_exhausted saying why", err)
+	}
+}
+
+// E2B's SDKs read a background command's stream only when it is waited for: a client that reads
+// nothing for longer than the send timeout, then reads, gets all of the output and the end, as
+// long as what waited for it fits its backlog (it used to find its stream ended).
+func TestAClientThatReadsLateGetsAllTheOutput(t *testing.T) {
+	var h2c http.Protocols
+	h2c.SetUnencryptedHTTP2(true)
+	for protocol, client := range map[string]*http.Client{"HTTP/1.1": http.DefaultClient, "h2c": {Transport: &http.Transport{Protocols: &h2c}}} {
+		t.Run(protocol, func(t *testing.T) {
+			s := start(t, server.Options{StreamSendTimeout: 300 * time.Millisecond})
+			// More than the socket buffers and the flow-control windows hold, less than the backlog.
+			const total = 8 << 20
+			uncompressed := processconnect.NewProcessClient(client, s.url, connect.WithProtoJSON(), connect.WithAcceptCompression("gzip", nil, nil))
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			late, err := uncompressed.Start(ctx, connect.NewRequest(shell(fmt.Sprintf("head -c %d /dev/zero; echo finished >&2", total))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer late.Close()
+			if !late.Receive() {
+				t.Fatal(late.Err())
+			}
+			time.Sleep(2 * time.Second) // many times the send timeout; the process ends meanwhile
+			stdout, stderr := 0, ""
+			var end *rpc.ProcessEvent_EndEvent
+			for late.Receive() {
+				stdout += len(late.Msg().GetEvent().GetData().GetStdout())
+				stderr += string(late.Msg().GetEvent().GetData().GetStderr())
+				if e := late.Msg().GetEvent().GetEnd(); e != nil {
+					end = e
+				}
+			}
+			if stdout != total || stderr != "finished\n" || end.GetExitCode() != 0 || !end.GetExited() {
+				t.Fatalf("the late reader got %d of %d bytes, stderr %q, end %v (%v)", stdout, total, stderr, end, late.Err())
+			}
+		})
 	}
 }
 

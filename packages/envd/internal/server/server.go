@@ -59,9 +59,14 @@ type Options struct {
 	ServeInsideCallers bool
 	// Interfaces lists this network namespace's addresses. @default net.InterfaceAddrs
 	Interfaces func() ([]net.Addr, error)
-	// StreamSendTimeout is how long a server stream's message (process output, a watch event) waits
-	// for a client that stopped reading before its stream ends. @default streams.DefaultSendTimeout (15 s)
+	// StreamSendTimeout is how long a watch event waits for a client that stopped reading before its
+	// stream ends, and how long a process waits for a client whose output backlog is full
+	// (ProcessBacklogBytes) before that client's stream ends. @default streams.DefaultSendTimeout (15 s)
 	StreamSendTimeout time.Duration
+	// ProcessBacklogBytes is how much of a process's output is queued for a client that does not
+	// read it yet (E2B's SDKs read a background command's output only once it is waited for) before
+	// the process waits for that client. @default process.DefaultBacklogBytes (16 MiB)
+	ProcessBacklogBytes int
 	// PolledWatcherIdleTimeout removes a polled watcher (CreateWatcher) that GetWatcherEvents has
 	// not polled for this long, freeing its inotify instance. @default filesystem.DefaultWatcherIdleTimeout (10 min)
 	PolledWatcherIdleTimeout time.Duration
@@ -101,9 +106,9 @@ func New(options Options) *Daemon {
 	limits := connect.WithReadMaxBytes(maxRPCMessageBytes)
 
 	mux := http.NewServeMux()
-	processPrefix, processHandler := processconnect.NewProcessHandler(&process.Service{Processes: processes, Auth: authenticator, State: st, SandboxEnv: sandboxEnv}, interceptors, limits)
+	processPrefix, processHandler := processconnect.NewProcessHandler(&process.Service{Processes: processes, Auth: authenticator, State: st, SandboxEnv: sandboxEnv, Backlog: process.Backlog{Bytes: options.ProcessBacklogBytes, Wait: options.StreamSendTimeout}}, interceptors, limits)
 	filesystemPrefix, filesystemHandler := filesystemconnect.NewFilesystemHandler(&filesystem.Service{Auth: authenticator, State: st, Guard: guard, Watchers: filesystem.NewWatchers(options.PolledWatcherIdleTimeout, options.MaxPolledWatchers, options.Clock)}, interceptors, limits)
-	mux.Handle(processPrefix, streams.WithSendTimeout(processHandler, options.StreamSendTimeout))
+	mux.Handle(processPrefix, processHandler)
 	mux.Handle(filesystemPrefix, streams.WithSendTimeout(filesystemHandler, options.StreamSendTimeout))
 	mux.Handle("/files", &files.Handler{Auth: authenticator, State: st, Guard: guard, MaxUploadBytes: options.MaxUploadBytes})
 	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
