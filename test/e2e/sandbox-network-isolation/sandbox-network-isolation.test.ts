@@ -20,7 +20,7 @@ import { after, before, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { SANDBOX_DAEMON_PORT, pb, sendBearerToken } from "@fast-sandbox/api";
+import { CODE_INTERPRETER_PORT, SANDBOX_DAEMON_PORT, pb, sendBearerToken } from "@fast-sandbox/api";
 import {
   DEFAULT_HELPER_PATH,
   createContainerdRuntime,
@@ -339,13 +339,15 @@ for (const runtimeType of ["container", "gvisor"]) {
       assert.deepEqual(answers, [`hi-${name("b")}`, `hi-${name("a")}`, "", "", "", ""]);
     });
 
-    it("a peer never reaches another's in-sandbox daemon port (49983), which the host (root) does", async () => {
+    it("a peer never reaches another's in-sandbox daemon (49983) or code interpreter (49999) port, which the host (root) does", async () => {
       const { a, b } = sandboxes as Record<"a" | "b", pb.AgentSandbox>;
-      // What the daemon would serve there (these sandboxes run none): a listener on its port.
-      await exec(b, `nc -ll -p ${SANDBOX_DAEMON_PORT} -e /bin/echo daemon-b >/dev/null 2>&1 &`);
-      await waitForConnect(b.address, SANDBOX_DAEMON_PORT);
-      assert.equal((await readBanner(b.address, SANDBOX_DAEMON_PORT)).trim(), "daemon-b");
-      assert.equal(await answerTo(a, b.address, SANDBOX_DAEMON_PORT), "");
+      for (const port of [SANDBOX_DAEMON_PORT, CODE_INTERPRETER_PORT]) {
+        // What the daemon or the interpreter would serve there (these sandboxes run neither): a listener on its port.
+        await exec(b, `nc -ll -p ${port} -e /bin/echo code-runner-b >/dev/null 2>&1 &`);
+        await waitForConnect(b.address, port);
+        assert.equal((await readBanner(b.address, port)).trim(), "code-runner-b");
+        assert.equal(await answerTo(a, b.address, port), "", `port ${port}`);
+      }
       assert.equal(await answerTo(a, b.address, SANDBOX_PORT), `hi-${name("b")}`, "its other ports stay open to its peers");
     });
 

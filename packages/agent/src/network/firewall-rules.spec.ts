@@ -285,8 +285,8 @@ describe("sandboxPolicyCommands", () => {
     const groupRule = rules.findIndex((rule) => rule.includes(`@group_${group}`) && rule.includes("accept"));
     const subnetRule = rules.findIndex((rule) => rule.includes('"10.77.0.0"'));
     assert.ok(groupRule >= 0 && groupRule < subnetRule);
-    // Never the peers' in-sandbox daemon, at either layer.
-    const daemonPort = { match: { op: "==", left: { payload: { protocol: "tcp", field: "dport" } }, right: 49983 } };
+    // Never the peers' in-sandbox daemon nor their code interpreter, at either layer.
+    const daemonPort = { match: { op: "==", left: { payload: { protocol: "tcp", field: "dport" } }, right: { set: [49983, 49999] } } };
     assert.deepEqual(
       rules[groupRule - 1],
       JSON.stringify([{ match: { op: "==", left: { payload: { protocol: "ip", field: "daddr" } }, right: `@group_${group}` } }, daemonPort, { drop: null }]),

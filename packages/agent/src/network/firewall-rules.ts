@@ -43,7 +43,7 @@
  * nothing but the attachment's record and is safe to repeat.
  */
 import { createHash } from "node:crypto";
-import { SANDBOX_DAEMON_PORT } from "@fast-sandbox/api/core";
+import { CODE_RUNNING_PORTS } from "@fast-sandbox/api/core";
 import type { EgressPolicy, EgressRule } from "../runtime/runtime.js";
 import { parseIpv4Cidr } from "./egress-policy.js";
 
@@ -254,8 +254,9 @@ export function sandboxPolicyCommands(network: FirewallNetwork, policy: SandboxP
     commands.push(
       { add: { set: { family: "inet", table: name, name: set, type: "ipv4_addr" } } },
       { add: element("inet", name, set, [policy.address]) },
-      // Peers reach each other's ports, never each other's in-sandbox daemon (it runs commands as root).
-      egressRule(match(daddr, `@${set}`), match(payload("tcp", "dport"), SANDBOX_DAEMON_PORT), DROP),
+      // Peers reach each other's ports, never each other's in-sandbox daemon (it runs commands as
+      // root) nor code interpreter (it runs code as the sandbox's user): those need the proxy's token.
+      egressRule(match(daddr, `@${set}`), match(payload("tcp", "dport"), { set: [...CODE_RUNNING_PORTS] }), DROP),
       egressRule(match(daddr, `@${set}`), ACCEPT),
     );
   }
@@ -284,7 +285,7 @@ export function sandboxPolicyCommands(network: FirewallNetwork, policy: SandboxP
       { add: element("bridge", name, set, [policy.hostInterface]) },
       { add: chain("bridge", name, peers) },
       { flush: chain("bridge", name, peers) },
-      rule("bridge", name, peers, match(payload("tcp", "dport"), SANDBOX_DAEMON_PORT), DROP),
+      rule("bridge", name, peers, match(payload("tcp", "dport"), { set: [...CODE_RUNNING_PORTS] }), DROP),
       rule("bridge", name, peers, match(meta("oifname"), `@${set}`), ACCEPT),
       { add: element("bridge", name, PEERS_MAP, [[policy.hostInterface, jump(peers)]]) },
     );

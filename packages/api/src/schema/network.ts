@@ -23,7 +23,7 @@ import { cidrContains, parseCidr } from "./cidr.js";
 export const DEFAULT_NETWORK_MODE: "Isolated" | "Shared" = "Isolated";
 
 // In a module of its own: the agent reads it through `@fast-sandbox/api/core`, which loads no schema.
-export { SANDBOX_DAEMON_PORT } from "./sandbox-daemon-port.js";
+export { CODE_INTERPRETER_PORT, CODE_RUNNING_PORTS, SANDBOX_DAEMON_PORT } from "./sandbox-daemon-port.js";
 
 export const NetworkMode = Type.Union([Type.Literal("Isolated"), Type.Literal("Shared")], {
   description: `Isolated: each sandbox has its own network namespace and address on its node's sandbox bridge, so sandboxes' ports never collide. Shared: sandboxes use their agent's network; each exposed port is exclusive on the agent's address. Unset: ${DEFAULT_NETWORK_MODE}.`,
