@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,6 +8,7 @@ import { after, afterEach, describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { FsbError, TimeoutError, UnavailableError } from "@fast-sandbox/sdk";
 import { closeConnections, connect, connectOwnInstance, explainFailure } from "./connection.js";
+import { files, processStartTime } from "./data-dir.js";
 
 const dataDir = mkdtempSync(join(tmpdir(), "fsb-connection-spec-"));
 after(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -89,5 +92,50 @@ describe("explainFailure", () => {
     );
     const own = new TimeoutError("the command did not finish within 100 ms (timeoutMs) and was killed");
     assert.equal(explainFailure(own), own, "another option's deadline is left as it is");
+  });
+
+  it("says that the data directory's 'fsb up' is not running when its own URL refuses (killed or crashed), and how to start it again; another URL's failure as it is", async () => {
+    const killed = mkdtempSync(join(tmpdir(), "fsb-connection-spec-killed-"));
+    try {
+      // What a `fsb up` killed with SIGKILL leaves: its lock, settings and url; nothing listens on port 1.
+      const child = spawn(process.execPath, ["-e", "setTimeout(() => {}, 100)"], { stdio: "ignore" });
+      await once(child, "spawn");
+      const pid = child.pid ?? assert.fail("the child runs");
+      const startTime = processStartTime(pid) ?? assert.fail("the child runs");
+      await once(child, "exit");
+      writeFileSync(files.lock(killed), `${JSON.stringify({ pid, startTime })}\n`);
+      writeFileSync(files.url(killed), "http://127.0.0.1:1\n");
+      writeFileSync(files.token(killed), "own-token-0123456789\n");
+      writeFileSync(
+        files.settings(killed),
+        JSON.stringify({ containerdNamespace: "ns-x", containerdSocket: "/run/containerd/containerd.sock", cgroupRoot: "ns-x" }),
+      );
+      delete process.env.FSB_URL;
+      delete process.env.FSB_TOKEN;
+      const own = await connect({ dataDir: killed });
+      const refused = await own.client.sandboxes.list().then(
+        () => assert.fail("nothing listens on port 1"),
+        (error: unknown) => FsbError.from(error),
+      );
+      assert.match(refused.message, /ECONNREFUSED 127\.0\.0\.1:1/);
+      const explained = explainFailure(refused);
+      assert.ok(explained instanceof UnavailableError);
+      assert.equal(
+        explained.message,
+        `Fast Sandbox is not running for data directory ${killed}: its 'fsb up' (pid ${pid}) was killed or crashed and left its URL http://127.0.0.1:1 behind ` +
+          `(${refused.message}); start it again with 'fsb up --detach --data-dir ${killed} --containerd-namespace ns-x' (it takes over the stale lock and ` +
+          `adopts the sandboxes that still run), or run 'fsb down --data-dir ${killed}' to clear what it left`,
+      );
+      const answered = new UnavailableError("agent default-0 is unreachable");
+      assert.equal(explainFailure(answered), answered, "an unavailable answer that names not the URL is the control plane's own");
+
+      closeConnections();
+      process.env.FSB_TOKEN = "other-token-0123456789";
+      await connect({ dataDir: killed, url: "http://127.0.0.2:1" });
+      const other = new UnavailableError("connect ECONNREFUSED 127.0.0.2:1");
+      assert.equal(explainFailure(other), other, "another URL's failure says nothing of the data directory's 'fsb up'");
+    } finally {
+      rmSync(killed, { recursive: true, force: true });
+    }
   });
 });

@@ -8,7 +8,7 @@ import {
   type FastSandboxClient,
   type FsbError,
 } from "@fast-sandbox/sdk";
-import { files, readIfExists, resolveDataDir } from "./data-dir.js";
+import { files, fsbUpRuns, readIfExists, readLock, resolveDataDir, upCommandFor } from "./data-dir.js";
 import { chooseTarget, programNameOf, type Target, type TargetFlags } from "./target.js";
 
 export interface GlobalOptions extends TargetFlags {
@@ -55,6 +55,8 @@ interface ClusterCallContext {
 }
 
 let clusterContext: ClusterCallContext | undefined;
+/** The data directory whose own URL (its `url` file) the command connected to, for a failure to reach it. */
+let ownInstanceDataDir: string | undefined;
 /** The control plane's URL the command connected to, for messages about it. */
 let connectedUrl: string | undefined;
 
@@ -84,6 +86,8 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
     connectedUrl = url;
     const sdk = new SdkConnection({ url, token, dataDir, ...timeoutOf(options) });
     open.push(sdk);
+    // The SDK keeps access tokens for the data directory's own URL alone, which is what this names.
+    ownInstanceDataDir = sdk.accessTokens ? dataDir : undefined;
     // Access tokens are kept in the data directory when the URL is its own (as the SDK keeps them), or
     // when it serves none and the URL is on this host's loopback (an instance started without `fsb up`):
     // never another instance's beside this one's.
@@ -104,6 +108,7 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
   });
   const { endpointDescription, tokenSource, portForwardHint } = found;
   clusterContext = { url: found.url, endpointDescription, tokenSource, portForwardHint, discovered: !url };
+  ownInstanceDataDir = undefined;
   connectedUrl = found.url;
   if (process.env.FSB_DEBUG) process.stderr.write(`debug: ${endpointDescription}, token from ${tokenSource}, namespace ${found.namespace}\n`);
   const sdk = new SdkConnection({ url: found.url, token: found.token, ...timeoutOf(options) });
@@ -184,6 +189,8 @@ export function explainFailure(error: FsbError): FsbError {
       { cause: error },
     );
   }
+  const ownDataDir = ownInstanceDataDir;
+  if (ownDataDir !== undefined && connectedUrl !== undefined) return explainOwnInstanceFailure(error, ownDataDir, connectedUrl);
   const context = clusterContext;
   if (!context) return error;
   if (error.code === "unauthenticated") {
@@ -202,6 +209,24 @@ export function explainFailure(error: FsbError): FsbError {
     );
   }
   return error;
+}
+
+/**
+ * A failure to reach the data directory's own URL while its `fsb up` does not run: it was killed
+ * (SIGKILL) or crashed, and its `url` file, which only a clean stop removes, still selects it. Said
+ * like the "not running" of a data directory without one (`endpoint`), with what to do: `fsb up`
+ * takes the stale lock over and adopts the sandboxes that still run; `fsb down` clears what it left.
+ */
+function explainOwnInstanceFailure(error: FsbError, dataDir: string, url: string): FsbError {
+  // A connection failure names the address; an `unavailable` answer of a running control plane is its own.
+  if (error.code !== "unavailable" || !error.message.includes(hostAndPort(url)) || fsbUpRuns(dataDir)) return error;
+  const pid = readLock(dataDir)?.holder?.pid;
+  return new UnavailableError(
+    `Fast Sandbox is not running for data directory ${dataDir}: its 'fsb up'${pid !== undefined ? ` (pid ${pid})` : ""} was killed or crashed ` +
+      `and left its URL ${url} behind (${error.message}); start it again with '${upCommandFor(dataDir)}' (it takes over the stale lock and ` +
+      `adopts the sandboxes that still run), or run 'fsb down --data-dir ${dataDir}' to clear what it left`,
+    { cause: error },
+  );
 }
 
 /** The error and what caused it, outermost first. */

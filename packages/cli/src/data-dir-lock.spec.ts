@@ -5,9 +5,10 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { FsbError } from "@fast-sandbox/sdk";
 import { acquireLock, files, isRunning, looksLikeFsbUp, processStartTime, readLock, type ProcessIdentity } from "./data-dir.js";
 import { identity, specProcesses } from "./spec-processes.fixture.js";
 
@@ -61,6 +62,48 @@ describe("acquireLock", () => {
     taken.lock.release();
     assert.equal(readLock(dir), undefined);
     assert.deepEqual(readdirSync(dir), [], "no file of the taking is left");
+  });
+
+  it("makes the data directory this user's alone, mode 0700: a new one, and one that exists with another mode", () => {
+    const created = join(directory, "private", "new");
+    const first = acquireLock(created);
+    assert.ok("lock" in first);
+    first.lock.release();
+    assert.equal(statSync(created).mode & 0o777, 0o700);
+    // Made 0755 by hand, an older version, or the claims directory's `mkdir -p` (namespace-claim.ts), with what `fsb up` keeps there.
+    const existing = newDataDir();
+    chmodSync(existing, 0o755);
+    writeFileSync(join(existing, "state.db"), "env values", { mode: 0o644 });
+    const taken = acquireLock(existing);
+    assert.ok("lock" in taken);
+    taken.lock.release();
+    assert.equal(statSync(existing).mode & 0o777, 0o700);
+  });
+
+  it("refuses another user's data directory, leaving its mode", { skip: process.getuid?.() !== 0 && "needs root to give a directory to another user" }, () => {
+    const others = newDataDir();
+    chmodSync(others, 0o755);
+    chownSync(others, 65534, 65534);
+    assert.throws(
+      () => acquireLock(others),
+      (error: unknown) =>
+        error instanceof FsbError &&
+        error.code === "failed_precondition" &&
+        error.message.startsWith(`data directory ${others} belongs to uid 65534, not to this user (uid 0)`),
+    );
+    assert.equal(statSync(others).mode & 0o777, 0o755);
+    assert.deepEqual(readdirSync(others), []);
+  });
+
+  it("refuses a shared directory (sticky, like /tmp), which 0700 would take from everyone else", () => {
+    const shared = newDataDir();
+    chmodSync(shared, 0o1777);
+    assert.throws(
+      () => acquireLock(shared),
+      (error: unknown) =>
+        error instanceof FsbError && error.code === "failed_precondition" && error.message.includes(`${shared} is a shared directory (mode 1777, like /tmp)`),
+    );
+    assert.equal(statSync(shared).mode & 0o7777, 0o1777);
   });
 
   it("names the holder while the process holding it runs, and leaves its lock alone", async () => {

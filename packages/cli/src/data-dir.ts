@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { basename, join } from "node:path";
 import { formatProcessIdentity, isRunning, parseProcessIdentity, processStartTime, type ProcessIdentity } from "@fast-sandbox/agent/process-identity";
@@ -171,6 +171,36 @@ function ownIdentity(): ProcessIdentity {
   return { pid: process.pid, startTime };
 }
 
+/**
+ * Makes `dir` the data directory of this user alone, mode 0700: created so, or tightened when it
+ * exists. Its files are not all private themselves (`state.db` holds the sandboxes' environment
+ * values; `settings.json` and the logs are written with the default mode): the directory keeps other
+ * users out, and a mode given to mkdirSync applies only to a directory it creates — one made by
+ * hand, by an older version or by another `mkdir -p` (the claims directory's parent) keeps its own.
+ * Throws FailedPrecondition for a directory of another user, whose mode is that user's to set and
+ * who could read what `fsb up` keeps there, and for a shared one (sticky, like /tmp), which making
+ * 0700 would take from everyone else.
+ */
+export function makePrivateDataDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const { uid, mode } = statSync(dir);
+  const self = process.getuid?.();
+  if (self !== undefined && uid !== self) {
+    throw new FsbError(
+      "failed_precondition",
+      `data directory ${dir} belongs to uid ${uid}, not to this user (uid ${self}): 'fsb up' keeps its API token and the sandboxes' state there, ` +
+        "readable by the directory's owner; give it a directory of this user's (--data-dir or FSB_DATA_DIR), or chown it",
+    );
+  }
+  if (mode & 0o1000) {
+    throw new FsbError(
+      "failed_precondition",
+      `data directory ${dir} is a shared directory (mode ${(mode & 0o7777).toString(8)}, like /tmp): give 'fsb up' a directory of its own (--data-dir or FSB_DATA_DIR)`,
+    );
+  }
+  if ((mode & 0o077) !== 0) chmodSync(dir, 0o700);
+}
+
 /** The data directory's lock as read just now: its text, and the process it names (none when unreadable). */
 export interface LockFile {
   text: string;
@@ -194,10 +224,11 @@ export interface InstanceLock {
  * names its pid and start time. It is created complete or not at all (a hard link of a file
  * written beforehand: O_EXCL, without a moment in which the file is empty). A lock whose process no
  * longer runs with that start time (killed, crashed, the host rebooted) is stale and taken over;
- * a lock of a running process is not: its identity is returned instead.
+ * a lock of a running process is not: its identity is returned instead. The directory is made
+ * this user's alone first (makePrivateDataDir), also one that exists.
  */
 export function acquireLock(dir: string): { lock: InstanceLock } | { heldBy: ProcessIdentity } {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makePrivateDataDir(dir);
   const self = ownIdentity();
   const path = files.lock(dir);
   const prepared = join(dir, `lock.${process.pid}.new`);

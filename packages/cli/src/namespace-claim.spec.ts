@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -112,6 +112,17 @@ describe("claimContainerdNamespace", () => {
     }
     writeFileSync(join(claims, "keep"), "x");
     assert.deepEqual(readFileSync(join(claims, "keep"), "utf8"), "x");
+  });
+
+  it("creates the claims directory's missing parents 0700: by default the parent is root's default data directory", () => {
+    // As root's defaults: <parent>/fast-sandbox/containerd-namespaces, claimed for another data directory before the default one's `fsb up` ran.
+    const parent = mkdtempSync(join(root, "defaults-"));
+    const defaultDataDir = join(parent, "var", "fast-sandbox");
+    const claims = join(defaultDataDir, "containerd-namespaces");
+    claimContainerdNamespace("ns-a", dataDir("elsewhere", "ns-a"), claims);
+    assert.equal(readFileSync(join(claims, "ns-a"), "utf8").trim(), join(root, "elsewhere"));
+    assert.equal(statSync(defaultDataDir).mode & 0o777, 0o700);
+    assert.equal(statSync(join(parent, "var")).mode & 0o777, 0o700);
   });
 });
 

@@ -16,7 +16,7 @@
  *                                      name has a ':', so the two kinds never meet)
  */
 import { linkSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { FsbError } from "@fast-sandbox/sdk";
 import { checkContainerdNamespace, fsbUpRuns, readIfExists, readSettings, upCommandFor, type EmbeddedSettings } from "./data-dir.js";
 
@@ -87,6 +87,10 @@ function stillUses(kind: ClaimKind, owner: string, name: string): boolean {
 function claim(kind: ClaimKind, name: string, dataDir: string, claimsDir: string): void {
   const path = join(claimsDir, kind.fileName(name));
   const self = resolve(dataDir);
+  // Its missing parents 0700: by default the parent is root's default data directory, which this
+  // would otherwise create world-readable before its `fsb up` does (acquireLock then tightens it,
+  // but only when that runs). The claims name only data directories, nothing secret: 0755.
+  mkdirSync(dirname(claimsDir), { recursive: true, mode: 0o700 });
   mkdirSync(claimsDir, { recursive: true, mode: 0o755 });
   const prepared = `${path}.${process.pid}.new`;
   writeFileSync(prepared, `${self}\n`);

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { stat } from "node:fs/promises";
-import { mkdirSync, openSync, writeFileSync } from "node:fs";
+import { openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
@@ -16,6 +16,7 @@ import {
   ensureToken,
   files,
   isRunning,
+  makePrivateDataDir,
   readIfExists,
   readLock,
   resolveDataDir,
@@ -292,7 +293,8 @@ export function controlPlaneLogger(fd = 2): Logger {
 async function detach(options: ResolvedUpOptions, dataDir: string): Promise<void> {
   const holder = readLock(dataDir)?.holder;
   if (holder && isRunning(holder)) throw alreadyRunning(dataDir, holder);
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  // Before the log is opened in it, and so that a directory the child would refuse is refused here, not in that log.
+  makePrivateDataDir(dataDir);
   const log = openSync(files.log(dataDir), "a");
   const args = [
     fileURLToPath(new URL("../../bin/fsb.js", import.meta.url)),
