@@ -1,4 +1,7 @@
-/** The ResourceStore contract on the two in-process stores (the API server's run is an e2e test). */
+/**
+ * The ResourceStore contract on the two in-process stores (the API server's run is an e2e test). The
+ * namespaces `team` and `team-b` tell an order by key ("namespace/name") from one by namespace, then name.
+ */
 import { describeResourceStoreContract } from "./resource-store.contract.js";
 import { MemoryResourceStore } from "./memory-resource-store.js";
 import { openSqliteResourceStore } from "./sqlite-resource-store.js";
@@ -10,7 +13,7 @@ describeResourceStoreContract({
   open: () => {
     // A small replay history, so that a few writes make an old version expire.
     const store = openSqliteResourceStore({ path: ":memory:", watchHistory: 64, logger: quiet });
-    return Promise.resolve({ store, namespaces: ["team-a", "team-b"], close: () => store.close() });
+    return Promise.resolve({ store, namespaces: ["team", "team-b"], close: () => store.close() });
   },
   expiredResourceVersion: async ({ store, namespaces }) => {
     const first = await store.create("SandboxPool", {
@@ -28,7 +31,7 @@ describeResourceStoreContract({
   name: "memory",
   open: () => {
     const store = new MemoryResourceStore({ logger: quiet });
-    return Promise.resolve({ store, namespaces: ["team-a", "team-b"], close: () => store.close() });
+    return Promise.resolve({ store, namespaces: ["team", "team-b"], close: () => store.close() });
   },
   expiredResourceVersion: async (context) => {
     const { resourceVersion } = await context.store.list("Sandbox");

@@ -14,7 +14,11 @@ import type { ResourceStore, Watch, WatchEvent, WatchOptions } from "./resource-
 
 export interface ContractContext {
   store: ResourceStore;
-  /** Two namespaces only this case uses. */
+  /**
+   * Two namespaces only this case uses. Better the second the first's name and "-" something (`team`,
+   * `team-b`): lists sort by the key "namespace/name" as one string, which puts `team-b/…` before
+   * `team/…` ('-' < '/'), where an order by namespace, then name, would not.
+   */
   namespaces: [string, string];
   /** Closes the store and removes what the case left. */
   close(): Promise<void>;
@@ -181,7 +185,7 @@ export function describeResourceStoreContract(backend: ContractBackend): void {
         await store.create("SandboxPool", pool(ns, "a"));
       });
 
-      void test("list filters by namespace and labels, sorts by namespace and name, and returns a resourceVersion", async () => {
+      void test("list filters by namespace and labels, sorts by the key namespace/name, and returns a resourceVersion", async () => {
         await store.create("Sandbox", sandbox(other, "b", { labels: { app: "x" } }));
         await store.create("Sandbox", sandbox(ns, "c", { labels: { app: "x", tier: "web" } }));
         await store.create("Sandbox", sandbox(ns, "a", { labels: { app: "y" } }));
@@ -222,8 +226,11 @@ export function describeResourceStoreContract(backend: ContractBackend): void {
         assert.deepEqual(await pages({ namespace: ns }, 2), [[`${ns}/a`, `${ns}/b`], [`${ns}/c`, `${ns}/d`], [`${ns}/e`]]);
         assert.deepEqual(await pages({ namespace: ns, labelSelector: { app: "x" } }, 4), [[`${ns}/a`, `${ns}/b`, `${ns}/d`, `${ns}/e`]]);
         assert.deepEqual((await pages({ namespace: other }, 5)).flat(), [`${other}/a`, `${other}/b`]);
-        // Every namespace: the pages, put together, are the whole list.
+        // Every namespace: the whole list in key order ("namespace/name" as one string, as etcd sorts
+        // its keys: see ContractContext.namespaces), and the pages, put together, are the whole list.
         const whole = names((await store.list("Sandbox")).items);
+        const mine = (keys: string[]) => keys.filter((k) => k.startsWith(`${ns}/`) || k.startsWith(`${other}/`));
+        assert.deepEqual(mine(whole), [...["a", "b", "c", "d", "e"].map((n) => `${ns}/${n}`), `${other}/a`, `${other}/b`].sort());
         assert.deepEqual((await pages({}, 3)).flat(), whole);
         const { items } = await store.list("Sandbox", { namespace: ns, limit: 5 });
         assert.equal(items.length, 5);
@@ -540,6 +547,22 @@ export function describeResourceStoreContract(backend: ContractBackend): void {
         await store.update("Sandbox", { ...web, metadata: { ...web.metadata, labels: { app: "db" } } });
         await store.delete("Sandbox", key("web"));
         assert.deepEqual(await watch.settled(4), ["ADDED web", "ADDED plain", "MODIFIED plain", "DELETED web"]);
+      });
+
+      void test("removing the last finalizer in an update that also changes the labels is DELETED for the watches the stored labels matched", async () => {
+        await store.create("Sandbox", sandbox(ns, "a", { labels: { app: "web" }, finalizers: ["fast.io/f"] }));
+        const start = await store.list("Sandbox", { namespace: ns });
+        const web = record({ namespace: ns, labelSelector: { app: "web" }, resourceVersion: start.resourceVersion });
+        const gone = record({ namespace: ns, labelSelector: { app: "gone" }, resourceVersion: start.resourceVersion });
+        const marked = await store.delete("Sandbox", key("a"));
+        assert.ok(marked);
+        // One write: a controller that relabels the object as it releases it.
+        await store.update("Sandbox", { ...marked, metadata: { ...marked.metadata, labels: { app: "gone" }, finalizers: [] } });
+        assert.equal(await store.get("Sandbox", key("a")), undefined);
+        await store.create("Sandbox", sandbox(ns, "marker", { labels: { app: "gone" } }));
+        assert.deepEqual(await web.settled(2), ["MODIFIED a", "DELETED a"]);
+        // The object never was stored with the new labels: their watch sees nothing of it.
+        assert.deepEqual(await gone.settled(1), ["ADDED marker"]);
       });
 
       void test("a watch of one kind sees nothing of the other", async () => {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { chmodSync, copyFileSync, mkdtempSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
@@ -139,7 +140,7 @@ describe("SqliteResourceStore", () => {
       await store.create("SandboxPool", pool("a"));
     });
 
-    test("list sorts by namespace then name, filters by namespace and labels, and returns the store's resourceVersion", async () => {
+    test("list sorts by the key namespace/name, filters by namespace and labels, and returns the store's resourceVersion", async () => {
       const store = open();
       await store.create("Sandbox", sandbox("b", { namespace: "team-b", labels: { app: "x" } }));
       await store.create("Sandbox", sandbox("c", { labels: { app: "x", tier: "web" } }));
@@ -703,6 +704,31 @@ describe("SqliteResourceStore", () => {
       );
     });
 
+    test("a new database whose first writes a power loss undid never hands their versions out again", async () => {
+      const first = open();
+      // What open() committed was synced; the writes after it are in the WAL only (synchronous = NORMAL).
+      const synced = statSync(`${path}-wal`).size;
+      const lost = await first.create("Sandbox", sandbox("a"));
+      const lastLost = await first.updateStatus("Sandbox", { ...lost, status: { phase: "Running" } });
+      // The file as a power loss leaves it: the WAL's unsynced tail is gone, the store_state counter reads 0 again.
+      const crashed = join(directory, "crashed.db");
+      copyFileSync(path, crashed);
+      copyFileSync(`${path}-wal`, `${crashed}-wal`);
+      truncateSync(`${crashed}-wal`, synced);
+      await first.close();
+      const second = open({ path: crashed });
+      assert.deepEqual((await second.list("Sandbox")).items, []);
+      const other = await second.create("Sandbox", sandbox("a", { image: "node:22" }));
+      assert.ok(
+        Number(other.metadata.resourceVersion) > Number(lastLost.metadata.resourceVersion),
+        `${other.metadata.resourceVersion} after ${lastLost.metadata.resourceVersion}`,
+      );
+      await assert.rejects(
+        second.update("Sandbox", { ...other, metadata: { ...other.metadata, resourceVersion: lost.metadata.resourceVersion } }),
+        ConflictError,
+      );
+    });
+
     test("an object stored before a rule that now refuses its spec still takes its status and the removal of its finalizers; a change to its spec is refused", async () => {
       const first = open();
       const created = await first.create("Sandbox", { ...sandbox("old"), metadata: { ...sandbox("old").metadata, finalizers: ["sandbox.fast.io/cleanup"] } });
@@ -737,6 +763,47 @@ describe("SqliteResourceStore", () => {
       }
     });
 
+    test("a database of a release before the key-order index gets it, then lists and pages in key order, its schema version unchanged", async () => {
+      const old = open();
+      for (const [namespace, name] of [
+        ["team", "x"],
+        ["team-b", "y"],
+        ["team0", "z"],
+        ["team", "w"],
+      ] as const) {
+        await old.create("Sandbox", sandbox(name, { namespace }));
+      }
+      await old.close();
+      // As a release before the index left the file: the same schema version and tables, no index.
+      const db = new Database(path);
+      db.exec("DROP INDEX objects_by_key");
+      db.close();
+
+      const store = open();
+      const keys = (items: Sandbox[]) => items.map((s) => `${s.metadata.namespace}/${s.metadata.name}`);
+      const inKeyOrder = ["team-b/y", "team/w", "team/x", "team0/z"];
+      assert.deepEqual(keys((await store.list("Sandbox")).items), inKeyOrder);
+      const paged: string[] = [];
+      let next: string | undefined;
+      do {
+        const page = await store.list("Sandbox", { limit: 1, ...(next ? { continue: next } : {}) });
+        paged.push(...keys(page.items));
+        next = page.continue;
+      } while (next);
+      assert.deepEqual(paged, inKeyOrder);
+      // Opening a file it did not create moves the counter ahead, as any reopen does.
+      assert.equal((await store.list("Sandbox")).resourceVersion, String(4 + RESOURCE_VERSION_GAP));
+      await store.close();
+
+      const migrated = new Database(path, { readonly: true });
+      try {
+        assert.equal(migrated.pragma("user_version", { simple: true }), SQLITE_STORE_SCHEMA_VERSION);
+        assert.ok(migrated.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'objects_by_key'").get());
+      } finally {
+        migrated.close();
+      }
+    });
+
     test("a database with a newer schema version is refused with a clear error and left untouched", async () => {
       await open().close();
       const db = new Database(path);
@@ -746,13 +813,52 @@ describe("SqliteResourceStore", () => {
         () => open(),
         (error: unknown) => {
           assert.ok(error instanceof FailedPreconditionError);
-          assert.match(error.message, /schema version 2, but this control plane knows versions up to 1; run a newer Fast Sandbox/);
+          assert.match(
+            error.message,
+            new RegExp(
+              `schema version ${SQLITE_STORE_SCHEMA_VERSION + 1}, but this control plane knows versions up to ${SQLITE_STORE_SCHEMA_VERSION}; run a newer Fast Sandbox`,
+            ),
+          );
           return true;
         },
       );
       const after = new Database(path, { readonly: true });
       assert.equal(after.pragma("user_version", { simple: true }), SQLITE_STORE_SCHEMA_VERSION + 1);
       after.close();
+    });
+
+    test("a database this process cannot write is refused at open with FailedPrecondition, saying to make it writable", async () => {
+      await open().close();
+      chmodSync(path, 0o444);
+      chmodSync(directory, 0o555);
+      try {
+        // Root writes whatever the modes say: then the store opens in a child process as nobody (65534).
+        const asRoot = process.getuid?.() === 0;
+        const probe = `
+          const { openSqliteResourceStore } = await import(${JSON.stringify(new URL("./sqlite-resource-store.ts", import.meta.url).href)});
+          try {
+            openSqliteResourceStore({ path: ${JSON.stringify(path)} });
+            process.stdout.write(JSON.stringify({ opened: true }));
+          } catch (error) {
+            process.stdout.write(JSON.stringify({ code: error.code, message: error.message }));
+          }
+        `;
+        const child = spawnSync(process.execPath, ["--conditions=development", "--import", "tsx", "--input-type=module", "-e", probe], {
+          encoding: "utf8",
+          timeout: 60_000,
+          ...(asRoot ? { uid: 65534, gid: 65534 } : {}),
+        });
+        assert.equal(child.status, 0, `the probe failed: ${String(child.error ?? child.stderr)}`);
+        const outcome = JSON.parse(child.stdout) as { opened?: boolean; code?: string; message?: string };
+        assert.equal(outcome.code, "failed_precondition", child.stdout);
+        assert.ok(outcome.message?.startsWith(`the state database ${path} is read-only: `), child.stdout);
+        assert.match(outcome.message ?? "", /\(SQLITE_READONLY\w*\); make it writable/);
+      } finally {
+        chmodSync(directory, 0o755);
+        chmodSync(path, 0o644);
+      }
+      // Writable again, the same file opens.
+      assert.equal((await open().list("Sandbox")).items.length, 0);
     });
 
     test("a file that is not a SQLite database is refused", () => {

@@ -9,7 +9,9 @@
  *   process crash loses nothing, but a power loss or kernel crash may lose the last writes since
  *   the WAL was last synced (the reconcilers and the janitor then converge on what remains). So
  *   that versions handed out by such lost writes are never handed out again for other content,
- *   every open moves the counter ahead by RESOURCE_VERSION_GAP in a synced write.
+ *   every open (but the one that creates the database) moves the counter ahead by
+ *   RESOURCE_VERSION_GAP in a synced write.
+ * - Lists sort by the key "namespace/name" as one string, like the memory store and the API server.
  * - Watches replay from an in-memory ring of the last `watchHistory` events. The ring starts empty
  *   on open, so after a restart a watch from an older version gets ExpiredError and relists —
  *   the same contract as the Kubernetes API's 410 Gone.
@@ -116,6 +118,17 @@ const MIGRATIONS: readonly Migration[] = [
   },
 ];
 
+/** The order of every list across namespaces (KEY_ORDER_INDEX's expression, written exactly as there). */
+const KEY_ORDER = "(namespace || '/' || name)";
+
+/**
+ * Lists sort by the key "namespace/name" as one string, as the memory store and the API server
+ * (etcd's keys) do: by (namespace, name) `team` came before `team-b`, by key after it ('-' < '/').
+ * Made at every open rather than by a migration: an index changes no schema version, so a release
+ * before it still opens the file (and SQLite keeps the index up to date under that release's writes).
+ */
+const KEY_ORDER_INDEX = `CREATE INDEX IF NOT EXISTS objects_by_key ON objects (kind, ${KEY_ORDER})`;
+
 /** The schema version this code writes; a database with a higher `user_version` is refused. */
 export const SQLITE_STORE_SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -130,17 +143,18 @@ export function openSqliteResourceStore(options: SqliteResourceStoreOptions): Sq
   try {
     db = new Database(options.path);
   } catch (error) {
-    throw translateSqliteError(error, `cannot open the SQLite database ${options.path}`);
+    throw translateOpenError(error, options.path);
   }
   try {
     db.pragma(`busy_timeout = ${busyTimeoutMs}`);
     db.pragma("journal_mode = WAL");
-    migrate(db, options.path);
-    skipLostResourceVersions(db);
+    const created = migrate(db, options.path);
+    db.exec(KEY_ORDER_INDEX);
+    skipLostResourceVersions(db, created);
     db.pragma("synchronous = NORMAL");
   } catch (error) {
     db.close();
-    throw translateSqliteError(error, `cannot open the SQLite database ${options.path}`);
+    throw translateOpenError(error, options.path);
   }
   return new SqliteResourceStore(db, {
     watchHistory,
@@ -157,14 +171,19 @@ export const RESOURCE_VERSION_GAP = 2 ** 20;
 
 /**
  * Moves the counter ahead by RESOURCE_VERSION_GAP, synced to disk before the store takes writes; a
- * store never written to (a new file) starts at 1, as the Kubernetes contract tests expect.
+ * store whose schema this very open created starts at 1, as the Kubernetes contract tests expect.
+ * Any other store gets the gap, even one whose counter reads 0: a new file's first writes may have
+ * been in the WAL only when the power went, leaving the schema (synced when it was created) and a
+ * counter of 0 that would hand out 1, 2, … again.
  */
-function skipLostResourceVersions(db: Database.Database): void {
+function skipLostResourceVersions(db: Database.Database, created: boolean): void {
   db.pragma("synchronous = FULL");
-  db.prepare(`UPDATE store_state SET resource_version = resource_version + ${RESOURCE_VERSION_GAP} WHERE id = 1 AND resource_version > 0`).run();
+  if (created) return;
+  db.prepare(`UPDATE store_state SET resource_version = resource_version + ${RESOURCE_VERSION_GAP} WHERE id = 1`).run();
 }
 
-function migrate(db: Database.Database, path: string): void {
+/** Brings the schema to SQLITE_STORE_SCHEMA_VERSION; true when it created it (the file had none). */
+function migrate(db: Database.Database, path: string): boolean {
   const check = (version: number): void => {
     if (version > MIGRATIONS.length) {
       throw new FailedPreconditionError(
@@ -174,14 +193,17 @@ function migrate(db: Database.Database, path: string): void {
     }
   };
   check(userVersion(db));
-  if (userVersion(db) === MIGRATIONS.length) return;
-  db.transaction(() => {
-    // Read again under the write lock: another process may have migrated meanwhile.
-    const from = userVersion(db);
-    check(from);
-    for (const migration of MIGRATIONS.slice(from)) db.exec(migration.sql);
-    db.pragma(`user_version = ${MIGRATIONS.length}`);
-  }).immediate();
+  if (userVersion(db) === MIGRATIONS.length) return false;
+  return db
+    .transaction(() => {
+      // Read again under the write lock: another process may have migrated meanwhile.
+      const from = userVersion(db);
+      check(from);
+      for (const migration of MIGRATIONS.slice(from)) db.exec(migration.sql);
+      db.pragma(`user_version = ${MIGRATIONS.length}`);
+      return from === 0;
+    })
+    .immediate();
 }
 
 function userVersion(db: Database.Database): number {
@@ -276,14 +298,17 @@ export class SqliteResourceStore implements ResourceStore {
     });
   }
 
-  /** The rows of a kind (in a namespace), in key order, after a key; one at a time (`lazily`) or all at once. */
+  /**
+   * The rows of a kind (in a namespace), in key order (compareKeys': namespaces and names are DNS
+   * labels, ASCII, so SQLite's byte order is JavaScript's), after a key; one at a time (`lazily`)
+   * or all at once.
+   */
   #rows(kind: ResourceKind, namespace: string | undefined, after: ObjectKey | undefined, lazily: boolean): Iterable<ObjectRow> {
     const statements = this.#statements;
     if (namespace === undefined) {
       if (!after) return lazily ? statements.selectKind.iterate(kind) : statements.selectKind.all(kind);
-      return lazily
-        ? statements.selectKindAfter.iterate(kind, after.namespace, after.namespace, after.name)
-        : statements.selectKindAfter.all(kind, after.namespace, after.namespace, after.name);
+      const afterKey = `${after.namespace}/${after.name}`;
+      return lazily ? statements.selectKindAfter.iterate(kind, afterKey) : statements.selectKindAfter.all(kind, afterKey);
     }
     if (!after) return lazily ? statements.selectNamespace.iterate(kind, namespace) : statements.selectNamespace.all(kind, namespace);
     if (after.namespace !== namespace) throw new ValidationError("continue", `is a token of a list of another namespace than ${namespace}`);
@@ -441,12 +466,11 @@ function prepareStatements(db: Database.Database) {
   const columns = "kind, namespace, name, uid, resource_version, api_version, metadata_json, spec_json, status_json";
   return {
     select: db.prepare<[string, string, string], ObjectRow>(`SELECT ${columns} FROM objects WHERE kind = ? AND namespace = ? AND name = ?`),
-    selectKind: db.prepare<[string], ObjectRow>(`SELECT ${columns} FROM objects WHERE kind = ? ORDER BY namespace, name`),
+    selectKind: db.prepare<[string], ObjectRow>(`SELECT ${columns} FROM objects WHERE kind = ? ORDER BY ${KEY_ORDER}`),
+    // In one namespace the key order is the names' (the primary key's).
     selectNamespace: db.prepare<[string, string], ObjectRow>(`SELECT ${columns} FROM objects WHERE kind = ? AND namespace = ? ORDER BY name`),
-    // Pages: the rows after a key (namespace, name), in the same order.
-    selectKindAfter: db.prepare<[string, string, string, string], ObjectRow>(
-      `SELECT ${columns} FROM objects WHERE kind = ? AND (namespace > ? OR (namespace = ? AND name > ?)) ORDER BY namespace, name`,
-    ),
+    // Pages: the rows after a key ("namespace/name"), in the same order.
+    selectKindAfter: db.prepare<[string, string], ObjectRow>(`SELECT ${columns} FROM objects WHERE kind = ? AND ${KEY_ORDER} > ? ORDER BY ${KEY_ORDER}`),
     selectNamespaceAfter: db.prepare<[string, string, string], ObjectRow>(
       `SELECT ${columns} FROM objects WHERE kind = ? AND namespace = ? AND name > ? ORDER BY name`,
     ),
@@ -506,7 +530,24 @@ function attempt<T>(body: () => T): Promise<T> {
   }
 }
 
-/** The one place SQLite errors become Fast Sandbox errors. */
+/**
+ * The errors of openSqliteResourceStore. A database it cannot write (SQLITE_READONLY*: a read-only
+ * file, directory or filesystem; SQLite then opens the file read-only and the first write of the
+ * open fails) is the operator's to fix, not a failure to retry: FailedPrecondition, saying what.
+ */
+function translateOpenError(error: unknown, path: string): FsbError {
+  if (error instanceof Database.SqliteError && error.code.startsWith("SQLITE_READONLY")) {
+    return new FsbError(
+      "failed_precondition",
+      `the state database ${path} is read-only: ${error.message} (${error.code}); make it writable for this process's user: ` +
+        "the file, its directory (SQLite creates the -wal and -shm files there) and the filesystem",
+      { cause: error },
+    );
+  }
+  return translateSqliteError(error, `cannot open the SQLite database ${path}`);
+}
+
+/** The one place SQLite errors become Fast Sandbox errors (translateOpenError first, while opening). */
 function translateSqliteError(error: unknown, context?: string): FsbError {
   if (error instanceof FsbError) return error;
   const prefix = context === undefined ? "" : `${context}: `;
@@ -514,6 +555,12 @@ function translateSqliteError(error: unknown, context?: string): FsbError {
     const options = { cause: error };
     if (error.code.startsWith("SQLITE_BUSY") || error.code.startsWith("SQLITE_LOCKED")) {
       return new UnavailableError(`${prefix}the SQLite database is locked by another connection; retry later`, options);
+    }
+    // Once open (translateOpenError handles opening), a write can still find the database read-only:
+    // its file moved or replaced (SQLITE_READONLY_DBMOVED), its -wal or -shm file no longer writable.
+    // Reads go on, and writes may again once it is writable: unavailable, not a bug of the caller's.
+    if (error.code.startsWith("SQLITE_READONLY")) {
+      return new UnavailableError(`${prefix}the SQLite database cannot be written: ${error.message} (${error.code}); make it writable and retry`, options);
     }
     if (error.code === "SQLITE_FULL" || error.code.startsWith("SQLITE_IOERR") || error.code.startsWith("SQLITE_CANTOPEN")) {
       return new UnavailableError(`${prefix}${error.message} (${error.code})`, options);

@@ -168,6 +168,10 @@ export function matchesLabels(labels: Record<string, string> | undefined, select
 /**
  * The event a watch with `selector` sees for a change, as the API server reports it: an object whose
  * labels start (stop) matching arrives as ADDED (DELETED); undefined when the watch sees nothing.
+ * `labels` are the object's after the change, `previousLabels` as stored before it (MODIFIED,
+ * DELETED). A DELETED goes to the watches the stored object matched, as the API server filters it
+ * on the object it deletes: when removing the last finalizer also changed the labels, a watch of the
+ * old labels must still learn that the object is gone.
  */
 export function eventTypeForSelector(
   type: WatchEventType,
@@ -176,14 +180,15 @@ export function eventTypeForSelector(
   selector: Record<string, string> | undefined,
 ): WatchEventType | undefined {
   if (selector === undefined) return type;
-  const matchesNow = matchesLabels(labels, selector);
-  if (type !== "MODIFIED") return matchesNow ? type : undefined;
+  if (type === "ADDED") return matchesLabels(labels, selector) ? type : undefined;
   const matchedBefore = matchesLabels(previousLabels, selector);
+  if (type === "DELETED") return matchedBefore ? type : undefined;
+  const matchesNow = matchesLabels(labels, selector);
   if (matchesNow) return matchedBefore ? "MODIFIED" : "ADDED";
   return matchedBefore ? "DELETED" : undefined;
 }
 
-/** Sorts by namespace, then name, as every store lists. */
+/** Sorts by key (compareKeys), as every store lists: not by namespace, then name (`team-b/…` comes before `team/…`). */
 export function byNamespaceAndName(a: AnyResource, b: AnyResource): number {
   return compareKeys({ namespace: a.metadata.namespace ?? "", name: a.metadata.name }, { namespace: b.metadata.namespace ?? "", name: b.metadata.name });
 }

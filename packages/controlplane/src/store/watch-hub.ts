@@ -34,7 +34,7 @@ export interface StoredEvent {
   type: WatchEventType;
   namespace: string;
   labels: Record<string, string> | undefined;
-  /** Labels before a MODIFIED event, so filtered watches see objects enter and leave their selector. */
+  /** Labels as stored before a MODIFIED or DELETED event, so filtered watches see objects enter and leave their selector. */
   previousLabels: Record<string, string> | undefined;
   json: string;
 }

@@ -25,7 +25,11 @@ export interface Change {
   event: WatchEventType;
   /** What to store, without its new resourceVersion. */
   object: AnyResource;
-  /** The labels before a MODIFIED change, so filtered watches see the object enter or leave their selector. */
+  /**
+   * The labels as stored before a MODIFIED or DELETED change (undefined for ADDED), so filtered
+   * watches see the object enter or leave their selector, and get the DELETED of an object they
+   * matched even when the write that deletes it also changed its labels.
+   */
   previousLabels: Record<string, string> | undefined;
 }
 
@@ -84,7 +88,9 @@ export function planUpdate(kind: ResourceKind, current: AnyResource, given: AnyR
     !jsonEqual(meta.labels, currentMeta.labels) || !jsonEqual(meta.annotations, currentMeta.annotations) || !jsonEqual(meta.finalizers, currentMeta.finalizers);
   if (!specChanged && !metadataChanged) return { event: undefined, object: current };
   if (specChanged) meta.generation = (currentMeta.generation ?? 0) + 1;
-  if (meta.deletionTimestamp !== undefined && meta.finalizers === undefined) return { event: "DELETED", object, previousLabels: undefined };
+  // Gone with its last finalizer: the API server deletes the object as stored, so the watches that
+  // get the DELETED are those its stored labels matched, not those the labels sent would.
+  if (meta.deletionTimestamp !== undefined && meta.finalizers === undefined) return { event: "DELETED", object, previousLabels: currentMeta.labels };
   return { event: "MODIFIED", object, previousLabels: currentMeta.labels };
 }
 
@@ -102,7 +108,7 @@ export function planStatusUpdate(kind: ResourceKind, current: AnyResource, given
  */
 export function planDelete(current: AnyResource, clock: Clock): WritePlan {
   const meta = current.metadata;
-  if (meta.finalizers === undefined || meta.finalizers.length === 0) return { event: "DELETED", object: current, previousLabels: undefined };
+  if (meta.finalizers === undefined || meta.finalizers.length === 0) return { event: "DELETED", object: current, previousLabels: meta.labels };
   if (meta.deletionTimestamp !== undefined) return { event: undefined, object: current };
   const object = normalize(current);
   object.metadata.deletionTimestamp = timestamp(clock.now());
