@@ -46,8 +46,7 @@ function run(command: string, args: string[], timeoutMs = 120_000): Promise<{ co
 
 const kubectl = (...args: string[]) => run("kubectl", ["--kubeconfig", kubeconfigPath, ...args]);
 
-async function createNamespace(): Promise<string> {
-  const name = `store-contract-${++namespaceCounter}`;
+async function createNamespace(name = `store-contract-${++namespaceCounter}`): Promise<string> {
   await core.createNamespace({ body: { metadata: { name, labels: { "fast-sandbox.io/test": "store-contract" } } } });
   namespaces.push(name);
   return name;
@@ -111,7 +110,7 @@ describe("the ResourceStore contract on SQLite, in memory and on a real kube-api
     name: "SQLite",
     open: () => {
       const store = openSqliteResourceStore({ path: ":memory:", watchHistory: 64, logger: quiet });
-      return Promise.resolve({ store, namespaces: ["team-a", "team-b"], close: () => store.close() });
+      return Promise.resolve({ store, namespaces: ["team", "team-b"], close: () => store.close() });
     },
     expiredResourceVersion: async ({ store, namespaces: [, filler] }) => {
       const first = await store.create("SandboxPool", {
@@ -129,7 +128,7 @@ describe("the ResourceStore contract on SQLite, in memory and on a real kube-api
     name: "memory",
     open: () => {
       const store = new MemoryResourceStore({ logger: quiet });
-      return Promise.resolve({ store, namespaces: ["team-a", "team-b"], close: () => store.close() });
+      return Promise.resolve({ store, namespaces: ["team", "team-b"], close: () => store.close() });
     },
     expiredResourceVersion: async (context) => {
       const { resourceVersion } = await context.store.list("Sandbox");
@@ -142,7 +141,9 @@ describe("the ResourceStore contract on SQLite, in memory and on a real kube-api
     name: "Kubernetes API server",
     open: async () => {
       const store = kubernetesStore();
-      return { store, namespaces: [await createNamespace(), await createNamespace()], close: () => store.close() };
+      // The second the first's name and "-b" (ContractContext.namespaces): key order puts it first.
+      const first = await createNamespace();
+      return { store, namespaces: [first, await createNamespace(`${first}-b`)], close: () => store.close() };
     },
     // The API server's watch cache starts at the revision the CRD was established at: older ones are gone (410).
     expiredResourceVersion: () => Promise.resolve("1"),
