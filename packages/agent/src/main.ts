@@ -29,10 +29,35 @@ const DRAIN_TIMEOUT_MS = 10_000;
 async function main(): Promise<void> {
   const config = agentConfigFromEnv();
   const log = logger.child({ agent: config.name, pool: `${config.namespace}/${config.pool}` });
+  // Termination is handled from the first moment: `fsb up` stops agents still starting (a pool
+  // shrinking, its own stop), and SIGTERM's default would end this one with half of its start done
+  // and nothing cleaned up. Until the agent serves, a stop ends it at once while nothing of its name
+  // is touched, else after the start's step in progress, cleaning up what the steps made.
+  let stopReason: string | undefined;
+  let startTouchedAnything = false;
+  /** How a stop ends the agent once it serves: its drain first. */
+  const serving: { stop?: () => void } = {};
+  const stop = (reason: string) => {
+    if (stopReason !== undefined) return;
+    stopReason = reason;
+    log.info({ reason }, "agent stopping; sandboxes keep running");
+    // Whatever a drain or a step of the start waits for (a containerd that does not answer), the agent ends.
+    setTimeout(() => process.exit(0), DRAIN_TIMEOUT_MS + 2000).unref();
+    if (serving.stop) serving.stop();
+    else if (!startTouchedAnything) process.exit(0);
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  if (process.env.FSB_AGENT_EXIT_ON_STDIN_CLOSE === "1") {
+    process.stdin.on("end", () => stop("parent closed stdin")).resume();
+  }
   // Before anything of its name is touched: a predecessor still draining (its `fsb up` was killed)
   // would remove what this one prepares, and this one what it cleans up. Held until the process exits.
   const lock = await acquireAgentInstanceLock(config.stateDir, { logger: log });
   process.on("exit", () => lock.release());
+  if (stopReason !== undefined) process.exit(0);
+  // From here on a stop cleans up after the step in progress instead of exiting at once.
+  startTouchedAnything = true;
   if (!existsSync(config.helperPath)) {
     throw new FsbError(
       "failed_precondition",
@@ -82,10 +107,33 @@ async function main(): Promise<void> {
     ...(config.preparedInstances ? { preparedInstances: config.preparedInstances } : {}),
     logger: log,
   });
+  // What a stop undoes of the agent's start, also of one cut short (what prepare() made, or nothing).
+  const removeLeftovers = async (): Promise<void> => {
+    // An agent with no sandboxes left (scale-down, pool deleted, `fsb down`) leaves no shim
+    // anchors and no prepared network namespaces behind either; one with sandboxes keeps them
+    // for its successor, which adopts them.
+    // Prepared instances are never adopted by a successor: removed in any case.
+    await runtime.removePreparedInstances();
+    if ((await runtime.list()).length === 0) {
+      await runtime.unprepare();
+      log.info("no sandboxes left: removed the shim anchors and prepared network namespaces");
+    }
+    // The name only: the Shared sandboxes that still run keep the namespace; a successor names it again.
+    if (sharedNetwork) await withdrawSharedNetwork(config.name);
+  };
+  const exitAfter = (work: Promise<void>): void =>
+    void work
+      .catch((error: unknown) => log.warn({ err: error }, "could not remove the shim anchors or network namespaces; the janitor reclaims them"))
+      .finally(() => {
+        runtime.close();
+        process.exit(0);
+      });
   await runtime.prepare();
+  if (stopReason !== undefined) return exitAfter(removeLeftovers());
   metrics.observePreparedInstances(() => runtime.preparedInstanceCount);
   const recovered = await runtime.list();
   log.info({ sandboxes: recovered.length }, "adopted the sandboxes containerd holds for this agent");
+  if (stopReason !== undefined) return exitAfter(removeLeftovers());
   const server = await startAgentServer({
     identity: { name: config.name, namespace: config.namespace, pool: config.pool, nodeName: config.nodeName },
     runtime,
@@ -98,43 +146,12 @@ async function main(): Promise<void> {
     logs: { maxBytes: config.logMaxBytes },
     logger: log,
   });
+  // Creates and checkpoints in flight finish first (bounded): a half-made container helps nobody,
+  // and a checkpoint or fork cut short leaves its source sandbox stopped.
+  serving.stop = () => exitAfter(server.close(DRAIN_TIMEOUT_MS).then(removeLeftovers));
+  if (stopReason !== undefined) return serving.stop();
   process.stdout.write(`${JSON.stringify({ event: "listening", endpoint: server.endpoint, pid: process.pid })}\n`);
   log.info({ endpoint: server.endpoint, logs: join(config.stateDir, "logs") }, "agent serving");
-
-  let stopping = false;
-  const stop = (reason: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ reason }, "agent stopping; sandboxes keep running");
-    // Creates and checkpoints in flight finish first (bounded): a half-made container helps nobody,
-    // and a checkpoint or fork cut short leaves its source sandbox stopped.
-    void server
-      .close(DRAIN_TIMEOUT_MS)
-      .then(async () => {
-        // An agent with no sandboxes left (scale-down, pool deleted, `fsb down`) leaves no shim
-        // anchors and no prepared network namespaces behind either; one with sandboxes keeps them
-        // for its successor, which adopts them.
-        // Prepared instances are never adopted by a successor: removed in any case.
-        await runtime.removePreparedInstances();
-        if ((await runtime.list()).length === 0) {
-          await runtime.unprepare();
-          log.info("no sandboxes left: removed the shim anchors and prepared network namespaces");
-        }
-        // The name only: the Shared sandboxes that still run keep the namespace; a successor names it again.
-        if (sharedNetwork) await withdrawSharedNetwork(config.name);
-      })
-      .catch((error: unknown) => log.warn({ err: error }, "could not remove the shim anchors or network namespaces; the janitor reclaims them"))
-      .finally(() => {
-        runtime.close();
-        process.exit(0);
-      });
-    setTimeout(() => process.exit(0), DRAIN_TIMEOUT_MS + 2000).unref();
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
-  if (process.env.FSB_AGENT_EXIT_ON_STDIN_CLOSE === "1") {
-    process.stdin.on("end", () => stop("parent closed stdin")).resume();
-  }
 }
 
 if (process.argv[2] === INSTALL_NODE_BINARIES) {

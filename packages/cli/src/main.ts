@@ -69,7 +69,11 @@ function program(programName: string): Command {
     .option("-d, --detach", "run in the background")
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--port <port>", "port to listen on (env FSB_PORT)", process.env.FSB_PORT ?? "7070")
-    .option("--image <image>", "default image of the default pool (env FSB_BASE_IMAGE)", process.env.FSB_BASE_IMAGE ?? "fast-sandbox.io/base:latest")
+    .option(
+      "--image <image>",
+      "default image of the default pool, also of one that exists (env FSB_BASE_IMAGE; default fast-sandbox.io/base:latest for a new pool)",
+      process.env.FSB_BASE_IMAGE,
+    )
     .option("--containerd-namespace <ns>", "containerd namespace (env FSB_CONTAINERD_NAMESPACE)", process.env.FSB_CONTAINERD_NAMESPACE ?? "fast-sandbox")
     .option(
       "--containerd-socket <path>",

@@ -13,7 +13,7 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { stderrLogger } from "@fast-sandbox/agent/stderr-logger";
-import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
+import { API_VERSION, FsbError, type SandboxPool } from "@fast-sandbox/api";
 import { sleep, systemClock, type Clock } from "./controller/clock.js";
 import { AgentRegistry } from "./registry/agent-registry.js";
 import { createAgentClient } from "./agent-client/rpc-agent-client.js";
@@ -71,8 +71,16 @@ export interface EmbeddedControlPlaneOptions {
   containerdNamespace?: string;
   /** cgroup under which each agent gets its own; empty string disables. @default "fast-sandbox" */
   cgroupRoot?: string;
-  /** Created when no pool of that name exists. */
+  /**
+   * Created when no pool of that name exists. Of one that exists only the image changes, to this
+   * one's when it was given (`defaultPoolImageGiven`); the rest stays as it was applied.
+   */
   defaultPool?: SandboxPool;
+  /**
+   * Whether `defaultPool`'s image was asked for (`fsb up --image`, FSB_BASE_IMAGE) rather than left at
+   * the default. @default its image is not DEFAULT_BASE_IMAGE
+   */
+  defaultPoolImageGiven?: boolean;
   /** @default 2000 */
   heartbeatIntervalMs?: number;
   /** First restart delay of a lost agent (doubles per restart). @default 200 */
@@ -143,9 +151,14 @@ export interface EmbeddedControlPlane {
   sandboxes: SandboxReconciler;
   /** The supervised janitor process, when `janitor` was asked for. */
   janitor: LocalJanitorProcess | undefined;
+  /** The image the default pool has as stored at the start (its own unless one was given); undefined without `defaultPool`. */
+  defaultImage: string | undefined;
   /** Stops API, reconcilers and agents; sandboxes keep running and are adopted at the next start. */
   close(): Promise<void>;
 }
+
+/** The default pool's image when `fsb up` is given none (`--image`, FSB_BASE_IMAGE). */
+export const DEFAULT_BASE_IMAGE = "fast-sandbox.io/base:latest";
 
 export function defaultPool(image: string): SandboxPool {
   return {
@@ -187,25 +200,27 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   );
   const poolModes: { of?: Pick<SandboxManager, "networkModeOf"> } = {};
   try {
-    sandboxProxy = await startSandboxProxy({
-      sources: {
-        lookup: (sandboxId) => directory.lookup(sandboxId),
-        // Tunnels and WebSockets close when their sandbox's access token changes or the sandbox goes.
-        onSandboxChange: (listener) => directory.onChange(listener),
-        // Shared network: the sandbox listens on its agent's address (this host).
-        agentAddress: (agentName) => registry.getAgent(agentName)?.hostIP,
-        domain: configuredProxy?.domain ?? "localhost",
-        signedFiles: new SignedFileLookup({ signers, lookup: (sandboxId) => directory.lookup(sandboxId) }),
-        exposesEveryPort: createdThroughE2b,
-        trafficTokenOf: (sandbox) => signers.trafficTokenOf(sandbox),
-        // The manager's pool cache, once there is one (the proxy starts first): a Bound Shared sandbox is served.
-        networkModeOf: (sandbox) => poolModes.of?.networkModeOf(sandbox),
-      },
-      host: proxyHost,
-      port: options.proxy?.port ?? 0,
-      metrics: new ProxyMetrics(metrics.registry),
-      logger,
-    });
+    sandboxProxy = await listening("the sandbox proxy", "proxy.port (fsb up --proxy-port)", proxyHost, options.proxy?.port, () =>
+      startSandboxProxy({
+        sources: {
+          lookup: (sandboxId) => directory.lookup(sandboxId),
+          // Tunnels and WebSockets close when their sandbox's access token changes or the sandbox goes.
+          onSandboxChange: (listener) => directory.onChange(listener),
+          // Shared network: the sandbox listens on its agent's address (this host).
+          agentAddress: (agentName) => registry.getAgent(agentName)?.hostIP,
+          domain: configuredProxy?.domain ?? "localhost",
+          signedFiles: new SignedFileLookup({ signers, lookup: (sandboxId) => directory.lookup(sandboxId) }),
+          exposesEveryPort: createdThroughE2b,
+          trafficTokenOf: (sandbox) => signers.trafficTokenOf(sandbox),
+          // The manager's pool cache, once there is one (the proxy starts first): a Bound Shared sandbox is served.
+          networkModeOf: (sandbox) => poolModes.of?.networkModeOf(sandbox),
+        },
+        host: proxyHost,
+        port: options.proxy?.port ?? 0,
+        metrics: new ProxyMetrics(metrics.registry),
+        logger,
+      }),
+    );
   } catch (error) {
     await store.close();
     throw error;
@@ -314,11 +329,53 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   let api: ApiServer | undefined;
   let e2bApi: E2bApiServer | undefined;
   let apiKeys: ApiKeyStore | undefined;
+  let defaultImage: string | undefined;
   try {
-    if (options.defaultPool) {
-      const { namespace = DEFAULT_NAMESPACE, name } = options.defaultPool.metadata;
-      if (!(await store.get("SandboxPool", { namespace, name }))) await applySandboxPool(store, options.defaultPool);
-    }
+    if (options.defaultPool) defaultImage = await ensureDefaultPool(store, options.defaultPool, options.defaultPoolImageGiven, logger);
+    // Both ports before any agent starts: a port in use fails the start before an agent is spawned
+    // (and killed while it starts). Writes wait for the agents anyway (holdWritesUntil).
+    const keys = openSqliteApiKeyStore(join(options.dataDir, API_KEY_DATABASE_FILE));
+    apiKeys = keys;
+    const startedE2b = await listening("the E2B-compatible API", "e2b.port (fsb up --e2b-port)", options.e2b?.host ?? "127.0.0.1", options.e2b?.port, () =>
+      startE2bApiServer({
+        sandboxes: new E2bSandboxes({
+          manager,
+          store,
+          lookup: (sandboxId) => directory.lookup(sandboxId),
+          envdReady: pollEnvdHealth({ clock }),
+          tokenSecret: e2bTokenSecret,
+          host: hostResources(options.dataDir),
+          logger,
+          clock,
+          ...(options.defaultPool ? { defaultPool: options.defaultPool.metadata.name } : {}),
+          pauses,
+          checkpoints,
+          // getHost(port) of E2B's SDKs: `<port>-<id>.<domain>`, which the proxy routes.
+          domain: configuredProxy ? `${configuredProxy.domain}${configuredProxy.portSuffix}` : `localhost:${sandboxProxy.port}`,
+        }),
+        apiKeys: keys,
+        host: options.e2b?.host ?? "127.0.0.1",
+        port: options.e2b?.port ?? 0,
+        logger,
+      }),
+    );
+    e2bApi = startedE2b;
+    api = await listening("the API", "port (fsb up --port)", options.host ?? "127.0.0.1", options.port, () =>
+      startApiServer({
+        manager,
+        store,
+        registry,
+        agents: connections,
+        token: options.token,
+        host: options.host ?? "127.0.0.1",
+        port: options.port ?? 0,
+        metrics,
+        checkpoints,
+        pauses,
+        // The SDKs reach every sandbox at one URL, routing by headers: the proxy's public address if it has one.
+        e2b: { apiKeys: keys, apiUrl: startedE2b.url, sandboxUrl: options.proxy?.baseUrl ? new URL(options.proxy.baseUrl).origin : proxyUrl },
+      }),
+    );
     // The agents that sandboxes are placed on first: the pool controller then sizes around them.
     await fleet.start();
     await pools.start();
@@ -326,42 +383,6 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     await allocations.start();
     await directory.start();
     metrics.observe({ sandboxes: () => allocations.cachedSandboxes(), registry });
-    apiKeys = openSqliteApiKeyStore(join(options.dataDir, API_KEY_DATABASE_FILE));
-    e2bApi = await startE2bApiServer({
-      sandboxes: new E2bSandboxes({
-        manager,
-        store,
-        lookup: (sandboxId) => directory.lookup(sandboxId),
-        envdReady: pollEnvdHealth({ clock }),
-        tokenSecret: e2bTokenSecret,
-        host: hostResources(options.dataDir),
-        logger,
-        clock,
-        ...(options.defaultPool ? { defaultPool: options.defaultPool.metadata.name } : {}),
-        pauses,
-        checkpoints,
-        // getHost(port) of E2B's SDKs: `<port>-<id>.<domain>`, which the proxy routes.
-        domain: configuredProxy ? `${configuredProxy.domain}${configuredProxy.portSuffix}` : `localhost:${sandboxProxy.port}`,
-      }),
-      apiKeys,
-      host: options.e2b?.host ?? "127.0.0.1",
-      port: options.e2b?.port ?? 0,
-      logger,
-    });
-    api = await startApiServer({
-      manager,
-      store,
-      registry,
-      agents: connections,
-      token: options.token,
-      host: options.host ?? "127.0.0.1",
-      port: options.port ?? 0,
-      metrics,
-      checkpoints,
-      pauses,
-      // The SDKs reach every sandbox at one URL, routing by headers: the proxy's public address if it has one.
-      e2b: { apiKeys, apiUrl: e2bApi.url, sandboxUrl: options.proxy?.baseUrl ? new URL(options.proxy.baseUrl).origin : proxyUrl },
-    });
     const allReady = await waitForAgents(store, registry, fleet, options.recoveryTimeoutMs ?? 30_000, clock);
     if (!allReady) logger.warn("not every pool reached poolMin ready agents in time; serving anyway");
     releaseWrites();
@@ -417,7 +438,11 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     pools,
     sandboxes,
     janitor,
+    defaultImage,
     async close() {
+      // First: an agent lost during the steps below stays down; restarted, it would only be stopped
+      // again (fleet.stop(), last) while it starts.
+      fleet.holdRestarts();
       await janitor?.stop();
       await server.close();
       await e2bServer.close();
@@ -438,6 +463,38 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
       await store.close();
     },
   };
+}
+
+/**
+ * Creates the default pool when there is none; of one that exists, sets the image when it was given
+ * and differs (the rest of the stored pool is as it was applied). Returns the pool's image as stored.
+ */
+async function ensureDefaultPool(store: ResourceStore, wanted: SandboxPool, imageGiven: boolean | undefined, logger: Logger): Promise<string | undefined> {
+  const { namespace = DEFAULT_NAMESPACE, name } = wanted.metadata;
+  const current = await store.get("SandboxPool", { namespace, name });
+  if (!current) return (await applySandboxPool(store, wanted)).spec.image;
+  const image = wanted.spec.image;
+  const given = imageGiven ?? (image !== undefined && image !== DEFAULT_BASE_IMAGE);
+  // One being deleted keeps what it has: its deletion ends with the record.
+  if (!given || !image || image === current.spec.image || current.metadata.deletionTimestamp) return current.spec.image;
+  const updated = await applySandboxPool(store, { ...current, spec: { ...current.spec, image } });
+  logger.info({ pool: `${namespace}/${name}`, image, previousImage: current.spec.image }, "the default pool's image is now the one given");
+  return updated.spec.image;
+}
+
+/**
+ * Starts a server on `port`; a port in use (EADDRINUSE) fails with a message that names it and the
+ * option that chose it, as the user gave it (`fsb up`'s flag).
+ */
+async function listening<T>(what: string, option: string, host: string, port: number | undefined, start: () => Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EADDRINUSE") throw error;
+    throw new FsbError("failed_precondition", `port ${port ?? 0} on ${host}, for ${what}, is in use by another program; choose another with ${option}`, {
+      cause: error,
+    });
+  }
 }
 
 /** The agents sandbox records are placed on, in pools that exist: started again to adopt what they run. */

@@ -2,6 +2,7 @@
 // (the embedded mode) must not load @kubernetes/client-node (index.spec.ts).
 export {
   startEmbeddedControlPlane,
+  DEFAULT_BASE_IMAGE,
   defaultPool,
   type EmbeddedControlPlane,
   type EmbeddedControlPlaneOptions,

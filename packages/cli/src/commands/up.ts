@@ -6,7 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { destination, pino, type Logger } from "pino";
 import { DEFAULT_LOG_MAX_BYTES, rotateLog } from "@fast-sandbox/agent/log-rotation";
-import { startEmbeddedControlPlane, defaultPool, type EmbeddedControlPlane } from "@fast-sandbox/controlplane";
+import { DEFAULT_BASE_IMAGE, startEmbeddedControlPlane, defaultPool, type EmbeddedControlPlane } from "@fast-sandbox/controlplane";
 import { FsbError, ValidationError } from "@fast-sandbox/sdk";
 import { parseDuration, parseLoopbackListen } from "@fast-sandbox/janitor";
 import {
@@ -30,7 +30,11 @@ export interface UpOptions {
   detach?: boolean;
   host: string;
   port: string;
-  image: string;
+  /**
+   * The default pool's image (`--image`, FSB_BASE_IMAGE): set, it is also given to a default pool
+   * that exists. @default DEFAULT_BASE_IMAGE for a new default pool; one that exists keeps its own
+   */
+  image?: string;
   containerdNamespace: string;
   containerdSocket: string;
   /** The cgroup the agents and sandboxes live under; "" for none. @default the containerd namespace's name (cgroupRootFor) */
@@ -157,7 +161,8 @@ function startControlPlane(options: ResolvedUpOptions, dataDir: string, token: s
     containerdNamespace: options.containerdNamespace,
     containerdSocket: options.containerdSocket,
     cgroupRoot: options.cgroupRoot,
-    defaultPool: defaultPool(options.image),
+    defaultPool: defaultPool(options.image ?? DEFAULT_BASE_IMAGE),
+    defaultPoolImageGiven: options.image !== undefined,
     proxy: { host: options.proxyHost, port: proxyPort, ...(options.proxyUrl ? { baseUrl: options.proxyUrl } : {}) },
     e2b: { host: options.host, port: e2bPort },
     ...(janitor ? { janitor } : {}),
@@ -177,7 +182,7 @@ function announce(controlPlane: EmbeddedControlPlane, options: ResolvedUpOptions
       `  data directory: ${dataDir} (API token in ${files.token(dataDir)}, mode 0600)`,
       `  sandbox proxy: ${controlPlane.proxyUrl} (each sandbox's endpoints are in 'fsb ls'; send its access token as X-Access-Token)`,
       `  E2B-compatible API: ${controlPlane.e2bUrl} (for E2B's SDKs: eval "$(npx fsb e2b env)")`,
-      `  containerd namespace: ${options.containerdNamespace}; cgroup root: ${options.cgroupRoot || "none"}; default image: ${options.image}`,
+      `  containerd namespace: ${options.containerdNamespace}; cgroup root: ${options.cgroupRoot || "none"}; default image: ${controlPlane.defaultImage ?? options.image ?? DEFAULT_BASE_IMAGE}`,
       `  agents: ${agents.map((a) => `${a.name} (${a.endpoint}, pid ${a.pid ?? "?"})`).join(", ") || "starting"}`,
       `  janitor: ${controlPlane.janitor ? `pid ${controlPlane.janitor.pid ?? "?"}, log ${join(dataDir, "janitor.log")}` : "off (--no-janitor)"}`,
       `Try: npx fsb run -- sh -c 'echo hello'   (Ctrl-C stops; sandboxes keep running and are adopted at the next 'fsb up')`,
@@ -305,8 +310,7 @@ async function detach(options: ResolvedUpOptions, dataDir: string): Promise<void
     options.host,
     "--port",
     options.port,
-    "--image",
-    options.image,
+    ...(options.image !== undefined ? ["--image", options.image] : []),
     "--containerd-namespace",
     options.containerdNamespace,
     "--containerd-socket",

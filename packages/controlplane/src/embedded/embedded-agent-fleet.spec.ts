@@ -10,6 +10,7 @@ import type { LocalAgentEvents, LocalAgentSettings } from "./local-agent-process
 class FakeProcess implements AgentProcess {
   started = false;
   stopped = false;
+  restartsHeld = false;
   endpoint = "";
   pid: number | undefined = undefined;
   /** Resolves the stop() in flight; stop() resolves at once unless `holdStop` is set first. */
@@ -32,6 +33,9 @@ class FakeProcess implements AgentProcess {
   }
   kill(): void {
     this.die("killed");
+  }
+  holdRestarts(): void {
+    this.restartsHeld = true;
   }
   answer(endpoint: string): void {
     this.endpoint = endpoint;
@@ -196,6 +200,22 @@ describe("EmbeddedAgentFleet", () => {
       ["team-a.go-4"],
     );
     assert.deepEqual(await fleet.startAgents(pool("py"), 2), ["py-0", "py-2"]);
+    await fleet.stop();
+  });
+
+  it("holdRestarts() holds the restarts of every agent process, also of one started after it, before stop()", async () => {
+    const { fleet, processes } = fleetWithFakes();
+    await fleet.startAgents(pool("py"), 2);
+    fleet.holdRestarts();
+    assert.deepEqual(
+      [...processes.values()].map((p) => [p.name, p.restartsHeld, p.stopped]),
+      [
+        ["py-0", true, false],
+        ["py-1", true, false],
+      ],
+    );
+    await fleet.startAgents(pool("py"), 1);
+    assert.equal(processes.get("py-2")?.restartsHeld, true);
     await fleet.stop();
   });
 

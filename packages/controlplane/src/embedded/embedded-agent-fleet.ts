@@ -42,6 +42,8 @@ export interface AgentProcess {
   stop(): Promise<void>;
   /** Kills the process; its supervisor restarts it (a crash, for tests and benchmarks). */
   kill(signal?: NodeJS.Signals): void;
+  /** From now on the process is not restarted when it exits; `stop()` still ends it. @default restarts go on (a process without a supervisor) */
+  holdRestarts?(): void;
 }
 
 /** An agent to start again at `start()` under its name. */
@@ -81,6 +83,8 @@ export class EmbeddedAgentFleet implements AgentFleet {
   private readonly listeners = new Set<AgentFleetListener>();
   /** Agents being stopped: their names are not reused until their processes are gone (they remove their shim anchors on the way out). */
   private readonly stopping = new Set<string>();
+  /** Set by holdRestarts(): agents started later (a pool controller still at work) are held too. */
+  private restartsHeld = false;
 
   constructor(options: EmbeddedAgentFleetOptions) {
     this.options = options;
@@ -152,6 +156,15 @@ export class EmbeddedAgentFleet implements AgentFleet {
     return () => this.listeners.delete(listener);
   }
 
+  /**
+   * Lost agents are no longer restarted: the control plane's close() begins with it, and stops the
+   * fleet last. An agent restarted meanwhile would only get SIGTERM while it starts.
+   */
+  holdRestarts(): void {
+    this.restartsHeld = true;
+    for (const agentProcess of this.processes.values()) agentProcess.holdRestarts?.();
+  }
+
   async stop(): Promise<void> {
     const processes = [...this.processes.values()];
     this.processes.clear();
@@ -207,6 +220,7 @@ export class EmbeddedAgentFleet implements AgentFleet {
     this.processes.set(name, agentProcess);
     this.agents.set(name, base);
     agentProcess.start();
+    if (this.restartsHeld) agentProcess.holdRestarts?.();
   }
 
   /** Asynchronously: never inside the call that caused the change. */

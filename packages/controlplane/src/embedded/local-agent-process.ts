@@ -7,12 +7,14 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { StringDecoder } from "node:string_decoder";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { systemClock, type Clock } from "../controller/clock.js";
 import { AgentHeartbeat } from "../fleet/agent-heartbeat.js";
 import type { AgentClient, AgentStatus } from "../agent-client/agent-client.js";
 import { createAgentClient } from "../agent-client/rpc-agent-client.js";
+import { AGENT_HOST_ENV, childEnv } from "./child-env.js";
 import { ProcessLog } from "./process-log.js";
 import { SupervisedProcess } from "./supervised-process.js";
 
@@ -36,7 +38,7 @@ export interface LocalAgentSettings {
    * @default 30_000
    */
   stableRunMs?: number;
-  /** Extra environment of the agent process. */
+  /** Extra environment of the agent process (of `fsb up`'s own, it gets only this host's settings: AGENT_HOST_ENV). */
   env?: Record<string, string>;
   /** Registry credentials (Docker's config.json) the agent reads at every pull (FSB_REGISTRY_CONFIG). @default none */
   registryConfigPath?: string;
@@ -77,6 +79,32 @@ function agentEntryPoint(): string {
 /** How long `stop()` lets the agent finish its creates in flight (it waits up to 10 s) before SIGKILL. */
 const STOP_GRACE_MS = 12_000;
 
+/** The longest error line of the agent a warning of the control plane quotes. */
+const MAX_ERROR_LINE_CHARS = 300;
+/** A line of the agent's stderr longer than this (a huge stack) is not kept whole to find its error. */
+const MAX_PENDING_LINE_CHARS = 64 * 1024;
+
+/**
+ * What a line of the agent's stderr says went wrong, bounded: `msg: err.message` of a JSON line of
+ * level error or fatal (pino's 50, 60), or a line that is not JSON (Node's own report of a crash);
+ * undefined for the other lines.
+ */
+export function agentErrorOf(line: string): string | undefined {
+  const text = line.trim();
+  if (!text) return undefined;
+  let message: string;
+  try {
+    const entry = JSON.parse(text) as { level?: number; msg?: string; err?: { message?: string } };
+    if (typeof entry.level !== "number" || entry.level < 50) return undefined;
+    message = [entry.msg, entry.err?.message].filter(Boolean).join(": ");
+  } catch {
+    // A stack's frames say where, not what: its first line says what.
+    if (/^at /.test(text)) return undefined;
+    message = text;
+  }
+  return message.length > MAX_ERROR_LINE_CHARS ? `${message.slice(0, MAX_ERROR_LINE_CHARS - 1)}…` : message;
+}
+
 export class LocalAgentProcess {
   readonly settings: LocalAgentSettings;
   private readonly events: LocalAgentEvents;
@@ -86,6 +114,8 @@ export class LocalAgentProcess {
   private readonly heartbeat: AgentHeartbeat;
   client: AgentClient | undefined;
   endpoint = "";
+  /** The last error the running process (or the one that died last) wrote on its stderr, for the warning when it is lost. */
+  private lastError: string | undefined;
 
   constructor(settings: LocalAgentSettings, events: LocalAgentEvents) {
     this.settings = settings;
@@ -117,6 +147,12 @@ export class LocalAgentProcess {
       onExit: (exit) => {
         this.heartbeat.stop();
         if (exit.restartInMs !== undefined) this.lost(`agent process exited (${exit.reason})`, exit.restartInMs);
+        else if (this.restartsHeld && !this.stopped) {
+          this.settings.logger.warn(
+            { agent: this.name, reason: exit.reason, ...this.logFacts() },
+            "agent exited while the control plane stops; not restarting it",
+          );
+        }
       },
       restartDelayMs,
       // Doubling up to 32× the first delay, and no further than 5 s unless the first delay is longer.
@@ -139,8 +175,40 @@ export class LocalAgentProcess {
     return this.supervisor.pid;
   }
 
+  private restartsHeld = false;
+  private stopped = false;
+
   start(): void {
+    this.restartsHeld = false;
+    this.stopped = false;
     this.supervisor.start();
+  }
+
+  /** The agent is no longer restarted when it exits (the control plane is stopping); `stop()` still ends it. */
+  holdRestarts(): void {
+    this.restartsHeld = true;
+    this.supervisor.holdRestarts();
+  }
+
+  /** The agent's log file, and the last error it wrote there (the why of a start that keeps failing, e.g. no containerd). */
+  private logFacts(): { log: string; lastError?: string } {
+    return { log: join(this.settings.stateDir, "agent.log"), ...(this.lastError ? { lastError: this.lastError } : {}) };
+  }
+
+  /** Remembers the last error line of `stderr` (lines split across chunks joined, an overlong one dropped). */
+  private watchErrors(stderr: NodeJS.ReadableStream): void {
+    let pending = "";
+    // A character split across two chunks stays whole.
+    const decoder = new StringDecoder("utf8");
+    stderr.on("data", (chunk: Buffer) => {
+      const lines = (pending + decoder.write(chunk)).split("\n");
+      pending = lines.pop() ?? "";
+      if (pending.length > MAX_PENDING_LINE_CHARS) pending = "";
+      for (const line of lines) this.lastError = agentErrorOf(line) ?? this.lastError;
+    });
+    stderr.on("end", () => {
+      this.lastError = agentErrorOf(pending) ?? this.lastError;
+    });
   }
 
   private spawnAgent(): ChildProcess {
@@ -155,8 +223,7 @@ export class LocalAgentProcess {
       // agent still ends with its parent: it exits when its stdin, this pipe, closes.
       detached: true,
       stdio: ["pipe", "pipe", "pipe"],
-      env: {
-        ...process.env,
+      env: childEnv(AGENT_HOST_ENV, {
         FSB_AGENT_NAME: s.name,
         FSB_AGENT_NAMESPACE: s.namespace,
         FSB_AGENT_POOL: s.pool,
@@ -169,9 +236,13 @@ export class LocalAgentProcess {
         FSB_AGENT_EXIT_ON_STDIN_CLOSE: "1",
         ...(s.registryConfigPath ? { FSB_REGISTRY_CONFIG: s.registryConfigPath } : {}),
         ...s.env,
-      },
+      }),
     });
-    if (child.stderr) log.follow(child.stderr);
+    this.lastError = undefined;
+    if (child.stderr) {
+      log.follow(child.stderr);
+      this.watchErrors(child.stderr);
+    }
     const lines = createInterface({ input: child.stdout });
     lines.on("line", (line) => {
       try {
@@ -202,7 +273,8 @@ export class LocalAgentProcess {
     this.client?.close();
     this.client = undefined;
     this.events.onLost(this, reason);
-    this.settings.logger.warn({ agent: this.name, reason, restartInMs }, "agent lost; restarting it");
+    // Where to look, and what it said last: an agent that cannot start (no containerd) says why only there.
+    this.settings.logger.warn({ agent: this.name, reason, restartInMs, ...this.logFacts() }, "agent lost; restarting it");
   }
 
   /** Kills the process; the supervisor restarts it (tests use it to simulate a crash). */
@@ -212,6 +284,7 @@ export class LocalAgentProcess {
 
   /** Stops the agent (its sandboxes keep running in containerd): SIGTERM, SIGKILL after 12 s. */
   async stop(): Promise<void> {
+    this.stopped = true;
     this.heartbeat.stop();
     this.client?.close();
     await this.supervisor.stop();

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readlinkSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -49,5 +49,45 @@ describe("LocalJanitorProcess", () => {
       await janitor.stop();
     }
     assert.equal(janitor.pid, undefined);
+  });
+
+  it("passes the janitor its inventory from the parent and only this host's settings of the parent's environment", { timeout: 60_000 }, async () => {
+    const userEnv = { FSB_JANITOR_INVENTORY: "kubernetes", KUBECONFIG: "/elsewhere/kubeconfig", FSB_NODE_NAME: "elsewhere", FSB_TOKEN: "the-user's-token" };
+    const hostEnv = { FSB_NETWORK_STATE_DIR: join(directory, "network") };
+    const saved = Object.fromEntries(Object.keys({ ...userEnv, ...hostEnv }).map((name) => [name, process.env[name]]));
+    Object.assign(process.env, userEnv, hostEnv);
+    const janitor = new LocalJanitorProcess({
+      url: "http://127.0.0.1:1",
+      token: "t",
+      containerdSocket: join(directory, "no-containerd.sock"),
+      containerdNamespace: "fsb-local-janitor-spec",
+      agentsDir: join(directory, "agents"),
+      checkpointDir: join(directory, "checkpoints"),
+      cgroupRoot: "",
+      intervalMs: 60_000,
+      logPath: join(directory, "janitor.log"),
+      logger: pino({ level: "silent" }),
+      clock: new FakeClock(),
+    });
+    try {
+      janitor.start();
+      const pid = janitor.pid ?? assert.fail("the janitor was spawned");
+      const environ = new Map(
+        readFileSync(`/proc/${pid}/environ`, "utf8")
+          .split("\0")
+          .filter(Boolean)
+          .map((entry) => [entry.slice(0, entry.indexOf("=")), entry.slice(entry.indexOf("=") + 1)]),
+      );
+      for (const name of ["FSB_JANITOR_INVENTORY", "KUBECONFIG", "FSB_NODE_NAME"]) assert.equal(environ.get(name), undefined, `${name} is not passed`);
+      assert.equal(environ.get("FSB_TOKEN"), "t", "the control plane's token, not the user's");
+      assert.equal(environ.get("FSB_NETWORK_STATE_DIR"), hostEnv.FSB_NETWORK_STATE_DIR);
+      assert.equal(environ.get("PATH"), process.env.PATH);
+    } finally {
+      for (const [name, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+      await janitor.stop();
+    }
   });
 });

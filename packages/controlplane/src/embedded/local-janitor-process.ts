@@ -8,6 +8,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import type { Clock } from "../controller/clock.js";
+import { JANITOR_HOST_ENV, childEnv } from "./child-env.js";
 import { ProcessLog } from "./process-log.js";
 import { SupervisedProcess } from "./supervised-process.js";
 
@@ -91,8 +92,8 @@ export class LocalJanitorProcess {
       // with its parent: it exits when its stdin, this pipe, closes.
       detached: true,
       stdio: ["pipe", "pipe", "pipe"],
-      env: {
-        ...process.env,
+      // Of `fsb up`'s own environment only this host's settings: the janitor's inventory is this control plane, whatever the shell says.
+      env: childEnv(JANITOR_HOST_ENV, {
         FSB_URL: s.url,
         FSB_TOKEN: s.token,
         FSB_CONTAINERD_SOCKET: s.containerdSocket,
@@ -105,7 +106,7 @@ export class LocalJanitorProcess {
         FSB_JANITOR_CHECKPOINT_GRACE: `${s.checkpointGraceMs ?? 3_600_000}ms`,
         FSB_JANITOR_METRICS: s.metricsListen ?? "",
         FSB_JANITOR_EXIT_ON_STDIN_CLOSE: "1",
-      },
+      }),
     });
     if (child.stderr) log.follow(child.stderr);
     createInterface({ input: child.stdout }).on("line", (line) => {

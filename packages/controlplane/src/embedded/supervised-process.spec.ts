@@ -199,6 +199,30 @@ describe("SupervisedProcess", () => {
     assert.equal(clock.pendingTimers, 0);
   });
 
+  it("holdRestarts() cancels a pending restart and restarts no process that exits later; stop() still ends the one that runs", async () => {
+    const crashing = supervise("process.exit(1)");
+    await exitOf(lastChild());
+    crashing.holdRestarts();
+    assert.equal(clock.pendingTimers, 0, "the pending restart is cancelled");
+    clock.advance(60_000);
+    assert.equal(children.length, 1);
+    await crashing.stop();
+
+    // A process that runs on while restarts are held: when it dies, it stays gone.
+    children = [];
+    exits = [];
+    const running = supervise("process.stdin.resume(); console.log('up')");
+    await line(lastChild(), "up");
+    running.holdRestarts();
+    assert.equal(running.pid, lastChild()?.pid, "the running process runs on");
+    running.kill("SIGKILL");
+    await exitOf(lastChild());
+    assert.deepEqual(exits, [{ code: null, signal: "SIGKILL", reason: "SIGKILL", ranMs: 0, restartInMs: undefined }]);
+    clock.advance(60_000);
+    assert.equal(children.length, 1, "no restart");
+    await running.stop();
+  });
+
   /** A spawn of a program that does not exist: Node reports ENOENT as an 'error' event and never an 'exit'. */
   const spawnMissingProgram = (): ChildProcess => {
     const child = spawn("/nonexistent/fsb-supervised-process-spec", [], { stdio: ["pipe", "pipe", "pipe"] });

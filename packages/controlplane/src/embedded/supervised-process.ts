@@ -6,8 +6,9 @@
  * after is restarted ever more slowly instead of every `restartDelayMs`. A spawn that
  * fails (ENOENT, EAGAIN, or a throw of the owner's `spawn`) is a run that ended at once, restarted
  * the same way. `stop()` closes its stdin and sends SIGTERM, then SIGKILL when it has not exited
- * after a grace period. Every delay runs on the Clock. The embedded mode's agents and janitor are
- * supervised this way.
+ * after a grace period; `holdRestarts()` lets a process that exits stay gone while its owner is
+ * shutting down, before it gets to `stop()`. Every delay runs on the Clock. The embedded mode's
+ * agents and janitor are supervised this way.
  */
 import type { ChildProcess } from "node:child_process";
 import { systemClock, type Clock, type Timer } from "../controller/clock.js";
@@ -20,7 +21,7 @@ export interface SupervisedExit {
   reason: string;
   /** How long the run lasted, on the clock. */
   ranMs: number;
-  /** The delay before the next run; undefined when the process exited because it was stopped. */
+  /** The delay before the next run; undefined when the process exited because it was stopped, or restarts are held. */
   restartInMs: number | undefined;
   /** Why the process did not start (then `code` and `signal` are null). @default undefined: it ran */
   error?: Error;
@@ -73,6 +74,8 @@ export class SupervisedProcess {
   private restartTimer: Timer | undefined;
   private consecutiveRestarts = 0;
   private stopping = false;
+  /** Set by holdRestarts(): a run that ends is not followed by another. */
+  private restartsHeld = false;
 
   constructor(options: SupervisedProcessOptions) {
     this.options = options;
@@ -98,6 +101,7 @@ export class SupervisedProcess {
   start(): void {
     if (this.current) return;
     this.stopping = false;
+    this.restartsHeld = false;
     this.restartTimer?.cancel();
     this.restartTimer = undefined;
     this.run();
@@ -114,6 +118,17 @@ export class SupervisedProcess {
    */
   markHealthy(): void {
     if (this.current && this.current.healthySinceMs === undefined) this.current.healthySinceMs = this.clock.now().getTime();
+  }
+
+  /**
+   * From now on a run that ends is not followed by another (a restart already scheduled is
+   * cancelled); the running process runs on until it exits or `stop()` ends it. For an owner that is
+   * shutting down: a process it restarted now would only be stopped again while it starts.
+   */
+  holdRestarts(): void {
+    this.restartsHeld = true;
+    this.restartTimer?.cancel();
+    this.restartTimer = undefined;
   }
 
   /** Signals the running process; unless stopped, the supervisor restarts it once it exits. */
@@ -176,7 +191,7 @@ export class SupervisedProcess {
     const ranMs = endedAtMs - run.startedAtMs;
     const reason = error ? `spawn failed: ${error.message}` : (signal ?? `code ${String(code)}`);
     const failure = error ? { error } : {};
-    if (this.stopping) {
+    if (this.stopping || this.restartsHeld) {
       this.options.onExit?.({ code, signal, reason, ranMs, restartInMs: undefined, ...failure });
       return;
     }
@@ -185,10 +200,10 @@ export class SupervisedProcess {
     const restartInMs = Math.min(this.maxRestartDelayMs, this.restartDelayMs * 2 ** Math.min(this.consecutiveRestarts, 30));
     this.consecutiveRestarts += 1;
     this.options.onExit?.({ code, signal, reason, ranMs, restartInMs, ...failure });
-    if (this.stopping) return;
+    if (this.stopping || this.restartsHeld) return;
     this.restartTimer = this.clock.setTimeout(() => {
       this.restartTimer = undefined;
-      if (!this.stopping && !this.current) this.run();
+      if (!this.stopping && !this.restartsHeld && !this.current) this.run();
     }, restartInMs);
   }
 }
