@@ -211,7 +211,10 @@ def test_list_and_connect(sandbox):
 
 
 def test_kill_removes_the_sandbox():
-    sbx = Sandbox.create(timeout=120, metadata={"run": RUN_ID, "short": "yes"})
+    # Without a timeout the SDK sends none: E2B's default for the create it calls is 5 minutes.
+    sbx = Sandbox.create(metadata={"run": RUN_ID, "short": "yes"})
+    info = sbx.get_info()
+    assert round((info.end_at - info.started_at).total_seconds()) == 300
     sandbox_id = sbx.sandbox_id
     assert sbx.kill() is True
     assert not sbx.is_running()

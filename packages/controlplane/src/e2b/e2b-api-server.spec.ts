@@ -107,6 +107,17 @@ describe("the E2B-compatible API over HTTP", () => {
     }
   });
 
+  it("gives a create without a timeout E2B's default of each route: 300 s on POST /v2/sandboxes (what the SDKs call), 15 s on POST /sandboxes", async () => {
+    for (const [path, seconds] of [
+      ["/v2/sandboxes", 300],
+      ["/sandboxes", 15],
+    ] as const) {
+      const { sandboxID } = (await call("POST", path, { templateID: "base" })).body as { sandboxID: string };
+      const { startedAt, endAt } = (await call("GET", `/sandboxes/${sandboxID}`)).body as { startedAt: string; endAt: string };
+      assert.equal(Math.round((Date.parse(endAt) - Date.parse(startedAt)) / 1000), seconds, path);
+    }
+  });
+
   it("lists on GET /v2/sandboxes, one page at a time, with X-Next-Token while more follow", async () => {
     for (let i = 0; i < 3; i++) assert.equal((await call("POST", "/v2/sandboxes", createBody)).status, 201);
     const first = await call("GET", "/v2/sandboxes?limit=2");
@@ -338,6 +349,7 @@ describe("the E2B-compatible API over HTTP", () => {
       ["POST", "/v3/templates", /^templates/],
       ["GET", "/v2/templates/base/builds/b1/status", /^templates/],
       ["GET", "/volumes", /^volumes are not supported/],
+      ["GET", "/sandboxes/metrics?sandbox_ids=abc", /^the metrics of several sandboxes at once are not served/],
       ["DELETE", "/volumes/vol-1", /^volumes are not supported/],
       ["GET", `/sandboxes/${id}/logs`, /^sandbox logs are not served by Fast Sandbox's E2B-compatible API/],
       ["GET", `/v2/sandboxes/${id}/logs`, /^sandbox logs are not served/],

@@ -43,6 +43,8 @@ import {
   parseV1ListQuery,
   parseMetricsQuery,
   parseNewSandbox,
+  DEFAULT_CREATE_TIMEOUT_SECONDS,
+  DEFAULT_LEGACY_CREATE_TIMEOUT_SECONDS,
   parsePauseBody,
   parseResumeBody,
   parseSandboxId,
@@ -118,7 +120,13 @@ const RETRIED_FAILURES: ReadonlySet<number> = new Set([502, 503, 504]);
 const ID = "([^/]+)";
 
 function routes(sandboxes: E2bSandboxes): Route[] {
-  const create = async (call: Call): Promise<Answer> => ({ status: 201, body: await sandboxes.create(parseNewSandbox(await call.body()), call.signal) });
+  // A create without a timeout gets each route's E2B default: 300 s (v2, what the SDKs call), 15 s (the legacy route).
+  const create =
+    (defaultTimeoutSeconds: number) =>
+    async (call: Call): Promise<Answer> => ({
+      status: 201,
+      body: await sandboxes.create(parseNewSandbox(await call.body(), defaultTimeoutSeconds), call.signal),
+    });
   // A connect answers 201 when it resumed a paused sandbox, 200 when the sandbox ran already (as E2B's API).
   const connect = async (call: Call, timeoutOf: (body: unknown) => number): Promise<Answer> => {
     const { sandbox, resumed } = await sandboxes.connect(call.sandboxID, timeoutOf(await call.body()), call.signal);
@@ -126,8 +134,10 @@ function routes(sandboxes: E2bSandboxes): Route[] {
   };
   return [
     { method: "GET", pattern: /^\/health$/, authenticated: false, handle: () => Promise.resolve({ status: 204 }) },
-    { method: "POST", pattern: /^\/sandboxes$/, final: true, handle: create },
-    { method: "POST", pattern: /^\/v2\/sandboxes$/, final: true, handle: create },
+    // Before GET /sandboxes/{id}, whose sandbox `metrics` it would be (404, which the SDKs read as gone).
+    { method: "GET", pattern: /^\/sandboxes\/metrics$/, handle: () => Promise.resolve(errorAnswer(e2bError(501, SEVERAL_METRICS_UNSUPPORTED))) },
+    { method: "POST", pattern: /^\/sandboxes$/, final: true, handle: create(DEFAULT_LEGACY_CREATE_TIMEOUT_SECONDS) },
+    { method: "POST", pattern: /^\/v2\/sandboxes$/, final: true, handle: create(DEFAULT_CREATE_TIMEOUT_SECONDS) },
     {
       method: "GET",
       pattern: /^\/v2\/sandboxes$/,
@@ -211,6 +221,9 @@ function routes(sandboxes: E2bSandboxes): Route[] {
   ];
 }
 
+const SEVERAL_METRICS_UNSUPPORTED =
+  "the metrics of several sandboxes at once are not served by Fast Sandbox's E2B-compatible API; ask each sandbox's (GET /sandboxes/{id}/metrics)";
+
 const SNAPSHOTS_UNSUPPORTED =
   "snapshots are not supported by Fast Sandbox's E2B-compatible API; use pause and resume (connect) to keep a sandbox, or fork to copy it";
 
@@ -236,6 +249,7 @@ const UNSUPPORTED: readonly { pattern: RegExp; message: string }[] = [
       "a template is a pool of the namespace ('fsb apply -f pool.yaml', 'fsb pools'), and a sandbox is kept by pause and resume (connect) or copied by fork",
   },
   { pattern: /^\/volumes(?:\/.*)?$/, message: "volumes are not supported by Fast Sandbox's E2B-compatible API" },
+
   {
     pattern: /^(?:\/v2)?\/sandboxes\/[^/]+\/logs$/,
     message: "sandbox logs are not served by Fast Sandbox's E2B-compatible API; 'fsb logs <name>' prints a sandbox's output",

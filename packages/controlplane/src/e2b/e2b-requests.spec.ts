@@ -54,8 +54,10 @@ describe("E2B create requests (NewSandbox, NewSandboxV2)", () => {
     assert.deepEqual(request, { templateID: "base", timeoutSeconds: 60, metadata: {}, envVars: {}, allowInternetAccess: true });
   });
 
-  it("gives a create without a timeout E2B's default of 15 s, and accepts 0 and the maximum, 24 hours", () => {
-    assert.equal(parseNewSandbox({ templateID: "base" }).timeoutSeconds, DEFAULT_CREATE_TIMEOUT_SECONDS);
+  it("gives a create without a timeout E2B's default (300 s for v2, what the SDKs call; 15 s for the legacy route), and accepts 0 and the maximum, 24 hours", () => {
+    assert.equal(parseNewSandbox({ templateID: "base" }).timeoutSeconds, 300);
+    assert.equal(DEFAULT_CREATE_TIMEOUT_SECONDS, 300);
+    assert.equal(parseNewSandbox({ templateID: "base" }, 15).timeoutSeconds, 15);
     assert.equal(parseNewSandbox({ templateID: "base", timeout: 0 }).timeoutSeconds, 0);
     assert.equal(parseNewSandbox({ templateID: "base", timeout: MAX_TIMEOUT_SECONDS }).timeoutSeconds, 86_400);
   });

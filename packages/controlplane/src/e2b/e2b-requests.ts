@@ -10,8 +10,13 @@ import { decodeMetadataFilter } from "./metadata-filter.js";
 
 /** The longest timeout a sandbox may be given: 24 hours, E2B's limit for its Pro tier. */
 export const MAX_TIMEOUT_SECONDS = 86_400;
-/** The timeout of a create that names none (E2B's API default; its SDKs always send one, 300 by default). */
-export const DEFAULT_CREATE_TIMEOUT_SECONDS = 15;
+/**
+ * The timeout of a `POST /v2/sandboxes` that names none: E2B's API default (its `NewSandboxV2`),
+ * which its SDKs rely on — `Sandbox.create()` without a timeout sends none.
+ */
+export const DEFAULT_CREATE_TIMEOUT_SECONDS = 300;
+/** The timeout of a legacy `POST /sandboxes` that names none (E2B's `NewSandbox` default). */
+export const DEFAULT_LEGACY_CREATE_TIMEOUT_SECONDS = 15;
 /** The timeout of a `POST /v2/sandboxes/{id}/connect` that names none (E2B's default). */
 export const DEFAULT_CONNECT_TIMEOUT_SECONDS = 300;
 /** The timeout of forked sandboxes that name none (E2B's API default). */
@@ -144,7 +149,7 @@ function refuseNetworkRules(network: unknown): void {
 }
 
 /** The body of `POST /sandboxes` and `POST /v2/sandboxes` (E2B's NewSandbox and NewSandboxV2). */
-export function parseNewSandbox(body: unknown): NewSandboxRequest {
+export function parseNewSandbox(body: unknown, defaultTimeoutSeconds = DEFAULT_CREATE_TIMEOUT_SECONDS): NewSandboxRequest {
   const request = requestObject(body, '{"templateID": "base", "timeout": 300}');
   const templateID = present(request, "templateID");
   if (typeof templateID !== "string" || templateID.trim() === "") {
@@ -179,7 +184,7 @@ export function parseNewSandbox(body: unknown): NewSandboxRequest {
   refuseIfAsked(request, "iam", "workload identity tokens are not supported; omit iam");
   return {
     templateID,
-    timeoutSeconds: timeout === undefined ? DEFAULT_CREATE_TIMEOUT_SECONDS : parseTimeoutSeconds(timeout),
+    timeoutSeconds: timeout === undefined ? defaultTimeoutSeconds : parseTimeoutSeconds(timeout),
     metadata,
     envVars: stringMap(present(request, "envVars"), "envVars", "env"),
     allowInternetAccess: optionalBoolean(request, "allow_internet_access"),

@@ -65,6 +65,8 @@ export interface E2bSandboxDetail extends E2bListedSandbox {
   /** Whether the create allowed or refused internet access explicitly; null when it did not say. */
   allowInternetAccess: boolean | null;
   domain: string | null;
+  /** What happens at the timeout: always killed (a pause on timeout is refused at create), no resume on traffic. */
+  lifecycle: { onTimeout: "kill"; autoResume: false };
 }
 
 export interface SandboxResources {
@@ -184,5 +186,6 @@ export function sandboxDetailOf(
     ...(accessToken ? { envdAccessToken: accessToken } : {}),
     allowInternetAccess: internet === "true" ? true : internet === "false" ? false : null,
     domain: domain ?? null,
+    lifecycle: { onTimeout: "kill", autoResume: false },
   };
 }

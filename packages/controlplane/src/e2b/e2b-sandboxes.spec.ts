@@ -217,6 +217,7 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
         envdAccessToken: created.envdAccessToken,
         allowInternetAccess: null,
         domain: E2B_DOMAIN,
+        lifecycle: { onTimeout: "kill", autoResume: false },
       });
       // What the create said of internet access, when it said it (E2B's detail: null when not said).
       const closed = await e2b.sandboxes.create(create({ templateID: "small", allow_internet_access: false }));
