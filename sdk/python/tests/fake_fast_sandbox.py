@@ -474,6 +474,10 @@ class FakeFastSandbox:
                 return httpx.Response(404, json={"code": 404, "message": f"open {path}: no such file or directory"})
             return httpx.Response(200, content=self.files[path])
         assert request.headers["content-type"] == "application/octet-stream"
+        declared = request.headers.get("content-length")
+        if declared is not None and int(declared) != len(request.content):
+            # What an HTTP server makes of a body that is not as long as declared: an error, or a cut file.
+            return httpx.Response(400, json={"code": 400, "message": f"Content-Length {declared}, but {len(request.content)} bytes came"})
         self.files[path] = request.content
         parent = path.rsplit("/", 1)[0] or "/"
         self.directories.add(parent)

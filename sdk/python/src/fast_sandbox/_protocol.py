@@ -19,7 +19,7 @@ import re
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import httpx
 
@@ -51,6 +51,8 @@ DAEMON_PORT = 49983
 DEFAULT_COMMAND_TIMEOUT = 60.0
 #: How long ``create`` waits for a new sandbox's daemon to answer, in seconds.
 DAEMON_READY_TIMEOUT = 20.0
+#: How often ``create`` asks whether the daemon answers, in seconds.
+DAEMON_POLL_INTERVAL = 0.05
 #: The daemon sends a keepalive on an idle stream this often (seconds)...
 KEEPALIVE_INTERVAL = 30
 #: ...so a stream silent for longer than this is dead (seconds).
@@ -299,9 +301,27 @@ def health_says_running(response: httpx.Response, name: str) -> bool:
     raise error_from_http(response, f"GET /health of sandbox {name}")
 
 
-def daemon_not_ready(name: str, timeout: float, last: httpx.Response) -> UnavailableError:
+def health_poll_timeout(request_timeout: Optional[float], left: float) -> float:
+    """The deadline of one ``GET /health`` of the readiness wait: the handle's request timeout (None:
+    none), capped by what is left of the wait, as the TypeScript SDK's waitUntilReady. A poll that
+    gets no answer in time (:func:`poll_timed_out`) is "not ready yet": the proxy's dial to a sandbox
+    whose network is not up yet may take seconds."""
+    return max(0.001, min(request_timeout, left) if request_timeout else left)
+
+
+def poll_timed_out(error: TimeoutError) -> bool:
+    """Whether a poll's TimeoutError is its own deadline passing (httpx's), not an answer of the server's."""
+    return isinstance(error.__cause__, httpx.TimeoutException)
+
+
+def health_answer(response: httpx.Response) -> str:
+    """A ``GET /health`` answer that is not ready, for :func:`daemon_not_ready`."""
+    return f"HTTP {response.status_code} {response.text[:200]}".strip()
+
+
+def daemon_not_ready(name: str, timeout: float, last: str) -> UnavailableError:
     return UnavailableError(
-        f"the daemon of sandbox {name} did not answer within {timeout:g}s (last: HTTP {last.status_code} {last.text[:200]}); "
+        f"the daemon of sandbox {name} did not answer within {timeout:g}s (last: {last}); "
         "commands, files and terminals need a pool with network mode Isolated"
     )
 
@@ -491,6 +511,44 @@ class ProcessEvents:
         if exit_code != 0:
             raise CommandExitError(exit_code, self.stdout, self.stderr, error, self.what)
         return CommandResult(stdout=self.stdout, stderr=self.stderr, exit_code=exit_code, error=error)
+
+
+#: What ``files.write`` takes: text, bytes-like values, or a binary file object.
+FileData = Union[str, bytes, bytearray, memoryview, IO[bytes]]
+#: How much of a file object ``files.write`` reads and sends at a time.
+WRITE_CHUNK_SIZE = 256 * 1024
+
+
+def file_body(data: Any) -> Union[bytes, IO[bytes]]:
+    """``files.write``'s data as bytes (text as UTF-8, any bytes-like value), or the file object to
+    read it from (:func:`file_chunks`)."""
+    if isinstance(data, str):
+        return data.encode()
+    if isinstance(data, bytes):
+        return data
+    if callable(getattr(data, "read", None)):
+        file: IO[bytes] = data
+        return file
+    try:
+        return bytes(memoryview(data))
+    except TypeError:
+        raise ValidationError(
+            "data", f"{type(data).__name__} cannot be written; give str, bytes (or bytes-like) or a binary file object"
+        ) from None
+
+
+def file_chunks(file: IO[bytes]) -> Iterator[bytes]:
+    """A file object's content from where it stands to its end, in chunks: sent as httpx reads them
+    (with chunked transfer encoding: not all in memory, and without a Content-Length, which httpx
+    would take from the file's size, wrong for a pipe or a partly read file). A generator, so httpx
+    sees no ``fileno``/``tell`` to take a length from."""
+    while True:
+        chunk = file.read(WRITE_CHUNK_SIZE)
+        if not chunk:
+            return
+        if isinstance(chunk, str):
+            raise ValidationError("data", "the file object gives text: open the file in binary mode ('rb')")
+        yield bytes(chunk)
 
 
 def file_params(path: str, user: Optional[str] = None) -> Dict[str, str]:

@@ -28,7 +28,7 @@ from typing import (
 import httpx
 
 from . import _protocol as protocol
-from ._connect import AsyncConnectClient, AsyncServerStream, Message
+from ._connect import AsyncConnectClient, AsyncServerStream, HttpClients, Message
 from ._instance import FollowsItsInstance
 from .config import DEFAULT_REQUEST_TIMEOUT, ConnectionConfig
 from .errors import (
@@ -58,14 +58,26 @@ async def _call(handler: Callable[[Any], Union[Awaitable[None], None]], value: A
         await result
 
 
+async def _file_chunks(file: IO[bytes]) -> AsyncIterator[bytes]:
+    """:func:`fast_sandbox._protocol.file_chunks`, each chunk read in a worker thread."""
+    chunks = protocol.file_chunks(file)
+    loop = asyncio.get_running_loop()
+    while True:
+        chunk = await loop.run_in_executor(None, next, chunks, None)
+        if chunk is None:
+            return
+        yield chunk
+
+
 class _AsyncConnection:
-    """One HTTP client for the control plane and the sandbox proxy, with its settings."""
+    """The HTTP clients for the control plane and the sandbox proxy (one for loopback URLs, one for
+    others: :func:`fast_sandbox._connect.http_client`), with its settings."""
 
     def __init__(self, config: ConnectionConfig, transport: Optional[httpx.AsyncBaseTransport]) -> None:
         self.config = config
-        self.http = httpx.AsyncClient(transport=transport) if transport is not None else httpx.AsyncClient()
+        self._clients = HttpClients(httpx.AsyncClient, transport)
         self.api = AsyncConnectClient(
-            self.http,
+            self.client(config.url),
             config.url,
             protocol.api_headers(config.token),
             server="the control plane",
@@ -80,12 +92,18 @@ class _AsyncConnection:
             self._proxy_url = protocol.proxy_url_of(reply)
         return self._proxy_url
 
+    def client(self, url: str) -> httpx.AsyncClient:
+        """The HTTP client for calls to ``url``."""
+        client: httpx.AsyncClient = self._clients.for_url(url)
+        return client
+
     def timeout(self, request_timeout: Optional[float]) -> Optional[float]:
         """A call's deadline: its own ``request_timeout``, else the handle's; 0 means none."""
         return protocol.request_deadline(request_timeout, self.config.request_timeout)
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        for client in self._clients.all():
+            await client.aclose()
 
 
 def _connection(
@@ -114,9 +132,10 @@ class _AsyncDaemon:
 
     async def rpc(self) -> AsyncConnectClient:
         if self._rpc is None:
+            proxy_url = await self.connection.proxy_url()
             self._rpc = AsyncConnectClient(
-                self.connection.http,
-                await self.connection.proxy_url(),
+                self.connection.client(proxy_url),
+                proxy_url,
                 server="the sandbox proxy",
                 unreachable_hint=protocol.PROXY_UNREACHABLE,
             )
@@ -171,6 +190,7 @@ class _AsyncDaemon:
                 request_timeout=deadline,
                 timeout=timeout,
                 silence_timeout=protocol.STREAM_SILENCE_TIMEOUT,
+                start_timeout=deadline,
                 headers=headers,
             )
         except FsbError as error:
@@ -185,14 +205,14 @@ class _AsyncDaemon:
         *,
         user: Optional[str] = None,
         params: Optional[Mapping[str, str]] = None,
-        content: Union[bytes, None] = None,
+        content: Union[bytes, AsyncIterator[bytes], None] = None,
         headers: Optional[Mapping[str, str]] = None,
     ) -> httpx.Response:
         """A plain HTTP request to the daemon (``/files``, ``/health``)."""
         headers = {**self.headers(user), **(headers or {})}
         proxy_url = await self.connection.proxy_url()
         try:
-            return await self.connection.http.request(
+            return await self.connection.client(proxy_url).request(
                 method,
                 f"{proxy_url}{path}",
                 params=params,
@@ -204,15 +224,25 @@ class _AsyncDaemon:
             raise error_from_transport(error, f"{what}: the sandbox proxy at {proxy_url}", protocol.PROXY_UNREACHABLE) from error
 
     async def wait_until_ready(self, timeout: float) -> None:
-        """Polls ``GET /health`` until the daemon answers 204."""
+        """Polls ``GET /health`` until the daemon answers 204; a poll that gets no answer in time is
+        "not ready yet" (see :func:`fast_sandbox._protocol.health_poll_timeout`)."""
         deadline = time.monotonic() + timeout
+        last = "no answer yet"
         while True:
-            response = await self.http("GET", "/health", f"waiting for the daemon of sandbox {self.name}", min(5.0, timeout))
-            if protocol.daemon_ready(response):
-                return
-            if time.monotonic() >= deadline:
-                raise protocol.daemon_not_ready(self.name, timeout, response)
-            await asyncio.sleep(0.05)
+            poll_timeout = protocol.health_poll_timeout(self.connection.timeout(None), deadline - time.monotonic())
+            try:
+                response = await self.http("GET", "/health", f"waiting for the daemon of sandbox {self.name}", poll_timeout)
+            except TimeoutError as error:
+                if not protocol.poll_timed_out(error):
+                    raise
+                last = f"no answer within {poll_timeout:g}s"
+            else:
+                if protocol.daemon_ready(response):
+                    return
+                last = protocol.health_answer(response)
+            if time.monotonic() + protocol.DAEMON_POLL_INTERVAL >= deadline:
+                raise protocol.daemon_not_ready(self.name, timeout, last)
+            await asyncio.sleep(protocol.DAEMON_POLL_INTERVAL)
 
 
 class AsyncCommandHandle:
@@ -274,6 +304,8 @@ class AsyncCommandHandle:
                     if handler is not None:
                         await _call(handler, output)
                 if self._events.end is not None:
+                    # The end envelope and the body's end follow: read them, so the connection is used again.
+                    await self._stream.finish(self._messages)
                     break
         except asyncio.CancelledError:
             if not self._disconnected:
@@ -593,6 +625,8 @@ class AsyncWatchHandle:
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
+        # A reader cancelled before it ever ran never got to close the stream (its finally).
+        await self._stream.aclose()
 
     async def __aenter__(self) -> AsyncWatchHandle:
         return self
@@ -627,10 +661,13 @@ class AsyncFiles:
         return response.content if format == "bytes" else response.content.decode("utf-8", errors="replace")
 
     async def write(
-        self, path: str, data: Union[str, bytes, IO[bytes]], *, user: Optional[str] = None, request_timeout: Optional[float] = None
+        self, path: str, data: protocol.FileData, *, user: Optional[str] = None, request_timeout: Optional[float] = None
     ) -> WriteInfo:
-        """Writes the file (replacing it; missing parent directories are made)."""
-        content = data.encode() if isinstance(data, str) else data if isinstance(data, bytes) else data.read()
+        """Writes the file (replacing it; missing parent directories are made); ``data`` as
+        :meth:`fast_sandbox.Files.write` takes it. A file object is read in chunks off the event loop
+        (a pipe's reads block), each sent as it is read."""
+        body = protocol.file_body(data)
+        content = body if isinstance(body, bytes) else _file_chunks(body)
         what = self._daemon.describe(f"writing {path}")
         response = await self._daemon.http(
             "POST",

@@ -153,7 +153,10 @@ _CONNECT_CODES: Dict[str, ErrorCode] = {
     "out_of_range": "invalid_argument",
     "not_found": "not_found",
     "already_exists": "already_exists",
-    "aborted": "conflict",
+    # Aborted without Fast Sandbox's code (fsb-error-code: conflict, with which the control plane
+    # answers its conflicts) is the transport's: a connection reset mid-call, not a server's conflict
+    # (the TypeScript SDK's fromConnectError too). So a create whose answer was lost so is retried.
+    "aborted": "unavailable",
     "resource_exhausted": "no_capacity",
     "unauthenticated": "unauthenticated",
     "permission_denied": "permission_denied",
@@ -245,6 +248,8 @@ def error_from_connect(error: Mapping[str, Any], metadata: Optional[Mapping[str,
     connect_code = str(error.get("code", "unknown"))
     message = str(error.get("message") or f"the server answered with the Connect error {connect_code}")
     server_code = _first(metadata, ERROR_CODE_HEADER)
+    if not server_code and connect_code == "aborted":
+        message = f"the connection was lost: {message}"
     translated = make_error(
         server_code or _CONNECT_CODES.get(connect_code, "internal"), message, unquote(_first(metadata, ERROR_FIELD_HEADER))
     )

@@ -9,12 +9,12 @@ import contextlib
 import threading
 import time
 from datetime import datetime
-from typing import IO, Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Union, overload
+from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Union, overload
 
 import httpx
 
 from . import _protocol as protocol
-from ._connect import ConnectClient, Message, ServerStream
+from ._connect import ConnectClient, HttpClients, Message, ServerStream
 from ._instance import FollowsItsInstance
 from .config import DEFAULT_REQUEST_TIMEOUT, ConnectionConfig
 from .errors import (
@@ -33,13 +33,14 @@ from .models import CommandResult, EntryInfo, FilesystemEvent, ProcessInfo, PtyS
 
 
 class _Connection:
-    """One HTTP client for the control plane and the sandbox proxy, with its settings."""
+    """The HTTP clients for the control plane and the sandbox proxy (one for loopback URLs, one for
+    others: :func:`fast_sandbox._connect.http_client`), with its settings."""
 
     def __init__(self, config: ConnectionConfig, transport: Optional[httpx.BaseTransport]) -> None:
         self.config = config
-        self.http = httpx.Client(transport=transport) if transport is not None else httpx.Client()
+        self._clients = HttpClients(httpx.Client, transport)
         self.api = ConnectClient(
-            self.http,
+            self.client(config.url),
             config.url,
             protocol.api_headers(config.token),
             server="the control plane",
@@ -54,12 +55,18 @@ class _Connection:
             self._proxy_url = protocol.proxy_url_of(reply)
         return self._proxy_url
 
+    def client(self, url: str) -> httpx.Client:
+        """The HTTP client for calls to ``url``."""
+        client: httpx.Client = self._clients.for_url(url)
+        return client
+
     def timeout(self, request_timeout: Optional[float]) -> Optional[float]:
         """A call's deadline: its own ``request_timeout``, else the handle's; 0 means none."""
         return protocol.request_deadline(request_timeout, self.config.request_timeout)
 
     def close(self) -> None:
-        self.http.close()
+        for client in self._clients.all():
+            client.close()
 
 
 def _connection(
@@ -89,8 +96,9 @@ class _Daemon:
     @property
     def rpc(self) -> ConnectClient:
         if self._rpc is None:
+            proxy_url = self.connection.proxy_url()
             self._rpc = ConnectClient(
-                self.connection.http, self.connection.proxy_url(), server="the sandbox proxy", unreachable_hint=protocol.PROXY_UNREACHABLE
+                self.connection.client(proxy_url), proxy_url, server="the sandbox proxy", unreachable_hint=protocol.PROXY_UNREACHABLE
             )
         return self._rpc
 
@@ -141,6 +149,7 @@ class _Daemon:
                 request_timeout=deadline,
                 timeout=timeout,
                 silence_timeout=protocol.STREAM_SILENCE_TIMEOUT,
+                start_timeout=deadline,
                 headers={**self.headers(user), **protocol.stream_headers()},
             )
         except FsbError as error:
@@ -155,14 +164,14 @@ class _Daemon:
         *,
         user: Optional[str] = None,
         params: Optional[Mapping[str, str]] = None,
-        content: Union[bytes, IO[bytes], None] = None,
+        content: Union[bytes, Iterator[bytes], None] = None,
         headers: Optional[Mapping[str, str]] = None,
     ) -> httpx.Response:
         """A plain HTTP request to the daemon (``/files``, ``/health``)."""
         headers = {**self.headers(user), **(headers or {})}
         proxy_url = self.connection.proxy_url()
         try:
-            return self.connection.http.request(
+            return self.connection.client(proxy_url).request(
                 method,
                 f"{proxy_url}{path}",
                 params=params,
@@ -174,15 +183,25 @@ class _Daemon:
             raise error_from_transport(error, f"{what}: the sandbox proxy at {proxy_url}", protocol.PROXY_UNREACHABLE) from error
 
     def wait_until_ready(self, timeout: float) -> None:
-        """Polls ``GET /health`` until the daemon answers 204."""
+        """Polls ``GET /health`` until the daemon answers 204; a poll that gets no answer in time is
+        "not ready yet" (see :func:`fast_sandbox._protocol.health_poll_timeout`)."""
         deadline = time.monotonic() + timeout
+        last = "no answer yet"
         while True:
-            response = self.http("GET", "/health", f"waiting for the daemon of sandbox {self.name}", min(5.0, timeout))
-            if protocol.daemon_ready(response):
-                return
-            if time.monotonic() >= deadline:
-                raise protocol.daemon_not_ready(self.name, timeout, response)
-            time.sleep(0.05)
+            poll_timeout = protocol.health_poll_timeout(self.connection.timeout(None), deadline - time.monotonic())
+            try:
+                response = self.http("GET", "/health", f"waiting for the daemon of sandbox {self.name}", poll_timeout)
+            except TimeoutError as error:
+                if not protocol.poll_timed_out(error):
+                    raise
+                last = f"no answer within {poll_timeout:g}s"
+            else:
+                if protocol.daemon_ready(response):
+                    return
+                last = protocol.health_answer(response)
+            if time.monotonic() + protocol.DAEMON_POLL_INTERVAL >= deadline:
+                raise protocol.daemon_not_ready(self.name, timeout, last)
+            time.sleep(protocol.DAEMON_POLL_INTERVAL)
 
 
 OutputHandler = Callable[[str], None]
@@ -249,6 +268,8 @@ class CommandHandle:
                     if handler is not None and not self._disconnected:
                         handler(output)
                 if self._events.end is not None:
+                    # The end envelope and the body's end follow: read them, so the connection is used again.
+                    self._stream.finish(self._messages)
                     break
         except BaseException as error:  # raised again by wait(), in the caller's thread
             self._failure = error
@@ -289,7 +310,8 @@ class CommandHandle:
     def disconnect(self) -> None:
         """Stops receiving the command's output; the command goes on (``commands.connect(pid)``)."""
         self._disconnected = True
-        self._stream.close()
+        # The reader thread, blocked reading the stream, wakes as its socket is shut down and closes it.
+        self._stream.hang_up()
         # Waiting ends now, whenever the reader notices the closed connection.
         self._done.set()
 
@@ -593,10 +615,16 @@ class Files:
         return response.content if format == "bytes" else response.content.decode("utf-8", errors="replace")
 
     def write(
-        self, path: str, data: Union[str, bytes, IO[bytes]], *, user: Optional[str] = None, request_timeout: Optional[float] = None
+        self, path: str, data: protocol.FileData, *, user: Optional[str] = None, request_timeout: Optional[float] = None
     ) -> WriteInfo:
-        """Writes the file (replacing it; missing parent directories are made)."""
-        content = data.encode() if isinstance(data, str) else data
+        """Writes the file (replacing it; missing parent directories are made).
+
+        ``data``: text (written as UTF-8), bytes or any bytes-like value (``bytearray``,
+        ``memoryview``…), or a binary file object (a file, a pipe, ``sys.stdin.buffer``), read from
+        where it stands to its end and sent as it is read, in chunks.
+        """
+        body = protocol.file_body(data)
+        content = body if isinstance(body, bytes) else protocol.file_chunks(body)
         what = self._daemon.describe(f"writing {path}")
         response = self._daemon.http(
             "POST",

@@ -310,3 +310,58 @@ async def test_set_timeout_logs_and_tokens(fake_and_options: Tuple[FakeFastSandb
     assert await handle.files.read("/tmp/x") == "x"
     await handle.close()
     await sandbox.close()
+
+
+async def test_a_file_object_is_written_from_where_it_stands_in_chunks_and_bytes_like_values_too(
+    fake_and_options: Tuple[FakeFastSandbox, Options],
+) -> None:
+    import io
+    import os
+
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"from a pipe")
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        await sandbox.files.write("/tmp/piped", pipe)
+    partly = io.BytesIO(b"HEADER" + b"y" * 10)
+    partly.read(6)
+    await sandbox.files.write("/tmp/rest", partly)
+    # Sent as it is read, not read whole first.
+    request = fake.calls("/files")[-1]
+    assert "content-length" not in request.headers and request.headers["transfer-encoding"] == "chunked"
+    await sandbox.files.write("/tmp/a", bytearray(b"abc"))
+    await sandbox.files.write("/tmp/b", memoryview(b"xabcx")[1:4])
+    assert [fake.files[path] for path in ("/tmp/piped", "/tmp/rest", "/tmp/a", "/tmp/b")] == [b"from a pipe", b"y" * 10, b"abc", b"abc"]
+
+
+async def test_a_health_poll_without_an_answer_in_time_is_not_ready_yet(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    import httpx
+
+    fake, options = fake_and_options
+    inner = fake.async_transport()
+    polls: List[Any] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            polls.append(request.extensions["timeout"])
+            if len(polls) == 1:
+                raise httpx.ReadTimeout("no answer in time", request=request)
+        return await inner.handle_async_request(request)
+
+    await AsyncSandbox.create(transport=httpx.MockTransport(handler), **options)
+    assert len(polls) == 2 and fake.calls("/DeleteSandbox") == []
+    assert all(poll["read"] <= protocol.DAEMON_READY_TIMEOUT for poll in polls)
+
+
+async def test_a_create_whose_connection_was_reset_is_retried_with_its_request_id(
+    fake_and_options: Tuple[FakeFastSandbox, Options],
+) -> None:
+    from fake_fast_sandbox import connect_error
+
+    fake, options = fake_and_options
+    fake.create_refusals.append(connect_error(409, "aborted", "connection reset mid-call"))
+    await new_sandbox(fake, options)
+    first, second = fake.bodies("/CreateSandbox")
+    assert first["requestId"] == second["requestId"]

@@ -68,7 +68,8 @@ def test_a_unary_call_posts_json_with_the_connect_headers_and_returns_reply_and_
     [
         (404, {"code": "not_found", "message": "sandbox default/x not found"}, {}, NotFoundError, "not_found"),
         (409, {"code": "already_exists", "message": "exists"}, {}, AlreadyExistsError, "already_exists"),
-        (409, {"code": "aborted", "message": "changed"}, {}, ConflictError, "conflict"),
+        # Aborted without Fast Sandbox's code is the transport's (a connection reset mid-call), as in TypeScript.
+        (409, {"code": "aborted", "message": "stream reset"}, {}, UnavailableError, "unavailable"),
         (429, {"code": "resource_exhausted", "message": "full"}, {}, NoCapacityError, "no_capacity"),
         (401, {"code": "unauthenticated", "message": "token"}, {}, UnauthenticatedError, "unauthenticated"),
         (504, {"code": "deadline_exceeded", "message": "slow"}, {}, TimeoutError, "deadline_exceeded"),
@@ -90,7 +91,7 @@ def test_connect_errors_become_the_sdk_error_of_their_code(
         client.unary("pkg.Service/Method", {}, request_timeout=1)
     assert type(raised.value) is expected
     assert raised.value.code == code
-    assert raised.value.message == body["message"]
+    assert raised.value.message == body["message"] or raised.value.message == f"the connection was lost: {body['message']}"
 
 
 def test_a_validation_error_names_its_field_once() -> None:
@@ -266,3 +267,36 @@ def test_only_the_proxys_answer_says_the_sandbox_is_gone_not_the_daemons_own_not
     daemon = httpx.Response(404, json={"code": "not_found", "message": "process 7 not found"})
     assert not is_sandbox_gone(error_from_http(daemon, "killing process 7"))
     assert not is_sandbox_gone(error_from_http(httpx.Response(404, json={"message": "open /x: no such file", "code": 404}), "reading /x"))
+
+
+def test_a_deadline_too_long_for_connect_timeout_ms_is_sent_as_the_longest_it_takes() -> None:
+    seen: List[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={})
+
+    client = client_answering(answer)
+    for seconds in (9_999_999, 10_000_000, 10**9):
+        client.unary("pkg.Service/Method", {}, request_timeout=seconds)
+    # Servers refuse more than 10 digits (connect-go: "has >10 digits"; connect-node: invalid_argument).
+    assert [request.headers["connect-timeout-ms"] for request in seen] == ["9999999000", "9999999999", "9999999999"]
+
+
+@pytest.mark.parametrize(
+    ("url", "loopback"),
+    [
+        ("http://127.0.0.1:7070", True),
+        ("http://127.1.2.3:7070", True),
+        ("http://localhost:7070", True),
+        ("http://LOCALHOST", True),
+        ("http://[::1]:7072", True),
+        ("https://fsb.example.com", False),
+        ("http://10.0.0.5:7070", False),
+        ("http://localhost.example.com", False),
+    ],
+)
+def test_loopback_urls_are_told_apart(url: str, loopback: bool) -> None:
+    from fast_sandbox._connect import is_loopback
+
+    assert is_loopback(url) is loopback

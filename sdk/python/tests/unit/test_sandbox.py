@@ -660,3 +660,92 @@ def test_sandbox_info_reads_the_instance_start_from_status_start_time() -> None:
     assert info.started_at == datetime(2026, 12, 4, 11, 30, 0, 250000, tzinfo=timezone.utc)
     assert info.created_at == datetime(2026, 12, 4, 10, 0, tzinfo=timezone.utc)
     assert SandboxInfo.from_message({"metadata": {"name": "web"}}).started_at is None
+
+
+# -- what the reviewer found -------------------------------------------------------------------------
+
+
+def test_a_file_object_is_written_from_where_it_stands_in_chunks(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    import io
+    import os
+
+    # A pipe: httpx would take its Content-Length (0) from fstat and the file would be replaced by an empty one.
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"from a pipe")
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        sandbox.files.write("/tmp/piped", pipe)
+    assert fake.files["/tmp/piped"] == b"from a pipe"
+    # A partly read file: what is left of it, not a Content-Length of its whole size.
+    partly = io.BytesIO(b"HEADER" + b"y" * 10)
+    partly.read(6)
+    sandbox.files.write("/tmp/rest", partly)
+    assert fake.files["/tmp/rest"] == b"y" * 10
+    request = fake.calls("/files")[-1]
+    assert "content-length" not in request.headers and request.headers["transfer-encoding"] == "chunked"
+    with pytest.raises(ValidationError, match="binary mode"):
+        sandbox.files.write("/tmp/text", io.StringIO("text"))  # type: ignore[arg-type]
+
+
+def test_any_bytes_like_value_is_written(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    import array
+
+    sandbox.files.write("/tmp/a", bytearray(b"abc"))
+    sandbox.files.write("/tmp/b", memoryview(b"xabcx")[1:4])
+    sandbox.files.write("/tmp/c", array.array("B", [1, 2]))  # type: ignore[arg-type]
+    assert (fake.files["/tmp/a"], fake.files["/tmp/b"], fake.files["/tmp/c"]) == (b"abc", b"abc", b"\x01\x02")
+    with pytest.raises(ValidationError, match="cannot be written"):
+        sandbox.files.write("/tmp/d", 12)  # type: ignore[arg-type]
+
+
+def test_a_health_poll_without_an_answer_in_time_is_not_ready_yet(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    inner = fake.transport()
+    polls: List[Dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            polls.append(request.extensions["timeout"])
+            if len(polls) == 1:
+                raise httpx.ReadTimeout("no answer in time", request=request)
+        return inner.handle_request(request)
+
+    sandbox = Sandbox.create(transport=httpx.MockTransport(handler), request_timeout=30, **options)
+    assert sandbox.name in [key.split("/")[1] for key in fake.sandboxes]
+    assert len(polls) == 2 and fake.calls("/DeleteSandbox") == []
+    # Each poll: the request timeout, capped by what is left of the wait (20 s).
+    assert all(poll["read"] <= protocol.DAEMON_READY_TIMEOUT for poll in polls)
+
+
+def test_a_health_poll_timing_out_until_the_end_fails_the_create_as_not_ready(
+    fake_and_options: Tuple[FakeFastSandbox, Options], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, options = fake_and_options
+    monkeypatch.setattr("fast_sandbox._protocol.DAEMON_READY_TIMEOUT", 0.3)
+    inner = fake.transport()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            raise httpx.ReadTimeout("no answer in time", request=request)
+        return inner.handle_request(request)
+
+    with pytest.raises(UnavailableError, match=r"did not answer within 0.3s \(last: no answer within"):
+        Sandbox.create(transport=httpx.MockTransport(handler), **options)
+    assert fake.sandboxes == {}
+
+
+def test_a_create_whose_connection_was_reset_is_retried_with_its_request_id(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    from fake_fast_sandbox import connect_error
+
+    fake, options = fake_and_options
+    # Connect's aborted without fsb-error-code: the transport's, not the control plane's conflict.
+    fake.create_refusals.append(connect_error(409, "aborted", "connection reset mid-call"))
+    Sandbox.create(transport=fake.transport(), **options)
+    first, second = fake.bodies("/CreateSandbox")
+    assert first["requestId"] == second["requestId"]
+
+
+def test_a_command_with_a_very_long_timeout_still_starts(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.programs["true"] = lambda process: process.exit(0)
+    sandbox.commands.run("true", timeout=10**7)
+    assert fake.calls("/process.Process/Start")[-1].headers["connect-timeout-ms"] == "9999999999"
