@@ -190,16 +190,16 @@ describe("portGuardCommands", () => {
 });
 
 describe("sandboxPolicyCommands", () => {
-  it("allowAll: DNS, then the always-denied destinations, then everything else", async () => {
+  it("allowAll: DNS, then the sandbox subnet, then the always-denied destinations, then everything else", async () => {
     const commands = sandboxPolicyCommands(NETWORK, policy());
     const rules = rulesOf(commands, "sandbox_a1b2c3d4e5f6");
     assert.equal(rules.length, 7);
     assert.match(rules[0] ?? "", /"10\.255\.255\.53".*"protocol":"th","field":"dport"\}\},"right":53\}\},\{"accept":null\}/);
-    assert.match(rules[1] ?? "", /"addr":"169\.254\.0\.0","len":16.*drop/);
-    assert.match(rules[2] ?? "", /"right":"100\.100\.100\.200"\}\},\{"drop":null\}/, "Alibaba Cloud's metadata");
-    assert.match(rules[3] ?? "", /"right":"168\.63\.129\.16"\}\},\{"drop":null\}/, "Azure's WireServer");
-    assert.match(rules[4] ?? "", /"addr":"127\.0\.0\.0","len":8.*drop/);
-    assert.match(rules[5] ?? "", /"addr":"10\.77\.0\.0","len":16.*drop/);
+    assert.match(rules[1] ?? "", /"addr":"10\.77\.0\.0","len":16.*drop/);
+    assert.match(rules[2] ?? "", /"addr":"169\.254\.0\.0","len":16.*drop/);
+    assert.match(rules[3] ?? "", /"right":"100\.100\.100\.200"\}\},\{"drop":null\}/, "Alibaba Cloud's metadata");
+    assert.match(rules[4] ?? "", /"right":"168\.63\.129\.16"\}\},\{"drop":null\}/, "Azure's WireServer");
+    assert.match(rules[5] ?? "", /"addr":"127\.0\.0\.0","len":8.*drop/);
     assert.equal(rules[6], JSON.stringify([{ accept: null }]));
     // The sandbox's address leads to its chain.
     assert.match(JSON.stringify(commands.at(-1)), /"egress".*\["10\.77\.0\.2",\{"jump":\{"target":"sandbox_a1b2c3d4e5f6"\}\}\]/);
@@ -274,6 +274,16 @@ describe("sandboxPolicyCommands", () => {
     assert.ok(dns === 0 && serviceRange > dns && oneAddress > dns, JSON.stringify(rules));
     assert.equal(rules.at(-1), JSON.stringify([{ accept: null }]), "then allowAll");
     await assertNftAccepts(commands);
+  });
+
+  it("a deny list that covers the sandbox subnet (a Pod's default: the private ranges) is read after the peers and the subnet", async () => {
+    const group = peerGroupOf("team-a", "pool-1");
+    const network = { ...NETWORK, denied: ["10.0.0.0/8"] };
+    const rules = rulesOf(sandboxPolicyCommands(network, policy({ peerGroup: group })), "sandbox_a1b2c3d4e5f6");
+    const groupRule = rules.findIndex((rule) => rule.includes(`@group_${group}`) && rule.includes("accept"));
+    const subnetRule = rules.findIndex((rule) => rule.includes('"10.77.0.0"'));
+    const deniedRule = rules.findIndex((rule) => rule.includes('"10.0.0.0"'));
+    assert.ok(groupRule >= 0 && groupRule < subnetRule && subnetRule < deniedRule, JSON.stringify(rules));
   });
 
   it("a peer group lets members through at both layers before the subnet is denied", async () => {

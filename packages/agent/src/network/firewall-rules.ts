@@ -248,7 +248,8 @@ export function sandboxPolicyCommands(network: FirewallNetwork, policy: SandboxP
       egressRule(match(daddr, anyOf(policy.dnsServers)), match(meta("l4proto"), { set: ["tcp", "udp"] }), match(payload("th", "dport"), 53), ACCEPT),
     );
   }
-  commands.push(...[...NEVER_REACHED, ...(network.denied ?? [])].map((cidr) => egressRule(match(daddr, prefix(cidr)), DROP)));
+  // The sandboxes' own subnet first (peers, then the rest dropped): a deny list may cover it (a Pod's
+  // default denies the private ranges it lies in) without cutting the peers of a group.
   if (policy.peerGroup) {
     const set = groupSet(policy.peerGroup);
     commands.push(
@@ -261,6 +262,7 @@ export function sandboxPolicyCommands(network: FirewallNetwork, policy: SandboxP
     );
   }
   commands.push(egressRule(match(daddr, prefix(network.subnet)), DROP));
+  commands.push(...[...NEVER_REACHED, ...(network.denied ?? [])].map((cidr) => egressRule(match(daddr, prefix(cidr)), DROP)));
   switch (policy.egress.kind) {
     case "allowAll":
       commands.push(egressRule(ACCEPT));

@@ -78,11 +78,18 @@ describe("networkSettingsFromEnv", () => {
     assertInvalid({ FSB_NETWORK_SUBNET: "10.213.0.0" }, "FSB_NETWORK_SUBNET");
   });
 
-  it("denies the API server's Service address and the node's to sandboxes in a Pod unless FSB_NETWORK_DENY says what to deny", () => {
+  it("denies the private ranges (and the API server's Service address and the node's outside them) to sandboxes in a Pod unless FSB_NETWORK_DENY says what to deny", () => {
     const settings = (env: NodeJS.ProcessEnv) => networkSettingsFromEnv(env, localNetwork());
-    assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "10.96.0.1" }).deniedCidrs, ["10.96.0.1/32"]);
-    assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "fd00::1" }).deniedCidrs, []);
-    assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_HOST_IP: "172.18.0.2" }).deniedCidrs, ["10.96.0.1/32", "172.18.0.2/32"]);
+    const PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"];
+    assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "10.96.0.1" }).deniedCidrs, PRIVATE);
+    assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "fd00::1" }).deniedCidrs, PRIVATE);
+    assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_HOST_IP: "172.18.0.2" }).deniedCidrs, PRIVATE);
+    // A cluster on public addresses: those the agent knows of are denied besides.
+    assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "34.118.224.1", FSB_HOST_IP: "35.1.2.3" }).deniedCidrs, [
+      "34.118.224.1/32",
+      "35.1.2.3/32",
+      ...PRIVATE,
+    ]);
     assert.deepEqual(settings({ FSB_HOST_IP: "172.18.0.2" }).deniedCidrs, [], "outside a Pod, not the node's address (the host's own are dropped anyway)");
     assert.deepEqual(settings({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_NETWORK_DENY: "10.96.0.0/12,10.244.0.0/16" }).deniedCidrs, [
       "10.96.0.0/12",
@@ -94,17 +101,21 @@ describe("networkSettingsFromEnv", () => {
   });
 
   it("in a Pod without FSB_NETWORK_DENY, also denies the Pod's own addresses and its default gateway, and says the list is the default", () => {
+    const PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"];
     // The Pod's eth0, its loopback, the sandbox bridge, a link-local address; the gateway is the node on the Pod network.
-    const local = localNetwork(["127.0.0.1", "10.244.1.7", "10.213.0.1", "169.254.1.9"], ["10.244.1.1"]);
-    const inPod = networkSettingsFromEnv({ KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_HOST_IP: "172.18.0.2" }, local);
-    assert.deepEqual(inPod.deniedCidrs, ["10.96.0.1/32", "172.18.0.2/32", "10.244.1.7/32", "10.244.1.1/32"]);
-    assert.equal(inPod.defaultDenyInPod, true, "the agent warns that the rest of the cluster stays reachable");
+    const local = localNetwork(["127.0.0.1", "34.1.0.7", "10.213.0.1", "169.254.1.9"], ["34.1.0.1"]);
+    const inPod = networkSettingsFromEnv({ KUBERNETES_SERVICE_HOST: "34.118.224.1", FSB_HOST_IP: "35.1.2.3" }, local);
+    assert.deepEqual(inPod.deniedCidrs, ["34.118.224.1/32", "35.1.2.3/32", "34.1.0.7/32", "34.1.0.1/32", ...PRIVATE]);
+    assert.equal(inPod.defaultDenyInPod, true, "the agent says at start what it denies by default");
     // A Pod in the node's network: its address and the node's are one, listed once.
-    const hostNetwork = networkSettingsFromEnv(
+    const hostNetwork = networkSettingsFromEnv({ KUBERNETES_SERVICE_HOST: "34.118.224.1", FSB_HOST_IP: "35.1.2.3" }, localNetwork(["35.1.2.3"], ["35.1.2.1"]));
+    assert.deepEqual(hostNetwork.deniedCidrs, ["34.118.224.1/32", "35.1.2.3/32", "35.1.2.1/32", ...PRIVATE]);
+    // On private addresses (most clusters), the ranges cover them all.
+    const privateCluster = networkSettingsFromEnv(
       { KUBERNETES_SERVICE_HOST: "10.96.0.1", FSB_HOST_IP: "172.18.0.2" },
-      localNetwork(["172.18.0.2"], ["172.18.0.1"]),
+      localNetwork(["10.244.1.7"], ["10.244.1.1"]),
     );
-    assert.deepEqual(hostNetwork.deniedCidrs, ["10.96.0.1/32", "172.18.0.2/32", "172.18.0.1/32"]);
+    assert.deepEqual(privateCluster.deniedCidrs, PRIVATE);
 
     // FSB_NETWORK_DENY set, even empty, is the whole list: no warning, the Pod's network is not even looked at.
     const configured = localNetwork(["10.244.1.7"]);

@@ -56,19 +56,19 @@ export interface SandboxNetworkSettings {
    * egress policy (as the clouds' metadata addresses), save its resolvers on port 53: on Kubernetes
    * the cluster's Service, Pod and node ranges (the API server, the kubelets, the controller's
    * metrics), which an allowAll sandbox would otherwise reach. Set, even empty, it is the whole list.
-   * @default in a Pod, what the agent knows of the cluster without being told: the API server's
-   * Service address (KUBERNETES_SERVICE_HOST), the node's (FSB_HOST_IP), the Pod's own addresses and
-   * its default gateway (on most Pod networks the node again, at another address); the rest of the
-   * cluster stays reachable (`defaultDenyInPod`). Outside a Pod, the host's directly connected
+   * @default in a Pod, the private ranges (PRIVATE_RANGES: RFC 1918 and 100.64.0.0/10, where the
+   * cluster's Pods, Services and nodes are), and what the agent knows of the cluster without being
+   * told outside them: the API server's Service address (KUBERNETES_SERVICE_HOST), the node's
+   * (FSB_HOST_IP), the Pod's own addresses and its default gateway; a cluster on public addresses
+   * stays reachable (`defaultDenyInPod`). Outside a Pod, the host's directly connected
    * subnets (its LAN, other bridges: Docker's, libvirt's, another installation's sandboxes) as the
    * routing table lists them at the agent's start, save the sandboxes' own subnet: the internet
    * through the default route stays reachable, the host's neighbours do not.
    */
   deniedCidrs: string[];
   /**
-   * True when the agent runs in a Pod and FSB_NETWORK_DENY is unset: `deniedCidrs` is then only the
-   * default above, and the agent warns at start that its sandboxes reach the rest of the cluster —
-   * other Pods (the controller, other agents' relays), Services, other nodes (kubelets, NodePorts).
+   * True when the agent runs in a Pod and FSB_NETWORK_DENY is unset: `deniedCidrs` is then the
+   * default above, and the agent says at start what it denies and how to widen or narrow it.
    */
   defaultDenyInPod?: boolean;
 }
@@ -152,8 +152,18 @@ function deniedInPod(env: NodeJS.ProcessEnv, subnet: string, local: LocalNetwork
   // Loopback and link-local ones are never reached anyway (NEVER_REACHED), nor the sandbox subnet (the bridge's address).
   const covered = [...NEVER_REACHED, subnet].flatMap((cidr) => parseIpv4Cidr(cidr) ?? []);
   const found = [...local.addresses(), ...local.defaultGateways()].filter((address) => isIPv4(address) && !covered.some((cidr) => ipv4InCidr(address, cidr)));
-  return [...new Set([...given, ...found])].map((address) => `${address}/32`);
+  const privateRanges = PRIVATE_RANGES.flatMap((cidr) => parseIpv4Cidr(cidr) ?? []);
+  const addresses = [...new Set([...given, ...found])].filter((address) => !privateRanges.some((range) => ipv4InCidr(address, range)));
+  return [...addresses.map((address) => `${address}/32`), ...PRIVATE_RANGES];
 }
+
+/**
+ * The private IPv4 ranges (RFC 1918, and RFC 6598's shared space that some Pod networks and
+ * clouds use): where a cluster's Pods, Services and nodes almost always are, and what an Isolated
+ * sandbox in a Pod does not reach by default. The sandboxes' own subnet among them is the
+ * firewall's (peers, then the rest dropped) before any deny list is read.
+ */
+export const PRIVATE_RANGES: readonly string[] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"];
 
 /**
  * The default deny list of an agent outside a Pod: the subnets the host reaches directly, so a

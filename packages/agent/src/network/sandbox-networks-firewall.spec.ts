@@ -306,14 +306,14 @@ describe("SandboxNetworks and the firewall", () => {
     await networks.stop();
   });
 
-  it("warns at start in a Pod without FSB_NETWORK_DENY, naming the variable and what stays reachable", () => {
-    const denied = ["10.96.0.1/32", "172.18.0.2/32", "10.244.1.7/32", "10.244.1.1/32"];
+  it("says at start in a Pod without FSB_NETWORK_DENY what its sandboxes do not reach and how to change it", () => {
+    const denied = ["34.118.224.1/32", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"];
     const { logs } = agent({ settings: { deniedCidrs: denied, defaultDenyInPod: true } });
-    const warning = logs.find((line) => line.level === 40 && /FSB_NETWORK_DENY/.test(line.msg));
-    assert.ok(warning, JSON.stringify(logs));
-    assert.match(warning.msg, /other Pods .*Services .*other nodes/);
-    assert.match(warning.msg, /set FSB_NETWORK_DENY to the cluster's Pod, Service and node CIDRs/);
-    assert.deepEqual(warning.denied, denied);
+    const said = logs.find((line) => line.level === 30 && /FSB_NETWORK_DENY is unset/.test(line.msg));
+    assert.ok(said, JSON.stringify(logs));
+    assert.match(said.msg, /the private ranges, where the cluster's Pods, Services and nodes are/);
+    assert.match(said.msg, /set FSB_NETWORK_DENY to the cluster's own CIDRs/);
+    assert.deepEqual(said.denied, denied);
 
     const configured = agent({ settings: { deniedCidrs: ["10.0.0.0/8"] } });
     assert.ok(!configured.logs.some((line) => /FSB_NETWORK_DENY/.test(line.msg)), "nothing to say once it is set");

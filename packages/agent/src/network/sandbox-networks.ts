@@ -165,13 +165,13 @@ export class SandboxNetworks {
       this.logger.info({ denied: options.settings.deniedCidrs }, "Isolated sandboxes reach none of `denied`, whatever their egress allows");
     }
     if (options.settings.defaultDenyInPod) {
-      // Told at start, not at each sandbox: what the deny list lacks is the installation's to name.
-      this.logger.warn(
+      // Told at start, not at each sandbox: what the deny list should be is the installation's to name.
+      this.logger.info(
         { denied: options.settings.deniedCidrs },
-        "FSB_NETWORK_DENY is unset: Isolated sandboxes whose egress allows it (allowAll, the default) reach the rest of the cluster — " +
-          "other Pods (the controller, other agents' relays), Services other than the API server, other nodes (their kubelets, NodePorts) — " +
-          "and only the addresses in `denied` (this Pod's, its gateway, the node's, the API server's Service) are kept from them; " +
-          "set FSB_NETWORK_DENY to the cluster's Pod, Service and node CIDRs",
+        "FSB_NETWORK_DENY is unset: Isolated sandboxes reach none of `denied` — the private ranges, where the cluster's Pods, Services " +
+          "and nodes are, and this Pod's, its gateway's, the node's and the API server's addresses — whatever their egress allows; " +
+          "set FSB_NETWORK_DENY to the cluster's own CIDRs to let them reach other private addresses (an allowList of them), " +
+          "or to add a cluster on public addresses",
       );
     }
   }
