@@ -9,10 +9,11 @@ SDKs' wire contract, on Python's standard library alone (3.8 or newer), so any i
 
 - ``POST /execute`` ``{"code", "context_id"?, "language"?, "env_vars"?}``: runs the code in a
   context (by default the one of its language) and answers a stream of JSON lines, each written as
-  it happens: ``stdout`` / ``stderr`` (``text``, ``timestamp``), ``result`` (the value of the
-  code's last expression, ``is_main_result``, and what ``display(obj)`` shows: ``text`` always,
-  ``html``/``markdown``/``svg``/``png``/``jpeg``/``latex``/``json`` when the object renders so,
-  as IPython's ``_repr_*_`` methods say), ``error`` (``name``, ``value``, ``traceback``),
+  it happens: ``stdout`` / ``stderr`` (``text``, ``timestamp``; what is printed without a newline
+  within 0.2 s), ``result`` (the value of the code's last expression unless it ends with ``;``,
+  ``is_main_result``, and what ``display(obj)`` shows: ``text`` always,
+  ``html``/``markdown``/``svg``/``png``/``jpeg``/``pdf``/``latex``/``json`` when the object renders
+  so, as IPython's ``_repr_mimebundle_`` and ``_repr_*_`` methods say), ``error`` (``name``, ``value``, ``traceback``),
   ``number_of_executions`` (``execution_count``), then ``end_of_execution``.
 - ``POST /contexts`` ``{"language"?, "cwd"?}``, ``GET /contexts``, ``DELETE /contexts/{id}``,
   ``POST /contexts/{id}/restart``: contexts are independent interpreters; variables, imports and
@@ -23,7 +24,8 @@ A context is a Python process of its own (this file with ``--worker``): the code
 thread; what it prints, and what processes it starts write to their stdout and stderr, is streamed
 back (file descriptors 1 and 2 are pipes the worker reads). Executions of one context run one at a
 time, in order; contexts run in parallel. An execution whose client went away (the SDK's timeout)
-is interrupted (SIGINT: KeyboardInterrupt in the code). A worker that dies is reported as the
+is interrupted (SIGINT: KeyboardInterrupt in the code), or not run at all when it was still waiting
+for its context. A worker that dies is reported as the
 execution's error, and a new one starts with the next execution. Stopping a context (restart,
 removal, code that ignores an interrupt) kills its worker's whole session: what its code started too.
 Python runs may use IPython's ``!command`` lines (``files = !ls`` too), ``%pip``, ``%cd``,
@@ -89,6 +91,7 @@ if __name__ == "__main__" and "--worker" not in sys.argv:
 
 import ast  # noqa: E402
 import base64  # noqa: E402
+import codecs  # noqa: E402
 import datetime  # noqa: E402
 import http.server  # noqa: E402
 import importlib.machinery  # noqa: E402
@@ -109,6 +112,7 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+import tokenize  # noqa: E402
 import traceback  # noqa: E402
 import types  # noqa: E402
 import uuid  # noqa: E402
@@ -169,7 +173,8 @@ class _Worker:
         # Not inherited by what the code starts: a child holding them would keep a dead worker's events open.
         os.set_inheritable(requests_fd, False)
         os.set_inheritable(events_fd, False)
-        self.requests = os.fdopen(requests_fd, "rb", buffering=0)
+        # Buffered: a request is read a buffer at a time, not a byte per read (it may be megabytes of code).
+        self.requests = os.fdopen(requests_fd, "rb")
         # Buffered, flushed per event: a write cut short by an interrupt keeps the rest of its line
         # for the next flush, so the server never reads half a line.
         self.events = os.fdopen(events_fd, "wb")
@@ -204,9 +209,30 @@ class _Worker:
             threading.Thread(target=self.pump, args=(read_end, fd, kind), daemon=True).start()
         sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
         sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
+        # What the code prints without a newline (a progress bar's `\r`, a prompt) is streamed too:
+        # these streams are flushed every FLUSH_INTERVAL_S while it runs, as ipykernel's are. A fork
+        # waits for a flush to end (and none starts during one): the child's streams are never left locked.
+        self.streams = (sys.stdout, sys.stderr)
+        self.flushing = threading.Lock()
+        os.register_at_fork(before=self.flushing.acquire, after_in_parent=self.flushing.release, after_in_child=self.flushing.release)
+        threading.Thread(target=self.flush_periodically, daemon=True).start()
         stdin = os.open(os.devnull, os.O_RDONLY)
         os.dup2(stdin, 0)
         os.close(stdin)
+
+    FLUSH_INTERVAL_S = 0.2
+
+    def flush_periodically(self):
+        while True:
+            time.sleep(self.FLUSH_INTERVAL_S)
+            if not self.running:
+                continue
+            with self.flushing:
+                for stream in self.streams:
+                    try:
+                        stream.flush()
+                    except (OSError, ValueError):
+                        pass  # the code closed it
 
     def emit(self, event):
         line = (json.dumps(event) + "\n").encode("utf-8")
@@ -217,9 +243,13 @@ class _Worker:
     def pump(self, fd, number, kind):
         """Streams what is written to fd `number` as `kind` events; a SYNC marker in it releases sync_output."""
         pending = b""
+        # UTF-8 decoded as it comes: a character cut between reads waits for its end, bytes that are
+        # no UTF-8 are U+FFFD (and do not hold back the text after them).
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         while True:
             chunk = os.read(fd, 65536)
             if not chunk:
+                self.send_text(kind, decoder.decode(pending, final=True))
                 return
             pending += chunk
             while True:
@@ -230,24 +260,25 @@ class _Worker:
                 marker = pending[at + len(self.SYNC) : end]
                 if not marker.isdigit() or len(marker) > 18:
                     # Output that only looks like a marker's start: text, like the rest.
-                    self.send_text(kind, pending[: at + len(self.SYNC)].decode("utf-8", errors="replace"))
+                    self.send_text(kind, decoder.decode(pending[: at + len(self.SYNC)]))
                     pending = pending[at + len(self.SYNC) :]
                     continue
-                self.send_text(kind, pending[:at].decode("utf-8", errors="replace"))
+                # The execution's output ends here: a character cut short by it is U+FFFD.
+                self.send_text(kind, decoder.decode(pending[:at], final=True))
+                decoder.reset()
                 pending = pending[end + 1 :]
                 with self.synced[number]:
                     self.seen[number] = max(self.seen[number], int(marker))
                     self.synced[number].notify_all()
-            # What could be the start of a marker (or a marker without its end), or of a UTF-8
-            # sequence, waits for the next read.
+            # What could be the start of a marker (or a marker without its end) waits for the next
+            # read (the decoder keeps a UTF-8 sequence's start).
             at = pending.find(self.SYNC)
             if at >= 0:
                 keep = len(pending) - at
             else:
                 keep = next((size for size in range(min(len(self.SYNC) - 1, len(pending)), 0, -1) if self.SYNC.startswith(pending[-size:])), 0)
-            text, rest = _whole_utf8(pending[: len(pending) - keep])
-            self.send_text(kind, text)
-            pending = rest + pending[len(pending) - keep:]
+            self.send_text(kind, decoder.decode(pending[: len(pending) - keep]))
+            pending = pending[len(pending) - keep :]
 
     def send_text(self, kind, text):
         if text:
@@ -296,19 +327,30 @@ class _Worker:
     def run(self):
         count = 0
         for line in self.requests:
-            request = json.loads(line)
             count += 1
-            # A run's env_vars apply to that run: afterwards those names get their values back (or go);
-            # what the code itself sets in os.environ stays, as in a notebook.
-            env_vars = {str(k): str(v) for k, v in (request.get("env_vars") or {}).items()}
-            invalid = _invalid_env_var(env_vars)
-            if invalid is not None:
-                # Refused before anything ran: an environment cannot hold it.
-                env_vars = {}
-            before = {name: os.environ.get(name) for name in env_vars}
-            os.environ.update(env_vars)
-            self.env_vars = env_vars
-            self.figures_shown = set()
+            try:
+                self.run_request(json.loads(line), count)
+            except Exception as failure:  # noqa: BLE001 - this file's failure, not the code's: the execution's error, the context lives on
+                self.emit({"type": "error", "name": _error_name(failure), "value": "the code interpreter failed: %s" % _error_value(failure), "traceback": ""})
+            finally:
+                # Always: the server waits for `done` to end the execution.
+                self.emit({"type": "number_of_executions", "execution_count": count})
+                self.emit({"type": "done"})
+
+    def run_request(self, request, count):
+        """Runs one execution and emits its results and error (but not its end: see run)."""
+        # A run's env_vars apply to that run: afterwards those names get their values back (or go);
+        # what the code itself sets in os.environ stays, as in a notebook.
+        env_vars = {str(k): str(v) for k, v in (request.get("env_vars") or {}).items()}
+        invalid = _invalid_env_var(env_vars)
+        if invalid is not None:
+            # Refused before anything ran: an environment cannot hold it.
+            env_vars = {}
+        before = {name: os.environ.get(name) for name in env_vars}
+        os.environ.update(env_vars)
+        self.env_vars = env_vars
+        self.figures_shown = set()
+        try:
             if invalid is not None:
                 value, error = None, invalid
             else:
@@ -323,6 +365,7 @@ class _Worker:
                     error = failure
             if error is not None:
                 self.emit(self.error_event(error))
+        finally:
             for name, old in before.items():
                 if os.environ.get(name) != env_vars[name]:
                     continue  # the code changed it: its value stays
@@ -330,12 +373,15 @@ class _Worker:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = old
-            self.emit({"type": "number_of_executions", "execution_count": count})
-            self.emit({"type": "done"})
 
     def error_event(self, error):
-        """An execution's error as its event."""
-        return {"type": "error", "name": type(error).__name__, "value": str(error), "traceback": "".join(_user_traceback(error))}
+        """An execution's error as its event; an error whose ``__str__`` (or whose class's name)
+        fails is shown as traceback.format_exception_only shows it."""
+        try:
+            traceback_text = "".join(_user_traceback(error))
+        except Exception:  # noqa: BLE001 - a traceback this cannot read: the error without it
+            traceback_text = ""
+        return {"type": "error", "name": _error_name(error), "value": _error_value(error), "traceback": traceback_text}
 
     def on_interrupt(self, signum, frame):
         if self.running:
@@ -353,6 +399,12 @@ class _Worker:
                 self.figures.flush(keep=value)
             except BaseException as failure:  # noqa: BLE001 - the code's errors, KeyboardInterrupt and SystemExit included, are the execution's
                 value, error = None, failure
+                # A failing (or interrupted) cell's figures are its own too, as IPython's inline
+                # backend shows them (after the cell, whatever its end): never the next cell's.
+                try:
+                    self.figures.flush()
+                except BaseException:  # noqa: BLE001 - one that cannot be drawn (or a second interrupt) is left out
+                    pass
             try:
                 self.sync_output()
             except KeyboardInterrupt as interrupted:
@@ -364,6 +416,7 @@ class _Worker:
     def execute(self, code, filename):
         # The source is kept under the cell's name so tracebacks (now and later) show its lines.
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        source = code
         try:
             tree = ast.parse(code, filename, "exec")
         except SyntaxError as error:
@@ -372,19 +425,24 @@ class _Worker:
             with_magics = _with_magics(code)
             try:
                 tree = ast.parse(with_magics, filename, "exec") if with_magics != code else None
+                source = with_magics
             except SyntaxError:
                 tree = None
             if tree is None:
                 # The code's error alone (without the parser's frames), as IPython shows it.
                 raise error.with_traceback(None) from None
         last = None
+        quiet = False
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body.pop().value)
+            quiet = _ends_with_semicolon(source)
         if "asyncio" in sys.modules:
             self.event_loop()  # the current one for this run's code too (an asyncio.run() leaves none)
         self.evaluate(compile(tree, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT))
         if last is not None:
-            return self.evaluate(compile(last, filename, "eval", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT))
+            value = self.evaluate(compile(last, filename, "eval", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT))
+            # `x;`: evaluated, not shown (as in IPython); a figure it is is shown as an open one.
+            return None if quiet else value
         return None
 
     def evaluate(self, code):
@@ -1057,20 +1115,39 @@ def _with_magics(code):
     return "\n".join(lines)
 
 
+def _ends_with_semicolon(source):
+    """Whether the code's last token (comments and blank lines aside) is a ``;``: IPython's sign
+    that the cell's value is not to be shown."""
+    last = None
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
+                last = token
+    except (tokenize.TokenError, SyntaxError):
+        return False
+    return last is not None and last.type == tokenize.OP and last.string == ";"
+
+
 def _identity_of(fd):
     """What an open file descriptor refers to: (device, inode)."""
     status = os.fstat(fd)
     return (status.st_dev, status.st_ino)
 
 
-def _whole_utf8(data):
-    """`data` decoded up to its last whole UTF-8 sequence, and the bytes of a sequence cut short (at most 3)."""
-    for cut in range(len(data), max(len(data) - 4, -1), -1):
-        try:
-            return data[:cut].decode("utf-8"), data[cut:]
-        except UnicodeDecodeError:
-            continue
-    return data.decode("utf-8", errors="replace"), b""
+def _error_name(error):
+    try:
+        return str(type(error).__name__)
+    except Exception:  # noqa: BLE001 - a class whose name cannot be read
+        return "Exception"
+
+
+def _error_value(error):
+    """str(error), as traceback.format_exception_only gives it: an error whose ``__str__`` fails
+    is ``<exception str() failed>``."""
+    try:
+        return str(error)
+    except Exception:  # noqa: BLE001 - the code's own __str__, broken
+        return "<exception str() failed>"
 
 
 def _user_traceback(error):
@@ -1083,8 +1160,11 @@ def _user_traceback(error):
 
 
 def _representations(value):
-    """A result's formats: `text` always, others as the object's IPython-style _repr_*_ methods give them."""
+    """A result's formats: `text` always, others as the object's IPython-style _repr_mimebundle_
+    and _repr_*_ methods give them (a method's (data, metadata) is its data)."""
     formats = {"text": repr(value)}
+    # An object's mimebundle wins over its other methods (and its repr), as in IPython's formatter.
+    bundle = _mimebundle(value)
     if _is_figure(value) and (value.axes or value.lines):
         # As IPython's inline backend draws one (an empty figure is its text alone).
         buffer = io.BytesIO()
@@ -1096,16 +1176,9 @@ def _representations(value):
     data = _frame_data(value)
     if data is not None:
         formats["data"] = data
-    for name, method in (
-        ("html", "_repr_html_"),
-        ("markdown", "_repr_markdown_"),
-        ("svg", "_repr_svg_"),
-        ("png", "_repr_png_"),
-        ("jpeg", "_repr_jpeg_"),
-        ("latex", "_repr_latex_"),
-        ("json", "_repr_json_"),
-        ("javascript", "_repr_javascript_"),
-    ):
+    for name, method in _REPR_METHODS:
+        if name in bundle:
+            continue  # the object's _repr_mimebundle_ gave it
         render = getattr(value, method, None)
         if not callable(render):
             continue
@@ -1113,11 +1186,67 @@ def _representations(value):
             rendered = render()
         except Exception:  # noqa: BLE001 - a broken renderer leaves that format out
             continue
+        if isinstance(rendered, tuple) and len(rendered) == 2:
+            rendered = rendered[0]  # IPython's (data, metadata): the metadata (an image's size…) means nothing here
         if rendered is None:
             continue
         if isinstance(rendered, bytes):
             rendered = base64.b64encode(rendered).decode("ascii")
         formats[name] = rendered
+    formats.update(bundle)
+    return formats
+
+
+# IPython's _repr_*_ methods, by the name of E2B's format each gives.
+_REPR_METHODS = (
+    ("html", "_repr_html_"),
+    ("markdown", "_repr_markdown_"),
+    ("svg", "_repr_svg_"),
+    ("png", "_repr_png_"),
+    ("jpeg", "_repr_jpeg_"),
+    ("latex", "_repr_latex_"),
+    ("json", "_repr_json_"),
+    ("javascript", "_repr_javascript_"),
+    ("pdf", "_repr_pdf_"),
+)
+
+# The MIME types of IPython's mimebundles, by the name of E2B's format.
+_MIME_FORMATS = {
+    "text/plain": "text",
+    "text/html": "html",
+    "text/markdown": "markdown",
+    "image/svg+xml": "svg",
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "text/latex": "latex",
+    "application/json": "json",
+    "application/javascript": "javascript",
+    "application/pdf": "pdf",
+}
+
+
+def _mimebundle(value):
+    """What an object's ``_repr_mimebundle_`` gives (a dict of MIME types, or it and its metadata),
+    by E2B's format names (binary formats in base64, as Jupyter's wire has them); others left out."""
+    render = getattr(value, "_repr_mimebundle_", None)
+    if not callable(render) or isinstance(value, type):
+        return {}
+    try:
+        bundle = render(include=None, exclude=None)
+    except Exception:  # noqa: BLE001 - a broken renderer leaves its formats out
+        return {}
+    if isinstance(bundle, tuple) and len(bundle) == 2:
+        bundle = bundle[0]
+    if not isinstance(bundle, dict):
+        return {}
+    formats = {}
+    for mime, name in _MIME_FORMATS.items():
+        data = bundle.get(mime)
+        if data is None:
+            continue
+        if isinstance(data, bytes):
+            data = base64.b64encode(data).decode("ascii") if name in ("png", "jpeg", "pdf") else data.decode("utf-8", errors="replace")
+        formats[name] = data
     return formats
 
 
@@ -1328,8 +1457,10 @@ class Context:
         self.lock = threading.Lock()
         self.removed = False
         self.generation = 0
-        # Events read but not yet handled: the next execution's start when a read brought both.
-        self.pending = b""
+        # Events read but not yet handled: the next execution's start when a read brought both;
+        # `scanned`: how much of it holds no newline (a result's line may be megabytes long).
+        self.pending = bytearray()
+        self.scanned = 0
         self.process = None
         self.requests = None
         self.events = None
@@ -1387,7 +1518,8 @@ class Context:
             self.requests.close()
             os.close(self.events)
             self.process = None
-            self.pending = b""
+            self.pending = bytearray()
+            self.scanned = 0
 
     def restart(self, remove=False):
         """Stops the interpreter at once, a running execution included (it ends with an error, and
@@ -1414,6 +1546,9 @@ class Context:
             generation = self.generation
             if self.removed:
                 raise ContextGone("context %s was removed" % self.id)
+            if client is not None and _client_gone(client):
+                # It waited behind another execution, and its client gave up meanwhile: not run at all.
+                return
             if self.process is None or self.process.poll() is not None:
                 self.stop()
                 self.start()
@@ -1445,8 +1580,14 @@ class Context:
     def pump(self, selector, client, send):
         interrupted_at = None
         while True:
-            while b"\n" in self.pending:
-                line, self.pending = self.pending.split(b"\n", 1)
+            while True:
+                end = self.pending.find(b"\n", self.scanned)
+                if end < 0:
+                    self.scanned = len(self.pending)
+                    break
+                line = bytes(self.pending[:end])
+                del self.pending[: end + 1]
+                self.scanned = 0
                 event = json.loads(line)
                 if event["type"] == "done":
                     return
@@ -1542,6 +1683,17 @@ def _language(value):
     return language
 
 
+def _client_gone(client):
+    """Whether a client's connection reached its end (closed or reset) before the request's answer:
+    what it sent after the request (a pipelined one) stays in the socket's buffer."""
+    try:
+        poller = select.poll()  # not select(): a descriptor may be past its 1024
+        poller.register(client, select.POLLIN)
+        return bool(poller.poll(0)) and client.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
 def _kill_session(session):
     """SIGKILL to every process of a worker's session: the worker and what its code started (a
     bash context's commands, a Python context's subprocesses), as Jupyter kills a kernel's process
@@ -1582,7 +1734,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         if body is not None:
             self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        if status != 204:  # a 204 has no body, nor a length of one (RFC 9110)
+            self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
@@ -1592,14 +1745,35 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.answer(status, {"code": status, "message": message})
 
     def body(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_REQUEST_BYTES:
-            raise ValueError("the request body is over %d bytes" % MAX_REQUEST_BYTES)
-        data = self.rfile.read(length) if length else b""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            data = self.chunked_body()
+        else:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_REQUEST_BYTES:
+                raise ValueError("the request body is over %d bytes" % MAX_REQUEST_BYTES)
+            data = self.rfile.read(length) if length else b""
         value = json.loads(data) if data.strip() else {}
         if not isinstance(value, dict):
             raise ValueError("the request body must be a JSON object")
         return value
+
+    def chunked_body(self):
+        """A body sent in chunks (Transfer-Encoding: chunked): its chunks joined, its trailer skipped."""
+        data = bytearray()
+        while True:
+            line = self.rfile.readline(1024)
+            size = int(line.split(b";", 1)[0].strip() or b"x", 16)  # a size that is none: ValueError
+            if size < 0 or len(data) + size > MAX_REQUEST_BYTES:
+                raise ValueError("the request body is over %d bytes" % MAX_REQUEST_BYTES)
+            if size == 0:
+                break
+            chunk = self.rfile.read(size)
+            if len(chunk) < size or self.rfile.readline(1024).strip():
+                raise ValueError("the request body's chunks are cut short or out of step")
+            data += chunk
+        while self.rfile.readline(1024).strip():
+            pass  # a trailer's fields, up to its blank line
+        return bytes(data)
 
     def do_GET(self):  # noqa: N802 - http.server's name
         path = self.path.split("?", 1)[0]

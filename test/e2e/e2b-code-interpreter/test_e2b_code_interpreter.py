@@ -309,6 +309,126 @@ def test_the_sandbox_is_a_whole_e2b_sandbox_too(sandbox):
     assert sandbox.commands.run("whoami", user="root").stdout == "root\n"
 
 
+
+def test_an_error_whose_str_fails_is_the_execution_s_and_the_context_lives_on(sandbox):
+    context = sandbox.create_code_context()
+    sandbox.run_code("kept = 'still here'", context=context)
+    execution = sandbox.run_code("class Unprintable(Exception):\n    def __str__(self):\n        raise RuntimeError('no text')\nraise Unprintable()", context=context)
+    assert (execution.error.name, execution.error.value) == ("Unprintable", "<exception str() failed>"), execution.error
+    assert "line 4" in execution.error.traceback and "Unprintable: <exception str() failed>" in execution.error.traceback
+    # Its interpreter did not die with it: the context's variables are there.
+    assert sandbox.run_code("kept", context=context).text == "'still here'"
+    sandbox.remove_code_context(context)
+
+
+def test_a_failing_or_interrupted_cell_s_figures_are_its_own(sandbox):
+    context = sandbox.create_code_context()
+    failing = sandbox.run_code("import matplotlib.pyplot as plt\nplt.plot([1, 2])\n1 / 0", context=context)
+    assert failing.error.name == "ZeroDivisionError"
+    assert [bool(result.png) for result in failing.results] == [True]
+    # The next cell starts with none open, and shows none.
+    assert sandbox.run_code("len(plt.get_fignums())", context=context).results[0].text == "0"
+    with pytest.raises(TimeoutException):
+        sandbox.run_code("plt.plot([3, 4])\nimport time\ntime.sleep(60)", context=context, timeout=1)
+    after = sandbox.run_code("'after the interrupt'", context=context)
+    assert [(result.is_main_result, result.png) for result in after.results] == [(True, None)], after.results
+    sandbox.remove_code_context(context)
+
+
+def test_repr_methods_giving_data_and_metadata_and_mimebundles(sandbox):
+    execution = sandbox.run_code(
+        "import base64, io\nimport matplotlib.pyplot as plt\nfrom IPython.display import display, JSON, Image\n"
+        "plt.plot([1, 2])\nbuffer = io.BytesIO()\nplt.savefig(buffer, format='png')\nplt.close('all')\n"
+        "display(JSON({'a': 1}))\ndisplay(Image(data=buffer.getvalue(), width=100))\n"
+        "class Bundled:\n"
+        "    def _repr_mimebundle_(self, include=None, exclude=None):\n"
+        "        return {'text/plain': 'Bundled!', 'text/html': '<i>b</i>', 'application/json': {'b': [1]}, 'image/png': base64.b64encode(buffer.getvalue()).decode()}, {}\n"
+        "    def _repr_html_(self):\n"
+        "        return '<b>not this one</b>'\n"
+        "    def _repr_markdown_(self):\n"
+        "        return '*and this one*'\n"
+        "Bundled()"
+    )
+    assert execution.error is None, execution.error
+    shown, image, bundled = execution.results
+    assert shown.json == {"a": 1}
+    assert png_size(image) == png_size(bundled)
+    assert (bundled.text, bundled.html, bundled.json, bundled.markdown, bundled.is_main_result) == ("Bundled!", "<i>b</i>", {"b": [1]}, "*and this one*", True)
+
+
+def test_a_run_whose_client_gave_up_while_it_waited_for_its_context_never_runs(sandbox):
+    context = sandbox.create_code_context()
+    sandbox.run_code("import time\nran = []", context=context)
+    first = threading.Thread(target=sandbox.run_code, args=("time.sleep(5)\nran.append('first')",), kwargs={"context": context})
+    first.start()
+    time.sleep(1)
+    with pytest.raises(TimeoutException):
+        # (Code that an interrupt does not stop: had it run, it would say so.)
+        sandbox.run_code("try:\n    time.sleep(0.5)\nexcept KeyboardInterrupt:\n    pass\nran.append('queued')", context=context, timeout=1)
+    first.join(30)
+    assert sandbox.run_code("ran", context=context).text == "['first']"
+    sandbox.remove_code_context(context)
+
+
+def test_a_result_of_many_megabytes_and_code_of_many_megabytes(sandbox):
+    context = sandbox.create_code_context()
+    # One line of 16 MiB (the sandbox has 512 MiB for the server and its contexts), read whole.
+    started = time.monotonic()
+    big = sandbox.run_code("'x' * (16 << 20)", context=context, timeout=120)
+    assert time.monotonic() - started < 30
+    assert big.error is None and big.text == "'" + "x" * (16 << 20) + "'"
+    del big
+    # The worker reads a request a buffer at a time, not a byte per read (its read syscalls, from /proc).
+    reads = "int(next(line for line in open('/proc/self/io') if line.startswith('syscr')).split()[1])"
+    before = int(sandbox.run_code(reads, context=context).text)
+    padded = sandbox.run_code("# " + "y" * (4 << 20) + "\n" + reads, context=context)
+    assert int(padded.text) - before < 10000, int(padded.text) - before
+    sandbox.remove_code_context(context)
+
+
+def test_output_without_a_newline_is_streamed_while_the_code_runs(sandbox):
+    started = time.monotonic()
+    arrived = []
+    execution = sandbox.run_code(
+        "import sys, time\nsys.stdout.write('working')\nsys.stderr.write('50%')\ntime.sleep(3)\nprint(' done')",
+        on_stdout=lambda message: arrived.append((message.line, time.monotonic() - started)),
+        on_stderr=lambda message: arrived.append((message.line, time.monotonic() - started)),
+    )
+    ended = time.monotonic() - started
+    assert execution.error is None, execution.error
+    assert sorted(line for line, _ in arrived) == [" done\n", "50%", "working"], arrived
+    assert all(at < ended - 2 for line, at in arrived if line != " done\n"), (arrived, ended)
+
+
+def test_a_trailing_semicolon_hides_the_cell_s_value(sandbox):
+    assert sandbox.run_code("1 + 1;").results == []
+    assert sandbox.run_code("hidden = 3\nhidden;  # a comment\n").results == []
+    shown = sandbox.run_code("display('shown');")
+    assert [(result.text, result.is_main_result) for result in shown.results] == [("'shown'", False)]
+    assert sandbox.run_code("'a;'  # ;").text == "'a;'"
+
+
+def test_utf8_cut_between_writes_beside_invalid_bytes(sandbox):
+    execution = sandbox.run_code(
+        "import os, time\nos.write(1, b'\\xffabcd' + 'é'.encode()[:1])\ntime.sleep(0.3)\nos.write(1, 'é'.encode()[1:] + b' ok\\n')\n"
+        "os.write(2, b'\\xfe' + '€'.encode()[:2])\ntime.sleep(0.3)\nos.write(2, '€'.encode()[2:] + b'\\n')\nNone"
+    )
+    assert "".join(execution.logs.stdout) == "\ufffdabcdé ok\n"
+    assert "".join(execution.logs.stderr) == "\ufffd€\n"
+
+
+def test_a_chunked_request_body_and_a_204_without_a_body(sandbox):
+    # The SDK's own client and address for the interpreter, with a body of unknown length (chunked).
+    headers = {"Content-Type": "application/json", "E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "49999"}
+    if sandbox.traffic_access_token:
+        headers["E2B-Traffic-Access-Token"] = sandbox.traffic_access_token
+    answer = sandbox._client.post(f"{sandbox._jupyter_url}/execute", content=iter([b'{"code": ', b'"6 * 7"}']), headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert '"text": "42"' in answer.text
+    context = sandbox.create_code_context()
+    removed = sandbox._client.delete(f"{sandbox._jupyter_url}/contexts/{context.id}", headers=headers)
+    assert (removed.status_code, removed.content, "content-length" in removed.headers) == (204, b"", False)
+
 def test_bash_runs_keep_the_shell_s_variables_functions_and_directory(sandbox):
     first = sandbox.run_code("greeting=hello\nshout() { echo \"$1!\"; }\ncd /tmp\necho started", language="bash")
     assert first.error is None
