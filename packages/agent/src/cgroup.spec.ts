@@ -2,11 +2,13 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, describe, it } from "node:test";
+import { after, afterEach, describe, it } from "node:test";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
+import { FailedPreconditionError, UnavailableError } from "@fast-sandbox/api/core";
 import { detectCgroupLayout, joinCgroup, killCgroupProcesses, limitCgroup, readCgroupUsage, readOomKillCount, removeCgroup } from "./cgroup.js";
+import { FakeCgroup2 } from "./fake-cgroup2.fixture.js";
 
 const roots: string[] = [];
 
@@ -27,6 +29,28 @@ function v2Tree(controllers: Record<string, string>): string {
 }
 
 const read = (path: string) => readFileSync(path, "utf8");
+
+/** A v2 tree that refuses what the kernel would (fake-cgroup2.fixture.ts), node:fs as it was after the test. */
+let kernels: FakeCgroup2[] = [];
+function fakeCgroup2(controllers?: string[], options?: { withoutKill?: boolean }): FakeCgroup2 {
+  const kernel = new FakeCgroup2(controllers, options);
+  kernels.push(kernel);
+  return kernel;
+}
+
+function captureError(run: () => unknown): Error {
+  try {
+    run();
+  } catch (error) {
+    return error as Error;
+  }
+  assert.fail("expected an error");
+}
+
+afterEach(() => {
+  for (const kernel of kernels.reverse()) kernel.restore();
+  kernels = [];
+});
 
 after(() => {
   for (const root of roots) rmSync(root, { recursive: true, force: true });
@@ -78,42 +102,67 @@ describe("joinCgroup", () => {
     assert.equal(existsSync(join(root, "pids/a")), false);
   });
 
-  it("v2: writes the pid into the unified tree and enables cpu, memory and pids in every ancestor of the leaf", () => {
-    const all = "cpuset cpu io memory hugetlb pids rdma misc\n";
-    const root = v2Tree({ ".": all, "fast-sandbox": all, "fast-sandbox/default-0": all });
-    joinCgroup(detectCgroupLayout(root), "/fast-sandbox/default-0/agent", 99);
-    assert.equal(read(join(root, "fast-sandbox/default-0/agent/cgroup.procs")), "99");
-    assert.equal(read(join(root, "cgroup.subtree_control")), "+cpu +memory +pids");
-    assert.equal(read(join(root, "fast-sandbox/cgroup.subtree_control")), "+cpu +memory +pids");
-    // The agent's own cgroup delegates to its sandboxes (siblings of the leaf); the leaf delegates nothing.
-    assert.equal(read(join(root, "fast-sandbox/default-0/cgroup.subtree_control")), "+cpu +memory +pids");
-    assert.equal(existsSync(join(root, "fast-sandbox/default-0/agent/cgroup.subtree_control")), false);
-    assert.equal(existsSync(join(root, "cgroup.procs")), false);
+  it("v2: writes the pid into a leaf and enables cpu, memory and pids down to its parent, for the sandboxes' cgroups beside it", () => {
+    const kernel = fakeCgroup2();
+    const layout = detectCgroupLayout(kernel.root);
+    joinCgroup(layout, "/fast-sandbox/default-0/agent", 99);
+    assert.equal(kernel.read("fast-sandbox/default-0/agent", "cgroup.procs"), "99");
+    for (const parent of ["/", "fast-sandbox", "fast-sandbox/default-0"])
+      assert.equal(kernel.read(parent, "cgroup.subtree_control"), "cpu memory pids", parent);
+    // The leaf delegates nothing: it holds the agent.
+    assert.equal(kernel.read("fast-sandbox/default-0/agent", "cgroup.subtree_control"), "");
+    // What runc needs in a sandbox's cgroup is there, once it has enabled the controllers on its way down.
+    kernel.makeCgroup("fast-sandbox/default-0/sandboxes");
+    kernel.writeAs("fast-sandbox/default-0/sandboxes", "cgroup.subtree_control", "+cpu +memory +pids");
+    kernel.makeCgroup("fast-sandbox/default-0/sandboxes/sb-1");
+    for (const file of ["pids.max", "cpu.max", "memory.max"]) assert.ok(existsSync(kernel.path("fast-sandbox/default-0/sandboxes/sb-1", file)), file);
+    // A restart joins again; what is enabled is not written again.
+    const writes = kernel.writes.length;
+    joinCgroup(layout, "/fast-sandbox/default-0/agent", 100);
+    assert.deepEqual(kernel.writes.slice(writes), ["fast-sandbox/default-0/agent/cgroup.procs <- 100"]);
+    assert.match(kernel.read("fast-sandbox/default-0/agent", "cgroup.procs"), /^100$/m);
   });
 
-  it("v2: enables only the controllers each ancestor offers, and skips one that offers none", () => {
-    const root = v2Tree({ ".": "cpu memory pids io", a: "pids io", "a/b": "io", "a/b/c": "cpu memory pids" });
-    joinCgroup({ version: 2, root, controllers: [] }, "a/b/c/agent", 1);
-    assert.equal(read(join(root, "cgroup.subtree_control")), "+cpu +memory +pids");
-    assert.equal(read(join(root, "a/cgroup.subtree_control")), "+pids");
-    assert.equal(existsSync(join(root, "a/b/cgroup.subtree_control")), false);
-    assert.equal(read(join(root, "a/b/c/cgroup.subtree_control")), "+cpu +memory +pids");
-    assert.equal(read(join(root, "a/b/c/agent/cgroup.procs")), "1");
+  it("v2: enables only the controllers the root offers, a name contained in another's not taken for it", () => {
+    const kernel = fakeCgroup2(["cpuset", "hugetlb", "memory", "io"]);
+    joinCgroup(detectCgroupLayout(kernel.root), "/x/agent", 5);
+    assert.equal(kernel.read("/", "cgroup.subtree_control"), "memory");
+    assert.equal(kernel.read("x", "cgroup.subtree_control"), "memory");
   });
 
-  it("v2: does not treat a controller name contained in another as available", () => {
-    const root = v2Tree({ ".": "cpuset hugetlb memory", x: "" });
-    joinCgroup({ version: 2, root, controllers: [] }, "/x/agent", 5);
-    assert.equal(read(join(root, "cgroup.subtree_control")), "+memory");
+  it("v2: fails when a cgroup above holds processes (a Delegate=yes unit that holds fsb up), naming it and what to do", () => {
+    const kernel = fakeCgroup2();
+    // systemd enables the controllers down to the unit, whose cgroup holds its main process.
+    kernel.writeAs("/", "cgroup.subtree_control", "+cpu +io +memory +pids");
+    kernel.makeCgroup("system.slice/fsb.service");
+    kernel.writeAs("system.slice", "cgroup.subtree_control", "+cpu +io +memory +pids");
+    kernel.writeAs("system.slice/fsb.service", "cgroup.procs", "100");
+    const layout = detectCgroupLayout(kernel.root);
+    // --cgroup-root system.slice/fsb.service: the agent default-0's cgroup is below the unit's.
+    const error = captureError(() => joinCgroup(layout, "/system.slice/fsb.service/default-0/agent", 200));
+    assert.ok(error instanceof FailedPreconditionError, String(error));
+    assert.match(
+      error.message,
+      /^cgroup \S+\/system\.slice\/fsb\.service holds processes \(pid 100\): the kernel will not enable cpu, memory, pids below it\. /,
+    );
+    assert.match(error.message, /--cgroup-root.*leaf cgroup/);
+    // fsb up quotes an agent's error line up to 300 characters: this one whole, with the real mount.
+    const line = `agent failed to start: ${error.message.replace(kernel.root, "/sys/fs/cgroup")}`;
+    assert.ok(line.length <= 300, `${line.length}: ${line}`);
+    // Its main process moved into a leaf (as CGROUP_DELEGATION.md says), the unit delegates and the join succeeds.
+    kernel.makeCgroup("system.slice/fsb.service/supervisor");
+    kernel.writeAs("system.slice/fsb.service/supervisor", "cgroup.procs", "100");
+    joinCgroup(layout, "/system.slice/fsb.service/default-0/agent", 200);
+    assert.equal(kernel.read("system.slice/fsb.service/default-0", "cgroup.subtree_control"), "cpu memory pids");
   });
 
-  it("v2: a cgroup that refuses subtree_control does not fail the join", () => {
-    const root = v2Tree({ ".": "cpu memory pids", busy: "cpu memory pids", "busy/leaf": "cpu memory pids" });
-    // A directory where the file should be makes the write fail, like the kernel's EBUSY.
-    mkdirSync(join(root, "busy/cgroup.subtree_control"));
-    assert.doesNotThrow(() => joinCgroup({ version: 2, root, controllers: [] }, "/busy/leaf/agent", 3));
-    assert.equal(read(join(root, "busy/leaf/agent/cgroup.procs")), "3");
-    assert.equal(read(join(root, "cgroup.subtree_control")), "+cpu +memory +pids");
+  it("v2: enables each controller in a write of its own, so one the kernel refuses leaves the others enabled, and fails naming it", () => {
+    const kernel = fakeCgroup2();
+    kernel.refuse.set("cpu", "EINVAL"); // RT group scheduling while a realtime task runs
+    const error = captureError(() => joinCgroup(detectCgroupLayout(kernel.root), "/fast-sandbox/default-0/agent", 7));
+    assert.ok(error instanceof FailedPreconditionError, String(error));
+    assert.match(error.message, /does not enable cpu for the cgroups below it \(cpu: EINVAL/);
+    for (const parent of ["/", "fast-sandbox", "fast-sandbox/default-0"]) assert.equal(kernel.read(parent, "cgroup.subtree_control"), "memory pids", parent);
   });
 });
 
@@ -150,12 +199,36 @@ describe("limitCgroup", () => {
   });
 
   it("v2: enables cpu, memory and pids down to the cgroup and for its children, and writes cpu.max and memory.max", () => {
-    const all = "cpu memory pids io";
-    const root = v2Tree({ ".": all, a: all, "a/sandboxes": all });
-    limitCgroup(detectCgroupLayout(root), "/a/sandboxes", { cpuMillis: 250, memoryBytes: 64 * 1024 * 1024 });
-    for (const parent of [".", "a", "a/sandboxes"]) assert.equal(read(join(root, parent, "cgroup.subtree_control")), "+cpu +memory +pids", parent);
-    assert.equal(read(join(root, "a/sandboxes/cpu.max")), "25000 100000");
-    assert.equal(read(join(root, "a/sandboxes/memory.max")), String(64 * 1024 * 1024));
+    const kernel = fakeCgroup2();
+    limitCgroup(detectCgroupLayout(kernel.root), "/a/sandboxes", { cpuMillis: 250, memoryBytes: 64 * 1024 * 1024 });
+    for (const parent of ["/", "a", "a/sandboxes"]) assert.equal(kernel.read(parent, "cgroup.subtree_control"), "cpu memory pids", parent);
+    assert.equal(kernel.read("a/sandboxes", "cpu.max"), "25000 100000");
+    assert.equal(kernel.read("a/sandboxes", "memory.max"), String(64 * 1024 * 1024));
+    assert.equal(kernel.read("a/sandboxes", "memory.swap.max"), "0");
+  });
+
+  it("v2: a memory bound is written where the kernel refuses cpu, and no CPU bound is lifted where cpu is not enabled", () => {
+    const kernel = fakeCgroup2();
+    kernel.refuse.set("cpu", "EINVAL");
+    limitCgroup(detectCgroupLayout(kernel.root), "/k8s.io/pool-agent-x", { memoryBytes: 256 << 20 });
+    assert.equal(kernel.read("k8s.io/pool-agent-x", "memory.max"), String(256 << 20));
+    assert.equal(existsSync(kernel.path("k8s.io/pool-agent-x", "cpu.max")), false);
+    assert.deepEqual(
+      kernel.writes.filter((write) => write.includes("cpu.max")),
+      [],
+    );
+    limitCgroup(detectCgroupLayout(kernel.root), "/k8s.io/pool-agent-x", {});
+    assert.equal(kernel.read("k8s.io/pool-agent-x", "memory.max"), "max");
+  });
+
+  it("v2: a bound on a cgroup below one that holds processes names that cgroup as why it was refused", () => {
+    const kernel = fakeCgroup2();
+    kernel.makeCgroup("unit");
+    kernel.writeAs("unit", "cgroup.procs", "100");
+    assert.throws(
+      () => limitCgroup(detectCgroupLayout(kernel.root), "/unit/default-0/sandboxes", { cpuMillis: 2000, memoryBytes: 1 << 30 }),
+      /cpu\.max = 200000 100000: EACCES.*\(cgroup \S+\/unit holds processes \(pid 100\)/,
+    );
   });
 
   it("v2: bounds swap with memory where the kernel accounts it (memory.swap.max 0), and lifts both together", () => {
@@ -463,6 +536,59 @@ describe("killCgroupProcesses", () => {
     // A directory where freezer.state would be written: the write fails, as on a freezer that refuses.
     mkdirSync(join(root, "freezer", "parent/box/freezer.state"), { recursive: true });
     await assertSpared(root, "/parent/box", [join(root, "freezer", "parent/box"), join(root, "pids", "parent/box")]);
+  });
+
+  it("v2: counts what cgroup.kill killed by cgroup.procs' lines, those listed as 0 (outside this PID namespace) and the cgroups below included", async () => {
+    const kernel = fakeCgroup2();
+    kernel.makeCgroup("k8s.io/agent-x/sb-1/inner");
+    // An agent Pod without hostPID: the kernel lists the sandbox's processes as 0.
+    kernel.addProcesses("k8s.io/agent-x/sb-1", [0, 0, 0]);
+    kernel.addProcesses("k8s.io/agent-x/sb-1/inner", [0]);
+    assert.equal(await killCgroupProcesses(detectCgroupLayout(kernel.root), "/k8s.io/agent-x/sb-1"), 4);
+    assert.equal(kernel.read("k8s.io/agent-x/sb-1", "cgroup.procs"), "");
+    assert.equal(kernel.read("k8s.io/agent-x/sb-1/inner", "cgroup.procs"), "");
+  });
+
+  it("v2 without cgroup.kill: processes outside this PID namespace cannot be signalled, and it says so rather than 0 killed", async () => {
+    const kernel = fakeCgroup2(undefined, { withoutKill: true });
+    kernel.makeCgroup("k8s.io/agent-x/sb-1");
+    kernel.addProcesses("k8s.io/agent-x/sb-1", [0, 0, 0]);
+    await assert.rejects(killCgroupProcesses(detectCgroupLayout(kernel.root), "/k8s.io/agent-x/sb-1"), (error: Error) => {
+      assert.ok(error instanceof UnavailableError, String(error));
+      assert.match(
+        error.message,
+        /cgroup \/k8s\.io\/agent-x\/sb-1: 3 processes there are outside this process's PID namespace .*no cgroup\.kill; none of those was killed.*janitor/,
+      );
+      return true;
+    });
+  });
+
+  it("v1: tasks the pids hierarchy counts that cgroup.procs does not list (another PID namespace) are not reported as 0 killed, with the freezer or without", async () => {
+    for (const hierarchies of [["pids", "freezer"], ["pids"]]) {
+      const root = tempRoot();
+      for (const dir of hierarchies) mkdirSync(join(root, dir, "k8s.io/agent-x/sb-1"), { recursive: true });
+      // v1 leaves a process of another PID namespace out of cgroup.procs; pids.current counts it.
+      writeFileSync(join(root, "pids/k8s.io/agent-x/sb-1/cgroup.procs"), "");
+      writeFileSync(join(root, "pids/k8s.io/agent-x/sb-1/pids.current"), "3\n");
+      if (hierarchies.includes("freezer")) {
+        writeFileSync(join(root, "freezer/k8s.io/agent-x/sb-1/cgroup.procs"), "");
+        writeFileSync(join(root, "freezer/k8s.io/agent-x/sb-1/freezer.state"), "THAWED\n");
+      }
+      await assert.rejects(killCgroupProcesses(detectCgroupLayout(root), "/k8s.io/agent-x/sb-1"), (error: Error) => {
+        assert.ok(error instanceof UnavailableError, String(error));
+        assert.match(error.message, /3 tasks there are outside this process's PID namespace .*cgroup v1 has no cgroup\.kill/);
+        return true;
+      });
+      if (hierarchies.includes("freezer")) assert.equal(read(join(root, "freezer/k8s.io/agent-x/sb-1/freezer.state")), "THAWED", "thawed again");
+    }
+  });
+
+  it("v1: a task counted in a cgroup below, listed there, is not taken for one out of reach", async () => {
+    const root = tempRoot();
+    mkdirSync(join(root, "pids/parent/box/inner"), { recursive: true });
+    writeFileSync(join(root, "pids/parent/box/pids.current"), "1\n");
+    writeFileSync(join(root, "pids/parent/box/inner/cgroup.procs"), `${process.pid}\n`);
+    assert.equal(await killCgroupProcesses(detectCgroupLayout(root), "/parent/box"), 0);
   });
 
   it("signals nothing for a cgroup that is not there, or the root", async () => {

@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmdirSync, writeFileSync, type Dirent } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { FailedPreconditionError, UnavailableError } from "@fast-sandbox/api/core";
 import { CPU_PERIOD_US, cpuQuotaUs } from "./containerd/oci-spec.js";
 
 export type CgroupVersion = 1 | 2;
@@ -24,7 +25,10 @@ export function detectCgroupLayout(root = "/sys/fs/cgroup"): CgroupLayout {
 /**
  * Moves a process into `path` (e.g. `/fast-sandbox/default-0/agent`) in every hierarchy, creating it.
  * On v2 the agent's own process lives in a leaf (`.../agent`) because a cgroup that holds processes
- * cannot also delegate controllers to the sandboxes' cgroups beside it.
+ * cannot also delegate controllers to the sandboxes' cgroups beside it; then cpu, memory and pids
+ * are enabled down to the leaf's parent, and the join throws when one is not (a cgroup above that
+ * holds processes, say): without pids every sandbox's create would fail (runc writes pids.max), and
+ * without cpu and memory their limits and the agent's.
  */
 export function joinCgroup(layout: CgroupLayout, path: string, pid: number): void {
   const directories = layout.version === 2 ? [join(layout.root, path)] : layout.controllers.map((controller) => join(layout.root, controller, path));
@@ -32,7 +36,9 @@ export function joinCgroup(layout: CgroupLayout, path: string, pid: number): voi
     mkdirSync(directory, { recursive: true });
     writeFileSync(join(directory, "cgroup.procs"), String(pid));
   }
-  if (layout.version === 2) enableV2Controllers(layout.root, path);
+  if (layout.version !== 2) return;
+  const missing = enableV2Controllers(layout.root, path);
+  if (missing.length > 0) throw new FailedPreconditionError([...new Set(missing.map((m) => m.reason))].join("; "));
 }
 
 /** A bound on everything below a cgroup together: CPU in thousandths of a core, memory in bytes. */
@@ -47,7 +53,8 @@ const MIN_CPU_QUOTA_US = 1_000;
 /**
  * Creates the cgroup at `path` and bounds it with exactly `limits`, so that the cgroups made below
  * it (an agent's sandboxes) share them; a limit left out is lifted (a cgroup kept from an agent
- * that had one). v2: `cpu.max` and `memory.max`, with cpu, memory and pids enabled for its
+ * that had one) where its file is there (none is for a controller not enabled there: nothing to
+ * lift). v2: `cpu.max` and `memory.max`, with cpu, memory and pids enabled for its
  * ancestors' children and its own; v1: `cpu.cfs_quota_us` over `cpu.cfs_period_us` and
  * `memory.limit_in_bytes` (hierarchical with `memory.use_hierarchy`, which systemd sets on the root
  * and Linux 5.11+ always has). The memory limit bounds swap too, where the kernel accounts it (the
@@ -56,7 +63,8 @@ const MIN_CPU_QUOTA_US = 1_000;
  * A memory limit below what the cgroup holds already is not written
  * (v2 would OOM-kill the sandboxes in it, v1 refuses): the old bound stays. Each limit is written
  * whatever became of the other; then throws what was refused or skipped (also a controller not
- * delegated here). On v1, where the kernel refuses a CPU bound below a quota of a cgroup under it,
+ * delegated here, with the cgroup above that did not enable it and why). On v1, where the kernel
+ * refuses a CPU bound below a quota of a cgroup under it,
  * such quotas are first lowered to the bound (v2 needs no such step: a cgroup gets the lesser of its
  * own and its ancestors' bounds).
  */
@@ -70,10 +78,12 @@ export function limitCgroup(layout: CgroupLayout, path: string, limits: CgroupLi
   /** [directory, file, value] to write, each tried whatever became of the others. */
   const writes: [string, string, string][] = [];
   const failures: string[] = [];
+  /** v2: the controllers not enabled for the cgroup, and why (its writes would say only EACCES). */
+  let missing: MissingController[] = [];
   if (v2) {
     mkdirSync(cpu, { recursive: true });
     // Its ancestors' subtree_control makes its own files appear; its own, its children's.
-    enableV2Controllers(layout.root, `${relative}/child`);
+    missing = enableV2Controllers(layout.root, `${relative}/child`);
     writes.push([cpu, "cpu.max", `${quota ?? "max"} ${CPU_PERIOD_US}`]);
     writes.push(...memoryWrites(memory, limits.memoryBytes, true));
   } else {
@@ -92,6 +102,10 @@ export function limitCgroup(layout: CgroupLayout, path: string, limits: CgroupLi
     if (isMemory && memoryLeft) continue;
     try {
       mkdirSync(directory, { recursive: true });
+      // A limit lifted where its file is not there has nothing to lift (the controller is not
+      // enabled here: cpu refused, say); cgroupfs would refuse the write.
+      const lift = isMemory ? limits.memoryBytes === undefined : quota === undefined;
+      if (lift && !existsSync(join(directory, file))) continue;
       const held = isMemory && limits.memoryBytes !== undefined ? readNumber(join(directory, v2 ? "memory.current" : "memory.usage_in_bytes")) : 0;
       if (held > (limits.memoryBytes ?? Infinity)) {
         failures.push(`${join(directory, file)} = ${value}: the cgroup holds ${held} bytes already; its bound is left as it was`);
@@ -100,7 +114,8 @@ export function limitCgroup(layout: CgroupLayout, path: string, limits: CgroupLi
       }
       writeFileSync(join(directory, file), value);
     } catch (error) {
-      failures.push(`${join(directory, file)} = ${value}: ${(error as Error).message}`);
+      const why = missing.find((m) => m.controller === (isMemory ? "memory" : "cpu"));
+      failures.push(`${join(directory, file)} = ${value}: ${(error as Error).message}${why ? ` (${why.reason})` : ""}`);
       if (isMemory) memoryLeft = true;
     }
   }
@@ -180,23 +195,87 @@ function readNumber(file: string): number {
   }
 }
 
+/** The v2 controllers the sandboxes' cgroups need: runc always writes pids.max, and cpu.max and memory.max for limits. */
+const V2_CONTROLLERS = ["cpu", "memory", "pids"];
+
+/** A controller not enabled for a leaf's siblings, and why, in words for the agent's operator. */
+interface MissingController {
+  controller: string;
+  reason: string;
+}
+
 /**
- * Enables cpu, memory and pids for the children of every ancestor of the leaf `path` (v2), the
- * agent's own cgroup included: its sandboxes' cgroups are the leaf's siblings.
+ * Enables cpu, memory and pids (those the hierarchy's root offers) for the children of every
+ * ancestor of the leaf `path` (v2), the agent's own cgroup included: its sandboxes' cgroups are the
+ * leaf's siblings. One controller a write, as runc does: the kernel takes a write of several all or
+ * nothing, and one it refuses (cpu while a realtime task runs, with RT group scheduling) would take
+ * the others with it. Returns those the leaf's parent does not enable in the end, each with the
+ * first ancestor that did not and why (read back, not taken from the writes: one enabled already
+ * needs none).
  */
-function enableV2Controllers(root: string, path: string): void {
+function enableV2Controllers(root: string, path: string): MissingController[] {
   const parts = path.split("/").filter(Boolean);
   const ancestors = [root];
   for (const part of parts.slice(0, -1)) ancestors.push(join(ancestors[ancestors.length - 1] ?? root, part));
+  const offered = controllersIn(join(root, "cgroup.controllers"));
+  const wanted = V2_CONTROLLERS.filter((c) => offered.includes(c));
+  const missing = new Map<string, MissingController>();
   for (const directory of ancestors) {
-    const available = readFileSync(join(directory, "cgroup.controllers"), "utf8").split(/\s+/);
-    const wanted = ["cpu", "memory", "pids"].filter((c) => available.includes(c));
-    if (wanted.length === 0) continue;
-    try {
-      writeFileSync(join(directory, "cgroup.subtree_control"), wanted.map((c) => `+${c}`).join(" "));
-    } catch {
-      // A cgroup with processes of its own refuses; the sandboxes then run without those limits there.
+    const available = controllersIn(join(directory, "cgroup.controllers"));
+    const enabled = controllersIn(join(directory, "cgroup.subtree_control"));
+    const refused = new Map<string, NodeJS.ErrnoException>();
+    // One its parent does not enable is not available here: that parent is named already.
+    for (const controller of wanted.filter((c) => available.includes(c) && !enabled.includes(c))) {
+      try {
+        writeFileSync(join(directory, "cgroup.subtree_control"), `+${controller}`);
+      } catch (error) {
+        refused.set(controller, error as NodeJS.ErrnoException);
+      }
     }
+    const now = controllersIn(join(directory, "cgroup.subtree_control"));
+    const lacking = wanted.filter((c) => !now.includes(c) && !missing.has(c));
+    if (lacking.length === 0) continue;
+    const reason = whyNotEnabled(directory, lacking, refused);
+    for (const controller of lacking) missing.set(controller, { controller, reason });
+  }
+  return [...missing.values()];
+}
+
+/**
+ * Why `directory` does not enable `controllers` for its children. The common case first, in words
+ * that fit the line `fsb up` quotes of an agent that failed to start: a cgroup (not the root) that
+ * holds processes cannot enable any (the kernel's "no internal processes" rule) — as a systemd unit
+ * with Delegate=yes does whose main process stays in the unit's own cgroup.
+ */
+function whyNotEnabled(directory: string, controllers: string[], refused: Map<string, NodeJS.ErrnoException>): string {
+  const names = controllers.join(", ");
+  const procs = readLines(join(directory, "cgroup.procs"));
+  const busy = controllers.some((c) => refused.get(c)?.code === "EBUSY");
+  if (busy && procs.length > 0) {
+    const shown = procs.length > 2 ? `${procs.slice(0, 2).join(", ")}…` : procs.join(", ");
+    return (
+      `cgroup ${directory} holds processes (pid ${shown}): the kernel will not enable ${names} below it. ` +
+      `Choose a --cgroup-root with no processes in the cgroups above, or move these into a leaf cgroup first (systemd's CGROUP_DELEGATION.md)`
+    );
+  }
+  const errors = controllers.map((c) => `${c}: ${refused.get(c)?.message ?? "not enabled"}`);
+  return `cgroup ${directory} does not enable ${names} for the cgroups below it (${errors.join("; ")})`;
+}
+
+/** The controllers a cgroup file lists (`cgroup.controllers`, `cgroup.subtree_control`); none when it cannot be read. */
+function controllersIn(file: string): string[] {
+  return readLines(file).flatMap((line) => line.split(/\s+/));
+}
+
+/** The non-empty lines of a file, trimmed; none when it cannot be read. */
+function readLines(file: string): string[] {
+  try {
+    return readFileSync(file, "utf8")
+      .split("\n")
+      .map((line) => line.trim())
+      .filter(Boolean);
+  } catch {
+    return [];
   }
 }
 
@@ -313,19 +392,29 @@ export function removeCgroup(layout: CgroupLayout, path: string): string[] {
  * v1 freezes the cgroup first (a frozen member cannot exit, so its pid cannot be reused), signals
  * its members and thaws it, so they die. Without either (a v2 kernel before 5.14, no v1 freezer),
  * each pid is checked to be the cgroup's just before its signal.
+ *
+ * A caller outside the host's PID namespace (an agent Pod without hostPID) cannot name the
+ * processes: v2's cgroup.procs lists each as 0, v1's leaves them out. cgroup.kill reaches them all
+ * the same, and they are counted by cgroup.procs' lines; without it none can be signalled, and this
+ * throws an UnavailableError that says so (the janitor, in the host's PID namespace, can kill them)
+ * rather than report 0 killed.
  */
 export async function killCgroupProcesses(layout: CgroupLayout, path: string): Promise<number> {
   const relative = path.replace(/^\/+/, "");
   if (relative === "") return 0;
   if (layout.version === 2) {
     const directory = join(layout.root, relative);
-    const members = cgroupMembers([directory]);
+    // Counted before the kill, the cgroups below included (cgroup.kill kills them too).
+    const there = countV2Processes(directory);
     try {
       // Written whatever the members read: it kills the cgroups below too, and who joined since.
       writeFileSync(join(directory, "cgroup.kill"), "1");
-      return members.length;
+      return there;
     } catch {
-      return killCheckedMembers(members, `0::/${relative}`);
+      const { pids, hidden } = cgroupMembers([directory]);
+      const signalled = killCheckedMembers(pids, `0::/${relative}`);
+      if (hidden > 0) throw outOfReach(relative, signalled, `${hidden} processes`, "this kernel (before Linux 5.14)");
+      return signalled;
     }
   }
   const freezer = join(layout.root, "freezer", relative);
@@ -339,10 +428,13 @@ export async function killCgroupProcesses(layout: CgroupLayout, path: string): P
     for (let waited = 0; waited < 1_000 && readFileSync(state, "utf8").trim() !== "FROZEN"; waited += 5) await sleep(5);
     if (readFileSync(state, "utf8").trim() === "FROZEN") {
       const members = cgroupMembers([freezer]);
-      for (const pid of members) signalKill(pid);
-      return members.length;
+      for (const pid of members.pids) signalKill(pid);
+      const hidden = members.pids.length > 0 ? members.hidden : await unseenV1Tasks(layout.root, relative, members.hidden);
+      if (hidden > 0) throw outOfReach(relative, members.pids.length, `${hidden} tasks`, "cgroup v1");
+      return members.pids.length;
     }
-  } catch {
+  } catch (error) {
+    if (error instanceof UnavailableError) throw error;
     // no freezer hierarchy, or no such cgroup in it
   } finally {
     // Thawed, the members signalled die; left frozen they would not. A cgroup gone meanwhile (its
@@ -350,7 +442,63 @@ export async function killCgroupProcesses(layout: CgroupLayout, path: string): P
     if (frozen) thaw(state);
   }
   const members = cgroupMembers(v1Hierarchies(layout.root).map((hierarchy) => join(hierarchy, relative)));
-  return killCheckedMembers(members, `:/${relative}`);
+  const signalled = killCheckedMembers(members.pids, `:/${relative}`);
+  const hidden = members.pids.length > 0 ? members.hidden : await unseenV1Tasks(layout.root, relative, members.hidden);
+  if (hidden > 0) throw outOfReach(relative, signalled, `${hidden} tasks`, "cgroup v1");
+  return signalled;
+}
+
+/**
+ * v1, where the cgroup's cgroup.procs lists no process: the tasks its pids hierarchy counts all the
+ * same (`zeros`, the 0s a listing gave, at least), which are in another PID namespace (v1 leaves them
+ * out of the listing) — unless a cgroup below has them, or they are exiting: those get a moment to go.
+ */
+async function unseenV1Tasks(root: string, relative: string, zeros: number): Promise<number> {
+  const directory = join(root, "pids", relative);
+  for (let waited = 0; ; waited += 50) {
+    const counted = Math.max(zeros, readNumber(join(directory, "pids.current")));
+    if (counted === 0 || hasListedProcess(directory)) return 0;
+    if (waited >= 200) return counted;
+    await sleep(50);
+  }
+}
+
+/** Whether a cgroup below `directory` lists a process by its pid (one this process can signal). */
+function hasListedProcess(directory: string): boolean {
+  let entries: Dirent[];
+  try {
+    entries = readdirSync(directory, { withFileTypes: true });
+  } catch {
+    return false;
+  }
+  return entries.some(
+    (entry) => entry.isDirectory() && (cgroupMembers([join(directory, entry.name)]).pids.length > 0 || hasListedProcess(join(directory, entry.name))),
+  );
+}
+
+/**
+ * The error of a kill that could not reach the cgroup's processes: they are in another PID namespace
+ * and the kernel has no cgroup.kill. `count` says how many, in the unit the kernel gives.
+ */
+function outOfReach(relative: string, signalled: number, count: string, kernel: string): UnavailableError {
+  const also = signalled > 0 ? ` (${signalled} others were)` : "";
+  return new UnavailableError(
+    `could not kill the processes of cgroup /${relative}: ${count} there are outside this process's PID namespace (a Pod without hostPID), ` +
+      `which cannot signal them, and ${kernel} has no cgroup.kill; none of those was killed${also}. The janitor, in the host's PID namespace, can kill them`,
+  );
+}
+
+/** v2: the processes in the cgroup at `directory` and those below it: the lines of their cgroup.procs, 0s included. */
+function countV2Processes(directory: string): number {
+  let count = readLines(join(directory, "cgroup.procs")).length;
+  try {
+    for (const entry of readdirSync(directory, { withFileTypes: true })) {
+      if (entry.isDirectory()) count += countV2Processes(join(directory, entry.name));
+    }
+  } catch {
+    // not there (any more)
+  }
+  return count;
 }
 
 function thaw(state: string): void {
@@ -365,20 +513,20 @@ function thaw(state: string): void {
   }
 }
 
-/** The pids in the cgroup.procs of each of `directories` (a missing one has none). */
-function cgroupMembers(directories: string[]): number[] {
+/**
+ * The pids in the cgroup.procs of each of `directories` (a missing one has none), and how many
+ * lines are 0 (in one of them): processes outside the reader's PID namespace, as v2 lists them.
+ */
+function cgroupMembers(directories: string[]): { pids: number[]; hidden: number } {
   const members = new Set<number>();
+  let hidden = 0;
   for (const directory of directories) {
-    try {
-      for (const line of readFileSync(join(directory, "cgroup.procs"), "utf8").split("\n")) {
-        const pid = Number.parseInt(line, 10);
-        if (pid > 0) members.add(pid);
-      }
-    } catch {
-      // no such cgroup in this hierarchy
-    }
+    const lines = readLines(join(directory, "cgroup.procs"));
+    for (const pid of lines.map((line) => Number.parseInt(line, 10))) if (pid > 0) members.add(pid);
+    // Each v1 hierarchy lists the same processes.
+    hidden = Math.max(hidden, lines.filter((line) => Number.parseInt(line, 10) === 0).length);
   }
-  return [...members];
+  return { pids: [...members], hidden };
 }
 
 /** SIGKILLs each of `pids` whose /proc/PID/cgroup still has a line ending in `suffix`; how many it signalled. */
