@@ -75,7 +75,7 @@ export interface KubernetesSuiteContext {
   readonly kubeconfigPath: string;
   /** Bearer token of the fast-path API (Secret fast-sandbox-api-token). */
   readonly apiToken: string;
-  /** Bearer token of the agents' API (Secret fast-sandbox-agent-token, copied into every namespace from `createNamespace`). */
+  /** The deployment's agent token (Secret fast-sandbox-agent-token of the controller's namespace; each pool's agents get one derived from it). */
   readonly agentToken: string;
   /** The containerd namespace the suite's agents and janitor use. */
   readonly containerdNamespace: string;
@@ -300,8 +300,8 @@ export class KubernetesSuite implements KubernetesSuiteContext {
     const name = `${prefix}-${randomBytes(3).toString("hex")}`;
     this.namespaces.add(name);
     await this.kubectlOk("create", "namespace", name);
+    // The agents' ServiceAccount alone: their token is their pool's own, which the controller gives them.
     await this.kubectlOk("-n", name, "apply", "-f", path.join(REPO_ROOT, "config/samples/agent-service-account.yaml"));
-    await this.createTokenSecret(name, "fast-sandbox-agent-token", this.agentToken);
     return name;
   };
 

@@ -238,8 +238,7 @@ kubectl -n "$SYSTEM" wait --for=condition=Ready --timeout=120s pod -l app.kubern
 kubectl create namespace "$SAMPLES"
 # The context's namespace, so what follows is literally the samples' commands.
 kubectl config set-context --current --namespace="$SAMPLES" >/dev/null
-kubectl -n "$SYSTEM" get secret fast-sandbox-agent-token -o go-template='{{.data.token | base64decode}}' |
-  kubectl create secret generic fast-sandbox-agent-token --from-file=token=/dev/stdin
+# No copy of the agent token here: each pool's agents get their own from the controller.
 kubectl apply -f config/samples/
 log "waiting for the sample Sandbox hello to be Running"
 kubectl wait --for=jsonpath='{.status.phase}'=Running --timeout=180s sandbox/hello

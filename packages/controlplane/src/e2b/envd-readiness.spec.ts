@@ -158,7 +158,7 @@ describe("the wait for a new sandbox's daemon through its agent's relay (Kuberne
   it("asks through the relay of the sandbox's agent, a tunnel per try, until it answers 204", async () => {
     healthRequests = 0;
     relayed.length = 0;
-    await pollEnvdHealth({ port, intervalMs: 5, timeoutMs: 5000, relay: { endpointOf, token: AGENT_TOKEN } })(sandbox);
+    await pollEnvdHealth({ port, intervalMs: 5, timeoutMs: 5000, relay: { endpointOf, token: () => AGENT_TOKEN } })(sandbox);
     assert.equal(healthRequests, 2);
     assert.deepEqual(relayed, ["opened", "opened"], "each try went through the relay");
   });
@@ -167,7 +167,7 @@ describe("the wait for a new sandbox's daemon through its agent's relay (Kuberne
     healthRequests = 0;
     connectionHeaders = [];
     const before = connections.length;
-    await pollEnvdHealth({ port, intervalMs: 5, timeoutMs: 5000, relay: { endpointOf, token: AGENT_TOKEN } })(sandbox);
+    await pollEnvdHealth({ port, intervalMs: 5, timeoutMs: 5000, relay: { endpointOf, token: () => AGENT_TOKEN } })(sandbox);
     assert.deepEqual(connectionHeaders, ["keep-alive", "keep-alive"]);
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.deepEqual(connections.slice(before), [{ closedByAsker: true }, { closedByAsker: true }], "the daemon saw both connections end from the asking side");
@@ -175,14 +175,14 @@ describe("the wait for a new sandbox's daemon through its agent's relay (Kuberne
 
   it("says why when the relay refuses (a wrong agent token: 401)", async () => {
     await assert.rejects(
-      pollEnvdHealth({ port, intervalMs: 10, timeoutMs: 300, relay: { endpointOf, token: "not-the-agent-token" } })(sandbox),
+      pollEnvdHealth({ port, intervalMs: 10, timeoutMs: 300, relay: { endpointOf, token: () => "not-the-agent-token" } })(sandbox),
       (error: unknown) => error instanceof TimeoutError && /the agent relay answered 401/.test(error.message),
     );
   });
 
   it("waits for the agent's relay to be known, and says so at its deadline", async () => {
     await assert.rejects(
-      pollEnvdHealth({ port, intervalMs: 10, timeoutMs: 200, relay: { endpointOf, token: AGENT_TOKEN } })({ ...sandbox, agent: "agent-9" }),
+      pollEnvdHealth({ port, intervalMs: 10, timeoutMs: 200, relay: { endpointOf, token: () => AGENT_TOKEN } })({ ...sandbox, agent: "agent-9" }),
       (error: unknown) => error instanceof TimeoutError && /the relay of agent agent-9 is not known yet/.test(error.message),
     );
   });

@@ -18,8 +18,8 @@ export type EnvdReadiness = (sandbox: { sandboxID: string; address: string; agen
 export interface EnvdRelay {
   /** The relay (`host:port` of the agent's API) of an agent, undefined while it is not known. */
   endpointOf(agentName: string): string | undefined;
-  /** The agents' token, which their relays require. */
-  token: string;
+  /** The token a relay (`host:port`) requires (its agent's: agent-token.ts), undefined for a relay not known. */
+  token: (relay: string) => string | undefined;
 }
 
 export interface PollEnvdHealthOptions {

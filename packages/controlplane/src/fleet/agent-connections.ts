@@ -21,8 +21,8 @@ import { AgentHeartbeat } from "./agent-heartbeat.js";
 export interface AgentConnectionsOptions {
   fleet: AgentFleet;
   registry: AgentRegistry;
-  /** Makes the client of an agent at `endpoint` (the agent token is the factory's business). */
-  connect(endpoint: string): AgentClient;
+  /** Makes the client of `agent` at `endpoint` (which token it is called with is the factory's business: agent-token.ts). */
+  connect(endpoint: string, agent: ReadyAgent): AgentClient;
   logger: Logger;
   /** @default 2000 */
   heartbeatIntervalMs?: number;
@@ -143,7 +143,7 @@ export class AgentConnections implements AgentObserver, AgentClients {
   }
 
   private open(agent: ReadyAgent): void {
-    const client = this.options.connect(agent.endpoint);
+    const client = this.options.connect(agent.endpoint, agent);
     const connection: Connection = {
       agent,
       client,

@@ -51,6 +51,8 @@ export interface FleetAgent extends PoolRef {
    * whose hash is not `AgentFleet.templateHash(pool)`.
    */
   templateHash?: string;
+  /** How the agent's token is made (Kubernetes: its Pod's AGENT_TOKEN_LABEL, agent-token.ts); undefined: the deployment's own. */
+  tokenScheme?: string;
 }
 
 /** A ready agent: its endpoint is known. */

@@ -7,6 +7,7 @@ import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
 import { agentLimitsEnv } from "./agent-limits-env.js";
 import { AGENT_CHECKPOINT_DIR, POOL_LABEL, agentPodLimits, agentPodTemplateHash, buildAgentPod, mergePodTemplates, type AgentPodOptions } from "./agent-pod.js";
 import { TEMPLATE_HASH_LABEL } from "./agent-template-hash.js";
+import { AGENT_TOKEN_LABEL, POOL_TOKEN_SCHEME, poolAgentToken } from "./agent-token.js";
 
 /** The deployment's default agent Pod template, as the controller reads it (FSB_AGENT_TEMPLATE_FILE). */
 function defaultTemplate(): V1PodTemplateSpec {
@@ -143,6 +144,17 @@ describe("buildAgentPod", () => {
     assert.equal(env(agent, "FSB_CONTAINERD_NAMESPACE")?.value, "k8s.io");
     assert.equal(env(agent, "FSB_CONTAINERD_SOCKET")?.value, "/run/containerd/containerd.sock");
     assert.equal(env(agent, "FSB_AGENT_OWN_NETWORK")?.value, "true", "Shared runc sandboxes join the Pod's network, not the node's");
+  });
+
+  it("gives the agent its pool's own token, derived from the deployment's, and labels the Pod so (no Secret of the pool's namespace)", () => {
+    const built = buildAgentPod(pool(), { deploymentToken: "deployment-token" });
+    const [agent] = built.spec?.containers ?? [];
+    assert.ok(agent);
+    assert.equal(env(agent, "FSB_AGENT_TOKEN")?.value, poolAgentToken("deployment-token", "team-a", "python"));
+    assert.equal(env(agent, "FSB_AGENT_TOKEN")?.valueFrom, undefined);
+    assert.equal(built.metadata?.labels?.[AGENT_TOKEN_LABEL], POOL_TOKEN_SCHEME);
+    // Without the deployment's token: the Secret, and no label (an agent called with the deployment's token).
+    assert.equal(buildAgentPod(pool()).metadata?.labels?.[AGENT_TOKEN_LABEL], undefined);
   });
 
   it("tells the agent to keep the pool's prepared instances: the default for a runc pool with an image, none with preparedInstances 0 or no image", () => {
@@ -567,7 +579,9 @@ describe("buildAgentPod with a base template (config/agent/agent-pod-template.ya
     const baseNames = envNames(base.spec?.containers[0]);
     const [agent] = buildAgentPod(pool(), { baseTemplate: base, tokenSecretName: "agents-token", containerdNamespace: "k8s.io" }).spec?.containers ?? [];
     assert.ok(agent);
-    assert.deepEqual(envNames(agent), baseNames, "same variables, same order, none twice");
+    // The token is the controller's to inject (the template names none): appended after them.
+    assert.ok(!baseNames.includes("FSB_AGENT_TOKEN"));
+    assert.deepEqual(envNames(agent), [...baseNames, "FSB_AGENT_TOKEN"], "same variables, same order, none twice");
     assert.equal(env(agent, "FSB_AGENT_STATE_DIR")?.value, "/var/lib/fast-sandbox/agents/$(FSB_AGENT_NAME)");
     assertBefore(agent, "FSB_AGENT_NAME", "FSB_AGENT_STATE_DIR");
     // The injected values replace the template's.

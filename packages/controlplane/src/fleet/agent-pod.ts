@@ -8,7 +8,9 @@
  * - the node's containerd (the `/run/containerd` directory, so a restarted containerd's new socket
  *   is seen, and `/var/lib/containerd`), in the namespace `k8s.io` the kubelet uses, so images the
  *   node already holds are shared;
- * - the agent API token from a Secret of the pool's namespace, and the address to listen on;
+ * - the agent API token: the pool's own (agent-token.ts), derived from the deployment's token
+ *   (`deploymentToken`) and labelled so, or without one the deployment's from a Secret of the pool's
+ *   namespace; and the address to listen on;
  * - the node's checkpoint directory (FSB_CHECKPOINT_DIR, a hostPath at its host path): the agent keeps
  *   a pool's gVisor checkpoints (paused sandboxes among them) in `<dir>/<namespace>/<pool>`, shared by
  *   the pool's agents on the node, so they outlive the agent that made them (a replaced or scaled-down
@@ -25,6 +27,7 @@ import type { V1Container, V1EnvVar, V1Pod, V1PodTemplateSpec, V1Probe, V1Volume
 import { AGENT_CONTAINER_NAME, API_VERSION, agentLimitsOf, type AgentLimits, type SandboxPool } from "@fast-sandbox/api";
 import { preparedInstancesEnv } from "../fastpath/instance-template.js";
 import { agentTemplateHash, TEMPLATE_HASH_LABEL } from "./agent-template-hash.js";
+import { AGENT_TOKEN_LABEL, POOL_TOKEN_SCHEME, poolAgentToken } from "./agent-token.js";
 
 /** The label every agent Pod carries: the name of its pool. */
 export const POOL_LABEL = "fast-sandbox.io/pool";
@@ -36,7 +39,13 @@ export interface AgentPodOptions {
   image?: string;
   /** The port of the agent API on the Pod's IP. @default 7071 */
   port?: number;
-  /** The Secret (in the pool's namespace) holding the agent API token. @default "fast-sandbox-agent-token" */
+  /**
+   * The deployment's agent token: each pool's agents get their pool's token derived from it
+   * (poolAgentToken) in their environment. @default "": the deployment's token itself, from the
+   * Secret `tokenSecretName` of the pool's namespace
+   */
+  deploymentToken?: string;
+  /** The Secret (in the pool's namespace) holding the agent API token, without `deploymentToken`. @default "fast-sandbox-agent-token" */
   tokenSecretName?: string;
   /** The key of the token in that Secret. @default "token" */
   tokenSecretKey?: string;
@@ -49,6 +58,7 @@ export interface AgentPodOptions {
 export const AGENT_POD_DEFAULTS: Required<AgentPodOptions> = {
   image: "fast-sandbox.io/agent:latest",
   port: 7071,
+  deploymentToken: "",
   tokenSecretName: "fast-sandbox-agent-token",
   tokenSecretKey: "token",
   containerdNamespace: "k8s.io",
@@ -119,7 +129,10 @@ function buildUnlabelledAgentPod(pool: SandboxPool, options: AgentPodOptions): V
     containers.findIndex((c) => c.name === AGENT_CONTAINER),
   );
   const prepared = Object.entries(preparedInstancesEnv(pool)).map(([name, value]) => ({ name, value }));
-  containers[agentIndex] = injectAgent(containers[agentIndex] ?? { name: AGENT_CONTAINER }, poolName, settings, prepared);
+  const token: V1EnvVar = settings.deploymentToken
+    ? { name: "FSB_AGENT_TOKEN", value: poolAgentToken(settings.deploymentToken, namespace, poolName) }
+    : { name: "FSB_AGENT_TOKEN", valueFrom: { secretKeyRef: { name: settings.tokenSecretName, key: settings.tokenSecretKey } } };
+  containers[agentIndex] = injectAgent(containers[agentIndex] ?? { name: AGENT_CONTAINER }, poolName, settings, [token, ...prepared]);
   return {
     apiVersion: "v1",
     kind: "Pod",
@@ -133,6 +146,7 @@ function buildUnlabelledAgentPod(pool: SandboxPool, options: AgentPodOptions): V
         "app.kubernetes.io/name": "fast-sandbox",
         "app.kubernetes.io/component": "agent",
         [POOL_LABEL]: poolName,
+        ...(settings.deploymentToken ? { [AGENT_TOKEN_LABEL]: POOL_TOKEN_SCHEME } : {}),
       },
       ownerReferences: [
         {
@@ -205,7 +219,6 @@ function agentEnv(container: string, pool: string, settings: Required<AgentPodOp
     { name: "FSB_AGENT_CPU_LIMIT_MILLICORES", valueFrom: { resourceFieldRef: { containerName: container, resource: "limits.cpu", divisor: "1m" } } },
     { name: "FSB_AGENT_MEMORY_LIMIT_BYTES", valueFrom: { resourceFieldRef: { containerName: container, resource: "limits.memory", divisor: "1" } } },
     { name: "FSB_AGENT_LISTEN", value: `0.0.0.0:${settings.port}` },
-    { name: "FSB_AGENT_TOKEN", valueFrom: { secretKeyRef: { name: settings.tokenSecretName, key: settings.tokenSecretKey } } },
     { name: "FSB_CONTAINERD_SOCKET", value: CONTAINERD_SOCKET },
     { name: "FSB_CONTAINERD_NAMESPACE", value: settings.containerdNamespace },
     // The node's, shared by the pool's agents there: not `<FSB_AGENT_STATE_DIR>/checkpoints`, the

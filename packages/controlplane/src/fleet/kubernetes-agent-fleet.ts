@@ -26,6 +26,7 @@ import { AgentsNotStoppedError, type AgentFleet, type AgentFleetEvent, type Agen
 import { DeadlineWatch } from "./deadline-watch.js";
 import { AGENT_POD_DEFAULTS, POOL_LABEL, agentPodTemplateHash, buildAgentPod, type AgentPodOptions } from "./agent-pod.js";
 import { TEMPLATE_HASH_LABEL } from "./agent-template-hash.js";
+import { AGENT_TOKEN_LABEL } from "./agent-token.js";
 import { translateKubernetesError } from "../store/kubernetes-resource-store.js";
 import { requestTimeouts, withRequestTimeout, type KubernetesRequestTimeouts } from "../store/kubernetes-request-timeout.js";
 
@@ -86,6 +87,7 @@ function agentOf(pod: V1Pod, owner: V1OwnerReference, port: number): FleetAgent 
     ...(owner.uid ? { poolUid: owner.uid } : {}),
     ...(ended ? { terminated: `its Pod is ${phase}${why ? ` (${why})` : ""}` } : {}),
     ...(pod.metadata?.labels?.[TEMPLATE_HASH_LABEL] ? { templateHash: pod.metadata.labels[TEMPLATE_HASH_LABEL] } : {}),
+    ...(pod.metadata?.labels?.[AGENT_TOKEN_LABEL] ? { tokenScheme: pod.metadata.labels[AGENT_TOKEN_LABEL] } : {}),
   };
 }
 

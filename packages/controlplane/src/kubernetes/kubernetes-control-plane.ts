@@ -32,6 +32,7 @@ import { ControlPlaneMetrics } from "../fastpath/control-plane-metrics.js";
 import { SandboxManager } from "../fastpath/sandbox-manager.js";
 import { AgentConnections } from "../fleet/agent-connections.js";
 import { agentPodLimits, type AgentPodOptions } from "../fleet/agent-pod.js";
+import { agentTokenOf } from "../fleet/agent-token.js";
 import { KubernetesAgentFleet } from "../fleet/kubernetes-agent-fleet.js";
 import { kubernetesLeaseClient } from "../leader/kubernetes-lease-client.js";
 import type { LeaderElector } from "../leader/leader-elector.js";
@@ -131,7 +132,12 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
   const store = openKubernetesResourceStore({ kubeConfig, logger });
   const registry = new AgentRegistry();
   const metrics = new ControlPlaneMetrics();
-  const fleet = new KubernetesAgentFleet({ kubeConfig, logger, clock, ...(options.agentPod ? { pod: options.agentPod } : {}) });
+  // Each pool's agents get their pool's token, derived from the deployment's (agent-token.ts).
+  const fleet = new KubernetesAgentFleet({ kubeConfig, logger, clock, pod: { ...options.agentPod, deploymentToken: options.agentToken } });
+  const agentTokenOfRelay = (relay: string) => {
+    const agent = fleet.listAgents().find((candidate) => candidate.endpoint === relay);
+    return agent ? agentTokenOf(options.agentToken, agent) : undefined;
+  };
   const elector = new LeaseLeaderElector({
     lease: kubernetesLeaseClient({ kubeConfig, namespace: options.lease.namespace, name: options.lease.name }),
     identity: options.identity,
@@ -148,7 +154,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
   const connections: AgentConnections = new AgentConnections({
     fleet,
     registry,
-    connect: (endpoint) => createAgentClient(endpoint, options.agentToken),
+    connect: (endpoint, agent) => createAgentClient(endpoint, agentTokenOf(options.agentToken, agent)),
     logger,
     metrics,
     clock,
@@ -299,7 +305,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
           // An Isolated sandbox's address is inside its agent's network: asked through its agent's relay.
           envdReady: pollEnvdHealth({
             clock,
-            relay: { endpointOf: (agentName) => fleet.listAgents().find((agent) => agent.name === agentName)?.endpoint, token: options.agentToken },
+            relay: { endpointOf: (agentName) => fleet.listAgents().find((agent) => agent.name === agentName)?.endpoint, token: agentTokenOfRelay },
           }),
           tokenSecret,
           // A sandbox of a pool without limits is bounded by its agent Pod's (the deployment's

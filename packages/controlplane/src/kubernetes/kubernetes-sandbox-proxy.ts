@@ -21,6 +21,7 @@ import type { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { Registry } from "prom-client";
 import { withProbeRoutes, type HttpHandler } from "@fast-sandbox/api";
+import { agentTokenOf } from "../fleet/agent-token.js";
 import { KubernetesAgentFleet } from "../fleet/kubernetes-agent-fleet.js";
 import { ProxyMetrics } from "../proxy/proxy-metrics.js";
 import { SandboxDirectory } from "../proxy/sandbox-directory.js";
@@ -89,7 +90,11 @@ export async function startKubernetesSandboxProxy(options: {
       trafficTokenOf: (sandbox) => signers.trafficTokenOf(sandbox),
       signedFiles: new SignedFileLookup({ signers, lookup: (sandboxId) => directory.lookup(sandboxId) }),
     },
-    agentToken: config.agentToken,
+    // Each pool's agents have their own token, derived from the deployment's (agent-token.ts).
+    agentToken: (relay) => {
+      const agent = agents.listAgents().find((candidate) => candidate.endpoint === relay);
+      return agent ? agentTokenOf(config.agentToken, agent) : undefined;
+    },
     host: config.host,
     port: config.port,
     metrics: new ProxyMetrics(registry),

@@ -135,9 +135,13 @@ export class SandboxDialer {
   private readonly connectTimeoutMs: number;
   private readonly grace: PortStartGrace;
 
-  /** @param relayToken the agent token, which relays require; without it no target may name a relay. */
+  /**
+   * @param relayToken the token a relay requires: one for every agent, or its agent's by the relay's
+   * `host:port` (Kubernetes: each pool's agents have their own, agent-token.ts); without it no target
+   * may name a relay.
+   */
   constructor(
-    private readonly relayToken?: string,
+    private readonly relayToken?: string | ((relay: string) => string | undefined),
     options: SandboxDialerOptions = {},
   ) {
     this.idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_CONNECTION_TIMEOUT_MS;
@@ -238,6 +242,9 @@ export class SandboxDialer {
 
   private token(relay: string): string {
     if (!this.relayToken) throw new Error(`no agent token to dial the relay at ${relay} with: the proxy needs FSB_AGENT_TOKEN`);
-    return this.relayToken;
+    const token = typeof this.relayToken === "string" ? this.relayToken : this.relayToken(relay);
+    // The relay's agent just went (its Pod deleted): as a relay that does not answer.
+    if (!token) throw new Error(`the relay at ${relay} is no agent known now`);
+    return token;
   }
 }

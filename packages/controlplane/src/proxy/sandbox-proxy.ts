@@ -40,8 +40,8 @@ export interface SandboxProxyOptions {
   port?: number;
   /** @default no metrics */
   metrics?: ProxyMetrics;
-  /** The agent token, for targets reached through an agent's relay (`sources.agentRelay`). */
-  agentToken?: string;
+  /** The agent token, for targets reached through an agent's relay (`sources.agentRelay`): one for every agent, or each relay's (SandboxDialer). */
+  agentToken?: string | ((relay: string) => string | undefined);
   /** How long a kept-alive connection to a sandbox may stay idle before the proxy closes it. @default DEFAULT_IDLE_CONNECTION_TIMEOUT_MS */
   idleConnectionTimeoutMs?: number;
   /** How long the first connection to a port of a sandbox is tried again while the port refuses it (port-start-grace.ts). @default 3000 */

@@ -36,7 +36,6 @@ const E2B_PORT = 7073;
 const PROXY_PORT = 7072;
 const PROXY_SELECTOR = "app.kubernetes.io/component=proxy";
 const WEB_PORT = 8080;
-const AGENT_TOKEN_SECRET = "fast-sandbox-agent-token";
 
 interface SecretJson {
   metadata: { name: string; labels?: Record<string, string> };
@@ -58,16 +57,8 @@ export function registerCase(suite: KubernetesSuiteContext): void {
 
     before(
       async () => {
-        // Namespace default runs pools here as any namespace does: with the agents' ServiceAccount and token Secret.
+        // Namespace default runs pools here as any namespace does: with the agents' ServiceAccount (their token is their pool's own).
         await suite.kubectlOk("-n", NAMESPACE, "apply", "-f", path.join(REPO_ROOT, "config/samples/agent-service-account.yaml"));
-        const tokenSecret = {
-          apiVersion: "v1",
-          kind: "Secret",
-          metadata: { name: AGENT_TOKEN_SECRET },
-          type: "Opaque",
-          stringData: { token: suite.agentToken },
-        };
-        await suite.apply(JSON.stringify(tokenSecret), NAMESPACE);
         await suite.kubectlOk("apply", "-f", path.join(HERE, "pool.yaml"));
         replicas = await waitForReadyControllers(suite);
         client = new FastSandboxClient({ url: replicas[0]!.url, token: suite.apiToken });
@@ -96,7 +87,6 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         await paused?.kill().catch(() => undefined);
         await removePool(suite, NAMESPACE, POOL);
         await removePool(suite, NAMESPACE, GVISOR_POOL);
-        await suite.kubectl("-n", NAMESPACE, "delete", "secret", AGENT_TOKEN_SECRET, "--ignore-not-found");
         await suite.kubectl("-n", NAMESPACE, "delete", "-f", path.join(REPO_ROOT, "config/samples/agent-service-account.yaml"), "--ignore-not-found");
       },
       { timeout: 300_000 },

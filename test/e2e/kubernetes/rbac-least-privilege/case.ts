@@ -78,8 +78,8 @@ export function registerCase(suite: KubernetesSuiteContext): void {
     it("denies the controller everything else", async () => {
       for (const [verb, resource, namespace, subresource] of [
         // Secrets: only its own namespace's, by name; never listed, watched, updated or deleted.
-        // None of a pool's namespace: the agent token reaches agents through their Pods'
-        // secretKeyRef, and a pool's imagePullSecret is not read.
+        // None of a pool's namespace: each pool's agent token is in its agents' Pods (derived by
+        // the controller), and a pool's imagePullSecret is not read.
         ["get", "secrets", "default"],
         ["get", "secrets/fast-sandbox-agent-token", "default"],
         ["get", "secrets", "kube-system"],

@@ -1,0 +1,27 @@
+/**
+ * The agent API tokens of Kubernetes mode. The deployment has one secret token (the controller's
+ * and the proxy's FSB_AGENT_TOKEN); each pool's agents get a token of their own derived from it
+ * (HMAC-SHA256 over the pool's namespace and name), put in their Pods' environment by the pool
+ * controller (agent-pod.ts). What one namespace can read of its agent Pods — their specs, their
+ * processes — then opens the agents of its own pools only, never another namespace's; and a Pod
+ * made to look like an agent (a pool's label and owner) is sent only its own pool's token.
+ *
+ * Agent Pods made before pools had tokens of their own (no AGENT_TOKEN_LABEL) hold the deployment's
+ * token from the Secret of their namespace, and are called with it until they are replaced.
+ */
+import { createHmac } from "node:crypto";
+
+/** The label of an agent Pod whose token is its pool's (`POOL_TOKEN_SCHEME`). */
+export const AGENT_TOKEN_LABEL = "fast-sandbox.io/agent-token";
+/** AGENT_TOKEN_LABEL's value: the Pod's FSB_AGENT_TOKEN is poolAgentToken's. */
+export const POOL_TOKEN_SCHEME = "pool-v1";
+
+/** The token of the agents of pool `namespace/pool`, derived from the deployment's agent token. */
+export function poolAgentToken(deploymentToken: string, namespace: string, pool: string): string {
+  return createHmac("sha256", deploymentToken).update(`fast-sandbox.io/agent-token/${POOL_TOKEN_SCHEME}\0${namespace}\0${pool}`).digest("base64url");
+}
+
+/** The token an agent is called with: its pool's when its Pod says so (`tokenScheme`), else the deployment's. */
+export function agentTokenOf(deploymentToken: string, agent: { namespace: string; pool: string; tokenScheme?: string }): string {
+  return agent.tokenScheme === POOL_TOKEN_SCHEME ? poolAgentToken(deploymentToken, agent.namespace, agent.pool) : deploymentToken;
+}
