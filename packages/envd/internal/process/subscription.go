@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	rpc "fast-sandbox.io/envd/gen/process"
@@ -12,6 +13,18 @@ import (
 // DefaultBacklogBytes is how much of a process's output waits, per client, for a client that does
 // not read it yet (E2B's SDKs read a background command's stream only when it is waited for).
 const DefaultBacklogBytes = 16 << 20
+
+// DefaultTotalBacklogBytes bounds what waits for all the clients of all processes together: past
+// it, a process waits for its slow clients as it does past one client's backlog.
+const DefaultTotalBacklogBytes = 64 << 20
+
+// eventCost is what a queued event holds besides its output (the event, its message, the queue's
+// slot), counted with it: a process writing a byte at a time queues far more events per byte of
+// output, and the backlog bounds memory, not output alone.
+const eventCost = 256
+
+// totalQueued is what all subscriptions hold (their queued cost), bounded by DefaultTotalBacklogBytes.
+var totalQueued atomic.Int64
 
 // DefaultBacklogWait is how long the process waits for a client whose backlog is full before that
 // client's stream is given up (ErrBacklogOverflow).
@@ -23,7 +36,7 @@ var ErrBacklogOverflow = errors.New("the client did not read the process's outpu
 
 // Backlog bounds the output queued for one client. The zero value is the defaults.
 type Backlog struct {
-	// Bytes of output queued before the process waits for the client. @default DefaultBacklogBytes
+	// Bytes queued (output, and eventCost per event) before the process waits for the client. @default DefaultBacklogBytes
 	Bytes int
 	// Wait is how long the process then waits before the client's stream is given up. @default DefaultBacklogWait
 	Wait time.Duration
@@ -37,7 +50,7 @@ type Subscription struct {
 	backlog Backlog
 	mu      sync.Mutex
 	queue   []*rpc.ProcessEvent
-	queued  int // bytes of output in queue
+	queued  int // cost of the queue: its output and eventCost per event
 	lost    bool
 	// ready is signalled when an event was queued (or the subscription given up), space when one was taken.
 	ready, space chan struct{}
@@ -72,7 +85,8 @@ func (s *Subscription) Take() (*rpc.ProcessEvent, error) {
 	event := s.queue[0]
 	s.queue[0] = nil
 	s.queue = s.queue[1:]
-	s.queued -= outputBytes(event)
+	s.queued -= costOf(event)
+	totalQueued.Add(-int64(costOf(event)))
 	signal(s.space)
 	if len(s.queue) > 0 {
 		signal(s.ready)
@@ -84,7 +98,8 @@ func (s *Subscription) Take() (*rpc.ProcessEvent, error) {
 // one queued, always fit); it gives the subscription up when that takes longer than the backlog's
 // wait, and returns at once when the subscription is gone.
 func (s *Subscription) push(event *rpc.ProcessEvent) {
-	size := outputBytes(event)
+	size := costOf(event)
+	output := outputBytes(event) > 0
 	var timeout <-chan time.Time
 	for {
 		select {
@@ -97,9 +112,12 @@ func (s *Subscription) push(event *rpc.ProcessEvent) {
 			s.mu.Unlock()
 			return
 		}
-		if size == 0 || s.queued == 0 || s.queued+size <= s.backlog.Bytes {
+		// An event without output (the end) always fits, as does a first one; the rest fit within
+		// this client's backlog and everyone's.
+		if !output || s.queued == 0 || (s.queued+size <= s.backlog.Bytes && totalQueued.Load()+int64(size) <= DefaultTotalBacklogBytes) {
 			s.queue = append(s.queue, event)
 			s.queued += size
+			totalQueued.Add(int64(size))
 			s.mu.Unlock()
 			signal(s.ready)
 			return
@@ -116,6 +134,7 @@ func (s *Subscription) push(event *rpc.ProcessEvent) {
 			return
 		case <-timeout:
 			s.mu.Lock()
+			totalQueued.Add(-int64(s.queued))
 			s.lost, s.queue, s.queued = true, nil, 0
 			s.mu.Unlock()
 			signal(s.ready)
@@ -124,9 +143,20 @@ func (s *Subscription) push(event *rpc.ProcessEvent) {
 	}
 }
 
-// leave ends the deliveries to the subscription (safe to repeat).
+// leave ends the deliveries to the subscription (safe to repeat); what it held is freed.
 func (s *Subscription) leave() {
-	s.once.Do(func() { close(s.gone) })
+	s.once.Do(func() {
+		close(s.gone)
+		s.mu.Lock()
+		totalQueued.Add(-int64(s.queued))
+		s.queue, s.queued = nil, 0
+		s.mu.Unlock()
+	})
+}
+
+// costOf is what a queued event counts for: its output and eventCost.
+func costOf(event *rpc.ProcessEvent) int {
+	return outputBytes(event) + eventCost
 }
 
 // outputBytes is the size of an event's output (0 for an event without any).
