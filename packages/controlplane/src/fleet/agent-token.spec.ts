@@ -20,11 +20,12 @@ describe("agent tokens of Kubernetes mode", () => {
     assert.match(tokens[0] ?? "", /^[A-Za-z0-9_-]{43}$/, "32 bytes, base64url: a valid bearer token");
   });
 
-  it("calls an agent with its pool's token when its Pod says so, an older Pod with the deployment's", () => {
-    assert.equal(
-      agentTokenOf(deployment, { namespace: "team-a", pool: "python", tokenScheme: POOL_TOKEN_SCHEME }),
-      poolAgentToken(deployment, "team-a", "python"),
-    );
-    assert.equal(agentTokenOf(deployment, { namespace: "team-a", pool: "python" }), deployment);
+  it("calls an agent with its pool's token, a Pod without the label too unless old Pods are allowed the deployment's (upgrades)", () => {
+    const poolToken = poolAgentToken(deployment, "team-a", "python");
+    assert.equal(agentTokenOf(deployment, { namespace: "team-a", pool: "python", tokenScheme: POOL_TOKEN_SCHEME }), poolToken);
+    // A Pod made to look like an agent (no label) is never sent the deployment's token by default.
+    assert.equal(agentTokenOf(deployment, { namespace: "team-a", pool: "python" }), poolToken);
+    assert.equal(agentTokenOf(deployment, { namespace: "team-a", pool: "python" }, true), deployment);
+    assert.equal(agentTokenOf(deployment, { namespace: "team-a", pool: "python", tokenScheme: POOL_TOKEN_SCHEME }, true), poolToken);
   });
 });

@@ -7,7 +7,10 @@
  * made to look like an agent (a pool's label and owner) is sent only its own pool's token.
  *
  * Agent Pods made before pools had tokens of their own (no AGENT_TOKEN_LABEL) hold the deployment's
- * token from the Secret of their namespace, and are called with it until they are replaced.
+ * token from the Secret of their namespace. They are called with it only when the installation says
+ * so (`oldPods`: FSB_AGENT_TOKEN_FOR_OLD_PODS=true, while upgrading), until the pools replace them:
+ * otherwise a Pod made without the label — by anyone who may create Pods — would be sent the key to
+ * every namespace's agents.
  */
 import { createHmac } from "node:crypto";
 
@@ -21,7 +24,11 @@ export function poolAgentToken(deploymentToken: string, namespace: string, pool:
   return createHmac("sha256", deploymentToken).update(`fast-sandbox.io/agent-token/${POOL_TOKEN_SCHEME}\0${namespace}\0${pool}`).digest("base64url");
 }
 
-/** The token an agent is called with: its pool's when its Pod says so (`tokenScheme`), else the deployment's. */
-export function agentTokenOf(deploymentToken: string, agent: { namespace: string; pool: string; tokenScheme?: string }): string {
-  return agent.tokenScheme === POOL_TOKEN_SCHEME ? poolAgentToken(deploymentToken, agent.namespace, agent.pool) : deploymentToken;
+/**
+ * The token an agent is called with: its pool's, or the deployment's for a Pod made before pools had
+ * their own (no `tokenScheme`) when `oldPods` allows it.
+ */
+export function agentTokenOf(deploymentToken: string, agent: { namespace: string; pool: string; tokenScheme?: string }, oldPods = false): string {
+  if (agent.tokenScheme === undefined && oldPods) return deploymentToken;
+  return poolAgentToken(deploymentToken, agent.namespace, agent.pool);
 }

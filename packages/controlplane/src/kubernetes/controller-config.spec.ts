@@ -57,6 +57,7 @@ describe("controllerConfigFromEnv", () => {
       leaseDurationSeconds: 15,
       token: "api-token",
       agentToken: "agent-token",
+      agentTokenForOldPods: false,
       agentPod: {},
       heartbeatIntervalMs: 2000,
       proxyAddress: { protocol: "http:", domain: "localhost", portSuffix: ":7072" },

@@ -40,6 +40,8 @@ export interface ControllerConfig {
   leaseDurationSeconds: number;
   token: string;
   agentToken: string;
+  /** FSB_AGENT_TOKEN_FOR_OLD_PODS=true: agent Pods without AGENT_TOKEN_LABEL are called with `agentToken` (upgrades). */
+  agentTokenForOldPods: boolean;
   agentPod: AgentPodOptions;
   heartbeatIntervalMs: number;
   /** Where `status.endpoints` point: the sandbox proxy's public address. */
@@ -86,6 +88,8 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): C
     leaseDurationSeconds: positiveInteger(env, "FSB_LEASE_DURATION_SECONDS", 15, MIN_LEASE_DURATION_SECONDS, LEASE_DURATION_MINIMUM_REASON),
     token: secret("FSB_TOKEN", "the fast-path API is always authenticated"),
     agentToken: secret("FSB_AGENT_TOKEN", "the agents' API is always authenticated"),
+    // Agent Pods made before pools had tokens of their own are called with this one (agent-token.ts).
+    agentTokenForOldPods: env.FSB_AGENT_TOKEN_FOR_OLD_PODS === "true",
     agentPod: {
       ...(env.FSB_AGENT_IMAGE ? { image: env.FSB_AGENT_IMAGE } : {}),
       ...(env.FSB_AGENT_CONTAINERD_NAMESPACE ? { containerdNamespace: env.FSB_AGENT_CONTAINERD_NAMESPACE } : {}),

@@ -77,8 +77,10 @@ export interface KubernetesControlPlaneOptions {
   lease: { namespace: string; name: string; durationSeconds?: number; renewDeadlineMs?: number; retryPeriodMs?: number };
   /** Bearer token of the fast-path API. */
   token: string;
-  /** Bearer token of the agents' API. */
+  /** The deployment's agent token; each pool's agents have one derived from it (agent-token.ts). */
   agentToken: string;
+  /** Agent Pods made before pools had tokens of their own (no label) are called with `agentToken`. @default false */
+  agentTokenForOldPods?: boolean;
   host: string;
   port: number;
   /** How agent Pods are built (image, default template, containerd namespace). */
@@ -136,7 +138,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
   const fleet = new KubernetesAgentFleet({ kubeConfig, logger, clock, pod: { ...options.agentPod, deploymentToken: options.agentToken } });
   const agentTokenOfRelay = (relay: string) => {
     const agent = fleet.listAgents().find((candidate) => candidate.endpoint === relay);
-    return agent ? agentTokenOf(options.agentToken, agent) : undefined;
+    return agent ? agentTokenOf(options.agentToken, agent, options.agentTokenForOldPods) : undefined;
   };
   const elector = new LeaseLeaderElector({
     lease: kubernetesLeaseClient({ kubeConfig, namespace: options.lease.namespace, name: options.lease.name }),
@@ -154,7 +156,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
   const connections: AgentConnections = new AgentConnections({
     fleet,
     registry,
-    connect: (endpoint, agent) => createAgentClient(endpoint, agentTokenOf(options.agentToken, agent)),
+    connect: (endpoint, agent) => createAgentClient(endpoint, agentTokenOf(options.agentToken, agent, options.agentTokenForOldPods)),
     logger,
     metrics,
     clock,

@@ -93,7 +93,7 @@ export async function startKubernetesSandboxProxy(options: {
     // Each pool's agents have their own token, derived from the deployment's (agent-token.ts).
     agentToken: (relay) => {
       const agent = agents.listAgents().find((candidate) => candidate.endpoint === relay);
-      return agent ? agentTokenOf(config.agentToken, agent) : undefined;
+      return agent ? agentTokenOf(config.agentToken, agent, config.agentTokenForOldPods) : undefined;
     },
     host: config.host,
     port: config.port,

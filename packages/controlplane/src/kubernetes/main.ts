@@ -35,6 +35,7 @@ async function main(): Promise<void> {
     lease: { namespace: config.namespace, name: config.leaseName, durationSeconds: config.leaseDurationSeconds },
     token: config.token,
     agentToken: config.agentToken,
+    agentTokenForOldPods: config.agentTokenForOldPods,
     host: config.host,
     port: config.port,
     agentPod: config.agentPod,

@@ -18,6 +18,7 @@ describe("proxyConfigFromEnv", () => {
       proxyAddress: { protocol: "http:", domain: "localhost", portSuffix: ":7072" },
       agentPort: 7071,
       agentToken: "agent-token-0123456789",
+      agentTokenForOldPods: false,
       e2bSecretNamespace: undefined,
     });
   });
@@ -43,6 +44,7 @@ describe("proxyConfigFromEnv", () => {
       FSB_PROXY_BASE_URL: "https://sandboxes.example.com",
       FSB_AGENT_PORT: "7171",
       FSB_POD_NAMESPACE: "fast-sandbox-system",
+      FSB_AGENT_TOKEN_FOR_OLD_PODS: "true",
       ...token,
     });
     assert.deepEqual(config, {
@@ -53,6 +55,7 @@ describe("proxyConfigFromEnv", () => {
       proxyAddress: { protocol: "https:", domain: "sandboxes.example.com", portSuffix: "" },
       agentPort: 7171,
       agentToken: "agent-token-0123456789",
+      agentTokenForOldPods: true,
       e2bSecretNamespace: "fast-sandbox-system",
     });
   });

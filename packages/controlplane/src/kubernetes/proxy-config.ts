@@ -26,6 +26,8 @@ export interface ProxyConfig {
   proxyAddress: ProxyAddress;
   agentPort: number;
   agentToken: string;
+  /** FSB_AGENT_TOKEN_FOR_OLD_PODS=true: agent Pods without AGENT_TOKEN_LABEL are called with `agentToken` (upgrades). */
+  agentTokenForOldPods: boolean;
   /** Where the E2B token secret is; undefined: E2B's presigned file URLs are not routed. */
   e2bSecretNamespace: string | undefined;
 }
@@ -51,6 +53,8 @@ export function proxyConfigFromEnv(env: NodeJS.ProcessEnv = process.env): ProxyC
     proxyAddress: parseProxyBaseUrl(env.FSB_PROXY_BASE_URL || DEFAULT_PROXY_BASE_URL, "FSB_PROXY_BASE_URL"),
     agentPort,
     agentToken: secretFromEnv(env, "FSB_AGENT_TOKEN", "Isolated sandboxes are reached through their agents' relays, which require it"),
+    // Agent Pods made before pools had tokens of their own are called with this one (agent-token.ts).
+    agentTokenForOldPods: env.FSB_AGENT_TOKEN_FOR_OLD_PODS === "true",
     e2bSecretNamespace: env.FSB_POD_NAMESPACE || undefined,
   };
 }
