@@ -128,6 +128,8 @@ async function main(): Promise<void> {
         runtime.close();
         process.exit(0);
       });
+  // A stop that came during the steps above: nothing is prepared yet; only the shared network's name to withdraw.
+  if (stopReason !== undefined) return exitAfter(sharedNetwork ? withdrawSharedNetwork(config.name) : Promise.resolve());
   await runtime.prepare();
   if (stopReason !== undefined) return exitAfter(removeLeftovers());
   metrics.observePreparedInstances(() => runtime.preparedInstanceCount);

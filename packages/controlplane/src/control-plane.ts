@@ -332,6 +332,10 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
   let defaultImage: string | undefined;
   try {
     if (options.defaultPool) defaultImage = await ensureDefaultPool(store, options.defaultPool, options.defaultPoolImageGiven, logger);
+    // The sandboxes' cache before the ports: a lookup (the E2B API's get, kill, connect) answered
+    // before its first list would find no sandbox and say 404 of a running one. Its other users
+    // registered at construction and work through it once they start.
+    await directory.start();
     // Both ports before any agent starts: a port in use fails the start before an agent is spawned
     // (and killed while it starts). Writes wait for the agents anyway (holdWritesUntil).
     const keys = openSqliteApiKeyStore(join(options.dataDir, API_KEY_DATABASE_FILE));
@@ -381,7 +385,6 @@ export async function startEmbeddedControlPlane(options: EmbeddedControlPlaneOpt
     await pools.start();
     connections.start();
     await allocations.start();
-    await directory.start();
     metrics.observe({ sandboxes: () => allocations.cachedSandboxes(), registry });
     const allReady = await waitForAgents(store, registry, fleet, options.recoveryTimeoutMs ?? 30_000, clock);
     if (!allReady) logger.warn("not every pool reached poolMin ready agents in time; serving anyway");
