@@ -9,6 +9,7 @@ import { FsbError, sandboxFromMessage, sandboxSpecToMessage, type EgressPolicy, 
 import { createError, createRequestIdentity, createSandboxWithRequestId } from "./create-request.js";
 import { callError, type CallContext } from "./errors.js";
 import type { ClientCallOptions, CreatedSandbox } from "./fast-sandbox-client.js";
+import { duration } from "./request-options.js";
 
 /** A checkpoint: it lives on one node, where restores from it run. */
 export interface CheckpointInfo {
@@ -175,7 +176,7 @@ export class Checkpoints {
   }
 
   private callOptions(what: string, options: ClientCallOptions): { call: { timeoutMs?: number; signal?: AbortSignal }; context: CallContext } {
-    const timeoutMs = options.requestTimeoutMs ?? this.timeoutMs;
+    const timeoutMs = duration(options.requestTimeoutMs ?? this.timeoutMs, "requestTimeoutMs");
     return {
       call: { ...(timeoutMs > 0 ? { timeoutMs } : {}), ...(options.signal ? { signal: options.signal } : {}) },
       context: { what, signal: options.signal, timeoutMs },

@@ -9,7 +9,7 @@ import { CommandHandle } from "./command-handle.js";
 import type { CommandResult } from "./errors.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Signal, type Process, type ProcessConfigSchema, type ProcessEvent, type StartRequestSchema } from "./gen/envd/process/process_pb.js";
-import { KEEPALIVE_HEADER, KEEPALIVE_SECONDS, StreamStart, checkDuration, deadline, untilSilent, type RequestOptions } from "./request-options.js";
+import { KEEPALIVE_HEADER, KEEPALIVE_SECONDS, StreamStart, deadline, duration, untilSilent, type RequestOptions } from "./request-options.js";
 import { userHeader, type SandboxDaemon, type UserOptions } from "./sandbox-daemon.js";
 
 /** A command in the sandbox: a shell command line, or a program and its arguments. */
@@ -68,8 +68,7 @@ export class Commands {
   /** Follows a running command (started by `run`, by another client, or before a disconnect). */
   async connect(pid: number, options: Omit<CommandOptions, "envs" | "cwd" | "stdin" | "tag" | "user"> = {}): Promise<CommandHandle> {
     checkPid(pid);
-    const timeoutMs = options.timeoutMs ?? 0;
-    checkDuration(timeoutMs, "timeoutMs");
+    const timeoutMs = duration(options.timeoutMs ?? 0, "timeoutMs");
     const description = `process ${pid} in sandbox ${this.daemon.label}`;
     return this.stream(description, options, timeoutMs, false, (client, callOptions) =>
       client.connect({ process: { selector: { case: "pid", value: pid } } }, callOptions),
@@ -116,8 +115,7 @@ export class Commands {
 
   private async start(command: Command, options: CommandOptions): Promise<CommandHandle> {
     const config = processConfig(command, options);
-    const timeoutMs = options.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
-    checkDuration(timeoutMs, "timeoutMs");
+    const timeoutMs = duration(options.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS, "timeoutMs");
     const description = `command ${JSON.stringify(typeof command === "string" ? command : command.join(" "))} in sandbox ${this.daemon.label}`;
     const request: MessageInitShape<typeof StartRequestSchema> = {
       process: config,

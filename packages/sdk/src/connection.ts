@@ -8,7 +8,7 @@ import { ValidationError } from "@fast-sandbox/api/core";
 import { FastSandboxClient, type FastSandboxClientOptions } from "./fast-sandbox-client.js";
 import { throughSandboxProxy, type DaemonChannel, type DaemonChannelFactory, type DaemonTarget } from "./daemon-channel.js";
 import { EmbeddedInstance, defaultDataDir } from "./embedded-instance.js";
-import { untilAborted, type RequestOptions } from "./request-options.js";
+import { duration, untilAborted, type RequestOptions } from "./request-options.js";
 
 export interface ConnectionOptions {
   /** Base URL of the control plane, e.g. `http://127.0.0.1:7070`. @default FSB_URL, else the URL the running `fsb up` of `dataDir` wrote */
@@ -52,7 +52,7 @@ export class Connection {
   private proxy: Promise<string> | undefined;
 
   constructor(options: ConnectionOptions = {}) {
-    this.requestTimeoutMs = options.requestTimeoutMs ?? 60_000;
+    this.requestTimeoutMs = duration(options.requestTimeoutMs ?? 60_000, "requestTimeoutMs");
     const embedded = new EmbeddedInstance(options.dataDir ?? defaultDataDir());
     const embeddedUrl = embedded.url();
     const url = options.url ?? process.env.FSB_URL ?? embeddedUrl;

@@ -566,3 +566,93 @@ describe("calls on a control plane whose host vanished without a FIN or RST", ()
     }
   });
 });
+
+describe("streams left early are closed at once", () => {
+  let server: CleartextServer;
+  /** The streams the server saw their client close, by method. */
+  let closed: string[];
+  /** Resolves once the server saw a stream of `method` closed by its client. */
+  const closedByClient = async (method: string) => {
+    for (let i = 0; i < 200 && !closed.includes(method); i++) await delay(5);
+    return closed.includes(method);
+  };
+
+  before(async () => {
+    // Each stream goes on for 30 s unless its client closes it.
+    const longStream = async function* <T>(method: string, signal: AbortSignal, message: (i: number) => T, end?: T): AsyncGenerator<T> {
+      signal.addEventListener("abort", () => closed.push(method));
+      for (let i = 0; i < 300 && !signal.aborted; i++) {
+        yield message(i);
+        await delay(100, undefined, { signal }).catch(() => undefined);
+      }
+      if (end !== undefined && !signal.aborted) yield end;
+    };
+    const handler = connectNodeAdapter({
+      interceptors: [requireBearerToken(TOKEN)],
+      routes: ({ service }) => {
+        service(pb.SandboxService, {
+          logs: (_request, context) => longStream("logs", context.signal, (i) => ({ data: new TextEncoder().encode(`line ${i}\n`) })),
+          exec: (_request, context) =>
+            longStream<{ event: { case: "stdout"; value: Uint8Array } | { case: "exitCode"; value: number } }>(
+              "exec",
+              context.signal,
+              (i) => ({ event: { case: "stdout", value: new TextEncoder().encode(`out ${i}\n`) } }),
+              { event: { case: "exitCode", value: 0 } },
+            ),
+        });
+        service(pb.PoolService, {
+          pullImage: (request, context) =>
+            longStream("pullImage", context.signal, (i) => ({ agent: "web-0", image: request.image, phase: "downloading", layersTotal: 300, layersDone: i })),
+        });
+      },
+    });
+    server = await listenCleartext(handler, "127.0.0.1", 0);
+  });
+  beforeEach(() => {
+    closed = [];
+  });
+  after(async () => {
+    await server.close();
+  });
+
+  it("exec whose onStdout throws rejects with that error as it is, and closes the stream (and so the command) at once", async () => {
+    const client = new FastSandboxClient({ url: `http://127.0.0.1:${server.port}`, token: TOKEN });
+    try {
+      const bug = new RangeError("a bug in the caller's callback");
+      await assert.rejects(
+        client.sandboxes.exec("sb-1", ["x"], {
+          onStdout: () => {
+            throw bug;
+          },
+        }),
+        (error: unknown) => error === bug,
+      );
+      assert.ok(await closedByClient("exec"), "the server saw the exec stream closed");
+    } finally {
+      closeClient(client);
+    }
+  });
+
+  it("logs left after the first chunk, and pullImage whose onProgress throws, close their streams at once", async () => {
+    const client = new FastSandboxClient({ url: `http://127.0.0.1:${server.port}`, token: TOKEN });
+    try {
+      for await (const chunk of client.sandboxes.logs("sb-1")) {
+        assert.equal(new TextDecoder().decode(chunk), "line 0\n");
+        break;
+      }
+      assert.ok(await closedByClient("logs"), "the server saw the logs stream closed");
+      const bug = new Error("progress bar broke");
+      await assert.rejects(
+        client.pools.pullImage("busybox", {
+          onProgress: () => {
+            throw bug;
+          },
+        }),
+        (error: unknown) => error === bug,
+      );
+      assert.ok(await closedByClient("pullImage"), "the server saw the pullImage stream closed");
+    } finally {
+      closeClient(client);
+    }
+  });
+});

@@ -3,7 +3,7 @@ import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect
 import { callError, type CallContext } from "./errors.js";
 import { Checkpoints } from "./checkpoints.js";
 import { createError, createRequestIdentity, createSandboxWithRequestId } from "./create-request.js";
-import { StreamStart, checkDuration } from "./request-options.js";
+import { StreamStart, checkDuration, duration } from "./request-options.js";
 import {
   API_VERSION,
   FsbError,
@@ -194,13 +194,29 @@ async function translate<T>(fn: () => Promise<T>, context: CallContext = { what:
   }
 }
 
+/** Runs the caller's callbacks of a stream, keeping what one threw: that is the caller's error, rethrown as it is, not a failed call. */
+class CallbackFailure {
+  failed = false;
+  error: unknown;
+
+  call<T>(callback: (value: T) => void, value: T): void {
+    try {
+      callback(value);
+    } catch (error) {
+      this.failed = true;
+      this.error = error;
+      throw error;
+    }
+  }
+}
+
 /** Connect's call options (deadline and signal) and the matching error context for `translate`. */
 function callOptions(
   what: string,
   defaultTimeoutMs: number,
   options: ClientCallOptions,
 ): { call: { timeoutMs?: number; signal?: AbortSignal }; context: CallContext } {
-  const timeoutMs = options.requestTimeoutMs ?? defaultTimeoutMs;
+  const timeoutMs = duration(options.requestTimeoutMs ?? defaultTimeoutMs, "requestTimeoutMs");
   return {
     call: { ...(timeoutMs > 0 ? { timeoutMs } : {}), ...(options.signal ? { signal: options.signal } : {}) },
     context: { what, signal: options.signal, timeoutMs },
@@ -404,14 +420,18 @@ export class Sandboxes {
     const request = { name, namespace: options.namespace ?? "", follow: options.follow ?? false };
     if (!request.follow) {
       const { call, context } = callOptions(`Logs ${name}`, this.timeoutMs, options);
+      // A signal of the call's own (see `exec`): a caller that stops reading early ends the stream.
+      const own = new StreamStart(options.signal, 0);
       try {
-        for await (const chunk of this.client.logs(request, call)) yield chunk.data;
+        for await (const chunk of this.client.logs(request, { ...call, signal: own.signal })) yield chunk.data;
       } catch (error) {
         throw callError(error, context);
+      } finally {
+        own.stop();
       }
       return;
     }
-    const timeoutMs = options.requestTimeoutMs ?? 0;
+    const timeoutMs = duration(options.requestTimeoutMs ?? 0, "requestTimeoutMs");
     const start = new StreamStart(options.signal, timeoutMs);
     try {
       for await (const chunk of this.client.logs(request, { signal: start.signal })) {
@@ -431,24 +451,32 @@ export class Sandboxes {
     }
   }
 
-  /** Runs a command in the sandbox; resolves with its exit code and collected output. */
+  /**
+   * Runs a command in the sandbox; resolves with its exit code and collected output. An `onStdout`
+   * or `onStderr` that throws ends the call (and the stream) with its own error.
+   */
   async exec(name: string, command: string[], options: ExecOptions = {}): Promise<ExecResult> {
     const stdout: Uint8Array[] = [];
     const stderr: Uint8Array[] = [];
     let exitCode: number | undefined;
+    // The call's own signal, aborted however the call ends: Connect's server-stream iterable has no
+    // return(), so leaving the loop early (a callback's error) would keep the HTTP/2 stream — and the
+    // command — until the command ends.
+    const own = new StreamStart(options.signal, 0);
+    const callback = new CallbackFailure();
     try {
       for await (const event of this.client.exec(
         { name, namespace: options.namespace ?? "", command, envs: options.envs ?? [], workingDir: options.workingDir ?? "", user: options.user ?? "" },
-        options.signal ? { signal: options.signal } : {},
+        { signal: own.signal },
       )) {
         switch (event.event.case) {
           // A stream with a callback is handed over, not also kept: output can be larger than memory.
           case "stdout":
-            if (options.onStdout) options.onStdout(event.event.value);
+            if (options.onStdout) callback.call(options.onStdout, event.event.value);
             else stdout.push(event.event.value);
             break;
           case "stderr":
-            if (options.onStderr) options.onStderr(event.event.value);
+            if (options.onStderr) callback.call(options.onStderr, event.event.value);
             else stderr.push(event.event.value);
             break;
           case "exitCode":
@@ -459,7 +487,9 @@ export class Sandboxes {
         }
       }
     } catch (error) {
-      throw callError(error, { what: `Exec in ${name}`, signal: options.signal });
+      throw callback.failed ? callback.error : callError(error, { what: `Exec in ${name}`, signal: options.signal });
+    } finally {
+      own.stop();
     }
     if (exitCode === undefined) throw new FsbError("internal", "the exec stream ended without an exit code");
     return { exitCode, stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString() };
@@ -474,8 +504,11 @@ export class Pools {
   ) {}
 
   async apply(pool: SandboxPool): Promise<SandboxPool> {
-    const message = await translate(() =>
-      this.client.applySandboxPool({ pool: sandboxPoolToMessage({ ...pool, apiVersion: pool.apiVersion || API_VERSION }) }, { timeoutMs: this.timeoutMs }),
+    // Through callOptions: a client without a deadline (0) sends none — Connect takes a timeoutMs of 0 as one passed already.
+    const { call, context } = callOptions(`ApplySandboxPool ${pool.metadata.name}`, this.timeoutMs, {});
+    const message = await translate(
+      () => this.client.applySandboxPool({ pool: sandboxPoolToMessage({ ...pool, apiVersion: pool.apiVersion || API_VERSION }) }, call),
+      context,
     );
     return sandboxPoolFromMessage(message);
   }
@@ -486,12 +519,14 @@ export class Pools {
   }
 
   async list(options: { namespace?: string } = {}): Promise<SandboxPool[]> {
-    const response = await translate(() => this.client.listSandboxPools({ namespace: options.namespace ?? "" }, { timeoutMs: this.timeoutMs }));
+    const { call, context } = callOptions("ListSandboxPools", this.timeoutMs, {});
+    const response = await translate(() => this.client.listSandboxPools({ namespace: options.namespace ?? "" }, call), context);
     return response.pools.map(sandboxPoolFromMessage);
   }
 
   async delete(name: string, options: { namespace?: string } = {}): Promise<void> {
-    await translate(() => this.client.deleteSandboxPool({ name, namespace: options.namespace ?? "" }, { timeoutMs: this.timeoutMs }));
+    const { call, context } = callOptions(`DeleteSandboxPool ${name}`, this.timeoutMs, {});
+    await translate(() => this.client.deleteSandboxPool({ name, namespace: options.namespace ?? "" }, call), context);
   }
 
   /**
@@ -500,11 +535,11 @@ export class Pools {
    */
   async pullImage(image: string, options: PullImageOptions = {}): Promise<PullProgress[]> {
     const last = new Map<string, PullProgress>();
+    // The call's own signal, aborted however it ends (see `Sandboxes.exec`).
+    const own = new StreamStart(options.signal, 0);
+    const callback = new CallbackFailure();
     try {
-      for await (const message of this.client.pullImage(
-        { image, namespace: options.namespace ?? "", pool: options.pool ?? "" },
-        options.signal ? { signal: options.signal } : {},
-      )) {
+      for await (const message of this.client.pullImage({ image, namespace: options.namespace ?? "", pool: options.pool ?? "" }, { signal: own.signal })) {
         const progress: PullProgress = {
           agent: message.agent,
           image: message.image,
@@ -516,18 +551,19 @@ export class Pools {
           digest: message.digest,
         };
         last.set(progress.agent, progress);
-        options.onProgress?.(progress);
+        if (options.onProgress) callback.call(options.onProgress, progress);
       }
     } catch (error) {
-      throw callError(error, { what: `PullImage ${image}`, signal: options.signal });
+      throw callback.failed ? callback.error : callError(error, { what: `PullImage ${image}`, signal: options.signal });
+    } finally {
+      own.stop();
     }
     return [...last.values()].sort((a, b) => a.agent.localeCompare(b.agent));
   }
 
   async agents(options: { namespace?: string; pool?: string } = {}): Promise<AgentSummary[]> {
-    const response = await translate(() =>
-      this.client.listAgents({ namespace: options.namespace ?? "", pool: options.pool ?? "" }, { timeoutMs: this.timeoutMs }),
-    );
+    const { call, context } = callOptions("ListAgents", this.timeoutMs, {});
+    const response = await translate(() => this.client.listAgents({ namespace: options.namespace ?? "", pool: options.pool ?? "" }, call), context);
     return response.agents.map((a) => ({
       name: a.name,
       namespace: a.namespace,
@@ -599,7 +635,7 @@ export class FastSandboxClient {
       this.url = url;
       transport = this.connectTransport(url, token, options);
     }
-    const timeoutMs = options.requestTimeoutMs ?? 60_000;
+    const timeoutMs = duration(options.requestTimeoutMs ?? 60_000, "requestTimeoutMs");
     this.sandboxes = new Sandboxes(createClient(pb.SandboxService, transport), timeoutMs);
     this.checkpoints = new Checkpoints(createClient(pb.SandboxService, transport), timeoutMs);
     this.pools = new Pools(createClient(pb.PoolService, transport), timeoutMs);

@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
+import { getEventListeners } from "node:events";
+import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
+import { runInNewContext } from "node:vm";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { NotFoundError, TimeoutError, UnauthenticatedError, UnavailableError, ValidationError } from "@fast-sandbox/api";
+import { FsbError, NotFoundError, TimeoutError, UnauthenticatedError, UnavailableError, ValidationError } from "@fast-sandbox/api";
 import { Connection } from "./connection.js";
+import type { DaemonChannelFactory } from "./daemon-channel.js";
 import { STREAM_SILENCE_MS } from "./request-options.js";
 import { FakeControlPlane, FakeDaemon } from "./sandbox.fixture.js";
 import { FastSandbox } from "./sandbox.js";
@@ -49,6 +53,81 @@ describe("sandbox.files", () => {
     assert.equal(daemon.file("/tmp/web"), "part 1, part 2");
     await sandbox.files.write("/tmp/node", Readable.from(["a", "b", "c"]));
     assert.equal(daemon.file("/tmp/node"), "abc");
+  });
+
+  it("writes any view of bytes as the bytes it spans: other typed arrays, a DataView, a part of a buffer, a Uint8Array of another realm", async () => {
+    await sandbox.files.write("/tmp/int16", new Int16Array([0x4241]));
+    assert.equal(daemon.file("/tmp/int16"), "AB");
+    await sandbox.files.write("/tmp/view", new DataView(new TextEncoder().encode("..dv..").buffer, 2, 2));
+    assert.equal(daemon.file("/tmp/view"), "dv");
+    await sandbox.files.write("/tmp/part", new Uint8Array(Buffer.from("AAAAhelloBBBB")).subarray(4, 9));
+    assert.equal(daemon.file("/tmp/part"), "hello");
+    await sandbox.files.write("/tmp/realm", runInNewContext("new Uint8Array([104, 105])") as Uint8Array);
+    assert.equal(daemon.file("/tmp/realm"), "hi");
+  });
+
+  it("a stream whose source fails fails the write with its own error, not as an unreachable proxy", async () => {
+    await assert.rejects(
+      sandbox.files.write("/tmp/x", createReadStream("/nonexistent/fsb-spec-file")),
+      (error: unknown) => !(error instanceof FsbError) && (error as NodeJS.ErrnoException).code === "ENOENT",
+    );
+    const broke = new RangeError("the source broke");
+    const failing = Readable.from(
+      (async function* () {
+        yield Buffer.from("a");
+        throw broke;
+      })(),
+    );
+    await assert.rejects(sandbox.files.write("/tmp/x", failing), (error: unknown) => error === broke);
+    await assert.rejects(
+      sandbox.files.write("/tmp/x", Readable.from([{ not: "bytes" }]) as never),
+      (error: unknown) => error instanceof ValidationError && error.field === "data" && /not bytes/.test(error.message),
+    );
+  });
+
+  it("a download read as a stream lets go of the caller's signal once it ends or is cancelled, and a broken one is an UnavailableError", async () => {
+    await sandbox.files.write("/tmp/big", new Uint8Array(64 * 1024));
+    daemon.downloadPartBytes = 4 * 1024;
+    const caller = new AbortController();
+    const listeners = () => getEventListeners(caller.signal, "abort").length;
+    const whole = await sandbox.files.read("/tmp/big", { format: "stream", signal: caller.signal });
+    assert.equal((await new Response(whole).arrayBuffer()).byteLength, 64 * 1024);
+    assert.equal(listeners(), 0, "read to its end");
+    const left = await sandbox.files.read("/tmp/big", { format: "stream", signal: caller.signal });
+    const reader = left.getReader();
+    await reader.read();
+    await reader.cancel();
+    assert.equal(listeners(), 0, "cancelled");
+
+    // A connection cut mid-download, as undici tells it.
+    const cut: DaemonChannelFactory = (target) => {
+      const channel = daemon.factory(target);
+      return {
+        transport: channel.transport,
+        fetch: async (path, init) => {
+          const response = await channel.fetch(path, init);
+          if (!path.startsWith("/files") || init?.method === "POST") return response;
+          let sent = false;
+          const body = new ReadableStream<Uint8Array>({
+            pull(controller) {
+              if (sent) controller.error(new TypeError("terminated", { cause: Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" }) }));
+              else controller.enqueue(new Uint8Array([1]));
+              sent = true;
+            },
+          });
+          return new Response(body, { status: response.status, headers: response.headers });
+        },
+      };
+    };
+    const broken = await FastSandbox.create({ connection: new Connection({ transport: new FakeControlPlane().transport, daemon: cut }) });
+    await broken.files.write("/tmp/x", "1");
+    const stream = await broken.files.read("/tmp/x", { format: "stream", signal: caller.signal });
+    await assert.rejects(new Response(stream).arrayBuffer(), (error: unknown) => {
+      assert.ok(error instanceof UnavailableError, String(error));
+      assert.match(error.message, /^reading \/tmp\/x in sandbox sb-0000000001: read ECONNRESET/);
+      return true;
+    });
+    assert.equal(listeners(), 0, "failed");
   });
 
   it("names the user in the query of /files (E2B's username parameter)", async () => {
@@ -119,6 +198,30 @@ describe("sandbox.files", () => {
     await sandbox.files.write("/tmp/after.txt", "x");
     await new Promise((resolve) => setTimeout(resolve, 10));
     assert.equal(events.length, 3, "nothing arrives after stop()");
+  });
+
+  it("stop() called from inside onEvent resolves (it waited for the delivery that called it), and onExit is told", async () => {
+    const events: string[] = [];
+    let exited: { error: Error | undefined } | undefined;
+    let stopped: Promise<void> | undefined;
+    let stopResolved = false;
+    const watch = await sandbox.files.watchDir(
+      "/tmp",
+      async (event) => {
+        events.push(event.name);
+        stopped = watch.stop().then(() => void (stopResolved = true));
+        await stopped;
+      },
+      { onExit: (error) => void (exited = { error }) },
+    );
+    await sandbox.files.write("/tmp/one.txt", "1");
+    for (let i = 0; i < 50 && !exited; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.ok(stopResolved, "stop() from onEvent resolved");
+    assert.deepEqual(exited, { error: undefined });
+    await watch.stop();
+    await sandbox.files.write("/tmp/two.txt", "2");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual(events, ["one.txt"], "nothing arrives after stop()");
   });
 
   it("a watch silent for two keepalives ends: onExit gets an UnavailableError", async (t) => {

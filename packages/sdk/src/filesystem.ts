@@ -8,7 +8,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { FsbError, TimeoutError, ValidationError } from "@fast-sandbox/api/core";
 import { fetchError, httpError } from "./errors.js";
 import { FileType, type EntryInfo as EntryInfoMessage, type WatchDirResponse } from "./gen/envd/filesystem/filesystem_pb.js";
-import { KEEPALIVE_HEADER, KEEPALIVE_SECONDS, StreamStart, checkDuration, deadline, untilSilent, type RequestOptions } from "./request-options.js";
+import { KEEPALIVE_HEADER, KEEPALIVE_SECONDS, MAX_TIMER_MS, StreamStart, deadline, duration, untilSilent, type RequestOptions } from "./request-options.js";
 import { userHeader, type SandboxDaemon, type UserOptions } from "./sandbox-daemon.js";
 import { WatchHandle, type FilesystemEvent } from "./watch-handle.js";
 
@@ -39,8 +39,12 @@ export interface WriteInfo {
   path: string;
 }
 
-/** What `files.write` takes: text (written as UTF-8), bytes, or a stream of bytes (e.g. a Node `Readable`). */
-export type WriteData = string | Uint8Array | ArrayBuffer | Blob | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
+/**
+ * What `files.write` takes: text (written as UTF-8), bytes (a `Uint8Array` or `Buffer`, any other
+ * typed array or `DataView` — the bytes it spans —, an `ArrayBuffer`, a `Blob`), or a stream of bytes
+ * (e.g. a Node `Readable`).
+ */
+export type WriteData = string | ArrayBufferView | ArrayBuffer | Blob | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
 
 export interface FilesystemOptions extends RequestOptions, UserOptions {}
 
@@ -73,7 +77,7 @@ export class Filesystem {
     const { response, start } = await this.request(what, "GET", path, options);
     if (options.format === "stream") {
       start.started();
-      return response.body ?? new ReadableStream<Uint8Array>({ start: (controller) => controller.close() });
+      return this.download(response.body, what, options, start);
     }
     // The deadline bounded the answer's start; from here it bounds each wait for more of the file, so a
     // large download goes on as long as its data comes.
@@ -101,13 +105,24 @@ export class Filesystem {
 
   /**
    * Writes a file (made with its parent directories when missing, replaced when it exists). A
-   * stream is sent as it is read; the request deadline then does not apply, only the signal.
+   * stream is sent as it is read; the request deadline then does not apply, only the signal. A
+   * stream that fails (a file that is not there, a source that throws) fails the write with its own
+   * error; one that gives something other than bytes or strings, with a ValidationError on `data`.
    */
   async write(path: string, data: WriteData, options: FilesystemOptions = {}): Promise<WriteInfo> {
     checkPath(path, "path");
-    const { body, streamed } = uploadBody(data);
+    const upload = uploadBody(data);
     const what = `writing ${path}`;
-    const { response, start } = await this.request(what, "POST", path, streamed ? { ...options, requestTimeoutMs: 0 } : options, body);
+    let sent: { response: Response; start: StreamStart };
+    try {
+      sent = await this.request(what, "POST", path, upload.streamed ? { ...options, requestTimeoutMs: 0 } : options, upload.body);
+    } catch (error) {
+      // The fetch failed because its source did: a local failure, and not one a retry mends — not the
+      // network's (an UnavailableError).
+      if (upload.failure) throw upload.failure.error;
+      throw error;
+    }
+    const { response, start } = sent;
     try {
       const written = (await response.json()) as { name?: string; type?: string; path?: string }[];
       const first = Array.isArray(written) ? written[0] : undefined;
@@ -188,8 +203,7 @@ export class Filesystem {
   /** Watches a directory: `onEvent` gets what happens in it (created, written, removed, renamed, chmod) until `stop()`. */
   async watchDir(path: string, onEvent: (event: FilesystemEvent) => void | Promise<void>, options: WatchOptions = {}): Promise<WatchHandle> {
     checkPath(path, "path");
-    const timeoutMs = options.timeoutMs ?? 0;
-    checkDuration(timeoutMs, "timeoutMs");
+    const timeoutMs = duration(options.timeoutMs ?? 0, "timeoutMs");
     const requestTimeoutMs = this.daemon.requestTimeoutMs(options);
     const start = new StreamStart(options.signal, requestTimeoutMs);
     const what = `watching ${path}`;
@@ -250,6 +264,48 @@ export class Filesystem {
     }
   }
 
+  /**
+   * A download's body for the caller to read: once it ends, is cancelled or fails, the request is
+   * stopped (its listener on the caller's signal, which may serve every call of a long-lived
+   * program, removed), and a failure is told as the SDK's error (`fetchError`), not undici's.
+   */
+  private download(body: ReadableStream<Uint8Array> | null, what: string, options: RequestOptions, start: StreamStart): ReadableStream<Uint8Array> {
+    if (!body) {
+      start.stop();
+      return new ReadableStream<Uint8Array>({ start: (controller) => controller.close() });
+    }
+    const reader = body.getReader();
+    return new ReadableStream<Uint8Array>(
+      {
+        pull: async (controller) => {
+          let result: Awaited<ReturnType<typeof reader.read>>;
+          try {
+            result = await reader.read();
+          } catch (error) {
+            start.stop();
+            controller.error(this.fetchError(error, what, options, start));
+            return;
+          }
+          if (result.done) {
+            start.stop();
+            controller.close();
+          } else {
+            controller.enqueue(result.value);
+          }
+        },
+        cancel: async (reason) => {
+          try {
+            await reader.cancel(reason);
+          } finally {
+            start.stop();
+          }
+        },
+      },
+      // Read as the caller reads, not ahead of it.
+      { highWaterMark: 0 },
+    );
+  }
+
   /** Sends a request to the daemon's `/files`, failing with the daemon's (or the proxy's) error unless it succeeded. */
   private async request(
     what: string,
@@ -307,7 +363,7 @@ async function readAll(body: ReadableStream<Uint8Array> | null, silenceMs: numbe
   const parts: Uint8Array[] = [];
   let length = 0;
   for (;;) {
-    const timer = silenceMs > 0 ? setTimeout(onSilent, silenceMs) : undefined;
+    const timer = silenceMs > 0 && silenceMs <= MAX_TIMER_MS ? setTimeout(onSilent, silenceMs) : undefined;
     let result: Awaited<ReturnType<typeof reader.read>>;
     try {
       result = await reader.read();
@@ -363,20 +419,56 @@ function fileKind(type: FileType): FileKind | undefined {
   }
 }
 
-/** The request body of an upload, and whether it streams. */
-function uploadBody(data: WriteData): { body: NonNullable<RequestInit["body"]>; streamed: boolean } {
-  if (typeof data === "string") return { body: new TextEncoder().encode(data), streamed: false };
-  if (data instanceof Uint8Array || data instanceof ArrayBuffer || data instanceof Blob) return { body: data, streamed: false };
-  if (data instanceof ReadableStream) return { body: data, streamed: true };
-  if (data !== null && typeof data === "object" && Symbol.asyncIterator in data) {
-    return { body: ReadableStream.from<Uint8Array>(bytesOf(data)), streamed: true };
-  }
-  throw new ValidationError("data", "give a string, bytes (Uint8Array, ArrayBuffer, Blob) or a stream of bytes (ReadableStream, Node Readable)");
+/** The request body of an upload, whether it streams, and what its source threw (once it did). */
+interface UploadBody {
+  body: NonNullable<RequestInit["body"]>;
+  streamed: boolean;
+  failure?: { error: unknown };
 }
 
-/** A Node `Readable` may yield strings when it has an encoding: bytes either way. */
-async function* bytesOf(source: AsyncIterable<Uint8Array | string>): AsyncGenerator<Uint8Array> {
-  for await (const chunk of source) yield typeof chunk === "string" ? new TextEncoder().encode(chunk) : chunk;
+function uploadBody(data: WriteData): UploadBody {
+  if (typeof data === "string") return { body: new TextEncoder().encode(data), streamed: false };
+  // Any view (a Buffer, an Int16Array, a DataView, a Uint8Array of another realm, which instanceof
+  // does not know) as the bytes it spans.
+  if (ArrayBuffer.isView(data)) return { body: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), streamed: false };
+  if (data instanceof ArrayBuffer || data instanceof Blob) return { body: data, streamed: false };
+  if (data !== null && typeof data === "object" && (data instanceof ReadableStream || Symbol.asyncIterator in data)) {
+    // Read through a stream of our own, which keeps what the source threw: fetch reports it as a
+    // failed request ("fetch failed"), like a network failure.
+    const upload: UploadBody = { body: new Uint8Array(), streamed: true };
+    upload.body = ReadableStream.from<Uint8Array>(
+      bytesOf(data as AsyncIterable<unknown>, (error) => {
+        upload.failure = { error };
+      }),
+    );
+    return upload;
+  }
+  throw new ValidationError(
+    "data",
+    "give a string, bytes (Uint8Array, Buffer, another typed array, DataView, ArrayBuffer, Blob) or a stream of bytes (ReadableStream, Node Readable)",
+  );
+}
+
+/**
+ * A stream's chunks as bytes (a Node `Readable` yields strings when it has an encoding); a chunk
+ * that is neither (an object-mode stream's) is a ValidationError. What it throws goes to `onFailure`.
+ */
+async function* bytesOf(source: AsyncIterable<unknown>, onFailure: (error: unknown) => void): AsyncGenerator<Uint8Array> {
+  try {
+    for await (const chunk of source) {
+      if (typeof chunk === "string") yield new TextEncoder().encode(chunk);
+      else if (ArrayBuffer.isView(chunk)) yield new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      else {
+        throw new ValidationError(
+          "data",
+          `the stream gave ${chunk === null ? "null" : typeof chunk}, not bytes; give a stream of Uint8Array or strings (not a Node Readable in object mode)`,
+        );
+      }
+    }
+  } catch (error) {
+    onFailure(error);
+    throw error;
+  }
 }
 
 /** The events of a WatchDir stream, without keepalives. */

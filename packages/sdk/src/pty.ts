@@ -6,7 +6,7 @@
 import { ValidationError } from "@fast-sandbox/api/core";
 import { CommandHandle } from "./command-handle.js";
 import { checkPid, processConfig, signalProcess, startProcessStream, type Command, type OpenProcessStream } from "./commands.js";
-import { checkDuration, deadline, type RequestOptions } from "./request-options.js";
+import { deadline, duration, type RequestOptions } from "./request-options.js";
 import type { SandboxDaemon, UserOptions } from "./sandbox-daemon.js";
 
 /** A terminal's size in characters. */
@@ -42,8 +42,7 @@ export class Pty {
   /** Starts a terminal; its handle's `wait()` resolves when what runs in it exits with 0 (a `CommandExitError` otherwise). */
   async create(options: PtyCreateOptions): Promise<CommandHandle> {
     checkSize(options);
-    const timeoutMs = options.timeoutMs ?? 0;
-    checkDuration(timeoutMs, "timeoutMs");
+    const timeoutMs = duration(options.timeoutMs ?? 0, "timeoutMs");
     const command = options.command ?? DEFAULT_SHELL;
     const envs = { TERM: "xterm-256color", LANG: "C.UTF-8", LC_ALL: "C.UTF-8", ...options.envs };
     const config = processConfig(typeof command === "string" ? command : [...command], { envs, ...(options.cwd ? { cwd: options.cwd } : {}) });
@@ -56,8 +55,7 @@ export class Pty {
   /** Follows a terminal that runs already (e.g. after the client that made it went away). */
   async connect(pid: number, options: PtyConnectOptions = {}): Promise<CommandHandle> {
     checkPid(pid);
-    const timeoutMs = options.timeoutMs ?? 0;
-    checkDuration(timeoutMs, "timeoutMs");
+    const timeoutMs = duration(options.timeoutMs ?? 0, "timeoutMs");
     return this.stream(`terminal ${pid} in sandbox ${this.daemon.label}`, options, timeoutMs, false, (client, callOptions) =>
       client.connect({ process: { selector: { case: "pid", value: pid } } }, callOptions),
     );

@@ -71,15 +71,33 @@ export function untilAborted<T>(shared: Promise<T>, signal: AbortSignal | undefi
   });
 }
 
-/** Connect's `timeoutMs` for a deadline where 0 means none. */
+/** The longest delay Node's timers keep (~24.8 days): a longer one fires after 1 ms, with a TimeoutOverflowWarning. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Connect's `timeoutMs` for a deadline where 0 means none (and so does one longer than a timer can wait: see `duration`). */
 export function deadline(timeoutMs: number): number | undefined {
-  return timeoutMs > 0 ? timeoutMs : undefined;
+  return timeoutMs > 0 && timeoutMs <= MAX_TIMER_MS ? Math.ceil(timeoutMs) : undefined;
 }
 
 /** Checks a duration option: a finite number of milliseconds, 0 or more. */
 export function checkDuration(value: number | undefined, option: string): void {
   if (value === undefined) return;
   if (!Number.isFinite(value) || value < 0) throw new ValidationError(option, `${String(value)} is not a duration; give 0 or more milliseconds (0: no limit)`);
+}
+
+/**
+ * A deadline option where 0 means no limit (`requestTimeoutMs`, a command's, watch's or terminal's
+ * `timeoutMs`), checked and made usable: whole milliseconds, a fraction rounded up (the daemon and
+ * the control plane refuse a `Connect-Timeout-Ms` of `1500.5`), and one longer than a timer can
+ * wait (`MAX_TIMER_MS`, ~24.8 days) taken as no limit, 0: Node would fire its timer — and Connect
+ * its deadline — after 1 ms.
+ */
+export function duration(value: number, option: string): number;
+export function duration(value: number | undefined, option: string): number | undefined;
+export function duration(value: number | undefined, option: string): number | undefined {
+  checkDuration(value, option);
+  if (value === undefined) return undefined;
+  return value > MAX_TIMER_MS ? 0 : Math.ceil(value);
 }
 
 /**
@@ -107,7 +125,8 @@ export class StreamStart {
       callerSignal.addEventListener("abort", follow, { once: true });
       this.unlink = () => callerSignal.removeEventListener("abort", follow);
     }
-    if (requestTimeoutMs > 0) {
+    // Longer than a timer can wait is no limit (`duration`); a wait's own arithmetic may give one.
+    if (requestTimeoutMs > 0 && requestTimeoutMs <= MAX_TIMER_MS) {
       this.timer = setTimeout(() => {
         this.timedOut = true;
         this.controller.abort();

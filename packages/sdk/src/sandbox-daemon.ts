@@ -8,7 +8,7 @@ import { daemonCallError } from "./errors.js";
 import type { DaemonChannel } from "./daemon-channel.js";
 import { Filesystem } from "./gen/envd/filesystem/filesystem_pb.js";
 import { Process } from "./gen/envd/process/process_pb.js";
-import { checkDuration, deadline, type RequestOptions } from "./request-options.js";
+import { deadline, duration, type RequestOptions } from "./request-options.js";
 
 /** Options of calls that act as a Linux user of the sandbox. */
 export interface UserOptions {
@@ -48,8 +48,7 @@ export class SandboxDaemon {
 
   /** The request deadline of a call: its own, else the connection's. */
   requestTimeoutMs(options: RequestOptions): number {
-    checkDuration(options.requestTimeoutMs, "requestTimeoutMs");
-    return options.requestTimeoutMs ?? this.source.requestTimeoutMs;
+    return duration(options.requestTimeoutMs, "requestTimeoutMs") ?? this.source.requestTimeoutMs;
   }
 
   /** Connect's options of a unary call. */

@@ -53,6 +53,35 @@ describe("FastSandbox", () => {
     assert.deepEqual(plane.deletes, ["no-daemon"]);
   });
 
+  it("create() waits past polls that got no answer at all (a connection reset, the proxy's URL unavailable for a moment)", async () => {
+    const reset = () => new TypeError("fetch failed", { cause: Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" }) });
+    let resets = 2;
+    let proxyDown = 1;
+    const flaky: DaemonChannelFactory = async (target) => {
+      if (proxyDown-- > 0) throw new UnavailableError("GetSandboxProxy: connect ECONNREFUSED 127.0.0.1:7070");
+      const channel = daemon.factory(target);
+      return { transport: channel.transport, fetch: async (path, init) => (resets-- > 0 ? Promise.reject(reset()) : channel.fetch(path, init)) };
+    };
+    const sandbox = await FastSandbox.create({ connection: new Connection({ transport: plane.transport, daemon: flaky }) });
+    assert.equal(sandbox.name, "sb-0000000001");
+    assert.deepEqual(plane.deletes, []);
+    assert.equal(daemon.requests.filter((r) => r.what === "GET /health").length, 1, "polled until the daemon answered");
+
+    resets = Number.POSITIVE_INFINITY;
+    await assert.rejects(
+      FastSandbox.create({ connection: new Connection({ transport: plane.transport, daemon: flaky }), name: "reset", daemonReadyTimeoutMs: 200 }),
+      (error: unknown) => {
+        assert.ok(error instanceof UnavailableError, String(error));
+        assert.match(
+          error.message,
+          /the daemon of sandbox reset did not answer within 200 ms \(last: read ECONNRESET \(the sandbox proxy could not be reached\)\)/,
+        );
+        return true;
+      },
+    );
+    assert.deepEqual(plane.deletes, ["reset"]);
+  });
+
   it("create() with requestTimeoutMs 0 (no limit) gives each daemon poll the time left of daemonReadyTimeoutMs", async () => {
     // A daemon a few ms away, as any network hop is: a 1 ms poll would never see its answer.
     daemon.answerDelayMs = 5;

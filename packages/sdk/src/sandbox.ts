@@ -7,7 +7,7 @@
 import {
   ConflictError,
   FailedPreconditionError,
-  FsbError,
+  type FsbError,
   UnavailableError,
   NotFoundError,
   ValidationError,
@@ -23,7 +23,7 @@ import { fetchError, httpError } from "./errors.js";
 import type { DaemonChannel } from "./daemon-channel.js";
 import { Filesystem } from "./filesystem.js";
 import { Pty } from "./pty.js";
-import { StreamStart, checkDuration, untilAborted, type RequestOptions } from "./request-options.js";
+import { StreamStart, checkDuration, duration, untilAborted, type RequestOptions } from "./request-options.js";
 import { SandboxDaemon } from "./sandbox-daemon.js";
 
 /** How a call finds its connection: one given, or (from these options and the environment) the shared one. */
@@ -263,8 +263,7 @@ export class FastSandbox {
 
   /** Whether its daemon answers (false once it is gone or not running). */
   async isRunning(options: RequestOptions = {}): Promise<boolean> {
-    checkDuration(options.requestTimeoutMs, "requestTimeoutMs");
-    const timeoutMs = options.requestTimeoutMs ?? this.connection.requestTimeoutMs;
+    const timeoutMs = duration(options.requestTimeoutMs, "requestTimeoutMs") ?? this.connection.requestTimeoutMs;
     const start = new StreamStart(options.signal, timeoutMs);
     const what = `GET /health of sandbox ${this.label}`;
     try {
@@ -285,8 +284,10 @@ export class FastSandbox {
 
   /**
    * Resolves once the sandbox's daemon answers (`GET /health` through the sandbox proxy): it starts
-   * beside the sandbox's command, a few milliseconds after the sandbox runs. Fails with an
-   * UnavailableError after `timeoutMs`, or at once when the sandbox is gone.
+   * beside the sandbox's command, a few milliseconds after the sandbox runs. A poll that gets no
+   * answer in time or no answer at all (a connection reset, a sandbox proxy restarting) is tried
+   * again. Fails with an UnavailableError after `timeoutMs`, saying what the last poll got, or at
+   * once when the sandbox is gone.
    */
   async waitUntilReady(options: RequestOptions & { timeoutMs?: number } = {}): Promise<void> {
     const timeoutMs = options.timeoutMs ?? DAEMON_READY_TIMEOUT_MS;
@@ -294,12 +295,14 @@ export class FastSandbox {
     const deadline = Date.now() + timeoutMs;
     const what = `waiting for the daemon of sandbox ${this.label}`;
     let last = "no answer yet";
-    const perRequestMs = options.requestTimeoutMs ?? this.connection.requestTimeoutMs;
+    let lastFailure: Error | undefined;
+    const perRequestMs = duration(options.requestTimeoutMs, "requestTimeoutMs") ?? this.connection.requestTimeoutMs;
     for (;;) {
       // Each poll gets its own deadline, capped by what is left of the wait (requestTimeoutMs 0: only that).
       const leftMs = deadline - Date.now();
       const requestTimeoutMs = Math.max(1, perRequestMs > 0 ? Math.min(perRequestMs, leftMs) : leftMs);
       const start = new StreamStart(options.signal, requestTimeoutMs);
+      let refused: FsbError | undefined;
       try {
         const channel = await this.channel({ ...options, signal: start.signal });
         const response = await channel.fetch("/health", { method: "GET", signal: start.signal });
@@ -308,20 +311,33 @@ export class FastSandbox {
         // 502: nothing listens on the daemon's port yet; 503: the sandbox does not run yet. A sandbox the proxy does not know is gone.
         if ((response.status !== 502 && response.status !== 503) || /sandbox was not found/i.test(body)) {
           // With the answer's headers: the proxy's fsb-error-code says the sandbox is gone (NotFoundError).
-          throw await httpError(new Response(body, { status: response.status, headers: response.headers }), { what, sandbox: this.label });
+          refused = await httpError(new Response(body, { status: response.status, headers: response.headers }), { what, sandbox: this.label });
+        } else {
+          last = `HTTP ${response.status} ${body.slice(0, 200)}`.trim();
+          lastFailure = undefined;
         }
-        last = `HTTP ${response.status} ${body.slice(0, 200)}`.trim();
       } catch (error) {
-        if (error instanceof FsbError || options.signal?.aborted || !start.startTimedOut) {
-          throw fetchError(error, { what, signal: options.signal, timedOut: false, timeoutMs: requestTimeoutMs });
+        if (start.startTimedOut && !options.signal?.aborted) {
+          last = `no answer within ${requestTimeoutMs} ms`;
+          lastFailure = undefined;
+        } else {
+          // A poll that got no answer (a connection reset, a sandbox proxy restarting, the control
+          // plane's GetSandboxProxy unavailable for a moment) is waited past as a timed-out one: the
+          // wait fails only at its deadline, saying what the last poll got. Everything else (the
+          // caller's abort, a refused token, a sandbox that is gone) fails it at once.
+          const failure = fetchError(error, { what, signal: options.signal, timedOut: false, timeoutMs: requestTimeoutMs });
+          if (!(failure instanceof UnavailableError)) throw failure;
+          last = failure.message.startsWith(`${what}: `) ? failure.message.slice(what.length + 2) : failure.message;
+          lastFailure = failure;
         }
-        last = `no answer within ${requestTimeoutMs} ms`;
       } finally {
         start.stop();
       }
+      if (refused) throw refused;
       if (Date.now() + DAEMON_POLL_INTERVAL_MS >= deadline) {
         throw new UnavailableError(
           `the daemon of sandbox ${this.label} did not answer within ${timeoutMs} ms (last: ${last}); commands, files and terminals need a pool with network mode Isolated`,
+          lastFailure ? { cause: lastFailure } : undefined,
         );
       }
       await new Promise((resolve) => setTimeout(resolve, DAEMON_POLL_INTERVAL_MS));
