@@ -46,7 +46,31 @@ interface Container {
   image?: string;
   env?: { name: string; value?: string }[];
   args?: string[];
+  resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
+  lifecycle?: { preStop?: { sleep?: { seconds: number }; exec?: unknown; httpGet?: unknown } };
 }
+
+interface PodSpec {
+  containers: Container[];
+  initContainers?: Container[];
+  serviceAccountName?: string;
+  terminationGracePeriodSeconds?: number;
+  affinity?: {
+    podAntiAffinity?: {
+      preferredDuringSchedulingIgnoredDuringExecution?: {
+        weight: number;
+        podAffinityTerm: { topologyKey: string; labelSelector?: { matchLabels?: Record<string, string> } };
+      }[];
+    };
+  };
+}
+
+/**
+ * How long a controller replica's shutdown may take once SIGTERM arrives: it exits after 20 s
+ * whatever is still in flight (packages/controlplane/src/kubernetes/main.ts). The proxy's takes
+ * less (it cuts its connections at once), and is held to the same bound.
+ */
+const SHUTDOWN_SECONDS = 20;
 
 function run(command: string, args: string[], timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -79,8 +103,30 @@ function find(objects: KubeObject[], kind: string, name: string): KubeObject {
   return found;
 }
 
-function podSpecOf(workload: KubeObject): { containers: Container[]; serviceAccountName?: string } {
-  return (workload.spec as { template: { spec: { containers: Container[]; serviceAccountName?: string } } }).template.spec;
+function podSpecOf(workload: KubeObject): PodSpec {
+  return (workload.spec as { template: { spec: PodSpec } }).template.spec;
+}
+
+/** The agent Pod the controller makes from the default template (the ConfigMap's YAML): name, pool label, images. */
+function agentPodFrom(templateYaml: string, name: string): object {
+  const template = parse(templateYaml) as { metadata: { labels: Record<string, string> }; spec: { containers: Container[]; initContainers: Container[] } };
+  for (const container of [...template.spec.containers, ...template.spec.initContainers]) container.image = "fast-sandbox/agent:0.1.0";
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name, labels: { ...template.metadata.labels, "fast-sandbox.io/pool": "default" } },
+    spec: template.spec,
+  };
+}
+
+/** `kubectl create --dry-run=server` of `object` in fast-sandbox-system, as `user` (the admin when none). */
+function createDryRun(object: object, user?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run("bash", [
+    "-c",
+    `kubectl --kubeconfig "$1" -n ${SYSTEM} create --dry-run=server ${user ? `--as=${user}` : ""} -o json -f - <<'EOF'\n${JSON.stringify(object)}\nEOF`,
+    "dry-run",
+    kubeconfig,
+  ]);
 }
 
 async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 120_000): Promise<void> {
@@ -120,6 +166,7 @@ describe("config/default rendered by kustomize", () => {
       ["RoleBinding", "fast-sandbox-proxy-e2b-secret"],
       ["Deployment", "fast-sandbox-proxy"],
       ["Service", "fast-sandbox-proxy"],
+      ["PodDisruptionBudget", "fast-sandbox-proxy"],
     ]) {
       find(objects, kind!, name!);
     }
@@ -150,6 +197,58 @@ describe("config/default rendered by kustomize", () => {
     const podTemplate = parse(template.data["agent-pod-template.yaml"]) as { spec: { automountServiceAccountToken?: boolean; serviceAccountName?: string } };
     assert.equal(podTemplate.spec.automountServiceAccountToken, false);
     assert.equal(podTemplate.spec.serviceAccountName, "fast-sandbox-agent");
+  });
+
+  it("keeps the controller and the proxy answering through rollouts and drains", async () => {
+    const objects = await renderDefault();
+    for (const name of ["fast-sandbox-controller", "fast-sandbox-proxy"]) {
+      const deployment = find(objects, "Deployment", name);
+      const { replicas, selector } = deployment.spec as { replicas: number; selector: { matchLabels: Record<string, string> } };
+      assert.ok(replicas >= 2, `${name}: ${replicas} replica(s)`);
+      const spec = podSpecOf(deployment);
+      // SIGTERM waits until kube-proxy and load balancers have stopped sending the Pod new
+      // connections, by the kubelet's sleep action (the image needs no `sleep`).
+      const pause = spec.containers[0]?.lifecycle?.preStop?.sleep?.seconds;
+      assert.ok(typeof pause === "number" && pause >= 3, `${name}: a preStop sleep of a few seconds (${pause})`);
+      // The grace period covers the pause and the shutdown after it: the kubelet never kills a replica mid-shutdown.
+      const grace = spec.terminationGracePeriodSeconds ?? 30;
+      assert.ok(grace >= pause + SHUTDOWN_SECONDS, `${name}: terminationGracePeriodSeconds ${grace} < preStop ${pause} s + shutdown ${SHUTDOWN_SECONDS} s`);
+      // A drain never takes every replica at once, and never blocks for good either.
+      const budget = find(objects, "PodDisruptionBudget", name).spec as {
+        minAvailable?: number;
+        maxUnavailable?: number;
+        selector: { matchLabels: Record<string, string> };
+      };
+      assert.deepEqual(budget.selector.matchLabels, selector.matchLabels, `${name}: the PodDisruptionBudget selects the Deployment's Pods`);
+      const kept = budget.minAvailable ?? replicas - (budget.maxUnavailable ?? replicas);
+      assert.ok(kept >= 1 && kept < replicas, `${name}: the budget keeps ${kept} of ${replicas} replicas available`);
+      // Replicas on different nodes where there are several (preferred: a one-node cluster still runs them all).
+      const spread = spec.affinity?.podAntiAffinity?.preferredDuringSchedulingIgnoredDuringExecution ?? [];
+      assert.ok(
+        spread.some(
+          (term) =>
+            term.podAffinityTerm.topologyKey === "kubernetes.io/hostname" &&
+            JSON.stringify(term.podAffinityTerm.labelSelector?.matchLabels) === JSON.stringify(selector.matchLabels),
+        ),
+        `${name}: a preferred podAntiAffinity on kubernetes.io/hostname over its own Pods`,
+      );
+    }
+  });
+
+  it("names cpu and memory requests and limits for every container of the agent Pod template, the init container's too", async () => {
+    const objects = await renderDefault();
+    const template = objects.find((object) => object.kind === "ConfigMap" && object.metadata.name.startsWith("fast-sandbox-agent-template"));
+    const podTemplate = parse(template?.data?.["agent-pod-template.yaml"] ?? "") as { spec: PodSpec };
+    const containers = [...(podTemplate.spec.initContainers ?? []), ...podTemplate.spec.containers];
+    assert.ok(containers.some((container) => container.name === "install-node-binaries"));
+    // A namespace whose ResourceQuota counts cpu or memory refuses a Pod with a container that names none.
+    for (const container of containers) {
+      for (const kind of ["requests", "limits"] as const) {
+        for (const resource of ["cpu", "memory"]) {
+          assert.ok(container.resources?.[kind]?.[resource], `${container.name}: no ${kind}.${resource}`);
+        }
+      }
+    }
   });
 });
 
@@ -196,6 +295,7 @@ describe("kubectl apply -k config/default on a real control plane", () => {
       "poddisruptionbudget/fast-sandbox-controller",
       "deployment/fast-sandbox-proxy",
       "service/fast-sandbox-proxy",
+      "poddisruptionbudget/fast-sandbox-proxy",
     );
     templateConfigMap = (
       await kubectlOk("-n", SYSTEM, "get", "configmap", "-l", "app.kubernetes.io/component=agent", "-o", "jsonpath={.items[0].metadata.name}")
@@ -207,25 +307,40 @@ describe("kubectl apply -k config/default on a real control plane", () => {
 
   it("makes a valid agent Pod from the default template, which the controller may create", async () => {
     const templateYaml = await kubectlOk("-n", SYSTEM, "get", "configmap", templateConfigMap, "-o", "jsonpath={.data.agent-pod-template\\.yaml}");
-    const template = parse(templateYaml) as { metadata: { labels: Record<string, string> }; spec: { containers: Container[]; initContainers: Container[] } };
-    // What the controller adds per Pod: name, pool label, images.
-    for (const container of [...template.spec.containers, ...template.spec.initContainers]) container.image = "fast-sandbox/agent:0.1.0";
-    const pod = {
-      apiVersion: "v1",
-      kind: "Pod",
-      metadata: { name: "default-agent-check", labels: { ...template.metadata.labels, "fast-sandbox.io/pool": "default" } },
-      spec: template.spec,
-    };
-    const dryRun = await run("bash", [
-      "-c",
-      `kubectl --kubeconfig "$1" -n ${SYSTEM} create --dry-run=server --as=${CONTROLLER} -o json -f - <<'EOF'\n${JSON.stringify(pod)}\nEOF`,
-      "dry-run",
-      kubeconfig,
-    ]);
+    const dryRun = await createDryRun(agentPodFrom(templateYaml, "default-agent-check"), CONTROLLER);
     assert.equal(dryRun.code, 0, dryRun.stderr);
     const created = JSON.parse(dryRun.stdout) as { spec: { automountServiceAccountToken: boolean; volumes: { name: string }[] } };
     assert.equal(created.spec.automountServiceAccountToken, false);
     assert.ok(!created.spec.volumes.some((volume) => volume.name.startsWith("kube-api-access-")), "no API token volume is injected");
+  });
+
+  it("admits the default agent Pod in a namespace whose ResourceQuota counts cpu and memory", async () => {
+    const quota = {
+      apiVersion: "v1",
+      kind: "ResourceQuota",
+      metadata: { name: "fsb-manifests-compute", namespace: SYSTEM },
+      spec: { hard: { "requests.cpu": "64", "requests.memory": "256Gi", "limits.cpu": "64", "limits.memory": "256Gi" } },
+    };
+    const created = await run("bash", ["-c", `kubectl --kubeconfig "$1" create -f - <<'EOF'\n${JSON.stringify(quota)}\nEOF`, "quota", kubeconfig]);
+    assert.equal(created.code, 0, created.stderr);
+    try {
+      // Once the quota is in force, a container naming no cpu or memory is refused.
+      const bare = {
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name: "quota-check" },
+        spec: { containers: [{ name: "bare", image: "fast-sandbox/agent:0.1.0" }] },
+      };
+      await eventually("the ResourceQuota to be in force", async () => {
+        const refused = await createDryRun(bare);
+        return refused.code !== 0 && /must specify/.test(refused.stderr);
+      });
+      const templateYaml = await kubectlOk("-n", SYSTEM, "get", "configmap", templateConfigMap, "-o", "jsonpath={.data.agent-pod-template\\.yaml}");
+      const dryRun = await createDryRun(agentPodFrom(templateYaml, "default-agent-quota-check"), CONTROLLER);
+      assert.equal(dryRun.code, 0, dryRun.stderr);
+    } finally {
+      await kubectlOk("-n", SYSTEM, "delete", "resourcequota", quota.metadata.name);
+    }
   });
 
   it("stores the samples as they are", async () => {
