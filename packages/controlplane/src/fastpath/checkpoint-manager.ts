@@ -352,7 +352,7 @@ export class CheckpointManager {
       );
     }
     // The pool's agents on a node share its directory: the first removes it, the others find nothing.
-    for (const agentName of checkpoint.agents) await this.client(agentName).deleteCheckpoint(checkpoint.id);
+    for (const agentName of checkpoint.agents) await this.client(agentName, checkpoint.namespace).deleteCheckpoint(checkpoint.id);
     this.logger.info({ checkpoint: `${checkpoint.namespace}/${checkpoint.name}` }, "checkpoint deleted");
   }
 
@@ -397,7 +397,7 @@ export class CheckpointManager {
   async deletePoolCheckpoints(namespace: string, pool: string): Promise<number> {
     const checkpoints = (await this.lookup(namespace)).filter((checkpoint) => checkpoint.pool === pool);
     for (const checkpoint of checkpoints) {
-      for (const agentName of checkpoint.agents) await this.client(agentName).deleteCheckpoint(checkpoint.id);
+      for (const agentName of checkpoint.agents) await this.client(agentName, checkpoint.namespace).deleteCheckpoint(checkpoint.id);
     }
     if (checkpoints.length > 0)
       this.logger.info({ pool: `${namespace}/${pool}`, checkpoints: checkpoints.map((c) => c.name) }, "pool deleted: its checkpoints are removed");
@@ -612,11 +612,12 @@ export class CheckpointManager {
     if (sandbox.status?.phase !== "Running" || !agentName || !sandbox.status.sandboxID) {
       throw new FailedPreconditionError(`sandbox ${namespace}/${name} is ${sandbox.status?.phase ?? "Pending"}: only a Running sandbox can be checkpointed`);
     }
-    return { sandbox, client: this.client(agentName) };
+    return { sandbox, client: this.client(agentName, namespace) };
   }
 
-  private client(agentName: string): AgentClient & AgentCheckpointClient {
-    const client = this.options.agents.get(agentName);
+  /** The client of an agent, for a call about a sandbox or checkpoint of `namespace`: an agent of another namespace is not there. */
+  private client(agentName: string, namespace: string): AgentClient & AgentCheckpointClient {
+    const client = this.options.agents.get(agentName, namespace);
     if (!client) throw new UnavailableError(`agent ${agentName} is not connected; retry shortly`);
     if (!canCheckpoint(client)) throw new FailedPreconditionError(`agent ${agentName} cannot checkpoint (it predates checkpoints)`);
     return client;
@@ -658,7 +659,7 @@ export class CheckpointManager {
     const unanswered: string[] = [];
     const reports = await Promise.all(
       agents.map(async (agent) => {
-        const client = this.options.agents.get(agent.name);
+        const client = this.options.agents.get(agent.name, agent.namespace);
         // Ready but not connected: it cannot answer now (one that predates checkpoints holds none).
         if (!client) unanswered.push(agent.name);
         if (!client || !canCheckpoint(client)) return [];

@@ -316,7 +316,7 @@ export class SandboxPauses {
     const node = sandbox.status?.nodeName;
     if (!sandboxId || !node || sandbox.status?.assignedPod) return;
     for (const agent of this.readyOnNode(sandbox, node)) {
-      await this.client(agent.name)
+      await this.client(agent.name, agent.namespace)
         ?.deleteSandbox(sandboxId, 0)
         .catch((error: unknown) =>
           this.logger.warn(
@@ -369,7 +369,7 @@ export class SandboxPauses {
     if (running.status?.phase !== "Running" || !agentName || !sandboxId) {
       throw new FailedPreconditionError(`sandbox ${key} is ${running.status?.phase ?? "Pending"}: only a Running sandbox can be paused`);
     }
-    if (!this.client(agentName)) throw new UnavailableError(`agent ${agentName} of sandbox ${key} is not connected; retry shortly`);
+    if (!this.client(agentName, namespace)) throw new UnavailableError(`agent ${agentName} of sandbox ${key} is not connected; retry shortly`);
     const checkpointName = pauseCheckpointName(name);
     // The intent first (crash-safety, see the top of this file): the checkpoint to come and the end it
     // has, kept aside; then phase Paused. The end itself stays until the pause is decided (a Paused
@@ -458,7 +458,7 @@ export class SandboxPauses {
     const namespace = record.metadata.namespace ?? DEFAULT_NAMESPACE;
     const name = record.metadata.name;
     const key = sandboxKey(namespace, name);
-    await this.client(agentName)
+    await this.client(agentName, namespace)
       ?.deleteSandbox(sandboxId, 0)
       .catch((error: unknown) =>
         this.logger.warn({ sandbox: key, sandboxId, err: error }, "could not remove a paused sandbox's stopped instance; its resume does"),
@@ -574,7 +574,7 @@ export class SandboxPauses {
     await this.saveState(written, { end });
     if (found.instance === "stopped") {
       // It holds its slot and ports on its agent: it goes, as the reconciler removes a Lost sandbox's stopped instance.
-      await this.client(agentName)
+      await this.client(agentName, namespace)
         ?.deleteSandbox(sandboxId, 0)
         .catch((error: unknown) =>
           this.logger.warn({ sandbox: key, sandboxId, err: error }, "could not remove the stopped instance of a Lost sandbox; the reconciler does"),
@@ -594,7 +594,7 @@ export class SandboxPauses {
     const sandboxId = paused.status?.sandboxID;
     const checkpointName = paused.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION];
     if (!agentName || !sandboxId || !checkpointName) return { unknown: "its record names no agent, instance or checkpoint of the pause" };
-    const client = this.client(agentName);
+    const client = this.client(agentName, namespace);
     if (!client) return { unknown: `agent ${agentName} is not connected` };
     if (!canCheckpoint(client)) return { unknown: `agent ${agentName} cannot list checkpoints (it predates them)` };
     let reported: AgentSandbox | undefined;
@@ -643,7 +643,7 @@ export class SandboxPauses {
     const key = sandboxKey(namespace, record.metadata.name);
     const reason = FsbError.from(cause).message;
     try {
-      const client = this.client(agentName);
+      const client = this.client(agentName, namespace);
       /** Whether the agent still runs it; undefined when the agent could not be asked. */
       const runs = client
         ? await client
@@ -769,7 +769,7 @@ export class SandboxPauses {
     if (!checkpoint) return { sandbox: await this.withoutCheckpoint(paused, pool, checkpointName, options), resumed: true };
     // Whatever a pause or resume cut short left of the instance on the checkpoint's node.
     for (const agentName of checkpoint.agents) {
-      await this.client(agentName)
+      await this.client(agentName, namespace)
         ?.deleteSandbox(sandboxId, 0)
         .catch((error: unknown) => this.logger.warn({ sandbox: key, agent: agentName, err: error }, "could not make sure no earlier instance is left"));
     }
@@ -788,7 +788,7 @@ export class SandboxPauses {
     let address: string | undefined;
     let running: Sandbox;
     try {
-      const client = this.client(agent.name);
+      const client = this.client(agent.name, namespace);
       if (!client) throw new UnavailableError(`agent ${agent.name} has no connection; retry in a moment`);
       const request = { ...this.options.manager.agentRequest(paused, sandboxId, pool, network), fromCheckpoint: checkpoint.id };
       address = (await client.createSandbox(request)).address;
@@ -814,7 +814,7 @@ export class SandboxPauses {
     } catch (error) {
       // Undo: no slot or instance is left of a resume that failed; the sandbox stays Paused.
       this.options.registry.release(key);
-      await this.client(agent.name)
+      await this.client(agent.name, namespace)
         ?.deleteSandbox(sandboxId, 0)
         .catch(() => undefined);
       throw FsbError.from(error);
@@ -859,7 +859,7 @@ export class SandboxPauses {
     const key = sandboxKey(namespace, paused.metadata.name);
     const agentName = paused.status?.assignedPod;
     const reported = agentName
-      ? await this.client(agentName)
+      ? await this.client(agentName, namespace)
           ?.listSandboxes()
           .then((sandboxes) => sandboxes.find((s) => s.sandboxId === paused.status?.sandboxID))
           .catch(() => undefined)
@@ -931,8 +931,9 @@ export class SandboxPauses {
     }
   }
 
-  private client(agentName: string): AgentClient | undefined {
-    return this.options.agents.get(agentName);
+  /** The client of an agent, for a call about a sandbox of `namespace`: an agent of another namespace is not there (AgentClients). */
+  private client(agentName: string, namespace: string): AgentClient | undefined {
+    return this.options.agents.get(agentName, namespace);
   }
 }
 

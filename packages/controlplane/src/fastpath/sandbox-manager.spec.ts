@@ -70,10 +70,16 @@ const stored = (name: string) => fixture.stored(name);
 /** The pool controller's side of capacity, as a create sees it: whether the pool may grow, and the wakes it was sent. */
 class FakePoolCapacity implements PoolCapacity {
   growable = true;
+  /** Why no agent starts for the pool (its template, its namespace), when a test says so. */
+  blocked: string | undefined;
   readonly wakes: string[] = [];
 
   canGrow(): boolean {
     return this.growable;
+  }
+
+  blockedReason(): string | undefined {
+    return this.blocked;
   }
 
   wake(namespace: string, pool: string): void {
@@ -922,6 +928,18 @@ describe("SandboxManager", () => {
       assert.equal(await stored("web"), undefined);
       assert.deepEqual(capacity.wakes, []);
       assert.equal(manager.waitingFor("default", "elastic"), 0);
+    });
+
+    it("when no agent starts for the pool (its template or namespace refused): refuses at once saying why, not blaming poolMax", async () => {
+      capacity.growable = false;
+      capacity.blocked = "namespace default runs no pools: the controller's FSB_POOL_NAMESPACES allows pools only in sandboxes";
+      const error = await rejection(manager.create({ name: "web", spec: spec({ poolRef: "elastic" }) }));
+      assert.ok(error instanceof NoCapacityError);
+      assert.equal(
+        error.message,
+        "pool default/elastic has no ready agents (none registered); namespace default runs no pools: the controller's FSB_POOL_NAMESPACES allows pools only in sandboxes",
+      );
+      assert.equal(await stored("web"), undefined);
     });
 
     it("when free slots exist but their ports are taken: refuses at once, however the pool could grow", async () => {

@@ -67,22 +67,28 @@ const REFUSAL_PAUSE_MS = 50;
  */
 class RefusedByAgentError extends NoCapacityError {}
 
+/**
+ * The agents' clients, by agent name. A call about a sandbox names the sandbox's `namespace`: agents
+ * are known by name, unique only within a namespace (a Pod's), and an agent of another namespace —
+ * a Pod that took the name of the sandbox's agent, gone since — is answered as one not there (no
+ * client, not existing, no connectivity), so that nothing of the sandbox is sent to it.
+ */
 export interface AgentClients {
-  /** The client of a registered agent, or undefined when the agent is unknown. */
-  get(agentName: string): AgentClient | undefined;
+  /** The client of a registered agent (of `namespace`, when given), or undefined when the agent is unknown. */
+  get(agentName: string, namespace?: string): AgentClient | undefined;
   /**
    * Whether the agent still exists although it has no client now (e.g. its Pod is there but not
    * ready): its sandboxes' cleanup waits for it instead of leaving their containers to the janitor.
    * @default the agent exists only while it has a client
    */
-  exists?(agentName: string): boolean;
+  exists?(agentName: string, namespace?: string): boolean;
   /**
    * Whether the agent's connection serves now, and since when it does (or does not). A deleted
    * sandbox's cleanup gives up on an agent away for longer than the sandbox's recoveryTimeoutSeconds
    * by this, when its record carries no condition that says so (deleted before one was written).
    * @default unknown
    */
-  agentConnectivity?(agentName: string): { connected: boolean; since: Date } | undefined;
+  agentConnectivity?(agentName: string, namespace?: string): { connected: boolean; since: Date } | undefined;
   /**
    * Every agent the fleet has, ready or not (an embedded agent its supervisor restarts, a Pod not
    * yet ready): ListAgents lists those the registry does not know yet, so that nothing (the
@@ -97,6 +103,12 @@ export interface PoolCapacity {
   canGrow(namespace: string, pool: string): boolean;
   /** Creates wait for this pool: resize it now. */
   wake(namespace: string, pool: string): void;
+  /**
+   * Why no agent starts for the pool (its agentTemplate, its namespace: what its status condition
+   * says); undefined when agents may start. A create refused because the pool cannot grow says it
+   * rather than blaming poolMax. @default the pool is at its poolMax
+   */
+  blockedReason?(namespace: string, pool: string): string | undefined;
 }
 
 export interface SandboxManagerOptions {
@@ -549,8 +561,9 @@ export class SandboxManager {
     // (embedded agents share the host's ports), so that is an answer now.
     const slotsFree = this.registry.poolUsage(namespace, poolName).free > 0;
     if (slotsFree || agents || !this.capacity?.canGrow(namespace, poolName)) {
-      const { poolMax } = pool.spec.capacity;
-      throw slotsFree || agents ? first : new NoCapacityError(`${first.message}; the pool is at its poolMax of ${poolMax} agents`);
+      if (slotsFree || agents) throw first;
+      const blocked = this.capacity?.blockedReason?.(namespace, poolName);
+      throw new NoCapacityError(`${first.message}; ${blocked ?? `the pool is at its poolMax of ${pool.spec.capacity.poolMax} agents`}`);
     }
     const waitSeconds = pool.spec.capacity.wakeTimeoutSeconds ?? DEFAULT_WAKE_TIMEOUT_SECONDS;
     const poolKey = sandboxKey(namespace, poolName);
@@ -655,7 +668,7 @@ export class SandboxManager {
     /** The instance's own address (Isolated network), as its agent answers. */
     let address: string | undefined;
     try {
-      const client = this.agents.get(agent.name);
+      const client = this.agents.get(agent.name, namespace);
       if (!client) throw new UnavailableError(`agent ${agent.name} has no connection; retry in a moment`);
       stored ??= await this.store.create("Sandbox", candidate);
       // The wait for capacity rebases its condition writes onto the record as it is: one another
@@ -697,7 +710,7 @@ export class SandboxManager {
       if (FsbError.from(error) instanceof UnavailableError || error instanceof RefusedByAgentError) avoid.add(agent.name);
       // The agent may have created the container although the call failed (e.g. a timeout).
       await this.agents
-        .get(agent.name)
+        .get(agent.name, namespace)
         ?.deleteSandbox(sandboxId, 0)
         .catch((e: unknown) => this.logger.warn({ err: e, sandbox: key }, "could not make sure the agent holds nothing of a failed create"));
       if (stored)
@@ -720,7 +733,7 @@ export class SandboxManager {
         // The caller is told it failed: leave nothing running that it would have to find and delete.
         this.registry.release(key);
         await this.agents
-          .get(agent.name)
+          .get(agent.name, namespace)
           ?.deleteSandbox(sandboxId, 0)
           .catch(() => undefined);
         await this.forget(stored, sandboxId).catch(() => undefined);
@@ -745,7 +758,7 @@ export class SandboxManager {
         // The name's placement is this sandbox's, unless a sandbox of the same name is stored or being created since.
         if (now === "gone" && !this.creating.has(key)) this.registry.release(key);
         await this.agents
-          .get(agent.name)
+          .get(agent.name, namespace)
           ?.deleteSandbox(sandboxId, 0)
           .catch((cause: unknown) => this.logger.warn({ err: cause, sandbox: key }, "could not remove the instance of a sandbox deleted during its create"));
       })
@@ -880,7 +893,7 @@ export class SandboxManager {
     }
     // The old instance: removed now when its agent answers (reset); a lost agent's is removed when
     // the agent returns (adoption removes containers no record owns) or by the janitor.
-    const oldClient = oldAgent ? this.agents.get(oldAgent) : undefined;
+    const oldClient = oldAgent ? this.agents.get(oldAgent, namespace) : undefined;
     this.registry.release(key);
     if (oldClient && oldId && (reason === "Reset" || this.registry.getAgent(oldAgent ?? "")?.ready === true)) {
       await oldClient.deleteSandbox(oldId, DEFAULT_GRACE_PERIOD_MS).catch((error: unknown) => {
@@ -901,7 +914,7 @@ export class SandboxManager {
         ports: portsOnAgent(sandbox.spec, network),
       });
       const agent = placement.agent;
-      const client = this.agents.get(agent.name);
+      const client = this.agents.get(agent.name, namespace);
       if (!client) throw new UnavailableError(`agent ${agent.name} has no connection`);
       sandbox = await writeStatus(
         this.store,
@@ -925,7 +938,7 @@ export class SandboxManager {
       if (placement) {
         this.registry.release(key);
         await this.agents
-          .get(placement.agent.name)
+          .get(placement.agent.name, namespace)
           ?.deleteSandbox(sandboxId, 0)
           .catch(() => undefined);
       }
@@ -1051,7 +1064,7 @@ export class SandboxManager {
     const sandboxId = sandbox?.status?.sandboxID;
     if (!sandbox || sandbox.metadata.uid !== seen.metadata.uid || sandbox.status?.phase !== "Lost" || !sandboxId) return;
     if (sandboxId !== seen.status?.sandboxID || sandbox.status.assignedPod !== seen.status.assignedPod) return;
-    const client = sandbox.status.assignedPod ? this.agents.get(sandbox.status.assignedPod) : undefined;
+    const client = sandbox.status.assignedPod ? this.agents.get(sandbox.status.assignedPod, namespace) : undefined;
     if (!client) return;
     this.logger.info({ sandbox: key, sandboxId, agent: sandbox.status.assignedPod }, "removing the stopped instance of a Lost sandbox from its agent");
     await client.deleteSandbox(sandboxId, 0);
@@ -1076,7 +1089,7 @@ export class SandboxManager {
       if (phase !== "Bound" && !unanswered) return;
       const sandboxId = sandbox.status?.sandboxID;
       this.logger.warn({ sandbox: key, sandboxId }, `removing an unfinished create: ${why}`);
-      const client = sandbox.status?.assignedPod ? this.agents.get(sandbox.status.assignedPod) : undefined;
+      const client = sandbox.status?.assignedPod ? this.agents.get(sandbox.status.assignedPod, namespace) : undefined;
       if (client && sandboxId) await client.deleteSandbox(sandboxId, 0);
       this.registry.release(key);
       await this.forget(sandbox, sandboxId);
@@ -1236,7 +1249,8 @@ export class SandboxManager {
     if (Number.isFinite(since) && this.clock.now().getTime() - since > timeoutMs) return true;
     // The conditions are written while the sandbox lives; one deleted before (Bound, or at once) has
     // none: the connection's own record of how long the agent has been away says it.
-    const connectivity = sandbox.status?.assignedPod ? this.agents.agentConnectivity?.(sandbox.status.assignedPod) : undefined;
+    const namespace = sandbox.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const connectivity = sandbox.status?.assignedPod ? this.agents.agentConnectivity?.(sandbox.status.assignedPod, namespace) : undefined;
     return connectivity !== undefined && !connectivity.connected && this.clock.now().getTime() - connectivity.since.getTime() > timeoutMs;
   }
 
@@ -1258,10 +1272,10 @@ export class SandboxManager {
     const agentName = sandbox.status?.assignedPod;
     const sandboxId = sandbox.status?.sandboxID;
     if (agentName && sandboxId) {
-      const client = this.agents.get(agentName);
+      const client = this.agents.get(agentName, namespace);
       // A client whose agent stopped answering (partitioned from this replica while its Pod stays
       // Ready) for longer than the sandbox waits for it is not waited on either.
-      const unreachable = client !== undefined && this.agents.agentConnectivity?.(agentName)?.connected === false && this.givenUp(sandbox);
+      const unreachable = client !== undefined && this.agents.agentConnectivity?.(agentName, namespace)?.connected === false && this.givenUp(sandbox);
       if (unreachable) {
         this.logger.warn(
           { sandbox: key, agent: agentName },
@@ -1269,7 +1283,7 @@ export class SandboxManager {
         );
       } else if (client) {
         await client.deleteSandbox(sandboxId, gracePeriodMs);
-      } else if (this.agents.exists?.(agentName) && !this.givenUp(sandbox)) {
+      } else if (this.agents.exists?.(agentName, namespace) && !this.givenUp(sandbox)) {
         throw new UnavailableError(`agent ${agentName} of sandbox ${key} does not answer right now; the delete finishes once it does`);
       } else {
         // The agent is gone for good; its leftovers are the janitor's to reclaim.
@@ -1292,7 +1306,7 @@ export class SandboxManager {
     const agentName = sandbox.status?.assignedPod;
     const sandboxId = sandbox.status?.sandboxID;
     if (!agentName || !sandboxId) throw new FailedPreconditionError(`sandbox ${name} is not placed on an agent (phase ${sandbox.status?.phase ?? "Pending"})`);
-    const client = this.agents.get(agentName);
+    const client = this.agents.get(agentName, sandbox.metadata.namespace ?? DEFAULT_NAMESPACE);
     if (!client) throw new UnavailableError(`agent ${agentName} of sandbox ${name} is not connected; retry shortly`);
     return { client, sandboxId, sandbox };
   }

@@ -262,6 +262,37 @@ describe("AgentConnections", () => {
     assert.equal(connectedCalls.length, 1);
   });
 
+  it("answers about an agent for a sandbox of another namespace as about one not there (a Pod named as a gone agent of that namespace), logged once", async () => {
+    const warnings: unknown[][] = [];
+    const logger = pino({ level: "silent" });
+    logger.warn = (...args: unknown[]) => warnings.push(args);
+    fleet.ready(AGENT, "10.1.0.1:7071");
+    startConnections({ logger });
+    await waitFor(() => connected(), "the agent is connected");
+    const ofItsNamespace = [
+      connections.get(AGENT, NAMESPACE),
+      connections.exists(AGENT, NAMESPACE),
+      connections.agentConnectivity(AGENT, NAMESPACE)?.connected,
+    ];
+    assert.deepEqual(ofItsNamespace, [clients[0], true, true], "a sandbox of its namespace is served");
+    assert.ok(connections.observedStatus(AGENT, NAMESPACE));
+    const ofAnother = [
+      connections.get(AGENT, "other"),
+      connections.exists(AGENT, "other"),
+      connections.agentConnectivity(AGENT, "other"),
+      connections.observedStatus(AGENT, "other"),
+    ];
+    assert.deepEqual(ofAnother, [undefined, false, undefined, undefined], "a sandbox of another namespace: no client, no agent");
+    assert.equal(connections.get(AGENT), clients[0], "asked about the agent itself: its client");
+    assert.equal(warnings.length, 1, "the mismatch is logged once");
+    assert.deepEqual(warnings[0]?.[0], { agent: AGENT, agentNamespace: NAMESPACE, namespace: "other" });
+
+    fleet.lose(AGENT);
+    await waitFor(() => !connected(), "the agent is lost");
+    assert.equal(connections.agentConnectivity(AGENT, "other"), undefined, "away, it is still not the other namespace's");
+    assert.equal(connections.agentConnectivity(AGENT, NAMESPACE)?.connected, false);
+  });
+
   it("becomes connected even when onConnected fails (the failure is logged)", async () => {
     adoption = async () => {
       throw new Error("adoption failed");

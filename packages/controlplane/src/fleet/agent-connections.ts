@@ -8,6 +8,12 @@
  * stops being so when the fleet reports it lost or removed, or after `missedHeartbeats` heartbeats
  * in a row went unanswered. `onConnected` runs at each (re)connection with the first report
  * (adoption), `onStatus` with every report (facts the agent saw).
+ *
+ * Agents are known by name, and a Pod's name is unique only within its namespace: a sandbox whose
+ * agent is gone may name a Pod of another namespace that took the name since (kubernetes-agent-fleet.ts).
+ * Asked about an agent for a sandbox of a namespace (`namespace`), an agent of another namespace is
+ * answered as one not there: no client (the call fails as unavailable and is tried again), it does
+ * not exist, no connectivity nor status; each such mismatch is logged once.
  */
 import type { Logger } from "pino";
 import { systemClock, type Clock } from "../controller/clock.js";
@@ -57,7 +63,9 @@ export class AgentConnections implements AgentObserver, AgentClients {
   private readonly clock: Clock;
   private readonly connections = new Map<string, Connection>();
   /** Agents the fleet reported lost (not removed): they exist, unconnected, since then. */
-  private readonly away = new Map<string, Date>();
+  private readonly away = new Map<string, { since: Date; namespace: string }>();
+  /** Mismatches logged (`<agent's namespace>/<agent> <sandbox's namespace>`), until the agent is removed. */
+  private readonly mismatches = new Set<string>();
   private readonly listeners = new Set<(agentName: string) => void>();
   private readonly reportListeners = new Set<(agentName: string) => void>();
   private unsubscribe: (() => void) | undefined;
@@ -73,7 +81,7 @@ export class AgentConnections implements AgentObserver, AgentClients {
     this.unsubscribe = this.options.fleet.subscribe((event) => this.fleetChanged(event));
     for (const agent of this.options.fleet.listAgents()) {
       if (agent.ready && agent.endpoint) this.open({ ...agent, ready: true, endpoint: agent.endpoint });
-      else this.away.set(agent.name, this.clock.now());
+      else this.away.set(agent.name, { since: this.clock.now(), namespace: agent.namespace });
     }
   }
 
@@ -84,8 +92,9 @@ export class AgentConnections implements AgentObserver, AgentClients {
     this.connections.clear();
   }
 
-  get(agentName: string): AgentClient | undefined {
-    return this.connections.get(agentName)?.client;
+  get(agentName: string, namespace?: string): AgentClient | undefined {
+    const connection = this.connections.get(agentName);
+    return connection && this.serves(connection.agent, namespace) ? connection.client : undefined;
   }
 
   fleetAgents(): readonly FleetAgent[] {
@@ -93,20 +102,40 @@ export class AgentConnections implements AgentObserver, AgentClients {
   }
 
   /** Whether the fleet still has the agent (connected or not): its Pod exists. */
-  exists(agentName: string): boolean {
-    return this.connections.has(agentName) || this.options.fleet.listAgents().some((agent) => agent.name === agentName);
+  exists(agentName: string, namespace?: string): boolean {
+    const connection = this.connections.get(agentName);
+    if (connection) return this.serves(connection.agent, namespace);
+    const agent = this.options.fleet.listAgents().find((candidate) => candidate.name === agentName);
+    return agent !== undefined && this.serves(agent, namespace);
   }
 
-  agentConnectivity(name: string): { connected: boolean; since: Date } | undefined {
+  agentConnectivity(name: string, namespace?: string): { connected: boolean; since: Date } | undefined {
     const connection = this.connections.get(name);
-    if (connection) return { connected: connection.connected && connection.adopted, since: connection.since };
-    const since = this.away.get(name);
-    return since ? { connected: false, since } : undefined;
+    if (connection) {
+      if (!this.serves(connection.agent, namespace)) return undefined;
+      return { connected: connection.connected && connection.adopted, since: connection.since };
+    }
+    const away = this.away.get(name);
+    return away && this.serves({ name, namespace: away.namespace }, namespace) ? { connected: false, since: away.since } : undefined;
   }
 
-  observedStatus(name: string): { status: AgentStatus; at: Date; askedAt: Date } | undefined {
+  observedStatus(name: string, namespace?: string): { status: AgentStatus; at: Date; askedAt: Date } | undefined {
     const connection = this.connections.get(name);
-    return connection?.connected ? connection.observed : undefined;
+    return connection?.connected && this.serves(connection.agent, namespace) ? connection.observed : undefined;
+  }
+
+  /** Whether the agent may serve a sandbox of `namespace` (undefined: the agent itself is asked about); a mismatch is logged once. */
+  private serves(agent: { name: string; namespace: string }, namespace: string | undefined): boolean {
+    if (namespace === undefined || agent.namespace === namespace) return true;
+    const mismatch = `${agent.namespace}/${agent.name} ${namespace}`;
+    if (!this.mismatches.has(mismatch)) {
+      this.mismatches.add(mismatch);
+      this.options.logger.warn(
+        { agent: agent.name, agentNamespace: agent.namespace, namespace },
+        "a sandbox names an agent of another namespace: nothing of it is sent there (its agent counts as not there)",
+      );
+    }
+    return false;
   }
 
   onAgentChanged(listener: (agentName: string) => void): () => void {
@@ -137,8 +166,11 @@ export class AgentConnections implements AgentObserver, AgentClients {
     }
     const current = this.connections.get(agent.name);
     if (current) this.drop(current, event.type === "lost" ? event.reason : "removed from the fleet");
-    if (event.type === "lost") this.away.set(agent.name, this.away.get(agent.name) ?? this.clock.now());
-    else this.away.delete(agent.name);
+    if (event.type === "lost") this.away.set(agent.name, { since: this.away.get(agent.name)?.since ?? this.clock.now(), namespace: agent.namespace });
+    else {
+      this.away.delete(agent.name);
+      for (const mismatch of this.mismatches) if (mismatch.startsWith(`${agent.namespace}/${agent.name} `)) this.mismatches.delete(mismatch);
+    }
     this.changed(agent.name);
   }
 
@@ -148,7 +180,7 @@ export class AgentConnections implements AgentObserver, AgentClients {
       agent,
       client,
       connected: false,
-      since: this.away.get(agent.name) ?? this.clock.now(),
+      since: this.away.get(agent.name)?.since ?? this.clock.now(),
       adopted: false,
       heartbeat: new AgentHeartbeat({
         clock: this.clock,

@@ -10,6 +10,7 @@
  * depend on an agent being ready, or gone, when the call returns.
  */
 import { FsbError, type SandboxPool } from "@fast-sandbox/api";
+import type { Logger } from "pino";
 
 /** A pool, by namespace and name. */
 export interface PoolRef {
@@ -19,7 +20,7 @@ export interface PoolRef {
 
 /** An agent the fleet runs, as the core sees it. */
 export interface FleetAgent extends PoolRef {
-  /** Unique in the fleet: the Pod's name (Kubernetes), `<pool>-<n>` (embedded). */
+  /** Unique in the fleet: the Pod's name (Kubernetes: one Pod per name is reported, of whatever namespace), `<pool>-<n>` (embedded). */
   name: string;
   /** Whether the agent can be reached at `endpoint` now. */
   ready: boolean;
@@ -76,7 +77,12 @@ export interface AgentFleet {
    * Resolves with the new agents' names once they are requested, not once they are ready.
    */
   startAgents(pool: SandboxPool, count: number): Promise<string[]>;
-  /** The `templateHash` an agent started now for the pool would carry. */
+  /**
+   * The `templateHash` an agent started now for the pool would carry. Throws when none would start
+   * from the pool's spec: a PermissionDeniedError when the deployment's policy refuses it
+   * (Kubernetes: an agentTemplate FSB_AGENT_TEMPLATE_POLICY does not allow), anything else when no
+   * agent can be built from it (an agentTemplate the CRD lets through malformed).
+   */
   templateHash(pool: SandboxPool): string;
   /**
    * Stops the named agents of the pool. The caller has drained them: the fleet never checks for
@@ -113,4 +119,26 @@ export class AgentsNotStoppedError extends FsbError {
     super(first.code, `could not stop ${notStopped.length === 1 ? "agent" : "agents"} ${notStopped.join(", ")}: ${first.message}`, { cause });
     this.notStopped = [...notStopped];
   }
+}
+
+/**
+ * Finds the agent of a sandbox of `namespace` by its name (`status.assignedPod`) among the fleet's
+ * (the proxy's and the E2B relay's lookup of an agent's address). Agents are known by name, and a
+ * Pod's name is unique only within its namespace: a sandbox whose agent is gone may name a Pod of
+ * another namespace that took the name since (kubernetes-agent-fleet.ts). Nothing of the sandbox goes
+ * there: such an agent is not found, as one not there (its traffic waits for its own agent), and
+ * each such mismatch is logged once.
+ */
+export function agentsByName(fleet: Pick<AgentFleet, "listAgents">, logger: Pick<Logger, "warn">): (name: string, namespace: string) => FleetAgent | undefined {
+  const logged = new Set<string>();
+  return (name, namespace) => {
+    const agent = fleet.listAgents().find((candidate) => candidate.name === name);
+    if (!agent || agent.namespace === namespace) return agent;
+    const mismatch = `${agent.namespace}/${name} ${namespace}`;
+    if (!logged.has(mismatch)) {
+      logged.add(mismatch);
+      logger.warn({ agent: name, agentNamespace: agent.namespace, namespace }, "a sandbox names an agent of another namespace: nothing of it is sent there");
+    }
+    return undefined;
+  };
 }

@@ -6,9 +6,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { KubeConfig } from "@kubernetes/client-node";
 import { FakeClock } from "../controller/clock.js";
 import { testKubeConfig } from "../store/kube-config.fixture.js";
-import { FsbError, UnavailableError, type SandboxPool } from "@fast-sandbox/api";
+import { FsbError, PermissionDeniedError, UnavailableError, type SandboxPool } from "@fast-sandbox/api";
 import { AgentsNotStoppedError, type AgentFleetEvent } from "./agent-fleet.js";
 import { AGENT_POD_DEFAULTS } from "./agent-pod.js";
+import { AgentTemplateNotAllowedError } from "./agent-template-policy.js";
 import { KubernetesAgentFleet } from "./kubernetes-agent-fleet.js";
 
 /** The owner reference of the agent Pods of the pool `python` (agent-pod.ts). */
@@ -70,6 +71,8 @@ async function silentApiServer(onWatch?: (response: ServerResponse) => void, opt
   const lists: URLSearchParams[] = [];
   const watches: URLSearchParams[] = [];
   const deletes: string[] = [];
+  /** The paths Pods were created at (answered with a 500). */
+  const creates: string[] = [];
   /** Resolves when the response of each watch closes (the client let it go). */
   const closed: Promise<void>[] = [];
   const server = createServer((request, response) => {
@@ -78,6 +81,10 @@ async function silentApiServer(onWatch?: (response: ServerResponse) => void, opt
     if (options.unansweredWrites && (request.method === "DELETE" || request.method === "POST")) {
       deletes.push(`${request.method} ${url.pathname}`);
       return;
+    }
+    if (request.method === "POST") {
+      creates.push(url.pathname);
+      return sendStatus(response, 500, "creations are counted, not made, here");
     }
     if (request.method === "DELETE") {
       const name = url.pathname.split("/").at(-1) ?? "";
@@ -112,7 +119,7 @@ async function silentApiServer(onWatch?: (response: ServerResponse) => void, opt
     server.closeAllConnections();
     server.close();
   };
-  return { kubeConfig, lists, watches, deletes, closed, close };
+  return { kubeConfig, lists, watches, deletes, creates, closed, close };
 }
 
 async function until(what: string, condition: () => boolean, timeoutMs = 15_000): Promise<void> {
@@ -432,6 +439,146 @@ describe("KubernetesAgentFleet.stopAgents", () => {
       assert.ok(error instanceof AgentsNotStoppedError, `an AgentsNotStoppedError, not ${String(error)}`);
       assert.deepEqual(error.notStopped, ["python-agent-1"]);
       assert.match(error.message, /python-agent-1.*request timed out/);
+    } finally {
+      close();
+    }
+  });
+});
+
+describe("KubernetesAgentFleet with poolNamespaces (FSB_POOL_NAMESPACES)", () => {
+  /** The agent Pod `name` of pool python in `namespace`. */
+  const podIn = (namespace: string, name: string, podIP: string) => {
+    const pod = agentPod(name, podIP);
+    pod.metadata = { ...pod.metadata, namespace };
+    return pod;
+  };
+  const poolIn = (namespace: string): SandboxPool => ({
+    apiVersion: "sandbox.fast.io/v1alpha1",
+    kind: "SandboxPool",
+    metadata: { name: "python", namespace, uid: "uid-python" },
+    spec: { capacity: { poolMin: 0, poolMax: 1 }, maxSandboxesPerPod: 1 },
+  });
+
+  test("takes for agents only the Pods of the namespaces it lists, listed or watched: one elsewhere is neither reported nor connected to", async () => {
+    let watch: ServerResponse | undefined;
+    const { kubeConfig, close } = await silentApiServer((response) => (watch ??= response), {
+      pods: [podIn("sandboxes", "python-agent-0", "10.1.0.4"), podIn("team-b", "python-agent-1", "10.1.0.5")],
+    });
+    const warnings: unknown[][] = [];
+    const logger = { ...quiet, warn: (...args: unknown[]) => warnings.push(args) };
+    const fleet = new KubernetesAgentFleet({ kubeConfig, logger: logger as never, watchTimeoutSeconds: 60, poolNamespaces: ["sandboxes", "ci"] });
+    const events: string[] = [];
+    fleet.subscribe((event: AgentFleetEvent) => events.push(`${event.type} ${event.agent.namespace}/${event.agent.name}`));
+    try {
+      await fleet.start();
+      assert.deepEqual(
+        fleet.listAgents().map((agent) => `${agent.namespace}/${agent.name}`),
+        ["sandboxes/python-agent-0"],
+      );
+      await until("the watch", () => watch !== undefined);
+      // Another Pod made to look like an agent there, then the first one changed: still no agent.
+      const lookalike = {
+        ...podIn("team-b", "python-agent-2", "10.1.0.6"),
+        metadata: { ...podIn("team-b", "python-agent-2", "10.1.0.6").metadata, resourceVersion: "8" },
+      };
+      watch?.write(`${JSON.stringify({ type: "ADDED", object: lookalike })}\n`);
+      const changed = podIn("team-b", "python-agent-1", "10.1.0.7");
+      changed.metadata = { ...changed.metadata, resourceVersion: "9" };
+      watch?.write(`${JSON.stringify({ type: "MODIFIED", object: changed })}\n`);
+      const marker = podIn("ci", "python-agent-3", "10.1.0.8");
+      marker.metadata = { ...marker.metadata, resourceVersion: "10" };
+      watch?.write(`${JSON.stringify({ type: "ADDED", object: marker })}\n`);
+      await until("the Pod of a listed namespace", () => fleet.listAgents().length === 2);
+      await sleep(20);
+      assert.deepEqual(
+        fleet
+          .listAgents()
+          .map((agent) => `${agent.namespace}/${agent.name}`)
+          .sort(),
+        ["ci/python-agent-3", "sandboxes/python-agent-0"],
+      );
+      assert.deepEqual(events.sort(), ["ready ci/python-agent-3", "ready sandboxes/python-agent-0"], "no event of another namespace's Pod");
+      assert.deepEqual(
+        warnings.map((args) => (args[0] as { pod: string }).pod),
+        ["team-b/python-agent-1", "team-b/python-agent-2"],
+        "each logged once",
+      );
+    } finally {
+      await fleet.stop();
+      close();
+    }
+  });
+
+  test("creates no Pod for a pool elsewhere, and fetches none there", async () => {
+    const { kubeConfig, lists, creates, close } = await silentApiServer(undefined, { pods: [podIn("team-b", "python-agent-1", "10.1.0.5")] });
+    const fleet = new KubernetesAgentFleet({ kubeConfig, logger: quiet as never, poolNamespaces: ["sandboxes"] });
+    try {
+      await assert.rejects(fleet.startAgents(poolIn("team-b"), 1), (error: unknown) => {
+        assert.ok(error instanceof PermissionDeniedError, `a PermissionDeniedError, not ${String(error)}`);
+        assert.match(error.message, /^namespace team-b runs no pools: the controller's FSB_POOL_NAMESPACES allows pools only in sandboxes;/);
+        return true;
+      });
+      assert.deepEqual(await fleet.fetchAgents({ namespace: "team-b", pool: "python" }), []);
+      assert.deepEqual(creates, [], "nothing reached the API server");
+      assert.equal(lists.length, 0);
+      // A listed namespace's pool is created there as ever (this server refuses it).
+      await assert.rejects(fleet.startAgents(poolIn("sandboxes"), 1), /creations are counted/);
+      assert.deepEqual(creates, ["/api/v1/namespaces/sandboxes/pods"]);
+    } finally {
+      close();
+    }
+  });
+});
+
+describe("KubernetesAgentFleet's agent template policy (FSB_AGENT_TEMPLATE_POLICY)", () => {
+  const pool = (agentTemplate: Record<string, unknown>): SandboxPool => ({
+    apiVersion: "sandbox.fast.io/v1alpha1",
+    kind: "SandboxPool",
+    metadata: { name: "python", namespace: "default", uid: "uid-python" },
+    spec: { capacity: { poolMin: 0, poolMax: 1 }, maxSandboxesPerPod: 1, agentTemplate },
+  });
+  const hostPID = pool({ spec: { hostPID: true } });
+
+  test("is restricted by default: a refused template has no hash and makes no Pod", async () => {
+    const { kubeConfig, creates, close } = await silentApiServer();
+    const fleet = new KubernetesAgentFleet({ kubeConfig, logger: quiet as never });
+    const refused = (error: unknown) => error instanceof AgentTemplateNotAllowedError && error.field === "spec.agentTemplate.spec.hostPID";
+    try {
+      assert.throws(() => fleet.templateHash(hostPID), refused);
+      await assert.rejects(fleet.startAgents(hostPID, 1), refused);
+      assert.deepEqual(creates, [], "nothing reached the API server");
+      // What it allows has a hash, and a Pod is asked for.
+      assert.match(fleet.templateHash(pool({ spec: { nodeSelector: { pool: "sandboxes" } } })), /^[0-9a-f]{16}$/);
+    } finally {
+      close();
+    }
+  });
+
+  test("judges only the pool's template, never the deployment's base template", async () => {
+    const { kubeConfig, close } = await silentApiServer();
+    const fleet = new KubernetesAgentFleet({
+      kubeConfig,
+      logger: quiet as never,
+      pod: { baseTemplate: { spec: { hostPID: true, containers: [{ name: "agent", securityContext: { privileged: true } }] } } },
+    });
+    try {
+      assert.match(fleet.templateHash(pool({})), /^[0-9a-f]{16}$/);
+    } finally {
+      close();
+    }
+  });
+
+  test("unrestricted takes the template as written; a listed image passes under restricted", async () => {
+    const { kubeConfig, creates, close } = await silentApiServer();
+    const mirror = "mirror.example/fsb/agent:1";
+    const unrestricted = new KubernetesAgentFleet({ kubeConfig, logger: quiet as never, templatePolicy: { mode: "unrestricted" } });
+    const restricted = new KubernetesAgentFleet({ kubeConfig, logger: quiet as never, templatePolicy: { mode: "restricted", allowedImages: [mirror] } });
+    try {
+      assert.match(unrestricted.templateHash(hostPID), /^[0-9a-f]{16}$/);
+      await assert.rejects(unrestricted.startAgents(hostPID, 1), /creations are counted/);
+      assert.equal(creates.length, 1, "the Pod was asked for");
+      assert.match(restricted.templateHash(pool({ spec: { containers: [{ name: "agent", image: mirror }] } })), /^[0-9a-f]{16}$/);
+      assert.throws(() => restricted.templateHash(pool({ spec: { containers: [{ name: "agent", image: "other/agent:1" }] } })), AgentTemplateNotAllowedError);
     } finally {
       close();
     }

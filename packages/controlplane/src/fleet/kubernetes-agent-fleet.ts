@@ -16,17 +16,25 @@
  * and the pool controller deletes it. A Pod's `fast-sandbox.io/template-hash` label is its agent's
  * `templateHash`. Every other call to the API server has a time limit (kubernetes-request-timeout.ts):
  * a list or a Pod's creation or deletion the server never answers fails with UnavailableError.
+ *
+ * What the deployment allows (the controller's settings): a pool's agentTemplate that the
+ * `templatePolicy` refuses (agent-template-policy.ts) makes no Pod — `templateHash` and `startAgents`
+ * throw its AgentTemplateNotAllowedError (a PermissionDeniedError) — and with `poolNamespaces`
+ * (pool-namespaces.ts) no Pod is created in another namespace, and a Pod there is no agent whatever
+ * its labels and owner say: neither reported nor fetched, so never registered nor sent a token.
  */
 import { ApiException, CoreV1Api, ListWatch, type KubeConfig, type V1OwnerReference, type V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { FailedPreconditionError, GROUP, UnavailableError, type FsbError, type SandboxPool } from "@fast-sandbox/api";
+import { FailedPreconditionError, GROUP, PermissionDeniedError, UnavailableError, type FsbError, type SandboxPool } from "@fast-sandbox/api";
 import { sleep, systemClock, type Clock, type Timer } from "../controller/clock.js";
 import { backoffDelayMs } from "../controller/work-queue.js";
 import { AgentsNotStoppedError, type AgentFleet, type AgentFleetEvent, type AgentFleetListener, type FleetAgent, type PoolRef } from "./agent-fleet.js";
 import { DeadlineWatch } from "./deadline-watch.js";
 import { AGENT_POD_DEFAULTS, POOL_LABEL, agentPodTemplateHash, buildAgentPod, type AgentPodOptions } from "./agent-pod.js";
+import { DEFAULT_AGENT_TEMPLATE_POLICY, checkAgentTemplatePolicy, type AgentTemplatePolicy } from "./agent-template-policy.js";
 import { TEMPLATE_HASH_LABEL } from "./agent-template-hash.js";
 import { AGENT_TOKEN_LABEL } from "./agent-token.js";
+import { poolNamespaceAllowed, poolNamespaceRefusal } from "./pool-namespaces.js";
 import { translateKubernetesError } from "../store/kubernetes-resource-store.js";
 import { requestTimeouts, withRequestTimeout, type KubernetesRequestTimeouts } from "../store/kubernetes-request-timeout.js";
 
@@ -38,6 +46,10 @@ export interface KubernetesAgentFleetOptions extends KubernetesRequestTimeouts {
   namespace?: string;
   /** How agent Pods are built (image, port, token Secret). @default AGENT_POD_DEFAULTS */
   pod?: AgentPodOptions;
+  /** What a pool's agentTemplate may set (FSB_AGENT_TEMPLATE_POLICY): one it refuses makes no Pod. @default DEFAULT_AGENT_TEMPLATE_POLICY (restricted) */
+  templatePolicy?: AgentTemplatePolicy;
+  /** The namespaces whose pools have agents (FSB_POOL_NAMESPACES): elsewhere no Pod is created, and none is an agent. @default every namespace */
+  poolNamespaces?: readonly string[];
   /** Recorded in managedFields as the writer of the Pods. @default "fast-sandbox" */
   fieldManager?: string;
   /**
@@ -95,12 +107,33 @@ function agentKey(agent: { namespace: string; name: string }): string {
   return `${agent.namespace}/${agent.name}`;
 }
 
+function podKey(pod: V1Pod): string {
+  return agentKey({ namespace: pod.metadata?.namespace ?? "default", name: pod.metadata?.name ?? "" });
+}
+
+/** Oldest first by creationTimestamp (a Date once listed, a string from a watch; unknown: last), equals kept in order. */
+function byAge(a: V1Pod, b: V1Pod): number {
+  const created = (pod: V1Pod): number => {
+    const at = pod.metadata?.creationTimestamp as unknown;
+    const ms = at instanceof Date ? at.getTime() : typeof at === "string" ? Date.parse(at) : Number.NaN;
+    return Number.isNaN(ms) ? Number.POSITIVE_INFINITY : ms;
+  };
+  const [x, y] = [created(a), created(b)];
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
 export class KubernetesAgentFleet implements AgentFleet {
   private readonly options: KubernetesAgentFleetOptions;
   private readonly core: CoreV1Api;
   private readonly port: number;
   /** The last state reported per Pod (namespace/name). */
   private readonly agents = new Map<string, FleetAgent>();
+  /** Pods of pools in namespaces `poolNamespaces` leaves out, already logged (namespace/name), until they are deleted. */
+  private readonly outsideLogged = new Set<string>();
+  /** Which Pod (namespace/name) holds each agent name: the one reported under it (holdsName). */
+  private readonly holders = new Map<string, string>();
+  /** Pods left out because another namespace's Pod holds their name, as last seen, by namespace/name. */
+  private readonly withheld = new Map<string, V1Pod>();
   private readonly listeners = new Set<AgentFleetListener>();
   private informer: ListWatch<V1Pod> | undefined;
   private readonly clock: Clock;
@@ -134,6 +167,8 @@ export class KubernetesAgentFleet implements AgentFleet {
           ? this.core.listNamespacedPod({ namespace, labelSelector: POOL_LABEL }, call)
           : this.core.listPodForAllNamespaces({ labelSelector: POOL_LABEL }, call),
       );
+      // Oldest first: of two Pods of one name in two namespaces, every fleet takes the one that held it first (holdsName).
+      pods.items.sort(byAge);
       listed = true;
       return pods;
     };
@@ -144,7 +179,10 @@ export class KubernetesAgentFleet implements AgentFleet {
     const informer = new ListWatch<V1Pod>(path, watch, list, false, POOL_LABEL);
     informer.on("add", (pod) => this.observe(pod));
     informer.on("update", (pod) => this.observe(pod));
-    informer.on("delete", (pod) => this.forget(pod));
+    informer.on("delete", (pod) => {
+      this.outsideLogged.delete(podKey(pod));
+      this.forget(pod);
+    });
     const initialDelayMs = this.options.restartDelayMs ?? 1000;
     const maxDelayMs = this.options.maxRestartDelayMs ?? 30_000;
     /** Failed watches (or relists) in a row since one worked, and when the informer last started. */
@@ -195,6 +233,9 @@ export class KubernetesAgentFleet implements AgentFleet {
   async startAgents(pool: SandboxPool, count: number): Promise<string[]> {
     const namespace = pool.metadata.namespace ?? "default";
     const poolKey = `${namespace}/${pool.metadata.name}`;
+    const outside = poolNamespaceRefusal(this.options.poolNamespaces, namespace);
+    if (outside !== undefined) throw new PermissionDeniedError(outside);
+    this.checkTemplate(pool);
     const names: string[] = [];
     for (let i = 0; i < count; i++) {
       let created: V1Pod;
@@ -216,8 +257,15 @@ export class KubernetesAgentFleet implements AgentFleet {
     return names;
   }
 
+  /** Throws, as startAgents does, when the policy refuses the pool's agentTemplate: no agent would start. */
   templateHash(pool: SandboxPool): string {
+    this.checkTemplate(pool);
     return agentPodTemplateHash(pool, this.options.pod);
+  }
+
+  /** The pool's own agentTemplate against the deployment's policy (the base template is the deployment's, trusted). */
+  private checkTemplate(pool: SandboxPool): void {
+    checkAgentTemplatePolicy(pool.spec.agentTemplate, this.options.templatePolicy ?? DEFAULT_AGENT_TEMPLATE_POLICY);
   }
 
   /**
@@ -260,6 +308,7 @@ export class KubernetesAgentFleet implements AgentFleet {
 
   /** Lists the pool's Pods (label `fast-sandbox.io/pool=<pool>` in its namespace) from the API server: those a SandboxPool controls. */
   async fetchAgents(pool: PoolRef): Promise<FleetAgent[]> {
+    if (!poolNamespaceAllowed(this.options.poolNamespaces, pool.namespace)) return [];
     const what = `list the agent Pods of pool ${pool.namespace}/${pool.pool}`;
     let pods: V1Pod[];
     try {
@@ -300,9 +349,14 @@ export class KubernetesAgentFleet implements AgentFleet {
       this.forget(pod);
       return;
     }
+    if (!poolNamespaceAllowed(this.options.poolNamespaces, pod.metadata?.namespace ?? "default")) {
+      this.ignoreOutside(pod);
+      return;
+    }
     const agent = agentOf(pod, owner, this.port);
     if (!agent.pool) return;
     const key = agentKey(agent);
+    if (!this.holdsName(key, pod)) return;
     const previous = this.agents.get(key);
     this.agents.set(key, agent);
     if (previous && previous.uid !== agent.uid) {
@@ -318,13 +372,79 @@ export class KubernetesAgentFleet implements AgentFleet {
     }
   }
 
+  /**
+   * A pool's Pod in a namespace `poolNamespaces` leaves out is no agent (logged once): made before the
+   * namespace was left out, or by someone who may create Pods there to look like one. It is left to
+   * run; deleting it, or its pool, is the operator's call.
+   */
+  private ignoreOutside(pod: V1Pod): void {
+    const key = podKey(pod);
+    if (!this.outsideLogged.has(key)) {
+      this.outsideLogged.add(key);
+      this.options.logger.warn(
+        { pod: key, poolNamespaces: this.options.poolNamespaces },
+        "a SandboxPool's Pod in a namespace FSB_POOL_NAMESPACES leaves out is not taken for an agent",
+      );
+    }
+    this.forget(pod);
+  }
+
   private forget(pod: V1Pod): void {
-    const key = agentKey({ namespace: pod.metadata?.namespace ?? "default", name: pod.metadata?.name ?? "" });
+    const key = podKey(pod);
+    this.withheld.delete(key);
     const previous = this.agents.get(key);
     if (!previous) return;
     this.agents.delete(key);
     if (previous.ready) this.emit({ type: "lost", agent: { ...previous, ready: false, endpoint: undefined }, reason: "Pod deleted" });
     this.emit({ type: "removed", agent: { ...previous, ready: false } });
+    this.releaseName(previous.name, key);
+  }
+
+  /**
+   * Whether the Pod (`key`) holds its name, taking it when no Pod does. After the fleet, agents are
+   * known by name alone (the registry, the connections, `status.assignedPod`, the proxy), and a Pod's
+   * name is unique only within its namespace: the fleet reports one Pod per name — the first it saw,
+   * every list ordered oldest first, so that every fleet (each controller replica, the proxy) takes
+   * the Pod that held the name first, however the list orders namespaces — and no later Pod takes it
+   * while that one exists. Whoever may create Pods (and a SandboxPool) in their own namespace thus
+   * cannot take over the name of another namespace's agent, nor the calls about its sandboxes; a
+   * sandbox whose agent is gone is never sent to the Pod that takes the name next either (the agent's
+   * namespace must be the sandbox's: AgentConnections, agentsByName). A Pod of another namespace is
+   * withheld (logged once) until the holder is gone (releaseName). The names the controller draws,
+   * `<pool>-agent-` and 5 random characters, can meet so by chance for two pools of one name in two
+   * namespaces: that only delays the later agent (its pool counts it as starting — fetchAgents finds
+   * its Pod — until the other is gone).
+   */
+  private holdsName(key: string, pod: V1Pod): boolean {
+    const name = pod.metadata?.name ?? "";
+    const holder = this.holders.get(name);
+    if (holder === undefined || holder === key) {
+      this.holders.set(name, key);
+      return true;
+    }
+    if (!this.withheld.has(key)) {
+      this.options.logger.warn(
+        { agent: name, namespace: pod.metadata?.namespace ?? "default", heldBy: this.agents.get(holder)?.namespace },
+        `agent Pod ${key} is left out: Pod ${holder} has its name (agents are known by name, unique only within a namespace); it is taken for an agent once that Pod is gone`,
+      );
+    }
+    this.withheld.set(key, pod);
+    return false;
+  }
+
+  /** Pod `key`, which held `name`, is gone: the oldest Pod withheld under that name takes it over. */
+  private releaseName(name: string, key: string): void {
+    if (this.holders.get(name) !== key) return;
+    this.holders.delete(name);
+    let next: V1Pod | undefined;
+    for (const pod of this.withheld.values()) if (pod.metadata?.name === name && (next === undefined || byAge(pod, next) < 0)) next = pod;
+    if (next === undefined) return;
+    this.withheld.delete(podKey(next));
+    this.options.logger.info(
+      { agent: name, namespace: next.metadata?.namespace ?? "default" },
+      `agent Pod ${podKey(next)} takes its name over from Pod ${key}, gone`,
+    );
+    this.observe(next);
   }
 
   /** Asynchronously, in order: never inside the call that caused the change. */

@@ -59,6 +59,7 @@ describe("controllerConfigFromEnv", () => {
       agentToken: "agent-token",
       agentTokenForOldPods: false,
       agentPod: {},
+      agentTemplatePolicy: { mode: "restricted", allowedImages: [] },
       heartbeatIntervalMs: 2000,
       proxyAddress: { protocol: "http:", domain: "localhost", portSuffix: ":7072" },
       e2b: { host: "0.0.0.0", port: 7073, apiUrl: "http://localhost:7073", sandboxUrl: "http://localhost:7072", sandboxNamespace: "default" },
@@ -122,6 +123,77 @@ describe("controllerConfigFromEnv", () => {
       assertInvalid(minimalEnv({ FSB_E2B_API_URL: "https://e2b.example.com/api" }), "FSB_E2B_API_URL", /a host and optionally a port, nothing else/);
       assertInvalid(minimalEnv({ FSB_E2B_SANDBOX_URL: "ftp://proxy" }), "FSB_E2B_SANDBOX_URL", /must be an http:\/\/ or https:\/\//);
       assertInvalid(minimalEnv({ FSB_E2B_NAMESPACE: "Team_A" }), "FSB_E2B_NAMESPACE", /"Team_A" is not a namespace name/);
+    });
+  });
+
+  describe("the agent template policy", () => {
+    it("takes FSB_AGENT_TEMPLATE_POLICY and the images FSB_AGENT_TEMPLATE_IMAGES lists (trimmed, empty entries left out)", () => {
+      assert.deepEqual(controllerConfigFromEnv(minimalEnv({ FSB_AGENT_TEMPLATE_POLICY: "unrestricted" })).agentTemplatePolicy, {
+        mode: "unrestricted",
+        allowedImages: [],
+      });
+      assert.deepEqual(
+        controllerConfigFromEnv(
+          minimalEnv({ FSB_AGENT_TEMPLATE_POLICY: "restricted", FSB_AGENT_TEMPLATE_IMAGES: " mirror.example/fsb/agent:0.1.0, fast-sandbox.io/agent:e2e ,," }),
+        ).agentTemplatePolicy,
+        { mode: "restricted", allowedImages: ["mirror.example/fsb/agent:0.1.0", "fast-sandbox.io/agent:e2e"] },
+      );
+      assert.deepEqual(controllerConfigFromEnv(minimalEnv({ FSB_AGENT_TEMPLATE_POLICY: "", FSB_AGENT_TEMPLATE_IMAGES: "" })).agentTemplatePolicy, {
+        mode: "restricted",
+        allowedImages: [],
+      });
+    });
+
+    it("refuses another policy, naming both it may be", () => {
+      for (const value of ["Restricted", "none", "open"]) {
+        assertInvalid(
+          minimalEnv({ FSB_AGENT_TEMPLATE_POLICY: value }),
+          "FSB_AGENT_TEMPLATE_POLICY",
+          new RegExp(`^FSB_AGENT_TEMPLATE_POLICY: "${value}" is not a policy: restricted \\(the default: .*\\) or unrestricted \\(anything: .*\\)$`),
+        );
+      }
+    });
+
+    it("refuses an allowed image that is not an image reference, naming it", () => {
+      assertInvalid(
+        minimalEnv({ FSB_AGENT_TEMPLATE_IMAGES: "mirror.example/Agent:1" }),
+        "FSB_AGENT_TEMPLATE_IMAGES",
+        /"mirror\.example\/Agent:1" is not a valid image reference/,
+      );
+    });
+  });
+
+  describe("the namespaces whose pools get agents (FSB_POOL_NAMESPACES)", () => {
+    const listing = (namespaces: string, extra: NodeJS.ProcessEnv = {}) =>
+      controllerConfigFromEnv(minimalEnv({ FSB_POOL_NAMESPACES: namespaces, FSB_E2B_LISTEN: "off", ...extra })).poolNamespaces;
+
+    it("are every namespace when unset or empty", () => {
+      assert.equal(controllerConfigFromEnv(minimalEnv()).poolNamespaces, undefined);
+      assert.equal(listing(""), undefined);
+      assert.equal(listing(" , "), undefined);
+    });
+
+    it("are the names it lists, trimmed, each once", () => {
+      assert.deepEqual(listing("sandboxes, ci ,sandboxes,"), ["sandboxes", "ci"]);
+    });
+
+    it("refuses a name that is not a namespace's (a DNS label), naming it and the variable", () => {
+      for (const name of ["Team-A", "team_a", "-team", "a.b", "x".repeat(64)]) {
+        assertInvalid(
+          minimalEnv({ FSB_POOL_NAMESPACES: `sandboxes,${name}` }),
+          "FSB_POOL_NAMESPACES",
+          new RegExp(`^FSB_POOL_NAMESPACES: "${name.replace(".", "\\.")}" is not a namespace name \\(lower-case letters`),
+        );
+      }
+    });
+
+    it("must hold the E2B API's namespace while that API is served", () => {
+      assertInvalid(
+        minimalEnv({ FSB_POOL_NAMESPACES: "sandboxes" }),
+        "FSB_POOL_NAMESPACES",
+        /^FSB_POOL_NAMESPACES: lists sandboxes but not default, the namespace of the E2B API's templates and sandboxes \(FSB_E2B_NAMESPACE\): add it, set FSB_E2B_NAMESPACE to one of them, or set FSB_E2B_LISTEN=off$/,
+      );
+      assert.deepEqual(controllerConfigFromEnv(minimalEnv({ FSB_POOL_NAMESPACES: "sandboxes", FSB_E2B_NAMESPACE: "sandboxes" })).poolNamespaces, ["sandboxes"]);
     });
   });
 

@@ -10,6 +10,15 @@
  * - FSB_AGENT_TEMPLATE_FILE: the default agent Pod template (YAML PodTemplateSpec) under every
  *   pool's agentTemplate; FSB_AGENT_IMAGE: the agent image for containers that name none;
  *   FSB_AGENT_CONTAINERD_NAMESPACE: the containerd namespace of the agents (default `k8s.io`);
+ * - FSB_AGENT_TEMPLATE_POLICY: what a pool's agentTemplate may set (fleet/agent-template-policy.ts):
+ *   `restricted` (the default: scheduling, labels and annotations, the agent container's resources,
+ *   probes without exec and proxy env — nothing that raises privilege) or `unrestricted` (anything:
+ *   whoever may write a SandboxPool is root on the nodes); FSB_AGENT_TEMPLATE_IMAGES: the images,
+ *   comma-separated and matched exactly, a restricted pool's agent container may name (e.g. a
+ *   mirror of the agent image; default none);
+ * - FSB_POOL_NAMESPACES: the namespaces whose pools get agents, comma-separated namespace names
+ *   (default every namespace); a pool elsewhere gets none (its condition NamespaceAllowed=False) and a
+ *   Pod elsewhere is no agent. FSB_E2B_NAMESPACE must be one of them while the E2B API is served;
  * - FSB_HEARTBEAT_INTERVAL_MS (default 2000); FSB_LEASE_DURATION_SECONDS (default 15, at least 5:
  *   the leader renews within 2/3 of it, trying every 2/15 of it);
  * - FSB_PROXY_BASE_URL: the sandbox proxy's address as clients reach it; `status.endpoints` are
@@ -26,8 +35,9 @@
  */
 import { readFileSync } from "node:fs";
 import { loadYaml, type V1PodTemplateSpec } from "@kubernetes/client-node";
-import { ValidationError } from "@fast-sandbox/api";
+import { parseImageReference, ValidationError } from "@fast-sandbox/api";
 import type { AgentPodOptions } from "../fleet/agent-pod.js";
+import { AGENT_TEMPLATE_POLICY_MODES, type AgentTemplatePolicy, type AgentTemplatePolicyMode } from "../fleet/agent-template-policy.js";
 import { DEFAULT_PROXY_BASE_URL } from "../fastpath/sandbox-manager.js";
 import { parseProxyBaseUrl, proxyBaseUrl, type ProxyAddress } from "../proxy/sandbox-endpoints.js";
 
@@ -43,6 +53,10 @@ export interface ControllerConfig {
   /** FSB_AGENT_TOKEN_FOR_OLD_PODS=true: agent Pods without AGENT_TOKEN_LABEL are called with `agentToken` (upgrades). */
   agentTokenForOldPods: boolean;
   agentPod: AgentPodOptions;
+  /** What a pool's agentTemplate may set (FSB_AGENT_TEMPLATE_POLICY, FSB_AGENT_TEMPLATE_IMAGES). */
+  agentTemplatePolicy: AgentTemplatePolicy;
+  /** The namespaces whose pools get agents (FSB_POOL_NAMESPACES); unset: every namespace. */
+  poolNamespaces?: string[];
   heartbeatIntervalMs: number;
   /** Where `status.endpoints` point: the sandbox proxy's public address. */
   proxyAddress: ProxyAddress;
@@ -79,6 +93,15 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): C
   const { host, port } = parseListen(env.FSB_LISTEN || "0.0.0.0:7070");
   const templateFile = env.FSB_AGENT_TEMPLATE_FILE;
   const proxyAddress = parseProxyBaseUrl(env.FSB_PROXY_BASE_URL || DEFAULT_PROXY_BASE_URL, "FSB_PROXY_BASE_URL");
+  const poolNamespaces = poolNamespacesFromEnv(env);
+  const e2b = e2bConfig(env, proxyAddress);
+  if (e2b && poolNamespaces && !poolNamespaces.includes(e2b.sandboxNamespace)) {
+    // Its templates are that namespace's pools: none would ever get an agent.
+    throw new ValidationError(
+      "FSB_POOL_NAMESPACES",
+      `lists ${poolNamespaces.join(", ")} but not ${e2b.sandboxNamespace}, the namespace of the E2B API's templates and sandboxes (FSB_E2B_NAMESPACE): add it, set FSB_E2B_NAMESPACE to one of them, or set FSB_E2B_LISTEN=off`,
+    );
+  }
   return {
     host,
     port,
@@ -95,10 +118,49 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): C
       ...(env.FSB_AGENT_CONTAINERD_NAMESPACE ? { containerdNamespace: env.FSB_AGENT_CONTAINERD_NAMESPACE } : {}),
       ...(templateFile ? { baseTemplate: readTemplate(templateFile) } : {}),
     },
+    agentTemplatePolicy: agentTemplatePolicyFromEnv(env),
+    ...(poolNamespaces ? { poolNamespaces } : {}),
     heartbeatIntervalMs: positiveInteger(env, "FSB_HEARTBEAT_INTERVAL_MS", 2000),
     proxyAddress,
-    e2b: e2bConfig(env, proxyAddress),
+    e2b,
   };
+}
+
+/** FSB_AGENT_TEMPLATE_POLICY (default restricted) and the images FSB_AGENT_TEMPLATE_IMAGES lists for it. */
+function agentTemplatePolicyFromEnv(env: NodeJS.ProcessEnv): AgentTemplatePolicy {
+  const text = env.FSB_AGENT_TEMPLATE_POLICY || "restricted";
+  if (!(AGENT_TEMPLATE_POLICY_MODES as readonly string[]).includes(text)) {
+    throw new ValidationError(
+      "FSB_AGENT_TEMPLATE_POLICY",
+      `${JSON.stringify(text)} is not a policy: restricted (the default: a pool's agentTemplate may set only what cannot raise privilege) or unrestricted (anything: whoever may write a SandboxPool is root on the nodes)`,
+    );
+  }
+  // Exact references: the pool's `image` must be written as listed (`busybox` is not docker.io/library/busybox:latest).
+  const allowedImages = commaList(env.FSB_AGENT_TEMPLATE_IMAGES);
+  for (const image of allowedImages) parseImageReference(image, "FSB_AGENT_TEMPLATE_IMAGES");
+  return { mode: text as AgentTemplatePolicyMode, allowedImages };
+}
+
+/** FSB_POOL_NAMESPACES: namespace names (RFC 1123 labels); undefined when it lists none (every namespace). */
+function poolNamespacesFromEnv(env: NodeJS.ProcessEnv): string[] | undefined {
+  const names = commaList(env.FSB_POOL_NAMESPACES);
+  for (const name of names) {
+    if (!NAMESPACE_NAME.test(name)) {
+      throw new ValidationError(
+        "FSB_POOL_NAMESPACES",
+        `${JSON.stringify(name)} is not a namespace name (${NAMESPACE_NAME_RULE}); list names separated by commas`,
+      );
+    }
+  }
+  return names.length > 0 ? [...new Set(names)] : undefined;
+}
+
+/** The entries of a comma-separated list, trimmed, empty ones left out. */
+function commaList(text: string | undefined): string[] {
+  return (text ?? "")
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter(Boolean);
 }
 
 function e2bConfig(env: NodeJS.ProcessEnv, proxyAddress: ProxyAddress): E2bEndpointConfig | undefined {
@@ -118,15 +180,14 @@ function e2bConfig(env: NodeJS.ProcessEnv, proxyAddress: ProxyAddress): E2bEndpo
   };
 }
 
+/** A namespace's name: an RFC 1123 (DNS) label. */
+const NAMESPACE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const NAMESPACE_NAME_RULE = "lower-case letters, digits and '-', at most 63, starting and ending with a letter or digit";
+
 /** A namespace's name (an RFC 1123 label) from `key`. */
 function namespaceName(env: NodeJS.ProcessEnv, key: string, fallback: string): string {
   const text = env[key] || fallback;
-  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(text)) {
-    throw new ValidationError(
-      key,
-      `${JSON.stringify(text)} is not a namespace name (lower-case letters, digits and '-', at most 63, starting and ending with a letter or digit)`,
-    );
-  }
+  if (!NAMESPACE_NAME.test(text)) throw new ValidationError(key, `${JSON.stringify(text)} is not a namespace name (${NAMESPACE_NAME_RULE})`);
   return text;
 }
 

@@ -32,6 +32,8 @@ import { ControlPlaneMetrics } from "../fastpath/control-plane-metrics.js";
 import { SandboxManager } from "../fastpath/sandbox-manager.js";
 import { AgentConnections } from "../fleet/agent-connections.js";
 import { agentPodLimits, type AgentPodOptions } from "../fleet/agent-pod.js";
+import type { AgentTemplatePolicy } from "../fleet/agent-template-policy.js";
+import { agentsByName } from "../fleet/agent-fleet.js";
 import { agentTokenOf } from "../fleet/agent-token.js";
 import { KubernetesAgentFleet } from "../fleet/kubernetes-agent-fleet.js";
 import { kubernetesLeaseClient } from "../leader/kubernetes-lease-client.js";
@@ -85,6 +87,10 @@ export interface KubernetesControlPlaneOptions {
   port: number;
   /** How agent Pods are built (image, default template, containerd namespace). */
   agentPod?: AgentPodOptions;
+  /** What a pool's agentTemplate may set (FSB_AGENT_TEMPLATE_POLICY, FSB_AGENT_TEMPLATE_IMAGES). @default restricted, no image */
+  agentTemplatePolicy?: AgentTemplatePolicy;
+  /** The namespaces whose pools get agents (FSB_POOL_NAMESPACES); a Pod elsewhere is no agent. @default every namespace */
+  poolNamespaces?: readonly string[];
   /** @default 2000 */
   heartbeatIntervalMs?: number;
   /** The sandbox proxy's public address, where `status.endpoints` point. @default http://localhost:7072 */
@@ -135,7 +141,17 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
   const registry = new AgentRegistry();
   const metrics = new ControlPlaneMetrics();
   // Each pool's agents get their pool's token, derived from the deployment's (agent-token.ts).
-  const fleet = new KubernetesAgentFleet({ kubeConfig, logger, clock, pod: { ...options.agentPod, deploymentToken: options.agentToken } });
+  // What the deployment allows (its agent template policy, its pools' namespaces) is the fleet's to
+  // enforce: it makes the Pods and says which are agents; the pool controller says why in the status.
+  const fleet = new KubernetesAgentFleet({
+    kubeConfig,
+    logger,
+    clock,
+    pod: { ...options.agentPod, deploymentToken: options.agentToken },
+    ...(options.agentTemplatePolicy ? { templatePolicy: options.agentTemplatePolicy } : {}),
+    ...(options.poolNamespaces ? { poolNamespaces: options.poolNamespaces } : {}),
+  });
+  const agentOf = agentsByName(fleet, logger);
   const agentTokenOfRelay = (relay: string) => {
     const agent = fleet.listAgents().find((candidate) => candidate.endpoint === relay);
     return agent ? agentTokenOf(options.agentToken, agent, options.agentTokenForOldPods) : undefined;
@@ -211,6 +227,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     logger,
     clock,
     isLeader: leading,
+    ...(options.poolNamespaces ? { poolNamespaces: options.poolNamespaces } : {}),
     ...poolControllerHooks({ connections, registry, allocations, manager, sandboxes: sandboxCache, clock }),
     onPoolEmptied: async (namespace, pool) => {
       await checkpoints.deletePoolCheckpoints(namespace, pool);
@@ -233,6 +250,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
   manager.setPoolCapacity({
     canGrow: (namespace, pool) => poolController.canGrow(namespace, pool),
     wake: (namespace, pool) => poolController.wake(namespace, pool),
+    blockedReason: (namespace, pool) => poolController.blockedReason(namespace, pool),
   });
   connections.onAgentChanged((name) => {
     const agent = fleet.listAgents().find((a) => a.name === name);
@@ -307,7 +325,8 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
           // An Isolated sandbox's address is inside its agent's network: asked through its agent's relay.
           envdReady: pollEnvdHealth({
             clock,
-            relay: { endpointOf: (agentName) => fleet.listAgents().find((agent) => agent.name === agentName)?.endpoint, token: agentTokenOfRelay },
+            // The E2B API's sandboxes are all of its namespace: an agent of another namespace that has the name is not theirs.
+            relay: { endpointOf: (agentName) => agentOf(agentName, e2b.sandboxNamespace ?? "default")?.endpoint, token: agentTokenOfRelay },
           }),
           tokenSecret,
           // A sandbox of a pool without limits is bounded by its agent Pod's (the deployment's

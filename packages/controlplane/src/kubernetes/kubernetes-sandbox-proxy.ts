@@ -22,6 +22,7 @@ import type { Logger } from "pino";
 import { Registry } from "prom-client";
 import { withProbeRoutes, type HttpHandler } from "@fast-sandbox/api";
 import { agentTokenOf } from "../fleet/agent-token.js";
+import { agentsByName } from "../fleet/agent-fleet.js";
 import { KubernetesAgentFleet } from "../fleet/kubernetes-agent-fleet.js";
 import { ProxyMetrics } from "../proxy/proxy-metrics.js";
 import { SandboxDirectory } from "../proxy/sandbox-directory.js";
@@ -71,7 +72,9 @@ export async function startKubernetesSandboxProxy(options: {
   const registry = new Registry();
   await agents.start();
   await directory.start();
-  const endpointOf = (agentName: string) => agents.listAgents().find((agent) => agent.name === agentName)?.endpoint;
+  // A sandbox's agent is the agent of its namespace by that name: no traffic goes to a Pod of another namespace that has the name.
+  const agentOf = agentsByName(agents, logger);
+  const endpointOf = (agentName: string, namespace: string) => agentOf(agentName, namespace)?.endpoint;
   const signers = new SigningSandboxes(
     () => directory.list(),
     () => tokenSecret,
@@ -82,7 +85,7 @@ export async function startKubernetesSandboxProxy(options: {
       // Tunnels and WebSockets close when their sandbox's access token changes or the sandbox goes.
       onSandboxChange: (listener) => directory.onChange(listener),
       // The agent Pod's IP (its endpoint's host): a Shared sandbox listens there.
-      agentAddress: (agentName) => endpointOf(agentName)?.replace(/:\d+$/, ""),
+      agentAddress: (agentName, namespace) => endpointOf(agentName, namespace)?.replace(/:\d+$/, ""),
       // Its API's address, where its relay answers.
       agentRelay: endpointOf,
       domain: config.proxyAddress.domain,

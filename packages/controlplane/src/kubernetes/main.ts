@@ -39,6 +39,8 @@ async function main(): Promise<void> {
     host: config.host,
     port: config.port,
     agentPod: config.agentPod,
+    agentTemplatePolicy: config.agentTemplatePolicy,
+    ...(config.poolNamespaces ? { poolNamespaces: config.poolNamespaces } : {}),
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     proxyAddress: config.proxyAddress,
     ...(config.e2b ? { e2b: { ...config.e2b, namespace: config.namespace } } : {}),

@@ -42,6 +42,25 @@ describe("resolveProxyTarget", () => {
     assert.equal(isProxyRefusal(isolated) ? undefined : isolated.host, "10.88.0.5");
   });
 
+  it("asks for the address and the relay of the sandbox's agent with the sandbox's namespace: an agent of another namespace of that name is none of its own", async () => {
+    // Agents known by name, unique only within a namespace: agent-0 of namespace "team" (the sandbox's) and of "other".
+    const byNamespace: Record<string, { address: string; relay: string }> = { team: { address: "10.0.0.7", relay: "10.0.0.7:7071" } };
+    const from = (found: Sandbox): ProxyTargetSources => ({
+      ...sources(found),
+      agentAddress: (name, namespace) => (name === "agent-0" ? byNamespace[namespace]?.address : undefined),
+      agentRelay: (name, namespace) => (name === "agent-0" ? byNamespace[namespace]?.relay : undefined),
+    });
+    const shared = await resolveProxyTarget(headers(), from(sandbox()));
+    assert.equal(isProxyRefusal(shared) ? shared.body.message : shared.host, "10.0.0.7");
+    const isolated = await resolveProxyTarget(headers(), from(sandbox({ sandboxIP: "10.88.0.5" })));
+    assert.equal(isProxyRefusal(isolated) ? isolated.body.message : isolated.relay, "10.0.0.7:7071");
+
+    byNamespace.other = byNamespace.team!;
+    delete byNamespace.team;
+    assert.equal(await status(headers(), from(sandbox())), 503, "not the other namespace's agent's address");
+    assert.equal(await status(headers(), from(sandbox({ sandboxIP: "10.88.0.5" }))), 503, "nor its relay");
+  });
+
   it("answers an unknown sandbox with E2B's 502 body, token or not", async () => {
     for (const extra of [{}, { "x-access-token": "" }] as Record<string, string>[]) {
       assert.deepEqual(await resolveProxyTarget(headers(extra), sources(undefined)), {

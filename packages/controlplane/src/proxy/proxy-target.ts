@@ -55,14 +55,18 @@ export interface ProxyRefusal {
 export interface ProxyTargetSources {
   /** The sandbox whose current instance has this id (an informer's cache: no store read). */
   lookup(sandboxId: string): Promise<Sandbox | undefined>;
-  /** The address of an agent (the registry's hostIP): where the sandboxes of a Shared network listen. */
-  agentAddress(agentName: string): string | undefined;
+  /**
+   * The address of an agent (the registry's hostIP): where the sandboxes of a Shared network listen.
+   * `namespace` is the sandbox's: an agent of another namespace of that name (a Pod's name is unique
+   * only within its namespace) is not its agent, and has no address for it (agent-fleet.ts's agentsByName).
+   */
+  agentAddress(agentName: string, namespace: string): string | undefined;
   /**
    * The relay of an agent (`host:port` of its API), when Isolated sandboxes are reached through
    * their agents (Kubernetes: a sandbox's address is routable only inside its agent's network).
-   * Absent: Isolated sandboxes are dialed directly (embedded: one host).
+   * Absent: Isolated sandboxes are dialed directly (embedded: one host). `namespace` as for agentAddress.
    */
-  agentRelay?(agentName: string): string | undefined;
+  agentRelay?(agentName: string, namespace: string): string | undefined;
   /**
    * Which sandbox signed an E2B presigned file URL, among those whose access tokens the proxy can
    * derive (those the E2B-compatible API created): such URLs are routed to it; and whether a routed
@@ -235,13 +239,13 @@ export async function resolveProxyTarget(headers: RoutingHeaders, sources: Proxy
     );
   }
   const agent = sandbox.status?.assignedPod;
-  const host = sandbox.status?.sandboxIP || (agent ? sources.agentAddress(agent) : undefined);
+  const host = sandbox.status?.sandboxIP || (agent ? sources.agentAddress(agent, namespace) : undefined);
   const notConnected = () => refuse(503, `the agent ${agent ?? "?"} of sandbox ${namespace}/${name} is not connected; retry shortly`, { sandboxId });
   if (!host) return notConnected();
   const path = signedPath !== undefined ? { path: signedPath } : {};
   const letInWith = hash !== undefined ? { accessTokenHash: hash } : {};
   if (isolated && sources.agentRelay) {
-    const relay = agent ? sources.agentRelay(agent) : undefined;
+    const relay = agent ? sources.agentRelay(agent, namespace) : undefined;
     if (!relay) return notConnected();
     return { sandboxId, namespace, name, host, port, relay, ...path, ...letInWith };
   }

@@ -65,6 +65,27 @@ describe("AgentAdoption", () => {
     assert.deepEqual(fixture.client("agent-a").calls, [], "nothing it runs is removed");
   });
 
+  it("leaves alone the records of another namespace than the agent's (they name a gone Pod of their namespace whose name the agent's Pod has)", async () => {
+    const ofOther = new AgentAdoption({
+      store: fixture.store,
+      registry: fixture.registry,
+      manager: fixture.manager,
+      // As AgentConnections answers when agent-a is a Pod of namespace "other".
+      agents: { ...fixture.agents, exists: (_name, namespace) => namespace === undefined || namespace === "other" },
+      logger: pino({ level: "silent" }),
+      clock: fixture.clock,
+    });
+    await fixture.storeRecord("web", { phase: "Lost", assignedPod: "agent-a", sandboxID: "id-web" });
+    await fixture.storeRecord("job", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-job" });
+
+    await ofOther.adopt("agent-a", report("agent-a", [{ sandboxId: "id-web", name: "web", address: "10.88.0.66" }]));
+
+    const web = await fixture.stored("web");
+    assert.deepEqual([web?.status?.phase, web?.status?.sandboxIP], ["Lost", undefined], "not Running again at the address that agent says");
+    assert.equal((await fixture.stored("job"))?.status?.phase, "Running", "not made Lost by what that agent lacks");
+    assert.equal(fixture.allocated(), 0, "no slot on that agent");
+  });
+
   it("records the address the agent reports for an Isolated sandbox, which holds no port on the agent's address", async () => {
     await fixture.storeRecord("iso", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-iso" }, { exposedPorts: [8080] });
 

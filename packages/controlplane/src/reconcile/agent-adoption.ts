@@ -107,7 +107,12 @@ export class AgentAdoption {
   private async adoptListed(agentName: string, status: AgentStatus, items: Sandbox[]): Promise<void> {
     const { store, registry, manager, logger } = this.options;
     const failures: unknown[] = [];
-    const mine = items.filter((s) => s.status?.assignedPod === agentName);
+    // Only records of the agent's namespace: a record of another namespace names a Pod of that
+    // namespace, gone since, whose name this agent's Pod has (a Pod's name is unique only within its
+    // namespace). Its report says nothing of that sandbox, which is not restored here nor made Lost.
+    const mine = items.filter(
+      (s) => s.status?.assignedPod === agentName && this.options.agents.exists?.(agentName, s.metadata.namespace ?? DEFAULT_NAMESPACE) !== false,
+    );
     const running = new Map(status.sandboxes.map((s) => [s.sandboxId, s]));
     const known = new Set(items.map((s) => s.status?.sandboxID).filter(Boolean));
     // A Running record the status lacks may be a create that finished after the status was asked

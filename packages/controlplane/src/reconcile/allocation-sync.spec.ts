@@ -487,6 +487,13 @@ describe("AllocationSync", () => {
     assert.deepEqual([...new Set(pending)].sort(), [key("p1"), key("p2")]);
   });
 
+  it("takes no slot for a record on an agent of another namespace under that name (its own agent's Pod gone, another namespace's Pod named so)", async () => {
+    await record("theirs", { phase: "Running", assignedPod: "agent-a" }, { namespace: "elsewhere" });
+    await settle();
+    assert.equal(placedOn("theirs", "elsewhere"), undefined);
+    assert.equal(registry.getAgent("agent-a")?.allocated, 0);
+  });
+
   it("follows only its namespace when given one", async () => {
     await sync.stop();
     sync = new AllocationSync({ store, registry, clock, logger: pino({ level: "silent" }), isBusy: () => false, namespace: NAMESPACE });

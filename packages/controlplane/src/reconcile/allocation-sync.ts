@@ -214,7 +214,9 @@ export class AllocationSync implements Reconciler {
     const current = registry.placementOf(key);
     if (current && current.agent.name !== agentName) registry.release(key);
     if (!agentName || !sandbox || (current && current.agent.name === agentName)) return;
-    if (!registry.getAgent(agentName)) return { requeueAfterMs: RECHECK_MS * 10 };
+    // An agent of another namespace under the name (a Pod named as this sandbox's agent, gone since:
+    // a Pod's name is unique only within its namespace) is not its agent: no slot is taken on it.
+    if (registry.getAgent(agentName)?.namespace !== namespace) return { requeueAfterMs: RECHECK_MS * 10 };
     try {
       registry.restore({ sandboxKey: key, agentName, ports: this.options.portsHeldBy?.(sandbox) ?? sandbox.spec.exposedPorts ?? [] });
     } catch (error) {

@@ -9,6 +9,7 @@ import type { SandboxManager } from "../fastpath/sandbox-manager.js";
 import type { AgentConnections } from "../fleet/agent-connections.js";
 import { AgentsNotStoppedError, type AgentFleet, type AgentFleetEvent, type AgentFleetListener, type FleetAgent, type PoolRef } from "../fleet/agent-fleet.js";
 import { agentTemplateHash } from "../fleet/agent-template-hash.js";
+import { AgentTemplateNotAllowedError } from "../fleet/agent-template-policy.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { MemoryResourceStore } from "../store/memory-resource-store.js";
 import type { AllocationSync } from "./allocation-sync.js";
@@ -1219,6 +1220,103 @@ describe("PoolController", () => {
     assert.equal(fleet.requested.length, 2);
     assert.equal(controller.canGrow(NAMESPACE, POOL), true);
     assert.deepEqual(fleet.stopCalls, []);
+  });
+
+  it("says in the status when the deployment's policy refuses the agentTemplate, as for one that makes no Pod: no agent starts or is replaced, the running ones serve on", async () => {
+    await controller.stop();
+    const warnings: string[] = [];
+    const logger = pino({ level: "warn" }, { write: (line: string) => warnings.push((JSON.parse(line) as { msg: string }).msg) });
+    controller = newController({ logger });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 3 }));
+    await settle();
+    await allReady();
+    const [running] = fleet.requested as [string];
+    const current = await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    assert.ok(current);
+    // As the Kubernetes fleet's templateHash and startAgents throw it (agent-template-policy.ts).
+    const refusal =
+      "spec.agentTemplate.spec.hostPID is not allowed by the deployment's agent template policy (restricted): a pool may set …; set FSB_AGENT_TEMPLATE_POLICY=unrestricted on the controller to allow it";
+    fleet.templateError = new AgentTemplateNotAllowedError("spec.agentTemplate.spec.hostPID", refusal);
+    await store.update("SandboxPool", { ...current, spec: { ...current.spec, capacity: { poolMin: 2, poolMax: 3 } } });
+    await settle();
+    assert.deepEqual(fleet.requested, [running], "no agent starts from it");
+    assert.deepEqual(fleet.stopCalls, [], "the running agent is neither stopped nor replaced");
+    assert.equal(registry.getAgent(running)?.ready, true, "and serves on");
+    assert.equal(controller.canGrow(NAMESPACE, POOL), false, "a create does not wait for an agent that cannot start");
+    assert.equal(controller.blockedReason(NAMESPACE, POOL), refusal, "and is told why");
+    const refused = await status();
+    assert.equal(refused?.desiredAgents, 2);
+    assert.equal(refused?.agents, 1);
+    assert.deepEqual(refused?.conditions, [
+      {
+        type: "AgentTemplateValid",
+        status: "False",
+        reason: "AgentTemplateNotAllowed",
+        message: refusal,
+        observedGeneration: 2,
+        lastTransitionTime: clock.now().toISOString(),
+      },
+    ]);
+    clock.advance(60_000);
+    await settle();
+    assert.deepEqual(fleet.requested, [running]);
+    assert.equal(warnings.filter((msg) => /not allowed by the deployment's agent template policy/.test(msg)).length, 1, "logged once, not at every look");
+
+    // Allowed again (the template changed, or the policy did): the condition goes and the pool grows.
+    fleet.templateError = undefined;
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.equal((await status())?.conditions, undefined);
+    assert.equal(fleet.requested.length, 2);
+    assert.equal(controller.blockedReason(NAMESPACE, POOL), undefined);
+  });
+
+  it("starts no agent for a pool in a namespace poolNamespaces leaves out, and says so in its status", async () => {
+    await controller.stop();
+    controller = newController({ poolNamespaces: ["sandboxes", "ci"] });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 2, poolMax: 3 }));
+    await settle();
+    assert.deepEqual(fleet.requested, [], "no agent starts");
+    const message =
+      "namespace team runs no pools: the controller's FSB_POOL_NAMESPACES allows pools only in sandboxes, ci; no agent starts for this pool until team is added there";
+    assert.equal(controller.canGrow(NAMESPACE, POOL), false, "a create fails at once");
+    assert.equal(controller.blockedReason(NAMESPACE, POOL), message);
+    const held = await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    assert.deepEqual(held?.metadata.finalizers, [POOL_CLEANUP_FINALIZER], "the pool is still kept (its deletion cascades as any)");
+    assert.equal(held?.status?.desiredAgents, 2);
+    assert.equal(held?.status?.agents, 0);
+    assert.deepEqual(held?.status?.conditions, [
+      {
+        type: "NamespaceAllowed",
+        status: "False",
+        reason: "NamespaceNotAllowed",
+        message,
+        observedGeneration: 1,
+        lastTransitionTime: clock.now().toISOString(),
+      },
+    ]);
+    // The namespace says it first, even when the template would be refused too: one cause at a time.
+    fleet.templateError = new AgentTemplateNotAllowedError("spec.agentTemplate.spec.hostPID", "refused");
+    clock.advance(60_000);
+    await settle();
+    assert.deepEqual(
+      (await status())?.conditions?.map((c) => c.type),
+      ["NamespaceAllowed"],
+    );
+    assert.deepEqual(fleet.requested, []);
+  });
+
+  it("runs the pools of a namespace poolNamespaces lists as any", async () => {
+    await controller.stop();
+    controller = newController({ poolNamespaces: ["sandboxes", NAMESPACE] });
+    await controller.start();
+    await store.create("SandboxPool", poolObject({ poolMin: 2, poolMax: 3 }));
+    await settle();
+    assert.equal(fleet.requested.length, 2);
+    assert.equal((await status())?.conditions, undefined);
+    assert.equal(controller.blockedReason(NAMESPACE, POOL), undefined);
   });
 
   it("says in the status when the API server refuses its agent Pods, writes the status still, tries again after a back-off, and says True once one is created", async () => {

@@ -40,7 +40,12 @@
  *   map, `containers` as a string) sets the status condition `AgentTemplateValid=False` (reason
  *   InvalidAgentTemplate, the error as its message; removed once the template is fixed): no agent
  *   starts from it and none is replaced for it, while the agents already running serve on, scale
- *   down as usual, and the status is written;
+ *   down as usual, and the status is written. One the deployment's policy refuses (the fleet's
+ *   templateHash throws a PermissionDeniedError: Kubernetes' FSB_AGENT_TEMPLATE_POLICY) goes the
+ *   same way, with reason AgentTemplateNotAllowed and the policy's message;
+ * - a pool in a namespace `poolNamespaces` leaves out (Kubernetes' FSB_POOL_NAMESPACES) gets no
+ *   agent either: the status condition `NamespaceAllowed=False` (reason NamespaceNotAllowed) says
+ *   which namespaces run pools, and `canGrow` is false, so a create in it fails at once;
  * - agents belong to the pool by its uid (the fleet's `poolUid`, when the mode has one): those of an
  *   earlier pool of the same name (deleted, then created again) are stopped and never placed on;
  * - every pool holds the finalizer `sandbox.fast.io/pool-cleanup`: deleting a pool (kubectl) deletes
@@ -70,6 +75,7 @@ import { Informer } from "../controller/informer.js";
 import { parseObjectKey } from "../controller/object-key.js";
 import { setCondition } from "../fastpath/sandbox-status.js";
 import { AgentsNotStoppedError, type AgentFleet, type AgentFleetEvent, type FleetAgent, type PoolRef } from "../fleet/agent-fleet.js";
+import { poolNamespaceRefusal } from "../fleet/pool-namespaces.js";
 import { AgentStartTimes, flowBuffer } from "./create-rate.js";
 import { DEFAULT_SCALE_DOWN_DELAY_SECONDS, planPoolSize, type PoolAgentState } from "./pool-sizer.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
@@ -85,6 +91,11 @@ export interface PoolControllerOptions {
   clock?: Clock;
   /** Only the pools of this namespace. @default all namespaces */
   namespace?: string;
+  /**
+   * The namespaces whose pools get agents (pool-namespaces.ts); a pool elsewhere is kept (finalizer,
+   * status, deletion) but starts none, and its status says why. @default every namespace
+   */
+  poolNamespaces?: readonly string[];
   /** Creates waiting for a free slot in the pool (they make it grow). @default none wait */
   waitingFor?(namespace: string, pool: string): number;
   /** The pool's recent creates per second (create-rate.ts), for pools with capacity.dynamicBuffer. @default none */
@@ -164,10 +175,10 @@ interface ExpectedStart {
 
 /** One step of a pool's rolling replacement of outdated agents (PoolController.rolloutStep). */
 interface Rollout {
-  /** The `templateHash` of the pool's spec now; undefined when it makes no agent Pod (`invalidTemplate` says why). */
+  /** The `templateHash` of the pool's spec now; undefined when no agent starts for the pool (`blocked` says why). */
   wanted?: string;
-  /** Why the pool's agentTemplate makes no agent Pod: nothing starts from it. */
-  invalidTemplate?: string;
+  /** Why no agent starts for the pool (its agentTemplate, its namespace): nothing starts, nothing is replaced. */
+  blocked?: Blocked;
   /** Agents of the pool started from an earlier spec. */
   outdated: number;
   /** An agent of the current spec is requested or not serving yet. */
@@ -179,11 +190,31 @@ interface Rollout {
 /** Held by every pool (Kubernetes mode) until its sandboxes are gone: deleting a pool deletes them first. */
 export const POOL_CLEANUP_FINALIZER = "sandbox.fast.io/pool-cleanup";
 
-/** The pool's status condition set (False) while its agentTemplate makes no agent Pod. */
+/** The pool's status condition set (False) while its agentTemplate makes no agent Pod, or one the deployment does not allow. */
 export const AGENT_TEMPLATE_CONDITION = "AgentTemplateValid";
+
+/** The pool's status condition set (False) while its namespace is not one whose pools get agents (`poolNamespaces`). */
+export const POOL_NAMESPACE_CONDITION = "NamespaceAllowed";
+
+/** The conditions that say why no agent starts for a pool (Blocked); at most one is set at a time. */
+const BLOCKING_CONDITIONS: readonly string[] = [AGENT_TEMPLATE_CONDITION, POOL_NAMESPACE_CONDITION];
+
+/** Why no agent starts for a pool: the False condition its status carries meanwhile. */
+interface Blocked {
+  type: typeof AGENT_TEMPLATE_CONDITION | typeof POOL_NAMESPACE_CONDITION;
+  reason: "InvalidAgentTemplate" | "AgentTemplateNotAllowed" | "NamespaceNotAllowed";
+  message: string;
+}
 
 /** The pool's status condition set False when the API server (or the fleet) refuses to create an agent, True again once one is created. */
 export const AGENT_PODS_CREATED_CONDITION = "AgentPodsCreated";
+
+/** What is logged (once per cause) when no agent starts for a pool, by Blocked's reason. */
+const BLOCKED_LOG: Record<Blocked["reason"], string> = {
+  InvalidAgentTemplate: "the pool's agentTemplate makes no agent Pod: no agent starts",
+  AgentTemplateNotAllowed: "the pool's agentTemplate is not allowed by the deployment's agent template policy: no agent starts",
+  NamespaceNotAllowed: "the pool's namespace is not one FSB_POOL_NAMESPACES runs pools in: no agent starts",
+};
 
 /**
  * The reason of `AgentPodsCreated=False`, from the refusal's error class: a full ResourceQuota and
@@ -198,8 +229,8 @@ function agentCreateRefusalReason(error: FsbError): string {
 
 /** The status conditions a reconcile writes. */
 interface PoolConditions {
-  /** The agent template's: set, or removed when undefined. */
-  template: Condition | undefined;
+  /** Why no agent starts (one of BLOCKING_CONDITIONS, False): set, the others of them removed; all of them removed when undefined. */
+  blocked: Condition | undefined;
   /** Whether agents could be created: set when False; when True, only over a condition the status has (a pool that was never refused carries none). Undefined: left as it is. */
   podsCreated?: Condition;
 }
@@ -219,9 +250,9 @@ function notStoppedBy(error: unknown, names: readonly string[]): string[] {
 
 /** The status's conditions with those of `changes` applied (PoolConditions); undefined when none is left. */
 function withConditions(status: SandboxPoolStatus | undefined, changes: PoolConditions, now: Date): Condition[] | undefined {
-  let conditions = changes.template
-    ? setCondition(status?.conditions, changes.template, now)
-    : (status?.conditions ?? []).filter((c) => c.type !== AGENT_TEMPLATE_CONDITION);
+  const { blocked } = changes;
+  let conditions = (status?.conditions ?? []).filter((c) => !BLOCKING_CONDITIONS.includes(c.type) || c.type === blocked?.type);
+  if (blocked) conditions = setCondition(conditions, blocked, now);
   const created = changes.podsCreated;
   if (created && (created.status !== "True" || conditions.some((c) => c.type === created.type))) conditions = setCondition(conditions, created, now);
   return conditions.length > 0 ? conditions : undefined;
@@ -308,8 +339,9 @@ export class PoolController implements Reconciler {
   /**
    * True while the pool may still gain a slot: it has fewer agents than poolMax, or one of its agents
    * (or one requested) is not ready yet — for placement: its Pod may be Ready before this replica's
-   * registry takes it (it answers and is adopted) — and no agent starts from an agentTemplate that
-   * makes no agent Pod. Any replica can tell: it reads the fleet, the pool and its registry.
+   * registry takes it (it answers and is adopted) — and agents may start for it: not from an
+   * agentTemplate that makes no agent Pod or that the deployment refuses, nor in a namespace
+   * `poolNamespaces` leaves out. Any replica can tell: it reads the fleet, the pool and its registry.
    */
   canGrow(namespace: string, pool: string): boolean {
     const key = `${namespace}/${pool}`;
@@ -323,6 +355,16 @@ export class PoolController implements Reconciler {
     if ((this.expectedStarts.get(key)?.length ?? 0) > 0) return true;
     if (agents.some((agent) => !this.isUp(agent))) return true;
     return agents.length < spec.spec.capacity.poolMax && this.wantedTemplate(spec).hash !== undefined;
+  }
+
+  /**
+   * Why no agent starts for the pool, as its status condition says (its agentTemplate, its
+   * namespace); undefined when agents may start, or the pool is not known here. For a create's
+   * refusal: "no ready agents" alone would not say why none comes.
+   */
+  blockedReason(namespace: string, pool: string): string | undefined {
+    const spec = this.informer.get(`${namespace}/${pool}`);
+    return spec ? this.wantedTemplate(spec).blocked?.message : undefined;
   }
 
   /** The pool as last seen (informer cache). */
@@ -453,9 +495,11 @@ export class PoolController implements Reconciler {
 
     let podsCreated: Condition | undefined;
     let refused: FsbError | undefined;
-    if (rollout.invalidTemplate !== undefined) {
-      const known = pool.status?.conditions?.some((c) => c.type === AGENT_TEMPLATE_CONDITION && c.status === "False" && c.message === rollout.invalidTemplate);
-      if (!known) this.options.logger.warn({ pool: key, reason: rollout.invalidTemplate }, "the pool's agentTemplate makes no agent Pod: no agent starts");
+    const { blocked } = rollout;
+    if (blocked !== undefined) {
+      // Once per cause: the status keeps it meanwhile.
+      const known = pool.status?.conditions?.some((c) => c.type === blocked.type && c.status === "False" && c.message === blocked.message);
+      if (!known) this.options.logger.warn({ pool: key, reason: blocked.message }, BLOCKED_LOG[blocked.reason]);
     } else if (plan.add > 0) {
       const started = await this.startAgents(key, pool, plan.add);
       if (started.names.length > 0) this.options.logger.info({ pool: key, agents: started.names, desired: plan.desired }, "starting agents");
@@ -518,14 +562,12 @@ export class PoolController implements Reconciler {
         updatedAgents: rollout.wanted === undefined ? 0 : agents.filter((agent) => agent.templateHash === rollout.wanted).length,
       },
       {
-        template:
-          rollout.invalidTemplate === undefined
+        blocked:
+          blocked === undefined
             ? undefined
             : {
-                type: AGENT_TEMPLATE_CONDITION,
+                ...blocked,
                 status: "False",
-                reason: "InvalidAgentTemplate",
-                message: rollout.invalidTemplate,
                 ...(pool.metadata.generation !== undefined ? { observedGeneration: pool.metadata.generation } : {}),
               },
         ...(podsCreated ? { podsCreated } : {}),
@@ -545,9 +587,9 @@ export class PoolController implements Reconciler {
    * The pool has at most one agent above its size (or poolMax) while one is replaced.
    */
   private rolloutStep(pool: SandboxPool, agents: readonly FleetAgent[], live: readonly FleetAgent[], expected: readonly ExpectedStart[]): Rollout {
-    const { hash: wanted, problem } = this.wantedTemplate(pool);
-    // No agent Pod can be built from the spec: no agent is outdated by it, none is replaced.
-    if (wanted === undefined) return { outdated: 0, starting: expected.length > 0, invalidTemplate: problem };
+    const { hash: wanted, blocked } = this.wantedTemplate(pool);
+    // No agent starts from the spec: no agent is outdated by it, none is replaced.
+    if (wanted === undefined) return { outdated: 0, starting: expected.length > 0, blocked };
     const outdated = live.filter((agent) => agent.templateHash !== wanted);
     const starting =
       expected.length > 0 ||
@@ -559,15 +601,22 @@ export class PoolController implements Reconciler {
   }
 
   /**
-   * The fleet's `templateHash` of the pool's spec, or why no agent Pod can be built from it (an
-   * agentTemplate the CRD lets through, written with kubectl: a container's env as a map,
-   * `containers` as a string).
+   * The fleet's `templateHash` of the pool's spec, or why no agent starts for the pool: its namespace
+   * is not one whose pools get agents, the deployment's policy refuses its agentTemplate (the fleet
+   * throws a PermissionDeniedError), or no agent Pod can be built from it (an agentTemplate the CRD
+   * lets through, written with kubectl: a container's env as a map, `containers` as a string).
    */
-  private wantedTemplate(pool: SandboxPool): { hash: string; problem?: undefined } | { hash?: undefined; problem: string } {
+  private wantedTemplate(pool: SandboxPool): { hash: string; blocked?: undefined } | { hash?: undefined; blocked: Blocked } {
+    const outside = poolNamespaceRefusal(this.options.poolNamespaces, pool.metadata.namespace ?? "default");
+    if (outside !== undefined) return { blocked: { type: POOL_NAMESPACE_CONDITION, reason: "NamespaceNotAllowed", message: outside } };
     try {
       return { hash: this.options.fleet.templateHash(pool) };
     } catch (error) {
-      return { problem: `cannot build the agent Pod from spec.agentTemplate: ${error instanceof Error ? error.message : String(error)}` };
+      if (error instanceof PermissionDeniedError) {
+        return { blocked: { type: AGENT_TEMPLATE_CONDITION, reason: "AgentTemplateNotAllowed", message: error.message } };
+      }
+      const message = `cannot build the agent Pod from spec.agentTemplate: ${error instanceof Error ? error.message : String(error)}`;
+      return { blocked: { type: AGENT_TEMPLATE_CONDITION, reason: "InvalidAgentTemplate", message } };
     }
   }
 

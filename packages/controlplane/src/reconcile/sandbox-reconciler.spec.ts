@@ -16,14 +16,20 @@ type ReportedSandbox = ObservedStatus["status"]["sandboxes"][number];
 class FakeAgentObserver implements AgentObserver {
   readonly connectivity = new Map<string, { connected: boolean; since: Date }>();
   readonly observed = new Map<string, ObservedStatus>();
+  /** Agents of another namespace than `default` (AgentConnections answers none for a sandbox of another namespace). */
+  readonly namespaceOf = new Map<string, string>();
   private readonly listeners = new Set<(agentName: string) => void>();
 
-  agentConnectivity(name: string): { connected: boolean; since: Date } | undefined {
-    return this.connectivity.get(name);
+  agentConnectivity(name: string, namespace?: string): { connected: boolean; since: Date } | undefined {
+    return this.of(name, namespace) ? this.connectivity.get(name) : undefined;
   }
 
-  observedStatus(name: string): ObservedStatus | undefined {
-    return this.observed.get(name);
+  observedStatus(name: string, namespace?: string): ObservedStatus | undefined {
+    return this.of(name, namespace) ? this.observed.get(name) : undefined;
+  }
+
+  private of(name: string, namespace: string | undefined): boolean {
+    return namespace === undefined || (this.namespaceOf.get(name) ?? "default") === namespace;
   }
 
   onAgentChanged(listener: (agentName: string) => void): () => void {
@@ -163,6 +169,18 @@ describe("SandboxReconciler", () => {
       await settle();
       const noticed = await stored("web");
       assert.equal(condition(noticed, "AgentConnected")?.status, "False");
+      assert.equal(condition(noticed, "AgentConnected")?.reason, "AgentGone");
+    });
+
+    it("says AgentGone when the agent's name is an agent's of another namespace now (its Pod gone, another namespace's Pod named so), connected as that one is", async () => {
+      const created = await manager.create({ name: "web", spec: spec() });
+      await settle();
+      observer.namespaceOf.set(AGENT, "other");
+      observer.set(AGENT, { connected: true, since: now() });
+      report(AGENT, [{ sandboxId: created.status?.sandboxID ?? "", state: "running" }]);
+      await settle();
+      const noticed = await stored("web");
+      assert.equal(condition(noticed, "AgentConnected")?.status, "False", "not its agent, whatever that one says");
       assert.equal(condition(noticed, "AgentConnected")?.reason, "AgentGone");
     });
 
@@ -510,6 +528,18 @@ describe("SandboxReconciler", () => {
       assert.equal(registry.placementOf("default/cut-short")?.agent.name, AGENT);
       assert.equal(allocated(), 1);
       assert.deepEqual(client(AGENT).calls, []);
+    });
+
+    it("Bound, an agent of another namespace under its agent's name reporting it running: not taken for its agent, the record stays Bound", async () => {
+      observer.namespaceOf.set(AGENT, "other");
+      report(AGENT, []);
+      await storeRecord("cut-short", { phase: "Bound", assignedPod: AGENT, sandboxID: ID });
+      await settle();
+      advance(1);
+      report(AGENT, [{ sandboxId: ID, state: "running" }]);
+      await settle();
+      assert.equal((await stored("cut-short"))?.status?.phase, "Bound", "what that agent says is not about this sandbox");
+      assert.equal(registry.placementOf("default/cut-short"), undefined);
     });
 
     it("Bound by a fast-path create, its agent reporting nothing of it after the record was first seen: removed, the agent told to delete the id", async () => {

@@ -48,13 +48,19 @@ const REPORT_RECHECK_MS = 1000;
 const MISSING_CONFIRM_MS = 10_000;
 /** How soon a sandbox that could not be placed is tried again. */
 const PLACEMENT_RETRY_MS = 3000;
-/** What the deployment mode knows about its agents: connectivity, their last reported sandboxes, and when either changes. */
+/**
+ * What the deployment mode knows about its agents: connectivity, their last reported sandboxes, and
+ * when either changes. Asked for a sandbox's agent, with the sandbox's `namespace`: an agent of
+ * another namespace under that name (a Pod's name is unique only within its namespace) is not its
+ * agent, and is answered as one that does not exist (AgentClients).
+ */
 export interface AgentObserver {
-  /** Whether the agent answers and since when; undefined when the agent does not exist (any more). */
-  agentConnectivity(name: string): { connected: boolean; since: Date } | undefined;
-  /** The agent's last status, when it arrived, and when it was asked for. */
+  /** Whether the agent answers and since when; undefined when the agent does not exist (any more), or is not of `namespace`. */
+  agentConnectivity(name: string, namespace?: string): { connected: boolean; since: Date } | undefined;
+  /** The agent's last status, when it arrived, and when it was asked for; undefined as well for an agent not of `namespace`. */
   observedStatus(
     name: string,
+    namespace?: string,
   ):
     | { status: { sandboxes: readonly Pick<AgentSandbox, "sandboxId" | "state" | "exitCode" | "address" | "checkpointing">[] }; at: Date; askedAt: Date }
     | undefined;
@@ -289,8 +295,9 @@ export class SandboxReconciler implements Reconciler {
     this.boundSince.set(key, since);
     const agentName = sandbox.status?.assignedPod ?? "";
     const sandboxId = sandbox.status?.sandboxID ?? "";
-    const observed = agents.observedStatus(agentName);
-    const connectivity = agents.agentConnectivity(agentName);
+    const namespace = sandbox.metadata.namespace ?? "default";
+    const observed = agents.observedStatus(agentName, namespace);
+    const connectivity = agents.agentConnectivity(agentName, namespace);
     const waitForReport = { requeueAfterMs: REPORT_RECHECK_MS };
     // Only a report asked for after we saw the record Bound counts: one asked for earlier may predate
     // the create, even if it arrived later.
@@ -318,7 +325,8 @@ export class SandboxReconciler implements Reconciler {
     const { manager, agents } = this.options;
     const agentName = sandbox.status?.assignedPod;
     if (!agentName) return;
-    const connectivity = agents.agentConnectivity(agentName);
+    const namespace = sandbox.metadata.namespace ?? "default";
+    const connectivity = agents.agentConnectivity(agentName, namespace);
     let connected = connectivity?.connected === true;
     if (connectivity) this.goneSince.delete(agentName);
     else if (!this.goneSince.has(agentName)) this.goneSince.set(agentName, now);
@@ -332,7 +340,7 @@ export class SandboxReconciler implements Reconciler {
     if (connected && phase === "Lost") {
       // An instance its agent still holds with process 1 gone (SandboxStopped, a removal that failed) goes.
       const sandboxId = sandbox.status?.sandboxID;
-      const held = this.options.agents.observedStatus(agentName)?.status.sandboxes.find((reported) => reported.sandboxId === sandboxId);
+      const held = this.options.agents.observedStatus(agentName, namespace)?.status.sandboxes.find((reported) => reported.sandboxId === sandboxId);
       if (held && processOneGone(held)) {
         const retry = await this.removeLostInstance(sandbox, key);
         if (retry) return retry;
@@ -348,7 +356,7 @@ export class SandboxReconciler implements Reconciler {
       }
       return phase === "Running" ? this.checkInstance(sandbox, key, agentName, now) : undefined;
     }
-    if (connectivity?.connected === false && agents.observedStatus(agentName)) {
+    if (connectivity?.connected === false && agents.observedStatus(agentName, namespace)) {
       // It answers, and is being set up again (adoption, the pool's prewarmed images): not away. The
       // failure policy's clock must not run out meanwhile — a sandbox made Lost then would stay Lost
       // on an agent that runs it, its adoption already past. Its connection's change requeues it.
@@ -416,7 +424,7 @@ export class SandboxReconciler implements Reconciler {
       seen = { resourceVersion, since: now };
       this.runningSeen.set(key, seen);
     }
-    const observed = this.options.agents.observedStatus(agentName);
+    const observed = this.options.agents.observedStatus(agentName, sandbox.metadata.namespace ?? "default");
     const sandboxId = sandbox.status?.sandboxID ?? "";
     const reported = observed?.status.sandboxes.find((candidate) => candidate.sandboxId === sandboxId);
     if (!observed || (reported && !processOneGone(reported))) {

@@ -253,6 +253,17 @@ describe("AgentRegistry", () => {
     registry.verifyIndexes();
   });
 
+  it("takes an agent registered under a name of another namespace's for another agent: the earlier one goes with its placements", () => {
+    const registry = registryWith(agent("a", { capacity: 3 }));
+    registry.place(request("default/s1"));
+    registry.upsertAgent(agent("a", { namespace: "other", endpoint: "elsewhere:7000" }));
+    assert.equal(registry.placementOf("default/s1"), undefined, "the sandbox of default is not on the agent of other");
+    assert.deepEqual([registry.getAgent("a")?.namespace, registry.getAgent("a")?.allocated], ["other", 0]);
+    assert.deepEqual(registry.poolUsage("default", "p"), { agents: 0, readyAgents: 0, capacity: 0, allocated: 0, free: 0 });
+    assert.equal(registry.poolUsage("other", "p").agents, 1);
+    registry.verifyIndexes();
+  });
+
   it("follows image changes for affinity", () => {
     const registry = registryWith(agent("a", { capacity: 8 }), agent("b", { capacity: 2 }));
     registry.setImages("b", ["python:3.12"]);

@@ -169,11 +169,16 @@ export class AgentRegistry {
   /**
    * Adds an agent, or updates its registration (endpoint, capacity, images… may change; its
    * placements stay). A new agent is ready; an existing one keeps its readiness. Capacity lowered
-   * below the allocated count leaves the agent with no free slot, nothing is evicted.
+   * below the allocated count leaves the agent with no free slot, nothing is evicted. A name
+   * registered in another namespace is another agent (a Pod's name is unique only within its
+   * namespace: one named as a gone agent of another namespace): that agent goes, as with
+   * removeAgent, and its placements with it — its sandboxes never land on this one.
    */
   upsertAgent(info: AgentInfo): void {
     validateAgentInfo(info);
     const frozen = freezeInfo(info);
+    const registered = this.agents.get(info.name);
+    if (registered !== undefined && registered.info.namespace !== info.namespace) this.removeAgent(info.name);
     const agent = this.agents.get(info.name);
     if (agent === undefined) {
       const created: AgentState = {

@@ -9,6 +9,11 @@
  * The fake kubelet runs the agent image as the harness's echo server (images.json here): it answers
  * the agent's `/readyz` probe and says which Pod it is, so an endpoint is proven to reach its Pod.
  * The cluster is started for this file only and everything is removed afterwards.
+ *
+ * The fleet keeps the controller's default agent template policy (restricted): the pool's template
+ * names the agent image, which the policy lists as an operator lists a mirror
+ * (FSB_AGENT_TEMPLATE_IMAGES), and the echo server's PORT comes from the deployment's base template
+ * (FSB_AGENT_TEMPLATE_FILE), since a pool may set no such variable.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -99,7 +104,14 @@ describe("agent Pods follow the pool (KubernetesAgentFleet on a real kube-apiser
     await core.createNamespace({ body: { metadata: { name: NAMESPACE } } });
     await core.createNamespacedSecret({ namespace: NAMESPACE, body: { metadata: { name: TOKEN_SECRET }, stringData: { token: "e2e-agent-token" } } });
     store = openKubernetesResourceStore({ kubeConfig, logger: quiet });
-    fleet = new KubernetesAgentFleet({ kubeConfig, namespace: NAMESPACE, logger: quiet, pod: { tokenSecretName: TOKEN_SECRET } });
+    fleet = new KubernetesAgentFleet({
+      kubeConfig,
+      namespace: NAMESPACE,
+      logger: quiet,
+      // The echo server's port: the deployment's env is kept next to the injected one.
+      pod: { tokenSecretName: TOKEN_SECRET, baseTemplate: { spec: { containers: [{ name: "agent", env: [{ name: "PORT", value: "7071" }] }] } } },
+      templatePolicy: { mode: "restricted", allowedImages: [AGENT_IMAGE] },
+    });
     fleet.subscribe((event) => events.push(event));
     await fleet.start();
   });
@@ -134,8 +146,6 @@ describe("agent Pods follow the pool (KubernetesAgentFleet on a real kube-apiser
               {
                 name: "agent",
                 image: AGENT_IMAGE,
-                // The echo server's port; the template's own env is kept next to the injected one.
-                env: [{ name: "PORT", value: "7071" }],
                 resources: { limits: { cpu: "500m", memory: "256Mi" } },
               },
             ],
