@@ -40,11 +40,11 @@ describe("E2B's official Python SDK against the E2B-compatible API", () => {
   });
 
   it(
-    "passes the SDK's pytest module: create, commands, background, stdin, PTY, files, watch, signed URLs, timeout, list, connect, kill",
+    "passes the SDK's pytest module: create, commands, background, stdin, PTY, files, watch, signed URLs, timeout, list, connect, kill, idempotency keys",
     { timeout: 600_000 },
     async () => {
       const env = await e2bEnvironment(embedded);
-      await assertPytestPasses(venv, "test_e2b_python_sdk.py", { env, cwd: HERE, timeoutMs: 540_000, atLeast: 14 });
+      await assertPytestPasses(venv, "test_e2b_python_sdk.py", { env, cwd: HERE, timeoutMs: 540_000, atLeast: 16 });
     },
   );
 

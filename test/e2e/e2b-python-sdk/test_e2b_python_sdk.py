@@ -17,6 +17,7 @@ from e2b import (
     FilesystemEventType,
     PtySize,
     Sandbox,
+    SandboxException,
     SandboxQuery,
 )
 
@@ -220,3 +221,32 @@ def test_kill_removes_the_sandbox():
     assert not sbx.is_running()
     assert Sandbox.kill(sandbox_id) is False
     assert all(item.sandbox_id != sandbox_id for item in Sandbox.list(query=SandboxQuery(metadata={"run": RUN_ID})).next_items())
+
+
+def test_create_with_the_same_idempotency_key_gives_the_same_sandbox():
+    # What the SDK sends again when a create's answer was lost (its own retries reuse the key too).
+    key = f"fsb-e2e-{uuid.uuid4()}"
+    metadata = {"run": RUN_ID, "idempotency": "yes"}
+    first = Sandbox.create(timeout=120, metadata=metadata, idempotency_key=key)
+    try:
+        again = Sandbox.create(timeout=120, metadata=metadata, idempotency_key=key)
+        assert again.sandbox_id == first.sandbox_id
+        # The same access token: the repeat's handle works the sandbox as the first's does.
+        assert again.commands.run("echo repeated").stdout == "repeated\n"
+        first.files.write("/tmp/marker", "one sandbox")
+        assert again.files.read("/tmp/marker") == "one sandbox"
+
+        other = Sandbox.create(timeout=120, metadata=metadata, idempotency_key=f"{key}-other")
+        try:
+            assert other.sandbox_id != first.sandbox_id
+            assert not other.files.exists("/tmp/marker")
+        finally:
+            other.kill()
+
+        # The key with another request: refused (409), nothing created or changed.
+        with pytest.raises(SandboxException, match=r"^409: Idempotency-Key was used before for a different create request"):
+            Sandbox.create(timeout=60, metadata=metadata, idempotency_key=key)
+        listed = Sandbox.list(query=SandboxQuery(metadata=metadata)).next_items()
+        assert [item.sandbox_id for item in listed] == [first.sandbox_id]
+    finally:
+        first.kill()

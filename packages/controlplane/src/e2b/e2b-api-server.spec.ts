@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { connect } from "node:net";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { pino } from "pino";
-import { FsbError, TimeoutError } from "@fast-sandbox/api";
+import { FsbError, TimeoutError, UnavailableError } from "@fast-sandbox/api";
 import { hashApiKey, newApiKey } from "./api-key.js";
 import { startE2bApiServer, type E2bApiServer } from "./e2b-api-server.js";
 import { RateLimitedError } from "./e2b-errors.js";
@@ -313,6 +313,73 @@ describe("the E2B-compatible API over HTTP", () => {
     const missing = await call("GET", "/sandboxes/nosuchsandbox0000000");
     assert.equal(missing.status, 404);
     assert.equal(missing.headers.get("should-retry"), null);
+  });
+
+  it("answers a create repeated with its Idempotency-Key with the same 201 body, and another key or none with another sandbox", async () => {
+    const keyed = { "x-api-key": key, "idempotency-key": "3f0c2a6e-5b1d-4c8e-9a7f-0e1d2c3b4a59" };
+    const first = await call("POST", "/v2/sandboxes", createBody, keyed);
+    assert.equal(first.status, 201);
+    const { sandboxID } = first.body as { sandboxID: string };
+    // Its own status write landed: a repeat then finds the record Running at once (the fixture's clock stands still).
+    assert.equal((await call("GET", `/sandboxes/${sandboxID}`)).status, 200);
+    const again = await call("POST", "/v2/sandboxes", createBody, keyed);
+    assert.equal(again.status, 201);
+    assert.deepEqual(again.body, first.body, "the same sandbox, envdAccessToken and trafficAccessToken");
+    const other = await call("POST", "/v2/sandboxes", createBody, { ...keyed, "idempotency-key": "another-key" });
+    const unkeyed = await call("POST", "/v2/sandboxes", createBody);
+    const ids = [first, other, unkeyed].map((reply) => (reply.body as { sandboxID: string }).sandboxID);
+    assert.equal(new Set(ids).size, 3);
+    assert.equal((await e2b.stored()).length, 3);
+  });
+
+  it("refuses a repeat with another body with 409 and E2B's error_code idempotency_request_mismatch, changing nothing", async () => {
+    const keyed = { "x-api-key": key, "idempotency-key": "key-used-twice" };
+    const first = await call("POST", "/v2/sandboxes", createBody, keyed);
+    const { sandboxID } = first.body as { sandboxID: string };
+    assert.equal((await call("GET", `/sandboxes/${sandboxID}`)).status, 200);
+    const mismatch = await call("POST", "/v2/sandboxes", { ...createBody, timeout: 60 }, keyed);
+    assert.equal(mismatch.status, 409);
+    const body = mismatch.body as { code: number; message: string; error_code: string };
+    assert.equal(body.code, 409);
+    assert.equal(body.error_code, "idempotency_request_mismatch");
+    assert.match(body.message, new RegExp(`^Idempotency-Key was used before for a different create request \\(that request made sandbox ${sandboxID}\\)`));
+    assert.equal(mismatch.headers.get("should-retry"), null, "409: the SDKs do not retry it");
+    // The legacy route's default timeout (15 s) differs from the first's 300: another request too.
+    const { timeout: _timeout, ...untimed } = createBody;
+    assert.equal((await call("POST", "/sandboxes", untimed, keyed)).status, 409);
+    assert.equal((await e2b.stored()).length, 1);
+  });
+
+  it("refuses an Idempotency-Key E2B's SDKs would refuse with 400, saying what a key is, creating nothing; takes one of 255 characters", async () => {
+    for (const [value, message] of [
+      ["Upper-Case", /^Idempotency-Key: may hold only lower-case letters, digits and hyphens \(e\.g\. a lower-case UUID\); got "Upper-Case"$/],
+      ["under_score", /may hold only lower-case letters, digits and hyphens/],
+      ["", /^Idempotency-Key: must be 1 to 255 characters \(e\.g\. a lower-case UUID\); got 0$/],
+      ["a".repeat(256), /must be 1 to 255 characters .*got 256$/],
+    ] as const) {
+      assertError(await call("POST", "/v2/sandboxes", createBody, { "x-api-key": key, "idempotency-key": value }), 400, message);
+    }
+    assert.deepEqual(await e2b.stored(), []);
+    const longest = await call("POST", "/v2/sandboxes", createBody, { "x-api-key": key, "idempotency-key": "a".repeat(255) });
+    assert.equal(longest.status, 201);
+  });
+
+  it("leaves the SDKs' retry of a create whose API key could not be checked (503): nothing was started", async () => {
+    const unreachable = new MemoryApiKeyStore();
+    unreachable.has = () => Promise.reject(new UnavailableError("cannot look up the E2B API key Secret: the Kubernetes API server is unreachable"));
+    const server503 = await startE2bApiServer({ sandboxes: e2b.sandboxes, apiKeys: unreachable, logger: pino({ level: "silent" }) });
+    try {
+      const response = await fetch(`${server503.url}/v2/sandboxes`, {
+        method: "POST",
+        headers: { "x-api-key": key, "content-type": "application/json" },
+        body: JSON.stringify(createBody),
+      });
+      assert.equal(response.status, 503);
+      assert.equal(response.headers.get("should-retry"), null);
+      assert.match(((await response.json()) as { message: string }).message, /Kubernetes API server is unreachable/);
+    } finally {
+      await server503.close();
+    }
   });
 
   it("lets browsers call it: a CORS preflight is 204 without a key, and every answer allows any origin and shows the paging headers", async () => {

@@ -4,7 +4,8 @@
  * only E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY set:
  *
  *   GET    /health                          204, no key needed
- *   POST   /sandboxes, /v2/sandboxes        201 Sandbox (once the sandbox's daemon answers)
+ *   POST   /sandboxes, /v2/sandboxes        201 Sandbox (once the sandbox's daemon answers); with an `Idempotency-Key`
+ *                                           a repeat gets the same sandbox, 409 for another body (e2b-idempotency.ts)
  *   GET    /v2/sandboxes                    200 [ListedSandbox], X-Next-Token while more pages follow
  *   GET    /sandboxes                       200 [ListedSandbox]: every running one (?metadata), E2B's v1 list (SDKs 1.x)
  *   GET    /sandboxes/{id}                  200 SandboxDetail
@@ -34,6 +35,7 @@ import type { Logger } from "pino";
 import { hashApiKey, isWellFormedApiKey } from "./api-key.js";
 import type { ApiKeyStore } from "./api-key-store.js";
 import { e2bError, e2bErrorOf, newRequestId, type E2bError } from "./e2b-errors.js";
+import { IDEMPOTENCY_KEY_HEADER, parseIdempotencyKey } from "./e2b-idempotency.js";
 import {
   DEFAULT_CONNECT_TIMEOUT_SECONDS,
   parseConnectBody,
@@ -86,6 +88,7 @@ interface Call {
   /** The path's sandbox id, when the route has one. */
   sandboxID: string;
   query: URLSearchParams;
+  headers: HttpRequest["headers"];
   body: () => Promise<unknown>;
   /** Aborts when the client goes away before the answer. */
   signal: AbortSignal;
@@ -104,7 +107,9 @@ interface Route {
    * end in the client's timeout instead of this answer. A pause that got no answer (503) has left
    * the sandbox Paused until the control plane settles it (reconcile/pause-settler.ts; a resume
    * settles it too): a retry would find it paused and answer 409, which
-   * the SDKs report as "already paused", hiding that the pause's outcome is unknown. @default false
+   * the SDKs report as "already paused", hiding that the pause's outcome is unknown. Only the
+   * route's own failures are final: one before it ran (the API key could not be checked) started
+   * nothing, and the SDKs' retry stands. @default false
    */
   final?: boolean;
   handle(call: Call): Promise<Answer>;
@@ -123,10 +128,10 @@ function routes(sandboxes: E2bSandboxes): Route[] {
   // A create without a timeout gets each route's E2B default: 300 s (v2, what the SDKs call), 15 s (the legacy route).
   const create =
     (defaultTimeoutSeconds: number) =>
-    async (call: Call): Promise<Answer> => ({
-      status: 201,
-      body: await sandboxes.create(parseNewSandbox(await call.body(), defaultTimeoutSeconds), call.signal),
-    });
+    async (call: Call): Promise<Answer> => {
+      const idempotencyKey = parseIdempotencyKey(call.headers[IDEMPOTENCY_KEY_HEADER]);
+      return { status: 201, body: await sandboxes.create(parseNewSandbox(await call.body(), defaultTimeoutSeconds), call.signal, idempotencyKey) };
+    };
   // A connect answers 201 when it resumed a paused sandbox, 200 when the sandbox ran already (as E2B's API).
   const connect = async (call: Call, timeoutOf: (body: unknown) => number): Promise<Answer> => {
     const { sandbox, resumed } = await sandboxes.connect(call.sandboxID, timeoutOf(await call.body()), call.signal);
@@ -371,12 +376,16 @@ export function e2bApiHandler(options: Pick<E2bApiServerOptions, "sandboxes" | "
     response.once("close", () => {
       if (!response.writableFinished) aborted.abort(new Error("the client closed the connection before the answer"));
     });
+    // Set once the route runs: a failure before (the API key's check) is never final.
+    let handling = false;
     void (async (): Promise<Answer> => {
       if (found.route.authenticated !== false) await authenticate(request, options.apiKeys);
       const segment = found.match?.[1];
+      handling = true;
       return found.route.handle({
         sandboxID: segment === undefined ? "" : parseSandboxId(segment),
         query: url.searchParams,
+        headers: request.headers,
         body: () => readJson(request),
         signal: aborted.signal,
       });
@@ -384,7 +393,8 @@ export function e2bApiHandler(options: Pick<E2bApiServerOptions, "sandboxes" | "
       .catch((error: unknown) => {
         const requestId = newRequestId();
         const failure = e2bErrorOf(error, requestId);
-        const answer = errorAnswer(failure, found.route.final && RETRIED_FAILURES.has(failure.status) ? { "should-retry": "false" } : undefined);
+        const final = handling && found.route.final === true && RETRIED_FAILURES.has(failure.status);
+        const answer = errorAnswer(failure, final ? { "should-retry": "false" } : undefined);
         // A bug has its stack logged, under the request id its answer names (the client is told no
         // more); a sandbox that failed to start (503, 504) is told to the client, logged in a line.
         if (answer.status === 500) options.logger.error({ err: error, method, path, requestId }, "E2B API request failed");

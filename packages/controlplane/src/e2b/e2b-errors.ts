@@ -1,7 +1,9 @@
 /**
  * The E2B-compatible API's error edge: every FsbError becomes an HTTP status and E2B's error body
  * `{"code": <status>, "message": "…"}`. E2B's JS SDK branches on the body's `code` (404: not found,
- * 409: conflict), its Python SDK on the status, so both carry the same number.
+ * 409: conflict), its Python SDK on the status, so both carry the same number. An error that has
+ * one of E2B's machine-readable codes (`e2bErrorCode`, e.g. idempotency_request_mismatch) adds it as
+ * E2B's `error_code`.
  */
 import { randomBytes } from "node:crypto";
 import { FsbError, type ErrorCode } from "@fast-sandbox/api";
@@ -24,6 +26,8 @@ const STATUS_OF: Record<ErrorCode, number> = {
 export interface E2bErrorBody {
   code: number;
   message: string;
+  /** E2B's semantic error code, when the error has one (E2B's `Error.error_code`). */
+  error_code?: string;
 }
 
 export interface E2bError {
@@ -61,9 +65,10 @@ export function e2bErrorOf(error: unknown, requestId?: string): E2bError {
   const fsb = FsbError.from(error);
   const status = STATUS_OF[fsb.code];
   const message = fsb.code === "internal" ? `internal error (see the control plane's log${requestId ? `, request ${requestId}` : ""})` : fsb.message;
+  const errorCode = (fsb as { e2bErrorCode?: unknown }).e2bErrorCode;
   return {
     status,
-    body: { code: status, message },
+    body: { code: status, message, ...(typeof errorCode === "string" ? { error_code: errorCode } : {}) },
     ...(fsb instanceof RateLimitedError ? { headers: { "retry-after": String(fsb.retryAfterSeconds) } } : {}),
   };
 }

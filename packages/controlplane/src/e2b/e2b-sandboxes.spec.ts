@@ -4,8 +4,10 @@ import { setTimeout } from "node:timers/promises";
 import { ConflictError, FailedPreconditionError, NotFoundError, TimeoutError, UnavailableError, ValidationError } from "@fast-sandbox/api";
 import { pino } from "pino";
 import { PAUSED_CHECKPOINT_ANNOTATION } from "../fastpath/checkpoint-pauses.js";
+import { REQUEST_ID_ANNOTATION } from "../fastpath/sandbox-manager.js";
 import { FIXTURE_NOW } from "../fastpath/sandbox-manager.fixture.js";
 import { hashAccessToken } from "../proxy/access-token.js";
+import { IdempotencyMismatchError } from "./e2b-idempotency.js";
 import { parseListQuery, parseNewSandbox } from "./e2b-requests.js";
 import { METADATA_ANNOTATION, TEMPLATE_ANNOTATION } from "./e2b-sandbox-view.js";
 import { DEFAULT_IMAGE, E2B_DOMAIN, E2bFixture, HOST } from "./e2b.fixture.js";
@@ -144,6 +146,199 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
         (error: unknown) => error instanceof UnavailableError && /client went away/.test(error.message),
       );
       assert.deepEqual(await e2b.stored(), []);
+    });
+  });
+
+  describe("create with an Idempotency-Key", () => {
+    /**
+     * Until the create's own status write (Running) has landed: a repeat that finds the record still
+     * Bound polls it on the fixture's clock, which stands still.
+     */
+    const landed = (created: { sandboxID: string }) => e2b.sandboxes.get(created.sandboxID);
+
+    /** A gate the daemon check waits for, and its opener. */
+    function holdDaemon(): () => void {
+      let open = () => {};
+      e2b.envdGate = new Promise<void>((resolve) => (open = resolve));
+      return () => {
+        e2b.envdGate = undefined;
+        open();
+      };
+    }
+
+    it("answers a repeat after the first create answered with the same sandbox, id and tokens alike, creating it once", async () => {
+      const first = await e2b.sandboxes.create(create({ metadata: { user: "abc" } }), undefined, "key-1");
+      await landed(first);
+      const again = await e2b.sandboxes.create(create({ metadata: { user: "abc" } }), undefined, "key-1");
+      assert.deepEqual(again, first);
+      assert.equal((await e2b.stored()).length, 1);
+      assert.equal(e2b.agent.createRequests.length, 1);
+      assert.equal(e2b.fixture.allocated(), 1);
+      const stored = await e2b.storedById(first.sandboxID);
+      assert.equal(stored?.metadata.annotations?.[REQUEST_ID_ANNOTATION], "e2b:key-1");
+      // The repeat waited for the daemon too: it answers once the sandbox can be used.
+      assert.deepEqual(
+        e2b.envdWaits.map((wait) => wait.sandboxID),
+        [first.sandboxID, first.sandboxID],
+      );
+    });
+
+    it("creates another sandbox for another key, and for a create without one", async () => {
+      const first = await e2b.sandboxes.create(create({}), undefined, "key-a");
+      const other = await e2b.sandboxes.create(create({}), undefined, "key-b");
+      const unkeyed = await e2b.sandboxes.create(create({}));
+      assert.equal(new Set([first.sandboxID, other.sandboxID, unkeyed.sandboxID]).size, 3);
+      assert.notEqual(first.envdAccessToken, other.envdAccessToken);
+      assert.equal((await e2b.stored()).length, 3);
+    });
+
+    it("never answers with a sandbox of the fast path whose request id is the key", async () => {
+      const fastPath = await e2b.fixture.manager.create({ spec: { image: "busybox", poolRef: "default" }, requestId: "same-id" });
+      const created = await e2b.sandboxes.create(create({}), undefined, "same-id");
+      assert.notEqual(created.sandboxID, fastPath.status?.sandboxID);
+      assert.equal((await e2b.stored()).length, 2);
+    });
+
+    it("shares a create still waiting for its daemon with its repeats: one sandbox, the same answer for all", async () => {
+      const open = holdDaemon();
+      const calls = [1, 2, 3].map(() => e2b.sandboxes.create(create({}), new AbortController().signal, "key-concurrent"));
+      await setTimeout(20);
+      open();
+      const [first, ...repeats] = await Promise.all(calls);
+      assert.ok(first);
+      for (const repeat of repeats) assert.deepEqual(repeat, first);
+      assert.equal(e2b.agent.createRequests.length, 1);
+      assert.equal((await e2b.stored()).length, 1);
+    });
+
+    it("keeps the sandbox while a repeat waits for it when the first caller goes away, and deletes it once every caller has", async () => {
+      const open = holdDaemon();
+      const firstClient = new AbortController();
+      const first = e2b.sandboxes.create(create({}), firstClient.signal, "key-gone");
+      const repeatClient = new AbortController();
+      const repeat = e2b.sandboxes.create(create({}), repeatClient.signal, "key-gone");
+      await setTimeout(20);
+      firstClient.abort(new Error("the client closed the connection"));
+      await setTimeout(20);
+      open();
+      const answer = await repeat;
+      assert.deepEqual(await first, answer, "the create ran on for the repeat");
+      assert.equal((await e2b.stored()).length, 1);
+
+      const reopen = holdDaemon();
+      const clients = [new AbortController(), new AbortController()];
+      const abandoned = clients.map((client) => e2b.sandboxes.create(create({}), client.signal, "key-abandoned"));
+      await setTimeout(20);
+      for (const client of clients) client.abort(new Error("the client closed the connection"));
+      for (const call of abandoned) await assert.rejects(call, /client went away/);
+      reopen();
+      assert.deepEqual(
+        (await e2b.stored()).map((sandbox) => sandbox.status?.sandboxID),
+        [answer.sandboxID],
+        "the abandoned create's sandbox was deleted",
+      );
+      // Its key creates anew.
+      const anew = await e2b.sandboxes.create(create({}), undefined, "key-abandoned");
+      assert.notEqual(anew.sandboxID, answer.sandboxID);
+      assert.equal((await e2b.stored()).length, 2);
+    });
+
+    it("creates anew for a key whose first create failed (its sandbox deleted)", async () => {
+      e2b.envdFailure = new TimeoutError("the in-sandbox daemon did not answer within 20s");
+      await assert.rejects(e2b.sandboxes.create(create({}), undefined, "key-failed"), TimeoutError);
+      assert.deepEqual(await e2b.stored(), []);
+      e2b.envdFailure = undefined;
+      const created = await e2b.sandboxes.create(create({}), undefined, "key-failed");
+      assert.equal((await landed(created)).state, "running");
+      assert.equal((await e2b.stored()).length, 1);
+      assert.equal(e2b.agent.createRequests.length, 2);
+    });
+
+    it("does not delete the earlier create's sandbox when a repeat's wait for its daemon fails", async () => {
+      const first = await e2b.sandboxes.create(create({}), undefined, "key-kept");
+      await landed(first);
+      e2b.envdFailure = new TimeoutError("the in-sandbox daemon did not answer within 20s");
+      await assert.rejects(e2b.sandboxes.create(create({}), undefined, "key-kept"), TimeoutError);
+      assert.equal((await e2b.storedById(first.sandboxID))?.status?.phase, "Running");
+      assert.ok(!e2b.agent.calls.some((call) => call.startsWith("delete")));
+    });
+
+    for (const [what, body] of [
+      ["another template", { templateID: "python" }],
+      ["another timeout", { timeout: 60 }],
+      ["other metadata", { metadata: { user: "xyz" } }],
+      ["other envs", { envVars: { A: "2" } }],
+      ["internet access refused", { allow_internet_access: false }],
+    ] as const) {
+      it(`refuses a repeat with ${what} (409 idempotency_request_mismatch), leaving the sandbox as it is`, async () => {
+        if (what === "another template") await e2b.addPool("python");
+        const first = await e2b.sandboxes.create(create({ metadata: { user: "abc" }, envVars: { A: "1" } }), undefined, "key-mismatch");
+        await landed(first);
+        const stored = await e2b.storedById(first.sandboxID);
+        await assert.rejects(
+          e2b.sandboxes.create(create({ metadata: { user: "abc" }, envVars: { A: "1" }, ...body }), undefined, "key-mismatch"),
+          (error: unknown) => {
+            assert.ok(error instanceof IdempotencyMismatchError, String(error));
+            assert.ok(error instanceof ConflictError);
+            assert.equal(error.e2bErrorCode, "idempotency_request_mismatch");
+            assert.match(
+              error.message,
+              new RegExp(`^Idempotency-Key was used before for a different create request \\(that request made sandbox ${first.sandboxID}\\)`),
+            );
+            return true;
+          },
+        );
+        assert.deepEqual(await e2b.storedById(first.sandboxID), stored, "the sandbox is left as it was");
+        assert.equal((await e2b.stored()).length, 1);
+      });
+    }
+
+    it("refuses a repeat with another request while the first create runs, which goes on", async () => {
+      const open = holdDaemon();
+      const first = e2b.sandboxes.create(create({ timeout: 300 }), undefined, "key-running");
+      await setTimeout(20);
+      await assert.rejects(e2b.sandboxes.create(create({ timeout: 60 }), undefined, "key-running"), IdempotencyMismatchError);
+      open();
+      assert.equal((await e2b.storedById((await first).sandboxID))?.status?.phase, "Running");
+    });
+
+    it("takes metadata and envs in any order as the same request", async () => {
+      const first = await e2b.sandboxes.create(create({ metadata: { a: "1", b: "2" }, envVars: { X: "1", Y: "2" } }), undefined, "key-order");
+      await landed(first);
+      const again = await e2b.sandboxes.create(create({ metadata: { b: "2", a: "1" }, envVars: { Y: "2", X: "1" } }), undefined, "key-order");
+      assert.equal(again.sandboxID, first.sandboxID);
+    });
+
+    it("refuses a repeat whose sandbox no longer runs, naming it, rather than handing it out", async () => {
+      const first = await e2b.sandboxes.create(create({}), undefined, "key-ended");
+      await landed(first);
+      const stored = await e2b.storedById(first.sandboxID);
+      assert.ok(stored?.status);
+      await e2b.fixture.store.updateStatus("Sandbox", { ...stored, status: { ...stored.status, phase: "Failed" } });
+      await assert.rejects(
+        e2b.sandboxes.create(create({}), undefined, "key-ended"),
+        (error: unknown) => error instanceof ConflictError && error.message.includes(`made sandbox ${first.sandboxID}, which no longer runs (Failed)`),
+      );
+    });
+
+    it("refuses a repeat whose sandbox is paused now, saying that connect resumes it", async () => {
+      await e2b.addPool("gvisor", { runtimeType: "gvisor" });
+      const first = await e2b.sandboxes.create(create({ templateID: "gvisor" }), undefined, "key-paused");
+      await landed(first);
+      await e2b.sandboxes.pause(first.sandboxID);
+      await assert.rejects(
+        e2b.sandboxes.create(create({ templateID: "gvisor" }), undefined, "key-paused"),
+        (error: unknown) =>
+          error instanceof ConflictError && error.message.includes(`made sandbox ${first.sandboxID}, which is paused now; connect resumes it`),
+      );
+      assert.equal((await e2b.sandboxes.get(first.sandboxID)).state, "paused");
+    });
+
+    it("creates anew once the key's sandbox was killed", async () => {
+      const first = await e2b.sandboxes.create(create({}), undefined, "key-killed");
+      await e2b.sandboxes.kill(first.sandboxID);
+      const again = await e2b.sandboxes.create(create({}), undefined, "key-killed");
+      assert.notEqual(again.sandboxID, first.sandboxID);
     });
   });
 

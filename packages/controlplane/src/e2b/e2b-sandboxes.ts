@@ -40,6 +40,7 @@ import { accessTokenMatches, hashAccessToken } from "../proxy/access-token.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { e2bSandboxMetricOf, type E2bSandboxMetric } from "./e2b-sandbox-metric.js";
 import { e2bErrorOf, newRequestId, type E2bErrorBody } from "./e2b-errors.js";
+import { CREATE_REQUEST_ANNOTATION, IdempotencyMismatchError, idempotencyRequestId, requestFingerprint } from "./e2b-idempotency.js";
 import { MAX_TIMEOUT_SECONDS, type ForkRequest, type ListSandboxesQuery, type MetricsRange, type NewSandboxRequest } from "./e2b-requests.js";
 import {
   METADATA_ANNOTATION,
@@ -143,8 +144,21 @@ function notFound(sandboxID: string): NotFoundError {
   return new NotFoundError(`sandbox ${sandboxID} not found: it was killed, its timeout passed, or it never existed (GET /v2/sandboxes lists the running ones)`);
 }
 
+/** A create with an Idempotency-Key running here, which repeats of it share. */
+interface KeyedCreate {
+  /** requestFingerprint of its request: a repeat with another is refused. */
+  fingerprint: string;
+  attempt: Promise<E2bSandbox>;
+  /** Aborted when the last caller goes away: the create then deletes its sandbox, as one without a key does for its client. */
+  abandoned: AbortController;
+  /** The calls waiting for it (the first and its repeats). */
+  callers: number;
+}
+
 export class E2bSandboxes {
   private readonly options: E2bSandboxesOptions;
+  /** Keyed creates in flight here, by request id; settled, a repeat finds the sandbox by its record. */
+  private readonly keyedCreates = new Map<string, KeyedCreate>();
   private readonly clock: Clock;
   private readonly namespace: string;
   private readonly envdVersion: string;
@@ -159,8 +173,57 @@ export class E2bSandboxes {
   /**
    * Creates the sandbox and answers once its daemon does. When the daemon does not answer in time,
    * or `signal` aborts (the client went away), the sandbox is deleted before the error is thrown.
+   *
+   * With an `idempotencyKey` (E2B's `Idempotency-Key`, e2b-idempotency.ts) a repeat of the create
+   * gets the sandbox the first one made, with the same access tokens: while that create still runs
+   * here the repeat shares it (its sandbox is deleted only once every caller has gone away), and after
+   * it, or when it ran on another replica, the repeat finds its record by the key. A repeat with
+   * another request is refused (IdempotencyMismatchError, 409), and so is one whose sandbox is paused
+   * or no longer runs (ConflictError).
    */
-  async create(request: NewSandboxRequest, signal?: AbortSignal): Promise<E2bSandbox> {
+  async create(request: NewSandboxRequest, signal?: AbortSignal, idempotencyKey?: string): Promise<E2bSandbox> {
+    if (idempotencyKey === undefined) return this.createOnce(request, signal, undefined);
+    const requestId = idempotencyRequestId(idempotencyKey);
+    const fingerprint = requestFingerprint(request);
+    for (;;) {
+      const running = this.keyedCreates.get(requestId);
+      if (!running) break;
+      if (running.fingerprint !== fingerprint) throw new IdempotencyMismatchError("that create is still running");
+      if (!running.abandoned.signal.aborted) return this.join(running, signal);
+      // Every caller of that create went away: it deletes its sandbox, and this call then creates anew.
+      await running.attempt.catch(() => undefined);
+    }
+    const abandoned = new AbortController();
+    const keyed: KeyedCreate = { fingerprint, abandoned, callers: 0, attempt: this.createOnce(request, abandoned.signal, { requestId, fingerprint }) };
+    this.keyedCreates.set(requestId, keyed);
+    const forget = () => {
+      if (this.keyedCreates.get(requestId) === keyed) this.keyedCreates.delete(requestId);
+    };
+    keyed.attempt.then(forget, forget);
+    return this.join(keyed, signal);
+  }
+
+  /** Waits for a keyed create as one of its callers: when the last of them goes away, the create is abandoned. */
+  private async join(keyed: KeyedCreate, signal?: AbortSignal): Promise<E2bSandbox> {
+    keyed.callers += 1;
+    const leave = () => {
+      keyed.callers -= 1;
+      if (keyed.callers === 0) keyed.abandoned.abort(signal?.reason);
+    };
+    if (signal?.aborted) leave();
+    else signal?.addEventListener("abort", leave, { once: true });
+    try {
+      return await keyed.attempt;
+    } finally {
+      signal?.removeEventListener("abort", leave);
+    }
+  }
+
+  private async createOnce(
+    request: NewSandboxRequest,
+    signal: AbortSignal | undefined,
+    keyed: { requestId: string; fingerprint: string } | undefined,
+  ): Promise<E2bSandbox> {
     const pool = await this.poolOfTemplate(request.templateID);
     const poolKey = `${this.namespace}/${pool.metadata.name}`;
     if (networkModeOf(pool.spec) !== "Isolated") {
@@ -190,10 +253,39 @@ export class E2bSandboxes {
         [METADATA_ANNOTATION]: JSON.stringify(request.metadata),
         [TOKEN_NONCE_ANNOTATION]: nonce,
         ...(request.allowInternetAccess !== undefined ? { [INTERNET_ACCESS_ANNOTATION]: String(request.allowInternetAccess) } : {}),
+        ...(keyed ? { [CREATE_REQUEST_ANNOTATION]: keyed.fingerprint } : {}),
       },
       accessTokenHash: hashAccessToken(accessToken),
+      ...(keyed ? { requestId: keyed.requestId } : {}),
     });
+    // Another nonce: the key's sandbox was made by an earlier create (the manager found its record).
+    if (keyed && sandbox.metadata.annotations?.[TOKEN_NONCE_ANNOTATION] !== nonce) return this.repeated(sandbox, keyed.fingerprint, signal);
     await this.untilDaemonAnswers(sandbox, signal);
+    return this.viewOf(sandbox, accessToken);
+  }
+
+  /**
+   * The sandbox an earlier create with the same key made (answered already, or running on another
+   * replica, whose manager this one waited for), for a repeat of it: the same sandbox and access
+   * tokens (derived again from its nonce), once its daemon answers. Never deleted here, whatever
+   * befalls this call: it is that create's sandbox.
+   */
+  private async repeated(sandbox: Sandbox, fingerprint: string, signal?: AbortSignal): Promise<E2bSandbox> {
+    const sandboxID = sandbox.status?.sandboxID ?? "";
+    if (!isE2bSandbox(sandbox)) {
+      throw new IdempotencyMismatchError(`it named sandbox ${this.namespace}/${sandbox.metadata.name}, which was not created through the E2B API`);
+    }
+    if (sandbox.metadata.annotations?.[CREATE_REQUEST_ANNOTATION] !== fingerprint) throw new IdempotencyMismatchError(`that request made sandbox ${sandboxID}`);
+    if (!isVisible(sandbox)) {
+      throw new ConflictError(
+        `the create with this Idempotency-Key made sandbox ${sandboxID}, which no longer runs (${sandbox.status?.phase ?? "Pending"}); use a new key for a new sandbox`,
+      );
+    }
+    if (isPaused(sandbox)) {
+      throw new ConflictError(`the create with this Idempotency-Key made sandbox ${sandboxID}, which is paused now; connect resumes it`);
+    }
+    const accessToken = this.requireAccessToken(sandbox);
+    await this.daemonAnswers(sandbox, signal);
     return this.viewOf(sandbox, accessToken);
   }
 
@@ -452,15 +544,20 @@ export class E2bSandboxes {
     return { sandbox: this.viewOf(sandbox, accessToken), resumed: outcome.resumed };
   }
 
+  /** Resolves once the sandbox's daemon answers (at its own address); throws when `signal` aborts first. */
+  private async daemonAnswers(sandbox: Sandbox, signal?: AbortSignal): Promise<void> {
+    const sandboxID = sandbox.status?.sandboxID ?? "";
+    signal?.throwIfAborted();
+    const address = sandbox.status?.sandboxIP;
+    if (!address) throw new UnavailableError(`sandbox ${sandboxID} got no network address of its own from its agent`);
+    await this.options.envdReady({ sandboxID, address, ...(sandbox.status?.assignedPod ? { agent: sandbox.status.assignedPod } : {}) }, signal);
+    signal?.throwIfAborted();
+  }
+
   /** Waits for a new sandbox's daemon; a sandbox whose daemon does not answer is deleted before the error is thrown. */
   private async untilDaemonAnswers(sandbox: Sandbox, signal?: AbortSignal): Promise<void> {
-    const sandboxID = sandbox.status?.sandboxID ?? "";
     try {
-      signal?.throwIfAborted();
-      const address = sandbox.status?.sandboxIP;
-      if (!address) throw new UnavailableError(`sandbox ${sandboxID} got no network address of its own from its agent`);
-      await this.options.envdReady({ sandboxID, address, ...(sandbox.status?.assignedPod ? { agent: sandbox.status.assignedPod } : {}) }, signal);
-      signal?.throwIfAborted();
+      await this.daemonAnswers(sandbox, signal);
     } catch (error) {
       await this.options.manager.delete(this.namespace, sandbox.metadata.name, 0).catch((cleanup: unknown) => {
         this.options.logger.error(

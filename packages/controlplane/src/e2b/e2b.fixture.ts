@@ -20,6 +20,23 @@ export const DEFAULT_IMAGE = "fast-sandbox.io/base:latest";
 /** The sandbox proxy's domain the fixture's E2B API names (getHost). */
 export const E2B_DOMAIN = "sandboxes.example.com:7072";
 
+/** `gate`, or the abort of `signal` (thrown), whichever comes first. */
+function untilOrAborted(gate: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+  if (!signal) return gate;
+  signal.throwIfAborted();
+  return new Promise<void>((resolve, reject) => {
+    const aborted = () => reject(signal.reason as Error);
+    signal.addEventListener("abort", aborted, { once: true });
+    gate.then(
+      () => {
+        signal.removeEventListener("abort", aborted);
+        resolve();
+      },
+      (error: unknown) => reject(error as Error),
+    );
+  });
+}
+
 export class E2bFixture {
   /** The control plane's secret the E2B sandboxes' tokens derive from. */
   readonly tokenSecret = Buffer.alloc(32, 7);
@@ -29,6 +46,8 @@ export class E2bFixture {
   readonly envdWaits: { sandboxID: string; address: string }[] = [];
   /** When set, the daemon check fails with it. */
   envdFailure: Error | undefined;
+  /** When set, the daemon check waits for it first (or for its signal's abort, which it then throws). */
+  envdGate: Promise<void> | undefined;
   /** The checkpoints of the node of the gVisor pools' agents. */
   readonly node = new NodeCheckpoints();
   readonly checkpoints: CheckpointManager;
@@ -47,8 +66,9 @@ export class E2bFixture {
       manager: this.fixture.manager,
       store: this.fixture.store,
       lookup: async (sandboxID) => (await this.fixture.store.list("Sandbox")).items.find((sandbox) => sandbox.status?.sandboxID === sandboxID),
-      envdReady: async (sandbox) => {
+      envdReady: async (sandbox, signal) => {
         this.envdWaits.push(sandbox);
+        if (this.envdGate) await untilOrAborted(this.envdGate, signal);
         if (this.envdFailure) throw this.envdFailure;
       },
       tokenSecret: this.tokenSecret,
