@@ -179,7 +179,11 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
     ...(options.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: options.heartbeatIntervalMs } : {}),
     onConnected: (agentName, status) => onboarding.onConnected(agentName, status),
     onStatus: async (agentName, status) => {
-      if (leading()) await recordSandboxFacts(store, agentName, status, { clock, cached: (key) => sandboxCache.get(key) });
+      if (!leading()) return;
+      // Facts only about sandboxes of the agent Pod's own namespace: a Pod of another namespace
+      // holding a name (agent-fleet.ts agentsByName) must not mark them.
+      const agentNamespace = fleet.listAgents().find((agent) => agent.name === agentName)?.namespace;
+      if (agentNamespace !== undefined) await recordSandboxFacts(store, agentName, status, { clock, cached: (key) => sandboxCache.get(key), agentNamespace });
     },
   });
   const manager = new SandboxManager({

@@ -168,6 +168,21 @@ describe("recordSandboxFacts", () => {
       );
   });
 
+  it("with the agent's namespace, ignores facts about a sandbox of another namespace (a Pod of another namespace holding the name)", async () => {
+    await stored("hog", "sb-hog");
+    const facts = status(reported({ sandboxId: "sb-hog", oomKilled: true, exitCode: 137 }));
+    await recordSandboxFacts(store, AGENT, facts, { ...at(NOW), agentNamespace: "team-b" });
+    assert.deepEqual(
+      (await conditionsOf("hog")).map(([type]) => type),
+      ["Ready"],
+    );
+    await recordSandboxFacts(store, AGENT, facts, { ...at(NOW), agentNamespace: "default" });
+    assert.deepEqual(
+      (await conditionsOf("hog")).map(([type]) => type),
+      ["Ready", "OOMKilled", "CommandExited"],
+    );
+  });
+
   it("reads only the records of the sandboxes reported with facts, never a list of every sandbox", async () => {
     for (let i = 0; i < 20; i++) await stored(`idle-${i}`, `sb-idle-${i}`);
     await stored("hog", "sb-hog");

@@ -47,6 +47,12 @@ export interface SandboxFactsOptions {
    * does not hold yet is left for a later heartbeat. @default none: a store read per reported sandbox
    */
   cached?: (key: string) => Sandbox | undefined;
+  /**
+   * The namespace of the agent's Pod as the fleet knows it (not as the agent says): facts about a
+   * sandbox of another namespace are ignored, as every call about a sandbox refuses an agent of
+   * another namespace (agent-connections.ts). @default any namespace (embedded: one per pool, made by the control plane)
+   */
+  agentNamespace?: string;
 }
 
 /**
@@ -55,10 +61,11 @@ export interface SandboxFactsOptions {
  * list of every sandbox.
  */
 export async function recordSandboxFacts(store: ResourceStore, agentName: string, status: AgentStatus, options: SandboxFactsOptions = {}): Promise<void> {
-  const { clock = systemClock, cached } = options;
+  const { clock = systemClock, cached, agentNamespace } = options;
   for (const facts of status.sandboxes) {
     // A sandbox only the agent's create knows yet has no namespace and name: there is no record to mark.
     if ((facts.exitCode === undefined && !facts.oomKilled) || !facts.namespace || !facts.name) continue;
+    if (agentNamespace !== undefined && facts.namespace !== agentNamespace) continue;
     const isTheReported = (sandbox: Sandbox | undefined): sandbox is Sandbox =>
       sandbox?.status?.sandboxID === facts.sandboxId && sandbox.status.assignedPod === agentName && !sandbox.metadata.deletionTimestamp;
     if (cached) {
