@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import { pino } from "pino";
-import { NotFoundError, UnavailableError } from "@fast-sandbox/api";
+import { FailedPreconditionError, NotFoundError, UnavailableError } from "@fast-sandbox/api";
 import type { RegistryClient } from "../registry/registry-client.js";
 import type { ContainerdClient } from "./containerd-client.js";
 import { WriteAction } from "./gen/github.com/containerd/containerd/api/services/content/v1/content_pb.js";
@@ -239,5 +241,248 @@ describe("a long pull (a large layer over a slow link)", () => {
     const labels = calls.find((call) => call.method === "leases.create")?.request.labels as Record<string, string>;
     const expires = Date.parse(labels["containerd.io/gc.expire"] ?? "");
     assert.ok(expires >= started + 24 * 60 * 60 * 1000, `the pull's lease expires at ${labels["containerd.io/gc.expire"]}`);
+  });
+});
+
+/** An image of `count` layers: its manifest, config, layers and diff IDs; `config` adds to the config. */
+function imageOf(count: number, config: Record<string, unknown> = {}, layerMediaType = "application/vnd.oci.image.layer.v1.tar+gzip") {
+  const layers = Array.from({ length: count }, (_, i) => Buffer.from(`layer ${i} bytes`));
+  const diffIds = layers.map((_, i) => sha256(`uncompressed layer ${i}`));
+  const configBytes = Buffer.from(JSON.stringify({ ...config, rootfs: { type: "layers", diff_ids: diffIds } }));
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: sha256(configBytes), size: configBytes.length },
+      layers: layers.map((layer) => ({ mediaType: layerMediaType, digest: sha256(layer), size: layer.length })),
+    }),
+  );
+  return { layers, diffIds, config: configBytes, manifest };
+}
+
+describe("ImagePuller, what it checks before downloading", () => {
+  it("holds the config in the pull's lease before it looks for it or reads it", async () => {
+    const { layer, diffId, config, manifest } = image();
+    const { client, calls } = containerd(diffId, new Map([[sha256(config), config]]));
+    const content = (client as unknown as { content: { read: (request: { digest: string }) => AsyncIterable<unknown> } }).content;
+    const read = content.read.bind(content);
+    content.read = (request) => {
+      calls.push({ method: "content.read", request });
+      return read(request);
+    };
+    await pullerOf(
+      client,
+      registryOf(manifest, config, () => Promise.resolve({ body: [layer] })),
+    ).pull("registry.test/app:1");
+    const first = (method: string) =>
+      calls.findIndex(
+        (call) => call.method === method && (call.request.digest ?? (call.request.resource as { id?: string } | undefined)?.id) === sha256(config),
+      );
+    assert.ok(first("leases.addResource") >= 0);
+    assert.ok(first("leases.addResource") < first("content.info"), calls.map((call) => call.method).join(" "));
+    assert.ok(first("content.info") < first("content.read"));
+  });
+
+  it("refuses a single-platform image for another architecture before fetching its layers", async () => {
+    const { layers, diffIds, config, manifest } = imageOf(1, { os: "linux", architecture: "arm64" });
+    const { client } = containerd(diffIds[0] ?? "");
+    let layerFetches = 0;
+    const registry = registryOf(manifest, config, () => {
+      layerFetches += 1;
+      return Promise.resolve({ body: [layers[0]] });
+    });
+    await assert.rejects(pullerOf(client, registry).pull("registry.test/app:1"), (error: unknown) => {
+      assert.ok(error instanceof FailedPreconditionError, String(error));
+      assert.match(error.message, /^image registry\.test\/app:1 is linux\/arm64; this agent runs linux\/amd64: /);
+      return true;
+    });
+    assert.equal(layerFetches, 0);
+  });
+
+  it("refuses a layer it cannot unpack (encrypted) before downloading anything", async () => {
+    const { diffIds, config, manifest } = imageOf(1, {}, "application/vnd.oci.image.layer.v1.tar+gzip+encrypted");
+    const { client } = containerd(diffIds[0] ?? "");
+    const fetched: string[] = [];
+    const registry = {
+      ...registryOf(manifest, config, () => Promise.reject(new Error("not fetched"))),
+      getBlob: (_repository: string, digest: string) => {
+        fetched.push(digest);
+        return Promise.reject(new Error("not fetched"));
+      },
+    };
+    await assert.rejects(pullerOf(client, registry).pull("registry.test/app:1"), (error: unknown) => {
+      assert.ok(error instanceof FailedPreconditionError, String(error));
+      assert.match(
+        error.message,
+        /layer 0 \(sha256:[0-9a-f]+\) has media type application\/vnd\.oci\.image\.layer\.v1\.tar\+gzip\+encrypted, which this agent cannot unpack/,
+      );
+      return true;
+    });
+    assert.deepEqual(fetched, []);
+  });
+});
+
+describe("ImagePuller, a manifest whose fetch fails for a moment", () => {
+  it("fetches it again", async () => {
+    const { layer, diffId, config, manifest } = image();
+    const { client } = containerd(diffId);
+    let manifestFetches = 0;
+    const registry = {
+      ...registryOf(manifest, config, () => Promise.resolve({ body: [layer] })),
+      getManifest: () => {
+        manifestFetches += 1;
+        if (manifestFetches === 1)
+          return Promise.reject(new UnavailableError("registry registry.test failed fetching the manifest (HTTP 503); try again later"));
+        return Promise.resolve({ mediaType: "application/vnd.oci.image.manifest.v1+json", digest: sha256(manifest), size: manifest.length, bytes: manifest });
+      },
+    };
+    assert.equal((await pullerOf(client, registry).pull("registry.test/app:1")).digest, sha256(manifest));
+    assert.equal(manifestFetches, 2);
+  });
+
+  it("asks a token service again that failed for a moment (a real registry client, a registry on loopback)", async () => {
+    const { layer, diffId, config, manifest } = image();
+    const { client } = containerd(diffId);
+    let tokenRequests = 0;
+    const server = createServer((request, response) => {
+      const url = request.url ?? "";
+      if (url.startsWith("/token")) {
+        tokenRequests += 1;
+        if (tokenRequests === 1) response.writeHead(503).end();
+        else response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ token: "t0k3n" }));
+        return;
+      }
+      if (request.headers.authorization !== "Bearer t0k3n") {
+        response.writeHead(401, { "www-authenticate": `Bearer realm="http://${request.headers.host}/token",service="test"` }).end();
+        return;
+      }
+      const blobs = new Map([
+        [sha256(config), config],
+        [sha256(layer), layer],
+      ]);
+      if (url === "/v2/app/manifests/1") {
+        response.writeHead(200, { "content-type": "application/vnd.oci.image.manifest.v1+json" }).end(manifest);
+        return;
+      }
+      const blob = blobs.get(url.replace("/v2/app/blobs/", ""));
+      if (blob) response.writeHead(200, { "content-length": String(blob.length) }).end(blob);
+      else response.writeHead(404).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const puller = new ImagePuller({ client, snapshotter: "overlayfs", architecture: "amd64", blobRetryDelayMs: 1, logger: pino({ level: "silent" }) });
+      assert.equal((await puller.pull(`${host}/app:1`)).digest, sha256(manifest));
+      assert.equal(tokenRequests, 2);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
+
+describe("ImagePuller, a layer that fails for good", () => {
+  it("stops the other layers' downloads instead of waiting for them", async () => {
+    const { layers, diffIds, config, manifest } = imageOf(2);
+    const { client } = containerd(diffIds[0] ?? "");
+    const [slow, missing] = layers.map((layer) => sha256(layer));
+    let slowSignal: AbortSignal | undefined;
+    const registry = {
+      ...registryOf(manifest, config, () => Promise.reject(new Error("unused"))),
+      getBlob: (_repository: string, digest: string, signal?: AbortSignal) => {
+        if (digest === sha256(config)) return Promise.resolve({ body: [config] });
+        if (digest === missing) return Promise.reject(new NotFoundError(`registry registry.test has no blob ${digest}`));
+        assert.equal(digest, slow);
+        slowSignal = signal;
+        // A large layer on a slow link: 10 s to go, unless the download is aborted.
+        return Promise.resolve({
+          body: (async function* () {
+            yield (layers[0] ?? Buffer.alloc(0)).subarray(0, 2);
+            await new Promise<void>((resolve, reject) => {
+              const timer = setTimeout(resolve, 10_000);
+              signal?.addEventListener("abort", () => {
+                clearTimeout(timer);
+                reject(signal.reason as Error);
+              });
+            });
+            yield (layers[0] ?? Buffer.alloc(0)).subarray(2);
+          })(),
+        });
+      },
+    };
+    const started = Date.now();
+    await assert.rejects(pullerOf(client, registry).pull("registry.test/app:1"), NotFoundError);
+    assert.ok(Date.now() - started < 5000, `the pull failed after ${Date.now() - started} ms`);
+    assert.ok(slowSignal?.aborted, "the slow layer's download was aborted");
+  });
+
+  it("fails every waiter of that pull with its error, and leaves the next pull of the image alone (the abort is that pull's own)", async () => {
+    const { layer, diffId, config, manifest } = image();
+    const { client } = containerd(diffId);
+    let missing = true;
+    const puller = pullerOf(
+      client,
+      registryOf(manifest, config, (digest) =>
+        missing ? Promise.reject(new NotFoundError(`registry registry.test has no blob ${digest}`)) : Promise.resolve({ body: [layer] }),
+      ),
+    );
+    const waiters = [puller.pull("registry.test/app:1", () => undefined), puller.pull("registry.test/app:1")];
+    for (const waiter of waiters) await assert.rejects(waiter, NotFoundError);
+    missing = false;
+    assert.equal((await puller.pull("registry.test/app:1")).digest, sha256(manifest));
+  });
+});
+
+describe("ImagePuller, bytes that do not match their digest", () => {
+  /** A containerd whose COMMIT of the layer finds another digest the first `mismatches` times. */
+  function mismatching(diffId: string, layerDigest: string, mismatches: number) {
+    const fake = containerd(diffId);
+    const content = (
+      fake.client as unknown as {
+        content: { write: (options?: unknown) => { exchange: (request: { action: WriteAction; ref?: string }) => Promise<unknown> } };
+      }
+    ).content;
+    const write = content.write.bind(content);
+    let ref = "";
+    let left = mismatches;
+    content.write = (options) => {
+      const stream = write(options);
+      const exchange = stream.exchange.bind(stream);
+      stream.exchange = (request) => {
+        if (request.action === WriteAction.STAT) ref = request.ref ?? "";
+        if (request.action === WriteAction.COMMIT && ref === `layer-${layerDigest}` && left > 0) {
+          left -= 1;
+          return Promise.reject(
+            new FailedPreconditionError(
+              `containerd containerd.services.content.v1.Content/Write: unexpected commit digest sha256:${"1".repeat(64)}, expected ${layerDigest}: failed precondition`,
+            ),
+          );
+        }
+        return exchange(request);
+      };
+      return stream;
+    };
+    return fake;
+  }
+
+  it("fetches the layer once more, and says the registry served wrong bytes when they are wrong again", async () => {
+    const { layer, diffId, config, manifest } = image();
+    let layerFetches = 0;
+    const registry = registryOf(manifest, config, () => {
+      layerFetches += 1;
+      return Promise.resolve({ body: [layer] });
+    });
+    const once = mismatching(diffId, sha256(layer), 1);
+    assert.equal((await pullerOf(once.client, registry).pull("registry.test/app:1")).digest, sha256(manifest));
+    assert.equal(layerFetches, 2);
+
+    layerFetches = 0;
+    const always = mismatching(diffId, sha256(layer), 10);
+    await assert.rejects(pullerOf(always.client, registry).pull("registry.test/app:1"), (error: unknown) => {
+      assert.ok(error instanceof UnavailableError, String(error));
+      assert.match(error.message, new RegExp(`^registry registry\\.test served bytes that do not match ${sha256(layer)}; try again`));
+      return true;
+    });
+    assert.equal(layerFetches, 2);
   });
 });

@@ -11,6 +11,10 @@
  * at the end leaves what the image record references and, after a failure, nothing (ingests are
  * aborted, extraction snapshots removed, and a synchronous collection runs before the error is
  * reported). Concurrent pulls of one reference share a single pull and its result or error.
+ *
+ * Nothing is downloaded that cannot be unpacked (layer media types are checked first) or run (a
+ * config for another platform fails the pull before its layers are fetched). A fetch that fails for
+ * a moment is tried again; a layer that fails for good stops the other layers' downloads.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -29,7 +33,7 @@ import { loadRegistryCredentials } from "../registry/registry-credentials.js";
 import { RegistryClient, type RegistryClientOptions } from "../registry/registry-client.js";
 import type { ContainerdClient } from "./containerd-client.js";
 import { hasContent, ingestBlob, type BlobSource } from "./content-ingest.js";
-import { isIndex, parseDiffIds, parseJson, parseManifest, selectPlatformManifest, type Descriptor } from "./image-manifest.js";
+import { checkImagePlatform, isIndex, parseDiffIds, parseJson, parseManifest, selectPlatformManifest, type Descriptor } from "./image-manifest.js";
 import { unpackLayers } from "./image-unpacker.js";
 
 /** Largest image config accepted (they are a few KiB). */
@@ -44,12 +48,20 @@ const PULL_LEASE_EXPIRY_MS = 24 * 60 * 60 * 1000;
 /** Progress of byte counts is reported at most this often (phase changes and layers at once). */
 const PROGRESS_INTERVAL_MS = 200;
 /**
- * How many times one blob is fetched before its failure fails the pull: a registry's 5xx or 429, a
- * reset connection or a stalled download (all UnavailableError) are usually gone on the next try,
- * and one of them should not throw away the rest of a large pull. The registry client fetches a
- * blob whole (no ranges), so a retry starts that blob again; the blobs already stored stay.
+ * How many times one blob or manifest (with the token it needs) is fetched before its failure fails
+ * the pull: a registry's 5xx or 429, a reset connection or a stalled download (all
+ * UnavailableError) are usually gone on the next try, and one of them should not throw away the
+ * rest of a large pull. The registry client fetches a blob whole (no ranges), so a retry starts
+ * that blob again; the blobs already stored stay.
  */
-const BLOB_FETCH_ATTEMPTS = 4;
+const FETCH_ATTEMPTS = 4;
+
+/**
+ * The bytes a registry served for a digest hash to something else (the content store refused to
+ * commit them, or the config did not match). A corrupted transfer is tried once more; a registry
+ * that serves the same wrong bytes again fails the pull.
+ */
+class MismatchedBlobError extends UnavailableError {}
 
 export interface ImagePullerOptions {
   client: ContainerdClient;
@@ -63,7 +75,7 @@ export interface ImagePullerOptions {
   architecture?: string;
   /** Builds the registry client (tests inject a fetch). */
   registryClient?: (options: RegistryClientOptions) => RegistryClient;
-  /** The first pause before a blob's fetch is tried again (doubled each time). @default 500 */
+  /** The first pause before a blob's or manifest's fetch is tried again (doubled each time). @default 500 */
   blobRetryDelayMs?: number;
   logger: Logger;
 }
@@ -187,12 +199,16 @@ export class ImagePuller {
   }
 
   private async fetchAndUnpack(reference: ImageReference, leaseId: string, progress: ProgressTracker): Promise<PulledImage> {
-    const signal = this.closing.signal;
+    // Aborted when a layer fails for good, so that the others stop downloading. The pull's own:
+    // whoever waits on a pull (one create or several) cannot abort it for the others.
+    const failed = new AbortController();
+    const signal = AbortSignal.any([this.closing.signal, failed.signal]);
     const { name, path } = reference;
     const credentials = await loadRegistryCredentials(this.registryConfigPath, reference.domain);
     const registry = this.registryClient({ registry: reference.domain, ...(credentials ? { credentials } : {}) });
 
-    const top = await registry.getManifest(path, reference.digest ?? reference.tag ?? "latest", signal);
+    const tag = reference.digest ?? reference.tag ?? "latest";
+    const top = await this.retrying(`the manifest of ${name}`, signal, () => registry.getManifest(path, tag, signal));
     progress.resolved(top.digest);
     const target: Descriptor = { mediaType: top.mediaType, digest: top.digest, size: top.size };
     const topDocument = parseJson(top.bytes, `the manifest of ${name}`);
@@ -202,7 +218,8 @@ export class ImagePuller {
     let manifestDocument = topDocument;
     if (isIndex(top.mediaType, topDocument)) {
       manifestDescriptor = selectPlatformManifest(topDocument, name, this.architecture);
-      const fetched = await registry.getManifest(path, manifestDescriptor.digest, signal);
+      const digest = manifestDescriptor.digest;
+      const fetched = await this.retrying(digest, signal, () => registry.getManifest(path, digest, signal));
       manifestBytes = fetched.bytes;
       manifestDescriptor = { ...manifestDescriptor, mediaType: manifestDescriptor.mediaType || fetched.mediaType, size: fetched.size };
       manifestDocument = parseJson(fetched.bytes, `the ${manifestDescriptor.digest} manifest of ${name}`);
@@ -210,11 +227,17 @@ export class ImagePuller {
     }
     const manifest = parseManifest(manifestDocument, name);
 
-    // The config first: small, and its diff IDs name the snapshots.
+    // The config first: small, its platform must be this agent's, and its diff IDs name the
+    // snapshots. The lease's before the store is asked for it, as ingestBlob does for the other
+    // blobs: one there but referenced by nothing (an image removed, not yet collected) could
+    // otherwise be collected between the look and the read.
+    await this.client.leases.addResource({ id: leaseId, resource: { id: manifest.config.digest, type: "content" } });
     const configBytes = (await hasContent(this.client, manifest.config.digest))
       ? await this.readContent(manifest.config.digest)
       : await this.retrying(manifest.config.digest, signal, () => this.download(registry, path, manifest.config, signal));
-    const diffIds = parseDiffIds(parseJson(configBytes, `the config of ${name}`), name, manifest.layers.length);
+    const config = parseJson(configBytes, `the config of ${name}`);
+    checkImagePlatform(config, name, this.architecture);
+    const diffIds = parseDiffIds(config, name, manifest.layers.length);
 
     progress.downloading(manifest.layers);
     const store = (descriptor: Descriptor, ref: string, open: () => Promise<BlobSource>, onBytes?: (bytes: number) => void) =>
@@ -223,16 +246,27 @@ export class ImagePuller {
     if (manifestDescriptor !== target) await store(target, `index-${target.digest}`, fromMemory(top.bytes));
     await store(manifestDescriptor, `manifest-${manifestDescriptor.digest}`, fromMemory(manifestBytes));
     await store(manifest.config, `config-${manifest.config.digest}`, fromMemory(configBytes));
-    await runLimited(manifest.layers, this.downloadConcurrency, async (layer, index) => {
-      const outcome = await this.retrying(layer.digest, signal, () => {
+    await runLimited(manifest.layers, this.downloadConcurrency, failed, async (layer, index) => {
+      const outcome = await this.retrying(layer.digest, signal, async () => {
         // A retry writes the blob from its start again (ingestBlob aborts a failed ingest).
         progress.restart(index);
-        return store(
-          layer,
-          `layer-${layer.digest}`,
-          async () => (await registry.getBlob(path, layer.digest, signal)).body,
-          (bytes) => progress.bytes(index, bytes),
-        );
+        try {
+          return await store(
+            layer,
+            `layer-${layer.digest}`,
+            async () => (await registry.getBlob(path, layer.digest, signal)).body,
+            (bytes) => progress.bytes(index, bytes),
+          );
+        } catch (error) {
+          // containerd's COMMIT found another digest: "unexpected commit digest …, expected …".
+          if (error instanceof FailedPreconditionError && /unexpected commit digest/.test(error.message)) {
+            throw new MismatchedBlobError(
+              `registry ${registry.registry} served bytes that do not match ${layer.digest}; try again, or check the registry (and any proxy between it and this host)`,
+              { cause: error },
+            );
+          }
+          throw error;
+        }
       });
       progress.layerDownloaded(index, outcome === "present");
     });
@@ -271,16 +305,21 @@ export class ImagePuller {
     return { image: name, digest: target.digest };
   }
 
-  /** `fetch` of one blob, tried again on a transient failure (BLOB_FETCH_ATTEMPTS) with a doubling pause. */
-  private async retrying<T>(digest: string, signal: AbortSignal, fetch: () => Promise<T>): Promise<T> {
+  /**
+   * `fetch` of one blob or manifest (`what`), tried again on a transient failure (FETCH_ATTEMPTS)
+   * with a doubling pause; bytes that do not match their digest are fetched once more only.
+   */
+  private async retrying<T>(what: string, signal: AbortSignal, fetch: () => Promise<T>): Promise<T> {
+    let mismatches = 0;
     for (let attempt = 1; ; attempt++) {
       try {
         return await fetch();
       } catch (error) {
         // Another writer holding the ingest past its wait is not going to let go sooner.
         const transient = error instanceof UnavailableError && !/locked/.test(error.message);
-        if (!transient || attempt >= BLOB_FETCH_ATTEMPTS || signal.aborted) throw error;
-        this.logger.info({ digest, attempt, err: error }, "fetching a blob failed; trying again");
+        if (error instanceof MismatchedBlobError) mismatches += 1;
+        if (!transient || attempt >= FETCH_ATTEMPTS || mismatches > 1 || signal.aborted) throw error;
+        this.logger.info({ what, attempt, err: error }, "fetching from the registry failed; trying again");
         await sleep(this.blobRetryDelayMs * 2 ** (attempt - 1), undefined, { signal }).catch(() => undefined);
         // The agent stopping: the pull fails with its reason.
         signal.throwIfAborted();
@@ -302,7 +341,10 @@ export class ImagePuller {
     const [algorithm = "sha256"] = descriptor.digest.split(":");
     const digest = `${algorithm}:${createHash(algorithm).update(bytes).digest("hex")}`;
     if (size !== descriptor.size || digest !== descriptor.digest) {
-      throw new FsbError("internal", `registry ${registry.registry} served ${size} bytes with digest ${digest} for ${descriptor.digest}; refusing them`);
+      throw new MismatchedBlobError(
+        `registry ${registry.registry} served bytes that do not match ${descriptor.digest} (${size} bytes with digest ${digest}); ` +
+          `try again, or check the registry (and any proxy between it and this host)`,
+      );
     }
     return bytes;
   }
@@ -318,8 +360,12 @@ export class ImagePuller {
   }
 }
 
-/** Runs `work` over the items, at most `limit` at once; the first failure fails the whole (after the others settle). */
-async function runLimited<T>(items: readonly T[], limit: number, work: (item: T, index: number) => Promise<void>): Promise<void> {
+/**
+ * Runs `work` over the items, at most `limit` at once. The first failure fails the whole: it
+ * aborts `failed` (which the work's signal follows), so the work under way stops instead of
+ * finishing downloads nobody will use, and the whole fails with it once the others have settled.
+ */
+async function runLimited<T>(items: readonly T[], limit: number, failed: AbortController, work: (item: T, index: number) => Promise<void>): Promise<void> {
   let next = 0;
   let failure: { error: unknown } | undefined;
   const worker = async () => {
@@ -328,7 +374,10 @@ async function runLimited<T>(items: readonly T[], limit: number, work: (item: T,
       try {
         await work(items[index] as T, index);
       } catch (error) {
-        failure ??= { error };
+        if (!failure) {
+          failure = { error };
+          failed.abort(error);
+        }
       }
     }
   };

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { hostname, networkInterfaces } from "node:os";
 import { after, before, beforeEach, describe, it } from "node:test";
 import { FailedPreconditionError, NotFoundError, PermissionDeniedError, UnauthenticatedError, UnavailableError } from "@fast-sandbox/api";
 import { MEDIA_TYPE_OCI_MANIFEST, RegistryClient, isLoopbackRegistry, registryBaseUrl } from "./registry-client.js";
@@ -302,6 +303,8 @@ function fakeFetch(route: (url: URL) => Response): { fetch: typeof fetch; seen: 
 
 const ALICE = { username: "alice", password: "right" };
 const BLOB_DIGEST = `sha256:${"0".repeat(64)}`;
+/** DNS for the made-up hosts a registry sends the agent to: an address elsewhere (TEST-NET-3, never contacted). */
+const elsewhere = () => Promise.resolve([{ address: "203.0.113.7", family: 4 }]);
 
 describe("RegistryClient against a hostile registry", () => {
   it("stops reading a manifest once it passes 4 MiB, and ends its download", async () => {
@@ -333,10 +336,16 @@ describe("RegistryClient against a hostile registry", () => {
     );
     try {
       await assert.rejects(
-        new RegistryClient({ registry: "registry.example", credentials: ALICE, fetch, requestTimeoutMs: 5000 }).getManifest("team/app", "v1"),
+        new RegistryClient({ registry: "registry.example", credentials: ALICE, fetch, lookup: elsewhere, requestTimeoutMs: 5000 }).getManifest(
+          "team/app",
+          "v1",
+        ),
         (error: unknown) => {
           assert.ok(error instanceof UnavailableError, String(error));
-          assert.match(error.message, /the token service of registry registry\.example answered with more than 1048576 bytes/);
+          assert.match(
+            error.message,
+            /the token service of registry registry\.example \(https:\/\/auth\.example\/token\) answered with more than 1048576 bytes/,
+          );
           return true;
         },
       );
@@ -382,7 +391,8 @@ describe("RegistryClient against a hostile registry", () => {
       if (url.pathname === "/token") return Response.json({ token: "storage-token" });
       return new Response(null, { status: 401, headers: { "www-authenticate": 'Bearer realm="https://storage.example/token"' } });
     });
-    await assert.rejects(new RegistryClient({ registry: "registry.example", credentials: ALICE, fetch }).getBlob("team/app", BLOB_DIGEST), (error: unknown) => {
+    const client = new RegistryClient({ registry: "registry.example", credentials: ALICE, fetch, lookup: elsewhere });
+    await assert.rejects(client.getBlob("team/app", BLOB_DIGEST), (error: unknown) => {
       assert.ok(error instanceof UnavailableError, String(error));
       assert.match(error.message, /redirected \/v2\/team\/app\/blobs\/sha256:0+ to https:\/\/storage\.example, which asks for credentials \(HTTP 401\)/);
       return true;
@@ -438,6 +448,243 @@ describe("RegistryClient against a hostile registry", () => {
     assert.deepEqual(
       seen.map((r) => r.url.origin),
       ["http://127.0.0.1:5000", "http://127.0.0.1:5001"],
+    );
+  });
+});
+
+/** This machine's first address that is not loopback (an interface a remote registry must not lead to), if it has one. */
+function ownAddress(): { address: string; family: number } | undefined {
+  for (const entries of Object.values(networkInterfaces())) {
+    const entry = entries?.find((e) => !e.internal);
+    if (entry) return { address: entry.address, family: entry.family === "IPv6" ? 6 : 4 };
+  }
+  return undefined;
+}
+
+describe("RegistryClient, where a remote registry sends the agent", () => {
+  const own = ownAddress();
+  /** Names that resolve to this host (as the machine's hostname does through /etc/hosts), and one that does not. */
+  const names: Record<string, { address: string; family: number }[]> = {
+    "vm.example": [{ address: "127.0.0.1", family: 4 }],
+    "v6.example": [{ address: "::1", family: 6 }],
+    "mapped.example": [{ address: "::ffff:127.0.0.1", family: 6 }],
+    "zero.example": [{ address: "0.0.0.0", family: 4 }],
+    // One good answer does not make up for one that is this host.
+    "mixed.example": [
+      { address: "203.0.113.7", family: 4 },
+      { address: "127.0.0.1", family: 4 },
+    ],
+    ...(own ? { "own.example": [own] } : {}),
+  };
+  const lookup = (name: string) => Promise.resolve(names[name] ?? [{ address: "203.0.113.7", family: 4 }]);
+
+  it("does not follow a redirect to a name that resolves to this host (loopback, unspecified, its own interfaces)", async () => {
+    for (const [name, addresses] of Object.entries(names)) {
+      const { fetch, seen } = fakeFetch(() => new Response(null, { status: 307, headers: { location: `https://${name}:8443/internal` } }));
+      await assert.rejects(new RegistryClient({ registry: "registry.example", fetch, lookup }).getBlob("team/app", BLOB_DIGEST), (error: unknown) => {
+        assert.ok(error instanceof UnavailableError, String(error));
+        assert.match(
+          error.message,
+          new RegExp(`redirected to https://${name}:8443, which is this host \\(.+\\), although registry registry\\.example is not on loopback`),
+        );
+        return true;
+      });
+      assert.equal(seen.length, 1, `${name} (${addresses.map((a) => a.address).join(", ")}) was not requested`);
+    }
+  });
+
+  it("does not ask a token realm at a name that resolves to this host, with the credentials or at all", async () => {
+    for (const name of Object.keys(names)) {
+      const { fetch, seen } = fakeFetch(() => new Response(null, { status: 401, headers: { "www-authenticate": `Bearer realm="https://${name}/token"` } }));
+      await assert.rejects(
+        new RegistryClient({ registry: "registry.example", credentials: ALICE, fetch, lookup }).getManifest("team/app", "v1"),
+        (error: unknown) => {
+          assert.ok(error instanceof UnavailableError, String(error));
+          assert.match(error.message, /asks for a token from .*, which is this host .*; refusing to ask there/);
+          return true;
+        },
+      );
+      assert.equal(seen.length, 1, `${name} was not asked`);
+    }
+  });
+
+  it("does not follow a redirect to this machine's own hostname (resolved by the system)", async () => {
+    const { fetch, seen } = fakeFetch(() => new Response(null, { status: 307, headers: { location: `https://${hostname()}:8443/internal` } }));
+    await assert.rejects(new RegistryClient({ registry: "registry.example", fetch }).getBlob("team/app", BLOB_DIGEST), UnavailableError);
+    assert.equal(seen.length, 1);
+  });
+
+  it("still follows a redirect elsewhere, and the registry's own realm", async () => {
+    const { fetch, seen } = fakeFetch((url) => {
+      if (url.pathname === "/token") return Response.json({ token: "t0k3n" });
+      if (url.hostname === "registry.example" && !seen.at(-1)?.authorization) {
+        return new Response(null, { status: 401, headers: { "www-authenticate": 'Bearer realm="https://registry.example/token"' } });
+      }
+      if (url.hostname === "registry.example") return new Response(null, { status: 307, headers: { location: "https://storage.example/blob" } });
+      return new Response("layer");
+    });
+    const blob = await new RegistryClient({ registry: "registry.example", fetch, lookup }).getBlob("team/app", BLOB_DIGEST);
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of blob.body) chunks.push(chunk);
+    assert.equal(Buffer.concat(chunks).toString(), "layer");
+    assert.deepEqual(
+      seen.map((r) => r.url.origin + r.url.pathname),
+      [
+        `https://registry.example/v2/team/app/blobs/${BLOB_DIGEST}`,
+        "https://registry.example/token",
+        `https://registry.example/v2/team/app/blobs/${BLOB_DIGEST}`,
+        "https://storage.example/blob",
+      ],
+    );
+  });
+});
+
+describe("RegistryClient, connecting where it checked", () => {
+  let registryServer: Server;
+  let storage: Server;
+  const storageHosts: string[] = [];
+  before(async () => {
+    storage = createServer((request, response) => {
+      storageHosts.push(request.headers.host ?? "");
+      response.end("layer");
+    });
+    await new Promise<void>((resolve) => storage.listen(0, "127.0.0.1", resolve));
+    const storagePort = (storage.address() as AddressInfo).port;
+    registryServer = createServer((_request, response) => {
+      response.writeHead(307, { location: `http://pinned.test:${storagePort}/blob` }).end();
+    });
+    await new Promise<void>((resolve) => registryServer.listen(0, "127.0.0.1", resolve));
+  });
+  after(async () => {
+    for (const server of [registryServer, storage]) {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it("connects to the address it resolved and checked, whatever a second DNS answer would say", async () => {
+    const lookups: string[] = [];
+    // The first answer is loopback (allowed: the registry is on loopback itself); any later one is elsewhere.
+    const lookup = (name: string) => {
+      lookups.push(name);
+      return Promise.resolve([{ address: lookups.length === 1 ? "127.0.0.1" : "203.0.113.7", family: 4 }]);
+    };
+    const registry = `127.0.0.1:${(registryServer.address() as AddressInfo).port}`;
+    const blob = await new RegistryClient({ registry, lookup, requestTimeoutMs: 2000 }).getBlob("team/app", BLOB_DIGEST);
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of blob.body) chunks.push(chunk);
+    assert.equal(Buffer.concat(chunks).toString(), "layer");
+    assert.deepEqual(lookups, ["pinned.test"]);
+    // The request named the host it was for (TLS would verify that name too).
+    assert.deepEqual(storageHosts, [`pinned.test:${(storage.address() as AddressInfo).port}`]);
+  });
+
+  it("refuses plain HTTP to a name that does not resolve to loopback, even from a registry on loopback", async () => {
+    const registry = `127.0.0.1:${(registryServer.address() as AddressInfo).port}`;
+    const lookup = () => Promise.resolve([{ address: "203.0.113.7", family: 4 }]);
+    await assert.rejects(new RegistryClient({ registry, lookup }).getBlob("team/app", BLOB_DIGEST), /neither HTTPS nor on loopback; refusing to follow/);
+  });
+});
+
+describe("RegistryClient's errors", () => {
+  it("reports a 403 from storage a redirect led to as that storage's refusal, to be tried again", async () => {
+    const { fetch } = fakeFetch((url) =>
+      url.hostname === "registry.example"
+        ? new Response(null, { status: 307, headers: { location: "https://bucket.storage.example/blob?X-Amz-Signature=abc" } })
+        : new Response("<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>", { status: 403 }),
+    );
+    await assert.rejects(
+      new RegistryClient({ registry: "registry.example", credentials: ALICE, fetch, lookup: elsewhere }).getBlob("team/app", BLOB_DIGEST),
+      (error: unknown) => {
+        assert.ok(error instanceof UnavailableError, String(error));
+        assert.match(
+          error.message,
+          /^storage at https:\/\/bucket\.storage\.example refused the redirected download \(HTTP 403\) fetching blob sha256:0+ from registry registry\.example; try again later/,
+        );
+        return true;
+      },
+    );
+  });
+
+  it("tells a repository the granted token does not cover (missing, or not the user's) from refused credentials", async () => {
+    const { fetch } = fakeFetch((url) => {
+      if (url.pathname === "/token") return Response.json({ token: "t0k3n" });
+      return new Response(null, {
+        status: 401,
+        headers: {
+          "www-authenticate": 'Bearer realm="https://registry.example/token",service="registry",scope="repository:nosuch/repo:pull",error="insufficient_scope"',
+        },
+      });
+    });
+    await assert.rejects(
+      new RegistryClient({ registry: "registry.example", credentials: ALICE, fetch }).getManifest("nosuch/repo", "latest"),
+      (error: unknown) => {
+        assert.ok(error instanceof PermissionDeniedError, String(error));
+        assert.match(error.message, /^registry registry\.example has no repository nosuch\/repo, or user "alice" may not pull it/);
+        assert.doesNotMatch(error.message, /refused the credentials/);
+        return true;
+      },
+    );
+  });
+
+  it("refuses a token with characters a bearer token cannot have, without quoting it or sending it", async () => {
+    const { fetch, seen } = fakeFetch((url) => {
+      if (url.pathname === "/token") return Response.json({ token: "SECRET-eyJhbGciOi\npayload.sig" });
+      return new Response(null, { status: 401, headers: { "www-authenticate": 'Bearer realm="https://registry.example/token"' } });
+    });
+    await assert.rejects(new RegistryClient({ registry: "registry.example", credentials: ALICE, fetch }).getManifest("team/app", "v1"), (error: unknown) => {
+      assert.ok(error instanceof UnavailableError, String(error));
+      assert.match(
+        error.message,
+        /the token service of registry registry\.example \(https:\/\/registry\.example\/token\) answered with a token that is not a valid bearer token/,
+      );
+      assert.doesNotMatch(error.message, /SECRET/);
+      return true;
+    });
+    assert.ok(!seen.some((r) => r.authorization?.startsWith("Bearer")));
+  });
+
+  it("never makes a message of a header value fetch refused (it quotes the value)", async () => {
+    const fetch: typeof globalThis.fetch = () => Promise.reject(new TypeError('Headers.append: "Bearer SECRET" is an invalid header value.'));
+    await assert.rejects(new RegistryClient({ registry: "registry.example", fetch }).getManifest("team/app", "v1"), (error: unknown) => {
+      assert.ok(error instanceof Error);
+      assert.doesNotMatch(error.message, /SECRET/);
+      assert.equal((error as { cause?: unknown }).cause, undefined);
+      assert.match(
+        error.message,
+        /could not send a request to https:\/\/registry\.example\/v2\/team\/app\/manifests\/v1: one of its header values is not valid/,
+      );
+      return true;
+    });
+  });
+
+  it("refuses a schema 1 manifest served as application/json clearly", async () => {
+    const body = Buffer.from(JSON.stringify({ schemaVersion: 1, name: "team/app", tag: "v1", fsLayers: [], history: [] }));
+    const { fetch } = fakeFetch(() => new Response(body, { headers: { "content-type": "application/json" } }));
+    await assert.rejects(new RegistryClient({ registry: "registry.example", fetch }).getManifest("team/app", "v1"), (error: unknown) => {
+      assert.ok(error instanceof FailedPreconditionError, String(error));
+      assert.match(error.message, /registry\.example\/team\/app:v1 is a Docker schema 1 image, which is not supported/);
+      return true;
+    });
+  });
+
+  it("names the token service it could not reach, not the registry", async () => {
+    const refused = fakeFetch((url) => {
+      if (url.hostname === "auth.example")
+        throw new TypeError("fetch failed", { cause: Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }) });
+      return new Response(null, { status: 401, headers: { "www-authenticate": 'Bearer realm="https://auth.example/token",service="registry"' } });
+    });
+    await assert.rejects(
+      new RegistryClient({ registry: "registry.example", fetch: refused.fetch, lookup: elsewhere }).getManifest("team/app", "v1"),
+      /the token service of registry registry\.example is unreachable at https:\/\/auth\.example\/token \(ECONNREFUSED\)/,
+    );
+    // A name that does not resolve: the lookup fails before anything is sent.
+    const notFound = () => Promise.reject(Object.assign(new Error("getaddrinfo ENOTFOUND auth.example"), { code: "ENOTFOUND" }));
+    await assert.rejects(
+      new RegistryClient({ registry: "registry.example", fetch: refused.fetch, lookup: notFound }).getManifest("team/app", "v1"),
+      (error: unknown) =>
+        error instanceof UnavailableError &&
+        /^the token service of registry registry\.example is unreachable at https:\/\/auth\.example\/token \(ENOTFOUND\)/.test(error.message),
     );
   });
 });
