@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, describe, it } from "node:test";
-import { LogRotation, ROTATION_CATCH_UP_BYTES, removeLog, rotateLog } from "./log-rotation.js";
+import { LogRotation, ROTATION_CONCURRENCY, removeLog, rotateLog } from "./log-rotation.js";
 
 const root = mkdtempSync(join(tmpdir(), "fsb-log-rotation-"));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -51,9 +51,10 @@ describe("rotateLog", () => {
     assert.deepEqual(readFileSync(`${path}.1`), content);
   });
 
-  it("ends under a writer as fast as the copy, moving at most the size it began with plus the catch-up's bound", async () => {
+  it("ends under a writer as fast as the copy, moving at most maxBytes", async () => {
     const path = join(logDir(), "s.log");
     const start = 4 * 1024 * 1024;
+    const maxBytes = 2 * 1024 * 1024;
     writeFileSync(path, "x".repeat(start));
     // As a sandbox running `yes`: it appends as fast as the rotation copies. Its file size limit
     // (512-byte blocks: 512 MiB) bounds the disk a rotation chasing it for ever would fill.
@@ -61,19 +62,60 @@ describe("rotateLog", () => {
     const exited = once(writer, "exit");
     try {
       while (statSync(path).size === start && writer.exitCode === null) await sleep(5);
-      const sizeSeen = statSync(path).size;
       let timer: NodeJS.Timeout | undefined;
       const stuck = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error("rotateLog is still copying after 60 s")), 60_000);
       });
-      const moved = await Promise.race([rotateLog(path, sizeSeen), stuck]).finally(() => clearTimeout(timer));
-      assert.ok(moved >= sizeSeen && moved <= sizeSeen + ROTATION_CATCH_UP_BYTES, `moved ${moved} bytes of a log of ${sizeSeen}`);
+      const moved = await Promise.race([rotateLog(path, { maxBytes }), stuck]).finally(() => clearTimeout(timer));
+      assert.ok(moved > 0 && moved <= maxBytes, `moved ${moved} bytes with a limit of ${maxBytes}`);
       assert.equal(statSync(`${path}.1`).size, moved);
       assert.ok(!existsSync(`${path}.1.tmp`), "the rotation's copy is renamed, not left");
     } finally {
       writer.kill("SIGKILL");
       await exited;
     }
+  });
+
+  it("keeps only the last maxBytes of a log that outgrew it, from a line's start", async () => {
+    const path = join(logDir(), "s.log");
+    const lines = Array.from({ length: 1000 }, (_, i) => `line ${String(i).padStart(4, "0")}\n`).join("");
+    writeFileSync(path, lines);
+    const moved = await rotateLog(path, { maxBytes: 1000 });
+    const kept = readFileSync(`${path}.1`, "utf8");
+    assert.equal(kept.length, moved);
+    assert.ok(moved > 0 && moved <= 1000, `kept ${moved} bytes`);
+    assert.ok(lines.endsWith(kept), "the kept part is the log's end");
+    assert.match(kept, /^line \d{4}\n/);
+    assert.equal(readFileSync(path, "utf8"), "");
+  });
+
+  it("keeps the last bytes of a log without a line's end near where the kept part starts", async () => {
+    const path = join(logDir(), "s.log");
+    const content = Buffer.alloc(200 * 1024);
+    for (let i = 0; i < content.length; i++) content[i] = 32 + (i % 90);
+    writeFileSync(path, content);
+    const moved = await rotateLog(path, { maxBytes: 64 * 1024 });
+    assert.ok(moved > 0 && moved <= 64 * 1024, `kept ${moved} bytes`);
+    assert.deepEqual(readFileSync(`${path}.1`), content.subarray(content.length - moved));
+  });
+
+  it("truncates the log, keeping no part, and warns when the rotated part cannot be written (a full disk)", async () => {
+    const dir = logDir();
+    const path = join(dir, "s.log");
+    writeFileSync(path, "x".repeat(5000));
+    writeFileSync(`${path}.1`, "older part\n");
+    // Writing `<log>.1.tmp` fails (EISDIR here; ENOSPC on a full disk): the log must shrink all the same.
+    mkdirSync(`${path}.1.tmp`);
+    const warnings: string[] = [];
+    const moved = await rotateLog(path, {
+      maxBytes: 1000,
+      logger: { warn: (_: unknown, message: string) => warnings.push(message), debug: () => undefined } as never,
+    });
+    assert.equal(moved, 0);
+    assert.equal(statSync(path).size, 0);
+    assert.equal(readFileSync(`${path}.1`, "utf8"), "older part\n");
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /dropping its output, to free the disk/);
   });
 
   it("does nothing for a log that is gone, and leaves no copy", async () => {
@@ -104,7 +146,8 @@ describe("LogRotation", () => {
     await new LogRotation({ dir, maxBytes: 4096 }).checkAll();
     assert.deepEqual(readdirSync(dir).sort(), ["big.log", "big.log.1", "exact.log", "notes.txt", "old.log.1", "small.log"]);
     assert.equal(readFileSync(join(dir, "big.log"), "utf8"), "");
-    assert.equal(readFileSync(join(dir, "big.log.1"), "utf8"), "x".repeat(5000));
+    // Only its last maxBytes, less the share kept for what is appended during the copy.
+    assert.equal(readFileSync(join(dir, "big.log.1"), "utf8"), "x".repeat(4096 - 4096 / 8));
     assert.equal(readFileSync(join(dir, "exact.log"), "utf8").length, 4096);
     assert.equal(readFileSync(join(dir, "old.log.1"), "utf8").length, 9000);
   });
@@ -117,13 +160,93 @@ describe("LogRotation", () => {
       writeFileSync(join(dir, "s.log"), "more than ten bytes\n");
       const deadline = Date.now() + 5000;
       while (!existsSync(join(dir, "s.log.1")) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
-      assert.equal(readFileSync(join(dir, "s.log.1"), "utf8"), "more than ten bytes\n");
+      assert.equal(readFileSync(join(dir, "s.log.1"), "utf8"), "en bytes\n");
     } finally {
       await rotation.stop();
     }
     writeFileSync(join(dir, "s.log"), "written after the stop\n");
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal(readFileSync(join(dir, "s.log"), "utf8"), "written after the stop\n");
+  });
+
+  it("checks a log seen growing fast every hotIntervalMs, not only every intervalMs", async () => {
+    const dir = logDir();
+    const path = join(dir, "s.log");
+    writeFileSync(path, "");
+    const rotation = new LogRotation({ dir, maxBytes: 4096, intervalMs: 60_000, hotIntervalMs: 10 });
+    await rotation.checkAll();
+    writeFileSync(path, "x".repeat(3000), { flag: "a" }); // far more than a quarter of the limit per interval
+    await rotation.checkAll();
+    rotation.start();
+    try {
+      writeFileSync(path, "y".repeat(3000), { flag: "a" });
+      const deadline = Date.now() + 2000;
+      while (!existsSync(`${path}.1`) && Date.now() < deadline) await sleep(5);
+      assert.ok(existsSync(`${path}.1`), "rotated long before the next full check");
+    } finally {
+      await rotation.stop();
+    }
+  });
+
+  it("does not check a quiet log between full checks", async () => {
+    const dir = logDir();
+    const path = join(dir, "s.log");
+    writeFileSync(path, "x".repeat(100));
+    const rotation = new LogRotation({ dir, maxBytes: 4096, intervalMs: 60_000, hotIntervalMs: 10 });
+    await rotation.checkAll();
+    await rotation.checkAll();
+    rotation.start();
+    try {
+      writeFileSync(path, "y".repeat(5000), { flag: "a" });
+      await sleep(200);
+      assert.ok(!existsSync(`${path}.1`));
+    } finally {
+      await rotation.stop();
+    }
+  });
+
+  it("rotates the other logs while one log's rotation is slow", async () => {
+    const dir = logDir();
+    for (const name of ["a.log", "b.log", "c.log"]) writeFileSync(join(dir, name), "x".repeat(5000));
+    let release!: () => void;
+    const slow = new Promise<void>((resolve) => (release = resolve));
+    const rotated: string[] = [];
+    const rotation = new LogRotation({
+      dir,
+      maxBytes: 4096,
+      rotate: async (path, options) => {
+        if (path.endsWith("a.log")) await slow;
+        rotated.push(path);
+        return rotateLog(path, options);
+      },
+    });
+    const pass = rotation.checkAll();
+    const deadline = Date.now() + 2000;
+    while (rotated.length < 2 && Date.now() < deadline) await sleep(5);
+    assert.deepEqual(rotated.map((path) => path.slice(dir.length + 1)).sort(), ["b.log", "c.log"]);
+    release();
+    await pass;
+    assert.equal(rotated.length, 3);
+  });
+
+  it("rotates at most ROTATION_CONCURRENCY logs at once", async () => {
+    const dir = logDir();
+    for (let i = 0; i < ROTATION_CONCURRENCY * 3; i++) writeFileSync(join(dir, `s${i}.log`), "x".repeat(5000));
+    let running = 0;
+    let most = 0;
+    const rotation = new LogRotation({
+      dir,
+      maxBytes: 4096,
+      rotate: async (path, options) => {
+        most = Math.max(most, ++running);
+        await sleep(5);
+        running -= 1;
+        return rotateLog(path, options);
+      },
+    });
+    await rotation.checkAll();
+    assert.equal(most, ROTATION_CONCURRENCY);
+    assert.equal(readdirSync(dir).filter((name) => name.endsWith(".1")).length, ROTATION_CONCURRENCY * 3);
   });
 
   it("passes over a missing directory and reports nothing", async () => {

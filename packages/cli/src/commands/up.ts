@@ -144,7 +144,7 @@ export function rotateOwnLog(path: string, options: { maxBytes?: number; interva
   const maxBytes = options.maxBytes ?? DEFAULT_LOG_MAX_BYTES;
   const timer = setInterval(() => {
     void stat(path)
-      .then(({ size }) => (size > maxBytes ? rotateLog(path) : 0))
+      .then(({ size }) => (size > maxBytes ? rotateLog(path, { maxBytes }) : 0))
       .catch(() => undefined);
   }, options.intervalMs ?? 10_000);
   timer.unref();

@@ -322,6 +322,50 @@ describe("the AgentClient over Connect", () => {
       await assert.rejects(client.status(), (error: unknown) => gotNoAnswer(error), "a call cut off: no answer");
     });
 
+    it("a follow cut off by the agent going away (a restart: 'canceled' nobody asked for) is Unavailable, naming the agent and saying to retry", async () => {
+      const client = clientOf({
+        async *logs() {
+          yield { data: bytes("hello\n") };
+          throw new ConnectError("http/2 stream closed with error code CANCEL", Code.Canceled);
+        },
+        async *exec() {
+          throw new ConnectError("http/2 stream closed with error code CANCEL", Code.Canceled);
+        },
+      });
+      const got: Uint8Array[] = [];
+      await assert.rejects(
+        (async () => {
+          for await (const chunk of client.logs("sb1", true)) got.push(chunk);
+        })(),
+        (error: unknown) => {
+          assert.ok(error instanceof UnavailableError && error instanceof NoAnswerError, String(error));
+          assert.match(error.message, new RegExp(`agent at ${ENDPOINT} went away .*while following the logs of sandbox sb1; retry`));
+          return true;
+        },
+      );
+      assert.deepEqual(got, [bytes("hello\n")]);
+      await assert.rejects(
+        collect(client.exec({ sandboxId: "a", command: ["sh"] })),
+        (error: unknown) => gotNoAnswer(error) && error instanceof Error && /running a command in sandbox a/.test(error.message),
+      );
+    });
+
+    it("a follow the caller's own signal cancelled is not taken for the agent going away", async () => {
+      const stop = new AbortController();
+      const client = clientOf({
+        async *logs(_request, context) {
+          yield { data: bytes("hello\n") };
+          await new Promise((resolve) => context.signal.addEventListener("abort", resolve));
+        },
+      });
+      await assert.rejects(
+        (async () => {
+          for await (const _ of client.logs("sb1", true, stop.signal)) stop.abort();
+        })(),
+        (error: unknown) => !(error instanceof UnavailableError) && !gotNoAnswer(error),
+      );
+    });
+
     it("tells a call cut off mid-way (no answer: it may be under way) from one the agent answered as unavailable", async () => {
       const client = clientOf({
         listSandboxes: () => {

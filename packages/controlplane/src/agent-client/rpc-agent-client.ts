@@ -70,19 +70,44 @@ export interface AgentTransportOptions {
 /** The AgentClient over any Connect transport: HTTP/2 to a real agent, or an in-process router (tests). */
 export function createAgentClientOnTransport(transport: Transport, options: AgentTransportOptions): AgentClient & AgentCheckpointClient {
   const client: Client<typeof pb.AgentService> = createClient(pb.AgentService, transport);
+  /** A call's error as an FsbError; `streaming`: what a stream cut off was doing, for its message. */
+  const translatedError = (error: unknown, streaming?: string): Error => {
+    // A call nobody cancelled that ends "canceled" lost its connection (the agent died or restarted).
+    if (error instanceof ConnectError && error.code === Code.Canceled) {
+      const message = streaming
+        ? `agent at ${options.endpoint} went away (${error.rawMessage}) while ${streaming}`
+        : `agent at ${options.endpoint} dropped the connection: ${error.rawMessage}`;
+      return new NoAnswerError(message, { cause: error });
+    }
+    const translated = fromConnectError(error);
+    if (translated instanceof UnavailableError && cutOff(error)) return new NoAnswerError(translated.message, { cause: error });
+    return translated;
+  };
   const unary = async <T>(fn: () => Promise<T>): Promise<T> => {
     try {
       return await fn();
     } catch (error) {
-      // A unary call nobody cancelled that ends "canceled" lost its connection (the agent died).
-      if (error instanceof ConnectError && error.code === Code.Canceled) {
-        throw new NoAnswerError(`agent at ${options.endpoint} dropped the connection: ${error.rawMessage}`, { cause: error });
-      }
-      const translated = fromConnectError(error);
-      if (translated instanceof UnavailableError && cutOff(error)) throw new NoAnswerError(translated.message, { cause: error });
-      throw translated;
+      throw translatedError(error);
     }
   };
+  /** Each message of a server stream translated (`undefined`: nothing the port can carry, skipped); errors as FsbError. */
+  async function* translatedStream<M, T>(
+    open: () => AsyncIterable<M>,
+    translate: (message: M) => T | undefined,
+    streaming: string,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<T> {
+    try {
+      for await (const message of open()) {
+        const translated = translate(message);
+        if (translated !== undefined) yield translated;
+      }
+    } catch (error) {
+      // Cancelled by the caller's own signal: that, not the agent going away.
+      if (signal?.aborted) throw fromConnectError(error);
+      throw translatedError(error, streaming);
+    }
+  }
   const callOptions = (signal: AbortSignal | undefined) => (signal ? { signal } : {});
   return {
     status: async (timeoutMs = DEFAULT_STATUS_TIMEOUT_MS) => agentStatusFromMessage(await unary(() => client.status({}, { timeoutMs }))),
@@ -112,10 +137,24 @@ export function createAgentClientOnTransport(transport: Transport, options: Agen
         return unary(() => Promise.reject(error as Error));
       }
     },
-    logs: (sandboxId, follow, signal) => translatedStream(() => client.logs({ sandboxId, follow }, callOptions(signal)), logChunkFromMessage),
-    exec: (request, signal) => translatedStream(() => client.exec(execRequestToMessage(request), callOptions(signal)), execEventFromMessage),
+    logs: (sandboxId, follow, signal) =>
+      translatedStream(
+        () => client.logs({ sandboxId, follow }, callOptions(signal)),
+        logChunkFromMessage,
+        // Reading logs again repeats nothing (a command run again would): worth saying.
+        `${follow ? "following" : "reading"} the logs of sandbox ${sandboxId}; retry`,
+        signal,
+      ),
+    exec: (request, signal) =>
+      translatedStream(
+        () => client.exec(execRequestToMessage(request), callOptions(signal)),
+        execEventFromMessage,
+        `running a command in sandbox ${request.sandboxId}`,
+        signal,
+      ),
     // No deadline: a large image takes what it takes; progress shows it moving, `signal` stops waiting.
-    pullImage: (image, signal) => translatedStream(() => client.pullImage({ image }, callOptions(signal)), pullProgressFromMessage),
+    pullImage: (image, signal) =>
+      translatedStream(() => client.pullImage({ image }, callOptions(signal)), pullProgressFromMessage, `pulling image ${image}`, signal),
     ...agentCheckpointCalls(client, unary),
     close: () => options.close?.(),
   };
@@ -134,18 +173,6 @@ function cutOff(error: unknown): boolean {
     if (syscall === "connect" || syscall === "getaddrinfo") return false;
   }
   return true;
-}
-
-/** Each message of a server stream translated (`undefined`: nothing the port can carry, skipped); errors as FsbError. */
-async function* translatedStream<M, T>(open: () => AsyncIterable<M>, translate: (message: M) => T | undefined): AsyncGenerator<T> {
-  try {
-    for await (const message of open()) {
-      const translated = translate(message);
-      if (translated !== undefined) yield translated;
-    }
-  } catch (error) {
-    throw fromConnectError(error);
-  }
 }
 
 const SANDBOX_STATES: readonly AgentSandboxState[] = ["creating", "created", "running", "stopped", "unknown"];
