@@ -1,13 +1,20 @@
 import assert from "node:assert/strict";
-import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { after, describe, it } from "node:test";
-import { readLog, type FollowOptions } from "./log-follower.js";
-import { rotateLog } from "./log-rotation.js";
+import { SKIPPED_MARKER, TRUNCATED_MARKER, readLog, type FollowOptions } from "./log-follower.js";
+import { LogGenerations, rotateLog } from "./log-rotation.js";
 
 const dir = mkdtempSync(join(tmpdir(), "fsb-log-follower-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
+/** The records the agent's rotation (LogRotation) and its readers share. */
+const generations = new LogGenerations(dir);
+/** A rotation as the agent's: noted in `generations`. */
+const rotate = (path: string, maxBytes?: number) => rotateLog(path, { generations, ...(maxBytes ? { maxBytes } : {}) });
 
 let files = 0;
 function logFile(content?: string | Buffer): string {
@@ -176,12 +183,12 @@ describe("readLog of a rotated log", () => {
     const { signal } = pollObserver((poll) => {
       if (poll === 1) {
         appendFileSync(path, "two\n");
-        rotations.push(rotateLog(path));
+        rotations.push(rotate(path));
       }
       if (poll === 3) appendFileSync(path, "three\n");
       if (poll === 5) finished.resolve();
     });
-    const output = await collect(path, { follow: true, finished: finished.promise, signal, pollIntervalMs: 10 });
+    const output = await collect(path, { follow: true, finished: finished.promise, signal, pollIntervalMs: 10, generations });
     await Promise.all(rotations);
     assert.equal(output.toString(), "one\ntwo\nthree\n");
   });
@@ -193,22 +200,121 @@ describe("readLog of a rotated log", () => {
       // Appended and rotated away before the reader looked again: only the rotated part holds it.
       if (poll === 1) {
         appendFileSync(path, "unread when rotated\n");
-        void rotateLog(path).then(() => appendFileSync(path, "after the rotation\n"));
+        void rotate(path).then(() => appendFileSync(path, "after the rotation\n"));
       }
       if (poll === 4) finished.resolve();
     });
-    const output = await collect(path, { follow: true, finished: finished.promise, signal, pollIntervalMs: 10 });
+    const output = await collect(path, { follow: true, finished: finished.promise, signal, pollIntervalMs: 10, generations });
     assert.equal(output.toString(), "read before\nunread when rotated\nafter the rotation\n");
   });
 
-  it("goes on at the start of a log truncated without a rotation", async () => {
-    const path = logFile("first\n");
+  it("goes on at the start of a log truncated without a rotation, after a line that says output may be missing", async () => {
+    for (const options of [{}, { generations }]) {
+      const path = logFile("first\n");
+      const finished = deferred();
+      const { signal } = pollObserver((poll) => {
+        if (poll === 1) writeFileSync(path, "new\n");
+        if (poll === 3) finished.resolve();
+      });
+      const output = await collect(path, { follow: true, finished: finished.promise, signal, pollIntervalMs: 10, ...options });
+      assert.equal(output.toString(), `first\n${TRUNCATED_MARKER}\nnew\n`);
+    }
+  });
+
+  const lines = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => `line ${String(from + i).padStart(4, "0")}\n`).join("");
+
+  it("a follower slow to take its chunks across two rotations says it skipped output, and goes on at the oldest byte kept", async () => {
+    const path = logFile(lines(1, 100));
     const finished = deferred();
-    const { signal } = pollObserver((poll) => {
-      if (poll === 1) writeFileSync(path, "new\n");
-      if (poll === 3) finished.resolve();
-    });
-    const output = await collect(path, { follow: true, finished: finished.promise, signal, pollIntervalMs: 10 });
-    assert.equal(output.toString(), "first\nnew\n");
+    const reader = readLog(path, { follow: true, finished: finished.promise, pollIntervalMs: 10, generations });
+    let text = Buffer.from((await reader.next()).value as Uint8Array).toString();
+    // The consumer takes nothing for a while: the log rotates twice meanwhile.
+    appendFileSync(path, lines(101, 200));
+    await rotate(path);
+    appendFileSync(path, lines(201, 300));
+    await rotate(path);
+    appendFileSync(path, lines(301, 350));
+    finished.resolve();
+    for (let next = await reader.next(); !next.done; next = await reader.next()) text += Buffer.from(next.value).toString();
+    assert.equal(text, `${lines(1, 100)}${SKIPPED_MARKER}\n${lines(201, 350)}`);
+  });
+
+  it("a follower one rotation behind goes on in the rotated part at its offset, even when the log grew past it again", async () => {
+    const path = logFile(lines(1, 100));
+    const finished = deferred();
+    const reader = readLog(path, { follow: true, finished: finished.promise, pollIntervalMs: 10, generations });
+    let text = Buffer.from((await reader.next()).value as Uint8Array).toString();
+    appendFileSync(path, lines(101, 200));
+    await rotate(path);
+    // Longer than the part the rotation kept before the reader looks again.
+    appendFileSync(path, lines(201, 450));
+    finished.resolve();
+    for (let next = await reader.next(); !next.done; next = await reader.next()) text += Buffer.from(next.value).toString();
+    assert.equal(text, lines(1, 450));
+  });
+
+  it("a follower behind the start of the part a rotation kept says it skipped output, on a line of its own, and goes on where that part starts", async () => {
+    // Read up to the middle of a line, then a rotation keeps only the log's last ~1000 bytes.
+    const path = logFile(lines(1, 10) + "line 00");
+    const finished = deferred();
+    const reader = readLog(path, { follow: true, finished: finished.promise, pollIntervalMs: 10, generations });
+    let text = Buffer.from((await reader.next()).value as Uint8Array).toString();
+    appendFileSync(path, "11\n" + lines(12, 500));
+    await rotate(path, 1000);
+    const kept = readFileSync(`${path}.1`, "utf8");
+    appendFileSync(path, lines(501, 502));
+    finished.resolve();
+    for (let next = await reader.next(); !next.done; next = await reader.next()) text += Buffer.from(next.value).toString();
+    assert.equal(text, `${lines(1, 10)}line 00\n${SKIPPED_MARKER}\n${kept}${lines(501, 502)}`);
+  });
+
+  it("reads and follows a log rotated again and again under a fast writer: never a line twice, never out of order", async () => {
+    const path = logFile("");
+    // As a sandbox's shim: appends whole numbered lines (O_APPEND) as fast as it can.
+    const writer = spawn(
+      process.execPath,
+      [
+        "-e",
+        `const fs = require("node:fs"); const fd = fs.openSync(process.argv[1], "a"); let i = 0;
+         for (;;) { let chunk = ""; for (let j = 0; j < 50; j++) chunk += "line " + String(++i).padStart(9, "0") + "\\n"; fs.writeSync(fd, chunk); }`,
+        path,
+      ],
+      { stdio: "ignore" },
+    );
+    const exited = once(writer, "exit");
+    let stop = false;
+    const rotating = (async () => {
+      while (!stop) {
+        await rotate(path, 64 * 1024);
+        await sleep(2);
+      }
+    })();
+    /** Every whole line's number in order (a marker or a line cut by a rotation's loss is no number); fails on a repeat or a step back. */
+    const check = (text: string, what: string) => {
+      let previous = 0;
+      for (const line of text.split("\n")) {
+        const match = /^line (\d{9})$/.exec(line);
+        if (!match) continue;
+        const number = Number(match[1]);
+        assert.ok(number > previous, `${what}: line ${number} after line ${previous}`);
+        previous = number;
+      }
+      return previous;
+    };
+    try {
+      const finished = deferred();
+      const following = collect(path, { follow: true, finished: finished.promise, pollIntervalMs: 1, generations });
+      const started = Date.now();
+      let reads = 0;
+      while (Date.now() - started < 1500) {
+        check((await collect(path, { follow: false, generations })).toString(), `read ${++reads}`);
+      }
+      finished.resolve();
+      assert.ok(check((await following).toString(), "the follower") > 0);
+    } finally {
+      stop = true;
+      writer.kill("SIGKILL");
+      await Promise.all([rotating, exited]);
+    }
   });
 });

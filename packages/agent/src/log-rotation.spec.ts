@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, describe, it } from "node:test";
-import { LogRotation, ROTATION_CONCURRENCY, removeLog, rotateLog } from "./log-rotation.js";
+import { LogGenerations, LogRotation, ROTATION_CONCURRENCY, removeLog, rotateLog, type LogGeneration } from "./log-rotation.js";
 
 const root = mkdtempSync(join(tmpdir(), "fsb-log-rotation-"));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -125,6 +125,87 @@ describe("rotateLog", () => {
   });
 });
 
+describe("rotateLog with the readers' records (LogGenerations)", () => {
+  /** The record of `path` as a reader sees it. */
+  async function record(generations: LogGenerations, path: string): Promise<LogGeneration> {
+    const hold = generations.hold(path);
+    try {
+      return await hold.locked(async ({ generation, keptFrom, kept }) => ({ generation, keptFrom, kept }));
+    } finally {
+      hold.release();
+    }
+  }
+
+  it("notes each rotation: its generation, where in the log it truncated the part it kept starts, and how long that part is", async () => {
+    const dir = logDir();
+    const path = join(dir, "s.log");
+    const generations = new LogGenerations(dir);
+    const reader = generations.hold(path);
+    try {
+      const lines = Array.from({ length: 1000 }, (_, i) => `line ${String(i).padStart(4, "0")}\n`).join("");
+      writeFileSync(path, lines);
+      const moved = await rotateLog(path, { maxBytes: 1000, generations });
+      const state = await record(generations, path);
+      assert.deepEqual(state, { generation: 1, keptFrom: lines.length - moved, kept: moved });
+      assert.equal(readFileSync(`${path}.1`, "utf8"), lines.slice(state.keptFrom));
+      writeFileSync(path, "short\n", { flag: "a" });
+      await rotateLog(path, { maxBytes: 1000, generations });
+      assert.deepEqual(await record(generations, path), { generation: 2, keptFrom: 0, kept: "short\n".length });
+    } finally {
+      reader.release();
+    }
+    assert.equal(generations.size, 0, "a record nobody holds is let go");
+  });
+
+  it("notes a rotation that kept no part: the output up to where it truncated is gone", async () => {
+    const dir = logDir();
+    const path = join(dir, "s.log");
+    const generations = new LogGenerations(dir);
+    const reader = generations.hold(path);
+    try {
+      writeFileSync(path, "x".repeat(5000));
+      mkdirSync(`${path}.1.tmp`);
+      assert.equal(await rotateLog(path, { maxBytes: 1000, generations, logger: { warn: () => undefined, debug: () => undefined } }), 0);
+      assert.deepEqual(await record(generations, path), { generation: 1, keptFrom: 5000, kept: 0 });
+    } finally {
+      reader.release();
+    }
+  });
+
+  it("renames and truncates only once a reader holding the log's lock lets go (it copies meanwhile)", async () => {
+    const dir = logDir();
+    const path = join(dir, "s.log");
+    const generations = new LogGenerations(dir);
+    writeFileSync(path, "old output\n");
+    const reader = generations.hold(path);
+    let rotation: Promise<number> | undefined;
+    try {
+      await reader.locked(async () => {
+        rotation = rotateLog(path, { generations });
+        const deadline = Date.now() + 2000;
+        while (!existsSync(`${path}.1.tmp`) && Date.now() < deadline) await sleep(2);
+        await sleep(50);
+        assert.ok(!existsSync(`${path}.1`), "not renamed under the reader's lock");
+        assert.equal(readFileSync(path, "utf8"), "old output\n", "not truncated under the reader's lock");
+      });
+      assert.equal(await rotation, "old output\n".length);
+      assert.equal(readFileSync(`${path}.1`, "utf8"), "old output\n");
+      assert.equal(readFileSync(path, "utf8"), "");
+    } finally {
+      reader.release();
+    }
+  });
+
+  it("manages the logs of its directory only", () => {
+    const generations = new LogGenerations("/var/fsb/logs");
+    assert.ok(generations.manages("/var/fsb/logs/s.log"));
+    assert.ok(generations.manages("/var/fsb/logs/../logs/s.log"));
+    assert.ok(!generations.manages("/var/fsb/logs/s.log.1"));
+    assert.ok(!generations.manages("/var/fsb/other/s.log"));
+    assert.ok(!generations.manages("/var/fsb/logs/sub/s.log"));
+  });
+});
+
 describe("removeLog", () => {
   it("removes the log, its rotated part and a rotation's copy, and nothing else", async () => {
     const dir = logDir();
@@ -186,6 +267,45 @@ describe("LogRotation", () => {
     } finally {
       await rotation.stop();
     }
+  });
+
+  it("checks a log marked hot (a new sandbox's) every hotIntervalMs from the mark, before any check saw it grow", async () => {
+    const dir = logDir();
+    const marked = join(dir, "marked.log");
+    const unmarked = join(dir, "unmarked.log");
+    writeFileSync(marked, "");
+    writeFileSync(unmarked, "");
+    const rotation = new LogRotation({ dir, maxBytes: 4096, intervalMs: 60_000, hotIntervalMs: 10 });
+    rotation.markHot(marked);
+    rotation.markHot(join(root, "elsewhere.log")); // not one of its logs: ignored
+    rotation.start();
+    try {
+      writeFileSync(marked, "x".repeat(5000), { flag: "a" });
+      writeFileSync(unmarked, "y".repeat(5000), { flag: "a" });
+      const deadline = Date.now() + 2000;
+      while (!existsSync(`${marked}.1`) && Date.now() < deadline) await sleep(5);
+      assert.ok(existsSync(`${marked}.1`), "rotated long before the next full check");
+      assert.ok(!existsSync(`${unmarked}.1`), "an unmarked log waits for the full check");
+    } finally {
+      await rotation.stop();
+    }
+  });
+
+  it("hands its readers' records to each rotation", async () => {
+    const dir = logDir();
+    writeFileSync(join(dir, "s.log"), "x".repeat(5000));
+    const seen: unknown[] = [];
+    const rotation = new LogRotation({
+      dir,
+      maxBytes: 4096,
+      rotate: (path, options) => {
+        seen.push(options?.generations);
+        return rotateLog(path, options);
+      },
+    });
+    await rotation.checkAll();
+    assert.deepEqual(seen.length, 1);
+    assert.equal(seen[0], rotation.generations);
   });
 
   it("does not check a quiet log between full checks", async () => {

@@ -21,14 +21,22 @@
  * `hotIntervalMs` (100 ms), until they stay slow for two intervals. Quiet sandboxes cost one stat
  * per interval, as before hot logs existed (measured on Node 20: about 100 ms of CPU to list and stat
  * 5000 logs, i.e. 5% of one core at 2 s; a hot log adds 10 stats a second, about 20 µs each); a
- * sandbox writing fast overshoots the limit by what it writes in 100 ms, and one that starts
- * writing fast by what it writes before the next full check. Rotations run apart from the checks,
- * ROTATION_CONCURRENCY at a time and one per log: a log being rotated holds up no other log's.
- * Readers (log-follower.ts) read `<log>.1` first; a follower notices the rename and reads the rest
- * of the old part from it before going on at the start of the truncated log.
+ * sandbox writing fast overshoots the limit by what it writes in 100 ms. A new sandbox's log is
+ * hot from its create (markHot, by the agent), so one writing fast from its start does not run
+ * until the next full check. Rotations run apart from the checks, ROTATION_CONCURRENCY at a time
+ * and one per log: a log being rotated holds up no other log's.
+ *
+ * Readers (log-follower.ts) read `<log>.1` first, then the log. The rotations of LogRotation and the
+ * agent's readers share a record per log (LogGenerations): its generation counts rotations, and the
+ * last rotation's says where in the log it truncated the part `<log>.1` holds starts and how long it
+ * is. A rotation updates it under the log's lock, held across its rename and truncation (not its
+ * copy: readers read on meanwhile); a reader takes the lock for each read of the log and to open
+ * `<log>.1`, so it always knows which log (generation) and offset it read, and where to go on after
+ * a rotation: in `<log>.1` at its offset less where the kept part starts, or, when it fell behind
+ * (before the kept part, or two rotations on), at the oldest byte kept, after a marker line.
  */
 import { open, readdir, rename, rm, stat, truncate, type FileHandle } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import type { Logger } from "pino";
 import { rotatedLogPath, rotatingLogPath, sandboxLogFiles } from "./state-layout.js";
 
@@ -69,6 +77,89 @@ export interface RotateLogOptions {
   maxBytes?: number;
   /** Told when the log is truncated without keeping a part. */
   logger?: RotationLogger;
+  /** The record the log's readers go by (LogRotation's): the rename and truncation happen under its lock, and are noted in it. */
+  generations?: LogGenerations;
+}
+
+/** What a log's readers know of its rotations (see the file's comment). */
+export interface LogGeneration {
+  /** How many rotations of the log this record has seen. */
+  generation: number;
+  /** Of the log the last of them truncated: the offset the part it kept (`<log>.1`) starts at. */
+  keptFrom: number;
+  /** How many bytes that part holds (that log's `keptFrom` to `keptFrom + kept`); 0: none was kept. */
+  kept: number;
+}
+
+/** A hold on a log's record: its lock, and its state. */
+export interface LogHold {
+  /** Runs `fn` holding the log's lock, with its record (a rotation updates it; a reader only reads it). Hold it for file operations only, never while waiting on a client. */
+  locked<T>(fn: (state: LogGeneration) => Promise<T>): Promise<T>;
+  /** Lets go of the record. */
+  release(): void;
+}
+
+interface LogRecord extends LogGeneration {
+  holders: number;
+  busy: boolean;
+  waiting: (() => void)[];
+}
+
+/**
+ * The records of the logs of one directory, shared by their rotations and readers in this process
+ * (see the file's comment). A log's record exists while a rotation or a reader holds it: its
+ * generation counts the rotations since, which is all a reader compares.
+ */
+export class LogGenerations {
+  private readonly dir: string;
+  private readonly records = new Map<string, LogRecord>();
+
+  constructor(dir: string) {
+    this.dir = resolve(dir);
+  }
+
+  /** Whether the rotations of `path` go by this record: a log (`*.log`) of the directory. */
+  manages(path: string): boolean {
+    return dirname(resolve(path)) === this.dir && basename(path).endsWith(".log");
+  }
+
+  /** Holds the record of `path` (made when there is none) until the hold's release. */
+  hold(path: string): LogHold {
+    const key = resolve(path);
+    let record = this.records.get(key);
+    if (!record) {
+      record = { generation: 0, keptFrom: 0, kept: 0, holders: 0, busy: false, waiting: [] };
+      this.records.set(key, record);
+    }
+    record.holders += 1;
+    const held = record;
+    let released = false;
+    return {
+      locked: async (fn) => {
+        if (held.busy) await new Promise<void>((resolve) => held.waiting.push(resolve));
+        else held.busy = true;
+        try {
+          return await fn(held);
+        } finally {
+          // Handed to the next in line, still busy; free when none waits.
+          const next = held.waiting.shift();
+          if (next) next();
+          else held.busy = false;
+        }
+      },
+      release: () => {
+        if (released) return;
+        released = true;
+        held.holders -= 1;
+        if (held.holders === 0 && this.records.get(key) === held) this.records.delete(key);
+      },
+    };
+  }
+
+  /** How many logs have a record (for tests). */
+  get size(): number {
+    return this.records.size;
+  }
 }
 
 /**
@@ -77,8 +168,19 @@ export interface RotateLogOptions {
  * keeping a part (`<path>.1` could not be written; warned of).
  */
 export async function rotateLog(path: string, options: RotateLogOptions = {}): Promise<number> {
+  const hold = options.generations?.hold(path);
+  try {
+    return await rotateHeld(path, options, hold);
+  } finally {
+    hold?.release();
+  }
+}
+
+async function rotateHeld(path: string, options: RotateLogOptions, hold: LogHold | undefined): Promise<number> {
   const maxBytes = options.maxBytes ?? DEFAULT_LOG_MAX_BYTES;
   const copy = rotatingLogPath(path);
+  // The rename and truncation, and the record of them, with the log's readers held off.
+  const locked = <T>(fn: (state: LogGeneration | undefined) => Promise<T>): Promise<T> => (hold ? hold.locked(fn) : fn(undefined));
   let source: FileHandle;
   try {
     source = await open(path, "r");
@@ -86,47 +188,68 @@ export async function rotateLog(path: string, options: RotateLogOptions = {}): P
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return 0;
     throw error;
   }
-  let moved: number;
+  let tail: { from: number; written: number };
   let size = 0;
+  let failure: { error: unknown } | undefined;
   try {
     size = (await source.stat()).size;
-    moved = await copyTail(source, size, copy, maxBytes);
-    await rename(copy, rotatedLogPath(path));
+    tail = await copyTail(source, size, copy, maxBytes);
   } catch (error) {
-    await Promise.allSettled([source.close(), rm(copy, { force: true })]);
-    // The directory gone (its sandbox deleted): nothing to keep or free.
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return 0;
+    failure = { error };
+    tail = { from: size, written: 0 };
+  }
+  await source.close().catch(() => undefined);
+  return locked(async (state) => {
+    if (!failure) {
+      try {
+        await rename(copy, rotatedLogPath(path));
+      } catch (error) {
+        failure = { error };
+      }
+    }
+    if (failure) {
+      await rm(copy, { force: true }).catch(() => undefined);
+      // The directory gone (its sandbox deleted): nothing to keep or free.
+      if ((failure.error as NodeJS.ErrnoException).code === "ENOENT") return 0;
+      // Where the output dropped ends, for the readers (what is appended until the truncation is lost too).
+      const end = await stat(path).then(
+        (found) => found.size,
+        () => size,
+      );
+      try {
+        await truncate(path, 0);
+      } catch (truncation) {
+        if ((truncation as NodeJS.ErrnoException).code === "ENOENT") return 0;
+        throw truncation;
+      }
+      if (state) Object.assign(state, { generation: state.generation + 1, keptFrom: end, kept: 0 });
+      options.logger?.warn(
+        { err: failure.error, log: path, bytes: size },
+        "could not keep a rotated part of a sandbox's log; truncated it all the same, dropping its output, to free the disk",
+      );
+      return 0;
+    }
     try {
       await truncate(path, 0);
-    } catch (truncation) {
-      if ((truncation as NodeJS.ErrnoException).code === "ENOENT") return 0;
-      throw truncation;
+    } catch (error) {
+      // Gone (its sandbox deleted with it): the part just moved aside must not outlive it. Not
+      // truncated otherwise: the log still holds that part, which a reader must not read twice.
+      await rm(rotatedLogPath(path), { force: true }).catch(() => undefined);
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      return 0;
     }
-    options.logger?.warn(
-      { err: error, log: path, bytes: size },
-      "could not keep a rotated part of a sandbox's log; truncated it all the same, dropping its output, to free the disk",
-    );
-    return 0;
-  }
-  await source.close();
-  try {
-    await truncate(path, 0);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
-    // Deleted since (its sandbox with it): the part just moved aside must not outlive it.
-    await rm(rotatedLogPath(path), { force: true });
-    return 0;
-  }
-  return moved;
+    if (state) Object.assign(state, { generation: state.generation + 1, keptFrom: tail.from, kept: tail.written });
+    return tail.written;
+  });
 }
 
 /**
  * Writes to `copy` the last `maxBytes` of `source` (`size` bytes when the rotation began), less the
  * catch-up's share, from the start of a line when one starts within LINE_SEARCH_BYTES; then what
- * was appended meanwhile, until a read finds nothing new or the copy holds `maxBytes`. Returns the
- * copy's size.
+ * was appended meanwhile, until a read finds nothing new or the copy holds `maxBytes`. Returns
+ * where in `source` the copy starts, and its size.
  */
-async function copyTail(source: FileHandle, size: number, copy: string, maxBytes: number): Promise<number> {
+async function copyTail(source: FileHandle, size: number, copy: string, maxBytes: number): Promise<{ from: number; written: number }> {
   const catchUp = Math.min(ROTATION_CATCH_UP_BYTES, Math.floor(maxBytes / 8));
   let position = Math.max(0, size - (maxBytes - catchUp));
   const buffer = Buffer.allocUnsafe(Math.min(1024 * 1024, Math.max(LINE_SEARCH_BYTES, maxBytes)));
@@ -136,6 +259,7 @@ async function copyTail(source: FileHandle, size: number, copy: string, maxBytes
     // Not at the very end: what follows the last line's end is kept whole rather than nothing.
     if (newline >= 0 && position + newline + 1 < size) position += newline + 1;
   }
+  const from = position;
   const limit = position + maxBytes;
   const target = await open(copy, "w");
   try {
@@ -147,7 +271,7 @@ async function copyTail(source: FileHandle, size: number, copy: string, maxBytes
       position += bytesRead;
       written += bytesRead;
     }
-    return written;
+    return { from, written };
   } finally {
     await target.close();
   }
@@ -172,6 +296,8 @@ export class LogRotation {
   private readonly hotIntervalMs: number;
   private readonly logger: LogRotationOptions["logger"];
   private readonly rotate: typeof rotateLog;
+  /** The records of the logs' rotations, which the agent's readers of these logs go by (log-follower.ts). */
+  readonly generations: LogGenerations;
   private timer: NodeJS.Timeout | undefined;
   private hotTimer: NodeJS.Timeout | undefined;
   private pass: Promise<void> | undefined;
@@ -188,6 +314,7 @@ export class LogRotation {
     this.hotIntervalMs = options.hotIntervalMs ?? DEFAULT_LOG_HOT_CHECK_INTERVAL_MS;
     this.logger = options.logger;
     this.rotate = options.rotate ?? rotateLog;
+    this.generations = new LogGenerations(this.dir);
     if (!Number.isInteger(this.maxBytes) || this.maxBytes <= 0) throw new RangeError(`maxBytes must be a positive whole number, got ${this.maxBytes}`);
   }
 
@@ -208,6 +335,21 @@ export class LogRotation {
     this.hotTimer = undefined;
     await Promise.allSettled([this.pass, this.hotPass]);
     await this.settled();
+  }
+
+  /**
+   * Checks the log at `path` every hotIntervalMs from now on, until it has been slow for two
+   * intervals: a sandbox just created or started may write fast from its first line, before any
+   * check has seen its log grow.
+   */
+  markHot(path: string): void {
+    if (!this.generations.manages(path)) return;
+    path = join(this.dir, basename(path));
+    const now = performance.now();
+    const hotUntil = now + 2 * this.intervalMs;
+    const seen = this.seen.get(path);
+    if (seen) seen.hotUntil = Math.max(seen.hotUntil, hotUntil);
+    else this.seen.set(path, { size: 0, at: now, hotUntil });
   }
 
   /** One check of the directory, and returns once the rotations it began (and any under way) ended. Never rejects. */
@@ -238,6 +380,7 @@ export class LogRotation {
   }
 
   private async listAndCheck(): Promise<void> {
+    const listed = performance.now();
     let names: string[];
     try {
       names = await readdir(this.dir);
@@ -247,7 +390,8 @@ export class LogRotation {
       return;
     }
     const logs = new Set(names.filter((name) => name.endsWith(".log")).map((name) => join(this.dir, name)));
-    for (const path of this.seen.keys()) if (!logs.has(path)) this.seen.delete(path);
+    // A log marked hot while the directory was read may be missing from the list: not forgotten.
+    for (const [path, seen] of this.seen) if (!logs.has(path) && seen.at < listed) this.seen.delete(path);
     for (const path of logs) await this.check(path);
   }
 
@@ -280,7 +424,7 @@ export class LogRotation {
     if (this.active < ROTATION_CONCURRENCY) this.active += 1;
     else await new Promise<void>((resolve) => this.waiting.push(resolve));
     try {
-      const moved = await this.rotate(path, { maxBytes: this.maxBytes, logger: this.logger });
+      const moved = await this.rotate(path, { maxBytes: this.maxBytes, logger: this.logger, generations: this.generations });
       const seen = this.seen.get(path);
       if (seen) seen.size = 0;
       if (moved > 0) this.logger?.debug({ log: path, bytes: moved }, "rotated a sandbox's log");

@@ -12,6 +12,7 @@ export * from "./schema/image-reference.js";
 export { SANDBOX_ID_MAX_LENGTH, isSandboxId } from "./schema/sandbox-id.js";
 export { isNumericExecUser, parseExecUser } from "./schema/exec-user.js";
 export { checkProcess, type ProcessFields } from "./schema/process-rules.js";
+export { MAX_TAIL_LINES, checkTailLines } from "./schema/log-tail.js";
 export { CODE_INTERPRETER_PORT, CODE_RUNNING_PORTS, SANDBOX_DAEMON_PORT } from "./schema/sandbox-daemon-port.js";
 export { ERROR_CODE_HEADER, fromConnectError, toConnectError } from "./wire/connect-errors.js";
 export { equalTokens, requireBearerToken, sendBearerToken } from "./wire/bearer-auth.js";

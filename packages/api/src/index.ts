@@ -10,6 +10,7 @@ export { AGENT_CONTAINER_NAME, agentLimitsOf, type AgentLimits } from "./schema/
 export * from "./schema/image-reference.js";
 export { SANDBOX_ID_MAX_LENGTH, isSandboxId } from "./schema/sandbox-id.js";
 export { isNumericExecUser, parseExecUser } from "./schema/exec-user.js";
+export { MAX_TAIL_LINES, checkTailLines } from "./schema/log-tail.js";
 export { assertValid, fieldPath, validateSandbox, validateSandboxPool, type ResourcePart, type ValidationOptions } from "./schema/validation.js";
 export { renderCrds, toStructuralSchema } from "./schema/crd.js";
 export * from "./wire/convert.js";

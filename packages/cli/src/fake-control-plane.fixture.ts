@@ -36,6 +36,8 @@ export interface FakeControlPlane {
   sandboxes: Map<string, Sandbox>;
   /** The CreateSandbox requests it answered (each makes a Running sandbox of the pool asked for). */
   creates: pb.CreateSandboxRequest[];
+  /** The Logs requests it answered. */
+  logsRequests: pb.LogsRequest[];
   /** The client's deadline of each call (its Connect-Timeout-Ms; undefined: none), as `calls` names them. */
   deadlines: { call: string; timeoutMs: number | undefined }[];
   close(): Promise<void>;
@@ -75,6 +77,7 @@ export const FAKE_STATS: SandboxStats = {
 export async function startFakeControlPlane(options: FakeControlPlaneOptions): Promise<FakeControlPlane> {
   const calls: string[] = [];
   const creates: pb.CreateSandboxRequest[] = [];
+  const logsRequests: pb.LogsRequest[] = [];
   const deadlines: FakeControlPlane["deadlines"] = [];
   const sandboxes = new Map((options.sandboxes ?? []).map((sandbox) => [`${sandbox.metadata.namespace ?? "default"}/${sandbox.metadata.name}`, sandbox]));
   const record: Interceptor = (next) => (request) => {
@@ -128,6 +131,7 @@ export async function startFakeControlPlane(options: FakeControlPlaneOptions): P
         getSandboxProxy: () => ({ url: options.proxyUrl ?? "http://127.0.0.1:1" }),
         // A line at once, then (follow) another every 20 ms until the client goes.
         logs: async function* (request, context) {
+          logsRequests.push(request);
           find(request);
           for (let line = 1; !context.signal.aborted; line++) {
             yield { data: Buffer.from(`line ${line}\n`) };
@@ -150,5 +154,5 @@ export async function startFakeControlPlane(options: FakeControlPlaneOptions): P
     },
   });
   const server = await listenCleartext(handler, "127.0.0.1", 0);
-  return { url: `http://127.0.0.1:${server.port}`, calls, sandboxes, creates, deadlines, close: () => server.close() };
+  return { url: `http://127.0.0.1:${server.port}`, calls, sandboxes, creates, logsRequests, deadlines, close: () => server.close() };
 }

@@ -242,6 +242,70 @@ describe("fsb exit codes", () => {
     }
   });
 
+  it("logs --tail N asks for the last N lines (with -f too), and none without it; a tail that is no count of lines exits 2 asking nothing", async () => {
+    const controlPlane = await startFakeControlPlane({ token: API_TOKEN, sandboxes: [fakeSandbox("web")] });
+    try {
+      const target = ["--url", controlPlane.url, "--data-dir", dataDir];
+      for (const [args, follow, tailLines] of [
+        [["logs", "web", "--tail", "2"], false, 2],
+        [["logs", "web", "--tail=0"], false, 0],
+        [["logs", "web", "--tail", "0010"], false, 10],
+        [["logs", "web"], false, undefined],
+      ] as const) {
+        const result = await fsb(...target, ...args);
+        assert.equal(result.code, 0, `${args.join(" ")}: ${result.stderr}`);
+        assert.equal(result.stdout, "line 1\n");
+        const request = controlPlane.logsRequests.at(-1);
+        assert.deepEqual({ follow: request?.follow, tailLines: request?.tailLines }, { follow, tailLines }, args.join(" "));
+      }
+      const asked = controlPlane.logsRequests.length;
+      for (const tail of ["-1", "ten", "1.5", "", "2147483648"]) {
+        const result = await fsb(...target, "logs", "web", `--tail=${tail}`);
+        assert.equal(result.code, 2, `--tail=${tail}: ${result.stderr}`);
+        assert.equal(result.stderr, `error: --tail: must be a whole number of lines ≥ 0 (at most 2147483647), got ${JSON.stringify(tail)}\n`);
+      }
+      const spaced = await fsb(...target, "logs", "web", "--tail", "-1");
+      assert.equal(spaced.code, 2, spaced.stderr);
+      assert.match(spaced.stderr, /--tail: must be a whole number of lines ≥ 0 .*got "-1"/);
+      assert.equal(controlPlane.logsRequests.length, asked, "a refused --tail asks nothing");
+      const help = await fsb("logs", "--help");
+      assert.equal(help.code, 0, help.stderr);
+      assert.match(
+        help.stdout.replace(/\s+/g, " "),
+        /--tail <lines> only the last <lines> lines of what the log keeps \(with -f, then what comes; 0: only that\); default: all/,
+      );
+    } finally {
+      await controlPlane.close();
+    }
+  });
+
+  it("logs -f --tail N follows after the last N lines, until Ctrl-C", async () => {
+    const controlPlane = await startFakeControlPlane({ token: API_TOKEN, sandboxes: [fakeSandbox("web")] });
+    try {
+      const child = spawn(
+        process.execPath,
+        ["--conditions=development", "--import", "tsx", MAIN, "--url", controlPlane.url, "--data-dir", dataDir, "logs", "-f", "--tail", "3", "web"],
+        {
+          cwd: REPO_ROOT,
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+      let stdout = "";
+      child.stdout.on("data", (chunk: Buffer) => {
+        stdout += chunk.toString();
+        if (stdout.includes("line 2\n")) child.kill("SIGINT");
+      });
+      const code = await new Promise((resolve) => child.on("close", resolve));
+      assert.equal(code, 130);
+      assert.deepEqual(
+        controlPlane.logsRequests.map(({ follow, tailLines }) => ({ follow, tailLines })),
+        [{ follow: true, tailLines: 3 }],
+      );
+    } finally {
+      await controlPlane.close();
+    }
+  });
+
   it("exits 0 for --help", async () => {
     const result = await fsb("--help");
     assert.equal(result.code, 0, result.stderr);

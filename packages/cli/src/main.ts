@@ -299,6 +299,7 @@ function program(programName: string): Command {
     .argument("<name>")
     .addOption(namespaceOption())
     .option("-f, --follow", "keep streaming until the sandbox exits")
+    .option("--tail <lines>", "only the last <lines> lines of what the log keeps (with -f, then what comes; 0: only that); default: all")
     .action(async (name, options) => (await sandboxCommands()).logs(name, { ...globals(), ...options }));
 
   fsb

@@ -30,6 +30,7 @@ export { MemoryResourceStore, type MemoryResourceStoreOptions } from "./store/me
 export { updateWithRetry, type RetryOnConflictOptions } from "./store/retry-on-conflict.js";
 export type {
   AgentClient,
+  AgentLogsOptions,
   AgentSandbox,
   AgentSandboxSpec,
   AgentSandboxState,

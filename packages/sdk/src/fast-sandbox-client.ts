@@ -9,6 +9,7 @@ import {
   FsbError,
   TimeoutError,
   ValidationError,
+  checkTailLines,
   pb,
   sandboxFromMessage,
   sandboxPoolFromMessage,
@@ -412,12 +413,15 @@ export class Sandboxes {
   }
 
   /**
-   * The output of the sandbox's command up to now, or (`follow`) until it exits. `requestTimeoutMs`
-   * bounds the whole read (@default the client's); following, only the wait for the first output —
-   * the stream's start — and only when given: a follow then lasts as long as the command runs.
+   * The output of the sandbox's command up to now, or (`follow`) until it exits. `tail`: only the
+   * last that many lines of what its log keeps (a whole number ≥ 0, as `kubectl logs --tail`), then
+   * (`follow`) what comes; @default all of it. `requestTimeoutMs` bounds the whole read (@default
+   * the client's); following, only the wait for the first output — the stream's start — and only
+   * when given: a follow then lasts as long as the command runs.
    */
-  async *logs(name: string, options: { namespace?: string; follow?: boolean } & ClientCallOptions = {}): AsyncGenerator<Uint8Array> {
-    const request = { name, namespace: options.namespace ?? "", follow: options.follow ?? false };
+  async *logs(name: string, options: { namespace?: string; follow?: boolean; tail?: number } & ClientCallOptions = {}): AsyncGenerator<Uint8Array> {
+    const tail = options.tail === undefined ? {} : { tailLines: checkTailLines(options.tail, "tail") };
+    const request = { name, namespace: options.namespace ?? "", follow: options.follow ?? false, ...tail };
     if (!request.follow) {
       const { call, context } = callOptions(`Logs ${name}`, this.timeoutMs, options);
       // A signal of the call's own (see `exec`): a caller that stops reading early ends the stream.

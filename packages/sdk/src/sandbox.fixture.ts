@@ -43,6 +43,8 @@ export class FakeControlPlane {
   readonly deletes: string[] = [];
   readonly creates: pb.CreateSandboxRequest[] = [];
   logs: Uint8Array[] = [];
+  /** The Logs requests, as received. */
+  readonly logsRequests: pb.LogsRequest[] = [];
   /** How long Logs waits before each chunk of `logs` (by index; none when missing): an output that comes late. */
   logDelaysMs: number[] = [];
   proxyUrl = PROXY_URL;
@@ -143,6 +145,7 @@ export class FakeControlPlane {
         return create(pb.DeleteSandboxResponseSchema, {});
       },
       logs: async function* (request, context) {
+        plane.logsRequests.push(request);
         plane.find(request.namespace, request.name);
         for (const [index, data] of plane.logs.entries()) {
           const delayMs = plane.logDelaysMs[index] ?? 0;

@@ -201,6 +201,34 @@ describe("FastSandbox", () => {
     assert.deepEqual(chunks, ["hello ", "world\n"]);
   });
 
+  it("logs({ tail }) asks for the last lines (tail_lines; left out without it: all), and refuses a tail that is no whole number ≥ 0 before asking", async () => {
+    const sandbox = await FastSandbox.create({ connection });
+    plane.logs = [new TextEncoder().encode("last\n")];
+    assert.equal(await sandbox.logs({ tail: 5 }), "last\n");
+    assert.equal(await sandbox.logs({ tail: 0, follow: true }), "last\n");
+    assert.equal(await sandbox.logs(), "last\n");
+    for await (const chunk of connection.client.sandboxes.logs(sandbox.name, { tail: 1 })) void chunk;
+    assert.deepEqual(
+      plane.logsRequests.map(({ name, follow, tailLines }) => ({ name, follow, tailLines })),
+      [
+        { name: sandbox.name, follow: false, tailLines: 5 },
+        { name: sandbox.name, follow: true, tailLines: 0 },
+        { name: sandbox.name, follow: false, tailLines: undefined },
+        { name: sandbox.name, follow: false, tailLines: 1 },
+      ],
+    );
+    for (const tail of [-1, 2.5, Number.NaN]) {
+      await assert.rejects(
+        sandbox.logs({ tail }),
+        (error: unknown) =>
+          error instanceof ValidationError &&
+          error.field === "tail" &&
+          error.message === `tail: must be a whole number of lines ≥ 0 (at most 2147483647), got ${tail}`,
+      );
+    }
+    assert.equal(plane.logsRequests.length, 4, "a refused tail asks nothing");
+  });
+
   it("logs() keeps to requestTimeoutMs: the whole read, and a follow's wait for its first output when given one", async () => {
     const sandbox = await FastSandbox.create({ connection });
     const encoder = new TextEncoder();

@@ -100,6 +100,11 @@ export interface SandboxListOptions extends SandboxConnectionOptions, RequestOpt
 export interface LogsOptions extends RequestOptions {
   /** Keep receiving until the sandbox's command exits. @default false */
   follow?: boolean;
+  /**
+   * Only the last that many lines of what the sandbox's log keeps (a whole number ≥ 0, as
+   * `kubectl logs --tail`), then (`follow`) what comes after them. @default all of it
+   */
+  tail?: number;
   /** Called with the output as it arrives; the returned string is then empty (output can be larger than memory). */
   onData?: (data: Uint8Array) => void;
 }
@@ -382,12 +387,18 @@ export class FastSandbox {
     return deleted;
   }
 
-  /** The output of the sandbox's own command (its stdout and stderr), up to now or (`follow`) until it exits. */
+  /**
+   * The output of the sandbox's own command (its stdout and stderr), up to now or (`follow`) until it
+   * exits. Without `onData` all of it is kept in memory and returned (up to the 10–20 MiB its log
+   * keeps, and all a follow receives): pass `tail` for only its last lines, or `onData` to take it as
+   * it comes.
+   */
   async logs(options: LogsOptions = {}): Promise<string> {
     const chunks: Uint8Array[] = [];
     for await (const chunk of this.connection.client.sandboxes.logs(this.name, {
       namespace: this.namespace,
       follow: options.follow ?? false,
+      ...(options.tail !== undefined ? { tail: options.tail } : {}),
       ...(options.requestTimeoutMs !== undefined || !options.follow ? { requestTimeoutMs: options.requestTimeoutMs ?? this.connection.requestTimeoutMs } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
     })) {

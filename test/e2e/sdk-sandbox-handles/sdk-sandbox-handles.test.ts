@@ -221,6 +221,35 @@ describe("the SDK's sandbox handles on real sandboxes", () => {
     assert.equal(await sandbox.logs(), "booted\n");
   });
 
+  it("logs({ tail }) returns only the last lines, and with follow then what comes, until the command exits", async () => {
+    const chatty = await FastSandbox.create({
+      connection,
+      command: [
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do echo line $i; done; printf 'zwölf €\\nno newline'; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo ' after'",
+      ],
+    });
+    try {
+      const all = "line 1\nline 2\nline 3\nline 4\nline 5\nzwölf €\nno newline";
+      await waitFor(async () => (await chatty.logs()) === all, 10_000, "its first lines");
+      assert.equal(await chatty.logs({ tail: 2 }), "zwölf €\nno newline", "a last line without a newline is a line");
+      assert.equal(await chatty.logs({ tail: 3 }), "line 5\nzwölf €\nno newline");
+      assert.equal(await chatty.logs({ tail: 0 }), "");
+      assert.equal(await chatty.logs({ tail: 1000 }), all);
+      await assert.rejects(chatty.logs({ tail: -1 }), (error: unknown) => error instanceof ValidationError && error.field === "tail");
+      const chunks: Uint8Array[] = [];
+      const received = () => Buffer.concat(chunks).toString();
+      const following = chatty.logs({ follow: true, tail: 1, onData: (data) => chunks.push(data) });
+      await waitFor(() => received() === "no newline", 10_000, "the last line, first");
+      await chatty.commands.run("touch /tmp/go");
+      assert.equal(await following, "", "handed to onData");
+      assert.equal(received(), "no newline after\n", "then what came after it, once, until the command exited");
+    } finally {
+      await chatty.kill({ gracePeriodMs: 0 });
+    }
+  });
+
   it("connects to a sandbox by id with its token; a rotated token locks the old handle out", async () => {
     const byId = await FastSandbox.connect(sandbox.sandboxId, { connection, accessToken: sandbox.accessToken });
     assert.equal(byId.name, sandbox.name);

@@ -144,7 +144,7 @@ export async function startAgentServer(options: AgentServerOptions): Promise<Age
     routes: (router) => {
       router.service(
         pb.AgentService,
-        createAgentService({ identity: options.identity, runtime: options.runtime, logDir, creates, checkpoints, admission, statsHistory }),
+        createAgentService({ identity: options.identity, runtime: options.runtime, logDir, creates, checkpoints, admission, statsHistory, logRotation }),
       );
     },
   });

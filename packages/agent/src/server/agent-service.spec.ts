@@ -31,7 +31,8 @@ import type {
   RuntimeSandboxSpec,
 } from "../runtime/runtime.js";
 import { Admission } from "./admission.js";
-import { EXEC_QUEUE_HIGH, STATS_WINDOW_MS, createAgentService, statusBudgetMs, type AgentIdentity } from "./agent-service.js";
+import { EXEC_QUEUE_HIGH, STATS_WINDOW_MS, createAgentService, statusBudgetMs, type AgentIdentity, type AgentServiceOptions } from "./agent-service.js";
+import { LogGenerations, rotateLog } from "../log-rotation.js";
 
 /** An in-memory Runtime that records what the service asks of it. */
 class FakeRuntime implements Runtime {
@@ -152,9 +153,9 @@ after(() => rmSync(logDir, { recursive: true, force: true }));
 let runtime: FakeRuntime;
 let client: Client<typeof pb.AgentService>;
 
-/** A client of a new agent service over `runtime`, with the given admission (or its default). */
-function serve(admission?: Admission): Client<typeof pb.AgentService> {
-  const service = createAgentService({ identity, runtime, logDir, ...(admission ? { admission } : {}) });
+/** A client of a new agent service over `runtime`, with the given admission (or its default), and options. */
+function serve(admission?: Admission, options: Partial<AgentServiceOptions> = {}): Client<typeof pb.AgentService> {
+  const service = createAgentService({ identity, runtime, logDir, ...(admission ? { admission } : {}), ...options });
   return createClient(
     pb.AgentService,
     createRouterTransport(({ service: register }) => {
@@ -239,6 +240,16 @@ describe("AgentService", () => {
       assert.equal(response.state, "running");
       assert.equal(response.pid, 4321);
       assert.equal(response.exitCode, undefined);
+    });
+
+    it("marks the new sandbox's log hot, so that its rotation watches it closely from the start", async () => {
+      const marked: string[] = [];
+      const agent = serve(undefined, { logRotation: { markHot: (path) => marked.push(path), generations: new LogGenerations(logDir) } });
+      await agent.createSandbox(createRequest());
+      assert.deepEqual(marked, [logPath("default.web.abc123")]);
+      runtime.createError = new Error("no");
+      await rejection(agent.createSandbox(createRequest({ sandboxId: "default.web.failed" })));
+      assert.deepEqual(marked, [logPath("default.web.abc123")], "not a sandbox that failed to start");
     });
 
     it("uses the agent's own pool, whatever the caller's namespace", async () => {
@@ -800,9 +811,93 @@ describe("AgentService", () => {
       assert.equal(chunks.map((c) => text(c.data)).join(""), "running\n");
     });
 
+    it("follows a sandbox whose state containerd could not tell (unknown: busy), as a running one", async () => {
+      runtime.add({ sandboxId: "default.log.000006", state: "unknown" });
+      writeFileSync(logPath("default.log.000006"), "still running\n");
+      const chunks = await drain(client.logs({ sandboxId: "default.log.000006", follow: true }));
+      assert.equal(chunks.map((c) => text(c.data)).join(""), "still running\n");
+      assert.equal(runtime.waits.length, 1);
+      assert.equal(runtime.waits[0]?.sandboxId, "default.log.000006");
+    });
+
+    it("ends a follow of a sandbox of unknown state with Unavailable when the wait for its task fails: containerd did not answer", async () => {
+      runtime.add({ sandboxId: "default.log.000007", state: "unknown" });
+      writeFileSync(logPath("default.log.000007"), "output\n");
+      runtime.waitResult = () => Promise.reject(new FsbError("internal", "ttrpc: closed"));
+      const chunks: pb.LogsResponse[] = [];
+      const error = await rejection(
+        (async () => {
+          for await (const chunk of client.logs({ sandboxId: "default.log.000007", follow: true })) chunks.push(chunk);
+        })(),
+      );
+      assert.equal(error.code, Code.Unavailable);
+      assert.match(error.rawMessage, /containerd did not answer/);
+      assert.equal(chunks.map((c) => text(c.data)).join(""), "output\n");
+    });
+
+    it("reads a log by its rotation's records: a reader that fell behind two rotations is told so", async () => {
+      const generations = new LogGenerations(logDir);
+      const agent = serve(undefined, { logRotation: { markHot: () => undefined, generations } });
+      const path = logPath("default.log.000008");
+      runtime.add({ sandboxId: "default.log.000008", state: "running" });
+      writeFileSync(path, "first\n");
+      let release!: () => void;
+      runtime.waitResult = () => new Promise((resolve) => (release = () => resolve(0)));
+      const stream = agent.logs({ sandboxId: "default.log.000008", follow: true })[Symbol.asyncIterator]();
+      const received = [text((await stream.next()).value!.data)];
+      for (const part of ["second\n", "third\n"]) {
+        writeFileSync(path, part, { flag: "a" });
+        await rotateLog(path, { generations });
+      }
+      writeFileSync(path, "fourth\n", { flag: "a" });
+      release();
+      for (let next = await stream.next(); !next.done; next = await stream.next()) received.push(text(next.value.data));
+      assert.equal(received.join(""), "first\n[fsb: output skipped: the reader fell behind the log's rotation]\nthird\nfourth\n");
+    });
+
     it("yields nothing when the sandbox has no log file yet", async () => {
       runtime.add({ sandboxId: "default.log.000004", state: "stopped", exitCode: 0 });
       assert.deepEqual(await drain(client.logs({ sandboxId: "default.log.000004", follow: false })), []);
+    });
+
+    it("tail_lines: only the last lines of the log and its rotated part; 0: none of them; absent: all", async () => {
+      runtime.add({ sandboxId: "default.tail.000001", state: "stopped", exitCode: 0 });
+      writeFileSync(`${logPath("default.tail.000001")}.1`, "r1\nr2\n");
+      writeFileSync(logPath("default.tail.000001"), "l1\nl2\n");
+      const read = async (tailLines?: number) =>
+        (await drain(client.logs({ sandboxId: "default.tail.000001", follow: false, ...(tailLines === undefined ? {} : { tailLines }) })))
+          .map((c) => text(c.data))
+          .join("");
+      assert.equal(await read(3), "r2\nl1\nl2\n");
+      assert.equal(await read(1), "l2\n");
+      assert.equal(await read(0), "");
+      assert.equal(await read(100), "r1\nr2\nl1\nl2\n");
+      assert.equal(await read(), "r1\nr2\nl1\nl2\n");
+    });
+
+    it("tail_lines with follow: the last lines, then what the sandbox writes after them, once, across a rotation", async () => {
+      const generations = new LogGenerations(logDir);
+      const agent = serve(undefined, { logRotation: { markHot: () => undefined, generations } });
+      const path = logPath("default.tail.000002");
+      runtime.add({ sandboxId: "default.tail.000002", state: "running" });
+      writeFileSync(path, "a\nb\nc\n");
+      let release!: () => void;
+      runtime.waitResult = () => new Promise((resolve) => (release = () => resolve(0)));
+      const stream = agent.logs({ sandboxId: "default.tail.000002", follow: true, tailLines: 1 })[Symbol.asyncIterator]();
+      const received = [text((await stream.next()).value!.data)];
+      writeFileSync(path, "d\n", { flag: "a" });
+      await rotateLog(path, { generations });
+      writeFileSync(path, "e\n", { flag: "a" });
+      release();
+      for (let next = await stream.next(); !next.done; next = await stream.next()) received.push(text(next.value.data));
+      assert.equal(received.join(""), "c\nd\ne\n");
+      assert.equal(generations.size, 0, "the log's record let go of");
+    });
+
+    it("refuses a tail_lines below 0 with InvalidArgument, before it looks for the sandbox", async () => {
+      const error = await rejection(drain(client.logs({ sandboxId: "default.nope.000001", follow: false, tailLines: -1 })));
+      assert.equal(error.code, Code.InvalidArgument);
+      assert.equal(error.rawMessage, "tail_lines: must be a whole number of lines ≥ 0 (at most 2147483647), got -1");
     });
 
     it("refuses an unknown sandbox with NotFound and an invalid id with InvalidArgument", async () => {

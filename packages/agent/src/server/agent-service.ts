@@ -6,9 +6,11 @@ import {
   AsyncQueue,
   BusyError,
   NotFoundError,
+  UnavailableError,
   SANDBOX_ID_MAX_LENGTH,
   ValidationError,
   checkProcess,
+  checkTailLines,
   isSandboxId,
   normalizeImageName,
   parseExecUser,
@@ -20,7 +22,8 @@ import {
 import type { ImagePullProgress, Runtime, RuntimeSandbox } from "../runtime/runtime.js";
 import { runtimeSpecOf, sandboxNetworkOf } from "./create-request.js";
 import { readLog } from "../log-follower.js";
-import { removeLog } from "../log-rotation.js";
+import { readLogTail } from "../log-tail.js";
+import { removeLog, type LogRotation } from "../log-rotation.js";
 import { Admission } from "./admission.js";
 import { StatsHistory } from "./stats-history.js";
 import { CreatesInFlight } from "./creates-in-flight.js";
@@ -49,6 +52,8 @@ export interface AgentServiceOptions {
   admission?: Admission;
   /** The sandboxes' sampled resource use (GetSandboxStatsHistory). @default one over `runtime`, never started: empty histories */
   statsHistory?: StatsHistory;
+  /** The rotation of the sandboxes' logs: a new sandbox's log is marked hot, and the logs' readers go by its records. @default none */
+  logRotation?: Pick<LogRotation, "markHot" | "generations">;
 }
 
 function toAgentSandbox(sandbox: RuntimeSandbox): pb.AgentSandbox {
@@ -216,6 +221,8 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
           throw error;
         }
         reservation.confirm();
+        // It may write fast from its first line: its log is checked closely from the start (log-rotation.ts).
+        options.logRotation?.markHot(logPath(request.sandboxId));
         return toAgentSandbox(sandbox);
       });
     },
@@ -274,11 +281,26 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
       const stop = new AbortController();
       const signal = AbortSignal.any([stop.signal, context.signal]);
       try {
+        const tail = request.tailLines === undefined ? undefined : checkTailLines(request.tailLines, "tail_lines");
         const sandbox = await requireSandbox(request.sandboxId);
-        const following = request.follow && (sandbox.state === "running" || sandbox.state === "created") && sandbox.exitCode === undefined;
-        const finished = following ? runtime.wait(sandbox.sandboxId, signal) : Promise.resolve(0);
+        // `unknown`: containerd could not tell the task's state (its shim busy), which does not mean it ended.
+        const live = sandbox.state === "running" || sandbox.state === "created" || sandbox.state === "unknown";
+        const following = request.follow && live && sandbox.exitCode === undefined;
+        let finished = following ? runtime.wait(sandbox.sandboxId, signal) : Promise.resolve(0);
+        if (following && sandbox.state === "unknown") {
+          finished = finished.catch((error: unknown) => {
+            if (error instanceof NotFoundError || signal.aborted) throw error;
+            throw new UnavailableError(
+              `containerd did not answer for sandbox ${sandbox.sandboxId}'s task (its state unknown: containerd busy or its shim gone), so its exit cannot be waited for; retry`,
+              { cause: error },
+            );
+          });
+        }
         finished.catch(() => undefined);
-        for await (const data of readLog(logPath(sandbox.sandboxId), { follow: following, finished, signal })) {
+        const reading = { follow: following, finished, signal, generations: options.logRotation?.generations };
+        // With a tail: its last lines, then readLog from the byte after them (log-tail.ts).
+        const path = logPath(sandbox.sandboxId);
+        for await (const data of tail === undefined ? readLog(path, reading) : readLogTail(path, tail, reading)) {
           yield create(pb.LogsResponseSchema, { data });
         }
       } catch (error) {

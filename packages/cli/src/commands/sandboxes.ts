@@ -1,4 +1,13 @@
-import { UnavailableError, ValidationError, parseDurationMs, parseExecUser, type EgressPolicy, type EgressRule, type Sandbox } from "@fast-sandbox/api";
+import {
+  UnavailableError,
+  ValidationError,
+  checkTailLines,
+  parseDurationMs,
+  parseExecUser,
+  type EgressPolicy,
+  type EgressRule,
+  type Sandbox,
+} from "@fast-sandbox/api";
 import { forgetAccessToken } from "../access-tokens.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { printCreated } from "../created-sandbox.js";
@@ -171,7 +180,9 @@ export async function get(name: string, options: GlobalOptions & { namespace?: s
   });
 }
 
-export async function logs(name: string, options: GlobalOptions & { namespace?: string; follow?: boolean }): Promise<void> {
+export async function logs(name: string, options: GlobalOptions & { namespace?: string; follow?: boolean; tail?: string }): Promise<void> {
+  // Refused before anything is asked (exit 2).
+  const tail = options.tail === undefined ? undefined : checkTailLines(options.tail, "--tail");
   const { client, namespace } = await connect(options);
   const controller = new AbortController();
   const interrupted = () => controller.abort();
@@ -180,6 +191,7 @@ export async function logs(name: string, options: GlobalOptions & { namespace?: 
     for await (const chunk of client.sandboxes.logs(name, {
       namespace,
       follow: options.follow ?? false,
+      ...(tail !== undefined ? { tail } : {}),
       signal: controller.signal,
     })) {
       process.stdout.write(chunk);

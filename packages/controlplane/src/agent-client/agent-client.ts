@@ -137,6 +137,14 @@ export interface ExecRequest {
   user?: string;
 }
 
+/** What of a sandbox's output Logs returns. */
+export interface AgentLogsOptions {
+  /** Go on until its command exits. */
+  follow: boolean;
+  /** Only the last that many lines of what its log keeps (a whole number ≥ 0), then (`follow`) what comes. @default all of it */
+  tailLines?: number;
+}
+
 /**
  * One event of an exec, in order: chunks of output as the process writes them, then its exit code
  * (always last; a stream that ends without one failed).
@@ -184,8 +192,11 @@ export interface AgentClient {
    * NotFoundError when the agent does not hold it.
    */
   statsHistory(sandboxId: string, sinceMs: number, untilMs: number): Promise<SandboxStats[]>;
-  /** The sandbox's output; `follow` goes on until its command exits (or `signal` aborts). */
-  logs(sandboxId: string, follow: boolean, signal?: AbortSignal): AsyncIterable<Uint8Array>;
+  /**
+   * The sandbox's output; `follow` goes on until its command exits (or `signal` aborts). `tailLines`:
+   * only the last that many lines of what its log keeps, then (`follow`) what comes.
+   */
+  logs(sandboxId: string, options: AgentLogsOptions, signal?: AbortSignal): AsyncIterable<Uint8Array>;
   /** Runs a process in the sandbox, streaming its output and then its exit code; aborting `signal` kills it. */
   exec(request: ExecRequest, signal?: AbortSignal): AsyncIterable<ExecEvent>;
   /** Pulls an image on the agent (joining a pull of it in flight), streaming progress until it is unpacked. */

@@ -141,14 +141,16 @@ describe("the AgentClient over Connect", () => {
       ]);
     });
 
-    it("logs: the raw chunks", async () => {
+    it("logs: the raw chunks; tail_lines sent when given, left out (all of the log) when not", async () => {
       const client = clientOf({
         async *logs(request) {
-          yield { data: bytes(`${request.sandboxId} follow=${request.follow}\n`) };
+          yield { data: bytes(`${request.sandboxId} follow=${request.follow} tail=${request.tailLines}\n`) };
           yield { data: bytes("bye\n") };
         },
       });
-      assert.deepStrictEqual(await collect(client.logs("a", true)), [bytes("a follow=true\n"), bytes("bye\n")]);
+      assert.deepStrictEqual(await collect(client.logs("a", { follow: true })), [bytes("a follow=true tail=undefined\n"), bytes("bye\n")]);
+      assert.deepStrictEqual(await collect(client.logs("a", { follow: false, tailLines: 0 })), [bytes("a follow=false tail=0\n"), bytes("bye\n")]);
+      assert.deepStrictEqual((await collect(client.logs("b", { follow: false, tailLines: 20 })))[0], bytes("b follow=false tail=20\n"));
     });
   });
 
@@ -335,7 +337,7 @@ describe("the AgentClient over Connect", () => {
       const got: Uint8Array[] = [];
       await assert.rejects(
         (async () => {
-          for await (const chunk of client.logs("sb1", true)) got.push(chunk);
+          for await (const chunk of client.logs("sb1", { follow: true })) got.push(chunk);
         })(),
         (error: unknown) => {
           assert.ok(error instanceof UnavailableError && error instanceof NoAnswerError, String(error));
@@ -360,7 +362,7 @@ describe("the AgentClient over Connect", () => {
       });
       await assert.rejects(
         (async () => {
-          for await (const _ of client.logs("sb1", true, stop.signal)) stop.abort();
+          for await (const _ of client.logs("sb1", { follow: true }, stop.signal)) stop.abort();
         })(),
         (error: unknown) => !(error instanceof UnavailableError) && !gotNoAnswer(error),
       );

@@ -137,9 +137,9 @@ export function createAgentClientOnTransport(transport: Transport, options: Agen
         return unary(() => Promise.reject(error as Error));
       }
     },
-    logs: (sandboxId, follow, signal) =>
+    logs: (sandboxId, { follow, tailLines }, signal) =>
       translatedStream(
-        () => client.logs({ sandboxId, follow }, callOptions(signal)),
+        () => client.logs({ sandboxId, follow, ...(tailLines !== undefined ? { tailLines } : {}) }, callOptions(signal)),
         logChunkFromMessage,
         // Reading logs again repeats nothing (a command run again would): worth saying.
         `${follow ? "following" : "reading"} the logs of sandbox ${sandboxId}; retry`,

@@ -6,7 +6,16 @@
 import assert from "node:assert/strict";
 import { API_VERSION, NotFoundError, type Sandbox, type SandboxPool, type SandboxSpec, type SandboxStats, type SandboxStatus } from "@fast-sandbox/api";
 import { pino } from "pino";
-import type { AgentClient, AgentSandbox, AgentSandboxSpec, AgentStatus, ExecEvent, ExecRequest, PullProgress } from "../agent-client/agent-client.js";
+import type {
+  AgentClient,
+  AgentLogsOptions,
+  AgentSandbox,
+  AgentSandboxSpec,
+  AgentStatus,
+  ExecEvent,
+  ExecRequest,
+  PullProgress,
+} from "../agent-client/agent-client.js";
 import { FakeClock } from "../controller/clock.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { openSqliteResourceStore, type SqliteResourceStore } from "../store/sqlite-resource-store.js";
@@ -122,7 +131,15 @@ export class FakeAgentClient implements AgentClient {
     return this.statsHistoryAnswer.filter((sample) => sample.timestampMs >= sinceMs && (untilMs <= 0 || sample.timestampMs <= untilMs));
   }
 
-  async *logs(): AsyncIterable<Uint8Array> {}
+  /** The Logs calls, as the agent got them. */
+  readonly logsRequests: { sandboxId: string; options: AgentLogsOptions }[] = [];
+  /** What Logs answers. */
+  logChunks: Uint8Array[] = [];
+
+  async *logs(sandboxId: string, options: AgentLogsOptions): AsyncIterable<Uint8Array> {
+    this.logsRequests.push({ sandboxId, options });
+    yield* this.logChunks;
+  }
 
   async *exec(request: ExecRequest): AsyncIterable<ExecEvent> {
     this.execRequests.push(request);

@@ -33,7 +33,7 @@ import {
   type OwnerReference,
 } from "@fast-sandbox/api";
 import type { Logger } from "pino";
-import type { AgentClient, AgentSandbox, AgentSandboxNetwork, AgentSandboxSpec, ExecEvent } from "../agent-client/agent-client.js";
+import type { AgentClient, AgentLogsOptions, AgentSandbox, AgentSandboxNetwork, AgentSandboxSpec, ExecEvent } from "../agent-client/agent-client.js";
 import { sleep, systemClock, type Clock } from "../controller/clock.js";
 import type { AgentRegistry, Placement } from "../registry/agent-registry.js";
 import type { FleetAgent } from "../fleet/agent-fleet.js";
@@ -1311,9 +1311,10 @@ export class SandboxManager {
     return { client, sandboxId, sandbox };
   }
 
-  async *logs(namespace: string | undefined, name: string, follow: boolean, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  /** The sandbox's output, as its agent reads it (AgentClient's `logs`). */
+  async *logs(namespace: string | undefined, name: string, options: AgentLogsOptions, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
     const { client, sandboxId } = await this.agentOf(namespace, name);
-    yield* client.logs(sandboxId, follow, signal);
+    yield* client.logs(sandboxId, options, signal);
   }
 
   /** The sandbox's resource use now, as its agent reads it (CPU over 100 ms, memory, processes, disk). */

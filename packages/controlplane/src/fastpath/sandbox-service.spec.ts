@@ -100,6 +100,30 @@ describe("the fast-path API translates the agents' streams into its wire message
     await assert.rejects(collect(sandboxes.exec({ namespace: "default", name: "web", command: ["id"], user: "a:b:c" })), invalid("user", /is not a user/));
     // An apply without a pool.
     await assert.rejects(pools.applySandboxPool({}), invalid("pool", /is required/));
+    // A tail of a negative number of lines.
+    await assert.rejects(
+      collect(sandboxes.logs({ namespace: "default", name: "web", tailLines: -1 })),
+      invalid("tail_lines", /^tail_lines: must be a whole number of lines ≥ 0 \(at most 2147483647\), got -1$/),
+    );
+    assert.deepEqual(agent.logsRequests, [], "the agent was not asked");
+  });
+
+  it("Logs: relays follow and tail_lines to the agent, leaving tail_lines out when the request does (all of the log)", async () => {
+    await fixture.manager.create({ name: "web", spec: sandboxSpec() });
+    agent.logChunks = [bytes("last line\n")];
+    const sandboxId = (await fixture.stored("web"))?.status?.sandboxID ?? "";
+    const tailed = await collect(sandboxes.logs({ namespace: "default", name: "web", tailLines: 3 }));
+    assert.deepEqual(
+      tailed.map((response) => response.data),
+      [bytes("last line\n")],
+    );
+    await collect(sandboxes.logs({ namespace: "default", name: "web", follow: true, tailLines: 0 }));
+    await collect(sandboxes.logs({ namespace: "default", name: "web" }));
+    assert.deepEqual(agent.logsRequests, [
+      { sandboxId, options: { follow: false, tailLines: 3 } },
+      { sandboxId, options: { follow: true, tailLines: 0 } },
+      { sandboxId, options: { follow: false } },
+    ]);
   });
 
   it("UpdateSandbox: replace_labels replaces the labels, an empty map removing them; without it an empty map keeps them (older clients)", async () => {

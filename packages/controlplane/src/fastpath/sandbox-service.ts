@@ -4,6 +4,7 @@ import {
   ACCESS_TOKEN_RESPONSE_HEADER,
   FailedPreconditionError,
   ValidationError,
+  checkTailLines,
   pb,
   sandboxSpecFromMessage,
   sandboxStatsToMessage,
@@ -196,7 +197,10 @@ export function createSandboxService(manager: SandboxManager, checkpoints?: Chec
       }),
     logs: (request, context) =>
       edgeStream(async function* () {
-        const logs = manager.logs(request.namespace, request.name, request.follow, context.signal);
+        const { follow, tailLines } = request;
+        // Refused before the agent is asked (which refuses it too).
+        const options = tailLines === undefined ? { follow } : { follow, tailLines: checkTailLines(tailLines, "tail_lines") };
+        const logs = manager.logs(request.namespace, request.name, options, context.signal);
         const intervalMs = request.follow ? keepaliveIntervalMs(context.requestHeader.get(KEEPALIVE_HEADER)) : undefined;
         for await (const data of intervalMs === undefined ? logs : withKeepalives(logs, intervalMs, new Uint8Array())) {
           yield create(pb.LogsResponseSchema, { data });

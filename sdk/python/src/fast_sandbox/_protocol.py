@@ -157,6 +157,21 @@ def answer_lost(error: FsbError) -> bool:
     return isinstance(error, (TimeoutError, UnavailableError)) and not error._from_server
 
 
+#: The most lines a tail of a sandbox's logs may ask for (the wire's int32).
+MAX_TAIL_LINES = 2**31 - 1
+
+
+def logs_request(key: Mapping[str, Any], follow: bool, tail: Optional[int]) -> Dict[str, Any]:
+    """The Logs request of the sandbox ``key``: ``tail`` (only the last that many lines of what its
+    log keeps, then with ``follow`` what comes) as ``tailLines``; left out when None: all of it."""
+    request: Dict[str, Any] = {**key, "follow": follow}
+    if tail is not None:
+        if isinstance(tail, bool) or not isinstance(tail, int) or not 0 <= tail <= MAX_TAIL_LINES:
+            raise ValidationError("tail", f"must be a whole number of lines ≥ 0 (at most {MAX_TAIL_LINES}), got {tail!r}")
+        request["tailLines"] = tail
+    return request
+
+
 def logs_read_timeout(follow: bool, request_timeout: Optional[float]) -> Optional[float]:
     """The longest wait for a chunk of Logs: a follow's lasts as long as the command runs (0: no
     limit) unless the call was given a ``request_timeout``; ``None``: the handle's request timeout."""

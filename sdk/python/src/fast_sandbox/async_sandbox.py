@@ -1011,13 +1011,13 @@ class AsyncSandbox(FollowsItsInstance):
         return True
 
     async def logs(
-        self, *, follow: bool = False, timeout: Optional[float] = None, request_timeout: Optional[float] = None
+        self, *, follow: bool = False, tail: Optional[int] = None, timeout: Optional[float] = None, request_timeout: Optional[float] = None
     ) -> AsyncIterator[bytes]:
         """The output (stdout and stderr) of the sandbox's own command, in chunks; see :meth:`fast_sandbox.Sandbox.logs`."""
         deadline = protocol.command_deadline(timeout)
         stream = await self._connection.api.stream(
             f"{protocol.SANDBOX_SERVICE}/Logs",
-            {**self._key(), "follow": follow},
+            protocol.logs_request(self._key(), follow, tail),
             request_timeout=self._connection.timeout(request_timeout),
             timeout=deadline,
             **protocol.logs_stream_options(follow, request_timeout),

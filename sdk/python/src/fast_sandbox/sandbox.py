@@ -977,8 +977,14 @@ class Sandbox(FollowsItsInstance):
         self._connection.config.forget_access_token(self.namespace, self.name)
         return True
 
-    def logs(self, *, follow: bool = False, timeout: Optional[float] = None, request_timeout: Optional[float] = None) -> Iterator[bytes]:
+    def logs(
+        self, *, follow: bool = False, tail: Optional[int] = None, timeout: Optional[float] = None, request_timeout: Optional[float] = None
+    ) -> Iterator[bytes]:
         """The output (stdout and stderr) of the sandbox's own command, in chunks.
+
+        With ``tail=N`` only the last N lines of what its log keeps (a whole number ≥ 0, as
+        ``kubectl logs --tail``; ValidationError otherwise), then with ``follow`` what comes after
+        them; ``None``: all of it.
 
         With ``follow=True`` the chunks keep coming until the command exits, or until ``timeout``
         seconds passed (the iteration then ends as at the exit; ``None`` or 0: no limit). A follow
@@ -991,7 +997,7 @@ class Sandbox(FollowsItsInstance):
         deadline = protocol.command_deadline(timeout)
         stream = self._connection.api.stream(
             f"{protocol.SANDBOX_SERVICE}/Logs",
-            {**self._key(), "follow": follow},
+            protocol.logs_request(self._key(), follow, tail),
             request_timeout=self._connection.timeout(request_timeout),
             timeout=deadline,
             **protocol.logs_stream_options(follow, request_timeout),

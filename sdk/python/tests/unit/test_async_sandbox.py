@@ -165,6 +165,17 @@ async def test_an_exit_is_not_a_timeout_when_waited_for_late_and_following_kills
     assert "killed" not in str(timed_out.value) and "keeps running" in str(timed_out.value)
 
 
+async def test_logs_tail_is_sent_as_tail_lines_and_checked_first(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+    assert b"".join([chunk async for chunk in sandbox.logs(tail=5)]) == fake.logs
+    assert fake.bodies("/Logs")[-1] == {"namespace": "default", "name": sandbox.name, "follow": False, "tailLines": 5}
+    with pytest.raises(ValidationError, match=r"tail: must be a whole number of lines ≥ 0 \(at most 2147483647\), got -1"):
+        async for _ in sandbox.logs(tail=-1):
+            pass
+    assert len(fake.calls("/Logs")) == 1
+
+
 async def test_a_follow_ends_at_its_timeout_and_silence_is_a_lost_connection(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
     fake, options = fake_and_options
     sandbox = await new_sandbox(fake, options)

@@ -284,6 +284,24 @@ def test_logs_stream_the_sandboxs_output(sandbox: Sandbox, fake: FakeFastSandbox
         list(sandbox.logs())
 
 
+def test_logs_tail_asks_for_the_last_lines_and_refuses_what_is_no_count_of_lines(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    assert b"".join(sandbox.logs(tail=2)) == fake.logs
+    list(sandbox.logs(tail=0, follow=True, timeout=0.2))
+    list(sandbox.logs())
+    key = {"namespace": "default", "name": sandbox.name}
+    assert fake.bodies("/Logs") == [
+        {**key, "follow": False, "tailLines": 2},
+        {**key, "follow": True, "tailLines": 0},
+        {**key, "follow": False},
+    ], "tailLines only when tail is given (None: all of the log)"
+    for tail in (-1, 1.5, "3", True, 2**31):
+        with pytest.raises(ValidationError) as refused:
+            list(sandbox.logs(tail=tail))  # type: ignore[arg-type]
+        assert refused.value.field == "tail"
+        assert str(refused.value).endswith(f"tail: must be a whole number of lines ≥ 0 (at most 2147483647), got {tail!r}")
+    assert len(fake.calls("/Logs")) == 3, "a refused tail asks nothing"
+
+
 def test_a_follow_ends_at_its_timeout_as_at_the_exit_and_waits_for_output_unless_given_a_request_timeout(
     sandbox: Sandbox, fake: FakeFastSandbox
 ) -> None:
