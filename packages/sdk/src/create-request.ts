@@ -83,13 +83,15 @@ export async function createWithRequestId<T>(
 
 /**
  * Whether a call failed without the control plane's answer, so it may have done its work: the
- * client's deadline, or a transport failure. The control plane's own errors carry its code in a
- * header (`toConnectError`); these do not.
+ * client's deadline, or a transport failure — a reset (aborted) or a stream the other end gave up
+ * on (canceled: a control plane or proxy going away; the caller's own abort is ruled out before).
+ * The control plane's own errors carry its code in a header (`toConnectError`); these do not. The
+ * Python SDK retries the same codes (errors.py).
  */
 function answerLost(error: unknown): boolean {
   return (
     error instanceof ConnectError &&
     !error.metadata.has(ERROR_CODE_HEADER) &&
-    (error.code === Code.DeadlineExceeded || error.code === Code.Unavailable || error.code === Code.Aborted)
+    (error.code === Code.DeadlineExceeded || error.code === Code.Unavailable || error.code === Code.Aborted || error.code === Code.Canceled)
   );
 }

@@ -442,6 +442,24 @@ describe("sandboxes.create and checkpoints.restore survive a lost answer", () =>
     assert.deepEqual([created.metadata.name, created.accessToken], ["sb-1", "token-2"]);
   });
 
+  it("retries once with the same id when the other end gave up on the stream (canceled: a control plane going away), not when the caller aborted", async () => {
+    const { client, requests, made } = dedupingPlane((attempt) => {
+      if (attempt === 1) throw new ConnectError("http/2 stream closed with error code CANCEL (0x8)", Code.Canceled);
+    });
+    const created = await client.sandboxes.create({ pool: "default", image: "x" });
+    assert.equal(requests.length, 2);
+    assert.equal(requests[0]?.requestId, requests[1]?.requestId);
+    assert.equal(made.size, 1, "one sandbox, not two");
+    assert.equal(created.accessToken, "token-2");
+    const controller = new AbortController();
+    const aborted = dedupingPlane(() => {
+      controller.abort();
+      throw new ConnectError("the caller aborted", Code.Canceled);
+    });
+    await assert.rejects(aborted.client.sandboxes.create({ pool: "default", image: "x", signal: controller.signal }));
+    assert.equal(aborted.requests.length, 1, "the caller's own abort is not retried");
+  });
+
   it("retries once after its requestTimeoutMs passed", async () => {
     const { client, requests, made } = dedupingPlane(async (attempt) => {
       if (attempt === 1) await new Promise((resolve) => setTimeout(resolve, 500));
