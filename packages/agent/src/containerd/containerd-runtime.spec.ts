@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -385,5 +385,44 @@ describe("ContainerdRuntime, a restore of a sandbox that exists", () => {
     } finally {
       runtime.close();
     }
+  });
+});
+
+describe("ContainerdRuntime.prepare, log files of sandboxes the agent no longer has", () => {
+  it("removes those a previous process left (a delete cut short before its log's removal), never a sandbox's, an instance's, a pending claim's or a recent one", async () => {
+    const { client } = fakeClient({
+      "containers.list": (request) =>
+        String((request.filters as string[] | undefined)?.[0]).includes("role")
+          ? { containers: [] }
+          : {
+              containers: [
+                { id: "sb-1", labels: SANDBOX_LABELS },
+                // A claimed instance: its container keeps the instance's id, its label names the sandbox.
+                { id: "inst-1", labels: { ...SANDBOX_LABELS, [LABEL_SANDBOX_ID]: "sb-claimed" } },
+              ],
+            },
+      "tasks.list": () => ({ tasks: [] }),
+    });
+    const runtime = runtimeWith(client);
+    const stateDir = (runtime as unknown as { stateDir: string }).stateDir;
+    const logs = join(stateDir, "logs");
+    mkdirSync(logs, { recursive: true });
+    // A claim a previous process made and containerd never recorded: its log is under the sandbox's id already.
+    mkdirSync(join(stateDir, "claims"), { recursive: true });
+    writeFileSync(join(stateDir, "claims", "sb-pending.json"), JSON.stringify({ sandboxId: "sb-pending", containerId: "inst-2", labels: {} }));
+    const old = new Date(Date.now() - 10 * 60_000);
+    const names = ["sb-1.log", "sb-claimed.log", "sb-pending.log", "sb-gone.log", "sb-gone.log.1", "sb-gone.log.1.tmp", "sb-new.log", "notes.txt"];
+    for (const name of names) {
+      writeFileSync(join(logs, name), "output\n");
+      if (name !== "sb-new.log") utimesSync(join(logs, name), old, old);
+    }
+    // The pending claim is replayed (recorded) by prepare; keep it pending: containerd refuses the record.
+    (runtime as unknown as { replayClaims: () => Promise<void> }).replayClaims = async () => undefined;
+    try {
+      await runtime.prepare();
+    } finally {
+      runtime.close();
+    }
+    assert.deepEqual(readdirSync(logs).sort(), ["notes.txt", "sb-1.log", "sb-claimed.log", "sb-new.log", "sb-pending.log"]);
   });
 });

@@ -13,7 +13,7 @@
  */
 import { setMaxListeners } from "node:events";
 import { chmodSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { chown, mkdir, rm } from "node:fs/promises";
+import { chown, lstat, mkdir, readdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { execFile } from "node:child_process";
@@ -44,7 +44,7 @@ import {
   type RuntimeSandboxStats,
   type RuntimeSandboxState,
 } from "../runtime/runtime.js";
-import { execFifoName, parseExecFifoName, sandboxLogPath, sandboxRunDir } from "../state-layout.js";
+import { execFifoName, parseExecFifoName, sandboxIdOfLogFile, sandboxLogDir, sandboxLogPath, sandboxRunDir } from "../state-layout.js";
 import { removeLog } from "../log-rotation.js";
 import { PreparedPool } from "../runtime/prepared-pool.js";
 import {
@@ -112,6 +112,12 @@ export const LABEL_ROLE = "fast-sandbox.io/role";
 const ANCHOR_START_ATTEMPTS = 3;
 /** The longest pause between two attempts at a claim's containerd record (containerd away for long). */
 const CLAIM_RECORD_RETRY_MAX_MS = 5_000;
+/**
+ * How long a log file must have gone unwritten before an agent's start removes it as a leftover (no
+ * sandbox of that id): a create writes its log only once its container exists, but a file made
+ * between the sweep's container list and its read of the directory must not be taken for one.
+ */
+export const LEFTOVER_LOG_GRACE_MS = 60_000;
 /** How often a gVisor pool's agent looks for the checkpoint its instances are restored from, until it exists. */
 const CHECKPOINT_POLL_MS = 500;
 /** Value of LABEL_ROLE on an agent's shim anchors (`fsb-anchor.<agent>.<n>`). */
@@ -1563,9 +1569,44 @@ export class ContainerdRuntime implements Runtime {
       const recovered = await this.networks.recover(existing);
       if (recovered.kept + recovered.adopted + recovered.reclaimed > 0) this.logger.info(recovered, "recovered this agent's network namespaces");
     }
+    await this.removeLeftoverLogs();
     if (!this.helperPath) return;
     await Promise.all(this.anchorIds.map((id, index) => this.startAnchorWithRetry(id, index)));
     this.startPreparedStock();
+  }
+
+  /**
+   * Removes the log files of sandboxes this agent no longer has: a previous process that died between
+   * a delete's runtime.delete and its removal of the log left them, and nothing else sweeps a live
+   * agent's logs (the janitor removes the files of orphaned containers and of gone agents; a delete
+   * retried by the control plane finds no sandbox, but removes the log all the same). Kept: the logs
+   * of every container of this agent (sandboxes, stopped or not, and prepared instances, by their
+   * sandbox id or container id), of claims not yet recorded (their container still has the
+   * instance's labels), and any written within LEFTOVER_LOG_GRACE_MS. Failures are logged only.
+   */
+  private async removeLeftoverLogs(): Promise<void> {
+    const logDir = sandboxLogDir(this.stateDir);
+    try {
+      const { containers } = await this.client.containers.list({ filters: [`labels."${LABEL_AGENT}"==${quoteFilterValue(this.agentName)}`] });
+      const keep = new Set<string>([...this.claimedContainers.keys(), ...this.claimJournal.pending().map((claim) => claim.sandboxId)]);
+      for (const container of containers) keep.add(sandboxIdOfContainer(container)).add(container.id);
+      const changedBefore = Date.now() - LEFTOVER_LOG_GRACE_MS;
+      let removed = 0;
+      for (const name of await readdir(logDir).catch(() => [])) {
+        const sandboxId = sandboxIdOfLogFile(name);
+        if (sandboxId === undefined || keep.has(sandboxId) || keep.has(containerIdOf(sandboxId))) continue;
+        const path = join(logDir, name);
+        const stats = await lstat(path).catch(() => undefined);
+        // Its last write (the shim's open makes a new log, so it is recent): a claim's rename keeps
+        // an older one, but a claimed sandbox is kept by its container or the claim journal.
+        if (!stats?.isFile() || stats.mtimeMs >= changedBefore) continue;
+        await rm(path, { force: true });
+        removed += 1;
+      }
+      if (removed > 0) this.logger.info({ files: removed }, "removed the log files of sandboxes this agent no longer has");
+    } catch (error) {
+      this.logger.warn({ err: error, dir: logDir }, "could not remove the log files of sandboxes this agent no longer has; they stay");
+    }
   }
 
   /**

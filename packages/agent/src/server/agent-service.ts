@@ -155,7 +155,13 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
   }
 
   return {
-    ...checkpointMethods({ agentName: identity.name, runtime, inFlight: checkpointsInFlight }),
+    ...checkpointMethods({
+      agentName: identity.name,
+      runtime,
+      inFlight: checkpointsInFlight,
+      // A task restored in place may write fast from its start, as a new sandbox's (createSandbox).
+      restarted: (sandboxId) => options.logRotation?.markHot(logPath(sandboxId)),
+    }),
     async status(_request, context) {
       return edge(async () => {
         const inFlight = creates.ids();

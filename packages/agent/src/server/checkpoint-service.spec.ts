@@ -8,6 +8,7 @@ import { pb } from "@fast-sandbox/api";
 import { FailedPreconditionError } from "@fast-sandbox/api/core";
 import type { Runtime, RuntimeSandbox, RuntimeSandboxSpec } from "../runtime/runtime.js";
 import type { CheckpointRequest, RuntimeCheckpoint, RuntimeCheckpoints } from "../runtime/checkpoint.js";
+import { LogGenerations } from "../log-rotation.js";
 import { createAgentService } from "./agent-service.js";
 import { CheckpointsInFlight, guardCheckpoints } from "./checkpoint-service.js";
 
@@ -265,6 +266,24 @@ describe("the agent API's checkpoint calls", () => {
     held.open();
     await deleted;
     assert.deepEqual(runtime.order, ["delete sb", "deleted sb"]);
+  });
+
+  it("marks the log of a sandbox restored in place (a checkpoint that runs on, a resume) hot, as a create does", async () => {
+    const marked: string[] = [];
+    const service = createAgentService({
+      identity: { name: "gv-0", namespace: "default", pool: "gv", nodeName: "n" },
+      runtime,
+      logDir,
+      logRotation: { markHot: (path) => marked.push(path), generations: new LogGenerations(logDir) },
+    });
+    const marking = createClient(
+      pb.AgentService,
+      createRouterTransport(({ service: register }) => register(pb.AgentService, service)),
+    );
+    await marking.checkpointSandbox({ sandboxId: "sb", checkpointId: "ck-1", namespace: "default", name: "one" });
+    assert.deepEqual(marked, [join(logDir, "sb.log")]);
+    await marking.resumeSandbox({ sandboxId: "sb", checkpointId: "ck-1" });
+    assert.deepEqual(marked, [join(logDir, "sb.log"), join(logDir, "sb.log")]);
   });
 
   it("refuses bad ids, and says so when the runtime cannot checkpoint", async () => {

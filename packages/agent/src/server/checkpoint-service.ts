@@ -139,34 +139,44 @@ export interface CheckpointMethodsOptions {
   agentName: string;
   runtime: Runtime;
   inFlight: CheckpointsInFlight;
+  /**
+   * Told of each sandbox whose task a checkpoint call may have made anew in place (a checkpoint that
+   * runs on, one whose save failed after runsc stopped it, a resume): it writes to its log again.
+   */
+  restarted?: (sandboxId: string) => void;
 }
 
 type CheckpointMethods = Pick<ServiceImpl<typeof pb.AgentService>, "checkpointSandbox" | "resumeSandbox" | "listCheckpoints" | "deleteCheckpoint">;
 
 /** The agent API's checkpoint calls; every error leaves as a ConnectError. */
-export function checkpointMethods({ agentName, runtime, inFlight }: CheckpointMethodsOptions): CheckpointMethods {
+export function checkpointMethods({ agentName, runtime, inFlight, restarted }: CheckpointMethodsOptions): CheckpointMethods {
   const checkpoints = () => requireCheckpoints(runtime, agentName);
   return {
     checkpointSandbox: (request) =>
       edge(async () => {
         checkId(request.sandboxId, "sandboxId");
         checkId(request.checkpointId, "checkpointId");
-        const checkpoint = await inFlight.run(request.sandboxId, () =>
-          checkpoints().checkpoint({
-            sandboxId: request.sandboxId,
-            checkpointId: request.checkpointId,
-            namespace: request.namespace,
-            name: request.name,
-            leaveStopped: request.leaveStopped,
-          }),
-        );
+        const checkpoint = await inFlight
+          .run(request.sandboxId, () =>
+            checkpoints().checkpoint({
+              sandboxId: request.sandboxId,
+              checkpointId: request.checkpointId,
+              namespace: request.namespace,
+              name: request.name,
+              leaveStopped: request.leaveStopped,
+            }),
+          )
+          // Whatever the outcome: a failed save runs the sandbox on too (one left stopped costs a few needless checks).
+          .finally(() => restarted?.(request.sandboxId));
         return toAgentCheckpoint(checkpoint);
       }),
     resumeSandbox: (request) =>
       edge(async () => {
         checkId(request.sandboxId, "sandboxId");
         checkId(request.checkpointId, "checkpointId");
-        await inFlight.run(request.sandboxId, () => checkpoints().resume(request.sandboxId, request.checkpointId));
+        await inFlight
+          .run(request.sandboxId, () => checkpoints().resume(request.sandboxId, request.checkpointId))
+          .finally(() => restarted?.(request.sandboxId));
         return create(pb.AgentResumeSandboxResponseSchema, {});
       }),
     listCheckpoints: () =>
