@@ -32,7 +32,11 @@
  * the checkpoint saved → the pause is finished (its stopped instance removed, Paused=True, slot
  * released); nothing saved and the instance runs → Running again, with its end back and its slot
  * held; nothing saved and no instance left → Lost, as a vanished instance is (reconcile/lost-instance.ts:
- * its failurePolicy acts). An agent that cannot be asked leaves it undecided until it can be.
+ * its failurePolicy acts). An agent that cannot be asked leaves it undecided until it can be, or until it
+ * has been away (not connected, or gone for good: its Pod deleted, the embedded agent gone) for the
+ * sandbox's recoveryTimeoutSeconds, as a Running sandbox's failure policy waits: then a checkpoint of
+ * the pause that an agent lists → Paused from it; none → the pause failed, and the sandbox is Lost
+ * (AgentLost), as a Running sandbox whose agent is lost, for its failurePolicy to act on.
  * Operations on one sandbox run one at a time (a second waits for the first).
  */
 import { randomBytes } from "node:crypto";
@@ -53,6 +57,7 @@ import { gotNoAnswer, processOneGone, type AgentClient, type AgentSandbox } from
 import { CHECKPOINT_CALL_TIMEOUT_MS, canCheckpoint } from "../agent-client/agent-checkpoints.js";
 import { sleep, systemClock, type Clock } from "../controller/clock.js";
 import { lostInstanceCondition } from "../reconcile/lost-instance.js";
+import { DEFAULT_RECOVERY_TIMEOUT_SECONDS } from "../reconcile/sandbox-reconciler.js";
 import type { AgentRegistry, AgentSnapshot } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import type { Checkpoint, CheckpointManager } from "./checkpoint-manager.js";
@@ -185,8 +190,11 @@ export type PauseSettlement =
   /** Not now: the pause may still be under way, or its agent cannot tell yet; `why`, and when to look again. */
   | { outcome: "waiting"; retryInMs: number; why: string };
 
-/** What the agent of an undecided pause says became of it. */
-type PauseOutcome = { saved: Checkpoint } | { instance: "running" | "stopped" | "missing" } | { unknown: string };
+/**
+ * What the agent of an undecided pause says became of it; `agentLost`: its agent has been away since
+ * then, for the sandbox's recoveryTimeoutSeconds, and no agent lists the pause's checkpoint.
+ */
+type PauseOutcome = { saved: Checkpoint } | { instance: "running" | "stopped" | "missing" } | { agentLost: Date } | { unknown: string; retryInMs?: number };
 
 /** When the sandbox was paused (RFC 3339): the transition time of its Paused condition. */
 export function pausedAtOf(sandbox: Sandbox): string | undefined {
@@ -199,6 +207,11 @@ export class SandboxPauses {
   private readonly logger: Logger;
   /** The last operation started on each sandbox (namespace/name): the next one waits for it. */
   private readonly queues = new Map<string, Promise<unknown>>();
+  /**
+   * When `settle` first found the agent of an undecided pause gone with no record of since when (no
+   * connectivity: unregistered), by sandbox key and agent; until its pause is decided or the agent is back.
+   */
+  private readonly agentGoneSince = new Map<string, { agent: string; since: Date }>();
 
   constructor(options: SandboxPausesOptions) {
     this.options = options;
@@ -522,12 +535,16 @@ export class SandboxPauses {
     const key = sandboxKey(namespace, name);
     const record = await this.options.store.get("Sandbox", { namespace, name });
     const dueInMs = record ? this.settleDueInMs(record) : undefined;
-    if (!record || dueInMs === undefined) return { outcome: "none" };
+    if (!record || dueInMs === undefined) {
+      this.agentGoneSince.delete(key);
+      return { outcome: "none" };
+    }
     if (dueInMs > 0) return { outcome: "waiting", retryInMs: dueInMs, why: "its pause may still be under way" };
     const agentName = record.status?.assignedPod ?? "";
     const sandboxId = record.status?.sandboxID ?? "";
     const found = await this.pauseOutcome(record);
-    if ("unknown" in found) return { outcome: "waiting", retryInMs: SETTLE_RECHECK_MS, why: found.unknown };
+    if ("unknown" in found) return { outcome: "waiting", retryInMs: Math.min(SETTLE_RECHECK_MS, found.retryInMs ?? SETTLE_RECHECK_MS), why: found.unknown };
+    this.agentGoneSince.delete(key);
     const now = this.clock.now();
     const end = record.metadata.annotations?.[END_BEFORE_PAUSE_ANNOTATION];
     // First a write on the condition that the record did not change since it was read: of this and a
@@ -547,6 +564,10 @@ export class SandboxPauses {
       await this.finishPause(claimed, found.saved, agentName, sandboxId);
       this.logger.info({ sandbox: key, sandboxId, checkpoint: found.saved.name }, `a pause that ${unanswered} had saved its checkpoint: the sandbox is paused`);
       return { outcome: "paused" };
+    }
+    if ("agentLost" in found) {
+      await this.failWithAgentLost(claimed, found.agentLost, unanswered, now);
+      return { outcome: "lost" };
     }
     if (found.instance === "running") {
       this.logger.warn({ sandbox: key, sandboxId }, `a pause that ${unanswered} saved nothing and the sandbox ran on: it is Running again, with its end`);
@@ -595,7 +616,9 @@ export class SandboxPauses {
     const checkpointName = paused.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION];
     if (!agentName || !sandboxId || !checkpointName) return { unknown: "its record names no agent, instance or checkpoint of the pause" };
     const client = this.client(agentName, namespace);
-    if (!client) return { unknown: `agent ${agentName} is not connected` };
+    if (!client) return this.withoutAgent(paused, agentName, checkpointName);
+    // Back: an absence later counts from then.
+    this.agentGoneSince.delete(sandboxKey(namespace, paused.metadata.name));
     if (!canCheckpoint(client)) return { unknown: `agent ${agentName} cannot list checkpoints (it predates them)` };
     let reported: AgentSandbox | undefined;
     try {
@@ -619,6 +642,84 @@ export class SandboxPauses {
     if (reported.state === "running") return { instance: "running" };
     if (processOneGone(reported)) return { instance: "stopped" };
     return { unknown: `its instance is ${reported.state} on agent ${agentName}` };
+  }
+
+  /**
+   * The outcome of an undecided pause whose agent cannot be asked: unknown while it has been away for
+   * less than the sandbox's recoveryTimeoutSeconds (it may come back and tell), as a Running
+   * sandbox's failure policy waits for its agent (reconcile/sandbox-reconciler.ts). After that the
+   * agent counts as lost: a checkpoint of the pause that an agent lists (one of its node, sharing
+   * the checkpoints' directory) is the pause's; none, and the pause saved nothing that can be resumed.
+   */
+  private async withoutAgent(paused: Sandbox, agentName: string, checkpointName: string): Promise<PauseOutcome> {
+    const namespace = paused.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const key = sandboxKey(namespace, paused.metadata.name);
+    const now = this.clock.now();
+    const connectivity = this.options.agents.agentConnectivity?.(agentName, namespace);
+    let awaySince: Date;
+    if (connectivity && !connectivity.connected) {
+      awaySince = connectivity.since;
+    } else {
+      // Gone (unregistered: no record of since when) or unknown: from when it was first found so here.
+      const gone = this.agentGoneSince.get(key);
+      awaySince = gone?.agent === agentName ? gone.since : now;
+      this.agentGoneSince.set(key, { agent: agentName, since: awaySince });
+    }
+    const timeoutMs = (paused.spec.recoveryTimeoutSeconds ?? DEFAULT_RECOVERY_TIMEOUT_SECONDS) * 1000;
+    const awayMs = now.getTime() - awaySince.getTime();
+    if (awayMs < timeoutMs) return { unknown: `agent ${agentName} is not connected`, retryInMs: timeoutMs - awayMs };
+    let saved: Checkpoint | undefined;
+    try {
+      saved = await this.findCheckpoint(namespace, checkpointName, paused.status?.nodeName);
+    } catch (error) {
+      return { unknown: `agent ${agentName} is lost, and checkpoint ${checkpointName} could not be looked for (${FsbError.from(error).message})` };
+    }
+    return saved ? { saved } : { agentLost: awaySince };
+  }
+
+  /**
+   * An undecided pause whose agent is lost and whose checkpoint no agent lists: the pause failed, and
+   * the sandbox goes the way a Running sandbox whose agent is lost goes — Lost (AgentLost), its slot
+   * released, its end back, its agent still named. AgentConnected=False is dated from when the agent
+   * was found away: the reconciler's failure policy (AutoRecreate) acts on it at once.
+   */
+  private async failWithAgentLost(claimed: Sandbox, awaySince: Date, unanswered: string, now: Date): Promise<void> {
+    const namespace = claimed.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const key = sandboxKey(namespace, claimed.metadata.name);
+    const agentName = claimed.status?.assignedPod ?? "";
+    const checkpointName = claimed.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION] ?? "";
+    const end = claimed.metadata.annotations?.[END_BEFORE_PAUSE_ANNOTATION];
+    const timeoutSeconds = claimed.spec.recoveryTimeoutSeconds ?? DEFAULT_RECOVERY_TIMEOUT_SECONDS;
+    const awaySeconds = Math.round((now.getTime() - awaySince.getTime()) / 1000);
+    const policy = claimed.spec.failurePolicy ?? "Manual";
+    this.logger.warn(
+      { sandbox: key, agent: agentName, checkpoint: checkpointName },
+      `a pause that ${unanswered} lost its agent and no agent lists its checkpoint; the sandbox is Lost (failurePolicy ${policy})`,
+    );
+    this.options.registry.release(key);
+    let conditions = setCondition(
+      claimed.status?.conditions,
+      { type: "AgentConnected", status: "False", reason: "AgentGone", message: `agent ${agentName} went away while the sandbox was being paused` },
+      awaySince,
+    );
+    conditions = setCondition(
+      conditions,
+      {
+        type: CONDITION_PAUSED,
+        status: "False",
+        reason: "PauseFailed",
+        message: `its pause ${unanswered}, its agent ${agentName} is lost, and no agent lists checkpoint ${checkpointName}`,
+      },
+      now,
+    );
+    const lost: Condition = {
+      type: "Ready",
+      status: "False",
+      reason: "AgentLost",
+      message: `agent ${agentName} was away for ${awaySeconds}s (recoveryTimeoutSeconds ${timeoutSeconds}) while the sandbox was being paused, and no agent lists checkpoint ${checkpointName}: nothing of it can be resumed; ${policy === "AutoRecreate" ? "failurePolicy AutoRecreate replaces it" : "failurePolicy Manual: delete the sandbox, or set failurePolicy AutoRecreate"}`,
+    };
+    const written = await writeStatus(this.options.store, claimed, { phase: "Lost", endpoints: [], sandboxIP: undefined, conditions }, lost, now);
+    await this.saveState(written, { end });
   }
 
   /**

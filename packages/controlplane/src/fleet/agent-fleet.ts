@@ -54,6 +54,12 @@ export interface FleetAgent extends PoolRef {
   templateHash?: string;
   /** How the agent's token is made (Kubernetes: its Pod's AGENT_TOKEN_LABEL, agent-token.ts); undefined: the deployment's own. */
   tokenScheme?: string;
+  /**
+   * Set by `fetchAgents` only (Kubernetes): the Pod is left out because another namespace's Pod
+   * (`namespace/name`) holds its name — the fleet reports one Pod per name — and it is not reported
+   * while that one exists. The pool controller replaces a Pod of its own that stays so.
+   */
+  nameTakenBy?: string;
 }
 
 /** A ready agent: its endpoint is known. */

@@ -411,6 +411,35 @@ describe("KubernetesAgentFleet.fetchAgents", () => {
     }
   });
 
+  test("marks a Pod another namespace's Pod holds the name of (nameTakenBy): the fleet leaves it out, and its pool is told so", async () => {
+    /** Pod python-agent-0 of pool python in `namespace`, created at `created`. */
+    const podOf = (namespace: string, created: string) => {
+      const pod = agentPod("python-agent-0", "10.1.0.4");
+      return { ...pod, metadata: { ...pod.metadata, namespace, uid: `uid-${namespace}`, creationTimestamp: created } };
+    };
+    // Two pools named python in two namespaces drew the same Pod name; team-a's is the older.
+    const { kubeConfig, close } = await silentApiServer(undefined, {
+      pods: [podOf("team-b", "2026-01-02T00:00:00Z"), podOf("team-a", "2026-01-01T00:00:00Z")],
+    });
+    const fleet = new KubernetesAgentFleet({ kubeConfig, logger: quiet as never, watchTimeoutSeconds: 60 });
+    try {
+      await fleet.start();
+      assert.deepEqual(
+        fleet.listAgents().map((agent) => `${agent.namespace}/${agent.name}`),
+        ["team-a/python-agent-0"],
+      );
+      const [shadowed] = await fleet.fetchAgents({ namespace: "team-b", pool: "python" });
+      assert.equal(shadowed?.name, "python-agent-0");
+      assert.equal(shadowed?.nameTakenBy, "team-a/python-agent-0");
+      const [holder] = await fleet.fetchAgents({ namespace: "team-a", pool: "python" });
+      assert.equal(holder?.namespace, "team-a");
+      assert.equal(holder?.nameTakenBy, undefined, "the Pod that holds the name is reported");
+    } finally {
+      await fleet.stop();
+      close();
+    }
+  });
+
   test("fails with the API server's answer when it cannot list", async () => {
     const { kubeConfig, close } = await silentApiServer(undefined, { failedLists: 1 });
     const fleet = new KubernetesAgentFleet({ kubeConfig, logger: quiet as never });

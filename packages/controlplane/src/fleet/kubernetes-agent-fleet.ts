@@ -306,7 +306,11 @@ export class KubernetesAgentFleet implements AgentFleet {
     throw new AgentsNotStoppedError(notStopped, failures[0]?.error);
   }
 
-  /** Lists the pool's Pods (label `fast-sandbox.io/pool=<pool>` in its namespace) from the API server: those a SandboxPool controls. */
+  /**
+   * Lists the pool's Pods (label `fast-sandbox.io/pool=<pool>` in its namespace) from the API server:
+   * those a SandboxPool controls. One another namespace's Pod holds the name of (holdsName) says so
+   * (`nameTakenBy`): the fleet does not report it while that Pod exists.
+   */
   async fetchAgents(pool: PoolRef): Promise<FleetAgent[]> {
     if (!poolNamespaceAllowed(this.options.poolNamespaces, pool.namespace)) return [];
     const what = `list the agent Pods of pool ${pool.namespace}/${pool.pool}`;
@@ -322,7 +326,9 @@ export class KubernetesAgentFleet implements AgentFleet {
     return pods.flatMap((pod) => {
       const owner = poolOwnerOf(pod);
       const agent = owner ? agentOf(pod, owner, this.port) : undefined;
-      return agent?.pool === pool.pool && agent.namespace === pool.namespace ? [agent] : [];
+      if (agent?.pool !== pool.pool || agent.namespace !== pool.namespace) return [];
+      const holder = this.holders.get(agent.name);
+      return [holder !== undefined && holder !== agentKey(agent) ? { ...agent, nameTakenBy: holder } : agent];
     });
   }
 
@@ -412,8 +418,9 @@ export class KubernetesAgentFleet implements AgentFleet {
    * namespace must be the sandbox's: AgentConnections, agentsByName). A Pod of another namespace is
    * withheld (logged once) until the holder is gone (releaseName). The names the controller draws,
    * `<pool>-agent-` and 5 random characters, can meet so by chance for two pools of one name in two
-   * namespaces: that only delays the later agent (its pool counts it as starting — fetchAgents finds
-   * its Pod — until the other is gone).
+   * namespaces: the later agent's pool would count it as starting for as long as the other exists
+   * (fetchAgents finds its Pod), so fetchAgents marks it (`nameTakenBy`), and the pool controller
+   * deletes it once it stays so past a short grace: another, of another drawn name, is made.
    */
   private holdsName(key: string, pod: V1Pod): boolean {
     const name = pod.metadata?.name ?? "";

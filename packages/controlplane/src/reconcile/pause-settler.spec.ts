@@ -251,4 +251,66 @@ describe("PauseSettler: a pause whose outcome is not known converges by itself",
     await after(1);
     assert.equal((await stored()).status?.phase, "Running");
   });
+
+  /** The agent goes away for good (its Pod deleted, the embedded agent gone): unregistered, with no client. */
+  const agentGone = (name = "agent-a"): void => {
+    fixture.registry.removeAgent(name);
+    fixture.clients.delete(name);
+  };
+
+  it("decides, once its agent has been gone for recoveryTimeoutSeconds, a pause that saved nothing: Lost (AgentLost), with its end, no slot, and deletable", async () => {
+    await startControlPlane();
+    await pauseUnanswered(new NoAnswerError("agent at 127.0.0.1:7001 dropped the connection"));
+    agentGone();
+    await after(DEFAULT_SETTLE_AFTER_NO_ANSWER_MS);
+    assert.ok(isPauseUndecided(await stored()), "an agent away for less than recoveryTimeoutSeconds may come back");
+    await after(15_000);
+    assert.ok(isPauseUndecided(await stored()));
+
+    // recoveryTimeoutSeconds (30 s by default) since the settle first found it gone.
+    await after(15_000);
+    const record = await stored();
+    assert.equal(record.status?.phase, "Lost", "not left Paused=Unknown for ever");
+    assert.equal(condition(record, "Ready")?.reason, "AgentLost", "as a Running sandbox whose agent is lost is");
+    assert.match(condition(record, "Ready")?.message ?? "", /agent agent-a .*no agent lists checkpoint sb-pause-[0-9a-f]{6}/);
+    assert.equal(condition(record, "AgentConnected")?.status, "False");
+    assert.equal(
+      condition(record, "AgentConnected")?.lastTransitionTime,
+      new Date(FIXTURE_NOW.getTime() + DEFAULT_SETTLE_AFTER_NO_ANSWER_MS).toISOString(),
+      "dated from when its agent was found away: the failure policy acts at once",
+    );
+    assert.equal(condition(record, CONDITION_PAUSED)?.status, "False");
+    assert.equal(condition(record, CONDITION_PAUSED)?.reason, "PauseFailed");
+    assert.equal(record.status?.assignedPod, "agent-a", "its agent stays named: the failure policy acts on it");
+    assert.equal(record.spec.expireTime, END, "it ends when it would have");
+    assert.equal(record.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION], undefined);
+    assertNoBookkeeping(record);
+    assert.equal(fixture.registry.placementOf("default/sb"), undefined, "a Lost sandbox holds no slot");
+    await fixture.manager.delete(undefined, "sb");
+    assert.equal(await fixture.stored("sb"), undefined, "and it can be deleted");
+  });
+
+  it("decides, once its agent has been gone for recoveryTimeoutSeconds, a pause whose checkpoint another agent lists: Paused from it", async () => {
+    const { sandboxId, checkpoint } = await pauseIntentLeft();
+    await agent.checkpointSandbox({ sandboxId, checkpointId: "cp-1", namespace: "default", name: checkpoint, leaveStopped: true });
+    // Another agent of the pool shares the checkpoints' directory (NodeCheckpoints); then the pause's agent goes for good.
+    fixture.addAgent("agent-b", { capacity: 4 });
+    fixture.clients.set("agent-b", new FakeCheckpointingAgent("agent-b", node));
+    agentGone();
+    await startControlPlane();
+    await after(PAUSE_TAKES_AT_MOST_MS);
+    assert.ok(isPauseUndecided(await stored()), "its agent may come back");
+    await after(30_000);
+
+    const record = await stored();
+    assert.equal(record.status?.phase, "Paused");
+    assert.equal(condition(record, CONDITION_PAUSED)?.status, "True");
+    assert.equal(record.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION], checkpoint);
+    assert.equal(record.status?.assignedPod, undefined);
+    assert.equal(record.status?.nodeName, "node-2", "where the agent that lists it is");
+    assert.equal(record.spec.expireTime, undefined, "no end while paused");
+    assertNoBookkeeping(record);
+    assert.equal(fixture.registry.placementOf("default/sb"), undefined);
+    assert.equal((await pauses.resume(undefined, "sb", { expireTime: END })).sandbox.status?.assignedPod, "agent-b", "and it resumes from it");
+  });
 });

@@ -436,6 +436,35 @@ describe("PoolController", () => {
     assert.deepEqual(fleet.requested, ["python-agent-0", "python-agent-1"], "gone for good: replaced");
   });
 
+  it("replaces a requested Pod the fleet leaves out because another namespace's Pod holds its name, once it stays so past a short grace", async () => {
+    // Another namespace's pool of the same name drew python-agent-0 first: the API server has this pool's Pod, the fleet never reports it.
+    fleet.fetchAgents = async (ref) =>
+      fleet.requested.map((name) => ({
+        name,
+        namespace: ref.namespace,
+        pool: ref.pool,
+        ready: false,
+        ...(name === "python-agent-0" ? { nameTakenBy: `other/${name}` } : {}),
+      }));
+    await store.create("SandboxPool", poolObject({ poolMin: 1, poolMax: 1 }));
+    await settle();
+    clock.advance(61_000);
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.deepEqual(fleet.requested, ["python-agent-0"], "found left out: it still counts as starting for the grace");
+    assert.deepEqual(fleet.stopCalls, []);
+    clock.advance(61_000);
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.deepEqual(fleet.stopCalls, [["python-agent-0"]], "still left out past the grace: its Pod is deleted");
+    assert.deepEqual(fleet.requested, ["python-agent-0", "python-agent-1"], "and one of another name starts");
+    // The new one is not left out: reported, it serves.
+    fleet.ready("python-agent-1", "10.1.0.5");
+    await settle();
+    assert.equal((await status())?.readyAgents, 1);
+    assert.equal(fleet.requested.length, 2);
+  });
+
   it("registers ready agents with the pool's slots, their Pod IP and endpoint, and writes the pool status", async () => {
     await store.create("SandboxPool", poolObject({ poolMin: 2, poolMax: 4 }, 3));
     await settle();

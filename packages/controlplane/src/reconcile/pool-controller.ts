@@ -14,7 +14,9 @@
  *   controller requested that the fleet has not reported yet: no more are started for them. One not
  *   reported for `startExpectationMs` is looked for at the source (`fleet.fetchAgents`: the API
  *   server's list of the pool's Pods) before it is forgotten, so a blind Pod watch does not make the
- *   pool create its Pods again and again, past poolMax;
+ *   pool create its Pods again and again, past poolMax; one found there but left out by the fleet
+ *   because another namespace's Pod holds its name (`nameTakenBy`: a chance collision of drawn names)
+ *   is deleted once it stays so past `nameTakenGraceMs`, so that one of another name replaces it;
  * - agents are started one at a time; a refusal (a PodSecurity-enforcing namespace, a full
  *   ResourceQuota, an admission webhook) sets the status condition `AgentPodsCreated=False` (reason
  *   Forbidden, QuotaExceeded, Invalid, Unavailable or CreateFailed; the API server's message), the
@@ -140,6 +142,13 @@ export interface PoolControllerOptions {
    */
   startExpectationMs?: number;
   /**
+   * How long a requested agent whose Pod the fleet leaves out because another namespace's Pod holds
+   * its name (fetchAgents' `nameTakenBy`: two pools of one name in two namespaces drew the same
+   * name) may stay so before it is deleted, so that one of another drawn name replaces it: while
+   * that other Pod exists it would count as starting for ever. @default 30000
+   */
+  nameTakenGraceMs?: number;
+  /**
    * How long an agent may be away (its Pod not Ready, or not answering; one that never became ready
    * too) before the pool stops counting on it: it is left out of the sizing, so a replacement
    * starts, out of `canGrow`, so creates stop waiting for it, and out of a rollout's wait. One that
@@ -171,6 +180,8 @@ export interface PoolControllerOptions {
 interface ExpectedStart {
   name: string;
   requestedAt: Date;
+  /** Since when fetchAgents has found its Pod left out, another namespace's Pod holding its name (`nameTakenBy`). */
+  nameTakenSince?: Date;
 }
 
 /** One step of a pool's rolling replacement of outdated agents (PoolController.rolloutStep). */
@@ -875,9 +886,9 @@ export class PoolController implements Reconciler {
   private async stillStarting(key: string, ref: PoolRef, overdue: readonly ExpectedStart[], now: Date): Promise<ExpectedStart[]> {
     const { fleet } = this.options;
     if (!fleet.fetchAgents) return [];
-    let existing: Set<string>;
+    let existing: Map<string, FleetAgent>;
     try {
-      existing = new Set((await fleet.fetchAgents(ref)).map((agent) => agent.name));
+      existing = new Map((await fleet.fetchAgents(ref)).map((agent) => [agent.name, agent]));
     } catch (error) {
       this.options.logger.warn(
         { pool: key, agents: overdue.map(({ name }) => name), err: error },
@@ -885,14 +896,49 @@ export class PoolController implements Reconciler {
       );
       return overdue.map(({ name }) => ({ name, requestedAt: now }));
     }
-    const still = overdue.filter(({ name }) => existing.has(name));
-    if (still.length > 0) {
+    const found = overdue.flatMap((expected) => {
+      const takenBy = existing.get(expected.name)?.nameTakenBy;
+      if (!existing.has(expected.name)) return [];
+      return [{ name: expected.name, requestedAt: now, ...(takenBy ? { nameTakenSince: expected.nameTakenSince ?? now, takenBy } : {}) }];
+    });
+    const replaced = await this.replaceNameTaken(key, ref, found, now);
+    const still = found.filter(({ name }) => !replaced.includes(name));
+    const behind = still.filter(({ nameTakenSince }) => !nameTakenSince);
+    if (behind.length > 0) {
       this.options.logger.warn(
-        { pool: key, agents: still.map(({ name }) => name) },
+        { pool: key, agents: behind.map(({ name }) => name) },
         "agents exist that the fleet has not reported yet (its watch is behind); they still count as starting",
       );
     }
-    return still.map(({ name }) => ({ name, requestedAt: now }));
+    return still.map(({ name, requestedAt, nameTakenSince }) => ({ name, requestedAt, ...(nameTakenSince ? { nameTakenSince } : {}) }));
+  }
+
+  /**
+   * Deletes the requested Pods the fleet has left out for longer than `nameTakenGraceMs` because
+   * another namespace's Pod holds their name (a chance collision of drawn names): while that one
+   * exists they would count as starting for ever and the pool would never replace them. Those
+   * deleted are answered (forgotten: the pool starts others, of other names); one whose deletion
+   * failed counts on and is tried again next time.
+   */
+  private async replaceNameTaken(key: string, ref: PoolRef, found: readonly (ExpectedStart & { takenBy?: string })[], now: Date): Promise<string[]> {
+    const graceMs = this.options.nameTakenGraceMs ?? 30_000;
+    const due = found.filter(({ nameTakenSince }) => nameTakenSince && now.getTime() - nameTakenSince.getTime() >= graceMs);
+    if (due.length === 0 || !this.leading()) return [];
+    const names = due.map(({ name }) => name);
+    this.options.logger.warn(
+      { pool: key, agents: names, heldBy: due.map(({ takenBy }) => takenBy) },
+      "agent Pods left out because another namespace's Pod holds their name (a chance collision of drawn names); deleting them so that others, of other names, start",
+    );
+    let notStopped: string[] = [];
+    try {
+      await this.options.fleet.stopAgents(ref, names);
+    } catch (error) {
+      notStopped = notStoppedBy(error, names);
+      this.options.logger.warn({ pool: key, agents: notStopped, err: error }, "could not delete agent Pods whose name is taken; tried again next time");
+    }
+    const deleted = names.filter((name) => !notStopped.includes(name));
+    for (const name of deleted) this.startRequested.delete(name);
+    return deleted;
   }
 
   /**
