@@ -7,7 +7,7 @@ import type { ResourceStore } from "../store/resource-store.js";
 import { createSandboxService } from "./sandbox-service.js";
 import type { CheckpointManager } from "./checkpoint-manager.js";
 import type { SandboxPauses } from "./checkpoint-pauses.js";
-import { createPoolService } from "./pool-service.js";
+import { createPoolService, type PoolAdmission } from "./pool-service.js";
 import { createE2bService, type E2bApiAccess } from "./e2b-service.js";
 import { ControlPlaneMetrics } from "./control-plane-metrics.js";
 import { DEFAULT_NAMESPACE } from "./sandbox-manager.js";
@@ -29,6 +29,8 @@ export interface ApiServerOptions {
   checkpoints: CheckpointManager;
   /** Pauses and resumes of gVisor sandboxes. @default none (PauseSandbox and ResumeSandbox fail) */
   pauses?: SandboxPauses;
+  /** What the deployment refuses of a pool applied through the API (Kubernetes mode's policy). @default none */
+  admitPool?: PoolAdmission;
 }
 
 export interface ApiServer {
@@ -89,7 +91,16 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     interceptors: [auth, timeCreates(metrics)],
     routes: (router) => {
       router.service(pb.SandboxService, createSandboxService(options.manager, options.checkpoints, options.pauses));
-      router.service(pb.PoolService, createPoolService({ store: options.store, registry: options.registry, manager: options.manager, agents: options.agents }));
+      router.service(
+        pb.PoolService,
+        createPoolService({
+          store: options.store,
+          registry: options.registry,
+          manager: options.manager,
+          agents: options.agents,
+          ...(options.admitPool ? { admitPool: options.admitPool } : {}),
+        }),
+      );
       router.service(pb.E2bService, createE2bService(options.e2b));
     },
   });

@@ -21,8 +21,15 @@ import type { ResourceStore } from "../store/resource-store.js";
 import { DEFAULT_NAMESPACE, type AgentClients, type SandboxManager } from "./sandbox-manager.js";
 import { edge, edgeStream } from "./sandbox-service.js";
 
+/**
+ * What the deployment refuses of a pool that is otherwise valid (Kubernetes mode: the namespaces that
+ * may run pools, the agent template policy): throws the refusal (a PermissionDeniedError saying what
+ * and why), which the API returns instead of storing a pool that would never get an agent.
+ */
+export type PoolAdmission = (pool: SandboxPool) => void;
+
 /** Creates the pool or replaces its spec (like `kubectl apply` of a whole object). */
-export async function applySandboxPool(store: ResourceStore, input: SandboxPool): Promise<SandboxPool> {
+export async function applySandboxPool(store: ResourceStore, input: SandboxPool, admit?: PoolAdmission): Promise<SandboxPool> {
   const pool: SandboxPool = {
     ...input,
     apiVersion: input.apiVersion || API_VERSION,
@@ -40,6 +47,7 @@ export async function applySandboxPool(store: ResourceStore, input: SandboxPool)
   if (namespace.length + name.length > 54) {
     throw new ValidationError("metadata.name", `namespace and pool name together have ${namespace.length + name.length} characters; at most 54 are allowed`);
   }
+  admit?.(pool);
   const key = { namespace: pool.metadata.namespace ?? DEFAULT_NAMESPACE, name: pool.metadata.name };
   const current = await store.get("SandboxPool", key);
   if (!current) {
@@ -64,6 +72,8 @@ export interface PoolServiceOptions {
   registry: AgentRegistry;
   manager: SandboxManager;
   agents: AgentClients;
+  /** What the deployment refuses of a pool applied through the API. @default every valid pool is stored */
+  admitPool?: PoolAdmission;
 }
 
 /** Progress of a pool's pull on one of its agents. */
@@ -108,7 +118,7 @@ export async function* pullImageOnPool(
   }
 }
 
-export function createPoolService({ store, registry, manager, agents }: PoolServiceOptions): ServiceImpl<typeof pb.PoolService> {
+export function createPoolService({ store, registry, manager, agents, admitPool }: PoolServiceOptions): ServiceImpl<typeof pb.PoolService> {
   return {
     pullImage: (request, context) =>
       edgeStream(async function* () {
@@ -119,7 +129,7 @@ export function createPoolService({ store, registry, manager, agents }: PoolServ
     applySandboxPool: (request) =>
       edge(async () => {
         if (!request.pool) throw new ValidationError("pool", "is required: the SandboxPool to create or update");
-        return sandboxPoolToMessage(await applySandboxPool(store, sandboxPoolFromMessage(request.pool)));
+        return sandboxPoolToMessage(await applySandboxPool(store, sandboxPoolFromMessage(request.pool), admitPool));
       }),
     getSandboxPool: (request) =>
       edge(async () => {

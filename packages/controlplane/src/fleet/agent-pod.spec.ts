@@ -146,12 +146,16 @@ describe("buildAgentPod", () => {
     assert.equal(env(agent, "FSB_AGENT_OWN_NETWORK")?.value, "true", "Shared runc sandboxes join the Pod's network, not the node's");
   });
 
-  it("gives the agent its pool's own token, derived from the deployment's, and labels the Pod so (no Secret of the pool's namespace)", () => {
+  it("gives the agent its pool's own token from the pool's token Secret, never in the Pod's spec, and labels the Pod so", () => {
     const built = buildAgentPod(pool(), { deploymentToken: "deployment-token" });
     const [agent] = built.spec?.containers ?? [];
     assert.ok(agent);
-    assert.equal(env(agent, "FSB_AGENT_TOKEN")?.value, poolAgentToken("deployment-token", "team-a", "python"));
-    assert.equal(env(agent, "FSB_AGENT_TOKEN")?.valueFrom, undefined);
+    assert.equal(env(agent, "FSB_AGENT_TOKEN")?.value, undefined);
+    assert.deepEqual(env(agent, "FSB_AGENT_TOKEN")?.valueFrom, { secretKeyRef: { name: "python-agent-token", key: "token" } });
+    // Whoever may `view` the namespace reads the Pod: neither the pool's token nor the deployment's is in it.
+    const json = JSON.stringify(built);
+    assert.ok(!json.includes(poolAgentToken("deployment-token", "team-a", "python")), "the pool's token is not in the Pod");
+    assert.ok(!json.includes("deployment-token"), "the deployment's token is not in the Pod");
     assert.equal(built.metadata?.labels?.[AGENT_TOKEN_LABEL], POOL_TOKEN_SCHEME);
     // Without the deployment's token: the Secret, and no label (an agent called with the deployment's token).
     assert.equal(buildAgentPod(pool()).metadata?.labels?.[AGENT_TOKEN_LABEL], undefined);

@@ -9,8 +9,9 @@
  *   is seen, and `/var/lib/containerd`), in the namespace `k8s.io` the kubelet uses, so images the
  *   node already holds are shared;
  * - the agent API token: the pool's own (agent-token.ts), derived from the deployment's token
- *   (`deploymentToken`) and labelled so, or without one the deployment's from a Secret of the pool's
- *   namespace; and the address to listen on;
+ *   (`deploymentToken`), from the pool's token Secret (pool-token-secret.ts, which the fleet writes
+ *   before it creates Pods) and labelled so, or without one the deployment's from a Secret of the
+ *   pool's namespace; and the address to listen on;
  * - the node's checkpoint directory (FSB_CHECKPOINT_DIR, a hostPath at its host path): the agent keeps
  *   a pool's gVisor checkpoints (paused sandboxes among them) in `<dir>/<namespace>/<pool>`, shared by
  *   the pool's agents on the node, so they outlive the agent that made them (a replaced or scaled-down
@@ -27,7 +28,7 @@ import type { V1Container, V1EnvVar, V1Pod, V1PodTemplateSpec, V1Probe, V1Volume
 import { AGENT_CONTAINER_NAME, API_VERSION, agentLimitsOf, type AgentLimits, type SandboxPool } from "@fast-sandbox/api";
 import { preparedInstancesEnv } from "../fastpath/instance-template.js";
 import { agentTemplateHash, TEMPLATE_HASH_LABEL } from "./agent-template-hash.js";
-import { AGENT_TOKEN_LABEL, POOL_TOKEN_SCHEME, poolAgentToken } from "./agent-token.js";
+import { AGENT_TOKEN_LABEL, POOL_TOKEN_SCHEME, POOL_TOKEN_SECRET_KEY, poolTokenSecretName } from "./agent-token.js";
 
 /** The label every agent Pod carries: the name of its pool. */
 export const POOL_LABEL = "fast-sandbox.io/pool";
@@ -41,7 +42,7 @@ export interface AgentPodOptions {
   port?: number;
   /**
    * The deployment's agent token: each pool's agents get their pool's token derived from it
-   * (poolAgentToken) in their environment. @default "": the deployment's token itself, from the
+   * (poolAgentToken) from the pool's token Secret (poolTokenSecretName). @default "": the deployment's token itself, from the
    * Secret `tokenSecretName` of the pool's namespace
    */
   deploymentToken?: string;
@@ -130,7 +131,7 @@ function buildUnlabelledAgentPod(pool: SandboxPool, options: AgentPodOptions): V
   );
   const prepared = Object.entries(preparedInstancesEnv(pool)).map(([name, value]) => ({ name, value }));
   const token: V1EnvVar = settings.deploymentToken
-    ? { name: "FSB_AGENT_TOKEN", value: poolAgentToken(settings.deploymentToken, namespace, poolName) }
+    ? { name: "FSB_AGENT_TOKEN", valueFrom: { secretKeyRef: { name: poolTokenSecretName(poolName), key: POOL_TOKEN_SECRET_KEY } } }
     : { name: "FSB_AGENT_TOKEN", valueFrom: { secretKeyRef: { name: settings.tokenSecretName, key: settings.tokenSecretKey } } };
   containers[agentIndex] = injectAgent(containers[agentIndex] ?? { name: AGENT_CONTAINER }, poolName, settings, [token, ...prepared]);
   return {

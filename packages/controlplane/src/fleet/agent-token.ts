@@ -1,10 +1,12 @@
 /**
  * The agent API tokens of Kubernetes mode. The deployment has one secret token (the controller's
  * and the proxy's FSB_AGENT_TOKEN); each pool's agents get a token of their own derived from it
- * (HMAC-SHA256 over the pool's namespace and name), put in their Pods' environment by the pool
- * controller (agent-pod.ts). What one namespace can read of its agent Pods — their specs, their
- * processes — then opens the agents of its own pools only, never another namespace's; and a Pod
- * made to look like an agent (a pool's label and owner) is sent only its own pool's token.
+ * (HMAC-SHA256 over the pool's namespace and name), written by the controller into a Secret of the
+ * pool's namespace (pool-token-secret.ts) that their Pods' environment refers to (agent-pod.ts): not
+ * in the Pods' spec, which the namespace's `view` role reads. What one namespace can read of its
+ * agents — their Secrets, their processes — then opens the agents of its own pools only, never
+ * another namespace's; and a Pod made to look like an agent (a pool's label and owner) is sent only
+ * its own pool's token.
  *
  * Agent Pods made before pools had tokens of their own (no AGENT_TOKEN_LABEL) hold the deployment's
  * token from the Secret of their namespace. They are called with it only when the installation says
@@ -22,6 +24,14 @@ export const POOL_TOKEN_SCHEME = "pool-v1";
 /** The token of the agents of pool `namespace/pool`, derived from the deployment's agent token. */
 export function poolAgentToken(deploymentToken: string, namespace: string, pool: string): string {
   return createHmac("sha256", deploymentToken).update(`fast-sandbox.io/agent-token/${POOL_TOKEN_SCHEME}\0${namespace}\0${pool}`).digest("base64url");
+}
+
+/** The key of the token in a pool's token Secret (pool-token-secret.ts). */
+export const POOL_TOKEN_SECRET_KEY = "token";
+
+/** The Secret of pool `pool`'s agent token, in the pool's namespace (pool names are at most 63 characters). */
+export function poolTokenSecretName(pool: string): string {
+  return `${pool}-agent-token`;
 }
 
 /**

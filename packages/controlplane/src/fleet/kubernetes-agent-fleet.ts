@@ -16,6 +16,8 @@
  * and the pool controller deletes it. A Pod's `fast-sandbox.io/template-hash` label is its agent's
  * `templateHash`. Every other call to the API server has a time limit (kubernetes-request-timeout.ts):
  * a list or a Pod's creation or deletion the server never answers fails with UnavailableError.
+ * With the deployment's agent token (`pod.deploymentToken`), the pool's token Secret
+ * (pool-token-secret.ts) is written before each batch of Pods, which read their token from it.
  *
  * What the deployment allows (the controller's settings): a pool's agentTemplate that the
  * `templatePolicy` refuses (agent-template-policy.ts) makes no Pod — `templateHash` and `startAgents`
@@ -25,15 +27,24 @@
  */
 import { ApiException, CoreV1Api, ListWatch, type KubeConfig, type V1OwnerReference, type V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { FailedPreconditionError, GROUP, PermissionDeniedError, UnavailableError, type FsbError, type SandboxPool } from "@fast-sandbox/api";
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  GROUP,
+  PermissionDeniedError,
+  UnavailableError,
+  type FsbError,
+  type SandboxPool,
+} from "@fast-sandbox/api";
 import { sleep, systemClock, type Clock, type Timer } from "../controller/clock.js";
 import { backoffDelayMs } from "../controller/work-queue.js";
 import { AgentsNotStoppedError, type AgentFleet, type AgentFleetEvent, type AgentFleetListener, type FleetAgent, type PoolRef } from "./agent-fleet.js";
 import { DeadlineWatch } from "./deadline-watch.js";
 import { AGENT_POD_DEFAULTS, POOL_LABEL, agentPodTemplateHash, buildAgentPod, type AgentPodOptions } from "./agent-pod.js";
+import { buildPoolTokenSecret, poolTokenSecretPatch } from "./pool-token-secret.js";
 import { DEFAULT_AGENT_TEMPLATE_POLICY, checkAgentTemplatePolicy, type AgentTemplatePolicy } from "./agent-template-policy.js";
 import { TEMPLATE_HASH_LABEL } from "./agent-template-hash.js";
-import { AGENT_TOKEN_LABEL } from "./agent-token.js";
+import { AGENT_TOKEN_LABEL, poolTokenSecretName } from "./agent-token.js";
 import { poolNamespaceAllowed, poolNamespaceRefusal } from "./pool-namespaces.js";
 import { translateKubernetesError } from "../store/kubernetes-resource-store.js";
 import { requestTimeouts, withRequestTimeout, type KubernetesRequestTimeouts } from "../store/kubernetes-request-timeout.js";
@@ -233,9 +244,8 @@ export class KubernetesAgentFleet implements AgentFleet {
   async startAgents(pool: SandboxPool, count: number): Promise<string[]> {
     const namespace = pool.metadata.namespace ?? "default";
     const poolKey = `${namespace}/${pool.metadata.name}`;
-    const outside = poolNamespaceRefusal(this.options.poolNamespaces, namespace);
-    if (outside !== undefined) throw new PermissionDeniedError(outside);
-    this.checkTemplate(pool);
+    this.admitPool(pool);
+    if (count > 0 && this.options.pod?.deploymentToken) await this.writeTokenSecret(pool);
     const names: string[] = [];
     for (let i = 0; i < count; i++) {
       let created: V1Pod;
@@ -255,6 +265,61 @@ export class KubernetesAgentFleet implements AgentFleet {
       names.push(name);
     }
     return names;
+  }
+
+  /**
+   * Writes the pool's token Secret (pool-token-secret.ts) before its Pods are created, which need it
+   * to start: patched when it exists (a user may have emptied it), created when it does not. A Secret
+   * of that name that is not the pool's is left as it is, and no Pod is created (AlreadyExistsError).
+   */
+  private async writeTokenSecret(pool: SandboxPool): Promise<void> {
+    const namespace = pool.metadata.namespace ?? "default";
+    const deploymentToken = this.options.pod?.deploymentToken ?? "";
+    const name = poolTokenSecretName(pool.metadata.name);
+    const what = `write the agent token Secret ${namespace}/${name}`;
+    const fieldManager = this.options.fieldManager ?? "fast-sandbox";
+    const patch = () =>
+      withRequestTimeout(what, this.timeouts.requestTimeoutMs, (call) =>
+        this.core.patchNamespacedSecret({ name, namespace, body: poolTokenSecretPatch(pool, deploymentToken), fieldManager }, call),
+      );
+    const refused = (error: unknown): FsbError => {
+      // A failed `test` of the patch: the Secret is someone else's.
+      if (error instanceof ApiException && error.code === 422) {
+        return new AlreadyExistsError(
+          `Secret ${namespace}/${name} exists and is not pool ${pool.metadata.name}'s (its ${POOL_LABEL} label or its owner differ: a Secret of your own, or a deleted pool's not yet removed): the pool's agents read their token from a Secret of that name; rename or delete it`,
+        );
+      }
+      return translateKubernetesError(error, { action: what });
+    };
+    try {
+      await patch();
+      return;
+    } catch (error) {
+      if (!(error instanceof ApiException && error.code === 404)) throw refused(error);
+    }
+    try {
+      await withRequestTimeout(what, this.timeouts.requestTimeoutMs, (call) =>
+        this.core.createNamespacedSecret({ namespace, body: buildPoolTokenSecret(pool, deploymentToken), fieldManager }, call),
+      );
+    } catch (error) {
+      // Created meanwhile (another replica that led a moment ago): patched as any existing one.
+      if (!(error instanceof ApiException && error.code === 409)) throw agentPodCreateError(error, namespace, what);
+      try {
+        await patch();
+      } catch (again) {
+        throw refused(again);
+      }
+    }
+  }
+
+  /**
+   * Throws what startAgents would for the pool before creating a Pod (a PermissionDeniedError): its
+   * namespace may not run pools, or the policy refuses its agentTemplate.
+   */
+  admitPool(pool: SandboxPool): void {
+    const outside = poolNamespaceRefusal(this.options.poolNamespaces, pool.metadata.namespace ?? "default");
+    if (outside !== undefined) throw new PermissionDeniedError(outside);
+    this.checkTemplate(pool);
   }
 
   /** Throws, as startAgents does, when the policy refuses the pool's agentTemplate: no agent would start. */
@@ -469,10 +534,10 @@ export class KubernetesAgentFleet implements AgentFleet {
 }
 
 /** Why an agent Pod was not created, in the Fast Sandbox error hierarchy. */
-function agentPodCreateError(error: unknown, namespace: string): FsbError {
+function agentPodCreateError(error: unknown, namespace: string, action = `create an agent Pod in namespace ${namespace}`): FsbError {
   // The namespace is being deleted (the pool with it): not a failure to retry and report.
   if (error instanceof ApiException && error.code === 403 && /being terminated/.test(String(error.body))) {
     return new FailedPreconditionError(`namespace ${namespace} is being deleted; no agent Pods are started there`);
   }
-  return translateKubernetesError(error, { action: `create an agent Pod in namespace ${namespace}` });
+  return translateKubernetesError(error, { action });
 }

@@ -363,6 +363,9 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
       port: options.port,
       metrics,
       ...(e2b && apiKeys ? { e2b: { apiKeys, apiUrl: e2b.apiUrl, sandboxUrl: e2b.sandboxUrl } } : {}),
+      // `fsb apply` of a pool the deployment refuses fails saying why, instead of a stored pool
+      // whose status says it afterwards (kubectl apply still gets the status: no admission webhook).
+      admitPool: (pool) => fleet.admitPool(pool),
     });
   } catch (error) {
     await api?.close();

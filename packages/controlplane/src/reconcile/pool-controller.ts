@@ -62,6 +62,7 @@
 import type { Logger } from "pino";
 import { isDeepStrictEqual } from "node:util";
 import {
+  AlreadyExistsError,
   FailedPreconditionError,
   FsbError,
   PermissionDeniedError,
@@ -234,6 +235,8 @@ const BLOCKED_LOG: Record<Blocked["reason"], string> = {
 function agentCreateRefusalReason(error: FsbError): string {
   if (error instanceof PermissionDeniedError) return /exceeded quota/i.test(error.message) ? "QuotaExceeded" : "Forbidden";
   if (error instanceof ValidationError) return "Invalid";
+  // A Secret of the name of the pool's token Secret that is not the pool's (Kubernetes mode).
+  if (error instanceof AlreadyExistsError) return "TokenSecretTaken";
   if (error instanceof UnavailableError) return "Unavailable";
   return "CreateFailed";
 }

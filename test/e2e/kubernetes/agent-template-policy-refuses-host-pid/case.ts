@@ -4,7 +4,8 @@
  * pool whose template asks for `hostPID: true` (pool.yaml here) gets no agent Pod. Its status says
  * why — `AgentTemplateValid=False`, reason `AgentTemplateNotAllowed`, a message naming
  * `spec.agentTemplate.spec.hostPID`, what a pool may set and the setting that would allow it — and a
- * create in it fails at once saying the same, instead of waiting for an agent that cannot start.
+ * create in it fails at once saying the same, instead of waiting for an agent that cannot start; and
+ * `fsb apply` (the API) of such a pool is refused at once, storing nothing.
  * Once the field is removed, the condition goes and the pool's agent starts (its allowed liveness
  * probe kept). Run by ../suite.test.ts on the suite's cluster.
  */
@@ -12,9 +13,18 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { describe } from "node:test";
 import { fileURLToPath } from "node:url";
-import type { Condition } from "@fast-sandbox/api";
-import { NoCapacityError, type FastSandboxClient } from "@fast-sandbox/sdk";
-import { agentPods, itWithDiagnostics, poolCaseOnLeader, poolStatus, waitForReadyAgents } from "../../../support/kubernetes-cases.js";
+import type { Condition, SandboxPool } from "@fast-sandbox/api";
+import { NoCapacityError, PermissionDeniedError, type FastSandboxClient } from "@fast-sandbox/sdk";
+import {
+  SANDBOX_POOLS,
+  agentPods,
+  getObject,
+  getPool,
+  itWithDiagnostics,
+  poolCaseOnLeader,
+  poolStatus,
+  waitForReadyAgents,
+} from "../../../support/kubernetes-cases.js";
 import { BASE_IMAGE, type KubernetesSuiteContext } from "../../../support/kubernetes-suite.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -58,6 +68,17 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         assert.ok(error instanceof NoCapacityError, `a NoCapacityError, not ${String(error)}`);
         assert.match(error.message, /spec\.agentTemplate\.spec\.hostPID is not allowed by the deployment's agent template policy \(restricted\)/);
         assert.deepEqual(await agentPods(suite, namespace, POOL, { includeDeleting: true }), [], "still no agent Pod");
+
+        // `fsb apply` (the API) of such a pool is refused at once, and nothing of it is stored.
+        const other = { ...(await getPool(suite, namespace, POOL)), metadata: { name: "host-pid-by-api", namespace } } as SandboxPool;
+        delete other.status;
+        const applyError = await client!.pools.apply(other).then(
+          () => assert.fail("the API stored a pool the policy refuses"),
+          (error: unknown) => error,
+        );
+        assert.ok(applyError instanceof PermissionDeniedError, `a PermissionDeniedError, not ${String(applyError)}`);
+        assert.match(applyError.message, REFUSAL);
+        assert.equal(await getObject(suite, namespace, SANDBOX_POOLS, "host-pid-by-api"), undefined, "not stored");
       },
     );
 

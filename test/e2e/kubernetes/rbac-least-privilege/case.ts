@@ -3,9 +3,10 @@
  * enough: the suite's cluster runs the controller, agents and janitor with those roles only.
  * - What each ServiceAccount may and may not do, asked of the API server's authorizer with
  *   `kubectl auth can-i --as` (the admin impersonates): the controller works on sandboxes, pools
- *   (writing them only by PATCH, their status only by PUT) and agent Pods in every namespace, and on
- *   its own Lease and Secrets in its own namespace only (the E2B API's keys and token secret, read
- *   and created), and nothing else — no Secret of any other namespace, no Events; the proxy lists
+ *   (writing them only by PATCH, their status only by PUT), agent Pods and the pools' agent token
+ *   Secrets (created and patched, never read) in every namespace, and on its own Lease and Secrets in
+ *   its own namespace only (the E2B API's keys and token secret, read and created), and nothing else
+ *   — no Secret of any other namespace read, no Events; the proxy lists
  *   and watches Sandboxes and Pods and reads the one E2B token Secret; the janitor only lists Pods,
  *   Sandboxes and SandboxPools; agents have no API access at all.
  * - Enough: after the cases before this one (alphabetical order) placed, deleted, recreated and
@@ -37,7 +38,7 @@ async function can(suite: KubernetesSuiteContext, user: string, verb: string, re
 
 export function registerCase(suite: KubernetesSuiteContext): void {
   describe("RBAC: least privilege per component", () => {
-    it("lets the controller do its work: sandboxes, pools and their status, agent Pods, its Lease, its own namespace's Secrets", async () => {
+    it("lets the controller do its work: sandboxes, pools and their status, agent Pods and token Secrets, its Lease, its own namespace's Secrets", async () => {
       // In every namespace (the pools' and sandboxes' namespaces are the users').
       for (const [verb, resource, namespace, subresource] of [
         ["get", "sandboxes.sandbox.fast.io", "default"],
@@ -73,20 +74,24 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       assert.equal(await can(suite, CONTROLLER, "get", "secrets", SYSTEM_NAMESPACE), true);
       assert.equal(await can(suite, CONTROLLER, "get", "secrets/fast-sandbox-e2b-token-secret", SYSTEM_NAMESPACE), true);
       assert.equal(await can(suite, CONTROLLER, "create", "secrets", SYSTEM_NAMESPACE), true);
+      // Each pool's agent token Secret, in the pool's namespace: created, or patched (after the
+      // patch's own test of its pool label and owner), never read.
+      assert.equal(await can(suite, CONTROLLER, "create", "secrets", "default"), true);
+      assert.equal(await can(suite, CONTROLLER, "patch", "secrets", "default"), true);
     });
 
     it("denies the controller everything else", async () => {
       for (const [verb, resource, namespace, subresource] of [
-        // Secrets: only its own namespace's, by name; never listed, watched, updated or deleted.
-        // None of a pool's namespace: each pool's agent token is in its agents' Pods (derived by
-        // the controller), and a pool's imagePullSecret is not read.
+        // Secrets: only its own namespace's are read, by name; none is listed, watched, replaced or
+        // deleted. None of a pool's namespace is read: each pool's agent token Secret is written
+        // blind, and a pool's imagePullSecret is not read.
         ["get", "secrets", "default"],
         ["get", "secrets/fast-sandbox-agent-token", "default"],
         ["get", "secrets", "kube-system"],
         ["get", "secrets", undefined],
         ["list", "secrets", undefined],
         ["watch", "secrets", "default"],
-        ["create", "secrets", "default"],
+        ["delete", "secrets", "default"],
         ["update", "secrets", SYSTEM_NAMESPACE],
         ["delete", "secrets", SYSTEM_NAMESPACE],
         ["list", "secrets", SYSTEM_NAMESPACE],
