@@ -149,6 +149,11 @@ const KILL_FAILED_EXIT_WAIT_MS = 3_000;
 const WAIT_UNAVAILABLE_MAX_MS = 60_000;
 /** The longest pause between two Waits while containerd is away. */
 const WAIT_RETRY_MAX_MS = 2_000;
+/**
+ * How long an exec's output may stay silent after its exit before reading stops (a background
+ * child holds the pipe open). Counts idleness only: not the time its output waits for a slow client.
+ */
+const EXEC_OUTPUT_GRACE_MS = 5_000;
 /** How long an exec whose exit was not seen may take to end after its SIGKILL before its process is deleted. */
 const EXEC_KILL_WAIT_MS = 3_000;
 /** The prefix of the ids of user execs (`exec-<hex>`): those a previous agent process left are ended at its successor's start. */
@@ -1887,7 +1892,17 @@ export class ContainerdRuntime implements Runtime {
       const exitCode = await this.waitProcess(containerId, execId);
       exited = true;
       fifos.releaseWriters();
-      await fifos.drained(5_000);
+      const drain = await fifos.drained(EXEC_OUTPUT_GRACE_MS, { signal: io.signal });
+      // Output the process itself wrote is all read by then (the bounds are far above what the
+      // pipes can hold at its exit); what is cut off is a background child's, written after it.
+      // The stream has no way to tell the caller of it, so the log does.
+      if (drain === "writing")
+        this.logger.warn(
+          { sandboxId, execId, exitCode },
+          "exec: a background process kept writing to the exec's output after it exited; the rest of that output is dropped",
+        );
+      else if (drain === "idle")
+        this.logger.debug({ sandboxId, execId }, "exec: its output pipes are still held open after its exit (a background process); no longer read");
       return exitCode;
     } finally {
       io.signal?.removeEventListener("abort", kill);

@@ -14,6 +14,12 @@
  * fd (O_WRONLY|O_NONBLOCK succeeds once a reader exists) until the process has exited: without
  * it the socket would see EOF before the shim opens its write side. After the exit, we close
  * ours; EOF then arrives once the shim has copied the last bytes and closed its side.
+ *
+ * Draining after the exit (`drained`): a background child that inherited the pipe keeps it open,
+ * so EOF may never come, and reading stops after a grace. That grace bounds idleness only: it
+ * restarts with every chunk read, and does not run while a stream is paused because its consumer
+ * is behind (a slow client): what the pipes held at the exit is all read, however slowly it is
+ * taken. A child that keeps writing after the exit is read for a bounded time and amount more.
  */
 import { execFile } from "node:child_process";
 import { closeSync, constants, openSync } from "node:fs";
@@ -29,10 +35,48 @@ interface Pipe {
   socket: Socket;
   writeFd: number | undefined;
   ended: Promise<void>;
+  /** Paused for backpressure: a chunk's delivery to the consumer is pending. */
+  paused: boolean;
+  /** Bytes read so far. */
+  bytes: number;
+  onActivity: () => void;
 }
 
+/** Bounds on reading after the exit, beyond the grace (`drained`). */
+export interface DrainOptions {
+  /** Stops the draining at once (the caller went away). */
+  signal?: AbortSignal | undefined;
+  /**
+   * The most time the streams are read, not paused, after the exit (counting from `drained`): a
+   * child writing on (a line a second, say) never lets the grace run out. @default 10_000
+   */
+  maxActiveMs?: number;
+  /**
+   * The most bytes read after the exit: a child writing on fast to a slow consumer. Far above what
+   * the pipes can hold at the exit (the process's pipe, 1 MiB at most, the shim's copy buffer, the
+   * FIFO and the socket's buffer). @default 4 MiB
+   */
+  maxBytes?: number;
+}
+
+/**
+ * How draining ended: `ended`, both streams ended (all output read); `idle`, nothing came for the
+ * grace while the consumer was not behind (a background child holds a pipe open; what it writes
+ * later is dropped); `writing`, output still came past `maxActiveMs` or `maxBytes` (a background
+ * child writes on; what follows is dropped); `aborted`, the signal fired.
+ */
+export type DrainOutcome = "ended" | "idle" | "writing" | "aborted";
+
+const DEFAULT_MAX_ACTIVE_MS = 10_000;
+const DEFAULT_MAX_BYTES = 4 * 1024 * 1024;
+
 export class ExecFifos {
-  private constructor(private readonly pipes: [Pipe, Pipe]) {}
+  /** Told when a chunk was read or a stream paused or resumed (while draining). */
+  private onActivity: (() => void) | undefined;
+
+  private constructor(private readonly pipes: [Pipe, Pipe]) {
+    for (const pipe of pipes) pipe.onActivity = () => this.onActivity?.();
+  }
 
   get stdoutPath(): string {
     return this.pipes[0].path;
@@ -81,17 +125,55 @@ export class ExecFifos {
   }
 
   /**
-   * Resolves when both streams ended, or after `timeoutMs` (a background process that inherited
-   * the pipe can keep it open forever; its later output is dropped).
+   * Call after `releaseWriters`: resolves when both streams ended, or when nothing was read for
+   * `graceMs` while neither stream was paused for its consumer (each chunk starts the grace anew),
+   * or past the bounds of `options` (see DrainOutcome).
    */
-  async drained(timeoutMs: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, timeoutMs);
-      timer.unref();
+  drained(graceMs: number, options: DrainOptions = {}): Promise<DrainOutcome> {
+    const maxActiveMs = options.maxActiveMs ?? DEFAULT_MAX_ACTIVE_MS;
+    const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
+    const readBytes = () => this.pipes[0].bytes + this.pipes[1].bytes;
+    const startBytes = readBytes();
+    return new Promise<DrainOutcome>((resolve) => {
+      let done = false;
+      let activeMs = 0;
+      let activeSince: number | undefined;
+      let idle: NodeJS.Timeout | undefined;
+      let budget: NodeJS.Timeout | undefined;
+      const stopTimers = () => {
+        clearTimeout(idle);
+        clearTimeout(budget);
+      };
+      const finish = (outcome: DrainOutcome) => {
+        if (done) return;
+        done = true;
+        stopTimers();
+        this.onActivity = undefined;
+        options.signal?.removeEventListener("abort", onAbort);
+        resolve(outcome);
+      };
+      const onAbort = () => finish("aborted");
+      // Each chunk, pause and resume: stop the clocks, then run them again unless a consumer is behind.
+      const update = () => {
+        if (done) return;
+        const now = performance.now();
+        if (activeSince !== undefined) activeMs += now - activeSince;
+        activeSince = undefined;
+        stopTimers();
+        if (readBytes() - startBytes > maxBytes || activeMs >= maxActiveMs) return finish("writing");
+        if (this.pipes.some((pipe) => pipe.paused)) return;
+        activeSince = now;
+        idle = setTimeout(() => finish("idle"), graceMs);
+        budget = setTimeout(() => finish("writing"), maxActiveMs - activeMs);
+        idle.unref();
+        budget.unref();
+      };
+      if (options.signal?.aborted) return finish("aborted");
+      options.signal?.addEventListener("abort", onAbort, { once: true });
+      this.onActivity = update;
+      void Promise.all(this.pipes.map((pipe) => pipe.ended)).then(() => finish("ended"));
+      update();
     });
-    await Promise.race([Promise.all(this.pipes.map((pipe) => pipe.ended)), timeout]);
-    clearTimeout(timer);
   }
 
   /** Closes everything and removes the FIFOs. */
@@ -111,21 +193,31 @@ function openPipe(path: string, onChunk: (chunk: Uint8Array) => void | Promise<v
     throw error;
   }
   const socket = new Socket({ fd: readFd, readable: true, writable: false });
+  const pipe: Pipe = { path, socket, writeFd, ended: Promise.resolve(), paused: false, bytes: 0, onActivity: () => undefined };
   socket.on("data", (chunk: Buffer) => {
+    pipe.bytes += chunk.byteLength;
     const pending = onChunk(chunk);
     // The consumer is behind: stop reading, so the process's writes block instead of our memory growing.
     if (pending instanceof Promise) {
       socket.pause();
-      void pending.finally(() => socket.resume());
+      pipe.paused = true;
+      void pending
+        .catch(() => undefined)
+        .finally(() => {
+          pipe.paused = false;
+          socket.resume();
+          pipe.onActivity();
+        });
     }
+    pipe.onActivity();
   });
-  const ended = new Promise<void>((resolve) => {
+  pipe.ended = new Promise<void>((resolve) => {
     socket.once("end", resolve);
     socket.once("close", () => resolve());
     // A read error ends the stream for us; the exit code still comes from Tasks.Wait.
     socket.once("error", () => resolve());
   });
-  return { path, socket, writeFd, ended };
+  return pipe;
 }
 
 function closePipe(pipe: Pipe): void {
