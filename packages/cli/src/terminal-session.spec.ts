@@ -1,9 +1,19 @@
 import assert from "node:assert/strict";
 import { PassThrough } from "node:stream";
 import { describe, it } from "node:test";
+import { FailedPreconditionError, NotFoundError } from "@fast-sandbox/api";
 import { UnavailableError, type CommandResult, type FastSandbox } from "@fast-sandbox/sdk";
 import { runExitCleanups } from "./output.js";
-import { InputForwarder, MAX_INPUT_MESSAGE_BYTES, exitCodeOf, runInTerminal, runWithStdin, type TerminalIo } from "./terminal-session.js";
+import {
+  INPUT_FAILURE_END_WAIT_MS,
+  InputForwarder,
+  MAX_INPUT_MESSAGE_BYTES,
+  exitCodeOf,
+  runInTerminal,
+  runWithStdin,
+  signalNumberOf,
+  type TerminalIo,
+} from "./terminal-session.js";
 
 const MiB = 1024 * 1024;
 const tick = () => new Promise((resolve) => setImmediate(resolve));
@@ -161,6 +171,141 @@ describe("runWithStdin (fsb exec -i)", () => {
   });
 });
 
+describe("runWithStdin (fsb exec -i) when the command stops taking its input", () => {
+  /**
+   * A command that reads the first message and then, per `after`, ends (`exitCode`) or goes on
+   * without reading; later sends fail with `error`.
+   */
+  function stopsReading(error: Error, after: { endsWith?: number; endsAfterMs?: number }) {
+    const seen = { killed: false, sends: 0 };
+    let end!: (result: CommandResult) => void;
+    const ended = new Promise<CommandResult>((resolve) => (end = resolve));
+    const handle = {
+      sendStdin: async () => {
+        if (++seen.sends === 1) {
+          if (after.endsWith !== undefined) setTimeout(() => end({ exitCode: after.endsWith!, stdout: "", stderr: "" }), after.endsAfterMs ?? 5);
+          return;
+        }
+        throw error;
+      },
+      closeStdin: async () => undefined,
+      kill: async () => {
+        seen.killed = true;
+        end({ exitCode: -1, error: "signal: killed", stdout: "", stderr: "" });
+        return true;
+      },
+      wait: () => ended,
+    };
+    const sandbox = { commands: { run: async () => handle } } as unknown as FastSandbox;
+    return { sandbox, seen, end };
+  }
+
+  /** Feeds stdin (as `yes` does) until the session ends; resolves with its exit code. */
+  async function feed(sandbox: FastSandbox, io: ReturnType<typeof pipedIo>): Promise<number> {
+    const code = runWithStdin(sandbox, { command: ["head", "-1"], envs: {} }, io);
+    const feeding = setInterval(() => io.stdin.write(Buffer.alloc(64 * 1024, 0x79)), 1);
+    try {
+      return await code;
+    } finally {
+      clearInterval(feeding);
+    }
+  }
+
+  it("ends quietly with the command's own code when it exited before taking all of stdin (yes | fsb exec -i sb -- head -1)", async () => {
+    const { sandbox, seen } = stopsReading(new FailedPreconditionError("process 42: stdin was closed"), { endsWith: 0 });
+    const io = pipedIo();
+    assert.equal(await feed(sandbox, io), 0);
+    assert.equal(io.errors(), "", "no error for a command that simply stopped reading");
+    assert.equal(seen.killed, false);
+  });
+
+  it("ends quietly when the daemon no longer knows the process (it ended), with its own code", async () => {
+    const { sandbox, seen } = stopsReading(new NotFoundError("no such process with pid 42 (it never ran or has ended)"), { endsWith: 3 });
+    const io = pipedIo();
+    assert.equal(await feed(sandbox, io), 3);
+    assert.equal(io.errors(), "");
+    assert.equal(seen.killed, false);
+  });
+
+  it("neither reports nor kills a command that closed its stdin and runs on (as a pipeline would)", async () => {
+    const { sandbox, seen, end } = stopsReading(new FailedPreconditionError("process 42 no longer reads its input: broken pipe"), {});
+    const io = pipedIo();
+    const code = feed(sandbox, io);
+    while (seen.sends < 2) await tick();
+    await new Promise((resolve) => setTimeout(resolve, INPUT_FAILURE_END_WAIT_MS + 200));
+    assert.equal(seen.killed, false);
+    end({ exitCode: 5, stdout: "", stderr: "" });
+    assert.equal(await code, 5);
+    assert.equal(io.errors(), "");
+  });
+
+  it("does not report another failure of a send when the command ends meanwhile", async () => {
+    const { sandbox, seen } = stopsReading(new UnavailableError("the connection was reset"), { endsWith: 0, endsAfterMs: 100 });
+    const io = pipedIo();
+    assert.equal(await feed(sandbox, io), 0);
+    assert.equal(io.errors(), "");
+    assert.equal(seen.killed, false);
+  });
+});
+
+describe("runInTerminal (fsb exec -it, fsb shell): the window size", () => {
+  function terminalIo(cols: number, rows: number) {
+    const stdout = Object.assign(new PassThrough(), { isTTY: true, columns: cols, rows });
+    return { stdin: new PassThrough(), stdout, stderr: new PassThrough() };
+  }
+
+  it("sends a resize that came while the terminal was being made, once it is made", async () => {
+    const io = terminalIo(80, 24);
+    const resizes: { pid: number; cols: number; rows: number }[] = [];
+    let created: { cols: number; rows: number } | undefined;
+    let end!: (result: CommandResult) => void;
+    const sandbox = {
+      pty: {
+        create: async (options: { cols: number; rows: number }) => {
+          created = { cols: options.cols, rows: options.rows };
+          // The window is resized while the daemon makes the terminal.
+          await tick();
+          io.stdout.columns = 120;
+          io.stdout.rows = 40;
+          io.stdout.emit("resize");
+          await tick();
+          return { pid: 9, wait: () => new Promise<CommandResult>((resolve) => (end = resolve)) };
+        },
+        resize: async (pid: number, size: { cols: number; rows: number }) => void resizes.push({ pid, ...size }),
+        kill: async () => true,
+        sendInput: async () => undefined,
+      },
+    } as unknown as FastSandbox;
+    const session = runInTerminal(sandbox, { command: ["sh"], envs: {}, interactive: false }, io);
+    while (!end) await tick();
+    assert.deepEqual(created, { cols: 80, rows: 24 });
+    assert.deepEqual(resizes, [{ pid: 9, cols: 120, rows: 40 }]);
+    // Later resizes are sent as they come.
+    io.stdout.columns = 100;
+    io.stdout.emit("resize");
+    await tick();
+    assert.deepEqual(resizes.at(-1), { pid: 9, cols: 100, rows: 40 });
+    end({ exitCode: 0, stdout: "", stderr: "" });
+    assert.equal(await session, 0);
+    assert.equal(io.stdout.listenerCount("resize"), 0);
+  });
+
+  it("sends no resize when the size did not change while the terminal was made", async () => {
+    const io = terminalIo(80, 24);
+    const resizes: unknown[] = [];
+    const sandbox = {
+      pty: {
+        create: async () => ({ pid: 9, wait: async () => ({ exitCode: 0, stdout: "", stderr: "" }) }),
+        resize: async (...args: unknown[]) => void resizes.push(args),
+        kill: async () => true,
+        sendInput: async () => undefined,
+      },
+    } as unknown as FastSandbox;
+    assert.equal(await runInTerminal(sandbox, { command: ["true"], envs: {}, interactive: false }, io), 0);
+    assert.deepEqual(resizes, []);
+  });
+});
+
 describe("the command of fsb exec -i, -it and fsb shell when the CLI ends abnormally", () => {
   /** A command that runs until killed, in a stand-in sandbox whose process stream fails with `streamError` once `fail()` is called. */
   function runningCommand() {
@@ -210,6 +355,59 @@ describe("the command of fsb exec -i, -it and fsb shell when the CLI ends abnorm
 });
 
 describe("exitCodeOf", () => {
+  // envd's wording of a signal death is Go's os.ProcessState.String(): "signal: " + syscall.Signal's
+  // name (zerrors_linux_amd64.go's table), " (core dumped)" after it when the process dumped core.
+  const GO_SIGNALS: [string, number][] = [
+    ["hangup", 1],
+    ["interrupt", 2],
+    ["quit", 3],
+    ["illegal instruction", 4],
+    ["trace/breakpoint trap", 5],
+    ["aborted", 6],
+    ["bus error", 7],
+    ["floating point exception", 8],
+    ["killed", 9],
+    ["user defined signal 1", 10],
+    ["segmentation fault", 11],
+    ["user defined signal 2", 12],
+    ["broken pipe", 13],
+    ["alarm clock", 14],
+    ["terminated", 15],
+    ["stack fault", 16],
+    ["child exited", 17],
+    ["continued", 18],
+    ["stopped (signal)", 19],
+    ["stopped", 20],
+    ["stopped (tty input)", 21],
+    ["stopped (tty output)", 22],
+    ["urgent I/O condition", 23],
+    ["CPU time limit exceeded", 24],
+    ["file size limit exceeded", 25],
+    ["virtual timer expired", 26],
+    ["profiling timer expired", 27],
+    ["window changed", 28],
+    ["I/O possible", 29],
+    ["power failure", 30],
+    ["bad system call", 31],
+  ];
+
+  it("is 128 + n for every signal name of Go's table, with or without (core dumped)", () => {
+    for (const [name, number] of GO_SIGNALS) {
+      assert.equal(exitCodeOf({ exitCode: -1, error: `signal: ${name}` }), 128 + number, name);
+      assert.equal(exitCodeOf({ exitCode: -1, error: `signal: ${name} (core dumped)` }), 128 + number, `${name} (core dumped)`);
+    }
+  });
+
+  it("reads a signal without a name (signal N, a real-time one), C names, and gives 1 for what it cannot read", () => {
+    assert.equal(exitCodeOf({ exitCode: -1, error: "signal: signal 34" }), 162);
+    assert.equal(exitCodeOf({ exitCode: -1, error: "signal: signal 64 (core dumped)" }), 192);
+    assert.equal(exitCodeOf({ exitCode: -1, error: "signal: SIGSEGV" }), 139);
+    assert.equal(signalNumberOf("signal: signal 300"), undefined);
+    assert.equal(exitCodeOf({ exitCode: -1, error: "signal: signal 300" }), 1);
+    assert.equal(exitCodeOf({ exitCode: -1, error: "signal: a signal from elsewhere" }), 1);
+    assert.equal(exitCodeOf({ exitCode: -1 }), 1);
+  });
+
   it("is the command's own code, or 128 + the signal that killed it, as a shell says", () => {
     assert.equal(exitCodeOf({ exitCode: 0 }), 0);
     assert.equal(exitCodeOf({ exitCode: 7 }), 7);

@@ -4,6 +4,7 @@
  * start and at every resize (SIGWINCH), the terminal's output as it comes, and the command's exit
  * code as the CLI's. `fsb exec -i` without `-t` pipes stdin to a command without a terminal.
  */
+import { FsbError } from "@fast-sandbox/api";
 import { CommandExitError, type CommandResult, type FastSandbox } from "@fast-sandbox/sdk";
 import { onExitOnWriteFailure } from "./output.js";
 
@@ -31,7 +32,103 @@ const DEFAULT_SIZE = { cols: 80, rows: 24 };
 const END_OF_INPUT = new Uint8Array([0x04]);
 /** Signals that end the CLI; the command in the sandbox is killed with it, not left behind. */
 const ENDING_SIGNALS = ["SIGTERM", "SIGHUP", "SIGINT"] as const;
-const SIGNAL_NUMBERS: Record<string, number> = { hangup: 1, interrupt: 2, quit: 3, aborted: 6, killed: 9, terminated: 15, SIGHUP: 1, SIGINT: 2, SIGTERM: 15 };
+/** The numbers of the signals that end the CLI (the same on Linux and macOS). */
+const ENDING_SIGNAL_NUMBERS: Record<(typeof ENDING_SIGNALS)[number], number> = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 };
+/**
+ * The names envd gives the signal that killed a command (Go's `os.ProcessState.String()`: "signal: "
+ * and syscall.Signal's name, linux/amd64's table, then " (core dumped)" when it dumped core), by number.
+ * A signal without a name there (a real-time one) is "signal N".
+ */
+const GO_SIGNAL_NAMES: readonly string[] = [
+  "",
+  "hangup",
+  "interrupt",
+  "quit",
+  "illegal instruction",
+  "trace/breakpoint trap",
+  "aborted",
+  "bus error",
+  "floating point exception",
+  "killed",
+  "user defined signal 1",
+  "segmentation fault",
+  "user defined signal 2",
+  "broken pipe",
+  "alarm clock",
+  "terminated",
+  "stack fault",
+  "child exited",
+  "continued",
+  "stopped (signal)",
+  "stopped",
+  "stopped (tty input)",
+  "stopped (tty output)",
+  "urgent I/O condition",
+  "CPU time limit exceeded",
+  "file size limit exceeded",
+  "virtual timer expired",
+  "profiling timer expired",
+  "window changed",
+  "I/O possible",
+  "power failure",
+  "bad system call",
+];
+/** The same signals by their C names (SIGSEGV), Linux's numbers: the sandbox runs Linux. */
+const LINUX_SIGNAL_NAMES: readonly string[] = [
+  "",
+  "SIGHUP",
+  "SIGINT",
+  "SIGQUIT",
+  "SIGILL",
+  "SIGTRAP",
+  "SIGABRT",
+  "SIGBUS",
+  "SIGFPE",
+  "SIGKILL",
+  "SIGUSR1",
+  "SIGSEGV",
+  "SIGUSR2",
+  "SIGPIPE",
+  "SIGALRM",
+  "SIGTERM",
+  "SIGSTKFLT",
+  "SIGCHLD",
+  "SIGCONT",
+  "SIGSTOP",
+  "SIGTSTP",
+  "SIGTTIN",
+  "SIGTTOU",
+  "SIGURG",
+  "SIGXCPU",
+  "SIGXFSZ",
+  "SIGVTALRM",
+  "SIGPROF",
+  "SIGWINCH",
+  "SIGIO",
+  "SIGPWR",
+  "SIGSYS",
+];
+const SIGNAL_NUMBERS = new Map<string, number>([
+  ...GO_SIGNAL_NAMES.map((name, number) => [name.toLowerCase(), number] as const),
+  ...LINUX_SIGNAL_NAMES.map((name, number) => [name.toLowerCase(), number] as const),
+  ["sigiot", 6],
+  ["sigpoll", 29],
+]);
+SIGNAL_NUMBERS.delete("");
+
+/** The number of the signal a command died of, from envd's wording ("signal: segmentation fault (core dumped)"); undefined: none read. */
+export function signalNumberOf(error: string): number | undefined {
+  const match = /\bsignal: ([^\n]+)/.exec(error);
+  if (!match) return undefined;
+  const name = match[1]!
+    .trim()
+    .replace(/ \(core dumped\)$/, "")
+    .toLowerCase();
+  const numbered = /^(?:signal )?(\d+)$/.exec(name);
+  const number = numbered ? Number(numbered[1]) : SIGNAL_NUMBERS.get(name);
+  // 128 + n must be an exit code: Linux's signals go up to 64.
+  return number !== undefined && number >= 1 && number <= 127 ? number : undefined;
+}
 
 /**
  * The most one input message carries: envd refuses a message over 16 MiB, and a smaller one keeps
@@ -133,8 +230,7 @@ export class InputForwarder {
 /** The CLI's exit code for a command's result: its own, or 128 + the signal that killed it (as a shell reports it). */
 export function exitCodeOf(result: Pick<CommandResult, "exitCode" | "error">): number {
   if (result.exitCode >= 0) return result.exitCode & 0xff;
-  const signal = /signal: (\w+)/.exec(result.error ?? "")?.[1];
-  const number = signal ? SIGNAL_NUMBERS[signal] : undefined;
+  const number = signalNumberOf(result.error ?? "");
   return number !== undefined ? 128 + number : 1;
 }
 
@@ -150,30 +246,59 @@ async function resultOf(wait: Promise<CommandResult>): Promise<CommandResult> {
 
 /** The CLI's exit code when the input could not be sent and the command was killed for it (main.ts's error code). */
 const EXIT_INPUT_FAILED = 1;
+/** How long a failed send waits for the command's end before deciding it still runs (and killing it). */
+export const INPUT_FAILURE_END_WAIT_MS = 1_000;
+
+/**
+ * Whether a failed send says the command no longer takes input: it closed its stdin or ended (a
+ * `head` that had what it needed), as envd reports it. Input then just stops, as in a pipeline.
+ */
+function stoppedReading(error: unknown): boolean {
+  if (!(error instanceof FsbError)) return false;
+  if (error.code === "failed_precondition") return /stdin was closed|no longer reads its input/.test(error.message);
+  return error.code === "not_found" && /no such process/.test(error.message);
+}
 
 /**
  * Sends `io.stdin` to the command (`send`, through an InputForwarder) until it ends (`onEnd`) or a
- * send fails: then reading stops, the command is killed (`kill`) rather than left to read an input
- * with a gap or to wait for the rest of it, and `exitCode` makes the CLI's exit code non-zero —
- * unless the command had already ended on its own (a `head` that took what it needed).
+ * send fails: then reading stops. A command that ended (`ended` settles soon after) or stopped
+ * reading its input is left to end on its own, quietly, with its own exit code (`yes | head -1`);
+ * one that still runs is killed (`kill`) rather than left to read an input with a gap or to wait
+ * for the rest of it, the failure is reported, and `exitCode` makes the CLI's exit code non-zero.
  */
 function forwardStdin(
   io: TerminalIo,
   send: (data: Uint8Array) => Promise<void>,
-  options: { kill: () => Promise<void>; onEnd: (forwarder: InputForwarder) => void; report: (message: string) => void },
+  options: {
+    kill: () => Promise<void>;
+    onEnd: (forwarder: InputForwarder) => void;
+    report: (message: string) => void;
+    /** Settles when the command has ended. */
+    ended: Promise<unknown>;
+  },
 ): { start: () => void; stop: () => void; exitCode: (result: CommandResult) => number } {
-  const forwarder = new InputForwarder(
-    send,
-    (error) => {
-      stop();
-      options.report(
-        `error: the input could not be sent to the command (${error instanceof Error ? error.message : String(error)}); ` +
-          "it is killed, as the rest of its input would not reach it",
-      );
-      void options.kill();
-    },
-    io.stdin,
-  );
+  let killed = false;
+  const onError = async (error: unknown) => {
+    stop();
+    if (stoppedReading(error)) return;
+    let timer: NodeJS.Timeout | undefined;
+    const ended = await Promise.race([
+      options.ended.then(
+        () => true,
+        () => true,
+      ),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), INPUT_FAILURE_END_WAIT_MS))),
+    ]);
+    clearTimeout(timer);
+    if (ended) return;
+    killed = true;
+    options.report(
+      `error: the input could not be sent to the command (${error instanceof Error ? error.message : String(error)}); ` +
+        "it is killed, as the rest of its input would not reach it",
+    );
+    await options.kill();
+  };
+  const forwarder = new InputForwarder(send, (error) => void onError(error), io.stdin);
   const onInput = (chunk: Buffer | string) => forwarder.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
   const onEnd = () => options.onEnd(forwarder);
   const stop = () => {
@@ -188,46 +313,60 @@ function forwardStdin(
       io.stdin.resume();
     },
     stop,
-    exitCode: (result) => (forwarder.failed && result.exitCode < 0 ? EXIT_INPUT_FAILED : exitCodeOf(result)),
+    exitCode: (result) => (killed && result.exitCode < 0 ? EXIT_INPUT_FAILED : exitCodeOf(result)),
   };
 }
 
 /** Runs the command in a terminal of the sandbox, wired to `io`; resolves with the exit code for the CLI. */
 export async function runInTerminal(sandbox: FastSandbox, options: TerminalSessionOptions, io: TerminalIo): Promise<number> {
   const size = () => (io.stdout.isTTY && io.stdout.columns && io.stdout.rows ? { cols: io.stdout.columns, rows: io.stdout.rows } : DEFAULT_SIZE);
-  const terminal = await sandbox.pty.create({
-    ...size(),
-    ...(options.command ? { command: options.command } : {}),
-    envs: options.envs,
-    ...(options.cwd ? { cwd: options.cwd } : {}),
-    ...(options.user ? { user: options.user } : {}),
-    timeoutMs: 0,
-    onData: (data) => io.stdout.write(data),
-  });
-  const raw = options.interactive && io.stdin.isTTY === true && typeof io.stdin.setRawMode === "function";
-  const kill = () =>
-    sandbox.pty.kill(terminal.pid).then(
-      () => undefined,
-      () => undefined,
-    );
-  const input = forwardStdin(io, (data) => sandbox.pty.sendInput(terminal.pid, data), {
-    kill,
-    onEnd: (forwarder) => forwarder.push(END_OF_INPUT),
-    report: (message) => io.stderr.write(`\r\n${message}\r\n`),
-  });
-  const onResize = () => void sandbox.pty.resize(terminal.pid, size()).catch(() => undefined);
-  return withEndingSignals(kill, async () => {
-    try {
-      if (raw) io.stdin.setRawMode?.(true);
-      if (options.interactive) input.start();
-      io.stdout.on("resize", onResize);
-      return input.exitCode(await resultOf(terminal.wait()));
-    } finally {
-      io.stdout.removeListener("resize", onResize);
-      input.stop();
-      if (raw) io.stdin.setRawMode?.(false);
-    }
-  });
+  // Listening from before the terminal is made: a resize while it is made is sent once it is.
+  let pid: number | undefined;
+  const onResize = () => {
+    if (pid !== undefined) void sandbox.pty.resize(pid, size()).catch(() => undefined);
+  };
+  io.stdout.on("resize", onResize);
+  try {
+    const initial = size();
+    const terminal = await sandbox.pty.create({
+      ...initial,
+      ...(options.command ? { command: options.command } : {}),
+      envs: options.envs,
+      ...(options.cwd ? { cwd: options.cwd } : {}),
+      ...(options.user ? { user: options.user } : {}),
+      timeoutMs: 0,
+      onData: (data) => io.stdout.write(data),
+    });
+    pid = terminal.pid;
+    const now = size();
+    if (now.cols !== initial.cols || now.rows !== initial.rows) onResize();
+    const raw = options.interactive && io.stdin.isTTY === true && typeof io.stdin.setRawMode === "function";
+    const kill = () =>
+      sandbox.pty.kill(terminal.pid).then(
+        () => undefined,
+        () => undefined,
+      );
+    const result = resultOf(terminal.wait());
+    result.catch(() => undefined);
+    const input = forwardStdin(io, (data) => sandbox.pty.sendInput(terminal.pid, data), {
+      kill,
+      onEnd: (forwarder) => forwarder.push(END_OF_INPUT),
+      report: (message) => io.stderr.write(`\r\n${message}\r\n`),
+      ended: result,
+    });
+    return await withEndingSignals(kill, async () => {
+      try {
+        if (raw) io.stdin.setRawMode?.(true);
+        if (options.interactive) input.start();
+        return input.exitCode(await result);
+      } finally {
+        input.stop();
+        if (raw) io.stdin.setRawMode?.(false);
+      }
+    });
+  } finally {
+    io.stdout.removeListener("resize", onResize);
+  }
 }
 
 /** Runs the command without a terminal, stdin piped to it (`fsb exec -i`); resolves with the exit code for the CLI. */
@@ -250,8 +389,11 @@ export async function runWithStdin(
       () => undefined,
       () => undefined,
     );
+  const result = resultOf(handle.wait());
+  result.catch(() => undefined);
   const input = forwardStdin(io, (data) => handle.sendStdin(data), {
     kill,
+    ended: result,
     // End of file once all of it was sent; not after a failed send (the command is killed instead).
     onEnd: (forwarder) =>
       void forwarder
@@ -263,7 +405,7 @@ export async function runWithStdin(
   return withEndingSignals(kill, async () => {
     try {
       input.start();
-      return input.exitCode(await resultOf(handle.wait()));
+      return input.exitCode(await result);
     } finally {
       input.stop();
     }
@@ -279,7 +421,7 @@ export async function runWithStdin(
  * reader of the output went away), which skips this function's clean-up (`onExitOnWriteFailure`).
  */
 async function withEndingSignals(kill: () => Promise<void>, session: () => Promise<number>): Promise<number> {
-  let received: string | undefined;
+  let received: (typeof ENDING_SIGNALS)[number] | undefined;
   const handlers = ENDING_SIGNALS.map((signal) => {
     const handler = () => {
       received = signal;
@@ -291,7 +433,7 @@ async function withEndingSignals(kill: () => Promise<void>, session: () => Promi
   const unregister = onExitOnWriteFailure(kill);
   try {
     const code = await session();
-    return received ? 128 + (SIGNAL_NUMBERS[received] ?? 0) : code;
+    return received ? 128 + ENDING_SIGNAL_NUMBERS[received] : code;
   } catch (error) {
     await kill();
     throw error;
