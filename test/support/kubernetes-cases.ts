@@ -173,10 +173,17 @@ export function waitForLeaseHolder(suite: KubernetesSuiteContext): Promise<strin
 
 /** A client of the Lease holder's fast path (the replica that sizes the pools), once it is a Ready Pod. */
 async function leaderClient(suite: KubernetesSuiteContext): Promise<FastSandboxClient> {
-  const leader = await waitForLeaseHolder(suite);
-  const pod = JSON.parse(await suite.kubectlOk("-n", SYSTEM_NAMESPACE, "get", "pod", leader, "-o", "json")) as PodJson;
-  assert.ok(pod.status?.podIP && isPodReady(pod), `the leader ${leader} is a Ready controller Pod`);
-  return new FastSandboxClient({ url: `http://${pod.status.podIP}:${FAST_PATH_PORT}`, token: suite.apiToken });
+  // Right after the deployment, the holder may still be starting (it listens once its first lists are read).
+  const podIP = await suite.eventually(
+    "the Lease holder to be a Ready controller Pod",
+    async () => {
+      const leader = await waitForLeaseHolder(suite);
+      const pod = JSON.parse(await suite.kubectlOk("-n", SYSTEM_NAMESPACE, "get", "pod", leader, "-o", "json")) as PodJson;
+      return pod.status?.podIP && isPodReady(pod) ? pod.status.podIP : undefined;
+    },
+    { timeoutMs: 120_000, intervalMs: 500 },
+  );
+  return new FastSandboxClient({ url: `http://${podIP}:${FAST_PATH_PORT}`, token: suite.apiToken });
 }
 
 /**
