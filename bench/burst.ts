@@ -1,6 +1,6 @@
 /**
  * `bench burst`: N creates at once (default 100) on a pool sized for them, against N `ctr run -d`
- * at once, in the same run. Method:
+ * at once, in the same run, over R rounds (default 3). Method:
  *
  * - The embedded control plane of `bench create` (create.ts), in this process, with
  *   ceil(N / 64) agents whose pool keeps prepared instances (64 per agent, the most an agent keeps;
@@ -8,12 +8,20 @@
  *   real HTTP API on loopback; each sample is one create, from the call to the resolved promise,
  *   which the API gives only once the sandbox's command runs.
  * - The baseline: N `ctr run -d` of the same image started at once on the same containerd.
- * - One warm-up round of 2 creates per side first (connections, shims, caches), unrecorded; each
- *   side's burst starts only once every agent's stock of prepared instances is full again, so no
- *   refill runs during either burst.
- * - Wall time of a burst: from the first call to the last answer. Percentiles as in stats.ts.
+ * - One warm-up round of 2 creates per side first (connections, shims, caches), unrecorded. Then
+ *   `--rounds` measured rounds, each a burst of N per side; the side that goes first alternates
+ *   (fast-sandbox first in rounds 1, 3, …, ctr first in rounds 2, 4, …), so neither side always
+ *   meets the machine as the other left it. Each side's burst, in every round, starts only once
+ *   every agent's stock of prepared instances is full again (as for the one round this bench ran
+ *   before), so no refill runs during either burst. After each round (the warm-up's too) both
+ *   sides' containers of the round are deleted, untimed, so every round starts from the same state:
+ *   nothing of the run running, the agents' stock full.
+ * - Wall time of a burst: from the first call to the last answer. Per side, the median over the
+ *   rounds (each round's own printed beside it); percentiles over every create of every round
+ *   (stats.ts). ratio_wall: the medians' ratio.
  *
- * Prints the create tables and `RESULT burst_wall_ms=… p50_ms=… p99_ms=… baseline_ctr_wall_ms=…`.
+ * Prints the create tables and `RESULT burst_wall_ms=… p50_ms=… p99_ms=… baseline_ctr_wall_ms=…
+ * baseline_ctr_p50_ms=… baseline_ctr_p99_ms=… ratio_wall=…` (create-report.ts).
  */
 import type { NetworkMode } from "@fast-sandbox/api";
 import { runCreateBench, type CreateBenchResult } from "./create.js";
@@ -22,7 +30,10 @@ import { runCreateBench, type CreateBenchResult } from "./create.js";
 const INSTANCES_PER_AGENT = 64;
 
 export interface BurstBenchOptions {
+  /** Creates per burst (per side and round). */
   count: number;
+  /** Measured rounds; the side that goes first alternates. @default 3 */
+  rounds: number;
   warmup: number;
   image: string;
   namespace: string;
@@ -33,9 +44,10 @@ export interface BurstBenchOptions {
 }
 
 export async function runBurstBench(options: BurstBenchOptions): Promise<CreateBenchResult> {
-  const { count } = options;
+  const { count, rounds } = options;
+  // Rounds of `count` creates per side: the measured creates of `rounds` rounds at a concurrency of `count`.
   return runCreateBench({
-    count,
+    count: count * rounds,
     warmup: options.warmup,
     concurrency: count,
     image: options.image,
@@ -47,14 +59,7 @@ export async function runBurstBench(options: BurstBenchOptions): Promise<CreateB
     network: options.network,
     runtimeType: "container",
     prepared: !options.cold,
+    clearAfterEachRound: true,
     log: options.log,
   });
-}
-
-export function burstResultLine(result: CreateBenchResult): string {
-  const create = result.fastSandbox.create;
-  return (
-    `RESULT burst_wall_ms=${result.wallMs.fastSandbox.toFixed(0)} p50_ms=${create.p50.toFixed(2)} p99_ms=${create.p99.toFixed(2)} ` +
-    `baseline_ctr_wall_ms=${result.wallMs.ctr.toFixed(0)}`
-  );
 }

@@ -16,7 +16,12 @@
  * the same burst of the other side. The side that goes first alternates every round
  * (A B, B A, A B, ...). Warm-up rounds run the same way and are not recorded. Every container of
  * both sides stays up until the end, so both sides see the same growing number of running
- * containers.
+ * containers (`clearAfterEachRound`, `bench burst`: both sides' containers of a round are deleted,
+ * untimed, before the next round starts).
+ *
+ * Wall time of a side: the sum of its measured bursts (and each burst's own, for `bench burst`).
+ * With a `beforeBurst` wait (the stock refill of `--prepared`), the waits are outside every burst:
+ * the wall times, the creates per second and the CPU per create exclude the refills.
  */
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -24,6 +29,7 @@ import { performance } from "node:perf_hooks";
 import { API_VERSION, type NetworkMode, type RuntimeType, type SandboxPool } from "@fast-sandbox/api";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
 import { ctr, removeCtrContainer, timedCtrRun, type CtrOptions } from "./ctr-baseline.js";
+import type { SdkProcess } from "./sdk-process.js";
 import { ratio, summarize, type Summary } from "./stats.js";
 
 /** Where the fast-sandbox side creates its sandboxes. */
@@ -54,6 +60,17 @@ export interface CreateRoundsOptions {
   agentPids?: () => (number | undefined)[];
   /** Awaited before every burst of every side (warm-up and measured), outside its timing. */
   beforeBurst?: () => Promise<void>;
+  /**
+   * After every round (warm-up included), deletes what both sides created in it, untimed: every
+   * round then starts with nothing of the run running (`bench burst`, whose rounds are repeats of
+   * one experiment). @default false: every container of both sides stays up until the end
+   */
+  clearAfterEachRound?: boolean;
+  /**
+   * Makes the timed creates in this SDK process instead of this process's client (`--sdk-process`,
+   * sdk-process.ts); its CPU time joins this process's in `cpu.self`. @default this process's client
+   */
+  sdkProcess?: SdkProcess;
 }
 
 /**
@@ -142,7 +159,9 @@ export class CreateRounds {
   readonly deleteErrors: string[] = [];
   /** Wall time of the measured rounds of each side (sum of its bursts). */
   readonly wall = { fastSandbox: 0, ctr: 0 };
-  /** CPU ms over the measured fast-sandbox bursts: this process, and the agents (with `agentPids`). */
+  /** Wall time of each measured burst of each side, in the order they ran. */
+  readonly burstWalls: { fastSandbox: number[]; ctr: number[] } = { fastSandbox: [], ctr: [] };
+  /** CPU ms over the measured fast-sandbox bursts: this process (and the SDK process, with `sdkProcess`), and the agents (with `agentPids`). */
   readonly cpu = { self: 0, agents: 0 };
   private index = 0;
   private deletesDone = false;
@@ -173,29 +192,45 @@ export class CreateRounds {
     }
   }
 
-  /** `n` SDK creates started together. */
+  /** `n` SDK creates started together (in this process, or in the SDK process). */
   readonly fastSandboxBurst: Burst = async (n, record) => {
-    const { target, image, command, agentPids } = this.options;
+    const { target, image, command, agentPids, sdkProcess } = this.options;
     const names = Array.from({ length: n }, () => `b${this.runId}-${this.nextIndex()}`);
     const pids = agentPids?.() ?? [];
     const selfCpu = process.cpuUsage();
+    const sdkCpu = processCpuMs(sdkProcess?.pid);
     const agentCpu = pids.reduce<number>((sum, pid) => sum + processCpuMs(pid), 0);
     const started = performance.now();
-    await Promise.all(
-      names.map(async (name) => {
-        const t0 = performance.now();
-        const sandbox = await this.client.sandboxes.create({ name, pool: target.pool, image, command, ...this.namespaceOption });
-        const elapsed = performance.now() - t0;
-        this.created.push(name);
-        if (sandbox.status?.sandboxID) this.sandboxIds.push(sandbox.status.sandboxID);
-        if (sandbox.status?.phase !== "Running") throw new Error(`sandbox ${name} is ${sandbox.status?.phase ?? "without status"}, not Running`);
-        if (record) this.fsbSamples.push(elapsed);
-      }),
-    );
+    const created = (name: string, elapsed: number, status: { sandboxID?: string; phase?: string } | undefined): void => {
+      this.created.push(name);
+      if (status?.sandboxID) this.sandboxIds.push(status.sandboxID);
+      if (status?.phase !== "Running") throw new Error(`sandbox ${name} is ${status?.phase ?? "without status"}, not Running`);
+      if (record) this.fsbSamples.push(elapsed);
+    };
+    if (sdkProcess) {
+      const answers = await sdkProcess
+        .burst(names.map((name) => ({ name, pool: target.pool, image, command, ...this.namespaceOption })))
+        .catch((error: unknown) => {
+          // Which of them the API made is not known here: the clean-up's best-effort deletes try them all.
+          this.created.push(...names);
+          throw error;
+        });
+      for (const answer of answers) created(answer.name, answer.elapsedMs, answer);
+    } else {
+      await Promise.all(
+        names.map(async (name) => {
+          const t0 = performance.now();
+          const sandbox = await this.client.sandboxes.create({ name, pool: target.pool, image, command, ...this.namespaceOption });
+          created(name, performance.now() - t0, sandbox.status);
+        }),
+      );
+    }
     if (record) {
-      this.wall.fastSandbox += performance.now() - started;
+      const wall = performance.now() - started;
+      this.wall.fastSandbox += wall;
+      this.burstWalls.fastSandbox.push(wall);
       const used = process.cpuUsage(selfCpu);
-      this.cpu.self += (used.user + used.system) / 1000;
+      this.cpu.self += (used.user + used.system) / 1000 + (processCpuMs(sdkProcess?.pid) - sdkCpu);
       this.cpu.agents += pids.reduce<number>((sum, pid) => sum + processCpuMs(pid), 0) - agentCpu;
     }
   };
@@ -211,7 +246,11 @@ export class CreateRounds {
         if (record) this.ctrSamples.push(elapsed);
       }),
     );
-    if (record) this.wall.ctr += performance.now() - started;
+    if (record) {
+      const wall = performance.now() - started;
+      this.wall.ctr += wall;
+      this.burstWalls.ctr.push(wall);
+    }
   };
 
   /** The side order, for the report. */
@@ -234,11 +273,29 @@ export class CreateRounds {
           await this.options.beforeBurst?.();
           await sides[(round + k) % sides.length]!(size, record);
         }
+        if (this.options.clearAfterEachRound) await this.clearRound();
       }
       log(`${label}: ${n} creates per side in ${round} rounds`);
     };
     if (warmup > 0) await rounds(warmup, false, "warm-up");
     await rounds(count, true, "measured");
+  }
+
+  /**
+   * Deletes the sandboxes (through the SDK, grace period 0) and the baseline's containers created so
+   * far, untimed and not counted as the run's deletes. Extra sides' sandboxes are not this class's.
+   */
+  private async clearRound(): Promise<void> {
+    const names = this.created.splice(0);
+    await forEachLimited(names, 16, async (name) => {
+      await this.client.sandboxes.delete(name, { gracePeriodMs: 0, ...this.namespaceOption }).catch((error: unknown) => {
+        // Left for the final clean-up, which deletes what `created` still names.
+        this.created.push(name);
+        this.options.log(`delete ${name} between rounds: ${String(error)}`);
+      });
+    });
+    const ids = this.ctrIds.splice(0);
+    await forEachLimited(ids, 4, (id) => removeCtrContainer(this.options.ctr, id));
   }
 
   /** `n` SDK `get` round trips of created sandboxes; their durations. */
@@ -309,6 +366,7 @@ export class CreateRounds {
     fastSandbox: { create: Summary; delete: Summary | null; deleteErrors: string[]; samplesMs: number[] };
     ctrBaseline: { create: Summary; samplesMs: number[] };
     wallMs: { fastSandbox: number; ctr: number };
+    burstWallMs: { fastSandbox: number[]; ctr: number[] };
     throughputPerSecond: { fastSandbox: number; ctr: number };
     ratioP50: number;
   } {
@@ -324,6 +382,7 @@ export class CreateRounds {
       },
       ctrBaseline: { create: ctrCreate, samplesMs: this.ctrSamples },
       wallMs: this.wall,
+      burstWallMs: this.burstWalls,
       throughputPerSecond: { fastSandbox: (count / this.wall.fastSandbox) * 1000, ctr: (count / this.wall.ctr) * 1000 },
       ratioP50: ratio(fsbCreate.p50, ctrCreate.p50),
     };

@@ -3,7 +3,13 @@
  * in-process embedded control plane, against `ctr run -d` of the same image on the same containerd,
  * measured in the same run. The rounds, the samples and what they mean: create-rounds.ts. This
  * file sets up and removes the embedded side: a dedicated containerd namespace, the control plane
- * with its local agents, and the optional `--breakdown` side (the agent called directly).
+ * with its local agents, and the optional `--breakdown` side (the agent called directly, with the
+ * network the control plane would send for the pool: Isolated with the pool's egress policy, or
+ * Shared; until 2026-12-06 it always sent Shared, whatever the pool's network).
+ *
+ * `--prepared`: every burst of every side waits, untimed, until each agent's stock is full again.
+ * The refills therefore run outside every timed region: the CPU per create and the creates per
+ * second of such a run count the claims, not the refills (the report says so).
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
@@ -13,11 +19,11 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 import { destination, pino } from "pino";
-import type { NetworkMode, RuntimeType } from "@fast-sandbox/api";
-import { writeRunscWrapper } from "../packages/agent/src/containerd/gvisor-binary.js";
-import { startEmbeddedControlPlane, type EmbeddedControlPlane } from "@fast-sandbox/controlplane";
+import { egressPolicyOf, type NetworkMode, type RuntimeType } from "@fast-sandbox/api";
+import { startEmbeddedControlPlane, type AgentSandboxSpec, type EmbeddedControlPlane } from "@fast-sandbox/controlplane";
 import { benchPool, CreateRounds, type Burst } from "./create-rounds.js";
-import { cleanNamespace, leftovers, removeCgroupTree, type CtrOptions } from "./ctr-baseline.js";
+import { cleanNamespace, leftovers, removeCgroupTree, runscCtrOptions, type CtrOptions } from "./ctr-baseline.js";
+import { SdkProcess } from "./sdk-process.js";
 import { summarize, type Summary } from "./stats.js";
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -61,6 +67,13 @@ export interface CreateBenchOptions {
    * and no refill runs during any side's burst.
    */
   prepared: boolean;
+  /** After every round, delete both sides' containers of the round, untimed (create-rounds.ts; `bench burst`). @default false */
+  clearAfterEachRound?: boolean;
+  /**
+   * The fast-sandbox side's SDK in a process of its own (sdk-process.ts) instead of this process,
+   * which also runs the control plane. @default false
+   */
+  sdkProcess?: boolean;
   /** Progress and diagnostics (stderr). */
   log: (message: string) => void;
 }
@@ -76,11 +89,22 @@ export interface CreateBenchResult {
   runtimeType: RuntimeType;
   containerdNamespace: string;
   command: string[];
+  /** The pool's network (and, with `breakdown`, the network of the agent's direct creates). */
+  network: NetworkMode;
+  /**
+   * Prepared instances each agent keeps (`--prepared`; 0: none, every create takes the cold path).
+   * When > 0, every burst of either side started once each agent's stock was full again.
+   */
+  prepared: number;
+  /** Whether the timed SDK creates ran in a process of their own (`--sdk-process`) or in the bench's, beside the control plane. */
+  sdkProcess: boolean;
   order: string;
   fastSandbox: { create: Summary; delete: Summary | null; deleteErrors: string[]; samplesMs: number[] };
   ctrBaseline: { create: Summary; samplesMs: number[] };
   /** Wall time of the measured rounds of each side (sum of its bursts), and creates per second. */
   wallMs: { fastSandbox: number; ctr: number };
+  /** Wall time of each measured burst of each side, in the order they ran. */
+  burstWallMs: { fastSandbox: number[]; ctr: number[] };
   breakdown?: {
     agentDirectCreate: Summary;
     sdkGetRoundTrip: Summary;
@@ -123,12 +147,11 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
   if (process.getuid?.() !== 0) throw new Error("the benchmark needs root (containerd's socket, cgroups)");
   if (!existsSync(HELPER)) throw new Error(`${HELPER} is missing: run 'bash scripts/build-helper.sh' (or 'npm run build')`);
   const dataDir = mkdtempSync(join(tmpdir(), "fsb-bench-"));
-  const runscPath = process.env.FSB_RUNSC_PATH || "/usr/bin/runsc";
   let ctrOptions: CtrOptions = { namespace };
   log(`importing ${image} into containerd namespace ${namespace} (cached)`);
   let stale: Awaited<ReturnType<typeof cleanNamespace>>;
   try {
-    if (options.runtimeType === "gvisor") ctrOptions = { namespace, runcBinary: writeRunscWrapper(dataDir, runscPath) };
+    if (options.runtimeType === "gvisor") ctrOptions = runscCtrOptions(namespace, dataDir);
     execFileSync("bash", [join(REPO_ROOT, "scripts/build-base-image.sh"), image, namespace], { stdio: ["ignore", "ignore", "inherit"] });
     stale = await cleanNamespace(ctrOptions);
   } catch (error) {
@@ -141,6 +164,7 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
   const token = randomBytes(24).toString("base64url");
   let controlPlane: EmbeddedControlPlane | undefined;
   let rounds: CreateRounds | undefined;
+  let sdkProcess: SdkProcess | undefined;
   const agentSamples: number[] = [];
   const agentIds: string[] = [];
   let getSamples: number[] = [];
@@ -160,6 +184,10 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
     });
     log(`control plane at ${controlPlane.url} (data ${dataDir})`);
     const cp = controlPlane;
+    if (options.sdkProcess) {
+      sdkProcess = await SdkProcess.start(cp.url, token);
+      log(`SDK process pid ${sdkProcess.pid}`);
+    }
     const run = new CreateRounds({
       target: { url: cp.url, token, pool: POOL },
       ctr: ctrOptions,
@@ -171,23 +199,31 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
       log,
       agentPids: () => cp.fleet.listAgentProcesses().map((a) => a.pid),
       ...(options.prepared ? { beforeBurst: () => waitForPreparedStock(cp, preparedInstances, 60_000) } : {}),
+      ...(options.clearAfterEachRound ? { clearAfterEachRound: true } : {}),
+      ...(sdkProcess ? { sdkProcess } : {}),
     });
     rounds = run;
     // The breakdown side's sandboxes, created on the agent directly, hold slots of the first agent too.
     const total = (count + warmup) * (options.breakdown ? 2 : 1);
-    await run.client.pools.apply(
-      benchPool({
-        name: POOL,
-        namespace: "default",
-        image,
-        agents: options.agents,
-        total,
-        concurrency,
-        network: options.network,
-        preparedInstances,
-        runtimeType: options.runtimeType,
-      }),
-    );
+    const pool = benchPool({
+      name: POOL,
+      namespace: "default",
+      image,
+      agents: options.agents,
+      total,
+      concurrency,
+      network: options.network,
+      preparedInstances,
+      runtimeType: options.runtimeType,
+    });
+    await run.client.pools.apply(pool);
+    // What the control plane sends an agent for this pool (sandbox-network.ts, instanceNetwork), so
+    // the direct side creates the same sandbox: on an Isolated pool a Shared create would skip the
+    // network namespace and never match the pool's prepared instances.
+    const directNetwork: AgentSandboxSpec["network"] =
+      options.network === "Isolated"
+        ? { mode: "Isolated", egress: egressPolicyOf(pool.spec), allowSandboxToSandbox: pool.spec.network?.allowSandboxToSandbox ?? false }
+        : { mode: "Shared" };
     const readyStarted = performance.now();
     await run.waitForReadyAgents(options.agents, 60_000);
     log(`${options.agents} agent(s) ready after ${(performance.now() - readyStarted).toFixed(0)} ms`);
@@ -210,7 +246,8 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
             envs: [],
             runtimeType: options.runtimeType,
             exposedPorts: [],
-            network: { mode: "Shared" },
+            // No `slots`: the direct side's sandboxes all go to the first agent, beyond its share of the pool's slots.
+            network: directNetwork,
           });
           const elapsed = performance.now() - t0;
           agentIds.push(sandboxId);
@@ -230,6 +267,7 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
   } finally {
     // Whatever happened: no sandbox, container, task or cgroup of this run survives it.
     await rounds?.close();
+    await sdkProcess?.close();
     await controlPlane?.close();
     await rounds?.removeCtrContainers();
     await cleanNamespace(ctrOptions);
@@ -251,10 +289,14 @@ export async function runCreateBench(options: CreateBenchOptions): Promise<Creat
     runtimeType: options.runtimeType,
     containerdNamespace: namespace,
     command,
+    network: options.network,
+    prepared: preparedInstances,
+    sdkProcess: options.sdkProcess ?? false,
     order: rounds.order(options.breakdown ? 1 : 0),
     fastSandbox: measured.fastSandbox,
     ctrBaseline: measured.ctrBaseline,
     wallMs: measured.wallMs,
+    burstWallMs: measured.burstWallMs,
     ...(options.breakdown
       ? {
           breakdown: {

@@ -7,6 +7,7 @@ import { readFileSync, readdirSync, rmSync, rmdirSync, statSync } from "node:fs"
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
+import { writeRunscWrapper } from "../packages/agent/src/containerd/gvisor-binary.js";
 
 const execFileAsync = promisify(execFile);
 
@@ -17,6 +18,18 @@ export interface CtrOptions {
   address?: string;
   /** `ctr run --runc-binary`: the runtime binary of the baseline's containers (a runsc wrapper for gVisor). @default runc */
   runcBinary?: string;
+}
+
+/**
+ * The baseline on gVisor: `ctr run --runc-binary` a wrapper of the runsc the agents take
+ * (FSB_RUNSC_PATH, default /usr/bin/runsc) with the agents' flags for a Shared sandbox
+ * (`--network=none`, the memory root overlay, host FIFOs, the OCI seccomp profile: gvisor-binary.ts),
+ * written into `stateDir` (which must outlive the run's containers). runsc refuses the host's
+ * network namespace, and `ctr run` makes no other: `--network=none` is what a plain `ctr run` can have.
+ */
+export function runscCtrOptions(namespace: string, stateDir: string): CtrOptions {
+  const runscPath = process.env.FSB_RUNSC_PATH || "/usr/bin/runsc";
+  return { namespace, runcBinary: writeRunscWrapper(stateDir, runscPath) };
 }
 
 function ctrArgs(options: CtrOptions, args: string[]): string[] {

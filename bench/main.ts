@@ -7,14 +7,26 @@
  *
  * Needs root and a running containerd (`--kubernetes`: also the built packages and the test
  * harness's cluster binaries). Tables go to stdout, progress to stderr; the last line of
- * stdout is `RESULT create_p50_ms=X baseline_ctr_p50_ms=Y ratio=Z`.
+ * stdout is `RESULT create_p50_ms=X baseline_ctr_p50_ms=Y ratio=Z prepared=N sdk_process=S` (create-report.ts).
  */
 import { parseArgs } from "node:util";
 import type { NetworkMode, RuntimeType } from "@fast-sandbox/api";
 import { runCreateBench, type CreateBenchResult } from "./create.js";
 import { runKubernetesCreateBench } from "./create-kubernetes.js";
 import { runExecBench } from "./exec.js";
-import { burstResultLine, runBurstBench } from "./burst.js";
+import { runBurstBench } from "./burst.js";
+import {
+  agentDirectLabel,
+  burstResultLine,
+  burstWalls,
+  burstWallsLine,
+  cpuLine,
+  createResultLine,
+  kubernetesRefusal,
+  preparedSetting,
+  sdkSetting,
+  throughputLine,
+} from "./create-report.js";
 import { formatScaleReport, runScaleBench } from "./scale.js";
 import { formatCliBench, runCliBench } from "./cli.js";
 import { formatRestoreBench, runRestoreBench } from "./restore.js";
@@ -57,32 +69,41 @@ const USAGE = `usage: npm run bench -- create [options]
   --namespace NS    dedicated containerd namespace (default fsb-bench); its containers are removed
                     (not with --kubernetes)
   --agents N        agents in the pool (default 1; each agent's sandboxes share one shim)
-  --breakdown       also time the agent's CreateSandbox called directly (a third interleaved side)
-                    and SDK get round trips, to split a create between control plane and agent;
-                    then agent calls with an empty answer (one hop), and the control plane's and
-                    the agent's own handler times from their metrics (embedded only)
+  --breakdown       also time the agent's CreateSandbox called directly (a third interleaved side,
+                    on the pool's network as the control plane would send it) and SDK get round
+                    trips, to split a create between control plane and agent; then agent calls
+                    with an empty answer (one hop), and the control plane's and the agent's own
+                    handler times from their metrics (embedded only)
   --network MODE    the bench pool's network: isolated (default: a network namespace per sandbox,
                     prepared ahead) or shared (the agent's network)
   --prepared        the pool keeps prepared instances (max(2, C) per agent) and every burst of either
-                    side waits until each agent's stock is full again: a create claims one
+                    side waits until each agent's stock is full again: a create claims one; the
+                    refills run in those untimed waits (not with --kubernetes). RESULT ends with
+                    prepared=N (instances per agent; 0: the cold path)
+  --sdk-process     the timed SDK creates in a process of their own (a user's program is one) instead
+                    of the bench's, which also runs the control plane; RESULT ends with sdk_process=1
+                    (not with --kubernetes)
   --runtime R       runc (default) or gvisor: the pool's runtime, and the baseline's ('ctr run
                     --runc-binary' a wrapper of the agents' runsc with their flags; not with
                     --kubernetes)
   --json            print the results as one JSON line before the RESULT line
   -h, --help
 
-       npm run bench -- burst [--count N] [--cold] [--network MODE] [--json]
+       npm run bench -- burst [--count N] [--rounds R] [--cold] [--network MODE] [--json]
 
   burst: N creates at once (default 100) on a pool of ceil(N/64) agents keeping prepared instances
-  (--cold: none), against N 'ctr run -d' at once, in the same run (burst.ts states the method).
-  Prints RESULT burst_wall_ms=… p50_ms=… p99_ms=… baseline_ctr_wall_ms=…
+  (--cold: none), against N 'ctr run -d' at once, in the same run, R rounds (default 3) with the
+  side going first alternating (burst.ts states the method). Prints RESULT burst_wall_ms=… p50_ms=…
+  p99_ms=… baseline_ctr_wall_ms=… baseline_ctr_p50_ms=… baseline_ctr_p99_ms=… ratio_wall=…
+  (wall times: medians over the rounds; percentiles: over every create)
 
        npm run bench -- restore [--count N] [--warmup W] [--forks F] [--namespace NS] [--json]
 
   restore: gVisor restores from one checkpoint of a running template (restore.ts states the method):
-  N on-demand restores one after another (default 20, 2 warm-up), F forks of 4 and F checkpoints
-  (default 3), and the agent's steps of each restore. Prints
-  RESULT restore_p50_ms=… fork_k4_wall_ms=… pooled_claim_p50_ms=…
+  N on-demand restores one after another (default 20, 2 warm-up), each round also a 'ctr run -d' of
+  the same image on the same runsc (the baseline, order alternating), F forks of 4 and F checkpoints
+  (default 3), and the agent's steps of each restore. Prints RESULT restore_p50_ms=…
+  fork_k4_wall_ms=… pooled_claim_p50_ms=… baseline_ctr_runsc_p50_ms=… restore_vs_ctr_runsc=…
 
        npm run bench -- transport [--count N] [--warmup W] [--gap MS] [--json]
 
@@ -129,6 +150,8 @@ async function main(): Promise<void> {
       fsb: { type: "string" },
       forks: { type: "string" },
       gap: { type: "string" },
+      rounds: { type: "string" },
+      "sdk-process": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -225,8 +248,11 @@ async function main(): Promise<void> {
     if (!networkName) throw new Error(`--network must be isolated or shared, got ${JSON.stringify(values.network)}`);
     const count = positiveInt("count", values.count, 100);
     if (count > 1000) throw new Error("--count must be at most 1000");
+    const rounds = positiveInt("rounds", values.rounds, 3);
+    if (rounds > 20) throw new Error("--rounds must be at most 20");
     const result = await runBurstBench({
       count,
+      rounds,
       warmup: positiveInt("warmup", values.warmup, 2, 0),
       image: values.image ?? "fast-sandbox.io/base:latest",
       namespace: values.namespace ?? "fsb-bench-burst",
@@ -236,16 +262,16 @@ async function main(): Promise<void> {
     });
     const m = result.machine;
     console.log(
-      `burst: ${count} creates at once per side (+${result.warmup} warm-up), ${result.agents} agent(s), network ${networkName}, ` +
-        `${values.cold ? "cold path" : "prepared instances"}, ${m.cpus} CPUs, kernel ${m.kernel}, node ${m.node}`,
+      `burst: ${count} creates at once per side, ${rounds} round(s) (+${result.warmup} warm-up), ${result.agents} agent(s), network ${networkName}, ` +
+        `${preparedSetting(result.prepared)}, ${m.cpus} CPUs, kernel ${m.kernel}, node ${m.node}`,
     );
     console.log(
       formatTable([
-        { label: "fast-sandbox create (SDK)", summary: result.fastSandbox.create },
-        { label: "ctr run -d (baseline)", summary: result.ctrBaseline.create },
+        { label: "fast-sandbox create (SDK), every round", summary: result.fastSandbox.create },
+        { label: "ctr run -d (baseline), every round", summary: result.ctrBaseline.create },
       ]),
     );
-    console.log(`wall ms: fast-sandbox ${result.wallMs.fastSandbox.toFixed(0)}, ctr ${result.wallMs.ctr.toFixed(0)}`);
+    console.log(burstWallsLine(burstWalls(result)));
     console.log(`CLEANUP leftover_containers=${result.cleanup.leftoverContainers.length} leftover_tasks=${result.cleanup.leftoverTasks.length}`);
     if (values.json) console.log(JSON.stringify(result));
     console.log(burstResultLine(result));
@@ -273,16 +299,17 @@ async function main(): Promise<void> {
 
   let result: CreateBenchResult;
   if (values.kubernetes) {
-    // The cluster's containerd namespace, image and agents are the e2e suite's (test/e2e/kubernetes/deploy).
-    for (const flag of ["namespace", "image", "breakdown"] as const) {
-      if (values[flag]) {
-        console.error(`--${flag} does not apply to --kubernetes (containerd namespace fsb-e2e-kubernetes, image fast-sandbox.io/base:latest)\n\n${USAGE}`);
-        process.exitCode = 2;
-        return;
-      }
-    }
-    if (runtimeType !== "container") {
-      console.error(`--runtime ${values.runtime} does not apply to --kubernetes (the suite's pool is runc)\n\n${USAGE}`);
+    // The cluster's containerd namespace, image, agents and pool are the e2e suite's (test/e2e/kubernetes/deploy).
+    const refusal = kubernetesRefusal({
+      ...(values.namespace !== undefined ? { namespace: values.namespace } : {}),
+      ...(values.image !== undefined ? { image: values.image } : {}),
+      breakdown: values.breakdown,
+      prepared: values.prepared,
+      sdkProcess: values["sdk-process"],
+      runtime: values.runtime,
+    });
+    if (refusal) {
+      console.error(`${refusal}\n\n${USAGE}`);
       process.exitCode = 2;
       return;
     }
@@ -301,6 +328,7 @@ async function main(): Promise<void> {
       network,
       runtimeType,
       prepared: values.prepared,
+      sdkProcess: values["sdk-process"],
       log,
     });
   }
@@ -314,8 +342,8 @@ async function main(): Promise<void> {
     );
   }
   console.log(
-    `create: ${count} measured (+${warmup} warm-up) per side, concurrency ${concurrency}, ${result.agents} agent(s), runtime ${values.runtime}, network ${network}, image ${result.image}, ` +
-      `command '${result.command.join(" ")}', ${m.cpus} CPUs, ${m.memoryGiB} GiB, kernel ${m.kernel}, node ${m.node}`,
+    `create: ${count} measured (+${warmup} warm-up) per side, concurrency ${concurrency}, ${result.agents} agent(s), runtime ${values.runtime}, network ${network}, ` +
+      `${preparedSetting(result.prepared)}, ${sdkSetting(result)}, image ${result.image}, command '${result.command.join(" ")}', ${m.cpus} CPUs, ${m.memoryGiB} GiB, kernel ${m.kernel}, node ${m.node}`,
   );
   console.log(`order: ${result.order}`);
   console.log(
@@ -324,7 +352,7 @@ async function main(): Promise<void> {
       { label: "ctr run -d (baseline)", summary: result.ctrBaseline.create },
       ...(result.breakdown
         ? [
-            { label: "agent CreateSandbox direct", summary: result.breakdown.agentDirectCreate },
+            { label: agentDirectLabel(result), summary: result.breakdown.agentDirectCreate },
             { label: "SDK get round trip", summary: result.breakdown.sdkGetRoundTrip },
             ...(result.breakdown.agentRpcRoundTrip ? [{ label: "agent RPC round trip (empty)", summary: result.breakdown.agentRpcRoundTrip }] : []),
           ]
@@ -332,15 +360,13 @@ async function main(): Promise<void> {
       ...(result.fastSandbox.delete ? [{ label: "fast-sandbox delete (SDK)", summary: result.fastSandbox.delete }] : []),
     ]),
   );
-  console.log(
-    `throughput (creates/s over the measured bursts): fast-sandbox ${result.throughputPerSecond.fastSandbox.toFixed(1)}, ctr ${result.throughputPerSecond.ctr.toFixed(1)}`,
-  );
+  console.log(throughputLine(result));
   console.log(
     `DELETE fsb_delete_p50_ms=${result.fastSandbox.delete?.p50.toFixed(2) ?? "n/a"} delete_errors=${result.fastSandbox.deleteErrors.length} leftover_containers=${result.cleanup.leftoverContainers.length} leftover_tasks=${result.cleanup.leftoverTasks.length}${result.cleanup.problems ? ` teardown_leftovers=${result.cleanup.problems.length}` : ""}`,
   );
   if (result.breakdown) {
-    const c = result.breakdown.cpuMsPerCreate;
-    console.log(`CPU per fast-sandbox create: SDK + control plane ${c.sdkAndControlPlane.toFixed(1)} ms, agent ${c.agents.toFixed(1)} ms (10 ms resolution)`);
+    const cpu = cpuLine(result);
+    if (cpu) console.log(cpu);
     const h = result.breakdown.handlerMeanMs;
     if (h) {
       const ms = (value: number | null) => (value === null ? "n/a" : `${value.toFixed(2)} ms`);
@@ -350,9 +376,7 @@ async function main(): Promise<void> {
     }
   }
   if (values.json) console.log(JSON.stringify(result));
-  console.log(
-    `RESULT create_p50_ms=${result.fastSandbox.create.p50.toFixed(2)} baseline_ctr_p50_ms=${result.ctrBaseline.create.p50.toFixed(2)} ratio=${result.ratioP50.toFixed(3)}`,
-  );
+  console.log(createResultLine(result));
   // The cluster run must leave nothing: the numbers stand, the exit code says the clean-up failed.
   const problems = result.cleanup.problems ?? [];
   if (values.kubernetes && problems.length + result.cleanup.leftoverContainers.length + result.cleanup.leftoverTasks.length > 0) {

@@ -12,6 +12,14 @@
  *   with a current one) — timed from the call to its answer (the copy runs); the copy is deleted
  *   untimed. `FSB_RUNSC_PATH=$(bash scripts/build-runsc.sh)` runs it on a current runsc.
  *   `--count` measured rounds after `--warmup` unrecorded ones (defaults 20 and 2).
+ * - the baseline, in the same rounds: `ctr run -d` of the same image with the template's command
+ *   on the same containerd (same namespace and snapshotter) and the same runsc (`--runc-binary` the
+ *   agents' wrapper for a Shared sandbox: ctr-baseline.ts runscCtrOptions), timed as the whole CLI
+ *   invocation (spawn to exit, after Tasks.Start); the container is removed untimed. Each round runs
+ *   both, the side going first alternating (restore first in even rounds, ctr in odd ones). What
+ *   it is: the time to a fresh gVisor sandbox of the image without Fast Sandbox — a cold start, not
+ *   a restore (no checkpoint, no state carried), on runsc's `--network=none` (ctr makes no network
+ *   namespace; the restore's copy gets an Isolated one). `restore_vs_ctr_runsc` = restore p50 / its p50.
  * - fork K=4: the SDK's `checkpoints.fork(template, {count: 4})` — a checkpoint of the running
  *   template (the template is saved and restored in place), 4 restores in parallel, the checkpoint
  *   deleted — timed from the call to its answer (4 copies run); `--forks` rounds (default 3), the
@@ -24,7 +32,9 @@
  *   the path: the agent hands the running copy over). Timed from the call to its answer; before
  *   each round the agent's stock is full again (its `fsb_agent_prepared_instances` gauge), so no
  *   refill runs during a timed restore; `--count` rounds after `--warmup`.
- * The last line is `RESULT restore_p50_ms=… fork_k4_wall_ms=… pooled_claim_p50_ms=…`.
+ * The last line is `RESULT restore_p50_ms=… fork_k4_wall_ms=… pooled_claim_p50_ms=…
+ * baseline_ctr_runsc_p50_ms=… restore_vs_ctr_runsc=…` (the first three keys first, as before the
+ * baseline was added).
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -37,9 +47,9 @@ import { destination, pino } from "pino";
 import { API_VERSION } from "@fast-sandbox/api";
 import { startEmbeddedControlPlane, type EmbeddedControlPlane } from "@fast-sandbox/controlplane";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
-import { cleanNamespace, leftovers, removeCgroupTree } from "./ctr-baseline.js";
+import { cleanNamespace, leftovers, removeCgroupTree, removeCtrContainer, runscCtrOptions, timedCtrRun, type CtrOptions } from "./ctr-baseline.js";
 import { machine } from "./create.js";
-import { formatTable, summarize, type Summary } from "./stats.js";
+import { formatTable, ratio, summarize, type Summary } from "./stats.js";
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const POOL = "bench-restore";
@@ -84,6 +94,10 @@ export interface RestoreBenchResult {
   forks: number;
   image: string;
   restore: Summary;
+  /** The baseline, interleaved with the on-demand restores: `ctr run -d` of the image on the agents' runsc (a cold start). */
+  ctrRunsc: Summary;
+  /** restore p50 / ctrRunsc p50. */
+  restoreVsCtrRunsc: number;
   forkK4Wall: Summary;
   checkpoint: Summary;
   agentSteps: RestoreSteps | undefined;
@@ -107,12 +121,15 @@ export async function runRestoreBench(options: RestoreBenchOptions): Promise<Res
   const token = randomBytes(24).toString("base64url");
   let controlPlane: EmbeddedControlPlane | undefined;
   let client: FastSandboxClient | undefined;
-  const samples = { restore: [] as number[], fork: [] as number[], checkpoint: [] as number[], pooled: [] as number[] };
+  const samples = { restore: [] as number[], ctrRunsc: [] as number[], fork: [] as number[], checkpoint: [] as number[], pooled: [] as number[] };
   let sizeBytes = 0;
   let cleanup: RestoreBenchResult["cleanup"] = { leftoverTasks: [], leftoverContainers: [], cgroupDirsLeft: 0 };
   let agentSteps: RestoreSteps | undefined;
   let checkpointSteps: RestoreBenchResult["checkpointSteps"];
   try {
+    // The wrapper lives in the data directory, as create.ts's does: it goes when the run's containers have.
+    const ctrOptions: CtrOptions = runscCtrOptions(namespace, dataDir);
+    const runId = randomBytes(3).toString("hex");
     controlPlane = await startEmbeddedControlPlane({
       dataDir,
       token,
@@ -136,15 +153,26 @@ export async function runRestoreBench(options: RestoreBenchOptions): Promise<Res
     await new Promise((done) => setTimeout(done, 1000));
     const checkpoint = await c.checkpoints.create(TEMPLATE, { name: "bench-template" });
     sizeBytes = checkpoint.sizeBytes;
-    log(`template checkpointed (${sizeBytes} bytes); ${warmup} warm-up + ${count} measured restores`);
+    log(`template checkpointed (${sizeBytes} bytes); ${warmup} warm-up + ${count} measured restores, each beside a 'ctr run -d' on runsc`);
 
-    for (let round = 0; round < warmup + count; round++) {
+    const restoreOnce = async (round: number): Promise<void> => {
       const name = `restored-${round}`;
       const started = performance.now();
       await c.checkpoints.restore(checkpoint.name, { name });
       const elapsed = performance.now() - started;
       if (round >= warmup) samples.restore.push(elapsed);
       await c.sandboxes.delete(name, { gracePeriodMs: 0 });
+    };
+    const ctrOnce = async (round: number): Promise<void> => {
+      const id = `ctr-${runId}-${round}`;
+      const elapsed = await timedCtrRun(ctrOptions, image, id, ["sh", "-c", COUNTER]);
+      if (round >= warmup) samples.ctrRunsc.push(elapsed);
+      await removeCtrContainer(ctrOptions, id);
+    };
+    for (let round = 0; round < warmup + count; round++) {
+      // Alternate which side goes first, so neither always meets the machine as the other left it.
+      const sides = round % 2 === 0 ? [restoreOnce, ctrOnce] : [ctrOnce, restoreOnce];
+      for (const side of sides) await side(round);
     }
 
     log(`${forks} forks of 4 and ${forks} checkpoints`);
@@ -203,13 +231,17 @@ export async function runRestoreBench(options: RestoreBenchOptions): Promise<Res
     cleanup = { leftoverTasks: left.tasks, leftoverContainers: left.containers, cgroupDirsLeft: removeCgroupTree(`/${namespace}`) };
     rmSync(dataDir, { recursive: true, force: true });
   }
+  const restore = summarize(samples.restore);
+  const ctrRunsc = summarize(samples.ctrRunsc);
   return {
     benchmark: "restore",
     count,
     warmup,
     forks,
     image,
-    restore: summarize(samples.restore),
+    restore,
+    ctrRunsc,
+    restoreVsCtrRunsc: ratio(restore.p50, ctrRunsc.p50),
     forkK4Wall: summarize(samples.fork),
     checkpoint: summarize(samples.checkpoint),
     agentSteps,
@@ -306,6 +338,7 @@ export function formatRestoreBench(result: RestoreBenchResult): string[] {
       `${result.count} measured (+${result.warmup} warm-up) restores, ${result.forks} forks of 4; ${m.cpus} CPUs, ${m.memoryGiB} GiB, kernel ${m.kernel}, node ${m.node}`,
     formatTable([
       { label: "restore on demand (SDK)", summary: result.restore },
+      { label: "ctr run -d on runsc (baseline, cold)", summary: result.ctrRunsc },
       { label: "fork K=4, wall (SDK)", summary: result.forkK4Wall },
       { label: "checkpoint + resume (SDK)", summary: result.checkpoint },
       ...(result.pooledClaim ? [{ label: "restore claiming a copy restored ahead (SDK)", summary: result.pooledClaim }] : []),
@@ -344,7 +377,8 @@ export function formatRestoreBench(result: RestoreBenchResult): string[] {
   }
   lines.push(
     `CLEANUP leftover_containers=${result.cleanup.leftoverContainers.length} leftover_tasks=${result.cleanup.leftoverTasks.length}`,
-    `RESULT restore_p50_ms=${result.restore.p50.toFixed(1)} fork_k4_wall_ms=${result.forkK4Wall.p50.toFixed(1)} pooled_claim_p50_ms=${result.pooledClaim ? result.pooledClaim.p50.toFixed(1) : "n/a"}`,
+    `RESULT restore_p50_ms=${result.restore.p50.toFixed(1)} fork_k4_wall_ms=${result.forkK4Wall.p50.toFixed(1)} pooled_claim_p50_ms=${result.pooledClaim ? result.pooledClaim.p50.toFixed(1) : "n/a"} ` +
+      `baseline_ctr_runsc_p50_ms=${result.ctrRunsc.p50.toFixed(1)} restore_vs_ctr_runsc=${result.restoreVsCtrRunsc.toFixed(3)}`,
   );
   return lines;
 }

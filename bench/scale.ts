@@ -14,14 +14,30 @@
  *    and `creates` more creates (each deleted after the measured ones, so memory is read at exactly
  *    `sandboxes`). Memory: the child's `process.memoryUsage().rss` after full GCs (`--expose-gc`,
  *    three collections, a `settleMs` pause, one more), read with 500 agents' heartbeats running.
+ *    What is real and what is simulated there:
+ *    - real, in the measured process: the control plane's code and data at that scale — registry,
+ *      reconcilers, the store (SQLite on disk, its cache), the API server with the bench's one
+ *      HTTP/2 session, the per-agent bookkeeping and heartbeat timers (a Status call to every agent
+ *      every interval, its answer handled as a real one);
+ *    - simulated: the agents. The simulated agents run inside the measured process (its
+ *      `agents` port, scale-control-plane.ts): there is no agent process, no HTTP/2 session and no
+ *      Connect client to any of the 500 agents (each `AgentClient` is an in-memory object), no
+ *      protobuf encoding of a call or a heartbeat, no container. A real fleet's per-agent sessions,
+ *      clients and buffers (and, embedded, 500 supervised child processes' handles) are therefore
+ *      not in the figure; the simulated agents' own memory (every agent's sandbox records, 10,000
+ *      in all, its images, the copies each Status answer makes) is in it. The RSS is the control
+ *      plane's at that scale without its connections to agents, plus the simulation's state.
  * 2. An idle agent. A second child starts the embedded control plane with real agents (as `fsb up`:
  *    LocalAgentProcess, the built agent run by plain node, on this host's containerd, namespace and
  *    cgroup `fsb-bench-scale`) and one pool of one agent that never gets a sandbox; VmRSS of the
  *    agent's process from /proc/PID/status every second. An idle agent's memory saw-tooths: its
  *    start-up garbage goes at the first full GC (some 10–20 s in), then heartbeat garbage builds up
  *    slowly until the next one. The figure is the median of the samples of the `idleAgentWindowMs`
- *    after `idleAgentSettleMs` (lowest and highest alongside). Needs root and containerd;
- *    `--skip-idle-agent` leaves it out.
+ *    after `idleAgentSettleMs` (lowest and highest alongside). Only the agent's own Node.js
+ *    process is counted: the processes it keeps up on containerd are not — its shim anchors (the
+ *    `fsb-anchor.<agent>.<n>` containers that keep its shared runc shims alive), each a
+ *    containerd-shim-runc-v2 plus the anchor's own process — nor what containerd holds for it.
+ *    Needs root and containerd; `--skip-idle-agent` leaves it out.
  * 3. Placement at `placementAgents` agents. In this process, the registry (AgentRegistry) alone: one
  *    pool of that many agents (16 slots each, each holding the base image and one of 8 others, an
  *    address each as Pods have) half full; then `placements` timed `place` calls (hrtime around the
@@ -31,6 +47,10 @@
  *    network), the case where `place` walks past agents already using it.
  *
  * The bench builds the packages the child runs (`tsc -b` of api, agent, janitor, controlplane) first.
+ *
+ * Units: the memory tables are in MiB (2^20 bytes). The RESULT line gives each memory figure twice:
+ * `…_rss_mib` (MiB) and `…_rss_mb` (decimal MB, 10^6 bytes: issue 10's goals are written in MB). Until
+ * 2026-12-06 the RESULT keys `controlplane_rss_mb` and `agent_idle_rss_mb` carried the MiB value.
  */
 import { execFileSync, fork, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -53,7 +73,7 @@ import {
   type ScaleChildMessage,
   type ScaleChildRequest,
 } from "./scale-protocol.js";
-import { percentileOfSorted } from "./stats.js";
+import { NEAR_MAX_MARK, nearMaxNote, percentileNearMax, percentileOfSorted } from "./stats.js";
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const BENCH_DIR = join(REPO_ROOT, "bench");
@@ -167,17 +187,27 @@ export function percentiles(values: ArrayLike<number>): Percentiles {
   };
 }
 
-/** A fixed-width table of percentile rows. */
+/**
+ * A fixed-width table of percentile rows. A p90 or p99 of too few samples to be more than the
+ * largest ones is marked, with a note line under the table (stats.ts, percentileNearMax).
+ */
 export function formatPercentileTable(unit: string, rows: readonly { label: string; summary: Percentiles }[], digits = 2): string {
   const columns = ["count", "p50", "p90", "p99", "max", "mean"] as const;
   const labelWidth = Math.max(unit.length, ...rows.map((row) => row.label.length));
   const cell = (text: string) => text.padStart(10);
   const header = `${unit.padEnd(labelWidth)}${columns.map((c) => cell(c)).join("")}`;
-  const lines = rows.map(
-    ({ label, summary }) =>
-      `${label.padEnd(labelWidth)}${columns.map((c) => cell(c === "count" ? String(summary.count) : summary[c].toFixed(digits))).join("")}`,
-  );
-  return [header, ...lines].join("\n");
+  const marked: { p: number; count: number }[] = [];
+  const value = (summary: Percentiles, column: (typeof columns)[number]): string => {
+    if (column === "count") return String(summary.count);
+    const text = summary[column].toFixed(digits);
+    const p = column === "p90" ? 90 : column === "p99" ? 99 : undefined;
+    if (p === undefined || !percentileNearMax(p, summary.count)) return text;
+    marked.push({ p, count: summary.count });
+    return `${text}${NEAR_MAX_MARK}`;
+  };
+  const lines = rows.map(({ label, summary }) => `${label.padEnd(labelWidth)}${columns.map((c) => cell(value(summary, c))).join("")}`);
+  const note = nearMaxNote(marked);
+  return [header, ...lines, ...(note ? [note] : [])].join("\n");
 }
 
 export async function runScaleBench(options: ScaleBenchOptions): Promise<ScaleBenchResult> {
@@ -550,9 +580,26 @@ async function waitFor(condition: () => Promise<boolean>, timeoutMs: number, wha
   }
 }
 
-/** Bytes in MiB, one decimal. */
+/** Bytes in MiB (2^20 bytes), one decimal. */
 export function mib(bytes: number): string {
   return (bytes / 2 ** 20).toFixed(1);
+}
+
+/** Bytes in decimal MB (10^6 bytes), one decimal: issue 10's memory goals are written in MB. */
+export function mb(bytes: number): string {
+  return (bytes / 1e6).toFixed(1);
+}
+
+/**
+ * The RESULT line's memory keys: each figure in MiB, then in MB. `agentVmRssKb`: /proc's VmRSS,
+ * whose "kB" are KiB; undefined when the idle agent was skipped.
+ */
+export function memoryResultFields(controlPlaneRssBytes: number, agentVmRssKb: number | undefined): string {
+  const agentBytes = agentVmRssKb === undefined ? undefined : agentVmRssKb * 1024;
+  return (
+    `controlplane_rss_mib=${mib(controlPlaneRssBytes)} controlplane_rss_mb=${mb(controlPlaneRssBytes)} ` +
+    `agent_idle_rss_mib=${agentBytes === undefined ? "n/a" : mib(agentBytes)} agent_idle_rss_mb=${agentBytes === undefined ? "n/a" : mb(agentBytes)}`
+  );
 }
 
 /** The tables and the RESULT line (last). */
@@ -584,7 +631,7 @@ export function formatScaleReport(result: ScaleBenchResult): string[] {
     const mibOfKb = (kb: number) => (kb / 1024).toFixed(1);
     const first = agent.samples[0]!;
     lines.push(
-      `idle agent (built, plain node; samples ${agent.settleMs / 1000}-${(agent.settleMs + agent.windowMs) / 1000} s after start): VmRSS median ${mibOfKb(agent.vmRssKb.median)} MiB ` +
+      `idle agent (built, plain node, its own process: its shim anchors' shims not counted; samples ${agent.settleMs / 1000}-${(agent.settleMs + agent.windowMs) / 1000} s after start): VmRSS median ${mibOfKb(agent.vmRssKb.median)} MiB ` +
         `(lowest ${mibOfKb(agent.vmRssKb.min)}, highest ${mibOfKb(agent.vmRssKb.max)}; RssAnon ${mibOfKb(agent.rssAnonKb)} + RssFile ${mibOfKb(agent.rssFileKb)}); ` +
         `at start ${mibOfKb(first.vmRssKb)}, peak VmHWM ${mibOfKb(agent.samples[agent.samples.length - 1]!.vmHwmKb)}` +
         (agent.leftovers.length > 0 ? `; LEFT in containerd: ${agent.leftovers.join(", ")}` : ""),
@@ -600,8 +647,8 @@ export function formatScaleReport(result: ScaleBenchResult): string[] {
   );
   lines.push(
     `RESULT scale_sandboxes=${result.sandboxes} agents=${result.agents} list_p50_ms=${result.latencyMs.list.p50.toFixed(1)} get_p50_ms=${result.latencyMs.get.p50.toFixed(2)} ` +
-      `create_p50_ms=${result.latencyMs.create.p50.toFixed(2)} controlplane_rss_mb=${mib(cp.full.rssBytes)} ` +
-      `agent_idle_rss_mb=${agent ? (agent.vmRssKb.median / 1024).toFixed(1) : "n/a"} placement_p99_us=${p.scenarios[0]!.latencyUs.p99.toFixed(2)}`,
+      `create_p50_ms=${result.latencyMs.create.p50.toFixed(2)} ${memoryResultFields(cp.full.rssBytes, agent?.vmRssKb.median)} ` +
+      `placement_p99_us=${p.scenarios[0]!.latencyUs.p99.toFixed(2)}`,
   );
   return lines;
 }

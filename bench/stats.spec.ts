@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { formatTable, percentile, percentileOfSorted, ratio, summarize } from "./stats.js";
+import { formatTable, nearMaxNote, percentile, percentileNearMax, percentileOfSorted, ratio, summarize } from "./stats.js";
 
 describe("percentile", () => {
   it("interpolates between the closest ranks (R-7)", () => {
@@ -71,17 +71,70 @@ describe("ratio", () => {
   });
 });
 
+describe("percentileNearMax", () => {
+  it("flags p99 under 100 samples, p95 under 20, p90 under 10, and never the median", () => {
+    assert.equal(percentileNearMax(99, 30), true);
+    assert.equal(percentileNearMax(99, 99), true);
+    assert.equal(percentileNearMax(99, 100), false);
+    assert.equal(percentileNearMax(95, 19), true);
+    assert.equal(percentileNearMax(95, 20), false);
+    assert.equal(percentileNearMax(90, 9), true);
+    assert.equal(percentileNearMax(90, 10), false);
+    assert.equal(percentileNearMax(50, 1), false);
+  });
+
+  it("is right to: p99 of 30 samples lies between the two largest", () => {
+    const values = Array.from({ length: 30 }, (_, i) => i + 1);
+    const s = summarize(values);
+    assert.ok(s.p99 > 29 && s.p99 < 30);
+  });
+});
+
+describe("nearMaxNote", () => {
+  it("names each flagged percentile once, highest first, and is undefined when none is flagged", () => {
+    assert.equal(nearMaxNote([{ p: 99, count: 100 }]), undefined);
+    const note = nearMaxNote([
+      { p: 95, count: 10 },
+      { p: 99, count: 30 },
+      { p: 99, count: 10 },
+    ]);
+    assert.match(note!, /^\* p99 of fewer than 100 samples, p95 of fewer than 20 samples: close to the max/);
+  });
+});
+
 describe("formatTable", () => {
   it("prints a header and one aligned row per summary", () => {
+    const hundred = Array.from({ length: 100 }, (_, i) => i + 1);
     const table = formatTable([
-      { label: "fast-sandbox", summary: summarize([1, 2, 3]) },
-      { label: "ctr", summary: summarize([10, 20]) },
+      { label: "fast-sandbox", summary: summarize(hundred) },
+      { label: "ctr", summary: summarize(hundred.map((v) => v * 10)) },
     ]);
     const lines = table.split("\n");
     assert.equal(lines.length, 3);
     assert.match(lines[0]!, /^ms\s+count\s+min\s+p50\s+p95\s+p99\s+max\s+mean$/);
-    assert.match(lines[1]!, /^fast-sandbox\s+3\s+1\.0\s+2\.0\s+2\.9\s+3\.0\s+3\.0\s+2\.0$/);
-    assert.match(lines[2]!, /^ctr\s+2\s+10\.0\s+15\.0/);
+    assert.match(lines[1]!, /^fast-sandbox\s+100\s+1\.0\s+50\.5\s+95\.0\s+99\.0\s+100\.0\s+50\.5$/);
+    assert.match(lines[2]!, /^ctr\s+100\s+10\.0\s+505\.0/);
     assert.equal(new Set(lines.map((line) => line.length)).size, 1);
+  });
+
+  it("marks a p99 of fewer than 100 samples and a p95 of fewer than 20, with a note line, keeping the columns aligned", () => {
+    const table = formatTable([
+      { label: "thirty", summary: summarize(Array.from({ length: 30 }, (_, i) => i + 1)) },
+      { label: "three", summary: summarize([1, 2, 3]) },
+    ]);
+    const lines = table.split("\n");
+    assert.equal(lines.length, 4);
+    // n = 30: p95 (28.55) stands, p99 (29.71) is marked.
+    assert.match(lines[1]!, /^thirty\s+30\s+1\.0\s+15\.5\s+28\.5\s+29\.7\*\s+30\.0\s+15\.5$/);
+    // n = 3: both are marked.
+    assert.match(lines[2]!, /^three\s+3\s+1\.0\s+2\.0\s+2\.9\*\s+3\.0\*\s+3\.0\s+2\.0$/);
+    assert.equal(new Set(lines.slice(0, 3).map((line) => line.length)).size, 1);
+    assert.match(lines[3]!, /^\* p99 of fewer than 100 samples, p95 of fewer than 20 samples: close to the max/);
+  });
+
+  it("prints no note when every tail percentile has enough samples", () => {
+    const table = formatTable([{ label: "many", summary: summarize(Array.from({ length: 150 }, (_, i) => i)) }]);
+    assert.equal(table.split("\n").length, 2);
+    assert.doesNotMatch(table, /\*/);
   });
 });

@@ -59,13 +59,50 @@ export function ratio(numerator: number, denominator: number): number {
 
 const COLUMNS = ["count", "min", "p50", "p95", "p99", "max", "mean"] as const;
 
-/** A fixed-width table, one row per labelled summary, milliseconds with one decimal. */
+/**
+ * Whether the p-th percentile of `count` samples says little beyond the largest samples: a tail
+ * percentile needs more than 100 / (100 − p) samples to have one above it (p99: 100, p95: 20,
+ * p90: 10). Below that, R-7 interpolates between the two largest samples, so p99 of 30 is nearly
+ * the max. Only for tail percentiles (p > 50).
+ */
+export function percentileNearMax(p: number, count: number): boolean {
+  return p > 50 && p < 100 && count < 100 / (100 - p);
+}
+
+/** The mark put after a percentile that `percentileNearMax` flags, and the note that explains it. */
+export const NEAR_MAX_MARK = "*";
+
+/**
+ * The note printed under a table when one of its cells is marked: which tail percentiles of which
+ * sample sizes are close to the max. Undefined when nothing is marked.
+ */
+export function nearMaxNote(marked: readonly { p: number; count: number }[]): string | undefined {
+  const flagged = marked.filter(({ p, count }) => percentileNearMax(p, count));
+  if (flagged.length === 0) return undefined;
+  const ps = [...new Set(flagged.map(({ p }) => p))].sort((a, b) => b - a);
+  const parts = ps.map((p) => `p${p} of fewer than ${Math.round(100 / (100 - p))} samples`);
+  return `${NEAR_MAX_MARK} ${parts.join(", ")}: close to the max (interpolated between the largest samples), not a tail estimate`;
+}
+
+/**
+ * A fixed-width table, one row per labelled summary, milliseconds with one decimal. A p95 or p99
+ * of too few samples to be more than the largest ones (`percentileNearMax`) is marked, and a note
+ * line under the table says so.
+ */
 export function formatTable(rows: readonly { label: string; summary: Summary }[]): string {
   const labelWidth = Math.max(6, ...rows.map((row) => row.label.length));
   const cell = (text: string) => text.padStart(9);
   const header = `${"ms".padEnd(labelWidth)}${COLUMNS.map((c) => cell(c)).join("")}`;
-  const lines = rows.map(
-    ({ label, summary }) => `${label.padEnd(labelWidth)}${COLUMNS.map((c) => cell(c === "count" ? String(summary.count) : summary[c].toFixed(1))).join("")}`,
-  );
-  return [header, ...lines].join("\n");
+  const marked: { p: number; count: number }[] = [];
+  const value = (summary: Summary, column: (typeof COLUMNS)[number]): string => {
+    if (column === "count") return String(summary.count);
+    const text = summary[column].toFixed(1);
+    const p = column === "p95" ? 95 : column === "p99" ? 99 : undefined;
+    if (p === undefined || !percentileNearMax(p, summary.count)) return text;
+    marked.push({ p, count: summary.count });
+    return `${text}${NEAR_MAX_MARK}`;
+  };
+  const lines = rows.map(({ label, summary }) => `${label.padEnd(labelWidth)}${COLUMNS.map((c) => cell(value(summary, c))).join("")}`);
+  const note = nearMaxNote(marked);
+  return [header, ...lines, ...(note ? [note] : [])].join("\n");
 }
