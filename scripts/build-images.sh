@@ -17,10 +17,17 @@
 # TLS-inspecting proxy, --ca-file (default $NODE_EXTRA_CA_CERTS) names extra CA certificates that
 # npm trusts during the build; they are mounted into the build steps only, never into an image.
 #
-#   scripts/build-images.sh [--base IMAGE] [--tag TAG] [--out DIR] [--ca-file FILE] [--containerd-namespace NS] [controller|agent|janitor]…
+# With --push PREFIX each image is also pushed to a registry as PREFIX/<name>:<tag> (e.g. --push
+# registry.example/fast-sandbox gives registry.example/fast-sandbox/agent:0.1.0), with the
+# credentials of `buildah login` (or REGISTRY_AUTH_FILE); --push-tls-verify false for a registry
+# served over plain HTTP or with a certificate this machine does not trust. It then prints the
+# `images:` entries that make config/default use the pushed images (the controller's
+# FSB_AGENT_IMAGE included).
+#
+#   scripts/build-images.sh [--base IMAGE] [--tag TAG] [--out DIR] [--ca-file FILE] [--containerd-namespace NS] [--push PREFIX [--push-tls-verify true|false]] [controller|agent|janitor]…
 #
 # Defaults: all three images; tag = the version in package.json; out = .cache/images. Needs root
-# (buildah's chroot isolation and storage). test/e2e/images-build-and-run builds and runs the images.
+# (buildah's chroot isolation and storage). test/e2e/images-build-and-run builds, pushes and runs the images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +36,8 @@ tag="$(node -p 'require("./package.json").version')"
 out=".cache/images"
 ca_file="${NODE_EXTRA_CA_CERTS:-}"
 containerd_namespace=""
+push_prefix=""
+push_tls_verify=true
 images=()
 
 usage() {
@@ -43,12 +52,24 @@ while [ $# -gt 0 ]; do
     --out) out="${2:?--out needs a directory}"; shift 2 ;;
     --ca-file) ca_file="${2?--ca-file needs a file (or '' for none)}"; shift 2 ;;
     --containerd-namespace) containerd_namespace="${2:?--containerd-namespace needs a namespace}"; shift 2 ;;
+    --push) push_prefix="${2:?--push needs a registry and repository prefix, e.g. registry.example/fast-sandbox}"; shift 2 ;;
+    --push-tls-verify)
+      case "${2:-}" in
+        true | false) push_tls_verify="$2"; shift 2 ;;
+        *) echo "build-images: --push-tls-verify takes true or false, not '${2:-}'" >&2; usage ;;
+      esac ;;
     controller | agent | janitor) images+=("$1"); shift ;;
     -h | --help) usage ;;
     *) echo "build-images: unknown argument '$1'" >&2; usage ;;
   esac
 done
 [ ${#images[@]} -gt 0 ] || images=(controller agent janitor)
+# A reference without a tag or digest: PREFIX/<name>:<tag> must be one (lower case, no scheme).
+push_prefix="${push_prefix%/}"
+if [ -n "$push_prefix" ] && ! [[ "$push_prefix" =~ ^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$ ]]; then
+  echo "build-images: --push '$push_prefix' is not a registry host with an optional repository path (lower case, no scheme, no tag), e.g. registry.example/fast-sandbox or 127.0.0.1:5000/fsb" >&2
+  exit 2
+fi
 
 if ! command -v buildah >/dev/null 2>&1; then
   echo "build-images: buildah is missing; install Debian's package: apt-get install -y buildah" >&2
@@ -94,4 +115,15 @@ for name in "${images[@]}"; do
     ctr -n "$containerd_namespace" images import --base-name "docker.io/fast-sandbox/$name" "$archive"
   fi
   echo "build-images: $image → $archive" >&2
+  if [ -n "$push_prefix" ]; then
+    echo "build-images: pushing $image to docker://$push_prefix/$name:$tag" >&2
+    buildah push --tls-verify="$push_tls_verify" "$image" "docker://$push_prefix/$name:$tag"
+  fi
 done
+if [ -n "$push_prefix" ]; then
+  echo "build-images: pushed. For config/default to use them, set its kustomization.yaml's images: to" >&2
+  echo "images:"
+  for name in controller agent janitor; do
+    printf '  - name: fast-sandbox/%s\n    newName: %s/%s\n    newTag: %s\n' "$name" "$push_prefix" "$name" "$tag"
+  done
+fi

@@ -1,8 +1,10 @@
 /**
  * The Kubernetes mode's images (build/*.Dockerfile), built and run for real: the base image made
  * here without a registry (scripts/build-node-base-image.sh: Debian 12 from a mirror and this
- * machine's Node.js), the three images built with buildah (scripts/build-images.sh) and imported
- * into containerd, then each run by containerd as its Kubernetes manifest runs it:
+ * machine's Node.js), the three images built with buildah (scripts/build-images.sh), pushed to a
+ * registry (`--push`: the same layers and settings there, and the `images:` entries it prints make
+ * config/default name them) and imported into containerd, then each run by containerd as its
+ * Kubernetes manifest runs it:
  * - agent: the init container's install mode puts the helper, runsc and the in-sandbox daemon on
  *   the "node"; the agent (privileged, the host's containerd, /run/netns shared both ways as the
  *   Pod's Bidirectional mount) creates runc and gVisor sandboxes with their own network namespaces,
@@ -30,6 +32,7 @@ import { FastSandboxClient } from "@fast-sandbox/sdk";
 import { UnauthenticatedError } from "@fast-sandbox/api";
 import { BASE_IMAGE, REPO_ROOT, ctr, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
 import { CLUSTER_SH, clusterDown, clusterUp } from "../../support/test-cluster.js";
+import { startTestRegistry, type TestRegistry } from "../../support/registry.js";
 import { networkLeftovers, removeTestNetwork, testNetworkSettings } from "../../support/sandbox-network.js";
 
 const IMAGES_NS = "fsb-e2e-images";
@@ -52,14 +55,15 @@ const agentToken = randomBytes(24).toString("base64url");
 const settings = join(work, "controller");
 const apiToken = randomBytes(24).toString("base64url");
 
-/** Runs a script of the repository, its output into `log`; on failure the log's end is in the error. */
-function script(log: string, ...args: string[]): void {
-  const result = spawnSync("bash", args, { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"], encoding: "utf8", maxBuffer: 256 * 2 ** 20 });
+/** Runs a script of the repository, its output into `log`; on failure the log's end is in the error. Returns its stdout. */
+function script(log: string, env: NodeJS.ProcessEnv, ...args: string[]): string {
+  const result = spawnSync("bash", args, { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"], encoding: "utf8", maxBuffer: 256 * 2 ** 20 });
   writeFileSync(join(work, log), `${result.stdout}\n${result.stderr}`);
   if (result.status !== 0) {
     const tail = `${result.stdout}\n${result.stderr}`.split("\n").slice(-40).join("\n");
     throw new Error(`${args.join(" ")} exited with ${result.status}:\n${tail}`);
   }
+  return result.stdout;
 }
 
 interface ContainerOptions {
@@ -166,6 +170,11 @@ function serviceAccountKubeconfig(namespace: string, account: string): string {
 
 describe("the Kubernetes mode's images, built and run", { timeout: 30 * 60_000 }, () => {
   let kubeconfig = "";
+  let registry: TestRegistry | undefined;
+  /** buildah's login to `registry`, which scripts/build-images.sh --push and skopeo use. */
+  const registryAuth = join(work, "registry-auth.json");
+  /** What scripts/build-images.sh printed on stdout (the images: entries of the pushed images). */
+  let buildOutput = "";
   const kubectl = (...args: string[]) => execFileSync("kubectl", args, { env: { ...clusterEnv, KUBECONFIG: kubeconfig }, encoding: "utf8" });
   let agentPort = 0;
   let agent: AgentClient | undefined;
@@ -179,9 +188,16 @@ describe("the Kubernetes mode's images, built and run", { timeout: 30 * 60_000 }
         // no leftovers of an earlier run
       }
     }
-    script("build-node-base-image.log", "scripts/build-node-base-image.sh", NODE_BASE);
-    script(
+    script("build-node-base-image.log", process.env, "scripts/build-node-base-image.sh", NODE_BASE);
+    // A registry on loopback (plain HTTP, htpasswd) the images are pushed to, with buildah's login.
+    registry = await startTestRegistry();
+    execFileSync("buildah", ["login", "--authfile", registryAuth, "--tls-verify=false", "-u", registry.username, "--password-stdin", registry.host], {
+      input: registry.password,
+      stdio: ["pipe", "ignore", "pipe"],
+    });
+    buildOutput = script(
       "build-images.log",
+      { ...process.env, REGISTRY_AUTH_FILE: registryAuth },
       "scripts/build-images.sh",
       "--base",
       NODE_BASE,
@@ -191,6 +207,10 @@ describe("the Kubernetes mode's images, built and run", { timeout: 30 * 60_000 }
       join(work, "images"),
       "--containerd-namespace",
       IMAGES_NS,
+      "--push",
+      `${registry.host}/fsb`,
+      "--push-tls-verify",
+      "false",
     );
     importBaseImage(SANDBOX_NS);
     mkdirSync(agentsDir, { recursive: true });
@@ -217,7 +237,44 @@ describe("the Kubernetes mode's images, built and run", { timeout: 30 * 60_000 }
     await removeTestNetwork(network);
     removeCgroupTree(CGROUP_PARENT);
     await clusterDown(clusterEnv);
+    await registry?.stop();
     rmSync(work, { recursive: true, force: true });
+  });
+
+  it("pushes the three images to a registry with --push, and prints the images: entries that make config/default use them", () => {
+    const pushedRef = (name: string) => `docker://${registry!.host}/fsb/${name}:${TAG}`;
+    const configOf = (reference: string) =>
+      JSON.parse(
+        execFileSync(
+          "skopeo",
+          ["inspect", "--config", ...(reference.startsWith("docker:") ? ["--tls-verify=false", "--authfile", registryAuth] : []), reference],
+          {
+            encoding: "utf8",
+          },
+        ),
+      ) as { config?: { Entrypoint?: string[]; Env?: string[]; User?: string }; rootfs?: { diff_ids?: string[] } };
+    for (const name of ["controller", "agent", "janitor"]) {
+      const built = configOf(`oci-archive:${join(work, "images", `fast-sandbox-${name}-${TAG}.oci.tar`)}`);
+      const pushed = configOf(pushedRef(name));
+      // The same layers (uncompressed digests: whatever the compression of either copy) and settings.
+      assert.ok((built.rootfs?.diff_ids?.length ?? 0) > 0, `${name}: the built image has layers`);
+      assert.deepEqual(pushed.rootfs?.diff_ids, built.rootfs?.diff_ids, `${name}: the pushed image's layers are the built one's`);
+      assert.deepEqual(pushed.config, built.config, `${name}: the pushed image's entry point, env and user are the built one's`);
+    }
+    // What it prints goes as it is into config/default's kustomization.yaml: every image, the
+    // controller's FSB_AGENT_IMAGE included, is then the pushed one.
+    assert.match(buildOutput, /^images:$/m);
+    const overlay = mkdtempSync(join(work, "config-"));
+    execFileSync("cp", ["-r", join(REPO_ROOT, "config"), overlay]);
+    const kustomization = join(overlay, "config", "default", "kustomization.yaml");
+    const original = readFileSync(kustomization, "utf8");
+    const withPushed = original.replace(/^images:\n(?: {2}- name: .*\n(?: {4}\w+: .*\n)*)+/m, buildOutput.slice(buildOutput.indexOf("images:\n")));
+    assert.notEqual(withPushed, original, "the images: block of config/default was replaced");
+    writeFileSync(kustomization, withPushed);
+    const rendered = execFileSync("kubectl", ["kustomize", join(overlay, "config", "default")], { encoding: "utf8", maxBuffer: 64 * 2 ** 20 });
+    const images = new Set([...rendered.matchAll(/^\s+image: (\S+)$/gm)].map((match) => match[1]));
+    assert.deepEqual([...images].sort(), [`${registry!.host}/fsb/controller:${TAG}`, `${registry!.host}/fsb/janitor:${TAG}`]);
+    assert.match(rendered, new RegExp(`- name: FSB_AGENT_IMAGE\\n\\s+value: ${registry!.host.replace(/\./g, "\\.")}/fsb/agent:${TAG}\\n`));
   });
 
   it("the agent image installs the helper, runsc and the in-sandbox daemon on the node, each as the image has it", () => {
