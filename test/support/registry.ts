@@ -6,7 +6,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -121,10 +121,12 @@ export async function startTestRegistry(options: TestRegistryOptions = {}): Prom
         "",
       ].join("\n"),
     );
-    const log = createWriteStream(logPath, { flags: "a" });
-    const started = spawn("docker-registry", ["serve", join(dir, "config.yml")], { stdio: ["ignore", "pipe", "pipe"] });
-    started.stdout.pipe(log);
-    started.stderr.pipe(log);
+    // The log file itself is the registry's stdout and stderr, not a pipe this process drains: a test
+    // blocked in a synchronous call (execFileSync of a push) would otherwise stop the registry once
+    // the pipe is full, and the push would wait on it for ever.
+    const log = openSync(logPath, "a");
+    const started = spawn("docker-registry", ["serve", join(dir, "config.yml")], { stdio: ["ignore", log, log] });
+    closeSync(log);
     const exited = new Promise<void>((resolve) => started.once("exit", () => resolve()));
     if (await serving(host, exited, 10_000)) child = started;
     else started.kill("SIGKILL");
