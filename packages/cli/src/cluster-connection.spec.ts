@@ -1,13 +1,15 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { PassThrough } from "node:stream";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { ApiException, FetchError, KubeConfig } from "@kubernetes/client-node";
-import { FsbError, NotFoundError, PermissionDeniedError, UnauthenticatedError, UnavailableError } from "@fast-sandbox/api";
+import { FsbError, NotFoundError, PermissionDeniedError, TimeoutError, UnauthenticatedError, UnavailableError } from "@fast-sandbox/api";
 import { kubernetesClusterReader, resolveClusterEndpoint, tcpReachable, translateKubernetesError } from "./cluster-connection.js";
 import type { ClusterReader } from "./controller-discovery.js";
+import { startFakeKubeApi } from "./fake-kube-api.fixture.js";
 import { NoKubeConfigError } from "./kubeconfig.js";
 
 const dir = mkdtempSync(join(tmpdir(), "fsb-cluster-connection-spec-"));
@@ -175,13 +177,13 @@ describe("translateKubernetesError", () => {
         "contexts: [{name: dev, context: {cluster: dev, user: eks-admin}}]",
       ].join("\n"),
     );
-    const reader = kubernetesClusterReader({ kubeConfig, context: "dev", server: "https://127.0.0.1:1" });
+    const reader = kubernetesClusterReader(
+      { kubeConfig, context: "dev", server: "https://127.0.0.1:1" },
+      { credentialPlugin: { stderr: new PassThrough(), stdinIsTerminal: false } },
+    );
     await assert.rejects(reader.endpointSlices("fast-sandbox-system", "fast-sandbox-controller"), (error: unknown) => {
       assert.ok(error instanceof UnauthenticatedError);
-      assert.equal(
-        error.message,
-        "cannot list EndpointSlices in namespace fast-sandbox-system: the credential plugin of user eks-admin failed: error: the SSO session has expired; run 'aws sso login'",
-      );
+      assert.equal(error.message, "the credential plugin of user eks-admin failed: error: the SSO session has expired; run 'aws sso login'");
       return true;
     });
     const withPlugin = { ...cluster, credentialPluginUser: "eks-admin" };
@@ -203,6 +205,140 @@ describe("translateKubernetesError", () => {
     assert.equal(error.code, "internal");
     assert.equal(error.message, "cannot get Service a/b: the Kubernetes API server answered 500: boom");
   });
+});
+
+/** A kubeconfig of one context, dev, whose cluster is `server` and whose user is `user` (YAML flow style). */
+function kubeConfigOf(server: string, user = "{token: kube-token}"): KubeConfig {
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromString(
+    [
+      "apiVersion: v1",
+      "kind: Config",
+      "current-context: dev",
+      `clusters: [{name: dev, cluster: {server: '${server}'}}]`,
+      `users: [{name: dev, user: ${user}}]`,
+      "contexts: [{name: dev, context: {cluster: dev, user: dev}}]",
+    ].join("\n"),
+  );
+  return kubeConfig;
+}
+
+/** A credential plugin (a shell script in `dir`) that logs each run to `<name>.runs` and its KUBERNETES_EXEC_INFO to `<name>.info`. */
+function credentialPlugin(name: string, body: string): { path: string; runs: () => number; info: () => unknown } {
+  const path = join(dir, `${name}.sh`);
+  writeFileSync(path, `#!/bin/sh\necho run >> '${path}.runs'\nprintf '%s' "$KUBERNETES_EXEC_INFO" > '${path}.info'\n${body}\n`, { mode: 0o755 });
+  return {
+    path,
+    runs: () => (existsSync(`${path}.runs`) ? readFileSync(`${path}.runs`, "utf8").split("\n").filter(Boolean).length : 0),
+    info: () => JSON.parse(readFileSync(`${path}.info`, "utf8")) as unknown,
+  };
+}
+
+const PRINT_CREDENTIAL = `echo '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"plugin-token"}}'`;
+
+describe("kubernetesClusterReader", () => {
+  it("gives up on an API server that accepts and never answers after timeoutMs, naming the server and the read", { timeout: 10_000 }, async () => {
+    const api = await startFakeKubeApi({ hang: true });
+    // Without a deadline of its own the read would wait forever: the server goes after 5 s, failing the test (and ending the file).
+    const closing = setTimeout(() => void api.close(), 5_000);
+    try {
+      const reader = kubernetesClusterReader({ kubeConfig: kubeConfigOf(api.url), context: "dev", server: api.url }, { timeoutMs: 300 });
+      const started = Date.now();
+      await assert.rejects(reader.endpointSlices("fast-sandbox-system", "fast-sandbox-controller"), (error: unknown) => {
+        assert.ok(error instanceof TimeoutError, String(error));
+        assert.equal(
+          error.message,
+          `cannot list EndpointSlices in namespace fast-sandbox-system: the Kubernetes API server ${api.url} of context dev did not answer within 300ms ` +
+            "(--request-timeout); pass a larger --request-timeout (or FSB_REQUEST_TIMEOUT), or 0 for no limit",
+        );
+        return true;
+      });
+      assert.ok(Date.now() - started < 3_000);
+      assert.equal(api.requests.length, 1);
+    } finally {
+      clearTimeout(closing);
+      await api.close();
+    }
+  });
+
+  it("speaks to an http:// API server in cleartext, as kubectl does (kubectl proxy), without insecure-skip-tls-verify", async () => {
+    const api = await startFakeKubeApi({ token: "the-token-0123456789" });
+    try {
+      const reader = kubernetesClusterReader({ kubeConfig: kubeConfigOf(api.url), context: "dev", server: api.url });
+      assert.deepEqual(await reader.secretData("fast-sandbox-system", "fast-sandbox-api-token"), { token: "the-token-0123456789" });
+      assert.deepEqual(api.requests, ["GET /api/v1/namespaces/fast-sandbox-system/secrets/fast-sandbox-api-token auth=Bearer kube-token"]);
+    } finally {
+      await api.close();
+    }
+  });
+
+  it("runs the credential plugin once for the reads made at once, each read using its credential; its stderr is the user's; KUBERNETES_EXEC_INFO", async () => {
+    const api = await startFakeKubeApi();
+    const plugin = credentialPlugin("once", `echo 'open https://login.example/device' >&2\nsleep 0.2\n${PRINT_CREDENTIAL}`);
+    try {
+      const kubeConfig = kubeConfigOf(
+        api.url,
+        `{exec: {apiVersion: client.authentication.k8s.io/v1, command: '${plugin.path}', interactiveMode: IfAvailable, provideClusterInfo: true}}`,
+      );
+      const stderr = new PassThrough();
+      let said = "";
+      stderr.on("data", (chunk: Buffer) => (said += chunk.toString()));
+      const reader = kubernetesClusterReader({ kubeConfig, context: "dev", server: api.url }, { credentialPlugin: { stderr, stdinIsTerminal: false } });
+      await Promise.all([
+        reader.endpointSlices("fast-sandbox-system", "fast-sandbox-controller"),
+        reader.secretData("fast-sandbox-system", "fast-sandbox-api-token"),
+        reader.service("fast-sandbox-system", "fast-sandbox-controller"),
+      ]);
+      await reader.pods("fast-sandbox-system", { app: "x" });
+      assert.equal(plugin.runs(), 1);
+      assert.equal(api.requests.length, 4);
+      for (const request of api.requests) assert.match(request, / auth=Bearer plugin-token$/);
+      assert.equal(said, "open https://login.example/device\n");
+      assert.deepEqual(plugin.info(), {
+        apiVersion: "client.authentication.k8s.io/v1",
+        kind: "ExecCredential",
+        spec: { interactive: false, cluster: { server: api.url } },
+      });
+    } finally {
+      await api.close();
+    }
+  });
+
+  it(
+    "stops a credential plugin that prints no credential within timeoutMs; one that talks to the user gets humanTimeoutMs, and says so",
+    { timeout: 10_000 },
+    async () => {
+      const api = await startFakeKubeApi();
+      try {
+        const readWith = (name: string, body: string) => {
+          const plugin = credentialPlugin(name, body);
+          const kubeConfig = kubeConfigOf(api.url, `{exec: {apiVersion: client.authentication.k8s.io/v1, command: '${plugin.path}', interactiveMode: Never}}`);
+          const reader = kubernetesClusterReader(
+            { kubeConfig, context: "dev", server: api.url },
+            { timeoutMs: 300, credentialPlugin: { stderr: new PassThrough(), humanTimeoutMs: 1_000, stdinIsTerminal: false } },
+          );
+          return reader.secretData("fast-sandbox-system", "fast-sandbox-api-token");
+        };
+        let started = Date.now();
+        await assert.rejects(readWith("silent", "sleep 5"), (error: unknown) => {
+          assert.ok(error instanceof TimeoutError, String(error));
+          assert.match(error.message, /^the credential plugin of user dev \(.*silent\.sh\) printed no credential within 300ms \(--request-timeout\)/);
+          return true;
+        });
+        assert.ok(Date.now() - started < 900, `${Date.now() - started} ms`);
+        started = Date.now();
+        await assert.rejects(readWith("device-code", "echo 'enter the code ABCD-EFGH' >&2\nsleep 5"), (error: unknown) => {
+          assert.ok(error instanceof TimeoutError, String(error));
+          assert.match(error.message, /printed no credential within 1s: it may be waiting for you \(to log in, or to enter a code; its messages are above\)/);
+          return true;
+        });
+        assert.ok(Date.now() - started >= 950, `${Date.now() - started} ms`);
+        assert.deepEqual(api.requests, []);
+      } finally {
+        await api.close();
+      }
+    },
+  );
 });
 
 describe("tcpReachable", () => {

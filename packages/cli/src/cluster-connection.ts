@@ -6,8 +6,19 @@
  * Also the CLI's one boundary for errors of the Kubernetes API (`kubernetesClusterReader`).
  */
 import { connect as connectTcp } from "node:net";
-import { AbortError, ApiException, CoreV1Api, DiscoveryV1Api, FetchError, type KubeConfig } from "@kubernetes/client-node";
-import { FsbError, PermissionDeniedError, UnauthenticatedError, UnavailableError } from "@fast-sandbox/api";
+import {
+  AbortError,
+  ApiException,
+  CoreV1Api,
+  DiscoveryV1Api,
+  FetchError,
+  Observable,
+  type ConfigurationOptions,
+  type KubeConfig,
+  type RequestContext,
+  type ResponseContext,
+} from "@kubernetes/client-node";
+import { FailedPreconditionError, FsbError, PermissionDeniedError, TimeoutError, UnauthenticatedError, UnavailableError } from "@fast-sandbox/api";
 import {
   API_TOKEN_SECRET,
   CONTROLLER_NAMESPACE,
@@ -19,7 +30,17 @@ import {
   type ClusterReader,
   type ReachabilityCheck,
 } from "./controller-discovery.js";
-import { NoKubeConfigError, loadKubeConfig, type KubeConfigEnvironment, type KubeConfigOptions, type LoadedKubeConfig } from "./kubeconfig.js";
+import {
+  NoKubeConfigError,
+  credentialPluginOf,
+  formatMs,
+  loadKubeConfig,
+  prepareKubeConfig,
+  type CredentialPluginOptions,
+  type KubeConfigEnvironment,
+  type KubeConfigOptions,
+  type LoadedKubeConfig,
+} from "./kubeconfig.js";
 
 export interface ClusterConnectionOptions extends KubeConfigOptions {
   /** Namespace of the controller's Service and token Secret. @default "fast-sandbox-system" */
@@ -32,8 +53,12 @@ export interface ClusterConnectionOptions extends KubeConfigOptions {
   namespace?: string;
   /** Where the kubeconfig is looked for. @default process.env and the home directory */
   environment?: KubeConfigEnvironment;
+  /** Each read of the Kubernetes API's deadline (and the credential plugin's, see CredentialPluginOptions); 0: none. @default 60000 */
+  requestTimeoutMs?: number;
+  /** How the kubeconfig's credential plugin runs, if it has one. */
+  credentialPlugin?: Omit<CredentialPluginOptions, "timeoutMs">;
   /** The Kubernetes API. @default kubernetesClusterReader */
-  makeReader?: (loaded: LoadedKubeConfig) => ClusterReader;
+  makeReader?: (loaded: LoadedKubeConfig, options: ClusterReaderOptions) => ClusterReader;
   /** @default tcpReachable */
   reachable?: ReachabilityCheck;
 }
@@ -44,6 +69,8 @@ export interface ClusterEndpoint {
   namespace: string;
   /** What answers at `url`, for messages: e.g. `the controller at 10.0.3.7:7070 (Pod …), found through Service …`. */
   endpointDescription: string;
+  /** The controller's address alone, for messages: e.g. `10.0.3.7:7070 (Pod …)`, or the URL given. */
+  controllerAddress: string;
   /** Where the token came from, for messages: `FSB_TOKEN` or the Secret. */
   tokenSource: string;
   /** How to reach the controller from outside the cluster network. */
@@ -60,7 +87,11 @@ export async function resolveClusterEndpoint(options: ClusterConnectionOptions):
     // With URL and token given the kubeconfig only names the default namespace; without one that is `default`.
     if (needsApi || !(error instanceof NoKubeConfigError)) throw error;
   }
-  const reader = loaded ? (options.makeReader ?? kubernetesClusterReader)(loaded) : undefined;
+  const readerOptions: ClusterReaderOptions = {
+    ...(options.requestTimeoutMs !== undefined ? { timeoutMs: options.requestTimeoutMs } : {}),
+    ...(options.credentialPlugin ? { credentialPlugin: options.credentialPlugin } : {}),
+  };
+  const reader = loaded && needsApi ? (options.makeReader ?? kubernetesClusterReader)(loaded, readerOptions) : undefined;
   const [controller, token] = await Promise.allSettled([
     options.url !== undefined || !reader
       ? Promise.resolve(undefined)
@@ -79,6 +110,7 @@ export async function resolveClusterEndpoint(options: ClusterConnectionOptions):
     endpointDescription: found
       ? `the controller at ${describeEndpoint(found.endpoint)}, found through ${service}${loaded ? ` of context ${loaded.context}` : ""}`
       : `the controller at ${options.url ?? ""}`,
+    controllerAddress: found ? describeEndpoint(found.endpoint) : (options.url ?? ""),
     tokenSource: options.token !== undefined ? "FSB_TOKEN" : `Secret ${systemNamespace}/${API_TOKEN_SECRET}`,
     portForwardHint: portForwardHint(systemNamespace, CONTROLLER_SERVICE),
   };
@@ -97,24 +129,66 @@ export const tcpReachable: ReachabilityCheck = (address, port, timeoutMs) =>
     socket.once("error", () => done(false));
   });
 
-/** The `ClusterReader` over `@kubernetes/client-node`, translating its errors. */
-export function kubernetesClusterReader(loaded: Pick<LoadedKubeConfig, "kubeConfig" | "context" | "server">): ClusterReader {
+export interface ClusterReaderOptions {
+  /** Each read's deadline; 0: none. @default 60000 */
+  timeoutMs?: number;
+  /** How the kubeconfig's credential plugin runs (once, before the first read), if it has one. */
+  credentialPlugin?: Omit<CredentialPluginOptions, "timeoutMs">;
+}
+
+/**
+ * The `ClusterReader` over `@kubernetes/client-node`, translating its errors. Before the first read
+ * the kubeconfig is readied (`prepareKubeConfig`: its files checked, its credential plugin run once,
+ * for every read); each read then has `timeoutMs` to be answered.
+ */
+export function kubernetesClusterReader(
+  loaded: Pick<LoadedKubeConfig, "kubeConfig" | "context" | "server"> & { source?: string },
+  options: ClusterReaderOptions = {},
+): ClusterReader {
   const kubeConfig: KubeConfig = loaded.kubeConfig;
-  const core = kubeConfig.makeApiClient(CoreV1Api);
-  const discovery = kubeConfig.makeApiClient(DiscoveryV1Api);
+  const timeoutMs = options.timeoutMs ?? 60_000;
   const cluster = { context: loaded.context, server: loaded.server, credentialPluginUser: credentialPluginUser(kubeConfig) };
-  const call = async <T>(action: string, fn: () => Promise<T>, options: { notFound?: T } = {}): Promise<T> => {
+  let clients: Promise<{ core: CoreV1Api; discovery: DiscoveryV1Api }> | undefined;
+  // Shared by the reads made at once: the plugin runs a single time.
+  const ready = () =>
+    (clients ??= prepareKubeConfig(loaded, { ...options.credentialPlugin, timeoutMs }).then((prepared) => ({
+      core: prepared.makeApiClient(CoreV1Api),
+      discovery: prepared.makeApiClient(DiscoveryV1Api),
+    })));
+  const call = async <T>(
+    action: string,
+    fn: (apis: { core: CoreV1Api; discovery: DiscoveryV1Api }, signalled: ConfigurationOptions) => Promise<T>,
+    callOptions: { notFound?: T } = {},
+  ): Promise<T> => {
+    const apis = await ready();
+    const abort = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      if (timeoutMs === 0) return;
+      timer = setTimeout(() => {
+        abort.abort();
+        reject(
+          new TimeoutError(
+            `cannot ${action}: the Kubernetes API server ${cluster.server} of context ${cluster.context} did not answer within ${formatMs(timeoutMs)} ` +
+              "(--request-timeout); pass a larger --request-timeout (or FSB_REQUEST_TIMEOUT), or 0 for no limit",
+          ),
+        );
+      }, timeoutMs);
+    });
     try {
-      return await fn();
+      return await Promise.race([fn(apis, withSignal(abort.signal)), deadline]);
     } catch (error) {
-      if (error instanceof ApiException && error.code === 404 && "notFound" in options) return options.notFound as T;
+      if (error instanceof TimeoutError) throw error;
+      if (error instanceof ApiException && error.code === 404 && "notFound" in callOptions) return callOptions.notFound as T;
       throw translateKubernetesError(error, action, cluster);
+    } finally {
+      clearTimeout(timer);
     }
   };
   return {
     async endpointSlices(namespace, service) {
-      const list = await call(`list EndpointSlices in namespace ${namespace}`, () =>
-        discovery.listNamespacedEndpointSlice({ namespace, labelSelector: `kubernetes.io/service-name=${service}` }),
+      const list = await call(`list EndpointSlices in namespace ${namespace}`, ({ discovery }, signalled) =>
+        discovery.listNamespacedEndpointSlice({ namespace, labelSelector: `kubernetes.io/service-name=${service}` }, signalled),
       );
       return list.items.map((slice) => ({
         addressType: slice.addressType,
@@ -134,7 +208,9 @@ export function kubernetesClusterReader(loaded: Pick<LoadedKubeConfig, "kubeConf
       }));
     },
     async service(namespace, name) {
-      const service = await call(`get Service ${namespace}/${name}`, () => core.readNamespacedService({ namespace, name }), { notFound: undefined });
+      const service = await call(`get Service ${namespace}/${name}`, ({ core }, signalled) => core.readNamespacedService({ namespace, name }, signalled), {
+        notFound: undefined,
+      });
       if (!service) return undefined;
       return {
         ...(service.spec?.selector ? { selector: service.spec.selector } : {}),
@@ -149,7 +225,7 @@ export function kubernetesClusterReader(loaded: Pick<LoadedKubeConfig, "kubeConf
       const labelSelector = Object.entries(selector)
         .map(([key, value]) => `${key}=${value}`)
         .join(",");
-      const list = await call(`list Pods in namespace ${namespace}`, () => core.listNamespacedPod({ namespace, labelSelector }));
+      const list = await call(`list Pods in namespace ${namespace}`, ({ core }, signalled) => core.listNamespacedPod({ namespace, labelSelector }, signalled));
       return list.items.map((pod) => ({
         name: pod.metadata?.name ?? "",
         ...(pod.status?.podIP ? { podIP: pod.status.podIP } : {}),
@@ -161,18 +237,35 @@ export function kubernetesClusterReader(loaded: Pick<LoadedKubeConfig, "kubeConf
       }));
     },
     async secretData(namespace, name) {
-      const secret = await call(`get Secret ${namespace}/${name}`, () => core.readNamespacedSecret({ namespace, name }), { notFound: undefined });
+      const secret = await call(`get Secret ${namespace}/${name}`, ({ core }, signalled) => core.readNamespacedSecret({ namespace, name }, signalled), {
+        notFound: undefined,
+      });
       if (!secret) return undefined;
       return Object.fromEntries(Object.entries(secret.data ?? {}).map(([key, value]) => [key, Buffer.from(value, "base64").toString("utf8")]));
     },
   };
 }
 
+/** A call's options that make its request abortable by `signal` (client-node passes the request's signal to its fetch). */
+function withSignal(signal: AbortSignal): ConfigurationOptions {
+  return {
+    middleware: [
+      {
+        pre: (context: RequestContext) => {
+          context.setSignal(signal);
+          return new Observable(Promise.resolve(context));
+        },
+        post: (context: ResponseContext) => new Observable(Promise.resolve(context)),
+      },
+    ],
+    middlewareMergeStrategy: "append",
+  };
+}
+
 /** The name of the context's user when its credentials come from a plugin it runs (kubeconfig `exec`, e.g. aws, kubelogin), else undefined. */
 function credentialPluginUser(kubeConfig: KubeConfig): string | undefined {
   const user = kubeConfig.getCurrentUser();
-  const authProvider = user?.authProvider as { name?: string; config?: { exec?: unknown } } | undefined;
-  return user && (user.exec || authProvider?.name === "exec" || authProvider?.config?.exec) ? user.name : undefined;
+  return credentialPluginOf(user) ? user?.name : undefined;
 }
 
 /**
@@ -215,6 +308,14 @@ export function translateKubernetesError(
     return new UnauthenticatedError(`cannot ${action}: the credential plugin of user ${cluster.credentialPluginUser} failed: ${message}`);
   }
   const reason = error instanceof Error ? error.message : String(error);
+  // A file the kubeconfig names (prepareKubeConfig checks them first), or a server client-node will not speak to: the kubeconfig's fault.
+  const syscall = (error as NodeJS.ErrnoException | undefined)?.syscall;
+  if ((syscall === "open" || syscall === "read") && !(error instanceof FetchError)) {
+    return new FailedPreconditionError(`cannot ${action}: a file the kubeconfig's context ${cluster.context} names cannot be read (${reason})`);
+  }
+  if (/^HTTP protocol is not allowed|^Unsupported proxy type/.test(reason)) {
+    return new FailedPreconditionError(`cannot ${action}: the kubeconfig's context ${cluster.context} (server ${cluster.server}) cannot be used: ${reason}`);
+  }
   return new UnavailableError(`cannot ${action}: the Kubernetes API server ${cluster.server} of context ${cluster.context} is unreachable (${reason})`, {
     cause: error,
   });

@@ -1,3 +1,4 @@
+import { NAME_MAX_LENGTH, NAME_PATTERN } from "@fast-sandbox/api";
 import { parseDurationMs } from "@fast-sandbox/api/core";
 import {
   Connection as SdkConnection,
@@ -49,6 +50,8 @@ export interface Connection {
 interface ClusterCallContext {
   url: string;
   endpointDescription: string;
+  /** The controller's address, e.g. `10.0.3.7:7070 (Pod …)`. */
+  controllerAddress: string;
   tokenSource: string;
   portForwardHint: string;
   discovered: boolean;
@@ -77,6 +80,12 @@ export function targetOf(options: GlobalOptions): Target {
  * dir, the one at --url/FSB_URL, or the controller of a Kubernetes cluster.
  */
 export async function connect(options: GlobalOptions & { namespace?: string }): Promise<Connection> {
+  // Bad flags are bad usage (exit 2), said before anything is asked of a cluster or a control plane.
+  const requestTimeoutMs = requestTimeoutMsOf(options);
+  checkNamespace(options.namespace, "--namespace");
+  checkNamespace(options.fsbNamespace, "--fsb-namespace");
+  if (options.url !== undefined) checkUrl(options.url, "--url");
+  else if (process.env.FSB_URL) checkUrl(process.env.FSB_URL, "FSB_URL");
   const target = targetOf(options);
   if (process.env.FSB_DEBUG)
     process.stderr.write(`debug: ${target.mode === "cluster" ? "a Kubernetes cluster" : "the embedded Fast Sandbox"}, as ${target.reason}\n`);
@@ -97,6 +106,17 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
   }
   const { resolveClusterEndpoint } = await import("./cluster-connection.js");
   const url = options.url ?? process.env.FSB_URL;
+  if (options.url === undefined && url) {
+    // FSB_URL may be left over from another Fast Sandbox: the cluster's token is sent where it names only when --url says so.
+    if (!process.env.FSB_TOKEN && !onLoopback(url)) {
+      throw new ValidationError(
+        "FSB_URL",
+        `${url} is not on this host, and the cluster's API token (Secret ${options.fsbNamespace ?? process.env.FSB_SYSTEM_NAMESPACE ?? "fast-sandbox-system"}/fast-sandbox-api-token) is not sent there unasked: ` +
+          "pass it as --url to send it, set FSB_TOKEN to the token that URL takes, or unset FSB_URL to find the controller in the cluster",
+      );
+    }
+    process.stderr.write(`warning: FSB_URL=${url} is used instead of finding the controller in the cluster; unset FSB_URL to find it\n`);
+  }
   const found = await resolveClusterEndpoint({
     ...(options.kubeconfig !== undefined ? { kubeconfig: options.kubeconfig } : {}),
     ...(options.context !== undefined ? { context: options.context } : {}),
@@ -105,9 +125,10 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
     ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
     ...(url ? { url } : {}),
     ...(process.env.FSB_TOKEN ? { token: process.env.FSB_TOKEN } : {}),
+    ...(requestTimeoutMs !== undefined ? { requestTimeoutMs } : {}),
   });
-  const { endpointDescription, tokenSource, portForwardHint } = found;
-  clusterContext = { url: found.url, endpointDescription, tokenSource, portForwardHint, discovered: !url };
+  const { endpointDescription, controllerAddress, tokenSource, portForwardHint } = found;
+  clusterContext = { url: found.url, endpointDescription, controllerAddress, tokenSource, portForwardHint, discovered: !url };
   ownInstanceDataDir = undefined;
   connectedUrl = found.url;
   if (process.env.FSB_DEBUG) process.stderr.write(`debug: ${endpointDescription}, token from ${tokenSource}, namespace ${found.namespace}\n`);
@@ -158,6 +179,31 @@ export function endpoint(options: GlobalOptions): { url: string; token: string }
   return { url, token };
 }
 
+/** A namespace flag's value: a Kubernetes namespace's name (a DNS-1123 label), not an empty one that would mean another. */
+function checkNamespace(namespace: string | undefined, flag: string): void {
+  if (namespace === undefined) return;
+  if (namespace === "") throw new ValidationError(flag, "is empty: give a namespace, or leave the flag out for the default one");
+  if (namespace.length > NAME_MAX_LENGTH || !new RegExp(NAME_PATTERN).test(namespace)) {
+    throw new ValidationError(
+      flag,
+      `${JSON.stringify(namespace)} is not a namespace: at most ${NAME_MAX_LENGTH} lowercase letters, digits and '-', starting and ending with a letter or digit`,
+    );
+  }
+}
+
+/** A control plane's URL: http or https, with a host and a port that is one. */
+function checkUrl(url: string, field: string): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ValidationError(field, `${JSON.stringify(url)} is not a URL (with a valid port, if any): give one like http://127.0.0.1:7070`);
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    throw new ValidationError(field, `${JSON.stringify(url)} is not an http:// or https:// URL: give one like http://127.0.0.1:7070`);
+  }
+}
+
 /** Whether the URL names this host's loopback (127.0.0.0/8, ::1, localhost); false for one that does not parse. */
 function onLoopback(url: string): boolean {
   if (!URL.canParse(url)) return false;
@@ -201,6 +247,15 @@ export function explainFailure(error: FsbError): FsbError {
           : "set FSB_TOKEN to the controller's token, or fix the Secret and restart the controller"),
     );
   }
+  // The controller's connection ended mid-call (its Pod restarted, was replaced or evicted): not the user's cancel.
+  const lost = error.code === "unavailable" ? connectionLost(error) : undefined;
+  if (lost) {
+    return new UnavailableError(
+      `${lost.what ? `${lost.what}: ` : ""}the controller at ${context.controllerAddress} went away (${lost.detail}); ` +
+        "it may have restarted or been replaced: run the command again",
+      { cause: error },
+    );
+  }
   // A connection failure names the address (`connect ECONNREFUSED 127.0.0.1:7070`); the controller's own `unavailable` answers do not.
   if (error.code === "unavailable" && error.message.includes(hostAndPort(context.url))) {
     return new UnavailableError(
@@ -227,6 +282,30 @@ function explainOwnInstanceFailure(error: FsbError, dataDir: string, url: string
       `adopts the sandboxes that still run), or run 'fsb down --data-dir ${dataDir}' to clear what it left`,
     { cause: error },
   );
+}
+
+/** The SDK's message for a call the other end cancelled (`callError`): `<what>: the call was cancelled before it finished: <detail>`. */
+const CANCELLED_CALL = /: the call was cancelled before it finished: ([^]*)$/;
+/** Errors of a connection that was there and broke (not one that could not be opened). */
+const CONNECTION_LOST_CODES = new Set([
+  "ECONNRESET",
+  "EPIPE",
+  "ERR_HTTP2_STREAM_ERROR",
+  "ERR_HTTP2_SESSION_ERROR",
+  "ERR_HTTP2_GOAWAY_SESSION",
+  "ERR_STREAM_PREMATURE_CLOSE",
+]);
+
+/** What a call whose connection to the control plane broke asked, and how it broke; undefined for any other failure. */
+function connectionLost(error: FsbError): { what?: string; detail: string } | undefined {
+  const cancelled = CANCELLED_CALL.exec(error.message);
+  if (cancelled) return { what: error.message.slice(0, cancelled.index), detail: cancelled[1] ?? "" };
+  const broken = causes(error).some(
+    (cause) =>
+      CONNECTION_LOST_CODES.has(String((cause as { code?: unknown }).code)) ||
+      /\b(ECONNRESET|socket hang up|GOAWAY)\b|stream closed with error code/.test(String((cause as { message?: unknown }).message)),
+  );
+  return broken ? { detail: error.message } : undefined;
 }
 
 /** The error and what caused it, outermost first. */

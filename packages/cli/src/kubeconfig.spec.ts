@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { KubeConfig } from "@kubernetes/client-node";
 import { FailedPreconditionError, ValidationError } from "@fast-sandbox/api";
-import { NoKubeConfigError, loadKubeConfig } from "./kubeconfig.js";
+import { NoKubeConfigError, loadKubeConfig, prepareKubeConfig } from "./kubeconfig.js";
 
 const dir = mkdtempSync(join(tmpdir(), "fsb-kubeconfig-spec-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -126,5 +127,91 @@ describe("loadKubeConfig", () => {
       (error: unknown) =>
         error instanceof FailedPreconditionError && /has no current context: pass --context NAME, or run 'kubectl config use-context NAME'/.test(error.message),
     );
+  });
+
+  it("skips empty files (also only whitespace) in KUBECONFIG and an empty ~/.kube/config, as kubectl does", () => {
+    const full = kubeconfig("full", [{ name: "dev", namespace: "team-a" }], "dev");
+    const empty = join(dir, "empty");
+    writeFileSync(empty, "");
+    const blank = join(dir, "blank");
+    writeFileSync(blank, "\n  \n");
+    const loaded = loadKubeConfig({}, { ...nowhere, env: { KUBECONFIG: `${empty}:${blank}:${full}` } });
+    assert.equal(loaded.context, "dev");
+    assert.equal(loaded.namespace, "team-a");
+    assert.throws(
+      () => loadKubeConfig({}, { ...nowhere, env: { KUBECONFIG: `${empty}:${blank}` } }),
+      (error: unknown) => error instanceof FailedPreconditionError && /names no existing file that is not empty/.test(error.message),
+    );
+    const home = join(dir, "home-with-empty-config");
+    mkdirSync(join(home, ".kube"), { recursive: true });
+    writeFileSync(join(home, ".kube", "config"), "");
+    assert.throws(() => loadKubeConfig({}, { ...nowhere, home }), NoKubeConfigError);
+    assert.throws(
+      () => loadKubeConfig({ kubeconfig: empty }, nowhere),
+      (error: unknown) => error instanceof ValidationError && error.field === "--kubeconfig" && / is empty: give a kubeconfig$/.test(error.message),
+    );
+  });
+
+  it("names the context a current-context names that the kubeconfig does not define", () => {
+    const dangling = kubeconfig("dangling", [{ name: "dev" }], "gone");
+    assert.throws(
+      () => loadKubeConfig({ kubeconfig: dangling }, nowhere),
+      (error: unknown) =>
+        error instanceof FailedPreconditionError &&
+        error.message ===
+          `the current-context of ${dangling}, "gone", is a context it does not define (it has: dev): pass --context NAME, or run 'kubectl config use-context NAME'`,
+    );
+  });
+});
+
+describe("prepareKubeConfig", () => {
+  const load = (lines: string[]) => {
+    const kubeConfig = new KubeConfig();
+    kubeConfig.loadFromString(["apiVersion: v1", "kind: Config", "current-context: dev", ...lines].join("\n"));
+    return { kubeConfig, context: "dev", server: "https://127.0.0.1:6443", source: "/home/me/.kube/config" };
+  };
+
+  it("refuses a client certificate, key or certificate authority it cannot read as the kubeconfig's error, naming the file", async () => {
+    const missing = join(dir, "nope.crt");
+    await assert.rejects(
+      prepareKubeConfig(
+        load([
+          "clusters: [{name: dev, cluster: {server: 'https://127.0.0.1:6443'}}]",
+          `users: [{name: alice, user: {client-certificate: '${missing}', client-key: '${missing}'}}]`,
+          "contexts: [{name: dev, context: {cluster: dev, user: alice}}]",
+        ]),
+      ),
+      (error: unknown) =>
+        error instanceof FailedPreconditionError &&
+        error.message === `the client-certificate of user alice (context dev of kubeconfig /home/me/.kube/config), ${missing}, cannot be read: no such file`,
+    );
+    await assert.rejects(
+      prepareKubeConfig(
+        load([
+          `clusters: [{name: dev, cluster: {server: 'https://127.0.0.1:6443', certificate-authority: '${missing}'}}]`,
+          "users: [{name: alice, user: {token: t}}]",
+          "contexts: [{name: dev, context: {cluster: dev, user: alice}}]",
+        ]),
+      ),
+      (error: unknown) => error instanceof FailedPreconditionError && /^the certificate-authority of cluster dev \(context dev of/.test(error.message),
+    );
+  });
+
+  it("refuses a credential plugin that needs a terminal (interactiveMode: Always) when stdin is none, without running it", async () => {
+    const ran = join(dir, "always-ran");
+    const plugin = join(dir, "always.sh");
+    writeFileSync(plugin, `#!/bin/sh\ntouch '${ran}'\n`, { mode: 0o755 });
+    await assert.rejects(
+      prepareKubeConfig(
+        load([
+          "clusters: [{name: dev, cluster: {server: 'https://127.0.0.1:6443'}}]",
+          `users: [{name: alice, user: {exec: {apiVersion: client.authentication.k8s.io/v1, command: '${plugin}', interactiveMode: Always}}}]`,
+          "contexts: [{name: dev, context: {cluster: dev, user: alice}}]",
+        ]),
+        { stdinIsTerminal: false },
+      ),
+      (error: unknown) => error instanceof FailedPreconditionError && /needs a terminal .*interactiveMode: Always.*stdin is not one/.test(error.message),
+    );
+    assert.equal(existsSync(ran), false);
   });
 });

@@ -520,6 +520,46 @@ describe("fsb checkpoint, run --from-checkpoint and fork: bad usage", () => {
     }
   });
 
+  it("takes -n/--namespace before the command as the namespace of checkpoint, fork, pause and resume too, whose own -n is another flag's; their --namespace wins", async () => {
+    const controlPlane = await startFakeControlPlane({
+      token: API_TOKEN,
+      sandboxes: [fakeSandbox("web", { namespace: "team" }), fakeSandbox("web", { namespace: "other" })],
+    });
+    try {
+      for (const [args, call] of [
+        [["-n", "team", "pause", "web"], "PauseSandbox team/web"],
+        [["--namespace=team", "resume", "web"], "ResumeSandbox team/web"],
+        [["-n", "team", "pause", "web", "--namespace", "other"], "PauseSandbox other/web"],
+        [["-n", "team", "checkpoint", "ls"], "ListCheckpoints team"],
+        [["-n", "team", "checkpoint", "--namespace", "other", "rm", "golden"], "DeleteCheckpoint other/golden"],
+        // Their -n stays the checkpoint's name and the number of copies (the fake answers neither call: exit 1).
+        [["-n", "team", "checkpoint", "web", "-n", "golden"], "CheckpointSandbox team/web"],
+        [["-n", "team", "fork", "web", "-n", "2"], "ForkSandbox team/web"],
+      ] as const) {
+        controlPlane.calls.length = 0;
+        const result = await fsb("--url", controlPlane.url, "--data-dir", dataDir, ...args);
+        assert.notEqual(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+        assert.deepEqual(controlPlane.calls, [call], args.join(" "));
+      }
+      const help = await fsb("--help");
+      assert.match(help.stdout, /^ {2}-n, --namespace <namespace> +before the command: the namespace of the command/m);
+    } finally {
+      await controlPlane.close();
+    }
+  });
+
+  it("says in the help of checkpoint, fork, pause and resume that their namespace is in a cluster the kubeconfig context's", async () => {
+    for (const command of [["checkpoint"], ["checkpoint", "ls"], ["checkpoint", "rm"], ["fork"], ["pause"], ["resume"]]) {
+      const help = await fsb(...command, "--help");
+      assert.equal(help.code, 0, help.stderr);
+      assert.match(
+        help.stdout.replace(/\s+/g, " "),
+        /--namespace <namespace> namespace \(default: in a cluster the kubeconfig context's, else default\)/,
+        command.join(" "),
+      );
+    }
+  });
+
   it("reaches the control plane for checkpoint, checkpoint ls and checkpoint rm", async () => {
     for (const args of [
       ["checkpoint", "web", "-n", "golden"],

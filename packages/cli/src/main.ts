@@ -1,4 +1,4 @@
-import { Command, CommanderError, Option } from "@commander-js/extra-typings";
+import { Command, CommanderError, Help, Option } from "@commander-js/extra-typings";
 import { FsbError, ValidationError } from "@fast-sandbox/api";
 import { parseResourceArgs, resourceKind } from "./resource-args.js";
 import { OUTPUT_FORMATS, exitWhenReaderGoes } from "./output.js";
@@ -19,7 +19,20 @@ const checkpointCommands = () => import("./commands/checkpoints.js");
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 const outputOption = () => new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS).default("table" as const);
-const namespaceOption = () => new Option("-n, --namespace <namespace>", "namespace (default: in a cluster the kubeconfig context's, else default)");
+const NAMESPACE_DEFAULT = "default: in a cluster the kubeconfig context's, else default";
+const namespaceOption = () => new Option("-n, --namespace <namespace>", `namespace (${NAMESPACE_DEFAULT})`);
+/** The `--namespace` of the commands whose `-n` is another flag (checkpoint, fork), and of pause and resume. */
+const longNamespaceOption = () => new Option("--namespace <namespace>", `namespace (${NAMESPACE_DEFAULT})`);
+/**
+ * `-n`/`--namespace` before the command (`kubectl fs -n team ls`, as kubectl's own flags go): the
+ * namespace of every command, unless it names its own. Taken out of the command line by
+ * `takeRootNamespace`, not by Commander, which would take it after the command too — where `-n` is
+ * the checkpoint's name (checkpoint) or the number of copies (fork). Listed in the help alone.
+ */
+const rootNamespaceOption = new Option(
+  "-n, --namespace <namespace>",
+  `before the command: the namespace of the command (${NAMESPACE_DEFAULT}); the command's own -n/--namespace wins`,
+);
 const allNamespacesOption = () => new Option("-A, --all-namespaces", "every namespace");
 /** The sandbox's access token, for commands that reach it through the sandbox proxy. */
 const accessTokenOption = (usedBy?: string) =>
@@ -46,7 +59,7 @@ network; from outside it:
   kubectl fs --url http://127.0.0.1:7070 ls
 `;
 
-function program(programName: string): Command {
+function program(programName: string, root: { namespace?: string } = {}): Command {
   const fsb = new Command(programName === KUBECTL_PLUGIN_NAME ? "kubectl fs" : "fsb")
     .description("Fast Sandbox: isolated sandboxes for AI agents in milliseconds")
     .option("--data-dir <dir>", "state directory of 'fsb up' (env FSB_DATA_DIR; default /var/lib/fast-sandbox as root)")
@@ -61,7 +74,15 @@ function program(programName: string): Command {
     .addHelpText("after", TARGET_HELP)
     .showHelpAfterError()
     .exitOverride();
-  const globals = () => ({ ...fsb.opts(), programName });
+  fsb.configureHelp({
+    visibleOptions(command) {
+      const options = Help.prototype.visibleOptions.call(this, command);
+      // Before -h, --help, the last one.
+      return command === fsb ? [...options.slice(0, -1), rootNamespaceOption, ...options.slice(-1)] : options;
+    },
+  });
+  // A command's own namespace flag, when given, is spread over these.
+  const globals = () => ({ ...fsb.opts(), ...(root.namespace !== undefined ? { namespace: root.namespace } : {}), programName });
 
   fsb
     .command("up")
@@ -162,7 +183,7 @@ function program(programName: string): Command {
     )
     .argument("<sandbox>")
     .option("-n, --name <checkpoint>", "the checkpoint's name (default: generated)")
-    .option("--namespace <namespace>", "namespace (default: default)")
+    .addOption(longNamespaceOption())
     .action(async (sandbox, options) => (await checkpointCommands()).checkpoint(sandbox, { ...globals(), ...options }));
   // Commander gives `checkpoint`'s own options to it wherever they stand, also after `ls` and `rm`:
   // its --namespace is theirs, and its -n (the name of a checkpoint to save) is refused, not ignored.
@@ -180,7 +201,7 @@ function program(programName: string): Command {
     .command("ls")
     .alias("list")
     .description("list checkpoints")
-    .option("--namespace <namespace>", "namespace (default: default)")
+    .addOption(longNamespaceOption())
     .addOption(allNamespacesOption())
     .addOption(outputOption())
     .action(async (options, self) => (await checkpointCommands()).list({ ...globals(), ...options, ...checkpointNamespace(options.namespace, self) }));
@@ -188,7 +209,7 @@ function program(programName: string): Command {
     .command("rm")
     .description("delete checkpoints: their files on their node (sandboxes restored from them run on)")
     .argument("<names...>")
-    .option("--namespace <namespace>", "namespace (default: default)")
+    .addOption(longNamespaceOption())
     .action(async (names, options, self) =>
       (await checkpointCommands()).remove(names, { ...globals(), ...options, ...checkpointNamespace(options.namespace, self) }),
     );
@@ -199,7 +220,7 @@ function program(programName: string): Command {
     .argument("<sandbox>")
     .requiredOption("-n, --count <copies>", "how many copies (1-32)")
     .option("--checkpoint <name>", "keep the checkpoint under this name (default: deleted once the copies run)")
-    .option("--namespace <namespace>", "namespace (default: default)")
+    .addOption(longNamespaceOption())
     .option("-q, --quiet", "print the copies' names alone, one per line")
     .action(async (sandbox, options) => (await checkpointCommands()).fork(sandbox, { ...globals(), ...options }));
 
@@ -207,14 +228,14 @@ function program(programName: string): Command {
     .command("pause")
     .description("pause a running sandbox of a gVisor pool: its memory, processes and files are saved on its node and nothing of it runs until 'fsb resume'")
     .argument("<sandbox>")
-    .option("--namespace <namespace>", "namespace (default: default)")
+    .addOption(longNamespaceOption())
     .action(async (sandbox, options) => (await checkpointCommands()).pause(sandbox, { ...globals(), ...options }));
 
   fsb
     .command("resume")
     .description("resume a paused sandbox where it was (same name, id, hostname and access token; a new address)")
     .argument("<sandbox>")
-    .option("--namespace <namespace>", "namespace (default: default)")
+    .addOption(longNamespaceOption())
     .option("--expire <duration>", "delete it this long after the resume, e.g. 30s, 10m, 2h (default: never)")
     .action(async (sandbox, options) => (await checkpointCommands()).resume(sandbox, { ...globals(), ...options }));
 
@@ -425,11 +446,41 @@ function isArgument(field: string): boolean {
   return /^--?[a-z]/.test(field) || /^[A-Z]+(:[A-Z]+)?$/.test(field);
 }
 
+/**
+ * Takes `-n NAMESPACE`, `-nNAMESPACE`, `--namespace NAMESPACE` and `--namespace=NAMESPACE` out of the
+ * root's flags, the ones before the command (the last one given wins); the values of the root's other
+ * flags are skipped, not read as the command.
+ */
+function takeRootNamespace(root: Command, argv: string[]): { argv: string[]; namespace?: string } {
+  const kept = argv.slice(0, 2);
+  let namespace: string | undefined;
+  let i = 2;
+  for (; i < argv.length; i++) {
+    const arg = argv[i] ?? "";
+    if (arg === "--" || arg === "-" || !arg.startsWith("-")) break;
+    if (arg === "-n" || arg === "--namespace") {
+      if (i + 1 >= argv.length) throw new ValidationError("--namespace", "give the namespace after -n/--namespace");
+      namespace = argv[++i];
+    } else if (arg.startsWith("--namespace=")) namespace = arg.slice("--namespace=".length);
+    else if (/^-n[^-]/.test(arg)) namespace = arg.slice(2);
+    else {
+      kept.push(arg);
+      const option = root.options.find((o) => o.long === arg || o.short === arg);
+      if (option?.required && i + 1 < argv.length) kept.push(argv[++i] ?? "");
+    }
+  }
+  return { argv: [...kept, ...argv.slice(i)], ...(namespace !== undefined ? { namespace } : {}) };
+}
+
 /** Runs the program; `programName` is what it runs as (`kubectl-fs` targets a cluster, see target.ts). */
 export async function main(argv: string[], programName = programNameOf(argv[1])): Promise<number> {
   exitWhenReaderGoes();
   try {
-    await program(programName).parseAsync(argv);
+    const root: { namespace?: string } = {};
+    const fsb = program(programName, root);
+    const taken = takeRootNamespace(fsb, argv);
+    if (taken.namespace !== undefined) root.namespace = taken.namespace;
+    await fsb.parseAsync(taken.argv);
     return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (error) {
     if (error instanceof CommanderError) {
