@@ -13,7 +13,10 @@
  *    time is that of every page),
  *    and `creates` more creates (each deleted after the measured ones, so memory is read at exactly
  *    `sandboxes`). Memory: the child's `process.memoryUsage().rss` after full GCs (`--expose-gc`,
- *    three collections, a `settleMs` pause, one more), read with 500 agents' heartbeats running.
+ *    three collections, a `settleMs` pause, one more), read with 500 agents' heartbeats running,
+ *    twice at `sandboxes`: right after populating and after the timed calls. RESULT's
+ *    `controlplane_rss_*` is the larger of the two (until 2026-12-06 it was the second, which is
+ *    usually lower: the allocator has given back some of what the populating burst took).
  *    What is real and what is simulated there:
  *    - real, in the measured process: the control plane's code and data at that scale — registry,
  *      reconcilers, the store (SQLite on disk, its cache), the API server with the bench's one
@@ -647,7 +650,7 @@ export function formatScaleReport(result: ScaleBenchResult): string[] {
   );
   lines.push(
     `RESULT scale_sandboxes=${result.sandboxes} agents=${result.agents} list_p50_ms=${result.latencyMs.list.p50.toFixed(1)} get_p50_ms=${result.latencyMs.get.p50.toFixed(2)} ` +
-      `create_p50_ms=${result.latencyMs.create.p50.toFixed(2)} ${memoryResultFields(cp.full.rssBytes, agent?.vmRssKb.median)} ` +
+      `create_p50_ms=${result.latencyMs.create.p50.toFixed(2)} ${memoryResultFields(Math.max(cp.populated.rssBytes, cp.full.rssBytes), agent?.vmRssKb.median)} ` +
       `placement_p99_us=${p.scenarios[0]!.latencyUs.p99.toFixed(2)}`,
   );
   return lines;
