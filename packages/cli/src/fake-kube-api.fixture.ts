@@ -105,6 +105,28 @@ export function writeKubeconfig(path: string, server: string, options: { namespa
   return path;
 }
 
+/**
+ * This process's environment without what would point a CLI run from a test elsewhere (the
+ * developer's own instance or cluster) or change its output: the Fast Sandbox variables, KUBECONFIG,
+ * and node:test's own.
+ */
+export function withoutCliEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const name of [
+    "FSB_URL",
+    "FSB_TOKEN",
+    "FSB_ACCESS_TOKEN",
+    "FSB_DATA_DIR",
+    "FSB_DEBUG",
+    "FSB_SYSTEM_NAMESPACE",
+    "FSB_REQUEST_TIMEOUT",
+    "KUBECONFIG",
+    "NODE_TEST_CONTEXT",
+  ])
+    delete env[name];
+  return env;
+}
+
 export interface CliResult {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -133,19 +155,7 @@ export function runCli(
     entry = join(directory, "kubectl-fs.mts");
     writeFileSync(entry, `import ${JSON.stringify(MAIN)};\n`);
   }
-  const childEnv = { ...process.env };
-  for (const name of [
-    "FSB_URL",
-    "FSB_TOKEN",
-    "FSB_ACCESS_TOKEN",
-    "FSB_DATA_DIR",
-    "FSB_DEBUG",
-    "FSB_SYSTEM_NAMESPACE",
-    "FSB_REQUEST_TIMEOUT",
-    "KUBECONFIG",
-    "NODE_TEST_CONTEXT",
-  ])
-    delete childEnv[name];
+  const childEnv = withoutCliEnv();
   Object.assign(childEnv, { FSB_DATA_DIR: join(directory, "no-data-dir"), HOME: join(directory, "no-home") }, env);
   return new Promise((resolve, reject) => {
     const started = Date.now();

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { fakeSandbox, startFakeControlPlane } from "./fake-control-plane.fixture.js";
+import { withoutCliEnv } from "./fake-kube-api.fixture.js";
 
 const MAIN = join(import.meta.dirname, "main.ts");
 const REPO_ROOT = join(import.meta.dirname, "..", "..", "..");
@@ -28,19 +29,7 @@ function fsb(...args: string[]): Promise<{ code: number | null; stdout: string; 
 
 function fsbWith(extraEnv: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const env = { ...process.env };
-    for (const name of [
-      "FSB_URL",
-      "FSB_TOKEN",
-      "FSB_ACCESS_TOKEN",
-      "FSB_DATA_DIR",
-      "FSB_DEBUG",
-      "FSB_SYSTEM_NAMESPACE",
-      "FSB_REQUEST_TIMEOUT",
-      "KUBECONFIG",
-      "NODE_TEST_CONTEXT",
-    ])
-      delete env[name];
+    const env = withoutCliEnv();
     Object.assign(env, extraEnv);
     const child = spawn(process.execPath, ["--conditions=development", "--import", "tsx", MAIN, ...args], {
       cwd: REPO_ROOT,
