@@ -76,7 +76,7 @@ import {
   type ScaleChildMessage,
   type ScaleChildRequest,
 } from "./scale-protocol.js";
-import { NEAR_MAX_MARK, nearMaxNote, percentileNearMax, percentileOfSorted } from "./stats.js";
+import { NearMaxMarks, percentileOfSorted } from "./stats.js";
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const BENCH_DIR = join(REPO_ROOT, "bench");
@@ -199,17 +199,13 @@ export function formatPercentileTable(unit: string, rows: readonly { label: stri
   const labelWidth = Math.max(unit.length, ...rows.map((row) => row.label.length));
   const cell = (text: string) => text.padStart(10);
   const header = `${unit.padEnd(labelWidth)}${columns.map((c) => cell(c)).join("")}`;
-  const marked: { p: number; count: number }[] = [];
+  const marks = new NearMaxMarks();
   const value = (summary: Percentiles, column: (typeof columns)[number]): string => {
     if (column === "count") return String(summary.count);
-    const text = summary[column].toFixed(digits);
-    const p = column === "p90" ? 90 : column === "p99" ? 99 : undefined;
-    if (p === undefined || !percentileNearMax(p, summary.count)) return text;
-    marked.push({ p, count: summary.count });
-    return `${text}${NEAR_MAX_MARK}`;
+    return marks.cell(summary[column].toFixed(digits), column === "p90" ? 90 : column === "p99" ? 99 : undefined, summary.count);
   };
   const lines = rows.map(({ label, summary }) => `${label.padEnd(labelWidth)}${columns.map((c) => cell(value(summary, c))).join("")}`);
-  const note = nearMaxNote(marked);
+  const note = marks.note();
   return [header, ...lines, ...(note ? [note] : [])].join("\n");
 }
 

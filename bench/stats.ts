@@ -84,6 +84,22 @@ export function nearMaxNote(marked: readonly { p: number; count: number }[]): st
   return `${NEAR_MAX_MARK} ${parts.join(", ")}: close to the max (interpolated between the largest samples), not a tail estimate`;
 }
 
+/** The marked cells of one table (`percentileNearMax`), and the note under it that explains them. */
+export class NearMaxMarks {
+  private readonly marked: { p: number; count: number }[] = [];
+
+  /** A cell's `text`: of percentile `p` (undefined: not a percentile column) of `count` samples, marked when close to the max. */
+  cell(text: string, p: number | undefined, count: number): string {
+    if (p === undefined || !percentileNearMax(p, count)) return text;
+    this.marked.push({ p, count });
+    return `${text}${NEAR_MAX_MARK}`;
+  }
+
+  note(): string | undefined {
+    return nearMaxNote(this.marked);
+  }
+}
+
 /**
  * A fixed-width table, one row per labelled summary, milliseconds with one decimal. A p95 or p99
  * of too few samples to be more than the largest ones (`percentileNearMax`) is marked, and a note
@@ -93,16 +109,12 @@ export function formatTable(rows: readonly { label: string; summary: Summary }[]
   const labelWidth = Math.max(6, ...rows.map((row) => row.label.length));
   const cell = (text: string) => text.padStart(9);
   const header = `${"ms".padEnd(labelWidth)}${COLUMNS.map((c) => cell(c)).join("")}`;
-  const marked: { p: number; count: number }[] = [];
+  const marks = new NearMaxMarks();
   const value = (summary: Summary, column: (typeof COLUMNS)[number]): string => {
     if (column === "count") return String(summary.count);
-    const text = summary[column].toFixed(1);
-    const p = column === "p95" ? 95 : column === "p99" ? 99 : undefined;
-    if (p === undefined || !percentileNearMax(p, summary.count)) return text;
-    marked.push({ p, count: summary.count });
-    return `${text}${NEAR_MAX_MARK}`;
+    return marks.cell(summary[column].toFixed(1), column === "p95" ? 95 : column === "p99" ? 99 : undefined, summary.count);
   };
   const lines = rows.map(({ label, summary }) => `${label.padEnd(labelWidth)}${COLUMNS.map((c) => cell(value(summary, c))).join("")}`);
-  const note = nearMaxNote(marked);
+  const note = marks.note();
   return [header, ...lines, ...(note ? [note] : [])].join("\n");
 }
