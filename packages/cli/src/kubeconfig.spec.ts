@@ -152,6 +152,40 @@ describe("loadKubeConfig", () => {
     );
   });
 
+  it("resolves a plugin command with a path separator against its own file's directory, as kubectl does; a bare name stays for PATH", async () => {
+    const write = (sub: string, user: string, command: string) => {
+      mkdirSync(join(dir, sub, "bin"), { recursive: true });
+      const file = join(dir, sub, "config");
+      writeFileSync(
+        file,
+        [
+          "apiVersion: v1",
+          "kind: Config",
+          `current-context: ${user}`,
+          `clusters: [{name: ${user}, cluster: {server: 'https://127.0.0.1:6443'}}]`,
+          `users: [{name: ${user}, user: {exec: {apiVersion: client.authentication.k8s.io/v1, command: '${command}', interactiveMode: Never}}}]`,
+          `contexts: [{name: ${user}, context: {cluster: ${user}, user: ${user}}}]`,
+        ].join("\n"),
+      );
+      const credential = { apiVersion: "client.authentication.k8s.io/v1", kind: "ExecCredential", status: { token: `token-of-${sub}` } };
+      writeFileSync(join(dir, sub, "bin", "plugin"), `#!/bin/sh\necho '${JSON.stringify(credential)}'\n`, { mode: 0o755 });
+      return file;
+    };
+    const first = write("relative-a", "alice", "./bin/plugin");
+    const second = write("relative-b", "bob", "bin/plugin");
+    const bare = write("relative-c", "carol", "kubelogin");
+    const loaded = loadKubeConfig({}, { ...nowhere, env: { KUBECONFIG: [first, second, bare].join(":") } });
+    const command = (user: string) => (loaded.kubeConfig.getUser(user)?.exec as { command?: string } | undefined)?.command;
+    assert.equal(command("alice"), join(dir, "relative-a", "bin", "plugin"));
+    assert.equal(command("bob"), join(dir, "relative-b", "bin", "plugin"), "also a merged file's user, against that file's directory");
+    assert.equal(command("carol"), "kubelogin");
+    // The resolved command is the one that runs, whatever the working directory.
+    const prepared = await prepareKubeConfig({ ...loaded }, { stdinIsTerminal: false });
+    assert.equal(prepared.getCurrentUser()?.token, "token-of-relative-a");
+    const fromSecond = loadKubeConfig({ context: "bob" }, { ...nowhere, env: { KUBECONFIG: [first, second].join(":") } });
+    assert.equal((await prepareKubeConfig({ ...fromSecond }, { stdinIsTerminal: false })).getCurrentUser()?.token, "token-of-relative-b");
+  });
+
   it("names the context a current-context names that the kubeconfig does not define", () => {
     const dangling = kubeconfig("dangling", [{ name: "dev" }], "gone");
     assert.throws(

@@ -11,7 +11,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { homedir } from "node:os";
-import { delimiter, join } from "node:path";
+import { delimiter, dirname, isAbsolute, join, resolve, sep } from "node:path";
 import { KubeConfig, type Cluster, type User } from "@kubernetes/client-node";
 import { FailedPreconditionError, TimeoutError, UnauthenticatedError, ValidationError } from "@fast-sandbox/api";
 
@@ -121,12 +121,20 @@ function isEmptyFile(file: string): boolean {
   }
 }
 
+/** Loads `file` into an empty `kubeConfig`, its users' plugin commands resolved as kubectl does. */
 function loadFile(kubeConfig: KubeConfig, file: string): void {
   try {
     kubeConfig.loadFromFile(file);
   } catch (error) {
     throw new FailedPreconditionError(`cannot read kubeconfig ${file}: ${(error as Error).message}`);
   }
+  kubeConfig.users = kubeConfig.users.map((user) => {
+    const exec = user.exec as ExecConfig | undefined;
+    const command = exec?.command;
+    // As client-go: a command with a path separator (./bin/plugin) is relative to the file's directory; a bare name is looked up on PATH.
+    if (!command || !command.includes(sep) || isAbsolute(command)) return user;
+    return { ...user, exec: { ...exec, command: resolve(dirname(file), command) } };
+  });
 }
 
 /** Adds the clusters, users and contexts of `file` that `kubeConfig` lacks; its current-context only if `kubeConfig` has none (kubectl's merge). */
