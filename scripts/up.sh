@@ -36,4 +36,5 @@ repository() { if [[ "${1##*/}" == *:* ]]; then echo "${1%:*}"; else echo "$1"; 
 # image is imported under its own name, as `fsb run --image` names it.
 [[ "$(repository "$image")" == "$(repository "$base_image")" ]] || image="$base_image"
 bash scripts/build-base-image.sh "$image" "$namespace"
-exec node packages/cli/bin/fsb.js up "$@"
+# The control plane's Node.js flags (CONTROL_PLANE_NODE_FLAGS in packages/controlplane).
+exec node --max-semi-space-size=4 packages/cli/bin/fsb.js up "$@"

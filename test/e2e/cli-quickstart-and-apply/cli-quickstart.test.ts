@@ -8,6 +8,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { CONTROL_PLANE_NODE_FLAGS } from "@fast-sandbox/controlplane";
 import { BASE_IMAGE, REPO_ROOT, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
 import { recordedContainerOfSandbox } from "../../support/containerd-contents.js";
 import { containerdLeftovers, ctr, waitFor } from "../../support/embedded.js";
@@ -76,6 +77,14 @@ describe("fsb on the command line", () => {
     } finally {
       rmSync(other, { recursive: true, force: true });
     }
+  });
+
+  it("runs the detached control plane with the control plane's Node.js flags", () => {
+    const pid = readFileSync(join(dataDir, "controlplane.pid"), "utf8").trim();
+    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    const script = argv.findIndex((arg) => arg.endsWith("fsb.js"));
+    assert.ok(script > 0, `the child runs fsb.js: ${argv.join(" ")}`);
+    for (const flag of CONTROL_PLANE_NODE_FLAGS) assert.ok(argv.slice(1, script).includes(flag), `${flag} is given to node: ${argv.join(" ")}`);
   });
 
   it("stores the API token with mode 0600", () => {

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { destination, pino, type Logger } from "pino";
 import { DEFAULT_LOG_MAX_BYTES, rotateLog } from "@fast-sandbox/agent/log-rotation";
-import { DEFAULT_BASE_IMAGE, startEmbeddedControlPlane, defaultPool, type EmbeddedControlPlane } from "@fast-sandbox/controlplane";
+import { CONTROL_PLANE_NODE_FLAGS, DEFAULT_BASE_IMAGE, startEmbeddedControlPlane, defaultPool, type EmbeddedControlPlane } from "@fast-sandbox/controlplane";
 import { FsbError, ValidationError } from "@fast-sandbox/sdk";
 import { parseDuration, parseLoopbackListen } from "@fast-sandbox/janitor";
 import {
@@ -302,6 +302,8 @@ async function detach(options: ResolvedUpOptions, dataDir: string): Promise<void
   makePrivateDataDir(dataDir);
   const log = openSync(files.log(dataDir), "a");
   const args = [
+    // The child is the control plane: its heap is sized by these flags, as a foreground `fsb up`'s by the launcher's.
+    ...CONTROL_PLANE_NODE_FLAGS,
     fileURLToPath(new URL("../../bin/fsb.js", import.meta.url)),
     "up",
     "--data-dir",
