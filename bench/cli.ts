@@ -7,10 +7,12 @@
  * leaves them, so the commands find it as they do after `fsb up`. Each round runs, in an order that
  * rotates from round to round:
  * - `node -e 0`: Node's own start-up and exit;
- * - `fsb ls`, `fsb get NAME` (of a running sandbox) and `fsb run -- sleep 3600`: the real binary
- *   (`node packages/cli/bin/fsb.js`, which loads the bundle `npm run build` makes; `--fsb FILE` runs
- *   another entry, e.g. packages/cli/dist/main.js for the unbundled program), spawned and timed from
- *   spawn to exit (wall time);
+ * - `fsb ls`, `fsb get NAME` (of a running sandbox) and `fsb run -- sleep 3600`: the real binary,
+ *   run as a user's `fsb` runs, through its `#!/usr/bin/env -S node …` line (packages/cli/bin/fsb.js,
+ *   which loads the bundle `npm run build` makes; since 2026-12-06, before which the bench ran
+ *   `node packages/cli/bin/fsb.js`, without env's exec and the control plane's flags of that line;
+ *   `--fsb FILE` runs another entry with `node FILE`, e.g. packages/cli/dist/main.js for the
+ *   unbundled program), spawned and timed from spawn to exit (wall time);
  * - the server's side of `fsb run`: the calls `fsb run` makes (get the pool for its image, create the
  *   sandbox), through the SDK (`FastSandboxClient`) in this process on a warm connection.
  * The sandboxes the round created are deleted after it, untimed. Warm-up rounds are not recorded.
@@ -27,7 +29,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, relative, resolve } from "node:path";
+import { delimiter, dirname, join, relative, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { destination, pino } from "pino";
 import { defaultPool, startEmbeddedControlPlane, type EmbeddedControlPlane } from "@fast-sandbox/controlplane";
@@ -92,12 +94,12 @@ function bundleIsCurrent(): boolean {
   });
 }
 
-/** Runs `node ARGS…` to its exit; returns the wall time (ms) and its stdout. Throws when it fails. */
-function timedNode(args: string[], env: NodeJS.ProcessEnv): Promise<{ elapsedMs: number; stdout: string }> {
+/** Runs `file ARGS…` to its exit; returns the wall time (ms) and its stdout. Throws when it fails. */
+function timed(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ elapsedMs: number; stdout: string }> {
   return new Promise((done, fail) => {
     const started = performance.now();
     let elapsedMs = 0;
-    const child = spawn(process.execPath, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(file, args, { env, stdio: ["ignore", "pipe", "pipe"] });
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
@@ -106,7 +108,7 @@ function timedNode(args: string[], env: NodeJS.ProcessEnv): Promise<{ elapsedMs:
     child.on("error", fail);
     child.on("close", (code) => {
       if (code === 0) done({ elapsedMs, stdout: Buffer.concat(stdout).toString() });
-      else fail(new Error(`node ${args.join(" ")} exited with ${code}: ${Buffer.concat(stderr).toString().trim()}`));
+      else fail(new Error(`${file} ${args.join(" ")} exited with ${code}: ${Buffer.concat(stderr).toString().trim()}`));
     });
   });
 }
@@ -127,6 +129,10 @@ export async function runCliBench(options: CliBenchOptions): Promise<CliBenchRes
   // What the commands read, as after `fsb up` (FSB_URL, FSB_TOKEN or KUBECONFIG would choose otherwise).
   const env: NodeJS.ProcessEnv = { ...process.env, FSB_DATA_DIR: dataDir };
   for (const name of ["FSB_URL", "FSB_TOKEN", "KUBECONFIG", "FSB_DEBUG", "NODE_OPTIONS"]) delete env[name];
+  // The launcher's #! line finds node on the PATH, as a user's shell does: this node, first.
+  env.PATH = `${dirname(process.execPath)}${delimiter}${env.PATH ?? ""}`;
+  /** The default binary runs through its #! line, as `fsb` on a user's PATH; another entry (--fsb) with `node FILE`. */
+  const timedFsb = (args: string[]) => (checkBundle ? timed(fsb, args, env) : timed(process.execPath, [fsb, ...args], env));
   const samples: Record<Side, number[]> = { node: [], ls: [], get: [], run: [], sdkRun: [] };
   let controlPlane: EmbeddedControlPlane | undefined;
   let client: FastSandboxClient | undefined;
@@ -150,13 +156,13 @@ export async function runCliBench(options: CliBenchOptions): Promise<CliBenchRes
 
     const created: string[] = [];
     const sides: [Side, () => Promise<number>][] = [
-      ["node", async () => (await timedNode(["-e", "0"], env)).elapsedMs],
-      ["ls", async () => (await timedNode([fsb, "ls"], env)).elapsedMs],
-      ["get", async () => (await timedNode([fsb, "get", TARGET], env)).elapsedMs],
+      ["node", async () => (await timed(process.execPath, ["-e", "0"], env)).elapsedMs],
+      ["ls", async () => (await timedFsb(["ls"])).elapsedMs],
+      ["get", async () => (await timedFsb(["get", TARGET])).elapsedMs],
       [
         "run",
         async () => {
-          const { elapsedMs, stdout } = await timedNode([fsb, "run", "--", ...RUN_COMMAND], env);
+          const { elapsedMs, stdout } = await timedFsb(["run", "--", ...RUN_COMMAND]);
           const name = stdout.trim().split(/\s+/).at(-1) ?? "";
           if (!/^sb-/.test(name)) throw new Error(`fsb run printed no sandbox name last: ${stdout}`);
           created.push(name);
