@@ -63,7 +63,7 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
 import { API_VERSION, type SandboxPool } from "@fast-sandbox/api";
-import { AgentRegistry, CONTROL_PLANE_NODE_FLAGS, type PlacementRequest } from "@fast-sandbox/controlplane";
+import { AgentRegistry, CONTROL_PLANE_NODE_FLAGS, controlPlaneEnv, type PlacementRequest } from "@fast-sandbox/controlplane";
 import { FastSandboxClient } from "@fast-sandbox/sdk";
 import { forEachLimited } from "./create-rounds.js";
 import { machine } from "./create.js";
@@ -484,7 +484,11 @@ class ControlPlaneChild {
   ) {}
 
   static start(childPath: string, mode: "simulated" | "idle-agent", dataDir: string): Promise<ControlPlaneChild> {
-    const child = fork(childPath, [mode, dataDir], { execArgv: [...CONTROL_PLANE_NODE_FLAGS, "--expose-gc"], stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    const child = fork(childPath, [mode, dataDir], {
+      execArgv: [...CONTROL_PLANE_NODE_FLAGS, "--expose-gc"],
+      env: controlPlaneEnv(process.env),
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
     return new Promise((resolve, reject) => {
       const onExit = (code: number | null, signal: string | null) =>
         reject(new Error(`the control plane process exited (${signal ?? code}) before it was ready`));

@@ -49,5 +49,7 @@ COPY --from=build /app/packages /app/packages
 USER 1000:1000
 EXPOSE 7070
 # The Kubernetes mode's entry point (issue 7); the path follows where that composition root lands.
-# --max-semi-space-size=4: the control plane's Node.js flags (CONTROL_PLANE_NODE_FLAGS in packages/controlplane).
+# The control plane's environment and Node.js flags (CONTROL_PLANE_ENV and CONTROL_PLANE_NODE_FLAGS in
+# packages/controlplane/src/control-plane-process.ts).
+ENV MALLOC_ARENA_MAX=2
 ENTRYPOINT ["node", "--max-semi-space-size=4", "--enable-source-maps", "/app/packages/controlplane/dist/kubernetes/main.js"]

@@ -36,5 +36,6 @@ repository() { if [[ "${1##*/}" == *:* ]]; then echo "${1%:*}"; else echo "$1"; 
 # image is imported under its own name, as `fsb run --image` names it.
 [[ "$(repository "$image")" == "$(repository "$base_image")" ]] || image="$base_image"
 bash scripts/build-base-image.sh "$image" "$namespace"
-# The control plane's Node.js flags (CONTROL_PLANE_NODE_FLAGS in packages/controlplane).
-exec node --max-semi-space-size=4 packages/cli/bin/fsb.js up "$@"
+# The control plane's Node.js flags and environment (CONTROL_PLANE_NODE_FLAGS and CONTROL_PLANE_ENV in
+# packages/controlplane/src/control-plane-process.ts), so that fsb up need not run itself again with them.
+exec env MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" node --max-semi-space-size=4 packages/cli/bin/fsb.js up "$@"

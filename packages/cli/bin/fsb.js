@@ -1,6 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4
-// The flag is the control plane's (CONTROL_PLANE_NODE_FLAGS in @fast-sandbox/controlplane): a foreground
-// `fsb up` runs the control plane in this process, whose heap V8 sizes when it starts.
+#!/usr/bin/env node
 // The `fsb` command (bin/kubectl-fs is the same program as the kubectl plugin `kubectl fs`).
 // It runs the bundle `npm run build` makes (dist/bundle/fsb.mjs, scripts/bundle-cli.ts), which starts
 // in a fraction of the time tsc's hundreds of modules take; without it, or when `tsc -b` rebuilt a

@@ -122,7 +122,15 @@ function program(programName: string, root: { namespace?: string } = {}): Comman
     .option("--janitor-interval <duration>", "time between the janitor's passes", "10s")
     .option("--janitor-protection <duration>", "the janitor leaves orphans younger than this alone", "2m")
     .option("--janitor-metrics <host:port>", "serve the janitor's Prometheus metrics there (loopback only)")
-    .action(async (options) => (await import("./commands/up.js")).up({ ...options, ...(globals().dataDir ? { dataDir: globals().dataDir } : {}) }));
+    .action(async (options) => {
+      const command = await import("./commands/up.js");
+      // A foreground control plane without its Node.js flags runs again with them (control-plane-rerun.ts).
+      if (!options.detach && !command.runsAsControlPlane()) {
+        process.exitCode = await (await import("./control-plane-rerun.js")).rerunAsControlPlane();
+        return;
+      }
+      await command.up({ ...options, ...(globals().dataDir ? { dataDir: globals().dataDir } : {}) });
+    });
 
   fsb
     .command("down")

@@ -10,7 +10,7 @@ export {
   type EmbeddedE2bOptions,
   type EmbeddedAgents,
 } from "./control-plane.js";
-export { CONTROL_PLANE_NODE_FLAGS } from "./control-plane-node-flags.js";
+export { CONTROL_PLANE_ENV, CONTROL_PLANE_NODE_FLAGS, controlPlaneEnv, hasControlPlaneNodeFlags } from "./control-plane-process.js";
 export type { AgentProcess } from "./embedded/embedded-agent-fleet.js";
 export type { AgentProcessView, LocalAgentEvents, LocalAgentSettings } from "./embedded/local-agent-process.js";
 export { LocalJanitorProcess, type LocalJanitorOptions } from "./embedded/local-janitor-process.js";

@@ -4,11 +4,12 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { once } from "node:events";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CONTROL_PLANE_NODE_FLAGS } from "@fast-sandbox/controlplane";
+import { CONTROL_PLANE_ENV, CONTROL_PLANE_NODE_FLAGS } from "@fast-sandbox/controlplane";
 import { BASE_IMAGE, REPO_ROOT, importBaseImage, removeCgroupTree, removeNamespace } from "../../support/containerd.js";
 import { recordedContainerOfSandbox } from "../../support/containerd-contents.js";
 import { containerdLeftovers, ctr, waitFor } from "../../support/embedded.js";
@@ -79,13 +80,81 @@ describe("fsb on the command line", () => {
     }
   });
 
-  it("runs the detached control plane with the control plane's Node.js flags", () => {
-    const pid = readFileSync(join(dataDir, "controlplane.pid"), "utf8").trim();
+  /** The node options and MALLOC_ARENA_MAX of a running process. */
+  function startedWith(pid: number | string): { nodeArgs: string[]; arena: string | undefined } {
     const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
     const script = argv.findIndex((arg) => arg.endsWith("fsb.js"));
-    assert.ok(script > 0, `the child runs fsb.js: ${argv.join(" ")}`);
-    for (const flag of CONTROL_PLANE_NODE_FLAGS) assert.ok(argv.slice(1, script).includes(flag), `${flag} is given to node: ${argv.join(" ")}`);
+    assert.ok(script > 0, `it runs fsb.js: ${argv.join(" ")}`);
+    const environ = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+    return { nodeArgs: argv.slice(1, script), arena: environ.find((entry) => entry.startsWith("MALLOC_ARENA_MAX="))?.slice("MALLOC_ARENA_MAX=".length) };
+  }
+
+  it("runs the detached control plane with the control plane's Node.js flags and environment", () => {
+    const { nodeArgs, arena } = startedWith(readFileSync(join(dataDir, "controlplane.pid"), "utf8").trim());
+    for (const flag of CONTROL_PLANE_NODE_FLAGS) assert.ok(nodeArgs.includes(flag), `${flag} is given to node: ${nodeArgs.join(" ")}`);
+    assert.equal(arena, CONTROL_PLANE_ENV.MALLOC_ARENA_MAX);
   });
+
+  it(
+    "runs a plain foreground fsb up again with the control plane's flags and environment; fsb down stops that one, and the fsb that was run follows",
+    { timeout: 120_000 },
+    async () => {
+      const foreground = `${namespace}-fg`;
+      const fgDir = mkdtempSync(join(tmpdir(), "fsb-e2e-cli-fg-"));
+      importBaseImage(foreground);
+      const up = spawn(
+        process.execPath,
+        [
+          FSB,
+          "--data-dir",
+          fgDir,
+          "up",
+          "--port",
+          "0",
+          "--proxy-port",
+          "0",
+          "--e2b-port",
+          "0",
+          "--containerd-namespace",
+          foreground,
+          "--cgroup-root",
+          foreground,
+          "--no-janitor",
+        ],
+        { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MALLOC_ARENA_MAX: undefined } },
+      );
+      let output = "";
+      up.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+      up.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+      const exited = once(up, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
+      try {
+        await waitFor(() => existsSync(join(fgDir, "url")) || up.exitCode !== null, 60_000, "the foreground fsb up serves");
+        assert.ok(existsSync(join(fgDir, "url")), `fsb up serves: ${output}`);
+        const pid = Number(readFileSync(join(fgDir, "controlplane.pid"), "utf8").trim());
+        assert.notEqual(pid, up.pid, "the control plane is a process of its own, not the fsb that was run");
+        assert.deepEqual(startedWith(up.pid ?? 0).nodeArgs, [], "the fsb that was run had no node options");
+        const { nodeArgs, arena } = startedWith(pid);
+        for (const flag of CONTROL_PLANE_NODE_FLAGS) assert.ok(nodeArgs.includes(flag), `${flag} is given to node: ${nodeArgs.join(" ")}`);
+        assert.equal(arena, CONTROL_PLANE_ENV.MALLOC_ARENA_MAX);
+        // fsb down stops the process the data directory's lock names — the child — and the fsb that was run follows it.
+        const down = spawnSync(process.execPath, [FSB, "--data-dir", fgDir, "down", "--delete-sandboxes"], { encoding: "utf8", timeout: 120_000 });
+        assert.equal(down.status, 0, down.stderr);
+        assert.match(down.stdout, new RegExp(`Fast Sandbox stopped \\(pid ${pid}\\)`));
+        const [code, signal] = await exited;
+        assert.deepEqual([code, signal], [0, null], output);
+        assert.equal(existsSync(`/proc/${pid}`), false, "the control plane stopped with it");
+        assert.equal(existsSync(join(fgDir, "url")), false, "and cleared its run files");
+      } finally {
+        if (up.exitCode === null && up.signalCode === null) {
+          up.kill("SIGKILL");
+          await exited;
+        }
+        removeNamespace(foreground);
+        removeCgroupTree(`/${foreground}`);
+        rmSync(fgDir, { recursive: true, force: true });
+      }
+    },
+  );
 
   it("stores the API token with mode 0600", () => {
     assert.equal(statSync(join(dataDir, "token")).mode & 0o777, 0o600);

@@ -6,7 +6,15 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { destination, pino, type Logger } from "pino";
 import { DEFAULT_LOG_MAX_BYTES, rotateLog } from "@fast-sandbox/agent/log-rotation";
-import { CONTROL_PLANE_NODE_FLAGS, DEFAULT_BASE_IMAGE, startEmbeddedControlPlane, defaultPool, type EmbeddedControlPlane } from "@fast-sandbox/controlplane";
+import {
+  CONTROL_PLANE_NODE_FLAGS,
+  DEFAULT_BASE_IMAGE,
+  controlPlaneEnv,
+  hasControlPlaneNodeFlags,
+  startEmbeddedControlPlane,
+  defaultPool,
+  type EmbeddedControlPlane,
+} from "@fast-sandbox/controlplane";
 import { FsbError, ValidationError } from "@fast-sandbox/sdk";
 import { parseDuration, parseLoopbackListen } from "@fast-sandbox/janitor";
 import {
@@ -130,6 +138,11 @@ async function serve(options: ResolvedUpOptions, dataDir: string, parsed: Parsed
   } finally {
     clearInterval(ownLog);
   }
+}
+
+/** Whether this process runs with the control plane's Node.js flags (else a foreground `fsb up` runs again with them). */
+export function runsAsControlPlane(): boolean {
+  return hasControlPlaneNodeFlags(process.execArgv, process.env.NODE_OPTIONS);
 }
 
 /** Names the log a detached `fsb up` writes to (set by `--detach` for its child). */
@@ -302,7 +315,7 @@ async function detach(options: ResolvedUpOptions, dataDir: string): Promise<void
   makePrivateDataDir(dataDir);
   const log = openSync(files.log(dataDir), "a");
   const args = [
-    // The child is the control plane: its heap is sized by these flags, as a foreground `fsb up`'s by the launcher's.
+    // The child is the control plane: its flags and environment (CONTROL_PLANE_NODE_FLAGS, CONTROL_PLANE_ENV).
     ...CONTROL_PLANE_NODE_FLAGS,
     fileURLToPath(new URL("../../bin/fsb.js", import.meta.url)),
     "up",
@@ -332,7 +345,7 @@ async function detach(options: ResolvedUpOptions, dataDir: string): Promise<void
   const child = spawn(process.execPath, args, {
     detached: true,
     stdio: ["ignore", log, log],
-    env: { ...process.env, [DETACHED_LOG_ENV]: files.log(dataDir) },
+    env: { ...controlPlaneEnv(process.env), [DETACHED_LOG_ENV]: files.log(dataDir) },
   });
   child.unref();
   for (let waited = 0; waited < 60_000; waited += 100) {
