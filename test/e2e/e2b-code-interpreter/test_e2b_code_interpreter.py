@@ -10,6 +10,7 @@ import base64
 import struct
 import threading
 import time
+import uuid
 
 import pytest
 from e2b import TimeoutException
@@ -284,10 +285,8 @@ def test_restarting_a_context_stops_its_running_code_at_once_and_clears_its_stat
 
 def test_a_run_past_its_timeout_is_interrupted_and_the_context_keeps_its_state(sandbox):
     sandbox.run_code("survivor = 'still here'")
-    started = time.monotonic()
     with pytest.raises(TimeoutException):
         sandbox.run_code("import time\nwhile True:\n    time.sleep(0.05)", timeout=1)
-    assert time.monotonic() - started < 30
     # Interrupted, not killed: the next run in the same context finds its variables.
     assert sandbox.run_code("survivor").text == "'still here'"
 
@@ -372,10 +371,9 @@ def test_a_run_whose_client_gave_up_while_it_waited_for_its_context_never_runs(s
 
 def test_a_result_of_many_megabytes_and_code_of_many_megabytes(sandbox):
     context = sandbox.create_code_context()
-    # One line of 16 MiB (the sandbox has 512 MiB for the server and its contexts), read whole.
-    started = time.monotonic()
+    # One line of 16 MiB (the sandbox has 512 MiB for the server and its contexts), read whole
+    # within the run's timeout.
     big = sandbox.run_code("'x' * (16 << 20)", context=context, timeout=120)
-    assert time.monotonic() - started < 30
     assert big.error is None and big.text == "'" + "x" * (16 << 20) + "'"
     del big
     # The worker reads a request a buffer at a time, not a byte per read (its read syscalls, from /proc).
@@ -387,17 +385,38 @@ def test_a_result_of_many_megabytes_and_code_of_many_megabytes(sandbox):
 
 
 def test_output_without_a_newline_is_streamed_while_the_code_runs(sandbox):
-    started = time.monotonic()
+    # A handshake, not a race with a sleep: after writing without a newline, the code waits for a
+    # file per stream that only the callback of that stream's first output writes. Output held back
+    # until the end would hold the code back for good, and the run's timeout would fail the test.
+    run = uuid.uuid4().hex
+    gates = {"stdout": f"/tmp/go-stdout-{run}", "stderr": f"/tmp/go-stderr-{run}"}
     arrived = []
-    execution = sandbox.run_code(
-        "import sys, time\nsys.stdout.write('working')\nsys.stderr.write('50%')\ntime.sleep(3)\nprint(' done')",
-        on_stdout=lambda message: arrived.append((message.line, time.monotonic() - started)),
-        on_stderr=lambda message: arrived.append((message.line, time.monotonic() - started)),
-    )
-    ended = time.monotonic() - started
+    writers = {}
+
+    def on_output(stream):
+        def on_message(message):
+            arrived.append(message.line)
+            if stream not in writers:
+                # From a thread of its own: the callback runs in the thread reading the run's output.
+                writers[stream] = threading.Thread(target=sandbox.files.write, args=(gates[stream], "go"))
+                writers[stream].start()
+
+        return on_message
+
+    try:
+        execution = sandbox.run_code(
+            "import os, sys, time\nsys.stdout.write('working')\nsys.stderr.write('50%')\n"
+            f"while not (os.path.exists({gates['stdout']!r}) and os.path.exists({gates['stderr']!r})):\n    time.sleep(0.05)\n"
+            "print(' done')",
+            on_stdout=on_output("stdout"),
+            on_stderr=on_output("stderr"),
+            timeout=60,
+        )
+    finally:
+        for writer in writers.values():
+            writer.join()
     assert execution.error is None, execution.error
-    assert sorted(line for line, _ in arrived) == [" done\n", "50%", "working"], arrived
-    assert all(at < ended - 2 for line, at in arrived if line != " done\n"), (arrived, ended)
+    assert sorted(arrived) == [" done\n", "50%", "working"], arrived
 
 
 def test_a_trailing_semicolon_hides_the_cell_s_value(sandbox):
@@ -462,12 +481,10 @@ def test_a_bash_run_past_its_timeout_is_interrupted_and_the_shell_keeps_its_stat
     context = sandbox.create_code_context(language="bash", cwd="/home/user")
     assert context.language == "bash"
     sandbox.run_code("survivor='still here'", context=context)
-    started = time.monotonic()
     with pytest.raises(TimeoutException):
         sandbox.run_code("sleep 60", context=context, timeout=1)
     with pytest.raises(TimeoutException):
         sandbox.run_code("while :; do :; done", context=context, timeout=1)
-    assert time.monotonic() - started < 30
     assert "".join(sandbox.run_code('echo "$survivor"; pwd', context=context).logs.stdout) == "still here\n/home/user\n"
     sandbox.remove_code_context(context)
 
@@ -521,12 +538,10 @@ def test_a_javascript_run_past_its_timeout_is_interrupted_and_the_context_keeps_
     context = sandbox.create_code_context(language="js")
     assert context.language == "javascript"
     sandbox.run_code("var survivor = 'still here'", context=context)
-    started = time.monotonic()
     with pytest.raises(TimeoutException):
         sandbox.run_code("while (true) {}", context=context, timeout=1)
     with pytest.raises(TimeoutException):
         sandbox.run_code("await new Promise(() => {})", context=context, timeout=1)
-    assert time.monotonic() - started < 30
     assert sandbox.run_code("survivor", context=context).text == "'still here'"
     sandbox.remove_code_context(context)
 
@@ -578,12 +593,10 @@ def test_an_r_run_past_its_timeout_is_interrupted_and_quit_restarts_the_context(
     context = sandbox.create_code_context(language="r")
     assert context.language == "r"
     sandbox.run_code('survivor <- "still here"', context=context)
-    started = time.monotonic()
     with pytest.raises(TimeoutException):
         sandbox.run_code("repeat {}", context=context, timeout=1)
     with pytest.raises(TimeoutException):
         sandbox.run_code("Sys.sleep(60)", context=context, timeout=1)
-    assert time.monotonic() - started < 30
     assert sandbox.run_code("survivor", context=context).text == '[1] "still here"'
     assert sandbox.run_code('quit("no", 5)', context=context).error.name == "ContextRestarting"
     assert sandbox.run_code('exists("survivor")', context=context).text == "[1] FALSE"
@@ -663,12 +676,10 @@ def test_java_errors_and_a_run_past_its_timeout(sandbox):
     context = sandbox.create_code_context(language="java")
     assert context.language == "java"
     sandbox.run_code('String survivor = "still here";', context=context)
-    started = time.monotonic()
     with pytest.raises(TimeoutException):
         sandbox.run_code("while (true) {}", context=context, timeout=2)
     with pytest.raises(TimeoutException):
         sandbox.run_code("Thread.sleep(60_000)", context=context, timeout=2)
-    assert time.monotonic() - started < 30
     assert sandbox.run_code("survivor", context=context).text == '"still here"'
     assert sandbox.run_code("System.exit(3)", context=context).error.name == "ContextRestarting"
     sandbox.remove_code_context(context)

@@ -18,8 +18,15 @@ import { containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } 
 
 const ENVD_VERSION = (JSON.parse(readFileSync(join(REPO_ROOT, "packages/envd/version.json"), "utf8")) as { envdVersion: string }).envdVersion;
 
-function near(actual: Date, expectedMs: number, what: string): void {
-  assert.ok(Math.abs(actual.getTime() - expectedMs) < 5000, `${what}: ${actual.toISOString()} ≈ ${new Date(expectedMs).toISOString()}`);
+/**
+ * `actual` is `timeoutMs` after the server's clock read while the call that set it ran: between `fromMs`
+ * (just before the call) and `byMs` (just after it). The server writes the end in milliseconds, on
+ * this machine's clock, so no slack.
+ */
+function endsAfter(actual: Date, timeoutMs: number, fromMs: number, byMs: number, what: string): void {
+  const lowest = new Date(fromMs + timeoutMs).toISOString();
+  const highest = new Date(byMs + timeoutMs).toISOString();
+  assert.ok(fromMs + timeoutMs <= actual.getTime() && actual.getTime() <= byMs + timeoutMs, `${what}: ${actual.toISOString()} in ${lowest}..${highest}`);
 }
 
 describe("E2B's official JS SDK against the E2B-compatible API", () => {
@@ -41,7 +48,9 @@ describe("E2B's official JS SDK against the E2B-compatible API", () => {
   });
 
   it("creates, inspects, lists, re-times, connects to and kills a sandbox", async () => {
+    const createdFrom = Date.now();
     const sandbox = await Sandbox.create({ metadata: { run, step: "lifecycle" }, envs: { GREETING: "hi" }, timeoutMs: 120_000 });
+    const createdBy = Date.now();
     assert.match(sandbox.sandboxId, /^[a-z0-9]{20}$/);
     assert.equal(await sandbox.isRunning(), true, "the daemon answers through the sandbox proxy");
 
@@ -52,7 +61,7 @@ describe("E2B's official JS SDK against the E2B-compatible API", () => {
     assert.equal(info.state, "running");
     assert.equal(info.envdVersion, ENVD_VERSION);
     assert.ok(info.cpuCount >= 1 && info.memoryMB >= 128);
-    near(info.endAt, Date.now() + 120_000, "endAt after create");
+    endsAfter(info.endAt, 120_000, createdFrom, createdBy, "endAt after create");
     assert.ok(info.startedAt.getTime() <= Date.now());
 
     const listed = await Sandbox.list({ query: { metadata: { run } } }).nextItems();
@@ -62,14 +71,27 @@ describe("E2B's official JS SDK against the E2B-compatible API", () => {
     );
     assert.deepEqual(await Sandbox.list({ query: { metadata: { run }, state: ["paused"] } }).nextItems(), []);
 
+    const setFrom = Date.now();
     await sandbox.setTimeout(30_000);
-    near((await sandbox.getInfo()).endAt, Date.now() + 30_000, "endAt after setTimeout (shorter)");
+    const setBy = Date.now();
+    const shorterEnd = (await sandbox.getInfo()).endAt;
+    endsAfter(shorterEnd, 30_000, setFrom, setBy, "endAt after setTimeout (shorter)");
 
+    const connectFrom = Date.now();
     const connected = await Sandbox.connect(sandbox.sandboxId, { timeoutMs: 10_000 });
+    const connectBy = Date.now();
     assert.equal(connected.sandboxId, sandbox.sandboxId);
-    near((await connected.getInfo()).endAt, Date.now() + 30_000, "connect never shortens");
+    // Never shortens: the end setTimeout set stays, unless connect's own (10 s on) is later, as it
+    // is when the connect came more than 20 s after the setTimeout.
+    const endAfterConnect = (await connected.getInfo()).endAt;
+    if (endAfterConnect.getTime() !== shorterEnd.getTime()) {
+      assert.ok(endAfterConnect > shorterEnd, `connect never shortens: ${endAfterConnect.toISOString()} < ${shorterEnd.toISOString()}`);
+      endsAfter(endAfterConnect, 10_000, connectFrom, connectBy, "connect extends to its own timeout only");
+    }
+    const extendFrom = Date.now();
     await Sandbox.connect(sandbox.sandboxId, { timeoutMs: 600_000 });
-    near((await Sandbox.getInfo(sandbox.sandboxId)).endAt, Date.now() + 600_000, "connect extends");
+    const extendBy = Date.now();
+    endsAfter((await Sandbox.getInfo(sandbox.sandboxId)).endAt, 600_000, extendFrom, extendBy, "connect extends");
     assert.equal(await connected.isRunning(), true, "the connected handle carries the same access token");
 
     assert.equal(await sandbox.kill(), true);
@@ -80,14 +102,17 @@ describe("E2B's official JS SDK against the E2B-compatible API", () => {
   });
 
   it("getMetrics: the samples of the sandbox's CPU, memory and disk its agent took while it ran, within start and end", async () => {
+    const createdFrom = Date.now();
     const sandbox = await Sandbox.create({ metadata: { run, step: "metrics" }, timeoutMs: 120_000 });
     await sandbox.commands.run("dd if=/dev/zero of=/tmp/written bs=1M count=2");
     const busy = await sandbox.commands.run("while :; do :; done", { background: true });
     let metrics: Awaited<ReturnType<typeof sandbox.getMetrics>> = [];
     const deadline = Date.now() + 30_000;
     // Until the history holds samples from before and after the busy loop started, the disk walked since the write.
+    let metricsBy: number;
     do {
       metrics = await sandbox.getMetrics();
+      metricsBy = Date.now();
     } while (!(metrics.length >= 4 && metrics.at(-1)!.cpuUsedPct > 10 && metrics.at(-1)!.diskUsed >= 2 * 2 ** 20) && Date.now() < deadline);
     const sample = metrics.at(-1);
     assert.ok(sample, "a sample");
@@ -97,7 +122,11 @@ describe("E2B's official JS SDK against the E2B-compatible API", () => {
       times.every((time, index) => index === 0 || time > times[index - 1]!),
       `oldest first, one per sampling: ${times.join(", ")}`,
     );
-    assert.ok(sample.timestamp instanceof Date && Math.abs(sample.timestamp.getTime() - Date.now()) < 60_000, String(sample.timestamp));
+    // Taken (by the agent, on this machine's clock) after the create began and before the answer came.
+    assert.ok(
+      sample.timestamp instanceof Date && createdFrom <= sample.timestamp.getTime() && sample.timestamp.getTime() <= metricsBy,
+      `${String(sample.timestamp)} in ${new Date(createdFrom).toISOString()}..${new Date(metricsBy).toISOString()}`,
+    );
     assert.ok(sample.cpuCount >= 1);
     assert.ok(sample.cpuUsedPct > 10 && sample.cpuUsedPct <= 100, `cpuUsedPct ${sample.cpuUsedPct}`);
     assert.ok(sample.memUsed > 0 && sample.memUsed <= sample.memTotal, `memUsed ${sample.memUsed} of ${sample.memTotal}`);

@@ -238,7 +238,9 @@ describe("the E2B-compatible API in raw HTTP", () => {
 
   it("lists running sandboxes by metadata (E2B's layered encoding), state and template, in pages with X-Next-Token", async () => {
     const tricky = { "team & app": "a=b/c d%", run: "list" };
+    const createdFrom = Date.now();
     const first = await create({ metadata: tricky });
+    const createdBy = Date.now();
     const second = await create({ metadata: { run: "list" } });
     const ids = (reply: Reply) => (reply.body as ListedSandbox[]).map((item) => item.sandboxID).sort();
 
@@ -261,13 +263,17 @@ describe("the E2B-compatible API in raw HTTP", () => {
     assert.deepEqual(listed.metadata, tricky);
     assert.equal(listed.state, "running");
     assert.deepEqual([listed.cpuCount, listed.memoryMB], [2, 256], "the pool's sandboxResources (1500m, 256Mi) in E2B's units");
-    assert.ok(Date.parse(listed.endAt) - Date.parse(listed.startedAt) > 290_000);
+    // create's timeout (300 s) from the server's clock while the create ran, in milliseconds on this machine's clock.
+    const endAt = Date.parse(listed.endAt);
+    assert.ok(createdFrom + 300_000 <= endAt && endAt <= createdBy + 300_000, `${listed.endAt}: 300 s after the create`);
 
     for (const sandbox of [first, second]) assert.equal((await call("DELETE", `/sandboxes/${sandbox.sandboxID}`)).status, 204);
   });
 
   it("gets a sandbox by id and by the legacy <id>-<clientID>; timeout sets the end, connect only extends it", async () => {
+    const createdFrom = Date.now();
     const created = await create({ timeout: 600, metadata: { run: "lifecycle" } });
+    const createdBy = Date.now();
     const detail = await call("GET", `/sandboxes/${created.sandboxID}-6532622b`);
     assert.equal(detail.status, 200);
     const info = detail.body as ListedSandbox & { envdAccessToken: string };
@@ -275,19 +281,37 @@ describe("the E2B-compatible API in raw HTTP", () => {
     assert.equal(info.envdAccessToken, created.envdAccessToken);
     assert.deepEqual(info.metadata, { run: "lifecycle" });
     const endOf = async () => Date.parse(((await call("GET", `/sandboxes/${created.sandboxID}`)).body as ListedSandbox).endAt);
-    const near = (actual: number, expected: number) =>
-      assert.ok(Math.abs(actual - expected) < 5000, `${new Date(actual).toISOString()} ≈ ${new Date(expected).toISOString()}`);
-    near(await endOf(), Date.now() + 600_000);
+    // `actual` is `timeoutMs` after the server's clock read while the call that set it ran, between
+    // `fromMs` (just before it) and `byMs` (just after): milliseconds on this machine's clock, no slack.
+    const endsAfter = (actual: number, timeoutMs: number, fromMs: number, byMs: number) =>
+      assert.ok(
+        fromMs + timeoutMs <= actual && actual <= byMs + timeoutMs,
+        `${new Date(actual).toISOString()} in ${new Date(fromMs + timeoutMs).toISOString()}..${new Date(byMs + timeoutMs).toISOString()}`,
+      );
+    endsAfter(await endOf(), 600_000, createdFrom, createdBy);
 
+    const timeoutFrom = Date.now();
     assert.equal((await call("POST", `/sandboxes/${created.sandboxID}/timeout`, { timeout: 120 })).status, 204);
-    near(await endOf(), Date.now() + 120_000);
+    const timeoutBy = Date.now();
+    const shorterEnd = await endOf();
+    endsAfter(shorterEnd, 120_000, timeoutFrom, timeoutBy);
 
+    const connectFrom = Date.now();
     const connected = await call("POST", `/sandboxes/${created.sandboxID}/connect`, { timeout: 30 });
+    const connectBy = Date.now();
     assert.equal(connected.status, 200);
     assert.deepEqual(connected.body, created, "the same Sandbox, token included");
-    near(await endOf(), Date.now() + 120_000);
+    // Only extends: the end the timeout set stays, unless connect's own (30 s on) is later, as it is
+    // when the connect came more than 90 s after the timeout.
+    const endAfterConnect = await endOf();
+    if (endAfterConnect !== shorterEnd) {
+      assert.ok(endAfterConnect > shorterEnd, `connect shortened the end to ${new Date(endAfterConnect).toISOString()}`);
+      endsAfter(endAfterConnect, 30_000, connectFrom, connectBy);
+    }
+    const extendFrom = Date.now();
     assert.equal((await call("POST", `/v2/sandboxes/${created.sandboxID}/connect`, { timeout: 900 })).status, 200);
-    near(await endOf(), Date.now() + 900_000);
+    const extendBy = Date.now();
+    endsAfter(await endOf(), 900_000, extendFrom, extendBy);
 
     assertError(
       await call("POST", `/sandboxes/${created.sandboxID}/timeout`, { timeout: 86_401 }),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Dict, List
 
 import pytest
@@ -18,16 +19,28 @@ async def test_an_async_sandbox_runs_commands_files_terminals_and_dies(run_label
     try:
         assert await sandbox.is_running()
 
-        # Output streams to plain and coroutine callbacks while the command runs.
-        arrivals: List[float] = []
-        started = time.monotonic()
+        # Output streams to plain and coroutine callbacks while the command runs: a handshake, not a
+        # race with a sleep. The command waits, after its first line, for a file that only the callback
+        # of its first output writes; output held back until the end would hold it back for good, and
+        # its timeout would fail the test.
+        go = f"/tmp/go-{uuid.uuid4().hex}"
+        arrivals: List[str] = []
+        writes: List[asyncio.Task[object]] = []
 
         async def on_stdout(text: str) -> None:
-            arrivals.append(time.monotonic() - started)
+            arrivals.append(text)
+            if not writes:
+                # A task of its own: the command's output is read while it writes.
+                writes.append(asyncio.create_task(sandbox.files.write(go, "go")))
 
-        result = await sandbox.commands.run('echo "hi $WHO"; sleep 1; echo bye', on_stdout=on_stdout)
+        try:
+            result = await sandbox.commands.run(
+                f'echo "hi $WHO"; while [ ! -e {go} ]; do sleep 0.05; done; echo bye', on_stdout=on_stdout, timeout=30
+            )
+        finally:
+            await asyncio.gather(*writes)
         assert result.stdout == "hi async\nbye\n"
-        assert arrivals and arrivals[0] < time.monotonic() - started - 0.5
+        assert "".join(arrivals) == "hi async\nbye\n" and arrivals[0].startswith("hi async"), arrivals
 
         with pytest.raises(CommandExitError) as raised:
             await sandbox.commands.run("exit 7")

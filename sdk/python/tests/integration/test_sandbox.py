@@ -7,8 +7,9 @@ import io
 import os
 import threading
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List
 
 import pytest
 
@@ -38,27 +39,50 @@ def wait_until(check: Callable[[], object], timeout: float, what: str) -> None:
 # -- the sandbox and its commands ------------------------------------------------------------------
 
 
-def test_create_gives_a_running_sandbox_with_an_id_and_an_access_token(sandbox: Sandbox, run_labels: Dict[str, str]) -> None:
+@pytest.fixture(scope="module", autouse=True)
+def before_the_module_sandbox() -> datetime:
+    """A time before the module's ``sandbox`` was created: autouse fixtures are set up first in their scope."""
+    return datetime.now(timezone.utc)
+
+
+def test_create_gives_a_running_sandbox_with_an_id_and_an_access_token(
+    sandbox: Sandbox, run_labels: Dict[str, str], before_the_module_sandbox: datetime
+) -> None:
     assert len(sandbox.sandbox_id) == 20 and sandbox.sandbox_id.isalnum() and sandbox.sandbox_id.islower()
     assert sandbox.access_token and len(sandbox.access_token) >= 32
     info = sandbox.get_info()
     assert (info.phase, info.labels) == ("Running", run_labels)
-    assert info.expires_at is not None and info.expires_at > datetime.now(timezone.utc) + timedelta(seconds=500)
+    # The fixture's timeout=600 from a moment of its create (the end is written in whole milliseconds).
+    earliest = before_the_module_sandbox + timedelta(seconds=600, milliseconds=-1)
+    latest = datetime.now(timezone.utc) + timedelta(seconds=600)
+    assert info.expires_at is not None and earliest <= info.expires_at <= latest, (earliest, info.expires_at, latest)
     assert sandbox.is_running()
 
 
 def test_commands_stream_their_output_as_it_is_written(sandbox: Sandbox) -> None:
-    arrivals: List[Tuple[float, str]] = []
-    started = time.monotonic()
-    result = sandbox.commands.run(
-        "echo one; sleep 1; echo two; echo err >&2",
-        on_stdout=lambda text: arrivals.append((time.monotonic() - started, text)),
-    )
+    # A handshake, not a race with a sleep: the command waits, after "one", for a file that only the
+    # callback of its first output writes. Output held back until the end would hold the command
+    # back for good, and its timeout would fail the test.
+    go = f"/tmp/go-{uuid.uuid4().hex}"
+    arrivals: List[str] = []
+    writers: List[threading.Thread] = []
+
+    def on_stdout(text: str) -> None:
+        arrivals.append(text)
+        if not writers:
+            # From a thread of its own: this callback runs in the thread reading the command's output.
+            writers.append(threading.Thread(target=sandbox.files.write, args=(go, "go")))
+            writers[0].start()
+
+    try:
+        result = sandbox.commands.run(
+            f"echo one; while [ ! -e {go} ]; do sleep 0.05; done; echo two; echo err >&2", on_stdout=on_stdout, timeout=30
+        )
+    finally:
+        for writer in writers:
+            writer.join()
     assert (result.exit_code, result.stdout, result.stderr) == (0, "one\ntwo\n", "err\n")
-    assert "".join(text for _, text in arrivals) == "one\ntwo\n"
-    # "one" reached the callback while the command was still sleeping, not with the rest at the end.
-    first_at = next(at for at, text in arrivals if "one" in text)
-    assert first_at < time.monotonic() - started - 0.5, arrivals
+    assert "".join(arrivals) == "one\ntwo\n" and arrivals[0].startswith("one"), arrivals
 
 
 def test_a_non_zero_exit_raises_with_the_exit_code_and_output(sandbox: Sandbox) -> None:
@@ -76,10 +100,9 @@ def test_commands_see_the_sandbox_envs_their_own_envs_cwd_and_user(sandbox: Sand
 
 
 def test_a_command_past_its_timeout_is_killed_and_raises_timeout_error(sandbox: Sandbox) -> None:
-    started = time.monotonic()
+    # The message names the 1 s timeout, not the command's own end after 30 s.
     with pytest.raises(TimeoutError, match="did not finish within 1s"):
         sandbox.commands.run("sleep 30; echo never", timeout=1, tag="sleeper")
-    assert time.monotonic() - started < 15
     wait_until(lambda: all(process.tag != "sleeper" for process in sandbox.commands.list()), 10, "the timed-out command to be gone")
 
 
@@ -166,10 +189,15 @@ def test_files_written_are_read_listed_and_seen_by_commands(sandbox: Sandbox) ->
 
 
 def test_files_stat_exist_move_make_and_remove(sandbox: Sandbox) -> None:
+    written_from = datetime.now(timezone.utc)
     sandbox.files.write("/tmp/sdk-ops/a.txt", "a")
+    written_by = datetime.now(timezone.utc)
     stat = sandbox.files.get_info("/tmp/sdk-ops/a.txt")
     assert (stat.type, stat.size, stat.path, stat.owner) == (FileType.FILE, 1, "/tmp/sdk-ops/a.txt", "root")
-    assert stat.modified_time is not None and abs((datetime.now(timezone.utc) - stat.modified_time).total_seconds()) < 300
+    # Set by the write; a file's time may lag by its filesystem's granularity (whole seconds on some,
+    # the kernel's coarse clock on others): 1 s below.
+    modified = stat.modified_time
+    assert modified is not None and written_from - timedelta(seconds=1) <= modified <= written_by, (written_from, modified, written_by)
     assert sandbox.files.get_info("/tmp/sdk-ops").type == FileType.DIRECTORY
     assert sandbox.files.exists("/tmp/sdk-ops/a.txt") and not sandbox.files.exists("/tmp/sdk-ops/none.txt")
     moved = sandbox.files.rename("/tmp/sdk-ops/a.txt", "/tmp/sdk-ops/b.txt")
@@ -324,11 +352,16 @@ def test_stats_read_the_sandbox_s_cpu_memory_processes_and_writes(sandbox: Sandb
     try:
         readings: List[SandboxStats] = []
         deadline = time.monotonic() + 30
+        read_from = read_by = datetime.now(timezone.utc)
         while not readings or readings[-1].cpu_used_millis <= 100:
             assert time.monotonic() < deadline, f"no CPU use seen: {readings}"
+            read_from = datetime.now(timezone.utc)
             readings.append(sandbox.stats())
+            read_by = datetime.now(timezone.utc)
         stats = readings[-1]
-        assert stats.timestamp is not None and abs((datetime.now(timezone.utc) - stats.timestamp).total_seconds()) < 60
+        # Taken by the agent during the call, on this machine's clock in whole milliseconds (1 ms below).
+        taken = stats.timestamp
+        assert taken is not None and read_from - timedelta(milliseconds=1) <= taken <= read_by, (read_from, taken, read_by)
         assert stats.cpu_usage_nanos > 0
         assert stats.pids >= 2, stats
         assert stats.memory_used_bytes > 0

@@ -169,9 +169,10 @@ def test_bad_input_is_refused_before_anything_is_created(fake_and_options: Tuple
 
 def test_set_timeout_moves_the_end_and_retries_when_the_sandbox_changed_meanwhile(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
     fake.update_conflicts = 2
+    before = datetime.now(timezone.utc)
     info = sandbox.set_timeout(600)
     assert info.expires_at is not None
-    assert timedelta(seconds=590) < info.expires_at - datetime.now(timezone.utc) < timedelta(seconds=601)
+    assert before + timedelta(seconds=599) < info.expires_at < datetime.now(timezone.utc) + timedelta(seconds=601)
     updates = fake.bodies("/UpdateSandbox")
     assert len(updates) == 3
     assert updates[-1]["spec"]["image"] == POOL_IMAGE  # the whole spec, immutable fields unchanged
