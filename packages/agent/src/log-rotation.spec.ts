@@ -182,8 +182,10 @@ describe("rotateLog with the readers' records (LogGenerations)", () => {
     try {
       await reader.locked(async () => {
         rotation = rotateLog(path, { generations });
-        const deadline = Date.now() + 2000;
+        const deadline = Date.now() + 10_000;
         while (!existsSync(`${path}.1.tmp`) && Date.now() < deadline) await sleep(2);
+        // A rotation that never started would pass the checks below as well.
+        assert.ok(existsSync(`${path}.1.tmp`), "the rotation copies meanwhile");
         await sleep(50);
         assert.ok(!existsSync(`${path}.1`), "not renamed under the reader's lock");
         assert.equal(readFileSync(path, "utf8"), "old output\n", "not truncated under the reader's lock");

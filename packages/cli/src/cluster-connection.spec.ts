@@ -243,7 +243,6 @@ describe("kubernetesClusterReader", () => {
     const closing = setTimeout(() => void api.close(), 5_000);
     try {
       const reader = kubernetesClusterReader({ kubeConfig: kubeConfigOf(api.url), context: "dev", server: api.url }, { timeoutMs: 300 });
-      const started = Date.now();
       await assert.rejects(reader.endpointSlices("fast-sandbox-system", "fast-sandbox-controller"), (error: unknown) => {
         assert.ok(error instanceof TimeoutError, String(error));
         assert.equal(
@@ -253,7 +252,6 @@ describe("kubernetesClusterReader", () => {
         );
         return true;
       });
-      assert.ok(Date.now() - started < 3_000);
       assert.equal(api.requests.length, 1);
     } finally {
       clearTimeout(closing);
@@ -319,14 +317,12 @@ describe("kubernetesClusterReader", () => {
           );
           return reader.secretData("fast-sandbox-system", "fast-sandbox-api-token");
         };
-        let started = Date.now();
         await assert.rejects(readWith("silent", "sleep 5"), (error: unknown) => {
           assert.ok(error instanceof TimeoutError, String(error));
           assert.match(error.message, /^the credential plugin of user dev \(.*silent\.sh\) printed no credential within 300ms \(--request-timeout\)/);
           return true;
         });
-        assert.ok(Date.now() - started < 900, `${Date.now() - started} ms`);
-        started = Date.now();
+        const started = Date.now();
         await assert.rejects(readWith("device-code", "echo 'enter the code ABCD-EFGH' >&2\nsleep 5"), (error: unknown) => {
           assert.ok(error instanceof TimeoutError, String(error));
           assert.match(error.message, /printed no credential within 1s: it may be waiting for you \(to log in, or to enter a code; its messages are above\)/);

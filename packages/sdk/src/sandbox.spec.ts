@@ -18,7 +18,9 @@ describe("FastSandbox", () => {
   afterEach(() => daemon.killAll());
 
   it("create() makes the sandbox with the pool's image and hands back its name, id and access token", async () => {
+    const before = Date.now();
     const sandbox = await FastSandbox.create({ connection, envs: { A: "1" }, timeoutMs: 60_000, labels: { team: "x" } });
+    const after = Date.now();
     assert.equal(sandbox.name, "sb-0000000001");
     assert.equal(sandbox.namespace, "default");
     assert.equal(sandbox.sandboxId, FIRST_SANDBOX_ID);
@@ -27,8 +29,9 @@ describe("FastSandbox", () => {
     assert.equal(spec.image, "fast-sandbox.io/base:latest");
     assert.equal(spec.poolRef, "default");
     assert.deepEqual(spec.envs, [{ name: "A", value: "1" }]);
-    const expiresInMs = Date.parse(spec.expireTime ?? "") - Date.now();
-    assert.ok(expiresInMs > 50_000 && expiresInMs <= 60_000, `expires in ${expiresInMs} ms`);
+    // 60 s from the moment of the call, which lies between before and after.
+    const expiresAt = Date.parse(spec.expireTime ?? "");
+    assert.ok(expiresAt >= before + 60_000 && expiresAt <= after + 60_000, `expires at ${expiresAt}, called in [${before}, ${after}]`);
   });
 
   it("create() waits until the sandbox's daemon answers through the proxy", async () => {
@@ -172,9 +175,12 @@ describe("FastSandbox", () => {
   it("setTimeout() moves the expiry to now + ms, retrying when the sandbox changed in between", async () => {
     const sandbox = await FastSandbox.create({ connection });
     plane.conflictsToInject = 2;
+    const before = Date.now();
     await sandbox.setTimeout(5_000);
-    const expiresInMs = Date.parse(plane.sandbox(sandbox.name).spec.expireTime ?? "") - Date.now();
-    assert.ok(expiresInMs > 4_000 && expiresInMs <= 5_000, `expires in ${expiresInMs} ms`);
+    const after = Date.now();
+    // 5 s from the moment of the (last) try, which lies between before and after.
+    const expiresAt = Date.parse(plane.sandbox(sandbox.name).spec.expireTime ?? "");
+    assert.ok(expiresAt >= before + 5_000 && expiresAt <= after + 5_000, `expires at ${expiresAt}, called in [${before}, ${after}]`);
     assert.equal(plane.updates.length, 1);
     assert.equal(Date.parse(sandbox.info.spec.expireTime ?? ""), Date.parse(plane.sandbox(sandbox.name).spec.expireTime ?? ""));
     plane.conflictsToInject = 10;

@@ -244,7 +244,8 @@ describe("a copied run directory's owners", () => {
     if (owner) chownSync(path, owner.uid, owner.gid);
   }
 
-  it("a checkpoint's copy keeps every entry's owner (cpSync alone makes them root's)", { skip: process.getuid?.() !== 0 && "needs root to chown" }, () => {
+  it("a checkpoint's copy keeps every entry's owner (cpSync alone makes them root's)", () => {
+    assert.equal(process.getuid?.(), 0, "needs root to chown (npm test runs as root)");
     const runDir = join(dir, "sandbox");
     sandboxRunDir(runDir, { uid: 1000, gid: 1000 });
     const saved = join(dir, "saved");
@@ -255,21 +256,18 @@ describe("a copied run directory's owners", () => {
     assert.equal(ownerOf(join(saved, "etc", "hosts")), "0:0");
   });
 
-  it(
-    "a restored copy's directory is the user's its helper runs as (as a cold create makes it), even from a root-owned saved copy",
-    { skip: process.getuid?.() !== 0 && "needs root to chown" },
-    () => {
-      const saved = join(dir, "saved-before");
-      sandboxRunDir(saved, undefined);
-      const spec = checkpointedSpec();
-      spec.process.user = { uid: 1000, gid: 1000 };
-      const copy = join(dir, "copy");
-      copyRunDirectory(saved, copy, runDirOwner(spec));
-      assert.equal(ownerOf(copy), "1000:1000", "the helper, as USER 1000, can write its reports (exit-code…) there");
-      assert.equal(ownerOf(join(copy, "command-start")), "1000:1000");
-      assert.equal(ownerOf(join(copy, "etc", "hosts")), "0:0", "the agent's /etc files stay root's");
-    },
-  );
+  it("a restored copy's directory is the user's its helper runs as (as a cold create makes it), even from a root-owned saved copy", () => {
+    assert.equal(process.getuid?.(), 0, "needs root to chown (npm test runs as root)");
+    const saved = join(dir, "saved-before");
+    sandboxRunDir(saved, undefined);
+    const spec = checkpointedSpec();
+    spec.process.user = { uid: 1000, gid: 1000 };
+    const copy = join(dir, "copy");
+    copyRunDirectory(saved, copy, runDirOwner(spec));
+    assert.equal(ownerOf(copy), "1000:1000", "the helper, as USER 1000, can write its reports (exit-code…) there");
+    assert.equal(ownerOf(join(copy, "command-start")), "1000:1000");
+    assert.equal(ownerOf(join(copy, "etc", "hosts")), "0:0", "the agent's /etc files stay root's");
+  });
 
   it("runDirOwner: the numeric non-root user of a sandbox's helper; none for root, a named user (root process 1) or no helper", () => {
     const spec = checkpointedSpec();

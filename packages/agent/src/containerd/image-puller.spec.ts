@@ -382,7 +382,8 @@ describe("ImagePuller, a manifest whose fetch fails for a moment", () => {
 });
 
 describe("ImagePuller, a layer that fails for good", () => {
-  it("stops the other layers' downloads instead of waiting for them", async () => {
+  // The slow layer never finishes on its own: only its abort ends the pull before the test's timeout.
+  it("stops the other layers' downloads instead of waiting for them", { timeout: 10_000 }, async () => {
     const { layers, diffIds, config, manifest } = imageOf(2);
     const { client } = containerd(diffIds[0] ?? "");
     const [slow, missing] = layers.map((layer) => sha256(layer));
@@ -394,25 +395,20 @@ describe("ImagePuller, a layer that fails for good", () => {
         if (digest === missing) return Promise.reject(new NotFoundError(`registry registry.test has no blob ${digest}`));
         assert.equal(digest, slow);
         slowSignal = signal;
-        // A large layer on a slow link: 10 s to go, unless the download is aborted.
+        // A large layer on a link so slow that it delivers nothing more until the download is aborted.
         return Promise.resolve({
           body: (async function* () {
             yield (layers[0] ?? Buffer.alloc(0)).subarray(0, 2);
-            await new Promise<void>((resolve, reject) => {
-              const timer = setTimeout(resolve, 10_000);
-              signal?.addEventListener("abort", () => {
-                clearTimeout(timer);
-                reject(signal.reason as Error);
-              });
+            await new Promise<void>((_resolve, reject) => {
+              if (signal?.aborted) reject(signal.reason as Error);
+              signal?.addEventListener("abort", () => reject(signal.reason as Error));
             });
             yield (layers[0] ?? Buffer.alloc(0)).subarray(2);
           })(),
         });
       },
     };
-    const started = Date.now();
     await assert.rejects(pullerOf(client, registry).pull("registry.test/app:1"), NotFoundError);
-    assert.ok(Date.now() - started < 5000, `the pull failed after ${Date.now() - started} ms`);
     assert.ok(slowSignal?.aborted, "the slow layer's download was aborted");
   });
 

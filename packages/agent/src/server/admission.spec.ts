@@ -115,8 +115,16 @@ describe("Admission", () => {
 
     it("accepts a port listed twice by one create and frees it once", () => {
       const admission = new Admission(AGENT);
-      admission.admit(request("a", { exposedPorts: [80, 80] })).release();
+      const first = admission.admit(request("a", { exposedPorts: [80, 80] }));
+      const heldByA = refusal(admission, request("c", { exposedPorts: [80] }));
+      assert.ok(heldByA instanceof NoCapacityError);
+      assert.match(heldByA.message, /port 80 is already exposed by sandbox default\/a /);
+      first.release();
+      // Free again once the failed create let go, and held by the next create that takes it.
       admission.admit(request("b", { exposedPorts: [80] }));
+      const heldByB = refusal(admission, request("c", { exposedPorts: [80] }));
+      assert.ok(heldByB instanceof NoCapacityError);
+      assert.match(heldByB.message, /port 80 is already exposed by sandbox default\/b /);
     });
   });
 

@@ -144,12 +144,11 @@ describe("AgentServer.close", () => {
     assert.equal(runtime.sandbox.state, "running");
   });
 
-  it("waits for a checkpoint no longer than the drain timeout", async () => {
+  // The checkpoint never finishes (checkpointGate never settles): only the drain timeout lets close return.
+  it("waits for a checkpoint no longer than the drain timeout", { timeout: 10_000 }, async () => {
     const runtime = new FakeRuntime();
     const server = await serveAndCheckpoint(runtime);
-    const started = Date.now();
     await server.close(200);
-    assert.ok(Date.now() - started < 2_000, "close returned once the drain timeout passed");
     assert.deepEqual(runtime.order, ["checkpoint started"]);
   });
 });

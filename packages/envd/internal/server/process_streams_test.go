@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,7 +49,6 @@ func testAClientThatStopsReading(t *testing.T, client *http.Client) {
 		t.Fatal(err)
 	}
 	defer viewer.Close()
-	began := time.Now()
 	var stderr string
 	var end *rpc.ProcessEvent_EndEvent
 	for viewer.Receive() {
@@ -57,9 +57,6 @@ func testAClientThatStopsReading(t *testing.T, client *http.Client) {
 	}
 	if end == nil || stderr != "finished\n" {
 		t.Fatalf("the other viewer got stderr %q, end %v (%v): the client that stopped reading held the process back", stderr, end, viewer.Err())
-	}
-	if elapsed := time.Since(began); elapsed > 8*time.Second {
-		t.Fatalf("the process took %v: the client that stopped reading held it back", elapsed)
 	}
 	// The client that stopped reading is told, once it reads again, that output it was owed is lost:
 	// never an end as if it had it all.
@@ -113,13 +110,16 @@ func TestAClientThatReadsLateGetsAllTheOutput(t *testing.T) {
 }
 
 // startWithUnreadStdin starts a shell that ends after lifetime while its background child holds
-// stdin (and the output pipes) open for 6 s and never reads, then sends it more input than a pipe
-// holds: the SendInput blocks. It returns the stream, the selector and the SendInput's outcome.
+// stdin (and the output pipes) open for the rest of the test and never reads, then sends it more
+// input than a pipe holds: the SendInput blocks. It returns the stream (whose deadline, 20 s, is
+// long past the shell's end), the selector and the SendInput's outcome.
 func startWithUnreadStdin(t *testing.T, s *sandbox, lifetime string) (*connect.ServerStreamForClient[rpc.StartResponse], *rpc.ProcessSelector, <-chan error) {
 	t.Helper()
 	// bash: dash gives an asynchronous command /dev/null as stdin whatever it asks.
-	request := &rpc.StartRequest{Process: &rpc.ProcessConfig{Cmd: "/bin/bash", Args: []string{"-c", "sleep 6 0<&0 & sleep " + lifetime}}, Stdin: ptr(true)}
-	stream, err := s.process.Start(context.Background(), connect.NewRequest(request))
+	request := &rpc.StartRequest{Process: &rpc.ProcessConfig{Cmd: "/bin/bash", Args: []string{"-c", "sleep 600 0<&0 & sleep " + lifetime}}, Stdin: ptr(true)}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	stream, err := s.process.Start(ctx, connect.NewRequest(request))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,10 @@ func startWithUnreadStdin(t *testing.T, s *sandbox, lifetime string) (*connect.S
 	if !stream.Receive() {
 		t.Fatal(stream.Err())
 	}
-	selector := &rpc.ProcessSelector{Selector: &rpc.ProcessSelector_Pid{Pid: stream.Msg().GetEvent().GetStart().GetPid()}}
+	pid := stream.Msg().GetEvent().GetStart().GetPid()
+	// The background child is in the shell's session (its process group): it goes with the test.
+	t.Cleanup(func() { _ = syscall.Kill(-int(pid), syscall.SIGKILL) })
+	selector := &rpc.ProcessSelector{Selector: &rpc.ProcessSelector_Pid{Pid: pid}}
 	sent := make(chan error, 1)
 	go func() {
 		_, err := s.process.SendInput(context.Background(), connect.NewRequest(&rpc.SendInputRequest{Process: selector, Input: &rpc.ProcessInput{Input: &rpc.ProcessInput_Stdin{Stdin: bytes.Repeat([]byte("x"), 256<<10)}}}))
@@ -137,12 +140,16 @@ func startWithUnreadStdin(t *testing.T, s *sandbox, lifetime string) (*connect.S
 	return stream, selector, sent
 }
 
-func receiveTheEnd(stream *connect.ServerStreamForClient[rpc.StartResponse]) {
+// receiveTheEnd reads the stream until the end event, failing the test when the stream ends
+// (its deadline) without one.
+func receiveTheEnd(t *testing.T, stream *connect.ServerStreamForClient[rpc.StartResponse]) {
+	t.Helper()
 	for stream.Receive() {
 		if stream.Msg().GetEvent().GetEnd() != nil {
 			return
 		}
 	}
+	t.Fatalf("the stream ended without the end event: %v", stream.Err())
 }
 
 func TestCloseStdinDoesNotWaitForABlockedStdinWrite(t *testing.T) {
@@ -161,19 +168,22 @@ func TestCloseStdinDoesNotWaitForABlockedStdinWrite(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("closing stdin did not end the blocked SendInput")
 	}
-	receiveTheEnd(stream)
+	receiveTheEnd(t, stream)
 }
 
 func TestABlockedStdinWriteDoesNotHoldBackTheEnd(t *testing.T) {
 	s := start(t, server.Options{})
-	began := time.Now()
+	// The background child holds stdin far beyond the stream's deadline: an end held back until
+	// it lets go never comes.
 	stream, _, sent := startWithUnreadStdin(t, s, "1")
-	receiveTheEnd(stream)
-	if elapsed := time.Since(began); elapsed > 3*time.Second {
-		t.Fatalf("the end came after %v, when the background child let go of stdin: the blocked write held it back", elapsed)
-	}
-	if err := <-sent; codeOf(err) != connect.CodeFailedPrecondition {
-		t.Fatalf("the blocked SendInput: %v, want failed_precondition", err)
+	receiveTheEnd(t, stream)
+	select {
+	case err := <-sent:
+		if codeOf(err) != connect.CodeFailedPrecondition {
+			t.Fatalf("the blocked SendInput: %v, want failed_precondition", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the blocked SendInput did not end with the process")
 	}
 }
 

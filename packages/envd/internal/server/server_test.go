@@ -180,24 +180,33 @@ func TestACommandStreamsStartThenOutputThenItsExitCode(t *testing.T) {
 
 func TestOutputArrivesWhileTheCommandStillRuns(t *testing.T) {
 	s := start(t, server.Options{})
-	stream, err := s.process.Start(context.Background(), connect.NewRequest(shell("echo first; sleep 2; echo second")))
+	// The command prints its second line only once the test saw the first: output held back
+	// until the end would never arrive, and the deadline fails the test.
+	gate := filepath.Join(t.TempDir(), "go")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream, err := s.process.Start(ctx, connect.NewRequest(shell(fmt.Sprintf("echo first; while [ ! -e '%s' ]; do sleep 0.05; done; echo second", gate))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stream.Close()
-	began := time.Now()
+	var stdout string
 	for stream.Receive() {
-		if data := stream.Msg().GetEvent().GetData(); data != nil {
-			if string(data.GetStdout()) != "first\n" {
-				t.Fatalf("first output %q", data.GetStdout())
+		data := stream.Msg().GetEvent().GetData()
+		if data == nil {
+			continue
+		}
+		stdout += string(data.GetStdout())
+		if stdout == "first\n" {
+			if err := os.WriteFile(gate, nil, 0o644); err != nil {
+				t.Fatal(err)
 			}
-			if elapsed := time.Since(began); elapsed > 1500*time.Millisecond {
-				t.Fatalf("the first line came after %v: output is held back until the end", elapsed)
-			}
+		}
+		if stdout == "first\nsecond\n" {
 			return
 		}
 	}
-	t.Fatalf("no output: %v", stream.Err())
+	t.Fatalf("stdout %q, want first then second: %v", stdout, stream.Err())
 }
 
 func TestProcessesRunAsTheRequestedUserInTheirHomeWithTheirEnvironment(t *testing.T) {
@@ -434,9 +443,11 @@ func TestConnectListAndUnknownProcesses(t *testing.T) {
 
 func TestKeepalivesAndTheCommandTimeout(t *testing.T) {
 	s := start(t, server.Options{})
-	request := connect.NewRequest(shell("sleep 30"))
+
+	// Keepalives come every second while the command is silent: two arrive well before the deadline.
+	request := connect.NewRequest(shell("sleep 600"))
 	request.Header().Set("Keepalive-Ping-Interval", "1")
-	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	stream, err := s.process.Start(ctx, request)
 	if err != nil {
@@ -444,7 +455,7 @@ func TestKeepalivesAndTheCommandTimeout(t *testing.T) {
 	}
 	keepalives := 0
 	var pid uint32
-	for stream.Receive() {
+	for keepalives < 2 && stream.Receive() {
 		if stream.Msg().GetEvent().GetKeepalive() != nil {
 			keepalives++
 		}
@@ -453,21 +464,47 @@ func TestKeepalivesAndTheCommandTimeout(t *testing.T) {
 		}
 	}
 	if keepalives < 2 {
-		t.Fatalf("%d keepalives in 2.5 s at 1 s", keepalives)
+		t.Fatalf("%d keepalives at 1 s before the stream ended: %v", keepalives, stream.Err())
 	}
-	if codeOf(stream.Err()) != connect.CodeDeadlineExceeded {
-		t.Fatalf("stream err %v", stream.Err())
+	_, err = s.process.SendSignal(context.Background(), connect.NewRequest(&rpc.SendSignalRequest{Process: &rpc.ProcessSelector{Selector: &rpc.ProcessSelector_Pid{Pid: pid}}, Signal: rpc.Signal_SIGNAL_SIGKILL}))
+	if err != nil {
+		t.Fatal(err)
 	}
-	// The deadline (Connect-Timeout-Ms) killed the process too.
-	deadline := time.Now().Add(3 * time.Second)
+	stream.Close()
+
+	// The deadline (Connect-Timeout-Ms) ends the stream and kills the process too.
+	timed, cancelTimed := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancelTimed()
+	stream, err = s.process.Start(timed, connect.NewRequest(shell("sleep 600")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	pid = 0
+	for stream.Receive() {
+		if start := stream.Msg().GetEvent().GetStart(); start != nil {
+			pid = start.GetPid()
+		}
+	}
+	if codeOf(stream.Err()) != connect.CodeDeadlineExceeded || pid == 0 {
+		t.Fatalf("pid %d, stream err %v", pid, stream.Err())
+	}
+	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		list, _ := s.process.List(context.Background(), connect.NewRequest(&rpc.ListRequest{}))
-		if len(list.Msg.GetProcesses()) == 0 {
+		list, err := s.process.List(context.Background(), connect.NewRequest(&rpc.ListRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		running := false
+		for _, process := range list.Msg.GetProcesses() {
+			running = running || process.GetPid() == pid
+		}
+		if !running {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("process %d still runs after its timeout", pid)
+	t.Fatalf("process %d still runs 10 s after its timeout", pid)
 }
 
 func TestStreamInputKeepsOrder(t *testing.T) {
