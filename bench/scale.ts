@@ -4,7 +4,9 @@
  * 1. Sandboxes over simulated agents. The embedded control plane (registry, pool controller, sandbox
  *    reconciler, allocation sync, agent connections and heartbeats, SQLite store on disk, fast-path
  *    HTTP/Connect API) runs in a child process (scale-control-plane.ts) from the built packages, with
- *    plain node (no tsx: what `fsb up` runs), so its memory is its own; only its agents are simulated
+ *    plain node (no tsx: what `fsb up` runs) and the control plane's process settings
+ *    (CONTROL_PLANE_NODE_FLAGS and CONTROL_PLANE_ENV, as every control plane starts; since
+ *    2026-12-06), so its memory is its own; only its agents are simulated
  *    in memory (simulated-agent.ts: they answer at once and create no container). The bench, through
  *    the SDK (`FastSandboxClient`, HTTP/2 on loopback), applies `pools` pools with `agents` agents in
  *    all (poolMin = poolMax), waits until they are ready, creates `sandboxes` sandboxes
