@@ -9,6 +9,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { CONTROL_PLANE_NODE_FLAGS } from "@fast-sandbox/controlplane";
 
 const UP_SCRIPT = join(import.meta.dirname, "..", "..", "..", "..", "scripts", "up.sh");
 /** The real bash, found before the stub shadows it. */
@@ -50,7 +51,8 @@ describe("npm run up", () => {
       runs.find(([name, script]) => name === "bash" && script === "scripts/build-base-image.sh"),
       ["bash", "scripts/build-base-image.sh", "fast-sandbox.io/base:latest", "team-a"],
     );
-    assert.deepEqual(runs.at(-1), ["node", "packages/cli/bin/fsb.js", "up", "--containerd-namespace", "team-a", "--port", "7171"]);
+    // With the control plane's flags, so that fsb up need not run itself again with them.
+    assert.deepEqual(runs.at(-1), ["node", ...CONTROL_PLANE_NODE_FLAGS, "packages/cli/bin/fsb.js", "up", "--containerd-namespace", "team-a", "--port", "7171"]);
     assert.deepEqual(baseImageArgs(["--containerd-namespace=team-b"]), ["fast-sandbox.io/base:latest", "team-b"]);
     assert.deepEqual(
       baseImageArgs(["--containerd-namespace", "a", "--containerd-namespace=b"]),
