@@ -76,6 +76,29 @@ describe("rerunAsControlPlane", () => {
     assert.equal((JSON.parse(stdout) as { arena: string }).arena, "8");
   });
 
+  it("kills the child when the parent dies without passing anything on (SIGKILL), as one process of fsb up would have died", { timeout: 20_000 }, async () => {
+    const follower = script(
+      "follow.mts",
+      `import { followRerunParent } from ${JSON.stringify(join(import.meta.dirname, "control-plane-rerun.ts"))};` +
+        'followRerunParent(); console.log("child " + process.pid); setInterval(() => {}, 1000);',
+    );
+    const run = parent(`{ execArgv: ["--conditions=development", "--import", "tsx"], argv: [${JSON.stringify(follower)}] }`, { detached: true });
+    while (!/child \d+\n/.test(run.stdout())) await sleep(20);
+    const childPid = Number(/child (\d+)/.exec(run.stdout())?.[1]);
+    const alive = () => {
+      try {
+        process.kill(childPid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    assert.ok(alive(), "the child runs while its parent does");
+    run.child.kill("SIGKILL");
+    await run.exited;
+    while (alive()) await sleep(20);
+  });
+
   it("resolves with 128 + n for a child killed by signal n", async () => {
     const killed = script("killed.mjs", 'process.kill(process.pid, "SIGKILL");');
     assert.equal(await rerunAsControlPlane({ execArgv: [], argv: [killed] }), 128 + 9);

@@ -129,6 +129,7 @@ function program(programName: string, root: { namespace?: string } = {}): Comman
         process.exitCode = await (await import("./control-plane-rerun.js")).rerunAsControlPlane();
         return;
       }
+      if (!options.detach) (await import("./control-plane-rerun.js")).followRerunParent();
       await command.up({ ...options, ...(globals().dataDir ? { dataDir: globals().dataDir } : {}) });
     });
 
