@@ -25,6 +25,9 @@ describe("fsb on the command line", () => {
   const claimsDir = mkdtempSync(join(tmpdir(), "fsb-e2e-cli-claims-"));
   process.env.FSB_NAMESPACE_CLAIMS_DIR = claimsDir;
 
+  /** `fsb up`'s flags for an instance on any free ports in containerd namespace `ns`, under the cgroup root of that name. */
+  const upFlags = (ns: string) => ["--port", "0", "--proxy-port", "0", "--e2b-port", "0", "--containerd-namespace", ns, "--cgroup-root", ns];
+
   function fsb(...args: string[]): { status: number | null; stdout: string; stderr: string } {
     const result = spawnSync(process.execPath, [FSB, "--data-dir", dataDir, ...args], { encoding: "utf8", timeout: 120_000 });
     return { status: result.status, stdout: result.stdout, stderr: result.stderr };
@@ -34,7 +37,7 @@ describe("fsb on the command line", () => {
     importBaseImage(namespace);
     // The agents fsb up starts inherit it: they sample their sandboxes every half second (fsb stats --history).
     process.env.FSB_STATS_INTERVAL_MS = "500";
-    const up = fsb("up", "--detach", "--port", "0", "--proxy-port", "0", "--e2b-port", "0", "--containerd-namespace", namespace, "--cgroup-root", namespace);
+    const up = fsb("up", "--detach", ...upFlags(namespace));
     assert.equal(up.status, 0, up.stderr);
     assert.match(up.stdout, /Fast Sandbox is listening on http:\/\/127\.0\.0\.1:\d+/);
   });
@@ -51,26 +54,7 @@ describe("fsb on the command line", () => {
     assert.equal(readFileSync(join(claimsDir, namespace), "utf8").trim(), dataDir);
     const other = mkdtempSync(join(tmpdir(), "fsb-e2e-cli-other-"));
     try {
-      const second = spawnSync(
-        process.execPath,
-        [
-          FSB,
-          "--data-dir",
-          other,
-          "up",
-          "--port",
-          "0",
-          "--proxy-port",
-          "0",
-          "--e2b-port",
-          "0",
-          "--containerd-namespace",
-          namespace,
-          "--cgroup-root",
-          namespace,
-        ],
-        { encoding: "utf8", timeout: 60_000 },
-      );
+      const second = spawnSync(process.execPath, [FSB, "--data-dir", other, "up", ...upFlags(namespace)], { encoding: "utf8", timeout: 60_000 });
       assert.equal(second.status, 1, second.stderr);
       assert.match(second.stderr, new RegExp(`containerd namespace ${namespace} belongs to the Fast Sandbox of data directory ${dataDir}`));
       // It started nothing: the namespace still has the first instance's agents only.
@@ -102,27 +86,10 @@ describe("fsb on the command line", () => {
       const foreground = `${namespace}-fg`;
       const fgDir = mkdtempSync(join(tmpdir(), "fsb-e2e-cli-fg-"));
       importBaseImage(foreground);
-      const up = spawn(
-        process.execPath,
-        [
-          FSB,
-          "--data-dir",
-          fgDir,
-          "up",
-          "--port",
-          "0",
-          "--proxy-port",
-          "0",
-          "--e2b-port",
-          "0",
-          "--containerd-namespace",
-          foreground,
-          "--cgroup-root",
-          foreground,
-          "--no-janitor",
-        ],
-        { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MALLOC_ARENA_MAX: undefined } },
-      );
+      const up = spawn(process.execPath, [FSB, "--data-dir", fgDir, "up", ...upFlags(foreground), "--no-janitor"], {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, MALLOC_ARENA_MAX: undefined },
+      });
       let output = "";
       up.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
       up.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
