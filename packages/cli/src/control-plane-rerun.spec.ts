@@ -28,7 +28,7 @@ const reporter = script(
   "report.mjs",
   'process.stdout.write(JSON.stringify({ execArgv: process.execArgv, argv: process.argv.slice(2), arena: process.env.MALLOC_ARENA_MAX ?? null }) + "\\n"); process.exit(7);',
 );
-/** Says `ready`, then, at each signal, its name; exits 100 + n at the second signal n, or when told to by a file. */
+/** Says `ready`, then, at each signal, its name; exits 300 ms after a signal with 100 + the number of signals it saw (101 for one). */
 const waiter = script(
   "wait.mjs",
   'let seen = 0; for (const s of ["SIGINT", "SIGTERM", "SIGHUP"]) process.on(s, () => { console.log("got " + s); seen += 1; setTimeout(() => process.exit(100 + seen), 300); });' +
