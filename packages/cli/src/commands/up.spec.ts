@@ -198,6 +198,28 @@ describe("controlPlaneLogger", () => {
 });
 
 describe("rotateOwnLog", () => {
+  it("never runs two rotations of the log at once: a tick during a rotation does not copy the truncated log over the kept part", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fsb-up-own-log-"));
+    const path = join(dir, "controlplane.log");
+    const writer = openSync(path, "a");
+    // A tick every millisecond: many fall within one rotation (a few file operations).
+    const timer = rotateOwnLog(path, { maxBytes: 64, intervalMs: 1 });
+    try {
+      for (let round = 0; round < 20; round++) {
+        writeFileSync(writer, "x".repeat(100));
+        for (let waited = 0; !readdirSync(dir).includes("controlplane.log.1") && waited < 5_000; waited += 5) await realSleep(5);
+        // The ticks that were due meanwhile have found the truncated log, under its limit.
+        await realSleep(20);
+        assert.match(readFileSync(`${path}.1`, "utf8"), /^x+$/, `round ${round}: the kept part was overwritten`);
+        rmSync(`${path}.1`);
+      }
+    } finally {
+      clearInterval(timer);
+      closeSync(writer);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("rotates a detached instance's log past its limit while its writer appends, keeping the previous part", async () => {
     const dir = mkdtempSync(join(tmpdir(), "fsb-up-own-log-"));
     const path = join(dir, "controlplane.log");

@@ -151,14 +151,23 @@ const DETACHED_LOG_ENV = "FSB_UP_LOG_FILE";
 /**
  * Rotates the log at `path` past `maxBytes` (default 10 MiB), checked every `intervalMs` (10 s), as
  * the agents rotate sandbox logs: copied to `<path>.1` and truncated in place (log-rotation.ts), which
- * works because its writers (this process's stdout and stderr) append. Returns the timer (unref'd).
+ * works because its writers (this process's stdout and stderr) append; a tick during a rotation
+ * skips. Returns the timer (unref'd).
  */
 export function rotateOwnLog(path: string, options: { maxBytes?: number; intervalMs?: number } = {}): NodeJS.Timeout {
   const maxBytes = options.maxBytes ?? DEFAULT_LOG_MAX_BYTES;
+  // One rotation at a time: a tick during a slow one would copy the log it truncates (nothing, or
+  // the writer's next lines) over the part it kept.
+  let rotating = false;
   const timer = setInterval(() => {
+    if (rotating) return;
+    rotating = true;
     void stat(path)
       .then(({ size }) => (size > maxBytes ? rotateLog(path, { maxBytes }) : 0))
-      .catch(() => undefined);
+      .catch(() => undefined)
+      .finally(() => {
+        rotating = false;
+      });
   }, options.intervalMs ?? 10_000);
   timer.unref();
   return timer;
