@@ -85,6 +85,11 @@ describe("E2B's official JS SDK pauses, resumes and forks gVisor sandboxes", () 
     });
     assert.equal(proxied.status, 409);
     assert.equal(((await proxied.json()) as { message: string }).message, "The sandbox is paused");
+    // A command (a Connect stream): the proxy's words reach the SDK's error, not "[unknown] HTTP 409".
+    await assert.rejects(sandbox.commands.run("echo hi"), (error: Error) => {
+      assert.match(error.message, /\[failed_precondition\] The sandbox is paused/);
+      return true;
+    });
     await assert.rejects(
       embedded.client.sandboxes.exec(stored?.metadata.name ?? "", ["cat", "/tmp/counter"]),
       /phase Paused/,

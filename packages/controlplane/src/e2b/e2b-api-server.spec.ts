@@ -418,6 +418,11 @@ describe("the E2B-compatible API over HTTP", () => {
       ["GET", "/volumes", /^volumes are not supported/],
       ["GET", "/sandboxes/metrics?sandbox_ids=abc", /^the metrics of several sandboxes at once are not served/],
       ["DELETE", "/volumes/vol-1", /^volumes are not supported/],
+      // Secret.create, list, getInfo, exists, update, destroy: a 404 made exists() and destroy() false.
+      ["POST", "/secrets", /^secrets are not supported by Fast Sandbox's E2B-compatible API: nothing resolves a Secret.fill\(\) placeholder/],
+      ["GET", "/secrets?limit=50", /^secrets are not supported/],
+      ["GET", "/secrets/openai", /^secrets are not supported/],
+      ["DELETE", "/secrets/openai", /^secrets are not supported/],
       ["GET", `/sandboxes/${id}/logs`, /^sandbox logs are not served by Fast Sandbox's E2B-compatible API/],
       ["GET", `/v2/sandboxes/${id}/logs`, /^sandbox logs are not served/],
     ] as const) {
@@ -426,7 +431,7 @@ describe("the E2B-compatible API over HTTP", () => {
       assert.equal(reply.headers.get("should-retry"), null);
       assertError(await call(method, path, undefined, {}), 401, /X-API-KEY header is missing/);
     }
-    assertError(await call("GET", "/templatesx"), 404, /no route GET \/templatesx; .*templates, volumes and logs answer 501/);
+    assertError(await call("GET", "/templatesx"), 404, /no route GET \/templatesx; .*templates, volumes, secrets and logs answer 501/);
     assertError(await call("GET", `/sandboxes/${id}/nothing`), 404, /no route/);
     assert.equal(((await call("GET", `/sandboxes/${id}`)).body as { state: string }).state, "running", "the sandbox is untouched");
   });

@@ -254,6 +254,12 @@ const UNSUPPORTED: readonly { pattern: RegExp; message: string }[] = [
       "a template is a pool of the namespace ('fsb apply -f pool.yaml', 'fsb pools'), and a sandbox is kept by pause and resume (connect) or copied by fork",
   },
   { pattern: /^\/volumes(?:\/.*)?$/, message: "volumes are not supported by Fast Sandbox's E2B-compatible API" },
+  {
+    pattern: /^\/secrets(?:\/.*)?$/,
+    message:
+      "secrets are not supported by Fast Sandbox's E2B-compatible API: nothing resolves a Secret.fill() placeholder; " +
+      "pass the value itself in the sandbox's envs (a Kubernetes Secret or your own store keeps it)",
+  },
 
   {
     pattern: /^(?:\/v2)?\/sandboxes\/[^/]+\/logs$/,
@@ -264,7 +270,7 @@ const UNSUPPORTED: readonly { pattern: RegExp; message: string }[] = [
 const ROUTE_LIST =
   "GET /health, GET|POST /sandboxes, POST /v2/sandboxes, GET /v2/sandboxes, GET|DELETE /sandboxes/{id}, GET /sandboxes/{id}/metrics, POST /sandboxes/{id}/timeout, POST /sandboxes/{id}/refreshes, " +
   "POST /sandboxes/{id}/connect, POST /v2/sandboxes/{id}/connect, POST /sandboxes/{id}/pause, POST /sandboxes/{id}/resume, POST /sandboxes/{id}/fork " +
-  "(E2B's network updates, snapshots, templates, volumes and logs answer 501: not supported)";
+  "(E2B's network updates, snapshots, templates, volumes, secrets and logs answer 501: not supported)";
 
 /** The request body as JSON: undefined when empty; at most MAX_BODY_BYTES. */
 async function readJson(request: HttpRequest): Promise<unknown> {

@@ -100,6 +100,16 @@ describe("E2B create requests (NewSandbox, NewSandboxV2)", () => {
     assert.ok(parseNewSandbox({ templateID: "base", network: { allowPublicTraffic: false, allowOut: [] } }));
     refuses(() => parseNewSandbox({ templateID: "base", volumeMounts: [{ name: "v", path: "/data" }] }), "volumeMounts", /not supported/);
     refuses(() => parseNewSandbox({ templateID: "base", mcp: { server: {} } }), "mcp", /not supported/);
+    refuses(
+      () => parseNewSandbox({ templateID: "base", envVars: { OPENAI_API_KEY: "${e2b.secrets.openai}" } }),
+      "envVars.OPENAI_API_KEY",
+      /secret placeholder .*Secret.fill\(\).*not supported; pass the value itself/,
+    );
+    refuses(() => parseNewSandbox({ templateID: "base", envVars: { AUTH: "Bearer ${e2b.secrets.token}" } }), "envVars.AUTH", /secret placeholder/);
+    assert.deepEqual(parseNewSandbox({ templateID: "base", envVars: { PRICE: "${e2b.other}", DOLLAR: "$HOME" } }).envVars, {
+      PRICE: "${e2b.other}",
+      DOLLAR: "$HOME",
+    });
     refuses(() => parseNewSandbox({ templateID: "base", secure: "yes" }), "secure", /true or false/);
     refuses(() => parseNewSandbox({ templateID: "base", allow_internet_access: 0 }), "allow_internet_access", /true or false/);
     assert.equal(parseNewSandbox({ templateID: "base", allow_internet_access: false }).allowInternetAccess, false);

@@ -96,6 +96,9 @@ export function parseTimeoutSeconds(value: unknown, field = "timeout", least = 0
   return value;
 }
 
+/** How E2B's `Secret.fill(name)` placeholders begin (`${e2b.secrets.<name>}`). */
+const SECRET_PLACEHOLDER = "${e2b.secrets.";
+
 function stringMap(value: unknown, field: string, kind: "metadata" | "env"): Record<string, string> {
   if (value === undefined) return {};
   if (!isObject(value)) throw new ValidationError(field, `must be an object of string values, e.g. {"user": "abc"}; got ${JSON.stringify(value)}`);
@@ -107,6 +110,13 @@ function stringMap(value: unknown, field: string, kind: "metadata" | "env"): Rec
         throw new ValidationError(`${field}.${key}`, "is not a usable variable name: a name is not empty and holds no '=' or NUL character");
       }
       if (entry.includes("\0")) throw new ValidationError(`${field}.${key}`, "holds a NUL character, which no environment variable can carry");
+      if (entry.includes(SECRET_PLACEHOLDER)) {
+        // The sandbox would get the placeholder itself as the value (e.g. as its API key) without a word.
+        throw new ValidationError(
+          `${field}.${key}`,
+          `holds a secret placeholder (${SECRET_PLACEHOLDER}…}, Secret.fill()), which nothing resolves here: E2B's secrets are not supported; pass the value itself`,
+        );
+      }
     }
     result[key] = entry;
   }

@@ -87,6 +87,20 @@ describe("resolveProxyTarget", () => {
     assert.equal(await status(headers(), sources(sandbox({ accessTokenHash: undefined }))), 401);
   });
 
+  it("names both headers when no token came to a sandbox's own port (E2B's SDKs hold the traffic token), the access token alone for its daemon", async () => {
+    const { "x-access-token": _, ...without } = headers();
+    const own = await resolveProxyTarget(without, sources(sandbox()));
+    assert.ok(isProxyRefusal(own));
+    assert.match(
+      own.body.message,
+      /X-Access-Token header is missing: .*or its traffic access token in E2B-Traffic-Access-Token \(E2B's SDKs: sandbox\.trafficAccessToken\)/,
+    );
+    const daemon = await resolveProxyTarget({ ...without, host: `49983-${ID}.localhost:7072` }, sources(sandbox()));
+    assert.ok(isProxyRefusal(daemon));
+    assert.match(daemon.body.message, /X-Access-Token header is missing/);
+    assert.doesNotMatch(daemon.body.message, /Traffic/);
+  });
+
   it("checks in order: route, sandbox, token, phase, port, address", async () => {
     assert.equal(await status({ host: "localhost" }, sources(sandbox())), 400);
     assert.equal(await status(headers(), sources(undefined)), 502);

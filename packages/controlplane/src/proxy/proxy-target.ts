@@ -211,7 +211,10 @@ export async function resolveProxyTarget(headers: RoutingHeaders, sources: Proxy
           ? "the X-Access-Token header does not hold this sandbox's access token ('fsb token NAME' makes a new one)"
           : traffic
             ? `the E2B-Traffic-Access-Token header does not hold this sandbox's traffic token${daemonOnly}`
-            : "the X-Access-Token header is missing: send the sandbox's access token (printed by 'fsb run'; 'fsb token NAME' makes a new one)",
+            : port === SANDBOX_DAEMON_PORT
+              ? "the X-Access-Token header is missing: send the sandbox's access token (printed by 'fsb run'; 'fsb token NAME' makes a new one)"
+              : "the X-Access-Token header is missing: send the sandbox's access token (printed by 'fsb run'; 'fsb token NAME' makes a new one), " +
+                "or its traffic access token in E2B-Traffic-Access-Token (E2B's SDKs: sandbox.trafficAccessToken)",
         { sandboxId },
       );
     }

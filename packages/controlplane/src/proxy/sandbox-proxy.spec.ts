@@ -168,6 +168,44 @@ describe("the sandbox proxy", () => {
     assert.match(JSON.parse(daemon.body.toString()).message, /opens the sandbox's own ports, not its daemon's/);
   });
 
+  it("answers a paused sandbox with E2B's 409, and a Connect stream with its end message (failed_precondition), whose words Connect clients read", async () => {
+    const running = record.status;
+    record.status = { ...running, phase: "Paused" };
+    try {
+      const plain = await request({ headers: withToken });
+      assert.equal(plain.status, 409);
+      assert.equal(JSON.parse(plain.body.toString()).message, "The sandbox is paused");
+      assert.equal(plain.headers["fsb-error-code"], "failed_precondition");
+      for (const contentType of ["application/connect+json", "application/connect+proto"]) {
+        const stream = await request({
+          method: "POST",
+          path: "/process.Process/Start",
+          headers: { ...withToken, "content-type": contentType, "connect-protocol-version": "1" },
+        });
+        assert.equal(stream.status, 200, contentType);
+        assert.equal(stream.headers["content-type"], contentType);
+        assert.equal(stream.headers["fsb-error-code"], "failed_precondition");
+        assert.equal(stream.body.readUInt8(0), 0x02, "one end-stream message");
+        assert.equal(stream.body.readUInt32BE(1), stream.body.length - 5);
+        assert.deepEqual(JSON.parse(stream.body.subarray(5).toString()), {
+          error: { code: "failed_precondition", message: "The sandbox is paused" },
+          metadata: { "fsb-error-code": ["failed_precondition"] },
+        });
+      }
+      // A unary Connect call reads the JSON body of a 409 itself.
+      assert.equal((await request({ method: "POST", headers: { ...withToken, "content-type": "application/json" }, body: Buffer.from("{}") })).status, 409);
+    } finally {
+      record.status = running;
+    }
+    // Other refusals keep their status, which E2B's SDKs act on (a 502: the sandbox is not running).
+    const gone = await request({
+      method: "POST",
+      host: `${port}-unknownsandbox000000.localhost:${proxy.port}`,
+      headers: { ...withToken, "content-type": "application/connect+json" },
+    });
+    assert.equal(gone.status, 502);
+  });
+
   it("forwards a request routed by the E2B headers", async () => {
     const answer = await request({ host: `localhost:${proxy.port}`, headers: { ...withToken, "e2b-sandbox-id": ID, "e2b-sandbox-port": String(port) } });
     assert.equal(answer.status, 200);

@@ -79,6 +79,41 @@ function single(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
+/**
+ * A paused sandbox's refusal to a Connect streaming call (E2B's SDKs start commands so): as the
+ * stream's end message (HTTP 200, flags 0x02, `{"error": {code, message}}`), the only answer whose
+ * words Connect clients read on a stream — a 409 with a JSON body reaches the caller as
+ * "[unknown] HTTP 409". Other refusals keep their HTTP status, which the SDKs act on (a 502 or 503
+ * is their "sandbox not running").
+ */
+function sendConnectStreamEnd(response: Response, refusal: ProxyRefusal, contentType: string): void {
+  const code = refusal.errorCode ?? "unknown";
+  // The code in the end message's metadata too: what Connect clients keep of a failed stream's headers varies.
+  const end = Buffer.from(JSON.stringify({ error: { code, message: refusal.body.message }, metadata: { [ERROR_CODE_HEADER]: [code] } }));
+  const envelope = Buffer.alloc(5 + end.length);
+  envelope.writeUInt8(0x02, 0);
+  envelope.writeUInt32BE(end.length, 1);
+  end.copy(envelope, 5);
+  response.statusCode = 200;
+  response.setHeader("access-control-allow-origin", "*");
+  response.setHeader("content-type", contentType);
+  response.setHeader("content-length", envelope.length);
+  response.setHeader(ERROR_CODE_HEADER, code);
+  response.setHeader("access-control-expose-headers", ERROR_CODE_HEADER);
+  response.end(envelope);
+}
+
+const CONNECT_STREAM_CONTENT_TYPE = /^application\/connect\+(?:json|proto)\b/i;
+
+function sendRefusal(request: Request, response: Response, refusal: ProxyRefusal): void {
+  const contentType = single(request.headers["content-type"]) ?? "";
+  if (refusal.status === 409 && refusal.errorCode === "failed_precondition" && CONNECT_STREAM_CONTENT_TYPE.test(contentType)) {
+    sendConnectStreamEnd(response, refusal, contentType);
+  } else {
+    sendJson(response, refusal);
+  }
+}
+
 function sendJson(response: Response, refusal: ProxyRefusal): void {
   const body = JSON.stringify(refusal.body);
   response.statusCode = refusal.status;
@@ -309,7 +344,7 @@ export async function startSandboxProxy(options: SandboxProxyOptions): Promise<S
     }
     const target = await resolve(request.headers, { method: request.method, url, remoteAddress: request.socket.remoteAddress });
     if (isProxyRefusal(target)) {
-      sendJson(response, target);
+      sendRefusal(request, response, target);
       metrics?.answered("http", target.status);
       return;
     }

@@ -242,6 +242,11 @@ def _first(metadata: Mapping[str, Any], key: str) -> str:
     return ""
 
 
+#: The sandbox proxy's message for a paused sandbox (E2B's), as a 409 or as a Connect stream's end.
+_PROXY_PAUSED_MESSAGE = "The sandbox is paused"
+_PAUSED_HINT = " (the sandbox is paused: resume it first, with 'fsb resume' or a connect through the E2B API)"
+
+
 def error_from_connect(error: Mapping[str, Any], metadata: Optional[Mapping[str, Any]] = None) -> FsbError:
     """A Connect error object ``{"code", "message"}`` with its metadata (response headers or trailers)."""
     metadata = metadata or {}
@@ -250,6 +255,8 @@ def error_from_connect(error: Mapping[str, Any], metadata: Optional[Mapping[str,
     server_code = _first(metadata, ERROR_CODE_HEADER)
     if not server_code and connect_code == "aborted":
         message = f"the connection was lost: {message}"
+    if server_code == "failed_precondition" and message == _PROXY_PAUSED_MESSAGE:
+        message += _PAUSED_HINT
     translated = make_error(
         server_code or _CONNECT_CODES.get(connect_code, "internal"), message, unquote(_first(metadata, ERROR_FIELD_HEADER))
     )
@@ -278,9 +285,7 @@ def error_from_http(response: httpx.Response, what: str) -> FsbError:
         return error
     if response.status_code == 409:
         # The sandbox proxy's answer for a paused sandbox (a gVisor checkpoint): nothing of it runs to answer.
-        return FailedPreconditionError(
-            f"{what}: {message} (the sandbox is paused: resume it first, with 'fsb resume' or a connect through the E2B API)"
-        )
+        return FailedPreconditionError(f"{what}: {message}{_PAUSED_HINT}")
     code = _HTTP_STATUSES.get(response.status_code, "internal")
     return make_error(code, f"{what}: {message} (HTTP {response.status_code})")
 

@@ -22,7 +22,7 @@ from fast_sandbox import (
     ValidationError,
 )
 from fast_sandbox._connect import AsyncConnectClient, ConnectClient, EnvelopeReader, encode_envelope
-from fast_sandbox.errors import error_from_http, is_sandbox_gone
+from fast_sandbox.errors import error_from_connect, error_from_http, is_sandbox_gone
 
 from fake_fast_sandbox import envelope
 
@@ -133,6 +133,18 @@ def test_plain_http_answers_of_the_proxy_and_the_daemon_map_by_status(
     assert type(error) is expected
     assert fragment in str(error)
     assert str(error).startswith("reading /x")
+
+
+def test_a_paused_sandbox_ends_a_stream_with_the_proxys_code_and_says_to_resume_it() -> None:
+    # The sandbox proxy's end message for a Connect stream to a paused sandbox.
+    paused = error_from_connect(
+        {"code": "failed_precondition", "message": "The sandbox is paused"}, {"fsb-error-code": ["failed_precondition"]}
+    )
+    assert type(paused) is FailedPreconditionError
+    assert "resume it first" in str(paused)
+    # The daemon's own failed_precondition (no proxy code) keeps its words.
+    own = error_from_connect({"code": "failed_precondition", "message": "The sandbox is paused"})
+    assert "resume it first" not in str(own)
 
 
 def test_a_body_that_is_not_json_still_gives_a_useful_message() -> None:
