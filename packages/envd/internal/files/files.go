@@ -4,6 +4,7 @@
 package files
 
 import (
+	"bufio"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,9 @@ import (
 	"fast-sandbox.io/envd/internal/state"
 	"fast-sandbox.io/envd/internal/users"
 )
+
+// downloadChunkBytes is the size of the pieces a compressed download is written in.
+const downloadChunkBytes = 256 << 10
 
 // DefaultMaxUploadBytes is the largest upload accepted by default (1 GiB).
 const DefaultMaxUploadBytes int64 = 1 << 30
@@ -163,9 +167,14 @@ func (h *Handler) download(w http.ResponseWriter, r *http.Request) *httpError {
 		if r.Method == http.MethodHead {
 			return nil
 		}
-		compressor := gzip.NewWriter(w)
-		if _, err := io.Copy(compressor, file); err == nil {
-			_ = compressor.Close()
+		// The compressed stream goes out in pieces of downloadChunkBytes: written to the response as
+		// the compressor makes them, it left in pieces of the response's 4 KiB buffer, which some
+		// clients decompress one at a time, slowly (Node.js's fetch: 50 MB of random bytes took
+		// 10–17 s, against 0.1 s uncompressed).
+		buffered := bufio.NewWriterSize(w, downloadChunkBytes)
+		compressor, _ := gzip.NewWriterLevel(buffered, gzip.BestSpeed)
+		if _, err := io.Copy(compressor, file); err == nil && compressor.Close() == nil {
+			_ = buffered.Flush()
 		}
 		return nil
 	}

@@ -80,7 +80,8 @@ func (s *Service) spec(request *connect.Request[rpc.StartRequest]) (Spec, error)
 	if cwd == "" {
 		cwd = user.Home
 	}
-	if config.Cwd != nil && config.GetCwd() != "" {
+	cwdAsked := config.Cwd != nil && config.GetCwd() != ""
+	if cwdAsked {
 		if cwd, err = paths.Absolute(config.GetCwd(), user.Home, s.State.DefaultWorkdir()); err != nil {
 			return Spec{}, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("process.cwd: %w", err))
 		}
@@ -92,15 +93,23 @@ func (s *Service) spec(request *connect.Request[rpc.StartRequest]) (Spec, error)
 			return Spec{}, connect.NewError(connect.CodeInvalidArgument, errors.New("pty.size needs cols and rows between 1 and 65535"))
 		}
 	}
-	environment := Environment(s.SandboxEnv, s.State.EnvVars(), user, cwd, size != nil, config.GetEnvs())
 	// The checks of what the process will run as the user (it chdirs and execs as the user) are
 	// made as the user too (identity.As), so that the kernel decides them as it will for the
 	// process: made as root, a cwd the user cannot enter would pass, and the PATH lookup would
 	// choose an executable the user cannot reach or run instead of going on to the next entry.
 	var path string
+	var environment []string
 	var failure error
 	if err := identity.As(user, func() {
-		if failure = checkWorkdir(cwd); failure == nil {
+		failure = checkWorkdir(cwd)
+		if failure != nil && !cwdAsked && checkWorkdir("/") == nil {
+			// A default the user cannot use (a home that does not exist, as nobody's /nonexistent;
+			// or the image's workdir): "/", as login(1) and docker exec do. A cwd asked for is
+			// refused instead.
+			cwd, failure = "/", nil
+		}
+		environment = Environment(s.SandboxEnv, s.State.EnvVars(), user, cwd, size != nil, config.GetEnvs())
+		if failure == nil {
 			path, failure = LookPath(config.GetCmd(), environment, cwd)
 		}
 	}); err != nil {

@@ -121,6 +121,38 @@ func refused(t *testing.T, what string, err error, want ...string) {
 	}
 }
 
+// Without a cwd asked for, a user whose home does not exist (nobody's /nonexistent) or cannot be
+// entered starts in "/", as login(1) and docker exec do; the same cwd asked for is refused.
+func TestAHomeThatCannotBeUsedIsReplacedByTheRootDirectoryUnlessAskedFor(t *testing.T) {
+	c := newChecks(t)
+	passwd := "root:x:0:0:root:/root:/bin/sh\n" +
+		"tester:x:4242:4242:Tester:" + filepath.Join(c.base, "home") + ":/bin/sh\n" +
+		"nobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n" +
+		"locked:x:4243:4243:Locked:" + filepath.Join(c.base, "private") + ":/bin/sh\n"
+	writeFile(t, filepath.Join(c.base, "etc", "passwd"), passwd, 0o644)
+	mkdir(t, filepath.Join(c.base, "private"), 0o700)
+	for _, user := range []string{"nobody", "locked"} {
+		spec, err := c.spec(user, &rpc.ProcessConfig{Cmd: "/bin/pwd"})
+		if err != nil {
+			t.Fatalf("%s without a cwd: %v", user, err)
+		}
+		if spec.Dir != "/" {
+			t.Errorf("%s without a cwd starts in %q, want /", user, spec.Dir)
+		}
+		if got := strings.TrimSpace(runs(t, spec)); got != "/" {
+			t.Errorf("%s's process runs in %q, want /", user, got)
+		}
+	}
+	missing := "/nonexistent"
+	_, err := c.spec("nobody", &rpc.ProcessConfig{Cmd: "/bin/pwd", Cwd: &missing})
+	refused(t, "a missing cwd asked for", err, "not an existing directory")
+	// A home the user may enter stays the default.
+	spec, err := c.spec("tester", &rpc.ProcessConfig{Cmd: "/bin/pwd"})
+	if err != nil || spec.Dir != filepath.Join(c.base, "home") {
+		t.Fatalf("tester without a cwd: %+v, %v", spec.Dir, err)
+	}
+}
+
 // The process chdirs as the user: a cwd inside a directory only root may enter is refused before
 // the start for another user, saying the user may not reach it (not that it does not exist), and
 // accepted for root, as before.
