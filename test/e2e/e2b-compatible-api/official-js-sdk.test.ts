@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { AuthenticationError, Sandbox, SandboxNotFoundError, type SandboxInfo } from "e2b";
+import { AuthenticationError, Sandbox, SandboxNotFoundError, Secret, SecretError, Template, type SandboxInfo } from "e2b";
 import { REPO_ROOT } from "../../support/containerd.js";
 import { useFsbE2bEnv } from "../../support/e2b-env.js";
 import { containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
@@ -173,6 +173,14 @@ describe("E2B's official JS SDK against the E2B-compatible API", () => {
     await waitFor(recordGone, 20_000, "the reaped sandbox's record gone");
     assert.equal(await sandbox.isRunning(), false);
     assert.ok(!containerdLeftovers(embedded.containerdNamespace).containers.includes(sandbox.sandboxId));
+  });
+
+  it("answers Template.exists for its templates (pools, and base) and refuses secrets instead of reading them as missing", async () => {
+    assert.equal(await Template.exists("base"), true);
+    assert.equal(await Template.exists("no-such-template"), false);
+    // A 404 made exists() false and a Secret.fill() placeholder reach the sandbox as its value.
+    await assert.rejects(Secret.exists("openai"), (error: Error) => error instanceof SecretError && /secrets are not supported/.test(error.message));
+    await assert.rejects(Sandbox.create({ envs: { OPENAI_API_KEY: Secret.fill("openai") } }), /secret placeholder .*not supported/);
   });
 
   it("is refused a key this server did not issue, with the SDK's AuthenticationError", async () => {

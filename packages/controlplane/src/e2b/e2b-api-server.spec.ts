@@ -401,6 +401,19 @@ describe("the E2B-compatible API over HTTP", () => {
     assertError(await call("OPTIONS", "/v2/sandboxes"), 405, /OPTIONS is not allowed/);
   });
 
+  it("answers E2B's template alias lookup (Template.exists) for the pools of its namespace and base: 200, else 404", async () => {
+    for (const name of ["base", "default"]) {
+      const found = await call("GET", `/templates/aliases/${name}`);
+      assert.equal(found.status, 200);
+      assert.deepEqual(found.body, { templateID: name, public: false });
+    }
+    assertError(await call("GET", "/templates/aliases/nosuch"), 404, /template "nosuch" not found.*templates here: default/);
+    assertError(await call("GET", "/templates/aliases/%E0%A4%A"), 400, /not valid percent-encoding/);
+    assertError(await call("GET", "/templates/aliases/base", undefined, {}), 401, /X-API-KEY header is missing/);
+    // Managing aliases stays unsupported.
+    assertError(await call("DELETE", "/templates/aliases/base"), 501, /^templates/);
+  });
+
   it("answers E2B's routes it does not offer with 501 saying what is not supported (not 404, which the SDKs read as not found), after the key; unknown paths stay 404", async () => {
     const id = ((await call("POST", "/v2/sandboxes", createBody)).body as { sandboxID: string }).sandboxID;
     for (const [method, path, message] of [

@@ -87,6 +87,8 @@ interface Answer {
 interface Call {
   /** The path's sandbox id, when the route has one. */
   sandboxID: string;
+  /** The path's named segment (URI-decoded), when the route has one that is not a sandbox id (`segment: true`). */
+  segment: string;
   query: URLSearchParams;
   headers: HttpRequest["headers"];
   body: () => Promise<unknown>;
@@ -100,6 +102,8 @@ interface Route {
   pattern: RegExp;
   /** False: no API key needed. @default true */
   authenticated?: boolean;
+  /** The pattern's group is a name of another kind (Call.segment), not a sandbox id. @default false */
+  segment?: boolean;
   /**
    * Its failure is final for E2B's SDKs (Python's retries 429, 502, 503 and 504 up to three times
    * unless told `Should-Retry: false`): a create, resume or fork that failed has removed what it
@@ -139,6 +143,13 @@ function routes(sandboxes: E2bSandboxes): Route[] {
   };
   return [
     { method: "GET", pattern: /^\/health$/, authenticated: false, handle: () => Promise.resolve({ status: 204 }) },
+    // Template.exists(name) (and aliasExists): 200 when the name is a template here (a pool, or base), else 404 (false).
+    {
+      method: "GET",
+      pattern: /^\/templates\/aliases\/([^/]+)$/,
+      segment: true,
+      handle: async (call) => ({ status: 200, body: await sandboxes.templateAlias(call.segment) }),
+    },
     // Before GET /sandboxes/{id}, whose sandbox `metrics` it would be (404, which the SDKs read as gone).
     { method: "GET", pattern: /^\/sandboxes\/metrics$/, handle: () => Promise.resolve(errorAnswer(e2bError(501, SEVERAL_METRICS_UNSUPPORTED))) },
     { method: "POST", pattern: /^\/sandboxes$/, final: true, handle: create(DEFAULT_LEGACY_CREATE_TIMEOUT_SECONDS) },
@@ -268,9 +279,18 @@ const UNSUPPORTED: readonly { pattern: RegExp; message: string }[] = [
 ];
 
 const ROUTE_LIST =
-  "GET /health, GET|POST /sandboxes, POST /v2/sandboxes, GET /v2/sandboxes, GET|DELETE /sandboxes/{id}, GET /sandboxes/{id}/metrics, POST /sandboxes/{id}/timeout, POST /sandboxes/{id}/refreshes, " +
+  "GET /health, GET /templates/aliases/{name}, GET|POST /sandboxes, POST /v2/sandboxes, GET /v2/sandboxes, GET|DELETE /sandboxes/{id}, GET /sandboxes/{id}/metrics, POST /sandboxes/{id}/timeout, POST /sandboxes/{id}/refreshes, " +
   "POST /sandboxes/{id}/connect, POST /v2/sandboxes/{id}/connect, POST /sandboxes/{id}/pause, POST /sandboxes/{id}/resume, POST /sandboxes/{id}/fork " +
   "(E2B's network updates, snapshots, templates, volumes, secrets and logs answer 501: not supported)";
+
+/** A path segment URI-decoded; one that does not decode is a ValidationError (400). */
+function decodePathSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new ValidationError("", `the path segment ${JSON.stringify(segment)} is not valid percent-encoding`);
+  }
+}
 
 /** The request body as JSON: undefined when empty; at most MAX_BODY_BYTES. */
 async function readJson(request: HttpRequest): Promise<unknown> {
@@ -388,8 +408,10 @@ export function e2bApiHandler(options: Pick<E2bApiServerOptions, "sandboxes" | "
       if (found.route.authenticated !== false) await authenticate(request, options.apiKeys);
       const segment = found.match?.[1];
       handling = true;
+      const named = found.route.segment === true;
       return found.route.handle({
-        sandboxID: segment === undefined ? "" : parseSandboxId(segment),
+        sandboxID: segment === undefined || named ? "" : parseSandboxId(segment),
+        segment: segment === undefined || !named ? "" : decodePathSegment(segment),
         query: url.searchParams,
         headers: request.headers,
         body: () => readJson(request),

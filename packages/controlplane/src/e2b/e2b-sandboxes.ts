@@ -663,6 +663,15 @@ export class E2bSandboxes {
     return new Map(items.map((pool) => [pool.metadata.name, pool]));
   }
 
+  /**
+   * E2B's template alias lookup (`GET /templates/aliases/{alias}`, the SDKs' `Template.exists`):
+   * the name when it is a template here (a pool of the namespace, or `base`), else NotFoundError.
+   */
+  async templateAlias(alias: string): Promise<{ templateID: string; public: boolean }> {
+    await this.poolOfTemplate(alias);
+    return { templateID: alias, public: false };
+  }
+
   /** The pool a template names: the pool of that name, else for `base` the default pool. */
   private async poolOfTemplate(templateID: string): Promise<SandboxPool> {
     const get = (name: string) => this.options.store.get("SandboxPool", { namespace: this.namespace, name });
