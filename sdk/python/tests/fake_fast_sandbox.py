@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import queue
 import struct
@@ -43,6 +44,13 @@ def read_envelope(body: bytes) -> Message:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def request_name(namespace: str, request_id: str) -> str:
+    """The name the control plane gives a sandbox created with a request id and no name (``requestName``
+    in packages/controlplane/src/fastpath/sandbox-manager.ts), written out again here: the SDK's
+    copy of it is what the tests check."""
+    return "sb-" + hashlib.sha256(f"{namespace}/{request_id}".encode()).hexdigest()[:10]
 
 
 def connect_error(status: int, code: str, message: str, fsb_code: Optional[str] = None) -> httpx.Response:
@@ -181,6 +189,17 @@ class FakeFastSandbox:
         self.access_tokens[sandbox_id] = token
         return sandbox
 
+    def reset(self, name: str, namespace: str = "default") -> str:
+        """``fsb reset NAME``: the sandbox gets a new instance (a new sandbox id; the old one is gone
+        from the proxy), with the same name, spec and access token. Returns the new id."""
+        sandbox = self.sandboxes[f"{namespace}/{name}"]
+        old_id = sandbox["status"]["sandboxID"]
+        self._next_sandbox += 1
+        new_id = f"{self._next_sandbox:020d}".replace("0", "b")
+        sandbox["status"]["sandboxID"] = new_id
+        self.access_tokens[new_id] = self.access_tokens.pop(old_id)
+        return new_id
+
     # -- dispatch --------------------------------------------------------------------------------
 
     def handle(self, request: httpx.Request, sync: bool) -> httpx.Response:
@@ -262,7 +281,7 @@ class FakeFastSandbox:
                 sandbox, token = earlier, f"rotated-{earlier['status']['sandboxID']}"
                 self.access_tokens[earlier["status"]["sandboxID"]] = token
             else:
-                name = body.get("name") or f"sb-{len(self.sandboxes):010d}"
+                name = body.get("name") or request_name(namespace, body.get("requestId") or f"{len(self.sandboxes)}")
                 token = f"token-of-{name}"
                 sandbox = self.add_sandbox(name, namespace, token=token)
                 sandbox["spec"] = spec
@@ -494,7 +513,8 @@ class FakeFastSandbox:
             "type": "FILE_TYPE_DIRECTORY" if is_dir else "FILE_TYPE_FILE",
             "path": path,
             "size": "0" if is_dir else str(len(self.files.get(path, b""))),
-            "mode": 0o40755 if is_dir else 0o644,
+            # As the daemon sends it: permission bits (st_mode & 0o7777), no type bits.
+            "mode": 0o755 if is_dir else 0o644,
             "permissions": "drwxr-xr-x" if is_dir else "-rw-r--r--",
             "owner": "root",
             "group": "root",

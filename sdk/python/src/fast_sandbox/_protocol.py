@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import codecs
+import hashlib
 import math
+import os
 import re
 import time
 import uuid
@@ -94,6 +96,28 @@ def command_deadline(timeout: Optional[float]) -> Optional[float]:
     return None if timeout is None or timeout <= 0 else timeout
 
 
+#: A path in the sandbox as ``files`` takes it: text, or bytes and path-like objects (``PurePosixPath``), as UTF-8.
+SandboxPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+
+
+def sandbox_path(path: Any, field: str = "path") -> str:
+    """A path in the sandbox as the daemon takes it (text), refused here when it cannot be one, as the
+    TypeScript SDK refuses it: empty, with a NUL, or not text (bytes and path-like objects are decoded as UTF-8)."""
+    value = os.fspath(path) if isinstance(path, os.PathLike) else path
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValidationError(field, f"{path!r} is not UTF-8; the daemon takes paths as text") from None
+    if not isinstance(value, str):
+        raise ValidationError(field, f"{path!r} is not a path; give a str (or bytes, os.PathLike), e.g. '/tmp/data.txt'")
+    if not value:
+        raise ValidationError(field, "is empty; give a path in the sandbox, e.g. /tmp/data.txt")
+    if "\0" in value:
+        raise ValidationError(field, f"{value!r} contains a NUL character, which no path may")
+    return value
+
+
 def list_dir_request(path: str, depth: int) -> Dict[str, Any]:
     """ListDir's request; ``depth`` 1 is the directory's own entries, 2 and more go into subdirectories."""
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
@@ -104,12 +128,25 @@ def list_dir_request(path: str, depth: int) -> Dict[str, Any]:
 # --- control plane -------------------------------------------------------------------------
 
 
+#: The longest lifetime ``expire_time`` takes, in seconds (~100 years: what a datetime holds, with room).
+MAX_LIFETIME = 100 * 365 * 24 * 3600.0
+
+
+def check_lifetime(timeout: Optional[float]) -> None:
+    """Refuses a sandbox's lifetime that is not a number of seconds more than 0 (``None``: none)."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_LIFETIME:
+        raise ValidationError(
+            "timeout", f"{timeout!r} is not a positive number of seconds (at most 100 years; None: the sandbox never expires)"
+        )
+
+
 def expire_time(timeout: Optional[float], now: Optional[datetime] = None) -> str:
     """``spec.expireTime`` for a lifetime of ``timeout`` seconds from now; ``""`` for none."""
+    check_lifetime(timeout)
     if timeout is None:
         return ""
-    if timeout <= 0:
-        raise ValidationError("timeout", f"{timeout} is not a positive number of seconds (None: the sandbox never expires)")
     return format_time((now or datetime.now(timezone.utc)) + timedelta(seconds=timeout))
 
 
@@ -131,24 +168,100 @@ def create_sandbox_request(
     control plane dedupes creates by it, so a retry after a lost answer (:func:`answer_lost`) gets
     the sandbox the first attempt made instead of a second one."""
     spec: Dict[str, Any] = {"image": image, "poolRef": pool}
-    if command:
-        spec["command"] = list(command)
+    if command is not None:
+        argv = argument_list(command, "spec.command", 'a list of the program and its arguments, e.g. ["sleep", "100"]')
+        if argv:
+            spec["command"] = argv
     if envs:
-        spec["envs"] = [{"name": key, "value": value} for key, value in envs.items()]
+        spec["envs"] = [{"name": key, "value": value} for key, value in string_mapping(envs, "envs").items()]
     if cwd:
-        spec["workingDir"] = cwd
-    if exposed_ports:
-        for index, port in enumerate(exposed_ports):
+        spec["workingDir"] = sandbox_path(cwd, "cwd")
+    if exposed_ports is not None:
+        ports = items_of(exposed_ports, "spec.exposedPorts", "a list of port numbers, e.g. [8080]")
+        for index, port in enumerate(ports):
             # int32 on the wire: refuse what would be mangled, with the server's field path.
             if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
                 raise ValidationError(f"spec.exposedPorts[{index}]", f"{port!r} is out of range; allowed: 1..65535")
-        spec["exposedPorts"] = list(exposed_ports)
+        if ports:
+            spec["exposedPorts"] = ports
     # None or 0: the sandbox lives until killed, as FastSandbox.create's timeoutMs 0 in TypeScript.
     check_duration(timeout, "timeout")
     expires = expire_time(timeout) if timeout else ""
     if expires:
         spec["expireTime"] = expires
-    return {"namespace": namespace, "name": name, "spec": spec, "labels": dict(labels or {}), "requestId": request_id or uuid.uuid4().hex}
+    return {
+        "namespace": namespace,
+        "name": name,
+        "spec": spec,
+        "labels": string_mapping(labels, "labels"),
+        "requestId": request_id or new_request_id(),
+    }
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def request_sandbox_name(namespace: str, request_id: str) -> str:
+    """The name the control plane gives a sandbox created with ``request_id`` and no name: derived
+    from the id (``requestName`` in packages/controlplane/src/fastpath/sandbox-manager.ts, which this
+    must match; the TypeScript SDK's ``requestSandboxName``), so that a create whose answer was lost
+    can still be found, and deleted, by it."""
+    digest = hashlib.sha256(f"{namespace or 'default'}/{request_id}".encode()).hexdigest()
+    return f"sb-{digest[:10]}"
+
+
+def name_lost_create(error: FsbError, namespace: str, name: str, request_id: str, connect: str) -> None:
+    """Adds to a failed create's error, when its answer never came (:func:`answer_lost`, on both
+    attempts), that the sandbox may be made all the same, naming it and the request id (as the
+    TypeScript SDK's createError): such a sandbox runs until deleted, and the caller was never told
+    its name. ``connect`` is the handle class's (``Sandbox.connect``), for the way to delete it."""
+    if not answer_lost(error):
+        return
+    namespace = namespace or "default"
+    name = name or request_sandbox_name(namespace, request_id)
+    in_namespace = "" if namespace == "default" else f", namespace={namespace!r}"
+    error.message += (
+        f"; the sandbox may still be made, as {namespace}/{name} (request id {request_id}): a create with "
+        f"request_id={request_id!r} answers with it, and {connect}({name!r}{in_namespace}).kill() deletes it"
+    )
+    error.args = (error.message,)
+
+
+def items_of(value: Any, field: str, wanted: str) -> List[Any]:
+    """A list argument as a list; a string (iterated, it would be its characters) or a non-iterable is refused."""
+    if isinstance(value, (str, bytes, bytearray, Mapping)) or not hasattr(value, "__iter__"):
+        raise ValidationError(field, f"{value!r} is not a list; give {wanted}")
+    return list(value)
+
+
+def argument_list(value: Any, field: str, wanted: str) -> List[str]:
+    """A program and its arguments: a list of strings (numbers and path-like objects as text)."""
+    argv: List[str] = []
+    for index, argument in enumerate(items_of(value, field, wanted)):
+        if isinstance(argument, os.PathLike):
+            argument = os.fspath(argument)
+        if isinstance(argument, (int, float)) and not isinstance(argument, bool):
+            argument = str(argument)
+        if not isinstance(argument, str):
+            raise ValidationError(f"{field}[{index}]", f"{argument!r} is not a string; give {wanted}")
+        argv.append(argument)
+    return argv
+
+
+def string_mapping(value: Any, field: str) -> Dict[str, str]:
+    """A mapping of names to strings (environment variables, labels); ``None``: empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError(field, f"{value!r} is not a mapping; give a dict of names to strings, e.g. {{'KEY': 'value'}}")
+    wanted = "give a dict of names to strings, e.g. {'KEY': 'value'}"
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise ValidationError(field, f"the name {key!r} is not a string; {wanted}")
+        if not isinstance(item, str):
+            raise ValidationError(f"{field}.{key}", f"{item!r} is not a string; {wanted}")
+    return dict(value)
 
 
 def answer_lost(error: FsbError) -> bool:
@@ -299,6 +412,25 @@ def no_instance(name: str, phase: str) -> FailedPreconditionError:
     return FailedPreconditionError(f"sandbox {name} has no instance yet (phase {phase or 'Pending'}); connect again once it runs")
 
 
+def instance_replaced(context: str, name: str, old_id: str, new_id: str, refresh: str, connect: str) -> NotFoundError:
+    """The sandbox proxy said the handle's instance is gone, but the sandbox lives on as another one
+    (``fsb reset``, an AutoRecreate): the handle does not move to it by itself, since nothing of
+    the old instance (its files, its processes) is there. Still "the sandbox is gone" for
+    :func:`fast_sandbox.errors.is_sandbox_gone`: ``files.exists`` and ``kill(pid)`` raise it."""
+    error = NotFoundError(
+        f"{context}: sandbox {name} was reset or replaced: its instance {old_id}, which this handle calls, is gone, "
+        f"and it runs as {new_id} now (new files and processes; nothing was done there). "
+        f"{refresh} moves this handle to the new instance, or {connect}({name!r}) gives a handle of it"
+    )
+    error._sandbox_gone = True
+    return error
+
+
+def instance_of(sandbox: Mapping[str, Any]) -> str:
+    """The sandbox's instance id (``status.sandboxID``); ``""`` while it has none."""
+    return str((sandbox.get("status") or {}).get("sandboxID") or "")
+
+
 def proxy_url_of(reply: Mapping[str, Any]) -> str:
     """GetSandboxProxy's answer: the sandbox proxy's base URL."""
     url = str(reply.get("url") or "").rstrip("/")
@@ -365,14 +497,16 @@ def command_line(command: Command) -> List[str]:
         if not command.strip():
             raise ValidationError("cmd", "is empty; give a command line, e.g. 'ls -l /'")
         return [*SHELL, command]
-    argv = [str(argument) for argument in command]
+    wanted = "a command line (a str), e.g. 'ls -l /', or a program and its arguments (a list), e.g. ['ls', '-l', '/']"
+    argv = argument_list(command, "cmd", wanted)
     if not argv or not argv[0]:
         raise ValidationError("cmd", "is empty; give a program and its arguments, e.g. ['ls', '-l', '/']")
     return argv
 
 
 def describe(command: Command) -> str:
-    return f"command {command if isinstance(command, str) else ' '.join(command)!r}"
+    """``command '…'`` for messages (after :func:`command_line` accepted it)."""
+    return f"command {command if isinstance(command, str) else ' '.join(str(argument) for argument in command)!r}"
 
 
 def start_request(
@@ -384,12 +518,13 @@ def start_request(
     pty: Optional[PtySize] = None,
     tag: Optional[str] = None,
 ) -> Dict[str, Any]:
-    for name in envs or {}:
+    variables = string_mapping(envs, "envs")
+    for name in variables:
         if not name or "=" in name or "\0" in name:
             raise ValidationError(f"envs.{name}", "is not a variable name (no '=' or NUL, not empty)")
-    process: Dict[str, Any] = {"cmd": argv[0], "args": list(argv[1:]), "envs": dict(envs or {})}
+    process: Dict[str, Any] = {"cmd": argv[0], "args": list(argv[1:]), "envs": variables}
     if cwd:
-        process["cwd"] = cwd
+        process["cwd"] = sandbox_path(cwd, "cwd")
     request: Dict[str, Any] = {"process": process, "stdin": stdin}
     if tag:
         request["tag"] = tag
@@ -452,7 +587,7 @@ class ProcessEvents:
         """The first message must be the start event: its pid."""
         start = (message.get("event") or {}).get("start")
         if not isinstance(start, dict) or not start.get("pid"):
-            raise FsbError("internal", f"{self.what}: the daemon's first message is not the process's start: {message}")
+            raise FsbError("internal", f"{self.context}: the daemon's first message is not the process's start: {message}")
         self.pid = int(start["pid"])
         return self.pid
 
@@ -485,6 +620,18 @@ class ProcessEvents:
                 (self._stdout if stream == "stdout" else self._stderr).append(text)
                 outputs.append((stream, text))
         return outputs
+
+    def _process(self) -> str:
+        """``command 'ls' in sandbox sb-1 (process 7)``, or ``process 7 in sandbox sb-1`` as followed."""
+        return self.context if self.what == f"process {self.pid}" else f"{self.context} (process {self.pid})"
+
+    def still_running(self, timeout: Optional[float]) -> TimeoutError:
+        """What a wait for the process that it outlasted raises: the process goes on."""
+        return TimeoutError(f"{self._process()} is still running after {timeout:g}s; it goes on: wait() again, or kill() it")
+
+    def disconnected(self) -> FailedPreconditionError:
+        """What a wait raises after ``disconnect()``: the caller's own doing, not the sandbox being unreachable."""
+        return FailedPreconditionError(f"{self._process()}: disconnected before it ended (commands.connect({self.pid}) follows it again)")
 
     def _timed_out(self) -> TimeoutError:
         if not self.kills_at_deadline:
@@ -524,7 +671,7 @@ class ProcessEvents:
         ):
             raise self._timed_out()
         if exit_code != 0:
-            raise CommandExitError(exit_code, self.stdout, self.stderr, error, self.what)
+            raise CommandExitError(exit_code, self.stdout, self.stderr, error, self.context)
         return CommandResult(stdout=self.stdout, stderr=self.stderr, exit_code=exit_code, error=error)
 
 
@@ -584,8 +731,3 @@ def write_info_of(response: httpx.Response, path: str, what: str) -> WriteInfo:
     if not isinstance(written, list) or not written or not isinstance(written[0], dict):
         raise FsbError("internal", f"{what}: the daemon answered {response.text[:200]!r}, not the written file")
     return WriteInfo(name=str(written[0].get("name", "")), path=str(written[0].get("path", path)))
-
-
-def check_read(response: httpx.Response, what: str) -> None:
-    if response.status_code != 200:
-        raise error_from_http(response, what)

@@ -34,12 +34,12 @@ from .config import DEFAULT_REQUEST_TIMEOUT, ConnectionConfig
 from .errors import (
     AlreadyExistsError,
     ConflictError,
-    FailedPreconditionError,
     FsbError,
     NotFoundError,
     TimeoutError,
     UnavailableError,
     add_context,
+    error_from_http,
     error_from_transport,
     is_sandbox_gone,
 )
@@ -121,12 +121,21 @@ def _connection(
 class _AsyncDaemon:
     """Calls to one sandbox's daemon through the sandbox proxy."""
 
-    def __init__(self, connection: _AsyncConnection, sandbox_id: str, access_token: Optional[str], name: str, phase: str) -> None:
+    def __init__(
+        self,
+        connection: _AsyncConnection,
+        sandbox_id: str,
+        access_token: Optional[str],
+        name: str,
+        phase: str,
+        namespace: str = "default",
+    ) -> None:
         self.connection = connection
         self.sandbox_id = sandbox_id
         #: Its phase as last read (a sandbox without an instance has no daemon to call).
         self.phase = phase
         self.name = name
+        self.namespace = namespace
         self.access_token = access_token
         self._rpc: Optional[AsyncConnectClient] = None
 
@@ -149,7 +158,39 @@ class _AsyncDaemon:
         return {**protocol.daemon_headers(self.sandbox_id, self.access_token), **protocol.user_header(user)}
 
     def describe(self, what: str) -> str:
-        return f"{what} in sandbox {self.name}"
+        """``what`` (e.g. ``listing /tmp``) in this sandbox, for messages; once."""
+        where = f" in sandbox {self.name}"
+        return what if what.endswith(where) else f"{what}{where}"
+
+    async def translate(self, error: FsbError, what: str) -> FsbError:
+        """A failed call's error; see :meth:`fast_sandbox.sandbox._Daemon.translate` (a handle whose
+        instance was replaced is told so, after one look-up of the sandbox by name)."""
+        context = self.describe(what)
+        error = add_context(error, context)
+        if not is_sandbox_gone(error) or not self.sandbox_id:
+            return error
+        try:
+            reply, _ = await self.connection.api.unary(
+                f"{protocol.SANDBOX_SERVICE}/GetSandbox",
+                {"namespace": self.namespace, "name": self.name},
+                request_timeout=self.connection.timeout(None),
+            )
+            current = protocol.instance_of(protocol.sandbox_of(reply, "GetSandbox"))
+        except FsbError:
+            return error  # deleted (or not to be told now): gone it is
+        if not current or current == self.sandbox_id:
+            return error
+        replaced = protocol.instance_replaced(
+            context, self.name, self.sandbox_id, current, "await sandbox.get_info()", "AsyncSandbox.connect"
+        )
+        replaced.__cause__ = error
+        return replaced
+
+    async def check(self, response: httpx.Response, what: str) -> httpx.Response:
+        """A plain HTTP answer of the daemon (``/files``) that must be 200; its error (:meth:`translate`) otherwise."""
+        if response.status_code != 200:
+            raise await self.translate(error_from_http(response, self.describe(what)), what)
+        return response
 
     async def unary(
         self,
@@ -166,7 +207,7 @@ class _AsyncDaemon:
             headers = self.headers(user)
             reply, _ = await (await self.rpc()).unary(f"{service}/{method}", message, request_timeout=deadline, headers=headers)
         except FsbError as error:
-            raise add_context(error, self.describe(what)) from None
+            raise await self.translate(error, what) from None
         return reply
 
     async def stream(
@@ -194,7 +235,7 @@ class _AsyncDaemon:
                 headers=headers,
             )
         except FsbError as error:
-            raise add_context(error, self.describe(what)) from None
+            raise await self.translate(error, what) from None
 
     async def http(
         self,
@@ -329,15 +370,13 @@ class AsyncCommandHandle:
                 # shield: a wait that times out must not cancel the reader.
                 await asyncio.wait_for(asyncio.shield(self._reader), timeout)
             except asyncio.TimeoutError:
-                raise TimeoutError(f"process {self._pid} is still running after {timeout:g}s") from None
+                raise self._events.still_running(timeout) from None
             except asyncio.CancelledError:
                 if not self._disconnected:
                     raise
         if self._disconnected and self._events.end is None:
             # The caller's own doing, as a closed handle is: not the sandbox being unreachable.
-            raise FailedPreconditionError(
-                f"process {self._pid}: disconnected before it ended (commands.connect({self._pid}) follows it again)"
-            )
+            raise self._events.disconnected()
         if self._failure is not None:
             raise self._events.failure(self._failure)
         return self._events.result()
@@ -454,34 +493,42 @@ class AsyncCommands:
         background: bool,
     ) -> AsyncCommandHandle:
         deadline = protocol.command_deadline(timeout)
+        opening = f"starting {what}"
         stream = await self._daemon.stream(
             protocol.PROCESS_SERVICE,
             "Start",
             protocol.start_request(argv, envs=envs, cwd=cwd, stdin=stdin, pty=pty, tag=tag),
-            f"starting {what}",
+            opening,
             timeout=deadline,
             request_timeout=request_timeout,
             user=user,
         )
-        return await self._handle(stream, what, handlers, deadline, background, kills_at_deadline=True)
+        return await self._handle(stream, what, opening, handlers, deadline, background, kills_at_deadline=True)
 
     async def _handle(
         self,
         stream: AsyncServerStream,
         what: str,
+        opening: str,
         handlers: Mapping[str, Optional[Callable[[Any], Union[Awaitable[None], None]]]],
         timeout: Optional[float],
         background: bool,
         *,
         kills_at_deadline: bool,
     ) -> AsyncCommandHandle:
+        """The handle of a process stream once its first message came; see :meth:`fast_sandbox.sandbox.Commands._handle`."""
         events = protocol.ProcessEvents(what, self._daemon.describe(what), timeout, kills_at_deadline=kills_at_deadline)
         messages = stream.__aiter__()
         try:
             try:
                 first = await messages.__anext__()
             except StopAsyncIteration:
-                raise UnavailableError(f"{what}: the daemon closed the stream before the process started") from None
+                raise UnavailableError(
+                    f"{self._daemon.describe(opening)}: the daemon closed the stream before the process started"
+                ) from None
+            except FsbError as error:
+                # The daemon's refusal, e.g. a program or a cwd that does not exist, or no such process.
+                raise await self._daemon.translate(error, opening) from None
             pid = events.accept_start(first)
         except BaseException:
             await stream.aclose()
@@ -500,17 +547,18 @@ class AsyncCommands:
         """Follows a running process (its output from now on; ``timeout``: how long to follow it, after
         which waiting raises TimeoutError and the process keeps running); NotFoundError when there is none."""
         deadline = protocol.command_deadline(timeout)
+        opening = f"following process {pid}"
         stream = await self._daemon.stream(
             protocol.PROCESS_SERVICE,
             "Connect",
             protocol.selector(pid),
-            f"following process {pid}",
+            opening,
             timeout=deadline,
             request_timeout=request_timeout,
         )
         handlers = {"stdout": on_stdout, "stderr": on_stderr}
         # Connect ends only the stream at its deadline: the process goes on.
-        return await self._handle(stream, f"process {pid}", handlers, deadline, True, kills_at_deadline=False)
+        return await self._handle(stream, f"process {pid}", opening, handlers, deadline, True, kills_at_deadline=False)
 
     async def list(self, request_timeout: Optional[float] = None) -> List[ProcessInfo]:
         """The processes the daemon runs for commands and terminals."""
@@ -563,7 +611,7 @@ class AsyncPty:
         return await self._commands._start(
             list(protocol.PTY_SHELL),
             "terminal",
-            envs={**protocol.PTY_ENVS, **(envs or {})},
+            envs={**protocol.PTY_ENVS, **protocol.string_mapping(envs, "envs")},
             user=user,
             cwd=cwd,
             stdin=True,
@@ -592,8 +640,17 @@ class AsyncPty:
 class AsyncWatchHandle:
     """A directory being watched: its events go to ``on_event`` as they happen until :meth:`stop`."""
 
-    def __init__(self, stream: AsyncServerStream, messages: AsyncIterator[Message], on_event: Handler[FilesystemEvent], path: str) -> None:
+    def __init__(
+        self,
+        stream: AsyncServerStream,
+        messages: AsyncIterator[Message],
+        on_event: Handler[FilesystemEvent],
+        path: str,
+        context: str = "",
+    ) -> None:
         self.path = path
+        #: What the watch is, for the messages of its failure: ``watching /tmp in sandbox sb-1``.
+        self._context = context
         self._stream = stream
         self._messages = messages
         self._on_event = on_event
@@ -611,7 +668,7 @@ class AsyncWatchHandle:
             if not self._stopped:
                 raise
         except Exception as error:
-            self._failure = error
+            self._failure = add_context(error, self._context) if isinstance(error, FsbError) and self._context else error
         finally:
             await self._stream.aclose()
 
@@ -643,29 +700,41 @@ class AsyncFiles:
 
     @overload
     async def read(
-        self, path: str, *, format: Literal["text"] = "text", user: Optional[str] = None, request_timeout: Optional[float] = None
+        self,
+        path: protocol.SandboxPath,
+        *,
+        format: Literal["text"] = "text",
+        user: Optional[str] = None,
+        request_timeout: Optional[float] = None,
     ) -> str: ...
 
     @overload
     async def read(
-        self, path: str, *, format: Literal["bytes"], user: Optional[str] = None, request_timeout: Optional[float] = None
+        self, path: protocol.SandboxPath, *, format: Literal["bytes"], user: Optional[str] = None, request_timeout: Optional[float] = None
     ) -> bytes: ...
 
     async def read(
-        self, path: str, *, format: Literal["text", "bytes"] = "text", user: Optional[str] = None, request_timeout: Optional[float] = None
+        self,
+        path: protocol.SandboxPath,
+        *,
+        format: Literal["text", "bytes"] = "text",
+        user: Optional[str] = None,
+        request_timeout: Optional[float] = None,
     ) -> Union[str, bytes]:
-        """The file's content, as UTF-8 text or (``format="bytes"``) bytes."""
+        """The file's content, as UTF-8 text or (``format="bytes"``) bytes; paths as :meth:`fast_sandbox.Files.read` takes them."""
+        path = protocol.sandbox_path(path)
         what = self._daemon.describe(f"reading {path}")
         response = await self._daemon.http("GET", "/files", what, request_timeout, params=protocol.file_params(path), user=user)
-        protocol.check_read(response, what)
+        await self._daemon.check(response, what)
         return response.content if format == "bytes" else response.content.decode("utf-8", errors="replace")
 
     async def write(
-        self, path: str, data: protocol.FileData, *, user: Optional[str] = None, request_timeout: Optional[float] = None
+        self, path: protocol.SandboxPath, data: protocol.FileData, *, user: Optional[str] = None, request_timeout: Optional[float] = None
     ) -> WriteInfo:
         """Writes the file (replacing it; missing parent directories are made); ``data`` as
         :meth:`fast_sandbox.Files.write` takes it. A file object is read in chunks off the event loop
         (a pipe's reads block), each sent as it is read."""
+        path = protocol.sandbox_path(path)
         body = protocol.file_body(data)
         content = body if isinstance(body, bytes) else _file_chunks(body)
         what = self._daemon.describe(f"writing {path}")
@@ -679,24 +748,28 @@ class AsyncFiles:
             content=content,
             headers={"Content-Type": "application/octet-stream"},
         )
-        return protocol.write_info_of(response, path, what)
+        return protocol.write_info_of(await self._daemon.check(response, what), path, what)
 
     async def list(
-        self, path: str, *, depth: int = 1, user: Optional[str] = None, request_timeout: Optional[float] = None
+        self, path: protocol.SandboxPath, *, depth: int = 1, user: Optional[str] = None, request_timeout: Optional[float] = None
     ) -> List[EntryInfo]:
         """The entries of a directory, ``depth`` levels down."""
+        path = protocol.sandbox_path(path)
         reply = await self._daemon.unary(
             protocol.FILESYSTEM_SERVICE, "ListDir", protocol.list_dir_request(path, depth), f"listing {path}", request_timeout, user
         )
         return [EntryInfo.from_message(entry) for entry in reply.get("entries") or []]
 
-    async def get_info(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> EntryInfo:
+    async def get_info(
+        self, path: protocol.SandboxPath, *, user: Optional[str] = None, request_timeout: Optional[float] = None
+    ) -> EntryInfo:
+        path = protocol.sandbox_path(path)
         reply = await self._daemon.unary(
             protocol.FILESYSTEM_SERVICE, "Stat", {"path": path}, f"reading the details of {path}", request_timeout, user
         )
         return EntryInfo.from_message(reply.get("entry") or {})
 
-    async def exists(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> bool:
+    async def exists(self, path: protocol.SandboxPath, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> bool:
         try:
             await self.get_info(path, user=user, request_timeout=request_timeout)
         except NotFoundError as error:
@@ -706,8 +779,9 @@ class AsyncFiles:
             return False
         return True
 
-    async def make_dir(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> bool:
+    async def make_dir(self, path: protocol.SandboxPath, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> bool:
         """Makes the directory and its parents; False when it already existed."""
+        path = protocol.sandbox_path(path)
         try:
             await self._daemon.unary(
                 protocol.FILESYSTEM_SERVICE, "MakeDir", {"path": path}, f"making directory {path}", request_timeout, user
@@ -716,20 +790,27 @@ class AsyncFiles:
             return False
         return True
 
-    async def remove(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> None:
+    async def remove(self, path: protocol.SandboxPath, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> None:
         """Removes a file or a directory with its contents; removing what is not there succeeds."""
+        path = protocol.sandbox_path(path)
         await self._daemon.unary(protocol.FILESYSTEM_SERVICE, "Remove", {"path": path}, f"removing {path}", request_timeout, user)
 
     async def rename(
-        self, old_path: str, new_path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None
+        self,
+        old_path: protocol.SandboxPath,
+        new_path: protocol.SandboxPath,
+        *,
+        user: Optional[str] = None,
+        request_timeout: Optional[float] = None,
     ) -> EntryInfo:
+        old_path, new_path = protocol.sandbox_path(old_path, "old_path"), protocol.sandbox_path(new_path, "new_path")
         message = {"source": old_path, "destination": new_path}
         reply = await self._daemon.unary(protocol.FILESYSTEM_SERVICE, "Move", message, f"renaming {old_path}", request_timeout, user)
         return EntryInfo.from_message(reply.get("entry") or {})
 
     async def watch_dir(
         self,
-        path: str,
+        path: protocol.SandboxPath,
         on_event: Handler[FilesystemEvent],
         *,
         recursive: bool = False,
@@ -739,27 +820,33 @@ class AsyncFiles:
     ) -> AsyncWatchHandle:
         """Watches a directory: ``on_event`` gets its changes as they happen (from a task) until
         :meth:`AsyncWatchHandle.stop`, or ``timeout`` seconds. Returns once the watch is in place."""
+        path = protocol.sandbox_path(path)
+        what = f"watching {path}"
         stream = await self._daemon.stream(
             protocol.FILESYSTEM_SERVICE,
             "WatchDir",
             {"path": path, "recursive": recursive},
-            f"watching {path}",
+            what,
             timeout=protocol.command_deadline(timeout),
             request_timeout=request_timeout,
             user=user,
         )
+        context = self._daemon.describe(what)
         messages = stream.__aiter__()
         try:
             try:
                 first = await messages.__anext__()
             except StopAsyncIteration:
-                raise UnavailableError(f"watching {path}: the daemon closed the stream before the watch began") from None
+                raise UnavailableError(f"{context}: the daemon closed the stream before the watch began") from None
+            except FsbError as error:
+                # The daemon's refusal, e.g. a directory that does not exist.
+                raise await self._daemon.translate(error, what) from None
             if "start" not in first:
-                raise FsbError("internal", f"watching {path}: the daemon's first message is not the watch's start: {first}")
+                raise FsbError("internal", f"{context}: the daemon's first message is not the watch's start: {first}")
         except BaseException:
             await stream.aclose()
             raise
-        return AsyncWatchHandle(stream, messages, on_event, path)
+        return AsyncWatchHandle(stream, messages, on_event, path, context)
 
 
 class AsyncSandbox(FollowsItsInstance):
@@ -768,7 +855,7 @@ class AsyncSandbox(FollowsItsInstance):
     def __init__(self, info: SandboxInfo, access_token: Optional[str], connection: _AsyncConnection) -> None:
         self._info = info
         self._connection = connection
-        self._daemon = _AsyncDaemon(connection, info.sandbox_id, access_token, info.name, info.phase)
+        self._daemon = _AsyncDaemon(connection, info.sandbox_id, access_token, info.name, info.phase, info.namespace)
         self.commands = AsyncCommands(self._daemon)
         self.files = AsyncFiles(self._daemon)
         self.pty = AsyncPty(self.commands)
@@ -798,6 +885,8 @@ class AsyncSandbox(FollowsItsInstance):
     ) -> AsyncSandbox:
         """Creates a sandbox and returns once its daemon answers; see :meth:`fast_sandbox.Sandbox.create`."""
         connection = _connection(url, token, proxy_url, data_dir, request_timeout, transport)
+        # Chosen before anything is sent, so that a create whose answer is lost can name its sandbox.
+        request_id = request_id or protocol.new_request_id()
         try:
             request_deadline = connection.config.request_timeout
             if not image:
@@ -819,16 +908,20 @@ class AsyncSandbox(FollowsItsInstance):
                 request_id=request_id,
             )
             try:
-                reply, headers = await connection.api.unary(
-                    f"{protocol.SANDBOX_SERVICE}/CreateSandbox", request, request_timeout=request_deadline
-                )
+                try:
+                    reply, headers = await connection.api.unary(
+                        f"{protocol.SANDBOX_SERVICE}/CreateSandbox", request, request_timeout=request_deadline
+                    )
+                except FsbError as error:
+                    # The answer was lost, maybe not the create: the same request id gets the sandbox it made.
+                    if not protocol.answer_lost(error):
+                        raise
+                    reply, headers = await connection.api.unary(
+                        f"{protocol.SANDBOX_SERVICE}/CreateSandbox", request, request_timeout=request_deadline
+                    )
             except FsbError as error:
-                # The answer was lost, maybe not the create: the same request id gets the sandbox it made.
-                if not protocol.answer_lost(error):
-                    raise
-                reply, headers = await connection.api.unary(
-                    f"{protocol.SANDBOX_SERVICE}/CreateSandbox", request, request_timeout=request_deadline
-                )
+                protocol.name_lost_create(error, namespace, name or "", request_id, "AsyncSandbox.connect")
+                raise
         except BaseException:
             await connection.aclose()
             raise
@@ -984,7 +1077,8 @@ class AsyncSandbox(FollowsItsInstance):
         return protocol.health_says_running(response, self.name)
 
     async def set_timeout(self, timeout: Optional[float], request_timeout: Optional[float] = None) -> SandboxInfo:
-        """Moves the sandbox's end to ``timeout`` seconds from now (shorter or longer); ``None``: never."""
+        """Moves the sandbox's end to ``timeout`` seconds from now (shorter or longer; more than 0); ``None``: never."""
+        protocol.check_lifetime(timeout)
         for _ in range(5):
             current = await self._get(request_timeout)
             try:
@@ -1000,15 +1094,19 @@ class AsyncSandbox(FollowsItsInstance):
         raise ConflictError(f"sandbox {self.name} kept changing while its timeout was set; try again")
 
     async def kill(self, request_timeout: Optional[float] = None) -> bool:
-        """Deletes the sandbox (returns when its container is gone); False when it did not exist."""
+        """Deletes the sandbox (returns when its container is gone); False when it did not exist.
+        Either way the access token kept for it in the data directory is removed."""
         try:
             await self._connection.api.unary(
                 f"{protocol.SANDBOX_SERVICE}/DeleteSandbox", self._key(), request_timeout=self._connection.timeout(request_timeout)
             )
         except NotFoundError:
-            return False
+            gone = True
+        else:
+            gone = False
+        # Deleted now or before (it expired, say): its access token is of no use any more.
         self._connection.config.forget_access_token(self.namespace, self.name)
-        return True
+        return not gone
 
     async def logs(
         self, *, follow: bool = False, tail: Optional[int] = None, timeout: Optional[float] = None, request_timeout: Optional[float] = None

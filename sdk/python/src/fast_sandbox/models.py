@@ -190,7 +190,9 @@ class EntryInfo:
     #: Absolute path in the sandbox.
     path: str
     size: int
-    #: Mode bits (``0o644`` for ``-rw-r--r--``), type bits included.
+    #: Permission bits with setuid, setgid and sticky, as the daemon sends them (``st_mode & 0o7777``):
+    #: ``0o644`` for ``-rw-r--r--``, ``0o755`` for ``drwxr-xr-x``, ``0o4755`` for ``-rwsr-xr-x``. No type
+    #: bits (``stat.S_IFMT`` is 0): the kind is :attr:`type`; :attr:`permissions` shows both.
     mode: int
     permissions: str
     owner: str

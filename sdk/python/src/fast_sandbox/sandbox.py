@@ -20,12 +20,12 @@ from .config import DEFAULT_REQUEST_TIMEOUT, ConnectionConfig
 from .errors import (
     AlreadyExistsError,
     ConflictError,
-    FailedPreconditionError,
     FsbError,
     NotFoundError,
     TimeoutError,
     UnavailableError,
     add_context,
+    error_from_http,
     error_from_transport,
     is_sandbox_gone,
 )
@@ -84,12 +84,15 @@ def _connection(
 class _Daemon:
     """Calls to one sandbox's daemon through the sandbox proxy."""
 
-    def __init__(self, connection: _Connection, sandbox_id: str, access_token: Optional[str], name: str, phase: str) -> None:
+    def __init__(
+        self, connection: _Connection, sandbox_id: str, access_token: Optional[str], name: str, phase: str, namespace: str = "default"
+    ) -> None:
         self.connection = connection
         self.sandbox_id = sandbox_id
         #: Its phase as last read (a sandbox without an instance has no daemon to call).
         self.phase = phase
         self.name = name
+        self.namespace = namespace
         self.access_token = access_token
         self._rpc: Optional[ConnectClient] = None
 
@@ -110,7 +113,39 @@ class _Daemon:
         return {**protocol.daemon_headers(self.sandbox_id, self.access_token), **protocol.user_header(user)}
 
     def describe(self, what: str) -> str:
-        return f"{what} in sandbox {self.name}"
+        """``what`` (e.g. ``listing /tmp``) in this sandbox, for messages; once."""
+        where = f" in sandbox {self.name}"
+        return what if what.endswith(where) else f"{what}{where}"
+
+    def translate(self, error: FsbError, what: str) -> FsbError:
+        """A failed call's error, starting with what was asked of which sandbox. When the sandbox
+        proxy says the handle's instance is gone, the sandbox is looked up once by name: one that
+        lives on as another instance (a reset, an AutoRecreate) gets an error that says so, and how
+        to follow it; the call is not tried again there."""
+        context = self.describe(what)
+        error = add_context(error, context)
+        if not is_sandbox_gone(error) or not self.sandbox_id:
+            return error
+        try:
+            reply, _ = self.connection.api.unary(
+                f"{protocol.SANDBOX_SERVICE}/GetSandbox",
+                {"namespace": self.namespace, "name": self.name},
+                request_timeout=self.connection.timeout(None),
+            )
+            current = protocol.instance_of(protocol.sandbox_of(reply, "GetSandbox"))
+        except FsbError:
+            return error  # deleted (or not to be told now): gone it is
+        if not current or current == self.sandbox_id:
+            return error
+        replaced = protocol.instance_replaced(context, self.name, self.sandbox_id, current, "sandbox.get_info()", "Sandbox.connect")
+        replaced.__cause__ = error
+        return replaced
+
+    def check(self, response: httpx.Response, what: str) -> httpx.Response:
+        """A plain HTTP answer of the daemon (``/files``) that must be 200; its error (:meth:`translate`) otherwise."""
+        if response.status_code != 200:
+            raise self.translate(error_from_http(response, self.describe(what)), what)
+        return response
 
     def unary(
         self,
@@ -126,7 +161,7 @@ class _Daemon:
         try:
             reply, _ = self.rpc.unary(f"{service}/{method}", message, request_timeout=deadline, headers=self.headers(user))
         except FsbError as error:
-            raise add_context(error, self.describe(what)) from None
+            raise self.translate(error, what) from None
         return reply
 
     def stream(
@@ -153,7 +188,7 @@ class _Daemon:
                 headers={**self.headers(user), **protocol.stream_headers()},
             )
         except FsbError as error:
-            raise add_context(error, self.describe(what)) from None
+            raise self.translate(error, what) from None
 
     def http(
         self,
@@ -285,12 +320,10 @@ class CommandHandle:
         if self._reader is None and not self._done.is_set():
             self._read()
         elif not self._done.wait(timeout):
-            raise TimeoutError(f"process {self._pid} is still running after {timeout:g}s")
+            raise self._events.still_running(timeout)
         if self._disconnected and self._events.end is None:
             # The caller's own doing, as a closed handle is: not the sandbox being unreachable.
-            raise FailedPreconditionError(
-                f"process {self._pid}: disconnected before it ended (commands.connect({self._pid}) follows it again)"
-            )
+            raise self._events.disconnected()
         if self._failure is not None:
             raise self._events.failure(self._failure)
         return self._events.result()
@@ -414,33 +447,41 @@ class Commands:
         background: bool,
     ) -> CommandHandle:
         deadline = protocol.command_deadline(timeout)
+        opening = f"starting {what}"
         stream = self._daemon.stream(
             protocol.PROCESS_SERVICE,
             "Start",
             protocol.start_request(argv, envs=envs, cwd=cwd, stdin=stdin, pty=pty, tag=tag),
-            f"starting {what}",
+            opening,
             timeout=deadline,
             request_timeout=request_timeout,
             user=user,
         )
-        return self._handle(stream, what, handlers, deadline, background, kills_at_deadline=True)
+        return self._handle(stream, what, opening, handlers, deadline, background, kills_at_deadline=True)
 
     def _handle(
         self,
         stream: ServerStream,
         what: str,
+        opening: str,
         handlers: Mapping[str, Optional[Callable[[Any], None]]],
         timeout: Optional[float],
         background: bool,
         *,
         kills_at_deadline: bool,
     ) -> CommandHandle:
+        """The handle of a process stream once its first message (the start) came; ``opening`` (e.g.
+        ``starting command 'ls'``) starts the message of the errors the daemon answers with instead."""
         events = protocol.ProcessEvents(what, self._daemon.describe(what), timeout, kills_at_deadline=kills_at_deadline)
         messages = iter(stream)
         try:
-            first = next(messages, None)
+            try:
+                first = next(messages, None)
+            except FsbError as error:
+                # The daemon's refusal, e.g. a program or a cwd that does not exist, or no such process.
+                raise self._daemon.translate(error, opening) from None
             if first is None:
-                raise UnavailableError(f"{what}: the daemon closed the stream before the process started")
+                raise UnavailableError(f"{self._daemon.describe(opening)}: the daemon closed the stream before the process started")
             pid = events.accept_start(first)
         except BaseException:
             stream.close()
@@ -459,17 +500,18 @@ class Commands:
         """Follows a running process (its output from now on; ``timeout``: how long to follow it, after
         which waiting raises TimeoutError and the process keeps running); NotFoundError when there is none."""
         deadline = protocol.command_deadline(timeout)
+        opening = f"following process {pid}"
         stream = self._daemon.stream(
             protocol.PROCESS_SERVICE,
             "Connect",
             protocol.selector(pid),
-            f"following process {pid}",
+            opening,
             timeout=deadline,
             request_timeout=request_timeout,
         )
         handlers = {"stdout": on_stdout, "stderr": on_stderr}
         # Connect ends only the stream at its deadline: the process goes on.
-        return self._handle(stream, f"process {pid}", handlers, deadline, True, kills_at_deadline=False)
+        return self._handle(stream, f"process {pid}", opening, handlers, deadline, True, kills_at_deadline=False)
 
     def list(self, request_timeout: Optional[float] = None) -> List[ProcessInfo]:
         """The processes the daemon runs for commands and terminals."""
@@ -526,7 +568,7 @@ class Pty:
         return self._commands._start(
             list(protocol.PTY_SHELL),
             "terminal",
-            envs={**protocol.PTY_ENVS, **(envs or {})},
+            envs={**protocol.PTY_ENVS, **protocol.string_mapping(envs, "envs")},
             user=user,
             cwd=cwd,
             stdin=True,
@@ -597,25 +639,39 @@ class Files:
 
     @overload
     def read(
-        self, path: str, *, format: Literal["text"] = "text", user: Optional[str] = None, request_timeout: Optional[float] = None
+        self,
+        path: protocol.SandboxPath,
+        *,
+        format: Literal["text"] = "text",
+        user: Optional[str] = None,
+        request_timeout: Optional[float] = None,
     ) -> str: ...
 
     @overload
     def read(
-        self, path: str, *, format: Literal["bytes"], user: Optional[str] = None, request_timeout: Optional[float] = None
+        self, path: protocol.SandboxPath, *, format: Literal["bytes"], user: Optional[str] = None, request_timeout: Optional[float] = None
     ) -> bytes: ...
 
     def read(
-        self, path: str, *, format: Literal["text", "bytes"] = "text", user: Optional[str] = None, request_timeout: Optional[float] = None
+        self,
+        path: protocol.SandboxPath,
+        *,
+        format: Literal["text", "bytes"] = "text",
+        user: Optional[str] = None,
+        request_timeout: Optional[float] = None,
     ) -> Union[str, bytes]:
-        """The file's content, as UTF-8 text or (``format="bytes"``) bytes."""
+        """The file's content, as UTF-8 text or (``format="bytes"``) bytes.
+
+        Paths here are text; bytes and path-like objects (``PurePosixPath``) are taken as UTF-8.
+        """
+        path = protocol.sandbox_path(path)
         what = self._daemon.describe(f"reading {path}")
         response = self._daemon.http("GET", "/files", what, request_timeout, params=protocol.file_params(path), user=user)
-        protocol.check_read(response, what)
+        self._daemon.check(response, what)
         return response.content if format == "bytes" else response.content.decode("utf-8", errors="replace")
 
     def write(
-        self, path: str, data: protocol.FileData, *, user: Optional[str] = None, request_timeout: Optional[float] = None
+        self, path: protocol.SandboxPath, data: protocol.FileData, *, user: Optional[str] = None, request_timeout: Optional[float] = None
     ) -> WriteInfo:
         """Writes the file (replacing it; missing parent directories are made).
 
@@ -623,6 +679,7 @@ class Files:
         ``memoryview``…), or a binary file object (a file, a pipe, ``sys.stdin.buffer``), read from
         where it stands to its end and sent as it is read, in chunks.
         """
+        path = protocol.sandbox_path(path)
         body = protocol.file_body(data)
         content = body if isinstance(body, bytes) else protocol.file_chunks(body)
         what = self._daemon.describe(f"writing {path}")
@@ -636,22 +693,26 @@ class Files:
             content=content,
             headers={"Content-Type": "application/octet-stream"},
         )
-        return protocol.write_info_of(response, path, what)
+        return protocol.write_info_of(self._daemon.check(response, what), path, what)
 
-    def list(self, path: str, *, depth: int = 1, user: Optional[str] = None, request_timeout: Optional[float] = None) -> List[EntryInfo]:
+    def list(
+        self, path: protocol.SandboxPath, *, depth: int = 1, user: Optional[str] = None, request_timeout: Optional[float] = None
+    ) -> List[EntryInfo]:
         """The entries of a directory, ``depth`` levels down."""
+        path = protocol.sandbox_path(path)
         reply = self._daemon.unary(
             protocol.FILESYSTEM_SERVICE, "ListDir", protocol.list_dir_request(path, depth), f"listing {path}", request_timeout, user
         )
         return [EntryInfo.from_message(entry) for entry in reply.get("entries") or []]
 
-    def get_info(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> EntryInfo:
+    def get_info(self, path: protocol.SandboxPath, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> EntryInfo:
+        path = protocol.sandbox_path(path)
         reply = self._daemon.unary(
             protocol.FILESYSTEM_SERVICE, "Stat", {"path": path}, f"reading the details of {path}", request_timeout, user
         )
         return EntryInfo.from_message(reply.get("entry") or {})
 
-    def exists(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> bool:
+    def exists(self, path: protocol.SandboxPath, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> bool:
         try:
             self.get_info(path, user=user, request_timeout=request_timeout)
         except NotFoundError as error:
@@ -661,19 +722,29 @@ class Files:
             return False
         return True
 
-    def make_dir(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> bool:
+    def make_dir(self, path: protocol.SandboxPath, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> bool:
         """Makes the directory and its parents; False when it already existed."""
+        path = protocol.sandbox_path(path)
         try:
             self._daemon.unary(protocol.FILESYSTEM_SERVICE, "MakeDir", {"path": path}, f"making directory {path}", request_timeout, user)
         except AlreadyExistsError:
             return False
         return True
 
-    def remove(self, path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> None:
+    def remove(self, path: protocol.SandboxPath, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> None:
         """Removes a file or a directory with its contents; removing what is not there succeeds."""
+        path = protocol.sandbox_path(path)
         self._daemon.unary(protocol.FILESYSTEM_SERVICE, "Remove", {"path": path}, f"removing {path}", request_timeout, user)
 
-    def rename(self, old_path: str, new_path: str, *, user: Optional[str] = None, request_timeout: Optional[float] = None) -> EntryInfo:
+    def rename(
+        self,
+        old_path: protocol.SandboxPath,
+        new_path: protocol.SandboxPath,
+        *,
+        user: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> EntryInfo:
+        old_path, new_path = protocol.sandbox_path(old_path, "old_path"), protocol.sandbox_path(new_path, "new_path")
         reply = self._daemon.unary(
             protocol.FILESYSTEM_SERVICE,
             "Move",
@@ -685,9 +756,10 @@ class Files:
         return EntryInfo.from_message(reply.get("entry") or {})
 
     def watch_dir(
-        self, path: str, *, recursive: bool = False, user: Optional[str] = None, request_timeout: Optional[float] = None
+        self, path: protocol.SandboxPath, *, recursive: bool = False, user: Optional[str] = None, request_timeout: Optional[float] = None
     ) -> WatchHandle:
         """Starts watching a directory; events are collected until :meth:`WatchHandle.get_new_events`."""
+        path = protocol.sandbox_path(path)
         reply = self._daemon.unary(
             protocol.FILESYSTEM_SERVICE, "CreateWatcher", {"path": path, "recursive": recursive}, f"watching {path}", request_timeout, user
         )
@@ -705,7 +777,7 @@ class Sandbox(FollowsItsInstance):
     def __init__(self, info: SandboxInfo, access_token: Optional[str], connection: _Connection) -> None:
         self._info = info
         self._connection = connection
-        self._daemon = _Daemon(connection, info.sandbox_id, access_token, info.name, info.phase)
+        self._daemon = _Daemon(connection, info.sandbox_id, access_token, info.name, info.phase, info.namespace)
         self.commands = Commands(self._daemon)
         self.files = Files(self._daemon)
         self.pty = Pty(self.commands)
@@ -746,7 +818,10 @@ class Sandbox(FollowsItsInstance):
                     moves it); ``None`` (the default) or 0: it lives until killed.
                 :param request_id: makes retries idempotent: the same id returns the sandbox the first
                     attempt created (default: a new id; ``create`` retries once itself, with the same
-                    id, when an attempt's answer was lost to a timeout or a broken connection).
+                    id, when an attempt's answer was lost to a timeout or a broken connection). When
+                    the retry's answer is lost too, the error names the sandbox that may still be
+                    made (``name``, else ``sb-`` and a hash of the namespace and the request id) and
+                    the request id.
                 :param wait_for_daemon: wait until the in-sandbox daemon answers (needed for ``commands``,
                     ``files`` and ``pty``); if it does not within 20 s the sandbox is deleted and
                     UnavailableError raised.
@@ -758,6 +833,8 @@ class Sandbox(FollowsItsInstance):
                 :param transport: the httpx transport to use (e.g. ``httpx.MockTransport`` in tests).
         """
         connection = _connection(url, token, proxy_url, data_dir, request_timeout, transport)
+        # Chosen before anything is sent, so that a create whose answer is lost can name its sandbox.
+        request_id = request_id or protocol.new_request_id()
         try:
             request_deadline = connection.config.request_timeout
             if not image:
@@ -779,16 +856,20 @@ class Sandbox(FollowsItsInstance):
                 request_id=request_id,
             )
             try:
-                reply, headers = connection.api.unary(
-                    f"{protocol.SANDBOX_SERVICE}/CreateSandbox", request, request_timeout=request_deadline
-                )
+                try:
+                    reply, headers = connection.api.unary(
+                        f"{protocol.SANDBOX_SERVICE}/CreateSandbox", request, request_timeout=request_deadline
+                    )
+                except FsbError as error:
+                    # The answer was lost, maybe not the create: the same request id gets the sandbox it made.
+                    if not protocol.answer_lost(error):
+                        raise
+                    reply, headers = connection.api.unary(
+                        f"{protocol.SANDBOX_SERVICE}/CreateSandbox", request, request_timeout=request_deadline
+                    )
             except FsbError as error:
-                # The answer was lost, maybe not the create: the same request id gets the sandbox it made.
-                if not protocol.answer_lost(error):
-                    raise
-                reply, headers = connection.api.unary(
-                    f"{protocol.SANDBOX_SERVICE}/CreateSandbox", request, request_timeout=request_deadline
-                )
+                protocol.name_lost_create(error, namespace, name or "", request_id, "Sandbox.connect")
+                raise
         except BaseException:
             connection.close()
             raise
@@ -951,7 +1032,8 @@ class Sandbox(FollowsItsInstance):
         return protocol.health_says_running(response, self.name)
 
     def set_timeout(self, timeout: Optional[float], request_timeout: Optional[float] = None) -> SandboxInfo:
-        """Moves the sandbox's end to ``timeout`` seconds from now (shorter or longer); ``None``: never."""
+        """Moves the sandbox's end to ``timeout`` seconds from now (shorter or longer; more than 0); ``None``: never."""
+        protocol.check_lifetime(timeout)
         for _ in range(5):
             current = self._get(request_timeout)
             try:
@@ -967,15 +1049,19 @@ class Sandbox(FollowsItsInstance):
         raise ConflictError(f"sandbox {self.name} kept changing while its timeout was set; try again")
 
     def kill(self, request_timeout: Optional[float] = None) -> bool:
-        """Deletes the sandbox (returns when its container is gone); False when it did not exist."""
+        """Deletes the sandbox (returns when its container is gone); False when it did not exist.
+        Either way the access token kept for it in the data directory is removed."""
         try:
             self._connection.api.unary(
                 f"{protocol.SANDBOX_SERVICE}/DeleteSandbox", self._key(), request_timeout=self._connection.timeout(request_timeout)
             )
         except NotFoundError:
-            return False
+            gone = True
+        else:
+            gone = False
+        # Deleted now or before (it expired, say): its access token is of no use any more.
         self._connection.config.forget_access_token(self.namespace, self.name)
-        return True
+        return not gone
 
     def logs(
         self, *, follow: bool = False, tail: Optional[int] = None, timeout: Optional[float] = None, request_timeout: Optional[float] = None

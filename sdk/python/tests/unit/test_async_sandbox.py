@@ -376,3 +376,111 @@ async def test_a_create_whose_connection_was_reset_is_retried_with_its_request_i
     await new_sandbox(fake, options)
     first, second = fake.bodies("/CreateSandbox")
     assert first["requestId"] == second["requestId"]
+
+
+# -- what the exploratory test found -----------------------------------------------------------------
+
+
+async def test_a_create_whose_answer_never_came_names_the_sandbox_it_may_still_make(
+    fake_and_options: Tuple[FakeFastSandbox, Options],
+) -> None:
+    fake, options = fake_and_options
+    fake.create_answers_lost = 2
+    with pytest.raises(TimeoutError) as raised:
+        await new_sandbox(fake, options)
+    [made] = fake.sandboxes.values()
+    name = made["metadata"]["name"]
+    request_id = fake.bodies("/CreateSandbox")[0]["requestId"]
+    assert f"; the sandbox may still be made, as default/{name} (request id {request_id}): " in str(raised.value)
+    assert f"AsyncSandbox.connect({name!r}).kill() deletes it" in str(raised.value)
+    fake.create_answers_lost = 2
+    with pytest.raises(TimeoutError, match=r"as team/sb-mine \(request id req-7\)"):
+        await new_sandbox(fake, options, name="sb-mine", namespace="team", request_id="req-7")
+
+
+async def test_arguments_of_the_wrong_kind_are_validation_errors_before_anything_is_sent(
+    fake_and_options: Tuple[FakeFastSandbox, Options],
+) -> None:
+    from pathlib import PurePosixPath
+
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+    fake.files["/tmp/x"] = b"x"
+    assert await sandbox.files.read(b"/tmp/x") == "x"
+    assert await sandbox.files.read(PurePosixPath("/tmp/x")) == "x"
+    before = len(fake.requests)
+    with pytest.raises(ValidationError, match=r"^path: is empty"):
+        await sandbox.files.read("")
+    with pytest.raises(ValidationError, match=r"^path: .*NUL"):
+        await sandbox.files.write("/tmp/\0", "x")
+    with pytest.raises(ValidationError, match=r"^old_path: .*NUL"):
+        await sandbox.files.rename("/tmp/\0", "/tmp/y")
+    with pytest.raises(ValidationError, match=r"^path: 7 is not a path"):
+        await sandbox.files.watch_dir(7, lambda event: None)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"^cmd: 42 is not a list"):
+        await sandbox.commands.run(42)  # type: ignore[call-overload]
+    with pytest.raises(ValidationError, match=r"^envs: "):
+        await sandbox.pty.create(envs="TERM=dumb")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"^timeout: nan is not a positive number of seconds"):
+        await sandbox.set_timeout(float("nan"))
+    assert len(fake.requests) == before
+    with pytest.raises(ValidationError, match=r"^spec\.command: 'sleep 100' is not a list; .* e\.g\. \[\"sleep\", \"100\"\]"):
+        await new_sandbox(fake, options, command="sleep 100")
+    with pytest.raises(ValidationError, match=r"^spec\.exposedPorts: '80' is not a list"):
+        await new_sandbox(fake, options, exposed_ports="80")
+    assert len(fake.calls("/CreateSandbox")) == 1
+
+
+async def test_command_errors_say_what_was_asked_of_which_sandbox_once(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+    where = f"in sandbox {sandbox.name}"
+    with pytest.raises(ValidationError) as refused:
+        await sandbox.commands.run(["unknown-to-the-fake", "-x"])
+    assert str(refused.value).startswith(f"starting command 'unknown-to-the-fake -x' {where}: cannot start")
+    with pytest.raises(NotFoundError) as missing:
+        await sandbox.commands.connect(99999)
+    assert str(missing.value) == f"following process 99999 {where}: process 99999 not found"
+    fake.programs["server"] = lambda process: None
+    handle = await sandbox.commands.run("server", background=True)
+    with pytest.raises(TimeoutError) as waiting:
+        await handle.wait(timeout=0.01)
+    assert str(waiting.value).startswith(f"command 'server' {where} (process {handle.pid}) is still running after 0.01s")
+    fake.programs["fails"] = lambda process: process.exit(3)
+    with pytest.raises(CommandExitError) as failed:
+        await sandbox.commands.run("fails")
+    assert str(failed.value) == f"command 'fails' {where} exited with code 3"
+    for error in (refused.value, missing.value, waiting.value, failed.value):
+        assert str(error).count(where) == 1
+    await handle.disconnect()
+
+
+async def test_a_handle_whose_sandbox_was_reset_says_so_and_how_to_follow_it(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+    fake.programs["true"] = lambda process: process.exit(0)
+    old_id = sandbox.sandbox_id
+    new_id = fake.reset(sandbox.name)
+    with pytest.raises(NotFoundError) as raised:
+        await sandbox.commands.run("true")
+    message = str(raised.value)
+    assert message.startswith(f"starting command 'true' in sandbox {sandbox.name}: sandbox {sandbox.name} was reset or replaced: ")
+    assert f"its instance {old_id}, which this handle calls, is gone, and it runs as {new_id} now" in message
+    assert f"await sandbox.get_info() moves this handle to the new instance, or AsyncSandbox.connect({sandbox.name!r})" in message
+    assert len(fake.calls("/GetSandbox")) == 1
+    assert [request.headers["e2b-sandbox-id"] for request in fake.calls("/process.Process/Start")] == [old_id]
+    with pytest.raises(NotFoundError, match="was reset or replaced"):
+        await sandbox.files.read("/etc/hosts")
+    with pytest.raises(NotFoundError, match="was reset or replaced"):
+        await sandbox.files.exists("/etc/hosts")
+    with pytest.raises(NotFoundError, match="was reset or replaced"):
+        await sandbox.commands.kill(4242)
+    with pytest.raises(NotFoundError, match="was reset or replaced"):
+        await sandbox.files.watch_dir("/tmp", lambda event: None)
+    assert sandbox.sandbox_id == old_id
+    await sandbox.get_info()
+    assert (await sandbox.commands.run("true")).exit_code == 0
+    await sandbox.kill()
+    with pytest.raises(NotFoundError) as gone:
+        await sandbox.commands.run("true")
+    assert "the sandbox is gone (deleted or expired)" in str(gone.value) and "reset" not in str(gone.value)

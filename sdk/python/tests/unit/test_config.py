@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fast_sandbox import ConnectionConfig, Sandbox, ValidationError
+from fast_sandbox import AsyncSandbox, ConnectionConfig, Sandbox, ValidationError
 
 from fake_fast_sandbox import API_TOKEN, API_URL, FakeFastSandbox
 
@@ -123,3 +123,30 @@ def test_the_proxy_url_is_asked_of_the_control_plane_once_when_not_configured(mo
     sandbox.commands.run("true")
     sandbox.files.write("/tmp/a", "a")
     assert len(fake.calls("/GetSandboxProxy")) == 1
+
+
+def test_kill_forgets_the_access_token_of_a_sandbox_that_is_gone_already(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    data = write_data_dir(tmp_path / "data")
+    monkeypatch.setenv("FSB_DATA_DIR", str(data))
+    fake = FakeFastSandbox()
+    sandbox = Sandbox.create(name="sb-expired", transport=fake.transport())
+    path = data / "access-tokens" / "default" / "sb-expired"
+    assert path.exists()
+    del fake.sandboxes["default/sb-expired"]  # it expired: the control plane deleted it
+    assert sandbox.kill() is False
+    assert not path.exists()
+
+
+@pytest.mark.anyio
+async def test_async_kill_forgets_the_access_token_of_a_sandbox_that_is_gone_already(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data = write_data_dir(tmp_path / "data")
+    monkeypatch.setenv("FSB_DATA_DIR", str(data))
+    fake = FakeFastSandbox()
+    sandbox = await AsyncSandbox.create(name="sb-expired", transport=fake.async_transport())
+    path = data / "access-tokens" / "default" / "sb-expired"
+    assert path.exists()
+    del fake.sandboxes["default/sb-expired"]
+    assert await sandbox.kill() is False
+    assert not path.exists()

@@ -389,7 +389,7 @@ def test_a_non_zero_exit_raises_with_the_output(sandbox: Sandbox, fake: FakeFast
         sandbox.commands.run("fails")
     error = raised.value
     assert (error.exit_code, error.stdout, error.stderr, error.code) == (3, "before\n", "first\nlast words\n", "failed_precondition")
-    assert str(error) == "command 'fails' exited with code 3: last words"
+    assert str(error) == f"command 'fails' in sandbox {sandbox.name} exited with code 3: last words"
 
 
 def test_utf8_split_across_chunks_is_decoded_whole(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
@@ -768,3 +768,162 @@ def test_a_command_with_a_very_long_timeout_still_starts(sandbox: Sandbox, fake:
     fake.programs["true"] = lambda process: process.exit(0)
     sandbox.commands.run("true", timeout=10**7)
     assert fake.calls("/process.Process/Start")[-1].headers["connect-timeout-ms"] == "9999999999"
+
+
+# -- what the exploratory test found -----------------------------------------------------------------
+
+
+def test_a_create_whose_answer_never_came_names_the_sandbox_it_may_still_make(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    fake.create_answers_lost = 2  # both attempts: the sandbox is made, the caller never hears of it
+    with pytest.raises(TimeoutError) as raised:
+        Sandbox.create(transport=fake.transport(), **options)
+    [made] = fake.sandboxes.values()
+    name = made["metadata"]["name"]
+    request_id = fake.bodies("/CreateSandbox")[0]["requestId"]
+    assert name == protocol.request_sandbox_name("default", request_id)
+    message = str(raised.value)
+    assert f"; the sandbox may still be made, as default/{name} (request id {request_id}): " in message
+    assert f"request_id={request_id!r} answers with it, and Sandbox.connect({name!r}).kill() deletes it" in message
+    assert Sandbox.connect(name, transport=fake.transport(), **options).kill() is True
+    # The caller's name, namespace and request id, as given.
+    fake.create_answers_lost = 2
+    with pytest.raises(TimeoutError) as named:
+        Sandbox.create(name="sb-mine", namespace="team", request_id="req-7", transport=fake.transport(), **options)
+    assert "as team/sb-mine (request id req-7)" in str(named.value)
+    assert "Sandbox.connect('sb-mine', namespace='team').kill()" in str(named.value)
+    # An answer of the control plane's own: nothing was made that the caller does not know of.
+    fake.create_refusals = [httpx.Response(503, json={"code": "unavailable", "message": "busy"}, headers={"fsb-error-code": "unavailable"})]
+    with pytest.raises(UnavailableError) as refused:
+        Sandbox.create(transport=fake.transport(), **options)
+    assert "may still be made" not in str(refused.value)
+
+
+def test_paths_are_text_and_checked_before_anything_is_sent(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    from pathlib import PurePosixPath
+
+    fake.files["/tmp/x"] = b"x"
+    # bytes and path-like objects are the path they spell (UTF-8), not their repr.
+    assert sandbox.files.read(b"/tmp/x") == "x"
+    assert sandbox.files.read(PurePosixPath("/tmp") / "x") == "x"
+    assert [request.url.params["path"] for request in fake.calls("/files")] == ["/tmp/x", "/tmp/x"]
+    assert sandbox.files.get_info(b"/tmp/x").path == "/tmp/x"
+    before = len(fake.requests)
+    with pytest.raises(ValidationError, match=r"^path: is empty; give a path in the sandbox, e.g. /tmp/data.txt$"):
+        sandbox.files.read("")
+    with pytest.raises(ValidationError, match=r"^path: '/tmp/a\\x00b' contains a NUL character"):
+        sandbox.files.read("/tmp/a\0b")
+    with pytest.raises(ValidationError, match=r"^path: 42 is not a path; give a str \(or bytes, os.PathLike\)"):
+        sandbox.files.write(42, "x")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"^path: b'\\xff' is not UTF-8"):
+        sandbox.files.list(b"\xff")
+    with pytest.raises(ValidationError, match=r"^new_path: is empty"):
+        sandbox.files.rename("/tmp/x", "")
+    with pytest.raises(ValidationError, match=r"^path: "):
+        sandbox.files.exists("")
+    for call in (sandbox.files.make_dir, sandbox.files.remove, sandbox.files.watch_dir):
+        with pytest.raises(ValidationError, match=r"^path: .*NUL"):
+            call("/tmp/\0")
+    with pytest.raises(ValidationError, match=r"^cwd: .*NUL"):
+        sandbox.commands.run("true", cwd="/tmp/\0")
+    assert len(fake.requests) == before
+
+
+def test_commands_ports_envs_and_lifetimes_of_the_wrong_kind_are_validation_errors(
+    sandbox: Sandbox, fake: FakeFastSandbox, fake_and_options: Tuple[FakeFastSandbox, Options]
+) -> None:
+    _, options = fake_and_options
+    before = len(fake.requests)
+    with pytest.raises(ValidationError, match=r"^cmd: 42 is not a list; give a command line \(a str\), e.g. 'ls -l /', or a program"):
+        sandbox.commands.run(42)  # type: ignore[call-overload]
+    with pytest.raises(ValidationError, match=r"^cmd: b'ls' is not a list"):
+        sandbox.commands.run(b"ls")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"^cmd\[1\]: b'-l' is not a string"):
+        sandbox.commands.run(["ls", b"-l"])  # type: ignore[list-item]
+    with pytest.raises(ValidationError, match=r"^envs: 'A=1' is not a mapping"):
+        sandbox.commands.run("true", envs="A=1")  # type: ignore[call-overload]
+    with pytest.raises(ValidationError, match=r"^envs\.A: 1 is not a string"):
+        sandbox.pty.create(envs={"A": 1})  # type: ignore[dict-item]
+    for timeout in (float("nan"), float("inf"), 0, -1, "10", 1e300):
+        with pytest.raises(ValidationError, match=r"^timeout: .* is not a positive number of seconds"):
+            sandbox.set_timeout(timeout)  # type: ignore[arg-type]
+    assert len(fake.requests) == before, "nothing was sent"
+    with pytest.raises(ValidationError) as command:
+        Sandbox.create(command="sleep 100", transport=fake.transport(), **options)  # a str is a Sequence[str] to mypy
+    assert command.value.field == "spec.command"
+    assert str(command.value) == (
+        'spec.command: \'sleep 100\' is not a list; give a list of the program and its arguments, e.g. ["sleep", "100"]'
+    )
+    with pytest.raises(ValidationError) as ports:
+        Sandbox.create(exposed_ports="80", transport=fake.transport(), **options)  # type: ignore[arg-type]
+    assert str(ports.value) == "spec.exposedPorts: '80' is not a list; give a list of port numbers, e.g. [8080]"
+    with pytest.raises(ValidationError, match=r"^spec\.exposedPorts: 80 is not a list"):
+        Sandbox.create(exposed_ports=80, transport=fake.transport(), **options)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"^timeout: 1e\+300 is not a positive number of seconds"):
+        Sandbox.create(timeout=1e300, transport=fake.transport(), **options)
+    with pytest.raises(ValidationError, match=r"^labels: \['a'\] is not a mapping"):
+        Sandbox.create(labels=["a"], transport=fake.transport(), **options)  # type: ignore[arg-type]
+    assert fake.calls("/CreateSandbox") == [fake.calls("/CreateSandbox")[0]], "only the fixture's create was sent"
+    Sandbox.create(command=["sleep", 100], transport=fake.transport(), **options)  # type: ignore[list-item]
+    assert fake.bodies("/CreateSandbox")[-1]["spec"]["command"] == ["sleep", "100"]
+
+
+def test_command_errors_say_what_was_asked_of_which_sandbox_once(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    where = f"in sandbox {sandbox.name}"
+    # The daemon's refusal comes as the stream's first message (envd: a program or cwd that is not there).
+    with pytest.raises(ValidationError) as refused:
+        sandbox.commands.run("unknown-to-the-fake")
+    assert str(refused.value).startswith(f"starting command 'unknown-to-the-fake' {where}: cannot start")
+    with pytest.raises(NotFoundError) as missing:
+        sandbox.commands.connect(99999)
+    assert str(missing.value) == f"following process 99999 {where}: process 99999 not found"
+    fake.programs["server"] = lambda process: None
+    handle = sandbox.commands.run("server", background=True)
+    with pytest.raises(TimeoutError) as waiting:
+        handle.wait(timeout=0.01)
+    assert str(waiting.value).startswith(f"command 'server' {where} (process {handle.pid}) is still running after 0.01s")
+    handle.disconnect()
+    with pytest.raises(FailedPreconditionError) as disconnected:
+        handle.wait()
+    assert str(disconnected.value).startswith(f"command 'server' {where} (process {handle.pid}): disconnected before it ended")
+    for error in (refused.value, missing.value, waiting.value, disconnected.value):
+        assert str(error).count(where) == 1
+
+
+def test_a_handle_whose_sandbox_was_reset_says_so_and_how_to_follow_it(
+    sandbox: Sandbox, fake: FakeFastSandbox, fake_and_options: Tuple[FakeFastSandbox, Options]
+) -> None:
+    _, options = fake_and_options
+    fake.programs["true"] = lambda process: process.exit(0)
+    fake.files["/etc/hosts"] = b"127.0.0.1 localhost\n"
+    old_id = sandbox.sandbox_id
+    new_id = fake.reset(sandbox.name)
+    with pytest.raises(NotFoundError) as raised:
+        sandbox.commands.run("true")
+    assert str(raised.value) == (
+        f"starting command 'true' in sandbox {sandbox.name}: sandbox {sandbox.name} was reset or replaced: its instance {old_id}, "
+        f"which this handle calls, is gone, and it runs as {new_id} now (new files and processes; nothing was done there). "
+        f"sandbox.get_info() moves this handle to the new instance, or Sandbox.connect({sandbox.name!r}) gives a handle of it"
+    )
+    # Looked up once by name; not run on the new instance.
+    assert len(fake.calls("/GetSandbox")) == 1
+    assert [request.headers["e2b-sandbox-id"] for request in fake.calls("/process.Process/Start")] == [old_id]
+    assert sandbox.sandbox_id == old_id, "the handle does not move by itself"
+    with pytest.raises(NotFoundError, match=f"^reading /etc/hosts in sandbox {sandbox.name}: sandbox {sandbox.name} was reset"):
+        sandbox.files.read("/etc/hosts")
+    with pytest.raises(NotFoundError, match="was reset or replaced"):
+        sandbox.files.write("/tmp/a", "a")
+    # Still "the sandbox is gone" for the calls that answer False for the daemon's not-found.
+    with pytest.raises(NotFoundError, match="was reset or replaced"):
+        sandbox.files.exists("/etc/hosts")
+    with pytest.raises(NotFoundError, match="was reset or replaced"):
+        sandbox.commands.kill(4242)
+    assert fake.files.get("/tmp/a") is None
+    sandbox.get_info()
+    assert sandbox.sandbox_id == new_id and sandbox.commands.run("true").exit_code == 0
+    assert sandbox.files.read("/etc/hosts") == "127.0.0.1 localhost\n"
+    # Deleted, not replaced: gone it is.
+    Sandbox.connect(sandbox.name, transport=fake.transport(), **options).kill()
+    with pytest.raises(NotFoundError) as gone:
+        sandbox.commands.run("true")
+    assert "the sandbox is gone (deleted or expired)" in str(gone.value) and "reset" not in str(gone.value)
