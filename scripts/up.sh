@@ -13,18 +13,17 @@ fi
 npm run --silent build
 
 # The base image goes into the containerd namespace `fsb up` runs in (else its sandboxes find none
-# there and pull it from fast-sandbox.io, which serves nothing): the namespace and the image as
-# `fsb up` reads them, its options (`--x y` or `--x=y`, the last one wins) over the environment.
-namespace="${FSB_CONTAINERD_NAMESPACE:-fast-sandbox}"
+# there and pull it from fast-sandbox.io, which serves nothing): the namespace as `fsb up` settles it
+# (its option, the environment, else where the data directory's last `fsb up` ran), and the image
+# as it reads it, its option (`--image y` or `--image=y`, the last one wins) over the environment.
+namespace="$(node packages/cli/bin/fsb.js up --print-containerd-namespace "$@")"
 base_image="${FSB_BASE_IMAGE:-fast-sandbox.io/base:latest}"
 image="$base_image"
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
   case "${args[i]}" in
     --) break ;;
-    --containerd-namespace=*) namespace="${args[i]#*=}" ;;
     --image=*) image="${args[i]#*=}" ;;
-    --containerd-namespace) namespace="${args[i + 1]-}"; i=$((i + 1)) ;;
     --image) image="${args[i + 1]-}"; i=$((i + 1)) ;;
   esac
 done

@@ -4,7 +4,7 @@ import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, beforeEach, describe, it } from "node:test";
 import { ValidationError } from "@fast-sandbox/sdk";
-import { cgroupRootFor, ensureToken, files, readIfExists, resolveDataDir, upCommandFor, writeSettings } from "./data-dir.js";
+import { cgroupRootFor, embeddedSettingsFor, ensureToken, files, readIfExists, resolveDataDir, upCommandFor, writeSettings } from "./data-dir.js";
 
 const directory = mkdtempSync(join(tmpdir(), "fsb-data-dir-spec-"));
 after(() => rmSync(directory, { recursive: true, force: true }));
@@ -120,6 +120,54 @@ describe("cgroupRootFor", () => {
       }
     }
     assert.equal(cgroupRootFor("x".repeat(76), undefined), "x".repeat(76));
+  });
+});
+
+describe("embeddedSettingsFor (where an fsb up of a data directory runs)", () => {
+  const dirs: string[] = [];
+  after(() => dirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+  const dataDir = (settings?: { containerdNamespace: string; containerdSocket: string; cgroupRoot: string }) => {
+    const dir = mkdtempSync(join(tmpdir(), "fsb-settings-"));
+    dirs.push(dir);
+    if (settings) writeSettings(dir, settings);
+    return dir;
+  };
+
+  it("runs where the data directory's last fsb up ran when nothing is given, so it adopts the sandboxes it left", () => {
+    const warnings: string[] = [];
+    const ran = dataDir({ containerdNamespace: "team-a", containerdSocket: "/run/other.sock", cgroupRoot: "custom-root" });
+    assert.deepEqual(
+      embeddedSettingsFor({}, ran, (line) => warnings.push(line)),
+      {
+        containerdNamespace: "team-a",
+        containerdSocket: "/run/other.sock",
+        cgroupRoot: "custom-root",
+      },
+    );
+    assert.deepEqual(warnings, []);
+    // The defaults for a data directory no fsb up ran in.
+    assert.deepEqual(embeddedSettingsFor({}, dataDir()), {
+      containerdNamespace: "fast-sandbox",
+      containerdSocket: "/run/containerd/containerd.sock",
+      cgroupRoot: "fast-sandbox",
+    });
+  });
+
+  it("takes what is given over the last run's, and says when the namespace moves (its sandboxes there are not adopted)", () => {
+    const warnings: string[] = [];
+    const ran = dataDir({ containerdNamespace: "team-a", containerdSocket: "/run/other.sock", cgroupRoot: "custom-root" });
+    assert.deepEqual(
+      embeddedSettingsFor({ containerdNamespace: "team-b" }, ran, (line) => warnings.push(line)),
+      {
+        containerdNamespace: "team-b",
+        containerdSocket: "/run/other.sock",
+        // Another namespace's cgroup root is not this one's: the default, named after it.
+        cgroupRoot: "team-b",
+      },
+    );
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0] ?? "", /last ran in containerd namespace team-a, now in team-b: sandboxes left running in team-a are not adopted/);
+    assert.equal(embeddedSettingsFor({ containerdNamespace: "team-a", cgroupRoot: "" }, ran).cgroupRoot, "", "an empty cgroup root given is none");
   });
 });
 

@@ -84,6 +84,37 @@ export function cgroupRootFor(containerdNamespace: string, given: string | undef
   return derived;
 }
 
+export const DEFAULT_CONTAINERD_NAMESPACE = "fast-sandbox";
+export const DEFAULT_CONTAINERD_SOCKET = "/run/containerd/containerd.sock";
+
+/**
+ * Where an `fsb up` of dataDir runs: the options given (flags, else their environment variables),
+ * else where the data directory's last `fsb up` ran (its settings) — so a plain `fsb up` after
+ * `fsb down` adopts the sandboxes it left running instead of starting over in the default
+ * namespace, where they are not — else the defaults. A namespace given that is not the last one's
+ * is taken, with a note on stderr (the sandboxes there are not adopted).
+ */
+export function embeddedSettingsFor(
+  options: { containerdNamespace?: string | undefined; containerdSocket?: string | undefined; cgroupRoot?: string | undefined },
+  dataDir: string,
+  warn: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
+): EmbeddedSettings {
+  const saved = readSettings(dataDir);
+  const containerdNamespace = options.containerdNamespace ?? saved?.containerdNamespace ?? DEFAULT_CONTAINERD_NAMESPACE;
+  const sameNamespace = saved?.containerdNamespace === containerdNamespace;
+  if (saved && !sameNamespace) {
+    warn(
+      `note: ${dataDir} last ran in containerd namespace ${saved.containerdNamespace}, now in ${containerdNamespace}: ` +
+        `sandboxes left running in ${saved.containerdNamespace} are not adopted (run 'fsb up' there to adopt them)`,
+    );
+  }
+  return {
+    containerdNamespace,
+    containerdSocket: options.containerdSocket ?? saved?.containerdSocket ?? DEFAULT_CONTAINERD_SOCKET,
+    cgroupRoot: cgroupRootFor(containerdNamespace, options.cgroupRoot ?? (sameNamespace ? saved?.cgroupRoot : undefined)),
+  };
+}
+
 export function writeSettings(dir: string, settings: EmbeddedSettings): void {
   writeFileSync(files.settings(dir), `${JSON.stringify(settings, null, 2)}\n`);
 }
@@ -155,7 +186,7 @@ export function upCommandFor(dir: string): string {
   const flags = settings
     ? [
         `--containerd-namespace ${settings.containerdNamespace}`,
-        ...(settings.containerdSocket !== "/run/containerd/containerd.sock" ? [`--containerd-socket ${settings.containerdSocket}`] : []),
+        ...(settings.containerdSocket !== DEFAULT_CONTAINERD_SOCKET ? [`--containerd-socket ${settings.containerdSocket}`] : []),
         ...(settings.cgroupRoot !== defaultCgroupRoot(settings.containerdNamespace) ? [`--cgroup-root ${settings.cgroupRoot || "''"}`] : []),
       ]
     : [];

@@ -95,17 +95,22 @@ function program(programName: string, root: { namespace?: string } = {}): Comman
       "default image of the default pool, also of one that exists (env FSB_BASE_IMAGE; default fast-sandbox.io/base:latest for a new pool)",
       process.env.FSB_BASE_IMAGE,
     )
-    .option("--containerd-namespace <ns>", "containerd namespace (env FSB_CONTAINERD_NAMESPACE)", process.env.FSB_CONTAINERD_NAMESPACE ?? "fast-sandbox")
+    .option(
+      "--containerd-namespace <ns>",
+      "containerd namespace (env FSB_CONTAINERD_NAMESPACE; default: where the data directory's last 'fsb up' ran, else fast-sandbox)",
+      process.env.FSB_CONTAINERD_NAMESPACE,
+    )
     .option(
       "--containerd-socket <path>",
-      "containerd socket (env FSB_CONTAINERD_SOCKET)",
-      process.env.FSB_CONTAINERD_SOCKET ?? "/run/containerd/containerd.sock",
+      "containerd socket (env FSB_CONTAINERD_SOCKET; default: the data directory's last 'fsb up''s, else /run/containerd/containerd.sock)",
+      process.env.FSB_CONTAINERD_SOCKET,
     )
     .option(
       "--cgroup-root <name>",
-      "cgroup the agents and sandboxes live under, one per data directory; empty disables (env FSB_CGROUP_ROOT; default: the containerd namespace's name)",
+      "cgroup the agents and sandboxes live under, one per data directory; empty disables (env FSB_CGROUP_ROOT; default: the last 'fsb up''s in that namespace, else the containerd namespace's name)",
       process.env.FSB_CGROUP_ROOT,
     )
+    .addOption(new Option("--print-containerd-namespace", "print the containerd namespace this 'fsb up' would run in, and exit (scripts/up.sh)").hideHelp())
     .option("--proxy-host <host>", "address the sandbox proxy listens on (env FSB_PROXY_HOST)", process.env.FSB_PROXY_HOST ?? "127.0.0.1")
     .option("--proxy-port <port>", "port of the sandbox proxy, ingress to the sandboxes' ports (env FSB_PROXY_PORT)", process.env.FSB_PROXY_PORT ?? "7072")
     .option(
@@ -123,6 +128,11 @@ function program(programName: string, root: { namespace?: string } = {}): Comman
     .option("--janitor-protection <duration>", "the janitor leaves orphans younger than this alone", "2m")
     .option("--janitor-metrics <host:port>", "serve the janitor's Prometheus metrics there (loopback only)")
     .action(async (options) => {
+      if (options.printContainerdNamespace) {
+        const { embeddedSettingsFor, resolveDataDir } = await import("./data-dir.js");
+        process.stdout.write(`${embeddedSettingsFor(options, resolveDataDir(globals().dataDir), () => undefined).containerdNamespace}\n`);
+        return;
+      }
       const command = await import("./commands/up.js");
       // A foreground control plane without its Node.js flags runs again with them (control-plane-rerun.ts).
       if (!options.detach && !command.runsAsControlPlane()) {

@@ -23,6 +23,19 @@ for (const name of ["bash", "npm", "node"]) {
   writeFileSync(stub, `#!/bin/sh\n{ printf '%s' "\${0##*/}"; for arg in "$@"; do printf '\\t%s' "$arg"; done; printf '\\n'; } >>"$FSB_STUB_LOG"\n`);
   chmodSync(stub, 0o755);
 }
+// Where fsb up would run is asked of fsb itself (its sources): the stub runs the real node for it.
+writeFileSync(
+  join(stubs, "node"),
+  `#!/bin/sh
+for arg in "$@"; do
+  if [ "$arg" = --print-containerd-namespace ]; then shift; exec "${process.execPath}" --conditions=development --import tsx packages/cli/src/main.ts "$@"; fi
+done
+{ printf '%s' node; for arg in "$@"; do printf '\\t%s' "$arg"; done; printf '\\n'; } >>"$FSB_STUB_LOG"
+`,
+);
+
+/** A data directory no `fsb up` ran in (the real one's settings would decide the namespace). */
+const emptyDataDir = join(stubs, "data");
 
 /** The commands `npm run up -- ARGS` runs, each as its name and arguments. */
 function upRuns(args: string[], env: NodeJS.ProcessEnv = {}): string[][] {
@@ -30,7 +43,10 @@ function upRuns(args: string[], env: NodeJS.ProcessEnv = {}): string[][] {
   const base = { ...process.env };
   delete base.FSB_CONTAINERD_NAMESPACE;
   delete base.FSB_BASE_IMAGE;
-  execFileSync(BASH, [UP_SCRIPT, ...args], { env: { ...base, ...env, PATH: `${stubs}:${process.env.PATH}`, FSB_STUB_LOG: log }, stdio: "ignore" });
+  execFileSync(BASH, [UP_SCRIPT, ...args], {
+    env: { ...base, FSB_DATA_DIR: emptyDataDir, ...env, PATH: `${stubs}:${process.env.PATH}`, FSB_STUB_LOG: log },
+    stdio: "ignore",
+  });
   return readFileSync(log, "utf8")
     .trimEnd()
     .split("\n")
@@ -66,6 +82,17 @@ describe("npm run up", () => {
     assert.deepEqual(baseImageArgs(["--image=fast-sandbox.io/base:v3"]), ["fast-sandbox.io/base:v3", "fast-sandbox"]);
     assert.deepEqual(baseImageArgs(["--image", "docker.io/library/python:3.12"]), ["fast-sandbox.io/base:latest", "fast-sandbox"]);
     assert.deepEqual(baseImageArgs(["--image=fast-sandbox.io/code-interpreter:latest"]), ["fast-sandbox.io/base:latest", "fast-sandbox"]);
+  });
+
+  it("imports it where the data directory's last 'fsb up' ran when no namespace is given (where a plain fsb up runs again)", () => {
+    const dataDir = mkdtempSync(join(stubs, "ran-"));
+    writeFileSync(
+      join(dataDir, "settings.json"),
+      JSON.stringify({ containerdNamespace: "ran-here", containerdSocket: "/run/containerd/containerd.sock", cgroupRoot: "ran-here" }),
+    );
+    assert.deepEqual(baseImageArgs([], { FSB_DATA_DIR: dataDir }), ["fast-sandbox.io/base:latest", "ran-here"]);
+    assert.deepEqual(baseImageArgs(["--data-dir", dataDir]), ["fast-sandbox.io/base:latest", "ran-here"]);
+    assert.deepEqual(baseImageArgs(["--containerd-namespace", "moved"], { FSB_DATA_DIR: dataDir }), ["fast-sandbox.io/base:latest", "moved"]);
   });
 
   it("reads FSB_CONTAINERD_NAMESPACE and FSB_BASE_IMAGE as 'fsb up' does, its options over them", () => {

@@ -19,16 +19,17 @@ import { FsbError, ValidationError } from "@fast-sandbox/sdk";
 import { parseDuration, parseLoopbackListen } from "@fast-sandbox/janitor";
 import {
   acquireLock,
-  cgroupRootFor,
   clearRunFiles,
   ensureToken,
   files,
   isRunning,
   makePrivateDataDir,
   readIfExists,
+  embeddedSettingsFor,
   readLock,
   resolveDataDir,
   writeSettings,
+  type EmbeddedSettings,
   type ProcessIdentity,
 } from "../data-dir.js";
 import { claimCgroupRoot, claimContainerdNamespace } from "../namespace-claim.js";
@@ -43,9 +44,14 @@ export interface UpOptions {
    * that exists. @default DEFAULT_BASE_IMAGE for a new default pool; one that exists keeps its own
    */
   image?: string;
-  containerdNamespace: string;
-  containerdSocket: string;
-  /** The cgroup the agents and sandboxes live under; "" for none. @default the containerd namespace's name (cgroupRootFor) */
+  /** @default the data directory's last `fsb up`'s (its settings), else DEFAULT_CONTAINERD_NAMESPACE */
+  containerdNamespace?: string;
+  /** @default the data directory's last `fsb up`'s, else DEFAULT_CONTAINERD_SOCKET */
+  containerdSocket?: string;
+  /**
+   * The cgroup the agents and sandboxes live under; "" for none. @default the data directory's last
+   * `fsb up`'s in the same namespace, else the containerd namespace's name (cgroupRootFor)
+   */
   cgroupRoot?: string;
   proxyHost: string;
   proxyPort: string;
@@ -87,8 +93,8 @@ export async function up(options: UpOptions): Promise<void> {
   if (!Number.isInteger(e2bPort) || e2bPort < 0 || e2bPort > 65535) {
     throw new ValidationError("--e2b-port", `${options.e2bPort} is not a port number (0..65535)`);
   }
-  // Settled before --detach, so that its child runs under the cgroup root chosen here, which the settings then record.
-  const resolved = { ...options, cgroupRoot: cgroupRootFor(options.containerdNamespace, options.cgroupRoot) };
+  // Settled before --detach, so that its child runs where chosen here, which the settings then record.
+  const resolved = { ...options, ...embeddedSettingsFor(options, dataDir) };
   if (options.detach) return detach(resolved, dataDir);
   const taken = acquireLock(dataDir);
   if ("heldBy" in taken) throw alreadyRunning(dataDir, taken.heldBy);
@@ -113,8 +119,8 @@ function alreadyRunning(dataDir: string, holder: ProcessIdentity): FsbError {
   );
 }
 
-/** The options of `up` with the cgroup root settled. */
-type ResolvedUpOptions = UpOptions & { cgroupRoot: string };
+/** The options of `up` with where it runs settled. */
+type ResolvedUpOptions = UpOptions & EmbeddedSettings;
 
 /** The options `up` checked and parsed before it took the lock. */
 interface ParsedUpOptions {
