@@ -797,6 +797,19 @@ describe("SandboxManager", () => {
       assert.ok((await rejection(manager.update({ name: "ghost", spec: spec() }))) instanceof NotFoundError);
     });
 
+    it("refuses a reset of a Paused sandbox at once (it would wait for the resume, then throw away what the pause kept); its other fields still change", async () => {
+      await manager.create({ name: "web", spec: spec() });
+      const current = await stored("web");
+      assert.ok(current);
+      await store.updateStatus("Sandbox", { ...current, status: { phase: "Paused" } });
+      const error = await rejection(manager.update({ name: "web", spec: spec({ resetRevision: "r1" }) }));
+      assert.ok(error instanceof FailedPreconditionError, String(error));
+      assert.match(error.message, /sandbox web is Paused: only a running sandbox can be reset; resume it first \('fsb resume web'\)/);
+      assert.equal((await stored("web"))?.spec.resetRevision, undefined, "no reset is left pending");
+      const updated = await manager.update({ name: "web", spec: spec({ expireTime: "2030-01-01T00:00:00Z" }) });
+      assert.equal(updated.spec.expireTime, "2030-01-01T00:00:00Z");
+    });
+
     it("takes a spec sent back unchanged over the wire for a record stored with empty lists (kubectl's command: [])", async () => {
       await storeRecord("listed", { phase: "Running", assignedPod: AGENT, sandboxID: "listed00000000000000" }, { command: [], exposedPorts: [], envs: [] });
       const current = await stored("listed");

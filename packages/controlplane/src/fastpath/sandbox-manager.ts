@@ -1193,6 +1193,13 @@ export class SandboxManager {
       }
     }
     if (current.metadata.deletionTimestamp) throw new FailedPreconditionError(`sandbox ${input.name} is being deleted`);
+    // A reset replaces a running instance; a paused one's would wait for its resume and then throw
+    // away what the pause kept (memory, processes, files).
+    if (current.status?.phase === "Paused" && (after.resetRevision ?? "") !== (before.resetRevision ?? "")) {
+      throw new FailedPreconditionError(
+        `sandbox ${input.name} is Paused: only a running sandbox can be reset; resume it first ('fsb resume ${input.name}'), or delete it`,
+      );
+    }
     const next: Sandbox = {
       ...current,
       metadata: {
