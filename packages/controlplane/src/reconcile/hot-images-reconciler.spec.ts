@@ -7,6 +7,7 @@ import { FakeClock } from "../controller/clock.js";
 import { AgentRegistry } from "../registry/agent-registry.js";
 import { openSqliteResourceStore, type SqliteResourceStore } from "../store/sqlite-resource-store.js";
 import { MemoryResourceStore } from "../store/memory-resource-store.js";
+import type { ResourceStore } from "../store/resource-store.js";
 import { HotImagesReconciler } from "./hot-images-reconciler.js";
 
 class FakeAgent implements Partial<AgentClient> {
@@ -29,6 +30,12 @@ function pool(name: string, prewarmImages?: string[]): SandboxPool {
     metadata: { name, namespace: "default" },
     spec: { capacity: { poolMin: 1, poolMax: 2 }, maxSandboxesPerPod: 4, ...(prewarmImages ? { prewarmImages } : {}) },
   };
+}
+
+/** Creates the sandbox and records it Running, as its start does: only a create that ran counts. */
+async function ran(store: ResourceStore, object: Sandbox): Promise<Sandbox> {
+  const created = await store.create("Sandbox", object);
+  return store.updateStatus("Sandbox", { ...created, status: { phase: "Running", startTime: new Date().toISOString() } });
 }
 
 function sandbox(name: string, image: string, poolRef = "web"): Sandbox {
@@ -71,7 +78,7 @@ describe("HotImagesReconciler", () => {
   it("writes the images created at least twice in the pool to status.hotImages, most used first", async () => {
     await reconciler.start();
     for (const [i, image] of ["python:3.12", "python:3.12", "python:3.12", "busybox", "docker.io/library/busybox:latest", "node:22"].entries()) {
-      await store.create("Sandbox", sandbox(`s${i}`, image));
+      await ran(store, sandbox(`s${i}`, image));
     }
     await settle();
     await reconciler.pass();
@@ -91,8 +98,8 @@ describe("HotImagesReconciler", () => {
       clock,
     });
     await reconciler.start();
-    await store.create("Sandbox", sandbox("a", "python:3.12"));
-    await store.create("Sandbox", sandbox("b", "python:3.12"));
+    await ran(store, sandbox("a", "python:3.12"));
+    await ran(store, sandbox("b", "python:3.12"));
     await settle();
     await clock.advanceAsync(4999);
     assert.equal(await hotImages(), undefined);
@@ -103,8 +110,8 @@ describe("HotImagesReconciler", () => {
   });
 
   it("counts the creates of the last minutes that happened before it started", async () => {
-    await store.create("Sandbox", sandbox("a", "python:3.12"));
-    await store.create("Sandbox", sandbox("b", "python:3.12"));
+    await ran(store, sandbox("a", "python:3.12"));
+    await ran(store, sandbox("b", "python:3.12"));
     await reconciler.start();
     await reconciler.pass();
     assert.deepEqual(await hotImages(), ["docker.io/library/python:3.12"]);
@@ -114,8 +121,8 @@ describe("HotImagesReconciler", () => {
     addAgent("web-0", []);
     addAgent("web-1", ["docker.io/library/python:3.12"]);
     addAgent("web-2", [], false);
-    await store.create("Sandbox", sandbox("a", "python:3.12"));
-    await store.create("Sandbox", sandbox("b", "python:3.12"));
+    await ran(store, sandbox("a", "python:3.12"));
+    await ran(store, sandbox("b", "python:3.12"));
     await reconciler.start();
     await reconciler.pass();
     await settle();
@@ -148,7 +155,7 @@ describe("HotImagesReconciler", () => {
     try {
       await counting.start();
       memory.endWatches();
-      for (const name of ["a", "b"]) await memory.create("Sandbox", sandbox(name, "python:3.12"));
+      for (const name of ["a", "b"]) await ran(memory, sandbox(name, "python:3.12"));
       const written = async () => (await memory.get("SandboxPool", { namespace: "default", name: "web" }))?.status?.hotImages;
       // The informer watches again (or lists again) on its own: give it a moment, pass after pass.
       for (let attempt = 0; attempt < 100 && !(await written()); attempt++) {
@@ -161,10 +168,28 @@ describe("HotImagesReconciler", () => {
     }
   });
 
+  it("counts a create once its sandbox ran, once however often its record changes, and never one that failed (its record deleted before it ran)", async () => {
+    await reconciler.start();
+    for (const name of ["f1", "f2", "f3"]) {
+      const failed = await store.create("Sandbox", sandbox(name, "nosuch.invalid/x:1"));
+      await store.updateStatus("Sandbox", { ...failed, status: { phase: "Pending" } });
+      await store.delete("Sandbox", { namespace: "default", name });
+    }
+    const once = await ran(store, sandbox("once", "python:3.12"));
+    await store.updateStatus("Sandbox", { ...once, status: { ...once.status, phase: "Running", sandboxID: "x".repeat(20) } });
+    await settle();
+    await reconciler.pass();
+    assert.equal(await hotImages(), undefined, "no image ran twice");
+    await ran(store, sandbox("twice", "python:3.12"));
+    await settle();
+    await reconciler.pass();
+    assert.deepEqual(await hotImages(), ["docker.io/library/python:3.12"]);
+  });
+
   it("keeps other pools' creates out of a pool's hot images", async () => {
     await store.create("SandboxPool", pool("jobs"));
-    await store.create("Sandbox", sandbox("a", "python:3.12", "jobs"));
-    await store.create("Sandbox", sandbox("b", "python:3.12", "jobs"));
+    await ran(store, sandbox("a", "python:3.12", "jobs"));
+    await ran(store, sandbox("b", "python:3.12", "jobs"));
     await reconciler.start();
     await reconciler.pass();
     assert.equal(await hotImages("web"), undefined);

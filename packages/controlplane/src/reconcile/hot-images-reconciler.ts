@@ -1,6 +1,7 @@
 /**
  * Keeps the images a pool uses warm on its agents, in both deployment modes (it needs only the
- * store, the registry and the agents' clients). It watches sandbox creates, applies the hot-image
+ * store, the registry and the agents' clients). It watches sandbox creates (each once its sandbox
+ * has run: a create that failed does not count), applies the hot-image
  * rule of recent-image-usage.ts (at most 3 images, most created in the pool over the last 10
  * minutes, each at least twice), writes the result to the pool's `status.hotImages`, and pulls the
  * pool's `prewarmImages` and hot images in the background on every ready agent of the pool whose
@@ -8,7 +9,7 @@
  * after a minute — so image-affinity placement finds them warm.
  */
 import type { Logger } from "pino";
-import { normalizeImageName, type SandboxPool } from "@fast-sandbox/api";
+import { normalizeImageName, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
 import { every, systemClock, type Clock, type Timer } from "../controller/clock.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { Informer } from "../controller/informer.js";
@@ -17,6 +18,15 @@ import { DEFAULT_NAMESPACE, type AgentClients } from "../fastpath/sandbox-manage
 import { ImagePrewarmer } from "./image-prewarmer.js";
 import { RecentImageUsage, type RecentImageUsageOptions } from "./recent-image-usage.js";
 import { sandboxInformer } from "./sandbox-informer.js";
+
+/** Whether the sandbox has run: its process was started (a create that failed never was). */
+function hasRun(sandbox: Sandbox): boolean {
+  return Boolean(sandbox.status?.startTime) || sandbox.status?.phase === "Running";
+}
+
+function identityOf(sandbox: Sandbox): string {
+  return sandbox.metadata.uid ?? `${sandbox.metadata.namespace ?? DEFAULT_NAMESPACE}/${sandbox.metadata.name}`;
+}
 
 export interface HotImagesReconcilerOptions {
   store: ResourceStore;
@@ -45,6 +55,8 @@ export class HotImagesReconciler {
   /** Whether start() holds the informer (a stop() before any start() must not release another user's hold). */
   private holding = false;
   private readonly clock: Clock;
+  /** The sandboxes whose create was counted (uid, else namespace/name), until they are deleted. */
+  private readonly counted = new Set<string>();
   private timer: Timer | undefined;
   private running: Promise<void> | undefined;
   private stopped = false;
@@ -61,8 +73,12 @@ export class HotImagesReconciler {
     // Every sandbox the informer holds is told first (creates of the last minutes count after a
     // restart too: their creationTimestamp places them), then every one added — across watches the
     // API server ends and relists after a compaction.
+    // A create counts once its sandbox ran: one that failed (an image that cannot be pulled) would
+    // otherwise make its image hot, to be pulled on every agent again and again.
     this.removeHandlers = this.informer.addHandlers({
-      onAdd: (sandbox) => this.record(sandbox.metadata.namespace, sandbox.spec.poolRef, sandbox.spec.image, sandbox.metadata.creationTimestamp),
+      onAdd: (sandbox) => this.countIfRan(sandbox),
+      onUpdate: (_previous, sandbox) => this.countIfRan(sandbox),
+      onDelete: (sandbox) => this.counted.delete(identityOf(sandbox)),
     });
     this.informer.start();
     this.holding = true;
@@ -98,9 +114,20 @@ export class HotImagesReconciler {
     this.timer?.cancel();
   }
 
-  private record(namespace: string | undefined, pool: string, image: string, created: string | undefined): void {
+  /** Counts the sandbox's create once, when it has run (at its creation time). */
+  private countIfRan(sandbox: Sandbox): void {
+    if (!hasRun(sandbox)) return;
+    const identity = identityOf(sandbox);
+    if (this.counted.has(identity)) return;
+    this.counted.add(identity);
+    const created = sandbox.metadata.creationTimestamp;
     const at = created ? new Date(created) : undefined;
-    this.usage.record(namespace ?? DEFAULT_NAMESPACE, pool, image, ...(at && !Number.isNaN(at.getTime()) ? [at] : []));
+    this.usage.record(
+      sandbox.metadata.namespace ?? DEFAULT_NAMESPACE,
+      sandbox.spec.poolRef,
+      sandbox.spec.image,
+      ...(at && !Number.isNaN(at.getTime()) ? [at] : []),
+    );
   }
 
   private async writeHotImages(pool: SandboxPool, hot: string[]): Promise<void> {
