@@ -396,6 +396,16 @@ describe("AllocationSync", () => {
     assert.equal(sync.pendingIn(NAMESPACE, POOL), 0);
   });
 
+  it("counts a Lost record whose reset is still to be done as waiting (the reset removed its instance and found no slot), whatever its failurePolicy", async () => {
+    await record("reset", { phase: "Lost", assignedPod: "agent-a", acceptedResetRevision: "r1" }, { spec: { failurePolicy: "Manual", resetRevision: "r2" } });
+    await record("done", { phase: "Lost", assignedPod: "agent-a", acceptedResetRevision: "r2" }, { spec: { failurePolicy: "Manual", resetRevision: "r2" } });
+    await settle();
+    assert.equal(sync.pendingIn(NAMESPACE, POOL), 1, "a pool scaled to zero starts an agent for it");
+    await setStatus("reset", { phase: "Running", assignedPod: "agent-b", acceptedResetRevision: "r2" });
+    await settle();
+    assert.equal(sync.pendingIn(NAMESPACE, POOL), 0);
+  });
+
   it("counts a paused sandbox being resumed or deleted as waiting, and wakes its pool, while no agent of its checkpoint's node is ready", async () => {
     // The pool went down to zero agents while its sandboxes were paused.
     registry.removeAgent("agent-a");

@@ -149,7 +149,8 @@ export class AllocationSync implements Reconciler {
 
   /**
    * Records of the pool waiting to be placed, from the cache: Pending ones and Lost ones whose
-   * failurePolicy recreates them, not being deleted — they hold no slot, and in a pool sized to what
+   * failurePolicy recreates them or whose reset is still to be done (it removed the old instance and
+   * found no slot for the new one), not being deleted — they hold no slot, and in a pool sized to what
    * it holds (poolMin 0, or full) nothing else asks for the one they need. And paused sandboxes that
    * need an agent of their checkpoint's node (`needsCheckpointAgent`: a resume, a delete) where the
    * pool has no ready one: a pool scaled down to zero while they were paused starts one for them.
@@ -165,7 +166,7 @@ export class AllocationSync implements Reconciler {
       }
       if (sandbox.metadata.deletionTimestamp) continue;
       const phase = sandbox.status?.phase ?? "Pending";
-      if (phase === "Pending" || (phase === "Lost" && sandbox.spec.failurePolicy === "AutoRecreate")) count += 1;
+      if (phase === "Pending" || (phase === "Lost" && (sandbox.spec.failurePolicy === "AutoRecreate" || resetPending(sandbox)))) count += 1;
     }
     return count;
   }
@@ -225,4 +226,9 @@ export class AllocationSync implements Reconciler {
       return { requeueAfterMs: CONFLICT_RECHECK_MS };
     }
   }
+}
+
+/** Whether the sandbox's reset was asked for (resetRevision) and its new instance is not placed yet. */
+function resetPending(sandbox: Sandbox): boolean {
+  return Boolean(sandbox.spec.resetRevision) && sandbox.spec.resetRevision !== sandbox.status?.acceptedResetRevision;
 }
