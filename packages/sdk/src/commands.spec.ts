@@ -155,11 +155,52 @@ describe("commands.run", () => {
     await assert.rejects(running, /the user gave up/);
   });
 
+  it("kills the command when the caller aborts a run that waits for it, not one in the background", async () => {
+    daemon.define("sleep 100", async (io) => {
+      io.stdout("started\n");
+      await io.killed;
+      return 0;
+    });
+    const controller = new AbortController();
+    let started!: () => void;
+    const output = new Promise<void>((resolve) => (started = resolve));
+    const running = sandbox.commands.run("sleep 100", { signal: controller.signal, onStdout: started });
+    await output;
+    assert.equal((await sandbox.commands.list()).length, 1);
+    controller.abort();
+    await assert.rejects(running, (error: unknown) => error instanceof DOMException && error.name === "AbortError");
+    assert.deepEqual(await sandbox.commands.list(), [], "the process is gone from the sandbox");
+    assert.ok(daemon.requests.some((request) => request.what === "process.Process/SendSignal"));
+
+    const background = new AbortController();
+    const handle = await sandbox.commands.run("sleep 100", { background: true, signal: background.signal });
+    background.abort();
+    await assert.rejects(handle.wait(), (error: unknown) => error instanceof DOMException && error.name === "AbortError");
+    assert.deepEqual(
+      (await sandbox.commands.list()).map((process) => process.pid),
+      [handle.pid],
+      "a command in the background keeps running",
+    );
+  });
+
   it("refuses an empty command and bad durations before sending anything", async () => {
     daemon.requests.length = 0;
     await assert.rejects(sandbox.commands.run("  "), (error: unknown) => error instanceof ValidationError && error.field === "command");
     await assert.rejects(sandbox.commands.run([]), (error: unknown) => error instanceof ValidationError && error.field === "command");
     await assert.rejects(sandbox.commands.run("true", { timeoutMs: -1 }), (error: unknown) => error instanceof ValidationError && error.field === "timeoutMs");
+    assert.equal(daemon.requests.length, 0);
+  });
+
+  it("refuses arguments of the wrong type with a ValidationError naming the field, before sending anything", async () => {
+    daemon.requests.length = 0;
+    const refused = (field: string) => (error: unknown) => error instanceof ValidationError && error.field === field && /is not/.test(error.message);
+    await assert.rejects(sandbox.commands.run(["echo", 1] as unknown as string[]), refused("command[1]"));
+    await assert.rejects(sandbox.commands.run(5 as unknown as string), refused("command"));
+    await assert.rejects(sandbox.commands.run("true", { envs: { A: 1 } as unknown as Record<string, string> }), refused("envs.A"));
+    await assert.rejects(sandbox.commands.run("true", { cwd: 5 as unknown as string }), refused("cwd"));
+    await assert.rejects(sandbox.commands.run("true", { tag: 5 as unknown as string }), refused("tag"));
+    await assert.rejects(sandbox.pty.create({ cols: 80, rows: 24, command: ["bash", 1] as unknown as string[] }), refused("command[1]"));
+    await assert.rejects(sandbox.pty.create({ cols: 80, rows: 24, envs: { A: 1 } as unknown as Record<string, string> }), refused("envs.A"));
     assert.equal(daemon.requests.length, 0);
   });
 

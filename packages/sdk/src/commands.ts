@@ -5,6 +5,7 @@
  */
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { TimeoutError, ValidationError } from "@fast-sandbox/api/core";
+import { checkString, checkStringList, checkStringMap, shown } from "./arguments.js";
 import { CommandHandle } from "./command-handle.js";
 import type { CommandResult } from "./errors.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -50,6 +51,9 @@ export interface ProcessInfo {
 /** How long a command may run unless told: E2B's default. */
 export const DEFAULT_COMMAND_TIMEOUT_MS = 60_000;
 
+/** How long an aborted `run` waits for the kill of its command before it rejects all the same. */
+const KILL_AFTER_ABORT_TIMEOUT_MS = 2_000;
+
 export class Commands {
   constructor(private readonly daemon: SandboxDaemon) {}
 
@@ -57,12 +61,25 @@ export class Commands {
    * Runs a command and resolves with its result once it exits with 0; rejects with a
    * `CommandExitError` (which carries `exitCode`, `stdout` and `stderr`) when it exits otherwise.
    * With `background: true` it resolves as soon as the command started, with its handle.
+   *
+   * A run the caller aborts (`signal`) rejects with the signal's reason and kills the command it
+   * waited for (best effort, within a couple of seconds: the daemon does not stop a process whose
+   * stream was closed); in the background the signal stops only the following of its output.
    */
   run(command: Command, options: CommandOptions & { background: true }): Promise<CommandHandle>;
   run(command: Command, options?: CommandOptions & { background?: false }): Promise<CommandResult>;
   async run(command: Command, options: CommandOptions & { background?: boolean } = {}): Promise<CommandHandle | CommandResult> {
     const handle = await this.start(command, options);
-    return options.background ? handle : handle.wait();
+    if (options.background) return handle;
+    try {
+      return await handle.wait();
+    } catch (error) {
+      if (options.signal?.aborted && handle.exitCode === undefined) {
+        // Without the caller's signal, which has aborted; a kill that fails changes nothing of why the run ended.
+        await this.kill(handle.pid, { requestTimeoutMs: KILL_AFTER_ABORT_TIMEOUT_MS }).catch(() => undefined);
+      }
+      throw error;
+    }
   }
 
   /** Follows a running command (started by `run`, by another client, or before a disconnect). */
@@ -115,6 +132,7 @@ export class Commands {
 
   private async start(command: Command, options: CommandOptions): Promise<CommandHandle> {
     const config = processConfig(command, options);
+    checkString(options.tag, "tag");
     const timeoutMs = duration(options.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS, "timeoutMs");
     const description = `command ${JSON.stringify(typeof command === "string" ? command : command.join(" "))} in sandbox ${this.daemon.label}`;
     const request: MessageInitShape<typeof StartRequestSchema> = {
@@ -158,6 +176,16 @@ export class Commands {
 export function processConfig(command: Command, options: { envs?: Record<string, string>; cwd?: string }): MessageInitShape<typeof ProcessConfigSchema> {
   let cmd: string;
   let args: string[];
+  const given: unknown = command;
+  if (typeof given !== "string" && !Array.isArray(given)) {
+    throw new ValidationError(
+      "command",
+      `${shown(command)} is not a command; give a command line (a string) or a program and its arguments (an array of strings)`,
+    );
+  }
+  if (typeof command !== "string") checkStringList(command, "command");
+  checkStringMap(options.envs, "envs");
+  checkString(options.cwd, "cwd");
   if (typeof command === "string") {
     if (command.trim() === "") throw new ValidationError("command", "is empty; give a command line, e.g. 'ls -l /'");
     [cmd, args] = ["/bin/bash", ["-l", "-c", command]];
@@ -256,7 +284,11 @@ export async function startProcessStream(
         },
       );
     }
-    throw daemon.error(error, `starting ${description}`, options.signal, streamDeadline, "timeoutMs");
+    throw await daemon.explained(
+      daemon.error(error, `starting ${description}`, options.signal, streamDeadline, "timeoutMs"),
+      `starting ${description}`,
+      options.signal,
+    );
   }
 }
 

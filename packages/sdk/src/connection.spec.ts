@@ -2,15 +2,18 @@ import assert from "node:assert/strict";
 import diagnostics from "node:diagnostics_channel";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AddressInfo } from "node:net";
+import { gzipSync } from "node:zlib";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import { createClient } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { UnavailableError, ValidationError } from "@fast-sandbox/api";
 import { Connection } from "./connection.js";
 import { sandboxProxyChannel, throughSandboxProxy } from "./daemon-channel.js";
+import { defaultDataDir } from "./embedded-instance.js";
+import { FastSandboxClient } from "./fast-sandbox-client.js";
 import { Process } from "./gen/envd/process/process_pb.js";
 import { FakeControlPlane, FakeDaemon, PROXY_URL } from "./sandbox.fixture.js";
 import { FastSandbox } from "./sandbox.js";
@@ -187,6 +190,88 @@ describe("Connection: the embedded instance's data directory (fsb up)", () => {
     }
   });
 
+  it("refuses a control plane URL that is not an http(s) URL, naming the option or FSB_URL", async () => {
+    for (const url of ["not a url", "ftp://127.0.0.1:7070"]) {
+      const refused = (field: string) => (error: unknown) =>
+        error instanceof ValidationError &&
+        error.field === field &&
+        error.message.includes(JSON.stringify(url)) &&
+        /http:\/\/ or https:\/\//.test(error.message);
+      await assert.rejects(FastSandbox.list({ url, token: "t" }), refused("url"));
+      assert.throws(() => new FastSandboxClient({ url, token: "t" }), refused("url"));
+      process.env.FSB_URL = url;
+      process.env.FSB_TOKEN = "t";
+      assert.throws(() => new Connection({ dataDir }), refused("FSB_URL"));
+      assert.throws(() => new FastSandboxClient(), refused("FSB_URL"));
+      delete process.env.FSB_URL;
+      delete process.env.FSB_TOKEN;
+    }
+  });
+
+  /** Runs `call` against a control plane on this host's loopback; resolves with the Authorization headers it got. */
+  async function authorizationsOf(call: (url: string) => Promise<unknown>): Promise<(string | undefined)[]> {
+    const authorizations: (string | undefined)[] = [];
+    const server = createServer((request, response) => {
+      authorizations.push(request.headers.authorization);
+      request.resume();
+      response.writeHead(404);
+      response.end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      await call(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+    return authorizations;
+  }
+
+  it("takes an empty FSB_URL, FSB_TOKEN or FSB_DATA_DIR as unset (a shell's FSB_TOKEN=), as the Python SDK does", async () => {
+    writeFileSync(join(dataDir, "token"), "the-api-token\n");
+    process.env.FSB_URL = "";
+    process.env.FSB_TOKEN = "";
+    const authorizations = await authorizationsOf(async (url) => {
+      writeFileSync(join(dataDir, "url"), `${url}\n`);
+      const connection = new Connection({ dataDir, httpVersion: "1.1" });
+      assert.equal(connection.client.url, url);
+      await assert.rejects(connection.client.sandboxes.get("web"));
+      connection.close();
+    });
+    assert.deepEqual(authorizations, ["Bearer the-api-token"]);
+    process.env.FSB_DATA_DIR = "";
+    const expected = process.getuid?.() === 0 ? "/var/lib/fast-sandbox" : join(process.env.XDG_DATA_HOME || join(homedir(), ".local", "share"), "fast-sandbox");
+    assert.equal(defaultDataDir(), expected);
+  });
+
+  it("FastSandboxClient finds the data directory's URL and token too (dataDir, FSB_DATA_DIR), and says how to point it at one", async () => {
+    assert.throws(
+      () => new FastSandboxClient({ dataDir }),
+      (error: unknown) =>
+        error instanceof ValidationError &&
+        error.field === "url" &&
+        /FSB_URL/.test(error.message) &&
+        /FSB_DATA_DIR/.test(error.message) &&
+        error.message.includes(dataDir),
+    );
+    writeFileSync(join(dataDir, "token"), "the-api-token\n");
+    const authorizations = await authorizationsOf(async (url) => {
+      writeFileSync(join(dataDir, "url"), `${url}\n`);
+      const named = new FastSandboxClient({ dataDir, httpVersion: "1.1" });
+      assert.equal(named.url, url);
+      await assert.rejects(named.sandboxes.get("web"));
+      process.env.FSB_DATA_DIR = dataDir;
+      const client = new FastSandboxClient({ httpVersion: "1.1" });
+      assert.equal(client.url, url);
+      await assert.rejects(client.sandboxes.get("web"));
+    });
+    assert.deepEqual(authorizations, ["Bearer the-api-token", "Bearer the-api-token"]);
+    // Another host's URL does not get this host's token, as with FastSandbox.
+    assert.throws(
+      () => new FastSandboxClient({ url: "http://203.0.113.9:7070" }),
+      (error: unknown) => error instanceof ValidationError && error.field === "url" && /FSB_TOKEN/.test(error.message),
+    );
+  });
+
   it("keeps the tokens of the sandboxes it creates where fsb run keeps them; connect finds them; kill forgets them", async () => {
     writeFileSync(join(dataDir, "url"), "http://127.0.0.1:7070\n");
     const plane = new FakeControlPlane();
@@ -213,6 +298,13 @@ describe("sandboxProxyChannel: the daemon through the sandbox proxy", () => {
     const handler = connectNodeAdapter({
       routes: (router) => router.service(Process, { list: () => ({ processes: [{ pid: 7, config: { cmd: "sleep", args: ["9"], envs: {} } }] }) }),
       fallback: (request, response) => {
+        if (request.url?.startsWith("/files?")) {
+          // As the daemon does: gzip for a client that accepts it.
+          const gzipped = /\bgzip\b/.test(request.headers["accept-encoding"] ?? "");
+          response.writeHead(200, { "content-type": "application/octet-stream", ...(gzipped ? { "content-encoding": "gzip" } : {}) });
+          response.end(gzipped ? gzipSync("the contents") : "the contents");
+          return;
+        }
         response.writeHead(request.url === "/health" ? 204 : 404);
         response.end();
       },
@@ -258,6 +350,21 @@ describe("sandboxProxyChannel: the daemon through the sandbox proxy", () => {
     assert.deepEqual(
       seen.map((request) => request.path),
       ["/fsb-proxy/process.Process/List", "/fsb-proxy/files?path=%2Fetc%2Fhosts"],
+    );
+  });
+
+  it("asks for a download unencoded (Accept-Encoding: identity), not gzipped, which undici decompresses slowly", async () => {
+    const connection = new Connection({ transport: new FakeControlPlane().transport, proxyUrl: url });
+    const sandbox = await FastSandbox.create({ connection, daemonReadyTimeoutMs: 0 });
+    seen.length = 0;
+    assert.equal(await sandbox.files.read("/tmp/big"), "the contents");
+    assert.equal(new TextDecoder().decode(await sandbox.files.read("/tmp/big", { format: "bytes" })), "the contents");
+    assert.deepEqual(
+      seen.map((request) => [request.path, request.headers["accept-encoding"]]),
+      [
+        ["/files?path=%2Ftmp%2Fbig", "identity"],
+        ["/files?path=%2Ftmp%2Fbig", "identity"],
+      ],
     );
   });
 

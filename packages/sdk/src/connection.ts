@@ -7,7 +7,7 @@
 import { ValidationError } from "@fast-sandbox/api/core";
 import { FastSandboxClient, type FastSandboxClientOptions } from "./fast-sandbox-client.js";
 import { throughSandboxProxy, type DaemonChannel, type DaemonChannelFactory, type DaemonTarget } from "./daemon-channel.js";
-import { EmbeddedInstance, defaultDataDir } from "./embedded-instance.js";
+import { EmbeddedInstance, controlPlaneAddress, defaultDataDir, fromEnv, requireControlPlaneAddress, sameUrl } from "./embedded-instance.js";
 import { duration, untilAborted, type RequestOptions } from "./request-options.js";
 
 export interface ConnectionOptions {
@@ -55,27 +55,8 @@ export class Connection {
     this.requestTimeoutMs = duration(options.requestTimeoutMs ?? 60_000, "requestTimeoutMs");
     const embedded = new EmbeddedInstance(options.dataDir ?? defaultDataDir());
     const embeddedUrl = embedded.url();
-    const url = options.url ?? process.env.FSB_URL ?? embeddedUrl;
-    const givenToken = options.token ?? process.env.FSB_TOKEN;
-    // The data directory's token goes only to its own URL or to this host's loopback, as the CLI's does:
-    // the token of this host's Fast Sandbox is not sent to another host a URL names.
-    const dataDirTokenAllowed = url === undefined || (embeddedUrl !== undefined && sameUrl(url, embeddedUrl)) || onLoopback(url);
-    const token = givenToken ?? (dataDirTokenAllowed ? embedded.token() : undefined);
-    if (!options.transport) {
-      if (!url) {
-        throw new ValidationError(
-          "url",
-          `Fast Sandbox is not running for data directory ${embedded.dataDir}: start it with 'npx fsb up', or pass url or set FSB_URL to the control plane's address`,
-        );
-      }
-      if (givenToken === undefined && !dataDirTokenAllowed) {
-        throw new ValidationError(
-          options.url !== undefined ? "url" : "FSB_URL",
-          `${url} is neither this data directory's Fast Sandbox (${embedded.dataDir}) nor on this host: pass token or set FSB_TOKEN to its API token (this host's token is not sent to another host)`,
-        );
-      }
-      if (!token) throw new ValidationError("token", `no API token: pass token, set FSB_TOKEN, or run 'fsb up' once so that ${embedded.dataDir}/token exists`);
-    }
+    // An injected transport needs neither; the URL still tells whether tokens are kept (below).
+    const { url, token } = options.transport ? controlPlaneAddress(options, embedded) : requireControlPlaneAddress(options, embedded);
     this.client = new FastSandboxClient({
       ...(url !== undefined ? { url } : {}),
       ...(token !== undefined ? { token } : {}),
@@ -87,7 +68,7 @@ export class Connection {
     const keepsTokens = !options.transport || options.dataDir !== undefined;
     this.accessTokens = keepsTokens && embeddedUrl !== undefined && url !== undefined && sameUrl(url, embeddedUrl) ? embedded : undefined;
     this.daemon = options.daemon ?? throughSandboxProxy;
-    const proxyUrl = options.proxyUrl ?? (process.env.FSB_PROXY_URL || process.env.FSB_SANDBOX_URL);
+    const proxyUrl = options.proxyUrl ?? fromEnv("FSB_PROXY_URL") ?? fromEnv("FSB_SANDBOX_URL");
     if (proxyUrl) this.proxy = Promise.resolve(checkProxyUrl(proxyUrl));
   }
 
@@ -126,17 +107,6 @@ export class Connection {
   }
 }
 
-function sameUrl(a: string, b: string): boolean {
-  return a.replace(/\/+$/, "") === b.replace(/\/+$/, "");
-}
-
-/** Whether the URL names this host's loopback (127.0.0.0/8, ::1, localhost); false for one that does not parse. */
-function onLoopback(url: string): boolean {
-  if (!URL.canParse(url)) return false;
-  const host = new URL(url).hostname.replace(/^\[|\]$/g, "").toLowerCase();
-  return host === "localhost" || host.endsWith(".localhost") || host === "::1" || /^127(\.\d{1,3}){3}$/.test(host);
-}
-
 function checkProxyUrl(url: string): string {
   let parsed: URL;
   try {
@@ -159,9 +129,9 @@ const shared = new Map<string, Connection>();
 export function sharedConnection(options: ConnectionOptions): Connection {
   if (options.transport || options.daemon) return new Connection(options);
   const key = JSON.stringify([
-    options.url ?? process.env.FSB_URL,
-    options.token ?? process.env.FSB_TOKEN,
-    options.proxyUrl ?? (process.env.FSB_PROXY_URL || process.env.FSB_SANDBOX_URL),
+    options.url ?? fromEnv("FSB_URL"),
+    options.token ?? fromEnv("FSB_TOKEN"),
+    options.proxyUrl ?? fromEnv("FSB_PROXY_URL") ?? fromEnv("FSB_SANDBOX_URL"),
     options.dataDir ?? defaultDataDir(),
     options.requestTimeoutMs,
     options.httpVersion,

@@ -7,12 +7,79 @@
 import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { ValidationError } from "@fast-sandbox/api/core";
+import { checkControlPlaneUrl } from "./arguments.js";
+
+/** An environment variable of the SDK's; an empty one is unset (`FSB_TOKEN=` in a shell), as the Python SDK reads it. */
+export function fromEnv(name: string): string | undefined {
+  return process.env[name] || undefined;
+}
 
 /** `FSB_DATA_DIR`, else the directory `fsb up` uses by default for this user. */
 export function defaultDataDir(): string {
-  if (process.env.FSB_DATA_DIR) return process.env.FSB_DATA_DIR;
+  const configured = fromEnv("FSB_DATA_DIR");
+  if (configured) return configured;
   if (process.getuid?.() === 0) return "/var/lib/fast-sandbox";
-  return join(process.env.XDG_DATA_HOME ?? join(homedir(), ".local", "share"), "fast-sandbox");
+  return join(fromEnv("XDG_DATA_HOME") ?? join(homedir(), ".local", "share"), "fast-sandbox");
+}
+
+/** Where the control plane is, as options and the environment tell it. */
+export interface ControlPlaneAddress {
+  url: string | undefined;
+  token: string | undefined;
+  /** The token came from the caller (the option or FSB_TOKEN), not from the data directory. */
+  tokenGiven: boolean;
+  /** The data directory's token may go to `url`: its own URL, or one on this host's loopback. */
+  dataDirTokenAllowed: boolean;
+}
+
+/**
+ * The control plane's URL and API token: the options, else `FSB_URL` and `FSB_TOKEN`, else what the
+ * running `fsb up` of `embedded`'s data directory wrote — its token only for its own URL or one on
+ * this host's loopback, as the CLI sends it: the token of this host's Fast Sandbox is not sent to
+ * another host a URL names.
+ */
+export function controlPlaneAddress(options: { url?: string | undefined; token?: string | undefined }, embedded: EmbeddedInstance): ControlPlaneAddress {
+  const embeddedUrl = embedded.url();
+  const url = options.url ?? fromEnv("FSB_URL") ?? embeddedUrl;
+  const givenToken = options.token ?? fromEnv("FSB_TOKEN");
+  const dataDirTokenAllowed = url === undefined || (embeddedUrl !== undefined && sameUrl(url, embeddedUrl)) || onLoopback(url);
+  const token = givenToken ?? (dataDirTokenAllowed ? embedded.token() : undefined);
+  return { url, token, tokenGiven: givenToken !== undefined, dataDirTokenAllowed };
+}
+
+/** `controlPlaneAddress`, both found: else a ValidationError that says what is missing and how to give it. */
+export function requireControlPlaneAddress(
+  options: { url?: string | undefined; token?: string | undefined },
+  embedded: EmbeddedInstance,
+): { url: string; token: string } {
+  const { url, token, tokenGiven, dataDirTokenAllowed } = controlPlaneAddress(options, embedded);
+  if (!url) {
+    throw new ValidationError(
+      "url",
+      `Fast Sandbox is not running for data directory ${embedded.dataDir}: start it with 'npx fsb up', or pass url or set FSB_URL to the control plane's address (or dataDir or FSB_DATA_DIR to the data directory of the 'fsb up' that runs)`,
+    );
+  }
+  checkControlPlaneUrl(url, options.url === undefined && fromEnv("FSB_URL") !== undefined ? "FSB_URL" : "url");
+  if (!tokenGiven && !dataDirTokenAllowed) {
+    throw new ValidationError(
+      options.url === undefined && fromEnv("FSB_URL") !== undefined ? "FSB_URL" : "url",
+      `${url} is neither this data directory's Fast Sandbox (${embedded.dataDir}) nor on this host: pass token or set FSB_TOKEN to its API token (this host's token is not sent to another host)`,
+    );
+  }
+  if (!token) throw new ValidationError("token", `no API token: pass token, set FSB_TOKEN, or run 'fsb up' once so that ${embedded.dataDir}/token exists`);
+  return { url, token };
+}
+
+export function sameUrl(a: string, b: string): boolean {
+  return a.replace(/\/+$/, "") === b.replace(/\/+$/, "");
+}
+
+/** Whether the URL names this host's loopback (127.0.0.0/8, ::1, localhost); false for one that does not parse. */
+function onLoopback(url: string): boolean {
+  if (!URL.canParse(url)) return false;
+  const host = new URL(url).hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  return host === "localhost" || host.endsWith(".localhost") || host === "::1" || /^127(\.\d{1,3}){3}$/.test(host);
 }
 
 export class EmbeddedInstance {

@@ -99,9 +99,39 @@ function isClientDeadline(error: unknown): boolean {
   return error instanceof ConnectError && !error.metadata.has(ERROR_CODE_HEADER);
 }
 
+/** The errors that are the sandbox proxy's "the instance is gone", not a daemon's own not-found (a missing file or process). */
+const goneErrors = new WeakSet<Error>();
+
+/** Whether the error says the sandbox proxy does not know the handle's instance (deleted, expired, or replaced: `replacedError`). */
+export function isSandboxGone(error: unknown): boolean {
+  return error instanceof Error && goneErrors.has(error);
+}
+
 /** The sandbox proxy's 502 for an instance id it does not know: the sandbox was deleted or expired. */
 function goneError(detail: string, sandbox: string): NotFoundError {
-  return new NotFoundError(`${detail} (sandbox ${sandbox} is gone: deleted or expired)`);
+  const error = new NotFoundError(`${detail} (sandbox ${sandbox} is gone: deleted or expired)`);
+  goneErrors.add(error);
+  return error;
+}
+
+/**
+ * The proxy's "gone" for a handle whose sandbox lives on as another instance (`fsb reset`, an
+ * AutoRecreate), as one look-up by name found: the handle does not move to it by itself, since
+ * nothing of the old instance (its files, its processes) is there. Still a NotFoundError, and
+ * "gone" (`isSandboxGone`).
+ */
+export function replacedError(
+  what: string,
+  change: { sandbox: string; oldId: string; newId: string; refresh: string; connect: string },
+  cause: Error,
+): NotFoundError {
+  const error = new NotFoundError(
+    `${what}: sandbox ${change.sandbox} was reset or replaced: its instance ${change.oldId}, which this handle calls, is gone, and it runs as ${change.newId} now ` +
+      `(new files and processes; nothing was done there). ${change.refresh} moves this handle to the new instance, or ${change.connect} gives a handle of it`,
+    { cause },
+  );
+  goneErrors.add(error);
+  return error;
 }
 
 /** The sandbox proxy's 409: the sandbox is paused (a gVisor checkpoint), and nothing of it runs to answer. */

@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer as createHttp1Server } from "node:http";
 import http2 from "node:http2";
 import net, { type AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
@@ -39,12 +42,18 @@ describe("FastSandboxClient options", () => {
   const saved = {
     FSB_URL: process.env.FSB_URL,
     FSB_TOKEN: process.env.FSB_TOKEN,
+    FSB_DATA_DIR: process.env.FSB_DATA_DIR,
   };
+  let dataDir: string;
   beforeEach(() => {
     delete process.env.FSB_URL;
     delete process.env.FSB_TOKEN;
+    // A data directory without a running `fsb up`: what this host runs is not found instead.
+    dataDir = mkdtempSync(join(tmpdir(), "fsb-sdk-client-"));
+    process.env.FSB_DATA_DIR = dataDir;
   });
   afterEach(() => {
+    rmSync(dataDir, { recursive: true, force: true });
     for (const [name, value] of Object.entries(saved)) {
       if (value === undefined) delete process.env[name];
       else process.env[name] = value;

@@ -1,6 +1,8 @@
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
+import { checkString, checkStringList, checkStringMap, shown } from "./arguments.js";
 import { callError, type CallContext } from "./errors.js";
+import { EmbeddedInstance, defaultDataDir, fromEnv, requireControlPlaneAddress } from "./embedded-instance.js";
 import { Checkpoints } from "./checkpoints.js";
 import { createError, createRequestIdentity, createSandboxWithRequestId } from "./create-request.js";
 import { StreamStart, checkDuration, duration } from "./request-options.js";
@@ -27,10 +29,19 @@ import {
 } from "@fast-sandbox/api/core";
 
 export interface FastSandboxClientOptions {
-  /** Base URL of the control plane, e.g. `http://127.0.0.1:7070`. Falls back to `FSB_URL`. */
+  /** Base URL of the control plane, e.g. `http://127.0.0.1:7070`. @default FSB_URL, else the URL the running `fsb up` of `dataDir` wrote */
   url?: string;
-  /** Bearer token. Falls back to `FSB_TOKEN`. */
+  /**
+   * Bearer token. @default FSB_TOKEN, else the token of `dataDir` — only for that data directory's
+   * own URL or one on this host's loopback (another host's URL needs its own token)
+   */
   token?: string;
+  /**
+   * The data directory of the embedded Fast Sandbox (`fsb up`): where its URL and token are found
+   * when not given, as `FastSandbox` and the CLI find them.
+   * @default FSB_DATA_DIR, else /var/lib/fast-sandbox as root, else ~/.local/share/fast-sandbox
+   */
+  dataDir?: string;
   /** Deadline of unary calls (each call may pass its own `requestTimeoutMs`). @default 60000 */
   requestTimeoutMs?: number;
   /** HTTP version of the connection. @default "2" */
@@ -181,6 +192,29 @@ export interface PullImageOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * The fields of a create that go out as strings, checked before anything is sent: a value of another
+ * type would fail the request's encoding (an "internal" error) instead of naming the field.
+ */
+export function checkCreateArguments(
+  options: Partial<Pick<CreateSandboxOptions, "name" | "namespace" | "pool" | "image" | "command" | "args" | "envs" | "workingDir" | "labels" | "requestId">>,
+): void {
+  for (const field of ["name", "namespace", "pool", "image", "workingDir", "requestId"] as const) checkString(options[field], field);
+  checkStringList(options.command, "command");
+  checkStringList(options.args, "args");
+  if (Array.isArray(options.envs)) {
+    for (const [index, env] of (options.envs as unknown[]).entries()) {
+      if (env === null || typeof env !== "object")
+        throw new ValidationError(`envs[${index}]`, `${shown(env)} is not a variable; give { name, value }, both strings`);
+      checkString((env as EnvVar).name ?? 0, `envs[${index}].name`);
+      checkString((env as EnvVar).value ?? 0, `envs[${index}].value`);
+    }
+  } else {
+    checkStringMap(options.envs, "envs");
+  }
+  checkStringMap(options.labels, "labels");
+}
+
 function envList(envs: CreateSandboxOptions["envs"]): EnvVar[] | undefined {
   if (!envs) return undefined;
   return Array.isArray(envs) ? envs : Object.entries(envs).map(([name, value]) => ({ name, value }));
@@ -232,6 +266,7 @@ export class Sandboxes {
   ) {}
 
   async create(options: CreateSandboxOptions & { requestTimeoutMs?: number }): Promise<CreatedSandbox> {
+    checkCreateArguments(options);
     const expireTime =
       options.ttlMs !== undefined
         ? new Date(Date.now() + options.ttlMs).toISOString()
@@ -627,15 +662,12 @@ export class FastSandboxClient {
   private sessions: Http2SessionManager | undefined;
 
   constructor(options: FastSandboxClientOptions = {}) {
-    const url = options.url ?? process.env.FSB_URL;
-    const token = options.token ?? process.env.FSB_TOKEN;
     let transport: Transport;
     if (options.transport) {
-      this.url = url ?? "in-memory:";
+      this.url = options.url ?? fromEnv("FSB_URL") ?? "in-memory:";
       transport = options.transport;
     } else {
-      if (!url) throw new ValidationError("url", "no control plane address: pass `url` or set FSB_URL (fsb up prints it)");
-      if (!token) throw new ValidationError("token", "no token: pass `token` or set FSB_TOKEN (fsb up stores it in its data directory)");
+      const { url, token } = requireControlPlaneAddress(options, new EmbeddedInstance(options.dataDir ?? defaultDataDir()));
       this.url = url;
       transport = this.connectTransport(url, token, options);
     }

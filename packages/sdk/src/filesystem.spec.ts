@@ -164,6 +164,7 @@ describe("sandbox.files", () => {
     const info = await sandbox.files.getInfo("/tmp/a/one.txt");
     assert.equal(info.sizeBytes, 1);
     assert.equal(info.permissions, "-rw-r--r--");
+    assert.equal(info.mode, 0o644, "the permission bits alone, as the daemon gives them");
     assert.ok(info.modifiedTime instanceof Date);
     assert.equal(await sandbox.files.exists("/tmp/a/one.txt"), true);
     assert.equal(await sandbox.files.exists("/tmp/a/two.txt"), false);

@@ -21,7 +21,11 @@ export interface EntryInfo {
   /** Absolute path. */
   path: string;
   sizeBytes: number;
-  /** Unix mode bits (permissions and type), e.g. 0o100644. */
+  /**
+   * The permission bits, as the daemon gives them (`st_mode & 0o7777`: setuid, setgid and sticky
+   * included, not the entry's type — that is `type`), e.g. 0o644 (420) for `-rw-r--r--`; a
+   * symlink's own, 0o777 (511). E2B's envd gives the same for files and directories.
+   */
   mode: number;
   /** e.g. `-rw-r--r--`. */
   permissions: string;
@@ -260,7 +264,7 @@ export class Filesystem {
       if (start.startTimedOut && !options.signal?.aborted) {
         throw new TimeoutError(`${what} in sandbox ${this.daemon.label} did not start within ${requestTimeoutMs} ms (requestTimeoutMs)`, { cause: error });
       }
-      throw this.daemon.error(error, what, options.signal, streamDeadline, "timeoutMs");
+      throw await this.daemon.explained(this.daemon.error(error, what, options.signal, streamDeadline, "timeoutMs"), what, options.signal);
     }
   }
 
@@ -322,9 +326,11 @@ export class Filesystem {
       response = await channel.fetch(`/files?${query.toString()}`, {
         method,
         signal: start.signal,
-        ...(body !== undefined
-          ? { body, headers: { "content-type": "application/octet-stream" }, ...(body instanceof ReadableStream ? { duplex: "half" } : {}) }
-          : {}),
+        // Contents as they are: the daemon gzips a download for a client that accepts it (fetch's
+        // default), and undici decompresses its many small parts slowly — tens of seconds for 50 MB
+        // that do not compress, against a fraction of a second unencoded.
+        headers: { "accept-encoding": "identity", ...(body !== undefined ? { "content-type": "application/octet-stream" } : {}) },
+        ...(body !== undefined ? { body, ...(body instanceof ReadableStream ? { duplex: "half" } : {}) } : {}),
       });
     } catch (error) {
       start.stop();
@@ -334,7 +340,7 @@ export class Filesystem {
       // The body (the daemon's message) is read before the request's signal is let go of.
       const error = await httpError(response, { what: `${what} in sandbox ${this.daemon.label}`, sandbox: this.daemon.label });
       start.stop();
-      throw error;
+      throw await this.daemon.explained(error, what, options.signal);
     }
     return { response, start };
   }

@@ -45,7 +45,7 @@ export class Pty {
     const timeoutMs = duration(options.timeoutMs ?? 0, "timeoutMs");
     const command = options.command ?? DEFAULT_SHELL;
     const envs = { TERM: "xterm-256color", LANG: "C.UTF-8", LC_ALL: "C.UTF-8", ...options.envs };
-    const config = processConfig(typeof command === "string" ? command : [...command], { envs, ...(options.cwd ? { cwd: options.cwd } : {}) });
+    const config = processConfig(command, { envs, ...(options.cwd ? { cwd: options.cwd } : {}) });
     const description = `terminal ${JSON.stringify(typeof command === "string" ? command : command.join(" "))} in sandbox ${this.daemon.label}`;
     return this.stream(description, options, timeoutMs, true, (client, callOptions) =>
       client.start({ process: config, pty: { size: { cols: options.cols, rows: options.rows } } }, callOptions),

@@ -4,7 +4,7 @@
  * Not part of the SDK's public surface.
  */
 import { createClient, type CallOptions, type Client } from "@connectrpc/connect";
-import { daemonCallError } from "./errors.js";
+import { daemonCallError, isSandboxGone } from "./errors.js";
 import type { DaemonChannel } from "./daemon-channel.js";
 import { Filesystem } from "./gen/envd/filesystem/filesystem_pb.js";
 import { Process } from "./gen/envd/process/process_pb.js";
@@ -21,6 +21,11 @@ export interface SandboxDaemonSource {
   readonly label: string;
   readonly requestTimeoutMs: number;
   channel(options: RequestOptions): Promise<DaemonChannel>;
+  /**
+   * A failed call's error once the proxy said the instance is gone (`isSandboxGone`): the source may
+   * look the sandbox up and tell a replaced instance (`replacedError`); `what` is the call's context.
+   */
+  gone?(error: Error, what: string, signal: AbortSignal | undefined): Promise<Error>;
 }
 
 export class SandboxDaemon {
@@ -67,14 +72,26 @@ export class SandboxDaemon {
     try {
       return await fn(callOptions);
     } catch (error) {
-      throw this.error(error, what, options.signal, callOptions.timeoutMs, "requestTimeoutMs");
+      throw await this.explained(this.error(error, what, options.signal, callOptions.timeoutMs, "requestTimeoutMs"), what, options.signal);
     }
   }
 
   /** The one translation of a failed daemon call; `what` gets "in sandbox <label>" unless it says so already. */
   error(error: unknown, what: string, signal: AbortSignal | undefined, timeoutMs: number | undefined, timeoutOption: string): Error {
-    const where = what.endsWith(` in sandbox ${this.label}`) ? what : `${what} in sandbox ${this.label}`;
-    return daemonCallError(error, { what: where, sandbox: this.label, signal, timeoutMs, timeoutOption });
+    return daemonCallError(error, { what: this.where(what), sandbox: this.label, signal, timeoutMs, timeoutOption });
+  }
+
+  /**
+   * A translated error, once more where the proxy said the instance is gone: the handle's sandbox may
+   * live on as another instance (a reset), which its source then tells (one look-up by name).
+   */
+  async explained(error: Error, what: string, signal: AbortSignal | undefined): Promise<Error> {
+    if (!isSandboxGone(error) || !this.source.gone) return error;
+    return this.source.gone(error, this.where(what), signal);
+  }
+
+  private where(what: string): string {
+    return what.endsWith(` in sandbox ${this.label}`) ? what : `${what} in sandbox ${this.label}`;
   }
 }
 

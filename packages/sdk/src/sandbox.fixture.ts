@@ -32,6 +32,8 @@ import {
 import { Process, ProcessEventSchema, Signal, type ProcessEvent, type ProcessSelector } from "./gen/envd/process/process_pb.js";
 
 export const PROXY_URL = "http://proxy.test:7072";
+/** The sandbox proxy's code beside its 502 for an instance id it does not know (proxy-target.ts). */
+const UNKNOWN_INSTANCE_HEADERS = new Headers({ "fsb-error-code": "not_found" });
 export const FIRST_SANDBOX_ID = "k3x9q0m2zt7c1w8r5bn4";
 
 /** A fast-path control plane holding sandboxes in a map. */
@@ -319,6 +321,11 @@ export class FakeDaemon {
   ]);
   /** The sandbox is gone: the proxy answers 502 to everything. */
   gone = false;
+  /**
+   * Instance ids the sandbox proxy does not know (deleted, expired, or replaced by a reset): it answers
+   * their requests as the real one does, 502 with `fsb-error-code: not_found`.
+   */
+  readonly unknownInstances = new Set<string>();
   /** Delay before each answer, in ms (to make requests time out). */
   answerDelayMs = 0;
   /** A download's body comes in parts of this many bytes, `downloadPartDelayMs` apart. @default all at once */
@@ -335,15 +342,21 @@ export class FakeDaemon {
   readonly transport: Transport;
 
   constructor() {
+    this.transport = this.transportTo(undefined);
+  }
+
+  /** The daemon's services, as the proxy passes them on to the instance `sandboxId` (any: undefined). */
+  private transportTo(sandboxId: string | undefined): Transport {
     const record: Interceptor = (next) => async (request) => {
       this.requests.push({ what: `${request.service.typeName}/${request.method.name}`, headers: request.header });
       if (this.answerDelayMs > 0) await delay(this.answerDelayMs, request.signal);
       if (this.gone) throw new ConnectError("HTTP 502", Code.Unavailable);
+      if (sandboxId !== undefined && this.unknownInstances.has(sandboxId)) throw new ConnectError("HTTP 502", Code.Unavailable, UNKNOWN_INSTANCE_HEADERS);
       const user = basicUser(request.header.get("authorization"));
       if (!this.users.has(user)) throw new ConnectError(`user ${JSON.stringify(user)} does not exist in the sandbox`, Code.Unauthenticated);
       return next(request);
     };
-    this.transport = createRouterTransport(
+    return createRouterTransport(
       ({ service }) => {
         service(Process, this.processService());
         service(Filesystem, this.filesystemService());
@@ -355,7 +368,17 @@ export class FakeDaemon {
   /** A channel factory for `Connection`'s `daemon` option. */
   readonly factory = (target: DaemonTarget): DaemonChannel => {
     this.targets.push(target);
-    return { transport: this.transport, fetch: (path, init) => this.fetch(path, init) };
+    return {
+      transport: this.transportTo(target.sandboxId),
+      fetch: async (path, init) => {
+        if (!this.unknownInstances.has(target.sandboxId)) return this.fetch(path, init);
+        this.requests.push({ what: `${init?.method ?? "GET"} ${new URL(path, PROXY_URL).pathname}`, headers: new Headers(init?.headers) });
+        return new Response(JSON.stringify({ sandboxId: target.sandboxId, message: "The sandbox was not found", code: 502 }), {
+          status: 502,
+          headers: { "content-type": "application/json", ...Object.fromEntries(UNKNOWN_INSTANCE_HEADERS) },
+        });
+      },
+    };
   };
 
   /** Defines what running `command` does: a `bash -c` command line, or a program and its arguments joined by spaces. */
@@ -573,7 +596,8 @@ export class FakeDaemon {
       type: entry.kind === "dir" ? FileType.DIRECTORY : FileType.FILE,
       path,
       size: BigInt(entry.data.length),
-      mode: entry.kind === "dir" ? 0o40755 : 0o100644,
+      // The permission bits alone, as the daemon gives them (st_mode & 0o7777).
+      mode: entry.kind === "dir" ? 0o755 : 0o644,
       permissions: entry.kind === "dir" ? "drwxr-xr-x" : "-rw-r--r--",
       owner: "root",
       group: "root",

@@ -43,17 +43,30 @@ describe("FastSandbox", () => {
     assert.equal(daemon.requests.length, 0, "0: no wait");
   });
 
-  it("create() deletes a sandbox whose daemon does not answer in time, and says what it needs", async () => {
+  it("create() deletes a sandbox whose daemon does not answer in time, and says so: the wait it had (daemonReadyTimeoutMs), what to pass", async () => {
     daemon.startingHealthAnswers = Number.POSITIVE_INFINITY;
     await assert.rejects(FastSandbox.create({ connection, name: "no-daemon", daemonReadyTimeoutMs: 200 }), (error: unknown) => {
       assert.ok(error instanceof UnavailableError);
       assert.match(
         error.message,
-        /the daemon of sandbox no-daemon did not answer within 200 ms \(last: HTTP 502 .*nothing listens.*\); .*network mode Isolated/,
+        /^the daemon of sandbox no-daemon did not answer within 200 ms \(daemonReadyTimeoutMs; last: HTTP 502 .*nothing listens.*\): pass a larger daemonReadyTimeoutMs, or 0 not to wait \(.*network mode Shared run no daemon.*\); the sandbox was deleted$/,
       );
       return true;
     });
     assert.deepEqual(plane.deletes, ["no-daemon"]);
+    // The shortest wait: no poll got an answer in time, which says nothing of the pool.
+    daemon.startingHealthAnswers = 0;
+    daemon.answerDelayMs = 50;
+    await assert.rejects(FastSandbox.create({ connection, name: "short-wait", daemonReadyTimeoutMs: 1 }), (error: unknown) => {
+      assert.ok(error instanceof UnavailableError);
+      assert.match(error.message, /^the daemon of sandbox short-wait did not answer within 1 ms \(daemonReadyTimeoutMs; last: no answer within 1 ms\)/);
+      assert.match(error.message, /; the sandbox was deleted$/);
+      return true;
+    });
+    assert.deepEqual(plane.deletes, ["no-daemon", "short-wait"]);
+    // waitUntilReady() names its own option.
+    const sandbox = await FastSandbox.create({ connection, name: "later", daemonReadyTimeoutMs: 0 });
+    await assert.rejects(sandbox.waitUntilReady({ timeoutMs: 1 }), /did not answer within 1 ms \(timeoutMs; .*\): pass a larger timeoutMs \(/);
   });
 
   it("create() waits past polls that got no answer at all (a connection reset, the proxy's URL unavailable for a moment)", async () => {
@@ -77,7 +90,7 @@ describe("FastSandbox", () => {
         assert.ok(error instanceof UnavailableError, String(error));
         assert.match(
           error.message,
-          /the daemon of sandbox reset did not answer within 200 ms \(last: read ECONNRESET \(the sandbox proxy could not be reached\)\)/,
+          /the daemon of sandbox reset did not answer within 200 ms \(daemonReadyTimeoutMs; last: read ECONNRESET \(the sandbox proxy could not be reached\)\)/,
         );
         return true;
       },
@@ -163,12 +176,73 @@ describe("FastSandbox", () => {
     );
   });
 
+  it("a handle whose sandbox was reset (same name, new instance) is told so when the proxy does not know its instance; nothing runs on the new one until getInfo()", async () => {
+    plane.add("web", "a1b2c3d4e5f6g7h8i9j0");
+    const sandbox = await FastSandbox.connect("web", { connection, accessToken: "t" });
+    daemon.define("true", async () => 0);
+    daemon.writeFile("/tmp/x", "x");
+    await sandbox.commands.run("true");
+    // `fsb reset web`: a new instance under the same name; the proxy no longer knows the old one.
+    const record = plane.sandbox("web");
+    plane.sandboxes.set("default/web", { ...record, status: { ...record.status, sandboxID: "k0l1m2n3o4p5q6r7s8t9" } });
+    daemon.unknownInstances.add("a1b2c3d4e5f6g7h8i9j0");
+    daemon.requests.length = 0;
+    const replaced = (what: RegExp) => (error: unknown) => {
+      assert.ok(error instanceof NotFoundError, String(error));
+      assert.match(error.message, what);
+      assert.match(
+        error.message,
+        / in sandbox web: sandbox web was reset or replaced: its instance a1b2c3d4e5f6g7h8i9j0, which this handle calls, is gone, and it runs as k0l1m2n3o4p5q6r7s8t9 now \(new files and processes; nothing was done there\)\. await sandbox\.getInfo\(\) moves this handle to the new instance, or FastSandbox\.connect\("web"\) gives a handle of it$/,
+      );
+      return true;
+    };
+    await assert.rejects(sandbox.commands.run("true"), replaced(/^starting command "true" in sandbox web: /));
+    await assert.rejects(sandbox.commands.list(), replaced(/^listing processes in sandbox web: /));
+    await assert.rejects(sandbox.files.read("/tmp/x"), replaced(/^reading \/tmp\/x in sandbox web: /));
+    await assert.rejects(sandbox.files.exists("/tmp/x"), replaced(/^looking up \/tmp\/x in sandbox web: /));
+    await assert.rejects(
+      sandbox.files.watchDir("/tmp", () => undefined),
+      replaced(/^watching \/tmp in sandbox web: /),
+    );
+    assert.deepEqual(
+      daemon.targets.map((target) => target.sandboxId),
+      ["a1b2c3d4e5f6g7h8i9j0"],
+      "nothing was sent to the new instance",
+    );
+    assert.equal(sandbox.sandboxId, "a1b2c3d4e5f6g7h8i9j0", "the handle did not move by itself");
+    await sandbox.getInfo();
+    await sandbox.commands.run("true");
+    assert.equal(daemon.targets.at(-1)?.sandboxId, "k0l1m2n3o4p5q6r7s8t9");
+    // Deleted (no sandbox of that name any more): gone it is.
+    plane.sandboxes.delete("default/web");
+    daemon.unknownInstances.add("k0l1m2n3o4p5q6r7s8t9");
+    await assert.rejects(
+      sandbox.commands.run("true"),
+      (error: unknown) => error instanceof NotFoundError && /\(sandbox web is gone: deleted or expired\)$/.test(error.message),
+    );
+  });
+
   it("list() returns the namespace's sandboxes as records", async () => {
     await FastSandbox.create({ connection, name: "one" });
     await FastSandbox.create({ connection, name: "two" });
     assert.deepEqual(
       (await FastSandbox.list({ connection })).map((s) => s.metadata.name),
       ["one", "two"],
+    );
+  });
+
+  it("list({ labels }) returns only the sandboxes with all of those labels, and refuses labels that are not strings", async () => {
+    await FastSandbox.create({ connection, name: "web-a", labels: { app: "web", team: "a" } });
+    await FastSandbox.create({ connection, name: "web-b", labels: { app: "web", team: "b" } });
+    await FastSandbox.create({ connection, name: "plain" });
+    const names = async (labels: Record<string, string>) => (await FastSandbox.list({ connection, labels })).map((s) => s.metadata.name);
+    assert.deepEqual(await names({ app: "web" }), ["web-a", "web-b"]);
+    assert.deepEqual(await names({ app: "web", team: "b" }), ["web-b"]);
+    assert.deepEqual(await names({ app: "db" }), []);
+    assert.deepEqual(await names({}), ["web-a", "web-b", "plain"]);
+    await assert.rejects(
+      FastSandbox.list({ connection, labels: { app: 1 } as unknown as Record<string, string> }),
+      (error: unknown) => error instanceof ValidationError && error.field === "labels.app",
     );
   });
 
@@ -186,6 +260,26 @@ describe("FastSandbox", () => {
     plane.conflictsToInject = 10;
     await assert.rejects(sandbox.setTimeout(5_000), ConflictError);
     await assert.rejects(sandbox.setTimeout(0), (error: unknown) => error instanceof ValidationError && error.field === "timeoutMs");
+  });
+
+  it("setTimeout(null) removes the expiry (the sandbox lives until killed); 0, negative and absurd lifetimes are refused, pointing to null", async () => {
+    const sandbox = await FastSandbox.create({ connection, timeoutMs: 60_000 });
+    assert.ok(plane.sandbox(sandbox.name).spec.expireTime);
+    await sandbox.setTimeout(null);
+    assert.equal(plane.sandbox(sandbox.name).spec.expireTime, undefined);
+    assert.equal(sandbox.info.spec.expireTime, undefined);
+    assert.equal(plane.sandbox(sandbox.name).spec.image, "fast-sandbox.io/base:latest", "the rest of the spec is kept");
+    for (const timeoutMs of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, 1e300, "60000" as unknown as number]) {
+      await assert.rejects(
+        sandbox.setTimeout(timeoutMs),
+        (error: unknown) => error instanceof ValidationError && error.field === "timeoutMs" && /or null for no end/.test(error.message),
+      );
+    }
+    await assert.rejects(
+      FastSandbox.create({ connection, timeoutMs: 1e300 }),
+      (error: unknown) => error instanceof ValidationError && error.field === "timeoutMs",
+    );
+    assert.equal(plane.updates.length, 1);
   });
 
   it("kill() deletes it once; isRunning() asks the daemon, and is false once the proxy cannot find the sandbox", async () => {
@@ -258,6 +352,18 @@ describe("FastSandbox", () => {
     let followed = "";
     for await (const chunk of quick.client.sandboxes.logs(sandbox.name, { follow: true })) followed += new TextDecoder().decode(chunk);
     assert.equal(followed, "first second\n");
+  });
+
+  it("create() refuses fields of the wrong type with a ValidationError naming the field, before asking anything", async () => {
+    const refused = (field: string) => (error: unknown) => error instanceof ValidationError && error.field === field && /is not/.test(error.message);
+    const wrong = <T>(value: unknown) => value as T;
+    await assert.rejects(FastSandbox.create({ connection, envs: wrong({ A: 1 }) }), refused("envs.A"));
+    await assert.rejects(FastSandbox.create({ connection, labels: wrong({ team: 7 }) }), refused("labels.team"));
+    await assert.rejects(FastSandbox.create({ connection, command: wrong(["sleep", 1]) }), refused("command[1]"));
+    await assert.rejects(FastSandbox.create({ connection, args: wrong("sleep 1") }), refused("args"));
+    await assert.rejects(FastSandbox.create({ connection, name: wrong(5) }), refused("name"));
+    await assert.rejects(connection.client.sandboxes.create({ pool: "default", image: "x", envs: wrong([{ name: "A", value: 1 }]) }), refused("envs[0].value"));
+    assert.equal(plane.creates.length, 0);
   });
 
   it("create() with an aborted signal rejects with its reason", async () => {

@@ -7,7 +7,7 @@
 import {
   ConflictError,
   FailedPreconditionError,
-  type FsbError,
+  FsbError,
   UnavailableError,
   NotFoundError,
   ValidationError,
@@ -17,9 +17,11 @@ import {
   type SandboxSpec,
   type SandboxStats,
 } from "@fast-sandbox/api/core";
+import { checkStringMap, shown } from "./arguments.js";
 import { Commands } from "./commands.js";
 import { sharedConnection, type Connection, type ConnectionOptions } from "./connection.js";
-import { fetchError, httpError } from "./errors.js";
+import { checkCreateArguments } from "./fast-sandbox-client.js";
+import { fetchError, httpError, replacedError } from "./errors.js";
 import type { DaemonChannel } from "./daemon-channel.js";
 import { Filesystem } from "./filesystem.js";
 import { Pty } from "./pty.js";
@@ -91,6 +93,8 @@ export interface SandboxListOptions extends SandboxConnectionOptions, RequestOpt
   /** `*` for every namespace. @default "default" */
   namespace?: string;
   pool?: string;
+  /** Only the sandboxes that have all of these labels, with these values. @default any labels */
+  labels?: Record<string, string>;
 }
 
 /**
@@ -109,6 +113,8 @@ export interface LogsOptions extends RequestOptions {
   onData?: (data: Uint8Array) => void;
 }
 
+/** The longest lifetime `setTimeout` and `create` take (~100 years, as the Python SDK): a Date holds it, with room. */
+const MAX_LIFETIME_MS = 100 * 365 * 24 * 3600 * 1000;
 /** Tries of a timeout change whose sandbox changed in between (a status write, another change). */
 const UPDATE_ATTEMPTS = 5;
 /** How long a new sandbox's daemon has to answer: it starts beside the sandbox's command. */
@@ -136,6 +142,7 @@ export class FastSandbox {
       label: this.label,
       requestTimeoutMs: connection.requestTimeoutMs,
       channel: (options) => this.channel(options),
+      gone: (error, what, signal) => this.gone(error, what, signal),
     });
     this.commands = new Commands(daemon);
     this.files = new Filesystem(daemon);
@@ -145,7 +152,11 @@ export class FastSandbox {
   /** Creates a sandbox and resolves, once it runs, with its handle. */
   static async create(options: SandboxCreateOptions = {}): Promise<FastSandbox> {
     checkDuration(options.timeoutMs, "timeoutMs");
+    if (options.timeoutMs !== undefined && options.timeoutMs > MAX_LIFETIME_MS) {
+      throw new ValidationError("timeoutMs", `${options.timeoutMs} is longer than a sandbox may live; give at most ${MAX_LIFETIME_MS} ms, or 0 for no end`);
+    }
     checkDuration(options.daemonReadyTimeoutMs, "daemonReadyTimeoutMs");
+    checkCreateArguments(options);
     const connection = options.connection ?? sharedConnection(options);
     const namespace = options.namespace ?? "default";
     const pool = options.pool ?? "default";
@@ -181,10 +192,15 @@ export class FastSandbox {
     const daemonReadyTimeoutMs = options.daemonReadyTimeoutMs ?? DAEMON_READY_TIMEOUT_MS;
     if (daemonReadyTimeoutMs > 0) {
       try {
-        await sandbox.waitUntilReady({ timeoutMs: daemonReadyTimeoutMs, ...call });
+        await sandbox.waitForDaemon({ timeoutMs: daemonReadyTimeoutMs, ...call }, "daemonReadyTimeoutMs");
       } catch (error) {
-        // A sandbox whose daemon cannot be used is neither handed out nor left behind.
-        await sandbox.kill({ gracePeriodMs: 0 }).catch(() => undefined);
+        // A sandbox whose daemon cannot be used is neither handed out nor left behind; the error says so.
+        const outcome = await sandbox.kill({ gracePeriodMs: 0 }).then(
+          (deleted) => (deleted ? "the sandbox was deleted" : "the sandbox is gone"),
+          (killError: unknown) =>
+            `deleting the sandbox failed too (${killError instanceof Error ? killError.message : String(killError)}): delete ${sandbox.label} yourself`,
+        );
+        if (error instanceof FsbError) error.message += `; ${outcome}`;
         throw error;
       }
     }
@@ -218,13 +234,17 @@ export class FastSandbox {
 
   /** The sandboxes (as records), e.g. to connect to one. */
   static async list(options: SandboxListOptions = {}): Promise<Sandbox[]> {
+    checkStringMap(options.labels, "labels");
     const connection = options.connection ?? sharedConnection(options);
-    return connection.client.sandboxes.list({
+    const sandboxes = await connection.client.sandboxes.list({
       namespace: options.namespace ?? "default",
       ...(options.pool ? { pool: options.pool } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.requestTimeoutMs !== undefined ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
     });
+    // ListSandboxes selects by namespace and pool only: the labels are matched here, as the Python SDK does.
+    const wanted = Object.entries(options.labels ?? {});
+    return sandboxes.filter((sandbox) => wanted.every(([name, value]) => sandbox.metadata.labels?.[name] === value));
   }
 
   get name(): string {
@@ -295,6 +315,11 @@ export class FastSandbox {
    * once when the sandbox is gone.
    */
   async waitUntilReady(options: RequestOptions & { timeoutMs?: number } = {}): Promise<void> {
+    await this.waitForDaemon(options, "timeoutMs");
+  }
+
+  /** `waitUntilReady`, whose wait was set by `timeoutOption` (for its message). */
+  private async waitForDaemon(options: RequestOptions & { timeoutMs?: number }, timeoutOption: string): Promise<void> {
     const timeoutMs = options.timeoutMs ?? DAEMON_READY_TIMEOUT_MS;
     checkDuration(timeoutMs, "timeoutMs");
     const deadline = Date.now() + timeoutMs;
@@ -340,8 +365,10 @@ export class FastSandbox {
       }
       if (refused) throw refused;
       if (Date.now() + DAEMON_POLL_INTERVAL_MS >= deadline) {
+        // Not what the pool is: a daemon that is slow to start (a busy host, a short wait) looks the same as none.
+        const zero = timeoutOption === "daemonReadyTimeoutMs" ? ", or 0 not to wait" : "";
         throw new UnavailableError(
-          `the daemon of sandbox ${this.label} did not answer within ${timeoutMs} ms (last: ${last}); commands, files and terminals need a pool with network mode Isolated`,
+          `the daemon of sandbox ${this.label} did not answer within ${timeoutMs} ms (${timeoutOption}; last: ${last}): pass a larger ${timeoutOption}${zero} (the sandboxes of a pool with network mode Shared run no daemon: commands, files and terminals need Isolated)`,
           lastFailure ? { cause: lastFailure } : undefined,
         );
       }
@@ -350,18 +377,24 @@ export class FastSandbox {
   }
 
   /**
-   * Sets when the sandbox ends: `timeoutMs` from now (sooner or later than it would have). The
-   * control plane deletes it then (`spec.expireTime`).
+   * Sets when the sandbox ends: `timeoutMs` from now (sooner or later than it would have), or with
+   * `null` never (until it is killed; the Python SDK's `set_timeout(None)`). The control plane
+   * deletes it then (`spec.expireTime`).
    */
-  async setTimeout(timeoutMs: number, options: RequestOptions = {}): Promise<void> {
-    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0)
-      throw new ValidationError("timeoutMs", `${String(timeoutMs)} is not a duration; give the milliseconds from now the sandbox may live (more than 0)`);
+  async setTimeout(timeoutMs: number | null, options: RequestOptions = {}): Promise<void> {
+    if (timeoutMs !== null && !(typeof timeoutMs === "number" && timeoutMs > 0 && timeoutMs <= MAX_LIFETIME_MS)) {
+      throw new ValidationError(
+        "timeoutMs",
+        `${shown(timeoutMs)} is not a lifetime; give the milliseconds from now the sandbox may live (more than 0, at most ${MAX_LIFETIME_MS}), or null for no end`,
+      );
+    }
     for (let attempt = 1; ; attempt++) {
       const current = await this.connection.client.sandboxes.get(this.name, { namespace: this.namespace, ...options });
+      const { expireTime: _ended, ...spec } = current.spec;
       try {
         const updated = await this.connection.client.sandboxes.update(
           this.name,
-          { ...current.spec, expireTime: new Date(Date.now() + timeoutMs).toISOString() },
+          timeoutMs === null ? spec : { ...spec, expireTime: new Date(Date.now() + timeoutMs).toISOString() },
           { namespace: this.namespace, ...(current.metadata.resourceVersion ? { resourceVersion: current.metadata.resourceVersion } : {}), ...options },
         );
         this.remember(updated);
@@ -425,6 +458,30 @@ export class FastSandbox {
   private remember(record: Sandbox): void {
     if (record.status?.sandboxID !== this.record.status?.sandboxID) this.channelOf = undefined;
     this.record = record;
+  }
+
+  /**
+   * The proxy's "gone" for this handle's instance: the sandbox is looked up once by name, and one that
+   * lives on as another instance (`fsb reset`, an AutoRecreate) gets an error that says so and how to
+   * follow it. The handle does not follow by itself: what was asked is not done on the new instance,
+   * where nothing of the old one (its files, its processes) is.
+   */
+  private async gone(error: Error, what: string, signal: AbortSignal | undefined): Promise<Error> {
+    const oldId = this.sandboxId;
+    let newId: string | undefined;
+    try {
+      newId = (await this.connection.client.sandboxes.get(this.name, { namespace: this.namespace, ...(signal ? { signal } : {}) })).status?.sandboxID;
+    } catch {
+      // Deleted (or not to be told now): gone it is.
+      return error;
+    }
+    if (!oldId || !newId || newId === oldId) return error;
+    const connectOptions = this.namespace === "default" ? "" : `, { namespace: ${JSON.stringify(this.namespace)} }`;
+    return replacedError(
+      what,
+      { sandbox: this.label, oldId, newId, refresh: "await sandbox.getInfo()", connect: `FastSandbox.connect(${JSON.stringify(this.name)}${connectOptions})` },
+      error,
+    );
   }
 
   private get label(): string {
