@@ -606,7 +606,7 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
       checkpoints.delete(undefined, record.metadata.annotations?.[PAUSED_CHECKPOINT_ANNOTATION] ?? ""),
       (error: unknown) => error instanceof FailedPreconditionError && /holds paused sandbox sb .*resume or delete that sandbox instead/.test(error.message),
     );
-    await fixture.manager.delete(undefined, "sb", 0);
+    await fixture.manager.delete(undefined, "sb", 0, { waitForAgent: true });
     assert.equal(await fixture.stored("sb"), undefined);
     assert.equal(node.byId.size, 0);
   });
@@ -624,7 +624,7 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     };
     await paused("sb");
     assert.ok(a.sandboxes.has(sandboxId), "the stopped instance is left");
-    await fixture.manager.delete(undefined, "sb", 0);
+    await fixture.manager.delete(undefined, "sb", 0, { waitForAgent: true });
     assert.equal(await fixture.stored("sb"), undefined);
     assert.equal(a.sandboxes.has(sandboxId), false, "removed with the sandbox");
     assert.equal(node.byId.size, 0);
@@ -636,33 +636,39 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     await paused("sb");
     const list = a.listCheckpoints.bind(a);
     a.listCheckpoints = () => Promise.reject(new UnavailableError("containerd is restarting"));
+    const deleting = fixture.manager.delete(undefined, "sb", 0, { waitForAgent: true });
+    await fixture.clock.advanceAsync(3000);
+    assert.equal(await settled(deleting), false, "the delete waits for the agent");
     await assert.rejects(
-      fixture.manager.delete(undefined, "sb", 0),
+      fixture.manager.finalize(await stored("sb"), 0),
       (error: unknown) =>
         error instanceof UnavailableError && /is on node node-1, whose agent agent-a did not list its checkpoints in time/.test(error.message),
     );
     assert.ok((await fixture.stored("sb"))?.metadata.deletionTimestamp, "the delete is under way, the record kept");
     assert.equal(node.byId.size, 1, "the checkpoint is kept");
     a.listCheckpoints = list;
-    await fixture.manager.finalize(await stored("sb"), 0);
+    await onFakeTime(deleting);
     assert.equal(await fixture.stored("sb"), undefined);
     assert.equal(node.byId.size, 0, "the checkpoint is removed once the agent answers");
   });
 
-  it("keeps a deleted paused sandbox until an agent of its checkpoint's node can remove the checkpoint (for a while)", async () => {
+  it("keeps a deleted paused sandbox until an agent of its checkpoint's node can remove the checkpoint (for a while), and its delete waits as long", async () => {
     addAgent("agent-a");
     await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
     await paused("sb");
     fixture.registry.setAgentReady("agent-a", false);
+    const deleting = fixture.manager.delete(undefined, "sb", 0, { waitForAgent: true });
+    await fixture.clock.advanceAsync(5000);
+    assert.equal(await settled(deleting), false, "the delete waits for an agent of the checkpoint's node");
     await assert.rejects(
-      fixture.manager.delete(undefined, "sb", 0),
+      fixture.manager.finalize(await stored("sb"), 0),
       (error: unknown) => error instanceof UnavailableError && /on node node-1, where no agent of pool default is ready to remove it/.test(error.message),
+      "the reconciler's cleanup says why",
     );
     assert.ok((await fixture.stored("sb"))?.metadata.deletionTimestamp, "the delete is under way, the record kept");
     assert.equal(node.byId.size, 1);
     fixture.registry.setAgentReady("agent-a", true);
-    const record = await stored("sb");
-    await fixture.manager.finalize(record, 0);
+    await onFakeTime(deleting);
     assert.equal(await fixture.stored("sb"), undefined);
     assert.equal(node.byId.size, 0, "the checkpoint is removed once its node's agent is back");
 
@@ -670,11 +676,13 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     await fixture.manager.create({ name: "sb", spec: sandboxSpec() });
     await paused("sb");
     fixture.registry.setAgentReady("agent-a", false);
-    await assert.rejects(fixture.manager.delete(undefined, "sb", 0), UnavailableError);
+    const givingUp = fixture.manager.delete(undefined, "sb", 0, { waitForAgent: true });
+    await fixture.clock.advanceAsync(1000);
+    assert.equal(await settled(givingUp), false);
     // The store stamps the deletion with the real time; the pauses' clock (the fixture's) moves past it by the patience.
     const deletedAt = Date.parse((await stored("sb")).metadata.deletionTimestamp ?? "");
     fixture.clock.advance(deletedAt - fixture.clock.now().getTime() + 10 * 60_000);
-    await fixture.manager.finalize(await stored("sb"), 0);
+    await onFakeTime(givingUp);
     assert.equal(await fixture.stored("sb"), undefined);
     assert.equal(node.byId.size, 1);
   });

@@ -28,6 +28,7 @@ import {
   FAST_PATH_ANNOTATION,
   REQUEST_ID_ANNOTATION,
   REQUEST_SETTLE_MS,
+  DELETE_RETRY_MS,
   SandboxManager,
   requestName,
   type ExecInput,
@@ -714,6 +715,29 @@ describe("SandboxManager", () => {
       assert.equal(await stored("web"), undefined);
       assert.equal(allocated(), 0);
       assert.equal(agent.calls.filter((c) => c.startsWith("delete")).length, 0);
+    });
+
+    it("through the API waits while the sandbox's agent does not answer, and returns once the agent did the cleanup (not an error for a delete that finishes later)", async () => {
+      const waiting = new SandboxManager({
+        store,
+        registry,
+        agents: { get: (name) => fixture.agents.get(name), exists: () => true },
+        logger: pino({ level: "silent" }),
+        clock,
+      });
+      waiting.setPool(pool("default"));
+      await waiting.create({ name: "web", spec: spec() });
+      fixture.connected = false;
+      let done = false;
+      const deleting = waiting.delete(undefined, "web", 0, { waitForAgent: true }).then(() => (done = true));
+      for (let second = 0; second < 5; second++) await clock.advanceAsync(DELETE_RETRY_MS);
+      assert.equal(done, false, "still waiting for the agent");
+      assert.ok((await stored("web"))?.metadata.deletionTimestamp);
+      fixture.connected = true;
+      for (let second = 0; second < 5 && !done; second++) await clock.advanceAsync(DELETE_RETRY_MS);
+      await deleting;
+      assert.equal(await stored("web"), undefined);
+      assert.equal(agent.calls.filter((c) => c.startsWith("delete")).length, 1, "the agent removed it");
     });
 
     it("of a sandbox whose agent still exists but does not answer waits for it (Kubernetes: its Pod is there, not ready), unless it was given up as Lost", async () => {

@@ -53,6 +53,8 @@ export const REQUEST_ID_ANNOTATION = "sandbox.fast.io/request-id";
 /** Set on records a fast path writes (CreateSandbox): the replica that wrote it places it; the reconciler does not, for a while. */
 export const FAST_PATH_ANNOTATION = "sandbox.fast.io/created-by-fast-path";
 const DEFAULT_GRACE_PERIOD_MS = 2000;
+/** How often a delete waiting for an agent tries its cleanup again. */
+export const DELETE_RETRY_MS = 1000;
 /** Conditions that describe one instance of a sandbox; a replacement starts without them. */
 const PER_INSTANCE_CONDITIONS = new Set(["CommandExited", "OOMKilled"]);
 /** Tries of a create whose agent became unreachable (each on a freshly chosen agent). */
@@ -1213,19 +1215,36 @@ export class SandboxManager {
     return this.store.update("Sandbox", next);
   }
 
-  /** Deletes the sandbox and waits until its container, task and snapshot are gone. */
-  async delete(namespace: string | undefined, name: string, gracePeriodMs = DEFAULT_GRACE_PERIOD_MS): Promise<void> {
+  /**
+   * Deletes the sandbox and waits until its container, task and snapshot are gone. An agent that
+   * must remove them and does not answer is an UnavailableError (the record marked, its cleanup
+   * left to the reconciler), unless `waitForAgent` (the API's delete): then the call waits as long
+   * as the cleanup does, until it is done or given up.
+   */
+  async delete(namespace: string | undefined, name: string, gracePeriodMs = DEFAULT_GRACE_PERIOD_MS, options: { waitForAgent?: boolean } = {}): Promise<void> {
     await this.ready;
     const ns = namespace || DEFAULT_NAMESPACE;
     await this.settled(ns, name);
     const marked = await this.store.delete("Sandbox", { namespace: ns, name });
     if (!marked) return;
-    await this.finalize(marked, gracePeriodMs).catch(async (error: unknown) => {
-      // Another replica (the leader's reconciler) finished the cleanup first: the record is gone,
-      // which its finalizer allows only once the container is.
-      const current = error instanceof NotFoundError ? await this.store.get("Sandbox", { namespace: ns, name }) : undefined;
-      if (!(error instanceof NotFoundError) || current?.metadata.uid === marked.metadata.uid) throw error;
-    });
+    for (;;) {
+      try {
+        await this.finalize(marked, gracePeriodMs);
+        return;
+      } catch (error) {
+        if (!(error instanceof NotFoundError) && !(error instanceof UnavailableError)) throw error;
+        const current = await this.store.get("Sandbox", { namespace: ns, name });
+        // Another replica (the leader's reconciler) finished the cleanup first: the record is gone,
+        // which its finalizer allows only once the container is.
+        if (current?.metadata.uid !== marked.metadata.uid) return;
+        if (error instanceof NotFoundError || options.waitForAgent !== true) throw error;
+        // An agent that must remove something does not answer now (the sandbox's agent; a paused
+        // one's checkpoint's node without a ready agent, whose pool this delete wakes): the call
+        // waits as the cleanup does, until it is done or given up (the sandbox's recovery timeout,
+        // a checkpoint's patience), instead of failing for a delete that finishes later.
+        await sleep(this.clock, DELETE_RETRY_MS);
+      }
+    }
   }
 
   /**

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { createClient, createRouterTransport, type Client } from "@connectrpc/connect";
-import { API_VERSION, ValidationError, fromConnectError, pb, sandboxSpecToMessage } from "@fast-sandbox/api";
+import { API_VERSION, UnavailableError, ValidationError, fromConnectError, pb, sandboxSpecToMessage } from "@fast-sandbox/api";
 import { createPoolService } from "./pool-service.js";
+import { DELETE_RETRY_MS } from "./sandbox-manager.js";
 import { SandboxManagerFixture, poolOf, sandboxSpec, type FakeAgentClient } from "./sandbox-manager.fixture.js";
 import { MAX_LIST_PAGE_SIZE, createSandboxService } from "./sandbox-service.js";
 
@@ -75,6 +76,25 @@ describe("the fast-path API translates the agents' streams into its wire message
       /untilMs: must not be before sinceMs \(3000\)/,
     );
     await assert.rejects(sandboxes.getSandboxStatsHistory({ namespace: "default", name: "nosuch" }), /not found/);
+  });
+
+  it("DeleteSandbox waits while the sandbox's agent does not answer, and answers once the agent removed it (fsb rm does not fail for a delete that finishes later)", async () => {
+    await fixture.manager.create({ name: "web", spec: sandboxSpec() });
+    const remove = agent.deleteSandbox.bind(agent);
+    let refused = 0;
+    agent.deleteSandbox = () => {
+      refused += 1;
+      return Promise.reject(new UnavailableError("connect ECONNREFUSED"));
+    };
+    let done = false;
+    const deleting = sandboxes.deleteSandbox({ namespace: "default", name: "web", gracePeriodMs: 0 }).then(() => (done = true));
+    for (let tick = 0; tick < 20 && refused < 3; tick++) await fixture.clock.advanceAsync(DELETE_RETRY_MS);
+    assert.ok(refused >= 3, `the cleanup was tried again (${refused} tries)`);
+    assert.equal(done, false, "no answer while the agent refuses");
+    agent.deleteSandbox = remove;
+    for (let tick = 0; tick < 20 && !done; tick++) await fixture.clock.advanceAsync(DELETE_RETRY_MS);
+    await deleting;
+    assert.equal(await fixture.stored("web"), undefined);
   });
 
   it("refuses bad input with InvalidArgument naming the field, acting on nothing", async () => {

@@ -192,7 +192,8 @@ export function createSandboxService(manager: SandboxManager, checkpoints?: Chec
             `${grace} is out of range: from 0 (SIGKILL at once) to ${MAX_GRACE_PERIOD_MS} (10 minutes); default 2000`,
           );
         }
-        await manager.delete(request.namespace, request.name, grace);
+        // A delete whose agent must first be ready (a paused sandbox's checkpoint node, an agent away) waits for it, as `fsb rm` does.
+        await manager.delete(request.namespace, request.name, grace, { waitForAgent: true });
         return create(pb.DeleteSandboxResponseSchema, {});
       }),
     logs: (request, context) =>
