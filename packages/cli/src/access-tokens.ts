@@ -36,7 +36,7 @@ export function forgetAccessToken(dataDir: string, namespace: string, name: stri
 /**
  * The access token a command uses for a sandbox: `--token`, else FSB_ACCESS_TOKEN, else the one
  * `fsb run` or `fsb token` saved; without any, an error that says how to get one — bad usage (exit
- * 2), so a command asks for it before it asks the control plane anything.
+ * 2). Commands ask for it through `accessTokenOfExisting`, or once they found the sandbox.
  */
 export function accessTokenFor(namespace: string, name: string, options: { token?: string | undefined; dataDir?: string | undefined }): string {
   const token = options.token ?? process.env.FSB_ACCESS_TOKEN ?? (options.dataDir ? savedAccessToken(options.dataDir, namespace, name) : undefined);
@@ -47,4 +47,23 @@ export function accessTokenFor(namespace: string, name: string, options: { token
     );
   }
   return token;
+}
+
+/**
+ * `accessTokenFor` a sandbox that exists: without a token the control plane is asked whether the
+ * sandbox is there before the token is asked for, so that a mistyped name is "not found" (exit 1),
+ * not advice on getting a token for a sandbox there is none of.
+ */
+export async function accessTokenOfExisting(
+  sandboxes: { get(name: string, options: { namespace: string }): Promise<unknown> },
+  namespace: string,
+  name: string,
+  options: { token?: string | undefined; dataDir?: string | undefined },
+): Promise<string> {
+  try {
+    return accessTokenFor(namespace, name, options);
+  } catch (error) {
+    await sandboxes.get(name, { namespace });
+    throw error;
+  }
 }

@@ -8,12 +8,18 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import {
   ACCESS_TOKEN_RESPONSE_HEADER,
   API_VERSION,
+  FsbError,
   listenCleartext,
   pb,
   requireBearerToken,
+  sandboxPoolFromMessage,
+  sandboxPoolToMessage,
+  sandboxSpecFromMessage,
   sandboxStatsToMessage,
   sandboxToMessage,
+  toConnectError,
   type Sandbox,
+  type SandboxPool,
   type SandboxStats,
 } from "@fast-sandbox/api";
 
@@ -26,6 +32,10 @@ export interface FakeControlPlaneOptions {
   proxyUrl?: string;
   /** How long CreateSandbox takes (a large image pulled first). @default 0 */
   createDelayMs?: number;
+  /** The pools it holds, e.g. from `fakePool`; each has one agent, `<pool>-0`. @default none */
+  pools?: SandboxPool[];
+  /** The checkpoints it holds (DeleteCheckpoint of another is not found). @default any: every delete succeeds */
+  checkpoints?: string[];
 }
 
 export interface FakeControlPlane {
@@ -34,6 +44,8 @@ export interface FakeControlPlane {
   calls: string[];
   /** The sandboxes it still holds, by `namespace/name`. */
   sandboxes: Map<string, Sandbox>;
+  /** The pools it still holds, by `namespace/name`. */
+  pools: Map<string, SandboxPool>;
   /** The CreateSandbox requests it answered (each makes a Running sandbox of the pool asked for). */
   creates: pb.CreateSandboxRequest[];
   /** The Logs requests it answered. */
@@ -58,6 +70,27 @@ export function fakeSandbox(name: string, options: { namespace?: string; exposed
     },
   };
 }
+
+/** A pool record (its spec as `fsb apply` of a minimal manifest sends it). */
+export function fakePool(name: string, options: { namespace?: string; poolMax?: number } = {}): SandboxPool {
+  return {
+    apiVersion: API_VERSION,
+    kind: "SandboxPool",
+    metadata: { name, namespace: options.namespace ?? "default" },
+    spec: { capacity: { poolMin: 0, poolMax: options.poolMax ?? 1 }, maxSandboxesPerPod: 2 },
+  };
+}
+
+/**
+ * How Exec fails for these commands, as the agent passes runc's refusal through (an internal error:
+ * containerd's Tasks/Start); any other command prints `ran` and exits 0.
+ */
+export const FAKE_EXEC_FAILURES: Readonly<Record<string, string>> = {
+  nosuchcmd:
+    'containerd containerd.services.tasks.v1.Tasks/Start: OCI runtime exec failed: exec failed: unable to start container process: exec: "nosuchcmd": executable file not found in $PATH: unknown',
+  "/etc/passwd":
+    'containerd containerd.services.tasks.v1.Tasks/Start: OCI runtime exec failed: exec failed: unable to start container process: exec: "/etc/passwd": permission denied: unknown',
+};
 
 /** What GetSandboxStats answers for every sandbox it holds. */
 export const FAKE_STATS: SandboxStats = {
@@ -93,6 +126,13 @@ export async function startFakeControlPlane(options: FakeControlPlaneOptions): P
     deadlines.push({ call, timeoutMs: timeout === null ? undefined : Number(timeout) });
     return next(request);
   };
+  const pools = new Map((options.pools ?? []).map((pool) => [`${pool.metadata.namespace ?? "default"}/${pool.metadata.name}`, pool]));
+  const checkpoints = options.checkpoints ? new Set(options.checkpoints) : undefined;
+  const findPool = (request: { name: string; namespace: string }): SandboxPool => {
+    const pool = pools.get(`${request.namespace || "default"}/${request.name}`);
+    if (!pool) throw new ConnectError(`sandbox pool ${request.namespace || "default"}/${request.name} not found`, Code.NotFound);
+    return pool;
+  };
   const find = (request: { name: string; namespace: string }): Sandbox => {
     const sandbox = sandboxes.get(`${request.namespace || "default"}/${request.name}`);
     if (!sandbox) throw new ConnectError(`sandbox ${request.name} not found`, Code.NotFound);
@@ -112,7 +152,10 @@ export async function startFakeControlPlane(options: FakeControlPlaneOptions): P
           if (context.signal.aborted) throw new ConnectError("the client went", Code.Canceled);
           creates.push(request);
           const sandbox = fakeSandbox(request.name || "sb-0123456789", { namespace: request.namespace || "default" });
+          // The spec asked for (a restore's names no image: the checkpoint's, here fakeSandbox's).
+          if (request.spec?.image) sandbox.spec = sandboxSpecFromMessage(request.spec);
           sandbox.spec.poolRef = request.spec?.poolRef || "default";
+          if (Object.keys(request.labels).length > 0) sandbox.metadata.labels = { ...request.labels };
           sandboxes.set(`${sandbox.metadata.namespace ?? "default"}/${sandbox.metadata.name}`, sandbox);
           context.responseHeader.set(ACCESS_TOKEN_RESPONSE_HEADER, `token-of-${sandbox.metadata.name}-0123456789`);
           return sandboxToMessage(sandbox);
@@ -126,6 +169,23 @@ export async function startFakeControlPlane(options: FakeControlPlaneOptions): P
           find(request);
           sandboxes.delete(`${request.namespace || "default"}/${request.name}`);
           return {};
+        },
+        updateSandbox: (request) => {
+          const sandbox = find(request);
+          const updated: Sandbox = {
+            ...sandbox,
+            metadata: { ...sandbox.metadata, ...(request.replaceLabels ? { labels: { ...request.labels } } : {}) },
+            spec: request.spec ? sandboxSpecFromMessage(request.spec) : sandbox.spec,
+          };
+          sandboxes.set(`${request.namespace || "default"}/${request.name}`, updated);
+          return sandboxToMessage(updated);
+        },
+        exec: async function* (request) {
+          find(request);
+          const failure = FAKE_EXEC_FAILURES[request.command[0] ?? ""];
+          if (failure) throw toConnectError(new FsbError("internal", failure));
+          yield { event: { case: "stdout", value: Buffer.from("ran\n") } };
+          yield { event: { case: "exitCode", value: 0 } };
         },
         rotateAccessToken: (request) => ({ accessToken: `token-of-${request.name}-0123456789`, sandbox: sandboxToMessage(find(request)) }),
         getSandboxProxy: () => ({ url: options.proxyUrl ?? "http://127.0.0.1:1" }),
@@ -149,10 +209,49 @@ export async function startFakeControlPlane(options: FakeControlPlaneOptions): P
         },
         resumeSandbox: (request) => sandboxToMessage(find(request)),
         listCheckpoints: () => ({ checkpoints: [] }),
-        deleteCheckpoint: () => ({}),
+        deleteCheckpoint: (request) => {
+          if (checkpoints && !checkpoints.delete(request.name)) throw new ConnectError(`checkpoint ${request.name} not found`, Code.NotFound);
+          return {};
+        },
+      });
+      service(pb.PoolService, {
+        getSandboxPool: (request) => sandboxPoolToMessage(findPool(request)),
+        listSandboxPools: (request) => ({
+          pools: [...pools.values()]
+            .filter((pool) => request.namespace === "*" || (pool.metadata.namespace ?? "default") === (request.namespace || "default"))
+            .map((pool) => sandboxPoolToMessage(pool)),
+        }),
+        applySandboxPool: (request) => {
+          if (!request.pool) throw new ConnectError("pool: is required", Code.InvalidArgument);
+          const pool = sandboxPoolFromMessage(request.pool);
+          const key = `${pool.metadata.namespace || "default"}/${pool.metadata.name}`;
+          const applied: SandboxPool = {
+            ...pool,
+            metadata: { ...pool.metadata, namespace: pool.metadata.namespace || "default", labels: pool.metadata.labels ?? {} },
+          };
+          pools.set(key, applied);
+          return sandboxPoolToMessage(applied);
+        },
+        deleteSandboxPool: (request) => {
+          findPool(request);
+          pools.delete(`${request.namespace || "default"}/${request.name}`);
+          return {};
+        },
+        listAgents: (request) => ({
+          agents: [...pools.values()]
+            .filter((pool) => request.namespace === "*" || (pool.metadata.namespace ?? "default") === (request.namespace || "default"))
+            .map((pool) => ({
+              name: `${pool.metadata.name}-0`,
+              namespace: pool.metadata.namespace ?? "default",
+              pool: pool.metadata.name,
+              endpoint: "127.0.0.1:1",
+              capacity: pool.spec.maxSandboxesPerPod,
+              ready: true,
+            })),
+        }),
       });
     },
   });
   const server = await listenCleartext(handler, "127.0.0.1", 0);
-  return { url: `http://127.0.0.1:${server.port}`, calls, sandboxes, creates, logsRequests, deadlines, close: () => server.close() };
+  return { url: `http://127.0.0.1:${server.port}`, calls, sandboxes, pools, creates, logsRequests, deadlines, close: () => server.close() };
 }

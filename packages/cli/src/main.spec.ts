@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { fakeSandbox, startFakeControlPlane } from "./fake-control-plane.fixture.js";
+import { fakePool, fakeSandbox, startFakeControlPlane } from "./fake-control-plane.fixture.js";
 import { withoutCliEnv } from "./fake-kube-api.fixture.js";
 
 const MAIN = join(import.meta.dirname, "main.ts");
@@ -95,7 +95,7 @@ describe("fsb exit codes", () => {
     }
   });
 
-  it("exits 2 for a sandbox whose access token it does not know (port-forward, cp, exec -it), before asking the control plane", async () => {
+  it("exits 2 for a sandbox whose access token it does not know (port-forward, cp, exec -it, shell), having asked the control plane only whether it is there", async () => {
     const controlPlane = await startFakeControlPlane({
       token: API_TOKEN,
       sandboxes: [fakeSandbox("web", { exposedPorts: [8080], endpoints: ["http://8080-web.localhost:1/"] })],
@@ -105,11 +105,34 @@ describe("fsb exit codes", () => {
         ["port-forward", "web", ":8080"],
         ["cp", "web:/etc/hostname", join(dataDir, "hostname")],
         ["exec", "-it", "web", "--", "sh"],
+        ["shell", "web"],
       ]) {
+        controlPlane.calls.length = 0;
         const result = await fsb("--url", controlPlane.url, "--data-dir", dataDir, ...args);
         assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
         assert.match(result.stderr, /^error: --token: no access token for sandbox default\/web: pass --token \(or FSB_ACCESS_TOKEN\)/m);
-        assert.deepEqual(controlPlane.calls, [], `${args.join(" ")} asked the control plane nothing`);
+        assert.deepEqual(controlPlane.calls, ["GetSandbox default/web"], `${args.join(" ")} asked the control plane only whether web is there`);
+      }
+    } finally {
+      await controlPlane.close();
+    }
+  });
+
+  it("says a sandbox is not found (exit 1), not how to get its access token, when there is none of that name (cp both ways, port-forward, exec -it, shell)", async () => {
+    const controlPlane = await startFakeControlPlane({ token: API_TOKEN, sandboxes: [fakeSandbox("web")] });
+    const local = join(dataDir, "upload.txt");
+    writeFileSync(local, "hello\n");
+    try {
+      for (const args of [
+        ["cp", local, "nosuch:/x"],
+        ["cp", "nosuch:/etc/hostname", join(dataDir, "hostname")],
+        ["port-forward", "nosuch", "8080"],
+        ["exec", "-it", "nosuch", "--", "sh"],
+        ["shell", "nosuch"],
+      ]) {
+        const result = await fsb("--url", controlPlane.url, "--data-dir", dataDir, ...args);
+        assert.equal(result.code, 1, `${args.join(" ")}: ${result.stderr}`);
+        assert.equal(result.stderr, "error: sandbox nosuch not found\n", args.join(" "));
       }
     } finally {
       await controlPlane.close();
@@ -248,7 +271,7 @@ describe("fsb exit codes", () => {
         assert.deepEqual({ follow: request?.follow, tailLines: request?.tailLines }, { follow, tailLines }, args.join(" "));
       }
       const asked = controlPlane.logsRequests.length;
-      for (const tail of ["-1", "ten", "1.5", "", "2147483648"]) {
+      for (const tail of ["-1", "ten", "1.5", "2147483648"]) {
         const result = await fsb(...target, "logs", "web", `--tail=${tail}`);
         assert.equal(result.code, 2, `--tail=${tail}: ${result.stderr}`);
         assert.equal(result.stderr, `error: --tail: must be a whole number of lines ≥ 0 (at most 2147483647), got ${JSON.stringify(tail)}\n`);
@@ -628,5 +651,141 @@ describe("fsb up: the cgroup root of each data directory", () => {
     const given = await upStoppedBeforeStart(claims, { FSB_CGROUP_ROOT: "k8s-io" }, "--containerd-namespace", "k8s.io");
     assert.equal(given.code, 1, given.stderr);
     assert.match(given.stderr, /^error: .*EISDIR.*settings\.json/m);
+  });
+});
+
+describe("fsb: every name tried, empty and out-of-range values refused, what apply did", () => {
+  const target = (controlPlane: { url: string }) => ["--url", controlPlane.url, "--data-dir", dataDir];
+
+  it("rm, delete and checkpoint rm try every name, report each one that fails, and exit 1 at the end", async () => {
+    const controlPlane = await startFakeControlPlane({
+      token: API_TOKEN,
+      sandboxes: [fakeSandbox("web"), fakeSandbox("api")],
+      pools: [fakePool("workers")],
+      checkpoints: ["golden"],
+    });
+    try {
+      for (const [args, stdout, stderr] of [
+        [["rm", "nosuch", "web"], "sandbox web deleted\n", "error: sandbox nosuch not found\n"],
+        [["delete", "api", "gone", "web"], "sandbox api deleted\n", "error: sandbox gone not found\nerror: sandbox web not found\n"],
+        [["delete", "pool", "nosuch", "workers"], "pool workers deleted\n", "error: sandbox pool default/nosuch not found\n"],
+        [["checkpoint", "rm", "nosuch", "golden"], "checkpoint golden deleted\n", "error: checkpoint nosuch not found\n"],
+      ] as const) {
+        const result = await fsb(...target(controlPlane), ...args);
+        assert.equal(result.code, 1, `${args.join(" ")}: ${result.stderr}`);
+        assert.equal(result.stdout, stdout, args.join(" "));
+        assert.equal(result.stderr, stderr, args.join(" "));
+      }
+      assert.deepEqual([...controlPlane.sandboxes.keys()], [], "web and api were deleted all the same");
+      assert.deepEqual([...controlPlane.pools.keys()], [], "and the pool workers");
+    } finally {
+      await controlPlane.close();
+    }
+  });
+
+  it("exits 2 for an empty flag value or name, naming it, before anything is asked of the control plane", async () => {
+    const controlPlane = await startFakeControlPlane({ token: API_TOKEN, sandboxes: [fakeSandbox("web")] });
+    try {
+      for (const [args, said] of [
+        [["run", "--name", "", "--", "true"], "error: --name: is empty: give a name, or leave the flag out\n"],
+        [["run", "--image", "", "--", "true"], "error: --image: is empty: give an image, or leave the flag out\n"],
+        [["run", "--expire=", "--", "true"], "error: --expire: is empty: give a duration, or leave the flag out\n"],
+        [["run", "--pool", "", "--", "true"], "error: --pool: is empty: give a pool, or leave the flag out\n"],
+        [["run", "--from-checkpoint", ""], "error: --from-checkpoint: is empty: give a checkpoint's name, or leave the flag out\n"],
+        [["run", "-w", "", "--", "true"], "error: --workdir: is empty: give a directory, or leave the flag out\n"],
+        [["run", "-p", "80", "-p", "", "--", "true"], "error: --port: is empty: give a port, or leave the flag out\n"],
+        [["exec", "web", "-w", "", "--", "pwd"], "error: --workdir: is empty: give a directory, or leave the flag out\n"],
+        [["ls", "--pool", ""], "error: --pool: is empty: give a pool, or leave the flag out\n"],
+        [["logs", "web", "--tail="], "error: --tail: is empty: give a number of lines, or leave the flag out\n"],
+        [["fork", "web", "-n", ""], "error: --count: is empty: give a number of copies\n"],
+        [["--request-timeout", "", "ls"], "error: --request-timeout: is empty: give a duration, or leave the flag out\n"],
+        [["rm", ""], "error: NAME: is empty: give names, none of them empty\n"],
+        [["rm", "web", ""], "error: NAME: is empty: give names, none of them empty\n"],
+        [["get", ""], "error: NAME: is empty: give a sandbox's name, or a kind: sandbox, pool\n"],
+        [["get", "pool", ""], "error: NAME: is empty: give a name\n"],
+        [["token", ""], "error: NAME: is empty: give a name\n"],
+        [["pause", ""], "error: SANDBOX: is empty: give a sandbox's name\n"],
+        [["cp", "", "web:/x"], "error: SRC: is empty: give LOCAL or NAME:PATH (- for stdin)\n"],
+      ] as const) {
+        const result = await fsb(...target(controlPlane), ...args);
+        assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+        assert.equal(result.stderr, said, args.join(" "));
+      }
+      assert.deepEqual(controlPlane.calls, [], "a refused command asks nothing");
+      // An empty argument of the command run is the command's own, not refused.
+      const argument = await fsb(...target(controlPlane), "exec", "web", "--", "echo", "");
+      assert.equal(argument.code, 0, argument.stderr);
+      assert.equal(argument.stdout, "ran\n");
+    } finally {
+      await controlPlane.close();
+    }
+  });
+
+  it("exits 2 naming the flag for values the control plane would refuse: durations too long, CIDRs and ports out of range, copies, a relative -w, a port twice", async () => {
+    const controlPlane = await startFakeControlPlane({ token: API_TOKEN, sandboxes: [fakeSandbox("web")] });
+    try {
+      for (const [args, said] of [
+        [
+          ["run", "--expire", "100000000000000000000s", "--", "true"],
+          /^error: --expire: "100000000000000000000s" is too long; allowed: 1ms to 36500d \(100 years\)$/m,
+        ],
+        [["run", "--expire", "999999999h", "--", "true"], /^error: --expire: "999999999h" is too long; allowed: 1ms to 36500d/m],
+        [["run", "--from-checkpoint", "golden", "--expire", "36501d"], /^error: --expire: "36501d" is too long/m],
+        [["resume", "web", "--expire", "999999999h"], /^error: --expire: "999999999h" is too long/m],
+        [["run", "--recovery-timeout", "2d", "--", "true"], /^error: --recovery-timeout: "2d" is too long; allowed: 1s to 24h \(86400s\)$/m],
+        [
+          ["run", "--egress", "10.0.0.0/33", "--", "true"],
+          /^error: --egress: "10\.0\.0\.0\/33" is not a valid CIDR: the prefix length must be a number from 0 to 32/m,
+        ],
+        [
+          ["run", "--egress", "10.0.0.0/8:443,70000/tcp", "--", "true"],
+          /^error: --egress: port 70000 of "10\.0\.0\.0\/8:443,70000\/tcp" is out of range; allowed: 1\.\.65535$/m,
+        ],
+        [["fork", "web", "-n", "33"], /^error: --count: "33" is not a number of copies; allowed: 1\.\.32$/m],
+        [["fork", "web", "-n", "0"], /^error: --count: "0" is not a number of copies; allowed: 1\.\.32$/m],
+        [["exec", "web", "-w", "rel", "--", "pwd"], /^error: --workdir: "rel" is not an absolute path; give one starting with \/, e\.g\. \/tmp$/m],
+        [["run", "-w", "relative", "--", "true"], /^error: --workdir: "relative" is not an absolute path/m],
+        [["run", "-p", "8080", "-p", "8080", "--", "true"], /^error: --port: 8080 is given twice; give each port once$/m],
+      ] as const) {
+        const result = await fsb(...target(controlPlane), ...args);
+        assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+        assert.match(result.stderr, said, args.join(" "));
+      }
+      assert.deepEqual(controlPlane.calls, [], "a refused command asks nothing");
+    } finally {
+      await controlPlane.close();
+    }
+  });
+
+  it("exec of a command that is not there exits 127, of one that cannot be run 126, as docker exec, saying only why", async () => {
+    const controlPlane = await startFakeControlPlane({ token: API_TOKEN, sandboxes: [fakeSandbox("web")] });
+    try {
+      const missing = await fsb(...target(controlPlane), "exec", "web", "--", "nosuchcmd");
+      assert.equal(missing.code, 127, missing.stderr);
+      assert.equal(missing.stderr, 'error: exec: "nosuchcmd": executable file not found in $PATH\n');
+      const denied = await fsb(...target(controlPlane), "exec", "web", "--", "/etc/passwd");
+      assert.equal(denied.code, 126, denied.stderr);
+      assert.equal(denied.stderr, 'error: exec: "/etc/passwd": permission denied\n');
+    } finally {
+      await controlPlane.close();
+    }
+  });
+
+  it("agents -o json and -o yaml print a List, as ls, pools and stats do", async () => {
+    const controlPlane = await startFakeControlPlane({ token: API_TOKEN, pools: [fakePool("workers")] });
+    try {
+      const json = await fsb(...target(controlPlane), "agents", "-o", "json");
+      assert.equal(json.code, 0, json.stderr);
+      const list = JSON.parse(json.stdout) as { apiVersion: string; kind: string; items: { name: string; pool: string }[] };
+      assert.deepEqual(
+        { apiVersion: list.apiVersion, kind: list.kind, agents: list.items.map((agent) => `${agent.pool}/${agent.name}`) },
+        { apiVersion: "v1", kind: "List", agents: ["workers/workers-0"] },
+      );
+      const yaml = await fsb(...target(controlPlane), "agents", "-o", "yaml");
+      assert.equal(yaml.code, 0, yaml.stderr);
+      assert.match(yaml.stdout, /^apiVersion: v1\nkind: List\nitems:\n {2}- name: workers-0\n/);
+    } finally {
+      await controlPlane.close();
+    }
   });
 });

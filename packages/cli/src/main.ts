@@ -1,8 +1,9 @@
-import { Command, CommanderError, Help, Option } from "@commander-js/extra-typings";
-import { FsbError, ValidationError } from "@fast-sandbox/api";
+import { Command, CommanderError, Help, Option, type CommandUnknownOpts } from "@commander-js/extra-typings";
+import { ValidationError } from "@fast-sandbox/api";
 import { parseResourceArgs, resourceKind } from "./resource-args.js";
 import { OUTPUT_FORMATS, exitWhenReaderGoes } from "./output.js";
-import { closeConnections, explainFailure } from "./connection.js";
+import { closeConnections } from "./connection.js";
+import { printFailure } from "./failures.js";
 import { KUBECTL_PLUGIN_NAME, programNameOf } from "./target.js";
 
 /** Exit codes: 0 ok, 1 error, 2 bad usage; `exec` exits with the command's own code. */
@@ -81,6 +82,7 @@ function program(programName: string, root: { namespace?: string } = {}): Comman
       return command === fsb ? [...options.slice(0, -1), rootNamespaceOption, ...options.slice(-1)] : options;
     },
   });
+  fsb.hook("preAction", (_fsb, command) => refuseEmptyValues(command));
   // A command's own namespace flag, when given, is spread over these.
   const globals = () => ({ ...fsb.opts(), ...(root.namespace !== undefined ? { namespace: root.namespace } : {}), programName });
 
@@ -460,6 +462,60 @@ function program(programName: string, root: { namespace?: string } = {}): Comman
   return fsb;
 }
 
+/** Flags whose empty value means something (`up --cgroup-root ''`: no cgroup root). */
+const EMPTY_ALLOWED = new Set(["--cgroup-root"]);
+/** Flags whose empty value the command refuses itself, with its own words (connect: "give a namespace"). */
+const EMPTY_CHECKED_BY_COMMAND = new Set(["--namespace", "--fsb-namespace"]);
+/** What a flag's value is, where its placeholder does not read as a noun. */
+const PLACEHOLDER_NOUNS: Record<string, string> = {
+  copies: "number of copies",
+  lines: "number of lines",
+  dir: "directory",
+  ns: "namespace",
+  url: "URL",
+  checkpoint: "checkpoint's name",
+};
+/** The field (as isArgument reads it) and what to give, of each positional argument that takes a name or a value; `[command...]` is not one (an empty argument of a command is its own). */
+const ARGUMENTS: Record<string, { field: string; give: string }> = {
+  name: { field: "NAME", give: "a name" },
+  names: { field: "NAME", give: "names, none of them empty" },
+  sandbox: { field: "SANDBOX", give: "a sandbox's name" },
+  "kind-or-name": { field: "NAME", give: "a sandbox's name, or a kind: sandbox, pool" },
+  args: { field: "NAME", give: "names, none of them empty (after a kind, sandbox or pool, or not)" },
+  ports: { field: "LOCAL:REMOTE", give: "LOCAL:REMOTE, :REMOTE or PORT" },
+  src: { field: "SRC", give: "LOCAL or NAME:PATH (- for stdin)" },
+  dest: { field: "DEST", give: "NAME:PATH or LOCAL (- for stdout)" },
+  image: { field: "IMAGE", give: "an image reference, e.g. python:3.12" },
+  registry: { field: "REGISTRY", give: "a registry host, e.g. ghcr.io" },
+  key: { field: "KEY", give: "an API key (e2b_…), or - to read it from stdin" },
+};
+
+/**
+ * Refuses an empty value of a flag (`--pool ''`, `-w ''`, `--expire=`) or of a name (`rm ''`), bad
+ * usage (exit 2) before anything is asked: an empty value would be taken as no flag at all (a
+ * generated name, every pool's sandboxes), or be refused later in words that name no flag.
+ */
+function refuseEmptyValues(command: CommandUnknownOpts): void {
+  for (let owner: CommandUnknownOpts | null = command; owner; owner = owner.parent) {
+    for (const option of owner.options) {
+      const flag = option.long ?? option.short ?? option.name();
+      if (EMPTY_ALLOWED.has(flag) || EMPTY_CHECKED_BY_COMMAND.has(flag)) continue;
+      const key = option.attributeName();
+      const value: unknown = owner.getOptionValue(key);
+      if (owner.getOptionValueSource(key) !== "cli" || !(value === "" || (Array.isArray(value) && value.includes("")))) continue;
+      const placeholder = /<([^>]+)>/.exec(option.flags)?.[1] ?? "value";
+      const noun = PLACEHOLDER_NOUNS[placeholder] ?? placeholder;
+      const give = `${/^[aeio]/i.test(noun) ? "an" : "a"} ${noun}`;
+      throw new ValidationError(flag, `is empty: give ${give}${option.mandatory ? "" : ", or leave the flag out"}`);
+    }
+  }
+  command.registeredArguments.forEach((argument, index) => {
+    const about = ARGUMENTS[argument.name()];
+    const value: unknown = command.processedArgs[index];
+    if (about && (value === "" || (Array.isArray(value) && value.includes("")))) throw new ValidationError(about.field, `is empty: give ${about.give}`);
+  });
+}
+
 /** Whether a refused field is one of the command line's: a flag (`--port`, `-f`) or a positional argument (`SRC`, `LOCAL:REMOTE`). */
 function isArgument(field: string): boolean {
   return /^--?[a-z]/.test(field) || /^[A-Z]+(:[A-Z]+)?$/.test(field);
@@ -506,9 +562,7 @@ export async function main(argv: string[], programName = programNameOf(argv[1]))
       // Help and version are not errors; everything else commander throws is bad usage.
       return error.exitCode === 0 ? 0 : EXIT_USAGE;
     }
-    const fsbError = explainFailure(FsbError.from(error));
-    process.stderr.write(`error: ${fsbError.message}\n`);
-    if (fsbError.code === "internal" && process.env.FSB_DEBUG) process.stderr.write(`${String((error as Error).stack)}\n`);
+    const fsbError = printFailure(error);
     return fsbError instanceof ValidationError && isArgument(fsbError.field) ? EXIT_USAGE : EXIT_ERROR;
   } finally {
     closeConnections();

@@ -226,7 +226,7 @@ describe("fsb on the command line", () => {
   it("applies a multi-document manifest of a pool and a sandbox", async () => {
     const apply = fsb("apply", "-f", join(here, "pool-and-sandbox.yaml"));
     assert.equal(apply.status, 0, apply.stderr);
-    assert.equal(apply.stdout, "sandboxpool/workers configured\nsandbox/web created\n");
+    assert.equal(apply.stdout, "sandboxpool/workers created\nsandbox/web created\n");
     const web = JSON.parse(fsb("get", "web", "-o", "json").stdout) as {
       spec: Record<string, unknown>;
       status: { endpoints: string[]; assignedPod: string; sandboxID: string };
@@ -246,14 +246,12 @@ describe("fsb on the command line", () => {
     const cpu = readFileSync(v2 ? `/sys/fs/cgroup/${cgroup}/cpu.max` : `/sys/fs/cgroup/cpu/${cgroup}/cpu.cfs_quota_us`, "utf8").trim();
     assert.equal(cpu.split(" ")[0], "50000");
 
-    const agents = JSON.parse(fsb("agents", "-o", "json").stdout) as {
-      name: string;
-      pool: string;
-      allocated: number;
-      capacity: number;
-      pid: number;
-      images: string[];
-    }[];
+    const agents = (
+      JSON.parse(fsb("agents", "-o", "json").stdout) as {
+        kind: "List";
+        items: { name: string; pool: string; allocated: number; capacity: number; pid: number; images: string[] }[];
+      }
+    ).items;
     const worker = agents.find((a) => a.name === "workers-0");
     assert.ok(worker);
     assert.equal(worker.allocated, 1);
@@ -263,10 +261,10 @@ describe("fsb on the command line", () => {
     assert.match(readFileSync(`/proc/${worker.pid}/cgroup`, "utf8"), new RegExp(`:/${namespace}/workers-0/agent$`, "m"));
     assert.ok(worker.images.includes(BASE_IMAGE));
 
-    // Applying again updates instead of failing.
+    // Applying again updates instead of failing; nothing changed, and it says so (as kubectl apply).
     const again = fsb("apply", "-f", join(here, "pool-and-sandbox.yaml"));
     assert.equal(again.status, 0, again.stderr);
-    assert.equal(again.stdout, "sandboxpool/workers configured\nsandbox/web configured\n");
+    assert.equal(again.stdout, "sandboxpool/workers unchanged\nsandbox/web unchanged\n");
 
     const ls = fsb("ls", "-o", "yaml");
     assert.match(ls.stdout, /name: web/);
@@ -281,7 +279,7 @@ describe("fsb on the command line", () => {
     const invalid = fsb("apply", "-f", join(here, "invalid-field.yaml"));
     assert.equal(invalid.status, 1);
     assert.match(invalid.stderr, /document 1: spec\.exposedPorts\[1\]: 70000 is out of range; allowed: 1\.\.65535/);
-    const pools = JSON.parse(fsb("agents", "-o", "json").stdout) as { pool: string }[];
+    const pools = (JSON.parse(fsb("agents", "-o", "json").stdout) as { items: { pool: string }[] }).items;
     assert.ok(!pools.some((p) => p.pool === "fine"), "the valid pool of a rejected file must not be applied");
     assert.equal(fsb("get", "bad-port").status, 1);
   });

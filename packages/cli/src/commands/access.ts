@@ -24,9 +24,9 @@ export interface PortForwardOptions extends GlobalOptions {
 export async function portForward(name: string, mapping: string, options: PortForwardOptions): Promise<void> {
   const { localPort, remotePort } = parsePortMapping(mapping);
   const { client, namespace, dataDir } = await connect(options);
-  // Before the control plane is asked: a missing token is bad usage (exit 2), as for cp and exec -it.
-  const accessToken = accessTokenFor(namespace, name, { token: options.token, dataDir });
+  // A sandbox that is not there is "not found" (exit 1); one whose token is missing, bad usage (exit 2), as for cp and exec -it.
   const sandbox = await client.sandboxes.get(name, { namespace });
+  const accessToken = accessTokenFor(namespace, name, { token: options.token, dataDir });
   const exposed = sandbox.spec.exposedPorts ?? [];
   const endpoint = sandbox.status?.endpoints?.[exposed.indexOf(remotePort)];
   if (!exposed.includes(remotePort)) {

@@ -5,7 +5,8 @@ export async function agents(options: GlobalOptions & { namespace?: string; pool
   // Every namespace's agents unless -n names one.
   const { client } = await connect(options);
   const list = await client.pools.agents({ namespace: options.namespace ?? "*", ...(options.pool ? { pool: options.pool } : {}) });
-  printObjects(options.output, list, () =>
+  // A List, as `ls`, `pools` and `stats` print: -o json/yaml of every listing has the same shape.
+  printObjects(options.output, { apiVersion: "v1", kind: "List", items: list }, () =>
     printTable(
       ["NAME", "POOL", "ENDPOINT", "CAPACITY", "ALLOCATED", "READY", "PID", "IMAGES"],
       list.map((a) => [

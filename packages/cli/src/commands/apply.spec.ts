@@ -4,7 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { API_VERSION, ValidationError } from "@fast-sandbox/api";
-import { checkManifest, readManifests } from "./apply.js";
+import { closeConnections } from "../connection.js";
+import { fakePool, fakeSandbox, startFakeControlPlane } from "../fake-control-plane.fixture.js";
+import { apply, checkManifest, outcome, readManifests } from "./apply.js";
 
 const directory = mkdtempSync(join(tmpdir(), "fsb-apply-spec-"));
 after(() => rmSync(directory, { recursive: true, force: true }));
@@ -172,5 +174,56 @@ describe("checkManifest", () => {
     const error = validationError(() => checkManifest(sandbox.object, "f.yaml document 2"));
     assert.equal(error.field, "f.yaml document 2: spec.egress.allow[0].cidr");
     assert.match(error.message, /"10\.0\.0\.1\/8" is not a valid CIDR: bits are set after the \/8 prefix/);
+  });
+});
+
+describe("apply", () => {
+  const TOKEN = "apply-spec-token-0123456789";
+  const dataDir = mkdtempSync(join(tmpdir(), "fsb-apply-spec-data-"));
+  writeFileSync(join(dataDir, "token"), `${TOKEN}\n`, { mode: 0o600 });
+  after(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  /** What `apply` printed on stdout. */
+  async function applied(file: string, url: string): Promise<string> {
+    const printed: string[] = [];
+    const write = process.stdout.write.bind(process.stdout);
+    process.stdout.write = (chunk: string | Uint8Array, ...rest: never[]) => (typeof chunk === "string" ? (printed.push(chunk), true) : write(chunk, ...rest));
+    try {
+      await apply({ file, url, dataDir });
+    } finally {
+      process.stdout.write = write;
+      closeConnections();
+    }
+    return printed.join("");
+  }
+
+  it("says created for a new object, configured for a changed one and unchanged for one as it was, as kubectl apply", async () => {
+    const controlPlane = await startFakeControlPlane({ token: TOKEN });
+    try {
+      const file = manifestFile(`${poolYaml}---\n${sandboxYaml("a")}`);
+      assert.equal(await applied(file, controlPlane.url), "sandboxpool/default created\nsandbox/a created\n");
+      assert.equal(await applied(file, controlPlane.url), "sandboxpool/default unchanged\nsandbox/a unchanged\n");
+      const pool = manifestFile(poolYaml.replace("poolMax: 2", "poolMax: 3"));
+      assert.equal(await applied(pool, controlPlane.url), "sandboxpool/default configured\n");
+      const labelled = manifestFile(sandboxYaml("a").replace("  name: a\n", "  name: a\n  labels: { app: demo }\n"));
+      assert.equal(await applied(labelled, controlPlane.url), "sandbox/a configured\n");
+      assert.equal(await applied(labelled, controlPlane.url), "sandbox/a unchanged\n");
+      assert.deepEqual(controlPlane.pools.get("default/default")?.spec.capacity, { poolMin: 0, poolMax: 3 }, "the change was applied");
+    } finally {
+      await controlPlane.close();
+    }
+  });
+});
+
+describe("outcome", () => {
+  it("is created without an object before, unchanged when spec, labels and annotations are the same (none is no labels), else configured", () => {
+    const pool = fakePool("p");
+    assert.equal(outcome(undefined, pool), "created");
+    assert.equal(outcome(pool, { ...pool, metadata: { ...pool.metadata, labels: {}, resourceVersion: "2" }, status: { agents: 1 } }), "unchanged");
+    assert.equal(outcome(pool, fakePool("p", { poolMax: 2 })), "configured");
+    assert.equal(outcome(pool, { ...pool, metadata: { ...pool.metadata, annotations: { note: "x" } } }), "configured");
+    const sandbox = fakeSandbox("s");
+    assert.equal(outcome(sandbox, { ...sandbox, metadata: { ...sandbox.metadata, labels: { app: "demo" } } }), "configured");
+    assert.equal(outcome(sandbox, { ...sandbox, spec: { ...sandbox.spec, recoveryTimeoutSeconds: 45 } }), "configured");
   });
 });

@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
+import { isDeepStrictEqual } from "node:util";
 import { parseAllDocuments } from "yaml";
 import {
   API_VERSION,
@@ -70,6 +71,27 @@ export function checkManifest(object: unknown, where: string): Sandbox | Sandbox
   }
 }
 
+/** A lookup's NotFoundError as undefined (the object is not there yet); any other error as it is. */
+function unlessNotFound(error: unknown): undefined {
+  if (error instanceof NotFoundError) return undefined;
+  throw error;
+}
+
+/**
+ * What `apply` did to an object, as `kubectl apply` says it: `created` when it was not there,
+ * `configured` when its spec, labels or annotations changed, `unchanged` when the control plane holds
+ * the same ones as before (both as it returned them, so its defaults count on both sides).
+ */
+export function outcome(before: Sandbox | SandboxPool | undefined, after: Sandbox | SandboxPool): "created" | "configured" | "unchanged" {
+  if (!before) return "created";
+  const stated = (object: Sandbox | SandboxPool) => ({
+    spec: object.spec,
+    labels: object.metadata.labels ?? {},
+    annotations: object.metadata.annotations ?? {},
+  });
+  return isDeepStrictEqual(stated(before), stated(after)) ? "unchanged" : "configured";
+}
+
 export async function apply(options: GlobalOptions & { file: string; namespace?: string }): Promise<void> {
   // Number documents as they are in the file: skipped empty documents must not shift the numbers.
   const objects = readManifests(options.file).map(({ where, object }) => checkManifest(object, where));
@@ -79,18 +101,16 @@ export async function apply(options: GlobalOptions & { file: string; namespace?:
   for (const object of ordered) {
     const namespace = object.metadata.namespace ?? defaultNamespace;
     if (object.kind === "SandboxPool") {
-      await client.pools.apply({ ...object, metadata: { ...object.metadata, namespace } });
-      process.stdout.write(`sandboxpool/${object.metadata.name} configured\n`);
+      const existing = await client.pools.get(object.metadata.name, { namespace }).catch(unlessNotFound);
+      const applied = await client.pools.apply({ ...object, metadata: { ...object.metadata, namespace } });
+      process.stdout.write(`sandboxpool/${object.metadata.name} ${outcome(existing, applied)}\n`);
       continue;
     }
-    const existing = await client.sandboxes.get(object.metadata.name, { namespace }).catch((error: unknown) => {
-      if (error instanceof NotFoundError) return undefined;
-      throw error;
-    });
+    const existing = await client.sandboxes.get(object.metadata.name, { namespace }).catch(unlessNotFound);
     if (existing) {
       // The manifest states the labels: those it no longer has are removed.
-      await client.sandboxes.update(object.metadata.name, object.spec, { namespace, labels: object.metadata.labels ?? {} });
-      process.stdout.write(`sandbox/${object.metadata.name} configured\n`);
+      const updated = await client.sandboxes.update(object.metadata.name, object.spec, { namespace, labels: object.metadata.labels ?? {} });
+      process.stdout.write(`sandbox/${object.metadata.name} ${outcome(existing, updated)}\n`);
     } else {
       const spec = object.spec;
       await client.sandboxes.create({

@@ -5,14 +5,15 @@
  * commands `-n` is the checkpoint's name (checkpoint) or the number of copies (fork), as the issue
  * that asked for them writes it; the namespace is `--namespace`.
  */
-import { ValidationError, parseDurationMs } from "@fast-sandbox/api";
+import { ValidationError } from "@fast-sandbox/api";
 import type { CheckpointInfo } from "@fast-sandbox/sdk";
 import { formatBytes } from "../byte-sizes.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { printCreated } from "../created-sandbox.js";
+import { forEachName } from "../failures.js";
 import { UNTIL_DONE, untilCreated } from "../slow-operations.js";
 import { age, printObjects, printTable, type OutputFormat } from "../output.js";
-import { parsePorts } from "./sandboxes.js";
+import { parseExpireMs, parsePorts } from "./sandboxes.js";
 
 export async function checkpoint(sandbox: string, options: GlobalOptions & { namespace?: string; name?: string }): Promise<void> {
   const { client, namespace } = await connect(options);
@@ -42,12 +43,13 @@ export async function list(options: GlobalOptions & { namespace?: string; allNam
   });
 }
 
+/** Deletes every checkpoint named; one that fails is reported and the others are deleted all the same (exit 1 at the end). */
 export async function remove(names: string[], options: GlobalOptions & { namespace?: string }): Promise<void> {
   const { client, namespace } = await connect(options);
-  for (const name of names) {
+  await forEachName(names, async (name) => {
     await client.checkpoints.delete(name, { namespace });
     process.stdout.write(`checkpoint ${name} deleted\n`);
-  }
+  });
 }
 
 export interface RunFromCheckpointOptions extends GlobalOptions {
@@ -66,7 +68,7 @@ export interface RunFromCheckpointOptions extends GlobalOptions {
 export async function runFromCheckpoint(options: RunFromCheckpointOptions): Promise<void> {
   // Read before anything is asked of the control plane (bad usage, exit 2).
   const exposedPorts = parsePorts(options.port);
-  const ttlMs = options.expire ? parseDurationMs(options.expire, "--expire") : undefined;
+  const ttlMs = options.expire !== undefined ? parseExpireMs(options.expire) : undefined;
   const { client, namespace, dataDir } = await connect(options);
   const sandbox = await untilCreated(namespace, options.name, (call) =>
     client.checkpoints.restore(options.fromCheckpoint, {
@@ -81,12 +83,17 @@ export async function runFromCheckpoint(options: RunFromCheckpointOptions): Prom
   if (sandbox) printCreated(sandbox, { namespace, dataDir, origin: `restored from checkpoint ${options.fromCheckpoint}`, quiet: options.quiet === true });
 }
 
+/** The most copies one fork makes (the control plane's MAX_FORK_COUNT). */
+const MAX_FORK_COUNT = 32;
+
 export async function fork(
   sandbox: string,
   options: GlobalOptions & { namespace?: string; count: string; checkpoint?: string; quiet?: boolean },
 ): Promise<void> {
   const count = Number(options.count);
-  if (!/^\d+$/.test(options.count) || count < 1) throw new ValidationError("--count", `${JSON.stringify(options.count)} is not a number of copies (1 or more)`);
+  if (!/^\d+$/.test(options.count) || count < 1 || count > MAX_FORK_COUNT) {
+    throw new ValidationError("--count", `${JSON.stringify(options.count)} is not a number of copies; allowed: 1..${MAX_FORK_COUNT}`);
+  }
   const { client, namespace, dataDir } = await connect(options);
   const result = await client.checkpoints.fork(sandbox, { namespace, count, ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}), ...UNTIL_DONE });
   for (const copy of result.sandboxes) printCreated(copy, { namespace, dataDir, origin: `copy of ${sandbox}`, quiet: options.quiet === true });
@@ -102,8 +109,10 @@ export async function pause(sandbox: string, options: GlobalOptions & { namespac
 }
 
 export async function resume(sandbox: string, options: GlobalOptions & { namespace?: string; expire?: string }): Promise<void> {
+  // Read before anything is asked of the control plane (bad usage, exit 2).
+  const ttlMs = options.expire !== undefined ? parseExpireMs(options.expire) : undefined;
   const { client, namespace } = await connect(options);
-  const expireTime = options.expire ? new Date(Date.now() + parseDurationMs(options.expire, "--expire")).toISOString() : undefined;
+  const expireTime = ttlMs !== undefined ? new Date(Date.now() + ttlMs).toISOString() : undefined;
   const resumed = await client.sandboxes.resume(sandbox, { namespace, ...(expireTime ? { expireTime } : {}), ...UNTIL_DONE });
   const address = resumed.status?.sandboxIP ? `, address ${resumed.status.sandboxIP}` : "";
   const end = resumed.spec.expireTime ? `; it ends at ${resumed.spec.expireTime}` : "";

@@ -11,7 +11,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { NotFoundError, ValidationError } from "@fast-sandbox/api";
 import { FastSandbox, type EntryInfo } from "@fast-sandbox/sdk";
-import { accessTokenFor } from "../access-tokens.js";
+import { accessTokenOfExisting } from "../access-tokens.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { baseName, parseCopyArguments } from "../copy-paths.js";
 import { STOP_SIGNAL_EXIT_CODES, onStopSignal, type StopSignal } from "../stop-signals.js";
@@ -26,8 +26,8 @@ export async function copy(source: string, destination: string, options: CopyOpt
   // The local side is checked before anything is asked of the control plane (bad usage, exit 2).
   if (direction.upload) await checkLocalSource(direction.local);
   else await checkLocalDestination(direction.local);
-  const { sdk, namespace, dataDir } = await connect(options);
-  const accessToken = accessTokenFor(namespace, direction.remote.sandbox, { token: options.token, dataDir });
+  const { client, sdk, namespace, dataDir } = await connect(options);
+  const accessToken = await accessTokenOfExisting(client.sandboxes, namespace, direction.remote.sandbox, { token: options.token, dataDir });
   const sandbox = await FastSandbox.connect(direction.remote.sandbox, { connection: sdk, namespace, accessToken });
   if (direction.upload) await upload(sandbox, direction.local, direction.remote.path);
   else await download(sandbox, direction.remote.path, direction.local);

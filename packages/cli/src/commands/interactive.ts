@@ -5,7 +5,7 @@
  */
 import { ValidationError, parseExecUser } from "@fast-sandbox/api";
 import { FastSandbox } from "@fast-sandbox/sdk";
-import { accessTokenFor } from "../access-tokens.js";
+import { accessTokenOfExisting } from "../access-tokens.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { runInTerminal, runWithStdin, type TerminalIo } from "../terminal-session.js";
 import { exec as execThroughControlPlane, parseEnvs } from "./sandboxes.js";
@@ -28,8 +28,8 @@ const processIo = (): TerminalIo => ({ stdin: process.stdin, stdout: process.std
 
 /** A handle on the sandbox for daemon traffic, with the access token the CLI knows for it. */
 async function sandboxHandle(name: string, options: GlobalOptions & { namespace?: string; token?: string | undefined }): Promise<FastSandbox> {
-  const { sdk, namespace, dataDir } = await connect(options);
-  const accessToken = accessTokenFor(namespace, name, { token: options.token, dataDir });
+  const { client, sdk, namespace, dataDir } = await connect(options);
+  const accessToken = await accessTokenOfExisting(client.sandboxes, namespace, name, { token: options.token, dataDir });
   return FastSandbox.connect(name, { connection: sdk, namespace, accessToken });
 }
 

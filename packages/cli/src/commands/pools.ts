@@ -1,5 +1,6 @@
 import { networkModeOf, type SandboxPool } from "@fast-sandbox/api";
 import { connect, type GlobalOptions } from "../connection.js";
+import { forEachName } from "../failures.js";
 import { age, printObjects, printTable, type OutputFormat } from "../output.js";
 
 export const POOL_HEADERS = ["NAME", "AGENTS", "DESIRED", "UPDATED", "SANDBOXES", "FREE", "RUNTIME", "NETWORK", "EGRESS", "IMAGE", "AGE"];
@@ -57,11 +58,14 @@ export async function getPool(name: string, options: GlobalOptions & { namespace
   printObjects(options.output, pool, () => printTable(POOL_HEADERS, [poolRow(pool)]));
 }
 
-/** Deletes pools one by one; the control plane refuses a pool that still has sandboxes. */
+/**
+ * Deletes pools one by one; the control plane refuses a pool that still has sandboxes. One that fails
+ * is reported and the others are deleted all the same (exit 1 at the end).
+ */
 export async function deletePools(names: string[], options: GlobalOptions & { namespace?: string }): Promise<void> {
   const { client, namespace } = await connect(options);
-  for (const name of names) {
+  await forEachName(names, async (name) => {
     await client.pools.delete(name, { namespace });
     process.stdout.write(`pool ${name} deleted\n`);
-  }
+  });
 }

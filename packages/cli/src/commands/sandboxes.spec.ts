@@ -1,7 +1,17 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { API_VERSION, ValidationError, type Sandbox } from "@fast-sandbox/api";
-import { conditionRows, parseEgress, parseEnvs, parsePorts } from "./sandboxes.js";
+import {
+  MAX_EXPIRE,
+  checkWorkdir,
+  commandNotStarted,
+  conditionRows,
+  parseEgress,
+  parseEnvs,
+  parseExpireMs,
+  parsePorts,
+  parseRecoveryTimeoutSeconds,
+} from "./sandboxes.js";
 
 function assertUsageError(parse: () => unknown, flag: string, message: RegExp): void {
   assert.throws(parse, (error: unknown) => {
@@ -26,6 +36,65 @@ describe("parsePorts", () => {
         new RegExp(`${JSON.stringify(value).replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} is not a port; allowed: 1\\.\\.65535`),
       );
     }
+  });
+});
+
+describe("parsePorts: duplicates", () => {
+  it("refuses a port given twice as a --port error, as the control plane would", () => {
+    assertUsageError(() => parsePorts(["8080", "9090", "8080"]), "--port", /^--port: 8080 is given twice; give each port once$/);
+  });
+});
+
+describe("parseExpireMs and parseRecoveryTimeoutSeconds", () => {
+  it("read durations up to their bounds", () => {
+    assert.equal(parseExpireMs("30s"), 30_000);
+    assert.equal(parseExpireMs(MAX_EXPIRE), 36_500 * 86_400_000);
+    assert.equal(parseRecoveryTimeoutSeconds("24h"), 86_400);
+    assert.equal(parseRecoveryTimeoutSeconds("1s"), 1);
+  });
+
+  it("refuse a duration past them (or too large for a number) with the allowed range", () => {
+    for (const value of ["36501d", "999999999h", "100000000000000000000s", `${"9".repeat(400)}s`]) {
+      assertUsageError(() => parseExpireMs(value), "--expire", /is too long; allowed: 1ms to 36500d \(100 years\)$/);
+    }
+    assertUsageError(
+      () => parseRecoveryTimeoutSeconds("86401s"),
+      "--recovery-timeout",
+      /^--recovery-timeout: "86401s" is too long; allowed: 1s to 24h \(86400s\)$/,
+    );
+  });
+});
+
+describe("checkWorkdir", () => {
+  it("takes an absolute path or none, and refuses a relative one as a --workdir error", () => {
+    assert.equal(checkWorkdir("/srv"), "/srv");
+    assert.equal(checkWorkdir(undefined), undefined);
+    for (const value of ["srv", "./srv", "~/x"]) assertUsageError(() => checkWorkdir(value), "--workdir", /is not an absolute path; give one starting with \//);
+  });
+});
+
+describe("commandNotStarted", () => {
+  const runc = (detail: string) =>
+    new Error(
+      `containerd containerd.services.tasks.v1.Tasks/Start: OCI runtime exec failed: exec failed: unable to start container process: ${detail}: unknown`,
+    );
+
+  it("reads runc's refusal to start an exec'd command as docker exec does: 127 not there, 126 cannot be run", () => {
+    assert.deepEqual(commandNotStarted(runc('exec: "nosuch": executable file not found in $PATH')), {
+      message: 'exec: "nosuch": executable file not found in $PATH',
+      exitCode: 127,
+    });
+    assert.deepEqual(commandNotStarted(runc('exec: "/no/x": stat /no/x: no such file or directory')), {
+      message: 'exec: "/no/x": stat /no/x: no such file or directory',
+      exitCode: 127,
+    });
+    assert.deepEqual(commandNotStarted(runc('exec: "/etc": permission denied')), { message: 'exec: "/etc": permission denied', exitCode: 126 });
+  });
+
+  it("leaves any other failure alone (a working directory that is not there, a sandbox not found)", () => {
+    assert.equal(commandNotStarted(runc('chdir to cwd ("/nonexist") set in config.json failed: no such file or directory')), undefined);
+    assert.equal(commandNotStarted(new Error("sandbox default/web not found")), undefined);
+    assert.equal(commandNotStarted('exec: "x": executable file not found'), undefined);
   });
 });
 
@@ -62,6 +131,23 @@ describe("parseEgress", () => {
           /is not deny-all, allow-all or CIDR\[:PORT\[,PORT…\]\]\[\/tcp\|\/udp\]/.test(error.message),
         value,
       );
+    }
+  });
+});
+
+describe("parseEgress: what the control plane would refuse", () => {
+  it("refuses a CIDR that is not one, and ports out of range, as --egress errors", () => {
+    assertUsageError(
+      () => parseEgress(["10.0.0.0/33"]),
+      "--egress",
+      /^--egress: "10\.0\.0\.0\/33" is not a valid CIDR: the prefix length must be a number from 0 to 32/,
+    );
+    assertUsageError(() => parseEgress(["10.0.0.1/8"]), "--egress", /is not a valid CIDR: bits are set after the \/8 prefix/);
+    for (const [value, port] of [
+      ["10.0.0.0/8:0", 0],
+      ["10.0.0.0/8:443,70000/tcp", 70000],
+    ] as const) {
+      assertUsageError(() => parseEgress([value]), "--egress", new RegExp(`^--egress: port ${port} of .* is out of range; allowed: 1\\.\\.65535$`));
     }
   });
 });

@@ -2,6 +2,7 @@ import {
   UnavailableError,
   ValidationError,
   checkTailLines,
+  parseCidr,
   parseDurationMs,
   parseExecUser,
   type EgressPolicy,
@@ -11,6 +12,7 @@ import {
 import { forgetAccessToken } from "../access-tokens.js";
 import { connect, type GlobalOptions } from "../connection.js";
 import { printCreated } from "../created-sandbox.js";
+import { forEachName } from "../failures.js";
 import { UNTIL_DONE, untilCreated } from "../slow-operations.js";
 import { age, printObjects, printTable, type OutputFormat } from "../output.js";
 
@@ -36,11 +38,45 @@ function parseFailurePolicy(value: string | undefined): "Manual" | "AutoRecreate
 }
 
 export function parsePorts(values: string[]): number[] {
-  return values.map((value) => {
+  const ports = values.map((value) => {
     const port = Number(value);
     if (!/^\d+$/.test(value) || port < 1 || port > 65535) throw new ValidationError("--port", `${JSON.stringify(value)} is not a port; allowed: 1..65535`);
     return port;
   });
+  const twice = ports.find((port, index) => ports.indexOf(port) !== index);
+  if (twice !== undefined) throw new ValidationError("--port", `${twice} is given twice; give each port once`);
+  return ports;
+}
+
+/** The longest `--expire`: a sandbox's end is an RFC 3339 time, whose year has four digits; 100 years is far from that. */
+export const MAX_EXPIRE = "36500d";
+const MAX_EXPIRE_MS = 36_500 * 86_400_000;
+
+/** `--expire` (run, run --from-checkpoint, resume): a duration from 1ms to MAX_EXPIRE, in milliseconds. */
+export function parseExpireMs(value: string, flag = "--expire"): number {
+  const ms = parseDurationMs(value, flag);
+  if (!(ms <= MAX_EXPIRE_MS)) throw new ValidationError(flag, `${JSON.stringify(value)} is too long; allowed: 1ms to ${MAX_EXPIRE} (100 years)`);
+  return ms;
+}
+
+/** The longest `--recovery-timeout`, as the API's recoveryTimeoutSeconds allows it. */
+const MAX_RECOVERY_TIMEOUT_SECONDS = 86_400;
+
+/** `--recovery-timeout`: whole seconds from 1s to 24h. */
+export function parseRecoveryTimeoutSeconds(value: string, flag = "--recovery-timeout"): number {
+  const seconds = wholeSeconds(value, flag);
+  if (!(seconds <= MAX_RECOVERY_TIMEOUT_SECONDS)) {
+    throw new ValidationError(flag, `${JSON.stringify(value)} is too long; allowed: 1s to 24h (${MAX_RECOVERY_TIMEOUT_SECONDS}s)`);
+  }
+  return seconds;
+}
+
+/** `-w`/`--workdir` of a command the control plane starts (run, exec): an absolute path in the sandbox. */
+export function checkWorkdir(value: string | undefined): string | undefined {
+  if (value !== undefined && !value.startsWith("/")) {
+    throw new ValidationError("--workdir", `${JSON.stringify(value)} is not an absolute path; give one starting with /, e.g. /tmp`);
+  }
+  return value;
 }
 
 /** `CIDR[:PORT[,PORT…]][/tcp|/udp]`; the CIDR's own `/prefix` comes first, so IPv6 colons are no trouble. */
@@ -63,9 +99,13 @@ export function parseEgress(values: string[]): EgressPolicy | undefined {
     if (!match?.cidr) {
       throw new ValidationError("--egress", `${JSON.stringify(value)} is not deny-all, allow-all or CIDR[:PORT[,PORT…]][/tcp|/udp] (e.g. 10.0.0.0/8:443/tcp)`);
     }
+    parseCidr(match.cidr, "--egress");
+    const ports = match.ports?.split(",").map(Number);
+    const outOfRange = ports?.find((port) => port < 1 || port > 65535);
+    if (outOfRange !== undefined) throw new ValidationError("--egress", `port ${outOfRange} of ${JSON.stringify(value)} is out of range; allowed: 1..65535`);
     return {
       cidr: match.cidr,
-      ...(match.ports ? { ports: match.ports.split(",").map(Number) } : {}),
+      ...(ports ? { ports } : {}),
       ...(match.protocol ? { protocol: match.protocol as "tcp" | "udp" } : {}),
     };
   });
@@ -85,9 +125,10 @@ export async function run(command: string[], options: RunOptions): Promise<void>
   const egress = parseEgress(options.egress);
   const envs = parseEnvs(options.env);
   const exposedPorts = parsePorts(options.port);
-  const ttlMs = options.expire ? parseDurationMs(options.expire, "--expire") : undefined;
+  const ttlMs = options.expire !== undefined ? parseExpireMs(options.expire) : undefined;
   const failurePolicy = parseFailurePolicy(options.failurePolicy);
-  const recoveryTimeoutSeconds = options.recoveryTimeout ? wholeSeconds(options.recoveryTimeout, "--recovery-timeout") : undefined;
+  const recoveryTimeoutSeconds = options.recoveryTimeout !== undefined ? parseRecoveryTimeoutSeconds(options.recoveryTimeout) : undefined;
+  const workingDir = checkWorkdir(options.workdir);
   const { client, namespace, dataDir } = await connect(options);
   let image = options.image;
   if (!image) {
@@ -105,7 +146,7 @@ export async function run(command: string[], options: RunOptions): Promise<void>
       ...(command.length > 0 ? { command } : {}),
       envs,
       exposedPorts,
-      ...(options.workdir ? { workingDir: options.workdir } : {}),
+      ...(workingDir ? { workingDir } : {}),
       ...(ttlMs !== undefined ? { ttlMs } : {}),
       ...(failurePolicy ? { failurePolicy } : {}),
       ...(recoveryTimeoutSeconds !== undefined ? { recoveryTimeoutSeconds } : {}),
@@ -214,25 +255,54 @@ export async function exec(
   if (command.length === 0) throw new ValidationError("COMMAND", "name the command after '--', e.g. fsb exec NAME -- sh -c 'ls /'");
   if (options.user !== undefined) parseExecUser("--user", options.user);
   const envs = parseEnvs(options.env);
+  const workingDir = checkWorkdir(options.workdir);
   const { client, namespace } = await connect(options);
-  const result = await client.sandboxes.exec(name, command, {
-    namespace,
-    envs,
-    ...(options.workdir ? { workingDir: options.workdir } : {}),
-    ...(options.user ? { user: options.user } : {}),
-    onStdout: (chunk) => process.stdout.write(chunk),
-    onStderr: (chunk) => process.stderr.write(chunk),
-  });
-  return result.exitCode;
+  try {
+    const result = await client.sandboxes.exec(name, command, {
+      namespace,
+      envs,
+      ...(workingDir ? { workingDir } : {}),
+      ...(options.user ? { user: options.user } : {}),
+      onStdout: (chunk) => process.stdout.write(chunk),
+      onStderr: (chunk) => process.stderr.write(chunk),
+    });
+    return result.exitCode;
+  } catch (error) {
+    const failed = commandNotStarted(error);
+    if (!failed) throw error;
+    process.stderr.write(`error: ${failed.message}\n`);
+    return failed.exitCode;
+  }
 }
 
+/** The OCI runtime's (runc's) refusal to start an exec'd command: `… OCI runtime exec failed: … exec: "CMD": REASON: unknown`. */
+const OCI_EXEC_FAILED = /OCI runtime exec failed: .*?\bexec: ("(?:[^"\\]|\\.)*"): (.+?)(?:: unknown)?$/s;
+
+/**
+ * An exec whose command could not be started, as `docker exec` reports it: exit 127 for a command
+ * that is not there (not in $PATH, no such file), 126 for one that cannot be run (permission
+ * denied: a directory, a file without x), with the runtime's reason alone. Undefined for any other
+ * failure. The agent passes the runtime's error through as it is (containerd's Tasks/Start); the
+ * helper that runs `exec -u` commands exits 127/126 itself.
+ */
+export function commandNotStarted(error: unknown): { message: string; exitCode: 126 | 127 } | undefined {
+  const match = error instanceof Error ? OCI_EXEC_FAILED.exec(error.message) : null;
+  if (!match) return undefined;
+  const [, command = "", reason = ""] = match;
+  const message = `exec: ${command}: ${reason}`;
+  if (/permission denied/i.test(reason)) return { message, exitCode: 126 };
+  if (/executable file not found|no such file or directory/i.test(reason)) return { message, exitCode: 127 };
+  return undefined;
+}
+
+/** Deletes every sandbox named; one that fails is reported and the others are deleted all the same (exit 1 at the end). */
 export async function remove(names: string[], options: GlobalOptions & { namespace?: string }): Promise<void> {
   const { client, namespace, dataDir } = await connect(options);
-  for (const name of names) {
+  await forEachName(names, async (name) => {
     await client.sandboxes.delete(name, { namespace, ...UNTIL_DONE });
     if (dataDir) forgetAccessToken(dataDir, namespace, name);
     process.stdout.write(`sandbox ${name} deleted\n`);
-  }
+  });
 }
 
 /** Sets a new resetRevision (the current time) and waits until the new instance runs. */
