@@ -100,7 +100,8 @@ export function embeddedSettingsFor(
   warn: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
 ): EmbeddedSettings {
   const saved = readSettings(dataDir);
-  const containerdNamespace = options.containerdNamespace ?? saved?.containerdNamespace ?? DEFAULT_CONTAINERD_NAMESPACE;
+  // An empty one (FSB_CONTAINERD_NAMESPACE="") is none given; an empty cgroup root is "none".
+  const containerdNamespace = options.containerdNamespace || saved?.containerdNamespace || DEFAULT_CONTAINERD_NAMESPACE;
   const sameNamespace = saved?.containerdNamespace === containerdNamespace;
   if (saved && !sameNamespace) {
     warn(
@@ -110,7 +111,7 @@ export function embeddedSettingsFor(
   }
   return {
     containerdNamespace,
-    containerdSocket: options.containerdSocket ?? saved?.containerdSocket ?? DEFAULT_CONTAINERD_SOCKET,
+    containerdSocket: options.containerdSocket || saved?.containerdSocket || DEFAULT_CONTAINERD_SOCKET,
     cgroupRoot: cgroupRootFor(containerdNamespace, options.cgroupRoot ?? (sameNamespace ? saved?.cgroupRoot : undefined)),
   };
 }
