@@ -375,7 +375,7 @@ describe("fsb on the command line", () => {
     assert.match(gone.stderr, /error: pool default\/workers not found/);
     assert.doesNotMatch(fsb("pools").stdout, /^workers /m);
     await waitFor(
-      () => !(JSON.parse(fsb("agents", "-o", "json").stdout) as { pool: string }[]).some((a) => a.pool === "workers"),
+      () => !(JSON.parse(fsb("agents", "-o", "json").stdout) as { items: { pool: string }[] }).items.some((a) => a.pool === "workers"),
       15_000,
       "the pool's agents to stop",
     );
