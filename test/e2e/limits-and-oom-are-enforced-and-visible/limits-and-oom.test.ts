@@ -227,7 +227,9 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     const { client } = embedded;
     // `tail` holds its whole last "line" — 100 MiB of zeros without a newline — in memory. Its
     // oom_score_adj of 1000 makes it the OOM killer's choice on a busy machine too (not the shell).
-    const allocate = "head -c 100m /dev/zero | sh -c 'echo 1000 > /proc/self/oom_score_adj && exec tail'; echo tail-exited-$?; sleep 3600";
+    // What it prints at the end (those 100 MiB) goes nowhere: in the log, the control's line would
+    // come only after 100 MiB of output and its rotations, read again at every look.
+    const allocate = "head -c 100m /dev/zero | sh -c 'echo 1000 > /proc/self/oom_score_adj && exec tail >/dev/null'; echo tail-exited-$?; sleep 3600";
     const hog = await client.sandboxes.create({ pool: "limited", image: BASE_IMAGE, command: ["sh", "-c", allocate] });
     const calm = await client.sandboxes.create({ pool: "limited", image: BASE_IMAGE, command: ["sleep", "3600"] });
     const control = await client.sandboxes.create({ pool: "unlimited", image: BASE_IMAGE, command: ["sh", "-c", allocate] });
@@ -252,7 +254,12 @@ describe("sandbox limits are enforced and an OOM kill is visible", () => {
     assert.equal((await client.sandboxes.exec(hog.metadata.name, ["true"])).exitCode, 0);
 
     // Without a memory limit the same allocation succeeds; neither of the others shows an OOM kill.
-    await waitFor(async () => (await logs(control.metadata.name)).includes("tail-exited-0"), 30_000, "the control's allocation");
+    let controlLog = "";
+    await waitFor(async () => (controlLog = await logs(control.metadata.name)).includes("tail-exited-0"), 60_000, "the control's allocation").catch(
+      (error: unknown) => {
+        throw new Error(`${String(error)}; the control's log: ${JSON.stringify(controlLog.slice(-500))}`);
+      },
+    );
     await sleep(1_500); // three heartbeats, which carry any OOM kill the agents saw
     assert.equal(await oomKilled(calm.metadata.name), undefined);
     assert.equal(await oomKilled(control.metadata.name), undefined);
