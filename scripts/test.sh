@@ -32,10 +32,33 @@ if [ -n "${FSB_TEST_FILTER:-}" ]; then
 fi
 # The in-sandbox daemon's Go tests (packages/envd), unless a filter leaves them out.
 if [ -z "${FSB_TEST_FILTER:-}" ] || grep -qE "$FSB_TEST_FILTER" <<<"packages/envd"; then bash scripts/test-envd.sh 9>&-; fi
-# In the background so that a SIGTERM or SIGINT to this script is handled at once: the runner is
-# stopped (its test files with it) and the EXIT trap sweeps what their skipped `after` hooks left.
-node --conditions=development --import tsx --test --test-concurrency=1 "${unit[@]}" "${e2e[@]}" 9>&- &
-runner=$!
-trap 'kill -TERM "$runner" 2>/dev/null; wait "$runner" || true; exit 143' TERM
-trap 'kill -INT "$runner" 2>/dev/null; wait "$runner" || true; exit 130' INT
-wait "$runner"
+# Unit spec files two at a time (they share nothing: fakes, temporary directories, loopback ports of
+# their own), then the end-to-end files one at a time (they share containerd, the cgroups and the
+# cluster's ports). Every file runs even when an earlier one failed; the exit status is the first
+# failure's. Each runner is started in the background so that a SIGTERM or SIGINT to this script is
+# handled at once: the runner is stopped (its test files with it) and the EXIT trap sweeps what their
+# skipped `after` hooks left.
+runner=
+status=0
+stop_runner() {
+  if [ -n "$runner" ]; then
+    kill "-$1" "$runner" 2>/dev/null
+    wait "$runner" || true
+  fi
+}
+trap 'stop_runner TERM; exit 143' TERM
+trap 'stop_runner INT; exit 130' INT
+run_files() {
+  local concurrency=$1
+  shift
+  [ "$#" -gt 0 ] || return 0
+  node --conditions=development --import tsx --test --test-concurrency="$concurrency" "$@" 9>&- &
+  runner=$!
+  local code=0
+  wait "$runner" || code=$?
+  runner=
+  if [ "$status" -eq 0 ]; then status=$code; fi
+}
+run_files 2 "${unit[@]}"
+run_files 1 "${e2e[@]}"
+exit "$status"
