@@ -58,6 +58,7 @@ import { SandboxDirectory } from "../proxy/sandbox-directory.js";
 import { startE2bApiServer, type E2bApiServer } from "../e2b/e2b-api-server.js";
 import { E2bSandboxes } from "../e2b/e2b-sandboxes.js";
 import { pollEnvdHealth } from "../e2b/envd-readiness.js";
+import { KubernetesReplicaLiveness } from "../leader/kubernetes-replica-liveness.js";
 import { hostResources } from "../e2b/host-resources.js";
 import { KubernetesApiKeyStore } from "../e2b/kubernetes-api-key-store.js";
 import { loadOrCreateKubernetesTokenSecret } from "../e2b/kubernetes-token-secret.js";
@@ -99,6 +100,12 @@ export interface KubernetesControlPlaneOptions {
   recoveryTimeoutMs?: number;
   /** @default DEFAULT_FOREIGN_CREATE_GRACE_MS */
   foreignCreateGraceMs?: number;
+  /**
+   * This replica's Pod (in the Lease's namespace): the Pods with its labels are the replicas, and
+   * when none that ran as another replica wrote a create runs any more, that create's grace ends
+   * (kubernetes-replica-liveness.ts). @default none: every such create gets its whole grace
+   */
+  podName?: string;
   /** Serve the E2B-compatible API. @default not served */
   e2b?: KubernetesE2bOptions;
   /** When the leader's checkpoint collector runs and which of the control plane's own checkpoints it removes. @default every 10 minutes; forks' after 1 hour, unnamed pauses' after 10 minutes */
@@ -282,6 +289,9 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
       clock,
       informer: sandboxCache,
       foreignCreateGraceMs: options.foreignCreateGraceMs ?? DEFAULT_FOREIGN_CREATE_GRACE_MS,
+      ...(options.podName
+        ? { replicas: new KubernetesReplicaLiveness({ kubeConfig, namespace: options.lease.namespace, podName: options.podName, logger, clock }) }
+        : {}),
     });
     hotImages = new HotImagesReconciler({ store, registry, agents: connections, logger, clock, informer: sandboxCache });
     await sandboxes.start();

@@ -33,6 +33,7 @@ async function main(): Promise<void> {
     // in the same Pod is a new candidate, and never renews the Lease its dead predecessor held.
     identity: `${config.identity}_${randomBytes(4).toString("hex")}`,
     lease: { namespace: config.namespace, name: config.leaseName, durationSeconds: config.leaseDurationSeconds },
+    podName: config.identity,
     token: config.token,
     agentToken: config.agentToken,
     agentTokenForOldPods: config.agentTokenForOldPods,

@@ -8,6 +8,7 @@ import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { SqliteResourceStore } from "../store/sqlite-resource-store.js";
 import { FakeClock } from "../controller/clock.js";
 import { SandboxReconciler, type AgentObserver } from "./sandbox-reconciler.js";
+import type { ReplicaLiveness } from "../leader/replica-liveness.js";
 
 type ObservedStatus = NonNullable<ReturnType<AgentObserver["observedStatus"]>>;
 type ReportedSandbox = ObservedStatus["status"]["sandboxes"][number];
@@ -101,6 +102,16 @@ function report(name: string, sandboxes: ReportedSandbox[], askedAt = now()): vo
 }
 
 const spec = sandboxSpec;
+
+/** Whether other replicas may still run, as set by a test; every question asked is kept. */
+class FakeReplicaLiveness implements ReplicaLiveness {
+  mayRun = true;
+  readonly asked: Date[] = [];
+  othersMayRunSince(at: Date): Promise<boolean> {
+    this.asked.push(at);
+    return Promise.resolve(this.mayRun);
+  }
+}
 
 /** Writes a record straight to the store, as a create cut short by a crash (or `fsb apply`) leaves it. */
 const storeRecord = (name: string, status?: SandboxStatus) => fixture.storeRecord(name, status);
@@ -720,6 +731,85 @@ describe("SandboxReconciler", () => {
       replicaClock.advance(10 * 1000);
       await settle();
       assert.equal((await stored("theirs"))?.status?.phase, "Running", "a create its replica did not finish is placed");
+    });
+
+    it("places a Pending record another replica's fast path wrote before its grace is over once no replica that ran when it was written runs", async () => {
+      await reconciler.stop();
+      const replicaClock = new FakeClock(new Date());
+      const replicas = new FakeReplicaLiveness();
+      reconciler = new SandboxReconciler({
+        store,
+        manager,
+        registry,
+        agents: observer,
+        logger: pino({ level: "silent" }),
+        clock: replicaClock,
+        foreignCreateGraceMs: 60_000,
+        replicas,
+      });
+      await reconciler.start();
+      const written = await store.create("Sandbox", {
+        apiVersion: API_VERSION,
+        kind: "Sandbox",
+        metadata: { name: "theirs", namespace: "default", finalizers: [CLEANUP_FINALIZER], annotations: { [FAST_PATH_ANNOTATION]: "true" } },
+        spec: spec(),
+      });
+      await settle();
+      replicaClock.advance(10 * 1000);
+      await settle();
+      assert.equal((await stored("theirs"))?.status?.phase, undefined, "while its writer may run, the create is left to it");
+      assert.deepEqual(client(AGENT).calls, []);
+      const writtenMs = Date.parse(written.metadata.creationTimestamp ?? "");
+      assert.ok(
+        replicas.asked.length > 0 && replicas.asked.every((at) => at.getTime() === writtenMs + 1000),
+        `asked about the second after it was written: ${replicas.asked.join(", ")}`,
+      );
+
+      replicas.mayRun = false;
+      replicaClock.advance(2 * 1000);
+      await settle();
+      assert.equal((await stored("theirs"))?.status?.phase, "Running", "nobody can be creating it any more: placed long before the grace is over");
+    });
+
+    it("removes a Bound record of a fast-path create its agent does not report before the grace is over once no replica that ran when it was seen runs", async () => {
+      const ID = "default.cut-short.abc123";
+      await reconciler.stop();
+      const replicas = new FakeReplicaLiveness();
+      reconciler = new SandboxReconciler({
+        store,
+        manager,
+        registry,
+        agents: observer,
+        logger: pino({ level: "silent" }),
+        clock,
+        foreignCreateGraceMs: 60_000,
+        replicas,
+      });
+      await reconciler.start();
+      await fixture.storeRecord("cut-short", { phase: "Bound", assignedPod: AGENT, sandboxID: ID }, {}, { [FAST_PATH_ANNOTATION]: "true" });
+      registry.restore({ sandboxKey: "default/cut-short", agentName: AGENT, ports: [] });
+      const writtenAt = now();
+      advance(1);
+      report(AGENT, []);
+      await settle();
+      advance(10);
+      report(AGENT, []);
+      await settle();
+      assert.equal((await stored("cut-short"))?.status?.phase, "Bound", "while another replica that ran when it was seen may run, it may still be creating it");
+      assert.deepEqual(client(AGENT).calls, []);
+      const firstSeen = replicas.asked[0]?.getTime() ?? 0;
+      assert.ok(
+        firstSeen >= writtenAt.getTime() && replicas.asked.every((at) => at.getTime() === firstSeen),
+        `asked about when it was first seen Bound: ${replicas.asked.join(", ")}`,
+      );
+
+      replicas.mayRun = false;
+      advance(2);
+      report(AGENT, []);
+      await settle();
+      assert.equal(await stored("cut-short"), undefined, "nobody is creating it: removed long before the grace is over");
+      assert.deepEqual(client(AGENT).calls, [`delete ${ID} 0`]);
+      assert.equal(allocated(), 0);
     });
   });
 

@@ -30,6 +30,7 @@ import { processOneGone, type AgentSandbox } from "../agent-client/agent-client.
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { FAST_PATH_ANNOTATION, type SandboxManager } from "../fastpath/sandbox-manager.js";
+import type { ReplicaLiveness } from "../leader/replica-liveness.js";
 import { setCondition } from "../fastpath/sandbox-status.js";
 import { systemClock, type Clock } from "../controller/clock.js";
 import { Controller, type ReconcileResult, type Reconciler } from "../controller/controller.js";
@@ -90,6 +91,11 @@ export interface SandboxReconcilerOptions {
    * as cut short. @default 0 (one process places)
    */
   foreignCreateGraceMs?: number;
+  /**
+   * Ends that grace early when no other replica's process that could have written the record still
+   * runs (they all crashed and restarted since, or are gone). @default none: the whole grace
+   */
+  replicas?: ReplicaLiveness;
 }
 
 export class SandboxReconciler implements Reconciler {
@@ -207,7 +213,7 @@ export class SandboxReconciler implements Reconciler {
     // The fast path is creating, replacing or deleting it right now; its writes will tell the outcome.
     if (manager.isBusy(namespace, name)) return { requeueAfterMs: BUSY_RECHECK_MS };
     if (phase === "Pending") {
-      const foreign = this.foreignCreateInFlight(sandbox, now);
+      const foreign = await this.foreignCreateInFlight(sandbox, now);
       if (foreign) return foreign;
       if (this.unansweredCreate(sandbox)) {
         // As a Bound record's unfinished create is (finishBound): its caller was never answered.
@@ -248,14 +254,29 @@ export class SandboxReconciler implements Reconciler {
    * A Pending record a fast path wrote (FAST_PATH_ANNOTATION; kubectl-written ones have none) that
    * this process is not busy with is another replica's create, placing it or waiting for capacity.
    * It is that replica's until `foreignCreateGraceMs` plus the pool's wakeTimeoutSeconds after its
-   * creation: placing it here too would create a second instance. Undefined: place it.
+   * creation, or until no replica that ran when it was written runs any more: placing it here too
+   * would create a second instance. Undefined: place it.
    */
-  private foreignCreateInFlight(sandbox: Sandbox, now: Date): ReconcileResult | undefined {
+  private async foreignCreateInFlight(sandbox: Sandbox, now: Date): Promise<ReconcileResult | undefined> {
     const extraMs = this.options.foreignCreateGraceMs ?? 0;
     if (extraMs <= 0 || sandbox.metadata.annotations?.[FAST_PATH_ANNOTATION] !== "true") return undefined;
     const graceMs = extraMs + this.options.manager.wakeTimeoutMs(sandbox.metadata.namespace ?? "default", sandbox.spec.poolRef);
-    const ageMs = now.getTime() - (Date.parse(sandbox.metadata.creationTimestamp ?? "") || now.getTime());
-    return ageMs < graceMs ? { requeueAfterMs: Math.min(graceMs - ageMs, 5 * REPORT_RECHECK_MS) } : undefined;
+    const createdMs = Date.parse(sandbox.metadata.creationTimestamp ?? "") || now.getTime();
+    const ageMs = now.getTime() - createdMs;
+    if (ageMs >= graceMs) return undefined;
+    // creationTimestamp is in whole seconds: the record was written before the next one began.
+    if (!(await this.writerMayRun(new Date(createdMs + 1000)))) return undefined;
+    return { requeueAfterMs: Math.min(graceMs - ageMs, this.graceRecheckMs()) };
+  }
+
+  /** Whether another replica's process that ran at `at` may still run (and so still be creating what it wrote then). */
+  private async writerMayRun(at: Date): Promise<boolean> {
+    return this.options.replicas ? this.options.replicas.othersMayRunSince(at) : true;
+  }
+
+  /** How often a record another replica may be creating is looked at again: the replicas' liveness can end the wait sooner than the grace. */
+  private graceRecheckMs(): number {
+    return this.options.replicas ? 2 * REPORT_RECHECK_MS : 5 * REPORT_RECHECK_MS;
   }
 
   /**
@@ -309,7 +330,10 @@ export class SandboxReconciler implements Reconciler {
     }
     const graceMs = this.options.foreignCreateGraceMs ?? 0;
     const boundForMs = now.getTime() - since.getTime();
-    if (!reported && connectivity?.connected && boundForMs < graceMs) return { requeueAfterMs: Math.min(graceMs - boundForMs, 5 * REPORT_RECHECK_MS) };
+    // Whoever bound it wrote that before we saw it Bound: once no other replica that ran then runs, nobody is creating it.
+    if (!reported && connectivity?.connected && boundForMs < graceMs && (await this.writerMayRun(since))) {
+      return { requeueAfterMs: Math.min(graceMs - boundForMs, this.graceRecheckMs()) };
+    }
     if (!connectivity?.connected) {
       // The agent is away: the failure policy's clock decides, as for a running sandbox.
       const waitedMs = now.getTime() - since.getTime();

@@ -14,9 +14,11 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { CoordinationV1Api, KubeConfig } from "@kubernetes/client-node";
+import { CoordinationV1Api, CoreV1Api, KubeConfig, type V1ContainerState } from "@kubernetes/client-node";
+import { pino } from "pino";
 import { UnavailableError } from "@fast-sandbox/api";
 import { kubernetesLeaseClient } from "../../../../packages/controlplane/src/leader/kubernetes-lease-client.js";
+import { KubernetesReplicaLiveness } from "../../../../packages/controlplane/src/leader/kubernetes-replica-liveness.js";
 import { LeaseLeaderElector, type LeaseClient } from "../../../../packages/controlplane/src/leader/lease-leader-elector.js";
 import type { LeaseSpecRecord } from "../../../../packages/controlplane/src/leader/lease-decision.js";
 import { REPO_ROOT } from "../../../support/containerd.js";
@@ -210,5 +212,77 @@ describe("leader election on a coordination.k8s.io Lease of a real kube-apiserve
   it("at no sampled moment did two candidates lead", () => {
     assert.ok(sampler.samples > 500, `${sampler.samples} samples`);
     assert.deepEqual(sampler.overlaps, []);
+  });
+
+  describe("whether other replicas may still run, from their Pods (KubernetesReplicaLiveness)", () => {
+    const POD_NAMESPACE = "fsb-replica-liveness";
+    const REPLICA = { "app.kubernetes.io/name": "fast-sandbox", "app.kubernetes.io/component": "controller" };
+    const T = (seconds: number) => new Date(Date.UTC(2026, 11, 6, 12, 0, seconds));
+    let core: CoreV1Api;
+
+    /** A Pod no node takes (its nodeSelector matches none), with its container's state written as a kubelet would. */
+    async function replicaPod(name: string, labels: Record<string, string>, state: V1ContainerState): Promise<void> {
+      await core.createNamespacedPod({
+        namespace: POD_NAMESPACE,
+        body: {
+          metadata: { name, labels },
+          spec: { nodeSelector: { "fsb-test/no-such-node": "true" }, containers: [{ name: "controller", image: "fast-sandbox/controller" }] },
+        },
+      });
+      await setState(name, state);
+    }
+
+    /** Writes the container's state into the Pod's status, again on a conflict (the scheduler writes its condition meanwhile). */
+    async function setState(name: string, state: V1ContainerState): Promise<void> {
+      for (let attempt = 1; ; attempt++) {
+        const pod = await core.readNamespacedPodStatus({ name, namespace: POD_NAMESPACE });
+        pod.status = {
+          ...pod.status,
+          phase: "Running",
+          containerStatuses: [{ name: "controller", image: "fast-sandbox/controller", imageID: "", ready: "running" in state, restartCount: 0, state }],
+        };
+        try {
+          await core.replaceNamespacedPodStatus({ name, namespace: POD_NAMESPACE, body: pod });
+          return;
+        } catch (error) {
+          if ((error as { code?: number }).code !== 409 || attempt >= 10) throw error;
+        }
+      }
+    }
+
+    const liveness = (podName: string) => new KubernetesReplicaLiveness({ kubeConfig, namespace: POD_NAMESPACE, podName, logger: pino({ level: "silent" }) });
+
+    before(async () => {
+      core = kubeConfig.makeApiClient(CoreV1Api);
+      await core.createNamespace({ body: { metadata: { name: POD_NAMESPACE } } });
+      await replicaPod("controller-a", { ...REPLICA, "pod-template-hash": "new" }, { running: { startedAt: T(0) } });
+      await replicaPod("controller-b", { ...REPLICA, "pod-template-hash": "old" }, { running: { startedAt: T(0) } });
+      // Not a replica: the proxy's Pod shares the name label only.
+      await replicaPod("proxy-x", { "app.kubernetes.io/name": "fast-sandbox", "app.kubernetes.io/component": "proxy" }, { running: { startedAt: T(0) } });
+    });
+
+    after(async () => {
+      await core?.deleteNamespace({ name: POD_NAMESPACE }).catch(() => undefined);
+    });
+
+    it("another replica (of the other side of a rollout too) running since before the time may run; restarted since, crash-looping or gone, it does not", async () => {
+      assert.equal(await liveness("controller-a").othersMayRunSince(T(10)), true, "controller-b runs since 12:00:00");
+      await setState("controller-b", { running: { startedAt: T(20) } });
+      assert.equal(await liveness("controller-a").othersMayRunSince(T(10)), false, "controller-b restarted at 12:00:20; the proxy is no replica");
+      assert.equal(await liveness("controller-a").othersMayRunSince(T(30)), true, "its new process ran at 12:00:30");
+      await setState("controller-b", { waiting: { reason: "CrashLoopBackOff" } });
+      assert.equal(await liveness("controller-a").othersMayRunSince(T(30)), false, "crash-looping: no process");
+      assert.equal(await liveness("controller-b").othersMayRunSince(T(30)), true, "seen from controller-b, controller-a runs since 12:00:00");
+      await core.deleteNamespacedPod({ name: "controller-a", namespace: POD_NAMESPACE, gracePeriodSeconds: 0 });
+      for (let tries = 0; (await core.listNamespacedPod({ namespace: POD_NAMESPACE })).items.some((pod) => pod.metadata?.name === "controller-a"); tries++) {
+        assert.ok(tries < 300, "controller-a's Pod deleted within 30 s");
+        await sleep(100);
+      }
+      assert.equal(await liveness("controller-b").othersMayRunSince(T(30)), false, "controller-a's Pod is gone");
+    });
+
+    it("a replica without a Pod of its own (run outside Kubernetes) counts the others as running", async () => {
+      assert.equal(await liveness("no-such-pod").othersMayRunSince(T(30)), true);
+    });
   });
 });
