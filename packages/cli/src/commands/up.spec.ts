@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { createServer, type AddressInfo } from "node:net";
 import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,7 +13,7 @@ import { setTimeout as realSleep } from "node:timers/promises";
 import { after, afterEach, describe, it } from "node:test";
 import { FsbError } from "@fast-sandbox/sdk";
 import { files, processStartTime, type ProcessIdentity } from "../data-dir.js";
-import { controlPlaneLogger, rotateOwnLog, runUntilStopSignalled, up, whenStopSignalled, type UpOptions } from "./up.js";
+import { controlPlaneLogger, rotateOwnLog, runUntilStopSignalled, startFailure, up, whenStopSignalled, type UpOptions } from "./up.js";
 
 const directory = mkdtempSync(join(tmpdir(), "fsb-up-spec-"));
 after(() => rmSync(directory, { recursive: true, force: true }));
@@ -72,6 +73,43 @@ describe("fsb up", () => {
       },
     );
   }
+});
+
+describe("fsb up --detach that does not start", () => {
+  it("says why, from what its child wrote to the log: a port in use", { timeout: 90_000 }, async () => {
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (busy.address() as AddressInfo).port;
+      const dataDir = mkdtempSync(join(directory, "data-"));
+      await assert.rejects(up({ ...options(dataDir, true), port: String(port) }), (error: unknown) => {
+        assert.ok(error instanceof FsbError, String(error));
+        assert.equal(error.code, "unavailable");
+        assert.match(
+          error.message,
+          new RegExp(`^Fast Sandbox did not start \\(exit code 1\\): port ${port} on 127\\.0\\.0\\.1, for the API, is in use by another program`),
+        );
+        assert.ok(error.message.endsWith(`; see ${files.log(dataDir)}`), error.message);
+        return true;
+      });
+    } finally {
+      busy.close();
+    }
+  });
+});
+
+describe("startFailure", () => {
+  it("takes the child's last `error: …` line, else its last error or fatal log record's message, else nothing", () => {
+    assert.equal(startFailure("starting\nerror: first\nerror: port 7070 is in use\n"), "port 7070 is in use");
+    const record = (level: number, msg: string, err?: string) => JSON.stringify({ level, msg, ...(err ? { err: { message: err } } : {}) });
+    assert.equal(
+      startFailure([record(30, "starting"), record(60, "control plane failed to start", "connect ENOENT /run/containerd.sock"), record(30, "bye")].join("\n")),
+      "control plane failed to start: connect ENOENT /run/containerd.sock",
+    );
+    assert.equal(startFailure([record(50, "cannot listen"), "{not json"].join("\n")), "cannot listen");
+    assert.equal(startFailure([record(30, "starting"), record(40, "a warning")].join("\n")), undefined);
+    assert.equal(startFailure(""), undefined);
+  });
 });
 
 describe("whenStopSignalled", () => {

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { stat } from "node:fs/promises";
-import { openSync, writeFileSync } from "node:fs";
+import { fstatSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
@@ -329,6 +329,7 @@ async function detach(options: ResolvedUpOptions, dataDir: string): Promise<void
   // Before the log is opened in it, and so that a directory the child would refuse is refused here, not in that log.
   makePrivateDataDir(dataDir);
   const log = openSync(files.log(dataDir), "a");
+  const logStart = fstatSync(log).size;
   const args = [
     // The child is the control plane: its flags and environment (CONTROL_PLANE_NODE_FLAGS, CONTROL_PLANE_ENV).
     ...CONTROL_PLANE_NODE_FLAGS,
@@ -374,5 +375,44 @@ async function detach(options: ResolvedUpOptions, dataDir: string): Promise<void
   }
   const other = readLock(dataDir)?.holder;
   if (other && other.pid !== child.pid && isRunning(other)) throw alreadyRunning(dataDir, other);
-  throw new FsbError("unavailable", `Fast Sandbox did not start; see ${files.log(dataDir)}`);
+  const exited = child.exitCode !== null ? ` (exit code ${child.exitCode})` : child.signalCode !== null ? ` (${child.signalCode})` : " within 60 s";
+  const reason = startFailure(readLogSince(files.log(dataDir), logStart));
+  throw new FsbError("unavailable", `Fast Sandbox did not start${exited}${reason ? `: ${reason}` : ""}; see ${files.log(dataDir)}`);
+}
+
+/** What the log holds from byte `start` on (what this start wrote; empty if it was rotated away meanwhile). */
+function readLogSince(path: string, start: number): string {
+  try {
+    const text = readFileSync(path);
+    return text.length >= start ? text.subarray(start).toString("utf8") : "";
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * Why a detached `fsb up` stopped, from what it wrote to its log: its last `error: …` line (the CLI's
+ * own refusals: a port in use, a data directory another instance holds), else the message of its
+ * last error or fatal log record. Undefined when it wrote neither.
+ */
+export function startFailure(written: string): string | undefined {
+  const lines = written
+    .split("\n")
+    .map((line) => line.trim())
+    .filter(Boolean);
+  const cliError = lines.findLast((line) => line.startsWith("error: "));
+  if (cliError) return cliError.slice("error: ".length);
+  for (const line of lines.toReversed()) {
+    if (!line.startsWith("{")) continue;
+    try {
+      const record = JSON.parse(line) as { level?: unknown; msg?: unknown; err?: { message?: unknown } };
+      if (typeof record.level !== "number" || record.level < 50) continue;
+      const detail = typeof record.err?.message === "string" ? record.err.message : undefined;
+      const msg = typeof record.msg === "string" ? record.msg : undefined;
+      return [msg, detail].filter(Boolean).join(": ") || undefined;
+    } catch {
+      continue;
+    }
+  }
+  return undefined;
 }
