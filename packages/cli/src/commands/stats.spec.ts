@@ -73,4 +73,36 @@ describe("fsb stats", () => {
       rmSync(dataDir, { recursive: true, force: true });
     }
   });
+
+  it("shows every sandbox it can read and reports the others, exiting 1 at the end", async () => {
+    const token = "stats-token-0123456789";
+    const dataDir = mkdtempSync(join(tmpdir(), "fsb-stats-spec-"));
+    writeFileSync(join(dataDir, "token"), `${token}\n`, { mode: 0o600 });
+    const controlPlane = await startFakeControlPlane({ token, sandboxes: [fakeSandbox("a"), fakeSandbox("b")] });
+    const errors: string[] = [];
+    const writeErr = process.stderr.write.bind(process.stderr);
+    process.stderr.write = (chunk: string | Uint8Array, ...rest: never[]) =>
+      typeof chunk === "string" ? (errors.push(chunk), true) : writeErr(chunk, ...rest);
+    try {
+      const options = { url: controlPlane.url, dataDir, output: "json" as const };
+      const shown = JSON.parse(await printed(() => stats(["a", "nosuch", "b"], options)));
+      assert.deepEqual(
+        shown.items.map((item: { name: string }) => item.name),
+        ["a", "b"],
+      );
+      assert.equal(process.exitCode, 1);
+      assert.equal(errors.length, 1, errors.join(""));
+      assert.match(errors[0] ?? "", /^error: .*nosuch.*\n$/);
+      errors.length = 0;
+      process.exitCode = undefined;
+      assert.equal(await printed(() => stats(["nosuch"], { ...options, output: "table" })), "", "nothing read: no table");
+      assert.equal(process.exitCode, 1);
+    } finally {
+      process.stderr.write = writeErr;
+      process.exitCode = undefined;
+      closeConnections();
+      await controlPlane.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
 });

@@ -1,6 +1,7 @@
 import { ValidationError, type SandboxStats } from "@fast-sandbox/api/core";
 import { formatQuantityBytes } from "../byte-sizes.js";
 import { connect, type GlobalOptions } from "../connection.js";
+import { printFailure } from "../failures.js";
 import { printObjects, printTable, type OutputFormat } from "../output.js";
 
 const STATS_HEADERS = ["NAME", "CPU", "CPU LIMIT", "MEMORY", "MEMORY LIMIT", "PIDS", "DISK WRITTEN"];
@@ -46,7 +47,22 @@ export async function stats(names: string[], options: GlobalOptions & { namespac
     printObjects(options.output, samples, () => printTable(HISTORY_HEADERS, samples.map(historyRow)));
     return;
   }
-  const readings = await Promise.all(names.map(async (name) => ({ name, stats: await client.sandboxes.stats(name, { namespace }) })));
+  // Every name is read; one that fails is reported (`error: …`, exit 1 at the end) and the others are shown all the same.
+  const read = await Promise.all(
+    names.map((name) =>
+      client.sandboxes.stats(name, { namespace }).then(
+        (reading) => ({ name, stats: reading }),
+        (error: unknown) => ({ name, error }),
+      ),
+    ),
+  );
+  const readings: { name: string; stats: SandboxStats }[] = [];
+  for (const result of read) {
+    if ("error" in result) printFailure(result.error);
+    else readings.push(result);
+  }
+  if (readings.length < read.length) process.exitCode = 1;
+  if (readings.length === 0) return;
   // A List for one name too, as `ls -o json` prints: its shape does not depend on how many were named.
   printObjects(options.output, { apiVersion: "v1", kind: "List", items: readings }, () =>
     printTable(
