@@ -1,12 +1,26 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { recordedContainerOfSandbox, runningTasks } from "../../support/containerd-contents.js";
 import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
+import { sandboxCgroup } from "../../support/sandbox-cgroup.js";
+import { GVISOR_PIDS_HEADROOM } from "../../../packages/agent/src/containerd/oci-spec.js";
+
+/** A pool's `pids` below what gVisor's own threads take on the host (~80 idle here). */
+const SMALL_PIDS = 16;
 
 describe("a pool with runtimeType gvisor runs untrusted code under runsc", () => {
   let embedded: EmbeddedCase;
 
   before(async () => {
-    embedded = await startEmbedded({ name: "gvisor", pools: [pool("untrusted", { maxSandboxesPerPod: 2, runtimeType: "gvisor" })] });
+    embedded = await startEmbedded({
+      name: "gvisor",
+      pools: [
+        pool("untrusted", { maxSandboxesPerPod: 2, runtimeType: "gvisor" }),
+        pool("few-pids", { maxSandboxesPerPod: 1, runtimeType: "gvisor", sandboxResources: { pids: SMALL_PIDS } }),
+      ],
+    });
   });
 
   after(async () => {
@@ -49,6 +63,25 @@ describe("a pool with runtimeType gvisor runs untrusted code under runsc", () =>
     const stats = await client.sandboxes.stats(sandbox.metadata.name);
     assert.ok(stats.memoryUsedBytes > 1 << 20, `memory ${stats.memoryUsedBytes}`);
     assert.ok(stats.cpuUsageNanos > 0 && stats.pids >= 1, JSON.stringify(stats));
+    await client.sandboxes.delete(sandbox.metadata.name);
+    assert.deepEqual(containerdLeftovers(containerdNamespace), { containers: [], tasks: [], snapshots: [] });
+  });
+
+  it("a pool's small pids limit leaves gVisor's own threads room: the sandbox runs and starts processes, its host limit the pool's plus gVisor's", async () => {
+    const { client, containerdNamespace, cgroupRoot } = embedded;
+    const sandbox = await client.sandboxes.create({ pool: "few-pids", image: BASE_IMAGE, command: ["sleep", "3600"] });
+    const containerId = await recordedContainerOfSandbox(containerdNamespace, sandbox.status?.sandboxID ?? "");
+    const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
+    const cgroup = sandboxCgroup(v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/pids", cgroupRoot, containerId);
+    assert.equal(readFileSync(join(cgroup, "pids.max"), "utf8").trim(), String(SMALL_PIDS + GVISOR_PIDS_HEADROOM));
+    // More host tasks than the pool's limit: gVisor's threads, which its processes do not pay for.
+    const hostTasks = Number(readFileSync(join(cgroup, "pids.current"), "utf8").trim());
+    assert.ok(hostTasks > SMALL_PIDS, `the sandbox's cgroup holds ${hostTasks} tasks, gVisor's own among them`);
+    const started = await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 600 & done; echo started"]);
+    assert.deepEqual(started, { exitCode: 0, stdout: "started\n", stderr: "" });
+    const after = await client.sandboxes.exec(sandbox.metadata.name, ["sh", "-c", "ps | grep -c '[s]leep 600'"]);
+    assert.equal(after.stdout.trim(), "8", JSON.stringify(after));
+    assert.ok(runningTasks(containerdNamespace).includes(containerId), "its task still runs");
     await client.sandboxes.delete(sandbox.metadata.name);
     assert.deepEqual(containerdLeftovers(containerdNamespace), { containers: [], tasks: [], snapshots: [] });
   });

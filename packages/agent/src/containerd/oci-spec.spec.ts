@@ -22,6 +22,7 @@ import {
   execProcessOf,
   execAsArgs,
   DEFAULT_SANDBOX_PIDS_LIMIT,
+  GVISOR_PIDS_HEADROOM,
   CGROUP_MOUNT,
   buildAnchorSpec,
 } from "./oci-spec.js";
@@ -237,6 +238,14 @@ describe("buildOciSpec", () => {
     assert.deepEqual(swapAccounted.linux.resources.memory, { limit: 64 * 1024 * 1024, swap: 64 * 1024 * 1024 }, "no swap beyond the limit");
     assert.equal(spec.linux.cgroupsPath, "/fast-sandbox/sb-1");
     assert.deepEqual(spec.linux.resources.devices, [{ allow: false, access: "rwm" }]);
+  });
+
+  it("adds gVisor's own threads to a gVisor sandbox's process limit (they count in its host cgroup, and one refused crashes the sandbox)", () => {
+    const pids = (resources: { pids?: number }, runtimeType?: "gvisor") =>
+      buildOciSpec(sandbox({ resources, ...(runtimeType ? { runtimeType } : {}) }), image, options).linux.resources.pids;
+    assert.deepEqual(pids({ pids: 64 }, "gvisor"), { limit: 64 + GVISOR_PIDS_HEADROOM });
+    assert.deepEqual(pids({}, "gvisor"), { limit: DEFAULT_SANDBOX_PIDS_LIMIT + GVISOR_PIDS_HEADROOM });
+    assert.deepEqual(pids({ pids: 64 }), { limit: 64 }, "runc: the pool's limit as it is");
   });
 
   it("writes a CPU limit above the agent's bound as the bound (cgroup v1 refuses a child's quota above its parent's)", () => {

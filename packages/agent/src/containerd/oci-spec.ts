@@ -11,6 +11,15 @@ import { defaultSeccompProfile, type SeccompProfile } from "./seccomp-profile.js
 /** The most processes (and threads) a sandbox may have when its pool sets no `pids`. */
 export const DEFAULT_SANDBOX_PIDS_LIMIT = 4096;
 
+/**
+ * What gVisor itself takes of a sandbox's host pids limit: runsc's sandbox and gofer processes are
+ * Go programs whose threads (~80 idle here, more under load) are in the sandbox's cgroup with its
+ * processes' — and a thread the Go runtime cannot create crashes the whole sandbox, where runc's
+ * processes would only see a fork fail. A gVisor sandbox's limit is its pool's `pids` plus this, so
+ * its processes get about what the pool asks for and a small limit does not kill it at its start.
+ */
+export const GVISOR_PIDS_HEADROOM = 256;
+
 /** The annotation that makes the runc v2 shim serve every container of one group from one process. */
 export const SHIM_GROUP_ANNOTATION = "io.containerd.runc.v2.group";
 
@@ -439,7 +448,8 @@ export function buildOciSpec(spec: RuntimeSandboxSpec, image: ImageConfig, optio
   }
   // Always a bound: a sandbox's cgroup lies outside the kubelet's (and systemd's) task limits, so a
   // fork bomb without one would take the host's pid space.
-  resources.pids = { limit: limits?.pids !== undefined && limits.pids > 0 ? limits.pids : DEFAULT_SANDBOX_PIDS_LIMIT };
+  const pids = limits?.pids !== undefined && limits.pids > 0 ? limits.pids : DEFAULT_SANDBOX_PIDS_LIMIT;
+  resources.pids = { limit: spec.runtimeType === "gvisor" ? pids + GVISOR_PIDS_HEADROOM : pids };
 
   const linux: OciSpec["linux"] = {
     resources,
