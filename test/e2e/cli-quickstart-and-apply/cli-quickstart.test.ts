@@ -187,7 +187,9 @@ describe("fsb on the command line", () => {
         () => {
           const shown = fsb("stats", name, "--history", "-o", "json");
           assert.equal(shown.status, 0, shown.stderr);
-          samples = JSON.parse(shown.stdout) as Sample[];
+          const list = JSON.parse(shown.stdout) as { apiVersion: string; kind: string; items: Sample[] };
+          assert.equal(list.kind, "List", shown.stdout);
+          samples = list.items;
           return samples.length >= 3;
         },
         20_000,

@@ -44,7 +44,8 @@ export async function stats(names: string[], options: GlobalOptions & { namespac
   const { client, namespace } = await connect(options);
   if (options.history) {
     const samples = await client.sandboxes.statsHistory(names[0]!, { namespace });
-    printObjects(options.output, samples, () => printTable(HISTORY_HEADERS, samples.map(historyRow)));
+    // A List of the samples, as every other -o json of the CLI prints.
+    printObjects(options.output, { apiVersion: "v1", kind: "List", items: samples }, () => printTable(HISTORY_HEADERS, samples.map(historyRow)));
     return;
   }
   // Every name is read; one that fails is reported (`error: …`, exit 1 at the end) and the others are shown all the same.
