@@ -7,7 +7,7 @@ import { FakeAgentClient, SandboxManagerFixture, poolOf, sandboxSpec } from "../
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { SqliteResourceStore } from "../store/sqlite-resource-store.js";
 import { FakeClock } from "../controller/clock.js";
-import { SandboxReconciler, type AgentObserver } from "./sandbox-reconciler.js";
+import { SandboxReconciler, type AgentObserver, type SandboxReconcilerOptions } from "./sandbox-reconciler.js";
 import type { ReplicaLiveness } from "../leader/replica-liveness.js";
 
 type ObservedStatus = NonNullable<ReturnType<AgentObserver["observedStatus"]>>;
@@ -703,20 +703,25 @@ describe("SandboxReconciler", () => {
   });
 
   describe("several replicas (Kubernetes mode)", () => {
-    it("leaves a Pending record another replica's fast path wrote to it for the grace plus the pool's wake timeout, then places it", async () => {
+    /** The reconciler again, as a replica of several runs it: another replica's creates get a 60 s grace. */
+    async function asReplica(options: Pick<SandboxReconcilerOptions, "clock" | "replicas">): Promise<void> {
       await reconciler.stop();
-      // The store stamps creationTimestamp with the real time: this clock starts there.
-      const replicaClock = new FakeClock(new Date());
       reconciler = new SandboxReconciler({
         store,
         manager,
         registry,
         agents: observer,
         logger: pino({ level: "silent" }),
-        clock: replicaClock,
         foreignCreateGraceMs: 60_000,
+        ...options,
       });
       await reconciler.start();
+    }
+
+    it("leaves a Pending record another replica's fast path wrote to it for the grace plus the pool's wake timeout, then places it", async () => {
+      // The store stamps creationTimestamp with the real time: this clock starts there.
+      const replicaClock = new FakeClock(new Date());
+      await asReplica({ clock: replicaClock });
       await store.create("Sandbox", {
         apiVersion: API_VERSION,
         kind: "Sandbox",
@@ -734,20 +739,9 @@ describe("SandboxReconciler", () => {
     });
 
     it("places a Pending record another replica's fast path wrote before its grace is over once no replica that ran when it was written runs", async () => {
-      await reconciler.stop();
       const replicaClock = new FakeClock(new Date());
       const replicas = new FakeReplicaLiveness();
-      reconciler = new SandboxReconciler({
-        store,
-        manager,
-        registry,
-        agents: observer,
-        logger: pino({ level: "silent" }),
-        clock: replicaClock,
-        foreignCreateGraceMs: 60_000,
-        replicas,
-      });
-      await reconciler.start();
+      await asReplica({ clock: replicaClock, replicas });
       const written = await store.create("Sandbox", {
         apiVersion: API_VERSION,
         kind: "Sandbox",
@@ -773,19 +767,8 @@ describe("SandboxReconciler", () => {
 
     it("removes a Bound record of a fast-path create its agent does not report before the grace is over once no replica that ran when it was seen runs", async () => {
       const ID = "default.cut-short.abc123";
-      await reconciler.stop();
       const replicas = new FakeReplicaLiveness();
-      reconciler = new SandboxReconciler({
-        store,
-        manager,
-        registry,
-        agents: observer,
-        logger: pino({ level: "silent" }),
-        clock,
-        foreignCreateGraceMs: 60_000,
-        replicas,
-      });
-      await reconciler.start();
+      await asReplica({ clock, replicas });
       await fixture.storeRecord("cut-short", { phase: "Bound", assignedPod: AGENT, sandboxID: ID }, {}, { [FAST_PATH_ANNOTATION]: "true" });
       registry.restore({ sandboxKey: "default/cut-short", agentName: AGENT, ports: [] });
       const writtenAt = now();
