@@ -308,6 +308,34 @@ for (const mode of ["shared", "isolated", "gvisor"] as const) {
       for (const id of containersOf(`prep-${mode}`)) assert.match(id, /^(fsb-prepared-|fsb-anchor\.)/);
     });
 
+    it("a claim whose journal cannot be written (its command started meanwhile) fails the create, and leaves nothing of the instance or its network", async () => {
+      await runtime.preparedInstancesReady();
+      const stock = containersOf(`prep-${mode}`).filter((id) => id.startsWith("fsb-prepared-"));
+      assert.equal(stock.length, 2);
+      // A directory where the journal writes its entry (then renames it into place): the entry,
+      // written while the helper starts the command, fails; removing it would not.
+      const request = spec(mode, { command: ["sh", "-c", "echo started; sleep 1000"] });
+      const blocker = join(workDir, mode, "state", "claims", `${request.sandboxId}.json.${process.pid}.tmp`);
+      mkdirSync(blocker, { recursive: true });
+      try {
+        await assert.rejects(runtime.create(request), /EISDIR/);
+      } finally {
+        rmSync(blocker, { recursive: true, force: true });
+      }
+      assert.equal(await runtime.get(request.sandboxId), undefined);
+      assert.equal(existsSync(join(workDir, mode, "state", "run", request.sandboxId)), false, "its run directory is gone");
+      const claimed = stock.filter((id) => !containersOf(`prep-${mode}`).includes(id));
+      assert.equal(claimed.length, 1, "the claimed instance's container is gone, the other is still in stock");
+      assert.ok(!ctr(NAMESPACE, "tasks", "list", "-q").split("\n").includes(claimed[0]!), "its task (the started command) is gone");
+      if (mode !== "shared") {
+        const records = readdirSync(join(settings.stateDir, "attachments"))
+          .filter((file) => file.endsWith(".json"))
+          .map((file) => JSON.parse(readFileSync(join(settings.stateDir, "attachments", file), "utf8")) as { id: string; sandboxId?: string });
+        const left = records.filter((record) => record.sandboxId === request.sandboxId || record.sandboxId === claimed[0] || record.id === claimed[0]);
+        assert.deepEqual(left, [], "no network record of the sandbox or the instance");
+      }
+    });
+
     it("a second create of a sandbox it runs, claimed or cold, fails as a duplicate and leaves the sandbox as it was", async () => {
       await runtime.preparedInstancesReady();
       for (const [how, overrides] of [

@@ -6,7 +6,7 @@
  * down, by kill -9) would find the container still labelled as an instance when it starts again,
  * remove it as a leftover of its previous stock, and so lose an acknowledged sandbox.
  *
- * So the claim is written here first — one small file per sandbox under `<stateDir>/claims`, whole
+ * So the claim is written here before it is answered — one small file per sandbox under `<stateDir>/claims`, whole
  * by rename — and removed once containerd has it. An agent that starts replays what is left before
  * it does anything else with its containers.
  */
@@ -40,7 +40,7 @@ export class ClaimJournal {
     this.dir = join(stateDir, "claims");
   }
 
-  /** Records a claim before anything of it can be seen (synchronous: it must be on disk before the user's command starts). */
+  /** Records a claim before anything of it is answered or seen (synchronous: on disk before the create can answer, or the event loop run). */
   write(record: ClaimRecord): void {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const path = this.pathOf(record.sandboxId);

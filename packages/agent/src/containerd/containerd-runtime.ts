@@ -668,20 +668,29 @@ export class ContainerdRuntime implements Runtime {
     const commandStart = new CommandStartWatcher(runDir);
     const answered = afterAnswer();
     try {
-      // The helper starts the command at once; the agent's own record of the network's attachment
-      // is written meanwhile. containerd's (labels and spec) waits until the answer is on its way:
-      // its gRPC call costs this event loop a few ms, which delayed the answer by as much. Every
-      // other operation on the sandbox waits for it (claimRecorded), from before the write (a
-      // claim bigger than the pipe lets the event loop run); the journal entry, written first,
-      // keeps the claim if the agent dies before.
-      // The network's record moves to the sandbox before the journal names the claim: an agent that
-      // dies between the two finds an unclaimed instance (removed at its restart, and its network,
-      // now under an id no container has, with it), never a claimed sandbox whose network it would
-      // tear down as an instance's — while the command runs, its address free for another sandbox.
-      if (isolated) this.networks?.reassign(instance.id, sandboxId);
-      this.claimJournal.write({ sandboxId, containerId, labels, ociSpec });
+      // The helper starts the command at once, and the agent's own records are written while it
+      // forks and executes it (~1 ms here, which the answer waits for anyway): the network's
+      // attachment moves to the sandbox, then the journal names the claim. An agent that dies
+      // before the journal's entry finds an unclaimed instance at its restart — removed, and its
+      // network with it, whether still the instance's or already under an id no container has —
+      // never a claimed sandbox whose network it would tear down as an instance's; the create's
+      // caller saw the call fail and removes or places the sandbox anew.
+      const writing = writeClaim(join(runDir, CLAIM_FIFO), claim, this.commandStartTimeoutMs);
+      try {
+        if (isolated) this.networks?.reassign(instance.id, sandboxId);
+        this.claimJournal.write({ sandboxId, containerId, labels, ociSpec });
+      } catch (error) {
+        // Undone below as any failed claim, once the claim's write has finished.
+        await writing.catch(() => undefined);
+        throw error;
+      }
+      // containerd's record (labels and spec) waits until the answer is on its way: its gRPC call
+      // costs this event loop a few ms, which delayed the answer by as much. Every other operation
+      // on the sandbox waits for it (claimRecorded) from here on, before the event loop runs again
+      // (a claim bigger than the pipe is written in its turns); the journal's entry keeps the
+      // claim if the agent dies before.
       this.recordClaim(sandboxId, containerId, labels, ociSpec, answered.promise);
-      const written = await writeClaim(join(runDir, CLAIM_FIFO), claim, this.commandStartTimeoutMs);
+      const written = await writing;
       // The FIFO has served: it goes, so that no checkpoint or copy carries it and nothing in the
       // sandbox finds a host FIFO to open. The helper removes it before it starts the command; this
       // covers an instance whose helper predates that. (The command may run already and may have
