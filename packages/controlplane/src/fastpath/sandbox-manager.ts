@@ -57,14 +57,6 @@ const DEFAULT_GRACE_PERIOD_MS = 2000;
 export const DELETE_RETRY_MS = 1000;
 /** Conditions that describe one instance of a sandbox; a replacement starts without them. */
 const PER_INSTANCE_CONDITIONS = new Set(["CommandExited", "OOMKilled"]);
-/**
- * How long a fast create's Running status waits after the create returns. Connect encodes and
- * writes the answer over several turns of the event loop after the handler returns (~1 ms here); a
- * write started at the next turn (setImmediate) ran in front of it, and the store's write and the
- * watchers it wakes (~0.3 ms) delayed every answer by as much. Operations on the sandbox wait for
- * the write (pendingStatus), so nothing reads the record as Bound meanwhile.
- */
-const RUNNING_WRITE_DELAY_MS = 5;
 /** Tries of a create whose agent became unreachable (each on a freshly chosen agent). */
 const PLACEMENT_ATTEMPTS = 3;
 /** Tries of a create whose agent refused it for want of a slot or port (each placed afresh, after REFUSAL_PAUSE_MS × try). */
@@ -731,11 +723,14 @@ export class SandboxManager {
     }
     const running: Sandbox = { ...stored, status: this.runningStatus(stored, placement, { type: "Ready", status: "True", reason: "Started" }, address) };
     const bound = stored;
-    // fast: the write (synchronous in SQLite, and the watchers it wakes) waits until the answer is on its way.
+    // fast: the write (synchronous in SQLite, and the watchers it wakes) waits for the event loop's next
+    // turn, no longer: the sandbox proxy serves an Isolated sandbox once this status (its address) is in
+    // its informer, and a caller's first request right behind the answer must find it there. (Held 5 ms,
+    // it took ~0.4 ms off a prepared create and let such a request meet a 503.)
     const write =
       candidate.spec.consistencyMode === "strong"
         ? writeStatus(this.store, bound, running.status ?? {})
-        : new Promise<void>((resolve) => setTimeout(resolve, RUNNING_WRITE_DELAY_MS)).then(() => writeStatus(this.store, bound, running.status ?? {}));
+        : new Promise<void>((resolve) => setImmediate(resolve)).then(() => writeStatus(this.store, bound, running.status ?? {}));
     if (candidate.spec.consistencyMode === "strong") {
       try {
         return await write;
