@@ -8,7 +8,8 @@
  * the next chunk is sent) and 16 MiB arrive intact; a WebSocket client (ws) gets its messages back.
  * Without the token, or with a wrong one: 401; an unknown sandbox: 502 with E2B's body. `fsb token`
  * rotates the token (the old one is refused, the new one works) and `fsb port-forward` carries bytes
- * both ways. Traffic stays on loopback.
+ * both ways. A request sent the moment a create answers reaches the new sandbox (not 503 "starting").
+ * Traffic stays on loopback.
  */
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
@@ -128,6 +129,42 @@ describe("sandbox ingress through the proxy", () => {
       `${embedded.controlPlane.proxyUrl}/index.html`,
     );
     assert.deepEqual([answer.status, answer.body], [200, "hello-from-the-sandbox\n"], answer.stderr);
+  });
+
+  it("serves a sandbox at once: a request sent the moment its create answers is not refused as still starting", async () => {
+    // A few times over: the window such a request could meet is a few ms wide at most.
+    for (let attempt = 1; attempt <= 4; attempt++) {
+      const fresh = await embedded.client.sandboxes.create({
+        pool: "default",
+        image: BASE_IMAGE,
+        command: ["sh", "-c", `mkdir /srv && echo at-once > /srv/index.html && exec httpd -f -p ${HTTP_PORT} -h /srv`],
+        exposedPorts: [HTTP_PORT],
+      });
+      try {
+        // Nothing awaited between the answer and the request: the proxy must know the sandbox's
+        // address already (its Running status), else it answers 503 "starting (Bound)".
+        const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const request = http.get(
+            {
+              host: "127.0.0.1",
+              port: proxyPort,
+              path: "/index.html",
+              headers: { host: `${HTTP_PORT}-${fresh.status?.sandboxID ?? ""}.localhost:${proxyPort}`, "x-access-token": fresh.accessToken },
+            },
+            (response) => {
+              let body = "";
+              response.setEncoding("utf8");
+              response.on("data", (chunk: string) => (body += chunk));
+              response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
+            },
+          );
+          request.on("error", reject);
+        });
+        assert.deepEqual([answer.status, answer.body], [200, "at-once\n"], `attempt ${attempt}`);
+      } finally {
+        await embedded.client.sandboxes.delete(fresh.metadata.name, { gracePeriodMs: 0 });
+      }
+    }
   });
 
   it("refuses a missing or wrong token with 401, and answers 502 with E2B's body for an unknown sandbox", async () => {
