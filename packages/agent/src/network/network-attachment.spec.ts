@@ -102,7 +102,12 @@ describe("a network attachment", () => {
     );
     chmodSync(join(plugins, "firewall"), 0o755);
     mkdirSync(join(stateDir, "attachments"), { recursive: true });
-    const before = sh("ip", "netns", "list");
+    // This network's namespaces only: other spec files, run alongside, make and remove their own meanwhile.
+    const ours = () =>
+      sh("ip", "netns", "list")
+        .split("\n")
+        .filter((line) => line.startsWith(`fsb-${NAME}-`));
+    const before = ours();
     try {
       await assert.rejects(
         prepareAttachment(tools([plugins]), { network: NETWORK, stateDir, owner }),
@@ -111,7 +116,7 @@ describe("a network attachment", () => {
     } finally {
       rmSync(plugins, { recursive: true, force: true });
     }
-    assert.equal(sh("ip", "netns", "list"), before);
+    assert.deepEqual(ours(), before);
     assert.deepEqual(reservations(), []);
     assert.equal(new AttachmentStore(stateDir).list().length, 0);
   });
