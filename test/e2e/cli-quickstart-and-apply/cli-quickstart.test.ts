@@ -162,6 +162,11 @@ describe("fsb on the command line", () => {
     assert.equal(exec.status, 3);
     assert.equal(exec.stdout, "out\n");
     assert.equal(exec.stderr, "err\n");
+    // A command that is not there, and one whose working directory is not: docker exec's 127 and 126, runc's reason alone.
+    const missing = fsb("exec", name, "--", "nosuch");
+    assert.deepEqual([missing.status, missing.stderr], [127, 'error: exec: "nosuch": executable file not found in $PATH\n']);
+    const noDirectory = fsb("exec", name, "-w", "/missing", "--", "ls");
+    assert.deepEqual([noDirectory.status, noDirectory.stderr], [126, 'error: exec: working directory "/missing": no such file or directory\n']);
 
     const get = fsb("get", name, "-o", "json");
     assert.equal(get.status, 0);

@@ -91,8 +91,18 @@ describe("commandNotStarted", () => {
     assert.deepEqual(commandNotStarted(runc('exec: "/etc": permission denied')), { message: 'exec: "/etc": permission denied', exitCode: 126 });
   });
 
-  it("leaves any other failure alone (a working directory that is not there, a sandbox not found)", () => {
-    assert.equal(commandNotStarted(runc('chdir to cwd ("/nonexist") set in config.json failed: no such file or directory')), undefined);
+  it("reads runc's refusal to enter the working directory as a command that cannot be run (126), naming the directory", () => {
+    assert.deepEqual(commandNotStarted(runc('chdir to cwd ("/nonexist") set in config.json failed: no such file or directory')), {
+      message: 'exec: working directory "/nonexist": no such file or directory',
+      exitCode: 126,
+    });
+    assert.deepEqual(commandNotStarted(runc('chdir to cwd ("/etc/passwd") set in config.json failed: not a directory')), {
+      message: 'exec: working directory "/etc/passwd": not a directory',
+      exitCode: 126,
+    });
+  });
+
+  it("leaves any other failure alone (a sandbox not found, a message that is no runtime's)", () => {
     assert.equal(commandNotStarted(new Error("sandbox default/web not found")), undefined);
     assert.equal(commandNotStarted('exec: "x": executable file not found'), undefined);
   });

@@ -277,16 +277,26 @@ export async function exec(
 
 /** The OCI runtime's (runc's) refusal to start an exec'd command: `… OCI runtime exec failed: … exec: "CMD": REASON: unknown`. */
 const OCI_EXEC_FAILED = /OCI runtime exec failed: .*?\bexec: ("(?:[^"\\]|\\.)*"): (.+?)(?:: unknown)?$/s;
+/** runc's refusal to enter the exec's working directory: `… chdir to cwd ("DIR") set in config.json failed: REASON: unknown`. */
+const OCI_CHDIR_FAILED = /OCI runtime exec failed: .*?\bchdir to cwd \(("(?:[^"\\]|\\.)*")\) set in config\.json failed: (.+?)(?:: unknown)?$/s;
 
 /**
  * An exec whose command could not be started, as `docker exec` reports it: exit 127 for a command
  * that is not there (not in $PATH, no such file), 126 for one that cannot be run (permission
- * denied: a directory, a file without x), with the runtime's reason alone. Undefined for any other
- * failure. The agent passes the runtime's error through as it is (containerd's Tasks/Start); the
- * helper that runs `exec -u` commands exits 127/126 itself.
+ * denied: a directory, a file without x) or not in its working directory (`-w` not there, not a
+ * directory, not enterable), with the runtime's reason alone. Undefined for any other failure. The
+ * agent passes the runtime's error through as it is (containerd's Tasks/Start); the helper that
+ * runs `exec -u` commands exits 127/126 itself.
  */
 export function commandNotStarted(error: unknown): { message: string; exitCode: 126 | 127 } | undefined {
-  const match = error instanceof Error ? OCI_EXEC_FAILED.exec(error.message) : null;
+  const text = error instanceof Error ? error.message : undefined;
+  if (text === undefined) return undefined;
+  const chdir = OCI_CHDIR_FAILED.exec(text);
+  if (chdir) {
+    const [, directory = "", reason = ""] = chdir;
+    return { message: `exec: working directory ${directory}: ${reason}`, exitCode: 126 };
+  }
+  const match = OCI_EXEC_FAILED.exec(text);
   if (!match) return undefined;
   const [, command = "", reason = ""] = match;
   const message = `exec: ${command}: ${reason}`;
