@@ -6,9 +6,9 @@
  * down, by kill -9) would find the container still labelled as an instance when it starts again,
  * remove it as a leftover of its previous stock, and so lose an acknowledged sandbox.
  *
- * So the claim is written here before it is answered — one small file per sandbox under `<stateDir>/claims`, whole
- * by rename — and removed once containerd has it. An agent that starts replays what is left before
- * it does anything else with its containers.
+ * So the claim is written here before it is answered — one small file per sandbox under
+ * `<stateDir>/claims`, whole by rename — and removed once containerd has it. An agent that starts
+ * replays what is left before it does anything else with its containers.
  */
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";

@@ -283,10 +283,11 @@ const OCI_CHDIR_FAILED = /OCI runtime exec failed: .*?\bchdir to cwd \(("(?:[^"\
 /**
  * An exec whose command could not be started, as `docker exec` reports it: exit 127 for a command
  * that is not there (not in $PATH, no such file), 126 for one that cannot be run (permission
- * denied: a directory, a file without x) or not in its working directory (`-w` not there, not a
- * directory, not enterable), with the runtime's reason alone. Undefined for any other failure. The
- * agent passes the runtime's error through as it is (containerd's Tasks/Start); the helper that
- * runs `exec -u` commands exits 127/126 itself.
+ * denied: a directory, a file without x), with the runtime's reason alone; 126 too, naming the
+ * directory, for a working directory (`-w`) the runtime could not enter (not there, not a
+ * directory, not enterable). Undefined for any other failure. The agent passes the runtime's error
+ * through as it is (containerd's Tasks/Start); the helper that runs `exec -u` commands exits
+ * 127/126 itself.
  */
 export function commandNotStarted(error: unknown): { message: string; exitCode: 126 | 127 } | undefined {
   const text = error instanceof Error ? error.message : undefined;
