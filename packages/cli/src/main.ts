@@ -375,9 +375,11 @@ function program(programName: string, root: { namespace?: string } = {}): Comman
 
   fsb
     .command("cp")
-    .description("copy a file into a sandbox (cp LOCAL NAME:PATH) or out of it (cp NAME:PATH LOCAL); - is stdin or stdout")
+    .description(
+      "copy a file or a directory tree into a sandbox (cp LOCAL NAME:PATH) or out of it (cp NAME:PATH LOCAL), with files' permission bits; - is stdin or stdout",
+    )
     .argument("<src>", "LOCAL or NAME:PATH")
-    .argument("<dest>", "NAME:PATH or LOCAL (a directory, or a path ending with /, keeps the file's name)")
+    .argument("<dest>", "NAME:PATH or LOCAL (a directory, or a path ending with /, keeps the source's name)")
     .addOption(namespaceOption())
     .addOption(accessTokenOption())
     .action(async (source, destination, options) => (await import("./commands/copy.js")).copy(source, destination, { ...globals(), ...options }));

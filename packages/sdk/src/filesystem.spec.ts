@@ -130,6 +130,27 @@ describe("sandbox.files", () => {
     assert.equal(listeners(), 0, "failed");
   });
 
+  it("gives a written file the mode asked for, in octal in the query; refuses one that is not permission bits before sending anything", async () => {
+    await sandbox.files.write("/tmp/run.sh", "#!/bin/sh\n", { mode: 0o755 });
+    assert.equal((await sandbox.files.getInfo("/tmp/run.sh")).mode, 0o755);
+    assert.equal((await sandbox.files.getInfo("/tmp/run.sh")).permissions, "-rwxr-xr-x");
+    await sandbox.files.write("/tmp/run.sh", "echo\n");
+    assert.equal((await sandbox.files.getInfo("/tmp/run.sh")).mode, 0o755, "a write without a mode keeps the file's");
+    const sent = daemon.requests.filter((r) => r.what === "POST /files").length;
+    for (const mode of [0o1000, -1, 1.5, Number.NaN, "755" as unknown as number]) {
+      await assert.rejects(sandbox.files.write("/tmp/other", "x", { mode }), (error: unknown) => {
+        assert.ok(error instanceof ValidationError, String(error));
+        assert.equal(error.field, "mode");
+        assert.match(error.message, /not a file mode; give permission bits from 0 to 0o777/);
+        return true;
+      });
+    }
+    assert.equal(daemon.requests.filter((r) => r.what === "POST /files").length, sent);
+    assert.equal(daemon.file("/tmp/other"), undefined);
+    await sandbox.files.write("/tmp/locked", "x", { mode: 0 });
+    assert.equal((await sandbox.files.getInfo("/tmp/locked")).permissions, "----------");
+  });
+
   it("names the user in the query of /files (E2B's username parameter)", async () => {
     await sandbox.files.write("notes.txt", "x", { user: "user" });
     assert.equal(daemon.file("/root/notes.txt"), "x");

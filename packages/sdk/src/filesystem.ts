@@ -52,6 +52,16 @@ export type WriteData = string | ArrayBufferView | ArrayBuffer | Blob | Readable
 
 export interface FilesystemOptions extends RequestOptions, UserOptions {}
 
+export interface WriteOptions extends FilesystemOptions {
+  /**
+   * The file's permission bits once written, 0 to 0o777 (e.g. 0o755 for a script): a new file gets
+   * exactly these, whatever the sandbox's umask; an existing one gets them before its content is
+   * replaced (only its owner, or root, may change them). Not given: a new file is 0o644, an
+   * existing one keeps its mode. A Fast Sandbox extension: E2B's daemon has none.
+   */
+  mode?: number;
+}
+
 export interface ReadOptions extends FilesystemOptions {
   /** `text` (UTF-8), `bytes`, or `stream`: a `ReadableStream` as the file arrives (the request deadline covers only its start). @default "text" */
   format?: "text" | "bytes" | "stream";
@@ -113,8 +123,9 @@ export class Filesystem {
    * stream that fails (a file that is not there, a source that throws) fails the write with its own
    * error; one that gives something other than bytes or strings, with a ValidationError on `data`.
    */
-  async write(path: string, data: WriteData, options: FilesystemOptions = {}): Promise<WriteInfo> {
+  async write(path: string, data: WriteData, options: WriteOptions = {}): Promise<WriteInfo> {
     checkPath(path, "path");
+    checkMode(options.mode);
     const upload = uploadBody(data);
     const what = `writing ${path}`;
     let sent: { response: Response; start: StreamStart };
@@ -315,7 +326,7 @@ export class Filesystem {
     what: string,
     method: "GET" | "POST",
     path: string,
-    options: FilesystemOptions,
+    options: FilesystemOptions & { mode?: number },
     body?: NonNullable<RequestInit["body"]>,
   ): Promise<{ response: Response; start: StreamStart }> {
     const start = new StreamStart(options.signal, this.daemon.requestTimeoutMs(options));
@@ -323,6 +334,7 @@ export class Filesystem {
     try {
       const channel = await this.daemon.channel({ ...options, signal: start.signal });
       const query = new URLSearchParams({ path, ...(options.user ? { username: options.user } : {}) });
+      if (options.mode !== undefined) query.set("mode", options.mode.toString(8));
       response = await channel.fetch(`/files?${query.toString()}`, {
         method,
         signal: start.signal,
@@ -387,6 +399,15 @@ async function readAll(body: ReadableStream<Uint8Array> | null, silenceMs: numbe
     offset += part.length;
   }
   return bytes;
+}
+
+/** A write's mode: permission bits, 0 to 0o777. */
+function checkMode(mode: number | undefined): void {
+  if (mode === undefined) return;
+  if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) {
+    const shown = typeof mode === "number" && Number.isInteger(mode) && mode >= 0 ? `0o${mode.toString(8)}` : String(mode);
+    throw new ValidationError("mode", `${shown} is not a file mode; give permission bits from 0 to 0o777 (e.g. 0o755)`);
+  }
 }
 
 function checkPath(path: string, field: string): void {

@@ -36,6 +36,7 @@ export {
   type WriteInfo,
   type WriteData,
   type ReadOptions,
+  type WriteOptions,
   type WatchOptions,
   type FilesystemOptions,
 } from "./filesystem.js";

@@ -296,6 +296,8 @@ class FakeProcess implements FakeProcessIO {
 
 interface FakeEntry {
   kind: "file" | "dir";
+  /** Permission bits as an upload's `mode` set them; 0o755 for a directory, 0o644 for a file otherwise. */
+  mode?: number;
   data: Uint8Array;
   modified: Date;
 }
@@ -397,10 +399,15 @@ export class FakeDaemon {
     return entry?.kind === "file" ? new TextDecoder().decode(entry.data) : undefined;
   }
 
-  writeFile(path: string, data: Uint8Array | string): void {
+  writeFile(path: string, data: Uint8Array | string, mode?: number): void {
     this.mkdirs(parentOf(path));
-    const existed = this.entries.has(path);
-    this.entries.set(path, { kind: "file", data: typeof data === "string" ? new TextEncoder().encode(data) : data, modified: new Date() });
+    const existed = this.entries.get(path);
+    this.entries.set(path, {
+      kind: "file",
+      data: typeof data === "string" ? new TextEncoder().encode(data) : data,
+      modified: new Date(),
+      ...((mode ?? existed?.mode) !== undefined ? { mode: mode ?? existed?.mode } : {}),
+    });
     this.notify(path, existed ? EventType.WRITE : EventType.CREATE);
   }
 
@@ -597,8 +604,8 @@ export class FakeDaemon {
       path,
       size: BigInt(entry.data.length),
       // The permission bits alone, as the daemon gives them (st_mode & 0o7777).
-      mode: entry.kind === "dir" ? 0o755 : 0o644,
-      permissions: entry.kind === "dir" ? "drwxr-xr-x" : "-rw-r--r--",
+      mode: entry.mode ?? (entry.kind === "dir" ? 0o755 : 0o644),
+      permissions: permissionsOf(entry.kind, entry.mode ?? (entry.kind === "dir" ? 0o755 : 0o644)),
       owner: "root",
       group: "root",
       modifiedTime: timestampFromDate(entry.modified),
@@ -681,9 +688,12 @@ export class FakeDaemon {
     if (method === "POST") {
       if (new Headers(init.headers).get("content-type") !== "application/octet-stream")
         return json(400, { message: "send application/octet-stream", code: 400 });
+      const modeText = url.searchParams.get("mode");
+      const mode = modeText === null ? undefined : /^[0-7]{1,4}$/.test(modeText) ? parseInt(modeText, 8) : NaN;
+      if (mode !== undefined && !(mode <= 0o777)) return json(400, { message: `mode ${JSON.stringify(modeText)} is not a file mode: 0 to 777`, code: 400 });
       const body = new Uint8Array(await new Response(init.body).arrayBuffer());
       if (this.entries.get(target)?.kind === "dir") return json(400, { message: `${target} is a directory`, code: 400 });
-      this.writeFile(target, body);
+      this.writeFile(target, body, mode);
       return json(200, [{ name: target.split("/").at(-1), type: "file", path: target }]);
     }
     return json(405, { message: `${method} /files`, code: 405 });
@@ -724,4 +734,12 @@ function delay(ms: number, signal?: AbortSignal): Promise<void> {
       reject(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
     });
   });
+}
+
+/** `ls -l`'s permission string of a file or directory with these bits. */
+function permissionsOf(kind: "file" | "dir", mode: number): string {
+  const bits = ["r", "w", "x"];
+  let text = kind === "dir" ? "d" : "-";
+  for (let i = 8; i >= 0; i--) text += mode & (1 << i) ? bits[(8 - i) % 3] : "-";
+  return text;
 }

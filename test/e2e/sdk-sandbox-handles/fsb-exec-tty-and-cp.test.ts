@@ -3,12 +3,13 @@
  * the real containerd: `fsb exec -it` and `fsb shell` in a real pseudo-terminal (pty-driver.py) —
  * what is typed is echoed by the sandbox's terminal, a window resize reaches `stty size`, the exit
  * code comes back — `fsb exec -i` with piped stdin, `fsb exec` without them as before, and
- * `fsb cp` into and out of a sandbox (files, directories as destinations, stdin/stdout, errors).
+ * `fsb cp` into and out of a sandbox (files with their modes, directory trees, directories as
+ * destinations, stdin/stdout, errors).
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -197,14 +198,96 @@ describe("fsb exec -it, fsb shell and fsb cp on a real sandbox", () => {
     assert.equal(toStdout.stdout.toString(), "from stdin\n");
   });
 
+  it("cp keeps a file's permission bits both ways: a script copied in runs", async () => {
+    const token = ["--token", sandbox.accessToken];
+    writeFileSync(join(local, "hello.sh"), "#!/bin/sh\necho hello from the script\n");
+    chmodSync(join(local, "hello.sh"), 0o750);
+    const up = await fsb([...target(), "cp", join(local, "hello.sh"), `${sandbox.name}:/tmp/modes/hello.sh`, ...token]);
+    assert.equal(up.status, 0, up.stderr);
+    assert.equal((await sandbox.commands.run("stat -c %a /tmp/modes/hello.sh")).stdout, "750\n");
+    assert.equal((await sandbox.commands.run("/tmp/modes/hello.sh")).stdout, "hello from the script\n");
+    // Onto an existing file: its mode becomes the source's too.
+    chmodSync(join(local, "hello.sh"), 0o700);
+    assert.equal((await fsb([...target(), "cp", join(local, "hello.sh"), `${sandbox.name}:/tmp/modes/hello.sh`, ...token])).status, 0);
+    assert.equal((await sandbox.commands.run("stat -c %a /tmp/modes/hello.sh")).stdout, "700\n");
+
+    await sandbox.commands.run("printf 'x' > /tmp/modes/private && chmod 600 /tmp/modes/private && chmod 755 /tmp/modes/hello.sh");
+    for (const [remote, mode] of [
+      ["private", 0o600],
+      ["hello.sh", 0o755],
+    ] as const) {
+      const down = await fsb([...target(), "cp", `${sandbox.name}:/tmp/modes/${remote}`, join(local, `down-${remote}`), ...token]);
+      assert.equal(down.status, 0, down.stderr);
+      assert.equal(statSync(join(local, `down-${remote}`)).mode & 0o777, mode & ~process.umask(), remote);
+    }
+  });
+
+  it("cp copies a directory tree in and out: files with their modes, subdirectories, symlinks to files as files; skips what it cannot copy, saying so", async () => {
+    const token = ["--token", sandbox.accessToken];
+    const tree = join(local, "proj");
+    mkdirSync(join(tree, "src", "deep"), { recursive: true });
+    mkdirSync(join(tree, "empty"));
+    writeFileSync(join(tree, "run.sh"), "#!/bin/sh\necho ran\n", { mode: 0o755 });
+    writeFileSync(join(tree, "src", "main.py"), "print('hi')\n", { mode: 0o640 });
+    const blob = randomBytes(300 * 1024 + 7);
+    writeFileSync(join(tree, "src", "deep", "blob.bin"), blob);
+    symlinkSync("run.sh", join(tree, "also-run.sh"));
+    symlinkSync(".", join(tree, "loop"));
+
+    // To a path that is not there: the tree is made there.
+    const up = await fsb([...target(), "cp", tree, `${sandbox.name}:/tmp/tree`, ...token]);
+    assert.equal(up.status, 0, up.stderr);
+    assert.match(up.stderr, /fsb cp: skipped .*proj\/loop: a symlink to a directory \(not followed\)/);
+    const listing = await sandbox.commands.run("cd /tmp/tree && find . | sort && stat -c '%a %n' run.sh also-run.sh src/main.py && ./run.sh");
+    assert.equal(
+      listing.stdout,
+      [
+        ".",
+        "./also-run.sh",
+        "./empty",
+        "./run.sh",
+        "./src",
+        "./src/deep",
+        "./src/deep/blob.bin",
+        "./src/main.py",
+        "755 run.sh",
+        "755 also-run.sh",
+        "640 src/main.py",
+        "ran",
+        "",
+      ].join("\n"),
+    );
+    assert.ok(Buffer.from(await sandbox.files.read("/tmp/tree/src/deep/blob.bin", { format: "bytes" })).equals(blob));
+    // Into an existing directory: under its own name.
+    assert.equal((await fsb([...target(), "cp", tree, `${sandbox.name}:/tmp/tree/`, ...token])).status, 0);
+    assert.equal((await sandbox.commands.run("test -x /tmp/tree/proj/run.sh && cat /tmp/tree/proj/src/main.py")).stdout, "print('hi')\n");
+
+    // Out: a symlink in the sandbox is left out (it could point anywhere on this machine), said on stderr.
+    await sandbox.commands.run("ln -s /etc/passwd /tmp/tree/src/passwd-link");
+    const down = await fsb([...target(), "cp", `${sandbox.name}:/tmp/tree`, join(local, "back"), ...token]);
+    assert.equal(down.status, 0, down.stderr);
+    assert.match(down.stderr, /fsb cp: skipped \/tmp\/tree\/src\/passwd-link: a symlink \(to \/etc\/passwd\) is not copied/);
+    const back = join(local, "back");
+    assert.deepEqual(readdirSync(back).sort(), ["also-run.sh", "empty", "proj", "run.sh", "src"]);
+    assert.deepEqual(readdirSync(join(back, "src")).sort(), ["deep", "main.py"]);
+    assert.ok(readFileSync(join(back, "src", "deep", "blob.bin")).equals(blob));
+    assert.equal(statSync(join(back, "run.sh")).mode & 0o777, 0o755 & ~process.umask());
+    assert.equal(statSync(join(back, "src", "main.py")).mode & 0o777, 0o640 & ~process.umask());
+    // Again, into the directory now there: merged under its own name, no partial file left.
+    const again = await fsb([...target(), "cp", `${sandbox.name}:/tmp/tree/src`, `${back}/`, ...token]);
+    assert.equal(again.status, 0, again.stderr);
+    assert.deepEqual(readdirSync(join(back, "src")).sort(), ["deep", "main.py"]);
+    assert.equal(readFileSync(join(back, "src", "main.py"), "utf8"), "print('hi')\n");
+  });
+
   it("cp fails clearly for a missing file, a directory source and a missing local directory, leaving nothing behind", async () => {
     const token = ["--token", sandbox.accessToken];
     const missing = await fsb([...target(), "cp", `${sandbox.name}:/no/such/file`, join(local, "x"), ...token]);
     assert.equal(missing.status, 1);
     assert.match(missing.stderr, /error: reading \/no\/such\/file in sandbox .+: .*no such file or directory/);
-    const directory = await fsb([...target(), "cp", `${sandbox.name}:/tmp`, join(local, "x"), ...token]);
-    assert.equal(directory.status, 1);
-    assert.match(directory.stderr, /is a directory/);
+    const directory = await fsb([...target(), "cp", `${sandbox.name}:/tmp`, "-", ...token]);
+    assert.equal(directory.status, 2);
+    assert.match(directory.stderr, /\/tmp in sandbox .+ is a directory; give a local directory to copy it into/);
     await sandbox.files.write("/tmp/exists.txt", "x");
     const noParent = await fsb([...target(), "cp", `${sandbox.name}:/tmp/exists.txt`, join(local, "no", "dir", "x"), ...token]);
     assert.equal(noParent.status, 2, "a local destination that cannot be: bad usage, refused before the download");

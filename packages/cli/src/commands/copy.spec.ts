@@ -16,16 +16,23 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { after, before, describe, it } from "node:test";
 import { fakeSandbox, startFakeControlPlane, type FakeControlPlane } from "../fake-control-plane.fixture.js";
-import { createPartialFile, partialPathOf } from "./copy.js";
+import type { EntryInfo } from "@fast-sandbox/sdk";
+import { ValidationError } from "@fast-sandbox/api";
+import { createPartialFile, partialPathOf, planTreeDownload } from "./copy.js";
 
 const MAIN = join(import.meta.dirname, "..", "main.ts");
 const API_TOKEN = "test-token-0123456789abcdef";
 
 describe("fsb cp out of a sandbox, interrupted", () => {
   const directory = mkdtempSync(join(tmpdir(), "fsb-copy-spec-"));
-  // The daemon's /files, through the proxy: a file that keeps arriving.
+  // The daemon's /files, through the proxy: a file that keeps arriving; its Stat, a file.
   const proxy = http.createServer((request, response) => {
-    if (!request.url?.startsWith("/files")) {
+    if (request.url === "/filesystem.Filesystem/Stat") {
+      response.writeHead(200, { "content-type": "application/json" });
+      response.end(JSON.stringify({ entry: { name: "big.bin", path: "/big.bin", type: "FILE_TYPE_FILE", mode: 0o644 } }));
+      return;
+    }
+    if (!request.url?.startsWith("/files?")) {
       response.writeHead(404).end();
       return;
     }
@@ -200,6 +207,56 @@ describe("fsb cp's partial file of a download", () => {
       const plain = join(directory, "plain");
       writeFileSync(plain, "");
       assert.equal(lstatSync(fresh).mode & 0o777, lstatSync(plain).mode & 0o777, "the mode any new file gets");
+    } finally {
+      rmSync(directory, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("fsb cp's plan for a directory copied out of a sandbox", () => {
+  const entry = (path: string, type: EntryInfo["type"] = "file"): EntryInfo => ({
+    name: path.split("/").at(-1) ?? "",
+    type,
+    path,
+    sizeBytes: 0,
+    mode: 0o644,
+    permissions: "-rw-r--r--",
+    owner: "root",
+    group: "root",
+  });
+
+  it("lists every entry by its path within the directory, parents before their children", () => {
+    const plan = planTreeDownload("/work/", [entry("/work/src/a.ts"), entry("/work/src", "dir"), entry("/work/a-b"), entry("/work/README")]);
+    assert.deepEqual(
+      plan.map((planned) => planned.relative),
+      ["README", "a-b", "src", "src/a.ts"],
+    );
+    assert.deepEqual(
+      planTreeDownload("/", [entry("/etc", "dir")]).map((planned) => planned.relative),
+      ["etc"],
+    );
+  });
+
+  it("refuses a listing with a path outside the directory, with . or .. parts, or twice (the sandbox is not trusted)", () => {
+    for (const bad of ["/etc/passwd", "/work", "/workshop/x", "/work/../etc/passwd", "/work/./x", "/work//x", "/work/a/"]) {
+      assert.throws(
+        () => planTreeDownload("/work", [entry("/work/ok"), entry(bad)]),
+        (error: unknown) => error instanceof ValidationError && error.message.includes(JSON.stringify(bad)) && /nothing was copied/.test(error.message),
+        bad,
+      );
+    }
+    assert.throws(() => planTreeDownload("/work", [entry("/work/x"), entry("/work/x")]), ValidationError);
+  });
+});
+
+describe("fsb cp's partial file, made with a mode", () => {
+  it("has the source's permission bits less the umask", async () => {
+    const directory = mkdtempSync(join(tmpdir(), "fsb-copy-mode-"));
+    try {
+      const path = join(directory, "script");
+      await pipeline(Readable.from(["#!/bin/sh\n"]), createPartialFile(path, 0o750));
+      const umask = process.umask();
+      assert.equal(statSync(path).mode & 0o777, 0o750 & ~umask);
     } finally {
       rmSync(directory, { recursive: true, force: true });
     }

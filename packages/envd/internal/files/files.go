@@ -14,6 +14,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -286,6 +287,10 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) *httpError {
 		return fail(http.StatusBadRequest, "Content-Encoding %q is not supported: send the body as is or gzip-encoded", encoding)
 	}
 	body = &limitedReader{reader: body, remaining: limit, limit: limit}
+	mode, failure := uploadMode(r.URL.Query().Get("mode"))
+	if failure != nil {
+		return failure
+	}
 
 	mediaType, parameters, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil {
@@ -298,7 +303,7 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) *httpError {
 		if requested == "" {
 			return fail(http.StatusBadRequest, "the path query parameter is required for an application/octet-stream upload")
 		}
-		file, failure := h.receive(requested, body, user)
+		file, failure := h.receive(requested, body, user, mode)
 		if failure != nil {
 			return h.uploadFailure(failure, tooLarge)
 		}
@@ -342,7 +347,7 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) *httpError {
 			if requested == "" {
 				return fail(http.StatusBadRequest, "a file part has no filename: give each part its path as filename, or one file with ?path=")
 			}
-			file, failure := h.receiveOnce(requested, part, user, seen)
+			file, failure := h.receiveOnce(requested, part, user, seen, mode)
 			_ = part.Close()
 			if failure != nil {
 				return h.uploadFailure(failure, tooLarge)
@@ -370,6 +375,21 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) *httpError {
 	return nil
 }
 
+// uploadMode reads an upload's ?mode= (an extension of E2B's API, which has none; `fsb cp` keeps a
+// file's permission bits with it): octal permission bits, 0 to 777, for every file of the upload.
+// None given: a new file is 0644 less the daemon's umask, an existing one keeps its mode.
+func uploadMode(text string) (*os.FileMode, *httpError) {
+	if text == "" {
+		return nil, nil
+	}
+	value, err := strconv.ParseUint(text, 8, 32)
+	if err != nil || value > 0o777 {
+		return nil, fail(http.StatusBadRequest, "mode %q is not a file mode: give its permission bits in octal, 0 to 777 (e.g. 755)", text)
+	}
+	mode := os.FileMode(value)
+	return &mode, nil
+}
+
 func isMaxBytes(err error) bool {
 	var maxBytes *http.MaxBytesError
 	return errors.As(err, &maxBytes)
@@ -391,7 +411,7 @@ func partFileName(part *multipart.Part) string {
 	return parameters["filename"]
 }
 
-func (h *Handler) receiveOnce(requested string, content io.Reader, user *users.User, seen map[string]bool) (*received, *httpError) {
+func (h *Handler) receiveOnce(requested string, content io.Reader, user *users.User, seen map[string]bool, mode *os.FileMode) (*received, *httpError) {
 	path, failure := h.resolve(requested, user)
 	if failure != nil {
 		return nil, failure
@@ -400,5 +420,5 @@ func (h *Handler) receiveOnce(requested string, content io.Reader, user *users.U
 		return nil, fail(http.StatusBadRequest, "two file parts write %s: one upload writes each path once", path)
 	}
 	seen[path] = true
-	return h.receive(requested, content, user)
+	return h.receive(requested, content, user, mode)
 }

@@ -65,3 +65,65 @@ func TestACompressedDownloadIsWrittenInLargePieces(t *testing.T) {
 		t.Fatalf("decompressed %d bytes (%v), want the file's %d", len(got), err, len(content))
 	}
 }
+
+func uploadWithMode(t *testing.T, handler *Handler, path, mode string, content string) *httptest.ResponseRecorder {
+	t.Helper()
+	query := "/files?path=" + path
+	if mode != "" {
+		query += "&mode=" + mode
+	}
+	request := httptest.NewRequest(http.MethodPost, query, bytes.NewReader([]byte(content)))
+	request.Header.Set("Content-Type", "application/octet-stream")
+	response := httptest.NewRecorder()
+	handler.ServeHTTP(response, request)
+	return response
+}
+
+// ?mode= gives a file exactly those permission bits: a new one whatever the umask, an existing one
+// too (its content replaced); a mode that is not octal permission bits is refused and writes nothing.
+func TestAnUploadsModeIsTheFilesMode(t *testing.T) {
+	dir := t.TempDir()
+	st := state.New()
+	handler := &Handler{Auth: auth.New(users.Directory{Root: "/"}, st), State: st, MaxUploadBytes: DefaultMaxUploadBytes}
+	modeOf := func(path string) os.FileMode {
+		info, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Mode().Perm()
+	}
+
+	script := filepath.Join(dir, "run.sh")
+	if response := uploadWithMode(t, handler, script, "0777", "#!/bin/sh\n"); response.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", response.Code, response.Body.String())
+	}
+	if got := modeOf(script); got != 0o777 { // 0777 under any umask: set, not masked
+		t.Fatalf("new file's mode %#o, want 0777", got)
+	}
+	if response := uploadWithMode(t, handler, script, "640", "echo again\n"); response.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", response.Code, response.Body.String())
+	}
+	if got := modeOf(script); got != 0o640 {
+		t.Fatalf("existing file's mode %#o, want 0640", got)
+	}
+	if content, _ := os.ReadFile(script); string(content) != "echo again\n" {
+		t.Fatalf("content %q", content)
+	}
+	if response := uploadWithMode(t, handler, script, "", "plain\n"); response.Code != http.StatusOK || modeOf(script) != 0o640 {
+		t.Fatalf("status %d, mode %#o: an upload without a mode keeps the existing file's", response.Code, modeOf(script))
+	}
+
+	for _, bad := range []string{"rwx", "1000", "4755", "-1", "9"} {
+		target := filepath.Join(dir, "bad-"+bad)
+		response := uploadWithMode(t, handler, target, bad, "x")
+		if response.Code != http.StatusBadRequest || !bytes.Contains(response.Body.Bytes(), []byte("0 to 777")) {
+			t.Fatalf("mode %q: status %d: %s", bad, response.Code, response.Body.String())
+		}
+		if _, err := os.Lstat(target); !os.IsNotExist(err) {
+			t.Fatalf("mode %q: %s was written (%v)", bad, target, err)
+		}
+	}
+	if got := modeOf(script); got != 0o640 {
+		t.Fatalf("mode %#o after refused uploads", got)
+	}
+}

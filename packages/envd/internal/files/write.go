@@ -24,6 +24,9 @@ type received struct {
 	created bool
 	// staging holds the content of an existing file at written.Path until commit or discard.
 	staging *os.File
+	// mode, when the upload gives one (?mode=), is the file's permission bits once written: a new
+	// file is created with them, an existing one gets them at commit.
+	mode *os.FileMode
 }
 
 // as runs operation with user's identity (identity.As): every file an upload opens, creates or
@@ -45,12 +48,12 @@ func as(user *users.User, operation func() *httpError) *httpError {
 // existing one is not touched — the upload is staged beside it first, and copied into it only once
 // it all arrived. Copied, not renamed over it: it stays the same file, as E2B's envd writes it in
 // place, so hard links and bind mounts see the new content and a watch sees a write of its name.
-func (h *Handler) receive(requested string, content io.Reader, user *users.User) (*received, *httpError) {
+func (h *Handler) receive(requested string, content io.Reader, user *users.User, mode *os.FileMode) (*received, *httpError) {
 	path, failure := h.resolve(requested, user)
 	if failure != nil {
 		return nil, failure
 	}
-	r := &received{written: WrittenFile{Name: filepath.Base(path), Type: "file", Path: path}, user: user}
+	r := &received{written: WrittenFile{Name: filepath.Base(path), Type: "file", Path: path}, user: user, mode: mode}
 	var file *os.File
 	failure = as(user, func() *httpError {
 		if err := paths.EnsureDir(filepath.Dir(path), user.UID, user.GID); err != nil {
@@ -73,6 +76,12 @@ func (h *Handler) receive(requested string, content io.Reader, user *users.User)
 				if err := file.Chown(int(user.UID), int(user.GID)); err != nil {
 					file.Close()
 					return fail(statusOf(err), "giving %s to %s: %v", path, user.Name, err)
+				}
+			}
+			if mode != nil { // exactly these bits, whatever the daemon's umask
+				if err := file.Chmod(*mode); err != nil {
+					file.Close()
+					return fail(statusOf(err), "setting the mode of %s to %#o: %v", path, uint32(*mode), err)
 				}
 			}
 			return nil
@@ -184,6 +193,19 @@ func (h *Handler) commit(r *received) *httpError {
 		if err := file.Chown(int(r.user.UID), int(r.user.GID)); err != nil {
 			file.Close()
 			return fail(statusOf(err), "giving %s to %s: %v", path, r.user.Name, err)
+		}
+	}
+	// As the user, before the content is touched: only the file's owner (or root's request) may
+	// change its mode, and a refusal leaves the file as it was.
+	if r.mode != nil {
+		if failure := as(r.user, func() *httpError {
+			if err := file.Chmod(*r.mode); err != nil {
+				return fail(statusOf(err), "setting the mode of %s to %#o: %v; the file is left as it was", path, uint32(*r.mode), err)
+			}
+			return nil
+		}); failure != nil {
+			file.Close()
+			return failure
 		}
 	}
 	if free, needed, known := room(file, info, staged.Size()); known && free < needed {

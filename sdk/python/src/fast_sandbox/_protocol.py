@@ -713,11 +713,21 @@ def file_chunks(file: IO[bytes]) -> Iterator[bytes]:
         yield bytes(chunk)
 
 
-def file_params(path: str, user: Optional[str] = None) -> Dict[str, str]:
+def file_params(path: str, user: Optional[str] = None, mode: Optional[int] = None) -> Dict[str, str]:
     params = {"path": path}
     if user:
         params["username"] = user
+    if mode is not None:
+        params["mode"] = format(check_file_mode(mode), "o")
     return params
+
+
+def check_file_mode(mode: object) -> int:
+    """A write's ``mode``: permission bits, 0 to 0o777."""
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+        shown = oct(mode) if isinstance(mode, int) and not isinstance(mode, bool) and mode >= 0 else repr(mode)
+        raise ValidationError("mode", f"{shown} is not a file mode; give permission bits from 0 to 0o777 (e.g. 0o755)")
+    return mode
 
 
 def write_info_of(response: httpx.Response, path: str, what: str) -> WriteInfo:

@@ -729,12 +729,19 @@ class AsyncFiles:
         return response.content if format == "bytes" else response.content.decode("utf-8", errors="replace")
 
     async def write(
-        self, path: protocol.SandboxPath, data: protocol.FileData, *, user: Optional[str] = None, request_timeout: Optional[float] = None
+        self,
+        path: protocol.SandboxPath,
+        data: protocol.FileData,
+        *,
+        user: Optional[str] = None,
+        mode: Optional[int] = None,
+        request_timeout: Optional[float] = None,
     ) -> WriteInfo:
         """Writes the file (replacing it; missing parent directories are made); ``data`` as
-        :meth:`fast_sandbox.Files.write` takes it. A file object is read in chunks off the event loop
+        :meth:`fast_sandbox.Files.write` takes them (``mode`` too). A file object is read in chunks off the event loop
         (a pipe's reads block), each sent as it is read."""
         path = protocol.sandbox_path(path)
+        params = protocol.file_params(path, mode=mode)
         body = protocol.file_body(data)
         content = body if isinstance(body, bytes) else _file_chunks(body)
         what = self._daemon.describe(f"writing {path}")
@@ -743,7 +750,7 @@ class AsyncFiles:
             "/files",
             what,
             request_timeout,
-            params=protocol.file_params(path),
+            params=params,
             user=user,
             content=content,
             headers={"Content-Type": "application/octet-stream"},

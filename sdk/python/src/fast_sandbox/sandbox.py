@@ -671,15 +671,27 @@ class Files:
         return response.content if format == "bytes" else response.content.decode("utf-8", errors="replace")
 
     def write(
-        self, path: protocol.SandboxPath, data: protocol.FileData, *, user: Optional[str] = None, request_timeout: Optional[float] = None
+        self,
+        path: protocol.SandboxPath,
+        data: protocol.FileData,
+        *,
+        user: Optional[str] = None,
+        mode: Optional[int] = None,
+        request_timeout: Optional[float] = None,
     ) -> WriteInfo:
         """Writes the file (replacing it; missing parent directories are made).
 
         ``data``: text (written as UTF-8), bytes or any bytes-like value (``bytearray``,
         ``memoryview``…), or a binary file object (a file, a pipe, ``sys.stdin.buffer``), read from
         where it stands to its end and sent as it is read, in chunks.
+
+        ``mode``: the file's permission bits once written, 0 to 0o777 (e.g. ``0o755`` for a script):
+        a new file gets exactly these, whatever the sandbox's umask; an existing one gets them before
+        its content is replaced (only its owner, or root, may change them). ``None``: a new file is
+        0o644, an existing one keeps its mode. A Fast Sandbox extension; E2B's daemon has none.
         """
         path = protocol.sandbox_path(path)
+        params = protocol.file_params(path, mode=mode)
         body = protocol.file_body(data)
         content = body if isinstance(body, bytes) else protocol.file_chunks(body)
         what = self._daemon.describe(f"writing {path}")
@@ -688,7 +700,7 @@ class Files:
             "/files",
             what,
             request_timeout,
-            params=protocol.file_params(path),
+            params=params,
             user=user,
             content=content,
             headers={"Content-Type": "application/octet-stream"},

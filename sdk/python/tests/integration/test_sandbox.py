@@ -188,6 +188,21 @@ def test_files_written_are_read_listed_and_seen_by_commands(sandbox: Sandbox) ->
         sandbox.files.write("/tmp/sdk-dir/nobodys.txt", "mine", user="nobody")
 
 
+def test_a_written_file_gets_the_mode_asked_for_only_where_its_user_may_change_it(sandbox: Sandbox) -> None:
+    sandbox.files.write("/tmp/sdk-modes/run.sh", "#!/bin/sh\necho ran\n", mode=0o750)
+    assert sandbox.files.get_info("/tmp/sdk-modes/run.sh").permissions == "-rwxr-x---"
+    assert sandbox.commands.run("/tmp/sdk-modes/run.sh").stdout == "ran\n"
+    sandbox.files.write("/tmp/sdk-modes/run.sh", "#!/bin/sh\necho again\n", mode=0o700)
+    assert sandbox.files.get_info("/tmp/sdk-modes/run.sh").permissions == "-rwx------"
+    # Another user may write root's file (here: world-writable) but not change its mode: refused,
+    # and the file is left as it was.
+    sandbox.commands.run("chmod 666 /tmp/sdk-modes/run.sh")
+    with pytest.raises(PermissionDeniedError, match=r"setting the mode of /tmp/sdk-modes/run\.sh"):
+        sandbox.files.write("/tmp/sdk-modes/run.sh", "replaced", user="nobody", mode=0o777)
+    assert sandbox.files.read("/tmp/sdk-modes/run.sh") == "#!/bin/sh\necho again\n"
+    assert sandbox.files.get_info("/tmp/sdk-modes/run.sh").permissions == "-rw-rw-rw-"
+
+
 def test_files_stat_exist_move_make_and_remove(sandbox: Sandbox) -> None:
     written_from = datetime.now(timezone.utc)
     sandbox.files.write("/tmp/sdk-ops/a.txt", "a")

@@ -585,6 +585,19 @@ def test_files_write_read_list_stat_move_and_remove(sandbox: Sandbox, fake: Fake
     assert sandbox.files.make_dir("/tmp/new") is False
 
 
+def test_files_write_sends_the_mode_in_octal_and_refuses_one_that_is_not_permission_bits(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    sandbox.files.write("/tmp/run.sh", "#!/bin/sh\n", mode=0o755)
+    assert fake.calls("/files")[-1].url.params["mode"] == "755"
+    sandbox.files.write("/tmp/plain", "x")
+    assert "mode" not in fake.calls("/files")[-1].url.params
+    sent = len(fake.calls("/files"))
+    for bad in (0o1000, -1, 1.5, "755", True):
+        with pytest.raises(ValidationError, match="not a file mode; give permission bits from 0 to 0o777") as raised:
+            sandbox.files.write("/tmp/other", "x", mode=bad)  # type: ignore[arg-type]
+        assert raised.value.field == "mode"
+    assert len(fake.calls("/files")) == sent
+
+
 def test_file_errors_say_what_was_asked_of_which_sandbox(sandbox: Sandbox) -> None:
     with pytest.raises(NotFoundError, match=f"^reading /tmp/none in sandbox {sandbox.name}: open /tmp/none: no such file"):
         sandbox.files.read("/tmp/none")
