@@ -183,6 +183,41 @@ describe("commands.run", () => {
     );
   });
 
+  it("kills a command whose start the caller gave up on before its pid came (aborted, or past requestTimeoutMs)", async () => {
+    daemon.define("sleep 100", async (io) => {
+      await io.killed;
+      return 0;
+    });
+    daemon.startEventDelayMs = 100;
+    const controller = new AbortController();
+    const running = sandbox.commands.run("sleep 100", { signal: controller.signal });
+    while (daemon.processes.size === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    controller.abort(new Error("the user gave up"));
+    await assert.rejects(running, /the user gave up/);
+    assert.deepEqual(await sandbox.commands.list(), [], "the process is gone from the sandbox");
+    assert.ok(daemon.requests.some((request) => request.what === "process.Process/SendSignal"));
+
+    await assert.rejects(sandbox.commands.run("sleep 100", { requestTimeoutMs: 20 }), (error: unknown) => {
+      assert.ok(error instanceof TimeoutError, String(error));
+      assert.match(error.message, /did not start within 20 ms \(requestTimeoutMs\)/);
+      return true;
+    });
+    assert.deepEqual(await sandbox.commands.list(), [], "the timed-out start's process is gone too");
+
+    // Following a running command (Connect) and giving up on it leaves the command alone.
+    daemon.startEventDelayMs = 0;
+    const handle = await sandbox.commands.run("sleep 100", { background: true });
+    const following = new AbortController();
+    const connecting = sandbox.commands.connect(handle.pid, { signal: following.signal });
+    following.abort();
+    await assert.rejects(connecting);
+    assert.deepEqual(
+      (await sandbox.commands.list()).map((process) => process.pid),
+      [handle.pid],
+    );
+    await handle.kill();
+  });
+
   it("refuses an empty command and bad durations before sending anything", async () => {
     daemon.requests.length = 0;
     await assert.rejects(sandbox.commands.run("  "), (error: unknown) => error instanceof ValidationError && error.field === "command");

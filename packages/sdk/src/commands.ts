@@ -64,7 +64,8 @@ export class Commands {
    *
    * A run the caller aborts (`signal`) rejects with the signal's reason and kills the command it
    * waited for (best effort, within a couple of seconds: the daemon does not stop a process whose
-   * stream was closed); in the background the signal stops only the following of its output.
+   * stream was closed) — also one aborted while it started, once its pid comes; in the background
+   * the signal stops only the following of its output.
    */
   run(command: Command, options: CommandOptions & { background: true }): Promise<CommandHandle>;
   run(command: Command, options?: CommandOptions & { background?: false }): Promise<CommandResult>;
@@ -154,7 +155,7 @@ export class Commands {
     killsAtDeadline: boolean,
     open: OpenProcessStream,
   ): Promise<CommandHandle> {
-    const { pid, events, stop, openedAtMs } = await startProcessStream(this.daemon, description, options, timeoutMs, open);
+    const { pid, events, stop, openedAtMs } = await startProcessStream(this.daemon, description, options, timeoutMs, open, killsAtDeadline);
     return new CommandHandle({
       pid,
       events,
@@ -238,7 +239,9 @@ export interface StartedProcessStream {
 /**
  * Opens a process stream and waits for its first event, which must be the start event with the
  * pid: `requestTimeoutMs` bounds that wait, `timeoutMs` the whole stream (sent as Connect's
- * deadline, which the daemon enforces on Start by killing the process).
+ * deadline, which the daemon enforces on Start by killing the process). `startsProcess` (Start, not
+ * Connect): a start the caller aborts, or that times out, once the request may have reached the
+ * daemon kills the process it started, when its pid comes within KILL_AFTER_ABORT_TIMEOUT_MS.
  */
 export async function startProcessStream(
   daemon: SandboxDaemon,
@@ -246,12 +249,17 @@ export async function startProcessStream(
   options: RequestOptions & UserOptions,
   timeoutMs: number,
   open: OpenProcessStream,
+  startsProcess: boolean,
 ): Promise<StartedProcessStream> {
   const requestTimeoutMs = daemon.requestTimeoutMs(options);
   const start = new StreamStart(options.signal, requestTimeoutMs);
   const streamDeadline = deadline(timeoutMs);
   try {
     const client = await daemon.process({ ...options, signal: start.signal });
+    // From here the daemon may start the process before the caller's abort (or the start's timeout)
+    // is known to it, and only the start event names its pid: the stream waits a little longer for
+    // it, so that the process can be killed rather than left running, unknown to anyone.
+    if (startsProcess) start.deferAborts(KILL_AFTER_ABORT_TIMEOUT_MS);
     const openedAtMs = Date.now();
     const events = processEvents(
       untilSilent(
@@ -272,8 +280,14 @@ export async function startProcessStream(
         Code.Internal,
       );
     }
+    const pid = first.value.event.value.pid;
+    if (start.abortDeferred) {
+      // Not with the caller's signal, which has aborted; a kill that fails changes nothing of why the start ended.
+      await signalProcess(daemon, pid, { requestTimeoutMs: KILL_AFTER_ABORT_TIMEOUT_MS }).catch(() => undefined);
+      throw new ConnectError(`${description} was started, then killed: its start was given up before the daemon told its pid`, Code.Canceled);
+    }
     start.started();
-    return { pid: first.value.event.value.pid, events, stop: () => start.stop(), openedAtMs };
+    return { pid, events, stop: () => start.stop(), openedAtMs };
   } catch (error) {
     start.stop();
     if (start.startTimedOut && !options.signal?.aborted) {

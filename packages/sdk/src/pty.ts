@@ -93,7 +93,7 @@ export class Pty {
     killsAtDeadline: boolean,
     open: OpenProcessStream,
   ): Promise<CommandHandle> {
-    const { pid, events, stop, openedAtMs } = await startProcessStream(this.daemon, description, options, timeoutMs, open);
+    const { pid, events, stop, openedAtMs } = await startProcessStream(this.daemon, description, options, timeoutMs, open, killsAtDeadline);
     return new CommandHandle({
       pid,
       events,

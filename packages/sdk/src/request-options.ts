@@ -102,7 +102,8 @@ export function duration(value: number | undefined, option: string): number | un
 
 /**
  * A signal for the start of a stream: aborted by the caller's signal, or by `requestTimeoutMs`
- * passing before `started()` is called; `stop()` ends the stream later (disconnect, kill).
+ * passing before `started()` is called (after a grace, with `deferAborts`); `stop()` ends the stream
+ * later (disconnect, kill).
  *
  * The caller's signal is linked by hand, its listener removed at `stop()`, not with
  * `AbortSignal.any`: on Node 20 a signal made by `any` stays tied to its sources until they are
@@ -115,13 +116,17 @@ export class StreamStart {
   private timer: NodeJS.Timeout | undefined;
   private timedOut = false;
   private unlink: (() => void) | undefined;
+  /** `deferAborts`' grace: how long an abort before `started()` waits; 0 aborts at once. */
+  private graceMs = 0;
+  private graceTimer: NodeJS.Timeout | undefined;
+  private deferred = false;
 
   constructor(callerSignal: AbortSignal | undefined, requestTimeoutMs: number) {
     this.signal = this.controller.signal;
     if (callerSignal?.aborted) {
       this.controller.abort(callerSignal.reason);
     } else if (callerSignal) {
-      const follow = () => this.controller.abort(callerSignal.reason);
+      const follow = () => this.abort(callerSignal.reason);
       callerSignal.addEventListener("abort", follow, { once: true });
       this.unlink = () => callerSignal.removeEventListener("abort", follow);
     }
@@ -129,7 +134,7 @@ export class StreamStart {
     if (requestTimeoutMs > 0 && requestTimeoutMs <= MAX_TIMER_MS) {
       this.timer = setTimeout(() => {
         this.timedOut = true;
-        this.controller.abort();
+        this.abort(undefined);
       }, requestTimeoutMs);
     }
   }
@@ -139,14 +144,40 @@ export class StreamStart {
     return this.timedOut;
   }
 
+  /**
+   * From now until `started()`, the caller's abort or `requestTimeoutMs` ends the stream only after
+   * `graceMs` (`abortDeferred` tells it came): for a request that may already have started something
+   * the caller will need to know of to undo — a process, whose pid comes with the start.
+   */
+  deferAborts(graceMs: number): void {
+    this.graceMs = graceMs;
+  }
+
+  /** Whether an abort came after `deferAborts` and before `started()` (the stream ends at its grace's end). */
+  get abortDeferred(): boolean {
+    return this.deferred;
+  }
+
   started(): void {
     clearTimeout(this.timer);
+    this.graceMs = 0;
   }
 
   stop(): void {
     clearTimeout(this.timer);
+    clearTimeout(this.graceTimer);
     this.unlink?.();
     this.unlink = undefined;
     this.controller.abort();
+  }
+
+  private abort(reason: unknown): void {
+    if (this.graceMs <= 0) {
+      this.controller.abort(reason);
+      return;
+    }
+    if (this.deferred) return;
+    this.deferred = true;
+    this.graceTimer = setTimeout(() => this.controller.abort(reason), this.graceMs);
   }
 }

@@ -330,6 +330,8 @@ export class FakeDaemon {
   readonly unknownInstances = new Set<string>();
   /** Delay before each answer, in ms (to make requests time out). */
   answerDelayMs = 0;
+  /** How long Start's start event takes once the process started (an event in flight when the caller gives up). */
+  startEventDelayMs = 0;
   /** A download's body comes in parts of this many bytes, `downloadPartDelayMs` apart. @default all at once */
   downloadPartBytes = 0;
   downloadPartDelayMs = 0;
@@ -448,6 +450,7 @@ export class FakeDaemon {
           },
           (error: unknown) => process.finish({ exitCode: 1, exited: true, status: "exit status 1", error: String(error) }),
         );
+        if (daemon.startEventDelayMs > 0) await delay(daemon.startEventDelayMs);
         yield { event: create(ProcessEventSchema, { event: { case: "start", value: { pid } } }) };
         yield { event: create(ProcessEventSchema, { event: { case: "keepalive", value: {} } }) };
         yield* daemon.relay(events, context);

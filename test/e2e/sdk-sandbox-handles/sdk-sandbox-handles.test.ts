@@ -118,6 +118,23 @@ describe("the SDK's sandbox handles on real sandboxes", () => {
     assert.equal((await first.wait()).stdout, "late\n");
   });
 
+  it("leaves no command running whose run the caller aborted at any moment of its start", async () => {
+    // Aborts spread over the start (before the request leaves, while the daemon starts it, as its
+    // start event travels back): each run rejects, and no `sleep 4242` outlives it.
+    for (const afterMs of [0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 30]) {
+      const controller = new AbortController();
+      const running = sandbox.commands.run("sleep 4242", { signal: controller.signal });
+      setTimeout(() => controller.abort(new Error(`given up after ${afterMs} ms`)), afterMs);
+      await assert.rejects(running, new RegExp(`given up after ${afterMs} ms`));
+    }
+    // Killed before each run rejected; gone from the daemon's list once reaped.
+    await waitFor(
+      async () => !(await sandbox.commands.list()).some((process) => process.args.includes("sleep 4242")),
+      10_000,
+      "no aborted run's command left running",
+    );
+  });
+
   it("kills a command past its timeoutMs and rejects with a TimeoutError", async () => {
     // The TimeoutError naming timeoutMs (not the command's end after 30 s) shows the limit applied.
     await assert.rejects(
