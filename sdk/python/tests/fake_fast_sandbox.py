@@ -142,6 +142,9 @@ class FakeFastSandbox:
         self.created_by_request: Dict[str, str] = {}
         self.programs: Dict[str, Program] = {}
         self.processes: Dict[int, FakeProcess] = {}
+        #: Seconds the async transport holds a Start's answer once its process started: a start
+        #: event in flight when the caller gives up.
+        self.start_delay = 0.0
         self.files: Dict[str, bytes] = {}
         self.directories: set[str] = {"/", "/tmp", "/root"}
         self.watchers: Dict[str, List[Message]] = {}
@@ -161,7 +164,10 @@ class FakeFastSandbox:
     def async_transport(self) -> httpx.MockTransport:
         async def handler(request: httpx.Request) -> httpx.Response:
             await request.aread()
-            return self.handle(request, sync=False)
+            response = self.handle(request, sync=False)
+            if self.start_delay > 0 and request.url.path.endswith("/process.Process/Start"):
+                await asyncio.sleep(self.start_delay)
+            return response
 
         return httpx.MockTransport(handler)
 

@@ -403,6 +403,19 @@ class AsyncCommandHandle:
         await self._stream.aclose()
 
 
+#: How long a cancelled run waits for its command's pid and for its kill (seconds), as TypeScript's.
+_KILL_AFTER_CANCEL_TIMEOUT = 2.0
+
+
+async def _kill_given_up(handle: AsyncCommandHandle) -> None:
+    """Kills the command of a run its caller cancelled and stops following it; a kill that fails
+    changes nothing of why the run ended."""
+    with contextlib.suppress(Exception):
+        await handle.kill(request_timeout=_KILL_AFTER_CANCEL_TIMEOUT)
+    with contextlib.suppress(Exception):
+        await handle.disconnect()
+
+
 class AsyncCommands:
     """Runs commands in the sandbox through its daemon (``sandbox.commands``)."""
 
@@ -459,7 +472,10 @@ class AsyncCommands:
         request_timeout: Optional[float] = None,
     ) -> Union[CommandResult, AsyncCommandHandle]:
         """Runs a command (a string with ``/bin/bash -l -c``, or a program and its arguments); see
-        :meth:`fast_sandbox.Commands.run`."""
+        :meth:`fast_sandbox.Commands.run`. A run that is cancelled (``asyncio.wait_for``,
+        ``asyncio.timeout``, a task's ``cancel()``) kills its command, as an aborted run of the
+        TypeScript SDK does — also while it starts, once its pid comes (within a couple of seconds);
+        in the background, a cancelled start kills it too."""
         handle = await self._start(
             protocol.command_line(cmd),
             protocol.describe(cmd),
@@ -474,7 +490,14 @@ class AsyncCommands:
             handlers={"stdout": on_stdout, "stderr": on_stderr},
             background=background,
         )
-        return handle if background else await handle.wait()
+        if background:
+            return handle
+        try:
+            return await handle.wait()
+        except asyncio.CancelledError:
+            if handle.exit_code is None:
+                await _kill_given_up(handle)
+            raise
 
     async def _start(
         self,
@@ -494,16 +517,32 @@ class AsyncCommands:
     ) -> AsyncCommandHandle:
         deadline = protocol.command_deadline(timeout)
         opening = f"starting {what}"
-        stream = await self._daemon.stream(
-            protocol.PROCESS_SERVICE,
-            "Start",
-            protocol.start_request(argv, envs=envs, cwd=cwd, stdin=stdin, pty=pty, tag=tag),
-            opening,
-            timeout=deadline,
-            request_timeout=request_timeout,
-            user=user,
-        )
-        return await self._handle(stream, what, opening, handlers, deadline, background, kills_at_deadline=True)
+
+        async def start() -> AsyncCommandHandle:
+            stream = await self._daemon.stream(
+                protocol.PROCESS_SERVICE,
+                "Start",
+                protocol.start_request(argv, envs=envs, cwd=cwd, stdin=stdin, pty=pty, tag=tag),
+                opening,
+                timeout=deadline,
+                request_timeout=request_timeout,
+                user=user,
+            )
+            return await self._handle(stream, what, opening, handlers, deadline, background, kills_at_deadline=True)
+
+        # Shielded: a start cancelled once its request may have reached the daemon goes on until the
+        # pid comes (only the start event names it), so that the process is killed, not left running
+        # unknown to anyone.
+        starting = asyncio.ensure_future(start())
+        try:
+            return await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            try:
+                handle = await asyncio.wait_for(starting, _KILL_AFTER_CANCEL_TIMEOUT)
+            except Exception:  # it failed, or did not start in time (wait_for cancelled it): nothing to kill
+                raise asyncio.CancelledError() from None
+            await _kill_given_up(handle)
+            raise
 
     async def _handle(
         self,

@@ -89,6 +89,15 @@ async def test_an_async_sandbox_runs_commands_files_terminals_and_dies(run_label
         assert b"async-pty-42" in output and b"20 60" in output, bytes(output)
         assert await sandbox.pty.kill(terminal.pid) is True
 
+        # A run cancelled at any moment of its start or while it runs leaves no command running.
+        for after in (0.0, 0.001, 0.002, 0.003, 0.005, 0.008, 0.012, 0.02, 0.03, 0.1):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(sandbox.commands.run("sleep 4242", timeout=60), after)
+        deadline = time.monotonic() + 10
+        while any("sleep 4242" in process.args for process in await sandbox.commands.list()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not [process for process in await sandbox.commands.list() if "sleep 4242" in process.args]
+
         # The sandbox's life: connect, set_timeout, kill.
         again = await AsyncSandbox.connect(sandbox.sandbox_id, access_token=sandbox.access_token)
         assert (await again.commands.run("echo again")).stdout == "again\n"

@@ -144,6 +144,40 @@ async def test_exit_codes_timeouts_and_background_commands(fake_and_options: Tup
     assert await sandbox.commands.kill(sleeper.pid) is False
 
 
+async def test_a_cancelled_run_kills_its_command_starting_or_running(
+    fake_and_options: Tuple[FakeFastSandbox, Options],
+) -> None:
+    fake, options = fake_and_options
+    sandbox = await new_sandbox(fake, options)
+    fake.programs["sleep"] = lambda process: None
+
+    # Cancelled while its start event is on the way: killed once the pid came.
+    fake.start_delay = 0.3
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(sandbox.commands.run("sleep"), 0.05)
+    assert len(fake.processes) == 1 and fake.calls("/process.Process/SendSignal")
+    assert await sandbox.commands.list() == []
+
+    # Cancelled while it runs: killed too.
+    fake.start_delay = 0.0
+    running = asyncio.ensure_future(sandbox.commands.run("sleep"))
+    while len(fake.processes) < 2:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert len(fake.calls("/process.Process/SendSignal")) == 2
+    assert await sandbox.commands.list() == []
+
+    # In the background, cancelling only the wait leaves the command running.
+    background = await sandbox.commands.run("sleep", background=True)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(background.wait(), 0.05)
+    assert [process.pid for process in await sandbox.commands.list()] == [background.pid]
+    await background.kill()
+
+
 async def test_an_exit_is_not_a_timeout_when_waited_for_late_and_following_kills_nothing(
     fake_and_options: Tuple[FakeFastSandbox, Options],
 ) -> None:
