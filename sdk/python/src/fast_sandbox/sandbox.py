@@ -243,6 +243,10 @@ OutputHandler = Callable[[str], None]
 PtyHandler = Callable[[bytes], None]
 
 
+#: How long an interrupted run waits for its command's kill (seconds), as TypeScript's after an abort.
+_KILL_AFTER_INTERRUPT_TIMEOUT = 2.0
+
+
 class CommandHandle:
     """A running command (or terminal): wait for it, kill it, write to its stdin.
 
@@ -413,6 +417,8 @@ class Commands:
         is the command's deadline: the daemon kills it then, and waiting for it raises
         TimeoutError. ``user`` runs it as that Linux user (default: the daemon's default user),
         ``stdin=True`` keeps its stdin open for :meth:`send_stdin`; ``tag`` names it in :meth:`list`.
+        A run interrupted while it waits (KeyboardInterrupt: Ctrl-C, a notebook's interrupt) kills
+        its command, as an aborted run of the TypeScript SDK does.
         """
         handle = self._start(
             protocol.command_line(cmd),
@@ -428,7 +434,16 @@ class Commands:
             handlers={"stdout": on_stdout, "stderr": on_stderr},
             background=background,
         )
-        return handle if background else handle.wait()
+        if background:
+            return handle
+        try:
+            return handle.wait()
+        except KeyboardInterrupt:
+            if handle.exit_code is None:
+                # A kill that fails changes nothing of why the run ended.
+                with contextlib.suppress(Exception):
+                    handle.kill(request_timeout=_KILL_AFTER_INTERRUPT_TIMEOUT)
+            raise
 
     def _start(
         self,

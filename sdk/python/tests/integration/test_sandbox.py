@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import threading
 import time
 import uuid
@@ -163,6 +164,21 @@ def test_output_callbacks_run_while_the_command_runs_in_the_background(sandbox: 
 
 
 # -- files -----------------------------------------------------------------------------------------
+
+
+def test_a_run_interrupted_by_ctrl_c_kills_its_command(sandbox: Sandbox) -> None:
+    # A real SIGINT to this process while the run waits, as Ctrl-C sends it.
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sandbox.commands.run("sleep 4343", timeout=60)
+    finally:
+        timer.cancel()
+    deadline = time.monotonic() + 10
+    while any("sleep 4343" in process.args for process in sandbox.commands.list()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [process for process in sandbox.commands.list() if "sleep 4343" in process.args]
 
 
 def test_files_written_are_read_listed_and_seen_by_commands(sandbox: Sandbox) -> None:

@@ -463,6 +463,18 @@ def test_a_stream_silent_past_its_keepalives_is_a_lost_connection_not_a_timeout(
     assert "killed" not in str(raised.value)
 
 
+def test_a_run_interrupted_while_it_waits_kills_its_command(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.programs["sleep"] = lambda process: process.emit("stdout", b"started\n")
+
+    def interrupt(_: str) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C's signal handler raises it in the waiting thread
+
+    with pytest.raises(KeyboardInterrupt):
+        sandbox.commands.run("sleep", on_stdout=interrupt)
+    assert fake.calls("/process.Process/SendSignal")
+    assert sandbox.commands.list() == []
+
+
 def test_background_commands_can_be_waited_for_killed_and_fed(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
     def cat(process: FakeProcess) -> None:
         pass
