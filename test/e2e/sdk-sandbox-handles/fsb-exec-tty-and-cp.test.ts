@@ -7,7 +7,7 @@
  * destinations, stdin/stdout, errors).
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -233,11 +233,13 @@ describe("fsb exec -it, fsb shell and fsb cp on a real sandbox", () => {
     writeFileSync(join(tree, "src", "deep", "blob.bin"), blob);
     symlinkSync("run.sh", join(tree, "also-run.sh"));
     symlinkSync(".", join(tree, "loop"));
+    execFileSync("mkfifo", [join(tree, "fifo")]);
 
     // To a path that is not there: the tree is made there.
     const up = await fsb([...target(), "cp", tree, `${sandbox.name}:/tmp/tree`, ...token]);
     assert.equal(up.status, 0, up.stderr);
     assert.match(up.stderr, /fsb cp: skipped .*proj\/loop: a symlink to a directory \(not followed\)/);
+    assert.match(up.stderr, /fsb cp: skipped .*proj\/fifo: not a file or a directory/);
     const listing = await sandbox.commands.run("cd /tmp/tree && find . | sort && stat -c '%a %n' run.sh also-run.sh src/main.py && ./run.sh");
     assert.equal(
       listing.stdout,
@@ -263,10 +265,11 @@ describe("fsb exec -it, fsb shell and fsb cp on a real sandbox", () => {
     assert.equal((await sandbox.commands.run("test -x /tmp/tree/proj/run.sh && cat /tmp/tree/proj/src/main.py")).stdout, "print('hi')\n");
 
     // Out: a symlink in the sandbox is left out (it could point anywhere on this machine), said on stderr.
-    await sandbox.commands.run("ln -s /etc/passwd /tmp/tree/src/passwd-link");
+    await sandbox.commands.run("ln -s /etc/passwd /tmp/tree/src/passwd-link && mkfifo /tmp/tree/src/pipe");
     const down = await fsb([...target(), "cp", `${sandbox.name}:/tmp/tree`, join(local, "back"), ...token]);
     assert.equal(down.status, 0, down.stderr);
     assert.match(down.stderr, /fsb cp: skipped \/tmp\/tree\/src\/passwd-link: a symlink \(to \/etc\/passwd\) is not copied/);
+    assert.match(down.stderr, /fsb cp: skipped \/tmp\/tree\/src\/pipe: not a regular file \(prw-r--r--\)/);
     const back = join(local, "back");
     assert.deepEqual(readdirSync(back).sort(), ["also-run.sh", "empty", "proj", "run.sh", "src"]);
     assert.deepEqual(readdirSync(join(back, "src")).sort(), ["deep", "main.py"]);

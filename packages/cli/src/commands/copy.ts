@@ -128,8 +128,8 @@ async function download(sandbox: FastSandbox, remote: string, local: string): Pr
 /**
  * A directory of the sandbox (`remote`, symlinks resolved) into `local`: into a directory there (or a
  * path ending with `/`) under `name`, the name it was asked by, else as `local` itself (made; its parent must be there). Its directories and files
- * (with their permission bits, less the umask) are copied; its symlinks are left out, with a line on
- * stderr each — the sandbox's links could point anywhere on this machine. Every path the sandbox
+ * (with their permission bits, less the umask) are copied; its symlinks (the sandbox's links could
+ * point anywhere on this machine), FIFOs, sockets and devices are left out, with a line on stderr each. Every path the sandbox
  * lists must lie within the directory asked for; one that does not ends the copy. An interrupted
  * copy keeps the files it finished and removes the one it was writing.
  */
@@ -148,6 +148,9 @@ async function downloadTree(sandbox: FastSandbox, remote: string, name: string, 
       await ensureDirectory(to, (entry.mode & PERMISSION_BITS) | 0o700);
     } else if (entry.type === "symlink") {
       process.stderr.write(`fsb cp: skipped ${posix.join(remote, relative)}: a symlink (to ${entry.symlinkTarget ?? "?"}) is not copied\n`);
+    } else if (!entry.permissions.startsWith("-")) {
+      // The daemon calls a FIFO, a socket or a device a file; its permissions say which.
+      process.stderr.write(`fsb cp: skipped ${posix.join(remote, relative)}: not a regular file (${entry.permissions})\n`);
     } else {
       const contents = await sandbox.files.read(entry.path, { format: "stream" });
       if (await downloadFile(contents, to, entry.mode & PERMISSION_BITS)) return;
