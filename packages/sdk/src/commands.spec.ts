@@ -204,6 +204,18 @@ describe("commands.run", () => {
     });
     assert.deepEqual(await sandbox.commands.list(), [], "the timed-out start's process is gone too");
 
+    // A start event that does not come within the grace: the run rejects all the same, once it ends.
+    daemon.startEventDelayMs = 60_000;
+    const late = new AbortController();
+    const waiting = sandbox.commands.run("sleep 100", { signal: late.signal });
+    while (daemon.processes.size < 3) await new Promise((resolve) => setTimeout(resolve, 5));
+    const abortedAt = Date.now();
+    late.abort(new Error("no pid in time"));
+    await assert.rejects(waiting, /no pid in time/);
+    const waitedMs = Date.now() - abortedAt;
+    assert.ok(waitedMs >= 1_500, `rejected after ${waitedMs} ms, before the grace (2 s) ended`);
+    for (const process of daemon.processes.values()) process.kill();
+
     // Following a running command (Connect) and giving up on it leaves the command alone.
     daemon.startEventDelayMs = 0;
     const handle = await sandbox.commands.run("sleep 100", { background: true });

@@ -17,8 +17,8 @@ import { pipeline } from "node:stream/promises";
 import { after, before, describe, it } from "node:test";
 import { fakeSandbox, startFakeControlPlane, type FakeControlPlane } from "../fake-control-plane.fixture.js";
 import type { EntryInfo } from "@fast-sandbox/sdk";
-import { ValidationError } from "@fast-sandbox/api";
-import { createPartialFile, partialPathOf, planTreeDownload } from "./copy.js";
+import { FsbError, ValidationError } from "@fast-sandbox/api";
+import { createPartialFile, partialPathOf, planDirectoryDownload } from "./copy.js";
 
 const MAIN = join(import.meta.dirname, "..", "main.ts");
 const API_TOKEN = "test-token-0123456789abcdef";
@@ -213,6 +213,83 @@ describe("fsb cp's partial file of a download", () => {
   });
 });
 
+describe("fsb cp of a sandbox directory with entries it may not read", () => {
+  const directory = mkdtempSync(join(tmpdir(), "fsb-copy-tree-spec-"));
+  const file = (path: string, permissions = "-rw-r-----") => ({ name: path.split("/").at(-1), path, type: "FILE_TYPE_FILE", mode: 0o640, permissions });
+  const dir = (path: string) => ({ name: path.split("/").at(-1), path, type: "FILE_TYPE_DIRECTORY", mode: 0o750, permissions: "drwxr-x---" });
+  /** The daemon's ListDir answers, by path; a string is a permission_denied. */
+  const listings: Record<string, object[] | string> = {
+    "/data": [file("/data/ok.txt"), dir("/data/secret"), file("/data/gone.txt"), dir("/data/sub")],
+    "/data/secret": "open /data/secret: permission denied",
+    "/data/sub": [file("/data/sub/deep.txt")],
+  };
+  const contents: Record<string, string> = { "/data/ok.txt": "ok\n", "/data/sub/deep.txt": "deep\n" };
+  const proxy = http.createServer((request, response) => {
+    const url = new URL(request.url ?? "/", "http://proxy");
+    const json = (status: number, body: object) => response.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
+    if (url.pathname.startsWith("/filesystem.Filesystem/")) {
+      let body = "";
+      request.on("data", (chunk: Buffer) => (body += chunk.toString()));
+      request.on("end", () => {
+        const { path } = JSON.parse(body) as { path: string };
+        if (url.pathname.endsWith("/Stat")) {
+          json(200, { entry: dir(path) });
+          return;
+        }
+        const listing = listings[path];
+        if (typeof listing === "string") json(403, { code: "permission_denied", message: listing });
+        else json(200, { entries: listing ?? [] });
+      });
+      return;
+    }
+    const path = url.searchParams.get("path") ?? "";
+    if (url.pathname === "/files" && contents[path] !== undefined) {
+      response.writeHead(200, { "content-type": "application/octet-stream" }).end(contents[path]);
+      return;
+    }
+    json(404, { code: 404, message: `open ${path}: no such file or directory` });
+  });
+  let controlPlane: FakeControlPlane;
+
+  before(async () => {
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    controlPlane = await startFakeControlPlane({
+      token: API_TOKEN,
+      sandboxes: [fakeSandbox("web")],
+      proxyUrl: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    });
+    writeFileSync(join(directory, "token"), `${API_TOKEN}\n`, { mode: 0o600 });
+  });
+  after(async () => {
+    await controlPlane.close();
+    proxy.closeAllConnections();
+    await new Promise((resolve) => proxy.close(resolve));
+    rmSync(directory, { recursive: true, force: true });
+  });
+
+  it("copies the rest, names each entry it could not copy, and exits 1", async () => {
+    const env = { ...process.env };
+    for (const name of ["FSB_URL", "FSB_TOKEN", "FSB_ACCESS_TOKEN", "FSB_PROXY_URL", "FSB_SANDBOX_URL", "NODE_TEST_CONTEXT"]) delete env[name];
+    const target = join(directory, "copy");
+    const child = spawn(
+      process.execPath,
+      ["--conditions=development", "--import", "tsx", MAIN, "--url", controlPlane.url, "--data-dir", directory, "cp", "--token", "t", "web:/data", target],
+      { env, stdio: ["ignore", "ignore", "pipe"] },
+    );
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const [exitCode] = (await once(child, "exit")) as [number | null];
+    assert.equal(exitCode, 1, stderr);
+    assert.match(stderr, /fsb cp: skipped "\/data\/gone.txt": .*no such file or directory/);
+    assert.match(stderr, /fsb cp: skipped "\/data\/secret": .*permission denied/);
+    assert.match(stderr, /fsb cp: 2 entries of "\/data" could not be copied/);
+    assert.equal(readFileSync(join(target, "ok.txt"), "utf8"), "ok\n");
+    assert.equal(readFileSync(join(target, "sub", "deep.txt"), "utf8"), "deep\n");
+    assert.equal(statSync(join(target, "ok.txt")).mode & 0o777, 0o640 & ~process.umask());
+    assert.deepEqual(readdirSync(target).sort(), ["ok.txt", "sub"]);
+  });
+});
+
 describe("fsb cp's plan for a directory copied out of a sandbox", () => {
   const entry = (path: string, type: EntryInfo["type"] = "file"): EntryInfo => ({
     name: path.split("/").at(-1) ?? "",
@@ -225,27 +302,42 @@ describe("fsb cp's plan for a directory copied out of a sandbox", () => {
     group: "root",
   });
 
-  it("lists every entry by its path within the directory, parents before their children", () => {
-    const plan = planTreeDownload("/work/", [entry("/work/src/a.ts"), entry("/work/src", "dir"), entry("/work/a-b"), entry("/work/README")]);
+  it("names every entry of the directory, sorted", () => {
+    const plan = planDirectoryDownload("/work/", [entry("/work/src", "dir"), entry("/work/a-b"), entry("/work/README")]);
     assert.deepEqual(
-      plan.map((planned) => planned.relative),
-      ["README", "a-b", "src", "src/a.ts"],
+      plan.map((planned) => planned.name),
+      ["README", "a-b", "src"],
     );
     assert.deepEqual(
-      planTreeDownload("/", [entry("/etc", "dir")]).map((planned) => planned.relative),
+      planDirectoryDownload("/", [entry("/etc", "dir")]).map((planned) => planned.name),
       ["etc"],
     );
   });
 
-  it("refuses a listing with a path outside the directory, with . or .. parts, or twice (the sandbox is not trusted)", () => {
-    for (const bad of ["/etc/passwd", "/work", "/workshop/x", "/work/../etc/passwd", "/work/./x", "/work//x", "/work/a/"]) {
+  it("refuses a listing with an entry not directly in the directory, or twice (the sandbox is not trusted)", () => {
+    for (const bad of [
+      "/etc/passwd",
+      "/work",
+      "/workshop/x",
+      "/work/../etc/passwd",
+      "/work/.",
+      "/work/..",
+      "/work//x",
+      "/work/a/",
+      "/work/a/b",
+      "/work/a\\b",
+    ]) {
       assert.throws(
-        () => planTreeDownload("/work", [entry("/work/ok"), entry(bad)]),
-        (error: unknown) => error instanceof ValidationError && error.message.includes(JSON.stringify(bad)) && /nothing was copied/.test(error.message),
+        () => planDirectoryDownload("/work", [entry("/work/ok"), entry(bad)]),
+        (error: unknown) =>
+          error instanceof FsbError &&
+          !(error instanceof ValidationError) &&
+          error.message.includes(JSON.stringify(bad)) &&
+          /the copy stopped there/.test(error.message),
         bad,
       );
     }
-    assert.throws(() => planTreeDownload("/work", [entry("/work/x"), entry("/work/x")]), ValidationError);
+    assert.throws(() => planDirectoryDownload("/work", [entry("/work/x"), entry("/work/x")]), FsbError);
   });
 });
 

@@ -6,12 +6,12 @@
  * umask, out of it, as `cp` makes a new file. Setuid, setgid and sticky bits are not copied.
  */
 import { randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream, type WriteStream } from "node:fs";
-import { lstat, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import { constants, createReadStream, createWriteStream, type WriteStream } from "node:fs";
+import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { dirname, join, posix, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { NotFoundError, ValidationError } from "@fast-sandbox/api";
+import { FsbError, NotFoundError, PermissionDeniedError, ValidationError } from "@fast-sandbox/api";
 import { FastSandbox, type EntryInfo } from "@fast-sandbox/sdk";
 import { accessTokenOfExisting } from "../access-tokens.js";
 import { connect, type GlobalOptions } from "../connection.js";
@@ -22,9 +22,6 @@ export interface CopyOptions extends GlobalOptions {
   namespace?: string;
   token?: string;
 }
-
-/** How deep `fsb cp` lists a directory it copies out of a sandbox: the daemon's largest depth. */
-const MAX_TREE_DEPTH = 64;
 
 /** The permission bits a copy keeps: rwx for owner, group and others. */
 const PERMISSION_BITS = 0o777;
@@ -58,9 +55,9 @@ async function upload(sandbox: FastSandbox, local: string, remote: string): Prom
 
 /**
  * A local directory's tree into `target` (made, with its parents, when missing): its directories,
- * and its files with their permission bits. A symlink is copied as the file it points to; one to a
- * directory (which could loop) and anything neither a file nor a directory (a socket, a FIFO, a
- * device) is left out, with a line on stderr each.
+ * and its regular files with their permission bits. Symlinks are left out — one could take a file
+ * from anywhere on this machine (`config -> ~/.aws/credentials`) into the sandbox — and so are
+ * sockets, FIFOs and devices, with a line on stderr each.
  */
 async function uploadTree(sandbox: FastSandbox, local: string, target: string): Promise<void> {
   await sandbox.files.makeDir(target);
@@ -69,20 +66,21 @@ async function uploadTree(sandbox: FastSandbox, local: string, target: string): 
     const to = posix.join(target, entry.name);
     if (entry.isDirectory()) {
       await uploadTree(sandbox, from, to);
-      continue;
+    } else if (entry.isSymbolicLink()) {
+      process.stderr.write(`fsb cp: skipped ${from}: a symlink is not copied\n`);
+    } else if (!entry.isFile()) {
+      process.stderr.write(`fsb cp: skipped ${from}: not a regular file or a directory\n`);
+    } else {
+      // Without following a symlink swapped in since the listing.
+      const file = await open(from, constants.O_RDONLY | constants.O_NOFOLLOW);
+      try {
+        const info = await file.stat();
+        await sandbox.files.write(to, file.createReadStream({ autoClose: false }), { mode: info.mode & PERMISSION_BITS });
+      } finally {
+        await file.close();
+      }
     }
-    const info = entry.isSymbolicLink() ? await stat(from).catch(() => undefined) : await lstat(from);
-    if (!info?.isFile()) {
-      process.stderr.write(`fsb cp: skipped ${from}: ${skippedBecause(entry.isSymbolicLink(), info)}\n`);
-      continue;
-    }
-    await sandbox.files.write(to, createReadStream(from), { mode: info.mode & PERMISSION_BITS });
   }
-}
-
-function skippedBecause(symlink: boolean, info: { isDirectory(): boolean } | undefined): string {
-  if (symlink) return info ? "a symlink to a directory (not followed)" : "a symlink to nothing";
-  return "not a file or a directory";
 }
 
 /** A local file or directory to upload: there. */
@@ -127,35 +125,82 @@ async function download(sandbox: FastSandbox, remote: string, local: string): Pr
 
 /**
  * A directory of the sandbox (`remote`, symlinks resolved) into `local`: into a directory there (or a
- * path ending with `/`) under `name`, the name it was asked by, else as `local` itself (made; its parent must be there). Its directories and files
- * (with their permission bits, less the umask) are copied; its symlinks (the sandbox's links could
- * point anywhere on this machine), FIFOs, sockets and devices are left out, with a line on stderr each. Every path the sandbox
- * lists must lie within the directory asked for; one that does not ends the copy. An interrupted
- * copy keeps the files it finished and removes the one it was writing.
+ * path ending with `/`) under `name`, the name it was asked by, else as `local` itself (made; its
+ * parent must be there); into a tree already there, merged. Its directories and regular files (with
+ * their permission bits, less the umask) are copied, one directory listing at a time; its symlinks
+ * (the sandbox's links could point anywhere on this machine), FIFOs, sockets and devices are left
+ * out, with a line on stderr each. A directory or file it may not read is named on stderr and the
+ * copy goes on, ending with exit code 1, as `cp -r` does. An interrupted copy keeps the files it
+ * finished and removes the one it was writing.
  */
 async function downloadTree(sandbox: FastSandbox, remote: string, name: string, local: string): Promise<void> {
   const info = await stat(local).catch(() => undefined);
   const root = info?.isDirectory() || local.endsWith("/") ? join(local, name) : local;
   const existing = await stat(root).catch(() => undefined);
   if (existing && !existing.isDirectory()) throw new ValidationError("DEST", `${root} exists and is not a directory`);
-  const entries = await sandbox.files.list(remote, { depth: MAX_TREE_DEPTH });
-  const planned = planTreeDownload(remote, entries);
+  const entries = await sandbox.files.list(remote);
   await ensureDirectory(root, 0o755);
-  for (const { relative, entry } of planned) {
-    const to = join(root, ...relative.split("/"));
-    if (entry.type === "dir") {
+  const failures = { count: 0 };
+  await downloadDirectory(sandbox, remote, root, entries, failures);
+  if (failures.count > 0) {
+    process.stderr.write(`fsb cp: ${failures.count} ${failures.count === 1 ? "entry" : "entries"} of ${JSON.stringify(remote)} could not be copied\n`);
+    process.exitCode ||= 1;
+  }
+}
+
+/** One directory's entries (listed already) into `local`, then its subdirectories'; true when a stop signal ended the copy. */
+async function downloadDirectory(
+  sandbox: FastSandbox,
+  remote: string,
+  local: string,
+  entries: readonly EntryInfo[],
+  failures: { count: number },
+): Promise<boolean> {
+  for (const { name, entry } of planDirectoryDownload(remote, entries)) {
+    const from = posix.join(remote, name);
+    const to = join(local, name);
+    if (entry.type === "symlink") {
+      skip(from, `a symlink (to ${JSON.stringify(entry.symlinkTarget ?? "")}) is not copied`);
+    } else if (entry.type === "file" && !entry.permissions.startsWith("-")) {
+      // The daemon calls a FIFO, a socket or a device a file; its permissions say which.
+      skip(from, `not a regular file (${entry.permissions})`);
+    } else if (entry.type === "dir") {
+      let children: EntryInfo[];
+      try {
+        children = await sandbox.files.list(from);
+      } catch (error) {
+        if (!unreadable(error)) throw error;
+        skip(from, (error as Error).message);
+        failures.count++;
+        continue;
+      }
       // Owner rwx kept, so that its files can be written into it.
       await ensureDirectory(to, (entry.mode & PERMISSION_BITS) | 0o700);
-    } else if (entry.type === "symlink") {
-      process.stderr.write(`fsb cp: skipped ${posix.join(remote, relative)}: a symlink (to ${entry.symlinkTarget ?? "?"}) is not copied\n`);
-    } else if (!entry.permissions.startsWith("-")) {
-      // The daemon calls a FIFO, a socket or a device a file; its permissions say which.
-      process.stderr.write(`fsb cp: skipped ${posix.join(remote, relative)}: not a regular file (${entry.permissions})\n`);
+      if (await downloadDirectory(sandbox, from, to, children, failures)) return true;
     } else {
-      const contents = await sandbox.files.read(entry.path, { format: "stream" });
-      if (await downloadFile(contents, to, entry.mode & PERMISSION_BITS)) return;
+      let contents: ReadableStream<Uint8Array>;
+      try {
+        contents = await sandbox.files.read(from, { format: "stream" });
+      } catch (error) {
+        if (!unreadable(error)) throw error;
+        skip(from, (error as Error).message);
+        failures.count++;
+        continue;
+      }
+      if (await downloadFile(contents, to, entry.mode & PERMISSION_BITS)) return true;
     }
   }
+  return false;
+}
+
+/** A line on stderr for what a copy leaves out; the sandbox's names quoted (they may hold anything, terminal escapes too). */
+function skip(remotePath: string, why: string): void {
+  process.stderr.write(`fsb cp: skipped ${JSON.stringify(remotePath)}: ${why}\n`);
+}
+
+/** What a copy goes on after: an entry the user may not read, or one gone since its directory was listed. */
+function unreadable(error: unknown): boolean {
+  return error instanceof PermissionDeniedError || error instanceof NotFoundError;
 }
 
 /** Makes a directory (its mode less the umask), or keeps the one there: a copy into a tree merges with it. */
@@ -167,33 +212,35 @@ async function ensureDirectory(path: string, mode: number): Promise<void> {
   }
 }
 
-/** One entry of a directory being copied out, by its path relative to the directory. */
+/** One entry of a sandbox directory being copied out, by its name in the directory. */
 export interface PlannedEntry {
-  relative: string;
+  name: string;
   entry: EntryInfo;
 }
 
 /**
- * The entries of a listing of `root`, parents before their children, each with its path relative to
- * `root`. The listing comes from inside the sandbox, which is not to be trusted: an entry outside
- * `root`, or whose path has `.` or `..` parts or is listed twice, fails the whole copy before
- * anything is written.
+ * The entries of a listing of the sandbox directory `directory`, by name, sorted. The listing comes
+ * from inside the sandbox, which is not to be trusted: an entry that is not directly in the
+ * directory (another path, `.` or `..`, a name with a `/` or a `\`), or is listed twice, stops the
+ * copy before anything of this directory is written.
  */
-export function planTreeDownload(root: string, entries: readonly EntryInfo[]): PlannedEntry[] {
-  const base = posix.normalize(root).replace(/\/+$/, "") || "/";
+export function planDirectoryDownload(directory: string, entries: readonly EntryInfo[]): PlannedEntry[] {
+  const base = posix.normalize(directory).replace(/\/+$/, "") || "/";
   const prefix = base === "/" ? "/" : `${base}/`;
   const seen = new Set<string>();
   const planned: PlannedEntry[] = [];
   for (const entry of entries) {
-    const relative = entry.path.startsWith(prefix) ? entry.path.slice(prefix.length) : undefined;
-    const parts = relative?.split("/");
-    if (!relative || !parts || parts.some((part) => part === "" || part === "." || part === "..") || seen.has(relative)) {
-      throw new ValidationError("SRC", `the sandbox listed ${JSON.stringify(entry.path)} in ${base}, which is not a path within it; nothing was copied`);
+    const name = entry.path.startsWith(prefix) ? entry.path.slice(prefix.length) : "";
+    if (name === "" || name === "." || name === ".." || name.includes("/") || name.includes("\\") || seen.has(name)) {
+      throw new FsbError(
+        "failed_precondition",
+        `the sandbox listed ${JSON.stringify(entry.path)} in ${JSON.stringify(base)}, which is not an entry of it; the copy stopped there`,
+      );
     }
-    seen.add(relative);
-    planned.push({ relative, entry });
+    seen.add(name);
+    planned.push({ name, entry });
   }
-  return planned.sort((a, b) => (a.relative < b.relative ? -1 : a.relative > b.relative ? 1 : 0));
+  return planned.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 /**

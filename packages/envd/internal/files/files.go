@@ -291,6 +291,10 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) *httpError {
 	if failure != nil {
 		return failure
 	}
+	if mode != nil && h.Auth.State.AccessToken() != "" && !h.Auth.TokenValid(r.Header) {
+		// A signed URL grants the write of its path's content, which its signature covers; not a mode.
+		return fail(http.StatusForbidden, "mode is not accepted with a signed URL (the signature covers the path, operation and user only); send the access token to set a mode")
+	}
 
 	mediaType, parameters, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil {

@@ -127,3 +127,45 @@ func TestAnUploadsModeIsTheFilesMode(t *testing.T) {
 		t.Fatalf("mode %#o after refused uploads", got)
 	}
 }
+
+// Another user may write a file it does not own (here: world-writable) but not change its mode:
+// refused before the upload is read, the file left as it was; the same mode is no change.
+func TestOnlyAFilesOwnerMayChangeItsModeThroughAnUpload(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to act as another user") // these machines run the tests as root
+	}
+	dir := t.TempDir()
+	for _, enterable := range []string{filepath.Dir(dir), dir} { // the test's own directories are 0700
+		if err := os.Chmod(enterable, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "shared.txt")
+	if err := os.WriteFile(path, []byte("root's\n"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	st := state.New()
+	handler := &Handler{Auth: auth.New(users.Directory{Root: "/"}, st), State: st, MaxUploadBytes: DefaultMaxUploadBytes}
+	asNobody := func(mode, content string) *httptest.ResponseRecorder {
+		return uploadWithMode(t, handler, path+"&username=nobody", mode, content)
+	}
+	response := asNobody("777", "nobody's\n")
+	if response.Code != http.StatusForbidden || !bytes.Contains(response.Body.Bytes(), []byte("only its owner may change it")) {
+		t.Fatalf("status %d: %s", response.Code, response.Body.String())
+	}
+	if content, _ := os.ReadFile(path); string(content) != "root's\n" {
+		t.Fatalf("content %q after the refusal", content)
+	}
+	if info, _ := os.Stat(path); info.Mode().Perm() != 0o666 {
+		t.Fatalf("mode %#o after the refusal", info.Mode().Perm())
+	}
+	if response := asNobody("666", "same mode\n"); response.Code != http.StatusOK {
+		t.Fatalf("the same mode: status %d: %s", response.Code, response.Body.String())
+	}
+	if content, _ := os.ReadFile(path); string(content) != "same mode\n" {
+		t.Fatalf("content %q", content)
+	}
+}

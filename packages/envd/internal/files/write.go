@@ -67,8 +67,14 @@ func (h *Handler) receive(requested string, content io.Reader, user *users.User,
 				return fail(http.StatusBadRequest, "%s is not a regular file (%s)", path, info.Mode().Type())
 			}
 		}
+		// Created with the requested bits (the umask can only take some away: never more open than
+		// asked, not even for a moment), then given them exactly.
+		perm := os.FileMode(0o644)
+		if mode != nil {
+			perm = *mode
+		}
 		var err error
-		file, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		file, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 		switch {
 		case err == nil:
 			r.created = true
@@ -86,9 +92,14 @@ func (h *Handler) receive(requested string, content io.Reader, user *users.User,
 			}
 			return nil
 		case errors.Is(err, os.ErrExist): // a file, or a symlink (a dangling one too) the write follows
-			// Refused now, not once the whole upload arrived, when the user may not write it.
+			// Refused now, not once the whole upload arrived, when the user may not write it, or may
+			// not give it the mode asked for.
 			if existing, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+				failure := checkModeChange(existing, path, mode, user)
 				existing.Close()
+				if failure != nil {
+					return failure
+				}
 			} else if !errors.Is(err, os.ErrNotExist) { // a dangling symlink: commit creates its target
 				return fail(statusOf(err), "opening %s: %v", path, err)
 			}
@@ -116,6 +127,30 @@ func (h *Handler) receive(requested string, content io.Reader, user *users.User,
 		return nil, uploadCopyFailure(path, err)
 	}
 	return r, nil
+}
+
+// checkModeChange refuses, before any of the upload is read, a mode for an existing file that the
+// request's user may not give it: a change of mode is its owner's (or root's) alone. The same mode
+// is no change, whoever asks.
+func checkModeChange(file *os.File, path string, mode *os.FileMode, user *users.User) *httpError {
+	if mode == nil {
+		return nil
+	}
+	info, err := file.Stat()
+	if err != nil {
+		return fail(statusOf(err), "opening %s: %v", path, err)
+	}
+	if info.Mode().Perm() == *mode {
+		return nil
+	}
+	acting := uint32(syscall.Geteuid())
+	if identity.Switches(user) {
+		acting = user.UID
+	}
+	if stat, ok := info.Sys().(*syscall.Stat_t); ok && acting != 0 && stat.Uid != acting {
+		return fail(http.StatusForbidden, "setting the mode of %s to %#o: only its owner may change it (it is %#o); write it without a mode to keep that", path, uint32(*mode), uint32(info.Mode().Perm()))
+	}
+	return nil
 }
 
 // givesOwnership tells whether a file written for user is given to the user afterwards, as E2B's
@@ -195,9 +230,13 @@ func (h *Handler) commit(r *received) *httpError {
 			return fail(statusOf(err), "giving %s to %s: %v", path, r.user.Name, err)
 		}
 	}
-	// As the user, before the content is touched: only the file's owner (or root's request) may
-	// change its mode, and a refusal leaves the file as it was.
-	if r.mode != nil {
+	if free, needed, known := room(file, info, staged.Size()); known && free < needed {
+		file.Close()
+		return fail(http.StatusInsufficientStorage, "writing %s: the sandbox's disk is full: the upload needs %d bytes, %d are free; the file is left as it was", path, needed, free)
+	}
+	// As the user, before the content is touched (receive already refused a user who may not):
+	// only the file's owner (or root's request) may change its mode.
+	if r.mode != nil && info.Mode().Perm() != *r.mode {
 		if failure := as(r.user, func() *httpError {
 			if err := file.Chmod(*r.mode); err != nil {
 				return fail(statusOf(err), "setting the mode of %s to %#o: %v; the file is left as it was", path, uint32(*r.mode), err)
@@ -207,10 +246,6 @@ func (h *Handler) commit(r *received) *httpError {
 			file.Close()
 			return failure
 		}
-	}
-	if free, needed, known := room(file, info, staged.Size()); known && free < needed {
-		file.Close()
-		return fail(http.StatusInsufficientStorage, "writing %s: the sandbox's disk is full: the upload needs %d bytes, %d are free; the file is left as it was", path, needed, free)
 	}
 	if err := file.Truncate(0); err != nil {
 		file.Close()

@@ -1024,6 +1024,29 @@ func TestInitSetsTheTokenDefaultsAndEnvironment(t *testing.T) {
 	if response.StatusCode != 200 || string(content) != "signed" {
 		t.Fatalf("signed download: %d %q", response.StatusCode, content)
 	}
+	// A signed upload writes content; a mode, which its signature does not cover, is refused (the
+	// token allows it).
+	digest = sha256.Sum256([]byte("moded.txt:write::secret-token"))
+	signature = "v1_" + strings.TrimRight(base64.StdEncoding.EncodeToString(digest[:]), "=")
+	signed := s.url + "/files?path=moded.txt&signature=" + strings.ReplaceAll(signature, "+", "%2B")
+	if response := must(upload(signed+"&mode=777", "application/octet-stream", strings.NewReader("x"), nil)); response.StatusCode != 403 {
+		t.Fatalf("signed upload with a mode: %d", response.StatusCode)
+	}
+	if _, err := os.Lstat(filepath.Join(s.home, "moded.txt")); !os.IsNotExist(err) {
+		t.Fatalf("the refused upload wrote moded.txt (%v)", err)
+	}
+	if response := must(upload(signed, "application/octet-stream", strings.NewReader("x"), nil)); response.StatusCode != 200 {
+		t.Fatalf("signed upload: %d", response.StatusCode)
+	}
+	withToken, _ := http.NewRequest(http.MethodPost, s.url+"/files?path=moded.txt&mode=700", strings.NewReader("y"))
+	withToken.Header.Set("Content-Type", "application/octet-stream")
+	withToken.Header.Set("X-Access-Token", "secret-token")
+	if response := must(http.DefaultClient.Do(withToken)); response.StatusCode != 200 {
+		t.Fatalf("upload with the token and a mode: %d", response.StatusCode)
+	}
+	if info, err := os.Stat(filepath.Join(s.home, "moded.txt")); err != nil || info.Mode().Perm() != 0o700 {
+		t.Fatalf("moded.txt: %v %v", info, err)
+	}
 }
 
 func TestHttp2WithoutTlsServesTheSameRoutes(t *testing.T) {

@@ -410,10 +410,12 @@ _KILL_AFTER_CANCEL_TIMEOUT = 2.0
 async def _kill_given_up(handle: AsyncCommandHandle) -> None:
     """Kills the command of a run its caller cancelled and stops following it; a kill that fails
     changes nothing of why the run ended."""
-    with contextlib.suppress(Exception):
-        await handle.kill(request_timeout=_KILL_AFTER_CANCEL_TIMEOUT)
-    with contextlib.suppress(Exception):
-        await handle.disconnect()
+    try:
+        with contextlib.suppress(Exception):
+            await handle.kill(request_timeout=_KILL_AFTER_CANCEL_TIMEOUT)
+    finally:  # also when cancelled again meanwhile: the stream is not left open
+        with contextlib.suppress(Exception):
+            await handle.disconnect()
 
 
 class AsyncCommands:
@@ -530,9 +532,14 @@ class AsyncCommands:
             )
             return await self._handle(stream, what, opening, handlers, deadline, background, kills_at_deadline=True)
 
-        # Shielded: a start cancelled once its request may have reached the daemon goes on until the
-        # pid comes (only the start event names it), so that the process is killed, not left running
-        # unknown to anyone.
+        # The way to the daemon first (the sandbox proxy's address, asked of the control plane once):
+        # a cancellation until then sends nothing. From then on the start is shielded: cancelled
+        # once its request may have reached the daemon, it goes on until the pid comes (only the
+        # start event names it), so that the process is killed, not left running unknown to anyone.
+        try:
+            await self._daemon.rpc()
+        except FsbError as error:
+            raise await self._daemon.translate(error, opening) from None
         starting = asyncio.ensure_future(start())
         try:
             return await asyncio.shield(starting)
