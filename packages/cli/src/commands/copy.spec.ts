@@ -5,7 +5,7 @@
  * control plane and a sandbox proxy (the daemon's /files, and its Stat in Connect's JSON).
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { lstatSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import http from "node:http";
@@ -23,25 +23,21 @@ import { createPartialFile, partialPathOf, planDirectoryDownload } from "./copy.
 const MAIN = join(import.meta.dirname, "..", "main.ts");
 const API_TOKEN = "test-token-0123456789abcdef";
 
-describe("fsb cp out of a sandbox, interrupted", () => {
-  const directory = mkdtempSync(join(tmpdir(), "fsb-copy-spec-"));
-  // The daemon's /files, through the proxy: a file that keeps arriving; its Stat, a file.
-  const proxy = http.createServer((request, response) => {
-    if (request.url === "/filesystem.Filesystem/Stat") {
-      response.writeHead(200, { "content-type": "application/json" });
-      response.end(JSON.stringify({ entry: { name: "big.bin", path: "/big.bin", type: "FILE_TYPE_FILE", mode: 0o644 } }));
-      return;
-    }
-    if (!request.url?.startsWith("/files?")) {
-      response.writeHead(404).end();
-      return;
-    }
-    response.writeHead(200, { "content-type": "application/octet-stream" });
-    const sending = setInterval(() => response.write(Buffer.alloc(64 * 1024, 97)), 20);
-    response.on("close", () => clearInterval(sending));
-  });
-  let controlPlane: FakeControlPlane;
+/** `fsb` in a child process (signals reach it), its stderr collected. */
+interface FsbChild {
+  child: ChildProcess;
+  stderr: () => string;
+  exited: Promise<number | null>;
+}
 
+/**
+ * A stand-in control plane with one sandbox, `web`, whose daemon the sandbox proxy `daemon` plays,
+ * started before the suite's tests and stopped after them; a data directory holding the API token.
+ */
+function standIns(daemon: http.RequestListener): { directory: string; fsb: (args: string[]) => FsbChild } {
+  const directory = mkdtempSync(join(tmpdir(), "fsb-copy-spec-"));
+  const proxy = http.createServer(daemon);
+  let controlPlane: FakeControlPlane;
   before(async () => {
     await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
     controlPlane = await startFakeControlPlane({
@@ -57,6 +53,37 @@ describe("fsb cp out of a sandbox, interrupted", () => {
     await new Promise((resolve) => proxy.close(resolve));
     rmSync(directory, { recursive: true, force: true });
   });
+  const fsb = (args: string[]): FsbChild => {
+    const env = { ...process.env };
+    for (const name of ["FSB_URL", "FSB_TOKEN", "FSB_ACCESS_TOKEN", "FSB_PROXY_URL", "FSB_SANDBOX_URL", "NODE_TEST_CONTEXT"]) delete env[name];
+    const child = spawn(process.execPath, ["--conditions=development", "--import", "tsx", MAIN, "--url", controlPlane.url, "--data-dir", directory, ...args], {
+      env,
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    child.stderr?.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = once(child, "exit").then(([code]) => code as number | null);
+    return { child, stderr: () => stderr, exited };
+  };
+  return { directory, fsb };
+}
+
+describe("fsb cp out of a sandbox, interrupted", () => {
+  // The daemon's /files, through the proxy: a file that keeps arriving; its Stat, a file.
+  const { directory, fsb } = standIns((request, response) => {
+    if (request.url === "/filesystem.Filesystem/Stat") {
+      response.writeHead(200, { "content-type": "application/json" });
+      response.end(JSON.stringify({ entry: { name: "big.bin", path: "/big.bin", type: "FILE_TYPE_FILE", mode: 0o644 } }));
+      return;
+    }
+    if (!request.url?.startsWith("/files?")) {
+      response.writeHead(404).end();
+      return;
+    }
+    response.writeHead(200, { "content-type": "application/octet-stream" });
+    const sending = setInterval(() => response.write(Buffer.alloc(64 * 1024, 97)), 20);
+    response.on("close", () => clearInterval(sending));
+  });
 
   for (const [signal, code] of [
     ["SIGINT", 130],
@@ -64,26 +91,16 @@ describe("fsb cp out of a sandbox, interrupted", () => {
   ] as const) {
     it(`on ${signal} removes the partial file and exits ${code}`, async () => {
       const into = mkdtempSync(join(directory, "into-"));
-      const env = { ...process.env };
-      for (const name of ["FSB_URL", "FSB_TOKEN", "FSB_ACCESS_TOKEN", "FSB_PROXY_URL", "FSB_SANDBOX_URL", "NODE_TEST_CONTEXT"]) delete env[name];
-      const child = spawn(
-        process.execPath,
-        ["--conditions=development", "--import", "tsx", MAIN, "--url", controlPlane.url, "--data-dir", directory, "cp", "--token", "t", "web:/big.bin", into],
-        { env, stdio: ["ignore", "ignore", "pipe"] },
-      );
-      let stderr = "";
-      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-      const exited = once(child, "exit");
+      const { child, stderr, exited } = fsb(["cp", "--token", "t", "web:/big.bin", into]);
       try {
         // Some of it arrived: the copy is under way.
         for (const started = Date.now(); ; await new Promise((resolve) => setTimeout(resolve, 20))) {
           const partial = readdirSync(into).find((name) => name.startsWith("big.bin.fsb-partial-"));
           if (partial && statSync(join(into, partial)).size > 0) break;
-          if (Date.now() - started > 20_000 || child.exitCode !== null) assert.fail(`the download did not start: ${stderr}`);
+          if (Date.now() - started > 20_000 || child.exitCode !== null) assert.fail(`the download did not start: ${stderr()}`);
         }
         child.kill(signal);
-        const [exitCode] = (await exited) as [number | null];
-        assert.equal(exitCode, code, stderr);
+        assert.equal(await exited, code, stderr());
         assert.deepEqual(readdirSync(into), [], "neither the partial file nor the target is left");
       } finally {
         if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
@@ -93,7 +110,6 @@ describe("fsb cp out of a sandbox, interrupted", () => {
 });
 
 describe("fsb cp into a sandbox, to a symlink", () => {
-  const directory = mkdtempSync(join(tmpdir(), "fsb-copy-spec-"));
   /** What the daemon's Stat answers (lstat: a symlink as itself), by path. */
   const entries: Record<string, { type: string; symlinkTarget?: string }> = {
     "/app": { type: "FILE_TYPE_SYMLINK", symlinkTarget: "srv/app" },
@@ -103,7 +119,7 @@ describe("fsb cp into a sandbox, to a symlink", () => {
     "/data/notes.txt": { type: "FILE_TYPE_FILE" },
   };
   const written: string[] = [];
-  const proxy = http.createServer((request, response) => {
+  const { directory, fsb } = standIns((request, response) => {
     const url = new URL(request.url ?? "/", "http://proxy");
     if (url.pathname === "/filesystem.Filesystem/Stat") {
       let body = "";
@@ -130,24 +146,7 @@ describe("fsb cp into a sandbox, to a symlink", () => {
     }
     response.writeHead(404).end();
   });
-  let controlPlane: FakeControlPlane;
-
-  before(async () => {
-    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-    controlPlane = await startFakeControlPlane({
-      token: API_TOKEN,
-      sandboxes: [fakeSandbox("web")],
-      proxyUrl: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
-    });
-    writeFileSync(join(directory, "token"), `${API_TOKEN}\n`, { mode: 0o600 });
-    writeFileSync(join(directory, "report.txt"), "hello\n");
-  });
-  after(async () => {
-    await controlPlane.close();
-    proxy.closeAllConnections();
-    await new Promise((resolve) => proxy.close(resolve));
-    rmSync(directory, { recursive: true, force: true });
-  });
+  before(() => writeFileSync(join(directory, "report.txt"), "hello\n"));
 
   it("copies into the directory a symlink points to (relative targets from the link's directory), and onto a symlink to a file", async () => {
     for (const [destination, target] of [
@@ -155,31 +154,8 @@ describe("fsb cp into a sandbox, to a symlink", () => {
       ["web:/notes", "/notes"],
     ] as const) {
       written.length = 0;
-      const env = { ...process.env };
-      for (const name of ["FSB_URL", "FSB_TOKEN", "FSB_ACCESS_TOKEN", "FSB_PROXY_URL", "FSB_SANDBOX_URL", "NODE_TEST_CONTEXT"]) delete env[name];
-      const child = spawn(
-        process.execPath,
-        [
-          "--conditions=development",
-          "--import",
-          "tsx",
-          MAIN,
-          "--url",
-          controlPlane.url,
-          "--data-dir",
-          directory,
-          "cp",
-          "--token",
-          "t",
-          join(directory, "report.txt"),
-          destination,
-        ],
-        { env, stdio: ["ignore", "ignore", "pipe"] },
-      );
-      let stderr = "";
-      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-      const [exitCode] = (await once(child, "exit")) as [number | null];
-      assert.equal(exitCode, 0, stderr);
+      const { stderr, exited } = fsb(["cp", "--token", "t", join(directory, "report.txt"), destination]);
+      assert.equal(await exited, 0, stderr());
       assert.deepEqual(written, [target], destination);
     }
   });
@@ -214,7 +190,6 @@ describe("fsb cp's partial file of a download", () => {
 });
 
 describe("fsb cp of a sandbox directory with entries it may not read", () => {
-  const directory = mkdtempSync(join(tmpdir(), "fsb-copy-tree-spec-"));
   const file = (path: string, permissions = "-rw-r-----") => ({ name: path.split("/").at(-1), path, type: "FILE_TYPE_FILE", mode: 0o640, permissions });
   const dir = (path: string) => ({ name: path.split("/").at(-1), path, type: "FILE_TYPE_DIRECTORY", mode: 0o750, permissions: "drwxr-x---" });
   /** The daemon's ListDir answers, by path; a string is a permission_denied. */
@@ -224,7 +199,7 @@ describe("fsb cp of a sandbox directory with entries it may not read", () => {
     "/data/sub": [file("/data/sub/deep.txt")],
   };
   const contents: Record<string, string> = { "/data/ok.txt": "ok\n", "/data/sub/deep.txt": "deep\n" };
-  const proxy = http.createServer((request, response) => {
+  const { directory, fsb } = standIns((request, response) => {
     const url = new URL(request.url ?? "/", "http://proxy");
     const json = (status: number, body: object) => response.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
     if (url.pathname.startsWith("/filesystem.Filesystem/")) {
@@ -249,37 +224,11 @@ describe("fsb cp of a sandbox directory with entries it may not read", () => {
     }
     json(404, { code: 404, message: `open ${path}: no such file or directory` });
   });
-  let controlPlane: FakeControlPlane;
-
-  before(async () => {
-    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-    controlPlane = await startFakeControlPlane({
-      token: API_TOKEN,
-      sandboxes: [fakeSandbox("web")],
-      proxyUrl: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
-    });
-    writeFileSync(join(directory, "token"), `${API_TOKEN}\n`, { mode: 0o600 });
-  });
-  after(async () => {
-    await controlPlane.close();
-    proxy.closeAllConnections();
-    await new Promise((resolve) => proxy.close(resolve));
-    rmSync(directory, { recursive: true, force: true });
-  });
-
   it("copies the rest, names each entry it could not copy, and exits 1", async () => {
-    const env = { ...process.env };
-    for (const name of ["FSB_URL", "FSB_TOKEN", "FSB_ACCESS_TOKEN", "FSB_PROXY_URL", "FSB_SANDBOX_URL", "NODE_TEST_CONTEXT"]) delete env[name];
     const target = join(directory, "copy");
-    const child = spawn(
-      process.execPath,
-      ["--conditions=development", "--import", "tsx", MAIN, "--url", controlPlane.url, "--data-dir", directory, "cp", "--token", "t", "web:/data", target],
-      { env, stdio: ["ignore", "ignore", "pipe"] },
-    );
-    let stderr = "";
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    const [exitCode] = (await once(child, "exit")) as [number | null];
-    assert.equal(exitCode, 1, stderr);
+    const run = fsb(["cp", "--token", "t", "web:/data", target]);
+    assert.equal(await run.exited, 1, run.stderr());
+    const stderr = run.stderr();
     assert.match(stderr, /fsb cp: skipped "\/data\/gone.txt": .*no such file or directory/);
     assert.match(stderr, /fsb cp: skipped "\/data\/secret": .*permission denied/);
     assert.match(stderr, /fsb cp: 2 entries of "\/data" could not be copied/);
@@ -303,7 +252,7 @@ describe("fsb cp's plan for a directory copied out of a sandbox", () => {
   });
 
   it("names every entry of the directory, sorted", () => {
-    const plan = planDirectoryDownload("/work/", [entry("/work/src", "dir"), entry("/work/a-b"), entry("/work/README")]);
+    const plan = planDirectoryDownload("/proj/", [entry("/proj/src", "dir"), entry("/proj/a-b"), entry("/proj/README")]);
     assert.deepEqual(
       plan.map((planned) => planned.name),
       ["README", "a-b", "src"],
@@ -315,20 +264,9 @@ describe("fsb cp's plan for a directory copied out of a sandbox", () => {
   });
 
   it("refuses a listing with an entry not directly in the directory, or twice (the sandbox is not trusted)", () => {
-    for (const bad of [
-      "/etc/passwd",
-      "/work",
-      "/workshop/x",
-      "/work/../etc/passwd",
-      "/work/.",
-      "/work/..",
-      "/work//x",
-      "/work/a/",
-      "/work/a/b",
-      "/work/a\\b",
-    ]) {
+    for (const bad of ["/etc/passwd", "/proj", "/project/x", "/proj/../etc/passwd", "/proj/.", "/proj/..", "/proj//x", "/proj/a/", "/proj/a/b", "/proj/a\\b"]) {
       assert.throws(
-        () => planDirectoryDownload("/work", [entry("/work/ok"), entry(bad)]),
+        () => planDirectoryDownload("/proj", [entry("/proj/ok"), entry(bad)]),
         (error: unknown) =>
           error instanceof FsbError &&
           !(error instanceof ValidationError) &&
@@ -337,7 +275,7 @@ describe("fsb cp's plan for a directory copied out of a sandbox", () => {
         bad,
       );
     }
-    assert.throws(() => planDirectoryDownload("/work", [entry("/work/x"), entry("/work/x")]), FsbError);
+    assert.throws(() => planDirectoryDownload("/proj", [entry("/proj/x"), entry("/proj/x")]), FsbError);
   });
 });
 
