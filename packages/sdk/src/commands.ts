@@ -51,7 +51,10 @@ export interface ProcessInfo {
 /** How long a command may run unless told: E2B's default. */
 export const DEFAULT_COMMAND_TIMEOUT_MS = 60_000;
 
-/** How long an aborted `run` waits for the kill of its command before it rejects all the same. */
+/**
+ * How long an aborted `run` waits for the kill of its command before it rejects all the same; also how
+ * long a start given up on waits for the pid of the process it may have started (startProcessStream).
+ */
 const KILL_AFTER_ABORT_TIMEOUT_MS = 2_000;
 
 export class Commands {

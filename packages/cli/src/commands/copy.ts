@@ -287,7 +287,7 @@ export function createPartialFile(path: string, mode = 0o666): WriteStream {
   return createWriteStream(path, { flags: "wx", mode });
 }
 
-/** How many symlinks `isDirectory` follows in a row, as Linux does (a loop ends there). */
+/** How many symlinks `resolveEntry` follows in a row, as Linux does (a loop ends there). */
 const MAX_SYMLINK_HOPS = 40;
 
 /**
