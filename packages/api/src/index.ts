@@ -16,7 +16,7 @@ export { renderCrds, toStructuralSchema } from "./schema/crd.js";
 export * from "./wire/convert.js";
 export { sandboxStatsToMessage, sandboxStatsFromMessage, type SandboxStats } from "./wire/sandbox-stats.js";
 export { ERROR_CODE_HEADER, fromConnectError, toConnectError } from "./wire/connect-errors.js";
-export { equalTokens, requireBearerToken, sendBearerToken } from "./wire/bearer-auth.js";
+export { answerConnectError, equalTokens, requireBearerToken, sendBearerToken, type BearerTokenCheck } from "./wire/bearer-auth.js";
 export { guardSessionErrors, type Http2Sessions } from "./wire/http2-session-guard.js";
 export { ACCESS_TOKEN_HEADER, ACCESS_TOKEN_RESPONSE_HEADER, RELAY_SANDBOX_HEADER, TRAFFIC_ACCESS_TOKEN_HEADER } from "./wire/access-token-headers.js";
 /** Generated wire messages and services (protobuf-es), namespaced to keep them apart from the resource types. */

@@ -125,6 +125,39 @@ describe("resolveClusterEndpoint", () => {
     await assert.rejects(resolveClusterEndpoint({ url: "http://127.0.0.1:17070", environment: nowhere }), NoKubeConfigError);
   });
 
+  it("calls as the kubeconfig's user, with their own bearer token, when the Secret may not be read; without one the refusal says what to do", async () => {
+    const forbidden = () => Promise.reject(new PermissionDeniedError('secrets "fast-sandbox-api-token" is forbidden'));
+    const found = await resolveClusterEndpoint({
+      kubeconfig: KUBECONFIG,
+      environment: nowhere,
+      makeReader: () => fakeCluster({ secretData: forbidden, ownBearerToken: () => Promise.resolve("alice-own-token") }),
+      reachable: () => Promise.resolve(true),
+    });
+    assert.equal(found.token, "alice-own-token");
+    assert.equal(found.ownCredential, true);
+    assert.match(found.tokenSource, /^your own Kubernetes credential \(context dev; you may not read Secret fast-sandbox-system\/fast-sandbox-api-token\)$/);
+    await assert.rejects(
+      resolveClusterEndpoint({
+        kubeconfig: KUBECONFIG,
+        environment: nowhere,
+        makeReader: () => fakeCluster({ secretData: forbidden, ownBearerToken: () => Promise.resolve(undefined) }),
+        reachable: () => Promise.resolve(true),
+      }),
+      (error: unknown) =>
+        error instanceof PermissionDeniedError && /set FSB_TOKEN to the token, .* or use a kubeconfig user with a token or token file/.test(error.message),
+    );
+    // A Secret that is missing (not forbidden) is not passed over.
+    await assert.rejects(
+      resolveClusterEndpoint({
+        kubeconfig: KUBECONFIG,
+        environment: nowhere,
+        makeReader: () => fakeCluster({ secretData: () => Promise.resolve(undefined), ownBearerToken: () => Promise.resolve("alice-own-token") }),
+        reachable: () => Promise.resolve(true),
+      }),
+      NotFoundError,
+    );
+  });
+
   it("reports the controller's absence before a missing Secret", async () => {
     const cluster = fakeCluster({
       endpointSlices: () => Promise.resolve([]),
@@ -297,6 +330,35 @@ describe("kubernetesClusterReader", () => {
         kind: "ExecCredential",
         spec: { interactive: false, cluster: { server: api.url } },
       });
+    } finally {
+      await api.close();
+    }
+  });
+
+  it("gives the user's own bearer token: the kubeconfig's, a Pod's token file; none with client certificates, nor a credential plugin's", async () => {
+    const api = await startFakeKubeApi();
+    try {
+      assert.equal(await kubernetesClusterReader({ kubeConfig: kubeConfigOf(api.url), context: "dev", server: api.url }).ownBearerToken?.(), "kube-token");
+      const plugin = credentialPlugin("own", PRINT_CREDENTIAL);
+      const reader = kubernetesClusterReader(
+        {
+          kubeConfig: kubeConfigOf(api.url, `{exec: {apiVersion: client.authentication.k8s.io/v1, command: '${plugin.path}', interactiveMode: Never}}`),
+          context: "dev",
+          server: api.url,
+        },
+        { credentialPlugin: { stderr: new PassThrough(), stdinIsTerminal: false } },
+      );
+      await reader.secretData("fast-sandbox-system", "fast-sandbox-api-token");
+      // Its token reached the API server, but is not the controller's to see (maybe a cloud credential).
+      assert.deepEqual(api.requests.at(-1)?.endsWith("auth=Bearer plugin-token"), true);
+      assert.equal(await reader.ownBearerToken?.(), undefined);
+      assert.equal(plugin.runs(), 1);
+      const tokenFile = join(dir, "pod-token");
+      writeFileSync(tokenFile, "pod-sa-token\n");
+      const inPod = kubeConfigOf(api.url, `{auth-provider: {name: tokenFile, config: {tokenFile: '${tokenFile}'}}}`);
+      assert.equal(await kubernetesClusterReader({ kubeConfig: inPod, context: "dev", server: api.url }).ownBearerToken?.(), "pod-sa-token");
+      const certs = kubeConfigOf(api.url, "{client-certificate-data: Y2VydA==, client-key-data: a2V5}");
+      assert.equal(await kubernetesClusterReader({ kubeConfig: certs, context: "dev", server: api.url }).ownBearerToken?.(), undefined);
     } finally {
       await api.close();
     }

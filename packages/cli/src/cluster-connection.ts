@@ -5,6 +5,7 @@
  *
  * Also the CLI's one boundary for errors of the Kubernetes API (`kubernetesClusterReader`).
  */
+import { readFileSync } from "node:fs";
 import { connect as connectTcp } from "node:net";
 import {
   AbortError,
@@ -71,8 +72,10 @@ export interface ClusterEndpoint {
   endpointDescription: string;
   /** The controller's address alone, for messages: e.g. `10.0.3.7:7070 (Pod …)`, or the URL given. */
   controllerAddress: string;
-  /** Where the token came from, for messages: `FSB_TOKEN` or the Secret. */
+  /** Where the token came from, for messages: `FSB_TOKEN`, the Secret, or the kubeconfig's user. */
   tokenSource: string;
+  /** The token is the kubeconfig user's own (the Secret may not be read): the controller authorizes by the user's RBAC. */
+  ownCredential?: true;
   /** How to reach the controller from outside the cluster network. */
   portForwardHint: string;
 }
@@ -96,7 +99,18 @@ export async function resolveClusterEndpoint(options: ClusterConnectionOptions):
     options.url !== undefined || !reader
       ? Promise.resolve(undefined)
       : findController({ reader, reachable: options.reachable ?? tcpReachable, namespace: systemNamespace, service: CONTROLLER_SERVICE }),
-    options.token !== undefined || !reader ? Promise.resolve(options.token ?? "") : readApiToken({ reader, namespace: systemNamespace }),
+    options.token !== undefined || !reader
+      ? Promise.resolve({ token: options.token ?? "", own: false })
+      : readApiToken({ reader, namespace: systemNamespace }).then(
+          (secretToken) => ({ token: secretToken, own: false }),
+          // Who may not read the Secret calls as themselves, when the kubeconfig gives a bearer token
+          // (the controller authorizes each call by their RBAC: FSB_KUBERNETES_USERS).
+          async (error: unknown) => {
+            const own = error instanceof PermissionDeniedError ? await reader.ownBearerToken?.() : undefined;
+            if (!own) throw error;
+            return { token: own, own: true };
+          },
+        ),
   ]);
   // Where the controller is matters first: without it the token is of no use.
   if (controller.status === "rejected") throw controller.reason;
@@ -105,13 +119,19 @@ export async function resolveClusterEndpoint(options: ClusterConnectionOptions):
   const found = controller.value;
   return {
     url: found?.url ?? options.url ?? "",
-    token: token.value,
+    token: token.value.token,
     namespace: options.namespace ?? loaded?.namespace ?? "default",
     endpointDescription: found
       ? `the controller at ${describeEndpoint(found.endpoint)}, found through ${service}${loaded ? ` of context ${loaded.context}` : ""}`
       : `the controller at ${options.url ?? ""}`,
     controllerAddress: found ? describeEndpoint(found.endpoint) : (options.url ?? ""),
-    tokenSource: options.token !== undefined ? "FSB_TOKEN" : `Secret ${systemNamespace}/${API_TOKEN_SECRET}`,
+    tokenSource:
+      options.token !== undefined
+        ? "FSB_TOKEN"
+        : token.value.own
+          ? `your own Kubernetes credential (context ${loaded?.context ?? ""}; you may not read Secret ${systemNamespace}/${API_TOKEN_SECRET})`
+          : `Secret ${systemNamespace}/${API_TOKEN_SECRET}`,
+    ...(token.value.own ? { ownCredential: true as const } : {}),
     portForwardHint: portForwardHint(systemNamespace, CONTROLLER_SERVICE),
   };
 }
@@ -148,12 +168,13 @@ export function kubernetesClusterReader(
   const kubeConfig: KubeConfig = loaded.kubeConfig;
   const timeoutMs = options.timeoutMs ?? 60_000;
   const cluster = { context: loaded.context, server: loaded.server, credentialPluginUser: credentialPluginUser(kubeConfig) };
-  let clients: Promise<{ core: CoreV1Api; discovery: DiscoveryV1Api }> | undefined;
+  let clients: Promise<{ core: CoreV1Api; discovery: DiscoveryV1Api; prepared: KubeConfig }> | undefined;
   // Shared by the reads made at once: the plugin runs a single time.
   const ready = () =>
     (clients ??= prepareKubeConfig(loaded, { ...options.credentialPlugin, timeoutMs }).then((prepared) => ({
       core: prepared.makeApiClient(CoreV1Api),
       discovery: prepared.makeApiClient(DiscoveryV1Api),
+      prepared,
     })));
   const call = async <T>(
     action: string,
@@ -235,6 +256,21 @@ export function kubernetesClusterReader(
           (c.ports ?? []).map((p) => ({ ...(p.name ? { name: p.name } : {}), containerPort: p.containerPort })),
         ),
       }));
+    },
+    async ownBearerToken() {
+      // A credential plugin's token is not sent to the controller: it may be a cloud credential
+      // (gke-gcloud-auth-plugin, aws eks get-token) that reaches beyond this cluster.
+      if (cluster.credentialPluginUser) return undefined;
+      const user = (await ready()).prepared.getCurrentUser();
+      if (user?.token) return user.token.trim() || undefined;
+      // A Pod's service account: client-node reads its token file at each call (it is rotated).
+      const tokenFile = (user?.authProvider as { name?: string; config?: { tokenFile?: string } } | undefined)?.config?.tokenFile;
+      if (!tokenFile) return undefined;
+      try {
+        return readFileSync(tokenFile, "utf8").trim() || undefined;
+      } catch {
+        return undefined;
+      }
     },
     async secretData(namespace, name) {
       const secret = await call(`get Secret ${namespace}/${name}`, ({ core }, signalled) => core.readNamespacedSecret({ namespace, name }, signalled), {

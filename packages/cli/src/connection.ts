@@ -53,6 +53,8 @@ interface ClusterCallContext {
   /** The controller's address, e.g. `10.0.3.7:7070 (Pod …)`. */
   controllerAddress: string;
   tokenSource: string;
+  /** The token is the kubeconfig user's own. */
+  ownCredential: boolean;
   portForwardHint: string;
   discovered: boolean;
 }
@@ -128,7 +130,15 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
     ...(requestTimeoutMs !== undefined ? { requestTimeoutMs } : {}),
   });
   const { endpointDescription, controllerAddress, tokenSource, portForwardHint } = found;
-  clusterContext = { url: found.url, endpointDescription, controllerAddress, tokenSource, portForwardHint, discovered: !url };
+  clusterContext = {
+    url: found.url,
+    endpointDescription,
+    controllerAddress,
+    tokenSource,
+    ownCredential: found.ownCredential === true,
+    portForwardHint,
+    discovered: !url,
+  };
   ownInstanceDataDir = undefined;
   connectedUrl = found.url;
   if (process.env.FSB_DEBUG) process.stderr.write(`debug: ${endpointDescription}, token from ${tokenSource}, namespace ${found.namespace}\n`);
@@ -241,10 +251,13 @@ export function explainFailure(error: FsbError): FsbError {
   if (!context) return error;
   if (error.code === "unauthenticated") {
     return new UnauthenticatedError(
-      `${context.endpointDescription} did not accept the API token from ${context.tokenSource}: ` +
-        (context.tokenSource === "FSB_TOKEN"
-          ? "unset FSB_TOKEN to use the cluster's Secret, or set it to the controller's token"
-          : "set FSB_TOKEN to the controller's token, or fix the Secret and restart the controller"),
+      context.ownCredential
+        ? `${context.endpointDescription} did not accept ${context.tokenSource}: the controller takes Kubernetes users' tokens ` +
+            "unless it runs with FSB_KUBERNETES_USERS=off, and only those the API server accepts (an expired token is not): set FSB_TOKEN to the controller's token, or ask for a new credential"
+        : `${context.endpointDescription} did not accept the API token from ${context.tokenSource}: ` +
+            (context.tokenSource === "FSB_TOKEN"
+              ? "unset FSB_TOKEN to use the cluster's Secret, or set it to the controller's token"
+              : "set FSB_TOKEN to the controller's token, or fix the Secret and restart the controller"),
     );
   }
   // The controller's connection ended mid-call (its Pod restarted, was replaced or evicted): not the user's cancel.

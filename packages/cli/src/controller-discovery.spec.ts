@@ -272,7 +272,7 @@ describe("readApiToken", () => {
     assert.deepEqual(cluster.calls, ["secret fast-sandbox-system/fast-sandbox-api-token"]);
   });
 
-  it("says to set FSB_TOKEN or ask for the permission when the Secret may not be read", async () => {
+  it("says to set FSB_TOKEN, ask for the permission or call with one's own token when the Secret may not be read", async () => {
     const cluster = new FakeCluster();
     cluster.secret = new PermissionDeniedError('secrets "fast-sandbox-api-token" is forbidden');
     await assert.rejects(
@@ -280,7 +280,8 @@ describe("readApiToken", () => {
       (error: unknown) =>
         error instanceof PermissionDeniedError &&
         error.message ===
-          "you may not read Secret fsb/fast-sandbox-api-token, which holds the fast-path API's token: set FSB_TOKEN to the token, or ask for get on secrets/fast-sandbox-api-token in namespace fsb",
+          "you may not read Secret fsb/fast-sandbox-api-token, which holds the fast-path API's token: set FSB_TOKEN to the token, ask for get on secrets/fast-sandbox-api-token in namespace fsb, " +
+            "or use a kubeconfig user with a token or token file (a ServiceAccount's, an OIDC id token; a credential plugin's is not sent): the controller then lets you do what your RBAC allows",
     );
   });
 

@@ -5,7 +5,8 @@
  * Pods matching the Service's selector. One reachable endpoint is picked at random (as the Service
  * spreads clients); Pod IPs are reachable only inside the cluster network, so when none answers
  * the error says how to port-forward instead. The API token comes from the Secret
- * `fast-sandbox-api-token` (key `token`) beside the controller.
+ * `fast-sandbox-api-token` (key `token`) beside the controller; a user who may not read it calls
+ * with their own bearer token instead, when the kubeconfig gives one (cluster-connection.ts).
  *
  * The Kubernetes API is behind the `ClusterReader` port; `cluster-connection.ts` implements it.
  */
@@ -55,6 +56,12 @@ export interface ClusterReader {
   pods(namespace: string, selector: Record<string, string>): Promise<PodView[]>;
   /** The Secret's data, decoded, or undefined when there is none. */
   secretData(namespace: string, name: string): Promise<Record<string, string> | undefined>;
+  /**
+   * The kubeconfig user's own bearer token (its `token`/`tokenFile`, a Pod's service account
+   * token), or undefined when it has none (client certificates) or it comes from a credential
+   * plugin (possibly a cloud credential, valid beyond the cluster: not sent).
+   */
+  ownBearerToken?(): Promise<string | undefined>;
 }
 
 /** Whether a TCP connection to `address:port` opens within `timeoutMs`. */
@@ -222,7 +229,8 @@ export async function readApiToken(options: ReadApiTokenOptions): Promise<string
   } catch (error) {
     if (error instanceof PermissionDeniedError) {
       throw new PermissionDeniedError(
-        `you may not read ${where}, which holds the fast-path API's token: set FSB_TOKEN to the token, or ask for get on secrets/${secret} in namespace ${namespace}`,
+        `you may not read ${where}, which holds the fast-path API's token: set FSB_TOKEN to the token, ask for get on secrets/${secret} in namespace ${namespace}, ` +
+          "or use a kubeconfig user with a token or token file (a ServiceAccount's, an OIDC id token; a credential plugin's is not sent): the controller then lets you do what your RBAC allows",
         { cause: error },
       );
     }

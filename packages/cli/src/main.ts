@@ -54,8 +54,9 @@ Which Fast Sandbox (the first rule that applies):
 In a cluster: the kubeconfig is --kubeconfig, KUBECONFIG or ~/.kube/config, and -n defaults to its
 context's namespace; the controller is --url/FSB_URL, else a ready endpoint of Service
 fast-sandbox-controller in --fsb-namespace (its EndpointSlices, else its Pods); the token is
-FSB_TOKEN, else Secret fast-sandbox-api-token there. Pod IPs are reachable only inside the cluster
-network; from outside it:
+FSB_TOKEN, else Secret fast-sandbox-api-token there, else (a user who may not read it) the
+kubeconfig user's own bearer token, which the controller authorizes by that user's RBAC. Pod IPs
+are reachable only inside the cluster network; from outside it:
   kubectl -n fast-sandbox-system port-forward svc/fast-sandbox-controller 7070:7070 &
   kubectl fs --url http://127.0.0.1:7070 ls
 `;

@@ -34,7 +34,7 @@ function bearerTokenRefusal(header: string | undefined, token: string): ConnectE
  * end-of-stream frame; anything else a Connect unary call's, the error as JSON under its HTTP status
  * (401 for Unauthenticated).
  */
-function answerError(request: HttpRequest, response: HttpResponse, error: ConnectError): void {
+export function answerConnectError(request: HttpRequest, response: HttpResponse, error: ConnectError): void {
   const contentType = request.headers["content-type"] ?? null;
   const grpc = grpcProtocol.parseContentType(contentType);
   const grpcWeb = grpcWebProtocol.parseContentType(contentType);
@@ -93,7 +93,7 @@ export function requireBearerToken(token: string): BearerTokenCheck {
       (handler: HttpHandler): HttpHandler =>
       (request, response) => {
         const refusal = bearerTokenRefusal(request.headers.authorization, token);
-        if (refusal) answerError(request, response, refusal);
+        if (refusal) answerConnectError(request, response, refusal);
         else handler(request, response);
       },
   });

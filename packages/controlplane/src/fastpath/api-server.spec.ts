@@ -4,27 +4,16 @@ import { describe, it } from "node:test";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { compressionGzip, createConnectTransport } from "@connectrpc/connect-node";
 import { pb, sandboxSpecToMessage, sendBearerToken } from "@fast-sandbox/api";
-import { pino } from "pino";
 import { answerToUnendedBody } from "../../../../test/support/unended-body.js";
-import { MAX_REQUEST_BYTES, startApiServer, type ApiServer } from "./api-server.js";
-import { CheckpointManager } from "./checkpoint-manager.js";
-import { SandboxManagerFixture, sandboxSpec } from "./sandbox-manager.fixture.js";
+import { MAX_REQUEST_BYTES, type ApiServer } from "./api-server.js";
+import { API_TOKEN, withApiServer as withApiServerOn } from "./api-server.fixture.js";
+import { sandboxSpec, type SandboxManagerFixture } from "./sandbox-manager.fixture.js";
 
-const TOKEN = "test-token-0123456789abcdef";
+const TOKEN = API_TOKEN;
 
 /** Runs `test` against an API server over a fresh fixture, on `host`. */
-async function withApiServer(host: string, test: (api: ApiServer, fixture: SandboxManagerFixture) => Promise<void>): Promise<void> {
-  const fixture = new SandboxManagerFixture();
-  const { manager, store, registry, agents } = fixture;
-  const checkpoints = new CheckpointManager({ manager, store, registry, agents, logger: pino({ level: "silent" }) });
-  const api = await startApiServer({ manager, store, registry, agents, checkpoints, token: TOKEN, host, port: 0 });
-  try {
-    await test(api, fixture);
-  } finally {
-    await api.close();
-    checkpoints.close();
-    await fixture.close();
-  }
+function withApiServer(host: string, test: (api: ApiServer, fixture: SandboxManagerFixture) => Promise<void>): Promise<void> {
+  return withApiServerOn({ host }, test);
 }
 
 describe("startApiServer", () => {

@@ -1,6 +1,6 @@
 import type { Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { fromConnectError, listenCleartext, pb, requireBearerToken, withProbeRoutes } from "@fast-sandbox/api";
+import { fromConnectError, listenCleartext, pb, withProbeRoutes } from "@fast-sandbox/api";
 import type { AgentClients, SandboxManager } from "./sandbox-manager.js";
 import type { AgentRegistry } from "../registry/agent-registry.js";
 import type { ResourceStore } from "../store/resource-store.js";
@@ -11,6 +11,8 @@ import { createPoolService, type PoolAdmission } from "./pool-service.js";
 import { createE2bService, type E2bApiAccess } from "./e2b-service.js";
 import { ControlPlaneMetrics } from "./control-plane-metrics.js";
 import { DEFAULT_NAMESPACE } from "./sandbox-manager.js";
+import type { AccessReview } from "./access-review.js";
+import { requireApiCaller } from "./api-caller-check.js";
 
 export interface ApiServerOptions {
   manager: SandboxManager;
@@ -19,6 +21,8 @@ export interface ApiServerOptions {
   /** The agents' clients (image pulls on a pool's agents). */
   agents: AgentClients;
   token: string;
+  /** Kubernetes users' own tokens, each call authorized by their RBAC (api-caller-check.ts). @default the token only */
+  review?: AccessReview;
   host: string;
   port: number;
   /** Served at `/metrics`; the API records create latencies in it. @default a new, empty one */
@@ -80,12 +84,12 @@ async function notReadyReason({ manager, store }: Pick<ApiServerOptions, "manage
 export const MAX_REQUEST_BYTES = 4 * 1024 * 1024;
 
 /**
- * Serves the fast-path API (bearer token required) and, without a token, `/healthz` (the process
+ * Serves the fast-path API (the bearer token, or a Kubernetes user's with `review`, required) and, without a token, `/healthz` (the process
  * is up), `/readyz` (writes released after recovery, store reachable) and `/metrics`.
  */
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const metrics = options.metrics ?? new ControlPlaneMetrics();
-  const auth = requireBearerToken(options.token);
+  const auth = requireApiCaller({ token: options.token, ...(options.review ? { review: options.review } : {}) });
   const api = connectNodeAdapter({
     readMaxBytes: MAX_REQUEST_BYTES,
     interceptors: [auth, timeCreates(metrics)],
@@ -104,7 +108,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       router.service(pb.E2bService, createE2bService(options.e2b));
     },
   });
-  // A request without the token is refused before its body is read; the interceptor, after, stays.
+  // A request of nobody is refused before its body is read; the interceptor, after, stays.
   const handler = withProbeRoutes(auth.guard(api), { notReadyReason: () => notReadyReason(options), metrics: () => metrics.exposition() });
   const server = await listenCleartext(handler, options.host, options.port);
   return {

@@ -56,6 +56,7 @@ describe("controllerConfigFromEnv", () => {
       leaseName: "fast-sandbox-controller",
       leaseDurationSeconds: 15,
       token: "api-token",
+      kubernetesUsers: true,
       agentToken: "agent-token",
       agentTokenForOldPods: false,
       agentPod: {},
@@ -85,6 +86,14 @@ describe("controllerConfigFromEnv", () => {
     assert.equal(config.leaseDurationSeconds, 30);
     assert.equal(config.heartbeatIntervalMs, 500);
     assert.deepEqual(config.agentPod, { image: "registry.example/fsb/agent:v3", containerdNamespace: "fsb" });
+  });
+
+  it("takes Kubernetes users' own tokens unless FSB_KUBERNETES_USERS is off, and refuses anything but on or off", () => {
+    assert.equal(controllerConfigFromEnv(minimalEnv({ FSB_KUBERNETES_USERS: "off" })).kubernetesUsers, false);
+    assert.equal(controllerConfigFromEnv(minimalEnv({ FSB_KUBERNETES_USERS: "false" })).kubernetesUsers, false);
+    assert.equal(controllerConfigFromEnv(minimalEnv({ FSB_KUBERNETES_USERS: "on" })).kubernetesUsers, true);
+    assert.equal(controllerConfigFromEnv(minimalEnv({ FSB_KUBERNETES_USERS: "" })).kubernetesUsers, true);
+    assert.throws(() => controllerConfigFromEnv(minimalEnv({ FSB_KUBERNETES_USERS: "no" })), /FSB_KUBERNETES_USERS.*"no" is neither on nor off/);
   });
 
   it("treats empty variables as unset", () => {

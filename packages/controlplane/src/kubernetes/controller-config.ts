@@ -6,6 +6,9 @@
  * - FSB_POD_NAMESPACE (required): where the Lease is;
  * - FSB_LEADER_ELECTION_LEASE: the Lease's name (default `fast-sandbox-controller`);
  * - FSB_TOKEN or FSB_TOKEN_FILE (required): bearer token of the fast-path API;
+ * - FSB_KUBERNETES_USERS: `on` (the default) lets Kubernetes users call the fast-path API with their
+ *   own tokens, each call allowed as far as their RBAC allows (fastpath/api-caller-check.ts; the
+ *   controller needs `system:auth-delegator`); `off`: the token above only;
  * - FSB_AGENT_TOKEN or FSB_AGENT_TOKEN_FILE (required): bearer token of the agents' API;
  * - FSB_AGENT_TEMPLATE_FILE: the default agent Pod template (YAML PodTemplateSpec) under every
  *   pool's agentTemplate; FSB_AGENT_IMAGE: the agent image for containers that name none;
@@ -49,6 +52,8 @@ export interface ControllerConfig {
   leaseName: string;
   leaseDurationSeconds: number;
   token: string;
+  /** FSB_KUBERNETES_USERS: Kubernetes users' own tokens are taken, authorized by their RBAC. */
+  kubernetesUsers: boolean;
   agentToken: string;
   /** FSB_AGENT_TOKEN_FOR_OLD_PODS=true: agent Pods without AGENT_TOKEN_LABEL are called with `agentToken` (upgrades). */
   agentTokenForOldPods: boolean;
@@ -110,6 +115,7 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): C
     leaseName: env.FSB_LEADER_ELECTION_LEASE || "fast-sandbox-controller",
     leaseDurationSeconds: positiveInteger(env, "FSB_LEASE_DURATION_SECONDS", 15, MIN_LEASE_DURATION_SECONDS, LEASE_DURATION_MINIMUM_REASON),
     token: secret("FSB_TOKEN", "the fast-path API is always authenticated"),
+    kubernetesUsers: onOff(env, "FSB_KUBERNETES_USERS", true),
     agentToken: secret("FSB_AGENT_TOKEN", "the agents' API is always authenticated"),
     // Agent Pods made before pools had tokens of their own are called with this one (agent-token.ts).
     agentTokenForOldPods: env.FSB_AGENT_TOKEN_FOR_OLD_PODS === "true",
@@ -124,6 +130,15 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): C
     proxyAddress,
     e2b,
   };
+}
+
+/** An `on`/`off` setting (also true/false). */
+function onOff(env: NodeJS.ProcessEnv, key: string, fallback: boolean): boolean {
+  const text = env[key];
+  if (!text) return fallback;
+  if (text === "on" || text === "true") return true;
+  if (text === "off" || text === "false") return false;
+  throw new ValidationError(key, `${JSON.stringify(text)} is neither on nor off`);
 }
 
 /** FSB_AGENT_TEMPLATE_POLICY (default restricted) and the images FSB_AGENT_TEMPLATE_IMAGES lists for it. */

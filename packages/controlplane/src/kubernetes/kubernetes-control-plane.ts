@@ -26,6 +26,8 @@ import type { Logger } from "pino";
 import { createAgentClient } from "../agent-client/rpc-agent-client.js";
 import { sleep, systemClock, type Clock } from "../controller/clock.js";
 import { startApiServer, type ApiServer } from "../fastpath/api-server.js";
+import { CachedAccessReview } from "../fastpath/access-review.js";
+import { KubernetesAccessReview } from "./kubernetes-access-review.js";
 import { CheckpointManager } from "../fastpath/checkpoint-manager.js";
 import { RESUME_AFTER_WAKE_TAKES_AT_MOST_MS, SandboxPauses } from "../fastpath/checkpoint-pauses.js";
 import { ControlPlaneMetrics } from "../fastpath/control-plane-metrics.js";
@@ -80,6 +82,11 @@ export interface KubernetesControlPlaneOptions {
   lease: { namespace: string; name: string; durationSeconds?: number; renewDeadlineMs?: number; retryPeriodMs?: number };
   /** Bearer token of the fast-path API. */
   token: string;
+  /**
+   * Whether the fast-path API also takes Kubernetes users' own tokens, each call allowed as far as
+   * their RBAC allows (FSB_KUBERNETES_USERS; fastpath/api-caller-check.ts). @default true
+   */
+  kubernetesUsers?: boolean;
   /** The deployment's agent token; each pool's agents have one derived from it (agent-token.ts). */
   agentToken: string;
   /** Agent Pods made before pools had tokens of their own (no label) are called with `agentToken`. @default false */
@@ -369,6 +376,7 @@ export async function startKubernetesControlPlane(options: KubernetesControlPlan
       checkpoints,
       pauses,
       token: options.token,
+      ...(options.kubernetesUsers === false ? {} : { review: new CachedAccessReview(new KubernetesAccessReview({ kubeConfig })) }),
       host: options.host,
       port: options.port,
       metrics,

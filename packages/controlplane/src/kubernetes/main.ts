@@ -35,6 +35,7 @@ async function main(): Promise<void> {
     lease: { namespace: config.namespace, name: config.leaseName, durationSeconds: config.leaseDurationSeconds },
     podName: config.identity,
     token: config.token,
+    kubernetesUsers: config.kubernetesUsers,
     agentToken: config.agentToken,
     agentTokenForOldPods: config.agentTokenForOldPods,
     host: config.host,

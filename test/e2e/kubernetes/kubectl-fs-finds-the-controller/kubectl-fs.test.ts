@@ -15,7 +15,7 @@
  * Service's selector. A second Service without selector has an EndpointSlice written by hand that
  * points at a relay on this host's own non-loopback address: that one is found through the slice.
  * Then what goes wrong: a refused token, no controller, an unreachable one, a user who may not read
- * the Secret — each with an error that says what to do.
+ * the Secret and whose own token the controller does not take — each with an error that says what to do.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -380,7 +380,7 @@ describe("kubectl fs against a Kubernetes cluster", () => {
     );
   });
 
-  it("tells a user who may not read the Secret to set FSB_TOKEN, which then works", async () => {
+  it("calls as a user who may not read the Secret, with their own token, and when it is refused says to set FSB_TOKEN, which then works", async () => {
     const role = await kubectlApply([
       { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: "viewer", namespace: SYSTEM } },
       {
@@ -406,11 +406,13 @@ describe("kubectl fs against a Kubernetes cluster", () => {
     assert.equal(viewer.code, 0, viewer.stderr);
     writeFileSync(VIEWER_KUBECONFIG, viewer.stdout);
 
-    const forbidden = await kubectlFs(["ls", "--kubeconfig", VIEWER_KUBECONFIG]);
-    assert.equal(forbidden.code, 1);
+    // Its kubeconfig has a bearer token (its ServiceAccount's), which the CLI sends instead; this
+    // controller (embedded, standing in for one with FSB_KUBERNETES_USERS=off) takes none.
+    const refused = await kubectlFs(["ls", "--kubeconfig", VIEWER_KUBECONFIG]);
+    assert.equal(refused.code, 1);
     assert.match(
-      forbidden.stderr,
-      /^error: you may not read Secret fast-sandbox-system\/fast-sandbox-api-token, which holds the fast-path API's token: set FSB_TOKEN to the token, or ask for get on secrets\/fast-sandbox-api-token in namespace fast-sandbox-system$/m,
+      refused.stderr,
+      /^error: the controller at .* did not accept your own Kubernetes credential \(context [^;]+; you may not read Secret fast-sandbox-system\/fast-sandbox-api-token\): the controller takes Kubernetes users' tokens unless it runs with FSB_KUBERNETES_USERS=off, .*: set FSB_TOKEN to the controller's token/m,
     );
     assert.ok(embedded);
     const withToken = await kubectlFs(["ls", "--kubeconfig", VIEWER_KUBECONFIG], { FSB_TOKEN: embedded.token });

@@ -149,6 +149,9 @@ describe("config/default rendered by kustomize", () => {
       ["ServiceAccount", "fast-sandbox-agent"],
       ["ClusterRole", "fast-sandbox-controller"],
       ["ClusterRoleBinding", "fast-sandbox-controller"],
+      // The fast path's Kubernetes users: TokenReviews and SubjectAccessReviews, and the role users are bound to.
+      ["ClusterRoleBinding", "fast-sandbox-controller-auth-delegator"],
+      ["ClusterRole", "fast-sandbox-user"],
       ["Role", "fast-sandbox-leader-election"],
       ["RoleBinding", "fast-sandbox-leader-election"],
       ["Role", "fast-sandbox-e2b-secrets"],

@@ -5,7 +5,9 @@
  *   `kubectl auth can-i --as` (the admin impersonates): the controller works on sandboxes, pools
  *   (writing them only by PATCH, their status only by PUT), agent Pods and the pools' agent token
  *   Secrets (created and patched, never read) in every namespace, and on its own Lease and Secrets in
- *   its own namespace only (the E2B API's keys and token secret, read and created), and nothing else
+ *   its own namespace only (the E2B API's keys and token secret, read and created), it asks the API
+ *   server who a fast-path caller is and what that caller may do (TokenReview, SubjectAccessReview),
+ *   and nothing else
  *   — no Secret of any other namespace read, no Events; the proxy lists
  *   and watches Sandboxes and Pods and reads the one E2B token Secret; the janitor only lists Pods,
  *   Sandboxes and SandboxPools; agents have no API access at all.
@@ -67,6 +69,9 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         const what = `${verb} ${resource}${subresource ? `/${subresource}` : ""} in ${namespace ?? "all namespaces"}`;
         assert.equal(await can(suite, CONTROLLER, verb, resource, namespace, subresource), true, `controller: ${what}`);
       }
+      // Who a fast-path caller's token is and what that caller may do (system:auth-delegator).
+      assert.equal(await can(suite, CONTROLLER, "create", "tokenreviews.authentication.k8s.io"), true);
+      assert.equal(await can(suite, CONTROLLER, "create", "subjectaccessreviews.authorization.k8s.io"), true);
       assert.equal(await can(suite, CONTROLLER, "get", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM_NAMESPACE), true);
       assert.equal(await can(suite, CONTROLLER, "update", "leases.coordination.k8s.io/fast-sandbox-controller", SYSTEM_NAMESPACE), true);
       assert.equal(await can(suite, CONTROLLER, "create", "leases.coordination.k8s.io", SYSTEM_NAMESPACE), true);
