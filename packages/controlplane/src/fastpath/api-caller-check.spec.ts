@@ -10,6 +10,7 @@ import type { ApiServer } from "./api-server.js";
 import { API_TOKEN, withApiServer as withApiServerOn } from "./api-server.fixture.js";
 import type { ResourceAccess } from "./call-access.js";
 import { sandboxSpec, type SandboxManagerFixture } from "./sandbox-manager.fixture.js";
+import { CREATED_BY_ANNOTATION } from "./sandbox-manager.js";
 
 const TOKEN = API_TOKEN;
 const ALICE_TOKEN = "alice-kubernetes-token";
@@ -111,7 +112,7 @@ describe("requireApiCaller (the fast-path API's callers)", () => {
     });
   });
 
-  it("makes a create's request id the caller's own: another user sending it gets no sandbox of the first, nor a new token to it", async () => {
+  it("makes a create's request id the caller's own (another user sending it gets no sandbox of the first, nor a new token to it), and records who created what", async () => {
     const review = new FakeReview();
     await withApiServer(review, async (api, fixture) => {
       fixture.addAgent("default-0", { capacity: 8 });
@@ -129,7 +130,12 @@ describe("requireApiCaller (the fast-path API's callers)", () => {
       const bobs = await create(BOB_TOKEN);
       assert.notEqual(bobs, alices);
       assert.equal((await fixture.stored(alices))?.status?.accessTokenHash, hashAfterRetry, "bob's create left alice's token alone");
-      assert.notEqual(await create(TOKEN), alices, "the API token's id is its own too");
+      const admins = await create(TOKEN);
+      assert.notEqual(admins, alices, "the API token's id is its own too");
+      // Who made each is recorded; the API token's holder is nobody in particular.
+      assert.equal((await fixture.stored(alices))?.metadata.annotations?.[CREATED_BY_ANNOTATION], ALICE.username);
+      assert.equal((await fixture.stored(bobs))?.metadata.annotations?.[CREATED_BY_ANNOTATION], BOB.username);
+      assert.equal((await fixture.stored(admins))?.metadata.annotations?.[CREATED_BY_ANNOTATION], undefined);
     });
   });
 

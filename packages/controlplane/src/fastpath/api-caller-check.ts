@@ -25,6 +25,7 @@ import {
 } from "@fast-sandbox/api";
 import type { AccessReview, KubernetesUser } from "./access-review.js";
 import { ANY_CALLER, callAccess, describeAccess } from "./call-access.js";
+import { KUBERNETES_CALLER } from "./kubernetes-caller.js";
 
 export interface ApiCallerCheckOptions {
   /** The API token: every call. */
@@ -123,6 +124,7 @@ export function requireApiCaller(options: ApiCallerCheckOptions): BearerTokenChe
         );
       }
     }
+    request.contextValues.set(KUBERNETES_CALLER, user);
     // A create's request id is the caller's own: another user who learns it (it is in the Sandbox's
     // annotations) and sends it again gets a sandbox of their own, never the first one and a new
     // access token to it. The same user's retries still find their create.

@@ -163,6 +163,8 @@ export interface ForkInput {
   /** Keep the checkpoint under this name; empty: it is deleted once the copies run. */
   checkpoint?: string;
   labels?: Record<string, string>;
+  /** Stored with every copy (e.g. who made it, CREATED_BY_ANNOTATION). */
+  annotations?: Record<string, string>;
 }
 
 export interface ForkResult {
@@ -496,7 +498,7 @@ export class CheckpointManager {
           ...(input.labels ? { labels: input.labels } : {}),
           // Should this process stop before the fork answers, nobody learns of the copy: the
           // checkpoint collector deletes it with the fork's checkpoint (deleteUnfinishedForkCopies).
-          annotations: { [FORK_IN_PROGRESS_ANNOTATION]: checkpoint.name },
+          annotations: { ...input.annotations, [FORK_IN_PROGRESS_ANNOTATION]: checkpoint.name },
           accessTokenHash: hashAccessToken(accessToken),
         });
         return { sandbox, accessToken };

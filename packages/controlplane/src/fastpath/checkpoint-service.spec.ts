@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { ConnectError } from "@connectrpc/connect";
+import { ConnectError, createContextValues } from "@connectrpc/connect";
 import { FailedPreconditionError, ValidationError, fromConnectError, pb, type Sandbox } from "@fast-sandbox/api";
 import type { CheckpointManager } from "./checkpoint-manager.js";
 import type { ResumeOptions, SandboxPauses } from "./checkpoint-pauses.js";
 import { checkpointServiceMethods } from "./checkpoint-service.js";
+import { KUBERNETES_CALLER } from "./kubernetes-caller.js";
+import { CREATED_BY_ANNOTATION } from "./sandbox-manager.js";
 
 const sandbox = (phase: "Paused" | "Running"): Sandbox => ({
   apiVersion: "sandbox.fast.io/v1alpha1",
@@ -85,7 +87,8 @@ describe("PauseSandbox and ResumeSandbox", () => {
 });
 
 describe("CheckpointSandbox and ForkSandbox: checkpoint names", () => {
-  const context = undefined as never;
+  // A call's context as the handlers read it: its values (who calls: nobody in particular here).
+  const context = { values: createContextValues() } as never;
 
   /** A CheckpointManager that records the names it is asked to use. */
   function recordingCheckpoints() {
@@ -145,5 +148,23 @@ describe("CheckpointSandbox and ForkSandbox: checkpoint names", () => {
     }
     await methods.forkSandbox(create(pb.ForkSandboxRequestSchema, { name: "web", count: 1, checkpoint: "web-fork-keep" }), context);
     assert.deepEqual(names, ["api-fork-0123456789", "web-fork-012345678", "web-pause-abcdefa", "web-pause-ABCDEF", "kept", undefined, "web-fork-keep"]);
+  });
+
+  it("records a Kubernetes user who forks as the copies' creator; the API token's holder as nobody", async () => {
+    const inputs: { annotations?: Record<string, string> }[] = [];
+    const checkpoints = {
+      fork: async (input: { annotations?: Record<string, string> }) => {
+        inputs.push(input);
+        return { sandboxes: [] };
+      },
+    } as unknown as CheckpointManager;
+    const methods = checkpointServiceMethods(checkpoints);
+    const values = createContextValues().set(KUBERNETES_CALLER, { username: "system:serviceaccount:team:ci", groups: [] });
+    await methods.forkSandbox(create(pb.ForkSandboxRequestSchema, { name: "web", count: 1 }), { values } as never);
+    await methods.forkSandbox(create(pb.ForkSandboxRequestSchema, { name: "web", count: 1 }), context);
+    assert.deepEqual(
+      inputs.map((input) => input.annotations),
+      [{ [CREATED_BY_ANNOTATION]: "system:serviceaccount:team:ci" }, undefined],
+    );
   });
 });

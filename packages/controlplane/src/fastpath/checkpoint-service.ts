@@ -10,6 +10,7 @@ import { FailedPreconditionError, ValidationError, pb, sandboxToMessage } from "
 import { isForkCheckpointName, type Checkpoint, type CheckpointManager } from "./checkpoint-manager.js";
 import { isPauseCheckpointName, type SandboxPauses } from "./checkpoint-pauses.js";
 import { edge } from "./sandbox-service.js";
+import { creatorAnnotations } from "./kubernetes-caller.js";
 
 type CheckpointMethods = Pick<
   ServiceImpl<typeof pb.SandboxService>,
@@ -91,14 +92,16 @@ export function checkpointServiceMethods(checkpoints: CheckpointManager | undefi
         await required().delete(request.namespace, request.name);
         return create(pb.DeleteCheckpointResponseSchema, {});
       }),
-    forkSandbox: (request) =>
+    forkSandbox: (request, context) =>
       edge(async () => {
+        const creator = creatorAnnotations(context);
         const result = await required().fork({
           namespace: request.namespace,
           name: request.name,
           count: request.count,
           ...(request.checkpoint ? { checkpoint: userCheckpointName(request.checkpoint, request.name) } : {}),
           ...(Object.keys(request.labels).length > 0 ? { labels: request.labels } : {}),
+          ...(creator ? { annotations: creator } : {}),
         });
         return create(pb.ForkSandboxResponseSchema, {
           sandboxes: result.sandboxes.map(({ sandbox, accessToken }) => ({ sandbox: sandboxToMessage(sandbox), accessToken })),

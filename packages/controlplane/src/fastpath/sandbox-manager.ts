@@ -50,6 +50,8 @@ export const DEFAULT_NAMESPACE = "default";
 /** Held by every sandbox until its container is gone from its agent. */
 export const CLEANUP_FINALIZER = "sandbox.fast.io/agent-cleanup";
 export const REQUEST_ID_ANNOTATION = "sandbox.fast.io/request-id";
+/** The Kubernetes user who created the sandbox through the fast path with their own token (api-caller-check.ts); none for the API token. */
+export const CREATED_BY_ANNOTATION = "sandbox.fast.io/created-by";
 /** Set on records a fast path writes (CreateSandbox): the replica that wrote it places it; the reconciler does not, for a while. */
 export const FAST_PATH_ANNOTATION = "sandbox.fast.io/created-by-fast-path";
 const DEFAULT_GRACE_PERIOD_MS = 2000;

@@ -14,6 +14,7 @@ import {
 import type { ExecEvent } from "../agent-client/agent-client.js";
 import { hashAccessToken, newAccessToken } from "../proxy/access-token.js";
 import type { SandboxManager } from "./sandbox-manager.js";
+import { creatorAnnotations } from "./kubernetes-caller.js";
 import type { CheckpointManager } from "./checkpoint-manager.js";
 import { checkpointServiceMethods } from "./checkpoint-service.js";
 import type { SandboxPauses } from "./checkpoint-pauses.js";
@@ -124,7 +125,15 @@ export function createSandboxService(manager: SandboxManager, checkpoints?: Chec
       edge(async () => {
         const accessToken = newAccessToken();
         const accessTokenHash = hashAccessToken(accessToken);
-        const input = { namespace: request.namespace, name: request.name, labels: request.labels, requestId: request.requestId, accessTokenHash };
+        const creator = creatorAnnotations(context);
+        const input = {
+          namespace: request.namespace,
+          name: request.name,
+          labels: request.labels,
+          requestId: request.requestId,
+          accessTokenHash,
+          ...(creator ? { annotations: creator } : {}),
+        };
         const spec = request.spec ? sandboxSpecFromMessage(request.spec) : undefined;
         refusePastExpiry(spec?.expireTime);
         let sandbox = request.fromCheckpoint

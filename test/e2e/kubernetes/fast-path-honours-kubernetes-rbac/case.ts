@@ -5,7 +5,8 @@
  * do what the call does in the namespace it names (SubjectAccessReview).
  *
  * - alice, a ServiceAccount bound to config/rbac's ClusterRole fast-sandbox-user in her namespace,
- *   creates a sandbox there with her own token, runs a command in it, reads its logs and deletes it
+ *   creates a sandbox there with her own token (recorded as its creator), runs a command in it,
+ *   reads its logs and deletes it
  *   — through the SDK, and through `kubectl fs` with a kubeconfig holding her token (she may not read
  *   the API token's Secret: the CLI calls as her);
  * - she may not list another namespace's sandboxes, nor every namespace's;
@@ -102,6 +103,11 @@ export function registerCase(suite: KubernetesSuiteContext): void {
         command: ["sh", "-c", "echo started; sleep 3600"],
       });
       assert.equal(created.status?.phase, "Running");
+      // The Sandbox object records who made it.
+      assert.equal(
+        (await getSandbox(suite, namespace, "alices"))?.metadata.annotations?.["sandbox.fast.io/created-by"],
+        `system:serviceaccount:${namespace}:alice`,
+      );
       const ran = await alice!.sandboxes.exec("alices", ["sh", "-c", "echo from-$((6*7))"], { namespace });
       assert.deepEqual([ran.exitCode, ran.stdout], [0, "from-42\n"]);
       const logs = await suite.eventually("the sandbox's log to hold its first line", async () => {
