@@ -113,6 +113,29 @@ describe("CachedAccessReview", () => {
     assert.equal(inner.tokens, 102);
   });
 
+  it("reviews at most maxTokenReviewsInFlight new tokens at once, refusing more at once; known users still pass", async () => {
+    const inner = new CountingReview();
+    const authenticate = inner.authenticate.bind(inner);
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    inner.authenticate = async (token) => {
+      if (token.startsWith("slow")) await gate;
+      return authenticate(token);
+    };
+    const review = new CachedAccessReview(inner, { maxTokenReviewsInFlight: 2 });
+    await review.authenticate("alice-token");
+    const slow = [review.authenticate("slow-1"), review.authenticate("slow-2")];
+    await assert.rejects(review.authenticate("slow-3"), (error: unknown) => {
+      assert.ok(error instanceof UnavailableError, String(error));
+      assert.match(error.message, /2 reviews of new tokens are in flight already/);
+      return true;
+    });
+    assert.deepEqual(await review.authenticate("alice-token"), ALICE);
+    release();
+    assert.deepEqual(await Promise.all(slow), [undefined, undefined]);
+    assert.equal(await review.authenticate("slow-3"), undefined, "a slot is free again");
+  });
+
   it("gives up on a review that does not answer within reviewTimeoutMs, and keeps nothing of it", async () => {
     let hang = true;
     const inner = new CountingReview();

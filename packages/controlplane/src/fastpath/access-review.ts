@@ -42,6 +42,13 @@ export interface CachedAccessReviewOptions {
   maxEntries?: number;
   /** A review not answered by then fails (Unavailable; not kept): one hung call holds no caller for ever. @default 10000 */
   reviewTimeoutMs?: number;
+  /**
+   * TokenReviews of tokens not known yet in flight at most; a new token past that fails at once
+   * (Unavailable). Anyone who reaches the API can send made-up tokens: this bounds what they make
+   * the controller ask of the API server, whose share of the controller's requests its own watches
+   * and writes need. Known users are answered from the cache all the same. @default 16
+   */
+  maxTokenReviewsInFlight?: number;
   /** @default Date.now */
   now?: () => number;
 }
@@ -59,6 +66,8 @@ export class CachedAccessReview implements AccessReview {
   readonly #deniedTtlMs: number;
   readonly #maxEntries: number;
   readonly #reviewTimeoutMs: number;
+  readonly #maxTokenReviewsInFlight: number;
+  #tokenReviewsInFlight = 0;
   readonly #now: () => number;
   readonly #users = new Map<string, Entry<KubernetesUser | undefined>>();
   readonly #refusedTokens = new Map<string, Entry<KubernetesUser | undefined>>();
@@ -70,6 +79,7 @@ export class CachedAccessReview implements AccessReview {
     this.#deniedTtlMs = options.deniedTtlMs ?? 10_000;
     this.#maxEntries = options.maxEntries ?? 10_000;
     this.#reviewTimeoutMs = options.reviewTimeoutMs ?? 10_000;
+    this.#maxTokenReviewsInFlight = options.maxTokenReviewsInFlight ?? 16;
     this.#now = options.now ?? Date.now;
   }
 
@@ -81,7 +91,7 @@ export class CachedAccessReview implements AccessReview {
     return this.#cached(
       this.#users,
       key,
-      () => this.#inner.authenticate(token),
+      () => this.#reviewToken(token),
       (user) => user !== undefined,
       {
         cache: this.#refusedTokens,
@@ -98,6 +108,19 @@ export class CachedAccessReview implements AccessReview {
       () => this.#inner.authorize(user, access),
       (decision) => decision.allowed,
     );
+  }
+
+  /** One TokenReview, if fewer than maxTokenReviewsInFlight are (one that times out no longer counts). */
+  async #reviewToken(token: string): Promise<KubernetesUser | undefined> {
+    if (this.#tokenReviewsInFlight >= this.#maxTokenReviewsInFlight) {
+      throw new UnavailableError(`${this.#maxTokenReviewsInFlight} reviews of new tokens are in flight already`);
+    }
+    this.#tokenReviewsInFlight++;
+    try {
+      return await this.#withTimeout(this.#inner.authenticate(token));
+    } finally {
+      this.#tokenReviewsInFlight--;
+    }
   }
 
   /**
