@@ -18,6 +18,7 @@ import {
   FsbError,
   pb,
   PermissionDeniedError,
+  REVISION_MAX_LENGTH,
   toConnectError,
   UnauthenticatedError,
   UnavailableError,
@@ -130,8 +131,8 @@ export function requireApiCaller(options: ApiCallerCheckOptions): BearerTokenChe
     // access token to it. The same user's retries still find their create.
     if (!request.stream && request.service.typeName === pb.SandboxService.typeName && request.method.localName === "createSandbox") {
       const create = request.message as pb.CreateSandboxRequest;
-      // An id too long is left for the service to refuse, saying so.
-      if (create.requestId.trim() && create.requestId.length <= MAX_REQUEST_ID_LENGTH) {
+      // An id too long (the API takes REVISION_MAX_LENGTH) is left for the service to refuse, saying so.
+      if (create.requestId.trim() && create.requestId.length <= REVISION_MAX_LENGTH) {
         const scoped: pb.CreateSandboxRequest = { ...create, requestId: callerRequestId(user, create.requestId.trim()) };
         request = { ...request, message: scoped };
       }
@@ -167,9 +168,6 @@ function reviewFailure(what: string, review: "TokenReview" | "SubjectAccessRevie
   }
   return new UnavailableError(`${what}: the Kubernetes API server's ${review} failed (${messageOf(error)}); try again`, { cause: error });
 }
-
-/** What the API takes of a create's request id (validation.ts: a label value's 253). */
-const MAX_REQUEST_ID_LENGTH = 253;
 
 /** `requestId` as `user`'s own: a digest of both (64 hex digits, within the id's 253 characters). */
 export function callerRequestId(user: KubernetesUser, requestId: string): string {
