@@ -165,6 +165,28 @@ describe("LocalHostLeftovers.removeAgentCgroup", () => {
   });
 });
 
+describe("LocalHostLeftovers.removeCgroupRoot", () => {
+  it("removes the cgroup root's empty tree in every hierarchy, leaving what is in use and what is not under it", () => {
+    const mount = v1Mount(["fsb/dead-0/sandboxes", "fsb/dead-1", "other/x"]);
+    // A cgroup in use in one hierarchy (a file rmdir cannot remove stands for its processes).
+    writeFileSync(join(mount, "memory", "fsb/dead-1/cgroup.procs"), "123\n");
+    const removed = new LocalHostLeftovers({ cgroupMount: mount, cgroupRoot: "/fsb" }).removeCgroupRoot();
+    assert.ok(!existsSync(join(mount, "cpu,cpuacct/fsb")));
+    assert.ok(!existsSync(join(mount, "pids/fsb")));
+    assert.ok(existsSync(join(mount, "memory/fsb/dead-1")), "in use: stays, with its parent");
+    assert.ok(!existsSync(join(mount, "memory/fsb/dead-0")));
+    assert.ok(existsSync(join(mount, "memory/other/x")));
+    assert.ok(removed.includes(join(mount, "pids/fsb")));
+  });
+
+  it("removes nothing without a cgroup root, nor for a root that is the hierarchy itself", () => {
+    const mount = v2Mount(["dead-0"]);
+    assert.deepEqual(new LocalHostLeftovers({ cgroupMount: mount }).removeCgroupRoot(), []);
+    assert.deepEqual(new LocalHostLeftovers({ cgroupMount: mount, cgroupRoot: "/" }).removeCgroupRoot(), []);
+    assert.ok(existsSync(join(mount, "dead-0")));
+  });
+});
+
 describe("LocalHostLeftovers.listSandboxCgroups", () => {
   const cgroups = [
     // An agent with a cgroup of its own (the embedded mode): its process's, and its sandboxes' parent.

@@ -317,6 +317,17 @@ export class LocalHostLeftovers implements HostLeftovers {
     return Promise.resolve(this.hierarchies().flatMap((hierarchy) => removeTree(join(hierarchy, ...segments))));
   }
 
+  /**
+   * Removes the cgroup root's tree where it is empty, in every hierarchy (rmdir only: never kills);
+   * returns the directories removed. For after the agents under it are gone for good (`fsb down
+   * --delete-sandboxes`): the root itself is no agent's to remove. Nothing without a cgroup root.
+   */
+  removeCgroupRoot(): string[] {
+    const segments = this.cgroupRoot.split("/").filter((segment) => segment !== "");
+    if (segments.length === 0 || this.cgroupRoot.includes(":") || !segments.every(isSafeName)) return [];
+    return this.hierarchies().flatMap((hierarchy) => removeTree(join(hierarchy, ...segments)));
+  }
+
   hasAgentCgroup(agent: string): Promise<boolean> {
     const segments = this.agentCgroupSegments(agent);
     return Promise.resolve(!!segments && this.hierarchies().some((hierarchy) => existsSync(join(hierarchy, ...segments))));

@@ -89,7 +89,7 @@ function compose(scope: NodeScope, inventory: Inventory, options: { intervalMs?:
     ...(options.protectionMs !== undefined ? { protectionMs: options.protectionMs } : {}),
     ...(options.checkpointGraceMs !== undefined ? { checkpointGraceMs: options.checkpointGraceMs } : {}),
   });
-  return { janitor, close: () => nodes.forEach((node) => node.close()) };
+  return { janitor, host, close: () => nodes.forEach((node) => node.close()) };
 }
 
 /**
@@ -160,12 +160,19 @@ export async function runJanitorOnce(options: Omit<JanitorProcessOptions, "inter
 /**
  * After the control plane and its agents have stopped for good (`fsb down --delete-sandboxes`):
  * no agent exists and no record counts, so every managed container of the namespaces goes at once —
- * the agents' shim anchors (and with them their shims), and anything a create left behind.
+ * the agents' shim anchors (and with them their shims), and anything a create left behind —, and
+ * then the cgroup root's empty directories.
  */
 export async function sweepAfterShutdown(scope: NodeScope & { logger: Logger }): Promise<PassResult> {
-  const { janitor, close } = compose(scope, staticInventory(), { protectionMs: 0, logger: scope.logger });
+  const { janitor, host, close } = compose(scope, staticInventory(), { protectionMs: 0, logger: scope.logger });
   try {
-    return await janitor.runPass();
+    const result = await janitor.runPass();
+    // With everything under it gone, the cgroup root goes too (what is still in use stays).
+    if (result.outcome === "completed" && result.failures === 0) {
+      const removed = host.removeCgroupRoot();
+      if (removed.length > 0) scope.logger.debug({ removed: removed.length }, "removed the cgroup root's empty directories");
+    }
+    return result;
   } finally {
     close();
   }

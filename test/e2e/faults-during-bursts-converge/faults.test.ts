@@ -10,7 +10,7 @@
  * - containerd holds exactly the sandboxes' containers, running tasks and snapshots, and the
  *   cgroup tree exactly their cgroups (the janitor, protection window 3 s, reclaims the rest),
  *   besides the agents' prepared instances in stock, each whole (running task, snapshot, cgroup);
- * - `fsb down --delete-sandboxes` leaves nothing of Fast Sandbox running.
+ * - `fsb down --delete-sandboxes` leaves nothing of Fast Sandbox running, nor its cgroup root.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -343,5 +343,13 @@ describe("faults in the middle of bursts converge to the truth", () => {
     // A shim exits on its own shortly after its last task is deleted.
     await waitFor(() => !processes().includes(`-namespace ${namespace}`), 10_000, "the shims of this namespace to exit");
     assert.equal(processes().includes(dataDir), false, "no process of this data directory");
+    // Nor its cgroup root (named after the namespace), in any hierarchy.
+    const mount = "/sys/fs/cgroup";
+    const hierarchies = existsSync(join(mount, "cgroup.controllers")) ? [mount] : readdirSync(mount).map((hierarchy) => join(mount, hierarchy));
+    assert.deepEqual(
+      hierarchies.map((hierarchy) => join(hierarchy, namespace)).filter((directory) => existsSync(directory)),
+      [],
+      "the cgroup root is gone",
+    );
   });
 });
