@@ -104,7 +104,7 @@ describe("Connection: where the sandboxes' daemons are", () => {
 });
 
 describe("Connection: the embedded instance's data directory (fsb up)", () => {
-  const names = ["FSB_URL", "FSB_TOKEN", "FSB_DATA_DIR"] as const;
+  const names = ["FSB_URL", "FSB_TOKEN", "FSB_TOKEN_FILE", "FSB_DATA_DIR"] as const;
   const saved = Object.fromEntries(names.map((name) => [name, process.env[name]]));
   let dataDir: string;
   beforeEach(() => {
@@ -225,6 +225,44 @@ describe("Connection: the embedded instance's data directory (fsb up)", () => {
     }
     return authorizations;
   }
+
+  it("sends the token of tokenFile or FSB_TOKEN_FILE (a Pod's ServiceAccount token), read again as it is renewed; token and FSB_TOKEN win", async () => {
+    const tokenFile = join(dataDir, "sa-token");
+    writeFileSync(tokenFile, "sa-token-1\n");
+    writeFileSync(join(dataDir, "token"), "the-api-token\n");
+    const originalNow = Date.now;
+    let shift = 0;
+    Date.now = () => originalNow() + shift;
+    try {
+      const authorizations = await authorizationsOf(async (url) => {
+        const viaOption = new Connection({ url, tokenFile, dataDir, httpVersion: "1.1" });
+        await assert.rejects(viaOption.client.sandboxes.get("web"));
+        // The kubelet renews the file; a minute on, the next call reads it again.
+        writeFileSync(tokenFile, "sa-token-2\n");
+        await assert.rejects(viaOption.client.sandboxes.get("web"));
+        shift += 61_000;
+        await assert.rejects(viaOption.client.sandboxes.get("web"));
+        viaOption.close();
+        process.env.FSB_TOKEN_FILE = tokenFile;
+        const viaEnvironment = new FastSandboxClient({ url, dataDir, httpVersion: "1.1" });
+        await assert.rejects(viaEnvironment.sandboxes.get("web"));
+        viaEnvironment.close();
+        process.env.FSB_TOKEN = "env-token";
+        const tokenWins = new FastSandboxClient({ url, dataDir, httpVersion: "1.1" });
+        await assert.rejects(tokenWins.sandboxes.get("web"));
+        tokenWins.close();
+      });
+      assert.deepEqual(authorizations, ["Bearer sa-token-1", "Bearer sa-token-1", "Bearer sa-token-2", "Bearer sa-token-2", "Bearer env-token"]);
+    } finally {
+      Date.now = originalNow;
+    }
+    delete process.env.FSB_TOKEN;
+    process.env.FSB_TOKEN_FILE = join(dataDir, "no-such-file");
+    assert.throws(
+      () => new FastSandboxClient({ url: "http://127.0.0.1:1", dataDir }),
+      (error: unknown) => error instanceof ValidationError && error.field === "FSB_TOKEN_FILE" && /no-such-file cannot be read/.test(error.message),
+    );
+  });
 
   it("takes an empty FSB_URL, FSB_TOKEN or FSB_DATA_DIR as unset (a shell's FSB_TOKEN=), as the Python SDK does", async () => {
     writeFileSync(join(dataDir, "token"), "the-api-token\n");

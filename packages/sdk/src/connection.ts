@@ -18,6 +18,8 @@ export interface ConnectionOptions {
    * directory's own URL or one on this host's loopback (another host's URL needs its own token)
    */
   token?: string;
+  /** A file that holds the token and is renewed (a Pod's ServiceAccount token): see FastSandboxClientOptions. @default FSB_TOKEN_FILE */
+  tokenFile?: string;
   /**
    * Base URL of the sandbox proxy, through which the SDK reaches the sandboxes' daemons, e.g.
    * `http://127.0.0.1:7072`.
@@ -56,10 +58,11 @@ export class Connection {
     const embedded = new EmbeddedInstance(options.dataDir ?? defaultDataDir());
     const embeddedUrl = embedded.url();
     // An injected transport needs neither; the URL still tells whether tokens are kept (below).
-    const { url, token } = options.transport ? controlPlaneAddress(options, embedded) : requireControlPlaneAddress(options, embedded);
+    const { url, token, tokenFile } = options.transport ? controlPlaneAddress(options, embedded) : requireControlPlaneAddress(options, embedded);
     this.client = new FastSandboxClient({
       ...(url !== undefined ? { url } : {}),
-      ...(token !== undefined ? { token } : {}),
+      // A file's token is read again by the client as it is renewed.
+      ...(tokenFile ? { tokenFile: tokenFile.path } : token !== undefined ? { token } : {}),
       ...(options.httpVersion ? { httpVersion: options.httpVersion } : {}),
       ...(options.transport ? { transport: options.transport } : {}),
       requestTimeoutMs: this.requestTimeoutMs,
@@ -131,6 +134,7 @@ export function sharedConnection(options: ConnectionOptions): Connection {
   const key = JSON.stringify([
     options.url ?? fromEnv("FSB_URL"),
     options.token ?? fromEnv("FSB_TOKEN"),
+    options.tokenFile ?? fromEnv("FSB_TOKEN_FILE"),
     options.proxyUrl ?? fromEnv("FSB_PROXY_URL") ?? fromEnv("FSB_SANDBOX_URL"),
     options.dataDir ?? defaultDataDir(),
     options.requestTimeoutMs,

@@ -9,6 +9,7 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { ValidationError } from "@fast-sandbox/api/core";
 import { checkControlPlaneUrl } from "./arguments.js";
+import { TokenFile } from "./token-file.js";
 
 /** An environment variable of the SDK's; an empty one is unset (`FSB_TOKEN=` in a shell), as the Python SDK reads it. */
 export function fromEnv(name: string): string | undefined {
@@ -27,33 +28,48 @@ export function defaultDataDir(): string {
 export interface ControlPlaneAddress {
   url: string | undefined;
   token: string | undefined;
-  /** The token came from the caller (the option or FSB_TOKEN), not from the data directory. */
+  /** Where the token is read from again as it is renewed (the tokenFile option, FSB_TOKEN_FILE). */
+  tokenFile?: TokenFile;
+  /** The token came from the caller (an option, FSB_TOKEN or FSB_TOKEN_FILE), not from the data directory. */
   tokenGiven: boolean;
   /** The data directory's token may go to `url`: its own URL, or one on this host's loopback. */
   dataDirTokenAllowed: boolean;
 }
 
+/** How a caller names the control plane and its token. */
+export interface ControlPlaneOptions {
+  url?: string | undefined;
+  token?: string | undefined;
+  tokenFile?: string | undefined;
+}
+
 /**
- * The control plane's URL and API token: the options, else `FSB_URL` and `FSB_TOKEN`, else what the
- * running `fsb up` of `embedded`'s data directory wrote — its token only for its own URL or one on
- * this host's loopback, as the CLI sends it: the token of this host's Fast Sandbox is not sent to
- * another host a URL names.
+ * The control plane's URL and API token: the options (`token`, else `tokenFile`), else `FSB_URL` and
+ * `FSB_TOKEN`, else `FSB_TOKEN_FILE`, else what the running `fsb up` of `embedded`'s data directory
+ * wrote — its token only for its own URL or one on this host's loopback, as the CLI sends it: the
+ * token of this host's Fast Sandbox is not sent to another host a URL names.
  */
-export function controlPlaneAddress(options: { url?: string | undefined; token?: string | undefined }, embedded: EmbeddedInstance): ControlPlaneAddress {
+export function controlPlaneAddress(options: ControlPlaneOptions, embedded: EmbeddedInstance): ControlPlaneAddress {
   const embeddedUrl = embedded.url();
   const url = options.url ?? fromEnv("FSB_URL") ?? embeddedUrl;
-  const givenToken = options.token ?? fromEnv("FSB_TOKEN");
+  const tokenFile = tokenFileOf(options);
+  const givenToken = options.token ?? tokenFile?.current() ?? fromEnv("FSB_TOKEN");
   const dataDirTokenAllowed = url === undefined || (embeddedUrl !== undefined && sameUrl(url, embeddedUrl)) || onLoopback(url);
   const token = givenToken ?? (dataDirTokenAllowed ? embedded.token() : undefined);
-  return { url, token, tokenGiven: givenToken !== undefined, dataDirTokenAllowed };
+  return { url, token, ...(tokenFile ? { tokenFile } : {}), tokenGiven: givenToken !== undefined, dataDirTokenAllowed };
+}
+
+/** The token's file, when it is where the token comes from: the option (without `token`), else FSB_TOKEN_FILE (without FSB_TOKEN). */
+function tokenFileOf(options: ControlPlaneOptions): TokenFile | undefined {
+  if (options.token !== undefined) return undefined;
+  if (options.tokenFile !== undefined) return new TokenFile(options.tokenFile, "tokenFile");
+  const fromEnvironment = fromEnv("FSB_TOKEN") === undefined ? fromEnv("FSB_TOKEN_FILE") : undefined;
+  return fromEnvironment === undefined ? undefined : new TokenFile(fromEnvironment, "FSB_TOKEN_FILE");
 }
 
 /** `controlPlaneAddress`, both found: else a ValidationError that says what is missing and how to give it. */
-export function requireControlPlaneAddress(
-  options: { url?: string | undefined; token?: string | undefined },
-  embedded: EmbeddedInstance,
-): { url: string; token: string } {
-  const { url, token, tokenGiven, dataDirTokenAllowed } = controlPlaneAddress(options, embedded);
+export function requireControlPlaneAddress(options: ControlPlaneOptions, embedded: EmbeddedInstance): { url: string; token: string; tokenFile?: TokenFile } {
+  const { url, token, tokenFile, tokenGiven, dataDirTokenAllowed } = controlPlaneAddress(options, embedded);
   if (!url) {
     throw new ValidationError(
       "url",
@@ -67,8 +83,13 @@ export function requireControlPlaneAddress(
       `${url} is neither this data directory's Fast Sandbox (${embedded.dataDir}) nor on this host: pass token or set FSB_TOKEN to its API token (this host's token is not sent to another host)`,
     );
   }
-  if (!token) throw new ValidationError("token", `no API token: pass token, set FSB_TOKEN, or run 'fsb up' once so that ${embedded.dataDir}/token exists`);
-  return { url, token };
+  if (!token) {
+    throw new ValidationError(
+      "token",
+      `no API token: pass token or tokenFile, set FSB_TOKEN or FSB_TOKEN_FILE, or run 'fsb up' once so that ${embedded.dataDir}/token exists`,
+    );
+  }
+  return { url, token, ...(tokenFile ? { tokenFile } : {}) };
 }
 
 export function sameUrl(a: string, b: string): boolean {

@@ -32,10 +32,18 @@ export interface FastSandboxClientOptions {
   /** Base URL of the control plane, e.g. `http://127.0.0.1:7070`. @default FSB_URL, else the URL the running `fsb up` of `dataDir` wrote */
   url?: string;
   /**
-   * Bearer token. @default FSB_TOKEN, else the token of `dataDir` — only for that data directory's
-   * own URL or one on this host's loopback (another host's URL needs its own token)
+   * Bearer token. @default `tokenFile`'s, else FSB_TOKEN, else FSB_TOKEN_FILE's, else the token of
+   * `dataDir` — only for that data directory's own URL or one on this host's loopback (another
+   * host's URL needs its own token)
    */
   token?: string;
+  /**
+   * A file that holds the bearer token and is renewed by something else: on Kubernetes, the Pod's
+   * ServiceAccount token (`/var/run/secrets/kubernetes.io/serviceaccount/token`), which the
+   * controller takes as that user's (their RBAC decides each call). Read now, and again once a
+   * minute as calls need it. Not with `token`. @default FSB_TOKEN_FILE, when FSB_TOKEN is not set
+   */
+  tokenFile?: string;
   /**
    * The data directory of the embedded Fast Sandbox (`fsb up`): where its URL and token are found
    * when not given, as `FastSandbox` and the CLI find them.
@@ -667,9 +675,9 @@ export class FastSandboxClient {
       this.url = options.url ?? fromEnv("FSB_URL") ?? "in-memory:";
       transport = options.transport;
     } else {
-      const { url, token } = requireControlPlaneAddress(options, new EmbeddedInstance(options.dataDir ?? defaultDataDir()));
+      const { url, token, tokenFile } = requireControlPlaneAddress(options, new EmbeddedInstance(options.dataDir ?? defaultDataDir()));
       this.url = url;
-      transport = this.connectTransport(url, token, options);
+      transport = this.connectTransport(url, tokenFile ? () => tokenFile.current() : token, options);
     }
     const timeoutMs = duration(options.requestTimeoutMs ?? 60_000, "requestTimeoutMs");
     this.sandboxes = new Sandboxes(createClient(pb.SandboxService, transport), timeoutMs);
@@ -678,7 +686,7 @@ export class FastSandboxClient {
     this.e2b = new E2b(createClient(pb.E2bService, transport), timeoutMs);
   }
 
-  private connectTransport(url: string, token: string, options: FastSandboxClientOptions): Transport {
+  private connectTransport(url: string, token: string | (() => string), options: FastSandboxClientOptions): Transport {
     const interceptors = [sendBearerToken(token)];
     let transport: Transport;
     if ((options.httpVersion ?? "2") === "2") {

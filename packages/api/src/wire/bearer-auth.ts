@@ -99,10 +99,10 @@ export function requireBearerToken(token: string): BearerTokenCheck {
   });
 }
 
-/** Client side: adds the bearer token to every call. */
-export function sendBearerToken(token: string): Interceptor {
+/** Client side: adds the bearer token to every call (`token()`'s at each call, for one that is renewed). */
+export function sendBearerToken(token: string | (() => string)): Interceptor {
   return (next) => (request) => {
-    request.header.set("authorization", `Bearer ${token}`);
+    request.header.set("authorization", `Bearer ${typeof token === "function" ? token() : token}`);
     return next(request);
   };
 }

@@ -24,7 +24,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union
 
 import httpx
 
@@ -443,6 +443,17 @@ def _stream_timeout(
     return httpx.Timeout(request_timeout, read=start_timeout), body_read
 
 
+#: Headers of every call: fixed, or made at each call (a token read again as it is renewed).
+Headers = Union[Mapping[str, str], Callable[[], Mapping[str, str]]]
+
+
+def _header_source(headers: Optional[Headers]) -> Callable[[], Mapping[str, str]]:
+    if callable(headers):
+        return headers
+    fixed = dict(headers or {})
+    return lambda: fixed
+
+
 class ConnectClient:
     """Connect calls on a blocking :class:`httpx.Client`. ``server`` names the peer in error messages."""
 
@@ -450,13 +461,13 @@ class ConnectClient:
         self,
         http: httpx.Client,
         base_url: str,
-        headers: Optional[Mapping[str, str]] = None,
+        headers: Optional[Headers] = None,
         server: str = "the server",
         unreachable_hint: str = "",
     ) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
-        self._headers = dict(headers or {})
+        self._headers = _header_source(headers)
         self._server = f"{server} at {self._base_url}"
         self._unreachable_hint = unreachable_hint
 
@@ -474,7 +485,7 @@ class ConnectClient:
             response = self._http.post(
                 f"{self._base_url}/{procedure}",
                 content=json.dumps(message, separators=(",", ":")).encode(),
-                headers=_headers("application/json", request_timeout, {**self._headers, **(headers or {})}),
+                headers=_headers("application/json", request_timeout, {**self._headers(), **(headers or {})}),
                 timeout=http_timeout(request_timeout),
             )
         except Exception as error:
@@ -512,7 +523,7 @@ class ConnectClient:
             "POST",
             f"{self._base_url}/{procedure}",
             content=encode_envelope(message),
-            headers=_headers(_STREAM_CONTENT_TYPE, timeout, {**self._headers, **(headers or {})}),
+            headers=_headers(_STREAM_CONTENT_TYPE, timeout, {**self._headers(), **(headers or {})}),
             timeout=http_timeouts,
         )
         try:
@@ -546,13 +557,13 @@ class AsyncConnectClient:
         self,
         http: httpx.AsyncClient,
         base_url: str,
-        headers: Optional[Mapping[str, str]] = None,
+        headers: Optional[Headers] = None,
         server: str = "the server",
         unreachable_hint: str = "",
     ) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
-        self._headers = dict(headers or {})
+        self._headers = _header_source(headers)
         self._server = f"{server} at {self._base_url}"
         self._unreachable_hint = unreachable_hint
 
@@ -569,7 +580,7 @@ class AsyncConnectClient:
             response = await self._http.post(
                 f"{self._base_url}/{procedure}",
                 content=json.dumps(message, separators=(",", ":")).encode(),
-                headers=_headers("application/json", request_timeout, {**self._headers, **(headers or {})}),
+                headers=_headers("application/json", request_timeout, {**self._headers(), **(headers or {})}),
                 timeout=http_timeout(request_timeout),
             )
         except Exception as error:
@@ -598,7 +609,7 @@ class AsyncConnectClient:
             "POST",
             f"{self._base_url}/{procedure}",
             content=encode_envelope(message),
-            headers=_headers(_STREAM_CONTENT_TYPE, timeout, {**self._headers, **(headers or {})}),
+            headers=_headers(_STREAM_CONTENT_TYPE, timeout, {**self._headers(), **(headers or {})}),
             timeout=http_timeouts,
         )
         try:

@@ -7,6 +7,10 @@ directory of the embedded instance (``fsb up``) on this machine, as the ``fsb`` 
 ``FSB_TOKEN``             its API token (else the data directory's ``token`` file, only for the data
                           directory's own URL or one on this host's loopback: this host's token is
                           not sent to another host)
+``FSB_TOKEN_FILE``        a file that holds the token and is renewed, read again once a minute (without
+                          ``FSB_TOKEN``): on Kubernetes, the Pod's ServiceAccount token
+                          (``/var/run/secrets/kubernetes.io/serviceaccount/token``), which the
+                          controller takes as that user's, each call allowed by their RBAC
 ``FSB_PROXY_URL``         the sandbox proxy, e.g. ``http://127.0.0.1:7072``, which reaches the
                           sandboxes' daemons (else ``FSB_SANDBOX_URL``, the TypeScript SDK's name;
                           else what the control plane says, asked once: GetSandboxProxy)
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit
 
+from ._token_file import TokenFile
 from .errors import ValidationError
 
 #: Deadline of a call to the control plane or the daemon, in seconds.
@@ -68,6 +73,12 @@ class ConnectionConfig:
     request_timeout: Optional[float] = DEFAULT_REQUEST_TIMEOUT
     #: The embedded instance's data directory, when :attr:`url` is its (access tokens are kept there).
     data_dir: Optional[Path] = None
+    #: Where :attr:`token` came from when it is read again as it is renewed (``FSB_TOKEN_FILE``).
+    token_file: Optional[TokenFile] = None
+
+    def current_token(self) -> str:
+        """The API token to send now: the token file's as it is renewed, else :attr:`token`."""
+        return self.token_file.current() if self.token_file is not None else self.token
 
     @staticmethod
     def resolve(
@@ -77,7 +88,7 @@ class ConnectionConfig:
         data_dir: Optional[str] = None,
         request_timeout: Optional[float] = DEFAULT_REQUEST_TIMEOUT,
     ) -> ConnectionConfig:
-        """Arguments first, then ``FSB_URL``/``FSB_TOKEN``/``FSB_PROXY_URL``, then the data directory."""
+        """Arguments first, then ``FSB_URL``/``FSB_TOKEN`` (else ``FSB_TOKEN_FILE``)/``FSB_PROXY_URL``, then the data directory."""
         directory = Path(data_dir) if data_dir else default_data_dir()
         embedded_url = _read(directory / "url")
         resolved_url = url or os.environ.get("FSB_URL") or embedded_url
@@ -90,6 +101,10 @@ class ConnectionConfig:
         check_url("url", resolved_url)
         same_instance = embedded_url is not None and embedded_url.rstrip("/") == resolved_url.rstrip("/")
         resolved_token = token or os.environ.get("FSB_TOKEN")
+        token_file_path = os.environ.get("FSB_TOKEN_FILE") if not resolved_token else None
+        token_file = TokenFile(Path(token_file_path), "FSB_TOKEN_FILE") if token_file_path else None
+        if token_file is not None:
+            resolved_token = token_file.current()
         if not resolved_token:
             # The data directory's token goes only to its own URL or to this host's loopback, as the CLI's
             # does: the token of this host's Fast Sandbox is not sent to another host a URL names.
@@ -102,7 +117,8 @@ class ConnectionConfig:
             resolved_token = _read(directory / "token")
         if not resolved_token:
             raise ValidationError(
-                "token", f"no API token: pass token=, set FSB_TOKEN, or run 'fsb up' once so that {directory / 'token'} exists"
+                "token",
+                f"no API token: pass token=, set FSB_TOKEN or FSB_TOKEN_FILE, or run 'fsb up' once so that {directory / 'token'} exists",
             )
         resolved_proxy = proxy_url or os.environ.get("FSB_PROXY_URL") or os.environ.get("FSB_SANDBOX_URL") or None
         if resolved_proxy:
@@ -113,6 +129,7 @@ class ConnectionConfig:
             proxy_url=resolved_proxy.rstrip("/") if resolved_proxy else None,
             request_timeout=request_timeout,
             data_dir=directory if same_instance else None,
+            token_file=token_file,
         )
 
     def saved_access_token(self, namespace: str, name: str) -> Optional[str]:

@@ -42,7 +42,8 @@ class _Connection:
         self.api = ConnectClient(
             self.client(config.url),
             config.url,
-            protocol.api_headers(config.token),
+            # Made at each call: a token file's token is read again as it is renewed.
+            lambda: protocol.api_headers(config.current_token()),
             server="the control plane",
             unreachable_hint=protocol.CONTROL_PLANE_UNREACHABLE,
         )

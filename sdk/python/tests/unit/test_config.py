@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import List, Optional
 
+import httpx
 import pytest
 
 from fast_sandbox import AsyncSandbox, ConnectionConfig, Sandbox, ValidationError
+from fast_sandbox._token_file import TOKEN_FILE_REFRESH, TokenFile
+from fast_sandbox.sandbox import _Connection
 
 from fake_fast_sandbox import API_TOKEN, API_URL, FakeFastSandbox
 
@@ -150,3 +154,55 @@ async def test_async_kill_forgets_the_access_token_of_a_sandbox_that_is_gone_alr
     del fake.sandboxes["default/sb-expired"]
     assert await sandbox.kill() is False
     assert not path.exists()
+
+
+def test_fsb_token_file_gives_the_token_read_again_as_it_is_renewed_and_fsb_token_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "sa-token"
+    token_file.write_text("sa-token-1\n")
+    monkeypatch.setenv("FSB_URL", "http://10.96.0.10:7070")
+    monkeypatch.setenv("FSB_TOKEN_FILE", str(token_file))
+    config = ConnectionConfig.resolve()
+    assert (config.token, config.current_token()) == ("sa-token-1", "sa-token-1")
+    assert config.token_file is not None and config.token_file.path == token_file
+    monkeypatch.setenv("FSB_TOKEN", "env-token")
+    assert ConnectionConfig.resolve().current_token() == "env-token"
+    monkeypatch.delenv("FSB_TOKEN")
+    monkeypatch.setenv("FSB_TOKEN_FILE", str(tmp_path / "no-such-file"))
+    with pytest.raises(ValidationError) as raised:
+        ConnectionConfig.resolve()
+    assert raised.value.field == "FSB_TOKEN_FILE" and "no-such-file cannot be read" in str(raised.value)
+    (tmp_path / "empty").write_text("\n")
+    monkeypatch.setenv("FSB_TOKEN_FILE", str(tmp_path / "empty"))
+    with pytest.raises(ValidationError, match="empty is empty"):
+        ConnectionConfig.resolve()
+
+
+def test_a_token_files_token_is_sent_and_read_again_a_minute_on_and_kept_while_the_file_is_missing(tmp_path: Path) -> None:
+    path = tmp_path / "sa-token"
+    path.write_text("sa-token-1")
+    now = [0.0]
+    config = ConnectionConfig(
+        url="http://10.96.0.10:7070", token="sa-token-1", proxy_url=None, token_file=TokenFile(path, "FSB_TOKEN_FILE", clock=lambda: now[0])
+    )
+    sent: List[Optional[str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("authorization"))
+        return httpx.Response(200, json={"url": "http://proxy.test:7072"})
+
+    connection = _Connection(config, httpx.MockTransport(answer))
+
+    def ask() -> None:
+        connection.api.unary("fastsandbox.v1alpha1.SandboxService/GetSandboxProxy", {}, request_timeout=5)
+
+    ask()
+    path.write_text("sa-token-2")
+    ask()
+    now[0] += TOKEN_FILE_REFRESH
+    ask()
+    path.unlink()
+    now[0] += TOKEN_FILE_REFRESH
+    ask()
+    assert sent == ["Bearer sa-token-1", "Bearer sa-token-1", "Bearer sa-token-2", "Bearer sa-token-2"]

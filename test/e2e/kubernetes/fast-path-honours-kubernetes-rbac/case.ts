@@ -165,6 +165,18 @@ export function registerCase(suite: KubernetesSuiteContext): void {
       assert.ok((await admin!.sandboxes.list({ namespace: "*" })).some((sandbox) => sandbox.metadata.name === "alices"));
     });
 
+    it("takes alice's token from a file, as a program in a Pod reads its ServiceAccount token (tokenFile)", async () => {
+      const tokenFile = path.join(work, "alice-token");
+      writeFileSync(tokenFile, `${aliceToken}\n`, { mode: 0o600 });
+      const fromFile = new FastSandboxClient({ url, tokenFile });
+      try {
+        assert.ok((await fromFile.sandboxes.list({ namespace })).some((sandbox) => sandbox.metadata.name === "alices"));
+        await assert.rejects(fromFile.sandboxes.list({ namespace: other }), PermissionDeniedError);
+      } finally {
+        fromFile.close();
+      }
+    });
+
     it("runs `kubectl fs` as alice with her kubeconfig (she may not read the API token's Secret), and refuses her elsewhere", async () => {
       const kubeconfig = path.join(work, "alice.kubeconfig");
       await kubeconfigWithToken(suite, kubeconfig, aliceToken);
