@@ -166,17 +166,14 @@ describe("LocalHostLeftovers.removeAgentCgroup", () => {
 });
 
 describe("LocalHostLeftovers.removeCgroupRoot", () => {
-  it("removes the cgroup root's empty tree in every hierarchy, leaving what is in use and what is not under it", () => {
-    const mount = v1Mount(["fsb/dead-0/sandboxes", "fsb/dead-1", "other/x"]);
-    // A cgroup in use in one hierarchy (a file rmdir cannot remove stands for its processes).
-    writeFileSync(join(mount, "memory", "fsb/dead-1/cgroup.procs"), "123\n");
+  it("removes the cgroup root where it is empty, in every hierarchy, and nothing below it or beside it", () => {
+    const mount = v1Mount(["fsb", "other/x"]);
+    // Left under the root in one hierarchy: another instance's nested root, or a cgroup in use.
+    mkdirSync(join(mount, "memory", "fsb/nested"));
     const removed = new LocalHostLeftovers({ cgroupMount: mount, cgroupRoot: "/fsb" }).removeCgroupRoot();
-    assert.ok(!existsSync(join(mount, "cpu,cpuacct/fsb")));
-    assert.ok(!existsSync(join(mount, "pids/fsb")));
-    assert.ok(existsSync(join(mount, "memory/fsb/dead-1")), "in use: stays, with its parent");
-    assert.ok(!existsSync(join(mount, "memory/fsb/dead-0")));
+    assert.deepEqual(removed.sort(), [join(mount, "cpu,cpuacct/fsb"), join(mount, "pids/fsb")]);
+    assert.ok(existsSync(join(mount, "memory/fsb/nested")), "what is under it stays, and the root with it");
     assert.ok(existsSync(join(mount, "memory/other/x")));
-    assert.ok(removed.includes(join(mount, "pids/fsb")));
   });
 
   it("removes nothing without a cgroup root, nor for a root that is the hierarchy itself", () => {

@@ -318,14 +318,23 @@ export class LocalHostLeftovers implements HostLeftovers {
   }
 
   /**
-   * Removes the cgroup root's tree where it is empty, in every hierarchy (rmdir only: never kills);
-   * returns the directories removed. For after the agents under it are gone for good (`fsb down
-   * --delete-sandboxes`): the root itself is no agent's to remove. Nothing without a cgroup root.
+   * Removes the cgroup root's own directory where it is empty, in every hierarchy (rmdir only, and
+   * not below it: a cgroup under it that is left — another instance's, nested, or one still in use —
+   * keeps it); returns the directories removed. For after the agents under it are gone for good and
+   * their cgroups with them (`fsb down --delete-sandboxes`). Nothing without a cgroup root.
    */
   removeCgroupRoot(): string[] {
     const segments = this.cgroupRoot.split("/").filter((segment) => segment !== "");
     if (segments.length === 0 || this.cgroupRoot.includes(":") || !segments.every(isSafeName)) return [];
-    return this.hierarchies().flatMap((hierarchy) => removeTree(join(hierarchy, ...segments)));
+    return this.hierarchies().flatMap((hierarchy) => {
+      const directory = join(hierarchy, ...segments);
+      try {
+        rmdirSync(directory);
+        return [directory];
+      } catch {
+        return []; // not empty, in use, or not there
+      }
+    });
   }
 
   hasAgentCgroup(agent: string): Promise<boolean> {

@@ -161,16 +161,16 @@ export async function runJanitorOnce(options: Omit<JanitorProcessOptions, "inter
  * After the control plane and its agents have stopped for good (`fsb down --delete-sandboxes`):
  * no agent exists and no record counts, so every managed container of the namespaces goes at once —
  * the agents' shim anchors (and with them their shims), and anything a create left behind —, and
- * then the cgroup root's empty directories.
+ * then the cgroup root itself where nothing is left under it.
  */
 export async function sweepAfterShutdown(scope: NodeScope & { logger: Logger }): Promise<PassResult> {
   const { janitor, host, close } = compose(scope, staticInventory(), { protectionMs: 0, logger: scope.logger });
   try {
     const result = await janitor.runPass();
-    // With everything under it gone, the cgroup root goes too (what is still in use stays).
+    // With its agents' cgroups gone, the cgroup root goes too, where nothing is left under it.
     if (result.outcome === "completed" && result.failures === 0) {
       const removed = host.removeCgroupRoot();
-      if (removed.length > 0) scope.logger.debug({ removed: removed.length }, "removed the cgroup root's empty directories");
+      if (removed.length > 0) scope.logger.debug({ removed: removed.length }, "removed the cgroup root");
     }
     return result;
   } finally {

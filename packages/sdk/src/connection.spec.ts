@@ -258,6 +258,8 @@ describe("Connection: the embedded instance's data directory (fsb up)", () => {
     }
     delete process.env.FSB_TOKEN;
     process.env.FSB_TOKEN_FILE = join(dataDir, "no-such-file");
+    // An injected transport needs no token: the file is not read.
+    assert.ok(new Connection({ transport: new FakeControlPlane().transport, dataDir }));
     assert.throws(
       () => new FastSandboxClient({ url: "http://127.0.0.1:1", dataDir }),
       (error: unknown) => error instanceof ValidationError && error.field === "FSB_TOKEN_FILE" && /no-such-file cannot be read/.test(error.message),

@@ -4,6 +4,7 @@
  * share: every sandbox handle of a program can use one. Both transports can be injected, which is
  * how the SDK's unit specs run without sockets.
  */
+import { resolve } from "node:path";
 import { ValidationError } from "@fast-sandbox/api/core";
 import { FastSandboxClient, type FastSandboxClientOptions } from "./fast-sandbox-client.js";
 import { throughSandboxProxy, type DaemonChannel, type DaemonChannelFactory, type DaemonTarget } from "./daemon-channel.js";
@@ -58,7 +59,9 @@ export class Connection {
     const embedded = new EmbeddedInstance(options.dataDir ?? defaultDataDir());
     const embeddedUrl = embedded.url();
     // An injected transport needs neither; the URL still tells whether tokens are kept (below).
-    const { url, token, tokenFile } = options.transport ? controlPlaneAddress(options, embedded) : requireControlPlaneAddress(options, embedded);
+    const { url, token, tokenFile } = options.transport
+      ? controlPlaneAddress(options, embedded, { tokens: false })
+      : requireControlPlaneAddress(options, embedded);
     this.client = new FastSandboxClient({
       ...(url !== undefined ? { url } : {}),
       // A file's token is read again by the client as it is renewed.
@@ -124,6 +127,11 @@ function checkProxyUrl(url: string): string {
 
 const shared = new Map<string, Connection>();
 
+/** A path made absolute: the same file, whatever the working directory, is the same key. */
+function resolvedPath(path: string | undefined): string | undefined {
+  return path === undefined ? undefined : resolve(path);
+}
+
 /**
  * The connection for options that name none: one per distinct url, token, proxy URL, data
  * directory, deadline and HTTP version, made on first use and kept (its idle connections do not
@@ -134,7 +142,7 @@ export function sharedConnection(options: ConnectionOptions): Connection {
   const key = JSON.stringify([
     options.url ?? fromEnv("FSB_URL"),
     options.token ?? fromEnv("FSB_TOKEN"),
-    options.tokenFile ?? fromEnv("FSB_TOKEN_FILE"),
+    resolvedPath(options.tokenFile ?? fromEnv("FSB_TOKEN_FILE")),
     options.proxyUrl ?? fromEnv("FSB_PROXY_URL") ?? fromEnv("FSB_SANDBOX_URL"),
     options.dataDir ?? defaultDataDir(),
     options.requestTimeoutMs,

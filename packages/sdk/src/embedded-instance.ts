@@ -49,10 +49,15 @@ export interface ControlPlaneOptions {
  * wrote — its token only for its own URL or one on this host's loopback, as the CLI sends it: the
  * token of this host's Fast Sandbox is not sent to another host a URL names.
  */
-export function controlPlaneAddress(options: ControlPlaneOptions, embedded: EmbeddedInstance): ControlPlaneAddress {
+export function controlPlaneAddress(
+  options: ControlPlaneOptions,
+  embedded: EmbeddedInstance,
+  { tokens = true }: { tokens?: boolean } = {},
+): ControlPlaneAddress {
   const embeddedUrl = embedded.url();
   const url = options.url ?? fromEnv("FSB_URL") ?? embeddedUrl;
-  const tokenFile = tokenFileOf(options);
+  // Without tokens (an injected transport needs none), no token file is read either.
+  const tokenFile = tokens ? tokenFileOf(options) : undefined;
   const givenToken = options.token ?? tokenFile?.current() ?? fromEnv("FSB_TOKEN");
   const dataDirTokenAllowed = url === undefined || (embeddedUrl !== undefined && sameUrl(url, embeddedUrl)) || onLoopback(url);
   const token = givenToken ?? (dataDirTokenAllowed ? embedded.token() : undefined);
@@ -80,7 +85,7 @@ export function requireControlPlaneAddress(options: ControlPlaneOptions, embedde
   if (!tokenGiven && !dataDirTokenAllowed) {
     throw new ValidationError(
       options.url === undefined && fromEnv("FSB_URL") !== undefined ? "FSB_URL" : "url",
-      `${url} is neither this data directory's Fast Sandbox (${embedded.dataDir}) nor on this host: pass token or set FSB_TOKEN to its API token (this host's token is not sent to another host)`,
+      `${url} is neither this data directory's Fast Sandbox (${embedded.dataDir}) nor on this host: pass token or tokenFile, or set FSB_TOKEN or FSB_TOKEN_FILE, to its API token (this host's token is not sent to another host)`,
     );
   }
   if (!token) {

@@ -41,7 +41,7 @@ export interface FastSandboxClientOptions {
    * A file that holds the bearer token and is renewed by something else: on Kubernetes, the Pod's
    * ServiceAccount token (`/var/run/secrets/kubernetes.io/serviceaccount/token`), which the
    * controller takes as that user's (their RBAC decides each call). Read now, and again once a
-   * minute as calls need it. Not with `token`. @default FSB_TOKEN_FILE, when FSB_TOKEN is not set
+   * minute as calls need it. `token`, when given too, wins. @default FSB_TOKEN_FILE, when FSB_TOKEN is not set
    */
   tokenFile?: string;
   /**

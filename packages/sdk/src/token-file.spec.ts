@@ -36,6 +36,24 @@ describe("TokenFile", () => {
     assert.equal(file.current(), "new-token");
   });
 
+  it("keeps its file whatever the working directory becomes, and reads again when the clock went back", () => {
+    const path = join(dir, "relative");
+    writeFileSync(path, "one");
+    const cwd = process.cwd();
+    let now = 10 * TOKEN_FILE_REFRESH_MS;
+    let file: TokenFile;
+    try {
+      process.chdir(dir);
+      file = new TokenFile("relative", "tokenFile", () => now);
+    } finally {
+      process.chdir(cwd);
+    }
+    assert.equal(file.path, path);
+    writeFileSync(path, "two");
+    now -= 1_000;
+    assert.equal(file.current(), "two");
+  });
+
   it("refuses a file that cannot be read or is empty at once, naming the setting and the path", () => {
     assert.throws(
       () => new TokenFile(join(dir, "missing"), "FSB_TOKEN_FILE"),

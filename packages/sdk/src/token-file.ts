@@ -6,28 +6,33 @@
  * when a call needs it; a read that fails then keeps the token read before.
  */
 import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import { ValidationError } from "@fast-sandbox/api/core";
 
 /** How long a token read from its file is used before the file is read again. */
 export const TOKEN_FILE_REFRESH_MS = 60_000;
 
 export class TokenFile {
+  /** Absolute: a later change of the working directory does not change which file is read. */
+  readonly path: string;
   #token: string;
   #readAt: number;
 
   /** `field` names the setting in errors: `tokenFile` or `FSB_TOKEN_FILE`. */
   constructor(
-    readonly path: string,
+    path: string,
     private readonly field: string,
     private readonly now: () => number = Date.now,
   ) {
+    this.path = resolve(path);
     this.#token = this.#read();
     this.#readAt = this.now();
   }
 
-  /** The token, read again when the last read is a refresh period old. */
+  /** The token, read again when the last read is a refresh period old (or the clock went back). */
   current(): string {
-    if (this.now() - this.#readAt >= TOKEN_FILE_REFRESH_MS) {
+    const elapsed = this.now() - this.#readAt;
+    if (elapsed >= TOKEN_FILE_REFRESH_MS || elapsed < 0) {
       this.#readAt = this.now();
       try {
         this.#token = this.#read();

@@ -21,7 +21,8 @@ class TokenFile:
     """The token in ``path``; ``field`` names the setting in errors (``FSB_TOKEN_FILE``)."""
 
     def __init__(self, path: Path, field: str, clock: Callable[[], float] = time.monotonic) -> None:
-        self.path = path
+        #: Absolute: a later change of the working directory does not change which file is read.
+        self.path = path.absolute()
         self._field = field
         self._clock = clock
         self._token = self._read()
@@ -29,7 +30,8 @@ class TokenFile:
 
     def current(self) -> str:
         """The token, read again when the last read is a refresh period old."""
-        if self._clock() - self._read_at >= TOKEN_FILE_REFRESH:
+        elapsed = self._clock() - self._read_at
+        if elapsed >= TOKEN_FILE_REFRESH or elapsed < 0:
             self._read_at = self._clock()
             # Being rewritten, or gone for a moment: the token read before may still be good.
             with contextlib.suppress(ValidationError):
@@ -41,6 +43,8 @@ class TokenFile:
             text = self.path.read_text()
         except OSError as error:
             raise ValidationError(self._field, f"{self.path} cannot be read: {error.strerror or error}") from None
+        except UnicodeDecodeError:
+            raise ValidationError(self._field, f"{self.path} is not text: it should hold the API token") from None
         token = text.strip()
         if not token:
             raise ValidationError(self._field, f"{self.path} is empty: it should hold the API token (e.g. a ServiceAccount's)")

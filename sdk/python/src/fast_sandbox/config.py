@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit
@@ -74,7 +74,7 @@ class ConnectionConfig:
     #: The embedded instance's data directory, when :attr:`url` is its (access tokens are kept there).
     data_dir: Optional[Path] = None
     #: Where :attr:`token` came from when it is read again as it is renewed (``FSB_TOKEN_FILE``).
-    token_file: Optional[TokenFile] = None
+    token_file: Optional[TokenFile] = field(default=None, compare=False)
 
     def current_token(self) -> str:
         """The API token to send now: the token file's as it is renewed, else :attr:`token`."""
@@ -112,7 +112,7 @@ class ConnectionConfig:
                 raise ValidationError(
                     "url" if url else "FSB_URL",
                     f"{resolved_url} is neither this data directory's Fast Sandbox ({directory}) nor on this host: "
-                    "pass token= or set FSB_TOKEN to its API token (this host's token is not sent to another host)",
+                    "pass token=, or set FSB_TOKEN or FSB_TOKEN_FILE, to its API token (this host's token is not sent to another host)",
                 )
             resolved_token = _read(directory / "token")
         if not resolved_token:

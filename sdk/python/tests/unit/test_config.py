@@ -173,6 +173,10 @@ def test_fsb_token_file_gives_the_token_read_again_as_it_is_renewed_and_fsb_toke
     with pytest.raises(ValidationError) as raised:
         ConnectionConfig.resolve()
     assert raised.value.field == "FSB_TOKEN_FILE" and "no-such-file cannot be read" in str(raised.value)
+    (tmp_path / "binary").write_bytes(b"\xff\xfe\xfa")
+    monkeypatch.setenv("FSB_TOKEN_FILE", str(tmp_path / "binary"))
+    with pytest.raises(ValidationError, match="binary is not text"):
+        ConnectionConfig.resolve()
     (tmp_path / "empty").write_text("\n")
     monkeypatch.setenv("FSB_TOKEN_FILE", str(tmp_path / "empty"))
     with pytest.raises(ValidationError, match="empty is empty"):
