@@ -35,9 +35,6 @@ export interface ApiCallerCheckOptions {
   review?: AccessReview;
 }
 
-/** The caller a request's `authorization` header names: the API token's holder, or a Kubernetes user. */
-type Caller = { admin: true } | { admin: false; user: KubernetesUser };
-
 const MISSING = "missing bearer token: send 'authorization: Bearer <token>' (fsb reads it from its data directory)";
 
 export function requireApiCaller(options: ApiCallerCheckOptions): BearerTokenCheck {
@@ -52,12 +49,11 @@ export function requireApiCaller(options: ApiCallerCheckOptions): BearerTokenChe
     const token = bearerOf(header);
     return token !== undefined && equalTokens(token, options.token);
   };
-  const callerOf = async (header: string | undefined): Promise<Caller> => {
+  /** The Kubernetes user a request that does not hold the API token (isAdmin, checked first) comes from. */
+  const userOf = async (header: string | undefined): Promise<KubernetesUser> => {
     if (!header) throw new UnauthenticatedError(MISSING);
     const token = bearerOf(header);
-    if (!token) throw new UnauthenticatedError(invalid);
-    if (equalTokens(token, options.token)) return { admin: true };
-    if (!review) throw new UnauthenticatedError(invalid);
+    if (!token || !review) throw new UnauthenticatedError(invalid);
     let user: KubernetesUser | undefined;
     try {
       user = await review.authenticate(token);
@@ -65,19 +61,20 @@ export function requireApiCaller(options: ApiCallerCheckOptions): BearerTokenChe
       throw reviewFailure("cannot tell who the bearer token is", "TokenReview", error);
     }
     if (!user) throw new UnauthenticatedError(invalid);
-    return { admin: false, user };
+    return user;
   };
 
   const interceptor: Interceptor = (next) => async (request) => {
     // The API token's holder: no review, and not one await more on the create's path.
     if (isAdmin(request.header.get("authorization") ?? undefined)) return next(request);
-    let caller: Caller;
+    let user: KubernetesUser;
     try {
-      caller = await callerOf(request.header.get("authorization") ?? undefined);
+      user = await userOf(request.header.get("authorization") ?? undefined);
     } catch (error) {
       throw connectErrorOf(error);
     }
-    if (caller.admin || !review) return next(request);
+    // userOf refuses every token without a review; said again for the type, failing closed.
+    if (!review) throw connectErrorOf(new UnauthenticatedError(invalid));
     // A server-streaming call's one request message comes as a stream: read it, and hand it on.
     let message: unknown;
     if (request.stream) {
@@ -96,7 +93,6 @@ export function requireApiCaller(options: ApiCallerCheckOptions): BearerTokenChe
       message = request.message;
     }
     if (message === undefined) throw new ConnectError("the call has no request message", Code.InvalidArgument);
-    const { user } = caller;
     const who = JSON.stringify(user.username);
     const needs = callAccess(request.service.typeName, request.method.localName, message);
     if (needs === undefined) {
@@ -149,7 +145,7 @@ export function requireApiCaller(options: ApiCallerCheckOptions): BearerTokenChe
           handler(request, response);
           return;
         }
-        callerOf(request.headers.authorization).then(
+        userOf(request.headers.authorization).then(
           () => handler(request, response),
           (error: unknown) => answerConnectError(request, response, connectErrorOf(error)),
         );
