@@ -114,9 +114,10 @@ def _connection(
     data_dir: Optional[str],
     request_timeout: Optional[float],
     transport: Optional[httpx.AsyncBaseTransport],
+    token_file: Optional[str] = None,
 ) -> _AsyncConnection:
     deadline = protocol.request_deadline(request_timeout, DEFAULT_REQUEST_TIMEOUT)
-    return _AsyncConnection(ConnectionConfig.resolve(url, token, proxy_url, data_dir, deadline), transport)
+    return _AsyncConnection(ConnectionConfig.resolve(url, token, proxy_url, data_dir, deadline, token_file), transport)
 
 
 class _AsyncDaemon:
@@ -932,13 +933,14 @@ class AsyncSandbox(FollowsItsInstance):
         wait_for_daemon: bool = True,
         url: Optional[str] = None,
         token: Optional[str] = None,
+        token_file: Optional[str] = None,
         proxy_url: Optional[str] = None,
         data_dir: Optional[str] = None,
         request_timeout: Optional[float] = None,
         transport: Optional[httpx.AsyncBaseTransport] = None,
     ) -> AsyncSandbox:
         """Creates a sandbox and returns once its daemon answers; see :meth:`fast_sandbox.Sandbox.create`."""
-        connection = _connection(url, token, proxy_url, data_dir, request_timeout, transport)
+        connection = _connection(url, token, proxy_url, data_dir, request_timeout, transport, token_file)
         # Chosen before anything is sent, so that a create whose answer is lost can name its sandbox.
         request_id = request_id or protocol.new_request_id()
         try:
@@ -1008,13 +1010,14 @@ class AsyncSandbox(FollowsItsInstance):
         access_token: Optional[str] = None,
         url: Optional[str] = None,
         token: Optional[str] = None,
+        token_file: Optional[str] = None,
         proxy_url: Optional[str] = None,
         data_dir: Optional[str] = None,
         request_timeout: Optional[float] = None,
         transport: Optional[httpx.AsyncBaseTransport] = None,
     ) -> AsyncSandbox:
         """A handle of an existing sandbox; see :meth:`fast_sandbox.Sandbox.connect`."""
-        connection = _connection(url, token, proxy_url, data_dir, request_timeout, transport)
+        connection = _connection(url, token, proxy_url, data_dir, request_timeout, transport, token_file)
         deadline = connection.config.request_timeout
         try:
             try:
@@ -1043,12 +1046,13 @@ class AsyncSandbox(FollowsItsInstance):
         labels: Optional[Mapping[str, str]] = None,
         url: Optional[str] = None,
         token: Optional[str] = None,
+        token_file: Optional[str] = None,
         data_dir: Optional[str] = None,
         request_timeout: Optional[float] = None,
         transport: Optional[httpx.AsyncBaseTransport] = None,
     ) -> List[SandboxInfo]:
         """The sandboxes of a namespace (``"*"``: all), of one pool, with all of ``labels``."""
-        connection = _connection(url, token, None, data_dir, request_timeout, transport)
+        connection = _connection(url, token, None, data_dir, request_timeout, transport, token_file)
         sandboxes: List[SandboxInfo] = []
         try:
             # Page by page (a server from before pages answers with every sandbox, and no token).

@@ -22,6 +22,9 @@ directory of the embedded instance (``fsb up``) on this machine, as the ``fsb`` 
 When the URL in use is the data directory's, the sandboxes' access tokens are kept there too
 (``access-tokens/<namespace>/<name>``, mode 0600), where ``fsb run`` keeps them: ``Sandbox.connect``
 finds the token of a sandbox that ``fsb run`` or this SDK created.
+
+The ``token`` and ``token_file`` arguments of ``create``, ``connect`` and ``list`` come before the
+variables (``token`` before ``token_file``).
 """
 
 from __future__ import annotations
@@ -87,8 +90,10 @@ class ConnectionConfig:
         proxy_url: Optional[str] = None,
         data_dir: Optional[str] = None,
         request_timeout: Optional[float] = DEFAULT_REQUEST_TIMEOUT,
+        token_file: Optional[str] = None,
     ) -> ConnectionConfig:
-        """Arguments first, then ``FSB_URL``/``FSB_TOKEN`` (else ``FSB_TOKEN_FILE``)/``FSB_PROXY_URL``, then the data directory."""
+        """Arguments first (``token``, else ``token_file``), then ``FSB_URL``/``FSB_TOKEN`` (else
+        ``FSB_TOKEN_FILE``)/``FSB_PROXY_URL``, then the data directory."""
         directory = Path(data_dir) if data_dir else default_data_dir()
         embedded_url = _read(directory / "url")
         resolved_url = url or os.environ.get("FSB_URL") or embedded_url
@@ -100,11 +105,13 @@ class ConnectionConfig:
             )
         check_url("url", resolved_url)
         same_instance = embedded_url is not None and embedded_url.rstrip("/") == resolved_url.rstrip("/")
-        resolved_token = token or os.environ.get("FSB_TOKEN")
-        token_file_path = os.environ.get("FSB_TOKEN_FILE") if not resolved_token else None
-        token_file = TokenFile(Path(token_file_path), "FSB_TOKEN_FILE") if token_file_path else None
-        if token_file is not None:
-            resolved_token = token_file.current()
+        resolved_token = token
+        renewed: Optional[TokenFile] = None
+        if not resolved_token and token_file:
+            renewed = TokenFile(Path(token_file), "token_file")
+        elif not resolved_token and not os.environ.get("FSB_TOKEN") and os.environ.get("FSB_TOKEN_FILE"):
+            renewed = TokenFile(Path(os.environ["FSB_TOKEN_FILE"]), "FSB_TOKEN_FILE")
+        resolved_token = renewed.current() if renewed is not None else resolved_token or os.environ.get("FSB_TOKEN")
         if not resolved_token:
             # The data directory's token goes only to its own URL or to this host's loopback, as the CLI's
             # does: the token of this host's Fast Sandbox is not sent to another host a URL names.
@@ -112,13 +119,15 @@ class ConnectionConfig:
                 raise ValidationError(
                     "url" if url else "FSB_URL",
                     f"{resolved_url} is neither this data directory's Fast Sandbox ({directory}) nor on this host: "
-                    "pass token=, or set FSB_TOKEN or FSB_TOKEN_FILE, to its API token (this host's token is not sent to another host)",
+                    "pass token= or token_file=, or set FSB_TOKEN or FSB_TOKEN_FILE, to its API token "
+                    "(this host's token is not sent to another host)",
                 )
             resolved_token = _read(directory / "token")
         if not resolved_token:
             raise ValidationError(
                 "token",
-                f"no API token: pass token=, set FSB_TOKEN or FSB_TOKEN_FILE, or run 'fsb up' once so that {directory / 'token'} exists",
+                "no API token: pass token= or token_file=, set FSB_TOKEN or FSB_TOKEN_FILE, "
+                f"or run 'fsb up' once so that {directory / 'token'} exists",
             )
         resolved_proxy = proxy_url or os.environ.get("FSB_PROXY_URL") or os.environ.get("FSB_SANDBOX_URL") or None
         if resolved_proxy:
@@ -129,7 +138,7 @@ class ConnectionConfig:
             proxy_url=resolved_proxy.rstrip("/") if resolved_proxy else None,
             request_timeout=request_timeout,
             data_dir=directory if same_instance else None,
-            token_file=token_file,
+            token_file=renewed,
         )
 
     def saved_access_token(self, namespace: str, name: str) -> Optional[str]:

@@ -77,9 +77,10 @@ def _connection(
     data_dir: Optional[str],
     request_timeout: Optional[float],
     transport: Optional[httpx.BaseTransport],
+    token_file: Optional[str] = None,
 ) -> _Connection:
     deadline = protocol.request_deadline(request_timeout, DEFAULT_REQUEST_TIMEOUT)
-    return _Connection(ConnectionConfig.resolve(url, token, proxy_url, data_dir, deadline), transport)
+    return _Connection(ConnectionConfig.resolve(url, token, proxy_url, data_dir, deadline, token_file), transport)
 
 
 class _Daemon:
@@ -830,6 +831,7 @@ class Sandbox(FollowsItsInstance):
         wait_for_daemon: bool = True,
         url: Optional[str] = None,
         token: Optional[str] = None,
+        token_file: Optional[str] = None,
         proxy_url: Optional[str] = None,
         data_dir: Optional[str] = None,
         request_timeout: Optional[float] = None,
@@ -855,12 +857,14 @@ class Sandbox(FollowsItsInstance):
                     UnavailableError raised.
                 :param url: the control plane (``FSB_URL``, else the data directory's); see :mod:`fast_sandbox.config`.
                 :param token: its API token (``FSB_TOKEN``, else the data directory's).
+                :param token_file: a file holding the API token, read again once a minute as it is renewed
+                    (a Pod's ServiceAccount token; ``FSB_TOKEN_FILE``); ``token`` comes first.
                 :param proxy_url: the sandbox proxy (``FSB_PROXY_URL``, else the control plane's answer).
                 :param data_dir: the embedded instance's data directory (``FSB_DATA_DIR``, else ``fsb up``'s default).
                 :param request_timeout: deadline of each call, in seconds (default 60; 0: none).
                 :param transport: the httpx transport to use (e.g. ``httpx.MockTransport`` in tests).
         """
-        connection = _connection(url, token, proxy_url, data_dir, request_timeout, transport)
+        connection = _connection(url, token, proxy_url, data_dir, request_timeout, transport, token_file)
         # Chosen before anything is sent, so that a create whose answer is lost can name its sandbox.
         request_id = request_id or protocol.new_request_id()
         try:
@@ -930,6 +934,7 @@ class Sandbox(FollowsItsInstance):
         access_token: Optional[str] = None,
         url: Optional[str] = None,
         token: Optional[str] = None,
+        token_file: Optional[str] = None,
         proxy_url: Optional[str] = None,
         data_dir: Optional[str] = None,
         request_timeout: Optional[float] = None,
@@ -941,7 +946,7 @@ class Sandbox(FollowsItsInstance):
         instance's data directory (by ``fsb run`` or this SDK). Without one, only the control
         plane's operations work until :meth:`rotate_access_token`.
         """
-        connection = _connection(url, token, proxy_url, data_dir, request_timeout, transport)
+        connection = _connection(url, token, proxy_url, data_dir, request_timeout, transport, token_file)
         deadline = connection.config.request_timeout
         try:
             try:
@@ -970,12 +975,13 @@ class Sandbox(FollowsItsInstance):
         labels: Optional[Mapping[str, str]] = None,
         url: Optional[str] = None,
         token: Optional[str] = None,
+        token_file: Optional[str] = None,
         data_dir: Optional[str] = None,
         request_timeout: Optional[float] = None,
         transport: Optional[httpx.BaseTransport] = None,
     ) -> List[SandboxInfo]:
         """The sandboxes of a namespace (``"*"``: all), of one pool, with all of ``labels``."""
-        connection = _connection(url, token, None, data_dir, request_timeout, transport)
+        connection = _connection(url, token, None, data_dir, request_timeout, transport, token_file)
         sandboxes: List[SandboxInfo] = []
         try:
             # Page by page (a server from before pages answers with every sandbox, and no token).

@@ -11,7 +11,7 @@ from typing import List, Optional
 import httpx
 import pytest
 
-from fast_sandbox import AsyncSandbox, ConnectionConfig, Sandbox, ValidationError
+from fast_sandbox import AsyncSandbox, ConnectionConfig, Sandbox, UnauthenticatedError, ValidationError
 from fast_sandbox._token_file import TOKEN_FILE_REFRESH, TokenFile
 from fast_sandbox.sandbox import _Connection
 
@@ -210,3 +210,38 @@ def test_a_token_files_token_is_sent_and_read_again_a_minute_on_and_kept_while_t
     now[0] += TOKEN_FILE_REFRESH
     ask()
     assert sent == ["Bearer sa-token-1", "Bearer sa-token-1", "Bearer sa-token-2", "Bearer sa-token-2"]
+
+
+def test_the_token_file_argument_comes_after_token_and_before_the_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    given = tmp_path / "given"
+    given.write_text("given-file-token\n")
+    environment = tmp_path / "environment"
+    environment.write_text("environment-file-token\n")
+    monkeypatch.setenv("FSB_URL", "http://10.96.0.10:7070")
+    monkeypatch.setenv("FSB_TOKEN", "environment-token")
+    monkeypatch.setenv("FSB_TOKEN_FILE", str(environment))
+    config = ConnectionConfig.resolve(token_file=str(given))
+    assert config.current_token() == "given-file-token"
+    assert config.token_file is not None and config.token_file.path == given
+    assert ConnectionConfig.resolve(token="given-token", token_file=str(given)).current_token() == "given-token"
+    assert ConnectionConfig.resolve(token="given-token", token_file=str(given)).token_file is None
+    with pytest.raises(ValidationError) as raised:
+        ConnectionConfig.resolve(token_file=str(tmp_path / "no-such-file"))
+    assert raised.value.field == "token_file" and "no-such-file cannot be read" in str(raised.value)
+
+
+@pytest.mark.anyio
+async def test_create_connect_and_list_send_the_token_files_token(tmp_path: Path) -> None:
+    path = tmp_path / "sa-token"
+    path.write_text(f"{API_TOKEN}\n")
+    fake = FakeFastSandbox()
+    sandbox = Sandbox.create(name="sb-file", url=API_URL, token_file=str(path), data_dir=str(tmp_path), transport=fake.transport())
+    assert [info.name for info in Sandbox.list(url=API_URL, token_file=str(path), transport=fake.transport())] == ["sb-file"]
+    assert Sandbox.connect("sb-file", url=API_URL, token_file=str(path), transport=fake.transport()).sandbox_id == sandbox.sandbox_id
+    listed = await AsyncSandbox.list(url=API_URL, token_file=str(path), transport=fake.async_transport())
+    assert [info.name for info in listed] == ["sb-file"]
+    handle = await AsyncSandbox.connect("sb-file", url=API_URL, token_file=str(path), transport=fake.async_transport())
+    assert handle.sandbox_id == sandbox.sandbox_id
+    path.write_text("not-the-api-token\n")
+    with pytest.raises(UnauthenticatedError):
+        Sandbox.list(url=API_URL, token_file=str(path), transport=fake.transport())
