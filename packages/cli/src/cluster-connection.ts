@@ -50,6 +50,8 @@ export interface ClusterConnectionOptions extends KubeConfigOptions {
   url?: string;
   /** The fast-path API's token; skips reading the Secret. */
   token?: string;
+  /** Where `token` came from, for messages. @default `FSB_TOKEN` */
+  tokenFrom?: string;
   /** The namespace of the command (`-n`). @default the kubeconfig context's, else `default` */
   namespace?: string;
   /** Where the kubeconfig is looked for. @default process.env and the home directory */
@@ -127,7 +129,7 @@ export async function resolveClusterEndpoint(options: ClusterConnectionOptions):
     controllerAddress: found ? describeEndpoint(found.endpoint) : (options.url ?? ""),
     tokenSource:
       options.token !== undefined
-        ? "FSB_TOKEN"
+        ? (options.tokenFrom ?? "FSB_TOKEN")
         : token.value.own
           ? `your own Kubernetes credential (context ${loaded?.context ?? ""}; you may not read Secret ${systemNamespace}/${API_TOKEN_SECRET})`
           : `Secret ${systemNamespace}/${API_TOKEN_SECRET}`,

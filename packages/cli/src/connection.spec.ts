@@ -6,8 +6,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { FsbError, TimeoutError, UnavailableError } from "@fast-sandbox/sdk";
-import { closeConnections, connect, connectOwnInstance, explainFailure } from "./connection.js";
+import { FsbError, TimeoutError, UnavailableError, ValidationError } from "@fast-sandbox/sdk";
+import { closeConnections, connect, connectOwnInstance, endpoint, explainFailure } from "./connection.js";
 import { files, processStartTime } from "./data-dir.js";
 
 const dataDir = mkdtempSync(join(tmpdir(), "fsb-connection-spec-"));
@@ -16,7 +16,7 @@ const OWN_URL = "http://127.0.0.1:7070";
 writeFileSync(join(dataDir, "url"), `${OWN_URL}\n`);
 writeFileSync(join(dataDir, "token"), "own-token-0123456789\n");
 
-const saved = { FSB_URL: process.env.FSB_URL, FSB_TOKEN: process.env.FSB_TOKEN };
+const saved = { FSB_URL: process.env.FSB_URL, FSB_TOKEN: process.env.FSB_TOKEN, FSB_TOKEN_FILE: process.env.FSB_TOKEN_FILE };
 afterEach(() => {
   closeConnections();
   for (const [name, value] of Object.entries(saved)) {
@@ -52,6 +52,22 @@ describe("connect to the embedded Fast Sandbox", () => {
     } finally {
       rmSync(bare, { recursive: true, force: true });
     }
+  });
+
+  it("takes the token from the file FSB_TOKEN_FILE names (a Pod's ServiceAccount token) when FSB_TOKEN is not set", () => {
+    const tokenFile = join(dataDir, "sa-token");
+    writeFileSync(tokenFile, "file-token-0123456789\n");
+    delete process.env.FSB_TOKEN;
+    process.env.FSB_TOKEN_FILE = tokenFile;
+    assert.deepEqual(endpoint({ dataDir, url: "http://192.0.2.7:7070" }), { url: "http://192.0.2.7:7070", token: "file-token-0123456789" });
+    process.env.FSB_TOKEN = "other-token-0123456789";
+    assert.equal(endpoint({ dataDir, url: "http://192.0.2.7:7070" }).token, "other-token-0123456789", "FSB_TOKEN comes first");
+    delete process.env.FSB_TOKEN;
+    process.env.FSB_TOKEN_FILE = join(dataDir, "no-such-token");
+    assert.throws(
+      () => endpoint({ dataDir }),
+      (error: unknown) => error instanceof ValidationError && error.field === "FSB_TOKEN_FILE" && /no-such-token cannot be read/.test(error.message),
+    );
   });
 
   it("connectOwnInstance uses the data directory's URL and token whatever FSB_URL names", () => {

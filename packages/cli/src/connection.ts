@@ -3,6 +3,7 @@ import { parseDurationMs } from "@fast-sandbox/api/core";
 import {
   Connection as SdkConnection,
   TimeoutError,
+  TokenFile,
   UnauthenticatedError,
   UnavailableError,
   ValidationError,
@@ -108,13 +109,14 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
   }
   const { resolveClusterEndpoint } = await import("./cluster-connection.js");
   const url = options.url ?? process.env.FSB_URL;
+  const token = givenToken();
   if (options.url === undefined && url) {
     // FSB_URL may be left over from another Fast Sandbox: the cluster's token is sent where it names only when --url says so.
-    if (!process.env.FSB_TOKEN && !onLoopback(url)) {
+    if (!token && !onLoopback(url)) {
       throw new ValidationError(
         "FSB_URL",
         `${url} is not on this host, and the cluster's API token (Secret ${options.fsbNamespace ?? process.env.FSB_SYSTEM_NAMESPACE ?? "fast-sandbox-system"}/fast-sandbox-api-token) is not sent there unasked: ` +
-          "pass it as --url to send it, set FSB_TOKEN to the token that URL takes, or unset FSB_URL to find the controller in the cluster",
+          "pass it as --url to send it, set FSB_TOKEN (or FSB_TOKEN_FILE) to the token that URL takes, or unset FSB_URL to find the controller in the cluster",
       );
     }
     process.stderr.write(`warning: FSB_URL=${url} is used instead of finding the controller in the cluster; unset FSB_URL to find it\n`);
@@ -126,7 +128,7 @@ export async function connect(options: GlobalOptions & { namespace?: string }): 
     ...((options.fsbNamespace ?? process.env.FSB_SYSTEM_NAMESPACE) ? { fsbNamespace: options.fsbNamespace ?? process.env.FSB_SYSTEM_NAMESPACE } : {}),
     ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
     ...(url ? { url } : {}),
-    ...(process.env.FSB_TOKEN ? { token: process.env.FSB_TOKEN } : {}),
+    ...(token ? { token, tokenFrom: process.env.FSB_TOKEN ? "FSB_TOKEN" : "FSB_TOKEN_FILE" } : {}),
     ...(requestTimeoutMs !== undefined ? { requestTimeoutMs } : {}),
   });
   const { endpointDescription, controllerAddress, tokenSource, portForwardHint } = found;
@@ -162,7 +164,17 @@ export function connectOwnInstance(dataDir: string): Connection & { url: string 
 }
 
 /**
- * The embedded control plane's URL and token: --url/FSB_URL or the data dir's `url`; FSB_TOKEN or
+ * The token the caller gave: `FSB_TOKEN`, else the file `FSB_TOKEN_FILE` names (a Pod's ServiceAccount
+ * token; read once: a command is short-lived), whose absence or emptiness is the caller's error.
+ */
+function givenToken(): string | undefined {
+  if (process.env.FSB_TOKEN) return process.env.FSB_TOKEN;
+  const path = process.env.FSB_TOKEN_FILE;
+  return path ? new TokenFile(path, "FSB_TOKEN_FILE").current() : undefined;
+}
+
+/**
+ * The embedded control plane's URL and token: --url/FSB_URL or the data dir's `url`; FSB_TOKEN (else FSB_TOKEN_FILE) or
  * the data dir's `token` — the latter only for the data dir's own URL or one on this host's
  * loopback: the token of this host's Fast Sandbox is not sent to another host a URL names.
  */
@@ -177,11 +189,12 @@ export function endpoint(options: GlobalOptions): { url: string; token: string }
         "for a Kubernetes cluster use kubectl fs, or pass --kubeconfig or --context",
     );
   }
-  if (process.env.FSB_TOKEN) return { url, token: process.env.FSB_TOKEN };
+  const given = givenToken();
+  if (given) return { url, token: given };
   if (url !== own && !onLoopback(url)) {
     throw new ValidationError(
       options.url ? "--url" : "FSB_URL",
-      `${url} is neither this data directory's Fast Sandbox (${dataDir}) nor on this host: set FSB_TOKEN to its API token (this host's token is not sent to another host)`,
+      `${url} is neither this data directory's Fast Sandbox (${dataDir}) nor on this host: set FSB_TOKEN (or FSB_TOKEN_FILE) to its API token (this host's token is not sent to another host)`,
     );
   }
   const token = readIfExists(files.token(dataDir));

@@ -47,16 +47,17 @@ Which Fast Sandbox (the first rule that applies):
   --kubeconfig, --context or --fsb-namespace   the controller in a Kubernetes cluster
   --data-dir                                   the embedded one of that data directory
   run as kubectl fs (the kubectl-fs plugin)    the controller in a Kubernetes cluster
-  --url or FSB_URL                             that URL (token: FSB_TOKEN or the data directory's)
+  --url or FSB_URL                             that URL (token: FSB_TOKEN, FSB_TOKEN_FILE or the data directory's)
   'fsb up' runs for the data directory         that one
   KUBECONFIG is set                            the controller in a Kubernetes cluster
   otherwise                                    the embedded one ('fsb up' starts it)
 In a cluster: the kubeconfig is --kubeconfig, KUBECONFIG or ~/.kube/config, and -n defaults to its
 context's namespace; the controller is --url/FSB_URL, else a ready endpoint of Service
 fast-sandbox-controller in --fsb-namespace (its EndpointSlices, else its Pods); the token is
-FSB_TOKEN, else Secret fast-sandbox-api-token there, else (a user who may not read it) the
-kubeconfig user's own bearer token, which the controller authorizes by that user's RBAC. Pod IPs
-are reachable only inside the cluster network; from outside it:
+FSB_TOKEN (else the file FSB_TOKEN_FILE names: a Pod's ServiceAccount token), else Secret
+fast-sandbox-api-token there, else (a user who may not read it) the kubeconfig user's own bearer
+token, which the controller authorizes by that user's RBAC. Pod IPs are reachable only inside the
+cluster network; from outside it:
   kubectl -n fast-sandbox-system port-forward svc/fast-sandbox-controller 7070:7070 &
   kubectl fs --url http://127.0.0.1:7070 ls
 `;

@@ -26,6 +26,7 @@ export {
 export { requestSandboxName } from "./create-request.js";
 export { Checkpoints, type CheckpointInfo, type RestoreOptions, type ForkOptions, type ForkResult } from "./checkpoints.js";
 export { Connection, type ConnectionOptions } from "./connection.js";
+export { TokenFile, TOKEN_FILE_REFRESH_MS } from "./token-file.js";
 export { sandboxProxyChannel, throughSandboxProxy, type DaemonChannel, type DaemonChannelFactory, type DaemonTarget } from "./daemon-channel.js";
 export { Commands, DEFAULT_COMMAND_TIMEOUT_MS, type Command, type CommandOptions, type ProcessInfo } from "./commands.js";
 export { CommandHandle } from "./command-handle.js";
