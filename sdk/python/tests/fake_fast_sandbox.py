@@ -159,7 +159,13 @@ class FakeFastSandbox:
     # -- wiring ----------------------------------------------------------------------------------
 
     def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(lambda request: self.handle(request, sync=True))
+        def handler(request: httpx.Request) -> httpx.Response:
+            response = self.handle(request, sync=True)
+            if self.start_delay > 0 and request.url.path.endswith("/process.Process/Start"):
+                time.sleep(self.start_delay)
+            return response
+
+        return httpx.MockTransport(handler)
 
     def async_transport(self) -> httpx.MockTransport:
         async def handler(request: httpx.Request) -> httpx.Response:

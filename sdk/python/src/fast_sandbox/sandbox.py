@@ -16,6 +16,7 @@ import httpx
 from . import _protocol as protocol
 from ._connect import ConnectClient, HttpClients, Message, ServerStream
 from ._instance import FollowsItsInstance
+from ._interrupts import first_interrupt_deferred
 from .config import DEFAULT_REQUEST_TIMEOUT, ConnectionConfig
 from .errors import (
     AlreadyExistsError,
@@ -420,7 +421,9 @@ class Commands:
         TimeoutError. ``user`` runs it as that Linux user (default: the daemon's default user),
         ``stdin=True`` keeps its stdin open for :meth:`send_stdin`; ``tag`` names it in :meth:`list`.
         A run interrupted while it waits (KeyboardInterrupt: Ctrl-C, a notebook's interrupt) kills
-        its command, as an aborted run of the TypeScript SDK does.
+        its command, as an aborted run of the TypeScript SDK does; one interrupted while it starts
+        (in the main thread) kills it once its pid is known, then raises KeyboardInterrupt (a second
+        Ctrl-C raises at once, leaving it to its timeout).
         """
         handle = self._start(
             protocol.command_line(cmd),
@@ -465,16 +468,29 @@ class Commands:
     ) -> CommandHandle:
         deadline = protocol.command_deadline(timeout)
         opening = f"starting {what}"
-        stream = self._daemon.stream(
-            protocol.PROCESS_SERVICE,
-            "Start",
-            protocol.start_request(argv, envs=envs, cwd=cwd, stdin=stdin, pty=pty, tag=tag),
-            opening,
-            timeout=deadline,
-            request_timeout=request_timeout,
-            user=user,
-        )
-        return self._handle(stream, what, opening, handlers, deadline, background, kills_at_deadline=True)
+        # Ctrl-C while it starts: the command is killed once its pid is known (see _interrupts).
+        with first_interrupt_deferred() as interruption:
+            try:
+                stream = self._daemon.stream(
+                    protocol.PROCESS_SERVICE,
+                    "Start",
+                    protocol.start_request(argv, envs=envs, cwd=cwd, stdin=stdin, pty=pty, tag=tag),
+                    opening,
+                    timeout=deadline,
+                    request_timeout=request_timeout,
+                    user=user,
+                )
+                handle = self._handle(stream, what, opening, handlers, deadline, background, kills_at_deadline=True)
+            except Exception as error:
+                if interruption.pending:
+                    raise KeyboardInterrupt from error
+                raise
+        if interruption.pending:
+            # A kill that fails changes nothing of why the start ended.
+            with contextlib.suppress(Exception):
+                handle.kill(request_timeout=_KILL_AFTER_INTERRUPT_TIMEOUT)
+            raise KeyboardInterrupt
+        return handle
 
     def _handle(
         self,

@@ -4,11 +4,14 @@ the answers."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import signal
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import httpx
 import pytest
@@ -473,6 +476,44 @@ def test_a_run_interrupted_while_it_waits_kills_its_command(sandbox: Sandbox, fa
         sandbox.commands.run("sleep", on_stdout=interrupt)
     assert fake.calls("/process.Process/SendSignal")
     assert sandbox.commands.list() == []
+
+
+@contextlib.contextmanager
+def interrupted_after(*delays: float) -> Iterator[None]:
+    """SIGINTs to this process (Ctrl-C) after each delay, handled in the main thread; none after the block."""
+    timers = [threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT)) for delay in delays]
+    for timer in timers:
+        timer.start()
+    try:
+        yield
+    finally:
+        for timer in timers:
+            timer.cancel()
+
+
+def test_a_run_interrupted_while_it_starts_kills_its_command_once_its_pid_came(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.programs["sleep"] = lambda process: None
+    fake.programs["/bin/bash"] = lambda process: None
+    fake.start_delay = 0.5
+    with interrupted_after(0.1), pytest.raises(KeyboardInterrupt):
+        sandbox.commands.run("sleep")
+    assert fake.calls("/process.Process/SendSignal"), "the started command is killed"
+    assert sandbox.commands.list() == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with interrupted_after(0.1), pytest.raises(KeyboardInterrupt):
+        sandbox.pty.create()
+    assert len(fake.calls("/process.Process/SendSignal")) == 2, "a terminal too"
+    assert sandbox.commands.list() == []
+
+
+def test_a_second_interrupt_while_it_starts_interrupts_at_once(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
+    fake.programs["sleep"] = lambda process: None
+    fake.start_delay = 0.6
+    with interrupted_after(0.1, 0.2), pytest.raises(KeyboardInterrupt):
+        sandbox.commands.run("sleep")
+    assert not fake.calls("/process.Process/SendSignal"), "raised during the start: no pid to kill"
+    assert len(sandbox.commands.list()) == 1, "left to its timeout"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_background_commands_can_be_waited_for_killed_and_fed(sandbox: Sandbox, fake: FakeFastSandbox) -> None:
