@@ -150,6 +150,9 @@ describe("the SDK's sandbox handles on real sandboxes", () => {
     const bytes = randomBytes(3 * 1024 * 1024 + 7);
     await sandbox.files.write("/tmp/sdk/random.bin", new Uint8Array(bytes));
     assert.ok(Buffer.from(await sandbox.files.read("/tmp/sdk/random.bin", { format: "bytes" })).equals(bytes));
+    // A pseudo file says its size is 0 and cannot be seeked: its content, as cat reads it.
+    assert.equal(await sandbox.files.read("/proc/version"), (await sandbox.commands.run("cat /proc/version")).stdout);
+    assert.ok((await sandbox.files.read("/proc/cpuinfo")).includes("processor"));
     // A stream of 4 MiB in 64 KiB chunks, sent as it is produced.
     const chunk = Buffer.alloc(64 * 1024, "x");
     await sandbox.files.write(

@@ -161,7 +161,21 @@ func (h *Handler) download(w http.ResponseWriter, r *http.Request) *httpError {
 	}
 	defer file.Close()
 	w.Header().Set("Content-Type", "application/octet-stream")
-	if info.Size() > 0 && acceptsGzip(r.Header.Get("Accept-Encoding")) {
+	var content io.Reader = file
+	sized := info.Size() > 0
+	if !sized {
+		// A size of 0 is an empty file, or a pseudo file whose content is made as it is read
+		// (/proc/cpuinfo, /proc/1/cmdline, /sys/...): it cannot be seeked to its end for a length,
+		// so its content is streamed as read, without ranges.
+		peeking := bufio.NewReaderSize(file, downloadChunkBytes)
+		if _, err := peeking.Peek(1); err != nil {
+			// Empty (or unreadable: the error is what an empty read would have told).
+			http.ServeContent(w, r, "", info.ModTime(), file)
+			return nil
+		}
+		content = peeking
+	}
+	if acceptsGzip(r.Header.Get("Accept-Encoding")) {
 		w.Header().Set("Content-Encoding", "gzip")
 		w.Header().Add("Vary", "Accept-Encoding")
 		w.WriteHeader(http.StatusOK)
@@ -174,8 +188,15 @@ func (h *Handler) download(w http.ResponseWriter, r *http.Request) *httpError {
 		// 10–17 s, against 0.1 s uncompressed).
 		buffered := bufio.NewWriterSize(w, downloadChunkBytes)
 		compressor, _ := gzip.NewWriterLevel(buffered, gzip.BestSpeed)
-		if _, err := io.Copy(compressor, file); err == nil && compressor.Close() == nil {
+		if _, err := io.Copy(compressor, content); err == nil && compressor.Close() == nil {
 			_ = buffered.Flush()
+		}
+		return nil
+	}
+	if !sized {
+		w.WriteHeader(http.StatusOK)
+		if r.Method != http.MethodHead {
+			_, _ = io.Copy(w, content)
 		}
 		return nil
 	}

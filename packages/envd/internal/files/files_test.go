@@ -169,3 +169,54 @@ func TestOnlyAFilesOwnerMayChangeItsModeThroughAnUpload(t *testing.T) {
 		t.Fatalf("content %q", content)
 	}
 }
+
+// Pseudo files say their size is 0 and cannot be seeked to their end: their content is streamed as
+// read, compressed or not; an empty file is still an empty answer with a Content-Length of 0.
+func TestPseudoFilesOfSizeZeroAreDownloadedWithTheirContent(t *testing.T) {
+	st := state.New()
+	handler := &Handler{Auth: auth.New(users.Directory{Root: "/"}, st), State: st, MaxUploadBytes: DefaultMaxUploadBytes}
+	want, err := os.ReadFile("/proc/self/status")
+	if err != nil || len(want) == 0 {
+		t.Fatalf("reading /proc/self/status: %v", err)
+	}
+	for _, path := range []string{"/proc/cpuinfo", "/proc/self/status", "/proc/self/cmdline"} {
+		for _, gzipped := range []bool{false, true} {
+			request := httptest.NewRequest(http.MethodGet, "/files?path="+path, nil)
+			if gzipped {
+				request.Header.Set("Accept-Encoding", "gzip")
+			}
+			response := httptest.NewRecorder()
+			handler.ServeHTTP(response, request)
+			if response.Code != http.StatusOK {
+				t.Fatalf("%s (gzip %v): status %d: %s", path, gzipped, response.Code, response.Body.String())
+			}
+			body := response.Body.Bytes()
+			if gzipped {
+				unzipper, err := gzip.NewReader(bytes.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if body, err = io.ReadAll(unzipper); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(body) == 0 {
+				t.Fatalf("%s (gzip %v): empty", path, gzipped)
+			}
+			if path == "/proc/self/status" && !bytes.HasPrefix(body, []byte("Name:")) {
+				t.Fatalf("%s: %q", path, body)
+			}
+		}
+	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	request := httptest.NewRequest(http.MethodGet, "/files?path="+empty, nil)
+	request.Header.Set("Accept-Encoding", "gzip")
+	response := httptest.NewRecorder()
+	handler.ServeHTTP(response, request)
+	if response.Code != http.StatusOK || response.Header().Get("Content-Length") != "0" || response.Body.Len() != 0 {
+		t.Fatalf("empty file: status %d, headers %v, %d bytes", response.Code, response.Header(), response.Body.Len())
+	}
+}

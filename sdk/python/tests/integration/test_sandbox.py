@@ -197,6 +197,9 @@ def test_files_written_are_read_listed_and_seen_by_commands(sandbox: Sandbox) ->
     # A file object is streamed; a user owns what it writes.
     sandbox.files.write("/tmp/sdk-dir/streamed.bin", io.BytesIO(payload))
     assert sandbox.files.read("/tmp/sdk-dir/streamed.bin", format="bytes") == payload
+    # A pseudo file says its size is 0 and cannot be seeked: its content, as cat reads it.
+    assert sandbox.files.read("/proc/version") == sandbox.commands.run("cat /proc/version").stdout
+    assert "processor" in sandbox.files.read("/proc/cpuinfo")
     sandbox.files.write("/tmp/nobodys.txt", "mine", user="nobody")
     assert sandbox.files.get_info("/tmp/nobodys.txt").owner == "nobody"
     # A user writes with its own permissions: root's directory is not its to write in.
