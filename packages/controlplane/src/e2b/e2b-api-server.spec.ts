@@ -285,7 +285,7 @@ describe("the E2B-compatible API over HTTP", () => {
     assertError(await call("POST", "/v2/sandboxes", "{not json"), 400, /not valid JSON/);
     assertError(await call("POST", "/v2/sandboxes", {}), 400, /^templateID: is required/);
     assertError(await call("POST", "/v2/sandboxes", { templateID: "nosuch" }), 404, /template "nosuch" not found.*templates here: default/);
-    assertError(await call("POST", "/v2/sandboxes", { templateID: "base", timeout: 1e6 }), 400, /from 0 to 86400/);
+    assertError(await call("POST", "/v2/sandboxes", { templateID: "base", timeout: 1e6 }), 400, /from 1 to 86400/);
     assertError(await call("GET", "/sandboxes/NOT-AN-ID"), 400, /lower-case letters and digits/);
     assertError(await call("GET", "/nowhere"), 404, /no route GET \/nowhere; this E2B-compatible API serves .*POST \/v2\/sandboxes/);
     const wrongMethod = await call("PUT", "/v2/sandboxes", {});

@@ -54,18 +54,20 @@ describe("E2B create requests (NewSandbox, NewSandboxV2)", () => {
     assert.deepEqual(request, { templateID: "base", timeoutSeconds: 60, metadata: {}, envVars: {}, allowInternetAccess: true });
   });
 
-  it("gives a create without a timeout E2B's default (300 s for v2, what the SDKs call; 15 s for the legacy route), and accepts 0 and the maximum, 24 hours", () => {
+  it("gives a create without a timeout E2B's default (300 s for v2, what the SDKs call; 15 s for the legacy route), and accepts 1 and the maximum, 24 hours", () => {
     assert.equal(parseNewSandbox({ templateID: "base" }).timeoutSeconds, 300);
     assert.equal(DEFAULT_CREATE_TIMEOUT_SECONDS, 300);
     assert.equal(parseNewSandbox({ templateID: "base" }, 15).timeoutSeconds, 15);
-    assert.equal(parseNewSandbox({ templateID: "base", timeout: 0 }).timeoutSeconds, 0);
+    assert.equal(parseNewSandbox({ templateID: "base", timeout: 1 }).timeoutSeconds, 1);
     assert.equal(parseNewSandbox({ templateID: "base", timeout: MAX_TIMEOUT_SECONDS }).timeoutSeconds, 86_400);
   });
 
-  it("refuses a timeout that is not a whole number of seconds from 0 to 86400, saying what is allowed", () => {
+  it("refuses a timeout that is not a whole number of seconds from 1 to 86400, saying what is allowed", () => {
     for (const timeout of [-1, 86_401, 1.5, "300", true, [], {}]) {
-      refuses(() => parseNewSandbox({ templateID: "base", timeout }), "timeout", /whole number of seconds from 0 to 86400/);
+      refuses(() => parseNewSandbox({ templateID: "base", timeout }), "timeout", /whole number of seconds from 1 to 86400/);
     }
+    // A sandbox ending at once: its create would wait for a daemon being removed (was: 20 s, then "retry").
+    refuses(() => parseNewSandbox({ templateID: "base", timeout: 0 }), "timeout", /from 1 to 86400 .*at least 1: a sandbox ending at once would be removed.*got 0/);
   });
 
   it("requires a templateID", () => {

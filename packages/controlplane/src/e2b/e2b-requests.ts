@@ -83,18 +83,22 @@ export function requestObject(body: unknown, example: string): JsonObject {
 }
 
 /**
- * A timeout in seconds: a whole number from `least` (0; 1 where a sandbox is brought back to run,
- * as E2B's resume and fork require) to MAX_TIMEOUT_SECONDS.
+ * A timeout in seconds: a whole number from `least` (0; 1 where a sandbox is made or brought back
+ * to run, as E2B's resume and fork require) to MAX_TIMEOUT_SECONDS; `why` follows the message.
  */
-export function parseTimeoutSeconds(value: unknown, field = "timeout", least = 0): number {
+export function parseTimeoutSeconds(value: unknown, field = "timeout", least = 0, why = ""): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < least || value > MAX_TIMEOUT_SECONDS) {
     throw new ValidationError(
       field,
-      `must be a whole number of seconds from ${least} to ${MAX_TIMEOUT_SECONDS} (24 hours), counted from now; got ${JSON.stringify(value) ?? "nothing"}`,
+      `must be a whole number of seconds from ${least} to ${MAX_TIMEOUT_SECONDS} (24 hours), counted from now${why}; got ${JSON.stringify(value) ?? "nothing"}`,
     );
   }
   return value;
 }
+
+/** Why a create's timeout is at least 1 s. */
+const CREATE_TIMEOUT_LEAST =
+  " (at least 1: a sandbox ending at once would be removed before it could be used; E2B has no unlimited timeout either)";
 
 /** How E2B's `Secret.fill(name)` placeholders begin (`${e2b.secrets.<name>}`). */
 const SECRET_PLACEHOLDER = "${e2b.secrets.";
@@ -194,7 +198,7 @@ export function parseNewSandbox(body: unknown, defaultTimeoutSeconds = DEFAULT_C
   refuseIfAsked(request, "iam", "workload identity tokens are not supported; omit iam");
   return {
     templateID,
-    timeoutSeconds: timeout === undefined ? defaultTimeoutSeconds : parseTimeoutSeconds(timeout),
+    timeoutSeconds: timeout === undefined ? defaultTimeoutSeconds : parseTimeoutSeconds(timeout, "timeout", 1, CREATE_TIMEOUT_LEAST),
     metadata,
     envVars: stringMap(present(request, "envVars"), "envVars", "env"),
     allowInternetAccess: optionalBoolean(request, "allow_internet_access"),
