@@ -67,7 +67,11 @@ describe("E2B create requests (NewSandbox, NewSandboxV2)", () => {
       refuses(() => parseNewSandbox({ templateID: "base", timeout }), "timeout", /whole number of seconds from 1 to 86400/);
     }
     // A sandbox ending at once: its create would wait for a daemon being removed (was: 20 s, then "retry").
-    refuses(() => parseNewSandbox({ templateID: "base", timeout: 0 }), "timeout", /from 1 to 86400 .*at least 1: a sandbox ending at once would be removed.*got 0/);
+    refuses(
+      () => parseNewSandbox({ templateID: "base", timeout: 0 }),
+      "timeout",
+      /from 1 to 86400 .*at least 1: a sandbox ending at once would be removed.*got 0/,
+    );
   });
 
   it("requires a templateID", () => {

@@ -97,8 +97,7 @@ export function parseTimeoutSeconds(value: unknown, field = "timeout", least = 0
 }
 
 /** Why a create's timeout is at least 1 s. */
-const CREATE_TIMEOUT_LEAST =
-  " (at least 1: a sandbox ending at once would be removed before it could be used; E2B has no unlimited timeout either)";
+const CREATE_TIMEOUT_LEAST = " (at least 1: a sandbox ending at once would be removed before it could be used; E2B has no unlimited timeout either)";
 
 /** How E2B's `Secret.fill(name)` placeholders begin (`${e2b.secrets.<name>}`). */
 const SECRET_PLACEHOLDER = "${e2b.secrets.";

@@ -138,6 +138,21 @@ describe("E2B sandboxes over Fast Sandbox's own", () => {
       assert.equal(e2b.fixture.allocated(), 0, "its slot is free again");
     });
 
+    it("stops waiting for the daemon of a sandbox killed meanwhile, saying so (not after the wait's deadline, not 'retry')", async () => {
+      e2b.envdGate = new Promise<void>(() => {}); // a daemon that never answers
+      const creating = e2b.sandboxes.create(create({}));
+      while (e2b.envdWaits.length === 0) await setTimeout(5);
+      const [waited] = e2b.envdWaits;
+      await e2b.sandboxes.kill(waited?.sandboxID ?? "");
+      await assert.rejects(creating, (error: unknown) => {
+        assert.ok(error instanceof ConflictError, String(error));
+        assert.equal(error.message, `sandbox ${waited?.sandboxID ?? ""} was deleted while the call waited for its in-sandbox daemon`);
+        return true;
+      });
+      assert.deepEqual(await e2b.stored(), []);
+      assert.equal(e2b.fixture.allocated(), 0);
+    });
+
     it("deletes the sandbox when the client goes away during the wait", async () => {
       const controller = new AbortController();
       controller.abort(new Error("the client closed the connection"));

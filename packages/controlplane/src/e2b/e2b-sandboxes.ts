@@ -137,6 +137,9 @@ function deletedAfter(error: unknown): FsbError {
   return new FsbError(failure.code, message, { cause: error });
 }
 
+/** How often a sandbox whose daemon is awaited is checked for having ended meanwhile. */
+const ENDED_CHECK_INTERVAL_MS = 500;
+
 /** Phases of a sandbox that will not run again (or not without its agent): E2B's kill finds nothing to kill. */
 const ENDED_PHASES: ReadonlySet<string> = new Set(["Terminating", "Expired", "Failed", "Lost"]);
 
@@ -550,8 +553,38 @@ export class E2bSandboxes {
     signal?.throwIfAborted();
     const address = sandbox.status?.sandboxIP;
     if (!address) throw new UnavailableError(`sandbox ${sandboxID} got no network address of its own from its agent`);
-    await this.options.envdReady({ sandboxID, address, ...(sandbox.status?.assignedPod ? { agent: sandbox.status.assignedPod } : {}) }, signal);
+    // A sandbox that ends meanwhile (killed, expired, failed) is not waited for to the deadline: its
+    // daemon will not answer (and its address may soon be another sandbox's).
+    const ended = new AbortController();
+    const watch = setInterval(() => {
+      void this.endOf(sandbox).then((end) => {
+        if (end && !ended.signal.aborted) ended.abort(new ConflictError(`sandbox ${sandboxID} ${end} while the call waited for its in-sandbox daemon`));
+      });
+    }, ENDED_CHECK_INTERVAL_MS);
+    try {
+      const both = signal ? AbortSignal.any([signal, ended.signal]) : ended.signal;
+      await this.options.envdReady({ sandboxID, address, ...(sandbox.status?.assignedPod ? { agent: sandbox.status.assignedPod } : {}) }, both);
+    } catch (error) {
+      if (ended.signal.aborted && !signal?.aborted) throw ended.signal.reason;
+      throw error;
+    } finally {
+      clearInterval(watch);
+    }
     signal?.throwIfAborted();
+  }
+
+  /** How a sandbox ended ("was killed", "expired", …), undefined while it runs (or cannot be read now). */
+  private async endOf(sandbox: Sandbox): Promise<string | undefined> {
+    let now: Sandbox;
+    try {
+      now = await this.options.manager.get(this.namespace, sandbox.metadata.name);
+    } catch (error) {
+      return error instanceof NotFoundError ? "was deleted" : undefined;
+    }
+    if (now.metadata.uid !== sandbox.metadata.uid || now.metadata.deletionTimestamp !== undefined) return "was deleted";
+    const phase = now.status?.phase ?? "";
+    if (phase === "Expired") return "reached its timeout";
+    return ENDED_PHASES.has(phase) ? `ended (its phase is ${phase})` : undefined;
   }
 
   /** Waits for a new sandbox's daemon; a sandbox whose daemon does not answer is deleted before the error is thrown. */
@@ -565,6 +598,7 @@ export class E2bSandboxes {
           "could not delete an E2B sandbox whose create failed",
         );
       });
+      if (error instanceof ConflictError) throw error; // it ended meanwhile: nothing to retry
       throw deletedAfter(signal?.aborted ? new UnavailableError(`the client went away during the create: ${String(signal.reason)}`) : error);
     }
   }
