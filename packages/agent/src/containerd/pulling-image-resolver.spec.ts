@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
-import { NotFoundError, normalizeImageName } from "@fast-sandbox/api";
+import { NotFoundError, UnavailableError, normalizeImageName } from "@fast-sandbox/api";
 import type { ContainerdClient } from "./containerd-client.js";
 import type { ImagePuller } from "./image-puller.js";
 import { ImageResolver } from "./image-resolver.js";
@@ -79,5 +79,30 @@ describe("PullingImageResolver, an image pulled anew (`fsb pull`)", () => {
       assert.notEqual(digest, before);
       for (const spelling of SPELLINGS) assert.equal((await images.resolve(spelling)).targetDigest, digest, `${spelling} after a pull of ${pulled}`);
     }
+  });
+});
+
+describe("PullingImageResolver, an image neither here nor pullable", () => {
+  it("says it is not in the namespace, how to import it, and why the pull failed, with the pull's code", async () => {
+    const client = containerd(new Map(), new Map());
+    const puller = {
+      pull: () => Promise.reject(new UnavailableError("registry fast-sandbox.io is unreachable at https://fast-sandbox.io (ENOTFOUND)")),
+      unpack: () => Promise.reject(new Error("not called")),
+    };
+    const images = new PullingImageResolver(
+      client,
+      "overlayfs",
+      new ImageResolver(client, "import it with scripts/build-base-image.sh"),
+      puller as unknown as ImagePuller,
+    );
+    await assert.rejects(images.resolve("fast-sandbox.io/base:latest"), (error: unknown) => {
+      assert.ok(error instanceof UnavailableError, String(error));
+      assert.equal(
+        error.message,
+        'image "fast-sandbox.io/base:latest" is not in containerd namespace "test"; import it with scripts/build-base-image.sh; ' +
+          "pulling it failed: registry fast-sandbox.io is unreachable at https://fast-sandbox.io (ENOTFOUND)",
+      );
+      return true;
+    });
   });
 });

@@ -10,7 +10,7 @@
  * resolution: a pull of any of them forgets it, so none keeps the digest from before the pull (the
  * prepared instances of the new one would be thrown away as stale on every claim).
  */
-import { NotFoundError, normalizeImageName } from "@fast-sandbox/api/core";
+import { FsbError, NotFoundError, TimeoutError, UnavailableError, normalizeImageName } from "@fast-sandbox/api/core";
 import type { PullImageOptions, PulledImage } from "../runtime/runtime.js";
 import type { ImagePuller } from "./image-puller.js";
 import type { ImageResolver, ResolvedImage } from "./image-resolver.js";
@@ -55,7 +55,8 @@ export class PullingImageResolver {
   }
 
   private async load(reference: string): Promise<ResolvedImage> {
-    const found = (await this.lookUp(reference)) ?? (await this.lookUp(normalizeImageName(reference)));
+    let missing: NotFoundError | undefined;
+    const found = (await this.lookUp(reference, (error) => (missing = error))) ?? (await this.lookUp(normalizeImageName(reference)));
     if (found) {
       if (await hasSnapshot(this.client, this.snapshotter, found.chainId)) return found;
       // The record is there but not its unpacked layers: unpack what the store holds, or pull what it lacks.
@@ -68,16 +69,31 @@ export class PullingImageResolver {
       this.resolver.forget(found.reference);
       return this.resolver.resolve(found.reference);
     }
-    const pulled = await this.puller.pull(reference);
+    let pulled: PulledImage;
+    try {
+      pulled = await this.puller.pull(reference);
+    } catch (error) {
+      // The pull's failure alone would hide that the image was looked for here first, and how to import it.
+      throw missing && error instanceof FsbError ? rephrased(error, `${missing.message}; pulling it failed: ${error.message}`) : error;
+    }
     return this.resolver.resolve(pulled.image);
   }
 
-  private async lookUp(name: string): Promise<ResolvedImage | undefined> {
+  private async lookUp(name: string, whenMissing?: (error: NotFoundError) => void): Promise<ResolvedImage | undefined> {
     try {
       return await this.resolver.resolve(name);
     } catch (error) {
-      if (error instanceof NotFoundError) return undefined;
-      throw error;
+      if (!(error instanceof NotFoundError)) throw error;
+      whenMissing?.(error);
+      return undefined;
     }
   }
+}
+
+/** `error` saying `message` instead: of the same code (and class, for those a pull throws). */
+function rephrased(error: FsbError, message: string): FsbError {
+  if (error instanceof NotFoundError) return new NotFoundError(message, { cause: error });
+  if (error instanceof UnavailableError) return new UnavailableError(message, { cause: error });
+  if (error instanceof TimeoutError) return new TimeoutError(message, { cause: error });
+  return new FsbError(error.code, message, { cause: error });
 }
