@@ -525,7 +525,7 @@ def start_request(
     process: Dict[str, Any] = {"cmd": argv[0], "args": list(argv[1:]), "envs": variables}
     if cwd:
         process["cwd"] = sandbox_path(cwd, "cwd")
-    request: Dict[str, Any] = {"process": process, "stdin": stdin}
+    request: Dict[str, Any] = {"process": process, "stdin": check_flag(stdin, "stdin", STDIN_HINT)}
     if tag:
         request["tag"] = tag
     if pty is not None:
@@ -720,6 +720,23 @@ def file_params(path: str, user: Optional[str] = None, mode: Optional[int] = Non
     if mode is not None:
         params["mode"] = format(check_file_mode(mode), "o")
     return params
+
+
+def check_read_format(value: object) -> None:
+    """A read's ``format``: ``"text"`` or ``"bytes"``."""
+    if value not in ("text", "bytes") or not isinstance(value, str):
+        raise ValidationError("format", f"{value!r} is not a format; give 'text' (the default: UTF-8 text) or 'bytes'")
+
+
+#: What ``stdin`` is for, when something else was given (the input itself).
+STDIN_HINT = ": True keeps the command's stdin open, and the handle's send_stdin() writes to it (run it with background=True)"
+
+
+def check_flag(value: object, field: str, hint: str = "") -> bool:
+    """A True/False argument (``stdin``): anything else, such as the text meant for stdin, is refused."""
+    if not isinstance(value, bool):
+        raise ValidationError(field, f"{value!r} is not True or False{hint}")
+    return value
 
 
 def check_file_mode(mode: object) -> int:

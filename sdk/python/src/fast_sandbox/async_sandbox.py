@@ -770,6 +770,7 @@ class AsyncFiles:
         request_timeout: Optional[float] = None,
     ) -> Union[str, bytes]:
         """The file's content, as UTF-8 text or (``format="bytes"``) bytes; paths as :meth:`fast_sandbox.Files.read` takes them."""
+        protocol.check_read_format(format)
         path = protocol.sandbox_path(path)
         what = self._daemon.describe(f"reading {path}")
         response = await self._daemon.http("GET", "/files", what, request_timeout, params=protocol.file_params(path), user=user)

@@ -697,6 +697,7 @@ class Files:
 
         Paths here are text; bytes and path-like objects (``PurePosixPath``) are taken as UTF-8.
         """
+        protocol.check_read_format(format)
         path = protocol.sandbox_path(path)
         what = self._daemon.describe(f"reading {path}")
         response = self._daemon.http("GET", "/files", what, request_timeout, params=protocol.file_params(path), user=user)

@@ -910,6 +910,10 @@ def test_commands_ports_envs_and_lifetimes_of_the_wrong_kind_are_validation_erro
         sandbox.commands.run("true", envs="A=1")  # type: ignore[call-overload]
     with pytest.raises(ValidationError, match=r"^envs\.A: 1 is not a string"):
         sandbox.pty.create(envs={"A": 1})  # type: ignore[dict-item]
+    with pytest.raises(ValidationError, match=r"^stdin: 'hello' is not True or False: True keeps the command's stdin open, .*send_stdin"):
+        sandbox.commands.run("cat", stdin="hello")  # type: ignore[call-overload]
+    with pytest.raises(ValidationError, match=r"^format: 'json' is not a format; give 'text' \(the default: UTF-8 text\) or 'bytes'"):
+        sandbox.files.read("/etc/hostname", format="json")  # type: ignore[call-overload]
     for timeout in (float("nan"), float("inf"), 0, -1, "10", 1e300):
         with pytest.raises(ValidationError, match=r"^timeout: .* is not a positive number of seconds"):
             sandbox.set_timeout(timeout)  # type: ignore[arg-type]
