@@ -51,7 +51,7 @@ func (s *Service) Start(ctx context.Context, request *connect.Request[rpc.StartR
 	defer process.Unsubscribe(subscription)
 	// Registered as soon as it runs, before its end could unregister it.
 	if err := process.Start(s.Processes.add, s.Processes.remove); err != nil {
-		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("cannot start %s: %w", spec.Path, err))
+		return startError(spec.Path, err)
 	}
 	if milliseconds, err := strconv.ParseInt(request.Header().Get(timeoutHeader), 10, 64); err == nil && milliseconds > 0 {
 		timer := time.AfterFunc(time.Duration(milliseconds)*time.Millisecond, func() { _ = process.Signal(syscall.SIGKILL) })
@@ -63,6 +63,16 @@ func (s *Service) Start(ctx context.Context, request *connect.Request[rpc.StartR
 	return relay(ctx, process, subscription, keepalive, func(event *rpc.ProcessEvent) error {
 		return stream.Send(&rpc.StartResponse{Event: event})
 	})
+}
+
+// startError is a refused start's error: a program that cannot be run is the request's fault
+// (InvalidArgument); a sandbox out of processes (its pids limit) or memory is not (ResourceExhausted).
+func startError(path string, err error) error {
+	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ENOMEM) {
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+			"cannot start %s: %w: the sandbox is out of processes (its pids limit) or memory; end some of its processes", path, err))
+	}
+	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("cannot start %s: %w", path, err))
 }
 
 // spec validates a StartRequest and resolves what the process runs as, where and with what.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -239,5 +240,20 @@ func TestThePathLookupChoosesWhatTheUserMayRun(t *testing.T) {
 	refused(t, "a tool in root's directory by its path", err, "not found", "permission denied")
 	if _, err := c.spec("", &rpc.ProcessConfig{Cmd: filepath.Join(locked, "tool")}); err != nil {
 		t.Fatalf("root's tool by its path as root: %v", err)
+	}
+}
+
+// A start the sandbox has no room for (fork: EAGAIN at its pids limit, ENOMEM) is not the request's
+// fault: ResourceExhausted, saying what is exhausted; a program that cannot be run stays InvalidArgument.
+func TestAStartWithoutRoomIsResourceExhausted(t *testing.T) {
+	for _, errno := range []syscall.Errno{syscall.EAGAIN, syscall.ENOMEM} {
+		err := startError("/bin/bash", &os.PathError{Op: "fork/exec", Path: "/bin/bash", Err: errno})
+		if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "out of processes (its pids limit) or memory") {
+			t.Fatalf("%v: %v (%v)", errno, err, connect.CodeOf(err))
+		}
+	}
+	err := startError("/nope", &os.PathError{Op: "fork/exec", Path: "/nope", Err: syscall.ENOENT})
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || err.Error() != "invalid_argument: cannot start /nope: fork/exec /nope: no such file or directory" {
+		t.Fatalf("ENOENT: %v (%v)", err, connect.CodeOf(err))
 	}
 }
