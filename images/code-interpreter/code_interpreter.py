@@ -1456,6 +1456,8 @@ class Context:
         self.cwd = cwd
         self.lock = threading.Lock()
         self.removed = False
+        # The generation (restarts) the running execution began in.
+        self.running_generation = 0
         self.generation = 0
         # Events read but not yet handled: the next execution's start when a read brought both;
         # `scanned`: how much of it holds no newline (a result's line may be megabytes long).
@@ -1543,7 +1545,7 @@ class Context:
         socket `client` reaches its end) interrupts the execution (SIGINT); code that does not stop
         within INTERRUPT_GRACE_S loses its interpreter (the next execution starts a new one)."""
         with self.lock:
-            generation = self.generation
+            generation = self.running_generation = self.generation
             if self.removed:
                 raise ContextGone("context %s was removed" % self.id)
             if client is not None and _client_gone(client):
@@ -1604,7 +1606,7 @@ class Context:
                 # Dead, though something it started may hold its events open.
                 status = self.process.returncode
                 self.stop()
-                raise ContextGone("the context's interpreter exited (status %s); a new one starts at the next execution" % status)
+                raise self.exited("the context's interpreter exited (status %s)" % status)
             for key, _ in ready:
                 if key.data == "client":
                     # The request was read whole: what is readable now is the client's end, or a
@@ -1621,12 +1623,21 @@ class Context:
                 if not chunk:
                     status = self.process.wait()
                     self.stop()
-                    raise ContextGone("the context's interpreter exited (status %s); a new one starts at the next execution" % status)
+                    raise self.exited("the context's interpreter exited (status %s)" % status)
                 self.pending += chunk
 
     def interrupt(self):
         self.process.send_signal(signal.SIGINT)
         return time.monotonic()
+
+    def exited(self, what):
+        """The error of an execution whose interpreter ended: removed or restarted (restart()) while
+        the code ran, which says so, else `what`, after which the next execution starts a new one."""
+        if self.removed:
+            return ContextGone("context %s was removed while the code ran" % self.id)
+        if self.generation != self.running_generation:
+            return ContextGone("context %s was restarted while the code ran; its next execution runs in a new interpreter" % self.id)
+        return ContextGone("%s; a new one starts at the next execution" % what)
 
 
 class Contexts:

@@ -279,8 +279,16 @@ def test_restarting_a_context_stops_its_running_code_at_once_and_clears_its_stat
     runner.join(30)
     assert not runner.is_alive(), "the running code was stopped by the restart"
     assert outcome["execution"].error is not None
+    assert outcome["execution"].error.value == f"context {context.id} was restarted while the code ran; its next execution runs in a new interpreter"
     assert sandbox.run_code("state", context=context).error.name == "NameError"
+    # Removed while its code runs: said so (not that a new interpreter starts at the next execution).
+    runner = threading.Thread(target=long_run)
+    runner.start()
+    time.sleep(1)
     sandbox.remove_code_context(context)
+    runner.join(30)
+    assert not runner.is_alive(), "the running code was stopped by the removal"
+    assert outcome["execution"].error.value == f"context {context.id} was removed while the code ran"
 
 
 def test_a_run_past_its_timeout_is_interrupted_and_the_context_keeps_its_state(sandbox):
