@@ -50,6 +50,8 @@ export interface FakeControlPlane {
   creates: pb.CreateSandboxRequest[];
   /** The Logs requests it answered. */
   logsRequests: pb.LogsRequest[];
+  /** The Exec requests it answered. */
+  execRequests: pb.ExecRequest[];
   /** The client's deadline of each call (its Connect-Timeout-Ms; undefined: none), as `calls` names them. */
   deadlines: { call: string; timeoutMs: number | undefined }[];
   close(): Promise<void>;
@@ -111,6 +113,7 @@ export async function startFakeControlPlane(options: FakeControlPlaneOptions): P
   const calls: string[] = [];
   const creates: pb.CreateSandboxRequest[] = [];
   const logsRequests: pb.LogsRequest[] = [];
+  const execRequests: pb.ExecRequest[] = [];
   const deadlines: FakeControlPlane["deadlines"] = [];
   const sandboxes = new Map((options.sandboxes ?? []).map((sandbox) => [`${sandbox.metadata.namespace ?? "default"}/${sandbox.metadata.name}`, sandbox]));
   const record: Interceptor = (next) => (request) => {
@@ -181,6 +184,7 @@ export async function startFakeControlPlane(options: FakeControlPlaneOptions): P
           return sandboxToMessage(updated);
         },
         exec: async function* (request) {
+          execRequests.push(request);
           find(request);
           const failure = FAKE_EXEC_FAILURES[request.command[0] ?? ""];
           if (failure) throw toConnectError(new FsbError("internal", failure));
@@ -253,5 +257,5 @@ export async function startFakeControlPlane(options: FakeControlPlaneOptions): P
     },
   });
   const server = await listenCleartext(handler, "127.0.0.1", 0);
-  return { url: `http://127.0.0.1:${server.port}`, calls, sandboxes, pools, creates, logsRequests, deadlines, close: () => server.close() };
+  return { url: `http://127.0.0.1:${server.port}`, calls, sandboxes, pools, creates, logsRequests, execRequests, deadlines, close: () => server.close() };
 }

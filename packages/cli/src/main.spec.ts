@@ -716,6 +716,15 @@ describe("fsb: every name tried, empty and out-of-range values refused, what app
       const argument = await fsb(...target(controlPlane), "exec", "web", "--", "echo", "");
       assert.equal(argument.code, 0, argument.stderr);
       assert.equal(argument.stdout, "ran\n");
+      // Without --, the command's flags are the command's: fsb's end at its first word (as docker exec's).
+      const flags = await fsb(...target(controlPlane), "exec", "web", "-e", "B=2", "echo", "-e", "A=1", "hi");
+      assert.equal(flags.code, 0, flags.stderr);
+      const [, withFlags] = controlPlane.execRequests;
+      assert.deepEqual(withFlags?.command, ["echo", "-e", "A=1", "hi"]);
+      assert.deepEqual(
+        withFlags?.envs.map((variable) => `${variable.name}=${variable.value}`),
+        ["B=2"],
+      );
     } finally {
       await controlPlane.close();
     }

@@ -3,6 +3,7 @@ import { ValidationError } from "@fast-sandbox/api";
 import { parseResourceArgs, resourceKind } from "./resource-args.js";
 import { OUTPUT_FORMATS, exitWhenReaderGoes } from "./output.js";
 import { closeConnections } from "./connection.js";
+import { separateCommandWords } from "./command-words.js";
 import { printFailure } from "./failures.js";
 import { KUBECTL_PLUGIN_NAME, programNameOf } from "./target.js";
 
@@ -156,7 +157,7 @@ function program(programName: string, root: { namespace?: string } = {}): Comman
   fsb
     .command("run")
     .description("create a sandbox running COMMAND (default: the image's command); prints its name last (-q: alone)")
-    .argument("[command...]", "command and arguments, after --")
+    .argument("[command...]", "command and arguments (after --, or after the flags: its own flags follow its first word)")
     .option("--name <name>", "sandbox name (default: generated)")
     .addOption(namespaceOption())
     .option("--pool <pool>", "pool to place it in", "default")
@@ -350,7 +351,7 @@ function program(programName: string, root: { namespace?: string } = {}): Comman
     .command("exec")
     .description("run a command in a sandbox; exits with its exit code (-it: interactively, in a terminal)")
     .argument("<name>")
-    .argument("[command...]", "command and arguments, after --")
+    .argument("[command...]", "command and arguments (after --, or after the flags: its own flags follow its first word)")
     .addOption(namespaceOption())
     .option("-e, --env <NAME=VALUE>", "environment variable (repeatable)", collect, [] as string[])
     .option("-w, --workdir <dir>", "working directory")
@@ -559,7 +560,7 @@ export async function main(argv: string[], programName = programNameOf(argv[1]))
     const fsb = program(programName, root);
     const taken = takeRootNamespace(fsb, argv);
     if (taken.namespace !== undefined) root.namespace = taken.namespace;
-    await fsb.parseAsync(taken.argv);
+    await fsb.parseAsync(separateCommandWords(fsb, taken.argv));
     return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (error) {
     if (error instanceof CommanderError) {

@@ -325,7 +325,8 @@ async function authenticate(request: HttpRequest, apiKeys: ApiKeyStore): Promise
       "the X-API-KEY header is not an API key of this server: its keys are e2b_ and 40 lower-case hex digits ('fsb e2b env' issues one)",
     );
   }
-  if (!(await apiKeys.has(hashApiKey(key)))) throw new UnauthenticatedError("the API key in X-API-KEY was not issued by this server, or was revoked; 'fsb e2b env' issues one");
+  if (!(await apiKeys.has(hashApiKey(key))))
+    throw new UnauthenticatedError("the API key in X-API-KEY was not issued by this server, or was revoked; 'fsb e2b env' issues one");
 }
 
 function send(response: HttpResponse, answer: Answer): void {
