@@ -97,6 +97,13 @@ export class UnavailableError extends FsbError {
 export class BusyError extends UnavailableError {}
 
 /**
+ * The server answered, but a service beyond it that the call needs is unavailable (an image's
+ * registry): the server itself is fine, and another server of the same kind would most likely meet
+ * the same — a create is not placed again on another agent for it.
+ */
+export class UpstreamUnavailableError extends UnavailableError {}
+
+/**
  * Something did not finish within its deadline: a call's `requestTimeoutMs`, a command's `timeoutMs`, a
  * server's own wait. Whether the work itself stopped depends on the call (a command past its
  * `timeoutMs` is killed); the message says which deadline it was and how to change it.

@@ -10,7 +10,7 @@
  * resolution: a pull of any of them forgets it, so none keeps the digest from before the pull (the
  * prepared instances of the new one would be thrown away as stale on every claim).
  */
-import { FsbError, NotFoundError, TimeoutError, UnavailableError, normalizeImageName } from "@fast-sandbox/api/core";
+import { FsbError, NotFoundError, TimeoutError, UnavailableError, UpstreamUnavailableError, normalizeImageName } from "@fast-sandbox/api/core";
 import type { PullImageOptions, PulledImage } from "../runtime/runtime.js";
 import type { ImagePuller } from "./image-puller.js";
 import type { ImageResolver, ResolvedImage } from "./image-resolver.js";
@@ -93,6 +93,7 @@ export class PullingImageResolver {
 /** `error` saying `message` instead: of the same code (and class, for those a pull throws). */
 function rephrased(error: FsbError, message: string): FsbError {
   if (error instanceof NotFoundError) return new NotFoundError(message, { cause: error });
+  if (error instanceof UpstreamUnavailableError) return new UpstreamUnavailableError(message, { cause: error });
   if (error instanceof UnavailableError) return new UnavailableError(message, { cause: error });
   if (error instanceof TimeoutError) return new TimeoutError(message, { cause: error });
   return new FsbError(error.code, message, { cause: error });

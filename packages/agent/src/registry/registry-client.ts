@@ -26,6 +26,7 @@ import {
   PermissionDeniedError,
   UnauthenticatedError,
   UnavailableError,
+  UpstreamUnavailableError,
 } from "@fast-sandbox/api/core";
 import { parseAuthChallenges, type AuthChallenge } from "./auth-challenge.js";
 import { isLoopbackAddress, pinnedFetch, resolveHost, systemLookup, thisHostAddress, type HostLookup, type ResolvedAddress } from "./pinned-fetch.js";
@@ -496,19 +497,19 @@ export class RegistryClient {
    * `error` as UnavailableError naming where the agent could not get: the registry, or the URL
    * it was sent to (its token service, the storage of its blobs).
    */
-  private unreachable(error: unknown, url?: URL, token = false): UnavailableError {
+  private unreachable(error: unknown, url?: URL, token = false): UpstreamUnavailableError {
     const cause = (error as { cause?: { code?: string; message?: string } }).cause;
     const reason = cause?.code ?? cause?.message ?? (error instanceof Error ? error.message : String(error));
     if (url && url.origin !== this.baseOrigin) {
       const where = `${url.origin}${url.pathname}`;
-      return new UnavailableError(
+      return new UpstreamUnavailableError(
         token
           ? `the token service of registry ${this.registry} is unreachable at ${where} (${reason}); check that this host reaches it and that the registry is up`
           : `${where}, where registry ${this.registry} sent the agent, is unreachable (${reason}); check that this host reaches it and that the registry is up`,
         { cause: error },
       );
     }
-    return new UnavailableError(
+    return new UpstreamUnavailableError(
       `registry ${this.registry} is unreachable at ${this.baseUrl} (${reason}); check the image's registry name, that the registry is up and that this host reaches it`,
       { cause: error },
     );

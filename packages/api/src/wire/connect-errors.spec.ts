@@ -4,6 +4,7 @@ import { Code, ConnectError, createClient, createRouterTransport } from "@connec
 import {
   AlreadyExistsError,
   BusyError,
+  UpstreamUnavailableError,
   ConflictError,
   ExpiredError,
   FailedPreconditionError,
@@ -30,6 +31,7 @@ const errors: [string, () => FsbError, Code][] = [
   ["UnauthenticatedError", () => new UnauthenticatedError("missing bearer token"), Code.Unauthenticated],
   ["UnavailableError", () => new UnavailableError("agent-0 is not reachable"), Code.Unavailable],
   ["BusyError", () => new BusyError("containerd did not list the sandboxes within 1750 ms"), Code.Unavailable],
+  ["UpstreamUnavailableError", () => new UpstreamUnavailableError("registry r.io is unreachable at https://r.io (ENOTFOUND)"), Code.Unavailable],
   ["FailedPreconditionError", () => new FailedPreconditionError("the pool is being deleted"), Code.FailedPrecondition],
   ["ExpiredError", () => new ExpiredError("resourceVersion 1 is too old; list again"), Code.FailedPrecondition],
   ["PermissionDeniedError", () => new PermissionDeniedError("registry r.io denied access to team/app"), Code.PermissionDenied],

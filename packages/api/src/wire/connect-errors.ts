@@ -16,6 +16,7 @@ import {
   TimeoutError,
   UnauthenticatedError,
   UnavailableError,
+  UpstreamUnavailableError,
   ValidationError,
   type ErrorCode,
 } from "../errors.js";
@@ -43,6 +44,7 @@ const ERROR_FIELD_KEY = "fsb-error-field";
 const ERROR_REASON_KEY = "fsb-error-reason";
 const EXPIRED_REASON = "expired";
 const BUSY_REASON = "busy";
+const UPSTREAM_REASON = "upstream";
 
 export function toConnectError(error: unknown): ConnectError {
   if (error instanceof ConnectError) return error;
@@ -51,6 +53,7 @@ export function toConnectError(error: unknown): ConnectError {
   if (fsb instanceof ValidationError) metadata.set(ERROR_FIELD_KEY, encodeURIComponent(fsb.field));
   if (fsb instanceof ExpiredError) metadata.set(ERROR_REASON_KEY, EXPIRED_REASON);
   if (fsb instanceof BusyError) metadata.set(ERROR_REASON_KEY, BUSY_REASON);
+  if (fsb instanceof UpstreamUnavailableError) metadata.set(ERROR_REASON_KEY, UPSTREAM_REASON);
   return new ConnectError(fsb.message, CODE_TO_CONNECT[fsb.code], metadata, undefined, fsb);
 }
 
@@ -85,6 +88,7 @@ export function fromConnectError(error: unknown): FsbError {
       return new FailedPreconditionError(message);
     case "unavailable":
       if (connect.metadata.get(ERROR_REASON_KEY) === BUSY_REASON) return new BusyError(message, { cause: connect });
+      if (connect.metadata.get(ERROR_REASON_KEY) === UPSTREAM_REASON) return new UpstreamUnavailableError(message, { cause: connect });
       return new UnavailableError(message, { cause: connect });
     case "deadline_exceeded":
       return new TimeoutError(message, { cause: connect });

@@ -8,6 +8,7 @@ import {
   NoCapacityError,
   NotFoundError,
   UnavailableError,
+  UpstreamUnavailableError,
   ValidationError,
   DEFAULT_NETWORK_MODE,
   sandboxSpecFromMessage,
@@ -1077,6 +1078,18 @@ describe("SandboxManager", () => {
       assert.equal(agent.createRequests.length, 2);
       assert.equal(sandbox.status?.assignedPod, AGENT);
       assert.equal(allocated(), 1);
+    });
+
+    it("does not place a create again when its agent answered that the image's registry is unreachable: fails at once, the agent not passed over", async () => {
+      const other = addAgent("default-1");
+      agent.createError = new UpstreamUnavailableError("registry nosuch.invalid is unreachable at https://nosuch.invalid (ENOTFOUND)");
+      const error = await rejection(manager.create({ name: "web", spec: spec() }));
+      assert.ok(error instanceof UpstreamUnavailableError, String(error));
+      assert.equal(agent.createRequests.length, 1);
+      assert.deepEqual(other.calls, []);
+      assert.equal(await stored("web"), undefined);
+      assert.equal(allocated(), 0);
+      assert.equal(clock.pendingTimers, 0, "no pause before another try");
     });
 
     it("gives up with Unavailable after three unreachable agents, each attempt undone", async () => {

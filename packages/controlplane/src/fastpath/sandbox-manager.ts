@@ -14,6 +14,7 @@ import {
   NoCapacityError,
   NotFoundError,
   UnavailableError,
+  UpstreamUnavailableError,
   ValidationError,
   checkProcess,
   networkModeOf,
@@ -632,7 +633,7 @@ export class SandboxManager {
           if (++refused >= REFUSED_PLACEMENT_ATTEMPTS) throw new NoCapacityError(error.message);
           this.logger.debug({ sandbox: key, err: error }, "agent refused the create; placing it again");
           await sleep(this.clock, REFUSAL_PAUSE_MS * refused);
-        } else if (error instanceof UnavailableError && ++unreachable < PLACEMENT_ATTEMPTS) {
+        } else if (error instanceof UnavailableError && !(error instanceof UpstreamUnavailableError) && ++unreachable < PLACEMENT_ATTEMPTS) {
           this.logger.warn({ sandbox: key, err: error }, "agent unreachable during create; placing it again");
           // The lost agent is marked unready within a heartbeat; until then the next try passes it over
           // if another agent can take the sandbox, and the pause leaves a lone agent time to come back.
@@ -711,7 +712,9 @@ export class SandboxManager {
       this.registry.release(key);
       // Passed over at the next try while another agent can take it: one that refused (its own view
       // of its slots and ports, ahead of this registry's) would most likely refuse again.
-      if (FsbError.from(error) instanceof UnavailableError || error instanceof RefusedByAgentError) avoid.add(agent.name);
+      // An agent that answered that the image's registry is unreachable is fine itself.
+      const agentUnavailable = FsbError.from(error) instanceof UnavailableError && !(error instanceof UpstreamUnavailableError);
+      if (agentUnavailable || error instanceof RefusedByAgentError) avoid.add(agent.name);
       // The agent may have created the container although the call failed (e.g. a timeout).
       await this.agents
         .get(agent.name, namespace)
