@@ -173,6 +173,31 @@ describe("AgentAdoption", () => {
     assert.equal((await fixture.stored("gone"))?.status?.sandboxIP, undefined);
   });
 
+  it("gives a Running sandbox the endpoints of this control plane's proxy (fsb up started again on another proxy port), and leaves current ones unwritten", async () => {
+    const stale = ["http://8080-id-web.localhost:7192/"];
+    await fixture.storeRecord("web", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-web", endpoints: stale }, { exposedPorts: [8080] });
+    await fixture.storeRecord("api", { phase: "Running", assignedPod: "agent-a", sandboxID: "id-api" }, { exposedPorts: [9090] });
+    const api = await fixture.stored("api");
+    assert.ok(api);
+    const current = fixture.manager.endpointsOf(api);
+    await fixture.store.updateStatus("Sandbox", { ...api, status: { ...api.status, endpoints: current } });
+    const apiVersion = (await fixture.stored("api"))?.metadata.resourceVersion;
+
+    await adoption.adopt(
+      "agent-a",
+      report("agent-a", [
+        { sandboxId: "id-web", name: "web" },
+        { sandboxId: "id-api", name: "api" },
+      ]),
+    );
+
+    const web = await fixture.stored("web");
+    assert.ok(web);
+    assert.deepEqual(web.status?.endpoints, fixture.manager.endpointsOf(web));
+    assert.notDeepEqual(web.status?.endpoints, stale);
+    assert.equal((await fixture.stored("api"))?.metadata.resourceVersion, apiVersion, "current endpoints: nothing written");
+  });
+
   it("brings a Lost sandbox the returning agent still runs back to Running, with its slot", async () => {
     await fixture.storeRecord("back", { phase: "Lost", assignedPod: "agent-a", sandboxID: "id-back" });
 

@@ -179,8 +179,14 @@ export class AgentAdoption {
           } else if (!sandbox.metadata.deletionTimestamp) {
             // (A sandbox being deleted gets no slot back: its cleanup is about to release it.)
             registry.restore({ sandboxKey: key, agentName, ports: manager.portsHeldBy(observed) });
-            if (sandbox.status?.phase === "Running" && sandbox.status.sandboxIP !== reported.address) {
-              await writeStatus(store, sandbox, { sandboxIP: reported.address });
+            if (sandbox.status?.phase === "Running") {
+              // Its endpoints as this control plane's proxy serves them: `fsb up` may have been started
+              // again with another proxy port or URL since they were written.
+              const endpoints = manager.endpointsOf(sandbox);
+              const endpointsMoved = endpoints.join(" ") !== (sandbox.status.endpoints ?? []).join(" ");
+              if (sandbox.status.sandboxIP !== reported.address || endpointsMoved) {
+                await writeStatus(store, sandbox, { sandboxIP: reported.address, ...(endpointsMoved ? { endpoints } : {}) });
+              }
             }
           }
         } else if (!sandbox.metadata.deletionTimestamp && sandbox.status?.phase === "Running") {
