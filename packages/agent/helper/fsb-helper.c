@@ -120,9 +120,17 @@ static void report_failure(int pipe_fd, const char *step, const char *path) {
   int length = snprintf(text, sizeof text, "failed %s %d\n%s", step, error, path);
   if (length > (int)sizeof text - 1) length = (int)sizeof text - 1;
   if (write(pipe_fd, text, (size_t)length) < 0) { /* the helper reads EOF: reported as started */ }
-  if (*path) fprintf(stderr, "fast-sandbox: cannot run the command: %s %s: %s\n", step, path, strerror(error));
-  else fprintf(stderr, "fast-sandbox: cannot run the command: executable file not found in $PATH\n");
-  _exit(error == ENOENT ? 127 : 126);
+  int exec_step = strcmp(step, "exec") == 0;
+  if (!exec_step && strcmp(step, "user") == 0 && error == ENOENT) {
+    /* As docker exec -u words it; 126 (the command was found, it cannot be run so), not 127. */
+    fprintf(stderr, "fast-sandbox: cannot run the command: unable to find user %s: no matching entries in /etc/passwd or /etc/group\n", path);
+  } else if (*path) {
+    fprintf(stderr, "fast-sandbox: cannot run the command: %s %s: %s\n", step, path, strerror(error));
+  } else {
+    fprintf(stderr, "fast-sandbox: cannot run the command: executable file not found in $PATH\n");
+  }
+  /* 127 only for a command that is not there, as a shell; anything else that stops it is 126. */
+  _exit(exec_step && error == ENOENT ? 127 : 126);
 }
 
 static int all_digits(const char *text) {

@@ -263,7 +263,12 @@ describe("fsb-helper: user and group ids out of range", () => {
     assert.deepEqual(execAs("app", "-u"), { status: 0, stdout: "1000\n", stderr: "" });
     assert.deepEqual(execAs("app", "-G").stdout.trim().split(" ").sort(), ["1000", "50"]);
     assert.deepEqual(execAs("app:staff", "-G"), { status: 0, stdout: "50\n", stderr: "" });
-    assert.deepEqual(execAs("ghost", "-u").status, 127); // no such user: ENOENT, as before
+    // No such user: 126 (the command is there; it cannot be run as that user), as docker exec -u says it.
+    assert.deepEqual(execAs("ghost", "-u"), {
+      status: 126,
+      stdout: "",
+      stderr: "fast-sandbox: cannot run the command: unable to find user ghost: no matching entries in /etc/passwd or /etc/group\n",
+    });
   });
 });
 
