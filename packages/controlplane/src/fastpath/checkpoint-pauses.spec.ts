@@ -263,6 +263,12 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     const again = await pauses.resume(undefined, "sb", { expireTime: END });
     assert.equal(again.resumed, false, "a running sandbox is left as it is");
     assert.equal(again.sandbox.spec.expireTime, LATER_END);
+    // fsb resume --expire of a running sandbox: the end asked for is its end (it was ignored).
+    const ended = await pauses.resume(undefined, "sb", { expireTime: END, endRunning: true });
+    assert.equal(ended.resumed, false);
+    assert.equal(ended.sandbox.spec.expireTime, END);
+    assert.equal((await stored("sb"))?.spec.expireTime, END);
+    assert.equal(a.createRequests.length, 2, "nothing restored for it");
   });
 
   it("gives a resumed sandbox its end with the resume's intent: a resume whose last write fails leaves no sandbox running without an end", async () => {

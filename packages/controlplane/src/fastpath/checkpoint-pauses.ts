@@ -142,6 +142,11 @@ export interface SandboxPausesOptions {
 export interface ResumeOptions {
   /** The resumed sandbox's `spec.expireTime` (RFC 3339). @default none: it does not end by itself */
   expireTime?: string;
+  /**
+   * A sandbox running already gets `expireTime` as its end too (`fsb resume --expire`: the end the
+   * user asked for). @default false: its end stays (E2B's connect moves it only later, itself)
+   */
+  endRunning?: boolean;
 }
 
 /** A pause's checkpoint ends in `-pause-` and 6 hex digits: 13 characters. */
@@ -787,7 +792,19 @@ export class SandboxPauses {
     const key = sandboxKey(namespace, name);
     const found = await this.current(namespace, name);
     if (!isPaused(found)) {
-      if (found.status?.phase === "Running") return { sandbox: found, resumed: false };
+      if (found.status?.phase === "Running") {
+        const { expireTime } = options;
+        if (!options.endRunning || !expireTime || found.spec.expireTime === expireTime) return { sandbox: found, resumed: false };
+        const ended = await this.updateRecord(
+          found,
+          (current) => ({ ...current, spec: { ...current.spec, expireTime } }),
+          (fresh) => {
+            if (fresh.status?.phase !== "Running")
+              throw new ConflictError(`sandbox ${key} changed while its end was set (now ${fresh.status?.phase ?? "Pending"}); retry`);
+          },
+        );
+        return { sandbox: ended, resumed: false };
+      }
       throw new FailedPreconditionError(`sandbox ${key} is ${found.status?.phase ?? "Pending"}: only a Paused sandbox can be resumed`);
     }
     const elsewhere = this.inFlightElsewhere(found);

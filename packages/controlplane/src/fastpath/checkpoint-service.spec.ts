@@ -57,7 +57,7 @@ describe("PauseSandbox and ResumeSandbox", () => {
     await methods.resumeSandbox(create(pb.ResumeSandboxRequestSchema, { name: "napper" }), context);
     assert.deepEqual(calls, [
       { op: "pause", namespace: "team", name: "napper" },
-      { op: "resume", namespace: "", name: "napper", options: { expireTime: inTenMinutes } },
+      { op: "resume", namespace: "", name: "napper", options: { expireTime: inTenMinutes, endRunning: true } },
       { op: "resume", namespace: "", name: "napper", options: {} },
     ]);
   });

@@ -72,7 +72,8 @@ export function checkpointServiceMethods(checkpoints: CheckpointManager | undefi
     resumeSandbox: (request) =>
       edge(async () => {
         const expireTime = resumeExpireTime(request.expireTime);
-        const { sandbox } = await pausing().resume(request.namespace, request.name, expireTime ? { expireTime } : {});
+        // A sandbox running already gets the end asked for too, as a paused one does when it resumes.
+        const { sandbox } = await pausing().resume(request.namespace, request.name, expireTime ? { expireTime, endRunning: true } : {});
         return sandboxToMessage(sandbox);
       }),
     checkpointSandbox: (request) =>
