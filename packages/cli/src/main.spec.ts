@@ -736,9 +736,9 @@ describe("fsb: every name tried, empty and out-of-range values refused, what app
       for (const [args, said] of [
         [
           ["run", "--expire", "100000000000000000000s", "--", "true"],
-          /^error: --expire: "100000000000000000000s" is too long; allowed: 1ms to 36500d \(100 years\)$/m,
+          /^error: --expire: "100000000000000000000s" is too long; allowed: 1s to 36500d \(100 years\)$/m,
         ],
-        [["run", "--expire", "999999999h", "--", "true"], /^error: --expire: "999999999h" is too long; allowed: 1ms to 36500d/m],
+        [["run", "--expire", "999999999h", "--", "true"], /^error: --expire: "999999999h" is too long; allowed: 1s to 36500d/m],
         [["run", "--from-checkpoint", "golden", "--expire", "36501d"], /^error: --expire: "36501d" is too long/m],
         [["resume", "web", "--expire", "999999999h"], /^error: --expire: "999999999h" is too long/m],
         [["run", "--recovery-timeout", "2d", "--", "true"], /^error: --recovery-timeout: "2d" is too long; allowed: 1s to 24h \(86400s\)$/m],

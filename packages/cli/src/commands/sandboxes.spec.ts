@@ -55,8 +55,13 @@ describe("parseExpireMs and parseRecoveryTimeoutSeconds", () => {
 
   it("refuse a duration past them (or too large for a number) with the allowed range", () => {
     for (const value of ["36501d", "999999999h", "100000000000000000000s", `${"9".repeat(400)}s`]) {
-      assertUsageError(() => parseExpireMs(value), "--expire", /is too long; allowed: 1ms to 36500d \(100 years\)$/);
+      assertUsageError(() => parseExpireMs(value), "--expire", /is too long; allowed: 1s to 36500d \(100 years\)$/);
     }
+    // Shorter than a second: the end (now + it) could pass before the control plane reads it, refused or not by chance.
+    for (const value of ["1ms", "5ms", "999ms"]) {
+      assertUsageError(() => parseExpireMs(value), "--expire", /is too short: the sandbox would end before it could be used; allowed: 1s to 36500d$/);
+    }
+    assert.equal(parseExpireMs("1s"), 1000);
     assertUsageError(
       () => parseRecoveryTimeoutSeconds("86401s"),
       "--recovery-timeout",

@@ -52,10 +52,19 @@ export function parsePorts(values: string[]): number[] {
 export const MAX_EXPIRE = "36500d";
 const MAX_EXPIRE_MS = 36_500 * 86_400_000;
 
-/** `--expire` (run, run --from-checkpoint, resume): a duration from 1ms to MAX_EXPIRE, in milliseconds. */
+/**
+ * The shortest `--expire`: the end sent is a time (now + the duration), which a shorter one could
+ * have passed by the time the control plane reads it — refused then, or not, by chance.
+ */
+const MIN_EXPIRE_MS = 1000;
+
+/** `--expire` (run, run --from-checkpoint, resume): a duration from 1s to MAX_EXPIRE, in milliseconds. */
 export function parseExpireMs(value: string, flag = "--expire"): number {
   const ms = parseDurationMs(value, flag);
-  if (!(ms <= MAX_EXPIRE_MS)) throw new ValidationError(flag, `${JSON.stringify(value)} is too long; allowed: 1ms to ${MAX_EXPIRE} (100 years)`);
+  if (!(ms <= MAX_EXPIRE_MS)) throw new ValidationError(flag, `${JSON.stringify(value)} is too long; allowed: 1s to ${MAX_EXPIRE} (100 years)`);
+  if (ms < MIN_EXPIRE_MS) {
+    throw new ValidationError(flag, `${JSON.stringify(value)} is too short: the sandbox would end before it could be used; allowed: 1s to ${MAX_EXPIRE}`);
+  }
   return ms;
 }
 
