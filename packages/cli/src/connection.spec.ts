@@ -144,6 +144,13 @@ describe("explainFailure", () => {
       );
       const answered = new UnavailableError("agent default-0 is unreachable");
       assert.equal(explainFailure(answered), answered, "an unavailable answer that names not the URL is the control plane's own");
+      // A call cut off as the control plane stopped (fsb down): said so, not as the transport's words.
+      const cut = new UnavailableError("Exec in web: the call was cancelled before it finished: http/2 stream closed with error code CANCEL (0x8)");
+      assert.equal(
+        explainFailure(cut).message,
+        `Exec in web: Fast Sandbox at http://127.0.0.1:1 went away (http/2 stream closed with error code CANCEL (0x8)); it was stopped or restarted ` +
+          `('fsb up --detach --data-dir ${killed} --containerd-namespace ns-x' starts it): run the command again`,
+      );
 
       closeConnections();
       process.env.FSB_TOKEN = "other-token-0123456789";

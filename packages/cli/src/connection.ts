@@ -299,6 +299,15 @@ export function explainFailure(error: FsbError): FsbError {
  * takes the stale lock over and adopts the sandboxes that still run; `fsb down` clears what it left.
  */
 function explainOwnInstanceFailure(error: FsbError, dataDir: string, url: string): FsbError {
+  // Its connection ended mid-call: the control plane stopped ('fsb down') or restarted meanwhile.
+  const lost = error.code === "unavailable" ? connectionLost(error) : undefined;
+  if (lost) {
+    return new UnavailableError(
+      `${lost.what ? `${lost.what}: ` : ""}Fast Sandbox at ${url} went away (${lost.detail}); ` +
+        `it was stopped or restarted (${fsbUpRuns(dataDir) ? "it runs again" : `'${upCommandFor(dataDir)}' starts it`}): run the command again`,
+      { cause: error },
+    );
+  }
   // A connection failure names the address; an `unavailable` answer of a running control plane is its own.
   if (error.code !== "unavailable" || !error.message.includes(hostAndPort(url)) || fsbUpRuns(dataDir)) return error;
   const pid = readLock(dataDir)?.holder?.pid;
