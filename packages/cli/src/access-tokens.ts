@@ -33,6 +33,11 @@ export function forgetAccessToken(dataDir: string, namespace: string, name: stri
   rmSync(tokenPath(dataDir, namespace, name), { force: true });
 }
 
+/** Forgets every sandbox's token: `fsb down --delete-sandboxes` deleted them all. */
+export function forgetAllAccessTokens(dataDir: string): void {
+  rmSync(join(dataDir, "access-tokens"), { recursive: true, force: true });
+}
+
 /**
  * The access token a command uses for a sandbox: `--token`, else FSB_ACCESS_TOKEN, else the one
  * `fsb run` or `fsb token` saved; without any, an error that says how to get one — bad usage (exit

@@ -389,11 +389,13 @@ describe("fsb on the command line", () => {
   });
 
   it("stops with fsb down, and with --delete-sandboxes leaves nothing of Fast Sandbox running", async () => {
-    const run = fsb("run", "--", "sleep", "3600");
+    const run = fsb("run", "-q", "--", "sleep", "3600");
     assert.equal(run.status, 0, run.stderr);
+    assert.ok(existsSync(join(dataDir, "access-tokens", "default", run.stdout.trim())), "fsb run saved its token");
     const down = fsb("down", "--delete-sandboxes");
     assert.equal(down.status, 0, down.stderr);
     assert.match(down.stdout, /deleted 1 sandboxes/);
+    assert.ok(!existsSync(join(dataDir, "access-tokens")), "the deleted sandboxes' access tokens are forgotten");
     assert.match(down.stdout, /Fast Sandbox stopped/);
     // Agents with no sandboxes left remove their own anchors as they stop; the sweep removes any left.
     assert.match(down.stdout, /removed \d+ shim anchors/);

@@ -15,6 +15,7 @@ import {
   upCommandFor,
   type ProcessIdentity,
 } from "../data-dir.js";
+import { forgetAllAccessTokens } from "../access-tokens.js";
 import { connectOwnInstance } from "../connection.js";
 import { releaseContainerdNamespace } from "../namespace-claim.js";
 
@@ -93,6 +94,8 @@ export async function down(options: { dataDir?: string; url?: string; deleteSand
         `${left.length} sandboxes are still there after ${DELETE_ROUNDS} rounds of deletes${failures[0] ? ` (last error: ${failures[0]})` : ""}; Fast Sandbox keeps running — run 'fsb down --delete-sandboxes' again`,
       );
     }
+    // Their access tokens went with them (and the tokens of those that expired or were deleted otherwise before).
+    forgetAllAccessTokens(dataDir);
     process.stdout.write(`deleted ${deleted} sandboxes\n`);
   }
   signal(holder, "SIGTERM");
