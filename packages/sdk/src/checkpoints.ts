@@ -6,7 +6,7 @@
 import type { Client } from "@connectrpc/connect";
 import type { pb } from "@fast-sandbox/api/core";
 import { FsbError, sandboxFromMessage, sandboxSpecToMessage, type EgressPolicy, type SandboxSpec } from "@fast-sandbox/api/core";
-import { createError, createRequestIdentity, createSandboxWithRequestId } from "./create-request.js";
+import { createError, createRequestIdentity, createSandboxWithRequestId, undoAbandonedCreate } from "./create-request.js";
 import { callError, type CallContext } from "./errors.js";
 import type { ClientCallOptions, CreatedSandbox } from "./fast-sandbox-client.js";
 import { duration } from "./request-options.js";
@@ -151,6 +151,9 @@ export class Checkpoints {
       );
       return { ...sandboxFromMessage(message), accessToken };
     } catch (error) {
+      // Aborted by its caller, who could not name what it may still make: that is undone.
+      if (context.signal?.aborted && !options.name && !options.requestId)
+        void undoAbandonedCreate((sandbox) => this.client.deleteSandbox({ name: sandbox, namespace }, { timeoutMs: this.timeoutMs }), name);
       throw createError(error, context, { namespace, name, requestId });
     }
   }

@@ -9,7 +9,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type CallOptions, type Client } from "@connectrpc/connect";
-import { ACCESS_TOKEN_RESPONSE_HEADER, ERROR_CODE_HEADER, FsbError, type pb } from "@fast-sandbox/api/core";
+import { ACCESS_TOKEN_RESPONSE_HEADER, ERROR_CODE_HEADER, FsbError, fromConnectError, type pb } from "@fast-sandbox/api/core";
 import { callError, type CallContext } from "./errors.js";
 
 /**
@@ -34,8 +34,8 @@ export function createRequestIdentity(namespace: string, name: string, requestId
  * A failed create's error (`callError`), which — when the answer never came (the deadline, a broken
  * connection, on both attempts) — says that the sandbox may be made all the same, later, and names
  * it and the request id: such a sandbox runs until deleted, and the caller was never told its name.
- * The caller's own abort stays its abort (`callError`); the caller knows the request id it passed
- * and `requestSandboxName` tells the name.
+ * The caller's own abort stays its abort (`callError`): a create it named, or gave a request id, it
+ * can find (`requestSandboxName` tells the name); one it did not is undone (`undoAbandonedCreate`).
  */
 export function createError(error: unknown, context: CallContext, request: { namespace: string; name: string; requestId: string }): Error {
   const translated = callError(error, context);
@@ -45,6 +45,30 @@ export function createError(error: unknown, context: CallContext, request: { nam
     `; the sandbox may still be made, as ${sandbox} (request id ${request.requestId}): ` +
     `a create with that request id answers with it, and deleting ${sandbox} removes it`;
   return translated;
+}
+
+/** How long after an abandoned create's first delete found nothing it is deleted once more (`undoAbandonedCreate`). */
+export const ABANDONED_CREATE_RECHECK_MS = 1000;
+
+/**
+ * Undoes, in the background, a create its caller aborted without a name or a request id of its own:
+ * the control plane may still make the sandbox, which the caller could neither find nor delete (its
+ * name comes from a request id only this SDK knew). It is deleted by that name now, and once more a
+ * moment later when the first delete found nothing (the create may not have reached the control
+ * plane's store yet). Best effort: nothing is thrown, and the process is not kept alive for it.
+ */
+export function undoAbandonedCreate(remove: (name: string) => Promise<unknown>, name: string, recheckMs = ABANDONED_CREATE_RECHECK_MS): Promise<void> {
+  return (async () => {
+    for (const wait of [0, recheckMs]) {
+      if (wait > 0) await new Promise<void>((resolve) => setTimeout(resolve, wait).unref());
+      try {
+        await remove(name);
+        return;
+      } catch (error) {
+        if (fromConnectError(error).code !== "not_found") return;
+      }
+    }
+  })();
 }
 
 /**

@@ -469,6 +469,63 @@ describe("sandboxes.create and checkpoints.restore survive a lost answer", () =>
     assert.equal(aborted.requests.length, 1, "the caller's own abort is not retried");
   });
 
+  /** A control plane whose creates the caller aborts once they reached it (they still make their sandbox), and that records deletes. */
+  function abandonedCreatePlane(controller: AbortController, deleteAnswers: (ConnectError | undefined)[] = []) {
+    const made: string[] = [];
+    const deletes: string[] = [];
+    const transport = createRouterTransport(({ service }) => {
+      service(pb.SandboxService, {
+        async createSandbox(request) {
+          made.push(request.name || requestSandboxName(request.namespace, request.requestId));
+          controller.abort(new Error("the caller gave up"));
+          await delay(20);
+          return create(pb.SandboxSchema, {});
+        },
+        async deleteSandbox(request) {
+          await Promise.resolve();
+          deletes.push(request.name);
+          const answer = deleteAnswers.shift();
+          if (answer) throw answer;
+          return create(pb.DeleteSandboxResponseSchema, {});
+        },
+      });
+    });
+    return { client: new FastSandboxClient({ transport }), made, deletes };
+  }
+
+  async function until(condition: () => boolean, what: string): Promise<void> {
+    for (let waited = 0; !condition(); waited += 10) {
+      if (waited > 3000) assert.fail(`waited 3 s for ${what}`);
+      await delay(10);
+    }
+  }
+
+  it("deletes what a create its caller aborted may still make when the caller could not name it (no name, no requestId)", async () => {
+    const controller = new AbortController();
+    const { client, made, deletes } = abandonedCreatePlane(controller);
+    await assert.rejects(client.sandboxes.create({ pool: "default", image: "x", signal: controller.signal }), /the caller gave up/);
+    await until(() => deletes.length > 0, "the delete");
+    assert.deepEqual(deletes, made, "the sandbox the create was making, by the name its request id gives");
+  });
+
+  it("deletes it once more a moment later when the first delete found nothing (the create had not been stored yet)", async () => {
+    const controller = new AbortController();
+    const { client, made, deletes } = abandonedCreatePlane(controller, [new ConnectError("not found", Code.NotFound)]);
+    await assert.rejects(client.checkpoints.restore("golden", { signal: controller.signal }));
+    await until(() => deletes.length > 1, "the second delete");
+    assert.deepEqual(deletes, [made[0], made[0]]);
+  });
+
+  it("leaves alone what a create the caller named, or gave a request id, may make: the caller can find it", async () => {
+    for (const named of [{ name: "web" }, { requestId: "mine" }]) {
+      const controller = new AbortController();
+      const { client, deletes } = abandonedCreatePlane(controller);
+      await assert.rejects(client.sandboxes.create({ pool: "default", image: "x", signal: controller.signal, ...named }));
+      await delay(50);
+      assert.deepEqual(deletes, [], JSON.stringify(named));
+    }
+  });
+
   it("retries once after its requestTimeoutMs passed", async () => {
     const { client, requests, made } = dedupingPlane(async (attempt) => {
       if (attempt === 1) await new Promise((resolve) => setTimeout(resolve, 500));

@@ -4,7 +4,7 @@ import { checkString, checkStringList, checkStringMap, shown } from "./arguments
 import { callError, type CallContext } from "./errors.js";
 import { EmbeddedInstance, defaultDataDir, fromEnv, requireControlPlaneAddress } from "./embedded-instance.js";
 import { Checkpoints } from "./checkpoints.js";
-import { createError, createRequestIdentity, createSandboxWithRequestId } from "./create-request.js";
+import { createError, createRequestIdentity, createSandboxWithRequestId, undoAbandonedCreate } from "./create-request.js";
 import { StreamStart, checkDuration, duration } from "./request-options.js";
 import {
   API_VERSION,
@@ -313,6 +313,8 @@ export class Sandboxes {
       );
       return { ...sandboxFromMessage(message), accessToken };
     } catch (error) {
+      // Aborted by its caller, who could not name what it may still make: that is undone.
+      if (context.signal?.aborted && !options.name && !options.requestId) void undoAbandonedCreate((sandbox) => this.delete(sandbox, { namespace }), name);
       throw createError(error, context, { namespace, name, requestId });
     }
   }
