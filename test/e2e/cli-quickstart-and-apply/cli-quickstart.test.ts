@@ -370,7 +370,7 @@ describe("fsb on the command line", () => {
 
     const busy = fsb("delete", "pool", "workers");
     assert.equal(busy.status, 1);
-    assert.match(busy.stderr, /^error: pool default\/workers still has 1 sandboxes; delete them first$/m);
+    assert.match(busy.stderr, /^error: pool default\/workers still has 1 sandbox; delete it first$/m);
     const deleteSandbox = fsb("delete", "sandbox", "web");
     assert.equal(deleteSandbox.status, 0, deleteSandbox.stderr);
     assert.equal(deleteSandbox.stdout, "sandbox web deleted\n");

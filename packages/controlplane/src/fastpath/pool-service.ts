@@ -150,7 +150,9 @@ export function createPoolService({ store, registry, manager, agents, admitPool 
           const { items } = await store.list("Sandbox", { namespace });
           const users = items.filter((s) => s.spec.poolRef === request.name);
           if (users.length > 0) {
-            throw new FailedPreconditionError(`pool ${namespace}/${request.name} still has ${users.length} sandboxes; delete them first`);
+            throw new FailedPreconditionError(
+              `pool ${namespace}/${request.name} still has ${users.length === 1 ? "1 sandbox; delete it" : `${users.length} sandboxes; delete them`} first`,
+            );
           }
           await store.delete("SandboxPool", { namespace, name: request.name });
         });

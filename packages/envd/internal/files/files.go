@@ -237,9 +237,27 @@ func refuseIrregular(path string, info os.FileInfo) *httpError {
 	case info.IsDir():
 		return fail(http.StatusBadRequest, "%s is a directory: list it with filesystem.Filesystem/ListDir", path)
 	case !info.Mode().IsRegular():
-		return fail(http.StatusBadRequest, "%s is not a regular file (%s)", path, info.Mode().Type())
+		return fail(http.StatusBadRequest, "%s is %s: only regular files are read and written", path, kindOf(info.Mode()))
 	}
 	return nil
+}
+
+// kindOf names what a file that is not a regular one is, for messages ("a character device").
+func kindOf(mode os.FileMode) string {
+	switch {
+	case mode&os.ModeCharDevice != 0:
+		return "a character device"
+	case mode&os.ModeDevice != 0:
+		return "a block device"
+	case mode&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case mode&os.ModeSocket != 0:
+		return "a socket"
+	case mode&os.ModeSymlink != 0:
+		return "a symbolic link"
+	default:
+		return "not a regular file"
+	}
 }
 
 // acceptsGzip reads Accept-Encoding: gzip (or *) present and not refused with q=0.

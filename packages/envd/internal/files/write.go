@@ -64,7 +64,7 @@ func (h *Handler) receive(requested string, content io.Reader, user *users.User,
 				return fail(http.StatusBadRequest, "%s is a directory: give the path of a file", path)
 			}
 			if !info.Mode().IsRegular() {
-				return fail(http.StatusBadRequest, "%s is not a regular file (%s)", path, info.Mode().Type())
+				return fail(http.StatusBadRequest, "%s is %s: only regular files are read and written", path, kindOf(info.Mode()))
 			}
 		}
 		// Created with the requested bits (the umask can only take some away: never more open than
@@ -222,7 +222,7 @@ func (h *Handler) commit(r *received) *httpError {
 		if err != nil {
 			return fail(statusOf(err), "opening %s: %v", path, err)
 		}
-		return fail(http.StatusBadRequest, "%s is not a regular file (%s)", path, info.Mode().Type())
+		return fail(http.StatusBadRequest, "%s is %s: only regular files are read and written", path, kindOf(info.Mode()))
 	}
 	if h.givesOwnership(r.user) {
 		if err := file.Chown(int(r.user.UID), int(r.user.GID)); err != nil {

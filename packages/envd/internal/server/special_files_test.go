@@ -38,7 +38,7 @@ func TestDownloadingAFifoIsRefusedAtOnce(t *testing.T) {
 		t.Fatalf("GET /files of a FIFO: %v, want 400 at once (opening a FIFO waits for a writer)", err)
 	}
 	got := decode[failure](t, response, http.StatusBadRequest)
-	if !strings.Contains(got.Message, "not a regular file") {
+	if !strings.HasSuffix(got.Message, "pipe is a FIFO: only regular files are read and written") {
 		t.Fatalf("%+v", got)
 	}
 }
