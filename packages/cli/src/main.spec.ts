@@ -657,6 +657,19 @@ describe("fsb up: the cgroup root of each data directory", () => {
 describe("fsb: every name tried, empty and out-of-range values refused, what apply did", () => {
   const target = (controlPlane: { url: string }) => ["--url", controlPlane.url, "--data-dir", dataDir];
 
+  it("ls of an empty namespace says how to create a sandbox there", async () => {
+    const controlPlane = await startFakeControlPlane({ token: API_TOKEN, sandboxes: [fakeSandbox("web")] });
+    try {
+      const team = await fsb(...target(controlPlane), "-n", "team", "ls");
+      assert.equal(team.code, 0, team.stderr);
+      assert.equal(team.stdout, "No sandboxes in namespace team. Create one with: npx fsb run -n team -- sh -c 'echo hello'\n");
+      const all = await fsb(...target(controlPlane), "ls", "-A");
+      assert.match(all.stdout, /^NAMESPACE +NAME/);
+    } finally {
+      await controlPlane.close();
+    }
+  });
+
   it("rm, delete and checkpoint rm try every name, report each one that fails, and exit 1 at the end", async () => {
     const controlPlane = await startFakeControlPlane({
       token: API_TOKEN,

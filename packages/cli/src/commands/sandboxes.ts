@@ -187,7 +187,12 @@ export async function list(options: GlobalOptions & { namespace?: string; allNam
   });
   printObjects(options.output, { apiVersion: "v1", kind: "List", items: sandboxes }, () => {
     if (sandboxes.length === 0) {
-      process.stdout.write("No sandboxes. Create one with: npx fsb run -- sh -c 'echo hello'\n");
+      const elsewhere = !options.allNamespaces && namespace !== "default" ? namespace : undefined;
+      process.stdout.write(
+        elsewhere
+          ? `No sandboxes in namespace ${elsewhere}. Create one with: npx fsb run -n ${elsewhere} -- sh -c 'echo hello'\n`
+          : "No sandboxes. Create one with: npx fsb run -- sh -c 'echo hello'\n",
+      );
       return;
     }
     const withNamespace = options.allNamespaces === true;
