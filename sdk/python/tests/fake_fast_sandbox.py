@@ -145,6 +145,8 @@ class FakeFastSandbox:
         #: Seconds the async transport holds a Start's answer once its process started: a start
         #: event in flight when the caller gives up.
         self.start_delay = 0.0
+        #: Seconds a CreateSandbox's answer waits after the sandbox was made (a create to interrupt).
+        self.create_delay = 0.0
         self.files: Dict[str, bytes] = {}
         self.directories: set[str] = {"/", "/tmp", "/root"}
         self.watchers: Dict[str, List[Message]] = {}
@@ -163,6 +165,8 @@ class FakeFastSandbox:
             response = self.handle(request, sync=True)
             if self.start_delay > 0 and request.url.path.endswith("/process.Process/Start"):
                 time.sleep(self.start_delay)
+            if self.create_delay > 0 and request.url.path.endswith("/CreateSandbox"):
+                time.sleep(self.create_delay)
             return response
 
         return httpx.MockTransport(handler)
@@ -173,6 +177,8 @@ class FakeFastSandbox:
             response = self.handle(request, sync=False)
             if self.start_delay > 0 and request.url.path.endswith("/process.Process/Start"):
                 await asyncio.sleep(self.start_delay)
+            if self.create_delay > 0 and request.url.path.endswith("/CreateSandbox"):
+                await asyncio.sleep(self.create_delay)
             return response
 
         return httpx.MockTransport(handler)

@@ -20,6 +20,7 @@ from typing import (
     Mapping,
     Optional,
     Sequence,
+    Set,
     TypeVar,
     Union,
     overload,
@@ -118,6 +119,41 @@ def _connection(
 ) -> _AsyncConnection:
     deadline = protocol.request_deadline(request_timeout, DEFAULT_REQUEST_TIMEOUT)
     return _AsyncConnection(ConnectionConfig.resolve(url, token, proxy_url, data_dir, deadline, token_file), transport)
+
+
+#: How long after a cancelled create's first delete found nothing it is deleted once more (seconds).
+ABANDONED_CREATE_RECHECK = 1.0
+
+#: The undo tasks still running: a task only the event loop refers to may be collected before it ends.
+_undoing: Set[asyncio.Task[None]] = set()
+
+
+def _undo_abandoned_create(connection: _AsyncConnection, namespace: str, name: str) -> None:
+    """Deletes, in a task of its own that takes the connection over, what a cancelled create its
+    caller could not name may still make: now, and once more a moment later when the first delete
+    found nothing (the create may not have been stored yet), as the TypeScript SDK does. Best effort."""
+
+    async def undo() -> None:
+        try:
+            for wait in (0.0, ABANDONED_CREATE_RECHECK):
+                await asyncio.sleep(wait)
+                try:
+                    await connection.api.unary(
+                        f"{protocol.SANDBOX_SERVICE}/DeleteSandbox",
+                        {"namespace": namespace, "name": name},
+                        request_timeout=connection.config.request_timeout,
+                    )
+                    return
+                except NotFoundError:
+                    continue
+                except FsbError:
+                    return
+        finally:
+            await connection.aclose()
+
+    task = asyncio.get_running_loop().create_task(undo())
+    _undoing.add(task)
+    task.add_done_callback(_undoing.discard)
 
 
 class _AsyncDaemon:
@@ -942,6 +978,8 @@ class AsyncSandbox(FollowsItsInstance):
     ) -> AsyncSandbox:
         """Creates a sandbox and returns once its daemon answers; see :meth:`fast_sandbox.Sandbox.create`."""
         connection = _connection(url, token, proxy_url, data_dir, request_timeout, transport, token_file)
+        # A create cancelled that its caller could not name (no name, no request id) is undone.
+        abandoned = not name and not request_id
         # Chosen before anything is sent, so that a create whose answer is lost can name its sandbox.
         request_id = request_id or protocol.new_request_id()
         try:
@@ -979,6 +1017,12 @@ class AsyncSandbox(FollowsItsInstance):
             except FsbError as error:
                 protocol.name_lost_create(error, namespace, name or "", request_id, "AsyncSandbox.connect")
                 raise
+        except asyncio.CancelledError:
+            if abandoned:
+                _undo_abandoned_create(connection, namespace, protocol.request_sandbox_name(namespace, request_id))
+            else:
+                await connection.aclose()
+            raise
         except BaseException:
             await connection.aclose()
             raise

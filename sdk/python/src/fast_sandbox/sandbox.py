@@ -882,6 +882,8 @@ class Sandbox(FollowsItsInstance):
                 :param transport: the httpx transport to use (e.g. ``httpx.MockTransport`` in tests).
         """
         connection = _connection(url, token, proxy_url, data_dir, request_timeout, transport, token_file)
+        # A create interrupted that its caller could not name (no name, no request id) is undone.
+        abandoned = not name and not request_id
         # Chosen before anything is sent, so that a create whose answer is lost can name its sandbox.
         request_id = request_id or protocol.new_request_id()
         try:
@@ -919,6 +921,17 @@ class Sandbox(FollowsItsInstance):
             except FsbError as error:
                 protocol.name_lost_create(error, namespace, name or "", request_id, "Sandbox.connect")
                 raise
+        except KeyboardInterrupt:
+            if abandoned:
+                # What the interrupted create may have made goes (once, at once: the interrupt is not held up).
+                with contextlib.suppress(FsbError):
+                    connection.api.unary(
+                        f"{protocol.SANDBOX_SERVICE}/DeleteSandbox",
+                        {"namespace": namespace, "name": protocol.request_sandbox_name(namespace, request_id)},
+                        request_timeout=_KILL_AFTER_INTERRUPT_TIMEOUT,
+                    )
+            connection.close()
+            raise
         except BaseException:
             connection.close()
             raise

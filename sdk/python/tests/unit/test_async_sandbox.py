@@ -518,3 +518,31 @@ async def test_a_handle_whose_sandbox_was_reset_says_so_and_how_to_follow_it(fak
     with pytest.raises(NotFoundError) as gone:
         await sandbox.commands.run("true")
     assert "the sandbox is gone (deleted or expired)" in str(gone.value) and "reset" not in str(gone.value)
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_create_its_caller_could_not_name_is_undone_and_a_named_one_left(
+    fake_and_options: Tuple[FakeFastSandbox, Options],
+) -> None:
+    fake, options = fake_and_options
+    fake.create_delay = 0.5
+    creating = asyncio.ensure_future(AsyncSandbox.create(transport=fake.async_transport(), **options))
+    while not fake.calls("/CreateSandbox"):
+        await asyncio.sleep(0.01)
+    creating.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await creating
+    for _ in range(300):
+        if not fake.sandboxes:
+            break
+        await asyncio.sleep(0.01)
+    assert fake.sandboxes == {}, "the sandbox the cancelled create made is deleted"
+    assert len(fake.calls("/DeleteSandbox")) == 1
+    named = asyncio.ensure_future(AsyncSandbox.create(name="kept", transport=fake.async_transport(), **options))
+    while len(fake.calls("/CreateSandbox")) < 2:
+        await asyncio.sleep(0.01)
+    named.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await named
+    await asyncio.sleep(0.1)
+    assert list(fake.sandboxes) == ["default/kept"], "one its caller named is the caller's to find"

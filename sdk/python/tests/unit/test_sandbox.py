@@ -997,3 +997,14 @@ def test_a_handle_whose_sandbox_was_reset_says_so_and_how_to_follow_it(
     with pytest.raises(NotFoundError) as gone:
         sandbox.commands.run("true")
     assert "the sandbox is gone (deleted or expired)" in str(gone.value) and "reset" not in str(gone.value)
+
+
+def test_an_interrupted_create_its_caller_could_not_name_is_undone(fake_and_options: Tuple[FakeFastSandbox, Options]) -> None:
+    fake, options = fake_and_options
+    fake.create_delay = 0.5
+    with interrupted_after(0.2), pytest.raises(KeyboardInterrupt):
+        Sandbox.create(transport=fake.transport(), **options)
+    assert fake.sandboxes == {}, "the sandbox the interrupted create made is deleted"
+    with interrupted_after(0.2), pytest.raises(KeyboardInterrupt):
+        Sandbox.create(name="kept", transport=fake.transport(), **options)
+    assert list(fake.sandboxes) == ["default/kept"], "one its caller named is the caller's to find"
