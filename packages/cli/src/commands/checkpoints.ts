@@ -13,7 +13,7 @@ import { printCreated } from "../created-sandbox.js";
 import { forEachName } from "../failures.js";
 import { UNTIL_DONE, untilCreated } from "../slow-operations.js";
 import { age, printObjects, printTable, type OutputFormat } from "../output.js";
-import { parseExpireMs, parsePorts } from "./sandboxes.js";
+import { checkSandboxName, parseExpireMs, parsePorts } from "./sandboxes.js";
 
 export async function checkpoint(sandbox: string, options: GlobalOptions & { namespace?: string; name?: string }): Promise<void> {
   const { client, namespace } = await connect(options);
@@ -69,6 +69,7 @@ export async function runFromCheckpoint(options: RunFromCheckpointOptions): Prom
   // Read before anything is asked of the control plane (bad usage, exit 2).
   const exposedPorts = parsePorts(options.port);
   const ttlMs = options.expire !== undefined ? parseExpireMs(options.expire) : undefined;
+  checkSandboxName(options.name);
   const { client, namespace, dataDir } = await connect(options);
   const sandbox = await untilCreated(namespace, options.name, (call) =>
     client.checkpoints.restore(options.fromCheckpoint, {

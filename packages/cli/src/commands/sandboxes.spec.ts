@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { API_VERSION, ValidationError, type Sandbox } from "@fast-sandbox/api";
 import {
   MAX_EXPIRE,
+  checkSandboxName,
   checkWorkdir,
   commandNotStarted,
   conditionRows,
@@ -67,6 +68,19 @@ describe("parseExpireMs and parseRecoveryTimeoutSeconds", () => {
       "--recovery-timeout",
       /^--recovery-timeout: "86401s" is too long; allowed: 1s to 24h \(86400s\)$/,
     );
+  });
+});
+
+describe("checkSandboxName", () => {
+  it("takes a DNS-1123 label of at most 63 characters, or none, and refuses anything else as a --name error", () => {
+    for (const name of [undefined, "", "web", "a", "web-1", "a".repeat(63)]) checkSandboxName(name);
+    for (const name of ["Web", "web_1", "-web", "web-", "a".repeat(64), "wéb"]) {
+      assertUsageError(
+        () => checkSandboxName(name),
+        "--name",
+        /is not a sandbox name: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit$/,
+      );
+    }
   });
 });
 

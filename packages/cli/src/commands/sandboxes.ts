@@ -1,4 +1,6 @@
 import {
+  NAME_MAX_LENGTH,
+  NAME_PATTERN,
   UnavailableError,
   ValidationError,
   checkTailLines,
@@ -121,6 +123,17 @@ export function parseEgress(values: string[]): EgressPolicy | undefined {
   return { policy: "allowList", allow };
 }
 
+/** `--name` of a new sandbox: one the control plane takes (a DNS-1123 label), else bad usage (exit 2) before anything is asked. */
+export function checkSandboxName(name: string | undefined): void {
+  if (!name) return; // none: generated (an empty one is refused with the other empty flags)
+  if (name.length > NAME_MAX_LENGTH || !new RegExp(NAME_PATTERN).test(name)) {
+    throw new ValidationError(
+      "--name",
+      `${JSON.stringify(name)} is not a sandbox name: at most ${NAME_MAX_LENGTH} lowercase letters, digits and '-', starting and ending with a letter or digit`,
+    );
+  }
+}
+
 export function parseEnvs(values: string[]): { name: string; value: string }[] {
   return values.map((entry) => {
     const index = entry.indexOf("=");
@@ -138,6 +151,7 @@ export async function run(command: string[], options: RunOptions): Promise<void>
   const failurePolicy = parseFailurePolicy(options.failurePolicy);
   const recoveryTimeoutSeconds = options.recoveryTimeout !== undefined ? parseRecoveryTimeoutSeconds(options.recoveryTimeout) : undefined;
   const workingDir = checkWorkdir(options.workdir);
+  checkSandboxName(options.name);
   const { client, namespace, dataDir } = await connect(options);
   let image = options.image;
   if (!image) {
