@@ -603,14 +603,14 @@ describe("containerd runtime", () => {
     const missing = await execCollect(named.sandboxId, ["no-such-command"]);
     assert.equal(missing.exitCode, 127);
     assert.match(missing.stderr, /executable file not found in \$PATH/);
-    // `fsb exec -u`: root, an account and a group by name, numbers no account has; an unknown name fails as a missing command does.
+    // `fsb exec -u`: root, an account and a group by name, numbers no account has; an unknown name is 126 with docker's words.
     const ids = ["sh", "-c", "id -u; id -g"];
     assert.equal((await execCollect(named.sandboxId, ids, { user: "root" })).stdout, "0\n0\n");
     assert.equal((await execCollect(named.sandboxId, ids, { user: "nobody:root" })).stdout, "65534\n0\n");
     assert.equal((await execCollect(named.sandboxId, ids, { user: "1234:99" })).stdout, "1234\n99\n");
     const ghostUser = await execCollect(named.sandboxId, ids, { user: "ghost" });
-    assert.equal(ghostUser.exitCode, 127);
-    assert.match(ghostUser.stderr, /user ghost/);
+    assert.equal(ghostUser.exitCode, 126);
+    assert.match(ghostUser.stderr, /unable to find user ghost: no matching entries in \/etc\/passwd or \/etc\/group/);
     // A sandbox made by an earlier agent (no such label: its helper binary predates --exec-as) runs execs as before, as root;
     // a user can be given there by number only.
     ctr(NAMESPACE, "containers", "label", named.sandboxId, "fast-sandbox.io/helper-exec-as=");
