@@ -48,17 +48,35 @@ stop_runner() {
 }
 trap 'stop_runner TERM; exit 143' TERM
 trap 'stop_runner INT; exit 130' INT
+# Each runner's report is also kept in a file, so that the failures are printed again at the end,
+# where a long run's tail (CI keeps only the tail of the output) shows them.
+reports=$(mktemp -d)
 run_files() {
-  local concurrency=$1
-  shift
+  local concurrency=$1 name=$2
+  shift 2
   [ "$#" -gt 0 ] || return 0
-  node --conditions=development --import tsx --test --test-concurrency="$concurrency" "$@" 9>&- &
+  node --conditions=development --import tsx --test --test-concurrency="$concurrency" \
+    --test-reporter=tap --test-reporter-destination=stdout \
+    --test-reporter=tap --test-reporter-destination="$reports/$name.tap" "$@" 9>&- &
   runner=$!
   local code=0
   wait "$runner" || code=$?
   runner=
   if [ "$status" -eq 0 ]; then status=$code; fi
 }
-run_files 2 "${unit[@]}"
-run_files 1 "${e2e[@]}"
+run_files 2 unit "${unit[@]}"
+run_files 1 e2e "${e2e[@]}"
+# The failed tests of both runs, each with the first lines of its diagnostics (a suite that failed
+# only for its subtests is named without them).
+for name in unit e2e; do
+  [ -f "$reports/$name.tap" ] || continue
+  if grep -q '^ *not ok ' "$reports/$name.tap"; then
+    echo "=== npm test: the failures of the ${name} tests"
+    awk '/^ *not ok /{block=1; lines=0; print; next}
+      block && /^ *\.\.\.$/ {block=0; next}
+      block && /failureType: .subtestsFailed./ {block=0; next}
+      block && lines < 40 {print; lines++}' "$reports/$name.tap"
+  fi
+done
+rm -rf "$reports"
 exit "$status"
