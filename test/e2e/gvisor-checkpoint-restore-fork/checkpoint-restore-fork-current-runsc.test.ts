@@ -12,4 +12,5 @@ checkpointRestoreForkSuite({
     execFileSync("bash", ["scripts/build-runsc.sh"], { cwd: REPO_ROOT, encoding: "utf8", timeout: 30 * 60_000, stdio: ["ignore", "pipe", "inherit"] }).trim(),
   copyIdentityBy: "hostname",
   inPlaceResumedBy: "signal",
+  tcpTimeWait: "saved",
 });

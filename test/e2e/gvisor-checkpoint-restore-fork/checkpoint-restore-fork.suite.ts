@@ -41,6 +41,11 @@ export interface RunscVariant {
   copyIdentityBy: "exec" | "hostname";
   /** How a sandbox restored in place (after its checkpoint) gets its daemon back (`resumedBy`). */
   inPlaceResumedBy: "exec" | "signal";
+  /**
+   * What a checkpoint of a sandbox with a TCP connection in TIME-WAIT does: Debian 12's runsc refuses
+   * it and stops the sandbox as it refuses; a current one saves it.
+   */
+  tcpTimeWait: "refused, the sandbox stopped" | "saved";
 }
 
 /** What the agent of pool `pool` logged with message `msg`, parsed. */
@@ -453,6 +458,72 @@ export function checkpointRestoreForkSuite(runsc: RunscVariant): void {
       await client.checkpoints.delete("ck-link");
       await client.checkpoints.delete("ck-pipe");
       await client.sandboxes.delete("piper", { gracePeriodMs: 0 });
+    });
+
+    it("a checkpoint refused for TCP state says so; a sandbox that stopped with the refusal is Failed until a reset starts it afresh", async () => {
+      const { client } = embedded;
+      const talker = await client.sandboxes.create({
+        name: "talker",
+        pool: "gv",
+        image: BASE_IMAGE,
+        command: ["sh", "-c", "echo before > /root/state; exec httpd -f -p 8080 -h /"],
+      });
+      // A request from the host to the sandbox's address: busybox httpd closes first, which leaves the
+      // connection in TIME-WAIT (60 s) inside gVisor's network stack.
+      const address = talker.status?.sandboxIP;
+      assert.ok(address, "the sandbox's address");
+      await waitFor(
+        async () =>
+          fetch(`http://${address}:8080/`).then(
+            async (response) => {
+              await response.arrayBuffer();
+              return true;
+            },
+            () => false,
+          ),
+        10_000,
+        "httpd answering in the sandbox",
+      );
+      const refusal = await client.checkpoints.create("talker", { name: "ck-tcp" }).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      if (runsc.tcpTimeWait === "saved") {
+        assert.equal(refusal, undefined, "this runsc saves such a sandbox");
+        assert.equal((await client.sandboxes.get("talker")).status?.phase, "Running");
+        assert.equal(await sh("talker", "cat /root/state"), "before");
+        await client.checkpoints.delete("ck-tcp");
+      } else {
+        assert.ok(refusal instanceof FailedPreconditionError, String(refusal));
+        assert.match(
+          refusal.message,
+          /holds TCP sockets .*then retry; this runsc stops a sandbox whose save it refuses, so the sandbox stopped \(its memory was not saved\)$/,
+        );
+        assert.doesNotMatch(refusal.message, /goroutine/, "no Go stack trace in what the user reads");
+        assert.doesNotMatch(refusal.message, /runs on/, "it does not say the sandbox runs on");
+        await waitFor(async () => (await client.sandboxes.get("talker")).status?.phase === "Failed", 10_000, "the sandbox Failed");
+        const failed = await client.sandboxes.get("talker");
+        assert.match(failed.status?.conditions?.find((c) => c.type === "Ready")?.message ?? "", /reset it to start it afresh from its image/);
+        // A reset brings it back: a new instance from its image and command.
+        await client.sandboxes.update("talker", { ...failed.spec, resetRevision: "after-refusal" });
+        await waitFor(
+          async () => {
+            const status = (await client.sandboxes.get("talker")).status;
+            return status?.phase === "Running" && status.acceptedResetRevision === "after-refusal";
+          },
+          30_000,
+          "the reset sandbox running",
+        );
+        const reset = await client.sandboxes.get("talker");
+        assert.notEqual(reset.status?.sandboxID, talker.status?.sandboxID, "a new instance");
+        assert.equal(await sh("talker", "cat /root/state"), "before");
+        assert.deepEqual(
+          (await client.checkpoints.list()).map((c) => c.name).filter((name) => name === "ck-tcp"),
+          [],
+          "no checkpoint of a refused save",
+        );
+      }
+      await client.sandboxes.delete("talker", { gracePeriodMs: 0 });
     });
 
     it("refuses what it cannot do, saying why", async () => {

@@ -387,7 +387,21 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
         const failure = checkpointError(error, request.sandboxId);
         // Whether runsc stopped the sandbox is its task's to tell, not the error's: a call cut short
         // by the agent's deadline (or containerd gone) leaves runsc saving, and the sandbox stops as it ends.
-        if (await this.taskStopped(containerId)) {
+        // A refusal of the save itself (TCP state): Debian 12's runsc stops the sandbox as it refuses,
+        // a moment after its answer.
+        const refused = failure instanceof FailedPreconditionError;
+        if (await this.taskStopped(containerId, refused ? REFUSAL_STOP_WAIT_MS : 0)) {
+          if (refused) {
+            // runsc refused the save midway (Debian 12's runsc stops a sandbox whose save fails):
+            // what it wrote is incomplete, so there is nothing to run on from.
+            this.logger.error(
+              { sandboxId: request.sandboxId, checkpointId: request.checkpointId, err: error },
+              "runsc refused a checkpoint and stopped the sandbox with it; its memory was not saved",
+            );
+            throw new FailedPreconditionError(
+              `checkpoint ${request.name} of sandbox ${request.sandboxId} was refused: ${failure.message}; this runsc stops a sandbox whose save it refuses, so the sandbox stopped (its memory was not saved)`,
+            );
+          }
           // runsc is done with it: the sandbox runs on from what runsc wrote, as after a save that failed later.
           throw await this.runOnAfterFailedSave(containerId, stoppedRecord(), join(partial, IMAGE_DIR), failure);
         }
@@ -405,7 +419,7 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
           );
         }
         // runsc refused before it stopped anything: the sandbox runs on, its daemon serves again.
-        throw failure;
+        throw failure instanceof FailedPreconditionError ? new FailedPreconditionError(`${failure.message}; the sandbox runs on`) : failure;
       }
       checkpointMs = performance.now() - mark;
       const record = stoppedRecord();
@@ -783,17 +797,26 @@ export class GvisorCheckpoints implements RuntimeCheckpoints {
       return new FsbError(failure.code, `${what}; the sandbox runs on`, { cause: error });
     } catch (restoreError) {
       this.logger.error({ sandboxId: record.sourceSandboxId, err: restoreError }, "a sandbox whose checkpoint could not be saved could not run on");
-      return new FsbError(failure.code, `${what}, and it could not run on (${FsbError.from(restoreError).message}): delete it`, { cause: error });
+      return new FsbError(failure.code, `${what}, and it could not run on (${withoutGoTrace(FsbError.from(restoreError).message)})`, { cause: error });
     }
   }
 
-  /** Whether the sandbox's task has stopped (or is gone); one whose status containerd does not give counts as not stopped. */
-  private async taskStopped(containerId: string): Promise<boolean> {
-    try {
-      const { process: task } = await this.client.tasks.get({ containerId });
-      return !task || task.status === TaskStatus.STOPPED;
-    } catch (error) {
-      return isNotFound(error);
+  /**
+   * Whether the sandbox's task has stopped (or is gone), looking again for up to `waitMs`; one whose
+   * status containerd does not give counts as not stopped.
+   */
+  private async taskStopped(containerId: string, waitMs = 0): Promise<boolean> {
+    const deadline = performance.now() + waitMs;
+    for (;;) {
+      try {
+        const { process: task } = await this.client.tasks.get({ containerId });
+        if (!task || task.status === TaskStatus.STOPPED) return true;
+      } catch (error) {
+        if (isNotFound(error)) return true;
+        return false;
+      }
+      if (performance.now() >= deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
 
@@ -1295,6 +1318,15 @@ export function userCommandOf(spec: Pick<OciSpec, "process">): { command: string
   };
 }
 
+/** How long a sandbox whose save runsc refused is watched for the stop that Debian 12's runsc makes follow its refusal. */
+const REFUSAL_STOP_WAIT_MS = 3_000;
+
+/** A runsc error without the Go stack trace a panic appends to it (goroutine dumps), which says nothing to a user. */
+export function withoutGoTrace(message: string): string {
+  const trace = /:?\s*goroutine \d+ \[/.exec(message);
+  return trace ? `${message.slice(0, trace.index).trimEnd()} (runsc's stack trace is in the agent's log)` : message;
+}
+
 /** runsc's refusal, as a FailedPreconditionError that says what to change; anything else as it is. */
 export function checkpointError(error: unknown, sandboxId: string): FsbError {
   const text = error instanceof Error ? error.message : String(error);
@@ -1307,7 +1339,7 @@ export function checkpointError(error: unknown, sandboxId: string): FsbError {
           : /waiters/.test(text)
             ? " (a socket a process waits on through epoll, as Go, Node.js and asyncio servers do)"
             : "") +
-        ": close connections, wait 60 s after the last one closed (TIME-WAIT), stop such servers, then retry; the sandbox runs on",
+        ": close connections, wait 60 s after the last one closed (TIME-WAIT), stop such servers, then retry",
     );
   }
   return FsbError.from(error);

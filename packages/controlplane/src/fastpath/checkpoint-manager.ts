@@ -263,7 +263,7 @@ export class CheckpointManager {
             type: "Ready",
             status: "False",
             reason: "CheckpointFailed",
-            message: `it stopped in checkpoint ${checkpoint} and could not run on (${reason}); delete it, or restore a copy from the checkpoint if it was saved ('fsb checkpoint ls')`,
+            message: `it stopped in checkpoint ${checkpoint} and could not run on (${reason}); reset it to start it afresh from its image ('fsb reset'), delete it, or restore a copy from the checkpoint if it was saved ('fsb checkpoint ls')`,
           },
           now,
         );

@@ -507,7 +507,10 @@ describe("SandboxPauses: pause and resume over gVisor checkpoints", () => {
     await assert.rejects(paused("sb"), /no space left on device/);
     const record = await stored("sb");
     assert.equal(record.status?.phase, "Failed");
-    assert.match(record.status?.conditions?.find((c) => c.type === "Ready")?.message ?? "", /could not be saved \(no space left on device\); delete it/);
+    assert.match(
+      record.status?.conditions?.find((c) => c.type === "Ready")?.message ?? "",
+      /could not be saved \(no space left on device\); reset it to start it afresh from its image .*, or delete it/,
+    );
   });
 
   it("leaves a sandbox Paused, with its checkpoint and no slot, when its resume fails, and says why", async () => {

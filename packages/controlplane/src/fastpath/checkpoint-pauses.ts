@@ -780,7 +780,12 @@ export class SandboxPauses {
         this.options.store,
         restored,
         { phase: "Failed", conditions },
-        { type: "Ready", status: "False", reason: "PauseFailed", message: `it stopped in a pause whose checkpoint could not be saved (${reason}); delete it` },
+        {
+          type: "Ready",
+          status: "False",
+          reason: "PauseFailed",
+          message: `it stopped in a pause whose checkpoint could not be saved (${reason}); reset it to start it afresh from its image ('fsb reset'), or delete it`,
+        },
         now,
       );
     } catch (error) {

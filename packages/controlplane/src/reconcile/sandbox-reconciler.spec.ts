@@ -491,6 +491,27 @@ describe("SandboxReconciler", () => {
       assert.equal(allocated(), 1);
     });
 
+    it("a Failed sandbox (stopped by a checkpoint that could not be saved) is left alone, and brought back by a reset", async () => {
+      const created = await manager.create({ name: "web", spec: spec() });
+      await settle();
+      const running = await stored("web");
+      assert.ok(running?.status);
+      await store.updateStatus("Sandbox", { ...running, status: { ...running.status, phase: "Failed" } });
+      advance(60);
+      await settle();
+      assert.equal((await stored("web"))?.status?.phase, "Failed", "nothing brings a Failed sandbox back by itself");
+
+      await manager.update({ name: "web", spec: spec({ resetRevision: "r1" }) });
+      await settle();
+      const reset = await stored("web");
+      assert.equal(reset?.status?.phase, "Running");
+      assert.equal(reset?.status?.acceptedResetRevision, "r1");
+      assert.notEqual(reset?.status?.sandboxID, created.status?.sandboxID);
+      assert.equal(condition(reset, "Recreated")?.reason, "Reset");
+      assert.ok(client(AGENT).calls.includes(`delete ${created.status?.sandboxID ?? ""} 2000`), "what is left of the failed instance is removed");
+      assert.equal(allocated(), 1);
+    });
+
     it("a reset whose new instance failed to start is tried again after a pause, not at once", async () => {
       const created = await manager.create({ name: "web", spec: spec() });
       const creates = () => client(AGENT).calls.filter((call) => call.startsWith("create")).length;

@@ -21,7 +21,7 @@
  * - failure policy: `recoveryTimeoutSeconds` after the agent went away (a timed requeue), `Manual`
  *   sandboxes become `Lost` (kept, deletable, slot released) and `AutoRecreate` ones get a new
  *   instance elsewhere;
- * - reset: a changed `resetRevision` replaces the running instance.
+ * - reset: a changed `resetRevision` replaces the running instance (or a Failed sandbox's).
  * A step that fails is retried with the work queue's back-off.
  */
 import type { Logger } from "pino";
@@ -223,6 +223,11 @@ export class SandboxReconciler implements Reconciler {
       return this.place(sandbox, now);
     }
     if (phase === "Bound") return this.finishBound(sandbox, key, now);
+    // A Failed sandbox (stopped by a checkpoint or pause that could not be saved) is left as it is,
+    // unless it is reset: a new instance from its image and command, as for a running one.
+    if (phase === "Failed" && sandbox.spec.resetRevision && sandbox.spec.resetRevision !== sandbox.status?.acceptedResetRevision) {
+      return this.unlessBusy(await manager.replaceInstance(sandbox, "Reset"));
+    }
     if (phase !== "Running" && phase !== "Lost") return;
     return this.followAgent(sandbox, key, now);
   }
