@@ -6,8 +6,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { FsbError, TimeoutError, UnavailableError, ValidationError } from "@fast-sandbox/sdk";
-import { closeConnections, connect, connectOwnInstance, endpoint, explainFailure } from "./connection.js";
+import { FsbError, TimeoutError, UnauthenticatedError, UnavailableError, ValidationError } from "@fast-sandbox/sdk";
+import { type ClusterCallContext, closeConnections, connect, connectOwnInstance, endpoint, explainClusterFailure, explainFailure } from "./connection.js";
 import { files, processStartTime } from "./data-dir.js";
 
 const dataDir = mkdtempSync(join(tmpdir(), "fsb-connection-spec-"));
@@ -77,6 +77,46 @@ describe("connect to the embedded Fast Sandbox", () => {
     assert.equal(own.url, OWN_URL);
     assert.equal(own.client.url, OWN_URL);
     assert.equal(own.dataDir, dataDir);
+  });
+});
+
+describe("explainClusterFailure", () => {
+  const context: ClusterCallContext = {
+    url: "http://127.0.0.2:7070",
+    endpointDescription:
+      "the controller at 127.0.0.2:7070 (Pod controller-a), found through Service fast-sandbox-system/fast-sandbox-controller of context dev",
+    controllerAddress: "127.0.0.2:7070 (Pod controller-a)",
+    tokenSource: "Secret fast-sandbox-system/fast-sandbox-api-token",
+    ownCredential: false,
+    portForwardHint: "run 'kubectl -n fast-sandbox-system port-forward svc/fast-sandbox-controller 7070:7070' and pass --url http://127.0.0.1:7070",
+    discovered: true,
+  };
+
+  it("takes the controller's refusal for the API token's, and leaves the sandbox proxy's refusal of an access token as the SDK said it", () => {
+    const api = explainClusterFailure(new UnauthenticatedError("ListSandboxes: invalid token"), context);
+    assert.match(api.message, /did not accept the API token from Secret fast-sandbox-system\/fast-sandbox-api-token: set FSB_TOKEN/);
+    // What the SDK says of a daemon call the proxy answered 401 (`daemonCallError`).
+    const access = new UnauthenticatedError(
+      "looking up /etc/passwd in sandbox explore/r1: unauthenticated (the sandbox proxy refused the access token of sandbox explore/r1, or the daemon the user; after a rotation only the new token works)",
+    );
+    const explained = explainClusterFailure(access, context);
+    assert.equal(explained, access);
+    assert.doesNotMatch(explained.message, /Secret|restart the controller/);
+  });
+
+  it("says that nothing answers at the sandbox proxy's address, and which port-forward serves it", () => {
+    const refused = new UnavailableError(
+      "looking up /tmp/f.txt in sandbox explore/r1: connect ECONNREFUSED 127.0.0.1:7072 (sandbox explore/r1 is not reachable through the sandbox proxy: it may have been deleted, have expired, or not run yet)",
+    );
+    const explained = explainClusterFailure(refused, context);
+    assert.ok(explained instanceof UnavailableError);
+    assert.match(explained.message, /^looking up \/tmp\/f\.txt .*ECONNREFUSED 127\.0\.0\.1:7072.*; nothing answers at the sandbox proxy's address/);
+    assert.match(explained.message, /kubectl -n fast-sandbox-system port-forward svc\/fast-sandbox-proxy 7072/);
+    // The proxy answered (the sandbox is gone): the SDK's message stands.
+    const gone = new UnavailableError(
+      "reading /x in sandbox explore/r1: HTTP 503 (sandbox explore/r1 is not reachable through the sandbox proxy: it may have been deleted)",
+    );
+    assert.equal(explainClusterFailure(gone, context), gone);
   });
 });
 

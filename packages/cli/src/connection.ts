@@ -48,7 +48,7 @@ export interface Connection {
 }
 
 /** How to explain a failed call: set by `connect` for a cluster, whose messages differ from the embedded mode's. */
-interface ClusterCallContext {
+export interface ClusterCallContext {
   url: string;
   endpointDescription: string;
   /** The controller's address, e.g. `10.0.3.7:7070 (Pod …)`. */
@@ -260,8 +260,24 @@ export function explainFailure(error: FsbError): FsbError {
   }
   const ownDataDir = ownInstanceDataDir;
   if (ownDataDir !== undefined && connectedUrl !== undefined) return explainOwnInstanceFailure(error, ownDataDir, connectedUrl);
-  const context = clusterContext;
-  if (!context) return error;
+  return clusterContext ? explainClusterFailure(error, clusterContext) : error;
+}
+
+/** The sandbox proxy's own refusal of a sandbox's access token (the SDK's `daemonCallError`), not the controller's of the API token. */
+const SANDBOX_ACCESS_REFUSED = /the sandbox proxy refused the access token of sandbox /;
+/** A sandbox's daemon call that found nothing listening at the sandbox proxy's address (the SDK's `daemonCallError`). */
+const SANDBOX_PROXY_UNREACHABLE = /\b(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH)\b.*not reachable through the sandbox proxy/;
+
+/** A failed call of a command connected to a cluster's controller, said with what to do there. */
+export function explainClusterFailure(error: FsbError, context: ClusterCallContext): FsbError {
+  if (error.code === "unauthenticated" && SANDBOX_ACCESS_REFUSED.test(error.message)) return error;
+  if (error.code === "unavailable" && SANDBOX_PROXY_UNREACHABLE.test(error.message)) {
+    return new UnavailableError(
+      `${error.message}; nothing answers at the sandbox proxy's address, which the controller's FSB_PROXY_BASE_URL gives its sandboxes ` +
+        "(by default http://localhost:7072, for 'kubectl -n fast-sandbox-system port-forward svc/fast-sandbox-proxy 7072' in the namespace Fast Sandbox runs in): start that port-forward, or reach the proxy where FSB_PROXY_BASE_URL says",
+      { cause: error },
+    );
+  }
   if (error.code === "unauthenticated") {
     return new UnauthenticatedError(
       context.ownCredential
