@@ -40,6 +40,8 @@ describe("fsb on the command line", () => {
     const up = fsb("up", "--detach", ...upFlags(namespace));
     assert.equal(up.status, 0, up.stderr);
     assert.match(up.stdout, /Fast Sandbox is listening on http:\/\/127\.0\.0\.1:\d+/);
+    // The command it suggests reaches this instance (its data directory is not the default one).
+    assert.ok(up.stdout.includes(`Try: npx fsb --data-dir ${dataDir} run -- sh -c 'echo hello'`), up.stdout);
   });
 
   after(() => {
@@ -394,7 +396,7 @@ describe("fsb on the command line", () => {
     assert.ok(existsSync(join(dataDir, "access-tokens", "default", run.stdout.trim())), "fsb run saved its token");
     const down = fsb("down", "--delete-sandboxes");
     assert.equal(down.status, 0, down.stderr);
-    assert.match(down.stdout, /deleted 1 sandboxes/);
+    assert.match(down.stdout, /deleted 1 sandbox\n/);
     assert.ok(!existsSync(join(dataDir, "access-tokens")), "the deleted sandboxes' access tokens are forgotten");
     assert.match(down.stdout, /Fast Sandbox stopped/);
     // Agents with no sandboxes left remove their own anchors as they stop; the sweep removes any left.

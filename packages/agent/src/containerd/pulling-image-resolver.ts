@@ -48,7 +48,17 @@ export class PullingImageResolver {
 
   /** Pulls the image from its registry (also when present: a tag may have moved), then forgets stale resolutions. */
   async pull(reference: string, options: PullImageOptions = {}): Promise<PulledImage> {
-    const pulled = await this.puller.pull(reference, options.onProgress);
+    let pulled: PulledImage;
+    try {
+      pulled = await this.puller.pull(reference, options.onProgress);
+    } catch (error) {
+      // The control plane pulls an image its agent does not report before a create: one that is not
+      // here either is said as a create's own lookup says it (how to import it), then the pull's failure.
+      if (!(error instanceof FsbError)) throw error;
+      let missing: NotFoundError | undefined;
+      const found = await this.lookUp(reference, (notFound) => (missing = notFound)).catch(() => undefined);
+      throw missing && !found ? rephrased(error, `${missing.message}; pulling it failed: ${error.message}`) : error;
+    }
     this.forget(reference);
     this.forget(pulled.image);
     return pulled;

@@ -115,7 +115,8 @@ export const SandboxResources = Type.Object(
       Type.String({
         maxLength: QUANTITY_MAX_LENGTH,
         pattern: "^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$",
-        description: "Memory per sandbox, e.g. 256Mi; at least 6Mi.",
+        description:
+          "Memory per sandbox, e.g. 256Mi: a whole number of bytes, or with one of the suffixes Ki, Mi, Gi, Ti, K, M, G, T; at least 6Mi, less than 8192Ti.",
         "x-kubernetes-validations": [
           {
             rule: `!isQuantity(${MEMORY_QUANTITY}) || (quantity(${MEMORY_QUANTITY}).compareTo(quantity('${SANDBOX_MEMORY_MIN_BYTES}')) >= 0 && quantity(${MEMORY_QUANTITY}).isLessThan(quantity('${SANDBOX_MEMORY_LIMIT_BYTES}')))`,

@@ -570,11 +570,11 @@ describe("validateSandboxPool", () => {
         /is not valid \(CPU per sandbox, e\.g\. 500m or 2; at least 10m\.\)/,
       );
     }
-    for (const memory of ["256MB", "1.5Gi", "Mi", "-1"]) {
+    for (const memory of ["256MB", "1.5Gi", "Mi", "-1", "64Pi"]) {
       assertPoolRejected(
         (p) => (p.spec.sandboxResources.memory = memory),
         "spec.sandboxResources.memory",
-        /is not valid \(Memory per sandbox, e\.g\. 256Mi; at least 6Mi\.\)/,
+        /is not valid \(Memory per sandbox, e\.g\. 256Mi: a whole number of bytes, or with one of the suffixes Ki, Mi, Gi, Ti, K, M, G, T; at least 6Mi, less than 8192Ti\.\)/,
       );
     }
     assertPoolRejected((p) => (p.spec.sandboxResources.pids = 0), "spec.sandboxResources.pids", /0 is out of range/);

@@ -96,7 +96,7 @@ export async function down(options: { dataDir?: string; url?: string; deleteSand
     }
     // Their access tokens went with them (and the tokens of those that expired or were deleted otherwise before).
     forgetAllAccessTokens(dataDir);
-    process.stdout.write(`deleted ${deleted} sandboxes\n`);
+    process.stdout.write(`deleted ${deleted} sandbox${deleted === 1 ? "" : "es"}\n`);
   }
   signal(holder, "SIGTERM");
   for (let waited = 0; waited < STOP_GRACE_MS && isRunning(holder); waited += 100) await sleep(100);

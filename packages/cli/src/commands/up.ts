@@ -198,6 +198,11 @@ function startControlPlane(options: ResolvedUpOptions, dataDir: string, token: s
   });
 }
 
+/** A first command to try, on this instance: its data directory named unless it is the one fsb finds by itself. */
+function tryCommand(dataDir: string): string {
+  return `Try: npx fsb${dataDir === resolveDataDir() ? "" : ` --data-dir ${dataDir}`} run -- sh -c 'echo hello'`;
+}
+
 /** Writes the run files of a control plane that serves and says where it serves; throws when a file cannot be written. */
 function announce(controlPlane: EmbeddedControlPlane, options: ResolvedUpOptions, dataDir: string): void {
   // The pid first: `--detach` waits for a url beside its child's pid.
@@ -213,7 +218,7 @@ function announce(controlPlane: EmbeddedControlPlane, options: ResolvedUpOptions
       `  containerd namespace: ${options.containerdNamespace}; cgroup root: ${options.cgroupRoot || "none"}; default image: ${controlPlane.defaultImage ?? options.image ?? DEFAULT_BASE_IMAGE}`,
       `  agents: ${agents.map((a) => `${a.name} (${a.endpoint}, pid ${a.pid ?? "?"})`).join(", ") || "starting"}`,
       `  janitor: ${controlPlane.janitor ? `pid ${controlPlane.janitor.pid ?? "?"}, log ${join(dataDir, "janitor.log")}` : "off (--no-janitor)"}`,
-      `Try: npx fsb run -- sh -c 'echo hello'   (Ctrl-C stops; sandboxes keep running and are adopted at the next 'fsb up')`,
+      `${tryCommand(dataDir)}   (Ctrl-C stops; sandboxes keep running and are adopted at the next 'fsb up')`,
       "",
     ].join("\n"),
   );
@@ -367,7 +372,7 @@ async function detach(options: ResolvedUpOptions, dataDir: string): Promise<void
   for (let waited = 0; waited < 60_000; waited += 100) {
     const url = readIfExists(files.url(dataDir));
     if (url && child.pid !== undefined && readIfExists(files.pid(dataDir)) === String(child.pid)) {
-      process.stdout.write(`Fast Sandbox is listening on ${url} (pid ${child.pid}; log ${files.log(dataDir)})\n`);
+      process.stdout.write(`Fast Sandbox is listening on ${url} (pid ${child.pid}; log ${files.log(dataDir)})\n${tryCommand(dataDir)}\n`);
       return;
     }
     if (child.exitCode !== null || child.signalCode !== null) break;

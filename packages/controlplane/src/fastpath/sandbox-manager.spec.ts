@@ -1637,6 +1637,47 @@ describe("SandboxManager", () => {
       ]);
     });
 
+    it("says why a sandbox whose instance ended or whose agent is gone cannot run a command, instead of 'retry shortly'", async () => {
+      const created = await manager.create({ name: "web", spec: spec() });
+      const refusal = (name: string) =>
+        manager
+          .exec({ name, command: ["true"] })
+          .next()
+          .then(
+            () => assert.fail("expected a refusal"),
+            (error: unknown) => error,
+          );
+      // Its agent not connected right now, but still there: that passes.
+      fixture.connected = false;
+      const away = await refusal("web");
+      assert.ok(away instanceof UnavailableError, String(away));
+      assert.match(away.message, /is not connected; retry shortly/);
+      // Its agent gone for good (its Pod deleted): no retry helps.
+      (fixture.agents as { exists?: (name: string) => boolean }).exists = () => false;
+      const gone = await refusal("web");
+      assert.ok(gone instanceof FailedPreconditionError, String(gone));
+      assert.match(gone.message, /^sandbox web cannot be reached: its agent \S+ is gone \(phase Running\)$/);
+      // The instance lost (process 1 killed): the phase and why, by name, and what to do.
+      fixture.connected = true;
+      assert.ok(created.status);
+      const running = await store.get("Sandbox", { namespace: "default", name: "web" });
+      assert.ok(running?.status);
+      await store.updateStatus("Sandbox", {
+        ...running,
+        status: {
+          ...running.status,
+          phase: "Lost",
+          conditions: [
+            { type: "Ready", status: "False", reason: "SandboxStopped", message: "its process 1 exited", lastTransitionTime: new Date().toISOString() },
+          ],
+        },
+      });
+      const lost = await refusal("web");
+      assert.ok(lost instanceof FailedPreconditionError, String(lost));
+      assert.equal(lost.message, "sandbox web does not run (phase Lost: its process 1 exited); reset it ('fsb reset web') or delete it");
+      assert.deepEqual(agent.execRequests, []);
+    });
+
     it("refuses an empty command before calling the agent", async () => {
       await manager.create({ name: "web", spec: spec() });
       await assert.rejects(manager.exec({ name: "web", command: [] }).next(), ValidationError);

@@ -1340,8 +1340,14 @@ export class SandboxManager {
     const agentName = sandbox.status?.assignedPod;
     const sandboxId = sandbox.status?.sandboxID;
     if (!agentName || !sandboxId) throw new FailedPreconditionError(`sandbox ${name} is not placed on an agent (phase ${sandbox.status?.phase ?? "Pending"})`);
-    const client = this.agents.get(agentName, sandbox.metadata.namespace ?? DEFAULT_NAMESPACE);
-    if (!client) throw new UnavailableError(`agent ${agentName} of sandbox ${name} is not connected; retry shortly`);
+    const namespaceOf = sandbox.metadata.namespace ?? DEFAULT_NAMESPACE;
+    const client = this.agents.get(agentName, namespaceOf);
+    if (!client) {
+      // An agent that still exists (restarting, reconnecting) comes back; one that is gone for good does not.
+      if (this.agents.exists?.(agentName, namespaceOf) !== false)
+        throw new UnavailableError(`agent ${agentName} of sandbox ${name} is not connected; retry shortly`);
+      throw new FailedPreconditionError(`sandbox ${name} cannot be reached: its agent ${agentName} is gone${stateOf(sandbox)}`);
+    }
     return { client, sandboxId, sandbox };
   }
 
@@ -1372,6 +1378,10 @@ export class SandboxManager {
     if (input.user) parseExecUser("user", input.user);
     const { client, sandboxId, sandbox } = await this.agentOf(input.namespace, input.name);
     if (sandbox.metadata.deletionTimestamp) throw new FailedPreconditionError(`sandbox ${input.name} is being deleted`);
+    // An instance that ended (process 1 killed, its container gone) is not there to run it in.
+    if (sandbox.status?.phase === "Lost" || sandbox.status?.phase === "Failed") {
+      throw new FailedPreconditionError(`sandbox ${input.name} does not run${stateOf(sandbox)}; reset it ('fsb reset ${input.name}') or delete it`);
+    }
     yield* client.exec(
       {
         sandboxId,
@@ -1383,4 +1393,10 @@ export class SandboxManager {
       signal,
     );
   }
+}
+
+/** `: phase P (its Ready condition's message)`, for messages about a sandbox that does not run. */
+function stateOf(sandbox: Sandbox): string {
+  const ready = sandbox.status?.conditions?.find((c) => c.type === "Ready" && c.status !== "True");
+  return ` (phase ${sandbox.status?.phase ?? "Pending"}${ready?.message ? `: ${ready.message}` : ""})`;
 }

@@ -73,6 +73,12 @@ describe("the sandbox proxy", () => {
   const websockets = new WebSocketServer({ server: upstream });
   websockets.on("connection", (socket) => socket.on("message", (data, binary) => socket.send(data, { binary })));
   const tcpEcho = net.createServer((socket) => socket.pipe(socket));
+  // A server whose answer is not HTTP (busybox httpd's CGI output with bare LF line ends, say).
+  const notHttp = net.createServer((socket) => socket.once("data", () => socket.end("HTTP/1.1 200 OK\nContent-Length: 2\n\nhi")));
+  // A server that closes every connection at once, answering nothing.
+  const hangUp = net.createServer((socket) => socket.once("data", () => socket.destroy()));
+  let notHttpPort: number;
+  let hangUpPort: number;
   const registry = new Registry();
   let proxy: SandboxProxy;
   let port: number;
@@ -90,7 +96,9 @@ describe("the sandbox proxy", () => {
     const late = net.createServer();
     latePort = await listen(late);
     await new Promise((resolve) => late.close(resolve));
-    record = runningSandbox([port, tcpPort, closedPort, latePort]);
+    notHttpPort = await listen(notHttp);
+    hangUpPort = await listen(hangUp);
+    record = runningSandbox([port, tcpPort, closedPort, latePort, notHttpPort, hangUpPort]);
     proxy = await startSandboxProxy({
       sources: {
         lookup: (sandboxId) => Promise.resolve(sandboxId === ID ? record : undefined),
@@ -111,6 +119,8 @@ describe("the sandbox proxy", () => {
     websockets.close();
     await new Promise((resolve) => upstream.close(resolve));
     await new Promise((resolve) => tcpEcho.close(resolve));
+    await new Promise((resolve) => notHttp.close(resolve));
+    await new Promise((resolve) => hangUp.close(resolve));
   });
 
   /** An HTTP/1.1 request to the proxy on loopback with the given Host (Node does not resolve *.localhost). */
@@ -268,6 +278,18 @@ describe("the sandbox proxy", () => {
     // Not "gone": the sandbox runs, its port does not answer (yet).
     assert.equal(answer.headers["fsb-error-code"], undefined);
     assert.match(JSON.parse(answer.body.toString()).message, new RegExp(`port ${closedPort} is not open`));
+  });
+
+  it("answers 502 saying what went wrong when the port is open but its answer is not HTTP, or it hangs up", async () => {
+    const garbled = await request({ host: `${notHttpPort}-${ID}.localhost`, headers: withToken });
+    assert.equal(garbled.status, 502);
+    assert.match(
+      JSON.parse(garbled.body.toString()).message,
+      new RegExp(`port ${notHttpPort} answered with something that is not a valid HTTP response \\(Parse Error`),
+    );
+    const hungUp = await request({ host: `${hangUpPort}-${ID}.localhost`, headers: withToken });
+    assert.equal(hungUp.status, 502);
+    assert.match(JSON.parse(hungUp.body.toString()).message, new RegExp(`port ${hangUpPort} closed the connection without an answer`));
   });
 
   it("waits for a port whose server starts listening just after the first request (a sandbox still starting), body and all; 502 once it went away", async () => {

@@ -232,9 +232,9 @@ function refuseRaw(socket: Duplex, refusal: ProxyRefusal): void {
 }
 
 /**
- * The answer when the sandbox runs but its port could not be reached: nothing listens, or it reset
- * (502); or no connection came within the connect timeout (504: the sandbox or its agent is not
- * answering, which may pass).
+ * The answer when the sandbox runs but its port could not be reached: nothing listens, it reset,
+ * or what it answered is not HTTP (502); or no connection came within the connect timeout (504: the
+ * sandbox or its agent is not answering, which may pass).
  */
 function portUnreachable(target: ProxyTarget, error: unknown): ProxyRefusal {
   const reason = error instanceof Error ? error.message : String(error);
@@ -249,9 +249,17 @@ function portUnreachable(target: ProxyTarget, error: unknown): ProxyRefusal {
       },
     };
   }
+  const code = (error as { code?: unknown } | undefined)?.code;
+  // Node's HTTP parser (llhttp) names what it could not read: the port is open, its answer is not HTTP.
+  const what =
+    typeof code === "string" && code.startsWith("HPE_")
+      ? `answered with something that is not a valid HTTP response`
+      : code === "ECONNRESET" || /socket hang up/.test(reason)
+        ? `closed the connection without an answer`
+        : `is not open`;
   return {
     status: 502,
-    body: { sandboxId: target.sandboxId, message: `The sandbox is running but port ${target.port} is not open (${reason})`, port: target.port, code: 502 },
+    body: { sandboxId: target.sandboxId, message: `The sandbox is running but port ${target.port} ${what} (${reason})`, port: target.port, code: 502 },
   };
 }
 
