@@ -873,6 +873,57 @@ describe("SandboxReconciler", () => {
     });
   });
 
+  describe("placement retries", () => {
+    it("a create its agent keeps failing is tried again after 3, 6, 12 … s, at most every 60 s; a success starts over", async () => {
+      client(AGENT).createError = new FailedPreconditionError("image Upper:1 is not a valid reference");
+      await storeRecord("doomed");
+      await settle();
+      const tries = () => client(AGENT).calls.filter((call) => call.startsWith("create")).length;
+      assert.equal(tries(), 1);
+      // The try n+1 comes 3 × 2^(n-1) s after the try n, and not a second before.
+      const waits = [3, 6, 12, 24, 48, 60, 60];
+      for (const [index, wait] of waits.entries()) {
+        advance(wait - 1);
+        await settle();
+        assert.equal(tries(), index + 1, `no try ${index + 2} within ${wait - 1} s`);
+        advance(1);
+        await settle();
+        assert.equal(tries(), index + 2, `try ${index + 2} after ${wait} s`);
+      }
+      assert.equal((await stored("doomed"))?.status?.phase, "Pending");
+      assert.equal(allocated(), 0);
+
+      client(AGENT).createError = undefined;
+      advance(60);
+      await settle();
+      assert.equal((await stored("doomed"))?.status?.phase, "Running");
+    });
+
+    it("a sandbox waiting for its pool is tried every 3 s, however long it waits: a pool or a slot comes back by itself", async () => {
+      await store.create("Sandbox", {
+        apiVersion: API_VERSION,
+        kind: "Sandbox",
+        metadata: { name: "early", namespace: "default", finalizers: [CLEANUP_FINALIZER] },
+        spec: spec({ poolRef: "later" }),
+      });
+      await settle();
+      assert.equal(condition(await stored("early"), "Scheduled")?.reason, "PoolNotFound");
+      advance(120);
+      await settle();
+      manager.setPool({
+        apiVersion: API_VERSION,
+        kind: "SandboxPool",
+        metadata: { name: "later", namespace: "default" },
+        spec: { capacity: { poolMin: 1, poolMax: 1 }, maxSandboxesPerPod: 1 },
+      });
+      registry.upsertAgent({ name: "later-0", namespace: "default", pool: "later", endpoint: "127.0.0.1:7999", capacity: 1, hostIP: "127.0.0.1", images: [] });
+      clients.set("later-0", new FakeAgentClient());
+      advance(3);
+      await settle();
+      assert.equal((await stored("early"))?.status?.phase, "Running", "placed within 3 s of its pool's coming, after two minutes of waiting");
+    });
+  });
+
   describe("expiry", () => {
     it("deletes a sandbox once its expireTime has passed, and not before", async () => {
       const created = await manager.create({ name: "web", spec: spec({ expireTime: new Date(T0.getTime() + 60_000).toISOString() }) });

@@ -50,6 +50,13 @@ const MISSING_CONFIRM_MS = 10_000;
 /** How soon a sandbox that could not be placed is tried again. */
 const PLACEMENT_RETRY_MS = 3000;
 /**
+ * The longest wait between tries of a sandbox whose create its agent failed (an image that cannot be
+ * pulled, a command that cannot start): the wait doubles from PLACEMENT_RETRY_MS with each failure
+ * in a row, as a crash-looping Pod's does. One waiting for a pool or a slot is tried every
+ * PLACEMENT_RETRY_MS: capacity comes back by itself.
+ */
+const PLACEMENT_BACKOFF_MAX_MS = 60_000;
+/**
  * What the deployment mode knows about its agents: connectivity, their last reported sandboxes, and
  * when either changes. Asked for a sandbox's agent, with the sandbox's `namespace`: an agent of
  * another namespace under that name (a Pod's name is unique only within its namespace) is not its
@@ -106,8 +113,8 @@ export class SandboxReconciler implements Reconciler {
   private unsubscribe: (() => void)[] = [];
   /** When a sandbox was first seen Bound with nobody creating it (unfinished create), by key. */
   private readonly boundSince = new Map<string, Date>();
-  /** When the last try to place a Pending sandbox failed, by key. */
-  private readonly placementFailedAt = new Map<string, Date>();
+  /** When the last try to place a Pending sandbox failed, how long until the next, and how many of its agents' creates failed in a row, by key. */
+  private readonly placementFailedAt = new Map<string, { at: Date; retryMs: number; createFailures: number }>();
   /** When an agent was first seen missing altogether, by name; only while a sandbox in the cache still names it (pruneGoneAgents). */
   private readonly goneSince = new Map<string, Date>();
   /** Running sandboxes: the resourceVersion last seen, since when it has been seen, and since when (a report asked for then) its agent has not reported it, by key. */
@@ -292,17 +299,19 @@ export class SandboxReconciler implements Reconciler {
   private async place(sandbox: Sandbox, now: Date): Promise<ReconcileResult | void> {
     const key = objectKey(sandbox);
     // The failed try's own writes come back as changes: the next try waits for its time.
-    const failedAt = this.placementFailedAt.get(key);
-    const waitMs = failedAt ? failedAt.getTime() + PLACEMENT_RETRY_MS - now.getTime() : 0;
+    const failed = this.placementFailedAt.get(key);
+    const waitMs = failed ? failed.at.getTime() + failed.retryMs - now.getTime() : 0;
     if (waitMs > 0) return { requeueAfterMs: waitMs };
     try {
       const placed = await this.options.manager.placeStored(sandbox);
       this.placementFailedAt.delete(key);
       return this.unlessBusy(placed);
     } catch (error) {
-      this.placementFailedAt.set(key, this.clock.now());
       const failure = FsbError.from(error);
       const reason = failure instanceof NotFoundError ? "PoolNotFound" : failure instanceof NoCapacityError ? "NoCapacity" : "PlacementFailed";
+      const createFailures = reason === "PlacementFailed" ? (failed?.createFailures ?? 0) + 1 : 0;
+      const retryMs = createFailures > 0 ? Math.min(PLACEMENT_RETRY_MS * 2 ** (createFailures - 1), PLACEMENT_BACKOFF_MAX_MS) : PLACEMENT_RETRY_MS;
+      this.placementFailedAt.set(key, { at: this.clock.now(), retryMs, createFailures });
       const current = await this.options.store.get("Sandbox", { namespace: sandbox.metadata.namespace ?? "default", name: sandbox.metadata.name });
       if (!current || current.metadata.uid !== sandbox.metadata.uid || (current.status?.phase ?? "Pending") !== "Pending") return;
       const previous = current.status?.conditions?.find((c) => c.type === "Scheduled");
@@ -310,7 +319,7 @@ export class SandboxReconciler implements Reconciler {
         this.options.logger.info({ sandbox: objectKey(sandbox), reason, err: failure }, "cannot place the sandbox yet");
         await this.writeStatus(current, { phase: "Pending" }, { type: "Scheduled", status: "False", reason, message: failure.message }, now);
       }
-      return { requeueAfterMs: PLACEMENT_RETRY_MS };
+      return { requeueAfterMs: retryMs };
     }
   }
 
