@@ -980,6 +980,25 @@ describe("SandboxManager", () => {
       assert.equal(await stored("web"), undefined);
     });
 
+    it("while the pool can grow but the API server refuses its agent Pods: the waiting create and its timeout say why", async () => {
+      manager.setPool(pool("elastic", { capacity: { poolMin: 0, poolMax: 2, wakeTimeoutSeconds: 1 }, maxSandboxesPerPod: 1 }));
+      capacity.blocked =
+        'its agent Pods are refused (Forbidden, tried again): pods "elastic-agent-x" is forbidden: error looking up service account ns3/fast-sandbox-agent';
+      const creating = rejection(manager.create({ name: "web", spec: spec({ poolRef: "elastic" }) }));
+      const waiting = await eventually(async () => {
+        const record = await stored("web");
+        return condition(record, "Scheduled")?.reason === "WaitingForCapacity" ? record : undefined;
+      });
+      assert.match(
+        condition(waiting, "Scheduled")?.message ?? "",
+        /waiting up to 1s; its agent Pods are refused \(Forbidden, tried again\): .*service account/,
+      );
+      await clock.advanceAsync(1000);
+      const error = await creating;
+      assert.ok(error instanceof NoCapacityError, String(error));
+      assert.match(error.message, /became ready within 1s \(wakeTimeoutSeconds\); its agent Pods are refused \(Forbidden, tried again\): .*service account/);
+    });
+
     it("when free slots exist but their ports are taken: refuses at once, however the pool could grow", async () => {
       await manager.create({ name: "a", spec: spec({ exposedPorts: [8080] }) });
       const error = await rejection(manager.create({ name: "b", spec: spec({ exposedPorts: [8080] }) }));

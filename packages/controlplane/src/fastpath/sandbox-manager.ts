@@ -575,11 +575,16 @@ export class SandboxManager {
     this.waiting.set(poolKey, (this.waiting.get(poolKey) ?? 0) + 1);
     try {
       this.capacity.wake(namespace, poolName);
+      // Why its agents do not start, when the pool's status says (the API server refused its Pods).
+      const notStarting = () => {
+        const blocked = this.capacity?.blockedReason?.(namespace, poolName);
+        return blocked ? `; ${blocked}` : "";
+      };
       const waitingCondition = {
         type: "Scheduled",
         status: "False" as const,
         reason: "WaitingForCapacity",
-        message: `pool ${poolKey} is starting an agent (${first.message}); waiting up to ${waitSeconds}s`,
+        message: `pool ${poolKey} is starting an agent (${first.message}); waiting up to ${waitSeconds}s${notStarting()}`,
       };
       if (!stored) stored = await this.store.create("Sandbox", candidate);
       stored = await writeStatus(this.store, stored, { phase: "Pending" }, waitingCondition, this.clock.now());
@@ -588,7 +593,7 @@ export class SandboxManager {
         const next = attempt();
         if (!(next instanceof NoCapacityError)) return { placement: next, stored };
         if (this.clock.now().getTime() >= deadline || !this.capacity.canGrow(namespace, poolName)) {
-          throw new NoCapacityError(`${next.message}; no agent of pool ${poolKey} became ready within ${waitSeconds}s (wakeTimeoutSeconds)`);
+          throw new NoCapacityError(`${next.message}; no agent of pool ${poolKey} became ready within ${waitSeconds}s (wakeTimeoutSeconds)${notStarting()}`);
         }
         await sleep(this.clock, 25);
       }

@@ -1369,6 +1369,10 @@ describe("PoolController", () => {
       },
     ]);
 
+    // A create that waits for the pool's agents is told why none comes.
+    assert.equal(controller.canGrow(NAMESPACE, POOL), true, "it is tried again");
+    assert.equal(controller.blockedReason(NAMESPACE, POOL), `its agent Pods are refused (Forbidden, tried again): ${podSecurity}`);
+
     // A full ResourceQuota now, after the back-off.
     const quota = 'pods "python-agent-0" is forbidden: exceeded quota: compute, requested: pods=1, used: pods=10, limited: pods=10';
     fleet.startError = new PermissionDeniedError(quota);
@@ -1385,6 +1389,7 @@ describe("PoolController", () => {
     await settle();
     assert.equal(fleet.requested.length, 2);
     const created = (await status())?.conditions?.[0];
+    assert.equal(controller.blockedReason(NAMESPACE, POOL), undefined, "nothing blocks its agents any more");
     assert.equal(created?.type, "AgentPodsCreated");
     assert.equal(created?.status, "True");
     assert.equal(created?.lastTransitionTime, clock.now().toISOString());

@@ -372,13 +372,19 @@ export class PoolController implements Reconciler {
   }
 
   /**
-   * Why no agent starts for the pool, as its status condition says (its agentTemplate, its
-   * namespace); undefined when agents may start, or the pool is not known here. For a create's
+   * Why no agent starts for the pool, as its status conditions say (its agentTemplate, its
+   * namespace, the API server's refusal of its Pods); undefined when agents may start, or the pool
+   * is not known here. For a create's
    * refusal: "no ready agents" alone would not say why none comes.
    */
   blockedReason(namespace: string, pool: string): string | undefined {
     const spec = this.informer.get(`${namespace}/${pool}`);
-    return spec ? this.wantedTemplate(spec).blocked?.message : undefined;
+    if (!spec) return undefined;
+    const blocked = this.wantedTemplate(spec).blocked?.message;
+    if (blocked) return blocked;
+    // The API server refused its agent Pods (a missing ServiceAccount, PodSecurity, a full quota): tried again after a back-off.
+    const refused = spec.status?.conditions?.find((c) => c.type === AGENT_PODS_CREATED_CONDITION && c.status === "False");
+    return refused?.message ? `its agent Pods are refused (${refused.reason ?? "Refused"}, tried again): ${refused.message}` : undefined;
   }
 
   /** The pool as last seen (informer cache). */
