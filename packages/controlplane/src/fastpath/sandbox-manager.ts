@@ -1139,7 +1139,9 @@ export class SandboxManager {
         startTime: _started,
         ...rest
       } = current.status ?? {};
-      await this.store.updateStatus("Sandbox", { ...current, status: { ...rest, phase: "Pending" } });
+      // Facts of the failed try's instance (its command exited, an OOM kill) are not the next one's.
+      const conditions = rest.conditions?.filter((c) => !PER_INSTANCE_CONDITIONS.has(c.type));
+      await this.store.updateStatus("Sandbox", { ...current, status: { ...rest, ...(conditions ? { conditions } : {}), phase: "Pending" } });
       return;
     }
     await this.store.update("Sandbox", { ...current, metadata: { ...current.metadata, finalizers: [] } });

@@ -852,9 +852,16 @@ describe("SandboxReconciler", () => {
 
     it("an agent that fails the create: the record stays Pending with nothing of the try (no agent, no id, no slot) and the reason, and is tried again", async () => {
       client(AGENT).createError = new FailedPreconditionError("image python:3.12 cannot be unpacked");
-      await storeRecord("applied");
+      // A fact of an earlier try's instance (written from a heartbeat while it ran) is not kept either.
+      await storeRecord("applied", {
+        phase: "Pending",
+        conditions: [
+          { type: "CommandExited", status: "True", reason: "Exited", message: "the command exited with code 127", lastTransitionTime: T0.toISOString() },
+        ],
+      });
       await settle();
       const waiting = await stored("applied");
+      assert.equal(condition(waiting, "CommandExited"), undefined);
       assert.equal(waiting?.status?.phase, "Pending");
       assert.equal(waiting?.status?.assignedPod, undefined);
       assert.equal(waiting?.status?.sandboxID, undefined);
