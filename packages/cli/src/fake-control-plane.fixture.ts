@@ -36,6 +36,8 @@ export interface FakeControlPlaneOptions {
   pools?: SandboxPool[];
   /** The checkpoints it holds (DeleteCheckpoint of another is not found). @default any: every delete succeeds */
   checkpoints?: string[];
+  /** GetSandboxPool answers permission denied, as for a Kubernetes user who may create sandboxes but not read pools. @default false */
+  poolsUnreadable?: boolean;
 }
 
 export interface FakeControlPlane {
@@ -219,7 +221,15 @@ export async function startFakeControlPlane(options: FakeControlPlaneOptions): P
         },
       });
       service(pb.PoolService, {
-        getSandboxPool: (request) => sandboxPoolToMessage(findPool(request)),
+        getSandboxPool: (request) => {
+          if (options.poolsUnreadable) {
+            throw new ConnectError(
+              `user "dev" may not get sandboxpools.sandbox.fast.io "${request.name}" in namespace "${request.namespace || "default"}"`,
+              Code.PermissionDenied,
+            );
+          }
+          return sandboxPoolToMessage(findPool(request));
+        },
         listSandboxPools: (request) => ({
           pools: [...pools.values()]
             .filter((pool) => request.namespace === "*" || (pool.metadata.namespace ?? "default") === (request.namespace || "default"))

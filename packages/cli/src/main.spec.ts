@@ -175,6 +175,21 @@ describe("fsb exit codes", () => {
     }
   });
 
+  it("run without --image, for a user who may not read pools: says to pass --image, which creates without reading the pool", async () => {
+    const controlPlane = await startFakeControlPlane({ token: API_TOKEN, pools: [fakePool("default")], poolsUnreadable: true });
+    try {
+      const refused = await fsb("run", "--url", controlPlane.url, "--data-dir", dataDir, "--", "true");
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, /may not get sandboxpools.*; without --image, run reads the pool's default image: pass --image IMAGE/);
+      assert.deepEqual(controlPlane.creates, []);
+      const created = await fsb("run", "--url", controlPlane.url, "--data-dir", dataDir, "--image", "busybox", "-q", "--", "true");
+      assert.equal(created.code, 0, created.stderr);
+      assert.equal(controlPlane.creates.length, 1);
+    } finally {
+      await controlPlane.close();
+    }
+  });
+
   it("exits 2 for a --recovery-timeout that is not whole seconds (not rounded to 0: the policy would act at once)", async () => {
     const result = await fsb("run", "--image", "x", "--recovery-timeout", "400ms", "--url", UNREACHABLE, "--data-dir", dataDir);
     assert.equal(result.code, 2, result.stderr);

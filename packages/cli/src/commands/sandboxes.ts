@@ -1,6 +1,7 @@
 import {
   NAME_MAX_LENGTH,
   NAME_PATTERN,
+  PermissionDeniedError,
   UnavailableError,
   ValidationError,
   checkTailLines,
@@ -155,7 +156,12 @@ export async function run(command: string[], options: RunOptions): Promise<void>
   const { client, namespace, dataDir } = await connect(options);
   let image = options.image;
   if (!image) {
-    const pool = await client.pools.get(options.pool, { namespace });
+    // The pool's default image is read from the pool: a user who may create sandboxes but not read pools names the image.
+    const pool = await client.pools.get(options.pool, { namespace }).catch((error: unknown) => {
+      throw error instanceof PermissionDeniedError
+        ? new PermissionDeniedError(`${error.message}; without --image, run reads the pool's default image: pass --image IMAGE`, { cause: error })
+        : error;
+    });
     image = pool.spec.image;
     if (!image) throw new ValidationError("--image", `pool ${namespace}/${options.pool} has no default image; pass --image`);
   }
