@@ -190,6 +190,12 @@ describe("fsb exit codes", () => {
     }
   });
 
+  it("exits 2 for a checkpoint name that is not one, before anything is asked", async () => {
+    const result = await fsb("checkpoint", "web", "-n", "Bad Name", "--url", UNREACHABLE, "--data-dir", dataDir);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /^error: --name: "Bad Name" is not a checkpoint name: at most 63 lowercase letters/m);
+  });
+
   it("exits 2 for a --recovery-timeout that is not whole seconds (not rounded to 0: the policy would act at once)", async () => {
     const result = await fsb("run", "--image", "x", "--recovery-timeout", "400ms", "--url", UNREACHABLE, "--data-dir", dataDir);
     assert.equal(result.code, 2, result.stderr);

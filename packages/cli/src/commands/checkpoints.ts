@@ -5,7 +5,7 @@
  * commands `-n` is the checkpoint's name (checkpoint) or the number of copies (fork), as the issue
  * that asked for them writes it; the namespace is `--namespace`.
  */
-import { ValidationError } from "@fast-sandbox/api";
+import { NAME_MAX_LENGTH, NAME_PATTERN, ValidationError } from "@fast-sandbox/api";
 import type { CheckpointInfo } from "@fast-sandbox/sdk";
 import { formatBytes } from "../byte-sizes.js";
 import { connect, type GlobalOptions } from "../connection.js";
@@ -16,6 +16,13 @@ import { age, printObjects, printTable, type OutputFormat } from "../output.js";
 import { checkSandboxName, parseExpireMs, parsePorts } from "./sandboxes.js";
 
 export async function checkpoint(sandbox: string, options: GlobalOptions & { namespace?: string; name?: string }): Promise<void> {
+  // Bad usage (exit 2), read before anything is asked of the control plane.
+  if (options.name && (options.name.length > NAME_MAX_LENGTH || !new RegExp(NAME_PATTERN).test(options.name))) {
+    throw new ValidationError(
+      "--name",
+      `${JSON.stringify(options.name)} is not a checkpoint name: at most ${NAME_MAX_LENGTH} lowercase letters, digits and '-', starting and ending with a letter or digit`,
+    );
+  }
   const { client, namespace } = await connect(options);
   const made = await client.checkpoints.create(sandbox, { namespace, ...(options.name ? { name: options.name } : {}), ...UNTIL_DONE });
   process.stdout.write(`checkpoint of ${sandbox} saved on node ${made.nodeName || "?"} (${formatBytes(made.sizeBytes)}); ${sandbox} runs on: ${made.name}\n`);
