@@ -57,6 +57,8 @@ export class FakeAgentClient implements AgentClient {
   readonly pulls: string[] = [];
   /** What every pull streams. */
   pullProgress: PullProgress[] = [];
+  /** Pulls never end until their signal aborts them. */
+  pullHangs = false;
   /** Addresses given to Isolated sandboxes so far (`10.88.0.<n>`); Shared ones get none, as the agent API says. */
   private addresses = 0;
 
@@ -146,8 +148,15 @@ export class FakeAgentClient implements AgentClient {
     yield* this.execEvents;
   }
 
-  async *pullImage(image: string): AsyncIterable<PullProgress> {
+  async *pullImage(image: string, signal?: AbortSignal): AsyncIterable<PullProgress> {
     this.pulls.push(image);
+    // A pull that never ends (a registry that accepts connections and never answers), until its signal aborts it.
+    if (this.pullHangs) {
+      await new Promise((_resolve, reject) => {
+        if (signal?.aborted) reject(new Error("the pull was cancelled"));
+        signal?.addEventListener("abort", () => reject(new Error("the pull was cancelled")), { once: true });
+      });
+    }
     yield* this.pullProgress;
   }
 

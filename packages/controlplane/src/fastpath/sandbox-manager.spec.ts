@@ -10,6 +10,7 @@ import {
   UnavailableError,
   UpstreamUnavailableError,
   ValidationError,
+  API_VERSION,
   DEFAULT_NETWORK_MODE,
   sandboxSpecFromMessage,
   sandboxSpecToMessage,
@@ -530,6 +531,46 @@ describe("SandboxManager", () => {
         assert.equal(registry.placementOf(`default/${name}`), undefined, consistencyMode);
         assert.equal(allocated(), 0, consistencyMode);
       }
+    });
+  });
+
+  describe("a delete during a create's image pull", () => {
+    it("ends the create's wait for a pull that does not end: the delete finishes, the create fails saying why, nothing is left", async () => {
+      agent.pullHangs = true;
+      const creating = rejection(manager.create({ name: "slow", spec: spec({ image: "127.0.0.1:5999/slow/img:1" }) }));
+      await eventually(async () => (agent.pulls.length > 0 ? true : undefined));
+      await manager.delete("default", "slow", 0);
+      const error = await creating;
+      assert.ok(error instanceof ConflictError, String(error));
+      assert.equal(error.message, "sandbox default/slow was deleted while its image was being pulled");
+      assert.equal(await stored("slow"), undefined);
+      assert.equal(registry.placementOf("default/slow"), undefined);
+      assert.equal(allocated(), 0);
+      assert.deepEqual(
+        agent.calls.filter((call) => call.startsWith("create")),
+        [],
+        "the agent was never asked to create it",
+      );
+    });
+
+    it("of a record written with kubectl (the reconciler's finalize) ends the wait too", async () => {
+      agent.pullHangs = true;
+      await store.create("Sandbox", {
+        apiVersion: API_VERSION,
+        kind: "Sandbox",
+        metadata: { name: "applied", namespace: "default", finalizers: [CLEANUP_FINALIZER] },
+        spec: spec({ image: "127.0.0.1:5999/slow/img:1" }),
+      });
+      const seen = await stored("applied");
+      assert.ok(seen);
+      const placing = manager.placeStored(seen).catch((error: unknown) => error);
+      await eventually(async () => (agent.pulls.length > 0 ? true : undefined));
+      const marked = await store.delete("Sandbox", { namespace: "default", name: "applied" });
+      assert.ok(marked);
+      await manager.finalize(marked, 0);
+      assert.ok((await placing) instanceof ConflictError);
+      assert.equal(await stored("applied"), undefined);
+      assert.equal(allocated(), 0);
     });
   });
 

@@ -210,6 +210,8 @@ export class SandboxManager {
   private readonly waiting = new Map<string, number>();
   /** Keys being created right now: a second create of the same name fails fast instead of racing. */
   private readonly creating = new Map<string, Promise<unknown>>();
+  /** The image pulls a create in flight waits for, by sandbox key: a delete of the sandbox stops waiting for them. */
+  private readonly pulls = new Map<string, AbortController>();
   /**
    * requestId → the create it started, while it is in flight: a retry meanwhile waits for it. Once it
    * has settled a retry finds the record by its request-derived name or its annotation (createOnce),
@@ -706,7 +708,7 @@ export class SandboxManager {
       // that took it meanwhile (the leader before a failover, still placing it) makes this write
       // conflict, and this try gives way instead of making a second instance of it.
       stored = await this.store.updateStatus("Sandbox", { ...stored, status: bound }, existing ? {} : { unconditional: true });
-      await this.pullIfMissing(client, agent, candidate.spec.image);
+      await this.pullIfMissing(client, agent, candidate.spec.image, key);
       const request = { ...this.agentRequest(stored, sandboxId, pool, network), ...(restore ? { fromCheckpoint: restore.checkpointId } : {}) };
       const created = await client.createSandbox(request).catch((error: unknown) => {
         throw error instanceof NoCapacityError ? new RefusedByAgentError(error.message) : error;
@@ -786,11 +788,28 @@ export class SandboxManager {
    * Pulls the image on the agent first when it does not report it: a pull may take longer than a
    * create's deadline, and a create given up on while its pull runs would finish unaccounted for.
    */
-  private async pullIfMissing(client: AgentClient, agent: Placement["agent"], image: string): Promise<void> {
+  private async pullIfMissing(client: AgentClient, agent: Placement["agent"], image: string, key: string): Promise<void> {
     if (agent.images.includes(image) || agent.images.includes(normalizeImageName(image))) return;
-    for await (const progress of client.pullImage(image)) {
-      if (progress.phase === "done") break;
+    // A delete of the sandbox meanwhile ends the wait (a registry that never answers would hold the
+    // delete for the pull's minutes): the create fails, and undoes what it made.
+    const pull = new AbortController();
+    this.pulls.set(key, pull);
+    try {
+      for await (const progress of client.pullImage(image, pull.signal)) {
+        if (progress.phase === "done") break;
+      }
+    } catch (error) {
+      throw pull.signal.aborted ? FsbError.from(pull.signal.reason) : error;
+    } finally {
+      if (this.pulls.get(key) === pull) this.pulls.delete(key);
     }
+  }
+
+  /** Ends the wait of a create in flight for its image's pull, because the sandbox is being deleted; whether one waited. */
+  private stopPullFor(key: string): boolean {
+    const pull = this.pulls.get(key);
+    pull?.abort(new ConflictError(`sandbox ${key} was deleted while its image was being pulled`));
+    return pull !== undefined;
   }
 
   /** What the agent is asked to create for an instance `sandboxId` of the sandbox (also a resume's restore, checkpoint-pauses.ts). */
@@ -1239,8 +1258,13 @@ export class SandboxManager {
   async delete(namespace: string | undefined, name: string, gracePeriodMs = DEFAULT_GRACE_PERIOD_MS, options: { waitForAgent?: boolean } = {}): Promise<void> {
     await this.ready;
     const ns = namespace || DEFAULT_NAMESPACE;
+    const stopped = this.stopPullFor(sandboxKey(ns, name));
     await this.settled(ns, name);
-    const marked = await this.store.delete("Sandbox", { namespace: ns, name });
+    // A create whose pull this delete stopped removed its record as it failed: the sandbox is gone, as asked.
+    const marked = await this.store.delete("Sandbox", { namespace: ns, name }).catch((error: unknown) => {
+      if (stopped && error instanceof NotFoundError) return undefined;
+      throw error;
+    });
     if (!marked) return;
     for (;;) {
       try {
@@ -1300,7 +1324,8 @@ export class SandboxManager {
     const key = sandboxKey(namespace, seen.metadata.name);
     // A create of it in flight here (its image still pulling, its agent call pending) would make the
     // instance after this cleanup looked: the cleanup starts once it has (the reconciler calls this
-    // directly, without the API delete's wait).
+    // directly, without the API delete's wait); one waiting for its image's pull stops waiting.
+    this.stopPullFor(key);
     await this.creating.get(key)?.catch(() => undefined);
     // Act on the record as it is now: the caller's copy may be stale, and a sandbox of the same
     // name created since is not this one (different uid) and must be left alone.
