@@ -1697,7 +1697,7 @@ describe("SandboxManager", () => {
       ]);
     });
 
-    it("says why a sandbox whose instance ended or whose agent is gone cannot run a command, instead of 'retry shortly'", async () => {
+    it("says why a sandbox whose instance ended or whose agent is gone cannot run a command, and what comes, instead of 'retry shortly'", async () => {
       const created = await manager.create({ name: "web", spec: spec() });
       const refusal = (name: string) =>
         manager
@@ -1715,8 +1715,11 @@ describe("SandboxManager", () => {
       // Its agent gone for good (its Pod deleted): no retry helps.
       (fixture.agents as { exists?: (name: string) => boolean }).exists = () => false;
       const gone = await refusal("web");
-      assert.ok(gone instanceof FailedPreconditionError, String(gone));
-      assert.match(gone.message, /^sandbox web cannot be reached: its agent \S+ is gone \(phase Running\)$/);
+      assert.ok(gone instanceof UnavailableError, String(gone));
+      assert.match(
+        gone.message,
+        /^sandbox web cannot be reached: its agent \S+ is gone; it turns Lost once its recovery timeout \(30s\) has passed \(failurePolicy Manual\): reset it/,
+      );
       // The instance lost (process 1 killed): the phase and why, by name, and what to do.
       fixture.connected = true;
       assert.ok(created.status);

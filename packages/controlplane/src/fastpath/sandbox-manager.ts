@@ -1378,7 +1378,14 @@ export class SandboxManager {
       // An agent that still exists (restarting, reconnecting) comes back; one that is gone for good does not.
       if (this.agents.exists?.(agentName, namespaceOf) !== false)
         throw new UnavailableError(`agent ${agentName} of sandbox ${name} is not connected; retry shortly`);
-      throw new FailedPreconditionError(`sandbox ${name} cannot be reached: its agent ${agentName} is gone${stateOf(sandbox)}`);
+      // Still an UnavailableError (retryable): the sandbox's failure policy acts after its recovery timeout.
+      const timeout = sandbox.spec.recoveryTimeoutSeconds ?? 30;
+      throw new UnavailableError(
+        `sandbox ${name} cannot be reached: its agent ${agentName} is gone; ` +
+          (sandbox.spec.failurePolicy === "AutoRecreate"
+            ? `it is recreated on another agent once its recovery timeout (${timeout}s) has passed: retry then`
+            : `it turns Lost once its recovery timeout (${timeout}s) has passed (failurePolicy Manual): reset it ('fsb reset ${name}') for a new instance, or delete it`),
+      );
     }
     return { client, sandboxId, sandbox };
   }
