@@ -49,6 +49,13 @@ describe("kubectl fs against a cluster", () => {
     }
   });
 
+  it("names the commands its messages suggest as kubectl fs commands", async () => {
+    const result = await kubectlFs(env, "cp", "web:/etc/hostname", join(dir, "hostname"));
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /no access token for sandbox ctx\/web: .* run 'kubectl fs token web' to make a new one/);
+    assert.doesNotMatch(result.stderr, /'fsb /);
+  });
+
   it("exits 2 for a flag it cannot use, before it reads anything of the cluster", async () => {
     api.requests.length = 0;
     for (const [args, said] of [

@@ -4,7 +4,7 @@ import { parseResourceArgs, resourceKind } from "./resource-args.js";
 import { OUTPUT_FORMATS, exitWhenReaderGoes } from "./output.js";
 import { closeConnections } from "./connection.js";
 import { separateCommandWords } from "./command-words.js";
-import { printFailure } from "./failures.js";
+import { printFailure, setCommandName } from "./failures.js";
 import { KUBECTL_PLUGIN_NAME, programNameOf } from "./target.js";
 
 /** Exit codes: 0 ok, 1 error, 2 bad usage; `exec` exits with the command's own code. */
@@ -557,6 +557,7 @@ export async function main(argv: string[], programName = programNameOf(argv[1]))
   exitWhenReaderGoes();
   try {
     const root: { namespace?: string } = {};
+    setCommandName(programName === KUBECTL_PLUGIN_NAME ? "kubectl fs" : "fsb");
     const fsb = program(programName, root);
     const taken = takeRootNamespace(fsb, argv);
     if (taken.namespace !== undefined) root.namespace = taken.namespace;
