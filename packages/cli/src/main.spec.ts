@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -649,6 +649,7 @@ describe("fsb up: the cgroup root of each data directory", () => {
       refused.stderr,
       new RegExp(`^error: cgroup root /team-b belongs to the Fast Sandbox of data directory ${owner}: .*\\(--cgroup-root NAME or FSB_CGROUP_ROOT\\)`, "m"),
     );
+    assert.equal(existsSync(join(claims, "team-b")), false, "the refused start keeps no claim of the containerd namespace");
     for (const [env, args] of [
       [{}, ["--cgroup-root", "team-b2"]],
       [{ FSB_CGROUP_ROOT: "team-b2" }, []],

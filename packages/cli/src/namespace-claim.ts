@@ -82,9 +82,9 @@ function stillUses(kind: ClaimKind, owner: string, name: string): boolean {
 /**
  * Claims `name` of `kind` for `dataDir`, or throws FailedPrecondition naming the data directory that
  * holds it. A claim whose owner no longer uses it (its data directory removed, or its `fsb up` now
- * runs with another one) is taken over.
+ * runs with another one) is taken over. True when this call took it (it was not `dataDir`'s already).
  */
-function claim(kind: ClaimKind, name: string, dataDir: string, claimsDir: string): void {
+function claim(kind: ClaimKind, name: string, dataDir: string, claimsDir: string): boolean {
   const path = join(claimsDir, kind.fileName(name));
   const self = resolve(dataDir);
   // Its missing parents 0700: by default the parent is root's default data directory, which this
@@ -99,13 +99,13 @@ function claim(kind: ClaimKind, name: string, dataDir: string, claimsDir: string
       try {
         // Created whole or not at all: two `fsb up` of different directories cannot both take it.
         linkSync(prepared, path);
-        return;
+        return true;
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
       }
       const owner = readIfExists(path);
       if (owner === undefined) continue;
-      if (owner === self) return;
+      if (owner === self) return false;
       if (owner !== "" && stillUses(kind, owner, name)) {
         // `fsb down --delete-sandboxes` deletes the sandboxes through the owner's control plane: it must run for that.
         const removal = fsbUpRuns(owner)
@@ -120,7 +120,7 @@ function claim(kind: ClaimKind, name: string, dataDir: string, claimsDir: string
       // Its owner has gone: replaced in one rename (a contender's fresh claim would be, too; the next look settles it).
       renameSync(prepared, path);
       writeFileSync(prepared, `${self}\n`);
-      if (readIfExists(path) === self) return;
+      if (readIfExists(path) === self) return true;
     }
   } finally {
     rmSync(prepared, { force: true });
@@ -134,9 +134,14 @@ function release(kind: ClaimKind, name: string, dataDir: string, claimsDir: stri
   if (readIfExists(path) === resolve(dataDir)) rmSync(path, { force: true });
 }
 
-/** Claims containerd namespace `namespace` for `dataDir` (see `claim`). */
-export function claimContainerdNamespace(namespace: string, dataDir: string, claimsDir = namespaceClaimsDir()): void {
-  claim(CONTAINERD_NAMESPACE, namespace, dataDir, claimsDir);
+/** Claims containerd namespace `namespace` for `dataDir` (see `claim`); true when this call took it. */
+export function claimContainerdNamespace(namespace: string, dataDir: string, claimsDir = namespaceClaimsDir()): boolean {
+  return claim(CONTAINERD_NAMESPACE, namespace, dataDir, claimsDir);
+}
+
+/** Gives containerd namespace `namespace` up, if `dataDir` holds it (an `fsb up` refused before it ran in it). */
+export function releaseContainerdNamespaceClaim(namespace: string, dataDir: string, claimsDir = namespaceClaimsDir()): void {
+  release(CONTAINERD_NAMESPACE, namespace, dataDir, claimsDir);
 }
 
 /** Claims cgroup root `root` for `dataDir` (see `claim`); "" is none, which anyone may run with. */

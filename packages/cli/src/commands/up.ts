@@ -32,7 +32,7 @@ import {
   type EmbeddedSettings,
   type ProcessIdentity,
 } from "../data-dir.js";
-import { claimCgroupRoot, claimContainerdNamespace } from "../namespace-claim.js";
+import { claimCgroupRoot, claimContainerdNamespace, releaseContainerdNamespaceClaim } from "../namespace-claim.js";
 
 export interface UpOptions {
   dataDir?: string;
@@ -100,8 +100,14 @@ export async function up(options: UpOptions): Promise<void> {
   if ("heldBy" in taken) throw alreadyRunning(dataDir, taken.heldBy);
   try {
     // Before anything of it starts: another data directory's instance may run in the namespace, or under the cgroup root.
-    claimContainerdNamespace(resolved.containerdNamespace, dataDir);
-    claimCgroupRoot(resolved.cgroupRoot, dataDir);
+    const namespaceTaken = claimContainerdNamespace(resolved.containerdNamespace, dataDir);
+    try {
+      claimCgroupRoot(resolved.cgroupRoot, dataDir);
+    } catch (error) {
+      // Refused before it ran there: the namespace is not this data directory's.
+      if (namespaceTaken) releaseContainerdNamespaceClaim(resolved.containerdNamespace, dataDir);
+      throw error;
+    }
     // What an instance that did not stop cleanly (SIGKILL, a crash, a reboot) left: this one holds the lock.
     clearRunFiles(dataDir);
     await serve(resolved, dataDir, { port, proxyPort, e2bPort, janitor });
