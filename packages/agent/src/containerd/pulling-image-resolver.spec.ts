@@ -108,4 +108,18 @@ describe("PullingImageResolver, an image neither here nor pullable", () => {
       });
     }
   });
+
+  it("an explicit pull the registry answered (no such tag) says only that", async () => {
+    const client = containerd(new Map(), new Map());
+    const puller = {
+      pull: () => Promise.reject(new NotFoundError('image 127.0.0.1:5000/team/sdk:nope not found: the registry has no tag "nope"')),
+      unpack: () => Promise.reject(new Error("not called")),
+    };
+    const images = new PullingImageResolver(client, "overlayfs", new ImageResolver(client, "import it"), puller as unknown as ImagePuller);
+    await assert.rejects(images.pull("127.0.0.1:5000/team/sdk:nope"), (error: unknown) => {
+      assert.ok(error instanceof NotFoundError, String(error));
+      assert.equal(error.message, 'image 127.0.0.1:5000/team/sdk:nope not found: the registry has no tag "nope"');
+      return true;
+    });
+  });
 });

@@ -52,9 +52,11 @@ export class PullingImageResolver {
     try {
       pulled = await this.puller.pull(reference, options.onProgress);
     } catch (error) {
-      // The control plane pulls an image its agent does not report before a create: one that is not
-      // here either is said as a create's own lookup says it (how to import it), then the pull's failure.
-      if (!(error instanceof FsbError)) throw error;
+      // The control plane pulls an image its agent does not report before a create: one whose
+      // registry cannot be reached (a name only ever imported, as fast-sandbox.io/base) and that is
+      // not here either is said as a create's own lookup says it (how to import it), then the pull's
+      // failure. A registry that answered (no such tag) said all there is.
+      if (!(error instanceof UnavailableError)) throw error;
       let missing: NotFoundError | undefined;
       const found = await this.lookUp(reference, (notFound) => (missing = notFound)).catch(() => undefined);
       throw missing && !found ? rephrased(error, `${missing.message}; pulling it failed: ${error.message}`) : error;
