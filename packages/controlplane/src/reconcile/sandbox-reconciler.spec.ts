@@ -116,6 +116,27 @@ class FakeReplicaLiveness implements ReplicaLiveness {
 /** Writes a record straight to the store, as a create cut short by a crash (or `fsb apply`) leaves it. */
 const storeRecord = (name: string, status?: SandboxStatus) => fixture.storeRecord(name, status);
 
+/** A Sandbox written with kubectl in pool `later`, which does not exist until addLaterPool(). */
+const applyToLaterPool = (name: string) =>
+  store.create("Sandbox", {
+    apiVersion: API_VERSION,
+    kind: "Sandbox",
+    metadata: { name, namespace: "default", finalizers: [CLEANUP_FINALIZER] },
+    spec: spec({ poolRef: "later" }),
+  });
+
+/** Pool `later` comes, with one ready agent `later-0` of one slot. */
+function addLaterPool(): void {
+  manager.setPool({
+    apiVersion: API_VERSION,
+    kind: "SandboxPool",
+    metadata: { name: "later", namespace: "default" },
+    spec: { capacity: { poolMin: 1, poolMax: 1 }, maxSandboxesPerPod: 1 },
+  });
+  registry.upsertAgent({ name: "later-0", namespace: "default", pool: "later", endpoint: "127.0.0.1:7999", capacity: 1, hostIP: "127.0.0.1", images: [] });
+  clients.set("later-0", new FakeAgentClient());
+}
+
 beforeEach(async () => {
   fixture = new SandboxManagerFixture({ start: T0, pool: poolOf("default") });
   ({ clock, store, registry, clients, manager } = fixture);
@@ -819,12 +840,7 @@ describe("SandboxReconciler", () => {
 
   describe("sandboxes written to the store (kubectl apply) that cannot be placed yet", () => {
     it("a pool that does not exist yet: the record stays Pending with Scheduled=False/PoolNotFound, and is placed once the pool exists", async () => {
-      const created = await store.create("Sandbox", {
-        apiVersion: API_VERSION,
-        kind: "Sandbox",
-        metadata: { name: "early", namespace: "default", finalizers: [CLEANUP_FINALIZER] },
-        spec: spec({ poolRef: "later" }),
-      });
+      const created = await applyToLaterPool("early");
       await settle();
       const waiting = await stored("early");
       assert.equal(waiting?.metadata.uid, created.metadata.uid);
@@ -834,14 +850,7 @@ describe("SandboxReconciler", () => {
       assert.match(condition(waiting, "Scheduled")?.message ?? "", /pool default\/later does not exist/);
       assert.deepEqual(client(AGENT).calls, []);
 
-      manager.setPool({
-        apiVersion: API_VERSION,
-        kind: "SandboxPool",
-        metadata: { name: "later", namespace: "default" },
-        spec: { capacity: { poolMin: 1, poolMax: 1 }, maxSandboxesPerPod: 1 },
-      });
-      registry.upsertAgent({ name: "later-0", namespace: "default", pool: "later", endpoint: "127.0.0.1:7999", capacity: 1, hostIP: "127.0.0.1", images: [] });
-      clients.set("later-0", new FakeAgentClient());
+      addLaterPool();
       advance(5);
       await settle();
       const placed = await stored("early");
@@ -907,24 +916,12 @@ describe("SandboxReconciler", () => {
     });
 
     it("a sandbox waiting for its pool is tried every 3 s, however long it waits: a pool or a slot comes back by itself", async () => {
-      await store.create("Sandbox", {
-        apiVersion: API_VERSION,
-        kind: "Sandbox",
-        metadata: { name: "early", namespace: "default", finalizers: [CLEANUP_FINALIZER] },
-        spec: spec({ poolRef: "later" }),
-      });
+      await applyToLaterPool("early");
       await settle();
       assert.equal(condition(await stored("early"), "Scheduled")?.reason, "PoolNotFound");
       advance(120);
       await settle();
-      manager.setPool({
-        apiVersion: API_VERSION,
-        kind: "SandboxPool",
-        metadata: { name: "later", namespace: "default" },
-        spec: { capacity: { poolMin: 1, poolMax: 1 }, maxSandboxesPerPod: 1 },
-      });
-      registry.upsertAgent({ name: "later-0", namespace: "default", pool: "later", endpoint: "127.0.0.1:7999", capacity: 1, hostIP: "127.0.0.1", images: [] });
-      clients.set("later-0", new FakeAgentClient());
+      addLaterPool();
       advance(3);
       await settle();
       assert.equal((await stored("early"))?.status?.phase, "Running", "placed within 3 s of its pool's coming, after two minutes of waiting");
