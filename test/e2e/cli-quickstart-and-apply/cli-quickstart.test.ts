@@ -362,8 +362,8 @@ describe("fsb on the command line", () => {
     );
     const table = fsb("pools");
     assert.equal(table.status, 0, table.stderr);
-    assert.match(table.stdout, /^NAME +AGENTS +DESIRED +UPDATED +SANDBOXES +FREE +RUNTIME +NETWORK +EGRESS +IMAGE +AGE\n/);
-    assert.match(table.stdout, /^workers +1\/1 +\d+ +1 +1 +3 +container +(Shared|Isolated) +\S+ +fast-sandbox\.io\/base:latest +\d+[smhd]$/m);
+    assert.match(table.stdout, /^NAME +AGENTS +DESIRED +UPDATED +SANDBOXES +FREE +PREPARED +RUNTIME +NETWORK +EGRESS +IMAGE +AGE\n/);
+    assert.match(table.stdout, /^workers +1\/1 +\d+ +1 +1 +3 +\d+ +container +(Shared|Isolated) +\S+ +fast-sandbox\.io\/base:latest +\d+[smhd]$/m);
     assert.match(table.stdout, /^default +\d+\/\d+ /m);
     const all = JSON.parse(fsb("pools", "-A", "-o", "json").stdout) as { items: { metadata: { name: string; namespace: string } }[] };
     assert.deepEqual(all.items.map((p) => `${p.metadata.namespace}/${p.metadata.name}`).sort(), ["default/default", "default/workers"]);

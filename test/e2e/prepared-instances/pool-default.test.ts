@@ -4,7 +4,8 @@
  * spec.preparedInstances unset keeps 2 on each agent (at most maxSandboxesPerPod), one with
  * preparedInstances 0 keeps none; a gVisor pool with an image keeps the number it asks for; a
  * matching create claims one (in gVisor's kernel for the gVisor pool), which then takes a sandbox
- * slot while the stock itself takes none; and deleting the pools removes every instance with
+ * slot while the stock itself takes none; each pool's status counts its ready instances and says why
+ * an agent cannot make them (an image it cannot pull); and deleting the pools removes every instance with
  * nothing left behind (container, task, snapshot, cgroup, run directory, log).
  */
 import assert from "node:assert/strict";
@@ -15,6 +16,7 @@ import { containerOfSandbox, isPreparedInstance, preparedStock, tasks } from "..
 import { BASE_IMAGE, containerdLeftovers, pool, startEmbedded, waitFor, type EmbeddedCase } from "../../support/embedded.js";
 
 const POOL_LABEL = "fast-sandbox.io/pool";
+const UNPULLABLE = "127.0.0.1:1/fsb-e2e/missing:1";
 
 /** Directories named `fsb-prepared-…` anywhere under `root`. */
 function preparedDirsUnder(root: string): string[] {
@@ -74,6 +76,8 @@ describe("prepared instances of a pool by default", () => {
         pool("single", { maxSandboxesPerPod: 1 }),
         pool("cold", { maxSandboxesPerPod: 2, preparedInstances: 0 }),
         pool("sealed", { maxSandboxesPerPod: 2, runtimeType: "gvisor", preparedInstances: 2 }),
+        // Nothing listens there: every prepare's pull fails at once.
+        pool("unpullable", { maxSandboxesPerPod: 1, image: UNPULLABLE }),
       ],
     });
   });
@@ -94,6 +98,33 @@ describe("prepared instances of a pool by default", () => {
     assert.deepEqual(preparedStock(embedded.containerdNamespace, { [POOL_LABEL]: "cold" }), []);
     assert.equal(stockOf("warm").length, 2, "the stock stays at its target");
     assert.equal(stockOf("single").length, 1);
+  });
+
+  it("says in each pool's status how many are ready, and why its agent cannot make them: an image it cannot pull", async () => {
+    const { client } = embedded;
+    await waitFor(
+      async () => (await client.pools.get("warm")).status?.preparedInstances === 2,
+      60_000,
+      "the status of 'warm' to count its 2 prepared instances",
+    );
+    await waitFor(
+      async () => (await client.pools.get("unpullable")).status?.conditions?.some((c) => c.type === "InstancesPrepared") === true,
+      60_000,
+      "the status of 'unpullable' to say its agent cannot make prepared instances",
+    );
+    const unpullable = (await client.pools.get("unpullable")).status;
+    assert.equal(unpullable?.preparedInstances, 0);
+    const condition = unpullable?.conditions?.find((c) => c.type === "InstancesPrepared");
+    assert.equal(condition?.status, "False");
+    assert.equal(condition?.reason, "PrepareFailed");
+    assert.match(
+      condition?.message ?? "",
+      /^agent unpullable-\d+ cannot make prepared instances \(creates take the slower path meanwhile; the agents keep trying\): .*127\.0\.0\.1:1/,
+    );
+    // A pool that keeps none says nothing of them; one whose stock fills carries no such condition.
+    const cold = (await client.pools.get("cold")).status;
+    assert.equal(cold?.preparedInstances, undefined);
+    assert.deepEqual((await client.pools.get("warm")).status?.conditions ?? [], []);
   });
 
   it("hands one to each matching create, which then takes a slot; the stock takes none and refills beside full slots", async () => {
@@ -151,7 +182,7 @@ describe("prepared instances of a pool by default", () => {
     const agents = await client.pools.agents();
     assert.ok(agents.length >= 3);
     assert.ok(containerdLeftovers(containerdNamespace, { withPreparedStock: true }).containers.some(isPreparedInstance), "the stock is counted");
-    for (const name of ["warm", "single", "cold", "sealed"]) await client.pools.delete(name);
+    for (const name of ["warm", "single", "cold", "sealed", "unpullable"]) await client.pools.delete(name);
     await waitFor(async () => (await client.pools.agents()).length === 0, 30_000, "the pools' agents to go");
     await waitFor(() => agents.every((agent) => agent.pid === undefined || !alive(agent.pid)), 30_000, "the agent processes to exit");
     assert.deepEqual(containerdLeftovers(containerdNamespace, { withPreparedStock: true }), { containers: [], tasks: [], snapshots: [] });

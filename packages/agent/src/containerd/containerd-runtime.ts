@@ -38,6 +38,7 @@ import {
   type ExecRequest,
   type PullImageOptions,
   type PulledImage,
+  type PreparedInstancesState,
   type Runtime,
   type RuntimeSandbox,
   type RuntimeSandboxSpec,
@@ -65,7 +66,7 @@ import { ExecFiles } from "./exec-files.js";
 import { writeRunscOwnNetnsWrapper, writeRunscWrapper } from "./gvisor-binary.js";
 import { probeRunscFeatures, type RunscFeatures } from "./runsc-features.js";
 import { readRunFile } from "./run-file.js";
-import { GvisorCheckpoints, LABEL_RESTORED_FROM, LABEL_ROOTFS_OVERLAY, ROOTFS_OVERLAY_MEMORY, moveRunDir } from "./checkpoints.js";
+import { GvisorCheckpoints, LABEL_RESTORED_FROM, LABEL_ROOTFS_OVERLAY, ROOTFS_OVERLAY_MEMORY, moveRunDir, withoutGoTrace } from "./checkpoints.js";
 import { Status as TaskStatus, type Process } from "./gen/github.com/containerd/containerd/api/types/task/task_pb.js";
 import type { Container } from "./gen/github.com/containerd/containerd/api/services/containers/v1/containers_pb.js";
 import { OptionsSchema as RuncOptionsSchema, ProcessDetailsSchema } from "./gen/github.com/containerd/containerd/runtime/v2/runc/options/oci_pb.js";
@@ -1148,6 +1149,17 @@ export class ContainerdRuntime implements Runtime {
   /** Prepared instances ready to be claimed. */
   get preparedInstanceCount(): number {
     return this.preparedStock?.size ?? 0;
+  }
+
+  preparedInstances(): PreparedInstancesState | undefined {
+    const stock = this.preparedStock;
+    if (!stock) return undefined;
+    const failure = stock.failure;
+    return {
+      target: stock.target,
+      ready: stock.size,
+      ...(failure ? { error: withoutGoTrace(FsbError.from(failure.error).message) } : {}),
+    };
   }
 
   /** Resolves once the stock of prepared instances is full (benchmarks, tests). */

@@ -82,6 +82,21 @@ describe("PreparedPool", () => {
     assert.equal(pool.take(), 3);
   });
 
+  it("says why it is short of its target while its prepares fail, and forgets it once one succeeds", async () => {
+    const source = preparer(new Set([1, 2]));
+    const seen: (string | undefined)[] = [];
+    const pool: PreparedPool<number> = new PreparedPool({
+      target: 1,
+      prepare: source.prepare,
+      retryDelayMs: 1,
+      onError: () => seen.push((pool.failure?.error as Error | undefined)?.message),
+    });
+    assert.equal(pool.failure, undefined);
+    await pool.filled();
+    assert.deepEqual(seen, ["prepare 1 failed", "prepare 2 failed"]);
+    assert.equal(pool.failure, undefined);
+    assert.equal(pool.size, 1);
+  });
   it("adopted items are taken first, even beyond the target", async () => {
     const source = preparer();
     const pool = new PreparedPool({ target: 1, prepare: source.prepare });

@@ -27,6 +27,8 @@ export class PreparedPool<T> {
   private stopped = false;
   private readonly stopping = new AbortController();
   private waiters: (() => void)[] = [];
+  private lastFailure: unknown;
+  private failing = false;
 
   constructor(options: PreparedPoolOptions<T>) {
     this.options = options;
@@ -36,6 +38,14 @@ export class PreparedPool<T> {
   /** Items ready to be taken. */
   get size(): number {
     return this.ready.length;
+  }
+
+  /**
+   * Why the pool is short of its target: the error of the last prepare while none has succeeded
+   * since (the pool keeps retrying); undefined once one succeeds, or when none has failed.
+   */
+  get failure(): { error: unknown } | undefined {
+    return this.failing ? { error: this.lastFailure } : undefined;
   }
 
   /**
@@ -95,7 +105,11 @@ export class PreparedPool<T> {
         const item = await this.options.prepare();
         this.ready.push(item);
         failures = 0;
+        this.failing = false;
+        this.lastFailure = undefined;
       } catch (error) {
+        this.failing = true;
+        this.lastFailure = error;
         this.options.onError?.(error);
         failures += 1;
         const delayMs = baseDelayMs * 2 ** Math.min(failures - 1, 5);

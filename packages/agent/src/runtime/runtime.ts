@@ -179,6 +179,16 @@ export interface PullImageOptions {
   onProgress?: (progress: ImagePullProgress) => void;
 }
 
+/** The agent's stock of prepared instances (prepared-instances.ts), as its status reports it. */
+export interface PreparedInstancesState {
+  /** How many the agent keeps ready. */
+  target: number;
+  /** How many are ready to be claimed now. */
+  ready: number;
+  /** Why the stock is short: the last prepare's failure while none has succeeded since (it keeps retrying). */
+  error?: string;
+}
+
 export interface Runtime {
   /** Readies shared resources before the first create (e.g. the shim anchor); idempotent. */
   prepare(): Promise<void>;
@@ -216,4 +226,6 @@ export interface Runtime {
   close(): void;
   /** Checkpoints of gVisor sandboxes and restores from them; undefined: the runtime has none. */
   readonly checkpoints?: RuntimeCheckpoints;
+  /** The stock of prepared instances; undefined (or no method): the runtime keeps none. */
+  preparedInstances?(): PreparedInstancesState | undefined;
 }

@@ -26,6 +26,7 @@ import type {
   ImagePullProgress,
   PullImageOptions,
   PulledImage,
+  PreparedInstancesState,
   Runtime,
   RuntimeSandbox,
   RuntimeSandboxSpec,
@@ -132,6 +133,12 @@ class FakeRuntime implements Runtime {
   }
 
   close(): void {}
+
+  prepared: PreparedInstancesState | undefined;
+
+  preparedInstances(): PreparedInstancesState | undefined {
+    return this.prepared;
+  }
 
   add(sandbox: Partial<RuntimeSandbox> & { sandboxId: string }): void {
     this.sandboxes.set(sandbox.sandboxId, {
@@ -966,6 +973,16 @@ describe("AgentService", () => {
           ["team.b.000002", "team", "b", "img", "stopped", 0, 137],
         ],
       );
+    });
+
+    it("status reports the stock of prepared instances, and why it is short while its prepares fail", async () => {
+      assert.equal((await client.status({})).preparedInstances, undefined);
+      runtime.prepared = { target: 2, ready: 0, error: "image registry.invalid/app:1 could not be pulled" };
+      const failing = (await client.status({})).preparedInstances;
+      assert.deepEqual([failing?.target, failing?.ready, failing?.error], [2, 0, "image registry.invalid/app:1 could not be pulled"]);
+      runtime.prepared = { target: 2, ready: 2 };
+      const full = (await client.status({})).preparedInstances;
+      assert.deepEqual([full?.target, full?.ready, full?.error], [2, 2, ""]);
     });
 
     it("listSandboxes lists the runtime's sandboxes, keeping an exit code of 0", async () => {

@@ -180,12 +180,14 @@ export function createAgentService(options: AgentServiceOptions): ServiceImpl<ty
             sandboxes.push({ sandboxId: id, namespace: "", name: "", pool: identity.pool, image: "", state: "creating", labels: {} });
           }
         }
+        const prepared = runtime.preparedInstances?.();
         return create(pb.AgentStatusSchema, {
           ...identity,
           images: withNormalizedNames(images),
           sandboxes: sandboxes.map(toAgentSandbox),
           pid: process.pid,
           retired: admission.retired,
+          ...(prepared ? { preparedInstances: { target: prepared.target, ready: prepared.ready, error: prepared.error ?? "" } } : {}),
         });
       });
     },

@@ -131,6 +131,7 @@ export function renderCrds(): Record<string, string> {
     [
       { name: "Agents", type: "integer", jsonPath: ".status.agents" },
       { name: "Sandboxes", type: "integer", jsonPath: ".status.sandboxes" },
+      { name: "Prepared", type: "integer", jsonPath: ".status.preparedInstances" },
     ],
   );
   return {

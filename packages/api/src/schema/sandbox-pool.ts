@@ -275,6 +275,13 @@ export const SandboxPoolStatus = Type.Object(
           "Agents started from the pool's current agent settings (agentTemplate, limits, prepared instances). The others are replaced once idle, one at a time.",
       }),
     ),
+    preparedInstances: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description:
+          "Prepared instances ready to be claimed on the pool's ready agents, as they last reported them (each keeps spec.preparedInstances). Unset when the pool keeps none. The condition InstancesPrepared=False says why agents cannot make them.",
+      }),
+    ),
     hotImages: Type.Optional(Type.Array(Type.String(), { description: "Images most used in the pool recently; pre-pulled on agents that lack them." })),
     conditions: Type.Optional(Type.Array(Condition)),
     observedGeneration: Type.Optional(Type.Integer({ minimum: 0, description: "The metadata.generation this status was computed for." })),

@@ -635,7 +635,7 @@ describe("validateSandboxPool", () => {
     assertPoolRejected(
       (p) => (p.status.surprise = 1),
       "status.surprise",
-      /allowed fields: agents, readyAgents, sandboxes, freeSlots, desiredAgents, buffer, updatedAgents, hotImages, conditions, observedGeneration$/,
+      /allowed fields: agents, readyAgents, sandboxes, freeSlots, desiredAgents, buffer, updatedAgents, preparedInstances, hotImages, conditions, observedGeneration$/,
     );
     assertPoolRejected((p) => (p.spec.surprise = 1), "spec.surprise", /allowed fields: capacity, maxSandboxesPerPod, /);
   });

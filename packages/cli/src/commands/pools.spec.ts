@@ -13,22 +13,23 @@ describe("poolRow", () => {
     ...(status ? { status } : {}),
   });
 
-  it("shows agents as ready/total, then desired and updated agents, sandboxes, free slots, runtime, network mode, egress, image and age", () => {
+  it("shows agents as ready/total, then desired and updated agents, sandboxes, free slots, prepared instances, runtime, network mode, egress, image and age", () => {
     const row = poolRow(
       pool(
         { runtimeType: "gvisor", image: "python:3.12", network: { mode: "Isolated", egress: { policy: "denyAll" } } },
-        { agents: 2, readyAgents: 1, desiredAgents: 2, updatedAgents: 1, sandboxes: 3, freeSlots: 1 },
+        { agents: 2, readyAgents: 1, desiredAgents: 2, updatedAgents: 1, sandboxes: 3, freeSlots: 1, preparedInstances: 2 },
       ),
       now,
     );
     assert.equal(row.length, POOL_HEADERS.length);
-    assert.deepEqual(row, ["workers", "1/2", "2", "1", "3", "1", "gvisor", "Isolated", "denyAll", "python:3.12", "60m"]);
+    assert.deepEqual(row, ["workers", "1/2", "2", "1", "3", "1", "2", "gvisor", "Isolated", "denyAll", "python:3.12", "60m"]);
   });
 
   it("shows a pool without status as 0/0 agents and '-' counts, the default runtime and network mode, and '-' without an image", () => {
     assert.deepEqual(poolRow(pool({}), now), [
       "workers",
       "0/0",
+      "-",
       "-",
       "-",
       "-",
@@ -42,7 +43,7 @@ describe("poolRow", () => {
   });
 
   it("shows the egress policy of an Isolated pool (allowAll when it sets none, an allowList with its size) and '-' for a Shared one", () => {
-    const egress = (network: SandboxPool["spec"]["network"]) => poolRow(pool({ network }), now).slice(7, 9);
+    const egress = (network: SandboxPool["spec"]["network"]) => poolRow(pool({ network }), now).slice(8, 10);
     assert.deepEqual(egress({ mode: "Isolated" }), ["Isolated", "allowAll"]);
     assert.deepEqual(egress({ mode: "Isolated", egress: { policy: "allowList", allow: [{ cidr: "10.0.0.0/8" }, { cidr: "::/0" }] } }), [
       "Isolated",
@@ -52,12 +53,9 @@ describe("poolRow", () => {
   });
 
   it("shows zero counts as 0, not '-'", () => {
-    assert.deepEqual(poolRow(pool({}, { agents: 0, readyAgents: 0, desiredAgents: 0, updatedAgents: 0, sandboxes: 0, freeSlots: 0 }), now).slice(1, 6), [
-      "0/0",
-      "0",
-      "0",
-      "0",
-      "0",
-    ]);
+    assert.deepEqual(
+      poolRow(pool({}, { agents: 0, readyAgents: 0, desiredAgents: 0, updatedAgents: 0, sandboxes: 0, freeSlots: 0, preparedInstances: 0 }), now).slice(1, 7),
+      ["0/0", "0", "0", "0", "0", "0"],
+    );
   });
 });

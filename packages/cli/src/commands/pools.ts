@@ -2,8 +2,9 @@ import { networkModeOf, type SandboxPool } from "@fast-sandbox/api";
 import { connect, type GlobalOptions } from "../connection.js";
 import { forEachName } from "../failures.js";
 import { age, printObjects, printTable, type OutputFormat } from "../output.js";
+import { printConditions } from "./conditions.js";
 
-export const POOL_HEADERS = ["NAME", "AGENTS", "DESIRED", "UPDATED", "SANDBOXES", "FREE", "RUNTIME", "NETWORK", "EGRESS", "IMAGE", "AGE"];
+export const POOL_HEADERS = ["NAME", "AGENTS", "DESIRED", "UPDATED", "SANDBOXES", "FREE", "PREPARED", "RUNTIME", "NETWORK", "EGRESS", "IMAGE", "AGE"];
 
 /** The EGRESS column: the policy of an Isolated pool (an allowList with its number of entries), `-` for a Shared one. */
 function egressCell(pool: SandboxPool): string {
@@ -15,8 +16,9 @@ function egressCell(pool: SandboxPool): string {
 
 /**
  * One pool as `fsb pools` prints it: AGENTS is ready/total; UPDATED counts the agents started from
- * the pool's current spec (the others are replaced once idle); counts the control plane has not
- * written yet show as `-`; NETWORK is the pool's mode (the default when it sets none).
+ * the pool's current spec (the others are replaced once idle); PREPARED the prepared instances ready
+ * on its agents (`-` for a pool that keeps none); counts the control plane has not written yet show
+ * as `-`; NETWORK is the pool's mode (the default when it sets none).
  */
 export function poolRow(pool: SandboxPool, now = Date.now()): string[] {
   const status = pool.status;
@@ -28,6 +30,7 @@ export function poolRow(pool: SandboxPool, now = Date.now()): string[] {
     count(status?.updatedAgents),
     count(status?.sandboxes),
     count(status?.freeSlots),
+    count(status?.preparedInstances),
     pool.spec.runtimeType ?? "container",
     networkModeOf(pool.spec),
     egressCell(pool),
@@ -55,7 +58,10 @@ export async function pools(options: GlobalOptions & { namespace?: string; allNa
 export async function getPool(name: string, options: GlobalOptions & { namespace?: string; output: OutputFormat }): Promise<void> {
   const { client, namespace } = await connect(options);
   const pool = await client.pools.get(name, { namespace });
-  printObjects(options.output, pool, () => printTable(POOL_HEADERS, [poolRow(pool)]));
+  printObjects(options.output, pool, () => {
+    printTable(POOL_HEADERS, [poolRow(pool)]);
+    printConditions(pool);
+  });
 }
 
 /**

@@ -18,6 +18,7 @@ import { printCreated } from "../created-sandbox.js";
 import { forEachName } from "../failures.js";
 import { UNTIL_DONE, untilCreated } from "../slow-operations.js";
 import { age, printObjects, printTable, type OutputFormat } from "../output.js";
+import { printConditions } from "./conditions.js";
 
 export interface RunOptions extends GlobalOptions {
   name?: string;
@@ -223,19 +224,6 @@ export async function list(options: GlobalOptions & { namespace?: string; allNam
   });
 }
 
-const CONDITION_HEADERS = ["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"];
-
-/** A sandbox's conditions as `fsb get` prints them under its row (e.g. OOMKilled, CommandExited). */
-export function conditionRows(sandbox: Sandbox, now = Date.now()): string[][] {
-  return (sandbox.status?.conditions ?? []).map((c) => [
-    c.type,
-    c.status,
-    c.reason ?? "",
-    c.lastTransitionTime ? age(c.lastTransitionTime, now) : "-",
-    c.message ?? "",
-  ]);
-}
-
 /** A duration the API takes in whole seconds (e.g. recoveryTimeoutSeconds): `400ms` or `1.5s` is refused, not rounded. */
 function wholeSeconds(value: string, flag: string): number {
   const ms = parseDurationMs(value, flag);
@@ -248,10 +236,7 @@ export async function get(name: string, options: GlobalOptions & { namespace?: s
   const sandbox = await client.sandboxes.get(name, { namespace });
   printObjects(options.output, sandbox, () => {
     printTable(SANDBOX_HEADERS, [sandboxRow(sandbox)]);
-    const conditions = conditionRows(sandbox);
-    if (conditions.length === 0) return;
-    process.stdout.write("\nCONDITIONS\n");
-    printTable(CONDITION_HEADERS, conditions);
+    printConditions(sandbox);
   });
 }
 

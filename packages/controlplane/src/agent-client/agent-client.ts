@@ -73,6 +73,18 @@ export interface AgentStatus {
   pid: number;
   /** Retired (`retire`): it refuses creates until it is stopped, or the retirement is cancelled or lapses. @default false */
   retired?: boolean;
+  /** Its stock of prepared instances; undefined: it keeps none (or is of a version that does not say). */
+  preparedInstances?: PreparedInstancesReport;
+}
+
+/** An agent's stock of prepared instances, as its status reports it. */
+export interface PreparedInstancesReport {
+  /** How many it keeps ready. */
+  target: number;
+  /** How many are ready to be claimed now. */
+  ready: number;
+  /** Why the stock is short: the last prepare's failure while none has succeeded since (it keeps retrying). */
+  error?: string;
 }
 
 /**

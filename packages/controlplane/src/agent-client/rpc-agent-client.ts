@@ -25,6 +25,7 @@ import type {
   AgentStatus,
   ExecEvent,
   ExecRequest,
+  PreparedInstancesReport,
   PullPhase,
   PullProgress,
 } from "./agent-client.js";
@@ -208,7 +209,12 @@ function agentStatusFromMessage(message: pb.AgentStatus): AgentStatus {
     sandboxes: message.sandboxes.map(agentSandboxFromMessage),
     pid: message.pid,
     ...(message.retired ? { retired: true } : {}),
+    ...(message.preparedInstances ? { preparedInstances: preparedInstancesFromMessage(message.preparedInstances) } : {}),
   };
+}
+
+function preparedInstancesFromMessage(message: pb.PreparedInstances): PreparedInstancesReport {
+  return { target: message.target, ready: message.ready, ...(message.error ? { error: message.error } : {}) };
 }
 
 /** Limits the spec leaves out travel as 0 ("none") on the wire. */

@@ -2,7 +2,7 @@
  * How both composition roots connect the pool controller to the rest of the core: which agents may
  * be placed on (connected and adopted), how an idle one is retired before it is stopped (always at the agent), what happens when one is registered (its images and the
  * slots the store records), how much demand waits in a pool (creates waiting here, Pending records),
- * how fast creates arrive in it (the flow-aware buffer), and which pool an agent belongs to. One place, so the two modes cannot drift apart.
+ * how fast creates arrive in it (the flow-aware buffer), what its agents say of their prepared instances, and which pool an agent belongs to. One place, so the two modes cannot drift apart.
  */
 import type { SandboxPool } from "@fast-sandbox/api";
 import type { SandboxManager } from "../fastpath/sandbox-manager.js";
@@ -30,7 +30,10 @@ export interface PoolControllerHooksOptions {
 
 export function poolControllerHooks(
   options: PoolControllerHooksOptions,
-): Pick<PoolControllerOptions, "agentUsable" | "onAgentRegistered" | "waitingFor" | "closingPool" | "createsPerSecond" | "retireAgent" | "holdsSandboxes"> {
+): Pick<
+  PoolControllerOptions,
+  "agentUsable" | "onAgentRegistered" | "waitingFor" | "closingPool" | "createsPerSecond" | "retireAgent" | "holdsSandboxes" | "preparedInstancesOf"
+> {
   const { connections, registry, allocations, manager } = options;
   const rates = new CreateRates({
     ...(options.clock ? { clock: options.clock } : {}),
@@ -42,6 +45,7 @@ export function poolControllerHooks(
     closingPool: (namespace, pool, work) => manager.withPoolClosed(namespace, pool, work),
     // Connected, adopted, and not retired (a retired agent refuses creates: the leader is stopping it).
     agentUsable: (name) => connections.agentConnectivity(name)?.connected === true && connections.observedStatus(name)?.status.retired !== true,
+    preparedInstancesOf: (name) => connections.observedStatus(name)?.status.preparedInstances,
     retireAgent: async (name, cancel) => {
       const client = connections.get(name);
       // Undone best effort: a retirement whose stop did not follow lapses by itself after a minute.

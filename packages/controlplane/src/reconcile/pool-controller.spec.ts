@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { API_VERSION, ConflictError, PermissionDeniedError, UnavailableError, type PoolCapacity, type Sandbox, type SandboxPool } from "@fast-sandbox/api";
 import { pino } from "pino";
-import type { AgentClient } from "../agent-client/agent-client.js";
+import type { AgentClient, PreparedInstancesReport } from "../agent-client/agent-client.js";
 import { FakeClock } from "../controller/clock.js";
 import type { Informer } from "../controller/informer.js";
 import type { SandboxManager } from "../fastpath/sandbox-manager.js";
@@ -1393,6 +1393,64 @@ describe("PoolController", () => {
     assert.equal(created?.type, "AgentPodsCreated");
     assert.equal(created?.status, "True");
     assert.equal(created?.lastTransitionTime, clock.now().toISOString());
+  });
+
+  it("counts the prepared instances its ready agents report, and says in the status while an agent cannot make them, True again once none fails", async () => {
+    await controller.stop();
+    const reports = new Map<string, PreparedInstancesReport>();
+    controller = newController({ preparedInstancesOf: (name) => reports.get(name) });
+    await controller.start();
+    const pool = poolObject({ poolMin: 2, poolMax: 2 }, 4);
+    await store.create("SandboxPool", { ...pool, spec: { ...pool.spec, image: "registry.invalid/app:1" } });
+    await settle();
+    await allReady();
+    assert.equal((await status())?.preparedInstances, 0, "none reported yet");
+    assert.equal((await status())?.conditions, undefined, "no agent has said anything is wrong");
+
+    const pullFailed = "image registry.invalid/app:1 could not be pulled: getaddrinfo ENOTFOUND registry.invalid";
+    reports.set("python-agent-0", { target: 2, ready: 0, error: pullFailed });
+    reports.set("python-agent-1", { target: 2, ready: 1 });
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    const failing = await status();
+    assert.equal(failing?.preparedInstances, 1);
+    assert.deepEqual(failing?.conditions, [
+      {
+        type: "InstancesPrepared",
+        status: "False",
+        reason: "PrepareFailed",
+        message: `agent python-agent-0 cannot make prepared instances (creates take the slower path meanwhile; the agents keep trying): ${pullFailed}`,
+        observedGeneration: 1,
+        lastTransitionTime: clock.now().toISOString(),
+      },
+    ]);
+
+    reports.set("python-agent-1", { target: 2, ready: 0, error: pullFailed });
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    assert.match((await status())?.conditions?.[0]?.message ?? "", /^agents python-agent-0, python-agent-1 cannot make prepared instances/);
+
+    // The image is fixed (pushed): both stocks fill.
+    clock.advance(1000);
+    reports.set("python-agent-0", { target: 2, ready: 2 });
+    reports.set("python-agent-1", { target: 2, ready: 2 });
+    controller.wake(NAMESPACE, POOL);
+    await settle();
+    const prepared = await status();
+    assert.equal(prepared?.preparedInstances, 4);
+    assert.deepEqual(
+      prepared?.conditions?.map((c) => [c.type, c.status, c.reason, c.lastTransitionTime]),
+      [["InstancesPrepared", "True", "Prepared", clock.now().toISOString()]],
+    );
+
+    // A pool that keeps none says nothing of them.
+    const current = await store.get("SandboxPool", { namespace: NAMESPACE, name: POOL });
+    assert.ok(current);
+    await store.update("SandboxPool", { ...current, spec: { ...current.spec, preparedInstances: 0 } });
+    await settle();
+    const none = await status();
+    assert.equal(none?.preparedInstances, undefined);
+    assert.equal(none?.conditions, undefined);
   });
 
   it("never places on an agent of an earlier pool of the same name (another pool uid) and stops it", async () => {

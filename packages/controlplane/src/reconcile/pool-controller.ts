@@ -68,6 +68,7 @@ import {
   PermissionDeniedError,
   UnavailableError,
   ValidationError,
+  preparedInstancesOf,
   type Condition,
   type SandboxPool,
   type SandboxPoolStatus,
@@ -76,6 +77,7 @@ import { systemClock, type Clock } from "../controller/clock.js";
 import { Controller, type ReconcileResult, type Reconciler } from "../controller/controller.js";
 import { Informer } from "../controller/informer.js";
 import { parseObjectKey } from "../controller/object-key.js";
+import type { PreparedInstancesReport } from "../agent-client/agent-client.js";
 import { setCondition } from "../fastpath/sandbox-status.js";
 import { AgentsNotStoppedError, type AgentFleet, type AgentFleetEvent, type FleetAgent, type PoolRef } from "../fleet/agent-fleet.js";
 import { poolNamespaceRefusal } from "../fleet/pool-namespaces.js";
@@ -110,6 +112,8 @@ export interface PoolControllerOptions {
   isLeader?(): boolean;
   /** Whether a ready agent may be placed on (e.g. it answers its heartbeats and was adopted). @default when the fleet says ready */
   agentUsable?(name: string): boolean;
+  /** The agent's stock of prepared instances as it last reported it (its heartbeat's status); undefined: not known. @default none known */
+  preparedInstancesOf?(name: string): PreparedInstancesReport | undefined;
   /** Called when an agent is registered (anew, or with a new endpoint): its sandboxes' slots can be recorded. */
   onAgentRegistered?(name: string): void;
   /**
@@ -218,6 +222,9 @@ interface Blocked {
   message: string;
 }
 
+/** The pool's status condition set False while an agent of the pool cannot make its prepared instances (an image that cannot be pulled…), True again once none fails. */
+export const INSTANCES_PREPARED_CONDITION = "InstancesPrepared";
+
 /** The pool's status condition set False when the API server (or the fleet) refuses to create an agent, True again once one is created. */
 export const AGENT_PODS_CREATED_CONDITION = "AgentPodsCreated";
 
@@ -247,6 +254,8 @@ interface PoolConditions {
   blocked: Condition | undefined;
   /** Whether agents could be created: set when False; when True, only over a condition the status has (a pool that was never refused carries none). Undefined: left as it is. */
   podsCreated?: Condition;
+  /** Whether the agents can make their prepared instances: as podsCreated; null removes it (the pool keeps none). */
+  prepared?: Condition | null;
 }
 
 /**
@@ -267,9 +276,49 @@ function withConditions(status: SandboxPoolStatus | undefined, changes: PoolCond
   const { blocked } = changes;
   let conditions = (status?.conditions ?? []).filter((c) => !BLOCKING_CONDITIONS.includes(c.type) || c.type === blocked?.type);
   if (blocked) conditions = setCondition(conditions, blocked, now);
-  const created = changes.podsCreated;
-  if (created && (created.status !== "True" || conditions.some((c) => c.type === created.type))) conditions = setCondition(conditions, created, now);
+  for (const change of [changes.podsCreated, changes.prepared]) {
+    if (change && (change.status !== "True" || conditions.some((c) => c.type === change.type))) conditions = setCondition(conditions, change, now);
+  }
+  if (changes.prepared === null) conditions = conditions.filter((c) => c.type !== INSTANCES_PREPARED_CONDITION);
   return conditions.length > 0 ? conditions : undefined;
+}
+
+/**
+ * The pool's prepared instances, from what its ready agents last reported: how many are ready
+ * (undefined when the pool keeps none), and the condition InstancesPrepared — False (PrepareFailed)
+ * while an agent's prepares fail, naming the agents and the first one's error; True once none does
+ * (set only over a False one); null when the pool keeps none.
+ */
+function preparedOf(
+  pool: SandboxPool,
+  reports: readonly { agent: string; report: PreparedInstancesReport | undefined }[],
+): { ready: number | undefined; condition: Condition | null } {
+  if (preparedInstancesOf(pool.spec) === 0) return { ready: undefined, condition: null };
+  let ready = 0;
+  const failing: { agent: string; error: string }[] = [];
+  for (const { agent, report } of reports) {
+    ready += report?.ready ?? 0;
+    if (report?.error) failing.push({ agent, error: report.error });
+  }
+  const generation = pool.metadata.generation !== undefined ? { observedGeneration: pool.metadata.generation } : {};
+  const first = failing[0];
+  if (!first) {
+    return {
+      ready,
+      condition: { type: INSTANCES_PREPARED_CONDITION, status: "True", reason: "Prepared", message: "the agents make their prepared instances", ...generation },
+    };
+  }
+  const names = failing.map(({ agent }) => agent).join(", ");
+  return {
+    ready,
+    condition: {
+      type: INSTANCES_PREPARED_CONDITION,
+      status: "False",
+      reason: "PrepareFailed",
+      message: `${failing.length === 1 ? "agent" : "agents"} ${names} cannot make prepared instances (creates take the slower path meanwhile; the agents keep trying): ${first.error}`,
+      ...generation,
+    },
+  };
 }
 
 function poolRefOf(key: string): PoolRef {
@@ -1011,17 +1060,27 @@ export class PoolController implements Reconciler {
     const namespace = pool.metadata.namespace ?? "";
     const usage = this.options.registry.poolUsage(namespace, pool.metadata.name);
     const now = this.clock.now();
+    const owned = this.options.fleet.listAgents({ namespace, pool: pool.metadata.name }).filter((agent) => ownedBy(agent, pool));
+    const prepared = preparedOf(
+      pool,
+      owned
+        .filter((agent) => this.options.registry.getAgent(agent.name)?.ready === true)
+        .map((agent) => ({ agent: agent.name, report: this.options.preparedInstancesOf?.(agent.name) })),
+    );
     const observed: SandboxPoolStatus = {
-      agents: this.options.fleet.listAgents({ namespace, pool: pool.metadata.name }).filter((agent) => ownedBy(agent, pool)).length,
+      agents: owned.length,
       readyAgents: usage.readyAgents,
       sandboxes: usage.allocated,
       freeSlots: usage.free,
+      ...(prepared.ready !== undefined ? { preparedInstances: prepared.ready } : {}),
       ...sized,
       ...(pool.metadata.generation !== undefined ? { observedGeneration: pool.metadata.generation } : {}),
     };
+    const changes: PoolConditions = { ...conditions, prepared: prepared.condition };
     const unchanged = (status: SandboxPoolStatus | undefined): boolean =>
       (Object.keys(observed) as (keyof SandboxPoolStatus)[]).every((field) => status?.[field] === observed[field]) &&
-      isDeepStrictEqual(status?.conditions, withConditions(status, conditions, now));
+      (prepared.ready !== undefined || status?.preparedInstances === undefined) &&
+      isDeepStrictEqual(status?.conditions, withConditions(status, changes, now));
     if (unchanged(pool.status)) return;
     await updateWithRetry(
       this.options.store,
@@ -1029,8 +1088,8 @@ export class PoolController implements Reconciler {
       { namespace, name: pool.metadata.name },
       (current) => {
         if (unchanged(current.status)) return undefined;
-        const { conditions: _conditions, ...rest } = current.status ?? {};
-        const next = withConditions(current.status, conditions, now);
+        const { conditions: _conditions, preparedInstances: _prepared, ...rest } = current.status ?? {};
+        const next = withConditions(current.status, changes, now);
         return { ...current, status: { ...rest, ...observed, ...(next ? { conditions: next } : {}) } };
       },
       { status: true, ...(pool.metadata.uid !== undefined ? { uid: pool.metadata.uid } : {}) },

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fastsandbox/v1alpha1/agent_service.proto.
  */
 export const file_fastsandbox_v1alpha1_agent_service: GenFile = /*@__PURE__*/
-  fileDesc("CihmYXN0c2FuZGJveC92MWFscGhhMS9hZ2VudF9zZXJ2aWNlLnByb3RvEhRmYXN0c2FuZGJveC52MWFscGhhMSIkChJBZ2VudFJldGlyZVJlcXVlc3QSDgoGY2FuY2VsGAEgASgIIjkKE0FnZW50UmV0aXJlUmVzcG9uc2USDwoHcmV0aXJlZBgBIAEoCBIRCglzYW5kYm94ZXMYAiABKAUiFAoSQWdlbnRTdGF0dXNSZXF1ZXN0IrQBCgtBZ2VudFN0YXR1cxIMCgRuYW1lGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIMCgRwb29sGAMgASgJEhEKCW5vZGVfbmFtZRgEIAEoCRIOCgZpbWFnZXMYBSADKAkSNQoJc2FuZGJveGVzGAYgAygLMiIuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTYW5kYm94EgsKA3BpZBgHIAEoBRIPCgdyZXRpcmVkGAggASgIIoMDChlBZ2VudENyZWF0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDQoFaW1hZ2UYBCABKAkSDwoHY29tbWFuZBgFIAMoCRIMCgRhcmdzGAYgAygJEioKBGVudnMYByADKAsyHC5mYXN0c2FuZGJveC52MWFscGhhMS5FbnZWYXISEwoLd29ya2luZ19kaXIYCCABKAkSFAoMcnVudGltZV90eXBlGAkgASgJEhIKCmNwdV9taWxsaXMYCiABKAUSFAoMbWVtb3J5X2J5dGVzGAsgASgDEgwKBHBpZHMYDCABKAUSDQoFc2xvdHMYDSABKAUSFQoNZXhwb3NlZF9wb3J0cxgOIAMoBRI1CgduZXR3b3JrGA8gASgLMiQuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveE5ldHdvcmsSFwoPZnJvbV9jaGVja3BvaW50GBAgASgJItcBCg5TYW5kYm94TmV0d29yaxI3CgRtb2RlGAEgASgOMikuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveE5ldHdvcmsuTW9kZRIyCgZlZ3Jlc3MYAiABKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5FZ3Jlc3NQb2xpY3kSIAoYYWxsb3dfc2FuZGJveF90b19zYW5kYm94GAMgASgIIjYKBE1vZGUSFAoQTU9ERV9VTlNQRUNJRklFRBAAEgoKBlNIQVJFRBABEgwKCElTT0xBVEVEEAIiwQEKDEVncmVzc1BvbGljeRI1CgRraW5kGAEgASgOMicuZmFzdHNhbmRib3gudjFhbHBoYTEuRWdyZXNzUG9saWN5LktpbmQSLwoFYWxsb3cYAiADKAsyIC5mYXN0c2FuZGJveC52MWFscGhhMS5FZ3Jlc3NSdWxlIkkKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEg0KCUFMTE9XX0FMTBABEgwKCERFTllfQUxMEAISDgoKQUxMT1dfTElTVBADIjsKCkVncmVzc1J1bGUSDAoEY2lkchgBIAEoCRINCgVwb3J0cxgCIAMoBRIQCghwcm90b2NvbBgDIAEoCSLQAQoMQWdlbnRTYW5kYm94EhIKCnNhbmRib3hfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDQoFaW1hZ2UYBCABKAkSDQoFc3RhdGUYBSABKAkSCwoDcGlkGAYgASgFEhYKCWV4aXRfY29kZRgHIAEoBUgAiAEBEhIKCm9vbV9raWxsZWQYCCABKAgSDwoHYWRkcmVzcxgJIAEoCRIVCg1jaGVja3BvaW50aW5nGAogASgIQgwKCl9leGl0X2NvZGUiSAoZQWdlbnREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhcKD2dyYWNlX3BlcmlvZF9tcxgCIAEoBSIcChpBZ2VudERlbGV0ZVNhbmRib3hSZXNwb25zZSIbChlBZ2VudExpc3RTYW5kYm94ZXNSZXF1ZXN0Ii4KGEFnZW50U2FuZGJveFN0YXRzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIlkKH0FnZW50U2FuZGJveFN0YXRzSGlzdG9yeVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIQCghzaW5jZV9tcxgCIAEoAxIQCgh1bnRpbF9tcxgDIAEoAyJXCiBBZ2VudFNhbmRib3hTdGF0c0hpc3RvcnlSZXNwb25zZRIzCgdzYW1wbGVzGAEgAygLMiIuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFN0YXRzIlMKGkFnZW50TGlzdFNhbmRib3hlc1Jlc3BvbnNlEjUKCXNhbmRib3hlcxgBIAMoCzIiLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50U2FuZGJveCJeChBBZ2VudExvZ3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDgoGZm9sbG93GAIgASgIEhcKCnRhaWxfbGluZXMYAyABKAVIAIgBAUINCgtfdGFpbF9saW5lcyKGAQoQQWdlbnRFeGVjUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg8KB2NvbW1hbmQYAiADKAkSKgoEZW52cxgDIAMoCzIcLmZhc3RzYW5kYm94LnYxYWxwaGExLkVudlZhchITCgt3b3JraW5nX2RpchgEIAEoCRIMCgR1c2VyGAUgASgJIiYKFUFnZW50UHVsbEltYWdlUmVxdWVzdBINCgVpbWFnZRgBIAEoCSKQAgoPQWdlbnRDaGVja3BvaW50EhUKDWNoZWNrcG9pbnRfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEgwKBG5hbWUYAyABKAkSDAoEcG9vbBgEIAEoCRIZChFzb3VyY2Vfc2FuZGJveF9pZBgFIAEoCRITCgtzb3VyY2VfbmFtZRgGIAEoCRINCgVpbWFnZRgHIAEoCRIUCgxydW50aW1lX3R5cGUYCCABKAkSFAoMbmV0d29ya19tb2RlGAkgASgJEg8KB2NvbW1hbmQYCiADKAkSEwoLd29ya2luZ19kaXIYCyABKAkSEgoKY3JlYXRlZF9hdBgMIAEoCRISCgpzaXplX2J5dGVzGA0gASgDIoIBCh1BZ2VudENoZWNrcG9pbnRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhUKDWNoZWNrcG9pbnRfaWQYAiABKAkSEQoJbmFtZXNwYWNlGAMgASgJEgwKBG5hbWUYBCABKAkSFQoNbGVhdmVfc3RvcHBlZBgFIAEoCCJGChlBZ2VudFJlc3VtZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSFQoNY2hlY2twb2ludF9pZBgCIAEoCSIcChpBZ2VudFJlc3VtZVNhbmRib3hSZXNwb25zZSIdChtBZ2VudExpc3RDaGVja3BvaW50c1JlcXVlc3QiWgocQWdlbnRMaXN0Q2hlY2twb2ludHNSZXNwb25zZRI6CgtjaGVja3BvaW50cxgBIAMoCzIlLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50Q2hlY2twb2ludCI1ChxBZ2VudERlbGV0ZUNoZWNrcG9pbnRSZXF1ZXN0EhUKDWNoZWNrcG9pbnRfaWQYASABKAkiHwodQWdlbnREZWxldGVDaGVja3BvaW50UmVzcG9uc2Uy6wsKDEFnZW50U2VydmljZRJVCgZTdGF0dXMSKC5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFN0YXR1c1JlcXVlc3QaIS5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFN0YXR1cxJkCg1DcmVhdGVTYW5kYm94Ei8uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRDcmVhdGVTYW5kYm94UmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50U2FuZGJveBJyCg1EZWxldGVTYW5kYm94Ei8uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnREZWxldGVTYW5kYm94UmVxdWVzdBowLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50RGVsZXRlU2FuZGJveFJlc3BvbnNlEnIKDUxpc3RTYW5kYm94ZXMSLy5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExpc3RTYW5kYm94ZXNSZXF1ZXN0GjAuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRMaXN0U2FuZGJveGVzUmVzcG9uc2USVAoETG9ncxImLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50TG9nc1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5Mb2dzUmVzcG9uc2UwARJUCgRFeGVjEiYuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRFeGVjUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLkV4ZWNSZXNwb25zZTABEl4KCVB1bGxJbWFnZRIrLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50UHVsbEltYWdlUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLlB1bGxQcm9ncmVzczABEm8KEUNoZWNrcG9pbnRTYW5kYm94EjMuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRDaGVja3BvaW50U2FuZGJveFJlcXVlc3QaJS5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudENoZWNrcG9pbnQScgoNUmVzdW1lU2FuZGJveBIvLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50UmVzdW1lU2FuZGJveFJlcXVlc3QaMC5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFJlc3VtZVNhbmRib3hSZXNwb25zZRJ4Cg9MaXN0Q2hlY2twb2ludHMSMS5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExpc3RDaGVja3BvaW50c1JlcXVlc3QaMi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExpc3RDaGVja3BvaW50c1Jlc3BvbnNlEnsKEERlbGV0ZUNoZWNrcG9pbnQSMi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudERlbGV0ZUNoZWNrcG9pbnRSZXF1ZXN0GjMuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnREZWxldGVDaGVja3BvaW50UmVzcG9uc2USZQoPR2V0U2FuZGJveFN0YXRzEi4uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTYW5kYm94U3RhdHNSZXF1ZXN0GiIuZmFzdHNhbmRib3gudjFhbHBoYTEuU2FuZGJveFN0YXRzEocBChZHZXRTYW5kYm94U3RhdHNIaXN0b3J5EjUuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTYW5kYm94U3RhdHNIaXN0b3J5UmVxdWVzdBo2LmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50U2FuZGJveFN0YXRzSGlzdG9yeVJlc3BvbnNlEl0KBlJldGlyZRIoLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50UmV0aXJlUmVxdWVzdBopLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50UmV0aXJlUmVzcG9uc2ViBnByb3RvMw", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
+  fileDesc("CihmYXN0c2FuZGJveC92MWFscGhhMS9hZ2VudF9zZXJ2aWNlLnByb3RvEhRmYXN0c2FuZGJveC52MWFscGhhMSIkChJBZ2VudFJldGlyZVJlcXVlc3QSDgoGY2FuY2VsGAEgASgIIjkKE0FnZW50UmV0aXJlUmVzcG9uc2USDwoHcmV0aXJlZBgBIAEoCBIRCglzYW5kYm94ZXMYAiABKAUiFAoSQWdlbnRTdGF0dXNSZXF1ZXN0IvkBCgtBZ2VudFN0YXR1cxIMCgRuYW1lGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIMCgRwb29sGAMgASgJEhEKCW5vZGVfbmFtZRgEIAEoCRIOCgZpbWFnZXMYBSADKAkSNQoJc2FuZGJveGVzGAYgAygLMiIuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTYW5kYm94EgsKA3BpZBgHIAEoBRIPCgdyZXRpcmVkGAggASgIEkMKEnByZXBhcmVkX2luc3RhbmNlcxgJIAEoCzInLmZhc3RzYW5kYm94LnYxYWxwaGExLlByZXBhcmVkSW5zdGFuY2VzIkEKEVByZXBhcmVkSW5zdGFuY2VzEg4KBnRhcmdldBgBIAEoBRINCgVyZWFkeRgCIAEoBRINCgVlcnJvchgDIAEoCSKDAwoZQWdlbnRDcmVhdGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIMCgRuYW1lGAMgASgJEg0KBWltYWdlGAQgASgJEg8KB2NvbW1hbmQYBSADKAkSDAoEYXJncxgGIAMoCRIqCgRlbnZzGAcgAygLMhwuZmFzdHNhbmRib3gudjFhbHBoYTEuRW52VmFyEhMKC3dvcmtpbmdfZGlyGAggASgJEhQKDHJ1bnRpbWVfdHlwZRgJIAEoCRISCgpjcHVfbWlsbGlzGAogASgFEhQKDG1lbW9yeV9ieXRlcxgLIAEoAxIMCgRwaWRzGAwgASgFEg0KBXNsb3RzGA0gASgFEhUKDWV4cG9zZWRfcG9ydHMYDiADKAUSNQoHbmV0d29yaxgPIAEoCzIkLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hOZXR3b3JrEhcKD2Zyb21fY2hlY2twb2ludBgQIAEoCSLXAQoOU2FuZGJveE5ldHdvcmsSNwoEbW9kZRgBIAEoDjIpLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hOZXR3b3JrLk1vZGUSMgoGZWdyZXNzGAIgASgLMiIuZmFzdHNhbmRib3gudjFhbHBoYTEuRWdyZXNzUG9saWN5EiAKGGFsbG93X3NhbmRib3hfdG9fc2FuZGJveBgDIAEoCCI2CgRNb2RlEhQKEE1PREVfVU5TUEVDSUZJRUQQABIKCgZTSEFSRUQQARIMCghJU09MQVRFRBACIsEBCgxFZ3Jlc3NQb2xpY3kSNQoEa2luZBgBIAEoDjInLmZhc3RzYW5kYm94LnYxYWxwaGExLkVncmVzc1BvbGljeS5LaW5kEi8KBWFsbG93GAIgAygLMiAuZmFzdHNhbmRib3gudjFhbHBoYTEuRWdyZXNzUnVsZSJJCgRLaW5kEhQKEEtJTkRfVU5TUEVDSUZJRUQQABINCglBTExPV19BTEwQARIMCghERU5ZX0FMTBACEg4KCkFMTE9XX0xJU1QQAyI7CgpFZ3Jlc3NSdWxlEgwKBGNpZHIYASABKAkSDQoFcG9ydHMYAiADKAUSEAoIcHJvdG9jb2wYAyABKAki0AEKDEFnZW50U2FuZGJveBISCgpzYW5kYm94X2lkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIMCgRuYW1lGAMgASgJEg0KBWltYWdlGAQgASgJEg0KBXN0YXRlGAUgASgJEgsKA3BpZBgGIAEoBRIWCglleGl0X2NvZGUYByABKAVIAIgBARISCgpvb21fa2lsbGVkGAggASgIEg8KB2FkZHJlc3MYCSABKAkSFQoNY2hlY2twb2ludGluZxgKIAEoCEIMCgpfZXhpdF9jb2RlIkgKGUFnZW50RGVsZXRlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIXCg9ncmFjZV9wZXJpb2RfbXMYAiABKAUiHAoaQWdlbnREZWxldGVTYW5kYm94UmVzcG9uc2UiGwoZQWdlbnRMaXN0U2FuZGJveGVzUmVxdWVzdCIuChhBZ2VudFNhbmRib3hTdGF0c1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJZCh9BZ2VudFNhbmRib3hTdGF0c0hpc3RvcnlSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEAoIc2luY2VfbXMYAiABKAMSEAoIdW50aWxfbXMYAyABKAMiVwogQWdlbnRTYW5kYm94U3RhdHNIaXN0b3J5UmVzcG9uc2USMwoHc2FtcGxlcxgBIAMoCzIiLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hTdGF0cyJTChpBZ2VudExpc3RTYW5kYm94ZXNSZXNwb25zZRI1CglzYW5kYm94ZXMYASADKAsyIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3giXgoQQWdlbnRMb2dzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg4KBmZvbGxvdxgCIAEoCBIXCgp0YWlsX2xpbmVzGAMgASgFSACIAQFCDQoLX3RhaWxfbGluZXMihgEKEEFnZW50RXhlY1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIPCgdjb21tYW5kGAIgAygJEioKBGVudnMYAyADKAsyHC5mYXN0c2FuZGJveC52MWFscGhhMS5FbnZWYXISEwoLd29ya2luZ19kaXIYBCABKAkSDAoEdXNlchgFIAEoCSImChVBZ2VudFB1bGxJbWFnZVJlcXVlc3QSDQoFaW1hZ2UYASABKAkikAIKD0FnZW50Q2hlY2twb2ludBIVCg1jaGVja3BvaW50X2lkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIMCgRuYW1lGAMgASgJEgwKBHBvb2wYBCABKAkSGQoRc291cmNlX3NhbmRib3hfaWQYBSABKAkSEwoLc291cmNlX25hbWUYBiABKAkSDQoFaW1hZ2UYByABKAkSFAoMcnVudGltZV90eXBlGAggASgJEhQKDG5ldHdvcmtfbW9kZRgJIAEoCRIPCgdjb21tYW5kGAogAygJEhMKC3dvcmtpbmdfZGlyGAsgASgJEhIKCmNyZWF0ZWRfYXQYDCABKAkSEgoKc2l6ZV9ieXRlcxgNIAEoAyKCAQodQWdlbnRDaGVja3BvaW50U2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIVCg1jaGVja3BvaW50X2lkGAIgASgJEhEKCW5hbWVzcGFjZRgDIAEoCRIMCgRuYW1lGAQgASgJEhUKDWxlYXZlX3N0b3BwZWQYBSABKAgiRgoZQWdlbnRSZXN1bWVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhUKDWNoZWNrcG9pbnRfaWQYAiABKAkiHAoaQWdlbnRSZXN1bWVTYW5kYm94UmVzcG9uc2UiHQobQWdlbnRMaXN0Q2hlY2twb2ludHNSZXF1ZXN0IloKHEFnZW50TGlzdENoZWNrcG9pbnRzUmVzcG9uc2USOgoLY2hlY2twb2ludHMYASADKAsyJS5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudENoZWNrcG9pbnQiNQocQWdlbnREZWxldGVDaGVja3BvaW50UmVxdWVzdBIVCg1jaGVja3BvaW50X2lkGAEgASgJIh8KHUFnZW50RGVsZXRlQ2hlY2twb2ludFJlc3BvbnNlMusLCgxBZ2VudFNlcnZpY2USVQoGU3RhdHVzEiguZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTdGF0dXNSZXF1ZXN0GiEuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRTdGF0dXMSZAoNQ3JlYXRlU2FuZGJveBIvLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50Q3JlYXRlU2FuZGJveFJlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3gScgoNRGVsZXRlU2FuZGJveBIvLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50RGVsZXRlU2FuZGJveFJlcXVlc3QaMC5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudERlbGV0ZVNhbmRib3hSZXNwb25zZRJyCg1MaXN0U2FuZGJveGVzEi8uZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRMaXN0U2FuZGJveGVzUmVxdWVzdBowLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50TGlzdFNhbmRib3hlc1Jlc3BvbnNlElQKBExvZ3MSJi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudExvZ3NSZXF1ZXN0GiIuZmFzdHNhbmRib3gudjFhbHBoYTEuTG9nc1Jlc3BvbnNlMAESVAoERXhlYxImLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50RXhlY1JlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5FeGVjUmVzcG9uc2UwARJeCglQdWxsSW1hZ2USKy5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFB1bGxJbWFnZVJlcXVlc3QaIi5mYXN0c2FuZGJveC52MWFscGhhMS5QdWxsUHJvZ3Jlc3MwARJvChFDaGVja3BvaW50U2FuZGJveBIzLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50Q2hlY2twb2ludFNhbmRib3hSZXF1ZXN0GiUuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRDaGVja3BvaW50EnIKDVJlc3VtZVNhbmRib3gSLy5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFJlc3VtZVNhbmRib3hSZXF1ZXN0GjAuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRSZXN1bWVTYW5kYm94UmVzcG9uc2USeAoPTGlzdENoZWNrcG9pbnRzEjEuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRMaXN0Q2hlY2twb2ludHNSZXF1ZXN0GjIuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnRMaXN0Q2hlY2twb2ludHNSZXNwb25zZRJ7ChBEZWxldGVDaGVja3BvaW50EjIuZmFzdHNhbmRib3gudjFhbHBoYTEuQWdlbnREZWxldGVDaGVja3BvaW50UmVxdWVzdBozLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50RGVsZXRlQ2hlY2twb2ludFJlc3BvbnNlEmUKD0dldFNhbmRib3hTdGF0cxIuLmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50U2FuZGJveFN0YXRzUmVxdWVzdBoiLmZhc3RzYW5kYm94LnYxYWxwaGExLlNhbmRib3hTdGF0cxKHAQoWR2V0U2FuZGJveFN0YXRzSGlzdG9yeRI1LmZhc3RzYW5kYm94LnYxYWxwaGExLkFnZW50U2FuZGJveFN0YXRzSGlzdG9yeVJlcXVlc3QaNi5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFNhbmRib3hTdGF0c0hpc3RvcnlSZXNwb25zZRJdCgZSZXRpcmUSKC5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFJldGlyZVJlcXVlc3QaKS5mYXN0c2FuZGJveC52MWFscGhhMS5BZ2VudFJldGlyZVJlc3BvbnNlYgZwcm90bzM", [file_fastsandbox_v1alpha1_resources, file_fastsandbox_v1alpha1_streams]);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentRetireRequest
@@ -119,6 +119,13 @@ export type AgentStatus = Message<"fastsandbox.v1alpha1.AgentStatus"> & {
    * @generated from field: bool retired = 8;
    */
   retired: boolean;
+
+  /**
+   * The agent's stock of prepared instances; unset: it keeps none.
+   *
+   * @generated from field: fastsandbox.v1alpha1.PreparedInstances prepared_instances = 9;
+   */
+  preparedInstances?: PreparedInstances | undefined;
 };
 
 /**
@@ -127,6 +134,42 @@ export type AgentStatus = Message<"fastsandbox.v1alpha1.AgentStatus"> & {
  */
 export const AgentStatusSchema: GenMessage<AgentStatus> = /*@__PURE__*/
   messageDesc(file_fastsandbox_v1alpha1_agent_service, 3);
+
+/**
+ * An agent's prepared instances (its pool's preparedInstances).
+ *
+ * @generated from message fastsandbox.v1alpha1.PreparedInstances
+ */
+export type PreparedInstances = Message<"fastsandbox.v1alpha1.PreparedInstances"> & {
+  /**
+   * How many the agent keeps ready.
+   *
+   * @generated from field: int32 target = 1;
+   */
+  target: number;
+
+  /**
+   * How many are ready to be claimed now.
+   *
+   * @generated from field: int32 ready = 2;
+   */
+  ready: number;
+
+  /**
+   * Why the stock is short of its target: the last prepare's failure while none has succeeded
+   * since (the agent keeps retrying, backing off); empty once one succeeds.
+   *
+   * @generated from field: string error = 3;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message fastsandbox.v1alpha1.PreparedInstances.
+ * Use `create(PreparedInstancesSchema)` to create a new message.
+ */
+export const PreparedInstancesSchema: GenMessage<PreparedInstances> = /*@__PURE__*/
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 4);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentCreateSandboxRequest
@@ -232,7 +275,7 @@ export type AgentCreateSandboxRequest = Message<"fastsandbox.v1alpha1.AgentCreat
  * Use `create(AgentCreateSandboxRequestSchema)` to create a new message.
  */
 export const AgentCreateSandboxRequestSchema: GenMessage<AgentCreateSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 4);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 5);
 
 /**
  * How a sandbox is networked, decided by the control plane from the pool (and the sandbox's own
@@ -267,7 +310,7 @@ export type SandboxNetwork = Message<"fastsandbox.v1alpha1.SandboxNetwork"> & {
  * Use `create(SandboxNetworkSchema)` to create a new message.
  */
 export const SandboxNetworkSchema: GenMessage<SandboxNetwork> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 5);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 6);
 
 /**
  * SHARED: the sandbox uses the agent's network namespace (runc) — ports are exclusive per agent.
@@ -296,7 +339,7 @@ export enum SandboxNetwork_Mode {
  * Describes the enum fastsandbox.v1alpha1.SandboxNetwork.Mode.
  */
 export const SandboxNetwork_ModeSchema: GenEnum<SandboxNetwork_Mode> = /*@__PURE__*/
-  enumDesc(file_fastsandbox_v1alpha1_agent_service, 5, 0);
+  enumDesc(file_fastsandbox_v1alpha1_agent_service, 6, 0);
 
 /**
  * @generated from message fastsandbox.v1alpha1.EgressPolicy
@@ -318,7 +361,7 @@ export type EgressPolicy = Message<"fastsandbox.v1alpha1.EgressPolicy"> & {
  * Use `create(EgressPolicySchema)` to create a new message.
  */
 export const EgressPolicySchema: GenMessage<EgressPolicy> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 6);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 7);
 
 /**
  * @generated from enum fastsandbox.v1alpha1.EgressPolicy.Kind
@@ -355,7 +398,7 @@ export enum EgressPolicy_Kind {
  * Describes the enum fastsandbox.v1alpha1.EgressPolicy.Kind.
  */
 export const EgressPolicy_KindSchema: GenEnum<EgressPolicy_Kind> = /*@__PURE__*/
-  enumDesc(file_fastsandbox_v1alpha1_agent_service, 6, 0);
+  enumDesc(file_fastsandbox_v1alpha1_agent_service, 7, 0);
 
 /**
  * @generated from message fastsandbox.v1alpha1.EgressRule
@@ -388,7 +431,7 @@ export type EgressRule = Message<"fastsandbox.v1alpha1.EgressRule"> & {
  * Use `create(EgressRuleSchema)` to create a new message.
  */
 export const EgressRuleSchema: GenMessage<EgressRule> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 7);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 8);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentSandbox
@@ -460,7 +503,7 @@ export type AgentSandbox = Message<"fastsandbox.v1alpha1.AgentSandbox"> & {
  * Use `create(AgentSandboxSchema)` to create a new message.
  */
 export const AgentSandboxSchema: GenMessage<AgentSandbox> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 8);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 9);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentDeleteSandboxRequest
@@ -482,7 +525,7 @@ export type AgentDeleteSandboxRequest = Message<"fastsandbox.v1alpha1.AgentDelet
  * Use `create(AgentDeleteSandboxRequestSchema)` to create a new message.
  */
 export const AgentDeleteSandboxRequestSchema: GenMessage<AgentDeleteSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 9);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 10);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentDeleteSandboxResponse
@@ -495,7 +538,7 @@ export type AgentDeleteSandboxResponse = Message<"fastsandbox.v1alpha1.AgentDele
  * Use `create(AgentDeleteSandboxResponseSchema)` to create a new message.
  */
 export const AgentDeleteSandboxResponseSchema: GenMessage<AgentDeleteSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 10);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 11);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentListSandboxesRequest
@@ -508,7 +551,7 @@ export type AgentListSandboxesRequest = Message<"fastsandbox.v1alpha1.AgentListS
  * Use `create(AgentListSandboxesRequestSchema)` to create a new message.
  */
 export const AgentListSandboxesRequestSchema: GenMessage<AgentListSandboxesRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 11);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 12);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentSandboxStatsRequest
@@ -525,7 +568,7 @@ export type AgentSandboxStatsRequest = Message<"fastsandbox.v1alpha1.AgentSandbo
  * Use `create(AgentSandboxStatsRequestSchema)` to create a new message.
  */
 export const AgentSandboxStatsRequestSchema: GenMessage<AgentSandboxStatsRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 12);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 13);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentSandboxStatsHistoryRequest
@@ -556,7 +599,7 @@ export type AgentSandboxStatsHistoryRequest = Message<"fastsandbox.v1alpha1.Agen
  * Use `create(AgentSandboxStatsHistoryRequestSchema)` to create a new message.
  */
 export const AgentSandboxStatsHistoryRequestSchema: GenMessage<AgentSandboxStatsHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 13);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 14);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentSandboxStatsHistoryResponse
@@ -575,7 +618,7 @@ export type AgentSandboxStatsHistoryResponse = Message<"fastsandbox.v1alpha1.Age
  * Use `create(AgentSandboxStatsHistoryResponseSchema)` to create a new message.
  */
 export const AgentSandboxStatsHistoryResponseSchema: GenMessage<AgentSandboxStatsHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 14);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 15);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentListSandboxesResponse
@@ -592,7 +635,7 @@ export type AgentListSandboxesResponse = Message<"fastsandbox.v1alpha1.AgentList
  * Use `create(AgentListSandboxesResponseSchema)` to create a new message.
  */
 export const AgentListSandboxesResponseSchema: GenMessage<AgentListSandboxesResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 15);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 16);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentLogsRequest
@@ -622,7 +665,7 @@ export type AgentLogsRequest = Message<"fastsandbox.v1alpha1.AgentLogsRequest"> 
  * Use `create(AgentLogsRequestSchema)` to create a new message.
  */
 export const AgentLogsRequestSchema: GenMessage<AgentLogsRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 16);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 17);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentExecRequest
@@ -661,7 +704,7 @@ export type AgentExecRequest = Message<"fastsandbox.v1alpha1.AgentExecRequest"> 
  * Use `create(AgentExecRequestSchema)` to create a new message.
  */
 export const AgentExecRequestSchema: GenMessage<AgentExecRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 17);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 18);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentPullImageRequest
@@ -678,7 +721,7 @@ export type AgentPullImageRequest = Message<"fastsandbox.v1alpha1.AgentPullImage
  * Use `create(AgentPullImageRequestSchema)` to create a new message.
  */
 export const AgentPullImageRequestSchema: GenMessage<AgentPullImageRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 18);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 19);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentCheckpoint
@@ -765,7 +808,7 @@ export type AgentCheckpoint = Message<"fastsandbox.v1alpha1.AgentCheckpoint"> & 
  * Use `create(AgentCheckpointSchema)` to create a new message.
  */
 export const AgentCheckpointSchema: GenMessage<AgentCheckpoint> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 19);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 20);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentCheckpointSandboxRequest
@@ -807,7 +850,7 @@ export type AgentCheckpointSandboxRequest = Message<"fastsandbox.v1alpha1.AgentC
  * Use `create(AgentCheckpointSandboxRequestSchema)` to create a new message.
  */
 export const AgentCheckpointSandboxRequestSchema: GenMessage<AgentCheckpointSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 20);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 21);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentResumeSandboxRequest
@@ -829,7 +872,7 @@ export type AgentResumeSandboxRequest = Message<"fastsandbox.v1alpha1.AgentResum
  * Use `create(AgentResumeSandboxRequestSchema)` to create a new message.
  */
 export const AgentResumeSandboxRequestSchema: GenMessage<AgentResumeSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 21);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 22);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentResumeSandboxResponse
@@ -842,7 +885,7 @@ export type AgentResumeSandboxResponse = Message<"fastsandbox.v1alpha1.AgentResu
  * Use `create(AgentResumeSandboxResponseSchema)` to create a new message.
  */
 export const AgentResumeSandboxResponseSchema: GenMessage<AgentResumeSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 22);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 23);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentListCheckpointsRequest
@@ -855,7 +898,7 @@ export type AgentListCheckpointsRequest = Message<"fastsandbox.v1alpha1.AgentLis
  * Use `create(AgentListCheckpointsRequestSchema)` to create a new message.
  */
 export const AgentListCheckpointsRequestSchema: GenMessage<AgentListCheckpointsRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 23);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 24);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentListCheckpointsResponse
@@ -872,7 +915,7 @@ export type AgentListCheckpointsResponse = Message<"fastsandbox.v1alpha1.AgentLi
  * Use `create(AgentListCheckpointsResponseSchema)` to create a new message.
  */
 export const AgentListCheckpointsResponseSchema: GenMessage<AgentListCheckpointsResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 24);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 25);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentDeleteCheckpointRequest
@@ -889,7 +932,7 @@ export type AgentDeleteCheckpointRequest = Message<"fastsandbox.v1alpha1.AgentDe
  * Use `create(AgentDeleteCheckpointRequestSchema)` to create a new message.
  */
 export const AgentDeleteCheckpointRequestSchema: GenMessage<AgentDeleteCheckpointRequest> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 25);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 26);
 
 /**
  * @generated from message fastsandbox.v1alpha1.AgentDeleteCheckpointResponse
@@ -902,7 +945,7 @@ export type AgentDeleteCheckpointResponse = Message<"fastsandbox.v1alpha1.AgentD
  * Use `create(AgentDeleteCheckpointResponseSchema)` to create a new message.
  */
 export const AgentDeleteCheckpointResponseSchema: GenMessage<AgentDeleteCheckpointResponse> = /*@__PURE__*/
-  messageDesc(file_fastsandbox_v1alpha1_agent_service, 26);
+  messageDesc(file_fastsandbox_v1alpha1_agent_service, 27);
 
 /**
  * @generated from service fastsandbox.v1alpha1.AgentService
