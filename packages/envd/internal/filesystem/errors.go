@@ -12,7 +12,8 @@ import (
 )
 
 // rpcError maps a file system error to a Connect code: missing → not_found, existing →
-// already_exists, refused → permission_denied, full → resource_exhausted.
+// already_exists, refused → permission_denied, full (a disk, or the open files or inotify
+// instances the kernel grants) → resource_exhausted, in use (a mount point) → failed_precondition.
 func rpcError(err error, format string, args ...any) error {
 	if err == nil {
 		return nil
@@ -29,8 +30,10 @@ func rpcError(err error, format string, args ...any) error {
 		return connect.NewError(connect.CodeAlreadyExists, wrapped)
 	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
 		return connect.NewError(connect.CodePermissionDenied, wrapped)
-	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT), errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
 		return connect.NewError(connect.CodeResourceExhausted, wrapped)
+	case errors.Is(err, syscall.EBUSY):
+		return connect.NewError(connect.CodeFailedPrecondition, wrapped)
 	case errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.EISDIR), errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.ENAMETOOLONG), errors.Is(err, syscall.ELOOP):
 		return connect.NewError(connect.CodeInvalidArgument, wrapped)
 	default:

@@ -123,8 +123,15 @@ func (s *Service) Move(_ context.Context, request *connect.Request[rpc.MoveReque
 	names := s.names()
 	var entry *rpc.EntryInfo
 	if err := as(user, func() error {
-		if _, err := os.Lstat(source); err != nil {
+		info, err := os.Lstat(source)
+		if err != nil {
 			return rpcError(err, "move %s", source)
+		}
+		// Refused before anything is made: a copy into itself (the fallback below) would never end.
+		realSource := paths.Real(source)
+		realDestination := filepath.Join(paths.Real(filepath.Dir(destination)), filepath.Base(destination))
+		if info.IsDir() && realDestination != realSource && paths.Within(realDestination, realSource) {
+			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("move %s to %s: a directory cannot be moved into itself", source, destination))
 		}
 		if err := paths.EnsureDir(filepath.Dir(destination), user.UID, user.GID); err != nil {
 			return rpcError(err, "make the destination's directory %s", filepath.Dir(destination))
@@ -134,11 +141,8 @@ func (s *Service) Move(_ context.Context, request *connect.Request[rpc.MoveReque
 			if !errors.Is(err, syscall.EXDEV) {
 				return rpcError(err, "move %s to %s", source, destination)
 			}
-			if err := copyTree(source, destination); err != nil {
-				return rpcError(err, "copy %s to %s", source, destination)
-			}
-			if err := os.RemoveAll(source); err != nil {
-				return rpcError(err, "remove %s after copying it to %s", source, destination)
+			if err := moveByCopy(source, realSource, destination); err != nil {
+				return err
 			}
 		}
 		if entry, err = Describe(destination, names); err != nil {
@@ -149,6 +153,37 @@ func (s *Service) Move(_ context.Context, request *connect.Request[rpc.MoveReque
 		return nil, err
 	}
 	return connect.NewResponse(&rpc.MoveResponse{Entry: entry}), nil
+}
+
+// moveByCopy moves source to destination across file systems as mv does, copying then removing,
+// after checking what would make it stop halfway: a mount point at or below the source (the
+// kernel refuses to remove one, EBUSY) is refused before anything is copied, and a copy that fails
+// (a full disk) is removed again, leaving the source as it was. realSource is the source with its
+// symlinks resolved.
+func moveByCopy(source, realSource, destination string) error {
+	mounts, err := mountPointsWithin(realSource)
+	if err != nil {
+		return rpcError(err, "move %s to %s: read the mount points", source, destination)
+	}
+	if len(mounts) > 0 {
+		what := fmt.Sprintf("%s is a mount point", mounts[0])
+		if mounts[0] != realSource {
+			what = fmt.Sprintf("it holds a mount point, %s", mounts[0])
+		}
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("move %s to %s: %s, which cannot be moved; move what is in it instead", source, destination, what))
+	}
+	_, statErr := os.Lstat(destination)
+	existed := statErr == nil
+	if err := copyTree(source, destination); err != nil {
+		if !existed {
+			_ = os.RemoveAll(destination)
+		}
+		return rpcError(err, "copy %s to %s (another file system; %s is left as it was)", source, destination, source)
+	}
+	if err := os.RemoveAll(source); err != nil {
+		return rpcError(err, "moved %s to %s by copying it (another file system), but could not remove all of %s (the copy is whole)", source, destination, source)
+	}
+	return nil
 }
 
 // maxListDepth bounds ListDir's recursion.

@@ -35,8 +35,10 @@ type watch struct {
 	directory    users.Directory
 	// user is who the watch is for: directories are looked at and watched as the user (as), so
 	// that a watch reaches no further than the user's own `ls` would.
-	user     *users.User
-	notify   *fsnotify.Watcher
+	user *users.User
+	// notifier is the daemon's inotify instance; queue what it delivers to this watch.
+	notifier *notifier
+	queue    chan fsnotify.Event
 	sink     func(*rpc.FilesystemEvent)
 	stopped  chan struct{}
 	stopOnce sync.Once
@@ -54,11 +56,10 @@ var operations = []struct {
 }
 
 func startWatch(root string, user *users.User, recursive, includeEntry bool, guard paths.Guard, directory users.Directory, sink func(*rpc.FilesystemEvent)) (*watch, error) {
-	notify, err := fsnotify.NewWatcher()
-	if err != nil {
-		return nil, rpcError(err, "watch %s", root)
+	w := &watch{
+		root: root, recursive: recursive, includeEntry: includeEntry, guard: guard, directory: directory, user: user,
+		notifier: sharedNotifier, queue: make(chan fsnotify.Event, watchQueueLength), sink: sink, stopped: make(chan struct{}),
 	}
-	w := &watch{root: root, recursive: recursive, includeEntry: includeEntry, guard: guard, directory: directory, user: user, notify: notify, sink: sink, stopped: make(chan struct{})}
 	if err := as(user, func() error {
 		info, err := os.Stat(root)
 		if err != nil {
@@ -73,7 +74,7 @@ func startWatch(root string, user *users.User, recursive, includeEntry bool, gua
 		}
 		return nil
 	}); err != nil {
-		notify.Close()
+		w.notifier.remove(w)
 		return nil, err
 	}
 	go w.run()
@@ -85,7 +86,7 @@ func startWatch(root string, user *users.User, recursive, includeEntry bool, gua
 // once it is watched: what is created in it from then on has an event of its own.
 func (w *watch) add(dir string, found func(path string)) error {
 	if !w.recursive {
-		return w.notify.Add(dir)
+		return w.notifier.add(dir, w)
 	}
 	return filepath.WalkDir(dir, func(path string, entry fs.DirEntry, err error) error {
 		if err != nil {
@@ -101,7 +102,7 @@ func (w *watch) add(dir string, found func(path string)) error {
 			return nil
 		}
 		if entry.IsDir() {
-			if err := w.notify.Add(path); err != nil && path == dir {
+			if err := w.notifier.add(path, w); err != nil && path == dir {
 				return err
 			}
 		}
@@ -117,15 +118,8 @@ func (w *watch) run() {
 		select {
 		case <-w.stopped:
 			return
-		case event, ok := <-w.notify.Events:
-			if !ok {
-				return
-			}
+		case event := <-w.queue:
 			w.handle(event)
-		case _, ok := <-w.notify.Errors:
-			if !ok {
-				return
-			}
 		}
 	}
 }
@@ -191,7 +185,7 @@ func (w *watch) created(path string) *rpc.FilesystemEvent {
 func (w *watch) stop() {
 	w.stopOnce.Do(func() {
 		close(w.stopped)
-		_ = w.notify.Close()
+		w.notifier.remove(w)
 	})
 }
 
@@ -245,9 +239,9 @@ func (s *Service) WatchDir(ctx context.Context, request *connect.Request[rpc.Wat
 const maxPendingEvents = 10_000
 
 // DefaultWatcherIdleTimeout is how long a polled watcher lives without a GetWatcherEvents: each
-// holds an inotify instance (a few per user, 128 by default, are all a kernel grants), and a
+// holds inotify watches (of the daemon's one instance, notifier.go) and its pending events, and a
 // client that goes away without RemoveWatcher (E2B's sync Python SDK's watch_dir, a process
-// killed) would otherwise hold it until the sandbox ends.
+// killed) would otherwise hold them until the sandbox ends.
 const DefaultWatcherIdleTimeout = 10 * time.Minute
 
 // DefaultMaxPolledWatchers bounds the polled watchers a daemon keeps at once.
@@ -346,7 +340,7 @@ func (s *Service) CreateWatcher(_ context.Context, request *connect.Request[rpc.
 		return nil, err
 	}
 	watchers := s.Watchers
-	// Refused before an inotify instance is taken, and again once it is (another request may have
+	// Refused before its directories are watched, and again once they are (another request may have
 	// taken the last place meanwhile).
 	watchers.mu.Lock()
 	expired, err := watchers.fullLocked()

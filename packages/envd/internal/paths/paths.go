@@ -71,7 +71,8 @@ func NewGuard(protected ...string) Guard {
 	return guard
 }
 
-func within(path, dir string) bool {
+// Within reports whether path is dir or below it (both absolute and clean).
+func Within(path, dir string) bool {
 	return path == dir || strings.HasPrefix(path, dir+"/") || dir == "/"
 }
 
@@ -82,7 +83,7 @@ func (g Guard) Check(path string) error {
 	}
 	real := Real(path)
 	for _, dir := range g.protected {
-		if within(path, dir) || within(real, dir) {
+		if Within(path, dir) || Within(real, dir) {
 			return fmt.Errorf("%w (%s)", ErrProtected, path)
 		}
 	}
@@ -100,7 +101,7 @@ func (g Guard) Hidden(path string) bool {
 		return true
 	}
 	for _, dir := range g.protected {
-		if within(path, dir) {
+		if Within(path, dir) {
 			return true
 		}
 	}

@@ -717,8 +717,9 @@ type fakeClock struct{ nanos atomic.Int64 }
 func (c *fakeClock) now() time.Time                 { return time.Unix(0, c.nanos.Load()) }
 func (c *fakeClock) advance(duration time.Duration) { c.nanos.Add(int64(duration)) }
 
-// inotifyInstances counts the daemon's (this process's) open inotify instances.
-func inotifyInstances(t *testing.T) int {
+// inotifyWatches counts the directories the daemon (this process) watches: the "inotify wd:"
+// lines of its inotify instances' fdinfo.
+func inotifyWatches(t *testing.T) int {
 	t.Helper()
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
@@ -726,22 +727,31 @@ func inotifyInstances(t *testing.T) int {
 	}
 	count := 0
 	for _, entry := range entries {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", entry.Name())); err == nil && target == "anon_inode:inotify" {
-			count++
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", entry.Name())); err != nil || target != "anon_inode:inotify" {
+			continue
 		}
+		info, err := os.ReadFile(filepath.Join("/proc/self/fdinfo", entry.Name()))
+		if err != nil {
+			continue
+		}
+		count += strings.Count(string(info), "inotify wd:")
 	}
 	return count
 }
 
-// A polled watcher nobody polls is removed after the idle timeout (its inotify instance freed),
-// and there are at most MaxPolledWatchers at once.
+// A polled watcher nobody polls is removed after the idle timeout (its directory no longer
+// watched), and there are at most MaxPolledWatchers at once.
 func TestPolledWatchersExpireWhenNotPolledAndAreCapped(t *testing.T) {
 	clock := &fakeClock{}
 	clock.advance(time.Hour)
 	s := start(t, server.Options{PolledWatcherIdleTimeout: time.Minute, MaxPolledWatchers: 2, Clock: clock.now})
 	ctx := context.Background()
+	if err := os.Mkdir(filepath.Join(s.home, "idle"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := "~"
 	create := func() (string, error) {
-		created, err := s.fs.CreateWatcher(ctx, asUser(&fsrpc.CreateWatcherRequest{Path: "~"}, "tester"))
+		created, err := s.fs.CreateWatcher(ctx, asUser(&fsrpc.CreateWatcherRequest{Path: path}, "tester"))
 		if err != nil {
 			return "", err
 		}
@@ -755,6 +765,7 @@ func TestPolledWatchersExpireWhenNotPolledAndAreCapped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	path = "~/idle"
 	idle, err := create()
 	if err != nil {
 		t.Fatal(err)
@@ -769,13 +780,13 @@ func TestPolledWatchersExpireWhenNotPolledAndAreCapped(t *testing.T) {
 	if err := poll(polledOne); err != nil {
 		t.Fatal(err)
 	}
-	before := inotifyInstances(t)
+	before := inotifyWatches(t)
 	clock.advance(40 * time.Second) // idle: 80 s without a poll; polledOne: 40 s
 	if err := poll(polledOne); err != nil {
 		t.Fatalf("a watcher polled within the timeout: %v", err)
 	}
-	if after := inotifyInstances(t); after >= before {
-		t.Errorf("inotify instances %d, then %d: the expired watcher's was not closed", before, after)
+	if after := inotifyWatches(t); after != before-1 {
+		t.Errorf("watched directories %d, then %d: the expired watcher's directory is still watched", before, after)
 	}
 	err = poll(idle)
 	if !errors.As(err, &connectErr) || connectErr.Code() != connect.CodeNotFound || !strings.Contains(connectErr.Message(), "not polled") {
