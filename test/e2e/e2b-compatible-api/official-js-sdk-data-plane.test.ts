@@ -99,6 +99,33 @@ describe("E2B's official JS SDK on the data plane (commands, PTY, files, URLs)",
     }
   });
 
+  it("many watches of one sandbox hold one inotify instance of the daemon, so they cannot use up the host's", async () => {
+    // The kernel grants a user 128 inotify instances, and a runc sandbox's root is the host's.
+    await sandbox.files.makeDir("/tmp/js-many-watched");
+    const handles = [];
+    try {
+      for (let i = 0; i < 150; i++) handles.push(await sandbox.files.watchDir("/tmp/js-many-watched", () => undefined));
+      // Every process of the sandbox: the daemon is the one that watches.
+      const instances = await sandbox.commands.run("ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c inotify || true", { user: "root" });
+      assert.equal(instances.stdout.trim(), "1", "the sandbox's inotify instances");
+    } finally {
+      await Promise.all(handles.map((handle) => handle.stop()));
+    }
+  });
+
+  it("moves a file system's tree as mv does: never into itself, and never half of one that holds a mount point", async () => {
+    await sandbox.files.write("/tmp/js-move/a/file.txt", "a");
+    await assert.rejects(sandbox.files.rename("/tmp/js-move/a", "/tmp/js-move/a/inner/b"), /a directory cannot be moved into itself/);
+    assert.deepEqual(
+      (await sandbox.files.list("/tmp/js-move/a")).map((entry) => entry.name),
+      ["file.txt"],
+    );
+    // /etc is the image's (the overlay copies it up) and holds the runtime's bind mounts (hosts, resolv.conf).
+    await assert.rejects(sandbox.files.rename("/etc", "/etc-moved"), /it holds a mount point, \/etc\/\S+, which cannot be moved/);
+    assert.equal(await sandbox.files.exists("/etc-moved"), false);
+    assert.match(await sandbox.files.read("/etc/passwd"), /^root:/);
+  });
+
   it("uploads and downloads through signed URLs", async () => {
     const form = new FormData();
     form.append("file", new Blob(["uploaded through a signed URL\n"]), "uploaded.txt");
