@@ -553,6 +553,19 @@ describe("SandboxManager", () => {
       );
     });
 
+    it("of the control plane's stop (drain) ends the wait too: the create fails saying so, nothing is left, and the drain does not wait for the pull", async () => {
+      agent.pullHangs = true;
+      const creating = rejection(manager.create({ name: "slow", spec: spec({ image: "127.0.0.1:5999/slow/img:1" }) }));
+      await eventually(async () => (agent.pulls.length > 0 ? true : undefined));
+      await manager.drain();
+      const error = await creating;
+      assert.ok(error instanceof UnavailableError, String(error));
+      assert.match(error.message, /^the control plane is stopping: the create was given up/);
+      assert.equal(await stored("slow"), undefined);
+      assert.equal(allocated(), 0);
+      assert.equal(agent.pulls.length, 1, "not placed again on another try");
+    });
+
     it("of a record written with kubectl (the reconciler's finalize) ends the wait too", async () => {
       agent.pullHangs = true;
       await store.create("Sandbox", {
@@ -1150,6 +1163,26 @@ describe("SandboxManager", () => {
       assert.equal(await stored("web"), undefined);
       assert.equal(allocated(), 0);
       assert.equal(clock.pendingTimers, 0, "no pause before another try");
+    });
+
+    it("does not take a store that cannot be written (a full disk, a locked database) for an unreachable agent: fails once, no agent asked or passed over", async () => {
+      const other = addAgent("default-1");
+      const updateStatus = store.updateStatus.bind(store);
+      let writes = 0;
+      store.updateStatus = (async (kind: "Sandbox", object: Sandbox, options?: Parameters<typeof store.updateStatus>[2]) => {
+        if (kind === "Sandbox" && object.status?.phase === "Bound") {
+          writes++;
+          throw new UnavailableError("database or disk is full (SQLITE_FULL)");
+        }
+        return updateStatus(kind, object, options);
+      }) as typeof store.updateStatus;
+      const error = await rejection(manager.create({ name: "web", spec: spec() }));
+      assert.ok(error instanceof UnavailableError, String(error));
+      assert.match(error.message, /SQLITE_FULL/);
+      assert.equal(writes, 1, "tried once: placing it on another agent would meet the same store");
+      assert.equal(clock.pendingTimers, 0, "no pause before another try");
+      assert.equal(agent.createRequests.length + other.createRequests.length, 0);
+      assert.equal(allocated(), 0);
     });
 
     it("gives up with Unavailable after three unreachable agents, each attempt undone", async () => {

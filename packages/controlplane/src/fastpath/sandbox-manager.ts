@@ -212,6 +212,10 @@ export class SandboxManager {
   private readonly creating = new Map<string, Promise<unknown>>();
   /** The image pulls a create in flight waits for, by sandbox key: a delete of the sandbox stops waiting for them. */
   private readonly pulls = new Map<string, AbortController>();
+  /** The failures of `placeOnce` that were its agent's being unreachable: `place` tries another agent for them. */
+  private readonly unreachableAgents = new WeakSet<object>();
+  /** Set by `drain`: the control plane stops, and creates give up their waits with this error. */
+  private stopping: UnavailableError | undefined;
   /**
    * requestId → the create it started, while it is in flight: a retry meanwhile waits for it. Once it
    * has settled a retry finds the record by its request-derived name or its annotation (createOnce),
@@ -521,8 +525,15 @@ export class SandboxManager {
     }
   }
 
-  /** Waits for every create and status write in flight (before shutting down). */
+  /**
+   * Before shutting down: ends the waits of creates in flight that could hold the stop for minutes
+   * (an image's pull from a slow registry, a pool's capacity) — each such create fails, saying the
+   * control plane stops, and undoes what it made — then waits for every create and status write in
+   * flight. Creates that come later fail the same way at their first wait.
+   */
   async drain(): Promise<void> {
+    this.stopping ??= new UnavailableError("the control plane is stopping: the create was given up; create it again once the control plane is back");
+    for (const pull of this.pulls.values()) pull.abort(this.stopping);
     await Promise.allSettled([...this.creating.values(), ...this.pendingStatus.values(), ...this.finalizing.values()]);
   }
 
@@ -594,6 +605,7 @@ export class SandboxManager {
       for (;;) {
         const next = attempt();
         if (!(next instanceof NoCapacityError)) return { placement: next, stored };
+        if (this.stopping) throw this.stopping;
         if (this.clock.now().getTime() >= deadline || !this.capacity.canGrow(namespace, poolName)) {
           throw new NoCapacityError(`${next.message}; no agent of pool ${poolKey} became ready within ${waitSeconds}s (wakeTimeoutSeconds)${notStarting()}`);
         }
@@ -640,7 +652,7 @@ export class SandboxManager {
           if (++refused >= REFUSED_PLACEMENT_ATTEMPTS) throw new NoCapacityError(error.message);
           this.logger.debug({ sandbox: key, err: error }, "agent refused the create; placing it again");
           await sleep(this.clock, REFUSAL_PAUSE_MS * refused);
-        } else if (error instanceof UnavailableError && !(error instanceof UpstreamUnavailableError) && ++unreachable < PLACEMENT_ATTEMPTS) {
+        } else if (this.unreachableAgents.has(error as object) && !this.stopping && ++unreachable < PLACEMENT_ATTEMPTS) {
           this.logger.warn({ sandbox: key, err: error }, "agent unreachable during create; placing it again");
           // The lost agent is marked unready within a heartbeat; until then the next try passes it over
           // if another agent can take the sandbox, and the pause leaves a lone agent time to come back.
@@ -679,9 +691,12 @@ export class SandboxManager {
     const sandboxId = newInstanceId();
     /** The instance's own address (Isolated network), as its agent answers. */
     let address: string | undefined;
+    /** Whether the step that failed was the agent's (its connection, its pull, its create), not the store's. */
+    let agentStep = true;
     try {
       const client = this.agents.get(agent.name, namespace);
       if (!client) throw new UnavailableError(`agent ${agent.name} has no connection; retry in a moment`);
+      agentStep = false;
       stored ??= await this.store.create("Sandbox", candidate);
       // The wait for capacity rebases its condition writes onto the record as it is: one another
       // replica placed meanwhile shows its instance here, and this try gives way to it.
@@ -708,6 +723,7 @@ export class SandboxManager {
       // that took it meanwhile (the leader before a failover, still placing it) makes this write
       // conflict, and this try gives way instead of making a second instance of it.
       stored = await this.store.updateStatus("Sandbox", { ...stored, status: bound }, existing ? {} : { unconditional: true });
+      agentStep = true;
       await this.pullIfMissing(client, agent, candidate.spec.image, key);
       const request = { ...this.agentRequest(stored, sandboxId, pool, network), ...(restore ? { fromCheckpoint: restore.checkpointId } : {}) };
       const created = await client.createSandbox(request).catch((error: unknown) => {
@@ -720,7 +736,8 @@ export class SandboxManager {
       // Passed over at the next try while another agent can take it: one that refused (its own view
       // of its slots and ports, ahead of this registry's) would most likely refuse again.
       // An agent that answered that the image's registry is unreachable is fine itself.
-      const agentUnavailable = FsbError.from(error) instanceof UnavailableError && !(error instanceof UpstreamUnavailableError);
+      // A store that cannot be written (a full disk, a locked database, an API server away) is not the agent's fault.
+      const agentUnavailable = agentStep && FsbError.from(error) instanceof UnavailableError && !(error instanceof UpstreamUnavailableError);
       if (agentUnavailable || error instanceof RefusedByAgentError) avoid.add(agent.name);
       // The agent may have created the container although the call failed (e.g. a timeout).
       await this.agents
@@ -731,7 +748,9 @@ export class SandboxManager {
         await this.forget(stored, sandboxId).catch((e: unknown) =>
           this.logger.error({ err: e, sandbox: key }, "could not remove the record of a failed create"),
         );
-      throw FsbError.from(error);
+      const failure = FsbError.from(error);
+      if (agentUnavailable) this.unreachableAgents.add(failure);
+      throw failure;
     }
     const running: Sandbox = { ...stored, status: this.runningStatus(stored, placement, { type: "Ready", status: "True", reason: "Started" }, address) };
     const bound = stored;
@@ -793,6 +812,7 @@ export class SandboxManager {
     // A delete of the sandbox meanwhile ends the wait (a registry that never answers would hold the
     // delete for the pull's minutes): the create fails, and undoes what it made.
     const pull = new AbortController();
+    if (this.stopping) pull.abort(this.stopping);
     this.pulls.set(key, pull);
     try {
       for await (const progress of client.pullImage(image, pull.signal)) {
