@@ -91,6 +91,26 @@ describe("pulling images into containerd", { timeout: 300_000 }, () => {
     assert.deepEqual(lines(ctr(NAMESPACE, "content", "active")).slice(1), []);
   });
 
+  it("removes at an agent's start the pull leases its killed process left, and no other agent's or other lease", async () => {
+    const leases = () => lines(ctr(NAMESPACE, "leases", "ls", "-q"));
+    // A pull cut short by a kill keeps its lease (and what it downloaded) for a day.
+    ctr(NAMESPACE, "leases", "create", "--id", "fsb-pull-0000000000000c01", "fast-sandbox.io/agent=agent-c");
+    ctr(NAMESPACE, "leases", "create", "--id", "fsb-pull-0000000000000b01", "fast-sandbox.io/agent=agent-b");
+    ctr(NAMESPACE, "leases", "create", "--id", "not-a-pull-c", "fast-sandbox.io/agent=agent-c");
+    const restarted = runtime("agent-c");
+    try {
+      await restarted.prepare();
+      const left = leases();
+      assert.ok(!left.includes("fsb-pull-0000000000000c01"), "its own pull's lease is removed");
+      assert.ok(left.includes("fsb-pull-0000000000000b01"), "another agent's pull (it may still run) is left alone");
+      assert.ok(left.includes("not-a-pull-c"), "a lease that is not a pull's is left alone");
+    } finally {
+      await restarted.unprepare();
+      restarted.close();
+      ctr(NAMESPACE, "leases", "rm", "fsb-pull-0000000000000b01", "not-a-pull-c");
+    }
+  });
+
   it("keeps through garbage collection exactly what the image references, and drops it with the image", async () => {
     const image = await registry.pushVariant("team/collected", "v1", "collected");
     await agents[0]?.pullImage(image.reference);

@@ -270,3 +270,8 @@ function serializer(schema: DescMessage) {
 function deserializer(schema: DescMessage) {
   return (bytes: Buffer): MessageShape<DescMessage> => fromBinary(schema, bytes);
 }
+
+/** A containerd filter value: a quoted string with `"` and `\` escaped. */
+export function quoteFilterValue(value: string): string {
+  return `"${value.replace(/[\\"]/g, (character) => `\\${character}`)}"`;
+}

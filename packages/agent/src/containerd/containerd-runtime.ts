@@ -59,7 +59,7 @@ import {
   writeClaim,
   type PreparedInstancesSettings,
 } from "./prepared-instances.js";
-import { ContainerdClient } from "./containerd-client.js";
+import { ContainerdClient, quoteFilterValue } from "./containerd-client.js";
 import { containerIdOf, sandboxIdOfContainer } from "./container-id.js";
 import { ExecFifos } from "./exec-fifos.js";
 import { ExecFiles } from "./exec-files.js";
@@ -447,6 +447,7 @@ export class ContainerdRuntime implements Runtime {
       client: this.client,
       snapshotter: this.snapshotter,
       ...(options.registryConfigPath ? { registryConfigPath: options.registryConfigPath } : {}),
+      leaseLabels: { [LABEL_AGENT]: this.agentName },
       logger: this.logger,
     });
     this.images = new PullingImageResolver(
@@ -1596,6 +1597,12 @@ export class ContainerdRuntime implements Runtime {
       if (recovered.kept + recovered.adopted + recovered.reclaimed > 0) this.logger.info(recovered, "recovered this agent's network namespaces");
     }
     await this.removeLeftoverLogs();
+    // The pulls a previous process was killed in: their leases keep partial downloads for a day.
+    const leases = await this.puller.removeLeftoverLeases({ [LABEL_AGENT]: this.agentName }).catch((error: unknown) => {
+      this.logger.warn({ err: error }, "could not remove the pull leases a previous agent process left; containerd drops them when they expire");
+      return 0;
+    });
+    if (leases > 0) this.logger.info({ leases }, "removed the pull leases (and partial downloads) a previous agent process left");
     if (!this.helperPath) return;
     await Promise.all(this.anchorIds.map((id, index) => this.startAnchorWithRetry(id, index)));
     this.startPreparedStock();
@@ -2206,11 +2213,6 @@ function parsePorts(label: string | undefined): number[] {
     .split(",")
     .map(Number)
     .filter((port) => Number.isInteger(port) && port >= 1 && port <= 65535);
-}
-
-/** A containerd filter value: a quoted string with `"` and `\` escaped. */
-function quoteFilterValue(value: string): string {
-  return `"${value.replace(/[\\"]/g, (character) => `\\${character}`)}"`;
 }
 
 async function ignoreNotFound(call: Promise<unknown>): Promise<void> {

@@ -93,13 +93,14 @@ function registryOf(manifest: Uint8Array, config: Uint8Array, layerBlob: (digest
 }
 
 /** An ImagePuller over `client` pulling from `registry`, retrying a blob after 1 ms. */
-function pullerOf(client: ContainerdClient, registry: object): ImagePuller {
+function pullerOf(client: ContainerdClient, registry: object, leaseLabels?: Record<string, string>): ImagePuller {
   return new ImagePuller({
     client,
     snapshotter: "overlayfs",
     architecture: "amd64",
     registryClient: () => registry as unknown as RegistryClient,
     blobRetryDelayMs: 1,
+    ...(leaseLabels ? { leaseLabels } : {}),
     logger: pino({ level: "silent" }),
   });
 }
@@ -230,6 +231,7 @@ describe("a long pull (a large layer over a slow link)", () => {
     const puller = pullerOf(
       client,
       registryOf(manifest, config, () => Promise.resolve({ body: [layer] })),
+      { "fast-sandbox.io/agent": "default-0" },
     );
     const started = Date.now();
     await puller.pull("registry.test/app:1");
@@ -241,6 +243,8 @@ describe("a long pull (a large layer over a slow link)", () => {
     const labels = calls.find((call) => call.method === "leases.create")?.request.labels as Record<string, string>;
     const expires = Date.parse(labels["containerd.io/gc.expire"] ?? "");
     assert.ok(expires >= started + 24 * 60 * 60 * 1000, `the pull's lease expires at ${labels["containerd.io/gc.expire"]}`);
+    // Its agent's next start finds it by its name, should this process be killed mid-pull.
+    assert.equal(labels["fast-sandbox.io/agent"], "default-0");
   });
 });
 

@@ -31,7 +31,7 @@ import {
 import type { ImagePullProgress, PulledImage } from "../runtime/runtime.js";
 import { loadRegistryCredentials } from "../registry/registry-credentials.js";
 import { RegistryClient, type RegistryClientOptions } from "../registry/registry-client.js";
-import type { ContainerdClient } from "./containerd-client.js";
+import { quoteFilterValue, type ContainerdClient } from "./containerd-client.js";
 import { hasContent, ingestBlob, type BlobSource } from "./content-ingest.js";
 import { checkImagePlatform, isIndex, parseDiffIds, parseJson, parseManifest, selectPlatformManifest, type Descriptor } from "./image-manifest.js";
 import { unpackLayers } from "./image-unpacker.js";
@@ -45,6 +45,8 @@ const CONFIG_MAX_BYTES = 8 * 1024 * 1024;
  * only matters after an agent crash: the leftovers of the pull it cut short stay this long.
  */
 const PULL_LEASE_EXPIRY_MS = 24 * 60 * 60 * 1000;
+/** The ids of pulls' leases begin with it. */
+const PULL_LEASE_PREFIX = "fsb-pull-";
 /** Progress of byte counts is reported at most this often (phase changes and layers at once). */
 const PROGRESS_INTERVAL_MS = 200;
 /**
@@ -77,6 +79,11 @@ export interface ImagePullerOptions {
   registryClient?: (options: RegistryClientOptions) => RegistryClient;
   /** The first pause before a blob's or manifest's fetch is tried again (doubled each time). @default 500 */
   blobRetryDelayMs?: number;
+  /**
+   * Labels every pull's lease carries (the agent's name): a process of the agent that dies mid-pull
+   * leaves its lease, which the agent's next start removes (`removeLeftoverLeases`). @default none
+   */
+  leaseLabels?: Record<string, string>;
   logger: Logger;
 }
 
@@ -97,6 +104,7 @@ export class ImagePuller {
   private readonly architecture: string | undefined;
   private readonly registryClient: (options: RegistryClientOptions) => RegistryClient;
   private readonly blobRetryDelayMs: number;
+  private readonly leaseLabels: Record<string, string>;
   private readonly logger: Logger;
   private readonly inFlight = new Map<string, PullInFlight>();
   private readonly closing = new AbortController();
@@ -109,6 +117,7 @@ export class ImagePuller {
     this.architecture = options.architecture;
     this.registryClient = options.registryClient ?? ((clientOptions) => new RegistryClient(clientOptions));
     this.blobRetryDelayMs = options.blobRetryDelayMs ?? 500;
+    this.leaseLabels = options.leaseLabels ?? {};
     this.logger = options.logger.child({ component: "image-puller" });
   }
 
@@ -161,10 +170,10 @@ export class ImagePuller {
 
   /** Runs `work` under a new lease; deletes the lease after, collecting at once what it alone kept when `work` failed. */
   private async withLease<T>(work: (leaseId: string) => Promise<T>): Promise<T> {
-    const leaseId = `fsb-pull-${randomBytes(8).toString("hex")}`;
+    const leaseId = `${PULL_LEASE_PREFIX}${randomBytes(8).toString("hex")}`;
     await this.client.leases.create({
       id: leaseId,
-      labels: { "containerd.io/gc.expire": new Date(Date.now() + PULL_LEASE_EXPIRY_MS).toISOString() },
+      labels: { ...this.leaseLabels, "containerd.io/gc.expire": new Date(Date.now() + PULL_LEASE_EXPIRY_MS).toISOString() },
     });
     let succeeded = false;
     try {
@@ -176,6 +185,21 @@ export class ImagePuller {
         this.logger.warn({ err: error, leaseId }, "could not delete a pull's lease; containerd drops it when it expires");
       });
     }
+  }
+
+  /**
+   * Deletes the pull leases carrying every one of `labels` (an earlier process of this agent, killed
+   * mid-pull, left them, with their partial downloads, until they expire a day later), collecting at
+   * once what they alone kept; call it before this process pulls. Returns how many it deleted.
+   */
+  async removeLeftoverLeases(labels: Record<string, string>): Promise<number> {
+    const filter = Object.entries(labels)
+      .map(([key, value]) => `labels."${key}"==${quoteFilterValue(value)}`)
+      .join(",");
+    const { leases } = await this.client.leases.list({ filters: [filter] });
+    const leftovers = leases.filter((lease) => lease.id.startsWith(PULL_LEASE_PREFIX));
+    for (const lease of leftovers) await this.client.leases.delete({ id: lease.id, sync: true }, { timeoutMs: 60_000 });
+    return leftovers.length;
   }
 
   /** Aborts the pulls in flight (agent shutdown); they fail and clean up after themselves. */
