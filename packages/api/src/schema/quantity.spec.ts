@@ -68,9 +68,15 @@ describe("parseDurationMs", () => {
     assert.equal(parseDurationMs("1m30s500ms"), 90_500);
   });
 
-  it("rejects empty, zero, unitless, negative and trailing garbage, naming the field", () => {
-    for (const text of ["", "0s", "30", "-5m", "5x", "5m garbage", "m", "1h 30m", "1.5h"]) {
+  it("rejects empty, unitless, negative and trailing garbage, naming the field", () => {
+    for (const text of ["", "30", "-5m", "5x", "5m garbage", "m", "1h 30m", "1.5h"]) {
       assertRejected(() => parseDurationMs(text, "--expire"), "--expire", /is not a duration \(e\.g\. 30s, 10m, 2h, 1h30m\)/);
+    }
+  });
+
+  it("rejects zero as a duration it reads, saying it is zero", () => {
+    for (const text of ["0s", "0ms", "0h0m"]) {
+      assertRejected(() => parseDurationMs(text, "--expire"), "--expire", /is zero; give a duration longer than that \(e\.g\. 30s/);
     }
   });
 });

@@ -55,7 +55,7 @@ export function parseQuantity(quantity: string, field = "quantity"): number {
   return Number(match[1]) * factor;
 }
 
-/** `30s`, `5m`, `2h`, `1h30m`, `1d` → milliseconds. */
+/** `30s`, `5m`, `2h`, `1h30m`, `1d` → milliseconds; empty, unitless or zero (`0s`) is refused. */
 export function parseDurationMs(text: string, field = "duration"): number {
   const re = /(\d+)(ms|s|m|h|d)/gy;
   const unitMs: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -65,8 +65,9 @@ export function parseDurationMs(text: string, field = "duration"): number {
     total += Number(match[1]) * (unitMs[match[2] ?? "s"] ?? 0);
     consumed = re.lastIndex;
   }
-  if (text.length === 0 || consumed !== text.length || total <= 0) {
+  if (text.length === 0 || consumed !== text.length) {
     throw new ValidationError(field, `${JSON.stringify(text)} is not a duration (e.g. 30s, 10m, 2h, 1h30m)`);
   }
+  if (total <= 0) throw new ValidationError(field, `${JSON.stringify(text)} is zero; give a duration longer than that (e.g. 30s, 10m, 2h, 1h30m)`);
   return total;
 }
