@@ -72,6 +72,7 @@ describe("the generated CRDs on a real API server", () => {
     // Printer columns and short names come from the CRD.
     const table = await kubectl("get", "sb");
     assert.match(table.stdout, /NAME\s+PHASE\s+POOL\s+AGENT\s+AGE/);
+    assert.match((await kubectl("get", "sbp")).stdout, /NAME\s+AGENTS\s+SANDBOXES\s+PREPARED\s+AGE/);
   });
 
   it("refuses invalid objects, naming the fields", async () => {
