@@ -141,7 +141,7 @@ func (s *Service) Move(_ context.Context, request *connect.Request[rpc.MoveReque
 			if !errors.Is(err, syscall.EXDEV) {
 				return rpcError(err, "move %s to %s", source, destination)
 			}
-			if err := moveByCopy(source, realSource, destination); err != nil {
+			if err := moveByCopy(source, realSource, destination, info); err != nil {
 				return err
 			}
 		}
@@ -159,11 +159,14 @@ func (s *Service) Move(_ context.Context, request *connect.Request[rpc.MoveReque
 // after checking what would make it stop halfway: a mount point at or below the source (the
 // kernel refuses to remove one, EBUSY) is refused before anything is copied, and a copy that fails
 // (a full disk) is removed again, leaving the source as it was. realSource is the source with its
-// symlinks resolved.
-func moveByCopy(source, realSource, destination string) error {
-	mounts, err := mountPointsWithin(realSource)
-	if err != nil {
-		return rpcError(err, "move %s to %s: read the mount points", source, destination)
+// symlinks resolved, info its Lstat: a symlink is moved as itself, whatever its target holds.
+func moveByCopy(source, realSource, destination string, info os.FileInfo) error {
+	var mounts []string
+	if info.Mode()&os.ModeSymlink == 0 {
+		var err error
+		if mounts, err = mountPointsWithin(realSource); err != nil {
+			return rpcError(err, "move %s to %s: read the mount points", source, destination)
+		}
 	}
 	if len(mounts) > 0 {
 		what := fmt.Sprintf("%s is a mount point", mounts[0])

@@ -82,6 +82,17 @@ func TestMovingATreeThatHoldsAMountPointToAnotherFileSystemIsRefusedBeforeAnythi
 			t.Fatalf("the source's %s: %q %v, want it as it was", file, content, err)
 		}
 	}
+	// A symlink to the tree is moved as itself: what its target holds does not matter.
+	link := filepath.Join(s.home, "link")
+	if err := os.Symlink(tree, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := moveOf(t, s, link, filepath.Join(other, "link")); err != nil {
+		t.Fatalf("move a symlink to a tree that holds a mount point: %v", err)
+	}
+	if target, err := os.Readlink(filepath.Join(other, "link")); err != nil || target != tree {
+		t.Fatalf("the moved symlink: %q %v, want one to %s", target, err, tree)
+	}
 	// A mount point itself, moved to another file system, is refused the same way.
 	err = moveOf(t, s, filepath.Join(tree, "sub"), filepath.Join(other, "sub"))
 	if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "is a mount point, which cannot be moved") {
