@@ -30,7 +30,7 @@ type notifier struct {
 // sharedNotifier is the daemon's: made with the first watch, kept for the process's life.
 var sharedNotifier = &notifier{}
 
-// start makes the inotify instance once, and runs its dispatch.
+// startLocked makes the inotify instance once, and runs its dispatch. n.mu is held.
 func (n *notifier) startLocked() error {
 	if n.watcher != nil {
 		return nil
